@@ -134,7 +134,9 @@ def iterator_layout(cls):
     def laid_out(ctx, *args, **kwargs):
         out = forward(ctx, *args, **kwargs)
         arrays = [a for a in args if getattr(a, "ndim", 0)]
-        if getattr(out, "ndim", 0) < 2 or kwargs.get("contiguous") or all(a.flags.c_contiguous for a in arrays):
+        if kwargs.get("contiguous"):  # (the op's own rule: a C-ordered result)
+            return xp_of(out).asarray(out, order="C") if getattr(out, "ndim", 0) else out
+        if getattr(out, "ndim", 0) < 2 or all(a.flags.c_contiguous for a in arrays):
             return out
         return in_iterator_layout(out, arrays)
     cls.forward = staticmethod(laid_out)
@@ -264,10 +266,11 @@ class Neg(Function):
 @iterator_layout
 @backward_in_float32  # (forward: a ** 0.5 rounds the exponent to bfloat16 first, in torch and NumPy alike)
 class Pow(Function):
-    """``a ** b`` where either side may be a tensor (or a Python number)."""
+    """``a ** b`` where either side may be a tensor (or a Python number); ``contiguous``: a C-ordered
+    result (torch's number ** tensor), else TensorIterator's layout (iterator_layout)."""
 
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, contiguous=False):
         try:
             out = _half_powers(a, b)
             if out is None:
@@ -807,7 +810,8 @@ def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
         _check_exponent(input.dtype, exponent)
     # torch's node: PowBackward0 for tensor ** number, 1 for tensor ** tensor, 2 for number ** tensor
     node = f"PowBackward{0 if not isinstance(exponent, Tensor) else 2 if not isinstance(input, Tensor) else 1}"
-    return name_node(Pow.apply(*_promoted(input, exponent)), node, input, exponent)
+    contiguous = not isinstance(input, Tensor)  # (torch's number ** tensor is contiguous)
+    return name_node(Pow.apply(*_promoted(input, exponent), contiguous=contiguous), node, input, exponent)
 
 
 def _check_exponent(dtype, exponent):

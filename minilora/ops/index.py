@@ -434,7 +434,7 @@ class IndexFill(Function):
     def forward(ctx, a, value, index, axis):
         ctx.where = _along(axis, xp_of(a).unique(index))
         ctx.value_dtype = getattr(value, "dtype", None)
-        return put_into_copy(a, ctx.where, value)
+        return put_into_copy(a, ctx.where, value, keep_layout=True)  # (torch: a clone, a's layout)
 
     @staticmethod
     def backward(ctx, g):
@@ -481,7 +481,7 @@ class Scatter(Function):
         ctx.src_shape, ctx.block = getattr(src, "shape", ()), tuple(slice(0, n) for n in index.shape)
         values = src[ctx.block] if getattr(src, "ndim", 0) else src
         if add:  # scatter_add sums 16-bit floats in float32 and rounds once (index_add does not: torch)
-            out = a.astype(compute_dtype(a.dtype))  # a copy (16-bit floats: widened)
+            out = a.astype(compute_dtype(a.dtype), order="C")  # a copy (16-bit floats: widened), as torch's: C
             add_at(out, ctx.where, upcast(values) if hasattr(values, "dtype") else values)
             return out.astype(a.dtype, copy=False)
         return put_into_copy(a, ctx.where, values)
@@ -647,7 +647,7 @@ class ScatterReduce(Function):
         xp = xp_of(a)
         where = _full_index(index, axis)
         values = upcast(src[tuple(slice(0, n) for n in index.shape)])
-        out = a.astype(compute_dtype(a.dtype))  # (a copy: 16-bit floats reduce in float32)
+        out = a.astype(compute_dtype(a.dtype), order="C")  # (a contiguous copy, as torch's; 16-bit floats in float32)
         hit = xp.zeros(a.shape, dtype=np.int64)
         xp.add.at(hit, where, 1)  # how many values each position receives
         if not include_self:  # start those positions from the reduction's identity

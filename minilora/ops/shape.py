@@ -168,10 +168,11 @@ def put_indexed(array, index, values):
         array[split[0]][split[1]] = values
 
 
-def put_into_copy(array, index, values):
+def put_into_copy(array, index, values, keep_layout=False):
     """A copy of ``array`` with ``values`` written at ``index`` (``put_indexed``): the forward of the
-    ops that overwrite part of their input (index_put, scatter, index_fill, index_copy, ...)."""
-    out = array.copy()
+    ops that overwrite part of their input (index_put, scatter, index_fill, index_copy, ...). The copy is
+    contiguous, or laid out as ``array`` where ``keep_layout`` (torch's clone: index_put, index_fill)."""
+    out = laid_out_copy(array) if keep_layout else array.copy()
     put_indexed(out, index, values)
     return out
 
@@ -216,8 +217,8 @@ class IndexPut(Function):
     def forward(ctx, a, values, index, accumulate):
         ctx.index, ctx.accumulate, ctx.values_shape = index, accumulate, getattr(values, "shape", ())
         if not accumulate:
-            return put_into_copy(a, index, values)
-        out = a.copy()
+            return put_into_copy(a, index, values, keep_layout=True)
+        out = laid_out_copy(a)
         _add_indexed(out, index, values)
         return out
 
