@@ -59,6 +59,12 @@ class _CaptureStore:
         i = self.leaves.get(id(t))
         if i is not None:
             self._put(i, g)
+        elif t._ctx is not None:  # a retain_grad() tensor on the way: its .grad fills, as torch's grad() does
+            self._retain(t, g)
+
+    @staticmethod
+    def _retain(t, g):
+        t._grad = Tensor._make(g.copy(), t._device, False, None) if t._grad is None else t._grad + g
 
     def add_node(self, ctx, g):
         self._put(self.nodes[id(ctx)], g)
@@ -69,6 +75,10 @@ class _GraphCaptureStore(_CaptureStore):
 
     def _put(self, i, g):
         self.grads[i] = g if self.grads[i] is None else self.grads[i] + g
+
+    @staticmethod
+    def _retain(t, g):
+        t._grad = g if t._grad is None else t._grad + g
 
 
 def _zeros_like(t):

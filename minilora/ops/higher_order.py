@@ -838,6 +838,9 @@ def seed(output, grad_output):
     return grad_output if grad_output.dtype == output.dtype else grad_output.to(output.dtype)
 
 
+_warned_of_cycle = False  # has backward(create_graph=True) warned yet?
+
+
 def backward(tensor, gradient, retain_graph, inputs):
     """``tensor.backward(gradient, create_graph=True)``: the leaves' ``.grad`` with graphs of their own
     (``retain_graph`` defaults to True then, as torch's)."""
@@ -846,9 +849,12 @@ def backward(tensor, gradient, retain_graph, inputs):
     if isinstance(gradient, (int, float, complex, list, tuple, np.generic)):
         raise TypeError(f"gradients can be either Tensors or None, but got {type(gradient).__name__}")
     retain = True if retain_graph is None else bool(retain_graph)
-    warnings.warn("Using backward() with create_graph=True will create a reference cycle between the parameter "
-                  "and its gradient which can cause a memory leak. We recommend using autograd.grad when creating "
-                  "the graph to avoid this. If you have to use this function, make sure to reset the .grad fields "
-                  "of your parameters to None after use to break the cycle and avoid the leak.", UserWarning,
-                  stacklevel=3)  # (torch's words: each .grad now holds a graph that holds the parameter)
+    global _warned_of_cycle
+    if not _warned_of_cycle:  # (torch's TORCH_WARN_ONCE: once per process)
+        _warned_of_cycle = True
+        warnings.warn("Using backward() with create_graph=True will create a reference cycle between the parameter "
+                      "and its gradient which can cause a memory leak. We recommend using autograd.grad when creating "
+                      "the graph to avoid this. If you have to use this function, make sure to reset the .grad fields "
+                      "of your parameters to None after use to break the cycle and avoid the leak.", UserWarning,
+                      stacklevel=3)  # (torch's words: each .grad now holds a graph that holds the parameter)
     run_backward_graph((tensor,), (seed(tensor, gradient),), retain, GradStore(inputs))
