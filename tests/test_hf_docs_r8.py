@@ -246,6 +246,25 @@ def test_classification_task_types_side_by_side(tmp_path, capsys, task, class_na
     assert "score" not in ours_file["target_modules"]
 
 
+@pytest.mark.parametrize("config_class, extra", [("VeraConfig", {}), ("AdaLoraConfig", dict(total_step=10))])
+def test_seq_cls_with_vera_and_adalora_as_peft(config_class, extra):
+    """Other methods on the same path; AdaLoRA's parameters listed in PEFT's order (A, B, E: minilora's was
+    A, E, B -- the same set, another named_parameters / optimizer order)."""
+    config = dict(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"], **extra)
+    theirs, ours = both("LlamaForSequenceClassification", pad_token_id=0, num_labels=3)
+    torch.manual_seed(1)
+    theirs = peft.get_peft_model(theirs, getattr(peft, config_class)(**config))
+    ml.manual_seed(1)
+    ours = ml_peft.get_peft_model(ours, getattr(ml_peft, config_class)(**config))
+    assert type(ours).__name__ == type(theirs).__name__ == "PeftModelForSequenceClassification"
+    assert trainable(ours) == trainable(theirs)
+    assert_same_state(theirs, ours)
+    labels = np.array([0, 2, 1])
+    theirs.train(), ours.train()
+    np.testing.assert_allclose(ours(ml.tensor(IDS), labels=ml.tensor(labels)).loss.item(),
+                               theirs(torch.tensor(IDS), labels=torch.tensor(labels)).loss.item(), rtol=1e-6)
+
+
 def test_seq_cls_extends_the_callers_modules_to_save_list_as_peft():
     names = [["score"], ["score"]]
     peft.get_peft_model(both("LlamaForSequenceClassification", pad_token_id=0)[0],

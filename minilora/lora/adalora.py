@@ -116,7 +116,8 @@ class SVDLinear(BaseTunerLayer):
         super().__init__(base_layer)
         self.r, self.lora_alpha, self.scaling = {}, {}, {}
         self.lora_dropout = ModuleDict()  # Dropout modules hold p (PEFT's lora_dropout.<name>)
-        self.lora_A, self.lora_E, self.lora_B = ParameterDict(), ParameterDict(), ParameterDict()
+        # registered in PEFT's order (A, B, E): named_parameters, state_dict and optimizer groups list them so
+        self.lora_A, self.lora_B, self.lora_E = ParameterDict(), ParameterDict(), ParameterDict()
         self.ranknum = ParameterDict()
         self.active_adapters = [adapter_name]
         self.update_layer(adapter_name, config, r, lora_alpha)
