@@ -6,7 +6,7 @@ from .ops import special as _special
 
 __all__ = ["erf", "erfc", "erfinv", "expit", "logit", "gammaln", "digamma", "psi", "polygamma", "multigammaln",
            "xlogy", "xlog1py", "log_softmax", "softmax", "i0", "i1", "sinc", "entr", "ndtr", "ndtri", "log_ndtr",
-           "logsumexp", "round", "expm1", "exp2", "log1p"]
+           "logsumexp", "round", "expm1", "exp2", "log1p", "i0e", "i1e", "zeta"]
 
 
 def _softmax(input, dim, *, dtype=None):
@@ -33,7 +33,8 @@ _FUNCTIONS = {
     "erf": ops.erf, "erfc": _special.erfc, "erfinv": _special.erfinv, "expit": ops.sigmoid, "logit": ops.logit,
     "gammaln": _special.lgamma, "digamma": _special.digamma, "psi": _special.digamma, "polygamma": _polygamma,
     "multigammaln": _multigammaln, "xlogy": ops.xlogy, "xlog1py": _special.xlog1py, "i0": _special.i0,
-    "i1": _special.i1, "sinc": ops.extra.sinc, "entr": _special.entr, "ndtr": _special.ndtr,
+    "i1": _special.i1, "i0e": _special.i0e, "i1e": _special.i1e, "zeta": _special.zeta, "sinc": ops.extra.sinc,
+    "entr": _special.entr, "ndtr": _special.ndtr,
     "ndtri": _special.ndtri, "log_ndtr": _special.log_ndtr, "logsumexp": ops.logsumexp, "round": _round,
     "expm1": ops.expm1, "exp2": ops.exp2, "log1p": ops.log1p}
 globals().update({name: ops._with_out(fn, name) for name, fn in _FUNCTIONS.items()})

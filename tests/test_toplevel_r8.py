@@ -328,6 +328,9 @@ SPECIAL = {
     "special.log_softmax": ("lib.special.log_softmax(x.reshape(6, -1), 1)", WIDE),
     "special.softmax": ("lib.special.softmax(x.reshape(6, -1), dim=0)", WIDE),
     "special.i0": ("lib.special.i0(x)", WIDE), "special.i1": ("lib.special.i1(x)", WIDE),
+    "special.i0e": ("lib.special.i0e(x * 20)", WIDE), "special.i1e": ("lib.special.i1e(x * 20)", WIDE),
+    "special.zeta": ("lib.special.zeta(3.5, x)", POSITIVE),
+    "special.zeta_tensors": ("lib.special.zeta(x.detach() + 1.25, x.flip(0) + 0.5)", POSITIVE),
     "special.sinc": ("lib.special.sinc(x)", WIDE), "special.entr": ("lib.special.entr(x)", POSITIVE),
     "special.ndtr": ("lib.special.ndtr(x)", WIDE), "special.ndtri": ("lib.special.ndtri(x)", PROBABILITY),
     "special.log_ndtr": ("lib.special.log_ndtr(x)", np.concatenate([WIDE, [-30.0, -45.0, 12.0]])),
@@ -412,7 +415,8 @@ def test_special_edges_and_dtypes(call):
                                   "lib.tensor([1, 2]).erfc_()", "lib.tensor([1, 2]).lgamma_()",
                                   "lib.special.ndtri(lib.ones(2, dtype=lib.float16))",
                                   "lib.special.log_ndtr(lib.ones(2, dtype=lib.bfloat16))",
-                                  "lib.nextafter(lib.ones(2), 2.0)"])
+                                  "lib.nextafter(lib.ones(2), 2.0)",
+                                  "lib.special.zeta(lib.tensor([2.0], requires_grad=True), 1.0).sum().backward()"])
 def test_special_refusals_as_torch(call):
     want, got = both(lambda lib: eval(call, {"lib": lib}))
     assert isinstance(want, type) and got is want

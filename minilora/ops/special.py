@@ -234,12 +234,35 @@ def i1_f64(x):
         for k in range(1, 120):
             term = term * half * half / (k * (k + 1))
             series = series + term
-        mu, expansion, term = 4.0, np.ones_like(ax), np.ones_like(ax)
-        for k in range(1, 30):
-            term = term * -(mu - (2 * k - 1) ** 2) / (k * 8 * ax)
-            expansion = expansion + term
-        asymptotic = np.exp(ax) / np.sqrt(2 * math.pi * ax) * expansion
-        return np.copysign(np.where(ax <= 30, series, asymptotic), x)
+        return np.copysign(np.where(ax <= 30, series, np.exp(ax) * _scaled_asymptotic(ax, 1)), x)
+
+
+def _scaled_asymptotic(ax, order):
+    """I_order(x) e^-x for large x: 1 / sqrt(2 pi x) times sum over k of (-1)^k prod_j (4 order^2 - (2j - 1)^2)
+    / (k! (8x)^k) (its terms shrink until k ~ 2x: 30 of them are ample past x = 30)."""
+    mu = 4.0 * order * order
+    expansion, term = np.ones_like(ax), np.ones_like(ax)
+    for k in range(1, 30):
+        term = term * -(mu - (2 * k - 1) ** 2) / (k * 8 * ax)
+        expansion = expansion + term
+    return expansion / np.sqrt(2 * math.pi * ax)
+
+
+def i0e_f64(x):
+    """I0(x) e^-|x|: NumPy's i0 where it does not overflow, the asymptotic expansion beyond."""
+    x = np.array(x, dtype=np.float64)
+    ax = np.abs(x)
+    with np.errstate(all="ignore"):
+        return np.where(ax <= 700, np.i0(np.where(ax <= 700, x, 0)) * np.exp(-ax), _scaled_asymptotic(ax, 0))
+
+
+def i1e_f64(x):
+    """I1(x) e^-|x|."""
+    x = np.array(x, dtype=np.float64)
+    ax = np.abs(x)
+    with np.errstate(all="ignore"):
+        return np.where(ax <= 30, i1_f64(np.where(ax <= 30, x, 0)) * np.exp(-ax),
+                        np.copysign(_scaled_asymptotic(ax, 1), x))
 
 
 # ---- the ops --------------------------------------------------------------------------------------
@@ -331,6 +354,57 @@ class I1(Function):
 
 
 @computes_in_float32
+class I0e(Function):
+    """I0(x) e^-|x|; derivative i1e(x) - sign(x) i0e(x)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        ctx.out = _on_host(i0e_f64, a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (_on_host(i1e_f64, ctx.a) - xp_of(g).sign(ctx.a) * ctx.out)
+
+
+@computes_in_float32
+class I1e(Function):
+    """I1(x) e^-|x|; derivative i0e(x) - i1e(x) (sign(x) + 1/x), 1/2 at 0."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        ctx.out = _on_host(i1e_f64, a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, a = xp_of(g), ctx.a
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = _on_host(i0e_f64, a) - ctx.out * (xp.sign(a) + 1 / a)
+        return g * xp.where(a == 0, 0.5, slope)
+
+
+class Zeta(Function):
+    """Hurwitz's zeta(x, q); torch's derivative for q, -x zeta(x + 1, q), and none for x."""
+
+    @staticmethod
+    def forward(ctx, x, q):
+        ctx.x, ctx.q = x, q
+        host = zeta_f64(_host_array(x), _host_array(q)).astype(x.dtype, copy=False)
+        return xp_of(x).asarray(host)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.needs_input_grad[0]:
+            raise NotImplementedError("the derivative for 'zeta' is not implemented.")
+        x, q = ctx.x, ctx.q
+        shifted = xp_of(g).asarray(zeta_f64(_host_array(x) + 1, _host_array(q)).astype(x.dtype, copy=False))
+        return None, E.unbroadcast(g * -x * shifted, q.shape)
+
+
+@computes_in_float32
 class Ndtri(Function):
     @staticmethod
     def forward(ctx, a):
@@ -412,6 +486,22 @@ def i1(input):
     return saves_as_torch(result, input, result)  # (torch's i1_backward reads both)
 
 
+def i0e(input):
+    """``torch.special.i0e``: I0(x) e^-|x| (finite where I0 overflows)."""
+    return name_node(I0e.apply(_floating(input)), "SpecialI0EBackward0", input)
+
+
+def i1e(input):
+    """``torch.special.i1e``: I1(x) e^-|x|."""
+    return name_node(I1e.apply(_floating(input)), "SpecialI1EBackward0", input)
+
+
+def zeta(input, other):
+    """``torch.special.zeta(x, q)``: Hurwitz's zeta function, sum over k >= 0 of (k + q)^-x; either
+    may be a number (integers compute in the default float dtype)."""
+    return name_node(Zeta.apply(*_two_tensors(input, other)), "SpecialZetaBackward0", input, other)
+
+
 def ndtr(input):
     """``torch.special.ndtr``: the standard normal CDF by torch's formula (1 + erf(x / sqrt 2)) / 2, whose
     lower tail cancels (float32 ndtr(-6.9) is 0; ``log_ndtr`` keeps the tail's digits)."""
@@ -472,11 +562,16 @@ class XLog1pY(Function):
 def xlog1py(input, other):
     """``torch.special.xlog1py``: ``input * log1p(other)``, 0 where ``input`` is 0; either may be a
     number (integers compute in the default float dtype)."""
+    return name_node(XLog1pY.apply(*_two_tensors(input, other)), "SpecialXlog1PyBackward0", input, other)
+
+
+def _two_tensors(input, other):
+    """Both operands as tensors of torch's result dtype (integers: the default float dtype; a Python
+    number: a constant tensor of the other's shape)."""
     x, y = E._promoted(E._floating(input) if isinstance(input, Tensor) else input,
                        E._floating(other) if isinstance(other, Tensor) else other, true_divide=True)
     like = x if isinstance(x, Tensor) else y
-    x, y = (t if isinstance(t, Tensor) else E.add(E.mul(like.detach(), 0), t) for t in (x, y))
-    return name_node(XLog1pY.apply(x, y), "SpecialXlog1PyBackward0", input, other)
+    return tuple(t if isinstance(t, Tensor) else E.add(E.mul(like.detach(), 0), t) for t in (x, y))
 
 
 # ---- Tensor methods, as torch's: x.erfc(), x.lgamma_(), x.polygamma(2), x.mvlgamma(p=3) ----------------
