@@ -179,6 +179,10 @@ CASES = {
     "avg_pool": lambda lib, x, y: lib_f(lib).avg_pool2d((x * y[:3]).reshape(1, 1, 3, 4), 2, stride=1, padding=1,
                                                         count_include_pad=False, ceil_mode=True),
     "adaptive_avg_pool": lambda lib, x, y: lib_f(lib).adaptive_avg_pool2d((x * y[:3]).reshape(1, 1, 3, 4), (2, 3)),
+    # LoRA's fused linear (PEFT's composition for torch), with the base weight trainable too
+    "lora_linear": lambda lib, x, y: (ml.ops.lora_linear(x, y[:2], y[2:3], y[3:, :2].t(), 0.5, bias=y[0, :2].detach())
+                                      if lib is ml else
+                                      x @ y[:2].t() + y[0, :2].detach() + 0.5 * (x @ y[2:3].t()) @ y[3:, :2]),
     "embedding_by_freq": lambda lib, x, y: lib_f(lib).embedding(lib.tensor([1, 3, 1, 1]), y.tanh(),
                                                                 scale_grad_by_freq=True),
 }
@@ -539,3 +543,12 @@ def test_autograd_grad_fills_retain_grad_tensors_as_torch():
         lib.autograd.grad((h * h * h).sum(), x, create_graph=True)
         out.append(h.grad)
     close(*out)
+
+
+def test_gradgradcheck_of_lora_linear_with_a_seeded_dropout_mask():
+    """The fused LoRA op's recorded backward with dropout (a fixed seed: the same mask in every call) against
+    central differences of its first derivatives."""
+    x, A, B = (ml.tensor(RNG.standard_normal(s), dtype=ml.float64, requires_grad=True) for s in [(3, 4), (2, 4), (3, 2)])
+    W0 = ml.tensor(RNG.standard_normal((3, 4)), dtype=ml.float64)
+    f = lambda x, A, B: ml.ops.lora_linear(x, W0, A, B, 0.5, dropout_p=0.4, seed=7).tanh()  # noqa: E731
+    assert ml.autograd.gradgradcheck(f, (x, A, B))

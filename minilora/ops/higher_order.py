@@ -19,6 +19,7 @@ import numpy as np
 from .. import tensor as _t
 from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, reduce as _r, shape as _s
+from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Einsum, Linear, MatMul
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Fold, MaxPool2d, Unfold, _windows
 from .index import CumSum, Gather, IndexSelect
@@ -656,6 +657,33 @@ def _pooling(jvp, op):
     return backward_graph
 
 
+def _lora_linear(ctx, g):
+    """PEFT's ``x W0^T + bias + s (dropout(x) A^T) B^T`` differentiated with ops (the dropout mask a
+    constant, as torch's): dX = g W0 + s ((g B) A) * keep, dA = s (g B)^T (x keep), dB = s g^T (x keep) A^T."""
+    x, W0, A, B = ctx.inputs[:4]
+    if ctx.X.itemsize == 2:  # (PEFT's 16-bit mixed precision: not recorded)
+        _refuse(ctx)
+    nx, nw, na, nb, nbias = (tuple(ctx.needs_input_grad) + (False,) * 5)[:5]
+    keep = _lora_dropout_multipliers(ctx.X, ctx.p, ctx.seed, ctx.mask)
+    keep = None if keep is None else _constant(keep.astype(ctx.X.dtype, copy=False), g)
+    X, g2, s = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]), float(ctx.scale)
+    dropped = X if keep is None else X * keep
+    gB = g2.matmul(B)
+    dx = dw = da = db = dbias = None
+    if nx:
+        through_adapter = gB.matmul(A) * s
+        dx = (g2.matmul(W0) + (through_adapter if keep is None else through_adapter * keep)).reshape(x.shape)
+    if nw:
+        dw = g2.transpose(0, 1).matmul(X)
+    if na:
+        da = gB.transpose(0, 1).matmul(dropped) * s
+    if nb:
+        db = g2.transpose(0, 1).matmul(dropped.matmul(A.transpose(0, 1))) * s
+    if nbias:
+        dbias = g2.sum(0)
+    return dx, dw, da, db, dbias
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -699,6 +727,7 @@ _BACKWARD_GRAPHS = {
     Einsum: _einsum,
     MaxPool2d: _pooling(_max_pool_jvp, MaxPool2d), AvgPool2d: _pooling(_avg_pool_jvp, AvgPool2d),
     AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d),
+    LoraLinear: _lora_linear,
 }
 for _op, _fn in _BACKWARD_GRAPHS.items():
     _op.backward_graph = staticmethod(_fn)
