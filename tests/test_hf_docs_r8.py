@@ -103,6 +103,7 @@ def saved(tmp_path, theirs, ours):
 def test_quicktour_causal_lm_side_by_side(tmp_path, capsys):
     theirs, ours = wrap(*both("LlamaForCausalLM"), **QUICKTOUR)
     assert type(ours).__name__ == type(theirs).__name__ == "PeftModelForCausalLM"
+    assert repr(ours) == repr(theirs)
     theirs.print_trainable_parameters()
     ours.print_trainable_parameters()
     printed = capsys.readouterr().out.splitlines()
@@ -238,6 +239,7 @@ def test_classification_task_types_side_by_side(tmp_path, capsys, task, class_na
     assert printed[1] == printed[0]
     assert trainable(ours) == trainable(theirs)
     assert "base_model.model.score.modules_to_save.default.weight" in dict(trainable(ours))
+    assert repr(ours) == repr(theirs)  # print(model): the token head's dropout printed before score, as theirs
     assert_same_state(theirs, ours)
     train_both(theirs, ours, labels)
     theirs_file, ours_file = saved(tmp_path, theirs, ours)

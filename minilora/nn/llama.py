@@ -1581,8 +1581,12 @@ class _LlamaWithHead(Module):
         self.config = config
         self.num_labels = _num_labels(config)
         self.model = LlamaModel(config, dtype=dtype, device=device)
+        self._modules_before_head(config)
         self.score = Linear(config.hidden_size, self.num_labels, bias=head_bias, dtype=dtype, device=device)
         _init_weights([self.score], config.initializer_range)  # after the body's, as transformers' post_init
+
+    def _modules_before_head(self, config):
+        """Layers registered between the body and ``score`` (transformers' order, as ``print(model)`` shows)."""
 
     dtype = LlamaForCausalLM.dtype
     device = LlamaForCausalLM.device
@@ -1701,6 +1705,8 @@ class LlamaForTokenClassification(_LlamaWithHead):
 
     def __init__(self, config, dtype=None, device=None):
         super().__init__(config, head_bias=True, dtype=dtype, device=device)
+
+    def _modules_before_head(self, config):
         rate = next((getattr(config, name) for name in ("classifier_dropout", "hidden_dropout")
                      if getattr(config, name, None) is not None), 0.1)
         self.dropout = Dropout(rate)
