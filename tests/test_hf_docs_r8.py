@@ -246,6 +246,9 @@ def test_classification_task_types_side_by_side(tmp_path, capsys, task, class_na
     for key in ("target_modules", "modules_to_save"):
         assert sorted(ours_file[key]) == sorted(theirs_file[key]), key  # (PEFT writes its sets in any order)
     assert "score" not in ours_file["target_modules"]
+    merged_t, merged_m = theirs.merge_and_unload().eval(), ours.merge_and_unload().eval()
+    assert type(merged_m).__name__ == type(merged_t).__name__ == class_name
+    assert_same_state(merged_t, merged_m, atol=1e-6)  # the trained head in place of the original
 
 
 @pytest.mark.parametrize("config_class, extra", [("VeraConfig", {}), ("AdaLoraConfig", dict(total_step=10))])
