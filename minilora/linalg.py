@@ -379,7 +379,8 @@ def eigh(A, UPLO="L", *, out=None):
 
     def derivative(arrays, outputs, grads):
         return _eigh_backward(outputs[0], outputs[1], grads[0], grads[1])
-    return _with_out(Eigh(*_outputs("LinalgEighBackward0", (A,), (values, vectors), derivative, column_major=(1,))), out)
+    return _with_out(Eigh(*_outputs("LinalgEighBackward0", (A,), (values, vectors), derivative,
+                                    column_major=(1,))), out)
 
 
 def eigvalsh(A, UPLO="L", *, out=None):
@@ -484,7 +485,8 @@ def _inv_derivative(arrays, outputs, grads):
 def inv(A, *, out=None):
     """``torch.linalg.inv``; a singular matrix raises LinAlgError (a RuntimeError), as torch."""
     _check("linalg.inv", A, square=True)
-    return _with_out(_outputs("LinalgInvExBackward0", (A,), (_inv_array(A._array),), _inv_derivative, column_major=(0,))[0], out)
+    inverse = _inv_array(A._array)
+    return _with_out(_outputs("LinalgInvExBackward0", (A,), (inverse,), _inv_derivative, column_major=(0,))[0], out)
 
 
 def inv_ex(A, *, check_errors=False, out=None):
