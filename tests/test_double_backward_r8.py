@@ -36,7 +36,8 @@ def warns_of_cycle(lib):
     import warnings
     if lib is ml:
         ml.ops.higher_order._warned_of_cycle = False
-        return pytest.warns(UserWarning, match="Using backward\\(\\) with create_graph=True will create a reference cycle")
+        return pytest.warns(UserWarning, match=r"Using backward\(\) with create_graph=True will create a "
+                                               r"reference cycle")
     stack = contextlib.ExitStack()
     stack.enter_context(warnings.catch_warnings())
     warnings.simplefilter("ignore")
@@ -138,9 +139,8 @@ CASES = {
     # losses and dropout
     "nll_loss": lambda lib, x, y: lib_f(lib).nll_loss(lib_f(lib).log_softmax(x * y[:3], 1), lib.tensor([3, 0, 3]))
     + lib_f(lib).nll_loss(x.tanh(), lib.tensor([1, -100, 2]), reduction="sum"),
-    "nll_loss_weighted_none": lambda lib, x, y: lib_f(lib).nll_loss(x * y[:3], lib.tensor([1, 0, 2]),
-                                                                   weight=lib.tensor([1.0, 2.0, 0.5, 3.0], dtype=lib.float64),
-                                                                   reduction="none"),
+    "nll_loss_weighted_none": lambda lib, x, y: lib_f(lib).nll_loss(
+        x * y[:3], lib.tensor([1, 0, 2]), weight=lib.tensor([1.0, 2.0, 0.5, 3.0], dtype=lib.float64), reduction="none"),
     "bce_with_logits": lambda lib, x, y: lib_f(lib).binary_cross_entropy_with_logits(x * y[:3], y[1:].sigmoid())
     + lib_f(lib).binary_cross_entropy_with_logits(x, (y[:3] > 0).double(), reduction="sum",
                                                   pos_weight=lib.tensor([1.0, 2.0, 0.5, 3.0], dtype=lib.float64),
@@ -157,7 +157,8 @@ CASES = {
                                                                    dtype=lib.float64), scale=0.3),
     "sdpa_gqa": lambda lib, x, y: lib_f(lib).scaled_dot_product_attention(
         x.reshape(1, 2, 3, 2), y.reshape(1, 1, 8, 2), y.cos().reshape(1, 1, 8, 2), enable_gqa=True),
-    "rotary": lambda lib, x, y: (ml.ops.rotary_embedding(x.reshape(1, 1, 3, 4), y[:3].detach().cos(), y[:3].detach().sin())
+    "rotary": lambda lib, x, y: (ml.ops.rotary_embedding(x.reshape(1, 1, 3, 4), y[:3].detach().cos(),
+                                                         y[:3].detach().sin())
                                  if lib is ml else  # (torch has no rotary op: the Llama's composition)
                                  x.reshape(1, 1, 3, 4) * y[:3].detach().cos() + torch.cat(
                                      [-x.reshape(1, 1, 3, 4)[..., 2:], x.reshape(1, 1, 3, 4)[..., :2]], -1)
@@ -548,7 +549,21 @@ def test_autograd_grad_fills_retain_grad_tensors_as_torch():
 def test_gradgradcheck_of_lora_linear_with_a_seeded_dropout_mask():
     """The fused LoRA op's recorded backward with dropout (a fixed seed: the same mask in every call) against
     central differences of its first derivatives."""
-    x, A, B = (ml.tensor(RNG.standard_normal(s), dtype=ml.float64, requires_grad=True) for s in [(3, 4), (2, 4), (3, 2)])
+    x, A, B = (ml.tensor(RNG.standard_normal(s), dtype=ml.float64, requires_grad=True)
+               for s in [(3, 4), (2, 4), (3, 2)])
     W0 = ml.tensor(RNG.standard_normal((3, 4)), dtype=ml.float64)
     f = lambda x, A, B: ml.ops.lora_linear(x, W0, A, B, 0.5, dropout_p=0.4, seed=7).tanh()  # noqa: E731
     assert ml.autograd.gradgradcheck(f, (x, A, B))
+
+
+def test_create_graph_under_saved_tensor_hooks():
+    """save_on_cpu / saved_tensors_hooks pack what nodes save; the recorded pass unpacks it as the plain one."""
+    out = []
+    for lib in (ml, torch):
+        x = lib.tensor([0.5, -1.0, 2.0], dtype=lib.float64, requires_grad=True)
+        with lib.autograd.graph.saved_tensors_hooks(lambda t: t * 1, lambda t: t):
+            y = (x.abs() * x.relu() + x.exp()).sum()
+        g, = lib.autograd.grad(y, x, create_graph=True)
+        out.append((g,) + lib.autograd.grad(g.sum(), x))
+    for a, b in zip(*out):
+        close(a, b)

@@ -741,19 +741,28 @@ def _refuse(ctx):
 
 
 def _nodes_of(roots):
-    """Every node the roots' nodes were computed from, latest first (tensor.py's _topological_order,
-    for several roots at once)."""
-    found, stack = {}, []
-    for r in roots:
-        if r._ctx is not None and id(r._ctx) not in found:
-            found[id(r._ctx)] = r._ctx
-            stack.append(r._ctx)
-    while stack:
-        for parent in stack.pop().parents:
-            if parent is not None and id(parent) not in found:
-                found[id(parent)] = parent
-                stack.append(parent)
+    """Every node the roots' nodes were computed from, latest first (tensor.py's _topological_order
+    for each root, merged: the same creation-number order)."""
+    found = {}
+    for root in roots:
+        if root._ctx is not None and id(root._ctx) not in found:
+            found.update((id(c), c) for c in _t._topological_order(root._ctx))
     return sorted(found.values(), key=lambda c: c.seq, reverse=True)
+
+
+def _in_grads(ctx, g, retain_graph):
+    """The node's ``backward_graph`` on ``g``, with what saved-tensor hooks packed unpacked for the call
+    (as the plain engine's _node_backward does)."""
+    backward_graph = getattr(ctx.fn, "backward_graph", None)
+    if backward_graph is None or g.dtype.kind == "c":
+        _refuse(ctx)
+    packed = ctx.packed if _t._saved_hooks_used else None
+    if packed is not None:
+        _t._unpack_saved(ctx)
+    in_grads = backward_graph(ctx, g)
+    if packed is not None and retain_graph:
+        _t._repack(ctx)
+    return in_grads if type(in_grads) is tuple else (in_grads,)
 
 
 def _fit(g, x):
@@ -803,11 +812,7 @@ def run_backward_graph(roots, seeds, retain_graph, store):
                 if ctx.node_prehooks or ctx.node_hooks:
                     raise NotImplementedError("create_graph=True with grad_fn.register_hook/register_prehook "
                                               "is not supported in minilora")
-            backward_graph = getattr(ctx.fn, "backward_graph", None)
-            if backward_graph is None or g.dtype.kind == "c":
-                _refuse(ctx)
-            in_grads = backward_graph(ctx, g)
-            in_grads = in_grads if type(in_grads) is tuple else (in_grads,)
+            in_grads = _in_grads(ctx, g, retain_graph)
             for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
                 if not need or ig is None:
                     continue
