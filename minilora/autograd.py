@@ -2,7 +2,10 @@
 
 ``grad(outputs, inputs)`` runs the same backward pass as ``Tensor.backward`` (``_run_backward`` in
 tensor.py) but hands it a store that keeps the gradients of the chosen ``inputs`` and returns them,
-instead of adding into every leaf's ``.grad``.
+instead of adding into every leaf's ``.grad``. With ``create_graph=True`` both run the recorded pass of
+minilora/ops/higher_order.py instead, whose gradients are tensors with graphs of their own (gradient
+penalties, Hessian-vector products; ``functional.hessian`` / ``hvp`` / ``vhp``, ``jvp``'s double-vjp,
+``gradgradcheck`` build on it).
 
 A user's ``Function`` (forward/backward on Tensors, as torch's) is not a second engine: ``apply`` runs
 the user's forward without recording, then records ordinary ops of tensor.py's engine: one node for

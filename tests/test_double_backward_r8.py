@@ -368,7 +368,11 @@ def test_functional_create_graph_results_differentiate_further():
         g2, = lib.autograd.grad(hv.sum(), x)
         _, jv = lib.autograd.functional.jvp(lambda a: a.tanh() * a, x, x.cos(), create_graph=True)
         g3, = lib.autograd.grad(jv.sum(), x)
-        out[lib] = (H, g, hv, g2, jv, g3)
+        value, vj = lib.autograd.functional.vjp(lambda a: a.exp() * a.sum(), x, x.sin(), create_graph=True)
+        g4, = lib.autograd.grad((vj * value).sum(), x)
+        J = lib.autograd.functional.jacobian(lambda a: a.sigmoid() * a.sum(), x, create_graph=True)
+        g5, = lib.autograd.grad(J.sum(), x)
+        out[lib] = (H, g, hv, g2, jv, g3, value, vj, g4, J, g5)
     for a, b in zip(out[ml], out[torch]):
         close(a, b)
 
