@@ -270,6 +270,33 @@ def test_seq_cls_with_vera_and_adalora_as_peft(config_class, extra):
                                theirs(torch.tensor(IDS), labels=torch.tensor(labels)).loss.item(), rtol=1e-6)
 
 
+def test_token_cls_with_gradient_checkpointing_as_peft():
+    """gradient_checkpointing_enable on the head model, then LoRA with dropout: loss, gradients and the
+    stream after backward (the recomputation redraws no mask) as transformers + PEFT."""
+    theirs, ours = both("LlamaForTokenClassification", pad_token_id=0, num_labels=3)
+    theirs.gradient_checkpointing_enable()
+    ours.gradient_checkpointing_enable()
+    assert ours.is_gradient_checkpointing is theirs.is_gradient_checkpointing is True
+    theirs, ours = wrap(theirs, ours, task_type="TOKEN_CLS", r=4, lora_alpha=8, lora_dropout=0.1,
+                        init_lora_weights=False)
+    labels = np.array([[0, 1, 2, 1, 1, 0]] * 3)
+    theirs.train(), ours.train()
+    torch.manual_seed(5)
+    ml.manual_seed(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss_t = theirs(input_ids=torch.tensor(IDS), labels=torch.tensor(labels)).loss
+    loss_m = ours(input_ids=ml.tensor(IDS), labels=ml.tensor(labels)).loss
+    loss_t.backward()
+    loss_m.backward()
+    np.testing.assert_allclose(loss_m.item(), loss_t.item(), rtol=1e-6)
+    for (name, p_t), (_, p_m) in zip(
+            [(n, p) for n, p in theirs.named_parameters() if p.requires_grad],
+            [(n, p) for n, p in ours.named_parameters() if p.requires_grad]):
+        np.testing.assert_allclose(p_m.grad.numpy(), p_t.grad.numpy(), rtol=0, atol=1e-5, err_msg=name)
+    assert ml.rand(2).tolist() == torch.rand(2).tolist()
+
+
 def test_seq_cls_extends_the_callers_modules_to_save_list_as_peft():
     names = [["score"], ["score"]]
     peft.get_peft_model(both("LlamaForSequenceClassification", pad_token_id=0)[0],

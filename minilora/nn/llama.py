@@ -1595,6 +1595,8 @@ class _LlamaWithHead(Module):
     enable_input_require_grads = LlamaForCausalLM.enable_input_require_grads
     gradient_checkpointing_enable = LlamaForCausalLM.gradient_checkpointing_enable
     gradient_checkpointing_disable = LlamaForCausalLM.gradient_checkpointing_disable
+    is_gradient_checkpointing = LlamaForCausalLM.is_gradient_checkpointing
+    set_attn_implementation = LlamaForCausalLM.set_attn_implementation
     num_parameters = LlamaForCausalLM.num_parameters
 
     def get_output_embeddings(self):
