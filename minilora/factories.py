@@ -16,14 +16,13 @@ fills set on ``Tensor`` (``normal_``, ``uniform_``, ``exponential_``, ``random_`
 numbers are torch's CPU numbers for the same seed: each calls the ``minilora.random.Generator``
 method that is torch's kernel (see random.py).
 """
-import collections
 import math
 import operator
 import weakref
 
 import numpy as np
 
-from . import dtypes
+from . import dtypes, return_types
 from . import random as _random
 from .device import xp_of
 from .tensor import Function, Tensor
@@ -1076,8 +1075,7 @@ def _histc_bins(values, edges, bins):
 
 
 # ---- histogram ---------------------------------------------------------------------------------
-_Histogram = collections.namedtuple("histogram", ["hist", "bin_edges"])  # torch.return_types.histogram
-_Histogram.__module__ = "minilora.return_types"
+_Histogram = return_types.make("histogram", ["hist", "bin_edges"])  # torch.return_types.histogram
 
 
 def histogram(input, bins=100, *, range=None, weight=None, density=False, out=None):  # noqa: A002

@@ -19,13 +19,12 @@ the singular values / eigenvalues (ascending for ``eigh``, descending for ``svd`
 documents the same caveat). minilora has no complex linear algebra: complex inputs are refused; ``eig`` and
 ``eigvals`` of a real matrix return complex tensors (minilora/complex_numbers.py says what they support).
 """
-import collections
 import math
 import warnings
 
 import numpy as np
 
-from . import amp as _amp, dtypes, ops
+from . import amp as _amp, dtypes, ops, return_types
 from .device import xp_of
 from .factories import known_layout
 from .tensor import Function, Tensor, name_node
@@ -44,9 +43,7 @@ class LinAlgError(RuntimeError):
 def _result(name, fields, qualname):
     """torch's named tuples (``torch.return_types.linalg_svd``): fields by name, and a tuple too. Pickle finds
     the class under ``qualname``, this module's name for it."""
-    cls = collections.namedtuple(name, fields, module=__name__)
-    cls.__qualname__ = qualname
-    return cls
+    return return_types.make(name, fields.split(), module=__name__, qualname=qualname)
 
 
 SVD = _result("linalg_svd", "U S Vh", "SVD")

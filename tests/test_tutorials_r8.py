@@ -471,3 +471,21 @@ def test_too_many_indices_in_torch_words(shape, index):
                 x[i] = 2.0
             messages.append(str(error.value))
     assert messages[:len(messages) // 2] == messages[len(messages) // 2:]
+
+
+# ---- print(torch.max(outputs, 1)): the named tuples print (and pickle) as torch's --------------------------
+@pytest.mark.parametrize("call", [
+    lambda lib: lib.max(lib.tensor([[1.0, 3.0], [4.0, 2.0]]), 1),
+    lambda lib: lib.tensor([3.0, 1.0, 2.0]).sort(descending=True),
+    lambda lib: lib.tensor([3.0, 1.0, 2.0]).topk(2),
+    lambda lib: lib.aminmax(lib.tensor([3.0, 1.0])),
+    lambda lib: lib.histogram(lib.tensor([1.0, 2.0]), 2),
+    lambda lib: lib.linalg.slogdet(lib.eye(2)),
+])
+def test_return_types_print_and_pickle_as_torch(call):
+    import pickle
+    ours, theirs = call(minilora), call(torch)
+    assert repr(ours) == repr(theirs).replace("torch.return_types.", "minilora.return_types.")
+    assert str(ours) == repr(ours)
+    again = pickle.loads(pickle.dumps(ours))
+    assert type(again) is type(ours) and repr(again) == repr(ours)

@@ -8,11 +8,9 @@ gradient to the element it came from, the one whose index they return -- as PyTo
 Ops that return values *and* indices return a named tuple, as ``torch.return_types`` does:
 ``values, indices = x.topk(2)`` and ``x.topk(2).indices`` both work.
 """
-import collections
-
 import numpy as np
 
-from .. import amp as _amp
+from .. import amp as _amp, return_types
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, is_floating, python_number, to_dtype, torch_name, upcast
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad, saves_as_torch
@@ -25,16 +23,9 @@ __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "tri
            "masked_select", "count_nonzero", "cumprod", "unique", "bincount", "repeat_interleave",
            "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize", "mode", "index_fill", "index_copy", "masked_scatter", "take", "put", "scatter_reduce"]
 
-_RETURN_TYPES = {}
-
-
 def return_type(name):
     """The named tuple ``(values, indices)`` that ``x.<name>(...)`` returns (``torch.return_types.<name>``)."""
-    if name not in _RETURN_TYPES:
-        cls = collections.namedtuple(name, ["values", "indices"])
-        cls.__module__ = "minilora.return_types"
-        _RETURN_TYPES[name] = cls
-    return _RETURN_TYPES[name]
+    return return_types.make(name, ["values", "indices"])
 
 
 def _dim(dim, ndim, fn):

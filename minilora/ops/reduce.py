@@ -19,7 +19,6 @@ Two kinds of max, as in torch:
   (the first maximum), because the values are *gathered* at those indices (``ops/index.py``).
 """
 import builtins  # this module's `sum`, `max`, `min`, `all`, `any` are ops; the builtins live here
-import collections
 import functools
 import math
 import operator
@@ -27,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp
+from .. import amp as _amp, return_types
 from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch
@@ -792,8 +791,7 @@ def _welford_mean(input, dim, keepdim):
     return where(nan_out, float("nan"), out)
 
 
-_AminMax = collections.namedtuple("aminmax", ["min", "max"])  # torch.return_types.aminmax
-_AminMax.__module__ = "minilora.return_types"
+_AminMax = return_types.make("aminmax", ["min", "max"])  # torch.return_types.aminmax
 
 
 def aminmax(input, *, dim=None, keepdim=False):
