@@ -184,6 +184,14 @@ CASES = {
     "lora_linear": lambda lib, x, y: (ml.ops.lora_linear(x, y[:2], y[2:3], y[3:, :2].t(), 0.5, bias=y[0, :2].detach())
                                       if lib is ml else
                                       x @ y[:2].t() + y[0, :2].detach() + 0.5 * (x @ y[2:3].t()) @ y[3:, :2]),
+    # and a few more: sign, logaddexp, log2/log10, nan_to_num, index_put / setitem, roll, diagonal, repeat
+    "sign_logaddexp_logbase": lambda lib, x, y: x.sign() * x + lib.logaddexp(x, y[:3]) * (x * x + 1).log2()
+    + (y[1:] * y[1:] + 1).log10(),
+    "nan_to_num": lambda lib, x, y: lib.nan_to_num(x.log(), nan=0.5, neginf=-2.0) * y[:3],
+    "index_put": lambda lib, x, y: x.index_put((lib.tensor([0, 2]), lib.tensor([1, 3])), y[0, :2] * y[1, :2])
+    * x + x.index_put((lib.tensor([1, 1]),), y[:2] * y[:2], accumulate=True),
+    "roll_diagonal_repeat": lambda lib, x, y: x.roll(1, 0) * x.roll((1, -1), (0, 1)) + (x * y[:3]).diagonal(1)[:, None]
+    + x.repeat(2, 1)[1:4] * y[:3] + lib.diagonal(y, -1).sum(),
     "embedding_by_freq": lambda lib, x, y: lib_f(lib).embedding(lib.tensor([1, 3, 1, 1]), y.tanh(),
                                                                 scale_grad_by_freq=True),
 }

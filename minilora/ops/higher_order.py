@@ -22,7 +22,7 @@ from . import elementwise as _e, reduce as _r, shape as _s
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Einsum, Linear, MatMul
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Fold, MaxPool2d, Unfold, _windows
-from .index import CumSum, Gather, IndexSelect
+from .index import CumSum, Gather, IndexSelect, Repeat
 from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding,
                  LayerNorm, NllLoss, Pad, RMSNorm, Rotary, SwiGLU)
 
@@ -684,6 +684,42 @@ def _lora_linear(ctx, g):
     return dx, dw, da, db, dbias
 
 
+def _logaddexp(ctx, g):
+    (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    return (sum_to(g * (a - b).sigmoid(), _shape(a)) if na else None,
+            sum_to(g * (b - a).sigmoid(), _shape(b)) if nb else None)
+
+
+def _index_put(ctx, g):
+    """``a`` with ``values`` written (or added) at ``index``: ``a`` gets g (0 where overwritten), ``values``
+    gets g at ``index``, summed down to its shape."""
+    needs_a, needs_values = ctx.needs_input_grad[:2]
+    grad_a = grad_values = None
+    if needs_a:
+        grad_a = g if ctx.accumulate else _masked(g, _s.zeroed_at(g._device.xp.ones(g.shape, bool), ctx.index))
+    if needs_values:
+        grad_values = sum_to(_s.GetItem.apply(g, ctx.index), ctx.values_shape)
+    return grad_a, grad_values
+
+
+def _repeat(ctx, g):
+    """The sum over the copies: every axis of length r*n split into (r, n), the r axis summed."""
+    split = []
+    for r, n in zip(ctx.sizes, ctx.shape):
+        split += [r, n]
+    return g.reshape(*split).sum(tuple(range(0, 2 * len(ctx.shape), 2))).reshape(ctx.original), None
+
+
+def _diagonal_jvp(ctx, x):
+    """The op itself (linear): the diagonal of ``x``."""
+    return _e.xp_of(x).diagonal(x, ctx.offset, *ctx.axes).copy()
+
+
+def _roll(ctx, g):
+    back = tuple(-s for s in ctx.shifts) if isinstance(ctx.shifts, tuple) else -ctx.shifts
+    return g.roll(back, ctx.axes), None, None
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -728,6 +764,14 @@ _BACKWARD_GRAPHS = {
     MaxPool2d: _pooling(_max_pool_jvp, MaxPool2d), AvgPool2d: _pooling(_avg_pool_jvp, AvgPool2d),
     AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d),
     LoraLinear: _lora_linear,
+    _e.Sign: lambda ctx, g: _constant(g._device.xp.zeros(g.shape, g._array.dtype), g) if ctx.magnitude is None
+    else _refuse(ctx),
+    _e.LogAddExp: _logaddexp,
+    _e.LogBase: lambda ctx, g: (g / (ctx.inputs[0] * float(np.log(ctx.base))), None),
+    _e.NanToNum: lambda ctx, g: (_masked(g, ctx.finite), None, None, None),
+    _s.IndexPut: _index_put, _s.Roll: _roll,
+    _s.Diagonal: lambda ctx, g: (LinearPair.apply(g, ctx, _diagonal_jvp, _first(_s.Diagonal)), None, None, None),
+    Repeat: _repeat,
 }
 for _op, _fn in _BACKWARD_GRAPHS.items():
     _op.backward_graph = staticmethod(_fn)
