@@ -159,10 +159,14 @@ def ones(*size, dtype=None, device=None, requires_grad=False, **keywords):
     return _make(np.ones(_sizes(size, keywords, "ones"), dtype), dtype, device, requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False, **keywords):
-    """As ``torch.empty``, but zero-filled: a teaching framework shows no stale memory."""
+def empty(*size, dtype=None, device=None, requires_grad=False, memory_format=None, **keywords):
+    """As ``torch.empty``, but zero-filled: a teaching framework shows no stale memory.
+    ``memory_format=torch.channels_last``: laid out with the channels innermost."""
     dtype = _float_dtype(dtype)
-    return _make(np.zeros(_sizes(size, keywords, "empty"), dtype), dtype, device, requires_grad)
+    result = _make(np.zeros(_sizes(size, keywords, "empty"), dtype), dtype, device, requires_grad)
+    if memory_format not in (None, contiguous_format, preserve_format):
+        result._array = known_layout(laid_out_copy(result._array, memory_format))  # (a fresh leaf)
+    return result
 
 
 def _fill_dtype(fill_value):
@@ -376,6 +380,15 @@ def in_iterator_layout(out, inputs):
         laid_out[...] = out
         out = laid_out
     return known_layout(out)
+
+
+def suggested_format(array):
+    """torch's suggest_memory_format: channels_last (channels_last_3d) for a 4-D (5-D) tensor laid out
+    with its channels innermost, else contiguous_format."""
+    for format, (rank, _) in _CHANNELS_LAST.items():
+        if array.ndim == rank and not array.flags.c_contiguous and is_laid_out_in(array, format):
+            return format
+    return contiguous_format
 
 
 _KNOWN_LAYOUTS = weakref.WeakValueDictionary()  # id(array) -> array: see known_layout

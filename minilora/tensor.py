@@ -1427,9 +1427,11 @@ class Tensor:
 
     def to(self, *args, **kwargs):
         """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)`` (its device and dtype),
-        with keywords ``device=``, ``dtype=``, ``copy=``, as torch. A copy when something changes (or
-        ``copy=True``), else ``self``; differentiable."""
-        from . import ops
+        with keywords ``device=``, ``dtype=``, ``copy=``, ``memory_format=``, as torch. A copy when something
+        changes (or ``copy=True``), else ``self``; differentiable. A memory format other than the tensor's
+        suggested one (factories.suggested_format: channels_last or contiguous) lays the copy out so."""
+        from . import factories, ops
+        memory_format = kwargs.pop("memory_format", None)
         device, dtype, copy = _parse_to(args, kwargs)
         out = self
         if dtype is not None and dtype != self.dtype:
@@ -1438,7 +1440,10 @@ class Tensor:
         if device is not None and device is not self._device:
             out = ops.to_device(out, device)
         if copy and out is self:
-            out = ops.clone(self)
+            out = ops.clone(self, memory_format=memory_format)
+        elif memory_format not in (None, factories.preserve_format) and (
+                out is not self or factories.suggested_format(self._array) is not memory_format):
+            out = out.contiguous(memory_format=memory_format)  # (torch aliases self in its suggested format)
         return out
 
     def float(self):

@@ -436,3 +436,24 @@ def test_binary_op_of_mixed_layouts_is_laid_out_as_torch_s(name):
     assert _same_layout(ours, theirs), (_elements(ours._array), theirs.stride())
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
     assert ours.stride() == theirs.stride()
+
+
+TO = {
+    "to(contiguous_format) of a transpose": lambda L: L.randn(3, 4).t().to(memory_format=L.contiguous_format),
+    "to(channels_last)": lambda L: L.randn(2, 3, 4, 5).to(memory_format=L.channels_last),
+    "to(float64, contiguous_format)": lambda L: L.randn(3, 4).t().to(L.float64, memory_format=L.contiguous_format),
+    "to(float64) of a transpose": lambda L: L.randn(3, 4).t().to(L.float64),
+    "channels_last to(contiguous_format)": lambda L: L.randn(2, 3, 4, 5).contiguous(
+        memory_format=L.channels_last).to(memory_format=L.contiguous_format),
+    "to(copy=True) of a permute": lambda L: L.randn(2, 3, 4).permute(2, 0, 1).to(copy=True),
+    "empty(channels_last)": lambda L: L.empty(2, 3, 4, 5, memory_format=L.channels_last).zero_(),
+}
+
+
+@pytest.mark.parametrize("name", TO)
+def test_to_and_empty_take_torch_s_memory_format(name):
+    """torch's to(memory_format=...) returns the tensor itself in its suggested format (a transpose stays
+    one), else a copy laid out so; empty(memory_format=) allocates so."""
+    theirs, ours = TO[name](torch), TO[name](minilora)
+    assert _same_layout(ours, theirs), (_elements(ours._array), theirs.stride())
+    assert ours.stride() == theirs.stride()

@@ -588,6 +588,7 @@ class Clone(Function):
         return g
 
 
+@iterator_layout  # (a copy in the input's layout, as torch's to(dtype): marked so stride() reports it)
 class AsType(Function):
     @staticmethod
     def forward(ctx, a, dtype):

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import amp as _amp, fastmath, parallel
 from ..device import xp_of
-from ..factories import channels_last, contiguous_format, layout_order
+from ..factories import suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, is_floating, python_number, result_type, torch_name,
                       upcast)
 from .. import random as _random
@@ -1956,16 +1956,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if t is not None and t.numel() != input.shape[1]:
             raise RuntimeError(f"{name} should contain {input.shape[1]} elements not {t.numel()}")
     out = _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
-    out = out.contiguous(memory_format=_suggested_format(input))  # (torch's kernel writes into empty_like(
-    return name_node(out, "NativeBatchNormBackward0", input, graph=(input, weight, bias))  # input, suggested))
-
-
-def _suggested_format(input):
-    """torch's suggest_memory_format: channels_last for a 4-D input laid out so, else contiguous_format."""
-    a = input._array
-    if a.ndim == 4 and not a.flags.c_contiguous and layout_order(a) == (0, 2, 3, 1):
-        return channels_last
-    return contiguous_format
+    out = out.contiguous(memory_format=suggested_format(input._array))  # (torch's kernel writes into
+    return name_node(out, "NativeBatchNormBackward0", input, graph=(input, weight, bias))  # empty_like(suggested))
 
 
 def _empty_batch_norm(input, weight, bias):
