@@ -794,6 +794,18 @@ def _nodes_of(roots):
     return sorted(found.values(), key=lambda c: c.seq, reverse=True)
 
 
+def _refuse_changed_inputs(ctx):
+    """backward_graph recomputes from the node's input tensors, so one changed in place since the node ran
+    would give a silently wrong gradient (torch's op may have saved its result instead and not mind):
+    an error, naming the op and the way round."""
+    then = ctx.versions or (0,) * len(ctx.inputs)
+    for i, (x, version) in enumerate(zip(ctx.inputs, then)):
+        if isinstance(x, Tensor) and x._version != version:
+            raise RuntimeError(f"create_graph=True: input {i} of {ctx.name()} was changed in place after it ran "
+                               f"(version {x._version}, expected {version}); minilora's recorded backward "
+                               "recomputes from the inputs: change a clone() instead")
+
+
 def _in_grads(ctx, g, retain_graph):
     """The node's ``backward_graph`` on ``g``, with what saved-tensor hooks packed unpacked for the call
     (as the plain engine's _node_backward does)."""
@@ -846,6 +858,7 @@ def run_backward_graph(roots, seeds, retain_graph, store):
             ctx._refuse_freed()
             if ctx.seq <= _t._last_change:  # something changed in place after this node was made
                 _check_versions(ctx)
+                _refuse_changed_inputs(ctx)
             if wanted and id(ctx) in wanted:
                 store.add_node(ctx, g)
             if ctx.retained is not None:
