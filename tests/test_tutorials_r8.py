@@ -508,3 +508,21 @@ def test_tanh_and_sigmoid_gradients_round_as_torch(name, dtype):
     same_forward = ours_y == theirs_y
     assert same_forward.mean() > 0.4
     np.testing.assert_array_equal(ours_g[same_forward], theirs_g[same_forward])
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int64", "float32", "float16"])
+@pytest.mark.parametrize("call", [
+    lambda lib, mask: lib.zeros(3).masked_fill_(mask, 1.0),
+    lambda lib, mask: lib.zeros(3).masked_fill(mask, 1.0),
+    lambda lib, mask: lib.zeros(3).masked_scatter_(mask, lib.ones(3)),
+])
+def test_a_non_bool_mask_is_refused_in_torch_words(dtype, call):
+    """(Old tutorials build masks as uint8: torch names the mask's type, 'unsigned char' / 'Byte'.)"""
+    import warnings
+    messages = []
+    for lib in (torch, minilora):
+        with pytest.raises(RuntimeError) as error, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            call(lib, lib.tensor([1, 0, 1]).to(getattr(lib, dtype)))
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]

@@ -1040,8 +1040,8 @@ def fill_where(a, mask, value, *, contiguous):
     # torch's node: MaskedFillBackward0 of the input for a number, 1 of (input, value) for a tensor
     node, graph = ("MaskedFillBackward1", (a, value)) if isinstance(value, Tensor) else ("MaskedFillBackward0", None)
     if cond.dtype != np.bool_:
-        raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype "
-                           f"{cond.dtype}")
+        from . import _c_name  # (torch names the C type: 'unsigned char' for uint8)
+        raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype {_c_name(cond.dtype)}")
     if isinstance(value, Tensor):
         if value.ndim != 0:
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got "

@@ -612,7 +612,7 @@ def masked_scatter(input, mask, source):
     (broadcast to ``input``) is True take ``source``'s elements one after another, row by row."""
     if mask.dtype != np.bool_:
         raise RuntimeError(f"masked_scatter_ only supports boolean masks, but got mask with dtype "
-                           f"{mask.dtype}")
+                           f"{torch_name(mask.dtype)}")  # (torch's name here: Byte, Long, Float)
     if source.dtype != input.dtype:
         raise RuntimeError(f"masked_scatter: expected self and source to have same dtypes but got "
                            f"{input.dtype} and {source.dtype}")
