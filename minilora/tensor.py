@@ -2473,25 +2473,13 @@ def _refuse_complex_gradient(ctx):
         f"of complex results first, or use torch")
 
 
-def _unshared(ctx, in_grads):
-    """``in_grads`` where one array goes to several inputs (``a + b``'s backward returns its ``g`` for
-    both): a leaf among them gets a copy. A leaf's first gradient becomes its ``.grad`` as it is and
-    later ones are added into it in place, which would also change the array still on its way to
-    the other inputs (``a + (a + b)`` gave b twice its gradient)."""
-    seen = {}
-    for i, (ig, parent, need) in enumerate(zip(in_grads, ctx.parents, ctx.needs_input_grad)):
-        if ig is not None and need:
-            seen.setdefault(id(ig), []).append((i, parent is None))
-    shared = [entries for entries in seen.values() if len(entries) > 1 and any(leaf for _, leaf in entries)]
-    if not shared:
-        return in_grads
-    in_grads = list(in_grads)
-    for entries in shared:
-        for i, leaf in entries:
-            if leaf:
-                in_grads[i] = in_grads[i].copy()
-    return tuple(in_grads)
-
+def _given_twice(array, in_grads):
+    """Is ``array`` handed to more than one input of this node? A leaf's first gradient becomes its
+    ``.grad`` as it is, and later ones are added into it in place: so an array that is also on its way
+    elsewhere -- the node's own incoming gradient passed through (``a + b``, ``b - b``), or one array
+    returned for several inputs -- is copied first. (Without the copy, ``a + (a + b)`` gave b twice
+    its gradient and ``(a - c) + (b - b)`` gave a none.) Checked only at a leaf's first gradient."""
+    return sum(other is array for other in in_grads) > 1
 
 def _complex_node_backward(ctx, g, prof, retain_graph):
     """A node's backward on a complex gradient ``g`` (torch's convention: minilora/complex_numbers.py).
@@ -2815,9 +2803,6 @@ def _run_backward(root, gradient, retain_graph, store=None):
             in_grads = _node_backward(ctx, g, prof, retain_graph)
         if node_hooks:
             in_grads = _run_node_hooks(ctx, node_hooks, in_grads, g)
-        if len(in_grads) > 1 and (in_grads[0] is in_grads[1] is not None or len(in_grads) > 2) \
-                and None in ctx.parents:  # (a + b's g, and a leaf among the inputs)
-            in_grads = _unshared(ctx, in_grads)
         if _detect_anomaly:
             _check_anomaly(ctx, in_grads)
         # Each input's gradient goes on: a leaf's into the store (or, if the leaf has hooks, summed in
@@ -2832,8 +2817,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
                         entry = hooked.setdefault(id(x), [x, None])
                         entry[1] = ig if entry[1] is None else entry[1] + ig
                     else:
-                        if ig is g and x._grad is None:  # g passed through unchanged (a + b, b - b): the array may
-                            ig = ig.copy()  # also be on its way to other inputs, and later adds go into .grad in place
+                        if x._grad is None and (ig is g or _given_twice(ig, in_grads)):
+                            ig = ig.copy()  # (see _given_twice)
                         store.add(x, ig)
                 else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
                     prev = grads.get(id(parent))

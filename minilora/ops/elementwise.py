@@ -3,6 +3,7 @@
 Broadcasting rule for backward: an input that was broadcast up to the output's shape receives the
 output gradient summed back down over the broadcast axes (``unbroadcast``).
 """
+import inspect
 import math
 import warnings
 
@@ -133,14 +134,22 @@ def iterator_layout(cls):
 
     def laid_out(ctx, *args, **kwargs):
         out = forward(ctx, *args, **kwargs)
-        arrays = [a for a in args if getattr(a, "ndim", 0)]
-        if kwargs.get("contiguous"):  # (the op's own rule: a C-ordered result)
+        if kwargs and kwargs.get("contiguous"):  # (the op's own rule: a C-ordered result)
             return xp_of(out).asarray(out, order="C") if getattr(out, "ndim", 0) else out
-        if getattr(out, "ndim", 0) < 2 or all(a.flags.c_contiguous for a in arrays):
-            return out
-        return in_iterator_layout(out, arrays)
-    cls.forward = staticmethod(laid_out)
+        return out if getattr(out, "ndim", 0) < 2 else _iterator_laid_out(out, args)
+
+    def laid_out_binary(ctx, a, b):  # (add, sub, mul, div: run per op, so no argument packing)
+        out = forward(ctx, a, b)
+        return out if getattr(out, "ndim", 0) < 2 else _iterator_laid_out(out, (a, b))
+
+    binary = list(inspect.signature(forward).parameters) == ["ctx", "a", "b"]
+    cls.forward = staticmethod(laid_out_binary if binary else laid_out)
     return cls
+
+
+def _iterator_laid_out(out, args):
+    arrays = [a for a in args if getattr(a, "ndim", 0)]
+    return out if all(a.flags.c_contiguous for a in arrays) else in_iterator_layout(out, arrays)
 
 
 @iterator_layout
