@@ -81,7 +81,7 @@ THROUGH = "through"
 
 _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of it that minilora has
     **dict.fromkeys(["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "bmm", "mm", "baddbmm", "addmm",
-                     "conv3d", "conv_transpose3d", "linear", "matmul", "prelu", "scaled_dot_product_attention",
+                     "conv3d", "conv_transpose3d", "conv_tbc", "linear", "matmul", "prelu", "scaled_dot_product_attention",
                      # torch's einsum is a composite of bmm (autocast): contractions come out in the
                      # lower dtype
                      "einsum",
@@ -109,7 +109,7 @@ _CUDA_TABLE = {
                      "conv3d", "conv_transpose3d",
                      "matmul", "einsum", "einsum_no_contraction", "mm", "mv", "vecdot", "multi_dot", "linear",
                      "addbmm", "baddbmm", "bmm",
-                     "scaled_dot_product_attention", "lora_linear",
+                     "scaled_dot_product_attention", "lora_linear", "conv_tbc",
                      "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"], LOWER),
     **dict.fromkeys(["acos", "asin", "cosh", "exp", "expm1", "log", "log10", "log2", "log1p",
                      "reciprocal", "rsqrt", "sinh", "tan", "pow", "softplus", "layer_norm", "group_norm",
@@ -117,6 +117,7 @@ _CUDA_TABLE = {
                      "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss", "mse_loss",
                      "margin_ranking_loss", "multilabel_margin_loss", "soft_margin_loss", "triplet_margin_loss",
                      "multi_margin_loss", "binary_cross_entropy_with_logits", "logsumexp", "dist", "cdist",
+                     "pdist", "erfinv", "renorm",
                      # torch's cross_entropy is not on the list but is log_softmax (fp32_set_opt_dtype) then
                      # nll_loss (fp32): the whole loss runs in float32
                      "cross_entropy",

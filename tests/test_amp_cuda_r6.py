@@ -209,6 +209,7 @@ def test_binary_cross_entropy_is_refused_as_torch_refuses_it_on_cuda():
 
 # ---- the tables, against torch's dispatcher ----------------------------------------------------------
 ATEN = {"conv_transpose1d": "conv_transpose1d", "conv_transpose2d": "conv_transpose2d.input",
+        "conv_transpose3d": "conv_transpose3d.input",
         "pow": "pow.Tensor_Scalar", "softmax": "softmax.int", "log_softmax": "log_softmax.int",
         "norm": "norm.Scalar", "vector_norm": "linalg_vector_norm", "matrix_norm": "linalg_matrix_norm",
         "multi_dot": "linalg_multi_dot", "vecdot": "linalg_vecdot"}

@@ -862,6 +862,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
                          reduction=reduction, label_smoothing=label_smoothing)
 
 
+@_amp.autocasts
 def conv_tbc(input, weight, bias, pad=0):
     """torch's ``F.conv_tbc``: a 1-D convolution over [time, batch, channels] with ``weight``
     [kernel, in, out] and ``bias`` [out] (fairseq's layout): ``conv1d`` in the other layout."""
@@ -879,6 +880,7 @@ def conv_tbc(input, weight, bias, pad=0):
     return out.permute(2, 0, 1)
 
 
+@_amp.autocasts
 def pdist(input, p=2):
     """The p-norm distances between the rows of ``input`` [N, M], every pair i < j once, in row-major
     order: [N (N - 1) / 2], as ``torch.pdist``."""

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from .. import dtypes
+from .. import amp as _amp, dtypes
 from ..device import xp_of
 from ..factories import empty
 from ..tensor import Function, Tensor, name_node, saved_for, saves_as_torch
@@ -53,6 +53,7 @@ def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
 
 
 # ---- renorm -------------------------------------------------------------------------------------------
+@_amp.autocasts  # (on torch's CUDA float32 list)
 def renorm(input, p, dim, maxnorm):
     """``torch.renorm``: each slice along ``dim`` whose ``p``-norm exceeds ``maxnorm`` scaled down to
     norm ``maxnorm`` (torch's factor ``maxnorm / (norm + 1e-7)``); the others unchanged."""

@@ -17,8 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .. import fastmath
-from .. import dtypes
+from .. import amp as _amp, dtypes, fastmath
 from ..device import xp_of
 from ..tensor import Function, Tensor, name_node, saves_as_torch
 from . import elementwise as E
@@ -435,6 +434,7 @@ def erfc(input):
     return name_node(Erfc.apply(_floating(input)), "ErfcBackward0", input)
 
 
+@_amp.autocasts  # (on torch's CUDA float32 list)
 def erfinv(input):
     """``torch.erfinv``: the inverse of erf on [-1, 1] (+-inf at +-1, nan outside)."""
     result = name_node(Erfinv.apply(_floating(input)), "ErfinvBackward0", input)
