@@ -225,6 +225,7 @@ class _Joint:
     def __init__(self, cls, user_ctx, outputs):
         self.cls, self.user_ctx, self.outputs = cls, user_ctx, outputs
         self.received = [None] * len(outputs)
+        self.output_nodes = [None] * len(outputs)  # each output's _UserOutput node (set as it is made)
 
     def grads_for_backward(self):
         """One gradient per output, as torch hands them to backward: the one received, else zeros
@@ -287,18 +288,30 @@ class _UserCall(_tensor.Function):
                 result = tuple(r if not isinstance(r, Tensor) else _DelayedError.apply(r, *sources)
                                for r in result)
         else:
-            saved_outputs = [t for t in user_ctx._saved if any(t is o for o in joint.outputs)]
-            if saved_outputs:  # minilora keeps the forward's own output (no graph): it would be a constant
-                raise higher_order.NotDifferentiableBackward(
-                    f"create_graph=True: {cls.__name__}'s backward reads an output it saved with "
-                    "save_for_backward, which minilora keeps outside the graph; save the inputs and "
-                    "recompute it in backward")
-            with enable_grad():
-                result = cls.backward(user_ctx, *joint.grads_for_backward())
+            saved = user_ctx._saved
+            user_ctx._saved = tuple(_in_graph(t, joint) for t in saved)
+            try:
+                with enable_grad():
+                    result = cls.backward(user_ctx, *joint.grads_for_backward())
+            finally:
+                user_ctx._saved = saved
             result = _checked_result(cls, ctx, user_ctx, result)
         return tuple(None if r is None or not isinstance(x, Tensor) else
                      higher_order.sum_to(_gradient_for(r, x, cls, i, shape_only=True), x.shape)
                      for i, (r, x) in enumerate(zip(result, ctx.inputs)))
+
+
+def _in_graph(saved, joint):
+    """A saved tensor as the user's backward reads it in a create_graph=True pass: an output of the
+    call comes back computed by its own output node (as torch unpacks a saved output with its grad_fn),
+    so that the gradient's dependence on it is recorded and differentiating again runs this Function's
+    backward once more; anything else as saved."""
+    for out, node in zip(joint.outputs, joint.output_nodes):
+        if saved is out and node is not None:
+            recorded = Tensor._make(out._array, out._device, True, node)
+            recorded._counter = out._version_counter()
+            return recorded
+    return saved
 
 
 class _DelayedError(_tensor.Function):
@@ -364,6 +377,7 @@ class _UserOutput(_tensor.Function):
     @staticmethod
     def forward(ctx, token, *, joint, index):
         ctx.joint, ctx.index = joint, index
+        joint.output_nodes[index] = ctx
         return joint.outputs[index]._array
 
     @staticmethod

@@ -18,11 +18,13 @@ import numpy as np
 
 from .. import tensor as _t
 from ..tensor import Function, Tensor, _check_versions, enable_grad
-from . import elementwise as _e, reduce as _r, shape as _s
+from . import elementwise as _e, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Einsum, Linear, MatMul
-from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Fold, MaxPool2d, Unfold, _windows
-from .index import CumSum, Gather, IndexSelect, Repeat
+from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d, Fold, MaxPool2d,
+                   Unfold, _windows)
+from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
+                    Repeat, Scatter, ScatterReduce)
 from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding,
                  LayerNorm, NllLoss, Pad, RMSNorm, Rotary, SwiGLU)
 
@@ -614,12 +616,17 @@ class LinearPair(Function):
         return LinearPair.apply(gg, ctx.node_ctx, ctx.vjp, ctx.jvp), None, None, None
 
 
-def _first(op):
-    """``op.backward`` on arrays, its first gradient only (the input's)."""
+def _nth(op, i):
+    """``op.backward`` on arrays, its ``i``-th gradient only."""
     def vjp(ctx, g):
         grads = op.backward(ctx, g)
-        return grads[0] if isinstance(grads, tuple) else grads
+        return grads[i] if isinstance(grads, tuple) else grads
     return vjp
+
+
+def _first(op):
+    """``op.backward`` on arrays, its first gradient only (the input's)."""
+    return _nth(op, 0)
 
 
 def _max_pool_jvp(ctx, x):
@@ -720,6 +727,218 @@ def _roll(ctx, g):
     return g.roll(back, ctx.axes), None, None
 
 
+# ---- more ops (the special functions, products, transposed convolution, scatters). Each formula is torch's derivatives.yaml entry,
+# with minilora's ops (``result`` recomputed from the input, so that it stays in the graph) ------------
+_POINTWISE = {  # Pointwise's functions: name -> d out / d a, as torch's derivatives.yaml
+    "tan": lambda a: 1 + a.tan() ** 2,  # tan: grad * (1 + result.pow(2))
+    "arcsin": lambda a: (1 - a * a).rsqrt(),  # asin: grad * (-self * self + 1).rsqrt()
+    "arccos": lambda a: -(1 - a * a).rsqrt(),  # acos: grad * -((-self * self + 1).rsqrt())
+    "arctan": lambda a: 1 / (a * a + 1),  # atan: grad / (self * self + 1)
+    "sinh": lambda a: a.cosh(),  # sinh: grad * self.cosh()
+    "cosh": lambda a: a.sinh(),  # cosh: grad * self.sinh()
+    "arcsinh": lambda a: (a * a + 1).rsqrt(),  # asinh: grad * (self.pow(2) + 1).rsqrt()
+    "arccosh": lambda a: (a * a - 1).rsqrt(),  # acosh: grad * (self.pow(2) - 1).rsqrt()
+    "arctanh": lambda a: 1 / (1 - a * a),  # atanh: grad * 1 / (1 - self.pow(2))
+    "exp2": lambda a: a.exp2() * float(np.log(2)),  # exp2: grad * result * M_LN2
+}
+
+
+def _pointwise(ctx, g):
+    return g * _POINTWISE[ctx.op_name](ctx.inputs[0]), None
+
+
+def _not_tiny(a):
+    """torch's i1/i1e backward: x where |x| > eps (the formula's 1/x), eps elsewhere (then 1/2, masked)."""
+    eps = float(np.finfo(a._array.dtype).eps)
+    tiny = np.abs(_host(a)) <= eps
+    return tiny, _masked(a, ~tiny) + _constant(tiny * eps, a).to(a.dtype)
+
+
+def _host(a):
+    return _e._host_array(a._array)
+
+
+def _i1(ctx, g):  # i1_backward: grad * where(|x| > eps, i0(x) - result / x, 0.5)
+    a = ctx.inputs[0]
+    tiny, safe = _not_tiny(a)
+    return _masked(g * (safe.i0() - _sp.i1(a) / safe), ~tiny) + _masked(g * 0.5, tiny)
+
+
+def _i1e(ctx, g):  # i1e_backward: grad * where(|x| > eps, i0e(x) - result * (sgn(x) + 1 / x), 0.5)
+    a = ctx.inputs[0]
+    tiny, safe = _not_tiny(a)
+    return _masked(g * (_sp.i0e(safe) - _sp.i1e(a) * (safe.sgn() + 1 / safe)), ~tiny) + _masked(g * 0.5, tiny)
+
+
+def _xlog1py(ctx, g):  # self: xlog1py(grad, other).masked_fill((self == 0) & (other <= -1), 0); other: grad * self / (other + 1)
+    (x, y), (nx, ny) = ctx.inputs, ctx.needs_input_grad
+    undefined = (np.asarray(ctx.x) == 0) & (np.asarray(ctx.y) <= -1)
+    gx = sum_to(_masked(_sp.xlog1py(g, y), ~undefined), _shape(x)) if nx else None
+    return gx, (sum_to(g * x / (y + 1), _shape(y)) if ny else None)
+
+
+def _zeta(ctx, g):  # other: grad * -self * special_zeta(self + 1., other); self: not implemented
+    x, q = ctx.inputs
+    if ctx.needs_input_grad[0]:
+        raise NotImplementedError("the derivative for 'zeta' is not implemented.")
+    return None, sum_to(g * -x * _sp.zeta(x + 1, q), _shape(q))
+
+
+def _prod(ctx, g):
+    """prod_backward: ``grad * result / input`` without zeros; with one, prod_safe_zeros_backward: the
+    products of the elements before and after each (exclusive cumulative products)."""
+    a, axis = ctx.inputs[0], ctx.axis
+    if a.shape[axis] == 0:
+        return _constant(g._device.xp.zeros(a.shape, g._array.dtype), g)
+    g = g if ctx.keepdims else g.unsqueeze(axis)
+    if not (ctx.a == 0).any():
+        return g * (a.prod(axis, keepdim=True) / a)
+    return g * _exclusive_cumprod(a, axis) * _exclusive_cumprod(a.flip(axis), axis).flip(axis)
+
+
+def _exclusive_cumprod(a, axis):
+    """``[1, a0, a0 a1, ...]`` along ``axis``: each element's product of the ones before it."""
+    ones = _constant(a._device.xp.ones_like(a._array.take([0], axis=axis)), a)
+    return _s.Cat.apply(ones, a.narrow(axis, 0, a.shape[axis] - 1), axis=axis).cumprod(axis)
+
+
+def _cumprod(ctx, g):
+    """cumprod_backward: ``reversed_cumsum(result * grad) / input`` without zeros; with one, torch's
+    O(n^2) sum for each k of ``grad[k:] * prod(input[:k]) * cumprod(input[k+1:])``."""
+    a, axis = ctx.inputs[0], ctx.axis % max(ctx.inputs[0].ndim, 1)
+    n = a.shape[axis] if a.ndim else 1
+    if a.numel() <= 1 or n == 1:
+        return g, None
+    if not (ctx.a == 0).any():
+        return _reversed_cumsum(a.cumprod(axis) * g, axis) / a, None
+    ones = _constant(a._device.xp.ones_like(a._array.take([0], axis=axis)), a)
+    grads = []
+    for k in range(n):
+        after = a.narrow(axis, k + 1, n - k - 1).cumprod(axis) if k < n - 1 else None
+        before = a.narrow(axis, 0, k).prod(axis, keepdim=True) if k else ones
+        omitted = before if after is None else _s.Cat.apply(before, before * after, axis=axis)
+        grads.append((g.narrow(axis, k, n - k) * omitted).sum(axis, keepdim=True))
+    return _joined(grads, axis), None
+
+
+def _reversed_cumsum(x, axis):
+    return x.flip(axis).cumsum(axis).flip(axis)
+
+
+def _logcumsumexp(ctx, g):
+    """logcumsumexp_backward: the positive and the negative gradients apart, summed in log space
+    (``exp(self + reversed_logcumsumexp(log|grad| - result))``), as torch's formula."""
+    a, axis = ctx.inputs[0], ctx.axis
+    if not g.numel():
+        return g, None
+    result = a.logcumsumexp(axis)
+    lowest = _constant(g._device.xp.full((), np.finfo(g._array.dtype).min, g._array.dtype), g)
+    log_abs = g.abs().log()
+    parts = [(_e.where(_constant(side, g), log_abs, lowest) - result).flip(axis).logcumsumexp(axis).flip(axis)
+             for side in (g._array > 0, g._array < 0)]
+    return (parts[0] + a).exp() - (parts[1] + a).exp(), None
+
+
+def _conv_transpose2d(ctx, g):
+    """The adjoint of a convolution: the input's gradient is ``conv2d(grad, weight)``, the weight's is
+    conv2d's weight gradient with the roles of ``grad`` and the input swapped (per group:
+    ``x @ unfold(grad)^T``)."""
+    x, w = ctx.inputs[:2]
+    stride, padding, dilation, _ = ctx.geometry
+    nx, nw = ctx.needs_input_grad[:2]
+    groups = ctx.weight.shape[0]
+    gx = Conv2d.apply(g, w, stride=stride, padding=padding, dilation=dilation, groups=groups) if nx else None
+    gw = None
+    if nw:
+        n, c_in, kernel = x.shape[0], x.shape[1], tuple(w.shape[2:])
+        cg, og = c_in // groups, g.shape[1] // groups
+        parts = []
+        for k in range(groups):
+            cols = Unfold.apply(g[:, k * og:(k + 1) * og], kernel=kernel, stride=stride, padding=padding,
+                                dilation=dilation)
+            xk = x[:, k * cg:(k + 1) * cg].reshape(n, cg, cols.shape[-1])
+            parts.append(xk.matmul(cols.transpose(1, 2)).sum(0).reshape(cg, og, *kernel))
+        gw = _joined(parts, 0)
+    return gx, gw
+
+
+# ---- ops linear in their differentiable inputs together: each input's gradient is a LinearPair of
+# the op's own backward (its i-th gradient) and the op's Jacobian in that input's direction (jvp) --
+def _linear_in_each(*jvps):
+    def backward_graph(ctx, g):
+        if getattr(ctx, "round_to", None) is not None:  # (16-bit rounding in between: not linear)
+            _refuse(ctx)
+        return tuple(LinearPair.apply(g, ctx, jvp, _nth(ctx.fn, i)) if jvp is not None and need else None
+                     for i, (jvp, need) in enumerate(zip(jvps, ctx.needs_input_grad)))
+    return backward_graph
+
+
+def _zeros_out(ctx, d):
+    """Zeros of the op's result's shape (that of its first input) in ``d``'s dtype."""
+    return _e.xp_of(d).zeros(tuple(ctx.inputs[0].shape), d.dtype)
+
+
+def _written(ctx, d, where, values, add=False):
+    """Zeros of the result's shape with ``values`` written (``add``: added) at ``where``."""
+    out = _zeros_out(ctx, d)
+    if add:
+        _s.add_at(out, where, values)
+        return out
+    return _s.put_into_copy(out, where, values)
+
+
+def _scatter_reduce_jvp_self(ctx, d):
+    kept = d if ctx.include_self else _e.xp_of(d).where(ctx.hit > 0, 0, d)
+    return (kept / ctx.count if ctx.reduce == "mean" else kept).astype(d.dtype, copy=False)
+
+
+def _scatter_reduce_jvp_src(ctx, d):
+    index_shape = np.broadcast_shapes(*(w.shape for w in ctx.where))  # (src's leading block: the index's shape)
+    summed = _written(ctx, d, ctx.where, d[tuple(slice(0, n) for n in index_shape)], add=True)
+    return (summed / ctx.count if ctx.reduce == "mean" else summed).astype(d.dtype, copy=False)
+
+
+def _scatter_reduce(ctx, g):
+    if ctx.reduce not in ("sum", "mean"):
+        _refuse(ctx)
+    return _linear_in_each(_scatter_reduce_jvp_self, _scatter_reduce_jvp_src)(ctx, g)
+
+
+def _as_strided_jvp(ctx, d):
+    """The adjoint of AsStrided's backward: ``d`` put in storage through the input's geometry (shared
+    among the places that show one element), read out through the view's."""
+    xp, n = _e.xp_of(d), ctx.storage_size
+    shown = _s._positions(n, ctx.input_geometry, xp)
+    storage = xp.bincount(shown.reshape(-1), weights=d.reshape(-1).astype(np.float64), minlength=n)
+    if _s._self_overlapping(shown):
+        storage /= xp.maximum(xp.bincount(shown.reshape(-1), minlength=n), 1)
+    return storage[_s._positions(n, ctx.geometry, xp)].astype(d.dtype)
+
+
+def _adaptive_max_pool_jvp(ctx, d):
+    """Each output cell's chosen element of ``d`` (the maxima's places, fixed at forward)."""
+    xp, planes = _e.xp_of(d), int(np.prod(ctx.shape[:-2]))
+    flat = d.reshape(planes, ctx.shape[-2] * ctx.shape[-1])
+    return xp.take_along_axis(flat, ctx.where.reshape(planes, -1), 1).reshape(ctx.where.shape)
+
+
+def _median_jvp(ctx, d):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _e.xp_of(d).asarray((ctx.picked * d).sum() / ctx.picked.sum(), dtype=d.dtype)
+
+
+def _remainder(ctx, g):  # self: grad; other: -grad * self.div(other, rounding_mode="floor" / "trunc")
+    (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    gb = sum_to(-g * _e.div(a, b, rounding_mode=ctx.fn.rounding), ctx.shapes[1]) if nb else None
+    return (sum_to(g, ctx.shapes[0]) if na else None), gb
+
+
+def _zeros_for_each(ctx, g):
+    """A piecewise-constant op (rounded division): zero gradients, in no graph."""
+    return tuple(_constant(g._device.xp.zeros(shape, g._array.dtype), g) if need else None
+                 for shape, need in zip(ctx.shapes, ctx.needs_input_grad))
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -772,6 +991,37 @@ _BACKWARD_GRAPHS = {
     _s.IndexPut: _index_put, _s.Roll: _roll,
     _s.Diagonal: lambda ctx, g: (LinearPair.apply(g, ctx, _diagonal_jvp, _first(_s.Diagonal)), None, None, None),
     Repeat: _repeat,
+    # (the special functions, products, transposed convolution, the scatter and index_* family)
+    _e.Pointwise: _pointwise,
+    _sp.Erfc: lambda ctx, g: -2 / float(np.sqrt(np.pi)) * (-ctx.inputs[0] ** 2).exp() * g,
+    _sp.Erfinv: lambda ctx, g: 0.5 * float(np.sqrt(np.pi)) * (ctx.inputs[0].erfinv() ** 2).exp() * g,
+    _sp.Lgamma: lambda ctx, g: g * ctx.inputs[0].digamma(),
+    _sp.Polygamma: lambda ctx, g: (g * _sp.polygamma(ctx.n + 1, ctx.inputs[0]), None),
+    _sp.I0: lambda ctx, g: g * _sp.i1(ctx.inputs[0]),
+    _sp.I0e: lambda ctx, g: g * (_sp.i1e(ctx.inputs[0]) - ctx.inputs[0].sgn() * _sp.i0e(ctx.inputs[0])),
+    _sp.I1: _i1, _sp.I1e: _i1e,
+    _sp.Ndtri: lambda ctx, g: g * float(np.sqrt(2 * np.pi)) * (_sp.ndtri(ctx.inputs[0]) ** 2 / 2).exp(),
+    _sp.LogNdtr: lambda ctx, g: g / float(np.sqrt(2 * np.pi)) * (
+        -(_sp.log_ndtr(ctx.inputs[0]) + ctx.inputs[0] ** 2 / 2)).exp(),
+    _sp.XLog1pY: _xlog1py, _sp.Zeta: _zeta,
+    _r.Prod: _prod, CumProd: _cumprod, _r.LogCumSumExp: _logcumsumexp,
+    ConvTranspose2d: _conv_transpose2d,
+    _e.Remainder: _remainder,  # (and Fmod, its subclass)
+    _e.RoundedDiv: _zeros_for_each,
+    AdaptiveMaxPool2d: _linear_in_each(_adaptive_max_pool_jvp),
+    _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
+    _s.AsStrided: _linear_in_each(_as_strided_jvp),
+    MedianAll: _linear_in_each(_median_jvp),
+    Scatter: _linear_in_each(lambda ctx, d: d if ctx.add else _s.zeroed_at(d, ctx.where),
+                             lambda ctx, d: _written(ctx, d, ctx.where, d[ctx.block], ctx.add)),
+    ScatterReduce: _scatter_reduce,
+    IndexAdd: _linear_in_each(lambda ctx, d: d, lambda ctx, d: _written(ctx, d, ctx.where, d * ctx.alpha, True)),
+    IndexCopy: _linear_in_each(lambda ctx, d: _s.zeroed_at(d, ctx.where),
+                               lambda ctx, d: _written(ctx, d, ctx.where, d)),
+    IndexFill: _linear_in_each(lambda ctx, d: _s.zeroed_at(d, ctx.where),
+                               lambda ctx, d: _written(ctx, d, ctx.where, d)),
+    MaskedScatter: _linear_in_each(lambda ctx, d: _s.zeroed_at(d, ctx.mask),
+                                   lambda ctx, d: _written(ctx, d, ctx.mask, d.reshape(-1)[:ctx.count])),
 }
 for _op, _fn in _BACKWARD_GRAPHS.items():
     _op.backward_graph = staticmethod(_fn)

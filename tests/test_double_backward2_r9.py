@@ -1,0 +1,207 @@
+"""Second derivatives (create_graph=True) through the ops the first round refused: the special functions,
+prod/cumprod/logcumsumexp, transposed convolution, adaptive max pooling, the scatter and index_* family,
+as_strided, diag_embed, median, fmod/remainder, and a custom Function whose backward reads the output it
+saved -- each against torch in float64; then the tutorials that reach them (WGAN-GP with a transposed-
+convolution generator, MAML on a CNN with global max pooling, a physics-informed net with a product factor)."""
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+from test_double_backward_r8 import both, close  # noqa: E402  (float64 leaves in both; compared to 1e-10)
+
+RNG = np.random.default_rng(9)
+
+
+def F(lib):
+    return lib.nn.functional
+
+
+def f64(lib, values):
+    return lib.tensor(values, dtype=lib.float64)
+
+
+def index(lib, values):
+    return lib.tensor(values, dtype=lib.int64)
+
+
+def with_zero(lib, x):
+    """``x`` with its column 2 exactly 0 (the zero-safe product formulas)."""
+    return lib.cat([x[:, :2], x[:, 2:3] * 0, x[:, 3:]], 1)
+
+
+# Each case: (lib, x [3, 4], y [4, 4]) -> a tensor; the loss is sum(out ** 3), and the test compares the
+# gradient and a Hessian-vector product with torch's.
+CASES = {
+    "tan_asin_acos_atan": lambda lib, x, y: (x * 0.3).tan() + (x.tanh() * 0.9).asin() * y[:3]
+    + (x.tanh() * 0.9).acos() + lib.atan(x * y[:3]),
+    "hyperbolic_exp2": lambda lib, x, y: x.sinh() * y[:3] + x.cosh() + x.asinh() + (x * x + 1.5).acosh()
+    + (x.tanh() * 0.9).atanh() + lib.exp2(x),
+    "erfc_erfinv": lambda lib, x, y: lib.erfc(x * y[:3]) + lib.erfinv(x.tanh() * 0.9),
+    "lgamma_digamma_polygamma": lambda lib, x, y: (x * x + 0.5).lgamma() + (x * x + 0.5).digamma() * y[:3]
+    + lib.polygamma(2, x * x + 0.5) + lib.mvlgamma(x * x + 2, 2),
+    "bessel": lambda lib, x, y: lib.i0(x * y[:3]) + lib.special.i1(x) + lib.special.i0e(x) + lib.special.i1e(x * y[:3])
+    + lib.special.i1(x * f64(lib, [0.0, 1, 1, 1])) + lib.special.i1e(x * f64(lib, [1.0, 0, 1, 1])),
+    "ndtri_log_ndtr_xlog1py_zeta": lambda lib, x, y: lib.special.ndtri(x.sigmoid()) + lib.special.log_ndtr(x * y[:3])
+    + lib.special.xlog1py(x, y[:3] * y[:3]) + lib.special.zeta(f64(lib, 3.0), x * x + 1),
+    "prod": lambda lib, x, y: x.prod(1) * y[:3].prod() + x.prod(0, keepdim=True).sum(),
+    "prod_with_a_zero": lambda lib, x, y: with_zero(lib, x * y[:3]).prod(1) + with_zero(lib, x).prod(),
+    "cumprod": lambda lib, x, y: (x * y[:3]).cumprod(1) + x.cumprod(0),
+    "cumprod_with_a_zero": lambda lib, x, y: with_zero(lib, x * y[:3]).cumprod(1),
+    "logcumsumexp": lambda lib, x, y: (x * y[:3]).logcumsumexp(1) * x.logcumsumexp(0),
+    "conv_transpose2d": lambda lib, x, y: F(lib).conv_transpose2d(x.reshape(1, 2, 2, 3), y.reshape(2, 2, 2, 2), y[0, :2],
+                                                                  stride=2, padding=1, output_padding=1),
+    "conv_transpose2d_groups_dilation": lambda lib, x, y: F(lib).conv_transpose2d(
+        x.reshape(1, 2, 2, 3), y.reshape(2, 2, 2, 2), groups=2, dilation=(1, 2)),
+    "conv_transpose1d": lambda lib, x, y: F(lib).conv_transpose1d(x.reshape(1, 3, 4), y[:3].reshape(3, 2, 2), stride=2),
+    "adaptive_max_pool": lambda lib, x, y: F(lib).adaptive_max_pool2d((x * y[:3]).reshape(1, 1, 3, 4), (2, 3))
+    .sum() + F(lib).adaptive_max_pool1d(x.reshape(1, 3, 4) * y[1], 3).sum(),
+    "scatter": lambda lib, x, y: x.scatter(1, index(lib, [[0, 2], [1, 3], [3, 0]]), y[:3, :2] * y[:3, :2]) * x
+    + x.scatter_add(0, index(lib, [[0, 1, 2, 0], [0, 0, 1, 2]]), y[:2] * x[:2]) + x.scatter(1, index(lib, [[1]] * 3), 0.5),
+    "scatter_reduce": lambda lib, x, y: x.scatter_reduce(1, index(lib, [[0, 0, 1, 3]] * 3), y[:3] * x, "sum")
+    + x.scatter_reduce(1, index(lib, [[0, 2, 2, 1]] * 3), y[:3] * y[:3], "mean", include_self=False) * x,
+    "index_add_copy_fill": lambda lib, x, y: x.index_add(0, index(lib, [2, 0, 2]), x * y[:3], alpha=2.0)
+    + x.index_copy(1, index(lib, [3, 1]), y[:3, :2] * x[:, :2]) * x + x.index_fill(1, index(lib, [0, 2]), y[0, 0] * y[1, 1]),
+    "masked_scatter": lambda lib, x, y: x.masked_scatter(lib.tensor([[True, False, True, False]]), y * x[0]) * x,
+    "diag_embed_as_strided_median": lambda lib, x, y: lib.diag_embed(x * y[:3]).sum(0)[:3]
+    + lib.as_strided(x * y[:3], (3, 4), (2, 1), 1) * x + (x * y[:3]).median() * x,
+    "fmod_remainder": lambda lib, x, y: lib.fmod(x * 3, y[:3] * y[:3] + 0.5) * x + lib.remainder(x * 3, y[:3] - 2.5),
+}
+
+
+def _results(lib, x, y, f, v):
+    out = f(lib, x, y)
+    grads = lib.autograd.grad((out ** 3).sum(), (x, y), create_graph=True, allow_unused=True)
+    dot = sum((g * w).sum() for g, w in zip(grads, v) if g is not None)
+    return out, grads, lib.autograd.grad(dot, (x, y), allow_unused=True)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_second_derivatives_of_each_op_match_torch(name):
+    xm, xt = both(RNG.standard_normal((3, 4)))
+    ym, yt = both(RNG.standard_normal((4, 4)))
+    v = [RNG.standard_normal((3, 4)), RNG.standard_normal((4, 4))]
+    mine = _results(ml, xm, ym, CASES[name], [ml.tensor(a) for a in v])
+    theirs = _results(torch, xt, yt, CASES[name], [torch.tensor(a) for a in v])
+    close(mine[0], theirs[0])
+    for a, b in zip(mine[1] + mine[2], theirs[1] + theirs[2]):
+        close(a, b)
+
+
+def _sigmoid_function(lib):
+    """The tutorials' custom sigmoid: backward reads the output it saved (``out * (1 - out)``)."""
+    class Sigmoid(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            out = 1 / (1 + (-x).exp())
+            ctx.save_for_backward(out)
+            return out
+
+        @staticmethod
+        def backward(ctx, g):
+            out, = ctx.saved_tensors
+            return g * out * (1 - out)
+    return Sigmoid
+
+
+def test_custom_function_whose_backward_reads_its_saved_output():
+    """torch unpacks a saved output with its own node, so the second derivative runs the Function's
+    backward again; minilora refused before (the output was kept outside the graph)."""
+    xm, xt = both(RNG.standard_normal(5))
+    results = []
+    for lib, x in ((ml, xm), (torch, xt)):
+        Sigmoid = _sigmoid_function(lib)
+        y = Sigmoid.apply(x * 2)
+        g, = lib.autograd.grad((y * y).sum(), x, create_graph=True)
+        h, = lib.autograd.grad((g * g.tanh()).sum(), x, create_graph=True)
+        third, = lib.autograd.grad(h.sum(), x)
+        results.append((y, g, h, third, lib.autograd.functional.hessian(lambda a: Sigmoid.apply(a).sum(), x)))
+    for a, b in zip(*results):
+        close(a, b)
+
+
+def _copy_of(module, torch_module):
+    module.load_state_dict({k: ml.tensor(v.detach().numpy()) for k, v in torch_module.state_dict().items()})
+    return module
+
+
+def test_wgan_gp_with_a_transposed_convolution_generator():
+    """DCGAN-style generator (ConvTranspose2d, BatchNorm, ReLU, Tanh), conv discriminator; the penalty's
+    x_hat mixes real and *undetached* fake images, so the recorded pass runs through the generator too."""
+    torch.manual_seed(0)
+
+    def nets(lib):
+        nn = lib.nn
+        generator = nn.Sequential(nn.ConvTranspose2d(4, 3, 4, 2, 1), nn.BatchNorm2d(3), nn.ReLU(),
+                                  nn.ConvTranspose2d(3, 2, 3, 1, 1, groups=1), nn.Tanh())
+        critic = nn.Sequential(nn.Conv2d(2, 4, 3, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * 4 * 4, 1))
+        return generator.double(), critic.double()
+
+    tg, tc = nets(torch)
+    mg, mc = nets(ml)
+    _copy_of(mg, tg), _copy_of(mc, tc)
+    noise, real, alpha = RNG.standard_normal((3, 4, 4, 4)), RNG.standard_normal((3, 2, 8, 8)), RNG.random((3, 1, 1, 1))
+
+    def step(lib, generator, critic):
+        fake = generator(f64(lib, noise))
+        x_hat = f64(lib, alpha) * f64(lib, real) + (1 - f64(lib, alpha)) * fake
+        score = critic(x_hat)
+        g, = lib.autograd.grad(score, x_hat, lib.ones_like(score), create_graph=True)
+        loss = critic(fake).mean() - critic(f64(lib, real)).mean() + 10 * ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+        loss.backward()
+        return [loss] + [p.grad for p in list(generator.parameters()) + list(critic.parameters())]
+
+    for a, b in zip(step(ml, mg, mc), step(torch, tg, tc)):
+        close(a, b, rtol=1e-9)
+
+
+def test_maml_on_a_cnn_with_global_max_pooling():
+    """MAML's inner step with create_graph=True through conv2d, relu, adaptive max pooling and a
+    classifier; the outer loss's gradients for the initial weights."""
+    rng = np.random.default_rng(2)
+    shapes = [(4, 1, 3, 3), (4,), (3, 4), (3,)]
+    start = [rng.standard_normal(s) * 0.5 for s in shapes]
+    support, query = rng.standard_normal((5, 1, 6, 6)), rng.standard_normal((5, 1, 6, 6))
+    labels = np.array([0, 2, 1, 1, 0])
+
+    def net(lib, params, x):
+        w, b, v, c = params
+        h = F(lib).relu(F(lib).conv2d(x, w, b, padding=1))
+        return F(lib).linear(F(lib).adaptive_max_pool2d(h, 1).flatten(1), v, c)
+
+    def meta_gradient(lib):
+        params = [lib.tensor(a, dtype=lib.float64, requires_grad=True) for a in start]
+        target = index(lib, labels)
+        inner = F(lib).cross_entropy(net(lib, params, f64(lib, support)), target)
+        grads = lib.autograd.grad(inner, params, create_graph=True)
+        fast = [p - 0.4 * g for p, g in zip(params, grads)]
+        outer = F(lib).cross_entropy(net(lib, fast, f64(lib, query)), target)
+        return [outer] + list(lib.autograd.grad(outer, params))
+
+    for a, b in zip(meta_gradient(ml), meta_gradient(torch)):
+        close(a, b)
+
+
+def test_physics_informed_net_with_a_product_boundary_factor():
+    """u(x) = prod_k x_k (1 - x_k) * net(x) vanishes on the unit square's boundary (the hard-constraint
+    trick); the Poisson residual needs u's second derivatives in x, and the loss's parameter gradients."""
+    rng = np.random.default_rng(3)
+    start = [rng.standard_normal(s) * 0.7 for s in [(8, 2), (8,), (1, 8), (1,)]]
+    points = rng.random((6, 2))
+
+    def loss_and_grads(lib):
+        params = [lib.tensor(a, dtype=lib.float64, requires_grad=True) for a in start]
+        x = f64(lib, points).requires_grad_(True)
+        net = F(lib).linear(F(lib).linear(x, params[0], params[1]).sin().tanh(), params[2], params[3])[:, 0]
+        u = (x * (1 - x)).prod(1) * net * x[:, 0].sinh()
+        du, = lib.autograd.grad(u.sum(), x, create_graph=True)
+        laplacian = sum(lib.autograd.grad(du[:, k].sum(), x, create_graph=True)[0][:, k] for k in range(2))
+        source = (np.pi * x).sin().prod(1)
+        loss = ((laplacian + source) ** 2).mean()
+        return [loss, laplacian] + list(lib.autograd.grad(loss, params))
+
+    for a, b in zip(loss_and_grads(ml), loss_and_grads(torch)):
+        close(a, b)
+
