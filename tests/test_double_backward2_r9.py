@@ -205,3 +205,31 @@ def test_physics_informed_net_with_a_product_boundary_factor():
     for a, b in zip(loss_and_grads(ml), loss_and_grads(torch)):
         close(a, b)
 
+
+
+PIECEWISE_LINEAR = {
+    "relu": lambda lib, h: lib.relu(h),
+    "leaky_relu": lambda lib, h: F(lib).leaky_relu(h, 0.2),
+    "abs": lambda lib, h: h.abs(),
+    "max_pool2d": lambda lib, h: F(lib).max_pool2d(h.reshape(1, 1, 2, 4), 2),
+    "avg_pool2d": lambda lib, h: F(lib).avg_pool2d(h.reshape(1, 1, 2, 4), (1, 2)),
+    "adaptive_max_pool2d": lambda lib, h: F(lib).adaptive_max_pool2d(h.reshape(1, 1, 2, 4), (1, 3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PIECEWISE_LINEAR))
+def test_a_piecewise_linear_op_keeps_its_input_in_the_graph_as_torch(name):
+    """torch's formulas read the input (threshold_backward(grad, result, 0), grad * self.sgn(), pooling's
+    zeros_like(self)): the second derivative of a ReLU net in x is zeros, where minilora said the input was
+    'not used in the graph' (a PINN with ReLU, the Hessian of a ReLU net in its input)."""
+    xm, xt = both(RNG.standard_normal((2, 3)))
+    wm, wt = both(RNG.standard_normal((3, 4)))
+    results = []
+    for lib, x, w in ((ml, xm, wm), (torch, xt, wt)):
+        u = PIECEWISE_LINEAR[name](lib, x @ w).sum() * 2
+        g, = lib.autograd.grad(u, x, create_graph=True)
+        second = lib.autograd.grad(g.sum(), (x, w))
+        results.append((g, g.requires_grad) + second)
+    assert results[0][1] == results[1][1] is True
+    for a, b in zip(results[0][2:] + results[0][:1], results[1][2:] + results[1][:1]):
+        close(a, b)

@@ -103,6 +103,33 @@ def _masked(g, mask):
     return g * _constant(mask.astype(g._array.dtype), g)
 
 
+class StepScaled(Function):
+    """``g * factor``, where ``factor`` (an array) is a step function of the op's input ``x`` (relu's
+    mask, abs's sign, leaky_relu's slopes). Its derivative in ``x`` is 0, but torch's formula reads ``x``
+    (threshold_backward(grad, result, 0), grad * self.sgn()), so torch's graph reaches ``x``: a second
+    gradient there is zeros, where a constant factor would make it 'not used in the graph'."""
+
+    @staticmethod
+    def forward(ctx, g, x, factor):
+        ctx.factor = factor
+        return g * factor
+
+    @staticmethod
+    def backward(ctx, gg):
+        need_g, need_x = ctx.needs_input_grad[:2]
+        return (gg * ctx.factor if need_g else None), (_e.xp_of(gg).zeros_like(ctx.inputs[1]._array)
+                                                        if need_x else None), None
+
+    @staticmethod
+    def backward_graph(ctx, gg):
+        x = ctx.inputs[1]
+        return StepScaled.apply(gg, x, ctx.factor), _constant(gg._device.xp.zeros_like(x._array), gg), None
+
+
+def _step_scaled(g, x, factor):
+    return StepScaled.apply(g, x, factor.astype(g._array.dtype, copy=False))
+
+
 def _gelu(ctx, g):
     (a,) = ctx.inputs[:1]
     if ctx.approximate == "tanh":
@@ -129,7 +156,7 @@ def _softplus(ctx, g):
 
 
 def _leaky_relu(ctx, g):
-    return g * _constant(np.where(ctx.positive, 1.0, ctx.slope).astype(g._array.dtype), g), None
+    return _step_scaled(g, ctx.inputs[0], np.where(ctx.positive, 1.0, ctx.slope)), None
 
 
 def _sum(ctx, g):
@@ -600,20 +627,31 @@ def _einsum(ctx, g):
 class LinearPair(Function):
     """The backward of a linear (or piecewise linear) op as an op of its own: ``vjp(node_ctx, g)`` on
     arrays. Its own backward is the op's Jacobian applied to the incoming gradient, ``jvp(node_ctx, gg)``,
-    and the backward of that is ``vjp`` again: pooling differentiates to every order."""
+    and the backward of that is ``vjp`` again: pooling differentiates to every order. ``source``: the
+    op's input where torch's formula reads it (pooling's ``self``: zeros_like(self)), connected with a
+    zero derivative (see StepScaled)."""
 
     @staticmethod
-    def forward(ctx, g, node_ctx, jvp, vjp):
+    def forward(ctx, g, node_ctx, jvp, vjp, source=None):
         ctx.node_ctx, ctx.jvp, ctx.vjp = node_ctx, jvp, vjp
         return vjp(node_ctx, g)
 
     @staticmethod
     def backward(ctx, gg):
-        return ctx.jvp(ctx.node_ctx, gg), None, None, None
+        return ctx.jvp(ctx.node_ctx, gg), None, None, None, _zeros_for_source(ctx, gg)
 
     @staticmethod
     def backward_graph(ctx, gg):
-        return LinearPair.apply(gg, ctx.node_ctx, ctx.vjp, ctx.jvp), None, None, None
+        zeros = _zeros_for_source(ctx, gg._array)
+        return (LinearPair.apply(gg, ctx.node_ctx, ctx.vjp, ctx.jvp), None, None, None,
+                None if zeros is None else _constant(zeros, gg))
+
+
+def _zeros_for_source(ctx, like):
+    needs = ctx.needs_input_grad
+    if len(needs) < 5 or not needs[4]:
+        return None
+    return _e.xp_of(like).zeros_like(ctx.inputs[4]._array)
 
 
 def _nth(op, i):
@@ -654,13 +692,15 @@ class _Scratch:
     """A throwaway ctx for running an op's forward on arrays (what it saves is not needed)."""
 
 
-def _pooling(jvp, op):
+def _pooling(jvp, op, reads_input=lambda ctx: True):
+    """A pooling's recorded backward; torch's formula reads the input (zeros_like(self)) where
+    ``reads_input(ctx)``."""
     vjp = _first(op)
 
     def backward_graph(ctx, g):
         if ctx.round_to is not None:  # (16-bit rounding in between: not a linear map to record)
             _refuse(ctx)
-        return LinearPair.apply(g, ctx, jvp, vjp)
+        return LinearPair.apply(g, ctx, jvp, vjp, ctx.inputs[0] if reads_input(ctx) else None)
     return backward_graph
 
 
@@ -948,11 +988,11 @@ _BACKWARD_GRAPHS = {
     _e.Rsqrt: lambda ctx, g: g * -0.5 * ctx.inputs[0].rsqrt() ** 3,
     _e.Tanh: lambda ctx, g: g * (1 - ctx.inputs[0].tanh() ** 2),
     _e.Sigmoid: lambda ctx, g: g * ctx.inputs[0].sigmoid() * (1 - ctx.inputs[0].sigmoid()),
-    _e.Relu: lambda ctx, g: _masked(g, ~(ctx.out <= 0)),
+    _e.Relu: lambda ctx, g: _step_scaled(g, ctx.inputs[0], ~(ctx.out <= 0)),
     _e.LeakyRelu: _leaky_relu, _e.Gelu: _gelu, _e.Silu: _silu, _e.Softplus: _softplus,
     _e.Sin: lambda ctx, g: g * ctx.inputs[0].cos(),
     _e.Cos: lambda ctx, g: -g * ctx.inputs[0].sin(),
-    _e.Abs: lambda ctx, g: g * _constant(_e._torch_sign(ctx.a), g),
+    _e.Abs: lambda ctx, g: _step_scaled(g, ctx.inputs[0], _e._torch_sign(ctx.a)),
     _e.Erf: lambda ctx, g: g * float(2 / np.sqrt(np.pi)) * (-ctx.inputs[0] * ctx.inputs[0]).exp(),
     _e.Clone: lambda ctx, g: g,
     _e.AsType: lambda ctx, g: (g.to(ctx.dtype), None),
@@ -981,7 +1021,8 @@ _BACKWARD_GRAPHS = {
     _e._Rounding: lambda ctx, g: (_constant(g._device.xp.zeros(ctx.shape, g._array.dtype), g), None, None),
     Einsum: _einsum,
     MaxPool2d: _pooling(_max_pool_jvp, MaxPool2d), AvgPool2d: _pooling(_avg_pool_jvp, AvgPool2d),
-    AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d),
+    AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d,  # (torch: a 1x1 output is a mean)
+                                reads_input=lambda ctx: (len(ctx.rows), len(ctx.cols)) != (1, 1)),
     LoraLinear: _lora_linear,
     _e.Sign: lambda ctx, g: _constant(g._device.xp.zeros(g.shape, g._array.dtype), g) if ctx.magnitude is None
     else _refuse(ctx),
@@ -1008,7 +1049,7 @@ _BACKWARD_GRAPHS = {
     ConvTranspose2d: _conv_transpose2d,
     _e.Remainder: _remainder,  # (and Fmod, its subclass)
     _e.RoundedDiv: _zeros_for_each,
-    AdaptiveMaxPool2d: _linear_in_each(_adaptive_max_pool_jvp),
+    AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
     _s.AsStrided: _linear_in_each(_as_strided_jvp),
     MedianAll: _linear_in_each(_median_jvp),
