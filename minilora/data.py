@@ -24,6 +24,7 @@ is on the answer only), ``pack`` (a long token stream cut into blocks, for pretr
 makes a resumed run see exactly the batches the uninterrupted run would have seen).
 """
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -32,7 +33,8 @@ from .tensor import no_grad
 __all__ = ["World", "make_world", "corpus_documents", "corpus_text", "Example", "Task", "TASKS",
            "get_task", "encode_prompt", "encode_example", "encode_document", "pack", "pad_batch",
            "DataLoader", "task_loader", "corpus_loader", "evaluate", "EvalResult", "predict",
-           "mean_loss", "corpus_loss", "IGNORE_INDEX"]
+           "mean_loss", "corpus_loss", "IGNORE_INDEX", "DataCollatorForLanguageModeling",
+           "DataCollatorWithPadding", "default_data_collator", "DefaultDataCollator"]
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's and transformers' convention)
 WORLD_SEED = 1234  # the world the shipped base model was pretrained on
@@ -467,6 +469,161 @@ def corpus_loader(tokenizer, n_documents, block_size=128, batch_size=16, seed=0,
     for doc in corpus_documents(n_documents, seed, world):
         stream += encode_document(tokenizer, doc)
     return DataLoader(pack(stream, block_size), batch_size, seed, tokenizer.pad_token_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# transformers' data collators (transformers.data.data_collator), for the Hugging Face tutorials'
+# loops: ``DataLoader(dataset, collate_fn=DataCollatorForLanguageModeling(tokenizer, mlm=False))``.
+# They batch what a tokenizer returned: ``return_tensors="pt"`` gives minilora Tensors, "np" arrays.
+# ----------------------------------------------------------------------------------------------
+def _check_return_tensors(return_tensors):
+    if return_tensors not in ("pt", "np"):
+        raise ValueError(f"Framework '{return_tensors}' not recognized!")  # transformers' words
+    return return_tensors
+
+
+def _as_returned(array, return_tensors):
+    if return_tensors == "np":
+        return array
+    from .tensor import tensor
+    return tensor(array)
+
+
+def _collate_ids(examples, tokenizer, pad_to_multiple_of, return_tensors):
+    """Rows of ids (lists, arrays or Tensors) as one [B, T] batch (transformers' ``_torch_collate_batch``):
+    stacked when of one length (and a multiple of ``pad_to_multiple_of``), else padded with
+    ``tokenizer.pad_token_id`` on ``tokenizer.padding_side``. Lists become int64; arrays and Tensors
+    keep the first row's dtype."""
+    rows = [np.asarray(e, dtype=np.int64) if isinstance(e, (list, tuple)) else np.asarray(_host_array(e))
+            for e in examples]
+    width = max(len(r) for r in rows)
+    if pad_to_multiple_of is not None and width % pad_to_multiple_of:
+        width = (width // pad_to_multiple_of + 1) * pad_to_multiple_of
+    if all(len(r) == width for r in rows):
+        return _as_returned(np.stack(rows), return_tensors)
+    if tokenizer.pad_token is None:
+        raise ValueError("You are attempting to pad samples but the tokenizer you are using"
+                         f" ({type(tokenizer).__name__}) does not have a pad token.")
+    batch = np.full((len(rows), width), tokenizer.pad_token_id, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        if tokenizer.padding_side == "right":
+            batch[i, :len(row)] = row
+        else:
+            batch[i, width - len(row):] = row
+    return _as_returned(batch, return_tensors)
+
+
+def _host_array(value):
+    return value.cpu().numpy() if hasattr(value, "cpu") else value
+
+
+@dataclasses.dataclass
+class DataCollatorForLanguageModeling:
+    """transformers' collator for language modeling. ``mlm=False`` (causal LM, what minilora trains): the
+    examples padded into a batch (dicts through ``tokenizer.pad``, plain rows of ids on the tokenizer's
+    ``padding_side``; ``pad_to_multiple_of`` rounds the length up), and ``labels`` = a copy of ``input_ids``
+    with every ``pad_token_id`` set to -100 -- also real tokens that share the pad's id (after
+    ``tokenizer.pad_token = tokenizer.eos_token`` the eos tokens are not learnt, as in transformers).
+    The model shifts the labels itself. ``mlm=True`` (the default, for BERT-style masking) is refused:
+    transformers' ValueError when the tokenizer has no mask token, else NotImplementedError."""
+    tokenizer: object
+    mlm: bool = True
+    whole_word_mask: bool = False
+    mlm_probability: float = 0.15
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
+    pad_to_multiple_of: int = None
+    return_tensors: str = "pt"
+    seed: int = None
+
+    def __post_init__(self):
+        if self.mlm:
+            if getattr(self.tokenizer, "mask_token", None) is None:
+                raise ValueError("This tokenizer does not have a mask token which is necessary for masked language "
+                                 "modeling. You should pass `mlm=False` to train on causal language modeling instead.")
+            raise NotImplementedError("DataCollatorForLanguageModeling(mlm=True) (masked language modeling) is not "
+                                      "implemented in minilora: pass mlm=False for a causal language model")
+        if self.whole_word_mask:
+            raise ValueError("Whole word masking can only be used with mlm=True."
+                             "If you want to use whole word masking, please set mlm=True.")
+        if self.mask_replace_prob + self.random_replace_prob > 1:
+            raise ValueError("The sum of mask_replace_prob and random_replace_prob should not exceed 1")
+
+    def __call__(self, features, return_tensors=None):
+        return_tensors = _check_return_tensors(return_tensors or self.return_tensors)
+        if isinstance(features[0], Mapping):
+            batch = self.tokenizer.pad(features, return_tensors=return_tensors,
+                                       pad_to_multiple_of=self.pad_to_multiple_of)
+        else:
+            batch = {"input_ids": _collate_ids(features, self.tokenizer, self.pad_to_multiple_of, return_tensors)}
+        batch.pop("special_tokens_mask", None)
+        batch.pop("offset_mapping", None)
+        labels = batch["input_ids"].clone() if return_tensors == "pt" else np.copy(batch["input_ids"])
+        if self.tokenizer.pad_token_id is not None:
+            labels[labels == self.tokenizer.pad_token_id] = IGNORE_INDEX
+        batch["labels"] = labels
+        return batch
+
+
+@dataclasses.dataclass
+class DataCollatorWithPadding:
+    """transformers' collator that pads a list of tokenized examples with ``tokenizer.pad`` (``padding``,
+    ``max_length``, ``pad_to_multiple_of`` as there) and renames ``label`` / ``label_ids`` to ``labels``."""
+    tokenizer: object
+    padding: object = True
+    max_length: int = None
+    pad_to_multiple_of: int = None
+    return_tensors: str = "pt"
+
+    def __call__(self, features):
+        batch = self.tokenizer.pad(features, padding=self.padding, max_length=self.max_length,
+                                   pad_to_multiple_of=self.pad_to_multiple_of, return_tensors=self.return_tensors)
+        for old in ("label", "label_ids"):
+            if old in batch:
+                batch["labels"] = batch.pop(old)
+        return batch
+
+
+def default_data_collator(features, return_tensors="pt"):
+    """transformers' ``default_data_collator``: examples (dicts, or objects read with ``vars``) of one
+    length stacked key by key, no padding; ``label`` (one number per example: int64, or float32 /
+    NumPy's float64... as transformers) or ``label_ids`` becomes ``labels``; strings and None are dropped.
+    Other keys take the dtype ``torch.tensor`` (``return_tensors="pt"``) or ``np.array`` ("np") infers."""
+    if return_tensors not in ("pt", "np"):
+        return None  # transformers' function falls through for any other value
+    features = [f if isinstance(f, Mapping) else vars(f) for f in features]
+    first, batch = features[0], {}
+    label_key = next((k for k in ("label", "label_ids") if first.get(k) is not None), None)
+    if label_key is not None:
+        batch["labels"] = _stacked([f[label_key] for f in features], return_tensors, labels=True)
+    for key, value in first.items():
+        if key not in ("label", "label_ids") and value is not None and not isinstance(value, str):
+            batch[key] = _stacked([f[key] for f in features], return_tensors)
+    return batch
+
+
+def _stacked(values, return_tensors, labels=False):
+    """One key's values as a batch: Tensors and arrays stacked with their dtype; Python numbers (lists of
+    them) as torch.tensor / np.array infer, except that integer labels are int64 and float labels float32."""
+    from .tensor import Tensor, tensor
+    if isinstance(values[0], Tensor):
+        from .ops import stack
+        return stack(values) if return_tensors == "pt" else np.stack([v.numpy() for v in values])
+    if isinstance(values[0], np.ndarray):
+        return _as_returned(np.stack(values), return_tensors)
+    array = np.array(values)
+    if labels and array.dtype.kind in "iuf":
+        return _as_returned(array.astype(np.int64 if array.dtype.kind in "iu" else np.float32), return_tensors)
+    return array if return_tensors == "np" else tensor(values)
+
+
+@dataclasses.dataclass
+class DefaultDataCollator:
+    """``default_data_collator`` as an object with its ``return_tensors`` chosen up front."""
+    return_tensors: str = "pt"
+
+    def __call__(self, features, return_tensors=None):
+        return default_data_collator(features, return_tensors or self.return_tensors)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -849,11 +849,15 @@ def _as_tensor(rows, return_tensors, key="input_ids"):
     if len({len(r) if isinstance(r, list) else -1 for r in rows}) > 1:
         raise ValueError(f"Unable to create tensor: the rows of {key!r} have different lengths; activate padding "
                          "(padding=True) and/or truncation to have batched tensors of the same length.")
-    array = np.array(rows, dtype=np.int64)
+    inferred = np.array(rows)
+    # ids and masks are int64; a float feature (a regression "label" passed through tokenizer.pad) keeps
+    # its floats, as transformers' torch.tensor (float32) and np.array (float64) do
+    floats = inferred.size and inferred.dtype.kind == "f"
+    array = inferred if floats else np.array(rows, dtype=np.int64)
     if kind == "np":
         return array
     from .tensor import tensor
-    return tensor(array, device="cpu")
+    return tensor(array.astype(np.float32) if floats else array, device="cpu")
 
 
 def _tensor_type(return_tensors):
@@ -1364,11 +1368,33 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     extra = config.get("extra_special_tokens") or config.get("additional_special_tokens")
     if isinstance(extra, list):
         out.extra_special_tokens = [_token_text(t) for t in extra if _token_text(t) is not None]
+    out.padding_side = _class_padding_side(config.get("tokenizer_class"), path)
     for key in CONFIG_SETTINGS:
         value = settings[key] if settings.get(key) is not None else config.get(key)
         if value is not None:
             setattr(out, key, value)
     return out
+
+
+# transformers' tokenizer classes whose padding_side (a class attribute) is "left": a tokenizer_config.json
+# that names one and sets no padding_side pads on the left in transformers (a Llama 2 checkpoint's
+# "LlamaTokenizerFast"), every other class on the right.
+_LEFT_PADDING_CLASSES = frozenset({"LlamaTokenizer", "CodeLlamaTokenizer", "GemmaTokenizer", "CohereTokenizer",
+                                   "XLNetTokenizer", "Siglip2Tokenizer", "ErgoTokenizer"})
+
+
+def _class_padding_side(tokenizer_class, path):
+    """The padding side transformers' AutoTokenizer gives the tokenizer_config.json's class by default. A
+    "LlamaTokenizer" whose tokenizer.json is byte-level (Llama 3 style) is loaded as transformers'
+    TokenizersBackend instead (its check: the text "ByteLevel" in the file), which pads on the right."""
+    name = tokenizer_class.removesuffix("Fast") if isinstance(tokenizer_class, str) else None
+    if name not in _LEFT_PADDING_CLASSES:
+        return "right"
+    if name == "LlamaTokenizer":
+        with open(path, encoding="utf-8") as f:
+            if '"ByteLevel"' in f.read():
+                return "right"
+    return "left"
 
 
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a byte-fallback token (SentencePiece, Llama 2)
