@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, fastmath, parallel
+from .. import amp as _amp, fastmath, float32_math, parallel
 from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
@@ -347,7 +347,7 @@ def _integer_power(a, b):
 class Exp(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.out = xp_of(a).exp(a)
+        ctx.out = float32_math.vml("exp", a)  # (float32: torch's MKL kernel, see float32_math)
         return ctx.out
 
     @staticmethod
@@ -359,7 +359,7 @@ class Log(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        return xp_of(a).log(a)
+        return float32_math.vml("log", a)
 
     @staticmethod
     def backward(ctx, g):
@@ -417,7 +417,7 @@ def _torch_sign(a):
 class Tanh(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.out = xp_of(a).tanh(a)
+        ctx.out = float32_math.vml("tanh", a)
         return ctx.out
 
     @staticmethod
@@ -434,16 +434,26 @@ def _one_minus_square(y):
     return 1 - y * y
 
 
+def _numpy_float32(a):
+    """A float32 NumPy array: where float32_math reproduces torch's CPU kernel."""
+    return a.dtype == float32 and isinstance(a, np.ndarray)
+
+
 def _sigmoid(xp, a):
-    # 0.5 * (1 + tanh(a/2)) equals 1 / (1 + e^-a) but never overflows for large |a|.
-    return 0.5 * (1 + xp.tanh(0.5 * a))
+    """torch's ``1 / (1 + e^-a)`` (``e^-a = inf`` gives 0, as torch; ``(1 + tanh(a/2)) / 2`` gave 0 for
+    a float64 -100 where torch gives 3.7e-44)."""
+    with np.errstate(over="ignore"):
+        return 1 / (1 + xp.exp(-a))
 
 
 @computes_in_float32
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.out = _sigmoid(xp_of(a), a)
+        if _numpy_float32(a):  # torch's kernel, step by step (float32_math)
+            ctx.out = float32_math.sigmoid(a)
+        else:
+            ctx.out = _sigmoid(xp_of(a), a)
         return ctx.out
 
     @staticmethod
@@ -490,8 +500,10 @@ class Silu(Function):
         # C order in a_'s dimensions, so reshape(-1) below is a view the loop writes into (it wrote into a
         # copy, and the result was uninitialised memory); seen back in index order: torch's layout
         out, s = xp.empty(a_.shape, a.dtype), xp.empty(a_.shape, a.dtype)
-        # s = sigmoid(a), out = a * s
-        parallel.rows(fastmath.sigmoid_and_silu, a_.reshape(-1), s.reshape(-1), out.reshape(-1), work_per_row=1)
+        if _numpy_float32(a):  # torch's kernel: out = a / (1 + exp(-a)), s = 1 / (1 + exp(-a))
+            float32_math.silu_and_sigmoid(a_, s, out)
+        else:  # s = sigmoid(a), out = a * s
+            parallel.rows(fastmath.sigmoid_and_silu, a_.reshape(-1), s.reshape(-1), out.reshape(-1), work_per_row=1)
         ctx.a, ctx.s = a, back(s)
         return back(out)
 
@@ -1081,7 +1093,7 @@ class Sin(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        return xp_of(a).sin(a)
+        return float32_math.vml("sin", a)
 
     @staticmethod
     def backward(ctx, g):
@@ -1093,7 +1105,7 @@ class Cos(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        return xp_of(a).cos(a)
+        return float32_math.vml("cos", a)
 
     @staticmethod
     def backward(ctx, g):
@@ -1765,7 +1777,7 @@ class LogBase(Function):
     @staticmethod
     def forward(ctx, a, base):
         ctx.a, ctx.base = a, base
-        return (xp_of(a).log2 if base == 2 else xp_of(a).log10)(a)
+        return float32_math.vml("log2" if base == 2 else "log10", a)
 
     @staticmethod
     def backward(ctx, g):

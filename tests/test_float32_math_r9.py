@@ -1,0 +1,111 @@
+"""float32 forward results of the elementwise math, bit for bit as torch's CPU kernels give them.
+
+torch (x86 wheels, MKL) computes exp/log/log2/log10/tanh/sin/cos with MKL's vector math, nearly
+always the correctly rounded result: minilora rounds a float64 result once, and must agree on all but
+a small share (NumPy's own float32 exp disagreed on 39%). sigmoid and silu are ATen's formulas over
+SLEEF's exp with a scalar tail in C's expf: minilora's float32_math ports them, and must agree on
+every element, edge cases included, whatever the length (the tail) and the thread count (the chunks).
+"""
+import numpy as np
+import pytest
+
+import minilora
+from minilora import float32_math, parallel
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+EDGES = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-38, -1e-38, 1e-7, -1e-7,
+                  88.72, 88.73, -87.33, -87.34, -88.0, -103.9, -104.1, -150.0, 99.9, 100.1, 1e30, -1e30,
+                  0.34657359, -0.34657359, 0.5, -0.5, 1.0, -1.0, 17.0, -17.0], np.float32)
+
+
+def _values(n, scale=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * scale).astype(np.float32)
+    x[:len(EDGES)] = EDGES[:n]
+    return x
+
+
+def _same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return (a == b) & (np.signbit(a) == np.signbit(b)) | (np.isnan(a) & np.isnan(b))
+
+
+def _both(fn_torch, fn_minilora, x):
+    return fn_torch(torch.from_numpy(x)).numpy(), fn_minilora(minilora.tensor(x)).numpy()
+
+
+@pytest.mark.parametrize("n", [1, 7, 31, 32, 45, 1000, 32768 + 45, 70001])
+@pytest.mark.parametrize("name", ["sigmoid", "silu"])
+def test_sigmoid_and_silu_are_torchs_bits(name, n):
+    """SLEEF's exp in the vectorized body, C's in each chunk's last n % 32 elements."""
+    fn_torch = torch.sigmoid if name == "sigmoid" else F.silu
+    fn_minilora = minilora.sigmoid if name == "sigmoid" else minilora.nn.functional.silu
+    x = _values(n, scale=4.0, seed=n)
+    ours, theirs = None, None
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(parallel.num_threads())  # the chunks' ends depend on the thread count
+        theirs, ours = _both(fn_torch, fn_minilora, x)
+    finally:
+        torch.set_num_threads(threads)
+    assert _same_bits(theirs, ours).all(), x[~_same_bits(theirs, ours)][:5]
+
+
+def test_sigmoid_and_silu_views_and_2d():
+    x = _values(64 * 37, seed=3).reshape(64, 37)
+    for fn_torch, fn_minilora in [(torch.sigmoid, minilora.sigmoid), (F.silu, minilora.nn.functional.silu)]:
+        theirs, ours = _both(fn_torch, fn_minilora, x.T.copy())
+        assert _same_bits(theirs, ours).all()
+        theirs = fn_torch(torch.from_numpy(x).T).numpy()
+        ours = fn_minilora(minilora.tensor(x).T).numpy()  # a transposed view: torch keeps its layout
+        assert _same_bits(theirs, ours).all()
+
+
+def test_silu_backward_reads_torchs_sigmoid():
+    """silu's saved sigmoid is 1 / (1 + exp(-x)) with the forward's exp: the bits torch's backward recomputes."""
+    x = _values(4000, seed=5)
+    s = np.empty_like(x)
+    out = np.empty_like(x)
+    float32_math.silu_and_sigmoid(x, s, out)
+    assert _same_bits(torch.sigmoid(torch.from_numpy(x)).numpy(), s).all()
+
+
+def test_sleef_exp_on_the_whole_range():
+    """SLEEF's exp itself (torch's Vectorized<float>::exp) over its whole range, seen through torch's
+    sigmoid(-x) = 1 / (1 + exp(x)) on a length without a scalar tail (a multiple of 32, one thread's chunk)."""
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.uniform(-110, 110, 32 * 512), rng.uniform(-1, 1, 32 * 512)]).astype(np.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        theirs = torch.sigmoid(torch.from_numpy(-x)).numpy()
+    finally:
+        torch.set_num_threads(threads)
+    ours = np.float32(1) / (np.float32(1) + float32_math.sleef_exp(x))
+    assert _same_bits(theirs, ours).all()
+
+
+@pytest.mark.parametrize("name,domain,most", [("exp", "all", 0.02), ("log", "positive", 0.10),
+                                              ("log2", "positive", 0.01), ("log10", "positive", 0.01),
+                                              ("tanh", "all", 0.01), ("sin", "all", 0.06), ("cos", "all", 0.06)])
+def test_mkl_kernels_correctly_rounded(name, domain, most):
+    """MKL's results are the correctly rounded ones but for a small share; edge cases agree exactly."""
+    x = _values(20000, seed=11)
+    if domain == "positive":
+        x = np.abs(x)
+    theirs, ours = _both(getattr(torch, name), getattr(minilora, name), x)
+    differ = ~_same_bits(theirs, ours)
+    assert differ.mean() <= most
+    assert not differ[:len(EDGES)][np.isfinite(EDGES) & (np.abs(EDGES) < 1e4)].any() or name in ("sin", "cos")
+    assert (np.abs(ours[differ].astype(np.float64) - theirs[differ]) <=
+            np.spacing(np.abs(theirs[differ]))).all()  # never more than 1 ulp apart
+
+
+def test_sigmoid_float64_keeps_tiny_values():
+    """float64: torch's 1 / (1 + exp(-x)), not (1 + tanh(x/2)) / 2, which flushed 3.7e-44 to 0."""
+    x = np.array([-100.0, -700.0, -745.0, 0.5, 40.0])
+    theirs, ours = _both(torch.sigmoid, minilora.sigmoid, x)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-15, atol=0)
+    assert ours[0] > 0
