@@ -33,12 +33,14 @@ warned about (they would change nothing). A model may bring its own defaults, fr
 import os
 import unicodedata
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
+from .. import ops
 from .. import random as _random
 from ..tensor import Tensor, no_grad
+from .outputs import ModelOutput
 
 __all__ = ["generate", "sample_next_token", "warp_logits", "top_k_filter", "top_p_filter", "min_p_filter",
            "ban_repeated_ngrams", "apply_repetition_penalty",
@@ -205,7 +207,7 @@ DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "
             "suppress_tokens": None, "begin_suppress_tokens": None, "forced_eos_token_id": None,
             "stop_strings": None, "num_beams": 1, "length_penalty": 1.0, "early_stopping": False,
             "num_return_sequences": 1, "use_cache": True, "return_dict_in_generate": False, "output_scores": False,
-            "output_logits": False, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+            "output_logits": False, "output_hidden_states": False, "output_attentions": False, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
             "encoder_repetition_penalty": 1.0, "renormalize_logits": False, "forced_bos_token_id": None,
             "exponential_decay_length_penalty": None}
 # The options above that generate() takes through **kwargs (transformers' rarer logits processors).
@@ -224,7 +226,7 @@ _IGNORED = {"_from_model_config", "transformers_version", "cache_implementation"
 # Options generate() does not implement, at the value that turns them off (any other value is refused).
 _OFF = {"num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram_size": 0,
         "remove_invalid_values": False,
-        "output_attentions": False, "output_hidden_states": False, "top_h": None,
+        "top_h": None,
         "penalty_alpha": None,
         "guidance_scale": None, "watermarking_config": None, "assistant_model": None, "logits_processor": None,
         "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
@@ -478,7 +480,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
              return_dict_in_generate=DEFAULT, output_scores=DEFAULT, output_logits=DEFAULT, min_p=DEFAULT,
              no_repeat_ngram_size=DEFAULT, bad_words_ids=DEFAULT, sequence_bias=DEFAULT, suppress_tokens=DEFAULT,
              begin_suppress_tokens=DEFAULT, forced_eos_token_id=DEFAULT, stop_strings=DEFAULT, tokenizer=None,
-             inputs=None, num_beams=DEFAULT, length_penalty=DEFAULT, early_stopping=DEFAULT, **kwargs):
+             inputs=None, num_beams=DEFAULT, length_penalty=DEFAULT, early_stopping=DEFAULT,
+             output_hidden_states=DEFAULT, output_attentions=DEFAULT, **kwargs):
     """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
 
     ``input_ids``: a batch [B, T] (one prompt: ``[ids]``; pad batches on the *left* and pass
@@ -496,7 +499,9 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     ``min_new_tokens`` / ``min_length`` (prompt included) keep the eos ids from being chosen until
     the row is that long. ``return_dict_in_generate=True`` returns a ``GenerateDecoderOnlyOutput``
     (``.sequences``; ``.scores``: the processed float32 scores of each step with ``output_scores``;
-    ``.logits``: the raw ones with ``output_logits``). The token rules are transformers' too:
+    ``.logits``: the raw ones with ``output_logits``; ``.hidden_states`` / ``.attentions`` with
+    ``output_hidden_states`` / ``output_attentions``: per step the model's tuple for the positions it ran,
+    the whole prompt first, then one token with the cache). The token rules are transformers' too:
     ``bad_words_ids`` (lists of ids that may never be generated), ``sequence_bias`` (``{(ids...): bias}``
     added to the last id's logit after the rest), ``suppress_tokens`` (never), ``begin_suppress_tokens``
     (not as the first new token) and ``forced_eos_token_id`` (the last new token). ``stop_strings`` (with
@@ -555,6 +560,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         _resolved(name, value, own) for name, value in (("return_dict_in_generate", return_dict_in_generate),
                                                          ("output_scores", output_scores),
                                                          ("output_logits", output_logits)))
+    internals = {name: _resolved(name, value, own) is True and return_dict_in_generate is True for name, value in
+                 (("output_hidden_states", output_hidden_states), ("output_attentions", output_attentions))}
     min_length = _min_length(min_new_tokens, min_length, ids.shape[1])
     min_new_tokens = _check_count("min_new_tokens", 0 if min_new_tokens is None else min_new_tokens)
     if not do_sample:
@@ -564,7 +571,10 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if return_dict_in_generate is not True:
         _warn_unused_options("return_dict_in_generate is not True", "only apply to the dict output",
                              **{name: value for name, value in (("output_scores", output_scores),
-                                                                ("output_logits", output_logits)) if value is True})
+                                                                ("output_logits", output_logits),
+                                                                ("output_hidden_states", output_hidden_states),
+                                                                ("output_attentions", output_attentions))
+                                if value is True})
     max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1],
                                        getattr(config, "max_position_embeddings", None))
     _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams,
@@ -598,6 +608,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     top_p, warpers["typical_p"] = _mass_filter_or_off(top_p), _mass_filter_or_off(warpers["typical_p"])
     stops = _StopStrings(_resolved("stop_strings", stop_strings, own), tokenizer)
     if num_beams > 1:
+        _refuse_beam_internals(internals)
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
                             return_dict_in_generate, output_scores, output_logits, out_device)
@@ -607,16 +618,17 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
 
     finished = np.zeros(ids.shape[0], dtype=bool)
     cache, prompt_mask = None, mask
-    scores, raw_logits = [], []
+    scores, raw_logits, steps = [], [], []
     with no_grad():
         for step in range(max_new_tokens):
             positions = _position_ids(prompt_mask, ids.shape[1])
             if cache is None:  # first step, or no cache: run the whole sequence
                 out = model(ids, attention_mask=_mask_arg(mask), position_ids=positions,
-                            use_cache=use_cache)
+                            use_cache=use_cache, **internals)
             else:  # later steps with a cache: only the newest token
                 out = model(ids[:, -1:], attention_mask=_mask_arg(mask), position_ids=positions[:, -1:],
-                            past_key_values=cache, use_cache=True)
+                            past_key_values=cache, use_cache=True, **internals)
+            steps.append(out)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)  # transformers' float32 copy
             processed = process(logits, ids, padding, step)
@@ -644,47 +656,80 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         return tuple(Tensor(a, dtype=np.float32, device=out_device) for a in arrays) if wanted else None
     return GenerateDecoderOnlyOutput(sequences=sequences, scores=per_step(scores, output_scores),
                                      logits=per_step(raw_logits, output_logits),
-                                     past_key_values=cache if use_cache else None)
+                                     **_per_step_internals(steps, internals), cache=cache if use_cache else None)
+
+
+
+def compute_transition_scores(model, sequences, scores, beam_indices=None, normalize_logits=False):
+    """transformers' ``model.compute_transition_scores``: the score of each generated token, [rows, steps],
+    read from ``generate``'s per-step ``scores`` (or ``logits``); ``normalize_logits=True`` takes their
+    log-softmax first (log-probabilities). With beam search, ``beam_indices`` says which beam's scores each
+    token came from (-1 past a sequence's end: a 0 there). The same steps as transformers, on Tensors."""
+    if beam_indices is None:
+        rows = Tensor(np.arange(scores[0].shape[0]), dtype=np.int64, device=sequences.device)
+        beam_indices = rows.view(-1, 1).expand(-1, len(scores))
+    vocab_size = model.config.vocab_size
+    stacked = ops.stack(scores).reshape(len(scores), -1).transpose(0, 1)
+    if normalize_logits:
+        stacked = ops.log_softmax(stacked.reshape(-1, vocab_size, stacked.shape[-1]), dim=1)
+        stacked = stacked.reshape(-1, stacked.shape[-1])
+    ended = beam_indices < 0
+    max_beam_length = int((1 - ended.long()).sum(-1).max())
+    beam_indices, ended = beam_indices.clone()[:, :max_beam_length], ended[:, :max_beam_length]
+    beam_indices[ended] = 0
+    indices = sequences[:, sequences.shape[-1] - max_beam_length:] + beam_indices * vocab_size
+    transition_scores = stacked.gather(0, indices)
+    transition_scores[ended] = 0
+    return transition_scores
+
+def _per_step_internals(steps, internals):
+    """``hidden_states`` / ``attentions`` as transformers' generate gives them: one tuple per step of the
+    model's own tuple (a layer each); with sdpa attention the model returns no weights, so each step's
+    tuple is empty (transformers warns once, as the model here does)."""
+    return {name[len("output_"):]: tuple(tuple(getattr(out, name[len("output_"):])) for out in steps)
+            for name, wanted in internals.items() if wanted}
+
+
+def _refuse_beam_internals(internals):
+    wanted = [name for name, value in internals.items() if value]
+    if wanted:
+        raise NotImplementedError(f"generate(num_beams > 1, {'=True, '.join(wanted)}=True) is not implemented in "
+                                  "minilora (its beam search keeps no per-step model outputs); use num_beams=1")
 
 
 @dataclass
-class GenerateDecoderOnlyOutput:
-    """What ``generate(..., return_dict_in_generate=True)`` returns (transformers' class of that name):
-    ``sequences``; ``scores`` (with ``output_scores=True``) one [batch, vocab] float32 tensor per new
-    token, the scores the token was chosen from (after the repetition penalty, the min-length rule and,
-    when sampling, temperature / top-k / top-p: -inf for what was filtered out); ``logits`` (with
-    ``output_logits=True``) the raw ones; ``past_key_values`` the cache. ``out[0]`` and
+class GenerateDecoderOnlyOutput(ModelOutput):
+    """What ``generate(..., return_dict_in_generate=True)`` returns (transformers' class of that name, its
+    fields in its order): ``sequences``; ``scores`` (with ``output_scores=True``) one [batch, vocab]
+    float32 tensor per new token, the scores the token was chosen from (after the repetition penalty, the
+    min-length rule and, when sampling, temperature / top-k / top-p: -inf for what was filtered out);
+    ``logits`` (with ``output_logits=True``) the raw ones; ``attentions`` / ``hidden_states`` per step the
+    model's; ``cache`` the KV cache (``past_key_values``, its old name, still reads it). ``out[0]`` and
     ``out["sequences"]`` work as in transformers (an index counts only the fields that are set)."""
     sequences: Tensor = None
     scores: tuple = None
     logits: tuple = None
     attentions: tuple = None
     hidden_states: tuple = None
-    past_key_values: object = None
-
-    def keys(self):
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
-
-    def to_tuple(self):
-        return tuple(getattr(self, name) for name in self.keys())
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(f"{key!r} is not set in this output; it has {self.keys()}")
-            return getattr(self, key)
-        return self.to_tuple()[key]
+    cache: object = None
 
 
 @dataclass
-class GenerateBeamDecoderOnlyOutput(GenerateDecoderOnlyOutput):
+class GenerateBeamDecoderOnlyOutput(ModelOutput):
     """What beam search returns with ``return_dict_in_generate=True`` (transformers' class of that name):
     besides ``sequences``, ``scores`` (per step: the processed log-probabilities of every beam, [batch *
     num_beams, vocab]) and ``logits``: ``sequences_scores`` (with ``output_scores``: each returned
     sequence's summed log-probability divided by its length ** length_penalty) and ``beam_indices``
-    (which beam each new token of a returned sequence came from; -1 past its end)."""
+    (which beam each new token of a returned sequence came from; -1 past its end). No ``cache``: the
+    beam search here runs without one."""
+    sequences: Tensor = None
     sequences_scores: Tensor = None
+    scores: tuple = None
+    logits: tuple = None
     beam_indices: Tensor = None
+    attentions: tuple = None
+    hidden_states: tuple = None
+    cache: object = None
 
 
 _UNREACHABLE = np.float32(-1.0e9)  # transformers' score for "cannot be chosen" (not -inf: sums stay finite)

@@ -37,6 +37,7 @@ from . import generation, init
 from .checkpointing import checkpoint
 from .layers import Dropout, Embedding, Linear, RMSNorm, SiLU
 from .module import Module, ModuleList, StateDictError
+from .outputs import ModelOutput as _ModelOutput
 
 __all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "CausalLMOutputWithPast", "BaseModelOutputWithPast", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
            "LlamaAttention", "LlamaRMSNorm",
@@ -1048,46 +1049,6 @@ def _first_float_dtype(folder):
     return "float32"
 
 
-class _ModelOutput:
-    """transformers' ModelOutput: ``out.field``, ``out["field"]``, and ``out[0]`` -- an index counts
-    only the fields that are set. transformers 5 calls the KV cache ``cache``; ``past_key_values``,
-    its old name, still reads it (attribute, key, ``in``)."""
-    _OLD_NAMES = {"past_key_values": "cache"}
-
-    def to_tuple(self):
-        return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
-
-    def keys(self):
-        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
-
-    def __contains__(self, key):
-        return self._OLD_NAMES.get(key, key) in self.keys()
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            if key not in self:
-                raise KeyError(f"{key!r} is not set in this output; it has {self.keys()}")
-            return getattr(self, self._OLD_NAMES.get(key, key))
-        return self.to_tuple()[key]
-
-    def __iter__(self):  # a ModelOutput is an OrderedDict: iterating gives the names of the fields set
-        return iter(self.keys())
-
-    def __len__(self):
-        return len(self.keys())
-
-    def values(self):
-        return list(self.to_tuple())
-
-    def items(self):
-        return list(zip(self.keys(), self.to_tuple()))
-
-    @property
-    def past_key_values(self):
-        """transformers 4's name for ``cache``."""
-        return self.cache
-
-
 @dataclass
 class BaseModelOutputWithPast(_ModelOutput):
     """What ``LlamaModel.__call__`` returns (transformers' ``BaseModelOutputWithPast``)."""
@@ -1232,6 +1193,10 @@ class LlamaForCausalLM(Module):
     def generate(self, input_ids=None, **kwargs):
         """Continue ``input_ids`` (or ``inputs=``, transformers' name); see ``minilora.generate.generate``."""
         return generation.generate(self, input_ids, **kwargs)
+
+    def compute_transition_scores(self, sequences, scores, beam_indices=None, normalize_logits=False):
+        """Each generated token's score from ``generate``'s output; see ``generation.compute_transition_scores``."""
+        return generation.compute_transition_scores(self, sequences, scores, beam_indices, normalize_logits)
 
     def num_parameters(self, only_trainable=False, exclude_embeddings=False):
         """transformers': the parameter count; ``exclude_embeddings`` leaves the Embedding tables out."""
