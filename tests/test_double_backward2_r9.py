@@ -1,8 +1,9 @@
 """Second derivatives (create_graph=True) through the ops the first round refused: the special functions,
 prod/cumprod/logcumsumexp, transposed convolution, adaptive max pooling, the scatter and index_* family,
-as_strided, diag_embed, median, fmod/remainder, and a custom Function whose backward reads the output it
-saved -- each against torch in float64; then the tutorials that reach them (WGAN-GP with a transposed-
-convolution generator, MAML on a CNN with global max pooling, a physics-informed net with a product factor)."""
+as_strided, diag_embed, median, fmod/remainder, inv/det/logdet/slogdet, a custom Function whose backward
+reads the output it saved, the piecewise-linear ops' zero second derivative -- each against torch in float64;
+then the tutorials that reach them (WGAN-GP with a transposed-convolution generator, MAML on a CNN with
+global max pooling, a physics-informed net with a product boundary factor)."""
 import numpy as np
 import pytest
 
@@ -67,6 +68,9 @@ CASES = {
     "masked_scatter": lambda lib, x, y: x.masked_scatter(lib.tensor([[True, False, True, False]]), y * x[0]) * x,
     "diag_embed_as_strided_median": lambda lib, x, y: lib.diag_embed(x * y[:3]).sum(0)[:3]
     + lib.as_strided(x * y[:3], (3, 4), (2, 1), 1) * x + (x * y[:3]).median() * x,
+    "inv_det_logdet_slogdet": lambda lib, x, y: lib.linalg.inv(x.t() @ x + lib.eye(4, dtype=lib.float64)) * y
+    + lib.linalg.det(y + 3 * lib.eye(4, dtype=lib.float64)) + lib.logdet(y @ y.t() + x.t() @ x)
+    + lib.linalg.slogdet(x @ x.t() + y[:3, :3])[1].reshape(1, 1),
     "fmod_remainder": lambda lib, x, y: lib.fmod(x * 3, y[:3] * y[:3] + 0.5) * x + lib.remainder(x * 3, y[:3] - 2.5),
 }
 

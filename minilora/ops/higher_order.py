@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from .. import tensor as _t
+from .. import linalg as _la, tensor as _t
 from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
@@ -767,8 +767,8 @@ def _roll(ctx, g):
     return g.roll(back, ctx.axes), None, None
 
 
-# ---- more ops (the special functions, products, transposed convolution, scatters). Each formula is torch's derivatives.yaml entry,
-# with minilora's ops (``result`` recomputed from the input, so that it stays in the graph) ------------
+# ---- the special functions, products, transposed convolution, the scatters: each formula is torch's
+# derivatives.yaml entry on minilora's ops (``result`` recomputed from the input, so it stays in the graph) --
 _POINTWISE = {  # Pointwise's functions: name -> d out / d a, as torch's derivatives.yaml
     "tan": lambda a: 1 + a.tan() ** 2,  # tan: grad * (1 + result.pow(2))
     "arcsin": lambda a: (1 - a * a).rsqrt(),  # asin: grad * (-self * self + 1).rsqrt()
@@ -810,7 +810,8 @@ def _i1e(ctx, g):  # i1e_backward: grad * where(|x| > eps, i0e(x) - result * (sg
     return _masked(g * (_sp.i0e(safe) - _sp.i1e(a) * (safe.sgn() + 1 / safe)), ~tiny) + _masked(g * 0.5, tiny)
 
 
-def _xlog1py(ctx, g):  # self: xlog1py(grad, other).masked_fill((self == 0) & (other <= -1), 0); other: grad * self / (other + 1)
+def _xlog1py(ctx, g):
+    """self: xlog1py(grad, other).masked_fill((self == 0) & (other <= -1), 0); other: grad * self / (other + 1)"""
     (x, y), (nx, ny) = ctx.inputs, ctx.needs_input_grad
     undefined = (np.asarray(ctx.x) == 0) & (np.asarray(ctx.y) <= -1)
     gx = sum_to(_masked(_sp.xlog1py(g, y), ~undefined), _shape(x)) if nx else None
@@ -979,6 +980,35 @@ def _zeros_for_each(ctx, g):
                  for shape, need in zip(ctx.shapes, ctx.needs_input_grad))
 
 
+def _inverse_t(ctx):
+    """``A^{-T}`` of the node's matrix, recomputed with linalg.inv (in the graph)."""
+    return _la.inv(ctx.inputs[0]).transpose(-1, -2)
+
+
+def _per_matrix(g):
+    return g.unsqueeze(-1).unsqueeze(-1)
+
+
+def _det(ctx, g):  # linalg_det_backward (invertible A): grad * det * A^{-T}
+    if not np.all(ctx.outputs[0]):  # (a singular matrix: torch's SVD-based formula, not recorded here)
+        _refuse(ctx)
+    return _per_matrix(g * _la.det(ctx.inputs[0])) * _inverse_t(ctx)
+
+
+_LINALG = {  # linalg.py's first-order derivative -> its formula on ops (torch's derivatives.yaml)
+    _la._inv_derivative: lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
+    _la._det_derivative: _det,
+    _la._logdet_derivative: lambda ctx, g: _per_matrix(g) * _inverse_t(ctx),  # logdet, slogdet: grad * A^-H
+}
+
+
+def _linalg_output(ctx, g):
+    formula = _LINALG.get(ctx.derivative)
+    if formula is None:
+        _refuse(ctx)
+    return (formula(ctx, g),) + (None,) * (len(ctx.inputs) - 1)
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -1049,6 +1079,7 @@ _BACKWARD_GRAPHS = {
     ConvTranspose2d: _conv_transpose2d,
     _e.Remainder: _remainder,  # (and Fmod, its subclass)
     _e.RoundedDiv: _zeros_for_each,
+    _la.LinalgOutput: _linalg_output,  # (inv, det, logdet, slogdet; the factorizations refuse)
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
     _s.AsStrided: _linear_in_each(_as_strided_jvp),
