@@ -71,6 +71,8 @@ CASES = {
     "inv_det_logdet_slogdet": lambda lib, x, y: lib.linalg.inv(x.t() @ x + lib.eye(4, dtype=lib.float64)) * y
     + lib.linalg.det(y + 3 * lib.eye(4, dtype=lib.float64)) + lib.logdet(y @ y.t() + x.t() @ x)
     + lib.linalg.slogdet(x @ x.t() + y[:3, :3])[1].reshape(1, 1),
+    "vector_norm": lambda lib, x, y: lib.linalg.vector_norm(x * y[:3], dim=1) * lib.linalg.norm(x, dim=0)[:3]
+    + lib.linalg.vector_norm(x, 1) + lib.linalg.vector_norm(x * y[:3], keepdim=True),
     "fmod_remainder": lambda lib, x, y: lib.fmod(x * 3, y[:3] * y[:3] + 0.5) * x + lib.remainder(x * 3, y[:3] - 2.5),
 }
 

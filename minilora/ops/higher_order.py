@@ -1009,6 +1009,24 @@ def _linalg_output(ctx, g):
     return (formula(ctx, g),) + (None,) * (len(ctx.inputs) - 1)
 
 
+def _vector_norm(ctx, g):
+    """norm_backward for p = 2: ``self * grad / result`` (0 where the norm is 0); p = 1: ``self.sgn() *
+    grad``; p = 0: zeros. Other orders refuse."""
+    x, p = ctx.inputs[0], ctx.ord
+    if p not in (0, 1, 2):
+        _refuse(ctx)
+    if not ctx.keepdim:
+        for axis in (range(x.ndim) if ctx.dims is None else sorted(d % x.ndim for d in ctx.dims)):
+            g = g.unsqueeze(axis)
+    if p == 0:
+        return _constant(g._device.xp.zeros(x.shape, g._array.dtype), g)
+    if p == 1:
+        return _step_scaled(g.expand(*x.shape), x, _e._torch_sign(ctx.x))
+    norm = _la.VectorNorm.apply(x, ord=2, dims=ctx.dims, keepdim=True)
+    zero = norm._array == 0
+    return x * _masked(g / (norm + _constant(zero.astype(norm._array.dtype), norm)), ~zero)
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -1080,6 +1098,7 @@ _BACKWARD_GRAPHS = {
     _e.Remainder: _remainder,  # (and Fmod, its subclass)
     _e.RoundedDiv: _zeros_for_each,
     _la.LinalgOutput: _linalg_output,  # (inv, det, logdet, slogdet; the factorizations refuse)
+    _la.VectorNorm: _vector_norm,
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
     _s.AsStrided: _linear_in_each(_as_strided_jvp),
