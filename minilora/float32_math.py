@@ -36,8 +36,8 @@ _F32, _F64 = np.float32, np.float64
 def correctly_rounded(fn, x):
     """``fn`` (a NumPy ufunc) of a float32 array, computed in float64 and rounded once: torch's MKL
     kernels' result wherever those are correctly rounded (99% of ``exp``'s elements, 83% of ``sqrt``'s)."""
-    with np.errstate(all="ignore"):
-        return fn(x.astype(_F64)).astype(_F32)
+    with np.errstate(over="ignore"):  # (exp: past float32's range, float64's too; the cast gives inf)
+        return fn(x, dtype=_F64).astype(_F32)
 
 
 def vml(name, a):
@@ -71,11 +71,14 @@ def _pow2(k):
     return ((k + 127) << 23).view(_F32)
 
 
-def _fma(a, b, c, out):
-    """``out = fma(a, b, c)`` in float32: the exact float64 product plus c, rounded once to float32
-    (NumPy computes in float64 and casts to ``out`` in the same pass)."""
-    product = np.multiply(a, b, dtype=_F64)
-    np.add(product, c, out=out, casting="unsafe")
+def _fma(a, b, c, out, narrow):
+    """``out = fma(a, b, c)`` for float64 arrays holding float32 values: the product is exact in
+    float64, the sum is rounded there, then once more to float32 (through ``narrow``, a float32 buffer).
+    (Plain float64 ufuncs: NumPy's mixed-dtype loops cost 4x more to set up on small arrays.)"""
+    np.multiply(a, b, out=out)
+    out += c
+    np.copyto(narrow, out, casting="unsafe")
+    np.copyto(out, narrow)
 
 
 def _sleef_exp_slice(d, out):
@@ -84,12 +87,14 @@ def _sleef_exp_slice(d, out):
     np.rint(q, out=q)
     s = q * _F32(-_L2U)
     s += d  # fma(q, -L2U, d): q * L2U is exact in float32, so one rounding, as the fma's
-    _fma(q, -_L2L, s, out=s)
-    _fma(s, _P[0], _P[1], out=out)  # u, by Horner's rule
+    u = q.astype(_F64)  # (q, until Horner's rule below)
+    _fma(u, -_L2L, s.astype(_F64), out=u, narrow=s)  # s = fma(q, -L2L, s)
+    s64 = u.copy()
+    _fma(s64, _P[0], _P[1], out=u, narrow=out)  # u, by Horner's rule
     for c in _P[2:]:
-        _fma(out, s, c, out=out)
-    s_squared = np.multiply(s, s)
-    _fma(s_squared, out, s, out=out)
+        _fma(u, s64, c, out=u, narrow=out)
+    np.multiply(s, s, out=s)  # s * s, a float32 product
+    _fma(s, u, s64, out=u, narrow=out)  # (out: float32 now)
     out += 1
     if not (np.abs(d) <= 87).all():  # (-87: the results near the subnormals; nan, inf)
         _scale_extremes(d, q, out)
@@ -125,26 +130,30 @@ _VECTOR_STEP = 32  # cpu_kernel_vec's vectorized loop takes two 16-float AVX-512
 
 
 def scalar_tail(n, threads=None):
-    """The flat positions of an n-element contiguous result that torch's ``cpu_kernel_vec`` computes
-    with its scalar lambda: the last ``len % 32`` of each chunk ``at::parallel_for`` hands a thread."""
+    """The ``(start, stop)`` ranges of an n-element contiguous result that torch's ``cpu_kernel_vec``
+    computes with its scalar lambda: the last ``len % 32`` of each chunk ``at::parallel_for`` hands a
+    thread (one chunk below 32768 elements or on one thread)."""
     threads = parallel.num_threads() if threads is None else threads
     chunk = n
     if n >= _GRAIN_SIZE and threads > 1:
         chunk = -(-n // min(threads, -(-n // _GRAIN_SIZE)))
-    ends = list(range(chunk, n, chunk)) + [n] if n else []
-    return [np.arange(end - (min(chunk, end - start) % _VECTOR_STEP), end)
-            for start, end in zip([0] + ends[:-1], ends)]
+    return [(min(start + chunk, n) - (min(chunk, n - start) % _VECTOR_STEP), min(start + chunk, n))
+            for start in range(0, n, chunk or 1)]
+
+
+def _sleef_exp_rows(d, out):
+    sleef_exp(d, out)
 
 
 def _one_plus_exp_neg(x):
     """``1 + exp(-x)`` in float32, exp as torch's loop computes it: SLEEF's in the vectorized body,
     C's (correctly rounded) in the scalar tail."""
-    flat = np.ascontiguousarray(x).reshape(-1)
-    neg = np.negative(flat)
+    neg = np.negative(np.ascontiguousarray(x).reshape(-1))
     e = np.empty_like(neg)
-    parallel.rows(lambda d, o: sleef_exp(d, o), neg, e, work_per_row=40)
-    for tail in scalar_tail(flat.size):
-        e[tail] = correctly_rounded(np.exp, neg[tail])
+    if neg.size >= _VECTOR_STEP:  # (shorter: all tail)
+        parallel.rows(_sleef_exp_rows, neg, e, work_per_row=40)
+    for start, stop in scalar_tail(neg.size):
+        e[start:stop] = correctly_rounded(np.exp, neg[start:stop])
     e += 1
     return e.reshape(x.shape)
 
