@@ -73,6 +73,9 @@ CASES = {
     + lib.linalg.slogdet(x @ x.t() + y[:3, :3])[1].reshape(1, 1),
     "vector_norm": lambda lib, x, y: lib.linalg.vector_norm(x * y[:3], dim=1) * lib.linalg.norm(x, dim=0)[:3]
     + lib.linalg.vector_norm(x, 1) + lib.linalg.vector_norm(x * y[:3], keepdim=True),
+    "tensor_unfold": lambda lib, x, y: (x * y[:3]).unfold(1, 2, 1) * x.unfold(0, 2, 1)[:1, 1:],
+    "addcmul_float32_and_add_alpha": lambda lib, x, y: lib.addcmul(x.float(), y[:3].float(), x.float(),
+                                                                   value=0.5).double() + lib.add(x, y[:3], alpha=2.5),
     "fmod_remainder": lambda lib, x, y: lib.fmod(x * 3, y[:3] * y[:3] + 0.5) * x + lib.remainder(x * 3, y[:3] - 2.5),
 }
 
@@ -239,3 +242,13 @@ def test_a_piecewise_linear_op_keeps_its_input_in_the_graph_as_torch(name):
     assert results[0][1] == results[1][1] is True
     for a, b in zip(results[0][2:] + results[0][:1], results[1][2:] + results[1][:1]):
         close(a, b)
+
+
+def test_as_strided_scatter_differentiates_twice():
+    """Checked by differences, not against torch: torch 2.13's first derivative of as_strided_scatter for
+    ``self`` is zero off the scattered slice's first row (``x * y`` below), minilora's is ``grad`` with the
+    slice zeroed (torch's derivatives.yaml formula)."""
+    x = ml.tensor(RNG.standard_normal((3, 4)), dtype=ml.float64, requires_grad=True)
+    y = ml.tensor(RNG.standard_normal((3, 4)), dtype=ml.float64, requires_grad=True)
+    f = lambda a, b: ml.as_strided_scatter(a * b, b[0, :2] * a[0, :2], (2,), (3,), 1) ** 2  # noqa: E731
+    assert ml.autograd.gradgradcheck(f, (x, y))

@@ -1027,6 +1027,35 @@ def _vector_norm(ctx, g):
     return x * _masked(g / (norm + _constant(zero.astype(norm._array.dtype), norm)), ~zero)
 
 
+def _fused_mul_add(ctx, g):  # c + a * b (float32 addcmul): g, g * b, g * a
+    (c, a, b), (nc, na, nb) = ctx.inputs, ctx.needs_input_grad
+    return (sum_to(g, ctx.c_shape) if nc else None, sum_to(g * b, _shape(a)) if na else None,
+            sum_to(g * a, _shape(b)) if nb else None)
+
+
+def _add_scaled(ctx, g):  # a + alpha * b (16-bit add/sub with alpha): g, alpha * g
+    na, nb = ctx.needs_input_grad
+    return (sum_to(g, ctx.shapes[0]) if na else None, sum_to(g * float(ctx.alpha), ctx.shapes[1]) if nb else None)
+
+
+def _windows_jvp(ctx, d):
+    """Tensor.unfold itself (linear): the windows of ``d``, copied out of the strided view."""
+    return _s.Unfold.forward(_Scratch(), d, ctx.axis, ctx.size, ctx.step).copy()
+
+
+def _as_strided_scatter_jvps():
+    def jvp_self(ctx, d):
+        out = d.reshape(-1).copy()
+        out[ctx.taken] = 0
+        return out.reshape(d.shape)
+
+    def jvp_src(ctx, d):
+        out = _zeros_out(ctx, d).reshape(-1)
+        out[ctx.taken] = d.reshape(-1)
+        return out.reshape(tuple(ctx.inputs[0].shape))
+    return jvp_self, jvp_src
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -1099,6 +1128,8 @@ _BACKWARD_GRAPHS = {
     _e.RoundedDiv: _zeros_for_each,
     _la.LinalgOutput: _linalg_output,  # (inv, det, logdet, slogdet; the factorizations refuse)
     _la.VectorNorm: _vector_norm,
+    _e.FusedMulAdd: _fused_mul_add, _e.AddScaled: _add_scaled,
+    _s.Unfold: _linear_in_each(_windows_jvp), _s.AsStridedScatter: _linear_in_each(*_as_strided_scatter_jvps()),
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
     _s.AsStrided: _linear_in_each(_as_strided_jvp),
