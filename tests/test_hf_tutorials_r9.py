@@ -264,3 +264,30 @@ def test_peft_quicktour_loop_with_the_collator_as_peft(folder, capsys):
     with torch.no_grad():
         expected = merged_t(**prompt_t).logits.numpy()
     np.testing.assert_allclose(merged_m(**prompt_m).logits.numpy(), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "yarn", "factor": 4.0},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "beta_fast": 16, "beta_slow": 2,
+     "mscale": 1.0, "mscale_all_dim": 0.5, "truncate": False},
+    {"rope_type": "longrope", "short_factor": [1.0, 1.1, 1.2, 1.3], "long_factor": [2.0, 3.0, 4.0, 5.0],
+     "original_max_position_embeddings": 16}])
+def test_yarn_and_longrope_as_transformers(tmp_path, rope):
+    """Refused before. longrope switches to its long factors once a call reaches past the original context."""
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      rope_parameters={"rope_theta": 10000.0, **rope})
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(tmp_path))
+    reference, model = load(tmp_path)
+    assert model.config.rope_parameters == reference.config.rope_parameters  # original context filled in
+    assert model.model.rotary_emb.attention_scaling == pytest.approx(reference.model.rotary_emb.attention_scaling,
+                                                                     rel=1e-15)
+    ids = np.random.default_rng(0).integers(0, 64, (2, 40))
+    for length in (8, 40):
+        with torch.no_grad():
+            expected = reference(torch.tensor(ids[:, :length])).logits.numpy()
+        np.testing.assert_allclose(model(ml.tensor(ids[:, :length])).logits.numpy(), expected, atol=1e-6)
+    with torch.no_grad():
+        expected = reference.generate(torch.tensor(ids[:, :10]), max_new_tokens=12, do_sample=False)
+    assert model.generate(ml.tensor(ids[:, :10]), max_new_tokens=12, do_sample=False).tolist() == expected.tolist()

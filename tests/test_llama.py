@@ -332,8 +332,11 @@ def test_llama31_config_reads_writes_and_matches_transformers_frequencies():
 
 @pytest.mark.parametrize("bad, message", [
     ({"model_type": "mistral"}, "model_type"),
-    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0, "factor": 4.0}}, "rope_type 'yarn' is not supported"),
-    ({"rope_scaling": {"type": "yarn", "factor": 2.0}}, "rope_type 'yarn' is not supported"),
+    ({"rope_parameters": {"rope_type": "proportional", "rope_theta": 1.0, "factor": 4.0}},
+     "rope_type 'proportional' is not supported"),
+    ({"rope_scaling": {"type": "proportional", "factor": 2.0}}, "rope_type 'proportional' is not supported"),
+    ({"rope_scaling": {"type": "yarn"}}, "needs factor"),
+    ({"rope_scaling": {"type": "longrope", "short_factor": [1.0], "long_factor": "2"}}, "long_factor"),
     ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0, "factor": 8.0}},
      "needs low_freq_factor, high_freq_factor, original_max_position_embeddings"),
     ({"num_key_value_heads": 3}, "multiple of num_key_value_heads"),

@@ -96,7 +96,7 @@ class LlamaConfig:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
         if self.hidden_act != "silu":
             raise ValueError(f"Llama uses hidden_act='silu', got {self.hidden_act!r}")
-        self.rope_scaling = _checked_rope_scaling(self.rope_scaling)
+        self.rope_scaling = _checked_rope_scaling(self.rope_scaling, self.max_position_embeddings)
 
     _DERIVED = ("architectures", "model_type", "rope_parameters", "dtype", "torch_dtype",
                 "transformers_version")
@@ -345,7 +345,12 @@ def _check_field_types(config):
 
 
 _ROPE_SCALING_KEYS = {"linear": ("factor",), "dynamic": ("factor",),
-                      "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+                      "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+                      "yarn": ("factor",), "longrope": ("short_factor", "long_factor")}
+_ROPE_LISTS = ("short_factor", "long_factor")  # longrope's per-frequency factors
+# yarn's and longrope's numbers that may be left out (transformers' defaults apply), checked when given
+_ROPE_OPTIONAL_NUMBERS = ("original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale",
+                          "mscale_all_dim")
 
 
 def _without_theta(rope):
@@ -355,8 +360,10 @@ def _without_theta(rope):
     return out
 
 
-def _checked_rope_scaling(scaling):
-    """``rope_scaling`` if minilora computes it (transformers' 'linear' and 'llama3'), else a clear error."""
+def _checked_rope_scaling(scaling, max_position_embeddings):
+    """``rope_scaling`` if minilora computes it (transformers' 'linear', 'dynamic', 'llama3', 'yarn' and
+    'longrope'), else a clear error. yarn and longrope without ``original_max_position_embeddings`` get
+    ``max_position_embeddings``, as transformers' ``standardize_rope_params`` writes it."""
     if not scaling:
         return None
     kind = scaling.get("rope_type", scaling.get("type", "default"))  # "type": older config.json files
@@ -369,15 +376,27 @@ def _checked_rope_scaling(scaling):
     missing = [k for k in _ROPE_SCALING_KEYS[kind] if k not in scaling]
     if missing:
         raise ValueError(f"rope_scaling of type {kind!r} needs {', '.join(missing)}; got {scaling}")
-    for key in _ROPE_SCALING_KEYS[kind]:  # numbers, not "2.0" (which would fail deep in the RoPE tables)
-        value = scaling[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise _field_error(f"rope_scaling.{key}", value, "a finite number > 0")
+    if kind in ("yarn", "longrope"):
+        scaling.setdefault("original_max_position_embeddings", max_position_embeddings)
+    numbers = [k for k in _ROPE_SCALING_KEYS[kind] if k not in _ROPE_LISTS] + \
+        [k for k in _ROPE_OPTIONAL_NUMBERS if scaling.get(k) is not None and kind in ("yarn", "longrope")]
+    for key in numbers:  # numbers, not "2.0" (which would fail deep in the RoPE tables)
+        _check_rope_number(key, scaling[key])
+    for key in _ROPE_LISTS if kind == "longrope" else ():
+        if not isinstance(scaling[key], (list, tuple)) or not scaling[key]:
+            raise _field_error(f"rope_scaling.{key}", scaling[key], "a list of finite numbers > 0")
+        for value in scaling[key]:
+            _check_rope_number(key, value)
     if scaling.get("partial_rotary_factor", 1.0) != 1.0:
         raise NotImplementedError("partial_rotary_factor != 1 is not supported (Llama rotates whole heads)")
     if kind == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
         raise ValueError(f"rope_scaling: high_freq_factor must exceed low_freq_factor, got {scaling}")
     return scaling
+
+
+def _check_rope_number(key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise _field_error(f"rope_scaling.{key}", value, "a finite number > 0")
 
 
 # ==================================================================================================
@@ -392,7 +411,11 @@ def rope_inverse_frequencies(config, seq_len=None):
     frequencies (wavelengths above ``original_max_position_embeddings / low_freq_factor``), keeps the
     fast ones (below ``... / high_freq_factor``), and blends smoothly in between. 'dynamic' (NTK)
     raises theta for a sequence of ``seq_len`` > max_position_embeddings positions (transformers'
-    ``_compute_dynamic_ntk_parameters``; shorter ones: plain RoPE).
+    ``_compute_dynamic_ntk_parameters``; shorter ones: plain RoPE). 'yarn' interpolates the slow
+    frequencies (divided by ``factor``) and keeps the fast ones, with a linear ramp between the dimensions
+    that turn ``beta_fast`` and ``beta_slow`` times over the original context. 'longrope' (Phi-3) divides
+    each frequency by its own factor: ``long_factor`` for a sequence longer than the original context,
+    ``short_factor`` otherwise. (yarn and longrope also scale cos and sin: ``rope_attention_scaling``.)
     """
     dim = config.head_dim
     scaling = config.rope_scaling or {"rope_type": "default"}
@@ -411,7 +434,51 @@ def rope_inverse_frequencies(config, seq_len=None):
         blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
         slow, fast = wavelength > context / low, wavelength < context / high
         return np.where(slow, inv_freq / factor, np.where(fast, inv_freq, blended))
+    if scaling["rope_type"] == "yarn":
+        return _yarn_inverse_frequencies(inv_freq, dim, theta, scaling)
+    if scaling["rope_type"] == "longrope":
+        long = seq_len is not None and seq_len > scaling["original_max_position_embeddings"]
+        return inv_freq / np.asarray(scaling["long_factor" if long else "short_factor"], dtype=np.float64)
     return inv_freq
+
+
+def _yarn_inverse_frequencies(inv_freq, dim, theta, scaling):
+    """transformers' ``_compute_yarn_parameters``: between the dimension that turns ``beta_fast`` times over
+    the original context and the one that turns ``beta_slow`` times (floored / ceiled unless ``truncate`` is
+    False), the frequencies ramp linearly from kept (fast) to divided by ``factor`` (slow)."""
+    context = scaling["original_max_position_embeddings"]
+
+    def dimension_turning(rotations):
+        return dim * math.log(context / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+    low, high = dimension_turning(scaling.get("beta_fast") or 32), dimension_turning(scaling.get("beta_slow") or 1)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # transformers' guard against a zero-width ramp
+    kept = 1 - np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    return inv_freq / scaling["factor"] * (1 - kept) + inv_freq * kept
+
+
+def rope_attention_scaling(config):
+    """What yarn and longrope multiply cos and sin by (transformers' ``attention_scaling``): the config's
+    ``attention_factor``, else yarn's ``0.1 ln(factor) + 1`` (or the ratio of two such terms with ``mscale``
+    and ``mscale_all_dim``) and longrope's ``sqrt(1 + ln(factor) / ln(original context))``; 1 otherwise."""
+    scaling = config.rope_scaling or {"rope_type": "default"}
+    if scaling["rope_type"] not in ("yarn", "longrope"):
+        return 1.0
+    if scaling.get("attention_factor") is not None:
+        return float(scaling["attention_factor"])
+    context = scaling["original_max_position_embeddings"]
+    if scaling["rope_type"] == "longrope":
+        factor = scaling.get("factor") or config.max_position_embeddings / context
+        return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(context))
+
+    def mscale(scale, m=1):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+    if scaling.get("mscale") and scaling.get("mscale_all_dim"):
+        return float(mscale(scaling["factor"], scaling["mscale"]) / mscale(scaling["factor"], scaling["mscale_all_dim"]))
+    return mscale(scaling["factor"])
 
 
 class LlamaRotaryEmbedding(Module):
@@ -432,14 +499,21 @@ class LlamaRotaryEmbedding(Module):
         self.config = config
         self.inv_freq = self.original_inv_freq = rope_inverse_frequencies(config)
         self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
+        self.attention_scaling = rope_attention_scaling(config)
 
     def forward(self, position_ids, dtype, xp=np):
         """``position_ids`` [B, T] (NumPy ints) -> cos, sin of shape [B, 1, T, head_dim]."""
-        if (self.config.rope_scaling or {}).get("rope_type") == "dynamic":
+        rope_type = (self.config.rope_scaling or {}).get("rope_type")
+        if rope_type == "dynamic":
             self._dynamic_frequency_update(int(position_ids.max()) + 1)
+        elif rope_type == "longrope":  # long or short factors, by this call's longest position
+            self.inv_freq = rope_inverse_frequencies(self.config, int(position_ids.max()) + 1)
         freqs = position_ids[..., None].astype(np.float64) * self.inv_freq  # [B, T, d/2]
         angles = np.concatenate((freqs, freqs), axis=-1)[:, None]           # [B, 1, T, d]
-        return xp.asarray(np.cos(angles), dtype=dtype), xp.asarray(np.sin(angles), dtype=dtype)
+        cos, sin = np.cos(angles), np.sin(angles)
+        if self.attention_scaling != 1.0:
+            cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
+        return xp.asarray(cos, dtype=dtype), xp.asarray(sin, dtype=dtype)
 
     def _dynamic_frequency_update(self, seq_len):
         """transformers' dynamic RoPE state: the frequencies of the longest sequence seen so far
@@ -1118,6 +1192,9 @@ def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
     As transformers: labels are shifted left and padded with ``ignore_index`` (so the logits need no
     slicing copy), and 16-bit logits are upcast first (``logits.float()``): the loss of a bfloat16 or
     float16 model is computed, and returned, in float32; its gradient flows back in the logits' dtype.
+    A float64 model's loss stays float64, where transformers' ``.float()`` rounds it to float32: minilora
+    computes a float64 model in float64 throughout (transformers also keeps its norms, softmax and RoPE
+    tables in float32 there), so that it can serve as the float64 truth the gradient checks need.
     """
     _check_labels_dtype(labels)
     labels = _as_ids(labels, "labels")
