@@ -28,7 +28,8 @@ import numpy as np
 from . import parallel
 from .device import cache_slices, xp_of
 
-__all__ = ["vml", "correctly_rounded", "sleef_exp", "scalar_tail", "sigmoid", "silu_and_sigmoid"]
+__all__ = ["vml", "correctly_rounded", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail", "loop_exp",
+           "sigmoid", "silu_and_sigmoid"]
 
 _F32, _F64 = np.float32, np.float64
 
@@ -124,6 +125,93 @@ def sleef_exp(x, out=None):
     return out
 
 
+# ---- Sleef_expm1f16_u10 ----------------------------------------------------------------------------
+# expm1 in double-float arithmetic: a value is an unevaluated sum hi + lo of two float32s, each step an
+# error-free transformation (two-sum, or a product whose error an fma recovers). exp(d) = 2^q e^s as in
+# exp above, e^s = 1 + s + s^2 (1/2 + s (1/6 + s P(s))), then e^d - 1 in double-float, rounded at the end.
+def _fma32(a, b, c):
+    """fma(a, b, c) of float32 arrays, one rounding (through float64, as ``_fma``)."""
+    return (np.multiply(a, b, dtype=_F64) + np.asarray(c, _F64)).astype(_F32)
+
+
+def _df_add_float(x, y):
+    """(hi, lo) + y, SLEEF's dfadd2 (a two-sum of the high parts, the low part added)."""
+    hi = x[0] + y
+    v = hi - x[0]
+    return hi, ((x[0] - (hi - v)) + (y - v)) + x[1]
+
+
+def _df_add(x, y):
+    """(hi, lo) + (hi, lo), SLEEF's dfadd2."""
+    hi = x[0] + y[0]
+    v = hi - x[0]
+    return hi, ((x[0] - (hi - v)) + (y[0] - v)) + (x[1] + y[1])
+
+
+def _df_mul_float(x, y):
+    hi = x[0] * y
+    return hi, _fma32(x[1], y, _fma32(x[0], y, -hi.astype(_F64)))
+
+
+def _df_mul(x, y):
+    hi = x[0] * y[0]
+    return hi, _fma32(x[0], y[1], _fma32(x[1], y[0], _fma32(x[0], y[0], -hi.astype(_F64))))
+
+
+def _df_square(x):
+    hi = x[0] * x[0]
+    return hi, _fma32(x[0] + x[0], x[1], _fma32(x[0], x[0], -hi.astype(_F64)))
+
+
+def _sleef_expm1_slice(a, out):
+    """``out = Sleef_expm1f16_u10(a)`` for one cache-sized float32 slice."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = np.rint(a * _R_LN2)
+        k = np.nan_to_num(np.clip(q, -150, 150)).astype(np.int32)
+        q = k.astype(_F32)
+        s = _df_add_float((a, np.zeros_like(a)), q * _F32(-_L2U))
+        s = _df_add_float(s, q * _F32(-_L2L))
+        u = np.full_like(a, _F32(0.1980960224e-3))
+        for c in (0.1394256484e-2, 0.8333456703e-2, 0.4166637361e-1):
+            u = _fma32(u, s[0], _F32(c))
+        t = _df_add_float(_df_mul_float(s, u), _F32(0.166666659414234244790680580464))
+        t = _df_add_float(_df_mul(s, t), _F32(0.5))
+        t = _df_add(s, _df_mul(_df_square(s), t))
+        hi = _F32(1) + t[0]  # 1 + t, SLEEF's dfadd (1 >= |t|)
+        t = hi, ((_F32(1) - hi) + t[0]) + t[1]
+        half = k >> 1  # times 2^q in two steps, as SLEEF's ldexp2
+        scale = [_pow2(half), _pow2(k - half)]
+        t = [np.where(a < -104, _F32(0), part * scale[0] * scale[1]) for part in t]
+        d = _df_add_float(t, _F32(-1))
+        np.add(d[0], d[1], out=out)
+    out[a > _F32(88.72283172607421875)] = np.inf
+    out[a < _F32(-16.635532333438687426013570)] = -1
+    negative_zero = (a == 0) & np.signbit(a)
+    out[negative_zero] = a[negative_zero]
+    nan = np.isnan(a)
+    out[nan] = a[nan]
+
+
+def sleef_expm1(x):
+    """``Sleef_expm1f16_u10`` (torch's ``Vectorized<float>::expm1``, and ``torch.expm1``) of a float32 array."""
+    x = np.ascontiguousarray(x, _F32)
+    out = np.empty(x.shape, _F32)
+    for xs, ys in cache_slices(x, out):
+        _sleef_expm1_slice(xs, ys)
+    return out
+
+
+def loop_expm1(x):
+    """``expm1`` as a torch elementwise kernel computes it inside its formula (elu): SLEEF's in the
+    vectorized body, C's in the scalar tail (here correctly rounded; glibc's ``expm1f`` is not in 8%
+    of the cases, so a tail element may differ from torch's by 1 ulp)."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    e = sleef_expm1(flat)
+    for start, stop in scalar_tail(flat.size):
+        e[start:stop] = correctly_rounded(np.expm1, flat[start:stop])
+    return e.reshape(x.shape)
+
+
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------
 _GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it, one thread runs the whole loop
 _VECTOR_STEP = 32  # cpu_kernel_vec's vectorized loop takes two 16-float AVX-512 vectors at a time
@@ -145,17 +233,24 @@ def _sleef_exp_rows(d, out):
     sleef_exp(d, out)
 
 
-def _one_plus_exp_neg(x):
-    """``1 + exp(-x)`` in float32, exp as torch's loop computes it: SLEEF's in the vectorized body,
-    C's (correctly rounded) in the scalar tail."""
-    neg = np.negative(np.ascontiguousarray(x).reshape(-1))
-    e = np.empty_like(neg)
-    if neg.size >= _VECTOR_STEP:  # (shorter: all tail)
-        parallel.rows(_sleef_exp_rows, neg, e, work_per_row=40)
-    for start, stop in scalar_tail(neg.size):
-        e[start:stop] = correctly_rounded(np.exp, neg[start:stop])
-    e += 1
+def loop_exp(x):
+    """``exp`` of a float32 array as a torch elementwise kernel computes it inside its formula (elu's,
+    softplus's backward, sigmoid): SLEEF's in the vectorized body, C's (correctly rounded) in the scalar
+    tail, by position in ``x``'s memory order."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    e = np.empty_like(flat)
+    if flat.size >= _VECTOR_STEP:  # (shorter: all tail)
+        parallel.rows(_sleef_exp_rows, flat, e, work_per_row=40)
+    for start, stop in scalar_tail(flat.size):
+        e[start:stop] = correctly_rounded(np.exp, flat[start:stop])
     return e.reshape(x.shape)
+
+
+def _one_plus_exp_neg(x):
+    """``1 + exp(-x)`` in float32, exp as torch's loop computes it (``loop_exp``)."""
+    e = loop_exp(np.negative(x))
+    e += 1
+    return e
 
 
 def sigmoid(x):

@@ -1639,7 +1639,8 @@ class Log1p(Function):
 class Expm1(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.out = xp_of(a).expm1(a)
+        # (float32: torch's kernel is SLEEF's expm1 on every element, float32_math)
+        ctx.out = float32_math.sleef_expm1(a) if _numpy_float32(a) else xp_of(a).expm1(a)
         return ctx.out
 
     @staticmethod
@@ -1932,6 +1933,10 @@ class Elu(Function):
     def forward(ctx, a, alpha, scale, input_scale):
         xp = xp_of(a)
         ctx.a, ctx.constants = a, (alpha, scale, input_scale)
+        if _numpy_float32(a):  # torch's kernel: float32 constants, SLEEF's expm1 (float32_math)
+            alpha, scale, input_scale = (np.float32(c) for c in (alpha, scale, input_scale))
+            negative = float32_math.loop_expm1(a * input_scale) * (alpha * scale)
+            return xp.where(a > 0, a * scale, negative)
         with np.errstate(over="ignore"):
             negative = xp.expm1(a * input_scale) * (alpha * scale)
         return xp.where(a > 0, a * scale, negative).astype(a.dtype, copy=False)
