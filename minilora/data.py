@@ -34,7 +34,8 @@ __all__ = ["World", "make_world", "corpus_documents", "corpus_text", "Example", 
            "get_task", "encode_prompt", "encode_example", "encode_document", "pack", "pad_batch",
            "DataLoader", "task_loader", "corpus_loader", "evaluate", "EvalResult", "predict",
            "mean_loss", "corpus_loss", "IGNORE_INDEX", "DataCollatorForLanguageModeling",
-           "DataCollatorWithPadding", "default_data_collator", "DefaultDataCollator"]
+           "DataCollatorWithPadding", "DataCollatorForSeq2Seq", "default_data_collator",
+           "DefaultDataCollator"]
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's and transformers' convention)
 WORLD_SEED = 1234  # the world the shipped base model was pretrained on
@@ -581,6 +582,46 @@ class DataCollatorWithPadding:
         for old in ("label", "label_ids"):
             if old in batch:
                 batch["labels"] = batch.pop(old)
+        return batch
+
+
+@dataclasses.dataclass
+class DataCollatorForSeq2Seq:
+    """transformers' collator for examples that carry their own ``labels`` (supervised fine-tuning with the
+    prompt's labels -100, as the Alpaca-LoRA recipe): the other keys padded by ``tokenizer.pad``, the labels
+    padded with ``label_pad_token_id`` (-100) on the tokenizer's ``padding_side`` to the same length
+    (``max_length`` with ``padding="max_length"``, rounded up to ``pad_to_multiple_of``), as int64. Without
+    labels ``batch["labels"]`` is None, as there. ``model`` is taken for transformers' signature: only
+    encoder-decoder models (none here) make ``decoder_input_ids`` from it."""
+    tokenizer: object
+    model: object = None
+    padding: object = True
+    max_length: int = None
+    pad_to_multiple_of: int = None
+    label_pad_token_id: int = IGNORE_INDEX
+    return_tensors: str = "pt"
+
+    def __call__(self, features, return_tensors=None):
+        return_tensors = return_tensors or self.return_tensors
+        label_name = "label" if "label" in features[0] else "labels"
+        labels = [f[label_name] for f in features] if label_name in features[0] else None
+        if labels is not None and all(label is None for label in labels):
+            labels = None
+        batch = self.tokenizer.pad([{k: v for k, v in f.items() if k != label_name} for f in features],
+                                   padding=self.padding, max_length=self.max_length,
+                                   pad_to_multiple_of=self.pad_to_multiple_of, return_tensors=return_tensors)
+        if labels is None:
+            batch["labels"] = None
+            return batch
+        rows = [np.asarray(_host_array(label)).tolist() for label in labels]
+        if self.padding not in (False, "do_not_pad"):
+            width = self.max_length if self.padding == "max_length" and self.max_length is not None else \
+                max(len(row) for row in rows)
+            if self.pad_to_multiple_of is not None:
+                width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+            fill = [[self.label_pad_token_id] * (width - len(row)) for row in rows]
+            rows = [row + pad if self.tokenizer.padding_side == "right" else pad + row for row, pad in zip(rows, fill)]
+        batch["labels"] = _as_returned(np.array(rows, dtype=np.int64), return_tensors)
         return batch
 
 

@@ -291,3 +291,35 @@ def test_yarn_and_longrope_as_transformers(tmp_path, rope):
     with torch.no_grad():
         expected = reference.generate(torch.tensor(ids[:, :10]), max_new_tokens=12, do_sample=False)
     assert model.generate(ml.tensor(ids[:, :10]), max_new_tokens=12, do_sample=False).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("options", [{}, {"pad_to_multiple_of": 8}, {"padding": "max_length", "max_length": 12},
+                                     {"return_tensors": "np"}])
+def test_data_collator_for_seq2seq_as_transformers(folder, side, options):
+    """The Alpaca-LoRA recipe: labels -100 on the prompt, padded with -100 on the tokenizer's side; the loss of
+    the collated batch is transformers'. Labels as lists, arrays, under "label", or none (labels None)."""
+    theirs, ours = toks(folder)
+    theirs.padding_side = ours.padding_side = side
+
+    def features(tok, kind):
+        out = []
+        for text in TEXTS:
+            feature = dict(tok(text))
+            label = [-100, -100] + list(feature["input_ids"])[2:]
+            if kind != "none":
+                feature["label" if kind == "label" else "labels"] = np.array(label) if kind == "array" else label
+            out.append(feature)
+        return out
+    for kind in ("list", "array", "label", "none"):
+        expected = transformers.DataCollatorForSeq2Seq(theirs, **options)(features(theirs, kind))
+        got = ml_data.DataCollatorForSeq2Seq(ours, **options)(features(ours, kind))
+        assert got.keys() == expected.keys()
+        assert {k: None if v is None else plain({k: v})[k] for k, v in got.items()} == \
+            {k: None if v is None else plain({k: v})[k] for k, v in expected.items()}
+    if options.get("return_tensors") != "np":
+        reference, model = load(folder)
+        with torch.no_grad():
+            loss = reference(**transformers.DataCollatorForSeq2Seq(theirs, **options)(features(theirs, "list"))).loss
+        ours_loss = model(**ml_data.DataCollatorForSeq2Seq(ours, **options)(features(ours, "list"))).loss
+        assert ours_loss.item() == pytest.approx(loss.item(), abs=2e-6)
