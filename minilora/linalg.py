@@ -545,6 +545,13 @@ def _logdet_derivative(arrays, outputs, grads):
     return grads[-1][..., None, None] * _mT(inverse)
 
 
+def _logdet_of_positive_derivative(arrays, outputs, grads):
+    """torch.logdet is ``where(sign < 0, nan, logabsdet)``: no gradient reaches a matrix with a negative
+    determinant (its value is nan), ``g A^{-T}`` elsewhere."""
+    grad = _logdet_derivative(arrays, outputs, grads)
+    return xp_of(grad).where(xp_of(grad).isnan(outputs[0])[..., None, None], 0, grad)
+
+
 def _inv_or_nan(matrix):
     try:
         return _lapack(xp_of(matrix).linalg.inv, matrix)
@@ -566,7 +573,7 @@ def logdet(input):
     xp = xp_of(input._array)
     sign, logabsdet = xp.linalg.slogdet(input._array)
     value = xp.where(sign < 0, xp.nan, logabsdet).astype(input._array.dtype)
-    return _outputs("LogdetBackward0", (input,), (value,), _logdet_derivative)[0]
+    return _outputs("LogdetBackward0", (input,), (value,), _logdet_of_positive_derivative)[0]
 
 
 def _vector_rhs(A, B):

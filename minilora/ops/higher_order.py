@@ -998,7 +998,9 @@ def _det(ctx, g):  # linalg_det_backward (invertible A): grad * det * A^{-T}
 _LINALG = {  # linalg.py's first-order derivative -> its formula on ops (torch's derivatives.yaml)
     _la._inv_derivative: lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
     _la._det_derivative: _det,
-    _la._logdet_derivative: lambda ctx, g: _per_matrix(g) * _inverse_t(ctx),  # logdet, slogdet: grad * A^-H
+    _la._logdet_derivative: lambda ctx, g: _per_matrix(g) * _inverse_t(ctx),  # slogdet: grad * A^-H
+    _la._logdet_of_positive_derivative: lambda ctx, g: _per_matrix(  # logdet: the same, none where det < 0
+        _e.where(_constant(~np.isnan(ctx.outputs[0]), g), g, 0.0)) * _inverse_t(ctx),  # (torch: a where too)
 }
 
 
