@@ -29,7 +29,7 @@ from . import parallel
 from .device import cache_slices, xp_of
 
 __all__ = ["vml", "correctly_rounded", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail", "loop_exp",
-           "sigmoid", "silu_and_sigmoid"]
+           "sleef_tanh", "loop_tanh", "gelu_tanh", "sigmoid", "silu_and_sigmoid"]
 
 _F32, _F64 = np.float32, np.float64
 
@@ -163,26 +163,30 @@ def _df_square(x):
     return hi, _fma32(x[0] + x[0], x[1], _fma32(x[0], x[0], -hi.astype(_F64)))
 
 
+def _expk2(a):
+    """e^a as a double-float (hi, lo), SLEEF's expk2f: 2^q e^s, e^s = 1 + s + s^2 (1/2 + s (1/6 + s P(s)))."""
+    q = np.rint(a * _R_LN2)
+    k = np.nan_to_num(np.clip(q, -150, 150)).astype(np.int32)
+    q = k.astype(_F32)
+    s = _df_add_float((a, np.zeros_like(a)), q * _F32(-_L2U))
+    s = _df_add_float(s, q * _F32(-_L2L))
+    u = np.full_like(a, _F32(0.1980960224e-3))
+    for c in (0.1394256484e-2, 0.8333456703e-2, 0.4166637361e-1):
+        u = _fma32(u, s[0], _F32(c))
+    t = _df_add_float(_df_mul_float(s, u), _F32(0.166666659414234244790680580464))
+    t = _df_add_float(_df_mul(s, t), _F32(0.5))
+    t = _df_add(s, _df_mul(_df_square(s), t))
+    hi = _F32(1) + t[0]  # 1 + t, SLEEF's dfadd (1 >= |t|)
+    t = hi, ((_F32(1) - hi) + t[0]) + t[1]
+    half = k >> 1  # times 2^q in two steps, as SLEEF's ldexp2
+    scale = [_pow2(half), _pow2(k - half)]
+    return [np.where(a < -104, _F32(0), part * scale[0] * scale[1]) for part in t]
+
+
 def _sleef_expm1_slice(a, out):
     """``out = Sleef_expm1f16_u10(a)`` for one cache-sized float32 slice."""
     with np.errstate(invalid="ignore", over="ignore"):
-        q = np.rint(a * _R_LN2)
-        k = np.nan_to_num(np.clip(q, -150, 150)).astype(np.int32)
-        q = k.astype(_F32)
-        s = _df_add_float((a, np.zeros_like(a)), q * _F32(-_L2U))
-        s = _df_add_float(s, q * _F32(-_L2L))
-        u = np.full_like(a, _F32(0.1980960224e-3))
-        for c in (0.1394256484e-2, 0.8333456703e-2, 0.4166637361e-1):
-            u = _fma32(u, s[0], _F32(c))
-        t = _df_add_float(_df_mul_float(s, u), _F32(0.166666659414234244790680580464))
-        t = _df_add_float(_df_mul(s, t), _F32(0.5))
-        t = _df_add(s, _df_mul(_df_square(s), t))
-        hi = _F32(1) + t[0]  # 1 + t, SLEEF's dfadd (1 >= |t|)
-        t = hi, ((_F32(1) - hi) + t[0]) + t[1]
-        half = k >> 1  # times 2^q in two steps, as SLEEF's ldexp2
-        scale = [_pow2(half), _pow2(k - half)]
-        t = [np.where(a < -104, _F32(0), part * scale[0] * scale[1]) for part in t]
-        d = _df_add_float(t, _F32(-1))
+        d = _df_add_float(_expk2(a), _F32(-1))
         np.add(d[0], d[1], out=out)
     out[a > _F32(88.72283172607421875)] = np.inf
     out[a < _F32(-16.635532333438687426013570)] = -1
@@ -210,6 +214,66 @@ def loop_expm1(x):
     for start, stop in scalar_tail(flat.size):
         e[start:stop] = correctly_rounded(np.expm1, flat[start:stop])
     return e.reshape(x.shape)
+
+
+# ---- Sleef_tanhf16_u10 -----------------------------------------------------------------------------
+# tanh |x| = (e - 1/e) / (e + 1/e) with e = e^|x| from expm1's double-float exp, the reciprocal and the
+# quotient in double-float too; the sign put back at the end.
+def _df_reciprocal(d):
+    hi = _F32(1) / d[0]
+    return hi, hi * _fma32(-d[1], hi, _fma32(-d[0], hi, _F32(1)))
+
+
+def _df_divide(n, d):
+    t = _F32(1) / d[0]
+    hi = n[0] * t
+    u = _fma32(t, n[0], -hi.astype(_F64))
+    lo = _fma32(-d[1], t, _fma32(-d[0], t, _F32(1)))
+    return hi, _fma32(hi, lo, _fma32(n[1], t, u))
+
+
+def _sleef_tanh_slice(x, out):
+    """``out = Sleef_tanhf16_u10(x)`` for one cache-sized float32 slice."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = _expk2(np.abs(x))
+        inverse = _df_reciprocal(e)
+        d = _df_divide(_df_add(e, (-inverse[0], -inverse[1])), _df_add(e, inverse))
+        np.add(d[0], d[1], out=out)
+        out[(np.abs(x) > _F32(8.664339742)) | np.isnan(out)] = 1
+    np.copysign(out, x, out=out)
+    nan = np.isnan(x)
+    out[nan] = x[nan]
+
+
+def sleef_tanh(x):
+    """``Sleef_tanhf16_u10`` (torch's ``Vectorized<float>::tanh``, not ``torch.tanh``'s MKL) of a float32 array."""
+    x = np.ascontiguousarray(x, _F32)
+    out = np.empty(x.shape, _F32)
+    for xs, ys in cache_slices(x, out):
+        _sleef_tanh_slice(xs, ys)
+    return out
+
+
+def loop_tanh(x):
+    """``tanh`` as a torch elementwise kernel computes it inside its formula (gelu's tanh form): SLEEF's
+    in the vectorized body, C's ``tanhf`` (taken as correctly rounded) in the scalar tail."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    t = sleef_tanh(flat)
+    for start, stop in scalar_tail(flat.size):
+        t[start:stop] = correctly_rounded(np.tanh, flat[start:stop])
+    return t.reshape(x.shape)
+
+
+_GELU_BETA, _GELU_KAPPA = _F32(0.7978845608028654), _F32(0.044715)  # sqrt(2 / pi), 0.044715
+
+
+def gelu_tanh(x):
+    """torch's float32 ``gelu(x, approximate='tanh')`` and its tanh: ``inner = beta (x + kappa x^3)``
+    (the sum a fused multiply-add, as GCC compiles ATen's vector code), ``(0.5 x) (1 + tanh(inner))``."""
+    cube = x * x * x
+    inner = _GELU_BETA * _fma32(_GELU_KAPPA, cube, x)
+    t = loop_tanh(inner)
+    return (_F32(0.5) * x) * (_F32(1) + t), t
 
 
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------

@@ -563,6 +563,9 @@ class Gelu(Function):
         ctx.approximate = approximate
         if approximate == "tanh":
             ctx.a = a
+            if _numpy_float32(a):  # torch's kernel: SLEEF's tanh, a fused multiply-add (float32_math)
+                out, ctx.t = float32_math.gelu_tanh(a)
+                return out
             ctx.t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
             return 0.5 * a * (1 + ctx.t)
         if approximate != "none":
