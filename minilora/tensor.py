@@ -388,12 +388,16 @@ class Context:
         else:
             saved.clear()
         # The parents stay; of the inputs, only what a leaf's or a number's entry needs: never an activation.
+        # (Unary and binary ops are tested with `is`: `None in parents` compares each node with None by ==.)
         parents = self.parents
-        if None not in parents:  # every input has a node: the parents are all next_functions needs
-            self.inputs = ()
-        elif len(parents) == 2:  # a binary op with a weight, a leaf or a number among its inputs
+        if len(parents) == 2:
             (a, b), (p, q) = self.inputs, parents
-            self.inputs = (None if p is not None else _link(a), None if q is not None else _link(b))
+            if p is None or q is None:  # a binary op with a weight, a leaf or a number among its inputs
+                self.inputs = (None if p is not None else _link(a), None if q is not None else _link(b))
+            else:
+                self.inputs = ()
+        elif len(parents) == 1 and parents[0] is not None or None not in parents:
+            self.inputs = ()  # every input has a node: the parents are all next_functions needs
         else:
             self.inputs = [None if q is not None else _link(x) for x, q in zip(self.inputs, parents)]
         self.freed = True
@@ -551,8 +555,9 @@ class AccumulateGrad:
         return f"<AccumulateGrad object at {id(self):#x}>"
 
 
+_new_node = object.__new__  # (Function.apply makes a Context without calling its __init__)
 _sequence = itertools.count(1)  # numbers recorded nodes (and in-place changes) in creation order
-_FLOAT32 = np.dtype(np.float32)
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 _BFLOAT16 = dtypes.bfloat16  # NumPy files it under kind 'V', not 'f' (a placeholder without ml_dtypes)
 # Every node keeps its needs_input_grad tuple, such as (True, False), until backward. Sharing one tuple
 # per pattern (for up to 4 inputs) leaves one object fewer behind per op, and Python's garbage collector
@@ -640,13 +645,17 @@ class Function:
         needs = tuple(needs)
         if len(needs) <= 4:  # one shared tuple per pattern: see _SHARED_FLAGS
             needs = _SHARED_FLAGS.setdefault(needs, needs)
-        ctx = Context(fn, dev, needs)
+        # The node's fields are set here rather than by Context.__init__ (a call less per op): what
+        # forward reads now, the graph's fields below once the node is recorded (an unrecorded node is
+        # dropped after forward).
+        ctx = _new_node(Context)
+        ctx.fn, ctx.device, ctx.needs_input_grad = fn, dev, needs
         try:
             if narrow:  # float16 overflows at 65504: inf, nan, 1/0 silently, as torch (NumPy would warn)
                 with np.errstate(all="ignore"):
                     out = _forward(cls, fn, ctx, arrays, options)
-            elif profiler.active is None:
-                out = fn.forward(ctx, *arrays, **options)
+            elif profiler.active is None:  # (no options, the common case: no keyword dict to build)
+                out = fn.forward(ctx, *arrays, **options) if options else fn.forward(ctx, *arrays)
             else:
                 out = _forward(cls, fn, ctx, arrays, options)
         except ValueError as exc:  # NumPy's broadcast error in any op: torch's RuntimeError (ShapeError)
@@ -665,21 +674,20 @@ class Function:
                     break
         # Integer/bool results never carry a gradient (torch). (`is float32`: the common case, quickly.)
         if True in needs and (out.dtype is _FLOAT32 or out.dtype.kind in "fc" or out.dtype is _BFLOAT16):
-            ctx.inputs = inputs
-            ctx.parents = parents
-            ctx.seq = next(_sequence)
+            ctx.inputs, ctx.parents, ctx.seq = inputs, parents, next(_sequence)
+            ctx.freed, ctx.retained = False, None
             if _inference_tensors_made:
                 _refuse_saved_inference_tensors(ctx, inputs)
             if changed:
                 ctx.versions = tuple(_version_of(x) for x in inputs)
-            result = Tensor._make(out, dev, True, ctx)
+            result = _new_tensor(out, dev, True, ctx)
             if not fresh:
                 _share_storage(result, inputs, cls, options)
                 ctx.watch_output(result)
             if _saved_hooks_used and _mode.saved_hooks:  # (one global read when no hooks were ever used)
                 _pack_saved(ctx, inputs, result)
             return result
-        result = Tensor._make(out, dev, False, None)
+        result = _new_tensor(out, dev, False, None)
         if not fresh:
             _share_storage(result, inputs, cls, options)
         return result
@@ -1139,8 +1147,8 @@ class Tensor:
         self._view = None
         self._inference = _inference_tensors_made and _mode.inference
 
-    @classmethod
-    def _make(cls, array, dev, requires_grad, ctx):
+    @staticmethod
+    def _make(array, dev, requires_grad, ctx):
         """Fast constructor used by ops: no conversion, no checks -- but one: a NumPy ufunc of 0-d
         arrays returns a NumPy scalar, which as storage breaks .numpy(), fill_, x[...] = v and save."""
         if isinstance(array, np.generic):
@@ -2044,6 +2052,8 @@ class Tensor:
         return int(self.item())
 
 
+_new_tensor = Tensor._make  # (a plain function: Function.apply calls it once per op, without a lookup on the class)
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -2453,14 +2463,14 @@ def _topological_order(root):
     The walk follows ``ctx.parents``, the nodes the inputs had when the op ran: an in-place op later
     gives a tensor a new node, but what was computed before still depends on the old one.
     """
-    found = {id(root): root}
+    found = {root}  # (a node hashes by identity: Context defines no __eq__)
     stack = [root]
     while stack:
         for parent in stack.pop().parents:
-            if parent is not None and id(parent) not in found:
-                found[id(parent)] = parent
+            if parent is not None and parent not in found:
+                found.add(parent)
                 stack.append(parent)
-    return sorted(found.values(), key=_creation_number, reverse=True)
+    return sorted(found, key=_creation_number, reverse=True)
 
 
 _creation_number = operator.attrgetter("seq")
@@ -2767,11 +2777,12 @@ def _run_backward(root, gradient, retain_graph, store=None):
         hooks = _hooked_leaf(root) if _leaf_hooks else None
         store.add(root, gradient if hooks is None else _fit(_run_hooks(hooks, gradient, root._device), root))
         return
-    grads = {id(root._ctx): gradient}  # id(node) -> gradient summed so far, until it is used
+    grads = {root._ctx: gradient}  # node -> gradient summed so far, until it is used
     hooked = {}  # id(leaf) -> [leaf, gradient summed so far]: leaves with hooks (see register_hook)
     prof = profiler.active
+    plain = prof is None and not _saved_hooks_used  # (then a float32/float64 node's backward is called inline)
     for ctx in _topological_order(root._ctx):
-        g = grads.pop(id(ctx), None)
+        g = grads.pop(ctx, None)
         if g is None:  # no path from root carried a gradient here
             continue
         if ctx.freed:
@@ -2793,12 +2804,15 @@ def _run_backward(root, gradient, retain_graph, store=None):
             node_hooks = ctx.node_hooks
         # This loop runs once per node (tens of thousands per step): the common case is written inline,
         # the rare ones (complex, 16-bit, profiler, saved-tensor hooks) go through _node_backward.
-        if g.dtype.kind == "c":
-            in_grads = _complex_node_backward(ctx, g, prof, retain_graph)
-        elif prof is None and not _saved_hooks_used and g.itemsize != 2:
+        # (`is`: NumPy's float32 and float64 dtypes are singletons; another equal dtype object takes the
+        # general path, which gives the same result.)
+        dtype = g.dtype
+        if plain and (dtype is _FLOAT32 or dtype is _FLOAT64):
             in_grads = ctx.fn.backward(ctx, g)
             if type(in_grads) is not tuple:
                 in_grads = (in_grads,)
+        elif dtype.kind == "c":
+            in_grads = _complex_node_backward(ctx, g, prof, retain_graph)
         else:
             in_grads = _node_backward(ctx, g, prof, retain_graph)
         if node_hooks:
@@ -2809,8 +2823,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
         # `hooked` to be hooked once at the end), an inner node's added to what `grads` holds for it.
         for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
             if need and ig is not None:
-                array = x._array
-                if ig.dtype is not array.dtype or ig.shape != array.shape or not ig.shape:
+                array, shape = x._array, ig.shape
+                if ig.dtype is not array.dtype or shape != array.shape or not shape:
                     ig = _fit(ig, x)  # cast, check the shape, turn a NumPy scalar into an array
                 if parent is None:
                     if _leaf_hooks and _hooked_leaf(x) is not None:  # summed first, hooked once
@@ -2821,8 +2835,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
                             ig = ig.copy()  # (see _given_twice)
                         store.add(x, ig)
                 else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
-                    prev = grads.get(id(parent))
-                    grads[id(parent)] = ig if prev is None else parallel.add(prev, ig)
+                    prev = grads.get(parent)
+                    grads[parent] = ig if prev is None else parallel.add(prev, ig)
         if not retain_graph:
             ctx.free()
     for leaf, g in hooked.values():
