@@ -270,6 +270,22 @@ def test_logdet_of_a_negative_determinant_passes_no_gradient_as_torch(create_gra
     close(*results)
 
 
+def test_module_backward_hooks_in_a_create_graph_pass():
+    """register_full_backward_hook / _pre_hook see the gradients as tensors in the graph, and what they
+    return is differentiated again (torch's); minilora refused the hooks' nodes (_Carry)."""
+    results = []
+    for lib in (ml, torch):
+        lib.manual_seed(0)
+        net = lib.nn.Sequential(lib.nn.Linear(3, 4), lib.nn.Tanh(), lib.nn.Linear(4, 1)).double()
+        net[1].register_full_backward_hook(lambda module, grad_in, grad_out: (grad_in[0] * 2,))
+        net[2].register_full_backward_pre_hook(lambda module, grad_out: (grad_out[0] * grad_out[0],))
+        x = lib.tensor(np.linspace(0, 1, 6).reshape(2, 3), dtype=lib.float64, requires_grad=True)
+        g, = lib.autograd.grad(net(x).sum() * 3, x, create_graph=True)
+        results.append((g,) + lib.autograd.grad((g * g).sum(), [x] + list(net.parameters()), allow_unused=True))
+    for a, b in zip(*results):
+        close(a, b)
+
+
 # ---- the survey: every name minilora shares with torch (top level, nn.functional, Tensor methods), called
 # on float64 tensors in a few spellings; its gradient with create_graph=True, then a second gradient, each
 # against torch. Opt-in (MINILORA_CREATE_GRAPH_SURVEY=1, ~10 s): the ops above are its finds, minimized.

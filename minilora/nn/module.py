@@ -788,6 +788,10 @@ class _Gate(_Node):
     def backward(ctx, grad):
         return tuple(ctx.state.release())
 
+    @staticmethod
+    def backward_graph(ctx, grad):  # (create_graph=True: the hooks see the gradients as tensors in the graph)
+        return tuple(ctx.state.release(recorded=True))
+
 
 class _Carry(_Node):
     """One tensor of a gated group, as seen past the gate: ``value``'s numbers (copied, so an in-place
@@ -804,6 +808,11 @@ class _Carry(_Node):
         ctx.state.grads[ctx.index] = grad
         return ctx.device.xp.zeros((), dtype=grad.dtype)
 
+    @staticmethod
+    def backward_graph(ctx, grad):
+        ctx.state.grads[ctx.index] = grad  # (a tensor, in the recorded pass's graph)
+        return Tensor._make(ctx.device.xp.zeros((), dtype=grad.dtype), ctx.device, False, None)
+
 
 class _Group:
     """The gradients of a group of tensors on their way back: ``grads`` fills in as the carries run;
@@ -812,10 +821,11 @@ class _Group:
     def __init__(self, device, on_grads, count):
         self.device, self.on_grads, self.grads = device, on_grads, [None] * count
 
-    def release(self):
-        grads = tuple(None if g is None else Tensor._make(g, self.device, False, None) for g in self.grads)
+    def release(self, recorded=False):
+        """``recorded``: a create_graph=True pass, whose gradients are tensors already, and stay ones."""
+        grads = tuple(g if g is None or recorded else Tensor._make(g, self.device, False, None) for g in self.grads)
         self.grads = [None] * len(self.grads)
-        return [g._array if isinstance(g, Tensor) else g for g in self.on_grads(grads)]
+        return [g._array if isinstance(g, Tensor) and not recorded else g for g in self.on_grads(grads)]
 
 
 def _gate(values, on_grads):
