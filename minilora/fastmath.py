@@ -28,8 +28,21 @@ import numpy as np
 from . import parallel
 from .device import cache_slices, xp_of
 
-__all__ = ["erf", "normal_cdf_pdf", "gelu_and_derivative", "sigmoid_and_silu", "silu_backward",
-           "swiglu", "swiglu_backward", "row_mean", "column_sum"]
+__all__ = ["multiply_add", "erf", "normal_cdf_pdf", "gelu_and_derivative", "sigmoid_and_silu", "silu_backward",
+           "swiglu", "swiglu_backward", "row_mean", "column_sum",
+           "lane_sum"]
+
+
+# ---- a fused multiply-add ------------------------------------------------------------------------
+def multiply_add(a, b, c):
+    """``a * b + c`` rounded once, as the FMA instruction of torch's float32 CPU kernels computes it
+    (GCC fuses ``x * y + z`` in ATen's vectorized code: tanh's and SiLU's backward, softmax's sums).
+    For float32 the product is exact in float64 and the sum is rounded from there (twice-rounded only
+    in a tie of a tie, never seen in practice); float64 computes ``a * b + c`` in NumPy's two roundings."""
+    xp = xp_of(b)
+    if getattr(b, "dtype", None) != np.float32:
+        return a * b + c
+    return xp.add(xp.multiply(a, b, dtype=np.float64), c, dtype=np.float64).astype(np.float32)
 
 
 # ---- erf and the normal distribution -------------------------------------------------------------
@@ -117,14 +130,22 @@ def sigmoid_and_silu(a, s, out):
 
 
 def silu_backward(g, a, s, gx):
-    """Fill ``gx = g * s * (1 + a * (1 - s))`` (``g`` times the derivative of ``a * sigmoid(a)``,
-    ``s = sigmoid(a)``), in place."""
+    """Fill ``gx = (g * s) * (1 + a * (1 - s))`` (``g`` times the derivative of ``a * sigmoid(a)``,
+    ``s = sigmoid(a)``), rounded as torch's silu_backward kernel: ``1 + a * (1 - s)`` is one fused
+    multiply-add (float32: through float64, a cache-sized slice at a time). ``gx`` may be ``g``."""
     xp = xp_of(g)
-    xp.subtract(1, s, out=gx)
-    gx *= a
-    gx += 1
-    gx *= s
-    gx *= g
+    if gx.dtype != np.float32 or xp is not np:
+        slope = 1 - s
+        slope *= a
+        slope += 1
+        xp.multiply(g, s, out=gx)
+        gx *= slope
+        return
+    for gs, as_, ss, out in cache_slices(g, a, s, gx):
+        slope = np.subtract(1, ss)
+        np.add(np.multiply(as_, slope, dtype=np.float64), 1, out=slope, casting="same_kind")  # one rounding
+        np.multiply(gs, ss, out=out)
+        out *= slope
 
 
 def swiglu(gate, up, s, out):
@@ -134,12 +155,13 @@ def swiglu(gate, up, s, out):
 
 
 def swiglu_backward(g, gate, up, s, dgate, dup=None):
-    """Fill ``dup = g * gate * s`` (unless None) and ``dgate = g * up * s * (1 + gate * (1 - s))``."""
+    """Fill ``dup = g * gate * s`` (unless None) and ``dgate = (g * up) * s * (1 + gate * (1 - s))``."""
     if dup is not None:
         xp_of(g).multiply(gate, s, out=dup)
         dup *= g
-    silu_backward(g, gate, s, dgate)
-    dgate *= up
+    # torch's order for silu(gate) * up: mul's backward first (g * up), then silu's
+    xp_of(g).multiply(g, up, out=dgate)
+    silu_backward(dgate, gate, s, dgate)
 
 
 # ---- reductions over rows and columns ------------------------------------------------------------
@@ -162,3 +184,29 @@ def column_sum(a, b=None):
     if b is None:
         return xp.ones(a.shape[0], dtype=a.dtype) @ a
     return xp.einsum("ij,ij->j", a, b)
+
+
+# ---- torch's vectorized row sum ------------------------------------------------------------------
+_LANES = 16  # float32 lanes of an AVX-512 register (torch's CPU capability on this project's machines)
+
+
+def lane_sum(a):
+    """The sum of each row of a C-contiguous float32 [rows, width] array as torch's ``vec::reduce_all``
+    adds (softmax's and log_softmax's backward): 16 running sums, lane ``j`` taking elements ``j, j + 16,
+    ...`` in order (the last, partial block adds into its first lanes), then the 16 folded in halves
+    (lanes ``j`` and ``j + 8``, then ``+ 4``, ``+ 2``, ``+ 1``); a row narrower than 16 is added left to
+    right. (An AVX2 build has 8 lanes: another order, another last bit.)"""
+    rows, width = a.shape
+    if width < _LANES:
+        total = a[:, 0].copy()
+        for j in range(1, width):
+            total += a[:, j]
+        return total
+    full = width - width % _LANES
+    blocks = a[:, :full].reshape(rows, full // _LANES, _LANES)
+    lanes = np.add.reduce(blocks, axis=1)  # (a reduction over a middle axis: block after block, in order)
+    lanes[:, :width - full] += a[:, full:]
+    while lanes.shape[1] > 1:
+        half = lanes.shape[1] // 2
+        lanes = lanes[:, :half] + lanes[:, half:]
+    return lanes[:, 0]

@@ -125,14 +125,26 @@ class Embedding(Function):
         if xp is not np:
             xp.add.at(grad, ids, g2)
             return None, grad.astype(g.dtype, copy=False)
-        # np.add.at(grad, ids, g2) says it plainly but goes row by row; instead sort the rows by id
-        # so that equal ids sit together, and sum each run of equal ids in one reduceat.
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        run_starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
         if len(ids):
-            grad[sorted_ids[run_starts]] = np.add.reduceat(g2[order], run_starts, axis=0)
+            _add_rows_in_order(grad, ids, g2)
         return None, grad.astype(g.dtype, copy=False)
+
+
+def _add_rows_in_order(grad, ids, rows):
+    """``np.add.at(grad, ids, rows)``: each id's rows added one after another in their order, as torch's
+    embedding backward adds them (a pairwise sum, NumPy's reduceat, rounds otherwise: 2 elements of 3
+    of a repeated token's gradient). add.at goes row by row; here every id's first rows are added in one
+    vectorised step, then every id's second rows, ...: as many steps as the most frequent id has rows."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    run_starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+    run_lengths = np.diff(np.append(run_starts, len(ids)))
+    occurrence = np.arange(len(ids)) - np.repeat(run_starts, run_lengths)  # 0 for an id's first row, ...
+    by_occurrence = order[np.argsort(occurrence, kind="stable")]
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(occurrence))))
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        step = by_occurrence[start:stop]  # (distinct ids: no two of these rows meet)
+        grad[ids[step]] += rows[step]
 
 
 def _counted_targets(xp, targets, n_classes, ignore_index, name):
@@ -180,7 +192,7 @@ class CrossEntropy(Function):
             return losses
         # PyTorch's 'mean' divides by the number of non-ignored targets, or with a weight by the
         # sum of their weights (0/0 = nan when all are ignored).
-        ctx.divisor = valid.sum().item() if reduction == "mean" else 1
+        ctx.divisor = _total_weight(valid, ctx.counted) if reduction == "mean" else 1
         with np.errstate(invalid="ignore"):  # every target ignored: 0/0 = nan, silently, as torch
             return losses.sum() / logits.dtype.type(ctx.divisor)
 
@@ -200,6 +212,17 @@ class CrossEntropy(Function):
         return grad, None
 
 
+def _total_weight(row_weights, counted):
+    """The sum of the counted rows' weights, 'mean''s divisor, as torch's nll_loss adds it: for float32,
+    its cascade of float32 partial sums (``_cascade_sum``; numpy's pairwise sum is another number in 1
+    batch of 3, and every gradient is divided by it)."""
+    xp = xp_of(row_weights)
+    if row_weights.dtype != np.float32 or xp is not np:
+        return row_weights.sum().item()
+    rows = xp.flatnonzero(counted)
+    return float(_cascade_sum(row_weights[rows], rows, len(row_weights)))
+
+
 def _gradient_over_no_weight(xp, shape, counted, dtype, columns=None):
     """The gradient of a 'mean' whose divisor is 0, as torch's: zeros where no row counted (a
     batch whose targets are all ignored: the loss is nan, yet the step must leave the weights alone),
@@ -215,15 +238,17 @@ def _gradient_over_no_weight(xp, shape, counted, dtype, columns=None):
 
 
 def _cross_entropy_backward_rows(probs, targets, valid, g, grad, divisor):
-    """The logits' gradient for a block of rows: ``(probs - onehot(targets)) * g * valid / divisor``.
+    """The logits' gradient for a block of rows: ``(probs - onehot(targets)) * g * valid / divisor``,
+    rounded as torch's log_softmax + nll_loss backward rounds it (there ``probs`` is ``exp(log_softmax)``).
 
     ``valid`` is each row's weight (0 for an ignored target), ``g`` the incoming gradient of each
     row's loss, ``divisor`` what 'mean' divided by (1 otherwise)."""
     # EXERCISE 2.5: fill grad: 0 for ignored targets (valid = 0), each row times g * valid / divisor
     # BEGIN SOLUTION
-    grad[...] = probs
-    grad[xp_of(grad).arange(len(grad)), targets] -= 1  # p - onehot(target)
-    grad *= ((g / divisor) * valid).astype(grad.dtype, copy=False)[:, None]
+    share = ((g / divisor) * valid).astype(grad.dtype, copy=False)
+    xp_of(grad).multiply(probs, share[:, None], out=grad)  # p * share, and at the target p * share - share:
+    rows = xp_of(grad).arange(len(grad))  # one rounding, as torch's log_softmax backward (a fused multiply-add)
+    grad[rows, targets] = fastmath.multiply_add(probs[rows, targets], share, -share)
     # END SOLUTION
 
 
@@ -888,7 +913,7 @@ class NllLoss(Function):
             return _nll_reduced_in_16_bits(ctx, xp, losses, row_weight, valid, weight is not None)
         # (16-bit on a GPU: torch's CUDA kernel sums in float32 and rounds once, as here)
         wide_losses, wide_weights = upcast(losses), upcast(row_weight)
-        ctx.divisor = wide_weights.sum().item() if reduction == "mean" else 1
+        ctx.divisor = _total_weight(wide_weights, valid) if reduction == "mean" else 1
         with np.errstate(invalid="ignore"):  # every row ignored: 0 / 0 = nan, silently, as torch
             return (wide_losses.sum() / wide_losses.dtype.type(ctx.divisor)).astype(logp.dtype)
 

@@ -26,8 +26,9 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, return_types
+from .. import amp as _amp, float32_math, return_types
 from ..device import xp_of
+from ..fastmath import lane_sum, multiply_add
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch
 from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_float32
@@ -140,7 +141,12 @@ class Mean(Function):
 
     @staticmethod
     def backward(ctx, g):
-        g = _expand_reduced(g, ctx.axes, ctx.keepdims) * (1.0 / ctx.count if ctx.count else np.nan)
+        g = _expand_reduced(g, ctx.axes, ctx.keepdims)
+        if ctx.count:  # torch divides by the count (times 1/count is another number in 1 element of 5)
+            wide = np.dtype(compute_dtype(g.dtype))
+            g = (g.astype(wide, copy=False) / wide.type(ctx.count)).astype(g.dtype, copy=False)
+        else:
+            g = g * np.nan
         return xp_of(g).broadcast_to(g, ctx.shape).astype(g.dtype, copy=False)
 
 
@@ -324,6 +330,25 @@ def _max_for_shift(a, axis):
     return a.max(axis=axes, keepdims=True)
 
 
+def _row_sum_as_torch(a, axis):
+    """``a.sum(axis, keepdims=True)``, for float32 along the last axis in the order torch's softmax
+    backward adds (``fastmath.lane_sum``: 16 running sums, folded in halves), so its gradients are
+    torch's to the last bit."""
+    axis = axis % a.ndim if a.ndim else axis
+    if a.dtype != np.float32 or xp_of(a) is not np or axis != a.ndim - 1 or a.size == 0:
+        return a.sum(axis=axis, keepdims=True)
+    rows = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+    return lane_sum(rows).reshape(a.shape[:-1] + (1,))
+
+
+def _exp_as_vectorized(a):
+    """``exp`` as torch's vectorized loops compute it (``Vectorized<float>::exp``: SLEEF's, for float32;
+    log_softmax's backward), NumPy's for other dtypes."""
+    if a.dtype == np.float32 and xp_of(a) is np:
+        return float32_math.sleef_exp(a)
+    return xp_of(a).exp(a)
+
+
 @quiet_float_errors
 @computes_in_float32
 class Softmax(Function):
@@ -341,7 +366,7 @@ class Softmax(Function):
         # EXERCISE 1.6: the gradient of softmax along ctx.axis for the output gradient g (ctx.out: the output)
         # BEGIN SOLUTION
         p = ctx.out
-        return p * (g - (g * p).sum(axis=ctx.axis, keepdims=True))
+        return (g - _row_sum_as_torch(g * p, ctx.axis)) * p
         # END SOLUTION
 
 
@@ -366,7 +391,7 @@ class LogSoftmax(Function):
     def backward(ctx, g):  # g - softmax * sum(g)
         # EXERCISE 1.7: the gradient of log_softmax along ctx.axis for g (ctx.out: the output)
         # BEGIN SOLUTION
-        return g - xp_of(g).exp(ctx.out) * g.sum(axis=ctx.axis, keepdims=True)
+        return multiply_add(-_exp_as_vectorized(ctx.out), _row_sum_as_torch(g, ctx.axis), g)
         # END SOLUTION
 
 
