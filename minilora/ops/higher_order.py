@@ -790,12 +790,8 @@ def _pointwise(ctx, g):
 def _not_tiny(a):
     """torch's i1/i1e backward: x where |x| > eps (the formula's 1/x), eps elsewhere (then 1/2, masked)."""
     eps = float(np.finfo(a._array.dtype).eps)
-    tiny = np.abs(_host(a)) <= eps
+    tiny = a._device.xp.abs(a._array) <= eps
     return tiny, _masked(a, ~tiny) + _constant(tiny * eps, a).to(a.dtype)
-
-
-def _host(a):
-    return _e._host_array(a._array)
 
 
 def _i1(ctx, g):  # i1_backward: grad * where(|x| > eps, i0(x) - result / x, 0.5)
