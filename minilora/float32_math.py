@@ -29,7 +29,8 @@ from . import parallel
 from .device import cache_slices, xp_of
 
 __all__ = ["vml", "correctly_rounded", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail", "loop_exp",
-           "sleef_tanh", "loop_tanh", "gelu_tanh", "sigmoid", "silu_and_sigmoid"]
+           "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p",
+           "softplus", "mish", "sigmoid", "silu_and_sigmoid"]
 
 _F32, _F64 = np.float32, np.float64
 
@@ -45,10 +46,11 @@ def vml(name, a):
     """The NumPy function ``name`` (``"exp"``, ``"tanh"``, ...) of an array as torch's MKL kernel
     gives it, as near as an open formula gets: float32 correctly rounded, other dtypes (and CuPy
     arrays) NumPy's own (MKL's float64 results are not reproduced either)."""
-    fn = getattr(xp_of(a), name)
-    if getattr(a, "dtype", None) == _F32 and isinstance(a, np.ndarray):
-        return correctly_rounded(fn, a)
-    return fn(a)
+    if type(a) is not np.ndarray or a.dtype != _F32:
+        return getattr(xp_of(a), name)(a)
+    if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)
+        return correctly_rounded(np.exp, a)
+    return getattr(np, name)(a, dtype=_F64).astype(_F32)  # (no np.errstate: it costs ~1 us a call)
 
 
 def _round_to_f32(buf64, buf32):
@@ -207,13 +209,9 @@ def sleef_expm1(x):
 
 def loop_expm1(x):
     """``expm1`` as a torch elementwise kernel computes it inside its formula (elu): SLEEF's in the
-    vectorized body, C's in the scalar tail (here correctly rounded; glibc's ``expm1f`` is not in 8%
-    of the cases, so a tail element may differ from torch's by 1 ulp)."""
-    flat = np.ascontiguousarray(x).reshape(-1)
-    e = sleef_expm1(flat)
-    for start, stop in scalar_tail(flat.size):
-        e[start:stop] = correctly_rounded(np.expm1, flat[start:stop])
-    return e.reshape(x.shape)
+    vectorized body, C's in the scalar tail (here correctly rounded; glibc 2.36's ``expm1f`` is not in
+    8% of the cases, so a tail element may differ from torch's by 1 ulp)."""
+    return _in_loop(x, sleef_expm1, lambda t: correctly_rounded(np.expm1, t))
 
 
 # ---- Sleef_tanhf16_u10 -----------------------------------------------------------------------------
@@ -257,11 +255,7 @@ def sleef_tanh(x):
 def loop_tanh(x):
     """``tanh`` as a torch elementwise kernel computes it inside its formula (gelu's tanh form): SLEEF's
     in the vectorized body, C's ``tanhf`` (taken as correctly rounded) in the scalar tail."""
-    flat = np.ascontiguousarray(x).reshape(-1)
-    t = sleef_tanh(flat)
-    for start, stop in scalar_tail(flat.size):
-        t[start:stop] = correctly_rounded(np.tanh, flat[start:stop])
-    return t.reshape(x.shape)
+    return _in_loop(x, sleef_tanh, lambda t: correctly_rounded(np.tanh, t))
 
 
 _GELU_BETA, _GELU_KAPPA = _F32(0.7978845608028654), _F32(0.044715)  # sqrt(2 / pi), 0.044715
@@ -274,6 +268,49 @@ def gelu_tanh(x):
     inner = _GELU_BETA * _fma32(_GELU_KAPPA, cube, x)
     t = loop_tanh(inner)
     return (_F32(0.5) * x) * (_F32(1) + t), t
+
+
+# ---- Sleef_log1pf16_u10 ----------------------------------------------------------------------------
+# log(1 + d) = e ln 2 + log(m') with 1 + d = 2^e m' (m' in [0.75, 1.5)), log(m') = 2 atanh(x) for
+# x = (m' - 1) / (m' + 1), taken as m / (2 + m) with m = d 2^-e + (2^-e - 1) so 1 + d is never rounded;
+# 2x + x^3 P(x^2) and e ln 2 in double-float. (AVX-512's branch: e from the getexp instruction.)
+_LN2_HI, _LN2_LO = _F32(0.69314718246459960938), _F32(-1.904654323148236017e-09)
+
+
+def _sleef_log1p_slice(d, out):
+    """``out = Sleef_log1pf16_u10(d)`` for one cache-sized float32 slice."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        scaled = (d + _F32(1)) * _F32(1 / 0.75)
+        e = (np.frexp(scaled)[1] - 1).astype(_F32)  # getexp: floor(log2 |v|)
+        e[np.isinf(scaled)] = 128
+        t = np.ldexp(_F32(1), -np.nan_to_num(e).astype(np.int32)).astype(_F32)
+        m = _fma32(d, t, t - _F32(1))
+        s = _df_mul_float((_LN2_HI, _LN2_LO), e)
+        two_plus_m = _F32(2) + m
+        x = _df_divide((m, np.zeros_like(m)), (two_plus_m, (_F32(2) - two_plus_m) + m))
+        x2 = x[0] * x[0]
+        p = _fma32(_fma32(_F32(0.3027294874), x2, _F32(0.3996108174)), x2, _F32(0.6666694880))
+        hi = s[0] + x[0] * 2  # s + 2x (SLEEF's dfadd, |s| >= |2x|), then + x^3 p
+        s = hi, (((s[0] - hi) + x[0] * 2) + s[1]) + x[1] * 2
+        tail = x2 * x[0] * p
+        hi = s[0] + tail
+        np.add(hi, ((s[0] - hi) + tail) + s[1], out=out)
+    out[d == np.inf] = np.inf
+    out[d < -1] = np.nan
+    out[d == -1] = -np.inf
+    negative_zero = (d == 0) & np.signbit(d)
+    out[negative_zero] = d[negative_zero]
+    nan = np.isnan(d)
+    out[nan] = d[nan]
+
+
+def sleef_log1p(x):
+    """``Sleef_log1pf16_u10`` (torch's ``Vectorized<float>::log1p``) of a float32 array."""
+    x = np.ascontiguousarray(x, _F32)
+    out = np.empty(x.shape, _F32)
+    for xs, ys in cache_slices(x, out):
+        _sleef_log1p_slice(xs, ys)
+    return out
 
 
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------
@@ -291,6 +328,35 @@ def scalar_tail(n, threads=None):
         chunk = -(-n // min(threads, -(-n // _GRAIN_SIZE)))
     return [(min(start + chunk, n) - (min(chunk, n - start) % _VECTOR_STEP), min(start + chunk, n))
             for start in range(0, n, chunk or 1)]
+
+
+def _in_loop(x, vectorized, scalar):
+    """``vectorized(x)``, with the positions of torch's scalar tail (``scalar_tail``) computed by
+    ``scalar`` instead: a float32 kernel whose two lambdas differ, in ``x``'s C order."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = vectorized(flat)
+    for start, stop in scalar_tail(flat.size):
+        out[start:stop] = scalar(flat[start:stop])
+    return out.reshape(x.shape)
+
+
+def softplus(x, beta, threshold):
+    """torch's float32 ``softplus``: ``log1p(exp(beta x)) / beta`` (SLEEF's exp and log1p; C's in the
+    scalar tail, taken as correctly rounded), ``x`` itself where ``beta x > threshold``."""
+    beta, threshold = _F32(beta), _F32(threshold)
+    scaled = x * beta
+    with np.errstate(over="ignore"):
+        soft = _in_loop(scaled, lambda v: sleef_log1p(sleef_exp(v)),
+                        lambda v: correctly_rounded(np.log1p, correctly_rounded(np.exp, v))) / beta
+    return np.where(scaled > threshold, x, soft)
+
+
+def mish(x):
+    """torch's float32 ``mish`` and its tanh: ``x tanh(log1p(exp(x)))``, SLEEF's three (C's in the tail)."""
+    def scalar(v):
+        return correctly_rounded(np.tanh, correctly_rounded(np.log1p, correctly_rounded(np.exp, v)))
+    t = _in_loop(x, lambda v: sleef_tanh(sleef_log1p(sleef_exp(v))), scalar)
+    return x * t, t
 
 
 def _sleef_exp_rows(d, out):

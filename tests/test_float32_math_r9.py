@@ -136,3 +136,28 @@ def test_kernels_over_sleef_are_torchs_in_the_vectorized_body(name, call):
     with np.errstate(invalid="ignore"):  # (inf - inf: those agree bit for bit)
         near = np.abs(theirs.astype(np.float64) - ours) <= np.spacing(np.abs(theirs))
     assert (_same_bits(theirs, ours) | near).all()
+
+
+@pytest.mark.parametrize("n", [1, 45, 1000])
+def test_log1p_is_sleefs_on_every_element(n):
+    x = np.abs(_values(n, scale=6.0, seed=n)) - 0.5  # (below -1: nan, -1: -inf)
+    theirs, ours = _both(torch.log1p, minilora.log1p, x)
+    assert _same_bits(theirs, ours).all()
+
+
+@pytest.mark.parametrize("name,call", [
+    ("softplus", lambda L, x: L.nn.functional.softplus(x)),
+    ("softplus_beta", lambda L, x: L.nn.functional.softplus(x, beta=2.0, threshold=5.0)),
+    ("mish", lambda L, x: L.nn.functional.mish(x))])
+def test_softplus_and_mish_are_torchs_kernel(name, call):
+    """SLEEF's exp, log1p (and tanh) chained in the vectorized body, bit for bit; in the scalar tail
+    torch chains glibc's expf, log1pf (and tanhf): within 2 ulps there."""
+    body = _values(32 * 40, scale=5.0, seed=4)
+    theirs, ours = (call(L, L.tensor(body)).numpy() for L in (torch, minilora))
+    assert _same_bits(theirs, ours).all()
+    x = _values(32 * 40 + 29, scale=5.0, seed=5)
+    theirs, ours = (call(L, L.tensor(x)).numpy() for L in (torch, minilora))
+    assert _same_bits(theirs[:32 * 40], ours[:32 * 40]).all()
+    with np.errstate(invalid="ignore"):
+        near = np.abs(theirs.astype(np.float64) - ours) <= 2 * np.spacing(np.abs(theirs))
+    assert (_same_bits(theirs, ours) | near).all()

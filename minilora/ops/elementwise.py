@@ -1630,8 +1630,8 @@ def xlogy(input, other):
 class Log1p(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.a = a
-        return xp_of(a).log1p(a)
+        ctx.a = a  # (float32: torch's kernel is SLEEF's log1p on every element, float32_math)
+        return float32_math.sleef_log1p(a) if _numpy_float32(a) else xp_of(a).log1p(a)
 
     @staticmethod
     def backward(ctx, g):
@@ -1673,6 +1673,8 @@ class Softplus(Function):
     def forward(ctx, a, beta, threshold):
         xp = xp_of(a)
         ctx.a, ctx.beta, ctx.threshold = a, beta, threshold
+        if _numpy_float32(a):  # torch's kernel: SLEEF's exp and log1p (float32_math)
+            return float32_math.softplus(a, beta, threshold)
         with np.errstate(over="ignore"):
             return xp.where(a * beta > threshold, a, xp.log1p(xp.exp(a * beta)) / beta)
 
@@ -2054,6 +2056,10 @@ class Mish(Function):
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
+        if _numpy_float32(a):  # torch's kernel: SLEEF's exp, log1p and tanh (float32_math)
+            out, ctx.t = float32_math.mish(a)
+            ctx.a = a
+            return out
         with np.errstate(over="ignore"):
             ctx.a, ctx.t = a, xp.tanh(xp.where(a > 20, a, xp.log1p(xp.exp(a))))
         return a * ctx.t
