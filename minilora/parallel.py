@@ -390,12 +390,16 @@ def _elementwise(ufunc, a, b):
 
 def add(a, b):
     """``a + b``, split across threads when both are large arrays of the same shape."""
+    if getattr(a, "size", 0) < 2 * MIN_ITEMS:  # (small, the common case of an op's call: no second call)
+        return a + b
     out = _elementwise(np.add, a, b)
     return a + b if out is None else out
 
 
 def multiply(a, b):
     """``a * b``, split across threads when both are large arrays of the same shape."""
+    if getattr(a, "size", 0) < 2 * MIN_ITEMS:
+        return a * b
     out = _elementwise(np.multiply, a, b)
     return a * b if out is None else out
 
