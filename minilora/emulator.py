@@ -93,7 +93,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "7"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows)
+_VERSION = "8"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers)
 
 
 class EmulatorError(RuntimeError):
@@ -798,7 +798,7 @@ _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the ho
                    "cuda/": "libcu++ (cuda::annotated_ptr, cuda::ptx, cuda::memory_resource, ...; of libcu++ the emulator has "
                             "<cuda/std/...>, <cuda/atomic>'s atomic_ref, <cuda/barrier> and <cuda/pipeline> only)",
                    "cublas": "cuBLAS", "cufft": "cuFFT", "cusparse": "cuSPARSE", "cudnn": "cuDNN",
-                   "mma.h": "WMMA (nvcuda::wmma tensor-core fragments)", "cuda_pipeline": "cuda_pipeline.h",
+                   "cuda_pipeline": "cuda_pipeline.h",
                    "cuda_fp6": "the FP6 types", "cuda_fp4": "the FP4 types", "cuda_awbarrier": "cuda_awbarrier.h",
                    "cutlass/": "CUTLASS", "cute/": "CuTe (CUTLASS 3)", "cusolver": "cuSOLVER", "nccl": "NCCL",
                    "nvtx3/": "NVTX", "nvToolsExt": "NVTX",
@@ -819,7 +819,7 @@ def _missing_header_hint(stderr: str) -> str:
                                               if not p.name.startswith("__"))))
     return (f"\n{m.group(1)} belongs to {library}, which minilora's CUDA emulator does not provide: it has CUDA's "
             "core headers only (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, cooperative_groups.h, cuComplex.h, "
-            "cuda/std/..., cuda/atomic, cuda/barrier, cuda/pipeline, cuda_pipeline.h, cub/cub.cuh)")
+            "cuda/std/..., cuda/atomic, cuda/barrier, cuda/pipeline, cuda_pipeline.h, cub/cub.cuh, mma.h)")
 
 
 def _user_code_with_offsets(preprocessed: str, masked: str):

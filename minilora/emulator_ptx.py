@@ -15,8 +15,12 @@ Shared memory is addressed through the runtime's 32-bit windows (``__cvta_generi
 ``cp.async.commit_group``, ``cp.async.wait_group``/``wait_all``) go through them, the copies to the runtime's
 queue (a copy lands when a wait covers it, so an early read sees the old bytes and racecheck names it).
 
-What is not modelled (tensor-core ``mma``/``wmma``/``ldmatrix``, bulk/TMA copies, mbarriers, textures, ...) is
-refused at build time naming the instruction, never run wrongly.
+Tensor cores (``mma.sync`` for f16/bf16/tf32/s8/u8/fp8/f64, ``ldmatrix``/``stmatrix``/``movmatrix``) are warp
+collectives over the PTX ISA's fragment layouts, and mbarriers (``mbarrier.*``, ``cp.async.mbarrier.arrive``, 1-D
+``cp.async.bulk`` with ``complete_tx``, PTX labels and ``bra`` for the wait loop) live in the barrier's 8 bytes of
+shared memory (``kernels/emu/include/minilora_tensor_core.h``, ``minilora_mbarrier.h``).  What is not modelled
+(``wgmma``, sparse ``mma.sp``, TMA tensor copies, textures, ...) is refused at build time naming the instruction,
+never run wrongly.
 """
 from __future__ import annotations
 
@@ -61,7 +65,10 @@ SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} pack
              "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync, bar.warp.sync, membar/fence, "
              "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), dp4a, cvta (global, shared), "
              "ld/st.shared, cp.async.ca/cg.shared.global, cp.async.commit_group/wait_group/wait_all, "
-             "prefetch, nanosleep, trap")
+             "prefetch, nanosleep, trap, mma.sync (f16 bf16 tf32 s8 u8 e4m3 e5m2 f64), ldmatrix/stmatrix (.x1 .x2 .x4, "
+             ".trans), movmatrix, cvt.rna.tf32.f32, mbarrier (init inval arrive arrive.expect_tx arrive_drop expect_tx "
+             "complete_tx test_wait try_wait, .parity), cp.async.mbarrier.arrive, cp.async.bulk (global -> shared, "
+             "mbarrier::complete_tx), fence.proxy.async, fence.mbarrier_init, labels and bra")
 
 
 def translate_asm(statement: str) -> str:
@@ -181,6 +188,9 @@ def _translate(statement: str) -> str:
         body = re.sub(r"%(\d+)", lambda m: _operand_ref(m, len(operands)), body)
     body = body.replace("\x00", "%")
     registers: set[str] = set()
+    labels = re.findall(r"(?:^|[;{}\n])\s*([A-Za-z_$][\w$]*)\s*:(?!:)", body)
+    if labels:  # PTX labels are local to the asm's braces: GCC's local labels, declared at the block's start
+        code.insert(0, "__label__ " + ", ".join(_label(x) for x in dict.fromkeys(labels)) + ";")
     for instruction in _instructions(body):
         code.append(_instruction(instruction, registers))
     for k, (constraint, expr) in enumerate(outs):
@@ -286,10 +296,25 @@ def _cp_async(mods: list[str], args: list[str], regs: set[str], head: str) -> st
         return f"__emu::async_wait((int){_value(args[0], regs)});"
     if mods == ["wait_all"]:  # commit_group + wait_group 0
         return "__emu::async_commit(); __emu::async_wait(0);"
+    if mods[:2] == ["mbarrier", "arrive"]:  # the barrier tracks this thread's copies: they land, then it arrives
+        arrive = (f"__emu::mbar::update({_mbarrier_pointer(args[0], mods, regs)}, 1, 0, 0, __FILE__, __LINE__);"
+                  if "noinc" in mods else "")  # without .noinc the pending count is raised by one first: no net arrival
+        return "__emu::async_commit(); __emu::async_wait(0); " + arrive
+    if mods[:1] == ["bulk"] and "tensor" not in mods and "global" in mods and \
+            mods.index("global") > next((i for i, m in enumerate(mods) if m.startswith("shared")), 99) and \
+            any(m.startswith("mbarrier::complete_tx") for m in mods):
+        # cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [dst], [src], size, [mbar]: one copy,
+        # done at once here (a GPU finishes it before the barrier's phase can complete), then complete_tx(size)
+        if len(args) != 4:
+            raise PtxError(f"the inline PTX instruction '{head}': a multicast mask or cache hint is not modelled")
+        size = f"(size_t)(uint32_t){_value(args[2], regs)}"
+        return (f"__emu::mbar::bulk_copy({_shared_address(args[0], regs, size)}, {_address(args[1], regs)}, {size}, "
+                f"{_mbarrier_pointer(args[3], ['shared'], regs)}, __FILE__, __LINE__);")
     if "shared" not in mods or "global" not in mods or any(m in mods for m in ("bulk", "mbarrier")):
         raise PtxError(f"the inline PTX instruction '{head}' is not modelled by minilora's CUDA emulator (it runs "
-                       "cp.async.ca/cg.shared.global with commit_group and wait_group; bulk copies, TMA and mbarriers "
-                       "are not modelled)")
+                       "cp.async.ca/cg.shared.global with commit_group and wait_group, cp.async.mbarrier.arrive, and "
+                       "1-D cp.async.bulk global -> shared with mbarrier::complete_tx; TMA tensor copies (a tensor map "
+                       "made on the host) and bulk stores to global memory are not)")
     if len(args) > 3 and not re.fullmatch(r"!?-?\w+", args[3].strip()) or len(args) > 4:
         raise PtxError(f"the inline PTX instruction '{head}': only a src-size or an ignore-src predicate is modelled "
                        "after cp-size (a cache policy is not)")
@@ -323,7 +348,15 @@ def _types(mods: list[str]) -> list[str]:
     return [m for m in mods if m in _TYPES]
 
 
+def _label(name: str) -> str:
+    return "__ptxl_" + re.sub(r"\W", "_", name)
+
+
 def _instruction(text: str, registers: set[str]) -> str:
+    label = re.match(r"([A-Za-z_$][\w$]*)\s*:(?!:)\s*(.*)", text, re.S)
+    if label:  # `LAB_WAIT:` (a C++ label needs a statement after it)
+        rest = label.group(2).strip()
+        return f"{_label(label.group(1))}:; " + (_instruction(rest, registers) if rest else "")
     guard = ""
     m = re.match(r"@(!?)(\S+)\s+(.*)", text, re.S)
     if m:
@@ -412,7 +445,140 @@ def _cvt_fp8(types: list[str], mods: list[str], args: list[str], regs: set[str])
     return f"{_dest(args[0], regs)} = __emu::ptx::bits<__half2>(__half2(__half({lanes[0]}), __half({lanes[1]})));"
 
 
+# mma.sync's element types, as minilora_tensor_core.h names them, and the shapes it runs for each input type.
+_MMA_ELEM = {"f16": "E_F16", "bf16": "E_BF16", "tf32": "E_TF32", "f32": "E_F32", "f64": "E_F64", "s8": "E_S8",
+             "u8": "E_U8", "s32": "E_S32", "e4m3": "E_E4M3", "e5m2": "E_E5M2"}
+_MMA_SHAPES = {"f16": ("m16n8k16", "m16n8k8"), "bf16": ("m16n8k16", "m16n8k8"), "tf32": ("m16n8k8", "m16n8k4"),
+               "s8": ("m16n8k32", "m16n8k16", "m8n8k16"), "u8": ("m16n8k32", "m16n8k16", "m8n8k16"),
+               "e4m3": ("m16n8k32",), "e5m2": ("m16n8k32",), "f64": ("m8n8k4",)}
+
+
+def _bits_of(elem: str) -> int:
+    return {"f16": 16, "bf16": 16, "s8": 8, "u8": 8, "e4m3": 8, "e5m2": 8, "f64": 64}.get(elem, 32)
+
+
+def _mma(mods: list[str], args: list[str], regs: set[str], head: str) -> str:
+    """mma.sync.aligned.mMnNkK.row.col{.satfinite}.dtype.atype.btype.ctype {d}, {a}, {b}, {c}: a warp collective
+    (minilora_tensor_core.h) over the PTX ISA's fragment layouts."""
+    shape = next((m for m in mods if re.fullmatch(r"m\d+n\d+k\d+", m)), "")
+    dtype, atype, btype, ctype = (mods[-4:] + ["", "", "", ""])[:4]
+    if "sync" not in mods or "sp" in mods or not shape or any(t not in _MMA_ELEM for t in (dtype, atype, btype, ctype)):
+        raise PtxError(f"the inline PTX instruction '{head}' is not modelled by minilora's CUDA emulator (it runs "
+                       "mma.sync.aligned with f16/bf16 (m16n8k16, m16n8k8), tf32 (m16n8k8, m16n8k4), s8/u8 (m16n8k32, "
+                       "m16n8k16, m8n8k16), e4m3/e5m2 (m16n8k32) and f64 (m8n8k4) inputs; sparse mma.sp, sub-byte "
+                       "types and Volta's m8n8k4 f16 quad-pairs are not)")
+    if shape not in _MMA_SHAPES.get(atype, ()) or (atype in ("f16", "bf16") and btype != atype) or \
+            (atype in ("tf32", "f64") and btype != atype):
+        raise PtxError(f"the inline PTX instruction '{head}': shape {shape} with .{atype}/.{btype} inputs is not one the "
+                       "emulator runs (" + "; ".join(f"{t}: {', '.join(v)}" for t, v in _MMA_SHAPES.items()) + ")")
+    if "row" not in mods or "col" not in mods:
+        raise PtxError(f"the inline PTX instruction '{head}': only the .row.col layouts are modelled (the only ones "
+                       "these shapes allow)")
+    m, n, k = (int(x) for x in re.findall(r"\d+", shape))
+    counts = {"d": m * n // 32, "a": m * k // 32, "b": k * n // 32, "c": m * n // 32}
+    elems = {"d": dtype, "a": atype, "b": btype, "c": ctype}
+    vectors = {}
+    for name, token in zip("dabc", args):
+        vector = _vector(token) or [token]
+        per = 1 if _bits_of(elems[name]) >= 32 else 32 // _bits_of(elems[name])
+        if len(vector) != counts[name] // per:
+            raise PtxError(f"the inline PTX instruction '{head}': its {name} operand has {len(vector)} registers, the "
+                           f"shape and type need {counts[name] // per}")
+        vectors[name] = vector
+    if len(vectors) != 4:
+        raise PtxError(f"the inline PTX instruction '{head}' has too few operands")
+    tc = ", ".join(f"__emu::tc::{_MMA_ELEM[t]}" for t in (dtype, atype, btype, ctype))
+    code = [f"const uint64_t __mma_{x}[{len(vectors[x])}] = {{{', '.join(_value(v, regs) for v in vectors[x])}}};"
+            for x in "abc"]
+    code.append(f"uint64_t __mma_d[{len(vectors['d'])}];")
+    code.append(f"__emu::ptx::mma(__emu::ptx::MmaShape{{{m}, {n}, {k}, {tc}, {'true' if 'satfinite' in mods else 'false'}}}, "
+                "__mma_d, __mma_a, __mma_b, __mma_c, __FILE__, __LINE__);")
+    code += [f"{_dest(v, regs)} = __mma_d[{i}];" for i, v in enumerate(vectors["d"])]
+    return " ".join(code)
+
+
+def _window(token: str, regs: set[str]) -> str:
+    """A .shared operand `[addr + off]` as its 32-bit window address (a uint64_t expression)."""
+    return _address(token, regs).replace("((char*)(uintptr_t)(", "((uint64_t)(", 1)
+
+
+def _matrix(op: str, mods: list[str], args: list[str], regs: set[str], head: str) -> str:
+    """ldmatrix / stmatrix .sync.aligned.m8n8.x1|x2|x4{.trans}.shared.b16, movmatrix.sync.aligned.m8n8.trans.b16."""
+    if "m8n8" not in mods or "b16" not in mods or "sync" not in mods:
+        raise PtxError(f"the inline PTX instruction '{head}' is not modelled by minilora's CUDA emulator (it runs "
+                       f"{op}.sync.aligned.m8n8 ... .b16; the m16n16 / .b8 forms of sm_100 are not)")
+    if op == "movmatrix":
+        return f"{_dest(args[0], regs)} = __emu::ptx::movmatrix({_value(args[1], regs)}, __FILE__, __LINE__);"
+    count = next((int(m[1:]) for m in mods if m in ("x1", "x2", "x4")), 0)
+    if not count or not any(m.startswith("shared") for m in mods):
+        raise PtxError(f"the inline PTX instruction '{head}' needs .x1, .x2 or .x4 and a .shared address")
+    trans = "true" if "trans" in mods else "false"
+    if op == "ldmatrix":
+        dests = _vector(args[0]) or [args[0]]
+        if len(dests) != count:
+            raise PtxError(f"the inline PTX instruction '{head}' writes {count} registers, {len(dests)} are given")
+        return (f"uint64_t __ldm[{count}]; __emu::ptx::ldmatrix(__ldm, {count}, {trans}, {_window(args[1], regs)}, "
+                f"__FILE__, __LINE__); " + " ".join(f"{_dest(d, regs)} = __ldm[{i}];" for i, d in enumerate(dests)))
+    sources = _vector(args[1]) or [args[1]]
+    if len(sources) != count:
+        raise PtxError(f"the inline PTX instruction '{head}' reads {count} registers, {len(sources)} are given")
+    return (f"const uint64_t __stm[{count}] = {{{', '.join(_value(v, regs) for v in sources)}}}; "
+            f"__emu::ptx::stmatrix(__stm, {count}, {trans}, {_window(args[0], regs)}, __FILE__, __LINE__);")
+
+
+def _mbarrier_pointer(token: str, mods: list[str], regs: set[str]) -> str:
+    """The barrier's address: a .shared window address, or a generic pointer (no state space given)."""
+    if any(m.startswith("shared") for m in mods):
+        return f"((uint64_t*){_shared_address(token, regs, '8')})"
+    return f"((uint64_t*){_address(token, regs)})"
+
+
+def _mbarrier(mods: list[str], args: list[str], regs: set[str], head: str) -> str:
+    """mbarrier.init / inval / arrive{.expect_tx} / arrive_drop / expect_tx / complete_tx / test_wait / try_wait
+    {.parity} (minilora_mbarrier.h); the sem and scope qualifiers (.release.cta, .acquire.cta, .relaxed) change
+    nothing here: the block's threads run one at a time."""
+    kind = mods[0] if mods else ""
+    where = "__FILE__, __LINE__"
+    if kind == "init":
+        return f"__emu::mbar::init({_mbarrier_pointer(args[0], mods, regs)}, {_value(args[1], regs)}, {where});"
+    if kind == "inval":
+        return f"__emu::mbar::inval({_mbarrier_pointer(args[0], mods, regs)});"
+    if kind in ("arrive", "arrive_drop"):
+        if "noComplete" in mods:
+            raise PtxError(f"the inline PTX instruction '{head}': .noComplete is not modelled")
+        bar = _mbarrier_pointer(args[1], mods, regs)
+        expect_tx = "expect_tx" in mods
+        count = "1" if expect_tx or len(args) < 3 else f"(uint64_t)(uint32_t){_value(args[2], regs)}"
+        tx = f"(int64_t)(uint32_t){_value(args[2], regs)}" if expect_tx else "0"
+        drop = count if kind == "arrive_drop" else "0"
+        call = f"__emu::mbar::update({bar}, {count}, {drop}, {tx}, {where})"
+        return f"{call};" if args[0].strip() == "_" else f"{_dest(args[0], regs)} = {call};"
+    if kind in ("expect_tx", "complete_tx"):
+        sign = "" if kind == "expect_tx" else "-"
+        return (f"__emu::mbar::update({_mbarrier_pointer(args[0], mods, regs)}, 0, 0, "
+                f"{sign}(int64_t)(uint32_t){_value(args[1], regs)}, {where});")
+    if kind in ("test_wait", "try_wait"):
+        token = _value(args[2], regs)
+        return (f"{_dest(args[0], regs)} = __emu::mbar::wait({_mbarrier_pointer(args[1], mods, regs)}, {token}, "
+                f"{where}) ? 1 : 0;")
+    raise PtxError(f"the inline PTX instruction '{head}' is not modelled by minilora's CUDA emulator (of mbarrier it "
+                   "runs init, inval, arrive, arrive.expect_tx, arrive_drop, expect_tx, complete_tx, test_wait, "
+                   "try_wait and their .parity forms)")
+
+
 def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) -> str:
+    if op == "bra":  # a jump to a label of the same asm statement
+        return f"goto {_label(args[0])};"
+    if op == "mbarrier":
+        return _mbarrier(mods, args, regs, head)
+    if op == "mma":
+        return _mma(mods, args, regs, head)
+    if op in ("ldmatrix", "stmatrix", "movmatrix"):
+        return _matrix(op, mods, args, regs, head)
+    if op == "cvt" and "tf32" in mods:  # cvt.rna.tf32.f32: to nearest, ties away, in a float32's bits
+        if "rna" not in mods:
+            raise PtxError(f"the inline PTX instruction '{head}': only cvt.rna.tf32.f32 is modelled")
+        return f"{_dest(args[0], regs)} = __emu::ptx::tf32_bits({_value(args[1], regs)});"
     types = _types(mods)
     t = _TYPES[types[-1]] if types else "uint32_t"
     refuse = PtxError(f"the inline PTX instruction '{head}' is not modelled by minilora's CUDA emulator; it runs: "
@@ -598,7 +764,9 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
                            "the block) is not modelled by minilora's CUDA emulator; bar.sync 0 (all threads) is")
         return "__syncthreads();"
     if op in ("membar", "fence"):
-        if "proxy" in mods or "mbarrier_init" in mods:
+        # fence.proxy.async (generic writes seen by async copies) and fence.mbarrier_init.release.cluster (an init
+        # seen by the cluster): copies and barriers are the block's own memory here, so a full fence covers them
+        if "proxy" in mods and "async" not in mods:
             raise refuse
         return "__threadfence();"
     if op == "nanosleep" or op in ("prefetch", "prefetchu"):

@@ -327,13 +327,13 @@ def test_static_shared_arrays_over_48kb_together_are_ptxas_error(sanitize):
      'extern "C" __global__ void k(float* x) {\n    if (threadIdx.x == 0) child<<<1, 32>>>(x);\n}',
      r"child\.cu:3: a kernel launch <<<\.\.\.>>> inside device code \(CUDA dynamic parallelism\) is not supported"),
     # (the common idioms -- %laneid, ld.global.nc, cvt, lop3, prmt -- are translated since round 6:
-    # test_emulator_r6.py; a tensor-core instruction is not)
-    ('__device__ void mma(float* d, const unsigned* a, const unsigned* b) {\n'
-     '    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "\n'
-     '                 "{%0,%1,%2,%3};" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]),\n'
-     '                 "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));\n}\n'
-     'extern "C" __global__ void k(float* d, const unsigned* a, const unsigned* b) { mma(d, a, b); }',
-     r"k\.cu:2: the inline PTX instruction 'mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32' is not "
+    # test_emulator_r6.py, mma.sync and ldmatrix since round 9: test_emulator_tensorcore_r9.py; Hopper's
+    # warpgroup mma is not)
+    ('__device__ void mma(float* d, unsigned long long da, unsigned long long db) {\n'
+     '    asm volatile("wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0,%1,%2,%3}, %4, %5, 1, 1, 1, 0, 0;"\n'
+     '                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "l"(da), "l"(db));\n}\n'
+     'extern "C" __global__ void k(float* d, const unsigned* a, const unsigned* b) { mma(d, 0, 0); }',
+     r"k\.cu:2: the inline PTX instruction 'wgmma\.mma_async\.sync\.aligned\.m64n8k16\.f32\.bf16\.bf16' is not "
      r"modelled by minilora's CUDA emulator; it runs: mov"),
     ('#include <curand_kernel.h>\nextern "C" __global__ void k(float* out) { curandState s; }',
      r"curand_kernel\.h belongs to cuRAND .* which minilora's CUDA emulator does not provide"),

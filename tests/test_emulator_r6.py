@@ -221,13 +221,16 @@ def test_ptx_shuffle_vote_atomics_and_fma():
 
 
 @pytest.mark.parametrize("asm, match", [
-    ('asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};" '
-     ': "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[0]));',
-     r"'mma\.sync\.aligned\.m16n8k8\.row\.col\.f32\.f16\.f16\.f32' is not modelled"),
-    # (cp.async into shared memory and ld.shared run since round 8: tests/test_emulator_r8.py; TMA does not)
-    ('asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], 16, [%2];" '
-     ':: "r"(a[0]), "l"(d), "r"(a[1]));', r"'cp\.async\.bulk\.shared::cluster\.global\.mbarrier::complete_tx::bytes' is "
-     r"not modelled"),
+    # (mma.sync runs since round 9, test_emulator_tensorcore_r9.py; Volta's m8n8k4 f16 quad-pair shape does not)
+    ('asm volatile("mma.sync.aligned.m8n8k4.row.col.f32.f16.f16.f32 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9}, {%10,%11}, '
+     '{%0,%1,%2,%3,%4,%5,%6,%7};" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), '
+     '"+f"(d[6]), "+f"(d[7]) : "r"(a[0]), "r"(a[1]), "r"(a[0]), "r"(a[1]));',
+     r"'mma\.sync\.aligned\.m8n8k4\.row\.col\.f32\.f16\.f16\.f32': shape m8n8k4 with \.f16/\.f16 inputs"),
+    # (cp.async into shared memory and ld.shared run since round 8: tests/test_emulator_r8.py, 1-D bulk copies
+    # since round 9; TMA's tensor copies do not)
+    ('asm volatile("cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2}], [%3];" '
+     ':: "r"(a[0]), "l"(d), "r"(a[1]), "r"(a[2]));', r"'cp\.async\.bulk\.tensor\.1d\.shared::cluster\.global\.mbarrier::"
+     r"complete_tx::bytes' is not modelled"),
     ('asm volatile("ld.local.f32 %0, [%1];" : "=f"(d[0]) : "r"(a[0]));', r"'ld\.local\.f32': ld from \.local"),
     ('asm volatile("mov.u32 %0, %%nctaid.w;" : "=r"(a[0]));', r"special register %nctaid\.w is not modelled"),
     ('asm volatile("prmt.b32.f4e %0, %0, %0, %0;" : "+r"(a[0]));', r"prmt's f4e mode is not modelled"),

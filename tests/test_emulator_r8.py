@@ -397,7 +397,7 @@ def test_ld_st_shared_and_cvta_through_window_addresses():
 
 def test_asm_in_a_macro_is_translated_and_refused_only_where_it_is_used():
     src = '''#define LANE_ID(x) asm volatile("mov.u32 %0, %%laneid;" : "=r"(x))
-#define FENCE_PROXY() asm volatile("fence.proxy.async.shared::cta;" ::: "memory")
+#define FENCE_PROXY() asm volatile("fence.proxy.tensormap::generic.release.cta;" ::: "memory")
 extern "C" __global__ void k(unsigned* out) {
     unsigned lane;
     LANE_ID(lane);
@@ -411,7 +411,7 @@ extern "C" __global__ void j(unsigned* out) {
     out = np.zeros(64, np.uint32)
     RawModule(code=src).get_function("k")(1, 64, (out,))
     np.testing.assert_array_equal(out, np.arange(64) % 32)
-    with pytest.raises(emu.CompileError, match=r"k\.cu:10: the inline PTX instruction 'fence\.proxy\.async\.shared::cta' "
+    with pytest.raises(emu.CompileError, match=r"k\.cu:10: the inline PTX instruction 'fence\.proxy\.tensormap::generic\.release\.cta' "
                                                r"is not modelled"):
         RawModule(code=src, options=("-DUSE_FENCE",)).compile()
 

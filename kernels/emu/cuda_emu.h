@@ -162,6 +162,12 @@ int syncthreads(int kind, int pred, const char* file, int line);
 unsigned long long warp_op(int op, const char* file, int line, unsigned mask, unsigned long long value,
                            int arg, int width);
 unsigned activemask();
+// The 32 lanes' pointers shown by each lane of a full warp (a warp collective): the tensor-core instructions'
+// operand exchange (runtime.cpp).
+void warp_gather(const void* mine, const void** all, const char* what, const char* file, int line);
+// racecheck's view of an mbarrier (minilora_mbarrier.h): 0 this thread arrived, 1 the phase completed, 2 this
+// thread saw it complete.
+void mbarrier_event(const void* bar, int event);
 void* shared_get(int* slot, size_t size, size_t align, const char* name, const char* file, int line);
 void* dynamic_shared();
 void grid_sync(const char* file, int line);  // cooperative_groups::grid_group::sync()

@@ -151,6 +151,7 @@ struct alignas(64) Fiber {
     int wop = 0, warg = 0, wwidth = 32;
     unsigned wmask = 0;
     unsigned long long wval = 0, wresult = 0;
+    const void* exchange = nullptr;  // what this lane shows its warp in a warp_gather (tensor-core fragments)
     char* stack = nullptr;
     Worker* worker = nullptr;  // the OS thread running this fiber's block
 #ifdef EMU_ASAN
@@ -909,7 +910,7 @@ std::string describe_stop(int reason, bool in_thread, uint3 t) {
     if (reason == E_INTERRUPTED) return "interrupted (Ctrl-C) while running " + who;
     return fmt("kernel '%s' did not finish within timeout=%g s; stopped in %s. An endless loop? (A loop that "
                "waits for another thread's plain write never ends here: threads run one at a time until a "
-               "barrier, and give the turn on volatile accesses, atomics and __nanosleep only; a block that "
+               "barrier, and give the turn on volatile accesses, atomics, __nanosleep and mbarrier waits only; a block that "
                "waits for another block may never see it run.)", w.kernel->name, g_esc.timeout_s, who.c_str());
 }
 
@@ -1136,6 +1137,7 @@ void free_cooperative_blocks() {  // after the launch, or after an escape out of
 struct Access {
     int thread = -1;  // linear thread index in the block, -1: none
     uint32_t barrier = 0, warp_sync = 0;
+    uint32_t released = 0;  // the thread's mbarrier arrivals before this access (see "mbarriers" below)
     uintptr_t pc = 0;
 };
 struct ShadowByte { Access write, read[2]; };
@@ -1159,6 +1161,11 @@ void track_shared(const char* p, size_t size, const std::string& name) {
 struct PendingCopy { int thread; const char* file; int line; };
 std::unordered_map<uintptr_t, PendingCopy> g_async_pending;
 
+// mbarrier clocks (see "mbarriers" below)
+std::vector<uint32_t> g_released;
+std::vector<std::vector<uint32_t>> g_acquired;
+struct MbarrierPhases { std::vector<uint32_t> open, done; };
+std::unordered_map<uintptr_t, MbarrierPhases> g_mbarrier_phases;
 void racecheck_new_block() {
     Worker& w = me();
     g_shadow.clear();
@@ -1166,9 +1173,45 @@ void racecheck_new_block() {
     g_tracked.clear();
     g_barrier_count = 0;
     g_warp_syncs.assign(size_t(w.nthreads + 31) / 32, 0);
+    g_released.clear();
+    g_acquired.clear();
+    g_mbarrier_phases.clear();
 }
 void racecheck_block_barrier() { ++g_barrier_count; }
 void racecheck_warp_sync(int warp) { ++g_warp_syncs[size_t(warp)]; }
+
+// mbarriers (inline PTX mbarrier.*, minilora_mbarrier.h) order memory between the threads that arrive on a phase
+// and those that see it complete: a producer's writes before its arrive happen before a consumer's reads after
+// its wait.  Vector clocks for that one relation: g_released[t] counts thread t's arrivals (an access keeps the
+// count it saw), a phase collects its arrivals' counts, and a thread whose wait sees the phase complete takes
+// them into g_acquired[t]: an earlier access by u is ordered before t's when t acquired a later arrival of u.
+void mbarrier_clocks() {
+    const size_t n = size_t(me().nthreads);
+    if (g_released.size() != n) {
+        g_released.assign(n, 0);
+        g_acquired.assign(n, std::vector<uint32_t>(n, 0));
+    }
+}
+void merge_clock(std::vector<uint32_t>& into, const std::vector<uint32_t>& from) {
+    if (into.size() < from.size()) into.resize(from.size(), 0);
+    for (size_t u = 0; u < from.size(); ++u) into[u] = std::max(into[u], from[u]);
+}
+void racecheck_mbarrier(const void* bar, int event) {  // 0: arrived (or completed tx), 1: phase completed, 2: acquired
+    if (!t_worker || !me().cur) return;
+    mbarrier_clocks();
+    MbarrierPhases& phases = g_mbarrier_phases[uintptr_t(bar)];
+    const size_t t = size_t(me().cur->linear);
+    if (event == 0) {
+        const uint32_t released = ++g_released[t];
+        if (phases.open.size() <= t) phases.open.resize(g_released.size(), 0);
+        phases.open[t] = released;
+    } else if (event == 1) {
+        phases.done = phases.open;
+        phases.open.clear();
+    } else {
+        merge_clock(g_acquired[t], phases.done);
+    }
+}
 
 std::string pc_mark(uintptr_t pc) {  // emulator.py turns the mark into file:line (addr2line)
     Dl_info self{};
@@ -1253,10 +1296,11 @@ void racecheck_record(const void* p, size_t n, bool write, uintptr_t pc) {
     if (!g_async_pending.empty()) check_async_pending(*array, a, n, write, pc);
     if (g_initcheck) return initcheck_access(*array, a, n, write, pc);
     const int t = w.cur->linear, warp = t / 32;
-    const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], pc};
+    const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], g_released.empty() ? 0u : g_released[size_t(t)], pc};
     auto ordered = [&](const Access& e) {
         return e.thread < 0 || e.thread == t || e.barrier != now.barrier ||
-               (e.thread / 32 == warp && e.warp_sync != now.warp_sync);
+               (e.thread / 32 == warp && e.warp_sync != now.warp_sync) ||
+               (!g_acquired.empty() && e.released < g_acquired[size_t(t)][size_t(e.thread)]);
     };
     for (size_t i = 0; i < n && a + i < array->hi; ++i) {
         ShadowByte& b = g_shadow[a + i];
@@ -1305,6 +1349,7 @@ inline void track_shared(const char*, size_t, const std::string&) {}
 inline void racecheck_async_issue(const void*, size_t, const char*, int, uintptr_t) {}
 inline void racecheck_async_land(const void*, size_t, uintptr_t) {}
 inline void racecheck_new_block() {}
+void racecheck_mbarrier(const void*, int) {}
 void racecheck_block_barrier() {}
 void racecheck_warp_sync(int) {}
 #endif
@@ -1989,6 +2034,25 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
     racecheck_warp_sync(f->linear / 32);
     f->state = RUNNABLE;
     return f->wresult;
+}
+
+// An mbarrier event of the running thread, for racecheck's ordering (0: arrived, 1: phase completed, 2: acquired).
+void mbarrier_event(const void* bar, int event) { racecheck_mbarrier(bar, event); }
+
+// The warp's tensor-core instructions (wmma, mma.sync, ldmatrix, movmatrix) need every lane's operands: each
+// lane shows a pointer to its own, the warp meets as at a __syncwarp(), and each lane gets all 32 pointers.  The
+// pointed-to values must stay put until the warp has read them: the caller meets at a second __syncwarp()
+// before it changes them or returns (a lane's next collective would otherwise run while others still read).
+void warp_gather(const void* mine, const void** all, const char* what, const char* file, int line) {
+    Fiber* f = current_fiber();
+    f->exchange = mine;
+    warp_op(W_SYNC, file, line, 0xffffffffu, 0, 0, 32);
+    const Worker& w = *f->worker;
+    const int base = f->linear & ~31;
+    if (w.nthreads - base < 32)
+        device_fault(fmt("%s needs a full warp of 32 threads, and warp %d of this block has %d (make the block's "
+                         "thread count a multiple of 32)", what, f->linear / 32, w.nthreads - base).c_str(), file, line);
+    for (int l = 0; l < 32; ++l) all[l] = w.fibers[base + l].exchange;
 }
 
 unsigned activemask() {

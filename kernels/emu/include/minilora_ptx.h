@@ -284,3 +284,5 @@ inline uint64_t shfl(int op, const char* file, int line, unsigned mask, uint32_t
 }
 }  // namespace ptx
 }  // namespace __emu
+#include "minilora_tensor_core.h"  // mma.sync, ldmatrix, stmatrix, movmatrix (and <mma.h>) run on it
+#include "minilora_mbarrier.h"  // mbarrier.* and cp.async.mbarrier.arrive
