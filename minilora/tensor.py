@@ -391,9 +391,11 @@ class Context:
         # (Unary and binary ops are tested with `is`: `None in parents` compares each node with None by ==.)
         parents = self.parents
         if len(parents) == 2:
-            (a, b), (p, q) = self.inputs, parents
+            (a, b), (p, q), (na, nb) = self.inputs, parents, self.needs_input_grad
             if p is None or q is None:  # a binary op with a weight, a leaf or a number among its inputs
-                self.inputs = (None if p is not None else _link(a), None if q is not None else _link(b))
+                # (a leaf that needed a gradient is kept as it is: what _link would return)
+                self.inputs = (None if p is not None else a if na else _link(a),
+                               None if q is not None else b if nb else _link(b))
             else:
                 self.inputs = ()
         elif len(parents) == 1 and parents[0] is not None or None not in parents:
