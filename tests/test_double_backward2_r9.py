@@ -79,6 +79,9 @@ CASES = {
     "tensor_unfold": lambda lib, x, y: (x * y[:3]).unfold(1, 2, 1) * x.unfold(0, 2, 1)[:1, 1:],
     "addcmul_float32_and_add_alpha": lambda lib, x, y: lib.addcmul(x.float(), y[:3].float(), x.float(),
                                                                    value=0.5).double() + lib.add(x, y[:3], alpha=2.5),
+    "solve": lambda lib, x, y: lib.linalg.solve(y + 3 * lib.eye(4, dtype=lib.float64), x.t())
+    + lib.linalg.solve(y * y + lib.eye(4, dtype=lib.float64), x[0])[:, None]
+    + lib.linalg.solve(y[:3, :3] + 2 * lib.eye(3, dtype=lib.float64), x[:, :3].t(), left=False).t().sum(),
     "fmod_remainder": lambda lib, x, y: lib.fmod(x * 3, y[:3] * y[:3] + 0.5) * x + lib.remainder(x * 3, y[:3] - 2.5),
 }
 

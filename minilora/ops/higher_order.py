@@ -991,20 +991,36 @@ def _det(ctx, g):  # linalg_det_backward (invertible A): grad * det * A^{-T}
     return _per_matrix(g * _la.det(ctx.inputs[0])) * _inverse_t(ctx)
 
 
-_LINALG = {  # linalg.py's first-order derivative -> its formula on ops (torch's derivatives.yaml)
-    _la._inv_derivative: lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
-    _la._det_derivative: _det,
-    _la._logdet_derivative: lambda ctx, g: _per_matrix(g) * _inverse_t(ctx),  # slogdet: grad * A^-H
-    _la._logdet_of_positive_derivative: lambda ctx, g: _per_matrix(  # logdet: the same, none where det < 0
+def _solve(ctx, g):
+    """linalg_solve_backward: gB = solve(A^H, grad), gA = -gB X^H (X recomputed; a vector right-hand side
+    as a column). ``left=False`` reached here already transposed (solve(A^T, B^T)^T)."""
+    (A, B), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    vector = _la._vector_rhs(A, B)
+    X = _la.solve(A, B)
+    gB = _la.solve(A.transpose(-1, -2), g)
+    if vector:
+        gA = -(gB.unsqueeze(-1).matmul(X.unsqueeze(-2)))
+    else:
+        gA = -(gB.matmul(X.transpose(-1, -2)))
+    return (sum_to(gA, A.shape) if na else None), (sum_to(gB, B.shape) if nb else None)
+
+
+_LINALG = {  # torch's node -> its derivatives.yaml formula on ops (the factorizations are not here: refused)
+    "LinalgInvExBackward0": lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
+    "LinalgDetBackward0": _det,
+    "LinalgSlogdetBackward0": lambda ctx, g: _per_matrix(g) * _inverse_t(ctx),  # logabsdet: grad * A^-H
+    "LogdetBackward0": lambda ctx, g: _per_matrix(  # the same, none where det < 0
         _e.where(_constant(~np.isnan(ctx.outputs[0]), g), g, 0.0)) * _inverse_t(ctx),  # (torch: a where too)
+    "LinalgSolveExBackward0": _solve,
 }
 
 
 def _linalg_output(ctx, g):
-    formula = _LINALG.get(ctx.derivative)
+    formula = _LINALG.get(ctx.name())
     if formula is None:
         _refuse(ctx)
-    return (formula(ctx, g),) + (None,) * (len(ctx.inputs) - 1)
+    grads = formula(ctx, g)
+    return grads if isinstance(grads, tuple) else (grads,) + (None,) * (len(ctx.inputs) - 1)
 
 
 def _vector_norm(ctx, g):
