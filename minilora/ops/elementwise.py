@@ -251,7 +251,7 @@ class Div(Function):
         a, b = ctx.a, ctx.b
         a_shape, b_shape = ctx.shapes
         return (unbroadcast(g / b, a_shape) if na else None,
-                unbroadcast(-g * a / (b * b), b_shape) if nb else None)
+                unbroadcast(-g * ((a / b) / b), b_shape) if nb else None)
         # END SOLUTION
 
     flops = Add.flops
@@ -298,14 +298,28 @@ class Pow(Function):
         ga = gb = None
         # torch's pow_backward: no gradient through a zero exponent (0 ** 0 would say nan), and none
         # to the exponent where the base is 0 and the exponent >= 0 (0 * log 0 would say nan)
+        # torch's order: grad * (b * a^(b-1)) and grad * (out * log a)
         if na:
-            ga = g * b * a ** (b - 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ga = g * (b * _power_as_torch(a, b - 1))
             ga = xp.where(xp.asarray(b) == 0, zero, ga)
             ga = unbroadcast(ga, _shape(a))
         if nb:
-            gb = xp.where((xp.asarray(a) == 0) & (xp.asarray(b) >= 0), zero, g * out * xp.log(a))
+            gb = xp.where((xp.asarray(a) == 0) & (xp.asarray(b) >= 0), zero, g * (out * xp.log(a)))
             gb = unbroadcast(gb, _shape(b))
         return ga, gb
+
+
+def _power_as_torch(a, exponent):
+    """``a ** exponent`` as torch's kernel for a number exponent computes it in floating point: 1 and 2, 3,
+    -1, -2 by multiplication and division (``1 / (a * a)``, not C's pow), +-0.5 as sqrt and 1 / sqrt;
+    other exponents (and tensors of them) by NumPy's power."""
+    if type(exponent) not in _NUMBERS or not (hasattr(a, "dtype") and a.dtype.kind == "f"):
+        return a ** exponent
+    xp = xp_of(a)
+    by_multiplication = {1: lambda: a, 2: lambda: a * a, 3: lambda: a * a * a, -1: lambda: 1 / a,
+                         -2: lambda: 1 / (a * a), 0.5: lambda: xp.sqrt(a), -0.5: lambda: 1 / xp.sqrt(a)}
+    return by_multiplication.get(exponent, lambda: a ** exponent)()
 
 
 def _half_powers(a, b):
@@ -385,9 +399,9 @@ class Rsqrt(Function):
         return ctx.out
 
     @staticmethod
-    def backward(ctx, g):  # d/da a^(-1/2) = -1/2 a^(-3/2)
+    def backward(ctx, g):  # d/da a^(-1/2) = -1/2 a^(-3/2), in torch's order: (-0.5 g) (y^3)
         out = ctx.out
-        return -0.5 * g * out * out * out
+        return (-0.5 * g) * (out * out * out)
 
 
 class Abs(Function):
@@ -429,9 +443,14 @@ def _one_minus_square(y):
     """``1 - y * y`` rounded once, as torch's tanh_backward kernel computes it (a fused multiply-add):
     for float32 the exact product in float64, then one rounding (two separate roundings made ~30% of
     Karpathy's hand-derived tanh gradients 'exact' where torch's are not)."""
-    if y.dtype == float32:
-        return (1 - y.astype(np.float64) ** 2).astype(float32)
-    return 1 - y * y
+    return fastmath.multiply_add(-y, y, 1)
+
+
+def _kernel_exp(a):
+    """``exp`` inside a torch kernel's formula (elu's and softplus's backward): for float32 the SLEEF exp
+    of its vectorized loop and C's in the scalar tail (float32_math.loop_exp), not the MKL exp of
+    ``torch.exp``; other dtypes NumPy's."""
+    return float32_math.loop_exp(a) if _numpy_float32(a) else xp_of(a).exp(a)
 
 
 def _numpy_float32(a):
@@ -582,10 +601,18 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.approximate == "tanh":
-            a, t = ctx.a, ctx.t
-            inner_grad = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
-            return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner_grad)
+            return g * _gelu_tanh_derivative(ctx.a, ctx.t)
         return parallel.multiply(g, ctx.deriv)
+
+
+def _gelu_tanh_derivative(a, t):
+    """``0.5 (1 + t) + 0.5 a (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 a^2)``, ``t`` the forward's tanh, as
+    torch's gelu_backward kernel rounds it: constants in the input's dtype, ``1 - t^2`` and the inner
+    ``1 + (3 * 0.044715) a^2`` fused multiply-adds."""
+    number = a.dtype.type
+    beta, kappa3 = number(_SQRT_2_OVER_PI), number(3) * number(0.044715)
+    inner_grad = beta * fastmath.multiply_add(kappa3, a * a, 1)
+    return number(0.5) * (1 + t) + (number(0.5) * a) * fastmath.multiply_add(-t, t, 1) * inner_grad
 
 
 # ---- selection -----------------------------------------------------------------------------------
@@ -781,6 +808,22 @@ class MulByScalarTensor(Mul):
     @staticmethod
     def forward(ctx, a, b):
         return Mul.forward(ctx, a, b).astype(a.dtype)
+
+
+@backward_in_float32
+class Reciprocal(Div):
+    """``1 / b`` (``a`` is the number 1): Div's forward, torch's reciprocal gradient ``-grad * (y * y)``
+    from the result ``y`` (Div's ``(1 / b) / b`` differs from it in the last bit, in 1 element of 2)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.out = Div.forward(ctx, a, b)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        out = ctx.out
+        return None, -g * (out * out)
 
 
 class DivByScalarTensor(Div):
@@ -1100,7 +1143,7 @@ class Sin(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g * xp_of(g).cos(ctx.a)
+        return g * float32_math.vml("cos", ctx.a)  # (torch's self.cos(): the forward's cos)
 
 
 @backward_in_float32
@@ -1112,7 +1155,7 @@ class Cos(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return -g * xp_of(g).sin(ctx.a)
+        return -g * float32_math.vml("sin", ctx.a)
 
 
 @iterator_layout
@@ -1682,7 +1725,7 @@ class Softplus(Function):
     def backward(ctx, g):
         xp = xp_of(g)
         with np.errstate(over="ignore", invalid="ignore"):
-            z = xp.exp(ctx.a * ctx.beta)
+            z = _kernel_exp(ctx.a * ctx.beta)
             return xp.where(ctx.a * ctx.beta > ctx.threshold, g, g * z / (z + 1))
 
 
@@ -1741,7 +1784,8 @@ def square(input):
 @_amp.autocasts
 def reciprocal(input):
     """``1 / input``, in the default float dtype for integer inputs (torch)."""
-    out = div(1, _floating(input))
+    a, b = _promoted(1, _floating(input), true_divide=True)
+    out = Reciprocal.apply(a, b)
     return saves_as_torch(out, out)  # torch keeps 1 / x, not x
 
 
@@ -1950,9 +1994,13 @@ class Elu(Function):
     def backward(ctx, g):
         xp, a = xp_of(g), ctx.a
         alpha, scale, input_scale = ctx.constants
+        # torch's elu_backward: (g * input_scale) * (alpha * scale) * exp(x * input_scale), its
+        # constants in the gradient's dtype (alpha * scale rounded there)
+        number = g.dtype.type
+        negative_scale = number(alpha) * number(scale)
         with np.errstate(over="ignore"):
-            negative = g * (alpha * scale * input_scale) * xp.exp(xp.minimum(a, 0) * input_scale)
-        return xp.where(a > 0, g * scale, negative).astype(g.dtype, copy=False)
+            negative = g * number(input_scale) * negative_scale * _kernel_exp(xp.minimum(a, 0) * number(input_scale))
+        return xp.where(a > 0, g * number(scale), negative).astype(g.dtype, copy=False)
 
 
 def _elu(input, alpha, scale, input_scale):
@@ -2041,8 +2089,9 @@ class LogSigmoid(Function):
 
     @staticmethod
     def backward(ctx, g):
-        xp, z = xp_of(g), ctx.z
-        return g * xp.where(ctx.a < 0, 1 / (1 + z), z / (1 + z))
+        xp, z = xp_of(g), ctx.z  # torch's kernel: (max' - sign * z / (1 + z)) * g
+        share = z / (1 + z)
+        return xp.where(ctx.a < 0, 1 - share, share) * g
 
 
 def logsigmoid(input): return LogSigmoid.apply(_floating(input))
@@ -2066,8 +2115,9 @@ class Mish(Function):
 
     @staticmethod
     def backward(ctx, g):
-        a, t = ctx.a, ctx.t
-        return g * (t + a * _sigmoid(xp_of(g), a) * (1 - t * t))
+        a, t = ctx.a, ctx.t  # torch's mish_backward: g * (t + (a * sigmoid(a)) * (1 - t * t)), two FMAs
+        sigmoid = float32_math.sigmoid(a) if _numpy_float32(a) else _sigmoid(xp_of(g), a)  # (torch's kernel's)
+        return g * fastmath.multiply_add(a * sigmoid, fastmath.multiply_add(-t, t, 1), t)
 
 
 def mish(input):
@@ -2082,21 +2132,21 @@ def softsign(input):
 
 
 # ---- trigonometric and hyperbolic functions, atan2, logaddexp, nan_to_num -----------------------------
-# name -> d/da, written as torch's derivative formulas are (a: the input, out: the result)
-# name: (what torch saves for backward, the derivative from it). The result where the derivative is
+# name -> (what torch saves for backward, the gradient from it and g, written as torch's derivative
+# formulas are: a the input, out the result). The result where the derivative is
 # cheapest from it (tan, exp2), else the input: what torch's derivatives.yaml saves, so that changing the
 # other one in place before backward is no error, as in torch.
-_DERIVATIVES = {
-    "tan": ("result", lambda xp, out: 1 + out * out),
-    "arcsin": ("input", lambda xp, a: 1 / xp.sqrt(1 - a * a)),
-    "arccos": ("input", lambda xp, a: -1 / xp.sqrt(1 - a * a)),
-    "arctan": ("input", lambda xp, a: 1 / (a * a + 1)),
-    "sinh": ("input", lambda xp, a: xp.cosh(a)),
-    "cosh": ("input", lambda xp, a: xp.sinh(a)),
-    "arcsinh": ("input", lambda xp, a: 1 / xp.sqrt(a * a + 1)),
-    "arccosh": ("input", lambda xp, a: 1 / xp.sqrt(a * a - 1)),
-    "arctanh": ("input", lambda xp, a: 1 / (1 - a * a)),
-    "exp2": ("result", lambda xp, out: out * math.log(2)),
+_DERIVATIVES = {  # (in torch's order: each step one op, rounded, as torch's autograd runs them)
+    "tan": ("result", lambda xp, g, out: g * (1 + out * out)),
+    "arcsin": ("input", lambda xp, g, a: g * (1 / xp.sqrt(1 - a * a))),
+    "arccos": ("input", lambda xp, g, a: g * -(1 / xp.sqrt(1 - a * a))),
+    "arctan": ("input", lambda xp, g, a: g / (a * a + 1)),
+    "sinh": ("input", lambda xp, g, a: g * float32_math.vml("cosh", a)),
+    "cosh": ("input", lambda xp, g, a: g * float32_math.vml("sinh", a)),
+    "arcsinh": ("input", lambda xp, g, a: g * (1 / xp.sqrt(a * a + 1))),
+    "arccosh": ("input", lambda xp, g, a: g * (1 / xp.sqrt(a * a - 1))),
+    "arctanh": ("input", lambda xp, g, a: g / (1 - a * a)),
+    "exp2": ("result", lambda xp, g, out: g * out * math.log(2)),
 }
 
 
@@ -2107,7 +2157,9 @@ class Pointwise(Function):
     @staticmethod
     def forward(ctx, a, name):
         with np.errstate(invalid="ignore", divide="ignore"):  # NaN/inf outside the domain, as torch
-            out = getattr(xp_of(a), name)(a)
+            # (float32 correctly rounded: torch's MKL tan/asin/acos/atan and its SLEEF sinh, cosh, atanh,
+            # exp2 are that result in 82-99.9% of elements, NumPy's float32 functions in 60-90%)
+            out = float32_math.vml(name, a)
         ctx.op_name = name
         ctx.saved = out if _DERIVATIVES[name][0] == "result" else a
         return out
@@ -2115,7 +2167,7 @@ class Pointwise(Function):
     @staticmethod
     def backward(ctx, g):
         with np.errstate(invalid="ignore", divide="ignore"):
-            return g * _DERIVATIVES[ctx.op_name][1](xp_of(g), ctx.saved)
+            return _DERIVATIVES[ctx.op_name][1](xp_of(g), g, ctx.saved)
 
 
 def _pointwise(name, numpy_name):
