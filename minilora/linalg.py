@@ -674,6 +674,7 @@ def _cholesky_derivative(upper):
         gA = xp.linalg.solve(_mT(L), phi)  # L^{-T} phi
         gA = _mT(xp.linalg.solve(_mT(L), _mT(gA)))  # ... L^{-1}
         return 0.5 * (gA + _mT(gA))  # symmetrized, as torch's
+    derivative.upper = upper  # (what create_graph=True's formula reads)
     return derivative
 
 

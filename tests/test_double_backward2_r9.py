@@ -82,6 +82,8 @@ CASES = {
     "solve": lambda lib, x, y: lib.linalg.solve(y + 3 * lib.eye(4, dtype=lib.float64), x.t())
     + lib.linalg.solve(y * y + lib.eye(4, dtype=lib.float64), x[0])[:, None]
     + lib.linalg.solve(y[:3, :3] + 2 * lib.eye(3, dtype=lib.float64), x[:, :3].t(), left=False).t().sum(),
+    "cholesky": lambda lib, x, y: lib.linalg.cholesky(x.t() @ x + y @ y.t() + lib.eye(4, dtype=lib.float64)) * y
+    + lib.linalg.cholesky(x @ x.t() + lib.eye(3, dtype=lib.float64), upper=True).sum(),
     "fmod_remainder": lambda lib, x, y: lib.fmod(x * 3, y[:3] * y[:3] + 0.5) * x + lib.remainder(x * 3, y[:3] - 2.5),
 }
 

@@ -1005,6 +1005,17 @@ def _solve(ctx, g):
     return (sum_to(gA, A.shape) if na else None), (sum_to(gB, B.shape) if nb else None)
 
 
+def _cholesky(ctx, g):
+    """cholesky_backward: phi = tril(L^H gL) with its diagonal halved, gA = L^-H phi L^-1, symmetrized
+    (L recomputed; an upper factor's gradient transposed first)."""
+    L = _la.cholesky(ctx.inputs[0])
+    product = L.transpose(-1, -2).matmul(g.transpose(-1, -2) if ctx.derivative.upper else g)
+    phi = product.tril() - 0.5 * _s.diag_embed(product.diagonal(0, -2, -1))
+    L_inverse = _la.inv(L)
+    gA = L_inverse.transpose(-1, -2).matmul(phi).matmul(L_inverse)
+    return 0.5 * (gA + gA.transpose(-1, -2))
+
+
 _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (the factorizations are not here: refused)
     "LinalgInvExBackward0": lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
     "LinalgDetBackward0": _det,
@@ -1012,6 +1023,7 @@ _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (the factoriz
     "LogdetBackward0": lambda ctx, g: _per_matrix(  # the same, none where det < 0
         _e.where(_constant(~np.isnan(ctx.outputs[0]), g), g, 0.0)) * _inverse_t(ctx),  # (torch: a where too)
     "LinalgSolveExBackward0": _solve,
+    "LinalgCholeskyExBackward0": _cholesky,
 }
 
 
