@@ -200,9 +200,9 @@ def _sleef_expm1_slice(a, out):
 
 def sleef_expm1(x):
     """``Sleef_expm1f16_u10`` (torch's ``Vectorized<float>::expm1``, and ``torch.expm1``) of a float32 array."""
-    x = np.ascontiguousarray(x, _F32)
+    x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
     out = np.empty(x.shape, _F32)
-    for xs, ys in cache_slices(x, out):
+    for xs, ys in cache_slices(np.ascontiguousarray(x), out):
         _sleef_expm1_slice(xs, ys)
     return out
 
@@ -245,9 +245,9 @@ def _sleef_tanh_slice(x, out):
 
 def sleef_tanh(x):
     """``Sleef_tanhf16_u10`` (torch's ``Vectorized<float>::tanh``, not ``torch.tanh``'s MKL) of a float32 array."""
-    x = np.ascontiguousarray(x, _F32)
+    x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
     out = np.empty(x.shape, _F32)
-    for xs, ys in cache_slices(x, out):
+    for xs, ys in cache_slices(np.ascontiguousarray(x), out):
         _sleef_tanh_slice(xs, ys)
     return out
 
@@ -306,9 +306,9 @@ def _sleef_log1p_slice(d, out):
 
 def sleef_log1p(x):
     """``Sleef_log1pf16_u10`` (torch's ``Vectorized<float>::log1p``) of a float32 array."""
-    x = np.ascontiguousarray(x, _F32)
+    x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
     out = np.empty(x.shape, _F32)
-    for xs, ys in cache_slices(x, out):
+    for xs, ys in cache_slices(np.ascontiguousarray(x), out):
         _sleef_log1p_slice(xs, ys)
     return out
 
