@@ -1167,6 +1167,7 @@ def cholesky_solve(B, L, upper=False, *, out=None):
         common = common + _mT(common)
         gL = -(l @ common) if upper else -(common @ l)
         return unbroadcast(gB, b.shape), unbroadcast(gL, l.shape)
+    derivative.upper = upper  # (what create_graph=True's formula reads)
     return _with_out(_outputs("CholeskySolveBackward0", (B, L), (x,), derivative, column_major=(0,))[0], out)
 
 
@@ -1188,6 +1189,7 @@ def cholesky_inverse(L, upper=False, *, out=None):
         l, inv_ = arrays[0], outputs[0]
         common = inv_ @ ((grads[0] + _mT(grads[0])) @ inv_)
         return -(l @ common) if upper else -(common @ l)
+    derivative.upper = upper
     return _with_out(_outputs("CholeskyInverseBackward0", (L,), (inverse,), derivative, column_major=(0,))[0], out)
 
 

@@ -1016,6 +1016,24 @@ def _cholesky(ctx, g):
     return 0.5 * (gA + gA.transpose(-1, -2))
 
 
+def _cholesky_solve(ctx, g):
+    """cholesky_solve_backward: gB = cholesky_solve(grad, L), C = gB X^H + (gB X^H)^H, gL = -C L (-L C for
+    an upper factor), X recomputed."""
+    (B, L), (nb, nl), upper = ctx.inputs, ctx.needs_input_grad, ctx.derivative.upper
+    gB = _la.cholesky_solve(g, L, upper)
+    common = gB.matmul(_la.cholesky_solve(B, L, upper).transpose(-1, -2))
+    common = common + common.transpose(-1, -2)
+    gL = -(L.matmul(common)) if upper else -(common.matmul(L))
+    return (sum_to(gB, B.shape) if nb else None), (sum_to(gL, L.shape) if nl else None)
+
+
+def _cholesky_inverse(ctx, g):  # cholesky_inverse_backward: C = A^-1 (grad + grad^H) A^-1, gL = -C L (-L C)
+    L, upper = ctx.inputs[0], ctx.derivative.upper
+    inverse = _la.cholesky_inverse(L, upper)
+    common = inverse.matmul((g + g.transpose(-1, -2)).matmul(inverse))
+    return -(L.matmul(common)) if upper else -(common.matmul(L))
+
+
 _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (the factorizations are not here: refused)
     "LinalgInvExBackward0": lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
     "LinalgDetBackward0": _det,
@@ -1024,6 +1042,7 @@ _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (the factoriz
         _e.where(_constant(~np.isnan(ctx.outputs[0]), g), g, 0.0)) * _inverse_t(ctx),  # (torch: a where too)
     "LinalgSolveExBackward0": _solve,
     "LinalgCholeskyExBackward0": _cholesky,
+    "CholeskySolveBackward0": _cholesky_solve, "CholeskyInverseBackward0": _cholesky_inverse,
 }
 
 
