@@ -658,6 +658,7 @@ def solve_triangular(A, B, *, upper, left=True, unitriangular=False, out=None):
         gA = -(gB @ _mT(X)) if left else -(_mT(X) @ gB)
         gA = xp.triu(gA, 1 if unitriangular else 0) if upper else xp.tril(gA, -1 if unitriangular else 0)
         return unbroadcast(gA, A.shape), unbroadcast(gB, B.shape)
+    derivative.options = dict(upper=upper, left=left, unitriangular=unitriangular)  # (for create_graph=True)
     return _with_out(_outputs("LinalgSolveTriangularBackward0", (A, B), (x,), derivative, column_major=(0,))[0], out)
 
 

@@ -88,6 +88,9 @@ CASES = {
     + lib.cholesky_solve(x.t(), y.triu() + 3 * lib.eye(4, dtype=lib.float64), upper=True) * y[:, :3]
     + lib.cholesky_inverse(y.tril() + 2 * lib.eye(4, dtype=lib.float64))[:, :3]
     + lib.cholesky_inverse(y.triu() + 2 * lib.eye(4, dtype=lib.float64), upper=True)[:, 1:],
+    "solve_triangular": lambda lib, x, y: lib.linalg.solve_triangular(y + 3 * lib.eye(4, dtype=lib.float64), x.t(),
+                                                                      upper=False)
+    + lib.linalg.solve_triangular(y * y + 1, x, upper=True, left=False, unitriangular=True).sum(),
     "fmod_remainder": lambda lib, x, y: lib.fmod(x * 3, y[:3] * y[:3] + 0.5) * x + lib.remainder(x * 3, y[:3] - 2.5),
 }
 

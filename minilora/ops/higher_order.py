@@ -1034,6 +1034,18 @@ def _cholesky_inverse(ctx, g):  # cholesky_inverse_backward: C = A^-1 (grad + gr
     return -(L.matmul(common)) if upper else -(common.matmul(L))
 
 
+def _solve_triangular(ctx, g):
+    """linalg_solve_triangular_backward: gB = solve_triangular(A^H, grad) (the other triangle), gA = -gB X^H
+    (-X^H gB for left=False) kept to A's triangle (strictly, for a unit diagonal); X recomputed."""
+    (A, B), (na, nb), options = ctx.inputs, ctx.needs_input_grad, ctx.derivative.options
+    upper, left, unit = options["upper"], options["left"], options["unitriangular"]
+    gB = _la.solve_triangular(A.transpose(-1, -2), g, upper=not upper, left=left, unitriangular=unit)
+    X_t = _la.solve_triangular(A, B, **options).transpose(-1, -2)
+    gA = -(gB.matmul(X_t)) if left else -(X_t.matmul(gB))
+    gA = gA.triu(1 if unit else 0) if upper else gA.tril(-1 if unit else 0)
+    return (sum_to(gA, A.shape) if na else None), (sum_to(gB, B.shape) if nb else None)
+
+
 _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (the factorizations are not here: refused)
     "LinalgInvExBackward0": lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
     "LinalgDetBackward0": _det,
@@ -1043,6 +1055,7 @@ _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (the factoriz
     "LinalgSolveExBackward0": _solve,
     "LinalgCholeskyExBackward0": _cholesky,
     "CholeskySolveBackward0": _cholesky_solve, "CholeskyInverseBackward0": _cholesky_inverse,
+    "LinalgSolveTriangularBackward0": _solve_triangular,
 }
 
 
