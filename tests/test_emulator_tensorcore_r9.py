@@ -8,7 +8,7 @@ kernel as its public model writes it, unedited, run through the RawModule API ag
   and one tile per shape written from the PTX ISA's fragment tables (tf32 m16n8k8 with cvt.rna.tf32.f32, f16
   accumulators, s8 m16n8k32 .satfinite, f64 m8n8k4), movmatrix and stmatrix;
 - an mbarrier producer/consumer ring (init, arrive, arrive.expect_tx, try_wait.parity in a PTX label loop,
-  cp.async.bulk with complete_tx), also under racecheck=True and initcheck=True, and racecheck naming a consumer
+  cp.async.bulk with complete_tx, cp.async with cp.async.mbarrier.arrive.noinc), also under racecheck=True and initcheck=True, and racecheck naming a consumer
   that reads a stage without waiting for it.
 
 The arithmetic the emulator chose (minilora_tensor_core.h): each output of a tensor-core product is c + sum of the
@@ -35,7 +35,7 @@ rng = np.random.default_rng(99)
 
 WMMA = ("wmma_smem_gemm<half, float>", "wmma_smem_gemm<half, half>", "wmma_smem_gemm<__nv_bfloat16, float>")
 MMA = ("mma_gemm<half>", "mma_gemm<__nv_bfloat16>")
-PIPE = ("pipeline<64, 2, false>", "pipeline<64, 3, true>", "pipeline_missing_full_wait<64, 2>")
+PIPE = ("pipeline<64, 2, PLAIN>", "pipeline<64, 3, BULK>", "pipeline<64, 2, CP_ASYNC>", "pipeline_missing_full_wait<64, 2>")
 
 
 @lru_cache(maxsize=None)
@@ -147,7 +147,7 @@ def test_mma_shapes_follow_the_ptx_isa_fragment_tables():
 
 
 @pytest.mark.parametrize("check", [{}, {"racecheck": True}, {"initcheck": True}])
-@pytest.mark.parametrize("name", PIPE[:2])
+@pytest.mark.parametrize("name", PIPE[:3])
 def test_mbarrier_producer_consumer_ring(name, check):
     n_tiles = 7  # over 2 blocks: 4 and 3 tiles through a ring of 2 (or 3) stages, so each wraps
     x = rng.standard_normal(n_tiles * 64).astype(np.float32)
@@ -162,7 +162,7 @@ def test_racecheck_names_a_consumer_that_reads_a_stage_without_waiting_on_its_mb
     x, y = rng.standard_normal(4 * 64).astype(np.float32), np.zeros(4 * 64, np.float32)
     with pytest.raises(RaceError, match=r"hazard on __shared__ 'buf' .* mbarrier_pipeline\.cu:\d+, then thread "
                                         r"\(32,0,0\) reads it at mbarrier_pipeline\.cu:\d+"):
-        module("mbarrier_pipeline.cu", PIPE).get_function(PIPE[2])(1, 64, (x, y, np.int32(4)), racecheck=True,
+        module("mbarrier_pipeline.cu", PIPE).get_function(PIPE[3])(1, 64, (x, y, np.int32(4)), racecheck=True,
                                                                    timeout=20)
 
 

@@ -1,8 +1,9 @@
 // A warp-specialised producer/consumer pipeline over mbarriers, as Hopper-era tutorials write it with inline PTX
 // (no CUTLASS): warp 0 produces tiles of x into a ring of STAGES shared-memory buffers, the other warps consume
 // them.  full[s] says "stage s holds a tile", empty[s] "stage s may be overwritten".  The producer fills a stage
-// with plain loads and stores (every lane arrives on full[s]) or, with BULK, lane 0 arms full[s] with
-// arrive.expect_tx and issues one cp.async.bulk that completes the transaction.  y = 2 x + 1, and each block adds
+// with plain loads and stores (MODE 0: every lane arrives on full[s]), with BULK (MODE 1: lane 0 arms full[s] with
+// arrive.expect_tx and issues one cp.async.bulk that completes the transaction) or with Ampere's cp.async (MODE 2:
+// each lane's copies arrive on full[s] when they land, cp.async.mbarrier.arrive.noinc).  y = 2 x + 1, and each block adds
 // its tiles' sums into *total.  Unedited for the emulator.
 #include <stdint.h>
 
@@ -38,7 +39,9 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t b
                  : "memory");
 }
 
-template <int TILE, int STAGES, bool BULK>
+enum { PLAIN = 0, BULK = 1, CP_ASYNC = 2 };
+
+template <int TILE, int STAGES, int MODE>
 __global__ void pipeline(const float* x, float* y, float* total, int n_tiles) {
     __shared__ __align__(16) float buf[STAGES][TILE];
     __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
@@ -46,7 +49,7 @@ __global__ void pipeline(const float* x, float* y, float* total, int n_tiles) {
     const int consumers = blockDim.x - 32;
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
-            mbar_init(&full[s], BULK ? 1 : 32);
+            mbar_init(&full[s], MODE == BULK ? 1 : 32);
             mbar_init(&empty[s], consumers);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -58,11 +61,16 @@ __global__ void pipeline(const float* x, float* y, float* total, int n_tiles) {
         const uint32_t phase = (it / STAGES) & 1;
         if (warp == 0) {                // producer
             mbar_wait(&empty[s], phase ^ 1);  // the first round passes: the "previous" phase counts as complete
-            if (BULK) {
+            if (MODE == BULK) {
                 if (lane == 0) {
                     mbar_arrive_expect_tx(&full[s], TILE * sizeof(float));
                     bulk_load(buf[s], x + (size_t)tile * TILE, TILE * sizeof(float), &full[s]);
                 }
+            } else if (MODE == CP_ASYNC) {
+                for (int j = lane; j < TILE; j += 32)
+                    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_u32(&buf[s][j])),
+                                 "l"(x + (size_t)tile * TILE + j));
+                asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_u32(&full[s])));
             } else {
                 for (int j = lane; j < TILE; j += 32) buf[s][j] = x[(size_t)tile * TILE + j];
                 mbar_arrive(&full[s]);
@@ -79,8 +87,9 @@ __global__ void pipeline(const float* x, float* y, float* total, int n_tiles) {
     }
     if (warp > 0) atomicAdd(total, sum);
 }
-template __global__ void pipeline<64, 2, false>(const float*, float*, float*, int);
-template __global__ void pipeline<64, 3, true>(const float*, float*, float*, int);
+template __global__ void pipeline<64, 2, PLAIN>(const float*, float*, float*, int);
+template __global__ void pipeline<64, 3, BULK>(const float*, float*, float*, int);
+template __global__ void pipeline<64, 2, CP_ASYNC>(const float*, float*, float*, int);
 
 // The same ring with the consumers' wait on full[s] left out: they read a stage the producer may not have written
 // yet (racecheck=True names the read).
