@@ -2465,12 +2465,14 @@ def _topological_order(root):
     The walk follows ``ctx.parents``, the nodes the inputs had when the op ran: an in-place op later
     gives a tensor a new node, but what was computed before still depends on the old one.
     """
-    found = {root}  # (a node hashes by identity: Context defines no __eq__)
+    # found: the nodes as dict keys (a node hashes by identity), in the order the walk meets them --
+    # nearly latest first already, which the sort below (stable, run-aware) finishes quickly
+    found = {root: None}
     stack = [root]
     while stack:
         for parent in stack.pop().parents:
             if parent is not None and parent not in found:
-                found.add(parent)
+                found[parent] = None
                 stack.append(parent)
     return sorted(found, key=_creation_number, reverse=True)
 
