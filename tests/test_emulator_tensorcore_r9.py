@@ -33,7 +33,9 @@ R9 = Path(__file__).parent / "emu_kernels" / "r9"
 pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
 rng = np.random.default_rng(99)
 
-WMMA = ("wmma_smem_gemm<half, float>", "wmma_smem_gemm<half, half>", "wmma_smem_gemm<__nv_bfloat16, float>")
+WMMA = ("wmma_smem_gemm<half, float>", "wmma_smem_gemm<half, half>", "wmma_smem_gemm<__nv_bfloat16, float>",
+        "wmma_tile<32, 8, 16, half, float>", "wmma_tile<8, 32, 16, __nv_bfloat16, float>",
+        "wmma_tile<8, 8, 4, double, double>")
 MMA = ("mma_gemm<half>", "mma_gemm<__nv_bfloat16>")
 PIPE = ("pipeline<64, 2, PLAIN>", "pipeline<64, 3, BULK>", "pipeline<64, 2, CP_ASYNC>", "pipeline_missing_full_wait<64, 2>")
 
@@ -81,7 +83,7 @@ def test_wmma_blog_gemm_column_major_with_alpha_beta_epilogue():
     np.testing.assert_array_equal(out.T, ref)
 
 
-@pytest.mark.parametrize("name", WMMA)
+@pytest.mark.parametrize("name", WMMA[:3])
 def test_wmma_shared_memory_gemm_on_ragged_shapes(name):
     M, N, K = 37, 45, 40
     dtype = bf16 if "bfloat16" in name else np.float16
@@ -91,6 +93,20 @@ def test_wmma_shared_memory_gemm_on_ragged_shapes(name):
     module("wmma_gemm.cu", WMMA).get_function(name)((2, 2), 128, (bits(A), bits(B), C, np.int32(M), np.int32(N),
                                                                   np.int32(K)))
     np.testing.assert_array_equal(C, sliced_product(padded(A, M, 48), padded(B, 48, N), 16, out_dtype))
+
+
+@pytest.mark.parametrize("name", WMMA[3:])
+def test_wmma_m32n8k16_m8n32k16_and_double_m8n8k4_tiles(name):
+    M, N, K = (int(v) for v in name[name.index("<") + 1:].split(",")[:3])
+    dtype = {"half": np.float16, "__nv_bfloat16": bf16, "double": np.float64}[name.split(", ")[3]]
+    A, Bt = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((N, K)).astype(dtype)
+    C = rng.standard_normal((M, N)).astype(np.float64 if dtype == np.float64 else np.float32)
+    out = C.copy()
+    module("wmma_gemm.cu", WMMA).get_function(name)(1, 32, (bits(A), bits(Bt), out))
+    if dtype == np.float64:  # DMMA: an fma chain in k order, within a few ulps of the float64 product
+        np.testing.assert_allclose(out, A @ Bt.T + C, rtol=0, atol=4e-15)
+    else:
+        np.testing.assert_array_equal(out, sliced_product(A, Bt.T, K, C=C))
 
 
 def test_wmma_tf32_rounds_inputs_and_int8_accumulates_exactly():
@@ -156,6 +172,14 @@ def test_mbarrier_producer_consumer_ring(name, check):
                                                             **check)
     np.testing.assert_array_equal(y, 2 * x + 1)
     np.testing.assert_allclose(total, x.astype(np.float64).sum(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("check", [{}, {"racecheck": True}])
+def test_mbarrier_arrive_token_and_test_wait_split_barrier(check):
+    x, out = rng.standard_normal(2 * 128).astype(np.float32), np.full(2 * 128, np.nan, np.float32)
+    module("mbarrier_pipeline.cu", PIPE).get_function("split_arrive_wait")(2, 128, (x, out), timeout=20, **check)
+    blocks = x.reshape(2, 128)
+    np.testing.assert_array_equal(out, (3 * blocks + np.roll(blocks, -1, axis=1)).ravel())
 
 
 def test_racecheck_names_a_consumer_that_reads_a_stage_without_waiting_on_its_mbarrier():

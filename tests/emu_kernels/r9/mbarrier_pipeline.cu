@@ -115,3 +115,22 @@ __global__ void pipeline_missing_full_wait(const float* x, float* y, int n_tiles
     }
 }
 template __global__ void pipeline_missing_full_wait<64, 2>(const float*, float*, int);
+
+// sm_80's split barrier: every thread arrives (keeping the token), does independent work, then spins on
+// mbarrier.test_wait with its token; the block's partial sums are read only after the phase completed.
+extern "C" __global__ void split_arrive_wait(const float* x, float* out) {
+    __shared__ uint64_t bar;
+    __shared__ float partial[128];
+    if (threadIdx.x == 0) mbar_init(&bar, blockDim.x);
+    __syncthreads();
+    partial[threadIdx.x] = x[blockIdx.x * blockDim.x + threadIdx.x];
+    uint64_t token;
+    asm volatile("mbarrier.arrive.shared.b64 %0, [%1];" : "=l"(token) : "r"(smem_u32(&bar)) : "memory");
+    const float mine = 3.0f * partial[threadIdx.x];  // work between the arrive and the wait
+    uint32_t done = 0;
+    while (!done) {
+        asm volatile("{\n .reg .pred p;\n mbarrier.test_wait.shared.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+                     : "=r"(done) : "r"(smem_u32(&bar)), "l"(token) : "memory");
+    }
+    out[blockIdx.x * blockDim.x + threadIdx.x] = mine + partial[(threadIdx.x + 1) % blockDim.x];
+}

@@ -142,3 +142,20 @@ extern "C" __global__ void wmma_int8(const signed char* A, const signed char* B,
     }
     wmma::store_matrix_sync(C + tile_m * 16 * N + tile_n * 16, acc_frag, N, wmma::mem_row_major);
 }
+
+// ---- One warp, one tile of each remaining shape: C = A B + C with A row-major [M, K], B column-major (B^T [N, K]),
+// C loaded and stored row-major.
+template <int M, int N, int K, typename T, typename Acc>
+__global__ void wmma_tile(const T* A, const T* Bt, Acc* C) {
+    wmma::fragment<wmma::matrix_a, M, N, K, T, wmma::row_major> a;
+    wmma::fragment<wmma::matrix_b, M, N, K, T, wmma::col_major> b;
+    wmma::fragment<wmma::accumulator, M, N, K, Acc> c;
+    wmma::load_matrix_sync(a, A, K);
+    wmma::load_matrix_sync(b, Bt, K);
+    wmma::load_matrix_sync(c, C, N, wmma::mem_row_major);
+    wmma::mma_sync(c, a, b, c);
+    wmma::store_matrix_sync(C, c, N, wmma::mem_row_major);
+}
+template __global__ void wmma_tile<32, 8, 16, half, float>(const half*, const half*, float*);
+template __global__ void wmma_tile<8, 32, 16, __nv_bfloat16, float>(const __nv_bfloat16*, const __nv_bfloat16*, float*);
+template __global__ void wmma_tile<8, 8, 4, double, double>(const double*, const double*, double*);
