@@ -28,9 +28,9 @@ import numpy as np
 from . import parallel
 from .device import cache_slices, xp_of
 
-__all__ = ["vml", "correctly_rounded", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail", "loop_exp",
-           "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p",
-           "softplus", "mish", "sigmoid", "silu_and_sigmoid"]
+__all__ = ["vml", "correctly_rounded", "power", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail",
+           "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish", "sigmoid",
+           "silu_and_sigmoid"]
 
 _F32, _F64 = np.float32, np.float64
 
@@ -51,6 +51,14 @@ def vml(name, a):
     if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)
         return correctly_rounded(np.exp, a)
     return getattr(np, name)(a, dtype=_F64).astype(_F32)  # (no np.errstate: it costs ~1 us a call)
+
+
+def power(a, b):
+    """``a ** b`` of float32 arrays (or ``b`` a number, taken as float32 as torch does) correctly
+    rounded: torch's SLEEF pow (Sleef_powf16_u10) is that result in 98% of elements, NumPy's float32
+    power in 80%. (Exponents torch computes by multiplication, 2, 3, -1, -2, +-0.5, are not for here.)"""
+    with np.errstate(over="ignore"):
+        return np.power(a, b if hasattr(b, "dtype") else _F32(b), dtype=_F64).astype(_F32)
 
 
 def _round_to_f32(buf64, buf32):
