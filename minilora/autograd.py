@@ -225,7 +225,7 @@ class _Joint:
     def __init__(self, cls, user_ctx, outputs):
         self.cls, self.user_ctx, self.outputs = cls, user_ctx, outputs
         self.received = [None] * len(outputs)
-        self.output_nodes = [None] * len(outputs)  # each output's _UserOutput node (set as it is made)
+        self.output_nodes = [None] * len(outputs)  # in a create_graph=True pass: the output nodes that ran
 
     def grads_for_backward(self):
         """One gradient per output, as torch hands them to backward: the one received, else zeros
@@ -289,25 +289,30 @@ class _UserCall(_tensor.Function):
                                for r in result)
         else:
             saved = user_ctx._saved
-            user_ctx._saved = tuple(_in_graph(t, joint) for t in saved)
             try:
+                user_ctx._saved = tuple(_in_graph(t, joint, cls) for t in saved)
                 with enable_grad():
                     result = cls.backward(user_ctx, *joint.grads_for_backward())
             finally:
                 user_ctx._saved = saved
+                joint.output_nodes = [None] * len(joint.outputs)  # (no cycle left between joint and nodes)
             result = _checked_result(cls, ctx, user_ctx, result)
         return tuple(None if r is None or not isinstance(x, Tensor) else
                      higher_order.sum_to(_gradient_for(r, x, cls, i, shape_only=True), x.shape)
                      for i, (r, x) in enumerate(zip(result, ctx.inputs)))
 
 
-def _in_graph(saved, joint):
+def _in_graph(saved, joint, cls):
     """A saved tensor as the user's backward reads it in a create_graph=True pass: an output of the
     call comes back computed by its own output node (as torch unpacks a saved output with its grad_fn),
     so that the gradient's dependence on it is recorded and differentiating again runs this Function's
     backward once more; anything else as saved."""
     for out, node in zip(joint.outputs, joint.output_nodes):
-        if saved is out and node is not None:
+        if saved is out:
+            if node is None:  # (an output no gradient reached in this pass: its node is not at hand)
+                raise higher_order.NotDifferentiableBackward(
+                    f"create_graph=True: {cls.__name__}'s backward reads a saved output that received no "
+                    "gradient in this pass; minilora cannot record it (save the inputs and recompute it)")
             recorded = Tensor._make(out._array, out._device, True, node)
             recorded._counter = out._version_counter()
             return recorded
@@ -377,7 +382,6 @@ class _UserOutput(_tensor.Function):
     @staticmethod
     def forward(ctx, token, *, joint, index):
         ctx.joint, ctx.index = joint, index
-        joint.output_nodes[index] = ctx
         return joint.outputs[index]._array
 
     @staticmethod
@@ -388,6 +392,7 @@ class _UserOutput(_tensor.Function):
     @staticmethod
     def backward_graph(ctx, g):
         ctx.joint.received[ctx.index] = g  # (a tensor: handed to the user's backward as it is)
+        ctx.joint.output_nodes[ctx.index] = ctx  # (for a saved output: see _in_graph)
         return Tensor._make(_token(ctx.device), ctx.device, False, None)
 
 
