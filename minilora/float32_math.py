@@ -5,23 +5,30 @@ for a third of the elements; over a training run such differences grow. torch 2.
 pip wheels, built with MKL) computes its float32 elementwise math in two places:
 
 * **Intel MKL's vector math (VML, "HA" mode)** for ``exp``, ``log``, ``log2``, ``log10``, ``tanh``,
-  ``sin``, ``cos``, ``tan``, ``sqrt``, ``erf``, ``erfc`` (``at::vml``; the float64 ones too). MKL's
-  code is closed; its float32 results are the correctly rounded ones except for 0.1% (``tanh``,
-  ``log2``) to 17% (``sqrt``, ``tan``) of the elements. ``correctly_rounded`` computes in float64 and
-  rounds once: the closest NumPy gets (NumPy's float32 ``exp`` is wrong in 39% of the elements).
-* **SLEEF and ATen's own vectorized formulas** for the rest: ``sigmoid`` is ``1 / (1 + exp(-x))``
-  and ``silu`` ``x / (1 + exp(-x))`` with ``exp`` = ``Sleef_expf16_u10`` (not MKL's), ported below
-  (``sleef_exp``): it is not correctly rounded (9% of its results are 1 ulp off), so only the same
-  steps give the same numbers.
+  ``sin``, ``cos``, ``tan``, ``asin``, ``acos``, ``atan``, ``sqrt``, ``erf``, ``erfc`` (``at::vml``;
+  float64 too). MKL's code is closed; its float32 results are the correctly rounded ones except for
+  0.1% (``tanh``, ``log2``) to 18% (``sqrt``, ``tan``) of the elements. ``vml`` computes in float64
+  and rounds once: the closest an open formula gets (NumPy's float32 ``exp`` was off in 39%).
+* **SLEEF and ATen's own vectorized formulas** for the rest, ported here function by function
+  (``sleef_exp``, ``sleef_expm1``, ``sleef_tanh``, ``sleef_log1p``: not correctly rounded, so only
+  the same steps give the same numbers): ``sigmoid`` ``1 / (1 + exp(-x))``, ``silu`` ``x / (1 +
+  exp(-x))``, ``torch.expm1`` and ``torch.log1p``, elu/selu/celu over expm1, ``softplus``
+  ``log1p(exp(x))``, ``mish`` ``x tanh(log1p(exp(x)))``, gelu's tanh form. SLEEF's pow, sinh, cosh,
+  exp2, atanh are left to ``vml``'s correctly rounded result (94-99.9% equal); ``power`` for pow.
 
 A fused multiply-add ``fma(a, b, c)`` (one rounding) is computed as the float64 product (exact for
 float32 factors) plus ``c`` in float64, rounded to float32: exact except when the float64 sum lands
-on a float32 rounding midpoint, which 40 million test values never hit.
+on a float32 rounding midpoint, which 40 million test values never hit. (GCC also fuses ``a * b + c``
+in ATen's vector code: gelu's ``x + kappa x^3`` is one.)
 
 torch's elementwise loop (``cpu_kernel_vec``) runs the vectorized formula on 32 elements at a time
-(two AVX-512 vectors) and the scalar one (C's ``expf``, correctly rounded in all but 0.04% of the
-cases) on the last ``n % 32`` elements of each thread's chunk: ``scalar_tail`` says where.
+(two AVX-512 vectors) and the scalar one on the last ``n % 32`` elements of each thread's chunk
+(``scalar_tail``): there C's ``expf``, ``expm1f``, ``tanhf``, ``log1pf``, taken here as correctly
+rounded, which glibc 2.36's are but in 0.04% (expf) to ~8% (expm1f, tanhf) of the cases: 1-2 ulps
+on a few tail elements. ``torch.expm1``/``log1p`` map the vector function over every element, no tail.
 (AVX2 machines: 16 at a time, so elements 16-31 of a chunk's tail may differ by the exp's last bit.)
+Not reproduced: MKL's own errors, F.gelu's exact form (oneDNN's kernel for contiguous float32 input),
+softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
 """
 import numpy as np
 
@@ -126,13 +133,18 @@ def _scale_extremes(d, q, out):
     out[nan] = d[nan]
 
 
-def sleef_exp(x, out=None):
-    """``Sleef_expf16_u10`` (torch's ``Vectorized<float>::exp``) of a float32 array."""
-    x = np.asarray(x, _F32)
+def _by_cache_slices(slice_fn, x, out=None):
+    """``slice_fn(x_slice, out_slice)`` over cache-sized slices of a float32 array; ``out`` (new if None)."""
+    x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
     out = np.empty(x.shape, _F32) if out is None else out
     for xs, ys in cache_slices(np.ascontiguousarray(x), out):
-        _sleef_exp_slice(xs, ys)
+        slice_fn(xs, ys)
     return out
+
+
+def sleef_exp(x, out=None):
+    """``Sleef_expf16_u10`` (torch's ``Vectorized<float>::exp``) of a float32 array."""
+    return _by_cache_slices(_sleef_exp_slice, x, out)
 
 
 # ---- Sleef_expm1f16_u10 ----------------------------------------------------------------------------
@@ -193,6 +205,12 @@ def _expk2(a):
     return [np.where(a < -104, _F32(0), part * scale[0] * scale[1]) for part in t]
 
 
+def _keep_negative_zero_and_nan(x, out):
+    """SLEEF's last selects in expm1 and log1p: -0.0 and NaN come out as they went in."""
+    keep = ((x == 0) & np.signbit(x)) | np.isnan(x)
+    out[keep] = x[keep]
+
+
 def _sleef_expm1_slice(a, out):
     """``out = Sleef_expm1f16_u10(a)`` for one cache-sized float32 slice."""
     with np.errstate(invalid="ignore", over="ignore"):
@@ -200,19 +218,12 @@ def _sleef_expm1_slice(a, out):
         np.add(d[0], d[1], out=out)
     out[a > _F32(88.72283172607421875)] = np.inf
     out[a < _F32(-16.635532333438687426013570)] = -1
-    negative_zero = (a == 0) & np.signbit(a)
-    out[negative_zero] = a[negative_zero]
-    nan = np.isnan(a)
-    out[nan] = a[nan]
+    _keep_negative_zero_and_nan(a, out)
 
 
 def sleef_expm1(x):
     """``Sleef_expm1f16_u10`` (torch's ``Vectorized<float>::expm1``, and ``torch.expm1``) of a float32 array."""
-    x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
-    out = np.empty(x.shape, _F32)
-    for xs, ys in cache_slices(np.ascontiguousarray(x), out):
-        _sleef_expm1_slice(xs, ys)
-    return out
+    return _by_cache_slices(_sleef_expm1_slice, x)
 
 
 def loop_expm1(x):
@@ -253,11 +264,7 @@ def _sleef_tanh_slice(x, out):
 
 def sleef_tanh(x):
     """``Sleef_tanhf16_u10`` (torch's ``Vectorized<float>::tanh``, not ``torch.tanh``'s MKL) of a float32 array."""
-    x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
-    out = np.empty(x.shape, _F32)
-    for xs, ys in cache_slices(np.ascontiguousarray(x), out):
-        _sleef_tanh_slice(xs, ys)
-    return out
+    return _by_cache_slices(_sleef_tanh_slice, x)
 
 
 def loop_tanh(x):
@@ -306,19 +313,12 @@ def _sleef_log1p_slice(d, out):
     out[d == np.inf] = np.inf
     out[d < -1] = np.nan
     out[d == -1] = -np.inf
-    negative_zero = (d == 0) & np.signbit(d)
-    out[negative_zero] = d[negative_zero]
-    nan = np.isnan(d)
-    out[nan] = d[nan]
+    _keep_negative_zero_and_nan(d, out)
 
 
 def sleef_log1p(x):
     """``Sleef_log1pf16_u10`` (torch's ``Vectorized<float>::log1p``) of a float32 array."""
-    x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
-    out = np.empty(x.shape, _F32)
-    for xs, ys in cache_slices(np.ascontiguousarray(x), out):
-        _sleef_log1p_slice(xs, ys)
-    return out
+    return _by_cache_slices(_sleef_log1p_slice, x)
 
 
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------
