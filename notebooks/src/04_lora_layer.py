@@ -441,7 +441,11 @@ assert abs(budget["all-linear"][3] - budget["q, v"][3]) <= 0.1          # accura
 # **Predict:** which of `lora_embedding_A` and `lora_embedding_B` is all zeros at the start?
 
 # %%
-emb = get_peft_model(load_base(), LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens"]))
+import warnings
+
+with warnings.catch_warnings(record=True) as caught:   # shown below by its message alone
+    warnings.simplefilter("always")
+    emb = get_peft_model(load_base(), LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens"]))
 for name, p in emb.named_parameters():
     if p.requires_grad:
         print(f"{name:<60} {tuple(p.shape)}")
@@ -453,6 +457,7 @@ emb_A = emb.base_model.model.model.embed_tokens.lora_embedding_A["default"]
 emb_B = emb.base_model.model.model.embed_tokens.lora_embedding_B["default"]
 print("A all zeros:", not np.asarray(emb_A.detach()).any(), "| B all zeros:", not np.asarray(emb_B.detach()).any())
 assert same and not np.asarray(emb_A.detach()).any() and np.asarray(emb_B.detach()).any()
+print(f"{caught[0].category.__name__}: {caught[0].message}")
 
 # %% [markdown]
 # With a byte vocabulary this table is tiny; in a 7B model with 32,000 tokens an embedding adapter is
