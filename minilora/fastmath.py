@@ -190,22 +190,29 @@ def column_sum(a, b=None):
 _LANES = 16  # float32 lanes of an AVX-512 register (torch's CPU capability on this project's machines)
 
 
-def lane_sum(a):
-    """The sum of each row of a C-contiguous float32 [rows, width] array as torch's ``vec::reduce_all``
-    adds (softmax's and log_softmax's backward): 16 running sums, lane ``j`` taking elements ``j, j + 16,
-    ...`` in order (the last, partial block adds into its first lanes), then the 16 folded in halves
-    (lanes ``j`` and ``j + 8``, then ``+ 4``, ``+ 2``, ``+ 1``); a row narrower than 16 is added left to
-    right. (An AVX2 build has 8 lanes: another order, another last bit.)"""
+def lane_sum(a, b=None, fuse_tail=False):
+    """The sum of each row of C-contiguous float32 [rows, width] ``a`` (times ``b``, elementwise) as torch's
+    ``vec::reduce_all`` / ``map2_reduce_all`` adds (softmax's and log_softmax's backward): 16 running sums,
+    lane ``j`` taking elements ``j, j + 16, ...`` in order (the last, partial block adds into its first
+    lanes), then the 16 folded in halves (lanes ``j`` and ``j + 8``, then ``+ 4``, ``+ 2``, ``+ 1``); a row
+    narrower than 16 is added left to right. Each product is rounded, but with ``fuse_tail`` those of the
+    partial block, added by a fused multiply-add (torch's build does so when it runs on one thread).
+    (An AVX2 build has 8 lanes: another order, another last bit.)"""
+    products = a if b is None else a * b
     rows, width = a.shape
     if width < _LANES:
-        total = a[:, 0].copy()
+        total = products[:, 0].copy()
         for j in range(1, width):
-            total += a[:, j]
+            total += products[:, j]
         return total
     full = width - width % _LANES
-    blocks = a[:, :full].reshape(rows, full // _LANES, _LANES)
+    blocks = products[:, :full].reshape(rows, full // _LANES, _LANES)
     lanes = np.add.reduce(blocks, axis=1)  # (a reduction over a middle axis: block after block, in order)
-    lanes[:, :width - full] += a[:, full:]
+    tail = slice(full, width)
+    if fuse_tail and b is not None:
+        lanes[:, :width - full] = multiply_add(a[:, tail], b[:, tail], lanes[:, :width - full])
+    else:
+        lanes[:, :width - full] += products[:, tail]
     while lanes.shape[1] > 1:
         half = lanes.shape[1] // 2
         lanes = lanes[:, :half] + lanes[:, half:]

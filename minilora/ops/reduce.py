@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, float32_math, return_types
+from .. import amp as _amp, float32_math, parallel, return_types
 from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
@@ -330,15 +330,18 @@ def _max_for_shift(a, axis):
     return a.max(axis=axes, keepdims=True)
 
 
-def _row_sum_as_torch(a, axis):
-    """``a.sum(axis, keepdims=True)``, for float32 along the last axis in the order torch's softmax
-    backward adds (``fastmath.lane_sum``: 16 running sums, folded in halves), so its gradients are
-    torch's to the last bit."""
+def _row_sum_as_torch(a, axis, times=None):
+    """``(a * times).sum(axis, keepdims=True)`` (``a``'s sum without ``times``), for float32 along the last
+    axis in the order torch's softmax backward adds (``fastmath.lane_sum``: 16 running sums, folded in
+    halves; the partial block's products fused on one thread, as torch's), so its gradients are torch's
+    to the last bit."""
+    products = a if times is None else a * times
     axis = axis % a.ndim if a.ndim else axis
     if a.dtype != np.float32 or xp_of(a) is not np or axis != a.ndim - 1 or a.size == 0:
-        return a.sum(axis=axis, keepdims=True)
-    rows = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
-    return lane_sum(rows).reshape(a.shape[:-1] + (1,))
+        return products.sum(axis=axis, keepdims=True)
+    rows = [None if x is None else np.ascontiguousarray(x).reshape(-1, a.shape[-1]) for x in (a, times)]
+    total = lane_sum(*rows, fuse_tail=parallel.num_threads() == 1)
+    return total.reshape(a.shape[:-1] + (1,))
 
 
 def _exp_as_vectorized(a):
@@ -366,7 +369,7 @@ class Softmax(Function):
         # EXERCISE 1.6: the gradient of softmax along ctx.axis for the output gradient g (ctx.out: the output)
         # BEGIN SOLUTION
         p = ctx.out
-        return (g - _row_sum_as_torch(g * p, ctx.axis)) * p
+        return (g - _row_sum_as_torch(g, ctx.axis, times=p)) * p
         # END SOLUTION
 
 
