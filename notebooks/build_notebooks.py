@@ -82,18 +82,19 @@ def kernel_env():
     return env
 
 
-def execute(nb, workdir, timeout=TIMEOUT):
+def execute(nb, workdir, timeout=TIMEOUT, env=None):
     """Run every cell of ``nb`` in place with ``workdir`` as the current folder; return the seconds.
 
     ``timeout`` bounds the whole notebook: each cell gets what is left of it. A cell that raises
-    makes nbclient raise ``CellExecutionError`` (with the traceback)."""
+    makes nbclient raise ``CellExecutionError`` (with the traceback). ``env``: the kernel's
+    environment (default ``kernel_env()``)."""
     from nbclient import NotebookClient
     deadline = time.monotonic() + timeout
     client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, record_timing=False,
                             timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
                             resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
-    client.execute(env=kernel_env())
+    client.execute(env=kernel_env() if env is None else env)
     return time.perf_counter() - start
 
 

@@ -5,6 +5,9 @@
 * every notebook runs again from scratch with nbclient (kernel ``python3``), in a temporary working
   folder so that what it writes (adapter folders, checkpoints) never lands in the repository; any
   error fails, and a notebook gets 120 seconds in all (``notebooks/build_notebooks.py``'s ``TIMEOUT``).
+  Two notebooks run at a time (each kernel is a process of its own, with one BLAS thread): on CI's
+  two cores that halves the time of these runs, the longest part of the test suite. The student
+  copy's run of notebook 1 (below) is one of them.
 * numbers a notebook quotes from a file it cannot run (notebook 5's H200 table) are that file's
   (``benchmarks/RESULTS.md``); the notebooks assert the numbers they compute themselves;
 * the student copy (``minilora exercises build``) shows no line of any solution in its notebooks --
@@ -15,6 +18,7 @@ The run tests need nbclient and ipykernel (the ``test`` extras) and are skipped 
 """
 import importlib.util
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -87,8 +91,48 @@ def _skip_reason(name):
     return None
 
 
+def _run_notebook(name, workdir):
+    """Execute the committed notebook ``name`` in ``workdir``; returns the seconds it took."""
+    return builder.execute(_read(name), workdir, timeout=builder.TIMEOUT)
+
+
+def _run_in_student_copy(copy):
+    """Execute the student copy's notebook 1 with the copy's (stubbed) minilora first on the path."""
+    import nbformat
+    env = builder.kernel_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(copy), env.get("PYTHONPATH")]))
+    nb = nbformat.read(str(copy / "notebooks" / "01_autograd.ipynb"), as_version=4)
+    return builder.execute(nb, copy, timeout=builder.TIMEOUT, env=env)
+
+
+STUDENT_RUN = "student copy: 01_autograd"
+# Started first, so that the two workers finish together (each takes 20-35 s of CI's time; the others
+# under 10 s). Only the order of the runs depends on it: an out-of-date list costs seconds, not a check.
+SLOWEST_FIRST = ("06_finetune", "08_variants_and_diagnostics", "04_lora_layer", "10_adalora_and_composition",
+                 "05_cuda_kernels")
+
+
+@pytest.fixture(scope="module")
+def notebook_runs(request, tmp_path_factory):
+    """Futures of the selected notebook runs that can run here -- ``_run_notebook`` for each notebook,
+    ``_run_in_student_copy`` under ``STUDENT_RUN`` -- two at a time: the kernels are processes of
+    their own, so two keep both cores busy while this process waits (as tests/test_exercises.py's
+    one_stub_runs)."""
+    selected = {getattr(item, "originalname", None) for item in request.session.items}
+    names = [item.callspec.params["name"] for item in request.session.items
+             if getattr(item, "originalname", None) == "test_notebook_runs"]
+    names.sort(key=lambda name: SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = {name: pool.submit(_run_notebook, name, tmp_path_factory.mktemp(name))
+                for name in names if not _skip_reason(name)}
+        if "test_student_copy_notebook_stops_at_the_first_unsolved_exercise" in selected \
+                and not _skip_reason("01_autograd"):
+            runs[STUDENT_RUN] = pool.submit(_run_in_student_copy, request.getfixturevalue("student_copy"))
+        yield runs
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs(name, tmp_path):
+def test_notebook_runs(name, notebook_runs):
     reason = _skip_reason(name)
     if reason:
         pytest.skip(reason)
@@ -97,9 +141,8 @@ def test_notebook_runs(name, tmp_path):
     if name not in ("01_autograd", "05_cuda_kernels"):
         assert os.path.isfile(os.path.join(BASE_DIR, "config.json")), \
             f"{name} needs the shipped base model, but {BASE_DIR} has no config.json"
-    nb = _read(name)
     try:
-        seconds = builder.execute(nb, tmp_path, timeout=builder.TIMEOUT)
+        seconds = notebook_runs[name].result()
     except CellExecutionError as err:
         pytest.fail(f"{name}: a cell raised:\n{err}", pytrace=False)
     except (CellTimeoutError, DeadKernelError) as err:
@@ -184,19 +227,15 @@ def test_student_copy_notebooks_show_no_solution(student_copy):
     assert not shown, f"solutions visible in the student copy: {shown}"
 
 
-def test_student_copy_notebook_stops_at_the_first_unsolved_exercise(student_copy, monkeypatch):
+def test_student_copy_notebook_stops_at_the_first_unsolved_exercise(student_copy, notebook_runs):
     """Run in the student copy (its stubbed minilora first on the path), notebook 1 stops with the
     stub's NotImplementedError, which names the exercise to do."""
     reason = _skip_reason("01_autograd")
     if reason:
         pytest.skip(reason)
-    nbformat = pytest.importorskip("nbformat")
     from nbclient.exceptions import CellExecutionError
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(student_copy),
-                                                                    os.environ.get("PYTHONPATH")])))
-    nb = nbformat.read(str(student_copy / "notebooks" / "01_autograd.ipynb"), as_version=4)
     with pytest.raises(CellExecutionError) as info:
-        builder.execute(nb, student_copy, timeout=builder.TIMEOUT)
+        notebook_runs[STUDENT_RUN].result()
     message = str(info.value)
     assert "NotImplementedError" in message and "Exercise 1." in message, message[-2000:]
     assert str(student_copy) in message, "the notebook did not import the student copy's minilora"
