@@ -1181,9 +1181,9 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
     if bias is None or bias.dtype == input.dtype:
         return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
-    if input.dtype.itemsize == 2:  # torch's 16-bit kernel takes one dtype
-        raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
-    # torch adds a bias of another dtype in place: the result keeps the input's dtype
+    # torch adds a bias of another dtype in place: the result keeps the input's dtype. (torch refuses it
+    # for a 16-bit input only where it hands that dtype to oneDNN, which depends on the CPU: float16 with
+    # AVX512-FP16/AMX-FP16, bfloat16 with AVX-512. minilora adds it, as torch on the other CPUs.)
     out = _conv_transpose2d(input, weight, None, stride, padding, output_padding, groups, dilation)
     return (out + bias.reshape(-1, 1, 1)).to(input.dtype)  # ([C, 1, 1]: batched or not)
 
