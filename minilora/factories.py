@@ -25,6 +25,7 @@ import numpy as np
 from . import dtypes, return_types
 from . import random as _random
 from .device import xp_of
+from .float32_math import FUSED_MULTIPLY_ADD
 from .tensor import Function, Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
@@ -692,7 +693,10 @@ def _check_fits(value, dtype):
 def _multiply_add(a, b, c):
     """``a * b + c`` rounded once (a fused multiply-add; NumPy has none): the exact product and sum
     as pairs of floats (Dekker's and Knuth's error-free transformations), then rounded once. ``a``
-    is a scalar, ``b`` and ``c`` arrays or scalars of its float dtype."""
+    is a scalar, ``b`` and ``c`` arrays or scalars of its float dtype. torch's "default" build fuses
+    none (``float32_math.FUSED_MULTIPLY_ADD``): two roundings there."""
+    if not FUSED_MULTIPLY_ADD:
+        return a * b + c
     mantissa, exponent = np.frexp(a)  # (the product split from a's mantissa: no overflow in _split)
     p, p_err = (np.ldexp(x, exponent) for x in _two_product(mantissa, b))
     high, low = _two_sum(c, p)

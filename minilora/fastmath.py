@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from . import parallel
+from . import float32_math, parallel
 from .device import cache_slices, xp_of
 
 __all__ = ["multiply_add", "erf", "normal_cdf_pdf", "gelu_and_derivative", "sigmoid_and_silu", "silu_backward",
@@ -38,9 +38,10 @@ def multiply_add(a, b, c):
     """``a * b + c`` rounded once, as the FMA instruction of torch's float32 CPU kernels computes it
     (GCC fuses ``x * y + z`` in ATen's vectorized code: tanh's and SiLU's backward, softmax's sums).
     For float32 the product is exact in float64 and the sum is rounded from there (twice-rounded only
-    in a tie of a tie, never seen in practice); float64 computes ``a * b + c`` in NumPy's two roundings."""
+    in a tie of a tie, never seen in practice); float64 computes ``a * b + c`` in NumPy's two roundings, and
+    so does float32 where torch's build fuses none (``float32_math.FUSED_MULTIPLY_ADD``: its "default" one)."""
     xp = xp_of(b)
-    if getattr(b, "dtype", None) != np.float32:
+    if getattr(b, "dtype", None) != np.float32 or not float32_math.FUSED_MULTIPLY_ADD:
         return a * b + c
     return xp.add(xp.multiply(a, b, dtype=np.float64), c, dtype=np.float64).astype(np.float32)
 
@@ -134,7 +135,7 @@ def silu_backward(g, a, s, gx):
     ``s = sigmoid(a)``), rounded as torch's silu_backward kernel: ``1 + a * (1 - s)`` is one fused
     multiply-add (float32: through float64, a cache-sized slice at a time). ``gx`` may be ``g``."""
     xp = xp_of(g)
-    if gx.dtype != np.float32 or xp is not np:
+    if gx.dtype != np.float32 or xp is not np or not float32_math.FUSED_MULTIPLY_ADD:
         slope = 1 - s
         slope *= a
         slope += 1
@@ -187,33 +188,39 @@ def column_sum(a, b=None):
 
 
 # ---- torch's vectorized row sum ------------------------------------------------------------------
-_LANES = 16  # float32 lanes of an AVX-512 register (torch's CPU capability on this project's machines)
-
-
 def lane_sum(a, b=None, fuse_tail=False):
     """The sum of each row of C-contiguous float32 [rows, width] ``a`` (times ``b``, elementwise) as torch's
-    ``vec::reduce_all`` / ``map2_reduce_all`` adds (softmax's and log_softmax's backward): 16 running sums,
-    lane ``j`` taking elements ``j, j + 16, ...`` in order (the last, partial block adds into its first
-    lanes), then the 16 folded in halves (lanes ``j`` and ``j + 8``, then ``+ 4``, ``+ 2``, ``+ 1``); a row
-    narrower than 16 is added left to right. Each product is rounded, but with ``fuse_tail`` those of the
-    partial block, added by a fused multiply-add (torch's build does so when it runs on one thread).
-    (An AVX2 build has 8 lanes: another order, another last bit.)"""
+    ``vec::reduce_all`` / ``map2_reduce_all`` adds (softmax's and log_softmax's backward): one running sum
+    per lane of torch's vector (``float32_math.FLOAT_LANES``: 16 with AVX-512, 8 with AVX2), lane ``j``
+    taking elements ``j, j + lanes, ...`` in order (the last, partial block adds into its first lanes), then
+    the lanes folded in halves (with 16: lanes ``j`` and ``j + 8``, then ``+ 4``, ``+ 2``, ``+ 1``;
+    torch's "default" build adds them left to right); a row narrower than a vector is added left to
+    right. Each product is rounded, but with ``fuse_tail`` those of the partial block, added by a fused
+    multiply-add (torch's build does so when it runs on one thread, where it fuses at all)."""
     products = a if b is None else a * b
     rows, width = a.shape
-    if width < _LANES:
-        total = products[:, 0].copy()
-        for j in range(1, width):
-            total += products[:, j]
-        return total
-    full = width - width % _LANES
-    blocks = products[:, :full].reshape(rows, full // _LANES, _LANES)
+    lane_count = float32_math.FLOAT_LANES
+    if width < lane_count:
+        return _left_to_right(products)
+    full = width - width % lane_count
+    blocks = products[:, :full].reshape(rows, full // lane_count, lane_count)
     lanes = np.add.reduce(blocks, axis=1)  # (a reduction over a middle axis: block after block, in order)
     tail = slice(full, width)
-    if fuse_tail and b is not None:
+    if fuse_tail and b is not None and float32_math.FUSED_MULTIPLY_ADD:
         lanes[:, :width - full] = multiply_add(a[:, tail], b[:, tail], lanes[:, :width - full])
     else:
         lanes[:, :width - full] += products[:, tail]
+    if float32_math.CPU_CAPABILITY == "default":  # (its vec_reduce_all: lane 0 plus each next lane)
+        return _left_to_right(lanes)
     while lanes.shape[1] > 1:
         half = lanes.shape[1] // 2
         lanes = lanes[:, :half] + lanes[:, half:]
     return lanes[:, 0]
+
+
+def _left_to_right(columns):
+    """The sum of each row of a 2-D array, its columns added one after another."""
+    total = columns[:, 0].copy()
+    for j in range(1, columns.shape[1]):
+        total += columns[:, j]
+    return total

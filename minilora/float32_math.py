@@ -21,32 +21,86 @@ float32 factors) plus ``c`` in float64, rounded to float32: exact except when th
 on a float32 rounding midpoint, which 40 million test values never hit. (GCC also fuses ``a * b + c``
 in ATen's vector code: gelu's ``x + kappa x^3`` is one.)
 
-torch's elementwise loop (``cpu_kernel_vec``) runs the vectorized formula on 32 elements at a time
-(two AVX-512 vectors) and the scalar one on the last ``n % 32`` elements of each thread's chunk
-(``scalar_tail``): there C's ``expf``, ``expm1f``, ``tanhf``, ``log1pf``, taken here as correctly
-rounded, which glibc 2.36's are but in 0.04% (expf) to ~8% (expm1f, tanhf) of the cases: 1-2 ulps
-on a few tail elements. ``torch.expm1``/``log1p`` map the vector function over every element, no tail.
-(AVX2 machines: 16 at a time, so elements 16-31 of a chunk's tail may differ by the exp's last bit.)
+torch's elementwise loop (``cpu_kernel_vec``) runs the vectorized formula on two vectors at a time
+(32 elements with AVX-512, 16 with AVX2: ``CPU_CAPABILITY``, below) and the scalar one on the last
+``n % 32`` (``n % 16``) elements of each thread's chunk (``scalar_tail``): there C's ``expf``,
+``expm1f``, ``tanhf``, ``log1pf``, taken here as correctly rounded, which glibc 2.36's are but in
+0.04% (expf) to ~8% (expm1f, tanhf) of the cases: 1-2 ulps on a few tail elements. ``torch.expm1``/
+``log1p`` map the vector function over every element, no tail. torch's "default" build (no SIMD,
+``ATEN_CPU_CAPABILITY=default``) calls C's functions on every element and fuses no multiply-add: the
+models here follow it, with glibc's last bits not reproduced.
 Not reproduced: MKL's own errors, F.gelu's exact form (oneDNN's kernel for contiguous float32 input),
 softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
 """
+import os
+import warnings
+
 import numpy as np
 
 from . import parallel
-from .device import cache_slices, xp_of
+from .device import CHUNK, cache_slices, xp_of
 
-__all__ = ["vml", "correctly_rounded", "power", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail",
+__all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
+           "vml", "correctly_rounded", "power", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail",
            "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish", "sigmoid",
            "silu_and_sigmoid"]
 
 _F32, _F64 = np.float32, np.float64
 
 
+# ---- which CPU torch thinks it runs on, and what that changes ------------------------------------
+def torch_cpu_capability(environ=None, cpu_features=None):
+    """The instruction set torch's CPU kernels run (``torch.backends.cpu.get_cpu_capability()``, lower
+    case), chosen as ATen's ``compute_cpu_capability`` does: ``ATEN_CPU_CAPABILITY`` if it is exactly
+    ``"avx512"``, ``"avx2"`` or ``"default"`` (another value is ignored, with torch's warning), else the
+    CPU's features: AVX-512 with its VL, BW and DQ extensions and FMA, then AVX2 with FMA, else none.
+    The features are NumPy's table of them (no torch import); a CPU that is not x86 gets ``"default"``
+    (minilora models no ARM or POWER kernels)."""
+    environ = os.environ if environ is None else environ
+    chosen = environ.get("ATEN_CPU_CAPABILITY")
+    if chosen in ("avx512", "avx2", "default"):
+        return chosen
+    if chosen is not None:
+        warnings.warn(f"ignoring invalid value for ATEN_CPU_CAPABILITY: {chosen}")
+    if cpu_features is None:
+        from numpy._core._multiarray_umath import __cpu_features__ as cpu_features
+    if all(cpu_features.get(f) for f in ("AVX512VL", "AVX512BW", "AVX512DQ", "FMA3")):
+        return "avx512"
+    if cpu_features.get("AVX2") and cpu_features.get("FMA3"):
+        return "avx2"
+    return "default"
+
+
+# What the capability changes in the kernels modelled here (torch reads it once, at its first kernel;
+# minilora at import). "default" is torch's build for any x86-64: no SIMD intrinsics, and its
+# Vectorized<float>::exp (expm1, log1p, tanh) is C's function element by element, glibc's, which
+# minilora does not reproduce (its stand-in is the correctly rounded result), and no fused multiply-add.
+CPU_CAPABILITY = torch_cpu_capability()
+FLOAT_LANES = 16 if CPU_CAPABILITY == "avx512" else 8  # Vectorized<float>::size(): a 64- or 32-byte vector
+FUSED_MULTIPLY_ADD = CPU_CAPABILITY != "default"  # GCC fuses a * b + c only where the build targets FMA
+
+
 def correctly_rounded(fn, x):
     """``fn`` (a NumPy ufunc) of a float32 array, computed in float64 and rounded once: torch's MKL
     kernels' result wherever those are correctly rounded (99% of ``exp``'s elements, 83% of ``sqrt``'s)."""
     with np.errstate(over="ignore"):  # (exp: past float32's range, float64's too; the cast gives inf)
-        return fn(x, dtype=_F64).astype(_F32)
+        return _in_float64(fn, x)
+
+
+def _in_float64(fn, a):
+    """``fn(a)`` computed in float64, rounded to float32. A large C-contiguous array goes through one
+    cache-sized float64 buffer, block by block (the same values: the same float64 loop on the same
+    numbers), not through a float64 copy of the whole array: 2-4x faster from ~100k elements."""
+    if a.size <= CHUNK or not a.flags.c_contiguous:  # (NumPy's output keeps a view's layout)
+        return fn(a, dtype=_F64).astype(_F32)
+    out = np.empty(a.shape, _F32)
+    buffer = np.empty(CHUNK, _F64)
+    for block, out_block in cache_slices(a, out):
+        wide = buffer[:block.size]
+        wide[...] = block
+        fn(wide, out=wide)
+        out_block[...] = wide
+    return out
 
 
 def vml(name, a):
@@ -57,7 +111,7 @@ def vml(name, a):
         return getattr(xp_of(a), name)(a)
     if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)
         return correctly_rounded(np.exp, a)
-    return getattr(np, name)(a, dtype=_F64).astype(_F32)  # (no np.errstate: it costs ~1 us a call)
+    return _in_float64(getattr(np, name), a)  # (no np.errstate: it costs ~1 us a call)
 
 
 def power(a, b):
@@ -66,12 +120,6 @@ def power(a, b):
     power in 80%. (Exponents torch computes by multiplication, 2, 3, -1, -2, +-0.5, are not for here.)"""
     with np.errstate(over="ignore"):
         return np.power(a, b if hasattr(b, "dtype") else _F32(b), dtype=_F64).astype(_F32)
-
-
-def _round_to_f32(buf64, buf32):
-    """Round ``buf64`` to float32 in place (through ``buf32``): the end of an emulated float32 op."""
-    np.copyto(buf32, buf64, casting="unsafe")
-    np.copyto(buf64, buf32)
 
 
 # ---- Sleef_expf16_u10 ----------------------------------------------------------------------------
@@ -89,35 +137,77 @@ def _pow2(k):
     return ((k + 127) << 23).view(_F32)
 
 
-def _fma(a, b, c, out, narrow):
-    """``out = fma(a, b, c)`` for float64 arrays holding float32 values: the product is exact in
-    float64, the sum is rounded there, then once more to float32 (through ``narrow``, a float32 buffer).
-    (Plain float64 ufuncs: NumPy's mixed-dtype loops cost 4x more to set up on small arrays.)"""
-    np.multiply(a, b, out=out)
-    out += c
-    np.copyto(narrow, out, casting="unsafe")
-    np.copyto(out, narrow)
+# Each fused multiply-add of Horner's rule is computed exactly, in float64 with one rounding: u * s is
+# exact there (two 24-bit factors), and adding c + C with C = 1.5 * 2^(e + 29) rounds the sum once to a
+# multiple of 2^(e - 23), float32's rounding (to nearest, ties to even) for a result in [2^e, 2^(e+1));
+# subtracting C is exact. The first four steps' results lie in one binade each for every |s| <= ln2 / 2
+# (e = -10, -7, -5, -3: 0.0013-0.0015, 0.0078-0.0089, 0.039-0.045, 0.15-0.19); the last one (0.44-0.56)
+# crosses 0.5 and is rounded by a cast. One ufunc call per step and no mixed dtypes in a call (NumPy's
+# mixed-dtype loops cost 2-4x more), casts by assignment, constants as 0-d arrays (a Python or NumPy
+# scalar operand costs a small call twice as much): 35 passes over a block instead of ~60.
+def _const(value, dtype):
+    return np.array(value, dtype)
 
 
-def _sleef_exp_slice(d, out):
-    """``out = Sleef_expf16_u10(d)`` for one cache-sized float32 slice."""
-    q = np.multiply(d, _R_LN2)
-    np.rint(q, out=q)
-    s = q * _F32(-_L2U)
-    s += d  # fma(q, -L2U, d): q * L2U is exact in float32, so one rounding, as the fma's
-    u = q.astype(_F64)  # (q, until Horner's rule below)
-    _fma(u, -_L2L, s.astype(_F64), out=u, narrow=s)  # s = fma(q, -L2L, s)
-    s64 = u.copy()
-    _fma(s64, _P[0], _P[1], out=u, narrow=out)  # u, by Horner's rule
-    for c in _P[2:]:
-        _fma(u, s64, c, out=u, narrow=out)
-    np.multiply(s, s, out=s)  # s * s, a float32 product
-    _fma(s, u, s64, out=u, narrow=out)  # (out: float32 now)
-    out += 1
-    if not (np.abs(d) <= 87).all():  # (-87: the results near the subnormals; nan, inf)
-        _scale_extremes(d, q, out)
+_ROUND_TO_INT = _const(1.5 * 2 ** 23, _F32)  # x + this - this: rint(x) for |x| < 2^22; its low bits: x
+_EXP_C = {name: _const(value, _F32) for name, value in
+          (("r_ln2", _R_LN2), ("-r_ln2", -_R_LN2), ("-l2u", -_L2U), ("one", 1))}
+_EXP_C64 = {"-l2l": _const(-_L2L, _F64), "p0": _const(_P[0], _F64), "half": _const(_P[5], _F64)}
+_HORNER_STEPS = [(_const(c + 1.5 * 2.0 ** (e + 29), _F64), _const(1.5 * 2.0 ** (e + 29), _F64))
+                 for c, e in zip(_P[1:5], (-10, -7, -5, -3))]
+_EXPONENT_SHIFT = _const(23, np.int32)
+
+
+_EXP_BLOCK = 16384  # elements a block: its six scratch arrays and the slices of x and out fit in L2
+
+
+def _sleef_exp_blocks(x, out, negate=False):
+    """``out = Sleef_expf16_u10(x)`` (of ``-x`` if ``negate``) for flat float32 arrays, block by block
+    through one set of scratch arrays (fresh ones for each block cost page faults: 1.7x the time)."""
+    block = min(x.size, _EXP_BLOCK)
+    if block == 0:
         return
-    out *= ((q.astype(np.int32) + 127) << 23).view(_F32)  # 2^q, exact for these d
+    scratch = [np.empty(block, _F32) for _ in range(3)] + [np.empty(block, _F64) for _ in range(3)]
+    for start in range(0, x.size, block):
+        stop = min(start + block, x.size)
+        if stop - start < block:
+            scratch = [buffer[:stop - start] for buffer in scratch]
+        _sleef_exp_block(x[start:stop], out[start:stop], scratch, negate)
+
+
+def _sleef_exp_block(d, out, scratch, negate):
+    q_bits, q, s, w, s64, u = scratch
+    np.multiply(d, _EXP_C["-r_ln2" if negate else "r_ln2"], q_bits)  # (-d) * R = -(d * R), rounded alike
+    np.add(q_bits, _ROUND_TO_INT, q_bits)  # q = rint(d / ln 2), in the low bits too
+    np.subtract(q_bits, _ROUND_TO_INT, q)
+    np.multiply(q, _EXP_C["-l2u"], s)  # exact (L2U has 16 bits)
+    (np.subtract if negate else np.add)(s, d, s)  # d - q L2U, exact (Sterbenz): fma(q, -L2U, d)
+    w[...] = q
+    np.multiply(w, _EXP_C64["-l2l"], w)
+    s64[...] = s
+    np.add(w, s64, w)  # exact in float64 (42 bits at most)
+    s[...] = w  # s = fma(q, -L2L, s): one rounding
+    s64[...] = s
+    np.multiply(s64, _EXP_C64["p0"], u)  # Horner's rule, u = fma(u, s, c) exactly (see above)
+    for c_plus_magic, magic in _HORNER_STEPS:
+        np.add(u, c_plus_magic, u)
+        np.subtract(u, magic, u)
+        np.multiply(u, s64, u)
+    np.add(u, _EXP_C64["half"], u)
+    q[...] = u  # (q is free now: u, rounded)
+    u[...] = q
+    np.multiply(s, s, s)  # s * s, a float32 product
+    w[...] = s
+    np.multiply(w, u, w)
+    np.add(w, s64, w)
+    out[...] = w  # fma(s * s, u, s)
+    np.add(out, _EXP_C["one"], out)
+    if not np.maximum.reduce(np.abs(d)) <= 87:  # (-87: the results near the subnormals; nan, inf)
+        _scale_extremes(np.negative(d) if negate else d, q_bits - _ROUND_TO_INT, out)
+        return
+    exponent = q_bits.view(np.int32)  # 2^q, exact for these d: q added to out's exponent bits
+    np.left_shift(exponent, _EXPONENT_SHIFT, exponent)  # (the constant's bits shift out)
+    np.add(out.view(np.int32), exponent, out.view(np.int32))
 
 
 def _scale_extremes(d, q, out):
@@ -144,7 +234,10 @@ def _by_cache_slices(slice_fn, x, out=None):
 
 def sleef_exp(x, out=None):
     """``Sleef_expf16_u10`` (torch's ``Vectorized<float>::exp``) of a float32 array."""
-    return _by_cache_slices(_sleef_exp_slice, x, out)
+    x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
+    out = np.empty(x.shape, _F32) if out is None else out
+    _sleef_exp_blocks(np.ascontiguousarray(x).reshape(-1), out.reshape(-1))  # (out: contiguous)
+    return out
 
 
 # ---- Sleef_expm1f16_u10 ----------------------------------------------------------------------------
@@ -280,7 +373,7 @@ def gelu_tanh(x):
     """torch's float32 ``gelu(x, approximate='tanh')`` and its tanh: ``inner = beta (x + kappa x^3)``
     (the sum a fused multiply-add, as GCC compiles ATen's vector code), ``(0.5 x) (1 + tanh(inner))``."""
     cube = x * x * x
-    inner = _GELU_BETA * _fma32(_GELU_KAPPA, cube, x)
+    inner = _GELU_BETA * (_fma32(_GELU_KAPPA, cube, x) if FUSED_MULTIPLY_ADD else _GELU_KAPPA * cube + x)
     t = loop_tanh(inner)
     return (_F32(0.5) * x) * (_F32(1) + t), t
 
@@ -321,15 +414,27 @@ def sleef_log1p(x):
     return _by_cache_slices(_sleef_log1p_slice, x)
 
 
+def vectorized(name, x):
+    """torch's ``Vectorized<float>::exp`` (``name``: ``"exp"``, ``"expm1"``, ``"log1p"``) over every element
+    of a float32 array, as ``torch.expm1`` runs it: SLEEF's, but under torch's "default" build C's
+    function (correctly rounded here)."""
+    if CPU_CAPABILITY == "default":
+        return correctly_rounded(getattr(np, name), x)
+    return {"exp": sleef_exp, "expm1": sleef_expm1, "log1p": sleef_log1p}[name](x)
+
+
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------
 _GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it, one thread runs the whole loop
-_VECTOR_STEP = 32  # cpu_kernel_vec's vectorized loop takes two 16-float AVX-512 vectors at a time
+_VECTOR_STEP = 2 * FLOAT_LANES  # cpu_kernel_vec's vectorized loop takes two vectors at a time
 
 
 def scalar_tail(n, threads=None):
     """The ``(start, stop)`` ranges of an n-element contiguous result that torch's ``cpu_kernel_vec``
-    computes with its scalar lambda: the last ``len % 32`` of each chunk ``at::parallel_for`` hands a
-    thread (one chunk below 32768 elements or on one thread)."""
+    computes with its scalar lambda: the last ``len % 32`` (two vectors) of each chunk ``at::parallel_for``
+    hands a thread (one chunk below 32768 elements or on one thread). torch's "default" build: all of
+    them, as far as the functions go (its vectorized ``exp`` is C's ``expf`` element by element)."""
+    if CPU_CAPABILITY == "default":
+        return [(0, n)]
     threads = parallel.num_threads() if threads is None else threads
     chunk = n
     if n >= _GRAIN_SIZE and threads > 1:
@@ -367,38 +472,42 @@ def mish(x):
     return x * t, t
 
 
-def _sleef_exp_rows(d, out):
-    sleef_exp(d, out)
+def _sleef_exp_of_negative_blocks(x, out):
+    _sleef_exp_blocks(x, out, negate=True)
 
 
-def loop_exp(x):
-    """``exp`` of a float32 array as a torch elementwise kernel computes it inside its formula (elu's,
-    softplus's backward, sigmoid): SLEEF's in the vectorized body, C's (correctly rounded) in the scalar
-    tail, by position in ``x``'s memory order."""
+def loop_exp(x, negate=False):
+    """``exp`` of a float32 array (of ``-x`` if ``negate``) as a torch elementwise kernel computes it inside
+    its formula (elu's, softplus's backward, sigmoid): SLEEF's in the vectorized body, C's (correctly
+    rounded) in the scalar tail, by position in ``x``'s memory order."""
     flat = np.ascontiguousarray(x).reshape(-1)
     e = np.empty_like(flat)
-    if flat.size >= _VECTOR_STEP:  # (shorter: all tail)
-        parallel.rows(_sleef_exp_rows, flat, e, work_per_row=40)
+    if flat.size >= _VECTOR_STEP and CPU_CAPABILITY != "default":  # (shorter: all tail)
+        rows = _sleef_exp_of_negative_blocks if negate else _sleef_exp_blocks
+        parallel.rows(rows, flat, e, work_per_row=4)  # (threads from 32k elements: ~100 us each)
     for start, stop in scalar_tail(flat.size):
-        e[start:stop] = correctly_rounded(np.exp, flat[start:stop])
+        if start < stop:
+            tail = flat[start:stop]
+            e[start:stop] = correctly_rounded(np.exp, np.negative(tail) if negate else tail)
     return e.reshape(x.shape)
 
 
 def _one_plus_exp_neg(x):
     """``1 + exp(-x)`` in float32, exp as torch's loop computes it (``loop_exp``)."""
-    e = loop_exp(np.negative(x))
-    e += 1
+    e = loop_exp(x, negate=True)
+    np.add(e, _EXP_C["one"], e)
     return e
 
 
 def sigmoid(x):
     """torch's float32 ``sigmoid``: ``1 / (1 + exp(-x))``, each step rounded to float32."""
-    return np.divide(_F32(1), _one_plus_exp_neg(x))
+    denominator = _one_plus_exp_neg(x)
+    return np.divide(_EXP_C["one"], denominator, denominator)
 
 
 def silu_and_sigmoid(x, s, out):
     """Fill ``out = x / (1 + exp(-x))`` (torch's float32 ``silu``, one division) and ``s = sigmoid(x)``
     (``1 / (1 + exp(-x))``, which silu's backward reads) from one exp."""
     denominator = _one_plus_exp_neg(x)
-    np.divide(_F32(1), denominator, out=s)
+    np.divide(_EXP_C["one"], denominator, out=s)
     np.divide(x, denominator, out=out)

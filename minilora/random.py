@@ -50,6 +50,7 @@ import math
 import numpy as np
 
 from . import dtypes
+from .float32_math import FUSED_MULTIPLY_ADD
 
 _SEED_RANGE = 1 << 64
 _MT_WORDS = 624  # MT19937's state: 624 32-bit words
@@ -181,8 +182,10 @@ class Generator:
         if dtype == np.float64:
             return _fma(self._unit_doubles(n), float(high) - float(low), float(low)).reshape(shape)
         low32, high32 = np.float32(low), np.float32(high)
-        # fmaf(u, width, low): the float product is exact in double, so one rounding remains
-        values = (self._unit_floats(n).astype(np.float64) * float(high32 - low32) + float(low32)).astype(np.float32)
+        if FUSED_MULTIPLY_ADD:  # fmaf(u, width, low): the float product is exact in double, so one rounding remains
+            values = (self._unit_floats(n).astype(np.float64) * float(high32 - low32) + float(low32)).astype(np.float32)
+        else:  # (torch's "default" build: two roundings)
+            values = self._unit_floats(n) * (high32 - low32) + low32
         if dtype == np.float32:
             return values.reshape(shape)
         values, (low16, high16) = dtypes.cast(values, dtype), (dtypes.cast(np.array(v), dtype) for v in (low32, high32))
@@ -358,9 +361,10 @@ _RANDPERM_SMALL_N = (2 ** 32 - 1) // 20  # torch switches to 64-bit draws from h
 def _fma(a, b, c):
     """``a * b + c`` rounded once, as the fused multiply-add torch's compiled ``normal`` transformation
     uses: the product's rounding error recovered exactly (Dekker's split), then added back. (Exact
-    but for a double rounding of the two error terms, which only a near tie can expose.)"""
+    but for a double rounding of the two error terms, which only a near tie can expose.) torch's
+    "default" build fuses none: two roundings there."""
     a = np.asarray(a, np.float64)
-    if c == 0 or b == 1:  # (one rounding either way: a * b, or a + c)
+    if c == 0 or b == 1 or not FUSED_MULTIPLY_ADD:  # (a * b or a + c: one rounding either way)
         return a * b + c
     product = a * b
     a_high, b_high = _split_high(a), _split_high(np.float64(b))

@@ -7,9 +7,14 @@ agree (arithmetic, powers, means, the class-weighted cross entropy's divisor), a
 agree (the transcendental functions are another module's work), by running minilora's backward on torch's
 forward values (softmax's output, sigmoid inside SiLU).
 
+torch's "default" build (``ATEN_CPU_CAPABILITY=default``: no SIMD) fuses no multiply-add and adds a vector's
+lanes left to right, which minilora follows (``float32_math.CPU_CAPABILITY``); its exp, expm1, log1p and tanh
+are glibc's, which minilora does not reproduce: the gradients that call them are skipped there.
+
 A longer hunt: ``python tests/test_backward_rounding_r9.py [n]`` prints, per op, how many of n gradient
 elements differ from torch's (and how many of those where the forward values agree).
 """
+import ctypes
 import sys
 import types
 
@@ -94,6 +99,9 @@ def compare(name, n=4032, seed=0):
     return int((~forward_same).sum()), found
 
 
+CALLS_GLIBC = {"elu", "selu", "celu", "softplus", "softplus(beta=2)", "gelu(tanh)", "mish"}
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradient_rounds_as_torch(name):
     """reciprocal: -g * (y * y); div's divisor: -g * ((a / b) / b); rsqrt: (-0.5 g) * (y * y * y); powers:
@@ -103,6 +111,8 @@ def test_gradient_rounds_as_torch(name):
     0.5 (1 + t) + (0.5 x) (1 - t^2) beta (1 + 3 kappa x^2), both brackets fused multiply-adds (30%); mish:
     g * (t + (x s) (1 - t^2)), two fused multiply-adds, s the kernel's own sigmoid (12%); atan: g / (x^2 + 1),
     not g * (1 / (x^2 + 1)) (25%), atanh g / (1 - x^2)."""
+    if float32_math.CPU_CAPABILITY == "default" and name in CALLS_GLIBC:
+        pytest.skip("torch's default build computes it with glibc's expf/expm1f/log1pf/tanhf")
     _, found = compare(name)
     assert all(differ == 0 for differ, _ in found), found
 
@@ -142,9 +152,19 @@ def test_cross_entropy_backward_as_torch_given_its_probabilities():
     TF.cross_entropy(x, torch.tensor(targets)).backward()
     ours = ml.tensor(logits, requires_grad=True)
     loss = MF.cross_entropy(ours, ml.tensor(targets))
-    loss._ctx.probs = float32_math.sleef_exp(torch.log_softmax(torch.tensor(logits), -1).numpy())
+    loss._ctx.probs = _torchs_vectorized_exp(torch.log_softmax(torch.tensor(logits), -1).numpy())
     loss.backward()
     assert_same_bits(ours.grad.numpy(), x.grad.numpy())
+
+
+def _torchs_vectorized_exp(a):
+    """torch's Vectorized<float>::exp: SLEEF's (minilora's port of it), or under torch's default build
+    this process's C library's ``expf`` on each element (which minilora does not reproduce)."""
+    if float32_math.CPU_CAPABILITY != "default":
+        return float32_math.sleef_exp(a)
+    expf = ctypes.CDLL(None).expf
+    expf.restype, expf.argtypes = ctypes.c_float, [ctypes.c_float]
+    return np.vectorize(expf, otypes=[np.float32])(a)
 
 
 def test_embedding_adds_a_tokens_rows_in_order():

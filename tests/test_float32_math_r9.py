@@ -5,6 +5,11 @@ always the correctly rounded result: minilora rounds a float64 result once, and 
 a small share (NumPy's own float32 exp disagreed on 39%). sigmoid and silu are ATen's formulas over
 SLEEF's exp with a scalar tail in C's expf: minilora's float32_math ports them, and must agree on
 every element, edge cases included, whatever the length (the tail) and the thread count (the chunks).
+
+Under torch's "default" build (``ATEN_CPU_CAPABILITY=default``, or an x86 CPU without AVX2 and FMA) torch
+calls glibc's ``expf``, ``expm1f``, ``log1pf``, ``tanhf`` on every element instead of SLEEF's; minilora
+follows it with the correctly rounded result (``float32_math.CPU_CAPABILITY``), and these tests check a
+bound in ulps there instead of the bits (``assert_as_torch``), or skip what tests SLEEF itself.
 """
 import numpy as np
 import pytest
@@ -32,6 +37,23 @@ def _same_bits(a, b):
     return (a == b) & (np.signbit(a) == np.signbit(b)) | (np.isnan(a) & np.isnan(b))
 
 
+GLIBC = float32_math.CPU_CAPABILITY == "default"  # torch's functions are glibc's, not SLEEF's
+needs_sleef = pytest.mark.skipif(GLIBC, reason="torch's default build runs no SLEEF: it calls glibc's functions")
+
+
+def assert_as_torch(theirs, ours, glibc_ulps, scale=None):
+    """The same bits; under torch's default build within ``glibc_ulps`` of ``scale``'s ulp (``theirs``'s by
+    default): glibc's functions are not correctly rounded, minilora's stand-ins are."""
+    same = _same_bits(theirs, ours)
+    if not GLIBC:
+        assert same.all(), f"{int((~same).sum())} differ, e.g. where x = {np.flatnonzero(~same)[:5]}"
+        return
+    unit = np.spacing(np.abs(np.asarray(theirs if scale is None else scale, np.float32)))
+    with np.errstate(invalid="ignore"):
+        near = np.abs(np.asarray(theirs, np.float64) - ours) <= glibc_ulps * unit.astype(np.float64)
+    assert (same | near).all()
+
+
 def _both(fn_torch, fn_minilora, x):
     return fn_torch(torch.from_numpy(x)).numpy(), fn_minilora(minilora.tensor(x)).numpy()
 
@@ -50,17 +72,17 @@ def test_sigmoid_and_silu_are_torchs_bits(name, n):
         theirs, ours = _both(fn_torch, fn_minilora, x)
     finally:
         torch.set_num_threads(threads)
-    assert _same_bits(theirs, ours).all(), x[~_same_bits(theirs, ours)][:5]
+    assert_as_torch(theirs, ours, glibc_ulps=2)
 
 
 def test_sigmoid_and_silu_views_and_2d():
     x = _values(64 * 37, seed=3).reshape(64, 37)
     for fn_torch, fn_minilora in [(torch.sigmoid, minilora.sigmoid), (F.silu, minilora.nn.functional.silu)]:
         theirs, ours = _both(fn_torch, fn_minilora, x.T.copy())
-        assert _same_bits(theirs, ours).all()
+        assert_as_torch(theirs, ours, glibc_ulps=2)
         theirs = fn_torch(torch.from_numpy(x).T).numpy()
         ours = fn_minilora(minilora.tensor(x).T).numpy()  # a transposed view: torch keeps its layout
-        assert _same_bits(theirs, ours).all()
+        assert_as_torch(theirs, ours, glibc_ulps=2)
 
 
 def test_silu_backward_reads_torchs_sigmoid():
@@ -69,9 +91,10 @@ def test_silu_backward_reads_torchs_sigmoid():
     s = np.empty_like(x)
     out = np.empty_like(x)
     float32_math.silu_and_sigmoid(x, s, out)
-    assert _same_bits(torch.sigmoid(torch.from_numpy(x)).numpy(), s).all()
+    assert_as_torch(torch.sigmoid(torch.from_numpy(x)).numpy(), s, glibc_ulps=2)
 
 
+@needs_sleef
 def test_sleef_exp_on_the_whole_range():
     """SLEEF's exp itself (torch's Vectorized<float>::exp) over its whole range, seen through torch's
     sigmoid(-x) = 1 / (1 + exp(x)) on a length without a scalar tail (a multiple of 32, one thread's chunk)."""
@@ -95,7 +118,10 @@ def test_sleef_exp_on_the_whole_range():
                                               ("exp2", "all", 0.07), ("atanh", "unit", 0.01)])
 def test_mkl_kernels_correctly_rounded(name, domain, most):
     """MKL's results (and SLEEF's sinh/cosh/exp2/atanh) are the correctly rounded ones but for a small
-    share, and never more than 1 ulp from them (but at float32's overflow)."""
+    share, and never more than 1 ulp from them (but at float32's overflow). (MKL's code paths differ by
+    CPU vendor and instruction set: a share, never the bits.)"""
+    if GLIBC and name in ("sinh", "cosh", "atanh", "exp2"):
+        pytest.skip("torch's default build calls glibc's sinhf/coshf/atanhf/exp2f (26% off the correct rounding)")
     x = _values(20000, seed=11)
     if domain == "positive":
         x = np.abs(x)
@@ -124,7 +150,7 @@ def test_expm1_is_sleefs_on_every_element(n):
     """torch.expm1 runs SLEEF's expm1 on all elements (the masked last vector too): no scalar tail."""
     x = _values(n, scale=6.0, seed=n)
     theirs, ours = _both(torch.expm1, minilora.expm1, x)
-    assert _same_bits(theirs, ours).all()
+    assert_as_torch(theirs, ours, glibc_ulps=1)
 
 
 @pytest.mark.parametrize("name,call", [
@@ -137,10 +163,13 @@ def test_kernels_over_sleef_are_torchs_in_the_vectorized_body(name, call):
     minilora rounds correctly, as glibc 2.36 does but in ~8% of the cases: 1 ulp at most there."""
     body = _values(32 * 40, scale=3.0, seed=2)  # a multiple of 32: no scalar tail
     theirs, ours = (call(L, L.tensor(body)).numpy() for L in (torch, minilora))
-    assert _same_bits(theirs, ours).all()
+    assert_as_torch(theirs, ours, glibc_ulps=2, scale=np.maximum(np.abs(body), np.abs(theirs)))  # (gelu: x's)
     x = _values(32 * 40 + 29, scale=3.0, seed=3)
     theirs, ours = (call(L, L.tensor(x)).numpy() for L in (torch, minilora))
-    assert _same_bits(theirs[:32 * 40], ours[:32 * 40]).all()
+    body = x.size if GLIBC else 32 * 40  # (default: every element C's, as the tail's)
+    assert_as_torch(theirs[:body], ours[:body], glibc_ulps=2, scale=np.maximum(np.abs(x), np.abs(theirs))[:body])
+    if GLIBC:  # (checked above)
+        return
     with np.errstate(invalid="ignore"):  # (inf - inf: those agree bit for bit)
         near = np.abs(theirs.astype(np.float64) - ours) <= np.spacing(np.abs(theirs))
     assert (_same_bits(theirs, ours) | near).all()
@@ -150,7 +179,7 @@ def test_kernels_over_sleef_are_torchs_in_the_vectorized_body(name, call):
 def test_log1p_is_sleefs_on_every_element(n):
     x = np.abs(_values(n, scale=6.0, seed=n)) - 0.5  # (below -1: nan, -1: -inf)
     theirs, ours = _both(torch.log1p, minilora.log1p, x)
-    assert _same_bits(theirs, ours).all()
+    assert_as_torch(theirs, ours, glibc_ulps=1)
 
 
 @pytest.mark.parametrize("name,call", [
@@ -162,10 +191,13 @@ def test_softplus_and_mish_are_torchs_kernel(name, call):
     torch chains glibc's expf, log1pf (and tanhf): within 2 ulps there."""
     body = _values(32 * 40, scale=5.0, seed=4)
     theirs, ours = (call(L, L.tensor(body)).numpy() for L in (torch, minilora))
-    assert _same_bits(theirs, ours).all()
+    assert_as_torch(theirs, ours, glibc_ulps=3)
     x = _values(32 * 40 + 29, scale=5.0, seed=5)
     theirs, ours = (call(L, L.tensor(x)).numpy() for L in (torch, minilora))
-    assert _same_bits(theirs[:32 * 40], ours[:32 * 40]).all()
+    body = x.size if GLIBC else 32 * 40  # (default: every element C's, as the tail's)
+    assert_as_torch(theirs[:body], ours[:body], glibc_ulps=3)
+    if GLIBC:  # (checked above)
+        return
     with np.errstate(invalid="ignore"):
         near = np.abs(theirs.astype(np.float64) - ours) <= 2 * np.spacing(np.abs(theirs))
     assert (_same_bits(theirs, ours) | near).all()
@@ -197,3 +229,43 @@ def test_pow_as_torchs_kernel():
     y = np.abs(_values(20000, seed=14)) / 2
     theirs, ours = ((L.tensor(np.abs(x)) ** L.tensor(y)).numpy() for L in (torch, minilora))
     assert (~_same_bits(theirs, ours)).mean() < 0.03
+
+
+
+@needs_sleef
+def test_sleef_exp_where_the_reduced_argument_is_largest():
+    """float32_math rounds Horner's fused multiply-adds by adding a constant per step, exact only while
+    each step's result stays in one binade: the edges are |s| = ln2 / 2, at d = (k + 1/2) ln 2. torch's
+    sigmoid(-d) = 1 / (1 + exp(d)), and minilora's sigmoid (which takes exp of -x in the same pass)."""
+    k = np.arange(-125, 128, dtype=np.float64)
+    centre = ((k + 0.5) * np.log(2)).astype(np.float32)
+    steps = np.arange(-16, 16, dtype=np.int32)  # 32 neighbours of each, a multiple of 32 in all
+    x = (centre.view(np.int32)[:, None] + steps).view(np.float32).reshape(-1)
+    threads, ours_threads = torch.get_num_threads(), parallel.num_threads()
+    try:
+        torch.set_num_threads(1)
+        parallel.set_num_threads(1)
+        theirs = torch.sigmoid(torch.from_numpy(-x)).numpy()
+        theirs_silu = F.silu(torch.from_numpy(-x)).numpy()
+        ours, ours_silu = minilora.sigmoid(minilora.tensor(-x)), minilora.nn.functional.silu(minilora.tensor(-x))
+    finally:
+        torch.set_num_threads(threads)
+        parallel.set_num_threads(ours_threads)
+    assert _same_bits(theirs, ours.numpy()).all() and _same_bits(theirs_silu, ours_silu.numpy()).all()
+    with np.errstate(over="ignore"):
+        exp = np.float32(1) / (np.float32(1) + float32_math.sleef_exp(x))
+    assert _same_bits(theirs, exp).all()
+
+
+@pytest.mark.parametrize("name", ["exp", "tanh", "log", "sin"])
+def test_large_arrays_round_once_block_by_block(name):
+    """Above one cache block float32_math computes the float64 result block by block: the same numbers
+    as one float64 pass over the whole array, in the array's shape."""
+    x = _values(3 * 32768 + 45, scale=30.0, seed=17)
+    x = np.abs(x) if name == "log" else x
+    fn = getattr(np, name)
+    for a in (x, x[:300 * 300].reshape(300, 300)):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # (inf, 0, sin(inf))
+            expected = fn(a, dtype=np.float64).astype(np.float32)
+            ours = float32_math.vml(name, a)
+        assert ours.shape == a.shape and _same_bits(expected, ours).all()

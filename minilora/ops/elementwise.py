@@ -1688,8 +1688,8 @@ def xlogy(input, other):
 class Log1p(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.a = a  # (float32: torch's kernel is SLEEF's log1p on every element, float32_math)
-        return float32_math.sleef_log1p(a) if _numpy_float32(a) else xp_of(a).log1p(a)
+        ctx.a = a  # (float32: torch's kernel is its vectorized (SLEEF's) log1p on every element, float32_math)
+        return float32_math.vectorized("log1p", a) if _numpy_float32(a) else xp_of(a).log1p(a)
 
     @staticmethod
     def backward(ctx, g):
@@ -1700,8 +1700,8 @@ class Log1p(Function):
 class Expm1(Function):
     @staticmethod
     def forward(ctx, a):
-        # (float32: torch's kernel is SLEEF's expm1 on every element, float32_math)
-        ctx.out = float32_math.sleef_expm1(a) if _numpy_float32(a) else xp_of(a).expm1(a)
+        # (float32: torch's kernel is its vectorized (SLEEF's) expm1 on every element, float32_math)
+        ctx.out = float32_math.vectorized("expm1", a) if _numpy_float32(a) else xp_of(a).expm1(a)
         return ctx.out
 
     @staticmethod
@@ -1946,7 +1946,7 @@ class FusedMulAdd(Function):
         xp = xp_of(a)
         ctx.a, ctx.b, ctx.c_shape = a, b, c.shape
         try:
-            return xp.add(xp.multiply(a, b, dtype=xp.float64), c).astype(xp.float32)
+            return fastmath.multiply_add(a, b, c)  # (torch's "default" build: two roundings)
         except ValueError:
             raise ShapeError(f"addcmul: shapes {c.shape}, {a.shape} and {b.shape} cannot be broadcast "
                              f"together") from None

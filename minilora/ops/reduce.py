@@ -348,7 +348,7 @@ def _exp_as_vectorized(a):
     """``exp`` as torch's vectorized loops compute it (``Vectorized<float>::exp``: SLEEF's, for float32;
     log_softmax's backward), NumPy's for other dtypes."""
     if a.dtype == np.float32 and xp_of(a) is np:
-        return float32_math.sleef_exp(a)
+        return float32_math.vectorized("exp", a)
     return xp_of(a).exp(a)
 
 
