@@ -1612,6 +1612,8 @@ class Lerp(Function):
         xp = xp_of(start)
         ctx.shapes = (start.shape, end.shape, _shape(weight))
         ctx.diff, ctx.weight = end - start, weight
+        if start.dtype == np.float32 and xp is np:
+            return _lerp_float32(start, end, weight, ctx.diff)
         small = -0.5 < weight < 0.5 if isinstance(weight, (int, float)) else xp.abs(weight) < 0.5
         return xp.where(small, start + weight * ctx.diff, end - ctx.diff * (1 - weight))
 
@@ -1622,6 +1624,15 @@ class Lerp(Function):
         return (unbroadcast(g * (1 - w), ctx.shapes[0]) if ns else None,
                 unbroadcast(g * w, ctx.shapes[1]) if ne else None,
                 unbroadcast(g * ctx.diff, ctx.shapes[2]) if nw else None)
+
+
+def _lerp_float32(start, end, weight, diff):
+    """torch's float32 lerp kernel (``lerp_vec``): the weight as a float32, ``fmadd(w, diff, start)`` where
+    ``|w| < 0.5``, else ``fmadd(w - 1, diff, end)``, each one rounding (``fastmath.multiply_add``: two in
+    torch's "default" build); NumPy's ``start + w * diff`` rounded twice (820 of 4099 elements differed)."""
+    w = np.float32(weight) if isinstance(weight, (int, float)) else weight
+    small = np.abs(w) < 0.5
+    return fastmath.multiply_add(np.where(small, w, w - np.float32(1)), diff, np.where(small, start, end))
 
 
 def lerp(input, end, weight):
