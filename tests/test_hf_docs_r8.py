@@ -65,6 +65,24 @@ def assert_same_state(theirs, ours, atol=0.0):
         np.testing.assert_allclose(ours_sd[key], value, rtol=0, atol=atol, err_msg=key)
 
 
+def assert_same_trained_state(theirs, ours):
+    """After ``train_both``: each weight within 1e-6 of torch's, but for 1% of its elements, which may be
+    up to 1e-4 apart (1% of one AdamW step). The float32 gradients sum in the BLAS's order (torch's MKL
+    picks its kernel by CPU: an AVX-512 EPYC's differs from earlier CPUs' and from NumPy's OpenBLAS by
+    last bits), and AdamW divides by the gradient's own size: where a gradient nearly cancels, its last
+    bits move the step by far more than 1e-6 (3.3e-6 seen). A wrong gradient moves whole steps (1e-2)."""
+    theirs_sd = {k: v.detach().float().numpy() for k, v in theirs.state_dict().items()}
+    ours_sd = {k: v.float().numpy() for k, v in ours.state_dict().items()}
+    assert sorted(ours_sd) == sorted(theirs_sd)
+    for key, value in theirs_sd.items():
+        assert_close_after_training(ours_sd[key], value, key)
+
+
+def assert_close_after_training(ours, theirs, key):
+    apart = np.abs(ours - theirs)
+    assert apart.max() <= 1e-4 and np.mean(apart > 1e-6) <= 0.01, (key, apart.max(), np.mean(apart > 1e-6))
+
+
 def train_both(theirs, ours, labels, steps=3, lr=1e-2):
     """A manual loop, AdamW, dropout on: the losses of each step, side by side."""
     theirs.train(), ours.train()
@@ -93,7 +111,7 @@ def saved(tmp_path, theirs, ours):
     configs = [json.load(open(tmp_path / side / "adapter_config.json")) for side in ("theirs", "ours")]
     assert sorted(files[1]) == sorted(files[0])
     for key, value in files[0].items():
-        np.testing.assert_allclose(files[1][key], value, rtol=0, atol=1e-6, err_msg=key)
+        assert_close_after_training(files[1][key], value, key)  # (trained: see assert_same_trained_state)
     return configs
 
 
@@ -248,7 +266,7 @@ def test_classification_task_types_side_by_side(tmp_path, capsys, task, class_na
     assert "score" not in ours_file["target_modules"]
     merged_t, merged_m = theirs.merge_and_unload().eval(), ours.merge_and_unload().eval()
     assert type(merged_m).__name__ == type(merged_t).__name__ == class_name
-    assert_same_state(merged_t, merged_m, atol=1e-6)  # the trained head in place of the original
+    assert_same_trained_state(merged_t, merged_m)  # the trained head in place of the original
 
 
 @pytest.mark.parametrize("config_class, extra", [("VeraConfig", {}), ("AdaLoraConfig", dict(total_step=10))])
