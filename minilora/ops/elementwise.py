@@ -598,8 +598,10 @@ class Gelu(Function):
         if approximate == "tanh":
             ctx.a = a
             if _numpy_float32(a):  # torch's kernel: SLEEF's tanh, a fused multiply-add (float32_math)
-                out, ctx.t = float32_math.gelu_tanh(a)
-                return out
+                a_, back = _in_memory_order(a)  # (in a_'s C order: the loop's tail by memory position, and
+                out, t = float32_math.gelu_tanh(a_)  # the result in a's layout, as torch's)
+                ctx.t = back(t)
+                return back(out)
             ctx.t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
             return 0.5 * a * (1 + ctx.t)
         if approximate != "none":
