@@ -66,7 +66,10 @@ def torch_cpu_capability(environ=None, cpu_features=None):
     if chosen is not None:
         warnings.warn(f"ignoring invalid value for ATEN_CPU_CAPABILITY: {chosen}")
     if cpu_features is None:
-        from numpy._core._multiarray_umath import __cpu_features__ as cpu_features
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as cpu_features
+        except ImportError:  # (NumPy 1.x)
+            from numpy.core._multiarray_umath import __cpu_features__ as cpu_features
     if all(cpu_features.get(f) for f in ("AVX512VL", "AVX512BW", "AVX512DQ", "FMA3")):
         return "avx512"
     if cpu_features.get("AVX2") and cpu_features.get("FMA3"):
@@ -174,7 +177,7 @@ def _sleef_exp_blocks(x, out, negate=False):
     block = min(x.size, _EXP_BLOCK)
     if block == 0:
         return
-    scratch = [np.empty(block, _F32) for _ in range(3)] + [np.empty(block, _F64) for _ in range(3)]
+    scratch = [*np.empty((3, block), _F32), *np.empty((3, block), _F64)]  # (two allocations: rows)
     for start in range(0, x.size, block):
         stop = min(start + block, x.size)
         if stop - start < block:
@@ -443,6 +446,8 @@ def scalar_tail(n, threads=None):
     them, as far as the functions go (its vectorized ``exp`` is C's ``expf`` element by element)."""
     if CPU_CAPABILITY == "default":
         return [(0, n)]
+    if n < _GRAIN_SIZE:  # (one chunk: the common case, per op and step, first)
+        return [(n - n % _VECTOR_STEP, n)] if n else []
     threads = parallel.num_threads() if threads is None else threads
     chunk = n
     if n >= _GRAIN_SIZE and threads > 1:
