@@ -459,7 +459,12 @@ def test_logit_values_as_torch_in_every_dtype(dtype):
     for eps in (None, 0.1, 0.25):
         ours, theirs = (L.logit(L.tensor(values).to(getattr(L, dtype)), eps) for L in (ml, torch))
         assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1]
-        np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
+        if dtype == "float32":  # torch: SLEEF's logf in the vectorized body, C's logf in the tail;
+            # minilora's float32 log is correctly rounded (float32_math): within 1 ulp, equal on most
+            np.testing.assert_array_max_ulp(ours.numpy(), theirs.numpy(), maxulp=1)
+            assert np.mean((ours.numpy() == theirs.numpy()) | np.isnan(theirs.numpy())) > 0.9
+        else:
+            np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
 
 
 def test_logit_saves_its_input_as_torch():
