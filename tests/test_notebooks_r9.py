@@ -10,21 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from test_notebooks import _notebook_text  # every cell's source and output text
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # "<absolute path>.py:<line>: <Category>Warning" -- how the warnings module prints a warning
 _WARNING_LOCATION = re.compile(r"(?:^|\s)(/[^\s:]+\.py):\d+: \w*Warning\b", re.M)
-
-
-def _output_text(nb):
-    """Every output's text of a notebook: streams, results and displays (text/plain), tracebacks."""
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            text = out.get("text", "")
-            parts.append(text if isinstance(text, str) else "".join(text))
-            parts.append(str(out.get("data", {}).get("text/plain", "")))
-            parts.append("\n".join(out.get("traceback", [])))
-    return "\n".join(parts)
 
 
 def test_warning_location_reader_sees_a_printed_warning():
@@ -37,6 +27,6 @@ def test_warning_location_reader_sees_a_printed_warning():
 @pytest.mark.parametrize("path", sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
 def test_committed_outputs_show_no_warning_location(path):
     nbformat = pytest.importorskip("nbformat")
-    shown = _WARNING_LOCATION.findall(_output_text(nbformat.read(str(path), as_version=4)))
+    shown = _WARNING_LOCATION.findall(_notebook_text(nbformat.read(str(path), as_version=4)))
     assert not shown, (f"{path.name}: a stored output shows a warning with the building machine's path "
                        f"{shown}: print the warning's message instead (warnings.catch_warnings(record=True))")
