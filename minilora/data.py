@@ -24,11 +24,17 @@ is on the answer only), ``pack`` (a long token stream cut into blocks, for pretr
 makes a resumed run see exactly the batches the uninterrupted run would have seen).
 """
 import dataclasses
+import multiprocessing
+import os
 from collections.abc import Mapping
 
 import numpy as np
 
-from .tensor import no_grad
+from .dtypes import int64
+from .factories import bernoulli, full, randint
+from .random import Generator
+from .tensor import no_grad, tensor
+from .utils.data import get_worker_info
 
 __all__ = ["World", "make_world", "corpus_documents", "corpus_text", "Example", "Task", "TASKS",
            "get_task", "encode_prompt", "encode_example", "encode_document", "pack", "pad_batch",
@@ -486,7 +492,6 @@ def _check_return_tensors(return_tensors):
 def _as_returned(array, return_tensors):
     if return_tensors == "np":
         return array
-    from .tensor import tensor
     return tensor(array)
 
 
@@ -525,8 +530,15 @@ class DataCollatorForLanguageModeling:
     ``padding_side``; ``pad_to_multiple_of`` rounds the length up), and ``labels`` = a copy of ``input_ids``
     with every ``pad_token_id`` set to -100 -- also real tokens that share the pad's id (after
     ``tokenizer.pad_token = tokenizer.eos_token`` the eos tokens are not learnt, as in transformers).
-    The model shifts the labels itself. ``mlm=True`` (the default, for BERT-style masking) is refused:
-    transformers' ValueError when the tokenizer has no mask token, else NotImplementedError."""
+    The model shifts the labels itself.
+
+    ``mlm=True`` (the default, BERT-style masking; the tokenizer needs a mask token): each token that is not
+    special is picked with ``mlm_probability``; labels keep only the picked ones (the rest -100); of the
+    picked, ``mask_replace_prob`` become the mask token, ``random_replace_prob`` a random token id, the rest
+    stay. The draws are transformers' (``torch_mask_tokens`` / ``numpy_mask_tokens``), in its order, from
+    minilora's torch-identical generator (``return_tensors="pt"``) or NumPy's (``"np"``): with ``seed`` (its
+    own generator, created on the first call) or the global one, the same masks as there, bit for bit.
+    ``whole_word_mask=True`` is not implemented."""
     tokenizer: object
     mlm: bool = True
     whole_word_mask: bool = False
@@ -542,13 +554,23 @@ class DataCollatorForLanguageModeling:
             if getattr(self.tokenizer, "mask_token", None) is None:
                 raise ValueError("This tokenizer does not have a mask token which is necessary for masked language "
                                  "modeling. You should pass `mlm=False` to train on causal language modeling instead.")
-            raise NotImplementedError("DataCollatorForLanguageModeling(mlm=True) (masked language modeling) is not "
-                                      "implemented in minilora: pass mlm=False for a causal language model")
-        if self.whole_word_mask:
+            if self.mlm_probability is None or self.mlm_probability < 0 or self.mlm_probability > 1:
+                raise ValueError("mlm_probability should be between 0 and 1.")
+            self.mlm_probability = float(self.mlm_probability)
+            if self.whole_word_mask:
+                raise NotImplementedError("DataCollatorForLanguageModeling(whole_word_mask=True) is not implemented "
+                                          "in minilora: leave whole_word_mask=False to mask tokens one by one")
+        elif self.whole_word_mask:
             raise ValueError("Whole word masking can only be used with mlm=True."
                              "If you want to use whole word masking, please set mlm=True.")
         if self.mask_replace_prob + self.random_replace_prob > 1:
             raise ValueError("The sum of mask_replace_prob and random_replace_prob should not exceed 1")
+        for name in ("mask_replace_prob", "random_replace_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} should be between 0 and 1.")
+            setattr(self, name, float(getattr(self, name)))
+        # with a seed: this collator's own generator, made on the first call in each process (as transformers)
+        self.generator, self._generator_pid = None, None
 
     def __call__(self, features, return_tensors=None):
         return_tensors = _check_return_tensors(return_tensors or self.return_tensors)
@@ -557,13 +579,120 @@ class DataCollatorForLanguageModeling:
                                        pad_to_multiple_of=self.pad_to_multiple_of)
         else:
             batch = {"input_ids": _collate_ids(features, self.tokenizer, self.pad_to_multiple_of, return_tensors)}
-        batch.pop("special_tokens_mask", None)
+        special_tokens_mask = batch.pop("special_tokens_mask", None)
         batch.pop("offset_mapping", None)
+        if self.mlm:
+            batch["input_ids"], batch["labels"] = self._mask_tokens(batch["input_ids"], special_tokens_mask,
+                                                                    return_tensors)
+            return batch
         labels = batch["input_ids"].clone() if return_tensors == "pt" else np.copy(batch["input_ids"])
         if self.tokenizer.pad_token_id is not None:
             labels[labels == self.tokenizer.pad_token_id] = IGNORE_INDEX
         batch["labels"] = labels
         return batch
+
+    def _mask_tokens(self, inputs, special_tokens_mask, return_tensors):
+        """BERT's masking, transformers' draws in its order: who is picked (never a special token), who of
+        them becomes the mask token, who of the rest a random token. ``inputs`` is changed in place."""
+        draws = _TorchDraws(self._generator(return_tensors, _TorchDraws)) if return_tensors == "pt" else \
+            _NumpyDraws(self._generator(return_tensors, _NumpyDraws))
+        if special_tokens_mask is None:
+            special_tokens_mask = [self.tokenizer.get_special_tokens_mask(row, already_has_special_tokens=True)
+                                   for row in inputs.tolist()]
+        labels = draws.copy(inputs)
+        picked = draws.bernoulli(draws.probabilities(labels.shape, self.mlm_probability, special_tokens_mask))
+        labels[~picked] = IGNORE_INDEX
+        replaced = draws.bernoulli(draws.probabilities(labels.shape, self.mask_replace_prob)) & picked
+        inputs[replaced] = self.tokenizer.convert_tokens_to_ids(self.tokenizer.mask_token)
+        if self.mask_replace_prob == 1 or self.random_replace_prob == 0:
+            return inputs, labels
+        of_the_rest = self.random_replace_prob / (1 - self.mask_replace_prob)  # 0.1 / 0.2: half of the rest
+        randomized = draws.bernoulli(draws.probabilities(labels.shape, of_the_rest)) & picked & ~replaced
+        inputs[randomized] = draws.token_ids(len(self.tokenizer), randomized)
+        return inputs, labels
+
+    def _generator(self, return_tensors, draws):
+        """The seeded generator (made once per process, ``seed + worker id`` in a DataLoader worker, as
+        transformers), or None: the global one."""
+        if self.seed is None:
+            return None
+        if not isinstance(self.generator, draws.generator_type()) or self._generator_pid != os.getpid():
+            seed = self.seed
+            if multiprocessing.current_process().name != "MainProcess":
+                worker = get_worker_info()
+                if worker is None:
+                    raise ValueError("Worker process information is not available for seeding the generator: the "
+                                     "`seed` parameter works in one process or in a DataLoader's workers")
+                seed += worker.id
+            self.generator, self._generator_pid = draws.seeded(seed), os.getpid()
+        return self.generator
+
+
+class _TorchDraws:
+    """transformers' ``torch_mask_tokens`` draws, on minilora's torch-identical generator."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    @staticmethod
+    def generator_type():
+        return Generator
+
+    @staticmethod
+    def seeded(seed):
+        return Generator().manual_seed(seed)
+
+    @staticmethod
+    def copy(inputs):
+        return inputs.clone()
+
+    @staticmethod
+    def probabilities(shape, p, excluded=None):
+        chances = full(tuple(shape), p)  # float32, as torch.full(shape, float)
+        if excluded is not None:
+            excluded = excluded.bool() if hasattr(excluded, "bool") else tensor(excluded, dtype=bool)
+            chances.masked_fill_(excluded, 0.0)
+        return chances
+
+    def bernoulli(self, chances):
+        return bernoulli(chances, generator=self.generator).bool()
+
+    def token_ids(self, vocabulary, where):
+        return randint(vocabulary, tuple(where.shape), dtype=int64, generator=self.generator)[where]
+
+
+class _NumpyDraws:
+    """transformers' ``numpy_mask_tokens`` draws: binomial(1, p) from the seeded ``default_rng`` or NumPy's
+    global generator, then only as many token ids as are replaced."""
+
+    def __init__(self, generator):
+        self.random = generator if generator is not None else np.random
+
+    @staticmethod
+    def generator_type():
+        return np.random.Generator
+
+    @staticmethod
+    def seeded(seed):
+        return np.random.default_rng(seed)
+
+    @staticmethod
+    def copy(inputs):
+        return np.copy(inputs)
+
+    @staticmethod
+    def probabilities(shape, p, excluded=None):
+        chances = np.full(shape, p)
+        if excluded is not None:
+            chances[np.asarray(_host_array(excluded)).astype(bool)] = 0
+        return chances
+
+    def bernoulli(self, chances):
+        return self.random.binomial(1, chances, size=chances.shape).astype(bool)
+
+    def token_ids(self, vocabulary, where):
+        draw = self.random.integers if isinstance(self.random, np.random.Generator) else self.random.randint
+        return draw(low=0, high=vocabulary, size=np.count_nonzero(where), dtype=np.int64)
 
 
 @dataclasses.dataclass

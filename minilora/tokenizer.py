@@ -251,6 +251,19 @@ class _Tokenizer:
         ids = (self._token_id(token) for token in self.all_special_tokens)
         return [i for i in ids if i is not None]
 
+    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens=False):
+        """1 for each id of ``all_special_ids``, 0 for the others, over a sequence that already has its special
+        tokens (``already_has_special_tokens=True``: what transformers' data collators ask, and all it answers
+        for a fast tokenizer)."""
+        if not already_has_special_tokens:
+            raise NotImplementedError(f"{type(self).__name__} does not implement get_special_tokens_mask for "
+                                      "non-formatted sequences")
+        if token_ids_1 is not None:
+            raise ValueError("You should not supply a second sequence if the provided sequence of ids is already "
+                             "formatted with special tokens for the model.")
+        special = set(self.all_special_ids)
+        return [1 if int(i) in special else 0 for i in _id_list(token_ids_0)]
+
     # --- new tokens (the "add new tokens, resize_token_embeddings, trainable_token_indices" recipe) ------
     def add_tokens(self, new_tokens, special_tokens=False):
         """Add tokens (strings or ``tokenizers.AddedToken``) after the vocabulary, as transformers' fast
