@@ -139,12 +139,14 @@ def _plain(array, like):
 class LinalgOutput(Function):
     """One output of a factorization computed beforehand (``outputs``): the node returns
     ``outputs[index]``, and its backward is ``derivative(arrays, outputs, grads)`` with this output's
-    gradient in ``grads`` and None for the others (the derivatives are linear in the grads)."""
+    gradient in ``grads`` and None for the others (the derivatives are linear in the grads). ``formula``:
+    torch's node name for the op (create_graph=True's formula is looked up by it, even where a composite
+    op renames the node: lu_solve's last triangular solve)."""
     complex_grad = True  # (eig's outputs are complex: its derivative takes their complex gradients)
 
     @staticmethod
-    def forward(ctx, *arrays, outputs, index, derivative):
-        ctx.arrays, ctx.outputs, ctx.index, ctx.derivative = arrays, outputs, index, derivative
+    def forward(ctx, *arrays, outputs, index, derivative, formula):
+        ctx.arrays, ctx.outputs, ctx.index, ctx.derivative, ctx.formula = arrays, outputs, index, derivative, formula
         return outputs[index]
 
     @staticmethod
@@ -167,7 +169,7 @@ def _outputs(name, inputs, outputs, derivative, differentiable=None, column_majo
         if differentiable is not None and not differentiable[i]:
             results.append(_plain(out, inputs[0]))
             continue
-        t = LinalgOutput.apply(*inputs, outputs=outputs, index=i, derivative=derivative)
+        t = LinalgOutput.apply(*inputs, outputs=outputs, index=i, derivative=derivative, formula=name)
         results.append(name_node(t, name, *inputs))
     return results
 
@@ -332,15 +334,19 @@ def qr(A, mode="reduced", *, out=None):
         Q = xp.zeros((0,), A._array.dtype)
 
     def derivative(arrays, outputs, grads):
-        if mode == "r":
-            raise RuntimeError("The derivative of linalg.qr depends on Q, which is not computed when mode='r'. "
-                               "Please use linalg.qr(A, mode='reduced') if you are going to differentiate "
-                               "through linalg.qr.")
-        if mode == "complete" and m > n:
-            raise RuntimeError("The QR decomposition is not differentiable when mode='complete' and "
-                               "nrows > ncols.")
+        _check_qr_differentiable(mode == "r", mode == "complete" and m > n)
         return _qr_backward(arrays[0], outputs[0], outputs[1], grads[0], grads[1])
     return _with_out(QR(*_outputs("LinalgQrBackward0", (A,), (Q, R), derivative, (mode != "r", True), (0, 1))), out)
+
+
+def _check_qr_differentiable(without_q, complete_and_tall):
+    """torch's refusals to differentiate linalg.qr (first order and create_graph=True)."""
+    if without_q:
+        raise RuntimeError("The derivative of linalg.qr depends on Q, which is not computed when mode='r'. "
+                           "Please use linalg.qr(A, mode='reduced') if you are going to differentiate "
+                           "through linalg.qr.")
+    if complete_and_tall:
+        raise RuntimeError("The QR decomposition is not differentiable when mode='complete' and nrows > ncols.")
 
 
 # ---- symmetric eigendecomposition -----------------------------------------------------------------
@@ -388,6 +394,7 @@ def eigvalsh(A, UPLO="L", *, out=None):
 
     def derivative(arrays, outputs, grads):
         return _eigh_backward(outputs[0], vectors, grads[0], None)
+    derivative.uplo = UPLO  # (create_graph=True recomputes the vectors with it)
     return _with_out(_outputs("LinalgEighBackward0", (A,), (values,), derivative)[0], out)
 
 
@@ -892,6 +899,7 @@ def _lu_factor_node(A, LU, pivots):
         k = min(LU.shape[-2:])
         P, L, U = _unpack_arrays(outputs[0], pivots)
         return _lu_backward(P, L, U, grads[0][..., :, :k], grads[0][..., :k, :])
+    derivative.pivots = pivots  # (create_graph=True unpacks LU with them)
     return _outputs("LinalgLuFactorExBackward0", (A,), (LU,), derivative, column_major=(0,))[0]
 
 

@@ -2480,6 +2480,20 @@ def _topological_order(root):
 _creation_number = operator.attrgetter("seq")
 
 
+def _leading_to(nodes, leaves, targets):
+    """The nodes among ``nodes`` (latest first) whose backward leads to a wanted tensor -- a leaf whose id
+    is in ``leaves``, or a non-leaf whose node's id is in ``targets`` -- as ids. torch's grad() runs only
+    these: its pass stops at a non-leaf input instead of going on past it (differentiating, freeing, or
+    refusing at the nodes that made it)."""
+    leading = set()
+    for ctx in reversed(nodes):  # (earliest first: a node's parents are decided before it)
+        for x, parent in zip(ctx.inputs, ctx.parents):
+            if id(x) in leaves if parent is None else (id(parent) in leading or id(parent) in targets):
+                leading.add(id(ctx))
+                break
+    return leading
+
+
 def _refuse_complex_gradient(ctx):
     raise NotImplementedError(
         f"minilora's autograd has no complex derivative for {ctx.fn.__name__} (a complex gradient reached it, "
@@ -2785,18 +2799,24 @@ def _run_backward(root, gradient, retain_graph, store=None):
     hooked = {}  # id(leaf) -> [leaf, gradient summed so far]: leaves with hooks (see register_hook)
     prof = profiler.active
     plain = prof is None and not _saved_hooks_used  # (then a float32/float64 node's backward is called inline)
-    for ctx in _topological_order(root._ctx):
+    order = _topological_order(root._ctx)
+    if wanted:  # autograd.grad(..., inputs=[a non-leaf]): only the nodes on the way to the inputs run
+        leading = _leading_to(order, store.leaves, wanted)
+        order = [ctx for ctx in order if id(ctx) in leading or id(ctx) in wanted]
+    for ctx in order:
         g = grads.pop(ctx, None)
         if g is None:  # no path from root carried a gradient here
             continue
+        if wanted and id(ctx) in wanted:
+            store.add_node(ctx, g)
+            if id(ctx) not in leading:  # (nothing wanted lies past this input: its node does not run)
+                continue
         if ctx.freed:
             raise RuntimeError(f"Trying to backward through the graph a second time (through "
                                f"{ctx.fn.__name__}); the saved arrays were freed after the first "
                                f"backward. Call backward(retain_graph=True) the first time.")
         if ctx.seq <= _last_change:  # something changed in place after this node was made
             _check_versions(ctx)
-        if wanted and id(ctx) in wanted:  # autograd.grad(..., inputs=[a non-leaf])
-            store.add_node(ctx, g)
         node_hooks = None
         if ctx.retained is not None:  # retain_grad() or register_hook() on this node's output or node
             if ctx.hooks:

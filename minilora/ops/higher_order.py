@@ -1046,7 +1046,214 @@ def _solve_triangular(ctx, g):
     return (sum_to(gA, A.shape) if na else None), (sum_to(gB, B.shape) if nb else None)
 
 
-_LINALG = {  # torch's node -> its derivatives.yaml formula on ops (the factorizations are not here: refused)
+# ---- the factorizations: each backward on ops, its U, S, V (Q, R; L, U) the forward's own outputs put back in
+# the graph as functions of A (_reattached), so a second derivative runs the first-order formula again --------
+def _reattached(ctx, i):
+    """Output ``i`` of the factorization this node is one output of, as a tensor of the node's input again: a
+    new node with the same arrays and derivative (no recomputation, so LAPACK's signs stay; differentiable)."""
+    out = _la.LinalgOutput.apply(*ctx.inputs, outputs=ctx.outputs, index=i, derivative=ctx.derivative,
+                                 formula=ctx.formula)
+    return _t.name_node(out, ctx.formula, *ctx.inputs)
+
+
+def _output_grads(ctx, g):
+    """The node's gradient in its output's place, None in the others': each formula is linear in the output
+    gradients, so the factorization's nodes each give their share and the shares add up to torch's gA."""
+    grads = [None] * len(ctx.outputs)
+    grads[ctx.index] = g
+    return grads
+
+
+def _gaps(values):
+    """``E[..., i, j] = values[j] - values[i]``, with 1 on the diagonal (0 there, and never divided by)."""
+    eye = _constant(values._device.xp.eye(values.shape[-1], dtype=values._array.dtype), values)
+    return values.unsqueeze(-2) - values.unsqueeze(-1) + eye
+
+
+def _skew(X):
+    return X - X.mT
+
+
+def _svd(ctx, g):
+    """svd_backward (real), A = U diag(S) Vh with k = min(m, n) vectors (full_matrices: the rest get none):
+
+        gA = U [ (skew(U^T gU) diag(S) + diag(S) skew(Vh gVh^T)) / F + diag(gS) ] Vh,   F[i, j] = S_j^2 - S_i^2
+
+    (the F-matrix: 1 / (S_j^2 - S_i^2) is how fast the singular vectors turn as A changes), plus what lies
+    outside U's (V's) span: (I - U U^T) gU S^-1 Vh for a tall A, U S^-1 gVh (I - Vh^T Vh) for a wide one.
+    svdvals (gS alone): U diag(gS) Vh, U and Vh recomputed (the same LAPACK call: the same vectors)."""
+    if len(ctx.outputs) == 1:
+        U, S, Vh = _la.svd(ctx.inputs[0], full_matrices=False)
+        gU, gS, gVh = None, g, None
+    else:
+        (U, S, Vh), (gU, gS, gVh) = (_reattached(ctx, i) for i in range(3)), _output_grads(ctx, g)
+    k = S.shape[-1]
+    U, Vh = U[..., :k], Vh[..., :k, :]
+    if gU is None and gVh is None:
+        return U.mul(gS.unsqueeze(-2)).matmul(Vh)
+    m, n = U.shape[-2], Vh.shape[-1]
+    if gU is not None:
+        gU = gU[..., :k]
+        inner = _skew(U.mT.matmul(gU)) * S.unsqueeze(-2)
+        gA = inner / _gaps(S * S)
+        if m > k:  # [U gA + (I - U U^T) gU S^-1] Vh
+            gU_over_S = gU / S.unsqueeze(-2)
+            return (U.matmul(gA) + gU_over_S - U.matmul(U.mT.matmul(gU_over_S))).matmul(Vh)
+    else:
+        gVh = gVh[..., :k, :]
+        inner = S.unsqueeze(-1) * _skew(Vh.matmul(gVh.mT))
+        gA = inner / _gaps(S * S)
+        if n > k:  # U [gA Vh + S^-1 gVh (I - Vh^T Vh)]
+            gVh_over_S = gVh / S.unsqueeze(-1)
+            return U.matmul(gA.matmul(Vh) + gVh_over_S - gVh_over_S.matmul(Vh.mT).matmul(Vh))
+    return U.matmul(gA.matmul(Vh))
+
+
+def _eigh(ctx, g):
+    """linalg_eig_backward for a symmetric A = V diag(L) V^T (real):
+
+        gA = V [ diag(gL) + (skew(V^T gV) / 2) / E ] V^T,   E[i, j] = L_j - L_i
+
+    (first-order perturbation theory: eigenvector i turns towards j at 1 / (L_j - L_i)). eigvalsh (gL alone):
+    V diag(gL) V^T, V recomputed with the same UPLO (the same LAPACK call: the same vectors)."""
+    if len(ctx.outputs) == 1:
+        L, V = _la.eigh(ctx.inputs[0], UPLO=ctx.derivative.uplo)
+        gL, gV = g, None
+    else:
+        (L, V), (gL, gV) = (_reattached(ctx, i) for i in range(2)), _output_grads(ctx, g)
+    if gV is None:
+        return V.mul(gL.unsqueeze(-2)).matmul(V.mT)
+    inner = 0.5 * _skew(V.mT.matmul(gV)) / _gaps(L)
+    return V.matmul(inner.matmul(V.mT))
+
+
+def _qr_square(Q, R, gQ, gR):
+    """linalg_qr_backward for m >= n (Q m x n, R n x n): with M = gR R^T - Q^T gQ,
+
+        gA = [gQ + Q copyltu(M)] R^-T,   copyltu(M) = triu(M) + triu(M, 1)^T
+
+    (M's upper triangle mirrored: the symmetric part that keeps Q orthonormal and R upper triangular)."""
+    M = 0
+    if gR is not None:
+        M = gR.matmul(R.mT)
+    if gQ is not None:
+        M = M - Q.mT.matmul(gQ)
+    gA = Q.matmul(M.triu() + M.triu(1).mT)
+    if gQ is not None:
+        gA = gA + gQ
+    return _la.solve(R, gA.mT).mT  # gA R^-T
+
+
+def _qr(ctx, g):
+    """linalg_qr_backward (real): m >= n as _qr_square; m < n splits R = [X | Y] (A = [Q X | Q Y]): X's
+    part is the square case with gQ + (Q Y) gY^T, Y's part Q gY."""
+    A = ctx.inputs[0]
+    m, n = A.shape[-2:]
+    _la._check_qr_differentiable(ctx.outputs[0].size == 0, ctx.outputs[0].shape[-1] == m > n)
+    (Q, R), (gQ, gR) = (_reattached(ctx, i) for i in range(2)), _output_grads(ctx, g)
+    if m >= n:
+        return _qr_square(Q, R, gQ, gR)
+    X, gX, gY = R[..., :, :m], None if gR is None else gR[..., :, :m], None if gR is None else gR[..., :, m:]
+    if gY is not None:
+        gQ = Q.matmul(R[..., :, m:]).matmul(gY.mT)
+    gXA = _qr_square(Q, X, gQ, gX)
+    gYA = Q.matmul(gY) if gY is not None else _constant(
+        g._device.xp.zeros(A.shape[:-1] + (n - m,), g._array.dtype), g)
+    return _s.cat([gXA, gYA], -1)
+
+
+def _lower_solve_right(U, B):
+    """B U^-T (U upper triangular: U^T lower)."""
+    return _la.solve_triangular(U.mT, B, upper=False, left=False)
+
+
+def _unit_upper_solve(L, B):
+    """L^-T B (L unit lower triangular: L^T unit upper)."""
+    return _la.solve_triangular(L.mT, B, upper=True, unitriangular=True)
+
+
+def _zeros_beside(gA, rows, cols, axis):
+    zeros = _constant(gA._device.xp.zeros(gA.shape[:-2] + (rows, cols), gA._array.dtype), gA)
+    return _s.cat([gA, zeros], axis)
+
+
+def _lu_formula(P, L, U, gL, gU):
+    """linalg_lu_backward (real), A = P L U, L m x k unit lower, U k x n upper. Square:
+
+        gA = P L^-T [ tril(L^T gL, -1) + triu(gU U^T) ] U^-T
+
+    (each factor's gradient kept to the triangle it can move in). Wide (m < n) and tall (m > n) A: the same on
+    the square k x k block, the extra columns of U (rows of L) passed through, as torch's."""
+    m, k = L.shape[-2:]
+    n = U.shape[-1]
+    if m == n:
+        gA = L.mT.matmul(gL).tril(-1) if gL is not None else 0
+        if gU is not None:
+            gA = gA + gU.matmul(U.mT).triu()
+        return P.matmul(_unit_upper_solve(L, _lower_solve_right(U, gA)))
+    if m < n:
+        gA = L.mT.matmul(gL) if gL is not None else 0
+        if gU is not None:
+            gA = gA - gU.triu().matmul(U.mT)
+        gA = _lower_solve_right(U[..., :, :k], gA.tril(-1))
+        if gU is not None:
+            gA = _s.cat([gA + gU[..., :, :k].triu(), gU[..., :, k:]], -1)
+        gA = _unit_upper_solve(L, gA)
+        return P.matmul(gA if gU is not None else _zeros_beside(gA, m, n - k, -1))
+    gA = gU.matmul(U.mT) if gU is not None else 0
+    if gL is not None:
+        gA = gA - L.mT.matmul(gL.tril(-1))
+    gA = _unit_upper_solve(L[..., :k, :], gA.triu())
+    if gL is not None:
+        gA = _s.cat([gA + gL[..., :k, :].tril(-1), gL[..., k:, :]], -2)
+    gA = _lower_solve_right(U, gA)
+    return P.matmul(gA if gL is not None else _zeros_beside(gA, m - k, n, -2))
+
+
+def _lu(ctx, g):  # linalg.lu: P (a constant), L and U
+    (_, L, U), (_, gL, gU) = (_reattached(ctx, i) if i else None for i in range(3)), _output_grads(ctx, g)
+    return _lu_formula(_constant(ctx.outputs[0], g), L, U, gL, gU)
+
+
+def _lu_factor(ctx, g):
+    """lu_factor_ex_backward: LU unpacked with ops (L = tril(LU, -1) + I, U = triu(LU)), LU's gradient split
+    into L's columns and U's rows."""
+    P, L, U = _la.lu_unpack(_reattached(ctx, 0), _constant(ctx.derivative.pivots, g))
+    k = min(g.shape[-2:])
+    return _lu_formula(P, L, U, g[..., :, :k], g[..., :k, :])
+
+
+def _pinv(ctx, g):
+    """pinv_backward (real), with A+ the node's own output put back in the graph; for m <= n, K = g^T A+:
+
+        gA = -(A+ K)^T + K A+^T - (A A+) K A+^T + (A+^T A+) (g^T - K A)
+
+    (and the mirror image for m > n, K = A+ g^T)."""
+    A, pinvA = ctx.inputs[0], _reattached(ctx, 0)
+    m, n = A.shape[-2:]
+    pinvAh, gh = pinvA.mT, g.mT
+    if m <= n:
+        K = gh.matmul(pinvA)
+        KpinvAh = K.matmul(pinvAh)
+        return -(pinvA.matmul(K)).mT + KpinvAh - A.matmul(pinvA).matmul(KpinvAh) + pinvAh.matmul(pinvA).matmul(
+            gh - K.matmul(A))
+    K = pinvA.matmul(gh)
+    pinvAhK = pinvAh.matmul(K)
+    return -(K.matmul(pinvA)).mT + (gh - A.matmul(K)).matmul(pinvA).matmul(pinvAh) + pinvAhK - pinvAhK.matmul(
+        pinvA).matmul(A)
+
+
+def _matrix_exp(ctx, g):
+    """matrix_exp_backward: the upper-right block of exp([[A^T, g], [0, A^T]]) (the Frechet derivative of
+    exp in the direction g, adjoint), with matrix_exp itself: differentiable again."""
+    At = ctx.inputs[0].mT
+    zeros = _constant(g._device.xp.zeros(g.shape, g._array.dtype), g)
+    big = _s.cat([_s.cat([At, g], -1), _s.cat([zeros, At], -1)], -2)
+    n = g.shape[-1]
+    return _la.matrix_exp(big)[..., :n, n:]
+
+
+_LINALG = {  # torch's node -> its derivatives.yaml formula on ops (eig's complex outputs: refused)
     "LinalgInvExBackward0": lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
     "LinalgDetBackward0": _det,
     "LinalgSlogdetBackward0": lambda ctx, g: _per_matrix(g) * _inverse_t(ctx),  # logabsdet: grad * A^-H
@@ -1056,11 +1263,14 @@ _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (the factoriz
     "LinalgCholeskyExBackward0": _cholesky,
     "CholeskySolveBackward0": _cholesky_solve, "CholeskyInverseBackward0": _cholesky_inverse,
     "LinalgSolveTriangularBackward0": _solve_triangular,
+    "LinalgSvdBackward0": _svd, "LinalgEighBackward0": _eigh, "LinalgQrBackward0": _qr,
+    "LinalgLuBackward0": _lu, "LinalgLuFactorExBackward0": _lu_factor, "LinalgPinvBackward0": _pinv,
+    "LinalgMatrixExpBackward0": _matrix_exp,
 }
 
 
 def _linalg_output(ctx, g):
-    formula = _LINALG.get(ctx.name())
+    formula = _LINALG.get(ctx.formula)
     if formula is None:
         _refuse(ctx)
     grads = formula(ctx, g)
@@ -1184,7 +1394,7 @@ _BACKWARD_GRAPHS = {
     ConvTranspose2d: _conv_transpose2d,
     _e.Remainder: _remainder,  # (and Fmod, its subclass)
     _e.RoundedDiv: _zeros_for_each,
-    _la.LinalgOutput: _linalg_output,  # (inv, det, logdet, slogdet; the factorizations refuse)
+    _la.LinalgOutput: _linalg_output,  # (inv, det, solves, the factorizations; eig's complex outputs refuse)
     _la.VectorNorm: _vector_norm,
     _e.FusedMulAdd: _fused_mul_add, _e.AddScaled: _add_scaled,
     _s.Unfold: _linear_in_each(_windows_jvp), _s.AsStridedScatter: _linear_in_each(*_as_strided_scatter_jvps()),
@@ -1266,12 +1476,23 @@ def _run_hooks(hooks, g):
     return g
 
 
+def _leading_to(nodes, store):
+    """``tensor._leading_to`` for the store's wanted tensors (``store.leaves``: leaf ids; ``store.nodes`` or
+    ``store.input_nodes``: the non-leaf inputs' nodes); None: every node (``backward()`` without ``inputs``)."""
+    leaves = getattr(store, "leaves", None)
+    if leaves is None:
+        return None
+    return _t._leading_to(nodes, leaves, set(getattr(store, "nodes", None) or getattr(store, "input_nodes", ())))
+
+
 def run_backward_graph(roots, seeds, retain_graph, store):
     """The backward pass from ``roots`` (tensors) with gradients ``seeds`` (tensors, maybe in a graph
     themselves: the double-vjp trick differentiates with respect to them), recorded. ``store.add(t, g)``
     takes each leaf's (and retain_grad() tensor's) gradient; ``store.nodes`` (optional) names non-leaf
     tensors' nodes whose gradient ``store.add_node(ctx, g)`` takes."""
     wanted = getattr(store, "nodes", None)
+    nodes = _nodes_of(roots)
+    leading = _leading_to(nodes, store)
     grads = {}
     with enable_grad():
         for root, seed in zip(roots, seeds):
@@ -1281,14 +1502,10 @@ def run_backward_graph(roots, seeds, retain_graph, store):
                 prev = grads.get(id(root._ctx))
                 grads[id(root._ctx)] = seed if prev is None else prev + seed
         hooked = {}
-        for ctx in _nodes_of(roots):
+        for ctx in nodes:
             g = grads.pop(id(ctx), None)
             if g is None:
                 continue
-            ctx._refuse_freed()
-            if ctx.seq <= _t._last_change:  # something changed in place after this node was made
-                _check_versions(ctx)
-                _refuse_changed_inputs(ctx)
             if wanted and id(ctx) in wanted:
                 store.add_node(ctx, g)
             if ctx.retained is not None:
@@ -1299,6 +1516,12 @@ def run_backward_graph(roots, seeds, retain_graph, store):
                 if ctx.node_prehooks or ctx.node_hooks:
                     raise NotImplementedError("create_graph=True with grad_fn.register_hook/register_prehook "
                                               "is not supported in minilora")
+            if leading is not None and id(ctx) not in leading:
+                continue  # (a wanted non-leaf's node: nothing wanted lies past it)
+            ctx._refuse_freed()
+            if ctx.seq <= _t._last_change:  # something changed in place after this node was made
+                _check_versions(ctx)
+                _refuse_changed_inputs(ctx)
             in_grads = _in_grads(ctx, g, retain_graph)
             for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
                 if not need or ig is None:
@@ -1332,6 +1555,7 @@ class GradStore:
                 if t._ctx is not None:
                     t.retain_grad()
         self.leaves = None if inputs is None else {id(t) for t in inputs if t._ctx is None}
+        self.input_nodes = () if inputs is None else {id(t._ctx) for t in inputs if t._ctx is not None}
 
     def takes(self, t):
         return self.leaves is None or t._ctx is not None or id(t) in self.leaves
