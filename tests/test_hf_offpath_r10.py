@@ -4,6 +4,8 @@ divergence found:
 
 * ``DataCollatorForLanguageModeling(mlm=True)``: BERT-style masking (80% mask token, 10% random, 10% kept)
   with transformers' draws, seeded or global, torch's or NumPy's generator (minilora refused mlm=True);
+* transformers 5's ``rope_parameters`` spelling set on a config (``config.rope_parameters = {...}`` was
+  kept aside, unread: the model rotated with plain RoPE) or passed to ``from_pretrained`` (a TypeError);
 Skipped when torch / transformers / tokenizers are not installed."""
 import warnings
 
@@ -16,6 +18,7 @@ pytest.importorskip("tokenizers")
 
 import minilora as ml  # noqa: E402
 import minilora.data as ml_data  # noqa: E402
+from minilora import models  # noqa: E402
 from minilora.tokenizer import from_pretrained as ml_tokenizer  # noqa: E402
 from test_hf_tutorials_r9 import TEXTS, _llama2_style_tokenizer, plain  # noqa: E402
 
@@ -68,3 +71,55 @@ def test_mlm_collator_refusals_as_transformers(masking_tokenizers):
             transformers.DataCollatorForLanguageModeling(theirs, **bad)
         with pytest.raises(ValueError, match=str(expected.value)):
             ml_data.DataCollatorForLanguageModeling(ours, **bad)
+
+
+TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64)
+IDS = [[1, 5, 9, 13, 7, 3, 40, 22], [1, 22, 3, 40, 8, 9, 63, 2]]
+# float32 logits: transformers computes the RoPE tables in float32, minilora in float64 rounded once (see
+# LlamaRotaryEmbedding), so the logits differ by a few ulp (1.2e-7 seen); a wrong rotation moves them by 1e-4+
+FLOAT32_ROPE_ATOL = 1e-5
+
+
+def build(config_t, config_m, seed=0):
+    """transformers' model from ``config_t`` and minilora's from ``config_m``, with the same weights."""
+    torch.manual_seed(seed)
+    reference = transformers.LlamaForCausalLM(config_t).eval()
+    model = models.LlamaForCausalLM(config_m).eval()
+    model.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    return reference, model
+
+
+def logits_of(reference, model, ids=IDS, **kwargs):
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids), **kwargs).logits.numpy()
+    return model(ml.tensor(ids), **kwargs).logits.numpy(), expected
+
+
+@pytest.mark.parametrize("rope", [{"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0},
+                                  {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0},
+                                  {"rope_type": "default", "rope_theta": 500.0}])
+def test_setting_rope_parameters_on_a_config_rotates_as_transformers(rope):
+    config_t, config_m = transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY)
+    config_t.rope_parameters, config_m.rope_parameters = dict(rope), dict(rope)
+    # (minilora also writes yarn's original_max_position_embeddings, transformers' default for it)
+    assert {k: config_m.rope_parameters[k] for k in config_t.rope_parameters} == dict(config_t.rope_parameters)
+    got, expected = logits_of(*build(config_t, config_m), ids=[list(range(1, 60))])
+    np.testing.assert_allclose(got, expected, atol=FLOAT32_ROPE_ATOL)
+    config_m.rope_scaling = {"type": "linear", "factor": 2.0}  # transformers 4's name and key, standardized
+    assert config_m.rope_parameters == {"rope_type": "linear", "factor": 2.0, "rope_theta": rope["rope_theta"]}
+    with pytest.raises(ValueError, match="needs factor"):
+        config_m.rope_parameters = {"rope_type": "linear"}
+
+
+def test_from_pretrained_takes_rope_parameters_as_transformers(tmp_path):
+    reference, _ = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    reference.save_pretrained(str(tmp_path))
+    rope = {"rope_type": "linear", "factor": 4.0, "rope_theta": 100.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path), rope_parameters=dict(rope)).eval()
+    model = models.LlamaForCausalLM.from_pretrained(tmp_path, rope_parameters=dict(rope))
+    assert model.config.rope_parameters == dict(reference.config.rope_parameters)
+    np.testing.assert_allclose(*logits_of(reference, model, ids=[list(range(1, 60))]), atol=FLOAT32_ROPE_ATOL)
+    assert models.LlamaConfig.from_pretrained(tmp_path, rope_parameters=dict(rope)).rope_parameters == rope

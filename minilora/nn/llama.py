@@ -221,23 +221,46 @@ class LlamaConfig:
         return {f.name for f in dataclasses.fields(cls)} - {"extra"}
 
     def _has_attribute(self, key):
-        return key in self._field_names() or key in self._ATTRIBUTES_IN_EXTRA or key in self.extra
+        return key in self._field_names() or key in self._ATTRIBUTES_IN_EXTRA or key in self.extra or \
+            key == "rope_parameters"
 
     def _with(self, overrides):
-        """A copy with ``overrides`` set (fields checked again; other attributes go to ``extra``)."""
+        """A copy with ``overrides`` set (fields checked again; ``rope_parameters`` as its setter reads it;
+        other attributes go to ``extra``)."""
         if not overrides:
             return self
+        overrides = dict(overrides)
+        rope = overrides.pop("rope_parameters", None)
         fields = self._field_names()
         extra = {**self.extra, **{k: v for k, v in overrides.items() if k not in fields}}
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if k in fields}, extra=extra)
+        config = dataclasses.replace(self, **{k: v for k, v in overrides.items() if k in fields}, extra=extra)
+        if rope is not None:
+            config.rope_parameters = rope
+        return config
 
     def __setattr__(self, name, value):
         # transformers' configs take any attribute and save it (model.config.use_cache = False, read by
         # forward): a name that is not a field goes to ``extra``, where the model and to_dict look
-        if name.startswith("_") or name in _LLAMA_FIELDS:
+        if name == "rope_parameters":  # transformers 5's spelling: rope_theta and the scaling in one dict
+            self._set_rope(value)
+        elif name == "rope_scaling" and "extra" in self.__dict__:  # set after __init__: checked as there
+            self._set_rope(value)
+        elif name.startswith("_") or name in _LLAMA_FIELDS:
             object.__setattr__(self, name, value)
         else:
             self.extra[name] = value
+
+    def _set_rope(self, rope):
+        """``config.rope_parameters = {...}`` (or ``rope_scaling``, its transformers 4 name, after __init__):
+        ``rope_theta`` from the dict (else kept), the rest checked and standardized as config.json's."""
+        if rope is not None and not isinstance(rope, dict):
+            raise _field_error("rope_parameters", rope, "an object or null")
+        rope = dict(rope or {})
+        theta = rope.pop("rope_theta", None)
+        if theta is not None:
+            object.__setattr__(self, "rope_theta", theta)
+            _check_field_types(self)
+        object.__setattr__(self, "rope_scaling", _checked_rope_scaling(rope, self.max_position_embeddings))
 
     def __getattr__(self, name):
         # Only reached for names that are not fields: config.json keys minilora does not use read back
