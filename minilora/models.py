@@ -13,11 +13,12 @@ import numpy as np
 
 from . import random as _ml_random
 from .backends import use_deterministic_algorithms
-from .nn.llama import (BaseModelOutputWithPast, CausalLMOutput, CausalLMOutputWithPast, KVCache, LlamaConfig,
-                       LlamaForCausalLM, LlamaForSequenceClassification, LlamaForTokenClassification, LlamaModel,
-                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
+from .nn.llama import (BaseModelOutputWithPast, CausalLMOutput, CausalLMOutputWithPast, DynamicCache, KVCache,
+                       LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LlamaForTokenClassification,
+                       LlamaModel, SequenceClassifierOutputWithPast, TokenClassifierOutput)
 
-__all__ = ["LlamaConfig", "LlamaForCausalLM", "LlamaModel", "KVCache", "CausalLMOutput", "CausalLMOutputWithPast",
+__all__ = ["LlamaConfig", "LlamaForCausalLM", "LlamaModel", "KVCache", "DynamicCache", "CausalLMOutput",
+           "CausalLMOutputWithPast",
            "BaseModelOutputWithPast", "set_seed", "LlamaForSequenceClassification", "LlamaForTokenClassification",
            "SequenceClassifierOutputWithPast", "TokenClassifierOutput", "load_base", "BASE_DIR", "BASE_NAME"]
 

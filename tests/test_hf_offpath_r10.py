@@ -6,7 +6,10 @@ divergence found:
   with transformers' draws, seeded or global, torch's or NumPy's generator (minilora refused mlm=True);
 * transformers 5's ``rope_parameters`` spelling set on a config (``config.rope_parameters = {...}`` was
   kept aside, unread: the model rotated with plain RoPE) or passed to ``from_pretrained`` (a TypeError);
+* ``generate(past_key_values=DynamicCache())`` and the KV-cache doc's prefix reuse (a deep copy of a cached
+  prompt prefix passed to generate): refused as an unknown model_kwarg; ``DynamicCache`` had no name here;
 Skipped when torch / transformers / tokenizers are not installed."""
+import copy
 import warnings
 
 import numpy as np
@@ -123,3 +126,27 @@ def test_from_pretrained_takes_rope_parameters_as_transformers(tmp_path):
     assert model.config.rope_parameters == dict(reference.config.rope_parameters)
     np.testing.assert_allclose(*logits_of(reference, model, ids=[list(range(1, 60))]), atol=FLOAT32_ROPE_ATOL)
     assert models.LlamaConfig.from_pretrained(tmp_path, rope_parameters=dict(rope)).rope_parameters == rope
+
+
+def test_generate_fills_and_reuses_a_kv_cache_as_transformers():
+    reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    ids = [[1, 5, 9, 13, 7, 3, 40, 22]]
+    cache_t, cache_m = transformers.DynamicCache(), models.DynamicCache()
+    expected = reference.generate(torch.tensor(ids), past_key_values=cache_t, max_new_tokens=4)
+    assert model.generate(ml.tensor(ids), past_key_values=cache_m, max_new_tokens=4).tolist() == expected.tolist()
+    assert cache_m.get_seq_length() == cache_t.get_seq_length() == 11
+    with torch.no_grad():  # the docs' recipe: cache a shared prefix once, generate from copies of it
+        prefix_t = reference(torch.tensor(ids)[:, :5], past_key_values=transformers.DynamicCache()).past_key_values
+    prefix_m = model(ml.tensor(ids)[:, :5], past_key_values=models.DynamicCache()).past_key_values
+    options = dict(max_new_tokens=4, do_sample=True, return_dict_in_generate=True, output_scores=True)
+    torch.manual_seed(0)
+    expected = reference.generate(torch.tensor(ids), past_key_values=copy.deepcopy(prefix_t), **options)
+    ml.manual_seed(0)
+    given = copy.deepcopy(prefix_m)
+    got = model.generate(ml.tensor(ids), cache=given, **options)  # cache=: transformers 5's name
+    assert got.sequences.tolist() == expected.sequences.tolist() and got.cache is given
+    for step_got, step_expected in zip(got.scores, expected.scores):
+        np.testing.assert_allclose(step_got.numpy(), step_expected.numpy(), atol=FLOAT32_ROPE_ATOL)
+    assert prefix_m.get_seq_length() == 5  # the copy grew, not the prefix
+    with pytest.raises(TypeError, match="transformers.cache_utils.DynamicCache"):
+        model.generate(ml.tensor(ids), past_key_values=prefix_t, max_new_tokens=2)

@@ -517,6 +517,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     eos / pad ids. transformers' other options are accepted at their "off" value and refused otherwise.
     """
     rarer = {name: kwargs.pop(name, DEFAULT) for name in _PROCESSOR_OPTIONS}
+    given_cache = _the_cache(kwargs.pop("past_key_values", None), kwargs.pop("cache", None))
     _drop_diversity_penalty_without_groups(kwargs)
     _check_call_options(kwargs)
     own = _call_config(getattr(model, "generation_config", None), generation_config)
@@ -609,6 +610,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     stops = _StopStrings(_resolved("stop_strings", stop_strings, own), tokenizer)
     if num_beams > 1:
         _refuse_beam_internals(internals)
+        _refuse_filled_cache(given_cache, "beam search (num_beams > 1)")
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
                             return_dict_in_generate, output_scores, output_logits, out_device)
@@ -616,18 +618,19 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if streamer is not None:
         streamer.put(ids)
 
+    if num_return_sequences > 1:
+        _refuse_filled_cache(given_cache, "num_return_sequences > 1")
     finished = np.zeros(ids.shape[0], dtype=bool)
-    cache, prompt_mask = None, mask
+    cache, prompt_mask = given_cache, mask
     scores, raw_logits, steps = [], [], []
     with no_grad():
         for step in range(max_new_tokens):
             positions = _position_ids(prompt_mask, ids.shape[1])
-            if cache is None:  # first step, or no cache: run the whole sequence
-                out = model(ids, attention_mask=_mask_arg(mask), position_ids=positions,
-                            use_cache=use_cache, **internals)
-            else:  # later steps with a cache: only the newest token
-                out = model(ids[:, -1:], attention_mask=_mask_arg(mask), position_ids=positions[:, -1:],
-                            past_key_values=cache, use_cache=True, **internals)
+            # the positions not in the cache: the whole prompt at first (less a prefix the caller cached),
+            # then the newest token; without a cache, every position every step
+            start = _first_uncached(cache, ids.shape[1])
+            out = model(ids[:, start:], attention_mask=_mask_arg(mask), position_ids=positions[:, start:],
+                        past_key_values=cache, use_cache=use_cache or cache is not None, **internals)
             steps.append(out)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)  # transformers' float32 copy
@@ -658,6 +661,31 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                                      logits=per_step(raw_logits, output_logits),
                                      **_per_step_internals(steps, internals), cache=cache if use_cache else None)
 
+
+
+def _the_cache(past_key_values, cache):
+    """generate's ``past_key_values=`` (transformers 5 also calls it ``cache=``): a KV cache (``DynamicCache()``,
+    or one holding a prompt prefix, as transformers' prefix-reuse recipe) that generate fills and returns."""
+    if past_key_values is not None and cache is not None:
+        raise ValueError("pass the cache once: cache= (transformers 5's name) or past_key_values=")
+    return cache if cache is not None else past_key_values  # (its type is checked by the model)
+
+
+def _refuse_filled_cache(cache, mode):
+    if cache is not None and cache.get_seq_length():
+        raise NotImplementedError(f"generate({mode}) with past_key_values holding {cache.get_seq_length()} cached "
+                                  "positions is not implemented in minilora (its rows would have to be repeated)")
+
+
+def _first_uncached(cache, length):
+    """Where the positions a step must run begin: after the cached ones. A cache that already holds every
+    position is cropped by one, so that the last token runs again and gives the next token's logits (as
+    transformers does with a fully cached prompt)."""
+    cached = cache.get_seq_length() if cache is not None else 0
+    if cached >= length:
+        cache.crop(length - 1)
+        return length - 1
+    return cached
 
 
 def compute_transition_scores(model, sequences, scores, beam_indices=None, normalize_logits=False):

@@ -39,7 +39,7 @@ from .layers import Dropout, Embedding, Linear, RMSNorm, SiLU
 from .module import Module, ModuleList, StateDictError
 from .outputs import ModelOutput as _ModelOutput
 
-__all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "CausalLMOutputWithPast", "BaseModelOutputWithPast", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
+__all__ = ["LlamaConfig", "KVCache", "DynamicCache", "CausalLMOutput", "CausalLMOutputWithPast", "BaseModelOutputWithPast", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
            "LlamaAttention", "LlamaRMSNorm",
            "LlamaMLP", "LlamaDecoderLayer", "LlamaModel", "LlamaForCausalLM", "causal_lm_loss", "parameter_shapes"]
 
@@ -558,12 +558,21 @@ class KVCache:
     history: key/value tensors of shape [B, num_key_value_heads, past + T, head_dim].
     """
 
-    def __init__(self):
+    def __init__(self, config=None):
+        # config: taken as transformers' DynamicCache(config=model.config) takes it; the layers come as they are filled
         self.keys, self.values = [], []
 
     def get_seq_length(self, layer_idx=0):
         """How many positions are cached (transformers' DynamicCache.get_seq_length)."""
         return self.keys[layer_idx].shape[2] if len(self.keys) > layer_idx else 0
+
+    def crop(self, max_length):
+        """Keep the first ``max_length`` positions (negative: drop that many), as DynamicCache.crop."""
+        if max_length < 0:
+            max_length = self.get_seq_length() + max_length
+        if self.get_seq_length() > max_length:
+            self.keys = [k[:, :, :max_length] for k in self.keys]
+            self.values = [v[:, :, :max_length] for v in self.values]
 
     def update(self, layer_idx, k, v):
         if layer_idx == len(self.keys):  # first call for this layer
@@ -576,6 +585,9 @@ class KVCache:
 
     def __len__(self):
         return len(self.keys)
+
+
+DynamicCache = KVCache  # transformers' name for it (``from transformers import DynamicCache``)
 
 
 # ==================================================================================================
@@ -801,7 +813,11 @@ def _one_cache(past_key_values, cache):
     if cache is not None:
         if past_key_values is not None:
             raise ValueError("pass the cache once: cache= (transformers 5's name) or past_key_values=")
-        return cache
+        past_key_values = cache
+    if past_key_values is not None and not isinstance(past_key_values, KVCache):
+        raise TypeError(f"past_key_values must be minilora's cache (minilora.models.DynamicCache, or what a call "
+                        f"with use_cache=True returned), got {type(past_key_values).__module__}."
+                        f"{type(past_key_values).__name__}")
     return past_key_values
 
 
