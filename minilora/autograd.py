@@ -133,11 +133,12 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         for k, out in enumerate(outputs):
             _refuse_no_grad_fn(out, k)
         seeds = [higher_order.seed(out, go) for out, go in zip(outputs, grad_outputs)]
-        higher_order.run_backward_graph(outputs, seeds, retain_graph is None or bool(retain_graph), store)
+        with _tensor.backward_over_inputs(True):
+            higher_order.run_backward_graph(outputs, seeds, retain_graph is None or bool(retain_graph), store)
         return _grad_results(inputs, store.grads, allow_unused, materialize_grads)
     store = _CaptureStore(inputs)
     last = len(outputs) - 1
-    with parallel.computing():
+    with parallel.computing(), _tensor.backward_over_inputs(True):
         for k, (out, go) in enumerate(zip(outputs, grad_outputs)):
             _refuse_no_grad_fn(out, k)
             # the graph may be shared by the outputs: free it only after the last one

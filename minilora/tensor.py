@@ -88,9 +88,26 @@ class _ThreadMode(threading.local):
         self.inference = False
         self.saved_hooks = ()  # (pack, unpack) pairs of saved_tensors_hooks, innermost last (autograd.py)
         self.hooks_refused = None  # disable_saved_tensors_hooks' message while it is in force
+        self.inputs_chosen = False  # a backward pass over chosen inputs is running (see backward_over_inputs)
 
 
 _mode = _ThreadMode()
+
+
+class backward_over_inputs:
+    """``with backward_over_inputs(chosen):`` around a backward pass: ``chosen`` where the pass computes the
+    gradients of chosen inputs only (``autograd.grad``, ``backward(inputs=...)``). torch's reentrant
+    checkpoint refuses to run inside such a pass (``torch.autograd._is_checkpoint_valid()``); a pass nested
+    in another (a checkpoint's own backward) says again what it is, and the outer one's state comes back."""
+
+    def __init__(self, chosen):
+        self.chosen = chosen
+
+    def __enter__(self):
+        self.before, _mode.inputs_chosen = _mode.inputs_chosen, self.chosen
+
+    def __exit__(self, *exc):
+        _mode.inputs_chosen = self.before
 
 
 def is_grad_enabled():
@@ -1808,7 +1825,8 @@ class Tensor:
             gradient = dtypes.cast(gradient, self.dtype) if gradient.dtype != self.dtype else gradient
         store = None if inputs is None else _InputsGradStore(gradient, inputs)  # .grad of those only
         watched = _grads_before()  # leaves with post-accumulate-grad hooks (DistributedDataParallel)
-        with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
+        # (parallel.computing: BLAS on one thread while minilora computes, minilora/parallel.py)
+        with parallel.computing(), backward_over_inputs(store is not None):
             _run_backward(self, gradient, bool(retain_graph), store)
         _run_post_accumulate_grad_hooks(watched)
 

@@ -149,3 +149,82 @@ def test_the_recorded_pass_stops_at_a_non_leaf_input():
         results.append([g, h, A.grad, x2.grad, A2.grad])
     for mine, theirs in zip(*results):
         close(mine, theirs)
+
+
+def _segment_results(lib, closure, nonleaf, via_backward):
+    """A gradient penalty through a non-reentrant checkpoint: a Module segment, or a lambda closing over one
+    (with dropout: the recomputation replays the masks), on a leaf or a non-leaf input."""
+    lib.manual_seed(0)
+    block = lib.nn.Sequential(lib.nn.Linear(3, 4), lib.nn.Tanh(), lib.nn.Dropout(0.3), lib.nn.Linear(4, 3)).double()
+    x0 = lib.tensor(np.linspace(-1, 1, 6).reshape(2, 3), requires_grad=True)
+    x = x0.sin() * 2 if nonleaf else x0
+    segment = (lambda h: block(h) * h) if closure else block
+    lib.manual_seed(1)
+    y = lib.utils.checkpoint.checkpoint(segment, x, use_reentrant=False)
+    loss = (y ** 2).sum()
+    params = list(block.parameters())
+    if via_backward:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the create_graph reference-cycle warning)
+            loss.backward(create_graph=True)
+        first = [x0.grad] + [p.grad for p in params]
+        assert all(g.requires_grad for g in first)
+    else:
+        first = list(lib.autograd.grad(loss, [x] + params, create_graph=True))
+    penalty = sum((g ** 2).sum() for g in first)
+    return first + list(lib.autograd.grad(penalty, [x0] + params))
+
+
+@pytest.mark.parametrize("closure", [False, True], ids=["module", "closure"])
+@pytest.mark.parametrize("nonleaf", [False, True], ids=["leaf", "non-leaf"])
+@pytest.mark.parametrize("via_backward", [False, True], ids=["grad", "backward"])
+def test_second_derivatives_through_a_checkpoint(closure, nonleaf, via_backward):
+    for mine, theirs in zip(*(_segment_results(lib, closure, nonleaf, via_backward) for lib in (ml, torch))):
+        close(mine, theirs)
+
+
+def test_reentrant_checkpoint_under_grad_and_create_graph_as_torch():
+    """torch's reentrant checkpoint refuses autograd.grad and backward(inputs=...) (first order too), and under
+    backward(create_graph=True) gives the segment's gradients as its inner backward left them, unrecorded."""
+    for lib in (ml, torch):
+        lin = lib.nn.Linear(3, 2).double()
+        x = lib.tensor(np.ones((2, 3)), requires_grad=True)
+        for run in (lambda y: lib.autograd.grad(y.sum(), x), lambda y: y.sum().backward(inputs=[x]),
+                    lambda y: lib.autograd.grad(y.sum(), x, create_graph=True)):
+            with pytest.raises(RuntimeError, match="When use_reentrant=True, torch.utils.checkpoint is incompatible "
+                                                   "with .grad"):
+                run(lib.utils.checkpoint.checkpoint(lin, x * 2, use_reentrant=True))
+    results = []
+    for lib in (ml, torch):
+        lin = lib.nn.Linear(3, 2).double()
+        lin.load_state_dict({"weight": lib.tensor(np.arange(6.0).reshape(2, 3)), "bias": lib.tensor([0.5, -1.0])})
+        x = lib.tensor(np.linspace(0, 1, 6).reshape(2, 3), requires_grad=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (lib.utils.checkpoint.checkpoint(lin, x * x, use_reentrant=True).tanh() ** 2).sum().backward(
+                create_graph=True)
+        assert not lin.weight.grad.requires_grad and x.grad.requires_grad  # (x's through x * x's recorded backward)
+        results.append([lin.weight.grad, lin.bias.grad, x.grad])
+    for mine, theirs in zip(*results):
+        close(mine, theirs)
+
+
+def test_max_unpool_second_derivatives():
+    """max_unpool1d/2d/3d are linear in their input: the recorded backward is the gradient read back at the
+    indices, and its own backward the unpooling again."""
+    x0, y0 = RNG.standard_normal((2, 5, 5)), RNG.standard_normal((2, 2, 2))
+
+    def results(lib):
+        F = lib.nn.functional
+        x, y = lib.tensor(x0, requires_grad=True), lib.tensor(y0, requires_grad=True)
+        pooled, where = F.max_pool2d(x, 2, return_indices=True)
+        out = F.max_unpool2d(pooled * y, where, 2, output_size=x.shape[-2:])
+        pooled1, where1 = F.max_pool1d(x[0], 2, return_indices=True)
+        volume = x[..., :4, :4].reshape(1, 2, 4, 4).expand(2, 2, 4, 4).reshape(1, 4, 4, 4) * 1.5
+        pooled3, where3 = F.max_pool3d(volume, 2, return_indices=True)
+        loss = (out ** 3).sum() + (F.max_unpool1d(pooled1.tanh(), where1, 2) ** 3).sum() + (
+            F.max_unpool3d(pooled3 * pooled3, where3, 2) * volume).sum()
+        first = lib.autograd.grad(loss, (x, y), create_graph=True)
+        return list(first) + list(lib.autograd.grad(sum((g ** 2).sum() for g in first), (x, y)))
+    for mine, theirs in zip(results(ml), results(torch)):
+        close(mine, theirs)

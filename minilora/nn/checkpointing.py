@@ -22,13 +22,18 @@ default when the argument is left out, with its warning -- keeps torch's well-kn
 no tensor argument requires a gradient, the output requires none either, and the parameters inside
 get no gradient ("None of the inputs have requires_grad=True"); ``model.enable_input_require_grads()``
 is the usual cure.
+
+Second derivatives (``create_graph=True``) follow torch's variants too: the non-reentrant checkpoint runs the
+segment again on its real inputs, recording, so gradient penalties and Hessian-vector products pass through
+it; the reentrant one's inner backward records nothing (its gradients are constants), and it refuses to run
+under ``autograd.grad`` or ``backward(inputs=...)`` at all, in torch's words.
 """
 import warnings
 from functools import partial
 
 from .. import amp
 from ..random import get_rng_state, set_rng_state
-from ..tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
+from ..tensor import Function, Tensor, _mode, enable_grad, is_grad_enabled, no_grad
 from .module import Module
 
 __all__ = ["checkpoint", "checkpoint_sequential"]
@@ -40,9 +45,12 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
     instead of stored (``torch.utils.checkpoint.checkpoint``; see the module docstring for the two
     variants and ``preserve_rng_state``).
 
-    ``function`` is a Module (its trainable parameters get their gradients) or a function of its
-    tensor arguments only. Arguments that are not Tensors (arrays, None, numbers) are passed as they
-    are. ``context_fn``, ``determinism_check``, ``debug`` and ``early_stop`` only accept their defaults.
+    ``function`` is a Module (its trainable parameters get their gradients) or any function: the tensors
+    it closes over that require grad (a layer's weights in ``lambda h: layer(h, mask)``) are found in its
+    first run, which records a graph that is dropped at once, and get their gradients too, from
+    ``autograd.grad`` as from ``backward()``. Arguments that are not Tensors (arrays, None, numbers) are
+    passed as they are. ``context_fn``, ``determinism_check``, ``debug`` and ``early_stop`` only accept
+    their defaults.
     """
     use_reentrant = _reentrant(use_reentrant, "torch.utils.checkpoint")
     preserve = kwargs.pop("preserve_rng_state", True)
@@ -58,11 +66,20 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
                       stacklevel=2)
         with no_grad():  # (torch's reentrant node: no input needs a gradient, so neither does the output)
             return fn(*args)
-    params = [p for p in function.parameters() if p.requires_grad] if isinstance(function, Module) else []
-    if not is_grad_enabled() or not any(t.requires_grad for t in inputs + params):
+    if not is_grad_enabled():
         return fn(*args)  # nothing to differentiate: nothing to save either
-    return _Recompute.apply(*inputs, *params, fn=fn, args=args, n_inputs=len(inputs),
-                            rng_state=get_rng_state() if preserve else None, region=amp.region_now())
+    rng_state, first = get_rng_state() if preserve else None, None
+    if isinstance(function, Module):
+        params = [p for p in function.parameters() if p.requires_grad]
+    else:  # the leaves it closes over: from a recorded first run (its activations freed with its graph)
+        first = fn(*args)
+        first = first if isinstance(first, Tensor) else None  # (not one Tensor: _Recompute's error below)
+        params = [] if first is None else _leaves_reached(first, inputs)
+    if not any(t.requires_grad for t in inputs + params):
+        return fn(*args) if first is None else first
+    return _Recompute.apply(*inputs, *params, fn=fn, args=args, n_inputs=len(inputs), reentrant=use_reentrant,
+                            rng_state=rng_state, region=amp.region_now(),
+                            first=None if first is None else first.detach())
 
 
 def _reentrant(use_reentrant, name):
@@ -104,19 +121,28 @@ def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwar
 
 
 class _Recompute(Function):
-    """The checkpoint node. Its inputs are the segment's tensor arguments and trainable parameters."""
+    """The checkpoint node. Its inputs are the segment's tensor arguments and trainable parameters (a
+    Module's, or the leaves a function closes over)."""
 
     @staticmethod
-    def forward(ctx, *arrays, fn, args, n_inputs, rng_state, region):
-        with no_grad():
-            out = fn(*args)
+    def forward(ctx, *arrays, fn, args, n_inputs, reentrant, rng_state, region, first):
+        if first is not None:  # (the function's recorded run already gave the output)
+            out = first
+        else:
+            with no_grad():
+                out = fn(*args)
         if not isinstance(out, Tensor):
             raise TypeError(f"checkpoint: {fn!r} must return one Tensor, got {type(out).__name__}")
         ctx.segment, ctx.args, ctx.n_inputs, ctx.rng_state, ctx.region = fn, args, n_inputs, rng_state, region
+        ctx.reentrant = reentrant
         return out._array
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.reentrant and _mode.inputs_chosen:
+            raise RuntimeError("When use_reentrant=True, torch.utils.checkpoint is incompatible with .grad() or "
+                               "passing an `inputs` parameter to .backward(). To resolve this error, you can either "
+                               "set use_reentrant=False, or call .backward() without passing the `inputs` argument.")
         tensors, params = ctx.inputs[:ctx.n_inputs], ctx.inputs[ctx.n_inputs:]
         needs = ctx.needs_input_grad
         # The inputs again, as leaves of a new graph; the parameters' gradients so far set aside, so
@@ -140,3 +166,46 @@ class _Recompute(Function):
             for p, g in zip(params, earlier):
                 p.grad = g
         return tuple(grads)
+
+    @staticmethod
+    def backward_graph(ctx, grad):
+        """create_graph=True. Non-reentrant: the segment runs again on the inputs themselves (not detached
+        copies), recording, and the recorded backward of that fresh graph from ``grad`` gives this node's
+        gradients, in the graph: a second derivative goes through the segment's ops (torch's recomputed graph
+        also hangs off the real inputs). Reentrant: torch's inner backward records nothing, so the gradients
+        are the plain pass's, as constants."""
+        if ctx.reentrant:
+            return tuple(None if g is None else Tensor._make(g, grad._device, False, None)
+                         for g in _Recompute.backward(ctx, grad._array))
+        from ..autograd import grad as gradients_of
+        now = get_rng_state() if ctx.rng_state is not None else None
+        if now is not None:
+            set_rng_state(ctx.rng_state)  # the same dropout masks as the first forward
+        try:
+            with enable_grad(), ctx.region:
+                out = ctx.segment(*ctx.args)
+        finally:
+            if now is not None:
+                set_rng_state(now)
+        wanted = [t for t, need in zip(ctx.inputs, ctx.needs_input_grad) if need]
+        found = iter(gradients_of(out, wanted, grad, create_graph=True, allow_unused=True))
+        return tuple(next(found) if need else None for need in ctx.needs_input_grad)
+
+
+def _leaves_reached(out, inputs):
+    """The leaves that require grad which ``out``'s graph reaches other than through ``inputs`` (what the
+    segment's function closes over); the walk stops at the inputs, whose own graphs lie outside."""
+    stop, seen, found = {id(t) for t in inputs}, set(), {}
+    stack = [] if out._ctx is None else [out._ctx]
+    while stack:
+        node = stack.pop()
+        for x, parent in zip(node.inputs, node.parents):
+            if not isinstance(x, Tensor) or id(x) in stop:
+                continue
+            if parent is None:
+                if x.requires_grad:
+                    found[id(x)] = x
+            elif id(parent) not in seen:
+                seen.add(id(parent))
+                stack.append(parent)
+    return list(found.values())

@@ -860,7 +860,7 @@ class MaxUnpool2d(Function):
         flat = indices.reshape(planes, cells)
         out = xp.zeros((planes, size[0] * size[1]), dtype=x.dtype)
         out[xp.arange(planes)[:, None], flat] = x.reshape(planes, cells)
-        ctx.flat, ctx.shape = flat, x.shape
+        ctx.flat, ctx.shape, ctx.size = flat, x.shape, size
         return out.reshape(*x.shape[:-2], *size)
 
     @staticmethod

@@ -22,7 +22,7 @@ from . import elementwise as _e, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Einsum, Linear, MatMul
 from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d, Fold, MaxPool2d,
-                   Unfold, _windows)
+                   MaxUnpool2d, Unfold, _windows)
 from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
                     Repeat, Scatter, ScatterReduce)
 from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding,
@@ -1399,6 +1399,7 @@ _BACKWARD_GRAPHS = {
     _e.FusedMulAdd: _fused_mul_add, _e.AddScaled: _add_scaled,
     _s.Unfold: _linear_in_each(_windows_jvp), _s.AsStridedScatter: _linear_in_each(*_as_strided_scatter_jvps()),
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
+    MaxUnpool2d: _linear_in_each(lambda ctx, d: MaxUnpool2d.forward(_Scratch(), d, ctx.flat, ctx.size)),  # (1d, 3d)
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
     _s.AsStrided: _linear_in_each(_as_strided_jvp),
     MedianAll: _linear_in_each(_median_jvp),
@@ -1602,4 +1603,5 @@ def backward(tensor, gradient, retain_graph, inputs):
                       "the graph to avoid this. If you have to use this function, make sure to reset the .grad fields "
                       "of your parameters to None after use to break the cycle and avoid the leak.", UserWarning,
                       stacklevel=3)  # (torch's words: each .grad now holds a graph that holds the parameter)
-    run_backward_graph((tensor,), (seed(tensor, gradient),), retain, GradStore(inputs))
+    with _t.backward_over_inputs(inputs is not None):
+        run_backward_graph((tensor,), (seed(tensor, gradient),), retain, GradStore(inputs))
