@@ -8,6 +8,8 @@ divergence found:
   kept aside, unread: the model rotated with plain RoPE) or passed to ``from_pretrained`` (a TypeError);
 * ``generate(past_key_values=DynamicCache())`` and the KV-cache doc's prefix reuse (a deep copy of a cached
   prompt prefix passed to generate): refused as an unknown model_kwarg; ``DynamicCache`` had no name here;
+* ``generate(logits_processor=[...], stopping_criteria=[...])`` with the user's own ``LogitsProcessor`` /
+  ``StoppingCriteria`` subclasses (the text-generation docs' recipe): refused;
 Skipped when torch / transformers / tokenizers are not installed."""
 import copy
 import warnings
@@ -150,3 +152,41 @@ def test_generate_fills_and_reuses_a_kv_cache_as_transformers():
     assert prefix_m.get_seq_length() == 5  # the copy grew, not the prefix
     with pytest.raises(TypeError, match="transformers.cache_utils.DynamicCache"):
         model.generate(ml.tensor(ids), past_key_values=prefix_t, max_new_tokens=2)
+
+
+def _user_classes(processor_base, criteria_base):
+    """A user's processor and criteria, written once against the torch API (they run on both libraries)."""
+    class BoostAndBan(processor_base):
+        def __call__(self, input_ids, scores):
+            scores[:, 7] = scores[:, 7] + 1.5  # before the warpers: top_k sees the boosted token
+            scores[:, input_ids[0, -1]] = -float("inf")  # never repeat row 0's last token
+            return scores
+
+    class EndsWith(criteria_base):
+        def __call__(self, input_ids, scores, **kwargs):
+            return input_ids[:, -1] == 35
+
+    class AtLength(criteria_base):
+        def __call__(self, input_ids, scores, **kwargs):
+            return input_ids.shape[1] >= 11  # one bool for every row
+    return BoostAndBan, EndsWith, AtLength
+
+
+@pytest.mark.parametrize("options", [{}, {"do_sample": True, "top_k": 4}])
+def test_generate_applies_user_logits_processors_and_stopping_criteria_as_transformers(options):
+    from minilora.nn import generation
+    reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    ids = [[1, 5, 9, 13, 7], [1, 22, 3, 40, 8]]
+    outputs = []
+    for generate, tensor, seed, module in ((reference.generate, torch.tensor, torch.manual_seed, transformers),
+                                           (model.generate, ml.tensor, ml.manual_seed, generation)):
+        boost, ends, at_length = _user_classes(module.LogitsProcessor, module.StoppingCriteria)
+        seed(0)
+        outputs.append(generate(tensor(ids), max_new_tokens=8, return_dict_in_generate=True, output_scores=True,
+                                logits_processor=module.LogitsProcessorList([boost()]),
+                                stopping_criteria=module.StoppingCriteriaList([ends(), at_length()]), **options))
+    expected, got = outputs
+    assert got.sequences.tolist() == expected.sequences.tolist()
+    assert len(got.scores) == len(expected.scores) < 8  # the criteria ended the rows
+    for step_got, step_expected in zip(got.scores, expected.scores):
+        np.testing.assert_allclose(step_got.numpy(), step_expected.numpy(), atol=FLOAT32_ROPE_ATOL)

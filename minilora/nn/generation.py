@@ -45,7 +45,8 @@ from .outputs import ModelOutput
 __all__ = ["generate", "sample_next_token", "warp_logits", "top_k_filter", "top_p_filter", "min_p_filter",
            "ban_repeated_ngrams", "apply_repetition_penalty",
            "TextStreamer", "TextIteratorStreamer", "GenerationConfig", "GenerateDecoderOnlyOutput",
-           "GenerateBeamDecoderOnlyOutput", "DEFAULTS"]
+           "GenerateBeamDecoderOnlyOutput", "DEFAULTS", "LogitsProcessor", "LogitsProcessorList", "StoppingCriteria",
+           "StoppingCriteriaList"]
 
 
 def top_k_filter(logits, k):
@@ -228,8 +229,8 @@ _OFF = {"num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram
         "remove_invalid_values": False,
         "top_h": None,
         "penalty_alpha": None,
-        "guidance_scale": None, "watermarking_config": None, "assistant_model": None, "logits_processor": None,
-        "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
+        "guidance_scale": None, "watermarking_config": None, "assistant_model": None,
+        "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
         "synced_gpus": None, "custom_generate": None, "negative_prompt_attention_mask": None,
         "constraints": None, "force_words_ids": None, "max_time": None,
         "dola_layers": None, "token_healing": None, "prompt_lookup_num_tokens": None, "max_matching_ngram_size": None,
@@ -518,6 +519,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     """
     rarer = {name: kwargs.pop(name, DEFAULT) for name in _PROCESSOR_OPTIONS}
     given_cache = _the_cache(kwargs.pop("past_key_values", None), kwargs.pop("cache", None))
+    user_processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+    user_stops = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
     _drop_diversity_penalty_without_groups(kwargs)
     _check_call_options(kwargs)
     own = _call_config(getattr(model, "generation_config", None), generation_config)
@@ -611,6 +614,9 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if num_beams > 1:
         _refuse_beam_internals(internals)
         _refuse_filled_cache(given_cache, "beam search (num_beams > 1)")
+        if user_processors or user_stops:
+            raise NotImplementedError("generate(num_beams > 1) with a logits_processor or stopping_criteria list is not "
+                                      "implemented in minilora; use them with greedy decoding or sampling")
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
                             return_dict_in_generate, output_scores, output_logits, out_device)
@@ -634,7 +640,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
             steps.append(out)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)  # transformers' float32 copy
-            processed = process(logits, ids, padding, step)
+            processed = user_processors.on_arrays(ids, process(logits, ids, padding, step))
             if do_sample:
                 processed = warp_logits(processed, temperature, top_k, top_p, min_p, **warpers)
             processed = process.renormalize(processed)
@@ -646,7 +652,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
             mask = np.concatenate([mask, np.ones_like(token)[:, None]], axis=1)
             if streamer is not None:
                 streamer.put(token)
-            finished |= np.isin(token, eos) | stops.found(ids)
+            finished |= np.isin(token, eos) | stops.found(ids) | user_stops.on_arrays(ids, processed)
             if finished.all():
                 break
     if streamer is not None:
@@ -661,6 +667,60 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                                      logits=per_step(raw_logits, output_logits),
                                      **_per_step_internals(steps, internals), cache=cache if use_cache else None)
 
+
+
+class LogitsProcessor:
+    """transformers' base class of a logits processor passed in ``generate(logits_processor=[...])``:
+    ``__call__(input_ids, scores)`` takes the ids so far ([batch, length] int64) and the next token's scores
+    ([batch, vocab] float32, already through generate's own processors) and returns the scores to use. User
+    processors run after generate's own and before the sampling warpers (temperature, top-k, ...), as there."""
+
+    def __call__(self, input_ids, scores):
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(input_ids, scores)")
+
+
+class LogitsProcessorList(list):
+    """transformers' list of logits processors: calling it applies each in turn."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        for processor in self:
+            scores = processor(input_ids, scores, **kwargs)
+        return scores
+
+    def on_arrays(self, ids, scores):
+        """The processors on generate's NumPy arrays, seen by them as Tensors (the float32 scores back)."""
+        if not self:
+            return scores
+        out = self(Tensor(ids, dtype=np.int64), Tensor(scores, dtype=np.float32))
+        return np.asarray(out.cpu().numpy() if isinstance(out, Tensor) else out, dtype=np.float32)
+
+
+class StoppingCriteria:
+    """transformers' base class of a stopping criterion passed in ``generate(stopping_criteria=[...])``:
+    ``__call__(input_ids, scores)`` sees the ids with the newest token and that step's scores, and returns one
+    bool per row (or one for all): True ends the row, which is padded from then on, as an eos would."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(input_ids, scores)")
+
+
+class StoppingCriteriaList(list):
+    """transformers' list of stopping criteria: a row is done when any criterion says so."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = np.zeros(input_ids.shape[0], dtype=bool)
+        for criterion in self:
+            done = done | _host_bools(criterion(input_ids, scores, **kwargs))
+        return Tensor(done, dtype=np.bool_)
+
+    def on_arrays(self, ids, scores):
+        if not self:
+            return np.zeros(ids.shape[0], dtype=bool)
+        return self(Tensor(ids, dtype=np.int64), Tensor(scores, dtype=np.float32)).numpy()
+
+
+def _host_bools(value):
+    return np.asarray(value.cpu().numpy() if isinstance(value, Tensor) else value, dtype=bool)
 
 
 def _the_cache(past_key_values, cache):
