@@ -151,18 +151,12 @@ class _Recompute(Function):
         earlier = [p.grad for p in params]
         for p in params:
             p.grad = None
-        now = get_rng_state() if ctx.rng_state is not None else None
-        if now is not None:
-            set_rng_state(ctx.rng_state)  # the same dropout masks as the first forward
         try:
-            with enable_grad(), ctx.region:  # (in the forward's autocast region, as torch's checkpoint)
-                out = ctx.segment(*[leaves.get(id(a), a) if isinstance(a, Tensor) else a for a in ctx.args])
+            out = _rerun(ctx, [leaves.get(id(a), a) if isinstance(a, Tensor) else a for a in ctx.args])
             out.backward(grad)
             grads = [leaves[id(t)].grad for t in tensors] + [p.grad for p in params]
             grads = [None if g is None else g._array for g in grads]
         finally:
-            if now is not None:
-                set_rng_state(now)
             for p, g in zip(params, earlier):
                 p.grad = g
         return tuple(grads)
@@ -178,18 +172,24 @@ class _Recompute(Function):
             return tuple(None if g is None else Tensor._make(g, grad._device, False, None)
                          for g in _Recompute.backward(ctx, grad._array))
         from ..autograd import grad as gradients_of
-        now = get_rng_state() if ctx.rng_state is not None else None
-        if now is not None:
-            set_rng_state(ctx.rng_state)  # the same dropout masks as the first forward
-        try:
-            with enable_grad(), ctx.region:
-                out = ctx.segment(*ctx.args)
-        finally:
-            if now is not None:
-                set_rng_state(now)
+        out = _rerun(ctx, ctx.args)
         wanted = [t for t, need in zip(ctx.inputs, ctx.needs_input_grad) if need]
         found = iter(gradients_of(out, wanted, grad, create_graph=True, allow_unused=True))
         return tuple(next(found) if need else None for need in ctx.needs_input_grad)
+
+
+def _rerun(ctx, args):
+    """The segment run again on ``args``, recording, with the first forward's random state (the same dropout
+    masks) and in its autocast region, as torch's checkpoint; the random stream then goes on from where it was."""
+    now = get_rng_state() if ctx.rng_state is not None else None
+    if now is not None:
+        set_rng_state(ctx.rng_state)
+    try:
+        with enable_grad(), ctx.region:
+            return ctx.segment(*args)
+    finally:
+        if now is not None:
+            set_rng_state(now)
 
 
 def _leaves_reached(out, inputs):
