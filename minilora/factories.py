@@ -25,7 +25,7 @@ import numpy as np
 from . import dtypes, return_types
 from . import random as _random
 from .device import xp_of
-from .float32_math import FUSED_MULTIPLY_ADD
+from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD
 from .tensor import Function, Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
@@ -1062,10 +1062,12 @@ def _histc_range(values, left, right):
     when it is a single value; refused when not finite or reversed."""
     if left == right and values.size:
         left, right = float(np.min(values)), float(np.max(values))  # (a NaN gives NaN: refused below)
+        if math.isnan(left) and CPU_CAPABILITY != "default":  # (the vectorized min/max's NaN is all ones)
+            left = right = -math.nan
     if left == right:
         left, right = left - 1, right + 1
-    if not (math.isfinite(left) and math.isfinite(right)):
-        shown = ("-nan" if math.isnan(v) else _number(v) for v in (left, right))  # (C prints -nan)
+    if not (math.isfinite(left) and math.isfinite(right)):  # (C prints a NaN with its sign)
+        shown = (("-nan" if math.copysign(1, v) < 0 else "nan") if math.isnan(v) else _number(v) for v in (left, right))
         raise RuntimeError("torch.histc: range of [{}, {}] is not finite".format(*shown))
     if not left < right:
         raise RuntimeError("torch.histc: max must be larger than min")

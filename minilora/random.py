@@ -50,7 +50,8 @@ import math
 import numpy as np
 
 from . import dtypes
-from .float32_math import FUSED_MULTIPLY_ADD
+from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD
+from .glibc_math import glibc_cosf, glibc_logf, glibc_sinf
 
 _SEED_RANGE = 1 << 64
 _MT_WORDS = 624  # MT19937's state: 624 32-bit words
@@ -358,13 +359,14 @@ class Generator:
 _RANDPERM_SMALL_N = (2 ** 32 - 1) // 20  # torch switches to 64-bit draws from here on
 
 
-def _fma(a, b, c):
+def _fma(a, b, c, fused=None):
     """``a * b + c`` rounded once, as the fused multiply-add torch's compiled ``normal`` transformation
     uses: the product's rounding error recovered exactly (Dekker's split), then added back. (Exact
     but for a double rounding of the two error terms, which only a near tie can expose.) torch's
-    "default" build fuses none: two roundings there."""
+    "default" build fuses none of these (two roundings; ``fused`` None: as the build does)."""
     a = np.asarray(a, np.float64)
-    if c == 0 or b == 1 or not FUSED_MULTIPLY_ADD:  # (a * b or a + c: one rounding either way)
+    fused = FUSED_MULTIPLY_ADD if fused is None else fused
+    if c == 0 or b == 1 or not fused:  # (a * b or a + c: one rounding either way)
         return a * b + c
     product = a * b
     a_high, b_high = _split_high(a), _split_high(np.float64(b))
@@ -404,19 +406,25 @@ def _c_answer(function, value):
 
 def _box_muller_blocks(values, dtype, mean, std):
     """torch's ``normal_fill_16`` on each block of 16 uniforms: ``u1 = 1 - v[j]``, ``u2 = v[j + 8]``
-    (j < 8) give ``r cos(theta)`` at j and ``r sin(theta)`` at j + 8, scaled by std and shifted by mean."""
+    (j < 8) give ``r cos(theta)`` at j and ``r sin(theta)`` at j + 8, scaled by std and shifted by mean
+    in one fused multiply-add (in every build: torch 2.13's "default" one too, measured, though it
+    leaves uniform_'s and the one-at-a-time normal's multiply-adds unfused)."""
     blocks = values.reshape(-1, 2, _NORMAL_BLOCK // 2)
     if dtype == np.float64:  # torch's scalar loop: glibc's log/cos/sin, as Python's math module
         radius = np.sqrt(-2.0 * _libm(math.log, 1.0 - blocks[:, 0])).reshape(-1, 8)
         theta = _TWO_PI * blocks[:, 1]
         cos, sin = (_libm(f, theta).reshape(-1, 8) for f in (math.cos, math.sin))
         out = np.stack([radius * cos, radius * sin], 1)
-        return _fma(out, float(std), float(mean)).reshape(-1)
-    # float32 (and float16/bfloat16, computed in float and rounded by the caller): torch's vector
-    # kernel, all in float, theta = 2pi (as a float) * u2, its log and sincos avx_mathfun's
+        return _fma(out, float(std), float(mean), fused=True).reshape(-1)
+    # float32 (and float16/bfloat16, computed in float and rounded by the caller), all in float
     f32 = np.float32
-    radius = np.sqrt(f32(-2) * _cephes_log(f32(1) - blocks[:, 0]))
-    sin, cos = _cephes_sincos(f32(_TWO_PI) * blocks[:, 1])
+    if CPU_CAPABILITY == "default":  # torch's scalar loop: theta = 2pi u2 in double, C's logf, cosf, sinf
+        radius = np.sqrt(f32(-2) * glibc_logf(f32(1) - blocks[:, 0]))
+        theta = (_TWO_PI * blocks[:, 1].astype(np.float64)).astype(f32)
+        sin, cos = glibc_sinf(theta), glibc_cosf(theta)
+    else:  # torch's AVX2 kernel (its AVX-512 build runs it too): theta = 2pi (a float) u2, avx_mathfun's
+        radius = np.sqrt(f32(-2) * _cephes_log(f32(1) - blocks[:, 0]))
+        sin, cos = _cephes_sincos(f32(_TWO_PI) * blocks[:, 1])
     out = np.stack([radius * cos, radius * sin], 1)
     # fmadd(n, std, mean): the float product is exact in double, rounded once with the sum
     return (out if std == 1 and mean == 0 else _fma32(out, f32(std), f32(mean))).reshape(-1)
