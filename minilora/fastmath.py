@@ -43,6 +43,8 @@ def multiply_add(a, b, c):
     xp = xp_of(b)
     if getattr(b, "dtype", None) != np.float32 or not float32_math.FUSED_MULTIPLY_ADD:
         return a * b + c
+    if xp is np:
+        return float32_math.fused_multiply_add(a, b, c)
     return xp.add(xp.multiply(a, b, dtype=np.float64), c, dtype=np.float64).astype(np.float32)
 
 

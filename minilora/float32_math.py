@@ -23,6 +23,10 @@ in ATen's vector code: gelu's ``x + kappa x^3`` is one.) SLEEF's exp, the one si
 rounds each of its fused multiply-adds exactly instead (``_HORNER_STEPS``), in ~35 NumPy passes over
 cache-sized blocks: 5-8x the time of NumPy's float32 ``1 / (1 + exp(-x))``, the same bits as the step-by-step port
 for all 2^32 float32 inputs (checked).
+SLEEF's expm1, tanh and log1p carry their value in double-float (~48 bits) and round once at the end:
+they run as SLEEF's formula evaluated in float64 (its float32 steps exact) and rounded, the step-by-step
+port only on the ~0.1% of elements whose value lies near a float32 rounding midpoint (``_modelled``):
+~10 ns an element instead of 35-100, the same bits for every float32 input (checked).
 
 torch's elementwise loop (``cpu_kernel_vec``) runs the vectorized formula on two vectors at a time
 (32 elements with AVX-512, 16 with AVX2: ``CPU_CAPABILITY``, below) and the scalar one on the last
@@ -35,6 +39,7 @@ models here follow it, with glibc's last bits not reproduced.
 Not reproduced: MKL's own errors, F.gelu's exact form (oneDNN's kernel for contiguous float32 input),
 softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
 """
+import math
 import os
 import warnings
 
@@ -46,7 +51,7 @@ from .device import CHUNK, cache_slices, xp_of
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail",
            "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish", "sigmoid",
-           "silu_and_sigmoid"]
+           "silu_and_sigmoid", "fused_multiply_add"]
 
 _F32, _F64 = np.float32, np.float64
 
@@ -260,6 +265,42 @@ def _fma32(a, b, c):
     return (np.multiply(a, b, dtype=_F64) + np.asarray(c, _F64)).astype(_F32)
 
 
+_WHOLE_ARRAY_FMA = 1 << 17  # up to here NumPy's dtype= loops on the whole array are quicker than blocks
+
+
+def fused_multiply_add(a, b, c):
+    """``a * b + c`` of float32 arrays and numbers rounded once, as torch's fused multiply-add: the product
+    exact in float64, the sum rounded from there (twice-rounded only in a tie of a tie). C-contiguous
+    arrays of the result's shape past 2^17 elements run block by block through float64 scratch that stays
+    in the cache (a whole-array float64 round trip cost 5x: 9 ms for a million elements); others whole,
+    in NumPy's layout."""
+    shape = np.broadcast_shapes(np.shape(a), np.shape(b), np.shape(c))
+    arrays = [v for v in (a, b, c) if np.ndim(v)]
+    if math.prod(shape) <= _WHOLE_ARRAY_FMA or not all(
+            type(v) is np.ndarray and v.shape == shape and v.flags.c_contiguous for v in arrays):
+        return np.add(np.multiply(a, b, dtype=_F64), c, dtype=_F64).astype(_F32)
+    out = np.empty(shape, _F32)
+    flat_out = out.reshape(-1)
+    operands = [v.reshape(-1) if np.ndim(v) else np.array(v, _F64) for v in (a, b, c)]
+    block = min(flat_out.size, _EXP_BLOCK)
+    wide = np.empty((2, block), _F64)
+    for start in range(0, flat_out.size, block or 1):
+        stop = min(start + block, flat_out.size)
+        product, other = (row[:stop - start] for row in wide)
+        first, second, addend = (v if v.ndim == 0 else v[start:stop] for v in operands)
+        product[...] = first
+        if second.ndim:
+            other[...] = second
+            second = other
+        np.multiply(product, second, product)  # exact
+        if addend.ndim:
+            other[...] = addend
+            addend = other
+        np.add(product, addend, product)
+        flat_out[start:stop] = product
+    return out
+
+
 def _df_add_float(x, y):
     """(hi, lo) + y, SLEEF's dfadd2 (a two-sum of the high parts, the low part added)."""
     hi = x[0] + y
@@ -289,6 +330,10 @@ def _df_square(x):
     return hi, _fma32(x[0] + x[0], x[1], _fma32(x[0], x[0], -hi.astype(_F64)))
 
 
+_EXPK2_U = [float(_F32(c)) for c in (0.1980960224e-3, 0.1394256484e-2, 0.8333456703e-2, 0.4166637361e-1)]
+_EXPK2_SIXTH = float(_F32(0.166666659414234244790680580464))
+
+
 def _expk2(a):
     """e^a as a double-float (hi, lo), SLEEF's expk2f: 2^q e^s, e^s = 1 + s + s^2 (1/2 + s (1/6 + s P(s)))."""
     q = np.rint(a * _R_LN2)
@@ -296,10 +341,10 @@ def _expk2(a):
     q = k.astype(_F32)
     s = _df_add_float((a, np.zeros_like(a)), q * _F32(-_L2U))
     s = _df_add_float(s, q * _F32(-_L2L))
-    u = np.full_like(a, _F32(0.1980960224e-3))
-    for c in (0.1394256484e-2, 0.8333456703e-2, 0.4166637361e-1):
+    u = np.full_like(a, _F32(_EXPK2_U[0]))
+    for c in _EXPK2_U[1:]:
         u = _fma32(u, s[0], _F32(c))
-    t = _df_add_float(_df_mul_float(s, u), _F32(0.166666659414234244790680580464))
+    t = _df_add_float(_df_mul_float(s, u), _F32(_EXPK2_SIXTH))
     t = _df_add_float(_df_mul(s, t), _F32(0.5))
     t = _df_add(s, _df_mul(_df_square(s), t))
     hi = _F32(1) + t[0]  # 1 + t, SLEEF's dfadd (1 >= |t|)
@@ -327,7 +372,154 @@ def _sleef_expm1_slice(a, out):
 
 def sleef_expm1(x):
     """``Sleef_expm1f16_u10`` (torch's ``Vectorized<float>::expm1``, and ``torch.expm1``) of a float32 array."""
-    return _by_cache_slices(_sleef_expm1_slice, x)
+    return _modelled(_expm1_model, _sleef_expm1_slice, x, (-16.5, 88), _SMALL_BITS, _PORT_BELOW)
+
+
+# ---- the double-float ports, fast: SLEEF's formula in float64, the port near a rounding midpoint --------
+# expm1 and tanh carry e^|x| in double-float (~48 bits) and round once at the end, so their float32 result
+# is the rounding of SLEEF's formula evaluated in float64 (its polynomial, its float32 q and s[0] and its
+# float32 inner polynomial u computed exactly, the rest unrounded: _expk2_model), except where that value
+# lies within _NEAR_MIDPOINT float64 ulps (2^-34 of the result) of a float32 rounding midpoint (there the
+# double-float's own roundings decide; they were seen to 2^15.7 ulps) or 0 < |x| < 2^-8 (the double-float's
+# error relative to the result grows as 1 / |x|), or x is out of the formula's range: those elements, ~0.1%
+# of randn's, run the step-by-step port. ~30 float64 passes instead of the port's ~100 float32 ones and
+# float64 round trips: 15-30x faster on large arrays; the same bits for every float32 input (checked).
+_NEAR_MIDPOINT = 1 << 18
+_LOW_29 = np.uint64((1 << 29) - 1)  # the float64 bits a float32 rounds away
+_MIDPOINT_SHIFT = np.uint64(_NEAR_MIDPOINT - (1 << 28) + (1 << 29))  # low bits within _NEAR_MIDPOINT of 2^28: below 2 N
+_SMALL_BITS = np.uint32(np.array(2.0 ** -8, _F32).view(np.uint32) - 1)
+_LOG1P_SMALL_BITS = np.uint32(np.array(2.0 ** -90, _F32).view(np.uint32) - 1)  # (the port's low parts subnormal)
+_MAGNITUDE = np.uint32(0x7FFFFFFF)
+_PORT_BELOW = 4096  # (expm1, tanh: 0.2% of randn's elements go to the port, so most arrays this small have one)
+_EXPK2_U_STEPS = [(_const(c + 1.5 * 2 ** (e + 29), _F64), _const(1.5 * 2 ** (e + 29), _F64))
+                  for c, e in zip(_EXPK2_U[1:], (-10, -7, -5))]  # (u's steps stay in these binades)
+_EXPK2_C32 = {"r_ln2": _const(_R_LN2, _F32), "-l2u": _const(-_L2U, _F32), "-l2l": _const(-_L2L, _F32)}
+_EXPK2_C64 = {"c0": _const(_EXPK2_U[0], _F64), "sixth": _const(_EXPK2_SIXTH, _F64), "half": _const(0.5, _F64),
+              "one": _const(1, _F64), "two": _const(2, _F64)}
+
+
+class _ModelScratch:
+    """The arrays one block of ``_modelled`` computes in, allocated once a call (fresh ones each block
+    cost page faults)."""
+
+    def __init__(self, size):
+        self.q, self.h, self.r, self.v = np.empty((4, size), _F32)
+        self.s, self.u, self.w = np.empty((3, size), _F64)
+        self.bits = np.empty(size, np.uint64)
+        self.small = np.empty(size, np.uint32)
+        self.flag, self.other = np.empty((2, size), bool)
+
+    def cut(self, size):
+        """The same arrays cut to a last, shorter block."""
+        cut = object.__new__(_ModelScratch)
+        cut.__dict__ = {name: array[:size] for name, array in self.__dict__.items()}
+        return cut
+
+
+def _expk2_model(a, scratch):
+    """SLEEF's ``expk2f(a) - 1`` in float64 (in ``scratch.u``): ``2^q (1 + t) - 1``, ``t = s + s^2 (1/2 +
+    s (1/6 + s u))``, with the port's float32 ``q``, ``s``'s float32 high part and float32 ``u`` exact."""
+    q, h, s, u, w = scratch.q, scratch.h, scratch.s, scratch.u, scratch.w
+    np.multiply(a, _EXPK2_C32["r_ln2"], q)
+    np.rint(q, q)  # q = rint(a / ln 2), the product rounded to float32 first
+    np.multiply(q, _EXPK2_C32["-l2u"], h)
+    np.add(h, a, h)  # a - q L2U, exact
+    s[...] = h
+    np.multiply(q, _EXPK2_C32["-l2l"], h)  # the port's float32 product
+    w[...] = h
+    np.add(s, w, s)  # s = a - q L2U - q L2L, exact in float64
+    h[...] = s  # s's high part: one float32 rounding, as the port's double-float sum
+    w[...] = h
+    np.multiply(w, _EXPK2_C64["c0"], u)  # u = fma(fma(fma(c0, s, c1), s, c2), s, c3), each rounded
+    for index, (c_plus_magic, magic) in enumerate(_EXPK2_U_STEPS):  # as float32 (see _HORNER_STEPS)
+        if index:
+            np.multiply(u, w, u)
+        np.add(u, c_plus_magic, u)
+        np.subtract(u, magic, u)
+    np.multiply(u, s, u)
+    np.add(u, _EXPK2_C64["sixth"], u)
+    np.multiply(u, s, u)
+    np.add(u, _EXPK2_C64["half"], u)
+    np.multiply(u, s, u)
+    np.add(u, _EXPK2_C64["one"], u)
+    np.multiply(u, s, u)  # t = e^s - 1 (-0 for -0, as the port's)
+    if np.any(q):  # times 2^q: 2^q t + (2^q - 1)
+        exponent, power = h.view(np.int32), w.view(np.int64)
+        np.copyto(exponent, q, casting="unsafe")  # (through int32: NumPy's float32-to-int64 cast is slow)
+        np.add(exponent, np.int32(1023), exponent)
+        np.copyto(power, exponent)
+        np.left_shift(power, np.int64(52), power)
+        np.multiply(u, w, u)
+        np.subtract(w, _EXPK2_C64["one"], w)
+        np.add(u, w, u)
+    return u
+
+
+def _expm1_model(a, scratch):
+    return _expk2_model(a, scratch)
+
+
+def _tanh_model(magnitude, scratch):
+    """SLEEF's ``(e - 1/e) / (e + 1/e)`` in float64 for ``e = expk2f(|x|)``, as ``n / (n + 2)`` with
+    ``n = e^2 - 1 = m (m + 2)``, ``m = e - 1`` (no cancellation for small |x|)."""
+    m = _expk2_model(magnitude, scratch)
+    n = scratch.s
+    np.add(m, _EXPK2_C64["two"], n)
+    np.multiply(n, m, n)
+    np.add(n, _EXPK2_C64["two"], m)
+    np.divide(n, m, m)
+    return m
+
+
+def _flag_for_port(value, x, scratch, small_bits):
+    """Where ``value`` (float64) lies near a float32 rounding midpoint or ``x`` is small but not 0 (its
+    magnitude's bits, less one, below ``small_bits``)."""
+    flag, bits, small = scratch.flag, scratch.bits, scratch.small
+    np.add(value.view(np.uint64), _MIDPOINT_SHIFT, bits)
+    np.bitwise_and(bits, _LOW_29, bits)
+    np.less(bits, np.uint64(2 * _NEAR_MIDPOINT), flag)
+    np.bitwise_and(x.view(np.uint32), _MAGNITUDE, small)
+    np.subtract(small, np.uint32(1), small)  # (0 wraps round to the largest)
+    np.less(small, small_bits, scratch.other)
+    np.logical_or(flag, scratch.other, flag)
+    return flag
+
+
+def _modelled(model, port_slice, x, limits, small_bits, port_below=0):
+    """``port_slice``'s result for a float32 array, as ``model(block, scratch)`` rounded where it decides
+    it (see above), block by block; elements outside ``limits`` (and NaN) also go to the port, and
+    arrays of fewer than ``port_below`` elements whole (where the port would likely run anyway: its
+    ~100 NumPy calls cost the same on one element as on a thousand)."""
+    x = np.asarray(x, _F32)
+    out = np.empty(x.shape, _F32)
+    flat, flat_out = np.ascontiguousarray(x).reshape(-1), out.reshape(-1)
+    if flat.size < port_below:
+        port_slice(flat, flat_out)
+        return out
+    block = min(flat.size, _EXP_BLOCK)
+    scratch = _ModelScratch(block) if block else None
+    low, high = limits
+    flagged = []
+    for start in range(0, flat.size, block or 1):
+        a, out_block = flat[start:start + block], flat_out[start:start + block]
+        if a.size < block:
+            scratch = scratch.cut(a.size)
+        inside = low <= np.minimum.reduce(a) and np.maximum.reduce(a) <= high  # (nan: not inside)
+        with np.errstate(invalid="ignore", over="ignore"):
+            value = model(a if inside else np.clip(a, low, high), scratch)
+        out_block[...] = value
+        np.copysign(out_block, a, out_block)  # (expm1, log1p: x's sign; -0 for -0, as the ports)
+        flag = _flag_for_port(value, a, scratch, small_bits)
+        if not inside:
+            flag |= ~((a >= low) & (a <= high))
+        if flag.any():
+            flagged.append(np.flatnonzero(flag) + start)
+    if flagged:  # (in one call: the port's ~100 NumPy calls cost ~300 us on however few elements)
+        where = np.concatenate(flagged)
+        port = np.empty(where.size, _F32)
+        port_slice(flat[where], port)
+        flat_out[where] = port
+    return out
 
 
 def loop_expm1(x):
@@ -366,9 +558,18 @@ def _sleef_tanh_slice(x, out):
     out[nan] = x[nan]
 
 
+_TANH_ONE_FROM = _F32(8.664339742)  # beyond it SLEEF's tanh is +-1
+
+
 def sleef_tanh(x):
     """``Sleef_tanhf16_u10`` (torch's ``Vectorized<float>::tanh``, not ``torch.tanh``'s MKL) of a float32 array."""
-    return _by_cache_slices(_sleef_tanh_slice, x)
+    x = np.asarray(x, _F32)
+    magnitude = np.abs(x)
+    big = magnitude > _TANH_ONE_FROM
+    out = _modelled(_tanh_model, _sleef_tanh_slice, np.where(big, _F32(0), magnitude), (0, _TANH_ONE_FROM),
+                    _SMALL_BITS, _PORT_BELOW)
+    out[big] = 1
+    return np.copysign(out, x, out=out)
 
 
 def loop_tanh(x):
@@ -384,7 +585,7 @@ def gelu_tanh(x):
     """torch's float32 ``gelu(x, approximate='tanh')`` and its tanh: ``inner = beta (x + kappa x^3)``
     (the sum a fused multiply-add, as GCC compiles ATen's vector code), ``(0.5 x) (1 + tanh(inner))``."""
     cube = x * x * x
-    inner = _GELU_BETA * (_fma32(_GELU_KAPPA, cube, x) if FUSED_MULTIPLY_ADD else _GELU_KAPPA * cube + x)
+    inner = _GELU_BETA * (fused_multiply_add(_GELU_KAPPA, cube, x) if FUSED_MULTIPLY_ADD else _GELU_KAPPA * cube + x)
     t = loop_tanh(inner)
     return (_F32(0.5) * x) * (_F32(1) + t), t
 
@@ -422,7 +623,55 @@ def _sleef_log1p_slice(d, out):
 
 def sleef_log1p(x):
     """``Sleef_log1pf16_u10`` (torch's ``Vectorized<float>::log1p``) of a float32 array."""
-    return _by_cache_slices(_sleef_log1p_slice, x)
+    return _modelled(_log1p_model, _sleef_log1p_slice, x, (-0.99, 1e30), _LOG1P_SMALL_BITS)
+
+
+_LOG1P_C = {"4/3": _const(1 / 0.75, _F32), "one": _const(1, _F32), "two": _const(2, _F32),
+            "c0": _const(float(_F32(0.3027294874)), _F64), "ln2": _const(float(_LN2_HI) + float(_LN2_LO), _F64),
+            "two64": _const(2, _F64)}
+_LOG1P_P_STEPS = [(_const(float(_F32(c)) + 1.5 * 2 ** (e + 29), _F64), _const(1.5 * 2 ** (e + 29), _F64))
+                  for c, e in ((0.3996108174, -2), (0.6666694880, -1))]  # (p's steps stay in these binades)
+
+
+def _log1p_model(d, scratch):
+    """SLEEF's ``log1pf`` in float64 (in ``scratch.w``): ``e ln 2 + 2 x + x^3 p(x^2)`` with the port's
+    float32 ``e``, ``m``, ``x``'s high part and its float32 ``x^3 p`` exact, ``x = m / (2 + m)`` unrounded."""
+    m, t, x0, x2 = scratch.q, scratch.h, scratch.r, scratch.v
+    e64, u, w = scratch.s, scratch.u, scratch.w
+    exponent = t.view(np.int32)
+    np.add(d, _LOG1P_C["one"], m)
+    np.multiply(m, _LOG1P_C["4/3"], m)  # (1 + d) / 0.75, its exponent e = floor(log2): getexp
+    np.right_shift(m.view(np.int32), np.int32(23), exponent)
+    np.subtract(exponent, np.int32(127), exponent)
+    np.copyto(e64, exponent)
+    np.subtract(np.int32(127), exponent, exponent)
+    np.left_shift(exponent, np.int32(23), exponent)  # t = 2^-e
+    np.multiply(d, t, m)  # exact
+    np.subtract(t, _LOG1P_C["one"], t)
+    np.add(m, t, m)  # m = fma(d, t, t - 1): d t is exact, so one rounding
+    np.add(m, _LOG1P_C["two"], t)
+    np.divide(_LOG1P_C["one"], t, x0)
+    np.multiply(m, x0, x0)  # x's high part, as the port's double-float division: m (1 / (2 + m))
+    np.multiply(x0, x0, x2)
+    w[...] = x2
+    np.multiply(w, _LOG1P_C["c0"], u)  # p = fma(fma(c0, x2, c1), x2, c2), each rounded as float32
+    for index, (c_plus_magic, magic) in enumerate(_LOG1P_P_STEPS):
+        if index:
+            np.multiply(u, w, u)
+        np.add(u, c_plus_magic, u)
+        np.subtract(u, magic, u)
+    t[...] = u
+    np.multiply(x2, x0, x2)
+    np.multiply(x2, t, x2)  # x^3 p, the port's float32 tail
+    w[...] = m
+    np.add(w, _LOG1P_C["two64"], u)
+    np.divide(w, u, w)
+    np.multiply(w, _LOG1P_C["two64"], w)  # 2 x
+    np.multiply(e64, _LOG1P_C["ln2"], e64)
+    np.add(w, e64, w)
+    u[...] = x2
+    np.add(w, u, w)
+    return w
 
 
 def vectorized(name, x):
