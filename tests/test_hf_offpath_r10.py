@@ -10,6 +10,8 @@ divergence found:
   prompt prefix passed to generate): refused as an unknown model_kwarg; ``DynamicCache`` had no name here;
 * ``generate(logits_processor=[...], stopping_criteria=[...])`` with the user's own ``LogitsProcessor`` /
   ``StoppingCriteria`` subclasses (the text-generation docs' recipe): refused;
+* ``config.model_type`` / ``config.use_cache`` and the other attributes a config.json may leave out, read
+  before anyone set them: an AttributeError;
 Skipped when torch / transformers / tokenizers are not installed."""
 import copy
 import warnings
@@ -190,3 +192,14 @@ def test_generate_applies_user_logits_processors_and_stopping_criteria_as_transf
     assert len(got.scores) == len(expected.scores) < 8  # the criteria ended the rows
     for step_got, step_expected in zip(got.scores, expected.scores):
         np.testing.assert_allclose(step_got.numpy(), step_expected.numpy(), atol=FLOAT32_ROPE_ATOL)
+
+
+def test_config_reads_the_attributes_nobody_set_as_transformers():
+    config_t, config_m = transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY)
+    for name in ("model_type", "use_cache", "attention_dropout", "pretraining_tp", "output_attentions",
+                 "output_hidden_states", "return_dict", "is_encoder_decoder"):
+        assert getattr(config_m, name) == getattr(config_t, name), name
+    config_t.use_cache = config_m.use_cache = False  # the fine-tuning tutorials' line, read back
+    assert config_m.use_cache is config_t.use_cache is False and config_m.to_dict()["use_cache"] is False
+    with pytest.raises(AttributeError, match="no attribute 'not_a_config_attribute'"):
+        config_m.not_a_config_attribute

@@ -268,10 +268,16 @@ class LlamaConfig:
         extra = self.__dict__.get("extra") or {}
         if name in extra:
             return extra[name]
+        if name in _UNSET_ATTRIBUTES:  # transformers' defaults for the attributes a config.json may leave out
+            return _UNSET_ATTRIBUTES[name]
         raise AttributeError(f"'LlamaConfig' object has no attribute {name!r}")
 
 
 _LLAMA_FIELDS = frozenset(f.name for f in dataclasses.fields(LlamaConfig))
+# what transformers' LlamaConfig reads for these when nobody set them (the model reads the same defaults)
+_UNSET_ATTRIBUTES = {"model_type": "llama", "use_cache": True, "attention_dropout": 0.0, "pretraining_tp": 1,
+                     "output_attentions": False, "output_hidden_states": False, "return_dict": True,
+                     "is_encoder_decoder": False}
 
 
 def _accepting_config_json_keys(dataclass_init):
