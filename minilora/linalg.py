@@ -1078,6 +1078,7 @@ def _host(array):
 def _not_differentiable(op):
     def derivative(arrays, outputs, grads):
         raise RuntimeError(f"derivative for aten::{op} is not implemented")
+    derivative.torch_refuses = True  # (create_graph=True raises the same)
     return derivative
 
 

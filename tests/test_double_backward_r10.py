@@ -228,3 +228,26 @@ def test_max_unpool_second_derivatives():
         return list(first) + list(lib.autograd.grad(sum((g ** 2).sum() for g in first), (x, y)))
     for mine, theirs in zip(results(ml), results(torch)):
         close(mine, theirs)
+
+
+def test_det_of_a_singular_matrix_under_create_graph():
+    """det's recorded backward at an exactly singular matrix: torch's cofactors from the SVD (minilora refused);
+    a batch mixing singular and invertible matrices. (The loss is linear in det: torch's plain first-order det
+    gradient at a singular matrix is zeros, which a loss like det ** 2 would carry into its second derivative.)"""
+    a = np.stack([[[1.0, 2, 3], [2, 4, 6], [1, 0, 1]], RNG.standard_normal((3, 3))])
+    w, v = RNG.standard_normal(2), RNG.standard_normal((2, 3, 3))
+    results = []
+    for lib in (ml, torch):
+        A = lib.tensor(a, requires_grad=True)
+        g, = lib.autograd.grad((lib.linalg.det(A) * lib.tensor(w)).sum(), A, create_graph=True)
+        hv, = lib.autograd.grad((g * lib.tensor(v)).sum(), A)
+        results.append([g, hv])
+    for mine, theirs in zip(*results):
+        close(mine, theirs)
+
+
+def test_ldl_refuses_in_torchs_words_under_create_graph():
+    for lib in (ml, torch):
+        A = lib.tensor([[4.0, 1, 0], [1, 3, 1], [0, 1, 2]], requires_grad=True)
+        with pytest.raises(RuntimeError, match="derivative for aten::linalg_ldl_factor_ex is not implemented"):
+            lib.autograd.grad(lib.linalg.ldl_factor(A)[0].sum(), A, create_graph=True)

@@ -985,10 +985,20 @@ def _per_matrix(g):
     return g.unsqueeze(-1).unsqueeze(-1)
 
 
-def _det(ctx, g):  # linalg_det_backward (invertible A): grad * det * A^{-T}
-    if not np.all(ctx.outputs[0]):  # (a singular matrix: torch's SVD-based formula, not recorded here)
-        _refuse(ctx)
-    return _per_matrix(g * _la.det(ctx.inputs[0])) * _inverse_t(ctx)
+def _det(ctx, g):
+    """linalg_det_backward: grad * det * A^-T for an invertible A. With a singular one in the batch (det exactly
+    0), torch's formula from the SVD, det A = det(U) det(Vh) prod(S): the cofactors
+
+        gA = U diag(grad det(U) det(Vh) prod_{j != i} S_j) Vh
+
+    (each product of the other singular values taken without dividing, as prod's zero-safe backward)."""
+    A = ctx.inputs[0]
+    if np.all(ctx.outputs[0]):
+        return _per_matrix(g * _la.det(A)) * _inverse_t(ctx)
+    U, S, Vh = _la.svd(A)
+    others = _exclusive_cumprod(S, -1) * _exclusive_cumprod(S.flip(-1), -1).flip(-1)
+    scale = (g * _la.det(U) * _la.det(Vh)).unsqueeze(-1) * others
+    return U.mul(scale.unsqueeze(-2)).matmul(Vh)
 
 
 def _solve(ctx, g):
@@ -1272,6 +1282,8 @@ _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (eig's comple
 def _linalg_output(ctx, g):
     formula = _LINALG.get(ctx.formula)
     if formula is None:
+        if getattr(ctx.derivative, "torch_refuses", False):  # (ldl: torch has no derivative at all; its words)
+            ctx.derivative(ctx.arrays, ctx.outputs, _output_grads(ctx, g._array))
         _refuse(ctx)
     grads = formula(ctx, g)
     return grads if isinstance(grads, tuple) else (grads,) + (None,) * (len(ctx.inputs) - 1)
