@@ -6,9 +6,11 @@ Routes (vLLM's names for the adapter routes)::
     GET  /v1/models/{model}          one of them (OpenAI's ``client.models.retrieve``)
     POST /v1/completions             {"model", "prompt", ...}; "model" names an adapter or the base (left
                                      out or null: the base, as vLLM)
-    POST /v1/chat/completions        {"model", "messages", ...} (only if the tokenizer has a chat template)
-    POST /v1/load_lora_adapter       {"lora_name", "lora_path"}
-    POST /v1/unload_lora_adapter     {"lora_name"}
+    POST /v1/chat/completions        {"model", "messages", ...} (the tokenizer's chat template, or the request's
+                                     ``chat_template``; neither: a 400, as vLLM's)
+    POST /v1/load_lora_adapter       {"lora_name", "lora_path"} -> vLLM's plain text "Success: LoRA adapter
+                                     'NAME' added successfully." (a folder without an adapter: 404)
+    POST /v1/unload_lora_adapter     {"lora_name"} -> "Success: LoRA adapter 'NAME' removed successfully."
     GET  /health
 
 With ``api_key`` (vLLM's ``--api-key``), every ``/v1`` request needs ``Authorization: Bearer KEY``; else 401.
@@ -47,6 +49,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import secrets
@@ -56,7 +59,7 @@ from http import HTTPStatus
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 from ..tokenizer import token_bytes
@@ -244,9 +247,7 @@ def _options(body, chat, vocab_size, defaults):
     best_of = _number(body, "best_of", n, 1, 128, integer=True)
     if best_of != n:
         raise EngineError(400, f"best_of must equal n ({n}): ranking extra samples is not supported", "best_of")
-    if not isinstance(body.get("stream", False), bool):
-        raise EngineError(400, "stream must be true or false", "stream")
-    stream = body.get("stream", False)
+    stream = _flag(body, "stream")  # null: false, as vLLM's Optional[bool] = False reads it
     echo = _flag(body, "echo")
     logprobs = _logprobs(body, chat)
     default_max = defaults["max_tokens"] or (None if chat else 16)  # OpenAI's: 16 for a completion; chat: the rest
@@ -571,8 +572,6 @@ class _Server:
 
     async def chat_completions(self, request):
         tok = self.engine.tokenizer
-        if getattr(tok, "chat_template", None) is None:
-            raise EngineError(404, "this model's tokenizer has no chat template: use /v1/completions")
         body = await self._json(request)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -582,19 +581,24 @@ class _Server:
         return await self._run(request, body, [list(ids)], chat=True)
 
     async def load_adapter(self, request):
+        """vLLM's route: 200 with its plain-text body (what its docs show curl printing); a folder that holds
+        no adapter is a 404, an adapter that does not load a 400."""
         body = await self._json(request)
         name, path = body.get("lora_name"), body.get("lora_path")
-        if not isinstance(path, str):
+        if not isinstance(path, str) or not path:
             raise EngineError(400, "lora_path (a PEFT adapter folder on the server) is required", "lora_path")
         if name in self.base_names:
             raise EngineError(400, f"{name!r} is the base model's name", "lora_name")
         await asyncio.to_thread(self.engine.load_adapter, name, path)
-        return JSONResponse({"status": "ok", "message": f"adapter {name!r} loaded"})
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
     async def unload_adapter(self, request):
         body = await self._json(request)
-        await asyncio.to_thread(self.engine.unload_adapter, body.get("lora_name"))
-        return JSONResponse({"status": "ok", "message": f"adapter {body.get('lora_name')!r} unloaded"})
+        name = body.get("lora_name")
+        if not isinstance(name, str) or not name:  # a bad request, as vLLM's; an unknown name is the 404
+            raise EngineError(400, "lora_name (the adapter to unload) is required", "lora_name")
+        await asyncio.to_thread(self.engine.unload_adapter, name)
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def health(self, request):
         problem = self.engine.health()
@@ -741,12 +745,15 @@ def _chat_prompt(tokenizer, messages, body):
     template = body.get("chat_template")
     if template is not None and not isinstance(template, str):
         raise EngineError(400, "chat_template must be a Jinja template string", "chat_template")
+    if template is None and getattr(tokenizer, "chat_template", None) is None:  # a 400, as vLLM's
+        raise EngineError(400, "this model's tokenizer defines no chat template, so a chat request must provide "
+                               "one (chat_template), or use /v1/completions", "chat_template")
     try:
         return tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=add_generation_prompt,
                                              continue_final_message=continue_final, return_dict=False)
     except UnicodeEncodeError:
         raise  # a lone surrogate in the text: _encoded names it
-    except (TemplateError, ValueError) as exc:
+    except (TemplateError, ValueError, TypeError, RuntimeError) as exc:  # what vLLM answers with a 400
         raise EngineError(400, f"the chat template refused the messages: {exc}", "messages") from None
 
 
@@ -802,6 +809,9 @@ def _guarded(handler, api_key=None):
             return _error(exc.status, exc.message, exc.param)
         except _BadBody as exc:
             return _error(400, str(exc), kind="Bad Request")
+        except Exception as exc:  # a fault of the server's: still OpenAI's error JSON (Starlette's is plain text)
+            logging.getLogger("minilora.serve").exception("%s %s failed", request.method, request.url.path)
+            return _error(500, f"the server failed: {type(exc).__name__}: {exc}")
     return route
 
 

@@ -18,6 +18,7 @@ import collections
 import concurrent.futures
 import itertools
 import logging
+import os
 import re
 import threading
 import time
@@ -181,8 +182,12 @@ class Engine:
 
     def _load(self, name, path):
         from ..lora import PeftModel
+        from ..lora.config import CONFIG_NAME
         if name in self.adapters():
             raise EngineError(400, f"adapter {name!r} is already loaded; unload it first", "lora_name")
+        if not os.path.isfile(os.path.join(path, CONFIG_NAME)):  # vLLM's NotFoundError (a corrupt one: 400)
+            raise EngineError(404, f"Loading lora {name} failed: No adapter found for {path} (no {CONFIG_NAME} "
+                                   "there)", "lora_path")
         try:
             if hasattr(self.model, "peft_config"):
                 self.model.load_adapter(path, adapter_name=name)
