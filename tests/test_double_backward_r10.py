@@ -251,3 +251,12 @@ def test_ldl_refuses_in_torchs_words_under_create_graph():
         A = lib.tensor([[4.0, 1, 0], [1, 3, 1], [0, 1, 2]], requires_grad=True)
         with pytest.raises(RuntimeError, match="derivative for aten::linalg_ldl_factor_ex is not implemented"):
             lib.autograd.grad(lib.linalg.ldl_factor(A)[0].sum(), A, create_graph=True)
+
+
+def test_eig_still_refuses_saying_why():
+    """linalg.eig's outputs are complex, and minilora's recorded backward has no complex ops (torch's has): the
+    refusal names the op on the way and the reason, instead of a wrong or real-only second derivative."""
+    A = ml.tensor([[2.0, 1], [-1, 3]], requires_grad=True)
+    with pytest.raises(NotImplementedError, match=r"Real's backward is not differentiable in minilora \(torch's "
+                                                  r"RealBackward0\) with complex tensors"):
+        ml.autograd.grad(ml.linalg.eigvals(A).real.sum(), A, create_graph=True)

@@ -1431,10 +1431,13 @@ for _op, _fn in _BACKWARD_GRAPHS.items():
 
 
 # ---- the engine --------------------------------------------------------------------------------
-def _refuse(ctx):
+def _refuse(ctx, complex_gradient=False):
+    complex_values = complex_gradient or any(isinstance(x, Tensor) and x.dtype.kind == "c" for x in ctx.inputs)
     raise NotDifferentiableBackward(
         f"create_graph=True: {ctx.fn.__name__}'s backward is not differentiable in minilora (torch's "
-        f"{ctx.name()}): take the gradient without create_graph, or build the function from ops that have one")
+        f"{ctx.name()})" + (" with complex tensors (linalg.eig's outputs, ...): minilora's recorded backward is "
+                            "real only" if complex_values else "")
+        + ": take the gradient without create_graph, or build the function from ops that have one")
 
 
 def _nodes_of(roots):
@@ -1464,7 +1467,7 @@ def _in_grads(ctx, g, retain_graph):
     (as the plain engine's _node_backward does)."""
     backward_graph = getattr(ctx.fn, "backward_graph", None)
     if backward_graph is None or g.dtype.kind == "c":
-        _refuse(ctx)
+        _refuse(ctx, g.dtype.kind == "c")
     packed = ctx.packed if _t._saved_hooks_used else None
     if packed is not None:
         _t._unpack_saved(ctx)
