@@ -14,7 +14,11 @@ served greedy text is compared with transformers + PEFT's generate() on the same
 |                                                |  the request                       |                                        |
 | a chat template raising TypeError              | 500, plain-text body               | 400 (vLLM's TypeError/RuntimeError)    |
 | any other server fault in a route              | 500 "Internal Server Error" text   | 500 with OpenAI's error JSON           |
+| prompt + max_tokens past the context           | "this model's ... but the prompt   | OpenAI's sentence, which clients parse:|
+|                                                |  (6) plus max_tokens (100) is 106" |  "... However, you requested 106 tokens|
+|                                                |                                    |  (6 in the messages, 100 in the ...)"  |
 """
+import re
 import shutil
 
 import pytest
@@ -231,3 +235,19 @@ def test_a_fault_of_the_server_is_a_500_in_openais_error_json_not_plain_text(ser
     assert client.get("/v1/models").json()["data"][0]["id"] == "tiny"
     monkeypatch.undo()
     assert client.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 3}).status_code == 200
+
+
+def test_a_request_past_the_context_is_worded_as_openai_and_vllm_word_it(served):
+    """Clients parse this sentence to retry with a smaller max_tokens (the limit, the tokens asked for, the
+    prompt's share): OpenAI's words, which vLLM's server repeats."""
+    client, engine = served
+    ids = engine.tokenizer.encode("hello")
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "hello", "max_tokens": 100})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+    overflow = re.search(r"This model's maximum context length is (\d+) tokens\. However, you requested (\d+) tokens "
+                         r"\((\d+) in the messages, (\d+) in the completion\)", r.json()["error"]["message"])
+    assert overflow and [int(n) for n in overflow.groups()] == [64, len(ids) + 100, len(ids), 100]
+    r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "x" * 80}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    assert re.match(r"This model's maximum context length is 64 tokens\. However, you requested \d+ tokens in the "
+                    r"messages\.", r.json()["error"]["message"])

@@ -261,8 +261,7 @@ class Engine:
         over the prompt, run between decode steps): the prompt's log-likelihood, as ``echo`` with
         ``logprobs`` asks for it. Over the model's whole vocabulary: a prompt may hold any of its ids."""
         if self.max_model_len is not None and len(prompt_ids) > self.max_model_len:
-            raise EngineError(400, f"this model's maximum context length is {self.max_model_len} tokens, but the "
-                                   f"prompt is {len(prompt_ids)}", "prompt")
+            raise EngineError(400, context_length_error(self.max_model_len, len(prompt_ids)), "prompt")
         return self._call(lambda: self._prompt_logprobs(prompt_ids, adapter, k))
 
     def _prompt_logprobs(self, prompt_ids, adapter, k):
@@ -304,14 +303,11 @@ class Engine:
         """Refuse a request that could never run (empty, or longer than the context): a 400."""
         if not request.prompt_ids:
             raise EngineError(400, "the prompt is empty", "prompt")
-        if self.max_model_len is not None and len(request.prompt_ids) >= self.max_model_len:
-            raise EngineError(400, f"this model's maximum context length is {self.max_model_len} tokens, but the "
-                                   f"prompt is {len(request.prompt_ids)}: no room for a completion", "prompt")
-        total = len(request.prompt_ids) + request.max_tokens
-        if self.max_model_len is not None and total > self.max_model_len:
-            raise EngineError(400, f"this model's maximum context length is {self.max_model_len} tokens, but the "
-                                   f"prompt ({len(request.prompt_ids)}) plus max_tokens ({request.max_tokens}) is "
-                                   f"{total}", "max_tokens")
+        limit, prompt = self.max_model_len, len(request.prompt_ids)
+        if limit is not None and prompt >= limit:  # no room for a single token
+            raise EngineError(400, context_length_error(limit, prompt), "prompt")
+        if limit is not None and prompt + request.max_tokens > limit:
+            raise EngineError(400, context_length_error(limit, prompt, request.max_tokens), "max_tokens")
 
     def health(self):
         """None while requests are served, else why not (the model failed, or the server is stopping)."""
@@ -454,6 +450,17 @@ class Engine:
         self.rows = []
         self.batch.close()
         self.batch = RaggedBatch(self.model)
+
+
+def context_length_error(max_model_len, prompt_tokens, max_tokens=None):
+    """OpenAI's words for a request past the context, which vLLM's server repeats and clients parse (to retry
+    with a smaller max_tokens): the limit, the tokens asked for, and how many are the prompt's."""
+    if max_tokens is None:
+        return (f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+                f"{prompt_tokens} tokens in the messages. Please reduce the length of the messages.")
+    return (f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). "
+            "Please reduce the length of the messages or completion.")
 
 
 def _generation_eos(generation_config):
