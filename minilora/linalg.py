@@ -336,6 +336,7 @@ def qr(A, mode="reduced", *, out=None):
     def derivative(arrays, outputs, grads):
         _check_qr_differentiable(mode == "r", mode == "complete" and m > n)
         return _qr_backward(arrays[0], outputs[0], outputs[1], grads[0], grads[1])
+    derivative.mode = mode  # (create_graph=True's refusals read it)
     return _with_out(QR(*_outputs("LinalgQrBackward0", (A,), (Q, R), derivative, (mode != "r", True), (0, 1))), out)
 
 

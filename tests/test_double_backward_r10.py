@@ -260,3 +260,23 @@ def test_eig_still_refuses_saying_why():
     with pytest.raises(NotImplementedError, match=r"Real's backward is not differentiable in minilora \(torch's "
                                                   r"RealBackward0\) with complex tensors"):
         ml.autograd.grad(ml.linalg.eigvals(A).real.sum(), A, create_graph=True)
+
+
+EMPTY = {  # an empty matrix or batch: torch's empty gradients, recorded where torch's are
+    "svd": ((0, 3), lambda lib, A: list(lib.linalg.svd(A, full_matrices=False))),
+    "qr_no_columns": ((3, 0), lambda lib, A: list(lib.linalg.qr(A))),
+    "lu": ((0, 0), lambda lib, A: list(lib.linalg.lu(A))[1:]),
+    "eigh_batch": ((2, 0, 0), lambda lib, A: list(lib.linalg.eigh(A))),
+    "det": ((0, 0), lambda lib, A: [lib.linalg.det(A)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY))
+def test_empty_matrices_under_create_graph(name):
+    shape, f = EMPTY[name]
+    results = []
+    for lib in (ml, torch):
+        A = lib.zeros(shape, dtype=lib.float64, requires_grad=True)
+        g, = lib.autograd.grad(sum((o ** 2).sum() for o in f(lib, A) if o.requires_grad), A, create_graph=True)
+        results.append((tuple(g.shape), g.requires_grad))
+    assert results[0] == results[1]
