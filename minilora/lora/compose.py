@@ -210,7 +210,7 @@ def _replace_factors(layer, adapter, A, B):
     else:
         params = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
     for param, value in zip(params, (A, B)):
-        if value.dtype == param.dtype:
+        if value.dtype == param.dtype and value.shape == param.shape:
             param._array[...] = value
         else:
             param.data = Tensor._make(value, param.device, False, None)
@@ -283,16 +283,19 @@ def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sig
         delta = delta.T  # an embedding's delta is [num_embeddings, dim]; its factors are for [dim, num]
     A_in, B_out = _factors(layer, present[0][0])
     delta = delta.reshape(delta.shape[0], -1)  # a convolution's [out, in, *kernel] as [out, in * kernel] (PEFT)
-    if new_rank > min(delta.shape):
-        raise ValueError(f"svd_rank={new_rank} is larger than the update's smallest side {min(delta.shape)}")
+    # A layer whose update has fewer than new_rank singular values (a 2-output head under rank 8) gets
+    # factors only that wide, as PEFT's slices U[:, :r], S[:r], Vh[:r] with svd_full_matrices=False; layer.r
+    # keeps new_rank. (With PEFT's default full_matrices=True its Vh keeps r rows for a B of fewer columns,
+    # an adapter whose forward fails; minilora keeps the working narrow pair either way.)
+    rank = min(new_rank, *delta.shape)
     U, S, Vh = np.linalg.svd(delta, full_matrices=full_matrices)
-    U = U[:, :new_rank] * S[:new_rank]
-    Vh = Vh[:new_rank, :]
+    U = U[:, :rank] * S[:rank]
+    Vh = Vh[:rank, :]
     if clamp is not None:  # clip outliers at the clamp quantile of all factor entries (kohya's svd merge)
         high = np.quantile(np.concatenate([U.reshape(-1), Vh.reshape(-1)]), clamp)
         U, Vh = np.clip(U, -high, high), np.clip(Vh, -high, high)
     # a convolution's factors: A [r, in, *kernel], B [out, r, 1, ...] (a Linear's reshape changes nothing)
-    return Vh.reshape((new_rank,) + A_in.shape[1:]), U.reshape(B_out.shape[:1] + (new_rank,) + B_out.shape[2:])
+    return Vh.reshape((rank,) + A_in.shape[1:]), U.reshape(B_out.shape[:1] + (rank,) + B_out.shape[2:])
 
 
 def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combination_type="svd", svd_rank=None,

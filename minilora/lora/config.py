@@ -55,6 +55,20 @@ def _type_name(peft_type):
 _BIAS_MODES = {"LORA": ("none", "all", "lora_only"), "VERA": ("none", "all", "vera_only")}
 
 
+class UnknownBiasError(ValueError, NotImplementedError):
+    """A ``bias`` mode PEFT does not know. PEFT raises NotImplementedError ("Requested bias: ..., is not
+    implemented.") once the model is built; minilora refuses the config, and the error is both."""
+
+
+def _check_rank(what, r):
+    """A rank is a positive int: another type is a TypeError (PEFT's comes from torch.empty or a
+    comparison), zero or less a ValueError, as PEFT's."""
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral):
+        raise TypeError(f"{what} must be a positive integer, got {r!r} of type {type(r).__name__}")
+    if r <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {r!r}")
+
+
 def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -146,12 +160,12 @@ class _AdapterConfig:
             self.peft_version = f"minilora-{__version__}"
 
     def _check_method_fields(self):
-        if isinstance(self.r, bool) or not isinstance(self.r, numbers.Integral) or self.r <= 0:
-            raise ValueError(f"r (the rank of the update) must be a positive integer, got {self.r!r}")
+        _check_rank("r (the rank of the update)", self.r)
         self.r = int(self.r)
         self.target_modules = _check_names("target_modules", self.target_modules)
         if self.bias not in _BIAS_MODES[self.PEFT_TYPE]:
-            raise ValueError(f"bias must be one of {_BIAS_MODES[self.PEFT_TYPE]}, got {self.bias!r}")
+            raise UnknownBiasError(f"Requested bias: {self.bias}, is not implemented. bias must be one of "
+                                   f"{_BIAS_MODES[self.PEFT_TYPE]}, got {self.bias!r}")
         if self.modules_to_save is not None:
             if isinstance(self.modules_to_save, str) or not all(isinstance(m, str) for m in self.modules_to_save):
                 raise TypeError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
@@ -386,8 +400,7 @@ class LoraConfig(_AdapterConfig):
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"{name} must be a dict of module name pattern: value, got {getattr(self, name)!r}")
         for key, r in self.rank_pattern.items():
-            if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
-                raise ValueError(f"rank_pattern[{key!r}] must be a positive integer, got {r!r}")
+            _check_rank(f"rank_pattern[{key!r}]", r)
         for key, alpha in self.alpha_pattern.items():
             if not _is_number(alpha):
                 raise ValueError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}")

@@ -91,11 +91,27 @@ class BufferDict(ParameterDict):
         self._non_persistent_buffers_set.discard(key)
 
 
+def _is_16bit(dtype):
+    return dtype.itemsize == 2 and dtypes.is_floating(dtype)
+
+
 def _row_norm(W):
     """``||W[i, :]||`` for every output row i (PEFT's ``torch.linalg.norm(W, dim=1)``; a 16-bit W is summed
     in float32 and its norm rounded once, as torch's)."""
     U = dtypes.upcast(W)
     return xp_of(W).sqrt((U * U).sum(axis=1)).astype(W.dtype, copy=False)
+
+
+def _dora_norm_rounded(W, BA, scaling, dtype):
+    """PEFT's DoRA weight norm ``||W + s * BA||_row`` with each op rounded to ``dtype`` as torch's 16-bit
+    ops round (``BA``: the float32 product, rounded once; the norm's sum in float32), the result in ``dtype``."""
+    if not _is_16bit(dtype):  # float32 / float64: one sum and the norm in dtype
+        return _row_norm(W.astype(dtype, copy=False) + scaling * BA.astype(dtype, copy=False))
+
+    def op(a):
+        return a.astype(dtype).astype(np.float32)
+    weight = op(op(dtypes.upcast(W)) + op(np.float32(scaling) * op(BA)))
+    return op(xp_of(weight).sqrt((weight * weight).sum(axis=1))).astype(dtype)
 
 
 def _with_delta(W, delta, unmerge=False, safe_merge=False):
@@ -443,9 +459,10 @@ class Linear(BaseTunerLayer):
                 olora_init(self, adapter_name)
             else:
                 pissa_init(self, adapter_name, config.init_lora_weights)
-        if config.use_dora:
-            delta = self.scaling[adapter_name] * self._BA(adapter_name)
-            norms = _row_norm(dtypes.upcast(W0._array) + delta).astype(W0.dtype)  # in the adapter's dtype (PEFT)
+        if config.use_dora:  # PEFT's DoraLinearLayer.update_layer: in the adapter's dtype, the base's here, so a
+            # 16-bit base rounds B A, s * (B A) and the sum each to 16 bits (summing in float32 and rounding once
+            # put 1 bfloat16 row in 16 one ulp off)
+            norms = _dora_norm_rounded(W0._array, self._BA(adapter_name), self.scaling[adapter_name], W0.dtype)
             self.lora_magnitude_vector[adapter_name] = DoraMagnitude(Tensor(norms, dtype=norms.dtype, device=W0.device))
         self.set_adapter(self.active_adapters)
 
@@ -492,7 +509,7 @@ class Linear(BaseTunerLayer):
         The row norm is computed without gradient (a constant in backward, DoRA paper section 4.3,
         as PEFT): gradients reach the magnitude ``m`` and, through the direction, A and B.
         """
-        if x.dtype.itemsize == 2 and dtypes.is_floating(x.dtype):  # a float16/bfloat16 base
+        if _is_16bit(x.dtype):  # a float16/bfloat16 base
             return self._dora_forward_16bit(x, name, result)
         W0, bias = self.base_layer.weight, self.base_layer.bias
         A, B, s = self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name]
@@ -541,16 +558,9 @@ class Linear(BaseTunerLayer):
         return result + ((mag_scale - 1) * base_result + mag_scale * lora_result * s)
 
     def _dora_norm_16bit(self, name, dtype):
-        """PEFT's weight norm ``||W0 + s * (B A)||_row`` in ``dtype`` (each op rounded to it; the norm's
-        sum in float32), as a constant Tensor."""
+        """PEFT's weight norm ``||W0 + s * (B A)||_row`` in ``dtype`` as a constant Tensor."""
         W0 = self.base_layer.weight
-        exact = dtypes.upcast(W0._array)
-
-        def op(a):
-            return a.astype(dtype).astype(np.float32) if dtype != np.float32 else a
-        lora_weight = op(self._BA(name))  # lora_B(lora_A(eye)).T: one product, rounded once
-        weight = op(op(exact) + op(np.float32(self.scaling[name]) * lora_weight))
-        norm = op(xp_of(weight).sqrt((weight * weight).sum(axis=1))).astype(dtype)
+        norm = _dora_norm_rounded(W0._array, self._BA(name), self.scaling[name], dtype)
         return Tensor._make(norm, W0.device, False, None)
 
     def _mixed_batch_forward(self, x, adapter_names):
@@ -669,14 +679,21 @@ class Embedding(BaseTunerLayer):
         self.lora_embedding_A[adapter_name] = Parameter(A, dtype=W0.dtype, device=W0.device)
         self.lora_embedding_B[adapter_name] = Parameter(B, dtype=W0.dtype, device=W0.device)
         if config.use_dora:
-            norms = self._column_norms(W0._array, adapter_name).astype(W0.dtype)
+            norms = self._dora_norms(adapter_name)  # the adapter is in the table's dtype here
             magnitude = Tensor(norms, dtype=norms.dtype, device=W0.device)  # (PEFT 0.21 prints the prefix twice)
             self.lora_magnitude_vector[adapter_name] = DoraMagnitude(magnitude, "lora.dora.DoraEmbeddingLayer")
         self.set_adapter(self.active_adapters)
 
-    def _column_norms(self, W, adapter_name):
-        """DoRA's weight norm: ``||(W + s (B A)^T)[:, j]||`` for every embedding dimension j (plain arrays)."""
-        return _row_norm((dtypes.upcast(W) + self.get_delta_weight(adapter_name)).T)
+    def _BA(self, adapter_name):
+        """``B A`` [dim, num_embeddings] in float32 for 16-bit factors (as Linear's)."""
+        A, B = self.lora_embedding_A[adapter_name]._array, self.lora_embedding_B[adapter_name]._array
+        return dtypes.upcast(B) @ dtypes.upcast(A)
+
+    def _dora_norms(self, adapter_name):
+        """DoRA's weight norm ``||(W + s (B A)^T)[:, j]||`` for every embedding dimension j, as PEFT's
+        DoraEmbeddingLayer: its DoraLinearLayer's norm on the table's transpose, in the adapter's dtype."""
+        return _dora_norm_rounded(self.base_layer.weight._array.T, self._BA(adapter_name),
+                                  self.scaling[adapter_name], self.lora_embedding_A[adapter_name].dtype)
 
     def adapter_forward(self, ids):
         result = self.base_layer(ids)
@@ -686,7 +703,7 @@ class Embedding(BaseTunerLayer):
                 after_A = ops.embedding(ids, self.lora_embedding_A[name].T, padding_idx=self.base_layer.padding_idx)
                 lora_result = after_A @ self.lora_embedding_B[name].T
                 if name in self.lora_magnitude_vector:  # PEFT's order: m/n * result + m/n * (A^T[x] B^T) * s
-                    norms = self._column_norms(self.base_layer.weight._array, name)
+                    norms = self._dora_norms(name)
                     mag_scale = self.lora_magnitude_vector[name].weight / Tensor._make(norms, result.device, False,
                                                                                        None)
                     result = mag_scale * result + mag_scale * lora_result * self.scaling[name]

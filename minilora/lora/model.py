@@ -53,6 +53,13 @@ class NoMatchingPeftModuleError(PeftError, ValueError):
     """An adapter's target_modules matched no module of the base model (PEFT's error of that name, a ValueError):
     a program that adds such an adapter on purpose catches this one, not every ValueError."""
 
+
+class AdapterNameError(ValueError, KeyError):
+    """A name that cannot be an adapter's. For a name with a '.', PEFT's error is torch's ModuleDict KeyError
+    ("module name can't contain \".\""); minilora also refuses paths, which save_pretrained would make folders of."""
+    __str__ = Exception.__str__  # the message as written (KeyError's str would quote it)
+
+
 # What PEFT adapts when target_modules is None (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 DEFAULT_TARGET_MODULES = {"llama": ["q_proj", "v_proj"]}
 
@@ -963,12 +970,14 @@ def _host(array):
 def _check_adapter_name(adapter_name):
     """An adapter name becomes a key in every parameter name and, when saved, a folder name: it may not
     be a path (``save_pretrained`` writes adapter ``name`` to ``save_directory/name``) nor hold a dot."""
-    if not isinstance(adapter_name, str) or not adapter_name:
+    if not isinstance(adapter_name, str):
         raise TypeError(f"an adapter name must be a non-empty string, got {adapter_name!r}")
+    if not adapter_name:  # (PEFT's: ModuleDict's KeyError, "module name can't be empty string")
+        raise AdapterNameError(f"an adapter name must be a non-empty string, got {adapter_name!r}")
     if os.path.isabs(adapter_name) or adapter_name in (".", "..") or any(c in adapter_name for c in "/\\.") \
             or (os.altsep and os.altsep in adapter_name):
-        raise ValueError(f"invalid adapter name {adapter_name!r}: it may not be a path nor contain '/', '\\' "
-                         "or '.' (save_pretrained writes each adapter to a folder named after it)")
+        raise AdapterNameError(f"invalid adapter name {adapter_name!r}: it may not be a path nor contain '/', "
+                               "'\\' or '.' (save_pretrained writes each adapter to a folder named after it)")
 
 
 def _refuse(name, value, default, what):
@@ -1185,13 +1194,26 @@ class PeftModel(_Wrapper):
     def load_adapter(self, model_id, adapter_name, is_trainable=False, torch_device=None,
                      autocast_adapter_dtype=True, ephemeral_gpu_offload=False, low_cpu_mem_usage=False,
                      key_mapping=None, **kwargs):
-        """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``); with
+        """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``; a name the
+        model has already gets the folder's weights in place, its config kept, as PEFT's); with
         ``is_trainable=True`` its weights train already, as in PEFT (the active adapter's stay as they are),
         else the model is put in eval mode, as PEFT does. Returns PEFT's load result: ``(missing_keys,
         unexpected_keys)`` of this adapter's own weights (a mismatch raised already, so both are empty)."""
         _refuse("torch_device", torch_device, None, "load_adapter")
         _refuse_load_options(ephemeral_gpu_offload, "load_adapter")
         model_id = _io.adapter_folder(model_id, kwargs, "load_adapter")
+        if adapter_name in self.peft_config:  # PEFT: the folder's weights replace that adapter's (a later
+            result = _io.load_adapter_weights(self, model_id, adapter_name, key_mapping=key_mapping)  # checkpoint)
+        else:
+            result = self._load_new_adapter(model_id, adapter_name, is_trainable, autocast_adapter_dtype, key_mapping)
+        if not is_trainable:
+            self.eval()
+        prefix = self.base_model.prefix  # PEFT's filter: the keys of this adapter's own weights
+        return type(result)([k for k in result.missing_keys if prefix in k and adapter_name in k], [])
+
+    def _load_new_adapter(self, model_id, adapter_name, is_trainable, autocast_adapter_dtype, key_mapping):
+        """load_adapter under a new name: the folder's config added as ``adapter_name``, then its weights;
+        a failed load takes the adapter out again."""
         config = config_from_dict(_io.read_adapter_config(model_id))
         config.inference_mode = not is_trainable
         wrapped = self.base_model.wrapped_layer_names()
@@ -1199,15 +1221,11 @@ class PeftModel(_Wrapper):
         if is_trainable:  # add_adapter leaves a new, inactive adapter frozen
             self.set_requires_grad(adapter_name)
         try:
-            result = _io.load_adapter_weights(self, model_id, adapter_name, key_mapping=key_mapping)
+            return _io.load_adapter_weights(self, model_id, adapter_name, key_mapping=key_mapping)
         except Exception:
             self.delete_adapter(adapter_name)  # leave the model as it was: no adapter, no new wrappers
             self.base_model.unwrap_layers_except(wrapped)
             raise
-        if not is_trainable:
-            self.eval()
-        prefix = self.base_model.prefix  # PEFT's filter: the keys of this adapter's own weights
-        return type(result)([k for k in result.missing_keys if prefix in k and adapter_name in k], [])
 
 
 class MixedModel(LoraModel):
