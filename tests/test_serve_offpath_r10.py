@@ -17,7 +17,10 @@ served greedy text is compared with transformers + PEFT's generate() on the same
 | prompt + max_tokens past the context           | "this model's ... but the prompt   | OpenAI's sentence, which clients parse:|
 |                                                |  (6) plus max_tokens (100) is 106" |  "... However, you requested 106 tokens|
 |                                                |                                    |  (6 in the messages, 100 in the ...)"  |
+| an X-Request-Id header (a gateway's trace id)  | ignored: a fresh cmpl-<uuid>       | the answer's id is cmpl-<that id>, and |
+|  or vLLM's request_id extra                    |  (request_id: 400 unknown)         |  the header comes back as sent         |
 """
+import json
 import re
 import shutil
 
@@ -251,3 +254,23 @@ def test_a_request_past_the_context_is_worded_as_openai_and_vllm_word_it(served)
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
     assert re.match(r"This model's maximum context length is 64 tokens\. However, you requested \d+ tokens in the "
                     r"messages\.", r.json()["error"]["message"])
+
+
+def test_a_gateways_x_request_id_names_the_answer_as_vllm_names_it(served):
+    """vLLM takes the request id from the client's X-Request-Id header (else its request_id extra): the answer
+    is cmpl-ID / chatcmpl-ID, every chunk of a stream too, and the header comes back as sent."""
+    client, _ = served
+    traced = {"x-request-id": "trace-42"}
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 2}, headers=traced)
+    assert (r.json()["id"], r.headers["x-request-id"]) == ("cmpl-trace-42", "trace-42")
+    r = client.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 2}, headers=traced)
+    assert (r.json()["id"], r.headers["x-request-id"]) == ("chatcmpl-trace-42", "trace-42")
+    with client.stream("POST", "/v1/completions", headers=traced,
+                       json={"model": "a", "prompt": "hi", "max_tokens": 2, "stream": True}) as response:
+        ids = {json.loads(line[6:])["id"] for line in response.iter_lines()
+               if line.startswith("data: ") and line != "data: [DONE]"}
+    assert ids == {"cmpl-trace-42"}
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 2, "request_id": "mine"})
+    assert (r.json()["id"], r.headers["x-request-id"]) == ("cmpl-mine", "mine")
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 2})
+    assert r.json()["id"].startswith("cmpl-") and r.headers["x-request-id"] == r.json()["id"]  # a fresh one

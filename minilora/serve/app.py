@@ -42,7 +42,8 @@ cancels its request: the engine frees its batch slot, or its place in the queue,
 Each choice carries vLLM's ``stop_reason`` (the stop string or stop token id that ended it, else null).
 A choice's text is made and sampled as vLLM's v1 engine makes it (detokenizer.py, sampler.py): a seeded
 request draws torch's numbers from its own generator, ``seed + i`` for choice i.
-Every answer carries OpenAI's ``system_fingerprint`` and its id also as the ``x-request-id`` header;
+Every answer carries OpenAI's ``system_fingerprint`` and its id also as the ``x-request-id`` header (a client's own
+``X-Request-Id``, or vLLM's ``request_id`` extra, names the answer ``cmpl-ID`` and comes back as that header);
 logprobs are a log_softmax over the model's whole vocabulary (ids past the tokenizer's: ``token_id:N``).
 """
 import asyncio
@@ -74,7 +75,7 @@ _SAMPLING_KEYS = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed"
                   "stream_options", "n", "user", "presence_penalty", "frequency_penalty", "repetition_penalty",
                   "logit_bias", "ignore_eos", "logprobs", "response_format", "min_p", "min_tokens",
                   "include_stop_str_in_output", "skip_special_tokens", "spaces_between_special_tokens",
-                  "allowed_token_ids"}
+                  "allowed_token_ids", "request_id"}
 _COMPLETION_KEYS = _SAMPLING_KEYS | {"prompt", "echo", "best_of", "suffix"}
 _CHAT_KEYS = _SAMPLING_KEYS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
                                "add_generation_prompt", "continue_final_message", "chat_template",
@@ -312,12 +313,14 @@ class _Server:
         adapter = self._adapter_of(body)
         options, n, stream, include_usage, echo = _options(body, chat, self.engine.vocab_size,
                                                            self.engine.sampling_defaults)
-        meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
+        given = _client_request_id(http_request, body)
+        meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{given or uuid.uuid4().hex}", "created": int(time.time()),
                 "model": body.get("model") or self.model_name, "system_fingerprint": self.fingerprint}  # as asked
+        tag = given or meta["id"]  # the x-request-id header: the client's own, as vLLM's echoes it
         n_prompt = sum(len(ids) for ids in prompts)
         if options["max_tokens"] == 0:
             echoes = await self._echoes(prompts, n, echo, adapter, options["logprobs"])
-            return _with_id(self._echo_only(meta, stream, include_usage, echoes, n_prompt), meta)
+            return _with_id(self._echo_only(meta, stream, include_usage, echoes, n_prompt), tag)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
         for ids in prompts:
@@ -349,8 +352,8 @@ class _Server:
             raise
         if stream:
             return _with_id(StreamingResponse(self._stream(jobs, events, meta, chat, include_usage, echoes, n_prompt),
-                                              media_type="text/event-stream"), meta)
-        return _with_id(await self._collect(http_request, jobs, events, meta, chat, echoes, n_prompt), meta)
+                                              media_type="text/event-stream"), tag)
+        return _with_id(await self._collect(http_request, jobs, events, meta, chat, echoes, n_prompt), tag)
 
     async def _echoes(self, prompts, n, echo, adapter, logprobs):
         """(text, logprob entries or None) to start each choice with: with ``echo``, its prompt's text and,
@@ -777,9 +780,18 @@ def _fingerprint(engine, model_name):
     return "fp_" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
-def _with_id(response, meta):
-    """The completion's id also as the ``x-request-id`` header (OpenAI's clients read it: ``._request_id``)."""
-    response.headers["x-request-id"] = meta["id"]
+def _client_request_id(http_request, body):
+    """vLLM's request id: the client's ``X-Request-Id`` header (a gateway's, to follow one request through its
+    logs), else the body's ``request_id`` (vLLM's extra), else None; the answer's id is ``cmpl-`` + it."""
+    given = http_request.headers.get("x-request-id") or body.get("request_id")
+    if given is not None and not isinstance(given, str):
+        raise EngineError(400, f"request_id must be a string, got {given!r}", "request_id")
+    return given or None
+
+
+def _with_id(response, request_id):
+    """``request_id`` as the ``x-request-id`` header (OpenAI's clients read it: ``._request_id``)."""
+    response.headers["x-request-id"] = request_id
     return response
 
 
