@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from . import float32_math, parallel
-from .device import cache_slices, xp_of
+from .device import CHUNK, cache_slices, xp_of
 
 __all__ = ["multiply_add", "erf", "normal_cdf_pdf", "gelu_and_derivative", "sigmoid_and_silu", "silu_backward",
            "swiglu", "swiglu_backward", "row_mean", "column_sum",
@@ -132,6 +132,9 @@ def sigmoid_and_silu(a, s, out):
     xp.divide(1, s, out=s)
 
 
+_ONE32 = np.array(1, np.float32)
+
+
 def silu_backward(g, a, s, gx):
     """Fill ``gx = (g * s) * (1 + a * (1 - s))`` (``g`` times the derivative of ``a * sigmoid(a)``,
     ``s = sigmoid(a)``), rounded as torch's silu_backward kernel: ``1 + a * (1 - s)`` is one fused
@@ -144,11 +147,14 @@ def silu_backward(g, a, s, gx):
         xp.multiply(g, s, out=gx)
         gx *= slope
         return
+    block = min(g.size, CHUNK)  # (scratch reused slice by slice: fresh arrays this size cost page faults)
+    slope, wide = np.empty(block, np.float32), np.empty((2, block), np.float64)
     for gs, as_, ss, out in cache_slices(g, a, s, gx):
-        slope = np.subtract(1, ss)
-        np.add(np.multiply(as_, slope, dtype=np.float64), 1, out=slope, casting="same_kind")  # one rounding
+        slope_ = slope[:ss.size]
+        np.subtract(_ONE32, ss, slope_)
+        float32_math.fused_multiply_add_block(as_, slope_, 1, slope_, wide)  # one rounding
         np.multiply(gs, ss, out=out)
-        out *= slope
+        out *= slope_
 
 
 def swiglu(gate, up, s, out):
