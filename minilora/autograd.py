@@ -286,8 +286,9 @@ class _UserCall(_tensor.Function):
             # (torch's: the error node hangs on the incoming gradients that are in a graph; none, no node)
             sources = [g for g in grads if isinstance(g, Tensor) and g.requires_grad]
             if sources:
-                result = tuple(r if not isinstance(r, Tensor) else _DelayedError.apply(r, *sources)
-                               for r in result)
+                result = tuple(r if not isinstance(r, Tensor) else higher_order.DelayedError.apply(
+                    r, *sources, message="trying to differentiate twice a function that was marked with "
+                                         "@once_differentiable") for r in result)
         else:
             saved = user_ctx._saved
             try:
@@ -318,21 +319,6 @@ def _in_graph(saved, joint, cls):
             recorded._counter = out._version_counter()
             return recorded
     return saved
-
-
-class _DelayedError(_tensor.Function):
-    """torch's DelayedError node: the result of a once_differentiable backward in a create_graph=True
-    pass; differentiating it again is torch's error."""
-
-    @staticmethod
-    def forward(ctx, r, *sources):
-        return r
-
-    @staticmethod
-    def backward(ctx, g):
-        raise RuntimeError("trying to differentiate twice a function that was marked with @once_differentiable")
-
-    backward_graph = backward
 
 
 def _checked_result(cls, ctx, user_ctx, result):

@@ -246,11 +246,18 @@ def test_det_of_a_singular_matrix_under_create_graph():
         close(mine, theirs)
 
 
-def test_ldl_refuses_in_torchs_words_under_create_graph():
+def test_what_torch_cannot_differentiate_twice_refuses_in_torchs_words():
+    """ldl_factor (no derivative in torch at all) and the CTC loss (no derivative of its backward)."""
     for lib in (ml, torch):
         A = lib.tensor([[4.0, 1, 0], [1, 3, 1], [0, 1, 2]], requires_grad=True)
         with pytest.raises(RuntimeError, match="derivative for aten::linalg_ldl_factor_ex is not implemented"):
             lib.autograd.grad(lib.linalg.ldl_factor(A)[0].sum(), A, create_graph=True)
+        x = lib.tensor(np.linspace(-1, 1, 24).reshape(3, 2, 4), requires_grad=True)
+        loss = lib.nn.functional.ctc_loss(x.log_softmax(-1), lib.tensor([[1, 2], [3, 3]]), lib.tensor([3, 3]),
+                                          lib.tensor([2, 1]))
+        g, = lib.autograd.grad(loss, x, create_graph=True)
+        with pytest.raises(RuntimeError, match="derivative for aten::_ctc_loss_backward is not implemented"):
+            lib.autograd.grad(g.sum(), x)
 
 
 def test_eig_still_refuses_saying_why():

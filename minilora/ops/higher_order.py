@@ -21,6 +21,7 @@ from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Einsum, Linear, MatMul
+from .ctc import CTCLoss
 from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d, Fold, MaxPool2d,
                    MaxUnpool2d, Unfold, _windows)
 from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
@@ -1339,6 +1340,36 @@ def _as_strided_scatter_jvps():
     return jvp_self, jvp_src
 
 
+class DelayedError(Function):
+    """torch's DelayedError node: a gradient torch computes but cannot differentiate again (a once_differentiable
+    backward's result, the CTC loss's gradient), hung on the tensors it came from (``sources``); a second
+    derivative that reaches it raises ``message``, torch's words, and one that does not goes on."""
+
+    @staticmethod
+    def forward(ctx, r, *sources, message):
+        ctx.message = message
+        return r
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError(ctx.message)
+
+    backward_graph = backward
+
+
+def _not_in_torch_either(aten_backward):
+    """The recorded backward of an op whose backward torch cannot differentiate: the plain pass's gradients,
+    each a DelayedError on the incoming gradient and the input."""
+    message = f"derivative for aten::{aten_backward} is not implemented"
+
+    def backward_graph(ctx, g):
+        grads = ctx.fn.backward(ctx, g._array)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        return tuple(DelayedError.apply(_constant(a, g), g, x, message=message) if need and a is not None else None
+                     for a, x, need in zip(grads, ctx.inputs, ctx.needs_input_grad))
+    return backward_graph
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -1414,6 +1445,7 @@ _BACKWARD_GRAPHS = {
     _e.FusedMulAdd: _fused_mul_add, _e.AddScaled: _add_scaled,
     _s.Unfold: _linear_in_each(_windows_jvp), _s.AsStridedScatter: _linear_in_each(*_as_strided_scatter_jvps()),
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
+    CTCLoss: _not_in_torch_either("_ctc_loss_backward"),
     MaxUnpool2d: _linear_in_each(lambda ctx, d: MaxUnpool2d.forward(_Scratch(), d, ctx.flat, ctx.size)),  # (1d, 3d)
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
     _s.AsStrided: _linear_in_each(_as_strided_jvp),
@@ -1584,7 +1616,7 @@ class GradStore:
             t._grad = g if t._grad is None else t._grad + g
 
 
-__all__ = ["run_backward_graph", "GradStore", "NotDifferentiableBackward", "ScatterIndexed", "sum_to"]
+__all__ = ["run_backward_graph", "GradStore", "NotDifferentiableBackward", "ScatterIndexed", "sum_to", "DelayedError"]
 
 
 def seed(output, grad_output):
