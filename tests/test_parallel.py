@@ -10,36 +10,48 @@ import minilora as ml
 from minilora import parallel
 
 
-@pytest.mark.parametrize("blocks_per_thread, sizes", [(1, [3, 3, 4]), (4, [1] * 10)])
-def test_rows_covers_every_row_once_in_uneven_blocks(split_into_blocks, blocks_per_thread, sizes):
+def test_rows_covers_every_row_once_in_uneven_blocks(split_into_blocks):
     seen = np.zeros(10, dtype=int)
     got = []
 
     def visit(block, ids):
         seen[ids] += 1
         got.append(len(block))
-    parallel.rows(visit, np.zeros((10, 4)), np.arange(10), blocks_per_thread=blocks_per_thread)
+    parallel.rows(visit, np.zeros((10, 4)), np.arange(10))
     assert seen.tolist() == [1] * 10
-    assert sorted(got) == sizes  # three threads; 10 rows in 3 blocks, or 12 wanted but 10 rows
+    assert sorted(got) == [3, 3, 4]  # three threads: one block each
 
 
-def test_a_slow_thread_leaves_its_blocks_to_the_others(split_into_blocks):
+def test_each_thread_runs_its_own_block_as_openmps_static_schedule(split_into_blocks):
+    import threading
+    for _ in range(3):  # the same rows on the same thread, call after call (its core's cache has them)
+        by_thread = {}
+
+        def work(block):
+            by_thread[threading.current_thread()] = block.tolist()
+            time.sleep(0.01)  # (each helper starts well before the caller is done with its own block)
+        parallel.rows(work, np.arange(9), work_per_row=1)
+        assert by_thread[threading.main_thread()] == [0, 1, 2]
+        assert sorted(by_thread.values()) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+
+
+def test_a_helper_that_has_not_started_leaves_its_block_to_the_caller(split_into_blocks, monkeypatch):
     import threading
     by_thread = {}
+    for helper in parallel._helpers[:2]:  # each helper starts 0.2 s late (its core taken by another process)
+        run = helper.run
+        monkeypatch.setattr(helper, "run", lambda fn, block, run=run: run(lambda *a: (time.sleep(0.2), fn(*a)), block))
 
     def work(block):
-        me = threading.current_thread()
-        by_thread[me] = by_thread.get(me, 0) + len(block)
-        time.sleep(0.05 if me is threading.main_thread() else 0.005)  # the caller is slowed down
+        by_thread[threading.current_thread()] = by_thread.get(threading.current_thread(), 0) + len(block)
     parallel.rows(work, np.arange(12), work_per_row=1)
-    assert sum(by_thread.values()) == 12
-    assert by_thread[threading.main_thread()] < 4  # a fixed split would give it 12 / 3 = 4
+    assert by_thread == {threading.main_thread(): 12}  # a fixed split would wait for them
 
 
 def test_rows_passes_none_through_and_splits_lists(split_into_blocks):
     got = []
     parallel.rows(lambda items, nothing: got.append((list(items), nothing)), list("abcdef"), None,
-                  work_per_row=1, blocks_per_thread=1)
+                  work_per_row=1)
     assert sorted(got) == [(["a", "b"], None), (["c", "d"], None), (["e", "f"], None)]
 
 
@@ -125,7 +137,7 @@ def test_a_block_that_splits_again_runs_whole_instead_of_deadlocking(split_into_
 
     def outer(block):
         parallel.rows(lambda b: inner_calls.append(len(b)), np.zeros(len(block) * 4), work_per_row=1)
-    parallel.rows(outer, np.zeros(9), blocks_per_thread=1)
+    parallel.rows(outer, np.zeros(9))
     # the calling thread's block may split (3 inner calls); each helper's block runs whole (1 each)
     assert len(inner_calls) in (3 + 1 + 1, 1 + 1 + 1)
     assert sum(inner_calls) == 36

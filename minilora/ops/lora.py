@@ -312,7 +312,7 @@ class LoraLinear(Function):
         U = xp.empty((X.shape[0], A.shape[0]), X.dtype)
         s = X.dtype.type(scale)
         parallel.rows(lambda *rows: _lora_forward_rows(*rows, W0, A, B, bias, s), X, keep, U, Y,
-                      work_per_row=parallel.product_work(W0.size), blocks_per_thread=1)
+                      work_per_row=parallel.product_work(W0.size))
         _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed, mask)
         return Y.reshape(x.shape[:-1] + (W0.shape[0],))
 
@@ -332,7 +332,7 @@ class LoraLinear(Function):
         dX = xp.empty(X.shape, X.dtype) if nx else None
         s = dY.dtype.type(ctx.scale)
         dA, dB = parallel.sum_over_rows(lambda *rows: _lora_backward_rows(*rows, W0, A, B, s, na, nb),
-                                        dY, X, U, keep, V, dX, blocks_per_thread=1,
+                                        dY, X, U, keep, V, dX,
                                         work_per_row=parallel.product_work(W0.size if nx else B.size))
         dX, dW0, dbias = _base_grads(ctx, dY, dX)
         return dX, dW0, dA, dB, dbias
