@@ -543,8 +543,11 @@ def det(A, *, out=None):
 
 
 def _logdet_derivative(arrays, outputs, grads):
-    """``g A^{-T}``; at a singular matrix log|det| has no derivative: nan (torch returns LU's round-off)."""
+    """``g A^{-T}``; at a singular matrix log|det| has no derivative: nan (torch returns LU's round-off).
+    slogdet's sign (a step function of A) passes none: its node gives no gradient, as torch's."""
     xp = xp_of(arrays[0])
+    if grads[-1] is None:
+        return None
     try:
         inverse = _lapack(xp.linalg.inv, arrays[0])
     except np.linalg.LinAlgError:
@@ -568,11 +571,11 @@ def _inv_or_nan(matrix):
 
 
 def slogdet(A, *, out=None):
-    """``torch.linalg.slogdet``: ``(sign, logabsdet)``; the gradient flows through logabsdet."""
+    """``torch.linalg.slogdet``: ``(sign, logabsdet)``; the gradient flows through logabsdet (sign is in the
+    graph too, as torch's, but passes no gradient)."""
     _check("linalg.slogdet", A, square=True)
     sign, logabsdet = xp_of(A._array).linalg.slogdet(A._array)
-    return _with_out(SlogDet(*_outputs("LinalgSlogdetBackward0", (A,), (sign, logabsdet), _logdet_derivative,
-                                       (False, True))), out)
+    return _with_out(SlogDet(*_outputs("LinalgSlogdetBackward0", (A,), (sign, logabsdet), _logdet_derivative)), out)
 
 
 def logdet(input):

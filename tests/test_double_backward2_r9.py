@@ -305,8 +305,6 @@ KNOWN = {  # what the survey still finds, and why it is left
     **dict.fromkeys(["angle", "Tensor.angle"], "complex gradients: refused by name"),
     **dict.fromkeys(["nextafter", "Tensor.nextafter"], "refused by name (torch: not differentiable either)"),
     **dict.fromkeys(["copysign", "Tensor.copysign"], "first order: torch gives `other` zeros, minilora None"),
-    **dict.fromkeys(["slogdet", "Tensor.slogdet"], "first order: torch records the sign output (a zero "
-                                                   "derivative), minilora's is a constant"),
     **dict.fromkeys(["normal", "poisson"], "first order: torch records a draw from a mean tensor (NormalBackward, "
                                            "PoissonBackward), minilora's is a constant"),
     "group_norm": "two elements per group: the second derivatives are round-off (1e-6 apart)",

@@ -287,3 +287,18 @@ def test_empty_matrices_under_create_graph(name):
         g, = lib.autograd.grad(sum((o ** 2).sum() for o in f(lib, A) if o.requires_grad), A, create_graph=True)
         results.append((tuple(g.shape), g.requires_grad))
     assert results[0] == results[1]
+
+
+def test_slogdet_sign_is_in_the_graph_without_a_gradient():
+    """torch's slogdet records its sign output too (requires_grad, a grad_fn) but passes no gradient through it,
+    first order or recorded; minilora's sign was a constant."""
+    results = []
+    for lib in (ml, torch):
+        A = lib.tensor([[1.0, 2], [3, 1]], dtype=lib.float64, requires_grad=True)
+        sign, logabsdet = lib.linalg.slogdet(A)
+        assert sign.requires_grad and sign.grad_fn is not None
+        assert lib.autograd.grad(sign * 3, A, allow_unused=True, retain_graph=True)[0] is None
+        g, = lib.autograd.grad(sign * logabsdet ** 2, A, create_graph=True)
+        results.append([g, lib.autograd.grad(g.sum() + sign, A)[0]])
+    for mine, theirs in zip(*results):
+        close(mine, theirs)

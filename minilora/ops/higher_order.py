@@ -1267,10 +1267,14 @@ def _matrix_exp(ctx, g):
     return _la.matrix_exp(big)[..., :n, n:]
 
 
+def _slogdet(ctx, g):  # logabsdet: grad * A^-H; the sign (a step function): no gradient, as torch's
+    return _per_matrix(g) * _inverse_t(ctx) if ctx.index == 1 else None
+
+
 _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (eig's complex outputs: refused)
     "LinalgInvExBackward0": lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
     "LinalgDetBackward0": _det,
-    "LinalgSlogdetBackward0": lambda ctx, g: _per_matrix(g) * _inverse_t(ctx),  # logabsdet: grad * A^-H
+    "LinalgSlogdetBackward0": _slogdet,
     "LogdetBackward0": lambda ctx, g: _per_matrix(  # the same, none where det < 0
         _e.where(_constant(~np.isnan(ctx.outputs[0]), g), g, 0.0)) * _inverse_t(ctx),  # (torch: a where too)
     "LinalgSolveExBackward0": _solve,
