@@ -19,6 +19,8 @@ served greedy text is compared with transformers + PEFT's generate() on the same
 |                                                |                                    |  (6 in the messages, 100 in the ...)"  |
 | an X-Request-Id header (a gateway's trace id)  | ignored: a fresh cmpl-<uuid>       | the answer's id is cmpl-<that id>, and |
 |  or vLLM's request_id extra                    |  (request_id: 400 unknown)         |  the header comes back as sent         |
+| --lora-modules / load_lora_adapter of a name   | 400 "letters, digits, '_' or '-'   | served under that name (the model keys |
+|  with a dot or a slash ("org/sql-lora.v2")     |  (no dots)"                        |  it under another, no request sees it) |
 """
 import json
 import re
@@ -274,3 +276,25 @@ def test_a_gateways_x_request_id_names_the_answer_as_vllm_names_it(served):
     assert (r.json()["id"], r.headers["x-request-id"]) == ("cmpl-mine", "mine")
     r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 2})
     assert r.json()["id"].startswith("cmpl-") and r.headers["x-request-id"] == r.json()["id"]  # a fresh one
+
+
+def test_an_adapter_is_served_under_any_name_vllm_takes(served, folders, reference):
+    """vLLM serves a LoRA under any name (`--lora-modules org/sql-lora.v2=DIR`); a PEFT module key cannot hold a
+    dot, so the model keeps it under another key, which no request sees."""
+    client, engine = served
+    names = ["org/sql-lora.v2", "org_sql-lora_v2_1"]  # the second: the key the model keeps the first under
+    for name in names:
+        r = client.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(folders / "b")})
+        assert r.status_code == 200, r.text
+    try:
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["tiny", "a", "b", *names]
+        assert len(set(engine.model.peft_config)) == 4 and "org_sql-lora_v2_1" in engine.model.peft_config
+        assert client.get("/v1/models/org/sql-lora.v2").json()["parent"] == "tiny"
+        expected = served_text(engine.tokenizer, reference("b", engine.tokenizer.encode("hi"), 5))
+        for name in names:
+            r = client.post("/v1/completions", json={"model": name, "prompt": "hi", "max_tokens": 5, "temperature": 0})
+            assert (r.json()["model"], r.json()["choices"][0]["text"]) == (name, expected)
+    finally:
+        for name in names:
+            assert client.post("/v1/unload_lora_adapter", json={"lora_name": name}).status_code == 200
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["tiny", "a", "b"]

@@ -99,7 +99,6 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     """(Engine, served model name) for a base folder (None: the shipped base) and (name, dir) adapters;
     ``dtype`` the base's (from_pretrained's: "auto" keeps the checkpoint's)."""
     from .. import models, tokenizer as tokenizers
-    from ..lora import PeftModel
     from .engine import Engine
     model = models.load_base(dtype=dtype, device=device) if base is None else \
         models.LlamaForCausalLM.from_pretrained(base, dtype=dtype, device=device)
@@ -108,15 +107,9 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     if problem:  # replies would be another tokenizer's ids decoded as bytes (or a decode error mid-stream)
         hint = " (put the model's tokenizer.json in that folder)" if isinstance(tok, tokenizers.ByteTokenizer) else ""
         raise ValueError(f"{base}: {problem}{hint}")
-    adapters = list(adapters)
-    if adapters:
-        name, path = adapters[0]
-        model = PeftModel.from_pretrained(model, path, adapter_name=name)
     engine = Engine(model, tok, max_batch_size=max_batch_size, max_queue=max_queue, max_model_len=max_model_len,
                     max_lora_rank=max_lora_rank)
-    if adapters:
-        engine.adapter_paths[adapters[0][0]] = adapters[0][1]  # loaded before the engine existed
-    for name, path in adapters[1:]:
+    for name, path in adapters:  # as /v1/load_lora_adapter loads them (any name vLLM takes: "org/sql.v2")
         engine.load_adapter(name, path)
     served = os.path.basename(os.path.normpath(base)) if base is not None else models.BASE_NAME
     return engine, served
@@ -154,7 +147,7 @@ def cli_main(args):
     try:
         engine, served = load_engine(folder, adapters, args.device, args.max_batch_size, args.max_queue,
                                      args.max_model_len, dtype=args.dtype, max_lora_rank=args.max_lora_rank)
-    except EngineError as exc:  # a second or later adapter folder that does not load
+    except EngineError as exc:  # an adapter folder that does not load
         raise UsageError(exc.message) from None
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None

@@ -34,7 +34,7 @@ from .sampler import processed_logits, sample_token
 
 __all__ = ["Engine", "EngineError", "Request"]
 
-_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")  # a module key: no dots, no '__base__'
+_MODULE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")  # an adapter's key in the model: no dots, no '__base__'
 
 
 class EngineError(Exception):
@@ -159,7 +159,10 @@ class Engine:
         self.steps = collections.deque(maxlen=1000)  # (step number, adapter of each row): batch composition
         self.tokens_generated = 0
         self._lock = threading.Condition()
-        self._adapter_names = tuple(sorted(getattr(self.model, "peft_config", {})))
+        # name a request uses -> the adapter's key in the model (vLLM serves any name, "org/sql-lora.v2";
+        # a module key cannot hold a dot): the same but for names a key cannot be
+        self._keys = {name: name for name in getattr(self.model, "peft_config", {})}
+        self._adapter_names = tuple(sorted(self._keys))
         self.adapter_paths = {}  # name -> the folder it was loaded from (vLLM lists it as the model's root)
         self._thread = None
         self._stopping = False
@@ -175,38 +178,52 @@ class Engine:
 
     def load_adapter(self, name, path):
         """Load the PEFT adapter folder ``path`` as ``name``, between decode steps (blocks until done)."""
-        if not isinstance(name, str) or not _ADAPTER_NAME.match(name):
-            raise EngineError(400, f"adapter name must be letters, digits, '_' or '-' (no dots), got {name!r}",
-                              "lora_name")
+        if not isinstance(name, str) or not name.strip():
+            raise EngineError(400, f"lora_name must be a non-empty string, got {name!r}", "lora_name")
         return self._call(lambda: self._load(name, path))
+
+    def _key(self, adapter):
+        """The model's key of the adapter a request names (None: the base model)."""
+        return None if adapter is None else self._keys[adapter]
+
+    def _new_key(self, name):
+        """A key in the model for a new adapter served as ``name``: the name itself where it can be one,
+        else the name with '_' for what a module key cannot hold, numbered until no adapter has it."""
+        taken = set(self._keys.values())
+        if _MODULE_KEY.match(name) and name not in taken:
+            return name
+        stem = re.sub(r"[^A-Za-z0-9_\-]", "_", name).lstrip("_-") or "adapter"
+        return next(key for key in (f"{stem}_{i}" for i in itertools.count(1)) if key not in taken)
 
     def _load(self, name, path):
         from ..lora import PeftModel
         from ..lora.config import CONFIG_NAME
         if name in self.adapters():
             raise EngineError(400, f"adapter {name!r} is already loaded; unload it first", "lora_name")
+        key = self._new_key(name)
         if not os.path.isfile(os.path.join(path, CONFIG_NAME)):  # vLLM's NotFoundError (a corrupt one: 400)
             raise EngineError(404, f"Loading lora {name} failed: No adapter found for {path} (no {CONFIG_NAME} "
                                    "there)", "lora_path")
         try:
             if hasattr(self.model, "peft_config"):
-                self.model.load_adapter(path, adapter_name=name)
+                self.model.load_adapter(path, adapter_name=key)
             else:
-                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=key).eval()
         except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
             raise EngineError(400, f"cannot load adapter {name!r} from {path!r}: {exc}", "lora_path") from None
         self.model.eval()
         self.batch.adapters_changed(self.model)  # new layers, new stacks
-        problem = self._unservable(name)
+        problem = self._unservable(key)
         if problem:  # take it out again: the model stays as it was
             if len(self.model.peft_config) == 1:
                 self.batch.close()
                 self.model = self.model.base_model._restore_base_model()  # (unload() keeps trained modules_to_save)
             else:
-                self.model.delete_adapter(name)
+                self.model.delete_adapter(key)
             self.batch.adapters_changed(self.model)
             raise EngineError(400, f"cannot serve adapter {name!r} from {path!r}: {problem}", "lora_path")
-        self._adapter_names = tuple(sorted(self.model.peft_config))
+        self._keys[name] = key
+        self._adapter_names = tuple(sorted(self._keys))
         self.adapter_paths[name] = path
 
     def _unservable(self, name):
@@ -236,13 +253,14 @@ class Engine:
             if self.in_use[name]:
                 raise EngineError(409, f"adapter {name!r} is used by {self.in_use[name]} request(s) in flight; "
                                        "unload it when they are done", "lora_name")
-            self._adapter_names = tuple(n for n in self._adapter_names if n != name)
+            key = self._keys.pop(name)
+            self._adapter_names = tuple(sorted(self._keys))
             self.adapter_paths.pop(name, None)
         if not self._adapter_names:  # it was the last adapter: back to the plain base model
             self.batch.close()
             self.model = self.model.base_model._restore_base_model()  # (unload() keeps trained modules_to_save)
         else:
-            self.model.delete_adapter(name)
+            self.model.delete_adapter(key)
         self.batch.adapters_changed(self.model)
 
     def _call(self, fn):
@@ -267,7 +285,8 @@ class Engine:
     def _prompt_logprobs(self, prompt_ids, adapter, k):
         if adapter is not None and adapter not in self._adapter_names:  # unloaded since the request came in
             raise EngineError(404, f"the model {adapter!r} does not exist", "model")
-        names = {"adapter_names": [BASE_ADAPTER if adapter is None else adapter]} if hasattr(self.model, "peft_config") else {}
+        key = self._key(adapter)
+        names = {"adapter_names": [BASE_ADAPTER if key is None else key]} if hasattr(self.model, "peft_config") else {}
         with no_grad():
             logits = self.model(np.asarray(prompt_ids, dtype=np.int64)[None, :], **names).logits
         logits = logits.numpy(force=True)[0].astype(np.float64)
@@ -387,7 +406,7 @@ class Engine:
                 self.in_use[request.adapter] -= 1
                 continue
             self.rows.append(request)  # counted as running from now on (submit's bound)
-            logits = self.batch.add(request.prompt_ids, request.adapter)
+            logits = self.batch.add(request.prompt_ids, self._key(request.adapter))
             self._take(len(self.rows) - 1, logits)
 
     def _step(self):
