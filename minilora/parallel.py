@@ -208,12 +208,12 @@ def rows(fn, *arrays, work_per_row=None):
     return values are dropped: it writes its results into output arrays passed as blocks.
 
     The rows are cut into one block per thread, and thread ``i`` runs block ``i`` (the calling thread
-    the first), as OpenMP's static schedule: one NumPy call per step of ``fn`` on each thread (every
-    call is a hand-over of the GIL between the threads: 4 blocks per thread, taken in turn, cost a
-    Llama training step 5-7% on 2 cores), and the rows a thread wrote in one op are the rows it reads
-    in the next, in its core's cache. A block whose helper has not started when the calling thread is
-    done with its own (on a shared machine a helper's core is often taken for a while) is run by the
-    calling thread rather than waited for.
+    the first), as OpenMP's static schedule: each step of ``fn`` is one NumPy call per thread (each
+    call gives up the GIL and takes it back, and the threads queue for it between calls: 4 smaller
+    blocks per thread, taken in turn, made a Llama training step 3-5% slower on 2 cores), and the
+    rows a thread wrote in one op are the rows it reads in the next, in its core's cache. A block
+    whose helper has not started when the calling thread is done with its own (on a shared machine a
+    helper's core is often taken for a while) is run by the calling thread rather than waited for.
     """
     n = len(arrays[0])
     if work_per_row is None:
