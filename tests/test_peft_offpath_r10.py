@@ -226,3 +226,50 @@ def test_adapter_name_with_a_dot_or_empty_is_a_key_error_as_peft(name):
     model = ml_peft.get_peft_model(pair(mlp)[1], ml_peft.LoraConfig(target_modules=["seq.0"]))
     with pytest.raises(KeyError, match="adapter name"):
         model.add_adapter(name, ml_peft.LoraConfig(target_modules=["seq.0"]))
+
+
+# ==================================================================================================
+# ignore_mismatched_sizes: an adapter whose saved head has another number of labels
+# ==================================================================================================
+def three_labels(nn, dtype):
+    model = mlp(nn, dtype)
+    model.seq[4] = nn.Linear(16, 3, dtype=dtype)  # the same network with a 3-way head
+    return model
+
+
+def test_from_pretrained_ignore_mismatched_sizes_skips_the_head_as_peft(tmp_path):
+    """Before: TypeError (an unexpected keyword) from from_pretrained, NotImplementedError from
+    set_peft_model_state_dict. PEFT skips the tensors whose shape differs, warns naming each, and leaves
+    those weights as the model had them."""
+    theirs, _ = seeded(*pair(mlp), dict(r=2, target_modules=["seq.0"], modules_to_save=["seq.4"],
+                                        init_lora_weights=False))
+    theirs.save_pretrained(str(tmp_path))
+    loaded, warned = [], []
+    for library_peft, base in ((peft, pair(three_labels)[0]), (ml_peft, pair(three_labels)[1])):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded.append(library_peft.PeftModel.from_pretrained(base, str(tmp_path), ignore_mismatched_sizes=True))
+        warned.append([str(w.message) for w in caught if "ignore_mismatched_sizes" in str(w.message)])
+    assert [w.replace("minilora.Size", "torch.Size") for w in warned[1]] == warned[0]
+    assert "seq.4.modules_to_save.default.weight: found shape minilora.Size([2, 16])" in warned[1][0]
+    assert_same_states(*loaded)
+    x = INPUTS[mlp](np.random.default_rng(1))
+    t, m = run_both(*loaded, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=1e-12)
+
+
+def test_set_peft_model_state_dict_ignore_mismatched_sizes_as_peft():
+    """Rank 3 tensors into a rank 4 adapter: skipped, reported as missing keys, the adapter unchanged."""
+    results, states = [], []
+    for library_peft, base in ((peft, pair(mlp)[0]), (ml_peft, pair(mlp)[1])):
+        model = library_peft.get_peft_model(base, library_peft.LoraConfig(r=3, target_modules=["seq.0", "seq.2"]))
+        saved = library_peft.get_peft_model_state_dict(model)
+        other = library_peft.get_peft_model(pair(mlp)[library_peft is ml_peft], library_peft.LoraConfig(
+            r=4, target_modules=["seq.0"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results.append(library_peft.set_peft_model_state_dict(other, {k: v for k, v in saved.items()
+                                                                          if "seq.0" in k}, ignore_mismatched_sizes=True))
+        states.append(other)
+    assert sorted(results[1].missing_keys) == sorted(results[0].missing_keys)
+    assert "base_model.model.seq.0.lora_A.default.weight" in results[1].missing_keys

@@ -1173,6 +1173,7 @@ class PeftModel(_Wrapper):
         ``subfolder`` and the Hub's keywords as in PEFT (see ``save.adapter_folder``); ``key_mapping`` as in
         ``load_peft_weights``; ``low_cpu_mem_usage`` changes nothing (see ``PeftModel``)."""
         _refuse_load_options(ephemeral_gpu_offload, "PeftModel.from_pretrained")
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT's load_adapter keyword
         model_id = _io.adapter_folder(model_id, kwargs, "PeftModel.from_pretrained")
         config = config if config is not None else config_from_dict(_io.read_adapter_config(model_id))
         config = copy.deepcopy(config)
@@ -1181,7 +1182,7 @@ class PeftModel(_Wrapper):
         trainable = [(param, param.requires_grad) for param in model.parameters()]
         peft_model = model_cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
         try:
-            _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping=key_mapping)
+            _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping, ignore_mismatched_sizes)
         except Exception:  # an adapter that does not fit: give the caller's model back as it came
             peft_model.base_model._restore_base_model()
             for param, flag in trainable:
@@ -1201,17 +1202,21 @@ class PeftModel(_Wrapper):
         unexpected_keys)`` of this adapter's own weights (a mismatch raised already, so both are empty)."""
         _refuse("torch_device", torch_device, None, "load_adapter")
         _refuse_load_options(ephemeral_gpu_offload, "load_adapter")
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT reads it from kwargs too
         model_id = _io.adapter_folder(model_id, kwargs, "load_adapter")
         if adapter_name in self.peft_config:  # PEFT: the folder's weights replace that adapter's (a later
-            result = _io.load_adapter_weights(self, model_id, adapter_name, key_mapping=key_mapping)  # checkpoint)
+            result = _io.load_adapter_weights(self, model_id, adapter_name, key_mapping,  # checkpoint)
+                                              ignore_mismatched_sizes)
         else:
-            result = self._load_new_adapter(model_id, adapter_name, is_trainable, autocast_adapter_dtype, key_mapping)
+            result = self._load_new_adapter(model_id, adapter_name, is_trainable, autocast_adapter_dtype,
+                                            key_mapping, ignore_mismatched_sizes)
         if not is_trainable:
             self.eval()
         prefix = self.base_model.prefix  # PEFT's filter: the keys of this adapter's own weights
         return type(result)([k for k in result.missing_keys if prefix in k and adapter_name in k], [])
 
-    def _load_new_adapter(self, model_id, adapter_name, is_trainable, autocast_adapter_dtype, key_mapping):
+    def _load_new_adapter(self, model_id, adapter_name, is_trainable, autocast_adapter_dtype, key_mapping,
+                          ignore_mismatched_sizes):
         """load_adapter under a new name: the folder's config added as ``adapter_name``, then its weights;
         a failed load takes the adapter out again."""
         config = config_from_dict(_io.read_adapter_config(model_id))
@@ -1221,7 +1226,7 @@ class PeftModel(_Wrapper):
         if is_trainable:  # add_adapter leaves a new, inactive adapter frozen
             self.set_requires_grad(adapter_name)
         try:
-            return _io.load_adapter_weights(self, model_id, adapter_name, key_mapping=key_mapping)
+            return _io.load_adapter_weights(self, model_id, adapter_name, key_mapping, ignore_mismatched_sizes)
         except Exception:
             self.delete_adapter(adapter_name)  # leave the model as it was: no adapter, no new wrappers
             self.base_model.unwrap_layers_except(wrapped)

@@ -14,6 +14,7 @@ The save folder is replaced as one unit (``minilora.checkpoint.atomic_folder``).
 """
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from ..dtypes import is_floating
 from .. import nn
 from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
+from ..size import Size
 from ..tensor import Tensor, tensor
 from .config import CONFIG_NAME
 from .layers import BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper
@@ -188,26 +190,26 @@ def _array_for(target, value):
 def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", ignore_mismatched_sizes=False,
                               low_cpu_mem_usage=False, *, source="adapter file"):
     """Copy ``{file key: Tensor or array}`` into the adapter (PEFT's signature). The first mismatch is named in
-    the error: minilora refuses a mismatch rather than skip it (``ignore_mismatched_sizes=True`` is refused).
+    the error; with ``ignore_mismatched_sizes=True`` a tensor whose shape differs from the model's is skipped
+    (left as it is, listed in missing_keys) with PEFT's warning, as PEFT's.
 
     Returns what PEFT returns, the result of ``model.load_state_dict(..., strict=False)``:
     ``IncompatibleKeys(missing_keys, unexpected_keys)``, where ``missing_keys`` is every key of
     ``model.state_dict()`` that was not loaded (the base weights, other adapters) and
     ``unexpected_keys`` is empty (an unexpected key raised above)."""
-    if ignore_mismatched_sizes:
-        raise NotImplementedError("set_peft_model_state_dict(ignore_mismatched_sizes=True) is not implemented in "
-                                  "minilora (a mismatched tensor is an error)")
     # (low_cpu_mem_usage: PEFT's adapter weights on the meta device, assigned here; minilora's are real from
     # the start, and are copied into: the same model afterwards)
     state = peft_model_state_dict
     entries = _adapter_entries(model, adapter_name)
+    if ignore_mismatched_sizes:
+        state = _without_mismatched(model, state, entries)
     skipped = _skipped_embedding_tables(model)
     unexpected = [k for k in state if k not in entries and k not in skipped]
     if unexpected:
         raise AdapterMismatchError(
             f"{source} has weights for {unexpected[0]!r} ({len(unexpected)} such keys), which this "
             "model does not have: was the adapter trained on another base model or other target modules?")
-    missing = [k for k, (_, required) in entries.items() if required and k not in state]
+    missing = [k for k, (_, required) in entries.items() if required and k not in peft_model_state_dict]
     if missing:
         raise AdapterMismatchError(f"{source} has no tensor {missing[0]!r} ({len(missing)} missing), "
                                    "which this model's adapter needs")
@@ -224,6 +226,22 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     loaded = {id(target) for target in targets.values()}
     missing = [k for k, t in model.state_dict(keep_vars=True).items() if id(t) not in loaded]
     return IncompatibleKeys(missing, [])
+
+
+def _without_mismatched(model, state, entries):
+    """``state`` less the tensors whose shape is not their target's, each named in PEFT's warning (the
+    model's key, adapter name included)."""
+    order = {id(t): (i, k) for i, (k, t) in enumerate(model.state_dict(keep_vars=True).items())}
+    mismatched = sorted((order[id(entries[key][0])], key, _shape(value), tuple(entries[key][0].shape))
+                        for key, value in state.items()
+                        if key in entries and _shape(value) != tuple(entries[key][0].shape))
+    if mismatched:  # in the model's order, shapes printed as PEFT's torch.Size
+        listed = "\n".join(f"- {model_key}: found shape {Size(found)} in the checkpoint and {Size(shape)} in the "
+                           "model instantiated" for (_, model_key), _, found, shape in mismatched)
+        warnings.warn(f"Some weights of {type(model).__name__} were not initialized from the model checkpoint "
+                      f"and are being ignored because you passed `ignore_mismatched_sizes=True`: {listed}.")
+    skipped = {key for _, key, _, _ in mismatched}
+    return {key: value for key, value in state.items() if key not in skipped}
 
 
 def get_base_model_state_dict(model):
@@ -447,7 +465,7 @@ def remap_keys(tensors, key_mapping):
     return out
 
 
-def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None):
+def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None, ignore_mismatched_sizes=False):
     path = _weights_path(directory)
     config = peft_model.peft_config[adapter_name]
     if config.peft_type == "VERA" and not config.save_projection and \
@@ -460,7 +478,7 @@ def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None):
     tensors = remap_keys(load_file(path), key_mapping)
     _refuse_integer_tensors(path, tensors)
     warn_non_finite(tensors, f"adapter {path}")  # PEFT loads NaN silently; every output would be NaN
-    return set_peft_model_state_dict(peft_model, tensors, adapter_name, source=path)
+    return set_peft_model_state_dict(peft_model, tensors, adapter_name, ignore_mismatched_sizes, source=path)
 
 
 def _refuse_integer_tensors(path, tensors):
