@@ -55,6 +55,8 @@ CASES = {
     "svd_batched_tall": ((2, 4, 3), _svd_parts),
     "svd_wide": ((3, 5), _svd_parts),
     "svd_full_matrices": ((2, 5, 3), lambda lib, A: _svd_parts(lib, A, full_matrices=True)),
+    "svd_full_matrices_wide": ((3, 5), lambda lib, A: _svd_parts(lib, A, full_matrices=True) + [
+        lib.linalg.svd(A)[2][..., 3:, :].mT @ lib.linalg.svd(A)[2][..., 3:, :]]),  # (Vh's rows past k)
     "svdvals_and_matrix_norms": ((2, 3, 5), lambda lib, A: [
         lib.linalg.svdvals(A).sqrt(), lib.linalg.matrix_norm(A, 2), lib.linalg.matrix_norm(A, "nuc"),
         lib.linalg.norm(A, -2, dim=(-2, -1)), lib.linalg.cond(A)]),
