@@ -196,7 +196,7 @@ def _leaves_reached(out, inputs):
     """The leaves that require grad which ``out``'s graph reaches other than through ``inputs`` (what the
     segment's function closes over); the walk stops at the inputs, whose own graphs lie outside."""
     stop, seen, found = {id(t) for t in inputs}, set(), {}
-    stack = [] if out._ctx is None else [out._ctx]
+    stack = [] if out._ctx is None or id(out) in stop else [out._ctx]  # (an input handed back: nothing inside)
     while stack:
         node = stack.pop()
         for x, parent in zip(node.inputs, node.parents):
