@@ -1,7 +1,9 @@
 """Second derivatives (create_graph=True) through what round 9 left refusing: the factorizations (svd,
 svdvals, the spectral and nuclear norms, eigh, eigvalsh, qr, lu, lu_factor, pinv, lstsq, matrix_exp,
-triangular_solve), checkpointing, max_unpool2d, and a recorded pass that stops at a non-leaf input -- each
-against torch in float64, on batched and non-square ("ragged") shapes.
+triangular_solve, det at a singular matrix, empty matrices), checkpointing (both variants, a Module or a
+closure, leaf or non-leaf input), max_unpool1d/2d/3d, and a recorded pass that stops at a non-leaf input --
+each against torch in float64, on batched and non-square ("ragged") shapes; and what torch itself cannot
+differentiate twice (ldl, the CTC loss) or minilora cannot (eig's complex outputs) refusing in clear words.
 
 The losses are functions torch and minilora agree on whatever signs LAPACK gives the singular vectors and
 eigenvectors (U diag(f(S)) Vh, V diag(f(L)) V^T, Q Q^T, R^T R, Q's columns times R's diagonal, projectors):
