@@ -93,7 +93,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "8"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers)
+_VERSION = "9"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates)
 
 
 class EmulatorError(RuntimeError):
@@ -796,7 +796,8 @@ _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the ho
                            "BlockStore, BlockExchange, BlockRadixSort, WarpReduce, WarpScan)", "thrust/": "Thrust",
                    "cuda/std/": "libcu++ beyond the emulator's <cuda/std/...> stand-ins ({})",
                    "cuda/": "libcu++ (cuda::annotated_ptr, cuda::ptx, cuda::memory_resource, ...; of libcu++ the emulator has "
-                            "<cuda/std/...>, <cuda/atomic>'s atomic_ref, <cuda/barrier> and <cuda/pipeline> only)",
+                            "<cuda/std/...>, <cuda/atomic>'s atomic_ref, <cuda/barrier>, <cuda/pipeline> and <cuda/cmath>'s "
+                            "ceil_div, round_up, round_down only)",
                    "cublas": "cuBLAS", "cufft": "cuFFT", "cusparse": "cuSPARSE", "cudnn": "cuDNN",
                    "cuda_pipeline": "cuda_pipeline.h",
                    "cuda_fp6": "the FP6 types", "cuda_fp4": "the FP4 types", "cuda_awbarrier": "cuda_awbarrier.h",
@@ -819,7 +820,7 @@ def _missing_header_hint(stderr: str) -> str:
                                               if not p.name.startswith("__"))))
     return (f"\n{m.group(1)} belongs to {library}, which minilora's CUDA emulator does not provide: it has CUDA's "
             "core headers only (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, cooperative_groups.h, cuComplex.h, "
-            "cuda/std/..., cuda/atomic, cuda/barrier, cuda/pipeline, cuda_pipeline.h, cub/cub.cuh, mma.h)")
+            "cuda/std/..., cuda/atomic, cuda/barrier, cuda/pipeline, cuda/cmath, cuda_pipeline.h, cub/cub.cuh, mma.h)")
 
 
 def _user_code_with_offsets(preprocessed: str, masked: str):
@@ -1021,6 +1022,35 @@ def _runtime_object(variant: str) -> Path:
         _make_cache_folder(obj.parent)
         _run_compiler([_CXX, *flags, "-I", str(EMU_DIR), "-c", str(_RUNTIME)], obj, "the emulator runtime")
     return obj
+
+
+def _precompiled_header(flags: list[str]) -> Path:
+    """The header to force-include for a kernel compiled with ``flags``: a precompiled cuda_emu.h, built once per
+    cache for each set of flags (parsing the header and the C++ headers behind it was two thirds of compiling a
+    small kernel), or cuda_emu.h itself where g++ cannot build one.  The precompiled one is a one-line header
+    that includes cuda_emu.h by its own path, beside its .gch: debug line tables still name cuda_emu.h (so a
+    fault inside it is attributed to the user's calling line), and where g++ finds the .gch unusable (a -D the
+    header tests, from the user's options) it silently reads that line, so the build is the same either way.
+    ``flags`` must hold the header's flags only (not the user's -D/-I): those are what g++ checks the .gch
+    against, and they key it."""
+    key = _digest(_VERSION, _compiler_id(), _HEADER.read_bytes(), *_stand_in_headers(), *flags)
+    folder = cache_dir() / f"pch-{key}"
+    stub = folder / _HEADER.name
+    if key in _PCH_FAILED:
+        return _HEADER
+    if not (folder / (stub.name + ".gch")).is_file():
+        _make_cache_folder(folder)
+        _write_atomic(stub, f'#include "{_HEADER}"\n')
+        try:
+            _run_compiler([_CXX, *flags, "-x", "c++-header", str(stub)], folder / (stub.name + ".gch"),
+                          "the emulator's precompiled header")
+        except CompileError:
+            _PCH_FAILED.add(key)  # not tried again in this process
+            return _HEADER
+    return stub
+
+
+_PCH_FAILED: set[str] = set()
 
 
 def _include_dirs(flags: list[str]) -> list[Path]:
@@ -1260,9 +1290,23 @@ class _Module:
         if not self.sanitize:  # two steps, so that only the kernel is instrumented (and no libubsan linked)
             instrument = _UB_CHECKS + {"racecheck": _RACECHECK_INSTRUMENT,
                                        "lockstep": _LOCKSTEP_INSTRUMENT}.get(self.variant, [])
+            # the architecture and the language standard are the options that shape the header itself
+            header_options = [f for f in flags if f.startswith(("-D__CUDA_ARCH__=", "-std="))]
+            header = _precompiled_header([*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS,
+                                          "-I", str(_INCLUDE), *header_options, *instrument])
+            compile_flags[compile_flags.index("-include") + 1] = str(header)
             wrapper_object = self.product.parent / "wrapper.o"
-            _run_compiler([_CXX, *compile_flags, *instrument, "-c", str(wrapper)], wrapper_object,
-                          f"'{name}' for the CUDA emulator ({self.variant})", record_stack_usage)
+            cmd = [_CXX, *compile_flags, *instrument, "-c", str(wrapper)]
+            what = f"'{name}' for the CUDA emulator ({self.variant})"
+            try:
+                _run_compiler(cmd, wrapper_object, what, record_stack_usage)
+            except CompileError as e:
+                if "PCH" not in str(e):
+                    raise
+                # a damaged .gch (a full disk, a killed copy) stops g++ ("cannot read PCH file"): without it g++
+                # reads the stub's #include instead (and the next build of these flags makes the .gch again)
+                header.with_name(header.name + ".gch").unlink(missing_ok=True)
+                _run_compiler(cmd, wrapper_object, what, record_stack_usage)
             compile_flags, wrapper, record_stack_usage = [*_COMMON_FLAGS], wrapper_object, None
         for attempt in range(2):
             cmd = [_CXX, *compile_flags, str(wrapper), str(runtime), *_LINK_FLAGS]
@@ -1581,7 +1625,7 @@ class RawKernel:
         return self.compile()._mod.source_path
 
     # -- launching ---------------------------------------------------------------------------------
-    def __call__(self, grid, block, args, shared_mem: int = 0, *, check_races: bool = False,
+    def __call__(self, grid, block, args, shared_mem: int = 0, *, stream=None, check_races: bool = False,
                  racecheck: bool = False, initcheck: bool = False, stack_size: int | None = None,
                  timeout: float | None = None, workers: int | None = None):
         """Launch.  ``stack_size``: bytes of stack per CUDA thread (default: what the compiler reports
@@ -1595,12 +1639,15 @@ class RawKernel:
         threads and both source lines.  ``initcheck``: the same build, checking instead that no thread reads a
         __shared__ byte before some thread of its block wrote it (KernelFault naming the thread, the array,
         the byte and the line); a GPU's shared memory starts out indeterminate.  (compute-sanitizer's
-        initcheck covers global memory, which is always initialized here.)  ``workers``: how many OS threads may run blocks at once (default:
+        initcheck covers global memory, which is always initialized here.)  ``stream``: as CuPy's, a
+        ``minilora.emulator.cuda.Stream`` or None (the current stream); the launch has finished when the call
+        returns, whatever the stream (minilora/emulator_streams.py).  ``workers``: how many OS threads may run blocks at once (default:
         ``$MINILORA_EMU_WORKERS``, else the number of CPUs this process may use; the extra ones start
         only once the launch looks longer than about 2 ms).  CUDA blocks are
         independent, so the results are the same for any number -- except that float atomics then add
         in a varying order; a cooperative launch, check_races' reverse and random schedules, racecheck
         and sanitize run on one."""
+        stream_of(stream, f"kernel '{self.name}'")
         if racecheck or initcheck:
             tool = "racecheck" if racecheck else "initcheck"
             if racecheck and initcheck:
@@ -1996,5 +2043,8 @@ class RawModule:
 
 # CuPy's ElementwiseKernel / ReductionKernel, generated as CUDA C and run through RawKernel above.
 from .emulator_kernels import ElementwiseKernel, ReductionKernel  # noqa: E402  (they build on RawKernel)
+# CuPy's streams and events: ``emulator.cuda`` stands where code says ``cupy.cuda``.
+from . import emulator_streams as cuda  # noqa: E402
+from .emulator_streams import Event, Stream, get_elapsed_time, stream_of  # noqa: E402
 
-__all__ += ["ElementwiseKernel", "ReductionKernel"]
+__all__ += ["ElementwiseKernel", "ReductionKernel", "cuda", "Stream", "Event", "get_elapsed_time"]

@@ -27,6 +27,7 @@ import re
 import numpy as np
 
 from .emulator import RawKernel
+from .emulator_streams import stream_of
 
 __all__ = ["ElementwiseKernel", "ReductionKernel"]
 
@@ -333,7 +334,8 @@ class ElementwiseKernel(_CachedCodes):
         self._cache = _KernelCache(options)
 
     def __call__(self, *args, **kwargs):
-        size, block_size, _stream = _pop_options(kwargs, (("size", None), ("block_size", 128), ("stream", None)))
+        size, block_size, stream = _pop_options(kwargs, (("size", None), ("block_size", 128), ("stream", None)))
+        stream_of(stream, self.name)  # launches finish before returning: any stream is already in order
         if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size <= 0:
             raise ValueError("block_size must be greater than zero")
         if len(args) not in (self.nin, self.nargs):
@@ -450,8 +452,9 @@ class ReductionKernel(_CachedCodes):
         self._cache = _KernelCache(options)
 
     def __call__(self, *args, **kwargs):
-        out, axis, keepdims, _stream = _pop_options(
+        out, axis, keepdims, stream = _pop_options(
             kwargs, (("out", None), ("axis", None), ("keepdims", False), ("stream", None)))
+        stream_of(stream, self.name)
         if len(args) not in (self.nin, self.nargs):
             raise TypeError(f"Wrong number of arguments for {self.name}")
         args = [_check_input(a, self.name, k) for k, a in enumerate(args)]

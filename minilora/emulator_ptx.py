@@ -63,7 +63,7 @@ SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} pack
              "add sub mul mad fma div rem min max neg abs and or xor not cnot shl shr shf bfe bfi lop3 prmt popc "
              "clz brev, ex2 lg2 rcp rsqrt sqrt sin cos tanh (.approx), setp selp (predicates, @p guards), "
              "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync, bar.warp.sync, membar/fence, "
-             "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), dp4a, cvta (global, shared), "
+             "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), dp4a, cvta (global, shared), isspacep (.shared .global .local), "
              "ld/st.shared, cp.async.ca/cg.shared.global, cp.async.commit_group/wait_group/wait_all, "
              "prefetch, nanosleep, trap, mma.sync (f16 bf16 tf32 s8 u8 e4m3 e5m2 f64), ldmatrix/stmatrix (.x1 .x2 .x4, "
              ".trans), movmatrix, cvt.rna.tf32.f32, mbarrier (init inval arrive arrive.expect_tx arrive_drop expect_tx "
@@ -781,6 +781,12 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
                 return f"{_dest(args[0], regs)} = __emu::shared_window_of((const void*)(uintptr_t)({value}), __FILE__, __LINE__);"
             return f"{_dest(args[0], regs)} = (uint64_t)(uintptr_t)__emu::shared_window_ptr({value}, 0, __FILE__, __LINE__);"
         return f"{_dest(args[0], regs)} = {_value(args[1], regs)};"
+    if op == "isspacep":  # isspacep.space p, a: whether generic address a lies in that state space
+        space = mods[0].split("::")[0] if mods else ""  # .shared::cta is the block's own shared memory
+        test = {"shared": "__isShared", "global": "__isGlobal", "local": "__isLocal"}.get(space)
+        if test is None:  # .const and .param: __constant__ variables and parameters are ordinary memory here
+            raise refuse
+        return f"{_dest(args[0], regs)} = {test}((const void*)(uintptr_t)({_value(args[1], regs)})) ? 1 : 0;"
     if op == "dp4a":  # dp4a.atype.btype d, a, b, c: four byte products (signed or not) added to c
         if len(types) != 2:
             raise refuse

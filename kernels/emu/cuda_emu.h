@@ -295,6 +295,13 @@ inline void* __cvta_shared_to_generic(size_t a, const char* file = __builtin_FIL
     return __emu::shared_window_ptr(a, 0, file, line);
 }
 inline size_t __cvta_generic_to_global(const void* p) { return (size_t)p; }
+// Address-space predicates: shared is the block's __shared__ arrays and its dynamic shared memory, local a
+// thread's stack, global the rest.  (__isConstant is not provided: __constant__ variables live in ordinary
+// memory here, so it could not answer as a GPU does; __isGlobal says 1 for them.)
+namespace __emu { bool is_shared_address(const void* p); bool is_local_address(const void* p); }
+inline unsigned int __isShared(const void* p) { return __emu::is_shared_address(p); }
+inline unsigned int __isLocal(const void* p) { return __emu::is_local_address(p); }
+inline unsigned int __isGlobal(const void* p) { return !__emu::is_shared_address(p) && !__emu::is_local_address(p); }
 inline void* __cvta_global_to_generic(size_t a) { return (void*)a; }
 // clock() is the C library's (<ctime>, included above): CPU time, as meaningless for speed as clock64().
 

@@ -2240,6 +2240,23 @@ unsigned long long shared_window_of(const void* p, const char* file, int line) {
                                block_str().c_str(), where(file, line).c_str(), p));
 }
 
+bool is_shared_address(const void* p) {
+    const Worker& w = *current_fiber()->worker;
+    const uintptr_t a = uintptr_t(p);
+    if (w.dyn && a >= uintptr_t(w.dyn) && a < uintptr_t(w.dyn) + w.dyn_shared) return true;
+    for (size_t s = 0; s < w.slot_ptr.size(); ++s)
+        if (w.slot_ptr[s] && a >= uintptr_t(w.slot_ptr[s]) && a < uintptr_t(w.slot_ptr[s]) + w.slot_region[s].size)
+            return true;
+    return false;
+}
+
+// A thread's local memory is its fiber's stack: a slot of the worker's stack pool.
+bool is_local_address(const void* p) {
+    const Worker& w = *current_fiber()->worker;
+    const uintptr_t a = uintptr_t(p), pool = uintptr_t(w.stack_pool);
+    return a >= pool && a < pool + w.stack_pool_count * g_slot_size;
+}
+
 void* shared_window_ptr(unsigned long long addr, size_t bytes, const char* file, int line) {
     Fiber* f = current_fiber();
     const Worker& w = *f->worker;
