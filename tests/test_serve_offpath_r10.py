@@ -21,10 +21,14 @@ served greedy text is compared with transformers + PEFT's generate() on the same
 |  or vLLM's request_id extra                    |  (request_id: 400 unknown)         |  the header comes back as sent         |
 | --lora-modules / load_lora_adapter of a name   | 400 "letters, digits, '_' or '-'   | served under that name (the model keys |
 |  with a dot or a slash ("org/sql-lora.v2")     |  (no dots)"                        |  it under another, no request sees it) |
+| a non-streaming client gone mid-generation     | unseen while tokens kept coming    | seen within 0.25 s: the slot is freed  |
+|  (its timeout: OpenAI's client then retries)   |  (checked only after a 0.25 s lull)|  (vLLM aborts it on the disconnect)    |
 """
+import asyncio
 import json
 import re
 import shutil
+import time
 
 import pytest
 
@@ -39,6 +43,7 @@ from minilora.lora import get_peft_model  # noqa: E402
 from minilora.serve import Engine  # noqa: E402
 from minilora.serve.app import create_app  # noqa: E402
 from minilora.serve.cli import load_engine  # noqa: E402
+from minilora.serve.engine import wait_until  # noqa: E402
 from minilora.tokenizer import ByteTokenizer  # noqa: E402
 from test_serve import CHAT_TEMPLATE, adapter_config, base_model, served_text  # noqa: E402
 
@@ -298,3 +303,34 @@ def test_an_adapter_is_served_under_any_name_vllm_takes(served, folders, referen
         for name in names:
             assert client.post("/v1/unload_lora_adapter", json={"lora_name": name}).status_code == 200
     assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["tiny", "a", "b"]
+
+
+def test_a_non_streaming_client_gone_mid_generation_frees_its_slot(served):
+    """A client that times out while its completion decodes (tokens coming every step): the request stops within
+    the poll interval, as vLLM aborts a request whose client disconnected -- not at its max_tokens."""
+    client, engine = served
+    body = json.dumps({"model": "a", "prompt": "go", "max_tokens": 60, "temperature": 0}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/completions", "raw_path": b"/v1/completions", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json")], "client": ("test", 1), "server": ("test", 80)}
+    sent, asked = [], []
+
+    async def receive():  # the body, then (0.3 s later) the client is gone
+        if not asked:
+            asked.append(time.monotonic())
+            return {"type": "http.request", "body": body, "more_body": False}
+        if time.monotonic() < asked[0] + 0.3:  # (a cancelled wait: Starlette's is_disconnected asks without one)
+            await asyncio.sleep(asked[0] + 0.3 - time.monotonic())
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+    step, generated = engine._step, engine.tokens_generated
+    engine._step = lambda: (time.sleep(0.02), step())  # 60 tokens: over a second
+    try:
+        asyncio.run(client.app(scope, receive, send))
+    finally:
+        engine._step = step
+    assert sent[0]["status"] == 499  # what the gone client would have been answered
+    assert wait_until(lambda: not engine.rows, timeout=5)  # the slot, at the next step
+    assert engine.tokens_generated - generated < 40

@@ -85,7 +85,7 @@ _CHAT_KEYS = _SAMPLING_KEYS | {"messages", "max_completion_tokens", "top_logprob
 _OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "chat_template_kwargs": (None, {}),
         "spaces_between_special_tokens": (None, True)}  # (vLLM's default: its fast detokenizer decodes as is)
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
-_POLL_SECONDS = 0.25  # how often a waiting non-streaming request checks whether its client is still there
+_POLL_SECONDS = 0.25  # how often a non-streaming request checks whether its client is still there
 
 
 class _BadBody(ValueError):
@@ -390,13 +390,19 @@ class _Server:
 
     async def _collect(self, http_request, jobs, events, meta, chat, echoes, n_prompt):
         texts, reasons = [text for text, _ in echoes], [None] * len(jobs)
+        clock = asyncio.get_running_loop().time
+        check_at = clock() + _POLL_SECONDS
         try:
             while None in reasons:
-                try:
-                    index, kind, value, _ = await asyncio.wait_for(events.get(), _POLL_SECONDS)
+                try:  # waits no longer than the next check: tokens that keep coming must not hide a disconnect
+                    index, kind, value, _ = await asyncio.wait_for(events.get(), max(check_at - clock(), 0))
                 except asyncio.TimeoutError:
+                    kind = None
+                if clock() >= check_at:
                     if await http_request.is_disconnected():
                         return _error(499, "the client disconnected")
+                    check_at = clock() + _POLL_SECONDS
+                if kind is None:
                     continue
                 if kind == "text":
                     texts[index] += value
