@@ -273,3 +273,32 @@ def test_set_peft_model_state_dict_ignore_mismatched_sizes_as_peft():
         states.append(other)
     assert sorted(results[1].missing_keys) == sorted(results[0].missing_keys)
     assert "base_model.model.seq.0.lora_A.default.weight" in results[1].missing_keys
+
+
+# ==================================================================================================
+# Mistakes with adapter names: PEFT's sentence in minilora's message
+# ==================================================================================================
+def nan_adapter(model, lib):
+    with lib.no_grad():
+        model.base_model.model.seq[0].lora_B["default"].weight[0, 0] = float("nan")
+    model.merge_adapter(safe_merge=True)
+
+
+MISTAKES = {"set_adapter": lambda model, lib, tmp: model.set_adapter("nope"),
+            "delete_adapter": lambda model, lib, tmp: model.delete_adapter("nope"),
+            "add_adapter": lambda model, lib, tmp: model.add_adapter("other", model.peft_config["default"]),
+            "save_pretrained": lambda model, lib, tmp: model.save_pretrained(str(tmp), selected_adapters=["nope"]),
+            "safe_merge": lambda model, lib, tmp: nan_adapter(model, lib)}
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_adapter_mistakes_say_pefts_sentence(tmp_path, mistake):
+    """Before: minilora's own words only ("no adapter named 'nope'; adapters: [...]"), so a search for
+    PEFT's message found nothing. Now PEFT's sentence, then minilora's details."""
+    theirs, ours = two_adapters()
+    with pytest.raises(ValueError) as theirs_error:
+        MISTAKES[mistake](theirs, torch, tmp_path / "theirs")
+    with pytest.raises(ValueError) as ours_error:
+        MISTAKES[mistake](ours, ml, tmp_path / "ours")
+    peft_sentence = str(theirs_error.value).rstrip(".")
+    assert str(ours_error.value).startswith(peft_sentence), (str(ours_error.value), peft_sentence)

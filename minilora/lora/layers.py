@@ -319,8 +319,8 @@ class BaseTunerLayer(Module):
             new = self.merge_math(name, W._array.copy() if safe_merge else W._array, safe_merge=safe_merge)
             new_bias = self.merged_bias(name)
             if safe_merge and not all(bool(xp_of(a).isfinite(a).all()) for a in (new, new_bias) if a is not None):
-                raise ValueError(f"NaNs or infs detected in the merged weights: the adapter {name!r} "
-                                 "seems to be broken; the base weight was left unchanged")
+                raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken "
+                                 "(NaNs or infs; the base weight was left unchanged)")  # PEFT's words first
             W._array[...] = new
             if new_bias is not None:
                 self.base_layer.bias._array[...] = new_bias

@@ -219,8 +219,8 @@ class LoraModel(_Wrapper):
         ``state_dict`` (PEFT's), the layers it holds adapter weights for are the targets instead (its keys
         only: ``...q_proj.lora_A.weight`` targets ``...q_proj``)."""
         if adapter_name in self.peft_config:
-            raise ValueError(f"an adapter named {adapter_name!r} already exists; pick another name "
-                             "or delete_adapter() it first")
+            raise ValueError(f"Adapter with name {adapter_name!r} already exists; pick another name "
+                             "or delete_adapter() it first")  # (PEFT's words)
         if adapter_name == BASE_ADAPTER:
             raise ValueError(f"{BASE_ADAPTER!r} is reserved: it means 'no adapter' in adapter_names")
         _check_adapter_name(adapter_name)
@@ -548,7 +548,8 @@ class LoraModel(_Wrapper):
         names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
         for name in names:
             if name not in self.peft_config:
-                raise ValueError(f"no adapter named {name!r}; adapters: {sorted(self.peft_config)}")
+                raise ValueError(f"Adapter {name} not found. (no adapter named {name!r}; adapters: "
+                                 f"{sorted(self.peft_config)})")  # PEFT's words, then minilora's
         if inference_mode is None:
             inference_mode = all(self.peft_config[name].inference_mode for name in names)
         modules = self._adapter_modules()
@@ -577,7 +578,8 @@ class LoraModel(_Wrapper):
 
     def delete_adapter(self, adapter_name):
         if adapter_name not in self.peft_config:
-            raise ValueError(f"no adapter named {adapter_name!r}; adapters: {sorted(self.peft_config)}")
+            raise ValueError(f"Adapter {adapter_name} does not exist (no adapter named {adapter_name!r}; "
+                             f"adapters: {sorted(self.peft_config)})")  # PEFT's words, then minilora's
         # its delta would stay baked into the base weights with nothing left to unmerge it (PEFT's check)
         merged = {name for layer in self.tuner_layers() for name in layer.merged_adapters}
         if adapter_name in merged:
@@ -647,9 +649,9 @@ class LoraModel(_Wrapper):
                 if name in layer.adapter_names() and name not in layer.merged_adapters:
                     new = layer.merge_math(name, layer.weight._array.copy())
                     if not bool(np.isfinite(_host(new)).all()):
-                        raise ValueError(f"NaNs or infs detected when merging adapter {name!r} into "
-                                         f"{_module_name(self.model, layer)}: the adapter seems to be "
-                                         "broken; no weight was changed")
+                        raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be "
+                                         f"broken (NaNs or infs when merging adapter {name!r} into "
+                                         f"{_module_name(self.model, layer)}; no weight was changed)")
 
     def _check_merge_allowed(self):
         """Replicated layers share their base weights: merging one copy's adapter would change them all.

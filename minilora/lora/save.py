@@ -320,7 +320,8 @@ def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=
     names = list(peft_model.peft_config) if selected_adapters is None else list(selected_adapters)
     unknown = [n for n in names if n not in peft_model.peft_config]
     if unknown:
-        raise ValueError(f"cannot save unknown adapter(s) {unknown}; adapters: {sorted(peft_model.peft_config)}")
+        raise ValueError("You passed an invalid `selected_adapters` arguments, current supported adapter names are "
+                         f"{list(peft_model.peft_config)} - got {names}.")  # PEFT's words
     files = {}  # adapter name -> (tensors, config): everything checked before anything is written
     for name in names:
         tensors = get_peft_model_state_dict(peft_model, adapter_name=name, save_embedding_layers=save_embedding_layers)
