@@ -10,6 +10,8 @@ divergence found:
   prompt prefix passed to generate): refused as an unknown model_kwarg; ``DynamicCache`` had no name here;
 * ``generate(logits_processor=[...], stopping_criteria=[...])`` with the user's own ``LogitsProcessor`` /
   ``StoppingCriteria`` subclasses (the text-generation docs' recipe): refused;
+* beam search ran every beam's whole sequence again at each step and returned no ``cache``: now it runs the
+  newest token on a KV cache reordered to follow the chosen beams (transformers' reorder_cache), as there;
 * ``config.model_type`` / ``config.use_cache`` and the other attributes a config.json may leave out, read
   before anyone set them: an AttributeError;
 Skipped when torch / transformers / tokenizers are not installed."""
@@ -203,3 +205,29 @@ def test_config_reads_the_attributes_nobody_set_as_transformers():
     assert config_m.use_cache is config_t.use_cache is False and config_m.to_dict()["use_cache"] is False
     with pytest.raises(AttributeError, match="no attribute 'not_a_config_attribute'"):
         config_m.not_a_config_attribute
+
+
+def test_beam_search_runs_on_a_kv_cache_and_returns_it_as_transformers():
+    reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    ids, mask = [[0, 0, 1, 5, 9], [1, 22, 3, 40, 8]], [[0, 0, 1, 1, 1], [1] * 5]
+    options = dict(max_new_tokens=6, pad_token_id=0, num_beams=3, return_dict_in_generate=True, output_scores=True)
+    for use_cache in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = reference.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), use_cache=use_cache,
+                                          **options)
+        got = model.generate(ml.tensor(ids), attention_mask=ml.tensor(mask), use_cache=use_cache, **options)
+        assert got.sequences.tolist() == expected.sequences.tolist()
+        assert got.beam_indices.tolist() == expected.beam_indices.tolist()
+        for step_got, step_expected in zip(got.scores, expected.scores):
+            np.testing.assert_allclose(step_got.numpy(), step_expected.numpy(), atol=FLOAT32_ROPE_ATOL)
+        assert (got.cache is None) == (expected.cache is None) == (not use_cache)
+    assert got.keys() == list(expected.keys())
+    got = model.generate(ml.tensor(ids), attention_mask=ml.tensor(mask), **options).cache
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = reference.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), **options).cache
+    assert got.get_seq_length() == expected.get_seq_length() == 10
+    for best in (0, 3):  # each prompt's best running beam (the others may tie at "cannot continue")
+        np.testing.assert_allclose(got.keys[1].numpy()[best], expected.layers[1].keys.numpy()[best],
+                                   atol=FLOAT32_ROPE_ATOL)

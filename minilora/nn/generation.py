@@ -619,7 +619,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                                       "implemented in minilora; use them with greedy decoding or sampling")
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
-                            return_dict_in_generate, output_scores, output_logits, out_device)
+                            return_dict_in_generate, output_scores, output_logits, out_device, use_cache)
     rng = _random.Generator().manual_seed(int(seed)) if seed is not None else None
     if streamer is not None:
         streamer.put(ids)
@@ -808,8 +808,8 @@ class GenerateBeamDecoderOnlyOutput(ModelOutput):
     besides ``sequences``, ``scores`` (per step: the processed log-probabilities of every beam, [batch *
     num_beams, vocab]) and ``logits``: ``sequences_scores`` (with ``output_scores``: each returned
     sequence's summed log-probability divided by its length ** length_penalty) and ``beam_indices``
-    (which beam each new token of a returned sequence came from; -1 past its end). No ``cache``: the
-    beam search here runs without one."""
+    (which beam each new token of a returned sequence came from; -1 past its end). ``cache``: the running
+    beams' KV cache after the last step (with ``use_cache``)."""
     sequences: Tensor = None
     sequences_scores: Tensor = None
     scores: tuple = None
@@ -843,7 +843,7 @@ def _check_beam_options(do_sample, num_return_sequences, streamer, num_beams):
 
 
 def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id, options,
-                 return_dict_in_generate, output_scores, output_logits, out_device):
+                 return_dict_in_generate, output_scores, output_logits, out_device, use_cache=True):
     """transformers' beam search (``GenerationMixin._beam_search``), step for step.
 
     Each prompt keeps ``num_beams`` running sequences ("beams"). A step scores every beam's every next
@@ -852,7 +852,8 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
     and files the ones that ended (eos, a stop string, the length limit) among the finished sequences,
     scored by their sum divided by their length ** ``length_penalty``. It stops when no running beam
     can beat the worst finished one (or, with ``early_stopping=True``, once num_beams have finished).
-    The whole sequence is run again at each step (no KV cache): shorter to read, the same tokens."""
+    With ``use_cache`` each step runs only the newest token of every beam, on a KV cache whose rows are
+    reordered to follow the beams chosen (transformers' ``reorder_cache``); without, the whole sequence."""
     batch, prompt_length = ids.shape
     beams, max_length = options.num_beams, prompt_length + max_new_tokens
     keep = max(2, 1 + len(eos)) * beams  # candidates per prompt: enough even if many end with an eos
@@ -865,14 +866,17 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
     finished = _FinishedBeams(running.copy(), running_origins.copy(), batch, beams)
     flat_mask, flat_padding = np.repeat(mask, beams, 0), np.repeat(padding, beams, 0)
     improvable = np.ones((batch, 1), dtype=bool)
-    all_scores, raw_logits = [], []
+    all_scores, raw_logits, cache = [], [], None
     with no_grad():
         for length in range(prompt_length, max_length):
             step = length - prompt_length
             flat = running[:, :, :length].reshape(batch * beams, length)
             step_mask = np.concatenate([flat_mask, np.ones((batch * beams, step), dtype=flat_mask.dtype)], axis=1)
             positions = _position_ids(flat_mask, length)
-            out = model(flat, attention_mask=_mask_arg(step_mask), position_ids=positions, use_cache=False)
+            start = _first_uncached(cache, length)
+            out = model(flat[:, start:], attention_mask=_mask_arg(step_mask), position_ids=positions[:, start:],
+                        past_key_values=cache, use_cache=use_cache)
+            cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)
             log_probs = process.renormalize(process(_log_softmax(logits), flat, flat_padding, step))
             all_scores.append(log_probs)
@@ -894,6 +898,9 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             running = np.take_along_axis(candidates, chosen[:, :, None], axis=1)
             running_scores = np.take_along_axis(alive, chosen, axis=1)
             running_origins = np.take_along_axis(origins, chosen[:, :, None], axis=1)
+            if cache is not None:  # each running beam continues the cache of the beam it came from
+                cache.reorder_cache((np.take_along_axis(origin, chosen, axis=1) + np.arange(batch)[:, None] * beams)
+                                    .reshape(-1))
             # the ones that ended among the best num_beams candidates are filed as finished
             finished.add(candidates, origins, scores, ended, step + 1, options, improvable)
             improvable &= finished.can_improve(running_scores, length + 1 - prompt_length, max_new_tokens, options)
@@ -901,7 +908,7 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             if not improvable.any() or all_full or ended.all():
                 break
     return _beam_output(finished, options, prompt_length, all_scores, raw_logits, return_dict_in_generate,
-                        output_scores, output_logits, out_device)
+                        output_scores, output_logits, out_device, cache)
 
 
 class _FinishedBeams:
@@ -935,7 +942,7 @@ class _FinishedBeams:
 
 
 def _beam_output(finished, options, prompt_length, all_scores, raw_logits, return_dict_in_generate,
-                 output_scores, output_logits, out_device):
+                 output_scores, output_logits, out_device, cache=None):
     wanted = options.num_return_sequences
     sequences = finished.sequences[:, :wanted].reshape(-1, finished.sequences.shape[-1])
     origins = finished.origins[:, :wanted].reshape(-1, finished.origins.shape[-1])
@@ -951,7 +958,8 @@ def _beam_output(finished, options, prompt_length, all_scores, raw_logits, retur
     return GenerateBeamDecoderOnlyOutput(sequences=result, scores=per_step(all_scores, output_scores),
                                          logits=per_step(raw_logits, output_logits),
                                          sequences_scores=scores if output_scores else None,
-                                         beam_indices=Tensor(origins, dtype=np.int64, device=out_device))
+                                         beam_indices=Tensor(origins, dtype=np.int64, device=out_device),
+                                         cache=cache)
 
 
 def _ended(sequences, eos, stops, max_length):

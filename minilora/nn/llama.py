@@ -572,6 +572,12 @@ class KVCache:
         """How many positions are cached (transformers' DynamicCache.get_seq_length)."""
         return self.keys[layer_idx].shape[2] if len(self.keys) > layer_idx else 0
 
+    def reorder_cache(self, beam_idx):
+        """Row ``i`` becomes the old row ``beam_idx[i]`` (beam search continues the chosen beams' caches)."""
+        rows = Tensor(np.asarray(beam_idx), dtype=np.int64)
+        self.keys = [k.index_select(0, rows.to(k.device)) for k in self.keys]
+        self.values = [v.index_select(0, rows.to(v.device)) for v in self.values]
+
     def crop(self, max_length):
         """Keep the first ``max_length`` positions (negative: drop that many), as DynamicCache.crop."""
         if max_length < 0:
