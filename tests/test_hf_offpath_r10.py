@@ -12,6 +12,8 @@ divergence found:
   ``StoppingCriteria`` subclasses (the text-generation docs' recipe): refused;
 * beam search ran every beam's whole sequence again at each step and returned no ``cache``: now it runs the
   newest token on a KV cache reordered to follow the chosen beams (transformers' reorder_cache), as there;
+* ``GenerationConfig.update(**kwargs)`` (set the options named, return the rest; ``defaults_only``,
+  ``allow_custom_entries``): an AttributeError;
 * ``config.model_type`` / ``config.use_cache`` and the other attributes a config.json may leave out, read
   before anyone set them: an AttributeError;
 Skipped when torch / transformers / tokenizers are not installed."""
@@ -231,3 +233,24 @@ def test_beam_search_runs_on_a_kv_cache_and_returns_it_as_transformers():
     for best in (0, 3):  # each prompt's best running beam (the others may tie at "cannot continue")
         np.testing.assert_allclose(got.keys[1].numpy()[best], expected.layers[1].keys.numpy()[best],
                                    atol=FLOAT32_ROPE_ATOL)
+
+
+@pytest.mark.parametrize("call", [dict(top_k=5, not_an_option=1), dict(defaults_only=True, max_new_tokens=9, top_k=3),
+                                  dict(num_beam_groups=1, typical_p=0.9, top_p=0.5)])
+def test_generation_config_update_as_transformers(call):
+    from minilora.nn.generation import GenerationConfig
+    reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    reference.generation_config = transformers.GenerationConfig(max_new_tokens=3, do_sample=True)
+    model.generation_config = GenerationConfig(max_new_tokens=3, do_sample=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert model.generation_config.update(**call) == reference.generation_config.update(**call)
+        torch.manual_seed(0)
+        expected = reference.generate(torch.tensor(IDS)).tolist()
+    ml.manual_seed(0)
+    assert model.generate(ml.tensor(IDS)).tolist() == expected
+    assert model.generation_config.to_dict() == \
+        {k: v for k, v in reference.generation_config.to_diff_dict().items() if k != "transformers_version"}
+    custom = dict(allow_custom_entries=True, my_note=2)  # kept, as there (generate refuses what it cannot apply)
+    assert model.generation_config.update(**custom) == reference.generation_config.update(**custom) == {}
+    assert model.generation_config.to_dict()["my_note"] == reference.generation_config.my_note == 2

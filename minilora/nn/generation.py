@@ -309,6 +309,26 @@ class GenerationConfig:
             raise ValueError("GenerationConfig is invalid: \n" + details)
         warnings.warn(f"The following generation flags are not valid and may be ignored: {list(issues)}.\n{details}")
 
+    def update(self, defaults_only=False, allow_custom_entries=False, **kwargs):
+        """transformers' ``update``: each keyword that names a generation option is set (with ``defaults_only``,
+        only where the option is still unset); the others are returned, unused -- or, with
+        ``allow_custom_entries``, kept too. The config is validated again."""
+        fields = (*DEFAULTS, *_LENGTHS_AND_TOKENS)
+        options = {*fields, *_OFF, *_IGNORED, *_PROCESSOR_OPTIONS, *self.other}
+        used = [key for key, value in kwargs.items()
+                if (key in options and (not defaults_only or self._option(key) is None))
+                or (allow_custom_entries and key not in options)]
+        for key in used:
+            if key in fields:
+                setattr(self, key, kwargs[key])
+            else:
+                self.other[key] = kwargs[key]
+        self.validate()
+        return {key: value for key, value in kwargs.items() if key not in used}
+
+    def _option(self, name):
+        return getattr(self, name) if name in (*DEFAULTS, *_LENGTHS_AND_TOKENS) else self.other.get(name)
+
     def to_dict(self):
         options = {name: getattr(self, name) for name in (*DEFAULTS, *_LENGTHS_AND_TOKENS)}
         return {**{k: v for k, v in options.items() if v is not None}, **self.other}
