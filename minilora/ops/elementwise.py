@@ -109,6 +109,12 @@ def computes_in_float32(op):
     return backward_in_float32(op)
 
 
+# torch's "default" build (a CPU without AVX2, ATEN_CPU_CAPABILITY=default) runs its elementwise kernels'
+# scalar lambdas on every element: for float16/bfloat16 some of those (add's ``alpha * b``, rsqrt's
+# sqrt) round each step to 16 bits, c10's Half/BFloat16 arithmetic, where the AVX builds' vectorized
+# lambdas compute in float32 and round once (``computes_in_float32``).
+STEPS_ROUNDED_TO_16_BITS = float32_math.CPU_CAPABILITY == "default"
+
 _NUMBERS = (float, int)
 
 
@@ -406,11 +412,17 @@ class Sqrt(Function):
         return g / (2 * ctx.out)
 
 
-@computes_in_float32
+@backward_in_float32
 class Rsqrt(Function):
+    """``1 / sqrt(a)``; float16/bfloat16: in float32, rounded once, as torch's vectorized kernel, or each
+    step rounded to 16 bits, as its scalar one (NumPy's 16-bit steps; ``STEPS_ROUNDED_TO_16_BITS``)."""
     @staticmethod
     def forward(ctx, a):
-        ctx.out = 1 / xp_of(a).sqrt(a)
+        xp = xp_of(a)
+        if _is_16bit_float(a) and not STEPS_ROUNDED_TO_16_BITS:
+            ctx.out = (1 / xp.sqrt(upcast(a))).astype(a.dtype)
+        else:
+            ctx.out = 1 / xp.sqrt(a)
         return ctx.out
 
     @staticmethod
@@ -451,7 +463,7 @@ class Tanh(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g * _one_minus_square(ctx.out)
+        return float32_math.in_cache_slices(lambda g, y: g * _one_minus_square(y), g, ctx.out)
 
 
 def _one_minus_square(y):
@@ -618,7 +630,7 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.approximate == "tanh":
-            return g * _gelu_tanh_derivative(ctx.a, ctx.t)
+            return float32_math.in_cache_slices(lambda g, a, t: g * _gelu_tanh_derivative(a, t), g, ctx.a, ctx.t)
         return parallel.multiply(g, ctx.deriv)
 
 
@@ -707,7 +719,7 @@ def add(input, other, *, alpha=1):
     if alpha == 1 and type(alpha) is int:
         return Add.apply(input, other)
     alpha = _check_alpha(input, other, alpha)
-    if _both_16bit_tensors(input, other):
+    if _scaled_in_one_kernel(input, other):
         return AddScaled.apply(input, other, alpha=alpha)
     return Add.apply(input, _scaled(other, alpha, input))
 
@@ -729,7 +741,7 @@ def sub(input, other, *, alpha=1):
     if alpha == 1 and type(alpha) is int:  # raises in Sub.forward, at no cost here)
         return Sub.apply(a, b)
     alpha = _check_alpha(a, b, alpha)
-    if _both_16bit_tensors(a, b):
+    if _scaled_in_one_kernel(a, b):
         return AddScaled.apply(a, b, alpha=-alpha)
     return Sub.apply(a, _scaled(b, alpha, a))
 
@@ -774,23 +786,36 @@ def _scaled(x, alpha, like):
     return x * alpha
 
 
-def _both_16bit_tensors(a, b):
-    return isinstance(a, Tensor) and isinstance(b, Tensor) and _is_16bit_float(a._array)
+def _scaled_in_one_kernel(a, b):
+    """Two tensors (of one dtype, promoted) whose ``a + alpha * b`` torch's add kernel computes as one
+    formula that NumPy's two steps do not round alike: float16/bfloat16, and float32 where torch's build
+    fuses the multiply-add (all but its "default" one; float64 too, within its last bit: not modelled)."""
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
+        return False
+    return _is_16bit_float(a._array) or (a._array.dtype == float32 and float32_math.FUSED_MULTIPLY_ADD)
 
 
 class AddScaled(Function):
-    """``a + alpha * b`` on two float16/bfloat16 arrays, as torch's CPU add kernel computes it: alpha
-    rounded to their dtype, then product and sum in float32, rounded once. (In the few elements past
-    the last whole vector of each thread's share, torch's scalar loop rounds ``alpha * b`` to 16 bits
-    before adding: those can differ from ours by one 16-bit step.) Backward as torch's: ``g * alpha``
-    with alpha unrounded, in float32 and rounded once, then summed over broadcast axes."""
+    """``a + alpha * b`` on two float16/bfloat16 or float32 arrays, as torch's CPU add kernel computes
+    it. float32: ``fmadd(b, alpha, a)``, alpha taken as a float, rounded once (``_scaled_in_one_kernel``).
+    16-bit: alpha rounded to their dtype, then product (exact) and sum in float32, rounded once; but
+    where torch runs the kernel's scalar lambda, c10's 16-bit arithmetic rounds ``alpha * b`` to 16 bits
+    before adding: on every element in its "default" build (``STEPS_ROUNDED_TO_16_BITS``), and in its
+    AVX builds on the few past the last two whole vectors of each thread's share (not modelled: one
+    16-bit step off there). Backward as torch's: ``g * alpha`` with alpha unrounded, in float32 and
+    rounded once, then summed over broadcast axes."""
 
     @staticmethod
     def forward(ctx, a, b, alpha):
         ctx.shapes, ctx.alpha = (a.shape, b.shape), alpha
-        rounded = float(a.dtype.type(alpha))
         try:
-            return (upcast(a) + rounded * upcast(b)).astype(a.dtype)
+            if a.dtype == float32:
+                return fastmath.multiply_add(np.float32(alpha), b, a)
+            rounded = float(a.dtype.type(alpha))
+            product = rounded * upcast(b)
+            if STEPS_ROUNDED_TO_16_BITS:
+                product = upcast(product.astype(a.dtype))
+            return (upcast(a) + product).astype(a.dtype)
         except ValueError:
             raise _broadcast_error("add", a, b) from None
 
@@ -1752,9 +1777,11 @@ class Softplus(Function):
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
+        beta, threshold = ctx.beta, ctx.threshold
         with np.errstate(over="ignore", invalid="ignore"):
-            z = _kernel_exp(ctx.a * ctx.beta)
-            return xp.where(ctx.a * ctx.beta > ctx.threshold, g, g * z / (z + 1))
+            z = _kernel_exp(ctx.a * beta)
+            return float32_math.in_cache_slices(
+                lambda g, a, z: xp.where(a * beta > threshold, g, g * z / (z + 1)), g, ctx.a, z)
 
 
 def _checked_parameters(input, *values):
@@ -2027,8 +2054,12 @@ class Elu(Function):
         number = g.dtype.type
         negative_scale = number(alpha) * number(scale)
         with np.errstate(over="ignore"):
-            negative = g * number(input_scale) * negative_scale * _kernel_exp(xp.minimum(a, 0) * number(input_scale))
-        return xp.where(a > 0, g * number(scale), negative).astype(g.dtype, copy=False)
+            e = _kernel_exp(xp.minimum(a, 0) * number(input_scale))
+
+        def gradient(g, a, e):
+            negative = g * number(input_scale) * negative_scale * e
+            return xp.where(a > 0, g * number(scale), negative).astype(g.dtype, copy=False)
+        return float32_math.in_cache_slices(gradient, g, a, e)
 
 
 def _elu(input, alpha, scale, input_scale):
@@ -2145,7 +2176,8 @@ class Mish(Function):
     def backward(ctx, g):
         a, t = ctx.a, ctx.t  # torch's mish_backward: g * (t + (a * sigmoid(a)) * (1 - t * t)), two FMAs
         sigmoid = float32_math.sigmoid(a) if _numpy_float32(a) else _sigmoid(xp_of(g), a)  # (torch's kernel's)
-        return g * fastmath.multiply_add(a * sigmoid, fastmath.multiply_add(-t, t, 1), t)
+        return float32_math.in_cache_slices(
+            lambda g, a, s, t: g * fastmath.multiply_add(a * s, fastmath.multiply_add(-t, t, 1), t), g, a, sigmoid, t)
 
 
 def mish(input):

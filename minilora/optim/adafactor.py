@@ -95,10 +95,10 @@ class Adafactor(_StepEach):
             state["variance"][...] = variance
             var_estimate = variance
         xp = xp_of(grad)
-        update = ops.rounded(1 / xp.sqrt(xp.maximum(var_estimate, eps1 * eps1)))  # clamp_(min=eps1 ** 2).rsqrt_()
+        update = ops.rsqrt(xp.maximum(var_estimate, eps1 * eps1))  # clamp_(min=eps1 ** 2).rsqrt_()
         update = ops.rounded(update * grad)
         denom = max(1.0, float(ops.rounded(_norm(update))) / ((update.size ** 0.5) * group["d"]))
-        p._array[...] = ops.rounded(param + ops.alpha(-alpha / denom) * update)
+        p._array[...] = ops.add(param, -alpha / denom, update)
 
     @staticmethod
     def _factored_estimate(grad, state, weight, eps1, ops):

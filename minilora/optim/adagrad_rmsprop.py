@@ -19,8 +19,9 @@ import numpy as np
 
 from .. import dtypes
 from ..device import xp_of
+from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS
 from .adam import _fused_multiply_add
-from .optimizer import Optimizer, _check_range, alpha_16bit, new_step_count, rounds_each_op
+from .optimizer import Optimizer, _check_range, add_scaled_16bit, alpha_16bit, new_step_count, rounds_each_op
 
 __all__ = ["RMSprop", "Adagrad", "Adadelta"]
 
@@ -39,6 +40,11 @@ class _Arithmetic:
     def sqrt(array):
         return xp_of(array).sqrt(array)  # NumPy's or CuPy's
 
+    def rsqrt(self, array):
+        """``array.rsqrt()``: ``1 / sqrt`` rounded once, or (16-bit, torch's "default" build) each step."""
+        root = self.sqrt(array)
+        return self.rounded(1 / (self.rounded(root) if STEPS_ROUNDED_TO_16_BITS else root))
+
     def rounded(self, value):
         return value.astype(self.dtype).astype(np.float32) if self.low_precision else value
 
@@ -50,6 +56,12 @@ class _Arithmetic:
     def alpha(self, value):
         """An ``alpha=`` scalar: torch rounds it to a 16-bit tensor's dtype first."""
         return alpha_16bit(value, self.dtype) if self.low_precision else value
+
+    def add(self, start, value, array):
+        """``start.add(array, alpha=value)`` (16-bit: ``add_scaled_16bit``, rounded)."""
+        if self.low_precision:
+            return self.rounded(add_scaled_16bit(start, value, array, self.dtype))
+        return start + value * array
 
     def addcmul(self, start, a, b, value):
         """``start + value * a * b`` (16-bit: one fused multiply-add in float32, as torch's CPU kernel)."""
@@ -76,7 +88,7 @@ def _gradient(p, group, ops):
     if group["maximize"]:
         grad = -grad
     if group["weight_decay"]:
-        grad = ops.rounded(grad + ops.alpha(group["weight_decay"]) * ops.load(p._array))
+        grad = ops.add(grad, group["weight_decay"], ops.load(p._array))
     return grad
 
 
@@ -144,7 +156,7 @@ class RMSprop(_StepEach):
         if group["momentum"] > 0:  # buf = momentum * buf + grad / avg; p -= lr * buf
             buf = ops.rounded(ops.rounded(ops.load(state["momentum_buffer"]) * group["momentum"]) + grad / avg)
             state["momentum_buffer"][...] = buf
-            p._array[...] = ops.rounded(param + ops.alpha(-lr) * buf)
+            p._array[...] = ops.add(param, -lr, buf)
         else:
             p._array[...] = ops.rounded(param + -lr * (grad / avg))
 
@@ -219,4 +231,4 @@ class Adadelta(_StepEach):
         delta = ops.rounded(ops.rounded(delta / std) * grad)  # the step, in the weights' units
         acc_delta = ops.addcmul(ops.rounded(ops.load(state["acc_delta"]) * rho), delta, delta, 1 - rho)
         state["square_avg"][...], state["acc_delta"][...] = square_avg, acc_delta
-        p._array[...] = ops.rounded(ops.load(p._array) + ops.alpha(-group["lr"]) * delta)
+        p._array[...] = ops.add(ops.load(p._array), -group["lr"], delta)

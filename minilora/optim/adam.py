@@ -25,11 +25,11 @@ import math
 
 import numpy as np
 
-from .. import kernels, parallel
+from .. import fastmath, kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
-from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, alpha_16bit, new_step_count,
-                        occurrence_passes, rounds_each_op)
+from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, add_scaled_16bit, alpha_16bit,
+                        new_step_count, occurrence_passes, rounds_each_op)
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
 
@@ -97,9 +97,9 @@ def amsgrad_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr
 
 
 def _fused_multiply_add(a, b, c):
-    """``a * b + c`` rounded to float32 once, as an FMA instruction computes it (torch's CPU ``addcmul`` is
-    ``fmadd(value * t1, t2, self)``): the float32 product is exact in float64."""
-    return (a.astype(np.float64) * b + c).astype(np.float32)
+    """``a * b + c`` of float32 arrays rounded once, as an FMA instruction computes it (torch's CPU ``addcmul``
+    is ``fmadd(value * t1, t2, self)``), or twice where torch's build fuses none (``fastmath.multiply_add``)."""
+    return fastmath.multiply_add(a, b, c)
 
 
 def adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
@@ -259,11 +259,10 @@ def _is_tensor(value):
 
 
 def _with_l2(grad, param, weight_decay):
-    """``grad.add(param, alpha=weight_decay)`` as torch computes it (16-bit: alpha rounded to the dtype, the
-    sum in float32 rounded once)."""
+    """``grad.add(param, alpha=weight_decay)`` as torch computes it (16-bit: ``add_scaled_16bit``)."""
     if rounds_each_op(param.dtype):
-        wd = alpha_16bit(weight_decay, param.dtype)
-        return (dtypes.upcast(grad) + wd * dtypes.upcast(param)).astype(param.dtype)
+        sum_ = add_scaled_16bit(dtypes.upcast(grad), weight_decay, dtypes.upcast(param), param.dtype)
+        return sum_.astype(param.dtype)
     return grad + weight_decay * param
 
 

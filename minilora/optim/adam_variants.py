@@ -155,4 +155,4 @@ class RAdam(_AdamFamily):
             update = ops.rounded(ops.rounded(ops.rounded(corrected * lr) * adaptive) * rect)
         else:  # too early: a plain momentum step
             update = ops.rounded(corrected * lr)
-        p._array[...] = ops.rounded(ops.load(p._array) + ops.alpha(-1.0) * update)
+        p._array[...] = ops.add(ops.load(p._array), -1.0, update)

@@ -24,6 +24,7 @@ from collections import defaultdict
 import numpy as np
 
 from .. import dtypes
+from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS
 from ..tensor import Tensor, enable_grad
 
 __all__ = ["Optimizer"]
@@ -488,6 +489,17 @@ def rounds_each_op(dtype):
     that each compute in float32 and round once; NumPy would round a Python scalar like ``lr`` to the
     16-bit dtype before multiplying (``1 - lr * wd`` in bfloat16 is 1.0), so the updates spell them out."""
     return dtype.itemsize == 2 and dtypes.is_floating(dtype)
+
+
+def add_scaled_16bit(x, value, y, dtype):
+    """torch's ``x.add(y, alpha=value)`` on float16/bfloat16 tensors, given as float32 arrays, in float32
+    for the caller to round once: alpha rounded to the dtype (``alpha_16bit``), the product exact in
+    float32, but rounded to the dtype first where torch's "default" build rounds each 16-bit step
+    (``ops.elementwise.STEPS_ROUNDED_TO_16_BITS``, as ``torch.add`` there)."""
+    product = alpha_16bit(value, dtype) * y
+    if STEPS_ROUNDED_TO_16_BITS:
+        product = product.astype(dtype).astype(np.float32)
+    return x + product
 
 
 def alpha_16bit(value, dtype):

@@ -90,7 +90,7 @@ class ASGD(_StepEach):
         grad = _gradient(p, group, ops)
         eta = float(state["eta"])
         param = ops.rounded(ops.load(p._array) * (1 - lambd * eta))  # the decay term
-        param = ops.rounded(param + ops.alpha(-eta) * grad)
+        param = ops.add(param, -eta, grad)
         p._array[...] = param
         mu = state["mu"]
         if float(mu) != 1:  # averaging: ax += (p - ax) * mu

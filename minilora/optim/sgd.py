@@ -12,7 +12,7 @@ dtype, as torch; a float16/bfloat16 parameter is updated op by op as torch round
 import numpy as np
 
 from .. import dtypes
-from .optimizer import Optimizer, _check_range, alpha_16bit, rounds_each_op
+from .optimizer import Optimizer, _check_range, add_scaled_16bit, rounds_each_op
 
 __all__ = ["SGD"]
 
@@ -79,18 +79,18 @@ class SGD(Optimizer):
         def op(value):
             return value.astype(dtype).astype(np.float32)
 
-        def alpha(value):
-            return alpha_16bit(value, dtype)
+        def add(x, value, y):  # x.add(y, alpha=value)
+            return op(add_scaled_16bit(x, value, y, dtype))
         d = dtypes.upcast(p.grad._array)
         d = -d if group["maximize"] else d
         if group["weight_decay"]:
-            d = op(d + alpha(group["weight_decay"]) * dtypes.upcast(p._array))
+            d = add(d, group["weight_decay"], dtypes.upcast(p._array))
         momentum = group["momentum"]
         if momentum:
             if buf is None:
                 buf = d.astype(dtype)
             else:
-                buf[...] = op(op(dtypes.upcast(buf) * np.float32(momentum)) + alpha(1 - group["dampening"]) * d)
+                buf[...] = add(op(dtypes.upcast(buf) * np.float32(momentum)), 1 - group["dampening"], d)
             self.state[p]["momentum_buffer"] = buf
-            d = op(d + alpha(momentum) * dtypes.upcast(buf)) if group["nesterov"] else dtypes.upcast(buf)
-        p._array[...] = op(dtypes.upcast(p._array) + alpha(-group["lr"]) * d)
+            d = add(d, momentum, dtypes.upcast(buf)) if group["nesterov"] else dtypes.upcast(buf)
+        p._array[...] = add(dtypes.upcast(p._array), -group["lr"], d)
