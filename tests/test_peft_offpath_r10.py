@@ -302,3 +302,34 @@ def test_adapter_mistakes_say_pefts_sentence(tmp_path, mistake):
         MISTAKES[mistake](ours, ml, tmp_path / "ours")
     peft_sentence = str(theirs_error.value).rstrip(".")
     assert str(ours_error.value).startswith(peft_sentence), (str(ours_error.value), peft_sentence)
+
+
+# ==================================================================================================
+# "all-linear" on a user's own module
+# ==================================================================================================
+def with_heads(nn, dtype):
+    class Net(nn.Module):  # a nanoGPT-like head name on a plain module (not a transformers model)
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(20, 16, dtype=dtype), nn.ReLU())
+            self.classifier = nn.Linear(16, 3, dtype=dtype)
+            self.lm_head = nn.Linear(16, 5, dtype=dtype)
+
+        def forward(self, x):
+            h = self.body(x)
+            return self.classifier(h) + self.lm_head(h)[:, :3]
+    return Net()
+
+
+@pytest.mark.parametrize("task_type", [None, "SEQ_CLS"])
+def test_all_linear_on_a_plain_module_adapts_every_linear_as_peft(task_type):
+    """Before: minilora left out a plain module's ``lm_head`` (by name). PEFT leaves out a head only on a
+    transformers model (its output embedding, or a SEQ_CLS model's score/classifier)."""
+    config = dict(r=2, target_modules="all-linear", task_type=task_type, init_lora_weights=False)
+    theirs, ours = seeded(*pair(with_heads), config)
+    assert sorted(ours.peft_config["default"].target_modules) == sorted(theirs.peft_config["default"].target_modules)
+    assert "lm_head" in ours.peft_config["default"].target_modules
+    assert_same_states(theirs, ours)
+    # (PEFT's PeftModelForSequenceClassification.forward needs a transformers config: run the adapted module)
+    t, m = run_both(theirs.get_base_model(), ours.get_base_model(), INPUTS[mlp](np.random.default_rng(1)))
+    np.testing.assert_allclose(m, t, rtol=0, atol=1e-12)

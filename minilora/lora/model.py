@@ -370,10 +370,7 @@ class LoraModel(_Wrapper):
                                  f"{model_type!r}: pass target_modules=[...] (e.g. ['q_proj', 'v_proj'])")
             config.target_modules = list(DEFAULT_TARGET_MODULES[model_type])
         elif isinstance(targets, str) and targets.lower() == "all-linear":
-            head = _output_head(self.model)
-            if head is None and config.task_type == TaskType.SEQ_CLS:  # PEFT's SEQ_CLS_HEAD_NAMES (issue 2027)
-                head = next((getattr(self.model, name) for name in ("score", "classifier")
-                             if getattr(self.model, name, None) is not None), None)
+            head = _all_linear_skipped_head(self.model, config.task_type)
             config.target_modules = sorted(
                 key for key, module in self._candidate_modules()
                 if _is_linear(module, self.layer_cls) and module is not head)
@@ -947,6 +944,19 @@ def _is_linear(module, layer_cls):
     (PEFT takes adapter layers whose class name has "Linear" in it: not lora.ParamWrapper, whatever it wraps)."""
     return isinstance(module, _NNLinear) or (isinstance(module, layer_cls) and not isinstance(module, ParamWrapper)
                                              and isinstance(module.base_layer, _NNLinear))
+
+
+def _all_linear_skipped_head(model, task_type):
+    """The head "all-linear" leaves out, as PEFT's: a transformers model's (minilora's have
+    get_output_embeddings) output embedding or, where it has none, a SEQ_CLS model's ``score`` / ``classifier``
+    (PEFT's SEQ_CLS_HEAD_NAMES, issue 2027). A user's own module keeps every Linear, its ``lm_head`` included."""
+    if not hasattr(model, "get_output_embeddings"):
+        return None
+    head = model.get_output_embeddings()
+    if head is None and task_type == TaskType.SEQ_CLS:
+        head = next((getattr(model, name) for name in ("score", "classifier")
+                     if getattr(model, name, None) is not None), None)
+    return head
 
 
 def _output_head(model):
