@@ -132,7 +132,7 @@ def sigmoid_and_silu(a, s, out):
     xp.divide(1, s, out=s)
 
 
-_ONE32 = np.array(1, np.float32)
+_ONE32, _ONE64 = np.array(1, np.float32), np.array(1, np.float64)
 
 
 def silu_backward(g, a, s, gx):
@@ -152,7 +152,7 @@ def silu_backward(g, a, s, gx):
     for gs, as_, ss, out in cache_slices(g, a, s, gx):
         slope_ = slope[:ss.size]
         np.subtract(_ONE32, ss, slope_)
-        float32_math.fused_multiply_add_block(as_, slope_, 1, slope_, wide)  # one rounding
+        float32_math.fused_multiply_add_block(as_, slope_, _ONE64, slope_, wide)  # one rounding
         np.multiply(gs, ss, out=out)
         out *= slope_
 

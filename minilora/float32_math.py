@@ -39,7 +39,6 @@ models here follow it, with glibc's last bits not reproduced.
 Not reproduced: MKL's own errors, F.gelu's exact form (oneDNN's kernel for contiguous float32 input),
 softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
 """
-import math
 import os
 import warnings
 
@@ -167,8 +166,8 @@ def _const(value, dtype):
 _ROUND_TO_INT = _const(1.5 * 2 ** 23, _F32)  # x + this - this: rint(x) for |x| < 2^22; its low bits: x
 _EXP_C = {name: _const(value, _F32) for name, value in
           (("r_ln2", _R_LN2), ("-r_ln2", -_R_LN2), ("one", 1))}
-_EXP_C64 = {"-l2": _const(-(_L2U + _L2L), _F64), "l2": _const(_L2U + _L2L, _F64), "p0": _const(_P[0], _F64),
-            "half": _const(_P[5], _F64)}  # (L2U + L2L: exact in float64)
+_EXP_C64 = {"-l2": _const(-(_L2U + _L2L), _F64), "p0": _const(_P[0], _F64),  # (L2U + L2L: exact in float64)
+            "half": _const(_P[5], _F64)}
 _HORNER_STEPS = [(_const(c + 1.5 * 2.0 ** (e + 29), _F64), _const(1.5 * 2.0 ** (e + 29), _F64))
                  for c, e in zip(_P[1:5], (-10, -7, -5, -3))]
 _EXPONENT_SHIFT = _const(23, np.int32)
@@ -198,10 +197,10 @@ def _sleef_exp_block(d, out, scratch, negate):
     np.add(q_bits, _ROUND_TO_INT, q_bits)  # q = rint(d / ln 2), in the low bits too
     np.subtract(q_bits, _ROUND_TO_INT, q)
     w[...] = q  # s = fma(q, -L2L, d - q L2U), d - q L2U exact (Sterbenz): d - q (L2U + L2L) rounded once,
-    np.multiply(w, _EXP_C64["l2" if negate else "-l2"], w)  # exact in float64: 43 bits times q's 8
+    np.multiply(w, _EXP_C64["-l2"], w)  # exact in float64: 43 bits times q's 8
     s64[...] = d
-    np.add(w, s64, w)  # exact too (42 bits at most); for -d: d + q (L2U + L2L), negated below
-    (np.negative if negate else np.positive)(w, out=s, casting="same_kind")  # one rounding
+    (np.subtract if negate else np.add)(w, s64, w)  # exact too (42 bits at most); -d - q (L2U + L2L) for -d
+    s[...] = w  # one rounding
     s64[...] = s
     np.multiply(s64, _EXP_C64["p0"], u)  # Horner's rule, u = fma(u, s, c) exactly (see above)
     for c_plus_magic, magic in _HORNER_STEPS:
@@ -279,11 +278,11 @@ def fused_multiply_add(a, b, c):
     arrays of the result's shape past 2^17 elements run block by block through float64 scratch that stays
     in the cache (a whole-array float64 round trip cost 5x: 9 ms for a million elements); others whole,
     in NumPy's layout."""
+    if getattr(b, "size", 0) <= _WHOLE_ARRAY_FMA:  # (first, on b, an array in every caller: at a thousand
+        return _whole_array_fma(a, b, c)  # elements a microsecond of checks is a tenth of tanh's backward)
     shape = np.broadcast_shapes(np.shape(a), np.shape(b), np.shape(c))
-    arrays = [v for v in (a, b, c) if np.ndim(v)]
-    if math.prod(shape) <= _WHOLE_ARRAY_FMA or not all(
-            type(v) is np.ndarray and v.shape == shape and v.flags.c_contiguous for v in arrays):
-        return np.add(np.multiply(a, b, dtype=_F64), c, dtype=_F64).astype(_F32)
+    if not all(type(v) is np.ndarray and v.shape == shape and v.flags.c_contiguous for v in (a, b, c) if np.ndim(v)):
+        return _whole_array_fma(a, b, c)
     out = np.empty(shape, _F32)
     flat_out = out.reshape(-1)
     operands = [v.reshape(-1) if np.ndim(v) else v for v in (a, b, c)]
@@ -296,10 +295,14 @@ def fused_multiply_add(a, b, c):
     return out
 
 
+def _whole_array_fma(a, b, c):
+    return np.add(np.multiply(a, b, dtype=_F64), c, dtype=_F64).astype(_F32)
+
+
 def fused_multiply_add_block(a, b, c, out, wide):
     """``out = fma(a, b, c)`` for a block: float32 arrays of ``out``'s size or numbers, through the two
     float64 rows of ``wide`` (at least that long: scratch a caller reuses from block to block)."""
-    product, other = (row[:out.size] for row in wide)
+    product, other = wide[0, :out.size], wide[1, :out.size]
     product[...] = a
     np.multiply(product, _as_float64(b, other), product)  # exact
     np.add(product, _as_float64(c, other), product)
@@ -308,11 +311,11 @@ def fused_multiply_add_block(a, b, c, out, wide):
 
 def _as_float64(v, scratch):
     """An array copied into float64 ``scratch``, or a number as a 0-d float64 array (either keeps a ufunc
-    in float64: NumPy's mixed-dtype loops cost 2-4x more)."""
-    if np.ndim(v):
+    in float64: NumPy's mixed-dtype loops cost 2-4x more; a 0-d float64 array is taken as it is)."""
+    if type(v) is np.ndarray and v.ndim:
         scratch[...] = v
         return scratch
-    return np.asarray(v, _F64)
+    return v if type(v) is np.ndarray and v.dtype == _F64 else np.asarray(v, _F64)
 
 
 def _df_add_float(x, y):
