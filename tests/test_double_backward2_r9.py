@@ -304,7 +304,6 @@ def test_module_backward_hooks_in_a_create_graph_pass():
 KNOWN = {  # what the survey still finds, and why it is left
     **dict.fromkeys(["angle", "Tensor.angle"], "complex gradients: refused by name"),
     **dict.fromkeys(["nextafter", "Tensor.nextafter"], "refused by name (torch: not differentiable either)"),
-    **dict.fromkeys(["copysign", "Tensor.copysign"], "first order: torch gives `other` zeros, minilora None"),
     **dict.fromkeys(["normal", "poisson"], "first order: torch records a draw from a mean tensor (NormalBackward, "
                                            "PoissonBackward), minilora's is a constant"),
     "group_norm": "two elements per group: the second derivatives are round-off (1e-6 apart)",

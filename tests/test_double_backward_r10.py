@@ -306,3 +306,17 @@ def test_slogdet_sign_is_in_the_graph_without_a_gradient():
         results.append([g, lib.autograd.grad(g.sum() + sign, A)[0]])
     for mine, theirs in zip(*results):
         close(mine, theirs)
+
+
+def test_copysign_gives_other_zeros_first_order_and_recorded():
+    """torch's copysign gives ``other`` a gradient of zeros (derivatives.yaml: zeros_like(other)), and a result
+    whose sign alone comes from a tensor that requires grad requires grad too; minilora left ``other`` out."""
+    results = []
+    for lib in (ml, torch):
+        x = lib.tensor([1.0, -2.0, 3.0], dtype=lib.float64, requires_grad=True)
+        y = lib.tensor([-1.0, 1.0, -0.0], dtype=lib.float64, requires_grad=True)
+        assert lib.copysign(x.detach(), y).requires_grad
+        g = lib.autograd.grad((lib.copysign(x, y) ** 3).sum(), (x, y), create_graph=True)
+        results.append(list(g) + list(lib.autograd.grad(g[0].sum(), (x, y))))
+    for mine, theirs in zip(*results):
+        close(mine, theirs)

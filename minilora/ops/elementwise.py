@@ -1268,9 +1268,25 @@ def hypot(input, other):
     return Hypot.apply(a, b)
 
 
+class ZeroGradientTo(Function):
+    """``result`` passed through, with ``other`` joined to the graph at a zero derivative: torch's formula
+    for copysign's ``other`` is zeros_like(other), so a tensor that decides only signs gets a gradient of
+    zeros (not None), and a result computed from it alone requires grad, as torch's."""
+
+    @staticmethod
+    def forward(ctx, result, other):
+        ctx.other_shape = other.shape
+        return result.copy()  # (its own storage: an output sharing its input's would be taken for a view)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, xp_of(g).zeros(ctx.other_shape, g.dtype)
+
+
 def copysign(input, other):
     """``torch.copysign``: ``|input|`` with ``other``'s sign (its sign bit: -0.0 counts as negative).
-    Integers compute in the default float dtype. The gradient goes to ``input`` only (0 where it is 0)."""
+    Integers compute in the default float dtype. The gradient goes to ``input`` (0 where it is 0); ``other``
+    gets zeros, as torch's."""
     if not isinstance(other, Tensor):  # a number: one sign for all
         magnitude = abs(input := _floating(input))
         out = -magnitude if math.copysign(1.0, other) < 0 else magnitude
@@ -1278,6 +1294,8 @@ def copysign(input, other):
         a, b = _promoted(input, other, true_divide=True)  # (int with float16: float16, as torch)
         magnitude = abs(a)
         out = where(signbit(b), -magnitude, magnitude)
+        if b.requires_grad:
+            out = ZeroGradientTo.apply(out, b)
     return saves_as_torch(out, input, out)
 
 

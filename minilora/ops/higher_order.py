@@ -1447,6 +1447,7 @@ _BACKWARD_GRAPHS = {
     _la.LinalgOutput: _linalg_output,  # (inv, det, solves, the factorizations; eig's complex outputs refuse)
     _la.VectorNorm: _vector_norm,
     _e.FusedMulAdd: _fused_mul_add, _e.AddScaled: _add_scaled,
+    _e.ZeroGradientTo: lambda ctx, g: (g, _constant(g._device.xp.zeros(ctx.other_shape, g._array.dtype), g)),
     _s.Unfold: _linear_in_each(_windows_jvp), _s.AsStridedScatter: _linear_in_each(*_as_strided_scatter_jvps()),
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
     CTCLoss: _not_in_torch_either("_ctc_loss_backward"),
