@@ -333,3 +333,20 @@ def test_all_linear_on_a_plain_module_adapts_every_linear_as_peft(task_type):
     # (PEFT's PeftModelForSequenceClassification.forward needs a transformers config: run the adapted module)
     t, m = run_both(theirs.get_base_model(), ours.get_base_model(), INPUTS[mlp](np.random.default_rng(1)))
     np.testing.assert_allclose(m, t, rtol=0, atol=1e-12)
+
+
+def test_set_peft_model_state_dict_takes_the_models_own_keys_as_peft():
+    """Tensors keyed as model.state_dict() names them (``...lora_A.other.weight``) load as PEFT's (which
+    passes keys it does not map on to load_state_dict). Before: AdapterMismatchError, "has weights for
+    'base_model.model.seq.2.lora_A.other.weight' ... which this model does not have"."""
+    results, loaded, sources = [], [], two_adapters()
+    for index, library_peft in enumerate((peft, ml_peft)):
+        own_keys = {k: v for k, v in sources[index].state_dict().items() if "lora_" in k and ".other." in k}
+        config = dict(r=3, lora_alpha=5, target_modules=["seq.2", "seq.4"])
+        target = library_peft.get_peft_model(pair(mlp)[index], library_peft.LoraConfig(**config), adapter_name="other")
+        results.append(library_peft.set_peft_model_state_dict(target, own_keys, adapter_name="other"))
+        loaded.append(target)
+    assert sorted(results[1].missing_keys) == sorted(results[0].missing_keys)
+    assert_same_states(*loaded)
+    key = "base_model.model.seq.4.lora_B.other.weight"  # the source's weights, not the target's init
+    np.testing.assert_array_equal(as_float(loaded[1].state_dict()[key]), as_float(sources[1].state_dict()[key]))

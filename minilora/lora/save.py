@@ -199,8 +199,8 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     ``unexpected_keys`` is empty (an unexpected key raised above)."""
     # (low_cpu_mem_usage: PEFT's adapter weights on the meta device, assigned here; minilora's are real from
     # the start, and are copied into: the same model afterwards)
-    state = peft_model_state_dict
     entries = _adapter_entries(model, adapter_name)
+    given = state = _as_file_keys(model, peft_model_state_dict, entries)
     if ignore_mismatched_sizes:
         state = _without_mismatched(model, state, entries)
     skipped = _skipped_embedding_tables(model)
@@ -209,7 +209,7 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
         raise AdapterMismatchError(
             f"{source} has weights for {unexpected[0]!r} ({len(unexpected)} such keys), which this "
             "model does not have: was the adapter trained on another base model or other target modules?")
-    missing = [k for k, (_, required) in entries.items() if required and k not in peft_model_state_dict]
+    missing = [k for k, (_, required) in entries.items() if required and k not in given]
     if missing:
         raise AdapterMismatchError(f"{source} has no tensor {missing[0]!r} ({len(missing)} missing), "
                                    "which this model's adapter needs")
@@ -226,6 +226,15 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     loaded = {id(target) for target in targets.values()}
     missing = [k for k, t in model.state_dict(keep_vars=True).items() if id(t) not in loaded]
     return IncompatibleKeys(missing, [])
+
+
+def _as_file_keys(model, state, entries):
+    """``state`` with the model's own keys of this adapter's tensors (``...lora_A.other.weight``, as
+    ``model.state_dict()`` names them) under the file's keys: PEFT passes a key it does not map on to
+    ``load_state_dict``, so those load too."""
+    file_key = {id(tensor): key for key, (tensor, _) in entries.items()}
+    model_to_file = {key: file_key[id(t)] for key, t in model.state_dict(keep_vars=True).items() if id(t) in file_key}
+    return {model_to_file.get(key, key): value for key, value in state.items()}
 
 
 def _without_mismatched(model, state, entries):
