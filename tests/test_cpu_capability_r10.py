@@ -9,8 +9,8 @@ subprocess with the variable set, as a user on that CPU runs it):
   the default build's scalar loop with glibc's ``logf``/``cosf``/``sinf`` (``glibc_math.py``); the
   final ``n std + mean`` one fused multiply-add in both (float64's too);
 * ``uniform_``'s ``u (high - low) + low`` and ``add(alpha=)``'s ``a + alpha b``: fused where the build
-  fuses (AVX2, AVX-512), two roundings in the default one; 16-bit ``add(alpha=)`` and ``rsqrt`` round
-  each step to 16 bits in the default build's scalar loop;
+  fuses (AVX2, AVX-512), two roundings in the default one (SGD's steps too); 16-bit ``add(alpha=)`` and
+  ``rsqrt`` round each step to 16 bits in the default build's scalar loop;
 * what does not change: ``rand``, dropout's and bernoulli's masks, ``var``, ``mse_loss``;
 * histc's refusal of a NaN range prints the vectorized min/max's ``-nan`` or the data's own NaN.
 """
@@ -65,6 +65,15 @@ SCRIPT = textwrap.dedent("""
         same("add alpha " + dtype, lambda L: L.add(*(L.tensor(v).to(getattr(L, dtype)) for v in (x, y)),
                                                    alpha=0.3))
         same("rsqrt " + dtype, lambda L: L.rsqrt(L.tensor(np.abs(x) + 0.1).to(getattr(L, dtype))))
+
+    def sgd_steps(L):  # (each x.add(y, alpha=) of torch's SGD: fused where add(alpha=) is)
+        w = L.nn.Parameter(L.tensor(x))
+        optimizer = L.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True)
+        for g in (y, x * y):
+            w.grad = L.tensor(g)
+            optimizer.step()
+        return w
+    same("SGD", sgd_steps)
     for values in ([1.0, float("nan")], [1.0, -float("nan")]):
         errors = []
         for L in (torch, minilora):
