@@ -32,8 +32,7 @@ import minilora as ml  # noqa: E402
 from minilora import models, tokenizer  # noqa: E402
 from minilora.lora import LoraConfig, get_peft_model  # noqa: E402
 from minilora.serve import Engine  # noqa: E402
-from minilora.serve.cli import make_server  # noqa: E402
-from minilora.serve.engine import wait_until  # noqa: E402
+from minilora.serve.cli import make_server, serve_in_thread  # noqa: E402
 
 PROMPTS = ["Q: Where does Dan Vend live?\nA:", "The capital of", "Once upon a time", "LoRA adapters are"]
 
@@ -105,11 +104,8 @@ def serve_and_measure(model, names, base_name, batch, args):
     engine = Engine(model, tokenizer.ByteTokenizer(), max_batch_size=batch, max_queue=args.clients * args.requests)
     engine.eos = set()  # every request decodes exactly max_tokens tokens: equal work in every mode
     server = make_server(engine, base_name, "127.0.0.1", 0, log_level="warning")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    thread = serve_in_thread(server, timeout=30)
     try:
-        if not wait_until(lambda: server.started, timeout=30):
-            raise RuntimeError("the server did not start")
         port = server.servers[0].sockets[0].getsockname()[1]
         result = run_clients(f"http://127.0.0.1:{port}/v1", names, args)
         widths = [len(rows) for _, rows in engine.steps]

@@ -398,7 +398,7 @@ def test_http_load_and_unload_adapters_while_serving(served, tmp_path):
 def test_real_server_overload_429_and_shutdown_with_requests_in_flight(tmp_path):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("uvicorn")
-    from minilora.serve.cli import load_engine, make_server
+    from minilora.serve.cli import load_engine, make_server, serve_in_thread
     base = base_model("float32")
     base.config.max_position_embeddings = 512  # room for streams long enough to be in flight at shutdown
     base.save_pretrained(str(tmp_path / "base"))
@@ -410,9 +410,7 @@ def test_real_server_overload_429_and_shutdown_with_requests_in_flight(tmp_path)
     engine._step = lambda: (time.sleep(0.02), step())
     assert served == "base"
     server = make_server(engine, served, "127.0.0.1", 0, log_level="warning")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert wait_until(lambda: server.started, timeout=20)
+    thread = serve_in_thread(server, timeout=20)
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
     long = {"model": "ad", "prompt": "go", "max_tokens": 400, "stream": True}

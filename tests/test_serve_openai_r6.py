@@ -27,15 +27,13 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 @pytest.fixture(scope="module")
 def server():
-    from minilora.serve.cli import make_server
+    from minilora.serve.cli import make_server, serve_in_thread
     tok = ByteTokenizer()
     tok.chat_template = CHAT_TEMPLATE
     engine = Engine(two_adapters(), tok, max_batch_size=2, max_queue=2)
     engine.eos = set()  # random weights: run to max_tokens, so lengths are known
     uvicorn_server = make_server(engine, "tiny", "127.0.0.1", 0, log_level="warning")
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    assert wait_until(lambda: uvicorn_server.started, timeout=20)
+    thread = serve_in_thread(uvicorn_server, timeout=20)
     port = uvicorn_server.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}/v1", engine, tok
     uvicorn_server.should_exit = True
@@ -332,7 +330,7 @@ def test_a_429_is_a_rate_limit_error_and_leaves_nothing_queued_for_the_retry_to_
     _, engine, tok = server
     assert wait_until(lambda: not engine.rows and not engine.waiting, timeout=5)
     restore = paced(engine, 0.02)
-    blockers = [Request(tok.encode("x"), max_tokens=60) for _ in range(3)]  # 3 of the 4 slots (2 + 2 queued)
+    blockers = [Request(tok.encode("x"), max_tokens=60) for _ in range(4)]  # all 4 places (2 running + 2 queued)
     idle = engine.tokens_generated
     try:
         for blocker in blockers:
@@ -340,7 +338,7 @@ def test_a_429_is_a_rate_limit_error_and_leaves_nothing_queued_for_the_retry_to_
         scored = []
         score = engine.prompt_logprobs
         engine.prompt_logprobs = lambda *args: scored.append(args) or score(*args)
-        with pytest.raises(openai.RateLimitError) as err:  # n=2 does not fit: neither choice is queued
+        with pytest.raises(openai.RateLimitError) as err:  # the backlog is full: neither choice is queued
             client_for(server).completions.create(model="tiny", prompt="Dan", n=2, max_tokens=5, echo=True, logprobs=1)
         assert_error_object(err.value, 429, None)
         assert all(r in blockers for r in engine.rows + list(engine.waiting))  # nothing of it queued, or run

@@ -35,7 +35,8 @@ them, or ``min_p`` and ``repetition_penalty`` (and ``max_new_tokens``, the defau
 vLLM applies too. ``stream: true`` answers with server-sent events (``data: {chunk}`` lines, then
 ``data: [DONE]``). Errors are vLLM's JSON, ``{"error": {"message", "type", "param", "code"}}``, with a 4xx
 status that says whose fault it is: 400 bad parameters (type ``BadRequestError``; a body that is not a
-JSON object: ``Bad Request``), 404 unknown model, 409 adapter in use, 429 busy. A refused request
+JSON object: ``Bad Request``), 404 unknown model, 409 adapter in use, 429 busy (the backlog across requests is
+full; one request's prompts x n are taken whole however many, and wait for free rows as vLLM's). A refused request
 leaves nothing queued (its n choices are taken all or none), so the retries OpenAI's clients make after
 a 429 or a 5xx generate nothing twice. A client that disconnects (or times out, before it retries)
 cancels its request: the engine frees its batch slot, or its place in the queue, at the next step.
@@ -334,10 +335,6 @@ class _Server:
                 job = Request(ids, adapter, **own)
                 job.emit = self._emitter(loop, events, len(jobs), job)
                 jobs.append(job)
-        room = self.engine.max_batch_size + self.engine.max_queue
-        if len(jobs) > room:  # it could never be taken: a 429 ("try again later") would be a lie
-            raise EngineError(400, f"{len(prompts)} prompt(s) x n={n} is {len(jobs)} completions, more than this "
-                                   f"server runs and queues at once ({room}: --max-num-seqs + --max-queue)", "n")
         try:
             self.engine.submit_all(jobs)  # all choices or none: a refused request left nothing running
         except EngineError as exc:

@@ -10,8 +10,10 @@ too. Then any OpenAI client works: ``model`` names an adapter (or the base, by i
          -d '{"model": "NAME", "prompt": "Q: Where does Dan Vend live?\\nA:", "max_tokens": 20}'
 """
 import os
+import threading
+import time
 
-__all__ = ["add_cli_arguments", "cli_main", "load_engine", "make_server"]
+__all__ = ["add_cli_arguments", "cli_main", "load_engine", "make_server", "serve_in_thread"]
 
 
 def add_cli_arguments(parser, name):
@@ -45,7 +47,8 @@ def add_cli_arguments(parser, name):
     parser.add_argument("--max-batch-size", "--max-num-seqs", dest="max_batch_size", type=positive_int, default=8,
                         help="requests decoded together in one forward pass (vLLM's --max-num-seqs; default 8)")
     parser.add_argument("--max-queue", type=non_negative_int, default=32,
-                        help="requests waiting for a batch slot before new ones get 429 (default 32)")
+                        help="sequences waiting for a batch slot before new requests get 429 (default 32); one "
+                             "request's prompts x n are queued whole, however many")
     parser.add_argument("--max-model-len", type=positive_int, default=None,
                         help="longest prompt + completion, in tokens (default: the model's max_position_embeddings)")
     parser.add_argument("--device", type=device_name, default=None,
@@ -133,6 +136,32 @@ def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info
     app = create_app(engine, model_name, api_key=api_key, aliases=aliases)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, lifespan="on")
     return Server(config)
+
+
+def serve_in_thread(server, timeout=30.0):
+    """Run ``server`` (``make_server``'s) on a daemon thread; return the thread once it listens.
+
+    The wait for readiness ends either way: a server thread that stops first (uvicorn exits when its
+    port is taken) raises RuntimeError with its error at once, rather than being polled for until the
+    deadline; no start within ``timeout`` seconds raises TimeoutError. (Tests, benchmarks, notebooks.)"""
+    failure = []
+
+    def run():
+        try:
+            server.run()
+        except BaseException as exc:  # SystemExit too: uvicorn's answer to a port in use (logged above)
+            failure.append(exc)
+    thread = threading.Thread(target=run, name="minilora-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            why = f"{type(failure[0]).__name__}: {failure[0]}" if failure else "run() returned"
+            raise RuntimeError(f"the server stopped before it started: {why}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the server did not start listening within {timeout} s")
+        time.sleep(0.01)
+    return thread
 
 
 def cli_main(args):

@@ -9,8 +9,14 @@ One loop iteration of ``Engine._run``::
     4. one decode step for the whole batch (every row, whatever its adapter), sample, send tokens
     5. rows that finished (EOS, a stop string, max_tokens) leave
 
-Bounds: at most ``max_batch_size`` rows decode together and at most ``max_queue`` requests wait;
-``submit`` raises ``EngineError(429)`` when both are full. A request talks back through ``Request.emit``:
+Bounds, as vLLM's scheduler has them: at most ``max_batch_size`` rows decode together (vLLM's
+``max_num_seqs`` per step); the rest wait, first come first served. ``submit_all`` takes one HTTP
+request's sequences (prompts x n) whole, however many: they queue for free rows as vLLM's waiting
+queue holds them, and each is answered as if sent alone. ``max_queue`` bounds the backlog *across*
+requests (back-pressure against many clients; vLLM's queue has no bound): a request that arrives while
+``max_batch_size + max_queue`` sequences are running or waiting gets ``EngineError(429)`` and queues
+nothing; one that arrives below it is taken whole, so the backlog is at most that bound plus one
+request. A request talks back through ``Request.emit``:
 one ``("text", delta)`` event per token (``""`` while its text is held back; ``finished`` is already set
 on the last one), then ``("done", finish_reason)`` or ``("error", (status, message))``.
 """
@@ -298,9 +304,12 @@ class Engine:
         return request
 
     def submit_all(self, requests):
-        """Queue every one of ``requests`` (the choices of one HTTP request) or none of them: a refusal
-        (429 included) leaves nothing queued, so a client that retries it -- OpenAI's retries a 429 --
-        does not have the choices that did fit generated twice."""
+        """Queue every one of ``requests`` (the sequences of one HTTP request, any number) or none of them.
+        A 429 when the backlog (running + waiting) is already at ``max_batch_size + max_queue``; below it
+        the whole group is taken, so a request larger than the bound (lm-evaluation-harness sends 64
+        prompts at once) is served as vLLM serves it, rather than refused at any load. A refusal (429
+        included) leaves nothing queued, so a client that retries it -- OpenAI's retries a 429 -- does
+        not have the choices that did fit generated twice."""
         for request in requests:
             self._check(request)
         with self._lock:
@@ -309,7 +318,7 @@ class Engine:
             for request in requests:
                 if request.adapter is not None and request.adapter not in self._adapter_names:
                     raise EngineError(404, f"the model {request.adapter!r} does not exist", "model")
-            if len(self.rows) + len(self.waiting) + len(requests) > self.max_batch_size + self.max_queue:
+            if len(self.rows) + len(self.waiting) >= self.max_batch_size + self.max_queue:
                 raise EngineError(429, f"the server is busy ({len(self.rows)} running, {len(self.waiting)} "
                                        "queued); try again later")
             for request in requests:
