@@ -699,7 +699,11 @@ class LlamaRMSNorm(RMSNorm):
     to the model's dtype, *then* multiply by the weight (``weight * x_normed.to(input_dtype)``).
     torch's ``F.rms_norm`` (``nn.RMSNorm``, the fused op) rounds once, after the weight, so now and
     then a bfloat16 result would differ in its last bit from the checkpoint's own model. In float32
-    and float64 the two agree to rounding, and the fused op (one node, one saved array) is used."""
+    the two agree to rounding, and the fused op (one node, one saved array) is used -- in float64 too,
+    where transformers' ``.to(torch.float32)`` *lowers* the precision: a float64 transformers Llama
+    normalizes (and computes its RoPE tables) in float32, so its logits sit about 1e-7 from minilora's
+    float64 ones. minilora keeps float64 exact (gradient checks need it); tests/test_llama.py patches
+    transformers' RMSNorm and RoPE to float64 and then agrees to 1e-13."""
 
     def extra_repr(self):
         return f"{tuple(self.normalized_shape)}, eps={self.eps}"  # transformers' (no elementwise_affine)
