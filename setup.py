@@ -24,7 +24,7 @@ setup(
         # bfloat16: ml_dtypes adds it to NumPy; CuPy takes that same dtype from version 14 on
         "bf16": ["ml_dtypes"],
         "cuda": ["cupy-cuda12x", "ml_dtypes"],
-        "test": ["ml_dtypes", "pytest", "hypothesis", "nbclient", "nbformat", "ipykernel", "matplotlib", "tqdm", "httpx", "openai"],
+        "test": ["ml_dtypes", "pytest", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel", "matplotlib", "tqdm", "httpx", "openai"],
         "interop": ["torch==2.13.0", "transformers", "peft", "safetensors", "tokenizers"],
         "tools": ["tokenizers", "safetensors", "tqdm", "matplotlib"],
         "notebooks": ["nbclient", "nbformat", "ipykernel", "matplotlib"],

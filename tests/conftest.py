@@ -22,11 +22,21 @@ def _device_params():
 DEVICES = _device_params()
 
 
+PER_TEST_TIMEOUT = 300  # seconds: generous (the whole suite runs in ~13 min on CI's 2 cores)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-timeout's own pytest_configure reads its settings
 def pytest_configure(config):
     """Register one marker per exercise region in the source (``ex1_1``: ``pytest -m ex1_1``)."""
     from minilora.exercises import marker_lines
     for line in marker_lines():
         config.addinivalue_line("markers", line)
+    # A test that hangs (a server thread that never answers) fails by itself, with every thread's stack,
+    # instead of taking the whole run with it: pytest-timeout (the [test] extra) with this default, unless
+    # --timeout, PYTEST_TIMEOUT or an ini file sets one
+    if (config.pluginmanager.hasplugin("timeout") and config.getoption("timeout", None) is None
+            and "PYTEST_TIMEOUT" not in os.environ and not config.getini("timeout")):
+        config.option.timeout = PER_TEST_TIMEOUT
     # pytest resets warning filters around each test, so minilora's own (tensor.py: NumPy's floating-point
     # RuntimeWarnings from minilora's modules, which torch never prints) is restated here
     config.addinivalue_line("filterwarnings", r"ignore:(divide by zero|invalid value|overflow|underflow) "
