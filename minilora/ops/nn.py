@@ -2155,7 +2155,7 @@ def _blend_bfloat16(old, new, momentum, dtype, keep_product):
 
 class BatchNorm16(Function):
     """``x * alpha + beta`` per channel with ``alpha = invstd * weight`` and ``beta = bias - mean *
-    alpha`` (float32, fused multiply-add), rounded to the 16-bit dtype; in training the batch's
+    alpha`` (float32, fused multiply-add where torch's build fuses), rounded to the 16-bit dtype; in training the batch's
     ``mean`` and ``invstd`` come in already rounded, as torch keeps them (in eval: the running
     statistics, 1/std in float32). Backward is torch's formula in float32 with those same
     statistics, each gradient rounded once."""
@@ -2168,10 +2168,11 @@ class BatchNorm16(Function):
         b = bias.astype(np.float32) if bias is not None else np.float32(0)
         alpha = (invstd * w).astype(np.float32)
         beta = (b - mean * alpha).astype(np.float32)
-        fused = xf.astype(np.float64) * _per_channel_array(alpha, nd) + _per_channel_array(beta, nd)
+        # (x * alpha + beta: one fused multiply-add where torch's build fuses, two roundings in its default one)
+        out = fastmath.multiply_add(xf, _per_channel_array(alpha, nd), _per_channel_array(beta, nd))
         ctx.x, ctx.w, ctx.mean, ctx.invstd = xf, w, mean, invstd
         ctx.param_dtype = (weight if weight is not None else bias if bias is not None else x).dtype
-        return fused.astype(np.float32).astype(x.dtype)
+        return out.astype(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
