@@ -26,6 +26,9 @@ What transformers users write works, with transformers' defaults::
               return_overflowing_tokens=True, return_offsets_mapping=True)   # the QA tutorial's call
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
+A folder whose tokenizer_config.json names ``LlamaTokenizer(Fast)`` tokenizes as transformers 5 does: that class
+rebuilds the pipeline around the file's vocabulary (see ``_llama_pipeline``), so "<s>user" is "<s>", "user".
+
 A call runs as in transformers' fast tokenizers: the ``tokenizers`` backend gets the call's truncation
 and padding (put back afterwards) and encodes the batch; its Encodings stay in the BatchEncoding.
 The byte tokenizer's plain calls need no ``tokenizers`` package; asked for alignment they use it too.
@@ -231,6 +234,7 @@ class _Tokenizer:
     truncation_side = "right"
     model_max_length = VERY_LARGE_INTEGER
     chat_template = None
+    clean_up_tokenization_spaces = False  # decode's default (transformers 5's; tokenizer_config.json may set it)
 
     def __len__(self):
         return self.vocab_size
@@ -620,19 +624,29 @@ class _Tokenizer:
         rows = _rows(token_ids)
         if isinstance(rows, (list, tuple)) and rows and isinstance(_rows(rows[0]), (list, tuple)):
             return self.batch_decode(rows, skip_special_tokens, clean_up_tokenization_spaces)
-        _refuse_cleanup(clean_up_tokenization_spaces)
-        return self._decode(_id_list(rows), skip_special_tokens)
+        return self._cleaned_up(self._decode(_id_list(rows), skip_special_tokens), clean_up_tokenization_spaces)
 
     def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None):
         """One text per row of ``sequences`` (a 2-D Tensor or array, or a list of rows). One flat
         sequence is decoded as a batch of one, with transformers' deprecation warning."""
-        _refuse_cleanup(clean_up_tokenization_spaces)
         rows = _rows(sequences)
         if rows and not isinstance(_rows(rows[0]), (list, tuple)):
             warnings.warn("Passing a single sequence to `batch_decode` is deprecated and will be removed in a "
                           "future version, use `decode` instead.", FutureWarning, stacklevel=2)
             rows = [rows]
-        return [self._decode(_id_list(row), skip_special_tokens) for row in rows]
+        return [self._cleaned_up(self._decode(_id_list(row), skip_special_tokens), clean_up_tokenization_spaces)
+                for row in rows]
+
+    def _cleaned_up(self, text, clean_up_tokenization_spaces):
+        """transformers' decode-time ``clean_up_tokenization_spaces``: the call's value, else the tokenizer's
+        (tokenizer_config.json's, False by default)."""
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        return self._clean_up(text) if clean_up_tokenization_spaces else text
+
+    def _clean_up(self, text):
+        raise NotImplementedError("clean_up_tokenization_spaces=True is not implemented for minilora's byte "
+                                  "tokenizer (the text is decoded as the tokenizer gives it)")
 
     # --- files -----------------------------------------------------------------------------------
     def save_pretrained(self, save_directory):
@@ -643,7 +657,8 @@ class _Tokenizer:
             raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.bos_token,
                   "eos_token": self.eos_token, "pad_token": self.pad_token, "padding_side": self.padding_side,
-                  "truncation_side": self.truncation_side, "model_max_length": self.model_max_length}
+                  "truncation_side": self.truncation_side, "model_max_length": self.model_max_length,
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
         config.update({f"{kind}_token": getattr(self, f"{kind}_token") for kind in SPECIAL_KINDS[3:]
                        if getattr(self, f"{kind}_token") is not None})
         if self.extra_special_tokens:
@@ -1024,10 +1039,9 @@ def _chat_environment(blocks, spans):
     return env
 
 
-def _refuse_cleanup(clean_up_tokenization_spaces):
-    if clean_up_tokenization_spaces:
-        raise NotImplementedError("clean_up_tokenization_spaces=True is not implemented in minilora "
-                                  "(the text is decoded as the tokenizer gives it)")
+# transformers' clean_up_tokenization: the spaces a WordPiece decode leaves before punctuation and contractions
+_TOKENIZATION_SPACES = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                        (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 def _is_split(text, kwargs):
@@ -1320,6 +1334,18 @@ class HFTokenizer(_Tokenizer):
     def _decode(self, token_ids, skip_special_tokens):
         return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
+    def _clean_up(self, text):
+        """transformers 5 skips the clean-up for a BPE model (it would take the space before a word that starts
+        with "." or ","), with a warning; other models (WordPiece, ...) get its spaces-before-punctuation fix."""
+        if type(self.tokenizer.model).__name__ == "BPE":
+            warnings.warn("Ignoring clean_up_tokenization_spaces=True for BPE tokenizer: the clean_up_tokenization "
+                          "post-processing step is designed for WordPiece tokenizers and is destructive for BPE "
+                          "(it strips spaces before punctuation)", stacklevel=4)
+            return text
+        for spaced, joined in _TOKENIZATION_SPACES:
+            text = text.replace(spaced, joined)
+        return text
+
     def __repr__(self):
         return (f"HFTokenizer(vocab_size={self.vocab_size}, bos={self.bos_token_id}, "
                 f"eos={self.eos_token_id}, pad={self.pad_token_id})")
@@ -1331,7 +1357,9 @@ _GUESSES = {"bos": ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "[CL
             "pad": ("<pad>", "[PAD]", "<|pad|>")}
 
 
-CONFIG_SETTINGS = ("chat_template", "padding_side", "truncation_side", "model_max_length")
+CONFIG_SETTINGS = ("chat_template", "padding_side", "truncation_side", "model_max_length",
+                   "clean_up_tokenization_spaces")
+LLAMA_SETTINGS = ("legacy", "add_prefix_space")  # how transformers' LlamaTokenizer builds its pipeline
 
 
 def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
@@ -1340,13 +1368,14 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     The special tokens come from the arguments, else from ``tokenizer_config.json`` next to the file,
     else from the usual names (``<s>``, ``</s>``, ``<pad>``, ``<|begin_of_text|>``, ...). The rest of
     ``tokenizer_config.json`` is read too: ``chat_template``, ``padding_side``, ``truncation_side``,
-    ``model_max_length``; passed as arguments they override it, as in transformers
+    ``model_max_length``, ``clean_up_tokenization_spaces``, and for a ``LlamaTokenizer`` ``legacy`` and
+    ``add_prefix_space``; passed as arguments they override it, as in transformers
     (``from_pretrained(folder, padding_side="left")``, the "Generation with LLMs" tutorial's line).
     """
-    unknown = sorted(set(settings) - set(CONFIG_SETTINGS))
+    unknown = sorted(set(settings) - set(CONFIG_SETTINGS) - set(LLAMA_SETTINGS))
     if unknown:
         raise TypeError(f"unexpected tokenizer arguments {unknown}: minilora's tokenizer takes bos_token, "
-                        f"eos_token, pad_token and {', '.join(CONFIG_SETTINGS)}")
+                        f"eos_token, pad_token and {', '.join(CONFIG_SETTINGS + LLAMA_SETTINGS)}")
     _check_config_values("tokenizer arguments", settings)
     try:
         from tokenizers import Tokenizer
@@ -1365,6 +1394,11 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
             kind = other_format(f.read(64))
         raise ValueError(f"{path}: not a valid tokenizer.json ({f'it is {kind}' if kind else exc})") from None
     config = _tokenizer_config(os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE))
+    tokenizer_class = _transformers_class(config.get("tokenizer_class"), path)
+    if tokenizer_class == "LlamaTokenizer":
+        tokenizer = _as_transformers_llama(tokenizer)
+        chosen_settings = {key: settings[key] for key in LLAMA_SETTINGS if settings.get(key) is not None}
+        _llama_pipeline(tokenizer, {**config, **chosen_settings})
     chosen = {"bos": bos_token, "eos": eos_token, "pad": pad_token, **{kind: None for kind in SPECIAL_KINDS[3:]}}
     for kind, token in chosen.items():
         if token is None:
@@ -1381,7 +1415,8 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     extra = config.get("extra_special_tokens") or config.get("additional_special_tokens")
     if isinstance(extra, list):
         out.extra_special_tokens = [_token_text(t) for t in extra if _token_text(t) is not None]
-    out.padding_side = _class_padding_side(config.get("tokenizer_class"), path)
+    # the padding side transformers' AutoTokenizer gives that class by default
+    out.padding_side = "left" if tokenizer_class in _LEFT_PADDING_CLASSES else "right"
     for key in CONFIG_SETTINGS:
         value = settings[key] if settings.get(key) is not None else config.get(key)
         if value is not None:
@@ -1396,18 +1431,64 @@ _LEFT_PADDING_CLASSES = frozenset({"LlamaTokenizer", "CodeLlamaTokenizer", "Gemm
                                    "XLNetTokenizer", "Siglip2Tokenizer", "ErgoTokenizer"})
 
 
-def _class_padding_side(tokenizer_class, path):
-    """The padding side transformers' AutoTokenizer gives the tokenizer_config.json's class by default. A
-    "LlamaTokenizer" whose tokenizer.json is byte-level (Llama 3 style) is loaded as transformers'
-    TokenizersBackend instead (its check: the text "ByteLevel" in the file), which pads on the right."""
+def _transformers_class(tokenizer_class, path):
+    """The class transformers' AutoTokenizer loads the tokenizer_config.json's ``tokenizer_class`` as, without
+    its "Fast" suffix (transformers 5 merged the two). A "LlamaTokenizer" whose tokenizer.json is byte-level
+    (Llama 3 style) is loaded as the generic TokenizersBackend instead (transformers' check: the text
+    "ByteLevel" in the file)."""
     name = tokenizer_class.removesuffix("Fast") if isinstance(tokenizer_class, str) else None
-    if name not in _LEFT_PADDING_CLASSES:
-        return "right"
     if name == "LlamaTokenizer":
         with open(path, encoding="utf-8") as f:
             if '"ByteLevel"' in f.read():
-                return "right"
-    return "left"
+                return "TokenizersBackend"
+    return name
+
+
+# --- transformers 5's LlamaTokenizer -----------------------------------------------------------------
+# transformers 5 does not run a Llama tokenizer.json's pipeline as written: LlamaTokenizer.__init__ keeps its
+# BPE vocabulary and merges (and the file's post-processor and added tokens) and sets the rest itself. So
+# "<s>user: hi" is "<s>", "user", ... there (no "▁" after a special token: Metaspace's prepend_scheme
+# "first"), where the file's own normalizer (Prepend("▁")) gives "<s>", "▁", "user". minilora loads such a
+# folder as transformers does: the two functions below are those rules, in the order __init__ applies them.
+
+def _as_transformers_llama(tokenizer):
+    """The file's model as LlamaTokenizer rebuilds it: ``BPE(vocab, merges, fuse_unk=True, byte_fallback=True)``
+    -- no unk_token (a character with no token and no byte token is dropped, not <unk>), no dropout, no
+    subword prefix/suffix. Another model (Unigram, WordPiece) becomes a BPE over its vocabulary (a list's id:
+    the position) with no merges, as transformers' convert_to_native_format passes it: text is split into
+    single characters there."""
+    from tokenizers import Tokenizer
+    spec = json.loads(tokenizer.to_str())
+    model = spec["model"]
+    if model.get("type") != "BPE":  # (Unigram's vocab is a list of [piece, score])
+        vocab = model.get("vocab") or {}
+        model = {"type": "BPE", "merges": [], "vocab": vocab if isinstance(vocab, dict) else
+                 {entry[0] if isinstance(entry, list) else entry: i for i, entry in enumerate(vocab)}}
+    spec["model"] = {**model, "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                     "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False}
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def _llama_pipeline(tokenizer, config):
+    """LlamaTokenizer's normalizer (none), pre-tokenizer, decoder and post-processor, from tokenizer_config.json's
+    ``add_prefix_space`` (default True) and ``legacy`` (default False)."""
+    from tokenizers import decoders, pre_tokenizers, processors
+    add_prefix_space = config.get("add_prefix_space")
+    add_prefix_space = True if add_prefix_space is None else add_prefix_space
+    # transformers' _get_prepend_scheme: "▁" before the text's first piece only ("first"), also after a special
+    # token ("always", legacy=True), or never (add_prefix_space=False)
+    scheme = ("always" if config.get("legacy") else "first") if add_prefix_space else "never"
+    tokenizer.normalizer = None
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if add_prefix_space:  # the space the prefix added is taken off the decoded text
+        steps.append(decoders.Strip(content=" ", left=1))
+    tokenizer.decoder = decoders.Sequence(steps)
+    # TokenizersBackend keeps the file's post-processor; a file without one gets update_post_processor's, whose
+    # add_bos_token / add_eos_token read False when loaded from a folder (transformers 5.25, also where
+    # tokenizer_config.json sets them True): "$A" alone, no BOS
+    if tokenizer.post_processor is None:
+        tokenizer.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1")
 
 
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a byte-fallback token (SentencePiece, Llama 2)
