@@ -47,7 +47,9 @@ def reference():
 
 
 def client_for(server, **kwargs):
-    return openai.OpenAI(base_url=server[0], api_key="not-needed", **{"max_retries": 0, **kwargs})
+    """An OpenAI client of the test server; it gives up after 60 s (the client's default is 600 s: a server
+    that never answered would hold the run for ten minutes before anything failed)."""
+    return openai.OpenAI(base_url=server[0], api_key="not-needed", **{"max_retries": 0, "timeout": 60, **kwargs})
 
 
 def log_softmax(x):
@@ -380,7 +382,7 @@ def test_the_async_client_gets_what_the_sync_one_gets(server):
     plain = client.completions.create(model="b", prompt="Dan", temperature=0, max_tokens=4, logprobs=1)
 
     async def main():
-        async with openai.AsyncOpenAI(base_url=server[0], api_key="not-needed", max_retries=0) as aclient:
+        async with openai.AsyncOpenAI(base_url=server[0], api_key="not-needed", max_retries=0, timeout=60) as aclient:
             got = await aclient.chat.completions.create(model="a", messages=MESSAGES, seed=5, max_tokens=4)
             stream = await aclient.chat.completions.create(model="a", messages=MESSAGES, seed=5, max_tokens=4,
                                                            stream=True)
