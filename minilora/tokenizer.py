@@ -1290,6 +1290,17 @@ def _is_token(value):
     return isinstance(value, str) or type(value).__name__ == "AddedToken"
 
 
+def _post_processor_flag(name):
+    """A flag (``add_bos_token``, ``add_eos_token``) whose setting rebuilds the post-processor."""
+    def get(self):
+        return getattr(self, f"_{name}")
+
+    def set_(self, value):
+        setattr(self, f"_{name}", value)
+        self._update_post_processor()
+    return property(get, set_)
+
+
 class HFTokenizer(_Tokenizer):
     """A ``tokenizers.Tokenizer`` behind minilora's tokenizer interface."""
 
@@ -1315,6 +1326,29 @@ class HFTokenizer(_Tokenizer):
         # is normalized unless special; a token already in the vocabulary keeps its id
         self.__dict__.pop("_byte_rules", None)  # (token_bytes reads the added tokens again)
         return self.tokenizer.add_special_tokens(tokens) if special_tokens else self.tokenizer.add_tokens(tokens)
+
+    # transformers' TokenizersBackend.add_bos_token / add_eos_token: False after loading (the file's post-processor
+    # decides what a call adds); setting either rebuilds the post-processor from both (update_post_processor), so
+    # the fine-tuning recipe's ``tok.add_eos_token = True`` alone gives "$A </s>", without the BOS the file added
+    _add_bos_token = _add_eos_token = False
+    add_bos_token = _post_processor_flag("add_bos_token")
+    add_eos_token = _post_processor_flag("add_eos_token")
+
+    def _update_post_processor(self):
+        """transformers' update_post_processor: ``<s> $A </s>`` (pairs ``<s> $A </s> <s> $B </s>``), each special
+        token there only when its flag is set (a flag whose token is None is switched off)."""
+        from tokenizers import processors
+        self._add_bos_token = bool(self._add_bos_token and self.bos_token is not None)
+        self._add_eos_token = bool(self._add_eos_token and self.eos_token is not None)
+        bos = f"{self.bos_token}:0 " if self._add_bos_token else ""
+        eos = f" {self.eos_token}:0" if self._add_eos_token else ""
+        single = f"{bos}$A:0{eos}"
+        pair = (f"{single}{f' {self.bos_token}:1' if self._add_bos_token else ''} $B:1"
+                f"{f' {self.eos_token}:1' if self._add_eos_token else ''}")
+        special = [(token, self._token_id(token)) for token, on in ((self.bos_token, self._add_bos_token),
+                                                                    (self.eos_token, self._add_eos_token)) if on]
+        self.tokenizer.post_processor = processors.TemplateProcessing(single=single, pair=pair,
+                                                                      special_tokens=special)
 
     @property
     def vocab_size(self):

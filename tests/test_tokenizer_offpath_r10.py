@@ -177,3 +177,19 @@ def test_clean_up_tokenization_spaces_as_transformers(tmp_path):
         assert ours.decode(ids, clean_up_tokenization_spaces=clean_up) == \
             theirs.decode(ids, clean_up_tokenization_spaces=clean_up)
     assert ours.decode(ids) != ours.decode(ids, clean_up_tokenization_spaces=False)
+
+
+@pytest.mark.parametrize("tokenizer_class", ["LlamaTokenizerFast", "PreTrainedTokenizerFast"])
+def test_setting_add_eos_token_rebuilds_the_post_processor_as_transformers(tmp_path, tokenizer_class):
+    """The fine-tuning recipe's ``tokenizer.add_eos_token = True``: transformers 5 rebuilds the post-processor
+    from both flags (add_bos_token reads False after loading, so the file's BOS goes); minilora ignored it."""
+    theirs, ours = _both(_llama_folder(tmp_path, tokenizer_class=tokenizer_class))
+    assert (ours.add_bos_token, ours.add_eos_token) == (theirs.add_bos_token, theirs.add_eos_token)
+    texts, pairs = ["the cat", "<s>a dog", ""], ["hi", "x", "y"]
+    for flag, value in (("add_eos_token", True), ("add_bos_token", True), ("add_eos_token", False),
+                        ("add_bos_token", False)):
+        setattr(theirs, flag, value), setattr(ours, flag, value)
+        assert ours(texts)["input_ids"] == theirs(texts)["input_ids"]
+        assert ours(texts, pairs)["input_ids"] == theirs(texts, pairs)["input_ids"]
+        assert ours(texts, return_offsets_mapping=True)["offset_mapping"] == \
+            theirs(texts, return_offsets_mapping=True)["offset_mapping"]
