@@ -275,7 +275,8 @@ def complex(real, imag, *, out=None):  # noqa: A001  (torch's name)
     """``torch.complex``: ``real + i imag`` from two float32 (complex64) or float64 (complex128) tensors."""
     _check_float_pair("complex", real, imag)
     shape = tuple(np.broadcast_shapes(real.shape, imag.shape))
-    result = ViewAsComplex.apply(ops.stack([real.expand(shape), imag.expand(shape)], -1))
+    pairs = ops.stack([real.expand(shape), imag.expand(shape)], -1).contiguous()  # (a transposed input too)
+    result = ViewAsComplex.apply(pairs)
     result = name_node(result, "ComplexBackward0", real, imag, graph=(real, imag))
     return result if out is None else ops._write_out(lambda: result, "complex", (), {}, out)
 
@@ -581,3 +582,15 @@ Tensor.adjoint = adjoint
 Tensor.cfloat = _tensor_to(complex64)
 Tensor.cdouble = _tensor_to(complex128)
 Tensor.conj_physical_ = conj_physical_
+
+
+# ---- create_graph=True: each op's backward on ops (minilora/ops/higher_order.py's recorded pass) ----------
+def _zeros_beside(g):
+    return Tensor._make(xp_of(g._array).zeros_like(g._array), g._device, False, None)
+
+
+Real.backward_graph = staticmethod(lambda ctx, g: complex(g, _zeros_beside(g)))
+Imag.backward_graph = staticmethod(lambda ctx, g: complex(_zeros_beside(g), g))
+Conj.backward_graph = staticmethod(lambda ctx, g: conj(g))
+ViewAsReal.backward_graph = staticmethod(lambda ctx, g: view_as_complex(g.contiguous()))
+ViewAsComplex.backward_graph = staticmethod(lambda ctx, g: view_as_real(g))

@@ -430,10 +430,7 @@ def _eig_backward(L, V, gL, gV):
     n = L.shape[-1]
     idx = xp.arange(n)
     diag = VhgV[..., idx, idx]
-    if not bool(xp.allclose(diag.imag, 0, rtol=1e-2, atol=1e-2)):
-        raise RuntimeError("linalg_eig_backward: The eigenvectors in the complex case are specified up to "
-                           "multiplication by e^{i phi}. The specified loss function depends on this quantity, so "
-                           "it is ill-defined.")
+    _refuse_phase_dependent(diag)
     VhgV = VhgV - VH @ (V * diag.real[..., None, :])
     Lconj = xp.conj(L)
     E = Lconj[..., None, :] - Lconj[..., :, None]
@@ -442,6 +439,15 @@ def _eig_backward(L, V, gL, gV):
     if gL is not None:
         gA[..., idx, idx] = gL
     return xp.linalg.solve(VH, gA @ VH)
+
+
+def _refuse_phase_dependent(diagonal):
+    """torch's check in linalg_eig_backward: diag(V^H gV) real, else the loss depends on the eigenvectors'
+    free phases (first order and create_graph=True)."""
+    if not bool(xp_of(diagonal).allclose(diagonal.imag, 0, rtol=1e-2, atol=1e-2)):
+        raise RuntimeError("linalg_eig_backward: The eigenvectors in the complex case are specified up to "
+                           "multiplication by e^{i phi}. The specified loss function depends on this quantity, so "
+                           "it is ill-defined.")
 
 
 def eig(A, *, out=None):

@@ -264,13 +264,44 @@ def test_what_torch_cannot_differentiate_twice_refuses_in_torchs_words():
             lib.autograd.grad(g.sum(), x)
 
 
-def test_eig_still_refuses_saying_why():
-    """linalg.eig's outputs are complex, and minilora's recorded backward has no complex ops (torch's has): the
-    refusal names the op on the way and the reason, instead of a wrong or real-only second derivative."""
-    A = ml.tensor([[2.0, 1], [-1, 3]], requires_grad=True)
-    with pytest.raises(NotImplementedError, match=r"Real's backward is not differentiable in minilora \(torch's "
-                                                  r"RealBackward0\) with complex tensors"):
-        ml.autograd.grad(ml.linalg.eigvals(A).real.sum(), A, create_graph=True)
+def _eig_parts(lib, A):
+    """Losses that do not depend on the eigenvectors' phases (torch's check), nor on LAPACK's order."""
+    L, V = lib.linalg.eig(A)
+    return [(L.real ** 2).sum() + L.abs().sum() + (L * L).imag.abs().sum(),
+            ((V.abs() ** 2) * L.abs().unsqueeze(-2)).sum(), lib.linalg.eigvals(A * 0.5).abs()]
+
+
+def _complex_pipeline(lib, x, w, angles):
+    """Meta's rotary style: pairs read as complex numbers, turned, multiplied and read back as pairs."""
+    h = (x @ w).tanh()
+    z = lib.view_as_complex(h.reshape(2, 3, 2, 2)) * lib.polar(lib.ones(3, 2, dtype=lib.float64), angles)
+    z = z * z.conj() * 0.3 + z.exp() * 0.1
+    return (lib.view_as_real(z).flatten(2) ** 2).sum() + z.abs().sum() + (z.real * z.imag).sum()
+
+
+def test_eig_and_complex_tensors_under_create_graph():
+    """linalg.eig / eigvals (complex outputs: torch's linalg_eig_backward on complex ops, the complex solve as
+    a real block system) and a complex pipeline between real tensors: the recorded pass takes complex
+    gradients as the plain engine does (a holomorphic op's formula on conj(g), conjugated). minilora refused."""
+    a, v = RNG.standard_normal((2, 4, 4)), RNG.standard_normal((2, 4, 4))
+    x0, w0, f0 = RNG.standard_normal((2, 3, 4)), RNG.standard_normal((4, 4)), RNG.standard_normal((3, 2))
+    results = []
+    for lib in (ml, torch):
+        A = lib.tensor(a, requires_grad=True)
+        g, = lib.autograd.grad(sum(p.sum() for p in _eig_parts(lib, A)), A, create_graph=True)
+        hv, = lib.autograd.grad((g * lib.tensor(v)).sum(), A)
+        x, w = lib.tensor(x0, requires_grad=True), lib.tensor(w0, requires_grad=True)
+        first = lib.autograd.grad(_complex_pipeline(lib, x, w, lib.tensor(f0)), (x, w), create_graph=True)
+        results.append([g, hv, *first, *lib.autograd.grad(sum((t ** 2).sum() for t in first), (x, w))])
+    for mine, theirs in zip(*results):
+        close(mine, theirs)
+
+
+def test_eig_phase_dependent_loss_refused_as_torch():
+    for lib in (ml, torch):
+        A = lib.tensor([[2.0, 1, 0], [-1, 3, 1], [0, 1, 1]], dtype=lib.float64, requires_grad=True)
+        with pytest.raises(RuntimeError, match="The eigenvectors in the complex case are specified up to"):
+            lib.autograd.grad(lib.linalg.eig(A)[1].real.sum(), A, create_graph=True)
 
 
 EMPTY = {  # an empty matrix or batch: torch's empty gradients, recorded where torch's are
@@ -318,5 +349,17 @@ def test_copysign_gives_other_zeros_first_order_and_recorded():
         assert lib.copysign(x.detach(), y).requires_grad
         g = lib.autograd.grad((lib.copysign(x, y) ** 3).sum(), (x, y), create_graph=True)
         results.append(list(g) + list(lib.autograd.grad(g[0].sum(), (x, y))))
+    for mine, theirs in zip(*results):
+        close(mine, theirs)
+
+
+def test_complex_of_transposed_parts():
+    """torch.complex(real, imag) of tensors not laid out in rows (a transpose, LAPACK's column-major results,
+    as eig's recorded complex solve makes): minilora's pairs view refused them."""
+    results = []
+    for lib in (ml, torch):
+        x = lib.tensor(np.arange(32.0).reshape(2, 4, 4), requires_grad=True)
+        z = lib.complex(x.mT, (x * 2).mT)
+        results.append([lib.view_as_real(z), lib.autograd.grad((z * z).real.sum(), x)[0]])
     for mine, theirs in zip(*results):
         close(mine, theirs)

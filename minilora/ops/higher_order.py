@@ -12,6 +12,7 @@ depends on an input (``exp``'s output, ``relu``'s result): as a constant it woul
 derivative. Masks (``relu``'s, ``abs``'s sign) are constants in torch too. An op without one refuses
 with its name (NotDifferentiableBackward): never a silently wrong second derivative.
 """
+import threading
 import warnings
 
 import numpy as np
@@ -129,6 +130,17 @@ class StepScaled(Function):
 
 def _step_scaled(g, x, factor):
     return StepScaled.apply(g, x, factor.astype(g._array.dtype, copy=False))
+
+
+def _abs(ctx, g):
+    """abs_backward: grad * sgn(x). A real x: its sign, a step function (StepScaled); a complex z: z / |z|
+    (0 at 0), smooth, so recorded with ops: a second derivative goes through it."""
+    x = ctx.inputs[0]
+    if x.dtype.kind != "c":
+        return _step_scaled(g, x, _e._torch_sign(ctx.a))
+    zero = ctx.a == 0
+    magnitude = x.abs() + _constant(zero.astype(g._array.dtype), g)  # (1 where z = 0: no 0 / 0)
+    return _masked(g, ~zero) * (x / magnitude)
 
 
 def _gelu(ctx, g):
@@ -1059,11 +1071,25 @@ def _solve_triangular(ctx, g):
     return (sum_to(gA, A.shape) if na else None), (sum_to(gB, B.shape) if nb else None)
 
 
-# ---- the factorizations: each backward on ops, its U, S, V (Q, R; L, U) the forward's own outputs put back in
-# the graph as functions of A (_reattached), so a second derivative runs the first-order formula again --------
+# ---- the factorizations: each backward on ops, reading the forward's own U, S, V (Q, R; L, U) through their
+# nodes (_reattached), so a second derivative runs the first-order formula again -------------------------------
+class _FactorNodes(threading.local):
+    """The factorizations' output nodes in the recorded pass running on this thread, by (their outputs
+    tuple, index): found among the pass's nodes, so nothing links the sibling nodes (no reference cycle)."""
+    now = None
+
+
+_factor_nodes = _FactorNodes()
+
+
 def _reattached(ctx, i):
-    """Output ``i`` of the factorization this node is one output of, as a tensor of the node's input again: a
-    new node with the same arrays and derivative (no recomputation, so LAPACK's signs stay; differentiable)."""
+    """Output ``i`` of the factorization this node is one output of, as a tensor in the graph: on that output's
+    own node, as torch unpacks a saved output with its grad_fn (so every use of it meets in one node, which
+    eig's phase check needs), or, where that node is gone (an output nobody kept), on a new node with the
+    same arrays and derivative. No recomputation: LAPACK's signs stay."""
+    node = _factor_nodes.now.get((id(ctx.outputs), i)) if _factor_nodes.now else None
+    if node is not None and not node.freed:
+        return Tensor._make(ctx.outputs[i], node.device, True, node)
     out = _la.LinalgOutput.apply(*ctx.inputs, outputs=ctx.outputs, index=i, derivative=ctx.derivative,
                                  formula=ctx.formula)
     return _t.name_node(out, ctx.formula, *ctx.inputs)
@@ -1267,11 +1293,52 @@ def _matrix_exp(ctx, g):
     return _la.matrix_exp(big)[..., :n, n:]
 
 
+def _complex():
+    from .. import complex_numbers  # (it imports the ops: loaded when a recorded pass meets complex numbers)
+    return complex_numbers
+
+
+def _complex_solve(M, B):
+    """Z with M Z = B for complex M and B, as the real system [[Re M, -Im M], [Im M, Re M]] [Re Z; Im Z] =
+    [Re B; Im B] (minilora's solve is real: this one is recorded, differentiable in M and B)."""
+    cn, n = _complex(), M.shape[-1]
+    P, Q = cn.real(M), cn.imag(M)
+    big = _s.cat([_s.cat([P, -Q], -1), _s.cat([Q, P], -1)], -2)
+    Z = _la.solve(big, _s.cat([cn.real(B), cn.imag(B)], -2))
+    return cn.complex(Z[..., :n, :], Z[..., n:, :])
+
+
+def _eig(ctx, g):
+    """linalg_eig_backward (real A, complex L and V), with V^H = conj(V)^T:
+
+        gA = V^-H [ diag(gL) + (V^H gV - V^H V Re(diag(V^H gV))) / conj(E) ] V^H,   E[i, j] = L_j - L_i
+
+    (the eigenvectors' part projected off what their unit norm and free phase cannot change); the engine
+    keeps its real part for the real A. eigvals (gL alone): V^-H diag(gL) V^H, V recomputed (the same LAPACK
+    call: the same vectors)."""
+    cn = _complex()
+    if len(ctx.outputs) == 1:
+        L, V = _la.eig(ctx.inputs[0])
+        gL, gV = g, None
+    else:
+        (L, V), (gL, gV) = (_reattached(ctx, i) for i in range(2)), _output_grads(ctx, g)
+    VH = cn.conj(V).mT
+    if gV is None:
+        inner = _s.diag_embed(gL)
+    else:
+        VHgV = VH.matmul(gV)
+        diagonal = VHgV.diagonal(0, -2, -1)
+        _la._refuse_phase_dependent(diagonal._array)
+        VHgV = VHgV - VH.matmul(V * cn.real(diagonal).unsqueeze(-2))
+        inner = VHgV / _gaps(cn.conj(L))
+    return _complex_solve(VH, inner.matmul(VH))
+
+
 def _slogdet(ctx, g):  # logabsdet: grad * A^-H; the sign (a step function): no gradient, as torch's
     return _per_matrix(g) * _inverse_t(ctx) if ctx.index == 1 else None
 
 
-_LINALG = {  # torch's node -> its derivatives.yaml formula on ops (eig's complex outputs: refused)
+_LINALG = {  # torch's node -> its derivatives.yaml formula on ops
     "LinalgInvExBackward0": lambda ctx, g: -(_inverse_t(ctx).matmul(g).matmul(_inverse_t(ctx))),  # -A^-H grad A^-H
     "LinalgDetBackward0": _det,
     "LinalgSlogdetBackward0": _slogdet,
@@ -1283,7 +1350,7 @@ _LINALG = {  # torch's node -> its derivatives.yaml formula on ops (eig's comple
     "LinalgSolveTriangularBackward0": _solve_triangular,
     "LinalgSvdBackward0": _svd, "LinalgEighBackward0": _eigh, "LinalgQrBackward0": _qr,
     "LinalgLuBackward0": _lu, "LinalgLuFactorExBackward0": _lu_factor, "LinalgPinvBackward0": _pinv,
-    "LinalgMatrixExpBackward0": _matrix_exp,
+    "LinalgMatrixExpBackward0": _matrix_exp, "LinalgEigBackward0": _eig,
 }
 
 
@@ -1387,7 +1454,7 @@ _BACKWARD_GRAPHS = {
     _e.LeakyRelu: _leaky_relu, _e.Gelu: _gelu, _e.Silu: _silu, _e.Softplus: _softplus,
     _e.Sin: lambda ctx, g: g * ctx.inputs[0].cos(),
     _e.Cos: lambda ctx, g: -g * ctx.inputs[0].sin(),
-    _e.Abs: lambda ctx, g: _step_scaled(g, ctx.inputs[0], _e._torch_sign(ctx.a)),
+    _e.Abs: _abs,
     _e.Erf: lambda ctx, g: g * float(2 / np.sqrt(np.pi)) * (-ctx.inputs[0] * ctx.inputs[0]).exp(),
     _e.Clone: lambda ctx, g: g,
     _e.AsType: lambda ctx, g: (g.to(ctx.dtype), None),
@@ -1444,7 +1511,7 @@ _BACKWARD_GRAPHS = {
     ConvTranspose2d: _conv_transpose2d,
     _e.Remainder: _remainder,  # (and Fmod, its subclass)
     _e.RoundedDiv: _zeros_for_each,
-    _la.LinalgOutput: _linalg_output,  # (inv, det, solves, the factorizations; eig's complex outputs refuse)
+    _la.LinalgOutput: _linalg_output,  # (inv, det, solves, the factorizations)
     _la.VectorNorm: _vector_norm,
     _e.FusedMulAdd: _fused_mul_add, _e.AddScaled: _add_scaled,
     _e.ZeroGradientTo: lambda ctx, g: (g, _constant(g._device.xp.zeros(ctx.other_shape, g._array.dtype), g)),
@@ -1506,18 +1573,28 @@ def _in_grads(ctx, g, retain_graph):
     """The node's ``backward_graph`` on ``g``, with what saved-tensor hooks packed unpacked for the call
     (as the plain engine's _node_backward does)."""
     backward_graph = getattr(ctx.fn, "backward_graph", None)
-    if backward_graph is None or g.dtype.kind == "c":
-        _refuse(ctx, g.dtype.kind == "c")
+    complex_gradient = g.dtype.kind == "c"
+    how = ctx.fn.complex_grad if complex_gradient else True
+    if backward_graph is None or not how:
+        _refuse(ctx, complex_gradient)
     packed = ctx.packed if _t._saved_hooks_used else None
     if packed is not None:
         _t._unpack_saved(ctx)
-    in_grads = backward_graph(ctx, g)
+    if how == "holomorphic":  # (as the plain engine: the real formula on conj(g), conjugated: torch's convention)
+        conj = _complex().conj
+        in_grads = backward_graph(ctx, conj(g))
+        in_grads = tuple(None if ig is None else conj(ig) for ig in (in_grads if type(in_grads) is tuple
+                                                                      else (in_grads,)))
+    else:
+        in_grads = backward_graph(ctx, g)
     if packed is not None and retain_graph:
         _t._repack(ctx)
     return in_grads if type(in_grads) is tuple else (in_grads,)
 
 
 def _fit(g, x):
+    if g.dtype.kind == "c" and x.dtype.kind != "c":  # (a real tensor takes the real part, as torch's)
+        g = _complex().real(g)
     if tuple(g.shape) != tuple(x.shape):
         raise RuntimeError(f"internal error: gradient of shape {tuple(g.shape)} for a tensor of shape "
                            f"{tuple(x.shape)} (create_graph=True)")
@@ -1549,6 +1626,16 @@ def run_backward_graph(roots, seeds, retain_graph, store):
     wanted = getattr(store, "nodes", None)
     nodes = _nodes_of(roots)
     leading = _leading_to(nodes, store)
+    before, _factor_nodes.now = _factor_nodes.now, {
+        (id(c.outputs), c.index): c for c in nodes if c.fn is _la.LinalgOutput}
+    try:
+        _run_nodes(nodes, leading, wanted, roots, seeds, retain_graph, store)
+    finally:
+        _factor_nodes.now = before
+
+
+def _run_nodes(nodes, leading, wanted, roots, seeds, retain_graph, store):
+    """run_backward_graph's walk over ``nodes`` (latest first)."""
     grads = {}
     with enable_grad():
         for root, seed in zip(roots, seeds):
