@@ -181,12 +181,13 @@ def xp_of(array):
 CHUNK = 32768
 
 
-def cache_slices(*arrays):
-    """Matching flat slices of same-size arrays (``None`` stays ``None``), CHUNK elements at a time
-    on the CPU; the whole arrays at once on a GPU. Slices of contiguous arrays are views, so writing
-    into them writes the arrays."""
+def cache_slices(*arrays, step=None):
+    """Matching flat slices of same-size arrays (``None`` stays ``None``), ``step`` (default CHUNK)
+    elements at a time on the CPU (``parallel.slice_elements()`` gives the step for a chain of short
+    calls); the whole arrays at once on a GPU. Slices of contiguous arrays are views, so writing into
+    them writes the arrays."""
     flat = [a if a is None else a.reshape(-1) for a in arrays]
     size = flat[0].size
-    step = CHUNK if xp_of(flat[0]) is np else max(size, 1)
+    step = (step or CHUNK) if xp_of(flat[0]) is np else max(size, 1)
     for start in range(0, size, step):
         yield [a if a is None else a[start:start + step] for a in flat]

@@ -109,7 +109,7 @@ def normal_cdf_pdf(x):
 def gelu_and_derivative(x, out, deriv=None):
     """Fill ``out = x * Phi(x)`` and (unless None) ``deriv = Phi(x) + x * phi(x)`` for flat arrays,
     a cache-sized slice at a time (~20 passes, each over data already in the cache)."""
-    for xs, ys, ds in cache_slices(x, out, deriv):
+    for xs, ys, ds in cache_slices(x, out, deriv, step=parallel.slice_elements()):
         cdf, pdf = normal_cdf_pdf(xs)
         xp_of(xs).multiply(xs, cdf, out=ys)
         if ds is not None:
@@ -147,9 +147,10 @@ def silu_backward(g, a, s, gx):
         xp.multiply(g, s, out=gx)
         gx *= slope
         return
-    block = min(g.size, CHUNK)  # (scratch reused slice by slice: fresh arrays this size cost page faults)
+    step = parallel.slice_elements()  # (beside another thread: longer calls, see parallel.SPLIT_SLICE)
+    block = min(g.size, step or CHUNK)  # (scratch reused slice by slice: fresh arrays this size cost page faults)
     slope, wide = np.empty(block, np.float32), np.empty((2, block), np.float64)
-    for gs, as_, ss, out in cache_slices(g, a, s, gx):
+    for gs, as_, ss, out in cache_slices(g, a, s, gx, step=step):
         slope_ = slope[:ss.size]
         np.subtract(_ONE32, ss, slope_)
         float32_math.fused_multiply_add_block(as_, slope_, _ONE64, slope_, wide)  # one rounding
