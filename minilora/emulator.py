@@ -39,8 +39,13 @@ How it works (details in kernels/README.md):
    ``timeout=``), ``CompileError`` (what nvcc refuses, including what only shows at launch: static
    ``__shared__`` arrays over 48 KB), ``EmulatorError`` ("CUDA_ERROR_INVALID_VALUE": more shared memory
    than the kernel opted in to), ``KeyboardInterrupt`` (Ctrl-C during a launch), ``TypeError`` and
-   ``ValueError`` for wrong arguments or launch shapes.  The process keeps running.  What the fast mode
-   cannot see: an out-of-bounds access that lands in other valid memory (use ``sanitize=True``).
+   ``ValueError`` for wrong arguments or launch shapes.  The process keeps running.  Each launch runs on
+   copies of the argument arrays fenced as a GPU's allocations (minilora/emulator_fence.py): an access that
+   reaches the inaccessible page right after an array (or the one under a page below its start) is a
+   KernelFault at its line naming the argument, a write into the < 256 bytes of padding before that page one
+   found after the launch.  What the fast mode
+   cannot see: a read of that padding, and an access that jumps past the fence into other memory (use
+   ``sanitize=True``).
    Asynchronous copies (cp.async, <cuda_pipeline.h>, cuda::memcpy_async with cuda::pipeline / cuda::barrier,
    cooperative_groups::memcpy_async) land when a wait covers them -- the latest a GPU may -- so a read before the
    wait sees the old bytes; ``racecheck=True`` names it, and ``check_races=True``, whose other schedules land
@@ -1669,9 +1674,31 @@ class RawKernel:
         self.compile()
         cfg = self._config(grid, block, shared_mem, stack_size, timeout, workers)
         packed = self._pack(args)
-        if check_races:
-            return self._launch_checked(cfg, packed)
-        self._launch(cfg, packed, 0, 0, echo=True)
+        if self._mod.sanitize:  # the child process has copies of its own, every access checked
+            return self._launch_checked(cfg, packed) if check_races else self._launch(cfg, packed, 0, 0, echo=True)
+        self._launch_fenced(cfg, packed, check_races)
+
+    def _launch_fenced(self, cfg: np.ndarray, packed: _Packed, check_races: bool) -> None:
+        """Launch on fenced copies of the argument arrays (minilora/emulator_fence.py): an access past an array's
+        end is a KernelFault naming the argument, where in place it overwrote the host's heap."""
+        fenced = FencedArguments(packed.arrays, {i: p.name for i, p in enumerate(self.params)},
+                                 {i for i, p in enumerate(self.params) if p.is_pointer and not p.elem_const})
+        slots = packed.slots.copy()
+        for i, pointer in fenced.pointers.items():
+            slots[i, 0] = pointer
+        argv = np.uint64(slots.ctypes.data) + (packed.argv - np.uint64(packed.slots.ctypes.data))
+        staged = _Packed(argv, slots, fenced.arrays, packed.scalars)
+        try:
+            if check_races:
+                self._launch_checked(cfg, staged)
+            else:
+                self._launch(cfg, staged, 0, 0, echo=True)
+        except KernelFault as e:
+            raise KernelFault(fenced.explain(str(e))) from None
+        finally:
+            problem = fenced.release()
+        if problem:
+            raise KernelFault(f"kernel '{self.name}': {problem}")
 
     def _config(self, grid, block, shared_mem, stack_size=None, timeout=None, workers=None) -> np.ndarray:
         g, b = _dim3(grid, "grid"), _dim3(block, "block")
@@ -2046,5 +2073,6 @@ from .emulator_kernels import ElementwiseKernel, ReductionKernel  # noqa: E402  
 # CuPy's streams and events: ``emulator.cuda`` stands where code says ``cupy.cuda``.
 from . import emulator_streams as cuda  # noqa: E402
 from .emulator_streams import Event, Stream, get_elapsed_time, stream_of  # noqa: E402
+from .emulator_fence import FencedArguments  # noqa: E402  (argument arrays fenced as a GPU's allocations)
 
 __all__ += ["ElementwiseKernel", "ReductionKernel", "cuda", "Stream", "Event", "get_elapsed_time"]

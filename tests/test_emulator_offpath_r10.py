@@ -5,6 +5,8 @@
 * CuPy's streams and events: ``kernel(grid, block, args, stream=s)``, ``with stream:``, ``Event.record`` and
   ``get_elapsed_time`` (``minilora.emulator.cuda`` in place of ``cupy.cuda``), with CUDA's errors for an event
   that was never recorded or has timing disabled.
+* Argument arrays fenced as a GPU's allocations (minilora/emulator_fence.py): a kernel writing a few elements past
+  a NumPy array wrote into the host's heap and Python aborted later; now it is a KernelFault naming the argument.
 * ``__isShared`` / ``__isGlobal`` / ``__isLocal`` (and PTX's ``isspacep``), the per-architecture headers old
   samples include themselves (``<sm_60_atomic_functions.h>``, ``<sm_61_intrinsics.h>``, ``<driver_types.h>``) and
   CCCL's ``<cuda/cmath>``.
@@ -30,6 +32,11 @@ rng = np.random.default_rng(1010)
 @lru_cache(maxsize=None)
 def module(name: str, name_expressions: tuple = ()) -> RawModule:
     return RawModule(path=R10 / name, name_expressions=list(name_expressions)).compile()
+
+
+def line_of(file: str, text: str) -> int:
+    """The line of tests/emu_kernels/r10/`file` holding `text`: the messages name it."""
+    return next(n for n, line in enumerate((R10 / file).read_text().splitlines(), 1) if text in line)
 
 
 def sgemm(M: int, N: int, K: int, **launch):
@@ -137,3 +144,31 @@ def test_per_architecture_headers_and_cuda_cmath(n):
     module("old_headers.cu").get_function("dot_int8_accumulate")((2,), (32,), (a, b, total, np.int32(n)))
     bytes_a, bytes_b = a.view(np.int8).reshape(n, 4).astype(np.int64), b.view(np.int8).reshape(n, 4).astype(np.int64)
     assert total[0] == (bytes_a * bytes_b).sum()  # integers below 2**53: exact in any order
+
+
+@pytest.mark.parametrize("extra, where", [(3, "slack"), (300, "guard")])
+def test_a_write_past_an_array_is_a_named_fault_and_python_lives_on(extra, where):
+    kernel = module("bounds.cu").get_function("fill_with_wrong_bound")
+    for size in range(97, 104):  # every padding to the 256-byte alignment
+        neighbours = [np.full(size, 1.0, np.float32) for _ in range(4)]
+        y = neighbours[1]
+        message = ("out-of-bounds write past the end of argument 0 \\('y'\\): 12 of the .* bytes after its allocation"
+                   if where == "slack" else
+                   rf"crashed at bounds.cu:{line_of('bounds.cu', 'y[i] = 7.0f')}: SIGSEGV.*out of bounds: \d+ bytes "
+                   rf"past the end of argument 0 \('y'\), an allocation of {4 * size} bytes")
+        with pytest.raises(emu.KernelFault, match=message):
+            kernel((3,), (128,), (y, np.int32(size), np.int32(extra)))
+        if where == "slack":  # found after the launch: every element in bounds was written, as on a GPU
+            np.testing.assert_array_equal(y, 7.0)
+        for other in neighbours[:1] + neighbours[2:]:
+            np.testing.assert_array_equal(other, 1.0)
+        del neighbours, y  # freeing them walked into the overwritten heap before
+    # what a GPU allows still works: the fence is around the allocation, not the view (x[-1] of base[2:] is
+    # base[1]), and arguments that share memory share one fenced copy (x and y the same array)
+    base, y = rng.standard_normal(50).astype(np.float32), np.zeros(48, np.float32)
+    module("bounds.cu").get_function("backward_difference")((1,), (64,), (base[2:], y, np.int32(48)))
+    np.testing.assert_array_equal(y, base[2:] - base[1:-1])
+    x = rng.standard_normal(70).astype(np.float32)
+    expected = np.float32(-2) * x
+    module("bounds.cu").get_function("scale_in_place")((1,), (128,), (x, x, np.float32(-2), np.int32(70)))
+    np.testing.assert_array_equal(x, expected)

@@ -5,6 +5,7 @@ bfloat16 rounding, __device__ globals, structs by value.  The kernels are in tes
 """
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -604,7 +605,9 @@ def test_printf_pointer_and_field_widths(capfd):
     x = np.array([3.14159], np.float32)
     fn("fence.cu", "print_pointer")(1, 32, (x,))
     out = capfd.readouterr().out
-    assert f"x at 0x{x.ctypes.data:x}, " in out and " 3.14|7   |0000beef|z|-5|3" in out
+    # %p prints the device address, 256-byte aligned as cudaMalloc's (a fenced copy's, not the NumPy array's)
+    address = re.search(r"x at 0x([0-9a-f]+), ", out)
+    assert address and int(address.group(1), 16) % 256 == 0 and " 3.14|7   |0000beef|z|-5|3" in out
 
 
 def test_half_math_and_integer_conversions():

@@ -103,10 +103,11 @@ def test_warp_vote_compaction_any_all():
     n = 200
     x = rng.standard_normal(n).astype(np.float32)
     x[64:96] = np.abs(x[64:96]) + 0.1  # one warp with every value positive
-    warps = cdiv(n, 32)
-    kept = np.full(warps * 32, np.nan, np.float32)
-    count, any_neg, all_pos = (np.full(warps, -7, np.int32) for _ in range(3))
+    warps, launched = cdiv(n, 32), 2 * cdiv(n, 64)  # the last block's second warp has no element, and writes
+    kept = np.full(launched * 32, np.nan, np.float32)  # its count (0) too: the arrays were one warp short
+    count, any_neg, all_pos = (np.full(launched, -7, np.int32) for _ in range(3))
     fn("compact_warp")(cdiv(n, 64), 64, (x, kept, count, any_neg, all_pos, np.int32(n)))
+    assert count[warps:].tolist() == [0] * (launched - warps)
     per_warp = np.pad(x, (0, warps * 32 - n), constant_values=np.nan).reshape(warps, 32)
     for w in range(warps):
         positives = per_warp[w][per_warp[w] > 0]

@@ -965,6 +965,11 @@ std::string describe_fault() {
     } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr) == GREW_INTO_GUARD) {
         what = fmt("stack overflow: the thread needs more than its %zu-byte stack (large local arrays or deep "
                    "recursion); launch with a larger stack_size= (bytes per thread)", g_stack_size);
+    } else if (sig == SIGSEGV && code == SI_KERNEL) {
+        // x86 raises a general-protection fault, which reports address 0, for an address outside the 47-bit
+        // address space (a pointer offset by a huge index): not a null pointer
+        what = "SIGSEGV: invalid memory access at an address outside the address space (a wild or freed pointer; "
+               "the CPU does not report which address)";
     } else if (sig == SIGSEGV || sig == SIGBUS) {
         what = fmt("%s: invalid memory access at address 0x%lx%s", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
                    (unsigned long)addr, addr < 4096 ? " (a null pointer)" : " (a wild or freed pointer)");

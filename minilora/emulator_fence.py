@@ -1,0 +1,192 @@
+"""Argument arrays fenced like a GPU's allocations, so that a kernel's out-of-bounds access is named, not fatal.
+
+A kernel that writes a few elements past the end of a NumPy array (the classic off-by-one of a missing
+``if (i < n)``) would write into the host's heap: the malloc bookkeeping next to the array, which Python trips
+over later ("corrupted size vs. prev_size", the process aborts).  On a GPU the same bug lands in the allocation's
+padding or faults, and compute-sanitizer names it.  So for each launch (except ``sanitize=True``, whose child
+process checks every access) the arrays are copied into fresh memory laid out as
+
+    [ guard page: no access ][ ... | the array, 256-byte aligned (cudaMalloc's alignment) | slack ][ guard page ]
+
+and what the kernel changed is copied back after the launch.  An access that reaches a guard page stops the
+launch with a KernelFault at its source line (the runtime's SIGSEGV report), which this module rewrites to name
+the argument and how far past its end (or before its start) the access was; a write into the slack (< 256 bytes,
+filled with a pattern) is found after the launch and named too, without a line (``sanitize=True`` gives it).
+The unit fenced is the allocation, as memcheck's: a view's whole base array (a kernel given ``x[2:]`` may read
+``x[0]``, as on a GPU), one copy for arguments that share memory, so aliasing is kept.  Arrays above 256 MiB run
+in place, unfenced.  The fresh memory is a pool of mappings kept from launch to launch (mapping and protecting
+pages anew cost a small launch a millisecond; the copies cost it about 50 us).
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import re
+import threading
+
+import numpy as np
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+_PAGE = mmap.PAGESIZE
+_ALIGN = 256  # cudaMalloc's alignment
+_SLACK_BYTE = 0xCD
+_LIMIT = 1 << 28  # allocations above 256 MiB are not copied: they run in place, unfenced
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _allocation(a: np.ndarray) -> tuple[int, int]:
+    """[start, end) of the memory the array is part of: its base array's, else its own."""
+    base = a
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    if base.base is None and base.flags.forc:  # an array that owns its (contiguous) memory
+        return base.ctypes.data, base.ctypes.data + base.nbytes
+    return a.ctypes.data, a.ctypes.data + a.nbytes
+
+
+class _Mappings:
+    """Fenced mappings kept for the next launches: mapping and fencing memory (mmap, mprotect, munmap) costs a
+    process whose emulator threads have run a TLB shootdown each time, a millisecond for a small launch, where
+    reusing a mapping costs a copy.  Up to 64 MiB are kept, the most recently released first."""
+
+    _KEEP = 64 << 20
+
+    def __init__(self):
+        self.free: dict[int, list[int]] = {}  # mapping size -> bases
+        self.kept = 0
+        self.lock = threading.Lock()
+
+    def take(self, size: int) -> int:
+        with self.lock:
+            if self.free.get(size):
+                self.kept -= size
+                return self.free[size].pop()
+        base = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+        if base in (None, _MAP_FAILED):
+            raise MemoryError(f"the emulator could not map {size} bytes for a kernel argument")
+        _libc.mprotect(base, _PAGE, 0)
+        _libc.mprotect(base + size - _PAGE, _PAGE, 0)
+        return base
+
+    def give_back(self, base: int, size: int) -> None:
+        with self.lock:
+            if self.kept + size <= self._KEEP:
+                self.free.setdefault(size, []).append(base)
+                self.kept += size
+                return
+        _libc.munmap(base, size)
+
+
+_mappings = _Mappings()
+
+
+class _Region:
+    """One fenced copy: the original bytes [start, end) at [data, data + size) inside a mapping whose first and
+    last pages are inaccessible, the data ending within 256 bytes of the last."""
+
+    def __init__(self, start: int, end: int):
+        self.start, self.size = start, end - start
+        self.padded = _round_up(max(self.size, 1), _ALIGN)
+        self.map_bytes = 2 * _PAGE + _round_up(self.padded, _PAGE)
+        self.base = _mappings.take(self.map_bytes)
+        self.guard_after = self.base + self.map_bytes - _PAGE
+        self.data = self.guard_after - self.padded
+        ctypes.memmove(self.data, self.start, self.size)
+        self.initial = ctypes.string_at(self.start, self.size)
+        ctypes.memset(self.data + self.size, _SLACK_BYTE, self.padded - self.size)
+
+    def slack_written(self) -> int:
+        """How many bytes of the slack after the data differ from the pattern (0: none written)."""
+        slack = ctypes.string_at(self.data + self.size, self.padded - self.size)
+        return self.padded - self.size - slack.count(_SLACK_BYTE)
+
+    def release(self, copy_back: bool) -> None:
+        """Copy back the bytes the kernel changed, and only those: a kernel may also write the original memory
+        through addresses it was handed inside an array (minilora's AdamW reads a table of parameter addresses,
+        and passes a parameter as an unused argument), and those writes must stay."""
+        if copy_back:
+            fenced = np.frombuffer((ctypes.c_char * self.size).from_address(self.data), np.uint8)
+            changed = fenced != np.frombuffer(self.initial, np.uint8)
+            if changed.any():
+                original = np.frombuffer((ctypes.c_char * self.size).from_address(self.start), np.uint8)
+                original[changed] = fenced[changed]
+        _mappings.give_back(self.base, self.map_bytes)
+
+
+class FencedArguments:
+    """The pointer arguments of one launch moved into fenced copies: ``arrays`` (index, staged view) and the
+    pointer to put in each argument's slot.  ``release()`` copies back what the kernel may have written and
+    returns a message for a write into an allocation's slack, ``explain()`` names the argument behind a fault."""
+
+    def __init__(self, arrays: list, names: dict[int, str], writable: set[int]):
+        self.names, self.writable = names, writable
+        self.regions: list[tuple[_Region, list[int]]] = []  # each region with the arguments inside it
+        self.arrays, self.pointers, self._extents = [], {}, {}
+        spans = sorted((*_allocation(a), i, a) for i, a in arrays if a.nbytes and a.nbytes <= _LIMIT)
+        groups: list[list] = []
+        for start, end, i, a in spans:
+            if groups and start < groups[-1][1]:  # overlaps the previous allocation: the same memory
+                groups[-1][1] = max(groups[-1][1], end)
+                groups[-1][2].append((i, a))
+            else:
+                groups.append([start, end, [(i, a)]])
+        staged = {}
+        try:
+            for start, end, members in groups:
+                if end - start > _LIMIT:
+                    continue
+                region = _Region(start, end)
+                self.regions.append((region, [i for i, _ in members]))
+                for i, a in members:
+                    pointer = region.data + (a.ctypes.data - start)
+                    self.pointers[i] = pointer
+                    view = (ctypes.c_char * a.nbytes).from_address(pointer)
+                    staged[i] = np.frombuffer(view, a.dtype).reshape(a.shape)
+                    self._extents[i] = (pointer, pointer + a.nbytes)
+        except BaseException:
+            self.release()
+            raise
+        self.arrays = [(i, staged.get(i, a)) for i, a in arrays]
+
+    def release(self) -> str | None:
+        """Copy the regions back (those holding an argument the kernel may write) and unmap them."""
+        problem = None
+        for region, members in self.regions:
+            written = region.slack_written()
+            if written and problem is None:
+                last = max(members, key=lambda i: self._extents[i][1])
+                problem = (f"out-of-bounds write past the end of argument {last} ('{self.names[last]}'): {written} of "
+                           f"the {region.padded - region.size} bytes after its allocation ({region.size} bytes) "
+                           "were written (on a GPU: the allocation's padding, or another allocation); launch with "
+                           "sanitize=True to name the line")
+            region.release(copy_back=any(i in self.writable for i in members))
+        self.regions = []
+        return problem
+
+    def explain(self, message: str) -> str:
+        """A fault report whose address lies in a guard page, with the argument and the distance named."""
+        m = re.search(r"at address 0x([0-9a-f]+) \(([^)]*)\)", message)
+        if not m:
+            return message
+        address = int(m.group(1), 16)
+        for region, members in self.regions:
+            if region.guard_after <= address < region.guard_after + _PAGE:
+                i = max(members, key=lambda k: self._extents[k][1])
+                where = f"{address - self._extents[i][1]} bytes past the end of argument {i} ('{self.names[i]}')"
+            elif region.base <= address < region.base + _PAGE:
+                i = min(members, key=lambda k: self._extents[k][0])
+                where = f"{self._extents[i][0] - address} bytes before the start of argument {i} ('{self.names[i]}')"
+            else:
+                continue
+            return message[:m.start(2)] + f"out of bounds: {where}, an allocation of {region.size} bytes" + \
+                message[m.end(2):]
+        return message
