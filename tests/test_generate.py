@@ -129,7 +129,7 @@ def test_sampling_follows_the_filtered_distribution():
     hot = sample_next_token(logits, do_sample=True, temperature=0.5, rng=rng)
     sharpened = probs ** 2 / (probs ** 2).sum()
     np.testing.assert_allclose(np.bincount(hot, minlength=4) / len(hot), sharpened, atol=0.015)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match=r"`temperature` \(=0.0\) has to be a strictly positive float"):
         sample_next_token(logits, do_sample=True, temperature=0.0)
 
 

@@ -16,6 +16,9 @@ divergence found:
   ``allow_custom_entries``): an AttributeError;
 * ``config.model_type`` / ``config.use_cache`` and the other attributes a config.json may leave out, read
   before anyone set them: an AttributeError;
+* ``generate(inputs_embeds=...)`` (a soft prompt before the token embeddings), ``max_time=``, beam search with
+  the user's processors / criteria, a custom GenerationConfig entry, ``logits_to_keep=``: refused; the
+  refusals of ``temperature=0`` and ``max_new_tokens=0`` in other words than transformers';
 Skipped when torch / transformers / tokenizers are not installed."""
 import copy
 import warnings
@@ -254,3 +257,108 @@ def test_generation_config_update_as_transformers(call):
     custom = dict(allow_custom_entries=True, my_note=2)  # kept, as there (generate refuses what it cannot apply)
     assert model.generation_config.update(**custom) == reference.generation_config.update(**custom) == {}
     assert model.generation_config.to_dict()["my_note"] == reference.generation_config.my_note == 2
+
+
+def _both(reference, model, call, *tensors, seed=0, **options):
+    """``call(generate, tensor, *tensors)`` with transformers' model, then minilora's (the same seed, warnings off):
+    (expected, got). ``tensors`` are torch tensors, handed to minilora as its own."""
+    outputs = []
+    for generate, convert, manual_seed in ((reference.generate, lambda t: t, torch.manual_seed),
+                                           (model.generate, lambda t: ml.tensor(t.numpy()), ml.manual_seed)):
+        manual_seed(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outputs.append(call(generate, *(convert(t) for t in tensors), **options))
+    return outputs
+
+
+def _same_output(expected, got):
+    assert got.sequences.tolist() == expected.sequences.tolist()
+    assert len(got.scores) == len(expected.scores)
+    for step_got, step_expected in zip(got.scores, expected.scores):
+        np.testing.assert_allclose(step_got.numpy(), step_expected.numpy(), atol=FLOAT32_ROPE_ATOL)
+
+
+def test_generate_from_inputs_embeds_as_transformers():
+    """The soft-prompt / multimodal recipe: learned vectors before the prompt's token embeddings, run as
+    ``generate(inputs_embeds=...)``; the answer holds only the new tokens (or follows the ids passed beside)."""
+    reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    ids = torch.tensor([[0, 0, 1, 5, 9], [1, 22, 3, 40, 8]])
+    torch.manual_seed(1)
+    soft_prompt = torch.randn(2, 3, TINY["hidden_size"]) * 0.5
+    with torch.no_grad():
+        embeds = torch.cat([soft_prompt, reference.get_input_embeddings()(ids)], dim=1)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 1, 1, 1], [1] * 8])
+    options = dict(max_new_tokens=5, return_dict_in_generate=True, output_scores=True)
+    _same_output(*_both(reference, model, lambda generate, e, m, **o: generate(inputs_embeds=e, attention_mask=m, **o),
+                        embeds, mask, do_sample=True, top_k=8, **options))
+    expected, got = _both(reference, model, lambda generate, e, **o: generate(inputs_embeds=e, max_length=11, **o),
+                          embeds, use_cache=False)  # max_length counts the embedded prompt; the cache is used anyway
+    assert got.tolist() == expected.tolist() and len(got[0]) == 3
+    expected, got = _both(reference, model, lambda generate, i, e, **o: generate(i, inputs_embeds=e, **o),
+                          ids, embeds[:, 3:], **options)  # the ids beside: kept in front of the new tokens
+    _same_output(expected, got)
+    assert got.sequences.tolist()[1][:5] == ids.tolist()[1]
+
+
+def test_generate_max_time_as_transformers():
+    """transformers' MaxTimeCriteria: every row stops once max_time seconds have passed (0: after one token)."""
+    reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    ids = torch.tensor(IDS)
+    for options in ({"max_time": 0.0}, {"max_time": 0.0, "num_beams": 2}, {"max_time": 600.0}):
+        expected, got = _both(reference, model, lambda generate, i, **o: generate(i, max_new_tokens=4, **o), ids,
+                              **options)
+        assert got.tolist() == expected.tolist()
+        assert got.shape[1] == len(IDS[0]) + (4 if options["max_time"] else 1)
+    model.generation_config.max_time = 0.0  # the config's, as transformers reads it
+    assert model.generate(ml.tensor(IDS), max_new_tokens=4).shape[1] == len(IDS[0]) + 1
+
+
+def test_generate_ignores_custom_config_entries_and_takes_logits_to_keep_as_transformers():
+    from minilora.nn.generation import GenerationConfig
+    reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    reference.generation_config.update(allow_custom_entries=True, my_note=2)
+    model.generation_config = GenerationConfig(max_new_tokens=3)
+    model.generation_config.update(allow_custom_entries=True, my_note=2)
+    ids = torch.tensor(IDS)
+    for options in ({}, {"my_note": 5}, {"logits_to_keep": 1}, {"logits_to_keep": 0}):
+        expected, got = _both(reference, model, lambda generate, i, **o: generate(i, max_new_tokens=3, **o), ids,
+                              **options)
+        assert got.tolist() == expected.tolist()
+    for bad in ({"num_logits_to_keep": 1}, {"not_a_note": 1}):  # transformers 4's name is gone: a model_kwarg
+        with pytest.raises(ValueError) as expected:
+            reference.generate(ids, max_new_tokens=2, **bad)
+        with pytest.raises(ValueError) as got:
+            model.generate(ml.tensor(IDS), max_new_tokens=2, **bad)
+        assert str(got.value) == str(expected.value)
+
+
+def test_beam_search_applies_user_logits_processors_and_stopping_criteria_as_transformers():
+    from minilora.nn import generation
+    reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    outputs = []
+    for generate, tensor, module in ((reference.generate, torch.tensor, transformers),
+                                     (model.generate, ml.tensor, generation)):
+        boost, ends, at_length = _user_classes(module.LogitsProcessor, module.StoppingCriteria)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outputs.append(generate(tensor([[1, 5, 9, 13, 7], [1, 22, 3, 40, 8]]), max_new_tokens=8, num_beams=3,
+                                    return_dict_in_generate=True, output_scores=True,
+                                    logits_processor=module.LogitsProcessorList([boost()]),
+                                    stopping_criteria=module.StoppingCriteriaList([ends(), at_length()])))
+    expected, got = outputs
+    _same_output(expected, got)
+    assert len(got.scores) < 8 and got.beam_indices.tolist() == expected.beam_indices.tolist()
+    np.testing.assert_allclose(got.sequences_scores.numpy(), expected.sequences_scores.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [dict(do_sample=True, temperature=0.0), dict(do_sample=True, temperature=-1.0),
+                                     dict(max_new_tokens=0), dict(max_new_tokens=-1)])
+def test_generate_refuses_in_transformers_words(options):
+    reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+    options = {"max_new_tokens": 2, **options}
+    with pytest.raises(ValueError) as expected:
+        reference.generate(torch.tensor(IDS), **options)
+    with pytest.raises(ValueError) as got:
+        model.generate(ml.tensor(IDS), **options)
+    assert str(got.value) == str(expected.value)

@@ -31,6 +31,7 @@ warned about (they would change nothing). A model may bring its own defaults, fr
 ``generation_config.json`` (``model.generation_config``): they apply to every option a call leaves out.
 """
 import os
+import time
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -169,8 +170,9 @@ def warp_logits(logits, temperature=1.0, top_k=None, top_p=None, min_p=None, typ
     """The sampling filters in transformers' order: divide by ``temperature``, then top-k, top-p, min-p,
     typical-p, epsilon and eta. (What ``output_scores`` returns for a sampled step.)"""
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature} "
-                         "(use do_sample=False for greedy decoding)")
+        hint = " If you're looking for greedy decoding strategies, set `do_sample=False`." if temperature == 0 else ""
+        raise ValueError(f"`temperature` (={temperature}) has to be a strictly positive float, otherwise your next "
+                         f"token scores will be invalid.{hint}")  # transformers' TemperatureLogitsWarper's words
     logits = min_p_filter(top_p_filter(top_k_filter(logits / temperature, top_k), top_p), min_p)
     return eta_filter(epsilon_filter(typical_filter(logits, typical_p), epsilon_cutoff), eta_cutoff)
 
@@ -210,7 +212,7 @@ DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "
             "num_return_sequences": 1, "use_cache": True, "return_dict_in_generate": False, "output_scores": False,
             "output_logits": False, "output_hidden_states": False, "output_attentions": False, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
             "encoder_repetition_penalty": 1.0, "renormalize_logits": False, "forced_bos_token_id": None,
-            "exponential_decay_length_penalty": None}
+            "exponential_decay_length_penalty": None, "max_time": None}
 # The options above that generate() takes through **kwargs (transformers' rarer logits processors).
 _PROCESSOR_OPTIONS = ("typical_p", "epsilon_cutoff", "eta_cutoff", "encoder_repetition_penalty", "renormalize_logits",
                       "forced_bos_token_id", "exponential_decay_length_penalty")
@@ -232,7 +234,7 @@ _OFF = {"num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram
         "guidance_scale": None, "watermarking_config": None, "assistant_model": None,
         "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
         "synced_gpus": None, "custom_generate": None, "negative_prompt_attention_mask": None,
-        "constraints": None, "force_words_ids": None, "max_time": None,
+        "constraints": None, "force_words_ids": None,
         "dola_layers": None, "token_healing": None, "prompt_lookup_num_tokens": None, "max_matching_ngram_size": None,
         "assistant_early_exit": None, "assistant_ensemble_weight": None, "speculation_type": None, "use_mtp": None,
         "cache_config": None, "max_cache_len": None, "continuous_batching_config": None}
@@ -452,6 +454,12 @@ def _check_call_options(options):
                                       f"would apply it); leave {name} at {_OFF[name]!r}")
 
 
+def _custom_entry(name, generation_config):
+    """A custom entry of the config (``update(allow_custom_entries=True, note=...)``): transformers' generate takes
+    it as a keyword too (it updates the config) and reads it nowhere."""
+    return generation_config is not None and name in generation_config.other and name not in _OFF
+
+
 def _drop_diversity_penalty_without_groups(options):
     """``diversity_penalty`` only acts between beam groups: without ``num_beam_groups`` > 1 transformers
     generates as if it were unset, so it is accepted here too -- with a warning, as it changes nothing."""
@@ -478,7 +486,7 @@ def _check_unimplemented(generation_config):
     options = dict(generation_config.other)
     _drop_diversity_penalty_without_groups(options)
     for name, value in options.items():
-        if name in _IGNORED or value is None or (name in _OFF and value == _OFF[name]):
+        if name not in _OFF or value is None or value == _OFF[name]:  # bookkeeping or a custom entry: ignored there
             continue
         raise NotImplementedError(
             f"the model's generation_config sets {name}={value!r}, which minilora's generate() does not implement "
@@ -531,6 +539,10 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     (sampling filters, after min-p), ``encoder_repetition_penalty`` (the prompt's tokens), ``forced_bos_token_id``
     (the token after a one-token prompt), ``exponential_decay_length_penalty=(start, factor)`` (the eos ids grow
     likelier after ``start`` new tokens) and ``renormalize_logits`` (log-softmax after every processor).
+    ``inputs_embeds`` [B, T, hidden] (a soft prompt, an image's vectors) runs as the prompt instead of ids:
+    the answer is then the new tokens only, or follows ``input_ids`` given for the same T positions.
+    ``logits_processor`` / ``stopping_criteria`` lists of the user's own (transformers' base classes, here
+    too) and ``max_time`` (seconds, then every row stops) apply to greedy, sampling and beam search.
 
     An option not passed (``DEFAULT``) comes from the ``generation_config=`` passed, else the model's
     ``generation_config`` (its folder's generation_config.json) when that sets it, else from
@@ -541,10 +553,19 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     given_cache = _the_cache(kwargs.pop("past_key_values", None), kwargs.pop("cache", None))
     user_processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
     user_stops = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
+    max_time = kwargs.pop("max_time", DEFAULT)
+    embeds = kwargs.pop("inputs_embeds", None)
+    kwargs.pop("logits_to_keep", None)  # generate reads the last position's logits whatever the model keeps
     _drop_diversity_penalty_without_groups(kwargs)
-    _check_call_options(kwargs)
     own = _call_config(getattr(model, "generation_config", None), generation_config)
-    input_ids = _the_prompt(input_ids, inputs, _bos_id(own, getattr(model, "config", None)))
+    _check_call_options({name: value for name, value in kwargs.items() if not _custom_entry(name, own)})
+    max_time = _resolved("max_time", max_time, own)
+    if max_time is not None:  # started before the prompt runs, as there
+        user_stops.append(MaxTimeCriteria(max_time))
+    if embeds is not None and input_ids is None and inputs is None:  # transformers' empty input_ids: the
+        input_ids = np.zeros((_embeds_batch(embeds), 0), dtype=np.int64)  # answer holds only the new tokens
+    else:
+        input_ids = _the_prompt(input_ids, inputs, _bos_id(own, getattr(model, "config", None)))
     # The answer goes where the prompt came from (transformers returns ids on input_ids' device); the
     # loop itself keeps its ids on the host, where choosing the next token is cheap.
     out_device = input_ids.device if isinstance(input_ids, Tensor) else None
@@ -552,9 +573,11 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if ids.ndim == 1:  # transformers reads input_ids.shape[1]: an IndexError, never a 1-D answer
         raise ValueError(f"input_ids must be a [batch, seq_len] batch, got a 1-D sequence of shape {ids.shape}: "
                          f"pass [ids] (or ids[None]) for one prompt, as transformers' generate needs")
-    if ids.ndim != 2 or 0 in ids.shape:
+    if ids.ndim != 2 or ids.shape[0] == 0 or (ids.shape[1] == 0 and embeds is None):
         raise ValueError(f"input_ids must be a [batch, seq_len] batch with batch >= 1 and seq_len >= 1, "
                          f"got shape {ids.shape}")
+    # the prompt's length: its embeddings' when given (the ids then are none of it, or all of it)
+    prompt_length, unseen = _embedded_prompt(embeds, ids)
     config = getattr(model, "config", None)
     if own is not None:
         _check_unimplemented(own)
@@ -586,6 +609,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                                                          ("output_logits", output_logits)))
     internals = {name: _resolved(name, value, own) is True and return_dict_in_generate is True for name, value in
                  (("output_hidden_states", output_hidden_states), ("output_attentions", output_attentions))}
+    if unseen and min_length is not None:  # transformers counts min_length past the embedded prompt too
+        min_length = max(min_length - unseen, 0)
     min_length = _min_length(min_new_tokens, min_length, ids.shape[1])
     min_new_tokens = _check_count("min_new_tokens", 0 if min_new_tokens is None else min_new_tokens)
     if not do_sample:
@@ -599,23 +624,25 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                                                                 ("output_hidden_states", output_hidden_states),
                                                                 ("output_attentions", output_attentions))
                                 if value is True})
-    max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1],
+    max_new_tokens = _new_token_budget(max_new_tokens, max_length,
+                                       prompt_length if max_length is not None else ids.shape[1],
                                        getattr(config, "max_position_embeddings", None))
     _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams,
                             early_stopping)
-    _warn_past_positions(config, ids.shape[1] + max_new_tokens)
+    _warn_past_positions(config, prompt_length + max_new_tokens)
     eos = _id_list(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
     if pad_token_id is None:
         pad_token_id = getattr(config, "pad_token_id", None)
     if pad_token_id is None:
         pad_token_id = eos[0] if eos else 0  # transformers pads finished rows with the first eos id
     if attention_mask is None:  # transformers infers it from the pad id, when that is not also an eos id
-        infer = pad_token_id not in eos and (ids == pad_token_id).any()
-        mask = (ids != pad_token_id).astype(np.int64) if infer else np.ones_like(ids)
+        infer = embeds is None and pad_token_id not in eos and (ids == pad_token_id).any()
+        mask = (ids != pad_token_id).astype(np.int64) if infer else np.ones((ids.shape[0], prompt_length), np.int64)
     else:
         mask = _as_int_array(attention_mask, "attention_mask")
-    if mask.shape != ids.shape:
-        raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape {ids.shape}: "
+    if mask.shape != (ids.shape[0], prompt_length):
+        prompt = ("input_ids", ids.shape) if embeds is None else ("inputs_embeds", tuple(embeds.shape))
+        raise ValueError(f"attention_mask has shape {mask.shape} but {prompt[0]} has shape {prompt[1]}: "
                          f"they must match")
     if (mask[:, -1] == 0).any():  # a new token would follow padding: transformers warns the same
         warnings.warn("right-padding was detected in attention_mask: a decoder-only model continues the LAST "
@@ -631,15 +658,18 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     warpers = {name: rarer[name] for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")}
     top_p, warpers["typical_p"] = _mass_filter_or_off(top_p), _mass_filter_or_off(warpers["typical_p"])
     stops = _StopStrings(_resolved("stop_strings", stop_strings, own), tokenizer)
+    if embeds is not None:
+        if num_beams > 1 or num_return_sequences > 1:
+            raise NotImplementedError("generate(inputs_embeds=...) with num_beams > 1 or num_return_sequences > 1 "
+                                      "is not implemented in minilora (the embeddings would have to be repeated)")
+        use_cache = True  # as transformers: the embeddings run once, the cache holds them from then on
     if num_beams > 1:
         _refuse_beam_internals(internals)
         _refuse_filled_cache(given_cache, "beam search (num_beams > 1)")
-        if user_processors or user_stops:
-            raise NotImplementedError("generate(num_beams > 1) with a logits_processor or stopping_criteria list is not "
-                                      "implemented in minilora; use them with greedy decoding or sampling")
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
-                            return_dict_in_generate, output_scores, output_logits, out_device, use_cache)
+                            return_dict_in_generate, output_scores, output_logits, out_device, use_cache,
+                            user_processors, user_stops)
     rng = _random.Generator().manual_seed(int(seed)) if seed is not None else None
     if streamer is not None:
         streamer.put(ids)
@@ -651,11 +681,13 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     scores, raw_logits, steps = [], [], []
     with no_grad():
         for step in range(max_new_tokens):
-            positions = _position_ids(prompt_mask, ids.shape[1])
+            positions = _position_ids(prompt_mask, unseen + ids.shape[1])
             # the positions not in the cache: the whole prompt at first (less a prefix the caller cached),
             # then the newest token; without a cache, every position every step
-            start = _first_uncached(cache, ids.shape[1])
-            out = model(ids[:, start:], attention_mask=_mask_arg(mask), position_ids=positions[:, start:],
+            start = _first_uncached(cache, unseen + ids.shape[1])
+            inputs = {"inputs_embeds": embeds[:, start:]} if embeds is not None and step == 0 else \
+                {"input_ids": ids[:, start - unseen:]}
+            out = model(**inputs, attention_mask=_mask_arg(mask), position_ids=positions[:, start:],
                         past_key_values=cache, use_cache=use_cache or cache is not None, **internals)
             steps.append(out)
             cache = out.past_key_values if use_cache else None
@@ -734,9 +766,46 @@ class StoppingCriteriaList(list):
         return Tensor(done, dtype=np.bool_)
 
     def on_arrays(self, ids, scores):
+        """The criteria on generate's arrays: the step's scores, or (beam search) the tuple of all steps'."""
         if not self:
             return np.zeros(ids.shape[0], dtype=bool)
-        return self(Tensor(ids, dtype=np.int64), Tensor(scores, dtype=np.float32)).numpy()
+        scores = tuple(Tensor(step, dtype=np.float32) for step in scores) if isinstance(scores, tuple) else \
+            Tensor(scores, dtype=np.float32)
+        return self(Tensor(ids, dtype=np.int64), scores).numpy()
+
+
+class MaxTimeCriteria(StoppingCriteria):
+    """transformers' ``generate(max_time=seconds)``: every row stops once more than ``max_time`` seconds have
+    passed since generate began (checked after each new token, so at least one token is generated)."""
+
+    def __init__(self, max_time, initial_timestamp=None):
+        self.max_time = max_time
+        self.initial_timestamp = time.time() if initial_timestamp is None else initial_timestamp
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return time.time() - self.initial_timestamp > self.max_time
+
+
+def _embeds_batch(embeds):
+    if not isinstance(embeds, Tensor) or embeds.ndim != 3:
+        raise ValueError(f"inputs_embeds must be a [batch, seq_len, hidden_size] Tensor, got "
+                         f"{getattr(embeds, 'shape', type(embeds).__name__)}")
+    return embeds.shape[0]
+
+
+def _embedded_prompt(embeds, ids):
+    """(the prompt's length, how many of its positions have no id in ``ids``). ``generate(inputs_embeds=)``
+    runs the embeddings as the prompt; ``input_ids`` passed beside them are the same positions' ids, kept at
+    the front of the answer (transformers' soft-prompt / multimodal recipe), or none (the answer is the new
+    tokens only)."""
+    if embeds is None:
+        return ids.shape[1], 0
+    length = embeds.shape[1] if _embeds_batch(embeds) == ids.shape[0] else None
+    if length is None or ids.shape[1] not in (0, length):
+        raise NotImplementedError(f"generate(inputs_embeds of shape {tuple(embeds.shape)}) with input_ids of shape "
+                                  f"{ids.shape} is not implemented in minilora: pass ids for every embedded "
+                                  "position or none")
+    return length, length - ids.shape[1]
 
 
 def _host_bools(value):
@@ -863,7 +932,8 @@ def _check_beam_options(do_sample, num_return_sequences, streamer, num_beams):
 
 
 def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id, options,
-                 return_dict_in_generate, output_scores, output_logits, out_device, use_cache=True):
+                 return_dict_in_generate, output_scores, output_logits, out_device, use_cache=True,
+                 user_processors=(), user_stops=()):
     """transformers' beam search (``GenerationMixin._beam_search``), step for step.
 
     Each prompt keeps ``num_beams`` running sequences ("beams"). A step scores every beam's every next
@@ -873,7 +943,10 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
     scored by their sum divided by their length ** ``length_penalty``. It stops when no running beam
     can beat the worst finished one (or, with ``early_stopping=True``, once num_beams have finished).
     With ``use_cache`` each step runs only the newest token of every beam, on a KV cache whose rows are
-    reordered to follow the beams chosen (transformers' ``reorder_cache``); without, the whole sequence."""
+    reordered to follow the beams chosen (transformers' ``reorder_cache``); without, the whole sequence.
+    The user's logits processors see every beam's log-probabilities after generate's own processors; the user's
+    stopping criteria (and ``max_time``) see every candidate, with the scores output so far, and end those they
+    flag, as eos does."""
     batch, prompt_length = ids.shape
     beams, max_length = options.num_beams, prompt_length + max_new_tokens
     keep = max(2, 1 + len(eos)) * beams  # candidates per prompt: enough even if many end with an eos
@@ -898,7 +971,8 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
                         past_key_values=cache, use_cache=use_cache)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)
-            log_probs = process.renormalize(process(_log_softmax(logits), flat, flat_padding, step))
+            log_probs = process(_log_softmax(logits), flat, flat_padding, step)
+            log_probs = process.renormalize(LogitsProcessorList(user_processors).on_arrays(flat, log_probs))
             all_scores.append(log_probs)
             raw_logits.append(logits)
             # every (beam, token) continuation of a prompt, by its summed log-probability
@@ -912,6 +986,10 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             origins = np.take_along_axis(running_origins, origin[:, :, None], axis=1)
             origins[:, :, step] = origin + np.arange(batch)[:, None] * beams  # transformers' flat beam index
             ended = _ended(candidates[:, :, :length + 1], eos, stops, max_length)
+            if user_stops:  # transformers passes them the scores it returns (none unless output_scores)
+                seen = all_scores if return_dict_in_generate and output_scores else ()
+                ended |= user_stops.on_arrays(candidates[:, :, :length + 1].reshape(-1, length + 1),
+                                              tuple(seen)).reshape(ended.shape)
             # the best num_beams that did not end run on
             alive = scores + ended * _UNREACHABLE
             chosen = _top(alive, beams)
@@ -1240,7 +1318,9 @@ def _new_token_budget(max_new_tokens, max_length, prompt_length, position_limit=
     over ``max_length``, with a warning), else ``max_length`` minus the prompt, else 20 new tokens
     (capped at the model's ``max_position_embeddings``). Nothing to generate is refused, not returned."""
     if max_new_tokens is not None:
-        _check_count("max_new_tokens", max_new_tokens, minimum=1)
+        if isinstance(max_new_tokens, (int, np.integer)) and max_new_tokens <= 0:  # transformers' words
+            raise ValueError(f"`max_new_tokens` must be greater than 0, but is {max_new_tokens}.")
+        _check_count("max_new_tokens", max_new_tokens, minimum=1)  # 2.5, True, "3": refused, not rounded
         if max_length is not None:
             warnings.warn(f"both max_new_tokens (={max_new_tokens}) and max_length (={max_length}) were given: "
                           "max_new_tokens wins, as in transformers")
