@@ -281,7 +281,8 @@ def _same_output(expected, got):
 
 def test_generate_from_inputs_embeds_as_transformers():
     """The soft-prompt / multimodal recipe: learned vectors before the prompt's token embeddings, run as
-    ``generate(inputs_embeds=...)``; the answer holds only the new tokens (or follows the ids passed beside)."""
+    ``generate(inputs_embeds=...)``; the answer holds only the new tokens (or follows the ids passed beside).
+    Sampling several sequences and beam search repeat the embeddings, as transformers."""
     reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
     ids = torch.tensor([[0, 0, 1, 5, 9], [1, 22, 3, 40, 8]])
     torch.manual_seed(1)
@@ -290,11 +291,18 @@ def test_generate_from_inputs_embeds_as_transformers():
         embeds = torch.cat([soft_prompt, reference.get_input_embeddings()(ids)], dim=1)
     mask = torch.tensor([[1, 1, 1, 0, 0, 1, 1, 1], [1] * 8])
     options = dict(max_new_tokens=5, return_dict_in_generate=True, output_scores=True)
-    _same_output(*_both(reference, model, lambda generate, e, m, **o: generate(inputs_embeds=e, attention_mask=m, **o),
-                        embeds, mask, do_sample=True, top_k=8, **options))
+
+    def from_embeds(generate, e, m, **o):
+        return generate(inputs_embeds=e, attention_mask=m, **o)
+    _same_output(*_both(reference, model, from_embeds, embeds, mask, do_sample=True, top_k=8, **options))
     expected, got = _both(reference, model, lambda generate, e, **o: generate(inputs_embeds=e, max_length=11, **o),
                           embeds, use_cache=False)  # max_length counts the embedded prompt; the cache is used anyway
     assert got.tolist() == expected.tolist() and len(got[0]) == 3
+    for more in (dict(do_sample=True, num_return_sequences=2), dict(num_beams=3, num_return_sequences=2)):
+        expected, got = _both(reference, model, from_embeds, embeds, mask, **more, **options)
+        _same_output(expected, got)
+        if "num_beams" in more:
+            assert got.beam_indices.tolist() == expected.beam_indices.tolist()
     expected, got = _both(reference, model, lambda generate, i, e, **o: generate(i, inputs_embeds=e, **o),
                           ids, embeds[:, 3:], **options)  # the ids beside: kept in front of the new tokens
     _same_output(expected, got)

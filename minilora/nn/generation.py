@@ -650,6 +650,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     prompt = ids
     if num_return_sequences > 1 and num_beams == 1:  # each prompt repeated, its copies side by side
         ids, mask = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0)
+        embeds = embeds.repeat_interleave(num_return_sequences, dim=0) if embeds is not None else None
     padding = (mask != 0).argmax(axis=1)  # each row's left padding
     process = _LogitsProcessors(**token_rules, eos=eos, last_step=max_new_tokens - 1,
                                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
@@ -659,9 +660,6 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     top_p, warpers["typical_p"] = _mass_filter_or_off(top_p), _mass_filter_or_off(warpers["typical_p"])
     stops = _StopStrings(_resolved("stop_strings", stop_strings, own), tokenizer)
     if embeds is not None:
-        if num_beams > 1 or num_return_sequences > 1:
-            raise NotImplementedError("generate(inputs_embeds=...) with num_beams > 1 or num_return_sequences > 1 "
-                                      "is not implemented in minilora (the embeddings would have to be repeated)")
         use_cache = True  # as transformers: the embeddings run once, the cache holds them from then on
     if num_beams > 1:
         _refuse_beam_internals(internals)
@@ -669,7 +667,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
                             return_dict_in_generate, output_scores, output_logits, out_device, use_cache,
-                            user_processors, user_stops)
+                            user_processors, user_stops, embeds)
     rng = _random.Generator().manual_seed(int(seed)) if seed is not None else None
     if streamer is not None:
         streamer.put(ids)
@@ -685,9 +683,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
             # the positions not in the cache: the whole prompt at first (less a prefix the caller cached),
             # then the newest token; without a cache, every position every step
             start = _first_uncached(cache, unseen + ids.shape[1])
-            inputs = {"inputs_embeds": embeds[:, start:]} if embeds is not None and step == 0 else \
-                {"input_ids": ids[:, start - unseen:]}
-            out = model(**inputs, attention_mask=_mask_arg(mask), position_ids=positions[:, start:],
+            out = model(**_step_inputs(ids, embeds, start, unseen, step), attention_mask=_mask_arg(mask), position_ids=positions[:, start:],
                         past_key_values=cache, use_cache=use_cache or cache is not None, **internals)
             steps.append(out)
             cache = out.past_key_values if use_cache else None
@@ -784,6 +780,15 @@ class MaxTimeCriteria(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs):
         return time.time() - self.initial_timestamp > self.max_time
+
+
+def _step_inputs(ids, embeds, start, unseen, step):
+    """The model's input for the positions from ``start`` on: the prompt's embeddings at the first step (the
+    cache holds them from then on, as transformers runs ``inputs_embeds`` once), else the ids; ``unseen``
+    prompt positions have embeddings and no id."""
+    if embeds is not None and step == 0:
+        return {"inputs_embeds": embeds[:, start:]}
+    return {"input_ids": ids[:, start - unseen:]}
 
 
 def _embeds_batch(embeds):
@@ -933,7 +938,7 @@ def _check_beam_options(do_sample, num_return_sequences, streamer, num_beams):
 
 def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id, options,
                  return_dict_in_generate, output_scores, output_logits, out_device, use_cache=True,
-                 user_processors=(), user_stops=()):
+                 user_processors=(), user_stops=(), embeds=None):
     """transformers' beam search (``GenerationMixin._beam_search``), step for step.
 
     Each prompt keeps ``num_beams`` running sequences ("beams"). A step scores every beam's every next
@@ -946,8 +951,10 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
     reordered to follow the beams chosen (transformers' ``reorder_cache``); without, the whole sequence.
     The user's logits processors see every beam's log-probabilities after generate's own processors; the user's
     stopping criteria (and ``max_time``) see every candidate, with the scores output so far, and end those they
-    flag, as eos does."""
+    flag, as eos does. ``embeds``: the prompt's embeddings, run at the first step (``ids`` hold none or all of them)."""
     batch, prompt_length = ids.shape
+    unseen = embeds.shape[1] - prompt_length if embeds is not None else 0  # prompt positions without an id
+    embeds = embeds.repeat_interleave(options.num_beams, dim=0) if embeds is not None else None
     beams, max_length = options.num_beams, prompt_length + max_new_tokens
     keep = max(2, 1 + len(eos)) * beams  # candidates per prompt: enough even if many end with an eos
     fill = (pad_token_id or eos[0]) if eos else -1  # transformers' filler past a sequence's end
@@ -965,9 +972,9 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             step = length - prompt_length
             flat = running[:, :, :length].reshape(batch * beams, length)
             step_mask = np.concatenate([flat_mask, np.ones((batch * beams, step), dtype=flat_mask.dtype)], axis=1)
-            positions = _position_ids(flat_mask, length)
-            start = _first_uncached(cache, length)
-            out = model(flat[:, start:], attention_mask=_mask_arg(step_mask), position_ids=positions[:, start:],
+            positions = _position_ids(flat_mask, unseen + length)
+            start = _first_uncached(cache, unseen + length)
+            out = model(**_step_inputs(flat, embeds, start, unseen, step), attention_mask=_mask_arg(step_mask), position_ids=positions[:, start:],
                         past_key_values=cache, use_cache=use_cache)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)
