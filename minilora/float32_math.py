@@ -50,7 +50,8 @@ from .device import CHUNK, cache_slices, xp_of
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail",
            "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish", "sigmoid",
-           "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add_block", "in_cache_slices"]
+           "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add_block", "multiply_add_into",
+           "in_cache_slices"]
 
 _F32, _F64 = np.float32, np.float64
 
@@ -307,6 +308,23 @@ def fused_multiply_add_block(a, b, c, out, wide):
     np.multiply(product, _as_float64(b, other), product)  # exact
     np.add(product, _as_float64(c, other), product)
     out[...] = product
+
+
+def multiply_add_into(a, b, c, out, wide):
+    """``out = a * b + c`` for float32 arrays ``b``, ``c`` and ``a`` (an array or a number) as torch's CPU kernels
+    round it: once (an FMA: ``lerp_vec``'s ``fmadd``, and GCC's fused ``self + value * t1 * t2`` of ``addcmul``)
+    where ``FUSED_MULTIPLY_ADD``, else twice. ``b`` is scratch (overwritten); ``wide``: float64 scratch of ``out``'s
+    size (the product of two float32 is exact there; the sum rounds once more only in a tie of a tie).
+    Three times the time of the two-rounding ``b *= a; out = c + b`` (NumPy's float32 <-> float64 casts).
+    Other dtypes round twice (float64's fused bits are not matched: within its 1e-13)."""
+    if not FUSED_MULTIPLY_ADD or out.dtype != _F32:
+        b *= a
+        return np.add(c, b, out=out)
+    wide[...] = b
+    np.multiply(wide, np.float64(a) if np.ndim(a) == 0 else a, out=wide)
+    np.add(wide, c, out=wide)
+    out[...] = wide
+    return out
 
 
 def _as_float64(v, scratch):

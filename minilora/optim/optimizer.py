@@ -23,7 +23,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, fastmath
 from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS
 from ..tensor import Tensor, enable_grad
 
@@ -489,6 +489,12 @@ def rounds_each_op(dtype):
     that each compute in float32 and round once; NumPy would round a Python scalar like ``lr`` to the
     16-bit dtype before multiplying (``1 - lr * wd`` in bfloat16 is 1.0), so the updates spell them out."""
     return dtype.itemsize == 2 and dtypes.is_floating(dtype)
+
+
+def add_scaled(x, alpha, y):
+    """``x.add(y, alpha=alpha)`` of float32/float64 arrays as torch's add kernel: alpha in x's dtype, one
+    fused multiply-add where torch's build fuses float32's (``fastmath.multiply_add``), else two roundings."""
+    return fastmath.multiply_add(x.dtype.type(alpha), y, x)
 
 
 def add_scaled_16bit(x, value, y, dtype):

@@ -11,8 +11,8 @@ dtype, as torch; a float16/bfloat16 parameter is updated op by op as torch round
 """
 import numpy as np
 
-from .. import dtypes, fastmath
-from .optimizer import Optimizer, _check_range, add_scaled_16bit, rounds_each_op
+from .. import dtypes
+from .optimizer import Optimizer, _check_range, add_scaled, add_scaled_16bit, rounds_each_op
 
 __all__ = ["SGD"]
 
@@ -57,20 +57,20 @@ class SGD(Optimizer):
 
     def _step(self, p, group, buf):
         """torch's single-tensor SGD: each ``x.add(y, alpha=a)`` one fused multiply-add where torch's build
-        fuses (float32 on an AVX2 CPU: ``_add_scaled``)."""
+        fuses (float32 on an AVX2 CPU: ``add_scaled``)."""
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
         d = -p.grad._array if group["maximize"] else p.grad._array  # negated: a new array
         if wd:
-            d = _add_scaled(d, wd, p._array)  # a new array: p.grad itself is never changed
+            d = add_scaled(d, wd, p._array)  # a new array: p.grad itself is never changed
         if momentum:
             if buf is None:
                 buf = d.copy()
             else:
                 buf *= momentum
-                buf[...] = _add_scaled(buf, 1 - group["dampening"], d)
+                buf[...] = add_scaled(buf, 1 - group["dampening"], d)
             self.state[p]["momentum_buffer"] = buf
-            d = _add_scaled(d, momentum, buf) if group["nesterov"] else buf
-        p._array[...] = _add_scaled(p._array, -lr, d)
+            d = add_scaled(d, momentum, buf) if group["nesterov"] else buf
+        p._array[...] = add_scaled(p._array, -lr, d)
 
     def _step_16bit(self, p, group, buf):
         """torch's single-tensor SGD on a float16/bfloat16 parameter: each torch op (``grad.add(p, alpha=wd)``,
@@ -96,9 +96,3 @@ class SGD(Optimizer):
             self.state[p]["momentum_buffer"] = buf
             d = add(d, momentum, dtypes.upcast(buf)) if group["nesterov"] else dtypes.upcast(buf)
         p._array[...] = add(dtypes.upcast(p._array), -group["lr"], d)
-
-
-def _add_scaled(x, alpha, y):
-    """``x.add(y, alpha=alpha)`` of float32/float64 arrays as torch's add kernel: alpha in x's dtype, one
-    fused multiply-add where torch's build fuses float32's (``fastmath.multiply_add``), else two roundings."""
-    return fastmath.multiply_add(x.dtype.type(alpha), y, x)
