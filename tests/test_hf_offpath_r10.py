@@ -361,6 +361,7 @@ def test_beam_search_applies_user_logits_processors_and_stopping_criteria_as_tra
 
 
 @pytest.mark.parametrize("options", [dict(do_sample=True, temperature=0.0), dict(do_sample=True, temperature=-1.0),
+                                     dict(do_sample=True, temperature=2), dict(do_sample=True, temperature=0),
                                      dict(max_new_tokens=0), dict(max_new_tokens=-1)])
 def test_generate_refuses_in_transformers_words(options):
     reference, model = build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))

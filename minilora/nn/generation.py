@@ -170,11 +170,17 @@ def warp_logits(logits, temperature=1.0, top_k=None, top_p=None, min_p=None, typ
     """The sampling filters in transformers' order: divide by ``temperature``, then top-k, top-p, min-p,
     typical-p, epsilon and eta. (What ``output_scores`` returns for a sampled step.)"""
     if not temperature > 0:
-        hint = " If you're looking for greedy decoding strategies, set `do_sample=False`." if temperature == 0 else ""
-        raise ValueError(f"`temperature` (={temperature}) has to be a strictly positive float, otherwise your next "
-                         f"token scores will be invalid.{hint}")  # transformers' TemperatureLogitsWarper's words
+        raise _temperature_error(temperature)
     logits = min_p_filter(top_p_filter(top_k_filter(logits / temperature, top_k), top_p), min_p)
     return eta_filter(epsilon_filter(typical_filter(logits, typical_p), epsilon_cutoff), eta_cutoff)
+
+
+def _temperature_error(temperature):
+    """transformers' TemperatureLogitsWarper's refusal, in its words."""
+    zero = isinstance(temperature, float) and temperature == 0.0
+    hint = " If you're looking for greedy decoding strategies, set `do_sample=False`." if zero else ""
+    return ValueError(f"`temperature` (={temperature}) has to be a strictly positive float, otherwise your next token "
+                      f"scores will be invalid.{hint}")
 
 
 def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_p=None, rng=None):
@@ -615,6 +621,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     min_new_tokens = _check_count("min_new_tokens", 0 if min_new_tokens is None else min_new_tokens)
     if not do_sample:
         _warn_unused_sampling_options(**passed)  # only what the call itself set, as transformers
+    elif temperature != 1.0 and not isinstance(temperature, float):  # transformers' warper takes floats only
+        raise _temperature_error(temperature)
     if num_beams == 1:
         _warn_unused_options("num_beams is 1", "only apply to beam search", **beam_only)
     if return_dict_in_generate is not True:
