@@ -307,6 +307,13 @@ def test_generate_from_inputs_embeds_as_transformers():
                           ids, embeds[:, 3:], **options)  # the ids beside: kept in front of the new tokens
     _same_output(expected, got)
     assert got.sequences.tolist()[1][:5] == ids.tolist()[1]
+    penalties, outputs = dict(max_new_tokens=6, repetition_penalty=1.5, no_repeat_ngram_size=2), []
+    for generate, e in ((reference.generate, embeds), (model.generate, ml.tensor(embeds.numpy()))):
+        with warnings.catch_warnings(record=True) as caught:  # they see the new tokens only: said, as there
+            warnings.simplefilter("always")
+            outputs.append(generate(inputs_embeds=e, **penalties).tolist())
+        assert sum("newly generated tokens" in str(w.message) for w in caught) == 2
+    assert outputs[1] == outputs[0]
 
 
 def test_generate_max_time_as_transformers():

@@ -602,6 +602,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
          ("min_p", min_p), ("use_cache", use_cache), ("repetition_penalty", repetition_penalty),
          ("num_return_sequences", num_return_sequences)))
     no_repeat_ngram_size = _resolved("no_repeat_ngram_size", no_repeat_ngram_size, own)
+    if embeds is not None and ids.shape[1] == 0:
+        _warn_penalties_miss_the_prompt(repetition_penalty, no_repeat_ngram_size)
     beam_only = dict(length_penalty=length_penalty, early_stopping=early_stopping)
     num_beams, length_penalty, early_stopping = (_resolved(name, value, own) for name, value in (
         ("num_beams", num_beams), ("length_penalty", length_penalty), ("early_stopping", early_stopping)))
@@ -788,6 +790,16 @@ class MaxTimeCriteria(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs):
         return time.time() - self.initial_timestamp > self.max_time
+
+
+def _warn_penalties_miss_the_prompt(repetition_penalty, no_repeat_ngram_size):
+    """A prompt given as embeddings alone has no ids: the penalties see the new tokens only (transformers' warnings)."""
+    if repetition_penalty is not None and repetition_penalty != 1.0:
+        warnings.warn("Passing `repetition_penalty` with `inputs_embeds` and without `input_ids` to `generate` will "
+                      "apply the penalty only to newly generated tokens, not to the prompt.", UserWarning)
+    if no_repeat_ngram_size is not None and no_repeat_ngram_size > 0:
+        warnings.warn("Passing `no_repeat_ngram_size` with `inputs_embeds` and without `input_ids` to `generate` will "
+                      "apply n-gram constraints only to newly generated tokens, not to the prompt.", UserWarning)
 
 
 def _step_inputs(ids, embeds, start, unseen, step):
