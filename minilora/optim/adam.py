@@ -44,14 +44,14 @@ __all__ = ["Adam", "AdamW", "adamw_update"]
 GATHER_BELOW = 8192
 
 
-def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, beta2, eps,
-                 weight_decay, wide=None):
-    """One AdamW step on raw arrays, in place (``torch.optim.AdamW``'s single-tensor update).
+def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, beta2, eps, weight_decay):
+    """One AdamW step on raw arrays, in place (``torch.optim.AdamW``'s single-tensor update), the textbook way.
 
     ``param``, ``exp_avg``, ``exp_avg_sq`` are updated in place; ``grad`` is only read;
     ``scratch`` is a work array of the same shape (so the step allocates nothing). ``step`` is
     this parameter's step count, starting at 1. With ``weight_decay=0`` this is Adam's update.
-    ``wide``: a float64 work array of the same shape (allocated when not given), for the fused multiply-adds.
+    ``AdamW.step`` runs it on float64 parameters (within 1e-16 of torch's, which fuses two of the
+    multiply-adds); float32 ones run the same math rounded as torch's, ``adamw_update_as_torch``.
     """
     xp = xp_of(param)
     # EXERCISE 6.1: one AdamW step in place: weight decay, moments m and v, the bias-corrected update (use scratch)
@@ -59,54 +59,68 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, 
     # Decoupled weight decay: shrink every weight by the same factor, before the step.
     if weight_decay:
         param *= 1 - lr * weight_decay
-    wide = xp.empty(param.shape, np.float64) if wide is None else wide
-    _update_moments(grad, exp_avg, exp_avg_sq, scratch, wide, beta1, beta2)
+    # m <- m + (1 - beta1)(g - m), i.e. beta1 m + (1 - beta1) g   (torch: exp_avg.lerp_(grad, 1-beta1))
+    xp.subtract(grad, exp_avg, out=scratch)
+    scratch *= 1 - beta1
+    exp_avg += scratch
+    # v <- beta2 v + (1 - beta2) g^2
+    xp.multiply(grad, grad, out=scratch)
+    scratch *= 1 - beta2
+    exp_avg_sq *= beta2
+    exp_avg_sq += scratch
     # denom = sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - beta2^t) + eps   (eps outside the root)
     xp.sqrt(exp_avg_sq, out=scratch)
-    _add_step(param, exp_avg, scratch, wide, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    scratch /= math.sqrt(1 - beta2 ** step)
+    scratch += eps
+    # p <- p - lr * m_hat / denom, with m_hat = m / (1 - beta1^t)
+    xp.divide(exp_avg, scratch, out=scratch)
+    scratch *= -(lr / (1 - beta1 ** step))
+    param += scratch
     # END SOLUTION
 
 
-def _update_moments(grad, exp_avg, exp_avg_sq, scratch, wide, beta1, beta2):
-    """m <- lerp(m, g, 1 - beta1) and v <- beta2 v + (1 - beta2) g^2, in place, rounded as torch's
-    ``exp_avg.lerp_(grad, 1 - beta1)`` and ``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)``:
-    each a fused multiply-add where torch's build fuses (``float32_math.multiply_add_into``), the
-    addcmul's product as ``((1 - beta2) * g) * g``. Two roundings instead changed the last bit of 30% of
-    m and 2% of v (and of 0.6% of the weights after 3 steps)."""
-    xp, number = xp_of(grad), exp_avg.dtype.type  # (torch's scalars: in the tensor's dtype)
+def adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, beta2, eps,
+                          weight_decay, wide=None, max_exp_avg_sq=None):
+    """``adamw_update``'s math rounded as torch 2.13's CPU loop, which is what ``AdamW.step`` runs on
+    float32 parameters (float64 ones run the textbook ``adamw_update``, exercise 6.1): the same formulas, in place, without temporaries, and with
+    torch's roundings --
+
+    * ``exp_avg.lerp_(grad, 1 - beta1)`` and the ``addcmul_`` of ``v`` are fused multiply-adds where
+      ATen's build fuses (``float32_math.multiply_add_into``, per ``torch_cpu_capability()``); two
+      roundings instead changed the last bit of 30% of m and 2% of v (0.6% of the weights after 3 steps);
+    * addcmul's product is ``((1 - beta2) g) g``, addcdiv's quotient ``(value m) / denom`` in that order
+      (``m / denom * value`` changed 0.03% of the weights).
+
+    The weights still differ from torch's by one ulp where torch's float32 ``sqrt`` (MKL's, not correctly
+    rounded: ~20% of roots) does (0.18% of the weights after 3 steps). ``wide``: a float64 work array of
+    the parameter's shape for the fused multiply-adds (allocated when not given). ``max_exp_avg_sq``:
+    ``amsgrad=True``'s running maximum of v (Reddi et al.), whose root is the denominator instead -- torch's
+    ``torch.maximum(max_v, v, out=max_v)`` before ``denom``: a weight's step never grows because its
+    gradients got smaller. Costs ~20% more than two roundings (NumPy's float32<->float64 casts)."""
+    xp, number = xp_of(param), param.dtype.type
+    if weight_decay:
+        param *= 1 - lr * weight_decay
+    wide = xp.empty(param.shape, np.float64) if wide is None else wide
     xp.subtract(grad, exp_avg, out=scratch)  # m + w (g - m): torch's lerp for its weight below 0.5
     float32_math.multiply_add_into(number(1 - beta1), scratch, exp_avg, exp_avg, wide)
     xp.multiply(grad, number(1 - beta2), out=scratch)
     exp_avg_sq *= number(beta2)
     float32_math.multiply_add_into(grad, scratch, exp_avg_sq, exp_avg_sq, wide)
-
-
-def _add_step(param, exp_avg, denom, wide, *, step, lr, beta1, beta2, eps):
-    """p <- p - lr * m_hat / (root / sqrt(1 - beta2^t) + eps) with ``denom`` holding the root: torch's
-    ``denom = (root / bias_correction2_sqrt).add_(eps)``, ``param.addcdiv_(exp_avg, denom, value=-step_size)``
-    (``(value * m) / denom``, in that order; ``m / denom * value`` changed 0.03% of the weights). The quotient
-    is kept in the float64 work array ``wide`` (its first half, for float32)."""
-    denom /= math.sqrt(1 - beta2 ** step)
-    denom += eps
-    quotient = wide.reshape(-1).view(denom.dtype)[:denom.size].reshape(denom.shape)
-    xp_of(denom).multiply(exp_avg, denom.dtype.type(-(lr / (1 - beta1 ** step))), out=quotient)  # m_hat = m / (1 - beta1^t)
-    quotient /= denom
+    if max_exp_avg_sq is not None:
+        xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    xp.sqrt(exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq, out=scratch)
+    scratch /= math.sqrt(1 - beta2 ** step)
+    scratch += eps
+    quotient = wide.reshape(-1).view(param.dtype)[:param.size].reshape(param.shape)  # wide's first half
+    xp.multiply(exp_avg, number(-(lr / (1 - beta1 ** step))), out=quotient)
+    quotient /= scratch
     param += quotient
 
 
 def amsgrad_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay):
-    """``adamw_update`` with ``amsgrad=True`` (whole arrays, in place): the denominator uses ``max_exp_avg_sq``,
-    the largest ``v`` seen so far, so a weight's step never grows because its gradients became smaller
-    (Reddi et al.). torch's order of operations: ``torch.maximum(max_v, v, out=max_v)``, then
-    ``denom = sqrt(max_v) / sqrt(1 - beta2^t) + eps``."""
-    xp = xp_of(param)
-    if weight_decay:
-        param *= 1 - lr * weight_decay
-    scratch, wide = xp.empty_like(param), xp.empty(param.shape, np.float64)
-    _update_moments(grad, exp_avg, exp_avg_sq, scratch, wide, beta1, beta2)
-    xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-    xp.sqrt(max_exp_avg_sq, out=scratch)
-    _add_step(param, exp_avg, scratch, wide, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    """``adamw_update_as_torch`` with ``amsgrad=True`` on whole arrays, in place."""
+    adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, xp_of(param).empty_like(param), step=step, lr=lr,
+                          beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, max_exp_avg_sq=max_exp_avg_sq)
 
 
 def _fused_multiply_add(a, b, c):
@@ -257,8 +271,12 @@ class Adam(Optimizer):
                                beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0)
                 continue
             scratch, wide = (w[:param.size] for w in work) if work else (xp_of(param).empty_like(param), None)
-            adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, step=step, lr=group["lr"], beta1=beta1,
-                         beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0, wide=wide)
+            hyper = dict(step=step, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                         weight_decay=wd if decoupled else 0.0)
+            if param.dtype == np.float64:  # the textbook update (exercise 6.1): within 1e-16 of torch's FMAs
+                adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, **hyper)
+            else:  # float32: torch's roundings, bit for bit but for its MKL sqrt
+                adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, scratch, wide=wide, **hyper)
 
     def _update_spans(self, tasks, spans):
         """Update one thread's share of the flat ``tasks``: its ``(task, start, stop)`` spans, slice by slice."""
