@@ -1826,8 +1826,12 @@ class Tensor:
         store = None if inputs is None else _InputsGradStore(gradient, inputs)  # .grad of those only
         watched = _grads_before()  # leaves with post-accumulate-grad hooks (DistributedDataParallel)
         # (parallel.computing: BLAS on one thread while minilora computes, minilora/parallel.py)
-        with parallel.computing(), backward_over_inputs(store is not None):
-            _run_backward(self, gradient, bool(retain_graph), store)
+        if store is None and not _mode.inputs_chosen:  # (the usual pass: no second context, ~1 us a call)
+            with parallel.computing():
+                _run_backward(self, gradient, bool(retain_graph), store)
+        else:
+            with parallel.computing(), backward_over_inputs(store is not None):
+                _run_backward(self, gradient, bool(retain_graph), store)
         _run_post_accumulate_grad_hooks(watched)
 
     def register_hook(self, hook):
