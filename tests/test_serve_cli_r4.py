@@ -220,8 +220,8 @@ def test_the_prompt_as_inputs_or_nothing_as_transformers(pair):
         pair[1].generate(np.array(PROMPT), inputs=np.array(PROMPT), max_new_tokens=2)
 
 
-@pytest.mark.parametrize("option", ["max_time", "constraints", "force_words_ids", "penalty_alpha",
-                                    "prompt_lookup_num_tokens", "dola_layers"])
+@pytest.mark.parametrize("option", ["constraints", "force_words_ids", "penalty_alpha",  # (max_time: now taken,
+                                    "prompt_lookup_num_tokens", "dola_layers"])    # tests/test_hf_offpath_r10.py)
 def test_transformers_options_minilora_lacks_are_refused_by_name_not_called_typos(pair, option):
     """transformers' generate takes these; minilora said 'not used by the model (typos...)'."""
     value = [[1]] if option in ("constraints", "force_words_ids") else 3
