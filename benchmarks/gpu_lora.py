@@ -137,6 +137,43 @@ def sm_clock():
     return f"SM clock {fields[0]} (max {fields[1]}), {fields[2]} C, {fields[3]}"
 
 
+# Dense fp32 (non-tensor-core) peak and HBM bandwidth per GPU, from NVIDIA's data sheets; the "of peak"
+# columns divide by these. The lent machines are H100 SXM and H200: an H100's memory is 30% slower than an
+# H200's, so one table of percentages for both would be wrong for one of them. Matched in order, first hit.
+PEAKS = (  # (name contains, fp32 TFLOP/s, GB/s)
+    ("H200", 67.0, 4800.0),
+    ("H100 NVL", 60.0, 3900.0),
+    ("H100 PCIe", 51.0, 2000.0),
+    ("H100", 67.0, 3350.0),  # SXM5, "NVIDIA H100 80GB HBM3"
+    ("A100-SXM4-80GB", 19.5, 2039.0),
+    ("A100", 19.5, 1555.0),
+)
+
+
+def default_peaks(gpu_name):
+    """(fp32 TFLOP/s, GB/s) for a device name, or None for a GPU not in PEAKS (pass --peak-* then)."""
+    for key, tflops, gbs in PEAKS:
+        if key.lower() in gpu_name.lower():
+            return tflops, gbs
+    return None
+
+
+def resolve_peaks(args, gpu_name):
+    """Fill --peak-tflops/--peak-gbs left unset from the device name; say where the numbers came from."""
+    known = default_peaks(gpu_name)
+    source = f"data sheet of {gpu_name}" if known else f"{gpu_name} not in PEAKS: H200's, set --peak-* to fix"
+    tflops, gbs = known or (67.0, 4800.0)
+    if args.peak_tflops is None:
+        args.peak_tflops = tflops
+    else:
+        source = "given"
+    if args.peak_gbs is None:
+        args.peak_gbs = gbs
+    else:
+        source = "given"
+    return source
+
+
 # ---- LoRA ----------------------------------------------------------------------------------------
 def lora_flops(r, backward):
     fwd = 2 * M * N * K + 2 * M * K * r + 2 * M * N * r
@@ -526,8 +563,10 @@ def main(argv=None):
     parser.add_argument("--budget-s", type=float, default=360.0,
                         help="time budget: past it, each table stops after 3 rounds and whole sections are "
                              "skipped (said so in RESULTS.md); default 360")
-    parser.add_argument("--peak-tflops", type=float, default=67.0, help="fp32 dense peak (H200: 67)")
-    parser.add_argument("--peak-gbs", type=float, default=4800.0, help="HBM bandwidth in GB/s (H200: 4800)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="fp32 dense peak in TFLOP/s (default: from the device name, PEAKS; H100/H200: 67)")
+    parser.add_argument("--peak-gbs", type=float, default=None,
+                        help="HBM bandwidth in GB/s (default: from the device name; H100 SXM 3350, H200 4800)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     parser.add_argument("--tests", default="", help="summary line of the CUDA test run (gpu_check.sh passes it)")
     parser.add_argument("--choice-out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -543,6 +582,7 @@ def main(argv=None):
 
     props = cupy.cuda.runtime.getDeviceProperties(0)
     gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    peaks_source = resolve_peaks(args, gpu)
     timer = Timer(cupy, int(props.get("l2CacheSize", 64 << 20)), time.monotonic() + args.budget_s)
     sections = [f"# GPU benchmark results\n\n{gpu}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, "
                 f"CuPy {cupy.__version__}, Python {platform.python_version()}, "
@@ -550,7 +590,8 @@ def main(argv=None):
                 f"Command: `python benchmarks/gpu_lora.py{' --quick' if args.quick else ''}`; per table, up to "
                 f"{repeats} interleaved rounds (order rotating) after {args.warmup} warm-up runs, L2 flushed "
                 f"before every run, CUDA events; median and min. fp32 everywhere is fp32 (CUPY_TF32=0, torch "
-                f"allow_tf32=False). Peaks assumed: {args.peak_tflops} TFLOP/s fp32, {args.peak_gbs:.0f} GB/s. "
+                f"allow_tf32=False). Peaks assumed: {args.peak_tflops} TFLOP/s fp32, {args.peak_gbs:.0f} GB/s "
+                f"({peaks_source}). "
                 f"Before: {sm_clock()}."]
     sections.append(bf16_tensor_support(cupy))
     if args.tests:

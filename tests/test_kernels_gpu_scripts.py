@@ -4,6 +4,7 @@ the one run a GPU session gets does not die on the script itself (every table is
 written).  A real GPU run is benchmarks/gpu_check.sh."""
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,7 @@ cuda = _types.SimpleNamespace(runtime=runtime, Event=_Event, Device=_Device,
 # Runs gpu_lora.main with "cuda" mapped to the emulator (kernels) and to the CPU (torch), at tiny sizes.
 DRIVER = """\
 import sys
+import types
 sys.path[:0] = [{FAKE_DIR!r}, {BENCH!r}]  # the stand-in "cupy" first
 import numpy as np, torch
 from minilora import kernels
@@ -97,3 +99,18 @@ def test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy(tmp_path):
     assert "host µs per call" in text
     # the stand-in is no CuPy 14: the header says minilora's bf16 tensors are not available, plainly
     assert "minilora bfloat16 tensors: **not available** -- CuPy fake has no bfloat16" in text
+
+
+def test_the_peaks_follow_the_lent_gpu(monkeypatch):
+    """The "of peak" columns divide by the lent GPU's data-sheet numbers: an H100 SXM's HBM (3350 GB/s) is 30%
+    slower than an H200's (4800), so H200 numbers on an H100 would understate its bandwidth use by a third."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import gpu_lora as g
+    assert g.default_peaks("NVIDIA H100 80GB HBM3") == (67.0, 3350.0)
+    assert g.default_peaks("NVIDIA H200") == (67.0, 4800.0)
+    assert g.default_peaks("NVIDIA H100 PCIe") == (51.0, 2000.0)
+    assert g.default_peaks("fake GPU") is None
+    args = types.SimpleNamespace(peak_tflops=None, peak_gbs=None)
+    assert "data sheet" in g.resolve_peaks(args, "NVIDIA H100 80GB HBM3") and args.peak_gbs == 3350.0
+    args = types.SimpleNamespace(peak_tflops=60.0, peak_gbs=None)
+    assert g.resolve_peaks(args, "NVIDIA H200") == "given" and (args.peak_tflops, args.peak_gbs) == (60.0, 4800.0)
