@@ -557,8 +557,10 @@ def test_conv_refusals_name_the_problem():
         return nn.Sequential(nn.Conv1d(2, 3, 3, dilation=2, dtype=dtype))
     with pytest.raises(ValueError, match="dilation"):
         ml_peft.get_peft_model(dilated(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["0"]))
+    def grouped(nn, dtype):  # (16-bit DoRA convs are PEFT's since r11: tests/test_peft_hf_offpath_r11.py)
+        return nn.Sequential(nn.Conv2d(4, 4, 3, groups=2, dtype=dtype))
     with pytest.raises(NotImplementedError, match="use_dora"):
-        ml_peft.get_peft_model(cnn(ml.nn, ml.bfloat16), ml_peft.LoraConfig(target_modules=["conv1"], use_dora=True))
+        ml_peft.get_peft_model(grouped(ml.nn, ml.float32), ml_peft.LoraConfig(target_modules=["0"], use_dora=True))
     theirs_base, ours_base = pair(cnn)
     with pytest.raises(ValueError, match="Unknown initialization"):
         peft.get_peft_model(theirs_base, peft.LoraConfig(target_modules=["conv1"], init_lora_weights="pissa"))

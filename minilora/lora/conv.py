@@ -9,7 +9,8 @@ are PEFT's (``conv.lora_A.default.weight`` ``[r, in, kh, kw]``).
 As PEFT, lora_A takes neither the base's dilation nor its padding_mode (it pads with zeros). With a
 dilation PEFT's two branches disagree in shape and its forward fails; minilora refuses at creation.
 DoRA (``use_dora=True``) as PEFT's DoraConv2dLayer: one magnitude per output channel, stored
-``[1, out, 1, 1]`` (Conv1d: ``[1, out, 1]``), over the norm of each output channel's whole kernel.
+``[1, out, 1, 1]`` (Conv1d: ``[1, out, 1]``), over the norm of each output channel's whole kernel; on a
+float16/bfloat16 base each op of that norm rounds to 16 bits where PEFT's does (as ``lora.Linear``'s).
 Weight-mutating inits (PiSSA, OLoRA, ...) are refused with PEFT's ValueError.
 """
 import warnings
@@ -20,7 +21,7 @@ from ..nn import Conv2d as _NNConv2d
 from ..nn import Identity, Module, init
 from ..tensor import Tensor
 from .inits import init_name
-from .layers import DoraMagnitude, Linear, _redraw_A, _to_base_dtype, _with_delta
+from .layers import DoraMagnitude, Linear, _dora_norm_rounded, _redraw_A, _row_norm, _to_base_dtype, _with_delta
 
 __all__ = ["Conv1d", "Conv2d"]
 
@@ -53,8 +54,9 @@ class _ConvNd(Linear):
             if config.lora_bias:
                 init.zeros_(self.lora_B[adapter_name].bias)
         _to_base_dtype((self.lora_A[adapter_name], self.lora_B[adapter_name]), W0)
-        if config.use_dora:  # m starts at the norm of W0 + s B A: the model is unchanged by it
-            norms = self._channel_norm(base.weight._array, self.scaling[adapter_name] * self._BA(adapter_name))
+        if config.use_dora:  # m starts at the norm of W0 + s B A: the model is unchanged by it (PEFT takes it
+            # while the adapter still has the base's dtype: a 16-bit base rounds each op to 16 bits)
+            norms = self._channel_norms(adapter_name, W0.dtype)
             self.lora_magnitude_vector[adapter_name] = DoraConvMagnitude(
                 Tensor(norms.reshape(self._magnitude_shape()), dtype=W0.dtype, device=W0.device), type(base).__name__)
         self.set_adapter(self.active_adapters)
@@ -63,11 +65,13 @@ class _ConvNd(Linear):
         """PEFT's ``[1, out, 1, ...]``: the norm taken with keepdim over [out, in, *kernel], transposed."""
         return (1, self.out_features) + (1,) * (self.base_layer.weight.ndim - 2)
 
-    @staticmethod
-    def _channel_norm(W, delta):
-        """``||W + delta||`` over each output channel's [in, *kernel] (a plain array [out])."""
-        total = dtypes.upcast(W) + delta
-        return (total * total).reshape(total.shape[0], -1).sum(axis=1) ** 0.5
+    def _channel_norms(self, adapter_name, dtype):
+        """PEFT's DoRA weight norm ``||W0 + s B A||`` over each output channel's [in, *kernel] (a plain array
+        [out]) computed in ``dtype``: 16-bit rounds B A, s * (B A) and the sum, as PEFT's ops there."""
+        W = self.base_layer.weight._array
+        rows = W.shape[0]
+        return _dora_norm_rounded(W.reshape(rows, -1), self._BA(adapter_name).reshape(rows, -1),
+                                  self.scaling[adapter_name], dtype)
 
     def adapter_forward(self, x):
         """``conv(x, W0) + b + s * B(A(dropout(x)))`` for each active adapter, PEFT's loop: each branch on
@@ -87,7 +91,9 @@ class _ConvNd(Linear):
         the output so far without the bias (with dropout: the base conv of the dropped-out x', no bias) and
         n = ||W0 + s B A|| per output channel, a constant (no gradient, DoRA paper section 4.3)."""
         base, s = self.base_layer, self.scaling[name]
-        norm = self._channel_norm(base.weight._array, s * self._BA(name)).reshape(self._magnitude_shape())
+        # PEFT adds the base weight, not cast, to the adapter-dtype update: the norm's dtype is the promoted one
+        dtype = dtypes.promote_types(base.weight.dtype, self.lora_A[name].weight.dtype)
+        norm = self._channel_norms(name, dtype).reshape(self._magnitude_shape())
         mag_scale = self.lora_magnitude_vector[name].weight / Tensor._make(norm, result.device, False, None)
         dropout = self.lora_dropout[name]
         if self.training and not isinstance(dropout, Identity):  # PEFT's test
@@ -131,7 +137,8 @@ class _ConvNd(Linear):
         if adapter_name not in self.lora_magnitude_vector:
             return _with_delta(W, delta, unmerge, safe_merge)
         if not unmerge:
-            self._dora_merge_norms[adapter_name] = self._channel_norm(self._unmerged_weight(), delta)
+            merged = self._unmerged_weight() + delta
+            self._dora_merge_norms[adapter_name] = _row_norm(merged.reshape(merged.shape[0], -1))
         magnitude = self.lora_magnitude_vector[adapter_name].weight._array.reshape(-1)
         factor = (magnitude / self._dora_merge_norms[adapter_name]).reshape((-1,) + (1,) * (W.ndim - 1))
         return W / factor - delta if unmerge else factor * (W + delta)
@@ -152,9 +159,9 @@ class DoraConvMagnitude(DoraMagnitude):
 def _check_convolution(base, config, r):
     """What PEFT's lora conv layers refuse (their words), and the settings where its A branch cannot
     follow the base convolution (refused here, with the reason)."""
-    if config.use_dora and (base.groups > 1 or base.weight.dtype.itemsize == 2):
-        raise NotImplementedError(f"use_dora on a {type(base).__name__} with groups={base.groups} or a 16-bit "
-                                  f"weight ({base.weight.dtype}) is not implemented in minilora")
+    if config.use_dora and base.groups > 1:  # PEFT runs it, but its B A there mixes the groups' channels
+        raise NotImplementedError(f"use_dora on a {type(base).__name__} with groups={base.groups} is not "
+                                  "implemented in minilora")
     if any(d != 1 for d in base.dilation):
         raise ValueError(f"LoRA on a {type(base).__name__} with dilation={base.dilation} is not supported: "
                          "PEFT's lora_A convolution has no dilation, so its output shape differs from the base "
