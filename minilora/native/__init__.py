@@ -1,0 +1,148 @@
+"""Compile a C file with the system compiler on first use, cache the shared library, load it with ctypes.
+
+One place for it: ``float32_math``'s kernels (``float32_kernels.c``, below) and the CUDA emulator's builds
+(``emulator.py``: its ``digest`` and ``compile_atomically``) go through here. A library lives in the cache
+under a name keyed by the source's hash, the compiler (its path, size and date) and the flags, so each
+source compiles once per machine and cache (CI points ``MINILORA_CACHE_DIR`` at one folder a run: one
+compile a run), written under a temporary name and renamed, with a lock file around the compile so that
+processes starting together (pytest's workers) compile it once and the others wait and load it.
+
+Nothing here is needed: no compiler, a compiler that fails, a library that does not load, or
+``MINILORA_NATIVE=0``, and ``load`` returns None with the reason in ``why_unavailable`` -- the caller
+runs its NumPy code, which gives the same numbers. Compiler: ``$CC``, else ``cc``.
+"""
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+__all__ = ["cache_dir", "digest", "compile_atomically", "CompileFailed", "load", "why_unavailable",
+           "FLOAT32_KERNELS", "address"]
+
+FLOAT32_KERNELS = Path(__file__).with_name("float32_kernels.c")
+# IEEE arithmetic as written: no contraction of a * b + c into an FMA (the source calls fmaf() where
+# SLEEF fuses), no -ffast-math reassociation or dropped signed zeros and NaNs. -fno-trapping-math (no FP
+# exception is ever unmasked here) only lets GCC turn the ternaries into vector selects; -O3 vectorizes.
+_FLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+_VERSION = "1"  # bump to rebuild every cached library
+_LOCK = threading.Lock()
+why_unavailable = {}  # source name -> why load() returned None
+
+
+class CompileFailed(RuntimeError):
+    """The compiler could not be run or rejected the source (the message holds its output)."""
+
+
+def cache_dir():
+    """Where compiled libraries live: ``$MINILORA_CACHE_DIR``, else ``$XDG_CACHE_HOME/minilora/native``
+    (``~/.cache`` without it)."""
+    if os.environ.get("MINILORA_CACHE_DIR"):
+        return Path(os.environ["MINILORA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "minilora" / "native"
+
+
+def digest(*parts):
+    """A short hash of ``parts`` (bytes, or anything ``str()`` spells), for a cache key."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def compile_atomically(cmd, output, before_rename=None):
+    """Run the compiler command ``cmd`` writing to a temporary name beside ``output``, then rename it
+    there: a concurrent build or load never sees half a file. ``before_rename(tmp)`` runs first.
+    Raises ``CompileFailed`` with the compiler's output."""
+    output = Path(output)
+    tmp = output.with_name(f"{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        res = subprocess.run([*cmd, "-o", str(tmp)], capture_output=True, text=True)
+    except OSError as exc:  # (no such compiler)
+        raise CompileFailed(f"cannot run {cmd[0]}: {exc.strerror}") from None
+    if res.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise CompileFailed(res.stderr.strip())
+    if before_rename is not None:
+        before_rename(tmp)
+    os.replace(tmp, output)
+
+
+def _cpu_flags():
+    """The target flags for this CPU's vector units (from NumPy's table of its features), so that GCC
+    vectorizes with them and compiles fmaf() to the instruction. They are part of the cache key: a cache
+    shared with another CPU builds its own library."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # (NumPy 1.x)
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    if all(features.get(f) for f in ("AVX512F", "AVX512VL", "AVX512BW", "AVX512DQ", "FMA3")):
+        return ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mprefer-vector-width=512"]
+    if features.get("AVX2") and features.get("FMA3"):
+        return ["-mavx2", "-mfma"]
+    return []
+
+
+def _compiler():
+    """(command, identity for the key): ``$CC`` or ``cc``; its resolved path, size and date as identity
+    (a stat, not a subprocess, at each process's first use)."""
+    cc = os.environ.get("CC") or "cc"
+    found = shutil.which(cc)
+    if found is None:
+        raise CompileFailed(f"no C compiler: {cc!r} is not on PATH (set CC)")
+    real = os.path.realpath(found)
+    stat = os.stat(real)
+    return cc, (real, stat.st_size, stat.st_mtime_ns)
+
+
+def _library(source):
+    """The cached shared library of ``source``, compiled if it is not there yet."""
+    cc, identity = _compiler()
+    flags = _FLAGS + _cpu_flags()
+    code = source.read_bytes()
+    folder = cache_dir()
+    library = folder / f"{source.stem}-{digest(_VERSION, code, identity, *flags)}.so"
+    if library.is_file():
+        return library
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompileFailed(f"cannot create the cache folder {folder} ({exc.strerror}); set MINILORA_CACHE_DIR")
+    with open(folder / "native.lock", "w") as lock:
+        _hold(lock)  # another process may be compiling it: wait for it, then find it there
+        if not library.is_file():
+            compile_atomically([cc, *flags, str(source), "-lm"], library)
+    return library
+
+
+def _hold(lock_file):
+    try:
+        import fcntl
+    except ImportError:  # (Windows: no lock; a second compile writes the same file)
+        return
+    fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+
+
+def load(source=FLOAT32_KERNELS):
+    """The ctypes library of a C ``source`` (compiled on first use, then cached), or None when native code
+    is off (``MINILORA_NATIVE=0``) or cannot be built or loaded: the reason is in ``why_unavailable``."""
+    with _LOCK:
+        name = Path(source).name
+        if os.environ.get("MINILORA_NATIVE", "1") == "0":
+            why_unavailable[name] = "MINILORA_NATIVE=0"
+            return None
+        try:
+            return ctypes.CDLL(str(_library(Path(source))))
+        except (CompileFailed, OSError) as exc:
+            why_unavailable[name] = str(exc)
+            return None
+
+
+def address(a):
+    """The data pointer of a NumPy array, for a ctypes call."""
+    return a.__array_interface__["data"][0]
+

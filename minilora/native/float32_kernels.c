@@ -1,0 +1,237 @@
+/* torch's float32 SLEEF kernels (Sleef_expf16_u10, expm1f, tanhf, log1pf as ATen's Vectorized<float>
+ * runs them), written scalar, step for step as minilora/float32_math.py's NumPy port writes them: the port
+ * is the reference a learner reads, this file the same steps at C speed. Every float operation rounds as
+ * SLEEF's vector code rounds it: fmaf() exactly where SLEEF (and the port) fuses, and nowhere else
+ * (minilora/native/__init__.py compiles it with -ffp-contract=off and without -ffast-math, so GCC neither
+ * fuses nor reorders; it may vectorize the loops, which changes no bit). A select is a ternary, so that
+ * the loops stay branch-free and vectorize.
+ *
+ * Each kernel maps n contiguous floats; the caller (float32_math) splits big arrays across threads and
+ * redoes torch's scalar tail (C's functions, not SLEEF's) in NumPy. */
+#include <math.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+
+typedef struct { float hi, lo; } df;  /* a double-float: the unevaluated sum hi + lo */
+
+static inline uint32_t bits_of(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static inline float float_of(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+/* rint(x) for |x| < 2^22 (ties to even), as the port's 1.5 * 2^23 trick: x + C - C */
+static inline float round_to_int(float x) { return (x + 12582912.0f) - 12582912.0f; }
+
+/* 2^k as float32 for an integer-valued float k in [-126, 127], from its bits */
+static inline float pow2(float k) { return float_of((uint32_t)((int32_t)k + 127) << 23); }
+
+/* SLEEF's ldexp2kf: x 2^k in two steps (each factor a normal float), k clipped to [-150, 150] first
+ * (NaN: 0); the halves as an arithmetic shift right (floor), as the port's k >> 1 */
+static inline float scale_by_pow2(float x, float q) {
+    int32_t k = (int32_t)(q > 150.0f ? 150.0f : q < -150.0f ? -150.0f : q == q ? q : 0.0f);
+    int32_t half = k >> 1;
+    return x * pow2((float)half) * pow2((float)(k - half));
+}
+
+/* ---- Sleef_expf16_u10 ------------------------------------------------------------------------ */
+#define R_LN2 1.442695040888963407359924681001892137426645954152985934135449406931f
+#define L2U 0.693145751953125f
+#define L2L 1.428606765330187045e-06f
+
+static inline float sleef_exp(float d) {
+    float q = round_to_int(d * R_LN2);
+    float s = fmaf(q, -L2U, d);
+    s = fmaf(q, -L2L, s);
+    float u = 0.000198527617612853646278381f;
+    u = fmaf(u, s, 0.00139304355252534151077271f);
+    u = fmaf(u, s, 0.00833336077630519866943359f);
+    u = fmaf(u, s, 0.0416664853692054748535156f);
+    u = fmaf(u, s, 0.166666671633720397949219f);
+    u = fmaf(u, s, 0.5f);
+    u = fmaf(s * s, u, s);
+    u = u + 1.0f;
+    u = scale_by_pow2(u, q);
+    u = d < -104.0f ? 0.0f : u;
+    u = d > 100.0f ? INFINITY : u;
+    return d != d ? d : u;
+}
+
+/* ---- double-float arithmetic, SLEEF's df* (the port's _df_*) ---------------------------------- */
+static inline df df_add_float(df x, float y) {
+    float hi = x.hi + y, v = hi - x.hi;
+    return (df){hi, ((x.hi - (hi - v)) + (y - v)) + x.lo};
+}
+static inline df df_add(df x, df y) {
+    float hi = x.hi + y.hi, v = hi - x.hi;
+    return (df){hi, ((x.hi - (hi - v)) + (y.hi - v)) + (x.lo + y.lo)};
+}
+static inline df df_mul_float(df x, float y) {
+    float hi = x.hi * y;
+    return (df){hi, fmaf(x.lo, y, fmaf(x.hi, y, -hi))};
+}
+static inline df df_mul(df x, df y) {
+    float hi = x.hi * y.hi;
+    return (df){hi, fmaf(x.hi, y.lo, fmaf(x.lo, y.hi, fmaf(x.hi, y.hi, -hi)))};
+}
+static inline df df_square(df x) {
+    float hi = x.hi * x.hi;
+    return (df){hi, fmaf(x.hi + x.hi, x.lo, fmaf(x.hi, x.hi, -hi))};
+}
+static inline df df_reciprocal(df d) {
+    float hi = 1.0f / d.hi;
+    return (df){hi, hi * fmaf(-d.lo, hi, fmaf(-d.hi, hi, 1.0f))};
+}
+static inline df df_divide(df n, df d) {
+    float t = 1.0f / d.hi, hi = n.hi * t;
+    float u = fmaf(t, n.hi, -hi);
+    float lo = fmaf(-d.lo, t, fmaf(-d.hi, t, 1.0f));
+    return (df){hi, fmaf(hi, lo, fmaf(n.lo, t, u))};
+}
+
+/* SLEEF's expk2f: e^a as a double-float, 2^q e^s with e^s = 1 + s + s^2 (1/2 + s (1/6 + s P(s))) */
+static inline df expk2(float a) {
+    float q = round_to_int(a * R_LN2);
+    q = q > 150.0f ? 150.0f : q < -150.0f ? -150.0f : q == q ? q : 0.0f;
+    df s = df_add_float((df){a, 0.0f}, q * -L2U);
+    s = df_add_float(s, q * -L2L);
+    float u = 0.1980960224e-3f;
+    u = fmaf(u, s.hi, 0.1394256484e-2f);
+    u = fmaf(u, s.hi, 0.8333456703e-2f);
+    u = fmaf(u, s.hi, 0.4166637361e-1f);
+    df t = df_add_float(df_mul_float(s, u), 0.166666659414234244790680580464f);
+    t = df_add_float(df_mul(s, t), 0.5f);
+    t = df_add(s, df_mul(df_square(s), t));
+    float hi = 1.0f + t.hi;
+    t = (df){hi, ((1.0f - hi) + t.hi) + t.lo};
+    t.hi = a < -104.0f ? 0.0f : scale_by_pow2(t.hi, q);
+    t.lo = a < -104.0f ? 0.0f : scale_by_pow2(t.lo, q);
+    return t;
+}
+
+/* SLEEF's last selects in expm1 and log1p: -0.0 and NaN come out as they went in */
+static inline float keep_negative_zero_and_nan(float x, float out) {
+    return (x != x || bits_of(x) == 0x80000000u) ? x : out;
+}
+
+/* ---- Sleef_expm1f16_u10 ------------------------------------------------------------------------ */
+static inline float sleef_expm1(float a) {
+    df d = df_add_float(expk2(a), -1.0f);
+    float out = d.hi + d.lo;
+    out = a > 88.72283172607421875f ? INFINITY : out;
+    out = a < -16.635532333438687426013570f ? -1.0f : out;
+    return keep_negative_zero_and_nan(a, out);
+}
+
+/* ---- Sleef_tanhf16_u10 ------------------------------------------------------------------------- */
+static inline float sleef_tanh(float x) {
+    float magnitude = fabsf(x);
+    df e = expk2(magnitude), inverse = df_reciprocal(e);
+    df d = df_divide(df_add(e, (df){-inverse.hi, -inverse.lo}), df_add(e, inverse));
+    float out = d.hi + d.lo;
+    out = (magnitude > 8.664339742f || out != out) ? 1.0f : out;
+    out = copysignf(out, x);
+    return x != x ? x : out;
+}
+
+/* ---- Sleef_log1pf16_u10 (AVX-512's branch: the exponent from getexp) --------------------------- */
+static inline float sleef_log1p(float d) {
+    float scaled = (d + 1.0f) * (float)(1 / 0.75);
+    int32_t exponent = (int32_t)((bits_of(scaled) >> 23) & 0xff) - 127;  /* getexp: floor(log2 |v|) */
+    exponent = scaled == 0.0f ? -1 : exponent;  /* (the port's frexp of 0; NaN: overridden below) */
+    float e = (float)exponent;
+    float t = exponent < 127 ? pow2((float)-exponent)  /* 2^-e; 2^-127 and 2^-128 are subnormal */
+              : exponent == 127 ? 5.877471754111437540e-39f : 2.938735877055718770e-39f;
+    float m = fmaf(d, t, t - 1.0f);
+    df s = df_mul_float((df){0.69314718246459960938f, -1.904654323148236017e-09f}, e);
+    float two_plus_m = 2.0f + m;
+    df x = df_divide((df){m, 0.0f}, (df){two_plus_m, (2.0f - two_plus_m) + m});
+    float x2 = x.hi * x.hi;
+    float p = fmaf(fmaf(0.3027294874f, x2, 0.3996108174f), x2, 0.6666694880f);
+    float hi = s.hi + x.hi * 2;  /* s + 2x (SLEEF's dfadd, |s| >= |2x|), then + x^3 p */
+    s = (df){hi, (((s.hi - hi) + x.hi * 2) + s.lo) + x.lo * 2};
+    float tail = x2 * x.hi * p;
+    hi = s.hi + tail;
+    float out = hi + (((s.hi - hi) + tail) + s.lo);
+    out = d == INFINITY ? INFINITY : out;
+    out = d < -1.0f ? NAN : out;
+    out = d == -1.0f ? -INFINITY : out;
+    return keep_negative_zero_and_nan(d, out);
+}
+
+/* ---- the kernels float32_math calls (ctypes releases the GIL around each call) ----------------- */
+void ml_exp(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_exp(x[i]);
+}
+void ml_exp_of_negative(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_exp(-x[i]);
+}
+void ml_expm1(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_expm1(x[i]);
+}
+void ml_tanh(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_tanh(x[i]);
+}
+void ml_log1p(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_log1p(x[i]);
+}
+
+/* ---- whole formulas of torch's kernels, one pass each (float32_math's composites; their constants
+ * come from Python as floats, rounded there as the NumPy code rounds them) --------------------------- */
+void ml_sigmoid(const float *restrict x, float *restrict out, size_t n) {  /* 1 / (1 + exp(-x)) */
+    for (size_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + sleef_exp(-x[i]));
+}
+void ml_silu(const float *restrict x, float *restrict s, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) {  /* silu = x / (1 + exp(-x)), and s = sigmoid(x) for its backward */
+        float d = 1.0f + sleef_exp(-x[i]);
+        s[i] = 1.0f / d;
+        out[i] = x[i] / d;
+    }
+}
+void ml_elu(const float *restrict x, float *restrict out, size_t n, float alpha_scale, float scale,
+            float input_scale) {  /* x > 0 ? scale x : (alpha scale) expm1(input_scale x) */
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        out[i] = v > 0.0f ? v * scale : sleef_expm1(v * input_scale) * alpha_scale;
+    }
+}
+void ml_softplus(const float *restrict x, float *restrict out, size_t n, float beta, float threshold) {
+    for (size_t i = 0; i < n; i++) {  /* beta x > threshold ? x : log1p(exp(beta x)) / beta */
+        float scaled = x[i] * beta;
+        float soft = sleef_log1p(sleef_exp(scaled)) / beta;
+        out[i] = scaled > threshold ? x[i] : soft;
+    }
+}
+void ml_mish(const float *restrict x, float *restrict out, float *restrict t, size_t n) {
+    for (size_t i = 0; i < n; i++) {  /* t = tanh(log1p(exp(x))), mish = x t */
+        t[i] = sleef_tanh(sleef_log1p(sleef_exp(x[i])));
+        out[i] = x[i] * t[i];
+    }
+}
+void ml_gelu_tanh(const float *restrict x, float *restrict out, float *restrict t, size_t n, float beta,
+                  float kappa) {  /* t = tanh(beta fma(kappa, x^3, x)), gelu = (0.5 x) (1 + t) */
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        t[i] = sleef_tanh(beta * fmaf(kappa, v * v * v, v));
+        out[i] = (0.5f * v) * (1.0f + t[i]);
+    }
+}
+
+/* ---- a fused multiply-add, one rounding (torch's FMAs in backward formulas); a step of 0 repeats a
+ * number's one element ------------------------------------------------------------------------------ */
+void ml_fma(const float *a, size_t step_a, const float *b, size_t step_b, const float *c, size_t step_c,
+            float *out, size_t n) {
+    if (step_a && step_b && step_c) {
+        for (size_t i = 0; i < n; i++) out[i] = fmaf(a[i], b[i], c[i]);
+    } else if (step_a && step_b) {  /* (the common cases as loops that vectorize: fma(x, y, 1), ...) */
+        float c0 = c[0];
+        for (size_t i = 0; i < n; i++) out[i] = fmaf(a[i], b[i], c0);
+    } else if (step_b && !step_a && !step_c) {
+        float a0 = a[0], c0 = c[0];
+        for (size_t i = 0; i < n; i++) out[i] = fmaf(a0, b[i], c0);
+    } else {
+        for (size_t i = 0; i < n; i++) out[i] = fmaf(a[i * step_a], b[i * step_b], c[i * step_c]);
+    }
+}
+/* silu's backward, g s (1 + x (1 - s)) as torch's kernel rounds it: (g s) fma(x, 1 - s, 1) */
+void ml_silu_backward(const float *g, const float *restrict x, const float *restrict s, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = (g[i] * s[i]) * fmaf(x[i], 1.0f - s[i], 1.0f);
+}
