@@ -195,15 +195,26 @@ class LoraModel(_Wrapper):
 
     def __init__(self, model, config, adapter_name="default", state_dict=None):
         super().__init__()
-        if any(isinstance(module, BaseTunerLayer) for module in model.modules()):  # PEFT's warning
-            warnings.warn("You are trying to modify a model with PEFT for a second time. If you want to reload "
-                          "the model with a different config, make sure to call `.unload()` before.")
         self.model = model
-        self.peft_config = {}
+        self.peft_config = self._configs_of_earlier_tuner(model)
+        self.peft_config.pop(adapter_name, None)  # PEFT: a second get_peft_model replaces that adapter
         self.active_adapter = adapter_name
         self.targeted_module_names = []  # PEFT's: every module an adapter was injected into, in that order
         self.inject_adapter(adapter_name, config, state_dict=state_dict)
         self.set_adapter(adapter_name)
+        model.peft_config = self.peft_config  # PEFT's BaseTuner leaves its configs on the model
+
+    @staticmethod
+    def _configs_of_earlier_tuner(model):
+        """PEFT's BaseTuner: a model already wrapped (get_peft_model twice, from_pretrained twice on one base)
+        holds the earlier tuner's ``peft_config`` dict, and the new tuner shares it: both PeftModels then
+        see every adapter's config, and an adapter name given again is replaced in the layers (in both)."""
+        configs = model.__dict__.get("peft_config")
+        if not isinstance(configs, dict):
+            return {}
+        warnings.warn("Already found a `peft_config` attribute in the model. This will lead to having multiple "
+                      "adapters in the model. Make sure to know what you are doing!")
+        return configs
 
     @property
     def active_adapters(self):
@@ -224,7 +235,6 @@ class LoraModel(_Wrapper):
         if adapter_name == BASE_ADAPTER:
             raise ValueError(f"{BASE_ADAPTER!r} is reserved: it means 'no adapter' in adapter_names")
         _check_adapter_name(adapter_name)
-        self._refuse_foreign_adapter(adapter_name)
         config = self._resolve_targets(config)  # PEFT keeps (and resolves) the caller's own config object
         wrapped, targeted = self.wrapped_layer_names(), list(self.targeted_module_names)
         try:
@@ -327,16 +337,6 @@ class LoraModel(_Wrapper):
                     self._replace(key, _param_wrapper(module, param_name, adapter_name, config, r, alpha, name))
                 found.append(name)
         return found
-
-    def _refuse_foreign_adapter(self, adapter_name):
-        """Never overwrite an adapter that another ``PeftModel`` on the same base model put there."""
-        for module in self.model.modules():
-            if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper)) and adapter_name in module.adapter_names():
-                raise ValueError(
-                    f"this model already has an adapter named {adapter_name!r} (from an earlier get_peft_model "
-                    "or PeftModel.from_pretrained on the same base model); adding another under that name would "
-                    "replace its weights in both models. Pass another adapter_name, use the first model's "
-                    "load_adapter/add_adapter, or start from a freshly loaded base model.")
 
     def _candidate_modules(self):
         """(name, module) of the model, skipping what lives inside adapter layers (lora_A, copies...)."""
@@ -443,18 +443,17 @@ class LoraModel(_Wrapper):
         layer.update_layer(adapter_name, config, *self._rank_and_alpha(config, key))
 
     def _add_modules_to_save(self, adapter_name, config):
+        """Wrap every module whose full name ends with a modules_to_save entry. An entry matching nothing is
+        skipped without a word, as PEFT's ``_set_trainable`` does (one config serves several architectures:
+        ``["lm_head", "score"]``); ``PeftModel.modules_to_save`` still lists it."""
         for name in config.modules_to_save or ():
-            found = False
             for key, module in self._candidate_modules():
                 if not key.endswith(name):
                     continue
-                found = True
                 if isinstance(module, ModulesToSaveWrapper):
                     module.update(adapter_name)
                 else:
                     self._replace(key, ModulesToSaveWrapper(module, adapter_name))
-            if not found and name not in CLASSIFIER_MODULE_NAMES:  # (those PEFT adds for SEQ_CLS may be absent)
-                raise ValueError(f"modules_to_save entry {name!r} matches no module of the model")
 
     def _add_trainable_tokens(self, adapter_name, config):
         """``trainable_token_indices``: wrap the input embedding (a list of ids) or each named layer (a dict
@@ -733,6 +732,7 @@ class LoraModel(_Wrapper):
                 self._replace(key, module.original_module)
             elif isinstance(module, ModulesToSaveWrapper):
                 self._replace(key, module.original_module)
+        self.model.__dict__.pop("peft_config", None)
         return self.model
 
     def _unload(self, merge, adapter_names=None):
@@ -748,6 +748,7 @@ class LoraModel(_Wrapper):
             elif isinstance(module, ModulesToSaveWrapper):  # PEFT: the active copy, merged or not
                 active = module.active_adapter
                 self._replace(key, module.modules_to_save[active] if active else module.original_module)
+        self.model.__dict__.pop("peft_config", None)  # PEFT: no adapter left, so no "Already found" warning later
         return self.model
 
     # --- per-sample adapters ---------------------------------------------------------------------
@@ -1511,7 +1512,11 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
 
     PEFT's signature. The class returned follows ``peft_config.task_type`` (``PeftModelForCausalLM``
     for "CAUSAL_LM", ``PeftModel`` for None). A model that already has adapter layers gets PEFT's
-    warning, and an adapter name it already has is refused (its weights would be replaced)."""
+    warnings and, as there, shares the earlier PeftModel's configs; an adapter name it already has is
+    replaced in both models (see ``LoraModel._configs_of_earlier_tuner``)."""
+    if any(isinstance(module, BaseTunerLayer) for module in model.modules()):  # PEFT's warning
+        warnings.warn("You are trying to modify a model with PEFT for a second time. If you want to reload "
+                      "the model with a different config, make sure to call `.unload()` before.")
     if mixed:  # PEFT: before the task type, and without autocast_adapter_dtype
         return PeftMixedModel(model, peft_config, adapter_name)
     model_cls = _class_for_task(peft_config.task_type)
