@@ -26,8 +26,9 @@ What transformers users write works, with transformers' defaults::
               return_overflowing_tokens=True, return_offsets_mapping=True)   # the QA tutorial's call
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
-A folder whose tokenizer_config.json names ``LlamaTokenizer(Fast)`` tokenizes as transformers 5 does: that class
-rebuilds the pipeline around the file's vocabulary (see ``_llama_pipeline``), so "<s>user" is "<s>", "user".
+A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX: the table
+``_CLASS_RULES``) tokenizes as there: the class's pipeline around the file's vocabulary, so a Llama folder's
+"<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``).
 
 A call runs as in transformers' fast tokenizers: the ``tokenizers`` backend gets the call's truncation
 and padding (put back afterwards) and encodes the batch; its Encodings stay in the BatchEncoding.
@@ -46,7 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ByteTokenizer", "HFTokenizer", "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained",
+__all__ = ["ByteTokenizer", "HFTokenizer", "CodeLlamaTokenizer", "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained",
            "model_tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -222,6 +223,17 @@ def _special_token(kind):
     return property(get, set_, doc=f"The {kind} token as text (setting it sets ``{kind}_token_id``).")
 
 
+def _post_processor_flag(name):
+    """A flag (``add_bos_token``, ``add_eos_token``) whose setting rebuilds the post-processor."""
+    def get(self):
+        return getattr(self, f"_{name}")
+
+    def set_(self, value):
+        setattr(self, f"_{name}", value)
+        self._update_post_processor()
+    return property(get, set_)
+
+
 class _Tokenizer:
     """What both tokenizers share: special tokens by name, the batch call, padding, truncation,
     decoding, saving and chat templates, on top of each one's ``encode`` / ``decode`` /
@@ -239,14 +251,35 @@ class _Tokenizer:
     def __len__(self):
         return self.vocab_size
 
+    add_bos_token = _post_processor_flag("add_bos_token")
+    add_eos_token = _post_processor_flag("add_eos_token")
+
+    def _update_post_processor(self):
+        raise NotImplementedError  # abstract: each tokenizer applies the flags its own way
+
+    def _bos_eos_post_processor(self):
+        """transformers' update_post_processor: ``<s> $A </s>`` (pairs ``<s> $A </s> <s> $B </s>``), each special
+        token there only when its flag is set (a flag whose token is None is switched off)."""
+        from tokenizers import processors
+        self._add_bos_token = bool(self._add_bos_token and self.bos_token is not None)
+        self._add_eos_token = bool(self._add_eos_token and self.eos_token is not None)
+        bos = f"{self.bos_token}:0 " if self._add_bos_token else ""
+        eos = f" {self.eos_token}:0" if self._add_eos_token else ""
+        single = f"{bos}$A:0{eos}"
+        pair = (f"{single}{f' {self.bos_token}:1' if self._add_bos_token else ''} $B:1"
+                f"{f' {self.eos_token}:1' if self._add_eos_token else ''}")
+        special = [(token, self._token_id(token)) for token, on in ((self.bos_token, self._add_bos_token),
+                                                                    (self.eos_token, self._add_eos_token)) if on]
+        return processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
+
     # special tokens by name, as in transformers (tok.pad_token = tok.eos_token)
     bos_token, eos_token, pad_token, unk_token, sep_token, cls_token, mask_token = (
         _special_token(kind) for kind in SPECIAL_KINDS)
 
     @property
     def all_special_tokens(self):
-        """The named special tokens, then the extra ones (transformers' order)."""
-        named = [getattr(self, f"{kind}_token") for kind in SPECIAL_KINDS]
+        """The named special tokens, then the extra ones (transformers' order: bos, eos, unk, sep, pad, cls, mask)."""
+        named = [getattr(self, f"{kind}_token") for kind in TRANSFORMERS_SPECIAL_ORDER]
         return list(dict.fromkeys([t for t in named if t is not None] + list(self.extra_special_tokens)))
 
     @property
@@ -1149,6 +1182,10 @@ class ByteTokenizer(_Tokenizer):
     bos_token_id, eos_token_id, pad_token_id = 256, 257, 258
     special_tokens = {"<bos>": 256, "<eos>": 257, "<pad>": 258}
     vocab_size = 259
+    # add_special_tokens=True adds <bos> (the shipped model was trained so); ``tok.add_eos_token = True`` adds <eos>
+    # too, ``tok.add_bos_token = False`` drops <bos>: transformers' flags, as its tokenizer for the saved folder
+    # loaded with add_bos_token=True applies them (update_post_processor; the saved tokenizer.json follows them)
+    _add_bos_token, _add_eos_token = True, False
 
     def __init__(self):
         self._added = {}  # id -> _AddedToken, in the order added (tokenizers' AddedVocabulary)
@@ -1196,7 +1233,14 @@ class ByteTokenizer(_Tokenizer):
     def _encode(self, text, add_special_tokens):
         ids = [i for piece in self._split_on_added(text)
                for i in (piece.encode("utf-8") if isinstance(piece, str) else [piece[0]])]
-        return [self.bos_token_id] + ids if add_special_tokens else ids
+        return self._with_special_tokens(ids, [self.bos_token_id], [self.eos_token_id]) if add_special_tokens else ids
+
+    def _with_special_tokens(self, row, bos, eos):
+        """``row`` between the <bos> and <eos> the flags add (ids or token strings)."""
+        return (bos if self._add_bos_token else []) + row + (eos if self._add_eos_token else [])
+
+    def _update_post_processor(self):
+        self.__dict__.pop("_call_backend", None)  # (rebuilt with the flags' post-processor)
 
     def tokenize(self, text, pair=None, add_special_tokens=False):
         """The token strings (bytes as GPT-2's characters, an added token as the text it took), on the plain path
@@ -1207,7 +1251,7 @@ class ByteTokenizer(_Tokenizer):
         to_char = _byte_to_char()
         tokens = [token for piece in self._split_on_added(text)
                   for token in ([to_char[b] for b in piece.encode("utf-8")] if isinstance(piece, str) else [piece[1]])]
-        return [self.bos_token] + tokens if add_special_tokens else tokens
+        return self._with_special_tokens(tokens, [self.bos_token], [self.eos_token]) if add_special_tokens else tokens
 
     def _decode(self, token_ids, skip_special_tokens):
         """Text of the ids ``token_ids`` (a list). Special tokens are written as ``<eos>`` etc., or dropped
@@ -1263,7 +1307,7 @@ class ByteTokenizer(_Tokenizer):
         same ids for every text, except that ``<bos>`` / ``<eos>`` / ``<pad>`` written in the text itself are read
         as those tokens (not with ``text_reads_special_tokens=False``: the three are then plain vocabulary)."""
         try:
-            from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+            from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
         except ImportError:
             raise ImportError("save_pretrained needs the tokenizers package: pip install tokenizers") from None
         vocab = dict(_char_to_byte())  # (a copy: the special tokens may join it)
@@ -1276,8 +1320,7 @@ class ByteTokenizer(_Tokenizer):
             tokenizer.add_special_tokens(list(self.special_tokens))  # ids 256, 257, 258 in this order
         for token_id, token in sorted(self._added.items()):  # in id order: each new one gets the next id
             tokenizer.add_tokens([AddedToken(**token._asdict())])
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", self.bos_token_id)])
+        tokenizer.post_processor = self._bos_eos_post_processor()
         return tokenizer
 
     def __repr__(self):
@@ -1288,17 +1331,6 @@ class ByteTokenizer(_Tokenizer):
 def _is_token(value):
     """A string or a ``tokenizers.AddedToken`` (checked by name: the byte tokenizer needs no tokenizers package)."""
     return isinstance(value, str) or type(value).__name__ == "AddedToken"
-
-
-def _post_processor_flag(name):
-    """A flag (``add_bos_token``, ``add_eos_token``) whose setting rebuilds the post-processor."""
-    def get(self):
-        return getattr(self, f"_{name}")
-
-    def set_(self, value):
-        setattr(self, f"_{name}", value)
-        self._update_post_processor()
-    return property(get, set_)
 
 
 class HFTokenizer(_Tokenizer):
@@ -1328,27 +1360,12 @@ class HFTokenizer(_Tokenizer):
         return self.tokenizer.add_special_tokens(tokens) if special_tokens else self.tokenizer.add_tokens(tokens)
 
     # transformers' TokenizersBackend.add_bos_token / add_eos_token: False after loading (the file's post-processor
-    # decides what a call adds); setting either rebuilds the post-processor from both (update_post_processor), so
-    # the fine-tuning recipe's ``tok.add_eos_token = True`` alone gives "$A </s>", without the BOS the file added
+    # decides what a call adds; CodeLlama's add_bos_token is True); setting either rebuilds the post-processor from
+    # both, so the fine-tuning recipe's ``tok.add_eos_token = True`` alone gives "$A </s>", without the file's BOS
     _add_bos_token = _add_eos_token = False
-    add_bos_token = _post_processor_flag("add_bos_token")
-    add_eos_token = _post_processor_flag("add_eos_token")
 
     def _update_post_processor(self):
-        """transformers' update_post_processor: ``<s> $A </s>`` (pairs ``<s> $A </s> <s> $B </s>``), each special
-        token there only when its flag is set (a flag whose token is None is switched off)."""
-        from tokenizers import processors
-        self._add_bos_token = bool(self._add_bos_token and self.bos_token is not None)
-        self._add_eos_token = bool(self._add_eos_token and self.eos_token is not None)
-        bos = f"{self.bos_token}:0 " if self._add_bos_token else ""
-        eos = f" {self.eos_token}:0" if self._add_eos_token else ""
-        single = f"{bos}$A:0{eos}"
-        pair = (f"{single}{f' {self.bos_token}:1' if self._add_bos_token else ''} $B:1"
-                f"{f' {self.eos_token}:1' if self._add_eos_token else ''}")
-        special = [(token, self._token_id(token)) for token, on in ((self.bos_token, self._add_bos_token),
-                                                                    (self.eos_token, self._add_eos_token)) if on]
-        self.tokenizer.post_processor = processors.TemplateProcessing(single=single, pair=pair,
-                                                                      special_tokens=special)
+        self.tokenizer.post_processor = self._bos_eos_post_processor()
 
     @property
     def vocab_size(self):
@@ -1393,23 +1410,29 @@ _GUESSES = {"bos": ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "[CL
 
 CONFIG_SETTINGS = ("chat_template", "padding_side", "truncation_side", "model_max_length",
                    "clean_up_tokenization_spaces")
-LLAMA_SETTINGS = ("legacy", "add_prefix_space")  # how transformers' LlamaTokenizer builds its pipeline
+# from_pretrained(folder, add_eos_token=True): transformers 5 ignores tokenizer_config.json's flags (the file's
+# post-processor decides) but rebuilds the post-processor from flags given as arguments
+POST_PROCESSOR_FLAGS = ("add_bos_token", "add_eos_token")
+TRANSFORMERS_SPECIAL_ORDER = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")  # SPECIAL_TOKENS_ATTRIBUTES'
 
 
 def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     """Load a Hugging Face ``tokenizer.json`` (needs the ``tokenizers`` package).
 
     The special tokens come from the arguments, else from ``tokenizer_config.json`` next to the file,
-    else from the usual names (``<s>``, ``</s>``, ``<pad>``, ``<|begin_of_text|>``, ...). The rest of
+    else from the class's defaults (Gemma's ``<bos>``, ``<mask>``, ...) or, for a class without them, the usual
+    names (``<s>``, ``</s>``, ``<pad>``, ``<|begin_of_text|>``, ...). The rest of
     ``tokenizer_config.json`` is read too: ``chat_template``, ``padding_side``, ``truncation_side``,
-    ``model_max_length``, ``clean_up_tokenization_spaces``, and for a ``LlamaTokenizer`` ``legacy`` and
-    ``add_prefix_space``; passed as arguments they override it, as in transformers
-    (``from_pretrained(folder, padding_side="left")``, the "Generation with LLMs" tutorial's line).
+    ``model_max_length``, ``clean_up_tokenization_spaces``, and ``legacy``, ``add_prefix_space``,
+    ``trim_offsets`` for a class that rebuilds its pipeline (``_CLASS_RULES``); passed as arguments they override
+    it, as in transformers (``from_pretrained(folder, padding_side="left")``, the "Generation with LLMs"
+    tutorial's line). ``add_bos_token`` / ``add_eos_token`` as arguments rebuild the post-processor.
     """
-    unknown = sorted(set(settings) - set(CONFIG_SETTINGS) - set(LLAMA_SETTINGS))
+    known = CONFIG_SETTINGS + CLASS_SETTINGS + POST_PROCESSOR_FLAGS
+    unknown = sorted(set(settings) - set(known))
     if unknown:
         raise TypeError(f"unexpected tokenizer arguments {unknown}: minilora's tokenizer takes bos_token, "
-                        f"eos_token, pad_token and {', '.join(CONFIG_SETTINGS + LLAMA_SETTINGS)}")
+                        f"eos_token, pad_token and {', '.join(known)}")
     _check_config_values("tokenizer arguments", settings)
     try:
         from tokenizers import Tokenizer
@@ -1429,26 +1452,23 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
         raise ValueError(f"{path}: not a valid tokenizer.json ({f'it is {kind}' if kind else exc})") from None
     config = _tokenizer_config(os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE))
     tokenizer_class = _transformers_class(config.get("tokenizer_class"), path)
-    if tokenizer_class == "LlamaTokenizer":
-        tokenizer = _as_transformers_llama(tokenizer)
-        chosen_settings = {key: settings[key] for key in LLAMA_SETTINGS if settings.get(key) is not None}
-        _llama_pipeline(tokenizer, {**config, **chosen_settings})
-    chosen = {"bos": bos_token, "eos": eos_token, "pad": pad_token, **{kind: None for kind in SPECIAL_KINDS[3:]}}
-    for kind, token in chosen.items():
-        if token is None:
-            token = _token_text(config.get(f"{kind}_token"))
-            if token is not None and tokenizer.token_to_id(token) is None:  # name the file that says it
-                raise ValueError(f"{os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE)}: {kind}_token "
-                                 f"{token!r} is not in the vocabulary of {path}")
-        if token is None and f"{kind}_token" not in config:  # the config's explicit null means "none"
-            token = next((t for t in _GUESSES.get(kind, ()) if tokenizer.token_to_id(t) is not None), None)
-        chosen[kind] = token
-    out = HFTokenizer(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
-    for kind in SPECIAL_KINDS[3:]:  # (named by the config only: no guesses)
+    rule = _CLASS_RULES.get(tokenizer_class)
+    chosen = _chosen_special_tokens(tokenizer, config, rule, {"bos": bos_token, "eos": eos_token, "pad": pad_token},
+                                    path)
+    extra = [_token_text(t) for t in config.get("extra_special_tokens") or config.get("additional_special_tokens")
+             or () if _token_text(t) is not None] + list(rule.extra_special_tokens if rule else ())
+    extra = list(dict.fromkeys(extra))
+    if rule is not None:  # the class's __init__, in its order
+        tokenizer = _rebuilt_model(tokenizer, rule, chosen["unk"])
+        rule.pipeline(tokenizer, {**config, **{k: settings[k] for k in CLASS_SETTINGS if settings.get(k) is not None}})
+        _added_special_tokens(tokenizer, [chosen[kind] for kind in TRANSFORMERS_SPECIAL_ORDER] + extra)
+    out = (rule.tokenizer_type if rule else HFTokenizer)(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
+    for kind in SPECIAL_KINDS[3:]:
         setattr(out, f"{kind}_token", chosen[kind])
-    extra = config.get("extra_special_tokens") or config.get("additional_special_tokens")
-    if isinstance(extra, list):
-        out.extra_special_tokens = [_token_text(t) for t in extra if _token_text(t) is not None]
+    if extra:
+        out.extra_special_tokens = extra
+    _post_processor_at_load(out, rule, {flag: settings[flag] for flag in POST_PROCESSOR_FLAGS
+                                        if settings.get(flag) is not None})
     # the padding side transformers' AutoTokenizer gives that class by default
     out.padding_side = "left" if tokenizer_class in _LEFT_PADDING_CLASSES else "right"
     for key in CONFIG_SETTINGS:
@@ -1456,6 +1476,36 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
         if value is not None:
             setattr(out, key, value)
     return out
+
+
+def _chosen_special_tokens(tokenizer, config, rule, given, path):
+    """{kind: token or None}: the argument, else tokenizer_config.json's (a token it names must be in the
+    vocabulary: named there, a typo would silently add a token), else (the key absent; its explicit null means
+    "none") the class's default (``rule``; added to the vocabulary if missing, as transformers adds it) or, for a
+    class without defaults, the usual name the vocabulary has."""
+    chosen = {}
+    for kind in SPECIAL_KINDS:
+        token = given.get(kind)
+        if token is None:
+            token = _token_text(config.get(f"{kind}_token"))
+            if token is not None and tokenizer.token_to_id(token) is None:  # name the file that says it
+                raise ValueError(f"{os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE)}: {kind}_token "
+                                 f"{token!r} is not in the vocabulary of {path}")
+        if token is None and f"{kind}_token" not in config:
+            token = rule.special_tokens.get(kind) if rule is not None else \
+                next((t for t in _GUESSES.get(kind, ()) if tokenizer.token_to_id(t) is not None), None)
+        chosen[kind] = token
+    return chosen
+
+
+def _post_processor_at_load(tokenizer, rule, flags):
+    """TokenizersBackend.__init__'s post-processor: the file's, rebuilt from add_bos_token / add_eos_token
+    (update_post_processor) where the caller passed either, where the class passes one on (CodeLlama's
+    add_bos_token=True) or rebuilds it (GPTNeoX), and where a rebuilt class's file has none."""
+    tokenizer._add_bos_token = flags.get("add_bos_token", rule is not None and rule.add_bos_token)
+    tokenizer._add_eos_token = flags.get("add_eos_token", False)
+    if flags or (rule is not None and (rule.rebuilds_post_processor or tokenizer.tokenizer.post_processor is None)):
+        tokenizer._update_post_processor()
 
 
 # transformers' tokenizer classes whose padding_side (a class attribute) is "left": a tokenizer_config.json
@@ -1466,63 +1516,294 @@ _LEFT_PADDING_CLASSES = frozenset({"LlamaTokenizer", "CodeLlamaTokenizer", "Gemm
 
 
 def _transformers_class(tokenizer_class, path):
-    """The class transformers' AutoTokenizer loads the tokenizer_config.json's ``tokenizer_class`` as, without
-    its "Fast" suffix (transformers 5 merged the two). A "LlamaTokenizer" whose tokenizer.json is byte-level
-    (Llama 3 style) is loaded as the generic TokenizersBackend instead (transformers' check: the text
-    "ByteLevel" in the file)."""
+    """The class transformers' AutoTokenizer loads the folder of ``path`` as, without its "Fast" suffix
+    (transformers 5 merged the two): tokenizer_config.json's ``tokenizer_class``, unless the folder's config.json
+    is a model type transformers registers another tokenizer for (models/auto/tokenization_auto.py's
+    from_pretrained): a Mistral or Phi-3 model folder that names "LlamaTokenizer" is the generic
+    TokenizersBackend there (its tokenizer.json runs as written), a folder that names no class gets its model
+    type's. A "LlamaTokenizer" whose tokenizer.json is byte-level (Llama 3 style) is TokenizersBackend too
+    (transformers' check: the text "ByteLevel" in the file)."""
     name = tokenizer_class.removesuffix("Fast") if isinstance(tokenizer_class, str) else None
+    model_type = _model_type(os.path.dirname(path))
+    registered = _MODEL_TYPE_TOKENIZERS.get(model_type)
+    if registered is not None and registered != name:
+        if registered != _GENERIC_CLASS and name is not None and model_type not in _MODEL_TYPES_WITH_WRONG_HUB_CLASS:
+            registered = name  # (a model type with a class of its own leaves the config's class alone)
+        return _GENERIC_CLASS if registered in ("PreTrainedTokenizer", "PythonBackend") else registered
     if name == "LlamaTokenizer":
         with open(path, encoding="utf-8") as f:
             if '"ByteLevel"' in f.read():
-                return "TokenizersBackend"
+                return _GENERIC_CLASS
     return name
 
 
-# --- transformers 5's LlamaTokenizer -----------------------------------------------------------------
-# transformers 5 does not run a Llama tokenizer.json's pipeline as written: LlamaTokenizer.__init__ keeps its
-# BPE vocabulary and merges (and the file's post-processor and added tokens) and sets the rest itself. So
-# "<s>user: hi" is "<s>", "user", ... there (no "▁" after a special token: Metaspace's prepend_scheme
-# "first"), where the file's own normalizer (Prepend("▁")) gives "<s>", "▁", "user". minilora loads such a
-# folder as transformers does: the two functions below are those rules, in the order __init__ applies them.
+def _model_type(folder):
+    """config.json's ``model_type`` in a model folder (None without one, or for a file that is no JSON object)."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
 
-def _as_transformers_llama(tokenizer):
-    """The file's model as LlamaTokenizer rebuilds it: ``BPE(vocab, merges, fuse_unk=True, byte_fallback=True)``
-    -- no unk_token (a character with no token and no byte token is dropped, not <unk>), no dropout, no
-    subword prefix/suffix. Another model (Unigram, WordPiece) becomes a BPE over its vocabulary (a list's id:
-    the position) with no merges, as transformers' convert_to_native_format passes it: text is split into
-    single characters there."""
+
+_GENERIC_CLASS = "TokenizersBackend"  # transformers 5's class that runs a tokenizer.json as written
+# transformers 5.25's TOKENIZER_MAPPING_NAMES for the decoder families minilora's users load (a model type not
+# here, llama among them, follows tokenizer_config.json's class), and the model types it overrides a Hub
+# tokenizer_class for (MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS)
+_MODEL_TYPE_TOKENIZERS = {
+    **dict.fromkeys(("mistral", "mixtral", "mistral3", "ministral", "phi3", "phimoe", "olmo2", "granite",
+                     "stablelm", "internlm2"), _GENERIC_CLASS),
+    **dict.fromkeys(("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"), "Qwen2Tokenizer"), "qwen3_5": "Qwen3_5Tokenizer",
+    **dict.fromkeys(("gemma", "gemma2", "gemma3", "gemma3_text"), "GemmaTokenizer"),
+    **dict.fromkeys(("cohere", "cohere2"), "CohereTokenizer"),
+    **dict.fromkeys(("gpt2", "phi", "starcoder2", "codegen", "opt"), "GPT2Tokenizer"),
+    **dict.fromkeys(("gpt_neox", "olmo"), "GPTNeoXTokenizer")}
+_MODEL_TYPES_WITH_WRONG_HUB_CLASS = frozenset({"phi3", "phimoe", "qwen2", "qwen3_5", "internlm2"})
+
+
+# --- transformers 5's tokenizer classes that rebuild the pipeline --------------------------------------------
+# transformers 5 does not run a tokenizer.json as written for these classes: each one's __init__ keeps the file's
+# vocabulary and merges (and its post-processor and added tokens), builds its own BPE, normalizer, pre-tokenizer
+# and decoder, and adds its default special tokens. So a Llama file's "<s>user: hi" is "<s>", "user", ... there (no
+# "▁" after a special token), where the file's own normalizer (Prepend("▁")) gives "<s>", "▁", "user"; a Llama file
+# under GemmaTokenizer splits at each space. minilora loads a folder as transformers does: _CLASS_RULES is the
+# table of those classes, each pipeline function a copy of its class's __init__ (transformers 5.25,
+# models/<name>/tokenization_<name>.py). A class not in it (PreTrainedTokenizerFast, TokenizersBackend, ...)
+# runs the file as written, as there.
+
+def _setting(settings, key, default):
+    """A class's __init__ argument: tokenizer_config.json's or the caller's value, the default where it is None."""
+    return default if settings.get(key) is None else settings[key]
+
+
+def _sentencepiece_decoder(strip):
+    """Llama / CodeLlama / Gemma's decoder: "▁" back to spaces, byte tokens to bytes, joined; ``strip`` takes the
+    space the prefix added off the text's start."""
+    from tokenizers import decoders
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    return decoders.Sequence(steps + ([decoders.Strip(content=" ", left=1)] if strip else []))
+
+
+def _llama_pipeline(backend, settings):
+    """LlamaTokenizer.__init__: no normalizer; Metaspace "▁" before the text's first piece only ("first"), also
+    after a special token (legacy=True: "always"), or never (add_prefix_space=False: _get_prepend_scheme); the
+    decoder strips the prefix's space only where one is added."""
+    from tokenizers import pre_tokenizers
+    add_prefix_space = _setting(settings, "add_prefix_space", True)
+    scheme = ("always" if settings.get("legacy") else "first") if add_prefix_space else "never"
+    backend.normalizer = None
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
+    backend.decoder = _sentencepiece_decoder(strip=add_prefix_space)
+
+
+def _code_llama_pipeline(backend, settings):
+    """CodeLlamaTokenizer.__init__: Llama's, without ``legacy`` ("first" or "never"), always stripping on decode."""
+    from tokenizers import pre_tokenizers
+    scheme = "first" if _setting(settings, "add_prefix_space", True) else "never"
+    backend.normalizer = None
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
+    backend.decoder = _sentencepiece_decoder(strip=True)
+
+
+def _gemma_pipeline(backend, settings):
+    """GemmaTokenizer.__init__: spaces become "▁" (no prefix), the text is split after each space, and the
+    decoder strips nothing."""
+    from tokenizers import normalizers, pre_tokenizers
+    backend.normalizer = normalizers.Replace(" ", "▁")
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous", invert=False)
+    backend.decoder = _sentencepiece_decoder(strip=False)
+
+
+def _cohere_pipeline(backend, settings):
+    """CohereTokenizer.__init__: NFC, each digit its own piece, then byte-level (add_prefix_space default False)."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
+    add_prefix_space = _setting(settings, "add_prefix_space", False)
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, trim_offsets=True)])
+    backend.decoder = decoders.ByteLevel(add_prefix_space=add_prefix_space, trim_offsets=True)
+
+
+# Qwen2Tokenizer's and Qwen3_5Tokenizer's PRETOKENIZE_REGEX (Qwen 3.5's words also take combining marks)
+_QWEN2_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+_QWEN3_5_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"""
+                  r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
+def _qwen_pipeline(pattern):
+    """Qwen2Tokenizer.__init__ (Qwen 2, 2.5, 3) and Qwen3_5Tokenizer's: NFC, the class's regex split, byte-level."""
+    def pipeline(backend, settings):
+        from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+        backend.decoder = decoders.ByteLevel()
+        backend.normalizer = normalizers.NFC()
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=_setting(settings, "add_prefix_space", False), use_regex=False)])
+    return pipeline
+
+
+def _gpt2_pipeline(backend, settings):
+    """GPT2Tokenizer.__init__ (SmolLM, Phi-2, StarCoder 2 folders): byte-level with GPT-2's regex, no normalizer."""
+    from tokenizers import decoders, pre_tokenizers
+    backend.normalizer = None
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=_setting(settings, "add_prefix_space", False))
+    backend.decoder = decoders.ByteLevel()
+
+
+def _codegen_pipeline(backend, settings):
+    """CodeGenTokenizer.__init__: GPT-2's, and a byte-level post-processor where the file has none."""
+    from tokenizers import processors
+    _gpt2_pipeline(backend, settings)
+    if backend.post_processor is None:
+        backend.post_processor = processors.ByteLevel(add_prefix_space=True, use_regex=True, trim_offsets=False)
+
+
+def _gpt_neox_pipeline(backend, settings):
+    """GPTNeoXTokenizer.__init__ (Pythia, OLMo 1): NFC then byte-level; it rebuilds the post-processor too."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=_setting(settings, "add_prefix_space", False),
+                                                     trim_offsets=_setting(settings, "trim_offsets", True))
+    backend.decoder = decoders.ByteLevel()
+
+
+class CodeLlamaTokenizer(HFTokenizer):
+    """transformers' CodeLlamaTokenizer (models/code_llama/tokenization_code_llama.py): infilling. A text with
+    ``<FILL_ME>`` (or ``tok(prefix, suffix=...)``) is encoded as "<s>▁<PRE> {prefix}▁<SUF>{suffix}▁<MID>"
+    (``suffix_first=True``: "<s>▁<PRE>▁<SUF>{suffix}▁<MID> {prefix}"), the prefix with one more leading space, the
+    normalizer replacing spaces by "▁" meanwhile. As there, the first infilling call leaves the normalizer
+    Prepend("▁") + Replace(" ", "▁") for the calls after it (set_infilling_processor(reset=True))."""
+
+    fill_token = "<FILL_ME>"
+    prefix_token, middle_token, suffix_token, eot_token = "▁<PRE>", "▁<MID>", "▁<SUF>", "▁<EOT>"
+    prefix_id = property(lambda self: self._token_id(self.prefix_token))
+    middle_id = property(lambda self: self._token_id(self.middle_token))
+    suffix_id = property(lambda self: self._token_id(self.suffix_token))
+    eot_id = property(lambda self: self._token_id(self.eot_token))
+
+    def __call__(self, text=None, text_pair=None, *, suffix=None, suffix_first=False, **kwargs):
+        infilling = suffix is not None
+        if infilling:
+            text_pair = suffix
+        elif isinstance(text, str) and self.fill_token in text and text_pair is None:
+            text, text_pair = self._split_on_fill_token(text)
+            infilling = True
+        if not infilling or not text_pair:  # (an empty suffix: the prefix alone)
+            return super().__call__(text, text_pair, **kwargs)
+        with self._infilling(suffix_first, kwargs.pop("add_special_tokens", True)):
+            return super().__call__(_space_before(text), text_pair, add_special_tokens=True, **kwargs)
+
+    def tokenize(self, text, pair=None, add_special_tokens=False, suffix=None, suffix_first=False):
+        """The tokens of ``text``, or of an infilling prompt (special tokens left out unless asked)."""
+        if self.fill_token in text and suffix is None:
+            text, suffix = self._split_on_fill_token(text)
+        if not suffix:
+            return super().tokenize(text, pair, add_special_tokens)
+        with self._infilling(suffix_first, False):
+            return super().tokenize(" " + text, suffix, add_special_tokens)
+
+    def _split_on_fill_token(self, text):
+        parts = text.split(self.fill_token)
+        if len(parts) != 2:
+            raise ValueError(f"an infilling prompt has one {self.fill_token} (between the prefix and the suffix), "
+                             f"this text has {len(parts) - 1}")
+        return parts
+
+    @contextlib.contextmanager
+    def _infilling(self, suffix_first, add_special_tokens):
+        """set_infilling_processor(False, ...) for one call, then set_infilling_processor(True)."""
+        from tokenizers import normalizers, processors
+        bos = [self.bos_token] if self.add_bos_token and add_special_tokens else []
+        eos = [self.eos_token] if self.add_eos_token and add_special_tokens else []
+        order = ([self.prefix_token, self.suffix_token, "$B", self.middle_token, "$A"] if suffix_first else
+                 [self.prefix_token, "$A", self.suffix_token, "$B", self.middle_token])
+        special = [(token, self._token_id(token)) for token in bos + [self.prefix_token, self.suffix_token,
+                                                                      self.middle_token] + eos]
+        self.tokenizer.normalizer = normalizers.Replace(pattern=" ", content="▁")
+        self.tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair=bos + order + eos,
+                                                                      special_tokens=special)
+        try:
+            yield
+        finally:
+            self.tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend(prepend="▁"),
+                                                              normalizers.Replace(pattern=" ", content="▁")])
+            self._update_post_processor()
+
+
+def _space_before(text):
+    """CodeLlama's infilling prefix (one text or a batch of them) with a space before it."""
+    return " " + text if isinstance(text, str) else [" " + t if isinstance(t, str) else t for t in text]
+
+
+class _ClassRule(NamedTuple):
+    """How one transformers class loads a tokenizer.json."""
+    pipeline: object  # (backend, settings): sets the normalizer, pre-tokenizer and decoder as its __init__
+    model: dict  # the BPE options its __init__ passes besides the file's vocabulary and merges
+    special_tokens: dict  # its default named special tokens: where tokenizer_config.json names none
+    extra_special_tokens: tuple = ()  # its own extra special tokens (CodeLlama's infilling ones)
+    add_bos_token: bool = False  # what add_bos_token reads after loading (True: a BOS post-processor)
+    rebuilds_post_processor: bool = False  # update_post_processor() at load: the file's post-processor goes
+    tokenizer_type: type = HFTokenizer  # minilora's class for it (CodeLlama's infilling)
+
+
+_SENTENCEPIECE_BPE = {"fuse_unk": True, "byte_fallback": True}  # (Llama's: no unk_token, a character without
+_BYTE_LEVEL_BPE = {"continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False}  # a token drops)
+_WITH_UNK = "unk"  # a model option set to the class's unk_token
+_ENDOFTEXT = {"unk": "<|endoftext|>", "bos": "<|endoftext|>", "eos": "<|endoftext|>"}
+_CLASS_RULES = {
+    "LlamaTokenizer": _ClassRule(_llama_pipeline, _SENTENCEPIECE_BPE,
+                                 {"unk": "<unk>", "bos": "<s>", "eos": "</s>"}),
+    "CodeLlamaTokenizer": _ClassRule(_code_llama_pipeline, {**_SENTENCEPIECE_BPE, "unk_token": _WITH_UNK},
+                                     {"unk": "<unk>", "bos": "<s>", "eos": "</s>"},
+                                     ("▁<PRE>", "▁<MID>", "▁<SUF>", "▁<EOT>", "<FILL_ME>"), add_bos_token=True,
+                                     rebuilds_post_processor=True,  # (it passes add_bos_token=True on)
+                                     tokenizer_type=CodeLlamaTokenizer),
+    "GemmaTokenizer": _ClassRule(_gemma_pipeline, {**_SENTENCEPIECE_BPE, "unk_token": _WITH_UNK},
+                                 {"unk": "<unk>", "bos": "<bos>", "eos": "<eos>", "pad": "<pad>", "mask": "<mask>"}),
+    "CohereTokenizer": _ClassRule(_cohere_pipeline, _BYTE_LEVEL_BPE,
+                                  {"unk": "<UNK>", "bos": "<BOS_TOKEN>", "eos": "<|END_OF_TURN_TOKEN|>", "pad": "<PAD>",
+                                   "cls": "<CLS>", "sep": "<SEP>", "mask": "<MASK_TOKEN>"}),
+    "Qwen2Tokenizer": _ClassRule(_qwen_pipeline(_QWEN2_REGEX), _BYTE_LEVEL_BPE,
+                                 {"unk": "<|endoftext|>", "eos": "<|endoftext|>", "pad": "<|endoftext|>"}),
+    "Qwen3_5Tokenizer": _ClassRule(_qwen_pipeline(_QWEN3_5_REGEX), _BYTE_LEVEL_BPE,
+                                   {"unk": "<|endoftext|>", "eos": "<|endoftext|>", "pad": "<|endoftext|>"}),
+    "GPT2Tokenizer": _ClassRule(_gpt2_pipeline, _BYTE_LEVEL_BPE, _ENDOFTEXT),
+    "CodeGenTokenizer": _ClassRule(_codegen_pipeline, _BYTE_LEVEL_BPE, _ENDOFTEXT),
+    "GPTNeoXTokenizer": _ClassRule(_gpt_neox_pipeline, _BYTE_LEVEL_BPE, {**_ENDOFTEXT, "pad": "<|padding|>"},
+                                   rebuilds_post_processor=True),
+}
+CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets")  # the __init__ arguments the pipelines read
+
+
+def _rebuilt_model(backend, rule, unk_token):
+    """The file's model as the class's __init__ rebuilds it: ``BPE(vocab, merges, dropout=None, **rule.model)``,
+    every other option at its default (no unk_token unless the class passes one, no subword prefix, merges not
+    ignored). Another model (Unigram, WordPiece) becomes a BPE over its vocabulary (a list's id: the position) with
+    no merges, as transformers' convert_to_native_format passes it: text is split into single characters there."""
     from tokenizers import Tokenizer
-    spec = json.loads(tokenizer.to_str())
+    spec = json.loads(backend.to_str())
     model = spec["model"]
     if model.get("type") != "BPE":  # (Unigram's vocab is a list of [piece, score])
         vocab = model.get("vocab") or {}
-        model = {"type": "BPE", "merges": [], "vocab": vocab if isinstance(vocab, dict) else
-                 {entry[0] if isinstance(entry, list) else entry: i for i, entry in enumerate(vocab)}}
-    spec["model"] = {**model, "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                     "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False}
+        model = {"vocab": vocab if isinstance(vocab, dict) else
+                 {entry[0] if isinstance(entry, list) else entry: i for i, entry in enumerate(vocab)}, "merges": []}
+    options = {key: unk_token if value == _WITH_UNK else value for key, value in rule.model.items()}
+    spec["model"] = {"type": "BPE", "vocab": model["vocab"], "merges": model.get("merges") or [], "dropout": None,
+                     "unk_token": None, "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                     "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, **options}
     return Tokenizer.from_str(json.dumps(spec))
 
 
-def _llama_pipeline(tokenizer, config):
-    """LlamaTokenizer's normalizer (none), pre-tokenizer, decoder and post-processor, from tokenizer_config.json's
-    ``add_prefix_space`` (default True) and ``legacy`` (default False)."""
-    from tokenizers import decoders, pre_tokenizers, processors
-    add_prefix_space = config.get("add_prefix_space")
-    add_prefix_space = True if add_prefix_space is None else add_prefix_space
-    # transformers' _get_prepend_scheme: "▁" before the text's first piece only ("first"), also after a special
-    # token ("always", legacy=True), or never (add_prefix_space=False)
-    scheme = ("always" if config.get("legacy") else "first") if add_prefix_space else "never"
-    tokenizer.normalizer = None
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
-    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-    if add_prefix_space:  # the space the prefix added is taken off the decoded text
-        steps.append(decoders.Strip(content=" ", left=1))
-    tokenizer.decoder = decoders.Sequence(steps)
-    # TokenizersBackend keeps the file's post-processor; a file without one gets update_post_processor's, whose
-    # add_bos_token / add_eos_token read False when loaded from a folder (transformers 5.25, also where
-    # tokenizer_config.json sets them True): "$A" alone, no BOS
-    if tokenizer.post_processor is None:
-        tokenizer.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1")
+def _added_special_tokens(backend, tokens):
+    """TokenizersBackend.__init__'s last step: each special token not yet among the added tokens is added as a
+    special one (a vocabulary token keeps its id and is then read whole in text; a new one gets the next id)."""
+    from tokenizers import AddedToken
+    added = {token.content for token in backend.get_added_tokens_decoder().values()}
+    missing = list(dict.fromkeys(token for token in tokens if token is not None and token not in added))
+    if missing:
+        backend.add_tokens([AddedToken(token, special=True) for token in missing])
 
 
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a byte-fallback token (SentencePiece, Llama 2)
