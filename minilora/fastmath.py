@@ -147,6 +147,8 @@ def silu_backward(g, a, s, gx):
         xp.multiply(g, s, out=gx)
         gx *= slope
         return
+    if float32_math.silu_backward_natively(g, a, s, gx):  # (compiled: one pass, the same bits)
+        return
     step = parallel.slice_elements()  # (beside another thread: longer calls, see parallel.SPLIT_SLICE)
     block = min(g.size, step or CHUNK)  # (scratch reused slice by slice: fresh arrays this size cost page faults)
     slope, wide = np.empty(block, np.float32), np.empty((2, block), np.float64)

@@ -16,7 +16,9 @@ LAYERS = [
     ("minilora.checkpoint", 0), ("minilora.size", 0),
     ("minilora.return_types", 0),
     ("minilora.float32_math", 0),  # torch's float32 kernels on NumPy (parallel, device): the CPU capability
+    ("minilora.float32_sums", 0),  # torch's float32 summation order (parallel: the thread count)
     ("minilora.glibc_math", 0),  # C's float32 functions, as torch's "default" build calls them (NumPy only)
+    ("minilora.native", 0),  # compile C, cache, load with ctypes: float32_math's kernels, the emulator's builds
     ("minilora.tensor", 1), ("minilora._tensor_str", 1), ("minilora.factories", 1), ("minilora.serialization", 1),
     ("minilora.testing", 1),
     ("minilora.ops", 2), ("minilora", 2),  # the package itself: the engine's public names

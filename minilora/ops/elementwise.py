@@ -2056,9 +2056,7 @@ class Elu(Function):
         xp = xp_of(a)
         ctx.a, ctx.constants = a, (alpha, scale, input_scale)
         if _numpy_float32(a):  # torch's kernel: float32 constants, SLEEF's expm1 (float32_math)
-            alpha, scale, input_scale = (np.float32(c) for c in (alpha, scale, input_scale))
-            negative = float32_math.loop_expm1(a * input_scale) * (alpha * scale)
-            return xp.where(a > 0, a * scale, negative)
+            return float32_math.elu(a, alpha, scale, input_scale)
         with np.errstate(over="ignore"):
             negative = xp.expm1(a * input_scale) * (alpha * scale)
         return xp.where(a > 0, a * scale, negative).astype(a.dtype, copy=False)
