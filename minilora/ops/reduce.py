@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, float32_math, parallel, return_types
+from .. import amp as _amp, float32_math, float32_sums, parallel, return_types
 from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
@@ -110,13 +110,23 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _axes(axis, a.ndim), keepdims, a.shape
-        total = a.sum(axis=ctx.axes, keepdims=keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
-        return total.astype(a.dtype, copy=False)
+        return _sum_as_torch(a, ctx.axes, keepdims)
 
     @staticmethod
     def backward(ctx, g):
         g = _expand_reduced(g, ctx.axes, ctx.keepdims)
         return xp_of(g).broadcast_to(g, ctx.shape)
+
+
+def _sum_as_torch(a, axes, keepdims):
+    """``a.sum(axes)``: float32 in torch's order of additions where ``float32_sums`` models it (its last
+    bits are torch's), otherwise NumPy's (16-bit: accumulated in float32, rounded once)."""
+    total = float32_sums.cascade_sum(a, axes) if a.dtype == np.float32 else None
+    if total is None:
+        total = a.sum(axis=axes, keepdims=keepdims, dtype=compute_dtype(a.dtype))
+    elif keepdims:
+        total = total.reshape(tuple(1 if i in axes else n for i, n in enumerate(a.shape)))
+    return total.astype(a.dtype, copy=False)
 
 
 def _mean(a, axes, keepdims, dtype=None):
@@ -136,6 +146,8 @@ class Mean(Function):
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _axes(axis, a.ndim), keepdims, a.shape
         ctx.count = _count(a.shape, ctx.axes)
+        if a.dtype == np.float32 and ctx.count:  # torch's CPU mean: its sum, divided by the count
+            return _sum_as_torch(a, ctx.axes, keepdims) / np.float32(ctx.count)
         mean = _mean(a, ctx.axes, keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
         return mean.astype(a.dtype, copy=False)
 
@@ -352,6 +364,22 @@ def _exp_as_vectorized(a):
     return xp_of(a).exp(a)
 
 
+def _along_last_float32(a, axis):
+    """Does torch run its float32 last-dimension softmax kernel here (a NumPy array with elements)?"""
+    return (a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.ndim and isinstance(axis, int)
+            and axis % a.ndim == a.ndim - 1)
+
+
+def _softmax_rows_as_torch(rows):
+    """Softmax along each row of C-contiguous float32 [rows, width], as torch 2.13's
+    ``_vec_softmax_lastdim``: SLEEF's ``exp(x - max)`` (``Vectorized<float>::exp``), summed as
+    ``vec::reduce_all`` (``fastmath.lane_sum``), times the sum's reciprocal (dividing instead gives
+    other last bits in a quarter of the elements)."""
+    e = _exp_as_vectorized(rows - rows.max(axis=1, keepdims=True))
+    e *= (np.float32(1) / lane_sum(e))[:, None]
+    return e
+
+
 @quiet_float_errors
 @computes_in_float32
 class Softmax(Function):
@@ -359,8 +387,11 @@ class Softmax(Function):
     def forward(ctx, a, axis=-1):
         xp = xp_of(a)
         a = xp.asarray(a, order="C")  # (torch's softmax runs on input.contiguous(): its result is contiguous)
-        e = xp.exp(a - _max_for_shift(a, axis))  # shift by the max: no overflow
-        e /= e.sum(axis=axis, keepdims=True)
+        if _along_last_float32(a, axis):
+            e = _softmax_rows_as_torch(a.reshape(-1, a.shape[-1])).reshape(a.shape)
+        else:
+            e = xp.exp(a - _max_for_shift(a, axis))  # shift by the max: no overflow
+            e /= e.sum(axis=axis, keepdims=True)
         ctx.out, ctx.axis = e, axis
         return e
 
@@ -384,6 +415,11 @@ class LogSoftmax(Function):
         xp = xp_of(a)
         a = xp.asarray(a, order="C")  # (a contiguous result, as Softmax's)
         shifted = a - _max_for_shift(a, axis)
+        if round_to is None and _along_last_float32(a, axis):  # torch's _vec_log_softmax_lastdim's sum
+            total = lane_sum(_exp_as_vectorized(shifted).reshape(-1, a.shape[-1])).reshape(a.shape[:-1] + (1,))
+            total = float32_math.correctly_rounded(np.log, total)  # (SLEEF's log there: ~correctly rounded)
+            ctx.out, ctx.axis = shifted - total, axis
+            return ctx.out
         total = xp.exp(shifted).sum(axis=axis, keepdims=True)
         with np.errstate(divide="ignore"):  # (an empty row sums to 0: its log is -inf, as torch's)
             out = shifted - (xp.log(total) if round_to is None else xp.log(total.astype(round_to)).astype(round_to))

@@ -1,0 +1,159 @@
+"""torch's CPU float32 sums in torch's order: the same numbers, last bit included.
+
+A float32 sum's last bits depend on the order of its additions. NumPy adds pairwise (blocks of 128
+in 8 running sums); torch 2.13's CPU ``sum`` (and ``mean``, its sum divided by the count) runs ATen's
+``cascade_sum`` (aten/src/ATen/native/cpu/SumKernel.cpp), ported here step for step on NumPy arrays:
+
+* ``multi_row_sum`` keeps ``K`` running sums (``K`` columns side by side) and adds its ``size`` rows
+  in blocks of ``2^p`` (``p = max(4, ceil(log2(size)) / 4)``): each block summed in order from 0,
+  the block sums gathered into a level-1 sum, every ``2^p`` block sums pushed into a level-2 sum, every
+  ``2^p`` of those into a level-3 sum; at the end the rows of the partial block (level 0) plus level 1,
+  then level 2, then level 3.
+* ``row_sum`` reads a row as ``[-1, 4]`` (4 sums side by side: element ``i`` into sum ``i % 4``), runs
+  ``multi_row_sum`` on it, adds the last ``size % 4`` elements into the first sum, then folds the
+  four left to right.
+* a row reduced along contiguous memory (``vectorized_inner_sum``, ``sum(-1)`` and a whole
+  contiguous tensor) runs ``row_sum`` over its vectors (``SUM_LANES`` floats), so each lane has its
+  own sums; the elements after the last
+  whole vector are added from 0 in order, then the lanes one by one; a row narrower than a vector runs
+  ``row_sum`` on its elements.
+* a sum over leading dimensions (``vectorized_outer_sum``, ``sum(0)``) keeps one sum per output
+  element: groups of ``4 SUM_LANES`` columns run ``multi_row_sum`` down the reduced rows, the other
+  columns ``row_sum``; with fewer columns than a vector, groups of 4 (``scalar_outer_sum``).
+* every result is added to the zero the output starts from (so -0 sums to 0, as torch's).
+
+A whole-tensor sum of at least ``GRAIN_SIZE`` (32768) elements on several threads
+(``parallel.num_threads()``, taken as torch's) is cut into one chunk a thread (``at::parallel_for``),
+each summed as a row, and the chunks' sums added in order. A sum over leading dimensions that torch
+splits across threads (by columns, rounded to 128 bytes) is not modelled: ``cascade_sum`` returns
+None there (and for layouts other than these), and the caller keeps NumPy's sum.
+"""
+import math
+
+import numpy as np
+
+from . import parallel
+
+__all__ = ["cascade_sum", "row_sums", "GRAIN_SIZE", "SUM_LANES"]
+
+GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it one thread runs a reduction
+_ILP = 4  # row_sum's running sums side by side (its ilp_factor)
+# The sum kernel is registered with REGISTER_DISPATCH, not ALSO_REGISTER_AVX512_DISPATCH: on an AVX-512
+# CPU torch runs its AVX2 build, so its vectors hold 8 floats on every capability ("default"'s
+# Vectorized<float> is 32 bytes too). (Checked against torch 2.13 under all three capabilities.)
+SUM_LANES = 8
+
+
+def _ceil_log2(n):
+    return 1 if n <= 2 else (n - 1).bit_length()
+
+
+def _in_order(a, axis):
+    """The sum of ``a`` along ``axis`` (not the last, which must have at least 2 columns and the smallest
+    stride), added one after another: NumPy's reduction over an outer axis adds row after row, each
+    column its own running sum (its pairwise summation runs only along the innermost loop)."""
+    return np.add.reduce(a, axis=axis)
+
+
+def multi_row_sum(x):
+    """torch's ``multi_row_sum``: ``x`` [rows, size, K] (C-contiguous float32) -> [rows, K], the ``size``
+    rows of each of ``rows`` slabs added in torch's cascade (see the module's docstring)."""
+    slabs, size, width = x.shape
+    step = 1 << max(4, _ceil_log2(size) // 4)
+    blocks = size // step
+    if blocks == 0:  # (short: one running sum, level 0)
+        return _in_order(x, 1)
+    sums = _in_order(x[:, :blocks * step].reshape(slabs, blocks, step, width), 2)
+    total = _in_order(x[:, blocks * step:], 1)  # level 0: the rows after the last whole block
+    for _ in range(2):  # levels 1 and 2: what is left of each after its last whole group of 2^p
+        whole = sums.shape[1] // step * step
+        if whole < sums.shape[1]:
+            total += _in_order(sums[:, whole:], 1)
+        if not whole:
+            return total
+        sums = _in_order(sums[:, :whole].reshape(slabs, whole // step, step, width), 2)
+    total += _in_order(sums, 1)  # level 3 takes every level-2 sum
+    return total
+
+
+def _row_sum(x):
+    """torch's ``row_sum`` of ``x`` [rows, size, K] along ``size``: four running sums (element ``i`` into
+    ``i % 4``), the rest into the first, folded left to right -> [rows, K]."""
+    slabs, size, width = x.shape
+    whole = size // _ILP * _ILP
+    sums = multi_row_sum(x[:, :whole].reshape(slabs, whole // _ILP, _ILP * width)).reshape(slabs, _ILP, width)
+    first = sums[:, 0]
+    for i in range(whole, size):
+        first += x[:, i]
+    for k in range(1, _ILP):
+        first += sums[:, k]
+    return first
+
+
+def _left_to_right(columns):
+    """0 plus each column of a 2-D array in turn (a cumulative sum adds in order; its last column)."""
+    return np.cumsum(columns, axis=1, dtype=np.float32)[:, -1] + np.float32(0)
+
+
+def row_sums(x):
+    """The sum of each row of a C-contiguous float32 [rows, width] array as torch's
+    ``vectorized_inner_sum`` (``scalar_inner_sum`` for a row narrower than a vector) adds it."""
+    rows, width = x.shape
+    lanes = SUM_LANES
+    if width < lanes:
+        return _row_sum(x.reshape(rows, width, 1))[:, 0] + np.float32(0)
+    vectors = width // lanes
+    lane_sums = _row_sum(x[:, :vectors * lanes].reshape(rows, vectors, lanes))
+    if vectors * lanes < width:  # the elements after the last vector first, then the lanes
+        lane_sums = np.concatenate([x[:, vectors * lanes:], lane_sums], axis=1)
+    return _left_to_right(lane_sums)
+
+
+def _whole_sum(flat):
+    """A 1-D contiguous array's sum as torch's: one row, or one chunk a thread (``two_pass_reduction``)
+    whose sums are added in order."""
+    n = flat.size
+    threads = parallel.num_threads()
+    if n < GRAIN_SIZE or threads == 1:
+        return row_sums(flat.reshape(1, n))[0]
+    chunk = -(-n // min(threads, -(-n // GRAIN_SIZE)))
+    total = np.float32(0)
+    for start in range(0, n, chunk):
+        total += row_sums(flat[start:start + chunk].reshape(1, -1))[0]
+    return total
+
+
+def _outer_sums(x):
+    """The sum down each column of a C-contiguous float32 [rows, columns] array as torch's
+    ``vectorized_outer_sum`` (``scalar_outer_sum`` with fewer columns than a vector) adds it."""
+    rows, columns = x.shape
+    lanes = SUM_LANES
+    group = _ILP * lanes if columns >= lanes else _ILP
+    grouped = columns // group * group
+    out = np.empty(columns, np.float32)
+    out[:grouped] = multi_row_sum(x[None, :, :grouped])[0]
+    if grouped < columns:
+        out[grouped:] = _row_sum(np.ascontiguousarray(x[None, :, grouped:]))[0]  # (each column on its own)
+    return out + np.float32(0)
+
+
+def cascade_sum(a, axes):
+    """``a.sum(axes)`` (no kept dimensions) for a float32 NumPy array in torch's order, or None where
+    the layout is not one modelled here (see the module's docstring)."""
+    if type(a) is not np.ndarray or a.dtype != np.float32 or not a.flags.c_contiguous or a.size == 0:
+        return None
+    axes = tuple(sorted(axes))
+    ndim = a.ndim
+    if axes == tuple(range(ndim)):  # the whole tensor: one contiguous row
+        return np.asarray(_whole_sum(a.reshape(-1)), np.float32)
+    kept = [n for i, n in enumerate(a.shape) if i not in axes]
+    if axes == tuple(range(ndim - len(axes), ndim)):  # trailing dimensions: rows of contiguous memory
+        width = math.prod(a.shape[i] for i in axes)
+        return row_sums(a.reshape(-1, width)).reshape(kept)
+    if axes == tuple(range(len(axes))):  # leading dimensions: one running sum per column
+        rows = math.prod(a.shape[i] for i in axes)
+        if a.size >= GRAIN_SIZE and parallel.num_threads() > 1:
+            return None  # (torch splits the columns among its threads: not modelled)
+        return _outer_sums(a.reshape(rows, -1)).reshape(kept)
+    return None
+

@@ -1,0 +1,90 @@
+"""float32 sums, means and softmax bit for bit as torch 2.13's CPU kernels add them.
+
+* ``sum`` / ``mean`` (whole tensor, trailing dims, leading dims): ATen's ``cascade_sum`` order
+  (``minilora/float32_sums.py``), on 8-float vectors under every capability (the sum kernel has no
+  AVX-512 build); a whole sum of 32768+ elements in one chunk per thread (torch runs with minilora's
+  thread count here); ``mean`` is that sum divided by the count.
+* ``softmax`` along the last dim: SLEEF's exp, ``vec::reduce_all``'s lane sums, times the reciprocal;
+  ``log_softmax``: the same sums, then the log (SLEEF's ``logf``, taken as correctly rounded: a row
+  whose log-sum SLEEF rounds the other way differs by an ulp, hence its envelope below).
+
+NumPy's pairwise sums differed from torch's in 30-100% of the results before.
+Checked under this CPU's capability in this process and the lower ones in a subprocess each, as
+tests/test_cpu_capability_r10.py does.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from minilora import float32_math
+
+pytest.importorskip("torch")
+
+SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import torch
+    import minilora
+    from minilora import float32_math, parallel
+
+    capability = float32_math.CPU_CAPABILITY
+    assert capability == torch.backends.cpu.get_cpu_capability().lower(), capability
+    torch.set_num_threads(parallel.num_threads())  # (a whole sum of 32768+ elements: one chunk a thread)
+    rng = np.random.default_rng(0)
+
+    def differing(name, call, shape):
+        x = (rng.standard_normal(shape) * 3 + 0.5).astype(np.float32)
+        ours, theirs = call(minilora, minilora.tensor(x)).numpy(), call(torch, torch.from_numpy(x)).numpy()
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, (name, shape)
+        return np.mean(ours.view(np.int32) != theirs.view(np.int32))
+
+    def same(name, call, shapes):
+        for shape in shapes:
+            assert differing(name, call, shape) == 0, (capability, name, shape)
+
+    same("sum", lambda L, x: x.sum(), [(7,), (1000,), (4096,), (33, 517), (100003,)])
+    same("sum(-1)", lambda L, x: x.sum(-1), [(33, 517), (3, 5, 300), (13, 5), (64, 40)])
+    same("sum(-1, keepdim)", lambda L, x: L.sum(x, -1, keepdim=True), [(9, 77)])
+    same("sum((1, 2))", lambda L, x: x.sum((1, 2)), [(3, 5, 300)])
+    same("sum(0)", lambda L, x: x.sum(0), [(33, 517), (1000, 7), (300, 70)])
+    same("sum((0, 1))", lambda L, x: x.sum((0, 1)), [(3, 5, 300)])
+    same("mean", lambda L, x: x.mean(), [(7,), (4096,), (33, 517)])
+    same("mean(-1)", lambda L, x: x.mean(-1), [(33, 517), (3, 5, 300)])
+    same("mean(0)", lambda L, x: L.mean(x, 0), [(100, 9)])
+    if capability != "default":  # (there: C's expf element by element, glibc's last bits not modelled)
+        same("softmax", lambda L, x: L.softmax(x, -1), [(7,), (33, 517), (4, 1000), (2, 3, 20)])
+    for shape in [(33, 517), (4, 1000), (50, 7)]:
+        assert differing("log_softmax", lambda L, x: L.log_softmax(x, -1), shape) < 0.05, (capability, shape)
+    print("same", capability)
+""")
+
+ORDER = ["default", "avx2", "avx512"]  # (a CPU runs torch's kernels up to its own: forcing more is SIGILL)
+
+
+@pytest.mark.parametrize("capability", ORDER)
+def test_sums_and_softmax_are_torchs_under_each_capability(capability):
+    native = float32_math.torch_cpu_capability({})
+    if ORDER.index(capability) > ORDER.index(native):
+        pytest.skip(f"this CPU runs torch's {native} kernels, not {capability}'s")
+    if capability == float32_math.CPU_CAPABILITY:
+        exec(SCRIPT, {"__name__": "same_bits"})
+        return
+    environ = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
+    done = subprocess.run([sys.executable, "-c", SCRIPT], env=environ, capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["same", capability]
+
+
+def test_sum_of_negative_zeros_and_gradients():
+    """torch's sum starts from its output's 0: -0s sum to +0; mean's and sum's gradients unchanged."""
+    import minilora as ml
+    import torch
+    x = [-0.0] * 20
+    assert str(ml.tensor(x).sum().item()) == str(torch.tensor(x).sum().item()) == "0.0"
+    assert str(ml.tensor(x).sum(0).item()) == "0.0"
+    t = ml.tensor([[1.0, 2.0, 3.0]] * 2, requires_grad=True)
+    (t.sum(-1) * ml.tensor([1.0, 2.0])).sum().backward()
+    assert t.grad.tolist() == [[1.0] * 3, [2.0] * 3]
