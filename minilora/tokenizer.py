@@ -247,6 +247,8 @@ class _Tokenizer:
     model_max_length = VERY_LARGE_INTEGER
     chat_template = None
     clean_up_tokenization_spaces = False  # decode's default (transformers 5's; tokenizer_config.json may set it)
+    # the class save_pretrained names: the pipeline as saved runs as written (a rebuilt class's folder keeps its ids)
+    _saved_class = "PreTrainedTokenizerFast"
 
     def __len__(self):
         return self.vocab_size
@@ -688,7 +690,7 @@ class _Tokenizer:
         from .checkpoint import atomic_folder
         if os.path.isfile(save_directory):
             raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.bos_token,
+        config = {"tokenizer_class": self._saved_class, "bos_token": self.bos_token,
                   "eos_token": self.eos_token, "pad_token": self.pad_token, "padding_side": self.padding_side,
                   "truncation_side": self.truncation_side, "model_max_length": self.model_max_length,
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
@@ -1676,6 +1678,7 @@ class CodeLlamaTokenizer(HFTokenizer):
     normalizer replacing spaces by "▁" meanwhile. As there, the first infilling call leaves the normalizer
     Prepend("▁") + Replace(" ", "▁") for the calls after it (set_infilling_processor(reset=True))."""
 
+    _saved_class = "CodeLlamaTokenizer"  # (loaded back, its infilling and add_bos_token stay)
     fill_token = "<FILL_ME>"
     prefix_token, middle_token, suffix_token, eot_token = "▁<PRE>", "▁<MID>", "▁<SUF>", "▁<EOT>"
     prefix_id = property(lambda self: self._token_id(self.prefix_token))

@@ -206,3 +206,17 @@ def test_byte_tokenizer_bos_and_eos_flags_as_transformers(tmp_path):
         ours.save_pretrained(tmp_path / "again")
         again, _ = _both(tmp_path / "again")
         assert again(texts)["input_ids"] == ours(texts)["input_ids"]
+
+
+def test_saved_code_llama_folder_loads_back_as_code_llama(tmp_path):
+    """save_pretrained names CodeLlamaTokenizer (minilora wrote PreTrainedTokenizerFast: loaded back, add_bos_token
+    read False and <FILL_ME> was one token, in transformers and minilora)."""
+    (tmp_path / "first").mkdir()
+    theirs, ours = _both(FOLDERS["CodeLlamaTokenizer"](tmp_path / "first"))
+    ours.save_pretrained(tmp_path / "saved")
+    again_theirs, again_ours = _both(tmp_path / "saved")
+    code = "def f(<FILL_ME>):\n\treturn x"
+    for tok in (again_theirs, again_ours):
+        assert (type(tok).__name__, tok.add_bos_token) == ("CodeLlamaTokenizer", True)
+        assert tok(code)["input_ids"] == theirs(code)["input_ids"]
+        assert tok(_texts(theirs))["input_ids"] == theirs(_texts(theirs))["input_ids"]
