@@ -881,9 +881,10 @@ def _refuse_saved_inference_tensors(ctx, inputs):
         saved.extend(value if isinstance(value, (tuple, list)) else (value,))
     for x in inputs:
         if isinstance(x, Tensor) and getattr(x, "_inference", False) and any(v is x._array for v in saved):
-            raise RuntimeError("Inference tensors cannot be saved for backward: do not use tensors made in "
-                               "inference_mode() in computation tracked by autograd; clone() them outside "
-                               "inference_mode() first")
+            raise RuntimeError("Inference tensors cannot be saved for backward. Please do not use Tensors created "
+                               "in inference mode in computation tracked by autograd. To work around this, you can "
+                               "make a clone to get a normal tensor and use it in autograd, or use "
+                               "`torch.no_grad()` instead of `torch.inference_mode()`.")
 
 
 def _without_leading_ones(shape):

@@ -192,3 +192,41 @@ def test_default_collate_keeps_tuples_of_strings():
     batch = [(1.5, "s", b"x"), (2.5, "t", b"y")]
     expected = _plain(torch.utils.data.default_collate(batch))
     assert _plain(ml.utils.data.default_collate(batch)) == expected == [[1.5, 2.5], ("s", "t"), (b"x", b"y")]
+
+
+def _message(lib, action):
+    """The warning's or error's text ``action(lib)`` gives."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            action(lib)
+        except RuntimeError as error:
+            return str(error)
+    return [str(w.message) for w in caught]
+
+
+def _step_with_epoch(lib):
+    weight = lib.nn.Parameter(lib.ones(2))
+    optimizer = lib.optim.SGD([weight], lr=0.1)
+    scheduler = lib.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.5)
+    optimizer.step()
+    scheduler.step(3)
+
+
+def _clip_non_finite(lib):
+    weight = lib.nn.Parameter(lib.ones(2))
+    weight.grad = lib.tensor([float("inf"), 1.0])
+    lib.nn.utils.clip_grad_norm_([weight], 1.0, norm_type=1, error_if_nonfinite=True)
+
+
+def _inference_tensor_saved(lib):
+    x = lib.ones(2, requires_grad=True)
+    with lib.inference_mode():
+        y = x * 2
+    (y * x).sum().backward()
+
+
+@pytest.mark.parametrize("action", [_step_with_epoch, _clip_non_finite, _inference_tensor_saved])
+def test_messages_in_torch_words(action):
+    assert _message(ml, action) == _message(torch, action)

@@ -69,9 +69,9 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     dtype = dtypes.result_type(*(n.reshape(1) for n in norms))  # torch.stack promotes: bf16 with fp32 is fp32
     total = _norm(xp.stack([n.astype(dtype) for n in norms]), norm_type)
     if error_if_nonfinite and not math.isfinite(float(total)):
-        raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite "
-                           f"({float(total)}), so it cannot be clipped. To disable this error and scale the "
-                           f"gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
+        raise RuntimeError(f"The total norm of order {float(norm_type)} for gradients from `parameters` is "
+                           f"non-finite, so it cannot be clipped. To disable this error and scale the gradients "
+                           f"by the non-finite norm anyway, set `error_if_nonfinite=False`")
     return Tensor._make(xp.asarray(total), tensors[0].device, False, None)
 
 
