@@ -26,6 +26,7 @@ makes a resumed run see exactly the batches the uninterrupted run would have see
 import dataclasses
 import multiprocessing
 import os
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -538,7 +539,9 @@ class DataCollatorForLanguageModeling:
     stay. The draws are transformers' (``torch_mask_tokens`` / ``numpy_mask_tokens``), in its order, from
     minilora's torch-identical generator (``return_tensors="pt"``) or NumPy's (``"np"``): with ``seed`` (its
     own generator, created on the first call) or the global one, the same masks as there, bit for bit.
-    ``whole_word_mask=True`` is not implemented."""
+    ``whole_word_mask=True``: a picked token takes its whole word with it (tokens whose character spans touch,
+    read from each example's ``offset_mapping``: tokenize with ``return_offsets_mapping=True``); only a word's
+    first token is drawn, and every picked token becomes the mask token (transformers' warning and rule)."""
     tokenizer: object
     mlm: bool = True
     whole_word_mask: bool = False
@@ -557,9 +560,6 @@ class DataCollatorForLanguageModeling:
             if self.mlm_probability is None or self.mlm_probability < 0 or self.mlm_probability > 1:
                 raise ValueError("mlm_probability should be between 0 and 1.")
             self.mlm_probability = float(self.mlm_probability)
-            if self.whole_word_mask:
-                raise NotImplementedError("DataCollatorForLanguageModeling(whole_word_mask=True) is not implemented "
-                                          "in minilora: leave whole_word_mask=False to mask tokens one by one")
         elif self.whole_word_mask:
             raise ValueError("Whole word masking can only be used with mlm=True."
                              "If you want to use whole word masking, please set mlm=True.")
@@ -569,6 +569,8 @@ class DataCollatorForLanguageModeling:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} should be between 0 and 1.")
             setattr(self, name, float(getattr(self, name)))
+        if self.whole_word_mask:
+            self._whole_words_only()
         # with a seed: this collator's own generator, made on the first call in each process (as transformers)
         self.generator, self._generator_pid = None, None
 
@@ -580,10 +582,10 @@ class DataCollatorForLanguageModeling:
         else:
             batch = {"input_ids": _collate_ids(features, self.tokenizer, self.pad_to_multiple_of, return_tensors)}
         special_tokens_mask = batch.pop("special_tokens_mask", None)
-        batch.pop("offset_mapping", None)
+        offset_mapping = batch.pop("offset_mapping", None)
         if self.mlm:
             batch["input_ids"], batch["labels"] = self._mask_tokens(batch["input_ids"], special_tokens_mask,
-                                                                    return_tensors)
+                                                                    return_tensors, offset_mapping)
             return batch
         labels = batch["input_ids"].clone() if return_tensors == "pt" else np.copy(batch["input_ids"])
         if self.tokenizer.pad_token_id is not None:
@@ -591,16 +593,32 @@ class DataCollatorForLanguageModeling:
         batch["labels"] = labels
         return batch
 
-    def _mask_tokens(self, inputs, special_tokens_mask, return_tensors):
-        """BERT's masking, transformers' draws in its order: who is picked (never a special token), who of
-        them becomes the mask token, who of the rest a random token. ``inputs`` is changed in place."""
+    def _whole_words_only(self):
+        """transformers' whole-word settings: its warnings, and mask tokens only (no random replacement)."""
+        if not getattr(self.tokenizer, "is_fast", True):
+            warnings.warn("Whole word masking depends on offset mapping which is only natively available with fast "
+                          "tokenizers.", UserWarning)
+        if self.mask_replace_prob < 1:
+            warnings.warn("Random token replacement is not supported with whole word masking. "
+                          "Setting mask_replace_prob to 1.")
+            self.mask_replace_prob, self.random_replace_prob = 1.0, 0.0
+
+    def _mask_tokens(self, inputs, special_tokens_mask, return_tensors, offset_mapping=None):
+        """BERT's masking, transformers' draws in its order: who is picked (never a special token; with
+        whole_word_mask only a word's first token, then the rest of its word joins), who of them becomes
+        the mask token, who of the rest a random token. ``inputs`` is changed in place."""
         draws = _TorchDraws(self._generator(return_tensors, _TorchDraws)) if return_tensors == "pt" else \
             _NumpyDraws(self._generator(return_tensors, _NumpyDraws))
         if special_tokens_mask is None:
             special_tokens_mask = [self.tokenizer.get_special_tokens_mask(row, already_has_special_tokens=True)
                                    for row in inputs.tolist()]
         labels = draws.copy(inputs)
-        picked = draws.bernoulli(draws.probabilities(labels.shape, self.mlm_probability, special_tokens_mask))
+        undrawn = special_tokens_mask
+        if self.whole_word_mask:
+            word_ids, undrawn = _word_ids_and_undrawn(offset_mapping, special_tokens_mask)
+        picked = draws.bernoulli(draws.probabilities(labels.shape, self.mlm_probability, undrawn))
+        if self.whole_word_mask:
+            picked = draws.as_mask(_whole_words(word_ids, np.asarray(_host_array(picked))))
         labels[~picked] = IGNORE_INDEX
         replaced = draws.bernoulli(draws.probabilities(labels.shape, self.mask_replace_prob)) & picked
         inputs[replaced] = self.tokenizer.convert_tokens_to_ids(self.tokenizer.mask_token)
@@ -631,6 +649,33 @@ class DataCollatorForLanguageModeling:
         return self.generator
 
 
+def _word_ids_and_undrawn(offset_mapping, special_tokens_mask):
+    """transformers' ``_calc_word_ids_and_prob_mask``: each token's word number in its row (-1: a special
+    token) and the tokens not drawn (all but each word's first). A token starts a word when it is not special
+    and either begins where the previous token did not end (a space between) or follows a special token."""
+    if offset_mapping is None:
+        raise ValueError("whole_word_mask=True needs each example's offset_mapping: tokenize with "
+                         "return_offsets_mapping=True (and pad every example to one length)")
+    offsets = np.asarray(_host_array(offset_mapping))
+    special = np.asarray(_host_array(special_tokens_mask))
+    previous_ends = np.roll(offsets[:, :, 1], 1, axis=1)
+    previous_ends[:, 0] = -1
+    previous_special = np.roll(special, 1, axis=1)
+    previous_special[:, 0] = 0
+    special = special.astype(bool)
+    starts_word = ~special & ((offsets[:, :, 0] != previous_ends) | (previous_special == 1))
+    word_ids = np.cumsum(starts_word, axis=1)
+    word_ids[special] = -1
+    return word_ids, ~starts_word
+
+
+def _whole_words(word_ids, picked):
+    """transformers' ``_whole_word_mask``: every token of a word any of whose tokens was picked (specials never)."""
+    words = word_ids != -1
+    unique_ids = word_ids + np.arange(word_ids.shape[0])[:, None] * (word_ids.max() + 1)  # one numbering per batch
+    return np.isin(unique_ids, unique_ids[picked & words]) & words
+
+
 class _TorchDraws:
     """transformers' ``torch_mask_tokens`` draws, on minilora's torch-identical generator."""
 
@@ -659,6 +704,10 @@ class _TorchDraws:
 
     def bernoulli(self, chances):
         return bernoulli(chances, generator=self.generator).bool()
+
+    @staticmethod
+    def as_mask(picked):
+        return tensor(picked, dtype=bool)  # (transformers' torch.BoolTensor of the NumPy mask)
 
     def token_ids(self, vocabulary, where):
         return randint(vocabulary, tuple(where.shape), dtype=int64, generator=self.generator)[where]
@@ -692,6 +741,10 @@ class _NumpyDraws:
 
     def bernoulli(self, chances):
         return self.random.binomial(1, chances, size=chances.shape).astype(bool)
+
+    @staticmethod
+    def as_mask(picked):
+        return picked
 
     def token_ids(self, vocabulary, where):
         draw = self.random.integers if isinstance(self.random, np.random.Generator) else self.random.randint
