@@ -34,7 +34,7 @@ import numpy as np
 
 from . import parallel
 
-__all__ = ["cascade_sum", "row_sums", "GRAIN_SIZE", "SUM_LANES"]
+__all__ = ["cascade_sum", "row_sums", "two_norms", "GRAIN_SIZE", "SUM_LANES"]
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it one thread runs a reduction
 _ILP = 4  # row_sum's running sums side by side (its ilp_factor)
@@ -157,3 +157,23 @@ def cascade_sum(a, axes):
         return _outer_sums(a.reshape(rows, -1)).reshape(kept)
     return None
 
+
+
+def two_norms(a, axes, keepdims=False):
+    """``sqrt((a * a).sum(axes))`` for a float32 NumPy array in the order of torch's
+    ``norm_kernel_tensor_iterator_impl`` for p=2 along contiguous memory (the last dim, or a whole
+    contiguous tensor, ``is_reduce_lastdim``): 8-float vectors each add ``x * x`` (rounded, not fused)
+    into their lane, the lanes are added left to right, then the last ``n % 8`` squares one by one
+    (the kernel has no AVX-512 build, as the sum's). None for other layouts."""
+    axes = tuple(range(a.ndim)) if axes is None else tuple(sorted(axis % a.ndim for axis in axes))
+    if type(a) is not np.ndarray or a.dtype != np.float32 or not a.flags.c_contiguous or a.size == 0 \
+            or axes not in ((a.ndim - 1,), tuple(range(a.ndim))):
+        return None
+    width = a.size if len(axes) == a.ndim else a.shape[-1]
+    squares = np.square(a.reshape(-1, width))
+    rows, whole = len(squares), width - width % SUM_LANES
+    lanes = np.zeros((rows, SUM_LANES), np.float32)
+    if whole:
+        lanes = np.add.reduce(squares[:, :whole].reshape(rows, whole // SUM_LANES, SUM_LANES), axis=1)
+    total = np.cumsum(np.concatenate([lanes, squares[:, whole:]], axis=1), axis=1)[:, -1]  # (in order)
+    return np.sqrt(total).reshape([1 if i in axes else n for i, n in enumerate(a.shape) if keepdims or i not in axes])

@@ -4,6 +4,8 @@
   (``minilora/float32_sums.py``), on 8-float vectors under every capability (the sum kernel has no
   AVX-512 build); a whole sum of 32768+ elements in one chunk per thread (torch runs with minilora's
   thread count here); ``mean`` is that sum divided by the count.
+* the 2-norm along contiguous memory (``linalg.vector_norm``, ``norm``): 8 lanes of ``x * x``, added
+  left to right, then the tail's squares.
 * ``softmax`` along the last dim: SLEEF's exp, ``vec::reduce_all``'s lane sums, times the reciprocal;
   ``log_softmax``: the same sums, then the log (SLEEF's ``logf``, taken as correctly rounded: a row
   whose log-sum SLEEF rounds the other way differs by an ulp, hence its envelope below).
@@ -53,6 +55,8 @@ SCRIPT = textwrap.dedent("""
     same("mean", lambda L, x: x.mean(), [(7,), (4096,), (33, 517)])
     same("mean(-1)", lambda L, x: x.mean(-1), [(33, 517), (3, 5, 300)])
     same("mean(0)", lambda L, x: L.mean(x, 0), [(100, 9)])
+    same("vector_norm", lambda L, x: L.linalg.vector_norm(x), [(7,), (1003,), (33, 517), (100003,)])
+    same("norm(dim=-1)", lambda L, x: x.norm(dim=-1, keepdim=True), [(33, 517), (64, 1007)])
     if capability != "default":  # (there: C's expf element by element, glibc's last bits not modelled)
         same("softmax", lambda L, x: L.softmax(x, -1), [(7,), (33, 517), (4, 1000), (2, 3, 20)])
     for shape in [(33, 517), (4, 1000), (50, 7)]:

@@ -305,7 +305,9 @@ class PNorm(Function):
         xp = xp_of(a)
         ctx.a, ctx.p = a, p
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
-        out = (xp.abs(a) ** p).sum(axis=ctx.axes, keepdims=True) ** (1.0 / p)
+        out = float32_sums.two_norms(a, ctx.axes, keepdims=True) if p == 2 else None  # (float32: torch's order)
+        if out is None:
+            out = (xp.abs(a) ** p).sum(axis=ctx.axes, keepdims=True) ** (1.0 / p)
         ctx.out = out
         return out if keepdims else out.squeeze(axis=ctx.axes)
 
