@@ -1527,15 +1527,15 @@ def _transformers_class(tokenizer_class, path):
     (transformers' check: the text "ByteLevel" in the file)."""
     name = tokenizer_class.removesuffix("Fast") if isinstance(tokenizer_class, str) else None
     model_type = _model_type(os.path.dirname(path))
+    if name == "LlamaTokenizer" and model_type not in _MODEL_TYPES_WITH_WRONG_HUB_CLASS:
+        with open(path, encoding="utf-8") as f:
+            if '"ByteLevel"' in f.read():
+                return _GENERIC_CLASS
     registered = _MODEL_TYPE_TOKENIZERS.get(model_type)
     if registered is not None and registered != name:
         if registered != _GENERIC_CLASS and name is not None and model_type not in _MODEL_TYPES_WITH_WRONG_HUB_CLASS:
             registered = name  # (a model type with a class of its own leaves the config's class alone)
         return _GENERIC_CLASS if registered in ("PreTrainedTokenizer", "PythonBackend") else registered
-    if name == "LlamaTokenizer":
-        with open(path, encoding="utf-8") as f:
-            if '"ByteLevel"' in f.read():
-                return _GENERIC_CLASS
     return name
 
 
