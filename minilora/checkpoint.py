@@ -39,7 +39,7 @@ import numpy as np
 from .dtypes import HAS_BFLOAT16, bfloat16, is_floating
 
 __all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "atomic_write", "atomic_folder",
-           "remove_leftovers", "save_json", "load_json", "other_format",
+           "remove_leftovers", "save_json", "load_json", "naming_the_file", "other_format",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
            "SAFE_WEIGHTS_INDEX_NAME"]
@@ -95,20 +95,56 @@ def atomic_write(path, mode="wb"):
     folder = os.path.dirname(os.path.abspath(path))
     _make_folder(folder, path)
     remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=".tmp")
+    with _naming_the_target(path):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=".tmp")
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        encoding = {} if "b" in mode else {"encoding": "utf-8"}
+        with _naming_the_target(path, tmp), os.fdopen(fd, mode, **encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp makes 0600 files: give the old file's permissions (open(path, "w") keeps them), or the usual ones
-        os.chmod(tmp, _permissions(path, 0o666 & ~_UMASK))
-        os.replace(tmp, path)
+            # mkstemp makes 0600 files: give the old file's permissions (open(path, "w") keeps them), or the usual ones
+            os.chmod(tmp, _permissions(path, 0o666 & ~_UMASK))
+            os.replace(tmp, path)
         _fsync_dir(folder)  # the rename itself reaches the disk
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _naming_the_target(path, tmp=None):
+    """An OSError of a save (a full disk, a read-only or forbidden folder) names the file or folder the user
+    saves to -- the system's own error names the temporary one (".model.minilora-1234-x8a2.tmp") or none
+    at all (ENOSPC from a write) -- and says that what was there is unchanged. Type and errno are kept
+    (``OSError(errno, ...)`` is the errno's subclass: PermissionError for EACCES)."""
+    try:
+        yield
+    except OSError as exc:
+        where = None if exc.errno is None or isinstance(exc, CheckpointError) else _target_of(exc.filename, path, tmp)
+        if where is None:  # (another file's error: the block's own to name)
+            raise
+        strerror = exc.strerror or os.strerror(exc.errno)
+        text = strerror if strerror.endswith(_UNCHANGED) else strerror + _UNCHANGED
+        raise OSError(exc.errno, text, where) from exc
+
+
+_UNCHANGED = "; the save was abandoned and what was there before is unchanged"
+
+
+def _target_of(filename, path, tmp):
+    """The user's path that an error's file stands for: ``path`` for none (a write), ``path`` itself or a
+    temporary name of its save; the same place in ``path`` for a file inside the temporary folder ``tmp``;
+    None for any other file."""
+    path = os.path.abspath(path)
+    if filename is None:
+        return path
+    filename = os.path.abspath(os.fspath(filename))
+    if tmp is not None and filename.startswith(tmp + os.sep):
+        return os.path.join(path, os.path.relpath(filename, tmp))
+    temporary = os.path.join(os.path.dirname(path), _temp_prefix(path))
+    return path if filename == path or filename.startswith(temporary) else None
 
 
 # Temporary names carry the writer's process id (".model.minilora-1234-x8a2.tmp"), so a later save can
@@ -212,14 +248,16 @@ def atomic_folder(directory, replaces=()):
     parent = os.path.dirname(directory)
     _make_folder(parent, directory)
     remove_leftovers(directory)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=_temp_prefix(directory), suffix=".tmp")
+    with _naming_the_target(directory):
+        tmp = tempfile.mkdtemp(dir=parent, prefix=_temp_prefix(directory), suffix=".tmp")
     try:
-        yield tmp
-        if os.path.isdir(directory):
-            _link_missing(directory, tmp, replaces)
-        os.chmod(tmp, _permissions(directory, 0o777 & ~_UMASK))  # mkdtemp makes 0700 folders
-        _fsync_tree(tmp)
-        _swap_in(tmp, directory)
+        with _naming_the_target(directory, tmp):
+            yield tmp
+            if os.path.isdir(directory):
+                _link_missing(directory, tmp, replaces)
+            os.chmod(tmp, _permissions(directory, 0o777 & ~_UMASK))  # mkdtemp makes 0700 folders
+            _fsync_tree(tmp)
+            _swap_in(tmp, directory)
     finally:
         if os.path.isdir(tmp):  # the new files after an error, or the old folder after the swap
             shutil.rmtree(tmp, ignore_errors=True)
@@ -310,6 +348,18 @@ def save_json(obj, path):
         f.write("\n")
 
 
+@contextlib.contextmanager
+def naming_the_file(file):
+    """A value a JSON file holds refused (config.json's num_hidden_layers: -16): the error names the file, as
+    transformers' errors about a config file do (the field alone could come from any of a model's files)."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if exc.args and isinstance(exc.args[0], str) and file not in exc.args[0]:
+            exc.args = (f"{file}: {exc.args[0]}",) + exc.args[1:]
+        raise
+
+
 def load_json(path):
     """Read a JSON file; a syntax error names the file."""
     try:
@@ -346,7 +396,7 @@ def read_header(path):
             f.seek(0)
             _refuse_other_format(path, f.read(64))
             raise CheckpointError(f"{path}: truncated or not a safetensors file (the header claims "
-                                  f"{header_len} bytes but the file has only {size})")
+                                  f"{header_len} bytes, but only {size - 8} follow its 8-byte length)")
         raw = f.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_without_duplicates)

@@ -233,8 +233,8 @@ def _allocator_owner(model):
 
 
 def _training_state(step, named_params, optimizer, scheduler, history, allocator_owner=None, buffers=()):
-    """``history``: the per-step ``losses``, ``lrs`` and ``grad_norms`` so far (a resumed run's result
-    holds them from step 1 on, whatever folder it continues in)."""
+    """``history``: the per-step ``losses``, ``lrs`` and ``grad_norms`` and the ``evals`` records so far (a
+    resumed run's result holds them from step 1 on, whatever folder it continues in)."""
     state = {"step": step,
              "model": {name: p for name, p in named_params},
              "optimizer": optimizer.state_dict(),
@@ -374,8 +374,14 @@ class _MetricsLog:
     def write(self, record):
         self.records.append(record)
         if self.path:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as exc:  # (a full disk: the write's own error names no file)
+                if exc.errno is None or exc.filename is not None:
+                    raise
+                raise OSError(exc.errno, f"{exc.strerror} (appending step {record.get('step')}'s record to the "
+                                         "run's metrics; the last checkpoint is kept)", self.path) from exc
 
 
 def plot_losses(path, losses, evals, title="training loss"):
@@ -702,8 +708,12 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         if optimizers[0] is None:  # (an optimizer of the caller's keeps its own learning rates)
             _use_new_learning_rate(scheduler, lr, start)
         history = {key: [float(x) for x in state[key]] for key in ("lrs", "grad_norms") if key in state}
+        if isinstance(state.get("evals"), list):  # (checkpoints from before they held them: the log's, below)
+            history["evals"] = state["evals"]
     log = _MetricsLog(out_dir if writer else None, start if resume else None)
-    evals = [r for r in log.records if r.get("kind") == "eval"]
+    # the evaluations so far come with the checkpoint, as its losses do: a run resumed in another folder
+    # (resume=PATH) has no log of them there, and its result and loss plot would lack them
+    evals = history.get("evals", [r for r in log.records if r.get("kind") == "eval"])
     logged = [r for r in log.records if r.get("kind") == "train"]  # (checkpoints from before they held these)
     lrs = history.get("lrs", [r["lr"] for r in logged][:start])
     grad_norms = history.get("grad_norms", [r["grad_norm"] for r in logged][:start])
@@ -735,7 +745,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     def checkpoint(step):
         nonlocal last_good
         state = _training_state(step, named, optimizer, scheduler,
-                                {"losses": losses, "lrs": lrs, "grad_norms": grad_norms}, allocator_owner, buffers)
+                                {"losses": losses, "lrs": lrs, "grad_norms": grad_norms, "evals": evals},
+                                allocator_owner, buffers)
         if isinstance(loader, _EpochLoader):
             state["data"] = loader.state_dict()
         state["batches"] = _batch_options(loader, grad_accum)

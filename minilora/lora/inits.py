@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from ..checkpoint import load_file, save_file, save_json
+from ..checkpoint import atomic_folder, load_file, save_file, save_json
 from ..factories import randn
 from ..tensor import Tensor, _host
 
@@ -205,6 +205,7 @@ def save_converted_to_lora(peft_model, save_directory, initial_directory, select
     from . import save as _io  # save.py imports the layers, which import this module
     names = list(peft_model.peft_config) if selected_adapters is None else list(selected_adapters)
     initial = load_file(os.path.join(initial_directory, _io.WEIGHTS_NAME))
+    files = {}  # adapter name -> (tensors, config): every adapter converted before anything is written
     for name in names:
         config = peft_model.peft_config[name].to_dict()
         if config["use_rslora"] and (config["rank_pattern"] or config["alpha_pattern"]):
@@ -214,10 +215,15 @@ def save_converted_to_lora(peft_model, save_directory, initial_directory, select
         config["inference_mode"] = True
         if config["base_model_name_or_path"] is None:
             config["base_model_name_or_path"] = _io._name_or_path(peft_model.get_base_model())
-        save_json(dict(config, init_lora_weights=True), os.path.join(initial_directory, _io.CONFIG_NAME))
         tensors = _io.get_peft_model_state_dict(peft_model, adapter_name=name)
-        tensors = converted_tensors(tensors, initial, _layer_ranks(peft_model, name, tensors))
-        directory = _io._adapter_dir(save_directory, name)
-        os.makedirs(directory, exist_ok=True)
-        save_file(tensors, os.path.join(directory, _io.WEIGHTS_NAME), metadata={"format": "pt"})
-        save_json(_doubled_config(config), os.path.join(directory, _io.CONFIG_NAME))
+        files[name] = converted_tensors(tensors, initial, _layer_ranks(peft_model, name, tensors)), config
+    if files:  # (PEFT writes it for each adapter in turn: the last one's stays)
+        _, last_config = list(files.values())[-1]
+        save_json(dict(last_config, init_lora_weights=True), os.path.join(initial_directory, _io.CONFIG_NAME))
+    # One unit, as save_adapters: a kill mid-save must not leave the rank-2r weights beside the old rank-r
+    # config (a folder that no longer loads), nor one adapter converted and the next not.
+    with atomic_folder(save_directory) as tmp:
+        for name, (tensors, config) in files.items():
+            directory = _io._adapter_dir(tmp, name)
+            save_file(tensors, os.path.join(directory, _io.WEIGHTS_NAME), metadata={"format": "pt"})
+            save_json(_doubled_config(config), os.path.join(directory, _io.CONFIG_NAME))

@@ -1,0 +1,227 @@
+"""Faults and bad input, round 11: nothing a user saved is lost, every bad input named.
+
+A save that fails (a full disk, a read-only folder) names the file the user saves to and keeps what was
+there; a PiSSA/OLoRA adapter converted to plain LoRA (``path_initial_model_for_weight_conversion``) and
+killed mid-save leaves the old adapter whole; a run resumed into another folder keeps its evaluations; a
+generation_config.json or config.json value of the wrong JSON type is refused by name, not read as
+something else (``"do_sample": "false"`` sampled).
+"""
+import errno
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import train as train_mod
+from minilora.checkpoint import CheckpointError, load_file, read_header
+from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.train import save_training_state, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
+
+CONFIG = dict(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+              max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+
+
+def tiny_model(seed=0):
+    ml.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**CONFIG))
+
+
+def snapshot(folder):
+    """``{relative path: bytes}`` of every file under ``folder``."""
+    found = {}
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                found[os.path.relpath(os.path.join(root, name), folder)] = f.read()
+    return found
+
+
+def leftovers(folder):
+    return [entry for entry in os.listdir(folder) if ".minilora-" in entry]
+
+
+# ==================================================================================================
+# A save that fails names what the user saves to, not a temporary file (or nothing)
+# ==================================================================================================
+# Each writer saves version v of its file (or folder, TARGETS) into folder d.
+WRITERS = {
+    "model": lambda d, v: tiny_model(v).save_pretrained(os.path.join(d, "m")),
+    "ml.save": lambda d, v: ml.save({"w": ml.full((3,), float(v))}, os.path.join(d, "w.safetensors")),
+    "training state": lambda d, v: save_training_state(os.path.join(d, "c.npz"), {"step": v}),
+}
+TARGETS = {"model": "m", "ml.save": "w.safetensors", "training state": "c.npz"}  # (each writer's, in the folder)
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_full_disk_names_the_file_saved_to_and_keeps_the_old_one(tmp_path, monkeypatch, writer):
+    # ENOSPC from a write carries no file name ("[Errno 28] No space left on device"): a run saving a
+    # model, a checkpoint and a plot could not tell which one failed. fsync is where a full disk shows
+    # for written data the kernel had accepted.
+    save = WRITERS[writer]
+    save(str(tmp_path), 1)
+    target = str(tmp_path / TARGETS[writer])
+    before = snapshot(tmp_path)
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError) as caught:
+        save(str(tmp_path), 2)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename is not None and caught.value.filename.startswith(target), caught.value
+    assert ".minilora-" not in caught.value.filename and "unchanged" in str(caught.value)
+    assert snapshot(tmp_path) == before and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_read_only_folder_is_named_not_the_temporary_file(tmp_path, monkeypatch, writer):
+    # A read-only or forbidden folder refuses the temporary file the save makes first: the system's error
+    # named ".c.npz.minilora-1234-x8a2.tmp", a file the user never asked for. (Simulated: root may write
+    # into a 0555 folder.)
+    save = WRITERS[writer]
+    save(str(tmp_path), 1)
+    before = snapshot(tmp_path)
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def refused(real):
+        def call(path, *args, **kwargs):
+            if ".minilora-" in os.fspath(path):
+                raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
+            return real(path, *args, **kwargs)
+        return call
+    monkeypatch.setattr(os, "open", refused(real_open))
+    monkeypatch.setattr(os, "mkdir", refused(real_mkdir))
+    with pytest.raises(OSError) as caught:
+        save(str(tmp_path), 2)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.EROFS
+    assert caught.value.filename == str(tmp_path / TARGETS[writer])
+    assert snapshot(tmp_path) == before
+
+
+def test_a_full_disk_under_the_metrics_log_names_it(tmp_path, monkeypatch):
+    real_open = open
+
+    class FullDisk:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        return FullDisk() if "a" in mode else real_open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(train_mod, "open", fake_open, raising=False)
+    rows = np.array([[(i + j) % 13 + 3 for j in range(8)] for i in range(8)], dtype=np.int64)
+    with pytest.raises(OSError) as caught:
+        train(tiny_model(), rows, steps=2, batch_size=4, out_dir=str(tmp_path), progress=False, plot=False)
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename == str(tmp_path / "metrics.jsonl") and "step 1" in str(caught.value)
+
+
+# ==================================================================================================
+# PiSSA converted to plain LoRA, killed mid-save: the old adapter stays whole
+# ==================================================================================================
+CONVERT_CHILD = """
+import os, shutil, signal, sys
+import numpy as np, minilora as ml
+from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.lora import LoraConfig, get_peft_model, inits
+work, kill = sys.argv[1], sys.argv[2] == "kill"
+initial, out, reference = (os.path.join(work, name) for name in ("initial", "out", "reference"))
+ml.manual_seed(0)
+model = get_peft_model(LlamaForCausalLM(LlamaConfig(**{config!r})),
+                       LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights="pissa"))
+model.peft_config["default"].init_lora_weights = True
+model.save_pretrained(initial)
+for name, p in model.named_parameters():  # "training"
+    if "lora_" in name:
+        p._array += 0.05
+if not kill:  # the same conversion, uninterrupted: into out (resumed after the kill) and a reference folder
+    for folder in (out, reference):
+        model.save_pretrained(folder, path_initial_model_for_weight_conversion=initial)
+    sys.exit(0)
+model.save_pretrained(out)  # what the user has there: the trained adapter, rank 2, for the PiSSA base
+shutil.copytree(out, os.path.join(work, "before"))
+real = inits.save_json
+
+def save_json(obj, path):  # the kill falls between the converted weights and their config
+    if os.path.basename(os.path.dirname(os.path.abspath(path))) != "initial":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(obj, path)
+inits.save_json = save_json
+model.save_pretrained(out, path_initial_model_for_weight_conversion=initial)
+"""
+
+
+@posix_only
+def test_a_pissa_conversion_killed_mid_save_leaves_the_old_adapter_whole(tmp_path):
+    # Before, the rank-2r weights replaced the old file and the kill left the old rank-r config beside them:
+    # a folder that no longer loads (size mismatch), where the user had a working adapter.
+    code = CONVERT_CHILD.format(config=CONFIG)
+    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path), "kill"], env=ENV, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    out = tmp_path / "out"
+    assert snapshot(out) == snapshot(tmp_path / "before")  # the old adapter, whole
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert load_file(str(out / "adapter_model.safetensors"))[
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"].shape[0] == config["r"] == 2
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), "again"], env=ENV, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert snapshot(out) == snapshot(tmp_path / "reference")  # as if it had never been killed
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    assert leftovers(tmp_path) == []  # the killed save's temporary folder was cleared by the next one
+
+
+# ==================================================================================================
+# A run resumed into another folder keeps its evaluations (the result, and so the loss plot)
+# ==================================================================================================
+def test_a_run_resumed_in_another_folder_keeps_its_evaluations(tmp_path):
+    # resume=PATH continues a run in a new out_dir (the checkpoint copied to faster disk, a fork of the run):
+    # the evaluations before the checkpoint came from the old folder's metrics log, so the result (and the
+    # loss plot's eval points) started at the resumed step. The checkpoint now holds them, as its losses.
+    rows = np.array([[(i + j) % 13 + 3 for j in range(8)] for i in range(16)], dtype=np.int64)
+    options = dict(steps=4, batch_size=4, lr=1e-2, eval_every=1, save_every=2, progress=False, plot=False)
+    reference = train(tiny_model(), rows, rows[:4], out_dir=str(tmp_path / "reference"), **options)
+
+    def killed_at_step_3(step):
+        if step == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), rows, rows[:4], out_dir=str(tmp_path / "first"), after_optimizer_step=killed_at_step_3,
+              **options)
+    resumed = train(tiny_model(3), rows, rows[:4], out_dir=str(tmp_path / "second"),
+                    resume=str(tmp_path / "first" / "checkpoint.npz"), **options)
+    assert resumed.steps_run == 2
+    assert resumed.evals == reference.evals and [e["step"] for e in resumed.evals] == [1, 2, 3, 4]
+    assert resumed.losses == reference.losses
+
+
+# ==================================================================================================
+# Files read: the header's own numbers, JSON values of the wrong type
+# ==================================================================================================
+def test_a_header_longer_than_the_file_says_how_many_bytes_follow(tmp_path):
+    path = tmp_path / "w.safetensors"
+    ml.save({"w": ml.ones(4)}, path)
+    data = path.read_bytes()
+    path.write_bytes(struct.pack("<Q", len(data)) + data[8:])  # the length of the whole file, not the header
+    with pytest.raises(CheckpointError) as caught:
+        read_header(str(path))
+    # (it said "the header claims 88 bytes but the file has only 88")
+    assert f"claims {len(data)} bytes, but only {len(data) - 8} follow" in str(caught.value)
