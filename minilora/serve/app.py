@@ -15,18 +15,25 @@ Routes (vLLM's names for the adapter routes)::
 
 With ``api_key`` (vLLM's ``--api-key``), every ``/v1`` request needs ``Authorization: Bearer KEY``; else 401.
 
-The request parameters are OpenAI's, read as vLLM's server reads them: ``max_tokens`` (left out: 16
+The request parameters are OpenAI's, read as vLLM's (0.24) server reads them (fields.py: its pydantic models'
+fields, coerced in pydantic's lax mode -- ``"5"`` is 5, ``"true"`` is true --, and a name they do not have
+ignored with vLLM's warning in the log): ``max_tokens`` (left out: 16
 for a completion, the rest of the context for a chat; ``null``: the rest of the context), ``temperature``
-(0: greedy), ``top_p``, ``n`` (choice i samples with ``seed + i``; above 1 only when sampling, as
-vLLM), ``seed``, ``stop`` (the stop text is not in the output), ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``logprobs`` (the
-model's own log-probabilities; chat: ``logprobs``/``top_logprobs``), ``echo``, ``stream`` and
-``stream_options.include_usage``; a completion's ``prompt`` may be a list of prompts. vLLM's extras:
-``top_k``, ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``, ``min_tokens``,
-``include_stop_str_in_output``, ``skip_special_tokens``, ``allowed_token_ids``; chat: ``add_generation_prompt``,
-``continue_final_message``, ``chat_template``. ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores
-the prompt. Parameters this server does not implement (``suffix``, ``tools``, ``response_format``,
-``best_of`` other than n, ``chat_template_kwargs``) are taken only at their "off" value; anything else
-unknown is refused by name, never ignored. ``GET /health`` answers 503 once the engine has stopped.
+(0: greedy; at most 2), ``top_p``, ``n`` (choice i samples with ``seed + i``; above 1 only when sampling, as
+vLLM), ``seed``, ``stop`` (the stop text is not in the output), ``presence_penalty``, ``frequency_penalty``,
+``logit_bias``, ``logprobs`` (the model's own log-probabilities; chat: ``logprobs``/``top_logprobs``), ``echo``,
+``stream`` and ``stream_options`` (``include_usage``, true when stream_options is given; vLLM's
+``continuous_usage_stats``: every chunk with its choice's usage so far); a completion's ``prompt`` may be a list
+of prompts. vLLM's extras: ``top_k``, ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``,
+``min_tokens``, ``include_stop_str_in_output``, ``skip_special_tokens``, ``allowed_token_ids``,
+``prompt_logprobs`` (each prompt token's, ranked: a completion choice's ``prompt_logprobs``, a chat answer's),
+``truncate_prompt_tokens``, ``add_special_tokens``; chat: ``add_generation_prompt``, ``continue_final_message``,
+``chat_template``, ``chat_template_kwargs``, ``documents``, ``echo`` (the answer starts with the last message's
+text). ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores the prompt. vLLM's fields this server does not
+implement (``suffix``, ``tools``, ``response_format`` other than text, ``use_beam_search``, ``logits_processors``,
+``structured_outputs``, ``bad_words``, ``return_token_ids``, ``priority``, ...) are taken only at their "off"
+value, refused by name otherwise; ``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it.
+``GET /health`` answers 503 once the engine has stopped.
 
 Sampling defaults are OpenAI's and vLLM's, not transformers' ``generate``: ``temperature`` 1, ``top_p`` 1
 and no top-k filter (vLLM's extra ``top_k``: 0 or -1 keeps every token, as vLLM; ``minilora generate``
@@ -35,7 +42,7 @@ them, or ``min_p`` and ``repetition_penalty`` (and ``max_new_tokens``, the defau
 vLLM applies too. ``stream: true`` answers with server-sent events (``data: {chunk}`` lines, then
 ``data: [DONE]``). Errors are vLLM's JSON, ``{"error": {"message", "type", "param", "code"}}``, with a 4xx
 status that says whose fault it is: 400 bad parameters (type ``BadRequestError``; a body that is not a
-JSON object: ``Bad Request``), 404 unknown model, 409 adapter in use, 429 busy (the backlog across requests is
+JSON object: ``Bad Request``), 404 unknown model, 429 busy (the backlog across requests is
 full; one request's prompts x n are taken whole however many, and wait for free rows as vLLM's). A refused request
 leaves nothing queued (its n choices are taken all or none), so the retries OpenAI's clients make after
 a 429 or a 5xx generate nothing twice. A client that disconnects (or times out, before it retries)
@@ -48,6 +55,7 @@ Every answer carries OpenAI's ``system_fingerprint`` and its id also as the ``x-
 logprobs are a log_softmax over the model's whole vocabulary (ids past the tokenizer's: ``token_id:N``).
 """
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -55,6 +63,7 @@ import logging
 import math
 import os
 import secrets
+import sys
 import time
 import uuid
 from http import HTTPStatus
@@ -66,25 +75,18 @@ from starlette.routing import Route
 
 from ..tokenizer import token_bytes
 from .engine import EngineError, Request
+from .fields import lax_bool, log_ignored, read_fields
 from .sampler import SAMPLING_EPS
 
 __all__ = ["create_app"]
 
-# Every parameter vLLM's OpenAI server takes that this server implements (vLLM's extras: top_k,
-# repetition_penalty, stop_token_ids, ignore_eos). A name outside these is refused, never ignored.
-_SAMPLING_KEYS = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stop_token_ids", "stream",
-                  "stream_options", "n", "user", "presence_penalty", "frequency_penalty", "repetition_penalty",
-                  "logit_bias", "ignore_eos", "logprobs", "response_format", "min_p", "min_tokens",
-                  "include_stop_str_in_output", "skip_special_tokens", "spaces_between_special_tokens",
-                  "allowed_token_ids", "request_id"}
-_COMPLETION_KEYS = _SAMPLING_KEYS | {"prompt", "echo", "best_of", "suffix"}
-_CHAT_KEYS = _SAMPLING_KEYS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
-                               "add_generation_prompt", "continue_final_message", "chat_template",
-                               "chat_template_kwargs"}
-# Parameters of the API this server does not implement, taken only at the value that means "off"
-# (clients and frameworks send them with those values on every request).
-_OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "chat_template_kwargs": (None, {}),
-        "spaces_between_special_tokens": (None, True)}  # (vLLM's default: its fast detokenizer decodes as is)
+# vLLM's fields this server does not implement, taken only at the value that means "off" (the first: the
+# default; clients and frameworks send them with those values). Names vLLM does not know are ignored (fields.py).
+_OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "use_beam_search": (False,),
+        "structured_outputs": (None,), "prompt_embeds": (None, []), "bad_words": ([],), "logits_processors": (None, []),
+        "return_token_ids": (None, False), "priority": (0,), "max_repetition_pattern_size": (0,),
+        "min_repetition_pattern_size": (0,), "repetition_min_count": (0,),
+        "spaces_between_special_tokens": (True,)}  # (vLLM's default: its fast detokenizer decodes as is)
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 _POLL_SECONDS = 0.25  # how often a non-streaming request checks whether its client is still there
 
@@ -165,17 +167,59 @@ def _logit_bias(body, vocab_size):
     return parsed
 
 
-def _logprobs(body, chat):
+def _truncated(ids, k, budget):
+    """vLLM's ``truncate_prompt_tokens``: the prompt's last ``k`` tokens (-1: as many as the context leaves
+    room for beside max_tokens, ``budget``; None: the whole prompt)."""
+    if k is None:
+        return ids
+    if k < -1:
+        raise EngineError(400, f"truncate_prompt_tokens: Input should be greater than or equal to -1, got {k}",
+                          "truncate_prompt_tokens")
+    if budget is not None and k > budget:
+        raise EngineError(400, f"truncate_prompt_tokens value ({k}) is greater than max_model_len - max_tokens "
+                               f"({budget}). Please request a smaller truncation size.", "truncate_prompt_tokens")
+    keep = budget if k == -1 else k
+    return ids if keep is None or len(ids) <= keep else ids[len(ids) - keep:]
+
+
+def _logprob_count(body, name, vocab_size, kind="sample", all_with_minus_one=False):
+    """A count of likeliest tokens to report (None: none), refused as vLLM refuses it: negative (-1 is the
+    whole vocabulary where vLLM takes it), or more than its --max-logprobs (20)."""
+    k = body.get(name)
+    if k is None:
+        return None
+    if k < 0 and not (all_with_minus_one and k == -1):
+        raise EngineError(400, f"`{name}` must be a positive value{' or -1' if all_with_minus_one else ''}.", name)
+    asked = vocab_size if k == -1 else k
+    if asked > _MAX_LOGPROBS:
+        raise EngineError(400, f"Requested {kind} logprobs of {asked}, which is greater than max allowed: "
+                               f"{_MAX_LOGPROBS}", name)
+    return k
+
+
+def _logprobs(body, chat, vocab_size):
     """How many likeliest tokens to report beside each chosen one (None: no logprobs). Completions take
     ``logprobs: k``; chat takes ``logprobs: true`` and ``top_logprobs: k``, as OpenAI's API."""
     if not chat:
-        return _number(body, "logprobs", None, 0, _MAX_LOGPROBS, integer=True)
-    top = _number(body, "top_logprobs", None, 0, _MAX_LOGPROBS, integer=True)
+        return _logprob_count(body, "logprobs", vocab_size)
+    top = _logprob_count(body, "top_logprobs", vocab_size)
     if not _flag(body, "logprobs"):
         if top:
-            raise EngineError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+            raise EngineError(400, "when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
         return None
     return top or 0
+
+
+def _prompt_logprob_count(body, chat, stream, vocab_size):
+    """vLLM's ``prompt_logprobs``: how many likeliest tokens to report beside each prompt token (None: none);
+    with ``echo`` and none asked, the count the request's logprobs ask for (chat: ``top_logprobs``, 0 by
+    default, so a chat's echo reports its prompt's own logprobs). Not with ``stream`` (its chunks have no room)."""
+    k = _logprob_count(body, "prompt_logprobs", vocab_size, "prompt", all_with_minus_one=True)
+    if k is not None and stream and k != 0:
+        raise EngineError(400, "`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs")
+    if k is None and _flag(body, "echo"):
+        return body.get("top_logprobs", 0) if chat else body.get("logprobs")
+    return k
 
 
 def _stop(body):
@@ -191,9 +235,14 @@ def _stop(body):
 
 
 def _temperature(body, default):
-    """In [0, 2]; above 0 but below 0.01 it is 0.01, as vLLM's SamplingParams raises it (smaller ones
-    overflow to inf or nan in float32)."""
-    temperature = _number(body, "temperature", default, 0, 2)
+    """In [0, 2], as vLLM's SamplingParams checks it (since vLLM 0.24, OpenAI's range); above 0 but below
+    0.01 it is 0.01, as vLLM raises it (smaller ones overflow to inf or nan in float32)."""
+    temperature = body.get("temperature")
+    temperature = default if temperature is None else temperature
+    problem = ("must be a finite number" if not math.isfinite(temperature) else
+               "must be non-negative" if temperature < 0 else "must be in [0, 2]" if temperature > 2 else None)
+    if problem:
+        raise EngineError(400, f"temperature {problem}, got {temperature}.", "temperature")
     return max(temperature, 0.01) if temperature > 0 else temperature
 
 
@@ -217,54 +266,56 @@ def _response_format(body):
                            f"{{'type': 'json_schema', ...}}, got {form!r}", "response_format")
 
 
-def _include_usage(body, stream):
+def _usage_options(body, stream):
+    """(include_usage, continuous_usage_stats) of vLLM's ``stream_options`` (``{"include_usage": bool = true,
+    "continuous_usage_stats": bool = false}``): given at all, a stream ends with a chunk of the usage, and with
+    continuous_usage_stats every chunk carries its choice's usage so far. Other keys are ignored, as vLLM's."""
     options = body.get("stream_options")
     if options is None:
-        return False
-    if not stream:
-        raise EngineError(400, "stream_options can only be given with stream: true", "stream_options")
-    known = {"include_usage", "continuous_usage_stats", "include_obfuscation"}
-    if not isinstance(options, dict) or set(options) - known:
-        raise EngineError(400, "stream_options takes {\"include_usage\": bool}", "stream_options")
-    if _flag(options, "continuous_usage_stats"):
-        raise EngineError(400, "stream_options.continuous_usage_stats is not supported", "stream_options")
-    if options.get("include_obfuscation") not in (None, False):  # OpenAI's padding against size side channels
-        raise EngineError(400, "stream_options.include_obfuscation is not supported (only false)", "stream_options")
-    return _flag(options, "include_usage")
+        return False, False
+    if not isinstance(options, dict):
+        raise EngineError(400, "stream_options must be an object: {\"include_usage\": bool, "
+                               "\"continuous_usage_stats\": bool}", "stream_options")
+    if options and not stream:  # (an empty one is let through, as vLLM's check reads it)
+        raise EngineError(400, "Stream options can only be defined when `stream=True`.", "stream_options")
+    log_ignored(set(options) - {"include_usage", "continuous_usage_stats"})
+    try:
+        include, continuous = (None if options.get(name, default) is None else lax_bool(options.get(name, default))
+                               for name, default in (("include_usage", True), ("continuous_usage_stats", False)))
+    except ValueError as exc:
+        raise EngineError(400, f"stream_options: {exc}", "stream_options") from None
+    return bool(include), bool(include and continuous)
 
 
 def _options(body, chat, vocab_size, defaults):
-    """(options for every ``Request``, n, stream, include_usage, echo): the request's parameters checked as
-    OpenAI's API documents them (vLLM's ranges for its extras). Anything unknown is refused by name
-    rather than ignored. What the request leaves out comes from ``defaults`` (the engine's: OpenAI's,
-    or the model's generation_config). ``max_tokens`` None: the rest of the context."""
-    unknown = sorted(set(body) - (_CHAT_KEYS if chat else _COMPLETION_KEYS))
-    if unknown:
-        raise EngineError(400, f"unsupported parameter(s) {unknown}", unknown[0])
+    """(options for every ``Request``, n, stream, (include_usage, continuous_usage_stats), echo, prompt_logprobs):
+    the request's fields (read by fields.py) checked as vLLM checks them. What the request leaves out comes
+    from ``defaults`` (the engine's: OpenAI's, or the model's generation_config). ``max_tokens`` None: the rest
+    of the context."""
     for name, off in _OFF.items():
-        if body.get(name) not in off:
+        if body.get(name, off[0]) not in off:
             raise EngineError(400, f"{name} is not supported (only {off[-1]!r})", name)
     _response_format(body)
-    n = _number(body, "n", 1, 1, 128, integer=True)
-    best_of = _number(body, "best_of", n, 1, 128, integer=True)
-    if best_of != n:
-        raise EngineError(400, f"best_of must equal n ({n}): ranking extra samples is not supported", "best_of")
+    if body.get("cache_salt") == "":  # (no prefix cache here to salt: any other salt changes nothing)
+        raise EngineError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
+    n = _number(body, "n", 1, 1, 128, integer=True)  # (best_of: vLLM 0.24's models dropped it, so it is ignored)
     stream = _flag(body, "stream")  # null: false, as vLLM's Optional[bool] = False reads it
-    echo = _flag(body, "echo")
-    logprobs = _logprobs(body, chat)
+    echo = not chat and _flag(body, "echo")  # (a chat's echo is its last message's text: ChatReply)
+    logprobs = _logprobs(body, chat, vocab_size)
     default_max = defaults["max_tokens"] or (None if chat else 16)  # OpenAI's: 16 for a completion; chat: the rest
-    top_k = _number(body, "top_k", defaults["top_k"] or 0, -1, 2**31 - 1, integer=True)  # vLLM's: 0, -1 = all
+    top_k = _number(body, "top_k", defaults["top_k"] or 0, -1, math.inf, integer=True)  # vLLM's: 0, -1 = all
     max_tokens = _max_tokens(body, default_max)
     if max_tokens == 0 and not echo:  # vLLM's: 0 only to echo (and score) the prompt
         raise EngineError(400, "max_tokens must be at least 1 (0 only with echo: true)", "max_tokens")
     options = dict(max_tokens=max_tokens,
                    temperature=_temperature(body, defaults["temperature"]),
-                   top_p=_number(body, "top_p", defaults["top_p"], 1e-9, 1),
+                   top_p=_number(body, "top_p", defaults["top_p"], math.ulp(0.0), 1),  # (0, 1]
                    top_k=top_k if top_k > 0 else None,
                    seed=_seed(body), stop=_stop(body),
                    presence_penalty=_number(body, "presence_penalty", 0.0, -2, 2),
                    frequency_penalty=_number(body, "frequency_penalty", 0.0, -2, 2),
-                   repetition_penalty=_number(body, "repetition_penalty", defaults["repetition_penalty"], 1e-9, 2**31),
+                   repetition_penalty=_number(body, "repetition_penalty", defaults["repetition_penalty"],
+                                              math.ulp(0.0), sys.float_info.max),  # vLLM's: finite, above 0
                    logit_bias=_logit_bias(body, vocab_size), logprobs=logprobs,
                    stop_token_ids=_token_ids(body, "stop_token_ids", vocab_size), ignore_eos=_flag(body, "ignore_eos"),
                    allowed_token_ids=_allowed_token_ids(body, vocab_size),
@@ -274,7 +325,7 @@ def _options(body, chat, vocab_size, defaults):
                    skip_special_tokens=body.get("skip_special_tokens") is None or _flag(body, "skip_special_tokens"))
     if n > 1 and options["temperature"] < SAMPLING_EPS:  # vLLM's SamplingParams._verify_greedy_sampling
         raise EngineError(400, f"n must be 1 when using greedy sampling, got {n}", "n")
-    return options, n, stream, _include_usage(body, stream), echo
+    return options, n, stream, _usage_options(body, stream), echo, _prompt_logprob_count(body, chat, stream, vocab_size)
 
 
 class _Server:
@@ -310,18 +361,25 @@ class _Server:
     async def _run(self, http_request, body, prompts, chat):
         """Submit one request per prompt and choice (``n`` each), then answer as one JSON object or as a
         stream of server-sent events. Choice ``i`` of prompt ``p`` is choice ``p * n + i``, as vLLM numbers
-        them; with a ``seed`` it samples with ``seed + i`` (vLLM's seeds for the n samples)."""
+        them; with a ``seed`` it samples with ``seed + i`` (vLLM's seeds for the n samples). ``chat``: None
+        for a completion, else its ChatReply."""
         adapter = self._adapter_of(body)
-        options, n, stream, include_usage, echo = _options(body, chat, self.engine.vocab_size,
-                                                           self.engine.sampling_defaults)
+        options, n, stream, usage, echo, prompt_k = _options(body, chat, self.engine.vocab_size,
+                                                             self.engine.sampling_defaults)
+        budget = None if self.engine.max_model_len is None else self.engine.max_model_len - (options["max_tokens"] or 0)
+        prompts = [_truncated(ids, body.get("truncate_prompt_tokens"), budget) for ids in prompts]
+        scored = [k for k in (options["logprobs"] if echo else None, None if stream else prompt_k) if k is not None]
         given = _client_request_id(http_request, body)
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{given or uuid.uuid4().hex}", "created": int(time.time()),
                 "model": body.get("model") or self.model_name, "system_fingerprint": self.fingerprint}  # as asked
         tag = given or meta["id"]  # the x-request-id header: the client's own, as vLLM's echoes it
         n_prompt = sum(len(ids) for ids in prompts)
         if options["max_tokens"] == 0:
-            echoes = await self._echoes(prompts, n, echo, adapter, options["logprobs"])
-            return _with_id(self._echo_only(meta, stream, include_usage, echoes, n_prompt), tag)
+            scores = await self._prompt_scores(prompts, adapter, scored)
+            echoes = self._echoes(prompts, n, echo, scores, options["logprobs"])
+            prompt_info = self._prompt_info(prompts, n, scores, None if stream else prompt_k)
+            lengths = [len(ids) for ids in prompts for _ in range(n)]
+            return _with_id(self._echo_only(meta, stream, usage, echoes, n_prompt, lengths, prompt_info), tag)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
         for ids in prompts:
@@ -342,29 +400,59 @@ class _Server:
                 exc.param = "messages"
             raise
         try:  # scored once queued: a refused request (a 429 the client retries) ran no forward pass at all
-            echoes = await self._echoes(prompts, n, echo, adapter, options["logprobs"])
+            scores = await self._prompt_scores(prompts, adapter, scored, held_by=jobs[0])
         except BaseException:
             for job in jobs:
                 job.cancel()
             raise
+        echoes = [(chat.echo, None)] * len(jobs) if chat else self._echoes(prompts, n, echo, scores, options["logprobs"])
         if stream:
-            return _with_id(StreamingResponse(self._stream(jobs, events, meta, chat, include_usage, echoes, n_prompt),
+            return _with_id(StreamingResponse(self._stream(jobs, events, meta, chat, usage, echoes, n_prompt),
                                               media_type="text/event-stream"), tag)
-        return _with_id(await self._collect(http_request, jobs, events, meta, chat, echoes, n_prompt), tag)
+        prompt_info = self._prompt_info(prompts, n, scores, prompt_k)
+        return _with_id(await self._collect(http_request, jobs, events, meta, chat, echoes, n_prompt, prompt_info), tag)
 
-    async def _echoes(self, prompts, n, echo, adapter, logprobs):
+    async def _prompt_scores(self, prompts, adapter, counts, held_by=None):
+        """Per prompt, ``ranked_logprob_entry`` of each token after the first with the largest of ``counts``
+        likeliest tokens (one forward over it); no counts: None."""
+        if not counts:
+            return [None] * len(prompts)
+        return [await asyncio.to_thread(self.engine.prompt_logprobs, ids, adapter, max(counts), held_by)
+                for ids in prompts]
+
+    def _echoes(self, prompts, n, echo, scores, logprobs):
         """(text, logprob entries or None) to start each choice with: with ``echo``, its prompt's text and,
         with logprobs, its prompt tokens' (the first has none: nothing comes before it), as vLLM answers
         lm-evaluation-harness's scoring calls; else nothing."""
         echoes = []
-        for ids in prompts:
+        for ids, score in zip(prompts, scores):
             text = _decoded(self.engine.tokenizer, ids, True, self.engine.text_vocab) if echo else ""
             entries = None
             if echo and logprobs is not None:
-                entries = [(ids[0], None, None)] + await asyncio.to_thread(
-                    self.engine.prompt_logprobs, ids, adapter, logprobs)
+                entries = [(ids[0], None, None)] + [(token, logprob, top[:logprobs])
+                                                    for token, logprob, top, _ in score]
             echoes += [(text, entries)] * n
         return echoes
+
+    def _prompt_info(self, prompts, n, scores, k):
+        """vLLM's ``prompt_logprobs`` of each choice (its prompt's; None when not asked): None for the first
+        token, then per token ``{id: {"logprob", "rank", "decoded_token"}}``, the prompt's own token (ranked
+        in the whole vocabulary) first, then the k likeliest (ranks 1..k), each decoded alone, as vLLM."""
+        if k is None:
+            return [None] * (len(prompts) * n)
+        tok, vocab = self.engine.tokenizer, self.engine.text_vocab
+
+        def entry(token, logprob, rank):
+            return {"logprob": logprob, "rank": rank, "decoded_token": _decoded(tok, [token], False, vocab)}
+        info = []
+        for score in scores:
+            rows = [None]
+            for token, logprob, top, rank in score:
+                row = {str(token): entry(token, logprob, rank)}
+                row.update((str(t), entry(t, lp, r)) for r, (t, lp) in enumerate(top[:k], 1))  # (the token: in place)
+                rows.append(row)
+            info += [rows] * n
+        return info
 
     @staticmethod
     def _emitter(loop, events, index, job):
@@ -385,7 +473,7 @@ class _Server:
                 job.cancel()
         return emit
 
-    async def _collect(self, http_request, jobs, events, meta, chat, echoes, n_prompt):
+    async def _collect(self, http_request, jobs, events, meta, chat, echoes, n_prompt, prompt_info):
         texts, reasons = [text for text, _ in echoes], [None] * len(jobs)
         clock = asyncio.get_running_loop().time
         check_at = clock() + _POLL_SECONDS
@@ -409,22 +497,43 @@ class _Server:
                     reasons[index], tail = value
                     texts[index] += tail
             choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(chat, job, *echoes[i]), True,
-                                    job.stop_reason) for i, job in enumerate(jobs)]
-            return JSONResponse({**meta, "object": "chat.completion" if chat else "text_completion",
-                                 "choices": choices, "usage": self._usage(jobs, n_prompt)})
+                                    job.stop_reason, prompt_info[i]) for i, job in enumerate(jobs)]
+            return JSONResponse(self._answer(meta, chat, choices, self._usage(jobs, n_prompt), prompt_info))
         finally:
             for job in jobs:  # a no-op once finished; frees the slots if the client went away
                 job.cancel()
 
-    async def _stream(self, jobs, events, meta, chat, include_usage, echoes, n_prompt):
-        obj = "chat.completion.chunk" if chat else "text_completion"
+    @staticmethod
+    def _answer(meta, chat, choices, usage, prompt_info):
+        """The JSON of a whole answer; vLLM's prompt_logprobs (null when not asked) are a completion choice's,
+        a chat's (one prompt) are the answer's."""
+        if chat:
+            return {**meta, "object": "chat.completion", "choices": choices, "usage": usage,
+                    "prompt_logprobs": prompt_info[0]}
+        return {**meta, "object": "text_completion", "choices": choices, "usage": usage}
 
-        def chunk(choices):  # with include_usage, OpenAI's chunks carry "usage": null until the last one
-            return _sse({**meta, "object": obj, "choices": choices, **({"usage": None} if include_usage else {})})
+    async def _stream(self, jobs, events, meta, chat, usage, echoes, n_prompt):
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        include_usage, continuous = usage
+        made = [0] * len(jobs)  # each choice's tokens so far (every "text" event is one; "done" is the last)
+
+        def chunk(choices, index):
+            """With include_usage, OpenAI's chunks carry "usage": null until the last one; with vLLM's
+            continuous_usage_stats, each its choice's usage so far (its prompt's tokens and its own)."""
+            if continuous:
+                prompt = len(jobs[index].prompt_ids)
+                extra = {"usage": {"prompt_tokens": prompt, "completion_tokens": made[index],
+                                   "total_tokens": prompt + made[index]}}
+            else:
+                extra = {"usage": None} if include_usage else {}
+            return _sse({**meta, "object": obj, "choices": choices, **extra})
         try:
-            for index in range(len(jobs) if chat else 0):  # chat: the role first
-                yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                              "finish_reason": None, "stop_reason": None}])
+            for index in range(len(jobs) if chat else 0):  # chat: the role first, then vLLM's echo
+                yield chunk([{"index": index, "delta": {"role": chat.role, "content": ""}, "logprobs": None,
+                              "finish_reason": None, "stop_reason": None}], index)
+            for index in range(len(jobs) if chat and chat.echo else 0):
+                yield chunk([{"index": index, "delta": {"content": chat.echo}, "logprobs": None,
+                              "finish_reason": None, "stop_reason": None}], index)
             unechoed = [not chat] * len(jobs)  # a completion's echo comes with its first token, as vLLM's
             reported, pending, failed = [0] * len(jobs), len(jobs), False
             offsets = [None] * len(jobs)  # each choice's _OffsetReader, chunk by chunk (made at its first token)
@@ -435,6 +544,7 @@ class _Server:
                     failed = True
                     break
                 job = jobs[index]
+                made[index] = made[index] + 1 if kind == "text" else len(job.generated)
                 reason, text = value if kind == "done" else (None, value)
                 stop_reason = job.stop_reason if kind == "done" else None
                 count = count if kind == "text" else len(job.token_logprobs)  # the last chunk reports the rest
@@ -445,7 +555,7 @@ class _Server:
                 if unechoed[index]:
                     text, logprobs = self._with_echo(text, logprobs, *echoes[index])
                     unechoed[index] = False
-                yield chunk([self._choice(index, chat, text, reason, logprobs, stop_reason=stop_reason)])
+                yield chunk([self._choice(index, chat, text, reason, logprobs, stop_reason=stop_reason)], index)
                 pending -= kind == "done"
             if include_usage and not failed:  # OpenAI's last chunk: no choices, the request's usage
                 yield _sse({**meta, "object": obj, "choices": [], "usage": self._usage(jobs, n_prompt)})
@@ -461,17 +571,19 @@ class _Server:
             logprobs = {key: echoed[key] + logprobs[key] for key in logprobs}
         return echo_text + text, logprobs
 
-    def _echo_only(self, meta, stream, include_usage, echoes, n_prompt):
+    def _echo_only(self, meta, stream, usage_options, echoes, n_prompt, prompt_lengths, prompt_info):
         """``max_tokens: 0`` with echo: the prompts (and their logprobs) as the choices, nothing generated."""
-        choices = [self._choice(i, False, text, "length", self._logprobs(False, entries is not None, entries or []))
-                   for i, (text, entries) in enumerate(echoes)]
+        choices = [self._choice(i, False, text, "length", self._logprobs(False, entries is not None, entries or []),
+                                not stream, prompt_logprobs=prompt_info[i]) for i, (text, entries) in enumerate(echoes)]
         usage = self._usage([], n_prompt)
+        include_usage, continuous = usage_options
         if not stream:
-            return JSONResponse({**meta, "object": "text_completion", "choices": choices, "usage": usage})
+            return JSONResponse(self._answer(meta, False, choices, usage, prompt_info))
 
         async def events():
-            extra = {"usage": None} if include_usage else {}
-            for choice in choices:
+            for choice, prompt in zip(choices, prompt_lengths):
+                extra = {"usage": {"prompt_tokens": prompt, "completion_tokens": 0, "total_tokens": prompt}
+                         if continuous else None} if include_usage else {}
                 yield _sse({**meta, "object": "text_completion", "choices": [choice], **extra})
             if include_usage:
                 yield _sse({**meta, "object": "text_completion", "choices": [], "usage": usage})
@@ -479,16 +591,19 @@ class _Server:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     @staticmethod
-    def _choice(index, chat, text, finish_reason, logprobs, final=False, stop_reason=None):
+    def _choice(index, chat, text, finish_reason, logprobs, final=False, stop_reason=None, prompt_logprobs=None):
         """One choice (a stream's chunk of one: ``final`` False). vLLM's ``stop_reason``: the stop string or
-        the stop_token_id that ended it; None for an EOS, max_tokens, or a chunk before the last."""
+        the stop_token_id that ended it; None for an EOS, max_tokens, or a chunk before the last; a whole
+        completion choice has vLLM's ``prompt_logprobs`` (null when not asked; a chat has them once)."""
         if chat and final:
-            piece = {"message": {"role": "assistant", "content": text}}
+            piece = {"message": {"role": chat.role, "content": text}}
         elif chat:
             piece = {"delta": {"content": text} if text else {}}
         else:
             piece = {"text": text}
-        return {"index": index, **piece, "logprobs": logprobs, "finish_reason": finish_reason, "stop_reason": stop_reason}
+        choice = {"index": index, **piece, "logprobs": logprobs, "finish_reason": finish_reason,
+                  "stop_reason": stop_reason}
+        return {**choice, "prompt_logprobs": prompt_logprobs} if final and not chat else choice
 
     @staticmethod
     def _usage(jobs, n_prompt):
@@ -559,16 +674,18 @@ class _Server:
         return JSONResponse(self._card(name))
 
     async def completions(self, request):
-        body = await self._json(request)
+        body = read_fields(await self._json(request), chat=False)
         prompt = body.get("prompt")
         # OpenAI's four shapes: a string, a list of token ids, or a list of either (several prompts)
         several = isinstance(prompt, list) and bool(prompt) and all(isinstance(p, (str, list)) for p in prompt)
-        prompts = [self._prompt_ids(p) for p in (prompt if several else [prompt])]
-        return await self._run(request, body, prompts, chat=False)
+        special = body.get("add_special_tokens", True)  # vLLM's extra: the tokenizer's BOS (default) or not
+        prompts = [self._prompt_ids(p, special) for p in (prompt if several else [prompt])]
+        return await self._run(request, body, prompts, chat=None)
 
-    def _prompt_ids(self, prompt):
+    def _prompt_ids(self, prompt, add_special_tokens=True):
         if isinstance(prompt, str) and prompt:
-            return _encoded(lambda: self.engine.tokenizer.encode(prompt), "prompt")
+            return _encoded(lambda: self.engine.tokenizer.encode(prompt, add_special_tokens=add_special_tokens),
+                            "prompt")
         if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             if max(prompt) >= self.engine.vocab_size or min(prompt) < 0:
                 raise EngineError(400, f"prompt token ids must be in [0, {self.engine.vocab_size})", "prompt")
@@ -578,13 +695,13 @@ class _Server:
 
     async def chat_completions(self, request):
         tok = self.engine.tokenizer
-        body = await self._json(request)
+        body = read_fields(await self._json(request), chat=True)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str}", "messages")
         messages = [_text_message(m) for m in messages]
         ids = _encoded(lambda: _chat_prompt(tok, messages, body), "messages")
-        return await self._run(request, body, [list(ids)], chat=True)
+        return await self._run(request, body, [list(ids)], chat=_chat_reply(messages, body))
 
     async def load_adapter(self, request):
         """vLLM's route: 200 with its plain-text body (what its docs show curl printing); a folder that holds
@@ -737,6 +854,33 @@ def _token_text(tokenizer, token, text_vocab=None):
         return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
 
 
+class ChatReply(collections.namedtuple("ChatReply", "role echo")):
+    """How a chat's answer is written, as vLLM writes it: the ``role`` it speaks in (the assistant's, or with
+    ``add_generation_prompt: false`` the last message's: it goes on with that message) and the text its
+    content starts with (vLLM's ``echo``: the last message's, when its role is the answer's; else "")."""
+
+
+def _chat_reply(messages, body):
+    add_generation_prompt = body.get("add_generation_prompt", True)
+    role = "assistant" if add_generation_prompt else messages[-1]["role"]
+    last = messages[-1]
+    return ChatReply(role, last["content"] if _flag(body, "echo") and last["role"] == role else "")
+
+
+def _template_variables(tokenizer, template, body):
+    """The chat template's variables a request sets, as vLLM passes them: its ``chat_template_kwargs``, only
+    those the template reads (a name such as ``tokenize`` is no template's business), then ``documents``
+    and ``reasoning_effort``."""
+    import jinja2
+    from jinja2 import meta
+    kwargs = body.get("chat_template_kwargs") or {}
+    source = template if template is not None else tokenizer.chat_template
+    read = meta.find_undeclared_variables(jinja2.Environment().parse(source)) if kwargs else set()
+    variables = {name: value for name, value in kwargs.items() if name in read}
+    variables.update({name: body[name] for name in ("documents", "reasoning_effort") if body.get(name) is not None})
+    return variables
+
+
 def _chat_prompt(tokenizer, messages, body):
     """The prompt ids of a chat, with vLLM's extras: ``add_generation_prompt`` (default true),
     ``continue_final_message`` (the reply goes on from a partial last message) and a request's own
@@ -755,8 +899,11 @@ def _chat_prompt(tokenizer, messages, body):
         raise EngineError(400, "this model's tokenizer defines no chat template, so a chat request must provide "
                                "one (chat_template), or use /v1/completions", "chat_template")
     try:
-        return tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=add_generation_prompt,
-                                             continue_final_message=continue_final, return_dict=False)
+        variables = _template_variables(tokenizer, template, body)
+        text = tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=add_generation_prompt,
+                                             continue_final_message=continue_final, tokenize=False, **variables)
+        # vLLM's add_special_tokens (default false): the template wrote the special tokens; true adds the BOS again
+        return tokenizer.encode(text, add_special_tokens=body.get("add_special_tokens", False))
     except UnicodeEncodeError:
         raise  # a lone surrogate in the text: _encoded names it
     except (TemplateError, ValueError, TypeError, RuntimeError) as exc:  # what vLLM answers with a 400

@@ -44,7 +44,7 @@ _MODULE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")  # an adapter's key in
 
 
 class EngineError(Exception):
-    """A request the engine refuses, with the HTTP status that says why (400, 404, 409, 429, 503)."""
+    """A request the engine refuses, with the HTTP status that says why (400, 404, 429, 503)."""
 
     def __init__(self, status, message, param=None):
         super().__init__(message)
@@ -88,6 +88,7 @@ class Request:
         self.generated = []   # token ids so far
         self.detokenizer = None  # an IncrementalDetokenizer, made by the engine at the first token
         self.stop_reason = None  # vLLM's: the stop string or stop_token_id that ended it (EOS: None)
+        self.adapter_key = None  # the adapter's key in the model, fixed when the engine takes the request
         self.cancelled = False
         self.finished = False
 
@@ -113,8 +114,22 @@ class Request:
 
 def logprob_entry(logits, token, k):
     """``(token, its log-probability, [(id, logprob)] of the k likeliest)`` under ``logits`` [vocab]."""
+    return _top_logprobs(_log_softmax(logits), token, k)
+
+
+def ranked_logprob_entry(logits, token, k):
+    """``logprob_entry`` and the token's rank: how many ids are at least as likely (itself included), as
+    vLLM's ``batched_count_greater_than`` counts it for prompt_logprobs."""
+    logprobs = _log_softmax(logits)
+    return (*_top_logprobs(logprobs, token, k), int((logprobs >= logprobs[token]).sum()))
+
+
+def _log_softmax(logits):
     shifted = logits - logits.max()
-    logprobs = shifted - np.log(np.exp(shifted).sum())
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def _top_logprobs(logprobs, token, k):
     top = np.argsort(-logprobs, kind="stable")[:k]
     return token, float(logprobs[token]), [(int(t), float(logprobs[t])) for t in top]
 
@@ -161,7 +176,8 @@ class Engine:
         self.rows = []  # the Request of each batch row
         self.waiting = collections.deque()
         self.commands = collections.deque()  # (function, future): run between decode steps
-        self.in_use = collections.Counter()  # adapter -> requests queued or running with it
+        self.in_use = collections.Counter()  # adapter key -> requests queued or running with it
+        self._draining = set()  # keys of adapters unloaded while requests used them: deleted when the last leaves
         self.steps = collections.deque(maxlen=1000)  # (step number, adapter of each row): batch composition
         self.tokens_generated = 0
         self._lock = threading.Condition()
@@ -195,7 +211,7 @@ class Engine:
     def _new_key(self, name):
         """A key in the model for a new adapter served as ``name``: the name itself where it can be one,
         else the name with '_' for what a module key cannot hold, numbered until no adapter has it."""
-        taken = set(self._keys.values())
+        taken = set(self._keys.values()) | self._draining
         if _MODULE_KEY.match(name) and name not in taken:
             return name
         stem = re.sub(r"[^A-Za-z0-9_\-]", "_", name).lstrip("_-") or "adapter"
@@ -249,25 +265,39 @@ class Engine:
         return None
 
     def unload_adapter(self, name):
-        """Remove adapter ``name``; refused (409) while requests queued or running use it."""
+        """Stop serving adapter ``name``, as vLLM's unload does: a request naming it from now on is a 404, while
+        the requests already queued or running with it finish with it (vLLM forgets the name and leaves the
+        adapter to its requests); its weights leave the model with the last of them."""
         return self._call(lambda: self._unload(name))
 
     def _unload(self, name):
-        with self._lock:  # under submit's lock: no request for it can slip in after this check
+        with self._lock:  # under submit's lock: no request for it can slip in after this
             if name not in self._adapter_names:
                 raise EngineError(404, f"adapter {name!r} is not loaded; loaded: {self.adapters()}", "lora_name")
-            if self.in_use[name]:
-                raise EngineError(409, f"adapter {name!r} is used by {self.in_use[name]} request(s) in flight; "
-                                       "unload it when they are done", "lora_name")
             key = self._keys.pop(name)
             self._adapter_names = tuple(sorted(self._keys))
             self.adapter_paths.pop(name, None)
-        if not self._adapter_names:  # it was the last adapter: back to the plain base model
+            if self.in_use[key]:
+                self._draining.add(key)
+                return
+        self._delete_adapter(key)
+
+    def _delete_adapter(self, key):
+        """Take adapter ``key`` out of the model (the last one: back to the plain base model)."""
+        if len(self.model.peft_config) == 1:
             self.batch.close()
             self.model = self.model.base_model._restore_base_model()  # (unload() keeps trained modules_to_save)
         else:
             self.model.delete_adapter(key)
         self.batch.adapters_changed(self.model)
+
+    def _release(self, request):
+        """``request`` (queued or running) no longer holds its adapter: an unloaded one goes with its last request."""
+        key = request.adapter_key
+        self.in_use[key] -= 1
+        if key in self._draining and not self.in_use[key]:
+            self._draining.discard(key)
+            self._delete_adapter(key)
 
     def _call(self, fn):
         """Run ``fn`` on the engine thread between steps (directly when the loop is not running)."""
@@ -280,23 +310,25 @@ class Engine:
         return future.result(timeout=120)
 
     # --- requests ------------------------------------------------------------------------------
-    def prompt_logprobs(self, prompt_ids, adapter, k):
-        """``logprob_entry`` of each prompt token after the first, given the ones before it (one forward
-        over the prompt, run between decode steps): the prompt's log-likelihood, as ``echo`` with
-        ``logprobs`` asks for it. Over the model's whole vocabulary: a prompt may hold any of its ids."""
+    def prompt_logprobs(self, prompt_ids, adapter, k, held_by=None):
+        """``ranked_logprob_entry`` of each prompt token after the first, given the ones before it (one forward
+        over the prompt, run between decode steps): the prompt's log-likelihood, as ``echo`` with ``logprobs``
+        and vLLM's ``prompt_logprobs`` ask for it. Over the model's whole vocabulary: a prompt may hold any of
+        its ids. ``held_by``: a queued request for the same adapter (its adapter stays while it is held, even
+        if unloaded meanwhile)."""
         if self.max_model_len is not None and len(prompt_ids) > self.max_model_len:
             raise EngineError(400, context_length_error(self.max_model_len, len(prompt_ids)), "prompt")
-        return self._call(lambda: self._prompt_logprobs(prompt_ids, adapter, k))
+        return self._call(lambda: self._prompt_logprobs(prompt_ids, adapter, k, held_by))
 
-    def _prompt_logprobs(self, prompt_ids, adapter, k):
-        if adapter is not None and adapter not in self._adapter_names:  # unloaded since the request came in
+    def _prompt_logprobs(self, prompt_ids, adapter, k, held_by):
+        key = held_by.adapter_key if held_by is not None else self._keys.get(adapter)
+        if adapter is not None and key not in getattr(self.model, "peft_config", {}):  # unloaded since it came in
             raise EngineError(404, f"the model {adapter!r} does not exist", "model")
-        key = self._key(adapter)
         names = {"adapter_names": [BASE_ADAPTER if key is None else key]} if hasattr(self.model, "peft_config") else {}
         with no_grad():
             logits = self.model(np.asarray(prompt_ids, dtype=np.int64)[None, :], **names).logits
         logits = logits.numpy(force=True)[0].astype(np.float64)
-        return [logprob_entry(logits[i - 1], prompt_ids[i], k) for i in range(1, len(prompt_ids))]
+        return [ranked_logprob_entry(logits[i - 1], prompt_ids[i], k) for i in range(1, len(prompt_ids))]
 
     def submit(self, request):
         """Queue ``request``; raises EngineError for an unknown adapter, a prompt too long, or a full queue."""
@@ -322,8 +354,9 @@ class Engine:
                 raise EngineError(429, f"the server is busy ({len(self.rows)} running, {len(self.waiting)} "
                                        "queued); try again later")
             for request in requests:
+                request.adapter_key = self._key(request.adapter)
                 self.waiting.append(request)
-                self.in_use[request.adapter] += 1
+                self.in_use[request.adapter_key] += 1
             self._lock.notify()
         return requests
 
@@ -400,7 +433,7 @@ class Engine:
             gone = [request for request in self.waiting if request.cancelled]
             for request in gone:
                 self.waiting.remove(request)
-                self.in_use[request.adapter] -= 1
+                self._release(request)
         for row in reversed(range(len(self.rows))):
             if self.rows[row].cancelled:
                 self._leave(row)
@@ -412,10 +445,10 @@ class Engine:
                     return
                 request = self.waiting.popleft()
             if request.cancelled:
-                self.in_use[request.adapter] -= 1
+                self._release(request)
                 continue
             self.rows.append(request)  # counted as running from now on (submit's bound)
-            logits = self.batch.add(request.prompt_ids, self._key(request.adapter))
+            logits = self.batch.add(request.prompt_ids, request.adapter_key)
             self._take(len(self.rows) - 1, logits)
 
     def _step(self):
@@ -462,7 +495,7 @@ class Engine:
     def _leave(self, row):
         request = self.rows.pop(row)
         self.batch.remove(row)
-        self.in_use[request.adapter] -= 1
+        self._release(request)
 
     def _fail_all(self, status, message):
         with self._lock:

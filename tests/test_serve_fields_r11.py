@@ -1,0 +1,271 @@
+"""`minilora serve` against vLLM 0.24's OpenAI server, round 11: the request fields and behaviours that still
+differed after round 10, sent by the official `openai` client (and curl-style, Starlette's TestClient) to the app
+in process, over round 10's tiny Llama folder with two PEFT adapters (tests/test_serve_offpath_r10.py's fixtures).
+vLLM's references: vllm/entrypoints/openai/{completion,chat_completion,engine}/protocol.py (pydantic models with
+extra="allow", validated by FastAPI in pydantic's lax mode), sampling_params.py, models/serving.py (unload).
+
+| what a user sends                                  | before                         | now (vLLM 0.24's)                     |
+|----------------------------------------------------|--------------------------------|---------------------------------------|
+| a field vLLM does not know (extra_body={...}),     | 400 "unsupported parameter(s)" | ignored, logged: "The following fields|
+|  best_of (vLLM 0.24 dropped it)                    |                                |  were present ... but ignored: {...}" |
+| "max_tokens": "5", "ignore_eos": "yes", "n": 2.0   | 400                            | 5, true, 2 (pydantic's lax coercion)  |
+| "ignore_eos": null (a bool field, not Optional)    | taken as false                 | 400                                   |
+| temperature 2.5 / "nan"                            | 400 "[0, 2]" in other words    | "temperature must be in [0, 2], got   |
+|                                                    |                                |  2.5." / "must be a finite number"    |
+| prompt_logprobs: k (completion, chat)              | 400 unsupported                | {id: {logprob, rank, decoded_token}}  |
+|                                                    |                                |  per prompt token; null when not asked|
+| stream_options.continuous_usage_stats; {} options  | 400; {} without usage          | usage on every chunk; include_usage   |
+|                                                    |                                |  is true once stream_options is given |
+| unload_lora_adapter of an adapter in use           | 409                            | 200: the name goes, its requests in   |
+|                                                    |                                |  flight finish with it                |
+| length_penalty, cache_salt, vllm_xargs, ...        | 400 unsupported                | taken (no effect here, nor in vLLM    |
+|  (no effect without beam search / prefix cache)    |                                |  without beam search / prefix cache)  |
+| truncate_prompt_tokens, add_special_tokens,        | 400 unsupported                | as vLLM: the prompt's last k tokens,  |
+|  chat_template_kwargs, a chat's echo               |                                |  no BOS, template variables, the last |
+|                                                    |                                |  message's text first                 |
+"""
+import logging
+
+import numpy as np
+import pytest
+
+openai = pytest.importorskip("openai")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+pytest.importorskip("starlette")
+
+from test_serve_offpath_r10 import MESSAGES, folders, openai_client, served  # noqa: E402,F401
+
+
+def completion(client, **body):
+    return client.post("/v1/completions", json={"model": "a", "prompt": "Dan", "max_tokens": 4, **body})
+
+
+def error_of(response, status=400):
+    assert response.status_code == status, response.text
+    return response.json()["error"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# fields: unknown ones ignored, scalars coerced as pydantic's lax mode, null where vLLM's field is not Optional
+# ---------------------------------------------------------------------------------------------------
+def test_fields_vllm_does_not_know_are_ignored_and_logged_as_vllm_logs_them(served, caplog):
+    api = openai_client(served[0])
+    plain = api.completions.create(model="a", prompt="Dan", max_tokens=5, temperature=0)
+    with caplog.at_level(logging.WARNING, logger="minilora.serve"):
+        extra = api.completions.create(model="a", prompt="Dan", max_tokens=5, temperature=0,
+                                       extra_body={"best_of": 3, "frobnicate": {"x": 1}})
+        chat = api.chat.completions.create(model="a", messages=MESSAGES, max_tokens=3, temperature=0,
+                                           extra_body={"metadata_x": 1})
+    assert extra.choices[0].text == plain.choices[0].text and len(extra.choices) == 1  # best_of: no ranking
+    assert chat.choices[0].finish_reason == "length"
+    logged = [r.getMessage() for r in caplog.records if "were present in the request but ignored" in r.getMessage()]
+    assert "'best_of'" in logged[0] and "'frobnicate'" in logged[0] and "'metadata_x'" in logged[1]
+
+
+LAX_CASES = [5, 5.0, 5.5, True, False, 0, 1, 2, -1, 1.5, 2.0**62, 2.0**80, -2.0**63, float("inf"), float("nan"), [5],
+             "5", " 5 ", "\u00a05\u2003", "5.0", "5.00", "5.", ".0", "5.5", "+5", "-0", "+-5", "1e3", "1E5", "1_000",
+             "1__0", "_1", "1_", "1_0.0", "5.0_0", "1_e5", "0x10", "inf", "-Infinity", "NaN", "infinit", "1.", ".5", ".",
+             "", "abc", "١٢", "99999999999999999999999", "true", "False", "YES", "no", "On", "off", "t", "F", "y",
+             "N", "1", "0", " true", "maybe"]
+
+
+@pytest.mark.parametrize("kind", [int, float, bool])
+def test_scalar_fields_are_coerced_exactly_as_pydantics_lax_mode(kind):
+    pydantic = pytest.importorskip("pydantic")
+    from minilora.serve import fields
+    ours = {int: fields.lax_int, float: fields.lax_float, bool: fields.lax_bool}[kind]
+    adapter = pydantic.TypeAdapter(kind)
+    for value in LAX_CASES:
+        try:
+            want = ("ok", adapter.validate_python(value))
+        except pydantic.ValidationError as exc:
+            want = ("refused", exc.errors()[0]["msg"])
+        try:
+            got = ("ok", ours(value))
+        except ValueError as exc:
+            got = ("refused", str(exc))
+        assert type(got[1]) is type(want[1]) and (got == want or np.isnan(got[1]) and np.isnan(want[1])), value
+
+
+def test_numbers_sent_as_text_are_taken_and_null_is_refused_where_vllms_field_is_not_optional(served):
+    client = served[0]
+    as_numbers = completion(client, max_tokens=5, temperature=0, top_k=1, logprobs=2, ignore_eos=True).json()
+    as_text = completion(client, max_tokens="5", temperature="0", top_k="1.0", logprobs=" 2 ", ignore_eos="yes")
+    assert as_text.status_code == 200, as_text.text
+    assert as_text.json()["choices"][0]["text"] == as_numbers["choices"][0]["text"]
+    assert as_text.json()["choices"][0]["logprobs"] == as_numbers["choices"][0]["logprobs"]
+    assert "unable to parse string as an integer" in error_of(completion(client, max_tokens="5.5"))["message"]
+    assert error_of(completion(client, ignore_eos=None))["param"] == "ignore_eos"  # bool = False: not Optional
+    assert error_of(completion(client, n=None))["param"] == "n"  # a completion's n: int = 1
+    chat = client.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 2, "n": None})
+    assert chat.status_code == 200, chat.text  # a chat's n: Optional[int] = 1
+
+
+def test_temperature_is_checked_as_vllm_024_checks_it(served):
+    client = served[0]
+    assert completion(client, temperature=2, seed=1).status_code == 200
+    assert error_of(completion(client, temperature=2.5))["message"] == "temperature must be in [0, 2], got 2.5."
+    assert error_of(completion(client, temperature="nan"))["message"] == "temperature must be a finite number, got nan."
+    assert error_of(completion(client, temperature=-1))["message"] == "temperature must be non-negative, got -1.0."
+
+
+# ---------------------------------------------------------------------------------------------------
+# prompt_logprobs, as transformers + PEFT score the prompt
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scored(folders):  # noqa: F811
+    """transformers' log_softmax (float64 of the float32 logits) over a prompt, through PEFT's adapter "a"."""
+    model = transformers.LlamaForCausalLM.from_pretrained(str(folders / "tiny"), dtype=torch.float32).eval()
+    model = peft.PeftModel.from_pretrained(model, str(folders / "a"), adapter_name="a")
+
+    def logprobs(ids):
+        with torch.no_grad():
+            return torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1).numpy()
+    return logprobs
+
+
+def test_prompt_logprobs_are_vllms_ranked_entries(served, scored):
+    client, engine = served
+    api, tok = openai_client(client), engine.tokenizer
+    prompt = "San Francisco is a"
+    ids = tok.encode(prompt)
+    rows = scored(ids)
+    got = api.completions.create(model="a", prompt=prompt, max_tokens=2, temperature=0,
+                                 extra_body={"prompt_logprobs": 2}).choices[0].model_extra["prompt_logprobs"]
+    assert got[0] is None and len(got) == len(ids)
+    for i, entry in enumerate(got[1:], 1):
+        row, token = rows[i - 1], ids[i]
+        top = np.argsort(-row, kind="stable")[:2]
+        assert list(entry)[0] == str(token)  # the prompt's token first, then the 2 likeliest
+        assert set(entry) == {str(token), *map(str, top)}
+        for key, value in entry.items():
+            t = int(key)
+            rank = int((row >= row[t]).sum()) if t == token else 1 + list(top).index(t)
+            # one float32 forward each, summed in other orders (minilora's matmuls are not torch's): through the
+            # tiny model's large activations (weights 0.5 * randn) 1.3e-5 apart at most here, ~30 ulps of the
+            # largest logit (7.8); a wrong formula (no rank, other token, other adapter) is off by 0.1 or more
+            assert value["logprob"] == pytest.approx(row[t], abs=5e-5)
+            assert value["rank"] == rank and value["decoded_token"] == tok.decode([t])
+    plain = api.completions.create(model="a", prompt=prompt, max_tokens=2, temperature=0)
+    assert plain.choices[0].model_extra["prompt_logprobs"] is None  # vLLM's choice has the field, null
+    chat = api.chat.completions.create(model="a", messages=MESSAGES, max_tokens=2, temperature=0,
+                                       extra_body={"prompt_logprobs": 0})
+    assert chat.model_extra["prompt_logprobs"][0] is None
+    assert all(len(entry) == 1 for entry in chat.model_extra["prompt_logprobs"][1:])  # k=0: the token alone
+    assert len(chat.model_extra["prompt_logprobs"]) == chat.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"prompt_logprobs": 1, "stream": True}, "`prompt_logprobs` are not available when `stream=True`."),
+    ({"prompt_logprobs": 21}, "Requested prompt logprobs of 21, which is greater than max allowed: 20"),
+    ({"prompt_logprobs": -1}, "Requested prompt logprobs of 260, which is greater than max allowed: 20"),
+    ({"prompt_logprobs": -2}, "`prompt_logprobs` must be a positive value or -1.")])
+def test_prompt_logprobs_refused_in_vllms_words(served, body, message):
+    error = error_of(completion(served[0], **body))
+    assert error["message"] == message and error["param"] == "prompt_logprobs"
+
+
+# ---------------------------------------------------------------------------------------------------
+# stream_options: include_usage true by default, continuous_usage_stats
+# ---------------------------------------------------------------------------------------------------
+def test_continuous_usage_stats_put_each_choices_usage_on_every_chunk(served):
+    api, tok = openai_client(served[0]), served[1].tokenizer
+    chunks = list(api.completions.create(model="a", prompt=["Dan", "Where"], n=2, max_tokens=4, temperature=0.8,
+                                         seed=1, stream=True, stream_options={"continuous_usage_stats": True}))
+    made = [0] * 4
+    for chunk in chunks[:-1]:
+        (choice,) = chunk.choices
+        made[choice.index] += 1  # one token a chunk
+        prompt = len(tok.encode(["Dan", "Where"][choice.index // 2]))
+        assert (chunk.usage.prompt_tokens, chunk.usage.completion_tokens) == (prompt, made[choice.index])
+    assert made == [4] * 4 and not chunks[-1].choices  # include_usage: true by default, as vLLM's StreamOptions
+    assert chunks[-1].usage.completion_tokens == 16
+    assert chunks[-1].usage.prompt_tokens == len(tok.encode("Dan")) + len(tok.encode("Where"))
+    chat = list(api.chat.completions.create(model="a", messages=MESSAGES, max_tokens=3, temperature=0, stream=True,
+                                            stream_options={"continuous_usage_stats": True}))
+    assert [c.usage.completion_tokens for c in chat] == [0, 1, 2, 3, 3]  # the role chunk first, then the total
+    usage_only = list(api.completions.create(model="a", prompt="Dan", max_tokens=2, stream=True, stream_options={}))
+    assert usage_only[-1].usage.completion_tokens == 2 and usage_only[0].usage is None
+    assert completion(served[0], stream_options={}).status_code == 200  # empty without stream: let through
+
+
+# ---------------------------------------------------------------------------------------------------
+# unloading an adapter that requests in flight use
+# ---------------------------------------------------------------------------------------------------
+def test_unloading_an_adapter_in_use_lets_its_requests_finish_with_it(served, folders, monkeypatch):  # noqa: F811
+    import time
+    client, engine = served
+    api = openai_client(client)
+    body = dict(model="b", prompt="busy", max_tokens=30, temperature=0, extra_body={"ignore_eos": True})
+    expected = api.completions.create(**body).choices[0].text
+    step = engine._step
+
+    def paced_step():  # 30 steps of ~1 ms: paced, so the unload surely comes while the request is running
+        time.sleep(0.01)
+        return step()
+    monkeypatch.setattr(engine, "_step", paced_step)
+    stream = api.completions.create(**body, stream=True)
+    text = next(iter(stream)).choices[0].text
+    r = client.post("/v1/unload_lora_adapter", json={"lora_name": "b"})
+    assert r.status_code == 200 and r.text == "Success: LoRA adapter 'b' removed successfully."
+    assert "b" not in engine.adapters() and engine._draining == {"b"}  # the request in flight holds it
+    assert completion(client, model="b").status_code == 404  # a new request: vLLM's "does not exist"
+    r = client.post("/v1/load_lora_adapter", json={"lora_name": "b", "lora_path": str(folders / "b")})
+    assert r.status_code == 200, r.text  # the name is free again: loaded under another key meanwhile
+    text += "".join(chunk.choices[0].text for chunk in stream if chunk.choices)
+    assert text == expected and not engine._draining  # the old adapter left the model with its last request
+    monkeypatch.undo()
+    assert api.completions.create(**body).choices[0].text == expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# vLLM's other fields: taken where they change nothing here, done, or refused by name
+# ---------------------------------------------------------------------------------------------------
+def test_vllm_fields_without_effect_here_are_taken_and_the_unimplemented_refused_by_name(served):
+    client = served[0]
+    plain = completion(client, temperature=0).json()["choices"][0]["text"]
+    no_ops = dict(length_penalty=2.0, cache_salt="salt", vllm_xargs={"x": 1}, kv_transfer_params=None,
+                  spaces_between_special_tokens=True, use_beam_search=False, priority=0)
+    assert completion(client, temperature=0, **no_ops).json()["choices"][0]["text"] == plain
+    chat = client.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 2,
+                                                     "include_reasoning": False, "parallel_tool_calls": False})
+    assert chat.status_code == 200, chat.text
+    for name, value in [("use_beam_search", True), ("priority", 1), ("logits_processors", ["m.P"]),
+                        ("structured_outputs", {"regex": "a"}), ("cache_salt", "")]:
+        assert error_of(completion(client, **{name: value}))["param"] == name
+
+
+def test_truncate_prompt_tokens_and_add_special_tokens_shape_the_prompt_as_vllm(served):
+    api, tok = openai_client(served[0]), served[1].tokenizer
+    prompt = "San Francisco is a"
+    ids = tok.encode(prompt)
+    ask = lambda prompt, **extra: api.completions.create(  # noqa: E731
+        model="a", prompt=prompt, max_tokens=3, temperature=0, extra_body=extra)
+    cut = ask(prompt, truncate_prompt_tokens=5)
+    assert cut.usage.prompt_tokens == 5 and cut.choices[0].text == ask(ids[-5:]).choices[0].text
+    assert ask(prompt, truncate_prompt_tokens=-1).usage.prompt_tokens == len(ids)  # room for all of it
+    no_bos = ask(prompt, add_special_tokens=False)
+    assert no_bos.usage.prompt_tokens == len(ids) - 1
+    assert no_bos.choices[0].text == ask(tok.encode(prompt, add_special_tokens=False)).choices[0].text
+    with pytest.raises(openai.BadRequestError):
+        ask(prompt, truncate_prompt_tokens=62)  # past max_model_len 64 - max_tokens 3
+
+
+def test_a_chats_echo_and_template_variables_are_vllms(served):
+    api, tok = openai_client(served[0]), served[1].tokenizer
+    partial = MESSAGES + [{"role": "assistant", "content": "He lives"}]
+    going_on = dict(model="a", messages=partial, max_tokens=4, temperature=0,
+                    extra_body={"add_generation_prompt": False, "continue_final_message": True})
+    plain = api.chat.completions.create(**going_on).choices[0].message
+    echoed = api.chat.completions.create(**{**going_on, "extra_body": {**going_on["extra_body"], "echo": True}})
+    assert echoed.choices[0].message.content == "He lives" + plain.content and plain.role == "assistant"
+    assert len(echoed.model_extra["prompt_logprobs"]) == echoed.usage.prompt_tokens  # echo: top_logprobs' count
+    streamed = list(api.chat.completions.create(**{**going_on, "extra_body": {**going_on["extra_body"], "echo": True}},
+                                                stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == echoed.choices[0].message.content
+    template = "{% for m in messages %}{{ shout }}{{ m['content'] }}{% endfor %}"
+    shouted = api.chat.completions.create(model="a", messages=MESSAGES, max_tokens=1, extra_body={
+        "chat_template": template, "chat_template_kwargs": {"shout": "HEY ", "tokenize": True}})
+    assert shouted.usage.prompt_tokens == len(tok.encode("HEY " + MESSAGES[0]["content"], add_special_tokens=False))
