@@ -225,3 +225,29 @@ def test_a_header_longer_than_the_file_says_how_many_bytes_follow(tmp_path):
         read_header(str(path))
     # (it said "the header claims 88 bytes but the file has only 88")
     assert f"claims {len(data)} bytes, but only {len(data) - 8} follow" in str(caught.value)
+
+
+def test_config_json_attention_dropout_as_a_string_is_refused(tmp_path):
+    # It was read with float(): "0.1" trained with dropout 0.1, where transformers' strict config refuses it.
+    folder = tmp_path / "m"
+    tiny_model().save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "attention_dropout": "0.1"}))
+    with pytest.raises(ValueError, match="config.json: config field 'attention_dropout' is '0.1'"):
+        LlamaForCausalLM.from_pretrained(str(folder))
+    transformers = pytest.importorskip("transformers")
+    errors = pytest.importorskip("huggingface_hub.errors")  # (transformers 5's strict config raises hub's error)
+    with pytest.raises((TypeError, getattr(errors, "StrictDataclassFieldValidationError", TypeError)),
+                       match="attention_dropout"):
+        transformers.LlamaConfig.from_pretrained(str(folder))
+
+
+def test_config_json_pad_token_past_the_vocabulary_names_the_file(tmp_path):
+    folder = tmp_path / "m"
+    tiny_model().save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "pad_token_id": 99}))
+    with pytest.raises(AssertionError) as caught:  # torch's nn.Embedding asserts, as minilora's
+        LlamaForCausalLM.from_pretrained(str(folder))
+    assert str(folder / "config.json") in str(caught.value) and "Padding_idx must be within num_embeddings" in \
+        str(caught.value)

@@ -16,7 +16,6 @@ plain ``nn.Linear`` layers that LoRA can wrap::
 
 Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/nn/generation.py``.
 """
-import contextlib
 import dataclasses
 import json
 import math
@@ -29,6 +28,7 @@ import numpy as np
 from .. import dtypes, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, read_checkpoint_shapes, read_header, save_file, save_json)
+from ..checkpoint import naming_the_file as _naming_the_file
 from ..factories import randn
 from ..ops.nn import binary_cross_entropy_with_logits, mse_loss
 from ..random import fork_rng
@@ -318,20 +318,12 @@ _BOOL_FIELDS = ("tie_word_embeddings", "attention_bias", "mlp_bias")
 _TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
+def _is_number(value):
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-@contextlib.contextmanager
-def _naming_the_file(file):
-    """A value a JSON file holds refused (config.json's num_hidden_layers: -16): the error names the file, as
-    transformers' errors about a config file do (the field alone could come from any of a model's files)."""
-    try:
-        yield
-    except (ValueError, TypeError) as exc:
-        if exc.args and isinstance(exc.args[0], str) and file not in exc.args[0]:
-            exc.args = (f"{file}: {exc.args[0]}",) + exc.args[1:]
-        raise
 
 
 def _field_error(name, value, allowed):
@@ -350,8 +342,7 @@ def _check_field_types(config):
         setattr(config, name, int(value))
     for name, rule in _FLOAT_FIELDS.items():
         value = getattr(config, name)
-        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)) \
-            and math.isfinite(value) and (value > 0 if rule == "> 0" else value >= 0)
+        ok = _is_number(value) and math.isfinite(value) and (value > 0 if rule == "> 0" else value >= 0)
         if not ok:
             raise _field_error(name, value, f"a finite number {rule}")
         setattr(config, name, float(value))
@@ -371,6 +362,10 @@ def _check_field_types(config):
         raise _field_error("rope_scaling", config.rope_scaling, "an object or null")
     if not isinstance(config.extra, dict):
         raise _field_error("extra", config.extra, "a dict")
+    # (transformers' strict config refuses a string; minilora read "0.1" as 0.1)
+    dropout = config.extra.get("attention_dropout")
+    if dropout is not None and not (_is_number(dropout) and 0 <= dropout <= 1):
+        raise _field_error("attention_dropout", dropout, "a number in [0, 1]")
 
 
 _ROPE_SCALING_KEYS = {"linear": ("factor",), "dynamic": ("factor",),
@@ -1464,6 +1459,7 @@ class LlamaForCausalLM(Module):
         TypeError from the model's ``__init__``.
         """
         path = os.path.join(os.fspath(path), subfolder) if subfolder else path
+        config_file = os.path.join(os.fspath(path), "config.json") if config is None else "the config passed"
         config = _config_to_load(path, config, config_overrides)  # first: a missing folder is named as such
         device = _device_from_map(device, device_map)
         _check_loading_options(attn_implementation, use_safetensors, revision)
@@ -1474,7 +1470,9 @@ class LlamaForCausalLM(Module):
         if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
             # transformers leaves the tied head out of the file (and ignores it when present)
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
-        with fork_rng():  # the weights are read, not drawn: the global stream stays as it was (transformers')
+        # (the weights are read, not drawn: the global stream stays as it was, as transformers'; a value the
+        # config alone cannot refuse, a pad_token_id past the vocabulary, is refused by the layer: name the file)
+        with fork_rng(), _naming_the_file(config_file):
             model = cls(config, dtype=_to_dtype(dtype))
         try:
             model.load_state_dict(state)  # strict: lists missing, unexpected and mis-shaped keys
