@@ -84,8 +84,8 @@ __all__ = ["create_app"]
 # default; clients and frameworks send them with those values). Names vLLM does not know are ignored (fields.py).
 _OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "use_beam_search": (False,),
         "structured_outputs": (None,), "prompt_embeds": (None, []), "bad_words": ([],), "logits_processors": (None, []),
-        "return_token_ids": (None, False), "priority": (0,), "max_repetition_pattern_size": (0,),
-        "min_repetition_pattern_size": (0,), "repetition_min_count": (0,),
+        "return_token_ids": (None, False), "return_tokens_as_token_ids": (None, False), "priority": (0,),
+        "max_repetition_pattern_size": (0,), "min_repetition_pattern_size": (0,), "repetition_min_count": (0,),
         "spaces_between_special_tokens": (True,)}  # (vLLM's default: its fast detokenizer decodes as is)
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 _POLL_SECONDS = 0.25  # how often a non-streaming request checks whether its client is still there
