@@ -379,10 +379,3 @@ def test_unpad_sequence_as_torch(batch_first):
     for a, b in zip(results[0][0], results[1][0]):
         np.testing.assert_array_equal(a, b)
     assert results[0][1] == results[1][1]
-
-
-@pytest.mark.parametrize("name", ["pack_padded_sequence", "pad_packed_sequence", "pack_sequence", "unpack_sequence"])
-def test_packing_is_refused_with_a_clear_error(name):
-    with pytest.raises(NotImplementedError, match=f"{name}: minilora has no PackedSequence"):
-        getattr(ml.nn.utils.rnn, name)([ml.ones(2)], [2])
-    from minilora.nn.utils.rnn import pad_sequence  # noqa: F401 -- torch's import path works

@@ -230,3 +230,79 @@ def _inference_tensor_saved(lib):
 @pytest.mark.parametrize("action", [_step_with_epoch, _clip_non_finite, _inference_tensor_saved])
 def test_messages_in_torch_words(action):
     assert _message(ml, action) == _message(torch, action)
+
+
+# ---- packed sequences: minilora refused pack_padded_sequence / pack_sequence and PackedSequence inputs ------
+def _padded_batch(lib, lengths, features=3, batch_first=True, dtype="float64"):
+    lib.manual_seed(0)
+    sequences = [lib.randn(n, features, dtype=getattr(lib, dtype)) for n in lengths]
+    return lib.nn.utils.rnn.pad_sequence(sequences, batch_first=batch_first), sequences
+
+
+@pytest.mark.parametrize("lengths, batch_first, enforce_sorted", [
+    ([5, 2, 4, 2], True, False),  # ties: torch's sort keeps their order
+    ([4, 3, 3, 1], False, True), ([3, 1], True, True)])
+def test_packing_as_torch(lengths, batch_first, enforce_sorted):
+    def run(lib):
+        R = lib.nn.utils.rnn
+        padded, sequences = _padded_batch(lib, lengths, batch_first=batch_first)
+        packed = R.pack_padded_sequence(padded, lib.tensor(lengths), batch_first=batch_first,
+                                        enforce_sorted=enforce_sorted)
+        again = R.pack_sequence(sequences, enforce_sorted=enforce_sorted)
+        unpacked, unpacked_lengths = R.pad_packed_sequence(packed, batch_first=not batch_first, padding_value=-1.0,
+                                                           total_length=7)
+        return (type(packed).__name__, list(packed), list(again), unpacked, unpacked_lengths,
+                R.unpack_sequence(packed), R.invert_permutation(packed.sorted_indices))
+    expected, got = _both(run)
+    assert got == expected
+
+
+def test_packing_errors_as_torch():
+    def errors(lib):
+        R = lib.nn.utils.rnn
+        padded, _ = _padded_batch(lib, [4, 3, 2], batch_first=False)
+        found = []
+        for call in (lambda: R.pack_padded_sequence(padded, [2, 4, 3]),
+                     lambda: R.pack_padded_sequence(padded, [4, 3, 0]),
+                     lambda: R.pack_padded_sequence(padded, [4, 3]),
+                     lambda: R.pad_packed_sequence(R.pack_padded_sequence(padded, [4, 3, 2]), total_length=3)):
+            with pytest.raises((RuntimeError, ValueError)) as error:
+                call()
+            found.append((type(error.value).__name__, str(error.value)))
+        return found
+    assert errors(ml) == errors(torch)
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("LSTM", dict(num_layers=2, bidirectional=True, dropout=0.5)), ("LSTM", dict(proj_size=2)),
+    ("GRU", dict(bidirectional=True)), ("RNN", dict(nonlinearity="relu", num_layers=2))])
+def test_rnns_on_packed_sequences_as_torch(kind, options):
+    """The NLP tutorials' pattern: pack a padded batch, run the RNN, pad its output back; float64 states,
+    outputs and gradients as torch's (dropout between layers drawn on the packed data, as torch)."""
+    lengths = [3, 5, 1, 4]
+
+    def run(lib):
+        padded, _ = _padded_batch(lib, lengths)
+        padded.requires_grad_(True)
+        lib.manual_seed(1)
+        rnn = getattr(lib.nn, kind)(3, 4, batch_first=True, dtype=lib.float64, **options)
+        packed = lib.nn.utils.rnn.pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)
+        width = (2 if options.get("bidirectional") else 1) * options.get("num_layers", 1)
+        h0 = lib.randn(width, len(lengths), options.get("proj_size") or 4, dtype=lib.float64)
+        hx = (h0, lib.randn(width, len(lengths), 4, dtype=lib.float64)) if kind == "LSTM" else h0
+        output, state = rnn(packed, hx)
+        unpacked, _ = lib.nn.utils.rnn.pad_packed_sequence(output, batch_first=True)
+        states = state if kind == "LSTM" else (state,)
+        (unpacked.pow(2).sum() + sum(s.sum() for s in states)).backward()
+        return (type(output).__name__, output.data, output.batch_sizes, unpacked, states, padded.grad,
+                [p.grad for p in rnn.parameters()])
+    expected, got = _both(run)
+    assert got[0] == expected[0] == "PackedSequence"
+    np.testing.assert_allclose(np.array(_flat(got[1:])), np.array(_flat(expected[1:])), rtol=1e-12, atol=1e-13)
+
+
+def _flat(value):
+    """Every number in a nested structure, in order."""
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _flat(v)]
+    return [float(value)]

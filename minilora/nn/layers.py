@@ -17,6 +17,7 @@ from ..tensor import no_grad, warn_at_caller
 from . import functional as F
 from . import init
 from .module import Module, ModuleList, Parameter, Sequential
+from .utils.rnn import PackedSequence
 
 __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "GELU", "SiLU", "ReLU", "Tanh",
            "Sigmoid", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "Softplus", "LeakyReLU", "CosineSimilarity",
@@ -1890,6 +1891,8 @@ class _RNNBase(Module):
         return list(hx.unbind(0))
 
     def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
         batched = input.ndim == 3
         if input.ndim not in (2, 3):
             raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got {input.ndim}D instead")
@@ -1903,18 +1906,35 @@ class _RNNBase(Module):
             return output.squeeze(1), self._map_state(state, lambda t: t.squeeze(1))
         return (output.transpose(0, 1) if self.batch_first else output), state
 
+    def _forward_packed(self, packed, hx):
+        """torch's RNN on a PackedSequence: ``hx`` (in the caller's order) is put in the packed order, the
+        layers run on ``data``, and the last states are put back in the caller's order."""
+        order, back = packed.sorted_indices, packed.unsorted_indices
+        if hx is not None and order is not None:
+            hx = self._map_state(hx, lambda t: t.index_select(1, order))
+        output, state = self._run(packed.data, hx, packed.batch_sizes.tolist())
+        if back is not None:
+            state = self._map_state(state, lambda t: t.index_select(1, back))
+        return PackedSequence(output, packed.batch_sizes, order, back), state
+
     @staticmethod
     def _map_state(state, fn):
         return None if state is None else fn(state)
 
-    def _run(self, input, hx):
-        """The layers in turn over ``input`` [L, N, features]: ``(output, h_n)``."""
-        states = self._initial_state(input, hx, input.shape[1])
+    @staticmethod
+    def _cat_states(states):
+        return ops.cat(states, 0)
+
+    def _run(self, input, hx, batch_sizes=None):
+        """The layers in turn over ``input`` [L, N, features] (or a PackedSequence's data [sum of lengths,
+        features] and its ``batch_sizes``): ``(output, h_n)``."""
+        states = self._initial_state(input, hx, batch_sizes[0] if batch_sizes else input.shape[1])
         finals, directions = [], 2 if self.bidirectional else 1
         for layer in range(self.num_layers):
             outputs = []
             for d, suffix in enumerate(("", "_reverse")[:directions]):
-                sequence, last = self._direction(input, states[layer * directions + d], layer, suffix, d == 1)
+                sequence, last = self._direction(input, states[layer * directions + d], layer, suffix, d == 1,
+                                                 batch_sizes)
                 outputs.append(sequence)
                 finals.append(last)
             input = outputs[0] if directions == 1 else ops.cat(outputs, -1)
@@ -1936,18 +1956,48 @@ class _RNNBase(Module):
                 text += f", {name}={getattr(self, name)}"
         return text
 
-    def _direction(self, input, state, layer, suffix, reverse):
+    def _direction(self, input, state, layer, suffix, reverse, batch_sizes=None):
         """One layer in one direction: the outputs [L, N, H] (in time order) and the last state."""
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, suffix)
         w_hr = getattr(self, f"weight_hr_l{layer}{suffix}", None)
         extra = {} if w_hr is None else {"w_hr": w_hr}  # (LSTM's proj_size)
-        projected = F.linear(input, w_ih, b_ih).unbind(0)  # every step's input projection at once
+        projected = F.linear(input, w_ih, b_ih)  # every step's input projection at once
+        if batch_sizes is not None:
+            cell = lambda x, s: self._cell(x, s, w_hh, b_hh, **extra)  # noqa: E731
+            return self._packed_direction(projected.split(batch_sizes), state, cell, reverse)
+        projected = projected.unbind(0)
         steps = range(len(projected) - 1, -1, -1) if reverse else range(len(projected))
         outputs = [None] * len(projected)
         for t in steps:
             state = self._cell(projected[t], state, w_hh, b_hh, **extra)
             outputs[t] = self._output(state)
         return ops.stack(outputs, 0), state
+
+    def _packed_direction(self, steps, state, cell, reverse):
+        """One layer in one direction over a PackedSequence (``steps[t]``: the projected inputs of the
+        sequences still running at step t, longest first), as ATen's PackedLayer and ReversedPackedLayer:
+        going forward, the rows of the sequences that have ended are set aside, their state final; going
+        backwards, a sequence joins, from its initial state, at its last step. Returns the outputs
+        [sum of lengths, H] in the packed order and every sequence's last state."""
+        rows = lambda s, start, stop: self._map_state(s, lambda t: t[start:stop])  # noqa: E731
+        size = lambda s: len(self._output(s))  # noqa: E731
+        outputs = [None] * len(steps)
+        if not reverse:
+            ended = []
+            for t, x in enumerate(steps):
+                if len(x) < size(state):
+                    ended.append(rows(state, len(x), size(state)))
+                    state = rows(state, 0, len(x))
+                state = cell(x, state)
+                outputs[t] = self._output(state)
+            return ops.cat(outputs, 0), self._cat_states([state] + ended[::-1])
+        initial, state = state, rows(state, 0, len(steps[-1]))
+        for t in range(len(steps) - 1, -1, -1):
+            if len(steps[t]) > size(state):
+                state = self._cat_states([state, rows(initial, size(state), len(steps[t]))])
+            state = cell(steps[t], state)
+            outputs[t] = self._output(state)
+        return ops.cat(outputs, 0), state
 
 
 class RNN(_RNNBase):
@@ -1998,7 +2048,7 @@ class LSTM(_RNNBase):
                          device, dtype, proj_size)
 
     def forward(self, input, hx=None):
-        if (_amp.used and _amp.state.active) and not self.proj_size:  # torch's CPU LSTM is one oneDNN kernel, autocast as a whole:
+        if (_amp.used and _amp.state.active) and not self.proj_size and not isinstance(input, PackedSequence):  # torch's CPU LSTM is one oneDNN kernel, autocast as a whole:
             input, hx = _amp.cast_args("mkldnn_rnn_layer", input, hx)  # state, gates and output 16-bit too
         return super().forward(input, hx)
 
@@ -2014,6 +2064,10 @@ class LSTM(_RNNBase):
     @staticmethod
     def _stack_states(finals):
         return ops.stack([h for h, _ in finals], 0), ops.stack([c for _, c in finals], 0)
+
+    @staticmethod
+    def _cat_states(states):
+        return ops.cat([h for h, _ in states], 0), ops.cat([c for _, c in states], 0)
 
     def _cell(self, projected, state, w_hh, b_hh, w_hr=None):
         h, c = state
