@@ -710,6 +710,11 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         history = {key: [float(x) for x in state[key]] for key in ("lrs", "grad_norms") if key in state}
         if isinstance(state.get("evals"), list):  # (checkpoints from before they held them: the log's, below)
             history["evals"] = state["evals"]
+    if not resume and ckpt_path and writer and os.path.isfile(ckpt_path):
+        # A fresh run in a folder holding an earlier run: its metrics log is emptied just below, and its
+        # checkpoint goes with it. Left until this run's first checkpoint, a kill before that one left the
+        # earlier run's checkpoint to a resume, which continued that run as if it were this one.
+        os.remove(ckpt_path)
     log = _MetricsLog(out_dir if writer else None, start if resume else None)
     # the evaluations so far come with the checkpoint, as its losses do: a run resumed in another folder
     # (resume=PATH) has no log of them there, and its result and loss plot would lack them

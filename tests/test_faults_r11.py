@@ -251,3 +251,21 @@ def test_config_json_pad_token_past_the_vocabulary_names_the_file(tmp_path):
         LlamaForCausalLM.from_pretrained(str(folder))
     assert str(folder / "config.json") in str(caught.value) and "Padding_idx must be within num_embeddings" in \
         str(caught.value)
+
+
+def test_a_fresh_run_killed_before_its_first_checkpoint_leaves_no_earlier_run_to_resume(tmp_path):
+    # A new run in a folder holding an earlier one (minilora train --overwrite, or train() without resume)
+    # emptied the metrics log at once but left the earlier checkpoint until its own first one: killed before
+    # that, a resume continued the earlier run under the new run's name -- here it returned at once with the
+    # earlier run's final weights as the new run's result.
+    rows = np.array([[(i + j) % 13 + 3 for j in range(8)] for i in range(16)], dtype=np.int64)
+    options = dict(steps=4, batch_size=4, lr=1e-2, save_every=2, out_dir=str(tmp_path), progress=False, plot=False)
+    train(tiny_model(), rows, **options)
+
+    def killed_at_step_1(step):
+        if step == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), rows, seed=1, after_optimizer_step=killed_at_step_1, **options)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(tiny_model(), rows, seed=1, resume=True, **options)
