@@ -112,7 +112,7 @@ _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s"
 _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_sigmoid"), "ppn"),
     "ml_silu": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
-    "ml_fma": "pspspspn", "ml_silu_backward": "ppppn"}
+    "ml_fma": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff"}
 
 
 def _native_library():
@@ -166,21 +166,23 @@ def _natively(name, x):
     return out
 
 
-def _loop_natively(name, x, outputs, numbers, scalar_formula):
-    """A torch elementwise loop's whole formula as the compiled kernel ``name`` (``name(x, *outputs, n,
-    *numbers)``) over every element of a C-contiguous float32 array, then at torch's scalar tail's positions
-    (``scalar_tail``) ``scalar_formula(x's elements)``, the formula with C's functions (a tuple, one per
-    output). Returns ``outputs`` (C-contiguous arrays of x's shape), or None where the NumPy code must run:
-    no compiled kernels, another layout (NumPy's result layout is kept there), or torch's "default" build
-    (all of it its scalar loop)."""
+def _loop_natively(name, inputs, outputs, numbers, scalar_formula):
+    """A torch elementwise loop's whole formula as the compiled kernel ``name`` (``name(*inputs, *outputs, n,
+    *numbers)``) over every element of C-contiguous float32 arrays of one shape, then at torch's scalar tail's
+    positions (``scalar_tail``) ``scalar_formula(*the inputs' elements there)``, the formula with C's
+    functions (a tuple, one per output). Returns ``outputs`` (new C-contiguous arrays of that shape), or None
+    where the NumPy code must run: no compiled kernels, another layout (NumPy's result layout is kept there),
+    or torch's "default" build (all of it its scalar loop)."""
     library = _native_library()
-    if library is None or CPU_CAPABILITY == "default" or type(x) is not np.ndarray or not x.flags.c_contiguous:
+    shape = np.shape(inputs[0])
+    if library is None or CPU_CAPABILITY == "default" or not all(
+            type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous and x.shape == shape for x in inputs):
         return None
-    flat, flat_outputs = x.reshape(-1), [out.reshape(-1) for out in outputs]
-    _native_map(getattr(library, name), [flat, *flat_outputs], *numbers)
-    for start, stop in scalar_tail(flat.size):
+    flat_inputs, flat_outputs = [x.reshape(-1) for x in inputs], [out.reshape(-1) for out in outputs]
+    _native_map(getattr(library, name), [*flat_inputs, *flat_outputs], *numbers)
+    for start, stop in scalar_tail(flat_inputs[0].size):
         if start < stop:
-            for out, value in zip(flat_outputs, scalar_formula(flat[start:stop])):
+            for out, value in zip(flat_outputs, scalar_formula(*(x[start:stop] for x in flat_inputs))):
                 out[start:stop] = value
     return outputs
 
@@ -765,7 +767,7 @@ _GELU_BETA, _GELU_KAPPA = _F32(0.7978845608028654), _F32(0.044715)  # sqrt(2 / p
 def gelu_tanh(x):
     """torch's float32 ``gelu(x, approximate='tanh')`` and its tanh: ``inner = beta (x + kappa x^3)``
     (the sum a fused multiply-add, as GCC compiles ATen's vector code), ``(0.5 x) (1 + tanh(inner))``."""
-    compiled = _loop_natively("ml_gelu_tanh", x, _two_like(x), (_GELU_BETA, _GELU_KAPPA),
+    compiled = _loop_natively("ml_gelu_tanh", [x], _two_like(x), (_GELU_BETA, _GELU_KAPPA),
                               lambda v: _gelu_tanh_formula(v, lambda inner: correctly_rounded(np.tanh, inner)))
     return compiled if compiled is not None else _gelu_tanh_formula(x, loop_tanh)
 
@@ -923,7 +925,7 @@ def softplus(x, beta, threshold):
         with np.errstate(over="ignore"):
             soft = log1p_exp(scaled) / beta
         return np.where(scaled > threshold, x, soft)
-    compiled = _loop_natively("ml_softplus", x, [np.empty(x.shape, _F32)], (beta, threshold),
+    compiled = _loop_natively("ml_softplus", [x], [np.empty(x.shape, _F32)], (beta, threshold),
                               lambda v: (formula(v, scalar),))
     if compiled is not None:
         return compiled[0]
@@ -934,7 +936,7 @@ def mish(x):
     """torch's float32 ``mish`` and its tanh: ``x tanh(log1p(exp(x)))``, SLEEF's three (C's in the tail)."""
     def scalar(v):
         return correctly_rounded(np.tanh, correctly_rounded(np.log1p, correctly_rounded(np.exp, v)))
-    compiled = _loop_natively("ml_mish", x, _two_like(x), (), lambda v: (v * scalar(v), scalar(v)))
+    compiled = _loop_natively("ml_mish", [x], _two_like(x), (), lambda v: (v * scalar(v), scalar(v)))
     if compiled is not None:
         return tuple(compiled)
     t = _in_loop(x, lambda v: sleef_tanh(sleef_log1p(sleef_exp(v))), scalar)
@@ -948,9 +950,41 @@ def elu(x, alpha, scale, input_scale):
 
     def formula(x, expm1):
         return np.where(x > 0, x * scale, expm1(x * input_scale) * (alpha * scale))
-    compiled = _loop_natively("ml_elu", x, [np.empty(x.shape, _F32)], (alpha * scale, scale, input_scale),
+    compiled = _loop_natively("ml_elu", [x], [np.empty(x.shape, _F32)], (alpha * scale, scale, input_scale),
                               lambda v: (formula(v, lambda t: correctly_rounded(np.expm1, t)),))
     return compiled[0] if compiled is not None else formula(x, loop_expm1)
+
+
+def elu_backward(g, x, alpha, scale, input_scale):
+    """torch's float32 ``elu_backward`` (from the input): ``x > 0 ? g scale : ((g input_scale) (alpha scale))
+    exp(min(x, 0) input_scale)``, exp as its loop computes it (``loop_exp``)."""
+    alpha, scale, input_scale = (_F32(c) for c in (alpha, scale, input_scale))
+    negative_scale = alpha * scale
+
+    def gradient(g, x, e):
+        return np.where(x > 0, g * scale, g * input_scale * negative_scale * e)
+    with np.errstate(over="ignore"):
+        compiled = _loop_natively(
+            "ml_elu_backward", [g, x], [np.empty(x.shape, _F32)], (scale, input_scale, negative_scale),
+            lambda g, x: (gradient(g, x, correctly_rounded(np.exp, np.minimum(x, 0) * input_scale)),))
+        if compiled is not None:
+            return compiled[0]
+        return in_cache_slices(gradient, g, x, loop_exp(np.minimum(x, 0) * input_scale))
+
+
+def softplus_backward(g, x, beta, threshold):
+    """torch's float32 ``softplus_backward``: ``beta x > threshold ? g : (g z) / (z + 1)``, ``z = exp(beta x)``
+    as its loop computes it (``loop_exp``)."""
+    beta, threshold = _F32(beta), _F32(threshold)
+
+    def gradient(g, x, z):
+        return np.where(x * beta > threshold, g, g * z / (z + 1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        compiled = _loop_natively("ml_softplus_backward", [g, x], [np.empty(x.shape, _F32)], (beta, threshold),
+                                  lambda g, x: (gradient(g, x, correctly_rounded(np.exp, x * beta)),))
+        if compiled is not None:
+            return compiled[0]
+        return in_cache_slices(gradient, g, x, loop_exp(x * beta))
 
 
 def _sleef_exp_of_negative_blocks(x, out):
@@ -982,7 +1016,7 @@ def _one_plus_exp_neg(x):
 
 def sigmoid(x):
     """torch's float32 ``sigmoid``: ``1 / (1 + exp(-x))``, each step rounded to float32."""
-    compiled = _loop_natively("ml_sigmoid", x, [np.empty(np.shape(x), _F32)], (),
+    compiled = _loop_natively("ml_sigmoid", [x], [np.empty(np.shape(x), _F32)], (),
                               lambda v: (_EXP_C["one"] / (_EXP_C["one"] + correctly_rounded(np.exp, -v)),))
     if compiled is not None:
         return compiled[0]
@@ -996,7 +1030,7 @@ def silu_and_sigmoid(x, s, out):
     def scalar(v):
         denominator = _EXP_C["one"] + correctly_rounded(np.exp, -v)
         return _EXP_C["one"] / denominator, v / denominator
-    if _loop_natively("ml_silu", x, [s, out], (), scalar) is not None:
+    if _loop_natively("ml_silu", [x], [s, out], (), scalar) is not None:
         return
     denominator = _one_plus_exp_neg(x)
     np.divide(_EXP_C["one"], denominator, out=s)

@@ -64,7 +64,16 @@ FUNCTIONS = {
     "softplus(beta=2, threshold=5)": lambda x: float32_math.softplus(x, 2.0, 5.0),
     "mish": lambda x: np.stack(float32_math.mish(x)),
     "gelu_tanh": lambda x: np.stack(float32_math.gelu_tanh(x)),
+    "elu backward": lambda x: float32_math.elu_backward(_gradient(x), x, 1.0, 1.0, 1.0),
+    "celu backward": lambda x: float32_math.elu_backward(_gradient(x), x, 0.3, 1.0, 1 / 0.3),
+    "softplus backward": lambda x: float32_math.softplus_backward(_gradient(x), x, 1.0, 20.0),
+    "softplus(beta=1.7, threshold=5.3) backward": lambda x: float32_math.softplus_backward(_gradient(x), x, 1.7, 5.3),
 }
+
+
+def _gradient(x):
+    """An incoming gradient of x's shape: randn, the same for the compiled kernels and the port."""
+    return np.random.default_rng(x.size).standard_normal(x.shape).astype(np.float32)
 
 
 def _silu(x):

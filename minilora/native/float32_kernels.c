@@ -215,6 +215,24 @@ void ml_gelu_tanh(const float *restrict x, float *restrict out, float *restrict 
     }
 }
 
+/* elu's backward (torch's elu_backward, is_result=False): x > 0 ? g scale : ((g input_scale) (alpha scale))
+ * exp(min(x, 0) input_scale) */
+void ml_elu_backward(const float *g, const float *restrict x, float *out, size_t n, float scale, float input_scale,
+                     float negative_scale) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i], e = sleef_exp((v > 0.0f ? 0.0f : v) * input_scale);  /* (min(NaN, 0): NaN, as NumPy's) */
+        out[i] = v > 0.0f ? g[i] * scale : ((g[i] * input_scale) * negative_scale) * e;
+    }
+}
+/* softplus's backward: beta x > threshold ? g : (g z) / (z + 1), z = exp(beta x) */
+void ml_softplus_backward(const float *g, const float *restrict x, float *out, size_t n, float beta,
+                          float threshold) {
+    for (size_t i = 0; i < n; i++) {
+        float scaled = x[i] * beta, z = sleef_exp(scaled);
+        out[i] = scaled > threshold ? g[i] : (g[i] * z) / (z + 1.0f);
+    }
+}
+
 /* ---- a fused multiply-add, one rounding (torch's FMAs in backward formulas); a step of 0 repeats a
  * number's one element ------------------------------------------------------------------------------ */
 void ml_fma(const float *a, size_t step_a, const float *b, size_t step_b, const float *c, size_t step_c,

@@ -1796,6 +1796,8 @@ class Softplus(Function):
     def backward(ctx, g):
         xp = xp_of(g)
         beta, threshold = ctx.beta, ctx.threshold
+        if _numpy_float32(g) and _numpy_float32(ctx.a):  # torch's kernel: SLEEF's exp (float32_math)
+            return float32_math.softplus_backward(g, ctx.a, beta, threshold)
         with np.errstate(over="ignore", invalid="ignore"):
             z = _kernel_exp(ctx.a * beta)
             return float32_math.in_cache_slices(
@@ -2065,6 +2067,8 @@ class Elu(Function):
     def backward(ctx, g):
         xp, a = xp_of(g), ctx.a
         alpha, scale, input_scale = ctx.constants
+        if _numpy_float32(g) and _numpy_float32(a):  # torch's kernel: SLEEF's exp (float32_math)
+            return float32_math.elu_backward(g, a, alpha, scale, input_scale)
         # torch's elu_backward: (g * input_scale) * (alpha * scale) * exp(x * input_scale), its
         # constants in the gradient's dtype (alpha * scale rounded there)
         number = g.dtype.type
