@@ -959,7 +959,7 @@ def elu_backward(g, x, alpha, scale, input_scale):
     """torch's float32 ``elu_backward`` (from the input): ``x > 0 ? g scale : ((g input_scale) (alpha scale))
     exp(min(x, 0) input_scale)``, exp as its loop computes it (``loop_exp``)."""
     alpha, scale, input_scale = (_F32(c) for c in (alpha, scale, input_scale))
-    negative_scale = alpha * scale
+    negative_scale, g = alpha * scale, _dense_gradient(g, x)
 
     def gradient(g, x, e):
         return np.where(x > 0, g * scale, g * input_scale * negative_scale * e)
@@ -972,10 +972,18 @@ def elu_backward(g, x, alpha, scale, input_scale):
         return in_cache_slices(gradient, g, x, loop_exp(np.minimum(x, 0) * input_scale))
 
 
+def _dense_gradient(g, x):
+    """``g`` copied to C order where it is a broadcast view (``y.sum().backward()``'s ones) and ``x`` is
+    C-contiguous, so that the compiled kernel takes it (NumPy lays the result out in C order either way)."""
+    if type(g) is np.ndarray and 0 in g.strides and g.shape == x.shape and x.flags.c_contiguous and g.size > 1:
+        return np.ascontiguousarray(g)
+    return g
+
+
 def softplus_backward(g, x, beta, threshold):
     """torch's float32 ``softplus_backward``: ``beta x > threshold ? g : (g z) / (z + 1)``, ``z = exp(beta x)``
     as its loop computes it (``loop_exp``)."""
-    beta, threshold = _F32(beta), _F32(threshold)
+    beta, threshold, g = _F32(beta), _F32(threshold), _dense_gradient(g, x)
 
     def gradient(g, x, z):
         return np.where(x * beta > threshold, g, g * z / (z + 1))

@@ -67,6 +67,7 @@ FUNCTIONS = {
     "elu backward": lambda x: float32_math.elu_backward(_gradient(x), x, 1.0, 1.0, 1.0),
     "celu backward": lambda x: float32_math.elu_backward(_gradient(x), x, 0.3, 1.0, 1 / 0.3),
     "softplus backward": lambda x: float32_math.softplus_backward(_gradient(x), x, 1.0, 20.0),
+    "elu backward of y.sum()": lambda x: float32_math.elu_backward(np.broadcast_to(np.float32(1), x.shape), x, 1, 1, 1),
     "softplus(beta=1.7, threshold=5.3) backward": lambda x: float32_math.softplus_backward(_gradient(x), x, 1.7, 5.3),
 }
 
