@@ -10,7 +10,10 @@
 * transformers' ``DataCollatorForLanguageModeling(seed=...)`` in such workers seeds ``seed + worker id``;
 * ``default_collate`` of tuple samples with strings: torch keeps the strings' tuple, minilora made a list;
 * small wording: the ``scheduler.step(epoch)`` deprecation warning, ``clip_grad_norm_``'s non-finite error,
-  an inference tensor saved for backward.
+  an inference tensor saved for backward;
+* ``pack_padded_sequence`` / ``pack_sequence`` / ``PackedSequence`` inputs to RNN, GRU and LSTM (the NLP
+  tutorials' pattern): refused;
+* ``torch.optim.swa_utils`` (``AveragedModel``, SWA and EMA averaging, ``update_bn``, ``SWALR``): missing.
 
 Each test runs the same code on torch and on minilora (same seed) and compares numbers, order and
 messages. Skipped without torch."""
@@ -306,3 +309,61 @@ def _flat(value):
     if isinstance(value, (list, tuple)):
         return [x for v in value for x in _flat(v)]
     return [float(value)]
+
+
+# ---- torch.optim.swa_utils (the SWA / EMA recipe of torch's docs): minilora had no swa_utils --------------
+def _model(lib, dtype):
+    lib.manual_seed(0)
+    model = lib.nn.Sequential(lib.nn.Linear(4, 6), lib.nn.BatchNorm1d(6), lib.nn.ReLU(), lib.nn.Linear(6, 2))
+    return model.to(getattr(lib, dtype))
+
+
+@pytest.mark.parametrize("averaging", ["swa", "ema", "ema_avg_fn", "swa_multi"])
+def test_averaged_model_bit_for_bit(averaging):
+    """float32 averages of the same weight sequence: torch's roundings (SWA's CPU formula, EMA's lerp)."""
+    def run(lib):
+        swa = lib.optim.swa_utils
+        model = _model(lib, "float32")
+        options = {"swa": {}, "ema": dict(multi_avg_fn=swa.get_ema_multi_avg_fn(0.9)),
+                   "ema_avg_fn": dict(avg_fn=swa.get_ema_avg_fn(0.8), use_buffers=True),
+                   "swa_multi": dict(multi_avg_fn=swa.get_swa_multi_avg_fn())}[averaging]
+        averaged = swa.AveragedModel(model, **options)
+        for _ in range(4):
+            with lib.no_grad():  # (new weights and statistics drawn, not trained: a product's last bits are the CPU's)
+                for p in list(model.parameters()) + [model[1].running_mean, model[1].running_var]:
+                    p.add_(lib.randn(p.shape).abs() * 0.3)
+            model[1].num_batches_tracked += 1
+            averaged.update_parameters(model)
+        return averaged.state_dict(), averaged.n_averaged
+    expected, got = _both(run)
+    assert got == expected
+
+
+def test_swa_recipe_as_torch():
+    """torch's docs' SWA loop in float64: SWALR after a cosine schedule, update_bn over the loader."""
+    def run(lib):
+        swa = lib.optim.swa_utils
+        model = _model(lib, "float64")
+        data = lib.utils.data.TensorDataset(lib.randn(16, 4, dtype=lib.float64), lib.randn(16, 2, dtype=lib.float64))
+        loader = lib.utils.data.DataLoader(data, batch_size=4, shuffle=True)
+        optimizer = lib.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        swa_model = swa.AveragedModel(model)
+        scheduler = lib.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+        swa_scheduler = swa.SWALR(optimizer, swa_lr=0.05, anneal_epochs=2, anneal_strategy="linear")
+        lrs = []
+        for epoch in range(5):
+            for x, y in loader:
+                optimizer.zero_grad()
+                lib.nn.functional.mse_loss(model(x), y).backward()
+                optimizer.step()
+            if epoch > 1:
+                swa_model.update_parameters(model)
+                swa_scheduler.step()
+            else:
+                scheduler.step()
+            lrs.append(swa_scheduler.get_last_lr())
+        swa.update_bn(loader, swa_model)
+        return lrs, swa_model.state_dict(), swa_model.module[1].momentum, sorted(swa_scheduler.state_dict())
+    expected, got = _both(run)
+    assert got[0] == expected[0] and got[2:] == expected[2:]
+    np.testing.assert_allclose(_flat(list(got[1].values())), _flat(list(expected[1].values())), rtol=1e-12)
