@@ -21,8 +21,8 @@ extra="allow", validated by FastAPI in pydantic's lax mode), sampling_params.py,
 | length_penalty, cache_salt, vllm_xargs, ...        | 400 unsupported                | taken (no effect here, nor in vLLM    |
 |  (no effect without beam search / prefix cache)    |                                |  without beam search / prefix cache)  |
 | truncate_prompt_tokens, add_special_tokens,        | 400 unsupported                | as vLLM: the prompt's last k tokens,  |
-|  chat_template_kwargs, a chat's echo               |                                |  no BOS, template variables, the last |
-|                                                    |                                |  message's text first                 |
+|  chat_template_kwargs, a chat's echo,              |                                |  no BOS, template variables, the last |
+|  return_token_ids                                  |                                |  message's text first, token ids      |
 """
 import logging
 
@@ -251,6 +251,19 @@ def test_truncate_prompt_tokens_and_add_special_tokens_shape_the_prompt_as_vllm(
     assert no_bos.choices[0].text == ask(tok.encode(prompt, add_special_tokens=False)).choices[0].text
     with pytest.raises(openai.BadRequestError):
         ask(prompt, truncate_prompt_tokens=62)  # past max_model_len 64 - max_tokens 3
+
+
+def test_return_token_ids_puts_vllms_token_ids_beside_the_text(served):
+    api, tok = openai_client(served[0]), served[1].tokenizer
+    ask = dict(model="a", max_tokens=5, temperature=0, extra_body={"return_token_ids": True})
+    whole = api.completions.create(prompt="Dan", **ask).choices[0].model_extra
+    assert whole["prompt_token_ids"] == tok.encode("Dan") and len(whole["token_ids"]) == 5
+    chunks = [c.choices[0].model_extra for c in api.completions.create(prompt="Dan", stream=True, **ask)]
+    assert chunks[0]["prompt_token_ids"] == tok.encode("Dan") and "prompt_token_ids" not in chunks[1]
+    assert sum((c["token_ids"] for c in chunks), []) == whole["token_ids"]  # each chunk: its own token's id
+    chat = api.chat.completions.create(messages=MESSAGES, **ask)
+    assert len(chat.model_extra["prompt_token_ids"]) == chat.usage.prompt_tokens
+    assert len(chat.choices[0].model_extra["token_ids"]) == chat.usage.completion_tokens
 
 
 def test_a_chats_echo_and_template_variables_are_vllms(served):

@@ -27,11 +27,12 @@ vLLM), ``seed``, ``stop`` (the stop text is not in the output), ``presence_penal
 of prompts. vLLM's extras: ``top_k``, ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``,
 ``min_tokens``, ``include_stop_str_in_output``, ``skip_special_tokens``, ``allowed_token_ids``,
 ``prompt_logprobs`` (each prompt token's, ranked: a completion choice's ``prompt_logprobs``, a chat answer's),
-``truncate_prompt_tokens``, ``add_special_tokens``; chat: ``add_generation_prompt``, ``continue_final_message``,
+``truncate_prompt_tokens``, ``add_special_tokens``, ``return_token_ids`` (``prompt_token_ids`` and each choice's
+``token_ids`` beside the text); chat: ``add_generation_prompt``, ``continue_final_message``,
 ``chat_template``, ``chat_template_kwargs``, ``documents``, ``echo`` (the answer starts with the last message's
 text). ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores the prompt. vLLM's fields this server does not
 implement (``suffix``, ``tools``, ``response_format`` other than text, ``use_beam_search``, ``logits_processors``,
-``structured_outputs``, ``bad_words``, ``return_token_ids``, ``priority``, ...) are taken only at their "off"
+``structured_outputs``, ``bad_words``, ``return_tokens_as_token_ids``, ``priority``, ...) are taken only at their "off"
 value, refused by name otherwise; ``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it.
 ``GET /health`` answers 503 once the engine has stopped.
 
@@ -57,6 +58,7 @@ logprobs are a log_softmax over the model's whole vocabulary (ids past the token
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -84,7 +86,7 @@ __all__ = ["create_app"]
 # default; clients and frameworks send them with those values). Names vLLM does not know are ignored (fields.py).
 _OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "use_beam_search": (False,),
         "structured_outputs": (None,), "prompt_embeds": (None, []), "bad_words": ([],), "logits_processors": (None, []),
-        "return_token_ids": (None, False), "return_tokens_as_token_ids": (None, False), "priority": (0,),
+        "return_tokens_as_token_ids": (None, False), "priority": (0,),
         "max_repetition_pattern_size": (0,), "min_repetition_pattern_size": (0,), "repetition_min_count": (0,),
         "spaces_between_special_tokens": (True,)}  # (vLLM's default: its fast detokenizer decodes as is)
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
@@ -328,6 +330,28 @@ def _options(body, chat, vocab_size, defaults):
     return options, n, stream, _usage_options(body, stream), echo, _prompt_logprob_count(body, chat, stream, vocab_size)
 
 
+class _Reply(collections.namedtuple("_Reply", "chat usage echoes prompt_info n_prompt prompt_ids token_ids")):
+    """How one request's answer is written, beside its choices' text: ``chat`` (None: a completion; else its
+    ChatReply), ``usage`` (include_usage, continuous_usage_stats), ``echoes`` ((text, logprob entries) each
+    choice starts with), ``prompt_info`` (each choice's vLLM prompt_logprobs, or None), ``n_prompt`` (the
+    prompts' tokens, each counted once), ``prompt_ids`` (each choice's prompt) and ``token_ids`` (vLLM's
+    ``return_token_ids``: the prompt's and the choice's token ids beside the text)."""
+
+    def prompt_token_ids(self, index):
+        return {"prompt_token_ids": self.prompt_ids[index]} if self.token_ids else {}
+
+    def token_ids_of(self, ids):
+        return {"token_ids": list(ids)} if self.token_ids else {}
+
+    def whole_choice(self, index, generated):
+        """vLLM's own fields of a whole (not streamed) choice: its token ids, and a completion's prompt_logprobs
+        (null when not asked) and prompt ids (a chat answer has them once)."""
+        if self.chat:
+            return self.token_ids_of(generated)
+        return {**self.token_ids_of(generated), "prompt_logprobs": self.prompt_info[index],
+                **self.prompt_token_ids(index)}
+
+
 class _Server:
     def __init__(self, engine, model_name, aliases=()):
         self.engine, self.model_name = engine, model_name
@@ -374,12 +398,13 @@ class _Server:
                 "model": body.get("model") or self.model_name, "system_fingerprint": self.fingerprint}  # as asked
         tag = given or meta["id"]  # the x-request-id header: the client's own, as vLLM's echoes it
         n_prompt = sum(len(ids) for ids in prompts)
+        reply = functools.partial(_Reply, chat, usage, n_prompt=n_prompt, token_ids=bool(body.get("return_token_ids")),
+                                  prompt_ids=[ids for ids in prompts for _ in range(n)])
         if options["max_tokens"] == 0:
             scores = await self._prompt_scores(prompts, adapter, scored)
-            echoes = self._echoes(prompts, n, echo, scores, options["logprobs"])
-            prompt_info = self._prompt_info(prompts, n, scores, None if stream else prompt_k)
-            lengths = [len(ids) for ids in prompts for _ in range(n)]
-            return _with_id(self._echo_only(meta, stream, usage, echoes, n_prompt, lengths, prompt_info), tag)
+            reply = reply(self._echoes(prompts, n, echo, scores, options["logprobs"]),
+                          self._prompt_info(prompts, n, scores, None if stream else prompt_k))
+            return _with_id(self._echo_only(meta, stream, reply), tag)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
         for ids in prompts:
@@ -405,12 +430,13 @@ class _Server:
             for job in jobs:
                 job.cancel()
             raise
-        echoes = [(chat.echo, None)] * len(jobs) if chat else self._echoes(prompts, n, echo, scores, options["logprobs"])
+        echoes = [(chat.echo, None)] * len(jobs) if chat else self._echoes(prompts, n, echo, scores,
+                                                                           options["logprobs"])
+        reply = reply(echoes, self._prompt_info(prompts, n, scores, None if stream else prompt_k))
         if stream:
-            return _with_id(StreamingResponse(self._stream(jobs, events, meta, chat, usage, echoes, n_prompt),
-                                              media_type="text/event-stream"), tag)
-        prompt_info = self._prompt_info(prompts, n, scores, prompt_k)
-        return _with_id(await self._collect(http_request, jobs, events, meta, chat, echoes, n_prompt, prompt_info), tag)
+            return _with_id(StreamingResponse(self._stream(jobs, events, meta, reply), media_type="text/event-stream"),
+                            tag)
+        return _with_id(await self._collect(http_request, jobs, events, meta, reply), tag)
 
     async def _prompt_scores(self, prompts, adapter, counts, held_by=None):
         """Per prompt, ``ranked_logprob_entry`` of each token after the first with the largest of ``counts``
@@ -473,8 +499,9 @@ class _Server:
                 job.cancel()
         return emit
 
-    async def _collect(self, http_request, jobs, events, meta, chat, echoes, n_prompt, prompt_info):
-        texts, reasons = [text for text, _ in echoes], [None] * len(jobs)
+    async def _collect(self, http_request, jobs, events, meta, reply):
+        chat = reply.chat
+        texts, reasons = [text for text, _ in reply.echoes], [None] * len(jobs)
         clock = asyncio.get_running_loop().time
         check_at = clock() + _POLL_SECONDS
         try:
@@ -496,41 +523,44 @@ class _Server:
                 else:
                     reasons[index], tail = value
                     texts[index] += tail
-            choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(chat, job, *echoes[i]), True,
-                                    job.stop_reason, prompt_info[i]) for i, job in enumerate(jobs)]
-            return JSONResponse(self._answer(meta, chat, choices, self._usage(jobs, n_prompt), prompt_info))
+            choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(chat, job, *reply.echoes[i]),
+                                    True, job.stop_reason, reply.whole_choice(i, job.generated))
+                       for i, job in enumerate(jobs)]
+            return JSONResponse(self._answer(meta, reply, choices, self._usage(jobs, reply.n_prompt)))
         finally:
             for job in jobs:  # a no-op once finished; frees the slots if the client went away
                 job.cancel()
 
     @staticmethod
-    def _answer(meta, chat, choices, usage, prompt_info):
-        """The JSON of a whole answer; vLLM's prompt_logprobs (null when not asked) are a completion choice's,
-        a chat's (one prompt) are the answer's."""
-        if chat:
+    def _answer(meta, reply, choices, usage):
+        """The JSON of a whole answer; vLLM's prompt_logprobs (null when not asked) and prompt_token_ids are a
+        completion choice's, a chat's (one prompt) are the answer's."""
+        if reply.chat:
             return {**meta, "object": "chat.completion", "choices": choices, "usage": usage,
-                    "prompt_logprobs": prompt_info[0]}
+                    "prompt_logprobs": reply.prompt_info[0], **reply.prompt_token_ids(0)}
         return {**meta, "object": "text_completion", "choices": choices, "usage": usage}
 
-    async def _stream(self, jobs, events, meta, chat, usage, echoes, n_prompt):
+    async def _stream(self, jobs, events, meta, reply):
+        chat, echoes = reply.chat, reply.echoes
         obj = "chat.completion.chunk" if chat else "text_completion"
-        include_usage, continuous = usage
+        include_usage, continuous = reply.usage
         made = [0] * len(jobs)  # each choice's tokens so far (every "text" event is one; "done" is the last)
 
-        def chunk(choices, index):
+        def chunk(choices, index, top=None):
             """With include_usage, OpenAI's chunks carry "usage": null until the last one; with vLLM's
-            continuous_usage_stats, each its choice's usage so far (its prompt's tokens and its own)."""
+            continuous_usage_stats, each its choice's usage so far (its prompt's tokens and its own). ``top``:
+            more fields of the chunk (a chat's prompt_token_ids)."""
             if continuous:
                 prompt = len(jobs[index].prompt_ids)
                 extra = {"usage": {"prompt_tokens": prompt, "completion_tokens": made[index],
                                    "total_tokens": prompt + made[index]}}
             else:
                 extra = {"usage": None} if include_usage else {}
-            return _sse({**meta, "object": obj, "choices": choices, **extra})
+            return _sse({**meta, "object": obj, "choices": choices, **extra, **(top or {})})
         try:
-            for index in range(len(jobs) if chat else 0):  # chat: the role first, then vLLM's echo
+            for index in range(len(jobs) if chat else 0):  # chat: the role first (its prompt ids), then vLLM's echo
                 yield chunk([{"index": index, "delta": {"role": chat.role, "content": ""}, "logprobs": None,
-                              "finish_reason": None, "stop_reason": None}], index)
+                              "finish_reason": None, "stop_reason": None}], index, reply.prompt_token_ids(index))
             for index in range(len(jobs) if chat and chat.echo else 0):
                 yield chunk([{"index": index, "delta": {"content": chat.echo}, "logprobs": None,
                               "finish_reason": None, "stop_reason": None}], index)
@@ -544,7 +574,7 @@ class _Server:
                     failed = True
                     break
                 job = jobs[index]
-                made[index] = made[index] + 1 if kind == "text" else len(job.generated)
+                before, made[index] = made[index], made[index] + 1 if kind == "text" else len(job.generated)
                 reason, text = value if kind == "done" else (None, value)
                 stop_reason = job.stop_reason if kind == "done" else None
                 count = count if kind == "text" else len(job.token_logprobs)  # the last chunk reports the rest
@@ -552,13 +582,16 @@ class _Server:
                 logprobs = self._logprobs(chat, job.logprobs is not None, job.token_logprobs[reported[index]:count],
                                           start=len(echoes[index][0]), offsets=offsets[index], final=kind != "text")
                 reported[index] = count
+                extra = reply.token_ids_of(job.generated[before:made[index]])
                 if unechoed[index]:
                     text, logprobs = self._with_echo(text, logprobs, *echoes[index])
                     unechoed[index] = False
-                yield chunk([self._choice(index, chat, text, reason, logprobs, stop_reason=stop_reason)], index)
+                    extra = {**reply.prompt_token_ids(index), **extra}  # a completion's first chunk: its prompt's ids
+                yield chunk([self._choice(index, chat, text, reason, logprobs, stop_reason=stop_reason, extra=extra)],
+                            index)
                 pending -= kind == "done"
             if include_usage and not failed:  # OpenAI's last chunk: no choices, the request's usage
-                yield _sse({**meta, "object": obj, "choices": [], "usage": self._usage(jobs, n_prompt)})
+                yield _sse({**meta, "object": obj, "choices": [], "usage": self._usage(jobs, reply.n_prompt)})
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects (Starlette cancels this generator)
             for job in jobs:
@@ -571,17 +604,18 @@ class _Server:
             logprobs = {key: echoed[key] + logprobs[key] for key in logprobs}
         return echo_text + text, logprobs
 
-    def _echo_only(self, meta, stream, usage_options, echoes, n_prompt, prompt_lengths, prompt_info):
+    def _echo_only(self, meta, stream, reply):
         """``max_tokens: 0`` with echo: the prompts (and their logprobs) as the choices, nothing generated."""
         choices = [self._choice(i, False, text, "length", self._logprobs(False, entries is not None, entries or []),
-                                not stream, prompt_logprobs=prompt_info[i]) for i, (text, entries) in enumerate(echoes)]
-        usage = self._usage([], n_prompt)
-        include_usage, continuous = usage_options
+                                extra=reply.prompt_token_ids(i) if stream else reply.whole_choice(i, []))
+                   for i, (text, entries) in enumerate(reply.echoes)]
+        usage = self._usage([], reply.n_prompt)
+        include_usage, continuous = reply.usage
         if not stream:
-            return JSONResponse(self._answer(meta, False, choices, usage, prompt_info))
+            return JSONResponse(self._answer(meta, reply, choices, usage))
 
         async def events():
-            for choice, prompt in zip(choices, prompt_lengths):
+            for choice, prompt in zip(choices, map(len, reply.prompt_ids)):
                 extra = {"usage": {"prompt_tokens": prompt, "completion_tokens": 0, "total_tokens": prompt}
                          if continuous else None} if include_usage else {}
                 yield _sse({**meta, "object": "text_completion", "choices": [choice], **extra})
@@ -591,19 +625,18 @@ class _Server:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     @staticmethod
-    def _choice(index, chat, text, finish_reason, logprobs, final=False, stop_reason=None, prompt_logprobs=None):
+    def _choice(index, chat, text, finish_reason, logprobs, final=False, stop_reason=None, extra=None):
         """One choice (a stream's chunk of one: ``final`` False). vLLM's ``stop_reason``: the stop string or
-        the stop_token_id that ended it; None for an EOS, max_tokens, or a chunk before the last; a whole
-        completion choice has vLLM's ``prompt_logprobs`` (null when not asked; a chat has them once)."""
+        the stop_token_id that ended it; None for an EOS, max_tokens, or a chunk before the last; ``extra``:
+        vLLM's fields of its own (``_Reply.whole_choice``)."""
         if chat and final:
             piece = {"message": {"role": chat.role, "content": text}}
         elif chat:
             piece = {"delta": {"content": text} if text else {}}
         else:
             piece = {"text": text}
-        choice = {"index": index, **piece, "logprobs": logprobs, "finish_reason": finish_reason,
-                  "stop_reason": stop_reason}
-        return {**choice, "prompt_logprobs": prompt_logprobs} if final and not chat else choice
+        return {"index": index, **piece, "logprobs": logprobs, "finish_reason": finish_reason,
+                "stop_reason": stop_reason, **(extra or {})}
 
     @staticmethod
     def _usage(jobs, n_prompt):
