@@ -6,12 +6,14 @@ over later ("corrupted size vs. prev_size", the process aborts).  On a GPU the s
 padding or faults, and compute-sanitizer names it.  So for each launch (except ``sanitize=True``, whose child
 process checks every access) the arrays are copied into fresh memory laid out as
 
-    [ guard page: no access ][ ... | the array, 256-byte aligned (cudaMalloc's alignment) | slack ][ guard page ]
+    [ guard page: no access ][ ... | the array, 16-byte aligned | slack ][ guard page ]
 
 and what the kernel changed is copied back after the launch.  An access that reaches a guard page stops the
 launch with a KernelFault at its source line (the runtime's SIGSEGV report), which this module rewrites to name
-the argument and how far past its end (or before its start) the access was; a write into the slack (< 256 bytes,
-filled with a pattern) is found after the launch and named too, without a line (``sanitize=True`` gives it).
+the argument and how far past its end (or before its start) the access was; a write into the slack (< 16 bytes,
+filled with a pattern) is found after the launch and named too, without a line (``sanitize=True`` gives it),
+and a read of the slack, as on a GPU, goes unnoticed (only an array whose size is not a multiple of 16 bytes
+has one).  Pointer tables are followed into the fenced copies (``FencedArguments``).
 The unit fenced is the allocation, as memcheck's: a view's whole base array (a kernel given ``x[2:]`` may read
 ``x[0]``, as on a GPU), one copy for arguments that share memory, so aliasing is kept.  Arrays above 256 MiB run
 in place, unfenced.  The fresh memory is a pool of mappings kept from launch to launch (mapping and protecting
@@ -34,7 +36,12 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 _PAGE = mmap.PAGESIZE
-_ALIGN = 256  # cudaMalloc's alignment
+# A copy ends at the guard page less its size rounded up to 16 bytes, so a read even one element past the end
+# is usually a fault naming it, and starts aligned to the lowest set bit of that rounded size: 16 bytes at least,
+# what any load in the emulator needs (float4, double2, int4, a wmma pointer as checked, cp.async), and
+# cudaMalloc's 256 where the size is a multiple of 256.  (On a GPU the rest of the 256 is the allocation's
+# padding, where a read returns garbage silently; only compute-sanitizer names it.)
+_ALIGN = 16
 _SLACK_BYTE = 0xCD
 _LIMIT = 1 << 28  # allocations above 256 MiB are not copied: they run in place, unfenced
 
@@ -91,11 +98,12 @@ _mappings = _Mappings()
 
 class _Region:
     """One fenced copy: the original bytes [start, end) at [data, data + size) inside a mapping whose first and
-    last pages are inaccessible, the data ending within 256 bytes of the last."""
+    last pages are inaccessible, the data ending within 16 bytes of the last."""
 
     def __init__(self, start: int, end: int):
         self.start, self.size = start, end - start
         self.padded = _round_up(max(self.size, 1), _ALIGN)
+        self.reached = False  # written through a pointer table: copied back whatever the arguments' constness
         self.map_bytes = 2 * _PAGE + _round_up(self.padded, _PAGE)
         self.base = _mappings.take(self.map_bytes)
         self.guard_after = self.base + self.map_bytes - _PAGE
@@ -125,50 +133,92 @@ class _Region:
 class FencedArguments:
     """The pointer arguments of one launch moved into fenced copies: ``arrays`` (index, staged view) and the
     pointer to put in each argument's slot.  ``release()`` copies back what the kernel may have written and
-    returns a message for a write into an allocation's slack, ``explain()`` names the argument behind a fault."""
+    returns a message for a write into an allocation's slack, ``explain()`` names the argument behind a fault.
 
-    def __init__(self, arrays: list, names: dict[int, str], writable: set[int]):
-        self.names, self.writable = names, writable
-        self.regions: list[tuple[_Region, list[int]]] = []  # each region with the arguments inside it
-        self.arrays, self.pointers, self._extents = [], {}, {}
-        spans = sorted((*_allocation(a), i, a) for i, a in arrays if a.nbytes and a.nbytes <= _LIMIT)
+    ``arrays`` may name an argument more than once: a pointer table (``float* const* tensors``) given as a list
+    of arrays comes as the table first and then each array it points to.  ``tables`` are the arguments whose
+    elements are addresses (pointer tables, and ``const unsigned long long*`` tables as kernels/adamw.cu's):
+    for the launch, an address inside a fenced allocation is redirected to its fenced copy (and restored after),
+    so a write through the table past an array's end is named too; other addresses are followed unfenced."""
+
+    def __init__(self, arrays: list, names: dict[int, str], writable: set[int], tables: set[int] = frozenset()):
+        self.writable = writable
+        self.regions: list[tuple[_Region, list[int]]] = []  # each region with the positions (in arrays) inside it
+        self.arrays, self.pointers, self._extents, self._labels = [], {}, {}, {}
+        self._index = {pos: i for pos, (i, _) in enumerate(arrays)}  # position -> argument index
+        self._tables: list[tuple[np.ndarray, np.ndarray]] = []  # (fenced entries, their original addresses)
+        first = {}
+        for pos, (i, _) in enumerate(arrays):
+            k = pos - first.setdefault(i, pos)
+            self._labels[pos] = f"argument {i} ('{names[i]}')" if k == 0 else \
+                f"array {k - 1} of the table argument {i} ('{names[i]}')"
+        spans = sorted((*_allocation(a), pos) for pos, (_, a) in enumerate(arrays) if a.nbytes and a.nbytes <= _LIMIT)
         groups: list[list] = []
-        for start, end, i, a in spans:
+        for start, end, pos in spans:
             if groups and start < groups[-1][1]:  # overlaps the previous allocation: the same memory
                 groups[-1][1] = max(groups[-1][1], end)
-                groups[-1][2].append((i, a))
+                groups[-1][2].append(pos)
             else:
-                groups.append([start, end, [(i, a)]])
+                groups.append([start, end, [pos]])
         staged = {}
         try:
             for start, end, members in groups:
                 if end - start > _LIMIT:
                     continue
                 region = _Region(start, end)
-                self.regions.append((region, [i for i, _ in members]))
-                for i, a in members:
+                self.regions.append((region, members))
+                for pos in members:
+                    i, a = arrays[pos]
                     pointer = region.data + (a.ctypes.data - start)
-                    self.pointers[i] = pointer
+                    if first[i] == pos:
+                        self.pointers[i] = pointer
                     view = (ctypes.c_char * a.nbytes).from_address(pointer)
-                    staged[i] = np.frombuffer(view, a.dtype).reshape(a.shape)
-                    self._extents[i] = (pointer, pointer + a.nbytes)
+                    staged[pos] = np.frombuffer(view, a.dtype).reshape(a.shape)
+                    self._extents[pos] = (pointer, pointer + a.nbytes)
+            for i in tables:
+                if i in first and first[i] in staged:
+                    self._redirect(staged[first[i]])
         except BaseException:
             self.release()
             raise
-        self.arrays = [(i, staged.get(i, a)) for i, a in arrays]
+        self.arrays = [(i, staged.get(pos, a)) for pos, (i, a) in enumerate(arrays)]
+
+    def _redirect(self, table: np.ndarray) -> None:
+        """Point the table's addresses that lie inside a fenced allocation (its end included, as C allows) at
+        the fenced copy; those allocations are copied back after the launch, written through the table."""
+        if table.dtype.itemsize != 8 or not self.regions:
+            return
+        entries = table.reshape(-1).view(np.uint64)
+        starts = np.array([r.start for r, _ in self.regions], np.uint64)
+        order = np.argsort(starts)
+        found = np.searchsorted(starts[order], entries, side="right") - 1
+        inside = found >= 0
+        which = order[np.where(inside, found, 0)]
+        sizes = np.array([r.size for r, _ in self.regions], np.uint64)
+        inside &= (entries != 0) & (entries - starts[which] <= sizes[which])
+        if not inside.any():
+            return
+        datas = np.array([r.data for r, _ in self.regions], np.uint64)
+        self._tables.append((entries, entries.copy()))
+        entries[inside] = datas[which[inside]] + (entries[inside] - starts[which[inside]])
+        for r in set(which[inside].tolist()):
+            self.regions[r][0].reached = True
 
     def release(self) -> str | None:
         """Copy the regions back (those holding an argument the kernel may write) and unmap them."""
+        for entries, originals in self._tables:  # the table as it was, so that no fenced address is copied back
+            entries[:] = originals
+        self._tables = []
         problem = None
         for region, members in self.regions:
             written = region.slack_written()
             if written and problem is None:
-                last = max(members, key=lambda i: self._extents[i][1])
-                problem = (f"out-of-bounds write past the end of argument {last} ('{self.names[last]}'): {written} of "
+                last = max(members, key=lambda pos: self._extents[pos][1])
+                problem = (f"out-of-bounds write past the end of {self._labels[last]}: {written} of "
                            f"the {region.padded - region.size} bytes after its allocation ({region.size} bytes) "
                            "were written (on a GPU: the allocation's padding, or another allocation); launch with "
                            "sanitize=True to name the line")
-            region.release(copy_back=any(i in self.writable for i in members))
+            region.release(copy_back=region.reached or any(self._index[pos] in self.writable for pos in members))
         self.regions = []
         return problem
 
@@ -180,11 +230,11 @@ class FencedArguments:
         address = int(m.group(1), 16)
         for region, members in self.regions:
             if region.guard_after <= address < region.guard_after + _PAGE:
-                i = max(members, key=lambda k: self._extents[k][1])
-                where = f"{address - self._extents[i][1]} bytes past the end of argument {i} ('{self.names[i]}')"
+                pos = max(members, key=lambda k: self._extents[k][1])
+                where = f"{address - self._extents[pos][1]} bytes past the end of {self._labels[pos]}"
             elif region.base <= address < region.base + _PAGE:
-                i = min(members, key=lambda k: self._extents[k][0])
-                where = f"{self._extents[i][0] - address} bytes before the start of argument {i} ('{self.names[i]}')"
+                pos = min(members, key=lambda k: self._extents[k][0])
+                where = f"{self._extents[pos][0] - address} bytes before the start of {self._labels[pos]}"
             else:
                 continue
             return message[:m.start(2)] + f"out of bounds: {where}, an allocation of {region.size} bytes" + \

@@ -13,8 +13,8 @@
 //     one of the pass switches back to the scheduler).  Switching is a hand-written x86-64 routine that saves
 //     six registers and the stack pointer (ucontext elsewhere), so a switch costs nanoseconds.
 //   * __syncthreads() is a real barrier: when no fiber can run any more, the scheduler checks that
-//     every thread of the block waits at the *same* __syncthreads() and none has exited, then
-//     releases them all (threads count themselves in as they arrive, so the common case needs no
+//     every thread of the block that has not exited waits at the *same* __syncthreads() (since Volta
+//     exited threads no longer count, see release_barrier_or_explain), then releases them all (threads count themselves in as they arrive, so the common case needs no
 //     scan of the block).  Anything else is reported as a BarrierError with the source lines.
 //   * A warp is 32 consecutive linear thread ids.  A warp collective (__shfl_*_sync, __ballot_sync,
 //     __syncwarp) parks each lane until every lane named in the mask has arrived; the last one to
@@ -199,6 +199,7 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     // first one's site, and the sum of their predicates.
     int bar_waiting = 0, bar_pred = 0;
     bool bar_mixed = false;
+    bool rebuild_fibers = false;  // a thread left through thread_exit(): its fiber cannot be resumed
     const char* bar_file = nullptr;
     int bar_line = 0;
     int error = E_OK;
@@ -678,6 +679,19 @@ void fiber_main() {
     }
 }
 
+// PTX's `exit` in the middle of a kernel: the thread ends as if its kernel function had returned (its
+// asynchronous copies land, barriers stop waiting for it).  Its fiber never comes back from here, so the
+// worker builds fresh fibers for its next block rather than resuming this one.
+[[noreturn]] void thread_exit() {
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    if (!w.async.empty()) land_async_at_exit(f);
+    w.rebuild_fibers = true;
+    f->state = EXITED;
+    yield_to_scheduler(f, w);
+    __builtin_unreachable();
+}
+
 // Errors found inside a fiber (bad shuffle mask, assert, ...): record and never come back.
 [[noreturn]] void fail_in_fiber(int code, const std::string& msg) {
     set_error(code, msg);
@@ -808,7 +822,8 @@ bool release_coalesced_groups();
 // Every thread of the block waits at the same __syncthreads(): let them all pass.
 void release_block_barrier(Worker& w) {
     w.bar_result = w.bar_pred;
-    for (Fiber& f : w.fibers) f.state = RUNNABLE;
+    for (Fiber& f : w.fibers)
+        if (f.state != EXITED) f.state = RUNNABLE;
     w.bar_waiting = w.bar_pred = 0;
     w.bar_mixed = false;
     if (w.thread_order == ORDER_RANDOM) {
@@ -829,11 +844,16 @@ bool release_barrier_or_explain() {
         else if (f.state == EXITED) { ++exited; if (!first_exit) first_exit = &f; }
         else if (f.state == AT_WARP) ++at_warp;
     }
-    if (at_warp == 0 && waiting > 0 && exited == 0) {
-        // Everyone is at a barrier: the same one?
+    if (at_warp == 0 && waiting > 0) {
+        // Since Volta a barrier waits for the block's non-exited threads only: "__syncthreads() [is] enforced
+        // per thread and thus will not succeed until reached by all non-exited threads in the block" (CUDA
+        // Programming Guide, compute capability 7.x), and PTX's `exit` releases a barrier that only the exiting
+        // threads held up.  So `if (i >= n) return;` before a __syncthreads() is defined: the rest pass it.
+        // Everyone still running waits at a barrier: the same one?
         bool same = true;
         for (const Fiber& f : w.fibers)
-            if (f.line != first_wait->line || (f.file != first_wait->file && strcmp(f.file, first_wait->file) != 0)) {
+            if (f.state != EXITED &&
+                (f.line != first_wait->line || (f.file != first_wait->file && strcmp(f.file, first_wait->file) != 0))) {
                 same = false;
                 break;
             }
@@ -844,6 +864,7 @@ bool release_barrier_or_explain() {
         // Divergent barrier: list each __syncthreads() site with how many threads wait there.
         std::vector<std::pair<const Fiber*, int>> sites;
         for (const Fiber& f : w.fibers) {
+            if (f.state == EXITED) continue;
             bool found = false;
             for (auto& s : sites)
                 if (s.first->line == f.line && strcmp(s.first->file, f.file) == 0) { ++s.second; found = true; break; }
@@ -853,20 +874,10 @@ bool release_barrier_or_explain() {
         for (size_t i = 0; i < sites.size(); ++i)
             msg += fmt("%s %d threads (e.g. %s) at %s", i ? "," : "", sites[i].second,
                        tid_str(*sites[i].first).c_str(), where(sites[i].first->file, sites[i].first->line).c_str());
+        if (exited) msg += fmt(" (%d threads have exited, e.g. %s)", exited, tid_str(*first_exit).c_str());
         msg += ". Every thread of a block must reach the same __syncthreads(); move it out of the "
                "condition.";
         set_error(E_BARRIER, msg);
-        return false;
-    }
-    if (at_warp == 0 && waiting > 0) {
-        set_error(E_BARRIER,
-                  fmt("%d threads (e.g. %s) of %s wait at __syncthreads() at %s, but %d threads (e.g. %s) "
-                      "have already exited the kernel without reaching it. A `return` or a condition "
-                      "around a barrier skips it for some threads; let every thread reach every "
-                      "__syncthreads() and guard only the memory accesses.",
-                      waiting, tid_str(*first_wait).c_str(), block_str().c_str(),
-                      where(first_wait->file, first_wait->line).c_str(), exited,
-                      tid_str(*first_exit).c_str()));
         return false;
     }
     // Some lanes wait in a warp collective that can never complete: say which lanes are missing.
@@ -1699,8 +1710,9 @@ void run_blocks(Worker& w) {
         // walk the allocation's stack, and emulator.py tells from it that a stray access hit shared memory.
         w.dyn = place_shared(w.dyn_region, w.dyn_shared, 16, false);
 #endif
-        if (fresh) init_block_fibers(w, w.fibers, 0);
+        if (fresh || w.rebuild_fibers) init_block_fibers(w, w.fibers, 0);
         else reuse_block_fibers(w);
+        w.rebuild_fibers = false;
         order_threads(w, fresh);
         fresh = false;
         const BlockResult r = run_block(w);
@@ -2290,6 +2302,8 @@ void grid_sync(const char* file, int line) {
     f->line = line;
     yield_to_scheduler(f, *f->worker);
 }
+
+void exit_thread() { thread_exit(); }
 
 void trap(const char* file, int line) {
     Fiber* f = current_fiber();

@@ -250,27 +250,41 @@ class BlockScan {
     void ExclusiveSum(T input, T& output) { ExclusiveScan(input, output, T(0), cub::Sum()); }
     void ExclusiveSum(T input, T& output, T& block_aggregate) { ExclusiveScan(input, output, T(0), cub::Sum(), block_aggregate); }
     // Several items per thread: thread t's items follow thread t-1's (a "blocked arrangement").
-    template <int ITEMS, class Op> void InclusiveScan(T (&input)[ITEMS], T (&output)[ITEMS], Op op) {
+    // Each form also comes with the block's total (block_aggregate), as CUB's.
+    template <int ITEMS, class Op> void InclusiveScan(T (&input)[ITEMS], T (&output)[ITEMS], Op op, T& block_aggregate) {
         T own = input[0];
         for (int k = 1; k < ITEMS; ++k) own = op(own, input[k]);
-        T agg, inclusive, exclusive;
+        T inclusive, exclusive;
         bool has;
-        scan(own, op, inclusive, exclusive, has, agg);
+        scan(own, op, inclusive, exclusive, has, block_aggregate);
         for (int k = 0; k < ITEMS; ++k)
             output[k] = k > 0 ? op(output[k - 1], input[k]) : has ? op(exclusive, input[0]) : input[0];
     }
+    template <int ITEMS, class Op> void InclusiveScan(T (&input)[ITEMS], T (&output)[ITEMS], Op op) {
+        T agg; InclusiveScan(input, output, op, agg);
+    }
     template <int ITEMS> void InclusiveSum(T (&input)[ITEMS], T (&output)[ITEMS]) { InclusiveScan(input, output, cub::Sum()); }
-    template <int ITEMS, class Op> void ExclusiveScan(T (&input)[ITEMS], T (&output)[ITEMS], T initial_value, Op op) {
+    template <int ITEMS> void InclusiveSum(T (&input)[ITEMS], T (&output)[ITEMS], T& block_aggregate) {
+        InclusiveScan(input, output, cub::Sum(), block_aggregate);
+    }
+    template <int ITEMS, class Op>
+    void ExclusiveScan(T (&input)[ITEMS], T (&output)[ITEMS], T initial_value, Op op, T& block_aggregate) {
         T own = input[0];
         for (int k = 1; k < ITEMS; ++k) own = op(own, input[k]);
-        T agg, inclusive, exclusive; bool has;
-        scan(own, op, inclusive, exclusive, has, agg);
+        T inclusive, exclusive; bool has;
+        scan(own, op, inclusive, exclusive, has, block_aggregate);
         T running = has ? op(initial_value, exclusive) : initial_value;
         for (int k = 0; k < ITEMS; ++k) {
             const T item = input[k];
             output[k] = running;
             running = op(running, item);
         }
+    }
+    template <int ITEMS, class Op> void ExclusiveScan(T (&input)[ITEMS], T (&output)[ITEMS], T initial_value, Op op) {
+        T agg; ExclusiveScan(input, output, initial_value, op, agg);
+    }
+    template <int ITEMS> void ExclusiveSum(T (&input)[ITEMS], T (&output)[ITEMS], T& block_aggregate) {
+        ExclusiveScan(input, output, T(0), cub::Sum(), block_aggregate);
     }
     template <int ITEMS> void ExclusiveSum(T (&input)[ITEMS], T (&output)[ITEMS]) { ExclusiveScan(input, output, T(0), cub::Sum()); }
 };
