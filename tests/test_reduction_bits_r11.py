@@ -4,6 +4,7 @@
   (``minilora/float32_sums.py``), on 8-float vectors under every capability (the sum kernel has no
   AVX-512 build); a whole sum of 32768+ elements in one chunk per thread (torch runs with minilora's
   thread count here); ``mean`` is that sum divided by the count.
+* ``rms_norm`` (torch's is composite: ``x * rsqrt(pow(x, 2).mean(-1) + eps) * w``): the mean's sum too.
 * the 2-norm along contiguous memory (``linalg.vector_norm``, ``norm``): 8 lanes of ``x * x``, added
   left to right, then the tail's squares.
 * ``softmax`` along the last dim: SLEEF's exp, ``vec::reduce_all``'s lane sums, times the reciprocal;
@@ -57,6 +58,9 @@ SCRIPT = textwrap.dedent("""
     same("mean(0)", lambda L, x: L.mean(x, 0), [(100, 9)])
     same("vector_norm", lambda L, x: L.linalg.vector_norm(x), [(7,), (1003,), (33, 517), (100003,)])
     same("norm(dim=-1)", lambda L, x: x.norm(dim=-1, keepdim=True), [(33, 517), (64, 1007)])
+    same("rms_norm", lambda L, x: L.nn.functional.rms_norm(x, x.shape[-1:], L.linspace(0.5, 2, x.shape[-1]), 1e-6),
+         [(33, 517), (8, 16, 256), (5, 7)])
+    same("nn.RMSNorm", lambda L, x: L.nn.RMSNorm(x.shape[-1])(x).detach(), [(64, 1000)])
     if capability != "default":  # (there: C's expf element by element, glibc's last bits not modelled)
         same("softmax", lambda L, x: L.softmax(x, -1), [(7,), (33, 517), (4, 1000), (2, 3, 20)])
     for shape in [(33, 517), (4, 1000), (50, 7)]:
@@ -92,3 +96,17 @@ def test_sum_of_negative_zeros_and_gradients():
     t = ml.tensor([[1.0, 2.0, 3.0]] * 2, requires_grad=True)
     (t.sum(-1) * ml.tensor([1.0, 2.0])).sum().backward()
     assert t.grad.tolist() == [[1.0] * 3, [2.0] * 3]
+
+
+def test_compiled_row_sums_are_the_ports():
+    """minilora/native/float32_sums.c adds as the NumPy port (the reference) does, squares included."""
+    import numpy as np
+    from minilora import float32_sums
+    if float32_sums._native_row_sums() is None:
+        pytest.skip("no C compiler: the port runs")
+    rng = np.random.default_rng(5)
+    for shape in [(1, 7), (3, 8), (5, 100), (2, 4099), (1, 70000), (33, 517), (4, 1)]:
+        x = (rng.standard_normal(shape) * 3).astype(np.float32)
+        for squares in (False, True):
+            compiled = float32_sums.row_sums(x, squares=squares)
+            assert compiled.tobytes() == float32_sums.row_sums(x, port=True, squares=squares).tobytes(), shape
