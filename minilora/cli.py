@@ -10,6 +10,7 @@ folder that is not a model) by raising ``UsageError`` in ``cli_main``. Anything 
 keeps its traceback.
 """
 import argparse
+import errno
 import importlib
 import math
 import sys
@@ -90,6 +91,11 @@ def build_parser(command=None):
     return parser
 
 
+# A full disk, a quota, a file-size limit, a read-only or forbidden folder: the machine's state, not a bug in
+# minilora. A command reports them in one line (the error names the file), without a traceback.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -107,6 +113,11 @@ def main(argv=None):
     except UsageError as exc:
         print(f"minilora {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        print(f"minilora {args.command}: {exc}", file=sys.stderr)  # (the error names the file)
+        return 1
     except KeyboardInterrupt as exc:  # Ctrl-C is the user's choice, not a bug: no traceback, the shell's 130
         saved = getattr(exc, "checkpoint", None)  # train's TrainingInterrupted: the finished steps are kept
         print(f"\nminilora {args.command}: interrupted" + (f"; the finished steps are in {saved}" if saved else ""),

@@ -1391,6 +1391,8 @@ def _train_command(args, rank=0, world=1):
     except (FileNotFoundError, ValueError) as exc:
         print(f"minilora train: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        return _cannot_write(exc, out)
     if result.steps_run == 0:
         print(f"resume: the checkpoint already holds all {steps} steps; writing what the interrupted "
               "run did not")
@@ -1406,9 +1408,29 @@ def _train_command(args, rank=0, world=1):
     saved = os.path.join(out, "model" if method == "full" else "adapter")
     if rank != 0:
         return 0
-    if method != "full":
-        model.save_pretrained(saved, overwrite=True)
-    else:
-        model.save_pretrained(saved)
+    try:
+        if method != "full":
+            model.save_pretrained(saved, overwrite=True)
+        else:
+            model.save_pretrained(saved)
+    except OSError as exc:
+        return _cannot_write(exc, out)
     print(f"saved {saved}; metrics in {os.path.join(out, METRICS_NAME)}")
     return 0
+
+
+def _cannot_write(exc, out):
+    """A full disk or a read-only folder stopped the run: one line naming the file (its OSError says which and
+    that the old one is kept), and how to go on from the last checkpoint, which is whole. Other errors raise."""
+    from .cli import DISK_ERRNOS
+    if exc.errno not in DISK_ERRNOS:
+        raise exc
+    print(f"minilora train: {exc}", file=sys.stderr)
+    path = os.path.join(out, CHECKPOINT_NAME)
+    if os.path.isfile(path):
+        print(f"the checkpoint {path} (step {_checkpoint_step(out)}) is whole: make room (or make the folder "
+              "writable), then run the same command with --resume", file=sys.stderr)
+    else:
+        print("no checkpoint was written yet: make room (or make the folder writable), then run the same "
+              "command with --overwrite", file=sys.stderr)
+    return 1

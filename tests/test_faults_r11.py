@@ -23,6 +23,8 @@ from minilora.checkpoint import CheckpointError, load_file, read_header
 from minilora.models import LlamaConfig, LlamaForCausalLM
 from minilora.train import save_training_state, train
 
+from test_faults import byte_model_dir  # noqa: F401 (a fixture)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
 posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
@@ -269,3 +271,30 @@ def test_a_fresh_run_killed_before_its_first_checkpoint_leaves_no_earlier_run_to
         train(tiny_model(), rows, seed=1, after_optimizer_step=killed_at_step_1, **options)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(tiny_model(), rows, seed=1, resume=True, **options)
+
+
+def test_minilora_train_on_a_full_disk_names_the_file_and_how_to_go_on(byte_model_dir, tmp_path, capsys, monkeypatch):
+    # Was a traceback ending in "OSError: [Errno 28] No space left on device". The second checkpoint meets
+    # the full disk; the first is whole, and --resume goes on from it once there is room.
+    from minilora.cli import main as cli
+    out = str(tmp_path / "run")
+    argv = ["train", "--model", byte_model_dir, "--out", out, "--steps", "4", "--eval-every", "2", "--eval-n", "1",
+            "--batch-size", "4", "--r", "2", "--no-progress"]
+    real_save, calls = train_mod.save_training_state, []
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left")
+
+    def save_on_a_disk_that_fills(path, state):
+        calls.append(path)
+        if len(calls) == 2:
+            monkeypatch.setattr(os, "fsync", full_disk)
+        return real_save(path, state)
+    monkeypatch.setattr(train_mod, "save_training_state", save_on_a_disk_that_fills)
+    assert cli(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "No space left; the save was abandoned" in err
+    assert f"{os.path.join(out, 'checkpoint.npz')} (step 2) is whole" in err and "--resume" in err
+    monkeypatch.undo()
+    assert cli(argv + ["--resume"]) == 0
+    assert os.path.isfile(os.path.join(out, "adapter", "adapter_model.safetensors"))
