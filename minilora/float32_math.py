@@ -101,7 +101,7 @@ FUSED_MULTIPLY_ADD = CPU_CAPABILITY != "default"  # GCC fuses a * b + c only whe
 # ---- the compiled kernels: these SLEEF ports in C (minilora/native/float32_kernels.c) ----------------
 # The NumPy code below is the reference a learner reads; native/float32_kernels.c writes the same steps
 # scalar in C (fmaf() where SLEEF fuses), compiled on first use (minilora/native: cached, loaded with
-# ctypes, which gives up the GIL during a call, so parallel's threads split big arrays) and 10-40x faster.
+# ctypes, which gives up the GIL during a call, so parallel's threads split big arrays): 5-9x faster.
 # It runs wherever it builds; without a C compiler, where the build fails, under MINILORA_NATIVE=0 or
 # inside ``numpy_port()``, the NumPy code runs: the same bits either way (tests/test_native_float32_r11.py).
 _native_state = {"library": None, "tried": False, "off": False}  # off: inside numpy_port()
