@@ -28,7 +28,9 @@ How it works (details in kernels/README.md):
    shuffles are real barriers between the fibers.  In a source that uses ``volatile``, each volatile
    load or store passes the turn to the next thread, so a warp's lanes take them in lockstep as on a
    GPU (the legacy unrolled last warp of a reduction sums right; ``racecheck=True`` still reports it).
-3. Bugs become Python exceptions: ``BarrierError`` (divergent barriers), ``RaceError`` (results that
+3. Bugs become Python exceptions: ``BarrierError`` (divergent barriers: threads that have not exited waiting
+   at different ``__syncthreads()``; since Volta a barrier waits for the non-exited threads only, so an early
+   ``return`` or PTX ``exit`` before one is defined and runs), ``RaceError`` (results that
    depend on the thread schedule, with ``check_races=True``; shared- or global-memory hazards between
    threads with no barrier in between, with ``racecheck=True``), ``KernelFault`` (out-of-bounds accesses,
    with ``sanitize=True`` under AddressSanitizer in a child process; a read of shared memory no thread
@@ -42,9 +44,11 @@ How it works (details in kernels/README.md):
    ``ValueError`` for wrong arguments or launch shapes.  The process keeps running.  Each launch runs on
    copies of the argument arrays fenced as a GPU's allocations (minilora/emulator_fence.py): an access that
    reaches the inaccessible page right after an array (or the one under a page below its start) is a
-   KernelFault at its line naming the argument, a write into the < 256 bytes of padding before that page one
-   found after the launch.  What the fast mode
-   cannot see: a read of that padding, and an access that jumps past the fence into other memory (use
+   KernelFault at its line naming the argument (each copy ends within 16 bytes of that page, so a read one
+   element past the end usually faults too), a write into those < 16 bytes of padding one found after the
+   launch; a table of pointers (``float* const*``, or addresses in a ``const unsigned long long*``) is followed
+   into the copies of the arrays it points to, given as a list of arrays or passed beside it.  What the fast
+   mode cannot see: a read of the padding, and an access that jumps past the fence into other memory (use
    ``sanitize=True``).
    Asynchronous copies (cp.async, <cuda_pipeline.h>, cuda::memcpy_async with cuda::pipeline / cuda::barrier,
    cooperative_groups::memcpy_async) land when a wait covers them -- the latest a GPU may -- so a read before the
@@ -58,7 +62,6 @@ How it works (details in kernels/README.md):
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import numbers
 import os
@@ -75,6 +78,7 @@ from pathlib import Path
 import numpy as np
 
 from .emulator_ptx import PtxError, split_top_level, translate_asm
+from .native import CompileFailed, compile_atomically, digest as _digest
 
 __all__ = [
     "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
@@ -385,6 +389,7 @@ class _Rewritten:
     prelude: str         # #defines for file-scope __shared__ variables
     kernels: dict        # kernel name -> parameter names
     constants: dict = None  # __constant__ name -> has an initializer (filled in by the build)
+    constant_memory: tuple = ()  # the names among them declared __constant__ (not __device__): __isConstant's
     renamed: set = frozenset()  # kernels given a new name in the text (_rename_kernels)
     namespaces: dict = None  # kernel found in a namespace -> that namespace ("a::b")
 
@@ -778,14 +783,6 @@ def _compiler_id() -> str:
     return _compiler_id_cache[0]
 
 
-def _digest(*parts) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p if isinstance(p, bytes) else str(p).encode())
-        h.update(b"\0")
-    return h.hexdigest()[:24]
-
-
 def _write_atomic(path: Path, data: str) -> None:
     if path.is_file() and path.read_text() == data:
         return
@@ -972,6 +969,11 @@ def _refuse_unsupported(preprocessed: str, masked: str, ptx_refusals=()) -> None
             raise CompileError(f"{where}: {cluster.group(1)}: thread block clusters (sm_90: cg::this_cluster(), "
                                "cluster.sync(), distributed shared memory through map_shared_rank) are not modelled by "
                                "minilora's CUDA emulator")
+        if re.search(r"\b__isGridConstant\s*\(", text):
+            raise CompileError(f"{where}: __isGridConstant() is not modelled by minilora's CUDA emulator: a kernel's "
+                               "parameters, __grid_constant__ ones included, are copies on each thread's stack here, "
+                               "not one constant bank for the grid, so it could not answer as a GPU does (__isLocal "
+                               "says 1 for a parameter's address)")
         refused = re.search(r"\b__emu_ptx_refused\s*<\s*(\d+)\s*>", text)
         if refused:
             raise CompileError(f"{where}: {ptx_refusals[int(refused.group(1))]}")
@@ -983,17 +985,13 @@ def _refuse_unsupported(preprocessed: str, masked: str, ptx_refusals=()) -> None
 
 
 def _run_compiler(cmd: list[str], output: Path, what: str, before_rename=None) -> None:
-    """Run g++ writing to a temporary name, then rename: concurrent builds never see half a file.
-    ``before_rename(tmp)`` runs first (e.g. to read the -fstack-usage reports written beside it)."""
-    tmp = output.with_name(f"{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    res = subprocess.run(cmd + ["-o", str(tmp)], capture_output=True, text=True)
-    if res.returncode != 0:
-        tmp.unlink(missing_ok=True)
+    """Run g++ writing to a temporary name, then rename (``native.compile_atomically``): concurrent builds
+    never see half a file. ``before_rename(tmp)`` runs first (e.g. to read the -fstack-usage reports)."""
+    try:
+        compile_atomically(cmd, output, before_rename)
+    except CompileFailed as exc:
         # A kernel renamed away from a C library name (_rename_kernels) shows under the user's name.
-        raise CompileError(f"compiling {what} failed:\n{res.stderr.strip().replace(_RENAMED_KERNEL, '')}")
-    if before_rename is not None:
-        before_rename(tmp)
-    os.replace(tmp, output)
+        raise CompileError(f"compiling {what} failed:\n{str(exc).replace(_RENAMED_KERNEL, '')}") from None
 
 
 def _stack_usage(tmp: Path) -> int:
@@ -1149,6 +1147,10 @@ def _wrapper_source(source_path: Path, rewritten: _Rewritten) -> str:
         lines += ["static const __emu::ConstantInfo __emu_constant_list[] = {", *consts, "};"]
     lines.append('extern "C" __attribute__((visibility("default"))) const __emu::ConstantInfo* '
                  f"emu_constant_table(int* n) {{ *n = {len(consts)}; return {'__emu_constant_list' if consts else 'nullptr'}; }}")
+    # __isConstant(p): whether p points into one of the file's __constant__ variables (ordinary memory here)
+    inside = [f"(c >= (const char*)&{c} && c < (const char*)&{c} + sizeof({c}))" for c in rewritten.constant_memory]
+    lines.append('extern "C" unsigned int emu_in_constant_memory(const void* p) { const char* c = (const char*)p; '
+                 f"(void)c; return {' || '.join(inside) or '0'}; }}")
     return "\n".join(lines) + "\n"
 
 
@@ -1280,7 +1282,7 @@ class _Module:
                                f"{next(iter(templates))}<...>']), as in CuPy")
         if not rewritten.kernels:
             raise CompileError("no __global__ function found in the source")
-        rewritten.constants = self._constants
+        rewritten.constants, rewritten.constant_memory = self._constants, self._constant_memory
         _write_atomic(self._kernels_file, json.dumps({"params": rewritten.kernels, "launch_bounds": self._bounds,
                                                       "constants": self._constants,
                                                       "cpp_linkage": self.cpp_linkage, "namespaces": self._namespaces}))
@@ -1337,6 +1339,7 @@ class _Module:
         masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
         _refuse_unsupported(res.stdout, masked, self._ptx_refusals)
         self._constants = {**_find_device_globals(masked), **_find_constants(masked)}
+        self._constant_memory = tuple(_find_constants(masked))
         self.cpp_linkage = _cpp_linkage_kernels(masked)
         self._namespaces = {}
         kernels = _find_kernels(masked, bounds=self._bounds, namespaces=self._namespaces)
@@ -1460,7 +1463,7 @@ _CODE_DTYPE = {_T_BOOL: np.bool_, _T_I8: np.int8, _T_U8: np.uint8, _T_I16: np.in
 _CODE_CTYPE = {_T_OTHER: "struct", _T_VOID: "void", _T_BOOL: "bool", _T_I8: "signed char", _T_U8: "unsigned char",
                _T_I16: "short", _T_U16: "unsigned short", _T_I32: "int", _T_U32: "unsigned int",
                _T_I64: "long long", _T_U64: "unsigned long long", _T_F32: "float", _T_F64: "double",
-               _T_F16: "__half", _T_BF16: "__nv_bfloat16"}
+               _T_F16: "__half", _T_BF16: "__nv_bfloat16", _T_PTR: "void*"}
 
 
 def _ctype(p: _Param) -> str:
@@ -1470,6 +1473,8 @@ def _ctype(p: _Param) -> str:
 
 
 def _dtype_ok_for_pointer(p: _Param, dtype: np.dtype) -> bool:
+    if p.elem_code == _T_PTR:  # a table of pointers: their 8-byte addresses
+        return dtype.kind in "iu" and dtype.itemsize == 8
     if p.elem_code in (_T_VOID, _T_OTHER) or p.elem_size == 1:
         return True  # void*, char*, struct*: raw memory, any dtype
     if p.elem_code == _T_BF16:
@@ -1682,7 +1687,9 @@ class RawKernel:
         """Launch on fenced copies of the argument arrays (minilora/emulator_fence.py): an access past an array's
         end is a KernelFault naming the argument, where in place it overwrote the host's heap."""
         fenced = FencedArguments(packed.arrays, {i: p.name for i, p in enumerate(self.params)},
-                                 {i for i, p in enumerate(self.params) if p.is_pointer and not p.elem_const})
+                                 {i for i, p in enumerate(self.params) if p.is_pointer and not p.elem_const},
+                                 {i for i, p in enumerate(self.params) if p.is_pointer and (
+                                     p.elem_code == _T_PTR or (p.elem_code == _T_U64 and p.elem_const))})
         slots = packed.slots.copy()
         for i, pointer in fenced.pointers.items():
             slots[i, 0] = pointer
@@ -1747,6 +1754,10 @@ class RawKernel:
             where = f"argument {i} ('{p.name}') of kernel '{self.name}'"
             if p.is_pointer and a is None:  # a null pointer, as CuPy passes None
                 slots[i, 0] = 0
+            elif p.is_pointer and p.elem_code == _T_PTR and isinstance(a, (list, tuple)):
+                table = self._pointer_table(where, a)
+                slots[i, 0] = table.ctypes.data
+                arrays += [(i, table)] + [(i, m) for m in a if m is not None]
             elif p.is_pointer:
                 if not isinstance(a, np.ndarray):
                     raise TypeError(f"{where} is a pointer ({_ctype(p)}): pass a NumPy array, got {type(a).__name__}")
@@ -1770,6 +1781,19 @@ class RawKernel:
                 scalars.append((i, raw))
         argv = (slots.ctypes.data + width * np.arange(len(args), dtype=np.uint64)).astype(np.uint64)
         return _Packed(argv, slots, arrays, scalars)
+
+    def _pointer_table(self, where: str, arrays) -> np.ndarray:
+        """A table of pointers (``float* const* tensors``) given as a list of arrays (None: a null pointer): the
+        uint64 table of their addresses, which the launch follows into fenced copies of each array."""
+        if self._mod.sanitize:
+            raise ValueError(f"{where} is a table of pointers: sanitize=True runs the kernel in another process, "
+                             "which cannot follow addresses into this one; launch without sanitize")
+        for k, m in enumerate(arrays):
+            if m is not None and not (isinstance(m, np.ndarray) and m.flags.c_contiguous and m.flags.aligned
+                                      and m.flags.writeable):
+                raise TypeError(f"{where} is a table of pointers: each element must be a writeable, C-contiguous, "
+                                f"aligned NumPy array or None, element {k} is {type(m).__name__}")
+        return np.array([0 if m is None else m.ctypes.data for m in arrays], np.uint64)
 
     def _launch(self, cfg: np.ndarray, packed: _Packed, order: int, seed: int, echo: bool) -> None:
         cfg = cfg.copy()

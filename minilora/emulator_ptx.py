@@ -65,7 +65,7 @@ SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} pack
              "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync, bar.warp.sync, membar/fence, "
              "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), dp4a, cvta (global, shared), isspacep (.shared .global .local), "
              "ld/st.shared, cp.async.ca/cg.shared.global, cp.async.commit_group/wait_group/wait_all, "
-             "prefetch, nanosleep, trap, mma.sync (f16 bf16 tf32 s8 u8 e4m3 e5m2 f64), ldmatrix/stmatrix (.x1 .x2 .x4, "
+             "prefetch, nanosleep, trap, exit, mma.sync (f16 bf16 tf32 s8 u8 e4m3 e5m2 f64), ldmatrix/stmatrix (.x1 .x2 .x4, "
              ".trans), movmatrix, cvt.rna.tf32.f32, mbarrier (init inval arrive arrive.expect_tx arrive_drop expect_tx "
              "complete_tx test_wait try_wait, .parity), cp.async.mbarrier.arrive, cp.async.bulk (global -> shared, "
              "mbarrier::complete_tx), fence.proxy.async, fence.mbarrier_init, labels and bra")
@@ -798,6 +798,8 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         return f"{_dest(args[0], regs)} = (uint32_t)((uint32_t)(int32_t){c} + (uint32_t)({terms}));"
     if op in ("trap", "brkpt"):
         return "__trap();"
+    if op == "exit":  # the thread ends; a barrier no longer waits for it (runtime.cpp, thread_exit)
+        return "__emu::exit_thread();"
     if op in ("atom", "red"):
         kind = next((m for m in mods if m in _ATOMIC), None)
         if kind is None or any(m in mods for m in ("shared", "cluster")):

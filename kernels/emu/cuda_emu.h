@@ -282,6 +282,8 @@ inline void __nanosleep(unsigned) { __emu::spin_turn(); }
 // __trap() ends the launch with a KernelFault naming the line (on a GPU: an unspecified launch failure).
 namespace __emu { [[noreturn]] void trap(const char* file, int line); }
 #define __trap() (__emu::trap(__FILE__, __LINE__))
+// PTX's `exit` (inline asm "exit;"): this thread ends here, as if its kernel had returned.
+namespace __emu { [[noreturn]] void exit_thread(); }
 // nvcc's optimization hints: the condition is not evaluated (nvcc does not run its side effects either).
 #define __builtin_assume(...) ((void)sizeof(static_cast<bool>(__VA_ARGS__)))
 #define __assume(...) ((void)sizeof(static_cast<bool>(__VA_ARGS__)))
@@ -296,9 +298,12 @@ inline void* __cvta_shared_to_generic(size_t a, const char* file = __builtin_FIL
 }
 inline size_t __cvta_generic_to_global(const void* p) { return (size_t)p; }
 // Address-space predicates: shared is the block's __shared__ arrays and its dynamic shared memory, local a
-// thread's stack, global the rest.  (__isConstant is not provided: __constant__ variables live in ordinary
-// memory here, so it could not answer as a GPU does; __isGlobal says 1 for them.)
+// thread's stack, constant the file's __constant__ variables (a table the build writes, as they live in
+// ordinary memory here: __isGlobal says 1 for them too), global the rest.  __isGridConstant is refused at build
+// time: a kernel's parameters are copies on each thread's stack here, not one grid-wide constant bank.
 namespace __emu { bool is_shared_address(const void* p); bool is_local_address(const void* p); }
+extern "C" unsigned int emu_in_constant_memory(const void* p);  // written into each build's wrapper
+inline unsigned int __isConstant(const void* p) { return emu_in_constant_memory(p); }
 inline unsigned int __isShared(const void* p) { return __emu::is_shared_address(p); }
 inline unsigned int __isLocal(const void* p) { return __emu::is_local_address(p); }
 inline unsigned int __isGlobal(const void* p) { return !__emu::is_shared_address(p) && !__emu::is_local_address(p); }
@@ -1667,7 +1672,8 @@ constexpr ParamType describe() {
     if constexpr (std::is_pointer<T>::value) {
         using E0 = typename std::remove_cv<typename std::remove_pointer<T>::type>::type;
         using E = typename elem_of<E0>::type;
-        return ParamType{T_PTR, (int)sizeof(T), scalar_code<E>::value, size_or_zero<E>(),
+        // A pointer to pointers (float** or float* const*, a table of arrays) says so: T_PTR elements.
+        return ParamType{T_PTR, (int)sizeof(T), std::is_pointer<E>::value ? T_PTR : scalar_code<E>::value, size_or_zero<E>(),
                          std::is_const<typename std::remove_pointer<T>::type>::value ? 1 : 0, elem_of<E0>::lanes};
     } else {
         // A vector struct passed by value (float2, double2 = cuDoubleComplex) says what its lanes are.
