@@ -4,25 +4,25 @@ in process, over round 10's tiny Llama folder with two PEFT adapters (tests/test
 vLLM's references: vllm/entrypoints/openai/{completion,chat_completion,engine}/protocol.py (pydantic models with
 extra="allow", validated by FastAPI in pydantic's lax mode), sampling_params.py, models/serving.py (unload).
 
-| what a user sends                                  | before                         | now (vLLM 0.24's)                     |
-|----------------------------------------------------|--------------------------------|---------------------------------------|
-| a field vLLM does not know (extra_body={...}),     | 400 "unsupported parameter(s)" | ignored, logged: "The following fields|
-|  best_of (vLLM 0.24 dropped it)                    |                                |  were present ... but ignored: {...}" |
-| "max_tokens": "5", "ignore_eos": "yes", "n": 2.0   | 400                            | 5, true, 2 (pydantic's lax coercion)  |
-| "ignore_eos": null (a bool field, not Optional)    | taken as false                 | 400                                   |
-| temperature 2.5 / "nan"                            | 400 "[0, 2]" in other words    | "temperature must be in [0, 2], got   |
-|                                                    |                                |  2.5." / "must be a finite number"    |
-| prompt_logprobs: k (completion, chat)              | 400 unsupported                | {id: {logprob, rank, decoded_token}}  |
-|                                                    |                                |  per prompt token; null when not asked|
-| stream_options.continuous_usage_stats; {} options  | 400; {} without usage          | usage on every chunk; include_usage   |
-|                                                    |                                |  is true once stream_options is given |
-| unload_lora_adapter of an adapter in use           | 409                            | 200: the name goes, its requests in   |
-|                                                    |                                |  flight finish with it                |
-| length_penalty, cache_salt, vllm_xargs, ...        | 400 unsupported                | taken (no effect here, nor in vLLM    |
-|  (no effect without beam search / prefix cache)    |                                |  without beam search / prefix cache)  |
-| truncate_prompt_tokens, add_special_tokens,        | 400 unsupported                | as vLLM: the prompt's last k tokens,  |
-|  chat_template_kwargs, a chat's echo,              |                                |  no BOS, template variables, the last |
-|  return_token_ids                                  |                                |  message's text first, token ids      |
+| what a user sends                           | before            | now (vLLM 0.24's)                      |
+|---------------------------------------------|-------------------|----------------------------------------|
+| a field vLLM does not know (extra_body),    | 400 unsupported   | ignored, logged: "The following fields |
+|  best_of (vLLM 0.24 dropped it)             |  parameter(s)     |  were present ... but ignored: {...}"  |
+| "max_tokens": "5", "ignore_eos": "yes", 2.0 | 400               | 5, true, 2 (pydantic's lax coercion)   |
+| "ignore_eos": null (bool, not Optional)     | taken as false    | 400                                    |
+| temperature 2.5 / "nan"                     | 400, other words  | "temperature must be in [0, 2], got    |
+|                                             |                   |  2.5." / "must be a finite number"     |
+| prompt_logprobs: k (completion, chat)       | 400 unsupported   | {id: {logprob, rank, decoded_token}}   |
+|                                             |                   |  per prompt token; null when not asked |
+| stream_options.continuous_usage_stats;      | 400; {}: no usage | usage on every chunk; include_usage    |
+|  stream_options: {}                         |                   |  true once stream_options is given     |
+| unload_lora_adapter of an adapter in use    | 409               | 200: the name goes, its requests in    |
+|                                             |                   |  flight finish with it                 |
+| length_penalty, cache_salt, vllm_xargs, ... | 400 unsupported   | taken (no effect here, nor in vLLM     |
+|                                             |                   |  without beam search / prefix cache)   |
+| truncate_prompt_tokens, add_special_tokens, | 400 unsupported   | as vLLM: the prompt's last k tokens,   |
+|  chat_template_kwargs, a chat's echo,       |                   |  no BOS, template variables, the last  |
+|  return_token_ids, ..._as_token_ids         |                   |  message's text first, token ids       |
 """
 import logging
 
@@ -66,7 +66,8 @@ def test_fields_vllm_does_not_know_are_ignored_and_logged_as_vllm_logs_them(serv
 
 LAX_CASES = [5, 5.0, 5.5, True, False, 0, 1, 2, -1, 1.5, 2.0**62, 2.0**80, -2.0**63, float("inf"), float("nan"), [5],
              "5", " 5 ", "\u00a05\u2003", "5.0", "5.00", "5.", ".0", "5.5", "+5", "-0", "+-5", "1e3", "1E5", "1_000",
-             "1__0", "_1", "1_", "1_0.0", "5.0_0", "1_e5", "0x10", "inf", "-Infinity", "NaN", "infinit", "1.", ".5", ".",
+             "1__0", "_1", "1_", "1_0.0", "5.0_0", "1_e5", "0x10", "inf", "-Infinity", "NaN", "infinit", "1.", ".5",
+             ".",
              "", "abc", "١٢", "99999999999999999999999", "true", "False", "YES", "no", "On", "off", "t", "F", "y",
              "N", "1", "0", " true", "maybe"]
 
@@ -107,7 +108,8 @@ def test_temperature_is_checked_as_vllm_024_checks_it(served):
     client = served[0]
     assert completion(client, temperature=2, seed=1).status_code == 200
     assert error_of(completion(client, temperature=2.5))["message"] == "temperature must be in [0, 2], got 2.5."
-    assert error_of(completion(client, temperature="nan"))["message"] == "temperature must be a finite number, got nan."
+    assert error_of(completion(client, temperature="nan"))["message"] == \
+        "temperature must be a finite number, got nan."
     assert error_of(completion(client, temperature=-1))["message"] == "temperature must be non-negative, got -1.0."
 
 
@@ -233,7 +235,7 @@ def test_vllm_fields_without_effect_here_are_taken_and_the_unimplemented_refused
                                                      "include_reasoning": False, "parallel_tool_calls": False})
     assert chat.status_code == 200, chat.text
     for name, value in [("use_beam_search", True), ("priority", 1), ("logits_processors", ["m.P"]),
-                        ("structured_outputs", {"regex": "a"}), ("cache_salt", ""), ("return_tokens_as_token_ids", True)]:
+                        ("structured_outputs", {"regex": "a"}), ("cache_salt", "")]:
         assert error_of(completion(client, **{name: value}))["param"] == name
 
 
@@ -253,7 +255,7 @@ def test_truncate_prompt_tokens_and_add_special_tokens_shape_the_prompt_as_vllm(
         ask(prompt, truncate_prompt_tokens=62)  # past max_model_len 64 - max_tokens 3
 
 
-def test_return_token_ids_puts_vllms_token_ids_beside_the_text(served):
+def test_return_token_ids_and_tokens_as_token_ids_are_vllms(served):
     api, tok = openai_client(served[0]), served[1].tokenizer
     ask = dict(model="a", max_tokens=5, temperature=0, extra_body={"return_token_ids": True})
     whole = api.completions.create(prompt="Dan", **ask).choices[0].model_extra
@@ -264,6 +266,11 @@ def test_return_token_ids_puts_vllms_token_ids_beside_the_text(served):
     chat = api.chat.completions.create(messages=MESSAGES, **ask)
     assert len(chat.model_extra["prompt_token_ids"]) == chat.usage.prompt_tokens
     assert len(chat.choices[0].model_extra["token_ids"]) == chat.usage.completion_tokens
+    named = api.completions.create(prompt="Dan", logprobs=2, echo=True, model="a", max_tokens=3, temperature=0,
+                                   extra_body={"return_tokens_as_token_ids": True}).choices[0].logprobs
+    ids = tok.encode("Dan")
+    assert named.tokens[:len(ids)] == [f"token_id:{t}" for t in ids]  # vLLM's names, the echoed prompt's too
+    assert all(key.startswith("token_id:") for top in named.top_logprobs[1:] for key in top)
 
 
 def test_a_chats_echo_and_template_variables_are_vllms(served):

@@ -16,23 +16,22 @@ Routes (vLLM's names for the adapter routes)::
 With ``api_key`` (vLLM's ``--api-key``), every ``/v1`` request needs ``Authorization: Bearer KEY``; else 401.
 
 The request parameters are OpenAI's, read as vLLM's (0.24) server reads them (fields.py: its pydantic models'
-fields, coerced in pydantic's lax mode -- ``"5"`` is 5, ``"true"`` is true --, and a name they do not have
-ignored with vLLM's warning in the log): ``max_tokens`` (left out: 16
-for a completion, the rest of the context for a chat; ``null``: the rest of the context), ``temperature``
-(0: greedy; at most 2), ``top_p``, ``n`` (choice i samples with ``seed + i``; above 1 only when sampling, as
-vLLM), ``seed``, ``stop`` (the stop text is not in the output), ``presence_penalty``, ``frequency_penalty``,
-``logit_bias``, ``logprobs`` (the model's own log-probabilities; chat: ``logprobs``/``top_logprobs``), ``echo``,
-``stream`` and ``stream_options`` (``include_usage``, true when stream_options is given; vLLM's
-``continuous_usage_stats``: every chunk with its choice's usage so far); a completion's ``prompt`` may be a list
-of prompts. vLLM's extras: ``top_k``, ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``,
-``min_tokens``, ``include_stop_str_in_output``, ``skip_special_tokens``, ``allowed_token_ids``,
-``prompt_logprobs`` (each prompt token's, ranked: a completion choice's ``prompt_logprobs``, a chat answer's),
-``truncate_prompt_tokens``, ``add_special_tokens``, ``return_token_ids`` (``prompt_token_ids`` and each choice's
-``token_ids`` beside the text); chat: ``add_generation_prompt``, ``continue_final_message``,
-``chat_template``, ``chat_template_kwargs``, ``documents``, ``echo`` (the answer starts with the last message's
-text). ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores the prompt. vLLM's fields this server does not
-implement (``suffix``, ``tools``, ``response_format`` other than text, ``use_beam_search``, ``logits_processors``,
-``structured_outputs``, ``bad_words``, ``return_tokens_as_token_ids``, ``priority``, ...) are taken only at their "off"
+fields, coerced in pydantic's lax mode -- ``"5"`` is 5, ``"true"`` is true --, and a name they do not have ignored
+with vLLM's warning in the log): ``max_tokens`` (left out: 16 for a completion, the rest of the context for a chat;
+``null``: the rest of the context), ``temperature`` (0: greedy; at most 2), ``top_p``, ``n`` (choice i samples with
+``seed + i``; above 1 only when sampling, as vLLM), ``seed``, ``stop`` (the stop text is not in the output),
+``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``logprobs`` (the model's own log-probabilities; chat:
+``logprobs``/``top_logprobs``), ``echo``, ``stream`` and ``stream_options`` (``include_usage``, true when
+stream_options is given; vLLM's ``continuous_usage_stats``: every chunk with its choice's usage so far); a
+completion's ``prompt`` may be a list of prompts. vLLM's extras: ``top_k``, ``min_p``, ``repetition_penalty``,
+``stop_token_ids``, ``ignore_eos``, ``min_tokens``, ``include_stop_str_in_output``, ``skip_special_tokens``,
+``allowed_token_ids``, ``prompt_logprobs`` (each prompt token's, ranked: a completion choice's ``prompt_logprobs``,
+a chat answer's), ``truncate_prompt_tokens``, ``add_special_tokens``, ``return_token_ids`` (``prompt_token_ids`` and
+each choice's ``token_ids`` beside the text), ``return_tokens_as_token_ids``; chat: ``add_generation_prompt``,
+``continue_final_message``, ``chat_template``, ``chat_template_kwargs``, ``documents``, ``echo`` (the answer starts
+with the last message's text). ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores the prompt. vLLM's fields
+this server does not implement (``suffix``, ``tools``, ``response_format`` other than text, ``use_beam_search``,
+``logits_processors``, ``structured_outputs``, ``bad_words``, ``priority``, ...) are taken only at their "off"
 value, refused by name otherwise; ``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it.
 ``GET /health`` answers 503 once the engine has stopped.
 
@@ -86,7 +85,7 @@ __all__ = ["create_app"]
 # default; clients and frameworks send them with those values). Names vLLM does not know are ignored (fields.py).
 _OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "use_beam_search": (False,),
         "structured_outputs": (None,), "prompt_embeds": (None, []), "bad_words": ([],), "logits_processors": (None, []),
-        "return_tokens_as_token_ids": (None, False), "priority": (0,),
+        "priority": (0,),
         "max_repetition_pattern_size": (0,), "min_repetition_pattern_size": (0,), "repetition_min_count": (0,),
         "spaces_between_special_tokens": (True,)}  # (vLLM's default: its fast detokenizer decodes as is)
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
@@ -330,12 +329,13 @@ def _options(body, chat, vocab_size, defaults):
     return options, n, stream, _usage_options(body, stream), echo, _prompt_logprob_count(body, chat, stream, vocab_size)
 
 
-class _Reply(collections.namedtuple("_Reply", "chat usage echoes prompt_info n_prompt prompt_ids token_ids")):
+class _Reply(collections.namedtuple("_Reply", "chat usage echoes prompt_info n_prompt prompt_ids token_ids as_ids")):
     """How one request's answer is written, beside its choices' text: ``chat`` (None: a completion; else its
     ChatReply), ``usage`` (include_usage, continuous_usage_stats), ``echoes`` ((text, logprob entries) each
     choice starts with), ``prompt_info`` (each choice's vLLM prompt_logprobs, or None), ``n_prompt`` (the
-    prompts' tokens, each counted once), ``prompt_ids`` (each choice's prompt) and ``token_ids`` (vLLM's
-    ``return_token_ids``: the prompt's and the choice's token ids beside the text)."""
+    prompts' tokens, each counted once), ``prompt_ids`` (each choice's prompt), ``token_ids`` (vLLM's
+    ``return_token_ids``: the prompt's and the choice's token ids beside the text) and ``as_ids`` (vLLM's
+    ``return_tokens_as_token_ids``: logprobs name each token ``token_id:N``, not by its text)."""
 
     def prompt_token_ids(self, index):
         return {"prompt_token_ids": self.prompt_ids[index]} if self.token_ids else {}
@@ -399,7 +399,8 @@ class _Server:
         tag = given or meta["id"]  # the x-request-id header: the client's own, as vLLM's echoes it
         n_prompt = sum(len(ids) for ids in prompts)
         reply = functools.partial(_Reply, chat, usage, n_prompt=n_prompt, token_ids=bool(body.get("return_token_ids")),
-                                  prompt_ids=[ids for ids in prompts for _ in range(n)])
+                                  prompt_ids=[ids for ids in prompts for _ in range(n)],
+                                  as_ids=bool(body.get("return_tokens_as_token_ids")))
         if options["max_tokens"] == 0:
             scores = await self._prompt_scores(prompts, adapter, scored)
             reply = reply(self._echoes(prompts, n, echo, scores, options["logprobs"]),
@@ -523,7 +524,7 @@ class _Server:
                 else:
                     reasons[index], tail = value
                     texts[index] += tail
-            choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(chat, job, *reply.echoes[i]),
+            choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(reply, job, *reply.echoes[i]),
                                     True, job.stop_reason, reply.whole_choice(i, job.generated))
                        for i, job in enumerate(jobs)]
             return JSONResponse(self._answer(meta, reply, choices, self._usage(jobs, reply.n_prompt)))
@@ -580,11 +581,12 @@ class _Server:
                 count = count if kind == "text" else len(job.token_logprobs)  # the last chunk reports the rest
                 offsets[index] = offsets[index] or self._offset_reader(job)
                 logprobs = self._logprobs(chat, job.logprobs is not None, job.token_logprobs[reported[index]:count],
-                                          start=len(echoes[index][0]), offsets=offsets[index], final=kind != "text")
+                                          start=len(echoes[index][0]), offsets=offsets[index], final=kind != "text",
+                                          as_ids=reply.as_ids)
                 reported[index] = count
                 extra = reply.token_ids_of(job.generated[before:made[index]])
                 if unechoed[index]:
-                    text, logprobs = self._with_echo(text, logprobs, *echoes[index])
+                    text, logprobs = self._with_echo(text, logprobs, *echoes[index], as_ids=reply.as_ids)
                     unechoed[index] = False
                     extra = {**reply.prompt_token_ids(index), **extra}  # a completion's first chunk: its prompt's ids
                 yield chunk([self._choice(index, chat, text, reason, logprobs, stop_reason=stop_reason, extra=extra)],
@@ -597,16 +599,17 @@ class _Server:
             for job in jobs:
                 job.cancel()
 
-    def _with_echo(self, text, logprobs, echo_text, echo_entries):
+    def _with_echo(self, text, logprobs, echo_text, echo_entries, as_ids=False):
         """A completion's first chunk: its echoed prompt's text and logprobs before its first token's."""
-        echoed = self._logprobs(False, echo_entries is not None, echo_entries or [])
+        echoed = self._logprobs(False, echo_entries is not None, echo_entries or [], as_ids=as_ids)
         if echoed is not None and logprobs is not None:
             logprobs = {key: echoed[key] + logprobs[key] for key in logprobs}
         return echo_text + text, logprobs
 
     def _echo_only(self, meta, stream, reply):
         """``max_tokens: 0`` with echo: the prompts (and their logprobs) as the choices, nothing generated."""
-        choices = [self._choice(i, False, text, "length", self._logprobs(False, entries is not None, entries or []),
+        choices = [self._choice(i, False, text, "length",
+                                self._logprobs(False, entries is not None, entries or [], as_ids=reply.as_ids),
                                 extra=reply.prompt_token_ids(i) if stream else reply.whole_choice(i, []))
                    for i, (text, entries) in enumerate(reply.echoes)]
         usage = self._usage([], reply.n_prompt)
@@ -644,13 +647,13 @@ class _Server:
         n_out = sum(len(job.generated) for job in jobs)
         return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}
 
-    def _choice_logprobs(self, chat, job, echo_text, echo_entries):
+    def _choice_logprobs(self, reply, job, echo_text, echo_entries):
         """A whole choice's logprobs: its echoed prompt's (a completion's), then its generated tokens'."""
         if job.logprobs is None:
             return None
-        echoed = self._logprobs(chat, echo_entries is not None, echo_entries or [])
-        generated = self._logprobs(chat, True, job.token_logprobs, start=len(echo_text),
-                                   offsets=self._offset_reader(job))
+        echoed = self._logprobs(reply.chat, echo_entries is not None, echo_entries or [], as_ids=reply.as_ids)
+        generated = self._logprobs(reply.chat, True, job.token_logprobs, start=len(echo_text),
+                                   offsets=self._offset_reader(job), as_ids=reply.as_ids)
         return generated if echoed is None else {key: echoed[key] + generated[key] for key in generated}
 
     def _offset_reader(self, job=None):
@@ -662,16 +665,17 @@ class _Server:
         context = job.detokenizer.context_ids if job.detokenizer is not None else []
         return _OffsetReader(self.engine.tokenizer, job.skip_special_tokens, self.engine.text_vocab, context)
 
-    def _logprobs(self, chat, wanted, entries, start=0, offsets=None, final=True):
+    def _logprobs(self, chat, wanted, entries, start=0, offsets=None, final=True, as_ids=False):
         """OpenAI's logprobs object for ``entries`` ((token, logprob, top) per token; a prompt's first token
         has None for both), or None if not ``wanted``. A completion's ``text_offset``: where each token's
         text starts in the choice's text, which holds ``start`` characters before these tokens' (the
         echoed prompt) and the text of the tokens ``offsets`` (an _OffsetReader: a stream's earlier chunks;
-        None: a prompt's) has read; ``final``: no chunk follows."""
+        None: a prompt's) has read; ``final``: no chunk follows. ``as_ids``: tokens named ``token_id:N``
+        (a chat's ``bytes`` stay the token's own), as vLLM's return_tokens_as_token_ids."""
         if not wanted:
             return None
         tok, vocab = self.engine.tokenizer, self.engine.text_vocab
-        text = lambda token: _token_text(tok, token, vocab)  # noqa: E731
+        text = (lambda token: f"token_id:{token}") if as_ids else (lambda token: _token_text(tok, token, vocab))
         if chat:
             def entry(token, logprob):
                 raw = _token_bytes(tok, token, vocab)
