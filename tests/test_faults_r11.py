@@ -298,3 +298,27 @@ def test_minilora_train_on_a_full_disk_names_the_file_and_how_to_go_on(byte_mode
     monkeypatch.undo()
     assert cli(argv + ["--resume"]) == 0
     assert os.path.isfile(os.path.join(out, "adapter", "adapter_model.safetensors"))
+
+
+def test_a_hotswap_refused_half_way_leaves_the_served_adapter_as_it_was(tmp_path):
+    # A server swaps adapters in place (peft.utils.hotswap); a swap it refuses must leave the adapter it
+    # serves. A DoRA layer the new adapter lacks is refused, but only when the loop reached it: the layers
+    # before it had taken the new adapter's scaling (PEFT's loop mutates as it goes, too).
+    from minilora.lora import LoraConfig, get_peft_model
+    from minilora.lora.hotswap import hotswap_adapter
+    served = get_peft_model(tiny_model(), LoraConfig(r=2, use_dora=True, target_modules=["q_proj", "v_proj"],
+                                                     init_lora_weights=False))
+    other = get_peft_model(tiny_model(), LoraConfig(r=2, lora_alpha=5, use_dora=True, target_modules=["q_proj"],
+                                                    init_lora_weights=False))
+    other.save_pretrained(str(tmp_path / "other"))
+    ids = ml.tensor([[3, 4, 5, 6]])
+    with ml.no_grad():
+        before = served(ids).logits.numpy()
+    weights = {k: v.numpy().copy() for k, v in served.state_dict().items()}
+    scalings = {name: dict(m.scaling) for name, m in served.named_modules() if hasattr(m, "scaling")}
+    with pytest.raises(NotImplementedError, match="no DoRA weights for .*v_proj"):
+        hotswap_adapter(served, str(tmp_path / "other"), "default")
+    assert {name: dict(m.scaling) for name, m in served.named_modules() if hasattr(m, "scaling")} == scalings
+    assert all(np.array_equal(v.numpy(), weights[k]) for k, v in served.state_dict().items())
+    with ml.no_grad():
+        np.testing.assert_array_equal(served(ids).logits.numpy(), before)

@@ -96,12 +96,18 @@ def _swap(model, tensors, adapter_name, config):
     unexpected = [_model_key(k, adapter_name) for k in tensors if k not in entries]
     if unexpected:
         raise RuntimeError(f"Hot swapping the adapter did not succeed, unexpected keys found: {', '.join(unexpected)}.")
-    for name, layer in layers:
-        prefix = f"base_model.model.{name}."
-        if adapter_name not in getattr(layer, "scaling", {}):
-            continue
-        if not any(k.startswith(prefix) for k in tensors):
-            _zero_layer(layer, adapter_name, name)  # the new adapter leaves this layer alone
+    swapped = [(name, layer) for name, layer in layers if adapter_name in getattr(layer, "scaling", {})]
+    left_alone = {name: layer for name, layer in swapped
+                  if not any(k.startswith(f"base_model.model.{name}.") for k in tensors)}
+    # Everything that can refuse the swap is checked before anything changes: refused half-way (PEFT's
+    # loop), the model served neither adapter -- some layers' scalings or weights new, the others old.
+    for name, layer in left_alone.items():
+        _check_can_zero(layer, adapter_name, name)
+    for key, value in tensors.items():
+        _swap_kind(entries[key][0], value, key)
+    for name, layer in swapped:
+        if name in left_alone:
+            _zero_layer(layer, adapter_name)  # the new adapter leaves this layer alone
             continue
         rank = _pattern_value(config.rank_pattern, name, config.r)
         alpha = _pattern_value(config.alpha_pattern, name, config.lora_alpha)
@@ -110,39 +116,52 @@ def _swap(model, tensors, adapter_name, config):
         _swap_tensor(entries[key][0], value, key)
 
 
-def _zero_layer(layer, adapter_name, name):
-    """A layer the new adapter does not have: its A and B (and lora_B's bias) become 0, as PEFT's."""
+def _check_can_zero(layer, adapter_name, name):
     if adapter_name in layer.lora_magnitude_vector:  # B = 0 under DoRA is not the base layer: say so
         raise NotImplementedError(f"hotswap: the new adapter has no DoRA weights for {name!r}; a DoRA layer cannot "
                                   "be switched off by zeroing it (its magnitude still rescales the base weight)")
+
+
+def _zero_layer(layer, adapter_name):
+    """A layer the new adapter does not have: its A and B (and lora_B's bias) become 0, as PEFT's."""
     for table in (layer.lora_A, layer.lora_B):
         for param in table[adapter_name].parameters():
             param._array[...] = 0
             param._bump_version()
 
 
+def _swap_kind(param, value, key):
+    """PEFT's three cases: "same" shape (copied), a smaller rank (copied into the first "rows" or "columns",
+    the rest zeroed: B A is the new adapter's), a larger one ("replace" the tensor); or PEFT's ValueError."""
+    old, new = tuple(param.shape), tuple(value.shape)
+    if old == new:
+        return "same"
+    if not (all(o >= n for o, n in zip(old, new)) and len(old) == len(new)):
+        return "replace"
+    if old[0] > new[0]:
+        return "rows"
+    if len(old) > 1 and old[1] > new[1]:
+        return "columns"
+    raise ValueError(f"Incompatible shapes found for LoRA weights {key}: {old} vs {new}. Please ensure that "
+                     "all ranks are padded to the largest rank among all LoRA adapters by using "
+                     "peft.utils.hotswap.prepare_model_for_compiled_hotswap.")
+
+
 def _swap_tensor(param, value, key):
-    """PEFT's three cases: the same shape (copied), a smaller rank (copied into the first ranks, the rest
-    zeroed: B A is the new adapter's), a larger one (the tensor replaced)."""
     array = value.numpy(force=True) if isinstance(value, Tensor) else value
     array = param.device.xp.asarray(array).astype(param._array.dtype, copy=False)
-    old, new = tuple(param.shape), tuple(array.shape)
-    if old == new:
-        param._array[...] = array
-    elif all(o >= n for o, n in zip(old, new)) and len(old) == len(new):
-        if old[0] > new[0]:
-            param._array[...] = 0
-            param._array[:new[0]] = array
-        elif len(old) > 1 and old[1] > new[1]:
-            param._array[...] = 0
-            param._array[:, :new[1]] = array
-        else:
-            raise ValueError(f"Incompatible shapes found for LoRA weights {key}: {old} vs {new}. Please ensure that "
-                             "all ranks are padded to the largest rank among all LoRA adapters by using "
-                             "peft.utils.hotswap.prepare_model_for_compiled_hotswap.")
-    else:
+    kind = _swap_kind(param, array, key)
+    if kind == "replace":
         param.data = Tensor(array, dtype=array.dtype, device=param.device)
         return
+    if kind != "same":
+        param._array[...] = 0
+    if kind == "rows":
+        param._array[:array.shape[0]] = array
+    elif kind == "columns":
+        param._array[:, :array.shape[1]] = array
+    else:
+        param._array[...] = array
     param._bump_version()
 
 
