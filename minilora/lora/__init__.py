@@ -11,7 +11,8 @@ Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA
 Linear and on Embedding layers: the forward and the merge math), ``conv.py`` (LoRA on Conv1d/Conv2d),
 ``mha.py`` (LoRA on MultiheadAttention),
 ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files), ``status.py``
-(PEFT's get_layer_status / get_model_status), ``hotswap.py`` (PEFT's ``peft.utils.hotswap``: new weights
+(PEFT's get_layer_status / get_model_status), ``helpers.py`` (``peft.helpers``: rescale_adapter_scale,
+check_if_peft_model), ``hotswap.py`` (PEFT's ``peft.utils.hotswap``: new weights
 into a loaded adapter, ``from minilora.lora.hotswap import hotswap_adapter``).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
@@ -48,4 +49,5 @@ __all__ = ["LoraConfig", "LoraRuntimeConfig", "PeftConfig", "VeraConfig", "TaskT
            "TunerLayerStatus", "TunerModelStatus", "TrainableTokensConfig", "TrainableTokensModel",
            "TrainableTokensLayer", "TrainableTokensWrapper", "ParamWrapper", "prepare_model_for_kbit_training",
            "cast_mixed_precision_params", "PeftError", "NoMatchingPeftModuleError"]
+from . import helpers  # noqa: E402  peft.helpers (minilora.lora.helpers.rescale_adapter_scale, ...)
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)
