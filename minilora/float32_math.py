@@ -112,7 +112,8 @@ _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s"
 _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_sigmoid"), "ppn"),
     "ml_silu": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
-    "ml_fma": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff"}
+    "ml_fma": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
+    "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn"}
 
 
 def _native_library():
@@ -170,7 +171,7 @@ def _loop_natively(name, inputs, outputs, numbers, scalar_formula):
     """A torch elementwise loop's whole formula as the compiled kernel ``name`` (``name(*inputs, *outputs, n,
     *numbers)``) over every element of C-contiguous float32 arrays of one shape, then at torch's scalar tail's
     positions (``scalar_tail``) ``scalar_formula(*the inputs' elements there)``, the formula with C's
-    functions (a tuple, one per output). Returns ``outputs`` (new C-contiguous arrays of that shape), or None
+    functions (a tuple, one per output; None: a formula with no C function). Returns ``outputs`` (new C-contiguous arrays of that shape), or None
     where the NumPy code must run: no compiled kernels, another layout (NumPy's result layout is kept there),
     or torch's "default" build (all of it its scalar loop)."""
     library = _native_library()
@@ -180,7 +181,7 @@ def _loop_natively(name, inputs, outputs, numbers, scalar_formula):
         return None
     flat_inputs, flat_outputs = [x.reshape(-1) for x in inputs], [out.reshape(-1) for out in outputs]
     _native_map(getattr(library, name), [*flat_inputs, *flat_outputs], *numbers)
-    for start, stop in scalar_tail(flat_inputs[0].size):
+    for start, stop in scalar_tail(flat_inputs[0].size) if scalar_formula is not None else ():
         if start < stop:
             for out, value in zip(flat_outputs, scalar_formula(*(x[start:stop] for x in flat_inputs))):
                 out[start:stop] = value
@@ -1024,12 +1025,35 @@ def _one_plus_exp_neg(x):
 
 def sigmoid(x):
     """torch's float32 ``sigmoid``: ``1 / (1 + exp(-x))``, each step rounded to float32."""
-    compiled = _loop_natively("ml_sigmoid", [x], [np.empty(np.shape(x), _F32)], (),
-                              lambda v: (_EXP_C["one"] / (_EXP_C["one"] + correctly_rounded(np.exp, -v)),))
+    compiled = _loop_natively("ml_sigmoid", [x], [np.empty(np.shape(x), _F32)], (), lambda v: (_scalar_sigmoid(v),))
     if compiled is not None:
         return compiled[0]
     denominator = _one_plus_exp_neg(x)
     return np.divide(_EXP_C["one"], denominator, denominator)
+
+
+def _scalar_sigmoid(x):
+    """sigmoid in torch's scalar tail: C's ``expf`` (taken as correctly rounded)."""
+    return _EXP_C["one"] / (_EXP_C["one"] + correctly_rounded(np.exp, -x))
+
+
+def mish_backward(g, x, t):
+    """torch's float32 ``mish_backward``, ``g fma(x s, fma(-t, t, 1), t)`` with ``s = sigmoid(x)`` as its loop
+    computes it, by the compiled kernel; None where it cannot run (the caller's NumPy formula then does)."""
+    def scalar(g, x, t):
+        return (g * fused_multiply_add(x * _scalar_sigmoid(x), fused_multiply_add(-t, t, 1), t),)
+    compiled = _loop_natively("ml_mish_backward", [_dense_gradient(g, x), x, t], [np.empty(np.shape(x), _F32)], (),
+                              scalar)
+    return None if compiled is None else compiled[0]
+
+
+def gelu_tanh_backward(g, x, t):
+    """torch's float32 gelu(tanh) backward from the forward's ``t``, ``g (0.5 (1 + t) + ((0.5 x) fma(-t, t, 1))
+    beta fma(3 kappa, x^2, 1))``, by the compiled kernel; None where it cannot run (the caller's NumPy
+    formula, ``ops.elementwise._gelu_tanh_derivative``, then does)."""
+    compiled = _loop_natively("ml_gelu_tanh_backward", [_dense_gradient(g, x), x, t], [np.empty(np.shape(x), _F32)],
+                              (_GELU_BETA, _F32(3) * _GELU_KAPPA), None)
+    return None if compiled is None else compiled[0]
 
 
 def silu_and_sigmoid(x, s, out):

@@ -9,6 +9,7 @@ whole exponent range, at lengths that leave torch's scalar tail, and with torch 
 Without a compiler, with a failing one, or under MINILORA_NATIVE=0 the NumPy port runs, same bits.
 Offline, every float32 input of exp and sigmoid was compared (2^32 each; see the round-11 report).
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -250,3 +251,26 @@ def test_a_process_without_them_computes_the_same_bits(tmp_path):
     exec(script.replace("print(", "result = ("), namespace)
     on, expected = namespace["result"]
     assert on is True and bits == expected
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["sigmoid", "silu", "elu", "selu", "softplus", "mish", "gelu_tanh", "tanh", "expm1",
+                                  "log1p"])
+def test_ops_forward_and_backward(name):
+    """Through the ops (the Tensor API), forward and backward: the compiled kernels' gradients are the port's."""
+    F = ml.nn.functional
+    op = {"sigmoid": ml.sigmoid, "silu": F.silu, "elu": F.elu, "selu": F.selu, "softplus": F.softplus,
+          "mish": F.mish, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "tanh": ml.tanh, "expm1": ml.expm1,
+          "log1p": ml.log1p}[name]
+    x = X[1:200_001].copy()  # (odd length: a scalar tail; randn and hard values)
+    g = ml.tensor(_gradient(x))
+    results = []
+    for port in (False, True):
+        t = ml.tensor(x, requires_grad=True)
+        with np.errstate(all="ignore"), (float32_math.numpy_port() if port else contextlib.nullcontext()):
+            y = op(t)
+            y.backward(g)
+        results.append(np.stack([y.detach().numpy(), t.grad.numpy()]))
+    same = (results[0].view(np.uint32) == results[1].view(np.uint32)) | (np.isnan(results[0]) & np.isnan(results[1]))
+    assert same.all(), f"{(~same).sum()} differ"
+

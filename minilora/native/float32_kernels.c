@@ -233,6 +233,23 @@ void ml_softplus_backward(const float *g, const float *restrict x, float *out, s
     }
 }
 
+/* gelu's tanh form's backward from the forward's t: g (0.5 (1 + t) + ((0.5 x) fma(-t, t, 1)) beta fma(kappa3,
+ * x^2, 1)), as torch's gelu_backward kernel rounds it */
+void ml_gelu_tanh_backward(const float *g, const float *restrict x, const float *restrict t, float *out, size_t n,
+                           float beta, float kappa3) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i], inner_grad = beta * fmaf(kappa3, v * v, 1.0f);
+        out[i] = g[i] * (0.5f * (1.0f + t[i]) + ((0.5f * v) * fmaf(-t[i], t[i], 1.0f)) * inner_grad);
+    }
+}
+/* mish's backward, g fma(x s, fma(-t, t, 1), t) with s = sigmoid(x) = 1 / (1 + exp(-x)) */
+void ml_mish_backward(const float *g, const float *restrict x, const float *restrict t, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float s = 1.0f / (1.0f + sleef_exp(-x[i]));
+        out[i] = g[i] * fmaf(x[i] * s, fmaf(-t[i], t[i], 1.0f), t[i]);
+    }
+}
+
 /* ---- a fused multiply-add, one rounding (torch's FMAs in backward formulas); a step of 0 repeats a
  * number's one element ------------------------------------------------------------------------------ */
 void ml_fma(const float *a, size_t step_a, const float *b, size_t step_b, const float *c, size_t step_c,

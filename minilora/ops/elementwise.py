@@ -630,6 +630,9 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.approximate == "tanh":
+            compiled = float32_math.gelu_tanh_backward(g, ctx.a, ctx.t) if _numpy_float32(g) else None
+            if compiled is not None:  # (float32: the formula below, compiled, one pass)
+                return compiled
             return float32_math.in_cache_slices(lambda g, a, t: g * _gelu_tanh_derivative(a, t), g, ctx.a, ctx.t)
         return parallel.multiply(g, ctx.deriv)
 
@@ -2195,6 +2198,9 @@ class Mish(Function):
     @staticmethod
     def backward(ctx, g):
         a, t = ctx.a, ctx.t  # torch's mish_backward: g * (t + (a * sigmoid(a)) * (1 - t * t)), two FMAs
+        compiled = float32_math.mish_backward(g, a, t) if _numpy_float32(g) else None
+        if compiled is not None:  # (float32: the formula below, compiled, one pass)
+            return compiled
         sigmoid = float32_math.sigmoid(a) if _numpy_float32(a) else _sigmoid(xp_of(g), a)  # (torch's kernel's)
         return float32_math.in_cache_slices(
             lambda g, a, s, t: g * fastmath.multiply_add(a * s, fastmath.multiply_add(-t, t, 1), t), g, a, sigmoid, t)
