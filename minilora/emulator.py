@@ -565,6 +565,33 @@ def _check_shared_class(masked: str, type_text: str, var: str, line: int) -> Non
                            "write the members and __syncthreads()")
 
 
+_BUILTIN_TYPE_WORDS = {"const", "volatile", "struct", "class", "unsigned", "signed", "char", "short", "int", "long",
+                       "float", "double", "bool", "__grid_constant__"}
+
+
+def _grid_constant_by_reference(src: str) -> str:
+    """Each ``__grid_constant__`` kernel parameter made a const reference (``const P p`` -> ``const P &p``, on
+    the same line): it then names the launch's one copy of the argument, shared by every thread, as a GPU's
+    grid-constant parameter is, so that ``__isGridConstant(&p)`` can tell it from a thread's local copy."""
+    masked = _mask(src)
+    inserts = []
+    for m in re.finditer(r"\b__grid_constant__\b", masked):
+        if _in_macro(masked, m.start()):
+            continue
+        depth, end = 0, m.end()
+        while end < len(masked) and not (depth == 0 and masked[end] in ",)"):
+            depth += masked[end] in "([{<"
+            depth -= masked[end] in ")]}>"
+            end += 1
+        words = list(re.finditer(r"[A-Za-z_]\w*", masked[m.end():end]))
+        named = len([w for w in words if w.group() not in ("const", "volatile", "struct", "class")]) >= 2 and \
+            words[-1].group() not in _BUILTIN_TYPE_WORDS and not masked[m.end():end].rstrip().endswith((">", "*"))
+        inserts.append(m.end() + words[-1].start() if named else len(masked[:end].rstrip()))
+    for pos in reversed(inserts):
+        src = src[:pos] + "&" + src[pos:]
+    return src
+
+
 def _rewrite_shared(src: str) -> _Rewritten:
     """Replace every __shared__ declaration by per-block storage provided by the runtime.
 
@@ -969,11 +996,6 @@ def _refuse_unsupported(preprocessed: str, masked: str, ptx_refusals=()) -> None
             raise CompileError(f"{where}: {cluster.group(1)}: thread block clusters (sm_90: cg::this_cluster(), "
                                "cluster.sync(), distributed shared memory through map_shared_rank) are not modelled by "
                                "minilora's CUDA emulator")
-        if re.search(r"\b__isGridConstant\s*\(", text):
-            raise CompileError(f"{where}: __isGridConstant() is not modelled by minilora's CUDA emulator: a kernel's "
-                               "parameters, __grid_constant__ ones included, are copies on each thread's stack here, "
-                               "not one constant bank for the grid, so it could not answer as a GPU does (__isLocal "
-                               "says 1 for a parameter's address)")
         refused = re.search(r"\b__emu_ptx_refused\s*<\s*(\d+)\s*>", text)
         if refused:
             raise CompileError(f"{where}: {ptx_refusals[int(refused.group(1))]}")
@@ -1183,8 +1205,8 @@ class _Module:
         name = Path(filename).name if filename else next(iter(_find_kernels(_mask(code))), "kernels") + ".cu"
         shown = filename if filename and os.path.isabs(filename) else name
         self._ptx_refusals: list[str] = []
-        rewritten = _rewrite_shared(self._translate_inline_ptx(
-            _expand_local_includes(code, shown, Path(filename).parent if filename else None, _include_dirs(flags))))
+        rewritten = _rewrite_shared(_grid_constant_by_reference(self._translate_inline_ptx(
+            _expand_local_includes(code, shown, Path(filename).parent if filename else None, _include_dirs(flags)))))
         if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
             rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
         if self.variant == "fast" and _uses_volatile(_mask(rewritten.text)):

@@ -4,7 +4,8 @@ samples, NVIDIA's blog posts and tutorials write them, one compile), checked aga
 What they needed (each failed before):
 * CUB's BlockScan over several items per thread with the block's total (``ExclusiveSum(items, items, total)``).
 * libcu++'s ``<cuda/std/span>`` (C++17: libcu++ has it there too) and ``<cuda/std/chrono>``.
-* ``__isConstant``; ``__isGridConstant`` is refused by name (parameters are per-thread copies here).
+* ``__isConstant`` (a table of the file's ``__constant__`` variables) and ``__isGridConstant`` (a
+  ``__grid_constant__`` parameter becomes a reference to the launch's one copy of the argument).
 * PTX ``exit;``: the thread ends, and barriers stop waiting for it.
 * An early ``return`` before ``__syncthreads()``: since Volta a barrier waits for the block's non-exited threads
   only (CUDA Programming Guide, compute capability 7.x: "will not succeed until reached by all non-exited threads
@@ -190,14 +191,12 @@ def test_softmax_welford_layernorm_and_sgemv():
 
 def test_is_constant_and_is_grid_constant():
     module().get_global("c_table")[:] = [1, 2, 3, 4]
-    g, kinds, out = np.zeros(2, f32), np.full(5, 7, np.uint32), np.zeros(1, f32)
+    g, kinds, out = np.zeros(2, f32), np.full(7, 7, np.uint32), np.zeros(1, f32)
     params = np.array([0.5, 0, 0, 2.0], f32)
-    fn("address_kinds")((1,), (32,), (params.tobytes(), g, kinds, out))
-    np.testing.assert_array_equal(kinds, [1, 0, 1, 1, 0])  # constant, global, a parameter, global, shared
-    assert out[0] == 0.5 + 2.0 + 4
-    with pytest.raises(CompileError, match=r"kernel.cu:3: __isGridConstant\(\) is not modelled"):
-        emu.RawKernel('extern "C" __global__ void k(const __grid_constant__ int p, unsigned* o) {\n'
-                      '  (void)p;\n  o[0] = __isGridConstant(&p);\n}\n', "k", filename="kernel.cu").compile()
+    fn("address_kinds")((2,), (32,), (params.tobytes(), g, kinds, out, i32(10)))
+    # constant, global, grid constant, global, shared; a plain parameter and a local; the grid constant nothing else
+    np.testing.assert_array_equal(kinds, [1, 0, 1, 1, 0, 0, 0])
+    assert out[0] == 0.5 + 2.0 + 4 + 10
 
 
 def test_ptx_exit_and_an_early_return_before_a_barrier():

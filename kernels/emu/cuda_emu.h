@@ -299,14 +299,22 @@ inline void* __cvta_shared_to_generic(size_t a, const char* file = __builtin_FIL
 inline size_t __cvta_generic_to_global(const void* p) { return (size_t)p; }
 // Address-space predicates: shared is the block's __shared__ arrays and its dynamic shared memory, local a
 // thread's stack, constant the file's __constant__ variables (a table the build writes, as they live in
-// ordinary memory here: __isGlobal says 1 for them too), global the rest.  __isGridConstant is refused at build
-// time: a kernel's parameters are copies on each thread's stack here, not one grid-wide constant bank.
-namespace __emu { bool is_shared_address(const void* p); bool is_local_address(const void* p); }
+// ordinary memory here: __isGlobal says 1 for them too), grid constant a __grid_constant__ parameter (the build
+// makes it a reference to the launch's one copy of the argument, emulator.py _grid_constant_by_reference),
+// global the rest.
+namespace __emu {
+bool is_shared_address(const void* p);
+bool is_local_address(const void* p);
+bool is_grid_constant_address(const void* p);
+}  // namespace __emu
 extern "C" unsigned int emu_in_constant_memory(const void* p);  // written into each build's wrapper
 inline unsigned int __isConstant(const void* p) { return emu_in_constant_memory(p); }
+inline unsigned int __isGridConstant(const void* p) { return __emu::is_grid_constant_address(p); }
 inline unsigned int __isShared(const void* p) { return __emu::is_shared_address(p); }
 inline unsigned int __isLocal(const void* p) { return __emu::is_local_address(p); }
-inline unsigned int __isGlobal(const void* p) { return !__emu::is_shared_address(p) && !__emu::is_local_address(p); }
+inline unsigned int __isGlobal(const void* p) {
+    return !__emu::is_shared_address(p) && !__emu::is_local_address(p) && !__emu::is_grid_constant_address(p);
+}
 inline void* __cvta_global_to_generic(size_t a) { return (void*)a; }
 // clock() is the C library's (<ctime>, included above): CPU time, as meaningless for speed as clock64().
 

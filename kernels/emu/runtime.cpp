@@ -2267,6 +2267,17 @@ bool is_shared_address(const void* p) {
     return false;
 }
 
+// A __grid_constant__ parameter is a reference to the launch's copy of its argument (emulator.py makes it
+// one); every other parameter is the thread's own copy, on its stack.
+bool is_grid_constant_address(const void* p) {
+    const Worker& w = *current_fiber()->worker;
+    const uintptr_t a = uintptr_t(p);
+    int i = 0;
+    for (const ParamType* t = w.kernel->params; t->code != T_END; ++t, ++i)
+        if (a >= uintptr_t(w.args[i]) && a < uintptr_t(w.args[i]) + size_t(t->size)) return true;
+    return false;
+}
+
 // A thread's local memory is its fiber's stack: a slot of the worker's stack pool.
 bool is_local_address(const void* p) {
     const Worker& w = *current_fiber()->worker;

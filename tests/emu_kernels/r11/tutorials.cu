@@ -311,14 +311,17 @@ extern "C" __global__ void sgemv_warp_per_row(const float* __restrict__ A, const
 // ---- 18. __isConstant / __isGridConstant / __isGlobal: where a pointer points ----
 __constant__ float c_table[4];
 extern "C" __global__ void address_kinds(const __grid_constant__ float4 params, const float* g, unsigned* kinds,
-                                         float* out) {
+                                         float* out, int n) {
     __shared__ float s[2];
+    float local = params.y;
     kinds[0] = __isConstant(c_table);
     kinds[1] = __isConstant(g);
-    kinds[2] = __isLocal(&params);  // a parameter's copy (__isGridConstant is refused by name)
+    kinds[2] = __isGridConstant(&params);
     kinds[3] = __isGlobal(g);
     kinds[4] = __isConstant(s);
-    out[0] = params.x + params.w + c_table[3];
+    kinds[5] = __isGridConstant(&n) + __isGridConstant(&local);  // a plain parameter and a local: copies
+    kinds[6] = __isGlobal(&params) + __isLocal(&params);
+    out[0] = params.x + params.w + c_table[3] + n;
 }
 
 // ---- 19. inline PTX exit: threads past the end leave the kernel ----
