@@ -502,6 +502,7 @@ class _EpochLoader:
 
     def __init__(self, loader):
         self.loader, self.taken, self.iterator, self.epoch_start = loader, 0, None, None
+        self.workers_start = None  # persistent workers' generators, kept from epoch to epoch (as torch's)
 
     def _generators(self):
         """Every generator that decides the batches: the global one first, then the loader's and samplers'."""
@@ -516,6 +517,7 @@ class _EpochLoader:
 
     def _new_epoch(self):
         self.epoch_start = [g.get_state() for g in self._generators()]
+        self.workers_start = self.loader._persistent_workers_state()
         self.iterator, self.taken = iter(self.loader), 0
 
     def batch(self, index):
@@ -540,7 +542,8 @@ class _EpochLoader:
         return (_as_ids_and_labels(batch) for batch in self.loader)
 
     def state_dict(self):
-        return {"epoch_start": None if self.epoch_start is None else list(self.epoch_start), "taken": self.taken}
+        return {"epoch_start": None if self.epoch_start is None else list(self.epoch_start), "taken": self.taken,
+                "workers_start": self.workers_start}
 
     def load_state_dict(self, state):
         """Where the checkpointed run was in its epoch (called after the global generator was restored)."""
@@ -558,6 +561,7 @@ class _EpochLoader:
                 g.set_state(saved)
             except (RuntimeError, ValueError, TypeError) as exc:
                 raise ValueError(f"checkpoint: its DataLoader's random generator state is corrupted ({exc})") from None
+        self.loader._load_persistent_workers_state(state.get("workers_start"))  # (older checkpoints: none)
         self._new_epoch()
         for _ in range(int(state["taken"])):
             if next(self.iterator, None) is None:

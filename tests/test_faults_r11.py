@@ -322,3 +322,35 @@ def test_a_hotswap_refused_half_way_leaves_the_served_adapter_as_it_was(tmp_path
     assert all(np.array_equal(v.numpy(), weights[k]) for k, v in served.state_dict().items())
     with ml.no_grad():
         np.testing.assert_array_equal(served(ids).logits.numpy(), before)
+
+
+class NoisyRows:
+    """A map-style dataset drawing in __getitem__ (a random shift, as an augmentation draws): in a DataLoader
+    worker, from that worker's generator."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        shift = int(ml.randint(0, 5, (1,)).item())
+        return ml.tensor([(i + j + shift) % 13 + 3 for j in range(8)])
+
+
+def test_persistent_workers_resume_bit_for_bit_in_a_later_epoch(tmp_path):
+    # persistent_workers=True keeps the workers (and their generators) from epoch to epoch, as torch's; a run
+    # resumed in its second epoch made new workers, seeded afresh: other shifts, other losses from there on.
+    from minilora.utils.data import DataLoader as TorchDataLoader
+
+    def loader():
+        return TorchDataLoader(NoisyRows(), batch_size=4, shuffle=True, num_workers=2, persistent_workers=True)
+
+    options = dict(steps=6, lr=1e-2, save_every=1, progress=False, plot=False)
+    reference = train(tiny_model(), loader(), out_dir=str(tmp_path / "reference"), **options)
+
+    def killed_at_step_4(step):  # (2 batches an epoch: the last checkpoint is step 3's, in epoch 2)
+        if step == 4:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), loader(), out_dir=str(tmp_path / "run"), after_optimizer_step=killed_at_step_4, **options)
+    resumed = train(tiny_model(), loader(), out_dir=str(tmp_path / "run"), resume=True, **options)
+    assert resumed.steps_run == 3 and resumed.losses == reference.losses

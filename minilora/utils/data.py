@@ -31,7 +31,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from .. import distributed, factories, random
+from .. import accelerator, distributed, factories, random
 from . import data_workers
 from ..ops import stack
 from ..tensor import Tensor, tensor
@@ -432,6 +432,16 @@ class DataLoader:
         self.collate_fn = collate_fn
 
     def __iter__(self):
+        batches = self._batches()
+        if not self.pin_memory:
+            return batches
+        if not accelerator.is_available():  # torch's warning, at each new iterator
+            warnings.warn("'pin_memory' argument is set as true but no accelerator is found, then device pinned "
+                          "memory won't be used.", stacklevel=2)
+            return batches
+        return (_pinned(batch) for batch in batches)
+
+    def _batches(self):
         if self._workers is not None:  # persistent workers: torch's iterator is reset, no new base seed
             return self._iter_workers(self._workers)
         # torch's iterator draws a base seed for its workers (from generator=, or the global
@@ -446,6 +456,28 @@ class DataLoader:
         if isinstance(self.dataset, IterableDataset):
             return self._stream_batches(iter(self.dataset), self.collate_fn)
         return (self._fetch(index, self.dataset, self.collate_fn) for index in self._index_sampler())
+
+    def _persistent_workers_state(self):
+        """The persistent workers' base seed and generator states; None while there are none (before the first
+        epoch, or without ``persistent_workers``). ``minilora.train``'s checkpoints keep it at each epoch's start:
+        a run resumed in a later epoch goes on with the workers the run had, not new ones seeded afresh."""
+        if self._workers is None:
+            return None
+        return {"base_seed": self._base_seed, "workers": [list(worker._states) for worker in self._workers]}
+
+    def _load_persistent_workers_state(self, state):
+        """Set back what ``_persistent_workers_state`` returned: workers made (and initialised) anew with that
+        base seed, each with its saved generators."""
+        self._workers = None
+        if state is None:
+            return
+        if len(state["workers"]) != self.num_workers:
+            raise ValueError(f"its DataLoader had {len(state['workers'])} persistent workers, this one has "
+                             f"{self.num_workers}: not the same train_data")
+        self._base_seed = int(state["base_seed"])
+        self._workers = data_workers.start(self, self._base_seed)
+        for worker, states in zip(self._workers, state["workers"]):
+            worker._states = tuple(states)
 
     def _index_sampler(self):
         """What each fetch takes: a batch's indices, or one index (``batch_size=None``)."""
@@ -498,6 +530,28 @@ class DataLoader:
 
 
 _ENDED = object()  # a worker's stream has no batch left
+
+
+def _pinned(data):
+    """torch's walk over a batch with ``pin_memory=True``: every tensor pinned, its containers rebuilt (a
+    tuple as a list, as torch's)."""
+    if hasattr(data, "pin_memory") and not isinstance(data, (str, bytes)):
+        return data.pin_memory()
+    if isinstance(data, collections.abc.Mapping):
+        try:
+            return type(data)({key: _pinned(value) for key, value in data.items()})
+        except TypeError:
+            return {key: _pinned(value) for key, value in data.items()}
+    if _is_namedtuple(data):
+        return type(data)(*(_pinned(d) for d in data))
+    if isinstance(data, tuple):
+        return [_pinned(d) for d in data]
+    if isinstance(data, collections.abc.Sequence) and not isinstance(data, (str, bytes)):
+        try:
+            return type(data)([_pinned(d) for d in data])
+        except TypeError:
+            return [_pinned(d) for d in data]
+    return data
 
 
 def _check_workers(num_workers, timeout, prefetch_factor, persistent_workers):
