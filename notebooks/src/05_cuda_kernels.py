@@ -222,19 +222,23 @@ assert np.abs(c - a @ b).max() < 1e-4
 
 # %% [markdown]
 # A barrier in the wrong place is caught too, without any option: here only the threads that take the
-# `if` reach the `__syncthreads()`, and on a GPU the block would hang or misbehave. The emulator
-# sees every thread of the block and reports where each one is.
+# `if` reach the first `__syncthreads()`, the others wait at the second one, and on a GPU the block
+# would hang or misbehave. The emulator sees every thread of the block and reports where each one is.
+# (A thread that has *returned* no longer counts: since Volta a barrier waits for the threads still
+# running, so the common `if (i >= n) return;` before a `__syncthreads()` is fine, here as on a GPU.)
 #
-# **Predict:** which threads will the error say are waiting, and which have gone?
+# **Predict:** which threads will the error say wait at which line?
 
 # %%
 divergent = RawKernel(r'''
-extern "C" __global__ void halve_first(float* x) {
+extern "C" __global__ void halve_then_mirror(float* x) {
     if (threadIdx.x < 16) {
         x[threadIdx.x] *= 0.5f;
-        __syncthreads();                  // BUG: threads 16..31 never get here
+        __syncthreads();                  // BUG: threads 16..31 never get here...
     }
-}''', "halve_first")
+    __syncthreads();                      // ...they wait here instead
+    x[threadIdx.x] += x[31 - threadIdx.x];
+}''', "halve_then_mirror")
 try:
     divergent(1, 32, (np.ones(32, np.float32),))
     raise AssertionError("the divergent barrier was not caught")
