@@ -18,6 +18,8 @@ extra="allow", validated by FastAPI in pydantic's lax mode), sampling_params.py,
 |  stream_options: {}                         |                   |  true once stream_options is given     |
 | unload_lora_adapter of an adapter in use    | 409               | 200: the name goes, its requests in    |
 |                                             |                   |  flight finish with it                 |
+| load_lora_adapter of a loaded name, with    | 400 "unload it    | vLLM's 400 (InvalidUserInput); with    |
+|  or without load_inplace                    |  first"           |  load_inplace: the new weights serve   |
 | length_penalty, cache_salt, vllm_xargs, ... | 400 unsupported   | taken (no effect here, nor in vLLM     |
 |                                             |                   |  without beam search / prefix cache)   |
 | truncate_prompt_tokens, add_special_tokens, | 400 unsupported   | as vLLM: the prompt's last k tokens,   |
@@ -220,6 +222,27 @@ def test_unloading_an_adapter_in_use_lets_its_requests_finish_with_it(served, fo
     assert text == expected and not engine._draining  # the old adapter left the model with its last request
     monkeypatch.undo()
     assert api.completions.create(**body).choices[0].text == expected
+
+
+def test_a_loaded_name_loads_again_only_in_place_and_the_route_errors_are_vllms(served, folders):  # noqa: F811
+    client = served[0]
+    api = openai_client(client)
+    greedy = lambda model: api.completions.create(  # noqa: E731
+        model=model, prompt="Dan", max_tokens=6, temperature=0).choices[0].text
+    texts = {name: greedy(name) for name in ("a", "b")}
+    load = lambda **body: client.post("/v1/load_lora_adapter", json=body)  # noqa: E731
+    again = error_of(load(lora_name="a", lora_path=str(folders / "b")))
+    assert again["type"] == "InvalidUserInput" and again["message"] == (
+        "The lora adapter 'a' has already been loaded. If you want to load the adapter in place, set 'load_inplace' "
+        "to True.")
+    assert load(lora_name="a", lora_path=str(folders / "b"), load_inplace=True).status_code == 200
+    assert greedy("a") == texts["b"]  # "a" serves b's weights now
+    assert load(lora_name="a", lora_path=str(folders / "a"), load_inplace="true").status_code == 200
+    assert greedy("a") == texts["a"] and not served[1]._draining
+    assert error_of(load(lora_name="c"))["message"] == "Both 'lora_name' and 'lora_path' must be provided."
+    unload = lambda **body: client.post("/v1/unload_lora_adapter", json=body)  # noqa: E731
+    assert error_of(unload())["type"] == "InvalidUserInput"
+    assert error_of(unload(lora_name="zzz"), 404)["message"] == "The lora adapter 'zzz' cannot be found."
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ Routes (vLLM's names for the adapter routes)::
                                      out or null: the base, as vLLM)
     POST /v1/chat/completions        {"model", "messages", ...} (the tokenizer's chat template, or the request's
                                      ``chat_template``; neither: a 400, as vLLM's)
-    POST /v1/load_lora_adapter       {"lora_name", "lora_path"} -> vLLM's plain text "Success: LoRA adapter
-                                     'NAME' added successfully." (a folder without an adapter: 404)
+    POST /v1/load_lora_adapter       {"lora_name", "lora_path", "load_inplace"} -> vLLM's plain text "Success:
+                                     LoRA adapter 'NAME' added successfully." (a folder without an adapter: 404)
     POST /v1/unload_lora_adapter     {"lora_name"} -> "Success: LoRA adapter 'NAME' removed successfully."
     GET  /health
 
@@ -742,21 +742,28 @@ class _Server:
 
     async def load_adapter(self, request):
         """vLLM's route: 200 with its plain-text body (what its docs show curl printing); a folder that holds
-        no adapter is a 404, an adapter that does not load a 400."""
+        no adapter is a 404, an adapter that does not load a 400; a loaded name again is a 400 unless
+        ``load_inplace`` (then its new weights serve the requests that come from now on)."""
         body = await self._json(request)
         name, path = body.get("lora_name"), body.get("lora_path")
-        if not isinstance(path, str) or not path:
-            raise EngineError(400, "lora_path (a PEFT adapter folder on the server) is required", "lora_path")
+        if not (isinstance(name, str) and name and isinstance(path, str) and path):
+            raise EngineError(400, "Both 'lora_name' and 'lora_path' must be provided.",
+                              "lora_path" if name else "lora_name", kind="InvalidUserInput")
         if name in self.base_names:
             raise EngineError(400, f"{name!r} is the base model's name", "lora_name")
-        await asyncio.to_thread(self.engine.load_adapter, name, path)
+        try:
+            replace = lax_bool(body.get("load_inplace", False))
+        except ValueError as exc:
+            raise EngineError(400, f"load_inplace: {exc}", "load_inplace") from None
+        await asyncio.to_thread(self.engine.load_adapter, name, path, replace)
         return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
     async def unload_adapter(self, request):
         body = await self._json(request)
         name = body.get("lora_name")
         if not isinstance(name, str) or not name:  # a bad request, as vLLM's; an unknown name is the 404
-            raise EngineError(400, "lora_name (the adapter to unload) is required", "lora_name")
+            raise EngineError(400, "'lora_name' needs to be provided to unload a LoRA adapter.", "lora_name",
+                              kind="InvalidUserInput")
         await asyncio.to_thread(self.engine.unload_adapter, name)
         return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
 
@@ -1005,7 +1012,7 @@ def _guarded(handler, api_key=None):
         try:
             return await handler(request)
         except EngineError as exc:
-            return _error(exc.status, exc.message, exc.param)
+            return _error(exc.status, exc.message, exc.param, exc.kind)
         except _BadBody as exc:
             return _error(400, str(exc), kind="Bad Request")
         except Exception as exc:  # a fault of the server's: still OpenAI's error JSON (Starlette's is plain text)

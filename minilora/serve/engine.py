@@ -44,11 +44,12 @@ _MODULE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")  # an adapter's key in
 
 
 class EngineError(Exception):
-    """A request the engine refuses, with the HTTP status that says why (400, 404, 429, 503)."""
+    """A request the engine refuses, with the HTTP status that says why (400, 404, 429, 503); ``kind``: the error
+    type vLLM names where it is not the status's usual one (its "InvalidUserInput" of the adapter routes)."""
 
-    def __init__(self, status, message, param=None):
+    def __init__(self, status, message, param=None, kind=None):
         super().__init__(message)
-        self.status, self.message, self.param = status, message, param
+        self.status, self.message, self.param, self.kind = status, message, param, kind
 
 
 class Request:
@@ -198,11 +199,13 @@ class Engine:
         """Names of the loaded adapters (a snapshot: HTTP threads read it while the engine thread loads)."""
         return list(self._adapter_names)
 
-    def load_adapter(self, name, path):
-        """Load the PEFT adapter folder ``path`` as ``name``, between decode steps (blocks until done)."""
+    def load_adapter(self, name, path, replace=False):
+        """Load the PEFT adapter folder ``path`` as ``name``, between decode steps (blocks until done).
+        ``replace`` (vLLM's ``load_inplace``): a loaded ``name`` is served from ``path`` from now on (the
+        requests in flight with the old weights finish with them); without it, a loaded name is refused."""
         if not isinstance(name, str) or not name.strip():
             raise EngineError(400, f"lora_name must be a non-empty string, got {name!r}", "lora_name")
-        return self._call(lambda: self._load(name, path))
+        return self._call(lambda: self._load(name, path, replace))
 
     def _key(self, adapter):
         """The model's key of the adapter a request names (None: the base model)."""
@@ -217,12 +220,13 @@ class Engine:
         stem = re.sub(r"[^A-Za-z0-9_\-]", "_", name).lstrip("_-") or "adapter"
         return next(key for key in (f"{stem}_{i}" for i in itertools.count(1)) if key not in taken)
 
-    def _load(self, name, path):
+    def _load(self, name, path, replace=False):
         from ..lora import PeftModel
         from ..lora.config import CONFIG_NAME
-        if name in self.adapters():
-            raise EngineError(400, f"adapter {name!r} is already loaded; unload it first", "lora_name")
-        key = self._new_key(name)
+        if name in self.adapters() and not replace:
+            raise EngineError(400, f"The lora adapter '{name}' has already been loaded. If you want to load the "
+                                   "adapter in place, set 'load_inplace' to True.", "lora_name", kind="InvalidUserInput")
+        key = self._new_key(name)  # (a name loaded again: another key; the old one stays until it is retired)
         if not os.path.isfile(os.path.join(path, CONFIG_NAME)):  # vLLM's NotFoundError (a corrupt one: 400)
             raise EngineError(404, f"Loading lora {name} failed: No adapter found for {path} (no {CONFIG_NAME} "
                                    "there)", "lora_path")
@@ -244,9 +248,13 @@ class Engine:
                 self.model.delete_adapter(key)
             self.batch.adapters_changed(self.model)
             raise EngineError(400, f"cannot serve adapter {name!r} from {path!r}: {problem}", "lora_path")
-        self._keys[name] = key
-        self._adapter_names = tuple(sorted(self._keys))
-        self.adapter_paths[name] = path
+        with self._lock:  # (a request names it from now on: submit reads the keys under this lock)
+            replaced = self._keys.get(name)
+            self._keys[name] = key
+            self._adapter_names = tuple(sorted(self._keys))
+            self.adapter_paths[name] = path
+        if replaced is not None:
+            self._retire(replaced)
 
     def _unservable(self, name):
         """Why adapter ``name`` cannot run as a per-row adapter (DoRA and VeRA cannot, as in PEFT), or None.
@@ -273,14 +281,19 @@ class Engine:
     def _unload(self, name):
         with self._lock:  # under submit's lock: no request for it can slip in after this
             if name not in self._adapter_names:
-                raise EngineError(404, f"adapter {name!r} is not loaded; loaded: {self.adapters()}", "lora_name")
+                raise EngineError(404, f"The lora adapter '{name}' cannot be found.", "lora_name")
             key = self._keys.pop(name)
             self._adapter_names = tuple(sorted(self._keys))
             self.adapter_paths.pop(name, None)
-            if self.in_use[key]:
-                self._draining.add(key)
-                return
-        self._delete_adapter(key)
+        self._retire(key)
+
+    def _retire(self, key):
+        """Adapter ``key`` is served under no name any more (run on the engine thread, after the name went under
+        the lock, so no request takes it again): it leaves the model now, or with its last request in flight."""
+        if self.in_use[key]:
+            self._draining.add(key)
+        else:
+            self._delete_adapter(key)
 
     def _delete_adapter(self, key):
         """Take adapter ``key`` out of the model (the last one: back to the plain base model)."""
