@@ -52,7 +52,7 @@ import numpy as np
 
 from . import dtypes, parallel, profiler
 from ._tensor_str import tensor_repr
-from .device import Device, device as _get_device, xp_of as _xp_of
+from .device import Device, all_devices as _all_devices, device as _get_device, xp_of as _xp_of
 from .size import Size, _from_tuple as _size  # x.shape: torch.Size's tuple with numel()
 from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
@@ -1123,6 +1123,9 @@ def _host_data(data, dtype):
     return data
 
 
+_pinned_tensors = weakref.WeakValueDictionary()  # {id: tensor} of the tensors pin_memory() made (is_pinned())
+
+
 class Tensor:
     __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
                  "_inference", "__weakref__")
@@ -1500,6 +1503,22 @@ class Tensor:
 
     def cuda(self, device=None):
         return self.to("cuda" if device is None else device)
+
+    def pin_memory(self, device=None):
+        """torch's copy into page-locked host memory, for faster copies to a GPU. Without a GPU torch
+        refuses, and so does minilora; with CuPy's, a copy that ``is_pinned()`` (NumPy's memory is not
+        page-locked: copies to the GPU are the same, at pageable memory's speed)."""
+        if not any(d.name == "cuda" and d.enabled() for d in _all_devices()):
+            raise RuntimeError("Cannot access accelerator device when none is available.")
+        if self.device.type != "cpu":
+            raise RuntimeError(f"cannot pin '{self.device.type}' tensor: only dense CPU tensors can be pinned")
+        pinned = self.clone()
+        _pinned_tensors[id(pinned)] = pinned
+        return pinned
+
+    def is_pinned(self, device=None):
+        """Whether ``pin_memory()`` made this tensor (False for every other: torch's answer without a GPU)."""
+        return _pinned_tensors.get(id(self)) is self
 
     def type_as(self, other):
         return self.to(other.dtype)

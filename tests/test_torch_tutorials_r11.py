@@ -375,3 +375,37 @@ def test_swa_recipe_as_torch():
     expected, got = _both(run)
     assert got[0] == expected[0] and got[2:] == expected[2:]
     np.testing.assert_allclose(_flat(list(got[1].values())), _flat(list(expected[1].values())), rtol=1e-12)
+
+
+# ---- small missing names a tutorial line reaches ---------------------------------------------------------
+@pytest.mark.skipif(torch.accelerator.is_available() or ml.accelerator.is_available(), reason="a GPU pins memory")
+def test_pin_memory_without_an_accelerator_as_torch():
+    """``DataLoader(pin_memory=True)`` (in most training tutorials) warns on a CPU-only machine and yields the same
+    batches; ``Tensor.is_pinned()`` is False and ``pin_memory()`` refuses, in torch's words (minilora: no warning,
+    AttributeError)."""
+    import warnings
+
+    def run(lib):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            batches = list(lib.utils.data.DataLoader(lib.arange(5.0), batch_size=2, pin_memory=True))
+        with pytest.raises(RuntimeError) as error:
+            lib.ones(2).pin_memory()
+        return batches, [b.is_pinned() for b in batches], [str(w.message) for w in caught], str(error.value)
+    expected, got = _both(run)
+    assert got == expected
+
+
+def test_parameters_to_vector_as_torch():
+    def run(lib):
+        model = _model(lib, "float32")
+        vector = lib.nn.utils.parameters_to_vector(model.parameters())
+        lib.nn.utils.vector_to_parameters(vector * 2, model.parameters())
+        shared = lib.arange(float(vector.numel()))
+        lib.nn.utils.vector_to_parameters(shared, model[0].parameters())
+        shared[0] = 100.0  # the parameters share the vector's memory, as torch's
+        with pytest.raises(TypeError) as error:
+            lib.nn.utils.vector_to_parameters([1.0], model.parameters())
+        return vector, model.state_dict(), str(error.value)
+    expected, got = _both(run)
+    assert got == expected

@@ -6,9 +6,38 @@ The code lives in ``minilora/optim/clip_grad.py``, next to the optimizers (exerc
 ``minilora.nn`` is.
 """
 
+from ... import ops
+from ...tensor import Tensor
 from . import rnn
 
-__all__ = ["rnn", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm", "skip_init"]
+__all__ = ["rnn", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm", "skip_init",
+           "parameters_to_vector", "vector_to_parameters"]
+
+
+def _one_device(parameters):
+    """The parameters as a list, all on one device (torch's ``_check_param_device``)."""
+    parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    for p in parameters[1:]:
+        if p.device != parameters[0].device:
+            raise TypeError("Found two parameters on different devices, this is currently not supported.")
+    return parameters
+
+
+def parameters_to_vector(parameters):
+    """Every parameter flattened, one after the other, into one vector (in the graph)."""
+    return ops.cat([p.reshape(-1) for p in _one_device(parameters)])
+
+
+def vector_to_parameters(vec, parameters):
+    """Set the parameters from one vector, in ``parameters_to_vector``'s layout: as torch's
+    ``param.data = vec[i:j].view_as(param).data``, each parameter then shares ``vec``'s memory."""
+    if not isinstance(vec, Tensor):
+        module = "" if type(vec).__module__ == "builtins" else f"{type(vec).__module__}."  # (torch.typename)
+        raise TypeError(f"expected torch.Tensor, but got: {module}{type(vec).__qualname__}")
+    start = 0
+    for p in _one_device(parameters):
+        p.data = vec[start:start + p.numel()].view_as(p).data
+        start += p.numel()
 
 
 def skip_init(module_cls, *args, **kwargs):
