@@ -225,7 +225,8 @@ class Engine:
         from ..lora.config import CONFIG_NAME
         if name in self.adapters() and not replace:
             raise EngineError(400, f"The lora adapter '{name}' has already been loaded. If you want to load the "
-                                   "adapter in place, set 'load_inplace' to True.", "lora_name", kind="InvalidUserInput")
+                                   "adapter in place, set 'load_inplace' to True.", "lora_name",
+                              kind="InvalidUserInput")
         key = self._new_key(name)  # (a name loaded again: another key; the old one stays until it is retired)
         if not os.path.isfile(os.path.join(path, CONFIG_NAME)):  # vLLM's NotFoundError (a corrupt one: 400)
             raise EngineError(404, f"Loading lora {name} failed: No adapter found for {path} (no {CONFIG_NAME} "
