@@ -40,9 +40,9 @@ import numpy as np
 import ctypes
 from pathlib import Path
 
-from . import native, parallel
+from . import float32_math, native, parallel
 
-__all__ = ["cascade_sum", "row_sums", "two_norms", "GRAIN_SIZE", "SUM_LANES"]
+__all__ = ["cascade_sum", "row_sums", "two_norms", "row_moments", "GRAIN_SIZE", "SUM_LANES"]
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it one thread runs a reduction
 _ILP = 4  # row_sum's running sums side by side (its ilp_factor)
@@ -121,17 +121,18 @@ def _top_to_bottom(rows):
 _NATIVE = {"tried": False, "library": None}
 
 
-def _native_row_sums():
-    """``ml_row_sums`` of minilora/native/float32_sums.c (the same additions in C), or None (no compiler,
+def _native_library():
+    """minilora/native/float32_sums.c compiled and loaded (the same additions in C), or None (no compiler,
     ``MINILORA_NATIVE=0``)."""
     if not _NATIVE["tried"]:
         library = native.load(Path(__file__).with_name("native") / "float32_sums.c")
         if library is not None:
-            library.ml_row_sums.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t,
-                                            ctypes.c_int]
-            library.ml_row_sums.restype = None
+            size, pointer = ctypes.c_size_t, ctypes.c_void_p
+            library.ml_row_sums.argtypes = [pointer, pointer, size, size, ctypes.c_int]
+            library.ml_row_moments.argtypes = [pointer, pointer, pointer, size, size, ctypes.c_int, ctypes.c_int]
+            library.ml_row_sums.restype = library.ml_row_moments.restype = None
         _NATIVE.update(tried=True, library=library)
-    return None if _NATIVE["library"] is None else _NATIVE["library"].ml_row_sums
+    return _NATIVE["library"]
 
 
 def row_sums(x, port=False, squares=False):
@@ -139,10 +140,10 @@ def row_sums(x, port=False, squares=False):
     ``squares``: ``pow(x, 2).sum(-1)``) as torch's ``vectorized_inner_sum`` (``scalar_inner_sum`` for a
     row narrower than a vector) adds it: compiled (minilora/native/float32_sums.c, no temporary) where it
     can be, else (or with ``port``) the NumPy steps below."""
-    kernel = None if port else _native_row_sums()
-    if kernel is not None:
+    library = None if port else _native_library()
+    if library is not None:
         out = np.empty(len(x), np.float32)
-        kernel(native.address(x), native.address(out), len(x), x.shape[1], int(squares))
+        library.ml_row_sums(native.address(x), native.address(out), len(x), x.shape[1], int(squares))
         return out
     if squares:
         x = np.square(x)
@@ -225,3 +226,98 @@ def two_norms(a, axes, keepdims=False):
         lanes = np.add.reduce(squares[:, :whole].reshape(rows, whole // SUM_LANES, SUM_LANES), axis=1)
     total = np.cumsum(np.concatenate([lanes, squares[:, whole:]], axis=1), axis=1)[:, -1]  # (in order)
     return np.sqrt(total).reshape([1 if i in axes else n for i, n in enumerate(a.shape) if keepdims or i not in axes])
+
+
+# ---- layer_norm's mean and variance: RowwiseMoments ---------------------------------------------------
+_CHUNK = 16  # vectors a Welford chunk (kChunkSize)
+
+
+def _multiply_add(fused):
+    """``a * b + c``: one rounding where torch's build fuses (vec::fmadd, GCC's contraction), else two."""
+    return float32_math.fused_multiply_add if fused else (lambda a, b, c: a * b + c)
+
+
+def _merge_lanes(count_add, m1_add, m2_add, into, fma):
+    """AddMomentsVec: ``into`` = [count, m1, m2] takes (count_add, m1_add, m2_add), lane by lane."""
+    count = into[0]
+    n = count + count_add
+    c = np.float32(count_add) / np.float32(n) if n else np.float32(0)
+    delta = m1_add - into[1]
+    sum2, c_delta = into[2] + m2_add, c * delta
+    into[1] = into[1] + c_delta
+    into[2] = fma(delta * np.float32(count), c_delta, sum2)
+    into[0] = n
+
+
+def _chunk_moments(chunks, fma):
+    """UpdateMomentsVec on [rows, chunks, j, lanes]: each chunk's Welford mean and M2 from zero, the
+    vectors j in order (weights 1/(j+1) as float32)."""
+    m1 = np.zeros(chunks.shape[:2] + chunks.shape[3:], np.float32)
+    m2 = np.zeros_like(m1)
+    for j in range(chunks.shape[2]):
+        value = chunks[:, :, j]
+        delta = value - m1
+        m1 = fma(np.full_like(delta, np.float32(1) / np.float32(j + 1)), delta, m1)
+        m2 = fma(delta, value - m1, m2)
+    return m1, m2
+
+
+def _row_moments_port(x, lanes, fused):
+    """torch's RowwiseMoments in NumPy (see ``row_moments``), every row at once."""
+    fma = _multiply_add(fused)
+    rows, width = x.shape
+    n = width // lanes
+    count = -(-n // _CHUNK)
+    depth = _ceil_log2(count)
+    vectors = x[:, :n * lanes].reshape(rows, n, lanes)
+    whole = n // _CHUNK
+    m1, m2 = _chunk_moments(vectors[:, :whole * _CHUNK].reshape(rows, whole, _CHUNK, lanes), fma)
+    sizes = [_CHUNK] * whole
+    if whole < count:
+        last = _chunk_moments(vectors[:, None, whole * _CHUNK:], fma)
+        m1, m2 = np.concatenate([m1, last[0]], axis=1), np.concatenate([m2, last[1]], axis=1)
+        sizes.append(n - whole * _CHUNK)
+    zero = np.zeros((rows, lanes), np.float32)
+    stack = [[0, zero, zero] for _ in range(depth)]
+    for i, size in enumerate(sizes):  # the binary cascade of chunks
+        _merge_lanes(size, m1[:, i], m2[:, i], stack[0], fma)
+        level, mask = 1, i + 1
+        while level < depth and mask & 1 == 0:
+            _merge_lanes(*stack[level - 1], stack[level], fma)
+            stack[level - 1] = [0, zero, zero]
+            level, mask = level + 1, mask >> 1
+    for level in stack[1:]:
+        _merge_lanes(*level, stack[0], fma)
+    seen, mean, m2_total = 0, np.zeros(rows, np.float32), np.zeros(rows, np.float32)
+    for k in range(n * lanes, width):  # scalar Welford on the elements after the last vector
+        value = x[:, k]
+        delta = value - mean
+        seen += 1
+        mean = mean + delta / np.float32(seen)
+        m2_total = m2_total + delta * (value - mean)  # (not fused in torch's build either)
+    for lane in range(lanes):  # AddMoments: each lane's moments into the row's
+        total = seen + n
+        c = np.float32(n) / np.float32(total) if total else np.float32(0)
+        delta = stack[0][1][:, lane] - mean
+        mean = fma(np.full_like(delta, c), delta, mean)
+        m2_total = m2_total + fma(delta * delta * c, np.full_like(delta, np.float32(seen)), stack[0][2][:, lane])
+        seen = total
+    return mean, m2_total / np.float32(width)
+
+
+def row_moments(x, port=False):
+    """The mean and biased variance of each row of a C-contiguous float32 [rows, width] array as torch's
+    layer_norm computes them (``RowwiseMoments``, ATen/native/cpu/moments_utils.h): Welford's update
+    over chunks of 16 vectors of ``SUM_LANES`` floats (the layer-norm kernel has no AVX-512 build
+    either), each lane its own mean and M2, the chunks merged pairwise in a binary cascade, then the
+    elements after the last vector by scalar Welford (unfused) and the lanes merged into them one by one;
+    the other multiply-adds fused where torch's build fuses (``float32_math.FUSED_MULTIPLY_ADD``). Compiled
+    (minilora/native/float32_sums.c) where it can be; the NumPy port is the reference."""
+    fused = float32_math.FUSED_MULTIPLY_ADD
+    library = None if port else _native_library()
+    if library is None:
+        return _row_moments_port(x, SUM_LANES, fused)
+    mean, var = np.empty(len(x), np.float32), np.empty(len(x), np.float32)
+    library.ml_row_moments(native.address(x), native.address(mean), native.address(var), len(x), x.shape[1],
+                           SUM_LANES, int(fused))
+    return mean, var

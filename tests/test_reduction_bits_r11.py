@@ -5,6 +5,8 @@
   AVX-512 build); a whole sum of 32768+ elements in one chunk per thread (torch runs with minilora's
   thread count here); ``mean`` is that sum divided by the count.
 * ``rms_norm`` (torch's is composite: ``x * rsqrt(pow(x, 2).mean(-1) + eps) * w``): the mean's sum too.
+* ``layer_norm``: torch's RowwiseMoments (Welford over chunks of 16 8-float vectors, merged in a binary
+  cascade, then the tail and the lanes; its fused multiply-adds), then ``(x - mean) r w + b``.
 * the 2-norm along contiguous memory (``linalg.vector_norm``, ``norm``): 8 lanes of ``x * x``, added
   left to right, then the tail's squares.
 * ``softmax`` along the last dim: SLEEF's exp, ``vec::reduce_all``'s lane sums, times the reciprocal;
@@ -61,6 +63,12 @@ SCRIPT = textwrap.dedent("""
     same("rms_norm", lambda L, x: L.nn.functional.rms_norm(x, x.shape[-1:], L.linspace(0.5, 2, x.shape[-1]), 1e-6),
          [(33, 517), (8, 16, 256), (5, 7)])
     same("nn.RMSNorm", lambda L, x: L.nn.RMSNorm(x.shape[-1])(x).detach(), [(64, 1000)])
+    w, b = (np.linspace(-2, 2, 517, dtype=np.float32) + k for k in (0.25, 0.5))
+    for weight, bias in [(w, b), (w, None), (None, b), (None, None)]:
+        same("layer_norm", lambda L, x: L.nn.functional.layer_norm(
+            x, (517,), *(None if v is None else L.tensor(v) for v in (weight, bias))), [(33, 517), (2, 3, 517)])
+    same("layer_norm, short rows", lambda L, x: L.nn.functional.layer_norm(x, (7,)), [(50, 7)])
+    same("nn.LayerNorm", lambda L, x: L.nn.LayerNorm(4096)(x).detach(), [(8, 4096)])
     if capability != "default":  # (there: C's expf element by element, glibc's last bits not modelled)
         same("softmax", lambda L, x: L.softmax(x, -1), [(7,), (33, 517), (4, 1000), (2, 3, 20)])
     for shape in [(33, 517), (4, 1000), (50, 7)]:
@@ -99,10 +107,11 @@ def test_sum_of_negative_zeros_and_gradients():
 
 
 def test_compiled_row_sums_are_the_ports():
-    """minilora/native/float32_sums.c adds as the NumPy port (the reference) does, squares included."""
+    """minilora/native/float32_sums.c adds as the NumPy port (the reference) does: row sums (squares
+    included) and layer_norm's moments."""
     import numpy as np
     from minilora import float32_sums
-    if float32_sums._native_row_sums() is None:
+    if float32_sums._native_library() is None:
         pytest.skip("no C compiler: the port runs")
     rng = np.random.default_rng(5)
     for shape in [(1, 7), (3, 8), (5, 100), (2, 4099), (1, 70000), (33, 517), (4, 1)]:
@@ -110,3 +119,5 @@ def test_compiled_row_sums_are_the_ports():
         for squares in (False, True):
             compiled = float32_sums.row_sums(x, squares=squares)
             assert compiled.tobytes() == float32_sums.row_sums(x, port=True, squares=squares).tobytes(), shape
+        for compiled, port in zip(float32_sums.row_moments(x), float32_sums.row_moments(x, port=True)):
+            assert compiled.tobytes() == port.tobytes(), shape

@@ -4,6 +4,7 @@
  * plain sum). minilora/native/__init__.py compiles it with -ffp-contract=off and without -ffast-math, so
  * GCC neither fuses nor reorders an addition; it may vectorize across independent running sums, which
  * changes no bit. */
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -80,5 +81,88 @@ void ml_row_sums(const float *x, float *out, size_t rows, size_t width, int squa
         for (size_t k = vectors * LANES; k < width; k++) total += load(row, k, square);
         for (int l = 0; l < LANES; l++) total += lanes[l];
         out[r] = 0.0f + total;
+    }
+}
+
+/* ---- layer_norm's moments: RowwiseMoments (torch 2.13's ATen/native/cpu/moments_utils.h) -------------- */
+#define CHUNK 16       /* vectors per Welford chunk (kChunkSize) */
+#define MAX_LANES 16
+#define MAX_DEPTH 64
+
+/* vec::fmadd: one rounding in the AVX2/AVX-512 builds, a product and a sum in the "default" one */
+static inline float fmadd(float a, float b, float c, int fused) { return fused ? fmaf(a, b, c) : a * b + c; }
+
+/* AddMomentsVec: merge (count_add, m1_add, m2_add) into (count, m1, m2), lane by lane */
+static void add_moments_vec(long count_add, const float *m1_add, const float *m2_add, long *count, float *m1,
+                            float *m2, int lanes, int fused) {
+    long n = *count + count_add;
+    float c = n == 0 ? 0.0f : (float)count_add / (float)n;
+    for (int l = 0; l < lanes; l++) {
+        float delta = m1_add[l] - m1[l], sum2 = m2[l] + m2_add[l], c_delta = c * delta;
+        float count_delta = delta * (float)*count;
+        m1[l] = m1[l] + c_delta;
+        m2[l] = fmadd(count_delta, c_delta, sum2, fused);
+    }
+    *count = n;
+}
+
+/* AddMoments, scalar: merge one lane's moments into the row's (GCC fuses its a * b + c where it fuses) */
+static void add_moments(long count_add, float m1_add, float m2_add, long *count, float *m1, float *m2, int fused) {
+    long n = *count + count_add;
+    float c = n == 0 ? 0.0f : (float)count_add / (float)n;
+    float delta = m1_add - *m1;
+    *m1 = fmadd(c, delta, *m1, fused);
+    *m2 += fmadd(delta * delta * c, (float)*count, m2_add, fused);
+    *count = n;
+}
+
+/* The mean and biased variance of each row as torch's RowwiseMoments: Welford over chunks of 16 vectors
+ * of `lanes` floats (each lane its own running moments, weights 1/(j+1) as floats), the chunks merged
+ * in a binary cascade, the rest of the stack merged into its bottom, then the elements after the last
+ * vector by scalar Welford, and each lane's moments merged into those; `fused`: the multiply-adds fused
+ * as the AVX2/AVX-512 builds do (vec::fmadd, and GCC's contraction of AddMoments' steps; the scalar
+ * Welford steps are not fused there). */
+void ml_row_moments(const float *x, float *mean, float *var, size_t rows, size_t width, int lanes, int fused) {
+    float weights[CHUNK];
+    for (int j = 0; j < CHUNK; j++) weights[j] = 1.0f / (float)(j + 1);
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * width;
+        long n = (long)(width / (size_t)lanes), chunks = (n + CHUNK - 1) / CHUNK;
+        int depth = ceil_log2((size_t)chunks);
+        long counts[MAX_DEPTH] = {0};
+        float m1[MAX_DEPTH][MAX_LANES] = {{0}}, m2[MAX_DEPTH][MAX_LANES] = {{0}};
+        for (long i = 0; i < chunks; i++) {
+            const float *chunk = row + i * CHUNK * lanes;
+            long count = n - i * CHUNK < CHUNK ? n - i * CHUNK : CHUNK;
+            float c1[MAX_LANES] = {0}, c2[MAX_LANES] = {0};
+            for (long j = 0; j < count; j++)
+                for (int l = 0; l < lanes; l++) {
+                    float value = chunk[j * lanes + l], delta = value - c1[l];
+                    c1[l] = fmadd(weights[j], delta, c1[l], fused);
+                    c2[l] = fmadd(delta, value - c1[l], c2[l], fused);
+                }
+            add_moments_vec(count, c1, c2, &counts[0], m1[0], m2[0], lanes, fused);
+            long mask = i + 1;
+            for (int j = 1; j < depth && (mask & 1) == 0; j++) {
+                add_moments_vec(counts[j - 1], m1[j - 1], m2[j - 1], &counts[j], m1[j], m2[j], lanes, fused);
+                counts[j - 1] = 0;
+                memset(m1[j - 1], 0, sizeof m1[0]);
+                memset(m2[j - 1], 0, sizeof m2[0]);
+                mask >>= 1;
+            }
+        }
+        for (int j = 1; j < depth; j++)
+            add_moments_vec(counts[j], m1[j], m2[j], &counts[0], m1[0], m2[0], lanes, fused);
+        long count = 0;
+        float s1 = 0.0f, s2 = 0.0f;
+        for (size_t k = (size_t)n * (size_t)lanes; k < width; k++) {
+            float value = row[k], delta = value - s1;
+            count++;
+            s1 += delta / (float)count;
+            s2 += delta * (value - s1);  /* (not fused: checked against torch's variances) */
+        }
+        for (int l = 0; l < lanes; l++) add_moments(n, m1[0][l], m2[0][l], &count, &s1, &s2, fused);
+        mean[r] = s1;
+        var[r] = s2 / (float)width;
     }
 }

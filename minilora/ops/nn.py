@@ -436,6 +436,9 @@ class LayerNorm(Function):
 
 
 def _layer_norm_rows(x, normed, r, out, weight, bias, eps):
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1]:
+        _layer_norm_rows_as_torch(x, normed, r, out, weight, bias, eps)
+        return
     xp = xp_of(x)
     xp.subtract(x, _row_mean(x)[:, None], out=normed)
     r[:] = 1 / xp.sqrt(_row_mean(normed, normed) + eps)  # Python eps: stays float32 (NEP 50)
@@ -446,6 +449,25 @@ def _layer_norm_rows(x, normed, r, out, weight, bias, eps):
         out[...] = normed
     if bias is not None:
         out += bias
+
+
+def _layer_norm_rows_as_torch(x, normed, r, out, weight, bias, eps):
+    """float32 layer_norm as torch 2.13's CPU kernel, to the last bit: the mean and variance of
+    ``RowwiseMoments`` (``float32_sums.row_moments``), ``r = 1 / sqrt(var + eps)``, then
+    ``(x - mean) r w + b`` with its last multiply-add fused where torch's build fuses (the vector loop
+    with both ``w`` and ``b``; its scalar loop for the others, where GCC folds ``w = 1``: ``(x - mean)
+    r + b`` fused, and a zero ``b`` turns -0 into +0)."""
+    mean, variance = float32_sums.row_moments(x)
+    centered = x - mean[:, None]
+    r[:] = 1 / np.sqrt(variance + np.float32(eps))
+    np.multiply(centered, r[:, None], out=normed)
+    if weight is not None and bias is not None:
+        out[...] = fastmath.multiply_add(normed, weight, bias)
+    elif bias is not None:
+        out[...] = fastmath.multiply_add(centered, r[:, None], bias)
+    else:
+        np.multiply(normed, 1 if weight is None else weight, out=out)
+        out += np.float32(0)
 
 
 def _layer_norm_backward_rows(g, normed, r, gx, weight):
