@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from minilora import emulator as emu
-from minilora.emulator import BarrierError, CompileError, KernelFault, RawModule
+from minilora.emulator import BarrierError, KernelFault, RawModule
 
 R11 = Path(__file__).parent / "emu_kernels" / "r11"
 pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
@@ -210,11 +210,11 @@ def test_ptx_exit_and_an_early_return_before_a_barrier():
         sums = [x[:256].astype(np.float64).sum(), x[256:].astype(np.float64).sum()]
         np.testing.assert_allclose(out[:-(-n // 256)], sums[:-(-n // 256)], rtol=1e-5, atol=1e-5)
     # threads that have not exited still must meet at one barrier
-    code = ('extern "C" __global__ void k(float* x) {\n  if (threadIdx.x == 0) return;\n'
-            '  if (threadIdx.x % 2) __syncthreads();\n  else __syncthreads();\n  x[threadIdx.x] = 1;\n}\n')
-    with pytest.raises(BarrierError, match=r"threads wait at different barriers: 16 threads .* at k.cu:3, 15 threads "
-                                           r".* at k.cu:4 \(1 threads have exited"):
-        emu.RawKernel(code, "k", filename="k.cu")((1,), (32,), (np.zeros(32, f32),))
+    odd, even = line_of("if (threadIdx.x % 2) __syncthreads();"), line_of("else __syncthreads();")
+    message = (rf"threads wait at different barriers: 16 threads .* at tutorials.cu:{odd}, 15 threads .* at "
+               rf"tutorials.cu:{even} \(1 thread has exited, e.g. thread \(0,0,0\)\)")
+    with pytest.raises(BarrierError, match=message):
+        fn("split_barriers")((1,), (32,), (np.zeros(32, f32),))
 
 
 def test_cuda_std_span_and_chrono():
@@ -247,8 +247,9 @@ def test_a_read_one_element_past_an_array_is_a_named_fault():
     for n in (64, 100, 7):  # 256, 400, 28 bytes: the copy ends on the guard page, or 4 bytes before it
         x, d = randn(n), np.zeros(n, f32)
         if n * 4 % 16 == 0:
-            with pytest.raises(KernelFault, match=rf"tutorials.cu:{line_of('d[i] = x[i + 1]')}: .*out of bounds: 0 "
-                                                  rf"bytes past the end of argument 0 \('x'\), an allocation of {4 * n}"):
+            message = (rf"tutorials.cu:{line_of('d[i] = x[i + 1]')}: .*out of bounds: 0 bytes past the end of "
+                       rf"argument 0 \('x'\), an allocation of {4 * n}")
+            with pytest.raises(KernelFault, match=message):
                 fn("forward_difference")((1,), (128,), (x, d, i32(n)))
         else:  # within the last 16 bytes: read unnoticed, as a GPU reads its allocation's padding
             fn("forward_difference")((1,), (128,), (x, d, i32(n)))

@@ -874,7 +874,9 @@ bool release_barrier_or_explain() {
         for (size_t i = 0; i < sites.size(); ++i)
             msg += fmt("%s %d threads (e.g. %s) at %s", i ? "," : "", sites[i].second,
                        tid_str(*sites[i].first).c_str(), where(sites[i].first->file, sites[i].first->line).c_str());
-        if (exited) msg += fmt(" (%d threads have exited, e.g. %s)", exited, tid_str(*first_exit).c_str());
+        if (exited)
+            msg += fmt(" (%d %s exited, e.g. %s)", exited, exited == 1 ? "thread has" : "threads have",
+                       tid_str(*first_exit).c_str());
         msg += ". Every thread of a block must reach the same __syncthreads(); move it out of the "
                "condition.";
         set_error(E_BARRIER, msg);

@@ -418,3 +418,11 @@ extern "C" __global__ void scale_by_address(const unsigned long long* addresses,
     }
     (void)first;
 }
+
+// ---- 28. BUG: thread 0 returns (fine since Volta), but the others split between two barriers ----
+extern "C" __global__ void split_barriers(float* x) {
+    if (threadIdx.x == 0) return;
+    if (threadIdx.x % 2) __syncthreads();
+    else __syncthreads();
+    x[threadIdx.x] = 1;
+}
