@@ -144,14 +144,13 @@ class FencedArguments:
     def __init__(self, arrays: list, names: dict[int, str], writable: set[int], tables: set[int] = frozenset()):
         self.writable = writable
         self.regions: list[tuple[_Region, list[int]]] = []  # each region with the positions (in arrays) inside it
-        self.arrays, self.pointers, self._extents, self._labels = [], {}, {}, {}
+        self.arrays, self.pointers, self._extents, self._names = [], {}, {}, names
         self._index = {pos: i for pos, (i, _) in enumerate(arrays)}  # position -> argument index
         self._tables: list[tuple[np.ndarray, np.ndarray]] = []  # (fenced entries, their original addresses)
         first = {}
         for pos, (i, _) in enumerate(arrays):
-            k = pos - first.setdefault(i, pos)
-            self._labels[pos] = f"argument {i} ('{names[i]}')" if k == 0 else \
-                f"array {k - 1} of the table argument {i} ('{names[i]}')"
+            first.setdefault(i, pos)
+        self._first = first
         spans = sorted((*_allocation(a), pos) for pos, (_, a) in enumerate(arrays) if a.nbytes and a.nbytes <= _LIMIT)
         groups: list[list] = []
         for start, end, pos in spans:
@@ -182,6 +181,13 @@ class FencedArguments:
             self.release()
             raise
         self.arrays = [(i, staged.get(pos, a)) for pos, (i, a) in enumerate(arrays)]
+
+    def _label(self, pos: int) -> str:
+        """How a message names the array at position `pos`: the argument, or one array of a table argument."""
+        i = self._index[pos]
+        k = pos - self._first[i]
+        return f"argument {i} ('{self._names[i]}')" if k == 0 else \
+            f"array {k - 1} of the table argument {i} ('{self._names[i]}')"
 
     def _redirect(self, table: np.ndarray) -> None:
         """Point the table's addresses that lie inside a fenced allocation (its end included, as C allows) at
@@ -214,7 +220,7 @@ class FencedArguments:
             written = region.slack_written()
             if written and problem is None:
                 last = max(members, key=lambda pos: self._extents[pos][1])
-                problem = (f"out-of-bounds write past the end of {self._labels[last]}: {written} of "
+                problem = (f"out-of-bounds write past the end of {self._label(last)}: {written} of "
                            f"the {region.padded - region.size} bytes after its allocation ({region.size} bytes) "
                            "were written (on a GPU: the allocation's padding, or another allocation); launch with "
                            "sanitize=True to name the line")
@@ -231,10 +237,10 @@ class FencedArguments:
         for region, members in self.regions:
             if region.guard_after <= address < region.guard_after + _PAGE:
                 pos = max(members, key=lambda k: self._extents[k][1])
-                where = f"{address - self._extents[pos][1]} bytes past the end of {self._labels[pos]}"
+                where = f"{address - self._extents[pos][1]} bytes past the end of {self._label(pos)}"
             elif region.base <= address < region.base + _PAGE:
                 pos = min(members, key=lambda k: self._extents[k][0])
-                where = f"{self._extents[pos][0] - address} bytes before the start of {self._labels[pos]}"
+                where = f"{self._extents[pos][0] - address} bytes before the start of {self._label(pos)}"
             else:
                 continue
             return message[:m.start(2)] + f"out of bounds: {where}, an allocation of {region.size} bytes" + \
