@@ -312,3 +312,10 @@ def test_a_chats_echo_and_template_variables_are_vllms(served):
     shouted = api.chat.completions.create(model="a", messages=MESSAGES, max_tokens=1, extra_body={
         "chat_template": template, "chat_template_kwargs": {"shout": "HEY ", "tokenize": True}})
     assert shouted.usage.prompt_tokens == len(tok.encode("HEY " + MESSAGES[0]["content"], add_special_tokens=False))
+    effort = "{{ reasoning_effort }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    high = api.chat.completions.create(model="a", messages=MESSAGES, max_tokens=1, reasoning_effort="high",
+                                       extra_body={"chat_template": effort})
+    assert high.usage.prompt_tokens == len(("high" + MESSAGES[0]["content"]).encode())
+    with pytest.raises(openai.BadRequestError) as err:  # vLLM's Literal["low", "medium", "high"]
+        api.chat.completions.create(model="a", messages=MESSAGES, max_tokens=1, reasoning_effort="minimal")
+    assert err.value.param == "reasoning_effort"

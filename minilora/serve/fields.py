@@ -143,13 +143,20 @@ def _dictionary(value):
     return value
 
 
+def _effort(value):
+    """``Literal["low", "medium", "high"]`` (chat's reasoning_effort): a Literal takes its values only."""
+    if value not in ("low", "medium", "high") or not isinstance(value, str):
+        raise _Invalid("Input should be 'low', 'medium' or 'high'")
+    return value
+
+
 def _as_sent(value):
     """A field whose shape app.py checks itself (a prompt, messages, stop, response_format, tools, ...)."""
     return value
 
 
 _READERS = {"int": lax_int, "float": lax_float, "bool": lax_bool, "str": _string, "ints": _int_list,
-            "strs": _str_list, "float dict": _float_values, "dict": _dictionary, "any": _as_sent}
+            "strs": _str_list, "float dict": _float_values, "dict": _dictionary, "effort": _effort, "any": _as_sent}
 _NOUN = {"int": "integer", "float": "number", "bool": "boolean", "str": "string", "ints": "list", "strs": "list",
          "float dict": "dictionary", "dict": "dictionary"}
 
@@ -174,7 +181,7 @@ COMPLETION_FIELDS = {**_SHARED, "prompt": ("any", True), "echo": ("bool", True),
                      "n": ("int", False), "suffix": ("str", True), "prompt_embeds": ("any", True)}
 CHAT_FIELDS = {**_SHARED, "messages": ("any", False), "logprobs": ("bool", True), "top_logprobs": ("int", True),
                "max_completion_tokens": ("int", True), "n": ("int", True), "tools": ("any", True),
-               "tool_choice": ("any", True), "reasoning_effort": ("any", True), "include_reasoning": ("bool", False),
+               "tool_choice": ("any", True), "reasoning_effort": ("effort", True), "include_reasoning": ("bool", False),
                "parallel_tool_calls": ("bool", True), "bad_words": ("strs", False), "echo": ("bool", False),
                "add_generation_prompt": ("bool", False), "continue_final_message": ("bool", False),
                "documents": ("any", True), "chat_template": ("str", True), "chat_template_kwargs": ("dict", True),
