@@ -102,6 +102,12 @@ def test_numbers_sent_as_text_are_taken_and_null_is_refused_where_vllms_field_is
     assert "unable to parse string as an integer" in error_of(completion(client, max_tokens="5.5"))["message"]
     assert error_of(completion(client, ignore_eos=None))["param"] == "ignore_eos"  # bool = False: not Optional
     assert error_of(completion(client, n=None))["param"] == "n"  # a completion's n: int = 1
+    # logit_bias as vLLM's SamplingParams reads it: keys through int(), values lax floats clamped to [-100, 100]
+    greedy = completion(client, temperature=0).json()["choices"][0]["text"]
+    banned = completion(client, temperature=0, logit_bias={f" {ord(greedy[0])} ": "-1e9"}).json()
+    assert banned["choices"][0]["text"][0] != greedy[0]
+    assert error_of(completion(client, logit_bias={"260": 1}))["message"] == \
+        "token_id(s) [260] in logit_bias contain out-of-vocab token ids. Vocabulary size: 260"
     chat = client.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 2, "n": None})
     assert chat.status_code == 200, chat.text  # a chat's n: Optional[int] = 1
 

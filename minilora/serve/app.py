@@ -152,19 +152,23 @@ def _allowed_token_ids(body, vocab_size):
 
 
 def _logit_bias(body, vocab_size):
-    """OpenAI's ``{"token id": bias}``; a bias past [-100, 100] is clamped to it, as vLLM's
-    SamplingParams.from_optional does (OpenAI's own API refuses it)."""
-    bias = body.get("logit_bias") or {}
-    if not isinstance(bias, dict):
-        raise EngineError(400, "logit_bias must be an object mapping token ids to numbers in [-100, 100]", "logit_bias")
-    parsed = {}
+    """OpenAI's ``{"token id": bias}`` read as vLLM's SamplingParams.from_optional reads it: a key is whatever
+    Python's int() takes (" 5 ", "5_0"), a bias is clamped to [-100, 100] (NaN falls to -100, as min/max
+    leave it; OpenAI's own API refuses both), and an id outside the vocabulary is refused in vLLM's words."""
+    bias = body.get("logit_bias") or {}  # (a dict of numbers: fields.py)
+    parsed, invalid = {}, []
     for key, value in bias.items():
-        token = int(key) if isinstance(key, str) and key.strip().isdigit() else -1
-        if not 0 <= token < vocab_size:
-            raise EngineError(400, f"logit_bias: {key!r} is not a token id in [0, {vocab_size})", "logit_bias")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise EngineError(400, f"logit_bias: the bias of {key!r} must be a number, got {value!r}", "logit_bias")
-        parsed[token] = min(100.0, max(-100.0, value))
+        try:
+            parsed[int(key)] = min(100.0, max(-100.0, value))
+        except ValueError:
+            invalid.append(key)
+    if invalid:
+        raise EngineError(400, f"logit_bias contains key(s) that cannot be converted to integer token IDs: "
+                               f"{invalid!r}", "logit_bias")
+    outside = [token for token in parsed if not 0 <= token < vocab_size]
+    if outside:
+        raise EngineError(400, f"token_id(s) {outside} in logit_bias contain out-of-vocab token ids. Vocabulary "
+                               f"size: {vocab_size}", "logit_bias")
     return parsed
 
 
