@@ -42,7 +42,7 @@ from pathlib import Path
 
 from . import float32_math, native, parallel
 
-__all__ = ["cascade_sum", "row_sums", "two_norms", "row_moments", "GRAIN_SIZE", "SUM_LANES"]
+__all__ = ["cascade_sum", "row_sums", "two_norms", "row_moments", "thread_chunk", "GRAIN_SIZE", "SUM_LANES"]
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it one thread runs a reduction
 _ILP = 4  # row_sum's running sums side by side (its ilp_factor)
@@ -158,14 +158,23 @@ def row_sums(x, port=False, squares=False):
     return _top_to_bottom(lane_sums) + np.float32(0)  # (+ 0: the output's zero, so -0 sums to +0)
 
 
+def thread_chunk(count, grain=GRAIN_SIZE):
+    """How many of ``count`` items each thread takes in torch's ``at::parallel_for(0, count, grain)``
+    (its OpenMP build; ``parallel.num_threads()`` taken as torch's thread count): all of them below
+    ``grain`` or on one thread, else an even share among at most one thread per ``grain`` items."""
+    threads = parallel.num_threads()
+    if count < grain or threads == 1:
+        return count
+    return -(-count // min(threads, -(-count // grain)))
+
+
 def _whole_sum(flat):
     """A 1-D contiguous array's sum as torch's: one row, or one chunk a thread (``two_pass_reduction``)
     whose sums are added in order."""
     n = flat.size
-    threads = parallel.num_threads()
-    if n < GRAIN_SIZE or threads == 1:
+    chunk = thread_chunk(n)
+    if chunk == n:
         return row_sums(flat.reshape(1, n))[0]
-    chunk = -(-n // min(threads, -(-n // GRAIN_SIZE)))
     total = np.float32(0)
     for start in range(0, n, chunk):
         total += row_sums(flat[start:start + chunk].reshape(1, -1))[0]

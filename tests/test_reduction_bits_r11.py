@@ -10,6 +10,8 @@
 * the 2-norm along contiguous memory (``linalg.vector_norm``, ``norm``): 8 lanes of ``x * x``, added
   left to right, then the tail's squares.
 * ``softmax`` along the last dim: SLEEF's exp, ``vec::reduce_all``'s lane sums, times the reciprocal;
+  along another dim: SLEEF's exp in vectors of inner positions (C's expf on the positions its scalar
+  loop takes), the exps added in order, each divided by the sum;
   ``log_softmax``: the same sums, then the log (SLEEF's ``logf``, taken as correctly rounded: a row
   whose log-sum SLEEF rounds the other way differs by an ulp, hence its envelope below).
 
@@ -71,6 +73,10 @@ SCRIPT = textwrap.dedent("""
     same("nn.LayerNorm", lambda L, x: L.nn.LayerNorm(4096)(x).detach(), [(8, 4096)])
     if capability != "default":  # (there: C's expf element by element, glibc's last bits not modelled)
         same("softmax", lambda L, x: L.softmax(x, -1), [(7,), (33, 517), (4, 1000), (2, 3, 20)])
+        # (inner sizes of whole vectors: torch's scalar loop calls glibc's expf, whose last bits differ
+        # from the correctly rounded stand-in in ~1 in 1000 elements there)
+        same("softmax(0)", lambda L, x: L.softmax(x, 0), [(33, 512), (40, 64), (3, 70000)])
+        same("softmax(1)", lambda L, x: x.softmax(1), [(3, 5, 320)])
     for shape in [(33, 517), (4, 1000), (50, 7)]:
         assert differing("log_softmax", lambda L, x: L.log_softmax(x, -1), shape) < 0.05, (capability, shape)
     print("same", capability)

@@ -382,6 +382,40 @@ def _softmax_rows_as_torch(rows):
     return e
 
 
+def _vector_positions(count, inner, grain):
+    """Which of ``count`` softmax positions (flattened (outer, inner) pairs) torch's ``_vec_softmax`` runs
+    in vectors of ``FLOAT_LANES`` (the rest: its scalar loop): each thread's range (``at::parallel_for``
+    with ``grain``; ``parallel.num_threads()`` taken as torch's) is cut at every row of ``inner``
+    positions, and each piece runs whole vectors from its start, its last ``len % lanes`` scalar."""
+    lanes, chunk = float32_math.FLOAT_LANES, float32_sums.thread_chunk(count, grain)
+    p = np.arange(count)
+    row_start = p // inner * inner
+    start = np.maximum(p // chunk * chunk, row_start)
+    stop = np.minimum(np.minimum(p // chunk * chunk + chunk, count), row_start + inner)
+    return p - start < (stop - start) // lanes * lanes
+
+
+def _softmax_along_as_torch(a, axis):
+    """Softmax of C-contiguous float32 ``a`` along an ``axis`` other than the last, as torch's
+    ``_vec_softmax``: for each (outer, inner) position the max over the axis, SLEEF's exp (C's ``expf``,
+    taken as correctly rounded, in its scalar loop: ``_vector_positions``), the exps added one after
+    another from 0, and each divided by the sum."""
+    outer, size = math.prod(a.shape[:axis]), a.shape[axis]
+    blocks = a.reshape(outer, size, -1)
+    inner = blocks.shape[2]
+    shifted = blocks - blocks.max(axis=1, keepdims=True)
+    e = _exp_as_vectorized(shifted)
+    scalar = ~_vector_positions(outer * inner, inner, builtins.max(float32_sums.GRAIN_SIZE // size, 1)).reshape(outer, 1, inner)
+    if scalar.any():
+        columns = np.broadcast_to(scalar, e.shape)
+        e[columns] = float32_math.correctly_rounded(np.exp, shifted[columns])
+    total = e[:, 0].copy()
+    for d in range(1, size):  # (in order: NumPy's reduction would add pairwise where inner is 1)
+        total += e[:, d]
+    e /= total[:, None]
+    return e.reshape(a.shape)
+
+
 @quiet_float_errors
 @computes_in_float32
 class Softmax(Function):
@@ -391,6 +425,8 @@ class Softmax(Function):
         a = xp.asarray(a, order="C")  # (torch's softmax runs on input.contiguous(): its result is contiguous)
         if _along_last_float32(a, axis):
             e = _softmax_rows_as_torch(a.reshape(-1, a.shape[-1])).reshape(a.shape)
+        elif a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.ndim and isinstance(axis, int):
+            e = _softmax_along_as_torch(a, axis % a.ndim)
         else:
             e = xp.exp(a - _max_for_shift(a, axis))  # shift by the max: no overflow
             e /= e.sum(axis=axis, keepdims=True)
