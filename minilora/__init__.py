@@ -236,6 +236,9 @@ from .backends import (are_deterministic_algorithms_enabled, get_deterministic_d
                        get_float32_matmul_precision, is_deterministic_algorithms_warn_only_enabled,
                        set_deterministic_debug_mode, set_float32_matmul_precision, use_deterministic_algorithms)
 from .compiler import compile, jit, dynamo as _dynamo  # noqa: E402,F401,A004
+# torch.func (functional_call, grad, vmap, ...: minilora/func.py) and torch.vmap
+from . import func  # noqa: E402
+from .func import vmap  # noqa: E402,F401
 from .parallel import num_threads as get_num_threads  # noqa: E402,F401  (torch.get_num_threads)
 from .type_objects import dtype, typename  # noqa: E402,F401  (torch.dtype: isinstance(float32, dtype))
 from .type_objects import (BFloat16Tensor, BoolTensor, ByteTensor, CharTensor, DoubleTensor,  # noqa: E402,F401

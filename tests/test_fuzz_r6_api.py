@@ -731,6 +731,7 @@ SKIP = {
     "torch.from_numpy": "shares memory with a NumPy array: tests/test_tensor*.py",
     "torch.device": "torch.device is a class (minilora's a function returning a device): test_device*.py",
     "Tensor.cuda": "needs a GPU (tests/test_cuda*.py run it on the emulator)",
+    "torch.vmap": "a function transform (torch.func): tests/test_torch_tutorials_r11.py",
     "Tensor.pin_memory": "needs a GPU (without one it refuses as torch: tests/test_torch_tutorials_r11.py)",
     "Tensor.is_pinned": "pinned memory needs a GPU: tests/test_torch_tutorials_r11.py (False without one)",
     "Tensor.to": "devices and dtypes: tests/test_torch_conformance*.py; the dtype conversions are drawn as .float()...",

@@ -409,3 +409,86 @@ def test_parameters_to_vector_as_torch():
         return vector, model.state_dict(), str(error.value)
     expected, got = _both(run)
     assert got == expected
+
+
+# ---- torch.func: the per-sample-gradients and model-ensembling tutorials (minilora had no torch.func) ------
+def _tutorial_model(lib):
+    lib.manual_seed(0)
+
+    class SimpleNet(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = lib.nn.Linear(6, 5), lib.nn.Linear(5, 3)
+
+        def forward(self, x):
+            return lib.nn.functional.log_softmax(self.fc2(lib.nn.functional.relu(self.fc1(x))), dim=1)
+    return SimpleNet
+
+
+def test_per_sample_gradients_tutorial_as_torch():
+    def run(lib):
+        ft = lib.func
+        model = _tutorial_model(lib)().double()
+        data, targets = lib.randn(4, 6, dtype=lib.float64), lib.tensor([0, 2, 1, 1])
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+        def compute_loss(params, buffers, sample, target):
+            predictions = ft.functional_call(model, (params, buffers), (sample.unsqueeze(0),))
+            return lib.nn.functional.nll_loss(predictions, target.unsqueeze(0))
+        per_sample = ft.vmap(ft.grad(compute_loss), in_dims=(None, None, 0, 0))(params, buffers, data, targets)
+        value = ft.grad_and_value(compute_loss)(params, buffers, data[1], targets[1])[1]
+        return per_sample, value, [p.grad for p in model.parameters()]
+    expected, got = _both(run)
+    assert got[2] == expected[2] == [None] * 4  # (the transforms write no .grad)
+    np.testing.assert_allclose(_flat(list(got[0].values()) + [got[1]]),
+                               _flat(list(expected[0].values()) + [expected[1]]), rtol=1e-13, atol=1e-15)
+
+
+def test_model_ensembling_tutorial_as_torch():
+    def run(lib):
+        import copy
+        net = _tutorial_model(lib)
+        models = [net().double() for _ in range(3)]
+        params, buffers = lib.func.stack_module_state(models)
+        base = copy.deepcopy(models[0])
+        minibatch = lib.randn(4, 6, dtype=lib.float64)
+
+        def fmodel(params, buffers, x):
+            return lib.func.functional_call(base, (params, buffers), (x,))
+        same_batch = lib.vmap(fmodel, in_dims=(0, 0, None))(params, buffers, minibatch)
+        per_model = lib.func.vmap(fmodel)(params, buffers, minibatch.expand(3, 4, 6))
+        return ({k: (tuple(v.shape), v.requires_grad) for k, v in params.items()},
+                _flat([same_batch.tolist(), per_model.tolist()]), base.fc1.weight)
+    expected, got = _both(run)
+    assert got[0] == expected[0] and got[2] == expected[2]  # (the base model's own weights are back)
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-13)
+
+
+def test_func_transforms_as_torch():
+    def run(lib):
+        ft, x = lib.func, lib.tensor([1.0, 2.0, -0.5], dtype=lib.float64)
+        cube = lambda t: (t ** 3).sum()  # noqa: E731
+        value, vjp_fn = ft.vjp(lib.sin, x)
+        results = [ft.grad(cube)(x), ft.grad(lambda t: ft.grad(cube)(t).sum())(x),
+                   ft.vmap(ft.grad(lambda t: t.sin().sum()))(x.reshape(3, 1) * lib.ones(3, 2, dtype=lib.float64)),
+                   ft.jacrev(lib.sin)(x), value, vjp_fn(lib.ones(3, dtype=lib.float64))[0],
+                   ft.grad(lambda a, b: (a * b).sum(), argnums=(0, 1))(x, x * 3),
+                   ft.grad(lambda a: ((a ** 2).sum(), a.mean()), has_aux=True)(x),
+                   lib.vmap(lib.dot)(lib.ones(3, 2), lib.arange(6.0).reshape(3, 2)),
+                   ft.vmap(lambda t: t * 2, in_dims=1, out_dims=1)(lib.arange(6.0).reshape(2, 3))]
+        lib.manual_seed(3)
+        results += [ft.vmap(lambda t: t + lib.rand(1), randomness="same")(lib.zeros(3, 1)), lib.rand(1)]
+        errors = []
+        for call in (lambda: ft.vmap(lambda t: t + lib.rand(1))(lib.ones(3, 1)),
+                     lambda: ft.grad(lambda t: t * 2)(x),
+                     lambda: ft.vmap(lib.mul)(lib.ones(2, 3), lib.ones(3)),
+                     lambda: ft.functional_call(lib.nn.Linear(2, 2), {"weight": lib.zeros(2, 2)}, (lib.ones(1, 2),),
+                                                strict=True)):
+            with pytest.raises((RuntimeError, ValueError)) as error:
+                call()
+            errors.append((type(error.value).__name__, str(error.value).split("\n")[0][:60]))
+        return results, errors
+    expected, got = _both(run)
+    assert got[1] == expected[1]
+    np.testing.assert_allclose(_flat(got[0]), _flat(expected[0]), rtol=1e-15, atol=1e-15)

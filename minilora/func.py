@@ -1,0 +1,328 @@
+"""``torch.func`` as its tutorials use it (per-sample gradients, model ensembling, MAML-style code):
+``functional_call``, ``stack_module_state``, ``grad``, ``grad_and_value``, ``vjp``, ``jacrev`` and ``vmap``.
+
+torch.func transforms functions by running them on batched and dual "levels" of its dispatcher.
+minilora computes the same values on its one engine: ``grad`` differentiates ``func`` with
+``autograd.grad`` (its inputs taken as fresh leaves, or as views where an outer transform follows them,
+so ``grad(grad(f))`` and ``vmap(grad(f))`` compose), and ``vmap`` calls ``func`` once per index of the
+mapped dimension and stacks the results: what torch's batching rules compute, sample by sample (a
+float32 sum may round in another order than a batched kernel's). Under ``randomness='error'`` (torch's
+default) a random draw from the global generator in ``func`` raises as in torch; 'same' gives every
+sample the draws of the first, as torch's; 'different' (torch's batched draws) is refused.
+"""
+import contextlib
+
+from . import autograd, random
+from .ops import stack
+from .tensor import Tensor, enable_grad, is_grad_enabled
+
+__all__ = ["functional_call", "stack_module_state", "grad", "grad_and_value", "vjp", "jacrev", "vmap"]
+
+
+# ---- pytrees: tensors in (nested) tuples, lists and dicts --------------------------------------------
+def _leaves_of(tree):
+    if isinstance(tree, Tensor):
+        return [tree]
+    if isinstance(tree, (tuple, list)):
+        return [leaf for item in tree for leaf in _leaves_of(item)]
+    if isinstance(tree, dict):
+        return [leaf for item in tree.values() for leaf in _leaves_of(item)]
+    return []
+
+
+def _map(fn, tree):
+    """``tree`` with each tensor ``t`` replaced by ``fn(t)``."""
+    if isinstance(tree, Tensor):
+        return fn(tree)
+    if isinstance(tree, (tuple, list)):
+        mapped = [_map(fn, item) for item in tree]
+        return type(tree)(*mapped) if hasattr(tree, "_fields") else type(tree)(mapped)
+    if isinstance(tree, dict):
+        return type(tree)((key, _map(fn, value)) for key, value in tree.items())
+    return tree
+
+
+# ---- functional_call ------------------------------------------------------------------------------------
+def _owner(module, name):
+    """(the submodule that holds ``name``'s last part, that part)."""
+    *path, last = name.split(".")
+    for part in path:
+        module = getattr(module, part)
+    return module, last
+
+
+def _swap(module, name, value):
+    """Put ``value`` where ``module``'s ``name`` (a dotted parameter, buffer or attribute name) is; return
+    what was there."""
+    owner, last = _owner(module, name)
+    for table in (owner._parameters, owner._buffers):
+        if last in table:
+            old, table[last] = table[last], value
+            return old
+    old = getattr(owner, last)
+    object.__setattr__(owner, last, value)
+    return old
+
+
+def _tied_names(module):
+    """{name: every name of the same tensor}, over parameters and buffers (shared weights)."""
+    names = {}
+    for name, t in list(module.named_parameters(remove_duplicate=False)) + \
+            list(module.named_buffers(remove_duplicate=False)):
+        names.setdefault(id(t), []).append(name)
+    return {name: group for group in names.values() for name in group}
+
+
+def functional_call(module, parameter_and_buffer_dicts, args=None, kwargs=None, *, tie_weights=True,
+                    strict=False):
+    """Run ``module(*args, **kwargs)`` with the given tensors in place of its parameters and buffers (by their
+    ``state_dict`` names; a dict, or a tuple of dicts), then put its own back."""
+    dicts = parameter_and_buffer_dicts
+    dicts = dicts if isinstance(dicts, (tuple, list)) else (dicts,)
+    given = {}
+    for values in dicts:
+        for key, value in values.items():
+            if key in given:
+                raise ValueError(f"{key} appeared in multiple dictionaries; behavior of functional call is "
+                                 "ambiguous")
+            given[key] = value
+    if tie_weights:
+        tied = _tied_names(module)
+        for key, value in list(given.items()):
+            for other in tied.get(key, ()):
+                if other in given and given[other] is not value:
+                    raise ValueError(f"functional_call got multiple values for keys ['{key}', '{other}'], which "
+                                     "are tied. Consider using tie_weights=False")
+                given.setdefault(other, value)
+    if strict:
+        expected = {name for name, _ in module.named_parameters(remove_duplicate=False)} | \
+            {name for name, _ in module.named_buffers(remove_duplicate=False)}
+        missing, unexpected = sorted(expected - set(given)), sorted(set(given) - expected)
+        problems = [f"{what} key(s): {', '.join(map(repr, keys))}."
+                    for what, keys in (("Unexpected", unexpected), ("Missing", missing)) if keys]
+        if problems:
+            raise RuntimeError(f"Error(s) in reparametrizing for {type(module).__name__}:\n\t" + "\n\t".join(problems))
+    args = () if args is None else (args if isinstance(args, tuple) else (args,))
+    saved = {}
+    try:
+        for name, value in given.items():
+            saved[name] = _swap(module, name, value)
+        return module(*args, **(kwargs or {}))
+    finally:
+        for name, value in saved.items():
+            _swap(module, name, value)
+
+
+def stack_module_state(models):
+    """The parameters and the buffers of several models of one architecture, each stacked along a new first
+    dimension (the parameters detached and requiring grad again, as torch's): ``(params, buffers)``."""
+    models = list(models)
+    if not models:
+        raise RuntimeError("stack_module_state: Expected at least one model, got 0.")
+    if not all(m.training for m in models) and any(m.training for m in models):
+        raise RuntimeError("stack_module_state: Expected all models to have the same training/eval mode.")
+    if not all(type(m) is type(models[0]) for m in models):
+        raise RuntimeError("stack_module_state: Expected all models to be of the same class.")
+    first = models[0]
+    params = {name: stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
+              for name, _ in first.named_parameters()}
+    buffers = {name: stack([dict(m.named_buffers())[name] for m in models])
+               for name, _ in first.named_buffers()}
+    return params, buffers
+
+
+# ---- grad, vjp, jacrev --------------------------------------------------------------------------------
+def _differentiable(tree):
+    """``tree``'s tensors as the variables to differentiate with respect to: fresh leaves, or, for a tensor
+    an outer transform follows (it requires grad while grad mode is on), a view of it (torch's levels)."""
+    follow = is_grad_enabled()
+    return _map(lambda t: t.view_as(t) if follow and t.requires_grad else t.detach().requires_grad_(), tree)
+
+
+def _argnums(argnums, count):
+    numbers = argnums if isinstance(argnums, tuple) else (argnums,)
+    for n in numbers:
+        if not isinstance(n, int) or not -count <= n < count:
+            raise RuntimeError(f"Got argnums={argnums} but only {count} positional inputs")
+    return numbers
+
+
+def _outer_graph(tree):
+    """Whether a result must stay differentiable: an outer transform (or the caller) follows an input."""
+    return any(t.requires_grad for t in _leaves_of(tree))
+
+
+def grad_and_value(func, argnums=0, has_aux=False):
+    """``func``'s gradient with respect to the argument(s) ``argnums`` (shaped as they are) and its value."""
+    def wrapper(*args, **kwargs):
+        numbers = _argnums(argnums, len(args))
+        outer = _outer_graph([args[n] for n in numbers]) and is_grad_enabled()
+        args = list(args)
+        for n in numbers:
+            args[n] = _differentiable(args[n])
+        with enable_grad():
+            output = func(*args, **kwargs)
+        aux = None
+        if has_aux:
+            if not (isinstance(output, tuple) and len(output) == 2):
+                raise RuntimeError("grad_and_value(f)(*args): output of function f should be a tuple: (output, aux) "
+                                   "if has_aux is True")
+            output, aux = output
+        if not isinstance(output, Tensor):
+            raise RuntimeError(f"grad_and_value(f)(*args): Expected f(*args) to return a Tensor, got {type(output)}")
+        if output.ndim != 0:
+            raise RuntimeError(f"grad_and_value(f)(*args): Expected f(*args) to return a scalar Tensor, got tensor "
+                               f"with {output.ndim} dims. Maybe you wanted to use the vjp or jacrev APIs instead?")
+        chosen = [args[n] for n in numbers]
+        leaves = _leaves_of(chosen)
+        found = autograd.grad(output, leaves, create_graph=outer, allow_unused=True) if output.requires_grad \
+            else (None,) * len(leaves)
+        found = iter([t.new_zeros(t.shape) if g is None else g for g, t in zip(found, leaves)])
+        grads = _map(lambda _: next(found), chosen)
+        grads = tuple(grads) if isinstance(argnums, tuple) else grads[0]
+        value = output if outer else output.detach()
+        return (grads, (value, aux)) if has_aux else (grads, value)
+    return wrapper
+
+
+def grad(func, argnums=0, has_aux=False):
+    """The gradient of a function returning a scalar, with respect to its argument(s) ``argnums``:
+    ``grad(f)(x)`` is df/dx, shaped as ``x`` (a dict of tensors gives a dict of gradients)."""
+    with_value = grad_and_value(func, argnums, has_aux)
+
+    def wrapper(*args, **kwargs):
+        grads, value = with_value(*args, **kwargs)
+        return (grads, value[1]) if has_aux else grads
+    return wrapper
+
+
+def vjp(func, *primals, has_aux=False):
+    """``(func(*primals), vjp_fn)``: ``vjp_fn(cotangents)`` is the tuple of the vector-Jacobian products with
+    respect to each primal."""
+    outer = _outer_graph(primals) and is_grad_enabled()
+    leaves = [_differentiable(p) for p in primals]
+    with enable_grad():
+        output = func(*leaves)
+    aux = None
+    if has_aux:
+        output, aux = output
+    flat_leaves = _leaves_of(leaves)
+
+    def vjp_fn(cotangents):
+        outputs, vectors = _leaves_of(output), _leaves_of(cotangents)
+        found = autograd.grad(outputs, flat_leaves, vectors, retain_graph=True, create_graph=outer,
+                              allow_unused=True)
+        found = iter([t.new_zeros(t.shape) if g is None else g for g, t in zip(found, flat_leaves)])
+        return tuple(_map(lambda _: next(found), p) for p in leaves)
+    value = output if outer else _map(Tensor.detach, output)
+    return (value, vjp_fn, aux) if has_aux else (value, vjp_fn)
+
+
+def jacrev(func, argnums=0, has_aux=False):
+    """The Jacobian of ``func`` (one tensor out) with respect to the argument(s) ``argnums`` by reverse mode:
+    ``output.shape + input.shape``."""
+    def wrapper(*args):
+        numbers = _argnums(argnums, len(args))
+        chosen = [args[n] for n in numbers]
+        outer = _outer_graph(chosen) and is_grad_enabled()
+
+        def of_chosen(*inputs):
+            full = list(args)
+            for n, x in zip(numbers, inputs):
+                full[n] = x
+            out = func(*full)
+            return out[0] if has_aux else out
+        jacobians = autograd.functional.jacobian(of_chosen, tuple(chosen), create_graph=outer)
+        result = tuple(jacobians) if isinstance(argnums, tuple) else jacobians[0]
+        if has_aux:
+            return result, func(*args)[1]
+        return result
+    return wrapper
+
+
+# ---- vmap -----------------------------------------------------------------------------------------------
+def _in_dims_of(in_dims, args):
+    if isinstance(in_dims, (int, type(None))):
+        return [in_dims] * len(args)
+    if not isinstance(in_dims, tuple) or len(in_dims) != len(args):
+        raise ValueError(f"vmap(f, in_dims={in_dims}, ...)(<inputs>): in_dims is not compatible with the structure "
+                         f"of `inputs`. in_dims has structure {type(in_dims).__name__} but inputs has "
+                         f"{len(args)} arguments.")
+    return list(in_dims)
+
+
+def _pick(arg, dim, i):
+    """Sample ``i`` of ``arg`` along its mapped dimension (a pytree: each tensor's; a tree of dims)."""
+    if dim is None:
+        return arg
+    if isinstance(dim, int):
+        return _map(lambda t: t.select(dim, i), arg)
+    if isinstance(dim, dict):
+        return type(arg)((key, _pick(arg[key], dim[key], i)) for key in arg)
+    return type(arg)(_pick(a, d, i) for a, d in zip(arg, dim))
+
+
+def _sizes(arg, dim):
+    if dim is None:
+        return []
+    if isinstance(dim, int):
+        return [t.shape[dim] for t in _leaves_of(arg)]
+    if isinstance(dim, dict):
+        return [s for key in arg for s in _sizes(arg[key], dim[key])]
+    return [s for a, d in zip(arg, dim) for s in _sizes(a, d)]
+
+
+def _generator_state():
+    return bytes(random.get_rng_state().numpy())
+
+
+@contextlib.contextmanager
+def _randomness(mode):
+    """torch's 'error' randomness for one sample's call: a draw from the global generator is refused."""
+    state = _generator_state()
+    yield
+    if mode == "error" and _generator_state() != state:
+        raise RuntimeError("vmap: called random operation while in randomness error mode. Please either use the "
+                           "'same' or 'different' randomness flags on vmap or perform the randomness outside of vmap")
+
+
+def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
+    """``func`` over a batch: ``vmap(f)(x)[i] == f(x[i])`` along ``in_dims`` (one per argument, None for an
+    argument shared by every sample), the results stacked along ``out_dims``."""
+    if randomness not in ("error", "same", "different"):
+        raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got {randomness}")
+    if randomness == "different":
+        raise NotImplementedError("vmap(randomness='different'): torch draws one batched tensor per random op; "
+                                  "minilora runs the samples one by one and cannot give those numbers")
+
+    def wrapper(*args, **kwargs):
+        dims = _in_dims_of(in_dims, args)
+        sizes = [s for arg, dim in zip(args, dims) for s in _sizes(arg, dim)]
+        if not sizes:
+            raise ValueError(f"vmap(f, in_dims={in_dims}, ...)(<inputs>): at least one input must be a Tensor with a "
+                             f"non-None in_dim")
+        if len(set(sizes)) > 1:
+            raise ValueError(f"vmap: Expected all tensors to have the same size in the mapped dimension, got sizes "
+                             f"{sizes} for the mapped dimension")
+        first_state = random.get_rng_state()
+        results = []
+        for i in range(sizes[0]):
+            if randomness == "same":
+                random.set_rng_state(first_state)
+            with _randomness(randomness):
+                results.append(func(*(_pick(arg, dim, i) for arg, dim in zip(args, dims)), **kwargs))
+        return _stacked(results, out_dims)
+    return wrapper
+
+
+def _stacked(results, out_dims):
+    first = results[0]
+    if isinstance(first, Tensor):
+        return stack(results, out_dims if isinstance(out_dims, int) else out_dims[0])
+    if isinstance(first, (tuple, list)):
+        dims = out_dims if isinstance(out_dims, (tuple, list)) else [out_dims] * len(first)
+        return type(first)(_stacked([r[k] for r in results], dims[k]) for k in range(len(first)))
+    if isinstance(first, dict):
+        return {key: _stacked([r[key] for r in results], out_dims) for key in first}
+    raise ValueError(f"vmap(f, ...): `f` must only return Tensors, got type {type(first)}. Did you mean to set "
+                     "out_dims= to None for output?")
