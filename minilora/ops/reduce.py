@@ -366,10 +366,14 @@ def _exp_as_vectorized(a):
     return xp_of(a).exp(a)
 
 
+def _float32_along(a, axis):
+    """Does torch run one of its float32 softmax kernels along ``axis`` here (a NumPy array with elements)?"""
+    return a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.ndim and isinstance(axis, int)
+
+
 def _along_last_float32(a, axis):
-    """Does torch run its float32 last-dimension softmax kernel here (a NumPy array with elements)?"""
-    return (a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.ndim and isinstance(axis, int)
-            and axis % a.ndim == a.ndim - 1)
+    """Does torch run its float32 last-dimension softmax kernel here?"""
+    return _float32_along(a, axis) and axis % a.ndim == a.ndim - 1
 
 
 def _softmax_rows_as_torch(rows):
@@ -395,25 +399,51 @@ def _vector_positions(count, inner, grain):
     return p - start < (stop - start) // lanes * lanes
 
 
+def _blocks_along(a, axis):
+    """``a`` as [outer, size, inner] around ``axis`` (a view of a C-contiguous array)."""
+    return a.reshape(math.prod(a.shape[:axis]), a.shape[axis], -1)
+
+
+def _exps_and_sums(shifted, scalar):
+    """SLEEF's exp of [outer, size, inner] ``shifted`` (C's ``expf``, taken as correctly rounded, where
+    ``scalar`` [outer or 1, 1, inner] is set: torch's scalar loop), and each (outer, inner) position's
+    exps added in order from 0, as torch's kernels along a dim other than the last add them."""
+    e = _exp_as_vectorized(shifted)
+    if scalar.any():
+        where = np.broadcast_to(scalar, e.shape)
+        e[where] = float32_math.correctly_rounded(np.exp, shifted[where])
+    total = e[:, 0].copy()
+    for d in range(1, e.shape[1]):  # (in order: NumPy's reduction would add pairwise where inner is 1)
+        total += e[:, d]
+    return e, total
+
+
 def _softmax_along_as_torch(a, axis):
     """Softmax of C-contiguous float32 ``a`` along an ``axis`` other than the last, as torch's
-    ``_vec_softmax``: for each (outer, inner) position the max over the axis, SLEEF's exp (C's ``expf``,
-    taken as correctly rounded, in its scalar loop: ``_vector_positions``), the exps added one after
-    another from 0, and each divided by the sum."""
-    outer, size = math.prod(a.shape[:axis]), a.shape[axis]
-    blocks = a.reshape(outer, size, -1)
-    inner = blocks.shape[2]
-    shifted = blocks - blocks.max(axis=1, keepdims=True)
-    e = _exp_as_vectorized(shifted)
-    scalar = ~_vector_positions(outer * inner, inner, builtins.max(float32_sums.GRAIN_SIZE // size, 1)).reshape(outer, 1, inner)
-    if scalar.any():
-        columns = np.broadcast_to(scalar, e.shape)
-        e[columns] = float32_math.correctly_rounded(np.exp, shifted[columns])
-    total = e[:, 0].copy()
-    for d in range(1, size):  # (in order: NumPy's reduction would add pairwise where inner is 1)
-        total += e[:, d]
+    ``_vec_softmax``: for each (outer, inner) position the max over the axis, ``_exps_and_sums`` (its
+    scalar loop's positions: ``_vector_positions``), and each exp divided by the sum."""
+    blocks = _blocks_along(a, axis)
+    outer, size, inner = blocks.shape
+    grain = builtins.max(float32_sums.GRAIN_SIZE // size, 1)
+    scalar = ~_vector_positions(outer * inner, inner, grain).reshape(outer, 1, inner)
+    e, total = _exps_and_sums(blocks - blocks.max(axis=1, keepdims=True), scalar)
     e /= total[:, None]
     return e.reshape(a.shape)
+
+
+def _log_softmax_sums_along_as_torch(shifted, axis):
+    """The sums of ``exp(shifted)`` along an ``axis`` other than the last (keeping it, size 1), as torch's
+    ``_vec_logsoftmax``: inner positions in chunks of ``max(128 KiB / 4 size, lanes)`` rounded down to
+    whole vectors, the last ``len % lanes`` of each chunk in its scalar loop (``_exps_and_sums``)."""
+    blocks = _blocks_along(shifted, axis)
+    lanes, inner = float32_math.FLOAT_LANES, blocks.shape[2]
+    chunk = builtins.max(131072 // blocks.shape[1] // 4, lanes) // lanes * lanes
+    position = np.arange(inner)
+    start = position // chunk * chunk
+    length = np.minimum(chunk, inner - start)
+    scalar = (position - start >= length - length % lanes).reshape(1, 1, inner)
+    total = _exps_and_sums(blocks, scalar)[1]
+    return total.reshape(shifted.shape[:axis] + (1,) + shifted.shape[axis + 1:])
 
 
 @quiet_float_errors
@@ -425,7 +455,7 @@ class Softmax(Function):
         a = xp.asarray(a, order="C")  # (torch's softmax runs on input.contiguous(): its result is contiguous)
         if _along_last_float32(a, axis):
             e = _softmax_rows_as_torch(a.reshape(-1, a.shape[-1])).reshape(a.shape)
-        elif a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.ndim and isinstance(axis, int):
+        elif _float32_along(a, axis):
             e = _softmax_along_as_torch(a, axis % a.ndim)
         else:
             e = xp.exp(a - _max_for_shift(a, axis))  # shift by the max: no overflow
@@ -453,8 +483,11 @@ class LogSoftmax(Function):
         xp = xp_of(a)
         a = xp.asarray(a, order="C")  # (a contiguous result, as Softmax's)
         shifted = a - _max_for_shift(a, axis)
-        if round_to is None and _along_last_float32(a, axis):  # torch's _vec_log_softmax_lastdim's sum
-            total = lane_sum(_exp_as_vectorized(shifted).reshape(-1, a.shape[-1])).reshape(a.shape[:-1] + (1,))
+        if round_to is None and _float32_along(a, axis):  # torch's float32 kernels' sums
+            if axis % a.ndim == a.ndim - 1:  # _vec_log_softmax_lastdim
+                total = lane_sum(_exp_as_vectorized(shifted).reshape(-1, a.shape[-1])).reshape(a.shape[:-1] + (1,))
+            else:
+                total = _log_softmax_sums_along_as_torch(shifted, axis % a.ndim)
             total = float32_math.correctly_rounded(np.log, total)  # (SLEEF's log there: ~correctly rounded)
             ctx.out, ctx.axis = shifted - total, axis
             return ctx.out
