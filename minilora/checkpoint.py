@@ -99,7 +99,7 @@ def atomic_write(path, mode="wb"):
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         encoding = {} if "b" in mode else {"encoding": "utf-8"}
-        with _naming_the_target(path, tmp), os.fdopen(fd, mode, **encoding) as f:
+        with _writing(tmp), _naming_the_target(path, tmp), os.fdopen(fd, mode, **encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -156,8 +156,29 @@ def _temp_prefix(path):
     return f".{os.path.basename(os.path.abspath(path))}{_TEMP_MARK}{os.getpid()}-"
 
 
+# The temporary names (without ".tmp"/".old") of the saves this process is writing now. A leftover named
+# with this process's id but not among them was left by another process that had the same id: the one a
+# restarted container ran before (its first python process gets the same small id every time), killed mid-save.
+_WRITING = set()
+
+
+def _in_progress(pid, leftover):
+    """Whether the temporary ``leftover`` (its path without the suffix) belongs to a save still being written."""
+    return leftover in _WRITING if pid == os.getpid() else _pid_alive(pid)
+
+
+@contextlib.contextmanager
+def _writing(tmp):
+    stem = os.path.abspath(tmp)[:-len(".tmp")]
+    _WRITING.add(stem)
+    try:
+        yield
+    finally:
+        _WRITING.discard(stem)
+
+
 def _pid_alive(pid):
-    if pid == os.getpid() or os.name != "posix":  # Windows' os.kill(pid, 0) would send a Ctrl-C
+    if os.name != "posix":  # Windows' os.kill(pid, 0) would send a Ctrl-C
         return True
     try:
         os.kill(pid, 0)
@@ -182,9 +203,9 @@ def remove_leftovers(path):
         if not entry.startswith(prefix) or not entry.endswith((".tmp", ".old")):
             continue
         pid = entry[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and _pid_alive(int(pid)):
-            continue  # a save in progress in another process (or in this one)
         leftover = os.path.join(parent, entry)
+        if pid.isdigit() and _in_progress(int(pid), leftover.rsplit(".", 1)[0]):
+            continue  # a save in progress in another process (or in this one)
         if entry.endswith(".old") and not os.path.exists(path):
             os.rename(leftover, path)  # the old version, set aside by a swap that never finished
         elif os.path.isdir(leftover) and not os.path.islink(leftover):
@@ -251,7 +272,7 @@ def atomic_folder(directory, replaces=()):
     with _naming_the_target(directory):
         tmp = tempfile.mkdtemp(dir=parent, prefix=_temp_prefix(directory), suffix=".tmp")
     try:
-        with _naming_the_target(directory, tmp):
+        with _writing(tmp), _naming_the_target(directory, tmp):
             yield tmp
             if os.path.isdir(directory):
                 _link_missing(directory, tmp, replaces)

@@ -112,6 +112,18 @@ def test_a_read_only_folder_is_named_not_the_temporary_file(tmp_path, monkeypatc
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_killed_saves_leftover_under_this_process_id_is_removed(tmp_path, writer):
+    # A container restarted after a kill runs its first python process under the same small id as before: the
+    # killed save's temporary copy (a whole model, on a disk that may be nearly full) carried this process's
+    # id and was taken for a save in progress, so it was never removed.
+    WRITERS[writer](str(tmp_path), 1)
+    leftover = tmp_path / f".{TARGETS[writer]}.minilora-{os.getpid()}-killed.tmp"
+    leftover.mkdir() if writer == "model" else leftover.write_bytes(b"half a file")
+    WRITERS[writer](str(tmp_path), 2)
+    assert leftovers(tmp_path) == []
+
+
 def test_a_full_disk_under_the_metrics_log_names_it(tmp_path, monkeypatch):
     real_open = open
 
