@@ -13,7 +13,13 @@
   an inference tensor saved for backward;
 * ``pack_padded_sequence`` / ``pack_sequence`` / ``PackedSequence`` inputs to RNN, GRU and LSTM (the NLP
   tutorials' pattern): refused;
-* ``torch.optim.swa_utils`` (``AveragedModel``, SWA and EMA averaging, ``update_bn``, ``SWALR``): missing.
+* ``torch.optim.swa_utils`` (``AveragedModel``, SWA and EMA averaging, ``update_bn``, ``SWALR``): missing;
+* ``Tensor.pin_memory`` / ``is_pinned``, ``DataLoader(pin_memory=True)``'s warning without a GPU,
+  ``nn.utils.parameters_to_vector`` / ``vector_to_parameters``: missing;
+* ``torch.func`` (``functional_call``, ``grad``, ``vmap``, ``stack_module_state``, ...) and ``torch.vmap``: missing
+  (the per-sample-gradients and model-ensembling tutorials);
+* ``nn.utils.parametrize`` (the parametrizations tutorial) and ``nn.utils.parametrizations.weight_norm`` /
+  ``spectral_norm``: missing.
 
 Each test runs the same code on torch and on minilora (same seed) and compares numbers, order and
 messages. Skipped without torch."""
@@ -492,3 +498,73 @@ def test_func_transforms_as_torch():
     expected, got = _both(run)
     assert got[1] == expected[1]
     np.testing.assert_allclose(_flat(got[0]), _flat(expected[0]), rtol=1e-15, atol=1e-15)
+
+
+# ---- the parametrizations tutorial; weight_norm / spectral_norm (minilora had no parametrize) -------------
+def _parametrizations_tutorial(lib):
+    nn, P = lib.nn, lib.nn.utils.parametrize
+
+    class Symmetric(nn.Module):
+        def forward(self, X):
+            return X.triu() + X.triu(1).transpose(-1, -2)
+
+        def right_inverse(self, A):
+            return A.triu()
+
+    class Skew(nn.Module):
+        def forward(self, X):
+            A = X.triu(1)
+            return A - A.transpose(-1, -2)
+
+    class CayleyMap(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.register_buffer("Id", lib.eye(n, dtype=lib.float64))
+
+        def forward(self, X):
+            return lib.linalg.solve(self.Id - X, self.Id + X)
+    lib.manual_seed(0)
+    layer = P.register_parametrization(nn.Linear(3, 3).double(), "weight", Symmetric())
+    x = lib.rand(2, 3, dtype=lib.float64)
+    with P.cached():
+        first = layer(x)
+    shown = (repr(layer), list(layer.state_dict()), type(layer).__name__, P.is_parametrized(layer),
+             P.is_parametrized(layer, "bias"), P.type_before_parametrizations(layer).__name__)
+    symmetric = lib.rand(3, 3, dtype=lib.float64)
+    layer.weight = symmetric + symmetric.T  # (the setter: right_inverse into original)
+    optimizer = lib.optim.SGD(layer.parameters(), lr=0.1)
+    layer(x).pow(2).sum().backward()
+    optimizer.step()
+    values = [first, layer.parametrizations.weight.original, layer.weight]
+    P.remove_parametrizations(layer, "weight")
+    shown += (type(layer).__name__, list(layer.state_dict()))
+    orthogonal = P.register_parametrization(nn.Linear(3, 3).double(), "weight", Skew())
+    P.register_parametrization(orthogonal, "weight", CayleyMap(3))
+    values += [layer.weight, orthogonal.weight]
+    return shown, values
+
+
+def test_parametrizations_tutorial_as_torch():
+    expected, got = _parametrizations_tutorial(torch), _parametrizations_tutorial(ml)
+    assert got[0] == expected[0]
+    np.testing.assert_allclose(_flat(_plain(got[1])), _flat(_plain(expected[1])), rtol=1e-13, atol=1e-15)
+
+
+def test_weight_norm_and_spectral_norm_as_torch():
+    def run(lib):
+        W, nn = lib.nn.utils.parametrizations, lib.nn
+        lib.manual_seed(1)
+        norm = W.weight_norm(nn.Linear(6, 5).double())
+        conv = W.weight_norm(nn.Conv1d(2, 3, 3).double(), dim=None)
+        spectral = W.spectral_norm(nn.Linear(6, 5).double())
+        transposed = W.spectral_norm(nn.ConvTranspose2d(2, 3, 2).double())  # (dim 1 by default)
+        x = lib.randn(2, 6, dtype=lib.float64)
+        (norm(x).sum() + spectral(x).pow(2).sum()).backward()
+        spectral.eval()
+        values = [norm.parametrizations.weight.original0, norm.parametrizations.weight.original0.grad, conv.weight,
+                  spectral.parametrizations.weight[0]._u, spectral.weight, spectral.parametrizations.weight.original.grad,
+                  transposed.parametrizations.weight[0]._v, lib.rand(3)]  # (the draws after: the same stream)
+        return (repr(norm), list(norm.state_dict()), list(spectral.state_dict()), repr(spectral)), _plain(values)
+    expected, got = _both(run)
+    assert got[0] == expected[0]
+    np.testing.assert_allclose(_flat(got[1]), _flat(expected[1]), rtol=1e-12, atol=1e-15)

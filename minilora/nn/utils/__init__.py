@@ -8,10 +8,10 @@ The code lives in ``minilora/optim/clip_grad.py``, next to the optimizers (exerc
 
 from ... import ops
 from ...tensor import Tensor
-from . import rnn
+from . import parametrizations, parametrize, rnn
 
 __all__ = ["rnn", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm", "skip_init",
-           "parameters_to_vector", "vector_to_parameters"]
+           "parameters_to_vector", "vector_to_parameters", "parametrize", "parametrizations"]
 
 
 def _one_device(parameters):
