@@ -50,6 +50,9 @@ __all__ = ["train", "TrainResult", "TrainingDivergedError", "NonFiniteLossError"
            "save_training_state", "load_training_state", "CHECKPOINT_NAME", "add_cli_arguments", "cli_main"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
+# The layout of a training checkpoint's state (its keys and what they mean): raised when it changes, so
+# that an older minilora refuses a newer checkpoint instead of misreading it.
+CHECKPOINT_FORMAT = 1
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
 
@@ -235,7 +238,7 @@ def _allocator_owner(model):
 def _training_state(step, named_params, optimizer, scheduler, history, allocator_owner=None, buffers=()):
     """``history``: the per-step ``losses``, ``lrs`` and ``grad_norms`` and the ``evals`` records so far (a
     resumed run's result holds them from step 1 on, whatever folder it continues in)."""
-    state = {"step": step,
+    state = {"format": CHECKPOINT_FORMAT, "step": step,
              "model": {name: p for name, p in named_params},
              "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(),
@@ -262,6 +265,7 @@ def _persistent_buffers(model):
 def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, buffers=()):
     """Load a checkpoint's state into the model (trainable parameters and buffers), optimizer, scheduler,
     random generator and (AdaLoRA) rank allocator."""
+    _check_format(state)
     saved, own = state["model"], dict(named_params)
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
@@ -298,6 +302,15 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
     return int(state["step"]), [float(x) for x in state["losses"]]
+
+
+def _check_format(state):
+    """A checkpoint of a later layout than this minilora reads is refused by name: read as this one's, a key
+    whose meaning changed would resume another run without a word. (Earlier ones have no "format": 1.)"""
+    written = state.get("format", 1)
+    if not isinstance(written, int) or isinstance(written, bool) or written > CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint: written in training-checkpoint format {written!r} by a newer minilora; this "
+                         f"one reads format {CHECKPOINT_FORMAT} and earlier. Resume it with the minilora that wrote it")
 
 
 def _check_generator_states(state):

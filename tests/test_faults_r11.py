@@ -366,3 +366,21 @@ def test_persistent_workers_resume_bit_for_bit_in_a_later_epoch(tmp_path):
         train(tiny_model(), loader(), out_dir=str(tmp_path / "run"), after_optimizer_step=killed_at_step_4, **options)
     resumed = train(tiny_model(), loader(), out_dir=str(tmp_path / "run"), resume=True, **options)
     assert resumed.steps_run == 3 and resumed.losses == reference.losses
+
+
+def test_a_checkpoint_in_a_newer_format_is_refused_by_name(tmp_path):
+    # The training state says which layout it is written in: a later minilora's checkpoint (format 2) was read
+    # as this one's, keys whose meaning changed taken at their old meaning, without a word.
+    from minilora.train import ResumeError, load_training_state
+    rows = np.array([[(i + j) % 13 + 3 for j in range(8)] for i in range(8)], dtype=np.int64)
+    options = dict(steps=2, batch_size=4, out_dir=str(tmp_path), progress=False, plot=False)
+    train(tiny_model(), rows, **options)
+    path = str(tmp_path / "checkpoint.npz")
+    state = load_training_state(path)
+    assert state["format"] == 1
+    save_training_state(path, {**state, "format": 2})
+    with pytest.raises(ResumeError, match="format 2 by a newer minilora; this one reads format 1"):
+        train(tiny_model(), rows, resume=True, **{**options, "steps": 4})
+    del state["format"]  # as minilora wrote them before: format 1
+    save_training_state(path, state)
+    assert train(tiny_model(), rows, resume=True, **{**options, "steps": 4}).steps_run == 2
