@@ -1564,6 +1564,14 @@ def _dim3(value, what: str) -> tuple[int, int, int]:
     return dims
 
 
+def _argument_slots(shape: tuple) -> np.ndarray:
+    """Zeroed uint64 slots for a launch's arguments, 64-byte aligned: a __grid_constant__ parameter refers to its
+    slot in place (_grid_constant_by_reference), so a struct aligned to up to 64 bytes must find it aligned."""
+    raw = np.zeros(int(np.prod(shape)) * 8 + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + int(np.prod(shape)) * 8].view(np.uint64).reshape(shape)
+
+
 @dataclass
 class _Packed:
     argv: np.ndarray            # void* per argument, pointing into `slots` (what CUDA calls void** args)
@@ -1712,7 +1720,8 @@ class RawKernel:
                                  {i for i, p in enumerate(self.params) if p.is_pointer and not p.elem_const},
                                  {i for i, p in enumerate(self.params) if p.is_pointer and (
                                      p.elem_code == _T_PTR or (p.elem_code == _T_U64 and p.elem_const))})
-        slots = packed.slots.copy()
+        slots = _argument_slots(packed.slots.shape)
+        slots[...] = packed.slots
         for i, pointer in fenced.pointers.items():
             slots[i, 0] = pointer
         argv = np.uint64(slots.ctypes.data) + (packed.argv - np.uint64(packed.slots.ctypes.data))
@@ -1770,7 +1779,8 @@ class RawKernel:
             raise TypeError(f"kernel '{self.name}' takes {len(self.params)} arguments ({sig}), got {len(args)}")
         # One slot per argument, 16 bytes, or more when a struct passed by value is bigger.
         width = max([16] + [-(-p.size // 16) * 16 for p in self.params if not p.is_pointer])
-        slots = np.zeros((max(len(args), 1), width // 8), dtype=np.uint64)
+        width = width if width == 16 else -(-width // 64) * 64  # a struct above 16 bytes: 64-byte aligned rows
+        slots = _argument_slots((max(len(args), 1), width // 8))
         arrays, scalars = [], []
         for i, (p, a) in enumerate(zip(self.params, args)):
             where = f"argument {i} ('{p.name}') of kernel '{self.name}'"

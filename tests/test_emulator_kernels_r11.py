@@ -197,6 +197,12 @@ def test_is_constant_and_is_grid_constant():
     # constant, global, grid constant, global, shared; a plain parameter and a local; the grid constant nothing else
     np.testing.assert_array_equal(kinds, [1, 0, 1, 1, 0, 0, 0])
     assert out[0] == 0.5 + 2.0 + 4 + 10
+    coefficients = np.zeros(32, f32)  # sizeof: 128 bytes, aligned to 64 in the launch's argument slots
+    coefficients[:20] = np.arange(20)
+    out, flags = np.zeros(32, f32), np.zeros(32, np.uint32)
+    fn("aligned_grid_constant")((1,), (32,), (i32(3), coefficients.tobytes(), out, flags))
+    np.testing.assert_array_equal(out, 3 * coefficients[np.arange(32) % 20])
+    assert (flags == 3).all()
 
 
 def test_ptx_exit_and_an_early_return_before_a_barrier():

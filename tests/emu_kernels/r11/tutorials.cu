@@ -426,3 +426,13 @@ extern "C" __global__ void split_barriers(float* x) {
     else __syncthreads();
     x[threadIdx.x] = 1;
 }
+
+// ---- 29. a 64-byte aligned struct as a __grid_constant__ parameter (a CUtensorMap is one) ----
+struct alignas(64) Coefficients {
+    float v[20];
+};
+extern "C" __global__ void aligned_grid_constant(int n, const __grid_constant__ Coefficients c, float* out,
+                                                 unsigned* flags) {
+    out[threadIdx.x] = c.v[threadIdx.x % 20] * n;
+    flags[threadIdx.x] = __isGridConstant(&c) + 2 * (reinterpret_cast<uintptr_t>(&c) % alignof(Coefficients) == 0);
+}
