@@ -19,7 +19,7 @@
 * ``torch.func`` (``functional_call``, ``grad``, ``vmap``, ``stack_module_state``, ...) and ``torch.vmap``: missing
   (the per-sample-gradients and model-ensembling tutorials);
 * ``nn.utils.parametrize`` (the parametrizations tutorial) and ``nn.utils.parametrizations.weight_norm`` /
-  ``spectral_norm``: missing.
+  ``spectral_norm``, and the older hook-based ``nn.utils.weight_norm`` / ``remove_weight_norm``: missing.
 
 Each test runs the same code on torch and on minilora (same seed) and compares numbers, order and
 messages. Skipped without torch."""
@@ -568,3 +568,29 @@ def test_weight_norm_and_spectral_norm_as_torch():
     expected, got = _both(run)
     assert got[0] == expected[0]
     np.testing.assert_allclose(_flat(got[1]), _flat(expected[1]), rtol=1e-12, atol=1e-15)
+
+
+def test_legacy_weight_norm_as_torch():
+    """torch.nn.utils.weight_norm / remove_weight_norm (deprecated, in HiFi-GAN-style code): missing."""
+    import warnings
+
+    def run(lib):
+        lib.manual_seed(0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            layer = lib.nn.utils.weight_norm(lib.nn.Linear(5, 4).double())
+            conv = lib.nn.utils.weight_norm(lib.nn.Conv1d(2, 3, 3).double(), dim=None)
+        names = ([str(w.message) for w in caught], list(layer.state_dict()), tuple(conv.weight_g.shape))
+        x = lib.randn(3, 5, dtype=lib.float64)
+        layer(x).pow(2).sum().backward()
+        with lib.no_grad():
+            layer.weight_g.mul_(2)
+        values = [layer.weight_g.grad, layer.weight_v.grad, layer(x)]
+        with pytest.raises(RuntimeError) as twice:
+            lib.nn.utils.weight_norm(layer)
+        lib.nn.utils.remove_weight_norm(layer)
+        names += (str(twice.value), list(layer.state_dict()), type(layer.weight).__name__)
+        return names, _plain(values + [layer.weight])
+    expected, got = _both(run)
+    assert got[0] == expected[0]
+    np.testing.assert_allclose(_flat(got[1]), _flat(expected[1]), rtol=1e-13, atol=1e-15)
