@@ -1564,12 +1564,20 @@ def _dim3(value, what: str) -> tuple[int, int, int]:
     return dims
 
 
-def _argument_slots(shape: tuple) -> np.ndarray:
-    """Zeroed uint64 slots for a launch's arguments, 64-byte aligned: a __grid_constant__ parameter refers to its
-    slot in place (_grid_constant_by_reference), so a struct aligned to up to 64 bytes must find it aligned."""
-    raw = np.zeros(int(np.prod(shape)) * 8 + 64, np.uint8)
+def _argument_slots(shape: tuple, like: np.ndarray | None = None) -> np.ndarray:
+    """Zeroed uint64 slots for a launch's arguments, one row each (a copy of `like`'s, given it).  A __grid_constant__ parameter refers to its
+    slot in place (_grid_constant_by_reference): 16-byte rows (NumPy's alignment) suit every argument up to 16
+    bytes, and wider rows (a struct above 16 bytes) are 64 bytes apart from a 64-byte aligned start, so a struct
+    aligned to up to 64 bytes finds its slot aligned."""
+    if shape[1] == 2:
+        return np.zeros(shape, np.uint64) if like is None else like.copy()
+    nbytes = shape[0] * shape[1] * 8
+    raw = np.zeros(nbytes + 64, np.uint8)
     start = -raw.ctypes.data % 64
-    return raw[start:start + int(np.prod(shape)) * 8].view(np.uint64).reshape(shape)
+    slots = raw[start:start + nbytes].view(np.uint64).reshape(shape)
+    if like is not None:
+        slots[...] = like
+    return slots
 
 
 @dataclass
@@ -1720,8 +1728,7 @@ class RawKernel:
                                  {i for i, p in enumerate(self.params) if p.is_pointer and not p.elem_const},
                                  {i for i, p in enumerate(self.params) if p.is_pointer and (
                                      p.elem_code == _T_PTR or (p.elem_code == _T_U64 and p.elem_const))})
-        slots = _argument_slots(packed.slots.shape)
-        slots[...] = packed.slots
+        slots = _argument_slots(packed.slots.shape, like=packed.slots)
         for i, pointer in fenced.pointers.items():
             slots[i, 0] = pointer
         argv = np.uint64(slots.ctypes.data) + (packed.argv - np.uint64(packed.slots.ctypes.data))
