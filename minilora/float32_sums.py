@@ -27,6 +27,9 @@ additions compiled (``minilora/native/float32_sums.c``, as ``float32_math``'s SL
 NumPy's own sum) where a C compiler is found; the NumPy steps here are the reference, and run without one
 (``MINILORA_NATIVE=0``): 4-10x a plain NumPy sum, in ~20 short calls.
 
+A view is summed as torch's iterator orders it where that is modelled (``_strided_sum``: a permuted
+contiguous array, a sum along a last dimension of the smallest stride).
+
 A whole-tensor sum of at least ``GRAIN_SIZE`` (32768) elements on several threads
 (``parallel.num_threads()``, taken as torch's) is cut into one chunk a thread (``at::parallel_for``),
 each summed as a row, and the chunks' sums added in order. A sum over leading dimensions that torch
@@ -198,9 +201,11 @@ def _outer_sums(x):
 def cascade_sum(a, axes):
     """``a.sum(axes)`` (no kept dimensions) for a float32 NumPy array in torch's order, or None where
     the layout is not one modelled here (see the module's docstring)."""
-    if type(a) is not np.ndarray or a.dtype != np.float32 or not a.flags.c_contiguous or a.size == 0:
+    if type(a) is not np.ndarray or a.dtype != np.float32 or a.size == 0:
         return None
     axes = tuple(sorted(axes))
+    if not a.flags.c_contiguous:
+        return _strided_sum(a, axes)
     ndim = a.ndim
     if axes == tuple(range(ndim)):  # the whole tensor: one contiguous row
         return np.asarray(_whole_sum(a.reshape(-1)), np.float32)
@@ -215,6 +220,30 @@ def cascade_sum(a, axes):
         return _outer_sums(a.reshape(rows, -1)).reshape(kept)
     return None
 
+
+
+def _strided_sum(a, axes):
+    """The views torch's iterator reduces in a modelled order: a permuted contiguous array (``x.T``:
+    torch orders the dimensions by their strides, so ``x.T.sum(1)`` adds as ``x.sum(0)``) with at most
+    one kept dimension, and a sum along the last dimension whose stride is the smallest (``x[::2]``:
+    each row as a contiguous one; ``x[:, ::2]``: ``scalar_inner_sum``, ``row_sum`` over the elements).
+    None for the rest."""
+    strides = [s for s, n in zip(a.strides, a.shape) if n > 1]
+    if any(s <= 0 for s in strides):
+        return None
+    order = sorted(range(a.ndim), key=lambda i: -a.strides[i])
+    base = a.transpose(order)
+    kept = [n for i, n in enumerate(a.shape) if i not in axes]
+    if base.flags.c_contiguous and len(kept) <= 1:
+        return cascade_sum(base, tuple(order.index(i) for i in axes))
+    last = a.ndim - 1
+    if axes != (last,) or a.shape[last] < 2 or any(a.strides[last] >= s for i, s in enumerate(a.strides)
+                                                    if i != last and a.shape[i] > 1):
+        return None
+    rows = np.ascontiguousarray(a).reshape(-1, a.shape[last])
+    if a.strides[last] == a.itemsize:
+        return row_sums(rows).reshape(kept)
+    return (_row_sum(rows.reshape(len(rows), -1, 1))[0] + np.float32(0)).reshape(kept)
 
 
 def two_norms(a, axes, keepdims=False):
