@@ -108,6 +108,10 @@ def test_numbers_sent_as_text_are_taken_and_null_is_refused_where_vllms_field_is
     assert banned["choices"][0]["text"][0] != greedy[0]
     assert error_of(completion(client, logit_bias={"260": 1}))["message"] == \
         "token_id(s) [260] in logit_bias contain out-of-vocab token ids. Vocabulary size: 260"
+    # allowed_token_ids: bounded by len(tokenizer) (259), as vLLM's processor; 259 was taken and every id masked
+    assert error_of(completion(client, allowed_token_ids=[259]))["message"] == \
+        "allowed_token_ids contains out-of-vocab token id!"
+    assert completion(client, allowed_token_ids=["97"], max_tokens=2).json()["choices"][0]["text"] == "aa"
     chat = client.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 2, "n": None})
     assert chat.status_code == 200, chat.text  # a chat's n: Optional[int] = 1
 

@@ -142,13 +142,18 @@ def _token_ids(body, name, vocab_size):
     return ids
 
 
-def _allowed_token_ids(body, vocab_size):
-    """vLLM's ``allowed_token_ids``: only these ids may be sampled (None: every id); an empty list is refused."""
-    if body.get("allowed_token_ids") is None:
+def _allowed_token_ids(body, text_vocab):
+    """vLLM's ``allowed_token_ids``: only these ids may be sampled (None: every id); an empty list, or an id past
+    the tokenizer (``len(tokenizer)``, as vLLM's processor checks: a padded vocabulary's last ids are no text,
+    never sampled), is refused in vLLM's words."""
+    ids = body.get("allowed_token_ids")  # (a list of ints: fields.py)
+    if ids is None:
         return None
-    if body["allowed_token_ids"] == []:
+    if not ids:
         raise EngineError(400, "allowed_token_ids is not None and empty!", "allowed_token_ids")
-    return _token_ids(body, "allowed_token_ids", vocab_size)
+    if not all(0 <= token < text_vocab for token in ids):
+        raise EngineError(400, "allowed_token_ids contains out-of-vocab token id!", "allowed_token_ids")
+    return ids
 
 
 def _logit_bias(body, vocab_size):
@@ -292,11 +297,11 @@ def _usage_options(body, stream):
     return bool(include), bool(include and continuous)
 
 
-def _options(body, chat, vocab_size, defaults):
+def _options(body, chat, vocab_size, defaults, text_vocab=None):
     """(options for every ``Request``, n, stream, (include_usage, continuous_usage_stats), echo, prompt_logprobs):
     the request's fields (read by fields.py) checked as vLLM checks them. What the request leaves out comes
     from ``defaults`` (the engine's: OpenAI's, or the model's generation_config). ``max_tokens`` None: the rest
-    of the context."""
+    of the context. ``text_vocab``: the ids the tokenizer has (None: the model's ``vocab_size``)."""
     for name, off in _OFF.items():
         if body.get(name, off[0]) not in off:
             raise EngineError(400, f"{name} is not supported (only {off[-1]!r})", name)
@@ -323,7 +328,7 @@ def _options(body, chat, vocab_size, defaults):
                                               math.ulp(0.0), sys.float_info.max),  # vLLM's: finite, above 0
                    logit_bias=_logit_bias(body, vocab_size), logprobs=logprobs,
                    stop_token_ids=_token_ids(body, "stop_token_ids", vocab_size), ignore_eos=_flag(body, "ignore_eos"),
-                   allowed_token_ids=_allowed_token_ids(body, vocab_size),
+                   allowed_token_ids=_allowed_token_ids(body, text_vocab or vocab_size),
                    min_p=_number(body, "min_p", defaults["min_p"], 0, 1),
                    min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
                    include_stop_str_in_output=_flag(body, "include_stop_str_in_output"),
@@ -393,7 +398,7 @@ class _Server:
         for a completion, else its ChatReply."""
         adapter = self._adapter_of(body)
         options, n, stream, usage, echo, prompt_k = _options(body, chat, self.engine.vocab_size,
-                                                             self.engine.sampling_defaults)
+                                                             self.engine.sampling_defaults, self.engine.text_vocab)
         budget = None if self.engine.max_model_len is None else self.engine.max_model_len - (options["max_tokens"] or 0)
         prompts = [_truncated(ids, body.get("truncate_prompt_tokens"), budget) for ids in prompts]
         scored = [k for k in (options["logprobs"] if echo else None, None if stream else prompt_k) if k is not None]
