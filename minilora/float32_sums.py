@@ -32,9 +32,9 @@ contiguous array, a sum along a last dimension of the smallest stride).
 
 A whole-tensor sum of at least ``GRAIN_SIZE`` (32768) elements on several threads
 (``parallel.num_threads()``, taken as torch's) is cut into one chunk a thread (``at::parallel_for``),
-each summed as a row, and the chunks' sums added in order. A sum over leading dimensions that torch
-splits across threads (by columns, rounded to 128 bytes) is not modelled: ``cascade_sum`` returns
-None there (and for layouts other than these), and the caller keeps NumPy's sum.
+each summed as a row, and the chunks' sums added in order; a sum over leading dimensions is split by
+columns, rounded to 128 bytes (``_column_ranges``). ``cascade_sum`` returns None for layouts other
+than these, and the caller keeps NumPy's sum.
 """
 import math
 
@@ -185,7 +185,7 @@ def _whole_sum(flat):
 
 
 def _outer_sums(x):
-    """The sum down each column of a C-contiguous float32 [rows, columns] array as torch's
+    """The sum down each column of a float32 [rows, columns] array (rows of contiguous columns) as torch's
     ``vectorized_outer_sum`` (``scalar_outer_sum`` with fewer columns than a vector) adds it."""
     rows, columns = x.shape
     lanes = SUM_LANES
@@ -214,11 +214,29 @@ def cascade_sum(a, axes):
         width = math.prod(a.shape[i] for i in axes)
         return row_sums(a.reshape(-1, width)).reshape(kept)
     if axes == tuple(range(len(axes))):  # leading dimensions: one running sum per column
-        rows = math.prod(a.shape[i] for i in axes)
-        if a.size >= GRAIN_SIZE and parallel.num_threads() > 1:
-            return None  # (torch splits the columns among its threads: not modelled)
-        return _outer_sums(a.reshape(rows, -1)).reshape(kept)
+        columns = a.reshape(math.prod(a.shape[i] for i in axes), -1)
+        out = np.empty(columns.shape[1], np.float32)
+        for begin, end in _column_ranges(a.size, columns.shape[1]):
+            out[begin:end] = _outer_sums(columns[:, begin:end])
+        return out.reshape(kept)
     return None
+
+
+def _column_ranges(size, columns):
+    """The columns each thread sums in torch's ``parallel_dim_reduction`` (a reduction of 32768+
+    elements on several threads): ``at::parallel_for`` over the columns, each range's ends rounded down
+    to 128 bytes (32 floats) but the last; each range starts its own groups of columns."""
+    threads = parallel.num_threads()
+    if size < GRAIN_SIZE or threads == 1:
+        return [(0, columns)]
+    chunk = -(-columns // min(threads, columns))
+    ranges = []
+    for begin in range(0, columns, chunk):
+        end = min(begin + chunk, columns)
+        begin, end = begin - begin % 32, end if end == columns else end - end % 32
+        if begin < end:
+            ranges.append((begin, end))
+    return ranges
 
 
 

@@ -2,8 +2,8 @@
 
 * ``sum`` / ``mean`` (whole tensor, trailing dims, leading dims): ATen's ``cascade_sum`` order
   (``minilora/float32_sums.py``), on 8-float vectors under every capability (the sum kernel has no
-  AVX-512 build); a whole sum of 32768+ elements in one chunk per thread (torch runs with minilora's
-  thread count here); ``mean`` is that sum divided by the count; views as torch's iterator orders them
+  AVX-512 build); a whole sum of 32768+ elements in one chunk per thread, a sum(0) in column ranges per
+  thread (torch runs with minilora's thread count here); ``mean`` is that sum divided by the count; views as torch's iterator orders them
   (``x.T.sum(1)`` as ``x.sum(0)``; ``x[:, ::2].sum(-1)``: ``row_sum`` over the elements).
 * ``rms_norm`` (torch's is composite: ``x * rsqrt(pow(x, 2).mean(-1) + eps) * w``): the mean's sum too.
 * ``layer_norm``: torch's RowwiseMoments (Welford over chunks of 16 8-float vectors, merged in a binary
@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent("""
     same("sum(-1)", lambda L, x: x.sum(-1), [(33, 517), (3, 5, 300), (13, 5), (64, 40)])
     same("sum(-1, keepdim)", lambda L, x: L.sum(x, -1, keepdim=True), [(9, 77)])
     same("sum((1, 2))", lambda L, x: x.sum((1, 2)), [(3, 5, 300)])
-    same("sum(0)", lambda L, x: x.sum(0), [(33, 517), (1000, 7), (300, 70)])
+    same("sum(0)", lambda L, x: x.sum(0), [(33, 517), (1000, 7), (300, 70), (2048, 513), (70000, 2)])
     same("sum((0, 1))", lambda L, x: x.sum((0, 1)), [(3, 5, 300)])
     same("sum of views", lambda L, x: L.cat([x[:, ::2].sum(-1), x[::2].sum(-1), x[::2, :5].sum(-1), x.T.sum(1),
                                               x.T.sum(0)]), [(34, 517)])
