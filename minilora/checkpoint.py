@@ -114,7 +114,7 @@ def atomic_write(path, mode="wb"):
 
 
 @contextlib.contextmanager
-def _naming_the_target(path, tmp=None):
+def _naming_the_target(path, tmp=None, temporary=None):
     """An OSError of a save (a full disk, a read-only or forbidden folder) names the file or folder the user
     saves to -- the system's own error names the temporary one (".model.minilora-1234-x8a2.tmp") or none
     at all (ENOSPC from a write) -- and says that what was there is unchanged. Type and errno are kept
@@ -122,7 +122,8 @@ def _naming_the_target(path, tmp=None):
     try:
         yield
     except OSError as exc:
-        where = None if exc.errno is None or isinstance(exc, CheckpointError) else _target_of(exc.filename, path, tmp)
+        where = None if exc.errno is None or isinstance(exc, CheckpointError) else \
+            _target_of(exc.filename, path, tmp, temporary)
         if where is None:  # (another file's error: the block's own to name)
             raise
         strerror = exc.strerror or os.strerror(exc.errno)
@@ -133,17 +134,17 @@ def _naming_the_target(path, tmp=None):
 _UNCHANGED = "; the save was abandoned and what was there before is unchanged"
 
 
-def _target_of(filename, path, tmp):
+def _target_of(filename, path, tmp, temporary=None):
     """The user's path that an error's file stands for: ``path`` for none (a write), ``path`` itself or a
-    temporary name of its save; the same place in ``path`` for a file inside the temporary folder ``tmp``;
-    None for any other file."""
+    temporary name of its save (starting with ``temporary``: beside ``path`` unless said); the same place in
+    ``path`` for a file inside the temporary folder ``tmp``; None for any other file."""
     path = os.path.abspath(path)
     if filename is None:
         return path
     filename = os.path.abspath(os.fspath(filename))
     if tmp is not None and filename.startswith(tmp + os.sep):
         return os.path.join(path, os.path.relpath(filename, tmp))
-    temporary = os.path.join(os.path.dirname(path), _temp_prefix(path))
+    temporary = temporary or os.path.join(os.path.dirname(path), _temp_prefix(path))
     return path if filename == path or filename.startswith(temporary) else None
 
 
@@ -259,7 +260,9 @@ def atomic_folder(directory, replaces=()):
     except those matching a glob in ``replaces`` (the old version's own files, e.g. its weight
     shards), everything is fsynced, and the two folders are swapped. A reader sees the old folder or
     the new one, never a mix; on an error (a full disk, a kill) the old folder is untouched and the
-    temporary one is removed (now, or by the next save if the process was killed).
+    temporary one is removed (now, or by the next save if the process was killed). A folder that cannot be
+    swapped (a mount point, a parent this process cannot write) has its files replaced one by one instead,
+    each whole (``_files_replaced_one_by_one``).
     """
     directory = os.path.abspath(os.fspath(directory))
     if os.path.islink(directory):  # save into the folder the link points to; the link stays
@@ -268,6 +271,10 @@ def atomic_folder(directory, replaces=()):
         raise NotADirectoryError(f"cannot save into {directory}: it is a file, not a folder")
     parent = os.path.dirname(directory)
     _make_folder(parent, directory)
+    if _cannot_swap(directory, parent):
+        with _files_replaced_one_by_one(directory, replaces) as tmp:
+            yield tmp
+        return
     remove_leftovers(directory)
     with _naming_the_target(directory):
         tmp = tempfile.mkdtemp(dir=parent, prefix=_temp_prefix(directory), suffix=".tmp")
@@ -284,11 +291,62 @@ def atomic_folder(directory, replaces=()):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _is_temporary(entry):
+    """A save's temporary file or folder (a killed one's leftover): never carried into the new version."""
+    return _TEMP_MARK in entry and entry.endswith((".tmp", ".old"))
+
+
+def _cannot_swap(directory, parent):
+    """A folder that cannot be swapped for a sibling: a mount point (a container's volume, ``docker run -v
+    $PWD/out:/out``: renaming it is EBUSY), or one whose parent this process cannot write (no sibling there)."""
+    return os.path.isdir(directory) and (os.path.ismount(directory) or not os.access(parent, os.W_OK | os.X_OK))
+
+
+# The temporary folder of a save that replaces files one by one is made inside the folder it saves into:
+# ".save.minilora-<pid>-x8a2.tmp", its leftovers found as those of a file named "save" there.
+_IN_PLACE = "save"
+
+
+@contextlib.contextmanager
+def _files_replaced_one_by_one(directory, replaces):
+    """``atomic_folder`` where the folder cannot be swapped: the new files go to a temporary folder inside it and
+    are fsynced, then each replaces its old version in one ``os.replace``, and the old version's files that the
+    new save did not write (matching ``replaces``) are removed. Each file is whole at every moment; a kill
+    between two replacements leaves some new and some old (as transformers' and PEFT's saves always can)."""
+    marker = os.path.join(directory, _IN_PLACE)
+    remove_leftovers(marker)
+    with _naming_the_target(directory, temporary=os.path.join(directory, _temp_prefix(marker))):
+        tmp = tempfile.mkdtemp(dir=directory, prefix=_temp_prefix(marker), suffix=".tmp")
+    try:
+        with _writing(tmp), _naming_the_target(directory, tmp):
+            yield tmp
+            _fsync_tree(tmp)
+            written = set(os.listdir(tmp))
+            _move_files(tmp, directory)
+            for entry in os.listdir(directory):  # (an older save's shards, which the new weights replace)
+                stale = entry not in written and any(fnmatch.fnmatch(entry, pattern) for pattern in replaces)
+                if stale and os.path.isfile(os.path.join(directory, entry)):
+                    os.remove(os.path.join(directory, entry))
+            _fsync_dir(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_files(source, target):
+    """Move every file under ``source`` to the same place under ``target``, each in one ``os.replace``."""
+    for root, _dirs, files in os.walk(source):
+        place = os.path.join(target, os.path.relpath(root, source))
+        os.makedirs(place, exist_ok=True)
+        for name in sorted(files):
+            os.replace(os.path.join(root, name), os.path.join(place, name))
+        _fsync_dir(place)
+
+
 def _link_missing(old, new, replaces=()):
     """Hard-link (or copy) into ``new`` every entry of ``old`` that ``new`` lacks, folders recursively.
     The old folder itself is not changed, so it stays whole until the swap."""
     for entry in os.listdir(old):
-        if any(fnmatch.fnmatch(entry, pattern) for pattern in replaces):
+        if any(fnmatch.fnmatch(entry, pattern) for pattern in replaces) or _is_temporary(entry):
             continue
         source, target = os.path.join(old, entry), os.path.join(new, entry)
         if os.path.isdir(source) and not os.path.islink(source):

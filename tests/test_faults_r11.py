@@ -124,6 +124,40 @@ def test_a_killed_saves_leftover_under_this_process_id_is_removed(tmp_path, writ
     assert leftovers(tmp_path) == []
 
 
+def test_a_save_into_a_mount_point_replaces_its_files(tmp_path, monkeypatch):
+    # A container's volume (docker run -v $PWD/out:/out) is a mount point: the folder cannot be renamed (EBUSY),
+    # so a save into it, swapping a sibling folder in, failed where transformers and PEFT save. (Simulated: the
+    # folder reported as a mount point, whose renames the kernel refuses.)
+    from minilora import checkpoint
+    from minilora.lora import LoraConfig, PeftModel, get_peft_model
+    volume = str(tmp_path / "out")
+    os.makedirs(volume)
+    real_ismount, real_rename, real_exchange = os.path.ismount, os.rename, checkpoint._exchange
+
+    def busy(real):
+        def call(a, b, *args, **kwargs):
+            if volume in (os.path.abspath(a), os.path.abspath(b)):
+                raise OSError(errno.EBUSY, "Device or resource busy", a)
+            return real(a, b, *args, **kwargs)
+        return call
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.path.abspath(p) == volume or real_ismount(p))
+    monkeypatch.setattr(os, "rename", busy(real_rename))
+    monkeypatch.setattr(checkpoint, "_exchange", busy(real_exchange))
+    model = tiny_model(1)
+    model.save_pretrained(volume, max_shard_size=3000)  # shards, then one file: the old shards go
+    model.save_pretrained(volume)
+    assert sorted(os.listdir(volume)) == ["config.json", "model.safetensors"]
+    loaded = LlamaForCausalLM.from_pretrained(volume)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(model.state_dict().values(),
+                                                                     loaded.state_dict().values()))
+    adapter = get_peft_model(tiny_model(), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    adapter.save_pretrained(volume)  # beside the model: its files are kept
+    assert {"config.json", "model.safetensors", "adapter_config.json", "adapter_model.safetensors"} <= \
+        set(os.listdir(volume))
+    PeftModel.from_pretrained(tiny_model(), volume)
+    assert [e for e in os.listdir(volume) if ".minilora-" in e] == []
+
+
 def test_a_full_disk_under_the_metrics_log_names_it(tmp_path, monkeypatch):
     real_open = open
 
