@@ -112,6 +112,8 @@ def test_numbers_sent_as_text_are_taken_and_null_is_refused_where_vllms_field_is
     assert error_of(completion(client, allowed_token_ids=[259]))["message"] == \
         "allowed_token_ids contains out-of-vocab token id!"
     assert completion(client, allowed_token_ids=["97"], max_tokens=2).json()["choices"][0]["text"] == "aa"
+    assert error_of(completion(client, stop_token_ids=[5, -1]))["message"] == \
+        "token_id(s) [-1] in stop_token_ids contain out-of-vocab token ids. Vocabulary size: 260"
     chat = client.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 2, "n": None})
     assert chat.status_code == 200, chat.text  # a chat's n: Optional[int] = 1
 

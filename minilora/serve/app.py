@@ -134,11 +134,14 @@ def _max_tokens(body, default):
     return _number({name: body.get(name, default)}, name, default, 0, 1 << 20, integer=True)
 
 
-def _token_ids(body, name, vocab_size):
-    ids = body.get(name) or []
-    if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab_size
-                                            for t in ids):
-        raise EngineError(400, f"{name} must be a list of token ids in [0, {vocab_size})", name)
+def _stop_token_ids(body, vocab_size):
+    """vLLM's ``stop_token_ids`` (a list of ints: fields.py): ids of the model's vocabulary, as vLLM's
+    SamplingParams checks them (since vllm#54196: they index the logits), refused in its words."""
+    ids = body.get("stop_token_ids") or []
+    outside = [token for token in ids if not 0 <= token < vocab_size]
+    if outside:
+        raise EngineError(400, f"token_id(s) {outside} in stop_token_ids contain out-of-vocab token ids. Vocabulary "
+                               f"size: {vocab_size}", "stop_token_ids")
     return ids
 
 
@@ -327,7 +330,7 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
                    repetition_penalty=_number(body, "repetition_penalty", defaults["repetition_penalty"],
                                               math.ulp(0.0), sys.float_info.max),  # vLLM's: finite, above 0
                    logit_bias=_logit_bias(body, vocab_size), logprobs=logprobs,
-                   stop_token_ids=_token_ids(body, "stop_token_ids", vocab_size), ignore_eos=_flag(body, "ignore_eos"),
+                   stop_token_ids=_stop_token_ids(body, vocab_size), ignore_eos=_flag(body, "ignore_eos"),
                    allowed_token_ids=_allowed_token_ids(body, text_vocab or vocab_size),
                    min_p=_number(body, "min_p", defaults["min_p"], 0, 1),
                    min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
