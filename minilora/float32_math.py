@@ -181,7 +181,8 @@ def _loop_natively(name, inputs, outputs, numbers, scalar_formula):
             type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous and x.shape == shape for x in inputs):
         return None
     flat_inputs, flat_outputs = [x.reshape(-1) for x in inputs], [out.reshape(-1) for out in outputs]
-    _native_map(getattr(library, name), [*flat_inputs, *flat_outputs], *numbers)
+    if scalar_formula is None or flat_inputs[0].size >= _VECTOR_STEP:  # (shorter: all of it the scalar tail)
+        _native_map(getattr(library, name), [*flat_inputs, *flat_outputs], *numbers)
     for start, stop in scalar_tail(flat_inputs[0].size) if scalar_formula is not None else ():
         if start < stop:
             for out, value in zip(flat_outputs, scalar_formula(*(x[start:stop] for x in flat_inputs))):
