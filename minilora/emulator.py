@@ -1262,7 +1262,8 @@ class _Module:
             except PtxError as e:
                 self._ptx_refusals.append(str(e))
                 code = f"__emu_ptx_refused<{len(self._ptx_refusals) - 1}>();"
-            out += [text[last:m.start()], "{ " + code + " }" + newline * text.count("\n", m.start(), close + 1)]
+            # a statement of its own, as the asm was: `if (c) asm(...); else ...` keeps its else
+            out += [text[last:m.start()], "do { " + code + " } while (0)" + newline * text.count("\n", m.start(), close + 1)]
             last = close + 1
         return "".join(out + [text[last:]])
 

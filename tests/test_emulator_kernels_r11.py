@@ -6,7 +6,8 @@ What they needed (each failed before):
 * libcu++'s ``<cuda/std/span>`` (C++17: libcu++ has it there too) and ``<cuda/std/chrono>``.
 * ``__isConstant`` (a table of the file's ``__constant__`` variables) and ``__isGridConstant`` (a
   ``__grid_constant__`` parameter becomes a reference to the launch's one copy of the argument).
-* PTX ``exit;``: the thread ends, and barriers stop waiting for it.
+* PTX ``exit;``: the thread ends, and barriers stop waiting for it; an ``asm`` as the body of an ``if`` with an
+  ``else`` (its translation was a block followed by the asm's ``;``, which ended the if).
 * An early ``return`` before ``__syncthreads()``: since Volta a barrier waits for the block's non-exited threads
   only (CUDA Programming Guide, compute capability 7.x: "will not succeed until reached by all non-exited threads
   in the block"; PTX ISA ``exit``: a barrier held up only by exiting threads is released).  Threads waiting at
@@ -208,8 +209,9 @@ def test_is_constant_and_is_grid_constant():
 def test_ptx_exit_and_an_early_return_before_a_barrier():
     x, y = randn(40), np.zeros(40, f32)
     fn("ptx_exit_tail")((3,), (32,), (x, y, i32(40)), workers=1)  # block 1 half exits, block 2 all: fresh fibers
-    np.testing.assert_array_equal(y, x + f32(1))
+    np.testing.assert_array_equal(y, x + f32(1) + f32(1))
     fn("ptx_exit_tail")((1,), (32,), (x[:32], y[:32], i32(32)))  # the next launch's fibers are fresh
+    np.testing.assert_array_equal(y[:32], x[:32] + f32(1) + f32(1))
     for n in (300, 256, 1):
         x, out = randn(n), np.full(2, np.nan, f32)
         fn("tail_block_sum")((2,), (256,), (x, out, i32(n)))

@@ -327,8 +327,10 @@ extern "C" __global__ void address_kinds(const __grid_constant__ float4 params, 
 // ---- 19. inline PTX exit: threads past the end leave the kernel ----
 extern "C" __global__ void ptx_exit_tail(const float* x, float* y, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) asm volatile("exit;");
-    y[i] = x[i] + 1.0f;
+    if (i >= n) asm volatile("exit;");  // an asm as the body of an if, with an else
+    else y[i] = x[i] + 1.0f;
+    asm volatile("bar.sync 0;");  // the block's threads that have not exited meet here
+    if (i < n) y[i] += 1.0f;
 }
 
 // ---- 20. libcu++'s span and chrono ----
