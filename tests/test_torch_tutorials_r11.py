@@ -18,6 +18,8 @@
   ``nn.utils.parameters_to_vector`` / ``vector_to_parameters``: missing;
 * ``torch.func`` (``functional_call``, ``grad``, ``vmap``, ``stack_module_state``, ...) and ``torch.vmap``: missing
   (the per-sample-gradients and model-ensembling tutorials);
+* ``nn.utils.prune`` (the pruning tutorial, which reads ``module._forward_pre_hooks.values()`` as the hooks
+  themselves: minilora kept ``(hook, with_kwargs)`` pairs there);
 * ``nn.utils.parametrize`` (the parametrizations tutorial) and ``nn.utils.parametrizations.weight_norm`` /
   ``spectral_norm``, and the older hook-based ``nn.utils.weight_norm`` / ``remove_weight_norm``: missing.
 
@@ -562,7 +564,8 @@ def test_weight_norm_and_spectral_norm_as_torch():
         (norm(x).sum() + spectral(x).pow(2).sum()).backward()
         spectral.eval()
         values = [norm.parametrizations.weight.original0, norm.parametrizations.weight.original0.grad, conv.weight,
-                  spectral.parametrizations.weight[0]._u, spectral.weight, spectral.parametrizations.weight.original.grad,
+                  spectral.parametrizations.weight[0]._u, spectral.weight,
+                  spectral.parametrizations.weight.original.grad,
                   transposed.parametrizations.weight[0]._v, lib.rand(3)]  # (the draws after: the same stream)
         return (repr(norm), list(norm.state_dict()), list(spectral.state_dict()), repr(spectral)), _plain(values)
     expected, got = _both(run)
@@ -594,3 +597,54 @@ def test_legacy_weight_norm_as_torch():
     expected, got = _both(run)
     assert got[0] == expected[0]
     np.testing.assert_allclose(_flat(got[1]), _flat(expected[1]), rtol=1e-13, atol=1e-15)
+
+
+# ---- the pruning tutorial (minilora had no nn.utils.prune; module._forward_pre_hooks held (hook, flag) pairs) --
+def _pruning_tutorial(lib):
+    import importlib
+    nn = lib.nn
+    prune = importlib.import_module(lib.__name__ + ".nn.utils.prune")  # (torch: import torch.nn.utils.prune)
+
+    class LeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(1, 6, 3), nn.Conv2d(6, 16, 3)
+            self.fc1, self.fc2, self.fc3 = nn.Linear(16 * 5 * 5, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    class FooBarPruningMethod(prune.BasePruningMethod):
+        PRUNING_TYPE = "unstructured"
+
+        def compute_mask(self, t, default_mask):
+            mask = default_mask.clone()
+            mask.view(-1)[::2] = 0
+            return mask
+    lib.manual_seed(0)
+    model = LeNet()
+    module = model.conv1
+    prune.random_unstructured(module, name="weight", amount=0.3)
+    prune.l1_unstructured(module, name="bias", amount=3)
+    prune.ln_structured(module, name="weight", amount=0.5, n=2, dim=0)
+    for hook in module._forward_pre_hooks.values():
+        if hook._tensor_name == "weight":
+            break
+    seen = [[type(h).__name__ for h in hook], list(model.state_dict()), module.weight, module.bias_mask]
+    prune.remove(module, "weight")
+    seen += [[n for n, _ in module.named_parameters()], [n for n, _ in module.named_buffers()], prune.is_pruned(model)]
+    model = LeNet()
+    prune.global_unstructured([(model.conv1, "weight"), (model.conv2, "weight"), (model.fc1, "weight"),
+                               (model.fc2, "weight"), (model.fc3, "weight")],
+                              pruning_method=prune.L1Unstructured, amount=0.2)
+    seen += [int((m.weight == 0).sum()) for m in (model.conv1, model.conv2, model.fc1, model.fc2, model.fc3)]
+    FooBarPruningMethod.apply(model.fc3, "bias")
+    structured = prune.random_structured(nn.Linear(4, 6), "weight", amount=2, dim=0)
+    seen += [model.fc3.bias_mask, structured.weight_mask, lib.rand(2)]
+    for call in (lambda: prune.remove(LeNet().fc1, "weight"),
+                 lambda: prune.l1_unstructured(nn.Linear(2, 2), "weight", 1.5)):
+        with pytest.raises(ValueError) as error:
+            call()
+        seen.append(str(error.value)[-60:])
+    return _plain(seen)
+
+
+def test_pruning_tutorial_as_torch():
+    assert _pruning_tutorial(ml) == _pruning_tutorial(torch)

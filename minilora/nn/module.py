@@ -132,12 +132,13 @@ class RemovableHandle:
 
     def __init__(self, hooks_dict, *, extra_dict=None):
         self.hooks_dict_ref, self.id = hooks_dict, next(RemovableHandle._ids)
-        self.extra_dict_ref = extra_dict
+        self.extra_dict_ref = extra_dict  # a dict or a list of dicts keyed by the same id (a hook's flags)
 
     def remove(self):
         self.hooks_dict_ref.pop(self.id, None)
-        if self.extra_dict_ref is not None:
-            self.extra_dict_ref.pop(self.id, None)
+        extra = self.extra_dict_ref
+        for flags in (extra if isinstance(extra, list) else [] if extra is None else [extra]):
+            flags.pop(self.id, None)
 
     def __enter__(self):
         return self
@@ -157,8 +158,13 @@ class Module:
 
     # No hooks until one is registered (then the instance gets its own dict): calling a module costs
     # one truth test per kind of hook, and state_dict() one per module.
+    # torch's layout: {id: hook}, the with_kwargs / always_call flags in their own {id: True} dicts (code
+    # such as torch's pruning tutorial reads module._forward_pre_hooks.values() as the hooks themselves)
     _forward_pre_hooks = {}
+    _forward_pre_hooks_with_kwargs = {}
     _forward_hooks = {}
+    _forward_hooks_with_kwargs = {}
+    _forward_hooks_always_called = {}
     _backward_hooks = {}
     _backward_pre_hooks = {}
     _state_dict_pre_hooks = {}
@@ -622,7 +628,9 @@ class Module:
         something replaces the output; an ``always_call`` hook runs even when forward raises."""
         called, result = set(), None
         try:
-            for hook, with_kwargs in [*_global_forward_pre_hooks.values(), *self._forward_pre_hooks.values()]:
+            own = [(hook, hook_id in self._forward_pre_hooks_with_kwargs)
+                   for hook_id, hook in self._forward_pre_hooks.items()]
+            for hook, with_kwargs in [*_global_forward_pre_hooks.values(), *own]:
                 if with_kwargs:
                     new = hook(self, args, kwargs)
                     if new is not None:
@@ -662,18 +670,23 @@ class Module:
 
     def _all_forward_hooks(self):
         """The global forward hooks (register_module_forward_hook), then this module's, as torch runs them."""
-        return [*_global_forward_hooks.items(), *self._forward_hooks.items()]
+        with_kwargs, always = self._forward_hooks_with_kwargs, self._forward_hooks_always_called
+        return [*_global_forward_hooks.items(),
+                *((hook_id, (hook, hook_id in with_kwargs, hook_id in always))
+                  for hook_id, hook in self._forward_hooks.items())]
 
     def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
         """``hook(module, args)`` runs before ``forward`` (``with_kwargs``: ``hook(module, args,
         kwargs)``); returns a handle whose ``remove()`` unregisters it."""
-        return self._add_hook("_forward_pre_hooks", (hook, with_kwargs), prepend)
+        return self._add_hook("_forward_pre_hooks", hook, prepend,
+                              flags={"_forward_pre_hooks_with_kwargs": with_kwargs})
 
     def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
         """``hook(module, args, output)`` runs after ``forward`` (``with_kwargs``: ``hook(module,
         args, kwargs, output)``; ``always_call``: also when forward raises, with ``output=None``);
         returns a handle whose ``remove()`` unregisters it."""
-        return self._add_hook("_forward_hooks", (hook, with_kwargs, always_call), prepend)
+        return self._add_hook("_forward_hooks", hook, prepend, flags={"_forward_hooks_with_kwargs": with_kwargs,
+                                                                      "_forward_hooks_always_called": always_call})
 
     def register_state_dict_pre_hook(self, hook):
         """``hook(module, prefix, keep_vars)`` runs before ``state_dict()`` collects this module."""
@@ -719,12 +732,22 @@ class Module:
         raise NotImplementedError("register_backward_hook (deprecated in torch, where it reports the last "
                                   "op's gradients, not the module's): use register_full_backward_hook")
 
-    def _add_hook(self, kind, entry, prepend=False):
-        if kind not in self.__dict__:  # this module's first hook of this kind
+    def _own(self, kind):
+        """This module's own dict ``kind`` (made at its first hook: until then the class's empty one)."""
+        if kind not in self.__dict__:
             object.__setattr__(self, kind, OrderedDict())
-        hooks = self.__dict__[kind]
-        handle = RemovableHandle(hooks)
+        return self.__dict__[kind]
+
+    def _add_hook(self, kind, entry, prepend=False, flags=None):
+        """``entry`` into this module's ``kind`` dict; ``flags`` ({flag dict's name: bool}): the hook's id
+        set True in each flag dict whose value is true (the handle removes it from all of them)."""
+        hooks = self._own(kind)
+        flag_dicts = [self._own(name) for name in (flags or {})]
+        handle = RemovableHandle(hooks, extra_dict=flag_dicts or None)
         hooks[handle.id] = entry
+        for flags_dict, on in zip(flag_dicts, (flags or {}).values()):
+            if on:
+                flags_dict[handle.id] = True
         if prepend:
             hooks.move_to_end(handle.id, last=False)
         return handle
