@@ -10,6 +10,7 @@ extra="allow", validated by FastAPI in pydantic's lax mode), sampling_params.py,
 |  best_of (vLLM 0.24 dropped it)             |  parameter(s)     |  were present ... but ignored: {...}"  |
 | "max_tokens": "5", "ignore_eos": "yes", 2.0 | 400               | 5, true, 2 (pydantic's lax coercion)   |
 | "ignore_eos": null (bool, not Optional)     | taken as false    | 400                                    |
+| n: 130 (vLLM: up to VLLM_MAX_N_SEQUENCES)   | 400 (128 at most) | 130 choices; past 16384 vLLM's 400     |
 | temperature 2.5 / "nan"                     | 400, other words  | "temperature must be in [0, 2], got    |
 |                                             |                   |  2.5." / "must be a finite number"     |
 | prompt_logprobs: k (completion, chat)       | 400 unsupported   | {id: {logprob, rank, decoded_token}}   |
@@ -118,8 +119,12 @@ def test_numbers_sent_as_text_are_taken_and_null_is_refused_where_vllms_field_is
     assert chat.status_code == 200, chat.text  # a chat's n: Optional[int] = 1
 
 
-def test_temperature_is_checked_as_vllm_024_checks_it(served):
+def test_temperature_and_n_are_checked_as_vllm_024_checks_them(served):
     client = served[0]
+    many = completion(client, n=130, max_tokens=1, temperature=1, seed=0)  # past minilora's old bound of 128
+    assert many.status_code == 200 and len(many.json()["choices"]) == 130
+    assert error_of(completion(client, n=0))["message"] == "n must be at least 1, got 0."
+    assert error_of(completion(client, n=16385))["message"] == "n must be at most 16384, got 16385."
     assert completion(client, temperature=2, seed=1).status_code == 200
     assert error_of(completion(client, temperature=2.5))["message"] == "temperature must be in [0, 2], got 2.5."
     assert error_of(completion(client, temperature="nan"))["message"] == \

@@ -89,6 +89,7 @@ _OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none")
         "max_repetition_pattern_size": (0,), "min_repetition_pattern_size": (0,), "repetition_min_count": (0,),
         "spaces_between_special_tokens": (True,)}  # (vLLM's default: its fast detokenizer decodes as is)
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
+_MAX_N = 16384  # vLLM's default VLLM_MAX_N_SEQUENCES
 _POLL_SECONDS = 0.25  # how often a non-streaming request checks whether its client is still there
 
 
@@ -132,6 +133,16 @@ def _max_tokens(body, default):
     if name in body and body[name] is None:
         return None
     return _number({name: body.get(name, default)}, name, default, 0, 1 << 20, integer=True)
+
+
+def _choice_count(body):
+    """vLLM's ``n``: at least 1, at most its VLLM_MAX_N_SEQUENCES (16384 by default); the choices queue for free
+    rows as any request's sequences do."""
+    n = body.get("n")
+    n = 1 if n is None else n
+    if not 1 <= n <= _MAX_N:
+        raise EngineError(400, f"n must be at {'least 1' if n < 1 else f'most {_MAX_N}'}, got {n}.", "n")
+    return n
 
 
 def _stop_token_ids(body, vocab_size):
@@ -311,7 +322,7 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
     _response_format(body)
     if body.get("cache_salt") == "":  # (no prefix cache here to salt: any other salt changes nothing)
         raise EngineError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
-    n = _number(body, "n", 1, 1, 128, integer=True)  # (best_of: vLLM 0.24's models dropped it, so it is ignored)
+    n = _choice_count(body)  # (best_of: vLLM 0.24's models dropped it, so it is ignored)
     stream = _flag(body, "stream")  # null: false, as vLLM's Optional[bool] = False reads it
     echo = not chat and _flag(body, "echo")  # (a chat's echo is its last message's text: ChatReply)
     logprobs = _logprobs(body, chat, vocab_size)
