@@ -17,6 +17,10 @@
   ``len % lanes`` of each in the scalar loop), then the log (SLEEF's ``logf``, taken as correctly
   rounded: a row whose log-sum SLEEF rounds the other way differs by an ulp, hence its envelope below).
 
+* float32 RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam: ``add(alpha=)``, ``addcmul`` and ``lerp`` fused
+  multiply-adds where torch's build fuses (as Adam's, tests/test_adam_bits_r10.py), ``addcdiv`` as
+  ``p + (value g) / d``: their moments bit for bit, Adamax's weights too.
+
 NumPy's pairwise sums differed from torch's in 30-100% of the results before.
 Checked under this CPU's capability in this process and the lower ones in a subprocess each, as
 tests/test_cpu_capability_r10.py does.
@@ -42,6 +46,9 @@ SCRIPT = textwrap.dedent("""
     assert capability == torch.backends.cpu.get_cpu_capability().lower(), capability
     torch.set_num_threads(parallel.num_threads())  # (a whole sum of 32768+ elements: one chunk a thread)
     rng = np.random.default_rng(0)
+
+    def bits(t):  # (a minilora optimizer's state holds arrays)
+        return np.asarray(t.detach().numpy() if hasattr(t, "detach") else t).tobytes()
 
     def differing(name, call, shape):
         x = (rng.standard_normal(shape) * 3 + 0.5).astype(np.float32)
@@ -84,6 +91,28 @@ SCRIPT = textwrap.dedent("""
     for shape in [(33, 517), (4, 1000), (50, 7)]:
         assert differing("log_softmax", lambda L, x: L.log_softmax(x, -1), shape) < 0.05, (capability, shape)
         assert differing("log_softmax(0)", lambda L, x: L.log_softmax(x, 0), shape) < 0.05, (capability, shape)
+    def optimizer_steps(L, name, **options):  # (3 float32 steps; the states and weights it returns)
+        w = L.nn.Parameter(L.tensor(x0))
+        optimizer = getattr(L.optim, name)([w], **options)
+        for g in grads:
+            w.grad = L.tensor(g)
+            optimizer.step()
+        return w, optimizer.state[w]
+
+    x0, *grads = (rng.standard_normal(5000).astype(np.float32) for _ in range(4))
+    # (the moments that no sqrt feeds: torch's float32 sqrt is MKL's, not correctly rounded in ~17%)
+    for name, options, keys in [("Adamax", dict(lr=0.01, weight_decay=0.1), ["exp_avg", "exp_inf", None]),
+                                ("RMSprop", dict(lr=0.01), ["square_avg"]),
+                                ("RMSprop", dict(lr=0.01, centered=True), ["square_avg", "grad_avg"]),
+                                ("Adagrad", dict(lr=0.1), ["sum"]),
+                                ("Adadelta", dict(lr=1.0), ["square_avg"]),
+                                ("NAdam", dict(lr=0.01), ["exp_avg", "exp_avg_sq"]),
+                                ("RAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+                                 ["exp_avg", "exp_avg_sq"])]:
+        ours, theirs = optimizer_steps(minilora, name, **options), optimizer_steps(torch, name, **options)
+        for key in keys:  # (None: the weights)
+            assert bits(ours[0] if key is None else ours[1][key]) == bits(theirs[0] if key is None else theirs[1][key]), \
+                (capability, name, options, key)
     print("same", capability)
 """)
 

@@ -21,7 +21,8 @@ from .. import dtypes
 from ..device import xp_of
 from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS
 from .adam import _fused_multiply_add
-from .optimizer import Optimizer, _check_range, add_scaled_16bit, alpha_16bit, new_step_count, rounds_each_op
+from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit, alpha_16bit, new_step_count,
+                        rounds_each_op)
 
 __all__ = ["RMSprop", "Adagrad", "Adadelta"]
 
@@ -58,28 +59,32 @@ class _Arithmetic:
         return alpha_16bit(value, self.dtype) if self.low_precision else value
 
     def add(self, start, value, array):
-        """``start.add(array, alpha=value)`` (16-bit: ``add_scaled_16bit``, rounded)."""
+        """``start.add(array, alpha=value)``: one fused multiply-add where torch's build fuses float32's
+        (``add_scaled``; 16-bit: ``add_scaled_16bit``, rounded)."""
         if self.low_precision:
             return self.rounded(add_scaled_16bit(start, value, array, self.dtype))
-        return start + value * array
+        return add_scaled(start, value, array)
 
     def addcmul(self, start, a, b, value):
-        """``start + value * a * b`` (16-bit: one fused multiply-add in float32, as torch's CPU kernel)."""
-        if self.low_precision:
-            return self.rounded(_fused_multiply_add(np.float32(value) * a, b, start))
-        return start + value * a * b
+        """``start + value * a * b`` as torch's CPU kernel: ``fmadd(value * a, b, start)``, fused where its
+        build fuses (in float32 for 16-bit, rounded once)."""
+        scalar = np.float32(value) if self.low_precision else start.dtype.type(value)
+        return self.rounded(_fused_multiply_add(scalar * a, b, start))
 
     def lerp(self, start, end, weight):
-        """``start.lerp_(end, weight)`` with torch's two formulas (the one that stays exact near each end)."""
-        if self.low_precision:  # float32 scalars and fused multiply-adds, as torch's vectorized kernel
-            weight = np.float32(weight)
-            if weight < 0.5:
-                return self.rounded(_fused_multiply_add(weight, end - start, start))
-            return self.rounded(_fused_multiply_add(-(np.float32(1) - weight), end - start, end))
+        """``start.lerp_(end, weight)`` with torch's two formulas (the one that stays exact near each end),
+        each a fused multiply-add where its build fuses; the weight and ``1 - weight`` in the compute dtype
+        (float32 for float16: 1 - 0.95 is 0.050000012)."""
+        weight = np.float32(weight) if self.low_precision else start.dtype.type(weight)
         if weight < 0.5:
-            return self.rounded(start + weight * (end - start))
-        # 1 - weight in the compute dtype, as torch's kernel (float32 for float16: 1 - 0.95 is 0.050000012)
-        return self.rounded(end - (end - start) * (1 - start.dtype.type(weight)))
+            return self.rounded(_fused_multiply_add(weight, end - start, start))
+        return self.rounded(_fused_multiply_add(-(1 - weight), end - start, end))
+
+    def addcdiv(self, start, a, b, value):
+        """``start.addcdiv(a, b, value=value)`` as torch's CPU kernel: ``start + (value * a) / b`` (16-bit: in
+        float32, rounded once)."""
+        scalar = np.float32(value) if self.low_precision else start.dtype.type(value)
+        return self.rounded(start + scalar * a / b)
 
 
 def _gradient(p, group, ops):
@@ -158,7 +163,7 @@ class RMSprop(_StepEach):
             state["momentum_buffer"][...] = buf
             p._array[...] = ops.add(param, -lr, buf)
         else:
-            p._array[...] = ops.rounded(param + -lr * (grad / avg))
+            p._array[...] = ops.addcdiv(param, grad, avg, -lr)
 
 
 class Adagrad(_StepEach):
@@ -196,7 +201,7 @@ class Adagrad(_StepEach):
         total = ops.addcmul(ops.load(state["sum"]), grad, grad, 1)
         state["sum"][...] = total
         std = ops.plus(ops.rounded(ops.sqrt(total)), group["eps"])
-        p._array[...] = ops.rounded(ops.load(p._array) + -lr * (grad / std))
+        p._array[...] = ops.addcdiv(ops.load(p._array), grad, std, -lr)
 
 
 class Adadelta(_StepEach):

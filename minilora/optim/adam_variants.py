@@ -64,7 +64,7 @@ class Adamax(_AdamFamily):
         exp_inf = xp_of(decayed).maximum(decayed, ops.plus(ops.rounded(abs(grad)), group["eps"]))
         state["exp_avg"][...], state["exp_inf"][...] = exp_avg, exp_inf
         step_size = group["lr"] / (1 - beta1 ** float(state["step"]))
-        p._array[...] = ops.rounded(ops.load(p._array) + -step_size * (exp_avg / exp_inf))
+        p._array[...] = ops.addcdiv(ops.load(p._array), exp_avg, exp_inf, -step_size)
 
 
 class NAdam(_AdamFamily):
@@ -106,9 +106,9 @@ class NAdam(_AdamFamily):
         state["exp_avg"][...], state["exp_avg_sq"][...] = exp_avg, exp_avg_sq
         denom = ops.rounded(ops.sqrt(ops.rounded(exp_avg_sq * (1 / (1 - beta2 ** step)))))  # (division as torch's)
         denom = ops.plus(denom, group["eps"])
-        param = ops.rounded(ops.load(p._array) + (-lr * (1.0 - mu) / (1.0 - float(mu_product))) * (grad / denom))
+        param = ops.addcdiv(ops.load(p._array), grad, denom, -lr * (1.0 - mu) / (1.0 - float(mu_product)))
         next_product = float(mu_product) * mu_next
-        p._array[...] = ops.rounded(param + ((-lr * mu_next) / (1.0 - next_product)) * (exp_avg / denom))
+        p._array[...] = ops.addcdiv(param, exp_avg, denom, (-lr * mu_next) / (1.0 - next_product))
 
 
 def _times_in_own_dtype(number, factor):
