@@ -424,6 +424,10 @@ class Function:
         recorded = [out if not isinstance(out, Tensor) or any(out is t for t in ctx.non_differentiable)
                     else _as_output(out, _UserOutput.apply(token, joint=joint, index=index), ctx)
                     for index, out in enumerate(outputs)]
+        graph = tuple(a for a in args if isinstance(a, Tensor))  # (torch's node: one edge per tensor argument)
+        for out in recorded:  # printed as torch prints them: tensor(..., grad_fn=<MyExpBackward>)
+            if isinstance(out, Tensor):
+                _tensor.name_node(out, f"{cls.__name__}Backward", graph=graph)
         return tuple(recorded) if isinstance(output, tuple) else recorded[0]
 
 

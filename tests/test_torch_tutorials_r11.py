@@ -648,3 +648,37 @@ def _pruning_tutorial(lib):
 
 def test_pruning_tutorial_as_torch():
     assert _pruning_tutorial(ml) == _pruning_tutorial(torch)
+
+
+def test_custom_function_nodes_print_as_torch():
+    """The custom-Function tutorial prints its outputs: ``grad_fn=<MyExpBackward>`` (minilora:
+    ``<_UserOutputBackward0>``), and the node's edges are one per tensor argument."""
+    def run(lib):
+        class MyExp(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, i):
+                result = i.exp()
+                ctx.save_for_backward(result)
+                return result
+
+            @staticmethod
+            def backward(ctx, grad_output):
+                result, = ctx.saved_tensors
+                return grad_output * result
+
+        class MulConstant(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, tensor, constant, other):
+                ctx.constant = constant
+                return tensor * constant, tensor + other
+
+            @staticmethod
+            def backward(ctx, grad_a, grad_b):
+                return grad_a * ctx.constant + grad_b, None, grad_b
+        x = lib.ones(2, requires_grad=True)
+        y = MyExp.apply(x)
+        a, b = MulConstant.apply(x * 2, 5.0, lib.ones(2))
+        edges = [(None if f is None else f.name(), n) for f, n in a.grad_fn.next_functions]
+        return repr(y), y.grad_fn.name(), repr(b), edges
+    expected, got = _both(run)
+    assert got == expected
