@@ -418,3 +418,17 @@ def test_a_checkpoint_in_a_newer_format_is_refused_by_name(tmp_path):
     del state["format"]  # as minilora wrote them before: format 1
     save_training_state(path, state)
     assert train(tiny_model(), rows, resume=True, **{**options, "steps": 4}).steps_run == 2
+
+
+def test_a_state_dict_for_another_base_is_named_as_such_not_as_a_file():
+    # set_peft_model_state_dict(model, state) with tensors of another shape said "adapter file: size mismatch":
+    # there was no file. Nothing is copied before the error (the model keeps its adapter).
+    from minilora.lora import AdapterMismatchError, LoraConfig, get_peft_model, set_peft_model_state_dict
+    model = get_peft_model(tiny_model(), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    state = {k.replace(".default", ""): ml.zeros(3, 3) if "lora_B" in k else v
+             for k, v in model.state_dict().items() if "lora_" in k}
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    with pytest.raises(AdapterMismatchError) as caught:
+        set_peft_model_state_dict(model, state)
+    assert str(caught.value).startswith("peft_model_state_dict: size mismatch for "), caught.value
+    assert all(np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())

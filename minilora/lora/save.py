@@ -188,10 +188,11 @@ def _array_for(target, value):
 
 
 def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", ignore_mismatched_sizes=False,
-                              low_cpu_mem_usage=False, *, source="adapter file"):
+                              low_cpu_mem_usage=False, *, source="peft_model_state_dict"):
     """Copy ``{file key: Tensor or array}`` into the adapter (PEFT's signature). The first mismatch is named in
     the error; with ``ignore_mismatched_sizes=True`` a tensor whose shape differs from the model's is skipped
-    (left as it is, listed in missing_keys) with PEFT's warning, as PEFT's.
+    (left as it is, listed in missing_keys) with PEFT's warning, as PEFT's. ``source`` names the weights in the
+    errors: the file they came from (``load_adapter``), else the argument.
 
     Returns what PEFT returns, the result of ``model.load_state_dict(..., strict=False)``:
     ``IncompatibleKeys(missing_keys, unexpected_keys)``, where ``missing_keys`` is every key of
