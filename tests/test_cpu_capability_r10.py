@@ -88,21 +88,27 @@ SCRIPT = textwrap.dedent("""
 ORDER = ["default", "avx2", "avx512"]  # (a CPU runs torch's kernels up to its own: forcing more is SIGILL)
 
 
-def run_under(capability):
+def run_under(capability, script=SCRIPT):
     environ = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=environ, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True,
                           timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["same", capability]
 
 
-@pytest.mark.parametrize("capability", ORDER)
-def test_draws_and_sums_are_torchs_under_each_capability(capability):
-    """This CPU's own capability in this process; the lower ones in a subprocess each."""
+def check_under(capability, script):
+    """Run ``script`` (which prints "same <capability>") under torch's ``capability``: this CPU's own in
+    this process, a lower one in a subprocess with ``ATEN_CPU_CAPABILITY`` set; a higher one is skipped."""
     native = float32_math.torch_cpu_capability({})
     if ORDER.index(capability) > ORDER.index(native):
         pytest.skip(f"this CPU runs torch's {native} kernels, not {capability}'s")
     if capability == float32_math.CPU_CAPABILITY:
-        exec(SCRIPT, {"__name__": "same_bits"})
+        exec(script, {"__name__": "same_bits"})
     else:
-        run_under(capability)
+        run_under(capability, script)
+
+
+@pytest.mark.parametrize("capability", ORDER)
+def test_draws_and_sums_are_torchs_under_each_capability(capability):
+    """This CPU's own capability in this process; the lower ones in a subprocess each."""
+    check_under(capability, SCRIPT)

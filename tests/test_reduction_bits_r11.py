@@ -25,16 +25,12 @@ NumPy's pairwise sums differed from torch's in 30-100% of the results before.
 Checked under this CPU's capability in this process and the lower ones in a subprocess each, as
 tests/test_cpu_capability_r10.py does.
 """
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from minilora import float32_math
-
 pytest.importorskip("torch")
+from test_cpu_capability_r10 import ORDER, check_under  # noqa: E402  (this process, or a subprocess)
 
 SCRIPT = textwrap.dedent("""
     import numpy as np
@@ -116,22 +112,9 @@ SCRIPT = textwrap.dedent("""
     print("same", capability)
 """)
 
-ORDER = ["default", "avx2", "avx512"]  # (a CPU runs torch's kernels up to its own: forcing more is SIGILL)
-
-
 @pytest.mark.parametrize("capability", ORDER)
 def test_sums_and_softmax_are_torchs_under_each_capability(capability):
-    native = float32_math.torch_cpu_capability({})
-    if ORDER.index(capability) > ORDER.index(native):
-        pytest.skip(f"this CPU runs torch's {native} kernels, not {capability}'s")
-    if capability == float32_math.CPU_CAPABILITY:
-        exec(SCRIPT, {"__name__": "same_bits"})
-        return
-    environ = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=environ, capture_output=True, text=True,
-                          timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["same", capability]
+    check_under(capability, SCRIPT)
 
 
 def test_sum_of_negative_zeros_and_gradients():
