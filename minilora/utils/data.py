@@ -36,8 +36,8 @@ from . import data_workers
 from ..ops import stack
 from ..tensor import Tensor, tensor
 
-__all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "random_split",
-           "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler",
+__all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "ChainDataset", "StackDataset",
+           "random_split", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler",
            "DistributedSampler", "BatchSampler", "DataLoader", "default_collate", "default_convert",
            "get_worker_info"]
 
@@ -64,8 +64,27 @@ class IterableDataset(Dataset):
         raise NotImplementedError("Subclasses of IterableDataset should implement __iter__.")
 
     def __add__(self, other):
-        raise TypeError("ChainDataset (adding IterableDatasets) is not supported by minilora; "
-                        "chain the streams with itertools.chain in your own IterableDataset")
+        return ChainDataset([self, other])
+
+
+class ChainDataset(IterableDataset):
+    """Several IterableDatasets one after the other (``a + b`` of two of them)."""
+
+    def __init__(self, datasets):
+        self.datasets = datasets
+
+    def _streams(self):
+        for d in self.datasets:
+            if not isinstance(d, IterableDataset):
+                raise AssertionError("ChainDataset only supports IterableDataset")
+            yield d
+
+    def __iter__(self):
+        for d in self._streams():
+            yield from d
+
+    def __len__(self):
+        return sum(len(d) for d in self._streams())
 
 
 class TensorDataset(Dataset):
@@ -124,6 +143,43 @@ class ConcatDataset(Dataset):
         which = bisect.bisect_right(self.cumulative_sizes, idx)
         start = self.cumulative_sizes[which - 1] if which else 0
         return self.datasets[which][idx - start]
+
+
+class StackDataset(Dataset):
+    """Several datasets of one length indexed together: sample ``i`` is the tuple of theirs (given as
+    arguments) or the dict of theirs (given as keywords)."""
+
+    def __init__(self, *args, **kwargs):
+        if args and kwargs:
+            raise ValueError("Supported either ``tuple``- (via ``args``) or``dict``- (via ``kwargs``) like "
+                             "input/output, but both types are given.")
+        if not args and not kwargs:
+            raise ValueError("At least one dataset should be passed")
+        datasets = list(args or kwargs.values())
+        self._length = len(datasets[0])
+        if any(self._length != len(dataset) for dataset in datasets):
+            raise ValueError("Size mismatch between datasets")
+        self.datasets = args or kwargs
+
+    def __getitem__(self, index):
+        if isinstance(self.datasets, dict):
+            return {key: dataset[index] for key, dataset in self.datasets.items()}
+        return tuple(dataset[index] for dataset in self.datasets)
+
+    def __getitems__(self, indices):
+        named = self.datasets if isinstance(self.datasets, dict) else dict(enumerate(self.datasets))
+        columns = {}
+        for key, dataset in named.items():
+            getitems = getattr(dataset, "__getitems__", None)
+            items = getitems(indices) if callable(getitems) else [dataset[i] for i in indices]
+            if len(items) != len(indices):
+                raise ValueError(f"Nested dataset's output size mismatch. Expected {len(indices)}, got {len(items)}")
+            columns[key] = items
+        rows = [{key: items[row] for key, items in columns.items()} for row in range(len(indices))]
+        return rows if isinstance(self.datasets, dict) else [tuple(row.values()) for row in rows]
+
+    def __len__(self):
+        return self._length
 
 
 def _split_lengths(n, lengths):
