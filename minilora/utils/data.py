@@ -37,7 +37,8 @@ from ..ops import stack
 from ..tensor import Tensor, tensor
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "ChainDataset", "StackDataset",
-           "random_split", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler",
+           "random_split", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
+           "WeightedRandomSampler",
            "DistributedSampler", "BatchSampler", "DataLoader", "default_collate", "default_convert",
            "get_worker_info"]
 
