@@ -180,8 +180,8 @@ class Identity(BasePruningMethod):
         return super().apply(module, name)
 
 
-class RandomUnstructured(BasePruningMethod):
-    """``amount`` (a fraction, or a count) of the entries kept so far, chosen at random."""
+class _Unstructured(BasePruningMethod):
+    """``amount`` (a fraction, or a count) of the entries kept so far: those ``_pruned_first`` ranks first."""
     PRUNING_TYPE = "unstructured"
 
     def __init__(self, amount):
@@ -193,31 +193,27 @@ class RandomUnstructured(BasePruningMethod):
         _validate_pruning_amount(count, t.numel())
         mask = default_mask.clone()
         if count != 0:
-            top = ops.topk(factories.rand_like(t).view(-1), k=count)
-            mask.view(-1)[top.indices] = 0
+            scores, largest = self._pruned_first(t)
+            mask.view(-1)[ops.topk(scores.view(-1), k=count, largest=largest).indices] = 0
         return mask
+
+
+class RandomUnstructured(_Unstructured):
+    """``amount`` of the entries kept so far, chosen at random (the largest of ``rand_like``, as torch)."""
+
+    def _pruned_first(self, t):
+        return factories.rand_like(t), True
 
     @classmethod
     def apply(cls, module, name, amount):
         return super().apply(module, name, amount=amount)
 
 
-class L1Unstructured(BasePruningMethod):
+class L1Unstructured(_Unstructured):
     """``amount`` of the entries kept so far: the smallest in absolute value."""
-    PRUNING_TYPE = "unstructured"
 
-    def __init__(self, amount):
-        _validate_pruning_amount_init(amount)
-        self.amount = amount
-
-    def compute_mask(self, t, default_mask):
-        count = _compute_nparams_toprune(self.amount, t.numel())
-        _validate_pruning_amount(count, t.numel())
-        mask = default_mask.clone()
-        if count != 0:
-            top = ops.topk(t.abs().view(-1), k=count, largest=False)
-            mask.view(-1)[top.indices] = 0
-        return mask
+    def _pruned_first(self, t):
+        return t.abs(), False
 
     @classmethod
     def apply(cls, module, name, amount, importance_scores=None):
