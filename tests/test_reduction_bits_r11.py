@@ -117,6 +117,24 @@ def test_sums_and_softmax_are_torchs_under_each_capability(capability):
     check_under(capability, SCRIPT)
 
 
+def test_linear_bias_gradient_is_torchs():
+    """nn.Linear's bias gradient, dY.sum(0) over the batch (torch's addmm backward), in torch's order."""
+    import numpy as np
+    import torch
+    import minilora as ml
+    torch.set_num_threads(ml.parallel.num_threads())
+    rng = np.random.default_rng(3)
+    for rows, features, outputs in [(64, 51, 33), (3, 100, 300), (2, 5, 4096)]:
+        x, g = (rng.standard_normal(shape).astype(np.float32) for shape in ((2, rows, features), (2, rows, outputs)))
+        grads = []
+        for L in (torch, ml):
+            L.manual_seed(0)
+            layer = L.nn.Linear(features, outputs)
+            layer(L.tensor(x)).backward(L.tensor(g))
+            grads.append(layer.bias.grad.numpy().tobytes())
+        assert grads[0] == grads[1], (rows, features, outputs)
+
+
 def test_sum_of_negative_zeros_and_gradients():
     """torch's sum starts from its output's 0: -0s sum to +0; mean's and sum's gradients unchanged."""
     import minilora as ml

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, parallel
+from .. import amp as _amp, float32_sums, parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..tensor import Function, ShapeError, name_node, saved_for, saves_as_torch
@@ -202,8 +202,12 @@ class Linear(Function):
         elif _is_16bit_float(g2):  # cuda: the GEMMs on cuBLAS in 16 bits, but CuPy may sum bf16 in bf16
             sum_bias_in_float32, nb = nb, False
         gx = xp_of(g2).empty((g2.shape[0], w.shape[1]), g2.dtype) if nx else None
+        bias_as_torch = nb and g2.dtype == np.float32 and type(g2) is np.ndarray
         # dX = dY W and dW = dY^T X side by side on threads, each through _linear_backward_rows
-        gw, gb = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, nb)
+        gw, gb = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, nb and not bias_as_torch)
+        if bias_as_torch:  # float32: dY.sum(0) in torch's order of additions (its addmm's sum_to_size)
+            gb = float32_sums.cascade_sum(g2, (0,))
+            gb = g2.sum(axis=0) if gb is None else gb
         if sum_bias_in_float32:
             gb = upcast(g2).sum(axis=0)
         gx = None if gx is None else gx.reshape(ctx.x_shape)
