@@ -227,6 +227,16 @@ def _channel_mask(t, dim, channels):
     return mask
 
 
+def _channels_to_prune(t, amount, dim):
+    """(the channels along ``dim``, how many of them to prune), checked as torch's structured methods do."""
+    _validate_structured_pruning(t)
+    _validate_pruning_dim(t, dim)
+    channels = t.shape[dim]
+    count = _compute_nparams_toprune(amount, channels)
+    _validate_pruning_amount(count, channels)
+    return channels, count
+
+
 class RandomStructured(BasePruningMethod):
     """``amount`` of the channels along ``dim``, chosen at random."""
     PRUNING_TYPE = "structured"
@@ -236,11 +246,7 @@ class RandomStructured(BasePruningMethod):
         self.amount, self.dim = amount, dim
 
     def compute_mask(self, t, default_mask):
-        _validate_structured_pruning(t)
-        _validate_pruning_dim(t, self.dim)
-        channels = t.shape[self.dim]
-        count = _compute_nparams_toprune(self.amount, channels)
-        _validate_pruning_amount(count, channels)
+        channels, count = _channels_to_prune(t, self.amount, self.dim)
         if count == 0:
             return default_mask
         prob = factories.rand(channels)
@@ -263,11 +269,7 @@ class LnStructured(BasePruningMethod):
         self.amount, self.n, self.dim = amount, n, dim
 
     def compute_mask(self, t, default_mask):
-        _validate_structured_pruning(t)
-        _validate_pruning_dim(t, self.dim)
-        channels = t.shape[self.dim]
-        count = _compute_nparams_toprune(self.amount, channels)
-        _validate_pruning_amount(count, channels)
+        channels, count = _channels_to_prune(t, self.amount, self.dim)
         dims = list(range(t.ndim))
         dims.remove(dims[self.dim])
         top = ops.topk(ops.norm(t, p=self.n, dim=dims), k=channels - count, largest=True)
