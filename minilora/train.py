@@ -635,8 +635,35 @@ def _evaluate(model, step, eval_loader, eval_fn):
     if eval_loader is not None:
         record["eval_loss"] = mean_loss(model, eval_loader)
     if eval_fn is not None:
-        record.update(eval_fn(model))
+        metrics = eval_fn(model)
+        if not isinstance(metrics, dict):
+            raise TypeError(f"train: eval_fn must return a dict of metric name: value, got a {type(metrics).__name__}")
+        record.update(_plain(metrics))
+        _check_loggable(record)
     return record
+
+
+def _plain(value):
+    """transformers' denumpify_detensorize (what its Trainer does to compute_metrics' results): NumPy numbers
+    and one-element tensors become Python numbers, in lists and dicts too. A metrics log is JSON: np.mean(...)'s
+    float32 or a forgotten .item() stopped the run at its first evaluation."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic) or (isinstance(value, Tensor) and value.numel() == 1):
+        return value.item()
+    return value
+
+
+def _check_loggable(record):
+    """A value the metrics log (JSON) cannot hold is named, with the metric it came from."""
+    for key, value in record.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"train: eval_fn's {key!r} is a {type(value).__name__}, which the metrics log (JSON) "
+                            f"cannot hold ({exc}); return numbers, strings, or lists and dicts of them") from None
 
 
 def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, weight_decay=0.0,

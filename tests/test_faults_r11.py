@@ -432,3 +432,22 @@ def test_a_state_dict_for_another_base_is_named_as_such_not_as_a_file():
         set_peft_model_state_dict(model, state)
     assert str(caught.value).startswith("peft_model_state_dict: size mismatch for "), caught.value
     assert all(np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())
+
+
+def test_eval_fn_numpy_and_tensor_numbers_are_logged_as_numbers(tmp_path):
+    # np.mean over float32 gives a NumPy float32, a count an int64, a metric left a tensor: each stopped the run
+    # at its first evaluation ("Object of type float32 is not JSON serializable", from the metrics log). The
+    # Hugging Face Trainer makes them Python numbers (denumpify_detensorize); so does train().
+    rows = np.array([[(i + j) % 13 + 3 for j in range(8)] for i in range(8)], dtype=np.int64)
+
+    def metrics(model):
+        return {"accuracy": np.float32(0.5), "correct": np.int64(3), "loss": ml.tensor(0.25),
+                "per_class": [np.float64(1)]}
+    options = dict(steps=1, batch_size=4, out_dir=str(tmp_path), progress=False, plot=False)
+    result = train(tiny_model(), rows, eval_fn=metrics, **options)
+    assert result.evals[-1] == {"kind": "eval", "step": 1, "accuracy": 0.5, "correct": 3, "loss": 0.25,
+                                "per_class": [1.0]}
+    assert type(result.evals[-1]["correct"]) is int
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["accuracy"] == 0.5
+    with pytest.raises(TypeError, match="eval_fn's 'scores' is a ndarray, which the metrics log"):
+        train(tiny_model(), rows, eval_fn=lambda m: {"scores": np.zeros(3)}, **{**options, "out_dir": None})
