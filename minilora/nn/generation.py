@@ -10,7 +10,8 @@ Each step turns the logits of the last position into the next token:
 
 * greedy (``do_sample=False``): the most likely token;
 * beam search (``num_beams=n``): the n most likely sequences so far are kept and extended together,
-  and the best finished one is returned (transformers' algorithm, step for step);
+  and the best finished one is returned (transformers' algorithm, step for step); with ``do_sample=True``
+  the candidates are drawn rather than taken best first (beam sampling);
 * sampling: divide the logits by ``temperature`` (< 1 sharper, > 1 flatter), keep the ``top_k``
   most likely tokens, keep the smallest set whose probabilities add up to ``top_p`` (nucleus
   sampling), and draw from what is left -- in that order, as transformers does.
@@ -50,24 +51,26 @@ __all__ = ["generate", "sample_next_token", "warp_logits", "top_k_filter", "top_
            "StoppingCriteriaList"]
 
 
-def top_k_filter(logits, k):
+def top_k_filter(logits, k, min_tokens_to_keep=1):
     """Set every logit below the ``k``-th largest of its row to -inf (ties at the k-th are kept).
-    ``k`` None or 0 keeps every token (0 is transformers' way to turn top-k off)."""
+    ``k`` None or 0 keeps every token (0 is transformers' way to turn top-k off). ``min_tokens_to_keep``
+    (beam sampling's: the eos ids + 1) raises k to it, as transformers' TopKLogitsWarper."""
     if k is None or (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) and k == 0):
         return logits
     if not isinstance(k, (int, np.integer)) or isinstance(k, (bool, np.bool_)) or k < 1:
         raise ValueError(f"top_k must be an integer >= 0 (0: off), got {k!r}")
+    k = max(k, min_tokens_to_keep)
     if k >= logits.shape[-1]:
         return logits
     kth = np.partition(logits, -k, axis=-1)[..., -k:].min(axis=-1, keepdims=True)
     return np.where(logits < kth, -np.inf, logits)
 
 
-def top_p_filter(logits, p):
+def top_p_filter(logits, p, min_tokens_to_keep=1):
     """Keep, per row, the most likely tokens until their probabilities reach ``p``; -inf the rest.
 
     A token is kept if the probability of all tokens more likely than it is still below ``p``; the most
-    likely token is always kept (so ``p=0`` keeps just that one, as transformers).
+    likely ``min_tokens_to_keep`` are always kept (so ``p=0`` keeps just the best one, as transformers).
     """
     if p is None:
         return logits
@@ -80,7 +83,7 @@ def top_p_filter(logits, p):
     probs = _softmax(sorted_logits)
     before = np.cumsum(probs, axis=-1) - probs  # probability of the strictly more likely tokens
     remove_sorted = before >= p
-    remove_sorted[..., 0] = False  # the most likely token stays (transformers' min_tokens_to_keep=1)
+    remove_sorted[..., :min_tokens_to_keep] = False  # the most likely token(s) stay (transformers' rule)
     remove = np.empty_like(remove_sorted)
     np.put_along_axis(remove, order, remove_sorted, axis=-1)
     return np.where(remove, -np.inf, logits)
@@ -165,13 +168,43 @@ def _drop_below(logits, probs, bar):
     return np.where((probs < bar) & ~keep_best, -np.inf, logits)
 
 
+def top_h_filter(logits, top_h):
+    """Top-H sampling (transformers 5's TopHLogitsWarper): among the 100 most likely tokens, keep them in
+    order of probability while their summed entropy terms -p log p stay within ``top_h`` times the entropy
+    of those 100 (renormalised); the most likely token always stays. None: off. float32, with minilora's
+    torch-ordered logsumexp / softmax / sum; the log is NumPy's, where torch's is SLEEF's (within 1 ulp), so
+    at ``top_h=1`` -- where the cumulative entropy meets its total among the least likely tokens -- about
+    1 row in 10 keeps one tail token more or less than transformers (none in 1860 random rows below 1)."""
+    if top_h is None:
+        return logits
+    if isinstance(top_h, (bool, np.bool_)) or not isinstance(top_h, (int, float, np.number)) or not 0 < top_h <= 1:
+        raise ValueError("`top_h` must be in the range (0, 1].")
+    n = min(100, logits.shape[-1])
+    order = np.argsort(-logits, axis=-1, kind="stable")[:, :n]
+    top = Tensor(np.take_along_axis(logits, order, axis=-1).astype(np.float32))
+    normalized = top - top.logsumexp(-1, keepdim=True)  # Categorical(logits=top): its logits, probs, entropy
+    probs = normalized.softmax(-1)
+    floor = float(np.finfo(np.float32).min)
+    tau = -(normalized.clamp(min=floor) * probs).sum(-1) * top_h
+    cumulative = (-probs * probs.log()).cumsum(-1).numpy()
+    keep_sorted = cumulative <= tau.numpy()[:, None]
+    keep_sorted[:, 0] = True
+    keep = np.zeros(logits.shape, dtype=bool)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return np.where(keep, logits, -np.inf).astype(logits.dtype, copy=False)
+
+
 def warp_logits(logits, temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=None, epsilon_cutoff=None,
-                eta_cutoff=None):
-    """The sampling filters in transformers' order: divide by ``temperature``, then top-k, top-p, min-p,
-    typical-p, epsilon and eta. (What ``output_scores`` returns for a sampled step.)"""
+                eta_cutoff=None, min_tokens_to_keep=1, top_h=None):
+    """The sampling filters in transformers' order: divide by ``temperature``, then top-h, top-k, top-p,
+    min-p, typical-p, epsilon and eta. (What ``output_scores`` returns for a sampled step.)
+    ``min_tokens_to_keep`` > 1 (beam sampling) is taken by top-k and top-p; generate refuses the others
+    with it."""
     if not temperature > 0:
         raise _temperature_error(temperature)
-    logits = min_p_filter(top_p_filter(top_k_filter(logits / temperature, top_k), top_p), min_p)
+    logits = top_h_filter(logits / temperature, top_h)
+    logits = top_p_filter(top_k_filter(logits, top_k, min_tokens_to_keep), top_p, min_tokens_to_keep)
+    logits = min_p_filter(logits, min_p)
     return eta_filter(epsilon_filter(typical_filter(logits, typical_p), epsilon_cutoff), eta_cutoff)
 
 
@@ -216,12 +249,14 @@ DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "
             "suppress_tokens": None, "begin_suppress_tokens": None, "forced_eos_token_id": None,
             "stop_strings": None, "num_beams": 1, "length_penalty": 1.0, "early_stopping": False,
             "num_return_sequences": 1, "use_cache": True, "return_dict_in_generate": False, "output_scores": False,
-            "output_logits": False, "output_hidden_states": False, "output_attentions": False, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+            "output_logits": False, "output_hidden_states": False, "output_attentions": False, "top_h": None,
+            "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
             "encoder_repetition_penalty": 1.0, "renormalize_logits": False, "forced_bos_token_id": None,
             "exponential_decay_length_penalty": None, "max_time": None}
 # The options above that generate() takes through **kwargs (transformers' rarer logits processors).
-_PROCESSOR_OPTIONS = ("typical_p", "epsilon_cutoff", "eta_cutoff", "encoder_repetition_penalty", "renormalize_logits",
-                      "forced_bos_token_id", "exponential_decay_length_penalty")
+_SAMPLING_OPTIONS = ("top_h", "typical_p", "epsilon_cutoff", "eta_cutoff")  # warp_logits' rarer filters
+_PROCESSOR_OPTIONS = _SAMPLING_OPTIONS + ("encoder_repetition_penalty", "renormalize_logits", "forced_bos_token_id",
+                                          "exponential_decay_length_penalty")
 _LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "eos_token_id", "pad_token_id",
                        "bos_token_id")
 # generation_config.json entries that change nothing here: bookkeeping, output formats left at their
@@ -235,7 +270,6 @@ _IGNORED = {"_from_model_config", "transformers_version", "cache_implementation"
 # Options generate() does not implement, at the value that turns them off (any other value is refused).
 _OFF = {"num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram_size": 0,
         "remove_invalid_values": False,
-        "top_h": None,
         "penalty_alpha": None,
         "guidance_scale": None, "watermarking_config": None, "assistant_model": None,
         "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
@@ -291,7 +325,7 @@ class GenerationConfig:
         (``from_pretrained(folder, top_k=1)``), as transformers; ``return_unused_kwargs``: ``(config, {})`` (every
         keyword is kept as an option). A folder without the file is transformers' OSError (a model's loader
         falls back to its config's ids itself: ``LlamaForCausalLM.from_pretrained``)."""
-        from ..checkpoint import load_json
+        from ..checkpoint import load_json, naming_the_file
         name = GENERATION_CONFIG_NAME if config_file_name is None else os.fspath(config_file_name)
         path = os.path.join(os.fspath(folder), name)
         if not os.path.isfile(path):
@@ -300,7 +334,8 @@ class GenerationConfig:
         data = load_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object of option: value, got a {type(data).__name__}")
-        config = cls(**{**data, **kwargs})
+        with naming_the_file(path):
+            config = cls(**{**data, **kwargs})
         config._as_loaded = cls._unchecked(**data).to_dict()  # saved back unchanged, its issues are only warned about
         return (config, {}) if return_unused_kwargs else config
 
@@ -379,6 +414,7 @@ def _config_issues(config):
         if name in config.other:
             raise ValueError(f"Argument `{name}` is not a valid argument of `GenerationConfig`. It should be passed to "
                              "`generate()` (or a pipeline) directly.")
+    _check_option_types(get)
     if get("early_stopping") not in (None, True, False, "never"):
         raise ValueError(f"`early_stopping` must be a boolean or 'never', but is {get('early_stopping')}.")
     if get("max_new_tokens") is not None and get("max_new_tokens") <= 0:
@@ -424,6 +460,37 @@ def _config_issues(config):
                 issues[name] = (f"`return_dict_in_generate` is NOT set to `True`, but `{name}` is. When "
                                 f"`return_dict_in_generate` is not `True`, `{name}` is ignored.")
     return issues
+
+
+# The JSON type of each option transformers documents (a file written by hand may hold "5" or "true"):
+# a string where a number goes failed as Python's "'<=' not supported between 'str' and 'int'"; a string
+# flag counted as set ("false" is true: do_sample="false" sampled), a string eos id never matched.
+_WHOLE_OPTIONS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
+                  "top_k", "no_repeat_ngram_size")
+_TOKEN_OPTIONS = ("pad_token_id", "bos_token_id", "forced_bos_token_id")
+_TOKENS_OPTIONS = ("eos_token_id", "forced_eos_token_id")  # (one id, or a list of them)
+_NUMBER_OPTIONS = ("temperature", "top_p", "min_p", "typical_p", "repetition_penalty", "length_penalty",
+                   "epsilon_cutoff", "eta_cutoff", "encoder_repetition_penalty", "max_time")
+_FLAG_OPTIONS = ("do_sample", "use_cache", "return_dict_in_generate", "output_scores", "output_logits",
+                 "output_hidden_states", "output_attentions", "renormalize_logits")
+
+
+def _check_option_types(get):
+    """A TypeError naming the option whose value is of the wrong JSON type (None: unset, always fine)."""
+    def whole(value):
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    rules = [(_WHOLE_OPTIONS, whole, "an integer"),
+             (_TOKEN_OPTIONS, whole, "a token id (an integer)"),
+             (_TOKENS_OPTIONS, lambda v: whole(v) or (isinstance(v, list) and all(map(whole, v))),
+              "a token id (an integer) or a list of token ids"),
+             (_NUMBER_OPTIONS, lambda v: whole(v) or isinstance(v, (float, np.floating)), "a number"),
+             (_FLAG_OPTIONS, lambda v: isinstance(v, (bool, np.bool_)), "true or false (a boolean, not a string)")]
+    for names, fits, wanted in rules:
+        for name in names:
+            value = get(name)
+            if value is not None and not fits(value):
+                raise TypeError(f"generation option `{name}` is {value!r} ({type(value).__name__}); "
+                                f"it must be {wanted}")
 
 
 def _the_prompt(input_ids, inputs, bos_token_id):
@@ -541,12 +608,12 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     added to the last id's logit after the rest), ``suppress_tokens`` (never), ``begin_suppress_tokens``
     (not as the first new token) and ``forced_eos_token_id`` (the last new token). ``stop_strings`` (with
     the model's ``tokenizer=``) ends a row whose text ends with one, as transformers' StopStringCriteria.
-    The rarer ones are transformers' too, taken as keywords: ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff``
-    (sampling filters, after min-p), ``encoder_repetition_penalty`` (the prompt's tokens), ``forced_bos_token_id``
+    The rarer ones are transformers' too, taken as keywords: ``top_h`` (Top-H, after the temperature),
+    ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff`` (sampling filters, after min-p), ``encoder_repetition_penalty`` (the prompt's tokens), ``forced_bos_token_id``
     (the token after a one-token prompt), ``exponential_decay_length_penalty=(start, factor)`` (the eos ids grow
     likelier after ``start`` new tokens) and ``renormalize_logits`` (log-softmax after every processor).
     ``inputs_embeds`` [B, T, hidden] (a soft prompt, an image's vectors) runs as the prompt instead of ids:
-    the answer is then the new tokens only, or follows ``input_ids`` given for the same T positions.
+    the answer is then the new tokens only, or follows ``input_ids`` given beside (any length, as there).
     ``logits_processor`` / ``stopping_criteria`` lists of the user's own (transformers' base classes, here
     too) and ``max_time`` (seconds, then every row stops) apply to greedy, sampling and beam search.
 
@@ -594,7 +661,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         min_new_tokens = own.min_new_tokens if min_new_tokens is None else min_new_tokens
         min_length = own.min_length if min_length is None else min_length
     passed = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                  **{name: rarer[name] for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")})
+                  **{name: rarer[name] for name in _SAMPLING_OPTIONS})
     rarer = {name: _resolved(name, value, own) for name, value in rarer.items()}
     do_sample, temperature, top_k, top_p, min_p, use_cache, repetition_penalty, num_return_sequences = (
         _resolved(name, value, own) for name, value in
@@ -617,8 +684,9 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                                                          ("output_logits", output_logits)))
     internals = {name: _resolved(name, value, own) is True and return_dict_in_generate is True for name, value in
                  (("output_hidden_states", output_hidden_states), ("output_attentions", output_attentions))}
-    if unseen and min_length is not None:  # transformers counts min_length past the embedded prompt too
-        min_length = max(min_length - unseen, 0)
+    counted = _length_counted_before_limits(ids, prompt_length)
+    if counted != ids.shape[1] and min_length is not None:  # transformers counts min_length past the embedded
+        min_length = max(min_length - prompt_length, 0)      # prompt too
     min_length = _min_length(min_new_tokens, min_length, ids.shape[1])
     min_new_tokens = _check_count("min_new_tokens", 0 if min_new_tokens is None else min_new_tokens)
     if not do_sample:
@@ -635,7 +703,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                                                                 ("output_attentions", output_attentions))
                                 if value is True})
     max_new_tokens = _new_token_budget(max_new_tokens, max_length,
-                                       prompt_length if max_length is not None else ids.shape[1],
+                                       counted if max_length is not None else ids.shape[1],
                                        getattr(config, "max_position_embeddings", None))
     _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams,
                             early_stopping)
@@ -665,20 +733,22 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     process = _LogitsProcessors(**token_rules, eos=eos, last_step=max_new_tokens - 1,
                                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                                 min_length=min_length, min_new_tokens=min_new_tokens, prompt=prompt,
-                                **{name: rarer[name] for name in _PROCESSOR_OPTIONS[3:]})
-    warpers = {name: rarer[name] for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")}
+                                **{name: rarer[name] for name in _PROCESSOR_OPTIONS[len(_SAMPLING_OPTIONS):]})
+    warpers = {name: rarer[name] for name in _SAMPLING_OPTIONS}
     top_p, warpers["typical_p"] = _mass_filter_or_off(top_p), _mass_filter_or_off(warpers["typical_p"])
     stops = _StopStrings(_resolved("stop_strings", stop_strings, own), tokenizer)
     if embeds is not None:
         use_cache = True  # as transformers: the embeddings run once, the cache holds them from then on
+    rng = _random.Generator().manual_seed(int(seed)) if seed is not None else None
     if num_beams > 1:
         _refuse_beam_internals(internals)
         _refuse_filled_cache(given_cache, "beam search (num_beams > 1)")
+        sampling = _beam_sampling(do_sample, rng, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                  **warpers)
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
-                            _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
+                            _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences, sampling),
                             return_dict_in_generate, output_scores, output_logits, out_device, use_cache,
                             user_processors, user_stops, embeds)
-    rng = _random.Generator().manual_seed(int(seed)) if seed is not None else None
     if streamer is not None:
         streamer.put(ids)
 
@@ -825,12 +895,19 @@ def _embedded_prompt(embeds, ids):
     tokens only)."""
     if embeds is None:
         return ids.shape[1], 0
-    length = embeds.shape[1] if _embeds_batch(embeds) == ids.shape[0] else None
-    if length is None or ids.shape[1] not in (0, length):
-        raise NotImplementedError(f"generate(inputs_embeds of shape {tuple(embeds.shape)}) with input_ids of shape "
-                                  f"{ids.shape} is not implemented in minilora: pass ids for every embedded "
-                                  "position or none")
-    return length, length - ids.shape[1]
+    if _embeds_batch(embeds) != ids.shape[0]:
+        raise ValueError(f"generate(inputs_embeds of shape {tuple(embeds.shape)}) with input_ids of shape "
+                         f"{ids.shape}: they must have the same batch size")
+    # ids of another length than the embeddings (transformers takes them too): the model still runs the
+    # embeddings as the prompt, the new tokens follow both (positions after the embeddings, ids after the ids)
+    return embeds.shape[1], embeds.shape[1] - ids.shape[1]
+
+
+def _length_counted_before_limits(ids, prompt_length):
+    """How many positions transformers counts before max_length / min_length: the ids, plus the embedded
+    prompt's length when ids and embeddings differ in length (its _prepare_generated_length subtracts it
+    then, and only then; with embeddings alone the ids are none)."""
+    return ids.shape[1] + (prompt_length if ids.shape[1] != prompt_length else 0)
 
 
 def _host_bools(value):
@@ -943,12 +1020,43 @@ class _BeamOptions:
     length_penalty: float
     early_stopping: object  # True, False or "never", as transformers
     num_return_sequences: int
+    sampling: object = None  # beam sampling (do_sample=True): a _BeamSampling
+
+
+@dataclass
+class _BeamSampling:
+    """Beam search with do_sample=True (transformers' "beam-search multinomial sampling"): the warpers run on
+    every beam's log-probabilities, keeping at least one token more than there are eos ids, and the
+    candidates are drawn without replacement from the softmax of their summed scores instead of taken best
+    first."""
+    warpers: dict  # warp_logits' options
+    rng: object  # generate's seed= generator, or None: the global one
+
+    def warp(self, log_probs, eos):
+        return warp_logits(log_probs, **self.warpers, min_tokens_to_keep=len(eos) + 1 if eos else 2)
+
+    def candidates(self, totals, keep):
+        """transformers' multinomial(softmax(totals), keep), then those candidates ordered by their totals."""
+        from ..factories import _draw_by_exponential_race
+        drawn = _draw_by_exponential_race(_random.resolve(self.rng), _softmax(totals), keep)
+        return np.take_along_axis(drawn, _top(np.take_along_axis(totals, drawn, axis=1), keep), axis=1)
+
+
+def _beam_sampling(do_sample, rng, **warpers):
+    """The sampling of a beam search with do_sample=True (None without). Its min_tokens_to_keep reaches
+    top-k and top-p here; the other filters with it are refused rather than run keeping one token."""
+    if not do_sample:
+        return None
+    unkept = [name for name, off in (("min_p", None), ("typical_p", None), ("epsilon_cutoff", 0.0),
+                                     ("eta_cutoff", 0.0)) if warpers[name] not in (None, off)]
+    if unkept:
+        raise NotImplementedError(f"beam sampling (num_beams > 1, do_sample=True) with {', '.join(unkept)} is not "
+                                  "implemented in minilora (transformers keeps one token more than the eos ids "
+                                  "there); use top_k / top_p / temperature")
+    return _BeamSampling(warpers, rng)
 
 
 def _check_beam_options(do_sample, num_return_sequences, streamer, num_beams):
-    if do_sample:
-        raise NotImplementedError("generate(num_beams > 1, do_sample=True) (beam sampling) is not implemented in "
-                                  "minilora; use num_beams=1 to sample, or do_sample=False for beam search")
     if num_return_sequences > num_beams:
         raise ValueError(f"`num_return_sequences` (={num_return_sequences}) has to be smaller or equal to "
                          f"`num_beams` (={num_beams}).")
@@ -971,7 +1079,8 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
     reordered to follow the beams chosen (transformers' ``reorder_cache``); without, the whole sequence.
     The user's logits processors see every beam's log-probabilities after generate's own processors; the user's
     stopping criteria (and ``max_time``) see every candidate, with the scores output so far, and end those they
-    flag, as eos does. ``embeds``: the prompt's embeddings, run at the first step (``ids`` hold none or all of them)."""
+    flag, as eos does. ``embeds``: the prompt's embeddings, run at the first step (``ids``: their ids, any number).
+    ``options.sampling`` (do_sample=True): the candidates are drawn, not taken best first (``_BeamSampling``)."""
     batch, prompt_length = ids.shape
     unseen = embeds.shape[1] - prompt_length if embeds is not None else 0  # prompt positions without an id
     embeds = embeds.repeat_interleave(options.num_beams, dim=0) if embeds is not None else None
@@ -999,12 +1108,15 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)
             log_probs = process(_log_softmax(logits), flat, flat_padding, step)
-            log_probs = process.renormalize(LogitsProcessorList(user_processors).on_arrays(flat, log_probs))
+            log_probs = LogitsProcessorList(user_processors).on_arrays(flat, log_probs)
+            if options.sampling is not None:
+                log_probs = options.sampling.warp(log_probs, eos)
+            log_probs = process.renormalize(log_probs)
             all_scores.append(log_probs)
             raw_logits.append(logits)
             # every (beam, token) continuation of a prompt, by its summed log-probability
             totals = (log_probs.reshape(batch, beams, -1) + running_scores[:, :, None]).reshape(batch, -1)
-            best = _top(totals, keep)
+            best = _top(totals, keep) if options.sampling is None else options.sampling.candidates(totals, keep)
             vocab = log_probs.shape[-1]
             origin, token = best // vocab, best % vocab
             scores = np.take_along_axis(totals, best, axis=1)
