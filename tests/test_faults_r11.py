@@ -1,10 +1,14 @@
 """Faults and bad input, round 11: nothing a user saved is lost, every bad input named.
 
-A save that fails (a full disk, a read-only folder) names the file the user saves to and keeps what was
-there; a PiSSA/OLoRA adapter converted to plain LoRA (``path_initial_model_for_weight_conversion``) and
-killed mid-save leaves the old adapter whole; a run resumed into another folder keeps its evaluations; a
-generation_config.json or config.json value of the wrong JSON type is refused by name, not read as
-something else (``"do_sample": "false"`` sampled).
+Saves: one that fails (a full disk, a read-only folder) names the file the user saves to and keeps what was
+there; a killed save's leftover under a reused process id is removed; a folder that cannot be swapped (a
+container's mount point) is saved into file by file; a PiSSA adapter converted to plain LoRA and SIGKILLed
+mid-save leaves the old adapter whole, and the next save gives the uninterrupted one's bytes; a hotswap
+refused half-way changes nothing. Runs: `minilora train` on a full disk says which file and how to go on; a
+fresh run leaves no earlier checkpoint to resume; a run resumed into another folder keeps its evaluations,
+one in a later epoch of persistent DataLoader workers resumes bit for bit, a newer checkpoint format is
+refused, eval_fn's NumPy numbers are logged. Loads: a header longer than the file, config.json values of
+the wrong type, a state dict for another base named as such.
 """
 import errno
 import json
