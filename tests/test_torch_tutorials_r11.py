@@ -589,7 +589,8 @@ def test_legacy_weight_norm_as_torch():
         with lib.no_grad():
             layer.weight_g.mul_(2)
         values = [layer.weight_g.grad, layer.weight_v.grad, layer(x)]
-        with pytest.raises(RuntimeError) as twice:
+        with pytest.raises(RuntimeError) as twice, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the deprecation again)
             lib.nn.utils.weight_norm(layer)
         lib.nn.utils.remove_weight_norm(layer)
         names += (str(twice.value), list(layer.state_dict()), type(layer.weight).__name__)
