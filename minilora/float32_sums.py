@@ -254,6 +254,8 @@ def _strided_sum(a, axes):
     kept = [n for i, n in enumerate(a.shape) if i not in axes]
     if base.flags.c_contiguous and len(kept) <= 1:
         return cascade_sum(base, tuple(order.index(i) for i in axes))
+    if not kept:
+        return _strided_whole_sum(base)
     last = a.ndim - 1
     if axes != (last,) or a.shape[last] < 2 or any(a.strides[last] >= s for i, s in enumerate(a.strides)
                                                     if i != last and a.shape[i] > 1):
@@ -262,6 +264,28 @@ def _strided_sum(a, axes):
     if a.strides[last] == a.itemsize:
         return row_sums(rows).reshape(kept)
     return (_row_sum(rows.reshape(len(rows), -1, 1))[0] + np.float32(0)).reshape(kept)
+
+
+def _strided_whole_sum(base):
+    """The sum of a strided view whose axes run from the largest stride to the smallest, as torch's
+    serial loop adds it: the innermost run of memory (the last axes that coalesce) is a row, summed as
+    ``vectorized_inner_sum`` (stride 1) or ``scalar_inner_sum``'s ``row_sum``, and the rows' sums are
+    added into the output one after another in memory order. None where torch splits it among threads."""
+    if base.size >= GRAIN_SIZE and parallel.num_threads() > 1:
+        return None
+    shape = [n for n in base.shape if n > 1]
+    strides = [s for s, n in zip(base.strides, base.shape) if n > 1]
+    width = shape[-1]
+    for n, stride in zip(shape[-2::-1], strides[-2::-1]):  # (an axis continuing the run coalesces into it)
+        if stride != strides[-1] * width:
+            break
+        width *= n
+    rows = np.ascontiguousarray(base).reshape(-1, width)
+    if strides[-1] == base.itemsize:
+        sums = row_sums(rows)
+    else:
+        sums = _row_sum(rows.reshape(len(rows), width, 1))[0]
+    return np.asarray(np.cumsum(sums)[-1] + np.float32(0), np.float32)  # (a cumulative sum adds in order)
 
 
 def two_norms(a, axes, keepdims=False):

@@ -3,8 +3,9 @@
 * ``sum`` / ``mean`` (whole tensor, trailing dims, leading dims): ATen's ``cascade_sum`` order
   (``minilora/float32_sums.py``), on 8-float vectors under every capability (the sum kernel has no
   AVX-512 build); a whole sum of 32768+ elements in one chunk per thread, a sum(0) in column ranges per
-  thread (torch runs with minilora's thread count here); ``mean`` is that sum divided by the count; views as torch's iterator orders them
-  (``x.T.sum(1)`` as ``x.sum(0)``; ``x[:, ::2].sum(-1)``: ``row_sum`` over the elements).
+  thread (torch runs with minilora's thread count here); ``mean`` is that sum divided by the count;
+  views as torch's iterator orders them (``x.T.sum(1)`` as ``x.sum(0)``; ``x[:, ::2].sum(-1)``: ``row_sum`` over the elements; a whole
+  view's sum: its runs of memory summed as rows, added in order).
 * ``rms_norm`` (torch's is composite: ``x * rsqrt(pow(x, 2).mean(-1) + eps) * w``): the mean's sum too.
 * ``layer_norm``: torch's RowwiseMoments (Welford over chunks of 16 8-float vectors, merged in a binary
   cascade, then the tail and the lanes; its fused multiply-adds), then ``(x - mean) r w + b``.
@@ -64,6 +65,8 @@ SCRIPT = textwrap.dedent("""
     same("sum((0, 1))", lambda L, x: x.sum((0, 1)), [(3, 5, 300)])
     same("sum of views", lambda L, x: L.cat([x[:, ::2].sum(-1), x[::2].sum(-1), x[::2, :5].sum(-1), x.T.sum(1),
                                               x.T.sum(0)]), [(34, 517)])
+    same("whole sums of views", lambda L, x: L.stack([x[:, ::2].sum(), x[::2].sum(), x[::2, :7].sum(), x[:, 3:].mean(),
+                                                     x.T[::2].sum()]), [(33, 517)])
     same("mean", lambda L, x: x.mean(), [(7,), (4096,), (33, 517)])
     same("mean(-1)", lambda L, x: x.mean(-1), [(33, 517), (3, 5, 300)])
     same("mean(0)", lambda L, x: L.mean(x, 0), [(100, 9)])
