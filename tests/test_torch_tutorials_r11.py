@@ -21,7 +21,10 @@
 * ``nn.utils.prune`` (the pruning tutorial, which reads ``module._forward_pre_hooks.values()`` as the hooks
   themselves: minilora kept ``(hook, with_kwargs)`` pairs there);
 * ``nn.utils.parametrize`` (the parametrizations tutorial) and ``nn.utils.parametrizations.weight_norm`` /
-  ``spectral_norm``, and the older hook-based ``nn.utils.weight_norm`` / ``remove_weight_norm``: missing.
+  ``spectral_norm``, and the older hook-based ``nn.utils.weight_norm`` / ``remove_weight_norm``: missing;
+* a custom ``autograd.Function``'s output printed ``grad_fn=<_UserOutputBackward0>`` (torch: ``<MyExpBackward>``);
+* ``utils.data.ChainDataset`` / ``StackDataset``, ``nn.utils.fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``,
+  ``nn.RNNBase`` / ``RNNCellBase``: missing.
 
 Each test runs the same code on torch and on minilora (same seed) and compares numbers, order and
 messages. Skipped without torch."""
@@ -710,3 +713,28 @@ def test_chain_and_stack_datasets_as_torch():
         return type(chained).__name__, len(chained), list(chained), stacked[1], named[2], loaders, str(error.value)
     expected, got = _both(run)
     assert got == expected
+
+
+def test_fuse_batch_norm_and_rnn_base_as_torch():
+    """nn.utils.fuse_conv_bn_eval / fuse_linear_bn_eval (inference recipes) and nn.RNNBase / RNNCellBase
+    (init code's isinstance checks): missing."""
+    def run(lib):
+        nn = lib.nn
+        lib.manual_seed(0)
+        conv, bn = nn.Conv2d(3, 4, 3).double(), nn.BatchNorm2d(4).double()
+        linear, bn1 = nn.Linear(5, 4).double(), nn.BatchNorm1d(4).double()
+        transposed, bn_t = nn.ConvTranspose2d(3, 4, 2).double(), nn.BatchNorm2d(4).double()
+        x = lib.randn(2, 3, 6, 6, dtype=lib.float64)
+        bn(conv(x)), bn1(linear(lib.randn(8, 5, dtype=lib.float64))), bn_t(transposed(x))  # (running statistics)
+        for m in (conv, bn, linear, bn1, transposed, bn_t):
+            m.eval()
+        fused = [nn.utils.fuse_conv_bn_eval(conv, bn), nn.utils.fuse_linear_bn_eval(linear, bn1),
+                 nn.utils.fuse_conv_bn_eval(transposed, bn_t, transpose=True)]
+        with pytest.raises(AssertionError) as error:
+            nn.utils.fuse_conv_bn_eval(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1))
+        kinds = [isinstance(nn.LSTM(2, 2), nn.RNNBase), isinstance(nn.GRUCell(2, 2), nn.RNNCellBase),
+                 isinstance(nn.Linear(1, 1), nn.RNNBase), str(error.value)]
+        return kinds, _plain([[m.weight, m.bias] for m in fused] + [fused[0](x) - bn(conv(x))])
+    expected, got = _both(run)
+    assert got[0] == expected[0]
+    np.testing.assert_allclose(_flat(got[1]), _flat(expected[1]), rtol=1e-14, atol=1e-14)

@@ -12,6 +12,7 @@ from .layers import BatchNorm1d, BatchNorm2d, GroupNorm  # noqa: F401
 from .layers import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d,  # noqa: F401
                      MaxPool2d)
 from .layers import GRU, LSTM, RNN  # noqa: F401
+from .layers import _RNNBase as RNNBase, _RNNCellBase as RNNCellBase  # noqa: F401  (isinstance checks in inits)
 from .layers import ConvTranspose1d, ConvTranspose2d, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from .layers import AdaptiveMaxPool1d, AdaptiveMaxPool2d, PixelShuffle, PixelUnshuffle, Softmax2d  # noqa: F401
 from .layers import InstanceNorm1d, InstanceNorm2d  # noqa: F401
