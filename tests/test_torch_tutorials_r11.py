@@ -24,7 +24,7 @@
   ``spectral_norm``, and the older hook-based ``nn.utils.weight_norm`` / ``remove_weight_norm``: missing;
 * a custom ``autograd.Function``'s output printed ``grad_fn=<_UserOutputBackward0>`` (torch: ``<MyExpBackward>``);
 * ``utils.data.ChainDataset`` / ``StackDataset``, ``nn.utils.fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``,
-  ``nn.RNNBase`` / ``RNNCellBase``: missing.
+  ``nn.RNNBase`` / ``RNNCellBase``, ``nn.utils.stateless.functional_call``: missing.
 
 Each test runs the same code on torch and on minilora (same seed) and compares numbers, order and
 messages. Skipped without torch."""
@@ -738,3 +738,19 @@ def test_fuse_batch_norm_and_rnn_base_as_torch():
     expected, got = _both(run)
     assert got[0] == expected[0]
     np.testing.assert_allclose(_flat(got[1]), _flat(expected[1]), rtol=1e-14, atol=1e-14)
+
+
+def test_stateless_functional_call_as_torch():
+    """torch 1.x's nn.utils.stateless.functional_call (MAML-style code): missing."""
+    import warnings
+
+    def run(lib):
+        lib.manual_seed(0)
+        layer = lib.nn.Linear(3, 2).double()
+        weights = {"weight": lib.ones(2, 3, dtype=lib.float64)}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = lib.nn.utils.stateless.functional_call(layer, weights, (lib.ones(1, 3, dtype=lib.float64),))
+        return out, layer.weight, [(w.category.__name__, str(w.message)) for w in caught]
+    expected, got = _both(run)
+    assert got == expected

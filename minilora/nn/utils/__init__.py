@@ -8,13 +8,13 @@ The code lives in ``minilora/optim/clip_grad.py``, next to the optimizers (exerc
 
 from ... import ops
 from ...tensor import Tensor
-from . import fusion, parametrizations, parametrize, prune, rnn
+from . import fusion, parametrizations, parametrize, prune, rnn, stateless
 from .fusion import fuse_conv_bn_eval, fuse_conv_bn_weights, fuse_linear_bn_eval, fuse_linear_bn_weights
 from .weight_norm import remove_weight_norm, weight_norm
 
 __all__ = ["rnn", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm", "skip_init",
            "parameters_to_vector", "vector_to_parameters", "parametrize", "parametrizations", "prune",
-           "fusion", "fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights",
+           "fusion", "stateless", "fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights",
            "weight_norm", "remove_weight_norm"]
 
 
