@@ -4,8 +4,8 @@
   (``minilora/float32_sums.py``), on 8-float vectors under every capability (the sum kernel has no
   AVX-512 build); a whole sum of 32768+ elements in one chunk per thread, a sum(0) in column ranges per
   thread (torch runs with minilora's thread count here); ``mean`` is that sum divided by the count;
-  views as torch's iterator orders them (``x.T.sum(1)`` as ``x.sum(0)``; ``x[:, ::2].sum(-1)``: ``row_sum`` over the elements; a whole
-  view's sum: its runs of memory summed as rows, added in order).
+  views as torch's iterator orders them (``x.T.sum(1)`` as ``x.sum(0)``; ``x[:, ::2].sum(-1)``:
+  ``row_sum`` over the elements; a whole view's sum: its runs of memory summed as rows, added in order).
 * ``rms_norm`` (torch's is composite: ``x * rsqrt(pow(x, 2).mean(-1) + eps) * w``): the mean's sum too.
 * ``layer_norm``: torch's RowwiseMoments (Welford over chunks of 16 8-float vectors, merged in a binary
   cascade, then the tail and the lanes; its fused multiply-adds), then ``(x - mean) r w + b``.
@@ -110,8 +110,8 @@ SCRIPT = textwrap.dedent("""
                                  ["exp_avg", "exp_avg_sq"])]:
         ours, theirs = optimizer_steps(minilora, name, **options), optimizer_steps(torch, name, **options)
         for key in keys:  # (None: the weights)
-            assert bits(ours[0] if key is None else ours[1][key]) == bits(theirs[0] if key is None else theirs[1][key]), \
-                (capability, name, options, key)
+            pick = (lambda run: run[0]) if key is None else (lambda run: run[1][key])
+            assert bits(pick(ours)) == bits(pick(theirs)), (capability, name, options, key)
     print("same", capability)
 """)
 
