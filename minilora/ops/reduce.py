@@ -519,16 +519,21 @@ class LogSumExp(Function):
         m = _max_for_shift(a, ctx.axes)
         m = xp.where(xp.isinf(m), m.dtype.type(0), m)  # torch's: an infinite max shifts by nothing, so
         # the result is +inf (or -inf when all are -inf) rather than nan from inf - inf
-        total = xp.exp(a - m).sum(axis=ctx.axes, keepdims=True, dtype=compute_dtype(a.dtype))
-        with np.errstate(divide="ignore"):  # (nothing to sum: log(0) = -inf, torch's logsumexp of [])
-            lse = m + xp.log(total.astype(a.dtype, copy=False))
+        if a.dtype == np.float32 and xp is np:  # torch's composite: exp_ (MKL's), sum, log_ (MKL's), + max
+            total = _sum_as_torch(float32_math.vml("exp", a - m), ctx.axes, True)
+            with np.errstate(divide="ignore"):
+                lse = m + float32_math.vml("log", total)
+        else:
+            total = xp.exp(a - m).sum(axis=ctx.axes, keepdims=True, dtype=compute_dtype(a.dtype))
+            with np.errstate(divide="ignore"):  # (nothing to sum: log(0) = -inf, torch's logsumexp of [])
+                lse = m + xp.log(total.astype(a.dtype, copy=False))
         ctx.a, ctx.lse = a, lse
         return lse if keepdims else lse.squeeze(axis=ctx.axes)
 
     @staticmethod
     def backward(ctx, g):  # d lse / d a = softmax(a)
         g = _expand_reduced(g, ctx.axes, ctx.keepdims)
-        return g * xp_of(g).exp(ctx.a - ctx.lse)
+        return g * float32_math.vml("exp", ctx.a - ctx.lse)  # (torch's exp: MKL's for float32)
 
 
 # ---- wrappers: torch's signatures ----------------------------------------------------------------
