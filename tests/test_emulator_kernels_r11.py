@@ -6,6 +6,8 @@ What they needed (each failed before):
 * libcu++'s ``<cuda/std/span>`` (C++17: libcu++ has it there too) and ``<cuda/std/chrono>``.
 * ``__isConstant`` (a table of the file's ``__constant__`` variables) and ``__isGridConstant`` (a
   ``__grid_constant__`` parameter becomes a reference to the launch's one copy of the argument).
+* ``__CUDACC__``, ``__CUDACC_VER_MAJOR__`` and ``CUDART_VERSION``, as nvcc and NVRTC define them (CUDA 12.6): a
+  source guarded by ``#if !defined(__CUDACC__)`` / ``#error`` compiles.
 * PTX ``exit;``: the thread ends, and barriers stop waiting for it; an ``asm`` as the body of an ``if`` with an
   ``else`` (its translation was a block followed by the asm's ``;``, which ended the if).
 * An early ``return`` before ``__syncthreads()``: since Volta a barrier waits for the block's non-exited threads

@@ -37,6 +37,13 @@
 #include <utility>
 
 #define __CUDA_EMU__ 1
+// What nvcc and NVRTC (CuPy's compiler) define for device code, so that `#ifdef __CUDACC__` / version checks in
+// the source take their CUDA branch: the toolkit the emulator stands for is CUDA 12.6.  (__CUDACC_RTC__ is not
+// defined: NVRTC-only branches declare the standard types themselves, which the host's headers already have.)
+#define __CUDACC__ 1
+#define __CUDACC_VER_MAJOR__ 12
+#define __CUDACC_VER_MINOR__ 6
+#define __CUDACC_VER_BUILD__ 0
 
 // ---------------------------------------------------------------------------------------------
 // Keywords.  A CUDA thread is a plain C++ call of the kernel function on the CPU.

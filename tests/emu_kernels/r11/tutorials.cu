@@ -1,5 +1,9 @@
 // Round 11: kernels written the way CUDA samples, NVIDIA's blog posts and popular tutorials write them, run
 // unedited on the emulator (tests/test_emulator_kernels_r11.py).  One file, one compile.
+#include <cuda_runtime.h>
+#if !defined(__CUDACC__) || CUDART_VERSION < 11000 || __CUDACC_VER_MAJOR__ < 11
+#error "compile this file with nvcc from CUDA 11 or later"  // the guard samples put first
+#endif
 #include <cassert>
 #include <cstdio>
 #include <cooperative_groups.h>
