@@ -7,8 +7,9 @@ mid-save leaves the old adapter whole, and the next save gives the uninterrupted
 refused half-way changes nothing. Runs: `minilora train` on a full disk says which file and how to go on; a
 fresh run leaves no earlier checkpoint to resume; a run resumed into another folder keeps its evaluations,
 one in a later epoch of persistent DataLoader workers resumes bit for bit, a newer checkpoint format is
-refused, eval_fn's NumPy numbers are logged. Loads: a header longer than the file, config.json values of
-the wrong type, a state dict for another base named as such.
+refused, eval_fn's NumPy numbers are logged. Loads: a header longer than the file, generation_config.json and
+config.json values of the wrong type (``"do_sample": "false"`` sampled), a state dict for another base named
+as such.
 """
 import errno
 import json
@@ -277,6 +278,34 @@ def test_a_header_longer_than_the_file_says_how_many_bytes_follow(tmp_path):
         read_header(str(path))
     # (it said "the header claims 88 bytes but the file has only 88")
     assert f"claims {len(data)} bytes, but only {len(data) - 8} follow" in str(caught.value)
+
+
+def _with_generation_config(tmp_path, options):
+    folder = tmp_path / "m"
+    tiny_model().save_pretrained(folder)
+    (folder / "generation_config.json").write_text(json.dumps(options))
+    return folder
+
+
+# (the option, a value of the wrong type, one of the right type)
+@pytest.mark.parametrize("name, wrong, right", [
+    ("do_sample", "false", False),  # sampled: a non-empty string is true
+    ("eos_token_id", "1", [1, 2]),  # never matched a token: generation never stopped at it
+    ("max_length", 5.5, 5),
+    ("max_new_tokens", "5", 5),  # "'<=' not supported between instances of 'str' and 'int'"
+    ("pad_token_id", [1], 1),  # "'<' not supported between instances of 'list' and 'int'"
+    ("temperature", "0.5", 1),  # "`temperature` (=0.5) has to be a strictly positive float"
+])
+def test_generation_config_json_of_the_wrong_type_is_named(tmp_path, name, wrong, right):
+    extra = {"do_sample": True} if name == "temperature" else {}
+    folder = _with_generation_config(tmp_path, {name: wrong, **extra})
+    file = str(folder / "generation_config.json")
+    for load in (LlamaForCausalLM.from_pretrained, ml.nn.generation.GenerationConfig.from_pretrained):
+        with pytest.raises(TypeError) as caught:
+            load(str(folder))
+        assert file in str(caught.value) and f"`{name}`" in str(caught.value), caught.value
+    (folder / "generation_config.json").write_text(json.dumps({name: right, **extra}))
+    assert getattr(LlamaForCausalLM.from_pretrained(str(folder)).generation_config, name) == right
 
 
 def test_config_json_attention_dropout_as_a_string_is_refused(tmp_path):
