@@ -18,7 +18,8 @@ What they needed (each failed before):
   past its end is a KernelFault naming it (it read the padding unnoticed); a table of pointers
   (``float* const*``) into other argument arrays is rewritten to their fenced copies, so a write through it past
   an array's end is named too (it overwrote the host's heap).
-Cold cache (the runtime, the precompiled header and tutorials.cu, one compile): 25 s here; warm: 2.7 s.
+Cold cache (the runtime, the precompiled header and tutorials.cu, one compile): 17-25 s here (2 shared cores);
+warm: 1.5-2.7 s.
 """
 from __future__ import annotations
 
