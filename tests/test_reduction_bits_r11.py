@@ -6,6 +6,7 @@
   thread (torch runs with minilora's thread count here); ``mean`` is that sum divided by the count;
   views as torch's iterator orders them (``x.T.sum(1)`` as ``x.sum(0)``; ``x[:, ::2].sum(-1)``:
   ``row_sum`` over the elements; a whole view's sum: its runs of memory summed as rows, added in order).
+* ``prod``: binary_kernel_reduce_vec's four running vectors of 8 floats, then the tail one by one.
 * ``rms_norm`` (torch's is composite: ``x * rsqrt(pow(x, 2).mean(-1) + eps) * w``): the mean's sum too.
 * ``layer_norm``: torch's RowwiseMoments (Welford over chunks of 16 8-float vectors, merged in a binary
   cascade, then the tail and the lanes; its fused multiply-adds), then ``(x - mean) r w + b``.
@@ -67,6 +68,9 @@ SCRIPT = textwrap.dedent("""
                                               x.T.sum(0)]), [(34, 517)])
     same("whole sums of views", lambda L, x: L.stack([x[:, ::2].sum(), x[::2].sum(), x[::2, :7].sum(), x[:, 3:].mean(),
                                                      x.T[::2].sum()]), [(33, 517)])
+    same("prod", lambda L, x: L.cat([(x * 0.1 + 1).prod(-1)[:8], (x[:2] * 0.01 + 1).prod().reshape(1)]),
+         [(33, 517), (8, 40)])
+    same("prod of 32768+", lambda L, x: (x * 0.001 + 1).prod(), [(70003,)])
     same("mean", lambda L, x: x.mean(), [(7,), (4096,), (33, 517)])
     same("mean(-1)", lambda L, x: x.mean(-1), [(33, 517), (3, 5, 300)])
     same("mean(0)", lambda L, x: L.mean(x, 0), [(100, 9)])

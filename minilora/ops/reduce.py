@@ -162,6 +162,37 @@ class Mean(Function):
         return xp_of(g).broadcast_to(g, ctx.shape).astype(g.dtype, copy=False)
 
 
+def _row_products_as_torch(rows):
+    """The product of each row of C-contiguous float32 [rows, width] as torch's ``prod`` multiplies it
+    (``binary_kernel_reduce_vec``'s ``vectorized_inner_reduction``, its AVX2 build on AVX-512 CPUs too):
+    four running vectors of 8 floats over the whole blocks of 32, combined as ``(a0 a1)(a2 a3)``, their
+    lanes left to right, then the elements after the last block one by one. A 1-D product of 32768+
+    elements on several threads: one chunk per thread (``float32_sums.thread_chunk``), multiplied in order."""
+    if len(rows) == 1 and float32_sums.thread_chunk(rows.shape[1]) < rows.shape[1]:
+        chunk, out = float32_sums.thread_chunk(rows.shape[1]), np.ones(1, np.float32)
+        for start in range(0, rows.shape[1], chunk):
+            out *= _vectorized_row_products(rows[:, start:start + chunk])
+        return out
+    return _vectorized_row_products(rows)
+
+
+def _vectorized_row_products(rows):
+    """``vectorized_inner_reduction``'s products of each row (see ``_row_products_as_torch``)."""
+    count, width = rows.shape[1] // 32, rows.shape[1]
+    out = np.ones(len(rows), np.float32)
+    if count:
+        blocks = rows[:, :count * 32].reshape(len(rows), count, 4, 8)
+        running = blocks[:, 0].copy()
+        for i in range(1, count):
+            running *= blocks[:, i]
+        lanes = (running[:, 0] * running[:, 1]) * (running[:, 2] * running[:, 3])
+        for j in range(8):
+            out *= lanes[:, j]
+    for k in range(count * 32, width):
+        out *= rows[:, k]
+    return out
+
+
 @quiet_float_errors
 @contiguous_result
 class Prod(Function):
@@ -178,7 +209,10 @@ class Prod(Function):
     @staticmethod
     def forward(ctx, a, axis, keepdims=False):
         ctx.a, ctx.axis, ctx.keepdims = a, axis, keepdims
-        if a.itemsize != 2 or not is_floating(a.dtype) or a.shape[axis] == 0:
+        if a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.flags.c_contiguous \
+                and axis % a.ndim == a.ndim - 1:
+            out = _row_products_as_torch(a.reshape(-1, a.shape[-1])).reshape(a.shape[:-1] + (1,))
+        elif a.itemsize != 2 or not is_floating(a.dtype) or a.shape[axis] == 0:
             out = a.prod(axis=axis, keepdims=True, dtype=a.dtype)  # (NumPy: int8 -> int64, bool -> int64)
         else:
             out = a.take([0], axis=axis)
