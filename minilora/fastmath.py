@@ -121,8 +121,9 @@ def gelu_and_derivative(x, out, deriv=None):
 def sigmoid_and_silu(a, s, out):
     """Fill ``s = sigmoid(a) = 1 / (1 + e^-a)`` and ``out = silu(a) = a / (1 + e^-a)``, in place: torch's
     formulas, with the array library's own ``exp`` (float32: NumPy's, not the SLEEF exp torch's kernel
-    uses, so 17% of silu's elements differ in the last bit; ``float32_math.silu_and_sigmoid`` gives
-    torch's bits at ~8x this cost, too much for Llama's MLP). ``e^-a = inf`` gives 0 and -0, as torch."""
+    uses, so 17% of silu's elements would differ in the last bit: float32 NumPy arrays take
+    ``float32_math.silu_and_sigmoid`` / ``swiglu`` instead; this runs for the other dtypes and CuPy).
+    ``e^-a = inf`` gives 0 and -0, as torch."""
     xp = xp_of(a)
     xp.negative(a, out=s)
     with np.errstate(over="ignore"):
@@ -161,7 +162,8 @@ def silu_backward(g, a, s, gx):
 
 
 def swiglu(gate, up, s, out):
-    """Fill ``s = sigmoid(gate)`` and ``out = gate * s * up``, in place."""
+    """Fill ``s = sigmoid(gate)`` and ``out = gate * s * up``, in place (float32 NumPy arrays: torch's bits
+    by ``float32_math.swiglu`` instead)."""
     sigmoid_and_silu(gate, s, out)
     out *= up
 

@@ -186,6 +186,13 @@ void ml_silu(const float *restrict x, float *restrict s, float *restrict out, si
         out[i] = x[i] / d;
     }
 }
+void ml_swiglu(const float *restrict gate, const float *restrict up, float *restrict d, float *restrict out,
+               size_t n) {  /* Llama's silu(gate) * up: silu rounded, then times up; d = 1 + exp(-gate) kept */
+    for (size_t i = 0; i < n; i++) {
+        d[i] = 1.0f + sleef_exp(-gate[i]);
+        out[i] = (gate[i] / d[i]) * up[i];
+    }
+}
 void ml_elu(const float *restrict x, float *restrict out, size_t n, float alpha_scale, float scale,
             float input_scale) {  /* x > 0 ? scale x : (alpha scale) expm1(input_scale x) */
     for (size_t i = 0; i < n; i++) {
@@ -269,4 +276,21 @@ void ml_fma(const float *a, size_t step_a, const float *b, size_t step_b, const 
 /* silu's backward, g s (1 + x (1 - s)) as torch's kernel rounds it: (g s) fma(x, 1 - s, 1) */
 void ml_silu_backward(const float *g, const float *restrict x, const float *restrict s, float *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = (g[i] * s[i]) * fmaf(x[i], 1.0f - s[i], 1.0f);
+}
+/* silu(gate) * up's backward from d = 1 + exp(-gate): mul's first (g up, and d up = g silu(gate), silu =
+ * gate / d as the forward rounded it), then silu's of g up, its sigmoid 1 / d as torch's kernel computes it */
+static inline float swiglu_dgate(float g, float gate, float up, float d) {
+    float s = 1.0f / d;
+    return ((g * up) * s) * fmaf(gate, 1.0f - s, 1.0f);
+}
+void ml_swiglu_backward(const float *restrict g, const float *restrict gate, const float *restrict up,
+                        const float *restrict d, float *restrict dgate, float *restrict dup, size_t n) {
+    if (!dup) {  /* (up needs no gradient) */
+        for (size_t i = 0; i < n; i++) dgate[i] = swiglu_dgate(g[i], gate[i], up[i], d[i]);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        dgate[i] = swiglu_dgate(g[i], gate[i], up[i], d[i]);
+        dup[i] = g[i] * (gate[i] / d[i]);
+    }
 }

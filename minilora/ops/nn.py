@@ -9,9 +9,9 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, fastmath, float32_sums, parallel
+from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
 from ..device import xp_of
-from ..factories import suggested_format
+from ..factories import layout_order, suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, is_floating, python_number, result_type, torch_name,
                       upcast)
 from .. import random as _random
@@ -282,27 +282,34 @@ class SwiGLU(Function):
     and would keep one more [rows, intermediate] array alive until backward).
 
     With ``s = sigmoid(gate)``: ``d up = g * gate * s`` and ``d gate = g * up * s * (1 + gate * (1 - s))``.
+    float32 NumPy arrays get torch's bits (``float32_math.swiglu``: silu's kernel, rounded, times up; the
+    backward as torch's autograd rounds mul's and silu's), from ``d = 1 + exp(-gate)`` kept by the forward.
 
     Saved-tensor hooks see 2 packs (gate, up) where torch's ``F.silu(gate) * up`` packs 3 (gate, up and
-    silu's output): this node keeps ``sigmoid(gate)`` instead, an array of its own, not packed (pinned
-    in tests/test_views_r8.py).
+    silu's output): this node keeps ``d`` (float32) or ``sigmoid(gate)`` instead, an array of its own, not
+    packed (pinned in tests/test_views_r8.py).
     """
 
     @staticmethod
     def forward(ctx, gate, up):
         if gate.shape != up.shape:
             raise ValueError(f"swiglu: gate {gate.shape} and up {up.shape} must have the same shape")
+        ctx.gate, ctx.up, ctx.d, ctx.s = gate, up, None, None
+        if all(type(a) is np.ndarray and a.dtype == float32 for a in (gate, up)):  # torch's bits
+            out, ctx.d = _swiglu_float32(gate, up)
+            return out
         xp = xp_of(gate)
         # C order (not empty_like's: a transposed gate's layout), so reshape(-1) below is a view
-        s, out = xp.empty(gate.shape, gate.dtype), xp.empty(gate.shape, gate.dtype)
+        ctx.s, out = xp.empty(gate.shape, gate.dtype), xp.empty(gate.shape, gate.dtype)
         # s = sigmoid(gate), out = gate * s * up
-        parallel.rows(fastmath.swiglu, gate.reshape(-1), up.reshape(-1), s.reshape(-1),
+        parallel.rows(fastmath.swiglu, gate.reshape(-1), up.reshape(-1), ctx.s.reshape(-1),
                       out.reshape(-1), work_per_row=1)
-        ctx.gate, ctx.up, ctx.s = gate, up, s
         return out
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.d is not None:
+            return float32_math.swiglu_backward(g, ctx.gate, ctx.up, ctx.d, ctx.needs_input_grad[1])
         xp = xp_of(g)
         dgate, dup = xp.empty(g.shape, g.dtype), xp.empty(g.shape, g.dtype) if ctx.needs_input_grad[1] else None
         # dup = g * gate * s, dgate = g * up * s * (1 + gate * (1 - s))
@@ -310,6 +317,18 @@ class SwiGLU(Function):
                       ctx.up.reshape(-1), ctx.s.reshape(-1), dgate.reshape(-1),
                       None if dup is None else dup.reshape(-1), work_per_row=1)
         return dgate, dup
+
+
+def _swiglu_float32(gate, up):
+    """float32 ``silu(gate) * up`` with torch's bits (``float32_math.swiglu``) as C-contiguous ``(out, d)``:
+    silu's loop runs over gate in its memory order (where its scalar tail lies), so a transposed gate
+    goes in transposed back to that order."""
+    order = layout_order(gate)
+    if order == tuple(range(gate.ndim)):
+        return float32_math.swiglu(gate, up)
+    back = tuple(np.argsort(order))
+    out, d = float32_math.swiglu(gate.transpose(order), up.transpose(order))
+    return np.ascontiguousarray(out.transpose(back)), d.transpose(back)
 
 
 def _cross_entropy_rows(logits, targets, valid, probs, losses):
