@@ -1084,7 +1084,7 @@ def swiglu(gate, up):
     Without a compiler the NumPy port gives the same bits at ~19x that (8.6 ms): benchmarks/train_step.py's
     step ~20% slower under MINILORA_NATIVE=0 (226 against 186 ms), the price of torch's bits everywhere."""
     if type(gate) is np.ndarray and gate.flags.c_contiguous and type(up) is np.ndarray:
-        up = np.ascontiguousarray(up)  # (a transposed up: the kernel takes it in gate's order)
+        up = np.asarray(up, order="C")  # (a transposed up: the kernel takes it in gate's order)
 
     def scalar(gate, up):
         d = _EXP_C["one"] + correctly_rounded(np.exp, -gate)
@@ -1094,7 +1094,7 @@ def swiglu(gate, up):
         d, out = compiled
         return out, d
     d = _one_plus_exp_neg(gate)
-    out = np.divide(gate, d)
+    out = np.divide(gate, d, out=np.empty(d.shape, _F32))  # (out=: a 0-d gate gives an array, not a scalar)
     out *= up
     return out, d
 
@@ -1106,7 +1106,7 @@ def swiglu_backward(g, gate, up, d, up_needs_grad=True):
     ``s = 1 / d`` as torch's kernel computes it: ``((g up) s) fma(gate, 1 - s, 1)`` (no fused multiply-add
     in torch's "default" build). New C-contiguous arrays; any layout in (a broadcast ``g`` too)."""
     library = _native_library()
-    arrays = [np.ascontiguousarray(v) for v in (g, gate, up, d)]  # (a broadcast g: copied, the kernel runs)
+    arrays = [np.asarray(v, order="C") for v in (g, gate, up, d)]  # (a broadcast g: copied, the kernel runs)
     if library is not None and FUSED_MULTIPLY_ADD and all(v.dtype == _F32 and v.shape == d.shape for v in arrays):
         dgate, dup = np.empty(d.shape, _F32), np.empty(d.shape, _F32) if up_needs_grad else None
 
@@ -1116,11 +1116,12 @@ def swiglu_backward(g, gate, up, d, up_needs_grad=True):
         parallel.rows(call, *(v.reshape(-1) for v in arrays), dgate.reshape(-1),
                       None if dup is None else dup.reshape(-1), work_per_row=2)
         return dgate, dup
-    g, gate, up, d = arrays
+    g, gate, up, d = (v.reshape(-1) for v in arrays)  # (flat: a 0-d d would make NumPy scalars)
     one = _EXP_C["one"]
     s = np.divide(one, d)
     dgate = g * up
     dgate *= s
     slope = np.subtract(one, s, out=s)
     dgate *= fused_multiply_add(gate, slope, one) if FUSED_MULTIPLY_ADD else np.add(one, gate * slope)
-    return dgate, (g * np.divide(gate, d) if up_needs_grad else None)
+    dup = g * np.divide(gate, d) if up_needs_grad else None
+    return dgate.reshape(arrays[3].shape), None if dup is None else dup.reshape(arrays[3].shape)

@@ -87,6 +87,15 @@ def test_transposed_gate_and_up():
     _assert_same_bits(_minilora(gate, up, grad), _torch(gate, up, grad))
 
 
+@pytest.mark.parametrize("shape", [(), (0,), (2, 0, 3), (1,)])
+def test_zero_d_and_empty(shape):
+    """A 0-d gate keeps its shape through forward and backward (the kernel's flat copies are 1-d)."""
+    arrays = _gate_up_grad(shape, seed=1)
+    ours = _minilora(*arrays)
+    assert [a.shape for a in ours] == [shape] * 3
+    _assert_same_bits(ours, _torch(*arrays))
+
+
 def test_llama_mlp_activation_is_transformers():
     """LlamaMLP's ``act_fn(gate_proj(x)) * up_proj(x)`` (down_proj's input), the projections exact in any
     summation order (weights and inputs on a coarse grid), against transformers' forward written in torch."""
