@@ -130,3 +130,18 @@ def test_broadcast_gradient_runs_compiled(monkeypatch):
             ours(gm, um).sum().backward()
         theirs(gt, ut).sum().backward()
         np.testing.assert_array_equal(gm.grad.numpy().view(np.uint32), gt.grad.numpy().view(np.uint32))
+
+
+@pytest.mark.parametrize("up_kind", ["float64", "broadcast row", "python number"])
+def test_mixed_operands_promote_and_broadcast_as_silu_times_up(up_kind):
+    """ops.swiglu with an up of another dtype or shape is F.silu(gate) * up: the product promotes (float32 gate,
+    float64 up -> float64) and broadcasts. The fused node refused other shapes and returned float32 silently."""
+    from minilora.ops.nn import swiglu
+    rng = np.random.default_rng(3)
+    gate = rng.standard_normal((3, 5)).astype(np.float32)
+    up = {"float64": rng.standard_normal((3, 5)), "broadcast row": rng.standard_normal(5).astype(np.float32),
+          "python number": 1.5}[up_kind]
+    ours = swiglu(ml.tensor(gate), ml.tensor(up) if isinstance(up, np.ndarray) else up)
+    theirs = F.silu(torch.tensor(gate)) * (torch.tensor(up) if isinstance(up, np.ndarray) else up)
+    assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1]
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())

@@ -1323,11 +1323,19 @@ def swiglu(gate, up):
     """``silu(gate) * up`` in one op (the activation of Llama's MLP).
 
     16-bit floats: as the two torch ops Llama's MLP runs (``act_fn(gate) * up``), each rounded once --
-    the fused float32 op would round once in all, and differ from transformers' numbers."""
-    if _is_16bit_float(gate):
+    the fused float32 op would round once in all, and differ from transformers' numbers. Mixed dtypes or
+    shapes: the two ops too, so the product promotes and broadcasts as torch's ``F.silu(gate) * up``."""
+    if _is_16bit_float(gate) or _mixed_swiglu_operands(gate, up):
         from .elementwise import silu
         return silu(gate) * up
     return SwiGLU.apply(gate, up)
+
+
+def _mixed_swiglu_operands(gate, up):
+    """True where the fused node does not apply: a Python number, another dtype or another shape for up."""
+    if not isinstance(up, Tensor) or not isinstance(gate, Tensor):
+        return True
+    return up.dtype != gate.dtype or tuple(up.shape) != tuple(gate.shape)
 
 
 def _normalized_width(fn, input, normalized_shape, **params):
