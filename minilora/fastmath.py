@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from . import float32_math, parallel
+from . import float32_math, float32_sums, parallel
 from .device import CHUNK, cache_slices, xp_of
 
 __all__ = ["multiply_add", "erf", "normal_cdf_pdf", "gelu_and_derivative", "sigmoid_and_silu", "silu_backward",
@@ -210,6 +210,10 @@ def lane_sum(a, b=None, fuse_tail=False):
     torch's "default" build adds them left to right); a row narrower than a vector is added left to
     right. Each product is rounded, but with ``fuse_tail`` those of the partial block, added by a fused
     multiply-add (torch's build does so when it runs on one thread, where it fuses at all)."""
+    if b is None and a.flags.c_contiguous:
+        compiled = float32_sums.compiled_lane_sums(a)  # (the same additions in C, where it is built)
+        if compiled is not None:
+            return compiled
     products = a if b is None else a * b
     rows, width = a.shape
     lane_count = float32_math.FLOAT_LANES

@@ -133,7 +133,8 @@ def _native_library():
             size, pointer = ctypes.c_size_t, ctypes.c_void_p
             library.ml_row_sums.argtypes = [pointer, pointer, size, size, ctypes.c_int]
             library.ml_row_moments.argtypes = [pointer, pointer, pointer, size, size, ctypes.c_int, ctypes.c_int]
-            library.ml_row_sums.restype = library.ml_row_moments.restype = None
+            library.ml_lane_sums.argtypes = [pointer, pointer, size, size, ctypes.c_int, ctypes.c_int]
+            library.ml_row_sums.restype = library.ml_row_moments.restype = library.ml_lane_sums.restype = None
         _NATIVE.update(tried=True, library=library)
     return _NATIVE["library"]
 
@@ -401,3 +402,15 @@ def row_moments(x, port=False):
     library.ml_row_moments(native.address(x), native.address(mean), native.address(var), len(x), x.shape[1],
                            SUM_LANES, int(fused))
     return mean, var
+
+
+def compiled_lane_sums(x):
+    """``fastmath.lane_sum`` of a C-contiguous float32 [rows, width] array (no products) compiled
+    (``ml_lane_sums``: the same additions), or None without the compiled library."""
+    library = _native_library()
+    if library is None or not x.shape[1]:
+        return None
+    out = np.empty(len(x), np.float32)
+    library.ml_lane_sums(native.address(x), native.address(out), len(x), x.shape[1], float32_math.FLOAT_LANES,
+                         int(float32_math.CPU_CAPABILITY != "default"))
+    return out

@@ -166,3 +166,32 @@ void ml_row_moments(const float *x, float *mean, float *var, size_t rows, size_t
         var[r] = s2 / (float)width;
     }
 }
+
+/* ---- vec::reduce_all's lane sums (softmax's and log_softmax's rows) ------------------------------- */
+/* out[r] = the sum of row r as torch's vec::reduce_all adds it: one running sum per lane of `lanes`, the
+ * partial last vector into its first lanes, then the lanes folded in halves (`halving`; the "default"
+ * build adds them left to right); a row narrower than a vector left to right. */
+void ml_lane_sums(const float *x, float *out, size_t rows, size_t width, int lanes, int halving) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * width;
+        float acc[MAX_LANES];
+        size_t whole = width - width % (size_t)lanes;
+        if (width < (size_t)lanes) {
+            float total = row[0];
+            for (size_t k = 1; k < width; k++) total += row[k];
+            out[r] = total;
+            continue;
+        }
+        for (int l = 0; l < lanes; l++) acc[l] = row[l];
+        for (size_t d = (size_t)lanes; d < whole; d += (size_t)lanes)
+            for (int l = 0; l < lanes; l++) acc[l] += row[d + l];
+        for (size_t k = whole; k < width; k++) acc[k - whole] += row[k];
+        if (halving) {
+            for (int n = lanes; n > 1; n /= 2)
+                for (int l = 0; l < n / 2; l++) acc[l] += acc[l + n / 2];
+        } else {
+            for (int l = 1; l < lanes; l++) acc[0] += acc[l];
+        }
+        out[r] = acc[0];
+    }
+}

@@ -194,7 +194,7 @@ class CrossEntropy(Function):
         # sum of their weights (0/0 = nan when all are ignored).
         ctx.divisor = _total_weight(valid, ctx.counted) if reduction == "mean" else 1
         with np.errstate(invalid="ignore"):  # every target ignored: 0/0 = nan, silently, as torch
-            return losses.sum() / logits.dtype.type(ctx.divisor)
+            return _loss_total(losses, ctx.counted) / logits.dtype.type(ctx.divisor)
 
     @staticmethod
     def backward(ctx, g):
@@ -212,6 +212,15 @@ class CrossEntropy(Function):
             _round_target_entries_once(*arrays, divisor=divisor)
         parallel.rows(block, ctx.probs, ctx.targets, ctx.valid, g_rows, grad)
         return grad, None
+
+
+def _loss_total(losses, counted):
+    """The sum of the rows' losses as torch's nll_loss adds them: for float32, its cascade of partial
+    sums over the counted rows (``_cascade_sum``), else NumPy's."""
+    if losses.dtype != np.float32 or xp_of(losses) is not np:
+        return losses.sum()
+    rows = np.flatnonzero(counted)
+    return np.float32(_cascade_sum(losses[rows], rows, len(losses)))
 
 
 def _total_weight(row_weights, counted):
@@ -337,10 +346,17 @@ def _cross_entropy_rows(logits, targets, valid, probs, losses):
     shifted = probs  # computed in place: shifted logits -> exp -> probabilities
     xp.subtract(logits, logits.max(axis=1, keepdims=True), out=shifted)
     target_logit = shifted[xp.arange(len(shifted)), targets]
-    xp.exp(shifted, out=probs)
-    sum_exp = probs.sum(axis=1, keepdims=True)
-    probs /= sum_exp
-    losses[:] = (xp.log(sum_exp[:, 0]) - target_logit) * valid
+    if logits.dtype == float32 and xp is np:  # as torch's log_softmax: SLEEF's exp, lane sums, log; and
+        # the probabilities as its backward gets them, exp(log_softmax)
+        log_sum = float32_math.correctly_rounded(np.log, fastmath.lane_sum(float32_math.vectorized("exp", shifted)))
+        shifted -= log_sum[:, None]
+        probs[...] = float32_math.vectorized("exp", shifted)
+    else:
+        xp.exp(shifted, out=probs)
+        sum_exp = probs.sum(axis=1, keepdims=True)
+        probs /= sum_exp
+        log_sum = xp.log(sum_exp[:, 0])
+    losses[:] = (log_sum - target_logit) * valid
 
 
 class RMSNorm(Function):
