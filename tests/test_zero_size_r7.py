@@ -556,6 +556,8 @@ SKIP = {
     "nn.UninitializedParameter": "a lazy module's placeholder, no computation of its own",
     "nn.UninitializedBuffer": "a lazy module's placeholder, no computation of its own",
     "nn.Buffer": "a marker that registers a buffer, no computation of its own",
+    "nn.RNNBase": "the base class of RNN/LSTM/GRU (torch's too), reached through them",
+    "nn.RNNCellBase": "the base class of RNNCell/LSTMCell/GRUCell (torch's too), reached through them",
     "nn.PixelUnshuffle": "torch returns an empty input as it is (its shape not unshuffled): swept, not compared",
     "nn.EmbeddingBag": "torch segfaults on mode='max' with empty offsets: EXPLICIT's F.embedding_bag cases instead",
     "nn.MultiMarginLoss": "torch's 'mean' / 'sum' of an empty batch is uninitialised memory: EXPLICIT's 'none'",
