@@ -37,6 +37,7 @@ import tempfile
 import numpy as np
 
 from .dtypes import HAS_BFLOAT16, bfloat16, is_floating
+from .native import pid_alive as _pid_alive
 
 __all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "atomic_write", "atomic_folder",
            "remove_leftovers", "save_json", "load_json", "naming_the_file", "other_format",
@@ -176,18 +177,6 @@ def _writing(tmp):
         yield
     finally:
         _WRITING.discard(stem)
-
-
-def _pid_alive(pid):
-    if os.name != "posix":  # Windows' os.kill(pid, 0) would send a Ctrl-C
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def remove_leftovers(path):

@@ -78,7 +78,7 @@ from pathlib import Path
 import numpy as np
 
 from .emulator_ptx import PtxError, split_top_level, translate_asm
-from .native import CompileFailed, compile_atomically, digest as _digest
+from .native import CompileFailed, compile_atomically, digest as _digest, remove_leftovers
 
 __all__ = [
     "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
@@ -813,7 +813,8 @@ def _compiler_id() -> str:
 def _write_atomic(path: Path, data: str) -> None:
     if path.is_file() and path.read_text() == data:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    remove_leftovers(path)  # (a killed write's; its name carries the writer's pid for that)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(data)
     os.replace(tmp, path)

@@ -99,11 +99,12 @@ def execute(nb, workdir, timeout=TIMEOUT, env=None):
 
 
 def _write(nb, path):
-    """Atomic write: a half-written notebook never replaces a good one."""
+    """Atomic write (minilora's: a temporary file of this process's own, flushed to disk, then renamed): a
+    half-written notebook never replaces a good one, and two builds at once never write one temporary file."""
     import nbformat
-    tmp = Path(str(path) + ".tmp")
-    nbformat.write(nb, str(tmp))
-    os.replace(tmp, path)
+    from minilora.checkpoint import atomic_write
+    with atomic_write(path, "w") as f:
+        nbformat.write(nb, f)
 
 
 def build(path, run=True):

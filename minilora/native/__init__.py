@@ -11,6 +11,7 @@ Nothing here is needed: no compiler, a compiler that fails, a library that does 
 ``MINILORA_NATIVE=0``, and ``load`` returns None with the reason in ``why_unavailable`` -- the caller
 runs its NumPy code, which gives the same numbers. Compiler: ``$CC``, else ``cc``.
 """
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -19,8 +20,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-__all__ = ["cache_dir", "digest", "compile_atomically", "CompileFailed", "load", "why_unavailable",
-           "FLOAT32_KERNELS", "address"]
+__all__ = ["cache_dir", "digest", "compile_atomically", "remove_leftovers", "pid_alive", "CompileFailed", "load",
+           "why_unavailable", "FLOAT32_KERNELS", "address"]
 
 FLOAT32_KERNELS = Path(__file__).with_name("float32_kernels.c")
 # IEEE arithmetic as written: no contraction of a * b + c into an FMA (the source calls fmaf() where
@@ -59,17 +60,50 @@ def compile_atomically(cmd, output, before_rename=None):
     there: a concurrent build or load never sees half a file. ``before_rename(tmp)`` runs first.
     Raises ``CompileFailed`` with the compiler's output."""
     output = Path(output)
+    remove_leftovers(output)
     tmp = output.with_name(f"{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        res = subprocess.run([*cmd, "-o", str(tmp)], capture_output=True, text=True)
-    except OSError as exc:  # (no such compiler)
-        raise CompileFailed(f"cannot run {cmd[0]}: {exc.strerror}") from None
-    if res.returncode != 0:
+        try:
+            res = subprocess.run([*cmd, "-o", str(tmp)], capture_output=True, text=True)
+        except OSError as exc:  # (no such compiler)
+            raise CompileFailed(f"cannot run {cmd[0]}: {exc.strerror}") from None
+        if res.returncode != 0:
+            raise CompileFailed(res.stderr.strip())
+        if before_rename is not None:
+            before_rename(tmp)
+        os.replace(tmp, output)
+    finally:  # (a failed compile, a before_rename that raised, Ctrl-C: subprocess.run killed the compiler)
         tmp.unlink(missing_ok=True)
-        raise CompileFailed(res.stderr.strip())
-    if before_rename is not None:
-        before_rename(tmp)
-    os.replace(tmp, output)
+
+
+def remove_leftovers(output):
+    """Delete what a build of ``output`` killed mid-way left beside it: its temporary files
+    (``<name>.<pid>.<...>.tmp``) and g++'s ``-fstack-usage`` reports of them (``.su``), unless the process
+    that wrote them still runs. Without this a cache folder collects them forever."""
+    prefix = f"{output.name}."
+    try:
+        entries = os.listdir(output.parent)
+    except OSError:  # (no cache folder yet)
+        return
+    for entry in entries:
+        pid = entry[len(prefix):].split(".", 1)[0]
+        if entry.startswith(prefix) and entry.endswith((".tmp", ".su")) and pid.isdigit() \
+                and not pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(output.parent / entry)
+
+
+def pid_alive(pid):
+    """Whether process ``pid`` runs (a leftover of a live process is a write in progress)."""
+    if os.name != "posix":  # Windows' os.kill(pid, 0) would send a Ctrl-C
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _cpu_flags():
