@@ -1457,8 +1457,7 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     rule = _CLASS_RULES.get(tokenizer_class)
     chosen = _chosen_special_tokens(tokenizer, config, rule, {"bos": bos_token, "eos": eos_token, "pad": pad_token},
                                     path)
-    extra = [_token_text(t) for t in config.get("extra_special_tokens") or config.get("additional_special_tokens")
-             or () if _token_text(t) is not None] + list(rule.extra_special_tokens if rule else ())
+    extra = _extra_special_tokens(config) + list(rule.extra_special_tokens if rule else ())
     extra = list(dict.fromkeys(extra))
     if rule is not None:  # the class's __init__, in its order
         tokenizer = _rebuilt_model(tokenizer, rule, chosen["unk"])
@@ -1931,6 +1930,30 @@ def _check_special_tokens(config_path, config):
                              f"got {token!r}")
 
 
+def _extra_special_tokens(config):
+    """tokenizer_config.json's extra special tokens (``additional_special_tokens``: transformers 4's name): a
+    list, or a dict of named tokens (``{"image_token": "<image>"}``: its values are the tokens, as transformers
+    5 adds them)."""
+    tokens = config.get("extra_special_tokens") or config.get("additional_special_tokens") or ()
+    return [_token_text(token) for token in (tokens.values() if isinstance(tokens, dict) else tokens)]
+
+
+def _check_extra_special_tokens(config_path, config):
+    """A string (``"extra_special_tokens": "<x>"``) read as a list would add one special token per letter, and
+    a number in the list was dropped: refused as transformers refuses them, naming the file."""
+    for key in ("extra_special_tokens", "additional_special_tokens"):
+        tokens = config.get(key)
+        if tokens is None:
+            continue
+        if not isinstance(tokens, (list, dict)):  # transformers' TypeError and words
+            raise TypeError(f"{config_path}: {key} must be a list/tuple of tokens or a dict of named tokens, "
+                            f"got {tokens!r}")
+        bad = [t for t in (tokens.values() if isinstance(tokens, dict) else tokens) if _token_text(t) is None]
+        if bad:
+            raise TypeError(f"{config_path}: {key} must hold tokens (strings or {{\"content\": string}}), "
+                            f"got {bad[0]!r}")
+
+
 def _tokenizer_config(config_path):
     if os.path.lexists(config_path) and not os.path.isfile(config_path):  # its settings must not vanish
         raise OSError(f"{config_path} is not a readable file (a folder, or a link to nothing)")
@@ -1945,6 +1968,7 @@ def _tokenizer_config(config_path):
         raise ValueError(f"{config_path}: a tokenizer config must be a JSON object, got a {type(config).__name__}")
     _check_config_values(config_path, config)
     _check_special_tokens(config_path, config)
+    _check_extra_special_tokens(config_path, config)
     return config
 
 
@@ -1954,6 +1978,9 @@ def _check_config_values(config_path, config):
     for key in ("padding_side", "truncation_side"):
         if config.get(key) is not None and config[key] not in ("left", "right"):
             raise ValueError(f"{config_path}: {key} must be 'left' or 'right', got {config[key]!r}")
+    kind = config.get("tokenizer_class")
+    if kind is not None and not isinstance(kind, str):  # (transformers fails on it: 'int' has no 'removesuffix')
+        raise ValueError(f"{config_path}: tokenizer_class must be a class name string, got {kind!r}")
     template = config.get("chat_template")
     if template is not None and not isinstance(template, (str, list, dict)):  # (a list/dict: named templates)
         raise ValueError(f"{config_path}: chat_template must be a Jinja template string, got {template!r}")

@@ -404,6 +404,9 @@ _GENERATE_ARGUMENTS = ("logits_processor", "stopping_criteria", "prefix_allowed_
 _SAMPLING_FLAGS = {"temperature": 1.0, "top_p": 1.0, "min_p": None, "top_h": None, "typical_p": 1.0, "top_k": 50,
                    "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}  # each at the value that changes nothing
 _EXTRA_OUTPUTS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
+# transformers' ALL_CACHE_IMPLEMENTATIONS and "paged", the names its validate() takes
+_CACHE_IMPLEMENTATIONS = ("static", "offloaded_static", "sliding_window", "hybrid", "hybrid_chunked", "offloaded_hybrid",
+                          "offloaded_hybrid_chunked", "dynamic", "offloaded", "quantized", "paged")
 
 
 def _config_issues(config):
@@ -417,6 +420,9 @@ def _config_issues(config):
     _check_option_types(get)
     if get("early_stopping") not in (None, True, False, "never"):
         raise ValueError(f"`early_stopping` must be a boolean or 'never', but is {get('early_stopping')}.")
+    implementation = get("cache_implementation")  # (ignored by minilora's generate, refused when no cache's name)
+    if implementation is not None and implementation not in _CACHE_IMPLEMENTATIONS:
+        raise ValueError(f"Invalid `cache_implementation` ({implementation}). Choose one of: {_CACHE_IMPLEMENTATIONS}")
     if get("max_new_tokens") is not None and get("max_new_tokens") <= 0:
         raise ValueError(f"`max_new_tokens` must be greater than 0, but is {get('max_new_tokens')}.")
     beams, returned = get("num_beams"), get("num_return_sequences")
@@ -469,6 +475,7 @@ _WHOLE_OPTIONS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens"
                   "top_k", "no_repeat_ngram_size")
 _TOKEN_OPTIONS = ("pad_token_id", "bos_token_id", "forced_bos_token_id")
 _TOKENS_OPTIONS = ("eos_token_id", "forced_eos_token_id")  # (one id, or a list of them)
+_TOKEN_LIST_OPTIONS = ("suppress_tokens", "begin_suppress_tokens")  # (a list of ids)
 _NUMBER_OPTIONS = ("temperature", "top_p", "min_p", "typical_p", "repetition_penalty", "length_penalty",
                    "epsilon_cutoff", "eta_cutoff", "encoder_repetition_penalty", "max_time")
 _FLAG_OPTIONS = ("do_sample", "use_cache", "return_dict_in_generate", "output_scores", "output_logits",
@@ -483,6 +490,11 @@ def _check_option_types(get):
              (_TOKEN_OPTIONS, whole, "a token id (an integer)"),
              (_TOKENS_OPTIONS, lambda v: whole(v) or (isinstance(v, list) and all(map(whole, v))),
               "a token id (an integer) or a list of token ids"),
+             (_TOKEN_LIST_OPTIONS, lambda v: isinstance(v, (list, tuple)) and all(map(whole, v)),
+              "a list of token ids"),
+             (("stop_strings",), lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and
+                                                                  all(isinstance(t, str) for t in v)),
+              "a string or a list of strings"),
              (_NUMBER_OPTIONS, lambda v: whole(v) or isinstance(v, (float, np.floating)), "a number"),
              (_FLAG_OPTIONS, lambda v: isinstance(v, (bool, np.bool_)), "true or false (a boolean, not a string)")]
     for names, fits, wanted in rules:

@@ -121,10 +121,10 @@ class LlamaConfig:
         model_type = d.get("model_type", "llama")
         if model_type != "llama":
             raise ValueError(f"config has model_type {model_type!r}; minilora implements 'llama'")
+        for key in ("rope_parameters", "rope_scaling"):  # both checked: a bad one beside the other is no less bad
+            if d.get(key) is not None and not isinstance(d[key], dict):  # (transformers' strict config refuses it)
+                raise _field_error(key, d[key], "an object or null")
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
-        if not isinstance(rope, dict):
-            raise _field_error("rope_parameters" if d.get("rope_parameters") else "rope_scaling", rope,
-                               "an object or null")
         if "rope_theta" in rope:
             if "rope_theta" in d and d["rope_theta"] != rope["rope_theta"]:  # transformers 4 reads one, 5 the other
                 raise ValueError(f"config has rope_theta {d['rope_theta']!r} but rope_parameters.rope_theta "
@@ -366,6 +366,22 @@ def _check_field_types(config):
     dropout = config.extra.get("attention_dropout")
     if dropout is not None and not (_is_number(dropout) and 0 <= dropout <= 1):
         raise _field_error("attention_dropout", dropout, "a number in [0, 1]")
+    for name, (fits, allowed) in _EXTRA_ATTRIBUTE_TYPES.items():
+        value = config.extra.get(name)
+        if value is not None and not fits(value):
+            raise _field_error(name, value, allowed)
+
+
+# The types transformers' config refuses others of, for attributes kept in ``extra``: "use_cache": "no" was
+# read as true (a cache on), "num_labels": "2" failed far from config.json, in the classification head.
+_EXTRA_ATTRIBUTE_TYPES = {
+    "use_cache": (lambda v: isinstance(v, (bool, np.bool_)), "true or false (a JSON boolean, not a string or number)"),
+    "pretraining_tp": (_is_int, "an integer"),
+    "num_labels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "id2label": (lambda v: isinstance(v, dict), "an object of id: label"),
+    "label2id": (lambda v: isinstance(v, dict), "an object of label: id"),
+    "layer_types": (lambda v: isinstance(v, list), "a list of attention types, one a layer"),
+}
 
 
 _ROPE_SCALING_KEYS = {"linear": ("factor",), "dynamic": ("factor",),
