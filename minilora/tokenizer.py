@@ -1463,6 +1463,8 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
         tokenizer = _rebuilt_model(tokenizer, rule, chosen["unk"])
         rule.pipeline(tokenizer, {**config, **{k: settings[k] for k in CLASS_SETTINGS if settings.get(k) is not None}})
         _added_special_tokens(tokenizer, [chosen[kind] for kind in TRANSFORMERS_SPECIAL_ORDER] + extra)
+    else:  # an extra token missing from tokenizer.json was read as <unk>, where transformers adds it (a named
+        _added_special_tokens(tokenizer, extra)  # one must be in the vocabulary: its typo is refused)
     out = (rule.tokenizer_type if rule else HFTokenizer)(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
     for kind in SPECIAL_KINDS[3:]:
         setattr(out, f"{kind}_token", chosen[kind])

@@ -3,7 +3,8 @@ the value, where minilora read it without a word -- with transformers' exception
 them, and as transformers does where it also accepts the value.
 
 tokenizer_config.json: ``extra_special_tokens`` (or ``additional_special_tokens``) as a string or holding a
-number, ``tokenizer_class`` not a string; a dict of named extra tokens gives its tokens, not its names.
+number, ``tokenizer_class`` not a string; a dict of named extra tokens gives its tokens, not its names; an
+extra token missing from tokenizer.json is added, as transformers adds it, where it was read as <unk>.
 config.json: a bad ``rope_scaling`` beside ``rope_parameters``, ``use_cache``/``pretraining_tp``/``num_labels``/
 ``id2label``/``layer_types`` of the wrong type. generation_config.json: ``cache_implementation``,
 ``suppress_tokens``, ``begin_suppress_tokens``, ``stop_strings`` of the wrong type. Temporary files: the C
@@ -77,6 +78,17 @@ def test_named_extra_special_tokens_give_their_tokens(tmp_path):
     assert ours.extra_special_tokens == ["<pad>"]
     transformers = pytest.importorskip("transformers")
     assert "<pad>" in transformers.AutoTokenizer.from_pretrained(folder).all_special_tokens
+
+
+def test_an_extra_special_token_missing_from_the_vocabulary_is_added_as_transformers(tmp_path):
+    # A class without pipeline rules read "<img>" as <unk>; transformers adds it (the next id) as a special token.
+    from minilora import tokenizer
+    folder = _tokenizer_folder(tmp_path, extra_special_tokens=["<img>"])
+    ours = tokenizer.from_pretrained(folder)
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.AutoTokenizer.from_pretrained(folder)
+    assert ours.encode("hello <img>") == theirs.encode("hello <img>") == [4, len(VOCAB)]
+    assert len(ours) == len(theirs) == len(VOCAB) + 1
 
 
 def test_tokenizer_class_not_a_string_is_named(tmp_path):
