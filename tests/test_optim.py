@@ -253,11 +253,11 @@ def test_load_state_dict_errors():
         opt.load_state_dict({"state": {}, "param_groups": [dict(sd["param_groups"][0], params=[0, 1])]})
     bad = pickle.loads(pickle.dumps(sd))
     bad["state"][0]["exp_avg"] = np.zeros((2, 2))
-    before = opt.state[model.fc1.weight]["exp_avg"].copy()
+    before = opt.state[model.fc1.weight]["exp_avg"].numpy().copy()
     with pytest.raises(ValueError, match=r"'exp_avg' of parameter 0 has shape \(2, 2\), but the "
                                          r"parameter has shape \(6, 4\)"):
         opt.load_state_dict(bad)
-    np.testing.assert_array_equal(opt.state[model.fc1.weight]["exp_avg"], before)  # untouched
+    np.testing.assert_array_equal(opt.state[model.fc1.weight]["exp_avg"].numpy(), before)  # untouched
 
 
 def test_zero_grad():

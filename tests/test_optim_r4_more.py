@@ -255,7 +255,7 @@ def test_lbfgs_torch_state_dict_loads_and_continues_as_torch():
     w, b = nn.Parameter(tw.detach().numpy().copy()), nn.Parameter(tb.detach().numpy().copy())
     opt = optim.LBFGS([w, b], max_iter=4, history_size=3)
     opt.load_state_dict(topt.state_dict())
-    assert isinstance(opt.state[w]["d"], np.ndarray) and isinstance(opt.state[w]["old_dirs"][0], np.ndarray)
+    assert isinstance(opt.state[w]["d"], ml.Tensor) and isinstance(opt.state[w]["old_dirs"][0], ml.Tensor)
     for _ in range(2):
         opt.step(closure_for(ml, w, b))
         topt.step(closure_for(torch, tw, tb))

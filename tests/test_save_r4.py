@@ -187,7 +187,8 @@ def test_a_cuda_optimizers_live_state_saves_and_loads(monkeypatch, tmp_path, opt
             opt.step()
     params, opt = build()
     train(params, opt, range(2))
-    assert any(type(v).__module__ == "cupy" for v in opt.state_dict()["state"][0].values())
+    assert any(isinstance(v, ml.Tensor) and v.device.type == "cuda" and type(v._array).__module__ == "cupy"
+               for v in opt.state_dict()["state"][0].values())  # (Tensors on the device, as torch's cuda tensors)
     ml.save({"optimizer": opt.state_dict(), "w": params[0].detach().clone()}, str(tmp_path / "a.pt"))
     save_training_state(str(tmp_path / "b.npz"), {"optimizer": opt.state_dict()})
     train(params, opt, range(2, 4))

@@ -21,8 +21,8 @@ from .. import dtypes
 from ..device import xp_of
 from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS
 from .adam import _fused_multiply_add
-from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit, alpha_16bit, new_step_count,
-                        rounds_each_op)
+from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit, alpha_16bit, keep_arrays,
+                        new_step_count, rounds_each_op, state_arrays, state_tensors)
 
 __all__ = ["RMSprop", "Adagrad", "Adadelta"]
 
@@ -100,7 +100,8 @@ def _gradient(p, group, ops):
 class _StepEach(Optimizer):
     """The step of RMSprop, Adagrad, Adadelta (and adam_variants' Adamax, NAdam, RAdam): each trainable
     parameter with a gradient gets its state on its first step (``_new_state(p)``), then its own update,
-    one parameter at a time (``_update(p, state, group)``)."""
+    one parameter at a time (``_update(p, arrays, group)``, on the arrays of its state's Tensors)."""
+    _steps_are_tensors = True
 
     def step(self, closure=None):
         """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
@@ -109,10 +110,12 @@ class _StepEach(Optimizer):
             for p in self._params_to_update(group):
                 state = self.state[p]
                 if not state:
-                    state.update(self._new_state(p, group))
-                if "step" in state:  # (Muon keeps no step count)
-                    state["step"] += 1
-                self._update(p, state, group)
+                    state.update(state_tensors(self._new_state(p, group), p.device))
+                arrays = state_arrays(state, p.device)
+                if "step" in arrays:  # (Muon keeps no step count)
+                    arrays["step"] += 1
+                self._update(p, arrays, group)
+                keep_arrays(state, arrays, p.device)
         return loss
 
 
@@ -179,7 +182,7 @@ class Adagrad(_StepEach):
                                       initial_accumulator_value=initial_accumulator_value, foreach=foreach,
                                       maximize=maximize, differentiable=differentiable, fused=fused))
         for p in self._all_params():
-            self.state[p].update(self._new_state(p, None))
+            self.state[p].update(state_tensors(self._new_state(p, None), p.device))
 
     def _check_group(self, group, index):
         super()._check_group(group, index)

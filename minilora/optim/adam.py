@@ -32,7 +32,7 @@ from .. import fastmath, float32_math, kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
 from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, add_scaled, add_scaled_16bit,
-                        alpha_16bit, new_step_count, occurrence_passes, rounds_each_op)
+                        alpha_16bit, new_step_count, occurrence_passes, rounds_each_op, state_arrays, state_tensors)
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
 
@@ -165,6 +165,7 @@ class Adam(Optimizer):
     keeps a third array, ``max_exp_avg_sq`` (``amsgrad_update``). ``differentiable=True`` is not
     implemented and raises.
     """
+    _steps_are_tensors = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
@@ -192,20 +193,16 @@ class Adam(Optimizer):
     def step(self, closure=None):
         """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
         loss = self._evaluate(closure)
-        todo = []  # (parameter, its state, its group) for every parameter updated now
+        todo = []  # (parameter, its state's arrays, its group) for every parameter updated now
         for group in self.param_groups:
             for p in self._params_to_update(group):
                 state = self.state[p]
                 if not state:  # first step: moments start at zero
-                    xp = p.device.xp
-                    state.update(step=new_step_count(), exp_avg=xp.zeros(p.shape, dtype=p.dtype),
-                                 exp_avg_sq=xp.zeros(p.shape, dtype=p.dtype))
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = xp.zeros(p.shape, dtype=p.dtype)
+                    state.update(state_tensors(_new_state(p, group["amsgrad"]), p.device))
                 if group["amsgrad"] and "max_exp_avg_sq" not in state:  # torch: a KeyError too
                     raise KeyError("'max_exp_avg_sq': the parameter group has amsgrad=True, but a parameter's "
                                    "state was made with amsgrad=False; switch amsgrad on only in a fresh optimizer")
-                todo.append((p, state, group))
+                todo.append((p, state_arrays(state, p.device), group))  # (the update writes into them in place)
         for each_once in occurrence_passes(todo):  # (one pass, unless a parameter is listed twice)
             for _, state, _ in each_once:  # (counted once every parameter's state is known to be good)
                 state["step"] += 1
@@ -331,6 +328,16 @@ def _scatter(flat, members):
             if k != 1:
                 array[...] = flat[k][start:stop]
         start = stop
+
+
+def _new_state(p, amsgrad):
+    """A parameter's state before its first step: the count and the moments at zero (and amsgrad's maximum)."""
+    xp = p.device.xp
+    state = dict(step=new_step_count(), exp_avg=xp.zeros(p.shape, dtype=p.dtype),
+                 exp_avg_sq=xp.zeros(p.shape, dtype=p.dtype))
+    if amsgrad:
+        state["max_exp_avg_sq"] = xp.zeros(p.shape, dtype=p.dtype)
+    return state
 
 
 def _is_tensor(value):

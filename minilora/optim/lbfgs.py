@@ -18,8 +18,8 @@ summation order may differ: results agree with torch to rounding.
 """
 import numpy as np
 
-from ..tensor import enable_grad, no_grad
-from .optimizer import Optimizer, _as_number, _check_range, rounds_each_op
+from ..tensor import Tensor, enable_grad, no_grad
+from .optimizer import Optimizer, _as_number, _check_range, rounds_each_op, state_tensors
 
 __all__ = ["LBFGS"]
 
@@ -85,9 +85,12 @@ class LBFGS(Optimizer):
     # --- the step --------------------------------------------------------------------------------------------
     def step(self, closure):
         """Up to ``max_iter`` L-BFGS iterations; returns the loss ``closure()`` gave at the start."""
-        group = self.param_groups[0]
-        with no_grad():
-            return self._iterate(_with_grad(closure), group, self.state[self._params[0]])
+        group, state, device = self.param_groups[0], self.state[self._params[0]], self._params[0].device
+        arrays = {name: _unwrapped(value) for name, value in state.items()}  # (torch's state holds tensors,
+        with no_grad():                                                       # lists of them and numbers)
+            loss = self._iterate(_with_grad(closure), group, arrays)
+        state.update(state_tensors(arrays, device))
+        return loss
 
     def _iterate(self, closure, group, state):
         lr, max_iter, max_eval = _as_number(group["lr"]), group["max_iter"], group["max_eval"]
@@ -211,6 +214,13 @@ def _in_dtype(number, array):
     if isinstance(number, (np.ndarray, np.generic)):
         return np.asarray(number).astype(array.dtype)[()]
     return number.astype(array.dtype)  # a 0-d CuPy array (a dot product's result on the GPU)
+
+
+def _unwrapped(value):
+    """A state value as ``_iterate`` computes on it: a Tensor's array, a list's Tensors' arrays (a new list)."""
+    if isinstance(value, list):
+        return [_unwrapped(v) for v in value]
+    return value._array if isinstance(value, Tensor) else value
 
 
 def _to_arrays(value, param):

@@ -6,7 +6,8 @@ As in PyTorch, an optimizer holds ``param_groups`` (a list of dicts: ``{"params"
     AdamW([{"params": model.lora_parameters(), "lr": 1e-3},
            {"params": model.head.parameters(), "lr": 1e-4, "weight_decay": 0.0}], lr=5e-4)
 
-and ``state``, a dict from each parameter to its own arrays (Adam's moments, SGD's momentum buffer).
+and ``state``, a dict from each parameter to its own Tensors (Adam's moments, SGD's momentum buffer; each
+wraps the array the update computes on: ``state_arrays``).
 State is created lazily on the first step a parameter has a gradient, so a frozen parameter
 (``requires_grad=False``) never costs a byte of optimizer memory -- which is why LoRA training needs
 so little of it (``state_bytes()``).
@@ -179,9 +180,9 @@ class Optimizer:
         """``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``, as torch's.
 
         PyTorch's layout: parameters numbered in group order (so the state loads into an optimizer
-        built the same way over another model instance), the same state names, and ``step`` as a 0-d
-        float32 array (torch's 0-d float32 tensor). As torch's, it is not a snapshot: each
-        ``state[index]`` IS the parameter's live state dict (its arrays change with every step, and
+        built the same way over another model instance), the same state names, Tensors, and ``step`` a
+        0-d float32 Tensor, as torch's. As torch's, it is not a snapshot: each
+        ``state[index]`` IS the parameter's live state dict (its Tensors change with every step, and
         changing them changes the optimizer); only the group dicts are copies. Save it at once, or
         ``copy.deepcopy`` it to keep the values of now.
         """
@@ -204,8 +205,9 @@ class Optimizer:
         device and dtype). Checks everything before changing anything.
 
         Also takes torch's own ``optimizer.state_dict()`` (tensors, or the same converted to NumPy
-        arrays): ``step`` may be a 0-d tensor/array, and torch's extra group entries (``foreach``,
-        ``fused``, ...) are kept; one minilora cannot honour (``differentiable=True``) raises."""
+        arrays, as older minilora checkpoints hold them): ``step`` may be a 0-d tensor/array, and torch's
+        extra group entries (``foreach``, ``fused``, ...) are kept; one minilora cannot honour
+        (``differentiable=True``) raises. The loaded state is Tensors, copies of the values given."""
         state_dict = self._through_hooks("load_state_dict_pre", state_dict)
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
@@ -225,7 +227,9 @@ class Optimizer:
             if i not in by_number:
                 raise ValueError(f"loaded state refers to parameter {i}, which no parameter group of the loaded "
                                  f"state dict lists (they list {sorted(by_number)})")
-            new_state[by_number[i]] = {name: self._restore_value(value, by_number[i], i, name) for name, value in st.items()}
+            param = by_number[i]
+            new_state[param] = state_tensors({name: self._restore_value(value, param, i, name)
+                                              for name, value in st.items()}, param.device)
         merged = [_loaded_group(saved, own, self.defaults) for saved, own in zip(groups, self.param_groups)]
         with _ranges_unchecked():  # as torch's load: a schedule may have taken an lr below 0 (OneCycleLR's third phase)
             for i, group in enumerate(merged):
@@ -237,8 +241,14 @@ class Optimizer:
         for hook in list(self._hooks("load_state_dict_post").values()):
             hook(self)
 
+    # torch's Adam, RMSprop, ... (each class's __setstate__, which its load_state_dict runs) make a loaded plain-number
+    # ``step`` a 0-d float32 tensor; its base class, a user's own optimizer, keeps the number
+    _steps_are_tensors = False
+
     def _restore_value(self, value, param, index, name):
         """One loaded state value on ``param``'s device and dtype (an optimizer with other state overrides it)."""
+        if name == "step" and self._steps_are_tensors and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = np.float32(value)
         return _restore(value, param, index, name)
 
     def __repr__(self):
@@ -477,11 +487,57 @@ def _numbers(value):
 
 
 def new_step_count():
-    """A parameter's ``step`` in its state, as torch keeps it: a 0-d float32 array, counted in place
-    (``state["step"] += 1``), so a ``state_dict()`` taken earlier shows the current count, as torch's. Read
-    it as ``float(state["step"])`` (torch's ``step_t.item()``): a float32 power would round the bias
-    corrections."""
+    """A parameter's ``step`` in its state, as torch keeps it: a 0-d float32 array (a 0-d float32 Tensor in
+    ``state``), counted in place (``arrays["step"] += 1``), so a ``state_dict()`` taken earlier shows the current
+    count, as torch's. Read it as ``float(arrays["step"])`` (torch's ``step_t.item()``): a float32 power would
+    round the bias corrections."""
     return np.zeros((), dtype=np.float32)
+
+
+# --- state values: Tensors outside, arrays inside the updates ------------------------------------------------
+# torch's ``optimizer.state[p]`` holds tensors (``exp_avg``, ``step`` as a 0-d float32 tensor, ...), and user code
+# reads and moves them (``state["exp_avg"].norm()``, ``if torch.is_tensor(v): s[k] = v.to(device)``). minilora's
+# state holds Tensors too, each wrapping the array the update computes on (no copy): an update takes the arrays
+# at its start (``state_arrays``) and writes back only the values it replaced (``keep_arrays``).
+def state_tensors(values, device):
+    """``values`` (a dict of state values) with every array in it (in lists too) a Tensor on ``device`` sharing
+    its memory; numbers, None and Tensors as they are."""
+    return {name: _as_state_value(value, device) for name, value in values.items()}
+
+
+def _as_state_value(value, device):
+    if isinstance(value, (np.ndarray, np.generic)) or isinstance(value, device.xp.ndarray):
+        return Tensor._make(value, device, False, None)  # (a NumPy scalar becomes a 0-d array)
+    if isinstance(value, list):  # (LBFGS's history)
+        return [_as_state_value(v, device) for v in value]
+    return value
+
+
+def state_arrays(state, device):
+    """``{name: array}`` of one parameter's ``state`` for an update to compute on: each Tensor's own array, so
+    writing into it in place writes the state. A value the user put there (``s[k] = v.to(device)``, a new Tensor,
+    a NumPy array) is what the update uses; an array is first made the state's Tensor."""
+    arrays = {}
+    for name, value in state.items():
+        if not isinstance(value, Tensor):
+            value = state[name] = _as_state_value(value, device)  # (same key: the dict keeps its size)
+        arrays[name] = value._array if isinstance(value, Tensor) else value
+    return arrays
+
+
+def keep_arrays(state, arrays, device):
+    """Write back into ``state`` the values an update replaced in ``arrays`` (not changed in place): a 0-d value
+    into the state's 0-d Tensor of its dtype (torch's ``mu_product *= mu``, ``eta.copy_(...)`` keep the tensor),
+    anything else as a new Tensor (a first momentum buffer)."""
+    for name, value in arrays.items():
+        old = state.get(name)
+        if value is old or (isinstance(old, Tensor) and old._array is value):
+            continue
+        if isinstance(old, Tensor) and old._array.shape == () == np.shape(value) and \
+                getattr(value, "dtype", None) == old._array.dtype:
+            old._array[...] = value
+        else:
+            state[name] = _as_state_value(value, device)
 
 
 def rounds_each_op(dtype):
@@ -516,9 +572,11 @@ def alpha_16bit(value, dtype):
 
 
 def _restore(value, param, index, name):
-    if isinstance(value, Tensor):  # a minilora Tensor (a user's own optimizer): a Tensor on the parameter's device
-        dtype = param.dtype if dtypes.is_floating(value.dtype) and value.shape == param.shape else value.dtype
-        return value.detach().to(param.device, dtype, copy=True)
+    if isinstance(value, Tensor):  # a minilora Tensor: a copy on the parameter's device, a floating one in its dtype
+        if value.shape not in ((), param.shape) and name != "step":  # (a user's own optimizer's state of any shape)
+            dtype = param.dtype if dtypes.is_floating(value.dtype) else value.dtype  # (torch's rule)
+            return value.detach().to(param.device, dtype, copy=True)
+        value = value.detach().numpy(force=True)  # the array rules below: step, 0-d numbers, moments
     if hasattr(value, "detach"):  # a torch tensor (torch's own state_dict)
         value = value.detach().cpu()
         value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()

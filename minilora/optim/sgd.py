@@ -12,7 +12,7 @@ dtype, as torch; a float16/bfloat16 parameter is updated op by op as torch round
 import numpy as np
 
 from .. import dtypes
-from .optimizer import Optimizer, _check_range, add_scaled, add_scaled_16bit, rounds_each_op
+from .optimizer import Optimizer, _check_range, add_scaled, add_scaled_16bit, keep_arrays, rounds_each_op, state_arrays
 
 __all__ = ["SGD"]
 
@@ -47,17 +47,16 @@ class SGD(Optimizer):
             params = self._params_to_update(group)
             # As torch: every momentum buffer is read before any update, so a parameter listed twice (torch
             # warns) starts from two fresh buffers on its first step, then shares one.
-            buffers = [self.state[p].get("momentum_buffer") if group["momentum"] else None for p in params]
+            buffers = [_momentum_buffer(self.state[p], p) if group["momentum"] else None for p in params]
             for p, buf in zip(params, buffers):
-                if rounds_each_op(p.dtype):
-                    self._step_16bit(p, group, buf)
-                else:
-                    self._step(p, group, buf)
+                buf = self._step_16bit(p, group, buf) if rounds_each_op(p.dtype) else self._step(p, group, buf)
+                if group["momentum"]:  # (torch's state: the buffer's Tensor, made on the first step)
+                    keep_arrays(self.state[p], {"momentum_buffer": buf}, p.device)
         return loss
 
     def _step(self, p, group, buf):
         """torch's single-tensor SGD: each ``x.add(y, alpha=a)`` one fused multiply-add where torch's build
-        fuses (float32 on an AVX2 CPU: ``add_scaled``)."""
+        fuses (float32 on an AVX2 CPU: ``add_scaled``). Returns the momentum buffer's array (None without)."""
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
         d = -p.grad._array if group["maximize"] else p.grad._array  # negated: a new array
         if wd:
@@ -68,9 +67,9 @@ class SGD(Optimizer):
             else:
                 buf *= momentum
                 buf[...] = add_scaled(buf, 1 - group["dampening"], d)
-            self.state[p]["momentum_buffer"] = buf
             d = add_scaled(d, momentum, buf) if group["nesterov"] else buf
         p._array[...] = add_scaled(p._array, -lr, d)
+        return buf
 
     def _step_16bit(self, p, group, buf):
         """torch's single-tensor SGD on a float16/bfloat16 parameter: each torch op (``grad.add(p, alpha=wd)``,
@@ -93,6 +92,12 @@ class SGD(Optimizer):
                 buf = d.astype(dtype)
             else:
                 buf[...] = add(op(dtypes.upcast(buf) * np.float32(momentum)), 1 - group["dampening"], d)
-            self.state[p]["momentum_buffer"] = buf
             d = add(d, momentum, dtypes.upcast(buf)) if group["nesterov"] else dtypes.upcast(buf)
         p._array[...] = add(dtypes.upcast(p._array), -group["lr"], d)
+        return buf
+
+
+def _momentum_buffer(state, p):
+    """The array of ``state``'s momentum buffer (its Tensor's, or what the user put there), or None before the
+    first step (or where torch's state holds None)."""
+    return state_arrays(state, p.device).get("momentum_buffer")
