@@ -2059,7 +2059,7 @@ class Tensor:
         return bool(self._array)
 
     def __float__(self):
-        if self.requires_grad:
+        if self.requires_grad and _mode.grad_enabled:  # (torch: not under no_grad, where LBFGS reads its loss)
             _warn_scalar_of_grad_tensor()
         return float(self._python_scalar())
 
@@ -2119,7 +2119,7 @@ _warned_scalar_of_grad_tensor = False
 
 def _warn_scalar_of_grad_tensor():
     """torch's warning (once per process, its TORCH_WARN_ONCE) when ``float(t)`` or ``'%.4f' % loss`` reads
-    a tensor that requires grad: the number leaves the graph. ``item()``, ``int()`` and f-strings do not warn."""
+    a tensor that requires grad while grad mode is on: the number leaves the graph. ``item()``, ``int()`` and f-strings do not warn."""
     global _warned_scalar_of_grad_tensor
     if not _warned_scalar_of_grad_tensor:
         _warned_scalar_of_grad_tensor = True

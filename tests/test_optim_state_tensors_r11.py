@@ -13,10 +13,17 @@ import minilora as ml
 torch = pytest.importorskip("torch")
 
 # (name, keyword arguments): every torch.optim class minilora has (SparseAdam is refused: no sparse gradients)
-OPTIMIZERS = [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", {}), ("AdamW", {}), ("Adam", dict(amsgrad=True)),
+# (foreach=True: torch's other CPU implementation keeps the same state)
+OPTIMIZERS = [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", {}), ("AdamW", {}),
+              ("AdamW", dict(foreach=True)), ("Adam", dict(amsgrad=True)), ("RMSprop", dict(foreach=True)),
               ("RMSprop", dict(momentum=0.9, centered=True)), ("Adagrad", {}), ("Adamax", {}), ("NAdam", {}),
               ("RAdam", {}), ("Adadelta", {}), ("ASGD", dict(t0=1)), ("Rprop", {}), ("Adafactor", {}),
               ("LBFGS", dict(history_size=3, max_iter=4))]
+
+
+def _first_kwargs(name):
+    """The keyword arguments of ``name``'s first entry in OPTIMIZERS (SGD's with momentum: a state to look at)."""
+    return next(kwargs for listed, kwargs in OPTIMIZERS if listed == name)
 
 
 def _run(lib, name, kwargs, steps=3, dtype="float64", between=None):
@@ -67,7 +74,8 @@ def test_state_values_are_tensors_as_torch(name, kwargs):
             scale = float(np.abs(value.numpy()).max()) if value.numel() else 0.0
             np.testing.assert_allclose(ours[key].numpy(), value.numpy(), rtol=1e-12, atol=1e-12 * scale, err_msg=key)
         assert all(repr(ours[key]).startswith("tensor(") for key, value in theirs.items() if torch.is_tensor(value))
-    state0 = opt.state_dict()["state"][0]
+        assert (w in opt.state) == (tw in topt.state)
+    state0 = opt.state_dict()["state"].get(0, {})
     if "step" in state0:
         assert state0["step"].item() == 3.0 and state0["step"].dtype == ml.float32
 
@@ -79,13 +87,15 @@ def test_tensor_methods_on_state_as_tutorials_use_them():
     assert opt.state[w]["exp_avg"].norm().item() == pytest.approx(topt.state[tw]["exp_avg"].norm().item(), rel=1e-6)
     assert opt.state_dict()["state"][0]["step"].item() == topt.state_dict()["state"][0]["step"].item() == 3.0
     assert ml.is_tensor(opt.state[w]["exp_avg_sq"].sqrt())
+    sgd, (w, _) = _run(ml, "SGD", dict(lr=0.1))  # without momentum: no state at all, as torch's
+    assert w not in sgd.state and not _run(torch, "SGD", dict(lr=0.1))[0].state
 
 
 @pytest.mark.parametrize("name", ["AdamW", "SGD", "NAdam", "ASGD"])
 def test_state_tensors_are_updated_in_place(name):
     """A state Tensor held from an earlier step is the one the optimizer updates (torch's in-place state): the same
     object, its values the current ones -- also for AdamW's small parameters, updated gathered in one flat pass."""
-    kwargs = dict(OPTIMIZERS)[name]
+    kwargs = _first_kwargs(name)
     opt, weights = _run(ml, name, kwargs, steps=1)
     held = {(i, k): v for i, w in enumerate(weights) for k, v in opt.state[w].items()}
     before = {key: v.numpy().copy() for key, v in held.items()}
@@ -119,7 +129,7 @@ def test_move_state_loop_reaches_every_tensor_and_the_next_step_uses_it():
             opt.moved = moved
         return loop
     for name in ("Adam", "RMSprop", "SGD"):
-        kwargs = dict(OPTIMIZERS)[name]
+        kwargs = _first_kwargs(name)
         opt, weights = _run(ml, name, kwargs, between=move(ml))
         topt, tweights = _run(torch, name, kwargs, between=move(torch))
         assert opt.moved == topt.moved > 0
@@ -147,7 +157,7 @@ def test_a_numpy_array_put_into_the_state_is_used_and_becomes_a_tensor():
 def test_state_dict_round_trip_through_save_and_load(name):
     """``minilora.save(opt.state_dict())``, ``load``, ``load_state_dict`` into a fresh optimizer: its state is
     Tensors again (copies, not the saved ones) and the next steps are bit for bit those of the optimizer saved."""
-    kwargs = dict(OPTIMIZERS)[name]
+    kwargs = _first_kwargs(name)
     opt, weights = _run(ml, name, kwargs, dtype="float32")
     buffer = io.BytesIO()
     ml.save(opt.state_dict(), buffer)
@@ -185,3 +195,18 @@ def test_older_checkpoints_numpy_arrays_and_numbers_load_as_tensors():
     again.step(lambda: _closure_of(again, twins))
     for w, twin in zip(weights, twins):
         np.testing.assert_array_equal(w.detach().numpy(), twin.detach().numpy())
+
+
+def test_lbfgs_reads_its_loss_without_a_warning(monkeypatch):
+    """LBFGS's step runs under no_grad, where torch's ``float(loss)`` of a tensor that requires grad says nothing
+    (minilora warned "Converting a tensor with requires_grad=True to a scalar" from inside LBFGS.step)."""
+    import importlib
+    import warnings
+    monkeypatch.setattr(importlib.import_module("minilora.tensor"), "_warned_scalar_of_grad_tensor", False)  # (once)
+    w = ml.nn.Parameter(ml.tensor([0.5, -1.0]))
+    loss = (w ** 2).sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ml.no_grad():
+            assert float(loss) == 1.25
+        _run(ml, "LBFGS", _first_kwargs("LBFGS"), steps=1)
