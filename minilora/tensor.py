@@ -2119,7 +2119,8 @@ _warned_scalar_of_grad_tensor = False
 
 def _warn_scalar_of_grad_tensor():
     """torch's warning (once per process, its TORCH_WARN_ONCE) when ``float(t)`` or ``'%.4f' % loss`` reads
-    a tensor that requires grad while grad mode is on: the number leaves the graph. ``item()``, ``int()`` and f-strings do not warn."""
+    a tensor that requires grad while grad mode is on: the number leaves the graph. ``item()``, ``int()`` and
+    f-strings do not warn."""
     global _warned_scalar_of_grad_tensor
     if not _warned_scalar_of_grad_tensor:
         _warned_scalar_of_grad_tensor = True

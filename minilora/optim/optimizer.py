@@ -247,7 +247,8 @@ class Optimizer:
 
     def _restore_value(self, value, param, index, name):
         """One loaded state value on ``param``'s device and dtype (an optimizer with other state overrides it)."""
-        if name == "step" and self._steps_are_tensors and isinstance(value, (int, float)) and not isinstance(value, bool):
+        plain_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name == "step" and self._steps_are_tensors and plain_number:
             value = np.float32(value)
         return _restore(value, param, index, name)
 
