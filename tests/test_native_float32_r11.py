@@ -90,15 +90,18 @@ def _assert_same_bits(compiled, port):
     assert not differ.any(), f"{differ.sum()} differ, e.g. at {np.flatnonzero(differ)[:5]}"
 
 
+def _compiled_and_port(fn, x):
+    """fn(x) as it runs (the compiled kernel where there is one), then under the NumPy port."""
+    with np.errstate(all="ignore"):
+        compiled = fn(x)
+        with float32_math.numpy_port():
+            return compiled, fn(x)
+
+
 @needs_native
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_compiled_kernels_give_the_ports_bits(name):
-    fn = FUNCTIONS[name]
-    with np.errstate(all="ignore"):
-        compiled = fn(X)
-        with float32_math.numpy_port():
-            port = fn(X)
-    _assert_same_bits(compiled, port)
+    _assert_same_bits(*_compiled_and_port(FUNCTIONS[name], X))
 
 
 @needs_native
@@ -111,11 +114,7 @@ def test_short_arrays_and_scalar_tails(n, threads):
     ml.set_num_threads(threads)
     try:
         for fn in FUNCTIONS.values():
-            with np.errstate(all="ignore"):
-                compiled = fn(x)
-                with float32_math.numpy_port():
-                    port = fn(x)
-            _assert_same_bits(compiled, port)
+            _assert_same_bits(*_compiled_and_port(fn, x))
     finally:
         ml.set_num_threads(before)
 
@@ -126,10 +125,7 @@ def test_zero_d_views_and_layouts():
     base = _inputs(64 * 33, seed=3).reshape(64, 33)
     for x in (base[0, 0].reshape(()), base.T, base[::2, ::3]):
         for fn in FUNCTIONS.values():
-            with np.errstate(all="ignore"):
-                compiled = fn(x)
-                with float32_math.numpy_port():
-                    port = fn(x)
+            compiled, port = _compiled_and_port(fn, x)
             _assert_same_bits(compiled, port)
             assert compiled.flags.c_contiguous == port.flags.c_contiguous
 
@@ -147,10 +143,7 @@ def test_backward_formulas():
              "a s + (1 - t^2) t": lambda: fastmath.multiply_add(x * s, fastmath.multiply_add(-t, t, 1), t),
              "silu backward": lambda: _silu_backward(g, x, s)}
     for name, case in cases.items():
-        with np.errstate(all="ignore"):
-            compiled = case()
-            with float32_math.numpy_port():
-                port = case()
+        compiled, port = _compiled_and_port(lambda _: case(), None)
         same = (compiled.view(np.uint32) == port.view(np.uint32)) | (np.isnan(compiled) & np.isnan(port))
         assert same.all(), name  # (a NaN's sign and payload: the FMA instruction's, float64's in the port)
 
