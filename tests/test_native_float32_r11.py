@@ -156,8 +156,9 @@ def _silu_backward(g, x, s):
 
 @needs_native
 def test_fused_multiply_add_is_rounded_once():
-    """C's fmaf rounds a * b + c once, as torch's FMA; the port's float64 sum rounds twice where the product
-    lies on a float32 rounding midpoint and c is below float64's ulp of it (found comparing the two)."""
+    """C's fmaf rounds a * b + c once, as torch's FMA. The port's float64 sum rounded twice where the product
+    lies on a float32 rounding midpoint and c is below float64's ulp of it (found comparing the two); the
+    port now settles such ties by the sum's exact error (float32_math._settle_ties)."""
     a, b = np.array([0.14107437, -0.046875], np.float32), np.array([-2.83342e22, -1.1809796e19], np.float32)
     compiled = float32_math.fused_multiply_add(a, b, 1)
     exact = [Fraction(float(p)) * Fraction(float(q)) + 1 for p, q in zip(a, b)]
@@ -167,7 +168,26 @@ def test_fused_multiply_add_is_rounded_once():
         best = min(candidates, key=lambda c: abs(Fraction(float(c)) - e))
         assert value == best
     with float32_math.numpy_port():
-        assert (float32_math.fused_multiply_add(a, b, 1) != compiled).all()  # (the port's double rounding)
+        _assert_same_bits(float32_math.fused_multiply_add(a, b, 1), compiled)
+
+
+@needs_native
+@pytest.mark.parametrize("scale", [1.0, 2.0 ** -140, 2.0 ** 100])
+def test_small_arrays_settle_ties_of_ties_as_fmaf(scale):
+    """Products of a 12-bit and a 13-bit odd integer need 25 bits: many lie on a float32 midpoint, and a c far
+    below their ulp decides the rounding. Small arrays take the NumPy path (a ctypes call costs more there):
+    it must give fmaf's bits -- in float32's normal range, its subnormal range (2^-140) and near its top."""
+    rng = np.random.default_rng(5)
+    a = ((rng.integers(2 ** 11, 2 ** 12, 1500) | 1) * scale).astype(np.float32)
+    b = (rng.integers(2 ** 12, 2 ** 13, 1500) | 1).astype(np.float32)
+    c = (rng.standard_normal(1500) * scale * 1e-9).astype(np.float32)
+    twice = np.add(np.multiply(a, b, dtype=np.float64), c, dtype=np.float64).astype(np.float32)
+    small = float32_math.fused_multiply_add(a, b, c)
+    compiled = float32_math._fma_natively(a, b, c)
+    assert a.size < float32_math._NATIVE_FMA_FROM and compiled is not None
+    _assert_same_bits(small, compiled)
+    if scale == 1.0:
+        assert (twice != compiled).sum() > 100  # (the ties are there: the double rounding misses them)
 
 
 @needs_native
