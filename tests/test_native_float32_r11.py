@@ -287,3 +287,14 @@ def test_ops_forward_and_backward(name):
     same = (results[0].view(np.uint32) == results[1].view(np.uint32)) | (np.isnan(results[0]) & np.isnan(results[1]))
     assert same.all(), f"{(~same).sum()} differ"
 
+
+
+def test_address_is_the_data_pointer_of_every_kind_of_array():
+    """native.address takes a writable array's buffer through ctypes and falls back to __array_interface__:
+    both must name the first element's byte, for views, read-only, strided, 0-d and empty arrays."""
+    base = np.arange(24, dtype=np.float32).reshape(4, 6)
+    frozen = base.copy()
+    frozen.flags.writeable = False
+    for a in (base, base[1:], base[:, 2:], base.T, base[::2, ::3], base[2, 3].reshape(()), frozen,
+              np.zeros(0, np.float32), np.ones(3)):
+        assert native.address(a) == a.__array_interface__["data"][0]

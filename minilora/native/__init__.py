@@ -177,6 +177,13 @@ def load(source=FLOAT32_KERNELS):
 
 
 def address(a):
-    """The data pointer of a NumPy array, for a ctypes call."""
+    """The data pointer of a NumPy array, for a ctypes call. A writable C-contiguous array lends its buffer
+    to ctypes (0.3 us); ``__array_interface__`` builds a dict each time (1.1 us: a third of a tiny sum's
+    cost), so it is the fallback (read-only, strided or empty arrays)."""
+    if a.flags.writeable:
+        try:
+            return ctypes.addressof(ctypes.c_char.from_buffer(a))
+        except (TypeError, ValueError, BufferError):
+            pass
     return a.__array_interface__["data"][0]
 
