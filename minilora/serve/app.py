@@ -29,10 +29,14 @@ completion's ``prompt`` may be a list of prompts. vLLM's extras: ``top_k``, ``mi
 a chat answer's), ``truncate_prompt_tokens``, ``add_special_tokens``, ``return_token_ids`` (``prompt_token_ids`` and
 each choice's ``token_ids`` beside the text), ``return_tokens_as_token_ids``; chat: ``add_generation_prompt``,
 ``continue_final_message``, ``chat_template``, ``chat_template_kwargs``, ``documents``, ``echo`` (the answer starts
-with the last message's text). ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores the prompt. vLLM's fields
-this server does not implement (``suffix``, ``tools``, ``response_format`` other than text, ``use_beam_search``,
-``logits_processors``, ``structured_outputs``, ``bad_words``, ``priority``, ...) are taken only at their "off"
-value, refused by name otherwise; ``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it.
+with the last message's text), ``bad_words``. ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores the prompt.
+Structured outputs (structured.py, vLLM's "guidance" backend): ``response_format`` (``json_object``, ``json_schema``),
+``structured_outputs`` (``json``, ``regex``, ``choice``, ``grammar``, ``json_object``) and a chat's ``tools`` with a
+named ``tool_choice`` or "required" (the answer's ``tool_calls``); ``tool_choice: "auto"`` (the default with tools) is
+vLLM's 400 without a tool parser. ``suffix`` and ``prompt_embeds`` get vLLM's 400s. vLLM's fields this server does not
+implement (``use_beam_search``, ``logits_processors``, ``priority``, ...) are taken only at their "off" value, refused
+by name otherwise; ``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it, and so are the ``guided_*``
+fields vLLM 0.12 removed (a warning names them: the output is not constrained).
 ``GET /health`` answers 503 once the engine has stopped.
 
 Sampling defaults are OpenAI's and vLLM's, not transformers' ``generate``: ``temperature`` 1, ``top_p`` 1
@@ -74,18 +78,17 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from ..tokenizer import token_bytes
+from .detokenizer import token_bytes_or_text as _token_bytes
 from .engine import EngineError, Request
 from .fields import lax_bool, log_ignored, read_fields
 from .sampler import SAMPLING_EPS
+from .structured import Grammars, constraint_of, tool_choice_of
 
 __all__ = ["create_app"]
 
 # vLLM's fields this server does not implement, taken only at the value that means "off" (the first: the
 # default; clients and frameworks send them with those values). Names vLLM does not know are ignored (fields.py).
-_OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "use_beam_search": (False,),
-        "structured_outputs": (None,), "prompt_embeds": (None, []), "bad_words": ([],), "logits_processors": (None, []),
-        "priority": (0,),
+_OFF = {"use_beam_search": (False,), "logits_processors": (None, []), "priority": (0,),
         "max_repetition_pattern_size": (0,), "min_repetition_pattern_size": (0,), "repetition_min_count": (0,),
         "spaces_between_special_tokens": (True,)}  # (vLLM's default: its fast detokenizer decodes as is)
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
@@ -276,18 +279,22 @@ def _seed(body):
     return None if seed == -1 else seed
 
 
-def _response_format(body):
-    """Only plain text: OpenAI's other two kinds (JSON mode, a JSON schema) need decoding constrained
-    to JSON, which this server does not do -- refused by name rather than answered with free text."""
-    form = body.get("response_format")
-    if form is None or form == {"type": "text"}:
-        return
-    kind = form.get("type") if isinstance(form, dict) else None
-    if kind in ("json_object", "json_schema"):
-        raise EngineError(400, f"response_format {{'type': {kind!r}}} is not supported: this server does not "
-                               "constrain its output to JSON (only {'type': 'text'})", "response_format")
-    raise EngineError(400, f"response_format must be {{'type': 'text'}}, {{'type': 'json_object'}} or "
-                           f"{{'type': 'json_schema', ...}}, got {form!r}", "response_format")
+def _bad_words_ids(tokenizer, words, text_vocab):
+    """vLLM's bad_words as token ids (SamplingParams.update_from_tokenizer): each word's tokens as a text's first
+    word and, where a leading space makes it another word of as many tokens, after a space; an id past the
+    vocabulary refused in vLLM's words."""
+    ids = []
+    for word in filter(None, (word.lstrip() for word in words)):
+        alone = tokenizer.encode(word, add_special_tokens=False)
+        spaced = tokenizer.encode(" " + word, add_special_tokens=False)
+        ids += [alone] + ([spaced] if spaced and spaced[0] != alone[0] and len(spaced) == len(alone) else [])
+    largest = (text_vocab or 0) - 1
+    invalid = [token for word in ids for token in word if not 0 <= token <= largest]
+    if text_vocab is not None and invalid:
+        raise EngineError(400, f"The model vocabulary size is {largest + 1}, but the following tokens were specified "
+                               f"as bad: {invalid}. All token id values should be integers satisfying: 0 <= token_id "
+                               f"<= {largest}.", "bad_words")
+    return ids
 
 
 def _usage_options(body, stream):
@@ -319,7 +326,10 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
     for name, off in _OFF.items():
         if body.get(name, off[0]) not in off:
             raise EngineError(400, f"{name} is not supported (only {off[-1]!r})", name)
-    _response_format(body)
+    if not chat and body.get("suffix") is not None:  # (vLLM refuses any suffix, "" too)
+        raise EngineError(400, "suffix is not currently supported", "suffix")
+    if not chat and body.get("prompt_embeds") is not None:  # vLLM's, unless started with --enable-prompt-embeds
+        raise EngineError(400, "You must set `--enable-prompt-embeds` to input `prompt_embeds`.", "prompt_embeds")
     if body.get("cache_salt") == "":  # (no prefix cache here to salt: any other salt changes nothing)
         raise EngineError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
     n = _choice_count(body)  # (best_of: vLLM 0.24's models dropped it, so it is ignored)
@@ -381,6 +391,7 @@ class _Server:
         self.base_names = [model_name] + [name for name in aliases if name != model_name]
         self.created = int(time.time())
         self.fingerprint = _fingerprint(engine, model_name)
+        self.grammars = Grammars(engine.tokenizer, engine.vocab_size, engine.text_vocab)  # structured outputs
 
     # --- helpers -------------------------------------------------------------------------------
     async def _json(self, request):
@@ -411,6 +422,7 @@ class _Server:
         them; with a ``seed`` it samples with ``seed + i`` (vLLM's seeds for the n samples). ``chat``: None
         for a completion, else its ChatReply."""
         adapter = self._adapter_of(body)
+        constraint = constraint_of(body, chat is not None)
         options, n, stream, usage, echo, prompt_k = _options(body, chat, self.engine.vocab_size,
                                                              self.engine.sampling_defaults, self.engine.text_vocab)
         budget = None if self.engine.max_model_len is None else self.engine.max_model_len - (options["max_tokens"] or 0)
@@ -430,6 +442,7 @@ class _Server:
                           self._prompt_info(prompts, n, scores, None if stream else prompt_k))
             return _with_id(self._echo_only(meta, stream, reply), tag)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        bad_words = _bad_words_ids(self.engine.tokenizer, body.get("bad_words") or [], self.engine.text_vocab)
         jobs = []
         for ids in prompts:
             for i in range(n):
@@ -439,7 +452,8 @@ class _Server:
                 if own["min_tokens"] > own["max_tokens"]:
                     raise EngineError(400, f"min_tokens ({own['min_tokens']}) must be at most max_tokens "
                                            f"({own['max_tokens']})", "min_tokens")
-                job = Request(ids, adapter, **own)
+                grammar = None if constraint is None else self.grammars.compile(constraint)
+                job = Request(ids, adapter, **own, grammar=grammar, bad_words_ids=bad_words)
                 job.emit = self._emitter(loop, events, len(jobs), job)
                 jobs.append(job)
         try:
@@ -591,6 +605,7 @@ class _Server:
             unechoed = [not chat] * len(jobs)  # a completion's echo comes with its first token, as vLLM's
             reported, pending, failed = [0] * len(jobs), len(jobs), False
             offsets = [None] * len(jobs)  # each choice's _OffsetReader, chunk by chunk (made at its first token)
+            tool_states = [{"text": "", "called": False} for _ in jobs]  # a tool choice's text so far (ChatReply.delta)
             while pending:
                 index, kind, value, count = await events.get()
                 if kind == "error":
@@ -612,8 +627,9 @@ class _Server:
                     text, logprobs = self._with_echo(text, logprobs, *echoes[index], as_ids=reply.as_ids)
                     unechoed[index] = False
                     extra = {**reply.prompt_token_ids(index), **extra}  # a completion's first chunk: its prompt's ids
-                yield chunk([self._choice(index, chat, text, reason, logprobs, stop_reason=stop_reason, extra=extra)],
-                            index)
+                delta = chat.delta(text, tool_states[index], kind == "done") if chat else None
+                yield chunk([self._choice(index, chat, text, reason, logprobs, stop_reason=stop_reason, extra=extra,
+                                          delta=delta)], index)
                 pending -= kind == "done"
             if include_usage and not failed:  # OpenAI's last chunk: no choices, the request's usage
                 yield _sse({**meta, "object": obj, "choices": [], "usage": self._usage(jobs, reply.n_prompt)})
@@ -651,14 +667,16 @@ class _Server:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     @staticmethod
-    def _choice(index, chat, text, finish_reason, logprobs, final=False, stop_reason=None, extra=None):
-        """One choice (a stream's chunk of one: ``final`` False). vLLM's ``stop_reason``: the stop string or
-        the stop_token_id that ended it; None for an EOS, max_tokens, or a chunk before the last; ``extra``:
-        vLLM's fields of its own (``_Reply.whole_choice``)."""
+    def _choice(index, chat, text, finish_reason, logprobs, final=False, stop_reason=None, extra=None, delta=None):
+        """One choice (a stream's chunk of one: ``final`` False; ``delta``: a chat chunk's, made by ChatReply.delta).
+        vLLM's ``stop_reason``: the stop string or the stop_token_id that ended it; None for an EOS, max_tokens, or
+        a chunk before the last; ``extra``: vLLM's fields of its own (``_Reply.whole_choice``)."""
+        if chat and chat.tool == "required" and finish_reason == "stop":  # (vLLM's since vllm#25054, as OpenAI's;
+            finish_reason = "tool_calls"  # a named function's call ends with "stop")
         if chat and final:
-            piece = {"message": {"role": chat.role, "content": text}}
+            piece = {"message": chat.message(text)}
         elif chat:
-            piece = {"delta": {"content": text} if text else {}}
+            piece = {"delta": delta if delta is not None else {"content": text} if text else {}}
         else:
             piece = {"text": text}
         return {"index": index, **piece, "logprobs": logprobs, "finish_reason": finish_reason,
@@ -801,6 +819,8 @@ def _text_message(message):
     """``{"role", "content"}`` with the content as text: OpenAI's clients also send it as a list of parts,
     ``[{"type": "text", "text": ...}]``, which vLLM joins with newlines (other part types are refused)."""
     content = message.get("content") if isinstance(message, dict) else None
+    if content is None and isinstance(message, dict) and message.get("tool_calls"):
+        return message  # an assistant's tool calls sent back (content null), for the template to write
     if isinstance(content, list) and content and all(
             isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
             for part in content):
@@ -897,17 +917,6 @@ class _OffsetReader:
         self.settled, self.length = end, length
 
 
-def _token_bytes(tokenizer, token, text_vocab=None):
-    """The bytes one token stands for, read from its vocabulary entry where the tokenizer has a rule for that
-    (a byte, a byte-level BPE token, a byte-fallback <0xNN> -- pieces of a character that decode alone to U+FFFD
-    --, a SentencePiece ``▁a`` with its space, which decode drops), else its decoded text's; None for an id the
-    tokenizer has no text for (the model's vocabulary padded past it)."""
-    if text_vocab is not None and token >= text_vocab:
-        return None
-    raw = token_bytes(tokenizer, token)
-    return raw if raw is not None else tokenizer.decode([token], skip_special_tokens=False).encode("utf-8")
-
-
 def _token_text(tokenizer, token, text_vocab=None):
     """A token as logprobs name it: its text, or OpenAI's ``bytes:\\xNN`` for a piece of a character
     (decoded alone, every such byte would read as the same U+FFFD and the top_logprobs keys collide);
@@ -921,17 +930,69 @@ def _token_text(tokenizer, token, text_vocab=None):
         return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
 
 
-class ChatReply(collections.namedtuple("ChatReply", "role echo")):
+class ChatReply(collections.namedtuple("ChatReply", "role echo tool")):
     """How a chat's answer is written, as vLLM writes it: the ``role`` it speaks in (the assistant's, or with
-    ``add_generation_prompt: false`` the last message's: it goes on with that message) and the text its
-    content starts with (vLLM's ``echo``: the last message's, when its role is the answer's; else "")."""
+    ``add_generation_prompt: false`` the last message's: it goes on with that message), the text its
+    content starts with (vLLM's ``echo``: the last message's, when its role is the answer's; else "") and the
+    ``tool`` its text calls (None: plain content; a named function ``{"name"}``, whose arguments the text is;
+    "required": the text is a JSON list of ``{"name", "parameters"}`` calls)."""
+
+    def message(self, text):
+        """A whole answer's message: vLLM's for a tool choice is ``content: ""`` and the calls."""
+        if self.tool is None:
+            return {"role": self.role, "content": text}
+        calls = _tool_calls(self.tool, text)
+        if calls is None:  # (a "required" list cut short by max_tokens: no calls to read, the text as it is)
+            return {"role": self.role, "content": text}
+        return {"role": self.role, "content": "", "tool_calls": calls}
+
+    def delta(self, text, state, done):
+        """A stream chunk's delta. A named function's arguments stream as vLLM's: the first piece with the call's
+        id, type and name, then ``{"index", "function": {"arguments"}}``; "required" calls come whole in the last
+        chunk (``state``: this choice's text so far and whether its call began)."""
+        if self.tool is None:
+            return {"content": text} if text else {}
+        state["text"] += text
+        if self.tool == "required":
+            calls = _tool_calls(self.tool, state["text"]) if done else None
+            return {"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]} if calls else {}
+        if not text:
+            return {}
+        call = {"index": 0, "function": {"arguments": text}}
+        if not state["called"]:
+            state["called"] = True
+            call = {"index": 0, "id": _tool_call_id(), "type": "function",
+                    "function": {"name": self.tool["name"], "arguments": text}}
+        return {"tool_calls": [call]}
+
+
+def _tool_call_id():
+    return f"chatcmpl-tool-{uuid.uuid4().hex}"  # vLLM's make_tool_call_id ("random")
+
+
+def _tool_calls(tool, text):
+    """OpenAI's ``tool_calls`` of a constrained answer: the named function with the text as its arguments, or
+    (``tool == "required"``) each ``{"name", "parameters"}`` of the text's JSON list (None: not such a list)."""
+    if tool != "required":
+        return [{"id": _tool_call_id(), "type": "function", "function": {"name": tool["name"], "arguments": text}}]
+    try:
+        calls = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        return None
+    return [{"id": _tool_call_id(), "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c.get("parameters"), ensure_ascii=False)}}
+            for c in calls]
 
 
 def _chat_reply(messages, body):
     add_generation_prompt = body.get("add_generation_prompt", True)
     role = "assistant" if add_generation_prompt else messages[-1]["role"]
     last = messages[-1]
-    return ChatReply(role, last["content"] if _flag(body, "echo") and last["role"] == role else "")
+    _, choice = tool_choice_of(body)
+    return ChatReply(role, last["content"] if _flag(body, "echo") and last["role"] == role else "",
+                     None if choice == "none" else choice)
 
 
 def _template_variables(tokenizer, template, body):
@@ -968,7 +1029,8 @@ def _chat_prompt(tokenizer, messages, body):
     try:
         variables = _template_variables(tokenizer, template, body)
         text = tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=add_generation_prompt,
-                                             continue_final_message=continue_final, tokenize=False, **variables)
+                                             continue_final_message=continue_final, tokenize=False,
+                                             tools=body.get("tools"), **variables)
         # vLLM's add_special_tokens (default false): the template wrote the special tokens; true adds the BOS again
         return tokenizer.encode(text, add_special_tokens=body.get("add_special_tokens", False))
     except UnicodeEncodeError:

@@ -11,7 +11,9 @@ nothing comes out and the offsets stay, so the next token decodes it whole. The 
 constant, however long the text (``decoded_ids`` counts the ids decoded, for the tests).
 """
 
-__all__ = ["IncrementalDetokenizer", "check_stop_strings"]
+from ..tokenizer import token_bytes
+
+__all__ = ["IncrementalDetokenizer", "check_stop_strings", "token_bytes_or_text"]
 
 # vLLM's INITIAL_INCREMENTAL_DETOKENIZATION_OFFSET: the prompt tokens that give the first new token
 # its context ("5 is an arbitrary value that should work for all tokenizers"); two more are taken in
@@ -111,3 +113,14 @@ def check_stop_strings(output_text, new_char_count, stop, include_in_output):
     if include_in_output:
         return best, (-1 if best_end >= len(output_text) else best_end)
     return best, best_at
+
+
+def token_bytes_or_text(tokenizer, token, text_vocab=None):
+    """The bytes one token stands for, read from its vocabulary entry where the tokenizer has a rule for that
+    (a byte, a byte-level BPE token, a byte-fallback <0xNN> -- pieces of a character that decode alone to U+FFFD
+    --, a SentencePiece ``▁a`` with its space, which decode drops), else its decoded text's; None for an id the
+    tokenizer has no text for (the model's vocabulary padded past it)."""
+    if text_vocab is not None and token >= text_vocab:
+        return None
+    raw = token_bytes(tokenizer, token)
+    return raw if raw is not None else tokenizer.decode([token], skip_special_tokens=False).encode("utf-8")

@@ -65,7 +65,7 @@ class Request:
                  stop=(), emit=None, top_k=None, presence_penalty=0.0, frequency_penalty=0.0,
                  repetition_penalty=1.0, logit_bias=None, logprobs=None, stop_token_ids=(), ignore_eos=False,
                  min_p=0.0, min_tokens=0, include_stop_str_in_output=False, skip_special_tokens=True,
-                 allowed_token_ids=None):
+                 allowed_token_ids=None, grammar=None, bad_words_ids=()):
         self.id = next(self._ids)
         self.prompt_ids = list(prompt_ids)
         self.adapter = adapter
@@ -83,6 +83,8 @@ class Request:
         self.repetition_penalty = repetition_penalty
         self.logit_bias = dict(logit_bias or {})  # {token id: added to its logit}
         self.allowed_token_ids = allowed_token_ids  # None: every id; else only these are sampled (vLLM's)
+        self.grammar = grammar  # structured outputs (structured.Grammar): the tokens it takes next, or None
+        self.bad_words_ids = [list(word) for word in bad_words_ids]  # vLLM's bad_words, as token ids
         self.logprobs = logprobs  # None: none; k: the chosen token's log-probability and the k likeliest
         self.token_logprobs = []  # (token, its logprob, [(id, logprob)] top k) per generated token
         self.emit = emit or (lambda kind, value: None)
@@ -480,6 +482,8 @@ class Engine:
         detokenizer (a stop string found in the new text stops it too, whatever ended it)."""
         request = self.rows[row]
         token = request.sample(logits, self.eos | self.generation_eos, self.text_vocab)
+        if request.grammar is not None:
+            request.grammar.accept(token)
         request.generated.append(token)
         self.tokens_generated += 1
         reason = None

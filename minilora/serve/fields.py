@@ -188,10 +188,22 @@ CHAT_FIELDS = {**_SHARED, "messages": ("any", False), "logprobs": ("bool", True)
                "mm_processor_kwargs": ("dict", True)}
 
 
+# vLLM <= 0.11's structured-output fields, removed in 0.12: vLLM 0.24 ignores them as any unknown name (its output
+# is then unconstrained), and names them in a warning of their own (vllm#54285); `structured_outputs` replaces them
+_REMOVED_GUIDED = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice",
+                   "guided_grammar": "grammar", "guided_decoding_backend": None, "guided_whitespace_pattern":
+                   "whitespace_pattern"}
+
+
 def log_ignored(names):
     """vLLM's warning for the names of a request (or of its stream_options) that its model does not have."""
     if names:
         _LOG.warning("The following fields were present in the request but ignored: %s", set(names))
+    removed = sorted(set(names) & set(_REMOVED_GUIDED))
+    if removed:
+        _LOG.warning("The request uses %s, removed in vLLM 0.12: ignored, so the output is NOT constrained; send "
+                     "\"structured_outputs\": {%s} (or OpenAI's response_format) instead", ", ".join(removed),
+                     ", ".join(f'"{_REMOVED_GUIDED[name]}": ...' for name in removed if _REMOVED_GUIDED[name]))
 
 
 def read_fields(body, chat):

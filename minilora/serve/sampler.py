@@ -1,6 +1,9 @@
 """The next token of a request, as vLLM's v1 sampler picks it (vllm/v1/sample/sampler.py), on one row:
 
-    1. the logits in float32; only ``allowed_token_ids`` kept, when a request names them
+    1. the logits in float32; a structured-output request's grammar bitmask applied (structured.py: -inf on the
+       tokens its grammar does not take next, as vLLM's apply_grammar_bitmask before its sampler); only
+       ``allowed_token_ids`` kept, when a request names them; ``bad_words`` (vLLM's: a word's last token masked
+       where the output so far ends with the rest of the word's tokens; a one-token word always)
     2. logits processors that can change a greedy pick: ``logit_bias`` added, then (before ``min_tokens``
        tokens) the stop tokens masked (vllm/v1/sample/logits_processor/builtin.py)
     3. penalties (vllm/model_executor/layers/utils.py ``apply_penalties``): repetition on every token
@@ -33,10 +36,13 @@ def processed_logits(logits, request, stop_ids, text_vocab=None):
     x = np.array(logits, dtype=_F32)
     if text_vocab is not None:
         x[text_vocab:] = -np.inf
+    if request.grammar is not None:
+        request.grammar.mask(x)
     if request.allowed_token_ids is not None:
         banned = np.ones(len(x), bool)
         banned[request.allowed_token_ids] = False
         x[banned] = -np.inf
+    _mask_bad_words(x, request.bad_words_ids, request.generated)
     if request.logit_bias:
         ids = np.array([t for t in request.logit_bias if t < len(x)], np.int64)
         x[ids] += np.array([request.logit_bias[t] for t in ids.tolist()], _F32)
@@ -44,6 +50,14 @@ def processed_logits(logits, request, stop_ids, text_vocab=None):
         x[[t for t in stop_ids if t < len(x)]] = -np.inf
     return apply_penalties(x, request.prompt_ids, request.generated, request.repetition_penalty,
                            request.frequency_penalty, request.presence_penalty)
+
+
+def _mask_bad_words(x, bad_words_ids, output_ids):
+    """vLLM's apply_bad_words: the last token of each bad word whose other tokens end the output so far."""
+    for word in bad_words_ids:
+        prefix = word[:-1]
+        if len(prefix) <= len(output_ids) and list(output_ids[len(output_ids) - len(prefix):]) == prefix:
+            x[word[-1]] = -np.inf
 
 
 def apply_penalties(x, prompt_ids, output_ids, repetition, frequency, presence):

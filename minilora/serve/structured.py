@@ -1,0 +1,303 @@
+"""Structured outputs: a request's tokens held to a JSON schema, a regex, a list of choices or a grammar, as vLLM's
+"guidance" backend holds them (vllm/v1/structured_output/backend_guidance.py, over the llguidance library:
+``pip install minilora[serve]``).
+
+What a request asks for (vLLM 0.24's fields, read by ``constraint_of``)::
+
+    structured_outputs   {"json": schema} | {"regex": r} | {"choice": [...]} | {"grammar": lark/EBNF} |
+                         {"json_object": true}, exactly one (plus disable_any_whitespace,
+                         disable_additional_properties)
+    response_format      {"type": "json_object"} / {"type": "json_schema", "json_schema": {"name", "schema"}}:
+                         OpenAI's, turned into the above (it overrides structured_outputs' kind, as vLLM's)
+    tools + tool_choice  (chat) a named function: its parameters' schema; "required": a JSON list of
+                         {"name", "parameters"} calls of the given tools (vLLM's get_json_schema_from_tools)
+
+How it decodes: the grammar's matcher gives, before each token, the set of tokens that keep the text on the
+grammar (a bitmask over the model's vocabulary, from each token's bytes: ``vocabulary``); the sampler puts -inf on
+every other logit before anything else (vLLM applies the bitmask to the logits before its sampler: greedy and
+sampled alike), and the token picked moves the matcher on. Once the grammar can take nothing more, the mask
+leaves only EOS, so the request ends there, as vLLM's ("stop", the EOS counted in usage). The legacy top-level
+``guided_json`` / ``guided_regex`` / ``guided_choice`` / ``guided_grammar`` were removed in vLLM 0.12: vLLM 0.24
+ignores them (fields.py logs which, naming ``structured_outputs``).
+"""
+import collections
+import copy
+import json
+
+import numpy as np
+
+from .detokenizer import token_bytes_or_text
+from .engine import EngineError
+
+try:
+    import llguidance
+except ImportError:  # the [serve] extra installs it; without it a constrained request is refused, never unconstrained
+    llguidance = None
+
+__all__ = ["Constraint", "Grammars", "constraint_of", "tool_call_schema"]
+
+_KINDS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
+_OPTIONS = {"disable_any_whitespace": bool, "disable_additional_properties": bool, "whitespace_pattern": str}
+
+
+class Constraint(collections.namedtuple("Constraint", "kind spec any_whitespace closed_objects")):
+    """One request's constraint: ``kind`` one of json, json_object, regex, choice, grammar; ``spec`` its schema,
+    pattern, choices or grammar text; vLLM's options (whitespace between JSON tokens; objects without extra
+    properties)."""
+
+
+def _structured_outputs(value):
+    """vLLM's StructuredOutputsParams from a request's ``structured_outputs`` object, checked as its dataclass
+    checks it: each field's type, then exactly one kind of constraint."""
+    if not isinstance(value, dict):
+        raise EngineError(400, "structured_outputs: Input should be a dictionary or an instance of "
+                               "StructuredOutputsParams", "structured_outputs")
+    types = {"json": (str, dict), "regex": str, "choice": list, "grammar": str, "json_object": bool,
+             "structural_tag": str, **_OPTIONS}
+    for name, kind in types.items():
+        if value.get(name) is not None and not isinstance(value[name], kind):
+            raise EngineError(400, f"structured_outputs.{name}: Input should be a valid "
+                                   f"{'dictionary or string' if name == 'json' else kind.__name__}",
+                              "structured_outputs")
+    if value.get("choice") is not None and not all(isinstance(c, str) for c in value["choice"]):
+        raise EngineError(400, "structured_outputs.choice: Input should be a list of strings", "structured_outputs")
+    return {name: value.get(name) for name in types}
+
+
+def _check_count(fields):
+    """StructuredOutputsParams.__post_init__: one kind of constraint, neither none nor several."""
+    count = sum(fields[kind] is not None for kind in _KINDS)
+    if count != 1:
+        shown = {**fields, "_backend": None, "_backend_was_auto": False}
+        raise EngineError(400, f"You {'can only' if count else 'must'} use one kind of structured outputs "
+                               f"constraint but {'multiple are' if count else 'none are'} specified: {shown}")
+
+
+def _response_format(form):
+    """OpenAI's ``response_format`` as vLLM's structured_outputs_from_response_format reads it: the kind it sets
+    (None: plain text)."""
+    if not isinstance(form, dict) or form.get("type") not in ("text", "json_object", "json_schema", "structural_tag"):
+        raise EngineError(400, "response_format: Input tag does not match any of the expected tags: 'text', "
+                               f"'json_object', 'json_schema', 'structural_tag', got {form!r}"[:300], "response_format")
+    kind = form["type"]
+    if kind == "text":
+        return None
+    if kind == "structural_tag":  # (vLLM's xgrammar-only form: triggers and tags around JSON)
+        raise EngineError(400, "response_format {'type': 'structural_tag'} is not supported by this server's "
+                               "structured outputs backend (guidance)", "response_format")
+    if kind == "json_object":
+        return {"json_object": True}
+    schema = form.get("json_schema")
+    if schema is None:
+        raise EngineError(400, "When response_format type is 'json_schema', the 'json_schema' field must be "
+                               "provided.", "response_format")
+    if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
+        raise EngineError(400, "response_format.json_schema.name: Field required (a string)", "response_format")
+    if schema.get("schema") is not None and not isinstance(schema["schema"], dict):
+        raise EngineError(400, "response_format.json_schema.schema: Input should be a valid dictionary",
+                          "response_format")
+    return {"json": schema.get("schema")}
+
+
+def _named_tool(tool_choice):
+    """The function a ``tool_choice`` object names (vLLM's ChatCompletionNamedToolChoiceParam), checked in vLLM's
+    words."""
+    usage = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`'
+    function = tool_choice.get("function")
+    if not isinstance(function, dict):
+        raise EngineError(400, f"Invalid value for `function`: `{function}` in `tool_choice`! {usage}",
+                          "tool_choice.function")
+    if "name" not in function:
+        raise EngineError(400, f"Expected field `name` in `function` in `tool_choice`! {usage}",
+                          "tool_choice.function.name")
+    name = function["name"]
+    if not isinstance(name, str) or not name:
+        raise EngineError(400, f"Invalid `name` in `function`: `{name}` in `tool_choice`! {usage}",
+                          "tool_choice.function.name")
+    return name
+
+
+def tool_choice_of(body):
+    """(tools, tool_choice) of a chat request as vLLM's check_tool_usage reads them: ``tool_choice`` left out with
+    tools given is "auto"; a named function must be one of the tools. Returns the tools (a list of
+    ``{"type": "function", "function": {...}}``, or None) and "none", "auto", "required" or the named function."""
+    tools, given = body.get("tools"), "tool_choice" in body
+    if tools == []:
+        raise EngineError(400, "`tools` must not be an empty array. Either provide at least one tool or omit the "
+                               "field entirely.", "tools")
+    if tools is not None and not (isinstance(tools, list) and all(
+            isinstance(t, dict) and t.get("type", "function") == "function" and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str)
+            and isinstance(t["function"].get("parameters", {}) or {}, dict) for t in tools)):
+        raise EngineError(400, 'tools must be a list of {"type": "function", "function": {"name": str, '
+                               '"description": str, "parameters": JSON schema}}', "tools")
+    choice = body.get("tool_choice") if given else ("auto" if tools else "none")
+    if choice is None or choice == "none":
+        return tools, "none"
+    if tools is None:
+        raise EngineError(400, "When using `tool_choice`, `tools` must be set.", "tool_choice")
+    if choice not in ("auto", "required") and not isinstance(choice, dict):
+        raise EngineError(400, f"Invalid value for `tool_choice`: {choice}! Only named tools, \"none\", \"auto\" or "
+                               "\"required\" are supported.", "tool_choice")
+    if isinstance(choice, dict):
+        name = _named_tool(choice)
+        if name not in [tool["function"]["name"] for tool in tools]:
+            raise EngineError(400, "The tool specified in `tool_choice` does not match any of the specified `tools`",
+                              "tool_choice")
+        return tools, {"name": name}
+    if choice == "auto":  # vLLM without --enable-auto-tool-choice: no parser reads tool calls out of free text
+        raise EngineError(400, "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be "
+                               "set", "tool_choice")
+    return tools, choice
+
+
+def tool_call_schema(tools, choice):
+    """The JSON schema a tool choice holds the answer to (vLLM's get_json_schema_from_tools): a named function's
+    parameters; "required": a non-empty list of calls, each ``{"name": one tool's, "parameters": its schema}``."""
+    if isinstance(choice, dict):
+        return next(t["function"].get("parameters") for t in tools if t["function"]["name"] == choice["name"])
+    calls = [{"properties": {"name": {"type": "string", "enum": [t["function"]["name"]]},
+                             "parameters": t["function"].get("parameters") or {"type": "object", "properties": {}}},
+              "required": ["name", "parameters"]} for t in tools]
+    return {"type": "array", "minItems": 1, "items": {"type": "object", "anyOf": calls}}
+
+
+def constraint_of(body, chat):
+    """The request's Constraint (None: free text), from ``structured_outputs``, ``response_format`` and (chat) the
+    tool choice, refused in vLLM's words where its models refuse them."""
+    fields = None if body.get("structured_outputs") is None else _structured_outputs(body["structured_outputs"])
+    if fields is not None:
+        if chat and sum(fields[k] is not None for k in ("json", "regex", "choice")) > 1:
+            raise EngineError(400, "You can only use one kind of constraints for structured outputs ('json', 'regex' "
+                                   "or 'choice').")
+        if chat and isinstance(body.get("tool_choice", "none"), dict) and any(
+                fields[k] is not None for k in ("json", "regex", "choice")):
+            raise EngineError(400, "You can only either use constraints for structured outputs or tools, not both.")
+        _check_count(fields)
+    form = None if body.get("response_format") is None else _response_format(body["response_format"])
+    if form is not None:  # OpenAI's response_format overrides the kind (dataclasses.replace keeps the options)
+        fields = {**(fields or dict.fromkeys(_KINDS + tuple(_OPTIONS))), **form}
+        _check_count(fields)
+    if chat:
+        tools, choice = tool_choice_of(body)
+        if choice != "none":
+            schema = tool_call_schema(tools, choice)
+            if schema is not None:  # (vLLM: a named function without parameters is unconstrained)
+                fields = {**(fields or dict.fromkeys(_KINDS + tuple(_OPTIONS))), **dict.fromkeys(_KINDS),
+                          "json": schema}
+    if fields is None:
+        return None
+    if fields["structural_tag"] is not None:
+        raise EngineError(400, "structured_outputs.structural_tag is not supported by this server's structured "
+                               "outputs backend (guidance)", "structured_outputs")
+    # (whitespace_pattern: vLLM's guidance backend reads it not, nor does this one)
+    kind = next(k for k in _KINDS if fields[k] is not None)
+    return Constraint(kind, fields[kind], not fields["disable_any_whitespace"],
+                      bool(fields["disable_additional_properties"]))
+
+
+def _closed_objects(schema):
+    """vLLM's disable_additional_properties: every object schema with properties and no word on
+    additionalProperties gets ``"additionalProperties": false`` (the schema copied)."""
+    schema = copy.deepcopy(schema)
+
+    def close(node):
+        if isinstance(node, list):
+            for item in node:
+                close(item)
+        elif isinstance(node, dict):
+            for value in node.values():
+                close(value)
+            if isinstance(node.get("properties"), dict) and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+    close(schema)
+    return schema
+
+
+def _grammar_text(constraint):
+    """llguidance's grammar for a Constraint (vLLM's serialize_guidance_grammar)."""
+    options = {"whitespace_flexible": constraint.any_whitespace}
+    if constraint.kind in ("json", "json_object"):
+        schema = {"type": "object"} if constraint.kind == "json_object" else constraint.spec
+        if isinstance(schema, str):
+            schema = json.loads(schema)
+        if constraint.closed_objects:
+            schema = _closed_objects(schema)
+        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=options)
+    return llguidance.grammar_from(constraint.kind, constraint.spec)
+
+
+class _Vocabulary:
+    """What llguidance's LLTokenizer reads of a tokenizer (its TokenizerWrapper's fields): each id's bytes, the
+    special ids (never text of a grammar's), EOS and BOS, and how a text encodes. Ids past the tokenizer (a padded
+    vocabulary) are special tokens that stand for nothing, so no grammar takes them."""
+
+    def __init__(self, tokenizer, size, text_vocab):
+        self.tokenizer = tokenizer
+        self.eos_token_id = tokenizer.eos_token_id
+        self.bos_token_id = getattr(tokenizer, "bos_token_id", None)
+        self.tokens = [token_bytes_or_text(tokenizer, i, text_vocab) or b"<[%d]>" % i for i in range(size)]
+        padded = range(text_vocab, size) if text_vocab is not None else ()
+        self.special_token_ids = sorted({*(getattr(tokenizer, "all_special_ids", ()) or ()), *padded})
+
+    def __call__(self, text):
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+
+class Grammars:
+    """Compiles a request's Constraint into a Grammar over one engine's tokenizer (its vocabulary read once, at the
+    first constrained request)."""
+
+    def __init__(self, tokenizer, vocab_size, text_vocab):
+        self.tokenizer, self.vocab_size, self.text_vocab = tokenizer, vocab_size, text_vocab
+        self._ll_tokenizer = None
+
+    def _vocabulary(self):
+        if self._ll_tokenizer is None:
+            size = max(v for v in (self.vocab_size, self.text_vocab) if v is not None)
+            wrapper = llguidance.TokenizerWrapper(_Vocabulary(self.tokenizer, size, self.text_vocab))
+            self._ll_tokenizer = llguidance.LLTokenizer(wrapper, n_vocab=size)
+        return self._ll_tokenizer
+
+    def compile(self, constraint):
+        """A fresh Grammar for ``constraint`` (one per choice: each moves on with its own tokens); a grammar
+        llguidance refuses is a 400 in vLLM's words."""
+        if llguidance is None:
+            raise EngineError(400, f"Structured outputs ({constraint.kind}) need the 'guidance' backend, whose "
+                                   "llguidance package is not installed: pip install 'minilora[serve]'",
+                              "structured_outputs")
+        if self.tokenizer.eos_token_id is None:
+            raise EngineError(400, "Structured outputs need a tokenizer with an EOS token (the grammar ends there)",
+                              "structured_outputs")
+        try:
+            text = _grammar_text(constraint)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EngineError(400, f"Invalid grammar specification: {exc}") from None
+        error = llguidance.LLMatcher.validate_grammar(text, self._vocabulary())
+        if error:
+            raise EngineError(400, f"Grammar error: {error}")
+        return Grammar(llguidance.LLMatcher(self._vocabulary(), text, log_level=0), self.vocab_size)
+
+
+class Grammar:
+    """One choice's matcher: ``mask(x)`` puts -inf on the logits of tokens the grammar does not take next (only EOS
+    once it is complete), ``accept(token)`` moves it on."""
+
+    def __init__(self, matcher, size):
+        self.matcher, self.size = matcher, size
+
+    def allowed(self):
+        """A bool per id of the logits: may it come next?"""
+        bits = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), np.uint8), bitorder="little")
+        allowed = np.zeros(self.size, bool)
+        allowed[:min(len(bits), self.size)] = bits[:self.size].astype(bool)
+        return allowed
+
+    def mask(self, x):
+        x[~self.allowed()[:len(x)]] = -np.inf
+
+    def accept(self, token):
+        if not self.matcher.is_stopped():  # (a complete grammar takes its EOS without moving: vLLM's accept_tokens)
+            self.matcher.consume_token(token)

@@ -1,0 +1,224 @@
+"""`minilora serve` against vLLM 0.24's OpenAI server, round 12: structured outputs, tool calls and the rest of the
+request surface that round 11 refused or ignored, sent curl-style (Starlette's TestClient) and by the official
+`openai` client to the app in process over the shipped tiny base (greedy, short outputs). vLLM's references:
+vllm/entrypoints/openai/chat_completion/protocol.py (check_tool_usage, check_structured_outputs_count,
+validate_response_format), entrypoints/generate/base/protocol.py (structured_outputs_from_response_format),
+sampling_params.py (StructuredOutputsParams, bad_words), v1/structured_output/backend_guidance.py (llguidance).
+
+| what a user sends                              | before                    | now (vLLM 0.24's)                       |
+|------------------------------------------------|---------------------------|-----------------------------------------|
+| response_format json_object / json_schema      | 400 "not supported"       | the output held to the schema (guidance)|
+| structured_outputs json, regex, choice, grammar| 400 "not supported"       | held to it; streamed too                |
+| tools + tool_choice {"function": {"name"}}     | 400 "not supported"       | tool_calls, arguments held to the       |
+|                                                |                           |  function's parameters schema           |
+| tools + tool_choice "required"                 | 400 "not supported"       | a JSON list of calls, as tool_calls     |
+| tools (tool_choice left out: "auto")           | 400 "not supported"       | vLLM's 400 without a tool parser:       |
+|                                                |                           |  '"auto" tool choice requires ...'      |
+| guided_json, guided_regex (gone in vLLM 0.12)  | ignored, generic warning  | ignored (as vLLM 0.24), a warning that  |
+|                                                |                           |  names them and structured_outputs      |
+| bad_words                                      | 400 "not supported"       | the words' last tokens masked           |
+| suffix: "" / prompt_embeds                     | "" taken; other words     | vLLM's 400s ("suffix is not currently   |
+|                                                |                           |  supported", "--enable-prompt-embeds")  |
+| structured outputs without llguidance          | -                         | 400 naming the backend, never free text |
+"""
+import json
+import logging
+import re
+
+import pytest
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient  # noqa: E402
+
+from minilora.serve import structured  # noqa: E402
+from minilora.serve.app import create_app  # noqa: E402
+from minilora.serve.cli import load_engine  # noqa: E402
+
+needs_guidance = pytest.mark.skipif(structured.llguidance is None, reason="llguidance (minilora[serve]) not installed")
+TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+# the tiny base likes spaces, which vLLM's default JSON grammar allows between tokens: a client biases them away
+NO_WHITESPACE = {str(ord(c)): -100 for c in " \n\t\r"}
+WEATHER = {"type": "function", "function": {"name": "weather", "parameters": {
+    "type": "object", "properties": {"unit": {"enum": ["c", "f"]}, "days": {"type": "integer", "minimum": 1,
+                                                                            "maximum": 9}},
+    "required": ["unit", "days"], "additionalProperties": False}}}
+CLOCK = {"type": "function", "function": {"name": "clock", "parameters": {
+    "type": "object", "properties": {"zone": {"enum": ["utc", "cet"]}}, "required": ["zone"],
+    "additionalProperties": False}}}
+
+
+@pytest.fixture(scope="module")
+def client():
+    engine, name = load_engine(None, [], max_batch_size=4, max_queue=8)
+    with TestClient(create_app(engine, name)) as test_client:
+        yield test_client
+
+
+def complete(client, **body):
+    return client.post("/v1/completions", json={"prompt": "Dan lives in", "max_tokens": 24, "temperature": 0, **body})
+
+
+def chat(client, **body):
+    return client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "weather?"}],
+                                                      "chat_template": TEMPLATE, "max_tokens": 40, "temperature": 0,
+                                                      **body})
+
+
+def ok(response):
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def error_of(response, status=400):
+    assert response.status_code == status, response.text
+    return response.json()["error"]["message"]
+
+
+def streamed(response):
+    assert response.status_code == 200, response.text
+    return [json.loads(line[6:]) for line in response.text.splitlines()
+            if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# structured outputs: JSON schemas, json_object, choice, regex, grammar; greedy, sampled and streamed
+# ---------------------------------------------------------------------------------------------------
+@needs_guidance
+def test_json_schema_output_parses_and_matches_the_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 6}, "ok": {"type": "boolean"}},
+              "required": ["city", "ok"], "additionalProperties": False}
+    engine, name = load_engine(None, [], max_batch_size=4, max_queue=8)
+    with TestClient(create_app(engine, name)) as client:
+        free = ok(complete(client))["choices"][0]["text"]
+        held = ok(complete(client, max_tokens=40, structured_outputs={"json": schema, "disable_any_whitespace": True}))
+        asked = ok(complete(client, max_tokens=40, logit_bias=NO_WHITESPACE, response_format={
+            "type": "json_schema", "json_schema": {"name": "place", "schema": schema}}))
+    assert not free.startswith("{")  # (the tiny base left alone writes prose)
+    for answer in (held, asked):
+        choice = answer["choices"][0]
+        jsonschema.validate(json.loads(choice["text"]), schema)
+        assert choice["finish_reason"] == "stop" and choice["stop_reason"] is None  # ended by the EOS the grammar
+        assert answer["usage"]["completion_tokens"] == len(choice["text"]) + 1  # left: counted, as vLLM counts it
+
+
+@needs_guidance
+def test_json_object_choice_regex_and_grammar_hold_greedy_sampled_and_streamed_text(client):
+    choices = ["Paris", "Rome", "Oslo"]
+    for body in ({"temperature": 0}, {"temperature": 1.0, "seed": 3, "n": 2}):
+        answer = ok(complete(client, structured_outputs={"choice": choices}, **body))
+        assert all(c["text"] in choices and c["finish_reason"] == "stop" for c in answer["choices"])
+    pattern = "[A-Z][a-z]{2,5}-[0-9]{2}"
+    text = ok(complete(client, structured_outputs={"regex": pattern}))["choices"][0]["text"]
+    assert re.fullmatch(pattern, text)
+    grammar = 'start: "yes" | "no" | "maybe " NUMBER\nNUMBER: /[0-9]/'
+    assert re.fullmatch("yes|no|maybe [0-9]", ok(complete(client, structured_outputs={"grammar": grammar}))
+                        ["choices"][0]["text"])
+    text = ok(complete(client, max_tokens=30, logit_bias=NO_WHITESPACE, response_format={"type": "json_object"}))
+    assert text["choices"][0]["text"].startswith("{")  # (an object that may go on past max_tokens, as vLLM's)
+    whole = ok(complete(client, structured_outputs={"regex": pattern}))["choices"][0]["text"]
+    chunks = streamed(complete(client, structured_outputs={"regex": pattern}, stream=True))
+    assert "".join(c["choices"][0]["text"] for c in chunks) == whole
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@needs_guidance
+def test_a_chat_answer_and_the_openai_client_get_structured_output(client):
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url="http://testserver/v1", api_key="EMPTY", max_retries=0, http_client=client)
+    extra = {"chat_template": TEMPLATE, "structured_outputs": {"choice": ["Oslo", "Rome"]}}
+    answer = api.chat.completions.create(model="minilora/base", messages=[{"role": "user", "content": "city?"}],
+                                         max_tokens=12, temperature=0, extra_body=extra)
+    assert answer.choices[0].message.content in ("Oslo", "Rome")
+
+
+# ---------------------------------------------------------------------------------------------------
+# tools: a named function, "required", "auto" refused without a parser, vLLM's validation words
+# ---------------------------------------------------------------------------------------------------
+@needs_guidance
+def test_a_named_tool_choice_answers_tool_calls_with_arguments_held_to_the_parameters(client):
+    jsonschema = pytest.importorskip("jsonschema")
+    named = {"type": "function", "function": {"name": "weather"}}
+    answer = ok(chat(client, tools=[WEATHER, CLOCK], tool_choice=named, logit_bias=NO_WHITESPACE))
+    choice = answer["choices"][0]
+    (call,) = choice["message"]["tool_calls"]
+    assert choice["message"]["content"] == "" and call["type"] == "function" and call["id"].startswith("chatcmpl-tool-")
+    assert call["function"]["name"] == "weather" and choice["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER["function"]["parameters"])
+    chunks = streamed(chat(client, tools=[WEATHER, CLOCK], tool_choice=named, logit_bias=NO_WHITESPACE, stream=True))
+    deltas = [c["choices"][0]["delta"].get("tool_calls") for c in chunks]
+    pieces = [d[0] for d in deltas if d]
+    assert pieces[0]["function"]["name"] == "weather" and pieces[0]["id"].startswith("chatcmpl-tool-")
+    assert all("id" not in p and "name" not in p["function"] for p in pieces[1:])
+    assert "".join(p["function"]["arguments"] for p in pieces) == call["function"]["arguments"]
+
+
+@needs_guidance
+def test_tool_choice_required_answers_a_list_of_calls(client):
+    bias = {**NO_WHITESPACE, str(ord(",")): -100}  # one call of a one-argument tool: no comma needed
+    for stream in (False, True):
+        response = chat(client, tools=[WEATHER, CLOCK], tool_choice="required", logit_bias=bias, max_tokens=60,
+                        stream=stream)
+        if stream:
+            chunks = streamed(response)
+            calls = [d for c in chunks for d in c["choices"][0]["delta"].get("tool_calls", [])]
+            finish = chunks[-1]["choices"][0]["finish_reason"]
+        else:
+            choice = ok(response)["choices"][0]
+            calls, finish = choice["message"]["tool_calls"], choice["finish_reason"]
+        assert finish == "tool_calls"  # (vLLM's, as OpenAI's: a named function's call ends with "stop")
+        assert [c["function"]["name"] for c in calls] == ["clock"], calls
+        assert json.loads(calls[0]["function"]["arguments"])["zone"] in ("utc", "cet")
+
+
+def test_tool_choice_auto_and_bad_tool_requests_get_vllms_400s(client):
+    auto = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+    assert error_of(chat(client, tools=[WEATHER])) == auto  # (tool_choice left out with tools: "auto")
+    assert error_of(chat(client, tools=[WEATHER], tool_choice="auto")) == auto
+    assert error_of(chat(client, tools=[])).startswith("`tools` must not be an empty array.")
+    assert error_of(chat(client, tool_choice="required")) == "When using `tool_choice`, `tools` must be set."
+    assert error_of(chat(client, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "x"}})) == \
+        "The tool specified in `tool_choice` does not match any of the specified `tools`"
+    assert error_of(chat(client, tools=[WEATHER], tool_choice="any")).startswith(
+        "Invalid value for `tool_choice`: any!")
+    answer = ok(chat(client, tools=[WEATHER], tool_choice="none", max_tokens=4))  # none: plain text, no calls
+    assert "tool_calls" not in answer["choices"][0]["message"]
+
+
+def test_structured_output_requests_refused_in_vllms_words(client, monkeypatch):
+    two = error_of(complete(client, structured_outputs={"regex": "a", "choice": ["a"]}))
+    assert two.startswith("You can only use one kind of structured outputs constraint but multiple are specified")
+    assert error_of(chat(client, structured_outputs={"regex": "a", "choice": ["a"]})) == \
+        "You can only use one kind of constraints for structured outputs ('json', 'regex' or 'choice')."
+    assert error_of(complete(client, response_format={"type": "json_schema"})) == \
+        "When response_format type is 'json_schema', the 'json_schema' field must be provided."
+    if structured.llguidance is not None:
+        assert error_of(complete(client, structured_outputs={"regex": "a["})).startswith("Grammar error:")
+    monkeypatch.setattr(structured, "llguidance", None)  # not installed: refused, never answered unconstrained
+    assert "llguidance" in error_of(complete(client, response_format={"type": "json_object"}))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the rest: guided_* (removed in vLLM 0.12), bad_words, suffix, prompt_embeds
+# ---------------------------------------------------------------------------------------------------
+def test_removed_guided_fields_are_ignored_as_vllm_024_with_a_warning_naming_structured_outputs(client, caplog):
+    with caplog.at_level(logging.WARNING, logger="minilora.serve"):
+        text = ok(complete(client, max_tokens=6, guided_choice=["yes", "no"]))["choices"][0]["text"]
+    assert text == ok(complete(client, max_tokens=6))["choices"][0]["text"]  # unconstrained, as vLLM 0.24's
+    assert any("guided_choice" in r.message and "structured_outputs" in r.message and "NOT constrained" in r.message
+               for r in caplog.records)
+
+
+def test_bad_words_mask_the_words_last_token_as_vllm(client):
+    free = ok(chat(client, max_tokens=8))["choices"][0]["message"]["content"]
+    word = free.split()[0].strip(".,")
+    assert word in free and len(word) > 1
+    held = ok(chat(client, max_tokens=8, bad_words=[word]))["choices"][0]["message"]["content"]
+    assert word not in held and held.startswith(free[:free.index(word) + len(word) - 1])  # only its last token
+
+
+def test_suffix_and_prompt_embeds_get_vllms_400s(client):
+    assert error_of(complete(client, suffix="")) == "suffix is not currently supported"  # (vLLM: any suffix)
+    assert error_of(complete(client, suffix="end")) == "suffix is not currently supported"
+    assert error_of(complete(client, prompt_embeds="AAAA")) == \
+        "You must set `--enable-prompt-embeds` to input `prompt_embeds`."
