@@ -222,3 +222,26 @@ def test_suffix_and_prompt_embeds_get_vllms_400s(client):
     assert error_of(complete(client, suffix="end")) == "suffix is not currently supported"
     assert error_of(complete(client, prompt_embeds="AAAA")) == \
         "You must set `--enable-prompt-embeds` to input `prompt_embeds`."
+
+
+@needs_guidance
+@pytest.mark.parametrize("tokenizer", ["byte_level_tokenizer", "byte_fallback_tokenizer"])
+def test_the_mask_reads_a_tokenizer_json_vocabulary_byte_by_byte(tokenizer):
+    """The bitmask of a tokenizer.json tokenizer (GPT-2's byte characters; Llama-2's <0xNN> byte fallback and ▁
+    pieces), over a model vocabulary padded past it: random logits walked under the mask always spell a choice,
+    multi-byte characters included, and never pick a padded id."""
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("tokenizers")
+    import test_serve_r7
+    tok = getattr(test_serve_r7, tokenizer)()
+    grammars, rng = structured.Grammars(tok, len(tok) + 3, len(tok)), np.random.default_rng(0)
+    choices = ["a b", "ab c", "é€"]
+    for _ in range(6):
+        grammar, ids = grammars.compile(structured.Constraint("choice", choices, True, False)), []
+        while not ids or ids[-1] != tok.eos_token_id:
+            x = rng.standard_normal(len(tok) + 3).astype(np.float32)
+            grammar.mask(x)
+            assert np.isinf(x[len(tok):]).all()
+            ids.append(int(np.argmax(x)))
+            grammar.accept(ids[-1])
+        assert tok.decode(ids[:-1]) in choices
