@@ -183,7 +183,7 @@ def _functional():
 # Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users
 # expect, without making ``import minilora`` pay for all of them.
 _SUBMODULES = {"nn", "optim", "lora", "cuda", "models", "memory", "data", "train", "generate", "tokenizer", "utils",
-               "accelerator", "distributions",
+               "trainer", "accelerator", "distributions",
                "emulator", "kernels", "checkpoint", "testing", "exercises"}
 
 

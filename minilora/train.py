@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -238,15 +239,12 @@ def _allocator_owner(model):
 def _training_state(step, named_params, optimizer, scheduler, history, allocator_owner=None, buffers=()):
     """``history``: the per-step ``losses``, ``lrs`` and ``grad_norms`` and the ``evals`` records so far (a
     resumed run's result holds them from step 1 on, whatever folder it continues in)."""
+    generators = generator_states()
     state = {"format": CHECKPOINT_FORMAT, "step": step,
              "model": {name: p for name, p in named_params},
              "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(),
-             "rng": ml_random.get_rng_state(),  # torch's 5056 bytes (the stream and its cached normal)
-             # Python's and NumPy's global generators, as the Hugging Face Trainer's rng_state.pth: a
-             # model or a data step of the caller's may draw from them
-             "python_rng": random.getstate(),
-             "numpy_rng": np.random.get_state(),
+             "rng": generators["cpu"], "python_rng": generators["python"], "numpy_rng": generators["numpy"],
              **{key: list(values) for key, values in history.items()}}
     if allocator_owner is not None:
         state["allocator"] = allocator_owner.allocator_state_dict()
@@ -297,10 +295,7 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
             _copy_into(p, saved[name])
         for name, array in saved_buffers.items():
             _copy_into(own_buffers[name], array)
-    ml_random.set_rng_state(state["rng"])
-    if "python_rng" in state:  # (older checkpoints have neither)
-        random.setstate(state["python_rng"])
-        np.random.set_state(state["numpy_rng"])
+    set_generator_states({"cpu": state["rng"], "python": state.get("python_rng"), "numpy": state.get("numpy_rng")})
     return int(state["step"]), [float(x) for x in state["losses"]]
 
 
@@ -313,23 +308,47 @@ def _check_format(state):
                          f"one reads format {CHECKPOINT_FORMAT} and earlier. Resume it with the minilora that wrote it")
 
 
-def _check_generator_states(state):
-    """The random generators' states, tried on throwaway generators first (a corrupted one, a negative
-    word in NumPy's Mersenne Twister, would otherwise fail after the model took the checkpoint's weights)."""
-    if isinstance(state["rng"], dict):  # (NumPy's PCG64 state: minilora before it drew torch's stream)
-        raise ValueError("checkpoint: written by an older minilora, whose random generator drew NumPy's "
-                         "stream; minilora now draws torch's, so this run cannot resume with the same dropout "
-                         "masks and samples. Start the run again (or train from these weights without --resume)")
-    trials = [(lambda: ml_random.Generator().set_state(state["rng"]), "rng")]
-    if "python_rng" in state:
-        trials += [(lambda: random.Random().setstate(state["python_rng"]), "python_rng"),
-                   (lambda: np.random.RandomState().set_state(state["numpy_rng"]), "numpy_rng")]
+def generator_states():
+    """Every global random generator's state: minilora's (torch's 5056 bytes: the stream and its cached
+    normal) and Python's and NumPy's, which a model or a data step of the caller's may draw from -- the
+    Hugging Face Trainer's ``rng_state.pth`` keys (``cpu``, ``python``, ``numpy``)."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": ml_random.get_rng_state()}
+
+
+def set_generator_states(states):
+    """Set what ``generator_states`` returned (a ``python`` / ``numpy`` of None is left alone: older
+    training checkpoints have only minilora's)."""
+    ml_random.set_rng_state(states["cpu"])
+    if states.get("python") is not None:
+        random.setstate(states["python"])
+        np.random.set_state(states["numpy"])
+
+
+def check_generator_states(states, names=None):
+    """The generators' states, tried on throwaway generators first (a corrupted one, a negative word in
+    NumPy's Mersenne Twister, would otherwise fail after the model took the checkpoint's weights).
+    ``names``: how the error calls each key (a training checkpoint's own keys)."""
+    names = names or {}
+    trials = [(lambda: ml_random.Generator().set_state(states["cpu"]), "cpu")]
+    if states.get("python") is not None:
+        trials += [(lambda: random.Random().setstate(states["python"]), "python"),
+                   (lambda: np.random.RandomState().set_state(states["numpy"]), "numpy")]
     for trial, key in trials:
         try:
             trial()
         except (ValueError, TypeError, OverflowError, KeyError, IndexError, RuntimeError) as exc:
-            raise ValueError(f"checkpoint: its random generator state {key!r} is corrupted "
+            raise ValueError(f"checkpoint: its random generator state {names.get(key, key)!r} is corrupted "
                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _check_generator_states(state):
+    """A training checkpoint's generator states (see ``check_generator_states``), named by its own keys."""
+    if isinstance(state["rng"], dict):  # (NumPy's PCG64 state: minilora before it drew torch's stream)
+        raise ValueError("checkpoint: written by an older minilora, whose random generator drew NumPy's "
+                         "stream; minilora now draws torch's, so this run cannot resume with the same dropout "
+                         "masks and samples. Start the run again (or train from these weights without --resume)")
+    check_generator_states({"cpu": state["rng"], "python": state.get("python_rng"), "numpy": state.get("numpy_rng")},
+                           names={"cpu": "rng", "python": "python_rng", "numpy": "numpy_rng"})
 
 
 def _copy_into(tensor, array):
@@ -620,12 +639,27 @@ def _as_ids_and_labels(batch):
     return ids, (arrays[1] if len(arrays) == 2 else arrays[0]).astype(np.int64)
 
 
-def _param_groups(named_params, weight_decay):
-    """Weight decay on matrices only; norms' scales and biases are not decayed (as GPT-2, Llama and
-    the Hugging Face Trainer do): pulling a norm scale towards 0 only hurts."""
-    decay = [p for _, p in named_params if p.ndim >= 2]
-    no_decay = [p for _, p in named_params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def get_decay_parameter_names(model):
+    """The parameters weight decay applies to, by the Hugging Face Trainer's rule: all but those inside an
+    ``nn.LayerNorm`` and those whose name (relative to each module on the way down) says bias, layernorm,
+    rmsnorm or norm. Pulling a norm's scale or a bias towards 0 only hurts."""
+    from .nn import LayerNorm
+    patterns = [re.compile(p) for p in (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")]
+
+    def names(module):
+        result = []
+        for name, child in module.named_children():
+            result += [f"{name}.{n}" for n in names(child) if not isinstance(child, LayerNorm)
+                       and not any(p.search(f"{name}.{n}".lower()) for p in patterns)]
+        return result + [k for k in module._parameters if not any(p.search(k.lower()) for p in patterns)]
+    return names(model)
+
+
+def _param_groups(model, named_params, weight_decay):
+    """AdamW's two groups: ``weight_decay`` on the parameters ``get_decay_parameter_names`` names, 0 on the rest."""
+    decay = set(get_decay_parameter_names(model))
+    groups = [{"params": [p for n, p in named_params if n in decay], "weight_decay": weight_decay},
+              {"params": [p for n, p in named_params if n not in decay], "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 
@@ -717,8 +751,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     loader = _as_loader(train_data, batch_size, seed)
     _check_every_example_has_a_target(loader, "train_data")
     eval_loader = _as_loader(eval_data, batch_size, seed, shuffle=False, what="eval_data")
-    optimizer, scheduler = _optimizer_and_schedule(optimizers, named, lr, betas, weight_decay, lr_scheduler_type,
-                                                   lr_scheduler_kwargs, warmup_steps, steps)
+    optimizer, scheduler = _optimizer_and_schedule(optimizers, model, named, lr, betas, weight_decay,
+                                                   lr_scheduler_type, lr_scheduler_kwargs, warmup_steps, steps)
     ckpt_path = os.path.join(out_dir, CHECKPOINT_NAME) if out_dir else None
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
@@ -884,7 +918,7 @@ def _plot_on_the_way_out(path, losses, evals):
               file=sys.stderr, flush=True)
 
 
-def _optimizer_and_schedule(optimizers, named, lr, betas, weight_decay, schedule, schedule_kwargs,
+def _optimizer_and_schedule(optimizers, model, named, lr, betas, weight_decay, schedule, schedule_kwargs,
                             warmup_steps, steps):
     """The caller's ``optimizers=(optimizer, lr_scheduler)``, each built when None: AdamW over the trainable
     parameters, the ``schedule`` (a transformers name) with ``warmup_steps`` over ``steps``."""
@@ -897,7 +931,7 @@ def _optimizer_and_schedule(optimizers, named, lr, betas, weight_decay, schedule
         if scheduler is not None:
             raise ValueError("train: optimizers=(None, lr_scheduler): a scheduler drives the optimizer it was "
                              "made for; pass that optimizer with it")
-        optimizer = AdamW(_param_groups(named, weight_decay), lr=lr, betas=betas, weight_decay=weight_decay)
+        optimizer = AdamW(_param_groups(model, named, weight_decay), lr=lr, betas=betas, weight_decay=weight_decay)
     if scheduler is None:
         if getattr(schedule, "value", schedule) == "reduce_lr_on_plateau":
             raise ValueError("train: lr_scheduler_type='reduce_lr_on_plateau' steps on an evaluation metric, "

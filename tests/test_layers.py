@@ -20,12 +20,14 @@ LAYERS = [
     ("minilora.glibc_math", 0),  # C's float32 functions, as torch's "default" build calls them (NumPy only)
     ("minilora.native", 0),  # compile C, cache, load with ctypes: float32_math's kernels, the emulator's builds
     ("minilora.tensor", 1), ("minilora._tensor_str", 1), ("minilora.factories", 1), ("minilora.serialization", 1),
+    ("minilora.pickled", 1),  # torch.save(model): a whole module pickled (serialization's pickle path)
     ("minilora.testing", 1),
     ("minilora.ops", 2), ("minilora", 2),  # the package itself: the engine's public names
     ("minilora.nn", 3), ("minilora.models", 3), ("minilora.utils.checkpoint", 3),
     ("minilora.lora", 4),
     ("minilora.optim", 5),
-    ("minilora.data", 6), ("minilora.tokenizer", 6), ("minilora.train", 6), ("minilora.generate", 6),
+    ("minilora.data", 6), ("minilora.tokenizer", 6), ("minilora.train", 6), ("minilora.trainer", 6),
+    ("minilora.generate", 6),
     ("minilora.memory", 6), ("minilora.pretrain", 6), ("minilora.demo", 6), ("minilora.exercises", 6),
     ("minilora.cli", 6), ("minilora.__main__", 6), ("minilora.serve", 6),
 ]

@@ -1,0 +1,1111 @@
+"""transformers' ``Trainer`` and ``TrainingArguments``, so a Hugging Face fine-tuning script runs as written:
+
+    from minilora.trainer import Trainer, TrainingArguments
+    args = TrainingArguments(output_dir="out", learning_rate=1e-3, per_device_train_batch_size=4,
+                             num_train_epochs=2, weight_decay=0.01, logging_steps=1, save_strategy="epoch",
+                             seed=42, report_to="none")
+    trainer = Trainer(model=peft_model, args=args, train_dataset=ds, data_collator=collator)
+    trainer.train(); trainer.evaluate(); trainer.save_model()
+
+It is transformers 5's loop on one process, number for number (``tests/test_trainer_r12.py`` runs both):
+
+* the data: a ``RandomSampler`` whose generator is seeded ``data_seed`` (else ``seed``) + epoch at each
+  epoch (accelerate's ``SeedableRandomSampler``, what the Trainer's DataLoader gets), the keys the model's
+  ``forward`` does not take removed first (``remove_unused_columns``), then the collator
+  (``DataCollatorWithPadding`` with a ``processing_class``, else ``default_data_collator``);
+* one optimizer step: ``gradient_accumulation_steps`` micro-batches fetched together, the number of
+  target tokens in all of them counted (``labels[..., 1:] != -100`` for a causal LM) and passed to the
+  model as ``num_items_in_batch``, so each micro-batch's loss is its token sum over the step's count and
+  the gradients add up to the mean over the whole step (no division by the accumulation count);
+  ``clip_grad_norm_`` over all parameters (the norm before clipping is logged), the optimizer, the
+  schedule; the logged ``learning_rate`` is the one the step used;
+* AdamW's weight decay on every parameter except biases and norm weights (``get_decay_parameter_names``);
+* ``log_history`` entries ``{"loss", "grad_norm", "learning_rate", "epoch", "step"}``, eval entries,
+  and the closing ``train_runtime ... train_loss`` one; ``checkpoint-N`` folders with the model's files
+  (the adapter's for a PEFT model), ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``,
+  ``trainer_state.json`` and ``training_args.bin`` (written by ``minilora.save``: safetensors, not pickle);
+  ``train(resume_from_checkpoint=True)`` continues the last one, the data and generators as they were.
+
+The random generators' states, the weight-decay rule and the JSON-safe metrics come from ``minilora.train``
+(the ``train()`` function, minilora's own loop, uses them too), the schedules from ``minilora.optim``. Not here (refused by name):
+distributed training, DeepSpeed/FSDP, hyperparameter search, ``load_best_model_at_end``, optimizers
+other than torch's AdamW/SGD/Adagrad/RMSprop.
+"""
+import dataclasses
+import inspect
+import json
+import math
+import os
+import re
+import shutil
+import time
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+from . import random as ml_random
+from .data import IGNORE_INDEX, DataCollatorWithPadding, default_data_collator
+from .tensor import Tensor, no_grad
+from .train import _plain, check_generator_states, generator_states, get_decay_parameter_names, set_generator_states
+
+__all__ = ["TrainingArguments", "Trainer", "TrainerCallback", "TrainerState", "TrainerControl", "CallbackHandler",
+           "DefaultFlowCallback", "PrinterCallback", "ProgressCallback", "EvalPrediction", "TrainOutput",
+           "PredictionOutput", "EvalLoopOutput", "get_last_checkpoint", "PREFIX_CHECKPOINT_DIR"]
+
+PREFIX_CHECKPOINT_DIR = "checkpoint"
+TRAINER_STATE_NAME, TRAINING_ARGS_NAME = "trainer_state.json", "training_args.bin"
+OPTIMIZER_NAME, SCHEDULER_NAME, RNG_STATE_NAME = "optimizer.pt", "scheduler.pt", "rng_state.pth"
+
+INTERVAL_STRATEGIES = ("no", "steps", "epoch")
+SAVE_STRATEGIES = ("no", "steps", "epoch", "best")
+# transformers' OptimizerNames, in its order (an unknown name is refused with this list, as there); minilora
+# builds the torch.optim ones, and refuses the others by name
+OPTIMIZER_NAMES = (
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor", "adamw_anyprecision",
+    "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit",
+    "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit",
+    "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise",
+    "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw",
+    "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise",
+    "stable_adamw")
+BUILT_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adagrad", "rmsprop")
+# the optim_args keys transformers reads for each torch optimizer (as floats, or booleans)
+_OPTIM_ARGS = {"sgd": (("momentum", "dampening", "weight_decay"), ("nesterov",)),
+               "adagrad": (("lr_decay", "weight_decay", "eps"), ()),
+               "rmsprop": (("momentum", "alpha", "eps", "weight_decay"), ("centered",))}
+
+
+def _one_of(value, allowed, kind):
+    """transformers' enum check: ``"maybe is not a valid SaveStrategy, please select one of [...]"``."""
+    value = getattr(value, "value", value)
+    if value not in allowed:
+        raise ValueError(f"{value} is not a valid {kind}, please select one of {list(allowed)}")
+    return value
+
+
+@dataclasses.dataclass
+class TrainingArguments:
+    """transformers' ``TrainingArguments`` (the fields a fine-tuning script sets, with its defaults). An
+    unknown keyword is a ``TypeError``, as a dataclass's."""
+    output_dir: str = None
+    per_device_train_batch_size: int = 8
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    learning_rate: float = 5e-5
+    lr_scheduler_type: str = "linear"
+    lr_scheduler_kwargs: dict = None
+    warmup_steps: float = 0
+    optim: str = "adamw_torch_fused"
+    optim_args: str = None
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    gradient_accumulation_steps: int = 1
+    average_tokens_across_devices: bool = True
+    max_grad_norm: float = 1.0
+    label_smoothing_factor: float = 0.0
+    bf16: bool = False
+    fp16: bool = False
+    use_cache: bool = False
+    logging_strategy: str = "steps"
+    logging_steps: float = 500
+    logging_first_step: bool = False
+    logging_nan_inf_filter: bool = True
+    disable_tqdm: bool = None
+    report_to: object = "none"
+    run_name: str = None
+    eval_strategy: str = "no"
+    eval_steps: float = None
+    eval_delay: float = 0
+    per_device_eval_batch_size: int = 8
+    prediction_loss_only: bool = False
+    eval_on_start: bool = False
+    save_only_model: bool = False
+    save_strategy: str = "steps"
+    save_steps: float = 500
+    save_total_limit: int = None
+    load_best_model_at_end: bool = False
+    metric_for_best_model: str = None
+    greater_is_better: bool = None
+    ignore_data_skip: bool = False
+    seed: int = 42
+    data_seed: int = None
+    use_cpu: bool = False
+    dataloader_drop_last: bool = False
+    dataloader_num_workers: int = 0
+    remove_unused_columns: bool = True
+    label_names: list = None
+    train_sampling_strategy: str = "random"
+    do_train: bool = False
+    do_eval: bool = False
+    do_predict: bool = False
+    resume_from_checkpoint: str = None
+
+    def __post_init__(self):
+        self.output_dir = "trainer_output" if self.output_dir is None else os.fspath(self.output_dir)
+        self.logging_strategy = _one_of(self.logging_strategy, INTERVAL_STRATEGIES, "IntervalStrategy")
+        self.eval_strategy = _one_of(self.eval_strategy, INTERVAL_STRATEGIES, "IntervalStrategy")
+        self.save_strategy = _one_of(self.save_strategy, SAVE_STRATEGIES, "SaveStrategy")
+        self.optim = _one_of(self.optim, OPTIMIZER_NAMES, "OptimizerNames")
+        self.lr_scheduler_type = getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)
+        if self.eval_strategy == "steps" and not self.eval_steps:
+            self.eval_steps = self.logging_steps  # (transformers: eval_steps defaults to logging_steps)
+        if self.report_to in (None, "none", ["none"]):
+            self.report_to = []
+        elif self.report_to not in ([], "all"):
+            raise ValueError(f"report_to={self.report_to!r}: minilora reports to no logging service (wandb, "
+                             "tensorboard, ...); pass report_to='none' (log_history holds every logged value)")
+        if self.disable_tqdm is None:
+            self.disable_tqdm = False
+        self._refuse_unsupported()
+
+    def _refuse_unsupported(self):
+        from .dtypes import HAS_BFLOAT16
+        if self.bf16 and not self.use_cpu:  # (transformers' words on a machine without a bf16 GPU)
+            raise ValueError("Your setup doesn't support bf16/gpu. You need to assign use_cpu if you want to train "
+                             "the model on CPU.")
+        if self.bf16 and not HAS_BFLOAT16:
+            raise ValueError("bf16=True needs ml_dtypes (minilora's bfloat16); install it or train in float32")
+        if self.fp16:  # accelerate on the CPU: no autocast and no scaler, so the run is float32 in transformers too
+            warnings.warn("fp16=True: on the CPU transformers' Trainer (accelerate) runs without autocast or a "
+                          "gradient scaler, in float32; minilora does the same", stacklevel=3)
+        if self.load_best_model_at_end or self.save_strategy == "best":
+            raise ValueError("load_best_model_at_end / save_strategy='best': minilora's Trainer does not track the "
+                             "best checkpoint; evaluate the saved checkpoint-N folders instead")
+        if self.train_sampling_strategy not in ("random", "sequential"):
+            raise ValueError(f"train_sampling_strategy={self.train_sampling_strategy!r}: minilora's Trainer "
+                             "samples 'random' or 'sequential'")
+        if self.dataloader_num_workers:
+            raise ValueError("dataloader_num_workers: minilora's Trainer loads in the main process (use 0)")
+        if self.label_smoothing_factor:
+            raise ValueError("label_smoothing_factor: minilora's Trainer computes the model's own loss (use 0.0)")
+
+    @property
+    def train_batch_size(self):
+        return self.per_device_train_batch_size
+
+    @property
+    def eval_batch_size(self):
+        return self.per_device_eval_batch_size
+
+    @property
+    def world_size(self):
+        return 1
+
+    @property
+    def should_save(self):
+        return True
+
+    def get_warmup_steps(self, num_training_steps):
+        """``warmup_steps`` >= 1 is a count, below 1 a fraction of the training steps (rounded up)."""
+        if self.warmup_steps >= 1:
+            return int(self.warmup_steps)
+        return math.ceil(num_training_steps * self.warmup_steps)
+
+    def to_dict(self):
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json_string(self):
+        return json.dumps(self.to_dict(), indent=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# State, control and callbacks (transformers' trainer_callback.py)
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainerState:
+    epoch: float = 0
+    global_step: int = 0
+    max_steps: int = 0
+    logging_steps: int = 500
+    eval_steps: int = 500
+    save_steps: int = 500
+    train_batch_size: int = None
+    num_train_epochs: int = 0
+    num_input_tokens_seen: int = 0
+    total_flos: float = 0
+    log_history: list = None
+    best_metric: float = None
+    best_global_step: int = None
+    best_model_checkpoint: str = None
+    is_local_process_zero: bool = True
+    is_world_process_zero: bool = True
+    is_hyper_param_search: bool = False
+    trial_name: str = None
+    trial_params: dict = None
+    stateful_callbacks: dict = None
+
+    def __post_init__(self):
+        self.log_history = [] if self.log_history is None else self.log_history
+        self.stateful_callbacks = {} if self.stateful_callbacks is None else self.stateful_callbacks
+
+    def save_to_json(self, json_path):
+        with open(json_path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load_from_json(cls, json_path):
+        with open(json_path, encoding="utf-8") as f:
+            return cls(**json.loads(f.read()))
+
+    def compute_steps(self, args, max_steps):
+        """A ``logging_steps`` / ``eval_steps`` / ``save_steps`` below 1 is a fraction of ``max_steps``."""
+        for kind in ("logging", "eval", "save"):
+            steps = getattr(args, f"{kind}_steps")
+            if steps is not None:
+                setattr(self, f"{kind}_steps", math.ceil(max_steps * steps) if steps < 1 else steps)
+
+
+@dataclasses.dataclass
+class TrainerControl:
+    should_training_stop: bool = False
+    should_epoch_stop: bool = False
+    should_save: bool = False
+    should_evaluate: bool = False
+    should_log: bool = False
+
+    def state(self):
+        return {"args": dataclasses.asdict(self), "attributes": {}}
+
+
+class TrainerCallback:
+    """Override the events you need; each gets ``(args, state, control, **kwargs)`` (``model``,
+    ``optimizer``, ``lr_scheduler``, ``train_dataloader``, ``eval_dataloader``, ``processing_class``, and
+    ``logs`` / ``metrics`` where there are some) and may return a changed ``control``."""
+    EVENTS = ("on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_step_begin",
+              "on_pre_optimizer_step", "on_optimizer_step", "on_substep_end", "on_step_end", "on_evaluate",
+              "on_predict", "on_save", "on_log", "on_prediction_step")
+
+
+for _event in TrainerCallback.EVENTS:  # every event does nothing until a subclass overrides it
+    setattr(TrainerCallback, _event, lambda self, args, state, control, **kwargs: None)
+
+# what the handler resets before an event, as transformers' CallbackHandler
+_RESETS = {"on_train_begin": ("should_training_stop",), "on_epoch_begin": ("should_epoch_stop",),
+           "on_step_begin": ("should_log", "should_evaluate", "should_save"), "on_evaluate": ("should_evaluate",),
+           "on_save": ("should_save",), "on_log": ("should_log",)}
+
+
+class CallbackHandler:
+    def __init__(self, callbacks, model, processing_class, optimizer, lr_scheduler):
+        self.callbacks = []
+        for cb in callbacks:
+            self.add_callback(cb)
+        self.model, self.processing_class = model, processing_class
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.train_dataloader = self.eval_dataloader = None
+
+    def add_callback(self, callback):
+        cb = callback() if isinstance(callback, type) else callback
+        if type(cb) in [type(c) for c in self.callbacks]:
+            warnings.warn(f"You are adding a {type(cb)} to the callbacks of this Trainer, but there is already one.",
+                          stacklevel=3)
+        self.callbacks.append(cb)
+
+    def pop_callback(self, callback):
+        for cb in self.callbacks:
+            if (isinstance(cb, callback) if isinstance(callback, type) else cb == callback):
+                self.callbacks.remove(cb)
+                return cb
+        return None
+
+    def remove_callback(self, callback):
+        self.pop_callback(callback)
+
+    def call_event(self, event, args, state, control, **kwargs):
+        for flag in _RESETS.get(event, ()):
+            setattr(control, flag, False)
+        for cb in self.callbacks:
+            result = getattr(cb, event)(args, state, control, model=self.model,
+                                        processing_class=self.processing_class, optimizer=self.optimizer,
+                                        lr_scheduler=self.lr_scheduler, train_dataloader=self.train_dataloader,
+                                        eval_dataloader=self.eval_dataloader, **kwargs)
+            if result is not None:  # (a callback may leave control as it is)
+                control = result
+        return control
+
+
+class DefaultFlowCallback(TrainerCallback):
+    """When to log, evaluate, save and stop (transformers' rules)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if step == 1 and args.logging_first_step:
+            control.should_log = True
+        if args.logging_strategy == "steps" and step % state.logging_steps == 0:
+            control.should_log = True
+        eval_due = args.eval_strategy == "steps" and args.eval_delay <= step
+        if eval_due and step % state.eval_steps == 0:
+            control.should_evaluate = True
+        if args.save_strategy == "steps" and state.save_steps > 0 and step % state.save_steps == 0:
+            control.should_save = True
+        if step >= state.max_steps:
+            control.should_training_stop = True
+            if eval_due and step % state.eval_steps != 0:
+                control.should_evaluate = True
+            if args.save_strategy == "steps":
+                control.should_save = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if args.logging_strategy == "epoch":
+            control.should_log = True
+        if args.eval_strategy == "epoch" and args.eval_delay <= state.epoch:
+            control.should_evaluate = True
+        if args.save_strategy == "epoch":
+            control.should_save = True
+        return control
+
+
+def _shown(logs):
+    """A log entry as transformers' progress callback prints it: numbers to 4 significant digits."""
+    return {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in logs.items()}
+
+
+class PrinterCallback(TrainerCallback):
+    """Prints each log entry (``disable_tqdm=True``)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_local_process_zero and logs:
+            print(_shown({k: v for k, v in logs.items() if k != "total_flos"}), flush=True)
+
+
+class ProgressCallback(PrinterCallback):
+    """transformers' tqdm bars; minilora prints each log entry as the bar's ``write`` would."""
+
+
+class EvalPrediction:
+    """What ``compute_metrics`` gets: ``predictions`` (the logits, padded with -100 to one length) and
+    ``label_ids``, NumPy arrays; unpacks as ``predictions, labels = eval_pred``."""
+
+    def __init__(self, predictions, label_ids, inputs=None, losses=None):
+        self.predictions, self.label_ids, self.inputs, self.losses = predictions, label_ids, inputs, losses
+
+    def __iter__(self):
+        return iter((self.predictions, self.label_ids))
+
+    def __getitem__(self, index):
+        return (self.predictions, self.label_ids)[index]
+
+
+class TrainOutput(NamedTuple):
+    global_step: int
+    training_loss: float
+    metrics: dict
+
+
+class PredictionOutput(NamedTuple):
+    predictions: object
+    label_ids: object
+    metrics: dict
+
+
+class EvalLoopOutput(NamedTuple):
+    predictions: object
+    label_ids: object
+    metrics: dict
+    num_samples: int
+
+
+_CHECKPOINT_RE = re.compile(r"^" + PREFIX_CHECKPOINT_DIR + r"\-(\d+)$")
+
+
+def get_last_checkpoint(folder):
+    """The ``checkpoint-N`` folder in ``folder`` with the largest N, or None."""
+    found = [name for name in os.listdir(folder)
+             if _CHECKPOINT_RE.search(name) and os.path.isdir(os.path.join(folder, name))]
+    if not found:
+        return None
+    return os.path.join(folder, max(found, key=lambda name: int(_CHECKPOINT_RE.search(name).groups()[0])))
+
+
+def _speed_metrics(split, start_time, num_samples=None, num_steps=None):
+    runtime = time.time() - start_time
+    result = {f"{split}_runtime": round(runtime, 4)}
+    if runtime == 0:
+        return result
+    if num_samples is not None:
+        result[f"{split}_samples_per_second"] = round(num_samples / runtime, 3)
+    if num_steps is not None:
+        result[f"{split}_steps_per_second"] = round(num_steps / runtime, 3)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: samplers, unused columns
+# ----------------------------------------------------------------------------------------------
+class SeedableRandomSampler:
+    """accelerate's ``SeedableRandomSampler`` (what the Trainer's ``RandomSampler`` becomes): epoch ``e`` is
+    ``randperm(n)`` from a generator seeded ``seed + e``, so it depends on nothing else drawn before."""
+
+    def __init__(self, data_source, seed):
+        from .utils.data import RandomSampler
+        self.generator = ml_random.Generator()
+        self.sampler = RandomSampler(data_source, generator=self.generator)
+        self.initial_seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.initial_seed + self.epoch)
+        yield from self.sampler
+        self.epoch += 1
+
+    def __len__(self):
+        return len(self.sampler)
+
+
+def _is_hf_dataset(dataset):
+    """A ``datasets.Dataset`` (checked by its type's module: minilora does not need the library)."""
+    return type(dataset).__module__.startswith("datasets") and hasattr(dataset, "remove_columns")
+
+
+class _RemoveColumnsCollator:
+    """transformers' ``RemoveColumnsCollator``: each example's keys that the model's forward does not take
+    are dropped before the collator sees them (a text column would break the padding)."""
+
+    def __init__(self, collator, columns):
+        self.collator, self.columns = collator, columns
+
+    def __call__(self, features):
+        return self.collator([{k: v for k, v in f.items() if k in self.columns} if isinstance(f, dict) else f
+                              for f in features])
+
+
+def _forward_parameters(model):
+    """The names ``model``'s forward takes (a PEFT model's: its base model's, as transformers reads them)."""
+    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    return inspect.signature(inner.forward).parameters
+
+
+def _unwrap_peft(model):
+    return model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+
+
+def _is_peft_model(model):
+    from .lora import PeftModel
+    return isinstance(model, PeftModel)
+
+
+def _host(value):
+    """A batch value as a NumPy array (Tensors and lists too)."""
+    return value.numpy(force=True) if isinstance(value, Tensor) else np.asarray(value)
+
+
+def _as_tensors(batch):
+    """A collated batch with its arrays as Tensors (``default_data_collator(return_tensors='np')`` and users'
+    collators may hand back NumPy), as the model's forward is called with them."""
+    return {k: Tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+def _concat_padded(arrays):
+    """transformers' ``nested_concat`` with ``padding_index=-100``: rows of different lengths padded on the right."""
+    arrays = [np.atleast_1d(a) for a in arrays]
+    if arrays[0].ndim < 2 or all(a.shape[1:] == arrays[0].shape[1:] for a in arrays):
+        return np.concatenate(arrays, axis=0)
+    width = max(a.shape[1] for a in arrays)
+    out = []
+    for a in arrays:
+        padded = np.full((a.shape[0], width) + a.shape[2:], -100, dtype=a.dtype)
+        padded[:, :a.shape[1]] = a
+        out.append(padded)
+    return np.concatenate(out, axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The Trainer
+# ----------------------------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, model_init=None, compute_loss_func=None, compute_metrics=None,
+                 callbacks=None, optimizers=(None, None), optimizer_cls_and_kwargs=None,
+                 preprocess_logits_for_metrics=None):
+        from .models import set_seed
+        self.args = TrainingArguments(output_dir="tmp_trainer") if args is None else args
+        set_seed(self.args.seed)  # (before model_init builds a model)
+        if model is None:
+            if model_init is None:
+                raise RuntimeError("`Trainer` requires either a `model` or `model_init` argument")
+            model = model_init()
+        elif model_init is not None:
+            raise ValueError("`Trainer` requires either a `model` or `model_init` argument, but not both.")
+        self.model = self.model_wrapped = model
+        self.model_init = model_init
+        inner = _unwrap_peft(model)
+        params = _forward_parameters(model)
+        self.model_accepts_loss_kwargs = getattr(inner, "accepts_loss_kwargs", None)
+        if self.model_accepts_loss_kwargs is None:
+            own = inspect.signature(inner.forward).parameters
+            self.model_accepts_loss_kwargs = "num_items_in_batch" in own or \
+                any(p.kind == inspect.Parameter.VAR_KEYWORD for p in own.values())
+        self.label_names = self.args.label_names if self.args.label_names is not None else \
+            [name for name in params if "label" in name]
+        # a causal LM predicts token i+1 at position i: the count of targets skips each row's first label
+        self._loss_shifts_labels = type(inner).__name__.endswith("ForCausalLM")
+        self.processing_class = processing_class
+        default = DataCollatorWithPadding(processing_class) if processing_class is not None and \
+            callable(getattr(processing_class, "pad", None)) else default_data_collator
+        self.data_collator = data_collator if data_collator is not None else default
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.compute_loss_func, self.compute_metrics = compute_loss_func, compute_metrics
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.optimizer, self.lr_scheduler = optimizers
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        self._created_lr_scheduler = False
+        flow = [DefaultFlowCallback, PrinterCallback if self.args.disable_tqdm else ProgressCallback]
+        self.callback_handler = CallbackHandler(flow + list(callbacks or []), model, processing_class,
+                                                self.optimizer, self.lr_scheduler)
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        self.control, self.state = TrainerControl(), TrainerState()
+        self.is_in_train, self.current_flos = False, 0
+        if getattr(model, "config", None) is not None:
+            model.config.use_cache = self.args.use_cache
+        self.control = self.callback_handler.call_event("on_init_end", self.args, self.state, self.control)
+
+    # -- callbacks -------------------------------------------------------------------------------
+    def add_callback(self, callback):
+        self.callback_handler.add_callback(callback)
+
+    def pop_callback(self, callback):
+        return self.callback_handler.pop_callback(callback)
+
+    def remove_callback(self, callback):
+        self.callback_handler.remove_callback(callback)
+
+    def _event(self, event, **kwargs):
+        self.control = self.callback_handler.call_event(event, self.args, self.state, self.control, **kwargs)
+
+    # -- data ------------------------------------------------------------------------------------
+    def _signature_columns(self):
+        return list(_forward_parameters(self.model)) + list({"label", "label_ids", *self.label_names})
+
+    def _get_dataloader(self, dataset, batch_size, sampler):
+        from .utils.data import DataLoader
+        collator = self.data_collator
+        if self.args.remove_unused_columns:
+            columns = self._signature_columns()
+            if _is_hf_dataset(dataset):
+                unused = [c for c in dataset.column_names if c not in columns]
+                if len(unused) == len(dataset.column_names):
+                    raise ValueError(f"No columns in the dataset match the model's forward method signature: "
+                                     f"({', '.join(columns)}). The following columns have been ignored: "
+                                     f"[{', '.join(unused)}]. Please check the dataset and model. You may need to "
+                                     "set `remove_unused_columns=False` in `TrainingArguments`.")
+                dataset = dataset.remove_columns(unused)
+            else:
+                collator = _RemoveColumnsCollator(collator, set(columns))
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator,
+                          drop_last=self.args.dataloader_drop_last)
+
+    def get_train_dataloader(self):
+        from .utils.data import SequentialSampler
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        if self.args.train_sampling_strategy == "sequential":
+            sampler = SequentialSampler(self.train_dataset)
+        else:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler = SeedableRandomSampler(self.train_dataset, seed)
+        return self._get_dataloader(self.train_dataset, self.args.train_batch_size, sampler)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        from .utils.data import SequentialSampler
+        if eval_dataset is None and self.eval_dataset is None:
+            raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else \
+            eval_dataset if eval_dataset is not None else self.eval_dataset
+        return self._get_dataloader(dataset, self.args.eval_batch_size, SequentialSampler(dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        from .utils.data import SequentialSampler
+        return self._get_dataloader(test_dataset, self.args.eval_batch_size, SequentialSampler(test_dataset))
+
+    # -- optimizer and schedule ------------------------------------------------------------------
+    def get_decay_parameter_names(self, model):
+        return get_decay_parameter_names(model)
+
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args, model=None):
+        """transformers' table for torch's optimizers; the others (bitsandbytes, GaLore, ...) refused by name."""
+        from . import optim
+        if args.optim not in BUILT_OPTIMIZERS:
+            raise ValueError(f"Trainer: optim={args.optim!r} is not available in minilora (it builds "
+                             f"{', '.join(BUILT_OPTIMIZERS)})")
+        kwargs = {"lr": args.learning_rate}
+        if args.optim.startswith("adamw"):
+            kwargs.update(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+            if args.optim == "adamw_torch_fused":
+                kwargs["fused"] = True
+            return optim.AdamW, kwargs
+        floats, flags = _OPTIM_ARGS[args.optim]
+        given = dict(pair.split("=") for pair in args.optim_args.replace(" ", "").split(",")) if args.optim_args \
+            else {}
+        kwargs.update({k: float(given[k]) for k in floats if k in given})
+        kwargs.update({k: given[k].lower() in ("true", "1", "yes") for k in flags if k in given})
+        return {"sgd": optim.SGD, "adagrad": optim.Adagrad, "rmsprop": optim.RMSprop}[args.optim], kwargs
+
+    def create_optimizer(self, model=None):
+        model = self.model if model is None else model
+        if self.optimizer is None:
+            decay = set(self.get_decay_parameter_names(model))
+            named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            groups = [{"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay},
+                      {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
+            cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = cls(groups, **kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        from .optim import get_scheduler
+        if self.lr_scheduler is None:
+            self.lr_scheduler = get_scheduler(self.args.lr_scheduler_type, optimizer or self.optimizer,
+                                              num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                                              num_training_steps=num_training_steps,
+                                              scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps):
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps=num_training_steps)
+
+    def _get_learning_rate(self):
+        lr = self.lr_scheduler.get_last_lr()[0]
+        return lr.item() if isinstance(lr, Tensor) else lr
+
+    # -- the loss --------------------------------------------------------------------------------
+    def _autocast(self):
+        import contextlib
+        if self.args.bf16:
+            from .amp import autocast
+            from .dtypes import bfloat16
+            return autocast("cpu", dtype=bfloat16)
+        return contextlib.nullcontext()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels") if self.compute_loss_func is not None and "labels" in inputs else None
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
+        outputs = model(**inputs)
+        if self.compute_loss_func is not None:
+            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        else:
+            if isinstance(outputs, dict) and "loss" not in outputs:
+                raise ValueError(f"The model did not return a loss from the inputs, only the following keys: "
+                                 f"{','.join(outputs.keys())}. For reference, the inputs it received are "
+                                 f"{','.join(inputs.keys())}.")
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+        return (loss, outputs) if return_outputs else loss
+
+    def _num_items_in_batch(self, batches):
+        """The step's number of target tokens, over all its micro-batches (an int64 Tensor), or None."""
+        if not batches or "labels" not in batches[0] or not (self.model_accepts_loss_kwargs or self.compute_loss_func):
+            return None
+        total = 0
+        for batch in batches:
+            labels = batch["shift_labels"] if "shift_labels" in batch else batch["labels"]
+            labels = _host(labels)
+            if "shift_labels" not in batch and self._loss_shifts_labels:
+                labels = labels[..., 1:]
+            total += int((labels != IGNORE_INDEX).sum())
+        return Tensor(np.array(total, dtype=np.int64))
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        model.train()
+        with self._autocast():
+            loss = self.compute_loss(model, _as_tensors(inputs), num_items_in_batch=num_items_in_batch)
+        scaled_for_accumulation = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
+            self.compute_loss_func is not None
+        if not scaled_for_accumulation:
+            loss = loss / self.current_gradient_accumulation_steps
+        loss.backward()
+        return loss.detach()
+
+    def floating_point_ops(self, inputs):
+        """transformers' estimate: 6 x tokens x the parameters outside the embeddings (forward and backward)."""
+        from .nn import Embedding
+        ids = inputs.get("input_ids") if isinstance(inputs, dict) else None
+        if ids is None:
+            return 0
+        embeddings = {id(p) for m in self.model.modules() if isinstance(m, Embedding) for p in m.parameters()}
+        count = sum(p.numel() for p in self.model.parameters() if id(p) not in embeddings)
+        return 6 * int(_host(ids).size) * count
+
+    # -- training --------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None):
+        if trial is not None:
+            raise ValueError("Trainer.train(trial=...): minilora has no hyperparameter search")
+        if resume_from_checkpoint is False:
+            resume_from_checkpoint = None
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+        self.is_in_train = True
+        if self.model_init is not None:
+            from .models import set_seed
+            set_seed(self.args.seed)
+            self.model = self.model_wrapped = self.model_init()
+            self.optimizer, self.lr_scheduler = None, None
+        if resume_from_checkpoint is not None:
+            self._load_from_checkpoint(resume_from_checkpoint)
+        try:
+            return self._inner_training_loop(resume_from_checkpoint, ignore_keys_for_eval)
+        finally:
+            self.is_in_train = False
+
+    def _training_sizes(self, loader):
+        """(epochs, update steps per epoch, batches per epoch, max_steps, samples), as transformers counts them."""
+        args, accumulation = self.args, self.args.gradient_accumulation_steps
+        if not hasattr(loader.dataset, "__len__"):
+            if args.max_steps <= 0:
+                raise ValueError(f"args.max_steps must be set to a positive value if dataloader does not have a "
+                                 f"length, was {args.max_steps}")
+            return 2 ** 63 - 1, args.max_steps, args.max_steps * accumulation, args.max_steps, \
+                args.max_steps * args.train_batch_size * accumulation
+        batches = len(loader)
+        per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
+        if args.max_steps > 0:
+            max_steps = args.max_steps
+            epochs = max_steps // per_epoch + int(max_steps % per_epoch > 0)
+            samples = max_steps * args.train_batch_size * accumulation
+        else:
+            max_steps = math.ceil(args.num_train_epochs * per_epoch)
+            epochs = math.ceil(args.num_train_epochs)
+            samples = len(loader.dataset) * args.num_train_epochs
+        return epochs, per_epoch, batches, max_steps, samples
+
+    def _inner_training_loop(self, resume_from_checkpoint, ignore_keys_for_eval):
+        args = self.args
+        loader = self.get_train_dataloader()
+        epochs, per_epoch, steps_in_epoch, max_steps, num_samples = self._training_sizes(loader)
+        self.state = TrainerState(train_batch_size=args.train_batch_size)
+        self.state.compute_steps(args, max_steps)
+        epochs_trained, skip = 0, 0
+        if resume_from_checkpoint is not None:
+            self.state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
+            epochs_trained = self.state.global_step // per_epoch
+            if not args.ignore_data_skip:
+                skip = self.state.global_step % per_epoch * args.gradient_accumulation_steps
+        self.state.max_steps, self.state.num_train_epochs = max_steps, epochs
+        if self._created_lr_scheduler:  # (a second train() builds its schedule for its own step count)
+            self.lr_scheduler, self._created_lr_scheduler = None, False
+        self.create_optimizer_and_scheduler(max_steps)
+        if resume_from_checkpoint is not None:
+            self._load_optimizer_and_scheduler(resume_from_checkpoint)
+        handler = self.callback_handler
+        handler.model, handler.optimizer, handler.lr_scheduler = self.model, self.optimizer, self.lr_scheduler
+        handler.train_dataloader = loader
+
+        start_time = time.time()
+        self._initial_global_step = self.state.global_step
+        self._tr_loss = np.float32(0.0)  # (transformers sums the micro-batch losses in a float32 tensor)
+        self._total_loss_scalar, self._globalstep_last_logged = 0.0, self.state.global_step
+        self.model.zero_grad()
+        self._event("on_train_begin")
+        if args.eval_on_start:
+            self.evaluate(ignore_keys=ignore_keys_for_eval)
+        for epoch in range(epochs_trained, epochs):
+            self._event("on_epoch_begin")
+            resumed = resume_from_checkpoint if epoch == epochs_trained else None
+            self._run_epoch(loader, epoch, steps_in_epoch, per_epoch, resumed, skip, ignore_keys_for_eval, start_time)
+            if self.control.should_training_stop:
+                break
+        return self._finalize_training(num_samples, start_time)
+
+    def _run_epoch(self, loader, epoch, steps_in_epoch, per_epoch, resumed, skip, ignore_keys_for_eval, start_time):
+        args, accumulation = self.args, self.args.gradient_accumulation_steps
+        step, grad_norm, learning_rate, first_update, sync_rng = -1, None, None, 0, False
+        if resumed is not None and skip > 0 and not args.ignore_data_skip:
+            step, first_update, sync_rng = skip - 1, skip // accumulation, True
+        elif resumed is not None:
+            self._load_rng_state(resumed)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        batches = iter(loader)
+        for _ in range(skip if sync_rng else 0):  # (accelerate's skip_first_batches)
+            next(batches, None)
+        remainder = steps_in_epoch % accumulation or accumulation
+        for update in range(first_update, per_epoch):
+            wanted = accumulation if update != per_epoch - 1 else remainder
+            samples = [b for b in (next(batches, None) for _ in range(wanted)) if b is not None]
+            num_items = self._num_items_in_batch(samples)
+            self.current_gradient_accumulation_steps = len(samples)
+            if sync_rng:  # the batches of the steps already done were drawn: the generators as saved
+                self._load_rng_state(resumed)
+                sync_rng = False
+            for inputs in samples:
+                step += 1
+                sync_step = (step + 1) % accumulation == 0 or step + 1 == steps_in_epoch
+                if step % accumulation == 0:
+                    self._event("on_step_begin")
+                loss = self.training_step(self.model, inputs, num_items)
+                self._accumulate_loss(loss)
+                self.current_flos += float(self.floating_point_ops(inputs))
+                if sync_step:
+                    grad_norm, learning_rate = self._optimizer_step()
+                    self.state.global_step += 1
+                    self.state.epoch = epoch + (step + 1) / steps_in_epoch
+                    self._event("on_step_end")
+                    self._maybe_log_save_evaluate(grad_norm, learning_rate, ignore_keys_for_eval, start_time)
+                else:
+                    self._event("on_substep_end")
+                if self.control.should_epoch_stop or self.control.should_training_stop:
+                    break
+            if self.control.should_epoch_stop or self.control.should_training_stop:
+                break
+        if step < 0:
+            warnings.warn(f"There seems not to be a single sample in your epoch_iterator, stopping training at step "
+                          f"{self.state.global_step}!", stacklevel=3)
+            self.control.should_training_stop = True
+        self._event("on_epoch_end")
+        self._maybe_log_save_evaluate(grad_norm, learning_rate, ignore_keys_for_eval, start_time)
+
+    def _accumulate_loss(self, loss):
+        """A NaN or infinite micro-batch loss adds the mean of the losses logged so far instead (transformers'
+        ``logging_nan_inf_filter``)."""
+        value = np.float32(loss.item())
+        if self.args.logging_nan_inf_filter and not np.isfinite(value):
+            self._tr_loss += self._tr_loss / np.float32(1 + self.state.global_step - self._globalstep_last_logged)
+        else:
+            self._tr_loss += value
+
+    def _optimizer_step(self):
+        """Clip (the norm before clipping is returned, even with clipping off), step, schedule, zero."""
+        from .optim import clip_grad_norm_
+        limit = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")
+        grad_norm = clip_grad_norm_(self.model.parameters(), limit)
+        self._event("on_pre_optimizer_step")
+        self.optimizer.step()
+        self._event("on_optimizer_step")
+        learning_rate = self._get_learning_rate()  # (the rate this step used)
+        self.lr_scheduler.step()
+        self.model.zero_grad()
+        return grad_norm, learning_rate
+
+    def _maybe_log_save_evaluate(self, grad_norm, learning_rate, ignore_keys_for_eval, start_time):
+        if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
+            loss_scalar = float(self._tr_loss)
+            self._tr_loss = np.float32(0.0)
+            logs = {"loss": loss_scalar / (self.state.global_step - self._globalstep_last_logged)}
+            if grad_norm is not None:
+                logs["grad_norm"] = grad_norm.item() if isinstance(grad_norm, Tensor) else grad_norm
+            logs["learning_rate"] = learning_rate if learning_rate is not None else self._get_learning_rate()
+            self._total_loss_scalar += loss_scalar
+            self._globalstep_last_logged = self.state.global_step
+            self.store_flos()
+            self.log(logs, start_time)
+        if self.control.should_evaluate:
+            self.evaluate(ignore_keys=ignore_keys_for_eval)
+        if self.control.should_save:
+            self._save_checkpoint()
+            self._event("on_save")
+
+    def store_flos(self):
+        self.state.total_flos += self.current_flos
+        self.current_flos = 0
+
+    def _finalize_training(self, num_samples, start_time):
+        self._total_loss_scalar += float(self._tr_loss)
+        self._tr_loss = np.float32(0.0)
+        steps_run = self.state.global_step - self._initial_global_step
+        train_loss = self._total_loss_scalar / max(steps_run, 0.001)
+        share = steps_run / max(self.state.max_steps, 1)  # (of the whole schedule's samples: this call's)
+        metrics = _speed_metrics("train", start_time, num_samples=num_samples * share, num_steps=steps_run)
+        self.store_flos()
+        metrics["total_flos"] = self.state.total_flos
+        metrics["train_loss"] = train_loss
+        self.log(metrics)
+        self._event("on_train_end")
+        return TrainOutput(self.state.global_step, train_loss, metrics)
+
+    def log(self, logs, start_time=None):
+        if self.state.epoch is not None:
+            logs["epoch"] = self.state.epoch
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self._event("on_log", logs=logs)
+
+    # -- evaluation and prediction ---------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        override = eval_dataset is not None
+        dataset = eval_dataset if override else self.eval_dataset
+        if isinstance(dataset, dict):
+            metrics = {}
+            for name, one in dataset.items():
+                metrics.update(self.evaluate(one if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        loader = self.get_eval_dataloader(eval_dataset)
+        start_time = time.time()
+        output = self.evaluation_loop(loader, "Evaluation", True if self.compute_metrics is None else None,
+                                      ignore_keys, metric_key_prefix)
+        output.metrics.update(_speed_metrics(metric_key_prefix, start_time, num_samples=output.num_samples,
+                                             num_steps=math.ceil(output.num_samples / self.args.eval_batch_size)))
+        self.log(output.metrics)
+        self._event("on_evaluate", metrics=output.metrics)
+        return output.metrics
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
+        loader = self.get_test_dataloader(test_dataset)
+        start_time = time.time()
+        output = self.evaluation_loop(loader, "Prediction", None, ignore_keys, metric_key_prefix)
+        output.metrics.update(_speed_metrics(metric_key_prefix, start_time, num_samples=output.num_samples,
+                                             num_steps=math.ceil(output.num_samples / self.args.eval_batch_size)))
+        self._event("on_predict", metrics=output.metrics)
+        return PredictionOutput(output.predictions, output.label_ids, output.metrics)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        """Each batch's loss counts once per example (repeated ``eval_batch_size`` times, the last batch cut to
+        the examples it has, as accelerate's ``gather_for_metrics``); eval_loss is their mean."""
+        args = self.args
+        loss_only = prediction_loss_only if prediction_loss_only is not None else args.prediction_loss_only
+        self.model.eval()
+        self.callback_handler.eval_dataloader = dataloader
+        size = len(dataloader.dataset) if hasattr(dataloader.dataset, "__len__") else None
+        remainder = size % args.eval_batch_size if size is not None and not args.dataloader_drop_last else 0
+        losses, preds, labels, seen = [], [], [], 0
+        batches = len(dataloader) if hasattr(dataloader.dataset, "__len__") else None
+        for index, inputs in enumerate(dataloader):
+            loss, logits, label = self.prediction_step(self.model, inputs, loss_only, ignore_keys)
+            seen += len(_host(next(iter(inputs.values()))))
+            last = batches is not None and index == batches - 1
+            if loss is not None:
+                repeated = np.repeat(np.float32(loss.item()), args.eval_batch_size)
+                losses.append(repeated[:remainder] if last and remainder else repeated)
+            if logits is not None:
+                logits = self.preprocess_logits_for_metrics(logits, label) \
+                    if self.preprocess_logits_for_metrics is not None else logits
+                preds.append(_host(logits))
+            if label is not None:
+                labels.append(_host(label))
+            self._event("on_prediction_step")
+        all_preds = _concat_padded(preds) if preds else None
+        all_labels = _concat_padded(labels) if labels else None
+        metrics = {}
+        if self.compute_metrics is not None and all_preds is not None and all_labels is not None:
+            metrics = self.compute_metrics(EvalPrediction(predictions=all_preds, label_ids=all_labels))
+        metrics = _plain(metrics)  # (transformers' denumpify_detensorize)
+        if losses:
+            all_losses = np.concatenate(losses)
+            finite = np.isfinite(all_losses)
+            if args.logging_nan_inf_filter and finite.any():
+                all_losses = all_losses[finite]
+            metrics[f"{metric_key_prefix}_loss"] = all_losses.mean().item()
+        for key in list(metrics):
+            if not key.startswith(f"{metric_key_prefix}_"):
+                metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
+        if self.is_in_train:  # (an evaluation during training hands the model back in training mode)
+            self.model.train()
+        return EvalLoopOutput(all_preds, all_labels, metrics, size if size is not None else seen)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)
+        if ignore_keys is None:
+            ignore_keys = getattr(getattr(self.model, "config", None), "keys_to_ignore_at_inference", None) or \
+                ["past_key_values", "cache"]
+        labels = None
+        if has_labels:
+            labels = tuple(inputs.get(name) for name in self.label_names)
+            labels = labels[0] if len(labels) == 1 else labels
+        with no_grad(), self._autocast():
+            if has_labels:
+                num_items = self._num_items_in_batch([inputs])
+                loss, outputs = self.compute_loss(model, _as_tensors(inputs), return_outputs=True,
+                                                  num_items_in_batch=num_items)
+                loss = loss.detach().mean()
+                skip = set(ignore_keys) | {"loss"}
+            else:
+                loss, outputs, skip = None, model(**_as_tensors(inputs)), set(ignore_keys)
+        if prediction_loss_only:
+            return loss, None, None
+        if isinstance(outputs, dict):
+            logits = tuple(v for k, v in outputs.items() if k not in skip and v is not None)
+        else:
+            logits = tuple(outputs[1:] if has_labels else outputs)
+        logits = logits[0] if len(logits) == 1 else logits
+        return loss, logits, labels
+
+    # -- saving and resuming ---------------------------------------------------------------------
+    def save_model(self, output_dir=None, _internal_call=False):
+        """``save_pretrained`` into ``output_dir`` (a PEFT model: its adapter files), the tokenizer beside it,
+        and the arguments in ``training_args.bin``."""
+        from .serialization import save
+        output_dir = self.args.output_dir if output_dir is None else output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        if callable(getattr(self.model, "save_pretrained", None)):
+            self.model.save_pretrained(output_dir)
+        else:  # (transformers: "Trainer.model is not a `PreTrainedModel`, only saving its state dict")
+            from .checkpoint import save_file
+            save_file({k: v.numpy(force=True) for k, v in self.model.state_dict().items()},
+                      os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
+        tokenizer = self.processing_class or getattr(self.data_collator, "tokenizer", None)
+        if tokenizer is not None and callable(getattr(tokenizer, "save_pretrained", None)):
+            tokenizer.save_pretrained(output_dir)
+        save({k: v for k, v in self.args.to_dict().items() if v is not None}, os.path.join(output_dir,
+                                                                                              TRAINING_ARGS_NAME))
+
+    def _save_checkpoint(self):
+        from .serialization import save
+        folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        self.store_flos()
+        self.save_model(folder, _internal_call=True)
+        if not self.args.save_only_model:
+            save(self.optimizer.state_dict(), os.path.join(folder, OPTIMIZER_NAME))
+            save(self.lr_scheduler.state_dict(), os.path.join(folder, SCHEDULER_NAME))
+            save(generator_states(), os.path.join(folder, RNG_STATE_NAME))
+        self.state.stateful_callbacks["TrainerControl"] = self.control.state()
+        self.state.save_to_json(os.path.join(folder, TRAINER_STATE_NAME))
+        self._rotate_checkpoints()
+
+    def _rotate_checkpoints(self):
+        """Keep the newest ``save_total_limit`` checkpoint folders."""
+        limit = self.args.save_total_limit
+        if not limit or limit <= 0:
+            return
+        folder = self.args.output_dir
+        found = sorted((int(m.group(1)), name) for name in os.listdir(folder)
+                       if (m := _CHECKPOINT_RE.search(name)) and os.path.isdir(os.path.join(folder, name)))
+        for _, name in found[:max(0, len(found) - limit)]:
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+    def _load_from_checkpoint(self, folder):
+        """The model's weights from a checkpoint folder: the adapter into the PEFT model's active adapter
+        (trainable), or the whole state dict."""
+        if not os.path.isfile(os.path.join(folder, TRAINER_STATE_NAME)):
+            raise ValueError(f"Can't find a valid checkpoint at {folder}")
+        if _is_peft_model(self.model):
+            self.model.load_adapter(folder, self.model.active_adapter, is_trainable=True)
+            return
+        from .checkpoint import load_file
+        path = os.path.join(folder, "model.safetensors")
+        if not os.path.isfile(path):
+            raise ValueError(f"Can't find a valid checkpoint at {folder} (no model.safetensors)")
+        self.model.load_state_dict({k: Tensor(v) for k, v in load_file(path).items()}, strict=False)
+
+    def _load_optimizer_and_scheduler(self, folder):
+        from .serialization import load
+        optimizer, scheduler = os.path.join(folder, OPTIMIZER_NAME), os.path.join(folder, SCHEDULER_NAME)
+        if os.path.isfile(optimizer) and os.path.isfile(scheduler):
+            self.optimizer.load_state_dict(load(optimizer))
+            self.lr_scheduler.load_state_dict(load(scheduler))
+
+    def _load_rng_state(self, folder):
+        from .serialization import load
+        path = os.path.join(folder, RNG_STATE_NAME)
+        if not os.path.isfile(path):
+            warnings.warn(f"Didn't find an RNG file in {folder}: reproducibility is not guaranteed", stacklevel=3)
+            return
+        states = load(path)
+        check_generator_states(states)
+        set_generator_states(states)
+
+    def is_world_process_zero(self):
+        return True
+
+    def is_local_process_zero(self):
+        return True
+

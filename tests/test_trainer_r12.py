@@ -1,0 +1,269 @@
+"""transformers' ``Trainer`` / ``TrainingArguments`` (``minilora/trainer.py``), run side by side with
+transformers + PEFT on the same tiny Llama weights, the same LoRA init and the same arguments:
+``log_history`` (losses, grad norms, learning rates, epochs), ``eval_loss``, ``compute_metrics``, the
+checkpoint folders' file names, callbacks, the weight-decay groups, resuming. Skipped without torch,
+transformers or peft."""
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import minilora as ml  # noqa: E402
+import minilora.lora as ml_peft  # noqa: E402
+from minilora import models  # noqa: E402
+from minilora import trainer as ml_trainer  # noqa: E402
+from minilora.utils.data import Dataset as MlDataset  # noqa: E402
+
+VOCAB = 64
+# float32 sums in another order (the gradient norm's, the loss's over tokens): a few ulps apart
+RTOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llama")
+    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
+
+
+def examples(count=11, ragged=True):
+    """Token rows of 5-7 tokens (or 6), each with a "text" column the model does not take and one -100."""
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for i in range(count):
+        n = 5 + i % 3 if ragged else 6
+        ids = torch.randint(0, VOCAB, (n,), generator=g).tolist()
+        rows.append({"input_ids": ids, "attention_mask": [1] * n, "labels": ids[:2] + [-100] + ids[3:], "text": "x"})
+    return rows
+
+
+def collator(tensor):
+    def collate(features):
+        n = max(len(f["input_ids"]) for f in features)
+        pad = [n - len(f["input_ids"]) for f in features]
+        return {"input_ids": tensor([f["input_ids"] + [0] * p for f, p in zip(features, pad)]),
+                "attention_mask": tensor([f["attention_mask"] + [0] * p for f, p in zip(features, pad)]),
+                "labels": tensor([f["labels"] + [-100] * p for f, p in zip(features, pad)])}
+    return collate
+
+
+def lora_pair(base, **config):
+    """(PEFT model, minilora's), the LoRA matrices drawn from the same seed."""
+    config = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, **config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.LlamaForCausalLM.from_pretrained(str(base))
+    ours = models.LlamaForCausalLM.from_pretrained(base)
+    torch.manual_seed(3)
+    theirs = peft.get_peft_model(theirs, peft.LoraConfig(**config))
+    ml.manual_seed(3)
+    return theirs, ml_peft.get_peft_model(ours, ml_peft.LoraConfig(**config))
+
+
+def run_both(base, tmp_path, datasets, collators=(None, None), lora=None, **arguments):
+    """Train with each library; return the two trainers."""
+    arguments = dict(report_to="none", disable_tqdm=True, **arguments)
+    trainers = []
+    for lib, model, data, collate, name in zip((transformers, ml_trainer), lora_pair(base, **(lora or {})), datasets,
+                                               collators, ("theirs", "ours")):
+        args = lib.TrainingArguments(output_dir=str(tmp_path / name), **arguments)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = lib.Trainer(model=model, args=args, train_dataset=data[0], eval_dataset=data[1],
+                                  data_collator=collate, **({"compute_metrics": metrics} if data[1] else {}))
+            trainer.train()
+        trainers.append(trainer)
+    return trainers
+
+
+def metrics(eval_pred):
+    predictions, labels = eval_pred
+    hits = (predictions[:, :-1].argmax(-1) == labels[:, 1:])[labels[:, 1:] != -100]
+    return {"accuracy": np.float32(hits.mean()), "rows": predictions.shape[0]}
+
+
+def assert_same_history(theirs, ours):
+    assert [sorted(e) for e in ours] == [sorted(e) for e in theirs]
+    for a, b in zip(theirs, ours):
+        assert a["step"] == b["step"] and a["epoch"] == b["epoch"]
+        for key in ("loss", "grad_norm", "eval_loss", "eval_accuracy", "train_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=RTOL, abs=0), (key, a, b)
+        for key in ("learning_rate", "eval_rows", "total_flos"):
+            if key in a:
+                assert b[key] == a[key], (key, a, b)
+
+
+def test_peft_trainer_log_history_checkpoints_as_transformers(base, tmp_path):
+    """The quicktour's run: gradient accumulation 2 over ragged rows (the step's token count, not the
+    accumulation count, divides each loss), shuffled, weight decay, warmup then linear decay, evaluation and
+    a checkpoint every epoch; the last step of each epoch has a one-row batch."""
+    data = examples()
+    theirs, ours = run_both(base, tmp_path, [(data, data[:5])] * 2, (collator(torch.tensor), collator(ml.tensor)),
+                            lora=dict(bias="lora_only"), learning_rate=1e-2, per_device_train_batch_size=2,
+                            per_device_eval_batch_size=3, gradient_accumulation_steps=2, num_train_epochs=2,
+                            weight_decay=0.1, logging_steps=1, save_strategy="epoch", eval_strategy="epoch", seed=42,
+                            lr_scheduler_type="linear", warmup_steps=1)
+    assert [e["step"] for e in ours.state.log_history] == [1, 2, 3, 3, 4, 5, 6, 6, 6]
+    assert_same_history(theirs.state.log_history, ours.state.log_history)
+    assert ours.evaluate()["eval_loss"] == pytest.approx(theirs.evaluate()["eval_loss"], rel=RTOL)
+    for step in (3, 6):
+        folder = f"checkpoint-{step}"
+        assert sorted(os.listdir(tmp_path / "ours" / folder)) == sorted(os.listdir(tmp_path / "theirs" / folder))
+        state = [json.loads((tmp_path / name / folder / "trainer_state.json").read_text())
+                 for name in ("theirs", "ours")]
+        assert sorted(state[1]) == sorted(state[0])
+        assert {k: v for k, v in state[1].items() if k != "log_history"} == \
+            {k: v for k, v in state[0].items() if k != "log_history"}
+    assert sorted(os.listdir(tmp_path / "ours")) == ["checkpoint-3", "checkpoint-6"]
+
+
+class Rows(MlDataset):
+    """A torch-style map dataset (``__getitem__`` / ``__len__``) of equal-length rows."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+
+class TorchRows(Rows, torch.utils.data.Dataset):
+    pass
+
+
+class Recorder(ml_trainer.TrainerCallback):
+    def __init__(self):
+        self.events = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.events.append(("step_end", state.global_step))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.events.append(("log", state.global_step, sorted(logs)))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.events.append(("evaluate", state.global_step))
+        if state.global_step == 2:
+            control.should_training_stop = True  # a callback stops the run early
+        return control
+
+
+def test_torch_dataset_default_collator_sgd_max_steps_callbacks(base, tmp_path):
+    """A torch-style Dataset through default_data_collator (the "text" column removed first), optim="sgd",
+    max_steps, step-wise evaluation with compute_metrics, a cosine schedule with a warmup fraction, no
+    clipping, and a callback that stops training after the second evaluation."""
+    rows = [{k: v for k, v in row.items() if k != "attention_mask"} for row in examples(9, ragged=False)]
+    recorder = Recorder()
+    arguments = dict(learning_rate=0.5, per_device_train_batch_size=3, per_device_eval_batch_size=2, max_steps=4,
+                     optim="sgd", lr_scheduler_type="cosine", warmup_steps=0.3, max_grad_norm=0.0, logging_steps=1,
+                     eval_strategy="steps", eval_steps=1, save_strategy="no", seed=7)
+    theirs, ours = run_both(base, tmp_path, [(TorchRows(rows), TorchRows(rows[:5])), (Rows(rows), Rows(rows[:5]))],
+                            **arguments)
+    assert_same_history(theirs.state.log_history, ours.state.log_history)
+    assert ours.state.global_step == 4 and not os.listdir(tmp_path / "ours")
+    args = ml_trainer.TrainingArguments(output_dir=str(tmp_path / "cb"), report_to="none", disable_tqdm=True,
+                                        **arguments)
+    trainer = ml_trainer.Trainer(model=lora_pair(base)[1], args=args, train_dataset=Rows(rows),
+                                 eval_dataset=Rows(rows[:5]), callbacks=[recorder])
+    assert trainer.train().global_step == 2
+    assert recorder.events[:4] == [("step_end", 1), ("log", 1, ["epoch", "grad_norm", "learning_rate", "loss"]),
+                                   ("log", 1, ["epoch", "eval_loss", "eval_runtime", "eval_samples_per_second",
+                                               "eval_steps_per_second"]), ("evaluate", 1)]
+    assert recorder.events[-1][:2] == ("log", 2) and "train_loss" in recorder.events[-1][2]
+    prediction = trainer.predict(Rows(rows[:5]))
+    assert prediction.predictions.shape == (5, 6, VOCAB) and prediction.label_ids.shape == (5, 6)
+    assert set(prediction.metrics) >= {"test_loss", "test_runtime"}
+
+
+def test_resume_from_checkpoint_continues_the_run(base, tmp_path):
+    """A run resumed from its checkpoint-2 logs the uninterrupted run's steps 3 to 6, bit for bit: the adapter,
+    the optimizer's moments, the schedule, the epoch's shuffled order (batches skipped) and the generators."""
+    data = examples()
+
+    def trainer(resume_folder=None):
+        args = ml_trainer.TrainingArguments(output_dir=str(tmp_path / "run"), learning_rate=1e-2,
+                                            per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                                            num_train_epochs=2, weight_decay=0.1, logging_steps=1, save_steps=2,
+                                            seed=5, report_to="none", disable_tqdm=True)
+        return ml_trainer.Trainer(model=lora_pair(base)[1], args=args, train_dataset=data,
+                                  data_collator=collator(ml.tensor))
+    whole = trainer()
+    whole.train()
+    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    for name in ("checkpoint-4", "checkpoint-6"):
+        os.rename(tmp_path / "run" / name, tmp_path / f"kept-{name}")
+    resumed = trainer()
+    resumed.train(resume_from_checkpoint=True)  # the last checkpoint: checkpoint-2
+    assert resumed.state.log_history[:-1] == whole.state.log_history[:-1]
+    empty = ml_trainer.Trainer(model=lora_pair(base)[1], train_dataset=data, data_collator=collator(ml.tensor),
+                               args=ml_trainer.TrainingArguments(output_dir=str(tmp_path / "empty"), report_to="none"))
+    with pytest.raises(ValueError, match="No valid checkpoint found"):
+        empty.train(resume_from_checkpoint=True)
+
+
+def test_weight_decay_groups_as_transformers(base, tmp_path):
+    """No decay for biases and norm weights, by transformers' name rules (LoRA's and the model's own biases)."""
+    theirs_model, ours_model = lora_pair(base, bias="all")
+    for module in (theirs_model, ours_model):
+        for name, p in module.named_parameters():
+            p.requires_grad = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.Trainer(model=theirs_model, args=transformers.TrainingArguments(
+            output_dir=str(tmp_path / "t"), report_to="none", weight_decay=0.1))
+    ours = ml_trainer.Trainer(model=ours_model, args=ml_trainer.TrainingArguments(
+        output_dir=str(tmp_path / "o"), report_to="none", weight_decay=0.1))
+    assert ours.get_decay_parameter_names(ours_model) == theirs.get_decay_parameter_names(theirs_model)
+    theirs.create_optimizer(), ours.create_optimizer()
+    assert [(len(g["params"]), g["weight_decay"]) for g in ours.optimizer.param_groups] == \
+        [(len(g["params"]), g["weight_decay"]) for g in theirs.optimizer.param_groups]
+
+
+def test_training_arguments_defaults_and_refusals(tmp_path):
+    theirs = transformers.TrainingArguments(output_dir=str(tmp_path))
+    ours = ml_trainer.TrainingArguments(output_dir=str(tmp_path))
+    for field, value in ours.to_dict().items():
+        expected = getattr(theirs, field)
+        if field in ("report_to", "disable_tqdm"):  # (transformers resolves these from the environment)
+            continue
+        assert value == getattr(expected, "value", expected), field
+    with pytest.raises(TypeError, match="unexpected keyword argument 'warmup_ratio'"):
+        ml_trainer.TrainingArguments(output_dir=str(tmp_path), warmup_ratio=0.1)  # (gone in transformers 5)
+    for kwargs, words in [({"optim": "bogus"}, "bogus is not a valid OptimizerNames"),
+                          ({"save_strategy": "maybe"}, "maybe is not a valid SaveStrategy"),
+                          ({"bf16": True}, "Your setup doesn't support bf16/gpu")]:
+        with pytest.raises(ValueError, match=words):
+            transformers.TrainingArguments(output_dir=str(tmp_path), **kwargs)
+        with pytest.raises(ValueError, match=words):
+            ml_trainer.TrainingArguments(output_dir=str(tmp_path), **kwargs)
+    with pytest.raises(ValueError, match="optim='adamw_bnb_8bit' is not available in minilora"):
+        ml_trainer.Trainer.get_optimizer_cls_and_kwargs(ml_trainer.TrainingArguments(
+            output_dir=str(tmp_path), optim="adamw_bnb_8bit"))
+
+
+def test_bf16_on_the_cpu_autocasts_as_transformers(base, tmp_path):
+    """bf16=True with use_cpu=True: the forward under CPU autocast to bfloat16, as accelerate's. The products
+    round to bfloat16 (8 bits) where oneDNN's kernel sums in its own order, so the numbers agree to the
+    envelope of a few bfloat16 roundings spread over the mean loss (measured ~5e-5 relative), not bit for bit."""
+    data = examples()
+    theirs, ours = run_both(base, tmp_path, [(data, None)] * 2, (collator(torch.tensor), collator(ml.tensor)),
+                            learning_rate=1e-2, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                            max_steps=3, logging_steps=1, save_strategy="no", bf16=True, use_cpu=True)
+    for a, b in zip(theirs.state.log_history[:-1], ours.state.log_history[:-1]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3) and b["grad_norm"] == pytest.approx(a["grad_norm"],
+                                                                                                   rel=1e-2)
