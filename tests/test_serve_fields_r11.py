@@ -274,8 +274,8 @@ def test_vllm_fields_without_effect_here_are_taken_and_the_unimplemented_refused
     chat = client.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 2,
                                                      "include_reasoning": False, "parallel_tool_calls": False})
     assert chat.status_code == 200, chat.text
-    for name, value in [("use_beam_search", True), ("priority", 1), ("logits_processors", ["m.P"]),
-                        ("cache_salt", "")]:  # (structured_outputs: taken since r12)
+    for name, value in [("priority", 1), ("logits_processors", ["m.P"]),
+                        ("cache_salt", "")]:  # (structured_outputs, use_beam_search: taken since r12)
         assert error_of(completion(client, **{name: value}))["param"] == name
 
 

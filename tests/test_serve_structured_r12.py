@@ -3,7 +3,8 @@ request surface that round 11 refused or ignored, sent curl-style (Starlette's T
 `openai` client to the app in process over the shipped tiny base (greedy, short outputs). vLLM's references:
 vllm/entrypoints/openai/chat_completion/protocol.py (check_tool_usage, check_structured_outputs_count,
 validate_response_format), entrypoints/generate/base/protocol.py (structured_outputs_from_response_format),
-sampling_params.py (StructuredOutputsParams, bad_words), v1/structured_output/backend_guidance.py (llguidance).
+sampling_params.py (StructuredOutputsParams, bad_words), v1/structured_output/backend_guidance.py (llguidance),
+beam_search.py and OpenAIServing.beam_search.
 
 | what a user sends                              | before                    | now (vLLM 0.24's)                       |
 |------------------------------------------------|---------------------------|-----------------------------------------|
@@ -20,6 +21,8 @@ sampling_params.py (StructuredOutputsParams, bad_words), v1/structured_output/ba
 | suffix: "" / prompt_embeds                     | "" taken; other words     | vLLM's 400s ("suffix is not currently   |
 |                                                |                           |  supported", "--enable-prompt-embeds")  |
 | structured outputs without llguidance          | -                         | 400 naming the backend, never free text |
+| use_beam_search: true, n, length_penalty       | 400 "not supported"       | vLLM's n best beams (engine/serving.py  |
+|                                                |                           |  beam_search), whole or streamed        |
 """
 import json
 import logging
@@ -245,3 +248,42 @@ def test_the_mask_reads_a_tokenizer_json_vocabulary_byte_by_byte(tokenizer):
             ids.append(int(np.argmax(x)))
             grammar.accept(ids[-1])
         assert tok.decode(ids[:-1]) in choices
+
+
+# ---------------------------------------------------------------------------------------------------
+# use_beam_search: vLLM's beam search over the engine, one token a step
+# ---------------------------------------------------------------------------------------------------
+def vllm_beams(model, prompt_ids, width, steps, eos, length_penalty=1.0):
+    """vLLM's OpenAIServing.beam_search on the model's own forward (float64 log_softmax of the last logits):
+    each live beam's 2 * width likeliest tokens, scored by summed logprob / length ** length_penalty."""
+    import numpy as np
+
+    import minilora as ml
+    score = lambda b: b[1] / ((len(b[0]) - (b[0][-1] == eos)) ** length_penalty)  # noqa: E731
+    live, done = [(list(prompt_ids), 0.0)], []
+    for _ in range(steps):
+        grown = []
+        for tokens, total in live:
+            with ml.no_grad():
+                row = model(np.array([tokens])).logits.numpy()[0, -1].astype(np.float64)
+            row = row - row.max() - np.log(np.exp(row - row.max()).sum())
+            for token in np.argsort(-row, kind="stable")[:2 * width].tolist():
+                (done if token == eos else grown).append((tokens + [token] * (token != eos), total + row[token]))
+        live = sorted(grown, key=score, reverse=True)[:width]
+    return [tokens[len(prompt_ids):] for tokens, _ in sorted(done + live, key=score, reverse=True)[:width]]
+
+
+def test_use_beam_search_answers_vllms_n_best_beams_whole_and_streamed():
+    engine, name = load_engine(None, [], max_batch_size=4, max_queue=8)
+    with TestClient(create_app(engine, name)) as client:
+        body = dict(max_tokens=6, temperature=0, use_beam_search=True, n=3, length_penalty=0.5)
+        answer = ok(complete(client, **body))
+        chunks = streamed(complete(client, **body, stream=True, stream_options={"include_usage": True}))
+        refused = complete(client, use_beam_search=True, logprobs=2)
+        eos = engine.tokenizer.eos_token_id
+        expected = vllm_beams(engine.model, engine.tokenizer.encode("Dan lives in"), 3, 6, eos, 0.5)
+    texts = [engine.tokenizer.decode(ids) for ids in expected]
+    assert [c["text"] for c in answer["choices"]] == texts and len(set(texts)) == 3  # (greedy n=3: a 400 without)
+    assert [c["choices"][0]["text"] for c in chunks[:3]] == texts
+    assert chunks[-1]["usage"] == answer["usage"] and answer["usage"]["completion_tokens"] == 18
+    assert error_of(refused) == "logprobs is not supported with use_beam_search"  # (not dropped silently)

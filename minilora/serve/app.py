@@ -33,9 +33,9 @@ with the last message's text), ``bad_words``. ``echo`` with ``logprobs`` (and ``
 Structured outputs (structured.py, vLLM's "guidance" backend): ``response_format`` (``json_object``, ``json_schema``),
 ``structured_outputs`` (``json``, ``regex``, ``choice``, ``grammar``, ``json_object``) and a chat's ``tools`` with a
 named ``tool_choice`` or "required" (the answer's ``tool_calls``); ``tool_choice: "auto"`` (the default with tools) is
-vLLM's 400 without a tool parser. ``suffix`` and ``prompt_embeds`` get vLLM's 400s. vLLM's fields this server does not
-implement (``use_beam_search``, ``logits_processors``, ``priority``, ...) are taken only at their "off" value, refused
-by name otherwise; ``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it, and so are the ``guided_*``
+vLLM's 400 without a tool parser. ``use_beam_search`` (``n`` beams, ``length_penalty``) runs vLLM's beam search over
+the engine (beam.py). ``suffix`` and ``prompt_embeds`` get vLLM's 400s. vLLM's fields this server does not implement
+(``logits_processors``, ``priority``, ...) are taken only at their "off" value, refused by name otherwise; ``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it, and so are the ``guided_*``
 fields vLLM 0.12 removed (a warning names them: the output is not constrained).
 ``GET /health`` answers 503 once the engine has stopped.
 
@@ -78,6 +78,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
+from .beam import beam_search
 from .detokenizer import token_bytes_or_text as _token_bytes
 from .engine import EngineError, Request
 from .fields import lax_bool, log_ignored, read_fields
@@ -88,7 +89,7 @@ __all__ = ["create_app"]
 
 # vLLM's fields this server does not implement, taken only at the value that means "off" (the first: the
 # default; clients and frameworks send them with those values). Names vLLM does not know are ignored (fields.py).
-_OFF = {"use_beam_search": (False,), "logits_processors": (None, []), "priority": (0,),
+_OFF = {"logits_processors": (None, []), "priority": (0,),
         "max_repetition_pattern_size": (0,), "min_repetition_pattern_size": (0,), "repetition_min_count": (0,),
         "spaces_between_special_tokens": (True,)}  # (vLLM's default: its fast detokenizer decodes as is)
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
@@ -357,7 +358,8 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
                    min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
                    include_stop_str_in_output=_flag(body, "include_stop_str_in_output"),
                    skip_special_tokens=body.get("skip_special_tokens") is None or _flag(body, "skip_special_tokens"))
-    if n > 1 and options["temperature"] < SAMPLING_EPS:  # vLLM's SamplingParams._verify_greedy_sampling
+    if n > 1 and options["temperature"] < SAMPLING_EPS and not _flag(body, "use_beam_search"):  # vLLM's
+        # SamplingParams._verify_greedy_sampling (beam search makes no SamplingParams of n: its n is the beam width)
         raise EngineError(400, f"n must be 1 when using greedy sampling, got {n}", "n")
     return options, n, stream, _usage_options(body, stream), echo, _prompt_logprob_count(body, chat, stream, vocab_size)
 
@@ -436,6 +438,10 @@ class _Server:
         reply = functools.partial(_Reply, chat, usage, n_prompt=n_prompt, token_ids=bool(body.get("return_token_ids")),
                                   prompt_ids=[ids for ids in prompts for _ in range(n)],
                                   as_ids=bool(body.get("return_tokens_as_token_ids")))
+        if _flag(body, "use_beam_search"):
+            beams = await self._beams(body, prompts, adapter, options, n, constraint)
+            return _with_id(self._beam_answer(beams, meta, stream, reply(self._echoes(prompts, n, echo, [None] * len(
+                prompts), None), [None] * len(prompts) * n)), tag)
         if options["max_tokens"] == 0:
             scores = await self._prompt_scores(prompts, adapter, scored)
             reply = reply(self._echoes(prompts, n, echo, scores, options["logprobs"]),
@@ -475,6 +481,56 @@ class _Server:
             return _with_id(StreamingResponse(self._stream(jobs, events, meta, reply), media_type="text/event-stream"),
                             tag)
         return _with_id(await self._collect(http_request, jobs, events, meta, reply), tag)
+
+    async def _beams(self, body, prompts, adapter, options, n, constraint):
+        """vLLM's ``use_beam_search``: per prompt, its ``n`` best beams (beam.py) as ``(generated ids, text,
+        finish_reason, stop_reason)``. What beam search does not read (logprobs, a constraint) is refused by name
+        rather than dropped."""
+        for name, asked in (("logprobs", options["logprobs"] is not None), ("structured_outputs", constraint)):
+            if asked:
+                raise EngineError(400, f"{name} is not supported with use_beam_search", name)
+        eos, ignore_eos = self.engine.tokenizer.eos_token_id, options["ignore_eos"]
+        answers = []
+        for ids in prompts:
+            max_tokens = options["max_tokens"]
+            if max_tokens is None:  # the rest of the context
+                max_tokens = max((self.engine.max_model_len or len(ids) + 16) - len(ids), 1)
+            self.engine._check(Request(ids, adapter, max_tokens=max_tokens))  # (the context's limits, as submit's)
+            beams = await beam_search(self.engine, ids, adapter, n, max_tokens, options["temperature"],
+                                      body.get("length_penalty", 1.0), ignore_eos,
+                                      options["include_stop_str_in_output"])
+            for beam in beams:
+                generated = beam.tokens[len(ids):]
+                shown = generated[:-1] if generated and generated[-1] == eos and not ignore_eos else generated
+                answers.append((generated, self.engine.tokenizer.decode(shown), beam.finish_reason, beam.stop_reason))
+        return answers
+
+    def _beam_answer(self, beams, meta, stream, reply):
+        """The answer of a beam search: whole, or streamed as vLLM streams its one final output (a chat's role
+        chunks, then one chunk per choice with all its text)."""
+        chat = reply.chat
+        choices = [self._choice(i, chat, echo + text, reason, None, final=not stream, stop_reason=stop_reason,
+                                extra=reply.token_ids_of(generated) if stream else reply.whole_choice(i, generated))
+                   for i, ((generated, text, reason, stop_reason), (echo, _)) in enumerate(zip(beams, reply.echoes))]
+        n_out = sum(len(generated) for generated, *_ in beams)
+        usage = {"prompt_tokens": reply.n_prompt, "completion_tokens": n_out, "total_tokens": reply.n_prompt + n_out}
+        if not stream:
+            return JSONResponse(self._answer(meta, reply, choices, usage))
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        include_usage = reply.usage[0]
+
+        async def events():
+            extra = {"usage": None} if include_usage else {}
+            for index in range(len(choices) if chat else 0):
+                yield _sse({**meta, "object": obj, **extra, "choices": [{
+                    "index": index, "delta": {"role": chat.role, "content": ""}, "logprobs": None,
+                    "finish_reason": None, "stop_reason": None}]})
+            for choice in choices:
+                yield _sse({**meta, "object": obj, "choices": [choice], **extra})
+            if include_usage:
+                yield _sse({**meta, "object": obj, "choices": [], "usage": usage})
+            yield "data: [DONE]\n\n"
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     async def _prompt_scores(self, prompts, adapter, counts, held_by=None):
         """Per prompt, ``ranked_logprob_entry`` of each token after the first with the largest of ``counts``
