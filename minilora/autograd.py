@@ -552,11 +552,27 @@ def _shaped(nested, outer_tuple, inner_tuple):
 def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode"):
     """torch.autograd.functional.jacobian: for each output and input, a Tensor of shape
     ``output.shape + input.shape`` (one backward pass per output element)."""
-    if strategy != "reverse-mode":
-        raise NotImplementedError(f"jacobian(strategy={strategy!r}): minilora has reverse mode only")
+    _checked_strategy(strategy, vectorize, create_graph, hint=True)
     leaves, inputs_tuple = _leaves(inputs, create_graph)
     outputs, outputs_tuple = _outputs_of(func, leaves)
     return _shaped(_jacobians(outputs, leaves, strict, create_graph), outputs_tuple, inputs_tuple)
+
+
+def _checked_strategy(strategy, vectorize, create_graph, hint):
+    """torch's checks of ``strategy``. 'forward-mode' gives the same Jacobian as reverse mode (torch's pushes
+    a tangent per input element, minilora pulls a cotangent per output element: one float64 result to
+    rounding), so it is computed by reverse mode."""
+    if strategy not in ("forward-mode", "reverse-mode"):
+        raise AssertionError('Expected strategy to be either "forward-mode" or "reverse-mode".' + (
+            ' Hint: If your function has more outputs than inputs, "forward-mode" tends to be more performant. '
+            'Otherwise, prefer to use "reverse-mode".' if hint else ""))
+    if strategy == "forward-mode" and not vectorize:
+        raise NotImplementedError("Computing Jacobian using forward-AD or forward-over-reverse Hessian is"
+                                  "only implemented for `vectorize=True`.")
+    if strategy == "forward-mode" and create_graph:
+        raise NotImplementedError('torch.autograd.functional.jacobian: `create_graph=True` and '
+                                  '`strategy="forward-mode"` are not supported together (yet). Please either set '
+                                  '`create_graph=False` or `strategy="reverse-mode"`.')
 
 
 def _jacobians(outputs, leaves, strict, create_graph=False):
@@ -609,14 +625,20 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
         v = (Tensor._make(leaves[0]._device.xp.ones_like(leaves[0]._array), leaves[0]._device, False, None),)
     v = _as_tuple(v)
     outputs, outputs_tuple = _outputs_of(func, leaves)  # (func runs once)
+    products = _jvp_products(outputs, leaves, v, create_graph, strict)
+    kept = _kept(outputs, create_graph)
+    return (kept if outputs_tuple else kept[0]), (tuple(products) if outputs_tuple else products[0])
+
+
+def _jvp_products(outputs, leaves, v, create_graph, strict):
+    """J v for each output (torch.autograd.functional.jvp's and torch.func.jvp's values): by the double-vjp
+    trick, or, without create_graph, from the Jacobian where a backward cannot be differentiated."""
     try:
-        products = _jvp_by_double_vjp(outputs, leaves, v, create_graph, strict)
+        return _jvp_by_double_vjp(outputs, leaves, v, create_graph, strict)
     except higher_order.NotDifferentiableBackward:
         if create_graph:
             raise
-        products = _jvp_by_jacobian(outputs, leaves, v, strict)
-    kept = _kept(outputs, create_graph)
-    return (kept if outputs_tuple else kept[0]), (tuple(products) if outputs_tuple else products[0])
+        return _jvp_by_jacobian(outputs, leaves, v, strict)
 
 
 def _jvp_by_double_vjp(outputs, leaves, v, create_graph, strict):
@@ -651,9 +673,7 @@ def _single_output(func, leaves, name):
 def hessian(func, inputs, create_graph=False, strict=False, vectorize=False, outer_jacobian_strategy="reverse-mode"):
     """torch.autograd.functional.hessian: the Jacobian of the gradient (``H[i][j]`` of shape
     ``inputs[i].shape + inputs[j].shape`` for a tuple of inputs), as torch computes it."""
-    if outer_jacobian_strategy != "reverse-mode":
-        raise NotImplementedError(f"hessian(outer_jacobian_strategy={outer_jacobian_strategy!r}): minilora "
-                                  "has reverse mode only")
+    _checked_strategy(outer_jacobian_strategy, vectorize, create_graph, hint=False)
     leaves, inputs_tuple = _leaves(inputs, create_graph)
 
     def gradient(*xs):

@@ -1,10 +1,13 @@
-"""``torch.func`` as its tutorials use it (per-sample gradients, model ensembling, MAML-style code):
-``functional_call``, ``stack_module_state``, ``grad``, ``grad_and_value``, ``vjp``, ``jacrev`` and ``vmap``.
+"""``torch.func`` as its tutorials use it (per-sample gradients, model ensembling, MAML-style code, Jacobians
+and Hessians): ``functional_call``, ``stack_module_state``, ``grad``, ``grad_and_value``, ``vjp``, ``jacrev``,
+``jacfwd``, ``hessian``, ``jvp``, ``linearize`` and ``vmap``.
 
 torch.func transforms functions by running them on batched and dual "levels" of its dispatcher.
 minilora computes the same values on its one engine: ``grad`` differentiates ``func`` with
 ``autograd.grad`` (its inputs taken as fresh leaves, or as views where an outer transform follows them,
-so ``grad(grad(f))`` and ``vmap(grad(f))`` compose), and ``vmap`` calls ``func`` once per index of the
+so ``grad(grad(f))`` and ``vmap(grad(f))`` compose); the forward-mode transforms compute the same values
+by reverse mode (``jacfwd`` is ``jacrev``'s Jacobian, ``jvp`` the double-vjp trick: float64 results agree
+with torch's to rounding, a zero's sign may differ), and ``vmap`` calls ``func`` once per index of the
 mapped dimension and stacks the results: what torch's batching rules compute, sample by sample (a
 float32 sum may round in another order than a batched kernel's). Under ``randomness='error'`` (torch's
 default) a random draw from the global generator in ``func`` raises as in torch; 'same' gives every
@@ -16,7 +19,8 @@ from . import autograd, random
 from .ops import stack
 from .tensor import Tensor, enable_grad, is_grad_enabled
 
-__all__ = ["functional_call", "stack_module_state", "grad", "grad_and_value", "vjp", "jacrev", "vmap"]
+__all__ = ["functional_call", "stack_module_state", "grad", "grad_and_value", "vjp", "jacrev", "jacfwd", "hessian",
+           "jvp", "linearize", "vmap"]
 
 
 # ---- pytrees: tensors in (nested) tuples, lists and dicts --------------------------------------------
@@ -218,26 +222,173 @@ def vjp(func, *primals, has_aux=False):
     return (value, vjp_fn, aux) if has_aux else (value, vjp_fn)
 
 
-def jacrev(func, argnums=0, has_aux=False):
-    """The Jacobian of ``func`` (one tensor out) with respect to the argument(s) ``argnums`` by reverse mode:
-    ``output.shape + input.shape``."""
-    def wrapper(*args):
-        numbers = _argnums(argnums, len(args))
-        chosen = [args[n] for n in numbers]
-        outer = _outer_graph(chosen) and is_grad_enabled()
+def _checked_chunk_size(chunk_size, name):
+    """torch's check; a chunk size only bounds the memory of torch's batched backward, so minilora's
+    one-row-at-a-time Jacobian gives the same values whatever it is."""
+    if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise ValueError(f"{name}: `chunk_size` should be greater than 0.")
 
-        def of_chosen(*inputs):
-            full = list(args)
-            for n, x in zip(numbers, inputs):
-                full[n] = x
-            out = func(*full)
-            return out[0] if has_aux else out
-        jacobians = autograd.functional.jacobian(of_chosen, tuple(chosen), create_graph=outer)
-        result = tuple(jacobians) if isinstance(argnums, tuple) else jacobians[0]
+
+def _output_tensors(output, words):
+    """``output``'s tensors; anything else in it (a number, a string) refused in torch's words."""
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _output_tensors(item, words)]
+    if isinstance(output, dict):
+        return [t for item in output.values() for t in _output_tensors(item, words)]
+    if not isinstance(output, Tensor):
+        raise RuntimeError(f"{words}: expected f(*primals) to return only tensors, got unsupported type "
+                           f"{type(output)}")
+    return [output]
+
+
+def _split_aux(output, has_aux, words):
+    if not has_aux:
+        return output, None
+    if not (isinstance(output, tuple) and len(output) == 2):
+        raise RuntimeError(f"{words}: output of function f should be a tuple: (output, aux) if has_aux is True")
+    return output
+
+
+def _forward_checked(trees):
+    """jacfwd's and jvp's check: forward mode differentiates floating point (and complex) primals only."""
+    for t in _leaves_of(trees):
+        if not (t.is_floating_point() or t.is_complex()):
+            raise ValueError(f"Expected primal to be floating point or complex, but got: torch.{t.dtype}")
+
+
+def _jacobian(func, argnums, has_aux, words, forward):
+    """jacrev's and jacfwd's values (the same Jacobian: torch's two modes differ in cost, not in value), by
+    reverse mode, one backward per output element: the output's structure with each tensor replaced by
+    its Jacobian blocks (``output.shape + input.shape``) in the structure of the chosen argument(s)."""
+    def wrapper(*args):
+        if isinstance(argnums, tuple) and not argnums:
+            raise RuntimeError("argnums must be non-empty")
+        numbers = _argnums(argnums, len(args))
+        if forward:
+            _forward_checked([args[n] for n in numbers])
+        outer = _outer_graph([args[n] for n in numbers]) and is_grad_enabled()
+        args = list(args)
+        for n in numbers:
+            args[n] = _differentiable(args[n])
+        chosen = [args[n] for n in numbers]
+        with enable_grad():
+            output, aux = _split_aux(func(*args), has_aux, words)
+        outputs, inputs = _output_tensors(output, words), _leaves_of(chosen)
+        blocks = iter(autograd._jacobians(outputs, inputs, strict=False, create_graph=outer))
+
+        def per_output(_):
+            row = iter(next(blocks))
+            trees = [_map(lambda _: next(row), tree) for tree in chosen]
+            return tuple(trees) if isinstance(argnums, tuple) else trees[0]
+        result = _map(per_output, output)
         if has_aux:
-            return result, func(*args)[1]
+            return result, (aux if outer else _map(Tensor.detach, aux))
         return result
     return wrapper
+
+
+def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_copy=False):
+    """The Jacobian of ``func`` with respect to the argument(s) ``argnums``, by reverse mode: for each output
+    tensor, ``output.shape + input.shape`` (in the arguments' structure: a dict of tensors gives a dict)."""
+    _checked_chunk_size(chunk_size, "jacrev")
+    return _jacobian(func, argnums, has_aux, "vjp(f, *primals)", forward=False)
+
+
+def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
+    """torch's forward-mode Jacobian: the same values as ``jacrev``'s (here computed by reverse mode; a
+    float64 Jacobian agrees with torch's to rounding). A random draw in ``func`` follows vmap's
+    ``randomness``, as torch's batched forward passes do: 'error' refuses it."""
+    if randomness not in ("error", "same", "different"):
+        raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got {randomness}")
+    jacobian = _jacobian(func, argnums, has_aux, "jvp(f, primals, tangents)", forward=True)
+
+    def wrapper(*args):
+        with _randomness(randomness):
+            return jacobian(*args)
+    return wrapper
+
+
+def hessian(func, argnums=0):
+    """``jacfwd(jacrev(func, argnums), argnums)``, as torch defines it: for one tensor input of shape S and a
+    scalar output, an ``S + S`` tensor."""
+    return jacfwd(jacrev(func, argnums), argnums)
+
+
+# ---- jvp, linearize: forward-mode products by the double-vjp trick ---------------------------------------
+def _spec(tree):
+    """A pytree's structure as torch prints its TreeSpec (``TreeSpec(tuple, None, [*, *])``), on one line."""
+    if isinstance(tree, (tuple, list)):
+        return f"TreeSpec({type(tree).__name__}, None, [{', '.join(_spec(item) for item in tree)}])"
+    return "*"
+
+
+def _checked_tangents(primals, tangents, words):
+    if not isinstance(primals, tuple):
+        raise RuntimeError(f"{words}: Expected primals to be a tuple. E.g. it should be valid to call f(*primals).")
+    if not isinstance(tangents, tuple) or len(tangents) != len(primals):
+        raise RuntimeError(f"{words}: Expected primals and tangents to have the same python structure. For example, "
+                           f"if primals is a tuple of 3 tensors, tangents also must be. Got primals with structure "
+                           f"{_spec(primals)} and tangents with structure {_spec(tangents)}")
+    for item in primals:
+        if not _leaves_of(item):
+            raise RuntimeError(f"{words}: Expected primals to only contain Tensors, got {type(item)}")
+    flat_primals, flat_tangents = _leaves_of(primals), _leaves_of(tangents)
+    if not flat_primals:
+        raise RuntimeError(f"{words}: Expected primals to contain at least one Tensor.")
+    _forward_checked(primals)
+    for p, t in zip(flat_primals, flat_tangents):
+        if tuple(p.shape) != tuple(t.shape):
+            raise RuntimeError("Trying to set a forward gradient that has a different size than that of the original "
+                               f"Tensor, this is not supported. Tensor is of size {list(p.shape)} while the given "
+                               f"forward gradient is of size {list(t.shape)}.")
+    return flat_primals, [t.to(p.dtype) for p, t in zip(flat_primals, flat_tangents)]
+
+
+def jvp(func, primals, tangents, *, strict=False, has_aux=False):
+    """``(func(*primals), J @ tangents)``: the Jacobian-vector product, shaped as the output, computed as
+    ``torch.autograd.functional.jvp`` does (the vjp ``u -> J^T u`` is linear in ``u``; its own vjp with the
+    tangents is ``J t``). With ``has_aux``: ``(output, jvp_out, aux)``."""
+    words = "jvp(f, primals, tangents)"
+    _, flat_tangents = _checked_tangents(primals, tangents, words)
+    outer = _outer_graph(primals) and is_grad_enabled()
+    leaves = [_differentiable(p) for p in primals]
+    with enable_grad():
+        output, aux = _split_aux(func(*leaves), has_aux, words)
+    outputs = _output_tensors(output, words)
+    products = iter(autograd._jvp_products(outputs, _leaves_of(leaves), flat_tangents, outer, strict))
+    value = output if outer else _map(Tensor.detach, output)
+    jvp_out = _map(lambda _: next(products), output)
+    if has_aux:
+        return value, jvp_out, (aux if outer else _map(Tensor.detach, aux))
+    return value, jvp_out
+
+
+def linearize(func, *primals):
+    """``(func(*primals), jvp_fn)``: ``jvp_fn(*tangents)`` is ``J @ tangents`` at the primals, from one run of
+    ``func`` (its graph kept, as torch's traced linearization: a random draw in ``func`` is not redrawn)."""
+    leaves = [_differentiable(p) for p in primals]
+    with enable_grad():
+        output = func(*leaves)
+    outputs, flat_leaves = _output_tensors(output, "linearize"), _leaves_of(leaves)
+    dummies = tuple(autograd._zeros_like(o).requires_grad_() for o in outputs)
+    transposed = autograd._filled(autograd._grads_of(outputs, flat_leaves, dummies, create_graph=True),
+                                  flat_leaves, False, "output")
+
+    def jvp_fn(*tangents):
+        if len(tangents) != len(primals):
+            raise RuntimeError(f"Expected the tangents to have the same argspec as the primals: {len(primals)} "
+                               f"tensors, got {len(tangents)}")
+        flat_tangents = _leaves_of(tangents)
+        for k, (p, t) in enumerate(zip(flat_leaves, flat_tangents)):
+            if tuple(p.shape) != tuple(t.shape):
+                raise RuntimeError(f"tangent:{k} with shape torch.Size({list(t.shape)}) in flattened pytree doesn't "
+                                   f"match the shape torch.Size({list(p.shape)}) of the corresponding primal.")
+        flat_tangents = [t.to(p.dtype) for p, t in zip(flat_leaves, flat_tangents)]
+        products = autograd._filled(autograd._grads_of(transposed, dummies, flat_tangents, False), outputs,
+                                    False, "jvp")
+        products = iter(products)
+        return _map(lambda _: next(products), output)
+    return _map(Tensor.detach, output), jvp_fn
 
 
 # ---- vmap -----------------------------------------------------------------------------------------------

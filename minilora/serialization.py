@@ -10,11 +10,14 @@ str/int/float/bool/None keys), lists, tuples, numbers, strings, None, tensors an
 stored as its tensors and arrays (one entry each: a tensor that appears twice, like tied weights, is
 stored once and loads as ONE tensor, as torch keeps it shared) plus a JSON description of the structure
 in the file's metadata. Names, shapes, dtypes, values, and which tensors required grad and on which
-device they were survive the trip. Objects torch would have to unpickle (a Module, a function) are refused.
+device they were survive the trip. An object that only pickle can store (``torch.save(model)``: a whole
+module) is pickled, as torch.save pickles it, and loads only with ``weights_only=False`` (minilora/pickled.py).
 """
 import json
 import os
+import pickle
 
+from . import pickled
 from .tensor import Tensor
 
 __all__ = ["save", "load"]
@@ -72,10 +75,11 @@ class _Tree:
                     raise TypeError(f"minilora.save: {where} has a key of type {type(key).__name__} ({key!r}); "
                                     f"keys must be str, int, float, bool or None")
             return {"dict": [[k, self.encode(v, f"{where}[{k!r}]")] for k, v in obj.items()]}
-        raise TypeError(f"minilora.save: {where} is a {type(obj).__name__}, which only pickle can store (and "
-                        f"torch.load's default weights_only=True refuses it too). Save its state instead: "
-                        f"tensors, NumPy arrays, numbers, strings, None, and dicts, lists and tuples of them "
-                        f"(model.state_dict(), not the model)")
+        raise _NeedsPickle(f"{where} is a {type(obj).__name__}")
+
+
+class _NeedsPickle(TypeError):
+    """An object only pickle can store (a whole Module, an object of the user's class): ``save`` pickles it."""
 
 
 def _decode(node, loaded):
@@ -125,14 +129,19 @@ def _check_destination(path):
                                 f"(e.g. {os.path.join(path, 'model.safetensors')})")
 
 
-def save(obj, f):
+def save(obj, f, pickle_module=None, pickle_protocol=2):
     """Write ``obj`` to ``f`` (a path, or a binary file object as torch.save takes): a ``state_dict()``
     as a plain safetensors file, any other object torch's weights-only loader takes (module docstring) as
-    safetensors with its structure in the metadata. Written atomically: a crash leaves the old file."""
+    safetensors with its structure in the metadata, and anything else (``torch.save(model)``: a whole
+    module) pickled, as torch pickles it (``minilora/pickled.py``). Written atomically: a crash leaves the
+    old file."""
+    if pickle_module is not None and pickle_module is not pickle:
+        raise ValueError(f"minilora.save(pickle_module={getattr(pickle_module, '__name__', pickle_module)}): "
+                         "minilora pickles with Python's pickle module only")
     if _is_file_object(f, "write"):
         path = _through_a_temporary_file()
         try:
-            save(obj, path)
+            save(obj, path, pickle_protocol=pickle_protocol)
             with open(path, "rb") as file:
                 f.write(file.read())
         finally:
@@ -147,7 +156,12 @@ def save(obj, f):
             metadata[_SHARED_KEY] = json.dumps(_aliases(obj))
     else:
         tree = _Tree()
-        metadata[_TREE_KEY] = json.dumps(tree.encode(obj))
+        try:
+            metadata[_TREE_KEY] = json.dumps(tree.encode(obj))
+        except _NeedsPickle:
+            path = _path(f, "save")
+            _check_destination(path)
+            return pickled.save(obj, path, pickle_protocol)
         entries = tree.entries
     path = _path(f, "save")
     _check_destination(path)
@@ -175,9 +189,9 @@ def _refuse_pickle(path):
     if kind is not None and "pickle" in kind:  # (other kinds: read_header names them)
         raise checkpoint.CheckpointError(
             f"{path} looks like a torch.save file: it is {kind}. minilora.load reads only safetensors "
-            f"files and never unpickles: unpickling can run any code the file contains. Convert it "
-            f"where torch is installed: safetensors.torch.save_file(torch.load(path), "
-            f"'weights.safetensors')")
+            f"files and its own pickles (minilora.save(model)), and never unpickles torch's: unpickling can run "
+            f"any code the file contains (and needs torch to rebuild its tensors). Convert it where torch is "
+            f"installed: safetensors.torch.save_file(torch.load(path), 'weights.safetensors')")
 
 
 def _is_safetensors(start, size):
@@ -260,12 +274,14 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     saved device to device (``{"cuda:0": "cpu"}``) and a callable ``fn(storage, location)`` (``lambda storage,
     loc: storage`` keeps everything on the CPU). By default each tensor goes back to the device it was saved
     from (cpu for files written by others). torch.load's other arguments: loading
-    is always weights-only (``weights_only=True`` or None is what happens anyway); ``weights_only=False``,
-    a ``pickle_module`` and ``mmap=True`` ask for what minilora does not do, and are refused."""
+    is weights-only by default, as torch 2.6+'s: a pickled object (``save``'s whole module) loads only with
+    ``weights_only=False`` (torch's UnpicklingError and words otherwise), and only from a file minilora
+    wrote (a torch.save file is refused: its pickle rebuilds torch's tensors). A ``pickle_module`` other than
+    Python's and ``mmap=True`` ask for what minilora does not do, and are refused."""
     from . import checkpoint
-    if weights_only is False or pickle_module is not None:
-        raise ValueError("minilora.load(weights_only=False / pickle_module=...): minilora never unpickles (it "
-                         "reads safetensors files only), so loading is always weights-only")
+    if pickle_module is not None and pickle_module is not pickle:
+        raise ValueError("minilora.load(pickle_module=...): minilora unpickles its own files with Python's pickle "
+                         "module only")
     if mmap:
         raise NotImplementedError("minilora.load(mmap=True): minilora reads the tensors into memory; it does not "
                                   "memory-map files")
@@ -276,6 +292,8 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
         finally:
             os.remove(path)
     path = _path(f, "load")
+    if pickled.is_pickled(path):
+        return pickled.load(path, weights_only is False, lambda t, saved: _placed(t, saved, map_location))
     _refuse_pickle(path)
     header, _ = checkpoint.read_header(path)
     extra = _placements(path, header.get("__metadata__", {}).get(_META_KEY, "{}"))

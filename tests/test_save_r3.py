@@ -5,6 +5,7 @@ checkpoint and metrics: it refuses (exit 2) and names ``--resume`` and ``--overw
 takes what ``torch.save`` users save (the tutorial checkpoint dict, file objects) without pickle.
 """
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -137,6 +138,6 @@ def test_devices_requires_grad_and_numpy_arrays_survive_a_structured_save(tmp_pa
 def test_a_failed_structured_save_leaves_the_old_file(tmp_path):
     path = tmp_path / "ckpt.pt"
     ml.save({"epoch": 1}, path)
-    with pytest.raises(TypeError, match=r"obj\['model'\] is a Linear"):
-        ml.save({"epoch": 2, "model": ml.nn.Linear(2, 2)}, path)
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # a module pickles, as torch's; a local lambda not
+        ml.save({"epoch": 2, "model": ml.nn.Linear(2, 2), "fn": lambda: 0}, path)
     assert ml.load(path) == {"epoch": 1}

@@ -1,0 +1,126 @@
+"""``torch.save(model)``: a whole module (or any object only pickle can store) pickled, as torch pickles it.
+
+torch.save pickles the object; its tensors are rebuilt from their storages when the file is loaded.
+minilora writes a marker line and a pickle stream (protocol 2, torch's default) in which each Tensor or
+Parameter is its values, its ``requires_grad`` and its device, rebuilt by ``_rebuilt_tensor`` (no graph
+and no ``.grad`` travel, as with torch). Loading runs the pickle, which may run any code the file holds:
+as in torch 2.6+, all of it only with ``weights_only=False``; the default (weights-only) loads a pickle that
+imports nothing but what tensors, arrays and plain containers need, and refuses any other with torch's
+UnpicklingError, naming the first class it would have had to import.
+"""
+import contextlib
+import io
+import pickle
+import threading
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["save", "load", "is_pickled"]
+
+MAGIC = b"minilora.save pickle v1\n"
+
+# what a tensor's own rebuild needs: a weights-only loader would not have to import anything else for it
+_OWN_GLOBALS = {f"{__name__} _rebuilt_tensor", "minilora.tensor Tensor", "minilora.nn.module Parameter",
+                "minilora.nn.module Buffer", "_codecs encode", "numpy.core.multiarray _reconstruct", "numpy ndarray",
+                "numpy dtype", "numpy.core.multiarray scalar", "numpy._core.multiarray _reconstruct",
+                "numpy._core.multiarray scalar", "copy_reg _reconstructor", "__builtin__ object",
+                "collections OrderedDict", "__builtin__ set", "builtins set"}
+
+_loading = threading.local()  # the load in progress: where each rebuilt tensor goes (map_location)
+
+
+def _extra_slots(t):
+    """A Tensor subclass's own slot values (nn.Buffer's ``persistent``) and instance dict."""
+    extra = {}
+    for klass in type(t).__mro__:
+        if klass is Tensor or not issubclass(klass, Tensor):
+            continue
+        for name in getattr(klass, "__slots__", ()):
+            if hasattr(t, name):
+                extra[name] = getattr(t, name)
+    extra.update(getattr(t, "__dict__", {}))
+    return extra
+
+
+def _rebuilt_tensor(cls, array, requires_grad, device, extra):
+    """A tensor of class ``cls`` holding ``array`` on ``device`` (or where the load's map_location puts it)."""
+    tensor = Tensor(array, dtype=array.dtype, device="cpu")
+    placed = getattr(_loading, "placed", None)
+    tensor = placed(tensor, device) if placed else tensor.to(device)
+    rebuilt = object.__new__(cls)
+    for name in Tensor.__slots__:
+        if name != "__weakref__":
+            object.__setattr__(rebuilt, name, getattr(tensor, name))
+    rebuilt.requires_grad = requires_grad
+    for name, value in extra.items():
+        object.__setattr__(rebuilt, name, value)
+    return rebuilt
+
+
+class _Pickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        if isinstance(obj, Tensor):
+            values = obj.detach().numpy(force=True)
+            return _rebuilt_tensor, (type(obj), np.array(values), bool(obj.requires_grad), obj.device.name,
+                                     _extra_slots(obj))
+        return NotImplemented
+
+
+def save(obj, path, protocol=2):
+    """Pickle ``obj`` into ``path`` (atomically: a crash leaves the old file)."""
+    from .checkpoint import atomic_write
+    with atomic_write(path, "wb") as file:
+        file.write(MAGIC)
+        _Pickler(file, protocol=protocol).dump(obj)
+
+
+def is_pickled(path):
+    with open(path, "rb") as file:
+        return file.read(len(MAGIC)) == MAGIC
+
+
+class _WeightsOnlyUnpickler(pickle.Unpickler):
+    """torch's default (weights-only) load: a pickle that imports only what tensors, arrays and plain
+    containers need loads; the first other global (a module's class) is refused in torch's words."""
+
+    def find_class(self, module, name):
+        if f"{module} {name}" not in _OWN_GLOBALS:
+            raise _weights_only_error(name if module in ("builtins", "__builtin__") else f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def _weights_only_error(name):
+    return pickle.UnpicklingError(
+        "Weights only load failed. This file can still be loaded, to do so you have two options, \x1b[1mdo those "
+        "steps only if you trust the source of the checkpoint\x1b[0m. \n\t(1) In PyTorch 2.6, we changed the "
+        "default value of the `weights_only` argument in `torch.load` from `False` to `True`. Re-running "
+        "`torch.load` with `weights_only` set to `False` will likely succeed, but it can result in arbitrary code "
+        "execution. Do it only if you got the file from a trusted source.\n\t(2) Alternatively, to load with "
+        "`weights_only=True` please check the recommended steps in the following error message.\n\tWeightsUnpickler "
+        f"error: Unsupported global: GLOBAL {name} was not an allowed global by default. Please use "
+        f"`torch.serialization.add_safe_globals([{name}])` or the `torch.serialization.safe_globals([{name}])` "
+        "context manager to allowlist this global if you trust this class/function.\n\nCheck the documentation of "
+        "torch.load to learn more about types accepted by default with weights_only "
+        "https://pytorch.org/docs/stable/generated/torch.load.html.")
+
+
+@contextlib.contextmanager
+def _placing(placed):
+    _loading.placed = placed
+    try:
+        yield
+    finally:
+        _loading.placed = None
+
+
+def load(path, trusted, placed):
+    """The object pickled in ``path``; ``trusted`` is torch.load's ``weights_only=False``, without which the
+    pickle is not run. ``placed(tensor, saved_device)`` puts each tensor where map_location says."""
+    with open(path, "rb") as file:
+        data = file.read()[len(MAGIC):]
+    with _placing(placed):
+        if trusted:
+            return pickle.loads(data)
+        return _WeightsOnlyUnpickler(io.BytesIO(data)).load()
