@@ -9,7 +9,7 @@
 
 Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA layers -- LoRA on
 Linear and on Embedding layers: the forward and the merge math), ``conv.py`` (LoRA on Conv1d/Conv2d),
-``mha.py`` (LoRA on MultiheadAttention),
+``mha.py`` (LoRA on MultiheadAttention), ``inits.py`` / ``eva.py`` (the data-driven initialisations),
 ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files), ``status.py``
 (PEFT's get_layer_status / get_model_status), ``helpers.py`` (``peft.helpers``: rescale_adapter_scale,
 check_if_peft_model), ``hotswap.py`` (PEFT's ``peft.utils.hotswap``: new weights
@@ -33,6 +33,7 @@ from .save import (AdapterMismatchError, get_base_model_state_dict, get_peft_mod
                    set_base_model_state_dict, set_peft_model_state_dict)
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
+from .eva import EvaConfig, get_eva_state_dict, initialize_lora_eva_weights
 
 __all__ = ["LoraConfig", "LoraRuntimeConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict",
            "get_peft_config",
@@ -48,6 +49,7 @@ __all__ = ["LoraConfig", "LoraRuntimeConfig", "PeftConfig", "VeraConfig", "TaskT
            "AdaLoraConfig", "AdaLoraModel", "RankAllocator", "SVDLinear", "get_layer_status", "get_model_status",
            "TunerLayerStatus", "TunerModelStatus", "TrainableTokensConfig", "TrainableTokensModel",
            "TrainableTokensLayer", "TrainableTokensWrapper", "ParamWrapper", "prepare_model_for_kbit_training",
-           "cast_mixed_precision_params", "PeftError", "NoMatchingPeftModuleError"]
+           "cast_mixed_precision_params", "PeftError", "NoMatchingPeftModuleError", "EvaConfig", "get_eva_state_dict",
+           "initialize_lora_eva_weights"]
 from . import helpers  # noqa: E402  peft.helpers (minilora.lora.helpers.rescale_adapter_scale, ...)
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)

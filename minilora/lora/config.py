@@ -14,7 +14,7 @@ import numbers
 import os
 import re
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 __all__ = ["LoraConfig", "LoraRuntimeConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict",
            "get_peft_config", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
@@ -209,7 +209,8 @@ class _AdapterConfig:
                 continue
             value = getattr(self, f.name)
             out[f.name] = dict(value) if isinstance(value, dict) else \
-                list(value) if isinstance(value, (list, tuple)) else value
+                list(value) if isinstance(value, (list, tuple)) else \
+                asdict(value) if is_dataclass(value) else value  # a sub-config (EvaConfig) as PEFT's asdict
         return out
 
     @classmethod
@@ -309,7 +310,9 @@ class LoraConfig(_AdapterConfig):
       random: the adapter changes the output from the start; for tests), ``"pissa"`` /
       ``"pissa_niter_K"`` / ``"olora"`` (the adapter takes W0's principal part, the base keeps the
       residual: see ``minilora/lora/inits.py``), ``"orthogonal"`` (A and B from the odd and even rows of
-      one random orthogonal matrix, so ``B A = 0`` up to rounding; the base stays; even r).
+      one random orthogonal matrix, so ``B A = 0`` up to rounding; the base stays; even r), ``"eva"`` (B = 0;
+      ``initialize_lora_eva_weights(model, dataloader)`` then sets A and the ranks from the data: ``lora/eva.py``,
+      ``eva_config`` an ``EvaConfig``).
     * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
     * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
     * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
@@ -365,7 +368,7 @@ class LoraConfig(_AdapterConfig):
     PEFT_TYPE = "LORA"
     _unimplemented = {
         "megatron_config": None, "megatron_core": "megatron.core",
-        "loftq_config": {}, "eva_config": None, "corda_config": None,
+        "loftq_config": {}, "corda_config": None,
         "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
         "use_qalora": False, "qalora_group_size": 16, "monteclora_config": None,
         "use_bdlora": None,
@@ -387,13 +390,13 @@ class LoraConfig(_AdapterConfig):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
-                or self.init_lora_weights in ("pissa", "orthogonal")
+                or self.init_lora_weights in ("pissa", "orthogonal", "eva")
                 or str(self.init_lora_weights).lower() in ("gaussian", "olora")  # PEFT's .lower() for these two
                 or re.fullmatch(r"pissa_niter_\d+", str(self.init_lora_weights))):
             raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]', "
-                             f"'olora' or 'orthogonal', got {self.init_lora_weights!r} (PEFT's other inits -- "
-                             "'loftq' (quantized bases), 'eva', 'corda' and 'lora_ga' (which need a pass over "
-                             "data first), 'mica' (a frozen B) -- are not implemented in minilora)")
+                             f"'olora', 'orthogonal' or 'eva', got {self.init_lora_weights!r} (PEFT's other inits "
+                             "-- 'loftq' (a bitsandbytes-quantized base), 'corda' and 'lora_ga' (which need a pass "
+                             "over data first), 'mica' (a frozen B) -- are not implemented in minilora)")
         for name in ("rank_pattern", "alpha_pattern"):
             if getattr(self, name) is None:  # PEFT takes null as "no overrides"
                 setattr(self, name, {})
@@ -406,6 +409,7 @@ class LoraConfig(_AdapterConfig):
                 raise ValueError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}")
         if self.loftq_config is None:
             self.loftq_config = {}
+        self._check_eva_config()
         self._check_lora_bias()
         self.trainable_token_indices = _check_token_indices(self.trainable_token_indices)
         self.layer_replication = _check_layer_map(self.layer_replication)
@@ -414,6 +418,22 @@ class LoraConfig(_AdapterConfig):
                     or not all(isinstance(t, str) for t in self.target_parameters):  # PEFT's words (str: TypeError)
                 raise TypeError("`target_parameters` must be a list of strings or None.")
             self.target_parameters = list(self.target_parameters)
+
+    def _check_eva_config(self):
+        """``eva_config``: None, an EvaConfig or its dict (as read from adapter_config.json); PEFT's defaults and
+        warnings for 'eva' without one, or one without 'eva'."""
+        from .eva import EvaConfig
+        if isinstance(self.eva_config, dict):
+            self.eva_config = EvaConfig(**{k: v for k, v in self.eva_config.items() if k in EvaConfig.__annotations__})
+        elif self.eva_config is not None and not isinstance(self.eva_config, EvaConfig):
+            raise TypeError("`EvaConfig` must be a `EvaConfig`, a dict, or None.")  # PEFT's words
+        if self.loftq_config:  # (PEFT's elif chain: a loftq_config is handled first)
+            return
+        if self.init_lora_weights == "eva" and self.eva_config is None:
+            warnings.warn("`init_lora_weights` is 'eva' but `eva_config` is not specified. Using default EVA config.")
+            self.eva_config = EvaConfig()
+        elif self.init_lora_weights != "eva" and self.eva_config is not None:
+            warnings.warn("`eva_config` specified but will be ignored when `init_lora_weights` is not 'eva'.")
 
     def _check_lora_bias(self):
         """``lora_bias=True``: lora_B gets a bias (PEFT's rules: plain inits only, not with DoRA)."""

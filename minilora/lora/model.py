@@ -29,7 +29,7 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import Module, ModuleDict, ModuleList
 from ..nn import MultiheadAttention as _NNMultiheadAttention
-from ..random import Generator
+from ..random import Generator, fork_rng
 from ..tensor import Tensor
 from . import save as _io
 from .config import TaskType, config_from_dict
@@ -1517,13 +1517,21 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
     if any(isinstance(module, BaseTunerLayer) for module in model.modules()):  # PEFT's warning
         warnings.warn("You are trying to modify a model with PEFT for a second time. If you want to reload "
                       "the model with a different config, make sure to call `.unload()` before.")
+    if getattr(peft_config, "init_lora_weights", None) == "eva" and not low_cpu_mem_usage:  # PEFT's warning
+        warnings.warn("lora with eva initialization used with low_cpu_mem_usage=False. Setting low_cpu_mem_usage=True "
+                      "can improve the maximum batch size possible for eva initialization.")
     if mixed:  # PEFT: before the task type, and without autocast_adapter_dtype
         return PeftMixedModel(model, peft_config, adapter_name)
     model_cls = _class_for_task(peft_config.task_type)
     if revision is not None:
         peft_config = copy.deepcopy(peft_config)
         peft_config.revision = revision
-    return model_cls(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+    with fork_rng(enabled=low_cpu_mem_usage):  # PEFT builds the adapters on the meta device: nothing is drawn
+        peft_model = model_cls(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+    if low_cpu_mem_usage:  # their values are a placeholder (PEFT's are meta tensors) until loaded or initialised
+        for layer in peft_model.base_model.tuner_layers():
+            layer.meta_adapters = getattr(layer, "meta_adapters", set()) | {adapter_name}
+    return peft_model
 
 
 def inject_adapter_in_model(peft_config, model, adapter_name="default", low_cpu_mem_usage=False, state_dict=None):

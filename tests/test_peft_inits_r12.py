@@ -1,0 +1,168 @@
+"""PEFT 0.21's data-driven LoRA initialisations and variants that minilora refused by name, run once per library on
+the same weights (transformers' tiny Llama copied into minilora's, the same seeds and batches):
+
+* EVA (``init_lora_weights="eva"``, ``EvaConfig``, ``initialize_lora_eva_weights`` / ``get_eva_state_dict``):
+  the ranks PEFT redistributes, the alphas it rescales, the target list it rewrites, lora_A (the layers' input
+  components, to the LAPACKs' rounding), the generator state after, adapter_config.json, and PEFT loading the
+  folder minilora saves;
+* torch's unstable descending argsort, which decides between the tied variance ratios of layers fed one input.
+
+Skipped when torch / peft / transformers are not installed."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+transformers = pytest.importorskip("transformers")
+
+import minilora as ml  # noqa: E402
+import minilora.lora as ml_peft  # noqa: E402
+from minilora import models  # noqa: E402
+from minilora.lora.eva import _torch_argsort_descending  # noqa: E402
+
+from test_hf_offpath_r10 import TINY, build  # noqa: E402
+
+LIBRARIES = ((torch, peft), (ml, ml_peft))
+# lora_A holds singular vectors of float32 layer inputs (the first SVD in float32, later ones in float64 on the
+# float32 means): torch's MKL and NumPy's OpenBLAS round the products and the LAPACK steps differently, ~1e-6 seen
+COMPONENTS_ATOL = 2e-5
+
+
+def llama_pair():
+    return build(transformers.LlamaConfig(**TINY), models.LlamaConfig(**TINY))
+
+
+def token_batches(lib, masked=True):
+    """Six batches of 4 x 12 token ids; one row padded, and (``masked``) one row's first labels ignored."""
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(6):
+        ids = rng.integers(0, TINY["vocab_size"], (4, 12))
+        batch = {"input_ids": lib.tensor(ids)}
+        if masked:
+            mask = np.ones_like(ids)
+            mask[0, 9:] = 0
+            labels = ids.copy()
+            labels[1, :3] = -100
+            batch.update(attention_mask=lib.tensor(mask), labels=lib.tensor(labels))
+        batches.append(batch)
+    return batches
+
+
+def states(model):
+    return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
+def assert_same_adapters(theirs, ours):
+    assert sorted(ours) == sorted(theirs)
+    for key, value in theirs.items():
+        assert ours[key].shape == value.shape, key
+        atol = COMPONENTS_ATOL if "lora_A" in key else 0
+        np.testing.assert_allclose(ours[key], value, rtol=0, atol=atol, err_msg=key)
+
+
+def saved_config(model, path):
+    model.save_pretrained(str(path))
+    with open(path / "adapter_config.json") as f:
+        return json.load(f)
+
+
+# ==================================================================================================
+# EVA
+# ==================================================================================================
+EVA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+
+
+def test_eva_redistributes_ranks_and_initialises_lora_a_as_peft(tmp_path):
+    """Before: ValueError (init_lora_weights='eva' not implemented). PEFT's docs recipe: get_peft_model with
+    init_lora_weights='eva', then initialize_lora_eva_weights(model, dataloader)."""
+    models_, draws, files = {}, {}, {}
+    for (lib, lib_peft), base in zip(LIBRARIES, llama_pair()):
+        config = lib_peft.LoraConfig(r=4, lora_alpha=8, target_modules=EVA_TARGETS, init_lora_weights="eva",
+                                     eva_config=lib_peft.EvaConfig(rho=2.0, tau=0.9))
+        lib.manual_seed(1)
+        with pytest.warns(UserWarning, match="low_cpu_mem_usage=False"):
+            model = lib_peft.get_peft_model(base, config)
+        lib_peft.initialize_lora_eva_weights(model, token_batches(lib), show_progress_bar=False)
+        draws[lib.__name__] = lib.rand(3).numpy()  # the same generator state after: the same draws on the way
+        models_[lib.__name__] = model
+        files[lib.__name__] = saved_config(model, tmp_path / lib.__name__)
+    theirs, ours = models_["torch"], models_["minilora"]
+    config = ours.peft_config["default"]
+    assert config.rank_pattern == theirs.peft_config["default"].rank_pattern != {}  # the ranks moved
+    assert config.alpha_pattern == theirs.peft_config["default"].alpha_pattern != {}
+    assert config.target_modules == theirs.peft_config["default"].target_modules
+    assert_same_adapters(states(theirs), states(ours))
+    np.testing.assert_array_equal(draws["minilora"], draws["torch"])
+    for key in ("eva_config", "rank_pattern", "alpha_pattern", "target_modules", "init_lora_weights", "r"):
+        assert files["minilora"][key] == files["torch"][key], key
+    # PEFT loads minilora's folder: the layers get EVA's ranks
+    reloaded = peft.PeftModel.from_pretrained(llama_pair()[0], str(tmp_path / "minilora"))
+    assert_same_adapters(states(theirs), states(reloaded))
+
+
+def test_eva_state_dict_whitened_then_loaded_as_peft():
+    """get_eva_state_dict on the plain model (whiten, rho=1: no redistribution), then initialize_lora_eva_weights
+    with it: PEFT's components (whitening divides a shared input's components once per layer that shares them);
+    its keys are the base model's names, which PEFT's loader looks up under the PeftModel's, so every layer falls
+    back to init_lora_weights=True with PEFT's warning -- as there."""
+    results = {}
+    for (lib, lib_peft), base in zip(LIBRARIES, llama_pair()):
+        config = lib_peft.LoraConfig(r=3, lora_alpha=6, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
+                                     init_lora_weights="eva",
+                                     eva_config=lib_peft.EvaConfig(rho=1.0, tau=0.95, whiten=True))
+        lib.manual_seed(1)
+        eva_state = lib_peft.get_eva_state_dict(base, token_batches(lib, masked=False), config,
+                                                show_progress_bar=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = lib_peft.get_peft_model(base, config, low_cpu_mem_usage=True)
+        with pytest.warns(UserWarning, match="not found in the eva state_dict"):
+            lib_peft.initialize_lora_eva_weights(model, eva_state_dict=eva_state, show_progress_bar=False)
+        results[lib.__name__] = {k: v.numpy() for k, v in eva_state.items()}, model
+    (theirs_eva, theirs), (ours_eva, ours) = results["torch"], results["minilora"]
+    assert list(ours_eva) == list(theirs_eva)
+    for key, value in theirs_eva.items():
+        np.testing.assert_allclose(ours_eva[key], value, rtol=1e-5, atol=COMPONENTS_ATOL, err_msg=key)
+    assert_same_adapters(states(theirs), states(ours))
+
+
+def test_eva_config_checks_and_warnings_as_peft():
+    for lib_peft in (peft, ml_peft):
+        with pytest.raises(ValueError, match="`rho` must be >= 1.0"):
+            lib_peft.EvaConfig(rho=0.5)
+        with pytest.raises(ValueError, match="`tau` must be between 0.0 and 1.0."):
+            lib_peft.EvaConfig(tau=1.5)
+        with pytest.warns(UserWarning, match="Using default EVA config"):
+            assert lib_peft.LoraConfig(init_lora_weights="eva").eva_config == lib_peft.EvaConfig()
+        with pytest.warns(UserWarning, match="will be ignored when `init_lora_weights` is not 'eva'"):
+            lib_peft.LoraConfig(eva_config=lib_peft.EvaConfig())
+        loaded = lib_peft.LoraConfig(init_lora_weights="eva", eva_config={"rho": 1.5, "whiten": True})
+        assert loaded.eva_config == lib_peft.EvaConfig(rho=1.5, whiten=True)  # adapter_config.json's dict
+
+
+def test_eva_refusals_in_pefts_words():
+    _, base = llama_pair()
+    plain = ml_peft.get_peft_model(base, ml_peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(ValueError, match="can only be used with `init_lora_weights='eva'`"):
+        ml_peft.initialize_lora_eva_weights(plain, token_batches(ml))
+    with pytest.raises(ValueError, match="model must be a PeftModel"):
+        ml_peft.initialize_lora_eva_weights(models.LlamaForCausalLM(models.LlamaConfig(**TINY)), [])
+    with pytest.raises(ValueError, match="peft_config is required"):
+        ml_peft.get_eva_state_dict(llama_pair()[1], token_batches(ml))
+    with pytest.raises(ValueError, match="dataloader is empty"):
+        ml_peft.get_eva_state_dict(llama_pair()[1], [], ml_peft.LoraConfig(init_lora_weights="eva",
+                                                                           eva_config=ml_peft.EvaConfig()))
+
+
+def test_descending_argsort_breaks_ties_as_torch():
+    """EVA's rank budget goes to the largest variance ratios; layers fed one input (q, k, v) tie exactly, and
+    which of them gets a rank is torch's std::sort order (neither stable nor NumPy's)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        values = rng.integers(0, rng.integers(1, 12), rng.integers(1, 120)).astype(np.float32)
+        expected = torch.tensor(values).argsort(descending=True).tolist()
+        assert _torch_argsort_descending(values) == expected
