@@ -23,6 +23,8 @@ beam_search.py and OpenAIServing.beam_search.
 | structured outputs without llguidance          | -                         | 400 naming the backend, never free text |
 | use_beam_search: true, n, length_penalty       | 400 "not supported"       | vLLM's n best beams (engine/serving.py  |
 |                                                |                           |  beam_search), whole or streamed        |
+| echo: true, max_tokens: 0                      | nothing generated, 0 in   | one token generated, not shown: counted |
+|                                                |  usage, always "length"   |  in usage, its finish_reason            |
 """
 import json
 import logging
@@ -287,3 +289,12 @@ def test_use_beam_search_answers_vllms_n_best_beams_whole_and_streamed():
     assert [c["choices"][0]["text"] for c in chunks[:3]] == texts
     assert chunks[-1]["usage"] == answer["usage"] and answer["usage"]["completion_tokens"] == 18
     assert error_of(refused) == "logprobs is not supported with use_beam_search"  # (not dropped silently)
+
+
+def test_echo_with_max_tokens_0_runs_one_unshown_token_as_vllm(client):
+    first = ok(complete(client, max_tokens=1))["choices"][0]["text"]  # the greedy first token: " "
+    echoed = ok(complete(client, echo=True, max_tokens=0, stop_token_ids=[ord(first)]))
+    choice = echoed["choices"][0]
+    assert choice["text"] == "Dan lives in" and echoed["usage"]["completion_tokens"] == 1  # counted, not shown
+    assert (choice["finish_reason"], choice["stop_reason"]) == ("stop", ord(first))  # that token's end
+    assert error_of(complete(client, max_tokens=0)) == "max_tokens must be at least 1, got 0."

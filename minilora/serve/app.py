@@ -340,8 +340,8 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
     default_max = defaults["max_tokens"] or (None if chat else 16)  # OpenAI's: 16 for a completion; chat: the rest
     top_k = _number(body, "top_k", defaults["top_k"] or 0, -1, math.inf, integer=True)  # vLLM's: 0, -1 = all
     max_tokens = _max_tokens(body, default_max)
-    if max_tokens == 0 and not echo:  # vLLM's: 0 only to echo (and score) the prompt
-        raise EngineError(400, "max_tokens must be at least 1 (0 only with echo: true)", "max_tokens")
+    if max_tokens == 0 and not echo:  # vLLM's SamplingParams: 0 only to echo (and score) the prompt
+        raise EngineError(400, "max_tokens must be at least 1, got 0.", "max_tokens")
     options = dict(max_tokens=max_tokens,
                    temperature=_temperature(body, defaults["temperature"]),
                    top_p=_number(body, "top_p", defaults["top_p"], math.ulp(0.0), 1),  # (0, 1]
@@ -442,11 +442,8 @@ class _Server:
             beams = await self._beams(body, prompts, adapter, options, n, constraint)
             return _with_id(self._beam_answer(beams, meta, stream, reply(self._echoes(prompts, n, echo, [None] * len(
                 prompts), None), [None] * len(prompts) * n)), tag)
-        if options["max_tokens"] == 0:
-            scores = await self._prompt_scores(prompts, adapter, scored)
-            reply = reply(self._echoes(prompts, n, echo, scores, options["logprobs"]),
-                          self._prompt_info(prompts, n, scores, None if stream else prompt_k))
-            return _with_id(self._echo_only(meta, stream, reply), tag)
+        echo_only = options["max_tokens"] == 0  # vLLM's echo without generation: it runs one token (counted in
+        options = dict(options, max_tokens=1) if echo_only else options  # the usage, its finish_reason), shown not
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         bad_words = _bad_words_ids(self.engine.tokenizer, body.get("bad_words") or [], self.engine.text_vocab)
         jobs = []
@@ -477,6 +474,8 @@ class _Server:
         echoes = [(chat.echo, None)] * len(jobs) if chat else self._echoes(prompts, n, echo, scores,
                                                                            options["logprobs"])
         reply = reply(echoes, self._prompt_info(prompts, n, scores, None if stream else prompt_k))
+        if echo_only:
+            return _with_id(await self._echo_only(jobs, events, meta, stream, reply), tag)
         if stream:
             return _with_id(StreamingResponse(self._stream(jobs, events, meta, reply), media_type="text/event-stream"),
                             tag)
@@ -701,20 +700,30 @@ class _Server:
             logprobs = {key: echoed[key] + logprobs[key] for key in logprobs}
         return echo_text + text, logprobs
 
-    def _echo_only(self, meta, stream, reply):
-        """``max_tokens: 0`` with echo: the prompts (and their logprobs) as the choices, nothing generated."""
-        choices = [self._choice(i, False, text, "length",
+    async def _echo_only(self, jobs, events, meta, stream, reply):
+        """``max_tokens: 0`` with echo: the prompts (and their logprobs) as the choices. As vLLM's, each choice
+        generated one token (``jobs``), which the usage counts and whose end is the choice's finish_reason (and
+        stop_reason), but which the answer does not show."""
+        ends = {}
+        while len(ends) < len(jobs):
+            index, kind, value, _ = await events.get()
+            if kind == "error":
+                return _error(*value)
+            if kind == "done":
+                ends[index] = (value[0], jobs[index].stop_reason)
+        choices = [self._choice(i, False, text, ends[i][0],
                                 self._logprobs(False, entries is not None, entries or [], as_ids=reply.as_ids),
+                                stop_reason=ends[i][1],
                                 extra=reply.prompt_token_ids(i) if stream else reply.whole_choice(i, []))
                    for i, (text, entries) in enumerate(reply.echoes)]
-        usage = self._usage([], reply.n_prompt)
+        usage = self._usage(jobs, reply.n_prompt)
         include_usage, continuous = reply.usage
         if not stream:
             return JSONResponse(self._answer(meta, reply, choices, usage))
 
         async def events():
             for choice, prompt in zip(choices, map(len, reply.prompt_ids)):
-                extra = {"usage": {"prompt_tokens": prompt, "completion_tokens": 0, "total_tokens": prompt}
+                extra = {"usage": {"prompt_tokens": prompt, "completion_tokens": 1, "total_tokens": prompt + 1}
                          if continuous else None} if include_usage else {}
                 yield _sse({**meta, "object": "text_completion", "choices": [choice], **extra})
             if include_usage:
