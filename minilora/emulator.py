@@ -1416,6 +1416,9 @@ class _Module:
         self.lib.emu_describe_constants.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
         self.lib.emu_fault_location.restype = ctypes.c_uint64
         self.lib.emu_fault_location.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        if not self.sanitize:
+            self.lib.emu_fence_set.restype = ctypes.c_int
+            self.lib.emu_fence_set.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         n = self.lib.emu_describe(None, 0)
         buf = ctypes.create_string_buffer(n)
         self.lib.emu_describe(buf, n)
@@ -1588,6 +1591,7 @@ class _Packed:
     slots: np.ndarray           # 16 bytes per argument: a device pointer or a scalar value
     arrays: list                # (argument index, ndarray) for every pointer argument
     scalars: list               # (argument index, bytes) for every scalar argument
+    fence: np.ndarray | None = None  # uint64 (lo, hi) pairs: the mapped bytes around fenced arrays
 
 
 # Schedules tried by check_races: (name, order code for threads and blocks, seed).
@@ -1734,7 +1738,7 @@ class RawKernel:
         for i, pointer in fenced.pointers.items():
             slots[i, 0] = pointer
         argv = np.uint64(slots.ctypes.data) + (packed.argv - np.uint64(packed.slots.ctypes.data))
-        staged = _Packed(argv, slots, fenced.arrays, packed.scalars)
+        staged = _Packed(argv, slots, fenced.arrays, packed.scalars, fenced.spans())
         try:
             if check_races:
                 self._launch_checked(cfg, staged)
@@ -1854,7 +1858,17 @@ class RawKernel:
                         self._mod.lib.emu_racecheck_track_global(
                             ctypes.c_void_p(a.ctypes.data), ctypes.c_size_t(a.nbytes),
                             f"argument {i} ('{self.params[i].name}')".encode())
-                rc = self._mod.lib.emu_launch(self._index, packed.argv.ctypes.data, cfg.ctypes.data, err, len(err))
+                # the builds whose loads and stores call a hook check the fences' mapped bytes (runtime.cpp)
+                fence = packed.fence if packed.fence is not None and packed.fence.size and \
+                    self._mod.variant in ("lockstep", "racecheck") else None
+                if fence is not None:
+                    self._mod.lib.emu_fence_set(fence.ctypes.data, fence.size // 2)
+                try:
+                    rc = self._mod.lib.emu_launch(self._index, packed.argv.ctypes.data, cfg.ctypes.data, err,
+                                                  len(err))
+                finally:
+                    if fence is not None:
+                        self._mod.lib.emu_fence_set(None, 0)
                 n = self._mod.lib.emu_output_size()
                 buf = ctypes.create_string_buffer(n + 1)
                 self._mod.lib.emu_output_take(buf, n)

@@ -11,9 +11,11 @@ process checks every access) the arrays are copied into fresh memory laid out as
 and what the kernel changed is copied back after the launch.  An access that reaches a guard page stops the
 launch with a KernelFault at its source line (the runtime's SIGSEGV report), which this module rewrites to name
 the argument and how far past its end (or before its start) the access was; a write into the slack (< 16 bytes,
-filled with a pattern) is found after the launch and named too, without a line (``sanitize=True`` gives it),
-and a read of the slack, as on a GPU, goes unnoticed (only an array whose size is not a multiple of 16 bytes
-has one).  Pointer tables are followed into the fenced copies (``FencedArguments``).
+filled with a pattern) is found after the launch and named too, without a line.  The mapped bytes between the
+first guard page and the array, and the slack, are also listed to the kernel's instrumented loads and stores
+(``FencedArguments.spans``, runtime.cpp's fence_check), so a read or write there is a KernelFault at its line,
+as compute-sanitizer's memcheck reports it (on a GPU without it, such a read returns the allocation's padding
+or a neighbour's bytes silently).  Pointer tables are followed into the fenced copies (``FencedArguments``).
 The unit fenced is the allocation, as memcheck's: a view's whole base array (a kernel given ``x[2:]`` may read
 ``x[0]``, as on a GPU), one copy for arguments that share memory, so aliasing is kept.  Arrays above 256 MiB run
 in place, unfenced.  The fresh memory is a pool of mappings kept from launch to launch (mapping and protecting
@@ -111,6 +113,12 @@ class _Region:
         ctypes.memmove(self.data, self.start, self.size)
         self.initial = ctypes.string_at(self.start, self.size)
         ctypes.memset(self.data + self.size, _SLACK_BYTE, self.padded - self.size)
+
+    def spans(self) -> list[tuple[int, int]]:
+        """The mapped bytes around the data, which no access may touch: from the front guard page to the data's
+        start, and the slack after its end."""
+        return [(lo, hi) for lo, hi in ((self.base + _PAGE, self.data), (self.data + self.size, self.guard_after))
+                if hi > lo]
 
     def slack_written(self) -> int:
         """How many bytes of the slack after the data differ from the pattern (0: none written)."""
@@ -228,17 +236,25 @@ class FencedArguments:
         self.regions = []
         return problem
 
+    def spans(self) -> np.ndarray:
+        """(lo, hi) address pairs, flat: the bytes of the fenced mappings around the arrays that are mapped (the
+        page holding an array's start, before it; the < 16 bytes after an odd-sized array), which the
+        kernel's instrumented loads and stores check (runtime.cpp's emu_fence_set)."""
+        return np.array([bound for region, _ in self.regions for span in region.spans() for bound in span],
+                        np.uint64)
+
     def explain(self, message: str) -> str:
-        """A fault report whose address lies in a guard page, with the argument and the distance named."""
+        """A fault report whose address lies in a guard page or a fence's mapped bytes, with the argument and
+        the distance named."""
         m = re.search(r"at address 0x([0-9a-f]+) \(([^)]*)\)", message)
         if not m:
             return message
         address = int(m.group(1), 16)
         for region, members in self.regions:
-            if region.guard_after <= address < region.guard_after + _PAGE:
+            if region.data + region.size <= address < region.guard_after + _PAGE:
                 pos = max(members, key=lambda k: self._extents[k][1])
                 where = f"{address - self._extents[pos][1]} bytes past the end of {self._label(pos)}"
-            elif region.base <= address < region.base + _PAGE:
+            elif region.base <= address < region.data:
                 pos = min(members, key=lambda k: self._extents[k][0])
                 where = f"{self._extents[pos][0] - address} bytes before the start of {self._label(pos)}"
             else:

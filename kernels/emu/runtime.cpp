@@ -1071,12 +1071,17 @@ BlockResult run_block(Worker& w) {
         }
         if (exited == w.nthreads) return BLOCK_DONE;
         if (at_grid > 0 && at_grid + exited == w.nthreads) {
-            if (exited == 0) return BLOCK_AT_GRID;  // parked until every block arrives
+            // grid.sync() is a block barrier (which since Volta waits for the non-exited threads only), then
+            // thread (0,0,0) arrives at the grid's counter for the block and spins, then a block barrier again
+            // (cooperative_groups' sync_grids): threads that returned early are fine, as long as that one waits.
+            const Fiber& master = w.fibers[0];
+            if (master.state == AT_GRID) return BLOCK_AT_GRID;  // parked until every block arrives
             const Fiber* waiting = nullptr;
             for (const Fiber& f : w.fibers) if (f.state == AT_GRID) { waiting = &f; break; }
-            set_error(E_BARRIER, fmt("%d threads of %s wait at grid.sync() at %s, but %d have exited the kernel "
-                                     "without reaching it: every thread of the grid must call grid.sync()",
-                                     at_grid, block_str().c_str(), where(waiting->file, waiting->line).c_str(), exited));
+            set_error(E_BARRIER, fmt("%d threads of %s wait at grid.sync() at %s, but its thread (0,0,0) has exited "
+                                     "the kernel: it is the thread that arrives at the grid barrier for its block (on "
+                                     "a GPU the other blocks wait forever)", at_grid, block_str().c_str(),
+                                     where(waiting->file, waiting->line).c_str()));
             return BLOCK_ERROR;
         }
         if (!release_barrier_or_explain()) return BLOCK_ERROR;
@@ -1598,6 +1603,7 @@ bool release_grid() {
     const Fiber* first = nullptr;
     for (BlockState& b : g_blocks)
         for (Fiber& f : b.fibers) {
+            if (f.state == EXITED) continue;  // returned before the grid barrier: not waiting at it
             if (!first) first = &f;
             if (f.line != first->line || strcmp(f.file, first->file) != 0) {
                 w.block_idx = b.idx;
@@ -1608,7 +1614,8 @@ bool release_grid() {
             }
         }
     for (BlockState& b : g_blocks)
-        for (Fiber& f : b.fibers) f.state = RUNNABLE;
+        for (Fiber& f : b.fibers)
+            if (f.state == AT_GRID) f.state = RUNNABLE;
     return true;
 }
 
@@ -1641,7 +1648,7 @@ int run_cooperative(const std::vector<size_t>& block_order) {
         if (done > 0) {
             w.block_idx = finished->idx;
             set_error(E_BARRIER, fmt("%s exited without reaching the grid.sync() that other blocks wait at: every "
-                                     "thread of the grid must call grid.sync()", block_str().c_str()));
+                                     "block must arrive (on a GPU the others wait forever)", block_str().c_str()));
             return w.error;
         }
         if (!release_grid()) return w.error;
@@ -2463,13 +2470,91 @@ void __ubsan_handle_float_cast_overflow_abort(void* d, void* v) { ub_float_cast(
 }
 #endif
 
+#ifndef EMU_ASAN
+// ---- the fences' mapped bytes: a read or write next to an argument array -----------------------------
+// emulator_fence.py lays each argument array out between two inaccessible pages, but a page is coarse: the
+// bytes between the first guard page and the array's start, and the < 16 bytes after an odd-sized array's end
+// (its copy starts 16-byte aligned), are mapped.  emulator.py lists them here before a launch (emu_fence_set);
+// in the builds whose loads and stores already call a hook (the racecheck and lockstep builds' thread-sanitizer
+// hooks) each access checks its address against them, so such an access is a KernelFault at its line, as
+// compute-sanitizer's memcheck reports it.  (The fast build has no such call: GCC's outlined kernel-address
+// instrumentation made its kernels 6-8x slower, the calls spilling the registers of every loop.)  Those bytes
+// lie in two pages per array (its first and its last), so the check is a hash of the page.
+namespace {
+struct FencePage { uintptr_t page = 0, lo[2] = {0, 0}, hi[2] = {0, 0}; };  // up to two fenced spans [lo, hi)
+constexpr int kFenceBits = 12;
+FencePage g_fence[1u << kFenceBits];
+bool g_fence_on = false;
+
+inline size_t fence_slot(uintptr_t page) { return size_t((page * 0x9E3779B97F4A7C15ull) >> (64 - kFenceBits)); }
+
+const FencePage* fence_page(uintptr_t page) {
+    for (size_t k = fence_slot(page);; k = (k + 1) & ((1u << kFenceBits) - 1)) {
+        if (g_fence[k].page == page) return &g_fence[k];
+        if (g_fence[k].page == 0) return nullptr;
+    }
+}
+
+[[noreturn]] [[gnu::noinline]] void fence_fault(uintptr_t address, size_t n, bool write, uintptr_t return_address) {
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    f->worker->fault_pc = return_address - 1;  // inside the instrumented access: addr2line names its line
+    fail_in_fiber(E_FAULT, fmt("%s of %s crashed" kLocationMark ": invalid memory access: a %zu-byte %s at "
+                               "address 0x%lx (next to an argument array, inside its fence)", tid_str(*f).c_str(),
+                               block_str().c_str(), n, write ? "write" : "read", (unsigned long)address));
+}
+
+// The first fenced byte that [a, a + n) touches in this page, or 0.
+inline uintptr_t fence_hit(uintptr_t page, uintptr_t a, size_t n) {
+    const FencePage* p = fence_page(page);
+    if (!p) return 0;
+    for (int k = 0; k < 2; ++k)
+        if (a < p->hi[k] && a + n > p->lo[k]) return a > p->lo[k] ? a : p->lo[k];
+    return 0;
+}
+
+inline void fence_check(const volatile void* pointer, size_t n, bool write, uintptr_t return_address) {
+    if (!g_fence_on) return;
+    const uintptr_t a = uintptr_t(pointer), first = a >> 12, last = (a + n - 1) >> 12;
+    uintptr_t hit = fence_hit(first, a, n);
+    if (!hit && last != first) hit = fence_hit(last, a, n);
+    if (hit && in_fiber()) fence_fault(hit, n, write, return_address);
+}
+}  // namespace
+
+// The fenced spans of the next launch, as (lo, hi) address pairs; none (count 0) after it.
+EMU_EXPORT int emu_fence_set(const uint64_t* spans, size_t count) {
+    if (g_fence_on)
+        for (FencePage& p : g_fence) p = FencePage();
+    g_fence_on = count > 0 && count <= (1u << kFenceBits) / 8;  // the table's load stays low: else none checked
+    if (!g_fence_on) return count ? -1 : 0;
+    for (size_t i = 0; i < count; ++i) {
+        const uintptr_t lo = spans[2 * i], hi = spans[2 * i + 1];
+        if (hi <= lo) continue;
+        for (uintptr_t page = lo >> 12; page <= (hi - 1) >> 12; ++page) {
+            size_t k = fence_slot(page);
+            while (g_fence[k].page != 0 && g_fence[k].page != page) k = (k + 1) & ((1u << kFenceBits) - 1);
+            FencePage& p = g_fence[k];
+            p.page = page;
+            const int slot = p.hi[0] == 0 ? 0 : 1;
+            p.lo[slot] = lo;
+            p.hi[slot] = hi;
+        }
+    }
+    return 0;
+}
+
+#endif
+
 #ifdef EMU_RACECHECK
 // Called by emulator.py before a launch, once per array argument; forgotten when the launch ends.
 EMU_EXPORT void emu_racecheck_track_global(const void* p, size_t n, const char* name) {
     g_tracked_global.push_back(TrackedArray{uintptr_t(p), uintptr_t(p) + n, name});
 }
-#define EMU_PLAIN_ACCESS(p, n, write) racecheck_access(p, n, write, uintptr_t(__builtin_return_address(0)) - 1)
-#define EMU_VOLATILE_ACCESS(p, n, write) racecheck_access(p, n, write, uintptr_t(__builtin_return_address(0)) - 1)
+#define EMU_PLAIN_ACCESS(p, n, write) \
+    (fence_check(p, n, write, uintptr_t(__builtin_return_address(0))), \
+     racecheck_access(p, n, write, uintptr_t(__builtin_return_address(0)) - 1))
+#define EMU_VOLATILE_ACCESS(p, n, write) EMU_PLAIN_ACCESS(p, n, write)
 #endif
 
 // Gives the running thread's turn to the next thread of its block (cuda_emu.h's atomic_turn and __nanosleep: a
@@ -2492,8 +2577,8 @@ void __emu::spin_turn() {
 // CUDA does not promise that lockstep since Volta: racecheck=True still reports the hazard.
 void lockstep_turn() { __emu::spin_turn(); }
 inline void racecheck_atomic(const volatile void*, size_t, bool, uintptr_t) {}
-#define EMU_PLAIN_ACCESS(p, n, write) ((void)(p))
-#define EMU_VOLATILE_ACCESS(p, n, write) lockstep_turn()
+#define EMU_PLAIN_ACCESS(p, n, write) fence_check(p, n, write, uintptr_t(__builtin_return_address(0)))
+#define EMU_VOLATILE_ACCESS(p, n, write) (EMU_PLAIN_ACCESS(p, n, write), lockstep_turn())
 #endif
 
 #if defined(EMU_RACECHECK) || defined(EMU_LOCKSTEP)
