@@ -23,6 +23,8 @@ beam_search.py and OpenAIServing.beam_search.
 | structured outputs without llguidance          | -                         | 400 naming the backend, never free text |
 | use_beam_search: true, n, length_penalty       | 400 "not supported"       | vLLM's n best beams (engine/serving.py  |
 |                                                |                           |  beam_search), whole or streamed        |
+| an assistant's tool_calls sent back (content   | 400 (content must be str);| taken; the template reads each call's   |
+|  null), tools, a tool message                  |  tools not in the template|  arguments as a dict, and the tools     |
 | echo: true, max_tokens: 0                      | nothing generated, 0 in   | one token generated, not shown: counted |
 |                                                |  usage, always "length"   |  in usage, its finish_reason            |
 """
@@ -298,3 +300,21 @@ def test_echo_with_max_tokens_0_runs_one_unshown_token_as_vllm(client):
     assert choice["text"] == "Dan lives in" and echoed["usage"]["completion_tokens"] == 1  # counted, not shown
     assert (choice["finish_reason"], choice["stop_reason"]) == ("stop", ord(first))  # that token's end
     assert error_of(complete(client, max_tokens=0)) == "max_tokens must be at least 1, got 0."
+
+
+def test_tool_calls_sent_back_reach_the_template_with_their_arguments_as_dicts(client):
+    """A conversation's assistant tool call (content null) and the tool's answer, as OpenAI's clients send them back:
+    the template sees the tools and each call's arguments parsed into a dict (vLLM's _postprocess_messages), so
+    ``tojson`` writes them as JSON, not as a quoted string."""
+    template = ("{% for m in messages %}{{ m.role }}:{{ m.content or '' }}{% for c in m.tool_calls or [] %}"
+                "{{ c.function.name }}{{ c.function.arguments | tojson }}{% endfor %};{% endfor %}"
+                "{{ tools | length }} tools")
+    messages = [{"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+                    "name": "weather", "arguments": '{"unit": "c"}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "20C"}]
+    answer = ok(chat(client, messages=messages, chat_template=template, tools=[WEATHER], tool_choice="none",
+                     max_tokens=1, return_token_ids=True))
+    assert bytes(answer["prompt_token_ids"]).decode() == 'user:weather?;assistant:weather{"unit": "c"};tool:20C;1 tools'
+    messages[1]["tool_calls"][0]["function"]["arguments"] = "{not json"
+    assert "arguments are not JSON" in error_of(chat(client, messages=messages, chat_template=template))

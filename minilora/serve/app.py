@@ -35,8 +35,9 @@ Structured outputs (structured.py, vLLM's "guidance" backend): ``response_format
 named ``tool_choice`` or "required" (the answer's ``tool_calls``); ``tool_choice: "auto"`` (the default with tools) is
 vLLM's 400 without a tool parser. ``use_beam_search`` (``n`` beams, ``length_penalty``) runs vLLM's beam search over
 the engine (beam.py). ``suffix`` and ``prompt_embeds`` get vLLM's 400s. vLLM's fields this server does not implement
-(``logits_processors``, ``priority``, ...) are taken only at their "off" value, refused by name otherwise; ``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it, and so are the ``guided_*``
-fields vLLM 0.12 removed (a warning names them: the output is not constrained).
+(``logits_processors``, ``priority``, ...) are taken only at their "off" value, refused by name otherwise;
+``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it, and so are the ``guided_*`` fields vLLM 0.12
+removed (a warning names them: the output is not constrained).
 ``GET /health`` answers 503 once the engine has stopped.
 
 Sampling defaults are OpenAI's and vLLM's, not transformers' ``generate``: ``temperature`` 1, ``top_p`` 1
@@ -884,8 +885,10 @@ def _text_message(message):
     """``{"role", "content"}`` with the content as text: OpenAI's clients also send it as a list of parts,
     ``[{"type": "text", "text": ...}]``, which vLLM joins with newlines (other part types are refused)."""
     content = message.get("content") if isinstance(message, dict) else None
-    if content is None and isinstance(message, dict) and message.get("tool_calls"):
-        return message  # an assistant's tool calls sent back (content null), for the template to write
+    if isinstance(message, dict) and message.get("role") == "assistant" and isinstance(message.get("tool_calls"), list):
+        message = {**message, "tool_calls": [_parsed_arguments(call) for call in message["tool_calls"]]}
+        if content is None:
+            return message  # an assistant's tool calls sent back (content null), for the template to write
     if isinstance(content, list) and content and all(
             isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
             for part in content):
@@ -894,6 +897,20 @@ def _text_message(message):
         raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str or a list of "
                                f"{{\"type\": \"text\", \"text\": str}}}}, got {message!r}"[:300], "messages")
     return {**message, "content": content}
+
+
+def _parsed_arguments(call):
+    """A tool call sent back in an assistant message, its ``arguments`` JSON text read into a dict as vLLM's
+    _postprocess_messages does (tool-use chat templates write them with ``tojson``; none or "": {})."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        return call
+    arguments = function.get("arguments")
+    try:
+        arguments = (json.loads(arguments) if isinstance(arguments, str) else arguments) if arguments else {}
+    except ValueError as exc:
+        raise EngineError(400, f"messages: a tool call's arguments are not JSON: {exc}", "messages") from None
+    return {**call, "function": {**function, "arguments": arguments}}
 
 
 def _decoded(tokenizer, ids, skip_special_tokens, text_vocab):
