@@ -20,6 +20,8 @@ beam_search.py and OpenAIServing.beam_search.
 | bad_words                                      | 400 "not supported"       | the words' last tokens masked           |
 | suffix: "" / prompt_embeds                     | "" taken; other words     | vLLM's 400s ("suffix is not currently   |
 |                                                |                           |  supported", "--enable-prompt-embeds")  |
+| response_format structural_tag (triggers,      | 400                       | free text, JSON of the schema after a   |
+|  structures: begin, schema, end)               |                           |  trigger's begin (as vLLM's xgrammar)   |
 | structured outputs without llguidance          | -                         | 400 naming the backend, never free text |
 | use_beam_search: true, n, length_penalty       | 400 "not supported"       | vLLM's n best beams (engine/serving.py  |
 |                                                |                           |  beam_search), whole or streamed        |
@@ -318,3 +320,29 @@ def test_tool_calls_sent_back_reach_the_template_with_their_arguments_as_dicts(c
     assert bytes(answer["prompt_token_ids"]).decode() == 'user:weather?;assistant:weather{"unit": "c"};tool:20C;1 tools'
     messages[1]["tool_calls"][0]["function"]["arguments"] = "{not json"
     assert "arguments are not JSON" in error_of(chat(client, messages=messages, chat_template=template))
+
+
+@needs_guidance
+def test_a_structural_tag_holds_the_text_after_its_trigger_to_the_schema(client):
+    """vLLM's structural tag (response_format {"type": "structural_tag"}): free text, and after each begin that a
+    trigger starts, JSON of that structure's schema, then its end."""
+    import numpy as np
+
+    schema = {"type": "object", "properties": {"u": {"enum": ["c", "f"]}}, "required": ["u"],
+              "additionalProperties": False}
+    form = {"type": "structural_tag", "triggers": ["call:"],
+            "structures": [{"begin": "call:weather(", "schema": schema, "end": ")"}]}
+    assert ok(complete(client, max_tokens=4, response_format=form))["choices"][0]["finish_reason"] == "length"
+    from minilora.tokenizer import ByteTokenizer
+    constraint = structured.constraint_of({"response_format": form}, chat=False)
+    grammar = structured.Grammars(ByteTokenizer(), 259, 259).compile(constraint)
+    allowed = lambda: set(chr(i) for i in np.nonzero(grammar.allowed()[:256])[0]) - set(" \n\t\r")  # noqa: E731
+    assert len(allowed()) > 100  # free text
+    for byte in b"hi call:weather(":
+        grammar.accept(byte)
+    assert allowed() == {"{"}  # the schema's object (whitespace aside: vLLM's default allows it)
+    for byte in b'{"u":"':
+        grammar.accept(byte)
+    assert allowed() == {"c", "f"}
+    bad = dict(form, structures=[{"begin": "use:x(", "schema": schema, "end": ")"}])
+    assert error_of(complete(client, response_format=bad)).startswith("Invalid grammar specification: Trigger use:x(")

@@ -683,7 +683,7 @@ class _Server:
                     text, logprobs = self._with_echo(text, logprobs, *echoes[index], as_ids=reply.as_ids)
                     unechoed[index] = False
                     extra = {**reply.prompt_token_ids(index), **extra}  # a completion's first chunk: its prompt's ids
-                delta = chat.delta(text, tool_states[index], kind == "done") if chat else None
+                delta = chat.delta(text, tool_states[index], kind == "done", index) if chat else None
                 yield chunk([self._choice(index, chat, text, reason, logprobs, stop_reason=stop_reason, extra=extra,
                                           delta=delta)], index)
                 pending -= kind == "done"
@@ -1028,10 +1028,11 @@ class ChatReply(collections.namedtuple("ChatReply", "role echo tool")):
             return {"role": self.role, "content": text}
         return {"role": self.role, "content": "", "tool_calls": calls}
 
-    def delta(self, text, state, done):
+    def delta(self, text, state, done, index=0):
         """A stream chunk's delta. A named function's arguments stream as vLLM's: the first piece with the call's
-        id, type and name, then ``{"index", "function": {"arguments"}}``; "required" calls come whole in the last
-        chunk (``state``: this choice's text so far and whether its call began)."""
+        id, type and name, then ``{"index", "function": {"arguments"}}`` (the index: the choice's, as vLLM numbers
+        a named call); "required" calls come whole in the last chunk (``state``: this choice's text so far and
+        whether its call began)."""
         if self.tool is None:
             return {"content": text} if text else {}
         state["text"] += text
@@ -1040,10 +1041,10 @@ class ChatReply(collections.namedtuple("ChatReply", "role echo tool")):
             return {"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]} if calls else {}
         if not text:
             return {}
-        call = {"index": 0, "function": {"arguments": text}}
+        call = {"index": index, "function": {"arguments": text}}
         if not state["called"]:
             state["called"] = True
-            call = {"index": 0, "id": _tool_call_id(), "type": "function",
+            call = {"index": index, "id": _tool_call_id(), "type": "function",
                     "function": {"name": self.tool["name"], "arguments": text}}
         return {"tool_calls": [call]}
 

@@ -5,10 +5,12 @@
 What a request asks for (vLLM 0.24's fields, read by ``constraint_of``)::
 
     structured_outputs   {"json": schema} | {"regex": r} | {"choice": [...]} | {"grammar": lark/EBNF} |
-                         {"json_object": true}, exactly one (plus disable_any_whitespace,
-                         disable_additional_properties)
+                         {"json_object": true} | {"structural_tag": JSON text}, exactly one (plus
+                         disable_any_whitespace, disable_additional_properties)
     response_format      {"type": "json_object"} / {"type": "json_schema", "json_schema": {"name", "schema"}}:
-                         OpenAI's, turned into the above (it overrides structured_outputs' kind, as vLLM's)
+                         OpenAI's, turned into the above (it overrides structured_outputs' kind, as vLLM's);
+                         vLLM's {"type": "structural_tag", "triggers", "structures": [{"begin", "schema",
+                         "end"}]}: free text, with JSON of a schema after each begin a trigger starts
     tools + tool_choice  (chat) a named function: its parameters' schema; "required": a JSON list of
                          {"name", "parameters"} calls of the given tools (vLLM's get_json_schema_from_tools)
 
@@ -82,9 +84,8 @@ def _response_format(form):
     kind = form["type"]
     if kind == "text":
         return None
-    if kind == "structural_tag":  # (vLLM's xgrammar-only form: triggers and tags around JSON)
-        raise EngineError(400, "response_format {'type': 'structural_tag'} is not supported by this server's "
-                               "structured outputs backend (guidance)", "response_format")
+    if kind == "structural_tag":  # free text, and JSON between each begin and end that a trigger starts
+        return {"structural_tag": json.dumps(form)}
     if kind == "json_object":
         return {"json_object": True}
     schema = form.get("json_schema")
@@ -187,9 +188,6 @@ def constraint_of(body, chat):
                           "json": schema}
     if fields is None:
         return None
-    if fields["structural_tag"] is not None:
-        raise EngineError(400, "structured_outputs.structural_tag is not supported by this server's structured "
-                               "outputs backend (guidance)", "structured_outputs")
     # (whitespace_pattern: vLLM's guidance backend reads it not, nor does this one)
     kind = next(k for k in _KINDS if fields[k] is not None)
     return Constraint(kind, fields[kind], not fields["disable_any_whitespace"],
@@ -214,16 +212,45 @@ def _closed_objects(schema):
     return schema
 
 
+def _schema(schema, constraint):
+    """A JSON schema with the Constraint's options: objects closed (vLLM's disable_additional_properties) and
+    llguidance's whitespace option in its ``x-guidance`` (vLLM's defaults={"whitespace_flexible": ...})."""
+    if isinstance(schema, str):
+        schema = json.loads(schema)
+    if constraint.closed_objects:
+        schema = _closed_objects(schema)
+    if not isinstance(schema, dict):  # (true/false schemas: no options to carry)
+        return schema
+    return {**schema, "x-guidance": {"whitespace_flexible": constraint.any_whitespace, **schema.get("x-guidance", {})}}
+
+
+def _structural_tags(constraint):
+    """vLLM's (legacy) structural tag: ``{"triggers": [...], "structures": [{"begin", "schema", "end"}]}``, free
+    text in which each structure's begin (which starts with one of the triggers) is followed by JSON of its schema
+    and its end."""
+    spec = json.loads(constraint.spec) if isinstance(constraint.spec, str) else constraint.spec
+    triggers, tags = spec["triggers"], []
+    for structure in spec["structures"]:
+        begin = structure["begin"]
+        trigger = next((t for t in triggers if begin.startswith(t)), None)
+        if trigger is None:
+            raise ValueError(f"Trigger {begin} not found in triggers {triggers}")
+        # (the schema itself: vLLM's guidance backend hands StructTag a serialized grammar, which it reads as a
+        # schema of unknown keywords -- any JSON; its default xgrammar backend holds the tag to the schema, as here)
+        tags.append(llguidance.StructTag(trigger=trigger, begin=begin, end=structure["end"],
+                                         grammar=_schema(structure["schema"], constraint)))
+    if not tags:
+        raise ValueError("No structural tags found in the grammar spec.")
+    return llguidance.StructTag.to_grammar(tags)
+
+
 def _grammar_text(constraint):
     """llguidance's grammar for a Constraint (vLLM's serialize_guidance_grammar)."""
-    options = {"whitespace_flexible": constraint.any_whitespace}
     if constraint.kind in ("json", "json_object"):
-        schema = {"type": "object"} if constraint.kind == "json_object" else constraint.spec
-        if isinstance(schema, str):
-            schema = json.loads(schema)
-        if constraint.closed_objects:
-            schema = _closed_objects(schema)
-        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=options)
+        schema = _schema({"type": "object"} if constraint.kind == "json_object" else constraint.spec, constraint)
+        return llguidance.LLMatcher.grammar_from_json_schema(schema)
+    if constraint.kind == "structural_tag":
+        return _structural_tags(constraint)
     return llguidance.grammar_from(constraint.kind, constraint.spec)
 
 
@@ -273,7 +300,7 @@ class Grammars:
                               "structured_outputs")
         try:
             text = _grammar_text(constraint)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AssertionError) as exc:  # (llguidance checks tags with assert)
             raise EngineError(400, f"Invalid grammar specification: {exc}") from None
         error = llguidance.LLMatcher.validate_grammar(text, self._vocabulary())
         if error:
