@@ -346,3 +346,14 @@ def test_a_structural_tag_holds_the_text_after_its_trigger_to_the_schema(client)
     assert allowed() == {"c", "f"}
     bad = dict(form, structures=[{"begin": "use:x(", "schema": schema, "end": ")"}])
     assert error_of(complete(client, response_format=bad)).startswith("Invalid grammar specification: Trigger use:x(")
+
+
+def test_min_tokens_and_stop_refusals_in_vllms_words(client):
+    assert error_of(complete(client, max_tokens=3, min_tokens=5)) == \
+        "min_tokens must be less than or equal to max_tokens=3, got 5."  # SamplingParams._verify_args
+    assert error_of(complete(client, stop=["x", ""])) == "stop cannot contain an empty string."
+    free = ok(complete(client, max_tokens=8))["choices"][0]["text"]
+    stop = free[len(free.split(".")[0])]  # (the greedy text has a "." early)
+    held = ok(complete(client, max_tokens=8, stop=[stop], min_tokens=6))["choices"][0]
+    assert ok(complete(client, max_tokens=8, stop=[stop]))["choices"][0]["text"] == free.split(".")[0]
+    assert held["text"].startswith(free.split(".")[0] + ".")  # not looked for within min_tokens, as vLLM's

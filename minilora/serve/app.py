@@ -259,7 +259,7 @@ def _stop(body):
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
         raise EngineError(400, "stop must be a string or a list of strings", "stop")
     if not all(stop):
-        raise EngineError(400, "stop cannot contain an empty string", "stop")
+        raise EngineError(400, "stop cannot contain an empty string.", "stop")
     return stop
 
 
@@ -454,8 +454,8 @@ class _Server:
                 if own["max_tokens"] is None:  # the rest of the context (at least one, else submit says why)
                     own["max_tokens"] = max((self.engine.max_model_len or len(ids) + 16) - len(ids), 1)
                 if own["min_tokens"] > own["max_tokens"]:
-                    raise EngineError(400, f"min_tokens ({own['min_tokens']}) must be at most max_tokens "
-                                           f"({own['max_tokens']})", "min_tokens")
+                    raise EngineError(400, f"min_tokens must be less than or equal to max_tokens="
+                                           f"{own['max_tokens']}, got {own['min_tokens']}.", "min_tokens")
                 grammar = None if constraint is None else self.grammars.compile(constraint)
                 job = Request(ids, adapter, **own, grammar=grammar, bad_words_ids=bad_words)
                 job.emit = self._emitter(loop, events, len(jobs), job)
