@@ -166,3 +166,98 @@ def test_descending_argsort_breaks_ties_as_torch():
         values = rng.integers(0, rng.integers(1, 12), rng.integers(1, 120)).astype(np.float32)
         expected = torch.tensor(values).argsort(descending=True).tolist()
         assert _torch_argsort_descending(values) == expected
+
+
+# ==================================================================================================
+# CorDA
+# ==================================================================================================
+from peft.tuners.lora.config import CordaConfig as PeftCordaConfig  # noqa: E402  (PEFT's import paths for CorDA)
+from peft.tuners.lora.corda import preprocess_corda as peft_preprocess_corda  # noqa: E402
+
+from minilora.lora.config import CordaConfig  # noqa: E402
+from minilora.lora.corda import preprocess_corda  # noqa: E402
+
+CORDA = {torch: (PeftCordaConfig, peft_preprocess_corda), ml: (CordaConfig, preprocess_corda)}
+CORDA_TARGETS = ["q_proj", "v_proj", "down_proj"]
+
+
+def corda_model(lib, lib_peft, base, method, **corda_options):
+    """PEFT's CorDA recipe: preprocess_corda with a run over samples (one sequence a call), then get_peft_model."""
+    config_class, preprocess = CORDA[lib]
+    config = lib_peft.LoraConfig(r=4, lora_alpha=8, target_modules=CORDA_TARGETS, init_lora_weights="corda",
+                                 corda_config=config_class(corda_method=method, **corda_options))
+    samples = [np.random.default_rng(i).integers(0, TINY["vocab_size"], (1, 24)) for i in range(4)]
+    with lib.no_grad():
+        preprocess(base, config, run_model=lambda: [base(lib.tensor(ids)) for ids in samples])
+    return lib_peft.get_peft_model(base, config)
+
+
+def assert_same_decomposition(theirs, ours):
+    """Base residuals and B A to float32 rounding; A and B up to the sign of each singular pair (the LAPACKs
+    may pick either)."""
+    for key, value in theirs.items():
+        if "base_layer.weight" in key:
+            np.testing.assert_allclose(ours[key], value, rtol=0, atol=1e-6, err_msg=key)
+        if "lora_A" in key:
+            B_key = key.replace("lora_A", "lora_B")
+            A, B, our_A, our_B = value, theirs[B_key], ours[key], ours[B_key]
+            np.testing.assert_allclose(our_B @ our_A, B @ A, rtol=0, atol=1e-6, err_msg=key)
+            signs = np.sign((A * our_A).sum(axis=1))
+            np.testing.assert_allclose(our_A * signs[:, None], A, rtol=0, atol=2e-5, err_msg=key)
+            np.testing.assert_allclose(our_B * signs, B, rtol=0, atol=2e-5, err_msg=B_key)
+
+
+@pytest.mark.parametrize("method", ["ipm", "kpm"])
+def test_corda_decomposes_w_times_the_input_covariance_as_peft(method):
+    """Before: ValueError (init_lora_weights='corda' not implemented). The r largest ('ipm') or smallest ('kpm')
+    singular directions of W C go to the adapter, the base keeps the rest: PEFT's numbers."""
+    built = [corda_model(lib, lib_peft, base, method) for (lib, lib_peft), base in zip(LIBRARIES, llama_pair())]
+    theirs, ours = (states(model) for model in built)
+    assert sorted(ours) == sorted(theirs)
+    assert_same_decomposition(theirs, ours)
+    assert not hasattr(built[1].base_model.model.model.layers[0].self_attn.q_proj.base_layer, "eigens")
+
+
+def test_corda_cache_file_and_conversion_to_plain_lora_loaded_by_peft(tmp_path):
+    """cache_file is written, then read instead of running the model; the adapter saved with
+    path_initial_model_for_weight_conversion is a plain LoRA that PEFT runs on the original base."""
+    reference, base = llama_pair()
+    cache = str(tmp_path / "cache" / "eigens.pt")
+    first = corda_model(ml, ml_peft, base, "ipm", cache_file=cache)
+    _, again = llama_pair()
+    config = ml_peft.LoraConfig(r=4, lora_alpha=8, target_modules=CORDA_TARGETS, init_lora_weights="corda",
+                                corda_config=CordaConfig(cache_file=cache))
+    preprocess_corda(again, config)  # no run_model: the cache holds the eigens
+    second = ml_peft.get_peft_model(again, config)
+    for key, value in states(first).items():
+        np.testing.assert_array_equal(states(second)[key], value, err_msg=key)
+    first.save_pretrained(str(tmp_path / "initial"))
+    with ml.no_grad():  # "training": the factors move
+        for name, param in first.named_parameters():
+            if "lora_" in name:
+                param.add_(0.01 * ml.randn(param.shape))
+    first.save_pretrained(str(tmp_path / "converted"),
+                          path_initial_model_for_weight_conversion=str(tmp_path / "initial"))
+    with open(tmp_path / "converted" / "adapter_config.json") as f:
+        assert json.load(f)["r"] == 8
+    loaded = peft.PeftModel.from_pretrained(reference, str(tmp_path / "converted"))  # the original weights
+    ids = [[1, 5, 9, 13, 7, 3, 40, 22]]
+    with torch.no_grad():
+        expected = loaded(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(first(ml.tensor(ids)).logits.numpy(), expected, rtol=0, atol=1e-5)
+
+
+def test_corda_refusals_in_pefts_words():
+    with pytest.warns(UserWarning, match="Using default CorDA config"):
+        assert ml_peft.LoraConfig(init_lora_weights="corda").corda_config == CordaConfig()
+    _, base = llama_pair()
+    config = ml_peft.LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights="corda",
+                                corda_config=CordaConfig())
+    with pytest.raises(ValueError, match="`eigens` attribute not found for layer, please run `preprocess_corda`"):
+        ml_peft.get_peft_model(base, config)
+    with pytest.raises(ValueError, match="run_model must be specified"):
+        preprocess_corda(llama_pair()[1], config)
+    double = llama_pair()[1].double()
+    preprocess_corda(double, config, run_model=lambda: double(ml.tensor([[1, 2, 3, 4]])))
+    with pytest.raises(TypeError, match="Please initialize CorDA under float32, float16, or bfloat16"):
+        ml_peft.get_peft_model(double, config)

@@ -34,6 +34,7 @@ from .save import (AdapterMismatchError, get_base_model_state_dict, get_peft_mod
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 from .eva import EvaConfig, get_eva_state_dict, initialize_lora_eva_weights
+from .corda import CordaConfig, preprocess_corda
 
 __all__ = ["LoraConfig", "LoraRuntimeConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict",
            "get_peft_config",
@@ -50,6 +51,6 @@ __all__ = ["LoraConfig", "LoraRuntimeConfig", "PeftConfig", "VeraConfig", "TaskT
            "TunerLayerStatus", "TunerModelStatus", "TrainableTokensConfig", "TrainableTokensModel",
            "TrainableTokensLayer", "TrainableTokensWrapper", "ParamWrapper", "prepare_model_for_kbit_training",
            "cast_mixed_precision_params", "PeftError", "NoMatchingPeftModuleError", "EvaConfig", "get_eva_state_dict",
-           "initialize_lora_eva_weights"]
+           "initialize_lora_eva_weights", "CordaConfig", "preprocess_corda"]
 from . import helpers  # noqa: E402  peft.helpers (minilora.lora.helpers.rescale_adapter_scale, ...)
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)

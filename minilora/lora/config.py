@@ -16,7 +16,7 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
-__all__ = ["LoraConfig", "LoraRuntimeConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict",
+__all__ = ["LoraConfig", "LoraRuntimeConfig", "EvaConfig", "CordaConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict",
            "get_peft_config", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "adapter_config.json"
@@ -292,6 +292,50 @@ def _read_json(path):
 
 
 @dataclass
+class EvaConfig:
+    """PEFT's EvaConfig: ``rho`` (a layer may get up to ``round(r * rho)``), ``tau`` (the cosine similarity at
+    which a component counts as converged), ``use_label_mask`` / ``label_mask_value`` (tokens whose label is
+    -100 are left out of the SVD), ``whiten``, ``adjust_scaling_factors`` (alpha follows the new rank)."""
+
+    rho: float = 2.0
+    tau: float = 0.99
+    use_label_mask: bool = True
+    label_mask_value: int = -100
+    whiten: bool = False
+    adjust_scaling_factors: bool = True
+
+    def __post_init__(self):  # PEFT's checks and words
+        if self.rho < 1.0:
+            raise ValueError("`rho` must be >= 1.0")
+        if self.tau < 0.0 or self.tau > 1.0:
+            raise ValueError("`tau` must be between 0.0 and 1.0.")
+
+
+@dataclass
+class CordaConfig:
+    """PEFT's CordaConfig: ``cache_file`` / ``covariance_file`` (reused when they exist, written otherwise),
+    ``corda_method`` ("ipm" or "kpm"), ``verbose``, ``use_float16_for_covariance`` (the inputs keep their
+    dtype), ``prune_temporary_fields`` (drop the covariance from the layers when done)."""
+
+    cache_file: str = None
+    covariance_file: str = None
+    corda_method: str = "ipm"
+    verbose: bool = False
+    use_float16_for_covariance: bool = False
+    prune_temporary_fields: bool = True
+
+
+def _sub_config(value, config_class):
+    """PEFT's ``_get_lora_subconfig``: None, an instance, or its dict from adapter_config.json (unknown keys dropped)."""
+    if value is None or isinstance(value, config_class):
+        return value
+    if isinstance(value, dict):
+        return config_class(**{k: v for k, v in value.items() if k in {f.name for f in fields(config_class)}})
+    name = config_class.__name__
+    raise TypeError(f"`{name}` must be a `{name}`, a dict, or None.")  # PEFT's words
+
+
+@dataclass
 class LoraRuntimeConfig:
     """PEFT's runtime options of a LoRA adapter (never saved): ``ephemeral_gpu_offload`` only, which
     minilora does not implement (True is refused by LoraConfig)."""
@@ -312,7 +356,8 @@ class LoraConfig(_AdapterConfig):
       residual: see ``minilora/lora/inits.py``), ``"orthogonal"`` (A and B from the odd and even rows of
       one random orthogonal matrix, so ``B A = 0`` up to rounding; the base stays; even r), ``"eva"`` (B = 0;
       ``initialize_lora_eva_weights(model, dataloader)`` then sets A and the ranks from the data: ``lora/eva.py``,
-      ``eva_config`` an ``EvaConfig``).
+      ``eva_config`` an ``EvaConfig``), ``"corda"`` (``preprocess_corda(model, config, run_model)`` first; the
+      adapter takes singular directions of W times its inputs' covariance, the base the rest: ``lora/corda.py``).
     * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
     * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
     * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
@@ -368,7 +413,7 @@ class LoraConfig(_AdapterConfig):
     PEFT_TYPE = "LORA"
     _unimplemented = {
         "megatron_config": None, "megatron_core": "megatron.core",
-        "loftq_config": {}, "corda_config": None,
+        "loftq_config": {},
         "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
         "use_qalora": False, "qalora_group_size": 16, "monteclora_config": None,
         "use_bdlora": None,
@@ -390,13 +435,13 @@ class LoraConfig(_AdapterConfig):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
-                or self.init_lora_weights in ("pissa", "orthogonal", "eva")
+                or self.init_lora_weights in ("pissa", "orthogonal", "eva", "corda")
                 or str(self.init_lora_weights).lower() in ("gaussian", "olora")  # PEFT's .lower() for these two
                 or re.fullmatch(r"pissa_niter_\d+", str(self.init_lora_weights))):
             raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]', "
-                             f"'olora', 'orthogonal' or 'eva', got {self.init_lora_weights!r} (PEFT's other inits "
-                             "-- 'loftq' (a bitsandbytes-quantized base), 'corda' and 'lora_ga' (which need a pass "
-                             "over data first), 'mica' (a frozen B) -- are not implemented in minilora)")
+                             f"'olora', 'orthogonal', 'eva' or 'corda', got {self.init_lora_weights!r} (PEFT's other "
+                             "inits -- 'loftq' (a bitsandbytes-quantized base), 'lora_ga' (gradients of a pass over "
+                             "data), 'mica' (a frozen B) -- are not implemented in minilora)")
         for name in ("rank_pattern", "alpha_pattern"):
             if getattr(self, name) is None:  # PEFT takes null as "no overrides"
                 setattr(self, name, {})
@@ -409,7 +454,7 @@ class LoraConfig(_AdapterConfig):
                 raise ValueError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}")
         if self.loftq_config is None:
             self.loftq_config = {}
-        self._check_eva_config()
+        self._check_data_init_configs()
         self._check_lora_bias()
         self.trainable_token_indices = _check_token_indices(self.trainable_token_indices)
         self.layer_replication = _check_layer_map(self.layer_replication)
@@ -419,21 +464,24 @@ class LoraConfig(_AdapterConfig):
                 raise TypeError("`target_parameters` must be a list of strings or None.")
             self.target_parameters = list(self.target_parameters)
 
-    def _check_eva_config(self):
-        """``eva_config``: None, an EvaConfig or its dict (as read from adapter_config.json); PEFT's defaults and
-        warnings for 'eva' without one, or one without 'eva'."""
-        from .eva import EvaConfig
-        if isinstance(self.eva_config, dict):
-            self.eva_config = EvaConfig(**{k: v for k, v in self.eva_config.items() if k in EvaConfig.__annotations__})
-        elif self.eva_config is not None and not isinstance(self.eva_config, EvaConfig):
-            raise TypeError("`EvaConfig` must be a `EvaConfig`, a dict, or None.")  # PEFT's words
-        if self.loftq_config:  # (PEFT's elif chain: a loftq_config is handled first)
+    def _check_data_init_configs(self):
+        """``eva_config`` / ``corda_config``: None, the sub-config or its dict (as read from adapter_config.json);
+        PEFT's defaults and warnings for the init without its config, or the config without its init."""
+        self.eva_config = _sub_config(self.eva_config, EvaConfig)
+        self.corda_config = _sub_config(self.corda_config, CordaConfig)
+        if self.loftq_config:  # (PEFT's elif chain: a loftq_config is handled first, then EVA's, then CorDA's)
             return
         if self.init_lora_weights == "eva" and self.eva_config is None:
             warnings.warn("`init_lora_weights` is 'eva' but `eva_config` is not specified. Using default EVA config.")
             self.eva_config = EvaConfig()
         elif self.init_lora_weights != "eva" and self.eva_config is not None:
             warnings.warn("`eva_config` specified but will be ignored when `init_lora_weights` is not 'eva'.")
+        elif self.init_lora_weights == "corda" and self.corda_config is None:
+            warnings.warn("`init_lora_weights` is 'corda' but `corda_config` is not specified. Using default CorDA "
+                          "config.")
+            self.corda_config = CordaConfig()
+        elif self.init_lora_weights != "corda" and self.corda_config is not None:
+            warnings.warn("`corda_config` specified but will be ignored when `init_lora_weights` is not 'corda'.")
 
     def _check_lora_bias(self):
         """``lora_bias=True``: lora_B gets a bias (PEFT's rules: plain inits only, not with DoRA)."""

@@ -29,7 +29,6 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from contextlib import nullcontext
 from copy import copy
-from dataclasses import dataclass
 from functools import partial
 from itertools import cycle
 
@@ -40,6 +39,7 @@ from ..nn import Linear as _NNLinear
 from ..factories import ones_like
 from ..random import fork_rng, manual_seed
 from ..tensor import Tensor, _host
+from .config import EvaConfig
 from .conv import _ConvNd
 from .layers import Embedding, Linear as LoraLayer
 from .inits import svd_lowrank
@@ -48,26 +48,6 @@ __all__ = ["EvaConfig", "get_eva_state_dict", "initialize_lora_eva_weights", "In
            "prepare_model_inputs_fn_language_modeling", "prepare_layer_inputs_fn_language_modeling", "forward_fn_dict"]
 
 MIN_TARGET_MODULES_FOR_OPTIMIZATION = 20  # PEFT's: from this many targets on, the list is shortened to suffixes
-
-
-@dataclass
-class EvaConfig:
-    """PEFT's EvaConfig: ``rho`` (a layer may get up to ``round(r * rho)``), ``tau`` (the cosine similarity at
-    which a component counts as converged), ``use_label_mask`` / ``label_mask_value`` (tokens whose label is
-    -100 are left out of the SVD), ``whiten``, ``adjust_scaling_factors`` (alpha follows the new rank)."""
-
-    rho: float = 2.0
-    tau: float = 0.99
-    use_label_mask: bool = True
-    label_mask_value: int = -100
-    whiten: bool = False
-    adjust_scaling_factors: bool = True
-
-    def __post_init__(self):  # PEFT's checks and words
-        if self.rho < 1.0:
-            raise ValueError("`rho` must be >= 1.0")
-        if self.tau < 0.0 or self.tau > 1.0:
-            raise ValueError("`tau` must be between 0.0 and 1.0.")
 
 
 # ==================================================================================================

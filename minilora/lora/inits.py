@@ -24,7 +24,8 @@ from ..checkpoint import atomic_folder, load_file, save_file, save_json
 from ..factories import randn
 from ..tensor import Tensor, _host
 
-__all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "orthogonal_init", "svd_lowrank",
+__all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "corda_init", "orthogonal_init",
+           "svd_lowrank",
            "save_converted_to_lora"]
 
 
@@ -35,8 +36,8 @@ def init_name(init_lora_weights):
 
 
 def is_weight_mutating_init(init_lora_weights):
-    """True for the inits that change the base weight: "pissa", "pissa_niter_K", "olora"."""
-    return isinstance(init_lora_weights, str) and (init_lora_weights.lower() == "olora"
+    """True for the inits that change the base weight: "pissa", "pissa_niter_K", "olora", "corda"."""
+    return isinstance(init_lora_weights, str) and (init_lora_weights.lower() in ("olora", "corda")
                                                    or init_lora_weights.lower().startswith("pissa"))
 
 
@@ -133,6 +134,36 @@ def orthogonal_init(layer, adapter_name):
     for table, value in ((layer.lora_A, A), (layer.lora_B, B)):
         weight = table[adapter_name].weight
         weight._array[...] = weight.device.xp.asarray(value.astype(weight._array.dtype))
+
+
+def corda_init(layer, adapter_name):
+    """CorDA (``lora/corda.py``): the adapter takes the eigens ``preprocess_corda`` left on the base layer,
+    ``A = sqrt(S / s) V^T``, ``B = U sqrt(S / s)``; the base keeps ``W - s B A``. PEFT's checks and words."""
+    r, s = layer.r[adapter_name], layer.scaling[adapter_name]
+    linear = layer.base_layer
+    W = _base_weight(layer)  # float32 for float32 and 16-bit weights
+    if W.dtype != np.float32:
+        raise TypeError("Please initialize CorDA under float32, float16, or bfloat16. "
+                        "Subsequently, re-quantize the residual model to help minimize quantization errors.")
+    eigens = getattr(linear, "eigens", None)
+    if eigens is None:
+        raise ValueError("`eigens` attribute not found for layer, please run `preprocess_corda` first. "
+                         "More information can be found at examples/corda_finetuning/README.md.")
+    U, S, V = (_host(getattr(eigens, part)._array) for part in ("U_WC", "S_WC", "V_WC"))
+    for what, factor in (("S", S), ("U", U), ("V", V)):
+        if not np.isfinite(factor).all():
+            raise ValueError(f"Invalid value found in matrix {what}. Please file an issue at "
+                             "https://github.com/huggingface/peft/issues.")
+    for what, shape, expected in (("U", U.shape, (layer.out_features, r)), ("S", S.shape, (r,)),
+                                  ("V", V.shape, (layer.in_features, r))):
+        if shape != expected:
+            raise ValueError(f"Matrix {what} size mismatch: {shape} vs. {expected}. Please make sure the "
+                             "`lora_config` and `model` argument of `preprocess_corda` is consistent with "
+                             "`get_peft_model`. If you're using cache in `preprocess_corda`, please make sure the "
+                             "cache is built with the same model and LoRA rank.")
+    root = np.sqrt(S / S.dtype.type(s))
+    _write_factors(layer, adapter_name, W, A=V.T * root[:, None], B=U * root)
+    del linear.eigens
 
 
 def olora_init(layer, adapter_name):

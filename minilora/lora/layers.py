@@ -20,7 +20,8 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..tensor import Tensor, is_grad_enabled
-from .inits import _torch_randn, init_name, is_weight_mutating_init, olora_init, orthogonal_init, pissa_init
+from .inits import (_torch_randn, corda_init, init_name, is_weight_mutating_init, olora_init, orthogonal_init,
+                    pissa_init)
 
 __all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "ParamWrapper", "TrainableTokensLayer",
            "TrainableTokensWrapper", "DoraMagnitude", "VeraLinear", "VeraLayer",
@@ -454,9 +455,11 @@ class Linear(BaseTunerLayer):
         _to_base_dtype((self.lora_A[adapter_name], self.lora_B[adapter_name]), W0)
         if config.init_lora_weights == "orthogonal":
             orthogonal_init(self, adapter_name)
-        if is_weight_mutating_init(config.init_lora_weights):  # PiSSA / OLoRA: W0 -> W_res + s B A
+        if is_weight_mutating_init(config.init_lora_weights):  # PiSSA / OLoRA / CorDA: W0 -> W_res + s B A
             if init_name(config.init_lora_weights) == "olora":
                 olora_init(self, adapter_name)
+            elif config.init_lora_weights == "corda":
+                corda_init(self, adapter_name)
             else:
                 pissa_init(self, adapter_name, config.init_lora_weights)
         if config.use_dora:  # PEFT's DoraLinearLayer.update_layer: in the adapter's dtype, the base's here, so a
