@@ -217,11 +217,13 @@ def test_the_prompt_as_inputs_or_nothing_as_transformers(pair):
             assert model.generate(inputs=wrap(PROMPT), max_new_tokens=5).tolist() == theirs.tolist()
             assert model.generate(max_new_tokens=4).tolist() == pair[0].generate(max_new_tokens=4).tolist()
     with pytest.raises(ValueError, match="`inputs`.*alongside `input_ids`"):
+        pair[1].generate(input_ids=np.array(PROMPT), inputs=np.array(PROMPT), max_new_tokens=2)
+    with pytest.raises(TypeError):  # the first positional argument is inputs, as transformers' (its TypeError)
         pair[1].generate(np.array(PROMPT), inputs=np.array(PROMPT), max_new_tokens=2)
 
 
 @pytest.mark.parametrize("option", ["constraints", "force_words_ids", "penalty_alpha",  # (max_time: now taken,
-                                    "prompt_lookup_num_tokens", "dola_layers"])    # tests/test_hf_offpath_r10.py)
+                                    "dola_layers"])  # test_hf_offpath_r10.py; prompt lookup: test_generate_offpath_r12)
 def test_transformers_options_minilora_lacks_are_refused_by_name_not_called_typos(pair, option):
     """transformers' generate takes these; minilora said 'not used by the model (typos...)'."""
     value = [[1]] if option in ("constraints", "force_words_ids") else 3

@@ -266,18 +266,26 @@ _IGNORED = {"_from_model_config", "transformers_version", "cache_implementation"
             "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
             "assistant_lookbehind", "target_lookbehind", "is_assistant", "trust_remote_code", "disable_compile",
             "compile_config", "prefill_chunk_size",
-            "low_memory"}  # beam and contrastive search's memory saver: greedy and sampling do not read it
+            "low_memory"}  # beam and contrastive search's memory saver (refused with beams, as transformers 5)
 # Options generate() does not implement, at the value that turns them off (any other value is refused).
 _OFF = {"num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram_size": 0,
         "remove_invalid_values": False,
-        "penalty_alpha": None,
-        "guidance_scale": None, "watermarking_config": None, "assistant_model": None,
-        "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
-        "synced_gpus": None, "custom_generate": None, "negative_prompt_attention_mask": None,
+        "penalty_alpha": None, "prefix_allowed_tokens_fn": None,
+        "synced_gpus": None, "custom_generate": None,
         "constraints": None, "force_words_ids": None,
-        "dola_layers": None, "token_healing": None, "prompt_lookup_num_tokens": None, "max_matching_ngram_size": None,
+        "dola_layers": None, "token_healing": None,
         "assistant_early_exit": None, "assistant_ensemble_weight": None, "speculation_type": None, "use_mtp": None,
         "cache_config": None, "max_cache_len": None, "continuous_batching_config": None}
+# Options generate() implements that come as keywords (the call's) or from a generation config (the model's):
+# classifier-free guidance, watermarking and the candidate generators of assisted decoding (nn/assisted.py).
+_GUIDED_OPTIONS = {"guidance_scale": None, "watermarking_config": None, "prompt_lookup_num_tokens": None,
+                   "max_matching_ngram_size": None}
+# generate()'s own arguments for them (never in a config: _GENERATE_ARGUMENTS)
+_GUIDED_ARGUMENTS = ("assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask")
+# cache_implementation values whose cache changes the numbers or the answer's form: refused by name (the
+# others hold the same keys and values as minilora's cache, so the same tokens come out)
+_REFUSED_CACHES = {"quantized": "a KV cache quantized by optimum-quanto (other numbers than a float cache)",
+                   "paged": "continuous batching (transformers then returns another kind of answer)"}
 
 
 class _Default:
@@ -357,7 +365,7 @@ class GenerationConfig:
         only where the option is still unset); the others are returned, unused -- or, with
         ``allow_custom_entries``, kept too. The config is validated again."""
         fields = (*DEFAULTS, *_LENGTHS_AND_TOKENS)
-        options = {*fields, *_OFF, *_IGNORED, *_PROCESSOR_OPTIONS, *self.other}
+        options = {*fields, *_OFF, *_IGNORED, *_PROCESSOR_OPTIONS, *_GUIDED_OPTIONS, *self.other}
         used = [key for key, value in kwargs.items()
                 if (key in options and (not defaults_only or self._option(key) is None))
                 or (allow_custom_entries and key not in options)]
@@ -371,6 +379,25 @@ class GenerationConfig:
 
     def _option(self, name):
         return getattr(self, name) if name in (*DEFAULTS, *_LENGTHS_AND_TOKENS) else self.other.get(name)
+
+    def __setattr__(self, name, value):
+        """An option outside the named fields (``config.guidance_scale = 1.5``) is kept with the file's others,
+        where generate() reads (or refuses) it -- never as a loose attribute nothing reads."""
+        if name.startswith("_") or name == "other" or name in DEFAULTS or name in _LENGTHS_AND_TOKENS:
+            object.__setattr__(self, name, value)
+        else:
+            self.other[name] = value
+
+    def __getattr__(self, name):
+        """transformers' other options read as attributes: their value in ``other``, None while unset."""
+        other = self.__dict__.get("other")
+        if other is None or name.startswith("_"):
+            raise AttributeError(name)
+        if name in other:
+            return other[name]
+        if name in _OFF or name in _IGNORED or name in _GUIDED_OPTIONS:
+            return None
+        raise AttributeError(f"'GenerationConfig' object has no attribute '{name}'")
 
     def to_dict(self):
         options = {name: getattr(self, name) for name in (*DEFAULTS, *_LENGTHS_AND_TOKENS)}
@@ -642,8 +669,14 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     embeds = kwargs.pop("inputs_embeds", None)
     kwargs.pop("logits_to_keep", None)  # generate reads the last position's logits whatever the model keeps
     _drop_diversity_penalty_without_groups(kwargs)
+    guided = {name: kwargs.pop(name, DEFAULT) for name in _GUIDED_OPTIONS}
+    guided_arguments = {name: kwargs.pop(name, None) for name in _GUIDED_ARGUMENTS}
     own = _call_config(getattr(model, "generation_config", None), generation_config)
     _check_call_options({name: value for name, value in kwargs.items() if not _custom_entry(name, own)})
+    guided = {name: value if value is not DEFAULT else own.other.get(name, _GUIDED_OPTIONS[name])
+              if own is not None else _GUIDED_OPTIONS[name] for name, value in guided.items()}
+    _check_cache_implementation(kwargs.get("cache_implementation", own.other.get("cache_implementation")
+                                           if own is not None else None))
     max_time = _resolved("max_time", max_time, own)
     if max_time is not None:  # started before the prompt runs, as there
         user_stops.append(MaxTimeCriteria(max_time))
@@ -752,17 +785,31 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if embeds is not None:
         use_cache = True  # as transformers: the embeddings run once, the cache holds them from then on
     rng = _random.Generator().manual_seed(int(seed)) if seed is not None else None
+    guidance = _guidance(model, guided["guidance_scale"], guided_arguments, use_cache)
+    watermark = _watermark(guided["watermarking_config"], config)
     if num_beams > 1:
         _refuse_beam_internals(internals)
         _refuse_filled_cache(given_cache, "beam search (num_beams > 1)")
+        if kwargs.get("low_memory", own.other.get("low_memory") if own is not None else None):
+            raise ValueError("`low_memory=True` is not supported after the beam search refactor. Please check the "
+                             "discussion in #35802 *after the PR got merged*, and add a comment there if your "
+                             "questions are not yet answered.")
         sampling = _beam_sampling(do_sample, rng, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                   **warpers)
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences, sampling),
                             return_dict_in_generate, output_scores, output_logits, out_device, use_cache,
-                            user_processors, user_stops, embeds)
+                            user_processors, user_stops, embeds, guidance, watermark)
+    rules = _StepRules(process, user_processors, padding, ids.shape[1], eos, rng=rng, guidance=guidance,
+                       watermark=watermark, sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                                                          min_p=min_p, **warpers) if do_sample else None)
     if streamer is not None:
         streamer.put(ids)
+    drafts = _draft_source(model, guided, guided_arguments["assistant_model"], ids, mask, min_length, max_new_tokens,
+                           num_return_sequences, internals, embeds, use_cache, stops)
+    if drafts is not None:
+        return _assisted_output(model, ids, mask, rules, drafts, stops, user_stops, streamer, given_cache,
+                                return_dict_in_generate, output_scores, output_logits, out_device)
 
     if num_return_sequences > 1:
         _refuse_filled_cache(given_cache, "num_return_sequences > 1")
@@ -780,12 +827,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
             steps.append(out)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)  # transformers' float32 copy
-            processed = user_processors.on_arrays(ids, process(logits, ids, padding, step))
-            if do_sample:
-                processed = warp_logits(processed, temperature, top_k, top_p, min_p, **warpers)
-            processed = process.renormalize(processed)
-            token = _draw(processed, rng) if do_sample else processed.argmax(axis=-1)
-            token = np.where(finished, pad_token_id, token)
+            processed = rules.scores(logits, ids, step)
+            token = np.where(finished, pad_token_id, rules.choose(processed))
             scores.append(processed)
             raw_logits.append(logits)
             ids = np.concatenate([ids, token[:, None]], axis=1)
@@ -797,16 +840,144 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                 break
     if streamer is not None:
         streamer.end()
-    sequences = Tensor(ids, dtype=np.int64, device=out_device)
+    return _decoder_only_output(ids, scores, raw_logits, out_device, return_dict_in_generate, output_scores,
+                                output_logits, cache=cache if use_cache else None,
+                                **_per_step_internals(steps, internals))
+
+
+def _per_step(arrays, wanted, device):
+    """One float32 Tensor per generated token (the dict output's scores / logits), or None when not wanted."""
+    return tuple(Tensor(a, dtype=np.float32, device=device) for a in arrays) if wanted else None
+
+
+def _decoder_only_output(ids, scores, raw_logits, device, return_dict_in_generate, output_scores, output_logits,
+                         **fields):
+    """What greedy decoding and sampling return: the ids, or with return_dict_in_generate the dict output."""
+    sequences = Tensor(ids, dtype=np.int64, device=device)
     if not return_dict_in_generate:
         return sequences
+    return GenerateDecoderOnlyOutput(sequences=sequences, scores=_per_step(scores, output_scores, device),
+                                     logits=_per_step(raw_logits, output_logits, device), **fields)
 
-    def per_step(arrays, wanted):
-        return tuple(Tensor(a, dtype=np.float32, device=out_device) for a in arrays) if wanted else None
-    return GenerateDecoderOnlyOutput(sequences=sequences, scores=per_step(scores, output_scores),
-                                     logits=per_step(raw_logits, output_logits),
-                                     **_per_step_internals(steps, internals), cache=cache if use_cache else None)
 
+
+@dataclass
+class _StepRules:
+    """How a step's logits become the scores its token is chosen from, in transformers' order of processors
+    (classifier-free guidance, generate's own, the user's, the sampling warpers, the watermark, then
+    ``renormalize_logits``), and how the token is chosen: drawn when sampling, else the argmax."""
+    process: object  # _LogitsProcessors
+    user_processors: object  # LogitsProcessorList
+    padding: np.ndarray  # each row's left padding
+    prompt_length: int  # the ids' length before the first new token: a step counts from there
+    eos: list
+    sampling: dict = None  # warp_logits' options (do_sample=True), else None
+    rng: object = None
+    guidance: object = None  # guidance.ClassifierFreeGuidance
+    watermark: object = None  # guidance.Watermark
+
+    def scores(self, logits, ids, step=None):
+        step = ids.shape[1] - self.prompt_length if step is None else step
+        if self.guidance is not None:
+            logits = self.guidance(ids, logits)
+        processed = self.user_processors.on_arrays(ids, self.process(logits, ids, self.padding, step))
+        if self.sampling is not None:
+            processed = warp_logits(processed, **self.sampling)
+        if self.watermark is not None:
+            processed = self.watermark(ids, processed)
+        return self.process.renormalize(processed)
+
+    def assistant_scores(self, logits, ids):
+        """The scores an assistant model drafts from in assisted decoding: transformers hands the assistant's
+        generate the call's whole processor list, warpers included, and that generate appends its own
+        warpers, watermark and renormalisation after it -- so those run twice (a temperature of 0.7 drafts
+        at 0.49)."""
+        processed = self.scores(logits, ids)
+        if self.sampling is not None:
+            processed = warp_logits(processed, **self.sampling)
+        if self.watermark is not None:
+            processed = self.watermark(ids, processed)
+        return self.process.renormalize(processed)
+
+    def choose(self, scores):
+        return _draw(scores, self.rng) if self.sampling is not None else scores.argmax(axis=-1)
+
+
+def _check_cache_implementation(name):
+    """``cache_implementation``: transformers' names are taken (the static, sliding-window, hybrid and
+    offloaded caches hold the same keys and values as minilora's, so the tokens are the same); the quantized
+    cache and paged attention are refused by name, another name is transformers' ValueError."""
+    if name is None:
+        return
+    if name not in _CACHE_IMPLEMENTATIONS:
+        raise ValueError(f"Invalid `cache_implementation` ({name}). Choose one of: {_CACHE_IMPLEMENTATIONS}")
+    if name in _REFUSED_CACHES:
+        raise NotImplementedError(f"generate(cache_implementation={name!r}) is not implemented in minilora: "
+                                  f"{_REFUSED_CACHES[name]}; leave it unset for the dynamic cache")
+
+
+def _guidance(model, guidance_scale, arguments, use_cache):
+    """transformers adds its classifier-free guidance processor for a ``guidance_scale`` other than 1."""
+    if guidance_scale is None or guidance_scale == 1:  # (a negative prompt alone is unused there too)
+        return None
+    from .guidance import ClassifierFreeGuidance
+    negative = arguments["negative_prompt_ids"]
+    negative_mask = arguments["negative_prompt_attention_mask"]
+    return ClassifierFreeGuidance(guidance_scale, model,
+                                  None if negative is None else _as_int_array(negative, "negative_prompt_ids"),
+                                  None if negative_mask is None else _as_int_array(negative_mask, "attention_mask"),
+                                  use_cache=use_cache)
+
+
+def _watermark(watermarking_config, config):
+    if watermarking_config is None:
+        return None
+    from .guidance import Watermark, watermark_options
+    return Watermark(config.vocab_size, **watermark_options(watermarking_config))
+
+
+def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_tokens, num_return_sequences, internals,
+                  embeds, use_cache, stops):
+    """The candidate generator of assisted decoding (transformers' _get_candidate_generator): prompt lookup
+    when ``prompt_lookup_num_tokens`` is set, else the assistant model; None: decode token by token."""
+    lookup = guided["prompt_lookup_num_tokens"]
+    if assistant is None and lookup is None:
+        return None
+    if num_return_sequences != 1:
+        raise ValueError(f"num_return_sequences has to be 1 when doing assisted generate, but is "
+                         f"{num_return_sequences}.")
+    if ids.shape[0] > 1:
+        raise ValueError("assisted generate is only supported for batch_size = 1")
+    wanted = [name for name, value in internals.items() if value]
+    if wanted or embeds is not None:
+        raise NotImplementedError(f"assisted generate with {', '.join(wanted) or 'inputs_embeds'} is not implemented "
+                                  "in minilora (its rounds keep no per-token model outputs); leave it out")
+    if not use_cache:
+        raise RuntimeError("Assisted decoding requires a cache")
+    from .assisted import _AssistantDrafts, _PromptLookup
+    max_length = ids.shape[1] + max_new_tokens
+    if lookup is not None:
+        return _PromptLookup(lookup, guided["max_matching_ngram_size"] or 2, max_length, model.config.vocab_size)
+    if stops.strings:  # transformers' assistant generates with the call's options but without its tokenizer
+        raise ValueError(_NO_TOKENIZER_FOR_STOP_STRINGS)
+    if model.config.vocab_size != assistant.config.vocab_size:
+        raise ValueError("The main and assistant models have different tokenizers. Please provide `tokenizer` and "
+                         "`assistant_tokenizer` to `generate()` (see https://huggingface.co/docs/transformers/en/"
+                         "generation_strategies#universal-assisted-decoding); minilora does not implement universal "
+                         "assisted decoding, so the assistant must share the model's vocabulary")
+    return _AssistantDrafts(assistant, min_length, max_length, mask)
+
+
+def _assisted_output(model, ids, mask, rules, drafts, stops, user_stops, streamer, cache, return_dict_in_generate,
+                     output_scores, output_logits, out_device):
+    from .assisted import assisted_decoding
+
+    def ending(ids, scores):
+        return ids.shape[1] >= drafts.max_length or bool(np.isin(ids[0, -1], rules.eos)) or \
+            bool(stops.found(ids)[0]) or bool(user_stops.on_arrays(ids, scores)[0])
+    ids, scores, raw_logits, cache = assisted_decoding(model, ids, mask, rules, drafts, ending, streamer, cache)
+    return _decoder_only_output(ids, scores, raw_logits, out_device, return_dict_in_generate, output_scores,
+                                output_logits, cache=cache)
 
 
 class LogitsProcessor:
@@ -1078,7 +1249,7 @@ def _check_beam_options(do_sample, num_return_sequences, streamer, num_beams):
 
 def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id, options,
                  return_dict_in_generate, output_scores, output_logits, out_device, use_cache=True,
-                 user_processors=(), user_stops=(), embeds=None):
+                 user_processors=(), user_stops=(), embeds=None, guidance=None, watermark=None):
     """transformers' beam search (``GenerationMixin._beam_search``), step for step.
 
     Each prompt keeps ``num_beams`` running sequences ("beams"). A step scores every beam's every next
@@ -1092,7 +1263,9 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
     The user's logits processors see every beam's log-probabilities after generate's own processors; the user's
     stopping criteria (and ``max_time``) see every candidate, with the scores output so far, and end those they
     flag, as eos does. ``embeds``: the prompt's embeddings, run at the first step (``ids``: their ids, any number).
-    ``options.sampling`` (do_sample=True): the candidates are drawn, not taken best first (``_BeamSampling``)."""
+    ``options.sampling`` (do_sample=True): the candidates are drawn, not taken best first (``_BeamSampling``).
+    ``guidance`` (classifier-free guidance) runs first on every beam's log-probabilities, ``watermark`` last
+    before ``renormalize_logits``, as transformers' processor list orders them."""
     batch, prompt_length = ids.shape
     unseen = embeds.shape[1] - prompt_length if embeds is not None else 0  # prompt positions without an id
     embeds = embeds.repeat_interleave(options.num_beams, dim=0) if embeds is not None else None
@@ -1119,10 +1292,13 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
                         past_key_values=cache, use_cache=use_cache)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)
-            log_probs = process(_log_softmax(logits), flat, flat_padding, step)
+            log_probs = _log_softmax(logits) if guidance is None else guidance(flat, _log_softmax(logits))
+            log_probs = process(log_probs, flat, flat_padding, step)
             log_probs = LogitsProcessorList(user_processors).on_arrays(flat, log_probs)
             if options.sampling is not None:
                 log_probs = options.sampling.warp(log_probs, eos)
+            if watermark is not None:
+                log_probs = watermark(flat, log_probs)
             log_probs = process.renormalize(log_probs)
             all_scores.append(log_probs)
             raw_logits.append(logits)
@@ -1201,11 +1377,9 @@ def _beam_output(finished, options, prompt_length, all_scores, raw_logits, retur
     if not return_dict_in_generate:
         return result
 
-    def per_step(arrays, wanted_here):
-        return tuple(Tensor(a, dtype=np.float32, device=out_device) for a in arrays) if wanted_here else None
     scores = Tensor(finished.scores[:, :wanted].reshape(-1), dtype=np.float32, device=out_device)
-    return GenerateBeamDecoderOnlyOutput(sequences=result, scores=per_step(all_scores, output_scores),
-                                         logits=per_step(raw_logits, output_logits),
+    return GenerateBeamDecoderOnlyOutput(sequences=result, scores=_per_step(all_scores, output_scores, out_device),
+                                         logits=_per_step(raw_logits, output_logits, out_device),
                                          sequences_scores=scores if output_scores else None,
                                          beam_indices=Tensor(origins, dtype=np.int64, device=out_device),
                                          cache=cache)
@@ -1325,6 +1499,12 @@ class _LogitsProcessors:
         return _forbid(logits, suppressed) if suppressed else logits
 
 
+_NO_TOKENIZER_FOR_STOP_STRINGS = (
+    "There are one or more stop strings, either in the arguments to `generate` or in the model's generation config, "
+    "but we could not locate a tokenizer. When generating with stop strings, you must pass the model's tokenizer to "
+    "the `tokenizer` argument of `generate`.")
+
+
 class _StopStrings:
     """transformers' StopStringCriteria: a row stops when one of the strings is in its text and reaches
     into its last token (``["st", "op"]``, ``["las", "topper"]`` stop at "stop"; ``["stop", "at"]`` does
@@ -1336,10 +1516,7 @@ class _StopStrings:
     def __init__(self, stop_strings, tokenizer):
         self.strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
         if self.strings and tokenizer is None:
-            raise ValueError("There are one or more stop strings, either in the arguments to `generate` or in the "
-                             "model's generation config, but we could not locate a tokenizer. When generating with "
-                             "stop strings, you must pass the model's tokenizer to the `tokenizer` argument of "
-                             "`generate`.")
+            raise ValueError(_NO_TOKENIZER_FOR_STOP_STRINGS)
         if not all(isinstance(text, str) and text for text in self.strings):
             raise ValueError(f"stop_strings must be a non-empty string or a list of them, got {stop_strings!r}")
         self.tokenizer, self.texts = tokenizer, {}

@@ -1333,9 +1333,17 @@ class LlamaForCausalLM(Module):
                                      attentions=body.attentions)
         return out if return_dict else out.to_tuple()
 
-    def generate(self, input_ids=None, **kwargs):
-        """Continue ``input_ids`` (or ``inputs=``, transformers' name); see ``minilora.generate.generate``."""
-        return generation.generate(self, input_ids, **kwargs)
+    def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
+                 prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None,
+                 negative_prompt_ids=None, negative_prompt_attention_mask=None, custom_generate=None, **kwargs):
+        """Continue ``inputs`` (or ``input_ids=``); transformers' signature, so ``generate(ids, config)`` takes
+        a GenerationConfig second, as there. See ``minilora.generate.generate``."""
+        passed = dict(logits_processor=logits_processor, stopping_criteria=stopping_criteria,
+                      prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, synced_gpus=synced_gpus,
+                      assistant_model=assistant_model, negative_prompt_ids=negative_prompt_ids,
+                      negative_prompt_attention_mask=negative_prompt_attention_mask, custom_generate=custom_generate)
+        return generation.generate(self, inputs=inputs, generation_config=generation_config, streamer=streamer,
+                                   **{name: value for name, value in passed.items() if value is not None}, **kwargs)
 
     def compute_transition_scores(self, sequences, scores, beam_indices=None, normalize_logits=False):
         """Each generated token's score from ``generate``'s output; see ``generation.compute_transition_scores``."""
