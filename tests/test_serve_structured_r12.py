@@ -12,7 +12,8 @@ beam_search.py and OpenAIServing.beam_search.
 | structured_outputs json, regex, choice, grammar| 400 "not supported"       | held to it; streamed too                |
 | tools + tool_choice {"function": {"name"}}     | 400 "not supported"       | tool_calls, arguments held to the       |
 |                                                |                           |  function's parameters schema           |
-| tools + tool_choice "required"                 | 400 "not supported"       | a JSON list of calls, as tool_calls     |
+| tools + tool_choice "required"                 | 400 "not supported"       | a JSON list of calls, as tool_calls;    |
+|                                                |                           |  streamed: headers, then arguments      |
 | tools (tool_choice left out: "auto")           | 400 "not supported"       | vLLM's 400 without a tool parser:       |
 |                                                |                           |  '"auto" tool choice requires ...'      |
 | guided_json, guided_regex (gone in vLLM 0.12)  | ignored, generic warning  | ignored (as vLLM 0.24), a warning that  |
@@ -168,9 +169,12 @@ def test_tool_choice_required_answers_a_list_of_calls(client):
     for stream in (False, True):
         response = chat(client, tools=[WEATHER, CLOCK], tool_choice="required", logit_bias=bias, max_tokens=60,
                         stream=stream)
-        if stream:
+        if stream:  # each call's header (id, name, arguments ""), then its arguments: vLLM's stream, accumulated
             chunks = streamed(response)
-            calls = [d for c in chunks for d in c["choices"][0]["delta"].get("tool_calls", [])]
+            deltas = [d for c in chunks for d in c["choices"][0]["delta"].get("tool_calls", [])]
+            assert deltas[0]["function"]["arguments"] == "" and deltas[0]["id"].startswith("chatcmpl-tool-")
+            calls = [{**d, "function": {**d["function"], "arguments": "".join(
+                e["function"]["arguments"] for e in deltas if e["index"] == d["index"])}} for d in deltas if "id" in d]
             finish = chunks[-1]["choices"][0]["finish_reason"]
         else:
             choice = ok(response)["choices"][0]

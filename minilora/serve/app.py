@@ -68,6 +68,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import sys
 import time
@@ -1031,14 +1032,13 @@ class ChatReply(collections.namedtuple("ChatReply", "role echo tool")):
     def delta(self, text, state, done, index=0):
         """A stream chunk's delta. A named function's arguments stream as vLLM's: the first piece with the call's
         id, type and name, then ``{"index", "function": {"arguments"}}`` (the index: the choice's, as vLLM numbers
-        a named call); "required" calls come whole in the last chunk (``state``: this choice's text so far and
-        whether its call began)."""
+        a named call); "required" calls as _required_call_deltas writes them (``state``: this choice's text so far
+        and what of its calls went out)."""
         if self.tool is None:
             return {"content": text} if text else {}
         state["text"] += text
         if self.tool == "required":
-            calls = _tool_calls(self.tool, state["text"]) if done else None
-            return {"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]} if calls else {}
+            return _required_call_deltas(state, done)
         if not text:
             return {}
         call = {"index": index, "function": {"arguments": text}}
@@ -1047,6 +1047,48 @@ class ChatReply(collections.namedtuple("ChatReply", "role echo tool")):
             call = {"index": index, "id": _tool_call_id(), "type": "function",
                     "function": {"name": self.tool["name"], "arguments": text}}
         return {"tool_calls": [call]}
+
+
+def _required_call_deltas(state, done):
+    """A "required" answer's stream delta, as vLLM's extract_tool_call_required_streaming writes one: each call's
+    header (``index``, ``id``, ``type``, its name and ``arguments: ""``) once its name is in the text, then its
+    arguments whole (the parameters as JSON) once a later call begins or the answer ends."""
+    calls, deltas = _calls_so_far(state["text"]), []
+    for index, (name, parameters, complete) in enumerate(calls):
+        if index == state.setdefault("headers", 0) and name is not None:
+            deltas.append({"index": index, "id": _tool_call_id(), "type": "function",
+                           "function": {"name": name, "arguments": ""}})
+            state["headers"] += 1
+        if index == state.setdefault("flushed", 0) < state["headers"] and complete and (
+                done or index < len(calls) - 1):
+            deltas.append({"index": index, "function": {"arguments": json.dumps(parameters, ensure_ascii=False)}})
+            state["flushed"] += 1
+    return {"tool_calls": deltas} if deltas else {}
+
+
+_CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def _calls_so_far(text):
+    """The calls of a "required" answer's JSON list so far: ``(name, parameters, complete)`` each, the last one
+    perhaps cut short (its name read once its string is closed; no parameters yet)."""
+    start = text.find("[")
+    calls, at, decoder = [], start + 1, json.JSONDecoder()
+    while start >= 0:
+        at = len(text) - len(text[at:].lstrip())
+        if at >= len(text) or text[at] == "]":
+            break
+        try:
+            call, at = decoder.raw_decode(text, at)
+        except ValueError:
+            named = _CALL_NAME.match(text, at)
+            calls.append((json.loads(named.group(1)) if named else None, None, False))
+            break
+        call = call if isinstance(call, dict) else {}
+        calls.append((call.get("name"), call.get("parameters"), True))
+        at = len(text) - len(text[at:].lstrip())
+        at += text.startswith(",", at)
+    return calls
 
 
 def _tool_call_id():
