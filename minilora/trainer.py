@@ -583,8 +583,10 @@ class Trainer:
     def _signature_columns(self):
         return list(_forward_parameters(self.model)) + list({"label", "label_ids", *self.label_names})
 
-    def _get_dataloader(self, dataset, batch_size, sampler):
+    def _get_dataloader(self, dataset, batch_size, make_sampler):
+        """``make_sampler(dataset)`` orders a dataset with a length; an iterable one is read in its own order."""
         from .utils.data import DataLoader
+        sampler = make_sampler(dataset) if hasattr(dataset, "__len__") else None
         collator = self.data_collator
         if self.args.remove_unused_columns:
             columns = self._signature_columns()
@@ -601,16 +603,16 @@ class Trainer:
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator,
                           drop_last=self.args.dataloader_drop_last)
 
-    def get_train_dataloader(self):
+    def _get_train_sampler(self, dataset):
         from .utils.data import SequentialSampler
+        if self.args.train_sampling_strategy == "sequential":
+            return SequentialSampler(dataset)
+        return SeedableRandomSampler(dataset, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+    def get_train_dataloader(self):
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
-        if self.args.train_sampling_strategy == "sequential":
-            sampler = SequentialSampler(self.train_dataset)
-        else:
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            sampler = SeedableRandomSampler(self.train_dataset, seed)
-        return self._get_dataloader(self.train_dataset, self.args.train_batch_size, sampler)
+        return self._get_dataloader(self.train_dataset, self.args.train_batch_size, self._get_train_sampler)
 
     def get_eval_dataloader(self, eval_dataset=None):
         from .utils.data import SequentialSampler
@@ -618,11 +620,11 @@ class Trainer:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
         dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else \
             eval_dataset if eval_dataset is not None else self.eval_dataset
-        return self._get_dataloader(dataset, self.args.eval_batch_size, SequentialSampler(dataset))
+        return self._get_dataloader(dataset, self.args.eval_batch_size, SequentialSampler)
 
     def get_test_dataloader(self, test_dataset):
         from .utils.data import SequentialSampler
-        return self._get_dataloader(test_dataset, self.args.eval_batch_size, SequentialSampler(test_dataset))
+        return self._get_dataloader(test_dataset, self.args.eval_batch_size, SequentialSampler)
 
     # -- optimizer and schedule ------------------------------------------------------------------
     def get_decay_parameter_names(self, model):
@@ -959,23 +961,20 @@ class Trainer:
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
-        """Each batch's loss counts once per example (repeated ``eval_batch_size`` times, the last batch cut to
-        the examples it has, as accelerate's ``gather_for_metrics``); eval_loss is their mean."""
+        """Each batch's loss counts once per example it holds: accelerate's ``gather_for_metrics`` repeats it
+        ``eval_batch_size`` times and cuts the last batch to its examples (from the dataset's length, or, for an
+        iterable dataset, from the batch seen); eval_loss is the mean of them all."""
         args = self.args
         loss_only = prediction_loss_only if prediction_loss_only is not None else args.prediction_loss_only
         self.model.eval()
         self.callback_handler.eval_dataloader = dataloader
-        size = len(dataloader.dataset) if hasattr(dataloader.dataset, "__len__") else None
-        remainder = size % args.eval_batch_size if size is not None and not args.dataloader_drop_last else 0
         losses, preds, labels, seen = [], [], [], 0
-        batches = len(dataloader) if hasattr(dataloader.dataset, "__len__") else None
-        for index, inputs in enumerate(dataloader):
+        for inputs in dataloader:
             loss, logits, label = self.prediction_step(self.model, inputs, loss_only, ignore_keys)
-            seen += len(_host(next(iter(inputs.values()))))
-            last = batches is not None and index == batches - 1
+            examples = len(_host(next(iter(inputs.values()))))  # (transformers' find_batch_size)
+            seen += examples
             if loss is not None:
-                repeated = np.repeat(np.float32(loss.item()), args.eval_batch_size)
-                losses.append(repeated[:remainder] if last and remainder else repeated)
+                losses.append(np.repeat(np.float32(loss.item()), examples))
             if logits is not None:
                 logits = self.preprocess_logits_for_metrics(logits, label) \
                     if self.preprocess_logits_for_metrics is not None else logits
@@ -1000,7 +999,8 @@ class Trainer:
                 metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
         if self.is_in_train:  # (an evaluation during training hands the model back in training mode)
             self.model.train()
-        return EvalLoopOutput(all_preds, all_labels, metrics, size if size is not None else seen)
+        size = len(dataloader.dataset) if hasattr(dataloader.dataset, "__len__") else seen
+        return EvalLoopOutput(all_preds, all_labels, metrics, size)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)

@@ -60,7 +60,7 @@ def collator(tensor):
 
 def lora_pair(base, **config):
     """(PEFT model, minilora's), the LoRA matrices drawn from the same seed."""
-    config = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, **config)
+    config = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0, **config}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = transformers.LlamaForCausalLM.from_pretrained(str(base))
@@ -107,11 +107,12 @@ def assert_same_history(theirs, ours):
 
 def test_peft_trainer_log_history_checkpoints_as_transformers(base, tmp_path):
     """The quicktour's run: gradient accumulation 2 over ragged rows (the step's token count, not the
-    accumulation count, divides each loss), shuffled, weight decay, warmup then linear decay, evaluation and
-    a checkpoint every epoch; the last step of each epoch has a one-row batch."""
+    accumulation count, divides each loss), shuffled, LoRA dropout (the masks follow from the generator's
+    stream: each epoch's DataLoader draws its base seed from it too), weight decay, warmup then linear decay,
+    evaluation and a checkpoint every epoch; the last step of each epoch has a one-row batch."""
     data = examples()
     theirs, ours = run_both(base, tmp_path, [(data, data[:5])] * 2, (collator(torch.tensor), collator(ml.tensor)),
-                            lora=dict(bias="lora_only"), learning_rate=1e-2, per_device_train_batch_size=2,
+                            lora=dict(bias="lora_only", lora_dropout=0.1), learning_rate=1e-2, per_device_train_batch_size=2,
                             per_device_eval_batch_size=3, gradient_accumulation_steps=2, num_train_epochs=2,
                             weight_decay=0.1, logging_steps=1, save_strategy="epoch", eval_strategy="epoch", seed=42,
                             lr_scheduler_type="linear", warmup_steps=1)
@@ -188,6 +189,30 @@ def test_torch_dataset_default_collator_sgd_max_steps_callbacks(base, tmp_path):
     prediction = trainer.predict(Rows(rows[:5]))
     assert prediction.predictions.shape == (5, 6, VOCAB) and prediction.label_ids.shape == (5, 6)
     assert set(prediction.metrics) >= {"test_loss", "test_runtime"}
+
+
+class Stream(ml.utils.data.IterableDataset):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+class TorchStream(torch.utils.data.IterableDataset, Stream):
+    __iter__ = Stream.__iter__
+
+
+def test_iterable_dataset_max_steps_and_its_eval_loss(base, tmp_path):
+    """An iterable dataset: read in its own order, epoch after epoch up to max_steps; its evaluation counts the
+    short last batch once per example it holds (accelerate's dispatcher), not eval_batch_size times."""
+    rows = examples(7)
+    theirs, ours = run_both(base, tmp_path, [(TorchStream(rows), TorchStream(rows)), (Stream(rows), Stream(rows))],
+                            (collator(torch.tensor), collator(ml.tensor)), learning_rate=1e-2,
+                            per_device_train_batch_size=2, per_device_eval_batch_size=3, gradient_accumulation_steps=2,
+                            max_steps=3, logging_steps=1, save_strategy="no", eval_strategy="steps", eval_steps=3)
+    assert [e["step"] for e in ours.state.log_history] == [1, 2, 3, 3, 3]
+    assert_same_history(theirs.state.log_history, ours.state.log_history)
 
 
 def test_resume_from_checkpoint_continues_the_run(base, tmp_path):
