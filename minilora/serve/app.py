@@ -448,6 +448,8 @@ class _Server:
         options = dict(options, max_tokens=1) if echo_only else options  # the usage, its finish_reason), shown not
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         bad_words = _bad_words_ids(self.engine.tokenizer, body.get("bad_words") or [], self.engine.text_vocab)
+        if constraint is not None:  # compiled once, off the event loop (a tokenizer's vocabulary is read at first)
+            grammar_at_start = await asyncio.to_thread(self.grammars.compile, constraint)
         jobs = []
         for ids in prompts:
             for i in range(n):
@@ -457,7 +459,7 @@ class _Server:
                 if own["min_tokens"] > own["max_tokens"]:
                     raise EngineError(400, f"min_tokens must be less than or equal to max_tokens="
                                            f"{own['max_tokens']}, got {own['min_tokens']}.", "min_tokens")
-                grammar = None if constraint is None else self.grammars.compile(constraint)
+                grammar = None if constraint is None else grammar_at_start.copy()  # (each choice moves its own)
                 job = Request(ids, adapter, **own, grammar=grammar, bad_words_ids=bad_words)
                 job.emit = self._emitter(loop, events, len(jobs), job)
                 jobs.append(job)

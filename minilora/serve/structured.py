@@ -289,7 +289,7 @@ class Grammars:
         return self._ll_tokenizer
 
     def compile(self, constraint):
-        """A fresh Grammar for ``constraint`` (one per choice: each moves on with its own tokens); a grammar
+        """A Grammar at the start of ``constraint`` (each choice moves on with its own ``copy``); a grammar
         llguidance refuses is a 400 in vLLM's words."""
         if llguidance is None:
             raise EngineError(400, f"Structured outputs ({constraint.kind}) need the 'guidance' backend, whose "
@@ -324,6 +324,10 @@ class Grammar:
 
     def mask(self, x):
         x[~self.allowed()[:len(x)]] = -np.inf
+
+    def copy(self):
+        """Another matcher in the same state (llguidance's deep_copy), for another choice of the request."""
+        return Grammar(self.matcher.deep_copy(), self.size)
 
     def accept(self, token):
         if not self.matcher.is_stopped():  # (a complete grammar takes its EOS without moving: vLLM's accept_tokens)
