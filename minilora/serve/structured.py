@@ -30,6 +30,7 @@ import numpy as np
 
 from .detokenizer import token_bytes_or_text
 from .engine import EngineError
+from .fields import lax_bool
 
 try:
     import llguidance
@@ -56,14 +57,19 @@ def _structured_outputs(value):
                                "StructuredOutputsParams", "structured_outputs")
     types = {"json": (str, dict), "regex": str, "choice": list, "grammar": str, "json_object": bool,
              "structural_tag": str, **_OPTIONS}
+    fields = {name: value.get(name) for name in types}
     for name, kind in types.items():
-        if value.get(name) is not None and not isinstance(value[name], kind):
+        try:  # (a bool as pydantic's lax mode reads it: "true", 1, "yes")
+            fields[name] = lax_bool(fields[name]) if kind is bool and fields[name] is not None else fields[name]
+        except ValueError as exc:
+            raise EngineError(400, f"structured_outputs.{name}: {exc}", "structured_outputs") from None
+        if fields[name] is not None and not isinstance(fields[name], kind):
             raise EngineError(400, f"structured_outputs.{name}: Input should be a valid "
                                    f"{'dictionary or string' if name == 'json' else kind.__name__}",
                               "structured_outputs")
-    if value.get("choice") is not None and not all(isinstance(c, str) for c in value["choice"]):
+    if fields["choice"] is not None and not all(isinstance(c, str) for c in fields["choice"]):
         raise EngineError(400, "structured_outputs.choice: Input should be a list of strings", "structured_outputs")
-    return {name: value.get(name) for name in types}
+    return fields
 
 
 def _check_count(fields):
