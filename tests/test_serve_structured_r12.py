@@ -58,10 +58,16 @@ CLOCK = {"type": "function", "function": {"name": "clock", "parameters": {
 
 
 @pytest.fixture(scope="module")
-def client():
+def served():
+    """`minilora serve` of the shipped base, in process: (TestClient, engine)."""
     engine, name = load_engine(None, [], max_batch_size=4, max_queue=8)
     with TestClient(create_app(engine, name)) as test_client:
-        yield test_client
+        yield test_client, engine
+
+
+@pytest.fixture
+def client(served):
+    return served[0]
 
 
 def complete(client, **body):
@@ -94,16 +100,14 @@ def streamed(response):
 # structured outputs: JSON schemas, json_object, choice, regex, grammar; greedy, sampled and streamed
 # ---------------------------------------------------------------------------------------------------
 @needs_guidance
-def test_json_schema_output_parses_and_matches_the_schema():
+def test_json_schema_output_parses_and_matches_the_schema(client):
     jsonschema = pytest.importorskip("jsonschema")
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 6}, "ok": {"type": "boolean"}},
               "required": ["city", "ok"], "additionalProperties": False}
-    engine, name = load_engine(None, [], max_batch_size=4, max_queue=8)
-    with TestClient(create_app(engine, name)) as client:
-        free = ok(complete(client))["choices"][0]["text"]
-        held = ok(complete(client, max_tokens=40, structured_outputs={"json": schema, "disable_any_whitespace": True}))
-        asked = ok(complete(client, max_tokens=40, logit_bias=NO_WHITESPACE, response_format={
-            "type": "json_schema", "json_schema": {"name": "place", "schema": schema}}))
+    free = ok(complete(client))["choices"][0]["text"]
+    held = ok(complete(client, max_tokens=40, structured_outputs={"json": schema, "disable_any_whitespace": True}))
+    asked = ok(complete(client, max_tokens=40, logit_bias=NO_WHITESPACE, response_format={
+        "type": "json_schema", "json_schema": {"name": "place", "schema": schema}}))
     assert not free.startswith("{")  # (the tiny base left alone writes prose)
     for answer in (held, asked):
         choice = answer["choices"][0]
@@ -283,15 +287,14 @@ def vllm_beams(model, prompt_ids, width, steps, eos, length_penalty=1.0):
     return [tokens[len(prompt_ids):] for tokens, _ in sorted(done + live, key=score, reverse=True)[:width]]
 
 
-def test_use_beam_search_answers_vllms_n_best_beams_whole_and_streamed():
-    engine, name = load_engine(None, [], max_batch_size=4, max_queue=8)
-    with TestClient(create_app(engine, name)) as client:
-        body = dict(max_tokens=6, temperature=0, use_beam_search=True, n=3, length_penalty=0.5)
-        answer = ok(complete(client, **body))
-        chunks = streamed(complete(client, **body, stream=True, stream_options={"include_usage": True}))
-        refused = complete(client, use_beam_search=True, logprobs=2)
-        eos = engine.tokenizer.eos_token_id
-        expected = vllm_beams(engine.model, engine.tokenizer.encode("Dan lives in"), 3, 6, eos, 0.5)
+def test_use_beam_search_answers_vllms_n_best_beams_whole_and_streamed(served):
+    client, engine = served
+    body = dict(max_tokens=6, temperature=0, use_beam_search=True, n=3, length_penalty=0.5)
+    answer = ok(complete(client, **body))
+    chunks = streamed(complete(client, **body, stream=True, stream_options={"include_usage": True}))
+    refused = complete(client, use_beam_search=True, logprobs=2)
+    eos = engine.tokenizer.eos_token_id
+    expected = vllm_beams(engine.model, engine.tokenizer.encode("Dan lives in"), 3, 6, eos, 0.5)
     texts = [engine.tokenizer.decode(ids) for ids in expected]
     assert [c["text"] for c in answer["choices"]] == texts and len(set(texts)) == 3  # (greedy n=3: a 400 without)
     assert [c["choices"][0]["text"] for c in chunks[:3]] == texts
