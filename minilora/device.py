@@ -20,6 +20,10 @@ __all__ = ["Device", "device", "default_device", "get_default_device", "set_defa
            "all_devices", "cache_slices", "CHUNK"]
 
 
+class UnknownDeviceError(RuntimeError, ValueError):
+    """A device name minilora does not know: torch's RuntimeError, and the ValueError minilora raised before."""
+
+
 class Device:
     """One place to compute. ``xp`` is the array module (numpy or cupy)."""
 
@@ -139,9 +143,10 @@ def device(name=None):
         return name
     if name is None:
         name = _default_name or os.environ.get("MINILORA_DEVICE", "cpu")
-    name = str(name).split(":")[0]  # accept 'cuda:0' as PyTorch users write it
+    given, name = name, str(name).split(":")[0]  # accept 'cuda:0' as PyTorch users write it
     if name not in _DEVICES:
-        raise ValueError(f"unknown device '{name}': choose one of {sorted(_DEVICES)}")
+        raise UnknownDeviceError(f"unknown device '{name}': Expected one of {', '.join(sorted(_DEVICES))} device "
+                                 f"type at start of device string: {given}")
     dev = _DEVICES[name]
     if not dev.enabled():
         raise RuntimeError(f"device '{name}' is not enabled: {dev.why_disabled}")

@@ -2273,9 +2273,14 @@ def _parse_to(args, kwargs):
 
 
 def _looks_like_dtype(arg):
-    """Tell ``to('cuda')`` from ``to('float32')``: strings name a device only if they start with one."""
+    """Tell ``to('cuda')`` from ``to('float32')``: a string names a dtype only if it is a dtype's name
+    (anything else is read as a device, refused in torch's words: ``to('bogus')``)."""
     if isinstance(arg, str):
-        return arg.split(":")[0] not in ("cpu", "cuda", "emu")
+        try:
+            _to_dtype(arg)
+        except TypeError:
+            return False
+        return True
     return not (isinstance(arg, Device) or type(arg).__name__ == "device")
 
 

@@ -653,6 +653,8 @@ TORCH_SIGNATURES = {
     "log_softmax": "log_softmax(dim, dtype=None)",
     "softmax": "softmax(dim, dtype=None)",
     "split": "split(split_size, dim=0)",  # torch/_tensor.py
+    # the docstring says squeeze(dim=None); the method also takes the dims one by one (x.squeeze(0, 1)), and dim=
+    "squeeze": "squeeze(*dim)",
     # the docstring says `divisor`, but torch takes `other` (x.remainder(other=3); divisor= fails):
     "remainder": "remainder(other)",
     # the docstrings say round(decimals=0), bmm(batch2), dot(other); torch 2.13 takes decimals by

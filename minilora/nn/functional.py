@@ -1036,13 +1036,15 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     return _multi_head_attention(
         query, key, value, embed_dim_to_check, num_heads, weights, in_proj_bias, bias_k, bias_v, add_zero_attn,
         dropout_p, lambda out: linear(out, out_proj_weight, out_proj_bias), training, key_padding_mask,
-        need_weights, attn_mask, average_attn_weights, is_causal, batch_first=False, static_kv=(static_k, static_v))
+        need_weights, attn_mask, average_attn_weights, is_causal, batch_first=False, static_kv=(static_k, static_v),
+        separate_weights=use_separate_proj_weight)
 
 
 def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_proj_bias, bias_k, bias_v,
                           add_zero_attn, dropout_p, out_proj, training, key_padding_mask, need_weights, attn_mask,
-                          average_attn_weights, is_causal, batch_first, static_kv=(None, None)):
+                          average_attn_weights, is_causal, batch_first, static_kv=(None, None), separate_weights=False):
     """The computation (``out_proj``: a callable, the module's own -- which LoRA may replace)."""
+    _check_key_value_shapes(key, value, batch_first, separate_weights)
     if is_causal and attn_mask is None:  # torch: is_causal is only a hint about attn_mask
         raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the "
                            "Transformer module method `generate_square_subsequent_mask` to "
@@ -1085,6 +1087,18 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
     if average_attn_weights:
         attention = attention.mean(1)
     return out, (attention if batched else attention.squeeze(0))
+
+
+def _check_key_value_shapes(key, value, batch_first, separate_weights):
+    """torch's AssertionError when keys and values disagree (in their sequence and batch dims only where
+    each has its own projection, kdim/vdim), shapes as torch shows them: sequence first."""
+    def shown(t):
+        return type(t.shape)((t.shape[1], t.shape[0], t.shape[2])) if batch_first and t.ndim == 3 else t.shape
+    if separate_weights and key.shape[:-1] != value.shape[:-1]:
+        raise AssertionError(f"key's sequence and batch dims {shown(key)[:2]} do not match value's "
+                             f"{shown(value)[:2]}")
+    if not separate_weights and key.shape != value.shape:
+        raise AssertionError(f"key shape {shown(key)} does not match value shape {shown(value)}")
 
 
 class _MhaHeads:

@@ -844,7 +844,8 @@ class MultiheadAttention(Module):
         return F._multi_head_attention(
             query, key, value, e, self.num_heads, weights, self.in_proj_bias, self.bias_k, self.bias_v,
             self.add_zero_attn, self.dropout, self.out_proj, self.training, key_padding_mask, need_weights,
-            attn_mask, average_attn_weights, is_causal, batch_first=self.batch_first)
+            attn_mask, average_attn_weights, is_causal, batch_first=self.batch_first,
+            separate_weights=not self._qkv_same_embed_dim)
 
 
 # ---- the rest of torch's common activation modules ----------------------------------------------------

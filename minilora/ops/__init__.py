@@ -4,7 +4,7 @@ Lower-case wrappers (``minilora.ops.matmul(a, b)``) are the public names. They a
 operators (``a @ b`` calls ``matmul(a, b)``) and, where PyTorch has them, its methods (``x.sum()``):
 both are attached to ``Tensor`` below, so an operator costs no extra call on the way to its op.
 """
-from .. import amp as _amp, dtypes
+from .. import amp as _amp, dtypes, factories as _factories
 from ..tensor import Tensor, name_node, tensor
 from .elementwise import (abs, add, astype, clone, div, erf, exp, floor_divide, gelu, log,
                           masked_fill, mul, neg, pow, relu, rsqrt, sigmoid, silu, sqrt, sub, tanh,
@@ -78,6 +78,14 @@ def _rdiv(self, other):
     return mul(reciprocal(self), other)
 
 
+def _squeeze_method(squeeze_fn):
+    """``x.squeeze(0, 1)``: torch's method also takes the dims as separate arguments (the function does not)."""
+    def method(self, *dim, **by_name):  # (dim=: by_name)
+        return squeeze_fn(self, dim, **by_name) if len(dim) > 1 else squeeze_fn(self, *dim, **by_name)
+    method.__name__ = squeeze_fn.__name__
+    return method
+
+
 _METHODS = {
     "__add__": add, "__radd__": add, "__sub__": sub, "__rsub__": _rsub_method, "__mul__": mul,
     "__rmul__": mul, "__truediv__": div, "__rtruediv__": _rdiv, "__neg__": neg,
@@ -87,7 +95,7 @@ _METHODS = {
     "sigmoid": sigmoid, "relu": relu, "sum": sum, "mean": mean, "max": max, "var": var,
     "softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp, "matmul": matmul,
     "reshape": reshape, "view": view, "permute": permute, "transpose": transpose,
-    "expand": expand, "chunk": chunk, "squeeze": squeeze, "unsqueeze": unsqueeze,
+    "expand": expand, "chunk": chunk, "squeeze": _squeeze_method(squeeze), "unsqueeze": unsqueeze,
     "flatten": flatten, "masked_fill": masked_fill, "pow": pow,
     "add": add, "sub": sub, "subtract": sub, "mul": mul, "multiply": mul, "div": div,
     "divide": div, "true_divide": div, "neg": neg, "negative": neg, "__floordiv__": floor_divide,
@@ -106,17 +114,13 @@ Tensor.T = property(_T)
 
 
 # ---- methods with torch's signatures that are not plain op calls ---------------------------------
-def _sizes(size):
-    """``new_zeros(2, 3)`` and ``new_zeros((2, 3))`` both mean shape (2, 3), as in torch."""
-    return tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)
-
-
-def _new(fill):
-    """``x.new_zeros(size)``-style methods: the dtype and device of ``self`` unless given."""
-    def method(self, *size, dtype=None, device=None, requires_grad=False):
+def _new(name, fill):
+    """``x.new_zeros(size)``-style methods: the dtype and device of ``self`` unless given. The size is read
+    as the factories read theirs (``new_zeros(2, 3)``, ``new_zeros((2, 3))``, ``size=``; torch's errors)."""
+    def method(self, *size, dtype=None, device=None, requires_grad=False, **size_keyword):
         dtype = self.dtype if dtype is None else dtype
         device = self.device if device is None else device
-        array = fill(_sizes(size), self.device.xp, dtype)
+        array = fill(_factories._sizes(size, size_keyword, name), self.device.xp, dtype)
         return Tensor(array, dtype=dtype, device=device, requires_grad=requires_grad)
     return method
 
@@ -126,7 +130,7 @@ def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=F
     fill_value = dtypes.python_number(fill_value)
     if isinstance(fill_value, (int, float)):  # it must fit, as torch checks (uint8: 300 raises)
         fill_value = dtypes.checked_number(fill_value, dtype)
-    return Tensor(self.device.xp.full(_sizes((size,)), fill_value), dtype=dtype,
+    return Tensor(self.device.xp.full(_factories._size((size,), "new_full"), fill_value), dtype=dtype,
                   device=self.device if device is None else device, requires_grad=requires_grad)
 
 
@@ -179,9 +183,9 @@ _MORE_METHODS = {
     "isnan": isnan, "isinf": isinf, "isfinite": isfinite, "gather": gather, "sort": sort,
     "argsort": argsort, "topk": topk, "cumsum": cumsum, "repeat": repeat, "abs_": _abs_,
     "tril": tril, "triu": triu, "split": _split_method, "nonzero": nonzero,
-    "new_zeros": _new(lambda shape, xp, dtype: xp.zeros(shape)),
-    "new_ones": _new(lambda shape, xp, dtype: xp.ones(shape)),
-    "new_empty": _new(lambda shape, xp, dtype: xp.zeros(shape)),  # zeroed: no stale memory shown
+    "new_zeros": _new("new_zeros", lambda shape, xp, dtype: xp.zeros(shape)),
+    "new_ones": _new("new_ones", lambda shape, xp, dtype: xp.ones(shape)),
+    "new_empty": _new("new_empty", lambda shape, xp, dtype: xp.zeros(shape)),  # zeroed: no stale memory shown
     "new_full": new_full, "new_tensor": new_tensor, "where": _where_method,
     "expand_as": lambda self, other: expand(self, other.shape),
     "view_as": lambda self, other: view(self, other.shape),
@@ -211,6 +215,11 @@ def _type(self, dtype=None, non_blocking=False):
         if name not in by_name:
             raise ValueError(f"invalid type: {dtype!r}")
         dtype = by_name[name]
+    elif isinstance(dtype, str):  # a dtype's name ('float64'; torch takes type names only), else torch's error
+        try:
+            dtype = dtypes.to_dtype(dtype)
+        except TypeError:
+            raise ValueError(f"invalid type: {dtype!r}") from None
     return self.to(dtype)
 
 
@@ -221,24 +230,20 @@ def _t(self):
     return name_node(transpose(self, 0, 1), "TBackward0") if self.ndim == 2 else self
 
 
-def _flip_method(self, *dims, **by_name):
-    """``x.flip(0)``, ``x.flip(0, 1)``, ``x.flip([0, 1])`` and ``x.flip(dims=[0, 1])``, as torch
-    takes them."""
-    if by_name:
-        if set(by_name) != {"dims"} or dims:
-            raise TypeError(f"flip() takes dims, positionally or as dims=, got {sorted(by_name)}")
-        dims = (by_name["dims"],)
-    return flip(self, dims[0] if len(dims) == 1 else dims)
-
-
-def _tile_method(self, *dims, **by_name):
-    """``x.tile(2, 1)``, ``x.tile((2, 1))`` and ``x.tile(dims=(2, 1))``, as torch's method takes them
-    (``torch.tile`` takes the tuple only)."""
-    if by_name:
-        if set(by_name) != {"dims"} or dims:
-            raise TypeError(f"tile() takes dims, positionally or as dims=, got {sorted(by_name)}")
-        dims = (by_name["dims"],)
-    return tile(self, dims[0] if len(dims) == 1 else dims)
+def _dims_method(name, fn):
+    """``x.flip(0)``, ``x.flip(0, 1)``, ``x.flip([0, 1])`` and ``x.flip(dims=[0, 1])`` (so ``x.tile``), as torch's
+    methods take them (``torch.flip``/``torch.tile`` take the tuple only); no dims is torch's TypeError, not
+    NumPy's "all of them"."""
+    def method(self, *dims, **by_name):
+        if by_name:
+            if set(by_name) != {"dims"} or dims:
+                raise TypeError(f"{name}() takes dims, positionally or as dims=, got {sorted(by_name)}")
+            dims = (by_name["dims"],)
+        if not dims:
+            raise TypeError(f'{name}() missing 1 required positional arguments: "dims"')
+        return fn(self, dims[0] if len(dims) == 1 else dims)
+    method.__name__ = name
+    return method
 
 
 def _in_place(op):
@@ -265,7 +270,7 @@ _OPERATOR_METHODS = {
     "bitwise_and": bitwise_and, "bitwise_or": bitwise_or, "bitwise_xor": bitwise_xor,
     "bitwise_not": bitwise_not, "logical_and": logical_and, "logical_or": logical_or,
     "logical_not": logical_not, "__abs__": abs, "t": _t, "type": _type,
-    "flip": _flip_method,
+    "flip": _dims_method("flip", flip),
     "floor": floor, "ceil": ceil, "trunc": trunc, "round": round, "isclose": isclose,
     "allclose": allclose, "equal": equal, "mm": mm, "bmm": bmm, "dot": dot, "outer": outer,
     "unbind": unbind,
@@ -348,7 +353,7 @@ _MISSING_METHODS = {
     "masked_select": masked_select, "count_nonzero": count_nonzero, "cumprod": cumprod,
     "lerp": lerp, "lerp_": lerp_, "xlogy": xlogy, "clamp_min": clamp_min,
     "clamp_max": clamp_max, "addmm": addmm, "baddbmm": baddbmm, "movedim": movedim,
-    "swapaxes": swapaxes, "tile": _tile_method, "square": square, "reciprocal": reciprocal,
+    "swapaxes": swapaxes, "tile": _dims_method("tile", tile), "square": square, "reciprocal": reciprocal,
     "log1p": log1p, "expm1": expm1, "log2": log2, "log10": log10, "fmod": fmod,
     "logical_xor": logical_xor, "addcmul": addcmul, "addcmul_": addcmul_, "addcdiv": addcdiv,
     "addcdiv_": addcdiv_, "unflatten": unflatten, "select": select, "broadcast_to": broadcast_to,
@@ -358,7 +363,7 @@ _MISSING_METHODS = {
     "aminmax": aminmax, "kthvalue": kthvalue, "cummax": cummax, "cummin": cummin, "cross": cross,
     "erf": erf, "tensor_split": tensor_split, "unfold": unfold, "stride": stride,
     "index_fill": index_fill, "index_fill_": index_fill_, "t_": t_, "transpose_": transpose_,
-    "swapdims_": transpose_, "swapaxes_": transpose_, "squeeze_": squeeze_, "unsqueeze_": unsqueeze_,
+    "swapdims_": transpose_, "swapaxes_": transpose_, "squeeze_": _squeeze_method(squeeze_), "unsqueeze_": unsqueeze_,
     "ravel": ravel, "fliplr": fliplr, "flipud": flipud, "rot90": rot90, "hsplit": hsplit,
     "vsplit": vsplit, "dsplit": dsplit, "narrow_copy": narrow_copy, "split_with_sizes": split_with_sizes,
     "diag_embed": diag_embed, "index_copy": index_copy, "index_copy_": index_copy_,

@@ -294,7 +294,7 @@ def trapezoid(y, x=None, *, dx=None, dim=-1):
     """``torch.trapezoid``: the trapezoidal rule along ``dim``, with sample points ``x`` or spacing ``dx``."""
     if isinstance(x, (int, float)) and dx is None:
         x, dx = None, x
-    n = y.shape[dim]
+    n = _trapezoid_samples("trapezoid", y, x, dim)
     if n == 0:
         return R.sum(E.mul(y, 0), dim)
     left, right = S.narrow(y, dim, 0, n - 1), S.narrow(y, dim, 1, n - 1)
@@ -318,8 +318,19 @@ def trapz(y, x=None, *, dx=None, dim=-1):
     return trapezoid(y, x, dx=dx, dim=dim)
 
 
+def _trapezoid_samples(fn, y, x, dim):
+    """The number of samples along ``dim``, after torch's checks of ``y`` and 1-D sample points ``x``."""
+    if y.dtype == np.bool_:
+        raise RuntimeError(f"{fn}: received a bool input for `y`, but bool is not supported")
+    (d,) = S._dims((dim,), y.ndim)
+    n = y.shape[d]
+    if x is not None and x.ndim == 1 and x.shape[0] != n:
+        raise RuntimeError(f"{fn}: There must be one `x` value for each sample point")
+    return n
+
+
 def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
-    n = y.shape[dim]
+    n = _trapezoid_samples("cumulative_trapezoid", y, x, dim)
     pair = E.add(S.narrow(y, dim, 0, n - 1), S.narrow(y, dim, 1, n - 1))
     if x is None:
         return I.cumsum(E.mul(pair, (1.0 if dx is None else dx) / 2), dim)
@@ -337,8 +348,10 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     if input.ndim > 2:
         raise RuntimeError(f"cov(): expected input to have two or fewer dimensions but got an input with "
                            f"{input.ndim} dimensions")
+    if input.dtype == np.bool_:
+        raise RuntimeError("cov(): bool dtype is not supported for input")
     x = input.reshape(1, -1) if input.ndim < 2 else input
-    if x.dtype.kind in "biu":
+    if x.dtype.kind in "iu":
         x = x.to(dtypes.get_default_dtype())
     n = x.shape[1]
     w = None
@@ -406,7 +419,7 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
         values = flat[starts]
         inverse = (xp.cumsum(starts) - 1).reshape(a.shape)
     else:
-        d = dim % a.ndim
+        (d,) = S._dims((dim,), a.ndim)
         moved = xp.moveaxis(a, d, 0).reshape(a.shape[d], -1)
         starts = xp.ones(moved.shape[0], bool)
         if moved.shape[0]:

@@ -274,6 +274,9 @@ def linear(x, weight, bias=None):
         graph = (bias, x, transposed) if bias is not None else (x, transposed)
         return name_node(_linear(x, weight, bias), "AddmmBackward0" if bias is not None else "MmBackward0",
                          graph=graph)
+    if x.ndim == 0 or weight.ndim == 0:
+        raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {x.ndim}D and "
+                           f"{weight.ndim}D")
     # other ranks: a view of the 2-D product, of x as a matrix (a view, or a 1-D x unsqueezed without a bias)
     rows = ("UnsqueezeBackward0" if x.ndim == 1 and bias is None else "ViewBackward0", x)
     if bias is not None:
@@ -395,12 +398,31 @@ def einsum(equation, *operands):
     if len(dtypes) > 1:
         raise RuntimeError(f"einsum(): operands must have the same dtype, got {sorted(dtypes)}")
     subs, output = _einsum_subscripts(equation, [x.ndim for x in operands])
+    _check_label_sizes(operands, subs)
     if operands and not is_floating(operands[0].dtype):
         operands = _integer_einsum_operands(operands, subs, output)
     operands, subs = zip(*(_diagonals(x, sub) for x, sub in zip(operands, subs)))
     out = Einsum.apply(*operands, subs=list(subs), output=output)
     # torch's einsum is products: an operand is kept for the others' gradients only
     return saves_as_torch(out, *(saved_for(x, *operands[:i], *operands[i + 1:]) for i, x in enumerate(operands)))
+
+
+def _check_label_sizes(operands, subs):
+    """torch's RuntimeError where a label's sizes disagree: within one operand (a diagonal of a
+    non-square block), or across operands, where a size 1 broadcasts (NumPy would say ValueError)."""
+    seen = {}
+    for i, (x, sub) in enumerate(zip(operands, subs)):
+        own = {}
+        for label, n in zip(sub, x.shape):
+            if own.setdefault(label, n) != n:
+                raise RuntimeError(f"einsum(): subscript {label} is repeated for operand {i} but the sizes "
+                                   f"don't match, {n} != {own[label]}")
+        for label, n in own.items():
+            before = seen.setdefault(label, n)
+            if n != before and 1 not in (n, before):
+                raise RuntimeError(f"einsum(): subscript {label} has size {n} for operand {i} which does not "
+                                   f"broadcast with previously seen size {before}")
+            seen[label] = max(n, before)
 
 
 def _integer_einsum_operands(operands, subs, output):
@@ -447,10 +469,7 @@ def _diagonals(operand, sub):
     while len(set(sub)) != len(sub):
         label = next(c for c in sub if sub.count(c) > 1)
         first = sub.index(label)
-        second = sub.index(label, first + 1)
-        if operand.shape[first] != operand.shape[second]:
-            raise RuntimeError(f"einsum(): subscript {label} is repeated for operand but the sizes "
-                               f"don't match, {operand.shape[first]} != {operand.shape[second]}")
+        second = sub.index(label, first + 1)  # (of the same size: _check_label_sizes)
         operand = diagonal(operand, 0, first, second)
         sub = sub[:first] + sub[first + 1:second] + sub[second + 1:] + label
     return operand, sub

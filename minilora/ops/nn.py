@@ -100,8 +100,10 @@ class Embedding(Function):
 
     @staticmethod
     def forward(ctx, ids, weight, padding_idx=None, scale_grad_by_freq=False):
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
+        if ids.dtype not in (np.int64, np.int32):  # (torch's RuntimeError, for bytes and bools too)
+            raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following scalar "
+                               f"types: Long, Int; but got {torch_name(ids.dtype)} instead (while checking "
+                               f"arguments for embedding)")
         if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
             raise _ids_out_of_range(ids, weight.shape[0])
         ctx.ids, ctx.weight_shape, ctx.padding_idx = ids, weight.shape, padding_idx
@@ -837,10 +839,19 @@ def _classes_last(input, fn):
     return input.permute(0, *range(2, input.ndim), 1).reshape(rows, input.shape[1])
 
 
+def _check_target_batch(fn, input, target_shape):
+    """torch's ValueError when a batch of logits and its targets (indices, or probabilities not shaped as
+    the input) disagree on the batch size."""
+    if input.ndim >= 2 and (not target_shape or target_shape[0] != input.shape[0]):
+        raise ValueError(f"{fn}: Expected input batch_size ({input.shape[0]}) to match target "
+                         f"batch_size ({target_shape[0] if target_shape else 'a scalar'}).")
+
+
 def _class_targets(fn, input, targets):
     """Check class-index ``targets`` against ``input`` as PyTorch does; return them as one flat row."""
     xp = xp_of(input._array)
     targets = xp.asarray(targets)
+    _check_target_batch(fn, input, targets.shape)  # (first: torch's ValueError whatever the dtype)
     if targets.dtype.kind not in "iu":
         raise RuntimeError(f"{fn}: expected class indices (an integer target) or class probabilities "
                            f"(a float target shaped as the input {input.shape}), got {targets.dtype} "
@@ -849,9 +860,6 @@ def _class_targets(fn, input, targets):
         raise RuntimeError(f"{fn}: expected target dtype to be Long or Byte (int64 or uint8), but got "
                            f"{targets.dtype}")
     expected = () if input.ndim == 1 else (input.shape[0],) + input.shape[2:]
-    if input.ndim >= 2 and (targets.ndim == 0 or targets.shape[0] != input.shape[0]):
-        raise ValueError(f"{fn}: expected input batch_size ({input.shape[0]}) to match target "
-                         f"batch_size ({targets.shape[0] if targets.ndim else 'a scalar'})")
     if targets.shape != expected:
         hint = ""
         if input.ndim == 3 and targets.shape == input.shape[:2]:
@@ -951,6 +959,7 @@ def _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothin
     """Cross-entropy against class probabilities: ``-sum_c w_c t_c log p_c`` per row. Built from
     differentiable ops, so a target that requires grad gets its gradient, as in torch."""
     if tuple(target.shape) != tuple(input.shape):
+        _check_target_batch("cross_entropy", input, tuple(target.shape))
         raise RuntimeError(f"cross_entropy: class-probability targets must have the input's shape "
                            f"{input.shape}, got {tuple(target.shape)}")
     if not isinstance(target, Tensor):
@@ -1457,6 +1466,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if not query.dtype == key.dtype == value.dtype:  # checked before 16-bit inputs become float32
         raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
                            f"{query.dtype} key.dtype: {key.dtype} and value.dtype: {value.dtype} instead.")
+    if query.dtype.kind in "biu":  # (torch's math kernel's words; NumPy would fail casting exp's result)
+        raise RuntimeError(f"expected scalar type Float but found {torch_name(query.dtype)}")
     mask_dtype = getattr(attn_mask, "dtype", None)
     if mask_dtype is not None and mask_dtype not in (np.bool_, float32, query.dtype):  # (minilora cast it)
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "

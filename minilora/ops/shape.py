@@ -31,10 +31,23 @@ __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "st
            "narrow_copy", "split_with_sizes", "diag_embed", "as_strided", "as_strided_scatter"]
 
 
+def _check_inferred_sizes(shape):
+    """torch's refusals of a shape's negative sizes, which NumPy would all read as -1 (inferred)."""
+    inferred = False
+    for i, n in enumerate(shape):
+        if n == -1 and inferred:
+            raise RuntimeError("only one dimension can be inferred")
+        if n < -1:
+            raise RuntimeError(f"invalid shape dimension {n} at index {i} of shape {list(shape)}")
+        inferred = inferred or n == -1
+
+
 class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
+        if shape and min(shape) < -1:
+            _check_inferred_sizes(shape)
         try:
             return a.reshape(shape)
         except ValueError:
@@ -358,14 +371,30 @@ def _dims(dims, ndim):
     return tuple(d % rank for d in dims)
 
 
+def _distinct_dims(dims, ndim):
+    """``_dims``, and torch's RuntimeError when two of them name the same dimension."""
+    normalised = _dims(dims, ndim)
+    for i, d in enumerate(normalised):
+        if d in normalised[:i]:
+            raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+    return normalised
+
+
 def permute(input, *dims):
     """``torch.permute(input, dims)`` and ``x.permute(*dims)``: a view with the axes reordered."""
     if not dims:
         raise TypeError("permute() missing 1 required positional argument: 'dims'")
-    return Permute.apply(input, axes=_shape_arg(dims))
+    dims = _shape_arg(dims)
+    if len(dims) != input.ndim:
+        raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match the "
+                           f"length of the desired ordering of dimensions i.e. input.dim() = {input.ndim} is not "
+                           f"equal to len(dims) = {len(dims)}")
+    if len(set(_dims(dims, input.ndim))) != len(dims):
+        raise RuntimeError("permute(): duplicate dims are not allowed.")
+    return Permute.apply(input, axes=dims)
 
 
-def transpose(input, dim0=-2, dim1=-1):
+def transpose(input, dim0, dim1):
     """``torch.transpose(input, dim0, dim1)``: a view with two axes swapped."""
     if input.ndim == 0:  # torch: dims 0 and -1 name the 0-d tensor's one place; nothing to swap
         _dims((dim0, dim1), 0)
@@ -492,11 +521,19 @@ def _raw_index(index, device=None):
     return index
 
 
+def _tensor_list(tensors, fn):
+    """The tensors of cat/stack/hstack/... as a list. One Tensor is torch's TypeError: iterating it would
+    join its rows, a silently different answer from the list of tensors the user meant."""
+    if isinstance(tensors, Tensor):
+        raise TypeError(f"{fn}(): argument 'tensors' (position 1) must be tuple of Tensors, not Tensor")
+    return list(tensors)
+
+
 @_amp.autocasts
 def cat(tensors, dim=0, *, axis=None):
     """``torch.cat``: the tensors joined along ``dim`` (``axis=``: NumPy's name, as torch accepts).
     Mixed dtypes join in torch's result type (int64 with float32 is float32, not NumPy's float64)."""
-    tensors = list(tensors)
+    tensors = _tensor_list(tensors, "cat")
     if not tensors:
         raise ValueError("cat(): expected a non-empty list of Tensors")
     if any(t.dtype != tensors[0].dtype for t in tensors):
@@ -517,7 +554,7 @@ def cat(tensors, dim=0, *, axis=None):
 def stack(tensors, dim=0, *, axis=None):
     """``torch.stack``: the tensors joined along a new dimension ``dim``."""
     dim = dim if axis is None else axis
-    tensors = list(tensors)
+    tensors = _tensor_list(tensors, "stack")
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
     for i, t in enumerate(tensors[1:], 1):
@@ -605,7 +642,7 @@ def squeeze(input, dim=NO_DIM):
     if dim is None:
         return name_node(reshape(input, tuple(n for n in input.shape if n != 1)), "SqueezeBackward0", input)
     several = isinstance(dim, (tuple, list))  # torch: SqueezeBackward2 for a tuple of dims, 1 for one dim
-    dims = _dims(tuple(dim) if several else (dim,), input.ndim)
+    dims = _distinct_dims(tuple(dim) if several else (dim,), input.ndim)
     drop = {d for d in dims if input.ndim and input.shape[d] == 1}
     return name_node(reshape(input, tuple(n for i, n in enumerate(input.shape) if i not in drop)),
                      f"SqueezeBackward{2 if several else 1}", input)
@@ -855,13 +892,13 @@ def broadcast_to(input, size):
 
 def hstack(tensors):
     """``torch.hstack``: joined along dim 1 (dim 0 for 1-D tensors), as NumPy's ``hstack``."""
-    tensors = [t.reshape(1) if t.ndim == 0 else t for t in tensors]
+    tensors = [t.reshape(1) if t.ndim == 0 else t for t in _tensor_list(tensors, "hstack")]
     return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
 
 
 def vstack(tensors):
     """``torch.vstack``: joined along dim 0, 0-D and 1-D tensors first made rows."""
-    return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
+    return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in _tensor_list(tensors, "vstack")], 0)
 
 
 def meshgrid(*tensors, indexing=None):
@@ -1384,12 +1421,12 @@ def atleast_3d(*tensors):
 
 def column_stack(tensors):
     """``torch.column_stack``: 0-D and 1-D tensors as columns, joined along dim 1."""
-    return cat([reshape(t, (t.numel(), 1)) if t.ndim < 2 else t for t in tensors], 1)
+    return cat([reshape(t, (t.numel(), 1)) if t.ndim < 2 else t for t in _tensor_list(tensors, "column_stack")], 1)
 
 
 def dstack(tensors):
     """``torch.dstack``: joined along dim 2, each first made at least 3-D."""
-    return cat(list(atleast_3d(list(tensors))), 2)
+    return cat(list(atleast_3d(_tensor_list(tensors, "dstack"))), 2)
 
 
 def narrow_copy(input, dim, start, length):

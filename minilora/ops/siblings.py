@@ -126,7 +126,7 @@ def gradient(input, *, spacing=1, dim=None, edge_order=1):
     as NumPy's ``gradient``; ``spacing`` a number, one number per dimension, or one tensor of
     coordinates per dimension. Returns a tuple, one tensor per dimension."""
     dims = list(range(input.ndim)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
-    dims = [d + input.ndim if d < 0 else d for d in dims]
+    dims = list(S._distinct_dims(dims, input.ndim))
     if edge_order not in (1, 2):
         raise RuntimeError("torch.gradient only supports edge_order=1 and edge_order=2.")
     spacings = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * len(dims)
