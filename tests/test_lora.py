@@ -69,8 +69,8 @@ def test_config_dict_round_trip_and_peft_keys():
     assert d["peft_type"] == "LORA" and d["target_modules"] == ["q_proj", "v_proj"]
     assert d["fan_in_fan_out"] is False and d["loftq_config"] == {} and d["megatron_core"] == "megatron.core"
     assert LoraConfig.from_dict(json.loads(cfg.to_json_string())) == cfg
-    with pytest.raises(NotImplementedError, match="use_qalora"):  # a PEFT field minilora does not implement
-        LoraConfig.from_dict({**d, "use_qalora": True})
+    with pytest.raises(NotImplementedError, match="megatron_config"):  # a PEFT field minilora does not implement
+        LoraConfig.from_dict({**d, "megatron_config": {"tp": 2}})
     with pytest.warns(UserWarning, match="newer_key"):
         LoraConfig.from_dict({**d, "newer_key": 1})
     with pytest.raises(ValueError, match="of type 'VERA'"):

@@ -261,3 +261,34 @@ def test_corda_refusals_in_pefts_words():
     preprocess_corda(double, config, run_model=lambda: double(ml.tensor([[1, 2, 3, 4]])))
     with pytest.raises(TypeError, match="Please initialize CorDA under float32, float16, or bfloat16"):
         ml_peft.get_peft_model(double, config)
+
+
+# ==================================================================================================
+# QALoRA and LoftQ: PEFT's quantized-layer methods on float layers
+# ==================================================================================================
+def test_qalora_on_float_layers_trains_plain_lora_as_peft(tmp_path):
+    """Before: NotImplementedError (use_qalora). PEFT's QALoRA variant is GPTQ's layer only: on a float Linear it
+    builds plain LoRA and writes the fields, so the same seed gives the same adapter and file."""
+    built = []
+    for (lib, lib_peft), base in zip(LIBRARIES, llama_pair()):
+        lib.manual_seed(1)
+        config = lib_peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_qalora=True, qalora_group_size=8,
+                                     init_lora_weights=False)
+        built.append(lib_peft.get_peft_model(base, config))
+    theirs, ours = built
+    assert_same_adapters(states(theirs), states(ours))
+    saved = saved_config(ours, tmp_path / "ours")
+    assert (saved["use_qalora"], saved["qalora_group_size"]) == (True, 8) == \
+        tuple(saved_config(theirs, tmp_path / "theirs")[k] for k in ("use_qalora", "qalora_group_size"))
+
+
+def test_loftq_is_refused_naming_bitsandbytes():
+    """PEFT's LoftQ quantizes with bitsandbytes on a CUDA device (PEFT without it: 'bitsandbytes is not
+    available'); minilora names it at the config. A loftq_config without 'loftq' is dropped with PEFT's warning."""
+    with pytest.raises(ValueError, match="init_lora_weights='loftq'.*bitsandbytes"):
+        ml_peft.LoraConfig(init_lora_weights="loftq", loftq_config=ml_peft.LoftQConfig(loftq_bits=4))
+    with pytest.raises(NotImplementedError, match="bitsandbytes"):
+        ml_peft.replace_lora_weights_loftq(None)
+    for lib_peft in (peft, ml_peft):
+        with pytest.warns(UserWarning, match="`loftq_config` specified but will be ignored"):
+            assert lib_peft.LoraConfig(loftq_config={"loftq_bits": 4}).loftq_config == {}

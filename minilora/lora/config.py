@@ -16,7 +16,7 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
-__all__ = ["LoraConfig", "LoraRuntimeConfig", "EvaConfig", "CordaConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict",
+__all__ = ["LoraConfig", "LoraRuntimeConfig", "EvaConfig", "CordaConfig", "LoftQConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict",
            "get_peft_config", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "adapter_config.json"
@@ -325,6 +325,15 @@ class CordaConfig:
     prune_temporary_fields: bool = True
 
 
+@dataclass
+class LoftQConfig:
+    """PEFT's LoftQConfig, so that code passing it reaches minilora's refusal of ``init_lora_weights='loftq'``
+    (LoftQ needs bitsandbytes' quantized layers)."""
+
+    loftq_bits: int = 4
+    loftq_iter: int = 1
+
+
 def _sub_config(value, config_class):
     """PEFT's ``_get_lora_subconfig``: None, an instance, or its dict from adapter_config.json (unknown keys dropped)."""
     if value is None or isinstance(value, config_class):
@@ -370,6 +379,9 @@ class LoraConfig(_AdapterConfig):
       as ``W + s B A`` inside the layer's own forward (PEFT's ``lora.ParamWrapper``; 2-D weights of Linear
       and Embedding layers here -- PEFT's use is MoE expert tensors, which minilora's Llama has none of).
 
+    * ``use_qalora`` / ``qalora_group_size``: PEFT applies QALoRA's pooled adapter to GPTQ-quantized layers only;
+      on float layers (all of minilora's) PEFT trains plain LoRA and writes the fields, and so does minilora.
+
     The other fields are PEFT's, accepted at their default value only (see ``_unimplemented``).
     Pass fields by keyword, as PEFT's documentation does (PEFT's first positional field is ``task_type``).
     """
@@ -413,9 +425,8 @@ class LoraConfig(_AdapterConfig):
     PEFT_TYPE = "LORA"
     _unimplemented = {
         "megatron_config": None, "megatron_core": "megatron.core",
-        "loftq_config": {},
         "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
-        "use_qalora": False, "qalora_group_size": 16, "monteclora_config": None,
+        "monteclora_config": None,
         "use_bdlora": None,
         "arrow_config": None, "kasa_config": None, "ensure_weight_tying": False,
     }
@@ -434,6 +445,10 @@ class LoraConfig(_AdapterConfig):
         for name in ("use_rslora", "use_dora", "fan_in_fan_out"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.init_lora_weights == "loftq":
+            raise ValueError("init_lora_weights='loftq' is not implemented in minilora: PEFT's LoftQ quantizes the "
+                             "base weights with bitsandbytes (NF4 / int8, on a CUDA device; without bitsandbytes PEFT "
+                             "raises too) and minilora has no quantized layers")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
                 or self.init_lora_weights in ("pissa", "orthogonal", "eva", "corda")
                 or str(self.init_lora_weights).lower() in ("gaussian", "olora")  # PEFT's .lower() for these two
@@ -453,6 +468,9 @@ class LoraConfig(_AdapterConfig):
             if not _is_number(alpha):
                 raise ValueError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}")
         if self.loftq_config is None:
+            self.loftq_config = {}
+        if self.loftq_config:  # PEFT's words (init_lora_weights='loftq' is refused above)
+            warnings.warn("`loftq_config` specified but will be ignored when `init_lora_weights` is not 'loftq'.")
             self.loftq_config = {}
         self._check_data_init_configs()
         self._check_lora_bias()

@@ -25,7 +25,7 @@ from ..factories import randn
 from ..tensor import Tensor, _host
 
 __all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "corda_init", "orthogonal_init",
-           "svd_lowrank",
+           "svd_lowrank", "replace_lora_weights_loftq",
            "save_converted_to_lora"]
 
 
@@ -164,6 +164,13 @@ def corda_init(layer, adapter_name):
     root = np.sqrt(S / S.dtype.type(s))
     _write_factors(layer, adapter_name, W, A=V.T * root[:, None], B=U * root)
     del linear.eigens
+
+
+def replace_lora_weights_loftq(peft_model, model_path=None, adapter_name="default", callback=None):
+    """PEFT's LoftQ on a bitsandbytes 4-bit model: refused by name (minilora has no quantized layers)."""
+    raise NotImplementedError("replace_lora_weights_loftq is not implemented in minilora: PEFT's LoftQ replaces the "
+                              "LoRA weights of a model quantized with bitsandbytes (4-bit, on a CUDA device), and "
+                              "minilora has no quantized layers")
 
 
 def olora_init(layer, adapter_name):
