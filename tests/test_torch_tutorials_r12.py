@@ -218,3 +218,44 @@ def test_a_state_dict_loads_with_weights_only_false_and_a_torch_pickle_is_still_
     torch.save(torch.nn.Linear(2, 2), tmp_path / "torch.pt")
     with pytest.raises(ValueError, match="never unpickles torch's"):
         ml.load(tmp_path / "torch.pt", weights_only=False)
+
+
+# ---- SyncBatchNorm (the DDP tutorials' convert_sync_batchnorm) and DataLoader(timeout=) -------------------
+def _sync_batchnorm(lib):
+    nn = lib.nn
+    lib.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3, momentum=None),
+                          nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, affine=False)), nn.InstanceNorm1d(3))
+    model = model.double()
+    weight = model[1].weight
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    shown = (repr(synced), synced[1].weight is weight, synced[1].num_batches_tracked is model[1].num_batches_tracked,
+             list(synced.state_dict()))
+    x = lib.randn(4, 2, 3, 3, dtype=lib.float64, requires_grad=True)
+    outputs = []
+    for _ in range(2):
+        out = synced[1](synced[0](x))
+        out.pow(2).sum().backward()
+        outputs += [out, synced[1].running_mean, synced[1].running_var]
+    synced.eval()
+    outputs += [synced[1](synced[0](x)), x.grad, synced[1].weight.grad,
+                synced[2](lib.randn(5, 3, dtype=lib.float64))]
+    messages = []
+    for call in (lambda: nn.SyncBatchNorm(3)(lib.ones(3)), lambda: nn.SyncBatchNorm(0)(lib.ones(2, 0, 4))):
+        with pytest.raises(ValueError) as error:
+            call()
+        messages.append(str(error.value))
+    return shown, outputs, messages
+
+
+def test_sync_batchnorm_on_one_process_as_torch():
+    expected, got = _sync_batchnorm(torch), _sync_batchnorm(ml)
+    assert got[0] == expected[0] and got[2] == expected[2]
+    np.testing.assert_allclose(_flat(got[1]), _flat(expected[1]), rtol=1e-12, atol=1e-14)
+
+
+def test_a_timeout_without_workers_is_torchs_assertion():
+    for lib in (torch, ml):
+        loader = lib.utils.data.DataLoader(list(range(4)), batch_size=2, timeout=5)
+        with pytest.raises(AssertionError, match="_SingleProcessDataLoaderIter requires timeout == 0"):
+            next(iter(loader))

@@ -502,6 +502,8 @@ EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
         L.nn.LazyBatchNorm1d()(L.zeros(0, 3)), L.nn.LazyBatchNorm2d().eval()(L.zeros(0, 3, 2, 2)),
         L.nn.LazyBatchNorm3d()(L.zeros(0, 3, 2, 2, 2)), L.nn.LazyInstanceNorm1d()(L.zeros(0, 3, 4)),
         L.nn.LazyInstanceNorm2d()(L.zeros(0, 3, 2, 2)), L.nn.LazyInstanceNorm3d()(L.zeros(0, 3, 2, 2, 2))],
+    "nn.SyncBatchNorm(3) on an empty batch, training and eval (one process: BatchNorm's)": lambda L: [
+        L.nn.SyncBatchNorm(3)(L.zeros(0, 3, 2)), L.nn.SyncBatchNorm(3).eval()(L.zeros(0, 3, 2, 2))],
     "F.conv_tbc of an empty batch": lambda L: grads(
         L, lambda L, x, w, b: _F(L).conv_tbc(x, w, b, 1), (4, 0, 3), (2, 3, 5), (5,)),
     "F.linear_cross_entropy, nn.LinearCrossEntropyLoss(4, 6) of an empty batch (mean: nan)": lambda L: [grads(

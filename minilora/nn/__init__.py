@@ -28,6 +28,7 @@ from .lazy import (LazyConv1d, LazyConv2d, LazyConv3d, LazyConvTranspose1d, Lazy
 from .lazy import (LazyBatchNorm1d, LazyBatchNorm2d, LazyBatchNorm3d, LazyInstanceNorm1d,  # noqa: F401
                    LazyInstanceNorm2d, LazyInstanceNorm3d, UninitializedBuffer)
 from .layers import BatchNorm3d, Fold, InstanceNorm3d, Unfold  # noqa: F401
+from .sync_batchnorm import SyncBatchNorm  # noqa: F401
 from .layers import MultiLabelMarginLoss, TripletMarginWithDistanceLoss  # noqa: F401
 from .layers import Bilinear, MaxUnpool1d, MaxUnpool2d  # noqa: F401
 from .layers import EmbeddingBag, LocalResponseNorm, LPPool1d, LPPool2d  # noqa: F401
@@ -62,7 +63,7 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d",
            "ConvTranspose1d", "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d",
            "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "InstanceNorm1d", "InstanceNorm2d",
-           "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d", "Unfold", "Fold",
+           "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "SyncBatchNorm", "InstanceNorm3d", "Unfold", "Fold",
            "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "Bilinear", "MaxUnpool1d", "MaxUnpool2d",
            "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag",
            "AlphaDropout", "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle",

@@ -489,6 +489,8 @@ class DataLoader:
         self.collate_fn = collate_fn
 
     def __iter__(self):
+        if self.num_workers == 0 and self.timeout:  # torch's single-process iterator waits on no worker
+            raise AssertionError("_SingleProcessDataLoaderIter requires timeout == 0")
         batches = self._batches()
         if not self.pin_memory:
             return batches
