@@ -215,6 +215,42 @@ def test_iterable_dataset_max_steps_and_its_eval_loss(base, tmp_path):
     assert_same_history(theirs.state.log_history, ours.state.log_history)
 
 
+def test_sequence_classification_with_the_tokenizer_as_processing_class(base, tmp_path):
+    """The text-classification tutorial: tokenized rows with an integer "label" (and their text, dropped), no
+    collator given: the Trainer pads with DataCollatorWithPadding(processing_class), which renames label to
+    labels. Under gradient accumulation transformers' classification heads ignore num_items_in_batch (each
+    micro-batch's mean adds up unscaled: twice the loss at 2 steps); minilora's divided by the step's label
+    count, half transformers' loss and gradient norm."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from minilora.tokenizer import from_pretrained as ml_tokenizer
+    words = "the cat sat on a mat dog ran in park".split()
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<pad>": 0, "<unk>": 1, **{w: i + 2 for i, w in
+                                                                                        enumerate(words)}}, "<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "unk_token": "<unk>"}))
+    texts = ["the cat sat", "a dog ran in the park", "the mat", "a cat ran", "the dog sat on a mat", "in the park",
+             "a mat", "the cat ran in"]
+    out = []
+    for lib, tokenizer, cls in ((transformers, transformers.AutoTokenizer.from_pretrained(str(tmp_path)),
+                                 transformers.LlamaForSequenceClassification),
+                                (ml_trainer, ml_tokenizer(tmp_path), models.LlamaForSequenceClassification)):
+        torch.manual_seed(5), ml.manual_seed(5)  # (the new score head's draw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = cls.from_pretrained(str(base), num_labels=3, pad_token_id=0)
+            rows = [{**dict(tokenizer(text)), "label": i % 3, "text": text} for i, text in enumerate(texts)]
+            args = lib.TrainingArguments(output_dir=str(tmp_path / lib.__name__), learning_rate=1e-3,
+                                         per_device_train_batch_size=3, gradient_accumulation_steps=2,
+                                         num_train_epochs=2, logging_steps=1, save_strategy="no", report_to="none",
+                                         disable_tqdm=True)
+            trainer = lib.Trainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+            trainer.train()
+        out.append(trainer.state.log_history)
+    assert_same_history(*out)
+
+
 def test_resume_from_checkpoint_continues_the_run(base, tmp_path):
     """A run resumed from its checkpoint-2 logs the uninterrupted run's steps 3 to 6, bit for bit: the adapter,
     the optimizer's moments, the schedule, the epoch's shuffled order (batches skipped) and the generators."""

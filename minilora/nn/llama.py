@@ -1762,12 +1762,12 @@ class _LlamaWithHead(Module):
         return labels if isinstance(labels, Tensor) else Tensor(logits.device.xp.asarray(_host_numpy(labels)))
 
 
-def _cross_entropy(logits, labels, num_items_in_batch):
-    """transformers' fixed_cross_entropy: the mean over labelled items (-100 skipped), or their sum over
-    ``num_items_in_batch`` (the Trainer's, under gradient accumulation)."""
-    loss = ops.cross_entropy(logits, labels, ignore_index=-100,
-                             reduction="mean" if num_items_in_batch is None else "sum")
-    return loss if num_items_in_batch is None else loss / num_items_in_batch
+def _cross_entropy(logits, labels):
+    """transformers' fixed_cross_entropy as its classification heads call it: the mean over labelled items
+    (-100 skipped). They take ``num_items_in_batch`` in their keywords and do not pass it on (transformers
+    5's GenericForSequenceClassification / GenericForTokenClassification), so under the Trainer's gradient
+    accumulation each micro-batch's mean adds up unscaled: the heads here ignore it too."""
+    return ops.cross_entropy(logits, labels, ignore_index=-100, reduction="mean")
 
 
 class LlamaForSequenceClassification(_LlamaWithHead):
@@ -1797,13 +1797,13 @@ class LlamaForSequenceClassification(_LlamaWithHead):
             last = (np.arange(ids.shape[-1]) * (ids != pad)).argmax(-1)
         xp = logits.device.xp
         pooled = logits[xp.arange(batch), xp.asarray(last)]
-        loss = None if labels is None else self._loss(pooled, self._labels_for(labels, pooled), num_items_in_batch)
+        loss = None if labels is None else self._loss(pooled, self._labels_for(labels, pooled))
         out = SequenceClassifierOutputWithPast(loss=loss, logits=pooled, cache=body.cache,
                                                hidden_states=body.hidden_states, attentions=body.attentions)
         return out if (return_dict if return_dict is not None else self.config.extra.get("return_dict", True)) \
             else out.to_tuple()
 
-    def _loss(self, pooled, labels, num_items_in_batch):
+    def _loss(self, pooled, labels):
         n = self.num_labels
         if getattr(self.config, "problem_type", None) is None:
             integer = str(labels.dtype) in ("int64", "int32")  # transformers: torch.long or torch.int
@@ -1813,7 +1813,7 @@ class LlamaForSequenceClassification(_LlamaWithHead):
         if kind == "regression":
             return mse_loss(pooled.squeeze(), labels.squeeze()) if n == 1 else mse_loss(pooled, labels)
         if kind == "single_label_classification":
-            return _cross_entropy(pooled.reshape(-1, n), labels.reshape(-1), num_items_in_batch)
+            return _cross_entropy(pooled.reshape(-1, n), labels.reshape(-1))
         if kind == "multi_label_classification":
             return binary_cross_entropy_with_logits(pooled, labels)
         raise RuntimeError(f"Invalid problem type: {kind}")
@@ -1842,7 +1842,7 @@ class LlamaForTokenClassification(_LlamaWithHead):
         if labels is not None:
             labels = self._labels_for(labels, logits)
             flat = logits.reshape(-1, self.num_labels).to(dtypes.compute_dtype(logits.dtype))
-            loss = _cross_entropy(flat, labels.reshape(-1), num_items_in_batch)
+            loss = _cross_entropy(flat, labels.reshape(-1))
         out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=body.hidden_states,
                                     attentions=body.attentions)
         return out if (return_dict if return_dict is not None else self.config.extra.get("return_dict", True)) \
