@@ -300,6 +300,13 @@ def test_use_beam_search_answers_vllms_n_best_beams_whole_and_streamed(served):
     assert [c["choices"][0]["text"] for c in chunks[:3]] == texts
     assert chunks[-1]["usage"] == answer["usage"] and answer["usage"]["completion_tokens"] == 18
     assert error_of(refused) == "logprobs is not supported with use_beam_search"  # (not dropped silently)
+    import asyncio
+
+    from minilora.serve.beam import beam_search
+
+    async def gone():  # a client that left: the search stops before its next step, as vLLM aborts it
+        return True
+    assert asyncio.run(beam_search(engine, [1, 2], None, 2, 4, client_gone=gone)) is None
 
 
 def test_echo_with_max_tokens_0_runs_one_unshown_token_as_vllm(client):

@@ -441,7 +441,9 @@ class _Server:
                                   prompt_ids=[ids for ids in prompts for _ in range(n)],
                                   as_ids=bool(body.get("return_tokens_as_token_ids")))
         if _flag(body, "use_beam_search"):
-            beams = await self._beams(body, prompts, adapter, options, n, constraint)
+            beams = await self._beams(body, prompts, adapter, options, n, constraint, http_request.is_disconnected)
+            if beams is None:
+                return _error(499, "the client disconnected")
             return _with_id(self._beam_answer(beams, meta, stream, reply(self._echoes(prompts, n, echo, [None] * len(
                 prompts), None), [None] * len(prompts) * n)), tag)
         echo_only = options["max_tokens"] == 0  # vLLM's echo without generation: it runs one token (counted in
@@ -485,10 +487,10 @@ class _Server:
                             tag)
         return _with_id(await self._collect(http_request, jobs, events, meta, reply), tag)
 
-    async def _beams(self, body, prompts, adapter, options, n, constraint):
+    async def _beams(self, body, prompts, adapter, options, n, constraint, client_gone):
         """vLLM's ``use_beam_search``: per prompt, its ``n`` best beams (beam.py) as ``(generated ids, text,
-        finish_reason, stop_reason)``. What beam search does not read (logprobs, a constraint) is refused by name
-        rather than dropped."""
+        finish_reason, stop_reason)``; None if the client left meanwhile (``client_gone``). What beam search does
+        not read (logprobs, a constraint) is refused by name rather than dropped."""
         for name, asked in (("logprobs", options["logprobs"] is not None), ("structured_outputs", constraint)):
             if asked:
                 raise EngineError(400, f"{name} is not supported with use_beam_search", name)
@@ -501,7 +503,9 @@ class _Server:
             self.engine._check(Request(ids, adapter, max_tokens=max_tokens))  # (the context's limits, as submit's)
             beams = await beam_search(self.engine, ids, adapter, n, max_tokens, options["temperature"],
                                       body.get("length_penalty", 1.0), ignore_eos,
-                                      options["include_stop_str_in_output"])
+                                      options["include_stop_str_in_output"], client_gone)
+            if beams is None:
+                return None
             for beam in beams:
                 generated = beam.tokens[len(ids):]
                 shown = generated[:-1] if generated and generated[-1] == eos and not ignore_eos else generated

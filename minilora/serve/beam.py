@@ -58,11 +58,14 @@ def _finished(loop, future, kind, value):
 
 
 async def beam_search(engine, prompt_ids, adapter, width, max_tokens, temperature=1.0, length_penalty=1.0,
-                      ignore_eos=False, include_stop_str_in_output=False):
-    """The ``width`` best Beams after ``prompt_ids``, best first (vLLM's OpenAIServing.beam_search)."""
+                      ignore_eos=False, include_stop_str_in_output=False, client_gone=None):
+    """The ``width`` best Beams after ``prompt_ids``, best first (vLLM's OpenAIServing.beam_search); None when
+    ``client_gone()`` (awaited between steps) says the client left: the search stops there, as vLLM aborts it."""
     eos = engine.tokenizer.eos_token_id
     live, completed = [Beam(list(prompt_ids), 0.0, None, None)], []
     for _ in range(max_tokens):
+        if client_gone is not None and await client_gone():
+            return None
         grown = []
         for beam, candidates in zip(live, await _candidates(engine, live, adapter, width, temperature)):
             for token, logprob in candidates.items():
