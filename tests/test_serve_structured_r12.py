@@ -371,3 +371,24 @@ def test_min_tokens_and_stop_refusals_in_vllms_words(client):
     held = ok(complete(client, max_tokens=8, stop=[stop], min_tokens=6))["choices"][0]
     assert ok(complete(client, max_tokens=8, stop=[stop]))["choices"][0]["text"] == free.split(".")[0]
     assert held["text"].startswith(free.split(".")[0] + ".")  # not looked for within min_tokens, as vLLM's
+
+
+@needs_guidance
+def test_required_tools_with_defs_have_them_at_the_root_of_the_list_schema():
+    """vLLM's get_json_schema_from_tools moves each tool's $defs to the root, where "#/$defs/..." refs point."""
+    import numpy as np
+
+    from minilora.tokenizer import ByteTokenizer
+    tool = {"type": "function", "function": {"name": "a", "parameters": {
+        "type": "object", "properties": {"p": {"$ref": "#/$defs/P"}}, "required": ["p"],
+        "$defs": {"P": {"enum": ["x", "y"]}}}}}
+    schema = structured.tool_call_schema([tool], "required")
+    assert schema["$defs"] == {"P": {"enum": ["x", "y"]}} and "$defs" in tool["function"]["parameters"]  # (a copy)
+    grammar = structured.Grammars(ByteTokenizer(), 259, 259).compile(structured.Constraint("json", schema, False,
+                                                                                            False))
+    for byte in b'[{"name":"a","parameters":{"p":"':
+        grammar.accept(byte)
+    assert [chr(i) for i in np.nonzero(grammar.allowed()[:256])[0]] == ["x", "y"]
+    other = {"type": "function", "function": {"name": "b", "parameters": {"$defs": {"P": {"type": "integer"}}}}}
+    with pytest.raises(Exception, match="Tool definition 'P' has multiple schemas"):
+        structured.tool_call_schema([tool, other], "required")

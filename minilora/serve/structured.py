@@ -163,10 +163,17 @@ def tool_call_schema(tools, choice):
     parameters; "required": a non-empty list of calls, each ``{"name": one tool's, "parameters": its schema}``."""
     if isinstance(choice, dict):
         return next(t["function"].get("parameters") for t in tools if t["function"]["name"] == choice["name"])
-    calls = [{"properties": {"name": {"type": "string", "enum": [t["function"]["name"]]},
-                             "parameters": t["function"].get("parameters") or {"type": "object", "properties": {}}},
-              "required": ["name", "parameters"]} for t in tools]
-    return {"type": "array", "minItems": 1, "items": {"type": "object", "anyOf": calls}}
+    calls, defs = [], {}
+    for tool in tools:  # each tool's $defs move to the list schema's root, where their "#/$defs/..." refs point
+        parameters = dict(tool["function"].get("parameters") or {"type": "object", "properties": {}})
+        for name, schema in parameters.pop("$defs", {}).items():
+            if defs.setdefault(name, schema) != schema:
+                raise EngineError(400, f"Tool definition '{name}' has multiple schemas, which is not supported.",
+                                  "tools")
+        calls.append({"properties": {"name": {"type": "string", "enum": [tool["function"]["name"]]},
+                                     "parameters": parameters}, "required": ["name", "parameters"]})
+    schema = {"type": "array", "minItems": 1, "items": {"type": "object", "anyOf": calls}}
+    return {**schema, "$defs": defs} if defs else schema
 
 
 def constraint_of(body, chat):
