@@ -9,6 +9,8 @@ beam_search.py and OpenAIServing.beam_search.
 | what a user sends                              | before                    | now (vLLM 0.24's)                       |
 |------------------------------------------------|---------------------------|-----------------------------------------|
 | response_format json_object / json_schema      | 400 "not supported"       | the output held to the schema (guidance)|
+| openai's chat.completions.parse(response_format| 400                       | a Weather object; a pydantic_function_  |
+|  =Weather / tools=[pydantic_function_tool])    |                           |  tool's parsed_arguments                |
 | structured_outputs json, regex, choice, grammar| 400 "not supported"       | held to it; streamed too                |
 | tools + tool_choice {"function": {"name"}}     | 400 "not supported"       | tool_calls, arguments held to the       |
 |                                                |                           |  function's parameters schema           |
@@ -137,12 +139,30 @@ def test_json_object_choice_regex_and_grammar_hold_greedy_sampled_and_streamed_t
 
 
 @needs_guidance
-def test_a_chat_answer_and_the_openai_client_get_structured_output(client):
+def test_the_openai_clients_parse_helpers_get_pydantic_objects(client):
+    """OpenAI's ``chat.completions.parse`` (a Pydantic model as response_format, sent as a strict json_schema with
+    $defs; a pydantic_function_tool as a named tool) reads the answers back into the models."""
     openai = pytest.importorskip("openai")
+    import enum
+
+    import pydantic
+
+    class Unit(str, enum.Enum):
+        c, f = "c", "f"
+
+    class Weather(pydantic.BaseModel):
+        unit: Unit
+        ok: bool
     api = openai.OpenAI(base_url="http://testserver/v1", api_key="EMPTY", max_retries=0, http_client=client)
+    ask = dict(model="minilora/base", messages=[{"role": "user", "content": "weather?"}], max_tokens=30, temperature=0,
+               logit_bias=NO_WHITESPACE, extra_body={"chat_template": TEMPLATE})
+    parsed = api.chat.completions.parse(response_format=Weather, **ask).choices[0].message.parsed
+    assert isinstance(parsed, Weather) and parsed.unit in Unit
+    call = api.chat.completions.parse(tools=[openai.pydantic_function_tool(Weather)], tool_choice={
+        "type": "function", "function": {"name": "Weather"}}, **ask).choices[0].message.tool_calls[0]
+    assert call.function.name == "Weather" and isinstance(call.function.parsed_arguments, Weather)
     extra = {"chat_template": TEMPLATE, "structured_outputs": {"choice": ["Oslo", "Rome"]}}
-    answer = api.chat.completions.create(model="minilora/base", messages=[{"role": "user", "content": "city?"}],
-                                         max_tokens=12, temperature=0, extra_body=extra)
+    answer = api.chat.completions.create(**{**ask, "extra_body": extra})
     assert answer.choices[0].message.content in ("Oslo", "Rome")
 
 
