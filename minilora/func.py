@@ -11,7 +11,8 @@ with torch's to rounding, a zero's sign may differ), and ``vmap`` calls ``func``
 mapped dimension and stacks the results: what torch's batching rules compute, sample by sample (a
 float32 sum may round in another order than a batched kernel's). Under ``randomness='error'`` (torch's
 default) a random draw from the global generator in ``func`` raises as in torch; 'same' gives every
-sample the draws of the first, as torch's; 'different' (torch's batched draws) is refused.
+sample the draws of the first, as torch's; 'different' gives sample i row i of one draw for the whole
+batch, as torch's batched random ops draw (``_BatchedDraws``).
 """
 import contextlib
 
@@ -423,6 +424,17 @@ def _sizes(arg, dim):
     return [s for a, d in zip(arg, dim) for s in _sizes(a, d)]
 
 
+def _mapped_along_front(arg, dim):
+    """Whether every tensor of ``arg`` that is mapped is mapped along its first dimension."""
+    if dim is None:
+        return True
+    if isinstance(dim, int):
+        return all(dim in (0, -t.ndim) for t in _leaves_of(arg))
+    if isinstance(dim, dict):
+        return all(_mapped_along_front(arg[key], dim[key]) for key in arg)
+    return all(_mapped_along_front(a, d) for a, d in zip(arg, dim))
+
+
 def _generator_state():
     return bytes(random.get_rng_state().numpy())
 
@@ -437,14 +449,76 @@ def _randomness(mode):
                            "'same' or 'different' randomness flags on vmap or perform the randomness outside of vmap")
 
 
+# torch's draws under randomness='different': one per random op for the whole batch
+_SHAPED_DRAWS = ("uniform", "normal", "exponential", "cauchy", "log_normal", "geometric", "integers", "random_",
+                 "bernoulli")
+_OTHER_DRAWS = ("random_bits", "random64", "bernoulli_tensor", "poisson", "randperm")
+
+
+class _BatchedDraws:
+    """torch's ``randomness='different'``: a random op in ``func`` runs once on the batched tensor, drawing
+    ``(batch,) + its sample's shape`` from the global generator. minilora runs the samples one by one, so
+    sample 0's k-th draw takes that whole batch's numbers (the generator moves as torch's) and keeps them;
+    sample i's k-th draw is row i of it. A draw whose count does not follow from a shape (``bernoulli`` of a
+    tensor of probabilities, ``poisson``, ``randperm``, a seed) cannot be batched so: refused by name."""
+
+    def __init__(self, size, front):
+        self.generator, self.size, self.front = random.default_generator, size, front
+        self.draws, self.sample, self.next, self.inside = [], 0, 0, False
+
+    def __enter__(self):
+        if any(name in vars(self.generator) for name in _SHAPED_DRAWS):
+            raise NotImplementedError("vmap(randomness='different') inside another vmap(randomness='different'): "
+                                      "minilora batches one level of random draws")
+        for name in _SHAPED_DRAWS:
+            setattr(self.generator, name, self._batched(getattr(type(self.generator), name)))
+        for name in _OTHER_DRAWS:
+            setattr(self.generator, name, self._refused(name, getattr(type(self.generator), name)))
+        return self
+
+    def __exit__(self, *exc):
+        for name in _SHAPED_DRAWS + _OTHER_DRAWS:
+            delattr(self.generator, name)
+
+    def start(self, sample):
+        self.sample, self.next = sample, 0
+
+    def _batched(self, method):
+        def draw(shape, *args, **kwargs):
+            if self.inside:
+                return method(self.generator, shape, *args, **kwargs)
+            if not self.front:  # (torch's randn_like / dropout of such a sample draws in the input's layout)
+                raise NotImplementedError("vmap(randomness='different') with an input mapped along a dimension other "
+                                          "than 0: torch draws a random op on such a sample in the batched input's "
+                                          "layout, which minilora does not reproduce; move that dimension to the front")
+            if self.sample == 0:
+                self.inside = True
+                try:
+                    self.draws.append(method(self.generator, (self.size,) + tuple(shape), *args, **kwargs))
+                finally:
+                    self.inside = False
+            elif self.next >= len(self.draws):
+                raise RuntimeError(f"vmap(randomness='different'): sample {self.sample} made more random draws than "
+                                   "sample 0; minilora batches a random op by the order the samples call it")
+            self.next += 1
+            return self.draws[self.next - 1][self.sample].copy()
+        return draw
+
+    def _refused(self, name, method):
+        def draw(*args, **kwargs):
+            if not self.inside:
+                raise NotImplementedError(f"vmap(randomness='different'): a random draw by {name}() (bernoulli of a "
+                                          "tensor of probabilities, poisson, randperm, a seed) has no batched form in "
+                                          "minilora; draw it outside vmap or use randomness='same'")
+            return method(self.generator, *args, **kwargs)
+        return draw
+
+
 def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     """``func`` over a batch: ``vmap(f)(x)[i] == f(x[i])`` along ``in_dims`` (one per argument, None for an
     argument shared by every sample), the results stacked along ``out_dims``."""
     if randomness not in ("error", "same", "different"):
         raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got {randomness}")
-    if randomness == "different":
-        raise NotImplementedError("vmap(randomness='different'): torch draws one batched tensor per random op; "
-                                  "minilora runs the samples one by one and cannot give those numbers")
 
     def wrapper(*args, **kwargs):
         dims = _in_dims_of(in_dims, args)
@@ -457,11 +531,15 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                              f"{sizes} for the mapped dimension")
         first_state = random.get_rng_state()
         results = []
-        for i in range(sizes[0]):
-            if randomness == "same":
-                random.set_rng_state(first_state)
-            with _randomness(randomness):
-                results.append(func(*(_pick(arg, dim, i) for arg, dim in zip(args, dims)), **kwargs))
+        batched_draws = randomness == "different" and _BatchedDraws(sizes[0], _mapped_along_front(args, dims))
+        with batched_draws or contextlib.nullcontext() as batched:
+            for i in range(sizes[0]):
+                if randomness == "same":
+                    random.set_rng_state(first_state)
+                if batched is not None:
+                    batched.start(i)
+                with _randomness(randomness):
+                    results.append(func(*(_pick(arg, dim, i) for arg, dim in zip(args, dims)), **kwargs))
         return _stacked(results, out_dims)
     return wrapper
 

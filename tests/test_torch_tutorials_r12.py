@@ -259,3 +259,38 @@ def test_a_timeout_without_workers_is_torchs_assertion():
         loader = lib.utils.data.DataLoader(list(range(4)), batch_size=2, timeout=5)
         with pytest.raises(AssertionError, match="_SingleProcessDataLoaderIter requires timeout == 0"):
             next(iter(loader))
+
+
+# ---- vmap(randomness="different"): the model-ensembling tutorial's dropout, per-sample noise ----------------
+def _different_randomness(lib):
+    vmap, F = lib.func.vmap, lib.nn.functional
+    lib.manual_seed(0)
+    results = [vmap(lambda t: t + lib.randn(3), randomness="different")(lib.zeros(4, 3)),
+               vmap(lambda t: F.dropout(t, 0.5), randomness="different")(lib.ones(4, 5)),
+               vmap(lambda t: lib.randn_like(t) * lib.rand(2), randomness="different")(lib.ones(3, 2)),
+               vmap(lambda t: lib.randint(0, 10, (3,)) + t, randomness="different")(lib.zeros(5, 3, dtype=lib.int64)),
+               vmap(lambda t: t.clone().normal_(), randomness="different")(lib.zeros(4, 3, dtype=lib.float64))]
+
+    class Net(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.drop, self.fc2 = lib.nn.Linear(6, 8), lib.nn.Dropout(0.3), lib.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc2(self.drop(lib.relu(self.fc1(x))))
+    models = [Net().double() for _ in range(4)]
+    params, buffers = lib.func.stack_module_state(models)
+    base = Net().double()
+    ensemble = vmap(lambda p, b, x: lib.func.functional_call(base, (p, b), (x,)), in_dims=(0, 0, None),
+                    randomness="different")
+    results += [ensemble(params, buffers, lib.randn(5, 6, dtype=lib.float64)), lib.rand(2)]
+    return results
+
+
+def test_vmap_different_randomness_draws_torchs_batched_numbers():
+    np.testing.assert_allclose(_flat(_different_randomness(ml)), _flat(_different_randomness(torch)), rtol=1e-13)
+    vmap = ml.func.vmap  # what minilora cannot batch is refused, not drawn per sample
+    with pytest.raises(NotImplementedError, match="mapped along a dimension other than 0"):
+        vmap(lambda t: ml.randn_like(t), randomness="different", in_dims=1)(ml.ones(2, 3))
+    with pytest.raises(NotImplementedError, match="bernoulli_tensor"):
+        vmap(lambda t: ml.bernoulli(t), randomness="different")(ml.full((3, 4), 0.5))
