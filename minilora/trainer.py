@@ -34,6 +34,7 @@ other than torch's AdamW/SGD/Adagrad/RMSprop.
 import dataclasses
 import inspect
 import json
+import logging
 import math
 import os
 import re
@@ -53,6 +54,7 @@ __all__ = ["TrainingArguments", "Trainer", "TrainerCallback", "TrainerState", "T
            "DefaultFlowCallback", "PrinterCallback", "ProgressCallback", "EvalPrediction", "TrainOutput",
            "PredictionOutput", "EvalLoopOutput", "get_last_checkpoint", "PREFIX_CHECKPOINT_DIR"]
 
+logger = logging.getLogger(__name__)
 PREFIX_CHECKPOINT_DIR = "checkpoint"
 TRAINER_STATE_NAME, TRAINING_ARGS_NAME = "trainer_state.json", "training_args.bin"
 OPTIMIZER_NAME, SCHEDULER_NAME, RNG_STATE_NAME = "optimizer.pt", "scheduler.pt", "rng_state.pth"
@@ -516,6 +518,39 @@ def _concat_padded(arrays):
     return np.concatenate(out, axis=0)
 
 
+def _align_special_token(name, tokenizer, config, generation_config, updated, several=False):
+    """One id the tokenizer defines written into the model's config and generation config where it is missing;
+    ``several`` (eos): the ids there are kept after it."""
+    token_id = getattr(tokenizer, name, None)
+    if token_id is None:
+        return
+    held = getattr(config, name, None)
+    keep_list = isinstance(held, list)
+    held = held if keep_list else [held]
+    generating = getattr(generation_config, name, None) if generation_config is not None else None
+    generating = generating if isinstance(generating, list) else [generating]
+    if token_id in held and (generation_config is None or token_id in generating):
+        return
+    updated[name] = token_id
+    setattr(config, name, [token_id, *(t for t in held if t != token_id)] if several and keep_list else token_id)
+    if generation_config is not None:
+        setattr(generation_config, name, [token_id, *(t for t in generating if t is not None and t != token_id)]
+                if several else token_id)
+
+
+def align_special_tokens(model, tokenizer):
+    """transformers' Trainer, as training starts: the tokenizer's eos, bos and pad ids become the model's (a
+    classification head finds each row's last token by ``config.pad_token_id``), with a warning naming them."""
+    updated = {}
+    generation_config = getattr(model, "generation_config", None)
+    for name, several in (("eos_token_id", True), ("bos_token_id", False), ("pad_token_id", False)):
+        _align_special_token(name, tokenizer, model.config, generation_config, updated, several)
+    if updated:
+        logger.warning("The tokenizer has new PAD/BOS/EOS tokens that differ from the model config and generation "
+                       "config. The model config and generation config were aligned accordingly, being updated "
+                       f"with the tokenizer's values. Updated tokens: {updated}.")
+
+
 # ----------------------------------------------------------------------------------------------
 # The Trainer
 # ----------------------------------------------------------------------------------------------
@@ -753,6 +788,8 @@ class Trainer:
             set_seed(self.args.seed)
             self.model = self.model_wrapped = self.model_init()
             self.optimizer, self.lr_scheduler = None, None
+        if self.processing_class is not None and getattr(self.model, "config", None) is not None:
+            align_special_tokens(self.model, self.processing_class)
         if resume_from_checkpoint is not None:
             self._load_from_checkpoint(resume_from_checkpoint)
         try:

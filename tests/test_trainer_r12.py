@@ -218,7 +218,8 @@ def test_iterable_dataset_max_steps_and_its_eval_loss(base, tmp_path):
 def test_sequence_classification_with_the_tokenizer_as_processing_class(base, tmp_path):
     """The text-classification tutorial: tokenized rows with an integer "label" (and their text, dropped), no
     collator given: the Trainer pads with DataCollatorWithPadding(processing_class), which renames label to
-    labels. Under gradient accumulation transformers' classification heads ignore num_items_in_batch (each
+    labels, and gives the model the tokenizer's pad id (the head pools each row's last non-pad token; without
+    it minilora refused batches of more than one row). Under gradient accumulation transformers' classification heads ignore num_items_in_batch (each
     micro-batch's mean adds up unscaled: twice the loss at 2 steps); minilora's divided by the step's label
     count, half transformers' loss and gradient norm."""
     tokenizers = pytest.importorskip("tokenizers")
@@ -239,7 +240,7 @@ def test_sequence_classification_with_the_tokenizer_as_processing_class(base, tm
         torch.manual_seed(5), ml.manual_seed(5)  # (the new score head's draw)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = cls.from_pretrained(str(base), num_labels=3, pad_token_id=0)
+            model = cls.from_pretrained(str(base), num_labels=3)  # (no pad_token_id: the tokenizer's comes in)
             rows = [{**dict(tokenizer(text)), "label": i % 3, "text": text} for i, text in enumerate(texts)]
             args = lib.TrainingArguments(output_dir=str(tmp_path / lib.__name__), learning_rate=1e-3,
                                          per_device_train_batch_size=3, gradient_accumulation_steps=2,
@@ -248,6 +249,7 @@ def test_sequence_classification_with_the_tokenizer_as_processing_class(base, tm
             trainer = lib.Trainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
             trainer.train()
         out.append(trainer.state.log_history)
+        assert model.config.pad_token_id == 0
     assert_same_history(*out)
 
 
