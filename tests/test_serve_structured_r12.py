@@ -27,7 +27,7 @@ beam_search.py and OpenAIServing.beam_search.
 |  structures: begin, schema, end)               |                           |  trigger's begin (as vLLM's xgrammar)   |
 | structured outputs without llguidance          | -                         | 400 naming the backend, never free text |
 | use_beam_search: true, n, length_penalty       | 400 "not supported"       | vLLM's n best beams (engine/serving.py  |
-|                                                |                           |  beam_search), whole or streamed        |
+|  (logprobs too)                                |                           |  beam_search), whole or streamed        |
 | an assistant's tool_calls sent back (content   | 400 (content must be str);| taken; the template reads each call's   |
 |  null), tools, a tool message                  |  tools not in the template|  arguments as a dict, and the tools     |
 | echo: true, max_tokens: 0                      | nothing generated, 0 in   | one token generated, not shown: counted |
@@ -294,17 +294,19 @@ def vllm_beams(model, prompt_ids, width, steps, eos, length_penalty=1.0):
 
     import minilora as ml
     score = lambda b: b[1] / ((len(b[0]) - (b[0][-1] == eos)) ** length_penalty)  # noqa: E731
-    live, done = [(list(prompt_ids), 0.0)], []
+    live, done = [(list(prompt_ids), 0.0, [])], []
     for _ in range(steps):
         grown = []
-        for tokens, total in live:
+        for tokens, total, logprobs in live:
             with ml.no_grad():
                 row = model(np.array([tokens])).logits.numpy()[0, -1].astype(np.float64)
             row = row - row.max() - np.log(np.exp(row - row.max()).sum())
             for token in np.argsort(-row, kind="stable")[:2 * width].tolist():
-                (done if token == eos else grown).append((tokens + [token] * (token != eos), total + row[token]))
+                (done if token == eos else grown).append((tokens + [token] * (token != eos), total + row[token],
+                                                          logprobs + [row[token]]))
         live = sorted(grown, key=score, reverse=True)[:width]
-    return [tokens[len(prompt_ids):] for tokens, _ in sorted(done + live, key=score, reverse=True)[:width]]
+    return [(tokens[len(prompt_ids):], logprobs) for tokens, _, logprobs in sorted(done + live, key=score,
+                                                                                  reverse=True)[:width]]
 
 
 def test_use_beam_search_answers_vllms_n_best_beams_whole_and_streamed(served):
@@ -312,14 +314,18 @@ def test_use_beam_search_answers_vllms_n_best_beams_whole_and_streamed(served):
     body = dict(max_tokens=6, temperature=0, use_beam_search=True, n=3, length_penalty=0.5)
     answer = ok(complete(client, **body))
     chunks = streamed(complete(client, **body, stream=True, stream_options={"include_usage": True}))
-    refused = complete(client, use_beam_search=True, logprobs=2)
+    scored = ok(complete(client, **body, logprobs=1))
+    refused = complete(client, **body, logprobs=1, echo=True)  # (vLLM's beam output has no prompt logprobs)
     eos = engine.tokenizer.eos_token_id
     expected = vllm_beams(engine.model, engine.tokenizer.encode("Dan lives in"), 3, 6, eos, 0.5)
-    texts = [engine.tokenizer.decode(ids) for ids in expected]
+    texts = [engine.tokenizer.decode(ids) for ids, _ in expected]
     assert [c["text"] for c in answer["choices"]] == texts and len(set(texts)) == 3  # (greedy n=3: a 400 without)
     assert [c["choices"][0]["text"] for c in chunks[:3]] == texts
     assert chunks[-1]["usage"] == answer["usage"] and answer["usage"]["completion_tokens"] == 18
-    assert error_of(refused) == "logprobs is not supported with use_beam_search"  # (not dropped silently)
+    for choice, (_, logprobs) in zip(scored["choices"], expected):  # each step's logprob of the beam's token, and
+        assert choice["logprobs"]["token_logprobs"] == pytest.approx(logprobs, abs=1e-5)  # 2 top entries (k + 1)
+        assert all(len(top) == 2 for top in choice["logprobs"]["top_logprobs"])
+    assert error_of(refused) == "echo is not supported with use_beam_search and logprobs"  # (not a 500)
     import asyncio
 
     from minilora.serve.beam import beam_search

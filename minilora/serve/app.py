@@ -441,7 +441,8 @@ class _Server:
                                   prompt_ids=[ids for ids in prompts for _ in range(n)],
                                   as_ids=bool(body.get("return_tokens_as_token_ids")))
         if _flag(body, "use_beam_search"):
-            beams = await self._beams(body, prompts, adapter, options, n, constraint, http_request.is_disconnected)
+            beams = await self._beams(body, prompts, adapter, options, n, constraint, http_request.is_disconnected,
+                                      chat)
             if beams is None:
                 return _error(499, "the client disconnected")
             return _with_id(self._beam_answer(beams, meta, stream, reply(self._echoes(prompts, n, echo, [None] * len(
@@ -487,13 +488,16 @@ class _Server:
                             tag)
         return _with_id(await self._collect(http_request, jobs, events, meta, reply), tag)
 
-    async def _beams(self, body, prompts, adapter, options, n, constraint, client_gone):
+    async def _beams(self, body, prompts, adapter, options, n, constraint, client_gone, chat):
         """vLLM's ``use_beam_search``: per prompt, its ``n`` best beams (beam.py) as ``(generated ids, text,
-        finish_reason, stop_reason)``; None if the client left meanwhile (``client_gone``). What beam search does
-        not read (logprobs, a constraint) is refused by name rather than dropped."""
-        for name, asked in (("logprobs", options["logprobs"] is not None), ("structured_outputs", constraint)):
+        finish_reason, stop_reason, logprob entries or None)``; None if the client left meanwhile (``client_gone``).
+        What beam search does not read (a constraint; a completion's echoed prompt's logprobs, which vLLM's beam
+        output lacks) is refused by name rather than dropped."""
+        echo_scored = not chat and _flag(body, "echo") and options["logprobs"] is not None
+        for name, asked in (("structured_outputs", constraint), ("echo", echo_scored)):
             if asked:
-                raise EngineError(400, f"{name} is not supported with use_beam_search", name)
+                raise EngineError(400, f"{name} is not supported with use_beam_search"
+                                       f"{' and logprobs' if name == 'echo' else ''}", name)
         eos, ignore_eos = self.engine.tokenizer.eos_token_id, options["ignore_eos"]
         answers = []
         for ids in prompts:
@@ -509,16 +513,21 @@ class _Server:
             for beam in beams:
                 generated = beam.tokens[len(ids):]
                 shown = generated[:-1] if generated and generated[-1] == eos and not ignore_eos else generated
-                answers.append((generated, self.engine.tokenizer.decode(shown), beam.finish_reason, beam.stop_reason))
+                answers.append((generated, self.engine.tokenizer.decode(shown), beam.finish_reason, beam.stop_reason,
+                                _beam_logprobs(beam, generated, options["logprobs"], chat)))
         return answers
 
     def _beam_answer(self, beams, meta, stream, reply):
         """The answer of a beam search: whole, or streamed as vLLM streams its one final output (a chat's role
         chunks, then one chunk per choice with all its text)."""
         chat = reply.chat
-        choices = [self._choice(i, chat, echo + text, reason, None, final=not stream, stop_reason=stop_reason,
+        choices = [self._choice(i, chat, echo + text, reason,
+                                self._logprobs(chat, entries is not None, entries or [], start=len(echo),
+                                               as_ids=reply.as_ids),
+                                final=not stream, stop_reason=stop_reason,
                                 extra=reply.token_ids_of(generated) if stream else reply.whole_choice(i, generated))
-                   for i, ((generated, text, reason, stop_reason), (echo, _)) in enumerate(zip(beams, reply.echoes))]
+                   for i, ((generated, text, reason, stop_reason, entries), (echo, _))
+                   in enumerate(zip(beams, reply.echoes))]
         n_out = sum(len(generated) for generated, *_ in beams)
         usage = {"prompt_tokens": reply.n_prompt, "completion_tokens": n_out, "total_tokens": reply.n_prompt + n_out}
         if not stream:
@@ -1004,6 +1013,17 @@ class _OffsetReader:
         if self._decode(self.every[self.settled:end]):  # context that decodes to nothing is none: a decoder
             self.anchor = self.settled  # strips a window's first space, a skipped special token gives no text
         self.settled, self.length = end, length
+
+
+def _beam_logprobs(beam, generated, k, chat):
+    """A beam's logprob entries ``(token, logprob, top)`` for its generated tokens, read as vLLM reads a beam's
+    logprobs: each step's candidates in their order (the token that step's request sampled, then the likeliest),
+    their first k + 1 as a completion's top_logprobs (_create_completion_logprobs), their first k as a chat's
+    (_get_top_logprobs). None without logprobs."""
+    if k is None:
+        return None
+    keep = k if chat else k + 1
+    return [(token, step[token], list(step.items())[:keep]) for token, step in zip(generated, beam.logprobs)]
 
 
 def _token_text(tokenizer, token, text_vocab=None):

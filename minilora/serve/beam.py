@@ -18,8 +18,9 @@ from .engine import Request
 __all__ = ["Beam", "beam_search"]
 
 
-class Beam(collections.namedtuple("Beam", "tokens cum_logprob finish_reason stop_reason")):
-    """A hypothesis: its tokens (prompt first), summed log-probability, and how it ended (None: still live)."""
+class Beam(collections.namedtuple("Beam", "tokens cum_logprob finish_reason stop_reason logprobs")):
+    """A hypothesis: its tokens (prompt first), summed log-probability, how it ended (None: still live) and each
+    step's candidates ``{token: logprob}`` (vLLM's logprobs of a beam: what its answer's logprobs are read from)."""
 
     def score(self, eos, length_penalty):
         """vLLM's get_beam_search_score (transformers' length normalisation)."""
@@ -62,18 +63,19 @@ async def beam_search(engine, prompt_ids, adapter, width, max_tokens, temperatur
     """The ``width`` best Beams after ``prompt_ids``, best first (vLLM's OpenAIServing.beam_search); None when
     ``client_gone()`` (awaited between steps) says the client left: the search stops there, as vLLM aborts it."""
     eos = engine.tokenizer.eos_token_id
-    live, completed = [Beam(list(prompt_ids), 0.0, None, None)], []
+    live, completed = [Beam(list(prompt_ids), 0.0, None, None, [])], []
     for _ in range(max_tokens):
         if client_gone is not None and await client_gone():
             return None
         grown = []
         for beam, candidates in zip(live, await _candidates(engine, live, adapter, width, temperature)):
+            steps = beam.logprobs + [candidates]
             for token, logprob in candidates.items():
                 if token == eos and not ignore_eos:
                     tokens = beam.tokens + [token] if include_stop_str_in_output else beam.tokens
-                    completed.append(Beam(tokens, beam.cum_logprob + logprob, "stop", eos))
+                    completed.append(Beam(tokens, beam.cum_logprob + logprob, "stop", eos, steps))
                 else:
-                    grown.append(Beam(beam.tokens + [token], beam.cum_logprob + logprob, None, None))
+                    grown.append(Beam(beam.tokens + [token], beam.cum_logprob + logprob, None, None, steps))
         live = sorted(grown, key=lambda b: b.score(eos, length_penalty), reverse=True)[:width]
     best = sorted(completed + live, key=lambda b: b.score(eos, length_penalty), reverse=True)[:width]
     return [beam._replace(finish_reason=beam.finish_reason or "length") for beam in best]
