@@ -842,3 +842,23 @@ functional = types.ModuleType(__name__ + ".functional", "torch.autograd.function
 functional.jacobian, functional.vjp, functional.jvp = jacobian, vjp, jvp
 functional.hessian, functional.hvp, functional.vhp = hessian, hvp, vhp
 sys.modules[functional.__name__] = functional
+
+
+# torch.autograd.forward_ad (dual tensors): refused by name. Forward mode carries a tangent through every op
+# with that op's jvp formula, in or out of grad mode; minilora's one engine is reverse mode, and emulating dual
+# tensors on it (a recorded graph per dual, two backward passes per unpack) would lose tangents under no_grad
+# and make every dual require grad, visibly. The same products are computed by torch.func.jvp/linearize and
+# torch.autograd.functional.jvp (the double-vjp trick).
+def _no_forward_mode(name):
+    def refused(*args, **kwargs):
+        raise NotImplementedError(f"torch.autograd.forward_ad.{name}: minilora has no forward-mode AD (dual tensors "
+                                  "would need a jvp rule per op); torch.func.jvp / torch.func.linearize / "
+                                  "torch.autograd.functional.jvp give the same Jacobian-vector products")
+    refused.__name__ = name
+    return refused
+
+
+forward_ad = types.ModuleType(__name__ + ".forward_ad", "torch.autograd.forward_ad's names on minilora: refused")
+for _name in ("dual_level", "enter_dual_level", "exit_dual_level", "make_dual", "unpack_dual"):
+    setattr(forward_ad, _name, _no_forward_mode(_name))
+sys.modules[forward_ad.__name__] = forward_ad

@@ -117,6 +117,16 @@ def test_func_errors_use_torchs_words():
     assert _messages(ml) == _messages(torch)
 
 
+def test_forward_ad_is_refused_by_name_pointing_at_jvp():
+    """The forward-mode AD tutorial's dual tensors: minilora has no forward mode (it was an AttributeError)."""
+    fwAD = ml.autograd.forward_ad
+    with pytest.raises(NotImplementedError, match="forward_ad.dual_level: minilora has no forward-mode AD.*func.jvp"):
+        with fwAD.dual_level():
+            pass
+    with pytest.raises(NotImplementedError, match="forward_ad.make_dual"):
+        fwAD.make_dual(ml.ones(2), ml.ones(2))
+
+
 def test_autograd_functional_forward_mode_strategy_gives_torchs_jacobian():
     def run(lib):
         lib.manual_seed(1)
