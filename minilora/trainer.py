@@ -87,10 +87,25 @@ def _one_of(value, allowed, kind):
     return value
 
 
+# transformers' fields that ask for something minilora's Trainer does not do (several processes or devices,
+# compilation, other kernels, the Hub, trackers...): each must keep transformers' default, else it is refused
+# by name. (Fields that change nothing on one CPU process -- log levels, pinned memory, ddp_* -- are taken.)
+NOT_IMPLEMENTED = {
+    "optim_target_modules": None, "bf16_full_eval": False, "fp16_full_eval": False, "torch_compile": False,
+    "torch_compile_backend": None, "torch_compile_mode": None, "use_liger_kernel": False, "liger_kernel_config": None,
+    "neftune_noise_alpha": None, "auto_find_batch_size": False, "include_num_input_tokens_seen": "no",
+    "eval_do_concat_batches": True, "eval_use_gather_object": False, "eval_accumulation_steps": None,
+    "include_for_metrics": [], "batch_eval_metrics": False, "enable_jit_checkpoint": False, "push_to_hub": False,
+    "load_best_model_at_end": False, "metric_for_best_model": None, "restore_callback_states_from_checkpoint": False,
+    "accelerator_config": None, "parallelism_config": None, "dataloader_num_workers": 0,
+    "label_smoothing_factor": 0.0, "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
+
+
 @dataclasses.dataclass
 class TrainingArguments:
-    """transformers' ``TrainingArguments`` (the fields a fine-tuning script sets, with its defaults). An
-    unknown keyword is a ``TypeError``, as a dataclass's."""
+    """transformers' ``TrainingArguments``: every field of transformers 5's, with its defaults. An unknown
+    keyword is a ``TypeError``, as a dataclass's (``warmup_ratio``, ``evaluation_strategy``: gone in 5);
+    a field in ``NOT_IMPLEMENTED`` set to another value than its default is refused by name."""
     output_dir: str = None
     per_device_train_batch_size: int = 8
     num_train_epochs: float = 3.0
@@ -105,46 +120,106 @@ class TrainingArguments:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
+    optim_target_modules: object = None
     gradient_accumulation_steps: int = 1
     average_tokens_across_devices: bool = True
     max_grad_norm: float = 1.0
     label_smoothing_factor: float = 0.0
     bf16: bool = False
     fp16: bool = False
+    bf16_full_eval: bool = False
+    fp16_full_eval: bool = False
+    tf32: bool = None
+    activation_checkpointing: bool = None
+    activation_checkpointing_kwargs: dict = None
+    gradient_checkpointing: bool = None  # (transformers 5's deprecated names of the two above)
+    gradient_checkpointing_kwargs: dict = None
+    torch_compile: bool = False
+    torch_compile_backend: str = None
+    torch_compile_mode: str = None
+    use_liger_kernel: bool = False
+    liger_kernel_config: dict = None
     use_cache: bool = False
+    neftune_noise_alpha: float = None
+    torch_empty_cache_steps: int = None
+    auto_find_batch_size: bool = False
     logging_strategy: str = "steps"
     logging_steps: float = 500
     logging_first_step: bool = False
+    log_on_each_node: bool = True
     logging_nan_inf_filter: bool = True
+    include_num_input_tokens_seen: object = "no"
+    log_level: str = "passive"
+    log_level_replica: str = "warning"
     disable_tqdm: bool = None
     report_to: object = "none"
     run_name: str = None
+    project: str = "huggingface"
+    trackio_space_id: str = None
+    trackio_bucket_id: str = None
+    trackio_static_space_id: object = None
     eval_strategy: str = "no"
     eval_steps: float = None
     eval_delay: float = 0
     per_device_eval_batch_size: int = 8
     prediction_loss_only: bool = False
     eval_on_start: bool = False
+    eval_do_concat_batches: bool = True
+    eval_use_gather_object: bool = False
+    eval_accumulation_steps: int = None
+    include_for_metrics: list = dataclasses.field(default_factory=list)
+    batch_eval_metrics: bool = False
     save_only_model: bool = False
     save_strategy: str = "steps"
     save_steps: float = 500
+    save_on_each_node: bool = False
     save_total_limit: int = None
+    enable_jit_checkpoint: bool = False
+    push_to_hub: bool = False
+    hub_token: str = None
+    hub_private_repo: bool = None
+    hub_model_id: str = None
+    hub_strategy: str = "every_save"
+    hub_always_push: bool = False
+    hub_revision: str = None
     load_best_model_at_end: bool = False
     metric_for_best_model: str = None
     greater_is_better: bool = None
     ignore_data_skip: bool = False
+    restore_callback_states_from_checkpoint: bool = False
+    full_determinism: bool = False
     seed: int = 42
     data_seed: int = None
     use_cpu: bool = False
+    accelerator_config: object = None
+    parallelism_config: object = None
     dataloader_drop_last: bool = False
     dataloader_num_workers: int = 0
+    dataloader_pin_memory: bool = True
+    dataloader_persistent_workers: bool = False
+    dataloader_prefetch_factor: int = None
+    dataloader_multiprocessing_context: str = None
+    dataloader_in_order: bool = True
     remove_unused_columns: bool = True
     label_names: list = None
     train_sampling_strategy: str = "random"
+    length_column_name: str = "length"
+    ddp_find_unused_parameters: bool = None
+    ddp_bucket_cap_mb: int = None
+    ddp_broadcast_buffers: bool = None
+    ddp_static_graph: bool = None
+    ddp_backend: str = None
+    ddp_timeout: int = 1800
+    fsdp: object = None
+    fsdp_config: object = None
+    deepspeed: object = None
+    debug: object = ""
+    skip_memory_metrics: bool = True
     do_train: bool = False
     do_eval: bool = False
     do_predict: bool = False
     resume_from_checkpoint: str = None
+    local_rank: int = -1
 
     def __post_init__(self):
         self.output_dir = "trainer_output" if self.output_dir is None else os.fspath(self.output_dir)
@@ -162,10 +237,28 @@ class TrainingArguments:
                              "tensorboard, ...); pass report_to='none' (log_history holds every logged value)")
         if self.disable_tqdm is None:
             self.disable_tqdm = False
+        # transformers 5: gradient_checkpointing* are the deprecated names of activation_checkpointing*
+        for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+            if getattr(self, new) is None and getattr(self, old) is not None:
+                warnings.warn(f"`{old}` is deprecated and will be removed in v6. Use `{new}` instead.",
+                              FutureWarning, stacklevel=3)
+                setattr(self, new, getattr(self, old))
+            setattr(self, old, getattr(self, new))
+        if self.activation_checkpointing is None:
+            self.activation_checkpointing = self.gradient_checkpointing = False
+        if isinstance(self.include_num_input_tokens_seen, bool):
+            self.include_num_input_tokens_seen = "all" if self.include_num_input_tokens_seen else "no"
+        self.debug = [] if self.debug in ("", None) else self.debug
         self._refuse_unsupported()
 
     def _refuse_unsupported(self):
         from .dtypes import HAS_BFLOAT16
+        for name, default in NOT_IMPLEMENTED.items():
+            value = getattr(self, name)
+            if value != default:
+                raise ValueError(f"TrainingArguments({name}={value!r}): minilora's Trainer does not implement "
+                                 f"{name} (one process on the CPU); leave it at {default!r}")
         if self.bf16 and not self.use_cpu:  # (transformers' words on a machine without a bf16 GPU)
             raise ValueError("Your setup doesn't support bf16/gpu. You need to assign use_cpu if you want to train "
                              "the model on CPU.")
@@ -174,16 +267,12 @@ class TrainingArguments:
         if self.fp16:  # accelerate on the CPU: no autocast and no scaler, so the run is float32 in transformers too
             warnings.warn("fp16=True: on the CPU transformers' Trainer (accelerate) runs without autocast or a "
                           "gradient scaler, in float32; minilora does the same", stacklevel=3)
-        if self.load_best_model_at_end or self.save_strategy == "best":
-            raise ValueError("load_best_model_at_end / save_strategy='best': minilora's Trainer does not track the "
-                             "best checkpoint; evaluate the saved checkpoint-N folders instead")
+        if self.save_strategy == "best":
+            raise ValueError("save_strategy='best': minilora's Trainer does not track the best checkpoint (it has no "
+                             "metric_for_best_model); save by 'steps' or 'epoch'")
         if self.train_sampling_strategy not in ("random", "sequential"):
             raise ValueError(f"train_sampling_strategy={self.train_sampling_strategy!r}: minilora's Trainer "
                              "samples 'random' or 'sequential'")
-        if self.dataloader_num_workers:
-            raise ValueError("dataloader_num_workers: minilora's Trainer loads in the main process (use 0)")
-        if self.label_smoothing_factor:
-            raise ValueError("label_smoothing_factor: minilora's Trainer computes the model's own loss (use 0.0)")
 
     @property
     def train_batch_size(self):
@@ -788,6 +877,8 @@ class Trainer:
             set_seed(self.args.seed)
             self.model = self.model_wrapped = self.model_init()
             self.optimizer, self.lr_scheduler = None, None
+        if self.args.activation_checkpointing:
+            self._enable_activation_checkpointing()
         if self.processing_class is not None and getattr(self.model, "config", None) is not None:
             align_special_tokens(self.model, self.processing_class)
         if resume_from_checkpoint is not None:
@@ -796,6 +887,19 @@ class Trainer:
             return self._inner_training_loop(resume_from_checkpoint, ignore_keys_for_eval)
         finally:
             self.is_in_train = False
+
+    def _enable_activation_checkpointing(self):
+        """``activation_checkpointing=True``: the model's own gradient checkpointing (each decoder layer's
+        activations recomputed in backward), with ``activation_checkpointing_kwargs`` for the checkpoint call."""
+        kwargs = dict(self.args.activation_checkpointing_kwargs or {})
+        every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+        if every_n_layers != 1 or offload:
+            raise ValueError("activation_checkpointing_kwargs: minilora checkpoints every decoder layer and keeps "
+                             "its inputs in memory (every_n_layers=1, offload=False)")
+        if not callable(getattr(self.model, "gradient_checkpointing_enable", None)):
+            raise ValueError(f"activation_checkpointing=True: {type(self.model).__name__} has no "
+                             "gradient_checkpointing_enable")
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs or None)
 
     def _training_sizes(self, loader):
         """(epochs, update steps per epoch, batches per epoch, max_steps, samples), as transformers counts them."""

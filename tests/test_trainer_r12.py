@@ -3,6 +3,7 @@ transformers + PEFT on the same tiny Llama weights, the same LoRA init and the s
 ``log_history`` (losses, grad norms, learning rates, epochs), ``eval_loss``, ``compute_metrics``, the
 checkpoint folders' file names, callbacks, the weight-decay groups, resuming. Skipped without torch,
 transformers or peft."""
+import dataclasses
 import json
 import os
 import warnings
@@ -109,13 +110,15 @@ def test_peft_trainer_log_history_checkpoints_as_transformers(base, tmp_path):
     """The quicktour's run: gradient accumulation 2 over ragged rows (the step's token count, not the
     accumulation count, divides each loss), shuffled, LoRA dropout (the masks follow from the generator's
     stream: each epoch's DataLoader draws its base seed from it too), weight decay, warmup then linear decay,
-    evaluation and a checkpoint every epoch; the last step of each epoch has a one-row batch."""
+    evaluation and a checkpoint every epoch, activation checkpointing; the last step of each epoch has a one-row
+    batch."""
     data = examples()
     theirs, ours = run_both(base, tmp_path, [(data, data[:5])] * 2, (collator(torch.tensor), collator(ml.tensor)),
                             lora=dict(bias="lora_only", lora_dropout=0.1), learning_rate=1e-2, per_device_train_batch_size=2,
                             per_device_eval_batch_size=3, gradient_accumulation_steps=2, num_train_epochs=2,
                             weight_decay=0.1, logging_steps=1, save_strategy="epoch", eval_strategy="epoch", seed=42,
-                            lr_scheduler_type="linear", warmup_steps=1)
+                            lr_scheduler_type="linear", warmup_steps=1, activation_checkpointing=True)
+    assert ours.model.get_base_model().is_gradient_checkpointing  # (its backward replays the dropout draws)
     assert [e["step"] for e in ours.state.log_history] == [1, 2, 3, 3, 4, 5, 6, 6, 6]
     assert_same_history(theirs.state.log_history, ours.state.log_history)
     assert ours.evaluate()["eval_loss"] == pytest.approx(theirs.evaluate()["eval_loss"], rel=RTOL)
@@ -298,13 +301,22 @@ def test_weight_decay_groups_as_transformers(base, tmp_path):
 
 
 def test_training_arguments_defaults_and_refusals(tmp_path):
+    """Every field of transformers' TrainingArguments, with its default; one asking for what minilora's Trainer
+    does not do is refused by name, one that changes nothing on one CPU process (pinned memory, log levels) is
+    taken."""
     theirs = transformers.TrainingArguments(output_dir=str(tmp_path))
-    ours = ml_trainer.TrainingArguments(output_dir=str(tmp_path))
+    ours = ml_trainer.TrainingArguments(output_dir=str(tmp_path), dataloader_pin_memory=False, log_level="info",
+                                        ddp_timeout=60, gradient_checkpointing=False)
+    assert [f.name for f in dataclasses.fields(ours)] == [f.name for f in dataclasses.fields(theirs) if f.init]
     for field, value in ours.to_dict().items():
         expected = getattr(theirs, field)
-        if field in ("report_to", "disable_tqdm"):  # (transformers resolves these from the environment)
+        if field in ("report_to", "disable_tqdm", "accelerator_config",  # (transformers resolves these from the
+                     "dataloader_pin_memory", "log_level", "ddp_timeout"):  # environment; set above)
             continue
         assert value == getattr(expected, "value", expected), field
+    for kwargs in ({"deepspeed": "ds_config.json"}, {"include_num_input_tokens_seen": True}, {"push_to_hub": True}):
+        with pytest.raises(ValueError, match=f"{next(iter(kwargs))}=.*minilora's Trainer does not implement"):
+            ml_trainer.TrainingArguments(output_dir=str(tmp_path), **kwargs)
     with pytest.raises(TypeError, match="unexpected keyword argument 'warmup_ratio'"):
         ml_trainer.TrainingArguments(output_dir=str(tmp_path), warmup_ratio=0.1)  # (gone in transformers 5)
     for kwargs, words in [({"optim": "bogus"}, "bogus is not a valid OptimizerNames"),
