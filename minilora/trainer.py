@@ -27,9 +27,9 @@ It is transformers 5's loop on one process, number for number (``tests/test_trai
   ``train(resume_from_checkpoint=True)`` continues the last one, the data and generators as they were.
 
 The random generators' states, the weight-decay rule and the JSON-safe metrics come from ``minilora.train``
-(the ``train()`` function, minilora's own loop, uses them too), the schedules from ``minilora.optim``. Not here (refused by name):
-distributed training, DeepSpeed/FSDP, hyperparameter search, ``load_best_model_at_end``, optimizers
-other than torch's AdamW/SGD/Adagrad/RMSprop.
+(the ``train()`` function, minilora's own loop, uses them too), the schedules from ``minilora.optim``. Not
+here (refused by name, ``NOT_IMPLEMENTED``): distributed training, DeepSpeed/FSDP, hyperparameter search,
+``load_best_model_at_end``, optimizers other than torch's AdamW/SGD/Adagrad/RMSprop.
 """
 import dataclasses
 import inspect
@@ -731,7 +731,8 @@ class Trainer:
         from .utils.data import SequentialSampler
         if self.args.train_sampling_strategy == "sequential":
             return SequentialSampler(dataset)
-        return SeedableRandomSampler(dataset, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return SeedableRandomSampler(dataset, seed)
 
     def get_train_dataloader(self):
         if self.train_dataset is None:

@@ -114,8 +114,8 @@ def test_peft_trainer_log_history_checkpoints_as_transformers(base, tmp_path):
     batch."""
     data = examples()
     theirs, ours = run_both(base, tmp_path, [(data, data[:5])] * 2, (collator(torch.tensor), collator(ml.tensor)),
-                            lora=dict(bias="lora_only", lora_dropout=0.1), learning_rate=1e-2, per_device_train_batch_size=2,
-                            per_device_eval_batch_size=3, gradient_accumulation_steps=2, num_train_epochs=2,
+                            lora=dict(bias="lora_only", lora_dropout=0.1), learning_rate=1e-2,
+                            per_device_train_batch_size=2, per_device_eval_batch_size=3, gradient_accumulation_steps=2, num_train_epochs=2,
                             weight_decay=0.1, logging_steps=1, save_strategy="epoch", eval_strategy="epoch", seed=42,
                             lr_scheduler_type="linear", warmup_steps=1, activation_checkpointing=True)
     assert ours.model.get_base_model().is_gradient_checkpointing  # (its backward replays the dropout draws)
@@ -222,9 +222,9 @@ def test_sequence_classification_with_the_tokenizer_as_processing_class(base, tm
     """The text-classification tutorial: tokenized rows with an integer "label" (and their text, dropped), no
     collator given: the Trainer pads with DataCollatorWithPadding(processing_class), which renames label to
     labels, and gives the model the tokenizer's pad id (the head pools each row's last non-pad token; without
-    it minilora refused batches of more than one row). Under gradient accumulation transformers' classification heads ignore num_items_in_batch (each
-    micro-batch's mean adds up unscaled: twice the loss at 2 steps); minilora's divided by the step's label
-    count, half transformers' loss and gradient norm."""
+    it minilora refused batches of more than one row). Under gradient accumulation transformers'
+    classification heads ignore num_items_in_batch (each micro-batch's mean adds up unscaled: twice the loss at
+    2 steps); minilora's divided by the step's label count, half transformers' loss and gradient norm."""
     tokenizers = pytest.importorskip("tokenizers")
     from minilora.tokenizer import from_pretrained as ml_tokenizer
     words = "the cat sat on a mat dog ran in park".split()
