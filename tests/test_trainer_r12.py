@@ -115,9 +115,10 @@ def test_peft_trainer_log_history_checkpoints_as_transformers(base, tmp_path):
     data = examples()
     theirs, ours = run_both(base, tmp_path, [(data, data[:5])] * 2, (collator(torch.tensor), collator(ml.tensor)),
                             lora=dict(bias="lora_only", lora_dropout=0.1), learning_rate=1e-2,
-                            per_device_train_batch_size=2, per_device_eval_batch_size=3, gradient_accumulation_steps=2, num_train_epochs=2,
-                            weight_decay=0.1, logging_steps=1, save_strategy="epoch", eval_strategy="epoch", seed=42,
-                            lr_scheduler_type="linear", warmup_steps=1, activation_checkpointing=True)
+                            per_device_train_batch_size=2, per_device_eval_batch_size=3, gradient_accumulation_steps=2,
+                            num_train_epochs=2, weight_decay=0.1, logging_steps=1, save_strategy="epoch",
+                            eval_strategy="epoch", seed=42, lr_scheduler_type="linear", warmup_steps=1,
+                            activation_checkpointing=True)
     assert ours.model.get_base_model().is_gradient_checkpointing  # (its backward replays the dropout draws)
     assert [e["step"] for e in ours.state.log_history] == [1, 2, 3, 3, 4, 5, 6, 6, 6]
     assert_same_history(theirs.state.log_history, ours.state.log_history)
