@@ -130,11 +130,14 @@ def test_assisted_greedy_with_processors(models, options):
 
 
 @pytest.mark.parametrize("seed, options", [(0, {}), (1, dict(top_k=5, temperature=0.7)), (2, dict(top_p=0.8)),
-                                           (3, dict(temperature=1.3, renormalize_logits=True))])
+                                           (3, dict(temperature=1.3, renormalize_logits=True)),
+                                           (0, dict(pad_token_id=7))])
 def test_speculative_sampling_draws_transformers_tokens(models, seed, options):
     """do_sample with an assistant: the assistant drafts with the warpers applied twice (transformers hands its
     generate the warped processor list and it adds its own), rand() accepts or rejects each draft, the residual
-    max(p - q, 0) is drawn from: the same tokens for the same seed."""
+    max(p - q, 0) is drawn from: the same tokens for the same seed. The assistant's generate infers its mask
+    each round, so a generated token equal to the pad id (7 here) is masked out of its drafts from then on.
+    (Where scikit-learn is installed both move the confidence threshold along a ROC curve.)"""
     for _, helper in models.values():
         helper.generation_config = type(helper.generation_config)(num_assistant_tokens=5)
     _, _, their_calls, our_calls = _both(models, seed=seed, assistant=True, do_sample=True, max_new_tokens=15,

@@ -11,7 +11,10 @@ The drafts come from
   chosen token's probability falls below ``assistant_confidence_threshold``. Both are read from the
   assistant's ``generation_config`` (transformers' defaults 20 and 0.4); ``num_assistant_tokens_schedule``
   ``"heuristic"`` adds 2 after a round whose drafts were all accepted, else takes 1 off, and keeps the
-  count on the assistant's config after the call (``"heuristic_transient"``: for this call only);
+  count on the assistant's config after the call (``"heuristic_transient"``: for this call only). Where
+  scikit-learn is installed, transformers moves the threshold during the call to the one that best separates
+  the drafts kept from those rejected so far (a ROC curve's, false negatives costing 3); so does minilora,
+  with scikit-learn's ``roc_curve``, when it is there;
 * the prompt itself (``_PromptLookup``): the latest ``max_matching_ngram_size``-gram (default 2) is looked
   up earlier in the sequence and the ``prompt_lookup_num_tokens`` tokens that followed it are the draft.
 
@@ -23,11 +26,13 @@ draws, and the token after the last kept one is drawn from ``max(p - q, 0)``); w
 from the same generator as transformers', in its order, so a seed gives its tokens. One prompt at a time
 (batch size 1), as transformers.
 """
+import importlib.util
+
 import numpy as np
 
 from .. import random as _random
 from ..tensor import no_grad
-from .generation import _mask_arg, _position_ids, _softmax
+from .generation import _inferred_mask, _mask_arg, _position_ids, _softmax
 
 # transformers' defaults for the assistant's own generation_config
 ASSISTANT_DEFAULTS = {"num_assistant_tokens": 20, "num_assistant_tokens_schedule": "constant",
@@ -43,12 +48,16 @@ class _AssistantDrafts:
     """transformers' AssistedCandidateGenerator: the assistant continues the sequence with its own KV cache,
     rolled back to the tokens the model kept before each round."""
 
-    def __init__(self, assistant, min_length, max_length, prompt_mask):
+    def __init__(self, assistant, min_length, max_length, prompt_mask, pad_token_id):
         self.assistant, self.min_length, self.max_length = assistant, min_length, max_length
+        self.pad_token_id = pad_token_id
         self.num_tokens = _assistant_option(assistant, "num_assistant_tokens")
         self.schedule = _assistant_option(assistant, "num_assistant_tokens_schedule")
         self.threshold = _assistant_option(assistant, "assistant_confidence_threshold")
         self.prompt_mask, self.cache, self.last_length = prompt_mask, None, 0
+        # the drafts' probabilities and whether the model kept them, for the threshold's ROC curve
+        self.adapting = bool(self.threshold) and importlib.util.find_spec("sklearn") is not None
+        self.probabilities, self.kept = [], []
 
     def candidates(self, ids, rules):
         """(the ids followed by the drafted tokens, the draft's scores [1, drafted, vocab] or None)."""
@@ -59,10 +68,11 @@ class _AssistantDrafts:
         if self.cache is not None and self.last_length > length:
             self.cache.crop(length - self.last_length)  # the drafts the model did not keep
         drafted, scores = ids, []
+        mask = self._round_mask(ids, rules.eos)
         for _ in range(most):
             start = self.cache.get_seq_length() if self.cache is not None else 0
             with no_grad():
-                out = self.assistant(**_inputs(drafted, self.prompt_mask, start), past_key_values=self.cache,
+                out = self.assistant(**_inputs(drafted, self.prompt_mask, start, mask), past_key_values=self.cache,
                                      use_cache=True)
             self.cache = out.past_key_values
             step_scores = rules.assistant_scores(out.logits[:, -1, :].cpu().numpy().astype(np.float32), drafted)
@@ -72,7 +82,19 @@ class _AssistantDrafts:
             if self._stops(token, step_scores, rules.eos):
                 break
         self.last_length = drafted.shape[1]
-        return drafted, np.stack(scores, axis=1)
+        scores = np.stack(scores, axis=1)
+        if self.adapting:
+            tokens = drafted[0, ids.shape[1]:]
+            self.probabilities.extend(_softmax(scores[0])[np.arange(len(tokens)), tokens].tolist())
+        return drafted, scores
+
+    def _round_mask(self, ids, eos):
+        """The mask the assistant's generate runs with: the prompt's when it pads, else -- transformers drops an
+        all-ones mask, so its assistant's generate infers one again each round -- 0 wherever the ids so far hold
+        the pad id (unless it is an eos id): a generated token equal to the pad id is masked out."""
+        if not self.prompt_mask.all():
+            return self.prompt_mask
+        return _inferred_mask(ids, self.pad_token_id, eos)
 
     def _stops(self, token, step_scores, eos):
         """The assistant's stopping criteria: an eos id, or (ConfidenceCriteria) too little confidence."""
@@ -85,6 +107,19 @@ class _AssistantDrafts:
         """transformers' update_candidate_strategy: the next round's draft length."""
         if self.schedule in ("heuristic", "heuristic_transient"):
             self.num_tokens = self.num_tokens + 2 if matches == drafted else max(1, self.num_tokens - 1)
+        if self.adapting:
+            self._adapt_threshold(matches)
+
+    def _adapt_threshold(self, matches):
+        """transformers' update_candidate_strategy with scikit-learn: the threshold minimising fpr + 3 fnr."""
+        self.kept.extend([1] * matches)
+        if len(self.probabilities) > len(self.kept):
+            self.kept.append(0)
+        del self.probabilities[len(self.kept):]
+        if len(self.probabilities) > 5 and {0, 1} <= set(self.kept):
+            from sklearn.metrics import roc_curve
+            false_positives, true_positives, thresholds = roc_curve(self.kept, self.probabilities)
+            self.threshold = thresholds[np.argmin(false_positives + 3 * (1 - true_positives))]
 
     def finish(self):
         """``"heuristic"``: the count reached is the assistant's from now on (transformers keeps it too)."""
@@ -138,10 +173,11 @@ class _PromptLookup:
         return chosen
 
 
-def _inputs(ids, prompt_mask, start):
-    """The model's inputs for positions ``start`` on of ``ids`` (the prompt's mask, ones after it)."""
-    mask = np.concatenate([prompt_mask, np.ones((ids.shape[0], ids.shape[1] - prompt_mask.shape[1]),
-                                                dtype=prompt_mask.dtype)], axis=1)
+def _inputs(ids, prompt_mask, start, mask=None):
+    """The model's inputs for positions ``start`` on of ``ids``: positions counted as the prompt's mask says,
+    attention by ``mask`` (default the prompt's), ones after it."""
+    mask = prompt_mask if mask is None else mask
+    mask = np.concatenate([mask, np.ones((ids.shape[0], ids.shape[1] - mask.shape[1]), dtype=mask.dtype)], axis=1)
     return {"input_ids": ids[:, start:], "attention_mask": _mask_arg(mask),
             "position_ids": _position_ids(prompt_mask, ids.shape[1])[:, start:]}
 

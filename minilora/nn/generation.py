@@ -758,9 +758,9 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         pad_token_id = getattr(config, "pad_token_id", None)
     if pad_token_id is None:
         pad_token_id = eos[0] if eos else 0  # transformers pads finished rows with the first eos id
-    if attention_mask is None:  # transformers infers it from the pad id, when that is not also an eos id
-        infer = embeds is None and pad_token_id not in eos and (ids == pad_token_id).any()
-        mask = (ids != pad_token_id).astype(np.int64) if infer else np.ones((ids.shape[0], prompt_length), np.int64)
+    if attention_mask is None:
+        mask = _inferred_mask(ids, pad_token_id, eos) if embeds is None else \
+            np.ones((ids.shape[0], prompt_length), np.int64)
     else:
         mask = _as_int_array(attention_mask, "attention_mask")
     if mask.shape != (ids.shape[0], prompt_length):
@@ -806,7 +806,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if streamer is not None:
         streamer.put(ids)
     drafts = _draft_source(model, guided, guided_arguments["assistant_model"], ids, mask, min_length, max_new_tokens,
-                           num_return_sequences, internals, embeds, use_cache, stops)
+                           num_return_sequences, internals, embeds, use_cache, stops, pad_token_id)
     if drafts is not None:
         return _assisted_output(model, ids, mask, rules, drafts, stops, user_stops, streamer, given_cache,
                                 return_dict_in_generate, output_scores, output_logits, out_device)
@@ -843,6 +843,13 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     return _decoder_only_output(ids, scores, raw_logits, out_device, return_dict_in_generate, output_scores,
                                 output_logits, cache=cache if use_cache else None,
                                 **_per_step_internals(steps, internals))
+
+
+def _inferred_mask(ids, pad_token_id, eos):
+    """transformers' attention mask when none is given: 0 at the pad id, if it occurs and is not an eos id."""
+    if pad_token_id not in eos and (ids == pad_token_id).any():
+        return (ids != pad_token_id).astype(np.int64)
+    return np.ones(ids.shape, np.int64)
 
 
 def _per_step(arrays, wanted, device):
@@ -937,7 +944,7 @@ def _watermark(watermarking_config, config):
 
 
 def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_tokens, num_return_sequences, internals,
-                  embeds, use_cache, stops):
+                  embeds, use_cache, stops, pad_token_id):
     """The candidate generator of assisted decoding (transformers' _get_candidate_generator): prompt lookup
     when ``prompt_lookup_num_tokens`` is set, else the assistant model; None: decode token by token."""
     lookup = guided["prompt_lookup_num_tokens"]
@@ -965,7 +972,7 @@ def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_token
                          "`assistant_tokenizer` to `generate()` (see https://huggingface.co/docs/transformers/en/"
                          "generation_strategies#universal-assisted-decoding); minilora does not implement universal "
                          "assisted decoding, so the assistant must share the model's vocabulary")
-    return _AssistantDrafts(assistant, min_length, max_length, mask)
+    return _AssistantDrafts(assistant, min_length, max_length, mask, pad_token_id)
 
 
 def _assisted_output(model, ids, mask, rules, drafts, stops, user_stops, streamer, cache, return_dict_in_generate,
