@@ -70,9 +70,8 @@ def test_lora_config_has_peft_fields_in_peft_order():
 # (fan_in_fan_out=True is accepted as in PEFT, which warns and turns it off on Linear targets:
 # tests/test_peft_conformance_r4.py)
 # (lora_bias, trainable_token_indices, layer_replication, target_parameters: implemented, tests/test_peft_r6.py)
-# (use_qalora, loftq_config, eva_config, corda_config: as PEFT on float layers, tests/test_peft_inits_r12.py)
-UNIMPLEMENTED = [("megatron_config", {"tp": 2}), ("ensure_weight_tying", True),
-                 ("alora_invocation_tokens", [1, 2])]
+# (use_qalora, loftq_config, eva_config, corda_config, alora_invocation_tokens: tests/test_peft_inits_r12.py)
+UNIMPLEMENTED = [("megatron_config", {"tp": 2}), ("ensure_weight_tying", True)]
 
 
 @pytest.mark.parametrize("field,value", UNIMPLEMENTED)

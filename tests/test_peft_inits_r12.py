@@ -292,3 +292,72 @@ def test_loftq_is_refused_naming_bitsandbytes():
     for lib_peft in (peft, ml_peft):
         with pytest.warns(UserWarning, match="`loftq_config` specified but will be ignored"):
             assert lib_peft.LoraConfig(loftq_config={"loftq_bits": 4}).loftq_config == {}
+
+
+# ==================================================================================================
+# Activated LoRA (alora_invocation_tokens)
+# ==================================================================================================
+ALORA_IDS = [[1, 5, 9, 7, 3, 40, 22, 8, 9], [1, 22, 3, 40, 8, 9, 63, 2, 4], [7, 3, 5, 6, 7, 3, 11, 12, 13]]
+
+
+def alora_models(**options):
+    built = []
+    for (lib, lib_peft), base in zip(LIBRARIES, llama_pair()):
+        lib.manual_seed(1)
+        config = lib_peft.LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                     init_lora_weights=False, alora_invocation_tokens=[7, 3], **options)
+        built.append(lib_peft.get_peft_model(base, config))
+    return built
+
+
+def test_alora_acts_from_the_last_invocation_on_as_peft(tmp_path):
+    """Before: NotImplementedError (alora_invocation_tokens). Row 0 holds the tokens once, row 1 never, row 2 twice
+    (the last counts): the logits before them are the base model's; the generated tokens (each step inside the
+    adapter), a training step's loss with dropout and its gradients are PEFT's."""
+    theirs, ours = alora_models(lora_dropout=0.1)
+    results = []
+    for lib, model in ((torch, theirs), (ml, ours)):
+        model.eval()
+        ids = lib.tensor(ALORA_IDS)
+        with lib.no_grad():
+            logits = model(ids).logits.numpy()
+            with model.disable_adapter():
+                base = model(ids).logits.numpy()
+            generated = model.generate(ids, attention_mask=lib.ones_like(ids), max_new_tokens=4,
+                                       do_sample=False).numpy()
+        model.train()
+        lib.manual_seed(3)
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        grads = {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logits, base, generated, loss.item(), grads))
+    (logits, base, generated, loss, grads), (our_logits, our_base, our_generated, our_loss, our_grads) = results
+    changed = np.abs(our_logits - our_base).max(axis=-1) > 0
+    assert changed.tolist() == [[False] * 3 + [True] * 6, [False] * 9, [False] * 4 + [True] * 5]
+    np.testing.assert_allclose(our_logits, logits, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(our_generated, generated)
+    np.testing.assert_allclose(our_loss, loss, rtol=1e-6)
+    assert sorted(our_grads) == sorted(grads)
+    for name, grad in grads.items():
+        np.testing.assert_allclose(our_grads[name], grad, rtol=0, atol=1e-6, err_msg=name)
+    ours.save_pretrained(str(tmp_path))  # PEFT reads the invocation tokens from minilora's file
+    loaded = peft.PeftModel.from_pretrained(llama_pair()[0], str(tmp_path))
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(torch.tensor(ALORA_IDS)).logits.numpy(), our_logits, rtol=0, atol=1e-5)
+
+
+def test_alora_refusals_as_peft():
+    """What PEFT refuses (its exception and words): merging, beam search, DoRA or an embedding with aLoRA."""
+    for model in alora_models():
+        with pytest.raises(NotImplementedError, match="aLoRA does not support merging."):
+            model.merge_and_unload()
+        ids = (torch if isinstance(model, peft.PeftModel) else ml).tensor(ALORA_IDS)
+        with pytest.raises(ValueError, match="Beam search not yet supported for aLoRA."):
+            model.generate(ids, max_new_tokens=2, num_beams=2)
+    for options in (dict(use_dora=True), dict(target_modules=["embed_tokens"])):
+        for (lib, lib_peft), base in zip(LIBRARIES, llama_pair()):
+            config = dict(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"], alora_invocation_tokens=[7, 3])
+            with pytest.raises(ValueError, match="Invalid or unsupported variant combination"):
+                lib_peft.get_peft_model(base, lib_peft.LoraConfig(**{**config, **options}))
+    with pytest.warns(UserWarning, match="aLoRA is currently only supported for CAUSAL_LM task."):
+        ml_peft.LoraConfig(alora_invocation_tokens=[7, 3])

@@ -16,7 +16,8 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
-__all__ = ["LoraConfig", "LoraRuntimeConfig", "EvaConfig", "CordaConfig", "LoftQConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict",
+__all__ = ["LoraConfig", "LoraRuntimeConfig", "EvaConfig", "CordaConfig", "LoftQConfig", "VeraConfig",
+           "TrainableTokensConfig", "config_from_dict",
            "get_peft_config", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "adapter_config.json"
@@ -335,7 +336,8 @@ class LoftQConfig:
 
 
 def _sub_config(value, config_class):
-    """PEFT's ``_get_lora_subconfig``: None, an instance, or its dict from adapter_config.json (unknown keys dropped)."""
+    """PEFT's ``_get_lora_subconfig``: None, an instance, or its dict from adapter_config.json (unknown keys
+    dropped)."""
     if value is None or isinstance(value, config_class):
         return value
     if isinstance(value, dict):
@@ -379,6 +381,8 @@ class LoraConfig(_AdapterConfig):
       as ``W + s B A`` inside the layer's own forward (PEFT's ``lora.ParamWrapper``; 2-D weights of Linear
       and Embedding layers here -- PEFT's use is MoE expert tensors, which minilora's Llama has none of).
 
+    * ``alora_invocation_tokens``: activated LoRA -- the adapter acts only from the last occurrence of these
+      tokens on (``lora/alora.py``); a causal LM only.
     * ``use_qalora`` / ``qalora_group_size``: PEFT applies QALoRA's pooled adapter to GPTQ-quantized layers only;
       on float layers (all of minilora's) PEFT trains plain LoRA and writes the fields, and so does minilora.
 
@@ -425,7 +429,7 @@ class LoraConfig(_AdapterConfig):
     PEFT_TYPE = "LORA"
     _unimplemented = {
         "megatron_config": None, "megatron_core": "megatron.core",
-        "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
+        "lora_ga_config": None, "velora_config": None,
         "monteclora_config": None,
         "use_bdlora": None,
         "arrow_config": None, "kasa_config": None, "ensure_weight_tying": False,
@@ -473,6 +477,7 @@ class LoraConfig(_AdapterConfig):
             warnings.warn("`loftq_config` specified but will be ignored when `init_lora_weights` is not 'loftq'.")
             self.loftq_config = {}
         self._check_data_init_configs()
+        self._check_alora()
         self._check_lora_bias()
         self.trainable_token_indices = _check_token_indices(self.trainable_token_indices)
         self.layer_replication = _check_layer_map(self.layer_replication)
@@ -500,6 +505,18 @@ class LoraConfig(_AdapterConfig):
             self.corda_config = CordaConfig()
         elif self.init_lora_weights != "corda" and self.corda_config is not None:
             warnings.warn("`corda_config` specified but will be ignored when `init_lora_weights` is not 'corda'.")
+
+    def _check_alora(self):
+        """``alora_invocation_tokens``: None or the token ids that switch the adapter on (lora/alora.py)."""
+        tokens = self.alora_invocation_tokens
+        if tokens is None:
+            return
+        if isinstance(tokens, (str, bytes)) or not isinstance(tokens, (list, tuple)) or not all(
+                isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in tokens):
+            raise TypeError(f"alora_invocation_tokens must be a list of token ids, got {tokens!r}")
+        self.alora_invocation_tokens = [int(t) for t in tokens]
+        if self.task_type != "CAUSAL_LM":  # PEFT's words
+            warnings.warn("aLoRA is currently only supported for CAUSAL_LM task.")
 
     def _check_lora_bias(self):
         """``lora_bias=True``: lora_B gets a bias (PEFT's rules: plain inits only, not with DoRA)."""

@@ -173,6 +173,7 @@ class BaseTunerLayer(Module):
         self.merged_adapters = []
         self.disable_adapters = False
         self.batch_adapter_names = None  # set by PeftModel.forward(adapter_names=[...])
+        self.alora_offsets = None  # set by a causal LM's forward / generate for aLoRA adapters (lora/alora.py)
 
     @property
     def weight(self):
@@ -230,7 +231,7 @@ class BaseTunerLayer(Module):
     def enable_adapters(self, enabled):
         self.disable_adapters = not enabled
 
-    per_adapter_settings = ("r", "lora_alpha", "scaling", "lora_bias")  # plain dicts keyed by adapter name
+    per_adapter_settings = ("r", "lora_alpha", "scaling", "lora_bias", "use_alora")  # plain dicts keyed by adapter
 
     def delete_adapter(self, adapter_name):
         for layer_name in self.adapter_layer_names + getattr(self, "other_param_names", ()):
@@ -301,6 +302,9 @@ class BaseTunerLayer(Module):
         for name in set(adapter_names):
             if name in dora:
                 raise ValueError(f"adapter_names cannot include DoRA adapters ({name!r}), as in PEFT")
+            if getattr(self, "use_alora", {}).get(name):
+                raise NotImplementedError(f"adapter_names with an aLoRA adapter ({name!r}) is not implemented in "
+                                          "minilora (PEFT runs each adapter's rows with their own offsets)")
 
     def _dropout_p(self, dropout_dict, adapter_name):
         module = dropout_dict[adapter_name]
@@ -396,12 +400,23 @@ def _add_lora_dicts(layer):
     order (so ``print(model)`` lists the same children; a Linear's embedding dicts stay empty)."""
     layer.r, layer.lora_alpha, layer.scaling = {}, {}, {}
     layer.lora_bias = {}  # adapter name -> whether its lora_B has a bias (LoraConfig.lora_bias)
+    layer.use_alora = {}  # adapter name -> whether it is an activated LoRA (LoraConfig.alora_invocation_tokens)
     layer.lora_dropout = ModuleDict()  # Dropout modules hold p; the fused op applies the mask
     layer.lora_A = ModuleDict()
     layer.lora_B = ModuleDict()
     layer.lora_embedding_A = ParameterDict()
     layer.lora_embedding_B = ParameterDict()
     layer.lora_magnitude_vector = ModuleDict()
+
+
+def _check_alora(layer, config):
+    """aLoRA is a variant of PEFT's lora.Linear alone: on another layer kind, or with DoRA, PEFT's ValueError."""
+    if not getattr(config, "alora_invocation_tokens", None):
+        return False
+    requested = ("alora_invocation_tokens", "use_dora") if config.use_dora else ("alora_invocation_tokens",)
+    if type(layer) is not Linear or config.use_dora:
+        raise ValueError(f"Invalid or unsupported variant combination: {requested}")
+    return True
 
 
 class Linear(BaseTunerLayer):
@@ -424,6 +439,7 @@ class Linear(BaseTunerLayer):
 
     def _record_hyperparameters(self, adapter_name, config, r, lora_alpha):
         """The adapter's r, alpha, scale, dropout and lora_bias flag (every LoRA layer kind's first step)."""
+        self.use_alora[adapter_name] = _check_alora(self, config)
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
         self.lora_dropout[adapter_name] = _dropout_module(config)
@@ -483,7 +499,7 @@ class Linear(BaseTunerLayer):
         if not active:
             return self.base_layer(x)
         if len(active) == 1 and active[0] not in self.lora_magnitude_vector and not self.lora_bias[active[0]] \
-                and self._fuses(x, active[0]):
+                and not self.use_alora.get(active[0]) and self._fuses(x, active[0]):
             name = active[0]  # the usual case: base GEMM and LoRA branch in ONE fused op
             return ops.lora_linear(x, self.base_layer.weight, self.lora_A[name].weight, self.lora_B[name].weight,
                                    self.scaling[name], bias=self.base_layer.bias,
@@ -496,9 +512,26 @@ class Linear(BaseTunerLayer):
                 result = self._dora_forward(x, name, result)
                 continue
             result = self.base_layer(x) if result is None else result
+            if self.use_alora.get(name):
+                result = self._alora_forward(x, name, result)
+                continue
             xd = ops.dropout(x.to(self.lora_A[name].weight.dtype), self._dropout_p(self.lora_dropout, name))
             result = result + self.lora_B[name](self.lora_A[name](xd)) * self.scaling[name]
         return result.to(x.dtype)
+
+    def _alora_forward(self, x, name, result):
+        """aLoRA (lora/alora.py): ``s B A dropout(x)`` added to each row's last ``alora_offsets[row]`` positions
+        only, computed on those positions alone (PEFT's ``res[mask] += lora(x[mask])``: dropout draws for them)."""
+        tokens = result.shape[1] if result.ndim == 3 else 1
+        rows = np.zeros((result.shape[0], tokens), dtype=bool)
+        for i, offset in enumerate(self.alora_offsets or ()):  # no offsets: the adapter adds nothing
+            rows[i, tokens - (0 if offset is None else min(int(offset), tokens)):] = True
+        index = Tensor(np.flatnonzero(rows), dtype=dtypes.int64, device=result.device)
+        x_rows = x.to(self.lora_A[name].weight.dtype).reshape(-1, x.shape[-1])[index]
+        delta = self.lora_B[name](self.lora_A[name](ops.dropout(x_rows, self._dropout_p(self.lora_dropout, name))))
+        flat = result.reshape(-1, result.shape[-1])
+        updated = (flat[index] + delta * self.scaling[name]).to(flat.dtype)  # one rounding, as torch's in-place +=
+        return flat.index_put((index,), updated).reshape(result.shape)
 
     def _fuses(self, x, name):
         """Whether ``ops.lora_linear`` computes this adapter: adapter and base of one dtype, or float32
@@ -616,6 +649,10 @@ class Linear(BaseTunerLayer):
         ``W0`` is the weight without any merged adapter (what the forward uses); unmerging divides by
         the same factor and subtracts, so it keeps the norm it merged with.
         """
+        if self.use_alora.get(adapter_name):  # PEFT's words
+            raise NotImplementedError("aLoRA does not support unmerging." if unmerge else
+                                      "aLoRA does not support safe merging." if safe_merge else
+                                      "aLoRA does not support merging.")
         delta = self.get_delta_weight(adapter_name)
         # EXERCISE 7.2: plain LoRA: add delta to W to merge, take it back out to unmerge (DoRA follows)
         # BEGIN SOLUTION
@@ -667,6 +704,7 @@ class Embedding(BaseTunerLayer):
         self.update_layer(adapter_name, config, r, lora_alpha)
 
     def update_layer(self, adapter_name, config, r, lora_alpha):
+        _check_alora(self, config)
         if config.lora_bias:  # PEFT's refusal, in its words (its embedding tables are bare Parameters)
             raise ValueError(f"lora_bias={config.lora_bias} is not supported for {type(self).__name__}.")
         W0 = self.base_layer.weight

@@ -35,6 +35,7 @@ from . import save as _io
 from .config import TaskType, config_from_dict
 from .conv import Conv1d as LoraConv1d
 from .conv import Conv2d as LoraConv2d
+from .alora import alora_offsets_for_forward, alora_offsets_for_generate
 from .inits import save_converted_to_lora
 from .mha import MultiheadAttention as LoraMultiheadAttention
 from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, ParameterDict,
@@ -753,9 +754,16 @@ class LoraModel(_Wrapper):
 
     # --- per-sample adapters ---------------------------------------------------------------------
     @contextlib.contextmanager
-    def _enable_peft_forward_hooks(self, adapter_names):
-        """During one forward, tell every adapter layer which adapter each sample uses."""
+    def _enable_peft_forward_hooks(self, adapter_names, alora_offsets=None, num_beams=None):
+        """During one forward (or generate), tell every adapter layer which adapter each sample uses, and
+        aLoRA's offsets (lora/alora.py)."""
         self._own_layers()
+        if alora_offsets is not None:
+            if isinstance(num_beams, int) and num_beams > 1:  # PEFT's words
+                raise ValueError("Beam search not yet supported for aLoRA.")
+            with self._alora_offsets_set(alora_offsets), self._enable_peft_forward_hooks(adapter_names):
+                yield
+            return
         if adapter_names is None:
             yield
             return
@@ -774,6 +782,18 @@ class LoraModel(_Wrapper):
         finally:
             for module in modules:
                 module.batch_adapter_names = None
+
+
+    @contextlib.contextmanager
+    def _alora_offsets_set(self, alora_offsets):
+        layers = self.tuner_layers()
+        for layer in layers:
+            layer.alora_offsets = list(alora_offsets)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.alora_offsets = None
 
 
 _WRAPPERS = (BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper)  # what stands where a layer was
@@ -1085,16 +1105,19 @@ class PeftModel(_Wrapper):
               f"trainable%: {100 * trainable / total:.4f}")
 
     # --- running -------------------------------------------------------------------------------
-    def forward(self, *args, adapter_names=None, **kwargs):
-        """The wrapped model's forward. ``adapter_names=[...]``: one adapter (or "__base__") per sample."""
-        with self.base_model._enable_peft_forward_hooks(adapter_names):
+    def forward(self, *args, adapter_names=None, alora_offsets=None, **kwargs):
+        """The wrapped model's forward. ``adapter_names=[...]``: one adapter (or "__base__") per sample;
+        ``alora_offsets``: aLoRA's per-row offsets (a causal LM computes them from ``input_ids``)."""
+        with self.base_model._enable_peft_forward_hooks(adapter_names, alora_offsets):
             return self.get_base_model()(*args, **kwargs)
 
-    def generate(self, *args, adapter_names=None, **kwargs):
+    def generate(self, *args, adapter_names=None, alora_offsets=None, **kwargs):
         beams = kwargs.get("num_beams")
+        if isinstance(self, PeftModelForCausalLM):  # (PEFT computes aLoRA's offsets in the causal LM's generate)
+            alora_offsets = alora_offsets_for_generate(self, args, kwargs, adapter_names, alora_offsets)
         if adapter_names is not None and isinstance(beams, int) and beams > 1:  # each row runs as num_beams rows:
             adapter_names = [name for name in adapter_names for _ in range(beams)]  # PEFT repeats its name as well
-        with self.base_model._enable_peft_forward_hooks(adapter_names):
+        with self.base_model._enable_peft_forward_hooks(adapter_names, alora_offsets, beams):
             return self.get_base_model().generate(*args, **kwargs)
 
     @contextlib.contextmanager
@@ -1312,7 +1335,10 @@ class PeftModelForCausalLM(PeftModel):
         given = dict(inputs_embeds=inputs_embeds, labels=labels, output_attentions=output_attentions,
                      output_hidden_states=output_hidden_states, return_dict=return_dict)
         kwargs.update({name: value for name, value in given.items() if value is not None})
-        out = super().forward(input_ids, attention_mask, adapter_names=adapter_names, **kwargs)
+        alora_offsets = alora_offsets_for_forward(self, input_ids, inputs_embeds, adapter_names,
+                                                  kwargs.pop("alora_offsets", None))
+        out = super().forward(input_ids, attention_mask, adapter_names=adapter_names, alora_offsets=alora_offsets,
+                              **kwargs)
         return self.base_model.add_to_loss(out)
 
 
