@@ -29,7 +29,7 @@ It is transformers 5's loop on one process, number for number (``tests/test_trai
 The random generators' states, the weight-decay rule and the JSON-safe metrics come from ``minilora.train``
 (the ``train()`` function, minilora's own loop, uses them too), the schedules from ``minilora.optim``. Not
 here (refused by name, ``NOT_IMPLEMENTED``): distributed training, DeepSpeed/FSDP, hyperparameter search,
-``load_best_model_at_end``, optimizers other than torch's AdamW/SGD/Adagrad/RMSprop.
+optimizers other than torch's AdamW/SGD/Adagrad/RMSprop.
 """
 import dataclasses
 import inspect
@@ -96,7 +96,7 @@ NOT_IMPLEMENTED = {
     "neftune_noise_alpha": None, "auto_find_batch_size": False, "include_num_input_tokens_seen": "no",
     "eval_do_concat_batches": True, "eval_use_gather_object": False, "eval_accumulation_steps": None,
     "include_for_metrics": [], "batch_eval_metrics": False, "enable_jit_checkpoint": False, "push_to_hub": False,
-    "load_best_model_at_end": False, "metric_for_best_model": None, "restore_callback_states_from_checkpoint": False,
+    "restore_callback_states_from_checkpoint": False,
     "accelerator_config": None, "parallelism_config": None, "dataloader_num_workers": 0,
     "label_smoothing_factor": 0.0, "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
 
@@ -250,7 +250,29 @@ class TrainingArguments:
         if isinstance(self.include_num_input_tokens_seen, bool):
             self.include_num_input_tokens_seen = "all" if self.include_num_input_tokens_seen else "no"
         self.debug = [] if self.debug in ("", None) else self.debug
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            self.metric_for_best_model = "loss"
+        if self.greater_is_better is None and self.metric_for_best_model is not None:
+            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
+        self._check_best_model_strategies()
         self._refuse_unsupported()
+
+    def _check_best_model_strategies(self):
+        """load_best_model_at_end loads a saved checkpoint: the saves must fall on evaluations (transformers' words)."""
+        if not self.load_best_model_at_end or self.save_strategy == "best":
+            return
+        if self.eval_strategy != self.save_strategy:
+            raise ValueError('--load_best_model_at_end requires the save and eval strategy to match, except when '
+                             f'--save_strategy="best", but found\n- Evaluation strategy: {self.eval_strategy}\n- '
+                             f'Save strategy: {self.save_strategy}')
+        if self.eval_strategy == "steps" and self.save_steps % self.eval_steps != 0:
+            if (self.eval_steps < 1) != (self.save_steps < 1):
+                raise ValueError("--load_best_model_at_end requires the saving steps to be a multiple of the "
+                                 "evaluation steps, which cannot get guaranteed when mixing ratio and absolute steps "
+                                 f"for save_steps {self.save_steps} and eval_steps {self.eval_steps}.")
+            if self.eval_steps >= 1 or round(self.save_steps * 1_000_000) % round(self.eval_steps * 1_000_000):
+                raise ValueError("--load_best_model_at_end requires the saving steps to be a multiple of the evaluation "
+                                 f"steps, but found {self.save_steps}, which is not a multiple of {self.eval_steps}.")
 
     def _refuse_unsupported(self):
         from .dtypes import HAS_BFLOAT16
@@ -267,9 +289,6 @@ class TrainingArguments:
         if self.fp16:  # accelerate on the CPU: no autocast and no scaler, so the run is float32 in transformers too
             warnings.warn("fp16=True: on the CPU transformers' Trainer (accelerate) runs without autocast or a "
                           "gradient scaler, in float32; minilora does the same", stacklevel=3)
-        if self.save_strategy == "best":
-            raise ValueError("save_strategy='best': minilora's Trainer does not track the best checkpoint (it has no "
-                             "metric_for_best_model); save by 'steps' or 'epoch'")
         if self.train_sampling_strategy not in ("random", "sequential"):
             raise ValueError(f"train_sampling_strategy={self.train_sampling_strategy!r}: minilora's Trainer "
                              "samples 'random' or 'sequential'")
@@ -506,11 +525,14 @@ _CHECKPOINT_RE = re.compile(r"^" + PREFIX_CHECKPOINT_DIR + r"\-(\d+)$")
 
 def get_last_checkpoint(folder):
     """The ``checkpoint-N`` folder in ``folder`` with the largest N, or None."""
-    found = [name for name in os.listdir(folder)
-             if _CHECKPOINT_RE.search(name) and os.path.isdir(os.path.join(folder, name))]
-    if not found:
-        return None
-    return os.path.join(folder, max(found, key=lambda name: int(_CHECKPOINT_RE.search(name).groups()[0])))
+    found = _checkpoints(folder)
+    return os.path.join(folder, found[-1][1]) if found else None
+
+
+def _checkpoints(folder):
+    """``[(step, name)]`` of the ``checkpoint-N`` folders in ``folder``, oldest first."""
+    return sorted((int(m.group(1)), name) for name in os.listdir(folder)
+                  if (m := _CHECKPOINT_RE.search(name)) and os.path.isdir(os.path.join(folder, name)))
 
 
 def _speed_metrics(split, start_time, num_samples=None, num_steps=None):
@@ -679,6 +701,7 @@ class Trainer:
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        self._validate_args()
         self._created_lr_scheduler = False
         flow = [DefaultFlowCallback, PrinterCallback if self.args.disable_tqdm else ProgressCallback]
         self.callback_handler = CallbackHandler(flow + list(callbacks or []), model, processing_class,
@@ -689,6 +712,18 @@ class Trainer:
         if getattr(model, "config", None) is not None:
             model.config.use_cache = self.args.use_cache
         self.control = self.callback_handler.call_event("on_init_end", self.args, self.state, self.control)
+
+    def _validate_args(self):
+        args = self.args
+        if args.eval_strategy != "no" and self.eval_dataset is None:
+            raise ValueError(f"You have set `args.eval_strategy` to {args.eval_strategy} but you didn't pass an "
+                             "`eval_dataset` to `Trainer`. Either set `args.eval_strategy` to `no` or pass an "
+                             "`eval_dataset`. ")
+        if (args.save_strategy == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
+            raise ValueError("`args.metric_for_best_model` must be provided when using 'best' save_strategy or if "
+                             "`args.load_best_model_at_end` is set to `True`.")
+        if self.optimizer_cls_and_kwargs is not None and self.optimizer is not None:
+            raise RuntimeError("Passing both `optimizers` and `optimizer_cls_and_kwargs` arguments is incompatible.")
 
     # -- callbacks -------------------------------------------------------------------------------
     def add_callback(self, callback):
@@ -1044,7 +1079,9 @@ class Trainer:
             self.store_flos()
             self.log(logs, start_time)
         if self.control.should_evaluate:
-            self.evaluate(ignore_keys=ignore_keys_for_eval)
+            is_new_best = self._determine_best_metric(self.evaluate(ignore_keys=ignore_keys_for_eval))
+            if self.args.save_strategy == "best":
+                self.control.should_save = is_new_best
         if self.control.should_save:
             self._save_checkpoint()
             self._event("on_save")
@@ -1064,8 +1101,35 @@ class Trainer:
         metrics["total_flos"] = self.state.total_flos
         metrics["train_loss"] = train_loss
         self.log(metrics)
+        best = self.state.best_model_checkpoint
+        if self.args.load_best_model_at_end and best is not None:
+            self._load_model_weights(best, trainable=False)
+        if best is not None and self.args.save_total_limit == 1:  # (the last checkpoint goes: the best one stays)
+            for _, name in _checkpoints(self.args.output_dir):
+                if not os.path.samefile(os.path.join(self.args.output_dir, name), best):
+                    shutil.rmtree(os.path.join(self.args.output_dir, name), ignore_errors=True)
         self._event("on_train_end")
         return TrainOutput(self.state.global_step, train_loss, metrics)
+
+    def _determine_best_metric(self, metrics):
+        """Whether this evaluation's ``metric_for_best_model`` is the best so far (``greater_is_better``)."""
+        name = self.args.metric_for_best_model
+        if name is None:
+            return False
+        name = name if name.startswith("eval_") else f"eval_{name}"
+        if name not in metrics:
+            raise KeyError(f"The `metric_for_best_model` training argument is set to '{name}', which is not found in "
+                           f"the evaluation metrics. The available evaluation metrics are: {list(metrics.keys())}. "
+                           "Consider changing the `metric_for_best_model` via the TrainingArguments.")
+        better = np.greater if self.args.greater_is_better else np.less
+        if self.state.best_metric is None:
+            self.state.best_metric = float("-inf") if self.args.greater_is_better else float("inf")
+        if not better(metrics[name], self.state.best_metric):
+            return False
+        self.state.best_metric = metrics[name]
+        if self.args.save_strategy in ("steps", "epoch", "best"):
+            self.state.best_global_step = self.state.global_step
+        return True
 
     def log(self, logs, start_time=None):
         if self.state.epoch is not None:
@@ -1195,6 +1259,10 @@ class Trainer:
         folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         self.store_flos()
         self.save_model(folder, _internal_call=True)
+        if self.state.best_global_step:
+            best = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+            if os.path.exists(best):
+                self.state.best_model_checkpoint = best
         if not self.args.save_only_model:
             save(self.optimizer.state_dict(), os.path.join(folder, OPTIMIZER_NAME))
             save(self.lr_scheduler.state_dict(), os.path.join(folder, SCHEDULER_NAME))
@@ -1204,23 +1272,32 @@ class Trainer:
         self._rotate_checkpoints()
 
     def _rotate_checkpoints(self):
-        """Keep the newest ``save_total_limit`` checkpoint folders."""
-        limit = self.args.save_total_limit
-        if not limit or limit <= 0:
+        """Keep ``save_total_limit`` checkpoint folders: the oldest go first, never the newest (to resume from)
+        nor the best one."""
+        limit, folder = self.args.save_total_limit, self.args.output_dir
+        found = [os.path.join(folder, name) for _, name in _checkpoints(folder)]
+        if not limit or limit <= 0 or len(found) <= limit:
             return
-        folder = self.args.output_dir
-        found = sorted((int(m.group(1)), name) for name in os.listdir(folder)
-                       if (m := _CHECKPOINT_RE.search(name)) and os.path.isdir(os.path.join(folder, name)))
-        for _, name in found[:max(0, len(found) - limit)]:
-            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        best = self.state.best_model_checkpoint
+        protected = {found[-1]} | ({os.path.join(folder, os.path.basename(best))} if best else set())
+        remaining = len(found)
+        for path in found:
+            if remaining <= max(limit, len(protected)):
+                break
+            if path not in protected:
+                shutil.rmtree(path, ignore_errors=True)
+                remaining -= 1
 
     def _load_from_checkpoint(self, folder):
-        """The model's weights from a checkpoint folder: the adapter into the PEFT model's active adapter
-        (trainable), or the whole state dict."""
         if not os.path.isfile(os.path.join(folder, TRAINER_STATE_NAME)):
             raise ValueError(f"Can't find a valid checkpoint at {folder}")
+        self._load_model_weights(folder, trainable=True)
+
+    def _load_model_weights(self, folder, trainable):
+        """The model's weights from a checkpoint folder: the adapter into the PEFT model's first active adapter,
+        or the whole state dict."""
         if _is_peft_model(self.model):
-            self.model.load_adapter(folder, self.model.active_adapter, is_trainable=True)
+            self.model.load_adapter(folder, self.model.active_adapters[0], is_trainable=trainable)
             return
         from .checkpoint import load_file
         path = os.path.join(folder, "model.safetensors")

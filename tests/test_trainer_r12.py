@@ -257,6 +257,26 @@ def test_sequence_classification_with_the_tokenizer_as_processing_class(base, tm
     assert_same_history(*out)
 
 
+def test_load_best_model_at_end_keeps_and_loads_the_best_checkpoint(base, tmp_path):
+    """Evaluation and a checkpoint every step, at most 2 kept, the best by accuracy (higher is better, reached
+    at step 1 here): the best and the newest checkpoints stay, and training ends with the best adapter loaded."""
+    data = examples()
+    theirs, ours = run_both(base, tmp_path, [(data, data[:4])] * 2, (collator(torch.tensor), collator(ml.tensor)),
+                            learning_rate=1e-2, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                            num_train_epochs=2, logging_steps=1, eval_strategy="steps", eval_steps=1,
+                            save_strategy="steps", save_steps=1, save_total_limit=2, load_best_model_at_end=True,
+                            metric_for_best_model="accuracy")
+    assert_same_history(theirs.state.log_history, ours.state.log_history)
+    assert sorted(os.listdir(tmp_path / "ours")) == sorted(os.listdir(tmp_path / "theirs")) == \
+        ["checkpoint-1", "checkpoint-6"]
+    assert os.path.basename(ours.state.best_model_checkpoint) == "checkpoint-1"
+    assert ours.state.best_metric == theirs.state.best_metric
+    assert ours.evaluate()["eval_loss"] == pytest.approx(theirs.evaluate()["eval_loss"], rel=RTOL)
+    assert ours.evaluate()["eval_loss"] == pytest.approx(ours.state.log_history[1]["eval_loss"], rel=RTOL)
+    with pytest.raises(ValueError, match="requires the save and eval strategy to match"):
+        ml_trainer.TrainingArguments(output_dir=str(tmp_path), load_best_model_at_end=True, eval_strategy="epoch")
+
+
 def test_resume_from_checkpoint_continues_the_run(base, tmp_path):
     """A run resumed from its checkpoint-2 logs the uninterrupted run's steps 3 to 6, bit for bit: the adapter,
     the optimizer's moments, the schedule, the epoch's shuffled order (batches skipped) and the generators."""
