@@ -155,6 +155,29 @@ def test_prompt_lookup_decoding(models, seed, options):
     _both(models, seed=seed, prompt=[[5, 9, 3, 5, 9, 3, 7, 5, 9]], max_new_tokens=10, **options, **DICT)
 
 
+def test_an_assistant_with_beam_search_is_warned_about_and_left_out(models):
+    """transformers runs beam search and warns that the assistant is ignored; minilora said nothing."""
+    with pytest.warns(UserWarning, match="assisted generate is only supported with Greedy Search and Sample"):
+        ours = models["ml"][0].generate(np.array(PROMPT), assistant_model=models["ml"][1], num_beams=2,
+                                        max_new_tokens=4)
+    assert ours.tolist() == _call(models, "hf", assistant=True, num_beams=2, max_new_tokens=4)[0].tolist()
+
+
+def test_cache_crop_counts_what_to_remove_as_transformers_5():
+    """DynamicCache.crop(-n) drops n positions, crop(0) keeps them all (minilora's emptied the cache) and a
+    positive count is transformers 5's ValueError (minilora kept that many, 4.x's meaning)."""
+    theirs, ours = transformers.DynamicCache(), ml.nn.llama.DynamicCache()
+    theirs.update(torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4), 0)
+    ours.update(0, ml.zeros(1, 2, 5, 4), ml.zeros(1, 2, 5, 4))
+    for cache in (theirs, ours):
+        with pytest.raises(ValueError, match="positive value"):
+            cache.crop(3)
+        cache.crop(0)
+        assert cache.get_seq_length() == 5
+        cache.crop(-2)
+        assert cache.get_seq_length() == 3
+
+
 @pytest.mark.parametrize("options", [dict(num_return_sequences=2, do_sample=True), dict(use_cache=False),
                                      dict(prompt=[[5, 9, 3], [4, 8, 6]])])
 def test_assisted_refusals_are_transformers(models, options):

@@ -788,6 +788,11 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     guidance = _guidance(model, guided["guidance_scale"], guided_arguments, use_cache)
     watermark = _watermark(guided["watermarking_config"], config)
     if num_beams > 1:
+        if guided_arguments["assistant_model"] is not None or guided["prompt_lookup_num_tokens"] is not None:
+            warnings.warn("You've set `assistant_model` or `use_mtp`, which triggers assisted generate. Currently, "
+                          "assisted generate is only supported with Greedy Search and Sample. However, the base decoding "
+                          f"mode (based on current flags) is {'beam_sample' if do_sample else 'beam_search'} -- some of "
+                          "the set flags will be ignored.")
         _refuse_beam_internals(internals)
         _refuse_filled_cache(given_cache, "beam search (num_beams > 1)")
         if kwargs.get("low_memory", own.other.get("low_memory") if own is not None else None):
@@ -1124,7 +1129,7 @@ def _first_uncached(cache, length):
     transformers does with a fully cached prompt)."""
     cached = cache.get_seq_length() if cache is not None else 0
     if cached >= length:
-        cache.crop(length - 1)
+        cache.crop(length - 1 - cached)
         return length - 1
     return cached
 

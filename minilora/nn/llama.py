@@ -589,13 +589,17 @@ class KVCache:
         self.keys = [k.index_select(0, rows.to(k.device)) for k in self.keys]
         self.values = [v.index_select(0, rows.to(v.device)) for v in self.values]
 
-    def crop(self, max_length):
-        """Keep the first ``max_length`` positions (negative: drop that many), as DynamicCache.crop."""
-        if max_length < 0:
-            max_length = self.get_seq_length() + max_length
-        if self.get_seq_length() > max_length:
-            self.keys = [k[:, :, :max_length] for k in self.keys]
-            self.values = [v[:, :, :max_length] for v in self.values]
+    def crop(self, tokens_to_remove):
+        """Drop the last ``-tokens_to_remove`` positions, as transformers 5's DynamicCache.crop: 0 keeps them all
+        and a positive count (4.x's "keep this many") is its ValueError, not an emptied cache."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"Calling `crop` with a positive value (`{tokens_to_remove}`) is not supported. Please use "
+                             "a negative integer to remove that number of tokens from the cache instead.")
+        if tokens_to_remove == 0:
+            return
+        keep = max(self.get_seq_length() + tokens_to_remove, 0)
+        self.keys = [k[:, :, :keep] for k in self.keys]
+        self.values = [v[:, :, :keep] for v in self.values]
 
     def update(self, layer_idx, k, v):
         if layer_idx == len(self.keys):  # first call for this layer
