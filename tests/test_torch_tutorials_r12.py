@@ -304,3 +304,43 @@ def test_vmap_different_randomness_draws_torchs_batched_numbers():
         vmap(lambda t: ml.randn_like(t), randomness="different", in_dims=1)(ml.ones(2, 3))
     with pytest.raises(NotImplementedError, match="bernoulli_tensor"):
         vmap(lambda t: ml.bernoulli(t), randomness="different")(ml.full((3, 4), 0.5))
+
+
+# ---- nn.Transformer* masks: torch's canonicalization (its warning and its words) ---------------------------
+def _mask_outcomes(lib):
+    import warnings
+    nn = lib.nn
+    lib.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, 0.0, batch_first=True)
+    x = lib.randn(2, 4, 8)
+    bool_causal = lib.ones(4, 4, dtype=lib.bool).triu(1)
+    padding = lib.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, float("-inf"), float("-inf")]])
+    calls = [lambda: layer(x, src_mask=bool_causal, src_key_padding_mask=padding),
+             lambda: nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)(x, bool_causal, padding),
+             lambda: nn.MultiheadAttention(8, 2, batch_first=True)(x, x, x, key_padding_mask=padding.isinf(),
+                                                                    attn_mask=lib.zeros(4, 4))[0],
+             lambda: layer(x, src_mask=lib.zeros(3, 3)), lambda: layer(x, src_mask=lib.zeros(8, 4, 3)),
+             lambda: layer(x, src_mask=lib.zeros(1, 1, 4, 4)), lambda: layer(x, src_mask=lib.zeros(4, 4, dtype=lib.int64)),
+             lambda: layer(x, src_key_padding_mask=lib.zeros(2, 5, dtype=lib.bool)),
+             lambda: layer(x, src_key_padding_mask=lib.zeros(3, 4, dtype=lib.bool)),
+             lambda: nn.MultiheadAttention(10, 3)]
+    outcomes = []
+    for call in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                outcomes.append(call())
+            except (RuntimeError, AssertionError) as error:
+                outcomes.append(f"{type(error).__name__}: {error}")
+        outcomes.append([str(w.message) for w in caught if "nested" not in str(w.message)])
+    return outcomes
+
+
+def test_transformer_masks_are_canonicalized_with_torchs_warning_and_words():
+    expected, got = _mask_outcomes(torch), _mask_outcomes(ml)
+    texts = [o for o in got if not hasattr(o, "shape")]
+    assert texts == [o for o in expected if not hasattr(o, "shape")]
+    assert "Support for mismatched src_key_padding_mask and src_mask is deprecated. Use same type for both instead." \
+        in texts[0]
+    np.testing.assert_allclose(_flat([o for o in got if hasattr(o, "shape")]),
+                               _flat([o for o in expected if hasattr(o, "shape")]), rtol=1e-5, atol=1e-6)

@@ -35,7 +35,7 @@ from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer
                       scaled_dot_product_attention, swiglu)
 from ..dtypes import is_floating as _is_floating
 from .. import random as _random
-from ..tensor import _to_dtype
+from ..tensor import Tensor as _Tensor, _to_dtype
 from ..tensor import no_grad as _no_grad
 from ..tensor import name_node as _name_node, saves_as_torch as _saves_as_torch
 
@@ -1045,6 +1045,10 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
                           average_attn_weights, is_causal, batch_first, static_kv=(None, None), separate_weights=False):
     """The computation (``out_proj``: a callable, the module's own -- which LoRA may replace)."""
     _check_key_value_shapes(key, value, batch_first, separate_weights)
+    _check_mask_ranks(query, key_padding_mask, attn_mask)
+    key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask", _none_or_dtype(attn_mask), "attn_mask",
+                                       query.dtype)
+    attn_mask = _canonical_mask(attn_mask, "attn_mask", None, "", query.dtype, check_other=False)
     if is_causal and attn_mask is None:  # torch: is_causal is only a hint about attn_mask
         raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the "
                            "Transformer module method `generate_square_subsequent_mask` to "
@@ -1146,20 +1150,56 @@ def _mha_scores_bias(attn_mask, key_padding_mask, n, num_heads, length, source, 
     """What is added to the scores [N, H, L, S] (or None): each mask as a float (True -> -inf)."""
     bias = None
     if attn_mask is not None:
-        expected = {2: (length, source), 3: (n * num_heads, length, source)}.get(attn_mask.ndim)
-        if expected is None or tuple(attn_mask.shape) != expected:
-            raise RuntimeError(f"The shape of the attn_mask is {tuple(attn_mask.shape)}, but should "
-                               f"be {(length, source)} or {(n * num_heads, length, source)}.")
+        expected = {2: (length, source), 3: (n * num_heads, length, source)}[attn_mask.ndim]  # (ranks checked)
+        if tuple(attn_mask.shape) != expected:
+            raise RuntimeError(f"The shape of the {attn_mask.ndim}D attn_mask is torch.Size({list(attn_mask.shape)}), "
+                               f"but should be {expected}.")
         bias = _mha_mask_as_float(attn_mask, dtype)
         if attn_mask.ndim == 3:
             bias = bias.reshape(n, num_heads, length, source)
     if key_padding_mask is not None:
-        if tuple(key_padding_mask.shape) != (n, source):
-            raise AssertionError(f"expecting key_padding_mask shape of {(n, source)}, but got "
-                                 f"{tuple(key_padding_mask.shape)}")
+        for axis, size in enumerate((n, source)):  # torch's _check_key_padding_mask
+            if key_padding_mask.ndim <= axis or key_padding_mask.shape[axis] != size:
+                got = key_padding_mask.shape[axis] if key_padding_mask.ndim > axis else None
+                raise AssertionError(f"Expected key_padded_mask.shape[{axis}] to be {size}, but got {got}")
         padding = _mha_mask_as_float(key_padding_mask, dtype).reshape(n, 1, 1, source)
         bias = padding if bias is None else bias + padding
     return bias
+
+
+def _check_mask_ranks(query, key_padding_mask, attn_mask):
+    """torch's _mha_shape_check of the masks' ranks (a batched query: a 2-D padding mask; unbatched: 1-D)."""
+    kind, padding_rank = ("batched (3-D)", 2) if query.ndim == 3 else ("unbatched (2-D)", 1)
+    if key_padding_mask is not None and key_padding_mask.ndim != padding_rank:
+        raise AssertionError(f"For {kind} `query`, expected `key_padding_mask` to be `None` or {padding_rank}-D but "
+                             f"found {key_padding_mask.ndim}-D tensor instead")
+    if attn_mask is not None and attn_mask.ndim not in (2, 3):
+        raise AssertionError(f"For {kind} `query`, expected `attn_mask` to be `None`, 2-D or 3-D but found "
+                             f"{attn_mask.ndim}-D tensor instead")
+
+
+def _none_or_dtype(input):
+    """torch's F._none_or_dtype: a mask's dtype, or None."""
+    if input is None:
+        return None
+    if isinstance(input, _Tensor):
+        return input.dtype
+    raise RuntimeError("input to _none_or_dtype() must be None or torch.Tensor")
+
+
+def _canonical_mask(mask, mask_name, other_type, other_name, target_type, check_other=True):
+    """torch's F._canonical_mask: a bool mask as an additive float one (True -> -inf) of ``target_type``, a
+    float mask as it is; another dtype is torch's AssertionError, and a mask whose dtype differs from the
+    other mask's (a bool padding mask beside a float attention mask) torch's deprecation warning."""
+    if mask is None:
+        return None
+    floating = _is_floating(mask.dtype)
+    if mask.dtype != np.bool_ and not floating:
+        raise AssertionError(f"only bool and floating types of {mask_name} are supported")
+    if check_other and other_type is not None and mask.dtype != other_type:
+        warnings.warn(f"Support for mismatched {mask_name} and {other_name} is deprecated. Use same type for both "
+                      "instead.", stacklevel=3)
+    return mask if floating else _mha_mask_as_float(mask, target_type)
 
 
 def _mha_mask_as_float(mask, dtype):
