@@ -270,9 +270,14 @@ class TrainingArguments:
                 raise ValueError("--load_best_model_at_end requires the saving steps to be a multiple of the "
                                  "evaluation steps, which cannot get guaranteed when mixing ratio and absolute steps "
                                  f"for save_steps {self.save_steps} and eval_steps {self.eval_steps}.")
-            if self.eval_steps >= 1 or round(self.save_steps * 1_000_000) % round(self.eval_steps * 1_000_000):
-                raise ValueError("--load_best_model_at_end requires the saving steps to be a multiple of the evaluation "
-                                 f"steps, but found {self.save_steps}, which is not a multiple of {self.eval_steps}.")
+            if self.eval_steps >= 1:
+                raise ValueError("--load_best_model_at_end requires the saving steps to be a round multiple of the "
+                                 f"evaluation steps, but found {self.save_steps}, which is not a round multiple of "
+                                 f"{self.eval_steps}.")
+            if round(self.save_steps * 1_000_000) % round(self.eval_steps * 1_000_000):  # (two fractions)
+                raise ValueError("--load_best_model_at_end requires the saving steps to be a multiple of the "
+                                 f"evaluation steps, but found {self.save_steps}, which is not a multiple of "
+                                 f"{self.eval_steps}.")
 
     def _refuse_unsupported(self):
         from .dtypes import HAS_BFLOAT16
@@ -672,7 +677,8 @@ class Trainer:
                  preprocess_logits_for_metrics=None):
         from .models import set_seed
         self.args = TrainingArguments(output_dir="tmp_trainer") if args is None else args
-        set_seed(self.args.seed)  # (before model_init builds a model)
+        # (before model_init builds a model); full_determinism: transformers' enable_full_determinism
+        set_seed(self.args.seed, deterministic=self.args.full_determinism)
         if model is None:
             if model_init is None:
                 raise RuntimeError("`Trainer` requires either a `model` or `model_init` argument")
@@ -910,7 +916,7 @@ class Trainer:
         self.is_in_train = True
         if self.model_init is not None:
             from .models import set_seed
-            set_seed(self.args.seed)
+            set_seed(self.args.seed, deterministic=self.args.full_determinism)
             self.model = self.model_wrapped = self.model_init()
             self.optimizer, self.lr_scheduler = None, None
         if self.args.activation_checkpointing:

@@ -347,6 +347,20 @@ def test_training_arguments_defaults_and_refusals(tmp_path):
             transformers.TrainingArguments(output_dir=str(tmp_path), **kwargs)
         with pytest.raises(ValueError, match=words):
             ml_trainer.TrainingArguments(output_dir=str(tmp_path), **kwargs)
+    for kwargs in ({"save_steps": 3, "eval_steps": 2}, {"save_steps": 0.3, "eval_steps": 0.2}):
+        words = "saving steps to be a (round )?multiple of the evaluation steps, but found"
+        with pytest.raises(ValueError, match=words):
+            transformers.TrainingArguments(output_dir=str(tmp_path), load_best_model_at_end=True,
+                                           eval_strategy="steps", **kwargs)
+        with pytest.raises(ValueError, match=words):
+            ml_trainer.TrainingArguments(output_dir=str(tmp_path), load_best_model_at_end=True, eval_strategy="steps",
+                                         **kwargs)
+    try:  # full_determinism: transformers' enable_full_determinism (set_seed and deterministic algorithms)
+        ml_trainer.Trainer(model=ml.nn.Linear(2, 2), args=ml_trainer.TrainingArguments(
+            output_dir=str(tmp_path), full_determinism=True, report_to="none"))
+        assert ml.are_deterministic_algorithms_enabled()
+    finally:
+        ml.use_deterministic_algorithms(False)
     with pytest.raises(ValueError, match="optim='adamw_bnb_8bit' is not available in minilora"):
         ml_trainer.Trainer.get_optimizer_cls_and_kwargs(ml_trainer.TrainingArguments(
             output_dir=str(tmp_path), optim="adamw_bnb_8bit"))
