@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 
+from . import dtypes
 from .tensor import Tensor
 
 __all__ = ["save", "load", "is_pickled"]
@@ -23,10 +24,10 @@ MAGIC = b"minilora.save pickle v1\n"
 
 # what a tensor's own rebuild needs: a weights-only loader would not have to import anything else for it
 _OWN_GLOBALS = {f"{__name__} _rebuilt_tensor", "minilora.tensor Tensor", "minilora.nn.module Parameter",
-                "minilora.nn.module Buffer", "_codecs encode", "numpy.core.multiarray _reconstruct", "numpy ndarray",
-                "numpy dtype", "numpy.core.multiarray scalar", "numpy._core.multiarray _reconstruct",
-                "numpy._core.multiarray scalar", "copy_reg _reconstructor", "__builtin__ object",
-                "collections OrderedDict", "__builtin__ set", "builtins set"}
+                "minilora.nn.module Buffer", "_codecs encode", "__builtin__ bytes", "builtins bytes",
+                "numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype", "numpy.core.multiarray scalar",
+                "numpy._core.multiarray _reconstruct", "numpy._core.multiarray scalar", "copy_reg _reconstructor",
+                "__builtin__ object", "collections OrderedDict", "__builtin__ set", "builtins set"}
 
 _loading = threading.local()  # the load in progress: where each rebuilt tensor goes (map_location)
 
@@ -44,8 +45,10 @@ def _extra_slots(t):
     return extra
 
 
-def _rebuilt_tensor(cls, array, requires_grad, device, extra):
-    """A tensor of class ``cls`` holding ``array`` on ``device`` (or where the load's map_location puts it)."""
+def _rebuilt_tensor(cls, data, dtype_name, shape, requires_grad, device, extra):
+    """A tensor of class ``cls`` holding ``data`` (its bytes, of the dtype named) on ``device`` (or where the
+    load's map_location puts it)."""
+    array = np.frombuffer(data, dtype=dtypes.to_dtype(dtype_name)).reshape(shape).copy()
     tensor = Tensor(array, dtype=array.dtype, device="cpu")
     placed = getattr(_loading, "placed", None)
     tensor = placed(tensor, device) if placed else tensor.to(device)
@@ -62,9 +65,11 @@ def _rebuilt_tensor(cls, array, requires_grad, device, extra):
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, Tensor):
-            values = obj.detach().numpy(force=True)
-            return _rebuilt_tensor, (type(obj), np.array(values), bool(obj.requires_grad), obj.device.name,
-                                     _extra_slots(obj))
+            # its bytes and dtype name, not a NumPy array: a bfloat16 array would make the pickle import
+            # ml_dtypes, which the weights-only load refuses (torch stores the bytes beside its pickle)
+            values = obj.detach().numpy(force=True).copy(order="C")  # (ascontiguousarray makes 0-d arrays 1-d)
+            return _rebuilt_tensor, (type(obj), values.tobytes(), values.dtype.name, values.shape,
+                                     bool(obj.requires_grad), obj.device.name, _extra_slots(obj))
         return NotImplemented
 
 

@@ -222,6 +222,16 @@ def test_weights_only_load_takes_plain_pickles_and_refuses_classes_in_torchs_wor
     assert got[1:] == expected[1:]
 
 
+def test_a_pickled_container_of_tensors_of_every_kind_loads_weights_only(tmp_path):
+    tensors = {"bf16": ml.ones(2, dtype=ml.bfloat16), "0-d": ml.tensor(2.5), "empty": ml.zeros(0, 3),
+               "strided": ml.arange(6.0).reshape(2, 3).t(), "int": ml.arange(3), "grad": ml.ones(2, requires_grad=True)}
+    ml.save({"tags": {"a"}, **tensors}, tmp_path / "x.pt")  # (the set: pickled, not safetensors)
+    loaded = ml.load(tmp_path / "x.pt")
+    for name, t in tensors.items():
+        assert loaded[name].dtype == t.dtype and loaded[name].shape == t.shape and ml.equal(loaded[name], t.detach())
+    assert loaded["grad"].requires_grad and loaded["tags"] == {"a"}
+
+
 def test_a_state_dict_loads_with_weights_only_false_and_a_torch_pickle_is_still_refused(tmp_path):
     ml.save({"w": ml.tensor([1.0, 2.0])}, tmp_path / "w.pt")
     assert ml.load(tmp_path / "w.pt", weights_only=False)["w"].tolist() == [1.0, 2.0]
