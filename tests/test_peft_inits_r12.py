@@ -361,3 +361,38 @@ def test_alora_refusals_as_peft():
                 lib_peft.get_peft_model(base, lib_peft.LoraConfig(**{**config, **options}))
     with pytest.warns(UserWarning, match="aLoRA is currently only supported for CAUSAL_LM task."):
         ml_peft.LoraConfig(alora_invocation_tokens=[7, 3])
+
+
+# ==================================================================================================
+# PEFT's docs snippets on a model with a tied lm_head
+# ==================================================================================================
+def test_adapter_on_a_tied_head_warns_on_save_and_merge_as_peft(tmp_path):
+    """Before: minilora said nothing when saving (PEFT: the embedding tables go into the file, with a warning) or
+    merging (PEFT: the tied module warning with its untie recipe). The files' keys and the merged logits agree."""
+    configs = (transformers.LlamaConfig(**TINY, tie_word_embeddings=True),
+               models.LlamaConfig(**TINY, tie_word_embeddings=True))
+    results = []
+    for (lib, lib_peft), base in zip(LIBRARIES, build(*configs)):
+        lib.manual_seed(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = lib_peft.get_peft_model(base, lib_peft.LoraConfig(r=2, target_modules=["q_proj", "lm_head"],
+                                                                      init_lora_weights=False))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.save_pretrained(str(tmp_path / lib.__name__))
+            merged = model.merge_and_unload()
+        with lib.no_grad():
+            logits = merged(lib.tensor(ALORA_IDS)).logits.numpy()
+        messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        keys = sorted(safetensors_keys(tmp_path / lib.__name__ / "adapter_model.safetensors"))
+        results.append((messages, keys, logits, merged.lm_head.weight is merged.model.embed_tokens.weight))
+    (messages, keys, logits, tied), (our_messages, our_keys, our_logits, our_tied) = results
+    assert our_messages == messages and len(messages) == 2
+    assert our_keys == keys and our_tied == tied
+    np.testing.assert_allclose(our_logits, logits, rtol=0, atol=1e-5)
+
+
+def safetensors_keys(path):
+    from safetensors.numpy import load_file
+    return load_file(str(path)).keys()

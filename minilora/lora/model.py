@@ -146,6 +146,25 @@ def _warn_state_dict_differs(by_config, by_state_dict):
 
 
 _EMBEDDING_LAYER_NAMES = _io.EMBEDDING_LAYER_NAMES  # PEFT's EMBEDDING_LAYER_NAMES
+_UNTIE_EXAMPLE = """
+```python
+from transformers import AutoModelForCausalLM
+
+# Load original tied model
+model = AutoModelForCausalLM.from_pretrained("google/gemma-2-2b-it", tie_word_embeddings=False)
+
+# Set the randomly initialized lm_head to the previously tied embeddings
+model.lm_head.weight.data = model.model.embed_tokens.weight.data.clone()
+
+# Save the untied model
+untied_model_dir = "dir/for/untied/model"
+model.save_pretrained(untied_model_dir)
+model.config.save_pretrained(untied_model_dir)
+
+# Now use the original model but in untied format
+model = AutoModelForCausalLM.from_pretrained(untied_model_dir)
+```
+"""  # (PEFT's example in its merge warning for a tied layer with an adapter)
 
 
 def _warn_tied_layer_adapted(model, config):
@@ -658,6 +677,12 @@ class LoraModel(_Wrapper):
         if any(getattr(config, "layer_replication", None) for config in self.peft_config.values()):
             raise ValueError("Cannot merge LORA layers when base model layers are replicated (layer_replication: "
                              "the copies share their base weights; use unload(), or save the adapter instead)")
+        tied = [name for name in self.targeted_module_names if name.split(".")[-1] in _EMBEDDING_LAYER_NAMES]
+        if tied and getattr(getattr(self.model, "config", None), "tie_word_embeddings", False):  # PEFT's words
+            warnings.warn(f"Model with `tie_word_embeddings=True` and the tied_target_modules={tied!r} are part of "
+                          "the adapter. This can lead to complications. You can opt to merge the adapter after "
+                          "cloning the weights (to untie the embeddings). You can untie the embeddings by loading "
+                          "the model with `tie_word_embeddings=False`. For example:" + _UNTIE_EXAMPLE)
 
     def _check_bias_mergeable(self, adapter_names):
         """lora_bias=True on a layer without a bias cannot be merged. PEFT raises this RuntimeError in the

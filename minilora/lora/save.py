@@ -158,7 +158,10 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
     config = model.peft_config[adapter_name]
     uses_tokens = getattr(config, "trainable_token_indices", None) is not None or config.peft_type == "TRAINABLE_TOKENS"
     if save_embedding_layers is True or (save_embedding_layers and not uses_tokens):
-        tensors.update(_embedding_base_weights(model, adapter_name))
+        tables = _embedding_base_weights(model, adapter_name)
+        if save_embedding_layers == "auto" and tables:  # PEFT's words
+            warnings.warn("Setting `save_embedding_layers` to `True` as embedding layers found in `target_modules`.")
+        tensors.update(tables)
     if state_dict is None:
         tensors = {k: t.detach() for k, t in tensors.items()}
     else:
