@@ -140,28 +140,23 @@ def test_autograd_functional_forward_mode_strategy_gives_torchs_jacobian():
 
 
 # ---- the save-and-load tutorial: torch.save(model) / torch.load(PATH, weights_only=False) -----------------
-class TorchNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = torch.nn.Embedding(6, 4)
-        self.norm = torch.nn.BatchNorm1d(4)
-        self.head = torch.nn.Linear(4, 6, bias=False)
-        self.head.weight = self.emb.weight  # tied: one Parameter again after loading
+def _tied_net(lib, name):
+    """The tutorial's own model class, module-level under ``name`` (pickle finds a class by its name)."""
+    class Net(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = lib.nn.Embedding(6, 4)
+            self.norm = lib.nn.BatchNorm1d(4)
+            self.head = lib.nn.Linear(4, 6, bias=False)
+            self.head.weight = self.emb.weight  # tied: one Parameter again after loading
 
-    def forward(self, ids):
-        return self.head(torch.relu(self.norm(self.emb(ids))))
+        def forward(self, ids):
+            return self.head(lib.relu(self.norm(self.emb(ids))))
+    Net.__name__ = Net.__qualname__ = name
+    return Net
 
 
-class MlNet(ml.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = ml.nn.Embedding(6, 4)
-        self.norm = ml.nn.BatchNorm1d(4)
-        self.head = ml.nn.Linear(4, 6, bias=False)
-        self.head.weight = self.emb.weight
-
-    def forward(self, ids):
-        return self.head(ml.relu(self.norm(self.emb(ids))))
+TorchNet, MlNet = _tied_net(torch, "TorchNet"), _tied_net(ml, "MlNet")
 
 
 def _whole_model_round_trip(lib, net, path):
