@@ -250,7 +250,8 @@ class TrainingArguments:
         if isinstance(self.include_num_input_tokens_seen, bool):
             self.include_num_input_tokens_seen = "all" if self.include_num_input_tokens_seen else "no"
         self.debug = [] if self.debug in ("", None) else self.debug
-        if self.load_best_model_at_end and self.metric_for_best_model is None:
+        if (self.load_best_model_at_end or self.lr_scheduler_type == "reduce_lr_on_plateau") and \
+                self.metric_for_best_model is None:
             self.metric_for_best_model = "loss"
         if self.greater_is_better is None and self.metric_for_best_model is not None:
             self.greater_is_better = not self.metric_for_best_model.endswith("loss")
@@ -1068,7 +1069,8 @@ class Trainer:
         self.optimizer.step()
         self._event("on_optimizer_step")
         learning_rate = self._get_learning_rate()  # (the rate this step used)
-        self.lr_scheduler.step()
+        if not self._steps_on_metrics():
+            self.lr_scheduler.step()
         self.model.zero_grad()
         return grad_norm, learning_rate
 
@@ -1085,7 +1087,10 @@ class Trainer:
             self.store_flos()
             self.log(logs, start_time)
         if self.control.should_evaluate:
-            is_new_best = self._determine_best_metric(self.evaluate(ignore_keys=ignore_keys_for_eval))
+            metrics = self.evaluate(ignore_keys=ignore_keys_for_eval)
+            if self._steps_on_metrics():  # (ReduceLROnPlateau: one step per evaluation, on its metric)
+                self.lr_scheduler.step(metrics[self._metric_name(metrics)])
+            is_new_best = self._determine_best_metric(metrics)
             if self.args.save_strategy == "best":
                 self.control.should_save = is_new_best
         if self.control.should_save:
@@ -1117,16 +1122,25 @@ class Trainer:
         self._event("on_train_end")
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
-    def _determine_best_metric(self, metrics):
-        """Whether this evaluation's ``metric_for_best_model`` is the best so far (``greater_is_better``)."""
+    def _steps_on_metrics(self):
+        from .optim.lr_scheduler import ReduceLROnPlateau
+        return isinstance(self.lr_scheduler, ReduceLROnPlateau)
+
+    def _metric_name(self, metrics):
+        """``metric_for_best_model`` as the key of the evaluation's metrics (``eval_`` in front)."""
         name = self.args.metric_for_best_model
-        if name is None:
-            return False
         name = name if name.startswith("eval_") else f"eval_{name}"
         if name not in metrics:
             raise KeyError(f"The `metric_for_best_model` training argument is set to '{name}', which is not found in "
                            f"the evaluation metrics. The available evaluation metrics are: {list(metrics.keys())}. "
                            "Consider changing the `metric_for_best_model` via the TrainingArguments.")
+        return name
+
+    def _determine_best_metric(self, metrics):
+        """Whether this evaluation's ``metric_for_best_model`` is the best so far (``greater_is_better``)."""
+        if self.args.metric_for_best_model is None:
+            return False
+        name = self._metric_name(metrics)
         better = np.greater if self.args.greater_is_better else np.less
         if self.state.best_metric is None:
             self.state.best_metric = float("-inf") if self.args.greater_is_better else float("inf")

@@ -277,6 +277,24 @@ def test_load_best_model_at_end_keeps_and_loads_the_best_checkpoint(base, tmp_pa
         ml_trainer.TrainingArguments(output_dir=str(tmp_path), load_best_model_at_end=True, eval_strategy="epoch")
 
 
+def test_reduce_lr_on_plateau_steps_on_the_evaluations(base, tmp_path):
+    """lr_scheduler_type="reduce_lr_on_plateau": not stepped after each optimizer step but after each evaluation,
+    on eval_loss (metric_for_best_model's default): the learning rates halve where transformers' do. (A learning
+    rate of 1 makes Adam's steps big: a gradient norm's last float32 bits grow to ~1e-5 relative by step 6.)"""
+    data = examples()
+    theirs, ours = run_both(base, tmp_path, [(data, data[:4])] * 2, (collator(torch.tensor), collator(ml.tensor)),
+                            learning_rate=1.0, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                            num_train_epochs=2, logging_steps=1, eval_strategy="steps", eval_steps=1,
+                            save_strategy="no", lr_scheduler_type="reduce_lr_on_plateau",
+                            lr_scheduler_kwargs={"patience": 0, "factor": 0.5})
+    rates = [e["learning_rate"] for e in ours.state.log_history if "learning_rate" in e]
+    assert rates == [e["learning_rate"] for e in theirs.state.log_history if "learning_rate" in e]
+    assert rates[0] == 1.0 and rates[-1] < 0.5
+    for a, b in zip(theirs.state.log_history[:-1], ours.state.log_history[:-1]):
+        for key, rel in (("loss", RTOL), ("eval_loss", RTOL), ("grad_norm", 1e-4)):
+            assert key not in a or b[key] == pytest.approx(a[key], rel=rel), (key, a, b)
+
+
 def test_resume_from_checkpoint_continues_the_run(base, tmp_path):
     """A run resumed from its checkpoint-2 logs the uninterrupted run's steps 3 to 6, bit for bit: the adapter,
     the optimizer's moments, the schedule, the epoch's shuffled order (batches skipped) and the generators."""
