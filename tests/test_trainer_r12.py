@@ -297,15 +297,16 @@ def test_reduce_lr_on_plateau_steps_on_the_evaluations(base, tmp_path):
 
 def test_resume_from_checkpoint_continues_the_run(base, tmp_path):
     """A run resumed from its checkpoint-2 logs the uninterrupted run's steps 3 to 6, bit for bit: the adapter,
-    the optimizer's moments, the schedule, the epoch's shuffled order (batches skipped) and the generators."""
+    the optimizer's moments, the schedule, the epoch's shuffled order (batches skipped) and the generators (the
+    LoRA dropout masks)."""
     data = examples()
 
-    def trainer(resume_folder=None):
+    def trainer():
         args = ml_trainer.TrainingArguments(output_dir=str(tmp_path / "run"), learning_rate=1e-2,
                                             per_device_train_batch_size=2, gradient_accumulation_steps=2,
                                             num_train_epochs=2, weight_decay=0.1, logging_steps=1, save_steps=2,
                                             seed=5, report_to="none", disable_tqdm=True)
-        return ml_trainer.Trainer(model=lora_pair(base)[1], args=args, train_dataset=data,
+        return ml_trainer.Trainer(model=lora_pair(base, lora_dropout=0.1)[1], args=args, train_dataset=data,
                                   data_collator=collator(ml.tensor))
     whole = trainer()
     whole.train()
