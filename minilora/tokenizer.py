@@ -26,8 +26,8 @@ What transformers users write works, with transformers' defaults::
               return_overflowing_tokens=True, return_offsets_mapping=True)   # the QA tutorial's call
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
-A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX: the table
-``_CLASS_RULES``) tokenizes as there: the class's pipeline around the file's vocabulary, so a Llama folder's
+A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
+XLM-RoBERTa, BERT: the table ``_CLASS_RULES``) tokenizes as there: the class's pipeline around the file's vocabulary, so a Llama folder's
 "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``).
 
 A call runs as in transformers' fast tokenizers: the ``tokenizers`` backend gets the call's truncation
@@ -1457,11 +1457,14 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     rule = _CLASS_RULES.get(tokenizer_class)
     chosen = _chosen_special_tokens(tokenizer, config, rule, {"bos": bos_token, "eos": eos_token, "pad": pad_token},
                                     path)
-    extra = _extra_special_tokens(config) + list(rule.extra_special_tokens if rule else ())
+    class_settings = {**config, **{k: settings[k] for k in CLASS_SETTINGS if settings.get(k) is not None}}
+    extra_for_class = rule.extra_special_tokens if rule else ()
+    extra = _extra_special_tokens(config) + list(extra_for_class(class_settings) if callable(extra_for_class) else
+                                                  extra_for_class)
     extra = list(dict.fromkeys(extra))
     if rule is not None:  # the class's __init__, in its order
         tokenizer = _rebuilt_model(tokenizer, rule, chosen["unk"])
-        rule.pipeline(tokenizer, {**config, **{k: settings[k] for k in CLASS_SETTINGS if settings.get(k) is not None}})
+        rule.pipeline(tokenizer, class_settings)
         _added_special_tokens(tokenizer, [chosen[kind] for kind in TRANSFORMERS_SPECIAL_ORDER] + extra)
     else:  # an extra token missing from tokenizer.json was read as <unk>, where transformers adds it (a named
         _added_special_tokens(tokenizer, extra)  # one must be in the vocabulary: its typo is refused)
@@ -1470,6 +1473,8 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
         setattr(out, f"{kind}_token", chosen[kind])
     if extra:
         out.extra_special_tokens = extra
+    if rule is not None:
+        out.model_input_names = list(rule.model_input_names)
     _post_processor_at_load(out, rule, {flag: settings[flag] for flag in POST_PROCESSOR_FLAGS
                                         if settings.get(flag) is not None})
     # the padding side transformers' AutoTokenizer gives that class by default
@@ -1509,6 +1514,8 @@ def _post_processor_at_load(tokenizer, rule, flags):
     tokenizer._add_eos_token = flags.get("add_eos_token", False)
     if flags or (rule is not None and (rule.rebuilds_post_processor or tokenizer.tokenizer.post_processor is None)):
         tokenizer._update_post_processor()
+    if rule is not None and rule.post_processor is not None:  # (set after all that, as the class's __init__ does)
+        tokenizer.tokenizer.post_processor = rule.post_processor(tokenizer)
 
 
 # transformers' tokenizer classes whose padding_side (a class attribute) is "left": a tokenizer_config.json
@@ -1551,7 +1558,7 @@ def _model_type(folder):
 
 
 _GENERIC_CLASS = "TokenizersBackend"  # transformers 5's class that runs a tokenizer.json as written
-# transformers 5.25's TOKENIZER_MAPPING_NAMES for the decoder families minilora's users load (a model type not
+# transformers 5.25's TOKENIZER_MAPPING_NAMES for the model families minilora's users load (a model type not
 # here, llama among them, follows tokenizer_config.json's class), and the model types it overrides a Hub
 # tokenizer_class for (MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS)
 _MODEL_TYPE_TOKENIZERS = {
@@ -1561,7 +1568,11 @@ _MODEL_TYPE_TOKENIZERS = {
     **dict.fromkeys(("gemma", "gemma2", "gemma3", "gemma3_text"), "GemmaTokenizer"),
     **dict.fromkeys(("cohere", "cohere2"), "CohereTokenizer"),
     **dict.fromkeys(("gpt2", "phi", "starcoder2", "codegen", "opt"), "GPT2Tokenizer"),
-    **dict.fromkeys(("gpt_neox", "olmo"), "GPTNeoXTokenizer")}
+    **dict.fromkeys(("gpt_neox", "olmo"), "GPTNeoXTokenizer"),
+    **dict.fromkeys(("bert", "distilbert", "electra", "megatron-bert", "ernie", "convbert", "squeezebert",
+                     "nomic_bert", "layoutlm"), "BertTokenizer"),
+    **dict.fromkeys(("t5", "mt5", "switch_transformers", "musicgen"), "T5Tokenizer"),
+    **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer")}
 _MODEL_TYPES_WITH_WRONG_HUB_CLASS = frozenset({"phi3", "phimoe", "qwen2", "qwen3_5", "internlm2"})
 
 
@@ -1672,6 +1683,92 @@ def _gpt_neox_pipeline(backend, settings):
     backend.decoder = decoders.ByteLevel()
 
 
+def _precompiled_normalizer(backend):
+    """The file's SentencePiece ``Precompiled`` normalizer (alone or in its top-level Sequence), the only part of a
+    file's normalizer the SentencePiece classes keep (convert_to_native_format's _spm_precompiled_charsmap)."""
+    import base64
+    from tokenizers import normalizers
+    spec = json.loads(backend.normalizer.__getstate__()) if backend.normalizer is not None else {}
+    for step in spec.get("normalizers") or [spec] if spec.get("type") == "Sequence" or spec else []:
+        if step.get("type") == "Precompiled" and "precompiled_charsmap" in step:
+            return normalizers.Precompiled(base64.b64decode(step["precompiled_charsmap"]))
+    return None
+
+
+def _metaspace_words(backend, scheme):
+    """T5 / XLM-RoBERTa's pipeline: the file's precompiled charsmap only, the text split at whitespace, "▁" before
+    each word (``scheme`` "always", or "never"), and the decoder that takes them back."""
+    from tokenizers import decoders, pre_tokenizers
+    backend.normalizer = _precompiled_normalizer(backend)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)])
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+
+
+def _t5_pipeline(backend, settings):
+    """T5Tokenizer.__init__ (T5, mT5, Flan-T5): a "▁" before every word."""
+    _metaspace_words(backend, "always")
+
+
+def _xlm_roberta_pipeline(backend, settings):
+    """XLMRobertaTokenizer.__init__: T5's, without the "▁" where add_prefix_space=False."""
+    _metaspace_words(backend, "always" if _setting(settings, "add_prefix_space", True) else "never")
+
+
+def _bert_pipeline(backend, settings):
+    """BertTokenizer.__init__ (BERT, DistilBERT, ELECTRA): the normalizer is tokenizer_config.json's
+    do_lower_case / strip_accents / tokenize_chinese_chars (not the file's), words split at spaces and punctuation."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=_setting(settings, "tokenize_chinese_chars", True),
+        strip_accents=settings.get("strip_accents"), lowercase=_setting(settings, "do_lower_case", True))
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+
+
+def _t5_sentinels(config):
+    """T5Tokenizer.__init__'s sentinels: ``<extra_id_0>`` .. ``<extra_id_{extra_ids - 1}>`` (100 by default) as
+    extra special tokens, after tokenizer_config.json's additional_special_tokens unless those hold them."""
+    extra_ids = _setting(config, "extra_ids", 100)
+    given = [_token_text(token) for token in config.get("additional_special_tokens") or ()]
+    sentinels = [token for token in given if "<extra_id_" in token]
+    if not sentinels:
+        return [f"<extra_id_{i}>" for i in range(extra_ids)]
+    if extra_ids > 0 and extra_ids != len(sentinels):  # transformers' ValueError
+        raise ValueError(f"Both extra_ids ({extra_ids}) and additional_special_tokens ({given}) are provided to "
+                         "T5Tokenizer. In this case the additional_special_tokens must include the extra_ids tokens")
+    return []
+
+
+def _template(single, pair, tokenizer, tokens):
+    from tokenizers import processors
+    return processors.TemplateProcessing(single=single, pair=pair,
+                                         special_tokens=[(token, tokenizer._token_id(token)) for token in tokens])
+
+
+def _t5_post_processor(tokenizer):
+    """T5: "$A </s>", pairs "$A </s> $B </s>" (the text "</s>" with the eos token's id)."""
+    from tokenizers import processors
+    return processors.TemplateProcessing(single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"],
+                                         special_tokens=[("</s>", tokenizer.eos_token_id)])
+
+
+def _xlm_roberta_post_processor(tokenizer):
+    """XLM-RoBERTa: "<s> $A </s>", pairs "<s> $A </s> </s> $B </s>" (all type id 0)."""
+    bos, eos = tokenizer.bos_token, tokenizer.eos_token
+    return _template([bos, "$A", eos], [bos, "$A", eos, eos, "$B", eos], tokenizer, [bos, eos])
+
+
+def _bert_post_processor(tokenizer):
+    """BERT: "[CLS] $A [SEP]", pairs "[CLS] $A [SEP] $B [SEP]" with the second text's type id 1."""
+    from tokenizers import processors
+    cls, sep = tokenizer.cls_token, tokenizer.sep_token
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    return processors.TemplateProcessing(single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+                                         special_tokens=[(cls, 2 if cls_id is None else cls_id),
+                                                         (sep, 3 if sep_id is None else sep_id)])
+
+
 class CodeLlamaTokenizer(HFTokenizer):
     """transformers' CodeLlamaTokenizer (models/code_llama/tokenization_code_llama.py): infilling. A text with
     ``<FILL_ME>`` (or ``tok(prefix, suffix=...)``) is encoded as "<s>▁<PRE> {prefix}▁<SUF>{suffix}▁<MID>"
@@ -1746,16 +1843,23 @@ class _ClassRule(NamedTuple):
     pipeline: object  # (backend, settings): sets the normalizer, pre-tokenizer and decoder as its __init__
     model: dict  # the BPE options its __init__ passes besides the file's vocabulary and merges
     special_tokens: dict  # its default named special tokens: where tokenizer_config.json names none
-    extra_special_tokens: tuple = ()  # its own extra special tokens (CodeLlama's infilling ones)
+    extra_special_tokens: object = ()  # its own extra special tokens (CodeLlama's infilling ones), or
+    # (tokenizer_config) -> them (T5's sentinels)
     add_bos_token: bool = False  # what add_bos_token reads after loading (True: a BOS post-processor)
     rebuilds_post_processor: bool = False  # update_post_processor() at load: the file's post-processor goes
     tokenizer_type: type = HFTokenizer  # minilora's class for it (CodeLlama's infilling)
+    post_processor: object = None  # (tokenizer) -> the template its __init__ sets last (T5's "$A </s>", BERT's ...)
+    model_input_names: tuple = ("input_ids", "attention_mask")  # what a call returns (BERT's token_type_ids too)
 
 
 _SENTENCEPIECE_BPE = {"fuse_unk": True, "byte_fallback": True}  # (Llama's: no unk_token, a character without
 _BYTE_LEVEL_BPE = {"continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False}  # a token drops)
 _WITH_UNK = "unk"  # a model option set to the class's unk_token
 _ENDOFTEXT = {"unk": "<|endoftext|>", "bos": "<|endoftext|>", "eos": "<|endoftext|>"}
+_WORDPIECE = {"type": "WordPiece", "unk_token": _WITH_UNK}  # (its "##" prefix and 100-character words: defaults)
+_BERT_SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
+_FAIRSEQ_SPECIAL_TOKENS = {"bos": "<s>", "eos": "</s>", "sep": "</s>", "cls": "<s>", "unk": "<unk>", "pad": "<pad>",
+                           "mask": "<mask>"}
 _CLASS_RULES = {
     "LlamaTokenizer": _ClassRule(_llama_pipeline, _SENTENCEPIECE_BPE,
                                  {"unk": "<unk>", "bos": "<s>", "eos": "</s>"}),
@@ -1777,27 +1881,56 @@ _CLASS_RULES = {
     "CodeGenTokenizer": _ClassRule(_codegen_pipeline, _BYTE_LEVEL_BPE, _ENDOFTEXT),
     "GPTNeoXTokenizer": _ClassRule(_gpt_neox_pipeline, _BYTE_LEVEL_BPE, {**_ENDOFTEXT, "pad": "<|padding|>"},
                                    rebuilds_post_processor=True),
+    # the encoder (and encoder-decoder) classes: their own model type over the file's vocabulary, and their own
+    # post-processor set after the rest (a file's, or the add_bos_token / add_eos_token template, is replaced)
+    "T5Tokenizer": _ClassRule(_t5_pipeline, {"type": "Unigram", "unk_id": 2, "byte_fallback": False},
+                              {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"}, _t5_sentinels,
+                              post_processor=_t5_post_processor),
+    "XLMRobertaTokenizer": _ClassRule(_xlm_roberta_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
+                                      _FAIRSEQ_SPECIAL_TOKENS, post_processor=_xlm_roberta_post_processor),
+    "BertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS, post_processor=_bert_post_processor,
+                                model_input_names=("input_ids", "token_type_ids", "attention_mask")),
+    "DistilBertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS,
+                                      post_processor=_bert_post_processor),
 }
-CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets")  # the __init__ arguments the pipelines read
+# the __init__ arguments the pipelines read
+CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets", "do_lower_case", "strip_accents",
+                  "tokenize_chinese_chars", "extra_ids")
 
 
 def _rebuilt_model(backend, rule, unk_token):
-    """The file's model as the class's __init__ rebuilds it: ``BPE(vocab, merges, dropout=None, **rule.model)``,
-    every other option at its default (no unk_token unless the class passes one, no subword prefix, merges not
-    ignored). Another model (Unigram, WordPiece) becomes a BPE over its vocabulary (a list's id: the position) with
-    no merges, as transformers' convert_to_native_format passes it: text is split into single characters there."""
+    """The file's model as the class's __init__ rebuilds it, from the file's vocabulary as transformers'
+    convert_to_native_format passes it: ``BPE(vocab, merges, dropout=None, **rule.model)``, every other option at
+    its default (no unk_token unless the class passes one, no subword prefix, merges not ignored; another model's
+    vocabulary becomes a BPE without merges: text is split into single characters there); ``WordPiece(vocab,
+    unk_token)``; ``Unigram(vocab with scores, unk_id)``."""
     from tokenizers import Tokenizer
     spec = json.loads(backend.to_str())
+    options = {key: unk_token if value == _WITH_UNK else value for key, value in rule.model.items() if key != "type"}
+    kind = rule.model.get("type", "BPE")
     model = spec["model"]
-    if model.get("type") != "BPE":  # (Unigram's vocab is a list of [piece, score])
-        vocab = model.get("vocab") or {}
-        model = {"vocab": vocab if isinstance(vocab, dict) else
-                 {entry[0] if isinstance(entry, list) else entry: i for i, entry in enumerate(vocab)}, "merges": []}
-    options = {key: unk_token if value == _WITH_UNK else value for key, value in rule.model.items()}
-    spec["model"] = {"type": "BPE", "vocab": model["vocab"], "merges": model.get("merges") or [], "dropout": None,
-                     "unk_token": None, "continuing_subword_prefix": None, "end_of_word_suffix": None,
-                     "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, **options}
+    if kind == "Unigram":
+        vocab = model.get("vocab")
+        if not (isinstance(vocab, list) and vocab and all(isinstance(entry, list) for entry in vocab)):
+            raise ValueError(f"this tokenizer class builds a Unigram model, which needs a vocabulary of pieces with "
+                             f"scores; the tokenizer.json's {model.get('type')} model has none")
+        spec["model"] = {"type": "Unigram", "vocab": vocab, **options}
+    elif kind == "WordPiece":
+        spec["model"] = {"type": "WordPiece", "vocab": _vocab_ids(model), "continuing_subword_prefix": "##",
+                         "max_input_chars_per_word": 100, **options}
+    else:
+        merges = model.get("merges") if model.get("type") == "BPE" else None
+        spec["model"] = {"type": "BPE", "vocab": _vocab_ids(model), "merges": merges or [], "dropout": None,
+                         "unk_token": None, "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                         "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, **options}
     return Tokenizer.from_str(json.dumps(spec))
+
+
+def _vocab_ids(model):
+    """A tokenizer.json model's vocabulary as {token: id} (Unigram's list of [piece, score]: the position)."""
+    vocab = model.get("vocab") or {}
+    return vocab if isinstance(vocab, dict) else \
+        {entry[0] if isinstance(entry, list) else entry: i for i, entry in enumerate(vocab)}
 
 
 def _added_special_tokens(backend, tokens):

@@ -1,0 +1,202 @@
+"""Encoder tokenizer folders (T5, XLM-RoBERTa, BERT) tokenize as transformers 5 tokenizes them.
+
+transformers 5.25's T5Tokenizer, XLMRobertaTokenizer and BertTokenizer (DistilBERT's too) keep a tokenizer.json's
+vocabulary and rebuild the rest from their own __init__: T5 and XLM-R keep only the file's SentencePiece charsmap
+(no other normalizer), split at whitespace with a "▁" before each word and set their own post-processor; T5 adds
+its <extra_id_N> sentinels; BERT's normalizer is tokenizer_config.json's do_lower_case / strip_accents /
+tokenize_chinese_chars (not the file's), its call returns token_type_ids and it has no bos / eos token. minilora
+ran the file as written: a T5 or XLM-R file with an NFKC normalizer gave other ids for 24 of 312 texts, a cased
+BERT folder (do_lower_case false) whose file lowercases for 72, BERT pairs had no token_type_ids (240 of 312), a
+T5 folder that lists no sentinels 100 tokens fewer; a folder without tokenizer_class but with config.json's model
+type (t5, bert, xlm-roberta) ran as written too. Every comparison is against transformers' AutoTokenizer on the
+same folder.
+"""
+import base64
+import json
+import struct
+import warnings
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
+
+from minilora.tokenizer import from_pretrained as ml_tokenizer  # noqa: E402
+
+CORPUS = ["The Cat sat on the mat", "hello world, the quick brown fox", "café naïve Ünïcode", "a\tb\nc  d",
+          "def f(x):\n\treturn x + 1", "日本語 テキスト 中文", "12345 67 8.9", "HELLO there"] * 3
+SENTINELS = [f"<extra_id_{i}>" for i in range(100)]
+# special tokens at the start / middle / end, the mask token glued to a word, spaces, tabs and newlines, case,
+# accents, CJK, emoji, compatibility characters (NFKC's: ligature, full-width, circled), no-break and zero-width
+# spaces, the empty string; {s} / {e}: the folder's first and last special tokens, {m}: its mask token
+PREFIXES = ["", " ", "  ", "\n", "{s}", " {s}"]
+BODIES = ["the cat", "Hello  World", "café naïve", "日本 🙂", "x {s} y", "def f(x):\n\treturn 12345",
+          "  indented\n    code", "", "x {m} y", "Ünï{m}", "ﬁne Ａ① ℌ", "über  Straße", "x\u00a0y\u3000z\u200bw"]
+SUFFIXES = ["", " ", " {e}", "\n"]
+
+
+def _texts(tok):
+    fill = {"s": tok.all_special_tokens[0], "e": tok.all_special_tokens[-1], "m": tok.mask_token or "<none>"}
+    return [(p + b + s).format(**fill) for p in PREFIXES for b in BODIES for s in SUFFIXES]
+
+
+def _write(folder, tok, config, model_type=None):
+    (folder / "tokenizer.json").write_text(tok.to_str())
+    (folder / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    if model_type is not None:
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    return folder
+
+
+# a SentencePiece charsmap that maps nothing (a double array of 256 empty units): what T5 and XLM-R keep of a
+# file's normalizer
+NOOP_CHARSMAP = base64.b64encode(struct.pack("<I", 1024) + bytes(1024)).decode()
+
+
+def _unigram(special, normalizer):
+    tok = tokenizers.Tokenizer(models.Unigram())
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=200, special_tokens=special,
+                                                            unk_token="<unk>", show_progress=False))
+    return tok
+
+
+def _t5_folder(folder, sentinels=True, model_type=None, charsmap=False):
+    """A T5 file (Unigram, "$A </s>"); with ``sentinels`` the file and tokenizer_config.json list them (as t5-small's)."""
+    normalizer = normalizers.Sequence([normalizers.Precompiled(base64.b64decode(NOOP_CHARSMAP)),
+                                       normalizers.Lowercase()]) if charsmap else normalizers.NFKC()
+    tok = _unigram(["<pad>", "</s>", "<unk>"], normalizer)
+    if sentinels:
+        tok.add_special_tokens(SENTINELS[::-1])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    config = {"tokenizer_class": None if model_type else "T5Tokenizer", "eos_token": "</s>", "unk_token": "<unk>",
+              "pad_token": "<pad>"}
+    if sentinels:
+        config.update(extra_ids=100, additional_special_tokens=SENTINELS)
+    return _write(folder, tok, config, model_type)
+
+
+def _xlm_roberta_folder(folder, model_type=None, add_prefix_space=None):
+    tok = _unigram(["<s>", "<pad>", "</s>", "<unk>"], normalizers.NFKC())
+    tok.add_special_tokens(["<mask>"])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    return _write(folder, tok, {"tokenizer_class": None if model_type else "XLMRobertaTokenizer", "bos_token": "<s>",
+                                "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "sep_token": "</s>",
+                                "cls_token": "<s>", "mask_token": "<mask>", "add_prefix_space": add_prefix_space},
+                  model_type)
+
+
+def _bert_folder(folder, tokenizer_class="BertTokenizer", model_type=None, file_lowercases=True, **config):
+    """A WordPiece file; tokenizer_config.json's do_lower_case / strip_accents may say otherwise than the file."""
+    tok = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=file_lowercases)
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.BertPreTokenizer(), decoders.WordPiece()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(
+        vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return _write(folder, tok, {"tokenizer_class": tokenizer_class, "unk_token": "[UNK]", "sep_token": "[SEP]",
+                                "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]", **config},
+                  model_type)
+
+
+FOLDERS = {
+    "T5Tokenizer": _t5_folder,
+    "T5Tokenizer, no sentinels listed": lambda d: _t5_folder(d, sentinels=False),
+    "t5 model folder, charsmap + lowercase": lambda d: _t5_folder(d, model_type="t5", charsmap=True),
+    "XLMRobertaTokenizer": _xlm_roberta_folder,
+    "XLMRobertaTokenizer, add_prefix_space false": lambda d: _xlm_roberta_folder(d, add_prefix_space=False),
+    "xlm-roberta model folder": lambda d: _xlm_roberta_folder(d, model_type="xlm-roberta"),
+    "BertTokenizer": _bert_folder,
+    "BertTokenizer, cased over a lowercasing file": lambda d: _bert_folder(d, do_lower_case=False),
+    "BertTokenizer, strip_accents, no chinese chars": lambda d: _bert_folder(
+        d, file_lowercases=False, do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False),
+    "bert model folder": lambda d: _bert_folder(d, tokenizer_class=None, model_type="bert"),
+    "DistilBertTokenizer": lambda d: _bert_folder(d, "DistilBertTokenizer", do_lower_case=True),
+}
+
+
+def _both(folder, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.logging.set_verbosity_error()
+        return transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs), ml_tokenizer(folder, **kwargs)
+
+
+ATTRIBUTES = ("all_special_tokens", "all_special_ids", "bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
+              "cls_token", "mask_token", "pad_token_id", "model_input_names", "padding_side", "truncation_side",
+              "add_bos_token", "add_eos_token")
+
+
+def _assert_same_tokenization(theirs, ours):
+    texts = _texts(theirs)
+    for add_special_tokens in (True, False):
+        want = theirs(texts, texts[::-1], add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        have = ours(texts, texts[::-1], add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        assert sorted(have) == sorted(want)
+        for key in want:  # (pairs: token_type_ids)
+            for text, w, h in zip(texts, want[key], have[key]):
+                assert (key, text, h) == (key, text, w)
+        want = theirs(texts, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        have = ours(texts, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        for i, text in enumerate(texts):
+            assert (text, have["input_ids"][i], have["offset_mapping"][i], have.word_ids(i)) == \
+                (text, want["input_ids"][i], want["offset_mapping"][i], want.word_ids(i))
+        for skip in (True, False):
+            assert ours.batch_decode(want["input_ids"], skip_special_tokens=skip) == \
+                theirs.batch_decode(want["input_ids"], skip_special_tokens=skip)
+    assert [ours.tokenize(t) for t in texts[::3]] == [theirs.tokenize(t) for t in texts[::3]]
+    assert [(name, getattr(ours, name)) for name in ATTRIBUTES] == [(name, getattr(theirs, name)) for name in ATTRIBUTES]
+    assert len(ours) == len(theirs)
+    options = {"padding": True, "truncation": True, "max_length": 9}
+    assert dict(ours(texts[:24], texts[24:48], **options)) == dict(theirs(texts[:24], texts[24:48], **options))
+
+
+@pytest.mark.parametrize("name", list(FOLDERS))
+def test_ids_pairs_offsets_words_and_text_as_transformers(tmp_path, name):
+    theirs, ours = _both(FOLDERS[name](tmp_path))
+    _assert_same_tokenization(theirs, ours)
+
+
+@pytest.mark.parametrize("folder, kwargs", [
+    ("BertTokenizer", {"do_lower_case": False}),
+    ("BertTokenizer", {"strip_accents": False, "tokenize_chinese_chars": False}),
+    ("BertTokenizer", {"add_eos_token": True}),  # (BERT's own template stays: it has no eos token)
+    ("XLMRobertaTokenizer", {"add_prefix_space": False}),
+    ("T5Tokenizer, no sentinels listed", {"extra_ids": 5}),
+    ("T5Tokenizer", {"add_bos_token": True}),  # (T5's "$A </s>" stays, add_bos_token reads True)
+])
+def test_from_pretrained_arguments_as_transformers(tmp_path, folder, kwargs):
+    """``AutoTokenizer.from_pretrained(folder, do_lower_case=False)`` and the like: the class's __init__ arguments
+    (minilora refused them)."""
+    theirs, ours = _both(FOLDERS[folder](tmp_path), **kwargs)
+    _assert_same_tokenization(theirs, ours)
+
+
+def test_t5_sentinels_and_bert_flags_as_transformers(tmp_path):
+    """T5's sentinels are special tokens (read whole in text, skipped on decode); setting add_eos_token on BERT
+    replaces its template by transformers' bos / eos one, as there."""
+    theirs, ours = _both(FOLDERS["T5Tokenizer, no sentinels listed"](tmp_path))
+    text = "The <extra_id_0> sat on <extra_id_99> mat"
+    assert ours(text)["input_ids"] == theirs(text)["input_ids"]
+    assert ours.decode(theirs(text)["input_ids"], skip_special_tokens=True) == \
+        theirs.decode(theirs(text)["input_ids"], skip_special_tokens=True)
+    (tmp_path / "bert").mkdir()
+    theirs, ours = _both(FOLDERS["BertTokenizer"](tmp_path / "bert"))
+    for tok in (theirs, ours):
+        tok.add_bos_token = True
+    assert dict(ours(["the cat", "hello"], ["a", "b"])) == dict(theirs(["the cat", "hello"], ["a", "b"]))
+
+
+def test_a_unigram_class_over_a_wordpiece_file_is_refused(tmp_path):
+    """T5Tokenizer over a file without Unigram scores: transformers fails with a TypeError deep inside; minilora
+    names the problem."""
+    _bert_folder(tmp_path, "T5Tokenizer")
+    with pytest.raises(ValueError, match="Unigram model, which needs a vocabulary of pieces with scores"):
+        ml_tokenizer(tmp_path)
