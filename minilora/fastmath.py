@@ -40,9 +40,11 @@ def multiply_add(a, b, c):
     For float32 the product is exact in float64 and the sum is rounded from there (twice-rounded only
     in a tie of a tie, never seen in practice); float64 computes ``a * b + c`` in NumPy's two roundings, and
     so does float32 where torch's build fuses none (``float32_math.FUSED_MULTIPLY_ADD``: its "default" one)."""
-    xp = xp_of(b)
     if getattr(b, "dtype", None) != np.float32 or not float32_math.FUSED_MULTIPLY_ADD:
         return a * b + c
+    if type(b) is np.ndarray:  # (before xp_of: a tiny tanh backward's whole cost is a few microseconds)
+        return float32_math.fused_multiply_add(a, b, c)
+    xp = xp_of(b)
     if xp is np:
         return float32_math.fused_multiply_add(a, b, c)
     return xp.add(xp.multiply(a, b, dtype=np.float64), c, dtype=np.float64).astype(np.float32)

@@ -376,20 +376,17 @@ def _fma32(a, b, c):
 
 
 _WHOLE_ARRAY_FMA = 1 << 17  # up to here NumPy's dtype= loops on the whole array are quicker than blocks
-_NATIVE_FMA_FROM = 1 << 11  # below, _whole_array_fma beats the compiled call's fixed cost (measured: 5.7 against
-# 10.7 us on 8 elements, 7.4 against 11.2 on 512, 13.7 against 11.7 on 4096)
 
 
 def fused_multiply_add(a, b, c):
     """``a * b + c`` of float32 arrays and numbers rounded once, as torch's fused multiply-add: the product
     exact in float64, the sum rounded from there (_whole_array_fma settles the ties where the float64 sum lands
     on a float32 midpoint; the block path, run without a compiler past 2^17 elements, does not: there about
-    1 random triple in 3 million is rounded twice). C-contiguous
+    1 random triple in 3 million is rounded twice). Compiled (C's fmaf, ``_fma_natively``) wherever it can
+    be, any size: 2.5 against 4.3 us on 8 elements, 2.7 against 6.3 on 512. Without it, C-contiguous
     arrays of the result's shape past 2^17 elements run block by block through float64 scratch that stays
     in the cache (a whole-array float64 round trip cost 5x: 9 ms for a million elements); others whole,
     in NumPy's layout."""
-    if getattr(b, "size", 0) < _NATIVE_FMA_FROM:  # (b: an array in every caller) a ctypes call's ~10 us of
-        return _whole_array_fma(a, b, c)  # fixed cost is twice this path's whole time on 8 elements
     compiled = _fma_natively(a, b, c)
     if compiled is not None:
         return compiled
@@ -412,30 +409,52 @@ def fused_multiply_add(a, b, c):
 
 def _fma_natively(a, b, c):
     """``fma(a, b, c)`` by the compiled kernel (C's ``fmaf``, exactly rounded) where ``b`` is a C-contiguous
-    float32 array and ``a``, ``c`` arrays like it or float32 numbers; else None."""
+    float32 array and ``a``, ``c`` arrays like it or float32 numbers; else None. Its fixed cost (~2.5 us) is
+    under the NumPy path's on any array: no loops or lists here, a number's one-element array kept, not
+    remade, and no parallel.rows below 2^17 elements (it would run the call whole there too)."""
     library = _native_library()
     if library is None or type(b) is not np.ndarray or b.dtype != _F32 or not b.flags.c_contiguous:
         return None
-    operands = []
-    for v in (a, b, c):
-        if np.ndim(v):
-            if type(v) is not np.ndarray or v.dtype != _F32 or v.shape != b.shape or not v.flags.c_contiguous:
-                return None
-            operands.append(v.reshape(-1))
-        elif _F32(v) == v or v != v:  # (a number float32 holds exactly: the float64 path's value too)
-            operands.append(None)
-        else:
-            return None
-    numbers = [None if np.ndim(v) else np.full(1, v, _F32) for v in (a, b, c)]  # (a number: step 0)
+    step_a, step_c = _fma_step(a, b), _fma_step(c, b)
+    if step_a is None or step_c is None:
+        return None
+    a, c = (a if step_a else _number_in_memory(a)), (c if step_c else _number_in_memory(c))
     out = np.empty(b.shape, _F32)
 
-    def call(out_part, *parts):
-        pointers = []
-        for part, number in zip(parts, numbers):
-            pointers += [native.address(number if part is None else part), int(part is not None)]
-        library.ml_fma(*pointers, native.address(out_part), out_part.size)
-    parallel.rows(call, out.reshape(-1), *operands, work_per_row=1)
+    def call(out_part, a_part, b_part, c_part):  # (a number: its kept address, step 0)
+        library.ml_fma(native.address(a_part) if step_a else a[1], step_a, native.address(b_part), 1,
+                       native.address(c_part) if step_c else c[1], step_c, native.address(out_part), out_part.size)
+    if out.size < 2 * parallel.MIN_ITEMS:
+        call(out, a, b, c)
+    else:
+        parallel.rows(call, out.reshape(-1), *(v.reshape(-1) if step else None for v, step in
+                                               ((a, step_a), (b, 1), (c, step_c))), work_per_row=1)
     return out
+
+
+def _fma_step(v, b):
+    """1 for an operand that is an array like ``b`` (C-contiguous float32 of its shape), 0 for a number float32
+    holds exactly (the float64 path's value too), None for anything else."""
+    if type(v) is np.ndarray and v.ndim:
+        return 1 if v.dtype == _F32 and v.shape == b.shape and v.flags.c_contiguous else None
+    return 0 if type(v) is _F32 or _F32(v) == v or v != v else None
+
+
+_NUMBERS = {}  # float value -> (its one-element float32 array, that array's address)
+
+
+def _number_in_memory(v):
+    """``(array, address)`` of a one-element float32 array holding the number ``v``, for a compiled kernel's
+    step-0 operand: kept for a value seen before (SGD's -lr, tanh's 1), made afresh for zeros (the key would
+    not tell -0 from 0) and NaN."""
+    key = float(v)
+    kept = _NUMBERS.get(key) if key else None
+    if kept is None:
+        number = np.full(1, v, _F32)
+        kept = (number, native.address(number))
+        if key and key == key and len(_NUMBERS) < 256:
+            _NUMBERS[key] = kept
+    return kept
 
 
 def silu_backward_natively(g, x, s, out):
@@ -455,19 +474,23 @@ def _whole_array_fma(a, b, c):
     sum rounds once more into float32. That second rounding is wrong only where the float64 sum lands exactly
     on a float32 midpoint (a tie) while the exact sum does not: ``_settle_ties`` looks at those few."""
     product = np.multiply(a, b, dtype=_F64)
-    total = np.asarray(np.add(product, c, dtype=_F64))
+    total = np.add(product, c, dtype=_F64)
+    if type(total) is not np.ndarray:  # (0-d operands give a NumPy scalar)
+        total = np.asarray(total)
     out = total.astype(_F32)
-    bits = total.view(np.uint64)
     # candidates: a float32 midpoint in the normal range (the 29 bits float32 drops are 1000...0), or a sum in
-    # float32's subnormal range (its midpoints sit higher: checked one by one)
-    maybe = ((bits & _DROPPED_BITS) == _MIDPOINT_BITS) | ((bits & _EXPONENT_BITS) < _FLOAT32_NORMAL_EXPONENT)
-    if maybe.any():
+    # float32's subnormal range (its midpoints sit higher: checked one by one). Counted, not any()'d: on a few
+    # elements NumPy's any() or min() costs a microsecond, four elementwise passes and two counts half that.
+    midpoint = np.equal(np.bitwise_and(total.view(np.uint64), _DROPPED_BITS), _MIDPOINT_BITS)
+    if np.count_nonzero(midpoint) or np.count_nonzero(np.less(np.abs(total), _FLOAT32_TINY)):
+        maybe = midpoint | (np.abs(total) < _FLOAT32_TINY)
         _settle_ties(np.broadcast_to(product, total.shape), np.broadcast_to(c, total.shape), total, out, maybe)
     return out
 
 
-_DROPPED_BITS, _MIDPOINT_BITS = np.uint64((1 << 29) - 1), np.uint64(1 << 28)
-_EXPONENT_BITS, _FLOAT32_NORMAL_EXPONENT = np.uint64(0x7FF << 52), np.uint64((1023 - 126) << 52)
+# (0-d arrays: a NumPy scalar operand costs a ufunc call twice as much)
+_DROPPED_BITS, _MIDPOINT_BITS = np.array((1 << 29) - 1, np.uint64), np.array(1 << 28, np.uint64)
+_FLOAT32_TINY = np.array(2.0 ** -126, _F64)  # below it float32 is subnormal
 
 
 def _settle_ties(product, c, total, out, maybe):
