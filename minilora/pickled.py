@@ -12,6 +12,7 @@ import contextlib
 import io
 import pickle
 import threading
+import weakref
 
 import numpy as np
 
@@ -64,6 +65,8 @@ def _rebuilt_tensor(cls, data, dtype_name, shape, requires_grad, device, extra):
 
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj):
+        if isinstance(obj, weakref.ReferenceType):  # (a PEFT model's back-reference to its wrapper): a weak
+            return weakref.ref, (obj(),)  # reference to the same object again (pickle cannot store one)
         if isinstance(obj, Tensor):
             # its bytes and dtype name, not a NumPy array: a bfloat16 array would make the pickle import
             # ml_dtypes, which the weights-only load refuses (torch stores the bytes beside its pickle)

@@ -227,6 +227,24 @@ def test_a_pickled_container_of_tensors_of_every_kind_loads_weights_only(tmp_pat
     assert loaded["grad"].requires_grad and loaded["tags"] == {"a"}
 
 
+def test_a_whole_peft_model_saves_and_loads(tmp_path):
+    """torch.save(peft_model) pickles PEFT's wrapper too; minilora's held a weak reference (the base model's
+    owner of its adapter layers), which pickle refused: now the loaded one points at the loaded wrapper."""
+    from minilora import lora
+    from minilora.nn.llama import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    ml.manual_seed(0)
+    model = lora.get_peft_model(LlamaForCausalLM(config), lora.LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
+                                                                            init_lora_weights=False))
+    ml.save(model, tmp_path / "peft_model.pt")
+    loaded = ml.load(tmp_path / "peft_model.pt", weights_only=False)
+    ids = ml.tensor([[1, 2, 3]])
+    assert type(loaded).__name__ == "PeftModel" and ml.equal(loaded(ids).logits, model(ids).logits)
+    assert loaded.base_model.model.__dict__["_peft_layers_owner"]() is loaded.base_model
+    assert loaded.generate(ids, max_new_tokens=3).tolist() == model.generate(ids, max_new_tokens=3).tolist()
+
+
 def test_a_state_dict_loads_with_weights_only_false_and_a_torch_pickle_is_still_refused(tmp_path):
     ml.save({"w": ml.tensor([1.0, 2.0])}, tmp_path / "w.pt")
     assert ml.load(tmp_path / "w.pt", weights_only=False)["w"].tolist() == [1.0, 2.0]
