@@ -396,3 +396,49 @@ def test_adapter_on_a_tied_head_warns_on_save_and_merge_as_peft(tmp_path):
 def safetensors_keys(path):
     from safetensors.numpy import load_file
     return load_file(str(path)).keys()
+
+
+# ==================================================================================================
+# LoRA-GA
+# ==================================================================================================
+from peft import LoraGAConfig as PeftLoraGAConfig, preprocess_loraga as peft_preprocess_loraga  # noqa: E402
+
+LORA_GA = {torch: (PeftLoraGAConfig, peft_preprocess_loraga), ml: (ml_peft.LoraGAConfig, ml_peft.preprocess_loraga)}
+
+
+@pytest.mark.parametrize("direction,scale", [("ArB2r", "stable"), ("ArBr", "weight_svd"), ("random", "gd_scale")])
+def test_lora_ga_starts_along_the_gradient_as_peft(direction, scale):
+    """Before: ValueError (init_lora_weights='lora_ga' not implemented). The gradients preprocess_loraga averages
+    over train_step's backward passes are PEFT's; A and B are PEFT's up to the sign LAPACK gives each singular
+    vector (torch's MKL and NumPy's LAPACK choose differently; A and B take different pairs, so B A and the
+    residual base differ where they do), the base keeps exactly W - s B A, and the generator ends where PEFT's does
+    (the randomised SVDs' starts, 'random''s permutation)."""
+    batches = [np.random.default_rng(i).integers(0, TINY["vocab_size"], (2, 10)) for i in range(3)]
+    results = []
+    for (lib, lib_peft), base in zip(LIBRARIES, llama_pair()):
+        config_class, preprocess = LORA_GA[lib]
+        original = {k: v.detach().numpy().copy() for k, v in base.state_dict().items()}
+        lib.manual_seed(1)
+        config = lib_peft.LoraConfig(r=3, lora_alpha=6, target_modules=["q_proj", "down_proj"],
+                                     init_lora_weights="lora_ga",
+                                     lora_ga_config=config_class(direction=direction, scale=scale))
+
+        def train_step():
+            for ids in batches:
+                base(lib.tensor(ids), labels=lib.tensor(ids)).loss.backward()
+        preprocess(base, config, train_step)
+        gradient = base.model.layers[1].mlp.down_proj._peft_loraga_grad.numpy().copy()
+        model = lib_peft.get_peft_model(base, config)
+        results.append((gradient, states(model), original, lib.rand(2).numpy()))
+    (gradient, theirs, _, draws), (our_gradient, ours, original, our_draws) = results
+    np.testing.assert_allclose(our_gradient, gradient, rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(our_draws, draws)
+    for key, A in theirs.items():
+        if "lora_A" not in key:
+            continue
+        B_key, W_key = key.replace("lora_A", "lora_B"), key.replace("lora_A.default", "base_layer")
+        np.testing.assert_allclose(np.abs(ours[key]), np.abs(A), rtol=0, atol=2e-5, err_msg=key)
+        B_atol = 1e-4 * np.abs(theirs[B_key]).max()  # (float32 SVDs of a gradient: relative to its largest value)
+        np.testing.assert_allclose(np.abs(ours[B_key]), np.abs(theirs[B_key]), rtol=0, atol=B_atol, err_msg=B_key)
+        W = original[W_key.replace("base_model.model.", "").replace(".base_layer", "")]
+        np.testing.assert_allclose(ours[W_key] + 2.0 * ours[B_key] @ ours[key], W, rtol=0, atol=1e-6, err_msg=W_key)

@@ -35,7 +35,8 @@ from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_mo
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 from .eva import EvaConfig, get_eva_state_dict, initialize_lora_eva_weights
 from .corda import CordaConfig, preprocess_corda
-from .config import LoftQConfig
+from .config import LoftQConfig, LoraGAConfig
+from .loraga import preprocess_loraga
 from .inits import replace_lora_weights_loftq
 
 __all__ = ["LoraConfig", "LoraRuntimeConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict",
@@ -54,6 +55,6 @@ __all__ = ["LoraConfig", "LoraRuntimeConfig", "PeftConfig", "VeraConfig", "TaskT
            "TrainableTokensLayer", "TrainableTokensWrapper", "ParamWrapper", "prepare_model_for_kbit_training",
            "cast_mixed_precision_params", "PeftError", "NoMatchingPeftModuleError", "EvaConfig", "get_eva_state_dict",
            "initialize_lora_eva_weights", "CordaConfig", "preprocess_corda",
-           "LoftQConfig", "replace_lora_weights_loftq"]
+           "LoftQConfig", "replace_lora_weights_loftq", "LoraGAConfig", "preprocess_loraga"]
 from . import helpers  # noqa: E402  peft.helpers (minilora.lora.helpers.rescale_adapter_scale, ...)
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)

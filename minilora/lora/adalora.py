@@ -56,8 +56,8 @@ class AdaLoraConfig(LoraConfig):
     # LoRA's lora_bias and trainable_token_indices are not built into SVDLinear / AdaLoraModel here
     _unimplemented = {**LoraConfig._unimplemented, "lora_bias": False, "trainable_token_indices": None,
                       "layer_replication": None, "target_parameters": None, "loftq_config": {}, "eva_config": None,
-                      "corda_config": None, "alora_invocation_tokens": None, "use_qalora": False,
-                      "qalora_group_size": 16}  # (LoRA's data inits and variants: SVDLinear has none of them)
+                      "corda_config": None, "lora_ga_config": None, "alora_invocation_tokens": None,
+                      "use_qalora": False, "qalora_group_size": 16}  # (LoRA's data inits and variants: none here)
 
     def __post_init__(self):
         pattern, self.rank_pattern = self.rank_pattern, {}  # LoraConfig's rank_pattern holds ints; ours, masks

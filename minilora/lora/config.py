@@ -16,7 +16,8 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
-__all__ = ["LoraConfig", "LoraRuntimeConfig", "EvaConfig", "CordaConfig", "LoftQConfig", "VeraConfig",
+__all__ = ["LoraConfig", "LoraRuntimeConfig", "EvaConfig", "CordaConfig", "LoraGAConfig", "LoftQConfig",
+           "VeraConfig",
            "TrainableTokensConfig", "config_from_dict",
            "get_peft_config", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
@@ -327,6 +328,17 @@ class CordaConfig:
 
 
 @dataclass
+class LoraGAConfig:
+    """PEFT's LoraGAConfig (LoRA-GA, ``lora/loraga.py``): which gradient singular vectors go to A and B
+    (``direction``: "ArBr", "A2rBr", "ArB2r", "random") and how B is scaled (``scale``: "stable", "weight_svd",
+    "gd_scale", "unit"; ``stable_gamma``)."""
+
+    direction: str = "ArB2r"
+    scale: str = "stable"
+    stable_gamma: int = 16
+
+
+@dataclass
 class LoftQConfig:
     """PEFT's LoftQConfig, so that code passing it reaches minilora's refusal of ``init_lora_weights='loftq'``
     (LoftQ needs bitsandbytes' quantized layers)."""
@@ -368,7 +380,9 @@ class LoraConfig(_AdapterConfig):
       one random orthogonal matrix, so ``B A = 0`` up to rounding; the base stays; even r), ``"eva"`` (B = 0;
       ``initialize_lora_eva_weights(model, dataloader)`` then sets A and the ranks from the data: ``lora/eva.py``,
       ``eva_config`` an ``EvaConfig``), ``"corda"`` (``preprocess_corda(model, config, run_model)`` first; the
-      adapter takes singular directions of W times its inputs' covariance, the base the rest: ``lora/corda.py``).
+      adapter takes singular directions of W times its inputs' covariance, the base the rest: ``lora/corda.py``),
+      ``"lora_ga"`` (``preprocess_loraga(model, config, train_step)`` first: singular vectors of each weight's
+      gradient, ``lora/loraga.py``).
     * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
     * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
     * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
@@ -429,7 +443,7 @@ class LoraConfig(_AdapterConfig):
     PEFT_TYPE = "LORA"
     _unimplemented = {
         "megatron_config": None, "megatron_core": "megatron.core",
-        "lora_ga_config": None, "velora_config": None,
+        "velora_config": None,
         "monteclora_config": None,
         "use_bdlora": None,
         "arrow_config": None, "kasa_config": None, "ensure_weight_tying": False,
@@ -454,13 +468,13 @@ class LoraConfig(_AdapterConfig):
                              "base weights with bitsandbytes (NF4 / int8, on a CUDA device; without bitsandbytes PEFT "
                              "raises too) and minilora has no quantized layers")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
-                or self.init_lora_weights in ("pissa", "orthogonal", "eva", "corda")
+                or self.init_lora_weights in ("pissa", "orthogonal", "eva", "corda", "lora_ga")
                 or str(self.init_lora_weights).lower() in ("gaussian", "olora")  # PEFT's .lower() for these two
                 or re.fullmatch(r"pissa_niter_\d+", str(self.init_lora_weights))):
             raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]', "
-                             f"'olora', 'orthogonal', 'eva' or 'corda', got {self.init_lora_weights!r} (PEFT's other "
-                             "inits -- 'loftq' (a bitsandbytes-quantized base), 'lora_ga' (gradients of a pass over "
-                             "data), 'mica' (a frozen B) -- are not implemented in minilora)")
+                             f"'olora', 'orthogonal', 'eva', 'corda' or 'lora_ga', got {self.init_lora_weights!r} "
+                             "(PEFT's other inits -- 'loftq' (a bitsandbytes-quantized base), 'mica' (a frozen B) -- "
+                             "are not implemented in minilora)")
         for name in ("rank_pattern", "alpha_pattern"):
             if getattr(self, name) is None:  # PEFT takes null as "no overrides"
                 setattr(self, name, {})
@@ -492,6 +506,7 @@ class LoraConfig(_AdapterConfig):
         PEFT's defaults and warnings for the init without its config, or the config without its init."""
         self.eva_config = _sub_config(self.eva_config, EvaConfig)
         self.corda_config = _sub_config(self.corda_config, CordaConfig)
+        self.lora_ga_config = _sub_config(self.lora_ga_config, LoraGAConfig)
         if self.loftq_config:  # (PEFT's elif chain: a loftq_config is handled first, then EVA's, then CorDA's)
             return
         if self.init_lora_weights == "eva" and self.eva_config is None:

@@ -1,4 +1,5 @@
-"""Data-driven LoRA initialisations that move part of W0 into the adapter: PiSSA and OLoRA (PEFT's numbers).
+"""Data-driven LoRA initialisations that move part of W0 into the adapter: PiSSA, OLoRA, and the last step of
+CorDA (``corda.py``) and LoRA-GA (``loraga.py``) (PEFT's numbers).
 
 * ``init_lora_weights="pissa"``: W0 = U S V^T; the adapter takes the top-r singular triplets,
   ``B = U_r sqrt(S_r / s)``, ``A = sqrt(S_r / s) V_r^T`` (so ``s B A`` is the best rank-r part of W0),
@@ -20,13 +21,13 @@ import os
 
 import numpy as np
 
+from .. import dtypes
 from ..checkpoint import atomic_folder, load_file, save_file, save_json
 from ..factories import randn
 from ..tensor import Tensor, _host
 
-__all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "corda_init", "orthogonal_init",
-           "svd_lowrank", "replace_lora_weights_loftq",
-           "save_converted_to_lora"]
+__all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "corda_init", "lora_ga_init",
+           "orthogonal_init", "svd_lowrank", "replace_lora_weights_loftq", "save_converted_to_lora"]
 
 
 def init_name(init_lora_weights):
@@ -36,8 +37,8 @@ def init_name(init_lora_weights):
 
 
 def is_weight_mutating_init(init_lora_weights):
-    """True for the inits that change the base weight: "pissa", "pissa_niter_K", "olora", "corda"."""
-    return isinstance(init_lora_weights, str) and (init_lora_weights.lower() in ("olora", "corda")
+    """True for the inits that change the base weight: "pissa", "pissa_niter_K", "olora", "corda", "lora_ga"."""
+    return isinstance(init_lora_weights, str) and (init_lora_weights.lower() in ("olora", "corda", "lora_ga")
                                                    or init_lora_weights.lower().startswith("pissa"))
 
 
@@ -164,6 +165,57 @@ def corda_init(layer, adapter_name):
     root = np.sqrt(S / S.dtype.type(s))
     _write_factors(layer, adapter_name, W, A=V.T * root[:, None], B=U * root)
     del linear.eigens
+
+
+def lora_ga_init(layer, adapter_name, lora_ga_config):
+    """LoRA-GA (``lora/loraga.py``): A and B from the randomised SVD of the gradient ``preprocess_loraga`` left on
+    the base layer, as PEFT's ``lora_ga_init`` (without one -- an adapter being loaded -- A is drawn as for True)."""
+    base = layer.base_layer
+    grad = getattr(base, "_peft_loraga_grad", None)
+    if grad is None:
+        from .layers import _redraw_A
+        _redraw_A(layer.lora_A[adapter_name].weight, True, layer.r[adapter_name])
+        return
+    if lora_ga_config is None:  # PEFT's words
+        raise ValueError("lora_ga_config must be provided when init_lora_weights='lora_ga'. Please pass "
+                         "lora_ga_config=LoraGAConfig(...) to LoraConfig.")
+    r, s = layer.r[adapter_name], layer.scaling[adapter_name]
+    G = _host(grad._array).astype(np.float32)
+    U, S, V = svd_lowrank(G, min(4 * r, min(G.shape)), niter=4)
+    U, S, Vh = U[:, :2 * r], S[:2 * r], V.T[:2 * r]
+    A, B, S_B = _lora_ga_split(U, S, Vh, r, lora_ga_config.direction)
+    B = B * S_B
+    if lora_ga_config.scale == "stable":
+        B = B * np.float32(layer.out_features ** 0.25 / lora_ga_config.stable_gamma ** 0.5)
+    elif lora_ga_config.scale == "weight_svd":
+        weight_S = svd_lowrank(_base_weight(layer).astype(np.float32), r, niter=4)[1]
+        if S_B[0] > 0:
+            B = B * (weight_S[0] / S_B[0])
+    elif lora_ga_config.scale == "gd_scale":
+        A, B = A / np.float32(s), B / np.float32(s)
+    weight = base.weight
+    A, B = (Tensor(f, device=weight.device).to(weight.dtype) for f in (A, B))  # the base's dtype, as PEFT's
+    for table, factor in ((layer.lora_A, A), (layer.lora_B, B)):
+        _replace_data(table[adapter_name].weight, factor._array)
+    offset = np.float32(s) * (dtypes.upcast(_host(B._array)) @ dtypes.upcast(_host(A._array)))
+    residual = _host(weight._array).astype(np.float32) - offset
+    weight._array[...] = weight.device.xp.asarray(residual.astype(weight._array.dtype))
+    del base._peft_loraga_grad
+
+
+def _lora_ga_split(U, S, Vh, r, direction):
+    """PEFT's directions: which of the 2r singular triplets go to A (rows of Vh) and to B (columns of U)."""
+    if direction == "ArBr":
+        return Vh[1:2 * r:2], U[:, 0:2 * r:2], S[0:2 * r:2]
+    if direction == "A2rBr":
+        return Vh[r:2 * r], U[:, :r], S[:r]
+    if direction == "ArB2r":
+        return Vh[:r], U[:, r:2 * r], S[r:2 * r]
+    if direction == "random":
+        from ..factories import randperm
+        indices = randperm(2 * r).numpy()[:r]
+        return Vh[indices], U[:, indices], S[indices]
+    raise ValueError(f"lora_ga_config.direction must be 'ArBr', 'A2rBr', 'ArB2r' or 'random', got {direction!r}")
 
 
 def replace_lora_weights_loftq(peft_model, model_path=None, adapter_name="default", callback=None):

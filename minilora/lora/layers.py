@@ -20,8 +20,8 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..tensor import Tensor, is_grad_enabled
-from .inits import (_torch_randn, corda_init, init_name, is_weight_mutating_init, olora_init, orthogonal_init,
-                    pissa_init)
+from .inits import (_torch_randn, corda_init, init_name, is_weight_mutating_init, lora_ga_init, olora_init,
+                    orthogonal_init, pissa_init)
 
 __all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "ParamWrapper", "TrainableTokensLayer",
            "TrainableTokensWrapper", "DoraMagnitude", "VeraLinear", "VeraLayer",
@@ -476,6 +476,8 @@ class Linear(BaseTunerLayer):
                 olora_init(self, adapter_name)
             elif config.init_lora_weights == "corda":
                 corda_init(self, adapter_name)
+            elif config.init_lora_weights == "lora_ga":
+                lora_ga_init(self, adapter_name, config.lora_ga_config)
             else:
                 pissa_init(self, adapter_name, config.init_lora_weights)
         if config.use_dora:  # PEFT's DoraLinearLayer.update_layer: in the adapter's dtype, the base's here, so a
