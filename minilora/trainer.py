@@ -93,7 +93,7 @@ def _one_of(value, allowed, kind):
 NOT_IMPLEMENTED = {
     "optim_target_modules": None, "bf16_full_eval": False, "fp16_full_eval": False, "torch_compile": False,
     "torch_compile_backend": None, "torch_compile_mode": None, "use_liger_kernel": False, "liger_kernel_config": None,
-    "neftune_noise_alpha": None, "auto_find_batch_size": False, "include_num_input_tokens_seen": "no",
+    "neftune_noise_alpha": None, "auto_find_batch_size": False,
     "eval_do_concat_batches": True, "eval_use_gather_object": False, "eval_accumulation_steps": None,
     "include_for_metrics": [], "batch_eval_metrics": False, "enable_jit_checkpoint": False, "push_to_hub": False,
     "restore_callback_states_from_checkpoint": False,
@@ -541,15 +541,14 @@ def _checkpoints(folder):
                   if (m := _CHECKPOINT_RE.search(name)) and os.path.isdir(os.path.join(folder, name)))
 
 
-def _speed_metrics(split, start_time, num_samples=None, num_steps=None):
+def _speed_metrics(split, start_time, num_samples=None, num_steps=None, num_tokens=None):
     runtime = time.time() - start_time
     result = {f"{split}_runtime": round(runtime, 4)}
     if runtime == 0:
         return result
-    if num_samples is not None:
-        result[f"{split}_samples_per_second"] = round(num_samples / runtime, 3)
-    if num_steps is not None:
-        result[f"{split}_steps_per_second"] = round(num_steps / runtime, 3)
+    for name, count in (("samples", num_samples), ("steps", num_steps), ("tokens", num_tokens)):
+        if count is not None:
+            result[f"{split}_{name}_per_second"] = round(count / runtime, 3)
     return result
 
 
@@ -989,6 +988,7 @@ class Trainer:
 
         start_time = time.time()
         self._initial_global_step = self.state.global_step
+        self._initial_num_input_tokens_seen = self.state.num_input_tokens_seen
         self._tr_loss = np.float32(0.0)  # (transformers sums the micro-batch losses in a float32 tensor)
         self._total_loss_scalar, self._globalstep_last_logged = 0.0, self.state.global_step
         self.model.zero_grad()
@@ -1031,6 +1031,7 @@ class Trainer:
                     self._event("on_step_begin")
                 loss = self.training_step(self.model, inputs, num_items)
                 self._accumulate_loss(loss)
+                self._track_num_input_tokens(inputs)
                 self.current_flos += float(self.floating_point_ops(inputs))
                 if sync_step:
                     grad_norm, learning_rate = self._optimizer_step()
@@ -1050,6 +1051,22 @@ class Trainer:
             self.control.should_training_stop = True
         self._event("on_epoch_end")
         self._maybe_log_save_evaluate(grad_norm, learning_rate, ignore_keys_for_eval, start_time)
+
+    def _track_num_input_tokens(self, inputs):
+        """``include_num_input_tokens_seen``: "all" counts every input id, "non_padding" the attention mask's
+        ones (else the ids that are not the tokenizer's pad id)."""
+        mode = self.args.include_num_input_tokens_seen
+        name = getattr(self.model, "main_input_name", "input_ids")
+        if mode == "no" or name not in inputs:
+            return
+        ids = _host(inputs[name])
+        if mode == "non_padding" and "attention_mask" in inputs:
+            count = _host(inputs["attention_mask"]).sum()
+        elif mode == "non_padding" and getattr(self.processing_class, "pad_token_id", None) is not None:
+            count = (ids != self.processing_class.pad_token_id).sum()
+        else:
+            count = ids.size
+        self.state.num_input_tokens_seen += int(count)
 
     def _accumulate_loss(self, loss):
         """A NaN or infinite micro-batch loss adds the mean of the losses logged so far instead (transformers'
@@ -1154,6 +1171,11 @@ class Trainer:
     def log(self, logs, start_time=None):
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
+        if self.args.include_num_input_tokens_seen != "no":
+            logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
+            if start_time is not None:
+                tokens = self.state.num_input_tokens_seen - self._initial_num_input_tokens_seen
+                logs.update(_speed_metrics("train", start_time, num_tokens=tokens))
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self._event("on_log", logs=logs)
 

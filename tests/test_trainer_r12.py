@@ -101,7 +101,7 @@ def assert_same_history(theirs, ours):
         for key in ("loss", "grad_norm", "eval_loss", "eval_accuracy", "train_loss"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=RTOL, abs=0), (key, a, b)
-        for key in ("learning_rate", "eval_rows", "total_flos"):
+        for key in ("learning_rate", "eval_rows", "total_flos", "num_input_tokens_seen"):
             if key in a:
                 assert b[key] == a[key], (key, a, b)
 
@@ -259,13 +259,15 @@ def test_sequence_classification_with_the_tokenizer_as_processing_class(base, tm
 
 def test_load_best_model_at_end_keeps_and_loads_the_best_checkpoint(base, tmp_path):
     """Evaluation and a checkpoint every step, at most 2 kept, the best by accuracy (higher is better, reached
-    at step 1 here): the best and the newest checkpoints stay, and training ends with the best adapter loaded."""
+    at step 1 here): the best and the newest checkpoints stay, and training ends with the best adapter loaded.
+    The tokens seen (the attention masks' ones) are logged with each entry."""
     data = examples()
     theirs, ours = run_both(base, tmp_path, [(data, data[:4])] * 2, (collator(torch.tensor), collator(ml.tensor)),
                             learning_rate=1e-2, per_device_train_batch_size=2, gradient_accumulation_steps=2,
                             num_train_epochs=2, logging_steps=1, eval_strategy="steps", eval_steps=1,
                             save_strategy="steps", save_steps=1, save_total_limit=2, load_best_model_at_end=True,
-                            metric_for_best_model="accuracy")
+                            metric_for_best_model="accuracy", include_num_input_tokens_seen="non_padding")
+    assert ours.state.num_input_tokens_seen == 2 * sum(len(row["input_ids"]) for row in data)  # (two epochs)
     assert_same_history(theirs.state.log_history, ours.state.log_history)
     assert sorted(os.listdir(tmp_path / "ours")) == sorted(os.listdir(tmp_path / "theirs")) == \
         ["checkpoint-1", "checkpoint-6"]
@@ -354,7 +356,7 @@ def test_training_arguments_defaults_and_refusals(tmp_path):
                      "dataloader_pin_memory", "log_level", "ddp_timeout"):  # environment; set above)
             continue
         assert value == getattr(expected, "value", expected), field
-    for kwargs in ({"deepspeed": "ds_config.json"}, {"include_num_input_tokens_seen": True}, {"push_to_hub": True}):
+    for kwargs in ({"deepspeed": "ds_config.json"}, {"torch_compile": True}, {"push_to_hub": True}):
         with pytest.raises(ValueError, match=f"{next(iter(kwargs))}=.*minilora's Trainer does not implement"):
             ml_trainer.TrainingArguments(output_dir=str(tmp_path), **kwargs)
     with pytest.raises(TypeError, match="unexpected keyword argument 'warmup_ratio'"):
