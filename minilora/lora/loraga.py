@@ -15,17 +15,10 @@ B take different pairs, such an adapter is PEFT's with that row of A (and its pa
 """
 import os
 
-from ..nn import Linear as _NNLinear
 from ..tensor import enable_grad, no_grad
+from .corda import _target_modules  # (the target Linears, as PEFT's CorDA and LoRA-GA both pick them)
 
 __all__ = ["preprocess_loraga"]
-
-
-def _target_modules(model, config):
-    from .model import target_module_matches
-    for name, module in model.named_modules():
-        if isinstance(module, _NNLinear) and target_module_matches(config, name):
-            yield name, module
 
 
 def preprocess_loraga(model, lora_config, train_step, cache_file=None):
