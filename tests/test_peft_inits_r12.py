@@ -442,3 +442,37 @@ def test_lora_ga_starts_along_the_gradient_as_peft(direction, scale):
         np.testing.assert_allclose(np.abs(ours[B_key]), np.abs(theirs[B_key]), rtol=0, atol=B_atol, err_msg=B_key)
         W = original[W_key.replace("base_model.model.", "").replace(".base_layer", "")]
         np.testing.assert_allclose(ours[W_key] + 2.0 * ours[B_key] @ ours[key], W, rtol=0, atol=1e-6, err_msg=W_key)
+
+
+# ==================================================================================================
+# MiCA
+# ==================================================================================================
+def test_mica_trains_a_along_the_minor_directions_as_peft():
+    """Before: ValueError (init_lora_weights='mica' not implemented). B = the minor left singular vectors of each
+    weight (of an embedding table's transpose) and frozen, also after set_adapter; A = 0 and alone trains: after
+    three AdamW steps the factors are PEFT's up to each singular vector's sign (LAPACK's choice; A's row follows
+    its B column, so the model is the same) and the logits agree."""
+    results = []
+    for (lib, lib_peft), base in zip(LIBRARIES, llama_pair()):
+        lib.manual_seed(1)
+        model = lib_peft.get_peft_model(base, lib_peft.LoraConfig(
+            r=3, target_modules=["q_proj", "down_proj", "embed_tokens"], init_lora_weights="mica"))
+        model.set_adapter("default")
+        trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+        optimizer = lib.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        ids = lib.tensor(ALORA_IDS)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(ids, labels=ids).loss.backward()
+            optimizer.step()
+        with lib.no_grad():
+            results.append((trainable, states(model), model(ids).logits.numpy()))
+    (trainable, theirs, logits), (our_trainable, ours, our_logits) = results
+    assert our_trainable == trainable and all("lora_A" in n or "lora_embedding_A" in n for n in trainable)
+    for key, value in theirs.items():
+        if "lora_" in key:
+            np.testing.assert_allclose(np.abs(ours[key]), np.abs(value), rtol=0, atol=5e-5, err_msg=key)
+    np.testing.assert_allclose(our_logits, logits, rtol=0, atol=5e-5)
+    with pytest.raises(ValueError, match=r"Invalid or unsupported variant combination: \('mica', 'use_dora'\)"):
+        ml_peft.get_peft_model(llama_pair()[1], ml_peft.LoraConfig(r=2, target_modules=["q_proj"], use_dora=True,
+                                                                   init_lora_weights="mica"))

@@ -480,9 +480,9 @@ def test_orthogonal_init_needs_an_even_rank_as_peft():
         ml_peft.get_peft_model(model, ml_peft.LoraConfig(r=3, target_modules=["q_proj"], init_lora_weights="orthogonal"))
 
 
-@pytest.mark.parametrize("init", ["mica"])  # ("eva", "corda", "lora_ga", "loftq": test_peft_inits_r12.py)
+@pytest.mark.parametrize("init", ["bogus"])  # (PEFT 0.21's other inits are implemented: test_peft_inits_r12.py)
 def test_other_peft_inits_are_refused_by_name(init):
-    with pytest.raises(ValueError, match=f"got '{init}'.*not implemented in minilora"):
+    with pytest.raises(ValueError, match=f"got '{init}'"):
         ml_peft.LoraConfig(init_lora_weights=init)
 
 

@@ -382,7 +382,7 @@ class LoraConfig(_AdapterConfig):
       ``eva_config`` an ``EvaConfig``), ``"corda"`` (``preprocess_corda(model, config, run_model)`` first; the
       adapter takes singular directions of W times its inputs' covariance, the base the rest: ``lora/corda.py``),
       ``"lora_ga"`` (``preprocess_loraga(model, config, train_step)`` first: singular vectors of each weight's
-      gradient, ``lora/loraga.py``).
+      gradient, ``lora/loraga.py``), ``"mica"`` (B = W's minor left singular vectors, frozen; A = 0).
     * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
     * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
     * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
@@ -469,12 +469,11 @@ class LoraConfig(_AdapterConfig):
                              "raises too) and minilora has no quantized layers")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
                 or self.init_lora_weights in ("pissa", "orthogonal", "eva", "corda", "lora_ga")
-                or str(self.init_lora_weights).lower() in ("gaussian", "olora")  # PEFT's .lower() for these two
+                or str(self.init_lora_weights).lower() in ("gaussian", "olora", "mica")  # PEFT's .lower() for these
                 or re.fullmatch(r"pissa_niter_\d+", str(self.init_lora_weights))):
             raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]', "
-                             f"'olora', 'orthogonal', 'eva', 'corda' or 'lora_ga', got {self.init_lora_weights!r} "
-                             "(PEFT's other inits -- 'loftq' (a bitsandbytes-quantized base), 'mica' (a frozen B) -- "
-                             "are not implemented in minilora)")
+                             f"'olora', 'orthogonal', 'eva', 'corda', 'lora_ga' or 'mica', got "
+                             f"{self.init_lora_weights!r}")
         for name in ("rank_pattern", "alpha_pattern"):
             if getattr(self, name) is None:  # PEFT takes null as "no overrides"
                 setattr(self, name, {})

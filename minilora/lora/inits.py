@@ -27,7 +27,7 @@ from ..factories import randn
 from ..tensor import Tensor, _host
 
 __all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "corda_init", "lora_ga_init",
-           "orthogonal_init", "svd_lowrank", "replace_lora_weights_loftq", "save_converted_to_lora"]
+           "mica_init", "orthogonal_init", "svd_lowrank", "replace_lora_weights_loftq", "save_converted_to_lora"]
 
 
 def init_name(init_lora_weights):
@@ -216,6 +216,39 @@ def _lora_ga_split(U, S, Vh, r, direction):
         indices = randperm(2 * r).numpy()[:r]
         return Vh[indices], U[:, indices], S[indices]
     raise ValueError(f"lora_ga_config.direction must be 'ArBr', 'A2rBr', 'ArB2r' or 'random', got {direction!r}")
+
+
+def mica_init(layer, adapter_name, freeze_B=True):
+    """MiCA, minor component adaptation (PEFT's ``init_lora_weights="mica"``): B = the left singular vectors of
+    the r smallest singular values of W (of W^T for an embedding table), A = 0, and B never trains (``freeze_B``:
+    PEFT freezes it for "mica" written so; "MiCA" gets the init without the freeze, as there). The base weight
+    is untouched. A singular vector's sign is LAPACK's choice (NumPy's may differ from torch's MKL): the update
+    s B A stays the same as training goes, A's row following its B column's sign."""
+    embedding = adapter_name in layer.lora_embedding_A  # (a lora.Embedding's tables; a Linear's dict is empty)
+    W = _base_weight(layer)
+    if W.dtype != np.float32:
+        raise TypeError("Please initialize MiCA under float32, float16, or bfloat16.")
+    W = W.T if embedding else W
+    r = layer.r[adapter_name]
+    if r > min(W.shape):  # PEFT's words
+        shape = tuple(layer.base_layer.weight.shape)
+        raise ValueError(f"MiCA requires `r` <= min(in_features, out_features) but got r={r} for a layer with weight "
+                         f"shape {shape} (max usable r is {min(W.shape)})." if not embedding else
+                         f"MiCA requires `r` <= min(num_embeddings, embedding_dim) but got r={r} for an embedding "
+                         f"layer with weight shape {shape} (max usable r is {min(W.shape)}).")
+    B = np.linalg.svd(W, full_matrices=False)[0][:, -r:]
+    A = np.zeros((r, W.shape[1]), np.float32)
+    dtype = layer.base_layer.weight.dtype
+    if embedding:
+        tables = (layer.lora_embedding_A[adapter_name], layer.lora_embedding_B[adapter_name])
+        frozen = "lora_embedding_B"
+    else:
+        tables = (layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight)
+        frozen = "lora_B"
+    for param, factor in zip(tables, (A, B)):
+        param.data = Tensor(factor, device=param.device).to(dtype)  # PEFT's weight.data = factor.to(base dtype)
+    if freeze_B:
+        layer.frozen_peft_weight_names = {**layer.frozen_peft_weight_names, adapter_name: (frozen,)}
 
 
 def replace_lora_weights_loftq(peft_model, model_path=None, adapter_name="default", callback=None):

@@ -20,8 +20,8 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..tensor import Tensor, is_grad_enabled
-from .inits import (_torch_randn, corda_init, init_name, is_weight_mutating_init, lora_ga_init, olora_init,
-                    orthogonal_init, pissa_init)
+from .inits import (_torch_randn, corda_init, init_name, is_weight_mutating_init, lora_ga_init, mica_init,
+                    olora_init, orthogonal_init, pissa_init)
 
 __all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "ParamWrapper", "TrainableTokensLayer",
            "TrainableTokensWrapper", "DoraMagnitude", "VeraLinear", "VeraLayer",
@@ -212,6 +212,7 @@ class BaseTunerLayer(Module):
                     item.requires_grad_(trainable)
                 else:
                     item.requires_grad = trainable
+        self._freeze_non_trainable_peft_weights(names)
         self.active_adapters = names
 
     def set_requires_grad(self, adapter_names, requires_grad=True):
@@ -227,6 +228,18 @@ class BaseTunerLayer(Module):
                     item.requires_grad_(requires_grad)
                 else:
                     item.requires_grad = requires_grad
+        if requires_grad:
+            self._freeze_non_trainable_peft_weights(names)
+
+    frozen_peft_weight_names = {}  # PEFT's: adapter name -> its weights that never train (MiCA's B)
+
+    def _freeze_non_trainable_peft_weights(self, adapter_names):
+        for name in adapter_names:
+            for layer_name in self.frozen_peft_weight_names.get(name, ()):
+                holder = getattr(self, layer_name)
+                if name in holder:
+                    item = holder[name]
+                    item.requires_grad_(False) if isinstance(item, Module) else setattr(item, "requires_grad", False)
 
     def enable_adapters(self, enabled):
         self.disable_adapters = not enabled
@@ -240,6 +253,9 @@ class BaseTunerLayer(Module):
                 del holder[adapter_name]
         for name in self.per_adapter_settings:
             getattr(self, name, {}).pop(adapter_name, None)
+        if adapter_name in self.frozen_peft_weight_names:
+            self.frozen_peft_weight_names = {name: frozen for name, frozen in self.frozen_peft_weight_names.items()
+                                             if name != adapter_name}
         if adapter_name in self.active_adapters:
             self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
 
@@ -409,14 +425,19 @@ def _add_lora_dicts(layer):
     layer.lora_magnitude_vector = ModuleDict()
 
 
-def _check_alora(layer, config):
-    """aLoRA is a variant of PEFT's lora.Linear alone: on another layer kind, or with DoRA, PEFT's ValueError."""
-    if not getattr(config, "alora_invocation_tokens", None):
+def _check_variants(layer, config):
+    """PEFT's ``resolve_lora_variant`` for aLoRA and MiCA: each alone on the layer kinds that have it (aLoRA:
+    lora.Linear; MiCA: lora.Linear and lora.Embedding), never with each other or DoRA -- else PEFT's ValueError.
+    Returns whether the adapter is an activated LoRA."""
+    alora, mica = bool(getattr(config, "alora_invocation_tokens", None)), config.init_lora_weights == "mica"
+    if not (alora or mica):
         return False
-    requested = ("alora_invocation_tokens", "use_dora") if config.use_dora else ("alora_invocation_tokens",)
-    if type(layer) is not Linear or config.use_dora:
+    requested = tuple(sorted(name for name, on in (("alora_invocation_tokens", alora), ("mica", mica),
+                                                  ("use_dora", config.use_dora)) if on))
+    kinds = (Linear,) if alora else (Linear, Embedding)
+    if len(requested) > 1 or type(layer) not in kinds:
         raise ValueError(f"Invalid or unsupported variant combination: {requested}")
-    return True
+    return alora
 
 
 class Linear(BaseTunerLayer):
@@ -439,7 +460,7 @@ class Linear(BaseTunerLayer):
 
     def _record_hyperparameters(self, adapter_name, config, r, lora_alpha):
         """The adapter's r, alpha, scale, dropout and lora_bias flag (every LoRA layer kind's first step)."""
-        self.use_alora[adapter_name] = _check_alora(self, config)
+        self.use_alora[adapter_name] = _check_variants(self, config)
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
         self.lora_dropout[adapter_name] = _dropout_module(config)
@@ -471,6 +492,8 @@ class Linear(BaseTunerLayer):
         _to_base_dtype((self.lora_A[adapter_name], self.lora_B[adapter_name]), W0)
         if config.init_lora_weights == "orthogonal":
             orthogonal_init(self, adapter_name)
+        if init_name(config.init_lora_weights) == "mica":
+            mica_init(self, adapter_name, config.init_lora_weights == "mica")
         if is_weight_mutating_init(config.init_lora_weights):  # PiSSA / OLoRA / CorDA: W0 -> W_res + s B A
             if init_name(config.init_lora_weights) == "olora":
                 olora_init(self, adapter_name)
@@ -706,7 +729,7 @@ class Embedding(BaseTunerLayer):
         self.update_layer(adapter_name, config, r, lora_alpha)
 
     def update_layer(self, adapter_name, config, r, lora_alpha):
-        _check_alora(self, config)
+        _check_variants(self, config)
         if config.lora_bias:  # PEFT's refusal, in its words (its embedding tables are bare Parameters)
             raise ValueError(f"lora_bias={config.lora_bias} is not supported for {type(self).__name__}.")
         W0 = self.base_layer.weight
@@ -716,11 +739,14 @@ class Embedding(BaseTunerLayer):
         self.lora_dropout[adapter_name] = _dropout_module(config)  # PEFT's; its embedding LoRA never applies it
         A = _torch_randn((r, self.in_features))  # init_lora_weights=False keeps these (PEFT: torch.randn)
         B = _torch_randn((self.out_features, r))
-        if config.init_lora_weights is not False:  # PEFT's reset: zeros_(A), normal_(B) (B drawn again)
+        if config.init_lora_weights is not False and init_name(config.init_lora_weights) != "mica":  # PEFT's reset:
+            # zeros_(A), normal_(B) (B drawn again; MiCA sets both itself)
             A[...] = 0.0  # A = 0: the model starts exactly at the base; B N(0, 1)
             B = _torch_randn((self.out_features, r))
         self.lora_embedding_A[adapter_name] = Parameter(A, dtype=W0.dtype, device=W0.device)
         self.lora_embedding_B[adapter_name] = Parameter(B, dtype=W0.dtype, device=W0.device)
+        if init_name(config.init_lora_weights) == "mica":
+            mica_init(self, adapter_name, config.init_lora_weights == "mica")
         if config.use_dora:
             norms = self._dora_norms(adapter_name)  # the adapter is in the table's dtype here
             magnitude = Tensor(norms, dtype=norms.dtype, device=W0.device)  # (PEFT 0.21 prints the prefix twice)
