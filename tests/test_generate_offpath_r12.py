@@ -155,6 +155,28 @@ def test_prompt_lookup_decoding(models, seed, options):
     _both(models, seed=seed, prompt=[[5, 9, 3, 5, 9, 3, 7, 5, 9]], max_new_tokens=10, **options, **DICT)
 
 
+@pytest.mark.parametrize("options", [dict(assistant=True), dict(prompt_lookup_num_tokens=2)])
+def test_assisted_hidden_states_and_attentions_per_token(models, options):
+    """One tuple per kept token, split from each round's forward pass as transformers' _split_model_outputs:
+    the first holds the prompt's positions (eager attention's weights [:prompt, :prompt])."""
+    models["ml"][1].generation_config = GenerationConfig(num_assistant_tokens=3)
+    models["hf"][1].generation_config = transformers.GenerationConfig(num_assistant_tokens=3)
+    try:
+        for library in models:
+            models[library][0].set_attn_implementation("eager")
+        theirs, ours, _, _ = _both(models, max_new_tokens=9, return_dict_in_generate=True, output_hidden_states=True,
+                                   output_attentions=True, **options)
+    finally:
+        for library in models:
+            models[library][0].set_attn_implementation("sdpa")
+    for name in ("hidden_states", "attentions"):
+        assert len(getattr(ours, name)) == len(getattr(theirs, name)) == 9
+        for our_token, their_token in zip(getattr(ours, name), getattr(theirs, name)):
+            for a, b in zip(our_token, their_token):
+                assert tuple(a.shape) == tuple(b.shape)
+                np.testing.assert_allclose(a.numpy(), b.numpy(), atol=SCORE_TOLERANCE)
+
+
 def test_an_assistant_with_beam_search_is_warned_about_and_left_out(models):
     """transformers runs beam search and warns that the assistant is ignored; minilora said nothing."""
     with pytest.warns(UserWarning, match="assisted generate is only supported with Greedy Search and Sample"):

@@ -202,18 +202,23 @@ def speculative_sampling(drafted, draft_scores, scores, rng=None):
     return np.concatenate([drafted[:matches], token]), matches
 
 
-def assisted_decoding(model, ids, prompt_mask, rules, drafts, ending, streamer, cache):
+def assisted_decoding(model, ids, prompt_mask, rules, drafts, ending, streamer, cache, internals=None):
     """The decoding loop of transformers' _assisted_decoding for one prompt: (ids, per-token scores, per-token
-    raw logits, the model's cache). ``rules`` turn logits into scores and choose (generate's _StepRules);
-    ``ending(ids, scores)`` says whether the row is done."""
+    raw logits, the model's cache, {"hidden_states" / "attentions": per-token tuples} for the ``internals``
+    wanted). ``rules`` turn logits into scores and choose (generate's _StepRules); ``ending(ids, scores)``
+    says whether the row is done."""
     scores, raw_logits = [], []
+    internals = {name: wanted for name, wanted in (internals or {}).items() if wanted}
+    per_token = {name[len("output_"):]: () for name in internals}
+    first = True
     while True:
         length = ids.shape[1]
         candidates, draft_scores = drafts.candidates(ids, rules)
         drafted = candidates.shape[1] - length
         start = cache.get_seq_length() if cache is not None else 0
         with no_grad():
-            out = model(**_inputs(candidates, prompt_mask, start), past_key_values=cache, use_cache=True)
+            out = model(**_inputs(candidates, prompt_mask, start), past_key_values=cache, use_cache=True,
+                        **internals)
         cache = out.past_key_values
         logits = out.logits[0, -drafted - 1:].cpu().numpy().astype(np.float32)[None]  # [1, drafted + 1, vocab]
         processed = np.stack([rules.scores(logits[:, i], candidates[:, :length + i]) for i in range(drafted + 1)],
@@ -231,13 +236,34 @@ def assisted_decoding(model, ids, prompt_mask, rules, drafts, ending, streamer, 
         drafts.update(matches, drafted)
         scores.extend(processed[:, i] for i in range(matches + 1))
         raw_logits.extend(logits[:, i] for i in range(matches + 1))
+        _add_per_token(per_token, out, length, ids.shape[1] if first else matches + 1)
+        first = False
         if ending(ids, processed[:, matches]):
             break
     if streamer is not None:
         streamer.end()
     if isinstance(drafts, _AssistantDrafts):
         drafts.finish()
-    return ids, scores, raw_logits, cache
+    return ids, scores, raw_logits, cache, per_token
+
+
+def _add_per_token(per_token, out, length, added):
+    """transformers' _split_model_outputs: the round's hidden states / attention weights, one tuple (a layer
+    each) per kept token; the first round's first tuple holds the prompt's positions, and -- as there -- the
+    ones after it count from the sequence's start again."""
+    for name, collected in per_token.items():
+        layers = getattr(out, name)
+        if name == "attentions" and (not layers or layers[0] is None):
+            continue  # (sdpa attention returns no weights: transformers keeps none)
+        seen, count = length, added
+        if not collected:
+            collected += (tuple(layer[..., :seen, :seen] if name == "attentions" else layer[:, :seen]
+                                for layer in layers),)
+            seen, count = seen + 1, added - seen - 1
+        for i in range(count):
+            collected += (tuple(layer[..., i:i + 1, :seen + i] if name == "attentions" else layer[:, i:i + 1]
+                                for layer in layers),)
+        per_token[name] = collected
 
 
 def _kept_tokens(drafted, draft_scores, processed, rules):

@@ -811,10 +811,10 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if streamer is not None:
         streamer.put(ids)
     drafts = _draft_source(model, guided, guided_arguments["assistant_model"], ids, mask, min_length, max_new_tokens,
-                           num_return_sequences, internals, embeds, use_cache, stops, pad_token_id)
+                           num_return_sequences, embeds, use_cache, stops, pad_token_id)
     if drafts is not None:
         return _assisted_output(model, ids, mask, rules, drafts, stops, user_stops, streamer, given_cache,
-                                return_dict_in_generate, output_scores, output_logits, out_device)
+                                return_dict_in_generate, output_scores, output_logits, out_device, internals)
 
     if num_return_sequences > 1:
         _refuse_filled_cache(given_cache, "num_return_sequences > 1")
@@ -948,8 +948,8 @@ def _watermark(watermarking_config, config):
     return Watermark(config.vocab_size, **watermark_options(watermarking_config))
 
 
-def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_tokens, num_return_sequences, internals,
-                  embeds, use_cache, stops, pad_token_id):
+def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_tokens, num_return_sequences, embeds,
+                  use_cache, stops, pad_token_id):
     """The candidate generator of assisted decoding (transformers' _get_candidate_generator): prompt lookup
     when ``prompt_lookup_num_tokens`` is set, else the assistant model; None: decode token by token."""
     lookup = guided["prompt_lookup_num_tokens"]
@@ -960,10 +960,8 @@ def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_token
                          f"{num_return_sequences}.")
     if ids.shape[0] > 1:
         raise ValueError("assisted generate is only supported for batch_size = 1")
-    wanted = [name for name, value in internals.items() if value]
-    if wanted or embeds is not None:
-        raise NotImplementedError(f"assisted generate with {', '.join(wanted) or 'inputs_embeds'} is not implemented "
-                                  "in minilora (its rounds keep no per-token model outputs); leave it out")
+    if embeds is not None:
+        raise NotImplementedError("assisted generate with inputs_embeds is not implemented in minilora; pass input_ids")
     if not use_cache:
         raise RuntimeError("Assisted decoding requires a cache")
     from .assisted import _AssistantDrafts, _PromptLookup
@@ -981,15 +979,16 @@ def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_token
 
 
 def _assisted_output(model, ids, mask, rules, drafts, stops, user_stops, streamer, cache, return_dict_in_generate,
-                     output_scores, output_logits, out_device):
+                     output_scores, output_logits, out_device, internals):
     from .assisted import assisted_decoding
 
     def ending(ids, scores):
         return ids.shape[1] >= drafts.max_length or bool(np.isin(ids[0, -1], rules.eos)) or \
             bool(stops.found(ids)[0]) or bool(user_stops.on_arrays(ids, scores)[0])
-    ids, scores, raw_logits, cache = assisted_decoding(model, ids, mask, rules, drafts, ending, streamer, cache)
+    ids, scores, raw_logits, cache, per_token = assisted_decoding(model, ids, mask, rules, drafts, ending, streamer,
+                                                                  cache, internals)
     return _decoder_only_output(ids, scores, raw_logits, out_device, return_dict_in_generate, output_scores,
-                                output_logits, cache=cache)
+                                output_logits, cache=cache, **per_token)
 
 
 class LogitsProcessor:
