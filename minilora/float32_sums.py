@@ -139,11 +139,91 @@ def _native_library():
     return _NATIVE["library"]
 
 
+# ---- small arrays: the same additions in a few NumPy calls ------------------------------------------
+# A tensor of a few elements (micrograd-sized code: a loss over 32 points, a bias gradient) pays the
+# cascade's fixed cost -- ~20 NumPy calls, or the compiled call's ctypes set-up -- many times over its
+# additions. For short rows the cascade is a fixed order, written out here; tests/test_tiny_path_r12.py
+# checks these against the compiled sums, the NumPy port and torch across the size boundaries.
+_SHORT_WIDTH = 2 * SUM_LANES  # rows narrower than this are one chain of additions (_short_order)
+_SHORT_SIZE = 4096  # elements up to which the short forms beat the compiled call
+_SHORT_ROWS = 16 * _ILP  # row_sum over fewer rows than this forms no block of 2^4 (multi_row_sum's shortest)
+_ZERO = np.zeros((), np.float32)  # (a 0-d array operand costs a ufunc call less than a NumPy scalar)
+
+
+def _short_order(width):
+    """The order in which torch's sum adds a row narrower than two vectors: one chain from its first
+    element. A row narrower than a vector runs ``row_sum`` on its elements: four running sums of one element
+    each (element i into i % 4), the elements after the first four into the first, then the other three:
+    [0, 4, 5, 6, 1, 2, 3] (the sums start at 0: ``0 + x`` is ``x`` but for a zero's sign, which the
+    output's ``+ 0`` clears). A row of one vector and a few more: each lane holds its one element, the
+    elements after the vector are added first, then the lanes: [8, ..., width - 1, 0, ..., 7]. None
+    where that is the elements' own order."""
+    if width < SUM_LANES:
+        order = [0, *range(_ILP, width), *range(1, min(width, _ILP))]
+    else:
+        order = [*range(SUM_LANES, width), *range(SUM_LANES)]
+    return None if order == list(range(width)) else np.array(order)
+
+
+_SHORT_ORDERS = [_short_order(width) for width in range(_SHORT_WIDTH)]
+
+
+def _short_row_sums(x):
+    """``row_sums`` of a float32 [rows, width] array with width below ``_SHORT_WIDTH``: each row's elements
+    in ``_short_order``, added one after another (``add.accumulate`` adds in order; NumPy's sum would
+    add pairwise), plus the output's zero."""
+    order = _SHORT_ORDERS[x.shape[1]]
+    if order is not None:
+        x = x[:, order]
+    return np.add.accumulate(x, axis=1)[:, -1] + _ZERO
+
+
+def _short_sum(flat):
+    """``_short_row_sums`` of one flat row, as a 0-d array (the whole-tensor sum of a few elements). A zero
+    sum is +0 (the output's ``+ 0``; a test instead of the addition: half its cost here)."""
+    order = _SHORT_ORDERS[flat.size]
+    total = np.add.accumulate(flat if order is None else flat[order])[-1]
+    return np.asarray(total) if total else np.zeros((), np.float32)
+
+
+def _short_row_sum(x):
+    """torch's ``row_sum`` down the rows of a float32 [size, K] array with ``size < _SHORT_ROWS`` (no block of
+    16): four running sums (row ``i`` into ``i % 4``, each added in order from the first: NumPy's reduction
+    over an outer axis adds row after row), the rows after the last four into the first, folded left to
+    right -> [K]. Fewer than four rows: one chain (see ``_short_order``)."""
+    size = len(x)
+    whole = size - size % _ILP
+    if whole:
+        sums = np.add.reduce(x[:whole].reshape(whole // _ILP, _ILP, -1), axis=0)
+        x = np.concatenate((sums[:1], x[whole:], sums[1:])) if whole < size else sums
+    return np.add.accumulate(x, axis=0)[-1]
+
+
+def _short_outer_sums(x):
+    """``_outer_sums`` of a float32 [rows, columns] array with few rows, or None: groups of columns each
+    a running sum per column (``multi_row_sum`` with fewer than 16 rows: in order), the others ``row_sum``
+    (fewer than ``_SHORT_ROWS`` rows)."""
+    rows, columns = x.shape
+    group = _ILP * SUM_LANES if columns >= SUM_LANES else _ILP
+    grouped = columns // group * group
+    if rows >= _SHORT_ROWS or (grouped and rows >= 16):
+        return None
+    if grouped == columns:
+        return np.add.reduce(x, axis=0) + _ZERO
+    rest = _short_row_sum(x[:, grouped:])
+    if grouped:
+        rest = np.concatenate((np.add.reduce(x[:, :grouped], axis=0), rest))
+    return rest + _ZERO
+
+
 def row_sums(x, port=False, squares=False):
     """The sum of each row of a C-contiguous float32 [rows, width] array (of its squares, rounded, with
     ``squares``: ``pow(x, 2).sum(-1)``) as torch's ``vectorized_inner_sum`` (``scalar_inner_sum`` for a
     row narrower than a vector) adds it: compiled (minilora/native/float32_sums.c, no temporary) where it
-    can be, else (or with ``port``) the NumPy steps below."""
+    can be, else (or with ``port``) the NumPy steps below; short rows of a small array in their order
+    (``_short_row_sums``), unless ``port``."""
+    if x.shape[1] < _SHORT_WIDTH and x.size <= _SHORT_SIZE and not port:
+        return _short_row_sums(np.square(x) if squares else x)
     library = None if port else _native_library()
     if library is not None:
         out = np.empty(len(x), np.float32)
@@ -188,6 +268,10 @@ def _whole_sum(flat):
 def _outer_sums(x):
     """The sum down each column of a float32 [rows, columns] array (rows of contiguous columns) as torch's
     ``vectorized_outer_sum`` (``scalar_outer_sum`` with fewer columns than a vector) adds it."""
+    if x.size <= _SHORT_SIZE:
+        short = _short_outer_sums(x)
+        if short is not None:
+            return short
     rows, columns = x.shape
     lanes = SUM_LANES
     group = _ILP * lanes if columns >= lanes else _ILP
@@ -204,6 +288,8 @@ def cascade_sum(a, axes):
     the layout is not one modelled here (see the module's docstring)."""
     if type(a) is not np.ndarray or a.dtype != np.float32 or a.size == 0:
         return None
+    if a.size < _SHORT_WIDTH and a.flags.c_contiguous and len(set(axes)) == a.ndim:  # a few elements, all summed
+        return _short_sum(a.reshape(-1))
     axes = tuple(sorted(axes))
     if not a.flags.c_contiguous:
         return _strided_sum(a, axes)
