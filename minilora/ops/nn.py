@@ -2052,6 +2052,55 @@ def _per_channel(t, ndim):
     return t.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _running_stats_as_aten(input, running_mean, running_var):
+    """Whether ``_update_running_as_aten`` applies: a C-contiguous float32 batch with float32 statistics."""
+    stats = [t for t in (running_mean, running_var) if t is not None]
+    return (stats and input.dtype == np.float32 and all(t.dtype == np.float32 for t in stats)
+            and isinstance(input._array, np.ndarray) and input._array.flags.c_contiguous)
+
+
+def _update_running_as_aten(x, count, running_mean, running_var, momentum):
+    """A float32 batch's running statistics as torch 2.13's CPU kernels update them (measured): the batch mean
+    and the sum of squared deviations ``var_sum`` as ATen collects them (``_aten_batch_stats``), then
+    ``running_mean = m * mean + (1 - m) * running_mean`` in float and
+    ``running_var = fma(m, var_sum / (n - 1), (1 - m) * running_var)``, m the momentum as a float and 1 - m
+    computed in float."""
+    mean, var_sum = _aten_batch_stats(x, count)
+    m = np.float32(momentum)
+    keep = np.float32(1) - m  # (in float: 1 - 1/3 rounds otherwise than float(2/3))
+    if running_mean is not None:
+        running_mean.copy_(Tensor._make(m * mean + keep * running_mean._array, running_mean._device, False, None))
+    if running_var is not None:
+        unbiased = var_sum / np.float32(count - 1)
+        blended = float32_math.fused_multiply_add(m, unbiased, keep * running_var._array)
+        running_var.copy_(Tensor._make(blended, running_var._device, False, None))
+
+
+def _aten_batch_stats(x, count):
+    """(mean, var_sum) of each channel of a C-contiguous float32 [N, C, ...] batch as ATen computes them. With
+    more than one element per sample and channel (batch_norm_cpu_collect_stats_contiguous_impl): the sum in
+    double over N, divided and rounded to float, and the float squares ``(x - mean)^2`` added in double. A
+    [N, C] batch is read as channels-last (its channels_last_impl): the rows cut into one chunk per thread
+    (``at::parallel_for(0, N, 1)``, torch's thread count taken as ``parallel.num_threads()``), each chunk's
+    rows added in float32 in order (squares by fused multiply-adds), the chunks' sums added in double."""
+    if x.ndim > 2:
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean = (x.sum(axis=axes, dtype=np.float64) / count).astype(np.float32)
+        centred = x - mean.reshape((1, -1) + (1,) * (x.ndim - 2))
+        return mean, (centred * centred).sum(axis=axes, dtype=np.float64).astype(np.float32)
+    chunk = float32_sums.thread_chunk(count, grain=1)
+    starts = range(0, count, chunk)
+    total = sum(np.add.reduce(x[s:s + chunk], axis=0).astype(np.float64) for s in starts)  # (rows in order)
+    mean = (total / count).astype(np.float32)
+    centred, squares = x - mean, np.zeros(x.shape[1], np.float64)
+    for s in starts:  # (a row at a time: each fused multiply-add rounds; ~5 us a row)
+        part = np.zeros(x.shape[1], np.float32)
+        for row in centred[s:s + chunk]:
+            part = float32_math.fused_multiply_add(row, row, part)
+        squares += part
+    return mean, squares.astype(np.float32)
+
+
 def _blend_(stat, new, momentum):
     """``stat = (1 - momentum) * stat + momentum * new`` in place, computed in ``new``'s dtype (float32
     for 16-bit statistics: rounded once, as torch)."""
@@ -2117,10 +2166,13 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
         mean = input.mean(axes, keepdim=True)
         var = input.var(axes, keepdim=True, correction=0)
         with no_grad():
-            if running_mean is not None:
-                _blend_(running_mean, mean.reshape(-1), momentum)
-            if running_var is not None:
-                _blend_(running_var, var.reshape(-1) * (count / (count - 1)), momentum)
+            if count and _running_stats_as_aten(input, running_mean, running_var):
+                _update_running_as_aten(input._array, count, running_mean, running_var, momentum)
+            else:
+                if running_mean is not None:
+                    _blend_(running_mean, mean.reshape(-1), momentum)
+                if running_var is not None:
+                    _blend_(running_var, var.reshape(-1) * (count / (count - 1)), momentum)
     else:
         if running_mean is None or running_var is None:
             raise RuntimeError("batch_norm: running_mean and running_var are needed when not training")
