@@ -208,14 +208,17 @@ def assert_same_decomposition(theirs, ours):
 
 
 @pytest.mark.parametrize("method", ["ipm", "kpm"])
-def test_corda_decomposes_w_times_the_input_covariance_as_peft(method):
+def test_corda_decomposes_w_times_the_input_covariance_as_peft(method, tmp_path):
     """Before: ValueError (init_lora_weights='corda' not implemented). The r largest ('ipm') or smallest ('kpm')
-    singular directions of W C go to the adapter, the base keeps the rest: PEFT's numbers."""
+    singular directions of W C go to the adapter, the base keeps the rest: PEFT's numbers and config file."""
     built = [corda_model(lib, lib_peft, base, method) for (lib, lib_peft), base in zip(LIBRARIES, llama_pair())]
     theirs, ours = (states(model) for model in built)
     assert sorted(ours) == sorted(theirs)
     assert_same_decomposition(theirs, ours)
     assert not hasattr(built[1].base_model.model.model.layers[0].self_attn.q_proj.base_layer, "eigens")
+    files = [saved_config(model, tmp_path / str(i)) for i, model in enumerate(built)]
+    for key in ("corda_config", "init_lora_weights", "r", "lora_alpha"):
+        assert files[1][key] == files[0][key], key
 
 
 def test_corda_cache_file_and_conversion_to_plain_lora_loaded_by_peft(tmp_path):
@@ -429,8 +432,10 @@ def test_lora_ga_starts_along_the_gradient_as_peft(direction, scale):
         preprocess(base, config, train_step)
         gradient = base.model.layers[1].mlp.down_proj._peft_loraga_grad.numpy().copy()
         model = lib_peft.get_peft_model(base, config)
-        results.append((gradient, states(model), original, lib.rand(2).numpy()))
-    (gradient, theirs, _, draws), (our_gradient, ours, original, our_draws) = results
+        results.append((gradient, states(model), original, lib.rand(2).numpy(),
+                        model.peft_config["default"].to_dict()["lora_ga_config"]))
+    (gradient, theirs, _, draws, file), (our_gradient, ours, original, our_draws, our_file) = results
+    assert our_file == file  # adapter_config.json's lora_ga_config
     np.testing.assert_allclose(our_gradient, gradient, rtol=1e-5, atol=1e-9)
     np.testing.assert_array_equal(our_draws, draws)
     for key, A in theirs.items():
