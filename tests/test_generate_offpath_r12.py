@@ -185,12 +185,14 @@ def test_an_assistant_with_beam_search_is_warned_about_and_left_out(models):
     assert ours.tolist() == _call(models, "hf", assistant=True, num_beams=2, max_new_tokens=4)[0].tolist()
 
 
-def test_cache_crop_counts_what_to_remove_as_transformers_5():
+def test_cache_crop_and_update_as_transformers_5():
     """DynamicCache.crop(-n) drops n positions, crop(0) keeps them all (minilora's emptied the cache) and a
-    positive count is transformers 5's ValueError (minilora kept that many, 4.x's meaning)."""
+    positive count is transformers 5's ValueError (minilora kept that many, 4.x's meaning); update takes
+    (keys, values, layer_idx), its order (minilora's took layer_idx first)."""
     theirs, ours = transformers.DynamicCache(), ml.nn.llama.DynamicCache()
-    theirs.update(torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4), 0)
-    ours.update(0, ml.zeros(1, 2, 5, 4), ml.zeros(1, 2, 5, 4))
+    for cache, library in ((theirs, torch), (ours, ml)):
+        keys, values = cache.update(library.ones(1, 2, 5, 4), library.zeros(1, 2, 5, 4), 0)
+        assert tuple(keys.shape) == (1, 2, 5, 4) and float(keys.sum()) == 40 and float(values.sum()) == 0
     for cache in (theirs, ours):
         with pytest.raises(ValueError, match="positive value"):
             cache.crop(3)

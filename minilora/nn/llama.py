@@ -601,7 +601,10 @@ class KVCache:
         self.keys = [k[:, :, :keep] for k in self.keys]
         self.values = [v[:, :, :keep] for v in self.values]
 
-    def update(self, layer_idx, k, v):
+    def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
+        """Append a layer's new keys and values and return its whole history, as transformers' DynamicCache.update
+        (its argument order: ``update(k, v, layer_idx)``)."""
+        k, v = key_states, value_states
         if layer_idx == len(self.keys):  # first call for this layer
             self.keys.append(k)
             self.values.append(v)
@@ -653,7 +656,7 @@ class LlamaAttention(Module):
         q = ops.rotary_embedding(q, cos, sin)
         k = ops.rotary_embedding(k, cos, sin)
         if cache is not None:  # attend to the cached positions too
-            k, v = cache.update(self.layer_idx, k, v)
+            k, v = cache.update(k, v, self.layer_idx)
         # Causal: query i (at position Tk - Tq + i) sees keys up to its own position. ``mask`` from
         # the model already holds that (with padding); without one, Tq == Tk is torch's is_causal,
         # one new token sees every key, and a chunk after a cache needs the bottom-right bias.
