@@ -594,14 +594,13 @@ class _RemoveColumnsCollator:
                               for f in features])
 
 
-def _forward_parameters(model):
-    """The names ``model``'s forward takes (a PEFT model's: its base model's, as transformers reads them)."""
-    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
-    return inspect.signature(inner.forward).parameters
-
-
 def _unwrap_peft(model):
     return model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+
+
+def _forward_parameters(model):
+    """The names ``model``'s forward takes (a PEFT model's: its base model's, as transformers reads them)."""
+    return inspect.signature(_unwrap_peft(model).forward).parameters
 
 
 def _is_peft_model(model):
@@ -687,17 +686,7 @@ class Trainer:
             raise ValueError("`Trainer` requires either a `model` or `model_init` argument, but not both.")
         self.model = self.model_wrapped = model
         self.model_init = model_init
-        inner = _unwrap_peft(model)
-        params = _forward_parameters(model)
-        self.model_accepts_loss_kwargs = getattr(inner, "accepts_loss_kwargs", None)
-        if self.model_accepts_loss_kwargs is None:
-            own = inspect.signature(inner.forward).parameters
-            self.model_accepts_loss_kwargs = "num_items_in_batch" in own or \
-                any(p.kind == inspect.Parameter.VAR_KEYWORD for p in own.values())
-        self.label_names = self.args.label_names if self.args.label_names is not None else \
-            [name for name in params if "label" in name]
-        # a causal LM predicts token i+1 at position i: the count of targets skips each row's first label
-        self._loss_shifts_labels = type(inner).__name__.endswith("ForCausalLM")
+        self._inspect_model(model)
         self.processing_class = processing_class
         default = DataCollatorWithPadding(processing_class) if processing_class is not None and \
             callable(getattr(processing_class, "pad", None)) else default_data_collator
@@ -718,6 +707,19 @@ class Trainer:
         if getattr(model, "config", None) is not None:
             model.config.use_cache = self.args.use_cache
         self.control = self.callback_handler.call_event("on_init_end", self.args, self.state, self.control)
+
+    def _inspect_model(self, model):
+        """What the loop needs to know of the model: whether its forward takes ``num_items_in_batch`` (its
+        loss is then a sum over the step's count), its label arguments, whether its loss shifts the labels."""
+        inner, params = _unwrap_peft(model), _forward_parameters(model)
+        self.model_accepts_loss_kwargs = getattr(inner, "accepts_loss_kwargs", None)
+        if self.model_accepts_loss_kwargs is None:
+            self.model_accepts_loss_kwargs = "num_items_in_batch" in params or \
+                any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+        self.label_names = self.args.label_names if self.args.label_names is not None else \
+            [name for name in params if "label" in name]
+        # a causal LM predicts token i+1 at position i: the count of targets skips each row's first label
+        self._loss_shifts_labels = type(inner).__name__.endswith("ForCausalLM")
 
     def _validate_args(self):
         args = self.args
