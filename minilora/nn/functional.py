@@ -949,8 +949,12 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         return ops.stack(maxima, 0) if maxima else rows[:0]  # (no bags: an empty batch, still in the graph)
     share = np.zeros((len(kept), flat.size))
     for b, bag in enumerate(kept):
-        share[b, bag] = 1.0 / len(bag) if mode == "mean" and bag else 1.0
-    return ops.tensor(share, dtype=rows.dtype, device=rows.device) @ rows
+        share[b, bag] = 1.0
+    sums = ops.tensor(share, dtype=rows.dtype, device=rows.device) @ rows
+    if mode == "sum":
+        return sums
+    counts = np.array([max(len(bag), 1) for bag in kept], dtype=np.float64).reshape(-1, 1)
+    return sums / ops.tensor(counts, dtype=rows.dtype, device=rows.device)  # (torch divides the bag's sum)
 
 
 def _bags(input, offsets, include_last_offset):
