@@ -356,7 +356,8 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
     with enable_grad():
         output, aux = _split_aux(func(*leaves), has_aux, words)
     outputs = _output_tensors(output, words)
-    products = iter(autograd._jvp_products(outputs, _leaves_of(leaves), flat_tangents, outer, strict))
+    # (torch.func.jvp takes ``strict`` and, unlike autograd.functional.jvp, checks nothing with it)
+    products = iter(autograd._jvp_products(outputs, _leaves_of(leaves), flat_tangents, outer, False))
     value = output if outer else _map(Tensor.detach, output)
     jvp_out = _map(lambda _: next(products), output)
     if has_aux:

@@ -72,6 +72,7 @@ def _jacobians_tutorial(lib):
     pair = lambda t: (t.sin(), {"c": t.cos() * t.sum()})  # noqa: E731
     results += [ft.jvp(pair, primals=(x,), tangents=(tangent,)), ft.jacrev(pair)(x), ft.jacfwd(pair)(x),
                 ft.jvp(lambda t: (t.exp(), t.sum()), (x,), (tangent,), has_aux=True),
+                ft.jvp(lambda a, b: a * 2, (x, tangent), (tangent, x), strict=True),  # (torch ignores strict)
                 ft.jacrev(lambda d: d["a"].sin() * d["b"])({"a": x, "b": tangent}),
                 ft.jacfwd(lambda d: d["a"] * 2, has_aux=False)({"a": x}),
                 ft.jacrev(lambda t: (t.sin(), t.cos()), has_aux=True, chunk_size=2)(x),
