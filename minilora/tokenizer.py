@@ -27,8 +27,10 @@ What transformers users write works, with transformers' defaults::
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
-XLM-RoBERTa, BERT: the table ``_CLASS_RULES``) tokenizes as there: the class's pipeline around the file's vocabulary, so a Llama folder's
-"<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``).
+XLM-RoBERTa, BERT, mBART, NLLB: the table ``_CLASS_RULES``) tokenizes as there: the class's pipeline around the
+file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an infilling prompt
+(``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang`` mark texts and targets
+(``TranslationTokenizer``).
 
 A call runs as in transformers' fast tokenizers: the ``tokenizers`` backend gets the call's truncation
 and padding (put back afterwards) and encodes the batch; its Encodings stay in the BatchEncoding.
@@ -47,8 +49,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ByteTokenizer", "HFTokenizer", "CodeLlamaTokenizer", "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained",
-           "model_tokenizer"]
+__all__ = ["ByteTokenizer", "HFTokenizer", "CodeLlamaTokenizer", "MBartTokenizer", "NllbTokenizer", "BatchEncoding",
+           "CharSpan", "TokenSpan", "from_file", "from_pretrained", "model_tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -259,6 +261,25 @@ class _Tokenizer:
     def _update_post_processor(self):
         raise NotImplementedError  # abstract: each tokenizer applies the flags its own way
 
+    # transformers' hooks around a call's texts and its text_target: the translation classes' language codes
+    def _switch_to_input_mode(self):
+        """Before a call's texts (and after its targets): nothing, unless the class marks them."""
+
+    def _switch_to_target_mode(self):
+        """Before a call's ``text_target``: nothing, unless the class marks them."""
+
+    _saved_settings = None  # the __init__ arguments save_pretrained writes (_class_config)
+
+    def _language_config(self):
+        return {}
+
+    def _class_config(self):
+        """What save_pretrained writes besides the class's name for the class to load back as it is: its __init__
+        arguments, for a class whose __init__ sets its own post-processor (a BERT folder saved as "BertTokenizer"
+        keeps its do_lower_case and token_type_ids); the others are saved as PreTrainedTokenizerFast, run as
+        written."""
+        return {} if self._saved_settings is None else {**self._saved_settings, **self._language_config()}
+
     def _bos_eos_post_processor(self):
         """transformers' update_post_processor: ``<s> $A </s>`` (pairs ``<s> $A </s> <s> $B </s>``), each special
         token there only when its flag is set (a flag whose token is None is switched off)."""
@@ -452,10 +473,15 @@ class _Tokenizer:
         options.pop("verbose")
         out = None
         if text is not None:
+            self._switch_to_input_mode()
             out = self._encode_plus(text, text_pair, padding, truncation, max_length, **options)
         if text_target is not None:
             length = max_target_length if max_target_length is not None else max_length
-            targets = self._encode_plus(text_target, text_pair_target, padding, truncation, length, **options)
+            self._switch_to_target_mode()
+            try:
+                targets = self._encode_plus(text_target, text_pair_target, padding, truncation, length, **options)
+            finally:
+                self._switch_to_input_mode()
             if out is None:
                 return targets
             out["labels"] = targets["input_ids"]
@@ -700,6 +726,7 @@ class _Tokenizer:
             config["extra_special_tokens"] = list(self.extra_special_tokens)
         if self.chat_template is not None:
             config["chat_template"] = self.chat_template
+        config.update(self._class_config())
         with atomic_folder(save_directory) as tmp:  # the two files as one unit: never a new vocabulary beside an old config
             with open(os.path.join(tmp, TOKENIZER_FILE), "w", encoding="utf-8") as f:
                 f.write(self._backend().to_str(pretty=True))
@@ -1355,6 +1382,11 @@ class HFTokenizer(_Tokenizer):
     def _backend(self):
         return self.tokenizer
 
+    @property
+    def backend_tokenizer(self):
+        """The ``tokenizers.Tokenizer`` itself (transformers' name)."""
+        return self.tokenizer
+
     def _add_tokens(self, tokens, special_tokens):
         # the backend's own rules, as transformers' fast tokenizers call them: a string is an AddedToken that
         # is normalized unless special; a token already in the vocabulary keeps its id
@@ -1368,6 +1400,10 @@ class HFTokenizer(_Tokenizer):
 
     def _update_post_processor(self):
         self.tokenizer.post_processor = self._bos_eos_post_processor()
+
+    def _class_init(self, settings):
+        """What the class's __init__ sets from its arguments (``settings``: tokenizer_config.json's and the caller's):
+        nothing here (the translation classes' languages)."""
 
     @property
     def vocab_size(self):
@@ -1465,7 +1501,8 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     if rule is not None:  # the class's __init__, in its order
         tokenizer = _rebuilt_model(tokenizer, rule, chosen["unk"])
         rule.pipeline(tokenizer, class_settings)
-        _added_special_tokens(tokenizer, [chosen[kind] for kind in TRANSFORMERS_SPECIAL_ORDER] + extra)
+        _added_special_tokens(tokenizer, [chosen[kind] for kind in TRANSFORMERS_SPECIAL_ORDER] + extra,
+                              lstrip=chosen["mask"] if rule.lstrip_mask else None)
     else:  # an extra token missing from tokenizer.json was read as <unk>, where transformers adds it (a named
         _added_special_tokens(tokenizer, extra)  # one must be in the vocabulary: its typo is refused)
     out = (rule.tokenizer_type if rule else HFTokenizer)(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
@@ -1475,6 +1512,10 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
         out.extra_special_tokens = extra
     if rule is not None:
         out.model_input_names = list(rule.model_input_names)
+        out._class_init(class_settings)
+    if rule is not None and rule.post_processor is not None:  # (saved to load back as this class: _class_config)
+        out._saved_class = tokenizer_class
+        out._saved_settings = {key: class_settings[key] for key in CLASS_SETTINGS if class_settings.get(key) is not None}
     _post_processor_at_load(out, rule, {flag: settings[flag] for flag in POST_PROCESSOR_FLAGS
                                         if settings.get(flag) is not None})
     # the padding side transformers' AutoTokenizer gives that class by default
@@ -1572,7 +1613,8 @@ _MODEL_TYPE_TOKENIZERS = {
     **dict.fromkeys(("bert", "distilbert", "electra", "megatron-bert", "ernie", "convbert", "squeezebert",
                      "nomic_bert", "layoutlm"), "BertTokenizer"),
     **dict.fromkeys(("t5", "mt5", "switch_transformers", "musicgen"), "T5Tokenizer"),
-    **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer")}
+    **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer"),
+    "mbart": "MBartTokenizer", **dict.fromkeys(("nllb", "nllb-moe"), "NllbTokenizer")}
 _MODEL_TYPES_WITH_WRONG_HUB_CLASS = frozenset({"phi3", "phimoe", "qwen2", "qwen3_5", "internlm2"})
 
 
@@ -1769,6 +1811,65 @@ def _bert_post_processor(tokenizer):
                                                          (sep, 3 if sep_id is None else sep_id)])
 
 
+_MBART_LANGUAGES = tuple("""
+ar_AR cs_CZ de_DE en_XX es_XX et_EE fi_FI fr_XX gu_IN hi_IN it_IT ja_XX kk_KZ ko_KR lt_LT lv_LV my_MM ne_NP
+nl_XX ro_RO ru_RU si_LK tr_TR vi_VN zh_CN
+""".split())
+_NLLB_LANGUAGES = tuple("""
+ace_Arab ace_Latn acm_Arab acq_Arab aeb_Arab afr_Latn ajp_Arab aka_Latn amh_Ethi apc_Arab arb_Arab ars_Arab
+ary_Arab arz_Arab asm_Beng ast_Latn awa_Deva ayr_Latn azb_Arab azj_Latn bak_Cyrl bam_Latn ban_Latn bel_Cyrl
+bem_Latn ben_Beng bho_Deva bjn_Arab bjn_Latn bod_Tibt bos_Latn bug_Latn bul_Cyrl cat_Latn ceb_Latn ces_Latn
+cjk_Latn ckb_Arab crh_Latn cym_Latn dan_Latn deu_Latn dik_Latn dyu_Latn dzo_Tibt ell_Grek eng_Latn epo_Latn
+est_Latn eus_Latn ewe_Latn fao_Latn pes_Arab fij_Latn fin_Latn fon_Latn fra_Latn fur_Latn fuv_Latn gla_Latn
+gle_Latn glg_Latn grn_Latn guj_Gujr hat_Latn hau_Latn heb_Hebr hin_Deva hne_Deva hrv_Latn hun_Latn hye_Armn
+ibo_Latn ilo_Latn ind_Latn isl_Latn ita_Latn jav_Latn jpn_Jpan kab_Latn kac_Latn kam_Latn kan_Knda kas_Arab
+kas_Deva kat_Geor knc_Arab knc_Latn kaz_Cyrl kbp_Latn kea_Latn khm_Khmr kik_Latn kin_Latn kir_Cyrl kmb_Latn
+kon_Latn kor_Hang kmr_Latn lao_Laoo lvs_Latn lij_Latn lim_Latn lin_Latn lit_Latn lmo_Latn ltg_Latn ltz_Latn
+lua_Latn lug_Latn luo_Latn lus_Latn mag_Deva mai_Deva mal_Mlym mar_Deva min_Latn mkd_Cyrl plt_Latn mlt_Latn
+mni_Beng khk_Cyrl mos_Latn mri_Latn zsm_Latn mya_Mymr nld_Latn nno_Latn nob_Latn npi_Deva nso_Latn nus_Latn
+nya_Latn oci_Latn gaz_Latn ory_Orya pag_Latn pan_Guru pap_Latn pol_Latn por_Latn prs_Arab pbt_Arab quy_Latn
+ron_Latn run_Latn rus_Cyrl sag_Latn san_Deva sat_Beng scn_Latn shn_Mymr sin_Sinh slk_Latn slv_Latn smo_Latn
+sna_Latn snd_Arab som_Latn sot_Latn spa_Latn als_Latn srd_Latn srp_Cyrl ssw_Latn sun_Latn swe_Latn swh_Latn
+szl_Latn tam_Taml tat_Cyrl tel_Telu tgk_Cyrl tgl_Latn tha_Thai tir_Ethi taq_Latn taq_Tfng tpi_Latn tsn_Latn
+tso_Latn tuk_Latn tum_Latn tur_Latn twi_Latn tzm_Tfng uig_Arab ukr_Cyrl umb_Latn urd_Arab uzn_Latn vec_Latn
+vie_Latn war_Latn wol_Latn xho_Latn ydd_Hebr yor_Latn yue_Hant zho_Hans zho_Hant zul_Latn
+""".split())
+
+
+def _languages(codes, config_key):
+    """mBART / NLLB's extra special tokens: the language codes, and tokenizer_config.json's ``config_key`` list
+    (mBART's after the codes; NLLB's list instead of them)."""
+    def extra(settings):
+        given = [_token_text(token) for token in settings.get(config_key) or ()]
+        if config_key == "extra_special_tokens":
+            return given or [_token_text(t) for t in settings.get("additional_special_tokens") or ()] or list(codes)
+        return list(dict.fromkeys(list(codes) + given))
+    return extra
+
+
+def _mbart_pipeline(backend, settings):
+    """MBartTokenizer.__init__: the charsmap, trailing spaces stripped, runs of spaces one "▁", then T5's split."""
+    from tokenizers import Regex, normalizers
+    steps = [normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(" {2,}"), "▁")]
+    charsmap = _precompiled_normalizer(backend)
+    _metaspace_words(backend, "always")
+    backend.normalizer = normalizers.Sequence(([charsmap] if charsmap else []) + steps)
+
+
+def _nllb_pipeline(backend, settings):
+    """NllbTokenizer.__init__ (a BPE): the charsmap and runs of spaces one space (no normalizer without a charsmap),
+    "▁" before each space-separated piece."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    charsmap = _precompiled_normalizer(backend)
+    backend.normalizer = charsmap and normalizers.Sequence([charsmap, normalizers.Replace(Regex(" {2,}"), " ")])
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+
+
+def _source_language_template(tokenizer):
+    return tokenizer._language_template(tokenizer.src_lang)
+
+
 class CodeLlamaTokenizer(HFTokenizer):
     """transformers' CodeLlamaTokenizer (models/code_llama/tokenization_code_llama.py): infilling. A text with
     ``<FILL_ME>`` (or ``tok(prefix, suffix=...)``) is encoded as "<s>▁<PRE> {prefix}▁<SUF>{suffix}▁<MID>"
@@ -1838,6 +1939,77 @@ def _space_before(text):
     return " " + text if isinstance(text, str) else [" " + t if isinstance(t, str) else t for t in text]
 
 
+class TranslationTokenizer(HFTokenizer):
+    """transformers' MBartTokenizer / NllbTokenizer: the language codes around a text. ``src_lang`` (mBART's
+    default en_XX, NLLB's eng_Latn) marks the inputs, ``tgt_lang`` (else ``src_lang``) the ``text_target`` labels:
+    mBART's "$A </s> en_XX"; NLLB's "eng_Latn $A </s>" ("$A </s> eng_Latn" with ``legacy_behaviour``). As there,
+    each call with a text puts the source template back (a flag set by hand lasts until the next call)."""
+
+    _default_language = "en_XX"
+    _legacy_behaviour = True  # the codes after the text (mBART's only way, NLLB's legacy_behaviour=True)
+
+    def _class_init(self, settings):
+        self._legacy_behaviour = _setting(settings, "legacy_behaviour", type(self)._legacy_behaviour)
+        self.legacy_behaviour = self._legacy_behaviour
+        self.tgt_lang = settings.get("tgt_lang")
+        self._src_lang = _setting(settings, "src_lang", self._default_language)
+
+    @property
+    def src_lang(self):
+        return self._src_lang
+
+    @src_lang.setter
+    def src_lang(self, language):
+        self._src_lang = language
+        self.set_src_lang_special_tokens(language)
+
+    @property
+    def cur_lang_code(self):
+        return self._token_id(self._current_language)
+
+    def set_src_lang_special_tokens(self, language):
+        self.tokenizer.post_processor = self._language_template(language)
+
+    def set_tgt_lang_special_tokens(self, language):
+        self.tokenizer.post_processor = self._language_template(language)
+
+    def _language_template(self, language):
+        from tokenizers import processors
+        self._current_language = language
+        eos, code = self.eos_token, language
+        if self._legacy_behaviour:
+            self.prefix_tokens, self.suffix_tokens = [], [self.eos_token_id, self.cur_lang_code]
+            single, pair = ["$A", eos, code], ["$A", "$B", eos, code]
+        else:
+            self.prefix_tokens, self.suffix_tokens = [self.cur_lang_code], [self.eos_token_id]
+            single, pair = [code, "$A", eos], [code, "$A", "$B", eos]
+        return processors.TemplateProcessing(single=single, pair=pair, special_tokens=[
+            (eos, self.eos_token_id), (code, self.cur_lang_code)])
+
+    def _language_config(self):
+        return {"src_lang": self.src_lang, "tgt_lang": self.tgt_lang}
+
+    def _switch_to_input_mode(self):
+        self.set_src_lang_special_tokens(self.src_lang)
+
+    def _switch_to_target_mode(self):
+        if self.tgt_lang is None:
+            self.tgt_lang = self._src_lang
+        self.set_tgt_lang_special_tokens(self.tgt_lang)
+
+
+class NllbTokenizer(TranslationTokenizer):
+    _default_language = "eng_Latn"
+    _legacy_behaviour = False
+
+    def _language_config(self):
+        return {**super()._language_config(), "legacy_behaviour": self._legacy_behaviour}
+
+
+class MBartTokenizer(TranslationTokenizer):
+    """transformers' MBartTokenizer (mBART-cc25, mBART-large-en-ro): the codes after the text."""
+
+
 class _ClassRule(NamedTuple):
     """How one transformers class loads a tokenizer.json."""
     pipeline: object  # (backend, settings): sets the normalizer, pre-tokenizer and decoder as its __init__
@@ -1850,6 +2022,7 @@ class _ClassRule(NamedTuple):
     tokenizer_type: type = HFTokenizer  # minilora's class for it (CodeLlama's infilling)
     post_processor: object = None  # (tokenizer) -> the template its __init__ sets last (T5's "$A </s>", BERT's ...)
     model_input_names: tuple = ("input_ids", "attention_mask")  # what a call returns (BERT's token_type_ids too)
+    lstrip_mask: bool = False  # a mask token it adds takes the space before it (mBART's, NLLB's)
 
 
 _SENTENCEPIECE_BPE = {"fuse_unk": True, "byte_fallback": True}  # (Llama's: no unk_token, a character without
@@ -1892,10 +2065,19 @@ _CLASS_RULES = {
                                 model_input_names=("input_ids", "token_type_ids", "attention_mask")),
     "DistilBertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS,
                                       post_processor=_bert_post_processor),
+    # translation: the language codes are extra special tokens, the post-processor the source language's
+    "MBartTokenizer": _ClassRule(_mbart_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
+                                 _FAIRSEQ_SPECIAL_TOKENS, _languages(_MBART_LANGUAGES, "additional_special_tokens"),
+                                 tokenizer_type=MBartTokenizer, post_processor=_source_language_template,
+                                 lstrip_mask=True),
+    "NllbTokenizer": _ClassRule(_nllb_pipeline, {"unk_token": _WITH_UNK, "fuse_unk": True, "byte_fallback": False},
+                                _FAIRSEQ_SPECIAL_TOKENS, _languages(_NLLB_LANGUAGES, "extra_special_tokens"),
+                                tokenizer_type=NllbTokenizer, post_processor=_source_language_template,
+                                lstrip_mask=True),
 }
 # the __init__ arguments the pipelines read
 CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets", "do_lower_case", "strip_accents",
-                  "tokenize_chinese_chars", "extra_ids")
+                  "tokenize_chinese_chars", "extra_ids", "src_lang", "tgt_lang", "legacy_behaviour")
 
 
 def _rebuilt_model(backend, rule, unk_token):
@@ -1933,14 +2115,16 @@ def _vocab_ids(model):
         {entry[0] if isinstance(entry, list) else entry: i for i, entry in enumerate(vocab)}
 
 
-def _added_special_tokens(backend, tokens):
+def _added_special_tokens(backend, tokens, lstrip=None):
     """TokenizersBackend.__init__'s last step: each special token not yet among the added tokens is added as a
-    special one (a vocabulary token keeps its id and is then read whole in text; a new one gets the next id)."""
+    special one (a vocabulary token keeps its id and is then read whole in text; a new one gets the next id);
+    ``lstrip``: the one added taking the spaces before it (mBART's mask token)."""
     from tokenizers import AddedToken
     added = {token.content for token in backend.get_added_tokens_decoder().values()}
     missing = list(dict.fromkeys(token for token in tokens if token is not None and token not in added))
     if missing:
-        backend.add_tokens([AddedToken(token, special=True) for token in missing])
+        backend.add_tokens([AddedToken(token, special=True, lstrip=token == lstrip, normalized=token == lstrip)
+                            for token in missing])
 
 
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a byte-fallback token (SentencePiece, Llama 2)

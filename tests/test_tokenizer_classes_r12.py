@@ -1,4 +1,4 @@
-"""Encoder tokenizer folders (T5, XLM-RoBERTa, BERT) tokenize as transformers 5 tokenizes them.
+"""Encoder and translation tokenizer folders (T5, XLM-RoBERTa, BERT, mBART, NLLB) tokenize as transformers 5 does.
 
 transformers 5.25's T5Tokenizer, XLMRobertaTokenizer and BertTokenizer (DistilBERT's too) keep a tokenizer.json's
 vocabulary and rebuild the rest from their own __init__: T5 and XLM-R keep only the file's SentencePiece charsmap
@@ -8,8 +8,10 @@ tokenize_chinese_chars (not the file's), its call returns token_type_ids and it 
 ran the file as written: a T5 or XLM-R file with an NFKC normalizer gave other ids for 24 of 312 texts, a cased
 BERT folder (do_lower_case false) whose file lowercases for 72, BERT pairs had no token_type_ids (240 of 312), a
 T5 folder that lists no sentinels 100 tokens fewer; a folder without tokenizer_class but with config.json's model
-type (t5, bert, xlm-roberta) ran as written too. Every comparison is against transformers' AutoTokenizer on the
-same folder.
+type (t5, bert, xlm-roberta) ran as written too. mBART and NLLB mark a text with its language code (src_lang,
+text_target's tgt_lang; NLLB before the text unless legacy_behaviour) and add their codes as special tokens: an
+NLLB folder gave other ids for all 312 texts, an mBART one for 24 (its normalizer) and 25 special tokens fewer.
+Every comparison is against transformers' AutoTokenizer on the same folder.
 """
 import base64
 import json
@@ -106,6 +108,29 @@ def _bert_folder(folder, tokenizer_class="BertTokenizer", model_type=None, file_
                   model_type)
 
 
+def _translation_folder(folder, tokenizer_class, model_type=None, mask=True, **config):
+    """An mBART file (Unigram, its 25 language codes) or an NLLB one (BPE, three of its 202 codes: the others are
+    added at load), each with its template for the default source language; ``mask``: the file has <mask>."""
+    special = ["<s>", "<pad>", "</s>", "<unk>"]
+    if tokenizer_class == "MBartTokenizer":
+        tok, codes = _unigram(special, normalizers.NFKC()), list(MBART_LANGUAGES)
+    else:
+        tok = tokenizers.Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+        tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizers.NFKC(), pre_tokenizers.Metaspace(), decoders.Metaspace()
+        tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=special, show_progress=False))
+        codes = ["eng_Latn", "fra_Latn", "deu_Latn"]
+    tok.add_special_tokens(codes)
+    if mask:
+        tok.add_special_tokens([tokenizers.AddedToken("<mask>", lstrip=True, special=True)])
+    tok.post_processor = processors.TemplateProcessing(single=f"$A </s> {codes[0]}", pair=f"$A $B </s> {codes[0]}",
+                                                       special_tokens=[("</s>", 2), (codes[0], tok.token_to_id(codes[0]))])
+    return _write(folder, tok, {"tokenizer_class": None if model_type else tokenizer_class, "bos_token": "<s>",
+                                "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "sep_token": "</s>",
+                                "cls_token": "<s>", "mask_token": "<mask>" if mask else None, **config}, model_type)
+
+
+MBART_LANGUAGES = ("ar_AR cs_CZ de_DE en_XX es_XX et_EE fi_FI fr_XX gu_IN hi_IN it_IT ja_XX kk_KZ ko_KR lt_LT lv_LV "
+                   "my_MM ne_NP nl_XX ro_RO ru_RU si_LK tr_TR vi_VN zh_CN").split()
 FOLDERS = {
     "T5Tokenizer": _t5_folder,
     "T5Tokenizer, no sentinels listed": lambda d: _t5_folder(d, sentinels=False),
@@ -119,6 +144,11 @@ FOLDERS = {
         d, file_lowercases=False, do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False),
     "bert model folder": lambda d: _bert_folder(d, tokenizer_class=None, model_type="bert"),
     "DistilBertTokenizer": lambda d: _bert_folder(d, "DistilBertTokenizer", do_lower_case=True),
+    "MBartTokenizer": lambda d: _translation_folder(d, "MBartTokenizer", src_lang="ro_RO", tgt_lang="de_DE"),
+    "mbart model folder, no mask token": lambda d: _translation_folder(d, "MBartTokenizer", "mbart", mask=False),
+    "NllbTokenizer": lambda d: _translation_folder(d, "NllbTokenizer"),
+    "NllbTokenizer, legacy_behaviour, no mask token": lambda d: _translation_folder(
+        d, "NllbTokenizer", mask=False, legacy_behaviour=True, src_lang="fra_Latn"),
 }
 
 
@@ -200,3 +230,44 @@ def test_a_unigram_class_over_a_wordpiece_file_is_refused(tmp_path):
     _bert_folder(tmp_path, "T5Tokenizer")
     with pytest.raises(ValueError, match="Unigram model, which needs a vocabulary of pieces with scores"):
         ml_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["MBartTokenizer", "NllbTokenizer", "NllbTokenizer, legacy_behaviour, no mask token"])
+def test_translation_languages_and_targets_as_transformers(tmp_path, name):
+    """The translation tutorial's calls: ``tok(texts, text_target=...)`` marks the labels with tgt_lang (else
+    src_lang), ``tok.src_lang = ...`` / ``tok.tgt_lang = ...`` between calls, prefix_tokens / suffix_tokens /
+    cur_lang_code; a flag set by hand lasts until the next call (which puts the source template back), as there.
+    minilora ran the file's template: no target language, and no src_lang attribute."""
+    theirs, ours = _both(FOLDERS[name](tmp_path))
+    german, french = ("de_DE", "fr_XX") if name == "MBartTokenizer" else ("deu_Latn", "fra_Latn")
+
+    def calls(tok):
+        out = [dict(tok(["hello world", "the cat"], text_target=["café", "x"])), dict(tok(text_target="hi there")),
+               dict(tok(["a b", "c"], ["d", "e f"])), tok.src_lang, tok.tgt_lang]
+        tok.src_lang = german
+        out += [tok("a b")["input_ids"], tok.cur_lang_code, tok.prefix_tokens, tok.suffix_tokens]
+        tok.tgt_lang = french
+        out.append(dict(tok("a b", text_target="c d", padding="max_length", max_length=6)))
+        tok.add_eos_token = True
+        out += [json.loads(tok.backend_tokenizer.post_processor.__getstate__()), tok("a b")["input_ids"]]
+        return out
+    assert calls(ours) == calls(theirs)
+
+
+@pytest.mark.parametrize("name", ["BertTokenizer, cased over a lowercasing file", "T5Tokenizer, no sentinels listed",
+                                  "NllbTokenizer, legacy_behaviour, no mask token"])
+def test_saved_folder_loads_back_as_the_same_class(tmp_path, name):
+    """save_pretrained names the class and its __init__ arguments (do_lower_case, src_lang, legacy_behaviour...):
+    minilora wrote PreTrainedTokenizerFast, which transformers runs as written: a saved BERT folder lost its
+    token_type_ids, an NLLB one its language codes and src_lang."""
+    (tmp_path / "first").mkdir()
+    theirs, ours = _both(FOLDERS[name](tmp_path / "first"))
+    if name.startswith("Nllb"):
+        ours.src_lang = theirs.src_lang = "deu_Latn"
+    ours.save_pretrained(tmp_path / "saved")
+    texts = _texts(theirs)[::5]
+    again = _both(tmp_path / "saved")
+    assert (type(again[0]), type(again[1])) == (type(theirs), type(ours))
+    for tok in again:
+        assert dict(tok(texts, texts[::-1], text_target=texts)) == dict(theirs(texts, texts[::-1], text_target=texts))
+        assert (len(tok), tok.all_special_tokens) == (len(theirs), theirs.all_special_tokens)
