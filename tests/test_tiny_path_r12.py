@@ -29,8 +29,8 @@ def _same_bits(a, b):
 def _values(shape, seed):
     """Magnitudes over 16 binades (the order of additions shows in the last bits), some -0 and subnormals."""
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal(shape) * np.exp2(rng.uniform(-8, 8, shape))).astype(np.float32)
-    pick = rng.random(shape)
+    x = np.array(rng.standard_normal(shape) * np.exp2(rng.uniform(-8, 8, shape)), np.float32)
+    pick = np.asarray(rng.random(shape))
     x[pick < 0.05] = -0.0
     x[(pick > 0.05) & (pick < 0.08)] = np.float32(3e-42)
     return x
@@ -176,3 +176,43 @@ def test_tiny_chain_and_mlp_step_against_torch():
         _same_bits(mine, theirs)
     for mine, theirs in zip(results[0][2:], results[1][2:]):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape, dim, keepdim", [((8,), None, False), ((3, 4), 0, False), ((3, 4), -1, True),
+                                                 ((2, 3, 4), (0, 2), False), ((2, 3, 4), (1,), True), ((), None, False),
+                                                 ((0, 3), 0, False)])
+def test_reduction_backward_as_torch(shape, dim, keepdim):
+    """sum's and mean's backward hand the gradient back over the reduced axes (one reshape, and a whole sum's
+    one element spread by a stride-0 view, ops/reduce.py _spread): torch's values, shape and a read-only
+    view of the incoming gradient, as torch's expand."""
+    torch = pytest.importorskip("torch")
+    x = _values(shape, seed=len(shape))
+    for name in ("sum", "mean"):
+        grads = []
+        for lib in (ml, torch):
+            t = lib.tensor(x, requires_grad=True)
+            out = getattr(t, name)() if dim is None else getattr(t, name)(dim, keepdim=keepdim)
+            seed = lib.tensor(_values(tuple(out.shape), seed=3))
+            out.backward(seed)
+            grads.append(t.grad.numpy())
+        _same_bits(*grads)
+    g = np.array(2.0, np.float32)
+    spread = ml.ops.reduce._spread(g, (3, 4))
+    assert spread.shape == (3, 4) and spread.strides == (0, 0) and not spread.flags.writeable and (spread == 2).all()
+
+
+def test_small_broadcasting_elementwise_against_torch():
+    """Elementwise ops on a few elements with broadcasting (a row against a matrix, a column against a row, a
+    number), forward and the gradients summed back over the broadcast axes: torch's bits."""
+    torch = pytest.importorskip("torch")
+    pairs = [((3, 4), (4,)), ((3, 1), (1, 4)), ((4,), ()), ((2, 3, 4), (3, 1)), ((7,), (7,))]
+    for left, right in pairs:
+        a, b = _values(left, seed=1), _values(right, seed=2)
+        results = []
+        for lib in (ml, torch):
+            ta, tb = lib.tensor(a, requires_grad=True), lib.tensor(b, requires_grad=True)
+            out = ((ta * tb + ta).tanh() - tb / 3).sum()
+            out.backward()
+            results.append([out.detach().numpy(), ta.grad.numpy(), tb.grad.numpy()])
+        for mine, theirs in zip(*results):
+            _same_bits(mine, theirs)

@@ -92,12 +92,27 @@ def _axes(axis, ndim):
 
 
 def _expand_reduced(g, axes, keepdims):
-    """Give ``g`` back the reduced axes as size-1 axes, so it broadcasts over the input."""
-    if keepdims:
+    """Give ``g`` back the reduced axes as size-1 axes, so it broadcasts over the input (one reshape: NumPy's
+    expand_dims costs 1.7 us an axis, a tiny sum's backward twice over)."""
+    if keepdims or not axes:
         return g
-    for ax in axes:
-        g = xp_of(g).expand_dims(g, ax)
-    return g
+    ndim = g.ndim + len(axes)
+    axes = {ax % ndim for ax in axes}
+    kept = iter(g.shape)
+    return g.reshape(tuple(1 if i in axes else next(kept) for i in range(ndim)))
+
+
+def _spread(g, shape):
+    """``g`` (the reduced axes back as size 1) broadcast over the input's ``shape``: a read-only view, as
+    ``broadcast_to`` makes it (torch's expand); a one-element ``g`` (a whole-tensor sum's) through the
+    ndarray constructor, stride 0 (0.6 us against broadcast_to's 2.3: the tiny-op path)."""
+    if isinstance(g, np.generic):  # (mean's g / count of a 0-d g is a NumPy scalar)
+        g = np.asarray(g)
+    if type(g) is np.ndarray and g.size == 1 and not g.dtype.hasobject:
+        view = np.ndarray(shape, g.dtype, g, 0, (0,) * len(shape))
+        view.flags.writeable = False
+        return view
+    return xp_of(g).broadcast_to(g, shape)
 
 
 def _count(shape, axes):
@@ -114,8 +129,7 @@ class Sum(Function):
 
     @staticmethod
     def backward(ctx, g):
-        g = _expand_reduced(g, ctx.axes, ctx.keepdims)
-        return xp_of(g).broadcast_to(g, ctx.shape)
+        return _spread(_expand_reduced(g, ctx.axes, ctx.keepdims), ctx.shape)
 
 
 def _sum_as_torch(a, axes, keepdims):
@@ -159,7 +173,7 @@ class Mean(Function):
             g = (g.astype(wide, copy=False) / wide.type(ctx.count)).astype(g.dtype, copy=False)
         else:
             g = g * np.nan
-        return xp_of(g).broadcast_to(g, ctx.shape).astype(g.dtype, copy=False)
+        return _spread(g, ctx.shape).astype(g.dtype, copy=False)
 
 
 def _row_products_as_torch(rows):
