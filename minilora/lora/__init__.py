@@ -9,7 +9,8 @@
 
 Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA layers -- LoRA on
 Linear and on Embedding layers: the forward and the merge math), ``conv.py`` (LoRA on Conv1d/Conv2d),
-``mha.py`` (LoRA on MultiheadAttention), ``inits.py`` / ``eva.py`` (the data-driven initialisations),
+``mha.py`` (LoRA on MultiheadAttention), ``inits.py`` / ``eva.py`` / ``corda.py`` / ``loraga.py`` (the
+data-driven initialisations), ``alora.py`` (activated LoRA's offsets),
 ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files), ``status.py``
 (PEFT's get_layer_status / get_model_status), ``helpers.py`` (``peft.helpers``: rescale_adapter_scale,
 check_if_peft_model), ``hotswap.py`` (PEFT's ``peft.utils.hotswap``: new weights
