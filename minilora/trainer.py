@@ -79,6 +79,20 @@ _OPTIM_ARGS = {"sgd": (("momentum", "dampening", "weight_decay"), ("nesterov",))
                "rmsprop": (("momentum", "alpha", "eps", "weight_decay"), ("centered",))}
 
 
+def _typed_strings(values):
+    """transformers' _convert_str_dict: a JSON dict's "true"/"false", "3" and "0.5" strings as bool, int, float."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            values[key] = _typed_strings(value)
+        elif isinstance(value, str) and value.lower() in ("true", "false"):
+            values[key] = value.lower() == "true"
+        elif isinstance(value, str) and value.isdigit():
+            values[key] = int(value)
+        elif isinstance(value, str) and value.replace(".", "", 1).isdigit():
+            values[key] = float(value)
+    return values
+
+
 def _one_of(value, allowed, kind):
     """transformers' enum check: ``"maybe is not a valid SaveStrategy, please select one of [...]"``."""
     value = getattr(value, "value", value)
@@ -223,6 +237,10 @@ class TrainingArguments:
 
     def __post_init__(self):
         self.output_dir = "trainer_output" if self.output_dir is None else os.fspath(self.output_dir)
+        for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs", "lr_scheduler_kwargs"):
+            value = getattr(self, name)  # (a command line's '{"patience": "2"}', as transformers parses it)
+            if isinstance(value, str) and value.startswith("{"):
+                setattr(self, name, _typed_strings(json.loads(value)))
         self.logging_strategy = _one_of(self.logging_strategy, INTERVAL_STRATEGIES, "IntervalStrategy")
         self.eval_strategy = _one_of(self.eval_strategy, INTERVAL_STRATEGIES, "IntervalStrategy")
         self.save_strategy = _one_of(self.save_strategy, SAVE_STRATEGIES, "SaveStrategy")

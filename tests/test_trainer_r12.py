@@ -356,6 +356,10 @@ def test_training_arguments_defaults_and_refusals(tmp_path):
                      "dataloader_pin_memory", "log_level", "ddp_timeout"):  # environment; set above)
             continue
         assert value == getattr(expected, "value", expected), field
+    command_line = '{"patience": "2", "factor": "0.5", "nested": {"on": "true"}}'  # (a dict field as a JSON string)
+    parsed = [lib.TrainingArguments(output_dir=str(tmp_path), lr_scheduler_kwargs=command_line).lr_scheduler_kwargs
+              for lib in (ml_trainer, transformers)]
+    assert parsed[0] == parsed[1] == {"patience": 2, "factor": 0.5, "nested": {"on": True}}
     for kwargs in ({"deepspeed": "ds_config.json"}, {"torch_compile": True}, {"push_to_hub": True}):
         with pytest.raises(ValueError, match=f"{next(iter(kwargs))}=.*minilora's Trainer does not implement"):
             ml_trainer.TrainingArguments(output_dir=str(tmp_path), **kwargs)
