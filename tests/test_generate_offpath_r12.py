@@ -122,8 +122,11 @@ def test_assisted_greedy_is_greedy_and_calls_the_assistant_as_transformers(model
 
 
 @pytest.mark.parametrize("options", [dict(eos_token_id=[7, 8]), dict(repetition_penalty=1.5, min_new_tokens=3),
-                                     dict(guidance_scale=2.0), dict(no_repeat_ngram_size=2, max_new_tokens=9)])
+                                     dict(guidance_scale=2.0), dict(no_repeat_ngram_size=2, max_new_tokens=9),
+                                     dict(assistant_ensemble_weight=0.5)])
 def test_assisted_greedy_with_processors(models, options):
+    """(assistant_ensemble_weight w: the drafts are compared with the argmax of w p + (1 - w) q, DIVERSE's
+    ensemble, so the answer is no longer plain greedy's -- transformers' answer.)"""
     for _, helper in models.values():
         helper.generation_config = type(helper.generation_config)(num_assistant_tokens=4)
     _both(models, assistant=True, **{"max_new_tokens": 12, **options, **DICT})
@@ -131,7 +134,7 @@ def test_assisted_greedy_with_processors(models, options):
 
 @pytest.mark.parametrize("seed, options", [(0, {}), (1, dict(top_k=5, temperature=0.7)), (2, dict(top_p=0.8)),
                                            (3, dict(temperature=1.3, renormalize_logits=True)),
-                                           (0, dict(pad_token_id=7))])
+                                           (0, dict(pad_token_id=7)), (1, dict(assistant_ensemble_weight=0.3))])
 def test_speculative_sampling_draws_transformers_tokens(models, seed, options):
     """do_sample with an assistant: the assistant drafts with the warpers applied twice (transformers hands its
     generate the warped processor list and it adds its own), rand() accepts or rejects each draft, the residual
@@ -148,7 +151,8 @@ def test_speculative_sampling_draws_transformers_tokens(models, seed, options):
 @pytest.mark.parametrize("seed, options", [
     (0, dict(prompt_lookup_num_tokens=3)), (1, dict(prompt_lookup_num_tokens=4, max_matching_ngram_size=3)),
     (2, dict(prompt_lookup_num_tokens=4, bad_words_ids=[[7]], eos_token_id=9)),
-    (3, dict(prompt_lookup_num_tokens=3, do_sample=True))])
+    (3, dict(prompt_lookup_num_tokens=3, do_sample=True)),
+    (4, dict(prompt_lookup_num_tokens=3, assistant_ensemble_weight=0.5))])  # (transformers' ValueError)
 def test_prompt_lookup_decoding(models, seed, options):
     """The draft is what followed the latest n-gram earlier in the sequence (cut before a token the processors
     forbid, and before an eos id); greedy keeps the matching tokens, sampling draws every position at once."""
@@ -203,6 +207,7 @@ def test_cache_crop_and_update_as_transformers_5():
 
 
 @pytest.mark.parametrize("options", [dict(num_return_sequences=2, do_sample=True), dict(use_cache=False),
+                                     dict(assistant_ensemble_weight=1.0),
                                      dict(prompt=[[5, 9, 3], [4, 8, 6]])])
 def test_assisted_refusals_are_transformers(models, options):
     theirs, ours, _, _ = _both(models, assistant=True, max_new_tokens=5, **options)

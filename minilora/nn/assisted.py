@@ -48,9 +48,9 @@ class _AssistantDrafts:
     """transformers' AssistedCandidateGenerator: the assistant continues the sequence with its own KV cache,
     rolled back to the tokens the model kept before each round."""
 
-    def __init__(self, assistant, min_length, max_length, prompt_mask, pad_token_id):
+    def __init__(self, assistant, min_length, max_length, prompt_mask, pad_token_id, ensemble_weight=None):
         self.assistant, self.min_length, self.max_length = assistant, min_length, max_length
-        self.pad_token_id = pad_token_id
+        self.pad_token_id, self.ensemble_weight = pad_token_id, ensemble_weight
         self.num_tokens = _assistant_option(assistant, "num_assistant_tokens")
         self.schedule = _assistant_option(assistant, "num_assistant_tokens_schedule")
         self.threshold = _assistant_option(assistant, "assistant_confidence_threshold")
@@ -132,6 +132,8 @@ class _PromptLookup:
     sequence's latest n-gram (longest n first, leftmost occurrence first), cut before a token the call's
     processors forbid (-inf on dummy scores of ones) and before an eos id."""
 
+    ensemble_weight = None  # (refused with prompt lookup: it has no draft scores)
+
     def __init__(self, num_output_tokens, max_matching_ngram_size, max_length, vocab_size):
         if max_matching_ngram_size <= 0 or num_output_tokens <= 0:
             raise ValueError("Invalid max_matching_ngram_size or num_output_tokens")
@@ -182,19 +184,26 @@ def _inputs(ids, prompt_mask, start, mask=None):
             "position_ids": _position_ids(prompt_mask, ids.shape[1])[:, start:]}
 
 
-def speculative_sampling(drafted, draft_scores, scores, rng=None):
+def speculative_sampling(drafted, draft_scores, scores, rng=None, ensemble_weight=None):
     """transformers' _speculative_sampling (algorithm 1 of arXiv 2211.17192): (kept tokens, how many drafts
     were kept). ``drafted`` [n] ids, ``draft_scores`` [n, vocab] the assistant's, ``scores`` [n + 1, vocab]
-    the model's; ``rand(n)`` then one multinomial draw, from ``rng`` (default: the global generator)."""
+    the model's; ``rand(n)`` then one multinomial draw, from ``rng`` (default: the global generator).
+    ``ensemble_weight`` w (DIVERSE's static ensemble): a draft is kept with probability 1 - w + w p/q."""
     count = len(drafted)
     q, p = _softmax(draft_scores), _softmax(scores)
     ratio = p[np.arange(count), drafted] / q[np.arange(count), drafted]
+    if ensemble_weight is not None:
+        ratio = 1.0 - ensemble_weight + ensemble_weight * ratio
     generator = _random.resolve(rng)
     accepted = generator.uniform((count,), np.float32) < ratio
     matches = int(np.cumprod(accepted).sum())
     if matches < count:
         residual = np.clip(p[matches] - q[matches], 0, None)
-        residual = residual / residual.sum(dtype=np.float32)
+        total = residual.sum(dtype=np.float32)
+        if ensemble_weight is not None and total <= np.finfo(np.float32).tiny:  # p == q: the model's own
+            residual = p[matches]
+        else:
+            residual = residual / total
     else:
         residual = p[matches]
     from ..factories import _draw_by_exponential_race
@@ -223,7 +232,7 @@ def assisted_decoding(model, ids, prompt_mask, rules, drafts, ending, streamer, 
         logits = out.logits[0, -drafted - 1:].cpu().numpy().astype(np.float32)[None]  # [1, drafted + 1, vocab]
         processed = np.stack([rules.scores(logits[:, i], candidates[:, :length + i]) for i in range(drafted + 1)],
                              axis=1)
-        kept = _kept_tokens(candidates[0, length:], draft_scores, processed[0], rules)
+        kept = _kept_tokens(candidates[0, length:], draft_scores, processed[0], rules, drafts.ensemble_weight)
         kept = kept[:drafts.max_length - length]
         ends = np.flatnonzero(np.isin(kept, rules.eos))
         kept = kept[:ends[0] + 1] if len(ends) else kept
@@ -266,10 +275,16 @@ def _add_per_token(per_token, out, length, added):
         per_token[name] = collected
 
 
-def _kept_tokens(drafted, draft_scores, processed, rules):
-    """The drafted tokens the model agrees with, then its own next one (before the length / eos cuts)."""
+def _kept_tokens(drafted, draft_scores, processed, rules, ensemble_weight=None):
+    """The drafted tokens the model agrees with, then its own next one (before the length / eos cuts). Greedy with
+    ``ensemble_weight`` w compares the drafts with the argmax of w p + (1 - w) q instead of p's."""
     if rules.sampling and draft_scores is not None:
-        return speculative_sampling(drafted, draft_scores[0], processed, rules.rng)[0]
-    chosen = rules.choose(processed)
+        return speculative_sampling(drafted, draft_scores[0], processed, rules.rng, ensemble_weight)[0]
+    if rules.sampling is None and ensemble_weight is not None and draft_scores is not None:
+        count = len(drafted)
+        mixed = ensemble_weight * _softmax(processed[:count]) + (1.0 - ensemble_weight) * _softmax(draft_scores[0])
+        chosen = np.concatenate([mixed.argmax(axis=-1), processed[count:].argmax(axis=-1)])
+    else:
+        chosen = rules.choose(processed)
     matches = int(np.cumprod(drafted == chosen[:-1]).sum())
     return chosen[:matches + 1]

@@ -274,12 +274,12 @@ _OFF = {"num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram
         "synced_gpus": None, "custom_generate": None,
         "constraints": None, "force_words_ids": None,
         "dola_layers": None, "token_healing": None,
-        "assistant_early_exit": None, "assistant_ensemble_weight": None, "speculation_type": None, "use_mtp": None,
+        "assistant_early_exit": None, "speculation_type": None, "use_mtp": None, "assistant_tokenizer": None,
         "cache_config": None, "max_cache_len": None, "continuous_batching_config": None}
 # Options generate() implements that come as keywords (the call's) or from a generation config (the model's):
 # classifier-free guidance, watermarking and the candidate generators of assisted decoding (nn/assisted.py).
 _GUIDED_OPTIONS = {"guidance_scale": None, "watermarking_config": None, "prompt_lookup_num_tokens": None,
-                   "max_matching_ngram_size": None}
+                   "max_matching_ngram_size": None, "assistant_ensemble_weight": None}
 # generate()'s own arguments for them (never in a config: _GENERATE_ARGUMENTS)
 _GUIDED_ARGUMENTS = ("assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask")
 # cache_implementation values whose cache changes the numbers or the answer's form: refused by name (the
@@ -966,7 +966,14 @@ def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_token
         raise RuntimeError("Assisted decoding requires a cache")
     from .assisted import _AssistantDrafts, _PromptLookup
     max_length = ids.shape[1] + max_new_tokens
+    weight = guided["assistant_ensemble_weight"]
+    if weight is not None and not 0.0 < weight < 1.0:
+        raise ValueError(f"`assistant_ensemble_weight` must be in the open interval `(0.0, 1.0)`, but is {weight}. Use "
+                         "`None` for standard (lossless) speculative decoding.")
     if lookup is not None:
+        if weight is not None:
+            raise ValueError("Setting `assistant_ensemble_weight` requires candidate logits from the assistant model. "
+                             "It is not supported with prompt lookup decoding.")
         return _PromptLookup(lookup, guided["max_matching_ngram_size"] or 2, max_length, model.config.vocab_size)
     if stops.strings:  # transformers' assistant generates with the call's options but without its tokenizer
         raise ValueError(_NO_TOKENIZER_FOR_STOP_STRINGS)
@@ -975,7 +982,7 @@ def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_token
                          "`assistant_tokenizer` to `generate()` (see https://huggingface.co/docs/transformers/en/"
                          "generation_strategies#universal-assisted-decoding); minilora does not implement universal "
                          "assisted decoding, so the assistant must share the model's vocabulary")
-    return _AssistantDrafts(assistant, min_length, max_length, mask, pad_token_id)
+    return _AssistantDrafts(assistant, min_length, max_length, mask, pad_token_id, weight)
 
 
 def _assisted_output(model, ids, mask, rules, drafts, stops, user_stops, streamer, cache, return_dict_in_generate,
