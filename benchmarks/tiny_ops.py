@@ -38,20 +38,20 @@ def _inputs(lib, n=8, seed=0):
 
 
 def _looped(fn):
-    """run(): ``fn`` LOOPS times; returns the first result as a float, to compare the frameworks (a training
+    """run(): ``fn`` LOOPS times; returns the sum of the first result, to compare the frameworks (a training
     step's later losses drift apart in the last bits of BLAS's sums)."""
     def run():
-        first = float(fn())
+        first = fn()
         for _ in range(LOOPS - 1):
             fn()
-        return first
+        return float(first.detach().sum())
     return run
 
 
 def _elementwise(op):
     def setup(lib):
         a, b = _inputs(lib)
-        return _looped(lambda: op(a, b)[0])
+        return _looped(lambda: op(a, b))
     return setup
 
 
@@ -59,7 +59,7 @@ def _reduction(name, shape):
     def setup(lib):
         import numpy as np
         x = lib.from_numpy(np.random.default_rng(1).standard_normal(shape).astype(np.float32))
-        reduce = {"sum": lambda: x.sum(), "mean": lambda: x.mean(), "sum0": lambda: x.sum(0)[0]}[name]
+        reduce = {"sum": lambda: x.sum(), "mean": lambda: x.mean(), "sum0": lambda: x.sum(0)}[name]
         return _looped(reduce)
     return setup
 

@@ -302,6 +302,8 @@ def cascade_sum(a, axes):
         return row_sums(a.reshape(-1, width)).reshape(kept)
     if axes == tuple(range(len(axes))):  # leading dimensions: one running sum per column
         columns = a.reshape(math.prod(a.shape[i] for i in axes), -1)
+        if a.size <= _SHORT_SIZE:  # (one range of columns: below GRAIN_SIZE)
+            return _outer_sums(columns).reshape(kept)
         out = np.empty(columns.shape[1], np.float32)
         for begin, end in _column_ranges(a.size, columns.shape[1]):
             out[begin:end] = _outer_sums(columns[:, begin:end])
