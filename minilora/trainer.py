@@ -51,8 +51,9 @@ from .tensor import Tensor, no_grad
 from .train import _plain, check_generator_states, generator_states, get_decay_parameter_names, set_generator_states
 
 __all__ = ["TrainingArguments", "Trainer", "TrainerCallback", "TrainerState", "TrainerControl", "CallbackHandler",
-           "DefaultFlowCallback", "PrinterCallback", "ProgressCallback", "EvalPrediction", "TrainOutput",
-           "PredictionOutput", "EvalLoopOutput", "get_last_checkpoint", "PREFIX_CHECKPOINT_DIR"]
+           "DefaultFlowCallback", "EarlyStoppingCallback", "ExportableState", "PrinterCallback", "ProgressCallback",
+           "EvalPrediction", "TrainOutput", "PredictionOutput", "EvalLoopOutput", "get_last_checkpoint",
+           "PREFIX_CHECKPOINT_DIR"]
 
 logger = logging.getLogger(__name__)
 PREFIX_CHECKPOINT_DIR = "checkpoint"
@@ -393,8 +394,22 @@ class TrainerState:
                 setattr(self, f"{kind}_steps", math.ceil(max_steps * steps) if steps < 1 else steps)
 
 
+class ExportableState:
+    """An object whose ``state()`` goes into each checkpoint's trainer_state.json (``stateful_callbacks``)."""
+
+    def state(self):
+        raise NotImplementedError("You must implement a `state` function to utilize this class.")
+
+    @classmethod
+    def from_state(cls, state):
+        instance = cls(**state["args"])
+        for key, value in state["attributes"].items():
+            setattr(instance, key, value)
+        return instance
+
+
 @dataclasses.dataclass
-class TrainerControl:
+class TrainerControl(ExportableState):
     should_training_stop: bool = False
     should_epoch_stop: bool = False
     should_save: bool = False
@@ -499,6 +514,47 @@ def _shown(logs):
     return {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in logs.items()}
 
 
+class EarlyStoppingCallback(TrainerCallback, ExportableState):
+    """Stops training when ``metric_for_best_model`` has not improved (by more than ``early_stopping_threshold``)
+    for ``early_stopping_patience`` evaluations in a row."""
+
+    def __init__(self, early_stopping_patience=1, early_stopping_threshold=0.0):
+        self.early_stopping_patience, self.early_stopping_threshold = early_stopping_patience, early_stopping_threshold
+        self.early_stopping_patience_counter = 0
+
+    def check_metric_value(self, args, state, control, metric_value):
+        better = np.greater if args.greater_is_better else np.less
+        if state.best_metric is None or (better(metric_value, state.best_metric)
+                                         and abs(metric_value - state.best_metric) > self.early_stopping_threshold):
+            self.early_stopping_patience_counter = 0
+        else:
+            self.early_stopping_patience_counter += 1
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not args.load_best_model_at_end:
+            logger.warning("Using EarlyStoppingCallback without load_best_model_at_end=True. Once training is "
+                           "finished, the best model will not be loaded automatically.")
+        assert args.metric_for_best_model is not None, \
+            "EarlyStoppingCallback requires metric_for_best_model to be defined"
+        assert args.eval_strategy != "no", "EarlyStoppingCallback requires IntervalStrategy of steps or epoch"
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        name = args.metric_for_best_model
+        value = metrics.get(name if name.startswith("eval_") else f"eval_{name}")
+        if value is None:
+            logger.warning(f"early stopping required metric_for_best_model, but did not find {name} so early "
+                           "stopping is disabled")
+            return
+        self.check_metric_value(args, state, control, value)
+        if self.early_stopping_patience_counter >= self.early_stopping_patience:
+            control.should_training_stop = True
+
+    def state(self):
+        return {"args": {"early_stopping_patience": self.early_stopping_patience,
+                         "early_stopping_threshold": self.early_stopping_threshold},
+                "attributes": {"early_stopping_patience_counter": self.early_stopping_patience_counter}}
+
+
 class PrinterCallback(TrainerCallback):
     """Prints each log entry (``disable_tqdm=True``)."""
 
@@ -542,6 +598,18 @@ class EvalLoopOutput(NamedTuple):
     label_ids: object
     metrics: dict
     num_samples: int
+
+
+def _exported(objects):
+    """TrainerState's ``stateful_callbacks``: each object's state by its class name (a list for several)."""
+    states = {}
+    for obj in objects:
+        name = type(obj).__name__
+        if name in states:
+            states[name] = (states[name] if isinstance(states[name], list) else [states[name]]) + [obj.state()]
+        else:
+            states[name] = obj.state()
+    return states
 
 
 _CHECKPOINT_RE = re.compile(r"^" + PREFIX_CHECKPOINT_DIR + r"\-(\d+)$")
@@ -988,7 +1056,8 @@ class Trainer:
         args = self.args
         loader = self.get_train_dataloader()
         epochs, per_epoch, steps_in_epoch, max_steps, num_samples = self._training_sizes(loader)
-        self.state = TrainerState(train_batch_size=args.train_batch_size)
+        self.state = TrainerState(train_batch_size=args.train_batch_size,
+                                  stateful_callbacks=_exported(self._exportable_states()))
         self.state.compute_steps(args, max_steps)
         epochs_trained, skip = 0, 0
         if resume_from_checkpoint is not None:
@@ -1329,9 +1398,17 @@ class Trainer:
             save(self.optimizer.state_dict(), os.path.join(folder, OPTIMIZER_NAME))
             save(self.lr_scheduler.state_dict(), os.path.join(folder, SCHEDULER_NAME))
             save(generator_states(), os.path.join(folder, RNG_STATE_NAME))
-        self.state.stateful_callbacks["TrainerControl"] = self.control.state()
+        for exportable in self._exportable_states():
+            name, saved = type(exportable).__name__, exportable.state()
+            if isinstance(self.state.stateful_callbacks.get(name), list):
+                self.state.stateful_callbacks[name].append(saved)
+            else:
+                self.state.stateful_callbacks[name] = saved
         self.state.save_to_json(os.path.join(folder, TRAINER_STATE_NAME))
         self._rotate_checkpoints()
+
+    def _exportable_states(self):
+        return [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]
 
     def _rotate_checkpoints(self):
         """Keep ``save_total_limit`` checkpoint folders: the oldest go first, never the newest (to resume from)

@@ -72,8 +72,8 @@ def lora_pair(base, **config):
     return theirs, ml_peft.get_peft_model(ours, ml_peft.LoraConfig(**config))
 
 
-def run_both(base, tmp_path, datasets, collators=(None, None), lora=None, **arguments):
-    """Train with each library; return the two trainers."""
+def run_both(base, tmp_path, datasets, collators=(None, None), lora=None, callbacks=lambda lib: None, **arguments):
+    """Train with each library (``callbacks(lib)``: the Trainer's callbacks); return the two trainers."""
     arguments = dict(report_to="none", disable_tqdm=True, **arguments)
     trainers = []
     for lib, model, data, collate, name in zip((transformers, ml_trainer), lora_pair(base, **(lora or {})), datasets,
@@ -82,7 +82,8 @@ def run_both(base, tmp_path, datasets, collators=(None, None), lora=None, **argu
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer = lib.Trainer(model=model, args=args, train_dataset=data[0], eval_dataset=data[1],
-                                  data_collator=collate, **({"compute_metrics": metrics} if data[1] else {}))
+                                  data_collator=collate, callbacks=callbacks(lib),
+                                  **({"compute_metrics": metrics} if data[1] else {}))
             trainer.train()
         trainers.append(trainer)
     return trainers
@@ -257,20 +258,27 @@ def test_sequence_classification_with_the_tokenizer_as_processing_class(base, tm
     assert_same_history(*out)
 
 
-def test_load_best_model_at_end_keeps_and_loads_the_best_checkpoint(base, tmp_path):
+def test_load_best_model_at_end_early_stopping_keeps_and_loads_the_best_checkpoint(base, tmp_path):
     """Evaluation and a checkpoint every step, at most 2 kept, the best by accuracy (higher is better, reached
-    at step 1 here): the best and the newest checkpoints stay, and training ends with the best adapter loaded.
-    The tokens seen (the attention masks' ones) are logged with each entry."""
+    at step 1 here), EarlyStoppingCallback(patience 3): training stops at step 4, the best and the newest
+    checkpoints stay, the callback's counter is in trainer_state.json, and training ends with the best adapter
+    loaded. The tokens seen (the attention masks' ones) are logged with each entry."""
     data = examples()
     theirs, ours = run_both(base, tmp_path, [(data, data[:4])] * 2, (collator(torch.tensor), collator(ml.tensor)),
+                            callbacks=lambda lib: [lib.EarlyStoppingCallback(early_stopping_patience=3)],
                             learning_rate=1e-2, per_device_train_batch_size=2, gradient_accumulation_steps=2,
                             num_train_epochs=2, logging_steps=1, eval_strategy="steps", eval_steps=1,
                             save_strategy="steps", save_steps=1, save_total_limit=2, load_best_model_at_end=True,
                             metric_for_best_model="accuracy", include_num_input_tokens_seen="non_padding")
-    assert ours.state.num_input_tokens_seen == 2 * sum(len(row["input_ids"]) for row in data)  # (two epochs)
+    assert ours.state.global_step == 4 and ours.state.num_input_tokens_seen == theirs.state.num_input_tokens_seen
     assert_same_history(theirs.state.log_history, ours.state.log_history)
     assert sorted(os.listdir(tmp_path / "ours")) == sorted(os.listdir(tmp_path / "theirs")) == \
-        ["checkpoint-1", "checkpoint-6"]
+        ["checkpoint-1", "checkpoint-4"]
+    states = [json.loads((tmp_path / name / "checkpoint-4" / "trainer_state.json").read_text())
+              for name in ("theirs", "ours")]
+    assert states[1]["stateful_callbacks"] == states[0]["stateful_callbacks"]
+    assert states[1]["stateful_callbacks"]["EarlyStoppingCallback"]["attributes"] == \
+        {"early_stopping_patience_counter": 3}
     assert os.path.basename(ours.state.best_model_checkpoint) == "checkpoint-1"
     assert ours.state.best_metric == theirs.state.best_metric
     assert ours.evaluate()["eval_loss"] == pytest.approx(theirs.evaluate()["eval_loss"], rel=RTOL)
