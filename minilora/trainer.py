@@ -111,7 +111,6 @@ NOT_IMPLEMENTED = {
     "neftune_noise_alpha": None, "auto_find_batch_size": False,
     "eval_do_concat_batches": True, "eval_use_gather_object": False, "eval_accumulation_steps": None,
     "include_for_metrics": [], "batch_eval_metrics": False, "enable_jit_checkpoint": False, "push_to_hub": False,
-    "restore_callback_states_from_checkpoint": False,
     "accelerator_config": None, "parallelism_config": None, "dataloader_num_workers": 0,
     "label_smoothing_factor": 0.0, "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
 
@@ -1062,6 +1061,7 @@ class Trainer:
         epochs_trained, skip = 0, 0
         if resume_from_checkpoint is not None:
             self.state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
+            self._load_callback_state()
             epochs_trained = self.state.global_step // per_epoch
             if not args.ignore_data_skip:
                 skip = self.state.global_step % per_epoch * args.gradient_accumulation_steps
@@ -1406,6 +1406,28 @@ class Trainer:
                 self.state.stateful_callbacks[name] = saved
         self.state.save_to_json(os.path.join(folder, TRAINER_STATE_NAME))
         self._rotate_checkpoints()
+
+    def _load_callback_state(self):
+        """``restore_callback_states_from_checkpoint``: the checkpoint's stateful callbacks (and control) replace
+        this Trainer's of the same classes, rebuilt from their saved ``args`` and ``attributes``."""
+        if not self.args.restore_callback_states_from_checkpoint:
+            return
+        current = self.callback_handler.callbacks + [self.control]
+        not_found = []
+        for name, saved in self.state.stateful_callbacks.items():
+            same = [cb for cb in current if type(cb).__name__ == name]
+            if not same:
+                not_found.append(name)
+            for old, state in zip(same, saved if isinstance(saved, list) else [saved]):
+                new = type(old).from_state({"args": state.get("args", {}), "attributes": state.get("attributes", {})})
+                if isinstance(old, TrainerControl):
+                    self.control = new
+                else:
+                    self.callback_handler.remove_callback(old)
+                    self.callback_handler.add_callback(new)
+        if not_found:
+            logger.warning(f"Checkpoint included callbacks not included in current configuration. Ignoring. "
+                           f"({', '.join(not_found)})")
 
     def _exportable_states(self):
         return [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]

@@ -6,6 +6,7 @@ transformers or peft."""
 import dataclasses
 import json
 import os
+import shutil
 import warnings
 
 import numpy as np
@@ -330,6 +331,29 @@ def test_resume_from_checkpoint_continues_the_run(base, tmp_path):
                                args=ml_trainer.TrainingArguments(output_dir=str(tmp_path / "empty"), report_to="none"))
     with pytest.raises(ValueError, match="No valid checkpoint found"):
         empty.train(resume_from_checkpoint=True)
+
+
+def test_resume_restores_the_callbacks_states_when_asked(base, tmp_path):
+    """restore_callback_states_from_checkpoint=True: the early-stopping counter saved in checkpoint-2 comes back,
+    so the resumed run stops where the whole one did (step 4); without it the counter restarts from 0."""
+    data = examples()
+
+    def trainer(folder, restore):
+        args = ml_trainer.TrainingArguments(
+            output_dir=str(tmp_path / folder), learning_rate=1e-2, per_device_train_batch_size=2,
+            gradient_accumulation_steps=2, num_train_epochs=2, logging_steps=1, eval_strategy="steps", eval_steps=1,
+            save_steps=1, metric_for_best_model="accuracy", restore_callback_states_from_checkpoint=restore,
+            report_to="none", disable_tqdm=True)
+        return ml_trainer.Trainer(model=lora_pair(base)[1], args=args, train_dataset=data, eval_dataset=data[:4],
+                                  data_collator=collator(ml.tensor), compute_metrics=metrics,
+                                  callbacks=[ml_trainer.EarlyStoppingCallback(early_stopping_patience=3)])
+    assert trainer("whole", False).train().global_step == 4
+    steps = []
+    for restore in (True, False):
+        resumed = trainer(f"resumed-{restore}", restore)
+        shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / f"resumed-{restore}" / "checkpoint-2")
+        steps.append(resumed.train(resume_from_checkpoint=True).global_step)
+    assert steps == [4, 5]
 
 
 def test_weight_decay_groups_as_transformers(base, tmp_path):
