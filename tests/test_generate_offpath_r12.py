@@ -181,6 +181,27 @@ def test_assisted_hidden_states_and_attentions_per_token(models, options):
                 np.testing.assert_allclose(a.numpy(), b.numpy(), atol=SCORE_TOLERANCE)
 
 
+@pytest.mark.parametrize("options", [dict(output_scores=True), {}, dict(num_beams=2),
+                                     dict(output_scores=True, assistant=True)])
+def test_a_stopping_criterion_sees_the_scores_output_so_far(models, options):
+    """transformers hands a stopping criterion the tuple of the scores output so far (None without
+    output_scores); minilora's greedy decoding handed it the step's [batch, vocab] array, so ``len(scores) >= 3``
+    counted the rows, not the steps, and its beam search an empty tuple for None."""
+    def criteria(library):
+        base = transformers.StoppingCriteria if library == "hf" else ml.nn.generation.StoppingCriteria
+        lists = transformers.StoppingCriteriaList if library == "hf" else ml.nn.generation.StoppingCriteriaList
+
+        class AfterThreeScores(base):
+            def __call__(self, input_ids, scores, **kwargs):
+                stop = input_ids.shape[1] >= 8 if scores is None else \
+                    len(scores) >= 3 and bool(scores[-1].shape[-1] == 37)
+                return (torch if library == "hf" else ml).full((input_ids.shape[0],), stop, dtype=bool)
+        return lists([AfterThreeScores()])
+    theirs, ours, _, _ = _both(models, prompt=[[5, 9, 3, 17, 22]] * (1 if "assistant" in options else 4),
+                               max_new_tokens=8, return_dict_in_generate=True, stopping_criteria=criteria, **options)
+    assert ours.sequences.shape[1] == theirs.sequences.shape[1] == 8
+
+
 def test_an_assistant_with_beam_search_is_warned_about_and_left_out(models):
     """transformers runs beam search and warns that the assistant is ignored; minilora said nothing."""
     with pytest.warns(UserWarning, match="assisted generate is only supported with Greedy Search and Sample"):

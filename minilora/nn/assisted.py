@@ -247,7 +247,7 @@ def assisted_decoding(model, ids, prompt_mask, rules, drafts, ending, streamer, 
         raw_logits.extend(logits[:, i] for i in range(matches + 1))
         _add_per_token(per_token, out, length, ids.shape[1] if first else matches + 1)
         first = False
-        if ending(ids, processed[:, matches]):
+        if ending(ids, scores):
             break
     if streamer is not None:
         streamer.end()

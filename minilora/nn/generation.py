@@ -840,7 +840,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
             mask = np.concatenate([mask, np.ones_like(token)[:, None]], axis=1)
             if streamer is not None:
                 streamer.put(token)
-            finished |= np.isin(token, eos) | stops.found(ids) | user_stops.on_arrays(ids, processed)
+            finished |= np.isin(token, eos) | stops.found(ids) | user_stops.on_arrays(ids, _scores_output(
+                scores, return_dict_in_generate and output_scores))
             if finished.all():
                 break
     if streamer is not None:
@@ -848,6 +849,11 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     return _decoder_only_output(ids, scores, raw_logits, out_device, return_dict_in_generate, output_scores,
                                 output_logits, cache=cache if use_cache else None,
                                 **_per_step_internals(steps, internals))
+
+
+def _scores_output(scores, wanted):
+    """What transformers hands the stopping criteria as ``scores``: the scores output so far, None without."""
+    return tuple(scores) if wanted else None
 
 
 def _inferred_mask(ids, pad_token_id, eos):
@@ -991,7 +997,8 @@ def _assisted_output(model, ids, mask, rules, drafts, stops, user_stops, streame
 
     def ending(ids, scores):
         return ids.shape[1] >= drafts.max_length or bool(np.isin(ids[0, -1], rules.eos)) or \
-            bool(stops.found(ids)[0]) or bool(user_stops.on_arrays(ids, scores)[0])
+            bool(stops.found(ids)[0]) or \
+            bool(user_stops.on_arrays(ids, _scores_output(scores, return_dict_in_generate and output_scores))[0])
     ids, scores, raw_logits, cache, per_token = assisted_decoding(model, ids, mask, rules, drafts, ending, streamer,
                                                                   cache, internals)
     return _decoder_only_output(ids, scores, raw_logits, out_device, return_dict_in_generate, output_scores,
@@ -1043,11 +1050,11 @@ class StoppingCriteriaList(list):
         return Tensor(done, dtype=np.bool_)
 
     def on_arrays(self, ids, scores):
-        """The criteria on generate's arrays: the step's scores, or (beam search) the tuple of all steps'."""
+        """The criteria on generate's arrays, given what transformers gives them: the tuple of the scores output so
+        far (every step's), or None when the dict output keeps no scores."""
         if not self:
             return np.zeros(ids.shape[0], dtype=bool)
-        scores = tuple(Tensor(step, dtype=np.float32) for step in scores) if isinstance(scores, tuple) else \
-            Tensor(scores, dtype=np.float32)
+        scores = None if scores is None else tuple(Tensor(step, dtype=np.float32) for step in scores)
         return self(Tensor(ids, dtype=np.int64), scores).numpy()
 
 
@@ -1331,10 +1338,10 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             origins = np.take_along_axis(running_origins, origin[:, :, None], axis=1)
             origins[:, :, step] = origin + np.arange(batch)[:, None] * beams  # transformers' flat beam index
             ended = _ended(candidates[:, :, :length + 1], eos, stops, max_length)
-            if user_stops:  # transformers passes them the scores it returns (none unless output_scores)
-                seen = all_scores if return_dict_in_generate and output_scores else ()
+            if user_stops:  # transformers passes them the scores it returns (None unless output_scores)
+                seen = _scores_output(all_scores, return_dict_in_generate and output_scores)
                 ended |= user_stops.on_arrays(candidates[:, :, :length + 1].reshape(-1, length + 1),
-                                              tuple(seen)).reshape(ended.shape)
+                                              seen).reshape(ended.shape)
             # the best num_beams that did not end run on
             alive = scores + ended * _UNREACHABLE
             chosen = _top(alive, beams)
