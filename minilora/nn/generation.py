@@ -655,6 +655,9 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     the answer is then the new tokens only, or follows ``input_ids`` given beside (any length, as there).
     ``logits_processor`` / ``stopping_criteria`` lists of the user's own (transformers' base classes, here
     too) and ``max_time`` (seconds, then every row stops) apply to greedy, sampling and beam search.
+    ``assistant_model`` (a smaller model of the same vocabulary) or ``prompt_lookup_num_tokens`` run assisted
+    decoding (``nn/assisted.py``); ``guidance_scale`` with ``negative_prompt_ids`` is classifier-free guidance and
+    ``watermarking_config`` a green-list watermark (``nn/guidance.py``).
 
     An option not passed (``DEFAULT``) comes from the ``generation_config=`` passed, else the model's
     ``generation_config`` (its folder's generation_config.json) when that sets it, else from
