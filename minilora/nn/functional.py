@@ -939,10 +939,10 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     flat = ids.reshape(-1)
     rows = embedding(ops.tensor(flat, device=weight.device), weight, None, max_norm, norm_type, scale_grad_by_freq,
                      sparse)
-    if per_sample_weights is not None:
-        rows = rows * per_sample_weights.reshape(-1, 1)
     ends = list(starts[1:]) + [flat.size]
     kept = [[i for i in range(a, b) if flat[i] != padding_idx] for a, b in zip(starts, ends)]
+    if per_sample_weights is not None:
+        return _weighted_bag_sums(rows, per_sample_weights.reshape(-1), kept)
     if mode == "max":
         empty = rows[:0].sum(0)  # an empty bag's zeros, still in the graph (torch's output has a grad_fn)
         maxima = [rows[ops.tensor(np.array(bag), device=weight.device)].max(0)[0] if bag else empty for bag in kept]
@@ -955,6 +955,22 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         return sums
     counts = np.array([max(len(bag), 1) for bag in kept], dtype=np.float64).reshape(-1, 1)
     return sums / ops.tensor(counts, dtype=rows.dtype, device=rows.device)  # (torch divides the bag's sum)
+
+
+def _weighted_bag_sums(rows, weights, kept):
+    """Each bag's ``sum(weight_i * row_i)`` as torch's kernel (FBGEMM's) adds it: a fused multiply-add per
+    row, in the bag's order (``addcmul``, fused as torch's), from zeros. The bags are padded to one length
+    with a zero row of weight 0 (``fma(0, 0, acc)`` is ``acc``)."""
+    length = max((len(bag) for bag in kept), default=0)
+    pad = rows.shape[0]  # (the index of the appended zero row)
+    index = ops.tensor(np.array([bag + [pad] * (length - len(bag)) for bag in kept], dtype=np.int64).reshape(
+        len(kept), length), device=rows.device)
+    padded_rows = ops.cat([rows, rows.new_zeros((1, rows.shape[1]))])[index]  # [bags, length, dim]
+    padded_weights = ops.cat([weights.to(rows.dtype), weights.new_zeros((1,), dtype=rows.dtype)])[index]
+    total = rows.new_zeros((len(kept), rows.shape[1]))
+    for j in range(length):
+        total = ops.addcmul(total, padded_weights[:, j:j + 1], padded_rows[:, j])
+    return total
 
 
 def _bags(input, offsets, include_last_offset):
