@@ -104,13 +104,14 @@ def _one_of(value, allowed, kind):
 
 # transformers' fields that ask for something minilora's Trainer does not do (several processes or devices,
 # compilation, other kernels, the Hub, trackers...): each must keep transformers' default, else it is refused
-# by name. (Fields that change nothing on one CPU process -- log levels, pinned memory, ddp_* -- are taken.)
+# by name. (Fields that change nothing on one CPU process are taken: log levels, pinned memory, ddp_*,
+# eval_accumulation_steps (when predictions move to the host), auto_find_batch_size (the batch size an
+# out-of-memory error would halve).)
 NOT_IMPLEMENTED = {
     "optim_target_modules": None, "bf16_full_eval": False, "fp16_full_eval": False, "torch_compile": False,
     "torch_compile_backend": None, "torch_compile_mode": None, "use_liger_kernel": False, "liger_kernel_config": None,
-    "neftune_noise_alpha": None, "auto_find_batch_size": False,
-    "eval_do_concat_batches": True, "eval_use_gather_object": False, "eval_accumulation_steps": None,
-    "include_for_metrics": [], "batch_eval_metrics": False, "enable_jit_checkpoint": False, "push_to_hub": False,
+    "neftune_noise_alpha": None, "eval_use_gather_object": False, "batch_eval_metrics": False,
+    "enable_jit_checkpoint": False, "push_to_hub": False,
     "accelerator_config": None, "parallelism_config": None, "dataloader_num_workers": 0,
     "label_smoothing_factor": 0.0, "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
 
@@ -568,16 +569,20 @@ class ProgressCallback(PrinterCallback):
 
 class EvalPrediction:
     """What ``compute_metrics`` gets: ``predictions`` (the logits, padded with -100 to one length) and
-    ``label_ids``, NumPy arrays; unpacks as ``predictions, labels = eval_pred``."""
+    ``label_ids``, NumPy arrays, and ``inputs`` / ``losses`` where ``include_for_metrics`` asks; unpacks as
+    ``predictions, labels = eval_pred`` (then inputs, losses)."""
 
     def __init__(self, predictions, label_ids, inputs=None, losses=None):
         self.predictions, self.label_ids, self.inputs, self.losses = predictions, label_ids, inputs, losses
+        self.elements = (predictions, label_ids) + tuple(x for x in (inputs, losses) if x is not None)
 
     def __iter__(self):
-        return iter((self.predictions, self.label_ids))
+        return iter(self.elements)
 
     def __getitem__(self, index):
-        return (self.predictions, self.label_ids)[index]
+        if index < 0 or index >= len(self.elements):
+            raise IndexError("tuple index out of range")
+        return self.elements[index]
 
 
 class TrainOutput(NamedTuple):
@@ -1305,13 +1310,16 @@ class Trainer:
         loss_only = prediction_loss_only if prediction_loss_only is not None else args.prediction_loss_only
         self.model.eval()
         self.callback_handler.eval_dataloader = dataloader
-        losses, preds, labels, seen = [], [], [], 0
+        losses, preds, labels, ids, seen = [], [], [], [], 0
+        main_input = getattr(self.model, "main_input_name", "input_ids")
         for inputs in dataloader:
             loss, logits, label = self.prediction_step(self.model, inputs, loss_only, ignore_keys)
             examples = len(_host(next(iter(inputs.values()))))  # (transformers' find_batch_size)
             seen += examples
             if loss is not None:
                 losses.append(np.repeat(np.float32(loss.item()), examples))
+            if "inputs" in args.include_for_metrics:
+                ids.append(_host(inputs[main_input]))
             if logits is not None:
                 logits = self.preprocess_logits_for_metrics(logits, label) \
                     if self.preprocess_logits_for_metrics is not None else logits
@@ -1319,11 +1327,14 @@ class Trainer:
             if label is not None:
                 labels.append(_host(label))
             self._event("on_prediction_step")
-        all_preds = _concat_padded(preds) if preds else None
-        all_labels = _concat_padded(labels) if labels else None
+        # eval_do_concat_batches=False: each a list of the batches' arrays
+        gathered = _concat_padded if args.eval_do_concat_batches else list
+        all_preds, all_labels, all_ids, all_losses = (gathered(x) if x else None for x in (preds, labels, ids, losses))
         metrics = {}
         if self.compute_metrics is not None and all_preds is not None and all_labels is not None:
-            metrics = self.compute_metrics(EvalPrediction(predictions=all_preds, label_ids=all_labels))
+            metrics = self.compute_metrics(EvalPrediction(
+                predictions=all_preds, label_ids=all_labels, inputs=all_ids,
+                losses=all_losses if "loss" in args.include_for_metrics else None))
         metrics = _plain(metrics)  # (transformers' denumpify_detensorize)
         if losses:
             all_losses = np.concatenate(losses)

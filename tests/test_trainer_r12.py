@@ -73,7 +73,8 @@ def lora_pair(base, **config):
     return theirs, ml_peft.get_peft_model(ours, ml_peft.LoraConfig(**config))
 
 
-def run_both(base, tmp_path, datasets, collators=(None, None), lora=None, callbacks=lambda lib: None, **arguments):
+def run_both(base, tmp_path, datasets, collators=(None, None), lora=None, callbacks=lambda lib: None,
+             compute_metrics=None, **arguments):
     """Train with each library (``callbacks(lib)``: the Trainer's callbacks); return the two trainers."""
     arguments = dict(report_to="none", disable_tqdm=True, **arguments)
     trainers = []
@@ -84,7 +85,7 @@ def run_both(base, tmp_path, datasets, collators=(None, None), lora=None, callba
             warnings.simplefilter("ignore")
             trainer = lib.Trainer(model=model, args=args, train_dataset=data[0], eval_dataset=data[1],
                                   data_collator=collate, callbacks=callbacks(lib),
-                                  **({"compute_metrics": metrics} if data[1] else {}))
+                                  **({"compute_metrics": compute_metrics or metrics} if data[1] else {}))
             trainer.train()
         trainers.append(trainer)
     return trainers
@@ -304,6 +305,25 @@ def test_reduce_lr_on_plateau_steps_on_the_evaluations(base, tmp_path):
     for a, b in zip(theirs.state.log_history[:-1], ours.state.log_history[:-1]):
         for key, rel in (("loss", RTOL), ("eval_loss", RTOL), ("grad_norm", 1e-4)):
             assert key not in a or b[key] == pytest.approx(a[key], rel=rel), (key, a, b)
+
+
+def test_compute_metrics_with_inputs_losses_and_unconcatenated_batches(base, tmp_path):
+    """include_for_metrics=["inputs", "loss"] hands compute_metrics the input ids and the per-example losses;
+    eval_do_concat_batches=False hands each as a list of the batches' arrays (eval batches of 3 over 4 rows)."""
+    def metrics_of_everything(eval_pred):
+        predictions, labels, inputs, losses = eval_pred
+        return {"batches": len(predictions), "label_rows": sum(len(b) for b in labels),
+                "ids": float(sum(b.sum() for b in inputs)), "mean_loss": float(np.concatenate(losses).mean())}
+    data = examples()
+    theirs, ours = run_both(base, tmp_path, [(data, data[:4])] * 2, (collator(torch.tensor), collator(ml.tensor)),
+                            compute_metrics=metrics_of_everything, learning_rate=1e-2, per_device_train_batch_size=2,
+                            per_device_eval_batch_size=3, max_steps=2, logging_steps=1, save_strategy="no",
+                            eval_strategy="steps", eval_steps=2, include_for_metrics=["inputs", "loss"],
+                            eval_do_concat_batches=False)
+    evals = [[e for e in trainer.state.log_history if "eval_loss" in e] for trainer in (theirs, ours)]
+    keys = ("eval_batches", "eval_label_rows", "eval_ids")
+    assert [[e[k] for k in keys] for e in evals[1]] == [[e[k] for k in keys] for e in evals[0]] == [[2, 4, 562.0]]
+    assert evals[1][0]["eval_mean_loss"] == pytest.approx(evals[0][0]["eval_mean_loss"], rel=RTOL)
 
 
 def test_resume_from_checkpoint_continues_the_run(base, tmp_path):
