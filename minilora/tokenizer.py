@@ -27,10 +27,10 @@ What transformers users write works, with transformers' defaults::
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
-XLM-RoBERTa, BERT, mBART, NLLB: the table ``_CLASS_RULES``) tokenizes as there: the class's pipeline around the
-file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an infilling prompt
-(``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang`` mark texts and targets
-(``TranslationTokenizer``).
+XLM-RoBERTa, BERT, mBART, NLLB, Whisper: the table ``_CLASS_RULES``) tokenizes as there: the class's pipeline
+around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an
+infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang`` mark texts and targets
+(``TranslationTokenizer``), Whisper's ``language`` / ``task`` prefix them (``WhisperTokenizer``).
 
 A call runs as in transformers' fast tokenizers: the ``tokenizers`` backend gets the call's truncation
 and padding (put back afterwards) and encodes the batch; its Encodings stay in the BatchEncoding.
@@ -49,8 +49,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ByteTokenizer", "HFTokenizer", "CodeLlamaTokenizer", "MBartTokenizer", "NllbTokenizer", "BatchEncoding",
-           "CharSpan", "TokenSpan", "from_file", "from_pretrained", "model_tokenizer"]
+__all__ = ["ByteTokenizer", "HFTokenizer", "CodeLlamaTokenizer", "MBartTokenizer", "NllbTokenizer", "WhisperTokenizer",
+           "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained", "model_tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -1515,7 +1515,8 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
         out._class_init(class_settings)
     if rule is not None and rule.post_processor is not None:  # (saved to load back as this class: _class_config)
         out._saved_class = tokenizer_class
-        out._saved_settings = {key: class_settings[key] for key in CLASS_SETTINGS if class_settings.get(key) is not None}
+        out._saved_settings = {key: value for key, value in class_settings.items()
+                               if key in CLASS_SETTINGS and value is not None}
     _post_processor_at_load(out, rule, {flag: settings[flag] for flag in POST_PROCESSOR_FLAGS
                                         if settings.get(flag) is not None})
     # the padding side transformers' AutoTokenizer gives that class by default
@@ -1614,7 +1615,7 @@ _MODEL_TYPE_TOKENIZERS = {
                      "nomic_bert", "layoutlm"), "BertTokenizer"),
     **dict.fromkeys(("t5", "mt5", "switch_transformers", "musicgen"), "T5Tokenizer"),
     **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer"),
-    "mbart": "MBartTokenizer", **dict.fromkeys(("nllb", "nllb-moe"), "NllbTokenizer")}
+    "mbart": "MBartTokenizer", **dict.fromkeys(("nllb", "nllb-moe"), "NllbTokenizer"), "whisper": "WhisperTokenizer"}
 _MODEL_TYPES_WITH_WRONG_HUB_CLASS = frozenset({"phi3", "phimoe", "qwen2", "qwen3_5", "internlm2"})
 
 
@@ -1870,6 +1871,11 @@ def _source_language_template(tokenizer):
     return tokenizer._language_template(tokenizer.src_lang)
 
 
+def _whisper_prefix_template(tokenizer):
+    tokenizer.set_prefix_tokens()
+    return tokenizer.tokenizer.post_processor
+
+
 class CodeLlamaTokenizer(HFTokenizer):
     """transformers' CodeLlamaTokenizer (models/code_llama/tokenization_code_llama.py): infilling. A text with
     ``<FILL_ME>`` (or ``tok(prefix, suffix=...)``) is encoded as "<s>▁<PRE> {prefix}▁<SUF>{suffix}▁<MID>"
@@ -2010,6 +2016,96 @@ class MBartTokenizer(TranslationTokenizer):
     """transformers' MBartTokenizer (mBART-cc25, mBART-large-en-ro): the codes after the text."""
 
 
+# WhisperTokenizer's LANGUAGES (code: name, in the order of the <|en|>, <|zh|>, ... tokens after
+# <|startoftranscript|>) and the other names TO_LANGUAGE_CODE takes
+_WHISPER_LANGUAGES = dict(pair.replace("_", " ").split(":") for pair in """
+en:english zh:chinese de:german es:spanish ru:russian ko:korean fr:french ja:japanese pt:portuguese tr:turkish
+pl:polish ca:catalan nl:dutch ar:arabic sv:swedish it:italian id:indonesian hi:hindi fi:finnish vi:vietnamese
+he:hebrew uk:ukrainian el:greek ms:malay cs:czech ro:romanian da:danish hu:hungarian ta:tamil no:norwegian
+th:thai ur:urdu hr:croatian bg:bulgarian lt:lithuanian la:latin mi:maori ml:malayalam cy:welsh sk:slovak
+te:telugu fa:persian lv:latvian bn:bengali sr:serbian az:azerbaijani sl:slovenian kn:kannada et:estonian
+mk:macedonian br:breton eu:basque is:icelandic hy:armenian ne:nepali mn:mongolian bs:bosnian kk:kazakh
+sq:albanian sw:swahili gl:galician mr:marathi pa:punjabi si:sinhala km:khmer sn:shona yo:yoruba so:somali
+af:afrikaans oc:occitan ka:georgian be:belarusian tg:tajik sd:sindhi gu:gujarati am:amharic yi:yiddish lo:lao
+uz:uzbek fo:faroese ht:haitian_creole ps:pashto tk:turkmen nn:nynorsk mt:maltese sa:sanskrit lb:luxembourgish
+my:myanmar bo:tibetan tl:tagalog mg:malagasy as:assamese tt:tatar haw:hawaiian ln:lingala ha:hausa ba:bashkir
+jw:javanese su:sundanese yue:cantonese
+""".split())
+_WHISPER_LANGUAGE_ALIASES = dict(pair.split(":") for pair in (
+    "burmese:my valencian:ca flemish:nl haitian:ht letzeburgesch:lb pushto:ps panjabi:pa moldavian:ro "
+    "moldovan:ro sinhalese:si castilian:es mandarin:zh").split())
+
+
+class WhisperTokenizer(HFTokenizer):
+    """transformers' WhisperTokenizer: a call's ids start with the prefix tokens (``<|startoftranscript|>``, the
+    ``language``'s token, the ``task``'s (<|transcribe|> / <|translate|>), ``<|notimestamps|>`` unless
+    ``predict_timestamps``) and end with <|endoftext|>, the fine-tuning tutorial's labels; ``set_prefix_tokens``
+    changes them. decode drops timestamp tokens' text (<|1.00|>) and, skipping special tokens, a prompt before
+    <|startoftranscript|> (a single sequence's, as there)."""
+
+    _timestamp = re.compile(r"<\|(\d+\.\d+)\|>")
+
+    def _class_init(self, settings):
+        self.language, self.task = settings.get("language"), settings.get("task")
+        self.predict_timestamps = _setting(settings, "predict_timestamps", False)
+
+    def _language_config(self):
+        return {"language": self.language, "task": self.task, "predict_timestamps": self.predict_timestamps}
+
+    @property
+    def prefix_tokens(self):
+        start = self._token_id("<|startoftranscript|>")
+        prefix = [start]
+        if self.language is not None:
+            self.language = self.language.lower()
+            code = {**{name: code for code, name in _WHISPER_LANGUAGES.items()},
+                    **_WHISPER_LANGUAGE_ALIASES}.get(self.language, self.language)
+            if code not in _WHISPER_LANGUAGES:  # transformers' message
+                names = list(_WHISPER_LANGUAGES) if len(self.language) == 2 else \
+                    list(_WHISPER_LANGUAGES.values()) + list(_WHISPER_LANGUAGE_ALIASES)
+                raise ValueError(f"Unsupported language: {self.language}. Language should be one of: {names}.")
+            prefix.append(start + 1 + list(_WHISPER_LANGUAGES).index(code))
+        if self.task is not None:
+            if self.task not in ("translate", "transcribe"):
+                raise ValueError(f"Unsupported task: {self.task}. Task should be in: ['translate', 'transcribe']")
+            prefix.append(self._token_id(f"<|{self.task}|>"))
+        if not self.predict_timestamps:
+            prefix.append(self._token_id("<|notimestamps|>"))
+        return prefix
+
+    def set_prefix_tokens(self, language=None, task=None, predict_timestamps=None):
+        """Change the language / task / predict_timestamps the prefix says (None: keep it)."""
+        from tokenizers import processors
+        self.language = self.language if language is None else language
+        self.task = self.task if task is None else task
+        self.predict_timestamps = self.predict_timestamps if predict_timestamps is None else predict_timestamps
+        ids = self.prefix_tokens
+        tokens = [self._token(i) for i in ids]
+        prefix = " ".join(f"{token}:0" for token in tokens)
+        eos = self.eos_token
+        self.tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{prefix} $A:0 {eos}:0", pair=f"{prefix} $A:0 $B:1 {eos}:1",
+            special_tokens=[(eos, self.eos_token_id), *zip(tokens, ids)])
+
+    def get_decoder_prompt_ids(self, task=None, language=None, no_timestamps=True):
+        """generate's forced_decoder_ids for that prefix: [(1, language id), (2, task id), (3, notimestamps id)]."""
+        self.set_prefix_tokens(task=task, language=language, predict_timestamps=not no_timestamps)
+        return [(rank + 1, token) for rank, token in enumerate(self.prefix_tokens[1:])]
+
+    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
+        rows = _rows(token_ids)
+        if skip_special_tokens and isinstance(rows, (list, tuple)) and rows and \
+                not isinstance(_rows(rows[0]), (list, tuple)):
+            rows = _id_list(rows)
+            start, prompt = self._token_id("<|startoftranscript|>"), self._token_id("<|startofprev|>")
+            if rows[0] == prompt:  # (the prompt goes, up to the transcript's start)
+                rows = rows[rows.index(start):] if start in rows else []
+        return super().decode(rows, skip_special_tokens, clean_up_tokenization_spaces)
+
+    def _decode(self, token_ids, skip_special_tokens):
+        return self._timestamp.sub("", super()._decode(token_ids, skip_special_tokens))
+
+
 class _ClassRule(NamedTuple):
     """How one transformers class loads a tokenizer.json."""
     pipeline: object  # (backend, settings): sets the normalizer, pre-tokenizer and decoder as its __init__
@@ -2070,6 +2166,8 @@ _CLASS_RULES = {
                                  _FAIRSEQ_SPECIAL_TOKENS, _languages(_MBART_LANGUAGES, "additional_special_tokens"),
                                  tokenizer_type=MBartTokenizer, post_processor=_source_language_template,
                                  lstrip_mask=True),
+    "WhisperTokenizer": _ClassRule(_gpt2_pipeline, _BYTE_LEVEL_BPE, _ENDOFTEXT, tokenizer_type=WhisperTokenizer,
+                                   post_processor=_whisper_prefix_template),
     "NllbTokenizer": _ClassRule(_nllb_pipeline, {"unk_token": _WITH_UNK, "fuse_unk": True, "byte_fallback": False},
                                 _FAIRSEQ_SPECIAL_TOKENS, _languages(_NLLB_LANGUAGES, "extra_special_tokens"),
                                 tokenizer_type=NllbTokenizer, post_processor=_source_language_template,
@@ -2077,7 +2175,8 @@ _CLASS_RULES = {
 }
 # the __init__ arguments the pipelines read
 CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets", "do_lower_case", "strip_accents",
-                  "tokenize_chinese_chars", "extra_ids", "src_lang", "tgt_lang", "legacy_behaviour")
+                  "tokenize_chinese_chars", "extra_ids", "src_lang", "tgt_lang", "legacy_behaviour", "language",
+                  "task", "predict_timestamps")
 
 
 def _rebuilt_model(backend, rule, unk_token):

@@ -1,4 +1,5 @@
-"""Encoder and translation tokenizer folders (T5, XLM-RoBERTa, BERT, mBART, NLLB) tokenize as transformers 5 does.
+"""Encoder, translation and speech tokenizer folders (T5, XLM-RoBERTa, BERT, mBART, NLLB, Whisper) tokenize as
+transformers 5 does.
 
 transformers 5.25's T5Tokenizer, XLMRobertaTokenizer and BertTokenizer (DistilBERT's too) keep a tokenizer.json's
 vocabulary and rebuild the rest from their own __init__: T5 and XLM-R keep only the file's SentencePiece charsmap
@@ -11,6 +12,8 @@ T5 folder that lists no sentinels 100 tokens fewer; a folder without tokenizer_c
 type (t5, bert, xlm-roberta) ran as written too. mBART and NLLB mark a text with its language code (src_lang,
 text_target's tgt_lang; NLLB before the text unless legacy_behaviour) and add their codes as special tokens: an
 NLLB folder gave other ids for all 312 texts, an mBART one for 24 (its normalizer) and 25 special tokens fewer.
+Whisper starts each text with its prefix (<|startoftranscript|>, the language's and task's tokens,
+<|notimestamps|>): a folder with a language and task gave other ids for all 312.
 Every comparison is against transformers' AutoTokenizer on the same folder.
 """
 import base64
@@ -68,7 +71,8 @@ def _unigram(special, normalizer):
 
 
 def _t5_folder(folder, sentinels=True, model_type=None, charsmap=False):
-    """A T5 file (Unigram, "$A </s>"); with ``sentinels`` the file and tokenizer_config.json list them (as t5-small's)."""
+    """A T5 file (Unigram, "$A </s>"); with ``sentinels`` the file and tokenizer_config.json list them (as
+    t5-small's)."""
     normalizer = normalizers.Sequence([normalizers.Precompiled(base64.b64decode(NOOP_CHARSMAP)),
                                        normalizers.Lowercase()]) if charsmap else normalizers.NFKC()
     tok = _unigram(["<pad>", "</s>", "<unk>"], normalizer)
@@ -116,17 +120,49 @@ def _translation_folder(folder, tokenizer_class, model_type=None, mask=True, **c
         tok, codes = _unigram(special, normalizers.NFKC()), list(MBART_LANGUAGES)
     else:
         tok = tokenizers.Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
-        tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizers.NFKC(), pre_tokenizers.Metaspace(), decoders.Metaspace()
-        tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=special, show_progress=False))
+        tok.normalizer, tok.pre_tokenizer = normalizers.NFKC(), pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                                                            show_progress=False))
         codes = ["eng_Latn", "fra_Latn", "deu_Latn"]
     tok.add_special_tokens(codes)
     if mask:
         tok.add_special_tokens([tokenizers.AddedToken("<mask>", lstrip=True, special=True)])
-    tok.post_processor = processors.TemplateProcessing(single=f"$A </s> {codes[0]}", pair=f"$A $B </s> {codes[0]}",
-                                                       special_tokens=[("</s>", 2), (codes[0], tok.token_to_id(codes[0]))])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"$A </s> {codes[0]}", pair=f"$A $B </s> {codes[0]}",
+        special_tokens=[("</s>", 2), (codes[0], tok.token_to_id(codes[0]))])
     return _write(folder, tok, {"tokenizer_class": None if model_type else tokenizer_class, "bos_token": "<s>",
                                 "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "sep_token": "</s>",
                                 "cls_token": "<s>", "mask_token": "<mask>" if mask else None, **config}, model_type)
+
+
+WHISPER_LANGUAGES = ("en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur "
+                     "hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si "
+                     "km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln "
+                     "ha ba jw su yue").split()
+
+
+def _whisper_folder(folder, model_type=None, **config):
+    """A Whisper file: byte-level BPE, <|startoftranscript|> and the 100 language tokens after it, the task and
+    timestamp tokens, and the template for no language (what the folder's language / task change)."""
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=380, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                        show_progress=False))
+    special = (["<|startoftranscript|>"] + [f"<|{code}|>" for code in WHISPER_LANGUAGES] +
+               ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
+                "<|notimestamps|>"])
+    tok.add_special_tokens(special)
+    tok.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(5)])
+    prefix = ["<|startoftranscript|>", "<|notimestamps|>"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=prefix + ["$A", "<|endoftext|>"], pair=prefix + ["$A", "$B", "<|endoftext|>"],
+        special_tokens=[(t, tok.token_to_id(t)) for t in prefix + ["<|endoftext|>"]])
+    end = "<|endoftext|>"
+    return _write(folder, tok, {"tokenizer_class": None if model_type else "WhisperTokenizer", "bos_token": end,
+                                "eos_token": end, "unk_token": end, "pad_token": end,
+                                "additional_special_tokens": special, **config}, model_type)
 
 
 MBART_LANGUAGES = ("ar_AR cs_CZ de_DE en_XX es_XX et_EE fi_FI fr_XX gu_IN hi_IN it_IT ja_XX kk_KZ ko_KR lt_LT lv_LV "
@@ -149,6 +185,9 @@ FOLDERS = {
     "NllbTokenizer": lambda d: _translation_folder(d, "NllbTokenizer"),
     "NllbTokenizer, legacy_behaviour, no mask token": lambda d: _translation_folder(
         d, "NllbTokenizer", mask=False, legacy_behaviour=True, src_lang="fra_Latn"),
+    "WhisperTokenizer, language and task": lambda d: _whisper_folder(d, language="spanish", task="transcribe"),
+    "whisper model folder, language alias, timestamps": lambda d: _whisper_folder(
+        d, "whisper", language="castilian", task="translate", predict_timestamps=True),
 }
 
 
@@ -182,7 +221,8 @@ def _assert_same_tokenization(theirs, ours):
             assert ours.batch_decode(want["input_ids"], skip_special_tokens=skip) == \
                 theirs.batch_decode(want["input_ids"], skip_special_tokens=skip)
     assert [ours.tokenize(t) for t in texts[::3]] == [theirs.tokenize(t) for t in texts[::3]]
-    assert [(name, getattr(ours, name)) for name in ATTRIBUTES] == [(name, getattr(theirs, name)) for name in ATTRIBUTES]
+    assert [(name, getattr(ours, name)) for name in ATTRIBUTES] == \
+        [(name, getattr(theirs, name)) for name in ATTRIBUTES]
     assert len(ours) == len(theirs)
     options = {"padding": True, "truncation": True, "max_length": 9}
     assert dict(ours(texts[:24], texts[24:48], **options)) == dict(theirs(texts[:24], texts[24:48], **options))
@@ -255,15 +295,19 @@ def test_translation_languages_and_targets_as_transformers(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["BertTokenizer, cased over a lowercasing file", "T5Tokenizer, no sentinels listed",
-                                  "NllbTokenizer, legacy_behaviour, no mask token"])
+                                  "NllbTokenizer, legacy_behaviour, no mask token",
+                                  "WhisperTokenizer, language and task"])
 def test_saved_folder_loads_back_as_the_same_class(tmp_path, name):
-    """save_pretrained names the class and its __init__ arguments (do_lower_case, src_lang, legacy_behaviour...):
+    """save_pretrained names the class and its __init__ arguments (do_lower_case, src_lang, Whisper's language...):
     minilora wrote PreTrainedTokenizerFast, which transformers runs as written: a saved BERT folder lost its
     token_type_ids, an NLLB one its language codes and src_lang."""
     (tmp_path / "first").mkdir()
     theirs, ours = _both(FOLDERS[name](tmp_path / "first"))
     if name.startswith("Nllb"):
         ours.src_lang = theirs.src_lang = "deu_Latn"
+    if name.startswith("Whisper"):
+        ours.set_prefix_tokens(language="german", task="translate")
+        theirs.set_prefix_tokens(language="german", task="translate")
     ours.save_pretrained(tmp_path / "saved")
     texts = _texts(theirs)[::5]
     again = _both(tmp_path / "saved")
@@ -271,3 +315,27 @@ def test_saved_folder_loads_back_as_the_same_class(tmp_path, name):
     for tok in again:
         assert dict(tok(texts, texts[::-1], text_target=texts)) == dict(theirs(texts, texts[::-1], text_target=texts))
         assert (len(tok), tok.all_special_tokens) == (len(theirs), theirs.all_special_tokens)
+
+
+@pytest.mark.parametrize("name", ["WhisperTokenizer, language and task",
+                                  "whisper model folder, language alias, timestamps"])
+def test_whisper_prefix_tokens_and_decode_as_transformers(tmp_path, name):
+    """The Whisper fine-tuning tutorial's calls: labels start with the prefix tokens of tokenizer_config.json's
+    language / task (or from_pretrained's), ``set_prefix_tokens``, ``get_decoder_prompt_ids``, an unknown
+    language's error; decode drops timestamps' text, and with skip_special_tokens a single sequence's prompt.
+    minilora ran the file's template: no language or task token, and no prefix_tokens / set_prefix_tokens."""
+    theirs, ours = _both(FOLDERS[name](tmp_path))
+
+    def calls(tok):
+        start, prompt = tok.convert_tokens_to_ids("<|startoftranscript|>"), tok.convert_tokens_to_ids("<|startofprev|>")
+        text = tok("the cat <|0.04|>", add_special_tokens=False)["input_ids"]
+        ids = [prompt, 50, 60, start] + text + [tok.eos_token_id]
+        out = [tok("hello world <|0.02|> x")["input_ids"], tok.prefix_tokens, tok.decode(ids),
+               tok.decode(ids, skip_special_tokens=True), tok.batch_decode([ids, ids[3:]], skip_special_tokens=True),
+               tok.get_decoder_prompt_ids(task="translate", language="de"), tok("a b", text_target="c")["labels"]]
+        tok.set_prefix_tokens(language="french", predict_timestamps=True)
+        out.append(tok(["a b", "c"])["input_ids"])
+        with pytest.raises(ValueError) as error:
+            tok.set_prefix_tokens(language="klingon")
+        return out + [str(error.value)]
+    assert calls(ours) == calls(theirs)
