@@ -941,8 +941,10 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
                      sparse)
     ends = list(starts[1:]) + [flat.size]
     kept = [[i for i in range(a, b) if flat[i] != padding_idx] for a, b in zip(starts, ends)]
-    if per_sample_weights is not None:
+    if per_sample_weights is not None and padding_idx is None:  # (torch's FBGEMM path: no padding_idx)
         return _weighted_bag_sums(rows, per_sample_weights.reshape(-1), kept)
+    if per_sample_weights is not None:  # (its other path: each product rounded, then added)
+        rows = rows * per_sample_weights.reshape(-1, 1)
     if mode == "max":
         empty = rows[:0].sum(0)  # an empty bag's zeros, still in the graph (torch's output has a grad_fn)
         maxima = [rows[ops.tensor(np.array(bag), device=weight.device)].max(0)[0] if bag else empty for bag in kept]
@@ -958,9 +960,9 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
 
 
 def _weighted_bag_sums(rows, weights, kept):
-    """Each bag's ``sum(weight_i * row_i)`` as torch's kernel (FBGEMM's) adds it: a fused multiply-add per
-    row, in the bag's order (``addcmul``, fused as torch's), from zeros. The bags are padded to one length
-    with a zero row of weight 0 (``fma(0, 0, acc)`` is ``acc``)."""
+    """Each bag's ``sum(weight_i * row_i)`` as torch's kernel (FBGEMM's, used without a padding_idx) adds it: a
+    fused multiply-add per row, in the bag's order (``addcmul``, fused as torch's), from zeros. The bags are
+    padded to one length with a zero row of weight 0 (``fma(0, 0, acc)`` is ``acc``)."""
     length = max((len(bag) for bag in kept), default=0)
     pad = rows.shape[0]  # (the index of the appended zero row)
     index = ops.tensor(np.array([bag + [pad] * (length - len(bag)) for bag in kept], dtype=np.int64).reshape(
