@@ -110,7 +110,7 @@ def _one_of(value, allowed, kind):
 NOT_IMPLEMENTED = {
     "optim_target_modules": None, "bf16_full_eval": False, "fp16_full_eval": False, "torch_compile": False,
     "torch_compile_backend": None, "torch_compile_mode": None, "use_liger_kernel": False, "liger_kernel_config": None,
-    "neftune_noise_alpha": None, "eval_use_gather_object": False, "batch_eval_metrics": False,
+    "eval_use_gather_object": False, "batch_eval_metrics": False,
     "enable_jit_checkpoint": False, "push_to_hub": False,
     "accelerator_config": None, "parallelism_config": None, "dataloader_num_workers": 0,
     "label_smoothing_factor": 0.0, "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
@@ -756,6 +756,24 @@ def align_special_tokens(model, tokenizer):
                        f"with the tokenizer's values. Updated tokens: {updated}.")
 
 
+def _neftune_post_forward_hook(module, inputs, output):
+    """NEFTune: while training, the embeddings get uniform noise of magnitude alpha / sqrt(length x width),
+    computed in float32 as transformers' hook does (alpha / torch.sqrt of an integer tensor)."""
+    if not module.training:
+        return output
+    from .factories import zeros_like
+    magnitude = float(np.float32(module.neftune_noise_alpha) / np.sqrt(np.float32(output.shape[1] * output.shape[2])))
+    return output + zeros_like(output).uniform_(-magnitude, magnitude)
+
+
+def _activate_neftune(model, alpha):
+    """transformers' activate_neftune: the hook on the input embeddings (a PEFT model's base model's)."""
+    inner = model.base_model.model if _is_peft_model(model) else model
+    embeddings = inner.get_input_embeddings()
+    embeddings.neftune_noise_alpha = alpha
+    return embeddings.register_forward_hook(_neftune_post_forward_hook)
+
+
 # ----------------------------------------------------------------------------------------------
 # The Trainer
 # ----------------------------------------------------------------------------------------------
@@ -1013,6 +1031,8 @@ class Trainer:
             self.optimizer, self.lr_scheduler = None, None
         if self.args.activation_checkpointing:
             self._enable_activation_checkpointing()
+        if self.args.neftune_noise_alpha is not None:
+            self.neftune_hook_handle = _activate_neftune(self.model, self.args.neftune_noise_alpha)
         if self.processing_class is not None and getattr(self.model, "config", None) is not None:
             align_special_tokens(self.model, self.processing_class)
         if resume_from_checkpoint is not None:
@@ -1021,6 +1041,8 @@ class Trainer:
             return self._inner_training_loop(resume_from_checkpoint, ignore_keys_for_eval)
         finally:
             self.is_in_train = False
+            if self.args.neftune_noise_alpha is not None:  # (the embeddings' forward as it was)
+                self.neftune_hook_handle.remove()
 
     def _enable_activation_checkpointing(self):
         """``activation_checkpointing=True``: the model's own gradient checkpointing (each decoder layer's

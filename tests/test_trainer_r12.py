@@ -174,16 +174,18 @@ class Recorder(ml_trainer.TrainerCallback):
 def test_torch_dataset_default_collator_sgd_max_steps_callbacks(base, tmp_path):
     """A torch-style Dataset through default_data_collator (the "text" column removed first), optim="sgd",
     max_steps, step-wise evaluation with compute_metrics, a cosine schedule with a warmup fraction, no
-    clipping, and a callback that stops training after the second evaluation."""
+    clipping, NEFTune's noise on the embeddings (drawn from the generator's stream, float32 magnitude), and a
+    callback that stops training after the second evaluation."""
     rows = [{k: v for k, v in row.items() if k != "attention_mask"} for row in examples(9, ragged=False)]
     recorder = Recorder()
     arguments = dict(learning_rate=0.5, per_device_train_batch_size=3, per_device_eval_batch_size=2, max_steps=4,
                      optim="sgd", lr_scheduler_type="cosine", warmup_steps=0.3, max_grad_norm=0.0, logging_steps=1,
-                     eval_strategy="steps", eval_steps=1, save_strategy="no", seed=7)
+                     eval_strategy="steps", eval_steps=1, save_strategy="no", seed=7, neftune_noise_alpha=5.0)
     theirs, ours = run_both(base, tmp_path, [(TorchRows(rows), TorchRows(rows[:5])), (Rows(rows), Rows(rows[:5]))],
                             **arguments)
     assert_same_history(theirs.state.log_history, ours.state.log_history)
     assert ours.state.global_step == 4 and not os.listdir(tmp_path / "ours")
+    assert not ours.model.get_base_model().get_input_embeddings()._forward_hooks  # (NEFTune's hook is gone)
     args = ml_trainer.TrainingArguments(output_dir=str(tmp_path / "cb"), report_to="none", disable_tqdm=True,
                                         **arguments)
     trainer = ml_trainer.Trainer(model=lora_pair(base)[1], args=args, train_dataset=Rows(rows),
