@@ -32,6 +32,7 @@ here (refused by name, ``NOT_IMPLEMENTED``): distributed training, DeepSpeed/FSD
 optimizers other than torch's AdamW/SGD/Adagrad/RMSprop.
 """
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -112,7 +113,7 @@ NOT_IMPLEMENTED = {
     "torch_compile_backend": None, "torch_compile_mode": None, "use_liger_kernel": False, "liger_kernel_config": None,
     "eval_use_gather_object": False, "batch_eval_metrics": False,
     "enable_jit_checkpoint": False, "push_to_hub": False,
-    "accelerator_config": None, "parallelism_config": None, "dataloader_num_workers": 0,
+    "accelerator_config": None, "parallelism_config": None,
     "label_smoothing_factor": 0.0, "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
 
 
@@ -684,6 +685,25 @@ class _RemoveColumnsCollator:
                               for f in features])
 
 
+def _seed_worker(worker_id, num_workers, rank=0):
+    """transformers' seed_worker: a data worker's Python, NumPy and torch generators seeded from its own seed."""
+    from .models import set_seed
+    set_seed(num_workers * rank + ml_random.initial_seed() % 2 ** 32)
+
+
+def _one_ahead(batches):
+    """The batches as accelerate's DataLoaderShard hands them out: each one only once the next was fetched (to
+    know the last), so a dataset that draws random numbers draws them one batch earlier than the step."""
+    current = next(batches, _END)
+    while current is not _END:
+        following = next(batches, _END)
+        yield current
+        current = following
+
+
+_END = object()
+
+
 def _unwrap_peft(model):
     return model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
 
@@ -858,8 +878,9 @@ class Trainer:
     def _signature_columns(self):
         return list(_forward_parameters(self.model)) + list({"label", "label_ids", *self.label_names})
 
-    def _get_dataloader(self, dataset, batch_size, make_sampler):
-        """``make_sampler(dataset)`` orders a dataset with a length; an iterable one is read in its own order."""
+    def _get_dataloader(self, dataset, batch_size, make_sampler, training=False):
+        """``make_sampler(dataset)`` orders a dataset with a length; an iterable one is read in its own order.
+        With ``dataloader_num_workers``, a training batch's worker is seeded as transformers' seed_worker."""
         from .utils.data import DataLoader
         sampler = make_sampler(dataset) if hasattr(dataset, "__len__") else None
         collator = self.data_collator
@@ -875,8 +896,15 @@ class Trainer:
                 dataset = dataset.remove_columns(unused)
             else:
                 collator = _RemoveColumnsCollator(collator, set(columns))
+        args = self.args
+        workers = {"num_workers": args.dataloader_num_workers}
+        if args.dataloader_num_workers:
+            workers.update(persistent_workers=args.dataloader_persistent_workers,
+                           prefetch_factor=args.dataloader_prefetch_factor)
+            if training and sampler is not None:
+                workers["worker_init_fn"] = functools.partial(_seed_worker, num_workers=args.dataloader_num_workers)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator,
-                          drop_last=self.args.dataloader_drop_last)
+                          drop_last=args.dataloader_drop_last, **workers)
 
     def _get_train_sampler(self, dataset):
         from .utils.data import SequentialSampler
@@ -888,7 +916,8 @@ class Trainer:
     def get_train_dataloader(self):
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
-        return self._get_dataloader(self.train_dataset, self.args.train_batch_size, self._get_train_sampler)
+        return self._get_dataloader(self.train_dataset, self.args.train_batch_size, self._get_train_sampler,
+                                    training=True)
 
     def get_eval_dataloader(self, eval_dataset=None):
         from .utils.data import SequentialSampler
@@ -1128,7 +1157,7 @@ class Trainer:
             self._load_rng_state(resumed)
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        batches = iter(loader)
+        batches = _one_ahead(iter(loader))
         for _ in range(skip if sync_rng else 0):  # (accelerate's skip_first_batches)
             next(batches, None)
         remainder = steps_in_epoch % accumulation or accumulation

@@ -6,6 +6,7 @@ transformers or peft."""
 import dataclasses
 import json
 import os
+import random
 import shutil
 import warnings
 
@@ -326,6 +327,37 @@ def test_compute_metrics_with_inputs_losses_and_unconcatenated_batches(base, tmp
     keys = ("eval_batches", "eval_label_rows", "eval_ids")
     assert [[e[k] for k in keys] for e in evals[1]] == [[e[k] for k in keys] for e in evals[0]] == [[2, 4, 562.0]]
     assert evals[1][0]["eval_mean_loss"] == pytest.approx(evals[0][0]["eval_mean_loss"], rel=RTOL)
+
+
+class Augmented(Rows):
+    """Rows whose __getitem__ drops one label at random, drawing from Python's, NumPy's and the framework's
+    global generators (as an augmentation does)."""
+
+    def __init__(self, rows, framework):
+        super().__init__(rows)
+        self.framework = framework
+
+    def __getitem__(self, index):
+        row = dict(self.rows[index])
+        k = random.randint(0, 3) + int(np.random.randint(0, 3)) + int(self.framework.randint(0, 3, ()))
+        row["labels"] = [x if j != k else -100 for j, x in enumerate(row["labels"])]
+        return row
+
+
+class TorchAugmented(Augmented, torch.utils.data.Dataset):
+    pass
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_random_augmentation_in_getitem_with_and_without_workers(base, tmp_path, workers):
+    """An augmentation's draws interleave with LoRA dropout's as in transformers: in the main process each batch
+    is fetched one step early (accelerate's DataLoaderShard looks one batch ahead); in workers each is seeded
+    by transformers' seed_worker."""
+    rows = [{k: v for k, v in row.items() if k != "text"} for row in examples(8, ragged=False)]
+    theirs, ours = run_both(base, tmp_path, [(TorchAugmented(rows, torch), None), (Augmented(rows, ml), None)],
+                            lora=dict(lora_dropout=0.1), learning_rate=1e-2, per_device_train_batch_size=2,
+                            max_steps=5, logging_steps=1, save_strategy="no", dataloader_num_workers=workers)
+    assert_same_history(theirs.state.log_history, ours.state.log_history)
 
 
 def test_resume_from_checkpoint_continues_the_run(base, tmp_path):
