@@ -27,8 +27,8 @@ What transformers users write works, with transformers' defaults::
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
-XLM-RoBERTa, BERT, mBART, NLLB, Whisper: the table ``_CLASS_RULES``) tokenizes as there: the class's pipeline
-around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an
+XLM-RoBERTa, BERT, RoBERTa, mBART, NLLB, Whisper: the table ``_CLASS_RULES``) tokenizes as there: the class's
+pipeline around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an
 infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang`` mark texts and targets
 (``TranslationTokenizer``), Whisper's ``language`` / ``task`` prefix them (``WhisperTokenizer``).
 
@@ -1615,6 +1615,8 @@ _MODEL_TYPE_TOKENIZERS = {
                      "nomic_bert", "layoutlm"), "BertTokenizer"),
     **dict.fromkeys(("t5", "mt5", "switch_transformers", "musicgen"), "T5Tokenizer"),
     **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer"),
+    **dict.fromkeys(("roberta", "bart", "longformer", "data2vec-text", "roberta-prelayernorm", "ibert", "mra"),
+                    "RobertaTokenizer"),
     "mbart": "MBartTokenizer", **dict.fromkeys(("nllb", "nllb-moe"), "NllbTokenizer"), "whisper": "WhisperTokenizer"}
 _MODEL_TYPES_WITH_WRONG_HUB_CLASS = frozenset({"phi3", "phimoe", "qwen2", "qwen3_5", "internlm2"})
 
@@ -1800,6 +1802,17 @@ def _xlm_roberta_post_processor(tokenizer):
     """XLM-RoBERTa: "<s> $A </s>", pairs "<s> $A </s> </s> $B </s>" (all type id 0)."""
     bos, eos = tokenizer.bos_token, tokenizer.eos_token
     return _template([bos, "$A", eos], [bos, "$A", eos, eos, "$B", eos], tokenizer, [bos, eos])
+
+
+def _roberta_post_processor(tokenizer):
+    """RoBERTa (BART, Longformer): "<s> $A </s>", pairs "<s> $A </s> </s> $B </s>", the offsets trimmed of their
+    spaces (trim_offsets, add_prefix_space: tokenizer_config.json's)."""
+    from tokenizers import processors
+    settings = tokenizer._saved_settings or {}
+    return processors.RobertaProcessing((tokenizer.sep_token, tokenizer.sep_token_id),
+                                        (tokenizer.cls_token, tokenizer.cls_token_id),
+                                        trim_offsets=_setting(settings, "trim_offsets", True),
+                                        add_prefix_space=_setting(settings, "add_prefix_space", False))
 
 
 def _bert_post_processor(tokenizer):
@@ -2161,6 +2174,10 @@ _CLASS_RULES = {
                                 model_input_names=("input_ids", "token_type_ids", "attention_mask")),
     "DistilBertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS,
                                       post_processor=_bert_post_processor),
+    "RobertaTokenizer": _ClassRule(_gpt2_pipeline, _BYTE_LEVEL_BPE, _FAIRSEQ_SPECIAL_TOKENS,
+                                   post_processor=_roberta_post_processor),
+    "BartTokenizer": _ClassRule(_gpt2_pipeline, _BYTE_LEVEL_BPE, _FAIRSEQ_SPECIAL_TOKENS,  # (transformers' alias)
+                                post_processor=_roberta_post_processor),
     # translation: the language codes are extra special tokens, the post-processor the source language's
     "MBartTokenizer": _ClassRule(_mbart_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
                                  _FAIRSEQ_SPECIAL_TOKENS, _languages(_MBART_LANGUAGES, "additional_special_tokens"),

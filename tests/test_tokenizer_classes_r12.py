@@ -1,5 +1,5 @@
-"""Encoder, translation and speech tokenizer folders (T5, XLM-RoBERTa, BERT, mBART, NLLB, Whisper) tokenize as
-transformers 5 does.
+"""Encoder, translation and speech tokenizer folders (T5, XLM-RoBERTa, BERT, RoBERTa, mBART, NLLB, Whisper)
+tokenize as transformers 5 does.
 
 transformers 5.25's T5Tokenizer, XLMRobertaTokenizer and BertTokenizer (DistilBERT's too) keep a tokenizer.json's
 vocabulary and rebuild the rest from their own __init__: T5 and XLM-R keep only the file's SentencePiece charsmap
@@ -9,12 +9,13 @@ tokenize_chinese_chars (not the file's), its call returns token_type_ids and it 
 ran the file as written: a T5 or XLM-R file with an NFKC normalizer gave other ids for 24 of 312 texts, a cased
 BERT folder (do_lower_case false) whose file lowercases for 72, BERT pairs had no token_type_ids (240 of 312), a
 T5 folder that lists no sentinels 100 tokens fewer; a folder without tokenizer_class but with config.json's model
-type (t5, bert, xlm-roberta) ran as written too. mBART and NLLB mark a text with its language code (src_lang,
-text_target's tgt_lang; NLLB before the text unless legacy_behaviour) and add their codes as special tokens: an
-NLLB folder gave other ids for all 312 texts, an mBART one for 24 (its normalizer) and 25 special tokens fewer.
-Whisper starts each text with its prefix (<|startoftranscript|>, the language's and task's tokens,
-<|notimestamps|>): a folder with a language and task gave other ids for all 312.
-Every comparison is against transformers' AutoTokenizer on the same folder.
+type (t5, bert, xlm-roberta) ran as written too. RoBERTa (BART) is GPT-2's byte-level pipeline with its own
+add_prefix_space / trim_offsets (a file that adds a prefix space: 188 of 312 texts had other ids).
+mBART and NLLB mark a text with its language code (src_lang, text_target's tgt_lang; NLLB before the text unless
+legacy_behaviour) and add their codes as special tokens: an NLLB folder gave other ids for all 312 texts, an
+mBART one for 24 (its normalizer) and 25 special tokens fewer. Whisper starts each text with its prefix
+(<|startoftranscript|>, the language's and task's tokens, <|notimestamps|>): a folder with a language and task
+gave other ids for all 312. Every comparison is against transformers' AutoTokenizer on the same folder.
 """
 import base64
 import json
@@ -136,6 +137,24 @@ def _translation_folder(folder, tokenizer_class, model_type=None, mask=True, **c
                                 "cls_token": "<s>", "mask_token": "<mask>" if mask else None, **config}, model_type)
 
 
+def _roberta_folder(folder, tokenizer_class="RobertaTokenizer", model_type=None):
+    """A byte-level file whose pre-tokenizer adds a prefix space and whose RoBERTa post-processor keeps the offsets'
+    spaces, under a config that says neither (the class's defaults: no prefix space, offsets trimmed)."""
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.normalizer, tok.decoder = normalizers.NFC(), decoders.ByteLevel()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    special = ["<s>", "<pad>", "</s>", "<unk>"]
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=380, special_tokens=special,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                        show_progress=False))
+    tok.add_special_tokens([tokenizers.AddedToken("<mask>", lstrip=True, special=True)])
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=False,
+                                                      add_prefix_space=True)
+    return _write(folder, tok, {"tokenizer_class": tokenizer_class, "bos_token": "<s>", "eos_token": "</s>",
+                                "unk_token": "<unk>", "pad_token": "<pad>", "sep_token": "</s>", "cls_token": "<s>",
+                                "mask_token": "<mask>"}, model_type)
+
+
 WHISPER_LANGUAGES = ("en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur "
                      "hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si "
                      "km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln "
@@ -180,6 +199,9 @@ FOLDERS = {
         d, file_lowercases=False, do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False),
     "bert model folder": lambda d: _bert_folder(d, tokenizer_class=None, model_type="bert"),
     "DistilBertTokenizer": lambda d: _bert_folder(d, "DistilBertTokenizer", do_lower_case=True),
+    "RobertaTokenizer": _roberta_folder,
+    "BartTokenizer": lambda d: _roberta_folder(d, "BartTokenizer"),
+    "roberta model folder": lambda d: _roberta_folder(d, None, "roberta"),
     "MBartTokenizer": lambda d: _translation_folder(d, "MBartTokenizer", src_lang="ro_RO", tgt_lang="de_DE"),
     "mbart model folder, no mask token": lambda d: _translation_folder(d, "MBartTokenizer", "mbart", mask=False),
     "NllbTokenizer": lambda d: _translation_folder(d, "NllbTokenizer"),
@@ -235,6 +257,7 @@ def test_ids_pairs_offsets_words_and_text_as_transformers(tmp_path, name):
 
 
 @pytest.mark.parametrize("folder, kwargs", [
+    ("RobertaTokenizer", {"trim_offsets": False}),
     ("BertTokenizer", {"do_lower_case": False}),
     ("BertTokenizer", {"strip_accents": False, "tokenize_chinese_chars": False}),
     ("BertTokenizer", {"add_eos_token": True}),  # (BERT's own template stays: it has no eos token)
