@@ -10,12 +10,13 @@ process checks every access) the arrays are copied into fresh memory laid out as
 
 and what the kernel changed is copied back after the launch.  An access that reaches a guard page stops the
 launch with a KernelFault at its source line (the runtime's SIGSEGV report), which this module rewrites to name
-the argument and how far past its end (or before its start) the access was; a write into the slack (< 16 bytes,
-filled with a pattern) is found after the launch and named too, without a line.  The mapped bytes between the
-first guard page and the array, and the slack, are also listed to the kernel's instrumented loads and stores
-(``FencedArguments.spans``, runtime.cpp's fence_check), so a read or write there is a KernelFault at its line,
-as compute-sanitizer's memcheck reports it (on a GPU without it, such a read returns the allocation's padding
-or a neighbour's bytes silently).  Pointer tables are followed into the fenced copies (``FencedArguments``).
+the argument and how far past its end (or before its start) the access was.  The bytes still mapped around the
+copy -- from the first guard page to the array's start, and the slack after an odd-sized array -- are marked in a
+shadow as AddressSanitizer's (``fence_shadow``) that the kernel's loads check inline (runtime.cpp's fence_check;
+the racecheck and lockstep builds check stores too), so a read there is a KernelFault at its line, as
+compute-sanitizer's memcheck reports it (on a GPU without it, such a read returns the allocation's padding or a
+neighbour's bytes silently).  Those bytes are also filled with a pattern, so a write there is found after the
+launch and named, without a line.  Pointer tables are followed into the fenced copies (``FencedArguments``).
 The unit fenced is the allocation, as memcheck's: a view's whole base array (a kernel given ``x[2:]`` may read
 ``x[0]``, as on a GPU), one copy for arguments that share memory, so aliasing is kept.  Arrays above 256 MiB run
 in place, unfenced.  The fresh memory is a pool of mappings kept from launch to launch (mapping and protecting
@@ -25,7 +26,9 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import platform
 import re
+import sys
 import threading
 
 import numpy as np
@@ -97,6 +100,45 @@ class _Mappings:
 
 _mappings = _Mappings()
 
+# The shadow of the fences' mapped bytes, as AddressSanitizer's: one byte per 8 bytes of the 47-bit address space
+# (16 TiB reserved, never committed: only the pages holding marks are touched), at a fixed address that the
+# kernels' inline checks are compiled with (emulator.py's _fence_checks).  A byte is 0 where all 8 are
+# addressable, k (1-7) where the first k are, negative where none is.
+_SHADOW_BASE, _SHADOW_SIZE = 1 << 44, 1 << 44
+_SHADOW_BLOCKED = -1  # a shadow byte for bytes next to an array (ASan's heap redzone value, 0xfa)
+_MAP_NORESERVE, _MAP_FIXED_NOREPLACE = 0x4000, 0x100000
+_shadow: list = []  # [base or None], once per process
+
+
+def fence_shadow() -> int | None:
+    """The shadow's base address, reserving it on first use; None where it cannot be (not x86-64 Linux, the
+    range taken, no overcommit): then kernels are built without the checks."""
+    if not _shadow:
+        base = None
+        if platform.machine() in ("x86_64", "AMD64") and sys.platform.startswith("linux"):
+            got = _libc.mmap(_SHADOW_BASE, _SHADOW_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
+                             mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE | _MAP_FIXED_NOREPLACE, -1, 0)
+            if got == _SHADOW_BASE:
+                base = got
+            elif got not in (None, _MAP_FAILED):  # an old kernel ignores MAP_FIXED_NOREPLACE: elsewhere is no use
+                _libc.munmap(got, _SHADOW_SIZE)
+        _shadow.append(base)
+    return _shadow[0]
+
+
+def _mark(lo: int, hi: int, blocked: bool) -> None:
+    """Mark [lo, hi) in the shadow as not addressable (or addressable again); lo may be mid-granule, the bytes
+    before it in its granule addressable, hi ends a granule (a guard page, or the 16-aligned data)."""
+    base = fence_shadow()
+    if base is None or hi <= lo:
+        return
+    first, last = lo >> 3, (hi - 1) >> 3
+    if lo & 7:
+        ctypes.memset(base + first, (lo & 7) if blocked else 0, 1)
+        first += 1
+    if last >= first:
+        ctypes.memset(base + first, (_SHADOW_BLOCKED & 0xFF) if blocked else 0, last - first + 1)
+
 
 class _Region:
     """One fenced copy: the original bytes [start, end) at [data, data + size) inside a mapping whose first and
@@ -112,7 +154,9 @@ class _Region:
         self.data = self.guard_after - self.padded
         ctypes.memmove(self.data, self.start, self.size)
         self.initial = ctypes.string_at(self.start, self.size)
-        ctypes.memset(self.data + self.size, _SLACK_BYTE, self.padded - self.size)
+        for lo, hi in self.spans():  # the pattern shows a write there after the launch; the shadow, a read at once
+            ctypes.memset(lo, _SLACK_BYTE, hi - lo)
+            _mark(lo, hi, blocked=True)
 
     def spans(self) -> list[tuple[int, int]]:
         """The mapped bytes around the data, which no access may touch: from the front guard page to the data's
@@ -120,10 +164,12 @@ class _Region:
         return [(lo, hi) for lo, hi in ((self.base + _PAGE, self.data), (self.data + self.size, self.guard_after))
                 if hi > lo]
 
-    def slack_written(self) -> int:
-        """How many bytes of the slack after the data differ from the pattern (0: none written)."""
-        slack = ctypes.string_at(self.data + self.size, self.padded - self.size)
-        return self.padded - self.size - slack.count(_SLACK_BYTE)
+    def written(self) -> tuple[int, int]:
+        """How many bytes before the data (up to the first guard page) and of the slack after it differ from the
+        pattern (0, 0: none written)."""
+        def changed(lo: int, hi: int) -> int:
+            return hi - lo - ctypes.string_at(lo, hi - lo).count(_SLACK_BYTE)
+        return changed(self.base + _PAGE, self.data), changed(self.data + self.size, self.guard_after)
 
     def release(self, copy_back: bool) -> None:
         """Copy back the bytes the kernel changed, and only those: a kernel may also write the original memory
@@ -135,6 +181,8 @@ class _Region:
             if changed.any():
                 original = np.frombuffer((ctypes.c_char * self.size).from_address(self.start), np.uint8)
                 original[changed] = fenced[changed]
+        for lo, hi in self.spans():
+            _mark(lo, hi, blocked=False)
         _mappings.give_back(self.base, self.map_bytes)
 
 
@@ -225,23 +273,22 @@ class FencedArguments:
         self._tables = []
         problem = None
         for region, members in self.regions:
-            written = region.slack_written()
-            if written and problem is None:
-                last = max(members, key=lambda pos: self._extents[pos][1])
-                problem = (f"out-of-bounds write past the end of {self._label(last)}: {written} of "
-                           f"the {region.padded - region.size} bytes after its allocation ({region.size} bytes) "
-                           "were written (on a GPU: the allocation's padding, or another allocation); launch with "
-                           "sanitize=True to name the line")
+            before, after = region.written()
+            if (before or after) and problem is None:
+                if after:
+                    where = max(members, key=lambda pos: self._extents[pos][1])
+                    what = f"past the end of {self._label(where)}: {after} of the {region.padded - region.size} " \
+                           f"bytes after"
+                else:
+                    where = min(members, key=lambda pos: self._extents[pos][0])
+                    what = f"before the start of {self._label(where)}: {before} of the " \
+                           f"{region.data - region.base - _PAGE} bytes before"
+                problem = (f"out-of-bounds write {what} its allocation ({region.size} bytes) were written (on a "
+                           "GPU: the allocation's padding, or another allocation); launch with sanitize=True to "
+                           "name the line")
             region.release(copy_back=region.reached or any(self._index[pos] in self.writable for pos in members))
         self.regions = []
         return problem
-
-    def spans(self) -> np.ndarray:
-        """(lo, hi) address pairs, flat: the bytes of the fenced mappings around the arrays that are mapped (the
-        page holding an array's start, before it; the < 16 bytes after an odd-sized array), which the
-        kernel's instrumented loads and stores check (runtime.cpp's emu_fence_set)."""
-        return np.array([bound for region, _ in self.regions for span in region.spans() for bound in span],
-                        np.uint64)
 
     def explain(self, message: str) -> str:
         """A fault report whose address lies in a guard page or a fence's mapped bytes, with the argument and

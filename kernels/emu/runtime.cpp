@@ -100,6 +100,9 @@ constexpr size_t kMinStack = 256 * 1024;  // ASan's redzones make frames bigger
 constexpr size_t kMinStack = 16 * 1024;
 #endif
 constexpr size_t kGuard = 64 * 1024;
+// The shadow of the fences' mapped bytes (see "the fences' mapped bytes" below; null: none): a load or store's
+// check reads g_fence_shadow[address >> 3].
+const volatile signed char* g_fence_shadow = nullptr;
 size_t g_stack_size = 64 * 1024;           // of the current launch (a multiple of the page size)
 constexpr unsigned char kCanaryByte = 0xA5;  // fills the bytes around each shared array (see SharedRegion)
 // Inaccessible bytes on each side of each shared array (address space only): an index far past either
@@ -963,6 +966,12 @@ std::string shared_guard_hit(const Worker& w, uintptr_t addr) {
     return hit(w.dyn_region);
 }
 
+// Whether the page holding addr is mapped (a guard page is: PROT_NONE), for describe_fault.
+bool page_mapped(uintptr_t addr) {
+    unsigned char resident;
+    return mincore(reinterpret_cast<void*>(addr & ~uintptr_t(4095)), 1, &resident) == 0;
+}
+
 // The message for a crash caught by on_fault(); emulator.py puts the source line at kLocationMark.
 std::string describe_fault() {
     Worker& w = me();
@@ -978,6 +987,12 @@ std::string describe_fault() {
     } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr) == GREW_INTO_GUARD) {
         what = fmt("stack overflow: the thread needs more than its %zu-byte stack (large local arrays or deep "
                    "recursion); launch with a larger stack_size= (bytes per thread)", g_stack_size);
+    } else if (sig == SIGSEGV && g_fence_shadow && addr >= uintptr_t(g_fence_shadow) + (uintptr_t(1) << 44) &&
+               !page_mapped(addr)) {
+        // a kernel's inline fence check read the shadow (2^44 bytes, emulator_fence.py) of an address beyond the
+        // 47-bit address space, which lands on no mapping (a guard page is one): name that address (to 8 bytes)
+        what = fmt("SIGSEGV: invalid memory access near address 0x%lx (a wild pointer, outside the address space)",
+                   (unsigned long)((addr - uintptr_t(g_fence_shadow)) << 3));
     } else if (sig == SIGSEGV && code == SI_KERNEL) {
         // x86 raises a general-protection fault, which reports address 0, for an address outside the 47-bit
         // address space (a pointer offset by a huge index): not a null pointer
@@ -2474,76 +2489,64 @@ void __ubsan_handle_float_cast_overflow_abort(void* d, void* v) { ub_float_cast(
 // ---- the fences' mapped bytes: a read or write next to an argument array -----------------------------
 // emulator_fence.py lays each argument array out between two inaccessible pages, but a page is coarse: the
 // bytes between the first guard page and the array's start, and the < 16 bytes after an odd-sized array's end
-// (its copy starts 16-byte aligned), are mapped.  emulator.py lists them here before a launch (emu_fence_set);
-// in the builds whose loads and stores already call a hook (the racecheck and lockstep builds' thread-sanitizer
-// hooks) each access checks its address against them, so such an access is a KernelFault at its line, as
-// compute-sanitizer's memcheck reports it.  (The fast build has no such call: GCC's outlined kernel-address
-// instrumentation made its kernels 6-8x slower, the calls spilling the registers of every loop.)  Those bytes
-// lie in two pages per array (its first and its last), so the check is a hash of the page.
+// (its copy starts 16-byte aligned), are mapped.  It marks them in a shadow as AddressSanitizer's (one byte per
+// 8: 0 all addressable, 1-7 the first k, negative none; reserved at a fixed address, emu_fence_shadow), and
+// every load and store of the kernel checks its address there -- inline, through GCC's kernel-address
+// instrumentation (emulator.py's fence flags; its reports call __asan_report_* below), or in the thread-sanitizer
+// hooks of the racecheck and lockstep builds -- so such an access is a KernelFault at its line, as
+// compute-sanitizer's memcheck reports it.  (GCC's outlined checks, a call per access, made kernels 6-8x slower.)
 namespace {
-struct FencePage { uintptr_t page = 0, lo[2] = {0, 0}, hi[2] = {0, 0}; };  // up to two fenced spans [lo, hi)
-constexpr int kFenceBits = 12;
-FencePage g_fence[1u << kFenceBits];
-bool g_fence_on = false;
 
-inline size_t fence_slot(uintptr_t page) { return size_t((page * 0x9E3779B97F4A7C15ull) >> (64 - kFenceBits)); }
-
-const FencePage* fence_page(uintptr_t page) {
-    for (size_t k = fence_slot(page);; k = (k + 1) & ((1u << kFenceBits) - 1)) {
-        if (g_fence[k].page == page) return &g_fence[k];
-        if (g_fence[k].page == 0) return nullptr;
+// The first byte of [a, a + n) that the shadow marks, or 0.
+uintptr_t fence_first_marked(uintptr_t a, size_t n) {
+    for (uintptr_t b = a; b < a + n; ++b) {
+        const signed char s = g_fence_shadow[b >> 3];
+        if (s != 0 && (s < 0 || int(b & 7) >= s)) return b;
     }
+    return 0;
 }
 
 [[noreturn]] [[gnu::noinline]] void fence_fault(uintptr_t address, size_t n, bool write, uintptr_t return_address) {
     Fiber* f = current_fiber();
     RuntimeSection busy(f);
-    f->worker->fault_pc = return_address - 1;  // inside the instrumented access: addr2line names its line
+    f->worker->fault_pc = return_address - 1;  // inside the access's check: addr2line names its line
     fail_in_fiber(E_FAULT, fmt("%s of %s crashed" kLocationMark ": invalid memory access: a %zu-byte %s at "
                                "address 0x%lx (next to an argument array, inside its fence)", tid_str(*f).c_str(),
                                block_str().c_str(), n, write ? "write" : "read", (unsigned long)address));
 }
 
-// The first fenced byte that [a, a + n) touches in this page, or 0.
-inline uintptr_t fence_hit(uintptr_t page, uintptr_t a, size_t n) {
-    const FencePage* p = fence_page(page);
-    if (!p) return 0;
-    for (int k = 0; k < 2; ++k)
-        if (a < p->hi[k] && a + n > p->lo[k]) return a > p->lo[k] ? a : p->lo[k];
-    return 0;
-}
-
 inline void fence_check(const volatile void* pointer, size_t n, bool write, uintptr_t return_address) {
-    if (!g_fence_on) return;
-    const uintptr_t a = uintptr_t(pointer), first = a >> 12, last = (a + n - 1) >> 12;
-    uintptr_t hit = fence_hit(first, a, n);
-    if (!hit && last != first) hit = fence_hit(last, a, n);
-    if (hit && in_fiber()) fence_fault(hit, n, write, return_address);
+    const uintptr_t a = uintptr_t(pointer);
+    if (!g_fence_shadow || (a >> 47) != 0) return;  // outside the shadow: the access itself faults, at its line
+    if (g_fence_shadow[a >> 3] == 0 && g_fence_shadow[(a + n - 1) >> 3] == 0) return;  // the common case
+    if (const uintptr_t hit = fence_first_marked(a, n); hit && in_fiber()) fence_fault(hit, n, write, return_address);
 }
 }  // namespace
 
-// The fenced spans of the next launch, as (lo, hi) address pairs; none (count 0) after it.
-EMU_EXPORT int emu_fence_set(const uint64_t* spans, size_t count) {
-    if (g_fence_on)
-        for (FencePage& p : g_fence) p = FencePage();
-    g_fence_on = count > 0 && count <= (1u << kFenceBits) / 8;  // the table's load stays low: else none checked
-    if (!g_fence_on) return count ? -1 : 0;
-    for (size_t i = 0; i < count; ++i) {
-        const uintptr_t lo = spans[2 * i], hi = spans[2 * i + 1];
-        if (hi <= lo) continue;
-        for (uintptr_t page = lo >> 12; page <= (hi - 1) >> 12; ++page) {
-            size_t k = fence_slot(page);
-            while (g_fence[k].page != 0 && g_fence[k].page != page) k = (k + 1) & ((1u << kFenceBits) - 1);
-            FencePage& p = g_fence[k];
-            p.page = page;
-            const int slot = p.hi[0] == 0 ? 0 : 1;
-            p.lo[slot] = lo;
-            p.hi[slot] = hi;
-        }
-    }
-    return 0;
+// Where emulator_fence.py reserved the shadow (0: none, nothing is checked).
+EMU_EXPORT void emu_fence_shadow(uint64_t base) {
+    g_fence_shadow = reinterpret_cast<const volatile signed char*>(base);
 }
 
+#if !defined(EMU_RACECHECK) && !defined(EMU_LOCKSTEP)
+// GCC's inline kernel-address checks call these when the shadow marks an access's bytes.
+#define EMU_CALLER uintptr_t(__builtin_return_address(0))
+extern "C" {
+#define EMU_ASAN_REPORT(N)                                                                                     \
+    void __asan_report_load##N##_noabort(uintptr_t p) { fence_check((const void*)p, N, false, EMU_CALLER); }  \
+    void __asan_report_store##N##_noabort(uintptr_t p) { fence_check((const void*)p, N, true, EMU_CALLER); }
+EMU_ASAN_REPORT(1)
+EMU_ASAN_REPORT(2)
+EMU_ASAN_REPORT(4)
+EMU_ASAN_REPORT(8)
+EMU_ASAN_REPORT(16)
+#undef EMU_ASAN_REPORT
+void __asan_report_load_n_noabort(uintptr_t p, size_t n) { fence_check((const void*)p, n, false, EMU_CALLER); }
+void __asan_report_store_n_noabort(uintptr_t p, size_t n) { fence_check((const void*)p, n, true, EMU_CALLER); }
+void __asan_handle_no_return() {}
+}
+#undef EMU_CALLER
+#endif
 #endif
 
 #ifdef EMU_RACECHECK
