@@ -114,7 +114,7 @@ NOT_IMPLEMENTED = {
     "eval_use_gather_object": False, "batch_eval_metrics": False,
     "enable_jit_checkpoint": False, "push_to_hub": False,
     "accelerator_config": None, "parallelism_config": None,
-    "label_smoothing_factor": 0.0, "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
+    "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
 
 
 @dataclasses.dataclass
@@ -704,6 +704,35 @@ def _one_ahead(batches):
 _END = object()
 
 
+def _is_mapping(outputs):
+    """A dict or a ModelOutput (transformers' is an OrderedDict; minilora's has its mapping methods)."""
+    return isinstance(outputs, dict) or callable(getattr(outputs, "items", None))
+
+
+@dataclasses.dataclass
+class LabelSmoother:
+    """transformers' label smoothing (``label_smoothing_factor``): ``(1 - epsilon)`` x the mean negative
+    log-likelihood of the labels + ``epsilon`` x the mean over all classes, both over the labelled positions
+    (or ``num_items_in_batch``); ``shift_labels`` for a causal LM (position i predicts label i+1)."""
+    epsilon: float = 0.1
+    ignore_index: int = -100
+
+    def __call__(self, model_output, labels, shift_labels=False, num_items_in_batch=None):
+        from .nn.functional import log_softmax
+        logits = model_output["logits"] if _is_mapping(model_output) else model_output[0]
+        if shift_labels:
+            logits, labels = logits[..., :-1, :], labels[..., 1:]
+        log_probs = -log_softmax(logits, dim=-1)
+        if labels.dim() == log_probs.dim() - 1:
+            labels = labels.unsqueeze(-1)
+        padding = labels.eq(self.ignore_index)
+        nll = log_probs.gather(dim=-1, index=labels.clamp(min=0)).masked_fill(padding, 0.0)
+        smoothed = log_probs.sum(dim=-1, keepdim=True, dtype="float32").masked_fill(padding, 0.0)
+        denominator = padding.numel() - padding.long().sum() if num_items_in_batch is None else num_items_in_batch
+        return (1 - self.epsilon) * (nll.sum() / denominator) + \
+            self.epsilon * (smoothed.sum() / (denominator * log_probs.shape[-1]))
+
+
 def _unwrap_peft(model):
     return model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
 
@@ -821,6 +850,8 @@ class Trainer:
         self.data_collator = data_collator if data_collator is not None else default
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.compute_loss_func, self.compute_metrics = compute_loss_func, compute_metrics
+        self.label_smoother = LabelSmoother(self.args.label_smoothing_factor) if self.args.label_smoothing_factor \
+            else None
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
@@ -994,18 +1025,22 @@ class Trainer:
         return contextlib.nullcontext()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels") if self.compute_loss_func is not None and "labels" in inputs else None
+        own_loss = self.label_smoother is not None or self.compute_loss_func is not None
+        labels = inputs.pop("labels") if own_loss and "labels" in inputs else None
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
             inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
         outputs = model(**inputs)
         if self.compute_loss_func is not None:
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        elif labels is not None:
+            loss = self.label_smoother(outputs, labels, shift_labels=self._loss_shifts_labels,
+                                       num_items_in_batch=num_items_in_batch)
         else:
-            if isinstance(outputs, dict) and "loss" not in outputs:
+            if _is_mapping(outputs) and "loss" not in outputs:
                 raise ValueError(f"The model did not return a loss from the inputs, only the following keys: "
                                  f"{','.join(outputs.keys())}. For reference, the inputs it received are "
                                  f"{','.join(inputs.keys())}.")
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+            loss = outputs["loss"] if _is_mapping(outputs) else outputs[0]
         return (loss, outputs) if return_outputs else loss
 
     def _num_items_in_batch(self, batches):
@@ -1421,7 +1456,7 @@ class Trainer:
                 loss, outputs, skip = None, model(**_as_tensors(inputs)), set(ignore_keys)
         if prediction_loss_only:
             return loss, None, None
-        if isinstance(outputs, dict):
+        if _is_mapping(outputs):
             logits = tuple(v for k, v in outputs.items() if k not in skip and v is not None)
         else:
             logits = tuple(outputs[1:] if has_labels else outputs)

@@ -199,6 +199,9 @@ def test_torch_dataset_default_collator_sgd_max_steps_callbacks(base, tmp_path):
     prediction = trainer.predict(Rows(rows[:5]))
     assert prediction.predictions.shape == (5, 6, VOCAB) and prediction.label_ids.shape == (5, 6)
     assert set(prediction.metrics) >= {"test_loss", "test_runtime"}
+    unlabelled = trainer.predict(Rows([{"input_ids": row["input_ids"]} for row in rows[:5]]))
+    assert unlabelled.predictions.shape == (5, 6, VOCAB) and unlabelled.label_ids is None
+    assert np.array_equal(unlabelled.predictions, prediction.predictions)
 
 
 class Stream(ml.utils.data.IterableDataset):
@@ -312,7 +315,8 @@ def test_reduce_lr_on_plateau_steps_on_the_evaluations(base, tmp_path):
 
 def test_compute_metrics_with_inputs_losses_and_unconcatenated_batches(base, tmp_path):
     """include_for_metrics=["inputs", "loss"] hands compute_metrics the input ids and the per-example losses;
-    eval_do_concat_batches=False hands each as a list of the batches' arrays (eval batches of 3 over 4 rows)."""
+    eval_do_concat_batches=False hands each as a list of the batches' arrays (eval batches of 3 over 4 rows);
+    label_smoothing_factor: the Trainer's LabelSmoother computes the loss from the logits (shifted labels)."""
     def metrics_of_everything(eval_pred):
         predictions, labels, inputs, losses = eval_pred
         return {"batches": len(predictions), "label_rows": sum(len(b) for b in labels),
@@ -322,7 +326,8 @@ def test_compute_metrics_with_inputs_losses_and_unconcatenated_batches(base, tmp
                             compute_metrics=metrics_of_everything, learning_rate=1e-2, per_device_train_batch_size=2,
                             per_device_eval_batch_size=3, max_steps=2, logging_steps=1, save_strategy="no",
                             eval_strategy="steps", eval_steps=2, include_for_metrics=["inputs", "loss"],
-                            eval_do_concat_batches=False)
+                            eval_do_concat_batches=False, label_smoothing_factor=0.1)
+    assert_same_history(theirs.state.log_history, ours.state.log_history)
     evals = [[e for e in trainer.state.log_history if "eval_loss" in e] for trainer in (theirs, ours)]
     keys = ("eval_batches", "eval_label_rows", "eval_ids")
     assert [[e[k] for k in keys] for e in evals[1]] == [[e[k] for k in keys] for e in evals[0]] == [[2, 4, 562.0]]
