@@ -503,7 +503,7 @@ def randn_like(input, *, generator=None, dtype=None, device=None, requires_grad=
                                                                      contiguous))
 
 
-def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
+def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=None,
             requires_grad=False):
     """``randint(high, size)`` or ``randint(low, high, size)``: integers in ``[low, high)``, int64.
 

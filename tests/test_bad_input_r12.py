@@ -22,7 +22,12 @@ as a class where there was one:
   MultiheadAttention keys and values of different shapes (AssertionError), trapezoid sample points of the wrong
   length (silently broadcast) and bool inputs, cov of bools;
 * ``x.to('bogus')`` / ``device('bogus')``: torch's RuntimeError, ``x.type('torch.Bogus')``: ValueError;
-  scaled_dot_product_attention of integers: torch's RuntimeError (NumPy's casting error).
+  scaled_dot_product_attention of integers: torch's RuntimeError (NumPy's casting error); take/put of an index
+  that is not int64 (int32 was taken, bools read as a mask);
+* layers of a negative size (LayerNorm: NumPy's ValueError), RNN sizes in torch's order and words, a module's
+  ``.type(torch.long)`` with trainable parameters (they silently became integers);
+* the keyword forms torch takes and minilora refused: ``x.view(size=)``, ``x.reshape(shape=)``, ``x.expand(size=)``,
+  ``x.permute(dims=)``, ``x.repeat(repeats=)``, ``x.broadcast_to(3)``, ``randint(high=, size=)``.
 
 Each row runs under minilora and must raise torch's exception type with the key phrase; with torch installed the
 same code must raise the same under torch (the expectations stay without it). The ``ACCEPTED`` rows are valid
@@ -100,9 +105,19 @@ REFUSED = [
     ("nn.Embedding(3, 2)(torch.tensor([True]))", RuntimeError, "scalar types: Long, Int"),
     ("torch.trapezoid(b)", RuntimeError, "received a bool input for `y`, but bool is not supported"),
     ("torch.cov(b)", RuntimeError, "cov(): bool dtype is not supported for input"),
+    ("x.take(torch.tensor([0], dtype=torch.int32))", RuntimeError, "Expected a long tensor for index, but got Int"),
+    ("x.take(torch.tensor([True]))", RuntimeError, "take(): Expected a long tensor for index, but got Bool"),
+    ("x.put(torch.tensor([0.0]), torch.tensor([1.0]))", RuntimeError, "put_(): Expected a long tensor for index"),
     ("F.scaled_dot_product_attention(x3.long(), x3.long(), x3.long())", RuntimeError,
      "expected scalar type Float but found Long"),
     ("torch.corrcoef(b)", RuntimeError, "cov(): bool dtype is not supported for input"),
+    # layers: negative sizes, integer casts of trainable parameters
+    ("nn.LayerNorm(-1)", RuntimeError, "Trying to create tensor with negative dimension -1: [-1]"),
+    ("nn.LayerNorm((2, -1))", RuntimeError, "Trying to create tensor with negative dimension -1: [2, -1]"),
+    ("nn.RNN(-3, 4)", ValueError, "input_size must be greater than zero"),
+    ("nn.GRU(3, -4, num_layers=0)", ValueError, "hidden_size must be greater than zero"),
+    ("nn.Linear(2, 2).type(torch.long)", RuntimeError,
+     "data set to a tensor that requires gradients must be floating point or complex dtype"),
     # optimizer hyperparameters, devices, type names
     ("x.to('bogus')", RuntimeError, "device type at start of device string: bogus"),
     ("torch.device('bogus')", RuntimeError, "device type at start of device string: bogus"),
@@ -114,6 +129,15 @@ ACCEPTED = [
     ("r = torch.randn(1, 1, 3).squeeze(0, 1).shape", (3,)),
     ("r = torch.randn(1, 2, 1).squeeze(dim=2).shape", (1, 2)),
     ("r = x.new_zeros(size=(2, 1)).shape", (2, 1)),
+    ("r = x.reshape(shape=(3, 2)).shape", (3, 2)),
+    ("r = x.view(size=(3, 2)).shape", (3, 2)),
+    ("r = torch.randn(3).expand(size=(2, 3)).shape", (2, 3)),
+    ("r = torch.randn(3).broadcast_to(3).shape", (3,)),
+    ("r = x.permute(dims=(1, 0)).shape", (3, 2)),
+    ("r = torch.permute(x, dims=(1, 0)).shape", (3, 2)),
+    ("r = x.repeat(repeats=(2, 1)).shape", (4, 3)),
+    ("r = torch.randint(high=10, size=(2,)).shape", (2,)),
+    ("m = nn.Linear(2, 2).requires_grad_(False); r = m.type(torch.long).weight.shape", (2, 2)),
     ("r = torch.einsum('ij,jk->ik', x, torch.ones(1, 4)).shape", (2, 4)),
     ("r = nn.MultiheadAttention(4, 2, kdim=3, vdim=5)(x3, torch.randn(2, 3, 3), torch.randn(2, 3, 5))[0].shape",
      (2, 3, 4)),

@@ -48,11 +48,16 @@ def _float_dtype(dtype):
     return get_default_dtype() if dtype is None else to_dtype(dtype)
 
 
-def _empty(shape, dtype, device):
+def _nonnegative(shape):
+    """A layer's parameter shape, or torch's RuntimeError for a negative size (NumPy's would be a ValueError)."""
     negative = [d for d in shape if d < 0]
-    if negative:  # torch's RuntimeError (NumPy's would be a ValueError)
+    if negative:
         raise RuntimeError(f"Trying to create tensor with negative dimension {negative[0]}: {list(shape)}")
-    return Parameter(np.zeros(shape, dtype=_float_dtype(dtype)), device=device)
+    return shape
+
+
+def _empty(shape, dtype, device):
+    return Parameter(np.zeros(_nonnegative(shape), dtype=_float_dtype(dtype)), device=device)
 
 
 def _reset_affine(norm):
@@ -218,7 +223,7 @@ class LayerNorm(Module):
                  dtype=None):
         super().__init__()
         self.eps = eps
-        self.normalized_shape = _normalized_shape(normalized_shape)
+        self.normalized_shape = _nonnegative(_normalized_shape(normalized_shape))
         self.elementwise_affine = elementwise_affine
         dtype = _float_dtype(dtype)
         self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype), device=device) \
@@ -1847,8 +1852,9 @@ class _RNNBase(Module):
         if dropout > 0 and num_layers == 1:  # (torch's hint: the one layer's output is never dropped)
             warn_at_caller("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                            f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
-        if hidden_size <= 0 or num_layers <= 0:
-            raise ValueError("hidden_size and num_layers must be greater than zero")
+        for name, size in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if size <= 0:  # (torch's order of checks)
+                raise ValueError(f"{name} must be greater than zero")
         if proj_size < 0:
             raise ValueError("proj_size should be a positive integer or zero to disable projections")
         if proj_size >= hidden_size:

@@ -498,8 +498,11 @@ class Module:
         return self._apply_to_tensors(lambda t: _empty_in_place(t, dev), recurse=recurse)
 
     def type(self, dst_type):
-        """Cast *every* parameter and buffer (integer ones too) to ``dst_type``, as torch's."""
+        """Cast *every* parameter and buffer (integer ones too) to ``dst_type``, as torch's; a parameter that
+        requires grad cannot become integer or bool (torch's RuntimeError, before anything is cast)."""
         dtype = _to_dtype(dst_type)
+        if dtype.kind in "biu" and any(p.requires_grad for p in self.parameters()):
+            raise RuntimeError("data set to a tensor that requires gradients must be floating point or complex dtype")
         return self._apply_to_tensors(lambda t: _move_in_place(t, None, dtype))
 
     def float(self):

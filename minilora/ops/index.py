@@ -16,7 +16,7 @@ from ..dtypes import checked_number, compute_dtype, is_floating, python_number, 
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad, saves_as_torch
 from ..factories import in_layout_of
 from .elementwise import backward_in_float32
-from .shape import NO_DIM, add_at, dim_given, put_into_copy, zeroed_at
+from .shape import NO_DIM, add_at, dim_given, one_by_one, put_into_copy, zeroed_at
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
@@ -284,8 +284,9 @@ class Repeat(Function):
         return total.astype(g.dtype, copy=False).reshape(ctx.original)
 
 
-def repeat(input, *repeats):
+def repeat(input, *repeats, **by_name):
     """``x.repeat(2, 1)``: ``input`` tiled ``repeats[d]`` times along each dimension ``d``."""
+    repeats = one_by_one("repeat", repeats, by_name, "repeats")
     sizes = tuple(repeats[0]) if len(repeats) == 1 and isinstance(repeats[0], (tuple, list)) else repeats
     if not repeats:
         raise TypeError("repeat() missing 1 required positional argument: 'repeats'")
@@ -560,9 +561,7 @@ def index_copy(input, dim, index, source):
     ``dim`` are ``source``'s, in order (a repeated index: one of the writes, as torch leaves it open).
     ``x.index_copy_(...)`` is the in-place form."""
     dim = _dim(dim, input.ndim, "index_copy_")
-    if not isinstance(index, Tensor) or index.dtype != np.int64:
-        raise RuntimeError(f"index_copy_(): Expected a long tensor for index, but got "
-                           f"{getattr(index, 'dtype', type(index).__name__)}")
+    _long_index("index_copy_", index)
     if source.dtype != input.dtype:
         raise RuntimeError(f"index_copy_(): self and source expected to have the same dtype, but got "
                            f"(self) {input.dtype} and (source) {source.dtype}")
@@ -704,9 +703,18 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
     return saves_as_torch(out, input, index, src, out)  # torch keeps all of them, whatever the reduction
 
 
+def _long_index(fn, index):
+    """torch's RuntimeError for an index of ``fn`` that is not an int64 tensor (NumPy would take int32s and
+    read bools as a mask)."""
+    if not isinstance(index, Tensor) or index.dtype != np.int64:
+        got = torch_name(index.dtype) if isinstance(index, Tensor) else type(index).__name__
+        raise RuntimeError(f"{fn}(): Expected a long tensor for index, but got {got}")
+
+
 def take(input, index):
     """``torch.take``: the elements of the flattened ``input`` at ``index`` (negative counts from the
     end), in ``index``'s shape."""
+    _long_index("take", index)
     flat, positions = input.reshape(-1), index._array
     n = flat.shape[0]
     if positions.size and (int(positions.min()) < -n or int(positions.max()) >= n):
@@ -719,6 +727,7 @@ def put(input, index, source, accumulate=False):
     """``torch.put``: a copy of ``input`` with the flattened positions ``index`` set to (or, with
     ``accumulate``, increased by) ``source``'s elements. ``x.put_(...)`` is the in-place form."""
     from .shape import index_put
+    _long_index("put_", index)
     if source.dtype != input.dtype:
         raise RuntimeError(f"put_(): self and source expected to have the same dtype, but got "
                            f"self.dtype = {input.dtype} and source.dtype = {source.dtype}")

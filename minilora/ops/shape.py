@@ -46,13 +46,15 @@ class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
-        if shape and min(shape) < -1:
-            _check_inferred_sizes(shape)
         try:
-            return a.reshape(shape)
+            out = a.reshape(shape)
         except ValueError:
+            _check_inferred_sizes(shape)
             raise ShapeError(f"reshape: cannot reshape a tensor of shape {a.shape} "
                              f"({a.size} elements) into {tuple(shape)}") from None
+        if out.shape != shape:  # an inferred size (NumPy reads any negative one so): torch's checks
+            _check_inferred_sizes(shape)
+        return out
 
     @staticmethod
     def backward(ctx, g):
@@ -329,8 +331,25 @@ def _shape_arg(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
 
 
-def reshape(input, *shape):
+def one_by_one(fn, given, by_name, name):
+    """The sizes or dims of torch's functions that take them one by one (``x.view(3, 2)``), as one sequence
+    (``x.view((3, 2))``) or by their name (``x.view(size=(3, 2))``), as torch's do: ``given``, or the named one."""
+    if not by_name:
+        return given
+    unexpected = sorted(set(by_name) - {name})
+    if unexpected:
+        raise TypeError(f"{fn}() got an unexpected keyword argument '{unexpected[0]}'")
+    if given:
+        raise TypeError(f"{fn}() got multiple values for argument '{name}'")
+    return (by_name[name],)
+
+
+def reshape(input, *shape, **by_name):
     """``torch.reshape(input, shape)`` and ``x.reshape(*shape)``: a view when the layout allows."""
+    return _reshape(input, one_by_one("reshape", shape, by_name, "shape") if by_name else shape)
+
+
+def _reshape(input, shape):
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, np.integer, Tensor)):
         # x.view(torch.int32) reinterprets the bytes in torch; minilora does not do that
         raise NotImplementedError(f"view/reshape to a dtype ({shape[0]}) reinterprets bits in torch "
@@ -338,11 +357,11 @@ def reshape(input, *shape):
     return Reshape.apply(input, shape=_shape_arg(shape))
 
 
-def view(input, *shape):
+def view(input, *shape, **by_name):
     """``x.view(*shape)``: ``reshape`` that must give a view. torch refuses when the tensor's strides
     do not allow one (``x.t().view(-1)``) rather than copy, since writing into the copy would not
     change ``x``; so does minilora (NumPy's reshape copies in exactly those cases)."""
-    out = reshape(input, *shape)
+    out = _reshape(input, one_by_one("view", shape, by_name, "size") if by_name else shape)
     if out._base is None and out._array is not input._array and out._array.size:
         raise RuntimeError("view size is not compatible with input tensor's size and stride (at least "
                            "one dimension spans across two contiguous subspaces). Use .reshape(...) "
@@ -380,8 +399,9 @@ def _distinct_dims(dims, ndim):
     return normalised
 
 
-def permute(input, *dims):
+def permute(input, *dims, **by_name):
     """``torch.permute(input, dims)`` and ``x.permute(*dims)``: a view with the axes reordered."""
+    dims = one_by_one("permute", dims, by_name, "dims")
     if not dims:
         raise TypeError("permute() missing 1 required positional argument: 'dims'")
     dims = _shape_arg(dims)
@@ -624,9 +644,9 @@ def chunk(input, chunks, dim=0, *, axis=None):
     return split(input, -(-n // chunks) if n else [0] * chunks, dim)
 
 
-def expand(input, *sizes):
+def expand(input, *sizes, **by_name):
     """``x.expand(*sizes)``: a read-only view broadcast to ``sizes`` (``-1`` keeps a size)."""
-    return Expand.apply(input, shape=_shape_arg(sizes))
+    return Expand.apply(input, shape=_shape_arg(one_by_one("expand", sizes, by_name, "size")))
 
 
 def unsqueeze(input, dim):
@@ -886,8 +906,8 @@ def select(input, dim, index):
 
 
 def broadcast_to(input, size):
-    """``torch.broadcast_to``: ``input.expand(size)``."""
-    return expand(input, *size)
+    """``torch.broadcast_to``: ``input.expand(size)`` (an int: one size, as torch takes it)."""
+    return expand(input, size)
 
 
 def hstack(tensors):
