@@ -1387,6 +1387,11 @@ class HFTokenizer(_Tokenizer):
         """The ``tokenizers.Tokenizer`` itself (transformers' name)."""
         return self.tokenizer
 
+    def convert_tokens_to_string(self, tokens):
+        """The text of ``tokens`` (``tokenize``'s pieces) through the decoder, joined by spaces without one."""
+        decoder = self.tokenizer.decoder
+        return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
+
     def _add_tokens(self, tokens, special_tokens):
         # the backend's own rules, as transformers' fast tokenizers call them: a string is an AddedToken that
         # is normalized unless special; a token already in the vocabulary keeps its id

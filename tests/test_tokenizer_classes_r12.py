@@ -243,6 +243,8 @@ def _assert_same_tokenization(theirs, ours):
             assert ours.batch_decode(want["input_ids"], skip_special_tokens=skip) == \
                 theirs.batch_decode(want["input_ids"], skip_special_tokens=skip)
     assert [ours.tokenize(t) for t in texts[::3]] == [theirs.tokenize(t) for t in texts[::3]]
+    assert [ours.convert_tokens_to_string(theirs.tokenize(t)) for t in texts[::3]] == \
+        [theirs.convert_tokens_to_string(theirs.tokenize(t)) for t in texts[::3]]
     assert [(name, getattr(ours, name)) for name in ATTRIBUTES] == \
         [(name, getattr(theirs, name)) for name in ATTRIBUTES]
     assert len(ours) == len(theirs)
