@@ -27,10 +27,11 @@ What transformers users write works, with transformers' defaults::
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
-XLM-RoBERTa, BERT, RoBERTa, mBART, NLLB, Whisper: the table ``_CLASS_RULES``) tokenizes as there: the class's
-pipeline around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an
-infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang`` mark texts and targets
-(``TranslationTokenizer``), Whisper's ``language`` / ``task`` prefix them (``WhisperTokenizer``).
+XLM-RoBERTa, CamemBERT, BERT, RoBERTa, mBART, NLLB, Whisper: the table ``_CLASS_RULES``) tokenizes as there: the
+class's pipeline around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's
+``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang``
+mark texts and targets (``TranslationTokenizer``), Whisper's ``language`` / ``task`` prefix them
+(``WhisperTokenizer``).
 
 A call runs as in transformers' fast tokenizers: the ``tokenizers`` backend gets the call's truncation
 and padding (put back afterwards) and encodes the batch; its Encodings stay in the BatchEncoding.
@@ -1619,7 +1620,7 @@ _MODEL_TYPE_TOKENIZERS = {
     **dict.fromkeys(("bert", "distilbert", "electra", "megatron-bert", "ernie", "convbert", "squeezebert",
                      "nomic_bert", "layoutlm"), "BertTokenizer"),
     **dict.fromkeys(("t5", "mt5", "switch_transformers", "musicgen"), "T5Tokenizer"),
-    **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer"),
+    **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer"), "camembert": "CamembertTokenizer",
     **dict.fromkeys(("roberta", "bart", "longformer", "data2vec-text", "roberta-prelayernorm", "ibert", "mra"),
                     "RobertaTokenizer"),
     "mbart": "MBartTokenizer", **dict.fromkeys(("nllb", "nllb-moe"), "NllbTokenizer"), "whisper": "WhisperTokenizer"}
@@ -1788,6 +1789,11 @@ def _t5_sentinels(config):
         raise ValueError(f"Both extra_ids ({extra_ids}) and additional_special_tokens ({given}) are provided to "
                          "T5Tokenizer. In this case the additional_special_tokens must include the extra_ids tokens")
     return []
+
+
+def _camembert_unused(config):
+    """CamembertTokenizer.__init__'s extra special tokens where tokenizer_config.json lists none."""
+    return [] if config.get("additional_special_tokens") is not None else ["<s>NOTUSED", "</s>NOTUSED", "<unk>NOTUSED"]
 
 
 def _template(single, pair, tokenizer, tokens):
@@ -2142,6 +2148,7 @@ class _ClassRule(NamedTuple):
 _SENTENCEPIECE_BPE = {"fuse_unk": True, "byte_fallback": True}  # (Llama's: no unk_token, a character without
 _BYTE_LEVEL_BPE = {"continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False}  # a token drops)
 _WITH_UNK = "unk"  # a model option set to the class's unk_token
+_UNK_POSITION = "unk position"  # Unigram's unk_id: the unk token's place in the vocabulary (0 if absent)
 _ENDOFTEXT = {"unk": "<|endoftext|>", "bos": "<|endoftext|>", "eos": "<|endoftext|>"}
 _WORDPIECE = {"type": "WordPiece", "unk_token": _WITH_UNK}  # (its "##" prefix and 100-character words: defaults)
 _BERT_SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
@@ -2175,6 +2182,10 @@ _CLASS_RULES = {
                               post_processor=_t5_post_processor),
     "XLMRobertaTokenizer": _ClassRule(_xlm_roberta_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
                                       _FAIRSEQ_SPECIAL_TOKENS, post_processor=_xlm_roberta_post_processor),
+    "CamembertTokenizer": _ClassRule(_xlm_roberta_pipeline, {"type": "Unigram", "unk_id": _UNK_POSITION,
+                                                             "byte_fallback": False},
+                                     _FAIRSEQ_SPECIAL_TOKENS, _camembert_unused, lstrip_mask=True,
+                                     post_processor=_xlm_roberta_post_processor),
     "BertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS, post_processor=_bert_post_processor,
                                 model_input_names=("input_ids", "token_type_ids", "attention_mask")),
     "DistilBertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS,
@@ -2217,6 +2228,8 @@ def _rebuilt_model(backend, rule, unk_token):
         if not (isinstance(vocab, list) and vocab and all(isinstance(entry, list) for entry in vocab)):
             raise ValueError(f"this tokenizer class builds a Unigram model, which needs a vocabulary of pieces with "
                              f"scores; the tokenizer.json's {model.get('type')} model has none")
+        if options.get("unk_id") == _UNK_POSITION:
+            options["unk_id"] = next((i for i, (piece, _) in enumerate(vocab) if piece == unk_token), 0)
         spec["model"] = {"type": "Unigram", "vocab": vocab, **options}
     elif kind == "WordPiece":
         spec["model"] = {"type": "WordPiece", "vocab": _vocab_ids(model), "continuing_subword_prefix": "##",

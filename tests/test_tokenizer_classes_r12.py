@@ -1,5 +1,5 @@
-"""Encoder, translation and speech tokenizer folders (T5, XLM-RoBERTa, BERT, RoBERTa, mBART, NLLB, Whisper)
-tokenize as transformers 5 does.
+"""Encoder, translation and speech tokenizer folders (T5, XLM-RoBERTa, CamemBERT, BERT, RoBERTa, mBART, NLLB,
+Whisper) tokenize as transformers 5 does.
 
 transformers 5.25's T5Tokenizer, XLMRobertaTokenizer and BertTokenizer (DistilBERT's too) keep a tokenizer.json's
 vocabulary and rebuild the rest from their own __init__: T5 and XLM-R keep only the file's SentencePiece charsmap
@@ -9,7 +9,8 @@ tokenize_chinese_chars (not the file's), its call returns token_type_ids and it 
 ran the file as written: a T5 or XLM-R file with an NFKC normalizer gave other ids for 24 of 312 texts, a cased
 BERT folder (do_lower_case false) whose file lowercases for 72, BERT pairs had no token_type_ids (240 of 312), a
 T5 folder that lists no sentinels 100 tokens fewer; a folder without tokenizer_class but with config.json's model
-type (t5, bert, xlm-roberta) ran as written too. RoBERTa (BART) is GPT-2's byte-level pipeline with its own
+type (t5, bert, xlm-roberta) ran as written too. CamemBERT is XLM-R's with its <s>NOTUSED... extra tokens (96
+of 312 differed). RoBERTa (BART) is GPT-2's byte-level pipeline with its own
 add_prefix_space / trim_offsets (a file that adds a prefix space: 188 of 312 texts had other ids).
 mBART and NLLB mark a text with its language code (src_lang, text_target's tgt_lang; NLLB before the text unless
 legacy_behaviour) and add their codes as special tokens: an NLLB folder gave other ids for all 312 texts, an
@@ -97,6 +98,17 @@ def _xlm_roberta_folder(folder, model_type=None, add_prefix_space=None):
                                 "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "sep_token": "</s>",
                                 "cls_token": "<s>", "mask_token": "<mask>", "add_prefix_space": add_prefix_space},
                   model_type)
+
+
+def _camembert_folder(folder, model_type=None):
+    """A CamemBERT file: XLM-R's, its <unk> at position 3 (the class's unk_id is the unk token's place)."""
+    tok = _unigram(["<s>", "<pad>", "</s>", "<unk>"], normalizers.NFKC())
+    tok.add_special_tokens([tokenizers.AddedToken("<mask>", lstrip=True, special=True)])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    return _write(folder, tok, {"tokenizer_class": None if model_type else "CamembertTokenizer", "bos_token": "<s>",
+                                "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "sep_token": "</s>",
+                                "cls_token": "<s>", "mask_token": "<mask>"}, model_type)
 
 
 def _bert_folder(folder, tokenizer_class="BertTokenizer", model_type=None, file_lowercases=True, **config):
@@ -193,6 +205,8 @@ FOLDERS = {
     "XLMRobertaTokenizer": _xlm_roberta_folder,
     "XLMRobertaTokenizer, add_prefix_space false": lambda d: _xlm_roberta_folder(d, add_prefix_space=False),
     "xlm-roberta model folder": lambda d: _xlm_roberta_folder(d, model_type="xlm-roberta"),
+    "CamembertTokenizer": _camembert_folder,
+    "camembert model folder": lambda d: _camembert_folder(d, "camembert"),
     "BertTokenizer": _bert_folder,
     "BertTokenizer, cased over a lowercasing file": lambda d: _bert_folder(d, do_lower_case=False),
     "BertTokenizer, strip_accents, no chinese chars": lambda d: _bert_folder(
