@@ -384,6 +384,29 @@ _C_NAMES = {"uint8": "uint8_t", "int8": "int8_t", "int16": "int16_t", "int32": "
             "float32": "float", "float64": "double"}
 
 
+def _fractional(value):
+    """A float (Python's, NumPy's, or a floating tensor) where an int is wanted."""
+    dtype = getattr(value, "dtype", None)
+    return isinstance(value, (builtins.float, np.floating)) or (isinstance(dtype, np.dtype) and dtype.kind in "fc")
+
+
+def int_argument(fn, name, value):
+    """``value`` of the int parameter ``name`` of torch's ``fn``. A float is torch's TypeError: ``int()``, NumPy
+    and ``range`` would truncate 2.5 to 2, a silently different answer."""
+    if _fractional(value):
+        raise TypeError(f"{fn}(): argument '{name}' must be int, not {type(value).__name__}")
+    return value
+
+
+def int_arguments(fn, name, values):
+    """``values`` of the int-tuple parameter ``name`` of torch's ``fn`` (sizes, pads, shifts), as ``int_argument``."""
+    for i, value in enumerate(values):
+        if _fractional(value):
+            raise TypeError(f"{fn}(): argument '{name}' must be tuple of ints, but found element of type "
+                            f"{type(value).__name__} at pos {i}")
+    return values
+
+
 def checked_number(value, dtype, check_16bit_floats=True):
     """The Python number ``value`` stored into a tensor of ``dtype``, as torch stores it: refused
     (RuntimeError, torch's words) when it does not fit, as c10's ``overflows`` decides -- a float

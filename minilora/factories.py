@@ -236,6 +236,8 @@ def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
 
 
 def _triangle_indices(fn, row, col, offset, dtype, device):
+    for name, value in (("row", row), ("col", col), ("offset", offset)):
+        dtypes.int_argument(fn, name, value)
     if row < 0 or col < 0:
         raise RuntimeError(f"{fn}: row and col must be non-negative, got {row} and {col}")
     dtype = dtypes.to_dtype(dtype)
@@ -515,6 +517,7 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=N
         low, high, size = 0, low, high
     elif high is None:  # randint(high, size=...)
         low, high = 0, low
+    dtypes.int_argument("randint", "low", low), dtypes.int_argument("randint", "high", high)
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= "
                            f"to={high}")

@@ -26,6 +26,10 @@ as a class where there was one:
   that is not int64 (int32 was taken, bools read as a mask);
 * layers of a negative size (LayerNorm: NumPy's ValueError), RNN sizes in torch's order and words, a module's
   ``.type(torch.long)`` with trainable parameters (they silently became integers);
+* a float where torch takes an int (repeat/tile/expand/broadcast_to/unflatten sizes, F.pad's pads, roll's
+  shifts, narrow, select, diagonal/diag/diag_embed/tril/triu offsets, unfold, rot90, one_hot's num_classes,
+  pixel_shuffle, tril_indices, randint): truncated by int()/NumPy (``one_hot(ids, 3.5)`` had 4 classes), now
+  torch's TypeError (``dtypes.int_argument`` / ``int_arguments``);
 * the keyword forms torch takes and minilora refused: ``x.view(size=)``, ``x.reshape(shape=)``, ``x.expand(size=)``,
   ``x.permute(dims=)``, ``x.repeat(repeats=)``, ``x.broadcast_to(3)``, ``randint(high=, size=)``.
 
@@ -111,6 +115,27 @@ REFUSED = [
     ("F.scaled_dot_product_attention(x3.long(), x3.long(), x3.long())", RuntimeError,
      "expected scalar type Float but found Long"),
     ("torch.corrcoef(b)", RuntimeError, "cov(): bool dtype is not supported for input"),
+    # a float where torch takes an int: int(), NumPy and range() truncated it (2.5 repeats became 2)
+    ("x.repeat(2.5, 1)", TypeError, "repeat"),
+    ("x.tile((2.5, 1))", TypeError, "must be tuple of ints, but found element of type float at pos 0"),
+    ("torch.broadcast_to(x, (2.5, 3))", TypeError, "must be tuple of ints, but found element of type float at pos 0"),
+    ("x.unflatten(1, (3.5, 1))", TypeError, "must be tuple of ints, but found element of type float at pos 0"),
+    ("F.pad(x, (1.5, 1))", TypeError, "must be tuple of ints, but found element of type float at pos 0"),
+    ("x.roll(1.5, 0)", TypeError, "argument 'shifts'"),
+    ("x.narrow(1, 0.5, 2)", TypeError, "narrow"),
+    ("x.select(1, 1.5)", TypeError, "must be int, not float"),
+    ("x.diagonal(0.5)", TypeError, "must be int, not float"),
+    ("torch.diag(v, 0.5)", TypeError, "must be int, not float"),
+    ("x.diag_embed(0.5)", TypeError, "must be int, not float"),
+    ("x.tril(0.5)", TypeError, "must be int, not float"),
+    ("x.triu(-0.5)", TypeError, "must be int, not float"),
+    ("x.unfold(1, 2.5, 1)", TypeError, "must be int, not float"),
+    ("x.rot90(1.5)", TypeError, "must be int, not float"),
+    ("x.view(5.0)", TypeError, "view"),
+    ("torch.tril_indices(3.5, 3)", TypeError, "must be int, not float"),
+    ("F.one_hot(torch.tensor([0, 1, 2]), 3.5)", TypeError, "must be int, not float"),
+    ("F.pixel_shuffle(torch.randn(1, 4, 2, 2), 2.0)", TypeError, "must be int, not float"),
+    ("torch.randint(0, 5.5, (2,))", TypeError, "randint"),
     # layers: negative sizes, integer casts of trainable parameters
     ("nn.LayerNorm(-1)", RuntimeError, "Trying to create tensor with negative dimension -1: [-1]"),
     ("nn.LayerNorm((2, -1))", RuntimeError, "Trying to create tensor with negative dimension -1: [2, -1]"),

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, ops
-from ..dtypes import checked_number as _checked_number, torch_name as _torch_name
+from ..dtypes import checked_number as _checked_number, int_argument as _int_argument, torch_name as _torch_name
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
 from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
@@ -659,6 +659,7 @@ def gumbel_softmax(logits, tau=1, hard=False, eps=1e-10, dim=-1):
 
 
 def _check_shuffle(fn, name, input, factor):
+    _int_argument(fn, name, factor)
     if input.ndim < 3:
         raise RuntimeError(f"{fn} expects input to have at least 3 dimensions, but got input with {input.ndim} "
                            f"dimension(s)")

@@ -12,7 +12,8 @@ import numpy as np
 
 from .. import amp as _amp, return_types
 from ..device import xp_of
-from ..dtypes import checked_number, compute_dtype, is_floating, python_number, to_dtype, torch_name, upcast
+from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
+                      torch_name, upcast)
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad, saves_as_torch
 from ..factories import in_layout_of
 from .elementwise import backward_in_float32
@@ -288,6 +289,7 @@ def repeat(input, *repeats, **by_name):
     """``x.repeat(2, 1)``: ``input`` tiled ``repeats[d]`` times along each dimension ``d``."""
     repeats = one_by_one("repeat", repeats, by_name, "repeats")
     sizes = tuple(repeats[0]) if len(repeats) == 1 and isinstance(repeats[0], (tuple, list)) else repeats
+    int_arguments("repeat", "repeats", sizes)
     if not repeats:
         raise TypeError("repeat() missing 1 required positional argument: 'repeats'")
     if len(sizes) < input.ndim:
@@ -301,6 +303,7 @@ def repeat(input, *repeats, **by_name):
 # ---- triangles -----------------------------------------------------------------------------------
 def _triangle(input, diagonal, lower):
     from .elementwise import Where
+    int_argument("tril" if lower else "triu", "diagonal", diagonal)
     if input.ndim < 2:
         raise RuntimeError(f"{'tril' if lower else 'triu'}: input tensor must have at least 2 "
                            f"dimensions")

@@ -12,8 +12,8 @@ import numpy as np
 from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
 from ..device import xp_of
 from ..factories import layout_order, suggested_format
-from ..dtypes import (checked_number, compute_dtype, float32, is_floating, python_number, result_type, torch_name,
-                      upcast)
+from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
+                      result_type, torch_name, upcast)
 from .. import random as _random
 from ..tensor import (Function, ShapeError, Tensor, name_node, no_grad, saved_for, saves_as_torch, saving_as_torch,
                       warn_at_caller)
@@ -1700,7 +1700,7 @@ def pad(input, pad, mode="constant", value=None):
     if mode not in ("constant", "reflect", "replicate", "circular"):
         raise NotImplementedError(f"Unrecognised padding mode {mode} (choose 'constant', 'reflect', "
                                   f"'replicate' or 'circular')")
-    pad = tuple(int(p) for p in pad)
+    pad = tuple(int(p) for p in int_arguments("pad", "pad", pad))
     if len(pad) % 2:  # RuntimeErrors with torch's words, as torch
         raise RuntimeError(f"Padding length must be divisible by 2, got {len(pad)}")
     if len(pad) // 2 > input.ndim:
@@ -1786,6 +1786,7 @@ def one_hot(input, num_classes=-1):
     """PyTorch's ``F.one_hot``: int64 ``[*, num_classes]`` with a 1 at each index (no gradient).
 
     The first argument is ``input``, as torch 2.13 takes it by keyword (its docstring says ``tensor``)."""
+    int_argument("one_hot", "num_classes", num_classes)
     ids = _array(input)
     xp = xp_of(ids)
     if getattr(ids, "dtype", None) is None or ids.dtype.kind not in "iu":

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import amp as _amp, dtypes
 from ..device import xp_of
-from ..dtypes import float32, is_floating, result_type, torch_name
+from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
 from ..factories import channels_last, in_layout_of, laid_out_copy, layout_is_known, layout_order
@@ -351,6 +351,7 @@ def reshape(input, *shape, **by_name):
 
 def _reshape(input, shape):
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, np.integer, Tensor)):
+        int_arguments("view", "size", shape)  # (x.view(5.0): torch's TypeError)
         # x.view(torch.int32) reinterprets the bytes in torch; minilora does not do that
         raise NotImplementedError(f"view/reshape to a dtype ({shape[0]}) reinterprets bits in torch "
                                   f"and is not supported by minilora; x.to(dtype) converts the values")
@@ -646,7 +647,8 @@ def chunk(input, chunks, dim=0, *, axis=None):
 
 def expand(input, *sizes, **by_name):
     """``x.expand(*sizes)``: a read-only view broadcast to ``sizes`` (``-1`` keeps a size)."""
-    return Expand.apply(input, shape=_shape_arg(one_by_one("expand", sizes, by_name, "size")))
+    sizes = int_arguments("expand", "size", _shape_arg(one_by_one("expand", sizes, by_name, "size")))
+    return Expand.apply(input, shape=sizes)
 
 
 def unsqueeze(input, dim):
@@ -722,6 +724,7 @@ def roll(input, shifts, dims=None):
     """``torch.roll``: ``input`` shifted by ``shifts`` along ``dims`` (ints or tuples of the same
     length), elements leaving one end coming back at the other; ``dims=None`` rolls the flattened
     tensor and keeps its shape."""
+    int_arguments("roll", "shifts", shifts if isinstance(shifts, (tuple, list)) else (shifts,))
     if dims is None or (isinstance(dims, (tuple, list)) and len(dims) == 0):
         if isinstance(shifts, (tuple, list)):
             if len(shifts) != 1:
@@ -742,6 +745,7 @@ def narrow(input, dim, start, length):
     ``x[:, start:start + length]`` is. ``start`` may be negative or a 0-d tensor."""
     if input.ndim == 0:
         raise RuntimeError("narrow() cannot be applied to a 0-dim tensor.")
+    int_argument("narrow", "start", start), int_argument("narrow", "length", length)
     (axis,) = _dims((dim,), input.ndim)
     start = int(start.item()) if isinstance(start, Tensor) else int(start)
     size = input.shape[axis]
@@ -794,7 +798,7 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
         raise RuntimeError(f"diagonal dimensions requires ndim larger than 1, got {input.ndim}")
     if axis1 == axis2:
         raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
-    return Diagonal.apply(input, offset=int(offset), axis1=axis1, axis2=axis2)
+    return Diagonal.apply(input, offset=int(int_argument("diagonal", "offset", offset)), axis1=axis1, axis2=axis2)
 
 
 class DiagEmbed(Function):
@@ -819,6 +823,7 @@ class DiagEmbed(Function):
 def diag(input, diagonal=0):
     """``torch.diag``: a 1-D input becomes the ``diagonal``-th diagonal of a square matrix; a 2-D
     input gives that diagonal back (a copy, unlike ``torch.diagonal``)."""
+    int_argument("diag", "diagonal", diagonal)
     if input.ndim == 1:
         return DiagEmbed.apply(input, offset=int(diagonal))
     if input.ndim == 2:
@@ -833,7 +838,8 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1):
     first, second = _dims((dim1, dim2), input.ndim + 1)
     if first == second:
         raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
-    matrices = DiagEmbed.apply(input.reshape(1) if input.ndim == 0 else input, offset=int(offset))
+    offset = int(int_argument("diag_embed", "offset", offset))
+    matrices = DiagEmbed.apply(input.reshape(1) if input.ndim == 0 else input, offset=offset)
     return movedim(matrices, (-2, -1), (first, second))
 
 
@@ -866,7 +872,7 @@ def tile(input, dims):
     """``torch.tile``: like ``repeat``, but ``dims`` shorter than the tensor's rank is padded with
     leading 1s (``x.tile((2,))`` of a matrix repeats its columns), as NumPy's ``tile``."""
     from .index import repeat
-    dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+    dims = int_arguments("tile", "dims", tuple(dims) if isinstance(dims, (tuple, list)) else (dims,))
     return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
 
 
@@ -876,7 +882,7 @@ def unflatten(input, dim, sizes):
     if input.ndim == 0:
         raise RuntimeError("unflatten: Dimension specified as 0 but tensor has no dimensions")
     (axis,) = _dims((dim,), input.ndim)
-    sizes = asked = tuple(int(n) for n in sizes)
+    sizes = asked = tuple(int(n) for n in int_arguments("unflatten", "sizes", sizes))
     n, known = input.shape[axis], math.prod(k for k in sizes if k != -1)
     if sizes.count(-1) > 1:
         raise RuntimeError("unflatten: only one dimension can be inferred")
@@ -897,6 +903,7 @@ def select(input, dim, index):
     ``x[:, index]``)."""
     if input.ndim == 0:
         raise IndexError("select() cannot be applied to a 0-dim tensor.")
+    int_argument("select", "index", index)
     (axis,) = _dims((dim,), input.ndim)
     size = input.shape[axis]
     if not -size <= index < size:
@@ -1056,6 +1063,7 @@ class Unfold(Function):
 def unfold(input, dimension, size, step):
     """``x.unfold(dimension, size, step)``: the windows of ``size`` elements along ``dimension``,
     ``step`` apart, as a new last dimension (a 0-d tensor counts as one element)."""
+    int_argument("unfold", "size", size), int_argument("unfold", "step", step)
     if input.ndim == 0:
         return unfold(input.reshape(1), 0, size, step).reshape(-1)
     (axis,) = _dims((dimension,), input.ndim)
@@ -1364,6 +1372,7 @@ def flipud(input):
 def rot90(input, k=1, dims=(0, 1)):
     """``torch.rot90``: rotated ``k`` quarter turns in the plane of ``dims``, from the first
     towards the second (k < 0: the other way), as a flip and a transpose."""
+    int_argument("rot90", "k", k)
     dims = tuple(dims)
     if len(dims) != 2:
         raise RuntimeError(f"expected total rotation dims == 2, but got dims = {len(dims)}")
