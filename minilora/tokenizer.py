@@ -27,8 +27,8 @@ What transformers users write works, with transformers' defaults::
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
-XLM-RoBERTa, CamemBERT, BERT, RoBERTa, mBART, NLLB, Whisper: the table ``_CLASS_RULES``) tokenizes as there: the
-class's pipeline around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's
+XLM-RoBERTa, CamemBERT, ALBERT, BERT, RoBERTa, mBART, NLLB, Whisper: the table ``_CLASS_RULES``) tokenizes as there:
+the class's pipeline around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's
 ``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang``
 mark texts and targets (``TranslationTokenizer``), Whisper's ``language`` / ``task`` prefix them
 (``WhisperTokenizer``).
@@ -1560,7 +1560,10 @@ def _post_processor_at_load(tokenizer, rule, flags):
     add_bos_token=True) or rebuilds it (GPTNeoX), and where a rebuilt class's file has none."""
     tokenizer._add_bos_token = flags.get("add_bos_token", rule is not None and rule.add_bos_token)
     tokenizer._add_eos_token = flags.get("add_eos_token", False)
-    if flags or (rule is not None and (rule.rebuilds_post_processor or tokenizer.tokenizer.post_processor is None)):
+    if not flags and rule is not None and rule.post_processor_before is not None and \
+            tokenizer.tokenizer.post_processor is None:  # (ALBERT's, set before the file's would replace it)
+        tokenizer.tokenizer.post_processor = rule.post_processor_before(tokenizer)
+    elif flags or (rule is not None and (rule.rebuilds_post_processor or tokenizer.tokenizer.post_processor is None)):
         tokenizer._update_post_processor()
     if rule is not None and rule.post_processor is not None:  # (set after all that, as the class's __init__ does)
         tokenizer.tokenizer.post_processor = rule.post_processor(tokenizer)
@@ -1621,6 +1624,7 @@ _MODEL_TYPE_TOKENIZERS = {
                      "nomic_bert", "layoutlm"), "BertTokenizer"),
     **dict.fromkeys(("t5", "mt5", "switch_transformers", "musicgen"), "T5Tokenizer"),
     **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer"), "camembert": "CamembertTokenizer",
+    "albert": "AlbertTokenizer",
     **dict.fromkeys(("roberta", "bart", "longformer", "data2vec-text", "roberta-prelayernorm", "ibert", "mra"),
                     "RobertaTokenizer"),
     "mbart": "MBartTokenizer", **dict.fromkeys(("nllb", "nllb-moe"), "NllbTokenizer"), "whisper": "WhisperTokenizer"}
@@ -1766,6 +1770,21 @@ def _xlm_roberta_pipeline(backend, settings):
     _metaspace_words(backend, "always" if _setting(settings, "add_prefix_space", True) else "never")
 
 
+def _albert_pipeline(backend, settings):
+    """AlbertTokenizer.__init__: `` and '' become ", accents stripped (NFKD) unless keep_accents, lower case
+    where do_lower_case (both tokenizer_config.json's), then the charsmap; T5's split (add_prefix_space). Its own
+    post-processor is set before the file's replaces it: the file's stays."""
+    from tokenizers import normalizers
+    charsmap = _precompiled_normalizer(backend)
+    _metaspace_words(backend, "always" if _setting(settings, "add_prefix_space", True) else "never")
+    steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+    if not _setting(settings, "keep_accents", False):
+        steps += [normalizers.NFKD(), normalizers.StripAccents()]
+    if _setting(settings, "do_lower_case", True):
+        steps.append(normalizers.Lowercase())
+    backend.normalizer = normalizers.Sequence(steps + ([charsmap] if charsmap else []))
+
+
 def _bert_pipeline(backend, settings):
     """BertTokenizer.__init__ (BERT, DistilBERT, ELECTRA): the normalizer is tokenizer_config.json's
     do_lower_case / strip_accents / tokenize_chinese_chars (not the file's), words split at spaces and punctuation."""
@@ -1824,6 +1843,16 @@ def _roberta_post_processor(tokenizer):
                                         (tokenizer.cls_token, tokenizer.cls_token_id),
                                         trim_offsets=_setting(settings, "trim_offsets", True),
                                         add_prefix_space=_setting(settings, "add_prefix_space", False))
+
+
+def _albert_post_processor(tokenizer):
+    """ALBERT: "[CLS] $A [SEP]", pairs "[CLS] $A [SEP] $B [SEP]" (type id 1), with the vocabulary ids of its
+    cls / sep tokens."""
+    from tokenizers import processors
+    vocab = tokenizer.tokenizer.get_vocab(with_added_tokens=False)
+    return processors.TemplateProcessing(single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+                                         special_tokens=[("[CLS]", vocab.get(tokenizer.cls_token)),
+                                                         ("[SEP]", vocab.get(tokenizer.sep_token))])
 
 
 def _bert_post_processor(tokenizer):
@@ -2143,6 +2172,8 @@ class _ClassRule(NamedTuple):
     post_processor: object = None  # (tokenizer) -> the template its __init__ sets last (T5's "$A </s>", BERT's ...)
     model_input_names: tuple = ("input_ids", "attention_mask")  # what a call returns (BERT's token_type_ids too)
     lstrip_mask: bool = False  # a mask token it adds takes the space before it (mBART's, NLLB's)
+    post_processor_before: object = None  # (tokenizer) -> the template its __init__ sets before the file's: where
+    # the file has none
 
 
 _SENTENCEPIECE_BPE = {"fuse_unk": True, "byte_fallback": True}  # (Llama's: no unk_token, a character without
@@ -2186,6 +2217,9 @@ _CLASS_RULES = {
                                                              "byte_fallback": False},
                                      _FAIRSEQ_SPECIAL_TOKENS, _camembert_unused, lstrip_mask=True,
                                      post_processor=_xlm_roberta_post_processor),
+    "AlbertTokenizer": _ClassRule(_albert_pipeline, {"type": "Unigram", "unk_id": 1, "byte_fallback": False},
+                                  {"bos": "[CLS]", "eos": "[SEP]", "unk": "<unk>", "sep": "[SEP]", "pad": "<pad>",
+                                   "cls": "[CLS]", "mask": "[MASK]"}, post_processor_before=_albert_post_processor),
     "BertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS, post_processor=_bert_post_processor,
                                 model_input_names=("input_ids", "token_type_ids", "attention_mask")),
     "DistilBertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS,
@@ -2208,8 +2242,8 @@ _CLASS_RULES = {
 }
 # the __init__ arguments the pipelines read
 CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets", "do_lower_case", "strip_accents",
-                  "tokenize_chinese_chars", "extra_ids", "src_lang", "tgt_lang", "legacy_behaviour", "language",
-                  "task", "predict_timestamps")
+                  "tokenize_chinese_chars", "keep_accents", "extra_ids", "src_lang", "tgt_lang", "legacy_behaviour",
+                  "language", "task", "predict_timestamps")
 
 
 def _rebuilt_model(backend, rule, unk_token):

@@ -1,5 +1,5 @@
-"""Encoder, translation and speech tokenizer folders (T5, XLM-RoBERTa, CamemBERT, BERT, RoBERTa, mBART, NLLB,
-Whisper) tokenize as transformers 5 does.
+"""Encoder, translation and speech tokenizer folders (T5, XLM-RoBERTa, CamemBERT, ALBERT, BERT, RoBERTa, mBART,
+NLLB, Whisper) tokenize as transformers 5 does.
 
 transformers 5.25's T5Tokenizer, XLMRobertaTokenizer and BertTokenizer (DistilBERT's too) keep a tokenizer.json's
 vocabulary and rebuild the rest from their own __init__: T5 and XLM-R keep only the file's SentencePiece charsmap
@@ -10,8 +10,9 @@ ran the file as written: a T5 or XLM-R file with an NFKC normalizer gave other i
 BERT folder (do_lower_case false) whose file lowercases for 72, BERT pairs had no token_type_ids (240 of 312), a
 T5 folder that lists no sentinels 100 tokens fewer; a folder without tokenizer_class but with config.json's model
 type (t5, bert, xlm-roberta) ran as written too. CamemBERT is XLM-R's with its <s>NOTUSED... extra tokens (96
-of 312 differed). RoBERTa (BART) is GPT-2's byte-level pipeline with its own
-add_prefix_space / trim_offsets (a file that adds a prefix space: 188 of 312 texts had other ids).
+of 312 differed); ALBERT's normalizer is its do_lower_case / keep_accents (96). RoBERTa (BART) is GPT-2's
+byte-level pipeline with its own add_prefix_space / trim_offsets (a file that adds a prefix space: 188 of 312
+texts had other ids).
 mBART and NLLB mark a text with its language code (src_lang, text_target's tgt_lang; NLLB before the text unless
 legacy_behaviour) and add their codes as special tokens: an NLLB folder gave other ids for all 312 texts, an
 mBART one for 24 (its normalizer) and 25 special tokens fewer. Whisper starts each text with its prefix
@@ -111,6 +112,19 @@ def _camembert_folder(folder, model_type=None):
                                 "cls_token": "<s>", "mask_token": "<mask>"}, model_type)
 
 
+def _albert_folder(folder, template=True, **config):
+    """An ALBERT file (Unigram, a normalizer other than the class's), with or without its "[CLS] $A [SEP]"."""
+    tok = _unigram(["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"],
+                   normalizers.Sequence([normalizers.Replace("``", '"'), normalizers.Lowercase()]))
+    if template:
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return _write(folder, tok, {"tokenizer_class": "AlbertTokenizer", "bos_token": "[CLS]", "eos_token": "[SEP]",
+                                "unk_token": "<unk>", "pad_token": "<pad>", "sep_token": "[SEP]", "cls_token": "[CLS]",
+                                "mask_token": "[MASK]", **config})
+
+
 def _bert_folder(folder, tokenizer_class="BertTokenizer", model_type=None, file_lowercases=True, **config):
     """A WordPiece file; tokenizer_config.json's do_lower_case / strip_accents may say otherwise than the file."""
     tok = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -207,6 +221,9 @@ FOLDERS = {
     "xlm-roberta model folder": lambda d: _xlm_roberta_folder(d, model_type="xlm-roberta"),
     "CamembertTokenizer": _camembert_folder,
     "camembert model folder": lambda d: _camembert_folder(d, "camembert"),
+    "AlbertTokenizer": _albert_folder,
+    "AlbertTokenizer, keep_accents, cased, no template in the file": lambda d: _albert_folder(
+        d, template=False, keep_accents=True, do_lower_case=False),
     "BertTokenizer": _bert_folder,
     "BertTokenizer, cased over a lowercasing file": lambda d: _bert_folder(d, do_lower_case=False),
     "BertTokenizer, strip_accents, no chinese chars": lambda d: _bert_folder(
