@@ -27,11 +27,11 @@ What transformers users write works, with transformers' defaults::
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
-XLM-RoBERTa, CamemBERT, ALBERT, BERT, RoBERTa, mBART, NLLB, Whisper: the table ``_CLASS_RULES``) tokenizes as there:
-the class's pipeline around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's
-``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang``
-mark texts and targets (``TranslationTokenizer``), Whisper's ``language`` / ``task`` prefix them
-(``WhisperTokenizer``).
+XLM-RoBERTa, CamemBERT, ALBERT, DeBERTa v2, BERT, RoBERTa, mBART, NLLB, Whisper: the table ``_CLASS_RULES``)
+tokenizes as there: the class's pipeline around the file's vocabulary, so a Llama folder's "<s>user" is "<s>",
+"user"; CodeLlama's ``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's
+``src_lang`` / ``tgt_lang`` mark texts and targets (``TranslationTokenizer``), Whisper's ``language`` /
+``task`` prefix them (``WhisperTokenizer``).
 
 A call runs as in transformers' fast tokenizers: the ``tokenizers`` backend gets the call's truncation
 and padding (put back afterwards) and encodes the batch; its Encodings stay in the BatchEncoding.
@@ -1624,7 +1624,7 @@ _MODEL_TYPE_TOKENIZERS = {
                      "nomic_bert", "layoutlm"), "BertTokenizer"),
     **dict.fromkeys(("t5", "mt5", "switch_transformers", "musicgen"), "T5Tokenizer"),
     **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer"), "camembert": "CamembertTokenizer",
-    "albert": "AlbertTokenizer",
+    "albert": "AlbertTokenizer", "deberta-v2": "DebertaV2Tokenizer",
     **dict.fromkeys(("roberta", "bart", "longformer", "data2vec-text", "roberta-prelayernorm", "ibert", "mra"),
                     "RobertaTokenizer"),
     "mbart": "MBartTokenizer", **dict.fromkeys(("nllb", "nllb-moe"), "NllbTokenizer"), "whisper": "WhisperTokenizer"}
@@ -1785,6 +1785,27 @@ def _albert_pipeline(backend, settings):
     backend.normalizer = normalizers.Sequence(steps + ([charsmap] if charsmap else []))
 
 
+def _deberta_v2_pipeline(backend, settings):
+    """DebertaV2Tokenizer.__init__ (DeBERTa v2 / v3): lower case where do_lower_case; with the file's charsmap,
+    trailing spaces stripped and runs of spaces one, else whitespace runs / newlines / tabs one space, NFC and
+    trailing spaces stripped; punctuation split off where split_by_punct; "▁" before each word (add_prefix_space)
+    or the first only."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    charsmap = _precompiled_normalizer(backend)
+    steps = [normalizers.Lowercase()] if _setting(settings, "do_lower_case", False) else []
+    if charsmap is not None:
+        steps += [charsmap, normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(r" {2,}"), " ")]
+    else:
+        steps += [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+                  normalizers.Strip(left=False, right=True)]
+    backend.normalizer = normalizers.Sequence(steps)
+    scheme = "always" if _setting(settings, "add_prefix_space", True) else "first"
+    split = [pre_tokenizers.Punctuation(behavior="isolated")] if _setting(settings, "split_by_punct", False) else []
+    backend.pre_tokenizer = pre_tokenizers.Sequence(split + [pre_tokenizers.Metaspace(replacement="▁",
+                                                                                      prepend_scheme=scheme)])
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+
+
 def _bert_pipeline(backend, settings):
     """BertTokenizer.__init__ (BERT, DistilBERT, ELECTRA): the normalizer is tokenizer_config.json's
     do_lower_case / strip_accents / tokenize_chinese_chars (not the file's), words split at spaces and punctuation."""
@@ -1855,14 +1876,23 @@ def _albert_post_processor(tokenizer):
                                                          ("[SEP]", vocab.get(tokenizer.sep_token))])
 
 
-def _bert_post_processor(tokenizer):
-    """BERT: "[CLS] $A [SEP]", pairs "[CLS] $A [SEP] $B [SEP]" with the second text's type id 1."""
+def _cls_sep_template(tokenizer, cls_fallback, sep_fallback):
+    """BERT / DeBERTa v2: "[CLS] $A [SEP]", pairs "[CLS] $A [SEP] $B [SEP]" with the second text's type id 1 (a
+    token without an id gets the class's fallback)."""
     from tokenizers import processors
     cls, sep = tokenizer.cls_token, tokenizer.sep_token
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     return processors.TemplateProcessing(single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-                                         special_tokens=[(cls, 2 if cls_id is None else cls_id),
-                                                         (sep, 3 if sep_id is None else sep_id)])
+                                         special_tokens=[(cls, cls_fallback if cls_id is None else cls_id),
+                                                         (sep, sep_fallback if sep_id is None else sep_id)])
+
+
+def _bert_post_processor(tokenizer):
+    return _cls_sep_template(tokenizer, 2, 3)
+
+
+def _deberta_v2_post_processor(tokenizer):
+    return _cls_sep_template(tokenizer, 0, 0)
 
 
 _MBART_LANGUAGES = tuple("""
@@ -2179,7 +2209,16 @@ class _ClassRule(NamedTuple):
 _SENTENCEPIECE_BPE = {"fuse_unk": True, "byte_fallback": True}  # (Llama's: no unk_token, a character without
 _BYTE_LEVEL_BPE = {"continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False}  # a token drops)
 _WITH_UNK = "unk"  # a model option set to the class's unk_token
-_UNK_POSITION = "unk position"  # Unigram's unk_id: the unk token's place in the vocabulary (0 if absent)
+
+
+def _unk_position(vocab, unk_token):
+    """CamembertTokenizer's Unigram unk_id: the unk token's place in the vocabulary (0 if absent)."""
+    return next((i for i, (piece, _) in enumerate(vocab) if piece == unk_token), 0)
+
+
+def _unk_scored_zero(vocab, unk_token):
+    """DebertaV2Tokenizer's: the place of (unk token, score 0.0) in the vocabulary, else 1."""
+    return next((i for i, entry in enumerate(vocab) if entry == [unk_token, 0.0]), 1)
 _ENDOFTEXT = {"unk": "<|endoftext|>", "bos": "<|endoftext|>", "eos": "<|endoftext|>"}
 _WORDPIECE = {"type": "WordPiece", "unk_token": _WITH_UNK}  # (its "##" prefix and 100-character words: defaults)
 _BERT_SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
@@ -2213,13 +2252,18 @@ _CLASS_RULES = {
                               post_processor=_t5_post_processor),
     "XLMRobertaTokenizer": _ClassRule(_xlm_roberta_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
                                       _FAIRSEQ_SPECIAL_TOKENS, post_processor=_xlm_roberta_post_processor),
-    "CamembertTokenizer": _ClassRule(_xlm_roberta_pipeline, {"type": "Unigram", "unk_id": _UNK_POSITION,
+    "CamembertTokenizer": _ClassRule(_xlm_roberta_pipeline, {"type": "Unigram", "unk_id": _unk_position,
                                                              "byte_fallback": False},
                                      _FAIRSEQ_SPECIAL_TOKENS, _camembert_unused, lstrip_mask=True,
                                      post_processor=_xlm_roberta_post_processor),
     "AlbertTokenizer": _ClassRule(_albert_pipeline, {"type": "Unigram", "unk_id": 1, "byte_fallback": False},
                                   {"bos": "[CLS]", "eos": "[SEP]", "unk": "<unk>", "sep": "[SEP]", "pad": "<pad>",
                                    "cls": "[CLS]", "mask": "[MASK]"}, post_processor_before=_albert_post_processor),
+    "DebertaV2Tokenizer": _ClassRule(_deberta_v2_pipeline,
+                                     {"type": "Unigram", "unk_id": _unk_scored_zero, "byte_fallback": False},
+                                     {"bos": "[CLS]", "eos": "[SEP]", **_BERT_SPECIAL_TOKENS},
+                                     post_processor=_deberta_v2_post_processor,
+                                     model_input_names=("input_ids", "attention_mask", "token_type_ids")),
     "BertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS, post_processor=_bert_post_processor,
                                 model_input_names=("input_ids", "token_type_ids", "attention_mask")),
     "DistilBertTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS,
@@ -2242,8 +2286,8 @@ _CLASS_RULES = {
 }
 # the __init__ arguments the pipelines read
 CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets", "do_lower_case", "strip_accents",
-                  "tokenize_chinese_chars", "keep_accents", "extra_ids", "src_lang", "tgt_lang", "legacy_behaviour",
-                  "language", "task", "predict_timestamps")
+                  "tokenize_chinese_chars", "keep_accents", "split_by_punct", "extra_ids", "src_lang", "tgt_lang",
+                  "legacy_behaviour", "language", "task", "predict_timestamps")
 
 
 def _rebuilt_model(backend, rule, unk_token):
@@ -2262,8 +2306,8 @@ def _rebuilt_model(backend, rule, unk_token):
         if not (isinstance(vocab, list) and vocab and all(isinstance(entry, list) for entry in vocab)):
             raise ValueError(f"this tokenizer class builds a Unigram model, which needs a vocabulary of pieces with "
                              f"scores; the tokenizer.json's {model.get('type')} model has none")
-        if options.get("unk_id") == _UNK_POSITION:
-            options["unk_id"] = next((i for i, (piece, _) in enumerate(vocab) if piece == unk_token), 0)
+        if callable(options.get("unk_id")):  # (a class that looks its unk token up)
+            options["unk_id"] = options["unk_id"](vocab, unk_token)
         spec["model"] = {"type": "Unigram", "vocab": vocab, **options}
     elif kind == "WordPiece":
         spec["model"] = {"type": "WordPiece", "vocab": _vocab_ids(model), "continuing_subword_prefix": "##",

@@ -1,5 +1,5 @@
-"""Encoder, translation and speech tokenizer folders (T5, XLM-RoBERTa, CamemBERT, ALBERT, BERT, RoBERTa, mBART,
-NLLB, Whisper) tokenize as transformers 5 does.
+"""Encoder, translation and speech tokenizer folders (T5, XLM-RoBERTa, CamemBERT, ALBERT, DeBERTa v2, BERT,
+RoBERTa, mBART, NLLB, Whisper) tokenize as transformers 5 does.
 
 transformers 5.25's T5Tokenizer, XLMRobertaTokenizer and BertTokenizer (DistilBERT's too) keep a tokenizer.json's
 vocabulary and rebuild the rest from their own __init__: T5 and XLM-R keep only the file's SentencePiece charsmap
@@ -10,7 +10,8 @@ ran the file as written: a T5 or XLM-R file with an NFKC normalizer gave other i
 BERT folder (do_lower_case false) whose file lowercases for 72, BERT pairs had no token_type_ids (240 of 312), a
 T5 folder that lists no sentinels 100 tokens fewer; a folder without tokenizer_class but with config.json's model
 type (t5, bert, xlm-roberta) ran as written too. CamemBERT is XLM-R's with its <s>NOTUSED... extra tokens (96
-of 312 differed); ALBERT's normalizer is its do_lower_case / keep_accents (96). RoBERTa (BART) is GPT-2's
+of 312 differed); ALBERT's normalizer is its do_lower_case / keep_accents (96), DeBERTa v2's its do_lower_case
+and whitespace rules, with split_by_punct (its unk id and token_type_ids: all 312). RoBERTa (BART) is GPT-2's
 byte-level pipeline with its own add_prefix_space / trim_offsets (a file that adds a prefix space: 188 of 312
 texts had other ids).
 mBART and NLLB mark a text with its language code (src_lang, text_target's tgt_lang; NLLB before the text unless
@@ -125,6 +126,18 @@ def _albert_folder(folder, template=True, **config):
                                 "mask_token": "[MASK]", **config})
 
 
+def _deberta_v2_folder(folder, model_type=None, **config):
+    """A DeBERTa v3 file: Unigram with an NFKC normalizer, [CLS] / [SEP] at 1 / 2, [UNK] at 3."""
+    tok = _unigram(["[PAD]", "[CLS]", "[SEP]", "[UNK]"], normalizers.NFKC())
+    tok.add_special_tokens(["[MASK]"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    return _write(folder, tok, {"tokenizer_class": None if model_type else "DebertaV2Tokenizer", "bos_token": "[CLS]",
+                                "eos_token": "[SEP]", "unk_token": "[UNK]", "pad_token": "[PAD]", "sep_token": "[SEP]",
+                                "cls_token": "[CLS]", "mask_token": "[MASK]", **config}, model_type)
+
+
 def _bert_folder(folder, tokenizer_class="BertTokenizer", model_type=None, file_lowercases=True, **config):
     """A WordPiece file; tokenizer_config.json's do_lower_case / strip_accents may say otherwise than the file."""
     tok = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -224,6 +237,9 @@ FOLDERS = {
     "AlbertTokenizer": _albert_folder,
     "AlbertTokenizer, keep_accents, cased, no template in the file": lambda d: _albert_folder(
         d, template=False, keep_accents=True, do_lower_case=False),
+    "DebertaV2Tokenizer": _deberta_v2_folder,
+    "deberta-v2 model folder, split_by_punct, lower case": lambda d: _deberta_v2_folder(
+        d, "deberta-v2", split_by_punct=True, do_lower_case=True, add_prefix_space=False),
     "BertTokenizer": _bert_folder,
     "BertTokenizer, cased over a lowercasing file": lambda d: _bert_folder(d, do_lower_case=False),
     "BertTokenizer, strip_accents, no chinese chars": lambda d: _bert_folder(
