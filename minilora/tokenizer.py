@@ -1583,8 +1583,10 @@ def _transformers_class(tokenizer_class, path):
     from_pretrained): a Mistral or Phi-3 model folder that names "LlamaTokenizer" is the generic
     TokenizersBackend there (its tokenizer.json runs as written), a folder that names no class gets its model
     type's. A "LlamaTokenizer" whose tokenizer.json is byte-level (Llama 3 style) is TokenizersBackend too
-    (transformers' check: the text "ByteLevel" in the file)."""
+    (transformers' check: the text "ByteLevel" in the file). A name transformers exports as another class is that
+    class ("ElectraTokenizer" is BertTokenizer: _CLASS_ALIASES)."""
     name = tokenizer_class.removesuffix("Fast") if isinstance(tokenizer_class, str) else None
+    name = _CLASS_ALIASES.get(name, name)
     model_type = _model_type(os.path.dirname(path))
     if name == "LlamaTokenizer" and model_type not in _MODEL_TYPES_WITH_WRONG_HUB_CLASS:
         with open(path, encoding="utf-8") as f:
@@ -2270,8 +2272,6 @@ _CLASS_RULES = {
                                       post_processor=_bert_post_processor),
     "RobertaTokenizer": _ClassRule(_gpt2_pipeline, _BYTE_LEVEL_BPE, _FAIRSEQ_SPECIAL_TOKENS,
                                    post_processor=_roberta_post_processor),
-    "BartTokenizer": _ClassRule(_gpt2_pipeline, _BYTE_LEVEL_BPE, _FAIRSEQ_SPECIAL_TOKENS,  # (transformers' alias)
-                                post_processor=_roberta_post_processor),
     # translation: the language codes are extra special tokens, the post-processor the source language's
     "MBartTokenizer": _ClassRule(_mbart_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
                                  _FAIRSEQ_SPECIAL_TOKENS, _languages(_MBART_LANGUAGES, "additional_special_tokens"),
@@ -2284,6 +2284,11 @@ _CLASS_RULES = {
                                 tokenizer_type=NllbTokenizer, post_processor=_source_language_template,
                                 lstrip_mask=True),
 }
+# the names transformers 5.25 exports as another class (transformers.ElectraTokenizer is BertTokenizer)
+_CLASS_ALIASES = {**dict.fromkeys(("ElectraTokenizer", "LayoutLMTokenizer", "MobileBertTokenizer",
+                                   "SqueezeBertTokenizer", "LxmertTokenizer"), "BertTokenizer"),
+                  **dict.fromkeys(("BartTokenizer", "LongformerTokenizer", "LEDTokenizer", "MvpTokenizer"),
+                                  "RobertaTokenizer")}
 # the __init__ arguments the pipelines read
 CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets", "do_lower_case", "strip_accents",
                   "tokenize_chinese_chars", "keep_accents", "split_by_punct", "extra_ids", "src_lang", "tgt_lang",

@@ -245,6 +245,7 @@ FOLDERS = {
     "BertTokenizer, strip_accents, no chinese chars": lambda d: _bert_folder(
         d, file_lowercases=False, do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False),
     "bert model folder": lambda d: _bert_folder(d, tokenizer_class=None, model_type="bert"),
+    "ElectraTokenizer (transformers' BertTokenizer)": lambda d: _bert_folder(d, "ElectraTokenizerFast"),
     "DistilBertTokenizer": lambda d: _bert_folder(d, "DistilBertTokenizer", do_lower_case=True),
     "RobertaTokenizer": _roberta_folder,
     "BartTokenizer": lambda d: _roberta_folder(d, "BartTokenizer"),
