@@ -162,6 +162,7 @@ ACCEPTED = [
     ("r = torch.permute(x, dims=(1, 0)).shape", (3, 2)),
     ("r = x.repeat(repeats=(2, 1)).shape", (4, 3)),
     ("r = torch.randint(high=10, size=(2,)).shape", (2,)),
+    ("r = torch.cumulative_trapezoid(torch.randn(2, 0)).shape", (2, 0)),
     ("m = nn.Linear(2, 2).requires_grad_(False); r = m.type(torch.long).weight.shape", (2, 2)),
     ("r = torch.einsum('ij,jk->ik', x, torch.ones(1, 4)).shape", (2, 4)),
     ("r = nn.MultiheadAttention(4, 2, kdim=3, vdim=5)(x3, torch.randn(2, 3, 3), torch.randn(2, 3, 5))[0].shape",

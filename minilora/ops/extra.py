@@ -331,6 +331,8 @@ def _trapezoid_samples(fn, y, x, dim):
 
 def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
     n = _trapezoid_samples("cumulative_trapezoid", y, x, dim)
+    if n == 0:  # no samples: torch's empty result (in a floating dtype), as for one sample
+        return I.cumsum(E.mul(y, 0.5), dim)
     pair = E.add(S.narrow(y, dim, 0, n - 1), S.narrow(y, dim, 1, n - 1))
     if x is None:
         return I.cumsum(E.mul(pair, (1.0 if dx is None else dx) / 2), dim)
