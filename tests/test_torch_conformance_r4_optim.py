@@ -93,19 +93,25 @@ def test_state_dict_loaded_into_a_fresh_optimizer_continues_as_torch(name):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_load_state_dict_copies_the_state():
-    """A deliberate difference: torch's ``load_state_dict`` keeps the given state tensors when dtype and device
-    match, so ``opt2.load_state_dict(opt.state_dict())`` makes two optimizers share (and both step) one
-    ``exp_avg``; minilora's loads copies, so each optimizer keeps its own moments."""
+def test_load_state_dict_shares_the_state_as_torch():
+    """torch's ``load_state_dict`` keeps the given state tensors when dtype and device match, so
+    ``opt2.load_state_dict(opt.state_dict())`` makes two optimizers share (and both step) one ``exp_avg`` and
+    one ``step``; minilora's too (it copied them). A tensor of another dtype is cast: a copy."""
     params, _ = _twins()
     opt = optim.Adam(params, lr=0.01)
     _step(ml, params, opt, seed=0)
     opt2 = optim.Adam(params, lr=0.01)
     sd = opt.state_dict()
     opt2.load_state_dict(sd)
-    assert opt2.state[params[0]]["exp_avg"] is not sd["state"][0]["exp_avg"]
-    assert opt2.state[params[0]]["step"] is not sd["state"][0]["step"]
-    np.testing.assert_array_equal(opt2.state[params[0]]["exp_avg"], sd["state"][0]["exp_avg"])
+    assert opt2.state[params[0]]["exp_avg"] is sd["state"][0]["exp_avg"] is opt.state[params[0]]["exp_avg"]
+    assert opt2.state[params[0]]["step"] is sd["state"][0]["step"]
+    _step(ml, params, opt2, seed=1)
+    assert float(opt.state[params[0]]["step"]) == 2.0  # (stepped through opt2)
+    floats = [nn.Parameter(p.detach().float()) for p in params]
+    other = optim.Adam(floats, lr=0.01)
+    other.load_state_dict(sd)
+    assert other.state[floats[0]]["exp_avg"] is not sd["state"][0]["exp_avg"]
+    assert other.state[floats[0]]["exp_avg"].dtype == ml.float32
 
 
 # --- clip_grad_norm_ / clip_grad_value_ -----------------------------------------------------------------

@@ -207,7 +207,8 @@ class Optimizer:
         Also takes torch's own ``optimizer.state_dict()`` (tensors, or the same converted to NumPy
         arrays, as older minilora checkpoints hold them): ``step`` may be a 0-d tensor/array, and torch's
         extra group entries (``foreach``, ``fused``, ...) are kept; one minilora cannot honour
-        (``differentiable=True``) raises. The loaded state is Tensors, copies of the values given."""
+        (``differentiable=True``) raises. The loaded state is Tensors: the state dict's own where torch's ``.to``
+        keeps them (same device, a floating one in the parameter's dtype: shared, as torch's), else copies."""
         state_dict = self._through_hooks("load_state_dict_pre", state_dict)
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
@@ -572,7 +573,21 @@ def alpha_16bit(value, dtype):
     return np.float32(np.asarray(value, np.float32).astype(dtype))
 
 
+def _kept_as_torch_keeps(value, param, name):
+    """torch's load_state_dict casts each state tensor with ``value.to(param's device[, dtype])``, which returns
+    the tensor itself when nothing changes: the loaded state then IS the state dict's tensor (shared, as the
+    optimizer's own state_dict() hands out its live tensors), and a ``step`` tensor is kept as it is."""
+    if not isinstance(value, Tensor) or value.requires_grad or value.device != param.device:
+        return False
+    if name == "step":
+        return True
+    floating = dtypes.is_floating(value.dtype)
+    return tuple(value.shape) == tuple(param.shape) and (not floating or value.dtype == param.dtype)
+
+
 def _restore(value, param, index, name):
+    if _kept_as_torch_keeps(value, param, name):
+        return value
     if isinstance(value, Tensor):  # a minilora Tensor: a copy on the parameter's device, a floating one in its dtype
         if value.shape not in ((), param.shape) and name != "step":  # (a user's own optimizer's state of any shape)
             dtype = param.dtype if dtypes.is_floating(value.dtype) else value.dtype  # (torch's rule)
