@@ -21,6 +21,7 @@ as a class where there was one:
   (IndexError), cross_entropy of float targets whose batch disagrees (ValueError, torch's words),
   MultiheadAttention keys and values of different shapes (AssertionError), trapezoid sample points of the wrong
   length (silently broadcast) and bool inputs, cov of bools;
+* ``Adam(lr=torch.tensor([0.1, 0.2]))``: torch's ValueError (a 1-element tensor, refused before, is taken);
 * ``x.to('bogus')`` / ``device('bogus')``: torch's RuntimeError, ``x.type('torch.Bogus')``: ValueError;
   scaled_dot_product_attention of integers: torch's RuntimeError (NumPy's casting error); take/put of an index
   that is not int64 (int32 was taken, bools read as a mask);
@@ -144,6 +145,7 @@ REFUSED = [
     ("nn.Linear(2, 2).type(torch.long)", RuntimeError,
      "data set to a tensor that requires gradients must be floating point or complex dtype"),
     # optimizer hyperparameters, devices, type names
+    ("optim.Adam([w], lr=torch.tensor([0.1, 0.2]))", ValueError, "Tensor lr must be 1-element"),
     ("x.to('bogus')", RuntimeError, "device type at start of device string: bogus"),
     ("torch.device('bogus')", RuntimeError, "device type at start of device string: bogus"),
     ("x.type('torch.Bogus')", ValueError, "invalid type: 'torch.Bogus'"),
@@ -162,6 +164,7 @@ ACCEPTED = [
     ("r = torch.permute(x, dims=(1, 0)).shape", (3, 2)),
     ("r = x.repeat(repeats=(2, 1)).shape", (4, 3)),
     ("r = torch.randint(high=10, size=(2,)).shape", (2,)),
+    ("r = optim.Adam([w], lr=torch.tensor([0.5])).param_groups[0]['lr']", 0.5),
     ("r = torch.cumulative_trapezoid(torch.randn(2, 0)).shape", (2, 0)),
     ("m = nn.Linear(2, 2).requires_grad_(False); r = m.type(torch.long).weight.shape", (2, 2)),
     ("r = torch.einsum('ij,jk->ik', x, torch.ones(1, 4)).shape", (2, 4)),

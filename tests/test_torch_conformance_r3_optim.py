@@ -111,7 +111,7 @@ def test_zero_dim_tensors_as_hyperparameters():
         runs.append(_train(lib, params, opt, 4))
     for a, b in zip(*runs):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):  # torch's ValueError
         optim.SGD(ours, lr=ml.tensor([0.1, 0.2]))
 
 

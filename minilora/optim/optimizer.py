@@ -19,6 +19,7 @@ gradients; ``zero_grad(set_to_none=False)`` and the clipping functions change th
 """
 import contextlib
 import functools
+import math
 import warnings
 from collections import defaultdict
 
@@ -444,8 +445,13 @@ def _ranges_unchecked():
 def _check_range(group, index, name, low=None, high=None, high_open=False):
     """``low <= group[name]`` and ``group[name] <= high`` (``< high`` if ``high_open``), refused in torch's
     words ("Invalid learning rate: -0.1"). A 0-d tensor (``lr=torch.tensor(1e-3)``, which torch takes) counts
-    as its number."""
-    value = _as_number(group[name])
+    as its number, as does a 1-element one; a longer tensor is torch's ValueError."""
+    value = group[name]
+    if hasattr(value, "item") and getattr(value, "shape", ()) != ():
+        if math.prod(value.shape) != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")
+        value = value.reshape(())
+    value = _as_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {value!r} (parameter group {index})")
     too_high = high is not None and (value >= high if high_open else value > high)
