@@ -17,7 +17,7 @@ setup(
     package_data={
         "minilora._kernels": ["*.cu", "*.cuh", "*.md", "emu/*", "emu/include/*", "emu/include/*/*", "emu/include/*/*/*"],
         "minilora": ["assets/*", "assets/*/*"],
-        "minilora.native": ["*.c"],  # float32_kernels.c, compiled on first use (minilora/native/__init__.py)
+        "minilora.native": ["*.c", "*.cpp"],  # float32_kernels.c, std_sort.cpp ..., compiled on first use (native/__init__.py)
     },
     include_package_data=False,
     install_requires=["numpy"],

@@ -34,7 +34,7 @@ from itertools import cycle
 
 import numpy as np
 
-from .. import ops
+from .. import ops, std_sort
 from ..nn import Linear as _NNLinear
 from ..factories import ones_like
 from ..random import fork_rng, manual_seed
@@ -402,116 +402,9 @@ def _rank_distribution(hooks, layer_hook_map, equal_inputs_map, rank_budget, max
 
 
 def _torch_argsort_descending(values):
-    """``torch.argsort(values, descending=True)`` on the CPU, ties included: ATen sorts (value, index) pairs with
-    libstdc++'s ``std::sort`` (introsort: median-of-three quicksort to 16-element runs, heapsort past the depth
-    limit, then insertion sort) under ``a > b`` (NaN first)."""
-    keys = [float(v) for v in values]
-    before = (lambda i, j: (keys[i] != keys[i] and keys[j] == keys[j]) or keys[i] > keys[j])
-    return _IntroSort(len(keys), before).order
-
-
-class _IntroSort:
-    """libstdc++'s ``std::sort`` of the indices ``0..n-1`` under ``before`` (checked against torch on random
-    arrays full of ties)."""
-
-    THRESHOLD = 16
-
-    def __init__(self, n, before):
-        self.a, self.before = list(range(n)), before
-        if n > 1:
-            self._introsort(0, n, 2 * (n.bit_length() - 1))
-            if n > self.THRESHOLD:
-                self._insertion(0, self.THRESHOLD)
-                self._unguarded_insertion(self.THRESHOLD, n)
-            else:
-                self._insertion(0, n)
-        self.order = self.a
-
-    def _less(self, x, y):
-        return self.before(x, y)
-
-    def _insertion(self, lo, hi):
-        a = self.a
-        for i in range(lo + 1, hi):
-            v = a[i]
-            if self._less(v, a[lo]):
-                a[lo + 1:i + 1] = a[lo:i]
-                a[lo] = v
-            else:
-                self._shift_into_place(v, i)
-
-    def _unguarded_insertion(self, lo, hi):
-        for i in range(lo, hi):
-            self._shift_into_place(self.a[i], i)
-
-    def _shift_into_place(self, v, j):
-        a = self.a
-        while self._less(v, a[j - 1]):
-            a[j] = a[j - 1]
-            j -= 1
-        a[j] = v
-
-    def _median_to_first(self, result, x, y, z):
-        a, less = self.a, self._less
-        if less(a[x], a[y]):
-            pick = y if less(a[y], a[z]) else z if less(a[x], a[z]) else x
-        elif less(a[x], a[z]):
-            pick = x
-        else:
-            pick = z if less(a[y], a[z]) else y
-        a[result], a[pick] = a[pick], a[result]
-
-    def _partition(self, lo, hi, pivot):
-        a, less = self.a, self._less
-        while True:
-            while less(a[lo], a[pivot]):
-                lo += 1
-            hi -= 1
-            while less(a[pivot], a[hi]):
-                hi -= 1
-            if not lo < hi:
-                return lo
-            a[lo], a[hi] = a[hi], a[lo]
-            lo += 1
-
-    def _adjust_heap(self, first, hole, length, value):
-        a, less = self.a, self._less
-        top = child = hole
-        while child < (length - 1) // 2:
-            child = 2 * (child + 1)
-            if less(a[first + child], a[first + child - 1]):
-                child -= 1
-            a[first + hole] = a[first + child]
-            hole = child
-        if length % 2 == 0 and child == (length - 2) // 2:
-            child = 2 * (child + 1)
-            a[first + hole] = a[first + child - 1]
-            hole = child - 1
-        parent = (hole - 1) // 2
-        while hole > top and less(a[first + parent], value):
-            a[first + hole] = a[first + parent]
-            hole, parent = parent, (parent - 1) // 2
-        a[first + hole] = value
-
-    def _heap_sort(self, lo, hi):
-        a = self.a
-        for parent in range((hi - lo - 2) // 2, -1, -1):
-            self._adjust_heap(lo, parent, hi - lo, a[lo + parent])
-        while hi - lo > 1:
-            hi -= 1
-            value, a[hi] = a[hi], a[lo]
-            self._adjust_heap(lo, 0, hi - lo, value)
-
-    def _introsort(self, lo, hi, depth):
-        while hi - lo > self.THRESHOLD:
-            if depth == 0:
-                self._heap_sort(lo, hi)
-                return
-            depth -= 1
-            self._median_to_first(lo, lo + 1, lo + (hi - lo) // 2, hi - 1)
-            cut = self._partition(lo + 1, hi, lo)
-            self._introsort(cut, hi, depth)
-            hi = cut
+    """``torch.argsort(values, descending=True)`` on the CPU, ties included (``minilora/std_sort.py``: ATen's
+    std::sort of (value, index) pairs)."""
+    return std_sort.sort_order(np.asarray(values, dtype=np.float64).reshape(1, -1), descending=True)[0].tolist()
 
 
 # ==================================================================================================

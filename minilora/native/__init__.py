@@ -1,4 +1,4 @@
-"""Compile a C file with the system compiler on first use, cache the shared library, load it with ctypes.
+"""Compile a C (or C++) file with the system compiler on first use, cache the shared library, load it with ctypes.
 
 One place for it: ``float32_math``'s kernels (``float32_kernels.c``, below) and the CUDA emulator's builds
 (``emulator.py``: its ``digest`` and ``compile_atomically``) go through here. A library lives in the cache
@@ -28,6 +28,8 @@ FLOAT32_KERNELS = Path(__file__).with_name("float32_kernels.c")
 # SLEEF fuses), no -ffast-math reassociation or dropped signed zeros and NaNs. -fno-trapping-math (no FP
 # exception is ever unmasked here) only lets GCC turn the ternaries into vector selects; -O3 vectorizes.
 _FLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+# C++ sources call the standard library's algorithms as torch's kernels do; nothing floating-point is computed.
+_CXX_FLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared"]
 _VERSION = "1"  # bump to rebuild every cached library
 _LOCK = threading.Lock()
 why_unavailable = {}  # source name -> why load() returned None
@@ -121,13 +123,14 @@ def _cpu_flags():
     return []
 
 
-def _compiler():
-    """(command, identity for the key): ``$CC`` or ``cc``; its resolved path, size and date as identity
-    (a stat, not a subprocess, at each process's first use)."""
-    cc = os.environ.get("CC") or "cc"
+def _compiler(cplusplus=False):
+    """(command, identity for the key): ``$CC`` or ``cc`` (``$CXX`` or ``c++`` for C++); its resolved path,
+    size and date as identity (a stat, not a subprocess, at each process's first use)."""
+    variable, default, language = ("CXX", "c++", "C++") if cplusplus else ("CC", "cc", "C")
+    cc = os.environ.get(variable) or default
     found = shutil.which(cc)
     if found is None:
-        raise CompileFailed(f"no C compiler: {cc!r} is not on PATH (set CC)")
+        raise CompileFailed(f"no {language} compiler: {cc!r} is not on PATH (set {variable})")
     real = os.path.realpath(found)
     stat = os.stat(real)
     return cc, (real, stat.st_size, stat.st_mtime_ns)
@@ -135,8 +138,9 @@ def _compiler():
 
 def _library(source):
     """The cached shared library of ``source``, compiled if it is not there yet."""
-    cc, identity = _compiler()
-    flags = _FLAGS + _cpu_flags()
+    cplusplus = source.suffix == ".cpp"  # (std_sort.cpp: libstdc++'s algorithms themselves)
+    cc, identity = _compiler(cplusplus)
+    flags = (_CXX_FLAGS if cplusplus else _FLAGS + _cpu_flags())
     code = source.read_bytes()
     folder = cache_dir()
     library = folder / f"{source.stem}-{digest(_VERSION, code, identity, *flags)}.so"

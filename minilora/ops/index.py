@@ -10,7 +10,7 @@ Ops that return values *and* indices return a named tuple, as ``torch.return_typ
 """
 import numpy as np
 
-from .. import amp as _amp, return_types
+from .. import amp as _amp, return_types, std_sort
 from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
@@ -126,17 +126,48 @@ def _gather(input, dim, index):
 
 # ---- sort and topk -------------------------------------------------------------------------------
 class ArgSort(Function):
-    """The order that sorts ``a`` along ``axis`` (stable: equal elements keep their order)."""
+    """The order that sorts ``a`` along ``axis``: stable (equal elements keep their order), or, for
+    ``torch_ties``, the order torch's CPU sort leaves among equal elements (``std_sort.py``)."""
 
     @staticmethod
-    def forward(ctx, a, axis, descending, laid_out=False):
+    def forward(ctx, a, axis, descending, laid_out=False, torch_ties=False):
         xp, a_ = xp_of(a), _sortable(a)
         if descending:  # stable descending order: sort the reversed axis, then map the indices back
             flipped = xp.flip(a_, axis=axis)
             order = a.shape[axis] - 1 - xp.flip(xp.argsort(flipped, axis=axis, kind="stable"), axis=axis)
         else:
             order = xp.argsort(a_, axis=axis, kind="stable")
+        if torch_ties and xp is np and _torch_sort_unstable(a, axis, descending) and _has_ties(a, order, axis):
+            order = _along_last(lambda rows: std_sort.sort_order(rows, descending), a, axis)
         return in_layout_of(order, a) if laid_out else order  # (torch's sort keeps a's layout)
+
+
+def _torch_sort_unstable(a, axis, descending):
+    """Whether torch's CPU sort(stable=False) may reorder equal elements of ``a`` along ``axis``: it runs
+    std::sort, whose runs of up to 16 end in a (stable) insertion sort, except along a broadcast (stride 0)
+    axis, which it does not sort, and for fbgemm's (stable) radix sort: 1-D integers, ascending, >= 32768."""
+    n = a.shape[axis]
+    if n <= 16 or a.strides[axis] == 0:
+        return False
+    radix = a.ndim == 1 and not descending and a.dtype.kind in "iu" and n >= 32768
+    return not radix
+
+
+def _has_ties(a, order, axis):
+    """Whether some row of ``a`` along ``axis`` holds equal values (NaNs count as equal: no order between
+    them), seen in its stably sorted values ``order`` gives (adjacent equals)."""
+    ranked = np.take_along_axis(a, order, axis=axis)
+    first, second = np.delete(ranked, -1, axis=axis), np.delete(ranked, 0, axis=axis)
+    with np.errstate(invalid="ignore"):
+        return bool(np.any((first == second) | ((first != first) & (second != second))))
+
+
+def _along_last(compute, a, axis):
+    """``compute`` on the rows of ``a`` along ``axis`` (as a C-ordered (rows, n) array), its (rows, m)
+    result put back with ``axis`` in its place."""
+    moved = np.moveaxis(a, axis, -1)
+    result = compute(moved.reshape(-1, moved.shape[-1]))
+    return np.moveaxis(result.reshape(moved.shape[:-1] + result.shape[-1:]), -1, axis)
 
 
 def _sortable(a):
@@ -149,23 +180,25 @@ def _sortable(a):
 
 def argsort(input, dim=-1, descending=False, stable=False):
     """``torch.argsort``: the int64 indices that sort ``input`` along ``dim``, laid out as ``input`` (as
-    torch's, whose sort writes into empty_like(input))."""
-    return _sort_order(input, dim, descending, laid_out=True)
+    torch's, whose sort writes into empty_like(input)). ``stable=False``: equal elements in the order
+    torch's CPU sort leaves them (std::sort's), not their original order."""
+    return _sort_order(input, dim, descending, laid_out=True, torch_ties=not stable)
 
 
-def _sort_order(input, dim=-1, descending=False, laid_out=False):
-    """argsort's indices, C-ordered unless ``laid_out``: for the ops built on them (topk, median ...),
-    whose results torch lays out contiguously."""
+def _sort_order(input, dim=-1, descending=False, laid_out=False, torch_ties=False):
+    """argsort's indices, C-ordered unless ``laid_out``: for the ops built on them (median ...), whose
+    results torch lays out contiguously. Stable unless ``torch_ties``."""
     if input.ndim == 0:
         return _no_grad_apply(ArgSort, input.reshape(1), axis=0, descending=descending).reshape(())
     dim = _dim(dim, input.ndim, "argsort")
-    return _no_grad_apply(ArgSort, input, axis=dim, descending=descending, laid_out=laid_out)
+    return _no_grad_apply(ArgSort, input, axis=dim, descending=descending, laid_out=laid_out, torch_ties=torch_ties)
 
 
 def sort(input, dim=-1, descending=False, *, stable=False):
     """``torch.sort``: ``(values, indices)`` along ``dim``; each value's gradient goes back to where
-    it came from. minilora's sort is always stable (torch's ``stable=False`` allows any tie order)."""
-    indices = argsort(input, dim, descending)
+    it came from. ``stable=False`` (torch's default) leaves equal elements as torch's CPU sort does
+    (``std_sort.py``); ``stable=True`` keeps their original order."""
+    indices = argsort(input, dim, descending, stable=stable)
     if input.ndim == 0:
         return return_type("sort")(input.clone(), indices)
     return return_type("sort")(name_node(_gather(input, dim, indices), "SortBackward0"), indices)
@@ -173,19 +206,38 @@ def sort(input, dim=-1, descending=False, *, stable=False):
 
 def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's name)
     """``torch.topk``: the ``k`` largest (``largest=False``: smallest) elements along ``dim``, as
-    ``(values, indices)``, in sorted order."""
-    if input.dtype == np.bool_:
-        raise RuntimeError("topk does not support bool dtypes on CPU")
+    ``(values, indices)``: sorted, or (``sorted=False``) in the order torch's selection leaves them."""
+    if input.dtype == np.bool_ or np.dtype(input.dtype).kind == "c":
+        kind = "bool" if input.dtype == np.bool_ else "complex"
+        raise RuntimeError(f"topk does not support {kind} dtypes on CPU")
     dim_ = _dim(dim, input.ndim, "topk")
     size = input.shape[dim_] if input.ndim else 1
     if not 0 <= k <= size:
         raise RuntimeError(f"topk(): selected index k out of range (k={k}, dimension {dim} has "
                            f"size {size})")
-    order = _sort_order(input, dim_, descending=largest)
     if input.ndim == 0:
-        return return_type("topk")(input.clone(), order)
-    indices = order[(slice(None),) * dim_ + (slice(0, k),)].contiguous()  # (its own memory, as torch's)
+        return return_type("topk")(input.clone(), _sort_order(input, dim_, descending=largest))
+    indices = _topk_order(input, k, dim_, largest, sorted)
     return return_type("topk")(name_node(_gather(input, dim_, indices), "TopkBackward0"), indices)
+
+
+def _topk_order(input, k, dim, largest, sorted):  # noqa: A002  (torch's name)
+    """topk's int64 indices, in their own C-ordered memory as torch's."""
+    return _no_grad_apply(TopKOrder, input, k=k, axis=dim, largest=largest, sorted=sorted)
+
+
+class TopKOrder(Function):
+    """Where topk's ``k`` elements are along ``axis``: on NumPy in the order torch's CPU topk leaves them
+    (partial_sort, or nth_element then sort: ``std_sort.py``; with ``sorted=False`` not sorted, and ties
+    its own way); on CuPy the first ``k`` of the stable sort."""
+
+    @staticmethod
+    def forward(ctx, a, k, axis, largest, sorted):  # noqa: A002  (torch's name)
+        if k > 0 and xp_of(a) is np:
+            order = _along_last(lambda rows: std_sort.topk_order(rows, k, largest, sorted), a, axis)
+            return np.ascontiguousarray(order)
+        order = ArgSort.forward(ctx, a, axis, largest)
+        return order[(slice(None),) * axis + (slice(0, k),)].copy()
 
 
 # ---- nonzero -------------------------------------------------------------------------------------
