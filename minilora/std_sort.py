@@ -41,16 +41,22 @@ def _as_keys(keys):
     return np.ascontiguousarray(keys, dtype=np.int64)
 
 
+def _compiled(name, keys, *numbers, out):
+    """Run std_sort.cpp's ``<name>_<dtype>(keys, numbers..., out)``; False where it is not available."""
+    lib = _lib()
+    if lib is None:
+        return False
+    getattr(lib, f"{name}_{keys.dtype.name}")(ctypes.c_void_p(keys.ctypes.data), *(ctypes.c_int64(int(v)) for v in numbers),
+                                               ctypes.c_void_p(out.ctypes.data))
+    return True
+
+
 def sort_order(keys, descending):
     """The indices that sort each row of the 2-D ``keys`` as ``torch.sort(stable=False)`` on the CPU."""
     keys = _as_keys(keys)
     rows, n = keys.shape
     order = np.empty((rows, n), np.int64)
-    lib = _lib()
-    if lib is not None:
-        getattr(lib, f"sort_{keys.dtype.name}")(
-            ctypes.c_void_p(keys.ctypes.data), ctypes.c_int64(rows), ctypes.c_int64(n), ctypes.c_int(descending),
-            ctypes.c_void_p(order.ctypes.data))
+    if _compiled("sort", keys, rows, n, descending, out=order):
         return order
     for r in range(rows):
         algorithms = _StdAlgorithms(keys[r].tolist(), descending)
@@ -64,11 +70,7 @@ def topk_order(keys, k, largest, sorted):  # noqa: A002  (torch's name)
     keys = _as_keys(keys)
     rows, n = keys.shape
     out = np.empty((rows, k), np.int64)
-    lib = _lib()
-    if lib is not None:
-        getattr(lib, f"topk_{keys.dtype.name}")(
-            ctypes.c_void_p(keys.ctypes.data), ctypes.c_int64(rows), ctypes.c_int64(n), ctypes.c_int64(k),
-            ctypes.c_int(largest), ctypes.c_int(sorted), ctypes.c_void_p(out.ctypes.data))
+    if _compiled("topk", keys, rows, n, k, largest, sorted, out=out):
         return out
     for r in range(rows):
         algorithms = _StdAlgorithms(keys[r].tolist(), descending=largest)
