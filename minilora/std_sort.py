@@ -46,8 +46,8 @@ def _compiled(name, keys, *numbers, out):
     lib = _lib()
     if lib is None:
         return False
-    getattr(lib, f"{name}_{keys.dtype.name}")(ctypes.c_void_p(keys.ctypes.data), *(ctypes.c_int64(int(v)) for v in numbers),
-                                               ctypes.c_void_p(out.ctypes.data))
+    numbers = [ctypes.c_int64(int(v)) for v in numbers]
+    getattr(lib, f"{name}_{keys.dtype.name}")(ctypes.c_void_p(keys.ctypes.data), *numbers, ctypes.c_void_p(out.ctypes.data))
     return True
 
 
