@@ -47,7 +47,8 @@ def _compiled(name, keys, *numbers, out):
     if lib is None:
         return False
     numbers = [ctypes.c_int64(int(v)) for v in numbers]
-    getattr(lib, f"{name}_{keys.dtype.name}")(ctypes.c_void_p(keys.ctypes.data), *numbers, ctypes.c_void_p(out.ctypes.data))
+    function = getattr(lib, f"{name}_{keys.dtype.name}")
+    function(ctypes.c_void_p(keys.ctypes.data), *numbers, ctypes.c_void_p(out.ctypes.data))
     return True
 
 

@@ -5,7 +5,8 @@
 //   sort(stable=False): std::sort (introsort) under  a < b  (NaN last), or  a > b  (NaN first) descending.
 //   topk: k * 64 <= n: std::partial_sort; else std::nth_element to k - 1, then (sorted) std::sort of the first
 //         k - 1; under  a > b  with NaN largest (largest=True), or  a < b  with NaN largest (largest=False).
-// Every argument but the arrays is an int64_t (one ctypes spelling in std_sort.py). Keys arrive as float, double or int64 (every other dtype converts to one of them exactly, order and ties kept).
+// Every argument but the arrays is an int64_t (one ctypes spelling in std_sort.py). Keys arrive as float,
+// double or int64 (every other dtype converts to one of them exactly, order and ties kept).
 #include <algorithm>
 #include <cstdint>
 #include <utility>
@@ -72,13 +73,16 @@ void sort_float64(const double* keys, int64_t rows, int64_t n, int64_t descendin
 void sort_int64(const int64_t* keys, int64_t rows, int64_t n, int64_t descending, int64_t* order) {
   sort_rows(keys, rows, n, descending, order);
 }
-void topk_float32(const float* keys, int64_t rows, int64_t n, int64_t k, int64_t largest, int64_t sorted, int64_t* out) {
+void topk_float32(const float* keys, int64_t rows, int64_t n, int64_t k, int64_t largest, int64_t sorted,
+                  int64_t* out) {
   topk_rows(keys, rows, n, k, largest, sorted, out);
 }
-void topk_float64(const double* keys, int64_t rows, int64_t n, int64_t k, int64_t largest, int64_t sorted, int64_t* out) {
+void topk_float64(const double* keys, int64_t rows, int64_t n, int64_t k, int64_t largest, int64_t sorted,
+                  int64_t* out) {
   topk_rows(keys, rows, n, k, largest, sorted, out);
 }
-void topk_int64(const int64_t* keys, int64_t rows, int64_t n, int64_t k, int64_t largest, int64_t sorted, int64_t* out) {
+void topk_int64(const int64_t* keys, int64_t rows, int64_t n, int64_t k, int64_t largest, int64_t sorted,
+                int64_t* out) {
   topk_rows(keys, rows, n, k, largest, sorted, out);
 }
 }
