@@ -850,5 +850,6 @@ def test_same_on_every_device(name, snippet, inputs, device):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12, equal_nan=True)
     for a, b in zip(cpu_grads, dev_grads):
         assert (a is None) == (b is None)
-        if a is not None:
+        # (which of tied elements topk picks: std::nth_element's on the CPU, as torch's; the stable order on CuPy)
+        if a is not None and name not in TORCH_GRAD_UNSPECIFIED:
             np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
