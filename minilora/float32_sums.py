@@ -135,8 +135,25 @@ def _native_library():
             library.ml_row_moments.argtypes = [pointer, pointer, pointer, size, size, ctypes.c_int, ctypes.c_int]
             library.ml_lane_sums.argtypes = [pointer, pointer, size, size, ctypes.c_int, ctypes.c_int]
             library.ml_row_sums.restype = library.ml_row_moments.restype = library.ml_lane_sums.restype = None
+            library.ml_fma_square_columns.argtypes = [pointer, pointer, size, size]
+            library.ml_fma_square_columns.restype = None
         _NATIVE.update(tried=True, library=library)
     return _NATIVE["library"]
+
+
+def fma_square_columns(rows):
+    """Each column's squares of the float32 ``rows`` (2-D) added down the rows by fused multiply-adds from 0,
+    in row order (batch norm's channels-last var_sum for one thread's chunk): compiled, else a row at a time."""
+    library = _native_library()
+    if library is not None and rows.size:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        out = np.empty(rows.shape[1], np.float32)
+        library.ml_fma_square_columns(native.address(rows), native.address(out), rows.shape[0], rows.shape[1])
+        return out
+    out = np.zeros(rows.shape[1], np.float32)
+    for row in rows:
+        out = float32_math.fused_multiply_add(row, row, out)
+    return out
 
 
 # ---- small arrays: the same additions in a few NumPy calls ------------------------------------------

@@ -195,3 +195,14 @@ void ml_lane_sums(const float *x, float *out, size_t rows, size_t width, int lan
         out[r] = acc[0];
     }
 }
+
+/* ---- batch norm's channels-last squares (ops/nn.py's _aten_batch_stats) -------------------------- */
+/* out[c] = the squares of column c added down the rows by fused multiply-adds, from 0, in row order:
+ * one thread's chunk of a [N, C] batch as ATen's batch_norm channels-last kernel collects var_sum. */
+void ml_fma_square_columns(const float *x, float *out, size_t rows, size_t width) {
+    for (size_t c = 0; c < width; c++) out[c] = 0.0f;
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * width;
+        for (size_t c = 0; c < width; c++) out[c] = fmaf(row[c], row[c], out[c]);
+    }
+}

@@ -2094,11 +2094,8 @@ def _aten_batch_stats(x, count):
     total = sum(np.add.reduce(x[s:s + chunk], axis=0).astype(np.float64) for s in starts)  # (rows in order)
     mean = (total / count).astype(np.float32)
     centred, squares = x - mean, np.zeros(x.shape[1], np.float64)
-    for s in starts:  # (a row at a time: each fused multiply-add rounds; ~5 us a row)
-        part = np.zeros(x.shape[1], np.float32)
-        for row in centred[s:s + chunk]:
-            part = float32_math.fused_multiply_add(row, row, part)
-        squares += part
+    for s in starts:  # (a row at a time: each fused multiply-add rounds)
+        squares += float32_sums.fma_square_columns(centred[s:s + chunk])
     return mean, squares.astype(np.float32)
 
 
