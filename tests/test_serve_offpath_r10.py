@@ -17,6 +17,7 @@ served greedy text is compared with transformers + PEFT's generate() on the same
 | prompt + max_tokens past the context           | "this model's ... but the prompt   | OpenAI's sentence, which clients parse:|
 |                                                |  (6) plus max_tokens (100) is 106" |  "... However, you requested 106 tokens|
 |                                                |                                    |  (6 in the messages, 100 in the ...)"  |
+|                                                |                                    |  (round 13: vLLM 0.24's sentence)      |
 | an X-Request-Id header (a gateway's trace id)  | ignored: a fresh cmpl-<uuid>       | the answer's id is cmpl-<that id>, and |
 |  or vLLM's request_id extra                    |  (request_id: 400 unknown)         |  the header comes back as sent         |
 | --lora-modules / load_lora_adapter of a name   | 400 "letters, digits, '_' or '-'   | served under that name (the model keys |
@@ -260,19 +261,20 @@ def test_a_fault_of_the_server_is_a_500_in_openais_error_json_not_plain_text(ser
 
 
 def test_a_request_past_the_context_is_worded_as_openai_and_vllm_word_it(served):
-    """Clients parse this sentence to retry with a smaller max_tokens (the limit, the tokens asked for, the
-    prompt's share): OpenAI's words, which vLLM's server repeats."""
+    """Clients parse this sentence to retry with a smaller max_tokens (the limit, the output tokens asked for, the
+    prompt's): vLLM 0.24's words (round 13 moved them on from OpenAI's older sentence: test_serve_offpath_r13.py)."""
     client, engine = served
     ids = engine.tokenizer.encode("hello")
-    r = client.post("/v1/completions", json={"model": "a", "prompt": "hello", "max_tokens": 100})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
-    overflow = re.search(r"This model's maximum context length is (\d+) tokens\. However, you requested (\d+) tokens "
-                         r"\((\d+) in the messages, (\d+) in the completion\)", r.json()["error"]["message"])
-    assert overflow and [int(n) for n in overflow.groups()] == [64, len(ids) + 100, len(ids), 100]
+    r = client.post("/v1/completions", json={"model": "a", "prompt": ids, "max_tokens": 60})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input_tokens"
+    overflow = re.search(r"This model's maximum context length is (\d+) tokens\. However, you requested (\d+) output "
+                         r"tokens and your prompt contains (\d+) input tokens, for a total of (\d+) tokens\.",
+                         r.json()["error"]["message"])
+    assert overflow and [int(n) for n in overflow.groups()] == [64, 60, len(ids), len(ids) + 60]
     r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "x" * 80}]})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
-    assert re.match(r"This model's maximum context length is 64 tokens\. However, you requested \d+ tokens in the "
-                    r"messages\.", r.json()["error"]["message"])
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input_tokens"
+    assert re.match(r"This model's maximum context length is 64 tokens\. However, you requested 0 output tokens and "
+                    r"your prompt contains at least 65 input tokens", r.json()["error"]["message"])
 
 
 def test_a_gateways_x_request_id_names_the_answer_as_vllm_names_it(served):

@@ -11,6 +11,8 @@ Routes (vLLM's names for the adapter routes)::
     POST /v1/load_lora_adapter       {"lora_name", "lora_path", "load_inplace"} -> vLLM's plain text "Success:
                                      LoRA adapter 'NAME' added successfully." (a folder without an adapter: 404)
     POST /v1/unload_lora_adapter     {"lora_name"} -> "Success: LoRA adapter 'NAME' removed successfully."
+    POST /tokenize                   {"prompt"} or {"messages"} -> {"count", "max_model_len", "tokens", "token_strs"}
+    POST /detokenize                 {"tokens"} -> {"prompt"}   (vLLM's paths: no /v1, no API key)
     GET  /health
 
 With ``api_key`` (vLLM's ``--api-key``), every ``/v1`` request needs ``Authorization: Bearer KEY``; else 401.
@@ -82,8 +84,9 @@ from starlette.routing import Route
 
 from .beam import beam_search
 from .detokenizer import token_bytes_or_text as _token_bytes
-from .engine import EngineError, Request
-from .fields import lax_bool, log_ignored, read_fields
+from .engine import EngineError, Request, check_context, model_not_found
+from .fields import (DETOKENIZE_FIELDS, TOKENIZE_CHAT_FIELDS, TOKENIZE_FIELDS, lax_bool, log_ignored,
+                     read_fields)
 from .sampler import SAMPLING_EPS
 from .structured import Grammars, constraint_of, tool_choice_of
 
@@ -132,10 +135,24 @@ def _flag(body, name):
     return bool(value)
 
 
+def _max_tokens_field(body):
+    """The name the request gave its output budget (a chat's max_completion_tokens, its newer name, first)."""
+    return "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+
+
+def _rest_of_context(max_model_len, prompt_tokens):
+    """``max_tokens: null``: every position the prompt leaves (vLLM's get_max_tokens); none left is its
+    SamplingParams' refusal of 0."""
+    rest = (max_model_len or prompt_tokens + 16) - prompt_tokens
+    if rest < 1:
+        raise EngineError(400, f"max_tokens must be at least 1, got {rest}.", "max_tokens")
+    return rest
+
+
 def _max_tokens(body, default):
     """The request's max_tokens (chat: max_completion_tokens, its newer name). Left out: ``default``;
     an explicit null: None, "the rest of the context", as vLLM reads it."""
-    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    name = _max_tokens_field(body)
     if name in body and body[name] is None:
         return None
     return _number({name: body.get(name, default)}, name, default, 0, 1 << 20, integer=True)
@@ -205,9 +222,10 @@ def _truncated(ids, k, budget):
     if k < -1:
         raise EngineError(400, f"truncate_prompt_tokens: Input should be greater than or equal to -1, got {k}",
                           "truncate_prompt_tokens")
-    if budget is not None and k > budget:
-        raise EngineError(400, f"truncate_prompt_tokens value ({k}) is greater than max_model_len - max_tokens "
-                               f"({budget}). Please request a smaller truncation size.", "truncate_prompt_tokens")
+    if budget is not None and k > budget:  # (vLLM's TokenizeParams words)
+        raise EngineError(400, f"truncate_prompt_tokens={k} cannot be greater than max_model_len - max_tokens = "
+                               f"{budget}. Please request a smaller truncation size. "
+                               f"(parameter=truncate_prompt_tokens, value={k})", "truncate_prompt_tokens")
     keep = budget if k == -1 else k
     return ids if keep is None or len(ids) <= keep else ids[len(ids) - keep:]
 
@@ -417,20 +435,19 @@ class _Server:
         if not model or model in self.base_names:
             return None
         if model not in self.engine.adapters():
-            raise EngineError(404, f"the model {model!r} does not exist; models: {self._names()}", "model")
+            raise EngineError(404, model_not_found(model), "model")
         return model
 
-    async def _run(self, http_request, body, prompts, chat):
+    async def _run(self, http_request, body, prompts, chat, from_text):
         """Submit one request per prompt and choice (``n`` each), then answer as one JSON object or as a
         stream of server-sent events. Choice ``i`` of prompt ``p`` is choice ``p * n + i``, as vLLM numbers
         them; with a ``seed`` it samples with ``seed + i`` (vLLM's seeds for the n samples). ``chat``: None
-        for a completion, else its ChatReply."""
+        for a completion, else its ChatReply; ``from_text``: whether each prompt was text (else token ids)."""
         adapter = self._adapter_of(body)
         constraint = constraint_of(body, chat is not None)
         options, n, stream, usage, echo, prompt_k = _options(body, chat, self.engine.vocab_size,
                                                              self.engine.sampling_defaults, self.engine.text_vocab)
-        budget = None if self.engine.max_model_len is None else self.engine.max_model_len - (options["max_tokens"] or 0)
-        prompts = [_truncated(ids, body.get("truncate_prompt_tokens"), budget) for ids in prompts]
+        prompts = self._fitted(body, prompts, options["max_tokens"] or 0, from_text)
         scored = [k for k in (options["logprobs"] if echo else None, None if stream else prompt_k) if k is not None]
         given = _client_request_id(http_request, body)
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{given or uuid.uuid4().hex}", "created": int(time.time()),
@@ -457,8 +474,8 @@ class _Server:
         for ids in prompts:
             for i in range(n):
                 own = dict(options, seed=None if options["seed"] is None else options["seed"] + i)
-                if own["max_tokens"] is None:  # the rest of the context (at least one, else submit says why)
-                    own["max_tokens"] = max((self.engine.max_model_len or len(ids) + 16) - len(ids), 1)
+                if own["max_tokens"] is None:  # the rest of the context (none left: vLLM's SamplingParams refusal)
+                    own["max_tokens"] = _rest_of_context(self.engine.max_model_len, len(ids))
                 if own["min_tokens"] > own["max_tokens"]:
                     raise EngineError(400, f"min_tokens must be less than or equal to max_tokens="
                                            f"{own['max_tokens']}, got {own['min_tokens']}.", "min_tokens")
@@ -488,6 +505,17 @@ class _Server:
                             tag)
         return _with_id(await self._collect(http_request, jobs, events, meta, reply), tag)
 
+    def _fitted(self, body, prompts, max_tokens, from_text):
+        """The prompts, cut by ``truncate_prompt_tokens``, checked against the context as vLLM's TokenizeParams
+        checks them: ``max_tokens`` (0: none asked) past the context first, then each prompt beside it."""
+        limit, field = self.engine.max_model_len, _max_tokens_field(body)
+        check_context(limit, 0, max_tokens, field)
+        budget = None if limit is None else limit - max_tokens
+        prompts = [_truncated(ids, body.get("truncate_prompt_tokens"), budget) for ids in prompts]
+        for ids, text in zip(prompts, from_text):
+            check_context(limit, len(ids), max_tokens, field, text)
+        return prompts
+
     async def _beams(self, body, prompts, adapter, options, n, constraint, client_gone, chat):
         """vLLM's ``use_beam_search``: per prompt, its ``n`` best beams (beam.py) as ``(generated ids, text,
         finish_reason, stop_reason, logprob entries or None)``; None if the client left meanwhile (``client_gone``).
@@ -503,7 +531,7 @@ class _Server:
         for ids in prompts:
             max_tokens = options["max_tokens"]
             if max_tokens is None:  # the rest of the context
-                max_tokens = max((self.engine.max_model_len or len(ids) + 16) - len(ids), 1)
+                max_tokens = _rest_of_context(self.engine.max_model_len, len(ids))
             self.engine._check(Request(ids, adapter, max_tokens=max_tokens))  # (the context's limits, as submit's)
             beams = await beam_search(self.engine, ids, adapter, n, max_tokens, options["temperature"],
                                       body.get("length_penalty", 1.0), ignore_eos,
@@ -813,11 +841,12 @@ class _Server:
 
     # --- routes --------------------------------------------------------------------------------
     def _card(self, name):
-        """vLLM's model card; an adapter's parent is the base and its root the folder it was loaded from."""
+        """vLLM's model card; an adapter's parent is the base and its root the folder it was loaded from. As
+        vLLM's, only the base's card carries max_model_len (an adapter's card leaves it null)."""
         parent = None if name in self.base_names else self.model_name
         return {"id": name, "object": "model", "created": self.created, "owned_by": "minilora",
                 "root": self.engine.adapter_paths.get(name, name) if parent else name, "parent": parent,
-                "max_model_len": self.engine.max_model_len}
+                "max_model_len": None if parent else self.engine.max_model_len}
 
     async def models(self, request):
         return JSONResponse({"object": "list", "data": [self._card(name) for name in self._names()]})
@@ -830,7 +859,7 @@ class _Server:
         """``GET /v1/models/{model}``: one card (OpenAI's ``client.models.retrieve``), 404 for an unknown name."""
         name = request.path_params["model"]
         if name not in self._names():
-            raise EngineError(404, f"the model {name!r} does not exist; models: {self._names()}", "model")
+            raise EngineError(404, model_not_found(name), "model")
         return JSONResponse(self._card(name))
 
     async def completions(self, request):
@@ -840,7 +869,8 @@ class _Server:
         several = isinstance(prompt, list) and bool(prompt) and all(isinstance(p, (str, list)) for p in prompt)
         special = body.get("add_special_tokens", True)  # vLLM's extra: the tokenizer's BOS (default) or not
         prompts = [self._prompt_ids(p, special) for p in (prompt if several else [prompt])]
-        return await self._run(request, body, prompts, chat=None)
+        return await self._run(request, body, prompts, chat=None,
+                               from_text=[isinstance(p, str) for p in (prompt if several else [prompt])])
 
     def _prompt_ids(self, prompt, add_special_tokens=True):
         if isinstance(prompt, str) and prompt:
@@ -861,7 +891,44 @@ class _Server:
             raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str}", "messages")
         messages = [_text_message(m) for m in messages]
         ids = _encoded(lambda: _chat_prompt(tok, messages, body), "messages")
-        return await self._run(request, body, [list(ids)], chat=_chat_reply(messages, body))
+        return await self._run(request, body, [list(ids)], chat=_chat_reply(messages, body), from_text=[True])
+
+    async def tokenize(self, request):
+        """vLLM's ``POST /tokenize``: a completion's ``prompt`` (text, with the tokenizer's BOS unless
+        ``add_special_tokens`` is false) or a chat's ``messages`` (rendered as a chat request renders them:
+        ``add_generation_prompt``, ``continue_final_message``, ``chat_template``, ``tools``, ...) as the ids a
+        request would run, ``{count, max_model_len, tokens, token_strs}`` (``return_token_strs``: each id's
+        vocabulary entry, else null). Not checked against the context, as vLLM's; an unknown model is its 404."""
+        raw = await self._json(request)
+        chat = "prompt" not in raw and "messages" in raw  # (vLLM's union: the completion model first)
+        body = read_fields(raw, chat, TOKENIZE_CHAT_FIELDS if chat else TOKENIZE_FIELDS)
+        self._adapter_of(body)
+        tok = self.engine.tokenizer
+        if chat:
+            messages = body["messages"]
+            if not isinstance(messages, list):
+                raise EngineError(400, "messages must be a list of {\"role\": str, \"content\": str}", "messages")
+            ids = _encoded(lambda: _chat_prompt(tok, [_text_message(m) for m in messages], body), "messages")
+        elif isinstance(body.get("prompt"), str):
+            ids = _encoded(lambda: tok.encode(body["prompt"], add_special_tokens=body.get("add_special_tokens", True)),
+                           "prompt")
+        else:
+            raise EngineError(400, "a /tokenize body needs a \"prompt\" (text) or \"messages\" (a chat)", "prompt")
+        ids = list(ids)
+        return JSONResponse({"count": len(ids), "max_model_len": self.engine.max_model_len, "tokens": ids,
+                             "token_strs": tok.convert_ids_to_tokens(ids) if body.get("return_token_strs") else None})
+
+    async def detokenize(self, request):
+        """vLLM's ``POST /detokenize``: ``tokens`` (ids, each at least 0) as ``{"prompt": text}``, decoded as the
+        tokenizer decodes them (special tokens kept; an id past the tokenizer has no text)."""
+        body = read_fields(await self._json(request), False, DETOKENIZE_FIELDS)
+        self._adapter_of(body)
+        ids = body.get("tokens")
+        if ids is None:
+            raise EngineError(400, "tokens: Field required", "tokens")
+        if not all(0 <= token < 2**63 for token in ids):
+            raise EngineError(400, "tokens: each token id must be in [0, 2**63 - 1]", "tokens")
+        return JSONResponse({"prompt": _decoded(self.engine.tokenizer, ids, False, self.engine.text_vocab)})
 
     async def load_adapter(self, request):
         """vLLM's route: 200 with its plain-text body (what its docs show curl printing); a folder that holds
@@ -1265,6 +1332,7 @@ def create_app(engine, model_name="base", api_key=None, aliases=()):
     routes = [Route(path, _guarded(handler, api_key), methods=[method]) for path, handler, method in [
         ("/v1/models", server.models, "GET"), ("/v1/models/{model:path}", server.model, "GET"),
         ("/v1/completions", server.completions, "POST"), ("/v1/chat/completions", server.chat_completions, "POST"),
+        ("/tokenize", server.tokenize, "POST"), ("/detokenize", server.detokenize, "POST"),
         ("/v1/load_lora_adapter", server.load_adapter, "POST"),
         ("/v1/unload_lora_adapter", server.unload_adapter, "POST"), ("/health", server.health, "GET")]]
 

@@ -332,14 +332,13 @@ class Engine:
         and vLLM's ``prompt_logprobs`` ask for it. Over the model's whole vocabulary: a prompt may hold any of
         its ids. ``held_by``: a queued request for the same adapter (its adapter stays while it is held, even
         if unloaded meanwhile)."""
-        if self.max_model_len is not None and len(prompt_ids) > self.max_model_len:
-            raise EngineError(400, context_length_error(self.max_model_len, len(prompt_ids)), "prompt")
+        check_context(self.max_model_len, len(prompt_ids), 0)
         return self._call(lambda: self._prompt_logprobs(prompt_ids, adapter, k, held_by))
 
     def _prompt_logprobs(self, prompt_ids, adapter, k, held_by):
         key = held_by.adapter_key if held_by is not None else self._keys.get(adapter)
         if adapter is not None and key not in getattr(self.model, "peft_config", {}):  # unloaded since it came in
-            raise EngineError(404, f"the model {adapter!r} does not exist", "model")
+            raise EngineError(404, model_not_found(adapter), "model")
         names = {"adapter_names": [BASE_ADAPTER if key is None else key]} if hasattr(self.model, "peft_config") else {}
         with no_grad():
             logits = self.model(np.asarray(prompt_ids, dtype=np.int64)[None, :], **names).logits
@@ -365,7 +364,7 @@ class Engine:
                 raise EngineError(503, "the server is shutting down")
             for request in requests:
                 if request.adapter is not None and request.adapter not in self._adapter_names:
-                    raise EngineError(404, f"the model {request.adapter!r} does not exist", "model")
+                    raise EngineError(404, model_not_found(request.adapter), "model")
             if len(self.rows) + len(self.waiting) >= self.max_batch_size + self.max_queue:
                 raise EngineError(429, f"the server is busy ({len(self.rows)} running, {len(self.waiting)} "
                                        "queued); try again later")
@@ -380,11 +379,7 @@ class Engine:
         """Refuse a request that could never run (empty, or longer than the context): a 400."""
         if not request.prompt_ids:
             raise EngineError(400, "the prompt is empty", "prompt")
-        limit, prompt = self.max_model_len, len(request.prompt_ids)
-        if limit is not None and prompt >= limit:  # no room for a single token
-            raise EngineError(400, context_length_error(limit, prompt), "prompt")
-        if limit is not None and prompt + request.max_tokens > limit:
-            raise EngineError(400, context_length_error(limit, prompt, request.max_tokens), "max_tokens")
+        check_context(self.max_model_len, len(request.prompt_ids), request.max_tokens)
 
     def health(self):
         """None while requests are served, else why not (the model failed, or the server is stopping)."""
@@ -531,15 +526,31 @@ class Engine:
         self.batch = RaggedBatch(self.model)
 
 
-def context_length_error(max_model_len, prompt_tokens, max_tokens=None):
-    """OpenAI's words for a request past the context, which vLLM's server repeats and clients parse (to retry
-    with a smaller max_tokens): the limit, the tokens asked for, and how many are the prompt's."""
-    if max_tokens is None:
-        return (f"This model's maximum context length is {max_model_len} tokens. However, you requested "
-                f"{prompt_tokens} tokens in the messages. Please reduce the length of the messages.")
-    return (f"This model's maximum context length is {max_model_len} tokens. However, you requested "
-            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). "
-            "Please reduce the length of the messages or completion.")
+def check_context(max_model_len, prompt_tokens, max_tokens, field="max_tokens", from_text=False):
+    """vLLM 0.24's context checks of a request (vllm/renderers/params.py ``TokenizeParams``), in its words, which
+    clients parse to retry with a smaller max_tokens: ``max_tokens`` (the output tokens asked for; 0 when none
+    were: the rest of the context) past the context is refused by the ``field`` the client sent, then a prompt
+    longer than the room left beside it (``input_tokens``). vLLM tokenizes a text prompt (``from_text``) cut at
+    one token past that room, so it reports such a prompt as "at least" that long."""
+    if max_model_len is None:
+        return
+    if max_tokens > max_model_len:
+        raise EngineError(400, f"{field}={max_tokens} cannot be greater than max_model_len=max_total_tokens="
+                               f"{max_model_len}. Please request fewer output tokens. (parameter={field}, value="
+                               f"{max_tokens})", field)
+    room = max_model_len - max_tokens
+    if prompt_tokens > room:
+        at_least, prompt_tokens = ("at least ", room + 1) if from_text else ("", prompt_tokens)
+        raise EngineError(400, f"This model's maximum context length is {max_model_len} tokens. However, you "
+                               f"requested {max_tokens} output tokens and your prompt contains {at_least}"
+                               f"{prompt_tokens} input tokens, for a total of {at_least}{prompt_tokens + max_tokens} "
+                               "tokens. Please reduce the length of the input prompt or the number of requested "
+                               f"output tokens. (parameter=input_tokens, value={prompt_tokens})", "input_tokens")
+
+
+def model_not_found(name):
+    """vLLM's words for a request naming a model it does not serve (an adapter never loaded, or unloaded)."""
+    return f"The model `{name}` does not exist."
 
 
 def _generation_eos(generation_config):

@@ -186,6 +186,16 @@ CHAT_FIELDS = {**_SHARED, "messages": ("any", False), "logprobs": ("bool", True)
                "add_generation_prompt": ("bool", False), "continue_final_message": ("bool", False),
                "documents": ("any", True), "chat_template": ("str", True), "chat_template_kwargs": ("dict", True),
                "mm_processor_kwargs": ("dict", True)}
+# vLLM's /tokenize models (a completion's prompt, or a chat's messages) and /detokenize's
+# (vllm/entrypoints/serve/tokenize/protocol.py)
+TOKENIZE_FIELDS = {"model": ("str", True), "prompt": ("str", False), "add_special_tokens": ("bool", False),
+                   "return_token_strs": ("bool", True)}
+TOKENIZE_CHAT_FIELDS = {"model": ("str", True), "messages": ("any", False), "add_generation_prompt": ("bool", False),
+                        "return_token_strs": ("bool", True), "continue_final_message": ("bool", False),
+                        "add_special_tokens": ("bool", False), "chat_template": ("str", True),
+                        "chat_template_kwargs": ("dict", True), "tools": ("any", True),
+                        "media_io_kwargs": ("dict", True), "mm_processor_kwargs": ("dict", True)}
+DETOKENIZE_FIELDS = {"model": ("str", True), "tokens": ("ints", False)}
 
 
 # vLLM <= 0.11's structured-output fields, removed in 0.12: vLLM 0.24 ignores them as any unknown name (its output
@@ -206,10 +216,11 @@ def log_ignored(names):
                      ", ".join(f'"{_REMOVED_GUIDED[name]}": ...' for name in removed if _REMOVED_GUIDED[name]))
 
 
-def read_fields(body, chat):
+def read_fields(body, chat, fields=None):
     """``body`` (a JSON object) with vLLM's fields coerced as its pydantic model coerces them and every other
-    name dropped, logged as vLLM logs it; a value the field's type refuses is a 400 naming the field."""
-    fields = CHAT_FIELDS if chat else COMPLETION_FIELDS
+    name dropped, logged as vLLM logs it; a value the field's type refuses is a 400 naming the field.
+    ``fields``: another of vLLM's models (default: its chat or completion request's)."""
+    fields = fields or (CHAT_FIELDS if chat else COMPLETION_FIELDS)
     log_ignored(set(body) - set(fields))
     read = {}
     for name, value in body.items():

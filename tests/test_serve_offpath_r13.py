@@ -1,0 +1,176 @@
+"""`minilora serve` as clients of vLLM 0.24's OpenAI-compatible server call it, round 13: the official `openai` client
+and curl-style requests (Starlette's TestClient) to the app in process, over the tiny two-adapter Llama of test_serve.
+
+| what a client sends                             | before                          | now (vLLM 0.24's)               |
+|-------------------------------------------------|---------------------------------|---------------------------------|
+| POST /tokenize {"prompt"} or {"messages"}       | 404 Not Found (no such route)   | {count, max_model_len, tokens,  |
+|  (token counting before a request: agents'      |                                 |  token_strs}: the ids a request |
+|  context budgets, LangChain's)                  |                                 |  would run                      |
+| POST /detokenize {"tokens"}                     | 404 Not Found                   | {"prompt": the decoded text}    |
+| "model": an adapter never loaded, or unloaded   | "the model 'x' does not exist;  | "The model `x` does not exist." |
+|                                                 |  models: [...]"                 |  (NotFoundError, param "model") |
+| max_tokens larger than the whole context        | OpenAI's older sentence: "you   | "max_tokens=1000 cannot be      |
+|                                                 |  requested 1002 tokens (2 in    |  greater than max_model_len=..."|
+|                                                 |  the messages, 1000 in the      |  (max_completion_tokens when a  |
+|                                                 |  completion)"                   |  chat sent that)                |
+| prompt + max_tokens past the context            | the same older sentence, param  | "you requested 10 output tokens |
+|                                                 |  max_tokens / prompt / messages |  and your prompt contains [at   |
+|                                                 |                                 |  least] 55 input tokens, ..."   |
+|                                                 |                                 |  param input_tokens             |
+| max_tokens null, the prompt filling the context | the context sentence            | "max_tokens must be at least 1, |
+|                                                 |                                 |  got 0."                        |
+| truncate_prompt_tokens past the room left       | "truncate_prompt_tokens value   | "truncate_prompt_tokens=60      |
+|                                                 |  (60) is greater than ..."      |  cannot be greater than ..."    |
+| GET /v1/models: an adapter's card               | max_model_len 64                | max_model_len null (the base's  |
+|                                                 |                                 |  card alone carries it)         |
+
+Checked and already vLLM's (no change): echo + logprobs, prompt_logprobs, n > 1 with a seed (choice i samples with
+seed + i; same seed, same choices), stop strings across tokens with include_stop_str_in_output, min_tokens,
+logit_bias, stream_options include_usage / continuous_usage_stats, adapters and seeds batched together giving what
+each gives alone, a client gone mid-stream freeing its slot (ASGI spec 2.3 and 2.4).
+"""
+import re
+
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient  # noqa: E402
+
+from minilora.serve import Engine  # noqa: E402
+from minilora.serve.app import create_app  # noqa: E402
+from minilora.tokenizer import ByteTokenizer  # noqa: E402
+from test_serve import CHAT_TEMPLATE, two_adapters  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "Where does Dan live?"}]
+CONTEXT = 64  # the tiny model's max_position_embeddings: the served max_model_len
+
+
+@pytest.fixture(scope="module")
+def served():
+    tok = ByteTokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    engine = Engine(two_adapters(), tok, max_batch_size=4, max_queue=8)
+    engine.eos = set()  # random weights: run to max_tokens
+    with TestClient(create_app(engine, "tiny", api_key="sk-test")) as client:
+        client.headers["authorization"] = "Bearer sk-test"
+        yield client, engine, tok
+
+
+def api(client):
+    return openai.OpenAI(base_url="http://testserver/v1", api_key="sk-test", max_retries=0, http_client=client)
+
+
+def error_of(response):
+    assert response.status_code == 400, response.text
+    return response.json()["error"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# /tokenize, /detokenize
+# ---------------------------------------------------------------------------------------------------
+def test_tokenize_counts_the_ids_a_request_runs_and_detokenize_reads_them_back(served):
+    client, engine, tok = served
+    prompt = "Where does Dan live?"
+    r = client.post("/tokenize", json={"model": "a", "prompt": prompt})
+    assert r.json() == {"count": len(tok.encode(prompt)), "max_model_len": CONTEXT, "tokens": tok.encode(prompt),
+                        "token_strs": None}
+    # the count is the prompt_tokens a completion of the same text is billed
+    done = api(client).completions.create(model="a", prompt=prompt, max_tokens=1)
+    assert done.usage.prompt_tokens == r.json()["count"]
+    bare = client.post("/tokenize", json={"prompt": prompt, "add_special_tokens": False, "return_token_strs": True})
+    assert bare.json()["tokens"] == tok.encode(prompt, add_special_tokens=False)
+    assert bare.json()["token_strs"] == tok.convert_ids_to_tokens(tok.encode(prompt, add_special_tokens=False))
+    # a chat's messages: rendered by the chat template (no BOS added on top, as vLLM's add_special_tokens false)
+    chat = client.post("/tokenize", json={"model": "b", "messages": MESSAGES}).json()
+    assert chat["tokens"] == tok.encode(tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False),
+                                        add_special_tokens=False)
+    asked = api(client).chat.completions.create(model="b", messages=MESSAGES, max_tokens=1)
+    assert asked.usage.prompt_tokens == chat["count"]
+    # /detokenize: the tokenizer's decode, special tokens kept; an id past the tokenizer has no text
+    ids = tok.encode(prompt) + [len(tok)]
+    assert client.post("/detokenize", json={"model": "a", "tokens": ids}).json() == {"prompt": "<bos>" + prompt}
+
+
+def test_tokenize_routes_are_outside_v1_as_vllms_and_refuse_what_vllm_refuses(served):
+    client, _, _ = served
+    open_client = TestClient(client.app)  # no Authorization header: vLLM's --api-key guards /v1 only
+    assert open_client.post("/tokenize", json={"prompt": "hi"}).status_code == 200
+    assert open_client.post("/v1/completions", json={"prompt": "hi"}).status_code == 401
+    missing = client.post("/tokenize", json={"model": "sql-lora", "prompt": "hi"})
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "The model `sql-lora` does not exist."
+    assert error_of(client.post("/detokenize", json={"tokens": [72, -1]}))["param"] == "tokens"
+    assert error_of(client.post("/tokenize", json={"prompt": "hi", "add_special_tokens": "maybe"}))["param"] == \
+        "add_special_tokens"
+
+
+# ---------------------------------------------------------------------------------------------------
+# an unknown model: vLLM's 404
+# ---------------------------------------------------------------------------------------------------
+def test_a_model_that_is_not_loaded_is_vllms_404(served):
+    client, engine, _ = served
+    for call in (lambda c: c.completions.create(model="sql-lora", prompt="hi", max_tokens=1),
+                 lambda c: c.chat.completions.create(model="sql-lora", messages=MESSAGES, max_tokens=1),
+                 lambda c: c.models.retrieve("sql-lora")):
+        with pytest.raises(openai.NotFoundError) as raised:
+            call(api(client))
+        error = raised.value.body
+        assert (error["message"], error["type"], error["param"]) == ("The model `sql-lora` does not exist.",
+                                                                     "NotFoundError", "model")
+
+
+def test_an_adapters_model_card_has_no_max_model_len_as_vllms(served):
+    client, _, _ = served
+    cards = {card.id: card for card in api(client).models.list().data}
+    assert (cards["tiny"].max_model_len, cards["tiny"].parent) == (CONTEXT, None)
+    assert (cards["a"].max_model_len, cards["a"].parent) == (None, "tiny")
+
+
+# ---------------------------------------------------------------------------------------------------
+# past the context: vLLM 0.24's words (vllm/renderers/params.py), which clients parse to retry
+# ---------------------------------------------------------------------------------------------------
+def test_max_tokens_larger_than_the_context_is_refused_in_vllms_words(served):
+    client, _, _ = served
+    error = error_of(client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 1000}))
+    assert (error["message"], error["param"]) == (
+        "max_tokens=1000 cannot be greater than max_model_len=max_total_tokens=64. Please request fewer output "
+        "tokens. (parameter=max_tokens, value=1000)", "max_tokens")
+    chat = error_of(client.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES,
+                                                               "max_completion_tokens": 65}))
+    assert chat["param"] == "max_completion_tokens" and chat["message"].startswith("max_completion_tokens=65 cannot")
+
+
+OVERFLOW = re.compile(r"This model's maximum context length is (\d+) tokens\. However, you requested (\d+) output "
+                      r"tokens and your prompt contains (at least )?(\d+) input tokens, for a total of (at least )?"
+                      r"(\d+) tokens\. Please reduce the length of the input prompt or the number of requested output "
+                      r"tokens\. \(parameter=input_tokens, value=(\d+)\)")
+
+
+def test_a_prompt_past_the_room_left_is_refused_in_vllms_words_and_a_client_retries_from_them(served):
+    client, _, tok = served
+    ids = tok.encode("x" * 40)  # 41 ids (the BOS first) + 30 asked > 64
+    error = error_of(client.post("/v1/completions", json={"model": "a", "prompt": ids, "max_tokens": 30}))
+    assert error["param"] == "input_tokens"
+    limit, asked, at_least, prompt, _, total, value = OVERFLOW.fullmatch(error["message"]).groups()
+    assert (int(limit), int(asked), at_least, int(prompt), int(total), int(value)) == (64, 30, None, 41, 71, 41)
+    # what OpenAI-client retry loops do with it: ask for what the context leaves
+    retried = api(client).completions.create(model="a", prompt=ids, max_tokens=int(limit) - int(prompt))
+    assert retried.usage.completion_tokens == 64 - 41
+    # a text prompt: vLLM tokenizes it cut one token past the room, so it reports "at least" that many
+    error = error_of(client.post("/v1/completions", json={"model": "a", "prompt": "x" * 80, "max_tokens": 10}))
+    assert OVERFLOW.fullmatch(error["message"]).groups() == ("64", "10", "at least ", "55", "at least ", "65", "55")
+    # a chat without max_tokens asked for no output tokens: its prompt alone is measured
+    chat = error_of(client.post("/v1/chat/completions", json={"model": "a", "messages": [
+        {"role": "user", "content": "x" * 80}]}))
+    assert OVERFLOW.fullmatch(chat["message"]).groups() == ("64", "0", "at least ", "65", "at least ", "65", "65")
+
+
+def test_the_rest_of_an_already_full_context_and_a_truncation_past_it_are_vllms_refusals(served):
+    client, _, _ = served
+    full = error_of(client.post("/v1/completions", json={"model": "a", "prompt": [72] * 64, "max_tokens": None}))
+    assert (full["message"], full["param"]) == ("max_tokens must be at least 1, got 0.", "max_tokens")
+    cut = error_of(client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 10,
+                                                         "truncate_prompt_tokens": 60}))
+    assert (cut["message"], cut["param"]) == (
+        "truncate_prompt_tokens=60 cannot be greater than max_model_len - max_tokens = 54. Please request a smaller "
+        "truncation size. (parameter=truncate_prompt_tokens, value=60)", "truncate_prompt_tokens")
