@@ -702,6 +702,9 @@ _COMMON_FLAGS = ["-std=c++17", "-fPIC", "-fno-strict-aliasing", "-fvisibility=hi
 _VARIANT_FLAGS = {
     # CUDA kernels often pun types (float4 loads from a float*), hence -fno-strict-aliasing.
     "fast": ["-O2", "-g1", "-fstack-clash-protection"],
+    # memcheck=True (or $MINILORA_EMU_MEMCHECK=1): the fast build with every load checked against the fences'
+    # shadow (_fence_checks); it links the fast build's runtime
+    "memcheck": ["-O2", "-g1", "-fstack-clash-protection"],
     # the portable fiber switch, for non-x86-64 hosts
     "ucontext": ["-O2", "-g1", "-fstack-clash-protection", "-DEMU_FORCE_UCONTEXT"],
     # -gdwarf-4: with DWARF 5 binutils' addr2line names wrapper.cpp instead of the #line file here
@@ -730,13 +733,16 @@ _LOCKSTEP_INSTRUMENT = _RACECHECK_INSTRUMENT + ["--param=tsan-distinguish-volati
 
 
 def _fence_checks() -> list[str]:
-    """Compiled into the kernel (and its precompiled header) of the builds without thread-sanitizer hooks: GCC's
-    kernel-address instrumentation of the loads, inline, against emulator_fence.py's shadow (no ASan runtime: the
-    stack and globals left alone; runtime.cpp's __asan_report_* take the rare hit), so a read of the mapped bytes
-    next to a fenced argument array (before its start, or the < 16 bytes after an odd-sized one) is a KernelFault
-    at its line.  Stores are left out (+13% compile time for loads, +30% with stores; 1.1-2x run time): a write
-    there is found after the launch, in the pattern those bytes hold.  None where the shadow could not be
-    reserved (then those bytes are read unnoticed)."""
+    """Compiled into the kernel (and its precompiled header) of the memcheck build: GCC's kernel-address
+    instrumentation of the loads, inline, against emulator_fence.py's shadow (no ASan runtime: the stack and
+    globals left alone; runtime.cpp's __asan_report_* take the rare hit), so a read of the mapped bytes next to a
+    fenced argument array (before its start, or the < 16 bytes after an odd-sized one) is a KernelFault at its
+    line.  Stores are left out (+13% compile time for loads, +30% with stores): a write there is found after the
+    launch, in the pattern those bytes hold.  Opt-in, as compute-sanitizer is (memcheck=True): the checks made
+    kernels 1.4-4.3x slower (register-tiled SGEMMs the most: the branch after every load keeps GCC from
+    vectorizing their outer products), and the fast build's guard pages already name every access 16 bytes or
+    more past an array and every write next to one.  None where the shadow could not be reserved (then those
+    bytes are read unnoticed)."""
     if fence_shadow() is None:
         return []
     return ["-fsanitize=kernel-address", f"-fasan-shadow-offset={fence_shadow():#x}",
@@ -746,8 +752,8 @@ def _fence_checks() -> list[str]:
 
 def _instrumentation(variant: str) -> list[str]:
     """The instrumentation compiled into a (non-sanitizer) build's kernel and precompiled header."""
-    return _UB_CHECKS + {"racecheck": _RACECHECK_INSTRUMENT, "lockstep": _LOCKSTEP_INSTRUMENT}.get(variant,
-                                                                                                 _fence_checks())
+    return _UB_CHECKS + {"racecheck": _RACECHECK_INSTRUMENT, "lockstep": _LOCKSTEP_INSTRUMENT,
+                         "memcheck": _fence_checks()}.get(variant, [])
 
 
 def _uses_volatile(masked: str) -> bool:
@@ -1061,6 +1067,7 @@ def _stand_in_headers() -> list[bytes]:
 
 
 def _runtime_object(variant: str) -> Path:
+    variant = "fast" if variant == "memcheck" else variant  # the checks are in the kernel, not the runtime
     header, runtime = _HEADER.read_bytes(), _RUNTIME.read_bytes()
     flags = _COMMON_FLAGS + _VARIANT_FLAGS[variant] + (["-DEMU_RUNNER"] if variant == "asan" else [])
     key = _digest(_VERSION, header, runtime, _compiler_id(), *flags, *_stand_in_headers())
@@ -1231,7 +1238,7 @@ class _Module:
             _expand_local_includes(code, shown, Path(filename).parent if filename else None, _include_dirs(flags)))))
         if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
             rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
-        if self.variant == "fast" and _uses_volatile(_mask(rewritten.text)):
+        if self.variant in ("fast", "memcheck") and _uses_volatile(_mask(rewritten.text)):
             self.variant = "lockstep"  # volatile loads and stores take turns across a warp's lanes
         runtime = _runtime_object(self.variant)
         key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags, *name_expressions,
@@ -1638,7 +1645,7 @@ class RawKernel:
                  enable_cooperative_groups: bool = False, _module: _Module | None = None, _variant: str | None = None,
                  _name_expressions: tuple = ()):
         self.code, self.name, self.options, self.sanitize = code, name, options, sanitize
-        self._name_expressions, self._racecheck = _name_expressions, None
+        self._name_expressions, self._builds = _name_expressions, {}  # variant -> this kernel from that build
         self._initcheck = False  # on the racecheck build's kernel: report uninitialized reads instead of hazards
         # As in CuPy: launches are cooperative (every block resident at once), so grid.sync() works.
         self.enable_cooperative_groups = bool(enable_cooperative_groups)
@@ -1687,12 +1694,25 @@ class RawKernel:
             self._bind()
         return self
 
-    def _racecheck_kernel(self) -> "RawKernel":
-        """The same kernel from the racecheck build (compiled on first use, then cached)."""
-        if self._racecheck is None:
-            self._racecheck = RawKernel(self.code, self.name, self.options, filename=self._filename,
-                                        _variant="racecheck", _name_expressions=self._name_expressions).compile()
-        return self._racecheck
+    def _build_of(self, variant: str) -> "RawKernel":
+        """The same kernel from another build of its source, "racecheck" or "memcheck" (compiled on first use,
+        then cached), with this one's dynamic shared memory limit."""
+        if variant not in self._builds:
+            self._builds[variant] = RawKernel(self.code, self.name, self.options, filename=self._filename,
+                                              enable_cooperative_groups=self.enable_cooperative_groups,
+                                              _variant=variant, _name_expressions=self._name_expressions).compile()
+        other = self._builds[variant]
+        other._max_dynamic_shared, other._opted_in = self._max_dynamic_shared, self._opted_in
+        return other
+
+    def _launch_in(self, other: "RawKernel", *launch, **options) -> None:
+        """Launch `other` (another build of this kernel): it has its own copy of each __constant__ / __device__
+        variable, so it sees what get_global filled in, and what the kernel writes comes back."""
+        _copy_globals(self.compile()._mod, other._mod)
+        try:
+            other(*launch, **options)
+        finally:
+            _copy_globals(other._mod, self._mod)
 
     @property
     def source_path(self) -> Path:
@@ -1701,8 +1721,8 @@ class RawKernel:
 
     # -- launching ---------------------------------------------------------------------------------
     def __call__(self, grid, block, args, shared_mem: int = 0, *, stream=None, check_races: bool = False,
-                 racecheck: bool = False, initcheck: bool = False, stack_size: int | None = None,
-                 timeout: float | None = None, workers: int | None = None):
+                 racecheck: bool = False, initcheck: bool = False, memcheck: bool | None = None,
+                 stack_size: int | None = None, timeout: float | None = None, workers: int | None = None):
         """Launch.  ``stack_size``: bytes of stack per CUDA thread (default: what the compiler reports
         the kernel file's functions need, plus 64 KiB); a thread that needs more stops the launch with a
         KernelFault.  ``timeout``: seconds after which a launch that has not finished raises KernelFault
@@ -1714,7 +1734,13 @@ class RawKernel:
         threads and both source lines.  ``initcheck``: the same build, checking instead that no thread reads a
         __shared__ byte before some thread of its block wrote it (KernelFault naming the thread, the array,
         the byte and the line); a GPU's shared memory starts out indeterminate.  (compute-sanitizer's
-        initcheck covers global memory, which is always initialized here.)  ``stream``: as CuPy's, a
+        initcheck covers global memory, which is always initialized here.)  ``memcheck`` (default:
+        ``$MINILORA_EMU_MEMCHECK``, else off): a build whose every load is checked against the bytes still
+        mapped around each argument array's fenced copy, so that a read of x[-1], or of the < 16 bytes past an
+        odd-sized array, is a KernelFault at its line, as compute-sanitizer's memcheck names it; without it such
+        a read returns a fill pattern silently, as a GPU returns the allocation's padding (an access further
+        out, and any write next to an array, is named either way).  It costs 1.4-4x run time (racecheck,
+        initcheck, sanitize and kernels that use volatile check every access anyway).  ``stream``: as CuPy's, a
         ``minilora.emulator.cuda.Stream`` or None (the current stream); the launch has finished when the call
         returns, whatever the stream (minilora/emulator_streams.py).  ``workers``: how many OS threads may run blocks at once (default:
         ``$MINILORA_EMU_WORKERS``, else the number of CPUs this process may use; the extra ones start
@@ -1731,16 +1757,13 @@ class RawKernel:
             if self.sanitize or self.enable_cooperative_groups or check_races:
                 raise ValueError(f"{tool}=True cannot be combined with sanitize, check_races or a cooperative "
                                  "launch; run them separately")
-            checked = self._racecheck_kernel()
+            checked = self._build_of("racecheck")
             checked._initcheck = initcheck
-            checked._max_dynamic_shared, checked._opted_in = self._max_dynamic_shared, self._opted_in
-            # The checking build is another library with its own copy of each __constant__ / __device__
-            # variable: it sees what get_global filled in, and what the kernel writes comes back.
-            _copy_globals(self.compile()._mod, checked._mod)
-            try:
-                return checked(grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
-            finally:
-                _copy_globals(checked._mod, self._mod)
+            return self._launch_in(checked, grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
+        if (_memcheck_default() if memcheck is None else memcheck) and self.compile()._mod.variant == "fast":
+            return self._launch_in(self._build_of("memcheck"), grid, block, args, shared_mem, stream=stream,
+                                   check_races=check_races, memcheck=False, stack_size=stack_size, timeout=timeout,
+                                   workers=workers)
         self.compile()
         cfg = self._config(grid, block, shared_mem, stack_size, timeout, workers)
         packed = self._pack(args)
@@ -1945,6 +1968,15 @@ def _check_workers(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= _MAX_WORKERS:
         raise ValueError(f"{what} must be an int number of OS threads in 1..{_MAX_WORKERS}, got {value!r}")
     return int(value)
+
+
+def _memcheck_default() -> bool:
+    """Whether a launch that does not say checks every load (``memcheck=``): ``$MINILORA_EMU_MEMCHECK``."""
+    env = os.environ.get("MINILORA_EMU_MEMCHECK", "").strip()
+    if env not in ("", "0", "1"):
+        raise ValueError(f"MINILORA_EMU_MEMCHECK must be 1 (check every load of a kernel against its arguments' "
+                         f"fences) or 0, got {env!r}")
+    return env == "1"
 
 
 def default_workers() -> int:

@@ -12,8 +12,9 @@ and what the kernel changed is copied back after the launch.  An access that rea
 launch with a KernelFault at its source line (the runtime's SIGSEGV report), which this module rewrites to name
 the argument and how far past its end (or before its start) the access was.  The bytes still mapped around the
 copy -- from the first guard page to the array's start, and the slack after an odd-sized array -- are marked in a
-shadow as AddressSanitizer's (``fence_shadow``) that the kernel's loads check inline (runtime.cpp's fence_check;
-the racecheck and lockstep builds check stores too), so a read there is a KernelFault at its line, as
+shadow as AddressSanitizer's (``fence_shadow``) that the kernel's loads check inline under ``memcheck=True``
+(opt-in: emulator.py's _fence_checks; the racecheck and lockstep builds check loads and stores always, in
+runtime.cpp's fence_check), so a read there is a KernelFault at its line, as
 compute-sanitizer's memcheck reports it (on a GPU without it, such a read returns the allocation's padding or a
 neighbour's bytes silently).  Those bytes are also filled with a pattern, so a write there is found after the
 launch and named, without a line.  Pointer tables are followed into the fenced copies (``FencedArguments``).

@@ -101,6 +101,16 @@ def initcheck_every_launch(monkeypatch):
     return _every_launch_under(monkeypatch, "initcheck")
 
 
+@pytest.fixture(scope="module")
+def memcheck_every_launch():
+    """Every emulator launch in the test module checks each load against its arguments' fences, as
+    ``memcheck=True`` (``$MINILORA_EMU_MEMCHECK=1``): for the files of public kernels, whose small launches
+    the checks slow little, so a read next to an array is named."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINILORA_EMU_MEMCHECK", "1")
+        yield
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

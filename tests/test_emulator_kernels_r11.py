@@ -33,7 +33,9 @@ from minilora import emulator as emu
 from minilora.emulator import BarrierError, KernelFault, RawModule
 
 R11 = Path(__file__).parent / "emu_kernels" / "r11"
-pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
+# memcheck: every load checked against the arguments' fences (a read next to an array is named; round 13)
+pytestmark = [pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++"),
+              pytest.mark.usefixtures("memcheck_every_launch")]
 TEMPLATES = ("cub_sum<128>", "reduce_samples<float>", "reduce_samples<double>", "apply_to<Relu, __nv_bfloat16>",
              "apply_to<Relu, double>")
 i32, f32 = np.int32, np.float32

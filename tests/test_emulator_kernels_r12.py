@@ -14,7 +14,8 @@ All ran unedited and computed the right numbers; what the emulator got wrong (ea
   exited whole, is still an error (the GPU's other blocks wait forever).
 * A read into the mapped bytes around a fenced argument array -- before its start (x[-1]), or the < 16 bytes after
   an odd-sized one (an x128/float4 load past its end) -- was unnoticed: they are marked in a shadow that every
-  load checks (inline in the fast build), a KernelFault naming the line, the argument and the distance; a write
+  load checks (inline in the memcheck build, opt-in since round 13: this file runs under it), a KernelFault naming
+  the line, the argument and the distance; a write
   before an array's start is found after the launch (those bytes hold a pattern now, as the slack did).
 The other tests pass on the tree before too: those kernels needed no fix.
 Cold cache (the runtimes, the precompiled headers and both files, one compile each): 30 s here (2 shared cores);
@@ -32,7 +33,9 @@ from minilora import emulator as emu
 from minilora.emulator import BarrierError, KernelFault, RawModule
 
 R12 = Path(__file__).parent / "emu_kernels" / "r12"
-pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
+# memcheck: every load checked against the arguments' fences (a read next to an array is named; round 13)
+pytestmark = [pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++"),
+              pytest.mark.usefixtures("memcheck_every_launch")]
 SGEMM = ("sgemm_global_mem_coalesce<32>", "sgemm_shared_mem_block<32>", "sgemm1DBlocktiling<64, 64, 8, 8>",
          "sgemm2DBlocktiling<64, 64, 8, 8, 8>", "sgemmVectorize<128, 128, 8, 8, 8>",
          "sgemmWarptiling<64, 128, 16, 32, 64, 2, 4, 4, 128>", "sgemmDoubleBuffering<64, 64, 16, 4, 4>")
@@ -288,8 +291,8 @@ def source_line(name: str, text: str) -> int:
 
 def test_reads_next_to_an_array_inside_its_fence_are_named_faults():
     # llm.c's x128 load past the end of an array whose size is not a multiple of 4 floats: the 8 bytes after it lie
-    # in its copy's slack (the copy starts 16-byte aligned), mapped, and were read unnoticed (the fast build: its
-    # loads and stores check the fences' shadow inline)
+    # in its copy's slack (the copy starts 16-byte aligned), mapped, and were read unnoticed (the memcheck build,
+    # this file's: its loads check the fences' shadow inline)
     x, y = randn(4 * 777 + 2), np.zeros(4 * 777 + 4, f32)
     line = source_line("sgemm_attention.cu",
                        "    return Packed128<ElementType>{__ldcs(reinterpret_cast<const int4*>(address))};")
