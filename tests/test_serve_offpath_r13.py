@@ -23,14 +23,21 @@ and curl-style requests (Starlette's TestClient) to the app in process, over the
 |                                                 |  (60) is greater than ..."      |  cannot be greater than ..."    |
 | GET /v1/models: an adapter's card               | max_model_len 64                | max_model_len null (the base's  |
 |                                                 |                                 |  card alone carries it)         |
+| echo of a text prompt the tokenizer normalizes  | the ids decoded: "hello world"  | the text as sent: "Hello World" |
+|  (lowercase, NFKC)                              |                                 |                                 |
+| echo of a prompt sent as ids, the BOS first     | "Hi..." (special tokens dropped)| "<bos>Hi...": decode(ids), the  |
+|                                                 |                                 |  offsets following that text    |
+| echo with return_token_ids                      | the prompt's text, then the     | the generated text alone (the   |
+|                                                 |  generated text                 |  prompt comes as its ids)       |
 
-Checked and already vLLM's (no change): echo + logprobs, prompt_logprobs, n > 1 with a seed (choice i samples with
+Checked and already vLLM's (no change): prompt_logprobs, n > 1 with a seed (choice i samples with
 seed + i; same seed, same choices), stop strings across tokens with include_stop_str_in_output, min_tokens,
 logit_bias, stream_options include_usage / continuous_usage_stats, adapters and seeds batched together giving what
 each gives alone, a client gone mid-stream freeing its slot (ASGI spec 2.3 and 2.4).
 """
 import re
 
+import numpy as np
 import pytest
 
 openai = pytest.importorskip("openai")
@@ -39,8 +46,8 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from minilora.serve import Engine  # noqa: E402
 from minilora.serve.app import create_app  # noqa: E402
-from minilora.tokenizer import ByteTokenizer  # noqa: E402
-from test_serve import CHAT_TEMPLATE, two_adapters  # noqa: E402
+from minilora.tokenizer import ByteTokenizer, HFTokenizer  # noqa: E402
+from test_serve import CHAT_TEMPLATE, base_model, two_adapters  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Where does Dan live?"}]
 CONTEXT = 64  # the tiny model's max_position_embeddings: the served max_model_len
@@ -174,3 +181,36 @@ def test_the_rest_of_an_already_full_context_and_a_truncation_past_it_are_vllms_
     assert (cut["message"], cut["param"]) == (
         "truncate_prompt_tokens=60 cannot be greater than max_model_len - max_tokens = 54. Please request a smaller "
         "truncation size. (parameter=truncate_prompt_tokens, value=60)", "truncate_prompt_tokens")
+
+
+# ---------------------------------------------------------------------------------------------------
+# echo: vLLM's prompt text (the text as sent; a prompt of ids decoded whole)
+# ---------------------------------------------------------------------------------------------------
+def test_an_echoed_prompt_of_ids_is_decoded_whole_and_its_offsets_follow_that_text(served):
+    client, _, tok = served
+    ids = tok.encode("Hi")  # the BOS first
+    plain = api(client).completions.create(model="a", prompt=ids, max_tokens=3, temperature=0)
+    choice = api(client).completions.create(model="a", prompt=ids, max_tokens=3, temperature=0, echo=True,
+                                            logprobs=0).choices[0]
+    assert choice.text == "<bos>Hi" + plain.choices[0].text and choice.logprobs.tokens[:3] == ["<bos>", "H", "i"]
+    assert choice.logprobs.text_offset[:4] == [0, 5, 6, 7]  # each token where its text starts in choice.text
+    # return_token_ids: the prompt comes back as its ids, and the text is the generated text alone
+    both = client.post("/v1/completions", json={"model": "a", "prompt": ids, "max_tokens": 3, "temperature": 0,
+                                                 "echo": True, "return_token_ids": True}).json()["choices"][0]
+    assert (both["text"], both["prompt_token_ids"]) == (plain.choices[0].text, ids)
+
+
+def test_an_echoed_text_prompt_is_the_text_as_sent_not_its_ids_decoded():
+    tokenizers = pytest.importorskip("tokenizers")
+    backend = ByteTokenizer()._backend()
+    backend.normalizer = tokenizers.normalizers.Lowercase()  # a tokenizer that does not give its text back
+    tok = HFTokenizer(backend, "<bos>", "<eos>", "<pad>")
+    engine = Engine(base_model(), tok, max_batch_size=2, max_queue=2)
+    engine.eos = set()
+    with TestClient(create_app(engine, "tiny")) as client:
+        body = {"prompt": "Hello World", "max_tokens": 2, "temperature": 0, "echo": True, "logprobs": 0}
+        choice = client.post("/v1/completions", json=body).json()["choices"][0]
+        again = client.post("/v1/completions", json={**body, "echo": False}).json()["choices"][0]
+    assert choice["text"] == "Hello World" + again["text"]
+    assert choice["logprobs"]["tokens"][:3] == ["<bos>", "h", "e"]  # (the tokens are the ids the model ran)
+    np.testing.assert_allclose(choice["logprobs"]["token_logprobs"][-2:], again["logprobs"]["token_logprobs"])

@@ -31,7 +31,9 @@ completion's ``prompt`` may be a list of prompts. vLLM's extras: ``top_k``, ``mi
 a chat answer's), ``truncate_prompt_tokens``, ``add_special_tokens``, ``return_token_ids`` (``prompt_token_ids`` and
 each choice's ``token_ids`` beside the text), ``return_tokens_as_token_ids``; chat: ``add_generation_prompt``,
 ``continue_final_message``, ``chat_template``, ``chat_template_kwargs``, ``documents``, ``echo`` (the answer starts
-with the last message's text), ``bad_words``. ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores the prompt.
+with the last message's text), ``bad_words``. ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores the prompt;
+a completion's echo is its prompt's text as sent (a prompt of ids: decoded whole, special tokens too; none
+with ``return_token_ids``), as vLLM's.
 Structured outputs (structured.py, vLLM's "guidance" backend): ``response_format`` (``json_object``, ``json_schema``),
 ``structured_outputs`` (``json``, ``regex``, ``choice``, ``grammar``, ``json_object``) and a chat's ``tools`` with a
 named ``tool_choice`` or "required" (the answer's ``tool_calls``); ``tool_choice: "auto"`` (the default with tools) is
@@ -384,10 +386,19 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
     return options, n, stream, _usage_options(body, stream), echo, _prompt_logprob_count(body, chat, stream, vocab_size)
 
 
+class _Echo(collections.namedtuple("_Echo", "text entries specials")):
+    """What a choice starts with: its echoed ``text`` (a completion's prompt, a chat's last message; "" without
+    echo), its prompt tokens' logprob ``entries`` (None: not asked) and whether that text shows the special
+    tokens (``specials``: a prompt sent as ids, decoded whole as vLLM decodes it), which its offsets follow."""
+
+
+_NO_ECHO = _Echo("", None, False)
+
+
 class _Reply(collections.namedtuple("_Reply", "chat usage echoes prompt_info n_prompt prompt_ids token_ids as_ids")):
     """How one request's answer is written, beside its choices' text: ``chat`` (None: a completion; else its
-    ChatReply), ``usage`` (include_usage, continuous_usage_stats), ``echoes`` ((text, logprob entries) each
-    choice starts with), ``prompt_info`` (each choice's vLLM prompt_logprobs, or None), ``n_prompt`` (the
+    ChatReply), ``usage`` (include_usage, continuous_usage_stats), ``echoes`` (the _Echo each choice starts
+    with), ``prompt_info`` (each choice's vLLM prompt_logprobs, or None), ``n_prompt`` (the
     prompts' tokens, each counted once), ``prompt_ids`` (each choice's prompt), ``token_ids`` (vLLM's
     ``return_token_ids``: the prompt's and the choice's token ids beside the text) and ``as_ids`` (vLLM's
     ``return_tokens_as_token_ids``: logprobs name each token ``token_id:N``, not by its text)."""
@@ -438,16 +449,18 @@ class _Server:
             raise EngineError(404, model_not_found(model), "model")
         return model
 
-    async def _run(self, http_request, body, prompts, chat, from_text):
+    async def _run(self, http_request, body, prompts, chat, texts):
         """Submit one request per prompt and choice (``n`` each), then answer as one JSON object or as a
         stream of server-sent events. Choice ``i`` of prompt ``p`` is choice ``p * n + i``, as vLLM numbers
         them; with a ``seed`` it samples with ``seed + i`` (vLLM's seeds for the n samples). ``chat``: None
-        for a completion, else its ChatReply; ``from_text``: whether each prompt was text (else token ids)."""
+        for a completion, else its ChatReply; ``texts``: each prompt's text as sent (None: sent as token ids)."""
         adapter = self._adapter_of(body)
         constraint = constraint_of(body, chat is not None)
         options, n, stream, usage, echo, prompt_k = _options(body, chat, self.engine.vocab_size,
                                                              self.engine.sampling_defaults, self.engine.text_vocab)
-        prompts = self._fitted(body, prompts, options["max_tokens"] or 0, from_text)
+        prompts = self._fitted(body, prompts, options["max_tokens"] or 0, [text is not None for text in texts])
+        echo_texts = (["" if body.get("return_token_ids") else text for text in texts] if echo  # (vLLM's: the
+                      else None)  # prompt text is left out when the ids are returned)
         scored = [k for k in (options["logprobs"] if echo else None, None if stream else prompt_k) if k is not None]
         given = _client_request_id(http_request, body)
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{given or uuid.uuid4().hex}", "created": int(time.time()),
@@ -462,8 +475,8 @@ class _Server:
                                       chat)
             if beams is None:
                 return _error(499, "the client disconnected")
-            return _with_id(self._beam_answer(beams, meta, stream, reply(self._echoes(prompts, n, echo, [None] * len(
-                prompts), None), [None] * len(prompts) * n)), tag)
+            echoes = self._echoes(prompts, n, echo_texts, [None] * len(prompts), None)
+            return _with_id(self._beam_answer(beams, meta, stream, reply(echoes, [None] * len(prompts) * n)), tag)
         echo_only = options["max_tokens"] == 0  # vLLM's echo without generation: it runs one token (counted in
         options = dict(options, max_tokens=1) if echo_only else options  # the usage, its finish_reason), shown not
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
@@ -495,8 +508,8 @@ class _Server:
             for job in jobs:
                 job.cancel()
             raise
-        echoes = [(chat.echo, None)] * len(jobs) if chat else self._echoes(prompts, n, echo, scores,
-                                                                           options["logprobs"])
+        echoes = ([_Echo(chat.echo, None, False)] * len(jobs) if chat else
+                  self._echoes(prompts, n, echo_texts, scores, options["logprobs"]))
         reply = reply(echoes, self._prompt_info(prompts, n, scores, None if stream else prompt_k))
         if echo_only:
             return _with_id(await self._echo_only(jobs, events, meta, stream, reply), tag)
@@ -554,7 +567,7 @@ class _Server:
                                                as_ids=reply.as_ids),
                                 final=not stream, stop_reason=stop_reason,
                                 extra=reply.token_ids_of(generated) if stream else reply.whole_choice(i, generated))
-                   for i, ((generated, text, reason, stop_reason, entries), (echo, _))
+                   for i, ((generated, text, reason, stop_reason, entries), (echo, *_))
                    in enumerate(zip(beams, reply.echoes))]
         n_out = sum(len(generated) for generated, *_ in beams)
         usage = {"prompt_tokens": reply.n_prompt, "completion_tokens": n_out, "total_tokens": reply.n_prompt + n_out}
@@ -584,19 +597,28 @@ class _Server:
         return [await asyncio.to_thread(self.engine.prompt_logprobs, ids, adapter, max(counts), held_by)
                 for ids in prompts]
 
-    def _echoes(self, prompts, n, echo, scores, logprobs):
-        """(text, logprob entries or None) to start each choice with: with ``echo``, its prompt's text and,
-        with logprobs, its prompt tokens' (the first has none: nothing comes before it), as vLLM answers
-        lm-evaluation-harness's scoring calls; else nothing."""
+    def _echoes(self, prompts, n, texts, scores, logprobs):
+        """The _Echo each choice starts with: its prompt's text as vLLM echoes it (``texts``: the text as sent, ""
+        when the choice returns token ids, None for a prompt sent as ids: those decoded, special tokens and all;
+        no echo: all "") and, with logprobs, its prompt tokens' (the first has none: nothing comes before it), as
+        vLLM answers lm-evaluation-harness's scoring calls. ``texts`` None: no echo."""
+        if texts is None:
+            return [_NO_ECHO] * (len(prompts) * n)
         echoes = []
-        for ids, score in zip(prompts, scores):
-            text = _decoded(self.engine.tokenizer, ids, True, self.engine.text_vocab) if echo else ""
+        for ids, score, text in zip(prompts, scores, texts):
+            specials = text is None
+            text = _decoded(self.engine.tokenizer, ids, False, self.engine.text_vocab) if specials else text
             entries = None
-            if echo and logprobs is not None:
+            if logprobs is not None:
                 entries = [(ids[0], None, None)] + [(token, logprob, top[:logprobs])
                                                     for token, logprob, top, _ in score]
-            echoes += [(text, entries)] * n
+            echoes += [_Echo(text, entries, specials)] * n
         return echoes
+
+    def _echo_logprobs(self, chat, echo, as_ids):
+        """An echoed prompt's logprobs (None: not asked), its text offsets read in its echoed text."""
+        reader = _OffsetReader(self.engine.tokenizer, not echo.specials, self.engine.text_vocab)
+        return self._logprobs(chat, echo.entries is not None, echo.entries or [], offsets=reader, as_ids=as_ids)
 
     def _prompt_info(self, prompts, n, scores, k):
         """vLLM's ``prompt_logprobs`` of each choice (its prompt's; None when not asked): None for the first
@@ -639,7 +661,7 @@ class _Server:
 
     async def _collect(self, http_request, jobs, events, meta, reply):
         chat = reply.chat
-        texts, reasons = [text for text, _ in reply.echoes], [None] * len(jobs)
+        texts, reasons = [echo.text for echo in reply.echoes], [None] * len(jobs)
         clock = asyncio.get_running_loop().time
         check_at = clock() + _POLL_SECONDS
         try:
@@ -661,7 +683,7 @@ class _Server:
                 else:
                     reasons[index], tail = value
                     texts[index] += tail
-            choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(reply, job, *reply.echoes[i]),
+            choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(reply, job, reply.echoes[i]),
                                     True, job.stop_reason, reply.whole_choice(i, job.generated))
                        for i, job in enumerate(jobs)]
             return JSONResponse(self._answer(meta, reply, choices, self._usage(jobs, reply.n_prompt)))
@@ -724,7 +746,7 @@ class _Server:
                 reported[index] = count
                 extra = reply.token_ids_of(job.generated[before:made[index]])
                 if unechoed[index]:
-                    text, logprobs = self._with_echo(text, logprobs, *echoes[index], as_ids=reply.as_ids)
+                    text, logprobs = self._with_echo(text, logprobs, echoes[index], as_ids=reply.as_ids)
                     unechoed[index] = False
                     extra = {**reply.prompt_token_ids(index), **extra}  # a completion's first chunk: its prompt's ids
                 delta = chat.delta(text, tool_states[index], kind == "done", index) if chat else None
@@ -738,12 +760,12 @@ class _Server:
             for job in jobs:
                 job.cancel()
 
-    def _with_echo(self, text, logprobs, echo_text, echo_entries, as_ids=False):
-        """A completion's first chunk: its echoed prompt's text and logprobs before its first token's."""
-        echoed = self._logprobs(False, echo_entries is not None, echo_entries or [], as_ids=as_ids)
+    def _with_echo(self, text, logprobs, echo, as_ids=False):
+        """A completion's first chunk: its echoed prompt's text and logprobs (an _Echo) before its first token's."""
+        echoed = self._echo_logprobs(False, echo, as_ids)
         if echoed is not None and logprobs is not None:
             logprobs = {key: echoed[key] + logprobs[key] for key in logprobs}
-        return echo_text + text, logprobs
+        return echo.text + text, logprobs
 
     async def _echo_only(self, jobs, events, meta, stream, reply):
         """``max_tokens: 0`` with echo: the prompts (and their logprobs) as the choices. As vLLM's, each choice
@@ -756,11 +778,10 @@ class _Server:
                 return _error(*value)
             if kind == "done":
                 ends[index] = (value[0], jobs[index].stop_reason)
-        choices = [self._choice(i, False, text, ends[i][0],
-                                self._logprobs(False, entries is not None, entries or [], as_ids=reply.as_ids),
+        choices = [self._choice(i, False, echo.text, ends[i][0], self._echo_logprobs(False, echo, reply.as_ids),
                                 stop_reason=ends[i][1],
                                 extra=reply.prompt_token_ids(i) if stream else reply.whole_choice(i, []))
-                   for i, (text, entries) in enumerate(reply.echoes)]
+                   for i, echo in enumerate(reply.echoes)]
         usage = self._usage(jobs, reply.n_prompt)
         include_usage, continuous = reply.usage
         if not stream:
@@ -798,12 +819,12 @@ class _Server:
         n_out = sum(len(job.generated) for job in jobs)
         return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}
 
-    def _choice_logprobs(self, reply, job, echo_text, echo_entries):
-        """A whole choice's logprobs: its echoed prompt's (a completion's), then its generated tokens'."""
+    def _choice_logprobs(self, reply, job, echo):
+        """A whole choice's logprobs: its echoed prompt's (a completion's _Echo), then its generated tokens'."""
         if job.logprobs is None:
             return None
-        echoed = self._logprobs(reply.chat, echo_entries is not None, echo_entries or [], as_ids=reply.as_ids)
-        generated = self._logprobs(reply.chat, True, job.token_logprobs, start=len(echo_text),
+        echoed = self._echo_logprobs(reply.chat, echo, reply.as_ids)
+        generated = self._logprobs(reply.chat, True, job.token_logprobs, start=len(echo.text),
                                    offsets=self._offset_reader(job), as_ids=reply.as_ids)
         return generated if echoed is None else {key: echoed[key] + generated[key] for key in generated}
 
@@ -870,7 +891,7 @@ class _Server:
         special = body.get("add_special_tokens", True)  # vLLM's extra: the tokenizer's BOS (default) or not
         prompts = [self._prompt_ids(p, special) for p in (prompt if several else [prompt])]
         return await self._run(request, body, prompts, chat=None,
-                               from_text=[isinstance(p, str) for p in (prompt if several else [prompt])])
+                               texts=[p if isinstance(p, str) else None for p in (prompt if several else [prompt])])
 
     def _prompt_ids(self, prompt, add_special_tokens=True):
         if isinstance(prompt, str) and prompt:
@@ -891,7 +912,7 @@ class _Server:
             raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str}", "messages")
         messages = [_text_message(m) for m in messages]
         ids = _encoded(lambda: _chat_prompt(tok, messages, body), "messages")
-        return await self._run(request, body, [list(ids)], chat=_chat_reply(messages, body), from_text=[True])
+        return await self._run(request, body, [list(ids)], chat=_chat_reply(messages, body), texts=[""])
 
     async def tokenize(self, request):
         """vLLM's ``POST /tokenize``: a completion's ``prompt`` (text, with the tokenizer's BOS unless
