@@ -38,9 +38,13 @@ def multiply_add(a, b, c):
     """``a * b + c`` rounded once, as the FMA instruction of torch's float32 CPU kernels computes it
     (GCC fuses ``x * y + z`` in ATen's vectorized code: tanh's and SiLU's backward, softmax's sums).
     For float32 the product is exact in float64 and the sum is rounded from there (twice-rounded only
-    in a tie of a tie, never seen in practice); float64 computes ``a * b + c`` in NumPy's two roundings, and
-    so does float32 where torch's build fuses none (``float32_math.FUSED_MULTIPLY_ADD``: its "default" one)."""
-    if getattr(b, "dtype", None) != np.float32 or not float32_math.FUSED_MULTIPLY_ADD:
+    in a tie of a tie, never seen in practice); float64 is fused too (``float32_math.fused_multiply_add64``:
+    ATen's ``Vectorized<double>`` code is the same template). Both round twice, NumPy's ``a * b + c``, where
+    torch's build fuses none (``float32_math.FUSED_MULTIPLY_ADD``: its "default" one) and for other dtypes."""
+    dtype = getattr(b, "dtype", None)
+    if dtype != np.float32 or not float32_math.FUSED_MULTIPLY_ADD:
+        if dtype == np.float64 and float32_math.FUSED_MULTIPLY_ADD and type(b) is np.ndarray:
+            return float32_math.fused_multiply_add64(a, b, c)
         return a * b + c
     if type(b) is np.ndarray:  # (before xp_of: a tiny tanh backward's whole cost is a few microseconds)
         return float32_math.fused_multiply_add(a, b, c)

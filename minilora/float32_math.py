@@ -57,7 +57,7 @@ from .device import CHUNK, cache_slices, xp_of
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail",
            "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish", "sigmoid",
-           "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add_block", "multiply_add_into",
+           "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
            "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]
 
@@ -113,7 +113,7 @@ _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s"
 _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_sigmoid"), "ppn"),
     "ml_silu": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
-    "ml_fma": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
+    "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn"}
 
@@ -407,23 +407,70 @@ def fused_multiply_add(a, b, c):
     return out
 
 
+def fused_multiply_add64(a, b, c):
+    """``a * b + c`` of float64 arrays and numbers rounded once, as the FMA instructions of torch's
+    ``Vectorized<double>`` kernels (add's ``alpha``, ``addcmul``, ``lerp``, the optimizers' steps): C's ``fma``
+    where compiled, else ``_fma64_by_parts``' exact NumPy emulation (equal but for overflow or subnormal parts)."""
+    compiled = _fma_natively(a, b, c)
+    return compiled if compiled is not None else _fma64_by_parts(a, b, c)
+
+
+# Veltkamp's splitting constant for float64 (2^27 + 1): x * _SPLIT - (x * _SPLIT - x) keeps x's top 26 bits
+_SPLIT = np.float64(134217729.0)
+
+
+def _two_sum(x, y):
+    """Knuth's TwoSum: ``s = x + y`` rounded and its exact error (``x + y == s + e``)."""
+    s = x + y
+    back = s - x
+    return s, (x - (s - back)) + (y - back)
+
+
+def _two_product(a, b):
+    """Dekker's TwoProduct: ``p = a * b`` rounded and its exact error, from Veltkamp's halves of each factor."""
+    p = a * b
+    a_high = a * _SPLIT - (a * _SPLIT - a)
+    b_high = b * _SPLIT - (b * _SPLIT - b)
+    a_low, b_low = a - a_high, b - b_high
+    return p, ((a_high * b_high - p) + a_high * b_low + a_low * b_high) + a_low * b_low
+
+
+def _fma64_by_parts(a, b, c):
+    """fma(a, b, c) in float64 from error-free transformations (Boldo & Melquiond, "Emulation of FMA and
+    correctly rounded sums: proved algorithms using rounding to odd", 2008): ``a b = p + e`` and ``c + p = s + t``
+    exactly; ``t + e`` rounded to odd, then added to ``s`` with one ordinary rounding, is the exact sum rounded
+    once. Where a part overflows (a non-finite product) NumPy's two roundings stand."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        a, b, c = (np.asarray(v, _F64) for v in (a, b, c))
+        p, e = _two_product(a, b)
+        s, t = _two_sum(c, p)
+        low, low_error = _two_sum(t, e)
+        # round to odd: an inexact ``low`` with an even last bit moves one ulp towards the exact value
+        even = np.bitwise_and(np.asarray(low).view(np.int64), 1) == 0
+        low = np.where((low_error != 0) & even, np.nextafter(low, np.copysign(np.inf, low_error)), low)
+        out = s + low
+        plain = p + c
+    return np.where(np.isfinite(out), out, plain)
+
+
 def _fma_natively(a, b, c):
-    """``fma(a, b, c)`` by the compiled kernel (C's ``fmaf``, exactly rounded) where ``b`` is a C-contiguous
-    float32 array and ``a``, ``c`` arrays like it or float32 numbers; else None. Its fixed cost (~4 us, of
+    """``fma(a, b, c)`` by the compiled kernel (C's ``fmaf``, or ``fma`` for float64: exactly rounded) where ``b``
+    is a C-contiguous float32 (float64) array and ``a``, ``c`` arrays like it or numbers of its dtype; else None. Its fixed cost (~4 us, of
     which the ctypes call and three addresses ~2) is under the NumPy path's on any array: no loops or lists
     here, a number's one-element array kept, not remade, and no parallel.rows below 2^17 elements (it would
     run the call whole there too)."""
     library = _native_library()
-    if library is None or type(b) is not np.ndarray or b.dtype != _F32 or not b.flags.c_contiguous:
+    dtype = b.dtype if type(b) is np.ndarray else None
+    if library is None or (dtype is not _FLOAT32 and dtype is not _FLOAT64) or not b.flags.c_contiguous:
         return None
     step_a, step_c = _fma_step(a, b), _fma_step(c, b)
     if step_a is None or step_c is None:
         return None
-    a, c = (a if step_a else _number_in_memory(a)), (c if step_c else _number_in_memory(c))
-    out = np.empty(b.shape, _F32)
+    a, c = (a if step_a else _number_in_memory(a, dtype)), (c if step_c else _number_in_memory(c, dtype))
+    out, kernel = np.empty(b.shape, dtype), library.ml_fma if dtype is _FLOAT32 else library.ml_fma64
 
     def call(out_part, a_part, b_part, c_part):  # (a number: its kept address, step 0)
-        library.ml_fma(native.address(a_part) if step_a else a[1], step_a, native.address(b_part), 1,
+        kernel(native.address(a_part) if step_a else a[1], step_a, native.address(b_part), 1,
                        native.address(c_part) if step_c else c[1], step_c, native.address(out_part), out_part.size)
     if out.size < 2 * parallel.MIN_ITEMS:
         call(out, a, b, c)
@@ -434,26 +481,28 @@ def _fma_natively(a, b, c):
 
 
 def _fma_step(v, b):
-    """1 for an operand that is an array like ``b`` (C-contiguous float32 of its shape), 0 for a number float32
-    holds exactly (the float64 path's value too), None for anything else."""
+    """1 for an operand that is an array like ``b`` (C-contiguous, of its dtype and shape), 0 for a number that
+    dtype holds exactly (the float64 path's value too), None for anything else."""
     if type(v) is np.ndarray and v.ndim:
-        return 1 if v.dtype == _F32 and v.shape == b.shape and v.flags.c_contiguous else None
-    return 0 if type(v) is _F32 or _F32(v) == v or v != v else None
+        return 1 if v.dtype is b.dtype and v.shape == b.shape and v.flags.c_contiguous else None
+    number = b.dtype.type
+    return 0 if type(v) is number or number(v) == v or v != v else None
 
 
-_NUMBERS = {}  # float value -> (its one-element float32 array, that array's address)
+_FLOAT32, _FLOAT64 = np.dtype(_F32), np.dtype(_F64)  # (dtypes of NumPy's own types are singletons: `is` holds)
+_NUMBERS = {}  # (float value, dtype) -> (its one-element array, that array's address)
 
 
-def _number_in_memory(v):
-    """``(array, address)`` of a one-element float32 array holding the number ``v``, for a compiled kernel's
-    step-0 operand: kept for a value seen before (SGD's -lr, tanh's 1), made afresh for zeros (the key would
-    not tell -0 from 0) and NaN."""
-    key = float(v)
-    kept = _NUMBERS.get(key) if key else None
+def _number_in_memory(v, dtype=_FLOAT32):
+    """``(array, address)`` of a one-element float32 (``dtype``) array holding the number ``v``, for a compiled
+    kernel's step-0 operand: kept for a value seen before (SGD's -lr, tanh's 1), made afresh for zeros (the key
+    would not tell -0 from 0) and NaN."""
+    key = (float(v), dtype)
+    kept = _NUMBERS.get(key) if key[0] else None
     if kept is None:
-        number = np.full(1, v, _F32)
+        number = np.full(1, v, dtype)
         kept = (number, native.address(number))
-        if key and key == key and len(_NUMBERS) < 256:
+        if key[0] and key[0] == key[0] and len(_NUMBERS) < 256:
             _NUMBERS[key] = kept
     return kept
 
@@ -525,7 +574,10 @@ def multiply_add_into(a, b, c, out, wide):
     where ``FUSED_MULTIPLY_ADD``, else twice. ``b`` is scratch (overwritten); ``wide``: float64 scratch of ``out``'s
     size (the product of two float32 is exact there; the sum rounds once more only in a tie of a tie).
     Three times the time of the two-rounding ``b *= a; out = c + b`` (NumPy's float32 <-> float64 casts).
-    Other dtypes round twice (float64's fused bits are not matched: within its 1e-13)."""
+    float64 NumPy arrays are fused by ``fused_multiply_add64`` (``wide`` unused); other dtypes round twice."""
+    if FUSED_MULTIPLY_ADD and out.dtype == _F64 and type(out) is np.ndarray:
+        out[...] = fused_multiply_add64(a, b, c)
+        return out
     if not FUSED_MULTIPLY_ADD or out.dtype != _F32:
         b *= a
         return np.add(c, b, out=out)

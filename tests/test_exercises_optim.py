@@ -11,6 +11,7 @@ from minilora import kernels
 from minilora import float64, tensor
 from minilora.nn import Parameter
 from minilora.optim import SGD, Adam, AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
+from minilora.optim.adam import adamw_update
 from minilora.testing import assert_close
 
 HYPER = dict(lr=0.01, betas=(0.8, 0.95), eps=1e-3, weight_decay=0.1)  # eps large: eps in or out of the root shows
@@ -41,9 +42,16 @@ def _run(optimizer_class, p0, grads, **hyper):
 # ---- 6.1 the AdamW update in NumPy --------------------------------------------------------------------
 @pytest.mark.ex6_1
 def test_adamw_update_matches_the_reference(rng):
+    """The exercise's function on raw arrays (AdamW.step runs its twin rounded as torch's, adamw_update_as_torch)."""
     p0, grads = rng.standard_normal((3, 5)), [rng.standard_normal((3, 5)) for _ in range(3)]
-    p = _run(AdamW, p0, grads, **HYPER)
-    assert_close(p, _adamw_reference(p0, grads, **HYPER), rtol=1e-12, atol=1e-12, name="AdamW parameter")
+    param, exp_avg, exp_avg_sq = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    beta1, beta2 = HYPER["betas"]
+    for step, g in enumerate(grads, start=1):
+        adamw_update(param, g, exp_avg, exp_avg_sq, np.empty_like(p0), step=step, lr=HYPER["lr"], beta1=beta1,
+                     beta2=beta2, eps=HYPER["eps"], weight_decay=HYPER["weight_decay"])
+    expected = _adamw_reference(p0, grads, **HYPER)
+    assert_close(param, expected, rtol=1e-12, atol=1e-12, name="adamw_update's parameter")
+    assert_close(_run(AdamW, p0, grads, **HYPER), expected, rtol=1e-12, atol=1e-12, name="AdamW parameter")
 
 
 @pytest.mark.ex6_1

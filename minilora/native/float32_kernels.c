@@ -273,6 +273,11 @@ void ml_fma(const float *a, size_t step_a, const float *b, size_t step_b, const 
         for (size_t i = 0; i < n; i++) out[i] = fmaf(a[i * step_a], b[i * step_b], c[i * step_c]);
     }
 }
+/* the same in float64, C's fma(): torch's Vectorized<double> fmadd (add's alpha, addcmul, lerp, the optimizers) */
+void ml_fma64(const double *a, size_t step_a, const double *b, size_t step_b, const double *c, size_t step_c,
+              double *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = fma(a[i * step_a], b[i * step_b], c[i * step_c]);
+}
 /* silu's backward, g s (1 + x (1 - s)) as torch's kernel rounds it: (g s) fma(x, 1 - s, 1) */
 void ml_silu_backward(const float *g, const float *restrict x, const float *restrict s, float *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = (g[i] * s[i]) * fmaf(x[i], 1.0f - s[i], 1.0f);

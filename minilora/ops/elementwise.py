@@ -791,16 +791,20 @@ def _scaled(x, alpha, like):
 
 def _scaled_in_one_kernel(a, b):
     """Two tensors (of one dtype, promoted) whose ``a + alpha * b`` torch's add kernel computes as one
-    formula that NumPy's two steps do not round alike: float16/bfloat16, and float32 where torch's build
-    fuses the multiply-add (all but its "default" one; float64 too, within its last bit: not modelled)."""
+    formula that NumPy's two steps do not round alike: float16/bfloat16, and float32 and float64 where torch's
+    build fuses the multiply-add (all but its "default" one)."""
     if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
         return False
-    return _is_16bit_float(a._array) or (a._array.dtype == float32 and float32_math.FUSED_MULTIPLY_ADD)
+    return _is_16bit_float(a._array) or (a._array.dtype in _FUSED_FLOATS and float32_math.FUSED_MULTIPLY_ADD)
+
+
+_FUSED_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # the dtypes whose add/addcmul/lerp torch fuses
 
 
 class AddScaled(Function):
-    """``a + alpha * b`` on two float16/bfloat16 or float32 arrays, as torch's CPU add kernel computes
-    it. float32: ``fmadd(b, alpha, a)``, alpha taken as a float, rounded once (``_scaled_in_one_kernel``).
+    """``a + alpha * b`` on two float16/bfloat16, float32 or float64 arrays, as torch's CPU add kernel computes
+    it. float32 (float64): ``fmadd(b, alpha, a)``, alpha taken as a float (double), rounded once
+    (``_scaled_in_one_kernel``).
     16-bit: alpha rounded to their dtype, then product (exact) and sum in float32, rounded once; but
     where torch runs the kernel's scalar lambda, c10's 16-bit arithmetic rounds ``alpha * b`` to 16 bits
     before adding: on every element in its "default" build (``STEPS_ROUNDED_TO_16_BITS``), and in its
@@ -812,8 +816,8 @@ class AddScaled(Function):
     def forward(ctx, a, b, alpha):
         ctx.shapes, ctx.alpha = (a.shape, b.shape), alpha
         try:
-            if a.dtype == float32:
-                return fastmath.multiply_add(np.float32(alpha), b, a)
+            if a.dtype in _FUSED_FLOATS:
+                return fastmath.multiply_add(a.dtype.type(alpha), b, a)
             rounded = float(a.dtype.type(alpha))
             product = rounded * upcast(b)
             if STEPS_ROUNDED_TO_16_BITS:
@@ -826,9 +830,15 @@ class AddScaled(Function):
     def backward(ctx, g):
         na, nb = ctx.needs_input_grad
         return (unbroadcast(g, ctx.shapes[0]) if na else None,
-                unbroadcast((g * np.float32(ctx.alpha)).astype(g.dtype), ctx.shapes[1]) if nb else None)
+                unbroadcast((g * _scalar_of(g, ctx.alpha)).astype(g.dtype), ctx.shapes[1]) if nb else None)
 
     flops = Add.flops
+
+
+def _scalar_of(g, alpha):
+    """``alpha`` as torch's backward multiplies ``g`` by it: a double for float64, else a float (16-bit
+    gradients compute in float32)."""
+    return np.float64(alpha) if g.dtype == np.float64 else np.float32(alpha)
 
 
 def mul(input, other):
@@ -1660,8 +1670,8 @@ class Lerp(Function):
         xp = xp_of(start)
         ctx.shapes = (start.shape, end.shape, _shape(weight))
         ctx.diff, ctx.weight = end - start, weight
-        if start.dtype == np.float32 and xp is np:
-            return _lerp_float32(start, end, weight, ctx.diff)
+        if start.dtype in _FUSED_FLOATS and xp is np:
+            return _lerp_fused(start, end, weight, ctx.diff)
         small = -0.5 < weight < 0.5 if isinstance(weight, (int, float)) else xp.abs(weight) < 0.5
         return xp.where(small, start + weight * ctx.diff, end - ctx.diff * (1 - weight))
 
@@ -1674,13 +1684,15 @@ class Lerp(Function):
                 unbroadcast(g * ctx.diff, ctx.shapes[2]) if nw else None)
 
 
-def _lerp_float32(start, end, weight, diff):
-    """torch's float32 lerp kernel (``lerp_vec``): the weight as a float32, ``fmadd(w, diff, start)`` where
-    ``|w| < 0.5``, else ``fmadd(w - 1, diff, end)``, each one rounding (``fastmath.multiply_add``: two in
-    torch's "default" build); NumPy's ``start + w * diff`` rounded twice (820 of 4099 elements differed)."""
-    w = np.float32(weight) if isinstance(weight, (int, float)) else weight
+def _lerp_fused(start, end, weight, diff):
+    """torch's float32 (float64) lerp kernel (``lerp_vec``): the weight as a float (double), ``fmadd(w, diff,
+    start)`` where ``|w| < 0.5``, else ``fmadd(w - 1, diff, end)``, each one rounding (``fastmath.multiply_add``:
+    two in torch's "default" build); NumPy's ``start + w * diff`` rounded twice (820 of 4099 float32 elements
+    differed, 257 of 1000 float64 ones)."""
+    number = start.dtype.type
+    w = number(weight) if isinstance(weight, (int, float)) else weight
     small = np.abs(w) < 0.5
-    return fastmath.multiply_add(np.where(small, w, w - np.float32(1)), diff, np.where(small, start, end))
+    return fastmath.multiply_add(np.where(small, w, w - number(1)), diff, np.where(small, start, end))
 
 
 def lerp(input, end, weight):
@@ -1986,22 +1998,22 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     saved = saved_for(tensor1, tensor2), saved_for(tensor2, tensor1)  # what torch's addcmul keeps: each for the other
     input, tensor1, tensor2 = _to_common_dtype(input, tensor1, tensor2)
     scaled = mul(tensor1, value) if value != 1 else tensor1
-    if result_type(input, tensor1, tensor2) == float32:
-        return saves_as_torch(_fused_multiply_add(input, scaled, tensor2), *saved)
+    dtype = result_type(input, tensor1, tensor2)
+    if dtype in _FUSED_FLOATS:
+        return saves_as_torch(_fused_multiply_add(input, scaled, tensor2, dtype), *saved)
     return saves_as_torch(add(input, mul(scaled, tensor2)), *saved)
 
 
-def _fused_multiply_add(input, a, b):
-    """``input + a * b`` in float32 rounded once: torch's float32 addcmul kernel is a fused multiply-add,
-    ``fmadd(value * tensor1, tensor2, input)`` (``-60000 + 2.5 * -60000 * -60000`` is 8999940096, where
-    rounding the product first gives 8999939072)."""
-    operands = [x if x.dtype == float32 else astype(x, float32) for x in (input, a, b)]
+def _fused_multiply_add(input, a, b, dtype):
+    """``input + a * b`` in float32 (float64) rounded once: torch's addcmul kernel is a fused multiply-add,
+    ``fmadd(value * tensor1, tensor2, input)`` (``-60000 + 2.5 * -60000 * -60000`` is 8999940096 in float32,
+    where rounding the product first gives 8999939072)."""
+    operands = [x if x.dtype == dtype else astype(x, dtype) for x in (input, a, b)]
     return FusedMulAdd.apply(*operands)
 
 
 class FusedMulAdd(Function):
-    """``c + a * b`` of float32 arrays rounded once: the product of two float32 is exact in float64, the
-    sum is rounded to float32 from there (as an FMA instruction, all but never twice off).
+    """``c + a * b`` of float32 (float64) arrays rounded once, as an FMA instruction (``fastmath.multiply_add``).
     The gradients are those of ``c + a * b``: g, g * b and g * a."""
 
     @staticmethod

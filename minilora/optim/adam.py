@@ -50,8 +50,8 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, 
     ``param``, ``exp_avg``, ``exp_avg_sq`` are updated in place; ``grad`` is only read;
     ``scratch`` is a work array of the same shape (so the step allocates nothing). ``step`` is
     this parameter's step count, starting at 1. With ``weight_decay=0`` this is Adam's update.
-    ``AdamW.step`` runs it on float64 parameters (within 1e-16 of torch's, which fuses two of the
-    multiply-adds); float32 ones run the same math rounded as torch's, ``adamw_update_as_torch``.
+    ``AdamW.step`` runs the same math rounded as torch's, ``adamw_update_as_torch`` (which fuses two of the
+    multiply-adds: this textbook form is within 1e-16 of it in float64).
     """
     xp = xp_of(param)
     # EXERCISE 6.1: one AdamW step in place: weight decay, moments m and v, the bias-corrected update (use scratch)
@@ -82,8 +82,8 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, 
 def adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, beta2, eps,
                           weight_decay, wide=None, max_exp_avg_sq=None):
     """``adamw_update``'s math rounded as torch 2.13's CPU loop, which is what ``AdamW.step`` runs on
-    float32 parameters (float64 ones run the textbook ``adamw_update``, exercise 6.1): the same formulas, in place, without temporaries, and with
-    torch's roundings --
+    float32 and float64 parameters (the textbook form is ``adamw_update``, exercise 6.1): the same formulas, in
+    place, without temporaries, and with torch's roundings --
 
     * ``exp_avg.lerp_(grad, 1 - beta1)`` and the ``addcmul_`` of ``v`` are fused multiply-adds where
       ATen's build fuses (``float32_math.multiply_add_into``, per ``torch_cpu_capability()``); two
@@ -270,10 +270,8 @@ class Adam(Optimizer):
             scratch, wide = (w[:param.size] for w in work) if work else (xp_of(param).empty_like(param), None)
             hyper = dict(step=step, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                          weight_decay=wd if decoupled else 0.0)
-            if param.dtype == np.float64:  # the textbook update (exercise 6.1): within 1e-16 of torch's FMAs
-                adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, **hyper)
-            else:  # float32: torch's roundings, bit for bit but for its MKL sqrt
-                adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, scratch, wide=wide, **hyper)
+            # torch's roundings, its fused multiply-adds included: float64 bit for bit, float32 but for MKL's sqrt
+            adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, scratch, wide=wide, **hyper)
 
     def _update_spans(self, tasks, spans):
         """Update one thread's share of the flat ``tasks``: its ``(task, start, stop)`` spans, slice by slice."""

@@ -1,0 +1,120 @@
+"""Round 13's torch conformance leftovers, each against torch itself: float64's fused multiply-adds (add's alpha,
+addcmul, lerp, the optimizers' steps).
+
+float64 comparisons are bit for bit: torch fuses where its build targets FMA (``ATEN_CPU_CAPABILITY`` avx2/avx512),
+and minilora follows the same rule (``float32_math.FUSED_MULTIPLY_ADD``), so both sides read one environment.
+"""
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import float32_math
+
+torch = pytest.importorskip("torch")
+
+
+def _both(values):
+    """The same float64 arrays as torch and minilora tensors."""
+    return [torch.tensor(v) for v in values], [ml.tensor(v) for v in values]
+
+
+def _differ(a, b):
+    """How many elements of two results (torch's, minilora's) differ in any bit."""
+    return int((np.asarray(a.detach().numpy()) != np.asarray(b.detach().numpy())).sum())
+
+
+# ---- float64 fused multiply-adds -------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["add", "sub", "addcmul", "lerp_small", "lerp_large", "lerp_tensor"])
+def test_float64_elementwise_fused_as_torch(op):
+    rng = np.random.default_rng(1)
+    (x, y, z), (X, Y, Z) = _both([rng.standard_normal(2000) for _ in range(3)])
+    calls = {"add": lambda L, a, b, c: L.add(a, b, alpha=0.3), "sub": lambda L, a, b, c: L.sub(a, b, alpha=0.3),
+             "addcmul": lambda L, a, b, c: L.addcmul(a, b, c, value=0.3),
+             "lerp_small": lambda L, a, b, c: L.lerp(a, b, 0.3), "lerp_large": lambda L, a, b, c: L.lerp(a, b, 0.7),
+             "lerp_tensor": lambda L, a, b, c: L.lerp(a, b, c)}
+    assert _differ(calls[op](torch, x, y, z), calls[op](ml, X, Y, Z)) == 0
+
+
+def test_float64_add_alpha_forward_and_backward():
+    """add(alpha=) on float64 tensors that require grad: fused forward, and ``other``'s gradient ``g * alpha``
+    with alpha a double, not rounded to float."""
+    rng = np.random.default_rng(2)
+    values, g = [rng.standard_normal(500) for _ in range(2)], rng.standard_normal(500)
+    outs, grads = [], []
+    for lib in (torch, ml):
+        a, b = (lib.tensor(v, requires_grad=True) for v in values)
+        out = lib.add(a, b, alpha=0.1)
+        out.backward(lib.tensor(g))
+        outs.append(out)
+        grads.append(b.grad)
+    assert _differ(*outs) == 0
+    assert _differ(*grads) == 0
+
+
+@pytest.mark.parametrize("numpy_port", [False, True], ids=["compiled", "numpy"])
+def test_float64_fused_multiply_add_is_rounded_once(numpy_port):
+    """C's fma(), or without a compiler the error-free emulation (Boldo & Melquiond's rounding to odd), on
+    cancelling sums where two roundings are wrong most often; torch's addcmul is the reference."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal(20000), rng.standard_normal(20000)
+    c = -a * b * (1 + 1e-14 * rng.standard_normal(20000))
+    c[::2] = rng.standard_normal(10000)
+    expected = torch.addcmul(torch.tensor(c), torch.tensor(a), torch.tensor(b)).numpy()
+    if numpy_port:
+        with float32_math.numpy_port():
+            got = float32_math.fused_multiply_add64(a, b, c)
+    else:
+        got = float32_math.fused_multiply_add64(a, b, c)
+    if float32_math.FUSED_MULTIPLY_ADD:  # (torch's "default" build rounds twice: its addcmul is no reference)
+        assert int((got != expected).sum()) == 0
+    # 0.1 * 3 - 0.3 is 2^-55 exactly once rounded, 2^-54 when the product is rounded first
+    assert float32_math.fused_multiply_add64(np.float64(0.1), np.full(1, 3.0), -0.3)[0] == 2.0 ** -55
+
+
+_OPTIMIZERS = [("SGD", dict(lr=0.1, momentum=0.9)), ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+               ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1)), ("SGD", dict(lr=0.1, weight_decay=0.01)),
+               ("Adamax", dict(lr=0.01)), ("ASGD", dict(lr=0.01))]
+
+
+@pytest.mark.parametrize("name, hyper", _OPTIMIZERS, ids=[f"{n}-{'-'.join(h)}" for n, h in _OPTIMIZERS])
+def test_float64_optimizer_steps_as_torch(name, hyper):
+    """Three steps on float64 weights with given gradients: the same bits as torch (the steps' add(alpha=),
+    lerp_ and addcmul_ are fused multiply-adds on torch's FMA builds)."""
+    rng = np.random.default_rng(4)
+    start, grads = rng.standard_normal(1000), [rng.standard_normal(1000) for _ in range(3)]
+    results = []
+    for lib in (torch, ml):
+        p = lib.tensor(start.copy(), requires_grad=True)
+        optimizer = getattr(lib.optim, name)([p], **hyper)
+        for g in grads:
+            p.grad = lib.tensor(g.copy())
+            optimizer.step()
+        results.append(p)
+    assert _differ(*results) == 0
+
+
+@pytest.mark.parametrize("name, hyper", [("Adam", dict(lr=0.01)), ("AdamW", dict(lr=0.01, weight_decay=0.1)),
+                                         ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
+                                         ("Adagrad", dict(lr=0.1))])
+def test_float64_optimizer_state_as_torch(name, hyper):
+    """Optimizers that divide by a root: their state (m, v, the running sums: fused multiply-adds) is torch's bit
+    for bit; the weights differ only where torch's float64 sqrt (MKL's vdSqrt, ~1% of roots 1 ulp off the
+    correctly rounded one) does: a few elements of 1000, one ulp each."""
+    rng = np.random.default_rng(5)
+    start, grads = rng.standard_normal(1000), [rng.standard_normal(1000) for _ in range(3)]
+    results = []
+    for lib in (torch, ml):
+        p = lib.tensor(start.copy(), requires_grad=True)
+        optimizer = getattr(lib.optim, name)([p], **hyper)
+        for g in grads:
+            p.grad = lib.tensor(g.copy())
+            optimizer.step()
+        state = optimizer.state[p]
+        results.append((p.detach().numpy().copy(),
+                        {k: np.array(v.numpy() if hasattr(v, "numpy") else v) for k, v in state.items()}))
+    (p_torch, s_torch), (p_ml, s_ml) = results
+    for key in s_torch:  # (RMSprop's momentum buffer adds grad / root: the root's ulp shows there too)
+        if key != "momentum_buffer":
+            assert int((s_torch[key] != s_ml[key]).sum()) == 0, key
+    assert int((p_torch != p_ml).sum()) <= 20
+    np.testing.assert_allclose(p_ml, p_torch, rtol=0, atol=1e-15)
