@@ -894,15 +894,24 @@ class _Server:
                                texts=[p if isinstance(p, str) else None for p in (prompt if several else [prompt])])
 
     def _prompt_ids(self, prompt, add_special_tokens=True):
-        if isinstance(prompt, str) and prompt:
-            return _encoded(lambda: self.engine.tokenizer.encode(prompt, add_special_tokens=add_special_tokens),
-                            "prompt")
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            if max(prompt) >= self.engine.vocab_size or min(prompt) < 0:
-                raise EngineError(400, f"prompt token ids must be in [0, {self.engine.vocab_size})", "prompt")
-            return prompt  # token ids, as OpenAI's API allows
-        raise EngineError(400, "prompt must be a non-empty string, a list of token ids, or a list of those",
-                          "prompt")
+        """A prompt's ids, as vLLM's renderer makes them: text encoded ("" too: its BOS), or token ids of the model's
+        vocabulary (an id past it is vLLM's "out of vocabulary"); no ids at all is vLLM's empty-prompt refusal."""
+        if isinstance(prompt, str):
+            ids = _encoded(lambda: self.engine.tokenizer.encode(prompt, add_special_tokens=add_special_tokens),
+                           "prompt")
+        elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool)
+                                                          for t in prompt):
+            if min(prompt) < 0:
+                raise EngineError(400, f"prompt token ids must be at least 0, got {min(prompt)}", "prompt")
+            if max(prompt) >= self.engine.vocab_size:
+                raise EngineError(400, f"Token id {max(prompt)} is out of vocabulary", "prompt")
+            ids = prompt  # token ids, as OpenAI's API allows
+        else:
+            raise EngineError(400, "prompt must be a string, a non-empty list of token ids, or a list of those",
+                              "prompt")
+        if not ids:
+            raise EngineError(400, "The decoder prompt cannot be empty", "prompt")
+        return list(ids)
 
     async def chat_completions(self, request):
         tok = self.engine.tokenizer

@@ -378,7 +378,7 @@ class Engine:
     def _check(self, request):
         """Refuse a request that could never run (empty, or longer than the context): a 400."""
         if not request.prompt_ids:
-            raise EngineError(400, "the prompt is empty", "prompt")
+            raise EngineError(400, "The decoder prompt cannot be empty", "prompt")  # (vLLM's words)
         check_context(self.max_model_len, len(request.prompt_ids), request.max_tokens)
 
     def health(self):
