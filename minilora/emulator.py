@@ -1499,6 +1499,8 @@ def _spelling(name: str) -> str:
 def _get_module(code: str, options, sanitize: bool, filename: str | None, variant: str | None = None,
                 name_expressions: tuple = ()) -> _Module:
     options = (options,) if isinstance(options, str) else tuple(options)
+    if variant is None and not sanitize and _memcheck_default():
+        variant = "memcheck"  # $MINILORA_EMU_MEMCHECK=1: the build its launches run, not a fast one never used
     search = list(options) + (["-I", str(Path(filename).parent)] if filename else [])
     key = (code, options, sanitize, filename, variant, name_expressions, str(cache_dir()),
            *_included_files(code, search))
@@ -1695,8 +1697,8 @@ class RawKernel:
         return self
 
     def _build_of(self, variant: str) -> "RawKernel":
-        """The same kernel from another build of its source, "racecheck" or "memcheck" (compiled on first use,
-        then cached), with this one's dynamic shared memory limit."""
+        """The same kernel from another build of its source, "racecheck", "memcheck" or "fast" (compiled on first
+        use, then cached), with this one's dynamic shared memory limit."""
         if variant not in self._builds:
             self._builds[variant] = RawKernel(self.code, self.name, self.options, filename=self._filename,
                                               enable_cooperative_groups=self.enable_cooperative_groups,
@@ -1760,11 +1762,11 @@ class RawKernel:
             checked = self._build_of("racecheck")
             checked._initcheck = initcheck
             return self._launch_in(checked, grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
-        if (_memcheck_default() if memcheck is None else memcheck) and self.compile()._mod.variant == "fast":
-            return self._launch_in(self._build_of("memcheck"), grid, block, args, shared_mem, stream=stream,
-                                   check_races=check_races, memcheck=False, stack_size=stack_size, timeout=timeout,
-                                   workers=workers)
-        self.compile()
+        built, wanted = self.compile()._mod.variant, _memcheck_default() if memcheck is None else memcheck
+        if built in ("fast", "memcheck") and built != ("memcheck" if wanted else "fast"):
+            return self._launch_in(self._build_of("memcheck" if wanted else "fast"), grid, block, args, shared_mem,
+                                   stream=stream, check_races=check_races, memcheck=wanted, stack_size=stack_size,
+                                   timeout=timeout, workers=workers)
         cfg = self._config(grid, block, shared_mem, stack_size, timeout, workers)
         packed = self._pack(args)
         if self._mod.sanitize:  # the child process has copies of its own, every access checked

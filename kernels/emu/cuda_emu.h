@@ -641,7 +641,7 @@ __EMU_DIRECTED_DOUBLE(ru, FE_UPWARD)
 // x = n/2 + f with |f| <= 1/4, then sin/cos of pi*f in double pick the quadrant's value.
 namespace __emu {
 inline void sincospi(double x, double* s, double* c) {
-    if (std::isinf(x)) { *s = *c = NAN; return; }
+    if (!std::isfinite(x)) { *s = *c = x - x; return; }  // NaN for +-inf and NaN (no quadrant: (int)NaN is UB)
     const double r = std::fmod(x, 2.0);      // exact
     const double n = std::nearbyint(2.0 * r);  // quadrant, -4..4
     const double f = r - 0.5 * n;              // exact, |f| <= 1/4
