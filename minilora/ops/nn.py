@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
+from . import attention16
 from ..device import xp_of
 from ..factories import layout_order, suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
@@ -1472,15 +1473,19 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if mask_dtype is not None and mask_dtype not in (np.bool_, float32, query.dtype):  # (minilora cast it)
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                            f"attn_mask.dtype: {mask_dtype} and  query.dtype: {query.dtype} instead.")
-    out = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    if attention16.takes(query, key, value, dropout_p):  # torch's flash kernel: its own 16-bit roundings
+        out = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=True)
+    else:
+        out = _attention_in_float32(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     if query.ndim == 4 and dropout_p == 0 and query.device.type == "cpu" and query.dtype != np.float64:
         # torch's CPU kernel for this case is one node on the three inputs
         name_node(out, "ScaledDotProductFlashAttentionForCpuBackward0", query, key, value, graph=(query, key, value))
     return out
 
 
-@float32_inside
-def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=False):
+    """The attention after its checks: ``Attention`` (in float32 for 16-bit inputs, torch's math kernel),
+    or with ``flash16`` ``attention16.FlashAttention16`` on the 16-bit inputs (a float32 bias)."""
     if query.ndim < 2 or key.ndim != query.ndim or value.ndim != query.ndim:
         raise RuntimeError(f"scaled_dot_product_attention: query, key and value must have the same "
                            f"number (>= 2) of dimensions, got {query.shape}, {key.shape}, {value.shape}")
@@ -1507,7 +1512,7 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
             raise RuntimeError(f"scaled_dot_product_attention: the batch dimensions of key {key.shape} "
                                f"and query {query.shape} do not broadcast together")
         query, key, value = (t.expand(*batch, *t.shape[-3:]) for t in (query, key, value))
-    bias = _attention_bias(attn_mask, query, tq, tk, is_causal)
+    bias = _attention_bias(attn_mask, query, tq, tk, is_causal, float32 if flash16 else query.dtype)
     # 3-D inputs: [B, 1, T, E] (each batch element its own block of work), unless dimension 0
     # differs between query and key: then it holds heads (GQA or broadcasting), as torch reads it.
     heads_first = query.ndim == 3 and hq != hkv
@@ -1516,7 +1521,8 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     if dropout_p > 0:
         out = _attention_with_dropout(q, k, v, bias, scale, dropout_p)
     else:
-        out = Attention.apply(q, k, v, bias, scale=scale)  # torch's CPU math keeps v, for q's and k's gradients
+        kernel = attention16.FlashAttention16 if flash16 else Attention
+        out = kernel.apply(q, k, v, bias, scale=scale)  # torch's CPU math keeps v, for q's and k's gradients
         out = saves_as_torch(out, saved_for(v, q, k))
     return out if query.ndim == 4 else out.reshape(*query.shape[:-1], value.shape[-1])
 
@@ -1539,23 +1545,27 @@ def _check_causal_with_mask(query, key, value, attn_mask, dropout_p, enable_gqa)
                            "equal batch and head sizes; put the causal part into the mask)")
 
 
-def _attention_bias(attn_mask, query, tq, tk, is_causal):
-    """What is added to the scores (an array, or None): 0 where a key takes part, -inf where not;
-    with ``is_causal`` also -inf for the keys after the query's position (top-left aligned)."""
-    xp, dtype = xp_of(query._array), query.dtype
+_attention_in_float32 = float32_inside(_attention)
+
+
+def _attention_bias(attn_mask, query, tq, tk, is_causal, dtype):
+    """What is added to the scores (an array of ``dtype``, or None): 0 where a key takes part, -inf where
+    not; with ``is_causal`` also -inf for the keys after the query's position (top-left aligned)."""
+    xp = xp_of(query._array)
     causal = None
     if is_causal:  # top-left: query i sees keys 0..i
         allowed = np.arange(tk)[None, :] <= np.arange(tq)[:, None]
         causal = xp.asarray(np.where(allowed, 0, -np.inf).astype(dtype))
     if attn_mask is None:
         return causal
-    mask = _mask_bias(attn_mask, query, tq, tk)
+    mask = _mask_bias(attn_mask, query, tq, tk, dtype)
     return mask if causal is None else mask + causal
 
 
-def _mask_bias(attn_mask, query, tq, tk):
-    """``attn_mask`` as a bias to add to the scores (a boolean mask: 0 where True, -inf where False)."""
-    xp, dtype = xp_of(query._array), query.dtype
+def _mask_bias(attn_mask, query, tq, tk, dtype):
+    """``attn_mask`` as a bias of ``dtype`` to add to the scores (a boolean mask: 0 where True, -inf where
+    False)."""
+    xp = xp_of(query._array)
     if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
         raise ValueError("scaled_dot_product_attention: the mask requires grad, but minilora computes "
                          "no gradient for it (a learned bias would never train); pass mask.detach()")
