@@ -27,9 +27,12 @@ What transformers users write works, with transformers' defaults::
     enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
 
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
-XLM-RoBERTa, CamemBERT, ALBERT, DeBERTa v2, BERT, RoBERTa, mBART, NLLB, Whisper: the table ``_CLASS_RULES``)
-tokenizes as there: the class's pipeline around the file's vocabulary, so a Llama folder's "<s>user" is "<s>",
-"user"; CodeLlama's ``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's
+XLM-RoBERTa, CamemBERT, ALBERT, DeBERTa v2, BERT, RoBERTa, mBART, NLLB, Whisper, XLNet, Pegasus, MPNet, Funnel,
+FNet, BigBird, CLIP, DeBERTa, mBART-50, GPT-1, XGLM, RemBERT, Blenderbot, HerBERT, Reformer, BARThez: the table
+``_CLASS_RULES``) tokenizes as there; a class of transformers' without a rule here (Marian, LUKE, ...) is refused
+by name, never run differently without a word; a Mistral folder with only ``tekken.json`` is converted as
+transformers converts it. It tokenizes as there: the class's pipeline around the file's vocabulary, so a Llama
+folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's
 ``src_lang`` / ``tgt_lang`` mark texts and targets (``TranslationTokenizer``), Whisper's ``language`` /
 ``task`` prefix them (``WhisperTokenizer``).
 
@@ -50,10 +53,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ByteTokenizer", "HFTokenizer", "CodeLlamaTokenizer", "MBartTokenizer", "NllbTokenizer", "WhisperTokenizer",
-           "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained", "model_tokenizer"]
+__all__ = ["ByteTokenizer", "HFTokenizer", "CodeLlamaTokenizer", "MBartTokenizer", "MBart50Tokenizer", "NllbTokenizer",
+           "WhisperTokenizer", "CLIPTokenizer", "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained", "model_tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
+TEKKEN_FILE = "tekken.json"  # Mistral's own format (Mistral NeMo, Small 3, ...), read where tokenizer.json is missing
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length when a tokenizer sets none
 LARGE_INTEGER = int(1e20)  # above it, a model_max_length means "none set" (transformers' rule)
@@ -245,6 +249,7 @@ class _Tokenizer:
     bos_token_id = eos_token_id = pad_token_id = unk_token_id = sep_token_id = cls_token_id = mask_token_id = None
     extra_special_tokens = ()  # add_special_tokens({"additional_special_tokens": [...]}) (transformers 5's name)
     padding_side = "right"
+    pad_token_type_id = 0  # the token type id padding gets (transformers' name)
     model_input_names = ["input_ids", "attention_mask"]  # what a call returns, as transformers names it
     truncation_side = "right"
     model_max_length = VERY_LARGE_INTEGER
@@ -593,7 +598,8 @@ class _Tokenizer:
                                        direction=self.truncation_side)
         pad = padding and dict(length=max_length if padding == "max_length" else None,
                                direction=padding_side or self.padding_side, pad_id=self.pad_token_id,
-                               pad_token=self.pad_token, pad_type_id=0, pad_to_multiple_of=pad_to_multiple_of)
+                               pad_token=self.pad_token, pad_type_id=self.pad_token_type_id,
+                               pad_to_multiple_of=pad_to_multiple_of)
         if pad and pad["direction"] not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {pad['direction']!r}")
         backend = self._backend_for_calls()
@@ -670,7 +676,8 @@ class _Tokenizer:
             if self.pad_token_id is None:
                 raise ValueError("Asking to pad but the tokenizer does not have a padding token. Set one, e.g. "
                                  "`tokenizer.pad_token = tokenizer.eos_token`.")
-            fills = {"input_ids": self.pad_token_id, "attention_mask": 0, "special_tokens_mask": 1}
+            fills = {"input_ids": self.pad_token_id, "attention_mask": 0, "special_tokens_mask": 1,
+                     "token_type_ids": self.pad_token_type_id}
             for key, fill in fills.items():
                 if key in features:
                     features[key] = [_padded(row, width, fill, side) for row in features[key]]
@@ -1479,36 +1486,38 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
                         f"eos_token, pad_token and {', '.join(known)}")
     _check_config_values("tokenizer arguments", settings)
     try:
-        from tokenizers import Tokenizer
+        import tokenizers  # noqa: F401 -- (said here, before any file is read)
     except ImportError:
         raise ImportError("from_file needs the tokenizers package: pip install tokenizers") from None
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path):  # (a Mistral folder without tokenizer.json: its tekken.json, as transformers reads it)
+        tekken = os.path.join(path, TEKKEN_FILE)
         path = os.path.join(path, TOKENIZER_FILE)
+        if not os.path.isfile(path) and os.path.isfile(tekken):
+            path = tekken
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no tokenizer file at {path}")
-    try:
-        tokenizer = Tokenizer.from_file(path)
-    except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
-        from .checkpoint import other_format  # (a Git LFS pointer, a web page: say so)
-        with open(path, "rb") as f:
-            kind = other_format(f.read(64))
-        raise ValueError(f"{path}: not a valid tokenizer.json ({f'it is {kind}' if kind else exc})") from None
+    tekken = _is_tekken_file(path)
+    tokenizer = _tekken_tokenizer(path) if tekken else _tokenizer_file(path)
     config = _tokenizer_config(os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE))
     tokenizer_class = _transformers_class(config.get("tokenizer_class"), path)
-    rule = _CLASS_RULES.get(tokenizer_class)
+    _refuse_class_without_rule(tokenizer_class, path)
+    # (a converted tekken.json reaches the class whole, as a tokenizer object: the class's pipeline is not applied)
+    rule = None if tekken else _CLASS_RULES.get(tokenizer_class)
     chosen = _chosen_special_tokens(tokenizer, config, rule, {"bos": bos_token, "eos": eos_token, "pad": pad_token},
-                                    path)
+                                    path, guess=not tekken)
     class_settings = {**config, **{k: settings[k] for k in CLASS_SETTINGS if settings.get(k) is not None}}
     extra_for_class = rule.extra_special_tokens if rule else ()
     extra = _extra_special_tokens(config) + list(extra_for_class(class_settings) if callable(extra_for_class) else
                                                   extra_for_class)
     extra = list(dict.fromkeys(extra))
-    if rule is not None:  # the class's __init__, in its order
-        tokenizer = _rebuilt_model(tokenizer, rule, chosen["unk"])
+    if rule is not None and rule.pipeline is not None:  # the class's __init__, in its order
+        tokenizer = _rebuilt_model(tokenizer, rule, chosen)
         rule.pipeline(tokenizer, class_settings)
+    if rule is not None:  # (a class without a pipeline of its own runs the file, with its special tokens)
         _added_special_tokens(tokenizer, [chosen[kind] for kind in TRANSFORMERS_SPECIAL_ORDER] + extra,
-                              lstrip=chosen["mask"] if rule.lstrip_mask else None)
+                              lstrip=chosen["mask"] if rule.lstrip_mask else None,
+                              normalized=rule.lstrip_mask == "normalized")
     else:  # an extra token missing from tokenizer.json was read as <unk>, where transformers adds it (a named
         _added_special_tokens(tokenizer, extra)  # one must be in the vocabulary: its typo is refused)
     out = (rule.tokenizer_type if rule else HFTokenizer)(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
@@ -1534,11 +1543,84 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     return out
 
 
-def _chosen_special_tokens(tokenizer, config, rule, given, path):
+def _tokenizer_file(path):
+    from tokenizers import Tokenizer
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
+        from .checkpoint import other_format  # (a Git LFS pointer, a web page: say so)
+        with open(path, "rb") as f:
+            kind = other_format(f.read(64))
+        raise ValueError(f"{path}: not a valid tokenizer.json ({f'it is {kind}' if kind else exc})") from None
+
+
+def _is_tekken_file(path):
+    """transformers' is_tekken_vocab_filename: a ".json" file whose name has "tekken" in it."""
+    name = os.path.basename(path)
+    return "tekken" in name and name.endswith(".json")
+
+
+def _tekken_tokenizer(path):
+    """Mistral's tekken.json as transformers 5.25 converts it without mistral-common (integrations/mistral's
+    MistralConverter): the special tokens first (ids 0.. by rank, <SPECIAL_i> up to default_num_special_tokens),
+    then the byte-level BPE of the ranked token bytes (cut to default_vocab_size), merges derived from the ranks,
+    the file's split pattern, merges skipped for a whole vocabulary word (ignore_merges)."""
+    import base64
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    with open(path, encoding="utf-8") as f:
+        raw = json.load(f)
+    config = raw["config"]
+    special = raw.get("special_tokens")
+    if special is None:  # (transformers then needs mistral-common for its default list: an ImportError there)
+        raise ImportError(f"{path}: a tekken.json of the old format (no special_tokens list) takes its special tokens "
+                          "from mistral-common's defaults, which minilora does not have; transformers needs the "
+                          "mistral-common package for it (pip install mistral-common)")
+    ranks = sorted(entry["rank"] for entry in special)
+    if ranks != list(range(len(ranks))):  # transformers' ValueError
+        raise ValueError(f"tekken.json special_tokens ranks must be contiguous starting at 0, got {ranks}")
+    names = [token for _, token in sorted((entry["rank"], str(entry["token_str"])) for entry in special)]
+    count = config.get("default_num_special_tokens")
+    count = len(names) if count is None else count
+    names += [f"<SPECIAL_{i}>" for i in range(len(names), count)]
+    pieces = raw["vocab"]
+    if config.get("default_vocab_size") is not None:
+        pieces = pieces[:config["default_vocab_size"] - count]
+    byte_ranks = {base64.b64decode(piece["token_bytes"]): rank for rank, piece in enumerate(pieces)}
+    vocab, merges = _merges_from_ranks(byte_ranks)
+    vocab = {**{token: rank + count for token, rank in vocab.items()}, **{name: i for i, name in enumerate(names)}}
+    tokenizer = Tokenizer(models.BPE(vocab, merges, fuse_unk=False))
+    tokenizer.model.ignore_merges = True
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(config["pattern"]), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(name, special=True) for name in names])
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tokenizer
+
+
+def _merges_from_ranks(byte_ranks):
+    """A tiktoken-style {token bytes: rank} as a byte-level BPE vocabulary and merges (MistralConverter's
+    _extract_merges): each token's splits into two ranked tokens, by the token's rank, then its parts' ranks."""
+    table = _byte_to_char()
+
+    def text(piece):
+        return "".join(table[byte] for byte in piece)
+    vocab, found = {}, []
+    for token, rank in byte_ranks.items():
+        vocab[text(token)] = rank
+        splits = [(token[:i], token[i:], rank) for i in range(1, len(token))
+                  if token[:i] in byte_ranks and token[i:] in byte_ranks]
+        found += sorted(splits, key=lambda split: (byte_ranks[split[0]], byte_ranks[split[1]]))
+    found.sort(key=lambda split: split[2])
+    return vocab, [(text(left), text(right)) for left, right, _ in found]
+
+
+def _chosen_special_tokens(tokenizer, config, rule, given, path, guess=True):
     """{kind: token or None}: the argument, else tokenizer_config.json's (a token it names must be in the
     vocabulary: named there, a typo would silently add a token), else (the key absent; its explicit null means
     "none") the class's default (``rule``; added to the vocabulary if missing, as transformers adds it) or, for a
-    class without defaults, the usual name the vocabulary has."""
+    class without defaults, the usual name the vocabulary has (not for a tekken.json: transformers names none)."""
     chosen = {}
     for kind in SPECIAL_KINDS:
         token = given.get(kind)
@@ -1549,7 +1631,7 @@ def _chosen_special_tokens(tokenizer, config, rule, given, path):
                                  f"{token!r} is not in the vocabulary of {path}")
         if token is None and f"{kind}_token" not in config:
             token = rule.special_tokens.get(kind) if rule is not None else \
-                next((t for t in _GUESSES.get(kind, ()) if tokenizer.token_to_id(t) is not None), None)
+                next((t for t in _GUESSES.get(kind, ()) if guess and tokenizer.token_to_id(t) is not None), None)
         chosen[kind] = token
     return chosen
 
@@ -1560,6 +1642,7 @@ def _post_processor_at_load(tokenizer, rule, flags):
     add_bos_token=True) or rebuilds it (GPTNeoX), and where a rebuilt class's file has none."""
     tokenizer._add_bos_token = flags.get("add_bos_token", rule is not None and rule.add_bos_token)
     tokenizer._add_eos_token = flags.get("add_eos_token", False)
+    file_has_none = tokenizer.tokenizer.post_processor is None
     if not flags and rule is not None and rule.post_processor_before is not None and \
             tokenizer.tokenizer.post_processor is None:  # (ALBERT's, set before the file's would replace it)
         tokenizer.tokenizer.post_processor = rule.post_processor_before(tokenizer)
@@ -1567,6 +1650,8 @@ def _post_processor_at_load(tokenizer, rule, flags):
         tokenizer._update_post_processor()
     if rule is not None and rule.post_processor is not None:  # (set after all that, as the class's __init__ does)
         tokenizer.tokenizer.post_processor = rule.post_processor(tokenizer)
+        if rule.post_init and (flags or file_has_none):  # (its last _post_init() puts the bos / eos one back)
+            tokenizer._update_post_processor()
 
 
 # transformers' tokenizer classes whose padding_side (a class attribute) is "left": a tokenizer_config.json
@@ -1593,6 +1678,7 @@ def _transformers_class(tokenizer_class, path):
             if '"ByteLevel"' in f.read():
                 return _GENERIC_CLASS
     registered = _MODEL_TYPE_TOKENIZERS.get(model_type)
+    registered = _CLASS_ALIASES.get(registered, registered)
     if registered is not None and registered != name:
         if registered != _GENERIC_CLASS and name is not None and model_type not in _MODEL_TYPES_WITH_WRONG_HUB_CLASS:
             registered = name  # (a model type with a class of its own leaves the config's class alone)
@@ -1611,25 +1697,126 @@ def _model_type(folder):
 
 
 _GENERIC_CLASS = "TokenizersBackend"  # transformers 5's class that runs a tokenizer.json as written
-# transformers 5.25's TOKENIZER_MAPPING_NAMES for the model families minilora's users load (a model type not
-# here, llama among them, follows tokenizer_config.json's class), and the model types it overrides a Hub
+# transformers 5.25's TOKENIZER_MAPPING_NAMES, every model type with a class (a model type not here, llama among
+# them, follows tokenizer_config.json's class; Marian, M2M100 and Speech2Text are theirs with sentencepiece
+# installed: without it transformers cannot load them either), and the model types it overrides a Hub
 # tokenizer_class for (MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS)
 _MODEL_TYPE_TOKENIZERS = {
-    **dict.fromkeys(("mistral", "mixtral", "mistral3", "ministral", "phi3", "phimoe", "olmo2", "granite",
-                     "stablelm", "internlm2"), _GENERIC_CLASS),
-    **dict.fromkeys(("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"), "Qwen2Tokenizer"), "qwen3_5": "Qwen3_5Tokenizer",
-    **dict.fromkeys(("gemma", "gemma2", "gemma3", "gemma3_text"), "GemmaTokenizer"),
-    **dict.fromkeys(("cohere", "cohere2"), "CohereTokenizer"),
-    **dict.fromkeys(("gpt2", "phi", "starcoder2", "codegen", "opt"), "GPT2Tokenizer"),
-    **dict.fromkeys(("gpt_neox", "olmo"), "GPTNeoXTokenizer"),
-    **dict.fromkeys(("bert", "distilbert", "electra", "megatron-bert", "ernie", "convbert", "squeezebert",
-                     "nomic_bert", "layoutlm"), "BertTokenizer"),
-    **dict.fromkeys(("t5", "mt5", "switch_transformers", "musicgen"), "T5Tokenizer"),
-    **dict.fromkeys(("xlm-roberta", "xmod", "gte", "trocr"), "XLMRobertaTokenizer"), "camembert": "CamembertTokenizer",
-    "albert": "AlbertTokenizer", "deberta-v2": "DebertaV2Tokenizer",
-    **dict.fromkeys(("roberta", "bart", "longformer", "data2vec-text", "roberta-prelayernorm", "ibert", "mra"),
-                    "RobertaTokenizer"),
-    "mbart": "MBartTokenizer", **dict.fromkeys(("nllb", "nllb-moe"), "NllbTokenizer"), "whisper": "WhisperTokenizer"}
+    **dict.fromkeys(("EvollaModel", "arctic", "aria", "beam", "bigbird_pegasus", "canary", "chatlm", "cohere_asr",
+                    "ernie4_5", "ernie4_5_moe", "flex_olmo", "fuyu", "glm", "glm4", "glm4_moe", "glm4_moe_lite",
+                    "glm4v", "glm4v_moe", "glm_image", "glmasr", "got_ocr2", "gpt_bigcode", "gradium_phonon_tts",
+                    "granite", "granitemoe", "granitemoehybrid", "granitemoeshared", "h2ovl_chat", "hyperclovax",
+                    "hyperclovax_vlm", "internlm2", "internlm3", "iquestcoder", "jamba", "kimi_k25", "kimi_linear",
+                    "kosmos-2", "llava", "llava_next", "mimo_v2_flash", "minicpm3", "minicpm_ocr", "minicpmv",
+                    "minicpmv4_6", "minicpmv4_7", "minimax_m2", "ministral", "ministral3", "mistral", "mistral3",
+                    "mistral_large4", "mixtral", "modernbert", "modernbert-decoder", "molmo", "molmo2",
+                    "nemo_speechlm", "nemotron", "nvfp4", "nystromformer", "olmo2", "olmo3", "olmo_hybrid", "omniasr",
+                    "opencua", "openvla", "paddleocr_vl", "pegasus_x", "persimmon", "phi3", "phi3_v", "phimoe",
+                    "pix2struct", "pixtral", "pocket_tts", "smolvlm", "stablelm", "step3_vl", "umt5", "vipllava",
+                    "voxtral", "voxtral_realtime", "xlm-roberta-xl"), _GENERIC_CLASS),
+    **dict.fromkeys(("albert", "yoso"), "AlbertTokenizer"),
+    "florence2": "BartTokenizer",
+    "barthez": "BarthezTokenizer",
+    "bartpho": "BartphoTokenizer",
+    "bert-japanese": "BertJapaneseTokenizer",
+    **dict.fromkeys(("align", "bark", "bert", "blip", "bros", "chinese_clip", "convbert", "distilbert", "electra",
+                    "ernie", "flava", "git", "grounding-dino", "layoutlm", "megatron-bert", "mm-grounding-dino",
+                    "nezha", "nomic_bert", "qdqbert", "realm", "retribert", "squeezebert", "tvp", "vilt",
+                    "visual_bert"), "BertTokenizer"),
+    "bertweet": "BertweetTokenizer",
+    "big_bird": "BigBirdTokenizer",
+    "biogpt": "BioGptTokenizer",
+    "blenderbot-small": "BlenderbotSmallTokenizer",
+    "blenderbot": "BlenderbotTokenizer",
+    "byt5": "ByT5Tokenizer",
+    **dict.fromkeys(("aimv2", "clip", "clipseg", "groupvit", "omdet-turbo", "oneformer", "owlv2", "owlvit", "sam3",
+                    "sam3_video", "xclip"), "CLIPTokenizer"),
+    "ctrl": "CTRLTokenizer",
+    "camembert": "CamembertTokenizer",
+    "canine": "CanineTokenizer",
+    "clvp": "ClvpTokenizer",
+    "code_llama": "CodeLlamaTokenizer",
+    **dict.fromkeys(("aya_vision", "cohere", "cohere2"), "CohereTokenizer"),
+    "cpmant": "CpmAntTokenizer",
+    "cpm": "CpmTokenizer",
+    "dpr": "DPRQuestionEncoderTokenizer",
+    "deberta": "DebertaTokenizer",
+    "deberta-v2": "DebertaV2Tokenizer",
+    "dia": "DiaTokenizer",
+    "ergo": "ErgoTokenizer",
+    "esm": "EsmTokenizer",
+    **dict.fromkeys(("esmc", "esmfold2"), "EsmcTokenizer"),
+    "fnet": "FNetTokenizer",
+    "fsmt": "FSMTTokenizer",
+    "flaubert": "FlaubertTokenizer",
+    "funnel": "FunnelTokenizer",
+    **dict.fromkeys(("blip-2", "codegen", "dbrx", "emu3", "gpt2", "gpt_neo", "gptj", "hyperclovax_vision_v2",
+                    "instructblip", "instructblipvideo", "jais2", "opt", "phi", "starcoder2"), "GPT2Tokenizer"),
+    "gpt_neox_japanese": "GPTNeoXJapaneseTokenizer",
+    **dict.fromkeys(("falcon_mamba", "gpt_neox", "mamba", "mamba2", "mpt", "olmo", "olmoe", "rwkv",
+                    "xlstm"), "GPTNeoXTokenizer"),
+    **dict.fromkeys(("diffusion_gemma", "gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text",
+                    "recurrent_gemma", "shieldgemma2", "t5gemma", "zaya"), "GemmaTokenizer"),
+    "herbert": "HerbertTokenizer",
+    "led": "LEDTokenizer",
+    **dict.fromkeys(("lasr_ctc", "lasr_encoder"), "LasrTokenizer"),
+    "layoutlmv2": "LayoutLMv2Tokenizer",
+    "layoutlmv3": "LayoutLMv3Tokenizer",
+    "layoutxlm": "LayoutXLMTokenizer",
+    **dict.fromkeys(("idefics", "idefics2"), "LlamaTokenizer"),
+    "luke": "LukeTokenizer",
+    "lxmert": "LxmertTokenizer",
+    "m2m_100": "M2M100Tokenizer",
+    "mbart50": "MBart50Tokenizer",
+    "mbart": "MBartTokenizer",
+    "mpnet": "MPNetTokenizer",
+    "marian": "MarianTokenizer",
+    "markuplm": "MarkupLMTokenizer",
+    "mgp-str": "MgpstrTokenizer",
+    "mobilebert": "MobileBertTokenizer",
+    "mvp": "MvpTokenizer",
+    "myt5": "MyT5Tokenizer",
+    **dict.fromkeys(("nllb", "nllb-moe"), "NllbTokenizer"),
+    **dict.fromkeys(("nougat", "pp_formulanet"), "NougatTokenizer"),
+    "openai-gpt": "OpenAIGPTTokenizer",
+    "plbart": "PLBartTokenizer",
+    **dict.fromkeys(("granite_speech5_ctc", "nemotron3_5_asr", "nemotron_asr_streaming", "omniasr_ctc", "parakeet_ctc",
+                    "parakeet_rnnt", "parakeet_tdt"), "ParakeetTokenizer"),
+    "pegasus": "PegasusTokenizer",
+    "perceiver": "PerceiverTokenizer",
+    "phobert": "PhobertTokenizer",
+    "prophetnet": "ProphetNetTokenizer",
+    **dict.fromkeys(("audioflamingo3", "colqwen2", "cosmos3_omni", "dots3_note", "fun_asr_nano", "hunyuan_vl",
+                    "internvl", "lighton_ocr", "llava_onevision1_5", "moss_transcribe_diarize", "ovis2", "qianfan_ocr",
+                    "qwen2", "qwen2_5_omni", "qwen2_5_vl", "qwen2_audio", "qwen2_moe", "qwen2_vl", "qwen3",
+                    "qwen3_asr", "qwen3_moe", "qwen3_next", "qwen3_omni_moe", "qwen3_vl", "qwen3_vl_moe",
+                    "vibevoice"), "Qwen2Tokenizer"),
+    **dict.fromkeys(("qwen3_5", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5_text", "qwen4_exp"), "Qwen3_5Tokenizer"),
+    "rag": "RagTokenizer",
+    "reformer": "ReformerTokenizer",
+    "rembert": "RemBertTokenizer",
+    "roc_bert": "RoCBertTokenizer",
+    "roformer": "RoFormerTokenizer",
+    **dict.fromkeys(("bart", "bridgetower", "clap", "data2vec-text", "ibert", "lilt", "longformer", "mega", "mra",
+                    "roberta", "roberta-prelayernorm"), "RobertaTokenizer"),
+    **dict.fromkeys(("seamless_m4t", "seamless_m4t_v2"), "SeamlessM4TTokenizer"),
+    "siglip2": "Siglip2Tokenizer",
+    "speech_to_text": "Speech2TextTokenizer",
+    "splinter": "SplinterTokenizer",
+    **dict.fromkeys(("mt5", "musicgen", "musicgen_melody", "switch_transformers", "t5"), "T5Tokenizer"),
+    "tapas": "TapasTokenizer",
+    "udop": "UdopTokenizer",
+    "videoprism": "VideoPrismTokenizer",
+    "vits": "VitsTokenizer",
+    **dict.fromkeys(("data2vec-audio", "hubert", "unispeech", "unispeech-sat", "wav2vec2", "wav2vec2-bert",
+                    "wav2vec2-conformer"), "Wav2Vec2CTCTokenizer"),
+    "wav2vec2_phoneme": "Wav2Vec2PhonemeCTCTokenizer",
+    "whisper": "WhisperTokenizer",
+    "xglm": "XGLMTokenizer",
+    **dict.fromkeys(("gte", "jina_embeddings_v3", "metaclip_2", "trocr", "xlm-roberta", "xmod"), "XLMRobertaTokenizer"),
+    "xlm": "XLMTokenizer",
+    "xlnet": "XLNetTokenizer",
+}
 _MODEL_TYPES_WITH_WRONG_HUB_CLASS = frozenset({"phi3", "phimoe", "qwen2", "qwen3_5", "internlm2"})
 
 
@@ -1721,6 +1908,11 @@ def _gpt2_pipeline(backend, settings):
     backend.normalizer = None
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=_setting(settings, "add_prefix_space", False))
     backend.decoder = decoders.ByteLevel()
+
+
+def _blenderbot_pipeline(backend, settings):
+    """BlenderbotTokenizer.__init__: GPT-2's, with a prefix space unless add_prefix_space=False."""
+    _gpt2_pipeline(backend, {**settings, "add_prefix_space": _setting(settings, "add_prefix_space", True)})
 
 
 def _codegen_pipeline(backend, settings):
@@ -1819,6 +2011,127 @@ def _bert_pipeline(backend, settings):
     backend.decoder = decoders.WordPiece(prefix="##")
 
 
+
+def _xlnet_pipeline(backend, settings):
+    """XLNetTokenizer.__init__: `` and '' become ", accents always stripped (NFKD; its keep_accents test is commented
+    out), lower case where do_lower_case, then the charsmap; T5's split with a "▁" before each word."""
+    from tokenizers import normalizers
+    charsmap = _precompiled_normalizer(backend)
+    _metaspace_words(backend, "always")
+    steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"'), normalizers.NFKD(),
+             normalizers.StripAccents()]
+    if _setting(settings, "do_lower_case", False):
+        steps.append(normalizers.Lowercase())
+    backend.normalizer = normalizers.Sequence(steps + ([charsmap] if charsmap else []))
+
+
+def _pegasus_pipeline(backend, settings):
+    """PegasusTokenizer.__init__: the charsmap (else newlines become spaces), runs of spaces one space, "▁" before
+    each space-separated piece."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    charsmap = _precompiled_normalizer(backend)
+    first = charsmap if charsmap is not None else normalizers.Replace(Regex(r"\n"), " ")
+    backend.normalizer = normalizers.Sequence([first, normalizers.Replace(Regex(r" {2,}"), " ")])
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+
+def _big_bird_pipeline(backend, settings):
+    """BigBirdTokenizer.__init__: trailing spaces dropped, runs of spaces one "▁", "▁" before each space-separated
+    piece (add_prefix_space) or none; no charsmap."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    backend.normalizer = normalizers.Sequence([normalizers.Replace(Regex(r" +\z"), ""),
+                                               normalizers.Replace(Regex(r" {2,}"), "▁")])
+    scheme = "always" if _setting(settings, "add_prefix_space", True) else "never"
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=True)
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme, split=True)
+
+
+_CLIP_REGEX = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def _clip_pipeline(backend, settings):
+    """CLIPTokenizer.__init__: NFC, whitespace runs one space, lower case; words by CLIP's regex (the rest, spaces
+    included, dropped), then byte-level."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    backend.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                               normalizers.Lowercase()])
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_CLIP_REGEX), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    backend.decoder = decoders.ByteLevel()
+
+
+def _openai_gpt_pipeline(backend, settings):
+    """OpenAIGPTTokenizer.__init__ (GPT-1): BERT's lower-casing normalizer and word split, "</w>" word ends."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.BPEDecoder(suffix="</w>")
+
+
+def _xglm_pipeline(backend, settings):
+    """XGLMTokenizer.__init__: the charsmap, runs of spaces one space, "▁" before each word (add_prefix_space)."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    charsmap = _precompiled_normalizer(backend)
+    backend.normalizer = normalizers.Sequence(([charsmap] if charsmap else []) +
+                                              [normalizers.Replace(Regex(r" {2,}"), " ")])
+    scheme = "always" if _setting(settings, "add_prefix_space", True) else "never"
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+
+
+def _rembert_pipeline(backend, settings):
+    """RemBertTokenizer.__init__: `` and '' become ", runs of spaces one space, accents stripped unless keep_accents
+    (kept by default), lower case where do_lower_case, the charsmap; "▁" before each word (add_prefix_space)."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    charsmap = _precompiled_normalizer(backend)
+    steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"'), normalizers.Replace(Regex(" {2,}"), " ")]
+    if not _setting(settings, "keep_accents", True):
+        steps += [normalizers.NFKD(), normalizers.StripAccents()]
+    if _setting(settings, "do_lower_case", False):
+        steps.append(normalizers.Lowercase())
+    backend.normalizer = normalizers.Sequence(steps + ([charsmap] if charsmap else []))
+    scheme = "always" if _setting(settings, "add_prefix_space", True) else "never"
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+
+
+def _herbert_pipeline(backend, settings):
+    """HerbertTokenizer.__init__: BERT's normalizer keeping case and accents, BERT's word split, "</w>" word ends."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
+    backend.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False, clean_text=True,
+                                                    handle_chinese_chars=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.BPEDecoder(suffix="</w>")
+
+
+def _reformer_pipeline(backend, settings):
+    """ReformerTokenizer.__init__: the charsmap and runs of spaces one space (no normalizer without a charsmap), "▁"
+    before each space-separated piece."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    charsmap = _precompiled_normalizer(backend)
+    backend.normalizer = charsmap and normalizers.Sequence([charsmap, normalizers.Replace(Regex(" {2,}"), " ")])
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+
+
+def _barthez_pipeline(backend, settings):
+    """BarthezTokenizer.__init__: with the charsmap, trailing spaces stripped and runs of spaces one "▁"; else
+    whitespace runs / newlines / tabs one space, NFC, trailing spaces stripped; "▁" before each word
+    (add_prefix_space)."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    charsmap = _precompiled_normalizer(backend)
+    if charsmap is not None:
+        steps = [charsmap, normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(r" {2,}"), "▁")]
+    else:
+        steps = [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+                 normalizers.Strip(left=False, right=True)]
+    backend.normalizer = normalizers.Sequence(steps)
+    scheme = "always" if _setting(settings, "add_prefix_space", True) else "never"
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+
+
 def _t5_sentinels(config):
     """T5Tokenizer.__init__'s sentinels: ``<extra_id_0>`` .. ``<extra_id_{extra_ids - 1}>`` (100 by default) as
     extra special tokens, after tokenizer_config.json's additional_special_tokens unless those hold them."""
@@ -1897,6 +2210,78 @@ def _deberta_v2_post_processor(tokenizer):
     return _cls_sep_template(tokenizer, 0, 0)
 
 
+
+def _xlnet_post_processor(tokenizer):
+    """XLNet: the special tokens at the end, "$A <sep> <cls>", pairs "$A <sep> $B <sep> <cls>" (<cls>'s type id 2)."""
+    sep, cls = tokenizer.sep_token, tokenizer.cls_token
+    return _template(f"$A:0 {sep}:0 {cls}:2", f"$A:0 {sep}:0 $B:1 {sep}:1 {cls}:2", tokenizer, [sep, cls])
+
+
+def _pegasus_post_processor(tokenizer):
+    """Pegasus: "$A </s>", pairs "$A $B </s>"."""
+    eos = tokenizer.eos_token
+    return _template(f"$A {eos}", f"$A $B {eos}", tokenizer, [eos])
+
+
+def _funnel_post_processor(tokenizer):
+    """Funnel: BERT's template with <cls>'s type id 2."""
+    cls, sep = tokenizer.cls_token, tokenizer.sep_token
+    return _template(f"{cls}:2 $A:0 {sep}:0", f"{cls}:2 $A:0 {sep}:0 $B:1 {sep}:1", tokenizer, [cls, sep])
+
+
+def _mpnet_post_processor(tokenizer):
+    """MPNet: RoBERTa's "<s> $A </s>", pairs "<s> $A </s> </s> $B </s>", offsets trimmed, no prefix space (fixed,
+    whatever the folder says); a token without an id gets the class's fallback (cls 0, sep 2)."""
+    from tokenizers import processors
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    return processors.RobertaProcessing((tokenizer.sep_token, 2 if sep_id is None else sep_id),
+                                        (tokenizer.cls_token, 0 if cls_id is None else cls_id), True, False)
+
+
+def _big_bird_post_processor(tokenizer):
+    """BigBird, RemBERT: BERT's "[CLS] $A [SEP]", pairs with the second text's type id 1."""
+    cls, sep = tokenizer.cls_token, tokenizer.sep_token
+    return _template(f"{cls}:0 $A:0 {sep}:0", f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1", tokenizer, [cls, sep])
+
+
+def _deberta_post_processor(tokenizer):
+    """DeBERTa (v1): "[CLS] $A [SEP]", pairs "[CLS] $A [SEP] [SEP] $B [SEP]", every type id 0."""
+    cls, sep = tokenizer.cls_token, tokenizer.sep_token
+    return _template(f"{cls} $A {sep}", f"{cls} $A {sep} {sep} $B {sep}", tokenizer, [cls, sep])
+
+
+def _clip_post_processor(tokenizer):
+    """CLIP: "<|startoftext|> $A <|endoftext|>" (RoBERTa's processor, offsets untrimmed)."""
+    from tokenizers import processors
+    return processors.RobertaProcessing((tokenizer.eos_token, tokenizer.eos_token_id),
+                                        (tokenizer.bos_token, tokenizer.bos_token_id), False, False)
+
+
+def _xglm_post_processor(tokenizer):
+    """XGLM: "</s> $A", pairs "</s> $A </s> </s> $B"."""
+    eos = tokenizer.eos_token
+    return _template(f"{eos} $A", f"{eos} $A {eos} {eos} $B", tokenizer, [tokenizer.bos_token, eos])
+
+
+def _herbert_post_processor(tokenizer):
+    """HerBERT: BERT's processor with fixed ids, <s> 0 and </s> 2."""
+    from tokenizers import processors
+    return processors.BertProcessing((tokenizer.sep_token, 2), (tokenizer.cls_token, 0))
+
+
+def _xlnet_extra(config):
+    """XLNetTokenizer.__init__'s extra special tokens where tokenizer_config.json lists none."""
+    return [] if config.get("additional_special_tokens") is not None else ["<eop>", "<eod>"]
+
+
+def _pegasus_extra(config):
+    """PegasusTokenizer.__init__'s: its sentence mask token (unless tokenizer_config.json's list has it) and the
+    pretraining placeholders <unk_2> .. <unk_{offset - 1}>."""
+    sent = _setting(config, "mask_token_sent", "<mask_1>")
+    given = [_token_text(token) for token in config.get("additional_special_tokens") or ()]
+    head = [sent] if sent is not None and sent not in given else []
+    return head + [f"<unk_{i}>" for i in range(2, _setting(config, "offset", 103))]
+
 _MBART_LANGUAGES = tuple("""
 ar_AR cs_CZ de_DE en_XX es_XX et_EE fi_FI fr_XX gu_IN hi_IN it_IT ja_XX kk_KZ ko_KR lt_LT lv_LV my_MM ne_NP
 nl_XX ro_RO ru_RU si_LK tr_TR vi_VN zh_CN
@@ -1931,6 +2316,32 @@ def _languages(codes, config_key):
             return given or [_token_text(t) for t in settings.get("additional_special_tokens") or ()] or list(codes)
         return list(dict.fromkeys(list(codes) + given))
     return extra
+
+
+_MBART50_LANGUAGES = _MBART_LANGUAGES + tuple("""
+af_ZA az_AZ bn_IN fa_IR he_IL hr_HR id_ID ka_GE km_KH mk_MK ml_IN mn_MN mr_IN pl_PL ps_AF pt_XX sv_SE sw_KE ta_IN
+te_IN th_TH tl_XX uk_UA ur_PK xh_ZA gl_ES sl_SI
+""".split())
+
+
+def _mbart50_vocab(vocab, chosen):
+    """MBart50Tokenizer.__init__'s vocabulary: the file's where it holds a language code (a converted mBART-50 file
+    does); else fairseq's <s> <pad> </s> <unk>, the file's pieces from its fourth on, the codes and the mask."""
+    if any(piece in _MBART50_LANGUAGES for piece, _ in vocab):
+        return vocab
+    head = [[chosen[kind], 0.0] for kind in ("cls", "pad", "eos", "unk")]
+    return head + vocab[3:] + [[code, 0.0] for code in _MBART50_LANGUAGES] + [[chosen["mask"], 0.0]]
+
+
+def _mbart50_pipeline(backend, settings):
+    """MBart50Tokenizer.__init__: the charsmap, trailing spaces stripped, runs of spaces one space, "▁" before each
+    space-separated piece."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    charsmap = _precompiled_normalizer(backend)
+    steps = [normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(r" {2,}"), " ")]
+    backend.normalizer = normalizers.Sequence(([charsmap] if charsmap else []) + steps)
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
 
 
 def _mbart_pipeline(backend, settings):
@@ -2097,6 +2508,14 @@ class NllbTokenizer(TranslationTokenizer):
         return {**super()._language_config(), "legacy_behaviour": self._legacy_behaviour}
 
 
+class MBart50Tokenizer(TranslationTokenizer):
+    """transformers' MBart50Tokenizer (mBART-50 one-to-many / many-to-many): the source code before the text,
+    "en_XX $A </s>"."""
+    _legacy_behaviour = False
+    cur_lang_code_id = property(lambda self: self.cur_lang_code)
+    lang_code_to_id = property(lambda self: {code: self._token_id(code) for code in _MBART50_LANGUAGES})
+
+
 class MBartTokenizer(TranslationTokenizer):
     """transformers' MBartTokenizer (mBART-cc25, mBART-large-en-ro): the codes after the text."""
 
@@ -2191,9 +2610,19 @@ class WhisperTokenizer(HFTokenizer):
         return self._timestamp.sub("", super()._decode(token_ids, skip_special_tokens))
 
 
+class CLIPTokenizer(HFTokenizer):
+    """transformers' CLIPTokenizer: decoded text has each word's "</w>" as a space, and no spaces at its ends."""
+
+    def _decode(self, token_ids, skip_special_tokens):
+        suffix = self.tokenizer.model.end_of_word_suffix
+        return super()._decode(token_ids, skip_special_tokens).replace(suffix, " ").strip()
+
+
 class _ClassRule(NamedTuple):
     """How one transformers class loads a tokenizer.json."""
-    pipeline: object  # (backend, settings): sets the normalizer, pre-tokenizer and decoder as its __init__
+    pipeline: object  # (backend, settings): sets the normalizer, pre-tokenizer and decoder as its __init__;
+    # None: the file's model and pipeline as written (a class whose __init__ is its base's: transformers hands the
+    # file to it whole), with the class's special tokens and call options
     model: dict  # the BPE options its __init__ passes besides the file's vocabulary and merges
     special_tokens: dict  # its default named special tokens: where tokenizer_config.json names none
     extra_special_tokens: object = ()  # its own extra special tokens (CodeLlama's infilling ones), or
@@ -2203,9 +2632,12 @@ class _ClassRule(NamedTuple):
     tokenizer_type: type = HFTokenizer  # minilora's class for it (CodeLlama's infilling)
     post_processor: object = None  # (tokenizer) -> the template its __init__ sets last (T5's "$A </s>", BERT's ...)
     model_input_names: tuple = ("input_ids", "attention_mask")  # what a call returns (BERT's token_type_ids too)
-    lstrip_mask: bool = False  # a mask token it adds takes the space before it (mBART's, NLLB's)
+    lstrip_mask: object = False  # a mask token it adds takes the space before it (mBART's; "normalized":
+    # matched in the normalized text, NLLB's)
     post_processor_before: object = None  # (tokenizer) -> the template its __init__ sets before the file's: where
     # the file has none
+    post_init: bool = False  # its __init__ ends with _post_init(): where the file has no post-processor (or the
+    # caller passed add_bos_token / add_eos_token), the bos / eos template replaces the class's (RemBERT's)
 
 
 _SENTENCEPIECE_BPE = {"fuse_unk": True, "byte_fallback": True}  # (Llama's: no unk_token, a character without
@@ -2221,6 +2653,20 @@ def _unk_position(vocab, unk_token):
 def _unk_scored_zero(vocab, unk_token):
     """DebertaV2Tokenizer's: the place of (unk token, score 0.0) in the vocabulary, else 1."""
     return next((i for i, entry in enumerate(vocab) if entry == [unk_token, 0.0]), 1)
+def _unk_scored_zero_or_100(vocab, unk_token):
+    """BigBirdTokenizer's: the place of (unk token, score 0.0), else 100."""
+    return next((i for i, entry in enumerate(vocab) if entry == [unk_token, 0.0]), 100)
+
+
+def _unk_scored_zero_after_first(vocab, unk_token):
+    """PegasusTokenizer's: the place of (unk token, score 0.0) from position 1 on (``list.index(x, 1)``)."""
+    found = next((i for i, entry in enumerate(vocab) if i >= 1 and entry == [unk_token, 0.0]), None)
+    if found is None:  # (transformers' list.index ValueError, with the reason)
+        raise ValueError(f"PegasusTokenizer needs its unk token ({unk_token!r}, score 0.0) in the Unigram "
+                         "vocabulary after the first piece")
+    return found
+
+
 _ENDOFTEXT = {"unk": "<|endoftext|>", "bos": "<|endoftext|>", "eos": "<|endoftext|>"}
 _WORDPIECE = {"type": "WordPiece", "unk_token": _WITH_UNK}  # (its "##" prefix and 100-character words: defaults)
 _BERT_SPECIAL_TOKENS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
@@ -2282,26 +2728,124 @@ _CLASS_RULES = {
     "NllbTokenizer": _ClassRule(_nllb_pipeline, {"unk_token": _WITH_UNK, "fuse_unk": True, "byte_fallback": False},
                                 _FAIRSEQ_SPECIAL_TOKENS, _languages(_NLLB_LANGUAGES, "extra_special_tokens"),
                                 tokenizer_type=NllbTokenizer, post_processor=_source_language_template,
-                                lstrip_mask=True),
+                                lstrip_mask="normalized"),
+    # round 13: XLNet (special tokens at the end, left padding; its __init__'s pad type id 3 is reset to 0 by
+    # the base class's), Pegasus (its mask and <unk_N>
+    # placeholder tokens), MPNet (BERT's WordPiece under RoBERTa's template), Funnel, FNet
+    "XLNetTokenizer": _ClassRule(_xlnet_pipeline, {"type": "Unigram", "unk_id": 0, "byte_fallback": False},
+                                 {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "sep": "<sep>", "pad": "<pad>",
+                                  "cls": "<cls>", "mask": "<mask>"}, _xlnet_extra, lstrip_mask=True,
+                                 post_processor=_xlnet_post_processor),
+    "PegasusTokenizer": _ClassRule(_pegasus_pipeline, {"type": "Unigram", "unk_id": _unk_scored_zero_after_first},
+                                   {"pad": "<pad>", "eos": "</s>", "unk": "<unk>", "mask": "<mask_2>"}, _pegasus_extra,
+                                   post_processor=_pegasus_post_processor),
+    "MPNetTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, {**_FAIRSEQ_SPECIAL_TOKENS, "unk": "[UNK]"},
+                                 lstrip_mask=True, post_processor=_mpnet_post_processor),
+    "FunnelTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE,
+                                  {"unk": "<unk>", "sep": "<sep>", "pad": "<pad>", "cls": "<cls>", "mask": "<mask>",
+                                   "bos": "<s>", "eos": "</s>"}, post_processor=_funnel_post_processor),
+    "BigBirdTokenizer": _ClassRule(_big_bird_pipeline, {"type": "Unigram", "unk_id": _unk_scored_zero_or_100,
+                                                        "byte_fallback": False},
+                                   {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>", "sep": "[SEP]",
+                                    "mask": "[MASK]", "cls": "[CLS]"}, lstrip_mask=True,
+                                   post_processor=_big_bird_post_processor),
+    "DebertaTokenizer": _ClassRule(_gpt2_pipeline, _BYTE_LEVEL_BPE, {"bos": "[CLS]", "eos": "[SEP]",
+                                                                     **_BERT_SPECIAL_TOKENS},
+                                   post_processor=_deberta_post_processor,  # (its mask_token setter's
+                                   # lstrip never reaches the backend)
+                                   model_input_names=("input_ids", "attention_mask", "token_type_ids")),
+    "CLIPTokenizer": _ClassRule(_clip_pipeline, {**_BYTE_LEVEL_BPE, "end_of_word_suffix": "</w>",
+                                                 "unk_token": _WITH_UNK},
+                                {"unk": "<|endoftext|>", "bos": "<|startoftext|>", "eos": "<|endoftext|>",
+                                 "pad": "<|endoftext|>"}, tokenizer_type=CLIPTokenizer,
+                                post_processor=_clip_post_processor),
+    "MBart50Tokenizer": _ClassRule(_mbart50_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False,
+                                                       "vocab": _mbart50_vocab},
+                                   {kind: token for kind, token in _FAIRSEQ_SPECIAL_TOKENS.items() if kind != "bos"},
+                                   _MBART50_LANGUAGES, tokenizer_type=MBart50Tokenizer,
+                                   post_processor=_source_language_template, lstrip_mask=True),
+    "OpenAIGPTTokenizer": _ClassRule(_openai_gpt_pipeline, {**_BYTE_LEVEL_BPE, "end_of_word_suffix": "</w>",
+                                                             "unk_token": _WITH_UNK}, {"unk": "<unk>"}),
+    "XGLMTokenizer": _ClassRule(_xglm_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
+                                {kind: token for kind, token in _FAIRSEQ_SPECIAL_TOKENS.items() if kind != "mask"},
+                                tuple(f"<madeupword{i}>" for i in range(7)), post_processor=_xglm_post_processor),
+    "RemBertTokenizer": _ClassRule(_rembert_pipeline, {"type": "Unigram", "unk_id": 2, "byte_fallback": False},
+                                   {"bos": "[CLS]", "eos": "[SEP]", "unk": "<unk>", "sep": "[SEP]", "pad": "<pad>",
+                                    "cls": "[CLS]", "mask": "[MASK]"}, post_processor=_big_bird_post_processor,
+                                   post_init=True),
+    "BlenderbotTokenizer": _ClassRule(_blenderbot_pipeline, _BYTE_LEVEL_BPE, _FAIRSEQ_SPECIAL_TOKENS,
+                                      lstrip_mask=True),
+    "HerbertTokenizer": _ClassRule(_herbert_pipeline, {"unk_token": _WITH_UNK, "end_of_word_suffix": "</w>"},
+                                   {"cls": "<s>", "unk": "<unk>", "pad": "<pad>", "mask": "<mask>", "sep": "</s>"},
+                                   post_processor=_herbert_post_processor),
+    "ReformerTokenizer": _ClassRule(_reformer_pipeline, {"unk_token": _WITH_UNK, "fuse_unk": True},
+                                    {"eos": "</s>", "unk": "<unk>"}),
+    "BarthezTokenizer": _ClassRule(_barthez_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
+                                   _FAIRSEQ_SPECIAL_TOKENS, lstrip_mask=True),
 }
+# FNetTokenizer is AlbertTokenizer without an __init__ of its own: transformers runs its file as written, with
+# ALBERT's default special tokens, and returns token_type_ids without attention_mask
+_CLASS_RULES["FNetTokenizer"] = _CLASS_RULES["AlbertTokenizer"]._replace(
+    pipeline=None, post_processor_before=None, model_input_names=("input_ids", "token_type_ids"))
+# transformers 5.25's tokenizer classes minilora has no rule for. Each one's __init__ rebuilds the pipeline its own
+# way, or it is a Python tokenizer reading files of its own (a vocab.txt, SentencePiece's .model / .spm, ...):
+# run as written, the tokenizer.json would give other ids than transformers' without a word, so loading one is
+# refused (tests/test_tokenizer_classes_r13.py surveys them all)
+_SENTENCEPIECE_CLASSES = frozenset({
+    "BartphoTokenizer", "BertGenerationTokenizer", "CpmTokenizer", "GPTSw3Tokenizer", "M2M100Tokenizer",
+    "MarianTokenizer", "PLBartTokenizer", "SiglipTokenizer", "Speech2TextTokenizer", "SpeechT5Tokenizer"})
+_PYTHON_CLASSES = frozenset({
+    "BertJapaneseTokenizer", "BertTokenizerLegacy", "BertweetTokenizer", "BioGptTokenizer", "BlenderbotSmallTokenizer",
+    "ByT5Tokenizer", "CTRLTokenizer", "CanineTokenizer", "ClvpTokenizer", "CpmAntTokenizer", "DiaTokenizer",
+    "EsmTokenizer", "FSMTTokenizer", "FastSpeech2ConformerTokenizer", "FlaubertTokenizer", "GPTNeoXJapaneseTokenizer",
+    "MgpstrTokenizer", "MyT5Tokenizer", "PerceiverTokenizer", "PhobertTokenizer", "Pop2PianoTokenizer",
+    "ProphetNetTokenizer", "RoCBertTokenizer", "TapasTokenizer", "VitsTokenizer", "Wav2Vec2CTCTokenizer",
+    "Wav2Vec2PhonemeCTCTokenizer", "XLMTokenizer"})
+_REBUILDING_CLASSES = frozenset({
+    "DPRContextEncoderTokenizer", "DPRQuestionEncoderTokenizer", "DPRReaderTokenizer", "ErgoTokenizer",
+    "EsmcTokenizer", "LasrTokenizer", "LayoutLMv2Tokenizer", "LayoutLMv3Tokenizer", "LayoutXLMTokenizer",
+    "LukeTokenizer", "MLukeTokenizer", "MarkupLMTokenizer", "NougatTokenizer",
+    "ParakeetTokenizer", "RoFormerTokenizer", "SeamlessM4TTokenizer", "Siglip2Tokenizer",
+    "SplinterTokenizer", "Tipsv2Tokenizer", "UdopTokenizer", "VideoPrismTokenizer"})
+
+
+def _refuse_class_without_rule(tokenizer_class, path):
+    """A class of transformers' that minilora does not implement is refused by name, never run as written."""
+    if tokenizer_class in _SENTENCEPIECE_CLASSES:
+        why = ("a SentencePiece tokenizer (transformers needs the sentencepiece package and the folder's "
+               ".model / .spm files for it)")
+    elif tokenizer_class in _PYTHON_CLASSES:
+        why = "a Python tokenizer that reads vocabulary files of its own"
+    elif tokenizer_class in _REBUILDING_CLASSES:
+        why = "a class whose __init__ rebuilds the tokenizer.json's pipeline its own way"
+    else:
+        return
+    raise NotImplementedError(
+        f"{path}: the folder is transformers' {tokenizer_class}, {why}; minilora does not implement that class, "
+        "and running the tokenizer.json as written would tokenize differently. To run the file as written anyway, "
+        'set "tokenizer_class": "PreTrainedTokenizerFast" in its tokenizer_config.json')
+
+
 # the names transformers 5.25 exports as another class (transformers.ElectraTokenizer is BertTokenizer)
 _CLASS_ALIASES = {**dict.fromkeys(("ElectraTokenizer", "LayoutLMTokenizer", "MobileBertTokenizer",
-                                   "SqueezeBertTokenizer", "LxmertTokenizer"), "BertTokenizer"),
+                                   "SqueezeBertTokenizer", "LxmertTokenizer", "ConvBertTokenizer"), "BertTokenizer"),
                   **dict.fromkeys(("BartTokenizer", "LongformerTokenizer", "LEDTokenizer", "MvpTokenizer"),
                                   "RobertaTokenizer")}
 # the __init__ arguments the pipelines read
 CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets", "do_lower_case", "strip_accents",
                   "tokenize_chinese_chars", "keep_accents", "split_by_punct", "extra_ids", "src_lang", "tgt_lang",
-                  "legacy_behaviour", "language", "task", "predict_timestamps")
+                  "legacy_behaviour", "language", "task", "predict_timestamps", "mask_token_sent", "offset")
 
 
-def _rebuilt_model(backend, rule, unk_token):
+def _rebuilt_model(backend, rule, chosen):
     """The file's model as the class's __init__ rebuilds it, from the file's vocabulary as transformers'
     convert_to_native_format passes it: ``BPE(vocab, merges, dropout=None, **rule.model)``, every other option at
     its default (no unk_token unless the class passes one, no subword prefix, merges not ignored; another model's
     vocabulary becomes a BPE without merges: text is split into single characters there); ``WordPiece(vocab,
-    unk_token)``; ``Unigram(vocab with scores, unk_id)``."""
+    unk_token)``; ``Unigram(vocab with scores, unk_id)`` (a class may rebuild the vocabulary: mBART-50's).
+    ``chosen``: the special tokens by kind."""
     from tokenizers import Tokenizer
+    unk_token = chosen["unk"]
     spec = json.loads(backend.to_str())
     options = {key: unk_token if value == _WITH_UNK else value for key, value in rule.model.items() if key != "type"}
     kind = rule.model.get("type", "BPE")
@@ -2313,6 +2857,8 @@ def _rebuilt_model(backend, rule, unk_token):
                              f"scores; the tokenizer.json's {model.get('type')} model has none")
         if callable(options.get("unk_id")):  # (a class that looks its unk token up)
             options["unk_id"] = options["unk_id"](vocab, unk_token)
+        if "vocab" in options:
+            vocab = options.pop("vocab")(vocab, chosen)
         spec["model"] = {"type": "Unigram", "vocab": vocab, **options}
     elif kind == "WordPiece":
         spec["model"] = {"type": "WordPiece", "vocab": _vocab_ids(model), "continuing_subword_prefix": "##",
@@ -2332,15 +2878,17 @@ def _vocab_ids(model):
         {entry[0] if isinstance(entry, list) else entry: i for i, entry in enumerate(vocab)}
 
 
-def _added_special_tokens(backend, tokens, lstrip=None):
+def _added_special_tokens(backend, tokens, lstrip=None, normalized=False):
     """TokenizersBackend.__init__'s last step: each special token not yet among the added tokens is added as a
     special one (a vocabulary token keeps its id and is then read whole in text; a new one gets the next id);
-    ``lstrip``: the one added taking the spaces before it (mBART's mask token)."""
+    ``lstrip``: the one added taking the spaces before it (mBART's mask token), matched in the normalized text
+    where ``normalized`` (NLLB's), else in the text as given."""
     from tokenizers import AddedToken
     added = {token.content for token in backend.get_added_tokens_decoder().values()}
     missing = list(dict.fromkeys(token for token in tokens if token is not None and token not in added))
     if missing:
-        backend.add_tokens([AddedToken(token, special=True, lstrip=token == lstrip, normalized=token == lstrip)
+        backend.add_tokens([AddedToken(token, special=True, lstrip=token == lstrip,
+                                       normalized=normalized and token == lstrip)
                             for token in missing])
 
 
@@ -2440,11 +2988,12 @@ def from_pretrained(pretrained_model_name_or_path, **kwargs):
 
 
 def model_tokenizer(folder):
-    """The tokenizer that goes with the model in ``folder``: its ``tokenizer.json`` when it has one (the
-    rule transformers and vLLM follow: a model folder holds its tokenizer), else minilora's byte-level
-    tokenizer (also for ``folder`` None: the shipped base model). ``minilora generate`` and
-    ``minilora serve`` both choose by this one rule."""
-    if folder is not None and os.path.isfile(os.path.join(os.fspath(folder), TOKENIZER_FILE)):
+    """The tokenizer that goes with the model in ``folder``: its ``tokenizer.json`` (or Mistral's ``tekken.json``)
+    when it has one (the rule transformers and vLLM follow: a model folder holds its tokenizer), else minilora's
+    byte-level tokenizer (also for ``folder`` None: the shipped base model). ``minilora generate`` and ``minilora
+    serve`` both choose by this one rule."""
+    if folder is not None and any(os.path.isfile(os.path.join(os.fspath(folder), name))
+                                  for name in (TOKENIZER_FILE, TEKKEN_FILE)):
         return from_pretrained(folder)
     return ByteTokenizer()
 
