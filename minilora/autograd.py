@@ -197,8 +197,18 @@ class FunctionCtx:
         self._saved = tensors
         self._versions = tuple(None if t is None else t._version for t in tensors)
 
+    def save_for_forward(self, *tensors):
+        """Tensors for ``jvp`` (where ``ctx.saved_tensors`` gives them, as torch's)."""
+        for i, t in enumerate(tensors):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"save_for_forward expects all arguments to be tensors; but got argument {i} of "
+                                f"type {type(t).__name__}")
+        self._saved_for_forward = tensors
+
     @property
     def saved_tensors(self):
+        if getattr(self, "_in_jvp", False):
+            return getattr(self, "_saved_for_forward", ())
         # torch's version check: a saved tensor changed in place since would give a wrong gradient
         for i, (t, version) in enumerate(zip(self._saved, self._versions)):
             if t is not None and t._version != version:
@@ -405,8 +415,25 @@ class Function:
         raise NotImplementedError("You must implement either the backward or vjp method for your "
                                   "custom autograd.Function to use it with backward mode AD.")
 
+    @staticmethod
+    def jvp(ctx, *grad_inputs):
+        raise NotImplementedError("You must implement the jvp function for custom autograd.Function to use it with "
+                                  "forward mode AD.")
+
     @classmethod
     def apply(cls, *args, **kwargs):
+        dual = _tensor._forward_ad  # a forward-AD level is open: the Function's own jvp gives the tangents
+        tangents = dual.tangents_of(args) if dual is not None else None
+        if tangents is None:
+            return cls._apply(args, kwargs)[0]
+        with dual.plain():  # (forward sees the primals, as torch's)
+            result = cls._apply(args, kwargs)
+        dual.user_jvp(cls, result[1], tangents, result[0])
+        return result[0]
+
+    @classmethod
+    def _apply(cls, args, kwargs):
+        """(the outputs, recorded when an input requires grad; the ctx)"""
         grad_on = _tensor.is_grad_enabled()
         needs = tuple(grad_on and isinstance(a, Tensor) and a.requires_grad for a in args)
         ctx = FunctionCtx(needs)
@@ -417,7 +444,7 @@ class Function:
                 output = cls.forward(*args, **kwargs)
                 cls.setup_context(ctx, args, output)
         if not any(needs):
-            return output
+            return output, ctx
         outputs = output if isinstance(output, tuple) else (output,)
         joint = _Joint(cls, ctx, outputs)
         token = _UserCall.apply(*args, joint=joint)
@@ -428,7 +455,7 @@ class Function:
         for out in recorded:  # printed as torch prints them: tensor(..., grad_fn=<MyExpBackward>)
             if isinstance(out, Tensor):
                 _tensor.name_node(out, f"{cls.__name__}Backward", graph=graph)
-        return tuple(recorded) if isinstance(output, tuple) else recorded[0]
+        return (tuple(recorded) if isinstance(output, tuple) else recorded[0]), ctx
 
 
 def _as_output(out, recorded, ctx):
@@ -844,21 +871,6 @@ functional.hessian, functional.hvp, functional.vhp = hessian, hvp, vhp
 sys.modules[functional.__name__] = functional
 
 
-# torch.autograd.forward_ad (dual tensors): refused by name. Forward mode carries a tangent through every op
-# with that op's jvp formula, in or out of grad mode; minilora's one engine is reverse mode, and emulating dual
-# tensors on it (a recorded graph per dual, two backward passes per unpack) would lose tangents under no_grad
-# and make every dual require grad, visibly. The same products are computed by torch.func.jvp/linearize and
-# torch.autograd.functional.jvp (the double-vjp trick).
-def _no_forward_mode(name):
-    def refused(*args, **kwargs):
-        raise NotImplementedError(f"torch.autograd.forward_ad.{name}: minilora has no forward-mode AD (dual tensors "
-                                  "would need a jvp rule per op); torch.func.jvp / torch.func.linearize / "
-                                  "torch.autograd.functional.jvp give the same Jacobian-vector products")
-    refused.__name__ = name
-    return refused
-
-
-forward_ad = types.ModuleType(__name__ + ".forward_ad", "torch.autograd.forward_ad's names on minilora: refused")
-for _name in ("dual_level", "enter_dual_level", "exit_dual_level", "make_dual", "unpack_dual"):
-    setattr(forward_ad, _name, _no_forward_mode(_name))
-sys.modules[forward_ad.__name__] = forward_ad
+# torch.autograd.forward_ad: dual tensors (minilora/forward_ad.py, which builds on this module)
+from . import forward_ad  # noqa: E402
+sys.modules[__name__ + ".forward_ad"] = forward_ad

@@ -630,6 +630,10 @@ class Function:
         This runs once per op call, so it is kept lean: one pass over the inputs, no graph work
         at all when nothing requires grad (inference, optimizer updates, ``no_grad()``).
         """
+        if _forward_ad is not None:  # a forward-AD level is open: a dual input's tangent rides along
+            result = _forward_ad.dual_apply(cls, inputs, options)
+            if result is not None:
+                return result
         grad_on = _mode.grad_enabled
         dev = None
         arrays, needs, parents = [], [], []  # parents: each input's node now (kept if recorded)
@@ -720,6 +724,7 @@ class Function:
 # for the op's backward only (``retain_graph``: unpacked again next time, as torch's). minilora's own
 # intermediates (masks, normalised inputs) stay arrays. As in torch, a packed tensor is not version-checked.
 _saved_hooks_used = False  # has saved_tensors_hooks been entered in any thread? (the hot path's check)
+_forward_ad = None  # while a torch.autograd.forward_ad level is open: minilora/forward_ad.py's hooks
 
 
 class _Packed:
@@ -1622,7 +1627,8 @@ class Tensor:
             value = value.reshape(_without_leading_ones(value.shape))  # leading 1s: x[0] = t([5]) fits
         if isinstance(value, Tensor) and value.dtype != self.dtype:  # cast, or torch's index_put_ error
             value = ops.shape.setitem_value(index, value, self.dtype)
-        if _mode.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
+        if _mode.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)) or \
+                _forward_ad is not None and _forward_ad.writes_dual(self, (value,)):
             self._inplace(ops.index_put, index, value)
             return
         self._check_inplace()  # outside the graph: write just the indexed elements (a KV cache...)
@@ -1688,6 +1694,8 @@ class Tensor:
         ``self`` takes over the new node; the op saw a *copy* of the old values (as torch's in-place
         formulas see ``original_self``), so writing the result cannot corrupt what it saved.
         """
+        if _forward_ad is not None and _forward_ad.writes_dual(self, args):
+            return _forward_ad.dual_inplace(self, op, args, kwargs, cast)
         self._check_inplace()
         graph = _mode.grad_enabled and (self.requires_grad or any(
             isinstance(a, Tensor) and a.requires_grad for a in args))

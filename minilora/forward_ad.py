@@ -1,0 +1,364 @@
+"""``torch.autograd.forward_ad``: dual tensors, forward-mode AD (``dual_level``, ``make_dual``, ``unpack_dual``).
+
+A dual tensor is an ordinary Tensor with a tangent beside it, kept by the open level (``_Level``, by the
+tensor's identity: no slot on Tensor, and every tangent goes when the level exits, as torch's). While a level
+is open, tensor.py's ``Function.apply`` hands each op call to ``dual_apply`` here: an op with a dual input
+runs as always (same value, graph and views), and its result gets the tangent J t of the dual inputs'
+tangents -- in or out of grad mode, as torch's.
+
+One rule gives every op's J t: the double-vjp trick on the op's own recorded backward (ops/higher_order.py,
+create_graph=True's pass). ``u -> J^T u`` is linear in ``u``, so the gradient of ``<J^T u, t>`` with respect
+to ``u`` is ``J t``. torch writes a forward formula per op (derivatives.yaml's ``result:``); the double-vjp
+runs the same arithmetic transposed (mul: t_a*b + t_b*a; matmul: t_A@B + A@t_B; softmax: y*(t - sum(y*t))),
+so float64 tangents agree with torch's to rounding and float32 ones closely -- one rule for every op the
+recorded backward covers, instead of a second formula per op to keep in step with the first. It costs the
+op's forward once more (on the same random draws: the generators are rewound) and two small backward passes.
+A view op's tangent is the same view of the tangent (torch's: an in-place change of a view's tangent reaches
+its base's). With grad mode on and something requiring grad, the tangent is recorded, so a backward through
+it works (reverse over forward). Where torch has no forward formula (``_TORCH_HAS_NO_FORMULA``), or minilora's
+recorded backward has none, the op refuses with torch's NotImplementedError naming it.
+"""
+import contextlib
+import re
+import weakref
+from typing import NamedTuple, Optional
+
+from . import autograd, random
+from . import tensor as _tensor
+from .ops import higher_order
+from .tensor import Tensor, enable_grad
+
+__all__ = ["UnpackedDualTensor", "enter_dual_level", "exit_dual_level", "make_dual", "unpack_dual", "dual_level"]
+
+_current_level = -1  # torch's global: the open level's number, -1 when none
+_level = None  # the open _Level
+
+
+class _Level:
+    """The open dual level: each dual tensor's tangent, by the tensor's identity (an entry goes with its
+    tensor), and whether a tangent is being computed (then the ops run inside are plain ops)."""
+
+    def __init__(self):
+        self.tangents = {}  # id(tensor) -> (weak reference to the tensor, its tangent)
+        self.busy = False
+
+    def tangent(self, t):
+        entry = self.tangents.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
+    def set(self, t, tangent):
+        key, tangents = id(t), self.tangents
+
+        def forget(ref):
+            if key in tangents and tangents[key][0] is ref:
+                del tangents[key]
+        tangents[key] = (weakref.ref(t, forget), tangent)
+
+    @contextlib.contextmanager
+    def plain(self):
+        """Ops inside run without tangents (computing one; a user Function's forward, as torch's)."""
+        before, self.busy = self.busy, True
+        try:
+            yield
+        finally:
+            self.busy = before
+
+
+# ---- the user API, torch's names and words ------------------------------------------------------------------
+def enter_dual_level():
+    """Open the (one) forward-AD level; returns its number, 0."""
+    global _current_level, _level
+    if _level is not None:
+        raise RuntimeError("Nested forward mode AD is not supported at the moment")
+    _level, _current_level = _Level(), 0
+    _tensor._forward_ad = _Hooks
+    return 0
+
+
+def exit_dual_level(*, level=None):
+    """Close the level: every tangent made in it is dropped (``unpack_dual`` then gives None)."""
+    global _current_level, _level
+    level = _current_level if level is None else level
+    if level != _current_level:
+        raise RuntimeError("Trying to exit a forward AD level that was not the last one that was created. This is "
+                           "not supported.")
+    if level < 0:
+        raise RuntimeError("Dual level must be a positive number.")
+    _tensor._forward_ad = None
+    _level, _current_level = None, -1
+
+
+class dual_level:
+    """``with dual_level():`` -- the context (or decorator) forward-AD computation runs in."""
+
+    def __enter__(self):
+        return enter_dual_level()
+
+    def __exit__(self, *exc):
+        exit_dual_level()
+
+    def __call__(self, fn):
+        return _tensor._decorate(fn, dual_level)  # (a fresh context per call)
+
+
+def _the_level(level):
+    if level is not None and level != _current_level:
+        raise RuntimeError(f"Invalid level {level}: minilora has one forward AD level, {_current_level}")
+
+
+def make_dual(tensor, tangent, *, level=None):
+    """A new tensor aliased to ``tensor`` (a view of it, in its graph) carrying ``tangent`` as is."""
+    level = _current_level if level is None else level
+    if level < 0:
+        raise RuntimeError("Trying to create a dual Tensor for forward AD but no level exists, make sure to "
+                           "enter_dual_level() first.")
+    _the_level(level)
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        raise ValueError(f"Expected primal to be floating point or complex, but got: torch.{tensor.dtype}")
+    if not (tangent.is_floating_point() or tangent.is_complex()):
+        raise ValueError(f"Expected tangent to be floating point or complex, but got: torch.{tangent.dtype}")
+    if tuple(tangent.shape) != tuple(tensor.shape):
+        raise RuntimeError(f"Trying to set a forward gradient that has a different size than that of the original "
+                           f"Tensor, this is not supported. Tensor is of size {list(tensor.shape)} while the given "
+                           f"forward gradient is of size {list(tangent.shape)}.")
+    if _level.tangent(tensor) is not None:
+        raise RuntimeError("Making a dual Tensor based on a Tensor that already has a forward gradient at the same "
+                           f"level {level} is not supported.")
+    with _level.plain():
+        dual = tensor.view_as(tensor)
+    _level.set(dual, tangent)
+    return dual
+
+
+class UnpackedDualTensor(NamedTuple):
+    """``unpack_dual``'s result: the primal and the tangent (None for a tensor that is not dual)."""
+    primal: Tensor
+    tangent: Optional[Tensor]
+
+
+def unpack_dual(tensor, *, level=None):
+    """``(primal, tangent)``: the primal a view of ``tensor`` without a tangent, the tangent as is."""
+    level = _current_level if level is None else level
+    if level < 0:
+        return UnpackedDualTensor(tensor, None)
+    _the_level(level)
+    with _level.plain():
+        primal = tensor.view_as(tensor)
+    return UnpackedDualTensor(primal, _level.tangent(tensor))
+
+
+# ---- tangents through the ops ---------------------------------------------------------------------------------
+# minilora Function -> torch's op name, where torch has no forward formula (its NotImplementedError names it)
+_TORCH_HAS_NO_FORMULA = {
+    "CTCLoss": "_ctc_loss", "EmbeddingBag": "_embedding_bag", "MultilabelMarginLoss": "multilabel_margin_loss_forward",
+    "MultiMarginLoss": "multi_margin_loss", "GridSample2d": "grid_sampler_2d", "Pdist": "_pdist_forward",
+    "Cdist": "_cdist_forward", "Ormqr": "ormqr", "SegmentReduce": "segment_reduce", "Gammainc": "igamma",
+    "Gammaincc": "igammac", "Zeta": "special_zeta", "IndexReduce": "index_reduce",
+}
+
+
+def _not_implemented(name):
+    return NotImplementedError(f"Trying to use forward AD with {name} that does not support it because it has not "
+                               "been implemented yet.\nPlease file an issue to PyTorch at https://github.com/pytorch/"
+                               "pytorch/issues/new?template=feature-request.yml so that we can prioritize its "
+                               "implementation.")
+
+
+def _generators(options):
+    """The generators an op may draw from: the default one and any passed to it."""
+    given = [value for value in options.values() if isinstance(value, random.Generator)]
+    return [random.default_generator] + given
+
+
+@contextlib.contextmanager
+def _same_draws(generators, states):
+    """Run a block on the random draws an earlier run made (the generators rewound to ``states``), leaving
+    them where that run left them."""
+    after = [g.get_state() for g in generators]
+    for g, state in zip(generators, states):
+        g.set_state(state)
+    try:
+        yield
+    finally:
+        for g, state in zip(generators, after):
+            g.set_state(state)
+
+
+def _is_differentiable(t):
+    return isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex())
+
+
+def dual_apply(cls, inputs, options):
+    """``cls.apply(*inputs)`` with the result's tangent, when an input is dual; None otherwise (then
+    Function.apply runs the op itself)."""
+    level = _level
+    if level.busy:
+        return None
+    tangents = [level.tangent(x) if isinstance(x, Tensor) else None for x in inputs]
+    if all(t is None for t in tangents):
+        return None
+    if cls.__name__ in _TORCH_HAS_NO_FORMULA:
+        raise _not_implemented(_TORCH_HAS_NO_FORMULA[cls.__name__])
+    with level.plain():
+        generators = _generators(options)
+        states = [g.get_state() for g in generators]
+        result = cls.apply(*inputs, **options)
+        if _is_differentiable(result):
+            tangent = _view_tangent(cls, inputs, options, tangents, result)
+            if tangent is None:
+                with _same_draws(generators, states):
+                    tangent = _jvp(cls, inputs, options, tangents, result)
+            level.set(result, tangent)
+    return result
+
+
+def _view_tangent(cls, inputs, options, tangents, result):
+    """A view op's tangent: the same view of its input's tangent (None when ``result`` is not a view of its
+    one dual input)."""
+    if result._base is None or sum(t is not None for t in tangents) != 1:
+        return None
+    k = next(i for i, t in enumerate(tangents) if t is not None)
+    viewed = inputs[k] if inputs[k]._base is None else inputs[k]._base
+    if viewed is not result._base or tangents[k].shape != inputs[k].shape:
+        return None
+    return cls.apply(*inputs[:k], tangents[k], *inputs[k + 1:], **options)
+
+
+def _jvp(cls, inputs, options, tangents, result):
+    """J t by the double-vjp trick on the op's recorded backward, the op run again on its dual inputs as
+    variables (aliases of the inputs where the tangent must stay differentiable with respect to them)."""
+    record = _tensor.is_grad_enabled() and (result.requires_grad or any(
+        t is not None and t.requires_grad for t in tangents))
+    variables = {}  # id(input) -> (the variable it is differentiated as, its tangent)
+    run = []
+    for x, t in zip(inputs, tangents):
+        if t is None:
+            run.append(x)
+            continue
+        if id(x) not in variables:
+            # (an alias: differentiating with respect to the input itself would also follow a path from one
+            # input to another, as in sin(d) * d)
+            leaf = x.view_as(x) if record and x.requires_grad else Tensor._make(x._array, x._device, True, None)
+            variables[id(x)] = (leaf, t)
+        run.append(variables[id(x)][0])
+    with enable_grad():
+        out = cls.apply(*run, **options)
+    leaves, vectors = zip(*variables.values())
+    try:
+        (tangent,) = autograd._jvp_by_double_vjp([out], list(leaves), list(vectors), record, False)
+    except higher_order.NotDifferentiableBackward:
+        raise _not_implemented(_op_name(out.grad_fn)) from None
+    return tangent
+
+
+def _op_name(node):
+    """An op's name in torch's spelling, from its node's (``LinalgSvdBackward0``: ``linalg_svd``)."""
+    words = re.sub(r"Backward\d*$", "", node.name().split("::")[-1])
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", words).lower()
+
+
+# ---- in-place ops: the tangent follows the write ---------------------------------------------------------------
+def writes_dual(target, args):
+    """Does an in-place write into ``target`` involve a tangent (``target``'s own, or an argument's)?"""
+    level = _level
+    if level.busy:
+        return False
+    return level.tangent(target) is not None or any(
+        isinstance(a, Tensor) and level.tangent(a) is not None for a in args)
+
+
+def dual_inplace(target, op, args, kwargs, cast):
+    """``target.op_(*args)`` on dual tensors: the new tangent is the out-of-place op's, written into
+    ``target``'s tangent in place (as torch's in-place formulas update it: the tensor given to make_dual
+    changes, and so does a base's tangent when ``target`` is a view of it)."""
+    level = _level
+    generators = _generators(kwargs)
+    states = [g.get_state() for g in generators]
+    new = op(target, *args, **kwargs)
+    new_tangent = level.tangent(new)
+    with level.plain(), _same_draws(generators, states):
+        target._inplace(op, *args, cast=cast, **kwargs)
+    _write_tangent(target, new_tangent)
+    return target
+
+
+def _write_tangent(target, new):
+    level = _level
+    with level.plain():
+        if new is None:
+            new = autograd._zeros_like(target)
+        old = level.tangent(target)
+        if old is None and target._base is not None:  # a view of a tensor without one: its base gets zeros
+            old = _view_of_base_tangent(target)
+        if old is None:
+            level.set(target, new.to(target.dtype) if new.dtype != target.dtype else new)
+        elif old.requires_grad or new.requires_grad:
+            old.copy_(new)
+        else:
+            old._write(new._array.astype(old._array.dtype, copy=False), True)
+
+
+def _view_of_base_tangent(view):
+    """Zeros as the tangent of ``view``'s base, and the same view of them as ``view``'s (None where the
+    view's chain of view ops is not known)."""
+    chain, t = [], view
+    while t._base is not None:
+        if t._view is None:
+            return None
+        chain.append(t._view)
+        t = t._view[1][t._view[3]]
+    base = view._base
+    tangent = _level.tangent(base)
+    if tangent is None:
+        tangent = autograd._zeros_like(base)
+        _level.set(base, tangent)
+    for fn, inputs, options, i, _ in reversed(chain):
+        tangent = fn.apply(*inputs[:i], tangent, *inputs[i + 1:], **options)
+    _level.set(view, tangent)
+    return tangent
+
+
+# ---- a user's autograd.Function: its own jvp ----------------------------------------------------------------
+def tangents_of(args):
+    """The tangents of a user Function's arguments (None for each that is not dual); None when none is."""
+    level = _level
+    if level.busy:
+        return None
+    tangents = [level.tangent(a) if isinstance(a, Tensor) else None for a in args]
+    return tangents if any(t is not None for t in tangents) else None
+
+
+def plain():
+    return _level.plain()
+
+
+def user_jvp(cls, ctx, tangents, result):
+    """Give a user Function's outputs the tangents its ``jvp(ctx, *tangents)`` returns (torch's rule: a
+    Function without one refuses)."""
+    if cls.jvp is autograd.Function.jvp:
+        raise NotImplementedError("You must implement the jvp function for custom autograd.Function to use it with "
+                                  "forward mode AD.")
+    with _level.plain():
+        ctx._in_jvp = True
+        try:
+            found = cls.jvp(ctx, *tangents)
+        finally:
+            ctx._in_jvp = False
+    outputs = result if isinstance(result, tuple) else (result,)
+    found = found if isinstance(found, tuple) else (found,)
+    if len(found) != len(outputs):
+        raise RuntimeError(f"function {cls.__name__}_jvp returned an incorrect number of forward gradients (expected "
+                           f"{len(outputs)}, got {len(found)})")
+    for out, tangent in zip(outputs, found):
+        if isinstance(out, Tensor) and tangent is not None:
+            _level.set(out, tangent)
+
+
+class _Hooks:
+    """What tensor.py and autograd.py call while a level is open (``tensor._forward_ad``)."""
+    dual_apply = staticmethod(dual_apply)
+    writes_dual = staticmethod(writes_dual)
+    dual_inplace = staticmethod(dual_inplace)
+    tangents_of = staticmethod(tangents_of)
+    plain = staticmethod(plain)
+    user_jvp = staticmethod(user_jvp)

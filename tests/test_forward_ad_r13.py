@@ -1,0 +1,259 @@
+"""torch.autograd.forward_ad on minilora (minilora/forward_ad.py): dual tensors whose tangents ride through the ops
+(each op's J t by the double-vjp trick on its recorded backward), compared with torch's forward mode."""
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+
+def _tangent(fwAD, t):
+    return fwAD.unpack_dual(t).tangent
+
+
+def _close(a, b, tol=1e-13):
+    """``a`` (minilora) against ``b`` (torch): float64 to rounding (relative to the values' size)."""
+    a, b = a.detach().numpy(), b.detach().numpy()
+    assert a.shape == b.shape and a.dtype == b.dtype
+    scale = max(1.0, float(abs(b).max())) if b.size else 1.0
+    assert abs(a - b).max(initial=0) <= tol * scale, abs(a - b).max()
+
+
+# ---- tangents through the ops: float64 to rounding -------------------------------------------------------------
+_OPS = {
+    "sin": lambda lib, d, w: d.sin(),
+    "square": lambda lib, d, w: d * d,
+    "matmul": lambda lib, d, w: d @ w,
+    "softmax": lambda lib, d, w: d.softmax(-1),
+    "log_softmax": lambda lib, d, w: lib.nn.functional.log_softmax(d, 1),
+    "sum": lambda lib, d, w: d.sum(),
+    "max": lambda lib, d, w: d.max(),
+    "view_t": lambda lib, d, w: d[1:].t(),
+    "layer_norm": lambda lib, d, w: lib.nn.functional.layer_norm(d, (4,)),
+    "gelu_silu": lambda lib, d, w: lib.nn.functional.gelu(d) + lib.nn.functional.silu(d),
+    "cat_where": lambda lib, d, w: lib.cat([d, lib.where(d > 0, d, w[:3])]),
+    "cross_entropy": lambda lib, d, w: lib.nn.functional.cross_entropy(d, lib.tensor([0, 3, 1])),
+    "norm_cumsum": lambda lib, d, w: d.norm(dim=1) + d.cumsum(1)[:, -1],
+    "floor": lambda lib, d, w: d.floor(),
+}
+
+
+def _run_ops(lib, fwAD):
+    lib.manual_seed(0)
+    x, t, w = (lib.randn(*shape, dtype=lib.float64) for shape in ((3, 4), (3, 4), (4, 4)))
+    with fwAD.dual_level():
+        d = fwAD.make_dual(x, t)
+        results = {name: _tangent(fwAD, op(lib, d, w)) for name, op in _OPS.items()}
+        results["dropout"] = _tangent(fwAD, lib.nn.functional.dropout(d, 0.5))
+        results["next_draw"] = lib.randn(2)  # (the op's second run drew nothing more)
+        with lib.no_grad():  # tangents ride along in no_grad too
+            results["no_grad"] = _tangent(fwAD, d.exp())
+    return results
+
+
+def test_tangents_through_ops_are_torchs():
+    import minilora.autograd.forward_ad as fwAD
+    got, want = _run_ops(ml, fwAD), _run_ops(torch, torch.autograd.forward_ad)
+    for name in want:
+        _close(got[name], want[name])
+
+
+def test_float32_tangents_are_close():
+    def run(lib, fwAD):
+        lib.manual_seed(0)
+        lin = lib.nn.Linear(8, 5)
+        x, t = lib.randn(6, 8), lib.randn(6, 8)
+        with fwAD.dual_level():
+            out = lib.tanh(lin(fwAD.make_dual(x, t))).softmax(-1)
+            return _tangent(fwAD, out)
+    a, b = run(ml, ml.autograd.forward_ad), run(torch, torch.autograd.forward_ad)
+    assert a.dtype == ml.float32
+    assert abs(a.detach().numpy() - b.detach().numpy()).max() <= 1e-6  # float32: a few ulps of values of size ~1
+
+
+# ---- the API: levels, make_dual's checks, unpack_dual ---------------------------------------------------------
+def _api_behaviour(lib, fwAD):
+    seen = []
+
+    def outcome(call):
+        try:
+            value = call()
+            seen.append(("ok", None if value is None else str(value)))
+        except (RuntimeError, ValueError, NotImplementedError) as error:
+            seen.append((type(error).__name__, str(error)))
+    x, t = lib.ones(3, dtype=lib.float64), lib.full((3,), 2.0, dtype=lib.float64)
+    outcome(lambda: fwAD.unpack_dual(x).tangent)  # no level: (x, None)
+    outcome(lambda: fwAD.make_dual(x, t))  # no level
+    outcome(lambda: fwAD.exit_dual_level())
+    with fwAD.dual_level() as level:
+        seen.append(level)
+        d = fwAD.make_dual(x, t)
+        outcome(lambda: fwAD.unpack_dual(x).tangent)  # not dual: None
+        outcome(lambda: (fwAD.unpack_dual(d).tangent is t, d._base is x, fwAD.unpack_dual(d).primal._base is x))
+        outcome(lambda: type(fwAD.unpack_dual(d)).__name__)
+        outcome(lambda: fwAD.enter_dual_level())  # nested: refused, as torch's
+        outcome(lambda: fwAD.make_dual(x, lib.ones(2, dtype=lib.float64)))
+        outcome(lambda: fwAD.make_dual(x.long(), t))
+        outcome(lambda: fwAD.make_dual(x, t.long()))
+        outcome(lambda: fwAD.make_dual(d, t))
+        outcome(lambda: fwAD.unpack_dual(fwAD.make_dual(x, t.float())).tangent.dtype == lib.float32)  # kept as is
+        outcome(lambda: fwAD.exit_dual_level(level=3))
+        outcome(lambda: fwAD._current_level)
+    outcome(lambda: fwAD.unpack_dual(d).tangent)  # the level's tangents are gone
+    outcome(lambda: fwAD._current_level)
+    return [(kind, str(v).replace("minilora", "torch")) if isinstance(v, str) else (kind, v)
+            for kind, v in seen[:3]] + seen[3:]
+
+
+def test_levels_and_checks_as_torchs():
+    got = _api_behaviour(ml, ml.autograd.forward_ad)
+    want = _api_behaviour(torch, torch.autograd.forward_ad)
+    assert got == want
+
+
+# ---- in-place ops on duals ------------------------------------------------------------------------------------
+def _inplace(lib, fwAD):
+    lib.manual_seed(0)
+    x, t = lib.randn(3, 4, dtype=lib.float64), lib.randn(3, 4, dtype=lib.float64)
+    with fwAD.dual_level():
+        d = fwAD.make_dual(x.clone(), t)
+        d.mul_(3)  # the tensor given to make_dual changes
+        d[1:].sin_()  # a view's write reaches its base's tangent
+        z = lib.zeros(3, dtype=lib.float64)
+        z[1] = d[0, 0] * 2  # a dual written into a plain tensor makes it dual
+        z.add_(d[2, :3].exp())
+        return [t, _tangent(fwAD, d), _tangent(fwAD, d) is t, _tangent(fwAD, z)]
+
+
+def test_inplace_ops_update_the_tangent_as_torchs():
+    got, want = _inplace(ml, ml.autograd.forward_ad), _inplace(torch, torch.autograd.forward_ad)
+    assert got[2] is want[2] is True
+    for a, b in zip(got[:2] + got[3:], want[:2] + want[3:]):
+        _close(a, b)
+
+
+# ---- modules: the tutorial's Linear, Llama's RMSNorm and attention -------------------------------------------
+def _linear_tutorial(lib, fwAD):
+    lib.manual_seed(0)
+    model = lib.nn.Linear(5, 5).double()
+    x = lib.randn(16, 5, dtype=lib.float64)
+    params = {name: p for name, p in model.named_parameters()}
+    tangents = {name: lib.rand_like(p) for name, p in params.items()}
+    with fwAD.dual_level():
+        dual_params = {name: fwAD.make_dual(p, tangents[name]) for name, p in params.items()}
+        by_call = _tangent(fwAD, lib.func.functional_call(model, dual_params, (x,)))
+        for name, p in params.items():
+            delattr(model, name)
+            setattr(model, name, fwAD.make_dual(p, tangents[name]))
+        by_attribute = _tangent(fwAD, model(x))
+    return by_call, by_attribute
+
+
+def test_module_tutorial_tangents():
+    got, want = _linear_tutorial(ml, ml.autograd.forward_ad), _linear_tutorial(torch, torch.autograd.forward_ad)
+    _close(got[0], want[0])
+    _close(got[1], want[1])
+
+
+def test_llama_rmsnorm_and_attention_tangents_match_transformers():
+    """Through a float32 Llama layer (transformers' RMSNorm computes in float32 whatever the model's dtype,
+    minilora's in the model's: so float32, and a float32 envelope: ~100 ops, each a few ulps of values ~1)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.llama import modeling_llama as hf
+    from minilora.nn import llama
+    kwargs = dict(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  num_key_value_heads=1, max_position_embeddings=16)
+    ml.manual_seed(0)
+    mine = llama.LlamaModel(llama.LlamaConfig(**kwargs))
+    theirs = hf.LlamaModel(transformers.LlamaConfig(**kwargs, attn_implementation="eager"))
+    theirs.load_state_dict({k: torch.tensor(v.detach().numpy()) for k, v in mine.state_dict().items()})
+    ml.manual_seed(1)
+    x, t = ml.randn(2, 5, 8), ml.randn(2, 5, 8)
+    outs = []
+    for lib, model in ((ml, mine), (torch, theirs)):
+        fwAD = lib.autograd.forward_ad
+        xs, ts = (lib.tensor(a.numpy()) for a in (x, t))
+        with fwAD.dual_level():
+            d = fwAD.make_dual(xs, ts)
+            norm = _tangent(fwAD, model.layers[0].input_layernorm(d))
+            hidden = _tangent(fwAD, model(inputs_embeds=d).last_hidden_state)
+        outs.append((norm, hidden))
+    _close(outs[0][0], outs[1][0], 1e-5)
+    _close(outs[0][1], outs[1][1], 1e-5)
+
+
+# ---- reverse over forward; a user Function's jvp ---------------------------------------------------------------
+def _reverse_over_forward(lib, fwAD):
+    lib.manual_seed(0)
+    x = lib.randn(5, dtype=lib.float64, requires_grad=True)
+    t = lib.randn(5, dtype=lib.float64)
+    with fwAD.dual_level():
+        d = fwAD.make_dual(x, t)
+        tangent = _tangent(fwAD, (d.sin() * d).sum() + (d @ d).exp())
+        tangent.backward()
+    return x.grad
+
+
+def test_backward_through_a_tangent():
+    _close(_reverse_over_forward(ml, ml.autograd.forward_ad), _reverse_over_forward(torch, torch.autograd.forward_ad))
+
+
+def _user_function(lib, fwAD):
+    class Exp(lib.autograd.Function):  # the forward-mode AD tutorial's
+        @staticmethod
+        def forward(ctx, foo):
+            result = lib.exp(foo)
+            ctx.result = result
+            return result
+
+        @staticmethod
+        def jvp(ctx, gI):
+            gO = gI * ctx.result
+            del ctx.result
+            return gO
+
+    class Scaled(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, k):
+            ctx.save_for_forward(x)
+            ctx.k = k
+            return x.sin() * k
+
+        @staticmethod
+        def jvp(ctx, gx, gk):
+            x, = ctx.saved_tensors
+            return gx * x.cos() * ctx.k
+
+    class NoJvp(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2
+    lib.manual_seed(0)
+    x, t = lib.randn(4, dtype=lib.float64), lib.randn(4, dtype=lib.float64)
+    with fwAD.dual_level():
+        d = fwAD.make_dual(x, t)
+        found = [_tangent(fwAD, Exp.apply(d)), _tangent(fwAD, Scaled.apply(d, 3.0))]
+        with pytest.raises(NotImplementedError) as error:
+            NoJvp.apply(d)
+    return found, str(error.value)
+
+
+def test_user_function_jvp_as_torchs():
+    got, want = _user_function(ml, ml.autograd.forward_ad), _user_function(torch, torch.autograd.forward_ad)
+    assert got[1] == want[1]
+    for a, b in zip(got[0], want[0]):
+        _close(a, b)
+
+
+def test_ops_without_a_forward_formula_refuse_by_name():
+    fwAD = ml.autograd.forward_ad
+    x = ml.rand(3, dtype=ml.float64) + 1
+    with fwAD.dual_level():
+        d = fwAD.make_dual(x, ml.ones(3, dtype=ml.float64))
+        with pytest.raises(NotImplementedError, match="Trying to use forward AD with special_zeta that does not "
+                                                      "support it because it has not been implemented yet"):
+            ml.special.zeta(d + 1, d)
