@@ -34,6 +34,10 @@ and curl-style requests (Starlette's TestClient) to the app in process, over the
 |                                                 |                                 |  be empty"                      |
 | a prompt id past the model's vocabulary         | "prompt token ids must be in    | "Token id 999 is out of         |
 |                                                 |  [0, 260)"                      |  vocabulary"                    |
+| a sampled token that is not the likeliest, chat | the k likeliest                 | the sampled token, then the k-1 |
+|  top_logprobs: k                                |                                 |  likeliest (_get_top_logprobs)  |
+| ... a completion's top_logprobs dict            | the k likeliest, then the token | the token first, then the k     |
+|                                                 |                                 |  likeliest                      |
 
 Checked and already vLLM's (no change): prompt_logprobs, n > 1 with a seed (choice i samples with
 seed + i; same seed, same choices), stop strings across tokens with include_stop_str_in_output, min_tokens,
@@ -232,3 +236,23 @@ def test_an_empty_text_prompt_is_its_bos_and_no_ids_at_all_is_vllms_refusal(serv
     assert (bare["message"], bare["param"]) == ("The decoder prompt cannot be empty", "prompt")
     past = error_of(client.post("/v1/completions", json={"model": "a", "prompt": [72, 999]}))
     assert (past["message"], past["param"]) == ("Token id 999 is out of vocabulary", "prompt")
+
+
+def test_top_logprobs_list_the_sampled_token_first_as_vllms(served):
+    """vLLM's logprobs of a step are {the sampled token, then the k likeliest}: a chat's top_logprobs are the first k
+    of them, a completion's dict all of them in that order. Read against the same seeded request with k = 5 (the
+    logprobs asked for do not change what is sampled)."""
+    client, _, _ = served
+    ask = dict(model="a", messages=MESSAGES, max_tokens=12, temperature=2.0, seed=3, logprobs=True)
+    narrow = api(client).chat.completions.create(**ask, top_logprobs=2).choices[0].logprobs.content
+    wide = api(client).chat.completions.create(**ask, top_logprobs=5).choices[0].logprobs.content
+    assert [step.token for step in narrow] == [step.token for step in wide]
+    off_top = 0
+    for step, ranked in zip(narrow, wide):
+        likeliest = [t.token for t in ranked.top_logprobs if t.token != step.token]
+        assert [t.token for t in step.top_logprobs] == ([step.token] + likeliest)[:2]
+        off_top += step.logprob < max(t.logprob for t in ranked.top_logprobs)
+    assert off_top  # (temperature 2: some sampled token is not the likeliest)
+    plain = api(client).completions.create(model="a", prompt="Dan", max_tokens=12, temperature=2.0, seed=3,
+                                           logprobs=1).choices[0].logprobs
+    assert all(list(top)[0] == token for token, top in zip(plain.tokens, plain.top_logprobs))

@@ -852,11 +852,12 @@ class _Server:
             def entry(token, logprob):
                 raw = _token_bytes(tok, token, vocab)
                 return {"token": text(token), "logprob": logprob, "bytes": None if raw is None else list(raw)}
-            return {"content": [{**entry(token, logprob), "top_logprobs": [entry(t, lp) for t, lp in top]}
-                                for token, logprob, top in entries]}
+            return {"content": [{**entry(token, logprob), "top_logprobs": [
+                entry(t, lp) for t, lp in _chosen_first(token, logprob, top)[:len(top)]]}
+                for token, logprob, top in entries]}
         ids = [token for token, _, _ in entries]
         return {"tokens": [text(token) for token in ids], "token_logprobs": [logprob for _, logprob, _ in entries],
-                "top_logprobs": [None if top is None else {**{text(t): lp for t, lp in top}, text(token): logprob}
+                "top_logprobs": [None if top is None else {text(t): lp for t, lp in _chosen_first(token, logprob, top)}
                                  for token, logprob, top in entries],
                 "text_offset": [start + at for at in (offsets or self._offset_reader()).add(ids, final)]}
 
@@ -1121,6 +1122,14 @@ def _beam_logprobs(beam, generated, k, chat):
         return None
     keep = k if chat else k + 1
     return [(token, step[token], list(step.items())[:keep]) for token, step in zip(generated, beam.logprobs)]
+
+
+def _chosen_first(token, logprob, top):
+    """A step's candidates as vLLM lists them (its _make_logprob_dict): the token chosen (sampled, or the prompt's)
+    first, then the ``top`` likeliest, each id once. A completion reports them all (k + 1 at most, OpenAI's
+    rule); a chat's top_logprobs are the first k of them, as vLLM's _get_top_logprobs takes them -- so a sampled
+    token that is not the likeliest comes first there, and the k-th likeliest drops out."""
+    return [(token, logprob)] + [(t, lp) for t, lp in top if t != token]
 
 
 def _token_text(tokenizer, token, text_vocab=None):
