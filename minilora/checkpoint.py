@@ -38,15 +38,18 @@ import numpy as np
 
 from .dtypes import HAS_BFLOAT16, bfloat16, is_floating
 from .native import pid_alive as _pid_alive
+from . import torch_format
 
 __all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "atomic_write", "atomic_folder",
            "remove_leftovers", "save_json", "load_json", "naming_the_file", "other_format",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
-           "SAFE_WEIGHTS_INDEX_NAME"]
+           "SAFE_WEIGHTS_INDEX_NAME", "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "load_weights", "read_weights_header"]
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+WEIGHTS_NAME = "pytorch_model.bin"  # torch.save's state dict: read when a folder has no safetensors, as transformers
+WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 
 # safetensors dtype names -> NumPy dtypes. BF16 is ml_dtypes' bfloat16 when that is installed; without
 # it NumPy has no such dtype, and BF16 tensors are read as uint16 and widened to float32.
@@ -590,6 +593,47 @@ def load_file(path):
     return _load_from_header(path, header, data_start)
 
 
+def _is_torch_weights(path):
+    """A weights file torch.save wrote (``pytorch_model.bin``): any name but ``.safetensors`` (a torch file named
+    so is refused as not what its name says, as the safetensors library refuses it)."""
+    return not os.fspath(path).endswith(".safetensors") and torch_format.kind(path) in ("zip", "legacy")
+
+
+def load_weights(path):
+    """``{name: numpy array}`` of a weights file: safetensors (``load_file``), or torch.save's state dict
+    (``pytorch_model.bin``, ``adapter_model.bin``), read as torch.load(weights_only=True) reads it: never
+    unpickled (minilora/torch_format.py)."""
+    return load_file(path) if not _is_torch_weights(path) else _torch_state(path, values=True)
+
+
+def read_weights_header(path):
+    """``read_header``'s ``{name: {"dtype", "shape"}}`` of either kind of weights file (a torch file's pickle
+    alone is read: no tensor values)."""
+    if not _is_torch_weights(path):
+        return read_header(path)[0]
+    codes = {np.dtype(dt): name for name, dt in _DTYPES.items()}
+    header = {}
+    for name, array in _torch_state(path, values=False).items():
+        if array.dtype not in codes:
+            raise CheckpointError(f"{path}: tensor {name!r} is {array.dtype}, which a checkpoint of weights "
+                                  f"does not hold")
+        header[name] = {"dtype": codes[array.dtype], "shape": list(array.shape)}
+    return header
+
+
+def _torch_state(path, values):
+    import pickle
+    try:
+        state = torch_format.read(os.fspath(path), values=values)
+    except (RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, np.ndarray)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict ({{name: tensor}}) of "
+                              "weights")
+    return dict(state)
+
+
 def _load_from_header(path, header, data_start):
     """Read every tensor straight from its byte range (used for bfloat16, which the safetensors
     package's NumPy API does not know, or without safetensors)."""
@@ -693,7 +737,7 @@ def load_checkpoint(directory):
     ``model.safetensors.index.json``."""
     tensors = {}
     for path in checkpoint_files(directory):
-        tensors.update(load_file(path))
+        tensors.update(load_weights(path))
     weight_map, index = _weight_map(directory)
     if weight_map is not None:
         missing = sorted(set(weight_map) - set(tensors))
@@ -709,16 +753,26 @@ def read_checkpoint_shapes(directory):
     weights."""
     shapes = {}
     for path in checkpoint_files(directory):
-        header, _ = read_header(path)
+        header = read_weights_header(path)
         shapes.update({name: tuple(info["shape"]) for name, info in header.items() if name != "__metadata__"})
     return shapes
+
+
+def _layout(directory):
+    """The folder's weights, in transformers' order of preference: ``(single file, None)`` or ``(None, index)``
+    for safetensors, else for torch.save's ``pytorch_model.bin``; ``(None, None)`` when it has none."""
+    for single, index in ((SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME), (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)):
+        for found in (os.path.join(directory, single), None), (None, os.path.join(directory, index)):
+            if os.path.isfile(found[0] or found[1]):
+                return found
+    return None, None
 
 
 def _weight_map(directory):
     """The index's ``weight_map`` and the index path, or ``(None, None)`` for a single-file folder."""
     directory = os.fspath(directory)
-    index = os.path.join(directory, SAFE_WEIGHTS_INDEX_NAME)
-    if os.path.isfile(os.path.join(directory, SAFE_WEIGHTS_NAME)) or not os.path.isfile(index):
+    single, index = _layout(directory)
+    if index is None:
         return None, None
     content = load_json(index)
     weight_map = content.get("weight_map") if isinstance(content, dict) else None
@@ -728,13 +782,14 @@ def _weight_map(directory):
 
 
 def checkpoint_files(directory):
-    """The safetensors files of a checkpoint folder: ``model.safetensors`` or the index's shards.
+    """The weights files of a checkpoint folder: ``model.safetensors`` or the index's shards, else (as
+    transformers) torch.save's ``pytorch_model.bin`` or its index's shards.
 
     A shard must lie inside the folder: an index naming ``../other/x.safetensors`` or an absolute
     path is refused (loading a folder must never read files elsewhere)."""
     directory = os.fspath(directory)
-    single = os.path.join(directory, SAFE_WEIGHTS_NAME)
-    if os.path.isfile(single):
+    single, _ = _layout(directory)
+    if single is not None:
         return [single]
     weight_map, index = _weight_map(directory)
     if weight_map is not None:
@@ -752,7 +807,5 @@ def checkpoint_files(directory):
     found = sorted(os.listdir(directory)) if os.path.isdir(directory) else None
     if found is None:
         raise FileNotFoundError(f"checkpoint folder not found: {directory}")
-    hint = " (PyTorch .bin files are pickles, which minilora never loads)" \
-        if any(name.endswith(".bin") for name in found) else ""
-    raise FileNotFoundError(f"no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME} in {directory}"
-                            f"{hint}; it holds: {', '.join(found) or 'nothing'}")
+    raise FileNotFoundError(f"no {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, {WEIGHTS_NAME} or "
+                            f"{WEIGHTS_INDEX_NAME} in {directory}; it holds: {', '.join(found) or 'nothing'}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import dtypes
 from .tensor import Tensor
+from .torch_format import unsupported_global, weights_only_message
 
 __all__ = ["save", "load", "is_pickled"]
 
@@ -100,18 +101,7 @@ class _WeightsOnlyUnpickler(pickle.Unpickler):
 
 
 def _weights_only_error(name):
-    return pickle.UnpicklingError(
-        "Weights only load failed. This file can still be loaded, to do so you have two options, \x1b[1mdo those "
-        "steps only if you trust the source of the checkpoint\x1b[0m. \n\t(1) In PyTorch 2.6, we changed the "
-        "default value of the `weights_only` argument in `torch.load` from `False` to `True`. Re-running "
-        "`torch.load` with `weights_only` set to `False` will likely succeed, but it can result in arbitrary code "
-        "execution. Do it only if you got the file from a trusted source.\n\t(2) Alternatively, to load with "
-        "`weights_only=True` please check the recommended steps in the following error message.\n\tWeightsUnpickler "
-        f"error: Unsupported global: GLOBAL {name} was not an allowed global by default. Please use "
-        f"`torch.serialization.add_safe_globals([{name}])` or the `torch.serialization.safe_globals([{name}])` "
-        "context manager to allowlist this global if you trust this class/function.\n\nCheck the documentation of "
-        "torch.load to learn more about types accepted by default with weights_only "
-        "https://pytorch.org/docs/stable/generated/torch.load.html.")
+    return pickle.UnpicklingError(weights_only_message(unsupported_global(name)))
 
 
 @contextlib.contextmanager

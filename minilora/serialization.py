@@ -17,7 +17,9 @@ import json
 import os
 import pickle
 
-from . import pickled
+from . import dtypes, pickled, torch_format
+from .device import Device, device
+from .size import Size
 from .tensor import Tensor
 
 __all__ = ["save", "load"]
@@ -108,10 +110,10 @@ def _is_file_object(f, method):
     return not isinstance(f, (str, bytes, os.PathLike)) and callable(getattr(f, method, None))
 
 
-def _through_a_temporary_file(data=None):
+def _through_a_temporary_file(data=None, suffix=".tmp"):
     """A path in the temporary folder (holding ``data`` if given), removed by the caller."""
     import tempfile
-    fd, path = tempfile.mkstemp(suffix=".safetensors")
+    fd, path = tempfile.mkstemp(suffix=suffix)
     with os.fdopen(fd, "wb") as file:
         if data is not None:
             file.write(data)
@@ -130,24 +132,39 @@ def _check_destination(path):
 
 
 def save(obj, f, pickle_module=None, pickle_protocol=2):
-    """Write ``obj`` to ``f`` (a path, or a binary file object as torch.save takes): a ``state_dict()``
-    as a plain safetensors file, any other object torch's weights-only loader takes (module docstring) as
-    safetensors with its structure in the metadata, and anything else (``torch.save(model)``: a whole
-    module) pickled, as torch pickles it (``minilora/pickled.py``). Written atomically: a crash leaves the
-    old file."""
+    """Write ``obj`` to ``f`` (a path, or a binary file object as torch.save takes): what torch's weights-only
+    loader takes (tensors, Parameters, dicts, lists, tuples, numbers, strings, dtypes, torch.Size ...) in
+    torch.save's own zip format, which torch.load reads (``minilora/torch_format.py``; tensors sharing memory
+    share a storage); to a path ending in ``.safetensors``, in that format (module docstring). An object
+    holding NumPy arrays goes to safetensors with its structure in the metadata, and anything else
+    (``torch.save(model)``: a whole module) is pickled, as torch pickles it (``minilora/pickled.py``). Written
+    atomically: a crash leaves the old file."""
     if pickle_module is not None and pickle_module is not pickle:
         raise ValueError(f"minilora.save(pickle_module={getattr(pickle_module, '__name__', pickle_module)}): "
                          "minilora pickles with Python's pickle module only")
     if _is_file_object(f, "write"):
-        path = _through_a_temporary_file()
+        path = _through_a_temporary_file(suffix=".pt")
         try:
-            save(obj, path, pickle_protocol=pickle_protocol)
+            _save(obj, path, pickle_protocol, archive_name="archive")  # (torch's name for a file object's archive)
             with open(path, "rb") as file:
                 f.write(file.read())
         finally:
             os.remove(path)
         return
+    path = _path(f, "save")
+    _save(obj, path, pickle_protocol, os.path.basename(path).split(".")[0] or "archive")
+
+
+def _save(obj, path, pickle_protocol, archive_name):
     from . import checkpoint  # (imported on use: `import minilora` stays light)
+    if not path.endswith(".safetensors"):
+        _check_destination(path)
+        try:
+            with checkpoint.atomic_write(path, "wb") as file:
+                torch_format.write_zip(obj, file, archive_name, _tensor_parts, Size, Device)
+            return
+        except torch_format.NotTorchData:
+            pass  # (nothing was written) a NumPy array or a module: safetensors with a structure, or a pickle
     metadata = {"format": "pt"}
     if _is_state_dict(obj):
         entries = obj
@@ -159,11 +176,9 @@ def save(obj, f, pickle_module=None, pickle_protocol=2):
         try:
             metadata[_TREE_KEY] = json.dumps(tree.encode(obj))
         except _NeedsPickle:
-            path = _path(f, "save")
             _check_destination(path)
             return pickled.save(obj, path, pickle_protocol)
         entries = tree.entries
-    path = _path(f, "save")
     _check_destination(path)
     tensors = {name: t for name, t in entries.items() if isinstance(t, Tensor)}
     extra = {name: [t.device.name, bool(t.requires_grad)] for name, t in tensors.items()
@@ -172,6 +187,60 @@ def save(obj, f, pickle_module=None, pickle_protocol=2):
         metadata[_META_KEY] = json.dumps(extra)
     checkpoint.save_file({name: t.detach().numpy(force=True) if isinstance(t, Tensor) else t
                           for name, t in entries.items()}, path, metadata=metadata)
+
+
+def _tensor_parts(obj):
+    """What torch_format writes of a tensor (None for anything else): its values (the array itself on the CPU,
+    so tensors viewing one array share a storage), requires_grad, torch's location and whether it is a
+    Parameter."""
+    if not isinstance(obj, Tensor):
+        return None
+    from .nn.module import Parameter
+    return torch_format.TensorParts(obj.detach().numpy(force=True), bool(obj.requires_grad), obj.device.name,
+                                    isinstance(obj, Parameter))
+
+
+class _TensorBuilders(torch_format.Builders):
+    """A torch file's tensors as minilora Tensors (views of their storage's array: shared storages share
+    memory) placed where ``map_location`` says, Parameters as nn.Parameter."""
+
+    size, device = Size, staticmethod(device)
+
+    def __init__(self, path, map_location):
+        self.path, self.map_location, self.checked = path, map_location, set()
+
+    def tensor(self, array, requires_grad, location):
+        if location not in self.checked and (self.map_location is None or isinstance(self.map_location, dict)):
+            _check_saved_devices(self.path, {"": [location, False]}, self.map_location)
+            self.checked.add(location)
+        array = dtypes.canonical(array)
+        tensor = _placed(Tensor(array, dtype=array.dtype, device="cpu"), location, self.map_location)
+        return tensor.requires_grad_(True) if requires_grad else tensor
+
+    def parameter(self, tensor, requires_grad, state=None):
+        from .nn.module import Parameter
+        if not isinstance(tensor, Tensor):
+            raise pickle.UnpicklingError(f"_rebuild_parameter got a {type(tensor).__name__}, not a tensor")
+        parameter = Parameter(tensor.detach(), requires_grad=requires_grad)
+        for name, value in (state or {}).items() if isinstance(state, dict) else ():
+            setattr(parameter, name, value)
+        return parameter
+
+
+def _load_torch_file(path, map_location, weights_only, mmap):
+    """A file torch.save wrote (or minilora.save): rebuilt by the weights-only reader, never unpickled."""
+    try:
+        return torch_format.read(path, _TensorBuilders(path, map_location), mmap=bool(mmap))
+    except torch_format.NotRebuilt as exc:
+        raise torch_format.NotRebuilt(f"minilora.load({path!r}): {exc}") from None
+    except pickle.UnpicklingError as exc:
+        if weights_only is not False:
+            raise
+        raise pickle.UnpicklingError(
+            f"minilora.load({path!r}, weights_only=False): the file holds objects only an unrestricted unpickler "
+            f"rebuilds, and minilora never runs a torch.save file's pickle (it can run any code, and rebuilds "
+            f"torch's own classes). Save the state_dict() instead of the object. The weights-only reader "
+            f"said:\n{exc}") from None
 
 
 def _refuse_pickle(path):
@@ -188,10 +257,9 @@ def _refuse_pickle(path):
     kind = checkpoint.other_format(magic)
     if kind is not None and "pickle" in kind:  # (other kinds: read_header names them)
         raise checkpoint.CheckpointError(
-            f"{path} looks like a torch.save file: it is {kind}. minilora.load reads only safetensors "
-            f"files and its own pickles (minilora.save(model)), and never unpickles torch's: unpickling can run "
-            f"any code the file contains (and needs torch to rebuild its tensors). Convert it where torch is "
-            f"installed: safetensors.torch.save_file(torch.load(path), 'weights.safetensors')")
+            f"{path} is {kind}, but not in torch.save's format: minilora.load reads torch.save's files (as "
+            f"torch.load(weights_only=True) does), safetensors files and its own pickles (minilora.save(model)), "
+            f"and never runs another pickle: unpickling can run any code the file contains")
 
 
 def _is_safetensors(start, size):
@@ -267,25 +335,25 @@ def _placed(tensor, saved, map_location):
 
 
 def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=None):
-    """What ``save`` wrote (a path or a binary file object): ``{name: Tensor}`` from a plain safetensors file
-    (any safetensors file), the saved object itself when ``save`` stored its structure.
+    """What ``save`` or ``torch.save`` wrote (a path or a binary file object): ``{name: Tensor}`` from a plain
+    safetensors file (any safetensors file), the saved object itself otherwise.
 
     ``map_location`` (a device or its name) puts every tensor there; torch's other forms work too: a dict from
     saved device to device (``{"cuda:0": "cpu"}``) and a callable ``fn(storage, location)`` (``lambda storage,
     loc: storage`` keeps everything on the CPU). By default each tensor goes back to the device it was saved
-    from (cpu for files written by others). torch.load's other arguments: loading
-    is weights-only by default, as torch 2.6+'s: a pickled object (``save``'s whole module) loads only with
-    ``weights_only=False`` (torch's UnpicklingError and words otherwise), and only from a file minilora
-    wrote (a torch.save file is refused: its pickle rebuilds torch's tensors). A ``pickle_module`` other than
-    Python's and ``mmap=True`` ask for what minilora does not do, and are refused."""
+    from (cpu for files written by others). A file torch.save wrote (zip, or torch < 1.6's format) is read as
+    torch.load(weights_only=True) reads it, never unpickled (``minilora/torch_format.py``): anything but tensors
+    and plain data is refused in torch's words, with ``weights_only=False`` too. ``mmap=True`` maps a zip
+    file's storages (copy-on-write). Loading is weights-only by default, as torch 2.6+'s: a pickled object
+    (``save``'s whole module) loads only with ``weights_only=False`` (torch's UnpicklingError and words
+    otherwise). A ``pickle_module`` other than Python's is refused."""
     from . import checkpoint
     if pickle_module is not None and pickle_module is not pickle:
         raise ValueError("minilora.load(pickle_module=...): minilora unpickles its own files with Python's pickle "
                          "module only")
-    if mmap:
-        raise NotImplementedError("minilora.load(mmap=True): minilora reads the tensors into memory; it does not "
-                                  "memory-map files")
     if _is_file_object(f, "read"):
+        if mmap:
+            raise ValueError("f must be a file path in order to use the mmap argument")
         path = _through_a_temporary_file(f.read())
         try:
             return load(path, map_location, weights_only=weights_only)
@@ -294,6 +362,11 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     path = _path(f, "load")
     if pickled.is_pickled(path):
         return pickled.load(path, weights_only is False, lambda t, saved: _placed(t, saved, map_location))
+    if torch_format.kind(path) is not None:
+        return _load_torch_file(path, map_location, weights_only, mmap)
+    if mmap:
+        raise NotImplementedError("minilora.load(mmap=True): memory-maps torch.save's zip files only; this one "
+                                  "is read into memory")
     _refuse_pickle(path)
     header, _ = checkpoint.read_header(path)
     extra = _placements(path, header.get("__metadata__", {}).get(_META_KEY, "{}"))

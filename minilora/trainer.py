@@ -1557,11 +1557,13 @@ class Trainer:
         if _is_peft_model(self.model):
             self.model.load_adapter(folder, self.model.active_adapters[0], is_trainable=trainable)
             return
-        from .checkpoint import load_file
-        path = os.path.join(folder, "model.safetensors")
-        if not os.path.isfile(path):
-            raise ValueError(f"Can't find a valid checkpoint at {folder} (no model.safetensors)")
-        self.model.load_state_dict({k: Tensor(v) for k, v in load_file(path).items()}, strict=False)
+        from .checkpoint import WEIGHTS_NAME, load_weights
+        for name in ("model.safetensors", WEIGHTS_NAME):  # (transformers' save_safetensors=False writes the .bin)
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                self.model.load_state_dict({k: Tensor(v) for k, v in load_weights(path).items()}, strict=False)
+                return
+        raise ValueError(f"Can't find a valid checkpoint at {folder} (no model.safetensors or {WEIGHTS_NAME})")
 
     def _load_optimizer_and_scheduler(self, folder):
         from .serialization import load

@@ -121,8 +121,11 @@ def test_sharded_folder_and_its_errors(tmp_path):
 
 
 def test_folder_without_weights_says_what_it_holds(tmp_path):
-    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
-    with pytest.raises(FileNotFoundError, match="pickles, which minilora never loads"):
+    (tmp_path / "notes.txt").write_text("no weights here")
+    with pytest.raises(FileNotFoundError, match="no model.safetensors.*pytorch_model.bin.*it holds: notes.txt"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")  # read as torch.save's (tests/test_torch_files_r13.py)
+    with pytest.raises(CheckpointError, match="pytorch_model.bin"):
         load_checkpoint(tmp_path)
 
 

@@ -14,6 +14,7 @@ LAYERS = [
     ("minilora.emulator_kernels", 0), ("minilora.emulator_ptx", 0), ("minilora.emulator_streams", 0),
     ("minilora.emulator_fence", 0),
     ("minilora.checkpoint", 0), ("minilora.size", 0),
+    ("minilora.torch_format", 0),  # torch.save's file format read and written (NumPy only; callers build Tensors)
     ("minilora.return_types", 0),
     ("minilora.float32_math", 0),  # torch's float32 kernels on NumPy (parallel, device): the CPU capability
     ("minilora.float32_sums", 0),  # torch's float32 summation order (parallel: the thread count)
@@ -40,6 +41,7 @@ LAZY_UPWARD = {
     ("minilora.lora.diagnostics", "minilora.memory"),  # recommend_lora_config checks a memory budget
     ("minilora.nn.utils", "minilora.optim"),  # nn.utils.clip_grad_norm_ is optim's, under torch's name
     ("minilora.compiler", "minilora.nn"),  # torch.compile(model) wraps an nn.Module in nn's OptimizedModule
+    ("minilora.serialization", "minilora.nn"),  # a torch file's Parameters are written and rebuilt as nn.Parameter
     ("minilora.utils", "minilora.utils.checkpoint"),  # torch.utils.checkpoint is nn's gradient checkpointing
 }
 

@@ -118,16 +118,6 @@ def test_func_errors_use_torchs_words():
     assert _messages(ml) == _messages(torch)
 
 
-def test_forward_ad_is_refused_by_name_pointing_at_jvp():
-    """The forward-mode AD tutorial's dual tensors: minilora has no forward mode (it was an AttributeError)."""
-    fwAD = ml.autograd.forward_ad
-    with pytest.raises(NotImplementedError, match="forward_ad.dual_level: minilora has no forward-mode AD.*func.jvp"):
-        with fwAD.dual_level():
-            pass
-    with pytest.raises(NotImplementedError, match="forward_ad.make_dual"):
-        fwAD.make_dual(ml.ones(2), ml.ones(2))
-
-
 def test_autograd_functional_forward_mode_strategy_gives_torchs_jacobian():
     def run(lib):
         lib.manual_seed(1)
@@ -249,8 +239,8 @@ def test_a_whole_peft_model_saves_and_loads(tmp_path):
 def test_a_state_dict_loads_with_weights_only_false_and_a_torch_pickle_is_still_refused(tmp_path):
     ml.save({"w": ml.tensor([1.0, 2.0])}, tmp_path / "w.pt")
     assert ml.load(tmp_path / "w.pt", weights_only=False)["w"].tolist() == [1.0, 2.0]
-    torch.save(torch.nn.Linear(2, 2), tmp_path / "torch.pt")
-    with pytest.raises(ValueError, match="never unpickles torch's"):
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "torch.pt")  # (a torch state dict loads: tests/test_torch_files_r13.py)
+    with pytest.raises(pickle.UnpicklingError, match="never runs a torch.save file's pickle"):
         ml.load(tmp_path / "torch.pt", weights_only=False)
 
 
