@@ -26,7 +26,9 @@ R13 = Path(__file__).parent / "emu_kernels" / "r13"
 pytestmark = [pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++"),
               pytest.mark.usefixtures("memcheck_every_launch")]
 TEMPLATES = ("block_scan_kernel<128, 4>", "block_radix_sort_kernel<64, 4>", "templated_block_sum<float, 128, true>",
-             "templated_block_sum<double, 256, false>")
+             "templated_block_sum<double, 256, false>", "block_histogram_kernel<64, 4, cub::BLOCK_HISTO_SORT>",
+             "block_histogram_kernel<32, 8, cub::BLOCK_HISTO_ATOMIC>", "run_length_encode<64, 4>",
+             "merge_sort_and_shuffle<32, 3>")
 i32, f32 = np.int32, np.float32
 
 SHIFT = r'''
@@ -86,6 +88,39 @@ def test_cub_block_scan_and_block_radix_sort_on_a_ragged_tail():
     out = np.zeros(n, np.uint32)
     fn("block_radix_sort_kernel<64, 4>")((3,), (64,), (keys, out, i32(n)))
     np.testing.assert_array_equal(out, np.concatenate([np.sort(keys[k:k + 256]) for k in range(0, n, 256)]))
+
+
+def test_cub_block_histogram_discontinuity_adjacent_difference_merge_sort_and_shuffle():
+    # were refused by name ('cub::BlockHistogram is not provided by minilora's CUDA emulator'): the stand-in has them
+    data = np.random.default_rng(11).integers(0, 256, 1000).astype(np.uint8)
+    for name in ("block_histogram_kernel<64, 4, cub::BLOCK_HISTO_SORT>",
+                 "block_histogram_kernel<32, 8, cub::BLOCK_HISTO_ATOMIC>"):
+        hist = np.zeros(256, np.uint32)
+        fn(name)((4,), (256 // (4 if "64" in name else 8),), (data, hist, i32(data.size)))
+        np.testing.assert_array_equal(hist, np.bincount(data, minlength=256), err_msg=name)
+    n = 230  # a ragged tile of 256
+    sorted_in = np.sort(np.random.default_rng(12).integers(-30, 30, n)).astype(np.int32)
+    values, starts, ends = (np.full(n, -1, np.int32) for _ in range(3))
+    runs, gaps = np.zeros(1, np.int32), np.zeros(n, np.int32)
+    fn("run_length_encode<64, 4>")((1,), (64,), (sorted_in, values, starts, ends, runs, gaps, i32(n)))
+    expected, first, counts = np.unique(sorted_in, return_index=True, return_counts=True)
+    k = runs[0]
+    assert k == expected.size
+    np.testing.assert_array_equal(values[:k], expected)
+    np.testing.assert_array_equal(starts[:k], first)
+    np.testing.assert_array_equal(ends[:k] - starts[:k], counts)
+    np.testing.assert_array_equal(gaps, np.diff(sorted_in, prepend=0))  # the first item is kept
+    n = 80  # of a 96-item tile, padded with oob_default 0.0
+    keys = randn(n)
+    keys[10:14] = [1.5, -1.5, 1.5, -1.5]  # equal |key|: the stable sort keeps their order
+    keys_out, left = np.zeros(96, f32), np.zeros(96, f32)
+    index, rotated = np.zeros(96, np.int32), np.zeros(32, np.int32)
+    fn("merge_sort_and_shuffle<32, 3>")((1,), (32,), (keys, keys_out, index, left, rotated, i32(n)))
+    order = np.concatenate([np.argsort(-np.abs(keys), kind="stable"), np.arange(n, 96)])
+    np.testing.assert_array_equal(index, order)
+    np.testing.assert_array_equal(keys_out, np.concatenate([keys, np.zeros(16, f32)])[order])
+    np.testing.assert_array_equal(left, np.concatenate([[-1], keys_out[:-1]]))
+    np.testing.assert_array_equal(rotated, (np.arange(32) + 3) % 32 * 10)
 
 
 def test_cooperative_groups_tile_shfl_down_and_reduce():

@@ -335,3 +335,98 @@ extern "C" __global__ void normalize_checked(float* x, const float* norms, int n
         x[i] /= norms[i];
     }
 }
+
+// ---------------------------------------------------------------- more of CUB's block collectives
+// CUB's BlockHistogram example: 4 bytes per thread into 256 shared bins, merged into the global histogram.
+template <int BLOCK_THREADS, int ITEMS_PER_THREAD, cub::BlockHistogramAlgorithm ALGORITHM>
+__global__ void block_histogram_kernel(const unsigned char* d_samples, unsigned int* d_histogram, int n) {
+    using BlockHistogramT = cub::BlockHistogram<unsigned char, BLOCK_THREADS, ITEMS_PER_THREAD, 256, ALGORITHM>;
+    __shared__ typename BlockHistogramT::TempStorage temp_storage;
+    __shared__ unsigned int smem_histogram[256];
+    unsigned char data[ITEMS_PER_THREAD];
+    const int base = blockIdx.x * BLOCK_THREADS * ITEMS_PER_THREAD;
+    int counted = 0;
+    for (int k = 0; k < ITEMS_PER_THREAD; ++k) {  // a ragged tail is counted into bin 0, then taken back out
+        const int i = base + threadIdx.x * ITEMS_PER_THREAD + k;
+        data[k] = i < n ? d_samples[i] : 0;
+        counted += i < n ? 0 : 1;
+    }
+    BlockHistogramT(temp_storage).Histogram(data, smem_histogram);
+    __syncthreads();
+    if (counted) atomicAdd(&smem_histogram[0], (unsigned int)-counted);
+    __syncthreads();
+    for (int b = threadIdx.x; b < 256; b += BLOCK_THREADS) atomicAdd(&d_histogram[b], smem_histogram[b]);
+}
+
+// Run-length encoding of a sorted tile: BlockDiscontinuity's head and tail flags, a BlockScan of the heads for
+// each run's slot, BlockAdjacentDifference for the gaps between neighbours.
+struct NotEqual {
+    __device__ bool operator()(const int& a, const int& b) const { return a != b; }
+};
+
+template <int BLOCK_THREADS, int ITEMS>
+__global__ void run_length_encode(const int* in, int* run_values, int* run_starts, int* run_ends, int* num_runs,
+                                  int* gaps, int n) {
+    using Discontinuity = cub::BlockDiscontinuity<int, BLOCK_THREADS>;
+    using Scan = cub::BlockScan<int, BLOCK_THREADS>;
+    using Difference = cub::BlockAdjacentDifference<int, BLOCK_THREADS>;
+    __shared__ typename Discontinuity::TempStorage disc_temp;
+    __shared__ typename Scan::TempStorage scan_temp;
+    __shared__ typename Difference::TempStorage diff_temp;
+    int items[ITEMS], heads[ITEMS], tails[ITEMS], slots[ITEMS], diffs[ITEMS];
+    for (int k = 0; k < ITEMS; ++k) {
+        const int i = threadIdx.x * ITEMS + k;
+        items[k] = i < n ? in[i] : INT_MAX;  // the padding is one run past the end, dropped below
+    }
+    Discontinuity(disc_temp).FlagHeadsAndTails(heads, tails, items, NotEqual());
+    int total;
+    Scan(scan_temp).ExclusiveSum(heads, slots, total);
+    Difference(diff_temp).SubtractLeftPartialTile(items, diffs, [](int a, int b) { return a - b; }, n);
+    for (int k = 0; k < ITEMS; ++k) {
+        const int i = threadIdx.x * ITEMS + k;
+        if (i >= n) continue;
+        if (heads[k]) {
+            run_values[slots[k]] = items[k];
+            run_starts[slots[k]] = i;
+        }
+        if (tails[k]) run_ends[slots[k] + heads[k] - 1] = i + 1;  // the run's slot: the heads up to it, less one
+        gaps[i] = diffs[k];
+    }
+    if (threadIdx.x == 0) *num_runs = total - (n < BLOCK_THREADS * ITEMS ? 1 : 0);
+}
+
+// BlockMergeSort of (key, value) pairs by a custom comparator (descending |key|), a ragged tile padded with
+// oob_default; BlockShuffle's Up for each item's left neighbour and Rotate of one value per thread.
+struct AbsGreater {
+    __device__ bool operator()(const float& a, const float& b) const { return fabsf(a) > fabsf(b); }
+};
+
+template <int BLOCK_THREADS, int ITEMS>
+__global__ void merge_sort_and_shuffle(const float* keys_in, float* keys_out, int* index_out, float* left_out,
+                                       int* rotated, int n) {
+    using Sort = cub::BlockMergeSort<float, BLOCK_THREADS, ITEMS, int>;
+    using Shuffle = cub::BlockShuffle<float, BLOCK_THREADS>;
+    using IntShuffle = cub::BlockShuffle<int, BLOCK_THREADS>;
+    __shared__ typename Sort::TempStorage sort_temp;
+    __shared__ typename Shuffle::TempStorage shuffle_temp;
+    __shared__ typename IntShuffle::TempStorage int_temp;
+    float keys[ITEMS], left[ITEMS];
+    int values[ITEMS];
+    for (int k = 0; k < ITEMS; ++k) {
+        const int i = threadIdx.x * ITEMS + k;
+        keys[k] = i < n ? keys_in[i] : 0.0f;
+        values[k] = i;
+    }
+    Sort(sort_temp).StableSort(keys, values, AbsGreater(), n, 0.0f);
+    for (int k = 0; k < ITEMS; ++k) left[k] = -1.0f;
+    Shuffle(shuffle_temp).Up(keys, left);
+    int next_thread;
+    IntShuffle(int_temp).Rotate((int)threadIdx.x * 10, next_thread, 3);
+    for (int k = 0; k < ITEMS; ++k) {
+        const int i = threadIdx.x * ITEMS + k;
+        keys_out[i] = keys[k];
+        index_out[i] = values[k];
+        left_out[i] = left[k];
+    }
+    rotated[threadIdx.x] = next_thread;
+}

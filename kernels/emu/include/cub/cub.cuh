@@ -1,11 +1,12 @@
 // Stand-in for CUB (<cub/cub.cuh>) under minilora's CPU emulator: the block- and warp-wide collectives kernels
 // use most -- cub::BlockReduce, cub::BlockScan, cub::WarpReduce, cub::WarpScan, cub::BlockLoad / BlockStore /
-// BlockExchange (and the LoadDirect* / StoreDirect* functions, CacheModifiedInputIterator), cub::BlockRadixSort --
+// BlockExchange (and the LoadDirect* / StoreDirect* functions, CacheModifiedInputIterator), cub::BlockRadixSort,
+// BlockMergeSort, BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle --
 // with CUB's interfaces (a TempStorage in __shared__, results where CUB defines them: a reduction's in thread /
 // lane 0) and its operators (cub::Sum, Max, Min, ArgMax, ArgMin, KeyValuePair).  They are written with the emulator's own
 // shuffles and __syncthreads, so its barrier, shuffle and race checks apply as to the user's code.  Anything
-// else of CUB (BlockHistogram, BlockMergeSort, the Device* algorithms, ...) fails to compile with a message
-// that names it.
+// else of CUB (WarpMergeSort, WarpExchange, the Device* algorithms, ...) fails to compile with a message that
+// names it.
 #pragma once
 #include "../../cuda_emu.h"
 #include "../cuda/std/__emu_open.h"
@@ -584,16 +585,304 @@ class BlockRadixSort {
     }
 };
 
+// ---- BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, BlockMergeSort -------------
+// Each thread's items go through TempStorage in their blocked order (rank t * ITEMS + i) with one __syncthreads()
+// between the writes and the reads, as CUB's have; as in CUB, reusing a TempStorage needs a __syncthreads() first.
+enum BlockHistogramAlgorithm { BLOCK_HISTO_SORT, BLOCK_HISTO_ATOMIC };
+
+// Counts of the items (bin numbers) in a histogram of BINS counters in shared memory; either algorithm adds with
+// atomics here (the counts are the same).
+template <class T, int BLOCK_DIM_X, int ITEMS_PER_THREAD, int BINS,
+          BlockHistogramAlgorithm ALGORITHM = BLOCK_HISTO_SORT, int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1,
+          int LEGACY_PTX_ARCH = 0>
+class BlockHistogram {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z;
+  public:
+    struct TempStorage { unsigned char unused; };
+    BlockHistogram() {}
+    explicit BlockHistogram(TempStorage&) {}
+    template <class CounterT> void InitHistogram(CounterT histogram[BINS]) {
+        for (int b = __emu_detail::linear_tid(); b < BINS; b += THREADS) histogram[b] = 0;
+    }
+    template <class CounterT> void Composite(T (&items)[ITEMS_PER_THREAD], CounterT histogram[BINS]) {
+        for (int i = 0; i < ITEMS_PER_THREAD; ++i) atomicAdd(&histogram[items[i]], CounterT(1));
+    }
+    template <class CounterT> void Histogram(T (&items)[ITEMS_PER_THREAD], CounterT histogram[BINS]) {
+        InitHistogram(histogram);
+        __syncthreads();
+        Composite(items, histogram);
+    }
+};
+
+namespace __emu_detail {
+// CUB's flag and difference operators take (a, b) or (a, b, b's rank in the tile).
+template <class Op, class T>
+auto apply_op(Op& op, const T& a, const T& b, int b_index) {
+    if constexpr (std::is_invocable<Op&, const T&, const T&, int>::value) return op(a, b, b_index);
+    else return op(a, b);
+}
+}  // namespace __emu_detail
+
+template <class T, int BLOCK_DIM_X, int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
+class BlockDiscontinuity {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z;
+  public:
+    struct TempStorage { T first[THREADS], last[THREADS]; };
+  private:
+    TempStorage& temp_;
+    // head_flags[i] = op(predecessor, item) (true for the tile's first item without a tile predecessor);
+    // tail_flags[i] = op(item, successor) (true for the tile's last item without a tile successor).
+    template <int ITEMS, class FlagT, class Op>
+    void flag(FlagT* heads, const T* predecessor, FlagT* tails, const T* successor, T (&input)[ITEMS], Op op) {
+        const int t = __emu_detail::linear_tid();
+        temp_.first[t] = input[0];
+        temp_.last[t] = input[ITEMS - 1];
+        __syncthreads();
+        const T* before = t > 0 ? &temp_.last[t - 1] : predecessor;
+        const T* after = t < THREADS - 1 ? &temp_.first[t + 1] : successor;
+        for (int i = 0; i < ITEMS; ++i) {
+            const int rank = t * ITEMS + i;
+            if (heads) {
+                const T* p = i > 0 ? &input[i - 1] : before;
+                heads[i] = p ? FlagT(__emu_detail::apply_op(op, *p, input[i], rank)) : FlagT(1);
+            }
+            if (tails) {
+                const T* q = i < ITEMS - 1 ? &input[i + 1] : after;
+                tails[i] = q ? FlagT(__emu_detail::apply_op(op, input[i], *q, rank + 1)) : FlagT(1);
+            }
+        }
+    }
+  public:
+    BlockDiscontinuity()
+        : temp_(__emu_detail::private_storage<TempStorage, BlockDiscontinuity>("cub::BlockDiscontinuity's TempStorage")) {}
+    explicit BlockDiscontinuity(TempStorage& temp_storage) : temp_(temp_storage) {}
+    template <int ITEMS, class FlagT, class Op>
+    void FlagHeads(FlagT (&head_flags)[ITEMS], T (&input)[ITEMS], Op flag_op) {
+        flag<ITEMS, FlagT>(head_flags, nullptr, nullptr, nullptr, input, flag_op);
+    }
+    template <int ITEMS, class FlagT, class Op>
+    void FlagHeads(FlagT (&head_flags)[ITEMS], T (&input)[ITEMS], Op flag_op, T tile_predecessor_item) {
+        flag<ITEMS, FlagT>(head_flags, &tile_predecessor_item, nullptr, nullptr, input, flag_op);
+    }
+    template <int ITEMS, class FlagT, class Op>
+    void FlagTails(FlagT (&tail_flags)[ITEMS], T (&input)[ITEMS], Op flag_op) {
+        flag<ITEMS, FlagT>(nullptr, nullptr, tail_flags, nullptr, input, flag_op);
+    }
+    template <int ITEMS, class FlagT, class Op>
+    void FlagTails(FlagT (&tail_flags)[ITEMS], T (&input)[ITEMS], Op flag_op, T tile_successor_item) {
+        flag<ITEMS, FlagT>(nullptr, nullptr, tail_flags, &tile_successor_item, input, flag_op);
+    }
+    template <int ITEMS, class FlagT, class Op>
+    void FlagHeadsAndTails(FlagT (&head_flags)[ITEMS], FlagT (&tail_flags)[ITEMS], T (&input)[ITEMS], Op flag_op) {
+        flag<ITEMS, FlagT>(head_flags, nullptr, tail_flags, nullptr, input, flag_op);
+    }
+    template <int ITEMS, class FlagT, class Op>
+    void FlagHeadsAndTails(FlagT (&head_flags)[ITEMS], FlagT (&tail_flags)[ITEMS], T tile_successor_item,
+                           T (&input)[ITEMS], Op flag_op) {
+        flag<ITEMS, FlagT>(head_flags, nullptr, tail_flags, &tile_successor_item, input, flag_op);
+    }
+    template <int ITEMS, class FlagT, class Op>
+    void FlagHeadsAndTails(FlagT (&head_flags)[ITEMS], T tile_predecessor_item, FlagT (&tail_flags)[ITEMS],
+                           T (&input)[ITEMS], Op flag_op) {
+        flag<ITEMS, FlagT>(head_flags, &tile_predecessor_item, tail_flags, nullptr, input, flag_op);
+    }
+    template <int ITEMS, class FlagT, class Op>
+    void FlagHeadsAndTails(FlagT (&head_flags)[ITEMS], T tile_predecessor_item, FlagT (&tail_flags)[ITEMS],
+                           T tile_successor_item, T (&input)[ITEMS], Op flag_op) {
+        flag<ITEMS, FlagT>(head_flags, &tile_predecessor_item, tail_flags, &tile_successor_item, input, flag_op);
+    }
+};
+
+template <class T, int BLOCK_DIM_X, int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
+class BlockAdjacentDifference {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z;
+  public:
+    struct TempStorage { T first[THREADS], last[THREADS]; };
+  private:
+    TempStorage& temp_;
+    // output[i] = op(item, its left (or right) neighbour), the item itself where there is none or where the
+    // neighbour (or, to the right, the item) lies at or past valid_items.
+    template <int ITEMS, class OutputT, class Op>
+    void subtract(T (&input)[ITEMS], OutputT (&output)[ITEMS], Op op, bool left, const T* edge, int valid) {
+        const int t = __emu_detail::linear_tid();
+        temp_.first[t] = input[0];
+        temp_.last[t] = input[ITEMS - 1];
+        __syncthreads();
+        T own[ITEMS];
+        for (int i = 0; i < ITEMS; ++i) own[i] = input[i];  // (input and output may be the same array)
+        for (int i = 0; i < ITEMS; ++i) {
+            const int rank = t * ITEMS + i;
+            const T* other = left ? (i > 0 ? &own[i - 1] : t > 0 ? &temp_.last[t - 1] : edge)
+                                  : (i < ITEMS - 1 ? &own[i + 1] : t < THREADS - 1 ? &temp_.first[t + 1] : edge);
+            const bool in_tile = left ? rank < valid : rank + 1 < valid || (edge && rank + 1 == THREADS * ITEMS);
+            output[i] = other && in_tile ? OutputT(op(own[i], *other)) : OutputT(own[i]);
+        }
+    }
+  public:
+    BlockAdjacentDifference()
+        : temp_(__emu_detail::private_storage<TempStorage, BlockAdjacentDifference>(
+              "cub::BlockAdjacentDifference's TempStorage")) {}
+    explicit BlockAdjacentDifference(TempStorage& temp_storage) : temp_(temp_storage) {}
+    template <int ITEMS, class OutputT, class Op>
+    void SubtractLeft(T (&input)[ITEMS], OutputT (&output)[ITEMS], Op difference_op) {
+        subtract(input, output, difference_op, true, nullptr, THREADS * ITEMS);
+    }
+    template <int ITEMS, class OutputT, class Op>
+    void SubtractLeft(T (&input)[ITEMS], OutputT (&output)[ITEMS], Op difference_op, T tile_predecessor_item) {
+        subtract(input, output, difference_op, true, &tile_predecessor_item, THREADS * ITEMS);
+    }
+    template <int ITEMS, class OutputT, class Op>
+    void SubtractLeftPartialTile(T (&input)[ITEMS], OutputT (&output)[ITEMS], Op difference_op, int valid_items) {
+        subtract(input, output, difference_op, true, nullptr, valid_items);
+    }
+    template <int ITEMS, class OutputT, class Op>
+    void SubtractLeftPartialTile(T (&input)[ITEMS], OutputT (&output)[ITEMS], Op difference_op, int valid_items,
+                                 T tile_predecessor_item) {
+        subtract(input, output, difference_op, true, &tile_predecessor_item, valid_items);
+    }
+    template <int ITEMS, class OutputT, class Op>
+    void SubtractRight(T (&input)[ITEMS], OutputT (&output)[ITEMS], Op difference_op) {
+        subtract(input, output, difference_op, false, nullptr, THREADS * ITEMS);
+    }
+    template <int ITEMS, class OutputT, class Op>
+    void SubtractRight(T (&input)[ITEMS], OutputT (&output)[ITEMS], Op difference_op, T tile_successor_item) {
+        subtract(input, output, difference_op, false, &tile_successor_item, THREADS * ITEMS);
+    }
+    template <int ITEMS, class OutputT, class Op>
+    void SubtractRightPartialTile(T (&input)[ITEMS], OutputT (&output)[ITEMS], Op difference_op, int valid_items) {
+        subtract(input, output, difference_op, false, nullptr, valid_items);
+    }
+};
+
+template <class T, int BLOCK_DIM_X, int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
+class BlockShuffle {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z;
+  public:
+    struct TempStorage { T prev[THREADS], next[THREADS]; };
+  private:
+    TempStorage& temp_;
+  public:
+    BlockShuffle() : temp_(__emu_detail::private_storage<TempStorage, BlockShuffle>("cub::BlockShuffle's TempStorage")) {}
+    explicit BlockShuffle(TempStorage& temp_storage) : temp_(temp_storage) {}
+    // output = the input of thread t + distance, where that thread exists (else output is left alone)
+    void Offset(T input, T& output, int distance = 1) {
+        const int t = __emu_detail::linear_tid();
+        temp_.prev[t] = input;
+        __syncthreads();
+        if (t + distance >= 0 && t + distance < THREADS) output = temp_.prev[t + distance];
+    }
+    // output = the input of thread (t + distance) % THREADS
+    void Rotate(T input, T& output, unsigned int distance = 1) {
+        const int t = __emu_detail::linear_tid();
+        temp_.prev[t] = input;
+        __syncthreads();
+        output = temp_.prev[(t + distance) % THREADS];
+    }
+    // prev[i] = the item one before in the blocked order (thread 0's first left alone)
+    template <int ITEMS> void Up(T (&input)[ITEMS], T (&prev)[ITEMS]) {
+        const int t = __emu_detail::linear_tid();
+        temp_.prev[t] = input[ITEMS - 1];
+        __syncthreads();
+        for (int i = ITEMS - 1; i > 0; --i) prev[i] = input[i - 1];
+        if (t > 0) prev[0] = temp_.prev[t - 1];
+    }
+    template <int ITEMS> void Up(T (&input)[ITEMS], T (&prev)[ITEMS], T& block_suffix) {
+        Up(input, prev);
+        block_suffix = temp_.prev[THREADS - 1];
+    }
+    // next[i] = the item one after in the blocked order (the last thread's last left alone)
+    template <int ITEMS> void Down(T (&input)[ITEMS], T (&next)[ITEMS]) {
+        const int t = __emu_detail::linear_tid();
+        temp_.next[t] = input[0];
+        __syncthreads();
+        for (int i = 0; i < ITEMS - 1; ++i) next[i] = input[i + 1];
+        if (t < THREADS - 1) next[ITEMS - 1] = temp_.next[t + 1];
+    }
+    template <int ITEMS> void Down(T (&input)[ITEMS], T (&next)[ITEMS], T& block_prefix) {
+        Down(input, next);
+        block_prefix = temp_.next[0];
+    }
+};
+
+// A stable merge sort by compare_op (Sort may be unstable in CUB; stable is one of its answers); keys at or past
+// valid_items become oob_default first.  Thread 0 sorts the tile's indices in TempStorage, as BlockRadixSort.
+template <class KeyT, int BLOCK_DIM_X, int ITEMS_PER_THREAD, class ValueT = NullType, int BLOCK_DIM_Y = 1,
+          int BLOCK_DIM_Z = 1>
+class BlockMergeSort {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z, ITEMS = ITEMS_PER_THREAD;
+    static constexpr int N = THREADS * ITEMS;
+    static constexpr bool KEYS_ONLY = std::is_same<ValueT, NullType>::value;
+  public:
+    struct TempStorage {
+        KeyT keys[N];
+        ValueT values[KEYS_ONLY ? 1 : N];
+        int order[N], scratch[N];
+    };
+  private:
+    TempStorage& temp_;
+    template <class Compare> void sort_order(Compare& less) {
+        int* a = temp_.order;
+        int* b = temp_.scratch;
+        for (int i = 0; i < N; ++i) a[i] = i;
+        for (int width = 1; width < N; width *= 2) {
+            for (int lo = 0; lo < N; lo += 2 * width) {
+                const int mid = lo + width < N ? lo + width : N, hi = lo + 2 * width < N ? lo + 2 * width : N;
+                int i = lo, j = mid, k = lo;
+                while (i < mid && j < hi) b[k++] = less(temp_.keys[a[j]], temp_.keys[a[i]]) ? a[j++] : a[i++];
+                while (i < mid) b[k++] = a[i++];
+                while (j < hi) b[k++] = a[j++];
+            }
+            int* t = a; a = b; b = t;
+        }
+        if (a != temp_.order)
+            for (int i = 0; i < N; ++i) temp_.order[i] = a[i];
+    }
+    template <class Compare>
+    void sort(KeyT (&keys)[ITEMS], ValueT* values, Compare less, int valid, const KeyT* oob_default) {
+        const int t = __emu_detail::linear_tid();
+        for (int i = 0; i < ITEMS; ++i) {
+            temp_.keys[t * ITEMS + i] = t * ITEMS + i < valid ? keys[i] : *oob_default;
+            if (values) temp_.values[t * ITEMS + i] = values[i];
+        }
+        __syncthreads();
+        if (t == 0) sort_order(less);
+        __syncthreads();
+        for (int i = 0; i < ITEMS; ++i) {
+            const int src = temp_.order[t * ITEMS + i];
+            keys[i] = temp_.keys[src];
+            if (values) values[i] = temp_.values[src];
+        }
+    }
+  public:
+    BlockMergeSort()
+        : temp_(__emu_detail::private_storage<TempStorage, BlockMergeSort>("cub::BlockMergeSort's TempStorage")) {}
+    explicit BlockMergeSort(TempStorage& temp_storage) : temp_(temp_storage) {}
+    template <class Compare> void Sort(KeyT (&keys)[ITEMS], Compare compare_op) {
+        sort(keys, nullptr, compare_op, N, nullptr);
+    }
+    template <class Compare> void Sort(KeyT (&keys)[ITEMS], Compare compare_op, int valid_items, KeyT oob_default) {
+        sort(keys, nullptr, compare_op, valid_items, &oob_default);
+    }
+    template <class Compare, class V = ValueT, class = typename std::enable_if<!std::is_same<V, NullType>::value>::type>
+    void Sort(KeyT (&keys)[ITEMS], V (&items)[ITEMS], Compare compare_op) {
+        sort(keys, items, compare_op, N, nullptr);
+    }
+    template <class Compare, class V = ValueT, class = typename std::enable_if<!std::is_same<V, NullType>::value>::type>
+    void Sort(KeyT (&keys)[ITEMS], V (&items)[ITEMS], Compare compare_op, int valid_items, KeyT oob_default) {
+        sort(keys, items, compare_op, valid_items, &oob_default);
+    }
+    template <class... Args> void StableSort(Args&&... args) { Sort(static_cast<Args&&>(args)...); }
+};
+
 // ---- the rest of CUB: named, not emulated ---------------------------------------------------------
 #define __EMU_CUB_MISSING(NAME)                                                                          \
     template <class T, auto... P> struct NAME {                                                          \
         static_assert(__emu_detail::dependent_false<T>::value,                                           \
                       "cub::" #NAME " is not provided by minilora's CUDA emulator: its <cub/cub.cuh> stand-in has " \
-                      "BlockReduce, BlockScan, BlockLoad, BlockStore, BlockExchange, BlockRadixSort, WarpReduce and " \
+                      "BlockReduce, BlockScan, BlockLoad, BlockStore, BlockExchange, BlockRadixSort, BlockMergeSort, " \
+                      "BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, WarpReduce and " \
                       "WarpScan (and Sum, Max, Min, ArgMax, ArgMin, KeyValuePair)"); \
     };
-__EMU_CUB_MISSING(BlockHistogram) __EMU_CUB_MISSING(BlockDiscontinuity)
-__EMU_CUB_MISSING(BlockAdjacentDifference) __EMU_CUB_MISSING(BlockShuffle) __EMU_CUB_MISSING(BlockMergeSort)
 __EMU_CUB_MISSING(BlockRunLengthDecode) __EMU_CUB_MISSING(WarpExchange) __EMU_CUB_MISSING(WarpLoad)
 __EMU_CUB_MISSING(WarpStore) __EMU_CUB_MISSING(WarpMergeSort)
 #undef __EMU_CUB_MISSING
