@@ -9,8 +9,12 @@ below is the Python port of libstdc++'s steps, run where no C++ compiler is foun
 
     sort_order(keys, descending)           # (rows, n) keys -> (rows, n) int64 indices
     topk_order(keys, k, largest, sorted)   # (rows, n) keys -> (rows, k) int64 indices
+    kthvalue_index(keys, k), mode_index(keys)  # (rows, n) keys -> (rows,) int64 indices
+
+kthvalue runs ATen's own quickselect (``quick_select_template``), mode ``std::sort`` under the plain ``a < b``.
 """
 import ctypes
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,7 @@ import numpy as np
 from . import native
 from .dtypes import is_floating
 
-__all__ = ["sort_order", "topk_order"]
+__all__ = ["sort_order", "topk_order", "kthvalue_index", "mode_index", "nth_among_equals"]
 
 _SOURCE = Path(__file__).with_name("native") / "std_sort.cpp"
 _library = None
@@ -85,21 +89,111 @@ def topk_order(keys, k, largest, sorted):  # noqa: A002  (torch's name)
     return out
 
 
+def kthvalue_index(keys, k):
+    """The index ``torch.kthvalue(keys, k)`` gives for each row of the 2-D ``keys`` (1 <= k <= n): ATen's own
+    quickselect (``quick_select_template``, Sedgewick's partition with a median of three) run to position
+    ``k - 1`` under "greater, or NaN", on a copy of the row; among ties, whichever index it leaves there."""
+    keys = _as_keys(keys)
+    rows, n = keys.shape
+    out = np.empty(rows, np.int64)
+    if _compiled("kthvalue", keys, rows, n, k - 1, out=out):
+        return out
+    for r in range(rows):
+        out[r] = _quick_select(keys[r].tolist(), k - 1)
+    return out
+
+
+def mode_index(keys):
+    """The index ``torch.mode(keys)`` gives for each row of the 2-D ``keys``: ATen sorts the (value, index)
+    pairs with ``std::sort`` under the values' plain ``a < b`` (NaN unordered: each NaN its own run) and takes
+    the last pair of the first longest run of equal values."""
+    keys = _as_keys(keys)
+    rows, n = keys.shape
+    out = np.empty(rows, np.int64)
+    if _compiled("mode", keys, rows, n, out=out):
+        return out
+    for r in range(rows):
+        algorithms = _StdAlgorithms(keys[r].tolist(), descending=False, nan_last=False)
+        algorithms.sort(0, n)
+        out[r] = _last_of_longest_run([algorithms.keys[i] for i in algorithms.a], algorithms.a)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def nth_among_equals(n, nth):
+    """The index ``std::nth_element`` leaves at position ``nth`` of ``0..n-1`` when no element is less than another:
+    ``torch.nanmedian(dim=)``'s index for a row that is all NaN (its comparator orders no NaN before another)."""
+    algorithms = _StdAlgorithms([float("nan")] * n, descending=False, nan_last=False)
+    algorithms.nth_element(0, nth, n)
+    return algorithms.a[nth]
+
+
+def _last_of_longest_run(values, indices):
+    """mode's scan over the sorted pairs: the index ending the first run of equal values longest of all."""
+    run = longest = pick = 0
+    for j, value in enumerate(values):
+        run += 1
+        if j == len(values) - 1 or value != values[j + 1]:
+            if run > longest:
+                pick, longest = indices[j], run
+            run = 0
+    return pick
+
+
+def _greater_or_nan(x, y):
+    return (x != x and y == y) or x > y
+
+
+def _quick_select(values, k):
+    """ATen's ``quick_select_template`` (native/std_sort.cpp's kthvalue_rows) on the list ``values``: the original
+    index of the element it leaves at position ``k``."""
+    pairs, gt = [[v, i] for i, v in enumerate(values)], _greater_or_nan
+    low, high = 0, len(pairs) - 1
+    while high > low:
+        if high == low + 1:
+            if gt(pairs[low][0], pairs[high][0]):
+                pairs[low], pairs[high] = pairs[high], pairs[low]
+            break
+        middle = (low + high) >> 1  # the median of three, as the pivot, at low
+        pairs[middle], pairs[low + 1] = pairs[low + 1], pairs[middle]
+        for a, b in ((low + 1, high), (low, high), (low + 1, low)):
+            if gt(pairs[a][0], pairs[b][0]):
+                pairs[a], pairs[b] = pairs[b], pairs[a]
+        i, j, pivot = low + 1, high, pairs[low][0]
+        while True:
+            i += 1
+            while gt(pivot, pairs[i][0]):
+                i += 1
+            j -= 1
+            while gt(pairs[j][0], pivot):
+                j -= 1
+            if j < i:
+                break
+            pairs[i], pairs[j] = pairs[j], pairs[i]
+        pairs[low], pairs[j] = pairs[j], pairs[low]
+        if j <= k:
+            low = i
+        if j >= k:
+            high = j - 1
+    return pairs[k][1]
+
+
 class _StdAlgorithms:
     """libstdc++'s ``std::sort``, ``std::partial_sort`` and ``std::nth_element`` on the index list ``a``
     (``0..n-1``), comparing ``keys[i]`` as ATen's comparators do: ``a < b`` with NaN after every number, or
-    descending ``a > b`` with NaN before (checked against torch on arrays full of ties and NaNs)."""
+    descending ``a > b`` with NaN before (checked against torch on arrays full of ties and NaNs); with
+    ``nan_last=False`` the plain ``a < b`` (mode's: a NaN is neither less nor greater than anything)."""
 
     THRESHOLD = 16  # libstdc++'s _S_threshold: runs this short are left to the final insertion sort
 
-    def __init__(self, keys, descending):
-        self.a, self.keys, self.descending = list(range(len(keys))), keys, descending
+    def __init__(self, keys, descending, nan_last=True):
+        self.a, self.keys, self.descending, self.nan_last = list(range(len(keys))), keys, descending, nan_last
 
     def _less(self, i, j):
         x, y = self.keys[i], self.keys[j]
         if self.descending:
             return (x != x and y == y) or x > y
-        return (x == x and y != y) or x < y
+        return (self.nan_last and x == x and y != y) or x < y
 
     # -- std::sort: introsort to runs of 16, then one insertion sort ------------------------------------
     def sort(self, lo, hi):

@@ -118,3 +118,41 @@ def test_float64_optimizer_state_as_torch(name, hyper):
             assert int((s_torch[key] != s_ml[key]).sum()) == 0, key
     assert int((p_torch != p_ml).sum()) <= 20
     np.testing.assert_allclose(p_ml, p_torch, rtol=0, atol=1e-15)
+
+
+# ---- which index kthvalue, mode and nanmedian return among ties --------------------------------------------
+@pytest.fixture(params=["compiled", "python"])
+def std_algorithms(request, monkeypatch):
+    """Each tie case runs with native/std_sort.cpp and with std_sort.py's port of the same steps."""
+    from minilora import std_sort
+    if request.param == "compiled" and std_sort._lib() is None:
+        pytest.skip("no C++ compiler: std_sort.cpp is not built")
+    if request.param == "python":
+        monkeypatch.setattr(std_sort, "_library", False)
+
+
+def _tied_rows(dtype, nan):
+    """Rows of few distinct values (ties everywhere), some with NaNs, of lengths around the algorithms' cut-offs."""
+    rng = np.random.default_rng(6)
+    arrays = [rng.integers(0, 4, (5, n)).astype(dtype) for n in (2, 3, 7, 17, 40)]
+    if nan:
+        for a in arrays:
+            a[rng.random(a.shape) < 0.25] = np.nan
+        arrays.append(np.full((2, 9), np.nan, dtype))  # all NaN
+    return arrays
+
+
+@pytest.mark.parametrize("op, nan", [("kthvalue", False), ("kthvalue", True), ("mode", False), ("mode", True),
+                                     ("nanmedian", True)])
+@pytest.mark.parametrize("dim", [1, 0])
+def test_tie_indices_as_torch(std_algorithms, op, nan, dim):
+    """kthvalue: ATen's quickselect's pick; mode: the end of the run in std::sort's order (a NaN its own run);
+    nanmedian of a row all NaN: std::nth_element's pick among elements none less than another."""
+    calls = {"kthvalue": lambda L, x: L.kthvalue(x, 2, dim=dim), "mode": lambda L, x: L.mode(x, dim=dim),
+             "nanmedian": lambda L, x: L.nanmedian(x, dim=dim)}
+    for dtype in (np.float64, np.float32):
+        for a in _tied_rows(dtype, nan):
+            a = a if dim == 1 else np.ascontiguousarray(a.T)  # (the reduced dimension n long either way)
+            expected, got = calls[op](torch, torch.tensor(a)), calls[op](ml, ml.tensor(a))
+            np.testing.assert_array_equal(got.indices.numpy(), expected.indices.numpy(), err_msg=f"{op} of {a}")
+            np.testing.assert_array_equal(got.values.numpy(), expected.values.numpy())

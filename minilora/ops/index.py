@@ -1020,8 +1020,9 @@ def median(input, dim=NO_DIM, keepdim=False):
 
 def mode(input, dim=-1, keepdim=False):
     """``torch.mode``: the most frequent value along ``dim`` and an index of it, as a named tuple.
-    As torch's kernel: among equally frequent values the smallest wins, and the index is that
-    value's *last* occurrence; the gradient goes to that index. Counted on the host, row by row."""
+    As torch's kernel: among equally frequent values the smallest wins, and the index is the last of that
+    value's run in ``std::sort``'s (unstable) order, a NaN a run of its own (``std_sort.mode_index``); the
+    gradient goes to that index. Counted on the host, row by row."""
     dim_ = _dim(dim, input.ndim, "mode")
     if input.dtype.kind == "c":  # (complex numbers have no order to break ties by)
         raise NotImplementedError(f'"mode_cpu" not implemented for \'{torch_name(input.dtype)}\'')
@@ -1029,26 +1030,25 @@ def mode(input, dim=-1, keepdim=False):
         return return_type("mode")(input.clone(), input.new_zeros((), dtype=np.int64))
     if input.shape[dim_] == 0:
         raise IndexError(f"mode(): Expected reduction dim {dim_} to have non-zero size.")
-    rows = np.moveaxis(input.detach().cpu().numpy(), dim_, -1)
-    flat = rows.reshape(-1, rows.shape[-1])
-    last = np.empty(flat.shape[0], np.int64)
-    for i, row in enumerate(flat):
-        values, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
-        most = np.argmax(counts)  # the first of the largest counts: the smallest such value
-        last[i] = np.flatnonzero(inverse.reshape(-1) == most)[-1]
-    indices = np.expand_dims(last.reshape(rows.shape[:-1]), dim_)
-    indices = Tensor(indices, dtype=np.int64, device=input.device)
+    indices = _picked_index(input, dim_, std_sort.mode_index)
     values = _gather(input, dim_, indices)
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)
     return return_type("mode")(values, indices)
 
 
+def _picked_index(input, dim_, pick):
+    """The index ``pick`` (a ``std_sort`` function: (rows, n) keys -> (rows,) indices) chooses along ``dim_``, as
+    an int64 Tensor keeping ``dim_`` (size 1): torch's CPU algorithms, run on the host."""
+    index = _along_last(lambda rows: pick(rows)[:, None], input.detach().cpu().numpy(), dim_)
+    return Tensor(np.ascontiguousarray(index), dtype=np.int64, device=input.device)
+
+
 # ---- kthvalue, cummax, cummin ----------------------------------------------------------------------
 def kthvalue(input, k, dim=-1, keepdim=False):
     """``torch.kthvalue``: the ``k``-th smallest element along ``dim`` (``k`` from 1) and its index,
-    as a named tuple; the gradient goes to that index. NaN counts as the largest value. Among
-    equal values minilora returns the first one's index in sorted order (torch leaves it open)."""
+    as a named tuple; the gradient goes to that index. NaN counts as the largest value. Among equal values the
+    index is the one ATen's quickselect leaves at position k (``std_sort.kthvalue_index``), as torch's CPU."""
     dim_ = _dim(dim, input.ndim, "kthvalue")
     size = input.shape[dim_] if input.ndim else 1
     if size == 0:
@@ -1058,8 +1058,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {dim}")
     if input.ndim == 0:
         return return_type("kthvalue")(input.clone(), input.new_zeros((), dtype=np.int64))
-    order = _sort_order(input, dim_)
-    indices = order[(slice(None),) * dim_ + (slice(k - 1, k),)]
+    indices = _picked_index(input, dim_, lambda rows: std_sort.kthvalue_index(rows, k))
     values = _gather(input, dim_, indices)
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)

@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, float32_math, float32_sums, parallel, return_types
+from .. import amp as _amp, float32_math, float32_sums, parallel, return_types, std_sort
 from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
@@ -1054,6 +1054,8 @@ def nanmedian(input, dim=NO_DIM, keepdim=False):
     order = _sort_order(input, axis)._array  # NaN sorts last (stable)
     counts = (~xp.isnan(input._array)).sum(axis=axis, keepdims=True)
     middle = xp.take_along_axis(order, xp.maximum(counts - 1, 0) // 2, axis=axis)
+    # a row all NaN: torch's std::nth_element orders none of them, and leaves this one first
+    middle = xp.where(counts == 0, std_sort.nth_among_equals(input.shape[axis], 0), middle)
     indices = Tensor(middle.astype(np.int64), dtype=np.int64, device=input.device)
     values = _gather(input, axis, indices)
     if not keepdim:
