@@ -1,17 +1,21 @@
-"""``minilora.save`` / ``minilora.load``: what torch.save / torch.load store, in a safetensors file.
+"""``minilora.save`` / ``minilora.load``: what torch.save / torch.load store, in torch.save's own format.
 
 ``torch.save`` pickles any Python object, and ``torch.load`` unpickles -- which can run arbitrary
 code hidden in the file (torch 2.6+ refuses all but plain data by default: ``weights_only=True``).
-minilora never unpickles. A ``{name: tensor}`` dict (a ``state_dict()``) is written as a plain
-safetensors file (a JSON header and the raw bytes, see ``minilora/checkpoint.py``) that any safetensors
-reader takes. Anything else torch's weights-only loader accepts -- the tutorial checkpoint
-``{"epoch": 3, "model_state_dict": ..., "optimizer_state_dict": ..., "loss": 0.1}``: nested dicts (any
-str/int/float/bool/None keys), lists, tuples, numbers, strings, None, tensors and NumPy arrays -- is
-stored as its tensors and arrays (one entry each: a tensor that appears twice, like tied weights, is
-stored once and loads as ONE tensor, as torch keeps it shared) plus a JSON description of the structure
-in the file's metadata. Names, shapes, dtypes, values, and which tensors required grad and on which
-device they were survive the trip. An object that only pickle can store (``torch.save(model)``: a whole
-module) is pickled, as torch.save pickles it, and loads only with ``weights_only=False`` (minilora/pickled.py).
+minilora never runs a pickle it did not write. What torch's weights-only loader accepts (a ``state_dict()``,
+the tutorial checkpoint ``{"epoch": 3, "model_state_dict": ..., "optimizer_state_dict": ..., "loss": 0.1}``)
+is written in torch.save's zip format and read back, from torch's files too, by ``minilora/torch_format.py``
+(a port of torch's weights-only unpickler: nothing in the file runs); torch.load reads minilora's files.
+
+Written to a ``.safetensors`` name, or holding NumPy arrays, the object goes to a safetensors file (a JSON
+header and the raw bytes, see ``minilora/checkpoint.py``): a ``{name: tensor}`` dict as a plain one that any
+safetensors reader takes, anything else -- nested dicts (any str/int/float/bool/None keys), lists, tuples,
+numbers, strings, None, tensors and NumPy arrays -- as its tensors and arrays (one entry each: a tensor that
+appears twice, like tied weights, is stored once and loads as ONE tensor, as torch keeps it shared) plus a
+JSON description of the structure in the file's metadata. Names, shapes, dtypes, values, and which tensors
+required grad and on which device they were survive the trip. An object that only pickle can store
+(``torch.save(model)``: a whole module) is pickled, as torch.save pickles it, and loads only with
+``weights_only=False`` (minilora/pickled.py).
 """
 import json
 import os
@@ -131,7 +135,8 @@ def _check_destination(path):
                                 f"(e.g. {os.path.join(path, 'model.safetensors')})")
 
 
-def save(obj, f, pickle_module=None, pickle_protocol=2):
+def save(obj, f, pickle_module=None, pickle_protocol=2, _use_new_zipfile_serialization=True,
+         _disable_byteorder_record=False):
     """Write ``obj`` to ``f`` (a path, or a binary file object as torch.save takes): what torch's weights-only
     loader takes (tensors, Parameters, dicts, lists, tuples, numbers, strings, dtypes, torch.Size ...) in
     torch.save's own zip format, which torch.load reads (``minilora/torch_format.py``; tensors sharing memory
@@ -142,26 +147,30 @@ def save(obj, f, pickle_module=None, pickle_protocol=2):
     if pickle_module is not None and pickle_module is not pickle:
         raise ValueError(f"minilora.save(pickle_module={getattr(pickle_module, '__name__', pickle_module)}): "
                          "minilora pickles with Python's pickle module only")
+    if not _use_new_zipfile_serialization:
+        raise NotImplementedError("minilora.save(_use_new_zipfile_serialization=False): minilora writes torch's zip "
+                                  "format (torch >= 1.6 reads it); torch < 1.6's format is read, not written")
+    byteorder = not _disable_byteorder_record
     if _is_file_object(f, "write"):
         path = _through_a_temporary_file(suffix=".pt")
         try:
-            _save(obj, path, pickle_protocol, archive_name="archive")  # (torch's name for a file object's archive)
+            _save(obj, path, pickle_protocol, "archive", byteorder)  # (torch's name for a file object's archive)
             with open(path, "rb") as file:
                 f.write(file.read())
         finally:
             os.remove(path)
         return
     path = _path(f, "save")
-    _save(obj, path, pickle_protocol, os.path.basename(path).split(".")[0] or "archive")
+    _save(obj, path, pickle_protocol, os.path.basename(path).split(".")[0] or "archive", byteorder)
 
 
-def _save(obj, path, pickle_protocol, archive_name):
+def _save(obj, path, pickle_protocol, archive_name, byteorder=True):
     from . import checkpoint  # (imported on use: `import minilora` stays light)
     if not path.endswith(".safetensors"):
         _check_destination(path)
         try:
             with checkpoint.atomic_write(path, "wb") as file:
-                torch_format.write_zip(obj, file, archive_name, _tensor_parts, Size, Device)
+                torch_format.write_zip(obj, file, archive_name, _tensor_parts, Size, Device, byteorder)
             return
         except torch_format.NotTorchData:
             pass  # (nothing was written) a NumPy array or a module: safetensors with a structure, or a pickle

@@ -740,16 +740,18 @@ def _location(device_name):
     return "cuda:0" if device_name == "cuda" else device_name
 
 
-def write_zip(obj, file, archive_name, describe, size_type=tuple, device_type=type(None)):
+def write_zip(obj, file, archive_name, describe, size_type=tuple, device_type=type(None), byteorder=True):
     """Write ``obj`` to the binary ``file`` as torch.save's zip archive named ``archive_name``. ``describe(x)``
     gives a tensor's ``TensorParts`` (None for anything else). Raises NotTorchData (before writing anything) for
-    an object torch's weights-only loader would not rebuild."""
+    an object torch's weights-only loader would not rebuild. ``byteorder=False`` leaves out the byteorder record
+    (torch.save's ``_disable_byteorder_record``: readers then assume little-endian)."""
     pickled = io.BytesIO()
     pickler = _TorchPickler(pickled, describe, size_type, device_type)
     pickler.dump(obj)
     with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         _add(archive, f"{archive_name}/data.pkl", pickled.getvalue())
-        _add(archive, f"{archive_name}/byteorder", b"little")
+        if byteorder:
+            _add(archive, f"{archive_name}/byteorder", b"little")
         for storage in pickler.storages:
             _add(archive, f"{archive_name}/data/{storage.key}", storage.root.tobytes())
         _add(archive, f"{archive_name}/version", b"3\n")
