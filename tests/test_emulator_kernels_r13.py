@@ -259,9 +259,12 @@ def test_device_printf_and_a_failed_device_assert(capfd):
         fn("normalize_checked")((1,), (64,), (v, norms, i32(50)))
 
 
+SAMPLES = ("reduce_samples<float, 128, false>", "reduce_samples<double, 256, true>", "reduce_samples<int, 64, false>")
+
+
 @lru_cache(maxsize=None)
 def corners() -> RawModule:
-    return RawModule(path=R13 / "corners.cu").compile()
+    return RawModule(path=R13 / "corners.cu", name_expressions=list(SAMPLES)).compile()
 
 
 def corner(name: str):
@@ -384,3 +387,62 @@ def test_pre_volta_warp_synchronous_code_is_reported():
         kernel((4,), (128,), (x, out, i32(512)), racecheck=True)
     with pytest.raises(emu.RaceError, match="different results under different thread schedules"):
         kernel((4,), (128,), (x, out, i32(512)), check_races=True)
+
+
+def test_cuda_samples_shared_memory_template_reduce_and_threadfence_reduction():
+    x = randn(1000)
+    partial = np.zeros(8, f32)
+    corner("reduce_samples<float, 128, false>")((8,), (128,), (x, partial, np.uint32(1000)), shared_mem=128 * 4)
+    np.testing.assert_allclose(partial.sum(), x.astype(np.float64).sum(), rtol=1e-5, atol=1e-4)
+    xd, partial = randn(1024, dtype=np.float64), np.zeros(2)
+    corner("reduce_samples<double, 256, true>")((2,), (256,), (xd, partial, np.uint32(1024)), shared_mem=256 * 8)
+    np.testing.assert_allclose(partial.sum(), xd.sum(), rtol=1e-13)
+    xi, partial = np.random.default_rng(13).integers(-100, 100, 999).astype(np.int32), np.zeros(8, np.int32)
+    corner("reduce_samples<int, 64, false>")((8,), (64,), (xi, partial, np.uint32(999)), shared_mem=64 * 4)
+    assert partial.sum() == xi.sum()
+    partials, total = np.zeros(4, f32), np.zeros(1, f32)
+    for _ in range(2):  # the last block resets the __device__ ticket counter for the next launch
+        total[0] = np.nan
+        corner("threadfence_sum")((4,), (128,), (x, partials, total, i32(1000)))
+        np.testing.assert_allclose(total[0], x.astype(np.float64).sum(), rtol=1e-5, atol=1e-4)
+
+
+def test_half_and_bfloat16_operators_half2_shuffles_and_atomics_of_every_kind():
+    n = 50
+    h = (randn(n) * 3).astype(np.float16)
+    b = randn(n, seed=1)
+    out = np.zeros(4 * n, f32)
+    corner("half_operators")((1,), (64,), (h, bf16_bits(bf16_round(b)), out, i32(n)))
+    out = out.reshape(n, 4)
+    hd = h.astype(np.float64)
+    r = (np.float16(hd * 2) + h).astype(np.float16) + np.float16(1)  # each half operation rounds
+    np.testing.assert_array_equal(out[:, 0], r.astype(f32) * f32(0.5))
+    np.testing.assert_array_equal(out[:, 1], np.where(h > 0, 1, -1))
+    bb = bf16_round(b)
+    np.testing.assert_array_equal(out[:, 2], bf16_round(bf16_round(bb * bb) - f32(1)))
+    np.testing.assert_array_equal(out[:, 3], (np.abs(h) * np.float16(-2)).astype(f32))
+    h2 = randn(64, seed=2).astype(np.float16)
+    out2 = np.zeros(128, np.float16)
+    corner("half2_shuffle")((2,), (32,), (h2, out2, i32(32)))
+    pairs = out2.reshape(32, 2, 2)
+    np.testing.assert_array_equal(pairs[:, 1], h2.reshape(32, 2))  # swapped, then put back by halves
+    butterfly = h2.reshape(32, 2).astype(np.float64)  # a 5-step xor butterfly: every lane ends with the warp's sum
+    assert np.allclose(pairs[:, 0].astype(np.float64), butterfly.sum(0), rtol=5e-3, atol=2e-2)
+    fx = np.zeros(1, f32)
+    counters = np.array([0, 3, 0, 0], np.uint32)
+    bits, low = np.array([0, 2**64 - 1], np.uint64), np.array([2**62], np.int64)
+    short = np.zeros(1, np.uint16)
+    corner("atomics_misc")((2,), (50,), (fx, counters, bits, low, short, i32(100)))
+    assert fx[0] == 3.5 and short[0] == 100 and low[0] == 901 * 10**9
+    # atomicInc(9) 100 times from 0 wraps every 10; atomicDec(5) from 3 cycles through 6 values
+    np.testing.assert_array_equal(counters, [100 % 10, 5, 200, 300])
+    np.testing.assert_array_equal(bits, [2**64 - 1, 0])
+
+
+def test_a_full_mask_shuffle_after_lanes_left_is_reported():
+    x, out = randn(64), np.zeros(2, f32)
+    line = (R13 / "corners.cu").read_text().splitlines().index(
+        "        for (int o = 16; o > 0; o /= 2) v += __shfl_down_sync(0xffffffff, v, o);") + 1
+    with pytest.raises(emu.BarrierError, match=rf"warp collective at corners.cu:{line} .*mask 0xffffffff\) can "
+                                               r"never complete: lanes 8-31 have exited"):
+        corner("shfl_full_mask_in_branch")((1,), (64,), (x, out, i32(40)))

@@ -136,3 +136,127 @@ extern "C" __global__ void printf_formats(long long big, unsigned u, float f, do
     if (threadIdx.x == 0)
         printf("big=%lld u=%u hex=%x e=%e g=%g s=%s c=%c f=%5.2f\n", big, u, u, d, f, "ok", 'Z', f);
 }
+
+// ---------------------------------------------------------------- CUDA samples' reduction idioms
+// SharedMemory<T>: the samples' workaround for extern __shared__ arrays of a template's type
+template <class T> struct SharedMemory {
+    __device__ inline operator T *() { extern __shared__ int __smem[]; return (T *)__smem; }
+    __device__ inline operator const T *() const { extern __shared__ int __smem[]; return (T *)__smem; }
+};
+template <> struct SharedMemory<double> {
+    __device__ inline operator double *() { extern __shared__ double __smem_d[]; return (double *)__smem_d; }
+};
+
+template <class T, unsigned int blockSize, bool nIsPow2>
+__global__ void reduce_samples(const T *g_idata, T *g_odata, unsigned int n) {
+    T *sdata = SharedMemory<T>();
+    unsigned int tid = threadIdx.x;
+    unsigned int gridSize = blockSize * gridDim.x;
+    T mySum = 0;
+    if (nIsPow2) {
+        unsigned int i = blockIdx.x * blockSize * 2 + threadIdx.x;
+        gridSize = gridSize << 1;
+        while (i < n) { mySum += g_idata[i]; if ((i + blockSize) < n) mySum += g_idata[i + blockSize]; i += gridSize; }
+    } else {
+        unsigned int i = blockIdx.x * blockSize + threadIdx.x;
+        while (i < n) { mySum += g_idata[i]; i += gridSize; }
+    }
+    sdata[tid] = mySum;
+    __syncthreads();
+    if ((blockSize >= 512) && (tid < 256)) sdata[tid] = mySum = mySum + sdata[tid + 256];
+    __syncthreads();
+    if ((blockSize >= 256) && (tid < 128)) sdata[tid] = mySum = mySum + sdata[tid + 128];
+    __syncthreads();
+    if ((blockSize >= 128) && (tid < 64)) sdata[tid] = mySum = mySum + sdata[tid + 64];
+    __syncthreads();
+    if (tid < 32) {
+        if (blockSize >= 64) mySum += sdata[tid + 32];
+        for (int offset = warpSize / 2; offset > 0; offset /= 2) mySum += __shfl_down_sync(0xffffffff, mySum, offset);
+    }
+    if (tid == 0) g_odata[blockIdx.x] = mySum;
+}
+
+// ---------------------------------------------------------------- half and bfloat16 operators, mixed with float
+extern "C" __global__ void half_operators(const __half* x, const __nv_bfloat16* b, float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    __half h = x[i];
+    __half two = __float2half(2.0f);
+    __half r = h * two + h;       // half ops
+    r += __float2half(1.0f);
+    float f = __half2float(r) * 0.5f;
+    bool pos = h > __float2half(0.0f);
+    __nv_bfloat16 bb = b[i] * b[i] - __float2bfloat16(1.0f);
+    out[4 * i] = f;
+    out[4 * i + 1] = pos ? 1.0f : -1.0f;
+    out[4 * i + 2] = __bfloat162float(bb);
+    out[4 * i + 3] = __half2float(__hmul(__habs(h), __hneg(two)));
+}
+
+// half2 warp shuffle + __halves2half2, __low2half, __high2half, __lowhigh2highlow
+extern "C" __global__ void half2_shuffle(const __half2* x, __half2* out, int n2) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    __half2 v = i < n2 ? x[i] : __float2half2_rn(0.0f);
+    for (int off = 16; off > 0; off >>= 1) v = __hadd2(v, __shfl_xor_sync(0xffffffffu, v, off));
+    __half2 sw = __lowhigh2highlow(i < n2 ? x[i] : v);
+    if (i < n2) out[2 * i] = v, out[2 * i + 1] = __halves2half2(__high2half(sw), __low2half(sw));
+}
+
+// atomics: atomicExch float, atomicInc wrap, atomicDec, 64-bit And/Or, atomicMin long long, atomicAdd_block, atomicCAS ushort
+extern "C" __global__ void atomics_misc(float* fx, unsigned* counters, unsigned long long* bits, long long* mn,
+                                        unsigned short* us, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    atomicExch(fx, 3.5f);
+    atomicInc(&counters[0], 9u);     // wraps to 0 after 9
+    atomicDec(&counters[1], 5u);
+    atomicOr(&bits[0], 1ull << (i % 64));
+    atomicAnd(&bits[1], ~(1ull << (i % 64)));
+    atomicMin(&mn[0], (long long)(1000 - i) * 1000000000ll);
+    atomicAdd_block(&counters[2], 2u);
+    atomicAdd_system(&counters[3], 3u);
+    unsigned short old = us[0], assumed;
+    do { assumed = old; old = atomicCAS(&us[0], assumed, (unsigned short)(assumed + 1)); } while (assumed != old);
+}
+
+// static __shared__ in a device function, __device__ global counter
+__device__ unsigned int g_blocks_done = 0;
+__device__ float block_sum(float v) {
+    static __shared__ float partial[32];
+    int lane = threadIdx.x % 32, wid = threadIdx.x / 32;
+    for (int o = 16; o > 0; o /= 2) v += __shfl_down_sync(0xffffffff, v, o);
+    if (lane == 0) partial[wid] = v;
+    __syncthreads();
+    v = threadIdx.x < blockDim.x / 32 ? partial[lane] : 0.0f;
+    if (wid == 0) for (int o = 16; o > 0; o /= 2) v += __shfl_down_sync(0xffffffff, v, o);
+    return v;
+}
+// single-pass threadfence reduction (CUDA samples' threadFenceReduction)
+extern "C" __global__ void threadfence_sum(const float* x, float* partials, float* total, int n) {
+    __shared__ bool am_last;
+    float v = 0.0f;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) v += x[i];
+    v = block_sum(v);
+    if (threadIdx.x == 0) {
+        partials[blockIdx.x] = v;
+        __threadfence();
+        unsigned int ticket = atomicInc(&g_blocks_done, gridDim.x);
+        am_last = (ticket == gridDim.x - 1);
+    }
+    __syncthreads();
+    if (am_last) {
+        float s = threadIdx.x < gridDim.x ? partials[threadIdx.x] : 0.0f;
+        s = block_sum(s);
+        if (threadIdx.x == 0) { *total = s; g_blocks_done = 0; }
+    }
+}
+
+// A partial warp's shuffle with a full mask inside a bounds check: wrong (the mask names lanes that left)
+extern "C" __global__ void shfl_full_mask_in_branch(const float* x, float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float v = x[i];
+        for (int o = 16; o > 0; o /= 2) v += __shfl_down_sync(0xffffffff, v, o);
+        if (threadIdx.x % 32 == 0) out[i / 32] = v;
+    }
+}
