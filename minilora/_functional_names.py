@@ -93,17 +93,25 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-06, keepdim=False):
     return _F().pairwise_distance(x1, x2, p, eps, keepdim)
 
 
+def _cdist_by_products(x1, x2, p, compute_mode):
+    """Does torch's cdist take its matrix-product path (``_euclidean_dist``)? p = 2, asked for, or by default
+    once either side has more than 25 rows."""
+    by_default = compute_mode in (None, "use_mm_for_euclid_dist_if_necessary") and max(x1.shape[-2], x2.shape[-2]) > 25
+    return p == 2 and (compute_mode == "use_mm_for_euclid_dist" or by_default)
+
+
 @_amp.autocasts
 def cdist(x1, x2, p=2.0, compute_mode=None):
     """``torch.cdist``: the p-norm distance between each row of ``x1`` and each row of ``x2`` (batched)."""
     from . import linalg
+    from .tensor import name_node, no_forward_formula
     if x1.ndim < 2 or x2.ndim < 2:
         raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {x1.ndim}D")
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} "
                            f"X2: {x2.shape[-1]}")
+    no_forward_formula("_euclidean_dist" if _cdist_by_products(x1, x2, p, compute_mode) else "_cdist_forward", x1, x2)
     difference = x1.unsqueeze(-2) - x2.unsqueeze(-3)
-    from .tensor import name_node
     return name_node(linalg.vector_norm(difference, p, dim=-1), "CdistBackward0", x1, x2)
 
 

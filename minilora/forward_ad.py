@@ -15,8 +15,8 @@ recorded backward covers, instead of a second formula per op to keep in step wit
 op's forward once more (on the same random draws: the generators are rewound) and two small backward passes.
 A view op's tangent is the same view of the tangent (torch's: an in-place change of a view's tangent reaches
 its base's). With grad mode on and something requiring grad, the tangent is recorded, so a backward through
-it works (reverse over forward). Where torch has no forward formula (``_TORCH_HAS_NO_FORMULA``), or minilora's
-recorded backward has none, the op refuses with torch's NotImplementedError naming it.
+it works (reverse over forward). Where torch has no forward formula (the op calls ``tensor.no_forward_formula``),
+or minilora's recorded backward has none, the op refuses with torch's NotImplementedError naming it.
 """
 import contextlib
 import re
@@ -148,20 +148,22 @@ def unpack_dual(tensor, *, level=None):
 
 
 # ---- tangents through the ops ---------------------------------------------------------------------------------
-# minilora Function -> torch's op name, where torch has no forward formula (its NotImplementedError names it)
-_TORCH_HAS_NO_FORMULA = {
-    "CTCLoss": "_ctc_loss", "EmbeddingBag": "_embedding_bag", "MultilabelMarginLoss": "multilabel_margin_loss_forward",
-    "MultiMarginLoss": "multi_margin_loss", "GridSample2d": "grid_sampler_2d", "Pdist": "_pdist_forward",
-    "Cdist": "_cdist_forward", "Ormqr": "ormqr", "SegmentReduce": "segment_reduce", "Gammainc": "igamma",
-    "Gammaincc": "igammac", "Zeta": "special_zeta", "IndexReduce": "index_reduce",
-}
-
-
 def _not_implemented(name):
+    """torch's words for an op without a forward formula (``aten::`` names: a non-differentiable op's)."""
+    if name.startswith("aten::"):
+        return NotImplementedError(f"Trying to use forward AD with {name} that does not support it.")
     return NotImplementedError(f"Trying to use forward AD with {name} that does not support it because it has not "
                                "been implemented yet.\nPlease file an issue to PyTorch at https://github.com/pytorch/"
                                "pytorch/issues/new?template=feature-request.yml so that we can prioritize its "
-                               "implementation.")
+                               "implementation or submit a PR adding the implementation to derivatives.yaml")
+
+
+def refuse_duals(name, tensors):
+    """``tensor.no_forward_formula``'s check: the op ``name`` (torch has no forward formula for it) refuses a dual
+    input, as torch's."""
+    level = _level
+    if not level.busy and any(isinstance(t, Tensor) and level.tangent(t) is not None for t in tensors):
+        raise _not_implemented(name)
 
 
 def _generators(options):
@@ -197,8 +199,6 @@ def dual_apply(cls, inputs, options):
     tangents = [level.tangent(x) if isinstance(x, Tensor) else None for x in inputs]
     if all(t is None for t in tangents):
         return None
-    if cls.__name__ in _TORCH_HAS_NO_FORMULA:
-        raise _not_implemented(_TORCH_HAS_NO_FORMULA[cls.__name__])
     with level.plain():
         generators = _generators(options)
         states = [g.get_state() for g in generators]
@@ -357,6 +357,7 @@ def user_jvp(cls, ctx, tangents, result):
 class _Hooks:
     """What tensor.py and autograd.py call while a level is open (``tensor._forward_ad``)."""
     dual_apply = staticmethod(dual_apply)
+    refuse_duals = staticmethod(refuse_duals)
     writes_dual = staticmethod(writes_dual)
     dual_inplace = staticmethod(dual_inplace)
     tangents_of = staticmethod(tangents_of)

@@ -27,7 +27,7 @@ import numpy as np
 from . import amp as _amp, dtypes, float32_sums, ops, return_types
 from .device import xp_of
 from .factories import known_layout
-from .tensor import Function, Tensor, name_node
+from .tensor import Function, Tensor, name_node, no_forward_formula
 
 __all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eigvalsh", "norm", "vector_norm",
            "matrix_norm", "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular",
@@ -1356,6 +1356,7 @@ def householder_product(A, tau, *, out=None):
 def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
     """``torch.ormqr``: ``Q other`` (``other Q`` if not ``left``; Q^T if ``transpose``) for Q = H_1 ... H_k in
     geqrf's reflector form, without forming Q; differentiable (composed of products, as above)."""
+    no_forward_formula("ormqr", input, tau, other)
     if other.ndim != input.ndim:
         raise RuntimeError(f"torch.ormqr: Expected other to have the same number of dimensions as input, but got "
                            f"other.ndim equal to {other.ndim} and input.ndim is equal to {input.ndim}")

@@ -449,6 +449,13 @@ _TORCH_OP_NAMES = {"CrossEntropy": "NllLoss", "MaxPool2d": "MaxPool2DWithIndices
                    "Conv1d": "Convolution", "Conv2d": "Convolution"}
 
 
+def no_forward_formula(name, *tensors):
+    """torch has no forward-mode formula for op ``name`` (its ATen name): with a forward-AD level open and a
+    dual tensor among ``tensors``, torch's NotImplementedError naming it (minilora/forward_ad.py)."""
+    if _forward_ad is not None:
+        _forward_ad.refuse_duals(name, tensors)
+
+
 def name_node(result, name, *inputs, graph=None):
     """Give the node that made ``result`` torch's name for this call (``x.t()`` runs minilora's Permute;
     torch prints TBackward0). Nothing when ``result`` has no node of its own: no grad, or an input itself.

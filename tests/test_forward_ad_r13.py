@@ -249,11 +249,34 @@ def test_user_function_jvp_as_torchs():
         _close(a, b)
 
 
-def test_ops_without_a_forward_formula_refuse_by_name():
-    fwAD = ml.autograd.forward_ad
-    x = ml.rand(3, dtype=ml.float64) + 1
+def _refusals(lib, fwAD):
+    F = lib.nn.functional
+    lib.manual_seed(0)
+    x = lib.rand(4, 3, dtype=lib.float64) + 1
+    calls = {
+        "zeta": lambda d: lib.special.zeta(d + 1, d),
+        "multi_margin_loss": lambda d: F.multi_margin_loss(d, lib.tensor([0, 1, 2, 0])),
+        "multilabel_margin_loss": lambda d: F.multilabel_margin_loss(d, lib.tensor([[0, -1, 0]] * 4)),
+        "pdist": lambda d: F.pdist(d),
+        "cdist": lambda d: lib.cdist(d, d),
+        "cdist_by_products": lambda d: lib.cdist(d, d, compute_mode="use_mm_for_euclid_dist"),
+        "embedding_bag": lambda d: F.embedding_bag(lib.tensor([0, 1, 3]), d, lib.tensor([0])),
+        "grid_sample": lambda d: F.grid_sample(d[None, None], lib.zeros(1, 2, 2, 2, dtype=lib.float64),
+                                              align_corners=False),
+        "ctc_loss": lambda d: F.ctc_loss(d.log_softmax(1)[:, None], lib.tensor([[1]]), lib.tensor([4]),
+                                         lib.tensor([1])),
+        "ormqr": lambda d: lib.ormqr(d, lib.ones(3, dtype=lib.float64), d[:, :2]),
+    }
+    messages = {}
     with fwAD.dual_level():
-        d = fwAD.make_dual(x, ml.ones(3, dtype=ml.float64))
-        with pytest.raises(NotImplementedError, match="Trying to use forward AD with special_zeta that does not "
-                                                      "support it because it has not been implemented yet"):
-            ml.special.zeta(d + 1, d)
+        d = fwAD.make_dual(x, lib.ones_like(x))
+        for name, call in calls.items():
+            with pytest.raises(NotImplementedError) as error:
+                call(d)
+            messages[name] = str(error.value)
+        messages["not dual"] = tuple(F.pdist(x).shape)  # a plain input is not refused
+    return messages
+
+
+def test_ops_without_a_forward_formula_refuse_in_torchs_words():
+    assert _refusals(ml, ml.autograd.forward_ad) == _refusals(torch, torch.autograd.forward_ad)

@@ -35,7 +35,7 @@ from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer
                       scaled_dot_product_attention, swiglu)
 from ..dtypes import is_floating as _is_floating
 from .. import random as _random
-from ..tensor import Tensor as _Tensor, _to_dtype
+from ..tensor import Tensor as _Tensor, _to_dtype, no_forward_formula as _no_forward_formula
 from ..tensor import no_grad as _no_grad
 from ..tensor import name_node as _name_node, saves_as_torch as _saves_as_torch
 
@@ -428,6 +428,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         raise ValueError("only p == 1 and p == 2 supported")
     if weight is not None and weight.ndim != 1:  # torch's Python checks come before its kernel's
         raise ValueError("weight must be one-dimensional")
+    _no_forward_formula("multi_margin_loss", input, weight)
     if input.dtype.itemsize == 2 and input.device.type == "cpu":  # torch's CPU kernel has no 16-bit version
         raise NotImplementedError(f'"multi_margin_loss_cpu_kernel" not implemented for \'{_torch_name(input.dtype)}\'')
     if weight is not None and weight.dtype != input.dtype:  # (minilora promoted silently)
@@ -696,6 +697,7 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     ``sum over target classes j and non-target classes i of max(0, 1 - (x[j] - x[i]))`` over the
     number of classes (a class listed twice counts twice, as in torch's kernel)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
+    _no_forward_formula("multilabel_margin_loss_forward", input)
     rows, labels = _multilabel_rows(input, target)
     classes = rows.shape[1]
     listed = np.zeros(rows.shape)  # how many times each class is listed as a target
@@ -885,6 +887,7 @@ def conv_tbc(input, weight, bias, pad=0):
 def pdist(input, p=2):
     """The p-norm distances between the rows of ``input`` [N, M], every pair i < j once, in row-major
     order: [N (N - 1) / 2], as ``torch.pdist``."""
+    _no_forward_formula("_pdist_forward", input)
     if input.ndim != 2:
         raise RuntimeError(f"pdist only supports 2D tensors, got: {input.ndim}D")
     if not _is_floating(input.dtype):
@@ -926,6 +929,7 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     summed, averaged or max-pooled (``padding_idx`` entries left out; an empty bag gives zeros),
     ``per_sample_weights`` scaling each one in 'sum' mode."""
     ids, starts = _bags(input, offsets, include_last_offset)
+    _no_forward_formula("_embedding_bag", weight, per_sample_weights)
     if scale_grad_by_freq:  # torch's bag kernel counts frequencies its own way: not reproduced here
         raise NotImplementedError("embedding_bag: scale_grad_by_freq=True is not implemented in minilora")
     if mode not in ("sum", "mean", "max"):

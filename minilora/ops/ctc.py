@@ -17,7 +17,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name
-from ..tensor import Function, Tensor, name_node, saves_as_torch
+from ..tensor import Function, Tensor, name_node, no_forward_formula, saves_as_torch
 
 __all__ = ["ctc_loss"]
 
@@ -28,6 +28,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     sequences of ints). ``reduction='mean'`` divides each loss by its target length, then averages."""
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"{reduction} is not a valid value for reduction")
+    no_forward_formula("_ctc_loss", log_probs)
     if log_probs.dtype not in (np.float32, np.float64):
         raise NotImplementedError(f"\"ctc_loss_cpu\" not implemented for '{torch_name(log_probs.dtype)}'")
     if log_probs.numel() == 0:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..dtypes import is_floating
 from ..factories import linspace
-from ..tensor import Tensor, name_node, saving_as_torch
+from ..tensor import Tensor, name_node, no_forward_formula, saving_as_torch
 from .elementwise import where
 
 __all__ = ["grid_sample", "affine_grid"]
@@ -93,6 +93,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     if padding_mode not in ("zeros", "border", "reflection"):
         raise ValueError(f"nn.functional.grid_sample(): expected padding_mode to be 'zeros', 'border', or "
                          f"'reflection', but got: '{padding_mode}'")
+    no_forward_formula("grid_sampler_3d" if input.ndim == 5 else "grid_sampler_2d", input, grid)
     align_corners = _align_corners(align_corners)
     _check_grid_sample(input, grid, mode)
     out = _grid_sample(input, grid, mode, padding_mode, align_corners)

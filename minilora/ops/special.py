@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import amp as _amp, dtypes, fastmath
 from ..device import xp_of
-from ..tensor import Function, Tensor, name_node, saves_as_torch
+from ..tensor import Function, Tensor, name_node, no_forward_formula, saves_as_torch
 from . import elementwise as E
 from .elementwise import _floating, _host_array, computes_in_float32
 
@@ -499,6 +499,7 @@ def i1e(input):
 def zeta(input, other):
     """``torch.special.zeta(x, q)``: Hurwitz's zeta function, sum over k >= 0 of (k + q)^-x; either
     may be a number (integers compute in the default float dtype)."""
+    no_forward_formula("special_zeta", input, other)
     return name_node(Zeta.apply(*_two_tensors(input, other)), "SpecialZetaBackward0", input, other)
 
 
