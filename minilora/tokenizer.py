@@ -28,7 +28,8 @@ What transformers users write works, with transformers' defaults::
 
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
 XLM-RoBERTa, CamemBERT, ALBERT, DeBERTa v2, BERT, RoBERTa, mBART, NLLB, Whisper, XLNet, Pegasus, MPNet, Funnel,
-FNet, BigBird, CLIP, DeBERTa, mBART-50, GPT-1, XGLM, RemBERT, Blenderbot, HerBERT, Reformer, BARThez: the table
+FNet, BigBird, CLIP, DeBERTa, mBART-50, GPT-1, XGLM, RemBERT, Blenderbot, HerBERT, Reformer, BARThez, Splinter,
+SigLIP 2, DPR: the table
 ``_CLASS_RULES``) tokenizes as there; a class of transformers' without a rule here (Marian, LUKE, ...) is refused
 by name, never run differently without a word; a Mistral folder with only ``tekken.json`` is converted as
 transformers converts it. It tokenizes as there: the class's pipeline around the file's vocabulary, so a Llama
@@ -1532,14 +1533,15 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
         out._saved_class = tokenizer_class
         out._saved_settings = {key: value for key, value in class_settings.items()
                                if key in CLASS_SETTINGS and value is not None}
-    _post_processor_at_load(out, rule, {flag: settings[flag] for flag in POST_PROCESSOR_FLAGS
-                                        if settings.get(flag) is not None})
-    # the padding side transformers' AutoTokenizer gives that class by default
+    # the padding side transformers' AutoTokenizer gives that class by default (set before the post-processor,
+    # which Splinter's depends on)
     out.padding_side = "left" if tokenizer_class in _LEFT_PADDING_CLASSES else "right"
     for key in CONFIG_SETTINGS:
         value = settings[key] if settings.get(key) is not None else config.get(key)
         if value is not None:
             setattr(out, key, value)
+    _post_processor_at_load(out, rule, {flag: settings[flag] for flag in POST_PROCESSOR_FLAGS
+                                        if settings.get(flag) is not None})
     return out
 
 
@@ -1873,6 +1875,13 @@ def _gemma_pipeline(backend, settings):
     backend.decoder = _sentencepiece_decoder(strip=False)
 
 
+def _siglip2_pipeline(backend, settings):
+    """Siglip2Tokenizer.__init__: Gemma's, lower-cased first."""
+    from tokenizers import normalizers
+    _gemma_pipeline(backend, settings)
+    backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), backend.normalizer])
+
+
 def _cohere_pipeline(backend, settings):
     """CohereTokenizer.__init__: NFC, each digit its own piece, then byte-level (add_prefix_space default False)."""
     from tokenizers import decoders, normalizers, pre_tokenizers
@@ -2132,6 +2141,12 @@ def _barthez_pipeline(backend, settings):
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
 
 
+def _dpr_pipeline(backend, settings):
+    """DPRContextEncoderTokenizer / DPRQuestionEncoderTokenizer.__init__: BERT's, its do_lower_case kept from
+    BertTokenizer (which lower-cases whatever the folder says)."""
+    _bert_pipeline(backend, {**settings, "do_lower_case": None})
+
+
 def _t5_sentinels(config):
     """T5Tokenizer.__init__'s sentinels: ``<extra_id_0>`` .. ``<extra_id_{extra_ids - 1}>`` (100 by default) as
     extra special tokens, after tokenizer_config.json's additional_special_tokens unless those hold them."""
@@ -2267,6 +2282,16 @@ def _herbert_post_processor(tokenizer):
     """HerBERT: BERT's processor with fixed ids, <s> 0 and </s> 2."""
     from tokenizers import processors
     return processors.BertProcessing((tokenizer.sep_token, 2), (tokenizer.cls_token, 0))
+
+
+def _splinter_post_processor(tokenizer):
+    """Splinter: BERT's template, pairs with the question token and "." before the first [SEP] (after the second
+    text where padding_side is left, as at load)."""
+    cls, sep, question = tokenizer.cls_token, tokenizer.sep_token, tokenizer.question_token
+    middle, end = ([question, ".", f"{sep}:0"], [f"{sep}:1"]) if tokenizer.padding_side == "right" else \
+        ([f"{sep}:0"], [question, ".", f"{sep}:1"])
+    return _template(f"{cls}:0 $A:0 {sep}:0", " ".join([f"{cls}:0", "$A:0", *middle, "$B:1", *end]), tokenizer,
+                     [cls, sep, question, "."])
 
 
 def _xlnet_extra(config):
@@ -2610,6 +2635,16 @@ class WhisperTokenizer(HFTokenizer):
         return self._timestamp.sub("", super()._decode(token_ids, skip_special_tokens))
 
 
+class SplinterTokenizer(HFTokenizer):
+    """transformers' SplinterTokenizer: its question token ([QUESTION]) marks the question in a pair."""
+
+    question_token = "[QUESTION]"
+    question_token_id = property(lambda self: self._token_id(self.question_token))
+
+    def _class_init(self, settings):
+        self.question_token = _setting(settings, "question_token", "[QUESTION]")
+
+
 class CLIPTokenizer(HFTokenizer):
     """transformers' CLIPTokenizer: decoded text has each word's "</w>" as a space, and no spaces at its ends."""
 
@@ -2782,6 +2817,14 @@ _CLASS_RULES = {
                                     {"eos": "</s>", "unk": "<unk>"}),
     "BarthezTokenizer": _ClassRule(_barthez_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
                                    _FAIRSEQ_SPECIAL_TOKENS, lstrip_mask=True),
+    "Siglip2Tokenizer": _ClassRule(_siglip2_pipeline, {**_SENTENCEPIECE_BPE, "unk_token": _WITH_UNK},
+                                   {"unk": "<unk>", "bos": "<bos>", "eos": "<eos>", "pad": "<pad>", "mask": "<mask>"}),
+    "SplinterTokenizer": _ClassRule(_bert_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS,
+                                    lambda config: [_setting(config, "question_token", "[QUESTION]")],
+                                    tokenizer_type=SplinterTokenizer, post_processor=_splinter_post_processor),
+    **dict.fromkeys(("DPRContextEncoderTokenizer", "DPRQuestionEncoderTokenizer"), _ClassRule(
+        _dpr_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS, post_processor=_bert_post_processor,
+        model_input_names=("input_ids", "token_type_ids", "attention_mask"))),
 }
 # FNetTokenizer is AlbertTokenizer without an __init__ of its own: transformers runs its file as written, with
 # ALBERT's default special tokens, and returns token_type_ids without attention_mask
@@ -2802,11 +2845,10 @@ _PYTHON_CLASSES = frozenset({
     "ProphetNetTokenizer", "RoCBertTokenizer", "TapasTokenizer", "VitsTokenizer", "Wav2Vec2CTCTokenizer",
     "Wav2Vec2PhonemeCTCTokenizer", "XLMTokenizer"})
 _REBUILDING_CLASSES = frozenset({
-    "DPRContextEncoderTokenizer", "DPRQuestionEncoderTokenizer", "DPRReaderTokenizer", "ErgoTokenizer",
+    "DPRReaderTokenizer", "ErgoTokenizer",
     "EsmcTokenizer", "LasrTokenizer", "LayoutLMv2Tokenizer", "LayoutLMv3Tokenizer", "LayoutXLMTokenizer",
     "LukeTokenizer", "MLukeTokenizer", "MarkupLMTokenizer", "NougatTokenizer",
-    "ParakeetTokenizer", "RoFormerTokenizer", "SeamlessM4TTokenizer", "Siglip2Tokenizer",
-    "SplinterTokenizer", "Tipsv2Tokenizer", "UdopTokenizer", "VideoPrismTokenizer"})
+    "ParakeetTokenizer", "RoFormerTokenizer", "SeamlessM4TTokenizer", "Tipsv2Tokenizer", "UdopTokenizer", "VideoPrismTokenizer"})
 
 
 def _refuse_class_without_rule(tokenizer_class, path):
@@ -2834,7 +2876,8 @@ _CLASS_ALIASES = {**dict.fromkeys(("ElectraTokenizer", "LayoutLMTokenizer", "Mob
 # the __init__ arguments the pipelines read
 CLASS_SETTINGS = ("legacy", "add_prefix_space", "trim_offsets", "do_lower_case", "strip_accents",
                   "tokenize_chinese_chars", "keep_accents", "split_by_punct", "extra_ids", "src_lang", "tgt_lang",
-                  "legacy_behaviour", "language", "task", "predict_timestamps", "mask_token_sent", "offset")
+                  "legacy_behaviour", "language", "task", "predict_timestamps", "mask_token_sent", "offset",
+                  "question_token")
 
 
 def _rebuilt_model(backend, rule, chosen):

@@ -4,11 +4,12 @@ Surveyed against transformers' AutoTokenizer, a tiny folder per tokenizer class 
 class's model kind and a tokenizer_config.json naming the class and its default special tokens), 312 texts each:
 ids, pairs, token_type_ids, offsets, decode, special tokens, padding and truncation. Before this round a folder of
 a class minilora had no rule for ran its file as written: XLNet, Pegasus, MPNet, Funnel, BigBird, CLIP, DeBERTa
-(v1), mBART-50, GPT-1, XGLM, RemBERT, FNet, ConvBERT gave other ids or special tokens for 312 of 312 texts
-(Reformer 96), with no error. Those now follow their class's __init__ (XLNet: special tokens at the end, left
+(v1), mBART-50, GPT-1, XGLM, RemBERT, FNet, ConvBERT, Splinter, SigLIP 2, HerBERT gave other ids or special
+tokens for 312 of 312 texts (Reformer 96), with no error. Those now follow their class's __init__ (XLNet: special tokens at the end, left
 padding, padding's type id 3; Pegasus: its <mask_1> and <unk_2>..<unk_102> tokens; MPNet: BERT's WordPiece under
-RoBERTa's template; CLIP: "</w>" word ends). The classes still without a rule (Marian and the other SentencePiece
-or Python tokenizers, LayoutLM v2 / v3, LUKE, SigLIP 2, ...) are refused by name, where minilora tokenized them
+RoBERTa's template; CLIP: "</w>" word ends; Splinter: its question token in pairs; DPR: lower case whatever
+the folder says). The classes still without a rule (Marian and the other SentencePiece
+or Python tokenizers, LayoutLM v2 / v3, LUKE, Nougat, ...) are refused by name, where minilora tokenized them
 differently without a word. A Mistral folder with only tekken.json (no tokenizer.json) loads as transformers
 converts it without mistral-common (minilora found no tokenizer file).
 """
@@ -92,6 +93,22 @@ def _bert_like_folder(folder, tokenizer_class, model_type=None):
     tok = _wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     return _write(folder, tok, _config(tokenizer_class, model_type, unk_token="[UNK]", sep_token="[SEP]",
                                        pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]"), model_type)
+
+
+def _splinter_folder(folder, **config):
+    """A Splinter file (BERT's WordPiece) whose vocabulary lacks the question token: the class adds it."""
+    return _write(folder, _wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]),
+                  {"tokenizer_class": "SplinterTokenizer", **config})
+
+
+def _siglip2_folder(folder):
+    """A Gemma-style file (byte-fallback BPE over "▁" words) under Siglip2Tokenizer."""
+    tok = tokenizers.Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.normalizer, tok.pre_tokenizer = normalizers.Replace(" ", "▁"), pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=[
+        "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + [f"<0x{i:02X}>" for i in range(256)], show_progress=False))
+    return _write(folder, tok, {"tokenizer_class": "Siglip2Tokenizer"})
 
 
 def _byte_level(special, suffix=None, prefix_space=False):
@@ -183,6 +200,12 @@ FOLDERS = {
     "BarthezTokenizer": lambda d: _sentencepiece_like(d, "BarthezTokenizer", ["<s>", "<pad>", "</s>", "<unk>"]),
     "BlenderbotTokenizer": lambda d: _write(d, _byte_level(["<s>", "<pad>", "</s>", "<unk>"]),
                                             {"tokenizer_class": "BlenderbotTokenizer"}),
+    "SplinterTokenizer": _splinter_folder,
+    "SplinterTokenizer, padding_side left": lambda d: _splinter_folder(d, padding_side="left"),
+    "DPRQuestionEncoderTokenizer (lower case whatever the folder says)": lambda d: _write(
+        d, _wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]),
+        {"tokenizer_class": "DPRQuestionEncoderTokenizer", "do_lower_case": False}),
+    "Siglip2Tokenizer": _siglip2_folder,
     "ReformerTokenizer": lambda d: _sentencepiece_like(d, "ReformerTokenizer", ["<unk>", "</s>", "<pad>"],
                                                        pad_token="<pad>"),
 }
@@ -299,8 +322,8 @@ def test_old_tekken_json_needs_mistral_common_as_in_transformers(tmp_path):
     ("MarianTokenizer", None, "SentencePiece tokenizer"),
     (None, "marian", "SentencePiece tokenizer"),
     ("M2M100Tokenizer", None, "SentencePiece tokenizer"),
-    ("LukeTokenizer", None, "rebuilds"),
-    (None, "siglip2", "rebuilds"),
+    ("NougatTokenizer", None, "rebuilds"),
+    (None, "luke", "rebuilds"),
     ("ByT5Tokenizer", None, "Python tokenizer"),
     ("LayoutLMv3TokenizerFast", None, "rebuilds"),
 ])
