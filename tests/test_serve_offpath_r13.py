@@ -17,6 +17,9 @@ and curl-style requests (Starlette's TestClient) to the app in process, over the
 |                                                 |  max_tokens / prompt / messages |  and your prompt contains [at   |
 |                                                 |                                 |  least] 55 input tokens, ..."   |
 |                                                 |                                 |  param input_tokens             |
+| a text prompt longer than the room left holds   | the token sentence              | "... your prompt contains 300   |
+|  at the longest vocabulary entry                |                                 |  characters (more than 270 ...)"|
+|                                                 |                                 |  param input_text               |
 | max_tokens null, the prompt filling the context | the context sentence            | "max_tokens must be at least 1, |
 |                                                 |                                 |  got 0."                        |
 | truncate_prompt_tokens past the room left       | "truncate_prompt_tokens value   | "truncate_prompt_tokens=60      |
@@ -179,6 +182,25 @@ def test_a_prompt_past_the_room_left_is_refused_in_vllms_words_and_a_client_retr
     chat = error_of(client.post("/v1/chat/completions", json={"model": "a", "messages": [
         {"role": "user", "content": "x" * 80}]}))
     assert OVERFLOW.fullmatch(chat["message"]).groups() == ("64", "0", "at least ", "65", "at least ", "65", "65")
+
+
+def test_a_text_longer_than_the_room_could_hold_is_refused_by_its_characters_as_vllms(served):
+    """vLLM 0.24 measures an uncut text prompt in characters first: the room left (64 - 10 tokens) times the
+    tokenizer's longest vocabulary entry ("<bos>": 5 characters) is the most it could hold."""
+    client, engine, tok = served
+    longest = max(map(len, tok.get_vocab()))
+    error = error_of(client.post("/v1/completions", json={"model": "a", "prompt": "x" * 300, "max_tokens": 10}))
+    assert (error["message"], error["param"]) == (
+        "This model's maximum context length is 64 tokens. However, you requested 10 output tokens and your prompt "
+        f"contains 300 characters (more than {54 * longest} characters, which is the upper bound for 54 input tokens). "
+        "Please reduce the length of the input prompt or the number of requested output tokens. (parameter=input_text, "
+        "value=300)", "input_text")
+    cut = client.post("/v1/completions", json={"model": "a", "prompt": "x" * 300, "max_tokens": 10,
+                                                "truncate_prompt_tokens": 20})
+    assert cut.status_code == 200 and cut.json()["usage"]["prompt_tokens"] == 20  # (a cut text is not measured)
+    chat = error_of(client.post("/v1/chat/completions", json={"model": "a", "max_tokens": 4, "messages": [
+        {"role": "user", "content": "x" * 320}]}))
+    assert chat["param"] == "input_text" and "your prompt contains 338 characters" in chat["message"]
 
 
 def test_the_rest_of_an_already_full_context_and_a_truncation_past_it_are_vllms_refusals(served):

@@ -86,7 +86,7 @@ from starlette.routing import Route
 
 from .beam import beam_search
 from .detokenizer import token_bytes_or_text as _token_bytes
-from .engine import EngineError, Request, check_context, model_not_found
+from .engine import EngineError, Request, check_characters, check_context, model_not_found
 from .fields import (DETOKENIZE_FIELDS, TOKENIZE_CHAT_FIELDS, TOKENIZE_FIELDS, lax_bool, log_ignored,
                      read_fields)
 from .sampler import SAMPLING_EPS
@@ -458,7 +458,7 @@ class _Server:
         constraint = constraint_of(body, chat is not None)
         options, n, stream, usage, echo, prompt_k = _options(body, chat, self.engine.vocab_size,
                                                              self.engine.sampling_defaults, self.engine.text_vocab)
-        prompts = self._fitted(body, prompts, options["max_tokens"] or 0, [text is not None for text in texts])
+        prompts = self._fitted(body, prompts, options["max_tokens"] or 0, texts)
         echo_texts = (["" if body.get("return_token_ids") else text for text in texts] if echo  # (vLLM's: the
                       else None)  # prompt text is left out when the ids are returned)
         scored = [k for k in (options["logprobs"] if echo else None, None if stream else prompt_k) if k is not None]
@@ -518,16 +518,25 @@ class _Server:
                             tag)
         return _with_id(await self._collect(http_request, jobs, events, meta, reply), tag)
 
-    def _fitted(self, body, prompts, max_tokens, from_text):
+    def _fitted(self, body, prompts, max_tokens, texts):
         """The prompts, cut by ``truncate_prompt_tokens``, checked against the context as vLLM's TokenizeParams
-        checks them: ``max_tokens`` (0: none asked) past the context first, then each prompt beside it."""
-        limit, field = self.engine.max_model_len, _max_tokens_field(body)
+        checks them: ``max_tokens`` (0: none asked) past the context first, then each prompt beside it (``texts``:
+        the text each was tokenized from, None for ids: an uncut text is measured in characters first)."""
+        limit, field, cut = self.engine.max_model_len, _max_tokens_field(body), body.get("truncate_prompt_tokens")
         check_context(limit, 0, max_tokens, field)
         budget = None if limit is None else limit - max_tokens
-        prompts = [_truncated(ids, body.get("truncate_prompt_tokens"), budget) for ids in prompts]
-        for ids, text in zip(prompts, from_text):
-            check_context(limit, len(ids), max_tokens, field, text)
+        prompts = [_truncated(ids, cut, budget) for ids in prompts]
+        for ids, text in zip(prompts, texts):
+            if text is not None and cut is None:
+                check_characters(limit, len(text), max_tokens, self.max_chars_per_token)
+            check_context(limit, len(ids), max_tokens, field, text is not None)
         return prompts
+
+    @functools.cached_property
+    def max_chars_per_token(self):
+        """The tokenizer's longest vocabulary entry, in characters (vLLM's max_chars_per_token; 0: unknown)."""
+        vocab = getattr(self.engine.tokenizer, "get_vocab", None)
+        return max(map(len, vocab()), default=0) if vocab is not None else 0
 
     async def _beams(self, body, prompts, adapter, options, n, constraint, client_gone, chat):
         """vLLM's ``use_beam_search``: per prompt, its ``n`` best beams (beam.py) as ``(generated ids, text,
@@ -921,8 +930,8 @@ class _Server:
         if not isinstance(messages, list) or not messages:
             raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str}", "messages")
         messages = [_text_message(m) for m in messages]
-        ids = _encoded(lambda: _chat_prompt(tok, messages, body), "messages")
-        return await self._run(request, body, [list(ids)], chat=_chat_reply(messages, body), texts=[""])
+        text, ids = _encoded(lambda: _chat_prompt(tok, messages, body), "messages")
+        return await self._run(request, body, [list(ids)], chat=_chat_reply(messages, body), texts=[text])
 
     async def tokenize(self, request):
         """vLLM's ``POST /tokenize``: a completion's ``prompt`` (text, with the tokenizer's BOS unless
@@ -939,7 +948,7 @@ class _Server:
             messages = body["messages"]
             if not isinstance(messages, list):
                 raise EngineError(400, "messages must be a list of {\"role\": str, \"content\": str}", "messages")
-            ids = _encoded(lambda: _chat_prompt(tok, [_text_message(m) for m in messages], body), "messages")
+            _, ids = _encoded(lambda: _chat_prompt(tok, [_text_message(m) for m in messages], body), "messages")
         elif isinstance(body.get("prompt"), str):
             ids = _encoded(lambda: tok.encode(body["prompt"], add_special_tokens=body.get("add_special_tokens", True)),
                            "prompt")
@@ -1267,7 +1276,7 @@ def _template_variables(tokenizer, template, body):
 
 
 def _chat_prompt(tokenizer, messages, body):
-    """The prompt ids of a chat, with vLLM's extras: ``add_generation_prompt`` (default true),
+    """The prompt of a chat (its text, its ids), with vLLM's extras: ``add_generation_prompt`` (default true),
     ``continue_final_message`` (the reply goes on from a partial last message) and a request's own
     ``chat_template``. A template that refuses the conversation (``raise_exception``, e.g. roles that
     do not alternate) is the client's mistake: a 400 with the template's words, as vLLM answers."""
@@ -1289,7 +1298,7 @@ def _chat_prompt(tokenizer, messages, body):
                                              continue_final_message=continue_final, tokenize=False,
                                              tools=body.get("tools"), **variables)
         # vLLM's add_special_tokens (default false): the template wrote the special tokens; true adds the BOS again
-        return tokenizer.encode(text, add_special_tokens=body.get("add_special_tokens", False))
+        return text, tokenizer.encode(text, add_special_tokens=body.get("add_special_tokens", False))
     except UnicodeEncodeError:
         raise  # a lone surrogate in the text: _encoded names it
     except (TemplateError, ValueError, TypeError, RuntimeError) as exc:  # what vLLM answers with a 400

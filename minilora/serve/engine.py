@@ -548,6 +548,22 @@ def check_context(max_model_len, prompt_tokens, max_tokens, field="max_tokens", 
                                f"output tokens. (parameter=input_tokens, value={prompt_tokens})", "input_tokens")
 
 
+def check_characters(max_model_len, characters, max_tokens, max_chars_per_token):
+    """vLLM 0.24's check of a text prompt before it is tokenized (TokenizeParams._text_len_check): more characters
+    than the room beside ``max_tokens`` holds at the tokenizer's longest vocabulary entry (its max_chars_per_token)
+    cannot fit, so it is refused without tokenizing, in vLLM's words (its number is a count of characters)."""
+    if max_model_len is None or not max_chars_per_token:
+        return
+    room = max_model_len - max_tokens
+    bound = room * max_chars_per_token
+    if characters > bound:
+        raise EngineError(400, f"This model's maximum context length is {max_model_len} tokens. However, you "
+                               f"requested {max_tokens} output tokens and your prompt contains {characters} characters "
+                               f"(more than {bound} characters, which is the upper bound for {room} input tokens). "
+                               "Please reduce the length of the input prompt or the number of requested output tokens. "
+                               f"(parameter=input_text, value={characters})", "input_text")
+
+
 def model_not_found(name):
     """vLLM's words for a request naming a model it does not serve (an adapter never loaded, or unloaded)."""
     return f"The model `{name}` does not exist."
