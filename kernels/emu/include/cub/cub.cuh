@@ -494,6 +494,29 @@ template <class K> struct radix_key {
 };
 }  // namespace __emu_detail
 
+namespace __emu_detail {
+// order[0..n) = the stable sorted order of the indices 0..n-1 under less(i, j) (a bottom-up merge sort through
+// scratch), for the block sorts' thread 0.
+template <class Less>
+void stable_order(int* order, int* scratch, int n, Less less) {
+    int* a = order;
+    int* b = scratch;
+    for (int i = 0; i < n; ++i) a[i] = i;
+    for (int width = 1; width < n; width *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * width) {
+            const int mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            int i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) b[k++] = less(a[j], a[i]) ? a[j++] : a[i++];
+            while (i < mid) b[k++] = a[i++];
+            while (j < hi) b[k++] = a[j++];
+        }
+        int* t = a; a = b; b = t;
+    }
+    if (a != order)
+        for (int i = 0; i < n; ++i) order[i] = a[i];
+}
+}  // namespace __emu_detail
+
 template <class KeyT, int BLOCK_DIM_X, int ITEMS_PER_THREAD, class ValueT = NullType, int RADIX_BITS = 4,
           bool MEMOIZE_OUTER_SCAN = true, BlockScanAlgorithm INNER_SCAN_ALGORITHM = BLOCK_SCAN_WARP_SCANS,
           int SMEM_CONFIG = 1, int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
@@ -512,24 +535,6 @@ class BlockRadixSort {
     };
   private:
     TempStorage& temp_;
-    // Thread 0: order[] = the stable sorted order of digits[] (bottom-up merge sort).
-    void sort_order() {
-        int* a = temp_.order;
-        int* b = temp_.scratch;
-        for (int i = 0; i < N; ++i) a[i] = i;
-        for (int width = 1; width < N; width *= 2) {
-            for (int lo = 0; lo < N; lo += 2 * width) {
-                const int mid = lo + width < N ? lo + width : N, hi = lo + 2 * width < N ? lo + 2 * width : N;
-                int i = lo, j = mid, k = lo;
-                while (i < mid && j < hi) b[k++] = temp_.digits[a[j]] < temp_.digits[a[i]] ? a[j++] : a[i++];
-                while (i < mid) b[k++] = a[i++];
-                while (j < hi) b[k++] = a[j++];
-            }
-            int* t = a; a = b; b = t;
-        }
-        if (a != temp_.order)
-            for (int i = 0; i < N; ++i) temp_.order[i] = a[i];
-    }
     void sort(KeyT (&keys)[ITEMS], ValueT* values, int begin_bit, int end_bit, bool descending, bool to_striped) {
         const int t = __emu_detail::linear_tid();
         const int width = end_bit - begin_bit;
@@ -541,7 +546,9 @@ class BlockRadixSort {
             if (values) temp_.values[t * ITEMS + i] = values[i];
         }
         __syncthreads();
-        if (t == 0) sort_order();
+        if (t == 0)
+            __emu_detail::stable_order(temp_.order, temp_.scratch, N,
+                                       [this](int a, int b) { return temp_.digits[a] < temp_.digits[b]; });
         __syncthreads();
         for (int i = 0; i < ITEMS; ++i) {
             const int src = temp_.order[to_striped ? t + i * THREADS : t * ITEMS + i];
@@ -820,23 +827,6 @@ class BlockMergeSort {
     };
   private:
     TempStorage& temp_;
-    template <class Compare> void sort_order(Compare& less) {
-        int* a = temp_.order;
-        int* b = temp_.scratch;
-        for (int i = 0; i < N; ++i) a[i] = i;
-        for (int width = 1; width < N; width *= 2) {
-            for (int lo = 0; lo < N; lo += 2 * width) {
-                const int mid = lo + width < N ? lo + width : N, hi = lo + 2 * width < N ? lo + 2 * width : N;
-                int i = lo, j = mid, k = lo;
-                while (i < mid && j < hi) b[k++] = less(temp_.keys[a[j]], temp_.keys[a[i]]) ? a[j++] : a[i++];
-                while (i < mid) b[k++] = a[i++];
-                while (j < hi) b[k++] = a[j++];
-            }
-            int* t = a; a = b; b = t;
-        }
-        if (a != temp_.order)
-            for (int i = 0; i < N; ++i) temp_.order[i] = a[i];
-    }
     template <class Compare>
     void sort(KeyT (&keys)[ITEMS], ValueT* values, Compare less, int valid, const KeyT* oob_default) {
         const int t = __emu_detail::linear_tid();
@@ -845,7 +835,9 @@ class BlockMergeSort {
             if (values) temp_.values[t * ITEMS + i] = values[i];
         }
         __syncthreads();
-        if (t == 0) sort_order(less);
+        if (t == 0)
+            __emu_detail::stable_order(temp_.order, temp_.scratch, N,
+                                       [&](int a, int b) { return less(temp_.keys[a], temp_.keys[b]); });
         __syncthreads();
         for (int i = 0; i < ITEMS; ++i) {
             const int src = temp_.order[t * ITEMS + i];
