@@ -477,18 +477,29 @@ class GradcheckError(RuntimeError):
     """torch.autograd.gradcheck.GradcheckError: backward disagrees with finite differences."""
 
 
-def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
+def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, check_undefined_grad=True,
+              check_batched_grad=False, check_backward_ad=True, check_forward_ad=False):
     """torch.autograd.gradcheck: True when ``func``'s backward matches central differences for every
     float64 input that requires grad (minilora.testing.grad_check does the checking, one output at a
-    time). On a mismatch: GradcheckError, or False with ``raise_exception=False``. ``.grad`` is left
-    as it was."""
+    time), and with ``check_forward_ad=True`` its forward-mode Jacobian too (forward_ad.jacobian_mismatch).
+    On a mismatch: GradcheckError, or False with ``raise_exception=False``. ``.grad`` is left as it was.
+    (torch's extra check that a backward takes undefined output gradients is not run.)"""
+    if check_batched_grad:
+        raise NotImplementedError("gradcheck(check_batched_grad=True): minilora has no batched gradients (its vmap "
+                                  "runs the function once per sample)")
     inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
     kept = [(t, t.grad) for t in inputs if isinstance(t, Tensor)]
     with no_grad():
         first = func(*inputs)
     count = len(first) if isinstance(first, tuple) else None
+    if check_forward_ad:
+        mismatch = forward_ad.jacobian_mismatch(func, inputs, eps, atol, rtol)
+        if mismatch is not None:
+            if raise_exception:
+                raise GradcheckError(mismatch)
+            return False
     try:
-        for k in range(count or 1):
+        for k in range(count or 1) if check_backward_ad else ():
             single = func if count is None else (lambda *a, k=k: func(*a)[k])
             testing.grad_check(single, *inputs, eps=eps, atol=atol, rtol=rtol,
                                name=getattr(func, "__name__", "func"))

@@ -23,10 +23,12 @@ import re
 import weakref
 from typing import NamedTuple, Optional
 
+import numpy as np
+
 from . import autograd, random
 from . import tensor as _tensor
 from .ops import higher_order
-from .tensor import Tensor, enable_grad
+from .tensor import Tensor, enable_grad, no_grad
 
 __all__ = ["UnpackedDualTensor", "enter_dual_level", "exit_dual_level", "make_dual", "unpack_dual", "dual_level"]
 
@@ -363,3 +365,51 @@ class _Hooks:
     tangents_of = staticmethod(tangents_of)
     plain = staticmethod(plain)
     user_jvp = staticmethod(user_jvp)
+
+
+# ---- gradcheck(check_forward_ad=True) --------------------------------------------------------------------------
+def jacobian_mismatch(func, inputs, eps, atol, rtol):
+    """torch's forward-mode gradcheck: each column of each output's Jacobian by forward AD (the input made dual
+    with a one-hot tangent) against central differences, for every float64 input that requires grad. Returns
+    torch's words for the first mismatch, or None."""
+    for i, x in enumerate(inputs):
+        if not (isinstance(x, Tensor) and x.requires_grad):
+            continue
+        for position in np.ndindex(x.shape):
+            analytic, numeric = _forward_column(func, inputs, i, position), _numeric_column(func, inputs, i, position,
+                                                                                           eps)
+            for k, (a, n) in enumerate(zip(analytic, numeric)):
+                if not np.allclose(a, n, rtol=rtol, atol=atol):
+                    return (f"Jacobian computed with forward mode mismatch for output {k} with respect to input {i},"
+                            f"\nnumerical:{n}\nanalytical:{a}\n")
+    return None
+
+
+def _outputs(result):
+    return [t for t in (result if isinstance(result, tuple) else (result,)) if isinstance(t, Tensor)]
+
+
+def _forward_column(func, inputs, i, position):
+    x = inputs[i]
+    one_hot = x._device.xp.zeros(x.shape, x._array.dtype)
+    one_hot[position] = 1
+    with dual_level(), no_grad():
+        args = list(inputs)
+        args[i] = make_dual(x.detach(), Tensor._make(one_hot, x._device, False, None))
+        columns = []
+        for out in _outputs(func(*args)):
+            tangent = unpack_dual(out).tangent
+            columns.append(np.zeros(out.shape) if tangent is None else tangent.numpy(force=True).astype(np.float64))
+    return columns
+
+
+def _numeric_column(func, inputs, i, position, eps):
+    array = inputs[i]._array
+    original = array[position].item()
+    values = []
+    with no_grad():
+        for step in (eps, -eps):
+            array[position] = original + step
+            values.append([out.numpy(force=True).astype(np.float64) for out in _outputs(func(*inputs))])
+    array[position] = original
+    return [(plus - minus) / (2 * eps) for plus, minus in zip(*values)]

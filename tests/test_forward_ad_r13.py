@@ -280,3 +280,36 @@ def _refusals(lib, fwAD):
 
 def test_ops_without_a_forward_formula_refuse_in_torchs_words():
     assert _refusals(ml, ml.autograd.forward_ad) == _refusals(torch, torch.autograd.forward_ad)
+
+
+def _forward_gradcheck(lib):
+    class Fn(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, foo):
+            result = lib.exp(foo)
+            ctx.result = result
+            return result
+
+        @staticmethod
+        def jvp(ctx, gI):
+            gO = gI * ctx.result
+            del ctx.result
+            return gO
+
+    class WrongJvp(Fn):
+        @staticmethod
+        def jvp(ctx, gI):
+            return gI * 2
+    lib.manual_seed(0)
+    primal = lib.randn(3, 2, dtype=lib.double, requires_grad=True)
+    passed = lib.autograd.gradcheck(Fn.apply, (primal,), check_forward_ad=True, check_backward_ad=False,
+                                    check_undefined_grad=False, check_batched_grad=False)
+    with pytest.raises(RuntimeError) as error:  # (GradcheckError)
+        lib.autograd.gradcheck(WrongJvp.apply, (primal,), check_forward_ad=True, check_backward_ad=False,
+                               check_undefined_grad=False)
+    both = lib.autograd.gradcheck(lambda a: (a.sin() * a).sum(0), (primal,), check_forward_ad=True)
+    return passed, str(error.value).split("\n")[0], both
+
+
+def test_gradcheck_checks_forward_mode_as_torchs():
+    assert _forward_gradcheck(ml) == _forward_gradcheck(torch)
