@@ -253,7 +253,7 @@ def test_a_fault_of_the_server_is_a_500_in_openais_error_json_not_plain_text(ser
     r = client.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 3})
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"
     error = r.json()["error"]
-    assert error["code"] == 500 and error["type"] == "server_error" and "the tokenizer broke" in error["message"]
+    assert error["code"] == 500 and "the tokenizer broke" in error["message"]  # (its type: test_serve_offpath_r13)
     assert client.get("/health").status_code == 200  # a route's fault, not the engine's
     assert client.get("/v1/models").json()["data"][0]["id"] == "tiny"
     monkeypatch.undo()

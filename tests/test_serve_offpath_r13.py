@@ -24,6 +24,8 @@ and curl-style requests (Starlette's TestClient) to the app in process, over the
 |                                                 |                                 |  got 0."                        |
 | truncate_prompt_tokens past the room left       | "truncate_prompt_tokens value   | "truncate_prompt_tokens=60      |
 |                                                 |  (60) is greater than ..."      |  cannot be greater than ..."    |
+| a server's fault (500), or the engine failing   | type "server_error"             | type "InternalServerError"      |
+|  mid-stream                                     |                                 |                                 |
 | GET /v1/models: an adapter's card               | max_model_len 64                | max_model_len null (the base's  |
 |                                                 |                                 |  card alone carries it)         |
 | echo of a text prompt the tokenizer normalizes  | the ids decoded: "hello world"  | the text as sent: "Hello World" |
@@ -136,6 +138,16 @@ def test_a_model_that_is_not_loaded_is_vllms_404(served):
         error = raised.value.body
         assert (error["message"], error["type"], error["param"]) == ("The model `sql-lora` does not exist.",
                                                                      "NotFoundError", "model")
+
+
+def test_a_servers_fault_is_vllms_internal_server_error(served, monkeypatch):
+    client, engine, _ = served
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the tokenizer broke")
+    monkeypatch.setattr(engine.tokenizer, "encode", broken)
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 1})
+    assert r.status_code == 500 and r.json()["error"]["type"] == "InternalServerError"
 
 
 def test_an_adapters_model_card_has_no_max_model_len_as_vllms(served):

@@ -110,11 +110,12 @@ class _BadBody(ValueError):
 
 def _error(status, message, param=None, kind=None):
     """vLLM's error JSON. ``kind`` is its error type: by default the one vLLM's serving code names for the
-    status (``BadRequestError`` for a 400); vLLM's request-validation handler (a body that is not a JSON
-    object) and its unknown-route handler use the HTTP phrase instead ("Bad Request", "Not Found")."""
+    status (``BadRequestError`` for a 400, ``InternalServerError`` for a server's fault, as its
+    create_error_response); vLLM's request-validation handler (a body that is not a JSON object) and its
+    unknown-route handler use the HTTP phrase instead ("Bad Request", "Not Found")."""
     if kind is None:
         kind = {400: "BadRequestError", 404: "NotFoundError", 409: "ConflictError", 429: "RateLimitError",
-                501: "NotImplementedError"}.get(status, "server_error" if status >= 500 else "BadRequestError")
+                501: "NotImplementedError"}.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
                         status_code=status)
 
@@ -740,7 +741,8 @@ class _Server:
             while pending:
                 index, kind, value, count = await events.get()
                 if kind == "error":
-                    yield _sse({"error": {"message": value[1], "type": "server_error", "param": None, "code": value[0]}})
+                    yield _sse({"error": {"message": value[1], "type": "InternalServerError", "param": None,
+                                          "code": value[0]}})
                     failed = True
                     break
                 job = jobs[index]
