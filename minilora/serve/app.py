@@ -609,8 +609,8 @@ class _Server:
 
     def _echoes(self, prompts, n, texts, scores, logprobs):
         """The _Echo each choice starts with: its prompt's text as vLLM echoes it (``texts``: the text as sent, ""
-        when the choice returns token ids, None for a prompt sent as ids: those decoded, special tokens and all;
-        no echo: all "") and, with logprobs, its prompt tokens' (the first has none: nothing comes before it), as
+        when the choice returns token ids, None for a prompt sent as ids: those decoded, special tokens and all)
+        and, with logprobs, its prompt tokens' (the first has none: nothing comes before it), as
         vLLM answers lm-evaluation-harness's scoring calls. ``texts`` None: no echo."""
         if texts is None:
             return [_NO_ECHO] * (len(prompts) * n)
@@ -901,9 +901,10 @@ class _Server:
         # OpenAI's four shapes: a string, a list of token ids, or a list of either (several prompts)
         several = isinstance(prompt, list) and bool(prompt) and all(isinstance(p, (str, list)) for p in prompt)
         special = body.get("add_special_tokens", True)  # vLLM's extra: the tokenizer's BOS (default) or not
-        prompts = [self._prompt_ids(p, special) for p in (prompt if several else [prompt])]
-        return await self._run(request, body, prompts, chat=None,
-                               texts=[p if isinstance(p, str) else None for p in (prompt if several else [prompt])])
+        given = prompt if several else [prompt]
+        prompts = [self._prompt_ids(p, special) for p in given]
+        texts = [p if isinstance(p, str) else None for p in given]
+        return await self._run(request, body, prompts, chat=None, texts=texts)
 
     def _prompt_ids(self, prompt, add_special_tokens=True):
         """A prompt's ids, as vLLM's renderer makes them: text encoded ("" too: its BOS), or token ids of the model's
