@@ -89,3 +89,47 @@ def test_fexp_u20_is_atens_fast_exp():
     np.testing.assert_array_less(np.abs(ours - theirs), np.spacing(theirs) * 1.01)
     exact = np.log(np.exp(scores.astype(np.float64)).sum(-1)).astype(np.float32)
     assert np.abs(exact - theirs).max() > 100 * np.spacing(theirs).max()  # C's exp would be hundreds of units off
+
+
+# ---- PEFT's LoRA layer on a bfloat16 base: x's gradient adds the adapter branch's part, then the base's ----
+class TorchTwoUses(torch.nn.Module):
+    """x feeds a LoRA target (q_proj) and a plain layer (k_proj), as a Llama layer's normed input."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_proj = torch.nn.Linear(64, 48, bias=False)
+        self.k_proj = torch.nn.Linear(64, 32, bias=False)
+
+    def forward(self, x):
+        return self.q_proj(x).float().square().sum() + self.k_proj(x).float().sum()
+
+
+class MiniTwoUses(ml.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q_proj = ml.nn.Linear(64, 48, bias=False)
+        self.k_proj = ml.nn.Linear(64, 32, bias=False)
+
+    def forward(self, x):
+        return self.q_proj(x).float().square().sum() + self.k_proj(x).float().sum()
+
+
+@pytest.mark.parametrize("adapter_dtype", [True, False], ids=["float32 adapters", "bfloat16 adapters"])
+def test_lora_input_gradient_accumulates_as_peft(adapter_dtype):
+    """autograd adds PEFT's two uses of x (lora_A's branch, run later, first; then the base layer) to the
+    gradient k_proj already gave x, rounding to bfloat16 after each: the fused op hands the engine the two
+    parts (ops/lora.py, LoraLinear's x_again). One rounded sum instead differed in 28% of x's gradient."""
+    peft = pytest.importorskip("peft")
+    from minilora.lora import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    theirs = TorchTwoUses().to(torch.bfloat16)
+    ours = MiniTwoUses().to(ml.bfloat16)
+    ours.load_state_dict({k: v.float().numpy() for k, v in theirs.state_dict().items()})
+    config = dict(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False)
+    theirs = peft.get_peft_model(theirs, peft.LoraConfig(**config), autocast_adapter_dtype=adapter_dtype)
+    ours = get_peft_model(ours, LoraConfig(**config), autocast_adapter_dtype=adapter_dtype)
+    ours.load_state_dict({k: v.float().numpy() for k, v in theirs.state_dict().items() if "lora" in k}, strict=False)
+    x_t, x_m = pair((8, 16, 64), "bfloat16", 3)
+    theirs(x_t).backward()
+    ours(x_m).backward()
+    np.testing.assert_array_equal(bits(x_m.grad), bits(x_t.grad))

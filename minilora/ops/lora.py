@@ -197,37 +197,36 @@ def _half_forward(X, keep, W0, A, B, bias, scale):
 
 
 def _half_backward(g, X, keep, U, W0, A, B, scale, need_dx, need_dA, need_dB):
-    """The gradients torch's autograd takes through ``_half_forward``: ``(dX, dA, dB)`` (None where not asked).
+    """The gradients torch's autograd takes through ``_half_forward``: ``(dX through the adapter branch, dX
+    through the base layer, dA, dB)`` (None where not asked).
 
     dY reaches the adapter branch as float32; the products of its backward are rounded only for 16-bit
-    adapters; the branch's dX is rounded to the base dtype (the backward of ``x.to(A.dtype)``) and added to
-    the base layer's ``round16(dY W0)``, as autograd accumulates the two uses of x."""
+    adapters; the branch's dX is rounded to the base dtype (the backward of ``x.to(A.dtype)``), the base
+    layer's is ``round16(dY W0)``: autograd adds the two to x's gradient, the branch's first."""
     dtype, rnd = X.dtype, _rounder(A.dtype)
     gf = dtypes.upcast(g)
     g_lora = rnd(gf * np.float32(scale))  # the gradient of lora_B's output
     dB = rnd(g_lora.T @ U).astype(A.dtype) if need_dB else None
     if not (need_dx or need_dA):
-        return None, None, dB
+        return None, None, None, dB
     dU = rnd(g_lora @ dtypes.upcast(B))
     Xf = dtypes.upcast(X)
     dA = rnd(dU.T @ (Xf if keep is None else rnd(Xf * keep))).astype(A.dtype) if need_dA else None
     if not need_dx:
-        return None, dA, dB
+        return None, None, dA, dB
     dx_lora = rnd(dU @ dtypes.upcast(A))
     if keep is not None:  # dropout's backward: the same mask
         dx_lora = rnd(dx_lora * keep)
-    dx_base = (gf @ dtypes.upcast(W0)).astype(dtype)
-    dX = (dx_base.astype(np.float32) + dx_lora.astype(dtype).astype(np.float32)).astype(dtype)
-    return dX, dA, dB
+    return dx_lora.astype(dtype), (gf @ dtypes.upcast(W0)).astype(dtype), dA, dB
 
 
 def _half_base_grads(ctx, dY, dX):
     """``_base_grads`` for a 16-bit base: dW0 and dbias summed in float32 and rounded once, as torch's."""
-    _, nw, _, _, nbias = ctx.needs_input_grad
+    _, nw, _, _, nbias = ctx.needs_input_grad[:5]
     gf = dtypes.upcast(dY)
     dW0 = (gf.T @ dtypes.upcast(ctx.X)).astype(dY.dtype) if nw else None
     dbias = gf.sum(axis=0).astype(dY.dtype) if nbias else None
-    return (None if dX is None else dX.reshape(ctx.x_shape)), dW0, dbias
+    return _in_shape(dX, ctx), dW0, dbias
 
 
 def bf16_kernel_applies(x, W0, A, B, bias=None, dropout_p=0.0):
@@ -244,9 +243,13 @@ def _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed, mask=None):
     ctx.scale, ctx.p, ctx.seed, ctx.mask, ctx.x_shape = scale, dropout_p, seed, mask, x.shape
 
 
+def _in_shape(dX, ctx):
+    return None if dX is None else dX.reshape(ctx.x_shape)
+
+
 def _base_grads(ctx, dY, dX):
     """What both backward paths share: dW0 (full fine-tuning only), dbias, and dX back in x's shape."""
-    _, nw, _, _, nbias = ctx.needs_input_grad
+    _, nw, _, _, nbias = ctx.needs_input_grad[:5]
     dW0 = parallel.matmul(dY.T, ctx.X) if nw else None  # only when the caller made W0 trainable
     dbias = dY.sum(axis=0) if nbias else None
     return (None if dX is None else dX.reshape(ctx.x_shape)), dW0, dbias
@@ -264,7 +267,7 @@ def _bf16_kernel_forward(ctx, x, W0, A, B, bias, scale):
 
 def _bf16_kernel_backward(ctx, g):
     """The bf16 backward on the tensor cores: dA, dB float32 (the adapter's dtype), dX rounded to bfloat16."""
-    nx, _, na, nb, _ = ctx.needs_input_grad
+    nx, _, na, nb, _ = ctx.needs_input_grad[:5]
     (dY,) = kernels.contiguous(g.reshape(-1, g.shape[-1]))
     dX, dA, dB = kernels.lora_backward_bf16(dY, ctx.X, ctx.W0, ctx.A, ctx.B, ctx.U, ctx.scale,
                                             need_dx=nx, need_dA=na, need_dB=nb, device=ctx.device)
@@ -278,7 +281,7 @@ def _peft_saves(ctx):
     With dropout torch saves its mask and the dropped input, which minilora regenerates: None."""
     if ctx.p:
         return None
-    nx, nw, na, nb, _ = ctx.needs_input_grad
+    nx, nw, na, nb, _ = ctx.needs_input_grad[:5]
     with_bias = len(ctx.inputs) > 4 and ctx.inputs[4] is not None
     return (linear_saves(nx, nw, 0, 1, with_bias)  # base: x for W0, W0.t() for x
             + linear_saves(nx, na, 0, 2, False)  # lora_A: x for A, A.t() for x
@@ -287,6 +290,9 @@ def _peft_saves(ctx):
 
 class LoraLinear(Function):
     """One node for base GEMM + LoRA branch. Inputs: ``x, W0, A, B, bias``; options: scale, dropout.
+    A 16-bit ``x`` on the CPU comes a second time (``x_again``): its first slot takes the adapter branch's
+    dX, the second the base layer's, so the engine adds them to x's gradient in the order (and with the
+    16-bit roundings) torch's autograd adds PEFT's two uses of x: the branch's nodes are the later ones.
 
     ``forward`` / ``backward`` are the NumPy math. On a device that launches kernels (``emu``,
     ``cuda``), for float32 or a bfloat16 base with float32 adapters (``kernel_supports``),
@@ -297,7 +303,7 @@ class LoraLinear(Function):
     torch_saves = staticmethod(_peft_saves)
 
     @staticmethod
-    def forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0, mask=None):
+    def forward(ctx, x, W0, A, B, bias=None, x_again=None, scale=1.0, dropout_p=0.0, seed=0, mask=None):
         _check_shapes(x, W0, A, B, bias)
         xp = xp_of(x)
         X = x.reshape(-1, x.shape[-1])
@@ -318,13 +324,18 @@ class LoraLinear(Function):
 
     @staticmethod
     def backward(ctx, g):
-        nx, _, na, nb, _ = ctx.needs_input_grad
+        nx, _, na, nb, _ = ctx.needs_input_grad[:5]
         X, U, W0, A, B = ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B
         xp = xp_of(g)
         dY = g.reshape(-1, g.shape[-1])
         if _is_half(X.dtype):
             keep = _half_dropout_multipliers(X, A.dtype, ctx.p, ctx.seed, ctx.mask)  # the forward's mask
-            dX, dA, dB = _half_backward(dY, X, keep, U, W0, A, B, ctx.scale, nx, na, nb)
+            dx_lora, dx_base, dA, dB = _half_backward(dY, X, keep, U, W0, A, B, ctx.scale, nx, na, nb)
+            if len(ctx.inputs) > 5:  # x_again: the two parts, for the engine to add (class docstring)
+                _, dW0, dbias = _half_base_grads(ctx, dY, None)
+                return _in_shape(dx_lora, ctx), dW0, dA, dB, dbias, _in_shape(dx_base, ctx)
+            dX = None if dx_base is None else (dx_base.astype(np.float32) + dx_lora.astype(np.float32)).astype(
+                X.dtype)
             dX, dW0, dbias = _half_base_grads(ctx, dY, dX)
             return dX, dW0, dA, dB, dbias
         keep = _dropout_multipliers(X, ctx.p, ctx.seed, ctx.mask)  # the forward's mask (kept or regenerated)
@@ -338,7 +349,7 @@ class LoraLinear(Function):
         return dX, dW0, dA, dB, dbias
 
     @staticmethod
-    def kernel_supports(x, W0, A, B, bias=None):
+    def kernel_supports(x, W0, A, B, bias=None, x_again=None):
         """Whether the kernels take these inputs (``Function.apply`` asks before running ``kernel_forward``):
         float32 throughout (lora_forward.cu / lora_backward.cu), or a bfloat16 base with float32 adapters
         (the tensor-core kernels of lora_bf16.cu). Anything else runs the NumPy math on the device's arrays."""
@@ -346,15 +357,15 @@ class LoraLinear(Function):
         return kernels.supports(*(a.dtype for a in arrays)) or bf16_kernel_applies(x, W0, A, B, bias)
 
     @staticmethod
-    def kernel_forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0, mask=None):
+    def kernel_forward(ctx, x, W0, A, B, bias=None, x_again=None, scale=1.0, dropout_p=0.0, seed=0, mask=None):
         _check_shapes(x, W0, A, B, bias)
         if mask is not None:  # (a drawn mask: the kernels hash theirs from the seed)
             ctx.numpy_math = True
-            return LoraLinear.forward(ctx, x, W0, A, B, bias, scale, dropout_p, seed, mask)
+            return LoraLinear.forward(ctx, x, W0, A, B, bias, None, scale, dropout_p, seed, mask)
         if x.dtype != np.float32:  # the bf16 base: tensor cores, unless dropout (which they do not have)
             if not bf16_kernel_applies(x, W0, A, B, bias, dropout_p):
                 ctx.numpy_math = True
-                return LoraLinear.forward(ctx, x, W0, A, B, bias, scale, dropout_p, seed)
+                return LoraLinear.forward(ctx, x, W0, A, B, bias, None, scale, dropout_p, seed)
             return _bf16_kernel_forward(ctx, x, W0, A, B, bias, scale)
         X, W0, A, B = kernels.contiguous(x.reshape(-1, x.shape[-1]), W0, A, B)
         Y, U = kernels.lora_forward(X, W0, A, B, scale, bias=bias, dropout_p=dropout_p, seed=seed,
@@ -368,7 +379,7 @@ class LoraLinear(Function):
             return LoraLinear.backward(ctx, g)
         if g.dtype != np.float32:
             return _bf16_kernel_backward(ctx, g)
-        nx, _, na, nb, _ = ctx.needs_input_grad
+        nx, _, na, nb, _ = ctx.needs_input_grad[:5]
         (dY,) = kernels.contiguous(g.reshape(-1, g.shape[-1]))
         dX, dA, dB = kernels.lora_backward(dY, ctx.X, ctx.W0, ctx.A, ctx.B, ctx.U, ctx.scale, dropout_p=ctx.p,
                                            seed=ctx.seed, need_dx=nx, need_dA=na, need_dB=nb, device=ctx.device)
@@ -384,7 +395,7 @@ class LoraLinear(Function):
     @staticmethod
     def backward_flops(ctx):
         """The GEMMs backward actually runs: note that no ``dW0`` term appears for a frozen W0."""
-        nx, nw, na, nb, _ = ctx.needs_input_grad
+        nx, nw, na, nb, _ = ctx.needs_input_grad[:5]
         M, K = ctx.X.shape
         N, r = ctx.B.shape
         flops = 2 * M * N * r if (nx or na) else 0  # V
@@ -411,5 +422,6 @@ def lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None):
             mask = dropout_noise(x._array, dropout_p)
         else:
             seed = fresh_seed()
-    return LoraLinear.apply(x, W0, A, B, bias, scale=float(scale), dropout_p=float(dropout_p),
+    x_again = (x,) if x.dtype.itemsize == 2 and x.device.type == "cpu" else ()  # (see LoraLinear)
+    return LoraLinear.apply(x, W0, A, B, bias, *x_again, scale=float(scale), dropout_p=float(dropout_p),
                             seed=0 if seed is None else int(seed), mask=mask)
