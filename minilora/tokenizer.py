@@ -403,10 +403,15 @@ class _Tokenizer:
         return [self._token(i) for i in _id_list(ids) if i not in special]
 
     def convert_tokens_to_ids(self, tokens):
-        """The id of a token string (or a list of them); None for a string that is no token."""
+        """The id of a token string (or a list of them); for a string that is no token the unk token's id (None
+        without one), as transformers' fast tokenizers."""
         if isinstance(tokens, str):
-            return self._token_id(tokens)
-        return [self._token_id(token) for token in tokens]
+            return self._id_or_unk(tokens)
+        return [self._id_or_unk(token) for token in tokens]
+
+    def _id_or_unk(self, token):
+        token_id = self._token_id(token)
+        return self.unk_token_id if token_id is None else token_id
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None, max_length=None,
                stride=0, padding_side=None, return_tensors=None, **kwargs):
@@ -2583,7 +2588,7 @@ class WhisperTokenizer(HFTokenizer):
 
     @property
     def prefix_tokens(self):
-        start = self._token_id("<|startoftranscript|>")
+        start = self.convert_tokens_to_ids("<|startoftranscript|>")  # (a token missing: the unk id, as there)
         prefix = [start]
         if self.language is not None:
             self.language = self.language.lower()
@@ -2597,9 +2602,9 @@ class WhisperTokenizer(HFTokenizer):
         if self.task is not None:
             if self.task not in ("translate", "transcribe"):
                 raise ValueError(f"Unsupported task: {self.task}. Task should be in: ['translate', 'transcribe']")
-            prefix.append(self._token_id(f"<|{self.task}|>"))
+            prefix.append(self.convert_tokens_to_ids(f"<|{self.task}|>"))
         if not self.predict_timestamps:
-            prefix.append(self._token_id("<|notimestamps|>"))
+            prefix.append(self.convert_tokens_to_ids("<|notimestamps|>"))
         return prefix
 
     def set_prefix_tokens(self, language=None, task=None, predict_timestamps=None):

@@ -206,6 +206,8 @@ FOLDERS = {
         d, _wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]),
         {"tokenizer_class": "DPRQuestionEncoderTokenizer", "do_lower_case": False}),
     "Siglip2Tokenizer": _siglip2_folder,
+    "WhisperTokenizer, a file without its prefix tokens": lambda d: _write(d, _byte_level(["<|endoftext|>"]), {
+        "tokenizer_class": "WhisperTokenizer", "pad_token": "<|endoftext|>"}),
     "ReformerTokenizer": lambda d: _sentencepiece_like(d, "ReformerTokenizer", ["<unk>", "</s>", "<pad>"],
                                                        pad_token="<pad>"),
 }
@@ -221,7 +223,8 @@ def test_ids_pairs_offsets_words_and_text_as_transformers(tmp_path, name):
 def test_xlnet_pads_left_and_pad_pads_token_type_ids_as_transformers(tmp_path):
     """XLNet pads on the left, its <cls> of type id 2 last (its __init__'s padding type id 3 is reset to 0 by the
     base class); ``tok.pad`` pads token_type_ids with pad_token_type_id (minilora left them unpadded: rows of other
-    lengths than input_ids')."""
+    lengths than input_ids'); convert_tokens_to_ids gives the unk id for a string that is no token (None before:
+    Whisper's prefix then failed to load where its tokens are missing)."""
     theirs, ours = _both(_xlnet_folder(tmp_path))
     texts, pairs = ["the cat", "hello world, the quick brown fox", ""], ["a b", "", "x"]
 
@@ -229,7 +232,8 @@ def test_xlnet_pads_left_and_pad_pads_token_type_ids_as_transformers(tmp_path):
         rows = tok(texts, pairs, return_token_type_ids=True)
         return [dict(tok(texts, pairs, padding=True, return_token_type_ids=True)),
                 dict(tok(texts, padding="max_length", max_length=12, truncation=True, return_token_type_ids=True)),
-                dict(tok.pad([{key: rows[key][i] for key in rows} for i in range(3)])), tok.pad_token_type_id]
+                dict(tok.pad([{key: rows[key][i] for key in rows} for i in range(3)])), tok.pad_token_type_id,
+                tok.convert_tokens_to_ids(["nope", "<mask>"]), tok.convert_tokens_to_ids("<nope>")]
     assert calls(ours) == calls(theirs)
     (tmp_path / "bert").mkdir()
     theirs, ours = _both(_bert_like_folder(tmp_path / "bert", "BertTokenizer"))
