@@ -15,6 +15,9 @@ sample the draws of the first, as torch's; 'different' gives sample i row i of o
 batch, as torch's batched random ops draw (``_BatchedDraws``).
 """
 import contextlib
+import math
+
+import numpy as np
 
 from . import autograd, random
 from .ops import stack
@@ -450,67 +453,111 @@ def _randomness(mode):
                            "'same' or 'different' randomness flags on vmap or perform the randomness outside of vmap")
 
 
-# torch's draws under randomness='different': one per random op for the whole batch
+# torch's draws under randomness='different': one per random op for the whole batch (bernoulli of a tensor of
+# probabilities: one uniform per element of the batch's probabilities, as for a shape), or, for the samplers whose
+# draws per element vary (poisson's rejection loop) or that draw per sample (randperm), the samples' draws one
+# after another, in the stream's order
 _SHAPED_DRAWS = ("uniform", "normal", "exponential", "cauchy", "log_normal", "geometric", "integers", "random_",
-                 "bernoulli")
-_OTHER_DRAWS = ("random_bits", "random64", "bernoulli_tensor", "poisson", "randperm")
+                 "bernoulli", "bernoulli_tensor")
+_SEQUENTIAL_DRAWS = ("poisson", "randperm")
+_OTHER_DRAWS = ("random_bits", "random64")
 
 
 class _BatchedDraws:
     """torch's ``randomness='different'``: a random op in ``func`` runs once on the batched tensor, drawing
     ``(batch,) + its sample's shape`` from the global generator. minilora runs the samples one by one, so
     sample 0's k-th draw takes that whole batch's numbers (the generator moves as torch's) and keeps them;
-    sample i's k-th draw is row i of it. A draw whose count does not follow from a shape (``bernoulli`` of a
-    tensor of probabilities, ``poisson``, ``randperm``, a seed) cannot be batched so: refused by name."""
+    sample i's k-th draw is row i of it. ``bernoulli`` of a tensor of probabilities draws its uniforms so,
+    each sample comparing its row with its own probabilities. ``poisson`` and ``randperm`` draw sample after
+    sample in torch too, so each sample draws its own -- in torch's order only when no batched draw follows
+    them in ``func`` (refused by name otherwise). A raw draw (``random_bits``, a seed) is refused by name."""
 
     def __init__(self, size, front):
         self.generator, self.size, self.front = random.default_generator, size, front
         self.draws, self.sample, self.next, self.inside = [], 0, 0, False
+        self.sequential_drawn = None  # the sequential sampler sample 0 called, if any
 
     def __enter__(self):
         if any(name in vars(self.generator) for name in _SHAPED_DRAWS):
             raise NotImplementedError("vmap(randomness='different') inside another vmap(randomness='different'): "
                                       "minilora batches one level of random draws")
         for name in _SHAPED_DRAWS:
-            setattr(self.generator, name, self._batched(getattr(type(self.generator), name)))
+            setattr(self.generator, name, self._batched(getattr(type(self.generator), name), name))
+        for name in _SEQUENTIAL_DRAWS:
+            setattr(self.generator, name, self._sequential(getattr(type(self.generator), name), name))
         for name in _OTHER_DRAWS:
             setattr(self.generator, name, self._refused(name, getattr(type(self.generator), name)))
         return self
 
     def __exit__(self, *exc):
-        for name in _SHAPED_DRAWS + _OTHER_DRAWS:
+        for name in _SHAPED_DRAWS + _SEQUENTIAL_DRAWS + _OTHER_DRAWS:
             delattr(self.generator, name)
 
     def start(self, sample):
         self.sample, self.next = sample, 0
 
-    def _batched(self, method):
+    def _batched(self, method, name):
         def draw(shape, *args, **kwargs):
             if self.inside:
                 return method(self.generator, shape, *args, **kwargs)
-            if not self.front:  # (torch's randn_like / dropout of such a sample draws in the input's layout)
-                raise NotImplementedError("vmap(randomness='different') with an input mapped along a dimension other "
-                                          "than 0: torch draws a random op on such a sample in the batched input's "
-                                          "layout, which minilora does not reproduce; move that dimension to the front")
+            if name == "bernoulli_tensor":  # (the probabilities: this sample's; the uniforms: the batch's)
+                return self._batched_uniforms(shape) < self._probabilities(shape)
+            return self._row(lambda batch_shape: method(self.generator, batch_shape, *args, **kwargs), shape, name)
+        return draw
+
+    def _row(self, draw_batch, shape, name):
+        """This sample's row of the batch's k-th draw (drawn at sample 0 by ``draw_batch((batch,) + shape)``)."""
+        if not self.front:  # (torch's randn_like / dropout of such a sample draws in the input's layout)
+            raise NotImplementedError("vmap(randomness='different') with an input mapped along a dimension other "
+                                      "than 0: torch draws a random op on such a sample in the batched input's "
+                                      "layout, which minilora does not reproduce; move that dimension to the front")
+        if self.sample == 0:
+            if self.sequential_drawn is not None:
+                raise NotImplementedError(f"vmap(randomness='different'): a batched random draw ({name}) after "
+                                          f"{self.sequential_drawn}(): torch draws it for the whole batch after every "
+                                          f"sample's {self.sequential_drawn}, which minilora's one-sample-at-a-time "
+                                          "vmap cannot order so; draw it before, or outside vmap")
+            self.inside = True
+            try:
+                self.draws.append(draw_batch((self.size,) + tuple(shape)))
+            finally:
+                self.inside = False
+        elif self.next >= len(self.draws):
+            raise RuntimeError(f"vmap(randomness='different'): sample {self.sample} made more random draws than "
+                               "sample 0; minilora batches a random op by the order the samples call it")
+        self.next += 1
+        return self.draws[self.next - 1][self.sample].copy()
+
+    def _batched_uniforms(self, probs):
+        """``bernoulli_tensor``'s uniforms for the whole batch, as random.Generator.bernoulli_tensor draws them."""
+        probs = np.asarray(probs)
+        unit = self.generator._unit_doubles if probs.dtype == np.float64 else self.generator._unit_floats
+        return self._row(lambda shape: unit(math.prod(shape)).reshape(shape), probs.shape, "bernoulli")
+
+    @staticmethod
+    def _probabilities(probs):
+        probs = np.asarray(probs)
+        return probs if probs.dtype == np.float64 else probs.astype(np.float32)
+
+    def _sequential(self, method, name):
+        def draw(*args, **kwargs):
+            if self.inside:
+                return method(self.generator, *args, **kwargs)
             if self.sample == 0:
-                self.inside = True
-                try:
-                    self.draws.append(method(self.generator, (self.size,) + tuple(shape), *args, **kwargs))
-                finally:
-                    self.inside = False
-            elif self.next >= len(self.draws):
-                raise RuntimeError(f"vmap(randomness='different'): sample {self.sample} made more random draws than "
-                                   "sample 0; minilora batches a random op by the order the samples call it")
-            self.next += 1
-            return self.draws[self.next - 1][self.sample].copy()
+                self.sequential_drawn = name
+            self.inside = True  # (its own raw draws are its)
+            try:
+                return method(self.generator, *args, **kwargs)
+            finally:
+                self.inside = False
         return draw
 
     def _refused(self, name, method):
         def draw(*args, **kwargs):
             if not self.inside:
-                raise NotImplementedError(f"vmap(randomness='different'): a random draw by {name}() (bernoulli of a "
-                                          "tensor of probabilities, poisson, randperm, a seed) has no batched form in "
-                                          "minilora; draw it outside vmap or use randomness='same'")
+                raise NotImplementedError(f"vmap(randomness='different'): a raw random draw by {name}() (a seed, "
+                                          "random_()) has no batched form in minilora; draw it outside vmap or use "
+                                          "randomness='same'")
             return method(self.generator, *args, **kwargs)
         return draw
 

@@ -313,3 +313,25 @@ def _forward_gradcheck(lib):
 
 def test_gradcheck_checks_forward_mode_as_torchs():
     assert _forward_gradcheck(ml) == _forward_gradcheck(torch)
+
+
+# ---- vmap(randomness='different'): bernoulli of probabilities, poisson, randperm, as torch's batched draws -------
+def _vmap_draws(lib):
+    vmap = lib.func.vmap
+    lib.manual_seed(1)
+    x = lib.rand(3, 4, dtype=lib.float64)
+    lib.manual_seed(0)
+    found = [vmap(lambda a: lib.bernoulli(a), randomness="different")(x),
+             vmap(lambda a: lib.bernoulli(a.float()), randomness="different")(x),
+             vmap(lambda a: a[lib.randperm(4)], randomness="different")(x),
+             vmap(lambda a: lib.poisson(a * 20), randomness="different")(x),
+             vmap(lambda a: lib.poisson(lib.randn_like(a).abs()), randomness="different")(x),
+             vmap(lambda a: lib.nn.functional.dropout(a, 0.5), randomness="different")(x)]
+    return [t.double() for t in found] + [lib.randn(3, dtype=lib.float64)]
+
+
+def test_vmap_different_randomness_batches_bernoulli_poisson_randperm_as_torch():
+    for a, b in zip(_vmap_draws(ml), _vmap_draws(torch)):
+        _close(a, b)
+    with pytest.raises(NotImplementedError, match=r"a batched random draw \(normal\) after poisson\(\)"):
+        ml.func.vmap(lambda a: ml.poisson(a) + ml.randn_like(a), randomness="different")(ml.rand(3, 4))

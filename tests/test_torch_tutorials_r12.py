@@ -316,8 +316,6 @@ def test_vmap_different_randomness_draws_torchs_batched_numbers():
     vmap = ml.func.vmap  # what minilora cannot batch is refused, not drawn per sample
     with pytest.raises(NotImplementedError, match="mapped along a dimension other than 0"):
         vmap(lambda t: ml.randn_like(t), randomness="different", in_dims=1)(ml.ones(2, 3))
-    with pytest.raises(NotImplementedError, match="bernoulli_tensor"):
-        vmap(lambda t: ml.bernoulli(t), randomness="different")(ml.full((3, 4), 0.5))
 
 
 # ---- nn.Transformer* masks: torch's canonicalization (its warning and its words) ---------------------------
