@@ -18,7 +18,7 @@ import numpy as np
 
 from . import dtypes
 from .tensor import Tensor
-from .torch_format import unsupported_global, weights_only_message
+from .torch_format import unsupported_global, user_globals, weights_only_message
 
 __all__ = ["save", "load", "is_pickled"]
 
@@ -95,6 +95,9 @@ class _WeightsOnlyUnpickler(pickle.Unpickler):
     containers need loads; the first other global (a module's class) is refused in torch's words."""
 
     def find_class(self, module, name):
+        allowed_by_user = user_globals().get(f"{module}.{name}")
+        if allowed_by_user is not None:  # (torch.serialization.add_safe_globals)
+            return allowed_by_user
         if f"{module} {name}" not in _OWN_GLOBALS:
             raise _weights_only_error(name if module in ("builtins", "__builtin__") else f"{module}.{name}")
         return super().find_class(module, name)

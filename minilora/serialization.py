@@ -26,7 +26,18 @@ from .device import Device, device
 from .size import Size
 from .tensor import Tensor
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "add_safe_globals", "get_safe_globals", "clear_safe_globals", "safe_globals",
+           "get_unsafe_globals_in_checkpoint"]
+
+# torch.serialization's allowlist for the weights-only load (torch's error message points users to it)
+add_safe_globals, get_safe_globals = torch_format.add_safe_globals, torch_format.get_safe_globals
+clear_safe_globals, safe_globals = torch_format.clear_safe_globals, torch_format.safe_globals
+
+
+def get_unsafe_globals_in_checkpoint(f):
+    """``torch.serialization.get_unsafe_globals_in_checkpoint``: the globals of a torch.save zip file that the
+    weights-only load would refuse, found without running its pickle."""
+    return torch_format.unsafe_globals_in(_path(f, "serialization.get_unsafe_globals_in_checkpoint"))
 
 _META_KEY = "minilora"  # metadata entry: {name: [device, requires_grad]} for tensors not plain cpu
 _TREE_KEY = "minilora.structure"  # metadata entry: the saved object as JSON, tensors and arrays by entry name

@@ -23,6 +23,7 @@ import io
 import mmap
 import os
 import pickle
+import pickletools
 import re
 import struct
 import zipfile
@@ -241,6 +242,82 @@ _OP = {name: getattr(pickle, name)[0] for name in (
     "LONG_BINGET", "BINPUT", "LONG_BINPUT", "LONG1", "PROTO", "STOP")}
 
 
+_USER_GLOBALS = []  # torch.serialization.add_safe_globals' list: objects, or (object, "module.name") pairs
+
+
+def add_safe_globals(safe_globals):
+    """``torch.serialization.add_safe_globals``: let the weights-only load rebuild these classes and call these
+    functions (the user's, who trusts them), as torch's error message suggests."""
+    _USER_GLOBALS.extend(safe_globals)
+
+
+def get_safe_globals():
+    return list(_USER_GLOBALS)
+
+
+def clear_safe_globals():
+    _USER_GLOBALS.clear()
+
+
+class safe_globals:  # noqa: N801 (torch's name)
+    """``with torch.serialization.safe_globals([Config]):`` -- ``add_safe_globals`` for the block only."""
+
+    def __init__(self, safe_globals):
+        self.safe_globals = list(safe_globals)
+
+    def __enter__(self):
+        self.before = list(_USER_GLOBALS)
+        add_safe_globals(self.safe_globals)
+
+    def __exit__(self, *exc):
+        _USER_GLOBALS[:] = self.before
+
+
+def user_globals():
+    """``{"module.qualname": object}`` of add_safe_globals' entries (a pair names its object itself)."""
+    named = {}
+    for entry in _USER_GLOBALS:
+        obj, name = entry if isinstance(entry, tuple) else (entry, f"{entry.__module__}.{entry.__qualname__}")
+        named[name] = obj
+    return named
+
+
+def _set_state(inst, state):
+    """pickle's BUILD for an allowlisted class: ``__setstate__``, else the instance dict and slots."""
+    setstate = getattr(inst, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+        return
+    slotstate = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slotstate = state
+    if state:
+        inst.__dict__.update(state)
+    for key, value in (slotstate or {}).items():
+        setattr(inst, key, value)
+
+
+def unsafe_globals_in(path):
+    """``torch.serialization.get_unsafe_globals_in_checkpoint``: the globals a zip file's pickle names that the
+    weights-only load would refuse (neither allowed by default nor by add_safe_globals), read without running
+    anything."""
+    if kind(path) != "zip":
+        raise ValueError(f"{path}: get_unsafe_globals_in_checkpoint reads torch.save's zip format only")
+    archive = _Archive(path, False)
+    with archive.zip:
+        ops = pickletools.genops(io.BytesIO(archive.record("data.pkl")))
+        names = {".".join(_global_name(*arg.split(" ", 1))) for op, arg, _ in ops if op.name == "GLOBAL"}
+    return sorted(names - set(_allowed_globals(Builders())) - set(user_globals()))
+
+
+def _global_name(module, name):
+    """A pickle GLOBAL's module and name, Python 2's mapped as Python 3's unpickler maps them (torch.save's
+    protocol 2 spells builtins __builtin__)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
 class _WeightsOnlyUnpickler:
     """torch's ``_weights_only_unpickler.Unpickler``: runs only the opcodes and calls only the functions that
     rebuild tensors and plain containers. ``persistent_load(pid)`` gives a storage."""
@@ -248,7 +325,9 @@ class _WeightsOnlyUnpickler:
     def __init__(self, file, allowed, persistent_load):
         self.read, self.readline = file.read, file.readline
         self.allowed, self.persistent_load = allowed, persistent_load
-        self._callables = [v for v in allowed.values() if callable(v) and not isinstance(v, np.dtype)]
+        self.user = user_globals()  # (add_safe_globals': the user's own classes and functions)
+        self._callables = [v for v in (*allowed.values(), *self.user.values())
+                           if callable(v) and not isinstance(v, np.dtype)]
         self.memo = {}
 
     def load(self):
@@ -262,21 +341,18 @@ class _WeightsOnlyUnpickler:
             self._step(key[0])
 
     def _global(self):
-        module = self.readline()[:-1].decode("utf-8")
-        name = self.readline()[:-1].decode("utf-8")
-        if (module, name) in _compat_pickle.NAME_MAPPING:  # torch.save's protocol 2 spells builtins __builtin__
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        elif module in _compat_pickle.IMPORT_MAPPING:
-            module = _compat_pickle.IMPORT_MAPPING[module]
+        module, name = _global_name(self.readline()[:-1].decode("utf-8"), self.readline()[:-1].decode("utf-8"))
         full = f"{module}.{name}"
         if module in _BLOCKLISTED_MODULES:
             raise pickle.UnpicklingError(f"Trying to load unsupported GLOBAL {full} whose module {module} is blocked.")
         if full in self.allowed:
             return self.allowed[full]
+        if full in self.user:
+            return self.user[full]
         if _ALLOWED_NOT_REBUILT.fullmatch(full):
-            raise NotRebuilt(f"GLOBAL {full}: torch's weights-only loader allows it, but minilora does "
-                                         "not rebuild it (minilora reads dense tensors of NumPy's dtypes and "
-                                         "bfloat16: no sparse, quantized, nested, meta or float8 tensors)")
+            raise NotRebuilt(f"GLOBAL {full}: torch's weights-only loader allows it, but minilora does not rebuild "
+                             "it (minilora reads dense tensors of NumPy's dtypes and bfloat16: no sparse, quantized, "
+                             "nested, meta or float8 tensors)")
         raise pickle.UnpicklingError(unsupported_global(full[len("builtins."):] if full.startswith("builtins.")
                                                         else full))
 
@@ -294,6 +370,8 @@ class _WeightsOnlyUnpickler:
             if not isinstance(state, dict):
                 raise pickle.UnpicklingError(f"BUILD of an OrderedDict with {type(state).__name__} state")
             inst.__dict__.update(state)
+        elif any(type(inst) is allowed for allowed in self.user.values()):
+            _set_state(inst, state)
         else:
             raise pickle.UnpicklingError(f"Can only build Tensor, Parameter, OrderedDict or types allowlisted via "
                                          f"`add_safe_globals`, but got {type(inst)}")
@@ -314,10 +392,13 @@ class _WeightsOnlyUnpickler:
             stack.append(self._global())
         elif op == _OP["NEWOBJ"]:
             args, cls = stack.pop(), stack.pop()
-            if cls is not _PARAMETER:
+            if isinstance(cls, type) and any(cls is allowed for allowed in self.user.values()):
+                stack.append(cls.__new__(cls, *args))
+            elif cls is not _PARAMETER:
                 raise pickle.UnpicklingError(f"Can only create new object for nn.Parameter or classes allowlisted "
                                              f"via `add_safe_globals` but got {cls}")
-            stack.append(self._call(cls, args))
+            else:
+                stack.append(self._call(cls, args))
         elif op == _OP["REDUCE"]:
             args = stack.pop()
             stack[-1] = self._call(stack[-1], args)
