@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulat
 TEMPLATES = ("block_scan_kernel<128, 4>", "block_radix_sort_kernel<64, 4>", "templated_block_sum<float, 128, true>",
              "templated_block_sum<double, 256, false>", "block_histogram_kernel<64, 4, cub::BLOCK_HISTO_SORT>",
              "block_histogram_kernel<32, 8, cub::BLOCK_HISTO_ATOMIC>", "run_length_encode<64, 4>",
-             "merge_sort_and_shuffle<32, 3>")
+             "merge_sort_and_shuffle<32, 3>", "warp_sort_segments<16, 3, 4>", "warp_sort_segments<32, 2, 2>")
 i32, f32 = np.int32, np.float32
 
 SHIFT = r'''
@@ -121,6 +121,14 @@ def test_cub_block_histogram_discontinuity_adjacent_difference_merge_sort_and_sh
     np.testing.assert_array_equal(keys_out, np.concatenate([keys, np.zeros(16, f32)])[order])
     np.testing.assert_array_equal(left, np.concatenate([[-1], keys_out[:-1]]))
     np.testing.assert_array_equal(rotated, (np.arange(32) + 3) % 32 * 10)
+    # the warp-level pipeline (WarpLoad, WarpMergeSort, WarpExchange, WarpStore), 16- and 32-lane logical warps
+    keys = np.random.default_rng(14).integers(-1000, 1000, 500).astype(np.int32)
+    for name, tile, per_block in (("warp_sort_segments<16, 3, 4>", 48, 4), ("warp_sort_segments<32, 2, 2>", 64, 2)):
+        out = np.full(500, -1, np.int32)
+        warps = cdiv(500, tile)
+        fn(name)((cdiv(warps, per_block),), (per_block * tile // (3 if tile == 48 else 2),), (keys, out, i32(500)))
+        expected = np.concatenate([np.sort(keys[k:k + tile]) for k in range(0, 500, tile)])
+        np.testing.assert_array_equal(out, expected, err_msg=name)
 
 
 def test_cooperative_groups_tile_shfl_down_and_reduce():

@@ -430,3 +430,30 @@ __global__ void merge_sort_and_shuffle(const float* keys_in, float* keys_out, in
     }
     rotated[threadIdx.x] = next_thread;
 }
+
+// CUB's warp-level tile pipeline: WarpLoad (transposed), WarpMergeSort, WarpExchange to striped, WarpStore (striped):
+// each logical warp sorts its own segment of the input.
+struct Less {
+    __device__ bool operator()(const int& a, const int& b) const { return a < b; }
+};
+
+template <int WARP_THREADS, int ITEMS, int WARPS>
+__global__ void warp_sort_segments(const int* in, int* out, int n) {
+    using Load = cub::WarpLoad<int, ITEMS, cub::WARP_LOAD_TRANSPOSE, WARP_THREADS>;
+    using Sort = cub::WarpMergeSort<int, ITEMS, WARP_THREADS>;
+    using Exchange = cub::WarpExchange<int, ITEMS, WARP_THREADS>;
+    using Store = cub::WarpStore<int, ITEMS, cub::WARP_STORE_STRIPED, WARP_THREADS>;
+    __shared__ typename Load::TempStorage load_temp[WARPS];
+    __shared__ typename Sort::TempStorage sort_temp[WARPS];
+    __shared__ typename Exchange::TempStorage exchange_temp[WARPS];
+    __shared__ typename Store::TempStorage store_temp[WARPS];
+    const int warp = threadIdx.x / WARP_THREADS;
+    constexpr int TILE = WARP_THREADS * ITEMS;
+    const int offset = (blockIdx.x * WARPS + warp) * TILE;
+    const int valid = max(0, min(TILE, n - offset));
+    int keys[ITEMS];
+    Load(load_temp[warp]).Load(in + offset, keys, valid, INT_MAX);
+    Sort(sort_temp[warp]).Sort(keys, Less(), valid, INT_MAX);
+    Exchange(exchange_temp[warp]).BlockedToStriped(keys, keys);
+    Store(store_temp[warp]).Store(out + offset, keys, valid);
+}

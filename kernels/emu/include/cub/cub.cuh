@@ -1,12 +1,13 @@
 // Stand-in for CUB (<cub/cub.cuh>) under minilora's CPU emulator: the block- and warp-wide collectives kernels
 // use most -- cub::BlockReduce, cub::BlockScan, cub::WarpReduce, cub::WarpScan, cub::BlockLoad / BlockStore /
 // BlockExchange (and the LoadDirect* / StoreDirect* functions, CacheModifiedInputIterator), cub::BlockRadixSort,
-// BlockMergeSort, BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle --
+// BlockMergeSort, BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, WarpLoad / WarpStore /
+// WarpExchange, WarpMergeSort --
 // with CUB's interfaces (a TempStorage in __shared__, results where CUB defines them: a reduction's in thread /
 // lane 0) and its operators (cub::Sum, Max, Min, ArgMax, ArgMin, KeyValuePair).  They are written with the emulator's own
 // shuffles and __syncthreads, so its barrier, shuffle and race checks apply as to the user's code.  Anything
-// else of CUB (WarpMergeSort, WarpExchange, the Device* algorithms, ...) fails to compile with a message that
-// names it.
+// else of CUB (BlockRunLengthDecode, the Device* algorithms, ...) fails to compile with a message that names
+// it.
 #pragma once
 #include "../../cuda_emu.h"
 #include "../cuda/std/__emu_open.h"
@@ -661,7 +662,8 @@ class BlockDiscontinuity {
     }
   public:
     BlockDiscontinuity()
-        : temp_(__emu_detail::private_storage<TempStorage, BlockDiscontinuity>("cub::BlockDiscontinuity's TempStorage")) {}
+        : temp_(__emu_detail::private_storage<TempStorage, BlockDiscontinuity>(
+              "cub::BlockDiscontinuity's TempStorage")) {}
     explicit BlockDiscontinuity(TempStorage& temp_storage) : temp_(temp_storage) {}
     template <int ITEMS, class FlagT, class Op>
     void FlagHeads(FlagT (&head_flags)[ITEMS], T (&input)[ITEMS], Op flag_op) {
@@ -769,7 +771,8 @@ class BlockShuffle {
   private:
     TempStorage& temp_;
   public:
-    BlockShuffle() : temp_(__emu_detail::private_storage<TempStorage, BlockShuffle>("cub::BlockShuffle's TempStorage")) {}
+    BlockShuffle()
+        : temp_(__emu_detail::private_storage<TempStorage, BlockShuffle>("cub::BlockShuffle's TempStorage")) {}
     explicit BlockShuffle(TempStorage& temp_storage) : temp_(temp_storage) {}
     // output = the input of thread t + distance, where that thread exists (else output is left alone)
     void Offset(T input, T& output, int distance = 1) {
@@ -812,11 +815,11 @@ class BlockShuffle {
 };
 
 // A stable merge sort by compare_op (Sort may be unstable in CUB; stable is one of its answers); keys at or past
-// valid_items become oob_default first.  Thread 0 sorts the tile's indices in TempStorage, as BlockRadixSort.
-template <class KeyT, int BLOCK_DIM_X, int ITEMS_PER_THREAD, class ValueT = NullType, int BLOCK_DIM_Y = 1,
-          int BLOCK_DIM_Z = 1>
-class BlockMergeSort {
-    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z, ITEMS = ITEMS_PER_THREAD;
+// valid_items become oob_default first.  The tile's first thread sorts its indices in TempStorage, as
+// BlockRadixSort; a block syncs with __syncthreads(), a logical warp with __syncwarp(its lanes).
+namespace __emu_detail {
+template <class Derived, class KeyT, class ValueT, int THREADS, int ITEMS>
+class MergeSortTile {
     static constexpr int N = THREADS * ITEMS;
     static constexpr bool KEYS_ONLY = std::is_same<ValueT, NullType>::value;
   public:
@@ -825,20 +828,23 @@ class BlockMergeSort {
         ValueT values[KEYS_ONLY ? 1 : N];
         int order[N], scratch[N];
     };
-  private:
+  protected:
     TempStorage& temp_;
+    explicit MergeSortTile(TempStorage& temp_storage) : temp_(temp_storage) {}
+  private:
     template <class Compare>
     void sort(KeyT (&keys)[ITEMS], ValueT* values, Compare less, int valid, const KeyT* oob_default) {
-        const int t = __emu_detail::linear_tid();
+        const Derived& self = static_cast<const Derived&>(*this);
+        const int t = self.rank();
         for (int i = 0; i < ITEMS; ++i) {
             temp_.keys[t * ITEMS + i] = t * ITEMS + i < valid ? keys[i] : *oob_default;
             if (values) temp_.values[t * ITEMS + i] = values[i];
         }
-        __syncthreads();
+        self.sync();
         if (t == 0)
-            __emu_detail::stable_order(temp_.order, temp_.scratch, N,
-                                       [&](int a, int b) { return less(temp_.keys[a], temp_.keys[b]); });
-        __syncthreads();
+            stable_order(temp_.order, temp_.scratch, N,
+                         [&](int a, int b) { return less(temp_.keys[a], temp_.keys[b]); });
+        self.sync();
         for (int i = 0; i < ITEMS; ++i) {
             const int src = temp_.order[t * ITEMS + i];
             keys[i] = temp_.keys[src];
@@ -846,9 +852,6 @@ class BlockMergeSort {
         }
     }
   public:
-    BlockMergeSort()
-        : temp_(__emu_detail::private_storage<TempStorage, BlockMergeSort>("cub::BlockMergeSort's TempStorage")) {}
-    explicit BlockMergeSort(TempStorage& temp_storage) : temp_(temp_storage) {}
     template <class Compare> void Sort(KeyT (&keys)[ITEMS], Compare compare_op) {
         sort(keys, nullptr, compare_op, N, nullptr);
     }
@@ -866,16 +869,142 @@ class BlockMergeSort {
     template <class... Args> void StableSort(Args&&... args) { Sort(static_cast<Args&&>(args)...); }
 };
 
+// A logical warp of L lanes: this thread's lane in it, and the mask of its lanes for __syncwarp.
+template <int L>
+struct LogicalWarp {
+    static_assert(L >= 1 && L <= 32 && (L & (L - 1)) == 0, "cub's warp collectives on the emulator: "
+                  "LOGICAL_WARP_THREADS is a power of two up to 32");
+    static int lane() { return linear_tid() % L; }
+    static unsigned mask() {
+        return L == 32 ? 0xffffffffu : ((1u << L) - 1u) << (linear_tid() % 32 / L * L);
+    }
+};
+}  // namespace __emu_detail
+
+template <class KeyT, int BLOCK_DIM_X, int ITEMS_PER_THREAD, class ValueT = NullType, int BLOCK_DIM_Y = 1,
+          int BLOCK_DIM_Z = 1>
+class BlockMergeSort : public __emu_detail::MergeSortTile<BlockMergeSort<KeyT, BLOCK_DIM_X, ITEMS_PER_THREAD, ValueT,
+                                                                         BLOCK_DIM_Y, BLOCK_DIM_Z>,
+                                                          KeyT, ValueT, BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z,
+                                                          ITEMS_PER_THREAD> {
+    using Tile = typename BlockMergeSort::MergeSortTile;
+  public:
+    using TempStorage = typename Tile::TempStorage;
+    BlockMergeSort()
+        : Tile(__emu_detail::private_storage<TempStorage, BlockMergeSort>("cub::BlockMergeSort's TempStorage")) {}
+    explicit BlockMergeSort(TempStorage& temp_storage) : Tile(temp_storage) {}
+    int rank() const { return __emu_detail::linear_tid(); }
+    void sync() const { __syncthreads(); }
+};
+
+template <class KeyT, int ITEMS_PER_THREAD, int LOGICAL_WARP_THREADS = 32, class ValueT = NullType,
+          int LEGACY_PTX_ARCH = 0>
+class WarpMergeSort : public __emu_detail::MergeSortTile<WarpMergeSort<KeyT, ITEMS_PER_THREAD, LOGICAL_WARP_THREADS,
+                                                                       ValueT, LEGACY_PTX_ARCH>,
+                                                         KeyT, ValueT, LOGICAL_WARP_THREADS, ITEMS_PER_THREAD> {
+    using Tile = typename WarpMergeSort::MergeSortTile;
+    using Warp = __emu_detail::LogicalWarp<LOGICAL_WARP_THREADS>;
+  public:
+    using TempStorage = typename Tile::TempStorage;  // one per logical warp, as CUB's
+    explicit WarpMergeSort(TempStorage& temp_storage) : Tile(temp_storage) {}
+    int rank() const { return Warp::lane(); }
+    void sync() const { __syncwarp(Warp::mask()); }
+    unsigned get_member_mask() const { return Warp::mask(); }
+};
+
+// ---- WarpLoad, WarpStore, WarpExchange: a logical warp's tile ----------------------------------------------
+// *_STRIPED leaves (or takes) the items striped across the lanes; every other algorithm, blocked.
+enum WarpLoadAlgorithm { WARP_LOAD_DIRECT, WARP_LOAD_STRIPED, WARP_LOAD_VECTORIZE, WARP_LOAD_TRANSPOSE };
+enum WarpStoreAlgorithm { WARP_STORE_DIRECT, WARP_STORE_STRIPED, WARP_STORE_VECTORIZE, WARP_STORE_TRANSPOSE };
+
+template <class T, int ITEMS_PER_THREAD, WarpLoadAlgorithm ALGORITHM = WARP_LOAD_DIRECT,
+          int LOGICAL_WARP_THREADS = 32, int LEGACY_PTX_ARCH = 0>
+class WarpLoad {
+    static constexpr bool STRIPED = ALGORITHM == WARP_LOAD_STRIPED;
+    static int lane() { return __emu_detail::LogicalWarp<LOGICAL_WARP_THREADS>::lane(); }
+  public:
+    struct TempStorage { unsigned char unused; };
+    WarpLoad() {}
+    explicit WarpLoad(TempStorage&) {}
+    template <class It> void Load(It warp_itr, T (&items)[ITEMS_PER_THREAD]) {
+        if (STRIPED) LoadDirectStriped<LOGICAL_WARP_THREADS>(lane(), warp_itr, items);
+        else LoadDirectBlocked(lane(), warp_itr, items);
+    }
+    template <class It> void Load(It warp_itr, T (&items)[ITEMS_PER_THREAD], int valid_items) {
+        if (STRIPED) LoadDirectStriped<LOGICAL_WARP_THREADS>(lane(), warp_itr, items, valid_items);
+        else LoadDirectBlocked(lane(), warp_itr, items, valid_items);
+    }
+    template <class It, class Default>
+    void Load(It warp_itr, T (&items)[ITEMS_PER_THREAD], int valid_items, Default oob_default) {
+        if (STRIPED) LoadDirectStriped<LOGICAL_WARP_THREADS>(lane(), warp_itr, items, valid_items, oob_default);
+        else LoadDirectBlocked(lane(), warp_itr, items, valid_items, oob_default);
+    }
+};
+
+template <class T, int ITEMS_PER_THREAD, WarpStoreAlgorithm ALGORITHM = WARP_STORE_DIRECT,
+          int LOGICAL_WARP_THREADS = 32, int LEGACY_PTX_ARCH = 0>
+class WarpStore {
+    static constexpr bool STRIPED = ALGORITHM == WARP_STORE_STRIPED;
+    static int lane() { return __emu_detail::LogicalWarp<LOGICAL_WARP_THREADS>::lane(); }
+  public:
+    struct TempStorage { unsigned char unused; };
+    WarpStore() {}
+    explicit WarpStore(TempStorage&) {}
+    template <class It> void Store(It warp_itr, T (&items)[ITEMS_PER_THREAD]) {
+        if (STRIPED) StoreDirectStriped<LOGICAL_WARP_THREADS>(lane(), warp_itr, items);
+        else StoreDirectBlocked(lane(), warp_itr, items);
+    }
+    template <class It> void Store(It warp_itr, T (&items)[ITEMS_PER_THREAD], int valid_items) {
+        if (STRIPED) StoreDirectStriped<LOGICAL_WARP_THREADS>(lane(), warp_itr, items, valid_items);
+        else StoreDirectBlocked(lane(), warp_itr, items, valid_items);
+    }
+};
+
+template <class InputT, int ITEMS_PER_THREAD, int LOGICAL_WARP_THREADS = 32, int LEGACY_PTX_ARCH = 0>
+class WarpExchange {
+    static constexpr int L = LOGICAL_WARP_THREADS, ITEMS = ITEMS_PER_THREAD;
+    using Warp = __emu_detail::LogicalWarp<L>;
+  public:
+    struct TempStorage { InputT buffer[L * ITEMS]; };  // one per logical warp, as CUB's
+  private:
+    TempStorage& temp_;
+    static int blocked(int lane, int i) { return lane * ITEMS + i; }
+    static int striped(int lane, int i) { return lane + i * L; }
+    template <class OutputT, class From, class To>
+    void exchange(const InputT (&input)[ITEMS], OutputT (&output)[ITEMS], From from, To to) {
+        InputT own[ITEMS];
+        for (int i = 0; i < ITEMS; ++i) own[i] = input[i];  // (input and output may be the same array)
+        for (int i = 0; i < ITEMS; ++i) temp_.buffer[from(Warp::lane(), i)] = own[i];
+        __syncwarp(Warp::mask());
+        for (int i = 0; i < ITEMS; ++i) output[i] = temp_.buffer[to(Warp::lane(), i)];
+    }
+  public:
+    explicit WarpExchange(TempStorage& temp_storage) : temp_(temp_storage) {}
+    template <class OutputT> void StripedToBlocked(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS]) {
+        exchange(in, out, striped, blocked);
+    }
+    template <class OutputT> void BlockedToStriped(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS]) {
+        exchange(in, out, blocked, striped);
+    }
+    template <class OffsetT> void ScatterToStriped(InputT (&items)[ITEMS], OffsetT (&ranks)[ITEMS]) {
+        exchange(items, items, [&](int, int i) { return (int)ranks[i]; }, striped);
+    }
+    template <class OutputT, class OffsetT>
+    void ScatterToStriped(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS], OffsetT (&ranks)[ITEMS]) {
+        exchange(in, out, [&](int, int i) { return (int)ranks[i]; }, striped);
+    }
+};
+
 // ---- the rest of CUB: named, not emulated ---------------------------------------------------------
 #define __EMU_CUB_MISSING(NAME)                                                                          \
     template <class T, auto... P> struct NAME {                                                          \
         static_assert(__emu_detail::dependent_false<T>::value,                                           \
                       "cub::" #NAME " is not provided by minilora's CUDA emulator: its <cub/cub.cuh> stand-in has " \
                       "BlockReduce, BlockScan, BlockLoad, BlockStore, BlockExchange, BlockRadixSort, BlockMergeSort, " \
-                      "BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, WarpReduce and " \
-                      "WarpScan (and Sum, Max, Min, ArgMax, ArgMin, KeyValuePair)"); \
+                      "BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, WarpReduce, " \
+                      "WarpScan, WarpLoad, WarpStore, WarpExchange and WarpMergeSort (and Sum, Max, Min, ArgMax, " \
+                      "ArgMin, KeyValuePair)"); \
     };
-__EMU_CUB_MISSING(BlockRunLengthDecode) __EMU_CUB_MISSING(WarpExchange) __EMU_CUB_MISSING(WarpLoad)
-__EMU_CUB_MISSING(WarpStore) __EMU_CUB_MISSING(WarpMergeSort)
+__EMU_CUB_MISSING(BlockRunLengthDecode)
 #undef __EMU_CUB_MISSING
 }  // namespace cub

@@ -1,0 +1,3 @@
+// Stand-in for CUB's <cub/warp/warp_merge_sort.cuh> under minilora's CPU emulator: see <cub/cub.cuh>.
+#pragma once
+#include "../cub.cuh"
