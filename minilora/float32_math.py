@@ -1007,8 +1007,9 @@ _VECTOR_STEP = 2 * FLOAT_LANES  # cpu_kernel_vec's vectorized loop takes two vec
 def scalar_tail(n, threads=None):
     """The ``(start, stop)`` ranges of an n-element contiguous result that torch's ``cpu_kernel_vec``
     computes with its scalar lambda: the last ``len % 32`` (two vectors) of each chunk ``at::parallel_for``
-    hands a thread (one chunk below 32768 elements or on one thread). torch's "default" build: all of
-    them, as far as the functions go (its vectorized ``exp`` is C's ``expf`` element by element)."""
+    hands a thread (one chunk below 32768 elements or on one thread); 32 float16/bfloat16 elements too
+    (one vector of them, computed as two of floats). torch's "default" build: all of them, as far as the
+    functions go (its vectorized ``exp`` is C's ``expf`` element by element)."""
     if CPU_CAPABILITY == "default":
         return [(0, n)]
     if n < _GRAIN_SIZE:  # (one chunk: the common case, per op and step, first)

@@ -118,6 +118,18 @@ STEPS_ROUNDED_TO_16_BITS = float32_math.CPU_CAPABILITY == "default"
 _NUMBERS = (float, int)
 
 
+def _in_16_bit_steps_at_tail(out, a, steps):
+    """``out``'s elements in torch's scalar tail (``float32_math.scalar_tail``) recomputed by ``steps`` on
+    ``a``'s 16-bit values, each NumPy step rounding as c10's Half/BFloat16 arithmetic does: torch's scalar
+    lambda for the last ``n % 32`` elements of a thread's chunk.
+    Contiguous NumPy arrays only (another layout keeps the vectorized numbers)."""
+    if xp_of(a) is not np or not (a.flags.c_contiguous and out.flags.c_contiguous) or a.shape != out.shape:
+        return
+    flat, flat_out = a.reshape(-1), out.reshape(-1)
+    for start, stop in float32_math.scalar_tail(flat.size):
+        flat_out[start:stop] = steps(flat[start:stop])
+
+
 def _number_as_float32(x, other):
     """A Python number multiplying or dividing a 16-bit float array, as a float32 scalar: torch's
     kernels hold such a number in float32 (``x * 0.1`` rounds ``x * 0.1f`` once), where NumPy
@@ -415,12 +427,14 @@ class Sqrt(Function):
 @backward_in_float32
 class Rsqrt(Function):
     """``1 / sqrt(a)``; float16/bfloat16: in float32, rounded once, as torch's vectorized kernel, or each
-    step rounded to 16 bits, as its scalar one (NumPy's 16-bit steps; ``STEPS_ROUNDED_TO_16_BITS``)."""
+    step rounded to 16 bits, as its scalar one (NumPy's 16-bit steps): on every element with
+    ``STEPS_ROUNDED_TO_16_BITS``, else on the scalar tail of each thread's chunk (``_in_16_bit_steps_at_tail``)."""
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
         if _is_16bit_float(a) and not STEPS_ROUNDED_TO_16_BITS:
             ctx.out = (1 / xp.sqrt(upcast(a))).astype(a.dtype)
+            _in_16_bit_steps_at_tail(ctx.out, a, lambda part: 1 / xp.sqrt(part))
         else:
             ctx.out = 1 / xp.sqrt(a)
         return ctx.out
