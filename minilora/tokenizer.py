@@ -1534,7 +1534,8 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     if rule is not None:
         out.model_input_names = list(rule.model_input_names)
         out._class_init(class_settings)
-    if rule is not None and rule.post_processor is not None:  # (saved to load back as this class: _class_config)
+    if rule is not None and (rule.post_processor is not None or rule.pipeline is None):  # (saved to load back as
+        # this class, _class_config: its own post-processor, or its call options over a file run as written)
         out._saved_class = tokenizer_class
         out._saved_settings = {key: value for key, value in class_settings.items()
                                if key in CLASS_SETTINGS and value is not None}

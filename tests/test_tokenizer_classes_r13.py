@@ -368,3 +368,21 @@ def test_every_transformers_tokenizer_class_has_a_rule_or_is_refused():
     known = (set(ml._CLASS_RULES) | set(ml._CLASS_ALIASES) | ml._SENTENCEPIECE_CLASSES | ml._PYTHON_CLASSES |
              ml._REBUILDING_CLASSES | {"RagTokenizer"})  # (RAG's holds two tokenizers, each loaded by its class)
     assert sorted(names - known) == []
+
+
+@pytest.mark.parametrize("name", ["FNetTokenizer (ALBERT's, the file as written)", "XLNetTokenizer", "MBart50Tokenizer",
+                                  "CLIPTokenizer"])
+def test_saved_folder_loads_back_as_transformers_own(tmp_path, name):
+    """save_pretrained names the class (and its arguments) so that the folder loads back, in transformers and in
+    minilora, as transformers' own saved folder does (an FNet folder saved as PreTrainedTokenizerFast lost its
+    token_type_ids)."""
+    (tmp_path / "first").mkdir()
+    theirs, ours = _both(FOLDERS[name](tmp_path / "first"))
+    ours.save_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    texts = ["the cat", "Hello  World, café", " x <mask> y", ""]
+    want = _both(tmp_path / "theirs")[0]
+    for tok in _both(tmp_path / "ours"):
+        assert dict(tok(texts, texts[::-1])) == dict(want(texts, texts[::-1]))
+        assert (tok.model_input_names, tok.all_special_tokens, tok.padding_side, len(tok)) == \
+            (want.model_input_names, want.all_special_tokens, want.padding_side, len(want))
