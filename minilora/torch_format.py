@@ -752,6 +752,8 @@ class _TorchPickler(pickle._Pickler):
 
     def persistent_id(self, obj):
         if isinstance(obj, _SavedStorage):
+            if not _has_typed_storage(obj.root.dtype):  # (uint16/32/64: torch's untyped storage counts bytes)
+                return ("storage", _Global("torch.storage", "UntypedStorage"), obj.key, obj.location, obj.root.nbytes)
             name = dtypes.torch_name(obj.root.dtype) + "Storage"
             return ("storage", _Global("torch", name), obj.key, obj.location, obj.root.size)
         return None
@@ -775,8 +777,10 @@ class _TorchPickler(pickle._Pickler):
 
     def _tensor(self, parts, requires_grad):
         storage, offset, stride = self._storage(parts.array, parts.location)
-        return (_Global("torch._utils", "_rebuild_tensor_v2"),
-                (storage, offset, tuple(parts.array.shape), stride, bool(requires_grad), OrderedDict()))
+        args = (storage, offset, tuple(parts.array.shape), stride, bool(requires_grad), OrderedDict())
+        if not _has_typed_storage(parts.array.dtype):  # torch's _rebuild_tensor_v3 names the dtype
+            return _Global("torch._utils", "_rebuild_tensor_v3"), args + (parts.array.dtype,)
+        return _Global("torch._utils", "_rebuild_tensor_v2"), args
 
     def _storage(self, array, location):
         """The storage ``array`` views (shared with every other tensor viewing the same memory, as torch keeps
@@ -799,6 +803,11 @@ class _TorchPickler(pickle._Pickler):
             self.storages.append(found)
             self._by_root[(id(root), location)] = found
         return found, offset // itemsize, strides
+
+
+def _has_typed_storage(dtype):
+    """torch has a typed storage class (torch.FloatStorage ...) for the dtypes it had before 2.3."""
+    return dtype.name in dtypes._TORCH_NAMES or dtypes._is_bfloat16(dtype)
 
 
 class _Unparameter:
