@@ -121,12 +121,12 @@ _NUMBERS = (float, int)
 def _in_16_bit_steps_at_tail(out, a, steps):
     """``out``'s elements in torch's scalar tail (``float32_math.scalar_tail``) recomputed by ``steps`` on
     ``a``'s 16-bit values, each NumPy step rounding as c10's Half/BFloat16 arithmetic does: torch's scalar
-    lambda for the last ``n % 32`` elements of a thread's chunk.
+    lambda for the last ``n % 32`` elements of a thread's chunk (``HALF_STEP``, AVX2 and AVX-512 alike).
     Contiguous NumPy arrays only (another layout keeps the vectorized numbers)."""
     if xp_of(a) is not np or not (a.flags.c_contiguous and out.flags.c_contiguous) or a.shape != out.shape:
         return
     flat, flat_out = a.reshape(-1), out.reshape(-1)
-    for start, stop in float32_math.scalar_tail(flat.size):
+    for start, stop in float32_math.scalar_tail(flat.size, step=float32_math.HALF_STEP):
         flat_out[start:stop] = steps(flat[start:stop])
 
 
