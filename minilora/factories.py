@@ -16,6 +16,7 @@ fills set on ``Tensor`` (``normal_``, ``uniform_``, ``exponential_``, ``random_`
 numbers are torch's CPU numbers for the same seed: each calls the ``minilora.random.Generator``
 method that is torch's kernel (see random.py).
 """
+import contextlib
 import math
 import operator
 import weakref
@@ -437,14 +438,25 @@ def in_layout_of(result, a):
     return known_layout(laid_out)
 
 
+# func._BatchedDraws while vmap(randomness='different') runs: told which array a draw is laid out like, so a draw
+# like a sample of a mapped input lands where torch's draw on the batched input does
+_like_draws = None
+
+
+def _drawn_like(array, order):
+    """The draws made inside are laid out as ``array``, its axes taken in ``order`` (see ``_like_draws``)."""
+    return _like_draws.laid_out_like(array, order) if _like_draws is not None else contextlib.nullcontext()
+
+
 def _laid_out_like(input, memory_format, make):
     """``make(shape)`` (a new tensor) for ``input``'s shape, laid out as torch's ``empty_like(input,
     memory_format=...)``: made for the dimensions in memory order (so random draws land where torch's
     do), then seen in index order."""
     order = layout_order(input._array, memory_format)
+    with _drawn_like(input._array, order):
+        result = make(tuple(input.shape[i] for i in order))
     if order == tuple(range(input.ndim)):
-        return make(tuple(input.shape))
-    result = make(tuple(input.shape[i] for i in order))
+        return result
     result._array = known_layout(result._array.transpose(tuple(np.argsort(order))))  # (a fresh leaf: no graph)
     return result
 
@@ -458,11 +470,13 @@ def _memory_order(array):
     return tuple(sorted(range(array.ndim), key=lambda axis: -abs(strides[axis])))
 
 
-def _drawn_in_memory_order(array, draw):
+def _drawn_in_memory_order(array, draw, batch_in_front=False):
     """``draw(shape)`` laid out as ``array`` is in memory: drawn for the axes in memory order, then
-    put back in index order."""
+    put back in index order. ``batch_in_front``: under vmap(randomness='different') the batch's draw has its
+    batch dimension in front whatever ``array``'s layout (torch's dropout)."""
     order = _memory_order(array)
-    values = draw(tuple(array.shape[axis] for axis in order))
+    with contextlib.nullcontext() if batch_in_front else _drawn_like(array, order):
+        values = draw(tuple(array.shape[axis] for axis in order))
     return values if order == tuple(range(array.ndim)) else values.transpose(np.argsort(order))
 
 

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from . import autograd, random
+from . import autograd, factories, random
 from .ops import stack
 from .tensor import Tensor, enable_grad, is_grad_enabled
 
@@ -428,15 +428,28 @@ def _sizes(arg, dim):
     return [s for a, d in zip(arg, dim) for s in _sizes(a, d)]
 
 
-def _mapped_along_front(arg, dim):
-    """Whether every tensor of ``arg`` that is mapped is mapped along its first dimension."""
+def _mapped(arg, dim):
+    """(tensor, its in_dim) for each tensor of ``arg`` that is mapped, in ``_leaves_of``'s order."""
     if dim is None:
-        return True
+        return []
     if isinstance(dim, int):
-        return all(dim in (0, -t.ndim) for t in _leaves_of(arg))
+        return [(t, dim % t.ndim if t.ndim else dim) for t in _leaves_of(arg)]
     if isinstance(dim, dict):
-        return all(_mapped_along_front(arg[key], dim[key]) for key in arg)
-    return all(_mapped_along_front(a, d) for a, d in zip(arg, dim))
+        return [pair for key in arg for pair in _mapped(arg[key], dim[key])]
+    return [pair for a, d in zip(arg, dim) for pair in _mapped(a, d)]
+
+
+def _sample_arrays(args, picked, dims):
+    """(sample's array, input's array, in_dim) for each mapped tensor (what _BatchedDraws lays draws out like)."""
+    return [(sample._array, full._array, dim) for arg, sample_arg, d in zip(args, picked, dims)
+            for (full, dim), (sample, _) in zip(_mapped(arg, d), _mapped(sample_arg, d))]
+
+
+def _batch_in_front(args, dims):
+    """Is every mapped tensor mapped along its first dimension and laid out in index order (so torch's batched
+    tensors, and what elementwise ops make of them, hold the batch in front)?"""
+    return all(dim == 0 and factories._memory_order(t._array) == tuple(range(t.ndim))
+               for arg, d in zip(args, dims) for t, dim in _mapped(arg, d))
 
 
 def _generator_state():
@@ -467,8 +480,13 @@ class _BatchedDraws:
     """torch's ``randomness='different'``: a random op in ``func`` runs once on the batched tensor, drawing
     ``(batch,) + its sample's shape`` from the global generator. minilora runs the samples one by one, so
     sample 0's k-th draw takes that whole batch's numbers (the generator moves as torch's) and keeps them;
-    sample i's k-th draw is row i of it. ``bernoulli`` of a tensor of probabilities draws its uniforms so,
-    each sample comparing its row with its own probabilities. ``poisson`` and ``randperm`` draw sample after
+    sample i's k-th draw is row i of it. A draw laid out like a sample of a mapped input (``randn_like``, an
+    in-place fill: factories tells ``laid_out_like``) is drawn, as torch's, in that input's own layout, its
+    mapped dimension where ``in_dims`` put it, and sample i takes its slice; like any other tensor while an input
+    is mapped along another dimension than 0, it is refused (torch's batching rules decide where that tensor's
+    batch dimension lies). Dropout's mask and ``bernoulli`` of a tensor of probabilities (its uniforms, each
+    sample comparing its row with its own probabilities) are drawn with the batch in front whatever the
+    layout, as torch's batching rules for them do. ``poisson`` and ``randperm`` draw sample after
     sample in torch too, so each sample draws its own -- in torch's order only when no batched draw follows
     them in ``func`` (refused by name otherwise). A raw draw (``random_bits``, a seed) is refused by name."""
 
@@ -476,6 +494,7 @@ class _BatchedDraws:
         self.generator, self.size, self.front = random.default_generator, size, front
         self.draws, self.sample, self.next, self.inside = [], 0, 0, False
         self.sequential_drawn = None  # the sequential sampler sample 0 called, if any
+        self.samples, self.like = [], None  # (this sample's array, its input's, in_dim); (array, axis order)
 
     def __enter__(self):
         if any(name in vars(self.generator) for name in _SHAPED_DRAWS):
@@ -487,30 +506,40 @@ class _BatchedDraws:
             setattr(self.generator, name, self._sequential(getattr(type(self.generator), name), name))
         for name in _OTHER_DRAWS:
             setattr(self.generator, name, self._refused(name, getattr(type(self.generator), name)))
+        factories._like_draws = self
         return self
 
     def __exit__(self, *exc):
+        factories._like_draws = None
         for name in _SHAPED_DRAWS + _SEQUENTIAL_DRAWS + _OTHER_DRAWS:
             delattr(self.generator, name)
 
-    def start(self, sample):
-        self.sample, self.next = sample, 0
+    def start(self, sample, samples):
+        """Sample ``sample`` runs next; ``samples``: (its array, the input's array, in_dim) per mapped tensor."""
+        self.sample, self.next, self.samples = sample, 0, samples
+
+    @contextlib.contextmanager
+    def laid_out_like(self, array, order):
+        """The draws inside are laid out as ``array``, its axes taken in ``order`` (factories' hook)."""
+        before, self.like = self.like, (array, order)
+        try:
+            yield
+        finally:
+            self.like = before
 
     def _batched(self, method, name):
         def draw(shape, *args, **kwargs):
             if self.inside:
                 return method(self.generator, shape, *args, **kwargs)
-            if name == "bernoulli_tensor":  # (the probabilities: this sample's; the uniforms: the batch's)
-                return self._batched_uniforms(shape) < self._probabilities(shape)
+            if name == "bernoulli_tensor":  # (the probabilities: this sample's; the uniforms: the batch's, drawn
+                probs = np.asarray(shape)  # with the batch in front whatever the layout, as torch's)
+                return self._batched_uniforms(probs) < self._probabilities(probs)
             return self._row(lambda batch_shape: method(self.generator, batch_shape, *args, **kwargs), shape, name)
         return draw
 
-    def _row(self, draw_batch, shape, name):
-        """This sample's row of the batch's k-th draw (drawn at sample 0 by ``draw_batch((batch,) + shape)``)."""
-        if not self.front:  # (torch's randn_like / dropout of such a sample draws in the input's layout)
-            raise NotImplementedError("vmap(randomness='different') with an input mapped along a dimension other "
-                                      "than 0: torch draws a random op on such a sample in the batched input's "
-                                      "layout, which minilora does not reproduce; move that dimension to the front")
+    def _row(self, draw, shape, name):
+        """This sample's part of the batch's k-th draw (drawn at sample 0 by ``draw(a batched shape)``), in the
+        axis order ``shape`` asks for."""
         if self.sample == 0:
             if self.sequential_drawn is not None:
                 raise NotImplementedError(f"vmap(randomness='different'): a batched random draw ({name}) after "
@@ -519,18 +548,49 @@ class _BatchedDraws:
                                           "vmap cannot order so; draw it before, or outside vmap")
             self.inside = True
             try:
-                self.draws.append(draw_batch((self.size,) + tuple(shape)))
+                self.draws.append(self._batch(draw, tuple(shape)))
             finally:
                 self.inside = False
         elif self.next >= len(self.draws):
             raise RuntimeError(f"vmap(randomness='different'): sample {self.sample} made more random draws than "
                                "sample 0; minilora batches a random op by the order the samples call it")
         self.next += 1
-        return self.draws[self.next - 1][self.sample].copy()
+        batch, dim, order = self.draws[self.next - 1]
+        return batch.take(self.sample, axis=dim).transpose(order)
+
+    def _batch(self, draw, shape):
+        """(the batch's draw in index order, the dimension that holds the samples, the axis order of ``shape``):
+        laid out as the batched input when the draw is like one of its samples, else with the batch in front."""
+        like = self._mapped_input_like(shape)
+        if like is None:
+            if self.like is not None and not self.front:
+                raise NotImplementedError("vmap(randomness='different') with an input mapped along a dimension other "
+                                          "than 0 (or laid out otherwise than in index order): a random op like a "
+                                          "tensor computed in func draws in the layout torch's batching rules gave "
+                                          "that tensor, which minilora does not reproduce; move that dimension to "
+                                          "the front (contiguous)")
+            return draw((self.size,) + shape), 0, tuple(range(len(shape)))
+        full, dim, order = like
+        physical = factories._memory_order(full)  # (torch's batched tensor is the input itself)
+        drawn = draw(tuple(full.shape[axis] for axis in physical))
+        return drawn.transpose(tuple(np.argsort(physical))), dim, order
+
+    def _mapped_input_like(self, shape):
+        """(the input's array, its in_dim, the draw's axis order) when the draw is laid out like this sample of a
+        mapped input, else None."""
+        if self.like is None:
+            return None
+        array, order = self.like
+        if tuple(array.shape[axis] for axis in order) != shape:  # (a complex draw's extra axis: not the sample's)
+            return None
+        for sample, full, dim in self.samples:
+            if sample is array or (sample.shape == array.shape and sample.strides == array.strides and
+                                   sample.__array_interface__["data"][0] == array.__array_interface__["data"][0]):
+                return full, dim, order
+        return None
 
     def _batched_uniforms(self, probs):
         """``bernoulli_tensor``'s uniforms for the whole batch, as random.Generator.bernoulli_tensor draws them."""
-        probs = np.asarray(probs)
         unit = self.generator._unit_doubles if probs.dtype == np.float64 else self.generator._unit_floats
         return self._row(lambda shape: unit(math.prod(shape)).reshape(shape), probs.shape, "bernoulli")
 
@@ -579,15 +639,16 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                              f"{sizes} for the mapped dimension")
         first_state = random.get_rng_state()
         results = []
-        batched_draws = randomness == "different" and _BatchedDraws(sizes[0], _mapped_along_front(args, dims))
+        batched_draws = randomness == "different" and _BatchedDraws(sizes[0], _batch_in_front(args, dims))
         with batched_draws or contextlib.nullcontext() as batched:
             for i in range(sizes[0]):
                 if randomness == "same":
                     random.set_rng_state(first_state)
+                picked = [_pick(arg, dim, i) for arg, dim in zip(args, dims)]
                 if batched is not None:
-                    batched.start(i)
+                    batched.start(i, _sample_arrays(args, picked, dims))
                 with _randomness(randomness):
-                    results.append(func(*(_pick(arg, dim, i) for arg, dim in zip(args, dims)), **kwargs))
+                    results.append(func(*picked, **kwargs))
         return _stacked(results, out_dims)
     return wrapper
 

@@ -335,3 +335,29 @@ def test_vmap_different_randomness_batches_bernoulli_poisson_randperm_as_torch()
         _close(a, b)
     with pytest.raises(NotImplementedError, match=r"a batched random draw \(normal\) after poisson\(\)"):
         ml.func.vmap(lambda a: ml.poisson(a) + ml.randn_like(a), randomness="different")(ml.rand(3, 4))
+
+
+def _vmap_other_in_dims(lib):
+    """Torch draws a random op like a sample in its batched input's own layout (the mapped dimension where
+    in_dims put it), a new tensor's (randn(3)) and dropout's with the batch in front."""
+    vmap, F = lib.func.vmap, lib.nn.functional
+    lib.manual_seed(1)
+    x, cube = lib.rand(3, 4, dtype=lib.float64), lib.rand(2, 3, 4, dtype=lib.float64)
+    lib.manual_seed(0)
+    different = dict(randomness="different")
+    found = [vmap(lambda a: a + lib.randn_like(a), in_dims=1, **different)(x),
+             vmap(lambda a: a + lib.randn(3, dtype=lib.float64), in_dims=1, **different)(x),
+             vmap(lambda a: lib.rand_like(a), in_dims=1, out_dims=1, **different)(cube),
+             vmap(lambda a: lib.randn_like(a), **different)(x.t()),
+             vmap(lambda a: F.dropout(a, 0.5), in_dims=1, **different)(x),
+             vmap(lambda a: F.dropout(a, 0.5), **different)(x.t()),
+             vmap(lambda a: lib.bernoulli(a), in_dims=1, **different)(x),
+             vmap(lambda a, b: a + lib.randn_like(a) * b, in_dims=(0, 1), **different)(x, x.t())]
+    return found + [lib.randn(3, dtype=lib.float64)]
+
+
+def test_vmap_different_randomness_along_other_dims_as_torch():
+    for a, b in zip(_vmap_other_in_dims(ml), _vmap_other_in_dims(torch)):
+        _close(a, b)
+    with pytest.raises(NotImplementedError, match="a random op like a tensor computed in func"):
+        ml.func.vmap(lambda a: ml.randn_like(a @ a[:, None]), in_dims=1, randomness="different")(ml.rand(3, 4))

@@ -313,9 +313,6 @@ def _different_randomness(lib):
 
 def test_vmap_different_randomness_draws_torchs_batched_numbers():
     np.testing.assert_allclose(_flat(_different_randomness(ml)), _flat(_different_randomness(torch)), rtol=1e-13)
-    vmap = ml.func.vmap  # what minilora cannot batch is refused, not drawn per sample
-    with pytest.raises(NotImplementedError, match="mapped along a dimension other than 0"):
-        vmap(lambda t: ml.randn_like(t), randomness="different", in_dims=1)(ml.ones(2, 3))
 
 
 # ---- nn.Transformer* masks: torch's canonicalization (its warning and its words) ---------------------------
