@@ -1470,6 +1470,7 @@ CONFIG_SETTINGS = ("chat_template", "padding_side", "truncation_side", "model_ma
 # from_pretrained(folder, add_eos_token=True): transformers 5 ignores tokenizer_config.json's flags (the file's
 # post-processor decides) but rebuilds the post-processor from flags given as arguments
 POST_PROCESSOR_FLAGS = ("add_bos_token", "add_eos_token")
+LOAD_FLAGS = ("fix_mistral_regex",)  # from_pretrained(folder, fix_mistral_regex=True): a Mistral folder's pattern
 TRANSFORMERS_SPECIAL_ORDER = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")  # SPECIAL_TOKENS_ATTRIBUTES'
 
 
@@ -1483,9 +1484,10 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     ``model_max_length``, ``clean_up_tokenization_spaces``, and ``legacy``, ``add_prefix_space``,
     ``trim_offsets`` for a class that rebuilds its pipeline (``_CLASS_RULES``); passed as arguments they override
     it, as in transformers (``from_pretrained(folder, padding_side="left")``, the "Generation with LLMs"
-    tutorial's line). ``add_bos_token`` / ``add_eos_token`` as arguments rebuild the post-processor.
+    tutorial's line). ``add_bos_token`` / ``add_eos_token`` as arguments rebuild the post-processor;
+    ``fix_mistral_regex=True`` puts Mistral's split pattern in a Mistral Small 3.1-style file (``_mistral_regex``).
     """
-    known = CONFIG_SETTINGS + CLASS_SETTINGS + POST_PROCESSOR_FLAGS
+    known = CONFIG_SETTINGS + CLASS_SETTINGS + POST_PROCESSOR_FLAGS + LOAD_FLAGS
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise TypeError(f"unexpected tokenizer arguments {unknown}: minilora's tokenizer takes bos_token, "
@@ -1526,6 +1528,7 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
                               normalized=rule.lstrip_mask == "normalized")
     else:  # an extra token missing from tokenizer.json was read as <unk>, where transformers adds it (a named
         _added_special_tokens(tokenizer, extra)  # one must be in the vocabulary: its typo is refused)
+    _mistral_regex(tokenizer, os.path.dirname(path), settings.get("fix_mistral_regex"))
     out = (rule.tokenizer_type if rule else HFTokenizer)(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
     for kind in SPECIAL_KINDS[3:]:
         setattr(out, f"{kind}_token", chosen[kind])
@@ -1696,12 +1699,67 @@ def _transformers_class(tokenizer_class, path):
 
 def _model_type(folder):
     """config.json's ``model_type`` in a model folder (None without one, or for a file that is no JSON object)."""
+    return _model_config(folder).get("model_type")
+
+
+def _model_config(folder):
+    """A model folder's config.json ({} without one, or for a file that is no JSON object)."""
     try:
         with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError):
-        return None
-    return config.get("model_type") if isinstance(config, dict) else None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+# Mistral's split pattern (tekken.json's): transformers' fix_mistral_regex puts it in place of the wrong one some
+# Mistral tokenizer.json files were saved with (Mistral Small 3.1's)
+_MISTRAL_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
+                  r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+_MISTRAL_MODEL_TYPES = ("mistral", "mistral3", "voxtral", "ministral", "pixtral")
+
+
+def _mistral_regex(backend, folder, fix):
+    """TokenizersBackend._patch_mistral_regex, for a local folder: a vocabulary of more than 100000 tokens whose
+    config.json is a Mistral model type (or names none) saved before transformers 5 may hold the wrong split
+    pattern. ``fix`` (from_pretrained's fix_mistral_regex=True) puts Mistral's in first place (a Metaspace
+    pre-tokenizer becomes byte-level behind it, as there); without it, transformers' warning."""
+    config = _model_config(folder)
+    if backend.get_vocab_size() <= 100000 or backend.pre_tokenizer is None or not config:
+        return
+    version = config.get("transformers_version")
+    if (version and not _before_transformers_5(version)) or \
+            config.get("model_type") not in (None, *_MISTRAL_MODEL_TYPES):
+        return
+    if not fix:
+        if fix is None:
+            warnings.warn(f"The tokenizer you are loading from '{folder}' with an incorrect regex pattern: "
+                          "https://huggingface.co/mistralai/Mistral-Small-3.1-24B-Instruct-2503/discussions/84"
+                          "#69121093e8b480e709447d5e. This will lead to incorrect tokenization. You should set the "
+                          "`fix_mistral_regex=True` flag when loading this tokenizer to fix this issue.", stacklevel=4)
+        return
+    from tokenizers import Regex, pre_tokenizers
+    split = pre_tokenizers.Split(pattern=Regex(_MISTRAL_REGEX), behavior="isolated")
+    current = backend.pre_tokenizer
+    if isinstance(current, pre_tokenizers.Sequence):
+        current[0] = split
+    else:
+        if isinstance(current, pre_tokenizers.Metaspace):
+            current = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        backend.pre_tokenizer = pre_tokenizers.Sequence([split, current])
+
+
+def _before_transformers_5(version):
+    """Whether a config.json's transformers_version is below 5.0.0 (its pre-releases included), as packaging reads
+    it."""
+    try:
+        from packaging.version import Version
+        return Version(version) < Version("5.0.0")
+    except ImportError:  # (the major number: enough for a version a release wrote)
+        return int(re.match(r"\d*", version).group() or 0) < 5
+    except ValueError:  # (an unparsable version: packaging's InvalidVersion)
+        return False
 
 
 _GENERIC_CLASS = "TokenizersBackend"  # transformers 5's class that runs a tokenizer.json as written

@@ -386,3 +386,35 @@ def test_saved_folder_loads_back_as_transformers_own(tmp_path, name):
         assert dict(tok(texts, texts[::-1])) == dict(want(texts, texts[::-1]))
         assert (tok.model_input_names, tok.all_special_tokens, tok.padding_side, len(tok)) == \
             (want.model_input_names, want.all_special_tokens, want.padding_side, len(want))
+
+
+def _mistral_small_folder(folder, metaspace):
+    """A Mistral folder of more than 100000 tokens (Mistral Small 3.1's size) saved before transformers 5, its
+    tokenizer.json with the wrong split pattern (or a Metaspace pre-tokenizer)."""
+    vocab = {char: i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("c", "a"), ("ca", "t"), ("Ġ", "ca"), ("Ġca", "t"), ("'", "s")]
+    vocab.update({left + right: len(vocab) + i for i, (left, right) in enumerate(merges)})
+    vocab.update({f"~{i}": len(vocab) + i for i in range(100001 - len(vocab))})
+    tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace() if metaspace else pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tokenizers.Regex(r"(?i:'s|'t)|\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<s>", "</s>", "<unk>"])
+    _write(folder, tok, {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>"})
+    (folder / "config.json").write_text(json.dumps({"model_type": "mistral", "transformers_version": "4.50.0"}))
+    return folder
+
+
+@pytest.mark.parametrize("metaspace", [False, True])
+def test_fix_mistral_regex_as_transformers(tmp_path, metaspace):
+    """from_pretrained(folder, fix_mistral_regex=True), as transformers' warning on a Mistral Small 3.1 folder
+    asks: Mistral's split pattern in place of the file's (minilora refused the argument); without it the same
+    warning, and the file's pattern."""
+    folder = _mistral_small_folder(tmp_path, metaspace)
+    texts = ["The cat's  Hat 12 éa", "x\n\ny", "l'été 2024"]
+    theirs, ours = _both(folder, fix_mistral_regex=True)
+    assert dict(ours(texts)) == dict(theirs(texts))
+    with pytest.warns(UserWarning, match="fix_mistral_regex=True"):
+        ours = ml_tokenizer(folder)
+    assert dict(ours(texts)) == dict(_both(folder)[0](texts))
