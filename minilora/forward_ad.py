@@ -34,6 +34,8 @@ __all__ = ["UnpackedDualTensor", "enter_dual_level", "exit_dual_level", "make_du
 
 _current_level = -1  # torch's global: the open level's number, -1 when none
 _level = None  # the open _Level
+_functorch_forward = 0  # torch.func's forward-mode transforms running (torch's take its one dual level)
+_vmapped = 0  # torch.func.vmap calls running (torch has no batching rule for make_dual)
 
 
 class _Level:
@@ -70,7 +72,7 @@ class _Level:
 def enter_dual_level():
     """Open the (one) forward-AD level; returns its number, 0."""
     global _current_level, _level
-    if _level is not None:
+    if _level is not None or _functorch_forward:
         raise RuntimeError("Nested forward mode AD is not supported at the moment")
     _level, _current_level = _Level(), 0
     _tensor._forward_ad = _Hooks
@@ -115,6 +117,9 @@ def make_dual(tensor, tangent, *, level=None):
         raise RuntimeError("Trying to create a dual Tensor for forward AD but no level exists, make sure to "
                            "enter_dual_level() first.")
     _the_level(level)
+    if _vmapped:
+        raise RuntimeError("Batching rule not implemented for aten::_make_dual; the fallback path doesn't work on "
+                           "out= or view ops.")
     if not (tensor.is_floating_point() or tensor.is_complex()):
         raise ValueError(f"Expected primal to be floating point or complex, but got: torch.{tensor.dtype}")
     if not (tangent.is_floating_point() or tangent.is_complex()):
@@ -130,6 +135,31 @@ def make_dual(tensor, tangent, *, level=None):
         dual = tensor.view_as(tensor)
     _level.set(dual, tangent)
     return dual
+
+
+@contextlib.contextmanager
+def functorch_forward():
+    """torch.func.jvp / jacfwd / hessian / linearize running ``func``: they hold torch's one forward-AD level, so
+    neither may run inside a dual level nor open one (torch's words)."""
+    global _functorch_forward
+    if _level is not None:
+        raise RuntimeError("Nested forward mode AD is not supported at the moment")
+    _functorch_forward += 1
+    try:
+        yield
+    finally:
+        _functorch_forward -= 1
+
+
+@contextlib.contextmanager
+def vmapped():
+    """torch.func.vmap running ``func``: make_dual inside refuses, as torch's (no batching rule)."""
+    global _vmapped
+    _vmapped += 1
+    try:
+        yield
+    finally:
+        _vmapped -= 1
 
 
 class UnpackedDualTensor(NamedTuple):

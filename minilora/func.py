@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from . import autograd, factories, random
+from . import autograd, factories, forward_ad, random
 from .ops import stack
 from .tensor import Tensor, enable_grad, is_grad_enabled
 
@@ -307,7 +307,7 @@ def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
     jacobian = _jacobian(func, argnums, has_aux, "jvp(f, primals, tangents)", forward=True)
 
     def wrapper(*args):
-        with _randomness(randomness):
+        with _randomness(randomness), forward_ad.functorch_forward():
             return jacobian(*args)
     return wrapper
 
@@ -356,7 +356,7 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
     _, flat_tangents = _checked_tangents(primals, tangents, words)
     outer = _outer_graph(primals) and is_grad_enabled()
     leaves = [_differentiable(p) for p in primals]
-    with enable_grad():
+    with enable_grad(), forward_ad.functorch_forward():
         output, aux = _split_aux(func(*leaves), has_aux, words)
     outputs = _output_tensors(output, words)
     # (torch.func.jvp takes ``strict`` and, unlike autograd.functional.jvp, checks nothing with it)
@@ -372,7 +372,7 @@ def linearize(func, *primals):
     """``(func(*primals), jvp_fn)``: ``jvp_fn(*tangents)`` is ``J @ tangents`` at the primals, from one run of
     ``func`` (its graph kept, as torch's traced linearization: a random draw in ``func`` is not redrawn)."""
     leaves = [_differentiable(p) for p in primals]
-    with enable_grad():
+    with enable_grad(), forward_ad.functorch_forward():
         output = func(*leaves)
     outputs, flat_leaves = _output_tensors(output, "linearize"), _leaves_of(leaves)
     dummies = tuple(autograd._zeros_like(o).requires_grad_() for o in outputs)
@@ -640,7 +640,7 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
         first_state = random.get_rng_state()
         results = []
         batched_draws = randomness == "different" and _BatchedDraws(sizes[0], _batch_in_front(args, dims))
-        with batched_draws or contextlib.nullcontext() as batched:
+        with batched_draws or contextlib.nullcontext() as batched, forward_ad.vmapped():
             for i in range(sizes[0]):
                 if randomness == "same":
                     random.set_rng_state(first_state)

@@ -361,3 +361,41 @@ def test_vmap_different_randomness_along_other_dims_as_torch():
         _close(a, b)
     with pytest.raises(NotImplementedError, match="a random op like a tensor computed in func"):
         ml.func.vmap(lambda a: ml.randn_like(a @ a[:, None]), in_dims=1, randomness="different")(ml.rand(3, 4))
+
+
+# ---- torch.func around dual levels: what torch computes and what it refuses --------------------------------
+def _func_and_duals(lib):
+    fwAD = lib.autograd.forward_ad
+
+    def inner_jvp(a):
+        with fwAD.dual_level():
+            d = fwAD.make_dual(a, lib.ones_like(a))
+            return fwAD.unpack_dual(d.sin() * d).tangent
+    lib.manual_seed(0)
+    x = lib.randn(3, dtype=lib.float64)
+    calls = [lambda: lib.func.jvp(inner_jvp, (x,), (lib.ones_like(x),)),
+             lambda: lib.func.jacfwd(inner_jvp)(x),
+             lambda: lib.func.hessian(lambda a: inner_jvp(a).sum())(x),
+             lambda: lib.func.linearize(inner_jvp, x),
+             lambda: lib.func.vmap(inner_jvp)(x[:, None].expand(3, 2)),
+             lambda: lib.func.jacrev(inner_jvp)(x),  # reverse over forward: computed
+             lambda: lib.func.grad(lambda a: inner_jvp(a).sum())(x),
+             lambda: lib.autograd.functional.jvp(inner_jvp, x, x)[1]]
+    found = []
+    for call in calls:
+        try:
+            found.append(call())
+        except RuntimeError as error:
+            found.append(str(error))
+    with fwAD.dual_level():  # and torch.func's forward transforms inside a level
+        with pytest.raises(RuntimeError) as error:
+            lib.func.jvp(lib.sin, (x,), (x,))
+    return found + [str(error.value)]
+
+
+def test_torch_func_around_dual_levels_as_torch():
+    for a, b in zip(_func_and_duals(ml), _func_and_duals(torch)):
+        if isinstance(b, str):
+            assert a == b
+        else:
+            _close(a, b)
