@@ -253,3 +253,7 @@ erfc_, erfinv_, lgamma_, i0_ = Tensor.erfc_, Tensor.erfinv_, Tensor.lgamma_, Ten
 from .ops.siblings import (diagonal_scatter, empty_strided, gradient, range_ as range, row_stack,  # noqa: E402,F401,A004
                            select_scatter, slice_scatter)
 renorm, frexp, nextafter = (ops._with_out(getattr(ops.siblings, _fn), _fn) for _fn in ("renorm", "frexp", "nextafter"))
+# last, over every name above: torch's TypeError for a number, list or array where a top-level function takes a
+# Tensor (torch.exp(2.0), torch.maximum(x, 5)); methods and the ops the library calls are not wrapped
+from ._argument_types import check_tensor_arguments as _check_tensor_arguments  # noqa: E402
+_check_tensor_arguments(globals())

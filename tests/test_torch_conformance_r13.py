@@ -71,6 +71,19 @@ def test_float64_fused_multiply_add_is_rounded_once(numpy_port):
     assert float32_math.fused_multiply_add64(np.float64(0.1), np.full(1, 3.0), -0.3)[0] == 2.0 ** -55
 
 
+def _three_steps(lib, name, hyper, seed):
+    """A float64 weight of 1000 elements after three steps of ``lib.optim.<name>`` on given gradients: the weight
+    and the optimizer's state for it."""
+    rng = np.random.default_rng(seed)
+    start, grads = rng.standard_normal(1000), [rng.standard_normal(1000) for _ in range(3)]
+    p = lib.tensor(start, requires_grad=True)
+    optimizer = getattr(lib.optim, name)([p], **hyper)
+    for g in grads:
+        p.grad = lib.tensor(g)
+        optimizer.step()
+    return p, optimizer.state[p]
+
+
 _OPTIMIZERS = [("SGD", dict(lr=0.1, momentum=0.9)), ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
                ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1)), ("SGD", dict(lr=0.1, weight_decay=0.01)),
                ("Adamax", dict(lr=0.01)), ("ASGD", dict(lr=0.01))]
@@ -80,17 +93,8 @@ _OPTIMIZERS = [("SGD", dict(lr=0.1, momentum=0.9)), ("SGD", dict(lr=0.1, momentu
 def test_float64_optimizer_steps_as_torch(name, hyper):
     """Three steps on float64 weights with given gradients: the same bits as torch (the steps' add(alpha=),
     lerp_ and addcmul_ are fused multiply-adds on torch's FMA builds)."""
-    rng = np.random.default_rng(4)
-    start, grads = rng.standard_normal(1000), [rng.standard_normal(1000) for _ in range(3)]
-    results = []
-    for lib in (torch, ml):
-        p = lib.tensor(start.copy(), requires_grad=True)
-        optimizer = getattr(lib.optim, name)([p], **hyper)
-        for g in grads:
-            p.grad = lib.tensor(g.copy())
-            optimizer.step()
-        results.append(p)
-    assert _differ(*results) == 0
+    (p_torch, _), (p_ml, _) = (_three_steps(lib, name, hyper, seed=4) for lib in (torch, ml))
+    assert _differ(p_torch, p_ml) == 0
 
 
 @pytest.mark.parametrize("name, hyper", [("Adam", dict(lr=0.01)), ("AdamW", dict(lr=0.01, weight_decay=0.1)),
@@ -100,18 +104,10 @@ def test_float64_optimizer_state_as_torch(name, hyper):
     """Optimizers that divide by a root: their state (m, v, the running sums: fused multiply-adds) is torch's bit
     for bit; the weights differ only where torch's float64 sqrt (MKL's vdSqrt, ~1% of roots 1 ulp off the
     correctly rounded one) does: a few elements of 1000, one ulp each."""
-    rng = np.random.default_rng(5)
-    start, grads = rng.standard_normal(1000), [rng.standard_normal(1000) for _ in range(3)]
     results = []
     for lib in (torch, ml):
-        p = lib.tensor(start.copy(), requires_grad=True)
-        optimizer = getattr(lib.optim, name)([p], **hyper)
-        for g in grads:
-            p.grad = lib.tensor(g.copy())
-            optimizer.step()
-        state = optimizer.state[p]
-        results.append((p.detach().numpy().copy(),
-                        {k: np.array(v.numpy() if hasattr(v, "numpy") else v) for k, v in state.items()}))
+        p, state = _three_steps(lib, name, hyper, seed=5)
+        results.append((p.detach().numpy().copy(), {k: np.array(v.numpy()) for k, v in state.items()}))
     (p_torch, s_torch), (p_ml, s_ml) = results
     for key in s_torch:  # (RMSprop's momentum buffer adds grad / root: the root's ulp shows there too)
         if key != "momentum_buffer":
@@ -156,3 +152,46 @@ def test_tie_indices_as_torch(std_algorithms, op, nan, dim):
             expected, got = calls[op](torch, torch.tensor(a)), calls[op](ml, ml.tensor(a))
             np.testing.assert_array_equal(got.indices.numpy(), expected.indices.numpy(), err_msg=f"{op} of {a}")
             np.testing.assert_array_equal(got.values.numpy(), expected.values.numpy())
+
+
+# ---- a number, list or array where a top-level function takes a Tensor -----------------------------------------
+def _outcome(call):
+    try:
+        call()
+    except Exception as error:  # (the exception's type and first line are what a user sees)
+        return type(error).__name__, str(error).splitlines()[0]
+    return "ok", ""
+
+
+@pytest.mark.parametrize("source", [
+    "L.exp(2.0)", "L.exp(2)", "L.sin([1.0, 2.0])", "L.exp(np.ones(3))", "L.maximum(x, 5)", "L.maximum(5, x)",
+    "L.minimum(x, 5.0)", "L.isclose(x, 1.0)", "L.allclose(x, 1.0)", "L.logaddexp(x, 1.0)", "L.dist(x, 1.0)",
+    "L.exp2(3)", "L.sum([1.0, 2.0])", "L.matmul(x, [1.0, 2.0, 3.0])", "L.dot(i, [1, 2, 3])", "L.round(2.5)",
+    "L.maximum(x, other=2.0)", "L.exp(input=2.0)", "L.unique(2.0)", "L.equal(x, 1.0)", "L.t(2.0)",
+    "L.addcmul(x, x, 2.0)"])
+def test_tensor_arguments_refused_as_torch(source):
+    """torch's parser refuses these (``exp(): argument 'input' (position 1) must be Tensor, not float``);
+    minilora computed an answer or failed with an AttributeError."""
+    outcomes = []
+    for lib in (torch, ml):
+        x, i = lib.tensor([[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]]), lib.tensor([1, 2, 3])
+        outcomes.append(_outcome(lambda: eval(source, {"L": lib, "x": x, "i": i, "np": np})))
+    assert outcomes[1] == outcomes[0]
+
+
+def test_every_top_level_tensor_parameter_as_torch():
+    """Every name TENSOR_PARAMETERS lists is refused by torch with a float there, in the words minilora uses; what
+    torch takes there (None for an optional Tensor, a number where another overload takes one) still runs."""
+    from minilora._argument_types import TENSOR_PARAMETERS
+    x, i = ml.tensor([[1.0, -2.0], [0.5, 4.0]]), ml.tensor([1, 2])
+    for accepted in (lambda: ml.bincount(i, None, 0), lambda: ml.where(x > 0, x, 0.0), lambda: ml.add(x, 2),
+                     lambda: ml.pow(x, 2), lambda: ml.normal(2.0, 1.0, (2,))):
+        assert _outcome(accepted) == ("ok", "")
+    for parameters, names in TENSOR_PARAMETERS.items():
+        for name in names.split():
+            for lib in (torch, ml):  # the last parameter given a float, the ones before it tensors
+                args = [lib.ones(2, 2)] * (len(parameters) - 1) + [2.0]
+                outcome = _outcome(lambda: getattr(lib, name)(*args))
+                if lib is torch:
+                    expected = outcome
+            assert outcome == expected, name

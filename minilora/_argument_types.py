@@ -1,0 +1,116 @@
+"""torch's refusal of a number, a list or a NumPy array where a top-level function takes a Tensor.
+
+``torch.exp(2.0)``, ``torch.maximum(x, 5)`` or ``torch.isclose(x, 1.0)`` raise in torch's argument parser
+(``exp(): argument 'input' (position 1) must be Tensor, not float``), while minilora's functions, written on
+arrays, would compute an answer or fail deep inside with an AttributeError. ``TENSOR_PARAMETERS`` lists, for
+each top-level name shared with torch, the leading parameters torch types as Tensor (read off torch 2.13 by
+calling each with a float in their place); ``check_tensor_arguments`` wraps those names in the ``minilora``
+namespace with torch's check. The Tensor methods and the ``ops`` functions the library calls are left as they
+are (a method's ``self`` is a Tensor already), so no op the library runs pays for the check.
+Functions whose torch overloads take numbers in those places (``normal(mean, std, size)``) are not listed, nor
+``tensordot`` (torch's Python code fails on a number with an AttributeError).
+"""
+import functools
+
+from .tensor import Tensor
+
+__all__ = ["TENSOR_PARAMETERS", "check_tensor_arguments"]
+
+# the parameters (in order, from position 1) that must be Tensors -> the top-level names with that signature head
+TENSOR_PARAMETERS = {
+    ('input',): """
+        abs abs_ absolute acos acos_ acosh acosh_ adaptive_avg_pool1d adaptive_max_pool1d adjoint
+        alpha_dropout alpha_dropout_ amax amin aminmax angle arccos arccos_ arccosh arccosh_ arcsin arcsin_
+        arcsinh arcsinh_ arctan arctan_ arctanh arctanh_ argmax argmin argsort argwhere as_strided
+        as_strided_ asin asin_ asinh asinh_ atan atan_ atanh atanh_ avg_pool1d bernoulli bitwise_not
+        broadcast_to ceil ceil_ celu celu_ channel_shuffle cholesky cholesky_inverse chunk clone
+        combinations conj conj_physical conj_physical_ corrcoef cos cos_ cosh cosh_ count_nonzero cov cummax
+        cummin cumprod cumsum deg2rad deg2rad_ det detach_ diag diag_embed diagflat diagonal diff digamma
+        dropout dropout_ empty_like erf erf_ erfc erfc_ erfinv exp exp2 exp2_ exp_ expm1 expm1_
+        feature_alpha_dropout feature_alpha_dropout_ feature_dropout feature_dropout_ fix fix_ flatten flip
+        fliplr flipud floor floor_ frac frac_ frexp full_like gather geqrf gradient group_norm hardshrink
+        histc histogram i0 i0_ imag index_add index_copy index_put index_put_ index_select inverse
+        is_complex is_floating_point isfinite isinf isnan isneginf isposinf isreal kthvalue layer_norm
+        lgamma log log10 log10_ log1p log1p_ log2 log2_ log_ log_softmax logcumsumexp logdet logical_not
+        logit logit_ logsumexp lu matrix_exp matrix_power max max_pool1d max_pool2d mean median min mode
+        msort multinomial mvlgamma nan_to_num nan_to_num_ nanmean nanmedian nansum narrow_copy neg neg_
+        negative negative_ nonzero numel ones_like permute pinverse pixel_shuffle pixel_unshuffle poisson
+        positive prod qr rad2deg rad2deg_ rand_like randn_like ravel real reciprocal reciprocal_ relu relu_
+        renorm reshape resolve_conj resolve_neg rms_norm roll rot90 round round_ rrelu rrelu_ rsqrt rsqrt_
+        scatter_add scatter_reduce select selu selu_ sgn sigmoid sigmoid_ sign signbit sin sin_ sinc sinc_
+        sinh sinh_ slogdet softmax sort split_with_sizes sqrt sqrt_ square square_ squeeze sum svd swapaxes
+        swapdims t tan tan_ tanh tanh_ threshold threshold_ tile topk trace transpose tril triu trunc trunc_
+        unbind unflatten unique unique_consecutive unsqueeze view_as_complex view_as_real zero_ zeros_like""",
+    ('input', 'other'): """
+        allclose arctan2 atan2 cross dist equal fmax fmin gcd gcd_ hypot inner isclose kron lcm lcm_ ldexp
+        ldexp_ logaddexp logaddexp2 logical_and logical_or logical_xor matmul maximum minimum nextafter
+        vdot""",
+    ('input', 'src'): "as_strided_scatter diagonal_scatter select_scatter slice_scatter",
+    ('input', 'weight', 'bias'): "batch_norm conv_transpose1d conv_transpose2d instance_norm",
+    ('input', 'target'): "hinge_embedding_loss kl_div poisson_nll_loss",
+    ('x1', 'x2'): "cdist cosine_similarity pairwise_distance",
+    ('y',): "cumulative_trapezoid trapezoid trapz",
+    ('input', 'batch1', 'batch2'): "addbmm baddbmm",
+    ('input', 'input2'): "cholesky_solve orgqr",
+    ('input', 'mat', 'vec'): "addmv addmv_",
+    ('input', 'mat2'): "bmm mm",
+    ('input', 'tensor1', 'tensor2'): "addcdiv addcmul",
+    ('input', 'vec2'): "ger outer",
+    ('input1', 'input2', 'target'): "cosine_embedding_loss margin_ranking_loss",
+    ('LU_data', 'LU_pivots'): "lu_unpack",
+    ('abs', 'angle'): "polar",
+    ('anchor', 'positive', 'negative'): "triplet_margin_loss",
+    ('condition',): "where",
+    ('input', 'A'): "triangular_solve",
+    ('input', 'LU_data', 'LU_pivots'): "lu_solve",
+    ('input', 'index'): "take",
+    ('input', 'index', 'source'): "put",
+    ('input', 'indices'): "take_along_dim",
+    ('input', 'input2', 'input3'): "ormqr",
+    ('input', 'mask'): "masked_select",
+    ('input', 'mask', 'source'): "masked_scatter",
+    ('input', 'mat1', 'mat2'): "addmm",
+    ('input', 'target', 'weight'): "binary_cross_entropy_with_logits",
+    ('input', 'tensor'): "dot",
+    ('input', 'values'): "heaviside",
+    ('input', 'vec'): "mv",
+    ('input', 'vec1', 'vec2'): "addr",
+    ('input', 'weight'): "prelu",
+    ('input', 'weights'): "bincount",
+    ('input1', 'input2', 'weight'): "bilinear",
+    ('real', 'imag'): "complex",
+    ('repeats',): "repeat_interleave",
+    ('weight', 'indices'): "embedding",
+    ('x',): "vander",
+}
+_TORCH_NAMES = {"lu": "_lu_with_info", "unique": "_unique2"}  # the name torch's message gives, where another
+_MISSING = object()
+
+
+def _type_name(value):
+    """A type as torch's parser names it: ``float``, ``list``, ``numpy.ndarray``."""
+    kind = type(value)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__qualname__}"
+
+
+def _checked(function, name, parameters):
+    """``function`` refusing a non-Tensor for any of ``parameters`` (given by position or keyword), in torch's words."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        for position, parameter in enumerate(parameters, 1):
+            given_by_position = len(args) >= position
+            value = args[position - 1] if given_by_position else kwargs.get(parameter, _MISSING)
+            if value is not _MISSING and value is not None and not isinstance(value, Tensor):  # (None: an optional
+                # Tensor left out, as bincount's weights; a required one is refused by the function itself)
+                where = f" (position {position})" if given_by_position else ""
+                raise TypeError(f"{name}(): argument '{parameter}'{where} must be Tensor, not {_type_name(value)}")
+        return function(*args, **kwargs)
+    return call
+
+
+def check_tensor_arguments(namespace):
+    """Wrap every name of ``TENSOR_PARAMETERS`` found in ``namespace`` (the ``minilora`` module's dict)."""
+    for parameters, names in TENSOR_PARAMETERS.items():
+        for name in names.split():
+            if callable(namespace.get(name)):
+                namespace[name] = _checked(namespace[name], _TORCH_NAMES.get(name, name), parameters)
