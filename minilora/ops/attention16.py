@@ -31,7 +31,7 @@ from ..tensor import Function
 
 _F32 = np.float32
 _KV_BLOCK = 512  # the kernel's kv_split_size
-_LANES = 16  # Vectorized<float>::size() of the AVX-512 kernel
+_LANES = float32_math.FLOAT_LANES  # Vectorized<float>::size(): 16 with AVX-512, 8 with AVX2 (and "default")
 
 
 def _bits(value):
@@ -69,17 +69,19 @@ def _expf(x):
 
 def _exp_and_lane_sum(x):
     """``_exp_reduce_sum_fusion_kernel`` on rows of ``x`` (float32, [..., n]): the exponentials and each
-    row's sum: whole vectors through fexp_u20 summed lane by lane, the lanes folded pairwise (i + i^8,
-    then ^4, ^2, ^1), then the last ``n % 16`` through expf added in order."""
+    row's sum: whole vectors through fexp_u20 summed lane by lane, the lanes folded pairwise (AVX-512: i + i^8,
+    then ^4, ^2, ^1), then the last ``n % 16`` through expf added in order. (torch's "default" build: its
+    fexp_u20 is C's exp, element by element.)"""
     n = x.shape[-1]
     whole = n - n % _LANES
     e = np.empty_like(x)
-    e[..., :whole] = fexp_u20(x[..., :whole])
+    fast = _expf if float32_math.CPU_CAPABILITY == "default" else fexp_u20
+    e[..., :whole] = fast(x[..., :whole])
     e[..., whole:] = _expf(x[..., whole:])
     lanes = np.zeros(x.shape[:-1] + (_LANES,), _F32)
     for start in range(0, whole, _LANES):
         lanes += e[..., start:start + _LANES]
-    for shift in (8, 4, 2, 1):
+    for shift in (8, 4, 2, 1)[16 // _LANES - 1:]:
         lanes = lanes + lanes[..., np.arange(_LANES) ^ shift]
     total = lanes[..., 0]
     for i in range(whole, n):
