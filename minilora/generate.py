@@ -77,7 +77,7 @@ def cli_main(args):
         raise UsageError(f"{', '.join(given)} only apply with --sample (greedy decoding takes the most likely token)")
     try:  # the folders and files named on the command line: a missing or broken one is the user's to fix
         model = (models.load_base(dtype=args.dtype, device=args.device) if args.model is None
-                 else models.LlamaForCausalLM.from_pretrained(args.model, dtype=args.dtype, device=args.device))
+                 else models.AutoModelForCausalLM.from_pretrained(args.model, dtype=args.dtype, device=args.device))
         if args.adapter is not None:
             from .lora import PeftModel
             model = PeftModel.from_pretrained(model, args.adapter)

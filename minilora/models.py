@@ -4,7 +4,8 @@
     model = load_base()                      # a tiny Llama trained by `python -m minilora.pretrain`
     out = model(ids, labels=ids)             # out.loss, out.logits
 
-The architecture itself is in ``minilora/nn/llama.py``.
+The architecture itself is in ``minilora/nn/llama.py``; its relatives Mistral, Qwen2 and Qwen3, and
+``AutoModelForCausalLM`` (the class from config.json's ``model_type``), in ``minilora/nn/llama_family.py``.
 """
 import os
 import random
@@ -16,11 +17,14 @@ from .backends import use_deterministic_algorithms
 from .nn.llama import (BaseModelOutputWithPast, CausalLMOutput, CausalLMOutputWithPast, DynamicCache, KVCache,
                        LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LlamaForTokenClassification,
                        LlamaModel, SequenceClassifierOutputWithPast, TokenClassifierOutput)
+from .nn.llama_family import *  # noqa: F401,F403  (Mistral, Qwen2, Qwen3, the Auto classes)
+from .nn.llama_family import __all__ as _FAMILY
 
 __all__ = ["LlamaConfig", "LlamaForCausalLM", "LlamaModel", "KVCache", "DynamicCache", "CausalLMOutput",
            "CausalLMOutputWithPast",
            "BaseModelOutputWithPast", "set_seed", "LlamaForSequenceClassification", "LlamaForTokenClassification",
            "SequenceClassifierOutputWithPast", "TokenClassifierOutput", "load_base", "BASE_DIR", "BASE_NAME"]
+__all__ += _FAMILY
 
 BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "base")
 # The shipped base's stable name, the same on every machine: adapters trained on it record it as

@@ -1206,10 +1206,10 @@ def add_cli_arguments(parser, name="train"):
 
 
 def _load_model(args):
-    from .models import LlamaForCausalLM, load_base
+    from .models import AutoModelForCausalLM, load_base
     if args.model is None:
         return load_base(dtype=args.dtype, device=args.device)
-    return LlamaForCausalLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    return AutoModelForCausalLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)  # (Llama, Qwen2, ...)
 
 
 # The options that make a run what it is: --resume with other values would mix two runs.

@@ -62,7 +62,7 @@ class AdapterNameError(ValueError, KeyError):
 
 
 # What PEFT adapts when target_modules is None (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
-DEFAULT_TARGET_MODULES = {"llama": ["q_proj", "v_proj"]}
+DEFAULT_TARGET_MODULES = {model_type: ["q_proj", "v_proj"] for model_type in ("llama", "mistral", "qwen2", "qwen3")}
 
 
 # ==================================================================================================
@@ -1499,7 +1499,7 @@ def _load_base_model(name_or_path, model_class_name, **kwargs):
     from .. import models  # the model zoo, only when a base is loaded
     model_class = getattr(models, model_class_name)
     if name_or_path == models.BASE_NAME:
-        if model_class is models.LlamaForCausalLM:
+        if model_class in (models.LlamaForCausalLM, models.AutoModelForCausalLM):
             return models.load_base(**kwargs)
         model = model_class.from_pretrained(models.BASE_DIR, **kwargs)
         model.name_or_path = models.BASE_NAME
@@ -1544,17 +1544,17 @@ class _AutoPeftModel:
 
 class AutoPeftModelForCausalLM(_AutoPeftModel):
     """``AutoPeftModelForCausalLM.from_pretrained(adapter_dir)`` (a task_type None adapter loads too)."""
-    _peft_class, _model_class_name = PeftModelForCausalLM, "LlamaForCausalLM"
+    _peft_class, _model_class_name = PeftModelForCausalLM, "AutoModelForCausalLM"  # (Llama, Mistral, Qwen2, Qwen3)
 
 
 class AutoPeftModelForSequenceClassification(_AutoPeftModel):
     """A SEQ_CLS adapter on LlamaForSequenceClassification: the trained head comes from the adapter's file."""
-    _peft_class, _model_class_name = PeftModelForSequenceClassification, "LlamaForSequenceClassification"
+    _peft_class, _model_class_name = PeftModelForSequenceClassification, "AutoModelForSequenceClassification"
 
 
 class AutoPeftModelForTokenClassification(_AutoPeftModel):
     """A TOKEN_CLS adapter on LlamaForTokenClassification: the trained head comes from the adapter's file."""
-    _peft_class, _model_class_name = PeftModelForTokenClassification, "LlamaForTokenClassification"
+    _peft_class, _model_class_name = PeftModelForTokenClassification, "AutoModelForTokenClassification"
 
 
 def get_peft_model(model, peft_config, adapter_name="default", mixed=False, autocast_adapter_dtype=True,

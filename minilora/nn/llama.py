@@ -17,6 +17,7 @@ plain ``nn.Linear`` layers that LoRA can wrap::
 Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/nn/generation.py``.
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import numpy as np
 
 from .. import dtypes, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
-                          load_checkpoint, load_json, read_checkpoint_shapes, read_header, save_file, save_json)
+                          load_checkpoint, load_json, read_checkpoint_shapes, read_weights_header, save_file, save_json)
 from ..checkpoint import naming_the_file as _naming_the_file
 from ..factories import randn
 from ..ops.nn import binary_cross_entropy_with_logits, mse_loss
@@ -47,7 +48,38 @@ __all__ = ["LlamaConfig", "KVCache", "DynamicCache", "CausalLMOutput", "CausalLM
 # ==================================================================================================
 # Config
 # ==================================================================================================
-@dataclass
+def _config_dataclass(cls):
+    """A config class: a dataclass whose __init__ also takes config.json's other keys (see below)."""
+    cls = dataclass(cls)
+    cls.__init__ = _accepting_config_json_keys(cls.__init__)
+    return cls
+
+
+def _accepting_config_json_keys(dataclass_init):
+    """LlamaConfig(**cfg.to_dict()), the copy idiom, works on transformers' configs: they take every key
+    of their own to_dict. The dataclass __init__ knows only the fields (TypeError on 'architectures'),
+    so a call with other keys is read the way config.json is, by from_dict."""
+    def __init__(self, *args, **kwargs):
+        cls = type(self)
+        names = [f.name for f in dataclasses.fields(cls)]
+        if len(args) > len(names):
+            raise TypeError(f"{cls.__name__}() takes at most {len(names)} positional arguments, got {len(args)}")
+        given = dict(zip(names, args))
+        twice = sorted(given.keys() & kwargs.keys())
+        if twice:
+            raise TypeError(f"{cls.__name__}() got multiple values for argument {twice[0]!r}")
+        given.update(kwargs)
+        if given.keys() <= set(names):
+            dataclass_init(self, **given)
+            return
+        extra = dict(given.pop("extra", None) or {})
+        read = cls.from_dict(given)
+        read.extra = {**extra, **read.extra}
+        self.__dict__.update(read.__dict__)
+    return __init__
+
+
+@_config_dataclass
 class LlamaConfig:
     """The shape of a Llama model, with transformers' field names and defaults.
 
@@ -79,6 +111,17 @@ class LlamaConfig:
     eos_token_id: int = 2  # may also be a list of ids (Llama 3 has two end tokens)
     pad_token_id: int = None
     extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, kept for saving
+
+    model_type = "llama"  # config.json's "model_type" (class attributes, not fields)
+    _architecture = "LlamaForCausalLM"  # config.json's "architectures"
+    # The variants of nn/llama_family.py change these few rules:
+    _per_head_norms = ()  # RMSNorms over each head's features in attention (Qwen3: q_norm, k_norm)
+
+    def _biases(self):
+        """Which Linear of a decoder layer has a bias: transformers' Llama gives the attention's four
+        ``attention_bias`` and the MLP's three ``mlp_bias``."""
+        return {**dict.fromkeys(("q_proj", "k_proj", "v_proj", "o_proj"), self.attention_bias),
+                **dict.fromkeys(("gate_proj", "up_proj", "down_proj"), self.mlp_bias)}
 
     def __post_init__(self):
         _check_field_types(self)
@@ -118,9 +161,10 @@ class LlamaConfig:
             raise ValueError(f"a Llama config must be a JSON object of field: value, got a "
                              f"{type(d).__name__}")
         d = dict(d)
-        model_type = d.get("model_type", "llama")
-        if model_type != "llama":
-            raise ValueError(f"config has model_type {model_type!r}; minilora implements 'llama'")
+        model_type = d.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(f"config has model_type {model_type!r}; {cls.__name__} reads {cls.model_type!r} "
+                             "(minilora.models.AutoConfig / AutoModelForCausalLM pick the class by model_type)")
         for key in ("rope_parameters", "rope_scaling"):  # both checked: a bad one beside the other is no less bad
             if d.get(key) is not None and not isinstance(d[key], dict):  # (transformers' strict config refuses it)
                 raise _field_error(key, d[key], "an object or null")
@@ -145,8 +189,8 @@ class LlamaConfig:
         """The config.json dict. ``rope_theta`` is written both ways so transformers 4.x and 5.x read it."""
         d = dataclasses.asdict(self)
         d.update(d.pop("extra"))
-        d["architectures"] = ["LlamaForCausalLM"]
-        d["model_type"] = "llama"
+        d["architectures"] = [self._architecture]
+        d["model_type"] = self.model_type
         scaling = d.pop("rope_scaling") or {"rope_type": "default"}
         d["rope_parameters"] = {**scaling, "rope_theta": self.rope_theta}  # transformers 5
         if scaling["rope_type"] != "default":
@@ -218,7 +262,7 @@ class LlamaConfig:
 
     @classmethod
     def _field_names(cls):
-        return {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return _fields_of(cls) - {"extra"}
 
     def _has_attribute(self, key):
         return key in self._field_names() or key in self._ATTRIBUTES_IN_EXTRA or key in self.extra or \
@@ -245,7 +289,7 @@ class LlamaConfig:
             self._set_rope(value)
         elif name == "rope_scaling" and "extra" in self.__dict__:  # set after __init__: checked as there
             self._set_rope(value)
-        elif name.startswith("_") or name in _LLAMA_FIELDS:
+        elif name.startswith("_") or name in _fields_of(type(self)):
             object.__setattr__(self, name, value)
         else:
             self.extra[name] = value
@@ -270,40 +314,18 @@ class LlamaConfig:
             return extra[name]
         if name in _UNSET_ATTRIBUTES:  # transformers' defaults for the attributes a config.json may leave out
             return _UNSET_ATTRIBUTES[name]
-        raise AttributeError(f"'LlamaConfig' object has no attribute {name!r}")
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}")
 
 
-_LLAMA_FIELDS = frozenset(f.name for f in dataclasses.fields(LlamaConfig))
+@functools.cache
+def _fields_of(config_class):
+    return frozenset(f.name for f in dataclasses.fields(config_class))
+
+
 # what transformers' LlamaConfig reads for these when nobody set them (the model reads the same defaults)
-_UNSET_ATTRIBUTES = {"model_type": "llama", "use_cache": True, "attention_dropout": 0.0, "pretraining_tp": 1,
+_UNSET_ATTRIBUTES = {"use_cache": True, "attention_dropout": 0.0, "pretraining_tp": 1,
                      "output_attentions": False, "output_hidden_states": False, "return_dict": True,
                      "is_encoder_decoder": False}
-
-
-def _accepting_config_json_keys(dataclass_init):
-    """LlamaConfig(**cfg.to_dict()), the copy idiom, works on transformers' configs: they take every key
-    of their own to_dict. The dataclass __init__ knows only the fields (TypeError on 'architectures'),
-    so a call with other keys is read the way config.json is, by from_dict."""
-    def __init__(self, *args, **kwargs):
-        names = [f.name for f in dataclasses.fields(LlamaConfig)]
-        if len(args) > len(names):
-            raise TypeError(f"LlamaConfig() takes at most {len(names)} positional arguments, got {len(args)}")
-        given = dict(zip(names, args))
-        twice = sorted(given.keys() & kwargs.keys())
-        if twice:
-            raise TypeError(f"LlamaConfig() got multiple values for argument {twice[0]!r}")
-        given.update(kwargs)
-        if given.keys() <= set(names):
-            dataclass_init(self, **given)
-            return
-        extra = dict(given.pop("extra", None) or {})
-        read = LlamaConfig.from_dict(given)
-        read.extra = {**extra, **read.extra}
-        self.__dict__.update(read.__dict__)
-    return __init__
-
-
-LlamaConfig.__init__ = _accepting_config_json_keys(LlamaConfig.__init__)
 
 
 # What each config field may hold. JSON has no int/float distinction a user would notice, so a whole
@@ -636,22 +658,26 @@ class LlamaAttention(Module):
         self.layer_idx = layer_idx
         self.head_dim = config.head_dim
         heads, kv_heads, hidden = config.num_attention_heads, config.num_key_value_heads, config.hidden_size
-        bias = config.attention_bias
+        bias = config._biases()  # Llama: config.attention_bias for all four
         # transformers' config.attention_dropout (0.0 in Llama's configs): dropout on the attention
         # weights in training mode
         self.attention_dropout = float(config.extra.get("attention_dropout", 0.0) or 0.0)
-        self.q_proj = Linear(hidden, heads * self.head_dim, bias=bias, dtype=dtype, device=device)
-        self.k_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias, dtype=dtype, device=device)
-        self.v_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias, dtype=dtype, device=device)
-        self.o_proj = Linear(heads * self.head_dim, hidden, bias=bias, dtype=dtype, device=device)
+        self.q_proj = Linear(hidden, heads * self.head_dim, bias=bias["q_proj"], dtype=dtype, device=device)
+        self.k_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias["k_proj"], dtype=dtype, device=device)
+        self.v_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias["v_proj"], dtype=dtype, device=device)
+        self.o_proj = Linear(heads * self.head_dim, hidden, bias=bias["o_proj"], dtype=dtype, device=device)
+        # Llama's queries see every earlier key; Mistral's and Qwen2's only the last sliding_window
+        # (LlamaModel builds the mask for each window its layers have)
+        self.sliding_window = None
 
     def forward(self, x, cos, sin, mask=None, cache=None, output_attentions=False):
         """The attention output [B, T, hidden]; with ``output_attentions`` also the attention weights
         [B, heads, Tq, Tk] (transformers' eager attention: softmax(q k^T / sqrt(D) + bias))."""
         b, t, _ = x.shape
         # [B, T, heads * D] -> [B, heads, T, D]: one row of D numbers per head and position.
-        q = self.q_proj(x).reshape(b, t, -1, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).reshape(b, t, -1, self.head_dim).transpose(1, 2)
+        q, k = self._normed_heads(self.q_proj(x).reshape(b, t, -1, self.head_dim),
+                                  self.k_proj(x).reshape(b, t, -1, self.head_dim))
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).reshape(b, t, -1, self.head_dim).transpose(1, 2)
         q = ops.rotary_embedding(q, cos, sin)
         k = ops.rotary_embedding(k, cos, sin)
@@ -670,6 +696,10 @@ class LlamaAttention(Module):
         out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
                                                dropout_p=dropout, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+    def _normed_heads(self, q, k):
+        """Queries and keys [B, T, heads, D] before RoPE: Llama's as projected (Qwen3 normalizes each head)."""
+        return q, k
 
 
 def _eager_attention(q, k, v, bias, dropout):
@@ -699,10 +729,10 @@ class LlamaMLP(Module):
 
     def __init__(self, config, dtype=None, device=None):
         super().__init__()
-        hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_proj = Linear(hidden, inner, bias=bias, dtype=dtype, device=device)
-        self.up_proj = Linear(hidden, inner, bias=bias, dtype=dtype, device=device)
-        self.down_proj = Linear(inner, hidden, bias=bias, dtype=dtype, device=device)
+        hidden, inner, bias = config.hidden_size, config.intermediate_size, config._biases()  # Llama: mlp_bias
+        self.gate_proj = Linear(hidden, inner, bias=bias["gate_proj"], dtype=dtype, device=device)
+        self.up_proj = Linear(hidden, inner, bias=bias["up_proj"], dtype=dtype, device=device)
+        self.down_proj = Linear(inner, hidden, bias=bias["down_proj"], dtype=dtype, device=device)
         self.act_fn = SiLUActivation()  # transformers' ACT2FN["silu"]; forward fuses it into ops.swiglu
 
     def forward(self, x):
@@ -735,10 +765,11 @@ class LlamaRMSNorm(RMSNorm):
 
 class LlamaDecoderLayer(Module):
     """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+    attention_class = LlamaAttention  # (a variant's own, nn/llama_family.py)
 
     def __init__(self, config, layer_idx, dtype=None, device=None):
         super().__init__()
-        self.self_attn = LlamaAttention(config, layer_idx, dtype=dtype, device=device)
+        self.self_attn = self.attention_class(config, layer_idx, dtype=dtype, device=device)
         self.mlp = LlamaMLP(config, dtype=dtype, device=device)
         eps = config.rms_norm_eps
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
@@ -760,6 +791,7 @@ class LlamaDecoderLayer(Module):
 # ==================================================================================================
 class LlamaModel(Module):
     """Token embeddings, ``num_hidden_layers`` decoder layers, a final RMSNorm."""
+    decoder_layer_class = LlamaDecoderLayer
 
     def __init__(self, config, dtype=None, device=None):
         super().__init__()
@@ -767,7 +799,7 @@ class LlamaModel(Module):
         self.config = config
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id,
                                       dtype=dtype, device=device)
-        self.layers = ModuleList(LlamaDecoderLayer(config, i, dtype=dtype, device=device)
+        self.layers = ModuleList(self.decoder_layer_class(config, i, dtype=dtype, device=device)
                                  for i in range(config.num_hidden_layers))
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)
         self.rotary_emb = LlamaRotaryEmbedding(config)
@@ -822,11 +854,14 @@ class LlamaModel(Module):
             position_ids = np.arange(past, past + shape[1])[None, :]
         cos, sin = self.rotary_emb(_as_ids(position_ids, "position_ids"), dtype, xp)
         attention = _attention_kind(getattr(self.config, "_attn_implementation", None))
-        mask = _attention_bias(attention_mask, shape, past, dtype, xp, attention)
+        masks = {}  # one per sliding window among the layers (None: Llama's full causal attention)
+        for window in {layer.self_attn.sliding_window for layer in self.layers} or {None}:
+            masks[window] = _attention_bias(attention_mask, shape, past, dtype, xp, attention, window)
         x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
         weights_wanted = output_attentions and attention == "eager"  # (sdpa computes no weights)
         states, attentions = [], []  # only kept when asked for: each holds a whole [B, T, hidden] activation
         for layer in self.layers:
+            mask = masks[layer.self_attn.sliding_window]
             if output_hidden_states:
                 states.append(x)
             if weights_wanted:
@@ -888,9 +923,16 @@ def _causal_allowed(tq, tk):
     return np.arange(tk)[None, :] <= (tk - tq + np.arange(tq))[:, None]
 
 
-def _attention_bias(attention_mask, shape, past, dtype, xp, implementation=None):
+def _in_window(tq, tk, window):
+    """[Tq, Tk] booleans: True where key j is among the last ``window`` positions up to query i's own."""
+    return np.arange(tk)[None, :] > (tk - tq + np.arange(tq))[:, None] - window
+
+
+def _attention_bias(attention_mask, shape, past, dtype, xp, implementation=None, sliding_window=None):
     """Padding and causality as one bias to add to the scores, [B, 1, T, past + T], built once per
     forward for all layers; ``None`` when nothing is padded (the layers then use ``is_causal``).
+    With a ``sliding_window`` (Mistral, Qwen2) a query also sees only the last ``sliding_window``
+    positions, its own included (transformers' ``sliding_window_overlay``), once the sequence is longer.
 
     A query that may see no key at all -- the padding before a left-padded row's first token --
     gets what transformers' attention gives it. Its default, "sdpa", hands torch's SDPA a boolean
@@ -903,11 +945,14 @@ def _attention_bias(attention_mask, shape, past, dtype, xp, implementation=None)
     if attention_mask is not None and attention_mask.ndim == 4:
         return _user_4d_mask(attention_mask, shape, past, dtype, xp)
     padding = _padding_allowed(attention_mask, shape, past)
-    if padding is None:
+    windowed = sliding_window is not None and past + shape[1] > sliding_window  # a key has left some window
+    if padding is None and not windowed:
         return None
-    allowed = padding[:, None, None, :]
+    allowed = np.ones((1, 1, 1, past + shape[1]), bool) if padding is None else padding[:, None, None, :]
     if shape[1] > 1:  # one query per row needs no causal part: every key is in its past
         allowed = allowed & _causal_allowed(shape[1], past + shape[1])
+    if windowed:
+        allowed = allowed & _in_window(shape[1], past + shape[1], sliding_window)
     fill = np.finfo(dtype).min if _attention_kind(implementation) == "eager" else -np.inf
     return xp.asarray(np.where(allowed, np.array(0, dtype), np.array(fill, dtype)))  # made once, in dtype
 
@@ -1106,7 +1151,7 @@ _UNSUPPORTED_LOADING = {"quantization_config": None, "gguf_file": None, "variant
                         "ignore_mismatched_sizes": False, "load_in_8bit": False, "load_in_4bit": False}
 
 
-def _config_to_load(path, config, overrides):
+def _config_to_load(model_class, path, config, overrides):
     """transformers' rule for from_pretrained(path, config=None, **kwargs): keywords naming a config
     attribute override config.json; any other keyword (every keyword, beside a config object) reaches
     the model's __init__, which refuses it. Loading options are taken out first."""
@@ -1115,11 +1160,12 @@ def _config_to_load(path, config, overrides):
         if key in overrides and overrides.pop(key) != default:
             raise NotImplementedError(f"from_pretrained({key}=...) is not supported by minilora: it loads a "
                                       "local safetensors folder as it is, whole, onto one device")
-    from_file, unused = LlamaConfig.from_pretrained(path, return_unused_kwargs=True, **overrides)
+    from_file, unused = model_class.config_class.from_pretrained(path, return_unused_kwargs=True, **overrides)
     if config is not None:
         from_file, unused = config, overrides
     if unused:
-        raise TypeError(f"LlamaForCausalLM.__init__() got an unexpected keyword argument {next(iter(unused))!r}")
+        raise TypeError(f"{model_class.__name__}.__init__() got an unexpected keyword argument "
+                        f"{next(iter(unused))!r}")
     return from_file
 
 
@@ -1147,7 +1193,9 @@ def _without_layers_past(state, num_layers):
 def _check_loading_options(attn_implementation, use_safetensors, revision):
     _attention_kind(attn_implementation)
     if use_safetensors is False:
-        raise NotImplementedError("use_safetensors=False: minilora reads safetensors checkpoints only")
+        raise NotImplementedError("use_safetensors=False: minilora reads model.safetensors when the folder has "
+                                  "one, pytorch_model.bin otherwise (transformers' default order); preferring the "
+                                  ".bin is not supported")
     if revision not in (None, "main"):
         raise NotImplementedError(f"revision={revision!r}: minilora loads a local folder as it is (no Hub revisions)")
 
@@ -1189,7 +1237,7 @@ _HEADER_FLOATS = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": 
 def _first_float_dtype(folder):
     """The dtype of the first floating-point tensor in the checkpoint's headers (float32 if none)."""
     for file in checkpoint_files(folder):
-        header, _ = read_header(file)
+        header = read_weights_header(file)
         for name, info in header.items():
             if name != "__metadata__" and info["dtype"] in _HEADER_FLOATS:
                 return _HEADER_FLOATS[info["dtype"]]
@@ -1292,7 +1340,7 @@ class LlamaForCausalLM(Module):
         super().__init__()
         dtype = _to_dtype(dtype)  # "bfloat16", torch.bfloat16, minilora.bfloat16 alike
         self.config = config
-        self.model = LlamaModel(config, dtype=dtype, device=device)
+        self.model = self.base_model_class(config, dtype=dtype, device=device)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype, device=device)
         # the body initialised itself (as transformers' LlamaModel.post_init): only the head remains,
         # drawn after the body's init and the head's own Linear init, in transformers' order
@@ -1376,6 +1424,7 @@ class LlamaForCausalLM(Module):
     main_input_name = "input_ids"  # transformers' class attributes
     base_model_prefix = "model"
     config_class = LlamaConfig
+    base_model_class = LlamaModel  # (nn/llama_family.py: Mistral's, Qwen2's, Qwen3's)
 
     # --- embeddings (transformers' names) ---------------------------------------------------------
     def get_input_embeddings(self):
@@ -1491,11 +1540,11 @@ class LlamaForCausalLM(Module):
         """
         path = os.path.join(os.fspath(path), subfolder) if subfolder else path
         config_file = os.path.join(os.fspath(path), "config.json") if config is None else "the config passed"
-        config = _config_to_load(path, config, config_overrides)  # first: a missing folder is named as such
+        config = _config_to_load(cls, path, config, config_overrides)  # first: a missing folder is named as such
         device = _device_from_map(device, device_map)
         _check_loading_options(attn_implementation, use_safetensors, revision)
         dtype = _dtype_argument(path, dtype, torch_dtype)
-        _check_checkpoint_fits(path, config)  # from the file headers, before allocating anything
+        _check_checkpoint_fits(path, config, cls.__name__)  # from the file headers, before allocating anything
         everything = load_checkpoint(path)
         state = _without_layers_past(everything, config.num_hidden_layers)
         if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
@@ -1611,20 +1660,19 @@ def parameter_shapes(config, num_layers=None):
     the first layers (a config claiming 2**70 layers is checked without listing them all)."""
     hidden, inner, head_dim = config.hidden_size, config.intermediate_size, config.head_dim
     q_out, kv_out = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
+    bias = config._biases()
     shapes = {"model.embed_tokens.weight": (config.vocab_size, hidden)}
     for i in range(config.num_hidden_layers if num_layers is None else num_layers):
         layer = f"model.layers.{i}."
-        linears = {"self_attn.q_proj": (q_out, hidden, config.attention_bias),
-                   "self_attn.k_proj": (kv_out, hidden, config.attention_bias),
-                   "self_attn.v_proj": (kv_out, hidden, config.attention_bias),
-                   "self_attn.o_proj": (hidden, q_out, config.attention_bias),
-                   "mlp.gate_proj": (inner, hidden, config.mlp_bias),
-                   "mlp.up_proj": (inner, hidden, config.mlp_bias),
-                   "mlp.down_proj": (hidden, inner, config.mlp_bias)}
-        for name, (out_features, in_features, bias) in linears.items():
+        linears = {"self_attn.q_proj": (q_out, hidden), "self_attn.k_proj": (kv_out, hidden),
+                   "self_attn.v_proj": (kv_out, hidden), "self_attn.o_proj": (hidden, q_out),
+                   "mlp.gate_proj": (inner, hidden), "mlp.up_proj": (inner, hidden), "mlp.down_proj": (hidden, inner)}
+        for name, (out_features, in_features) in linears.items():
             shapes[f"{layer}{name}.weight"] = (out_features, in_features)
-            if bias:
+            if bias[name.split(".")[1]]:
                 shapes[f"{layer}{name}.bias"] = (out_features,)
+        for norm in config._per_head_norms:
+            shapes[f"{layer}self_attn.{norm}.weight"] = (head_dim,)
         shapes[f"{layer}input_layernorm.weight"] = (hidden,)
         shapes[f"{layer}post_attention_layernorm.weight"] = (hidden,)
     shapes["model.norm.weight"] = (hidden,)
@@ -1637,7 +1685,7 @@ def _refuse_integer_weights(path):
     corrupted from F32 to I32, a quantized checkpoint) would be cast to floats in silence -- transformers
     does so -- and the model would compute garbage."""
     for file in checkpoint_files(path):
-        header, _ = read_header(file)
+        header = read_weights_header(file)
         for name, info in header.items():
             if name != "__metadata__" and info["dtype"] not in _HEADER_FLOATS:
                 raise CheckpointError(f"{file}: tensor {name!r} is stored as {info['dtype']}, but a Llama's "
@@ -1645,7 +1693,7 @@ def _refuse_integer_weights(path):
                                       "which minilora does not read)")
 
 
-def _check_checkpoint_fits(path, config):
+def _check_checkpoint_fits(path, config, model_name="LlamaForCausalLM"):
     """Compare the checkpoint's tensor names and shapes (read from the file headers only) with the
     model ``config`` describes, so a mismatch -- ``{}`` as config.json means Llama-7B -- is refused
     before gigabytes of weights are allocated. Raises ``StateDictError`` like ``load_state_dict``."""
@@ -1661,7 +1709,7 @@ def _check_checkpoint_fits(path, config):
     unexpected = [k for k in found if k not in expected]
     mismatched = [(k, found[k], expected[k]) for k in expected if k in found and found[k] != expected[k]]
     if missing or unexpected or mismatched:
-        error = StateDictError(missing, unexpected, mismatched, "LlamaForCausalLM")
+        error = StateDictError(missing, unexpected, mismatched, model_name)
         error.args = (f"{os.fspath(path)}: {error.args[0]} (compared from the file headers with its "
                       "config.json, before loading any weights)",)
         raise error
@@ -1700,13 +1748,14 @@ class _LlamaWithHead(Module):
     main_input_name = "input_ids"
     base_model_prefix = "model"
     config_class = LlamaConfig
+    causal_lm_class = LlamaForCausalLM  # its body, and the checkpoints from_pretrained reads (nn/llama_family.py)
 
     def __init__(self, config, head_bias, dtype=None, device=None):
         super().__init__()
         dtype = _to_dtype(dtype)
         self.config = config
         self.num_labels = _num_labels(config)
-        self.model = LlamaModel(config, dtype=dtype, device=device)
+        self.model = self.causal_lm_class.base_model_class(config, dtype=dtype, device=device)
         self._modules_before_head(config)
         self.score = Linear(config.hidden_size, self.num_labels, bias=head_bias, dtype=dtype, device=device)
         _init_weights([self.score], config.initializer_range)  # after the body's, as transformers' post_init
@@ -1735,7 +1784,7 @@ class _LlamaWithHead(Module):
         ``lm_head`` left out (transformers reports it UNEXPECTED) and the head drawn new, N(0,
         initializer_range) from the global stream -- the one draw transformers makes for missing weights."""
         try:
-            causal, info = LlamaForCausalLM.from_pretrained(path, *args, output_loading_info=True, **kwargs)
+            causal, info = cls.causal_lm_class.from_pretrained(path, *args, output_loading_info=True, **kwargs)
         except StateDictError as exc:
             if "score." not in str(exc):
                 raise

@@ -104,7 +104,7 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     from .. import models, tokenizer as tokenizers
     from .engine import Engine
     model = models.load_base(dtype=dtype, device=device) if base is None else \
-        models.LlamaForCausalLM.from_pretrained(base, dtype=dtype, device=device)
+        models.AutoModelForCausalLM.from_pretrained(base, dtype=dtype, device=device)  # (Llama, Mistral, Qwen2, Qwen3)
     tok = tokenizers.model_tokenizer(base)
     problem = tokenizers.vocab_mismatch(tok, model.config.vocab_size)
     if problem:  # replies would be another tokenizer's ids decoded as bytes (or a decode error mid-stream)
