@@ -146,19 +146,21 @@ def _norm(name, d, bias=False):
 
 
 def _llama_modules(c):
-    """LlamaForCausalLM's parameter-owning modules, in ``named_modules()`` order."""
+    """LlamaForCausalLM's parameter-owning modules, in ``named_modules()`` order (Mistral's, Qwen2's and
+    Qwen3's too: their biases and per-head norms as their config says, ``nn/llama_family.py``)."""
     q_out, kv_out = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-    d, inner = c.hidden_size, c.intermediate_size
+    d, inner, bias = c.hidden_size, c.intermediate_size, c._biases()
     mods = [ModuleSpec("model.embed_tokens", "embedding", (("weight", (c.vocab_size, d)),))]
     for i in range(c.num_hidden_layers):
         p = f"model.layers.{i}"
-        mods += [_linear(f"{p}.self_attn.q_proj", d, q_out, c.attention_bias),
-                 _linear(f"{p}.self_attn.k_proj", d, kv_out, c.attention_bias),
-                 _linear(f"{p}.self_attn.v_proj", d, kv_out, c.attention_bias),
-                 _linear(f"{p}.self_attn.o_proj", q_out, d, c.attention_bias),
-                 _linear(f"{p}.mlp.gate_proj", d, inner, c.mlp_bias),
-                 _linear(f"{p}.mlp.up_proj", d, inner, c.mlp_bias),
-                 _linear(f"{p}.mlp.down_proj", inner, d, c.mlp_bias),
+        mods += [_linear(f"{p}.self_attn.q_proj", d, q_out, bias["q_proj"]),
+                 _linear(f"{p}.self_attn.k_proj", d, kv_out, bias["k_proj"]),
+                 _linear(f"{p}.self_attn.v_proj", d, kv_out, bias["v_proj"]),
+                 _linear(f"{p}.self_attn.o_proj", q_out, d, bias["o_proj"])]
+        mods += [_norm(f"{p}.self_attn.{norm}", c.head_dim) for norm in c._per_head_norms]
+        mods += [_linear(f"{p}.mlp.gate_proj", d, inner, bias["gate_proj"]),
+                 _linear(f"{p}.mlp.up_proj", d, inner, bias["up_proj"]),
+                 _linear(f"{p}.mlp.down_proj", inner, d, bias["down_proj"]),
                  _norm(f"{p}.input_layernorm", d), _norm(f"{p}.post_attention_layernorm", d)]
     mods.append(_norm("model.norm", d))
     if not c.tie_word_embeddings:  # a tied head is the embedding matrix: counted once, as PyTorch does
@@ -822,8 +824,8 @@ def _cli_memory(args):
 
 
 def _config_from_path(path):
-    from .models import BASE_DIR, LlamaConfig
-    return LlamaConfig.from_pretrained(BASE_DIR if path == "base" else path)
+    from .models import BASE_DIR, AutoConfig
+    return AutoConfig.from_pretrained(BASE_DIR if path == "base" else path)  # (Llama, Mistral, Qwen2, Qwen3)
 
 
 def _cli_info(args):
@@ -833,10 +835,10 @@ def _cli_info(args):
         shapes = [(p.name, p.shape) for p in parameter_layout(config)]
         print(f"{PRESETS.get(args.preset, (args.preset,))[0]}: {_describe(config)}  (from the config; not loaded)")
     else:
-        from .models import BASE_DIR, LlamaForCausalLM, load_base
+        from .models import BASE_DIR, AutoModelForCausalLM, load_base
         path = BASE_DIR if args.model == "base" else args.model
         try:
-            model = load_base() if args.model == "base" else LlamaForCausalLM.from_pretrained(path)
+            model = load_base() if args.model == "base" else AutoModelForCausalLM.from_pretrained(path)
         except (OSError, ValueError, RuntimeError) as exc:  # missing, bad config.json, weights that do not fit
             from .cli import UsageError
             raise UsageError(f"{exc} (give a folder with config.json and model.safetensors, or 'base')") from None

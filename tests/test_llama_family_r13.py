@@ -257,3 +257,22 @@ def test_classification_heads_on_a_variant_body(hf, tmp_path, task):
     logits = model(ids, attention_mask=mask).logits.numpy()
     rows = slice(None) if task == "SequenceClassification" else mask.astype(bool)
     assert relative_error(logits[rows], expected[rows]) < 1e-12
+
+
+@pytest.mark.parametrize("case", ["qwen2_window", "mistral_window", "qwen3_window_bias_tied"])
+def test_memory_estimate_counts_the_variants_parameters(case):
+    """minilora.memory's layout is the model's named_parameters (it counted Llama's: no Qwen2 q/k/v
+    biases, no Qwen3 q_norm/k_norm) and its LoRA count PEFT's on transformers' model."""
+    peft = pytest.importorskip("peft")
+    from minilora import memory
+    model_type, settings = CASES[case]
+    config = AutoConfig.for_model(model_type, **SHAPE, **settings)
+    layout = [(p.name, tuple(p.shape)) for p in memory.parameter_layout(config)]
+    assert layout == [(n, tuple(p.shape)) for n, p in AutoModelForCausalLM.from_config(config).named_parameters()]
+    torch.manual_seed(0)
+    reference = peft.get_peft_model(
+        transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(model_type, **SHAPE,
+                                                                                        **settings)),
+        peft.LoraConfig(r=4, target_modules="all-linear"))
+    estimate = memory.estimate(config, lora.LoraConfig(r=4, target_modules="all-linear"))
+    assert (estimate.trainable_params, estimate.total_params) == reference.get_nb_trainable_parameters()
