@@ -29,13 +29,12 @@ What transformers users write works, with transformers' defaults::
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
 XLM-RoBERTa, CamemBERT, ALBERT, DeBERTa v2, BERT, RoBERTa, mBART, NLLB, Whisper, XLNet, Pegasus, MPNet, Funnel,
 FNet, BigBird, CLIP, DeBERTa, mBART-50, GPT-1, XGLM, RemBERT, Blenderbot, HerBERT, Reformer, BARThez, Splinter,
-SigLIP 2, DPR: the table
-``_CLASS_RULES``) tokenizes as there; a class of transformers' without a rule here (Marian, LUKE, ...) is refused
-by name, never run differently without a word; a Mistral folder with only ``tekken.json`` is converted as
-transformers converts it. It tokenizes as there: the class's pipeline around the file's vocabulary, so a Llama
-folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's
-``src_lang`` / ``tgt_lang`` mark texts and targets (``TranslationTokenizer``), Whisper's ``language`` /
-``task`` prefix them (``WhisperTokenizer``).
+SigLIP 2, DPR, Parakeet, LASR, VideoPrism: the table ``_CLASS_RULES``) tokenizes as there: the class's pipeline
+around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an
+infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang`` mark texts and targets
+(``TranslationTokenizer``), Whisper's ``language`` / ``task`` prefix them (``WhisperTokenizer``). A class of
+transformers' without a rule here (Marian, LUKE, ...) is refused by name, never run differently without a word; a
+Mistral folder with only ``tekken.json`` is converted as transformers converts it.
 
 A call runs as in transformers' fast tokenizers: the ``tokenizers`` backend gets the call's truncation
 and padding (put back afterwards) and encodes the batch; its Encodings stay in the BatchEncoding.
@@ -55,7 +54,8 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["ByteTokenizer", "HFTokenizer", "CodeLlamaTokenizer", "MBartTokenizer", "MBart50Tokenizer", "NllbTokenizer",
-           "WhisperTokenizer", "CLIPTokenizer", "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained", "model_tokenizer"]
+           "WhisperTokenizer", "CLIPTokenizer", "SplinterTokenizer", "CTCTokenizer", "BatchEncoding", "CharSpan",
+           "TokenSpan", "from_file", "from_pretrained", "model_tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
 TEKKEN_FILE = "tekken.json"  # Mistral's own format (Mistral NeMo, Small 3, ...), read where tokenizer.json is missing
@@ -2709,6 +2709,15 @@ class SplinterTokenizer(HFTokenizer):
         self.question_token = _setting(settings, "question_token", "[QUESTION]")
 
 
+class CTCTokenizer(HFTokenizer):
+    """transformers' ParakeetTokenizer / LasrTokenizer (speech recognition): decode reads CTC output, each run of
+    one id once and the padding (CTC's blank) left out."""
+
+    def _decode(self, token_ids, skip_special_tokens):
+        grouped = [token for i, token in enumerate(token_ids) if i == 0 or token != token_ids[i - 1]]
+        return super()._decode([token for token in grouped if token != self.pad_token_id], skip_special_tokens)
+
+
 class CLIPTokenizer(HFTokenizer):
     """transformers' CLIPTokenizer: decoded text has each word's "</w>" as a space, and no spaces at its ends."""
 
@@ -2889,6 +2898,14 @@ _CLASS_RULES = {
     **dict.fromkeys(("DPRContextEncoderTokenizer", "DPRQuestionEncoderTokenizer"), _ClassRule(
         _dpr_pipeline, _WORDPIECE, _BERT_SPECIAL_TOKENS, post_processor=_bert_post_processor,
         model_input_names=("input_ids", "token_type_ids", "attention_mask"))),
+    # speech and video: Parakeet runs its file as written (no special tokens of its own), LASR and VideoPrism are
+    # T5's pipeline with their own unk id; Parakeet's and LASR's decode reads CTC output
+    "ParakeetTokenizer": _ClassRule(None, {}, {}, tokenizer_type=CTCTokenizer),
+    "LasrTokenizer": _ClassRule(_t5_pipeline, {"type": "Unigram", "unk_id": 3, "byte_fallback": False},
+                                {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"}, _t5_sentinels,
+                                tokenizer_type=CTCTokenizer, post_processor=_t5_post_processor),
+    "VideoPrismTokenizer": _ClassRule(_t5_pipeline, {"type": "Unigram", "unk_id": 2, "byte_fallback": False},
+                                      {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"}, _t5_sentinels),
 }
 # FNetTokenizer is AlbertTokenizer without an __init__ of its own: transformers runs its file as written, with
 # ALBERT's default special tokens, and returns token_type_ids without attention_mask
@@ -2909,10 +2926,9 @@ _PYTHON_CLASSES = frozenset({
     "ProphetNetTokenizer", "RoCBertTokenizer", "TapasTokenizer", "VitsTokenizer", "Wav2Vec2CTCTokenizer",
     "Wav2Vec2PhonemeCTCTokenizer", "XLMTokenizer"})
 _REBUILDING_CLASSES = frozenset({
-    "DPRReaderTokenizer", "ErgoTokenizer",
-    "EsmcTokenizer", "LasrTokenizer", "LayoutLMv2Tokenizer", "LayoutLMv3Tokenizer", "LayoutXLMTokenizer",
-    "LukeTokenizer", "MLukeTokenizer", "MarkupLMTokenizer", "NougatTokenizer",
-    "ParakeetTokenizer", "RoFormerTokenizer", "SeamlessM4TTokenizer", "Tipsv2Tokenizer", "UdopTokenizer", "VideoPrismTokenizer"})
+    "DPRReaderTokenizer", "ErgoTokenizer", "EsmcTokenizer", "LayoutLMv2Tokenizer", "LayoutLMv3Tokenizer",
+    "LayoutXLMTokenizer", "LukeTokenizer", "MLukeTokenizer", "MarkupLMTokenizer", "NougatTokenizer",
+    "RoFormerTokenizer", "SeamlessM4TTokenizer", "Tipsv2Tokenizer", "UdopTokenizer"})
 
 
 def _refuse_class_without_rule(tokenizer_class, path):
