@@ -195,3 +195,41 @@ def test_every_top_level_tensor_parameter_as_torch():
                 if lib is torch:
                     expected = outcome
             assert outcome == expected, name
+
+
+# ---- Tensor.resize_, resize_as_, sum_to_size --------------------------------------------------------------------
+@pytest.mark.parametrize("source", [
+    "x.resize_(3, 2)", "x.resize_((6,))", "x.resize_(2, 2)", "x.resize_(0)", "x.resize_(L.Size([1, 6]))",
+    "x.resize_as_(L.ones(3, 2))", "x.resize_as_(L.ones(1))", "x.t().resize_(6)", "x.resize_(2.0, 3)",
+    "x.resize_([2.0])", "x.resize_('a')", "L.ones(2, requires_grad=True).resize_(1)",
+    "x.sum_to_size(1, 3)", "x.sum_to_size((2, 1))", "x.sum_to_size(3)", "x.sum_to_size(1)", "x.sum_to_size(2, 3)",
+    "x.sum_to_size([1, 3])", "x.sum_to_size(L.Size([1, 1]))", "x.sum_to_size(1, 1, 3)", "x.sum_to_size(4)",
+    "x.sum_to_size(1.0, 3)", "x.sum_to_size((1.0, 3))"])
+def test_resize_and_sum_to_size_as_torch(source):
+    """Shapes and values (the elements kept in storage order by resize_), or torch's error."""
+    results = []
+    for lib in (torch, ml):
+        x = lib.arange(6.0).reshape(2, 3)
+        try:
+            out = eval(source, {"L": lib, "x": x})
+            results.append((tuple(out.shape), out.detach().numpy().tolist(), tuple(x.shape)))
+        except Exception as error:
+            results.append((type(error).__name__, str(error).splitlines()[0]))
+    assert results[1] == results[0]
+
+
+def test_resize_shrinks_in_the_same_memory_and_sum_to_size_differentiates():
+    """A shrunk tensor still shares its storage with a view taken before (torch keeps the storage); sum_to_size's
+    gradient is the expanded incoming one, as torch's."""
+    for lib in (torch, ml):
+        x = lib.arange(6.0)
+        view = x[:4]
+        x.resize_(2, 2)
+        x.mul_(10)
+        assert view.tolist() == [0.0, 10.0, 20.0, 30.0]
+    grads = []
+    for lib in (torch, ml):
+        x = lib.arange(6.0).reshape(2, 3).requires_grad_()
+        (x.sum_to_size(1, 3) * lib.tensor([[1.0, 2.0, 3.0]])).sum().backward()
+        grads.append(x.grad.numpy().tolist())
+    assert grads[1] == grads[0]

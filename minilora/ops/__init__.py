@@ -47,6 +47,7 @@ from .conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, 
                    max_pool2d)
 from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss
 from .shape import squeeze_, stride, t_, tensor_split, transpose_, unfold, unsqueeze_
+from .shape import resize_, resize_as_, sum_to_size
 from .shape import as_strided, as_strided_, as_strided_scatter, storage_offset
 from .index import index_fill
 from .shape import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, dsplit, dstack,
@@ -371,7 +372,7 @@ _MISSING_METHODS = {
     "put_": put_, "scatter_reduce": scatter_reduce, "scatter_reduce_": scatter_reduce_,
     "index_put": index_put, "index_put_": index_put_, "nansum": nansum, "nanmean": nanmean,
     "as_strided": as_strided, "as_strided_": as_strided_, "as_strided_scatter": as_strided_scatter,
-    "storage_offset": storage_offset,
+    "storage_offset": storage_offset, "resize_": resize_, "resize_as_": resize_as_, "sum_to_size": sum_to_size,
 }
 for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -1349,6 +1349,64 @@ def unsqueeze_(self, dim):
     return _reshaped_in_place(self, unsqueeze, dim)
 
 
+# ---- x.resize_(sizes), x.resize_as_(other), x.sum_to_size(sizes) -------------------------------------------------
+def _size_arguments(fn, sizes):
+    """``x.fn(2, 3)`` or ``x.fn((2, 3))`` (a Size, list or tuple) as one tuple of ints, refused as torch's parser
+    refuses (a float among several numbers: its odd arity message; in a sequence: the element's type)."""
+    if len(sizes) == 1 and not isinstance(sizes[0], (int, np.integer)):
+        if not isinstance(sizes[0], (tuple, list)):
+            raise TypeError(f"{fn}(): argument 'size' (position 1) must be tuple of ints, not "
+                            f"{type(sizes[0]).__name__}")
+        sizes = tuple(sizes[0])
+    elif any(not isinstance(v, (int, np.integer)) for v in sizes):
+        raise TypeError(f"{fn}() takes 1 positional argument but {len(sizes)} were given")
+    for i, value in enumerate(sizes):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"{fn}(): argument 'size' (position 1) must be tuple of ints, but found element of type "
+                            f"{type(value).__name__} at pos {i}")
+    return tuple(int(v) for v in sizes)
+
+
+def resize_(self, *sizes, memory_format=None):
+    """``x.resize_(2, 3)``: ``x`` takes the shape in place, its elements kept in storage order (the first ones when
+    it shrinks, as a view of the same memory; torch's new elements past the old ones are uninitialised memory,
+    zeros here), contiguous. torch refuses it for a tensor that requires grad (no gradient passes a resize)."""
+    size = _size_arguments("resize_", sizes)
+    if any(d < 0 for d in size):
+        raise RuntimeError(f"Trying to create tensor with negative dimension {min(size)}: {list(size)}")
+    if self.requires_grad and is_grad_enabled():
+        raise RuntimeError("cannot resize variables that require grad")
+    self._check_inplace()
+    array, count = self._array, math.prod(size)
+    flat = array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K")  # (storage order)
+    if count <= flat.size:
+        resized = flat[:count].reshape(size)
+    else:
+        resized = xp_of(array).zeros(size, array.dtype)
+        resized.reshape(-1)[:flat.size] = flat
+    self._array, self._view = resized, None
+    self._bump_version()
+    return self
+
+
+def resize_as_(self, the_template, memory_format=None):
+    """``x.resize_as_(y)``: ``x.resize_(y.shape)``."""
+    return resize_(self, tuple(the_template.shape), memory_format=memory_format)
+
+
+def sum_to_size(self, *sizes):
+    """``x.sum_to_size(1, 3)``: ``x`` summed down to a shape it broadcasts from (the gradient's reduction of a
+    broadcast operand): over its leading dimensions and where ``sizes`` has a 1; ``x`` itself at its own shape."""
+    size = _size_arguments("sum_to_size", sizes)
+    lead = self.ndim - len(size)
+    if lead < 0 or any(s != 1 and s != d for s, d in zip(size, self.shape[lead:])):
+        raise RuntimeError(f"size {{{list(size)}}} is not expandable to size {{{list(self.shape)}}}.")
+    if tuple(self.shape) == size:
+        return self
+    dims = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(size) if s == 1 and self.shape[lead + i] != 1)
+    return self.sum(dim=dims, keepdim=True).reshape(size) if dims else self.reshape(size)
+
+
 # ---- NumPy-named neighbours torch has: ravel, fliplr/flipud, rot90, hsplit/vsplit/dsplit, ... ---------
 def ravel(input):
     """``torch.ravel``: the elements in one dimension, row by row (a view where the layout allows)."""
