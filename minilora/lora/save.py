@@ -18,8 +18,8 @@ import warnings
 
 import numpy as np
 
-from ..checkpoint import (CheckpointError, atomic_folder, atomic_write, load_file, load_json, read_header, save_file,
-                          save_json, warn_non_finite)
+from ..checkpoint import (CheckpointError, atomic_folder, atomic_write, load_json, load_weights, read_header,
+                          save_file, save_json, warn_non_finite)
 from ..dtypes import is_floating
 from .. import nn
 from ..nn.llama import LlamaForCausalLM
@@ -35,6 +35,7 @@ __all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_di
            "set_base_model_state_dict"]
 
 WEIGHTS_NAME = "adapter_model.safetensors"
+TORCH_WEIGHTS_NAME = "adapter_model.bin"  # older PEFT's torch.save file
 EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")  # PEFT's: targeting one saves the embedding tables
 # Config keys that may differ between two saves of the *same* adapter.
 _VOLATILE_KEYS = {"peft_version", "inference_mode", "auto_mapping", "revision"}
@@ -51,18 +52,37 @@ class AdapterFileNotFoundError(FileNotFoundError, ValueError):
     a FileNotFoundError is what the missing file is."""
 
 
-def _embedding_base_weights(peft_model, adapter_name):
+def _embedding_base_weights(peft_model, adapter_name, untargeted=False, wrapped_ok=False):
     """``{file key: Tensor}`` of the base tables of the model's embedding layers, saved beside the adapter.
 
     PEFT's rule (``save_embedding_layers="auto"``: the vocabulary may have been resized for new tokens):
     when the adapter's ``target_modules`` names an embedding layer, the input embedding and the output
     head are saved, each one that is a tuner layer around an Embedding / Linear -- ``lm_head`` as much as
-    ``embed_tokens``, and whichever adapter wrapped it. PEFT loads them back if the file has them."""
+    ``embed_tokens``, and whichever adapter wrapped it. PEFT loads them back if the file has them.
+    ``untargeted`` (``save_embedding_layers=True``): when no embedding is targeted, both layers are saved
+    anyway, under their own names (``...model.embed_tokens.weight``, ``...lm_head.weight``), as PEFT's."""
     if not _targets_an_embedding(peft_model, peft_model.peft_config[adapter_name]):
-        return {}
+        return _untargeted_tables(peft_model, wrapped_ok) if untargeted else {}
     return {f"{path}.base_layer.{key}": value for path, module in _embedding_layers(peft_model)
             if isinstance(module, BaseTunerLayer) and isinstance(module.base_layer, (nn.Linear, nn.Embedding))
             for key, value in module.base_layer.state_dict(keep_vars=True).items()}
+
+
+def _untargeted_tables(peft_model, wrapped_ok):
+    """The embedding layers' own state (PEFT writes each layer's ``state_dict`` under its name); a layer an
+    adapter wraps (modules_to_save, trainable tokens) is refused by name when saving (``wrapped_ok`` False)
+    rather than saved otherwise, and left out when loading."""
+    tables = {}
+    for path, module in _embedding_layers(peft_model):
+        if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper)):
+            if wrapped_ok:
+                continue
+            raise NotImplementedError(
+                f"save_embedding_layers=True with {path} wrapped by {type(module).__name__} (modules_to_save or "
+                "trainable_token_indices) is not implemented in minilora; its adapter file already holds what "
+                "trains there: save with the default save_embedding_layers='auto'")
+        tables.update({f"{path}.{key}": value for key, value in module.state_dict(keep_vars=True).items()})
+    return tables
 
 
 def _base_of(model):
@@ -101,7 +121,9 @@ def _targets_an_embedding(peft_model, config):
 
 def _adapter_entries(peft_model, adapter_name):
     """``{file key: (Tensor, required)}``: the adapter's tensors, plus the optional embedding tables."""
-    out = {k: (t, False) for k, t in _embedding_base_weights(peft_model, adapter_name).items()}
+    # (a file saved with save_embedding_layers=True holds the untargeted layers' tables: they load, as in PEFT)
+    tables = _embedding_base_weights(peft_model, adapter_name, untargeted=True, wrapped_ok=True)
+    out = {k: (t, False) for k, t in tables.items()}
     out.update({k: (t, True) for k, t in _adapter_weights(peft_model, adapter_name).items()})
     return out
 
@@ -158,7 +180,7 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
     config = model.peft_config[adapter_name]
     uses_tokens = getattr(config, "trainable_token_indices", None) is not None or config.peft_type == "TRAINABLE_TOKENS"
     if save_embedding_layers is True or (save_embedding_layers and not uses_tokens):
-        tables = _embedding_base_weights(model, adapter_name)
+        tables = _embedding_base_weights(model, adapter_name, untargeted=save_embedding_layers is True)
         if save_embedding_layers == "auto" and tables:  # PEFT's words
             warnings.warn("Setting `save_embedding_layers` to `True` as embedding layers found in `target_modules`.")
         tensors.update(tables)
@@ -360,8 +382,10 @@ def _auto_mapping(model):
     """PEFT's auto_mapping for an adapter without a task_type: the base model's class and module.
     minilora's Llama is written as transformers' (what PEFT writes for the same model), so PEFT's
     AutoPeftModel.from_pretrained loads the folder with transformers."""
-    if isinstance(model, LlamaForCausalLM):
-        return {"base_model_class": "LlamaForCausalLM", "parent_library": "transformers.models.llama.modeling_llama"}
+    if isinstance(model, LlamaForCausalLM):  # (Mistral, Qwen2, Qwen3: its subclasses, as transformers' classes)
+        model_type = model.config.model_type
+        return {"base_model_class": type(model).__name__,
+                "parent_library": f"transformers.models.{model_type}.modeling_{model_type}"}
     return {"base_model_class": type(model).__name__, "parent_library": type(model).__module__}
 
 
@@ -448,14 +472,17 @@ def load_peft_weights(model_id, device=None, key_mapping=None, **hf_hub_download
     directory = adapter_folder(model_id, hf_hub_download_kwargs, "load_peft_weights")
     path = _weights_path(directory)
     device = device if device is not None else ("cuda" if cuda.is_available() else "cpu")
-    return {k: tensor(v, device=device) for k, v in remap_keys(load_file(path), key_mapping).items()}
+    return {k: tensor(v, device=device) for k, v in remap_keys(load_weights(path), key_mapping).items()}
 
 
 def _weights_path(directory):
-    path = os.path.join(os.fspath(directory), WEIGHTS_NAME)
-    if not os.path.isfile(path):
-        raise AdapterFileNotFoundError(f"no {WEIGHTS_NAME} in {os.fspath(directory)!r}{_pickle_hint(directory)}")
-    return path
+    """``adapter_model.safetensors``, else the ``adapter_model.bin`` older PEFT versions wrote (torch.save's
+    format, read without unpickling: minilora/torch_format.py), as PEFT looks for them."""
+    for name in (WEIGHTS_NAME, TORCH_WEIGHTS_NAME):
+        path = os.path.join(os.fspath(directory), name)
+        if os.path.isfile(path):
+            return path
+    raise AdapterFileNotFoundError(f"no {WEIGHTS_NAME} or {TORCH_WEIGHTS_NAME} in {os.fspath(directory)!r}")
 
 
 def remap_keys(tensors, key_mapping):
@@ -489,7 +516,7 @@ def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None, 
             "PEFT rebuilds them with torch's random generator, which minilora does not reproduce. "
             "Save it with save_projection=True.")
     peft_model.base_model.prepare_to_load(adapter_name)  # e.g. AdaLoRA: shrink to the saved ranks
-    tensors = remap_keys(load_file(path), key_mapping)
+    tensors = remap_keys(load_weights(path), key_mapping)
     _refuse_integer_tensors(path, tensors)
     warn_non_finite(tensors, f"adapter {path}")  # PEFT loads NaN silently; every output would be NaN
     return set_peft_model_state_dict(peft_model, tensors, adapter_name, ignore_mismatched_sizes, source=path)
@@ -502,17 +529,6 @@ def _refuse_integer_tensors(path, tensors):
         if not is_floating(array.dtype) and array.dtype.kind != "c":
             raise CheckpointError(f"{path}: tensor {name!r} is stored as {array.dtype}, but an adapter's weights "
                                   "are floating point (a corrupted header?)")
-
-
-def _pickle_hint(directory):
-    """What to do with the pickled ``adapter_model.bin`` older PEFT versions wrote (PEFT reads it with
-    torch.load): minilora never unpickles, as unpickling can run any code the file holds."""
-    if not os.path.isfile(os.path.join(os.fspath(directory), "adapter_model.bin")):
-        return " (minilora reads safetensors adapters only)"
-    return (": it has adapter_model.bin, a pickle (torch.save), which minilora never loads: unpickling can run "
-            "any code the file holds. Convert it where torch is installed: safetensors.torch.save_file("
-            "torch.load('adapter_model.bin', weights_only=True), 'adapter_model.safetensors', "
-            "metadata={'format': 'pt'})")
 
 
 def write_model_card(save_directory, base_model, peft_type, causal_lm):
