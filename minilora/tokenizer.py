@@ -1504,7 +1504,7 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
         if not os.path.isfile(path) and os.path.isfile(tekken):
             path = tekken
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no tokenizer file at {path}")
+        _no_tokenizer_file(path)
     tekken = _is_tekken_file(path)
     tokenizer = _tekken_tokenizer(path) if tekken else _tokenizer_file(path)
     config = _tokenizer_config(os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE))
@@ -1552,6 +1552,25 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     _post_processor_at_load(out, rule, {flag: settings[flag] for flag in POST_PROCESSOR_FLAGS
                                         if settings.get(flag) is not None})
     return out
+
+
+# the vocabulary files transformers' slow (Python / SentencePiece) tokenizers read, which minilora does not
+_OTHER_VOCABULARY_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "source.spm", "target.spm",
+                           "vocab.json", "merges.txt", "vocab.txt", "tiktoken.model")
+
+
+def _no_tokenizer_file(path):
+    """The error for a path without a tokenizer file: a folder of a class minilora refuses (a Marian folder has its
+    source.spm / target.spm, no tokenizer.json) names the class; else what the folder holds instead."""
+    folder = os.path.dirname(path)
+    config = _tokenizer_config(os.path.join(folder, TOKENIZER_CONFIG_FILE)) if os.path.isdir(folder) else {}
+    _refuse_class_without_rule(_transformers_class(config.get("tokenizer_class"), path), path)
+    others = [name for name in _OTHER_VOCABULARY_FILES if os.path.isfile(os.path.join(folder, name))]
+    if others:
+        raise FileNotFoundError(f"no tokenizer file at {path}: the folder has {', '.join(others)}, the files of a "
+                                "slow (Python or SentencePiece) tokenizer, which minilora does not read; "
+                                "transformers' save_pretrained of the loaded tokenizer writes a tokenizer.json")
+    raise FileNotFoundError(f"no tokenizer file at {path}")
 
 
 def _tokenizer_file(path):
@@ -1684,7 +1703,7 @@ def _transformers_class(tokenizer_class, path):
     name = tokenizer_class.removesuffix("Fast") if isinstance(tokenizer_class, str) else None
     name = _CLASS_ALIASES.get(name, name)
     model_type = _model_type(os.path.dirname(path))
-    if name == "LlamaTokenizer" and model_type not in _MODEL_TYPES_WITH_WRONG_HUB_CLASS:
+    if name == "LlamaTokenizer" and model_type not in _MODEL_TYPES_WITH_WRONG_HUB_CLASS and os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             if '"ByteLevel"' in f.read():
                 return _GENERIC_CLASS
@@ -2942,6 +2961,10 @@ def _refuse_class_without_rule(tokenizer_class, path):
         why = "a class whose __init__ rebuilds the tokenizer.json's pipeline its own way"
     else:
         return
+    if not os.path.isfile(path):  # (a Marian folder: its .spm files, no tokenizer.json)
+        raise NotImplementedError(f"{os.path.dirname(path) or '.'}: the folder is transformers' {tokenizer_class}, "
+                                  f"{why}; minilora does not implement that class, and the folder has no "
+                                  f"{TOKENIZER_FILE}")
     raise NotImplementedError(
         f"{path}: the folder is transformers' {tokenizer_class}, {why}; minilora does not implement that class, "
         "and running the tokenizer.json as written would tokenize differently. To run the file as written anyway, "

@@ -353,6 +353,22 @@ def test_a_class_without_a_rule_is_refused_by_name(tmp_path, tokenizer_class, mo
     assert dict(ours(["the cat", "x y"], ["a", "b"])) == dict(theirs(["the cat", "x y"], ["a", "b"]))
 
 
+def test_a_marian_folder_without_tokenizer_json_names_its_class(tmp_path):
+    """A Marian folder as the Hub has it (source.spm, target.spm, vocab.json; no tokenizer.json): refused by its
+    class's name (transformers asks for sentencepiece), where minilora said only that tokenizer.json is missing; a
+    folder with only a slow tokenizer's files says which."""
+    for name in ("source.spm", "target.spm", "vocab.json"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
+    with pytest.raises(ImportError, match="sentencepiece"):
+        transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    with pytest.raises(NotImplementedError, match="MarianTokenizer, a SentencePiece tokenizer.*no tokenizer.json"):
+        ml_tokenizer(tmp_path)
+    (tmp_path / "tokenizer_config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="has source.spm, target.spm, vocab.json, the files of a slow"):
+        ml_tokenizer(tmp_path)
+
+
 def test_a_generic_model_type_runs_the_file_as_written(tmp_path):
     """umt5 (like pegasus_x, gpt_bigcode, ...) is TokenizersBackend in transformers 5.25: a folder naming
     T5Tokenizer runs its file as written there (minilora rebuilt it as T5: other ids)."""
