@@ -190,6 +190,27 @@ def test_other_model_types_get_a_clear_error(tmp_path):
         AutoConfig.for_model("mistral", **SHAPE, sliding_window="4")
 
 
+def test_adapter_file_names_the_variant_and_loads_both_ways(hf, tmp_path):
+    """A task_type-less adapter records its base class (PEFT's auto_mapping): PEFT's AutoPeftModel then loads
+    it onto transformers' Qwen3, minilora's AutoPeftModelForCausalLM onto minilora's (it wrote LlamaForCausalLM)."""
+    peft = pytest.importorskip("peft")
+    hf_checkpoint(tmp_path / "base", "qwen3_window_bias_tied")
+    model = lora.get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype="float64"),
+                                lora.LoraConfig(r=2, init_lora_weights=False))
+    model.save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["auto_mapping"] == {"base_model_class": "Qwen3ForCausalLM",
+                                      "parent_library": "transformers.models.qwen3.modeling_qwen3"}
+    assert config["base_model_name_or_path"] == str(tmp_path / "base")
+    reference = _quiet(lambda: peft.AutoPeftModel.from_pretrained(tmp_path / "adapter", dtype=torch.float64))
+    loaded = lora.AutoPeftModelForCausalLM.from_pretrained(tmp_path / "adapter", dtype="float64")
+    assert type(loaded.get_base_model()).__name__ == "Qwen3ForCausalLM"
+    ids, mask = prompts()
+    expected = reference(torch.tensor(ids)).logits.detach().numpy()
+    assert relative_error(loaded(ids).logits.numpy(), expected) < 1e-12
+    assert relative_error(model(ids).logits.numpy(), expected) < 1e-12
+
+
 def test_first_layers_of_a_windowed_checkpoint(tmp_path):
     """from_pretrained(num_hidden_layers=n) loads the first n layers, each keeping its attention type, as
     transformers' (minilora refused: layer_types had 3 entries for 1 layer)."""
