@@ -237,14 +237,11 @@ class _TensorBuilders(torch_format.Builders):
         tensor = _placed(Tensor(array, dtype=array.dtype, device="cpu"), location, self.map_location)
         return tensor.requires_grad_(True) if requires_grad else tensor
 
-    def parameter(self, tensor, requires_grad, state=None):
+    def parameter(self, tensor, requires_grad):
         from .nn.module import Parameter
         if not isinstance(tensor, Tensor):
             raise pickle.UnpicklingError(f"_rebuild_parameter got a {type(tensor).__name__}, not a tensor")
-        parameter = Parameter(tensor.detach(), requires_grad=requires_grad)
-        for name, value in (state or {}).items() if isinstance(state, dict) else ():
-            setattr(parameter, name, value)
-        return parameter
+        return Parameter(tensor.detach(), requires_grad=requires_grad)
 
 
 def _load_torch_file(path, map_location, weights_only, mmap):

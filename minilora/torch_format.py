@@ -82,7 +82,7 @@ class Builders:
     def tensor(self, array, requires_grad, location):
         return array
 
-    def parameter(self, tensor, requires_grad, state=None):
+    def parameter(self, tensor, requires_grad):
         return tensor
 
     size = staticmethod(tuple)
@@ -218,7 +218,7 @@ class _Rebuilds:
         return self.builders.parameter(data, bool(requires_grad))
 
     def parameter_with_state(self, data, requires_grad, backward_hooks, state):
-        return self.builders.parameter(data, bool(requires_grad), state)
+        return _with_state(self.builders.parameter(data, bool(requires_grad)), state)
 
     def from_type_v2(self, func, new_type, args, state):
         """A tensor pickled with Python attributes or as a subclass: ``func(*args)``, as ``new_type``."""
@@ -226,9 +226,20 @@ class _Rebuilds:
             raise NotRebuilt(f"_rebuild_from_type_v2 of {new_type!r}: minilora rebuilds plain tensors and "
                              "Parameters only")
         result = func(*args)
-        if new_type is _PARAMETER:
-            return self.builders.parameter(result, True, state)
-        return result
+        if new_type is _PARAMETER and func is not self.parameter and func is not self.parameter_with_state:
+            result = self.builders.parameter(result, True)
+        return _with_state(result, state)
+
+
+def _with_state(tensor, state):
+    """A rebuilt tensor given the Python attributes it was saved with (torch's ``_set_obj_state``): minilora's
+    tensors hold none (their class has slots only), so a tensor saved with some is refused by name."""
+    names = [*(state[0] or {}), *(state[1] or {})] if isinstance(state, tuple) and len(state) == 2 else \
+        list(state or {})
+    if names:
+        raise NotRebuilt(f"a tensor saved with Python attributes {names}: minilora's tensors hold no attributes of "
+                         "their own (save the tensor without them)")
+    return tensor
 
 
 # --------------------------------------------------------------------------------------------------

@@ -191,6 +191,16 @@ def test_an_unsupported_global_is_named_in_torchs_words(tmp_path):
     with pytest.raises(pickle.UnpicklingError) as ours:
         ml.load(tmp_path / "model.pt")
     assert str(ours.value) == str(theirs.value) and "GLOBAL torch.nn.modules.linear.Linear" in str(ours.value)
+    # what torch allows but minilora cannot hold is refused saying so: a tensor's Python attributes, float8
+    tagged = torch.ones(2)
+    tagged.note = "hi"
+    torch.save({"t": tagged}, tmp_path / "tagged.pt")
+    with pytest.raises(pickle.UnpicklingError, match=r"Python attributes \['note'\]"):
+        ml.load(tmp_path / "tagged.pt")
+    torch.save({"f8": torch.zeros(2, dtype=torch.float8_e4m3fn)}, tmp_path / "f8.pt")
+    with pytest.raises(pickle.UnpicklingError, match="torch.float8_e4m3fn: torch's weights-only loader allows it, "
+                                                     "but minilora does not rebuild it"):
+        ml.load(tmp_path / "f8.pt")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte", "missing storage"])
