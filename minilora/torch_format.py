@@ -142,8 +142,9 @@ _ALLOWED_NOT_REBUILT = re.compile(
 
 
 def _storage_types():
-    types = {f"torch.{dtypes.torch_name(np.dtype(n) if n != 'bfloat16' else dtypes.to_dtype(n))}Storage":
-             _StorageType(dtypes.to_dtype(n)) for n in _DTYPE_NAMES if n in dtypes._TORCH_NAMES and _has(n)}
+    """torch's typed storage classes (``torch.FloatStorage`` ...) for the dtypes that have one."""
+    types = {f"torch.{dtypes.torch_name(dtypes.to_dtype(n))}Storage": _StorageType(dtypes.to_dtype(n))
+             for n in _DTYPE_NAMES if n in dtypes._TORCH_NAMES and _has(n)}
     types["torch.storage.UntypedStorage"] = _StorageType(np.dtype(np.uint8))
     return types
 
