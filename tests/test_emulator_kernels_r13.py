@@ -463,3 +463,14 @@ def test_a_full_mask_shuffle_after_lanes_left_is_reported():
     with pytest.raises(emu.BarrierError, match=rf"warp collective at corners.cu:{line} .*mask 0xffffffff\) can "
                                                r"never complete: lanes 8-31 have exited"):
         corner("shfl_full_mask_in_branch")((1,), (64,), (x, out, i32(40)))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_single_pass_scan_with_decoupled_look_back_across_blocks(workers):
+    # each tile spins on its predecessors' published status: blocks run in ticket order, so the wait ends
+    n = 5000
+    x = np.random.default_rng(15).integers(0, 4, n).astype(f32)  # small integers: every sum exact in float32
+    out, status, ticket = np.zeros(n, f32), np.zeros(cdiv(n, 256), np.uint64), np.zeros(1, np.uint32)
+    corner("lookback_scan")((cdiv(n, 256),), (256,), (x, out, status, ticket, i32(n)), workers=workers, timeout=60)
+    np.testing.assert_array_equal(out, np.cumsum(x))
+    assert ticket[0] == cdiv(n, 256) and (status & 0xFFFFFFFF == 2).all()  # every tile published its prefix

@@ -260,3 +260,55 @@ extern "C" __global__ void shfl_full_mask_in_branch(const float* x, float* out, 
         if (threadIdx.x % 32 == 0) out[i / 32] = v;
     }
 }
+
+// ---------------------------------------------------------------- single-pass scan across blocks
+// Single-pass prefix sum with decoupled look-back (Merrill & Garland), as tutorials write it: a dynamic tile id
+// from an atomic ticket, each tile publishes its aggregate (flag A) then its inclusive prefix (flag P), and
+// looks back over its predecessors' published values, spinning on a tile whose status is still invalid.
+#define FLAG_INVALID 0u
+#define FLAG_AGGREGATE 1u
+#define FLAG_PREFIX 2u
+struct __align__(8) TileStatus { unsigned flag; float value; };
+
+__device__ unsigned long long pack(unsigned flag, float v) {
+    return ((unsigned long long)__float_as_uint(v) << 32) | flag;
+}
+
+extern "C" __global__ void lookback_scan(const float* in, float* out, unsigned long long* status, unsigned* ticket,
+                                         int n) {
+    __shared__ int tile_id;
+    __shared__ float s[256];
+    __shared__ float exclusive;
+    if (threadIdx.x == 0) tile_id = atomicAdd(ticket, 1u);
+    __syncthreads();
+    const int tile = tile_id;
+    const int i = tile * blockDim.x + threadIdx.x;
+    s[threadIdx.x] = i < n ? in[i] : 0.0f;
+    __syncthreads();
+    for (int d = 1; d < blockDim.x; d <<= 1) {  // Hillis-Steele inclusive scan of the tile
+        float t = threadIdx.x >= d ? s[threadIdx.x - d] : 0.0f;
+        __syncthreads();
+        s[threadIdx.x] += t;
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        const float aggregate = s[blockDim.x - 1];
+        if (tile == 0) {
+            atomicExch(&status[0], pack(FLAG_PREFIX, aggregate));
+            exclusive = 0.0f;
+        } else {
+            atomicExch(&status[tile], pack(FLAG_AGGREGATE, aggregate));
+            float prefix = 0.0f;
+            for (int p = tile - 1; p >= 0; --p) {
+                unsigned long long st;
+                do { st = atomicAdd(&status[p], 0ull); } while ((unsigned)st == FLAG_INVALID);
+                prefix += __uint_as_float((unsigned)(st >> 32));
+                if ((unsigned)st == FLAG_PREFIX) break;
+            }
+            atomicExch(&status[tile], pack(FLAG_PREFIX, aggregate + prefix));
+            exclusive = prefix;
+        }
+    }
+    __syncthreads();
+    if (i < n) out[i] = s[threadIdx.x] + exclusive;
+}
