@@ -37,6 +37,7 @@ from ..dtypes import is_floating as _is_floating
 from .. import random as _random
 from ..tensor import Tensor as _Tensor, _to_dtype, no_forward_formula as _no_forward_formula
 from ..tensor import no_grad as _no_grad
+from ..ops.bags import DenseBagGradient as _DenseBagGradient
 from ..tensor import name_node as _name_node, saves_as_torch as _saves_as_torch
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
@@ -942,10 +943,19 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         raise ValueError(f"embedding_bag: If per_sample_weights ({tuple(per_sample_weights.shape)}) is not None, "
                          f"then it must have the same shape as the input ({tuple(input.shape)})")
     flat = ids.reshape(-1)
-    rows = embedding(ops.tensor(flat, device=weight.device), weight, None, max_norm, norm_type, scale_grad_by_freq,
-                     sparse)
     ends = list(starts[1:]) + [flat.size]
     kept = [[i for i in range(a, b) if flat[i] != padding_idx] for a, b in zip(starts, ends)]
+    if mode != "max" and max_norm is None and not sparse and _grad_as_torch_kernel(weight, per_sample_weights):
+        with _no_grad():  # the values from the ops below; the gradient from torch's own loop (ops/bags.py)
+            value = embedding_bag(input, weight, offsets, mode=mode, per_sample_weights=per_sample_weights,
+                                  include_last_offset=include_last_offset, padding_idx=padding_idx)
+        bag_of = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, flat.size]).astype(np.int64))
+        inputs = (weight,) if per_sample_weights is None else (weight, per_sample_weights.reshape(-1))
+        return _DenseBagGradient.apply(*inputs, value=value._array, ids=flat.astype(np.int64), bag_of=bag_of,
+                                       bag_sizes=np.array([len(bag) for bag in kept]), mean=mode == "mean",
+                                       padding_idx=padding_idx)
+    rows = embedding(ops.tensor(flat, device=weight.device), weight, None, max_norm, norm_type, scale_grad_by_freq,
+                     sparse)
     if per_sample_weights is not None and padding_idx is None:  # (torch's FBGEMM path: no padding_idx)
         return _weighted_bag_sums(rows, per_sample_weights.reshape(-1), kept)
     if per_sample_weights is not None:  # (its other path: each product rounded, then added)
@@ -962,6 +972,14 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         return sums
     counts = np.array([max(len(bag), 1) for bag in kept], dtype=np.float64).reshape(-1, 1)
     return sums / ops.tensor(counts, dtype=rows.dtype, device=rows.device)  # (torch divides the bag's sum)
+
+
+def _grad_as_torch_kernel(weight, per_sample_weights):
+    """Whether a gradient is asked of a float32/float64 embedding_bag on the CPU, which ops/bags.py then gives
+    as torch's kernel accumulates it."""
+    inputs = [t for t in (weight, per_sample_weights) if t is not None]
+    return (any(t.requires_grad for t in inputs) and ops.is_grad_enabled() and weight.device.type == "cpu"
+            and weight.dtype in (np.float32, np.float64) and all(t.dtype == weight.dtype for t in inputs))
 
 
 def _weighted_bag_sums(rows, weights, kept):

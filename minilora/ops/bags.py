@@ -1,0 +1,66 @@
+"""``F.embedding_bag``'s gradient in 'sum' and 'mean' mode, as torch's CPU kernel accumulates it.
+
+``nn.functional.embedding_bag`` computes the bags' values from ops (rows, a 0/1 matrix product or fused
+weighted sums, a division), which give torch's forward numbers; differentiating those ops adds each weight row's
+gradient up in another order than torch. torch's ``_embedding_bag_dense_backward_cpu_sum_mean`` sorts the ids
+(``indices.sort()``: unstable, ties in ``std::sort``'s order, ``std_sort.sort_order``) and, for each occurrence in
+that order, adds ``scale * grad[bag]`` to the id's row with BLAS's ``axpy`` (a fused multiply-add per element),
+``scale`` being 1, the sample's weight, or ``1 / bag_size`` computed in double and rounded to the dtype.
+``DenseBagGradient`` carries the forward's values and runs that loop as its backward (float32 bit for bit, 8 of
+16 elements of a row otherwise). A ``per_sample_weights`` gradient is each sample's dot product of its bag's
+gradient and its row (torch's BLAS ``dot``, whose order is MKL's own: here a float64 sum, rounded).
+"""
+import numpy as np
+
+from .. import float32_math, std_sort
+from ..tensor import Function
+
+__all__ = ["DenseBagGradient"]
+
+
+class DenseBagGradient(Function):
+    """``apply(weight[, per_sample_weights], value=, ids=, bag_of=, bag_sizes=, mean=, padding_idx=)``: the
+    forward returns ``value`` (the bags, computed by the caller from the same inputs); the backward is torch's."""
+
+    @staticmethod
+    def forward(ctx, weight, *per_sample_weights, value, ids, bag_of, bag_sizes, mean, padding_idx):
+        ctx.weight, ctx.weights = weight, per_sample_weights[0] if per_sample_weights else None
+        ctx.ids, ctx.bag_of, ctx.bag_sizes, ctx.mean, ctx.padding_idx = ids, bag_of, bag_sizes, mean, padding_idx
+        return value
+
+    @staticmethod
+    def backward(ctx, g):
+        g = np.ascontiguousarray(g, dtype=ctx.weight.dtype)
+        kept = ctx.ids != (-1 if ctx.padding_idx is None else ctx.padding_idx)
+        grad_weight = _accumulated_rows(ctx, g, kept) if ctx.needs_input_grad[0] else None
+        if ctx.weights is None:
+            return (grad_weight,)
+        grad_weights = None
+        if ctx.needs_input_grad[1]:  # each sample's <grad of its bag, its row>, 0 at padding_idx
+            products = g[ctx.bag_of].astype(np.float64) * ctx.weight[ctx.ids].astype(np.float64)
+            grad_weights = np.where(kept, products.sum(axis=1), 0).astype(ctx.weights.dtype).reshape(ctx.weights.shape)
+        return grad_weight, grad_weights
+
+
+def _accumulated_rows(ctx, g, kept):
+    """torch's loop: the occurrences of each id in ``indices.sort()``'s order, ``row += scale * g[bag]`` fused. The
+    k-th occurrences of all ids are added together (one vectorized step per k: the rows of one step differ)."""
+    order = std_sort.sort_order(ctx.ids.reshape(1, -1), descending=False)[0]
+    order = order[kept[order]]
+    ids = ctx.ids[order]
+    scale = np.ones(order.size)
+    if ctx.weights is not None:
+        scale = ctx.weights.reshape(-1)[order].astype(np.float64)
+    if ctx.mean:
+        sizes = ctx.bag_sizes[ctx.bag_of[order]]
+        scale = np.where(sizes != 0, scale / np.maximum(sizes, 1), scale)
+    scale = scale.astype(g.dtype)[:, None]
+    first = np.r_[True, ids[1:] != ids[:-1]] if ids.size else np.zeros(0, bool)
+    rank = np.arange(ids.size) - np.maximum.accumulate(np.where(first, np.arange(ids.size), 0))  # k of each
+    fma = float32_math.fused_multiply_add64 if g.dtype == np.float64 else float32_math.fused_multiply_add
+    grad_weight = np.zeros(ctx.weight.shape, g.dtype)
+    for k in range(int(rank.max()) + 1 if rank.size else 0):
+        step = rank == k
+        rows = ids[step]
+        grad_weight[rows] = fma(scale[step], g[ctx.bag_of[order[step]]], grad_weight[rows])
+    return grad_weight
