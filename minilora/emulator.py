@@ -849,8 +849,11 @@ def _write_atomic(path: Path, data: str) -> None:
 
 # CUDA libraries beyond the core headers (kernels/emu/include has stand-ins for those): not emulated.
 _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the host with NumPy and pass them in)",
-                   "cub/": "CUB beyond the emulator's <cub/cub.cuh> stand-in (BlockReduce, BlockScan, BlockLoad, "
-                           "BlockStore, BlockExchange, BlockRadixSort, WarpReduce, WarpScan)", "thrust/": "Thrust",
+                   "cub/": "CUB beyond the emulator's <cub/cub.cuh> stand-in (its block and warp collectives: "
+                           "BlockReduce, BlockScan, BlockLoad/Store/Exchange, BlockRadixSort, BlockMergeSort, "
+                           "BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, "
+                           "BlockRunLengthDecode, WarpReduce, WarpScan, WarpLoad/Store/Exchange, WarpMergeSort)",
+                   "thrust/": "Thrust",
                    "cuda/std/": "libcu++ beyond the emulator's <cuda/std/...> stand-ins ({})",
                    "cuda/": "libcu++ (cuda::annotated_ptr, cuda::ptx, cuda::memory_resource, ...; of libcu++ the emulator has "
                             "<cuda/std/...>, <cuda/atomic>'s atomic_ref, <cuda/barrier>, <cuda/pipeline> and <cuda/cmath>'s "

@@ -14,8 +14,9 @@ __ldg/__launch_bounds__/size_t grid-stride loops, constexpr templates, dynamic s
 unedited, against NumPy float64 references on ragged sizes.  What needed the emulator fixed (each test failed before):
 * sinpif/cospif/sincospif (and the double ones) of NaN stopped the kernel with a KernelFault inside cuda_emu.h (its
   quadrant reduction converted NaN to int); a GPU gives NaN.
-* cub::BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, BlockMergeSort, WarpLoad,
-  WarpStore, WarpExchange and WarpMergeSort were refused by name at build time: the stand-in has them now.
+* cub::BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, BlockMergeSort,
+  BlockRunLengthDecode, WarpLoad, WarpStore, WarpExchange and WarpMergeSort were refused by name at build time:
+  the stand-in has them now.
 Pre-Volta warp-synchronous code (a last-warp unroll without __syncwarp) is reported by racecheck and check_races,
 a full-mask shuffle after lanes left by a BarrierError.  Cold cache: ~17 s of CPU (5 builds); warm: 3.5 s.
 """
@@ -37,7 +38,8 @@ pytestmark = [pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulat
 TEMPLATES = ("block_scan_kernel<128, 4>", "block_radix_sort_kernel<64, 4>", "templated_block_sum<float, 128, true>",
              "templated_block_sum<double, 256, false>", "block_histogram_kernel<64, 4, cub::BLOCK_HISTO_SORT>",
              "block_histogram_kernel<32, 8, cub::BLOCK_HISTO_ATOMIC>", "run_length_encode<64, 4>",
-             "merge_sort_and_shuffle<32, 3>", "warp_sort_segments<16, 3, 4>", "warp_sort_segments<32, 2, 2>")
+             "merge_sort_and_shuffle<32, 3>", "warp_sort_segments<16, 3, 4>", "warp_sort_segments<32, 2, 2>",
+             "run_length_decode<32, 2, 3>")
 i32, f32 = np.int32, np.float32
 
 SHIFT = r'''
@@ -138,6 +140,16 @@ def test_cub_block_histogram_discontinuity_adjacent_difference_merge_sort_and_sh
         fn(name)((cdiv(warps, per_block),), (per_block * tile // (3 if tile == 48 else 2),), (keys, out, i32(500)))
         expected = np.concatenate([np.sort(keys[k:k + tile]) for k in range(0, 500, tile)])
         np.testing.assert_array_equal(out, expected, err_msg=name)
+    # BlockRunLengthDecode: 50 runs (some empty) of 64 slots, decoded in windows of 96 items
+    rng = np.random.default_rng(16)
+    values, lengths = randn(50), rng.integers(0, 9, 50).astype(np.int32)
+    lengths[[3, 4, 49]] = 0
+    total = int(lengths.sum())
+    out, relative, got = np.full(total, np.nan, f32), np.zeros(total, np.uint32), np.zeros(1, np.uint32)
+    fn("run_length_decode<32, 2, 3>")((1,), (32,), (values, lengths, i32(50), out, relative, got))
+    assert got[0] == total
+    np.testing.assert_array_equal(out, np.repeat(values, lengths))
+    np.testing.assert_array_equal(relative, np.concatenate([np.arange(k) for k in lengths]))
 
 
 def test_cooperative_groups_tile_shfl_down_and_reduce():

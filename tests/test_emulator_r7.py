@@ -427,10 +427,11 @@ def test_cub_beyond_the_stand_in_is_refused_by_name(tmp_path):
     src = tmp_path / "sort.cu"
     src.write_text("#include <cub/cub.cuh>\n"
                    'extern "C" __global__ void k(int* x) {\n'
-                   "  using Decode = cub::BlockRunLengthDecode<int, 128, 1, 4>;\n"  # (BlockHistogram since round 13)
-                   "  __shared__ typename Decode::TempStorage temp;\n"
+                   "  using It = cub::TexObjInputIterator<int>;\n"  # (every block and warp collective since round 13)
+                   "  __shared__ It temp;\n"
                    "  x[0] = sizeof(temp);\n}\n")
-    with pytest.raises(CompileError, match=r"cub::BlockRunLengthDecode is not provided by minilora's CUDA emulator"):
+    with pytest.raises(CompileError, match=r"cub::TexObjInputIterator is not provided by minilora's CUDA emulator: "
+                                           r"textures are not emulated"):
         RawModule(path=src).compile()
     src.write_text('#include <cub/device/device_reduce.cuh>\nextern "C" __global__ void k(int* x) { x[0] = 1; }\n')
     with pytest.raises(CompileError, match=r"CUB beyond the emulator's <cub/cub.cuh> stand-in"):

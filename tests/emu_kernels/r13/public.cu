@@ -457,3 +457,34 @@ __global__ void warp_sort_segments(const int* in, int* out, int n) {
     Exchange(exchange_temp[warp]).BlockedToStriped(keys, keys);
     Store(store_temp[warp]).Store(out + offset, keys, valid);
 }
+
+// CUB's BlockRunLengthDecode example: runs (value, length) in a blocked arrangement, decoded window by window.
+template <int BLOCK_THREADS, int RUNS_PER_THREAD, int DECODED_ITEMS_PER_THREAD>
+__global__ void run_length_decode(const float* values, const int* lengths, int num_runs, float* out,
+                                  unsigned* relative_offsets, unsigned* total_out) {
+    using Decode = cub::BlockRunLengthDecode<float, BLOCK_THREADS, RUNS_PER_THREAD, DECODED_ITEMS_PER_THREAD>;
+    __shared__ typename Decode::TempStorage temp_storage;
+    float run_values[RUNS_PER_THREAD];
+    int run_lengths[RUNS_PER_THREAD];
+    for (int k = 0; k < RUNS_PER_THREAD; ++k) {
+        const int r = threadIdx.x * RUNS_PER_THREAD + k;
+        run_values[k] = r < num_runs ? values[r] : 0.0f;
+        run_lengths[k] = r < num_runs ? lengths[r] : 0;
+    }
+    unsigned total;
+    Decode decode(temp_storage, run_values, run_lengths, total);
+    constexpr unsigned WINDOW = BLOCK_THREADS * DECODED_ITEMS_PER_THREAD;
+    for (unsigned window = 0; window < total; window += WINDOW) {
+        float items[DECODED_ITEMS_PER_THREAD];
+        unsigned relative[DECODED_ITEMS_PER_THREAD];
+        decode.RunLengthDecode(items, relative, window);
+        for (int i = 0; i < DECODED_ITEMS_PER_THREAD; ++i) {
+            const unsigned position = window + threadIdx.x * DECODED_ITEMS_PER_THREAD + i;
+            if (position < total) {
+                out[position] = items[i];
+                relative_offsets[position] = relative[i];
+            }
+        }
+    }
+    if (threadIdx.x == 0) *total_out = total;
+}

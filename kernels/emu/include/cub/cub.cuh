@@ -1,13 +1,12 @@
 // Stand-in for CUB (<cub/cub.cuh>) under minilora's CPU emulator: the block- and warp-wide collectives kernels
 // use most -- cub::BlockReduce, cub::BlockScan, cub::WarpReduce, cub::WarpScan, cub::BlockLoad / BlockStore /
 // BlockExchange (and the LoadDirect* / StoreDirect* functions, CacheModifiedInputIterator), cub::BlockRadixSort,
-// BlockMergeSort, BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, WarpLoad / WarpStore /
-// WarpExchange, WarpMergeSort --
+// BlockMergeSort, BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, BlockRunLengthDecode,
+// WarpLoad / WarpStore / WarpExchange, WarpMergeSort --
 // with CUB's interfaces (a TempStorage in __shared__, results where CUB defines them: a reduction's in thread /
 // lane 0) and its operators (cub::Sum, Max, Min, ArgMax, ArgMin, KeyValuePair).  They are written with the emulator's own
 // shuffles and __syncthreads, so its barrier, shuffle and race checks apply as to the user's code.  Anything
-// else of CUB (BlockRunLengthDecode, the Device* algorithms, ...) fails to compile with a message that names
-// it.
+// else of CUB (the Device* algorithms, ...) fails to compile with a message that names it.
 #pragma once
 #include "../../cuda_emu.h"
 #include "../cuda/std/__emu_open.h"
@@ -995,16 +994,92 @@ class WarpExchange {
     }
 };
 
-// ---- the rest of CUB: named, not emulated ---------------------------------------------------------
-#define __EMU_CUB_MISSING(NAME)                                                                          \
-    template <class T, auto... P> struct NAME {                                                          \
-        static_assert(__emu_detail::dependent_false<T>::value,                                           \
-                      "cub::" #NAME " is not provided by minilora's CUDA emulator: its <cub/cub.cuh> stand-in has " \
-                      "BlockReduce, BlockScan, BlockLoad, BlockStore, BlockExchange, BlockRadixSort, BlockMergeSort, " \
-                      "BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, WarpReduce, " \
-                      "WarpScan, WarpLoad, WarpStore, WarpExchange and WarpMergeSort (and Sum, Max, Min, ArgMax, " \
-                      "ArgMin, KeyValuePair)"); \
+// ---- BlockRunLengthDecode ----------------------------------------------------------------------------------
+// The runs (a blocked arrangement of values and lengths, or of values and offsets) go to TempStorage with their
+// offsets (thread 0 sums the lengths, exclusively); each decoded position then finds its run by binary search (the
+// last run starting at or before it, so empty runs are skipped).  Positions past the total give the last run's value.
+template <class ItemT, int BLOCK_DIM_X, int RUNS_PER_THREAD, int DECODED_ITEMS_PER_THREAD,
+          class DecodedOffsetT = unsigned int, int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1>
+class BlockRunLengthDecode {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z, RUNS = THREADS * RUNS_PER_THREAD;
+    static constexpr int DECODED = DECODED_ITEMS_PER_THREAD;
+  public:
+    struct TempStorage {
+        ItemT values[RUNS];
+        DecodedOffsetT offsets[RUNS];
+        DecodedOffsetT total;
     };
-__EMU_CUB_MISSING(BlockRunLengthDecode)
+  private:
+    TempStorage& temp_;
+    template <class OffsetT>
+    void keep(ItemT (&run_values)[RUNS_PER_THREAD], OffsetT (&run_numbers)[RUNS_PER_THREAD], bool lengths) {
+        const int t = __emu_detail::linear_tid();
+        for (int i = 0; i < RUNS_PER_THREAD; ++i) {
+            temp_.values[t * RUNS_PER_THREAD + i] = run_values[i];
+            temp_.offsets[t * RUNS_PER_THREAD + i] = (DecodedOffsetT)run_numbers[i];
+        }
+        __syncthreads();
+        if (t == 0 && lengths) {
+            DecodedOffsetT sum = 0;
+            for (int r = 0; r < RUNS; ++r) {
+                const DecodedOffsetT length = temp_.offsets[r];
+                temp_.offsets[r] = sum;
+                sum += length;
+            }
+            temp_.total = sum;
+        }
+        __syncthreads();
+    }
+    int run_of(DecodedOffsetT position) const {
+        int lo = 0, hi = RUNS;  // the first run starting after position, less one
+        while (lo < hi) {
+            const int mid = (lo + hi) / 2;
+            if (temp_.offsets[mid] <= position) lo = mid + 1;
+            else hi = mid;
+        }
+        return lo > 0 ? lo - 1 : 0;
+    }
+  public:
+    template <class RunLengthT, class TotalDecodedSizeT>
+    BlockRunLengthDecode(TempStorage& temp_storage, ItemT (&run_values)[RUNS_PER_THREAD],
+                         RunLengthT (&run_lengths)[RUNS_PER_THREAD], TotalDecodedSizeT& total_decoded_size)
+        : temp_(temp_storage) {
+        keep(run_values, run_lengths, true);
+        total_decoded_size = (TotalDecodedSizeT)temp_.total;
+    }
+    template <class UserRunOffsetT>
+    BlockRunLengthDecode(TempStorage& temp_storage, ItemT (&run_values)[RUNS_PER_THREAD],
+                         UserRunOffsetT (&run_offsets)[RUNS_PER_THREAD])
+        : temp_(temp_storage) {
+        keep(run_values, run_offsets, false);
+    }
+    template <class RelativeOffsetT>
+    void RunLengthDecode(ItemT (&decoded_items)[DECODED], RelativeOffsetT (&item_offsets)[DECODED],
+                         DecodedOffsetT from_decoded_offset = 0) {
+        const int t = __emu_detail::linear_tid();
+        for (int i = 0; i < DECODED; ++i) {
+            const DecodedOffsetT position = from_decoded_offset + DecodedOffsetT(t * DECODED + i);
+            const int run = run_of(position);
+            decoded_items[i] = temp_.values[run];
+            item_offsets[i] = RelativeOffsetT(position - temp_.offsets[run]);
+        }
+    }
+    void RunLengthDecode(ItemT (&decoded_items)[DECODED], DecodedOffsetT from_decoded_offset = 0) {
+        DecodedOffsetT unused[DECODED];
+        RunLengthDecode(decoded_items, unused, from_decoded_offset);
+    }
+};
+
+// ---- the rest of CUB: named, not emulated ---------------------------------------------------------
+// (the Device* algorithms are host code, whose headers the build names as missing)
+#define __EMU_CUB_MISSING(NAME, WHY)                                                                     \
+    template <class T, class... P> struct NAME {                                                         \
+        static_assert(__emu_detail::dependent_false<T>::value, "cub::" #NAME " is not provided by minilora's " \
+                      "CUDA emulator" WHY);                                                              \
+    };
+__EMU_CUB_MISSING(TexObjInputIterator, ": textures are not emulated; read the array through a plain pointer or "
+                                       "cub::CacheModifiedInputIterator")
+__EMU_CUB_MISSING(TexRefInputIterator, ": textures are not emulated; read the array through a plain pointer or "
+                                       "cub::CacheModifiedInputIterator")
 #undef __EMU_CUB_MISSING
 }  // namespace cub
