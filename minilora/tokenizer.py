@@ -1707,6 +1707,8 @@ def _transformers_class(tokenizer_class, path):
         with open(path, encoding="utf-8") as f:
             if '"ByteLevel"' in f.read():
                 return _GENERIC_CLASS
+    if name is None and model_type in _MODEL_TYPES_WITHOUT_CONFIG:  # (no config class to map: transformers' generic)
+        return _GENERIC_CLASS
     registered = _MODEL_TYPE_TOKENIZERS.get(model_type)
     registered = _CLASS_ALIASES.get(registered, registered)
     if registered is not None and registered != name:
@@ -1902,6 +1904,13 @@ _MODEL_TYPE_TOKENIZERS = {
     "xlm": "XLMTokenizer",
     "xlnet": "XLNetTokenizer",
 }
+# the model types of that table without a config class in transformers 5.25 (CONFIG_MAPPING_NAMES): a folder that
+# names no tokenizer class gets the generic one there, the table deciding only over a class the folder names
+_MODEL_TYPES_WITHOUT_CONFIG = frozenset({
+    "arctic", "barthez", "bartpho", "bert-japanese", "bertweet", "byt5", "chatlm", "code_llama", "cpm", "h2ovl_chat",
+    "herbert", "hyperclovax_vlm", "internlm2", "mbart50", "mega", "minicpmv", "molmo", "myt5", "nezha", "nllb",
+    "nvfp4", "opencua", "openvla", "phi3_v", "phobert", "qdqbert", "realm", "retribert", "step3_vl",
+    "wav2vec2_phoneme"})
 _MODEL_TYPES_WITH_WRONG_HUB_CLASS = frozenset({"phi3", "phimoe", "qwen2", "qwen3_5", "internlm2"})
 
 

@@ -369,12 +369,15 @@ def test_a_marian_folder_without_tokenizer_json_names_its_class(tmp_path):
         ml_tokenizer(tmp_path)
 
 
-def test_a_generic_model_type_runs_the_file_as_written(tmp_path):
+@pytest.mark.parametrize("model_type, tokenizer_class", [("umt5", "T5Tokenizer"), ("nllb", None)])
+def test_a_generic_model_type_runs_the_file_as_written(tmp_path, model_type, tokenizer_class):
     """umt5 (like pegasus_x, gpt_bigcode, ...) is TokenizersBackend in transformers 5.25: a folder naming
-    T5Tokenizer runs its file as written there (minilora rebuilt it as T5: other ids)."""
+    T5Tokenizer runs its file as written there (minilora rebuilt it as T5: other ids); nllb (like code_llama,
+    herbert, ...) has no config class there, so a folder naming no class runs as written too (minilora rebuilt it
+    as NLLB)."""
     tok = _unigram(["<pad>", "</s>", "<unk>"], normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()]))
-    _write(tmp_path, tok, {"tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "unk_token": "<unk>",
-                           "pad_token": "<pad>", "extra_ids": 0}, "umt5")
+    _write(tmp_path, tok, {"tokenizer_class": tokenizer_class, "eos_token": "</s>", "unk_token": "<unk>",
+                           "pad_token": "<pad>", "extra_ids": 0}, model_type)
     theirs, ours = _both(tmp_path)
     texts = ["The Cat", "HELLO  there", "café"]
     assert dict(ours(texts)) == dict(theirs(texts))
