@@ -455,10 +455,10 @@ def _fma64_by_parts(a, b, c):
 
 def _fma_natively(a, b, c):
     """``fma(a, b, c)`` by the compiled kernel (C's ``fmaf``, or ``fma`` for float64: exactly rounded) where ``b``
-    is a C-contiguous float32 (float64) array and ``a``, ``c`` arrays like it or numbers of its dtype; else None. Its fixed cost (~4 us, of
-    which the ctypes call and three addresses ~2) is under the NumPy path's on any array: no loops or lists
-    here, a number's one-element array kept, not remade, and no parallel.rows below 2^17 elements (it would
-    run the call whole there too)."""
+    is a C-contiguous float32 (float64) array and ``a``, ``c`` arrays like it or numbers of its dtype; else None.
+    Its fixed cost (~4 us, of which the ctypes call and three addresses ~2) is under the NumPy path's on any array:
+    no loops or lists here, a number's one-element array kept, not remade, and no parallel.rows below 2^17
+    elements (it would run the call whole there too)."""
     library = _native_library()
     dtype = b.dtype if type(b) is np.ndarray else None
     if library is None or (dtype is not _FLOAT32 and dtype is not _FLOAT64) or not b.flags.c_contiguous:

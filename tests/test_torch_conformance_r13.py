@@ -84,7 +84,8 @@ def _three_steps(lib, name, hyper, seed):
     return p, optimizer.state[p]
 
 
-_OPTIMIZERS = [("SGD", dict(lr=0.1, momentum=0.9)), ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+_OPTIMIZERS = [("SGD", dict(lr=0.1, momentum=0.9)),
+               ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
                ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1)), ("SGD", dict(lr=0.1, weight_decay=0.01)),
                ("Adamax", dict(lr=0.01)), ("ASGD", dict(lr=0.01))]
 

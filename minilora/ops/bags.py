@@ -4,11 +4,11 @@
 weighted sums, a division), which give torch's forward numbers; differentiating those ops adds each weight row's
 gradient up in another order than torch. torch's ``_embedding_bag_dense_backward_cpu_sum_mean`` sorts the ids
 (``indices.sort()``: unstable, ties in ``std::sort``'s order, ``std_sort.sort_order``) and, for each occurrence in
-that order, adds ``scale * grad[bag]`` to the id's row with ATen's ``axpy`` kernel (a fused multiply-add per element where
-its build fuses, ``fastmath.multiply_add``),
-``scale`` being 1, the sample's weight, or ``1 / bag_size`` computed in double and rounded to the dtype.
-``DenseBagGradient`` carries the forward's values and runs that loop as its backward: torch's bits in float32
-and float64 (differentiating the ops left up to a quarter of the elements 1 ulp off). A ``per_sample_weights`` gradient is each sample's dot product of its bag's
+that order, adds ``scale * grad[bag]`` to the id's row with ATen's ``axpy`` kernel (a fused multiply-add per
+element where its build fuses, ``fastmath.multiply_add``), ``scale`` being 1, the sample's weight, or
+``1 / bag_size`` computed in double and rounded to the dtype. ``DenseBagGradient`` carries the forward's values
+and runs that loop as its backward: torch's bits in float32 and float64 (differentiating the ops left up to a
+quarter of the elements 1 ulp off). A ``per_sample_weights`` gradient is each sample's dot product of its bag's
 gradient and its row (torch's BLAS ``dot``, whose order is MKL's own: here a float64 sum, rounded).
 """
 import numpy as np
