@@ -29,9 +29,9 @@ What transformers users write works, with transformers' defaults::
 A folder whose class transformers 5 rebuilds (Llama, CodeLlama, Gemma, Cohere, Qwen2, GPT-2, GPT-NeoX, T5,
 XLM-RoBERTa, CamemBERT, ALBERT, DeBERTa v2, BERT, RoBERTa, mBART, NLLB, Whisper, XLNet, Pegasus, MPNet, Funnel,
 FNet, BigBird, CLIP, DeBERTa, mBART-50, GPT-1, XGLM, RemBERT, Blenderbot, HerBERT, Reformer, BARThez, Splinter,
-SigLIP 2, DPR, Parakeet, LASR, VideoPrism: the table ``_CLASS_RULES``) tokenizes as there: the class's pipeline
-around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is an
-infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang`` mark texts and targets
+SigLIP 2, DPR, Parakeet, LASR, VideoPrism, Nougat: the table ``_CLASS_RULES``) tokenizes as there: the class's
+pipeline around the file's vocabulary, so a Llama folder's "<s>user" is "<s>", "user"; CodeLlama's ``<FILL_ME>`` is
+an infilling prompt (``CodeLlamaTokenizer``); mBART's and NLLB's ``src_lang`` / ``tgt_lang`` mark texts and targets
 (``TranslationTokenizer``), Whisper's ``language`` / ``task`` prefix them (``WhisperTokenizer``). A class of
 transformers' without a rule here (Marian, LUKE, ...) is refused by name, never run differently without a word; a
 Mistral folder with only ``tekken.json`` is converted as transformers converts it.
@@ -2016,6 +2016,21 @@ def _blenderbot_pipeline(backend, settings):
     _gpt2_pipeline(backend, {**settings, "add_prefix_space": _setting(settings, "add_prefix_space", True)})
 
 
+def _nougat_pipeline(backend, settings):
+    """NougatTokenizer.__init__: NFKC; its page separator dropped, each digit alone, brackets and runs of one
+    punctuation mark apart, newlines apart, then byte-level."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
+    backend.normalizer = normalizers.NFKC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(pattern="SPL1T-TH1S-Pl3A5E", behavior="removed", invert=False),
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Split(pattern=r"[\(\)\[\]\{\}]|([!\"#\$%\&'\*\+,\-\./:;<=>\?\\\^_`\|\~])\1*",
+                             behavior="isolated", invert=False),
+        pre_tokenizers.Split(pattern="\n", behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
+    backend.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
+
+
 def _codegen_pipeline(backend, settings):
     """CodeGenTokenizer.__init__: GPT-2's, and a byte-level post-processor where the file has none."""
     from tokenizers import processors
@@ -2384,6 +2399,15 @@ def _splinter_post_processor(tokenizer):
         ([f"{sep}:0"], [question, ".", f"{sep}:1"])
     return _template(f"{cls}:0 $A:0 {sep}:0", " ".join([f"{cls}:0", "$A:0", *middle, "$B:1", *end]), tokenizer,
                      [cls, sep, question, "."])
+
+
+def _nougat_post_processor(tokenizer):
+    """Nougat: "<s> $A </s>", pairs "$A $B" without special tokens; its __init__ also leaves the backend cutting
+    and padding to 4096 (a call's own options replace both, as there)."""
+    bos, eos = tokenizer.bos_token, tokenizer.eos_token
+    tokenizer.tokenizer.enable_truncation(max_length=4096)
+    tokenizer.tokenizer.enable_padding(length=4096, pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+    return _template(f"{bos}:0 $A:0 {eos}:0", "$A:0 $B:1", tokenizer, [eos, bos])
 
 
 def _xlnet_extra(config):
@@ -2934,6 +2958,9 @@ _CLASS_RULES = {
                                 tokenizer_type=CTCTokenizer, post_processor=_t5_post_processor),
     "VideoPrismTokenizer": _ClassRule(_t5_pipeline, {"type": "Unigram", "unk_id": 2, "byte_fallback": False},
                                       {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"}, _t5_sentinels),
+    "NougatTokenizer": _ClassRule(_nougat_pipeline, _BYTE_LEVEL_BPE,
+                                  {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"},
+                                  post_processor=_nougat_post_processor),
 }
 # FNetTokenizer is AlbertTokenizer without an __init__ of its own: transformers runs its file as written, with
 # ALBERT's default special tokens, and returns token_type_ids without attention_mask
@@ -2955,8 +2982,8 @@ _PYTHON_CLASSES = frozenset({
     "Wav2Vec2PhonemeCTCTokenizer", "XLMTokenizer"})
 _REBUILDING_CLASSES = frozenset({
     "DPRReaderTokenizer", "ErgoTokenizer", "EsmcTokenizer", "LayoutLMv2Tokenizer", "LayoutLMv3Tokenizer",
-    "LayoutXLMTokenizer", "LukeTokenizer", "MLukeTokenizer", "MarkupLMTokenizer", "NougatTokenizer",
-    "RoFormerTokenizer", "SeamlessM4TTokenizer", "Tipsv2Tokenizer", "UdopTokenizer"})
+    "LayoutXLMTokenizer", "LukeTokenizer", "MLukeTokenizer", "MarkupLMTokenizer", "RoFormerTokenizer",
+    "SeamlessM4TTokenizer", "Tipsv2Tokenizer", "UdopTokenizer"})
 
 
 def _refuse_class_without_rule(tokenizer_class, path):

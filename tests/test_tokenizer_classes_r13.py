@@ -9,7 +9,7 @@ tokens for 312 of 312 texts (VideoPrism 276, Parakeet 107, Reformer 96), with no
 class's __init__ (XLNet: special tokens at the end, left padding; Pegasus: its <mask_1> and <unk_2>..<unk_102>
 tokens; MPNet: BERT's WordPiece under RoBERTa's template; CLIP: "</w>" word ends; Splinter: its question token in
 pairs; DPR: lower case whatever the folder says; Parakeet / LASR: CTC decoding). The classes still without a rule
-(Marian and the other SentencePiece or Python tokenizers, LayoutLM v2 / v3, LUKE, Nougat, ...) are refused by
+(Marian and the other SentencePiece or Python tokenizers, LayoutLM v2 / v3, LUKE, SeamlessM4T, ...) are refused by
 name, where minilora tokenized them differently without a word. A Mistral folder with only tekken.json (no
 tokenizer.json) loads as transformers converts it without mistral-common (minilora found no tokenizer file).
 """
@@ -212,6 +212,8 @@ FOLDERS = {
         "tokenizer_class": "ParakeetTokenizer", "pad_token": "<pad>", "unk_token": "<unk>"}),
     "LasrTokenizer": lambda d: _sentencepiece_like(d, "LasrTokenizer", ["<pad>", "</s>", "<unk>"], extra_ids=3),
     "VideoPrismTokenizer": lambda d: _sentencepiece_like(d, "VideoPrismTokenizer", ["<pad>", "</s>", "<unk>"]),
+    "NougatTokenizer": lambda d: _write(d, _byte_level(["<s>", "<pad>", "</s>", "<unk>"]),
+                                        {"tokenizer_class": "NougatTokenizer"}),
     "ReformerTokenizer": lambda d: _sentencepiece_like(d, "ReformerTokenizer", ["<unk>", "</s>", "<pad>"],
                                                        pad_token="<pad>"),
 }
@@ -264,6 +266,17 @@ def test_translation_and_decode_classes_as_transformers(tmp_path):
         ids = [[i for i in row for _ in range(2)] + [theirs.pad_token_id] + row for row in ids]  # (CTC's runs)
         assert [ours.decode(row) for row in ids] == [theirs.decode(row) for row in ids]
         assert ours.batch_decode(ids, skip_special_tokens=True) == theirs.batch_decode(ids, skip_special_tokens=True)
+
+
+def test_nougat_backend_settings_and_encode_as_transformers(tmp_path):
+    """Nougat's __init__ leaves its backend cutting and padding to 4096: the backend reads so, while encode and a
+    call without padding give the text's own ids, as there."""
+    theirs, ours = _both(FOLDERS["NougatTokenizer"](tmp_path))
+    text = "Table 12: (a) x=1.5 -- see [3]...\n\nSPL1T-TH1S-Pl3A5E next"
+    assert (ours.backend_tokenizer.padding, ours.backend_tokenizer.truncation) == \
+        (theirs.backend_tokenizer.padding, theirs.backend_tokenizer.truncation)
+    assert (ours.encode(text), ours.encode(text, text)) == (theirs.encode(text), theirs.encode(text, text))
+    assert ours.decode(theirs.encode(text)) == theirs.decode(theirs.encode(text))
 
 
 # --- Mistral's tekken.json ---------------------------------------------------------------------------------
@@ -331,7 +344,7 @@ def test_old_tekken_json_needs_mistral_common_as_in_transformers(tmp_path):
     ("MarianTokenizer", None, "SentencePiece tokenizer"),
     (None, "marian", "SentencePiece tokenizer"),
     ("M2M100Tokenizer", None, "SentencePiece tokenizer"),
-    ("NougatTokenizer", None, "rebuilds"),
+    ("SeamlessM4TTokenizer", None, "rebuilds"),
     (None, "luke", "rebuilds"),
     ("ByT5Tokenizer", None, "Python tokenizer"),
     ("LayoutLMv3TokenizerFast", None, "rebuilds"),
