@@ -153,3 +153,48 @@ def test_rsqrt_scalar_tail_rounds_sqrt_first(dtype, n):
     theirs = torch.from_numpy(values).to(getattr(torch, dtype)).rsqrt()
     ours = ml.tensor(values).to(getattr(ml, dtype)).rsqrt()
     np.testing.assert_array_equal(bits(ours), bits(theirs))
+
+
+# ---- autocast (float32 model, bfloat16 region), as transformers' Trainer(bf16=True) runs on the CPU --------
+def test_rotary_on_an_autocast_query_promotes_as_transformers():
+    """A bfloat16 q (an autocast Linear's output) meets transformers' float32 cos/sin: ``q * cos`` promotes to
+    float32, and the backward rounds each product's gradient to bfloat16 before adding the two. minilora's
+    fused rotation kept q's dtype (bfloat16 out: 94% of an autocast Llama's sdpa inputs differed)."""
+    from transformers.models.llama import modeling_llama
+    angles = np.arange(12)[:, None] * np.float32(0.37) ** np.arange(8)[None, :]
+    cos, sin = (np.concatenate([f(angles)] * 2, -1).astype(np.float32)[None] for f in (np.cos, np.sin))
+    (q_t, q_m), g = pair((2, 3, 12, 16), "bfloat16", 5), np.random.default_rng(6).standard_normal((2, 3, 12, 16))
+    theirs, _ = modeling_llama.apply_rotary_pos_emb(q_t, q_t, torch.from_numpy(cos), torch.from_numpy(sin))
+    ours = ml.ops.rotary_embedding(q_m, cos[:, None], sin[:, None])
+    assert str(ours.dtype) == "float32" and theirs.dtype == torch.float32
+    np.testing.assert_array_equal(bits(ours), bits(theirs))
+    theirs.backward(torch.from_numpy(g.astype(np.float32)))
+    ours.backward(ml.tensor(g.astype(np.float32)))
+    np.testing.assert_array_equal(bits(q_m.grad), bits(q_t.grad))
+
+
+def test_lora_layer_under_autocast_casts_x_twice_as_peft():
+    """PEFT's layer under autocast: its base layer and lora_A each cast the float32 x to bfloat16, and each
+    cast's backward adds its part of x's gradient in float32 (the adapter branch's first). One cast, with
+    the parts added in bfloat16, differed from torch in 64% of x's gradient."""
+    peft = pytest.importorskip("peft")
+    from minilora.lora import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    theirs, ours = TorchTwoUses(), MiniTwoUses()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    config = dict(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False)
+    theirs = peft.get_peft_model(theirs, peft.LoraConfig(**config))
+    ours = get_peft_model(ours, LoraConfig(**config))
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items() if "lora" in k}, strict=False)
+    x_t, x_m = pair((8, 16, 64), "float32", 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # (x * 2: not a leaf, which autocast would cast once)
+        loss_t = theirs(x_t * 2)
+    with ml.autocast("cpu", dtype=ml.bfloat16):
+        loss_m = ours(x_m * 2)
+    loss_t.backward()
+    loss_m.backward()
+    np.testing.assert_array_equal(bits(x_m.grad), bits(x_t.grad))
+    for name in ("lora_A", "lora_B"):
+        layer_t, layer_m = theirs.base_model.model.q_proj, ours.base_model.model.q_proj
+        np.testing.assert_array_equal(bits(getattr(layer_m, name)["default"].weight.grad),
+                                      bits(getattr(layer_t, name)["default"].weight.grad))

@@ -406,14 +406,25 @@ class LoraLinear(Function):
         return flops
 
 
-@_amp.autocasts
 def lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None):
     """``x W0^T + bias + scale * dropout(x) A^T B^T`` with gradients for x, A, B (and W0 only if trainable).
 
     Without ``seed``, dropout is torch's CPU ``nn.Dropout`` mask for ``x`` from the global generator
     (PEFT's numbers for the same seed); on ``cuda`` a hash of a seed drawn from it (the fused kernels').
-    ``seed`` fixes a hashed mask, the same on every device.
+    ``seed`` fixes a hashed mask, the same on every device. In an autocast region x is cast twice, first
+    for the base layer, then for lora_A, as PEFT's two Linear calls cast it (each cast's backward then
+    adds its part of x's gradient in float32, the branch's first).
     """
+    if _amp.used and _amp.state.active:  # (x given again last: autocast casts it after the first)
+        return _amp.autocast_op("lora_linear", _lora_linear_cast_twice, x, W0, A, B, scale, bias, dropout_p, seed, x)
+    return _lora_linear(x, W0, A, B, scale, bias, dropout_p, seed)
+
+
+def _lora_linear_cast_twice(x_base, W0, A, B, scale, bias, dropout_p, seed, x):
+    return _lora_linear(x, W0, A, B, scale, bias, dropout_p, seed, x_base)
+
+
+def _lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None, x_base=None):
     if not 0 <= dropout_p < 1:
         raise ValueError(f"lora_linear: dropout_p must be in [0, 1), got {dropout_p}")
     mask = None
@@ -422,6 +433,6 @@ def lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None):
             mask = dropout_noise(x._array, dropout_p)
         else:
             seed = fresh_seed()
-    x_again = (x,) if x.dtype.itemsize == 2 and x.device.type == "cpu" else ()  # (see LoraLinear)
+    x_again = (x if x_base is None else x_base,) if x.dtype.itemsize == 2 and x.device.type == "cpu" else ()
     return LoraLinear.apply(x, W0, A, B, bias, *x_again, scale=float(scale), dropout_p=float(dropout_p),
                             seed=0 if seed is None else int(seed), mask=mask)

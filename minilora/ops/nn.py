@@ -14,10 +14,10 @@ from . import attention16
 from ..device import xp_of
 from ..factories import layout_order, suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
-                      result_type, torch_name, upcast)
+                      promote_types, result_type, torch_name, upcast)
 from .. import random as _random
-from ..tensor import (Function, ShapeError, Tensor, name_node, no_grad, saved_for, saves_as_torch, saving_as_torch,
-                      warn_at_caller)
+from ..tensor import (Function, ShapeError, Tensor, name_node, no_forward_formula, no_grad, saved_for, saves_as_torch,
+                      saving_as_torch, warn_at_caller)
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -1447,7 +1447,19 @@ def rotary_embedding(x, cos, sin):
     refuses to mix the two in one ufunc)."""
     xp = xp_of(x._array)
     tables = [t if isinstance(t, Tensor) and t._device is x._device else xp.asarray(_array(t)) for t in (cos, sin)]
+    if promote_types(x.dtype, tables[0].dtype) != x.dtype:  # a bfloat16 q from an autocast Linear, float32 tables
+        return _promoting_rotary(x, *tables)
     return Rotary.apply(x, *tables)  # (tensors where they can be: the node saves them, as torch's)
+
+
+def _promoting_rotary(x, cos, sin):
+    """transformers' ``q * cos + rotate_half(q) * sin`` on a narrower q, op by op as torch runs it: each
+    product promotes to the tables' dtype, and the backward rounds each product's gradient to q's dtype
+    before adding the two (one fused node would round their float32 sum once)."""
+    from .shape import cat  # (ops.shape imports this module's neighbours: at call time)
+    cos, sin = (t if isinstance(t, Tensor) else Tensor._make(t, x.device, False, None) for t in (cos, sin))
+    half = x.shape[-1] // 2
+    return x * cos + cat((-x[..., half:], x[..., :half]), -1) * sin
 
 
 @_amp.autocasts
@@ -1474,6 +1486,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if mask_dtype is not None and mask_dtype not in (np.bool_, float32, query.dtype):  # (minilora cast it)
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                            f"attn_mask.dtype: {mask_dtype} and  query.dtype: {query.dtype} instead.")
+    if _cpu_flash_takes(query, key, value, dropout_p):  # (torch's flash kernel has no forward-mode formula)
+        no_forward_formula(FLASH_ATTENTION_CPU, query, key, value, attn_mask)
     if attention16.takes(query, key, value, dropout_p):  # torch's flash kernel: its own 16-bit roundings
         out = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=True)
     else:
@@ -1482,6 +1496,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         # torch's CPU kernel for this case is one node on the three inputs
         name_node(out, "ScaledDotProductFlashAttentionForCpuBackward0", query, key, value, graph=(query, key, value))
     return out
+
+
+FLASH_ATTENTION_CPU = "_scaled_dot_product_flash_attention_for_cpu"  # torch's kernel (it has no forward formula)
+
+
+def _cpu_flash_takes(query, key, value, dropout_p):
+    """Does torch's CPU dispatcher pick its flash-attention kernel (over the math one)? 4-D inputs, no dropout,
+    rows laid out with stride 1 in their last dimension, and no empty sequence."""
+    return (query.ndim == key.ndim == value.ndim == 4 and dropout_p == 0 and query.device.type == "cpu"
+            and all(t.shape[-1] <= 1 or t._array.strides[-1] == t._array.itemsize for t in (query, key, value))
+            and query.shape[-2] > 0 and key.shape[-2] > 0)
 
 
 def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=False):
