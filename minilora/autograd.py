@@ -679,8 +679,9 @@ def _jvp_products(outputs, leaves, v, create_graph, strict):
         return _jvp_by_jacobian(outputs, leaves, v, strict)
 
 
-def _jvp_by_double_vjp(outputs, leaves, v, create_graph, strict):
-    dummies = tuple(_zeros_like(o).requires_grad_() for o in outputs)
+def _jvp_by_double_vjp(outputs, leaves, v, create_graph, strict, dummy=None):
+    """J v as the vjp of ``u -> J^T u`` (linear in u) with v, at ``u = dummy(output)`` (zeros, as torch's)."""
+    dummies = tuple((dummy or _zeros_like)(o).requires_grad_() for o in outputs)
     grads = _grads_of(outputs, leaves, dummies, create_graph=True)
     grads = _filled(grads, leaves, strict, "output")  # (strict: some output independent of some input)
     products = _grads_of(grads, dummies, v, create_graph)

@@ -36,6 +36,7 @@ _current_level = -1  # torch's global: the open level's number, -1 when none
 _level = None  # the open _Level
 _functorch_forward = 0  # torch.func's forward-mode transforms running (torch's take its one dual level)
 _vmapped = 0  # torch.func.vmap calls running (torch has no batching rule for make_dual)
+_composed = {}  # {torch op name: calls running that compute it from ops with forward formulas} (see composed)
 
 
 class _Level:
@@ -194,8 +195,22 @@ def refuse_duals(name, tensors):
     """``tensor.no_forward_formula``'s check: the op ``name`` (torch has no forward formula for it) refuses a dual
     input, as torch's."""
     level = _level
-    if not level.busy and any(isinstance(t, Tensor) and level.tangent(t) is not None for t in tensors):
+    if level.busy or _composed.get(name):
+        return
+    if any(isinstance(t, Tensor) and level.tangent(t) is not None for t in tensors):
         raise _not_implemented(name)
+
+
+@contextlib.contextmanager
+def composed(name):
+    """Inside, torch's op ``name`` takes dual inputs: the caller stands for code that computes it from ops torch
+    differentiates forward (transformers' eager attention: matmuls and a softmax, where its 'sdpa' runs torch's
+    flash kernel, which refuses)."""
+    _composed[name] = _composed.get(name, 0) + 1
+    try:
+        yield
+    finally:
+        _composed[name] -= 1
 
 
 def _generators(options):
@@ -276,11 +291,15 @@ def _jvp(cls, inputs, options, tangents, result):
     with enable_grad():
         out = cls.apply(*run, **options)
     leaves, vectors = zip(*variables.values())
-    try:
-        (tangent,) = autograd._jvp_by_double_vjp([out], list(leaves), list(vectors), record, False)
+    try:  # (at u = ones: a backward written with log|u| (logcumsumexp's) has no derivative at u = 0)
+        (tangent,) = autograd._jvp_by_double_vjp([out], list(leaves), list(vectors), record, False, _ones_like)
     except higher_order.NotDifferentiableBackward:
         raise _not_implemented(_op_name(out.grad_fn)) from None
     return tangent
+
+
+def _ones_like(t):
+    return Tensor._make(t._device.xp.ones_like(t._array), t._device, False, None)
 
 
 def _op_name(node):

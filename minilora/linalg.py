@@ -1916,6 +1916,7 @@ def old_qr(input, some=True):
 def old_cholesky(input, upper=False):
     """``torch.cholesky`` (deprecated in torch, with its warning): the lower (or upper) factor."""
     _warn_deprecated("torch.cholesky", "torch.linalg.cholesky")
+    no_forward_formula("cholesky", input)  # (torch.linalg.cholesky has one)
     return cholesky(input, upper=upper)
 
 

@@ -16,6 +16,7 @@ plain ``nn.Linear`` layers that LoRA can wrap::
 
 Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/nn/generation.py``.
 """
+import contextlib
 import dataclasses
 import functools
 import json
@@ -26,12 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import dtypes, linalg, ops, parallel
+from .. import dtypes, forward_ad, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, read_checkpoint_shapes, read_weights_header, save_file, save_json)
 from ..checkpoint import naming_the_file as _naming_the_file
 from ..factories import randn
-from ..ops.nn import binary_cross_entropy_with_logits, mse_loss
+from ..ops.nn import FLASH_ATTENTION_CPU, binary_cross_entropy_with_logits, mse_loss
 from ..random import fork_rng
 from ..tensor import Tensor, _host, _to_dtype, is_grad_enabled
 from . import generation, init
@@ -125,6 +126,8 @@ class LlamaConfig:
 
     def __post_init__(self):
         _check_field_types(self)
+        if "attn_implementation" in self.extra:  # transformers' keyword sets config._attn_implementation, which
+            self._attn_implementation = self.extra.pop("attn_implementation")  # the model reads (checked there)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
@@ -859,7 +862,21 @@ class LlamaModel(Module):
             masks[window] = _attention_bias(attention_mask, shape, past, dtype, xp, attention, window)
         x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
         weights_wanted = output_attentions and attention == "eager"  # (sdpa computes no weights)
-        states, attentions = [], []  # only kept when asked for: each holds a whole [B, T, hidden] activation
+        # (transformers' eager attention is matmuls and a softmax: forward-mode AD goes through it, where 'sdpa',
+        # torch's flash kernel, refuses a dual input; minilora computes both with scaled_dot_product_attention)
+        with forward_ad.composed(FLASH_ATTENTION_CPU) if attention == "eager" else contextlib.nullcontext():
+            x, states, attentions = self._layers(x, cos, sin, masks, cache, output_hidden_states, weights_wanted,
+                                                 recompute)
+        hidden = self.norm(x)
+        out = BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache,
+                                      hidden_states=tuple(states) + (hidden,) if output_hidden_states else None,
+                                      attentions=tuple(attentions) if output_attentions else None)
+        return out if (return_dict if return_dict is not None else config.get("return_dict", True)) else out.to_tuple()
+
+    def _layers(self, x, cos, sin, masks, cache, output_hidden_states, weights_wanted, recompute):
+        """The decoder layers on ``x``: (their output, each layer's input when asked for, each layer's
+        attention weights when asked for; both kept only then: each a whole [B, T, hidden] activation)."""
+        states, attentions = [], []
         for layer in self.layers:
             mask = masks[layer.self_attn.sliding_window]
             if output_hidden_states:
@@ -870,11 +887,7 @@ class LlamaModel(Module):
             else:
                 x = checkpoint(layer, x, cos, sin, mask, None, use_reentrant=False) if recompute else \
                     layer(x, cos, sin, mask, cache)
-        hidden = self.norm(x)
-        out = BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache,
-                                      hidden_states=tuple(states) + (hidden,) if output_hidden_states else None,
-                                      attentions=tuple(attentions) if output_attentions else None)
-        return out if (return_dict if return_dict is not None else config.get("return_dict", True)) else out.to_tuple()
+        return x, states, attentions
 
 
 def _one_cache(past_key_values, cache):

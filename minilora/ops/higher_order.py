@@ -871,6 +871,11 @@ def _cumprod(ctx, g):
     return _joined(grads, axis), None
 
 
+def _hardsigmoid(ctx, g):
+    """1/6 inside (-3, 3): the float32 sixth in every dtype, as the plain backward (torch's kernel's ``1.0f / 6.0f``)."""
+    return _masked(g, ctx.inside) * float(np.float32(1) / np.float32(6))
+
+
 def _reversed_cumsum(x, axis):
     return x.flip(axis).cumsum(axis).flip(axis)
 
@@ -1478,7 +1483,7 @@ _BACKWARD_GRAPHS = {
     Dropout: lambda ctx, g: g * _constant(ctx.mask, g), NllLoss: _nll_loss,
     BinaryCrossEntropyWithLogits: _bce_with_logits, BinaryCrossEntropy: _bce,
     Attention: _attention, Rotary: _rotary,
-    _e.Hardswish: _hardswish, _e.Hardsigmoid: lambda ctx, g: _masked(g, ctx.inside) * (1 / 6), _e.Mish: _mish,
+    _e.Hardswish: _hardswish, _e.Hardsigmoid: _hardsigmoid, _e.Mish: _mish,
     _e.Atan2: _atan2, _e.Hypot: _hypot, _e.Lerp: _lerp, _e.Logit: _logit, _e.XLogY: _xlogy,
     _e._Rounding: lambda ctx, g: (_constant(g._device.xp.zeros(ctx.shape, g._array.dtype), g), None, None),
     Einsum: _einsum,
