@@ -1921,8 +1921,8 @@ _MODEL_TYPES_WITH_WRONG_HUB_CLASS = frozenset({"phi3", "phimoe", "qwen2", "qwen3
 # "▁" after a special token), where the file's own normalizer (Prepend("▁")) gives "<s>", "▁", "user"; a Llama file
 # under GemmaTokenizer splits at each space. minilora loads a folder as transformers does: _CLASS_RULES is the
 # table of those classes, each pipeline function a copy of its class's __init__ (transformers 5.25,
-# models/<name>/tokenization_<name>.py). A class not in it (PreTrainedTokenizerFast, TokenizersBackend, ...)
-# runs the file as written, as there.
+# models/<name>/tokenization_<name>.py). Another class of transformers' is refused (_refuse_class_without_rule);
+# PreTrainedTokenizerFast, TokenizersBackend and a name transformers does not know run the file as written, as there.
 
 def _setting(settings, key, default):
     """A class's __init__ argument: tokenizer_config.json's or the caller's value, the default where it is None."""
@@ -2127,7 +2127,6 @@ def _bert_pipeline(backend, settings):
     backend.decoder = decoders.WordPiece(prefix="##")
 
 
-
 def _xlnet_pipeline(backend, settings):
     """XLNetTokenizer.__init__: `` and '' become ", accents always stripped (NFKD; its keep_accents test is commented
     out), lower case where do_lower_case, then the charsmap; T5's split with a "▁" before each word."""
@@ -2150,6 +2149,7 @@ def _pegasus_pipeline(backend, settings):
     backend.normalizer = normalizers.Sequence([first, normalizers.Replace(Regex(r" {2,}"), " ")])
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+
 
 def _big_bird_pipeline(backend, settings):
     """BigBirdTokenizer.__init__: trailing spaces dropped, runs of spaces one "▁", "▁" before each space-separated
@@ -2330,7 +2330,6 @@ def _bert_post_processor(tokenizer):
 
 def _deberta_v2_post_processor(tokenizer):
     return _cls_sep_template(tokenizer, 0, 0)
-
 
 
 def _xlnet_post_processor(tokenizer):
@@ -2813,6 +2812,8 @@ def _unk_position(vocab, unk_token):
 def _unk_scored_zero(vocab, unk_token):
     """DebertaV2Tokenizer's: the place of (unk token, score 0.0) in the vocabulary, else 1."""
     return next((i for i, entry in enumerate(vocab) if entry == [unk_token, 0.0]), 1)
+
+
 def _unk_scored_zero_or_100(vocab, unk_token):
     """BigBirdTokenizer's: the place of (unk token, score 0.0), else 100."""
     return next((i for i, entry in enumerate(vocab) if entry == [unk_token, 0.0]), 100)

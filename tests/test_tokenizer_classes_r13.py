@@ -15,8 +15,8 @@ tokenizer.json) loads as transformers converts it without mistral-common (minilo
 """
 import base64
 import json
-import re
 import pathlib
+import re
 
 import pytest
 
