@@ -1488,7 +1488,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                            f"attn_mask.dtype: {mask_dtype} and  query.dtype: {query.dtype} instead.")
     if _cpu_flash_takes(query, key, value, dropout_p):  # (torch's flash kernel has no forward-mode formula)
         no_forward_formula(FLASH_ATTENTION_CPU, query, key, value, attn_mask)
-    if attention16.takes(query, key, value, dropout_p):  # torch's flash kernel: its own 16-bit roundings
+    if _cpu_flash_takes(query, key, value, dropout_p) and attention16.takes(query, key, value):  # its roundings
         out = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=True)
     else:
         out = _attention_in_float32(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
