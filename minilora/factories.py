@@ -35,15 +35,38 @@ __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_l
            "normal", "bernoulli", "poisson", "randint_like", "histc", "histogram"]
 
 
+def _is_size_int(n):
+    """An int a size takes: a Python or NumPy int (not a bool), or a 0-d integer tensor."""
+    return not isinstance(n, bool) and (isinstance(n, (int, np.integer)) or (
+        isinstance(n, Tensor) and n.ndim == 0 and n.dtype.kind in "iu"))
+
+
+def int_sizes(size, fn):
+    """``(2, 3)`` from ``f(2, 3)``, ``f((2, 3))`` or ``f([2, 3])``, refused in the words of torch's argument parser:
+    a lone non-sequence "must be tuple of ints, not float"; a bad first element "found element of type float at
+    pos 0" (given apart: "takes 1 positional argument but 2 were given"); a later one "failed to unpack the object
+    at pos 2" (counted from 1)."""
+    listed = len(size) == 1 and isinstance(size[0], (tuple, list))
+    if len(size) == 1 and not listed and not _is_size_int(size[0]):
+        raise TypeError(f"{fn}(): argument 'size' (position 1) must be tuple of ints, not {type(size[0]).__name__}")
+    if size and not listed and not _is_size_int(size[0]):
+        raise TypeError(f"{fn}() takes 1 positional argument but {len(size)} were given")
+    size = tuple(size[0]) if listed else tuple(size)
+    for i, n in enumerate(size):
+        if _is_size_int(n):
+            continue
+        if i == 0:
+            raise TypeError(f"{fn}(): argument 'size' (position 1) must be tuple of ints, but found element of type "
+                            f"{type(n).__name__} at pos 0")
+        raise TypeError(f"{fn}(): argument 'size' failed to unpack the object at pos {i + 1} with error \"type must be "
+                        f"tuple of ints,but got {type(n).__name__}\"")
+    return size
+
+
 def _size(size, fn):
     """``(2, 3)`` from ``f(2, 3)``, ``f((2, 3))`` or ``f([2, 3])``; torch's error for anything else."""
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        size = tuple(size[0])
+    size = int_sizes(size, fn)
     for n in size:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) and not (
-                isinstance(n, Tensor) and n.ndim == 0 and n.dtype.kind in "iu"):
-            raise TypeError(f"{fn}(): size must be a tuple of ints, but got {type(n).__name__} "
-                            f"({n!r})")
         if int(n) < 0:
             raise RuntimeError(f"{fn}(): Trying to create tensor with negative dimension {int(n)}: "
                                f"{list(map(int, size))}")
@@ -191,7 +214,7 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
         fill_value = fill_value.item()
     if not isinstance(size, (tuple, list)):  # torch's full, unlike ones/zeros, takes no bare number
         raise TypeError(f"full(): argument 'size' (position 1) must be tuple of ints, not {type(size).__name__}")
-    size = _size(size, "full")
+    size = _size((size,), "full")
     return _make(_filled(size, fill_value, dtype), dtype, device, requires_grad)
 
 

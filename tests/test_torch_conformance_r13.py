@@ -169,7 +169,10 @@ def _outcome(call):
     "L.minimum(x, 5.0)", "L.isclose(x, 1.0)", "L.allclose(x, 1.0)", "L.logaddexp(x, 1.0)", "L.dist(x, 1.0)",
     "L.exp2(3)", "L.sum([1.0, 2.0])", "L.matmul(x, [1.0, 2.0, 3.0])", "L.dot(i, [1, 2, 3])", "L.round(2.5)",
     "L.maximum(x, other=2.0)", "L.exp(input=2.0)", "L.unique(2.0)", "L.equal(x, 1.0)", "L.t(2.0)",
-    "L.addcmul(x, x, 2.0)"])
+    "L.addcmul(x, x, 2.0)",
+    # a float where a size's int goes: torch's parser's three spellings
+    "L.zeros(2.0)", "L.zeros((2.0, 3))", "L.ones(2, 3.0)", "L.zeros([2, 3.5])", "L.zeros(2.5, 3)", "L.randn(2.0)",
+    "L.rand(2, 3, 4.5)", "L.zeros(2, None)", "L.full((2.0,), 1)", "L.full([2, 3.5], 1)", "x.new_zeros(2.0)"])
 def test_tensor_arguments_refused_as_torch(source):
     """torch's parser refuses these (``exp(): argument 'input' (position 1) must be Tensor, not float``);
     minilora computed an answer or failed with an AttributeError."""

@@ -9,7 +9,7 @@ from ..device import xp_of
 from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
-from ..factories import channels_last, in_layout_of, laid_out_copy, layout_is_known, layout_order
+from ..factories import channels_last, in_layout_of, int_sizes, laid_out_copy, layout_is_known, layout_order
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
 
@@ -1351,20 +1351,9 @@ def unsqueeze_(self, dim):
 
 # ---- x.resize_(sizes), x.resize_as_(other), x.sum_to_size(sizes) -------------------------------------------------
 def _size_arguments(fn, sizes):
-    """``x.fn(2, 3)`` or ``x.fn((2, 3))`` (a Size, list or tuple) as one tuple of ints, refused as torch's parser
-    refuses (a float among several numbers: its odd arity message; in a sequence: the element's type)."""
-    if len(sizes) == 1 and not isinstance(sizes[0], (int, np.integer)):
-        if not isinstance(sizes[0], (tuple, list)):
-            raise TypeError(f"{fn}(): argument 'size' (position 1) must be tuple of ints, not "
-                            f"{type(sizes[0]).__name__}")
-        sizes = tuple(sizes[0])
-    elif any(not isinstance(v, (int, np.integer)) for v in sizes):
-        raise TypeError(f"{fn}() takes 1 positional argument but {len(sizes)} were given")
-    for i, value in enumerate(sizes):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise TypeError(f"{fn}(): argument 'size' (position 1) must be tuple of ints, but found element of type "
-                            f"{type(value).__name__} at pos {i}")
-    return tuple(int(v) for v in sizes)
+    """``x.fn(2, 3)`` or ``x.fn((2, 3))`` (a Size, list or tuple) as one tuple of ints, refused in the words of
+    torch's argument parser (``factories.int_sizes``)."""
+    return tuple(int(v) for v in int_sizes(sizes, fn))
 
 
 def resize_(self, *sizes, memory_format=None):
