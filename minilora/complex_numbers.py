@@ -589,6 +589,18 @@ def _zeros_beside(g):
     return Tensor._make(xp_of(g._array).zeros_like(g._array), g._device, False, None)
 
 
+def _angle_graph(ctx, g):
+    """Angle's backward on ops: ``g`` times the constant ``i z / |z|^2`` (0 at z = 0), as the plain one; a real
+    input's angle is piecewise constant: zeros."""
+    z = ctx.z
+    if z.dtype.kind != "c":
+        return _zeros_beside(g)
+    with np.errstate(all="ignore"):
+        coefficient = xp_of(z).where(z == 0, 0, z * 1j / (z.real ** 2 + z.imag ** 2)).astype(z.dtype)
+    return g * Tensor._make(coefficient, g._device, False, None)
+
+
+Angle.backward_graph = staticmethod(_angle_graph)
 Real.backward_graph = staticmethod(lambda ctx, g: complex(g, _zeros_beside(g)))
 Imag.backward_graph = staticmethod(lambda ctx, g: complex(_zeros_beside(g), g))
 Conj.backward_graph = staticmethod(lambda ctx, g: conj(g))
