@@ -446,8 +446,8 @@ class LoraConfig(_AdapterConfig):
         "velora_config": None,
         "monteclora_config": None,
         "use_bdlora": None,
-        "arrow_config": None, "kasa_config": None, "ensure_weight_tying": False,
-    }
+        "arrow_config": None, "kasa_config": None,
+    }  # (ensure_weight_tying: accepted where it ties nothing, refused by name where it would: lora/model.py)
     _not_saved = ("runtime_config",)  # PEFT's LoraConfig.to_dict drops it too
 
     def __post_init__(self):

@@ -170,8 +170,16 @@ model = AutoModelForCausalLM.from_pretrained(untied_model_dir)
 def _warn_tied_layer_adapted(model, config):
     """With ``tie_word_embeddings`` the input embedding and the output head are one matrix: an adapter
     (or a modules_to_save copy) on either one does not follow the tie, and merging it changes both
-    layers. PEFT warns (in these words); so does minilora, which refuses ``ensure_weight_tying=True``."""
+    layers. PEFT warns (in these words); so does minilora. ``ensure_weight_tying=True`` (PEFT ties the
+    adapters of both layers) is accepted where PEFT finds nothing to tie, with its warning, and refused by
+    name where it would tie."""
+    ensure = getattr(config, "ensure_weight_tying", False)
     if not getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+        if ensure:
+            warnings.warn("You have requested `ensure_weight_tying`, but no tied modules were found in the model")
+        if ensure and getattr(config, "trainable_token_indices", None) is not None:
+            warnings.warn("ensure_weight_tying=True but the model does not have tied weights (tie_word_embeddings="
+                          "False). Weight tying will not be applied for trainable_token_indices.")
         return
     targets = config.target_modules
     if isinstance(targets, str):
@@ -180,13 +188,27 @@ def _warn_tied_layer_adapted(model, config):
         adapted = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES for name in targets or ())
     saved = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES
                 for name in getattr(config, "modules_to_save", None) or ())
-    if adapted or saved:  # PEFT's two wordings: a config with an ensure_weight_tying field (LoRA's) names it
+    if ensure:
+        _ensure_weight_tying(adapted or saved or getattr(config, "trainable_token_indices", None) is not None)
+    elif adapted or saved:  # PEFT's two wordings: a config with an ensure_weight_tying field (LoRA's) names it
         why = "`ensure_weight_tying` is not set to True" if hasattr(config, "ensure_weight_tying") else \
             "no implementation exists to tie the adapters"
         warnings.warn(f"Model has `tie_word_embeddings=True` and a tied layer is part of the adapter, but {why}. "
                       "This can lead to complications, for example when merging the adapter or converting your "
                       "model to formats other than safetensors. "
                       "Check the discussion here: https://github.com/huggingface/peft/issues/2777")
+
+
+def _ensure_weight_tying(ties_something):
+    """ensure_weight_tying=True on a tied model: PEFT's warning when no tied layer is adapted (nothing
+    changes); tying the adapters of embed_tokens and lm_head is not implemented here, so refused by name."""
+    if ties_something:
+        raise NotImplementedError(
+            "LoraConfig(ensure_weight_tying=True) with a tied embed_tokens / lm_head in target_modules, "
+            "modules_to_save or trainable_token_indices: minilora does not tie their adapters (PEFT 0.21 does); "
+            "leave ensure_weight_tying=False (PEFT's default) or untie the model (tie_word_embeddings=False)")
+    warnings.warn("You have requested `ensure_weight_tying`, but no tied modules are added in either "
+                  "`modules_to_save` or `target_modules`")
 
 
 # ==================================================================================================
@@ -578,6 +600,8 @@ class LoraModel(_Wrapper):
             if isinstance(module, BaseTunerLayer) and module.merged:
                 module.unmerge()  # a merged weight holds the old adapter: take it out first
             module.set_adapter(adapter_name, inference_mode=inference_mode)
+        if isinstance(adapter_name, str):
+            self.named_adapter = adapter_name  # the PeftModel's one name (see PeftModel.active_adapter)
         self.active_adapter = adapter_name
         self._claim_layers()
 
@@ -1077,7 +1101,12 @@ class PeftModel(_Wrapper):
 
     @property
     def active_adapter(self):
-        return self.base_model.active_adapter
+        """One name, as PEFT's PeftModel holds: after ``base_model.set_adapter([...])`` (several adapters
+        active in the layers) it is the name set before, whose config ``active_peft_config`` reads."""
+        active = self.base_model.active_adapter
+        if active is None or isinstance(active, str):
+            return active
+        return getattr(self.base_model, "named_adapter", None) or active[0]
 
     @property
     def active_adapters(self):
@@ -1166,6 +1195,10 @@ class PeftModel(_Wrapper):
     def set_adapter(self, adapter_name, inference_mode=False):
         """Make ``adapter_name`` the active adapter and, as PEFT does, trainable (``requires_grad``) --
         also one loaded for inference -- unless ``inference_mode=True`` keeps it frozen."""
+        if isinstance(adapter_name, (list, set)):  # PEFT's TypeError (its `name not in peft_config` check)
+            raise TypeError(f"unhashable type: {type(adapter_name).__name__!r}: PeftModel.set_adapter takes one "
+                            "adapter name, as PEFT's; for several active together call "
+                            "model.base_model.set_adapter([...]) (or use a PeftMixedModel)")
         self.base_model.set_adapter(adapter_name, inference_mode=inference_mode)
 
     def get_layer_status(self):
@@ -1328,6 +1361,10 @@ class PeftMixedModel(PeftModel):
     @staticmethod
     def _tuner_class(peft_config):
         return MixedModel
+
+    @property
+    def active_adapter(self):
+        return self.base_model.active_adapter  # the list of names (PEFT's PeftMixedModel)
 
     def add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage=False, autocast_adapter_dtype=False):
         _check_mixable(peft_config)
