@@ -258,3 +258,18 @@ def test_embedding_bag_weight_gradient_as_torch(dtype, mode, weighted):
         out.backward(lib.tensor(g, dtype=getattr(lib, dtype)))
         grads.append(weight.grad)
     assert _differ(*grads) == 0
+
+
+@pytest.mark.parametrize("source", ["x.transpose(0.0, 1)", "x.flatten(0.0)", "x.unsqueeze(1.0)", "L.cat([x, x], 1.0)",
+                                    "L.stack([x, x], 0.0)", "x.topk(2.0)"])
+def test_float_dims_refused_in_torchs_words(source):
+    """A float dim or k is torch's TypeError naming the argument (minilora's rule, dtypes.int_argument, leaves out
+    the position, which torch counts differently for methods and functions); NumPy's "list indices must be
+    integers" or "slice indices must be integers" leaked before."""
+    import re
+    outcomes = []
+    for lib in (torch, ml):
+        x = lib.arange(6.0).reshape(2, 3)
+        kind, message = _outcome(lambda: eval(source, {"L": lib, "x": x}))
+        outcomes.append((kind, re.sub(r" \(position \d\)", "", message)))
+    assert outcomes[1] == outcomes[0]

@@ -210,6 +210,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's n
     if input.dtype == np.bool_ or np.dtype(input.dtype).kind == "c":
         kind = "bool" if input.dtype == np.bool_ else "complex"
         raise RuntimeError(f"topk does not support {kind} dtypes on CPU")
+    k = int_argument("topk", "k", k)
     dim_ = _dim(dim, input.ndim, "topk")
     size = input.shape[dim_] if input.ndim else 1
     if not 0 <= k <= size:

@@ -374,7 +374,8 @@ def flatten(input, start_dim=0, end_dim=-1):
     """Dimensions ``start_dim`` to ``end_dim`` (inclusive, negatives allowed) merged into one."""
     if input.ndim == 0:  # torch: a 0-d tensor flattens to one element
         return reshape(input, (1,))
-    start, end = _dims((start_dim, end_dim), input.ndim)
+    start, end = _dims((int_argument("flatten", "start_dim", start_dim), int_argument("flatten", "end_dim", end_dim)),
+                       input.ndim)
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
     merged = math.prod(input.shape[start:end + 1])  # (not -1: NumPy cannot infer it when a size is 0)
@@ -417,6 +418,7 @@ def permute(input, *dims, **by_name):
 
 def transpose(input, dim0, dim1):
     """``torch.transpose(input, dim0, dim1)``: a view with two axes swapped."""
+    dim0, dim1 = int_argument("transpose", "dim0", dim0), int_argument("transpose", "dim1", dim1)
     if input.ndim == 0:  # torch: dims 0 and -1 name the 0-d tensor's one place; nothing to swap
         _dims((dim0, dim1), 0)
         return reshape(input, ())
@@ -568,13 +570,13 @@ def cat(tensors, dim=0, *, axis=None):
     kept = [t for t in tensors if t.shape != (0,)]
     if kept and len(kept) < len(tensors):
         tensors = kept
-    return Cat.apply(*tensors, axis=dim if axis is None else axis)
+    return Cat.apply(*tensors, axis=int_argument("cat", "dim", dim if axis is None else axis))
 
 
 @_amp.autocasts
 def stack(tensors, dim=0, *, axis=None):
     """``torch.stack``: the tensors joined along a new dimension ``dim``."""
-    dim = dim if axis is None else axis
+    dim = int_argument("stack", "dim", dim if axis is None else axis)
     tensors = _tensor_list(tensors, "stack")
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
@@ -653,7 +655,7 @@ def expand(input, *sizes, **by_name):
 
 def unsqueeze(input, dim):
     """A size-1 dimension inserted at ``dim`` (``-1``: after the last)."""
-    (dim,) = _dims((dim,), input.ndim + 1)
+    (dim,) = _dims((int_argument("unsqueeze", "dim", dim),), input.ndim + 1)
     return name_node(reshape(input, input.shape[:dim] + (1,) + input.shape[dim:]), "UnsqueezeBackward0", input)
 
 
@@ -664,7 +666,8 @@ def squeeze(input, dim=NO_DIM):
     if dim is None:
         return name_node(reshape(input, tuple(n for n in input.shape if n != 1)), "SqueezeBackward0", input)
     several = isinstance(dim, (tuple, list))  # torch: SqueezeBackward2 for a tuple of dims, 1 for one dim
-    dims = _distinct_dims(tuple(dim) if several else (dim,), input.ndim)
+    dims = _distinct_dims(int_arguments("squeeze", "dim", tuple(dim)) if several
+                          else (int_argument("squeeze", "dim", dim),), input.ndim)
     drop = {d for d in dims if input.ndim and input.shape[d] == 1}
     return name_node(reshape(input, tuple(n for i, n in enumerate(input.shape) if i not in drop)),
                      f"SqueezeBackward{2 if several else 1}", input)
