@@ -590,14 +590,12 @@ def _zeros_beside(g):
 
 
 def _angle_graph(ctx, g):
-    """Angle's backward on ops: ``g`` times the constant ``i z / |z|^2`` (0 at z = 0), as the plain one; a real
-    input's angle is piecewise constant: zeros."""
-    z = ctx.z
-    if z.dtype.kind != "c":
-        return _zeros_beside(g)
-    with np.errstate(all="ignore"):
-        coefficient = xp_of(z).where(z == 0, 0, z * 1j / (z.real ** 2 + z.imag ** 2)).astype(z.dtype)
-    return g * Tensor._make(coefficient, g._device, False, None)
+    """A real input's angle is piecewise constant: a zero gradient (a complex input's: refused by name, as the
+    recorded pass is real only)."""
+    if ctx.z.dtype.kind == "c":
+        from .ops import higher_order
+        higher_order._refuse(ctx)
+    return _zeros_beside(g)
 
 
 Angle.backward_graph = staticmethod(_angle_graph)
