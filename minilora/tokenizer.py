@@ -1699,10 +1699,14 @@ def _transformers_class(tokenizer_class, path):
     TokenizersBackend there (its tokenizer.json runs as written), a folder that names no class gets its model
     type's. A "LlamaTokenizer" whose tokenizer.json is byte-level (Llama 3 style) is TokenizersBackend too
     (transformers' check: the text "ByteLevel" in the file). A name transformers exports as another class is that
-    class ("ElectraTokenizer" is BertTokenizer: _CLASS_ALIASES)."""
+    class ("ElectraTokenizer" is BertTokenizer: _CLASS_ALIASES). Where tokenizer_config.json names none,
+    config.json's ``tokenizer_class`` is the folder's (transformers' fallback)."""
+    model_config = _model_config(os.path.dirname(path))
+    if tokenizer_class is None and isinstance(model_config.get("tokenizer_class"), str):
+        tokenizer_class = model_config["tokenizer_class"]
     name = tokenizer_class.removesuffix("Fast") if isinstance(tokenizer_class, str) else None
     name = _CLASS_ALIASES.get(name, name)
-    model_type = _model_type(os.path.dirname(path))
+    model_type = model_config.get("model_type")
     if name == "LlamaTokenizer" and model_type not in _MODEL_TYPES_WITH_WRONG_HUB_CLASS and os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             if '"ByteLevel"' in f.read():
@@ -1716,11 +1720,6 @@ def _transformers_class(tokenizer_class, path):
             registered = name  # (a model type with a class of its own leaves the config's class alone)
         return _GENERIC_CLASS if registered in ("PreTrainedTokenizer", "PythonBackend") else registered
     return name
-
-
-def _model_type(folder):
-    """config.json's ``model_type`` in a model folder (None without one, or for a file that is no JSON object)."""
-    return _model_config(folder).get("model_type")
 
 
 def _model_config(folder):

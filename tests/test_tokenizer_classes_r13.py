@@ -396,6 +396,18 @@ def test_a_generic_model_type_runs_the_file_as_written(tmp_path, model_type, tok
     assert dict(ours(texts)) == dict(theirs(texts))
 
 
+def test_config_json_tokenizer_class_as_transformers(tmp_path):
+    """A tokenizer_config.json that names no class leaves it to config.json's tokenizer_class (transformers'
+    fallback): a Llama file under a config.json naming CodeLlamaTokenizer gets CodeLlama's BOS and infilling tokens
+    (minilora ran it as written: no BOS)."""
+    from test_tokenizer_classes_r11 import _sentencepiece_folder
+    _sentencepiece_folder(tmp_path, None)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "tokenizer_class": "CodeLlamaTokenizer"}))
+    theirs, ours = _both(tmp_path)
+    texts = ["def f(x):", " the  cat", "<s>hello</s>"]
+    assert (dict(ours(texts)), ours.all_special_tokens) == (dict(theirs(texts)), theirs.all_special_tokens)
+
+
 def test_every_transformers_tokenizer_class_has_a_rule_or_is_refused():
     """Each tokenizer class transformers 5.25 ships (models/*/tokenization_*.py) is one minilora rebuilds, an alias
     of one, or refused: a new class fails here rather than tokenizing differently without a word."""
