@@ -12,9 +12,9 @@ Functions whose torch overloads take numbers in those places (``normal(mean, std
 """
 import functools
 
-from .tensor import Tensor
+from .tensor import Tensor, tensor
 
-__all__ = ["TENSOR_PARAMETERS", "check_tensor_arguments"]
+__all__ = ["TENSOR_PARAMETERS", "NUMBER_PAIRS", "check_tensor_arguments"]
 
 # the parameters (in order, from position 1) that must be Tensors -> the top-level names with that signature head
 TENSOR_PARAMETERS = {
@@ -108,9 +108,30 @@ def _checked(function, name, parameters):
     return call
 
 
+# torch's arithmetic also takes two Python numbers, each a "wrapped number" tensor: torch.add(2, 3) is tensor(5),
+# torch.div(2, 3) tensor(0.6667) (the default float dtype); minilora's ops take a number only beside a tensor
+NUMBER_PAIRS = "add sub subtract mul multiply div divide true_divide floor_divide"
+_PYTHON_NUMBERS = (bool, int, float)
+
+
+def _taking_two_numbers(function):
+    """``function(a, b, ...)`` with ``a`` made a 0-d tensor when both are Python numbers (the pair then promotes as
+    torch's two wrapped numbers: int64 for ints, the default float dtype with a float)."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        if len(args) >= 2 and type(args[0]) in _PYTHON_NUMBERS and type(args[1]) in _PYTHON_NUMBERS:
+            args = (tensor(args[0]),) + args[1:]
+        return function(*args, **kwargs)
+    return call
+
+
 def check_tensor_arguments(namespace):
-    """Wrap every name of ``TENSOR_PARAMETERS`` found in ``namespace`` (the ``minilora`` module's dict)."""
+    """Wrap every name of ``TENSOR_PARAMETERS`` found in ``namespace`` (the ``minilora`` module's dict), and the
+    arithmetic of ``NUMBER_PAIRS``."""
     for parameters, names in TENSOR_PARAMETERS.items():
         for name in names.split():
             if callable(namespace.get(name)):
                 namespace[name] = _checked(namespace[name], _TORCH_NAMES.get(name, name), parameters)
+    for name in NUMBER_PAIRS.split():
+        if callable(namespace.get(name)):
+            namespace[name] = _taking_two_numbers(namespace[name])

@@ -273,3 +273,16 @@ def test_float_dims_refused_in_torchs_words(source):
         kind, message = _outcome(lambda: eval(source, {"L": lib, "x": x}))
         outcomes.append((kind, re.sub(r" \(position \d\)", "", message)))
     assert outcomes[1] == outcomes[0]
+
+
+@pytest.mark.parametrize("source", ["L.add(2, 3)", "L.add(2.5, 3)", "L.sub(2, 3, alpha=2)", "L.mul(True, False)",
+                                    "L.div(2, 3)", "L.true_divide(2, 3)", "L.floor_divide(2, 3)", "L.multiply(2.0, 3)",
+                                    "L.subtract(2, 3)"])
+def test_arithmetic_of_two_numbers_as_torch(source):
+    """torch's arithmetic takes two Python numbers (wrapped numbers: int64 for ints, the default float dtype with a
+    float); minilora failed with an AttributeError."""
+    results = []
+    for lib in (torch, ml):
+        out = eval(source, {"L": lib})
+        results.append((repr(out), str(out.dtype).split(".")[-1], tuple(out.shape)))
+    assert results[1] == results[0]
