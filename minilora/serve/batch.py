@@ -27,7 +27,7 @@ from .. import ops
 from ..tensor import Tensor, no_grad
 from ..lora.layers import BASE_ADAPTER
 
-__all__ = ["RaggedBatch", "AdapterStacks"]
+__all__ = ["RaggedBatch", "AdapterStacks", "last_logits"]
 
 
 def _pad_left(t, width):
@@ -37,6 +37,16 @@ def _pad_left(t, width):
     xp = t.device.xp
     zeros = Tensor._make(xp.zeros((t.shape[0], t.shape[1], width, t.shape[3]), dtype=t.dtype), t.device, False, None)
     return ops.cat([zeros, t], axis=2)
+
+
+def last_logits(model, ids, adapters, **kwargs):
+    """One cached forward of ``ids`` [rows, T], row i through adapter ``adapters[i]`` (None: the base model):
+    the last position's logits [rows, vocab] (float64 NumPy) and the cache."""
+    if hasattr(model, "peft_config"):  # always name them: else the active adapter would apply
+        kwargs["adapter_names"] = [BASE_ADAPTER if a is None else a for a in adapters]
+    with no_grad():
+        out = model(ids, use_cache=True, **kwargs)
+    return out.logits[:, -1, :].numpy(force=True).astype(np.float64), out.past_key_values
 
 
 class AdapterStacks(dict):
@@ -91,11 +101,7 @@ class RaggedBatch:
         return len(self.adapters)
 
     def _forward(self, ids, adapters, **kwargs):
-        if hasattr(self.model, "peft_config"):  # always name them: else the active adapter would apply
-            kwargs["adapter_names"] = [BASE_ADAPTER if a is None else a for a in adapters]
-        with no_grad():
-            out = self.model(ids, use_cache=True, **kwargs)
-        return out.logits[:, -1, :].numpy(force=True).astype(np.float64), out.past_key_values
+        return last_logits(self.model, ids, adapters, **kwargs)
 
     def add(self, prompt_ids, adapter=None):
         """Prefill ``prompt_ids`` alone and append it as the last row; returns its next-token logits [vocab]."""

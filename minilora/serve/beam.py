@@ -1,19 +1,25 @@
 """Beam search as vLLM's OpenAI server runs it for ``use_beam_search: true`` (``OpenAIServing.beam_search``): not
-inside the engine but over it, one token a step. Each step sends every live beam to the engine as a one-token
-request asking for its ``2 * beam_width`` likeliest tokens (the logprobs, which also hold the token the request
-sampled at the request's temperature); each candidate's score is its beam's summed log-probability divided by the
-length of its tokens (prompt included, an EOS not counted) to the ``length_penalty``; the best ``beam_width``
-candidates that are not EOS go on, those that are EOS are completed. After ``max_tokens`` steps the best
-``beam_width`` of the completed and the live beams are the ``n`` choices, best first.
+inside the engine but over it, one token a step. Each step every live beam asks for its ``2 * beam_width``
+likeliest tokens (the logprobs, which also hold the token the beam's one-token request sampled at the request's
+temperature); each candidate's score is its beam's summed log-probability divided by the length of its tokens
+(prompt included, an EOS not counted) to the ``length_penalty``; the best ``beam_width`` candidates that are not EOS
+go on, those that are EOS are completed. After ``max_tokens`` steps the best ``beam_width`` of the completed and the
+live beams are the ``n`` choices, best first.
 
-(vLLM's prefix cache makes each step's prompt cheap there; here each step prefills again, which the shipped model's
-size allows.)
+The forwards reuse keys and values as vLLM's prefix cache lets its beam requests do (``_BeamCache``): the prompt is
+prefilled once, and each step computes one new position per live beam over its parent's cached ones (the parents'
+rows gathered, so beams that share a prefix share its computation), in one batched forward run on the engine
+thread between decode steps. A search of ``max_tokens`` steps costs P + the live beams of each later step in
+forward tokens, where prefilling every beam again cost the whole of every beam each step.
 """
 import asyncio
 import collections
 import functools
 
-from .engine import Request
+import numpy as np
+
+from .batch import last_logits
+from .engine import EngineError, Request, model_not_found
 
 __all__ = ["Beam", "beam_search"]
 
@@ -28,34 +34,39 @@ class Beam(collections.namedtuple("Beam", "tokens cum_logprob finish_reason stop
         return self.cum_logprob / (length ** length_penalty)
 
 
-async def _candidates(engine, beams, adapter, width, temperature):
-    """Per beam, ``{token: logprob}`` of one engine step: the token it sampled first, then the ``2 * width``
-    likeliest (vLLM's logprobs dict)."""
-    loop = asyncio.get_running_loop()
-    done = [loop.create_future() for _ in beams]
-    jobs = [Request(beam.tokens, adapter, max_tokens=1, temperature=temperature, logprobs=2 * width)
-            for beam in beams]
-    for job, future in zip(jobs, done):
-        job.emit = functools.partial(_finished, loop, future)
-    engine.submit_all(jobs)
-    try:
-        await asyncio.gather(*done)
-    finally:
-        for job in jobs:
-            job.cancel()
-    candidates = []
-    for job in jobs:
-        (token, logprob, top), = job.token_logprobs
-        candidates.append({token: logprob, **{t: lp for t, lp in top if t != token}})
-    return candidates
+class _BeamCache:
+    """The live beams' keys and values, one row per beam, all of one length (they grow together). Its methods run
+    on the engine thread: ``prefill`` the prompt, then ``extend`` row i of the new live beams, the old row
+    ``parents[i]``, by ``tokens[i]``; each returns the next-token logits [rows, vocab]. ``tokens_computed``
+    counts the positions run through the model."""
+
+    def __init__(self, engine, adapter):
+        self.engine, self.adapter, self.cache, self.tokens_computed = engine, adapter, None, 0
+
+    def _forward(self, ids, **kwargs):
+        key = self.engine._keys.get(self.adapter)
+        if self.adapter is not None and key is None:  # unloaded since the search began: vLLM's next step 404s
+            raise EngineError(404, model_not_found(self.adapter), "model")
+        self.tokens_computed += ids.size
+        logits, self.cache = last_logits(self.engine.model, ids, [key] * len(ids), **kwargs)
+        return logits
+
+    def prefill(self, prompt_ids):
+        return self._forward(np.asarray([prompt_ids], dtype=np.int64))
+
+    def extend(self, parents, tokens):
+        if list(parents) != list(range(len(self.cache.keys[0]))):
+            self.cache.reorder_cache(parents)
+        return self._forward(np.asarray(tokens, dtype=np.int64)[:, None], past_key_values=self.cache)
 
 
-def _finished(loop, future, kind, value):
-    """A beam request's ``emit``: its one token is in (``done``), or the engine failed it (``error``)."""
-    if kind == "done":
-        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
-    elif kind == "error":
-        loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(RuntimeError(value[1])))
+def _candidates(engine, logits, width, temperature):
+    """``{token: logprob}`` of a beam's next-token ``logits``: the token its one-token request samples first, then
+    the ``2 * width`` likeliest (vLLM's logprobs dict), as the engine samples a request (Request.sample)."""
+    request = Request([], max_tokens=1, temperature=temperature, logprobs=2 * width)
+    request.sample(logits, engine.eos | engine.generation_eos, engine.text_vocab)
+    (token, logprob, top), = request.token_logprobs
+    return {token: logprob, **{t: lp for t, lp in top if t != token}}
 
 
 async def beam_search(engine, prompt_ids, adapter, width, max_tokens, temperature=1.0, length_penalty=1.0,
@@ -64,18 +75,32 @@ async def beam_search(engine, prompt_ids, adapter, width, max_tokens, temperatur
     ``client_gone()`` (awaited between steps) says the client left: the search stops there, as vLLM aborts it."""
     eos = engine.tokenizer.eos_token_id
     live, completed = [Beam(list(prompt_ids), 0.0, None, None, [])], []
-    for _ in range(max_tokens):
+    cache, forward = _BeamCache(engine, adapter), functools.partial(_between_steps, engine)
+    for step in range(max_tokens):
         if client_gone is not None and await client_gone():
             return None
-        grown = []
-        for beam, candidates in zip(live, await _candidates(engine, live, adapter, width, temperature)):
+        if step == 0:
+            logits = await forward(cache.prefill, prompt_ids)
+        else:
+            logits = await forward(cache.extend, parents, [beam.tokens[-1] for beam in live])
+        grown = []  # (beam, the row of its parent)
+        for row, beam in enumerate(live):
+            candidates = _candidates(engine, logits[row], width, temperature)
             steps = beam.logprobs + [candidates]
             for token, logprob in candidates.items():
                 if token == eos and not ignore_eos:
                     tokens = beam.tokens + [token] if include_stop_str_in_output else beam.tokens
                     completed.append(Beam(tokens, beam.cum_logprob + logprob, "stop", eos, steps))
                 else:
-                    grown.append(Beam(beam.tokens + [token], beam.cum_logprob + logprob, None, None, steps))
-        live = sorted(grown, key=lambda b: b.score(eos, length_penalty), reverse=True)[:width]
+                    grown.append((Beam(beam.tokens + [token], beam.cum_logprob + logprob, None, None, steps), row))
+        grown = sorted(grown, key=lambda pair: pair[0].score(eos, length_penalty), reverse=True)[:width]
+        live, parents = [beam for beam, _ in grown], [row for _, row in grown]
+        if not live:
+            break
     best = sorted(completed + live, key=lambda b: b.score(eos, length_penalty), reverse=True)[:width]
     return [beam._replace(finish_reason=beam.finish_reason or "length") for beam in best]
+
+
+async def _between_steps(engine, fn, *args):
+    """``fn(*args)`` run on the engine thread between its decode steps, awaited."""
+    return await asyncio.wrap_future(engine.between_steps(functools.partial(fn, *args)))

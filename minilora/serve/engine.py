@@ -317,13 +317,22 @@ class Engine:
 
     def _call(self, fn):
         """Run ``fn`` on the engine thread between steps (directly when the loop is not running)."""
-        if self._thread is None or not self._thread.is_alive():
-            return fn()
+        return self.between_steps(fn).result(timeout=120)
+
+    def between_steps(self, fn):
+        """A ``concurrent.futures.Future`` of ``fn()``, run on the engine thread between decode steps (run now when
+        the loop is not running): what uses the model outside the batch, as beam search's forwards. A 503 once the
+        server is stopping."""
         future = concurrent.futures.Future()
+        if self._thread is None or not self._thread.is_alive():
+            self._run_command(fn, future)
+            return future
         with self._lock:
+            if self._stopping:  # (the loop fails what it has not run: nothing would run this)
+                raise EngineError(503, "the server is shutting down")
             self.commands.append((fn, future))
             self._lock.notify()
-        return future.result(timeout=120)
+        return future
 
     # --- requests ------------------------------------------------------------------------------
     def prompt_logprobs(self, prompt_ids, adapter, k, held_by=None):
