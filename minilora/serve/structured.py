@@ -10,7 +10,8 @@ What a request asks for (vLLM 0.24's fields, read by ``constraint_of``)::
     response_format      {"type": "json_object"} / {"type": "json_schema", "json_schema": {"name", "schema"}}:
                          OpenAI's, turned into the above (it overrides structured_outputs' kind, as vLLM's);
                          vLLM's {"type": "structural_tag", "triggers", "structures": [{"begin", "schema",
-                         "end"}]}: free text, with JSON of a schema after each begin a trigger starts
+                         "end"}]}: free text, with JSON of a schema after each begin a trigger starts;
+                         xgrammar's {"type": "structural_tag", "format": {...}} (structural_tag.py)
     tools + tool_choice  (chat) a named function: its parameters' schema; "required": a JSON list of
                          {"name", "parameters"} calls of the given tools (vLLM's get_json_schema_from_tools)
 
@@ -31,9 +32,11 @@ import numpy as np
 from .detokenizer import token_bytes_or_text
 from .engine import EngineError
 from .fields import lax_bool
+from .structural_tag import StructuralTagError, format_grammar
 
 try:
     import llguidance
+    from llguidance.gbnf_to_lark import any_to_lark as gbnf_to_lark
 except ImportError:  # the [serve] extra installs it; without it a constrained request is refused, never unconstrained
     llguidance = None
 
@@ -90,7 +93,11 @@ def _response_format(form):
     kind = form["type"]
     if kind == "text":
         return None
-    if kind == "structural_tag":  # free text, and JSON between each begin and end that a trigger starts
+    if kind == "structural_tag":  # vLLM's two models of it: xgrammar's "format" tree, or its legacy triggers
+        if "format" not in form and not ("structures" in form and "triggers" in form):
+            raise EngineError(400, "response_format: a structural_tag needs 'format' (xgrammar's structural tag) or "
+                                   "'structures' and 'triggers' (vLLM's legacy form): Field required",
+                              "response_format")
         return {"structural_tag": json.dumps(form)}
     if kind == "json_object":
         return {"json_object": True}
@@ -238,10 +245,18 @@ def _schema(schema, constraint):
 
 
 def _structural_tags(constraint):
-    """vLLM's (legacy) structural tag: ``{"triggers": [...], "structures": [{"begin", "schema", "end"}]}``, free
-    text in which each structure's begin (which starts with one of the triggers) is followed by JSON of its schema
-    and its end."""
+    """vLLM's structural tag: xgrammar's ``{"type": "structural_tag", "format": {...}}`` (structural_tag.py), or
+    the legacy ``{"triggers": [...], "structures": [{"begin", "schema", "end"}]}``, free text in which each
+    structure's begin (which starts with one of the triggers) is followed by JSON of its schema and its end."""
     spec = json.loads(constraint.spec) if isinstance(constraint.spec, str) else constraint.spec
+    if not isinstance(spec, dict) or not ("format" in spec or "structures" in spec):
+        raise EngineError(400, "Invalid structural tag specification: it needs 'format' (xgrammar's structural tag) "
+                               "or 'structures' and 'triggers' (the legacy form)")
+    if "structures" not in spec:  # (xgrammar's test of the form, as vLLM's)
+        try:
+            return format_grammar(spec["format"], lambda schema: _schema(schema, constraint), gbnf_to_lark)
+        except StructuralTagError as exc:  # (vLLM's validate_xgrammar_grammar words, then what is wrong)
+            raise EngineError(400, f"Invalid structural tag specification: {exc}") from None
     triggers, tags = spec["triggers"], []
     for structure in spec["structures"]:
         begin = structure["begin"]
