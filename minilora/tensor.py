@@ -449,6 +449,11 @@ _TORCH_OP_NAMES = {"CrossEntropy": "NllLoss", "MaxPool2d": "MaxPool2DWithIndices
                    "Conv1d": "Convolution", "Conv2d": "Convolution"}
 
 
+def forward_ad_open():
+    """Is a torch.autograd.forward_ad level open (so tangents may ride along)?"""
+    return _forward_ad is not None
+
+
 def no_forward_formula(name, *tensors):
     """torch has no forward-mode formula for op ``name`` (its ATen name): with a forward-AD level open and a
     dual tensor among ``tensors``, torch's NotImplementedError naming it (minilora/forward_ad.py)."""

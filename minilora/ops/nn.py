@@ -16,8 +16,8 @@ from ..factories import layout_order, suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
                       promote_types, result_type, torch_name, upcast)
 from .. import random as _random
-from ..tensor import (Function, ShapeError, Tensor, name_node, no_forward_formula, no_grad, saved_for, saves_as_torch,
-                      saving_as_torch, warn_at_caller)
+from ..tensor import (Function, ShapeError, Tensor, forward_ad_open, name_node, no_forward_formula, no_grad, saved_for,
+                      saves_as_torch, saving_as_torch, warn_at_caller)
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -1486,9 +1486,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if mask_dtype is not None and mask_dtype not in (np.bool_, float32, query.dtype):  # (minilora cast it)
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                            f"attn_mask.dtype: {mask_dtype} and  query.dtype: {query.dtype} instead.")
-    if _cpu_flash_takes(query, key, value, dropout_p):  # (torch's flash kernel has no forward-mode formula)
+    # torch's CPU flash kernel (else its math one): no forward-mode formula; on 16-bit inputs its own roundings
+    if forward_ad_open() and _cpu_flash_takes(query, key, value, dropout_p):
         no_forward_formula(FLASH_ATTENTION_CPU, query, key, value, attn_mask)
-    if _cpu_flash_takes(query, key, value, dropout_p) and attention16.takes(query, key, value):  # its roundings
+    if attention16.takes(query, key, value) and _cpu_flash_takes(query, key, value, dropout_p):
         out = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=True)
     else:
         out = _attention_in_float32(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
@@ -1504,9 +1505,14 @@ FLASH_ATTENTION_CPU = "_scaled_dot_product_flash_attention_for_cpu"  # torch's k
 def _cpu_flash_takes(query, key, value, dropout_p):
     """Does torch's CPU dispatcher pick its flash-attention kernel (over the math one)? 4-D inputs, no dropout,
     rows laid out with stride 1 in their last dimension, and no empty sequence."""
-    return (query.ndim == key.ndim == value.ndim == 4 and dropout_p == 0 and query.device.type == "cpu"
-            and all(t.shape[-1] <= 1 or t._array.strides[-1] == t._array.itemsize for t in (query, key, value))
-            and query.shape[-2] > 0 and key.shape[-2] > 0)
+    q, k, v = query._array, key._array, value._array  # (the arrays' own fields: this runs on every call)
+    if dropout_p != 0 or q.ndim != 4 or k.ndim != 4 or v.ndim != 4 or query._device.name != "cpu":
+        return False
+    return q.shape[2] > 0 and k.shape[2] > 0 and _unit_last_stride(q) and _unit_last_stride(k) and _unit_last_stride(v)
+
+
+def _unit_last_stride(a):
+    return a.shape[-1] <= 1 or a.strides[-1] == a.itemsize
 
 
 def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=False):
