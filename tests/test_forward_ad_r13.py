@@ -229,8 +229,9 @@ def test_backward_through_a_tangent():
     _close(_reverse_over_forward(ml, ml.autograd.forward_ad), _reverse_over_forward(torch, torch.autograd.forward_ad))
 
 
-def _user_function(lib, fwAD):
-    class Exp(lib.autograd.Function):  # the forward-mode AD tutorial's
+def _tutorial_exp(lib):
+    """The forward-mode AD tutorial's custom Function."""
+    class Fn(lib.autograd.Function):
         @staticmethod
         def forward(ctx, foo):
             result = lib.exp(foo)
@@ -242,6 +243,11 @@ def _user_function(lib, fwAD):
             gO = gI * ctx.result
             del ctx.result
             return gO
+    return Fn
+
+
+def _user_function(lib, fwAD):
+    Exp = _tutorial_exp(lib)
 
     class Scaled(lib.autograd.Function):
         @staticmethod
@@ -315,18 +321,7 @@ def test_ops_without_a_forward_formula_refuse_in_torchs_words():
 
 
 def _forward_gradcheck(lib):
-    class Fn(lib.autograd.Function):
-        @staticmethod
-        def forward(ctx, foo):
-            result = lib.exp(foo)
-            ctx.result = result
-            return result
-
-        @staticmethod
-        def jvp(ctx, gI):
-            gO = gI * ctx.result
-            del ctx.result
-            return gO
+    Fn = _tutorial_exp(lib)
 
     class WrongJvp(Fn):
         @staticmethod
