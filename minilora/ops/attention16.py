@@ -193,6 +193,6 @@ def _accumulate(into, product, dtype):
 def takes(query, key, value):
     """Where torch's CPU dispatcher picks the flash kernel (``ops.nn._cpu_flash_takes``), does this kernel
     compute it? 16-bit NumPy inputs of one head size and one batch size."""
-    return (query.dtype.itemsize == 2 and xp_of(query._array) is np
+    return (query.dtype.itemsize == 2 and query.ndim == key.ndim == value.ndim == 4 and xp_of(query._array) is np
             and query.shape[-1] == key.shape[-1] == value.shape[-1]
             and query.shape[0] == key.shape[0] == value.shape[0])
