@@ -260,15 +260,21 @@ def dual_apply(cls, inputs, options):
 
 
 def _view_tangent(cls, inputs, options, tangents, result):
-    """A view op's tangent: the same view of its input's tangent (None when ``result`` is not a view of its
-    one dual input)."""
-    if result._base is None or sum(t is not None for t in tangents) != 1:
+    """The tangent of a view op, or of an op linear in its one dual input (torch.fft's transforms, whose recorded
+    backward the real-only create_graph pass lacks): the same op on the tangent (a view of it for a view, so an
+    in-place change of the view's tangent reaches its base's). None for any other op."""
+    if sum(t is not None for t in tangents) != 1:
         return None
     k = next(i for i, t in enumerate(tangents) if t is not None)
+    if tangents[k].shape != inputs[k].shape:
+        return None
     viewed = inputs[k] if inputs[k]._base is None else inputs[k]._base
-    if viewed is not result._base or tangents[k].shape != inputs[k].shape:
+    if cls.__name__ not in _LINEAR_OPS and (result._base is None or viewed is not result._base):
         return None
     return cls.apply(*inputs[:k], tangents[k], *inputs[k + 1:], **options)
+
+
+_LINEAR_OPS = {"FFT"}  # (complex_numbers.FFT: fftn, ifftn, rfftn, irfftn, each linear over the reals)
 
 
 def _jvp(cls, inputs, options, tangents, result):

@@ -446,3 +446,23 @@ def test_complex_tangents_as_torchs():
     still refused, as the recorded pass is real only)."""
     for a, b in zip(_complex_tangents(ml), _complex_tangents(torch)):
         _close(a, b)
+
+
+def _fft_tangents(lib):
+    """torch.fft's transforms are linear: the tangent is the same transform of the tangent (their recorded
+    backward is missing from minilora's real-only create_graph pass, so the double-vjp could not run)."""
+    import warnings
+    fwAD = lib.autograd.forward_ad
+    lib.manual_seed(0)
+    x, t = lib.randn(4, 6, dtype=lib.float64), lib.randn(4, 6, dtype=lib.float64)
+    with fwAD.dual_level(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a real-to-complex cast's recorded backward warned of the discarded part)
+        r, z = fwAD.make_dual(x, t), fwAD.make_dual(lib.complex(x, t), lib.complex(t, -x))
+        outs = [lib.fft.fft(z), lib.fft.ifft(z, norm="ortho"), lib.fft.rfft(r), lib.fft.irfft(z),
+                lib.fft.fftn(r * 2, norm="forward"), lib.fft.rfft2(r.sin()).abs()]
+        return [_tangent(fwAD, out) for out in outs]
+
+
+def test_fft_tangents_as_torchs():
+    for a, b in zip(_fft_tangents(ml), _fft_tangents(torch)):
+        _close(a, b)

@@ -872,7 +872,7 @@ def _cumprod(ctx, g):
 
 
 def _hardsigmoid(ctx, g):
-    """1/6 inside (-3, 3): the float32 sixth in every dtype, as the plain backward (torch's kernel's ``1.0f / 6.0f``)."""
+    """1/6 inside (-3, 3): the float32 sixth in every dtype, as the plain backward (torch's ``1.0f / 6.0f``)."""
     return _masked(g, ctx.inside) * float(np.float32(1) / np.float32(6))
 
 
@@ -1462,7 +1462,7 @@ _BACKWARD_GRAPHS = {
     _e.Abs: _abs,
     _e.Erf: lambda ctx, g: g * float(2 / np.sqrt(np.pi)) * (-ctx.inputs[0] * ctx.inputs[0]).exp(),
     _e.Clone: lambda ctx, g: g,
-    _e.AsType: lambda ctx, g: (g.to(ctx.dtype), None),
+    _e.AsType: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
     _r.Sum: _sum, _r.Mean: _mean, _r.Softmax: _softmax, _r.LogSoftmax: _log_softmax,
     _s.Reshape: lambda ctx, g: (g.reshape(ctx.shape), None),
     _s.Permute: _permute, _s.GetItem: _getitem, _s.Cat: _cat,
