@@ -304,6 +304,10 @@ def _refusals(lib, fwAD):
                                          lib.tensor([1])),
         "ormqr": lambda d: lib.ormqr(d, lib.ones(3, dtype=lib.float64), d[:, :2]),
         "cholesky": lambda d: lib.cholesky(d @ d.mT + lib.eye(4, dtype=lib.float64)),  # (linalg.cholesky has one)
+        "unique": lambda d: lib.unique(d),
+        "unique_dim": lambda d: lib.unique(d, dim=0),
+        "unique_consecutive": lambda d: lib.unique_consecutive(d),
+        "bincount": lambda d: lib.bincount(lib.tensor([0, 1, 1]), weights=d[0]),
     }
     messages = {}
     with fwAD.dual_level():

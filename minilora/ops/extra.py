@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .. import amp as _amp, dtypes
-from ..tensor import Tensor, name_node, tensor
+from ..tensor import Tensor, name_node, no_forward_formula, tensor
 from . import elementwise as E, index as I, reduce as R, shape as S
 from .nn import _broadcast_or_raise
 from .matmul import _inner_sizes_check, _one_node, _products_check, _scaled_sum, bmm, mm, mv, outer
@@ -411,6 +411,7 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
     kept once, with the inverse indices and run lengths on request."""
     if input.dtype.kind == "c":
         raise NotImplementedError(f'"unique" not implemented for \'{dtypes.torch_name(input.dtype)}\'')
+    no_forward_formula("unique_consecutive", input)
     xp = input.device.xp
     a = input._array
     if dim is None:

@@ -14,7 +14,7 @@ from .. import amp as _amp, return_types, std_sort
 from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
-from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad, saves_as_torch
+from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_forward_formula, no_grad, saves_as_torch
 from ..factories import in_layout_of
 from .elementwise import backward_in_float32
 from .shape import NO_DIM, add_at, dim_given, one_by_one, put_into_copy, zeroed_at
@@ -887,6 +887,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     of each input element in that list, with ``return_counts`` how often each occurs (int64)."""
     if input.dtype.kind == "c":  # (torch sorts to find them; complex numbers have no order)
         raise NotImplementedError(f'"unique" not implemented for \'{torch_name(input.dtype)}\'')
+    no_forward_formula("_unique2" if dim is None else "unique_dim", input)
     array = input.detach().cpu().numpy()  # (on the host: a sort; the result's size depends on the values)
     if dim is None:
         values, inverse, counts = np.unique(array.reshape(-1), return_inverse=True, return_counts=True,
@@ -916,6 +917,7 @@ def bincount(input, weights=None, minlength=0):
         raise RuntimeError("bincount: minlength should be >= 0")
     if weights is not None and tuple(weights.shape) != tuple(input.shape):
         raise RuntimeError("bincount: weights should be 1-d and have the same length as input")
+    no_forward_formula("aten::bincount", weights)
     if weights is None or not values.size:  # (empty input: int64 zeros even with weights, as torch)
         counts = np.bincount(values, minlength=minlength).astype(np.int64)
         return Tensor(counts, dtype=np.int64, device=input.device)
