@@ -57,7 +57,7 @@ from .device import CHUNK, cache_slices, xp_of
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail",
            "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish", "sigmoid",
-           "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "fused_multiply_add_block", "multiply_add_into",
+           "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
            "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]
 
@@ -415,24 +415,27 @@ def fused_multiply_add64(a, b, c):
     return compiled if compiled is not None else _fma64_by_parts(a, b, c)
 
 
-# Veltkamp's splitting constant for float64 (2^27 + 1): x * _SPLIT - (x * _SPLIT - x) keeps x's top 26 bits
-_SPLIT = np.float64(134217729.0)
+def two_sum(a, b):
+    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e == a + b`` exactly (Knuth's TwoSum)."""
+    s = a + b
+    b_part = s - a
+    return s, (a - (s - b_part)) + (b - b_part)
 
 
-def _two_sum(x, y):
-    """Knuth's TwoSum: ``s = x + y`` rounded and its exact error (``x + y == s + e``)."""
-    s = x + y
-    back = s - x
-    return s, (x - (s - back)) + (y - back)
-
-
-def _two_product(a, b):
-    """Dekker's TwoProduct: ``p = a * b`` rounded and its exact error, from Veltkamp's halves of each factor."""
+def two_product(a, b):
+    """``(p, e)`` with ``p = fl(a * b)`` and ``p + e == a * b`` exactly (Dekker's TwoProduct)."""
     p = a * b
-    a_high = a * _SPLIT - (a * _SPLIT - a)
-    b_high = b * _SPLIT - (b * _SPLIT - b)
-    a_low, b_low = a - a_high, b - b_high
+    a_high, a_low = _split(a)
+    b_high, b_low = _split(b)
     return p, ((a_high * b_high - p) + a_high * b_low + a_low * b_high) + a_low * b_low
+
+
+def _split(a):
+    """``a`` as high + low halves of its mantissa (Veltkamp), each product of halves exact."""
+    dtype = np.asarray(a).dtype
+    scaled = dtype.type(134217729.0 if dtype == np.float64 else 4097.0) * a  # 2**ceil(p/2) + 1
+    high = scaled - (scaled - a)
+    return high, a - high
 
 
 def _fma64_by_parts(a, b, c):
@@ -442,9 +445,9 @@ def _fma64_by_parts(a, b, c):
     once. Where a part overflows (a non-finite product) NumPy's two roundings stand."""
     with np.errstate(over="ignore", invalid="ignore"):
         a, b, c = (np.asarray(v, _F64) for v in (a, b, c))
-        p, e = _two_product(a, b)
-        s, t = _two_sum(c, p)
-        low, low_error = _two_sum(t, e)
+        p, e = two_product(a, b)
+        s, t = two_sum(c, p)
+        low, low_error = two_sum(t, e)
         # round to odd: an inexact ``low`` with an even last bit moves one ulp towards the exact value
         even = np.bitwise_and(np.asarray(low).view(np.int64), 1) == 0
         low = np.where((low_error != 0) & even, np.nextafter(low, np.copysign(np.inf, low_error)), low)
