@@ -252,6 +252,8 @@ def dual_apply(cls, inputs, options):
         result = cls.apply(*inputs, **options)
         if _is_differentiable(result):
             tangent = _view_tangent(cls, inputs, options, tangents, result)
+            if tangent is None and cls.__name__ in _TORCH_FORMULAS:
+                tangent = _TORCH_FORMULAS[cls.__name__](inputs, tangents)
             if tangent is None:
                 with _same_draws(generators, states):
                     tangent = _jvp(cls, inputs, options, tangents, result)
@@ -275,6 +277,18 @@ def _view_tangent(cls, inputs, options, tangents, result):
 
 
 _LINEAR_OPS = {"FFT"}  # (complex_numbers.FFT: fftn, ifftn, rfftn, irfftn, each linear over the reals)
+
+
+def _polar_jvp(inputs, tangents):
+    """torch's formula for polar(abs, angle) (its recorded backward is missing from the real-only create_graph
+    pass): ``complex(abs_t cos - angle_t abs sin, abs_t sin + angle_t abs cos)``."""
+    from .complex_numbers import complex as _complex
+    (r, theta), (r_t, theta_t) = inputs, [autograd._zeros_like(x) if t is None else t for x, t in zip(inputs, tangents)]
+    cos, sin = theta.cos(), theta.sin()
+    return _complex(r_t * cos - theta_t * r * sin, r_t * sin + theta_t * r * cos)
+
+
+_TORCH_FORMULAS = {"Polar": _polar_jvp}  # an op's forward formula, where the double-vjp cannot run
 
 
 def _jvp(cls, inputs, options, tangents, result):

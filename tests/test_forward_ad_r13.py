@@ -440,14 +440,14 @@ def _complex_tangents(lib):
     with fwAD.dual_level():
         d, x = fwAD.make_dual(z, tz), fwAD.make_dual(r, tr)
         outs = [d.conj() * d.exp(), d.abs(), x.angle(), d @ d.mT, lib.view_as_real(d).sin(),
-                lib.complex(x, x * 2).exp()]
+                lib.complex(x, x * 2).exp(), lib.polar(x.exp(), x), lib.polar(r.exp(), x)]
         return [_tangent(fwAD, out) for out in outs]
 
 
 def test_complex_tangents_as_torchs():
     """Complex duals: the double-vjp through minilora's complex gradients (torch's conjugate convention) gives
     torch's J t; angle's recorded backward was missing (a real input's angle: a zero tangent; a complex one's is
-    still refused, as the recorded pass is real only)."""
+    still refused, as the recorded pass is real only), and polar's (torch's forward formula, bit for bit)."""
     for a, b in zip(_complex_tangents(ml), _complex_tangents(torch)):
         _close(a, b)
 
