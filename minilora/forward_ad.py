@@ -12,10 +12,13 @@ to ``u`` is ``J t``. torch writes a forward formula per op (derivatives.yaml's `
 runs the same arithmetic transposed (mul: t_a*b + t_b*a; matmul: t_A@B + A@t_B; softmax: y*(t - sum(y*t))),
 so float64 tangents agree with torch's to rounding and float32 ones closely -- one rule for every op the
 recorded backward covers, instead of a second formula per op to keep in step with the first. It costs the
-op's forward once more (on the same random draws: the generators are rewound) and two small backward passes.
-A view op's tangent is the same view of the tangent (torch's: an in-place change of a view's tangent reaches
-its base's). With grad mode on and something requiring grad, the tangent is recorded, so a backward through
-it works (reverse over forward). Where torch has no forward formula (the op calls ``tensor.no_forward_formula``),
+op's forward once more (on the same random draws: the generators are rewound) and two small backward passes
+(at u = 1: a backward written with log|u|, logcumsumexp's, has no derivative at 0). A view op's tangent is
+the same view of the tangent (torch's: an in-place change of a view's tangent reaches its base's), as is a
+linear op's where the recorded pass has no backward (``_LINEAR_OPS``: torch.fft); ``_TORCH_FORMULAS`` holds
+torch's formula for the few others (polar). With grad mode on and something requiring grad, the tangent is
+recorded, so a backward through it works (reverse over forward); it requires grad only where it depends on
+something that does (torch's also where its formula merely mentions such a primal: ``2 * d``'s tangent). Where torch has no forward formula (the op calls ``tensor.no_forward_formula``),
 or minilora's recorded backward has none, the op refuses with torch's NotImplementedError naming it.
 """
 import contextlib
