@@ -118,16 +118,16 @@ STEPS_ROUNDED_TO_16_BITS = float32_math.CPU_CAPABILITY == "default"
 _NUMBERS = (float, int)
 
 
-def _in_16_bit_steps_at_tail(out, a, steps):
+def _in_16_bit_steps_at_tail(out, steps, *inputs):
     """``out``'s elements in torch's scalar tail (``float32_math.scalar_tail``) recomputed by ``steps`` on
-    ``a``'s 16-bit values, each NumPy step rounding as c10's Half/BFloat16 arithmetic does: torch's scalar
+    the inputs' 16-bit values, each NumPy step rounding as c10's Half/BFloat16 arithmetic does: torch's scalar
     lambda for the last ``n % 32`` elements of a thread's chunk (``HALF_STEP``, AVX2 and AVX-512 alike).
-    Contiguous NumPy arrays only (another layout keeps the vectorized numbers)."""
-    if xp_of(a) is not np or not (a.flags.c_contiguous and out.flags.c_contiguous) or a.shape != out.shape:
+    Contiguous NumPy arrays of ``out``'s shape only (other layouts keep the vectorized numbers)."""
+    if not all(xp_of(a) is np and a.flags.c_contiguous and a.shape == out.shape for a in (out, *inputs)):
         return
-    flat, flat_out = a.reshape(-1), out.reshape(-1)
-    for start, stop in float32_math.scalar_tail(flat.size, step=float32_math.HALF_STEP):
-        flat_out[start:stop] = steps(flat[start:stop])
+    flats, flat_out = [a.reshape(-1) for a in inputs], out.reshape(-1)
+    for start, stop in float32_math.scalar_tail(flat_out.size, step=float32_math.HALF_STEP):
+        flat_out[start:stop] = steps(*(f[start:stop] for f in flats))
 
 
 def _number_as_float32(x, other):
@@ -434,7 +434,7 @@ class Rsqrt(Function):
         xp = xp_of(a)
         if _is_16bit_float(a) and not STEPS_ROUNDED_TO_16_BITS:
             ctx.out = (1 / xp.sqrt(upcast(a))).astype(a.dtype)
-            _in_16_bit_steps_at_tail(ctx.out, a, lambda part: 1 / xp.sqrt(part))
+            _in_16_bit_steps_at_tail(ctx.out, lambda part: 1 / xp.sqrt(part), a)
         else:
             ctx.out = 1 / xp.sqrt(a)
         return ctx.out
@@ -822,8 +822,7 @@ class AddScaled(Function):
     16-bit: alpha rounded to their dtype, then product (exact) and sum in float32, rounded once; but
     where torch runs the kernel's scalar lambda, c10's 16-bit arithmetic rounds ``alpha * b`` to 16 bits
     before adding: on every element in its "default" build (``STEPS_ROUNDED_TO_16_BITS``), and in its
-    AVX builds on the few past the last two whole vectors of each thread's share (not modelled: one
-    16-bit step off there). Backward as torch's: ``g * alpha`` with alpha unrounded, in float32 and
+    AVX builds on the last n % 32 of each thread's share (``_in_16_bit_steps_at_tail``). Backward as torch's: ``g * alpha`` with alpha unrounded, in float32 and
     rounded once, then summed over broadcast axes."""
 
     @staticmethod
@@ -836,7 +835,10 @@ class AddScaled(Function):
             product = rounded * upcast(b)
             if STEPS_ROUNDED_TO_16_BITS:
                 product = upcast(product.astype(a.dtype))
-            return (upcast(a) + product).astype(a.dtype)
+            out = (upcast(a) + product).astype(a.dtype)
+            if not STEPS_ROUNDED_TO_16_BITS and a.dtype == b.dtype:
+                _in_16_bit_steps_at_tail(out, lambda a16, b16: a16 + a.dtype.type(alpha) * b16, a, b)
+            return out
         except ValueError:
             raise _broadcast_error("add", a, b) from None
 
