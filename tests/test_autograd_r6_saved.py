@@ -233,6 +233,10 @@ OPS = {
                             [(4, 3), (3,), (3,)]),
     "F.group_norm": (lambda L, F, x, w, b: F.group_norm(x, 2, w, b), [(2, 4, 3), (4,), (4,)]),
     "F.embedding": (lambda L, F, w: F.embedding(_i(L, [1, 0, 1]), w), [(3, 4)]),
+    "F.embedding_bag(mean)": (lambda L, F, w: F.embedding_bag(_i(L, [1, 0, 1, 2]), w, _i(L, [0, 2]), mode="mean"),
+                              [(3, 4)]),
+    "F.embedding_bag(per_sample_weights)": (lambda L, F, w, p: F.embedding_bag(
+        _i(L, [1, 0, 1, 2]), w, _i(L, [0, 2]), mode="sum", per_sample_weights=p), [(3, 4), (4,)]),
     "F.cross_entropy": (lambda L, F, x: F.cross_entropy(x, _i(L, [1, 0, 3])), [(3, 4)]),
     "F.nll_loss": (lambda L, F, x: F.nll_loss(x, _i(L, [1, 0, 3])), [(3, 4)]),
     "F.ctc_loss": (lambda L, F, x: F.ctc_loss(x, _i(L, [[1, 2]]), _i(L, [4]), _i(L, [2])), [(4, 1, 3)]),

@@ -38,7 +38,7 @@ from .. import random as _random
 from ..tensor import Tensor as _Tensor, _to_dtype, no_forward_formula as _no_forward_formula
 from ..tensor import no_grad as _no_grad
 from ..ops.bags import DenseBagGradient as _DenseBagGradient
-from ..tensor import name_node as _name_node, saves_as_torch as _saves_as_torch
+from ..tensor import name_node as _name_node, saved_for as _saved_for, saves_as_torch as _saves_as_torch
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -951,9 +951,11 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
                                   include_last_offset=include_last_offset, padding_idx=padding_idx)
         bag_of = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, flat.size]).astype(np.int64))
         inputs = (weight,) if per_sample_weights is None else (weight, per_sample_weights.reshape(-1))
-        return _DenseBagGradient.apply(*inputs, value=value._array, ids=flat.astype(np.int64), bag_of=bag_of,
-                                       bag_sizes=np.array([len(bag) for bag in kept]), mean=mode == "mean",
-                                       padding_idx=padding_idx)
+        out = _DenseBagGradient.apply(*inputs, value=value._array, ids=flat.astype(np.int64), bag_of=bag_of,
+                                      bag_sizes=np.array([len(bag) for bag in kept]), mean=mode == "mean",
+                                      padding_idx=padding_idx)
+        # torch's node keeps the sample weights, and the weight only for the sample weights' gradient
+        return _saves_as_torch(out, _saved_for(weight, per_sample_weights), per_sample_weights)
     rows = embedding(ops.tensor(flat, device=weight.device), weight, None, max_norm, norm_type, scale_grad_by_freq,
                      sparse)
     if per_sample_weights is not None and padding_idx is None:  # (torch's FBGEMM path: no padding_idx)
