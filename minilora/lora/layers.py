@@ -1114,7 +1114,7 @@ _MIXED_BATCH_MODULES = (_NNLinear, _NNEmbedding, Conv1d, Conv2d)  # PEFT's list 
 class ModulesToSaveWrapper(Module):
     """Keeps ``original_module`` frozen and trains a copy per adapter in ``modules_to_save[name]``."""
 
-    def __init__(self, module, adapter_name):
+    def __init__(self, module, adapter_name, tied_module=None):
         # PEFT's check_module: a container has no forward to run, and a module another adapter already
         # wraps (modules_to_save=["embed_tokens"] after a LoRA on embed_tokens) cannot also be copied
         if isinstance(module, (ModuleDict, nn.ModuleList, nn.ParameterList, nn.ParameterDict, BaseTunerLayer)):
@@ -1125,11 +1125,19 @@ class ModulesToSaveWrapper(Module):
         self.active_adapters = []
         self.disable_adapters = False
         self.batch_adapter_names = None
-        self.update(adapter_name)
+        self.update(adapter_name, tied_module)
 
-    def update(self, adapter_name):
+    def update(self, adapter_name, tied_module=None):
+        """A copy of the original module for ``adapter_name``; with ``tied_module`` (ensure_weight_tying: the
+        embedding's copy, for a head tied to it) PEFT's ``nn.Linear(*table.shape, bias=False)`` -- its init
+        drawn, as there -- whose weight is that copy's table, so both layers train one matrix."""
         if adapter_name not in self.modules_to_save:
-            self.modules_to_save[adapter_name] = copy.deepcopy(self.original_module)
+            if tied_module is not None:
+                head = _NNLinear(*tied_module.weight.shape, bias=False)
+                head.weight = tied_module.weight
+                self.modules_to_save[adapter_name] = head
+            else:
+                self.modules_to_save[adapter_name] = copy.deepcopy(self.original_module)
         self.original_module.requires_grad_(False)
 
     @property

@@ -188,8 +188,8 @@ def _warn_tied_layer_adapted(model, config):
         adapted = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES for name in targets or ())
     saved = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES
                 for name in getattr(config, "modules_to_save", None) or ())
-    if ensure:
-        _ensure_weight_tying(adapted or saved or getattr(config, "trainable_token_indices", None) is not None)
+    if ensure:  # (a tied layer in modules_to_save: LoraModel._tie_modules_to_save)
+        _ensure_weight_tying(adapted or saved, adapted or getattr(config, "trainable_token_indices", None) is not None)
     elif adapted or saved:  # PEFT's two wordings: a config with an ensure_weight_tying field (LoRA's) names it
         why = "`ensure_weight_tying` is not set to True" if hasattr(config, "ensure_weight_tying") else \
             "no implementation exists to tie the adapters"
@@ -199,14 +199,18 @@ def _warn_tied_layer_adapted(model, config):
                       "Check the discussion here: https://github.com/huggingface/peft/issues/2777")
 
 
-def _ensure_weight_tying(ties_something):
+def _ensure_weight_tying(ties_something, ties_adapters):
     """ensure_weight_tying=True on a tied model: PEFT's warning when no tied layer is adapted (nothing
-    changes); tying the adapters of embed_tokens and lm_head is not implemented here, so refused by name."""
-    if ties_something:
+    changes); tying LoRA adapters or trainable tokens of embed_tokens and lm_head is not implemented here,
+    so refused by name (tied modules_to_save copies are: LoraModel._tie_modules_to_save)."""
+    if ties_adapters:
         raise NotImplementedError(
-            "LoraConfig(ensure_weight_tying=True) with a tied embed_tokens / lm_head in target_modules, "
-            "modules_to_save or trainable_token_indices: minilora does not tie their adapters (PEFT 0.21 does); "
-            "leave ensure_weight_tying=False (PEFT's default) or untie the model (tie_word_embeddings=False)")
+            "LoraConfig(ensure_weight_tying=True) with a tied embed_tokens / lm_head in target_modules or "
+            "trainable_token_indices: minilora does not tie their adapters (PEFT 0.21 does); leave "
+            "ensure_weight_tying=False (PEFT's default), untie the model (tie_word_embeddings=False), or train "
+            "the tied table through modules_to_save")
+    if ties_something:
+        return
     warnings.warn("You have requested `ensure_weight_tying`, but no tied modules are added in either "
                   "`modules_to_save` or `target_modules`")
 
@@ -488,6 +492,7 @@ class LoraModel(_Wrapper):
         """Wrap every module whose full name ends with a modules_to_save entry. An entry matching nothing is
         skipped without a word, as PEFT's ``_set_trainable`` does (one config serves several architectures:
         ``["lm_head", "score"]``); ``PeftModel.modules_to_save`` still lists it."""
+        tied_head = self._tied_head_to_save(config)
         for name in config.modules_to_save or ():
             for key, module in self._candidate_modules():
                 if not key.endswith(name):
@@ -496,6 +501,32 @@ class LoraModel(_Wrapper):
                     module.update(adapter_name)
                 else:
                     self._replace(key, ModulesToSaveWrapper(module, adapter_name))
+        if tied_head is not None:  # the head's copy is the embedding's table (PEFT's tied_module)
+            embedding_copy = self.model.get_input_embeddings().modules_to_save[adapter_name]
+            head = self.model.get_submodule(tied_head)
+            if isinstance(head, ModulesToSaveWrapper):
+                head.update(adapter_name, tied_module=embedding_copy)
+            else:
+                self._replace(tied_head, ModulesToSaveWrapper(head, adapter_name, tied_module=embedding_copy))
+
+    def _tied_head_to_save(self, config):
+        """PEFT's ``_add_modules_to_save_to_tie``: with ensure_weight_tying and embed_tokens or lm_head in
+        modules_to_save of a tied model, the embedding's name is appended to ``config.modules_to_save`` and the
+        tied head's entry taken out (in place, so adapter_config.json shows it); returns the head's name."""
+        head = self._tied_head_name()
+        saved = config.modules_to_save or []
+        if not getattr(config, "ensure_weight_tying", False) or head is None or \
+                not any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES for name in saved):
+            return None
+        embedding_name = _module_name(self.model, self.model.get_input_embeddings())
+        if embedding_name not in saved:
+            saved.append(embedding_name)
+        for name in saved:
+            if re.match(rf"(^|.*\.){name}($|\..*)", head):
+                saved.remove(name)
+                break
+        config.modules_to_save = saved
+        return head
 
     def _add_trainable_tokens(self, adapter_name, config):
         """``trainable_token_indices``: wrap the input embedding (a list of ids) or each named layer (a dict
