@@ -1447,7 +1447,7 @@ def rotary_embedding(x, cos, sin):
     refuses to mix the two in one ufunc)."""
     xp = xp_of(x._array)
     tables = [t if isinstance(t, Tensor) and t._device is x._device else xp.asarray(_array(t)) for t in (cos, sin)]
-    if promote_types(x.dtype, tables[0].dtype) != x.dtype:  # a bfloat16 q from an autocast Linear, float32 tables
+    if tables[0].dtype != x.dtype and promote_types(x.dtype, tables[0].dtype) != x.dtype:  # (autocast's bf16 q)
         return _promoting_rotary(x, *tables)
     return Rotary.apply(x, *tables)  # (tensors where they can be: the node saves them, as torch's)
 
