@@ -206,4 +206,13 @@ def tensor_repr(tensor):
         suffixes.append(f"grad_fn=<{tensor.grad_fn.name()}>")
     elif tensor.requires_grad:
         suffixes.append("requires_grad=True")
+    tangent = _dual_tangent(tensor)
+    if tangent is not None:  # (a 0-d tangent formats as its number, as torch's f"tangent={tangent}")
+        suffixes.append(f"tangent={tangent}")
     return _add_suffixes(prefix + body, suffixes, indent)
+
+
+def _dual_tangent(tensor):
+    """The tangent an open torch.autograd.forward_ad level holds for ``tensor`` (minilora/forward_ad.py), or None."""
+    from .tensor import _forward_ad as hooks  # (now: tensor.py imports this module; the level may open later)
+    return None if hooks is None else hooks.tangent(tensor)

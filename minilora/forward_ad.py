@@ -135,6 +135,9 @@ def make_dual(tensor, tangent, *, level=None):
     if _level.tangent(tensor) is not None:
         raise RuntimeError("Making a dual Tensor based on a Tensor that already has a forward gradient at the same "
                            f"level {level} is not supported.")
+    if _level.tangent(tangent) is not None:
+        raise RuntimeError(f"Setting a forward grad that itself has a forward gradient at the same level{level} is not "
+                           "supported.")
     with _level.plain():
         dual = tensor.view_as(tensor)
     _level.set(dual, tangent)
@@ -431,6 +434,7 @@ def user_jvp(cls, ctx, tangents, result):
 class _Hooks:
     """What tensor.py and autograd.py call while a level is open (``tensor._forward_ad``)."""
     dual_apply = staticmethod(dual_apply)
+    tangent = staticmethod(lambda t: _level.tangent(t))
     refuse_duals = staticmethod(refuse_duals)
     writes_dual = staticmethod(writes_dual)
     dual_inplace = staticmethod(dual_inplace)

@@ -99,6 +99,7 @@ def _api_behaviour(lib, fwAD):
         outcome(lambda: fwAD.make_dual(x.long(), t))
         outcome(lambda: fwAD.make_dual(x, t.long()))
         outcome(lambda: fwAD.make_dual(d, t))
+        outcome(lambda: fwAD.make_dual(x.clone(), d))  # a dual tangent
         outcome(lambda: fwAD.unpack_dual(fwAD.make_dual(x, t.float())).tangent.dtype == lib.float32)  # kept as is
         outcome(lambda: fwAD.exit_dual_level(level=3))
         outcome(lambda: fwAD._current_level)
@@ -470,3 +471,17 @@ def _fft_tangents(lib):
 def test_fft_tangents_as_torchs():
     for a, b in zip(_fft_tangents(ml), _fft_tangents(torch)):
         _close(a, b)
+
+
+def _printed_duals(lib):
+    fwAD = lib.autograd.forward_ad
+    with fwAD.dual_level():
+        d = fwAD.make_dual(lib.tensor([1.0, 2.0]), lib.tensor([3.0, 4.0]))
+        shown = [repr(d), repr(d * 2), repr(fwAD.make_dual(lib.tensor([1.0, 2.0], requires_grad=True), lib.ones(2))),
+                 str(fwAD.make_dual(lib.tensor(1.5, dtype=lib.float64), lib.tensor(2.0, dtype=lib.float64))),
+                 repr(fwAD.make_dual(lib.zeros(2, 3), lib.ones(2, 3)))]
+    return shown + [repr(d)]  # (the level gone: no tangent)
+
+
+def test_a_dual_prints_its_tangent_as_torchs():
+    assert _printed_duals(ml) == _printed_duals(torch)
