@@ -220,7 +220,7 @@ def llama_pair():
     return theirs, ours
 
 
-@pytest.mark.parametrize("mode", ["autocast"])
+@pytest.mark.parametrize("mode", ["model.to(bfloat16)", "autocast"])
 def test_llama_lora_step_in_bfloat16_as_peft(mode):
     """PEFT's LoRA on q/v/o/gate/down of a 2-layer Llama: the loss bit for bit, and the adapters' (float32)
     gradients bit for bit under autocast; after model.to(bfloat16) within float32 summation noise (the

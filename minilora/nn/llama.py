@@ -557,14 +557,32 @@ class LlamaRotaryEmbedding(Module):
     NumPy recipe reproduces its tables bit for bit. Ours are the correctly rounded ones: over 4096
     positions about 0.5% of the bfloat16 entries differ from transformers', by at most 2^-8 (one unit
     at magnitude 1; ``tests/test_bf16_llama.py``). The rotation itself is ``ops.rotary_embedding``.
+
+    ``inv_freq`` is torch's non-persistent float32 buffer: ``model.to(torch.bfloat16)`` (``.half()``) casts it
+    with the weights, and transformers' tables then turn by the 16-bit frequencies; so do these (the float64
+    frequencies rounded to float32, then to the buffer's dtype). A model built or loaded in a 16-bit dtype
+    keeps float32 frequencies, as transformers' ``from_pretrained(dtype=...)``.
     """
 
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.inv_freq = self.original_inv_freq = rope_inverse_frequencies(config)
+        self.original_inv_freq = rope_inverse_frequencies(config)
+        self._set_frequencies(self.original_inv_freq)
         self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
         self.attention_scaling = rope_attention_scaling(config)
+
+    def _set_frequencies(self, inv_freq):
+        """New float64 frequencies, and torch's buffer for them in float32 (as transformers registers it anew)."""
+        self.frequencies = inv_freq
+        self.register_buffer("inv_freq", Tensor(inv_freq.astype(np.float32)), persistent=False)
+
+    def _turning_frequencies(self):
+        """The frequencies the tables use: float64, or the buffer's 16-bit values after a cast of the model."""
+        buffer = self._buffers["inv_freq"]
+        if buffer.dtype.itemsize == 2:
+            return self.frequencies.astype(np.float32).astype(buffer.dtype).astype(np.float64)
+        return self.frequencies
 
     def forward(self, position_ids, dtype, xp=np):
         """``position_ids`` [B, T] (NumPy ints) -> cos, sin of shape [B, 1, T, head_dim]."""
@@ -572,8 +590,8 @@ class LlamaRotaryEmbedding(Module):
         if rope_type == "dynamic":
             self._dynamic_frequency_update(int(position_ids.max()) + 1)
         elif rope_type == "longrope":  # long or short factors, by this call's longest position
-            self.inv_freq = rope_inverse_frequencies(self.config, int(position_ids.max()) + 1)
-        freqs = position_ids[..., None].astype(np.float64) * self.inv_freq  # [B, T, d/2]
+            self._set_frequencies(rope_inverse_frequencies(self.config, int(position_ids.max()) + 1))
+        freqs = position_ids[..., None].astype(np.float64) * self._turning_frequencies()  # [B, T, d/2]
         angles = np.concatenate((freqs, freqs), axis=-1)[:, None]           # [B, 1, T, d]
         cos, sin = np.cos(angles), np.sin(angles)
         if self.attention_scaling != 1.0:
@@ -585,9 +603,11 @@ class LlamaRotaryEmbedding(Module):
         (recomputed as a call reaches past it), back to plain RoPE once a call is shorter than
         max_position_embeddings again. (Keys already cached keep the rotation they were given.)"""
         if seq_len > self.max_seq_len_cached:
-            self.inv_freq, self.max_seq_len_cached = rope_inverse_frequencies(self.config, seq_len), seq_len
+            self._set_frequencies(rope_inverse_frequencies(self.config, seq_len))
+            self.max_seq_len_cached = seq_len
         elif seq_len < self.original_max_seq_len < self.max_seq_len_cached:
-            self.inv_freq, self.max_seq_len_cached = self.original_inv_freq, self.original_max_seq_len
+            self._set_frequencies(self.original_inv_freq)
+            self.max_seq_len_cached = self.original_max_seq_len
 
 
 # ==================================================================================================
@@ -768,15 +788,16 @@ class LlamaRMSNorm(RMSNorm):
 
 class LlamaDecoderLayer(Module):
     """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
-    attention_class = LlamaAttention  # (a variant's own, nn/llama_family.py)
+    # (a variant's own attention, and Llama's MLP and norm under its name: nn/llama_family.py)
+    attention_class, mlp_class, norm_class = LlamaAttention, LlamaMLP, LlamaRMSNorm
 
     def __init__(self, config, layer_idx, dtype=None, device=None):
         super().__init__()
         self.self_attn = self.attention_class(config, layer_idx, dtype=dtype, device=device)
-        self.mlp = LlamaMLP(config, dtype=dtype, device=device)
+        self.mlp = self.mlp_class(config, dtype=dtype, device=device)
         eps = config.rms_norm_eps
-        self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
-        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
+        self.input_layernorm = self.norm_class(config.hidden_size, eps=eps, dtype=dtype, device=device)
+        self.post_attention_layernorm = self.norm_class(config.hidden_size, eps=eps, dtype=dtype, device=device)
 
     def forward(self, x, cos, sin, mask=None, cache=None, output_attentions=False):
         """The layer's output; with ``output_attentions``, (output, the attention weights)."""
@@ -794,7 +815,7 @@ class LlamaDecoderLayer(Module):
 # ==================================================================================================
 class LlamaModel(Module):
     """Token embeddings, ``num_hidden_layers`` decoder layers, a final RMSNorm."""
-    decoder_layer_class = LlamaDecoderLayer
+    decoder_layer_class, norm_class, rotary_class = LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
     def __init__(self, config, dtype=None, device=None):
         super().__init__()
@@ -804,8 +825,8 @@ class LlamaModel(Module):
                                       dtype=dtype, device=device)
         self.layers = ModuleList(self.decoder_layer_class(config, i, dtype=dtype, device=device)
                                  for i in range(config.num_hidden_layers))
-        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)
-        self.rotary_emb = LlamaRotaryEmbedding(config)
+        self.norm = self.norm_class(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)
+        self.rotary_emb = self.rotary_class(config)
         self.gradient_checkpointing = False  # LlamaForCausalLM.gradient_checkpointing_enable()
         # transformers' config._attn_implementation, set on the config as transformers sets it ("sdpa" unless
         # asked otherwise); each forward reads it (see _attention_bias: only fully masked rows differ)
