@@ -26,7 +26,7 @@ import numpy as np
 from . import dtypes, return_types
 from . import random as _random
 from .device import xp_of
-from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD
+from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, two_product, two_sum
 from .tensor import Function, Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
@@ -738,38 +738,15 @@ def _multiply_add(a, b, c):
     if not FUSED_MULTIPLY_ADD:
         return a * b + c
     mantissa, exponent = np.frexp(a)  # (the product split from a's mantissa: no overflow in _split)
-    p, p_err = (np.ldexp(x, exponent) for x in _two_product(mantissa, b))
-    high, low = _two_sum(c, p)
-    tail, tail_err = _two_sum(low, p_err)
-    r, err = _two_sum(high, tail)  # a * b + c == r + err + tail_err, exactly
+    p, p_err = (np.ldexp(x, exponent) for x in two_product(mantissa, b))
+    high, low = two_sum(c, p)
+    tail, tail_err = two_sum(low, p_err)
+    r, err = two_sum(high, tail)  # a * b + c == r + err + tail_err, exactly
     # r is the rounded result unless high + tail fell exactly halfway between two floats: then the
     # tiny tail_err says on which side the exact value lies
     other = np.nextafter(r, np.copysign(np.inf, err))
     past_halfway = (err != 0) & (other - r == 2 * err) & (tail_err != 0) & (np.sign(tail_err) == np.sign(err))
     return np.where(past_halfway, other, r)
-
-
-def _two_sum(a, b):
-    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e == a + b`` exactly (Knuth)."""
-    s = a + b
-    b_part = s - a
-    return s, (a - (s - b_part)) + (b - b_part)
-
-
-def _two_product(a, b):
-    """``(p, e)`` with ``p = fl(a * b)`` and ``p + e == a * b`` exactly (Dekker)."""
-    p = a * b
-    a_high, a_low = _split(a)
-    b_high, b_low = _split(b)
-    return p, ((a_high * b_high - p) + a_high * b_low + a_low * b_high) + a_low * b_low
-
-
-def _split(a):
-    """``a`` as high + low halves of its mantissa (Veltkamp), each product of halves exact."""
-    dtype = np.asarray(a).dtype
-    scaled = dtype.type(134217729.0 if dtype == np.float64 else 4097.0) * a  # 2**ceil(p/2) + 1
-    high = scaled - (scaled - a)
-    return high, a - high
 
 
 def _linspace_16bit(start, end, steps, dtype):
