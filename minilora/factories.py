@@ -27,7 +27,7 @@ from . import dtypes, return_types
 from . import random as _random
 from .device import xp_of
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, two_product, two_sum
-from .tensor import Function, Tensor
+from .tensor import Function, Tensor, no_forward_formula
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "logspace", "is_tensor",
@@ -1127,6 +1127,7 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
         raise TypeError("histogram(): minilora has no out= (use the returned tensors)")
     if input.dtype not in (dtypes.float32, dtypes.float64):
         raise NotImplementedError(f"\"histogramdd\" not implemented for '{dtypes.torch_name(input.dtype)}'")
+    no_forward_formula("aten::histogram", input, weight)
     values = input.detach().cpu().numpy().reshape(-1)
     edges = _histogram_edges(input, values, bins, range)
     counts_weight = _histogram_weight(input, weight)

@@ -309,6 +309,7 @@ def _refusals(lib, fwAD):
         "unique_dim": lambda d: lib.unique(d, dim=0),
         "unique_consecutive": lambda d: lib.unique_consecutive(d),
         "bincount": lambda d: lib.bincount(lib.tensor([0, 1, 1]), weights=d[0]),
+        "histogram": lambda d: lib.histogram(d, 4),
     }
     messages = {}
     with fwAD.dual_level():
