@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import dtypes, forward_ad, linalg, ops, parallel
+from .. import amp, dtypes, forward_ad, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, read_checkpoint_shapes, read_weights_header, save_file, save_json)
 from ..checkpoint import naming_the_file as _naming_the_file
@@ -716,6 +716,11 @@ class LlamaAttention(Module):
         if output_attentions:
             out, weights = _eager_attention(q, k, v, mask, dropout)
             return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), weights
+        groups = q.shape[1] // max(k.shape[1], 1)
+        if mask is not None and groups > 1 and tq > 1 and (q.dtype.itemsize == 2 or amp.active):
+            # transformers' sdpa repeats the key/value heads where a mask is given (repeat_kv): their 16-bit
+            # gradients come back per query head, each rounded, and are summed, where GQA adds them in turn
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
                                                dropout_p=dropout, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
