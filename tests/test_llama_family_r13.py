@@ -155,6 +155,7 @@ def test_seeded_init_and_saved_config_are_transformers(tmp_path, case):
     assert sorted(state) == sorted(expected)  # q_norm / k_norm, Qwen's q/k/v biases, a tied head
     for name, t in state.items():
         np.testing.assert_array_equal(t.numpy(), expected[name], err_msg=name)
+    assert repr(model) == repr(reference)  # print(model): Qwen2MLP, Qwen3RMSNorm, ... as transformers' (not LlamaMLP)
     model.save_pretrained(tmp_path / "ours")
     _quiet(lambda: reference.save_pretrained(tmp_path / "theirs"))
     saved, written = (json.loads((tmp_path / side / "config.json").read_text()) for side in ("ours", "theirs"))

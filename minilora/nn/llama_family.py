@@ -29,7 +29,8 @@ import os
 from ..checkpoint import load_json
 from ..checkpoint import naming_the_file as _naming_the_file
 from .llama import (LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaForCausalLM, LlamaForSequenceClassification,
-                    LlamaForTokenClassification, LlamaModel, LlamaRMSNorm, _config_dataclass, _field_error, _is_int)
+                    LlamaForTokenClassification, LlamaMLP, LlamaModel, LlamaRMSNorm, LlamaRotaryEmbedding,
+                    _config_dataclass, _field_error, _is_int)
 
 __all__ = ["MistralConfig", "MistralForCausalLM", "MistralModel", "Qwen2Config", "Qwen2ForCausalLM", "Qwen2Model",
            "Qwen3Config", "Qwen3ForCausalLM", "Qwen3Model", "AutoConfig", "AutoModelForCausalLM",
@@ -54,6 +55,12 @@ class _VariantConfig(LlamaConfig):
             if d[name] == unset[name]:
                 del d[name]
         return d
+
+
+def _renamed(prefix, *llama_classes):
+    """Llama's classes under a variant's name (Qwen2MLP is LlamaMLP), so print(model) lists transformers' names."""
+    return [type(cls.__name__.replace("Llama", prefix), (cls,), {"__module__": __name__, "__doc__": cls.__doc__})
+            for cls in llama_classes]
 
 
 _WINDOW_LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -92,6 +99,9 @@ class MistralConfig(_VariantConfig):
         super().__post_init__()
 
 
+MistralMLP, MistralRMSNorm, MistralRotaryEmbedding = _renamed("Mistral", LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding)
+
+
 class MistralAttention(LlamaAttention):
     """Llama's attention; every query sees the last ``config.sliding_window`` positions only."""
 
@@ -101,11 +111,11 @@ class MistralAttention(LlamaAttention):
 
 
 class MistralDecoderLayer(LlamaDecoderLayer):
-    attention_class = MistralAttention
+    attention_class, mlp_class, norm_class = MistralAttention, MistralMLP, MistralRMSNorm
 
 
 class MistralModel(LlamaModel):
-    decoder_layer_class = MistralDecoderLayer
+    decoder_layer_class, norm_class, rotary_class = MistralDecoderLayer, MistralRMSNorm, MistralRotaryEmbedding
 
 
 class MistralForCausalLM(LlamaForCausalLM):
@@ -177,6 +187,9 @@ class Qwen2Config(_VariantConfig):
                              f"`layer_types` ({len(self.layer_types)})")
 
 
+Qwen2MLP, Qwen2RMSNorm, Qwen2RotaryEmbedding = _renamed("Qwen2", LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding)
+
+
 class Qwen2Attention(LlamaAttention):
     """Llama's attention (with Qwen2's q/k/v biases: ``Qwen2Config._biases``); a layer that
     ``config.layer_types`` marks "sliding_attention" sees the last ``sliding_window`` positions only."""
@@ -188,11 +201,11 @@ class Qwen2Attention(LlamaAttention):
 
 
 class Qwen2DecoderLayer(LlamaDecoderLayer):
-    attention_class = Qwen2Attention
+    attention_class, mlp_class, norm_class = Qwen2Attention, Qwen2MLP, Qwen2RMSNorm
 
 
 class Qwen2Model(LlamaModel):
-    decoder_layer_class = Qwen2DecoderLayer
+    decoder_layer_class, norm_class, rotary_class = Qwen2DecoderLayer, Qwen2RMSNorm, Qwen2RotaryEmbedding
 
 
 class Qwen2ForCausalLM(LlamaForCausalLM):
@@ -225,25 +238,28 @@ class Qwen3Config(Qwen2Config):
         return {**LlamaConfig._biases(self), "gate_proj": False, "up_proj": False, "down_proj": False}
 
 
+Qwen3MLP, Qwen3RMSNorm, Qwen3RotaryEmbedding = _renamed("Qwen3", LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding)
+
+
 class Qwen3Attention(Qwen2Attention):
     """Qwen2's attention, with an RMSNorm over each head's ``head_dim`` features of the queries
     (``q_norm``) and keys (``k_norm``), applied before RoPE: every head's scores stay in scale."""
 
     def __init__(self, config, layer_idx, dtype=None, device=None):
         super().__init__(config, layer_idx, dtype=dtype, device=device)
-        self.q_norm = LlamaRMSNorm(self.head_dim, eps=config.rms_norm_eps, dtype=dtype, device=device)
-        self.k_norm = LlamaRMSNorm(self.head_dim, eps=config.rms_norm_eps, dtype=dtype, device=device)
+        self.q_norm = Qwen3RMSNorm(self.head_dim, eps=config.rms_norm_eps, dtype=dtype, device=device)
+        self.k_norm = Qwen3RMSNorm(self.head_dim, eps=config.rms_norm_eps, dtype=dtype, device=device)
 
     def _normed_heads(self, q, k):
         return self.q_norm(q), self.k_norm(k)
 
 
 class Qwen3DecoderLayer(LlamaDecoderLayer):
-    attention_class = Qwen3Attention
+    attention_class, mlp_class, norm_class = Qwen3Attention, Qwen3MLP, Qwen3RMSNorm
 
 
 class Qwen3Model(LlamaModel):
-    decoder_layer_class = Qwen3DecoderLayer
+    decoder_layer_class, norm_class, rotary_class = Qwen3DecoderLayer, Qwen3RMSNorm, Qwen3RotaryEmbedding
 
 
 class Qwen3ForCausalLM(LlamaForCausalLM):
