@@ -55,7 +55,20 @@ def test_adamw_update_matches_the_reference(rng):
 
 
 @pytest.mark.ex6_1
+def test_adamw_update_without_decay_on_an_l2_gradient_is_adams_update(rng):
+    """weight_decay=0 is Adam's update: with the L2 term folded into the gradient first, Adam(weight_decay=)."""
+    p0, grads = rng.standard_normal(7), [rng.standard_normal(7) for _ in range(2)]
+    param, exp_avg, exp_avg_sq = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    beta1, beta2 = HYPER["betas"]
+    for step, g in enumerate(grads, start=1):
+        adamw_update(param, g + HYPER["weight_decay"] * param, exp_avg, exp_avg_sq, np.empty_like(p0), step=step,
+                     lr=HYPER["lr"], beta1=beta1, beta2=beta2, eps=HYPER["eps"], weight_decay=0.0)
+    expected = _adamw_reference(p0, grads, **dict(HYPER, weight_decay=0.0), l2=HYPER["weight_decay"])
+    assert_close(param, expected, rtol=1e-12, atol=1e-12, name="adamw_update's parameter")
+
+
 def test_adam_l2_weight_decay_is_not_decoupled(rng):
+    """(Adam.step runs adamw_update_as_torch, not the exercise's function: this test is not exercise 6.1's.)"""
     p0, grads = rng.standard_normal(7), [rng.standard_normal(7) for _ in range(2)]
     p = _run(Adam, p0, grads, **HYPER)
     expected = _adamw_reference(p0, grads, **dict(HYPER, weight_decay=0.0), l2=HYPER["weight_decay"])
