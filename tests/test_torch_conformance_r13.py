@@ -260,6 +260,21 @@ def test_embedding_bag_weight_gradient_as_torch(dtype, mode, weighted):
     assert _differ(*grads) == 0
 
 
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+def test_embedding_bag_gradient_with_create_graph_refuses_only_its_second_derivative(mode):
+    """torch takes grad(create_graph=True) through embedding_bag and refuses only a derivative of that gradient
+    (derivatives.yaml: _embedding_bag_backward not_implemented); the torch-ordered backward refused the first call."""
+    outcomes = []
+    for lib in (torch, ml):
+        weight = lib.tensor(np.arange(30.0).reshape(10, 3) / 7, dtype=lib.float64, requires_grad=True)
+        out = lib.nn.functional.embedding_bag(lib.tensor([1, 2, 4, 5, 4, 3]), weight, lib.tensor([0, 4]), mode=mode)
+        grad, = lib.autograd.grad((out ** 2).sum(), weight, create_graph=True)
+        with pytest.raises(NotImplementedError) as refusal:
+            grad.sum().backward()
+        outcomes.append((grad.detach().numpy().tolist(), str(refusal.value)))
+    assert outcomes[1] == outcomes[0]
+
+
 @pytest.mark.parametrize("source", ["x.transpose(0.0, 1)", "x.flatten(0.0)", "x.unsqueeze(1.0)", "L.cat([x, x], 1.0)",
                                     "L.stack([x, x], 0.0)", "x.topk(2.0)"])
 def test_float_dims_refused_in_torchs_words(source):

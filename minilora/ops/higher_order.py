@@ -22,6 +22,7 @@ from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Einsum, Linear, MatMul
+from .bags import DenseBagGradient
 from .ctc import CTCLoss
 from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d, Fold, MaxPool2d,
                    MaxUnpool2d, Unfold, _windows)
@@ -1422,26 +1423,30 @@ class DelayedError(Function):
     derivative that reaches it raises ``message``, torch's words, and one that does not goes on."""
 
     @staticmethod
-    def forward(ctx, r, *sources, message):
-        ctx.message = message
+    def forward(ctx, r, *sources, message, error=RuntimeError):
+        ctx.message, ctx.error = message, error
         return r
 
     @staticmethod
     def backward(ctx, g):
-        raise RuntimeError(ctx.message)
+        raise ctx.error(ctx.message)
 
     backward_graph = backward
 
 
-def _not_in_torch_either(aten_backward):
+def _not_in_torch_either(aten_backward, error=RuntimeError):
     """The recorded backward of an op whose backward torch cannot differentiate: the plain pass's gradients,
-    each a DelayedError on the incoming gradient and the input."""
-    message = f"derivative for aten::{aten_backward} is not implemented"
+    each a DelayedError on the incoming gradient and the input. torch words it two ways: a RuntimeError from
+    its generated code (``derivative for aten::X``), a NotImplementedError from derivatives.yaml's
+    ``not_implemented`` (``the derivative for 'X'``)."""
+    message = (f"derivative for aten::{aten_backward} is not implemented" if error is RuntimeError
+               else f"the derivative for '{aten_backward}' is not implemented.")
 
     def backward_graph(ctx, g):
         grads = ctx.fn.backward(ctx, g._array)
         grads = grads if isinstance(grads, tuple) else (grads,)
-        return tuple(DelayedError.apply(_constant(a, g), g, x, message=message) if need and a is not None else None
+        return tuple(DelayedError.apply(_constant(a, g), g, x, message=message, error=error)
+                     if need and a is not None else None
                      for a, x, need in zip(grads, ctx.inputs, ctx.needs_input_grad))
     return backward_graph
 
@@ -1523,6 +1528,7 @@ _BACKWARD_GRAPHS = {
     _s.Unfold: _linear_in_each(_windows_jvp), _s.AsStridedScatter: _linear_in_each(*_as_strided_scatter_jvps()),
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
     CTCLoss: _not_in_torch_either("_ctc_loss_backward"),
+    DenseBagGradient: _not_in_torch_either("_embedding_bag_backward", NotImplementedError),
     MaxUnpool2d: _linear_in_each(lambda ctx, d: MaxUnpool2d.forward(_Scratch(), d, ctx.flat, ctx.size)),  # (1d, 3d)
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
     _s.AsStrided: _linear_in_each(_as_strided_jvp),
