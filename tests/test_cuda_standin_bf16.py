@@ -76,19 +76,25 @@ def train_two_steps(device, lora):
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora-all-linear", "full-fine-tuning"])
 def test_bf16_llama_trains_and_generates_on_cuda_as_on_cpu(lora, cuda14_numpy_math):
-    """Bit for bit: the same NumPy math, and the stand-in's 2-D bf16 matmul (float32 compute, rounded once)
-    is what cpu computes. Before the stand-in modelled CuPy's bf16 matmul (NumPy's gives float32), full
-    fine-tuning failed in o_proj ('expected both operands to have the same dtype')."""
+    """The same NumPy math, and the stand-in's 2-D bf16 matmul (float32 compute, rounded once) is what cpu
+    computes, except where cpu follows torch's CPU kernels' own roundings (the flash attention kernel,
+    ops/attention16.py, and PEFT's two parts of x's gradient, LoraLinear's x_again, on the CPU only, as
+    torch's CUDA kernels round elsewhere): losses within 3e-4, weights within AdamW's two steps. Before the
+    stand-in modelled CuPy's bf16 matmul (NumPy's gives float32), full fine-tuning failed in o_proj
+    ('expected both operands to have the same dtype')."""
     cpu, cuda = train_two_steps("cpu", lora), train_two_steps("cuda", lora)
-    assert [loss[:2] for loss in cuda["losses"]] == [loss[:2] for loss in cpu["losses"]]
+    assert [loss[1] for loss in cuda["losses"]] == [loss[1] for loss in cpu["losses"]]
+    np.testing.assert_allclose([loss[0] for loss in cuda["losses"]], [loss[0] for loss in cpu["losses"]], rtol=3e-4)
     assert {loss[2] for loss in cuda["losses"]} == {"cuda"}  # (generate returns host ids on every device)
     np.testing.assert_array_equal(cuda["generated"], cpu["generated"])
     assert cuda["dtypes"] == cpu["dtypes"]
     assert set(cuda["dtypes"]) == ({np.dtype(np.float32)} if lora else {BF16})  # PEFT's autocast for adapters
     assert cuda["grad_dtypes"] == cpu["grad_dtypes"] == set(cuda["dtypes"])
     for ours, reference in zip(cuda["params"], cpu["params"]):
-        np.testing.assert_array_equal(ours, reference)
-    assert cuda["printed"].replace("device='cuda', ", "") == cpu["printed"]
+        # (AdamW's first steps move a weight by about lr = 1e-2 whatever its gradient's size, so gradients a bf16
+        # step apart near 0 can leave a weight up to 2 lr apart after two steps)
+        np.testing.assert_allclose(ours, reference, rtol=2.0 ** -7, atol=2.5e-2)
+    assert "device='cuda'" in cuda["printed"] and "device=" not in cpu["printed"]
 
 
 def test_printing_and_saving_a_cuda_bf16_model(cuda14_numpy_math, tmp_path):
@@ -281,7 +287,8 @@ def test_16_bit_linear_with_bias_rounds_once_on_cuda(dtype, cuda14_numpy_math):
 
 def test_per_sample_adapters_on_a_bf16_model_on_cuda(cuda14_numpy_math):
     """ops.bgmv on a 16-bit base (PEFT's mixed batch) took np.float32() of a CuPy 0-d scale: CuPy refuses
-    that implicit conversion. Two adapters, a base row, forward and backward as on cpu, bit for bit."""
+    that implicit conversion. Two adapters, a base row, forward and backward as on cpu, within two bf16 steps
+    (cpu's attention is torch's CPU flash kernel, its softmax weights rounded to bf16; the stand-in's is not)."""
     results = []
     for device in ("cpu", "cuda"):
         ml.manual_seed(0)
@@ -298,7 +305,9 @@ def test_per_sample_adapters_on_a_bf16_model_on_cuda(cuda14_numpy_math):
     assert len(results[1]) == len(results[0]) > 1
     for on_cpu, on_cuda in zip(*results):
         assert on_cuda.dtype == on_cpu.dtype and on_cuda.device.type == "cuda"
-        np.testing.assert_array_equal(on_cuda.cpu().numpy(), on_cpu.numpy())
+        scale = np.abs(on_cpu.float().numpy()).max()
+        np.testing.assert_allclose(on_cuda.cpu().float().numpy(), on_cpu.float().numpy(), rtol=2.0 ** -6,
+                                   atol=2.0 ** -6 * scale)
 
 
 def test_bf16_lora_llama_on_the_kernel_path_on_cuda(emulated_launches, monkeypatch):
