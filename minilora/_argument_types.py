@@ -11,10 +11,13 @@ Functions whose torch overloads take numbers in those places (``normal(mean, std
 ``tensordot`` (torch's Python code fails on a number with an AttributeError).
 """
 import functools
+import numbers
+
+import numpy as np
 
 from .tensor import Tensor, tensor
 
-__all__ = ["TENSOR_PARAMETERS", "NUMBER_PAIRS", "check_tensor_arguments"]
+__all__ = ["TENSOR_PARAMETERS", "OVERLOADS", "NUMBER_PAIRS", "check_tensor_arguments"]
 
 # the parameters (in order, from position 1) that must be Tensors -> the top-level names with that signature head
 TENSOR_PARAMETERS = {
@@ -108,6 +111,55 @@ def _checked(function, name, parameters):
     return call
 
 
+# Functions with a Number overload for a later argument (``torch.eq(x, 2)``), and some with a Number ``self``
+# (``torch.pow(2, x)``): a call no overload takes (``torch.eq(2, x)``, ``torch.pow(2.0, 3.0)``,
+# ``torch.clamp(2, min=0)``) is torch's "invalid combination of arguments", listing the overloads.
+_BINARY = ("(Tensor input, Tensor other, *, Tensor out = None)", "(Tensor input, Number other, *, Tensor out = None)")
+_NUMBER_SELF = (_BINARY[0], "(Number self, Tensor other)", _BINARY[1])
+_EXPONENT = ("(Tensor input, Tensor exponent, *, Tensor out = None)",
+             "(Number self, Tensor exponent, *, Tensor out = None)",
+             "(Tensor input, Number exponent, *, Tensor out = None)")
+_CLAMP = ("(Tensor input, Tensor min = None, Tensor max = None, *, Tensor out = None)",
+          "(Tensor input, Number min = None, Number max = None, *, Tensor out = None)")
+OVERLOADS = {
+    **dict.fromkeys("eq ne lt le gt ge greater less greater_equal less_equal not_equal fmod copysign".split(),
+                    _BINARY),
+    **dict.fromkeys("remainder bitwise_and bitwise_or bitwise_xor bitwise_left_shift bitwise_right_shift".split(),
+                    _NUMBER_SELF),
+    "xlogy": (_BINARY[0], "(Number self, Tensor other, *, Tensor out = None)", _BINARY[1]),
+    "pow": _EXPONENT, "float_power": _EXPONENT, "clamp": _CLAMP, "clip": _CLAMP,
+    "clamp_min": ("(Tensor input, Tensor min, *, Tensor out = None)", "(Tensor input, Number min, *, Tensor out = None)"),
+    "clamp_max": ("(Tensor input, Tensor max, *, Tensor out = None)", "(Tensor input, Number max, *, Tensor out = None)"),
+    "lerp": ("(Tensor input, Tensor end, Tensor weight, *, Tensor out = None)",
+             "(Tensor input, Tensor end, Number weight, *, Tensor out = None)"),
+    "masked_fill": ("(Tensor input, Tensor mask, Tensor value)", "(Tensor input, Tensor mask, Number value)"),
+}
+
+
+def _overload_taken(overloads, args, kwargs):
+    """Whether torch's parser finds an overload: ``input`` a Tensor, or (where one overload has a Number
+    ``self``) a number by position followed by a Tensor (a keyword ``input=2`` names no Number overload)."""
+    if isinstance(args[0] if args else kwargs.get("input"), Tensor):
+        return True
+    second = args[1] if len(args) > 1 else kwargs.get("other", kwargs.get("exponent"))
+    number_self = any(line.startswith("(Number self") for line in overloads)
+    number = bool(args) and isinstance(args[0], (numbers.Number, np.bool_))  # (NumPy's scalars are torch's Numbers)
+    return number_self and number and isinstance(second, Tensor)
+
+
+def _overloaded(function, name, overloads):
+    """``function`` refusing, in torch's words, the calls none of torch's ``overloads`` take."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        if not _overload_taken(overloads, args, kwargs):
+            got = [_type_name(a) if not isinstance(a, Tensor) else "Tensor" for a in args]
+            got += [f"{k}={'Tensor' if isinstance(v, Tensor) else _type_name(v)}" for k, v in kwargs.items()]
+            raise TypeError(f"{name}() received an invalid combination of arguments - got ({', '.join(got)}), but "
+                            "expected one of:\n" + "".join(f" * {line}\n" for line in overloads))
+        return function(*args, **kwargs)
+    return call
+
+
 # torch's arithmetic also takes two Python numbers, each a "wrapped number" tensor: torch.add(2, 3) is tensor(5),
 # torch.div(2, 3) tensor(0.6667) (the default float dtype); minilora's ops take a number only beside a tensor
 NUMBER_PAIRS = "add sub subtract mul multiply div divide true_divide floor_divide"
@@ -126,12 +178,15 @@ def _taking_two_numbers(function):
 
 
 def check_tensor_arguments(namespace):
-    """Wrap every name of ``TENSOR_PARAMETERS`` found in ``namespace`` (the ``minilora`` module's dict), and the
-    arithmetic of ``NUMBER_PAIRS``."""
+    """Wrap every name of ``TENSOR_PARAMETERS`` and ``OVERLOADS`` found in ``namespace`` (the ``minilora`` module's
+    dict), and the arithmetic of ``NUMBER_PAIRS``."""
     for parameters, names in TENSOR_PARAMETERS.items():
         for name in names.split():
             if callable(namespace.get(name)):
                 namespace[name] = _checked(namespace[name], _TORCH_NAMES.get(name, name), parameters)
+    for name, overloads in OVERLOADS.items():
+        if callable(namespace.get(name)):
+            namespace[name] = _overloaded(namespace[name], name, overloads)
     for name in NUMBER_PAIRS.split():
         if callable(namespace.get(name)):
             namespace[name] = _taking_two_numbers(namespace[name])

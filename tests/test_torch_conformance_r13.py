@@ -201,6 +201,40 @@ def test_every_top_level_tensor_parameter_as_torch():
             assert outcome == expected, name
 
 
+@pytest.mark.parametrize("name", ["eq", "ne", "lt", "le", "gt", "ge", "greater", "less", "greater_equal", "less_equal",
+                                  "not_equal", "fmod", "copysign", "remainder", "pow", "float_power", "xlogy",
+                                  "clamp", "clip", "clamp_min", "clamp_max", "bitwise_and", "bitwise_or",
+                                  "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift"])
+def test_calls_no_overload_takes_are_refused_as_torch(name):
+    """``torch.eq(2, x)``, ``torch.pow(2.0, 3.0)``, ``torch.clamp(2, min=0)``: torch's parser finds no overload
+    ("received an invalid combination of arguments", its overloads listed); minilora computed an answer or failed
+    with an AttributeError. What an overload takes (a number after the tensor; a number before it where torch has
+    a Number ``self``) still gives torch's result."""
+    def overloads_of(message):  # (torch adds "didn't match because ..." under some overloads)
+        return [line for line in message.splitlines() if "didn't match" not in line]
+
+    outcomes = []
+    for lib in (torch, ml):
+        x, i = lib.tensor([1.0, -2.0, 3.0]), lib.tensor([1, 6, 3])
+        tensor = i if name.startswith("bitwise") else x
+        calls = [lambda: getattr(lib, name)(2, tensor), lambda: getattr(lib, name)(2.0, 3.0),
+                 lambda: getattr(lib, name)([1, 2], tensor), lambda: getattr(lib, name)(input=2, other=tensor)]
+        if name.startswith("clamp") or name == "clip":
+            calls.append(lambda: getattr(lib, name)(2, **{"max" if name == "clamp_max" else "min": 0}))
+        else:
+            calls.append(lambda: getattr(lib, name)(tensor, 2).tolist())
+        results = []
+        for number, call in enumerate(calls):
+            try:
+                result = call()
+                results.append(("ok", result if isinstance(result, list) else "tensor"))
+            except Exception as error:  # noqa: BLE001 -- the error is the outcome compared
+                lines = overloads_of(str(error))  # (keywords: torch's list of them is in an order of its own)
+                results.append((type(error).__name__, lines[1:] if number == 3 else lines))
+        outcomes.append(results)
+    assert outcomes[1] == outcomes[0]
+
+
 # ---- Tensor.resize_, resize_as_, sum_to_size --------------------------------------------------------------------
 @pytest.mark.parametrize("source", [
     "x.resize_(3, 2)", "x.resize_((6,))", "x.resize_(2, 2)", "x.resize_(0)", "x.resize_(L.Size([1, 6]))",
