@@ -424,6 +424,12 @@ def _lora_linear_cast_twice(x_base, W0, A, B, scale, bias, dropout_p, seed, x):
     return _lora_linear(x, W0, A, B, scale, bias, dropout_p, seed, x_base)
 
 
+def x_grad_in_two_parts(x):
+    """Whether x's gradient goes to the engine in PEFT's two parts (``LoraLinear``'s ``x_again``): a 16-bit x on
+    the CPU, where torch's autograd adds the base layer's and the branch's bf16 gradients with a rounding."""
+    return x.dtype.itemsize == 2 and x.device.type == "cpu"
+
+
 def _lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None, x_base=None):
     if not 0 <= dropout_p < 1:
         raise ValueError(f"lora_linear: dropout_p must be in [0, 1), got {dropout_p}")
@@ -433,6 +439,6 @@ def _lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None, x_base
             mask = dropout_noise(x._array, dropout_p)
         else:
             seed = fresh_seed()
-    x_again = (x if x_base is None else x_base,) if x.dtype.itemsize == 2 and x.device.type == "cpu" else ()
+    x_again = (x if x_base is None else x_base,) if x_grad_in_two_parts(x) else ()
     return LoraLinear.apply(x, W0, A, B, bias, *x_again, scale=float(scale), dropout_p=float(dropout_p),
                             seed=0 if seed is None else int(seed), mask=mask)
