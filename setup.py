@@ -26,7 +26,8 @@ setup(
         "bf16": ["ml_dtypes"],
         "cuda": ["cupy-cuda12x", "ml_dtypes"],
         "test": ["ml_dtypes", "pytest", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel", "matplotlib", "tqdm", "httpx", "openai"],
-        "interop": ["torch==2.13.0", "transformers", "peft", "safetensors", "tokenizers"],
+        # expecttest: torch.testing._internal (op_db, module_db, optim_db: tests/torch_db.py) imports it
+        "interop": ["torch==2.13.0", "transformers", "peft", "safetensors", "tokenizers", "expecttest"],
         "tools": ["tokenizers", "safetensors", "tqdm", "matplotlib"],
         "notebooks": ["nbclient", "nbformat", "ipykernel", "matplotlib"],
         # mpirun -n N minilora train: mpi4py and an MPI library as wheels (Open MPI on Linux/macOS,
