@@ -46,11 +46,16 @@ def to_numpy(tensor):
     return tensor.numpy()
 
 
-def to_minilora(value):
+def to_minilora(value, _converted=None):
     """The same value for minilora: tensors copied with dtype and requires_grad kept, dtypes and sizes
-    renamed, containers converted element by element; everything else (numbers, strings, None) as is."""
+    renamed, containers converted element by element; everything else (numbers, strings, None) as is.
+    A tensor met twice becomes the same minilora tensor twice (``[p, p]``: a duplicate parameter, an
+    input that is also an argument), as it is one object in torch."""
+    converted = {} if _converted is None else _converted
     if isinstance(value, torch.Tensor):
-        return _tensor_to_minilora(value)
+        if id(value) not in converted:
+            converted[id(value)] = (value, _tensor_to_minilora(value))  # (value kept: its id stays unique)
+        return converted[id(value)][1]
     if isinstance(value, torch.dtype):
         return ml_dtype(value)
     if isinstance(value, torch.device):
@@ -58,9 +63,9 @@ def to_minilora(value):
     if isinstance(value, torch.Size):
         return tuple(value)
     if isinstance(value, dict):
-        return {key: to_minilora(item) for key, item in value.items()}
+        return {key: to_minilora(item, converted) for key, item in value.items()}
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(to_minilora(item) for item in value)
+        return type(value)(to_minilora(item, converted) for item in value)
     return value
 
 
@@ -73,8 +78,10 @@ def _tensor_to_minilora(tensor):
 
 
 def call_with(fn, sample, convert=lambda value: value):
-    """``fn(input, *args, **kwargs)`` for one OpInfo SampleInput, arguments passed through ``convert``."""
-    return fn(convert(sample.input), *convert(tuple(sample.args)), **convert(dict(sample.kwargs)))
+    """``fn(input, *args, **kwargs)`` for one OpInfo SampleInput, arguments passed through ``convert``
+    all at once (a tensor that is both the input and an argument stays one tensor)."""
+    first, args, kwargs = convert((sample.input, tuple(sample.args), dict(sample.kwargs)))
+    return fn(first, *args, **kwargs)
 
 
 # ---- comparing the answers --------------------------------------------------------------------------
