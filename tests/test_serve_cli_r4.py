@@ -351,7 +351,7 @@ def test_stop_lists_n_and_seeds_as_vllms_protocol(served):
     assert r.json()["choices"][0]["text"] == whole[:whole.index(whole[3:5])]
     assert r.json()["choices"][0]["finish_reason"] == "stop"
     r = ask(temperature=0, n=3)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+    assert r.status_code == 400 and r.json()["error"]["message"] == "n must be 1 when using greedy sampling, got 3."
     assert ask(seed=2**63 - 1).status_code == 200
     r = ask(seed=2**63)
     assert r.status_code == 400 and r.json()["error"]["param"] == "seed"

@@ -218,7 +218,8 @@ def test_a_text_longer_than_the_room_could_hold_is_refused_by_its_characters_as_
 def test_the_rest_of_an_already_full_context_and_a_truncation_past_it_are_vllms_refusals(served):
     client, _, _ = served
     full = error_of(client.post("/v1/completions", json={"model": "a", "prompt": [72] * 64, "max_tokens": None}))
-    assert (full["message"], full["param"]) == ("max_tokens must be at least 1, got 0.", "max_tokens")
+    assert (full["message"], full["param"]) == (
+        "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)", "max_tokens")
     cut = error_of(client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 10,
                                                          "truncate_prompt_tokens": 60}))
     assert (cut["message"], cut["param"]) == (

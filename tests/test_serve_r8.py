@@ -404,12 +404,11 @@ def test_allowed_token_ids_keep_only_those_ids(app):
 
 @pytest.mark.parametrize("options, param", [({"stop": ""}, "stop"), ({"stop": ["a", ""]}, "stop"),
                                             ({"logit_bias": {"65": "high"}}, "logit_bias"),
-                                            ({"extra_body": {"top_k": -2}}, "top_k"),
-                                            ({"n": 2, "temperature": 0}, "n"),  # "n must be 1 when greedy"
+                                            ({"extra_body": {"top_k": -2}}, None),  # (vLLM's checks
+                                            ({"n": 2, "temperature": 0}, None),  # name no param: r14)
                                             ({"extra_body": {"allowed_token_ids": []}}, "allowed_token_ids"),
                                             ({"extra_body": {"allowed_token_ids": [9999]}}, "allowed_token_ids"),
-                                            ({"extra_body": {"spaces_between_special_tokens": False}},
-                                             "spaces_between_special_tokens")])
+                                            ({"extra_body": {"bad_words": ["  "]}}, "bad_words")])
 def test_bad_values_are_vllms_400_error_object(app, options, param):
     with pytest.raises(openai.BadRequestError) as err:
         complete(app, max_tokens=2, **options)

@@ -341,7 +341,8 @@ def test_echo_with_max_tokens_0_runs_one_unshown_token_as_vllm(client):
     choice = echoed["choices"][0]
     assert choice["text"] == "Dan lives in" and echoed["usage"]["completion_tokens"] == 1  # counted, not shown
     assert (choice["finish_reason"], choice["stop_reason"]) == ("stop", ord(first))  # that token's end
-    assert error_of(complete(client, max_tokens=0)) == "max_tokens must be at least 1, got 0."
+    assert error_of(complete(client, max_tokens=0)) == \
+        "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)"
 
 
 def test_tool_calls_sent_back_reach_the_template_with_their_arguments_as_dicts(client):

@@ -74,7 +74,6 @@ import math
 import os
 import re
 import secrets
-import sys
 import time
 import uuid
 from http import HTTPStatus
@@ -86,7 +85,7 @@ from starlette.routing import Route
 
 from .beam import beam_search
 from .detokenizer import token_bytes_or_text as _token_bytes
-from .engine import EngineError, Request, check_characters, check_context, model_not_found
+from .engine import EngineError, Request, check_characters, check_context, model_not_found, validation_error
 from .fields import (DETOKENIZE_FIELDS, TOKENIZE_CHAT_FIELDS, TOKENIZE_FIELDS, lax_bool, log_ignored,
                      read_fields)
 from .sampler import SAMPLING_EPS
@@ -96,9 +95,8 @@ __all__ = ["create_app"]
 
 # vLLM's fields this server does not implement, taken only at the value that means "off" (the first: the
 # default; clients and frameworks send them with those values). Names vLLM does not know are ignored (fields.py).
-_OFF = {"logits_processors": (None, []), "priority": (0,),
-        "max_repetition_pattern_size": (0,), "min_repetition_pattern_size": (0,), "repetition_min_count": (0,),
-        "spaces_between_special_tokens": (True,)}  # (vLLM's default: its fast detokenizer decodes as is)
+_OFF = {"logits_processors": (None, []),
+        "max_repetition_pattern_size": (0,), "min_repetition_pattern_size": (0,), "repetition_min_count": (0,)}
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 _MAX_N = 16384  # vLLM's default VLLM_MAX_N_SEQUENCES
 _POLL_SECONDS = 0.25  # how often a non-streaming request checks whether its client is still there
@@ -120,17 +118,6 @@ def _error(status, message, param=None, kind=None):
                         status_code=status)
 
 
-def _number(body, name, default, low, high, integer=False):
-    value = body.get(name, default)
-    if value is None:
-        return default
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
-        what = "an integer" if integer else "a number"
-        raise EngineError(400, f"{name} must be {what} in [{low}, {high}], got {value!r}", name)
-    return value
-
-
 def _flag(body, name):
     value = body.get(name)
     if value is not None and not isinstance(value, bool):
@@ -148,7 +135,7 @@ def _rest_of_context(max_model_len, prompt_tokens):
     SamplingParams' refusal of 0."""
     rest = (max_model_len or prompt_tokens + 16) - prompt_tokens
     if rest < 1:
-        raise EngineError(400, f"max_tokens must be at least 1, got {rest}.", "max_tokens")
+        raise validation_error(f"max_tokens must be at least 1, got {rest}.", "max_tokens", rest)
     return rest
 
 
@@ -158,7 +145,7 @@ def _max_tokens(body, default):
     name = _max_tokens_field(body)
     if name in body and body[name] is None:
         return None
-    return _number({name: body.get(name, default)}, name, default, 0, 1 << 20, integer=True)
+    return _given(body, name, default)  # (an int: fields.py; below 1 is _verify_sampling's refusal)
 
 
 def _choice_count(body):
@@ -226,9 +213,8 @@ def _truncated(ids, k, budget):
         raise EngineError(400, f"truncate_prompt_tokens: Input should be greater than or equal to -1, got {k}",
                           "truncate_prompt_tokens")
     if budget is not None and k > budget:  # (vLLM's TokenizeParams words)
-        raise EngineError(400, f"truncate_prompt_tokens={k} cannot be greater than max_model_len - max_tokens = "
-                               f"{budget}. Please request a smaller truncation size. "
-                               f"(parameter=truncate_prompt_tokens, value={k})", "truncate_prompt_tokens")
+        raise validation_error(f"truncate_prompt_tokens={k} cannot be greater than max_model_len - max_tokens = "
+                               f"{budget}. Please request a smaller truncation size.", "truncate_prompt_tokens", k)
     keep = budget if k == -1 else k
     return ids if keep is None or len(ids) <= keep else ids[len(ids) - keep:]
 
@@ -285,31 +271,72 @@ def _stop(body):
     return stop
 
 
-def _temperature(body, default):
-    """In [0, 2], as vLLM's SamplingParams checks it (since vLLM 0.24, OpenAI's range); above 0 but below
-    0.01 it is 0.01, as vLLM raises it (smaller ones overflow to inf or nan in float32)."""
-    temperature = body.get("temperature")
-    temperature = default if temperature is None else temperature
-    problem = ("must be a finite number" if not math.isfinite(temperature) else
-               "must be non-negative" if temperature < 0 else "must be in [0, 2]" if temperature > 2 else None)
+def _given(body, name, default):
+    """The request's value of ``name`` (read by fields.py), or ``default`` where it is left out or null."""
+    value = body.get(name)
+    return default if value is None else value
+
+
+def _verify_sampling(options, n, greedy_n_check=True):
+    """vLLM's SamplingParams._verify_args on a request's options, in its order and words (validation_error: the
+    parameter and value appended where vLLM's check names them, and the error's param; else param null)."""
+    o = options
+    for name in ("presence_penalty", "frequency_penalty"):
+        if not -2.0 <= o[name] <= 2.0:
+            raise validation_error(f"{name} must be in [-2, 2], got {o[name]}.")
+    if not math.isfinite(o["repetition_penalty"]):
+        raise validation_error(f"repetition_penalty must be a finite number, got {o['repetition_penalty']}.")
+    if o["repetition_penalty"] <= 0.0:
+        raise validation_error(f"repetition_penalty must be greater than zero, got {o['repetition_penalty']}.")
+    t = o["temperature"]
+    problem = ("must be a finite number" if not math.isfinite(t) else
+               "must be non-negative" if t < 0 else "must be in [0, 2]" if t > 2 else None)
     if problem:
-        raise EngineError(400, f"temperature {problem}, got {temperature}.", "temperature")
-    return max(temperature, 0.01) if temperature > 0 else temperature
+        raise validation_error(f"temperature {problem}, got {t}.", "temperature", t)
+    if not 0.0 < o["top_p"] <= 1.0:
+        raise validation_error(f"top_p must be in (0, 1], got {o['top_p']}.", "top_p", o["top_p"])
+    if o["top_k"] < -1:  # (-1 quietly taken as 0: no top-k)
+        raise validation_error(f"top_k must be 0 (disable), or at least 1, got {o['top_k']}.")
+    if not 0.0 <= o["min_p"] <= 1.0:
+        raise validation_error(f"min_p must be in [0, 1], got {o['min_p']}.")
+    if o["max_tokens"] is not None and o["max_tokens"] < 1:
+        raise validation_error(f"max_tokens must be at least 1, got {o['max_tokens']}.", "max_tokens",
+                               o["max_tokens"])
+    _verify_min_tokens(o["min_tokens"], o["max_tokens"])
+    if greedy_n_check and n > 1 and t < SAMPLING_EPS:  # _verify_greedy_sampling
+        raise validation_error(f"n must be 1 when using greedy sampling, got {n}.")
+
+
+def _verify_min_tokens(min_tokens, max_tokens):
+    """SamplingParams' min_tokens checks (also run per choice once a null max_tokens is the rest of its context)."""
+    if min_tokens < 0:
+        raise validation_error(f"min_tokens must be greater than or equal to 0, got {min_tokens}.")
+    if max_tokens is not None and min_tokens > max_tokens:
+        raise validation_error(f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}.")
 
 
 def _seed(body):
-    """vLLM's: -1 is no seed (SamplingParams turns it into None); other negatives wrap to 64 bits."""
-    seed = _number(body, "seed", None, -2**63, 2**63 - 1, integer=True)
+    """vLLM's ``Field(ge=-2**63, le=2**63 - 1)`` in pydantic's words; -1 is no seed (SamplingParams turns it into
+    None); other negatives wrap to 64 bits."""
+    seed = body.get("seed")
+    for bound, words in ((-2**63, "greater than or equal to"), (2**63 - 1, "less than or equal to")):
+        if seed is not None and (seed < bound if bound < 0 else seed > bound):
+            raise EngineError(400, f"seed: Input should be {words} {bound}, got {seed!r}", "seed")
     return None if seed == -1 else seed
 
 
 def _bad_words_ids(tokenizer, words, text_vocab):
-    """vLLM's bad_words as token ids (SamplingParams.update_from_tokenizer): each word's tokens as a text's first
-    word and, where a leading space makes it another word of as many tokens, after a space; an id past the
-    vocabulary refused in vLLM's words."""
+    """vLLM's bad_words as token ids (SamplingParams.update_from_tokenizer), completions' and chats' alike: each
+    word's tokens as a text's first word and, where a leading space makes it another word of as many tokens, after
+    a space; an empty word, one of spaces only, or an id past the vocabulary refused in vLLM's words."""
+    words = list(dict.fromkeys(words))  # (SamplingParams keeps each word once)
+    if not all(words):
+        raise validation_error(f"bad_words cannot contain an empty string. Got bad_words={words}")
     ids = []
-    for word in filter(None, (word.lstrip() for word in words)):
+    for word in (word.lstrip() for word in words):
         alone = tokenizer.encode(word, add_special_tokens=False)
+        if not alone:  # (a word of spaces: nothing to ban)
+            raise validation_error("bad_words entries must tokenize to at least one token.", "bad_words", words)
         spaced = tokenizer.encode(" " + word, add_special_tokens=False)
         ids += [alone] + ([spaced] if spaced and spaced[0] != alone[0] and len(spaced) == len(alone) else [])
     largest = (text_vocab or 0) - 1
@@ -350,6 +377,9 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
     for name, off in _OFF.items():
         if body.get(name, off[0]) not in off:
             raise EngineError(400, f"{name} is not supported (only {off[-1]!r})", name)
+    if body.get("priority", 0) != 0:  # vLLM's engine without --scheduling-policy priority (this one's is first come,
+        # first served): its ValueError
+        raise validation_error(f"Got priority {body['priority']} but Priority scheduling is not enabled.")
     if not chat and body.get("suffix") is not None:  # (vLLM refuses any suffix, "" too)
         raise EngineError(400, "suffix is not currently supported", "suffix")
     if not chat and body.get("prompt_embeds") is not None:  # vLLM's, unless started with --enable-prompt-embeds
@@ -361,29 +391,28 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
     echo = not chat and _flag(body, "echo")  # (a chat's echo is its last message's text: ChatReply)
     logprobs = _logprobs(body, chat, vocab_size)
     default_max = defaults["max_tokens"] or (None if chat else 16)  # OpenAI's: 16 for a completion; chat: the rest
-    top_k = _number(body, "top_k", defaults["top_k"] or 0, -1, math.inf, integer=True)  # vLLM's: 0, -1 = all
     max_tokens = _max_tokens(body, default_max)
-    if max_tokens == 0 and not echo:  # vLLM's SamplingParams: 0 only to echo (and score) the prompt
-        raise EngineError(400, "max_tokens must be at least 1, got 0.", "max_tokens")
-    options = dict(max_tokens=max_tokens,
-                   temperature=_temperature(body, defaults["temperature"]),
-                   top_p=_number(body, "top_p", defaults["top_p"], math.ulp(0.0), 1),  # (0, 1]
-                   top_k=top_k if top_k > 0 else None,
+    options = dict(max_tokens=None if max_tokens == 0 and echo else max_tokens,  # (0 with echo: the prompt scored)
+                   temperature=_given(body, "temperature", defaults["temperature"]),
+                   top_p=_given(body, "top_p", defaults["top_p"]),
+                   top_k=_given(body, "top_k", defaults["top_k"] or 0),  # vLLM's: 0 or -1 = every token
                    seed=_seed(body), stop=_stop(body),
-                   presence_penalty=_number(body, "presence_penalty", 0.0, -2, 2),
-                   frequency_penalty=_number(body, "frequency_penalty", 0.0, -2, 2),
-                   repetition_penalty=_number(body, "repetition_penalty", defaults["repetition_penalty"],
-                                              math.ulp(0.0), sys.float_info.max),  # vLLM's: finite, above 0
+                   presence_penalty=_given(body, "presence_penalty", 0.0),
+                   frequency_penalty=_given(body, "frequency_penalty", 0.0),
+                   repetition_penalty=_given(body, "repetition_penalty", defaults["repetition_penalty"]),
                    logit_bias=_logit_bias(body, vocab_size), logprobs=logprobs,
                    stop_token_ids=_stop_token_ids(body, vocab_size), ignore_eos=_flag(body, "ignore_eos"),
                    allowed_token_ids=_allowed_token_ids(body, text_vocab or vocab_size),
-                   min_p=_number(body, "min_p", defaults["min_p"], 0, 1),
-                   min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
+                   min_p=_given(body, "min_p", defaults["min_p"]),
+                   min_tokens=_given(body, "min_tokens", 0),
                    include_stop_str_in_output=_flag(body, "include_stop_str_in_output"),
                    skip_special_tokens=body.get("skip_special_tokens") is None or _flag(body, "skip_special_tokens"))
-    if n > 1 and options["temperature"] < SAMPLING_EPS and not _flag(body, "use_beam_search"):  # vLLM's
-        # SamplingParams._verify_greedy_sampling (beam search makes no SamplingParams of n: its n is the beam width)
-        raise EngineError(400, f"n must be 1 when using greedy sampling, got {n}", "n")
+    # (beam search makes no SamplingParams of n: its n is the beam width)
+    _verify_sampling(options, n, greedy_n_check=not _flag(body, "use_beam_search"))
+    temperature, top_k = options["temperature"], options["top_k"]
+    # above 0 but below 0.01 a temperature is 0.01, as vLLM raises it (smaller ones overflow in float32)
+    options.update(max_tokens=max_tokens, temperature=max(temperature, 0.01) if temperature > 0 else temperature,
+                   top_k=top_k if top_k > 0 else None)
     return options, n, stream, _usage_options(body, stream), echo, _prompt_logprob_count(body, chat, stream, vocab_size)
 
 
@@ -490,9 +519,7 @@ class _Server:
                 own = dict(options, seed=None if options["seed"] is None else options["seed"] + i)
                 if own["max_tokens"] is None:  # the rest of the context (none left: vLLM's SamplingParams refusal)
                     own["max_tokens"] = _rest_of_context(self.engine.max_model_len, len(ids))
-                if own["min_tokens"] > own["max_tokens"]:
-                    raise EngineError(400, f"min_tokens must be less than or equal to max_tokens="
-                                           f"{own['max_tokens']}, got {own['min_tokens']}.", "min_tokens")
+                _verify_min_tokens(own["min_tokens"], own["max_tokens"])
                 grammar = None if constraint is None else grammar_at_start.copy()  # (each choice moves its own)
                 job = Request(ids, adapter, **own, grammar=grammar, bad_words_ids=bad_words)
                 job.emit = self._emitter(loop, events, len(jobs), job)
@@ -976,7 +1003,7 @@ class _Server:
     async def load_adapter(self, request):
         """vLLM's route: 200 with its plain-text body (what its docs show curl printing); a folder that holds
         no adapter is a 404, an adapter that does not load a 400; a loaded name again is a 400 unless
-        ``load_inplace`` (then its new weights serve the requests that come from now on)."""
+        ``load_inplace`` (then its new weights serve the name's requests from now on, those in flight too)."""
         body = await self._json(request)
         name, path = body.get("lora_name"), body.get("lora_path")
         if not (isinstance(name, str) and name and isinstance(path, str) and path):

@@ -14,12 +14,13 @@ forward tokens, where prefilling every beam again cost the whole of every beam e
 """
 import asyncio
 import collections
+import contextlib
 import functools
 
 import numpy as np
 
 from .batch import last_logits
-from .engine import EngineError, Request, model_not_found
+from .engine import EngineError, Request
 
 __all__ = ["Beam", "beam_search"]
 
@@ -38,23 +39,30 @@ class _BeamCache:
     """The live beams' keys and values, one row per beam, all of one length (they grow together). Its methods run
     on the engine thread: ``prefill`` the prompt, then ``extend`` row i of the new live beams, the old row
     ``parents[i]``, by ``tokens[i]``; each returns the next-token logits [rows, vocab]. ``tokens_computed``
-    counts the positions run through the model."""
+    counts the positions run through the model.
 
-    def __init__(self, engine, adapter):
-        self.engine, self.adapter, self.cache, self.tokens_computed = engine, adapter, None, 0
+    The adapter is ``holder``'s (Engine.hold), as vLLM's search carries the LoRARequest it began with: unloaded
+    meanwhile, the search goes on with it (vLLM's engine loads a request's adapter again from its path); reloaded
+    in place (load_inplace: the same adapter id, new weights), the next step runs the new weights over the whole
+    of each beam, as vLLM's next one-token request does -- the cached keys and values of the old weights are not
+    reused (vLLM's prefix cache may reuse them, vllm#42125, a bug its fixes remove)."""
+
+    def __init__(self, engine, holder):
+        self.engine, self.holder, self.key, self.cache, self.tokens_computed = engine, holder, None, None, 0
 
     def _forward(self, ids, **kwargs):
-        key = self.engine._keys.get(self.adapter)
-        if self.adapter is not None and key is None:  # unloaded since the search began: vLLM's next step 404s
-            raise EngineError(404, model_not_found(self.adapter), "model")
         self.tokens_computed += ids.size
-        logits, self.cache = last_logits(self.engine.model, ids, [key] * len(ids), **kwargs)
+        self.key = self.holder.adapter_key
+        logits, self.cache = last_logits(self.engine.model, ids, [self.key] * len(ids), **kwargs)
         return logits
 
     def prefill(self, prompt_ids):
         return self._forward(np.asarray([prompt_ids], dtype=np.int64))
 
-    def extend(self, parents, tokens):
+    def extend(self, parents, tokens, sequences):
+        """``sequences``: the new live beams' whole tokens (prompt first), run again when the weights changed."""
+        if self.holder.adapter_key != self.key:
+            return self._forward(np.asarray(sequences, dtype=np.int64))
         if list(parents) != list(range(len(self.cache.keys[0]))):
             self.cache.reorder_cache(parents)
         return self._forward(np.asarray(tokens, dtype=np.int64)[:, None], past_key_values=self.cache)
@@ -73,16 +81,28 @@ async def beam_search(engine, prompt_ids, adapter, width, max_tokens, temperatur
                       ignore_eos=False, include_stop_str_in_output=False, client_gone=None):
     """The ``width`` best Beams after ``prompt_ids``, best first (vLLM's OpenAIServing.beam_search); None when
     ``client_gone()`` (awaited between steps) says the client left: the search stops there, as vLLM aborts it."""
+    holder = engine.hold(adapter)
+    try:
+        return await _search(engine, holder, prompt_ids, width, max_tokens, temperature, length_penalty, ignore_eos,
+                             include_stop_str_in_output, client_gone)
+    finally:  # (on the engine thread: the last holder of an unloaded adapter takes it out of the model)
+        with contextlib.suppress(EngineError):  # a server stopping: nothing runs any more
+            engine.between_steps(functools.partial(engine.release, holder))
+
+
+async def _search(engine, holder, prompt_ids, width, max_tokens, temperature, length_penalty, ignore_eos,
+                  include_stop_str_in_output, client_gone):
     eos = engine.tokenizer.eos_token_id
     live, completed = [Beam(list(prompt_ids), 0.0, None, None, [])], []
-    cache, forward = _BeamCache(engine, adapter), functools.partial(_between_steps, engine)
+    cache, forward = _BeamCache(engine, holder), functools.partial(_between_steps, engine)
     for step in range(max_tokens):
         if client_gone is not None and await client_gone():
             return None
         if step == 0:
             logits = await forward(cache.prefill, prompt_ids)
         else:
-            logits = await forward(cache.extend, parents, [beam.tokens[-1] for beam in live])
+            logits = await forward(cache.extend, parents, [beam.tokens[-1] for beam in live],
+                                   [beam.tokens for beam in live])
         grown = []  # (beam, the row of its parent)
         for row, beam in enumerate(live):
             candidates = _candidates(engine, logits[row], width, temperature)

@@ -38,7 +38,7 @@ from .batch import RaggedBatch
 from .detokenizer import IncrementalDetokenizer
 from .sampler import processed_logits, sample_token
 
-__all__ = ["Engine", "EngineError", "Request"]
+__all__ = ["Engine", "EngineError", "Request", "validation_error"]
 
 _MODULE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")  # an adapter's key in the model: no dots, no '__base__'
 
@@ -50,6 +50,14 @@ class EngineError(Exception):
     def __init__(self, status, message, param=None, kind=None):
         super().__init__(message)
         self.status, self.message, self.param, self.kind = status, message, param, kind
+
+
+def validation_error(message, parameter=None, value=None):
+    """A request vLLM's checks refuse, as its answer shows it: VLLMValidationError's text (the parameter and the
+    value its check names appended, ``" (parameter=top_p, value=0.0)"``) and that parameter as the error's param
+    (None where the check names none, as vLLM's SamplingParams range checks mostly do)."""
+    extras = [f"{key}={item}" for key, item in (("parameter", parameter), ("value", value)) if item is not None]
+    return EngineError(400, f"{message} ({', '.join(extras)})" if extras else message, parameter)
 
 
 class Request:
@@ -113,6 +121,13 @@ class Request:
 
     def _record_logprobs(self, logits, token):
         self.token_logprobs.append(logprob_entry(logits, token, self.logprobs))
+
+
+class AdapterHold:
+    """What holds an adapter besides a request (Engine.hold): the name asked for and the model's key serving it."""
+
+    def __init__(self, adapter, adapter_key):
+        self.adapter, self.adapter_key = adapter, adapter_key
 
 
 def logprob_entry(logits, token, k):
@@ -181,6 +196,7 @@ class Engine:
         self.commands = collections.deque()  # (function, future): run between decode steps
         self.in_use = collections.Counter()  # adapter key -> requests queued or running with it
         self._draining = set()  # keys of adapters unloaded while requests used them: deleted when the last leaves
+        self.holds = set()  # AdapterHolds: a beam search's adapter, held between its steps as a request holds one
         self.steps = collections.deque(maxlen=1000)  # (step number, adapter of each row): batch composition
         self.tokens_generated = 0
         self._lock = threading.Condition()
@@ -203,8 +219,9 @@ class Engine:
 
     def load_adapter(self, name, path, replace=False):
         """Load the PEFT adapter folder ``path`` as ``name``, between decode steps (blocks until done).
-        ``replace`` (vLLM's ``load_inplace``): a loaded ``name`` is served from ``path`` from now on (the
-        requests in flight with the old weights finish with them); without it, a loaded name is refused."""
+        ``replace`` (vLLM's ``load_inplace``): a loaded ``name`` is served from ``path`` from now on, the requests
+        in flight with it included, as vLLM reloads the weights of the adapter's id (_move_holders); without it, a
+        loaded name is refused."""
         if not isinstance(name, str) or not name.strip():
             raise EngineError(400, f"lora_name must be a non-empty string, got {name!r}", "lora_name")
         return self._call(lambda: self._load(name, path, replace))
@@ -257,7 +274,21 @@ class Engine:
             self._adapter_names = tuple(sorted(self._keys))
             self.adapter_paths[name] = path
         if replaced is not None:
+            self._move_holders(replaced, key)
             self._retire(replaced)
+
+    def _move_holders(self, old, new):
+        """vLLM's load_inplace reloads the weights of the name's adapter id, which every request naming it carries:
+        what is queued, running or between beam-search steps with the ``old`` key runs the ``new`` weights from
+        now on (a running row keeps the keys and values it computed, as vLLM's running request does)."""
+        with self._lock:
+            holders = [h for h in [*self.waiting, *self.rows, *self.holds] if h.adapter_key == old]
+            for holder in holders:
+                holder.adapter_key = new
+            self.in_use[old] -= len(holders)
+            self.in_use[new] += len(holders)
+        for row, request in enumerate(self.rows):
+            self.batch.adapters[row] = request.adapter_key
 
     def _unservable(self, name):
         """Why adapter ``name`` cannot run as a per-row adapter (DoRA and VeRA cannot, as in PEFT), or None.
@@ -307,8 +338,26 @@ class Engine:
             self.model.delete_adapter(key)
         self.batch.adapters_changed(self.model)
 
+    def hold(self, adapter):
+        """An AdapterHold of ``adapter`` (None: the base), for work run outside the batch over several steps (beam
+        search): as a queued request's, the adapter stays while held, unloaded or not, and follows an in-place
+        reload. ``release`` it on the engine thread."""
+        with self._lock:
+            if adapter is not None and adapter not in self._adapter_names:
+                raise EngineError(404, model_not_found(adapter), "model")
+            holder = AdapterHold(adapter, self._key(adapter))
+            self.in_use[holder.adapter_key] += 1
+            self.holds.add(holder)
+        return holder
+
+    def release(self, holder):
+        with self._lock:
+            self.holds.discard(holder)
+        self._release(holder)
+
     def _release(self, request):
-        """``request`` (queued or running) no longer holds its adapter: an unloaded one goes with its last request."""
+        """``request`` (queued or running, or an AdapterHold) no longer holds its adapter: an unloaded one goes with
+        its last holder."""
         key = request.adapter_key
         self.in_use[key] -= 1
         if key in self._draining and not self.in_use[key]:
@@ -544,17 +593,16 @@ def check_context(max_model_len, prompt_tokens, max_tokens, field="max_tokens", 
     if max_model_len is None:
         return
     if max_tokens > max_model_len:
-        raise EngineError(400, f"{field}={max_tokens} cannot be greater than max_model_len=max_total_tokens="
-                               f"{max_model_len}. Please request fewer output tokens. (parameter={field}, value="
-                               f"{max_tokens})", field)
+        raise validation_error(f"{field}={max_tokens} cannot be greater than max_model_len=max_total_tokens="
+                               f"{max_model_len}. Please request fewer output tokens.", field, max_tokens)
     room = max_model_len - max_tokens
     if prompt_tokens > room:
         at_least, prompt_tokens = ("at least ", room + 1) if from_text else ("", prompt_tokens)
-        raise EngineError(400, f"This model's maximum context length is {max_model_len} tokens. However, you "
+        raise validation_error(f"This model's maximum context length is {max_model_len} tokens. However, you "
                                f"requested {max_tokens} output tokens and your prompt contains {at_least}"
                                f"{prompt_tokens} input tokens, for a total of {at_least}{prompt_tokens + max_tokens} "
                                "tokens. Please reduce the length of the input prompt or the number of requested "
-                               f"output tokens. (parameter=input_tokens, value={prompt_tokens})", "input_tokens")
+                               "output tokens.", "input_tokens", prompt_tokens)
 
 
 def check_characters(max_model_len, characters, max_tokens, max_chars_per_token):
@@ -566,11 +614,11 @@ def check_characters(max_model_len, characters, max_tokens, max_chars_per_token)
     room = max_model_len - max_tokens
     bound = room * max_chars_per_token
     if characters > bound:
-        raise EngineError(400, f"This model's maximum context length is {max_model_len} tokens. However, you "
+        raise validation_error(f"This model's maximum context length is {max_model_len} tokens. However, you "
                                f"requested {max_tokens} output tokens and your prompt contains {characters} characters "
                                f"(more than {bound} characters, which is the upper bound for {room} input tokens). "
-                               "Please reduce the length of the input prompt or the number of requested output tokens. "
-                               f"(parameter=input_text, value={characters})", "input_text")
+                               "Please reduce the length of the input prompt or the number of requested output "
+                               "tokens.", "input_text", characters)
 
 
 def model_not_found(name):

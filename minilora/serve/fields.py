@@ -175,14 +175,15 @@ _SHARED = {
     "request_id": ("str", False), "logits_processors": ("any", True), "return_tokens_as_token_ids": ("bool", True),
     "return_token_ids": ("bool", True), "cache_salt": ("str", True), "kv_transfer_params": ("dict", True),
     "vllm_xargs": ("dict", True), "max_repetition_pattern_size": ("int", False),
-    "min_repetition_pattern_size": ("int", False), "repetition_min_count": ("int", False)}
+    "min_repetition_pattern_size": ("int", False), "repetition_min_count": ("int", False),
+    "bad_words": ("strs", False)}
 # ... and each one's own
 COMPLETION_FIELDS = {**_SHARED, "prompt": ("any", True), "echo": ("bool", True), "logprobs": ("int", True),
                      "n": ("int", False), "suffix": ("str", True), "prompt_embeds": ("any", True)}
 CHAT_FIELDS = {**_SHARED, "messages": ("any", False), "logprobs": ("bool", True), "top_logprobs": ("int", True),
                "max_completion_tokens": ("int", True), "n": ("int", True), "tools": ("any", True),
                "tool_choice": ("any", True), "reasoning_effort": ("effort", True), "include_reasoning": ("bool", False),
-               "parallel_tool_calls": ("bool", True), "bad_words": ("strs", False), "echo": ("bool", False),
+               "parallel_tool_calls": ("bool", True), "echo": ("bool", False),
                "add_generation_prompt": ("bool", False), "continue_final_message": ("bool", False),
                "documents": ("any", True), "chat_template": ("str", True), "chat_template_kwargs": ("dict", True),
                "mm_processor_kwargs": ("dict", True)}
