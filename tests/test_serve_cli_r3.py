@@ -78,7 +78,7 @@ def test_n_choices_sample_with_vllms_seeds_and_count_the_prompt_once(served):
     prompt_tokens = len(tok.encode("hi"))
     assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": 18, "total_tokens": prompt_tokens + 18}
     r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "n": 2, "temperature": 0})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "n"  # vLLM: n must be 1 when greedy
+    assert r.status_code == 400 and r.json()["error"]["param"] is None  # vLLM: n must be 1 when greedy (no param)
 
 
 def test_a_list_of_prompts_answers_each_in_order(served):
@@ -229,8 +229,8 @@ def test_parameters_clients_send_at_their_off_value_are_accepted(served, extra):
 
 @pytest.mark.parametrize("extra, param", [
     ({"suffix": "end"}, "suffix"), ({"n": 0}, "n"), ({"max_tokens": -1}, "max_tokens"),
-    ({"temperature": -0.1}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"presence_penalty": 3}, "presence_penalty"),
-    ({"repetition_penalty": 0}, "repetition_penalty"), ({"logit_bias": {"99999": 1}}, "logit_bias"),
+    ({"temperature": -0.1}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"presence_penalty": 3}, None),
+    ({"repetition_penalty": 0}, None), ({"logit_bias": {"99999": 1}}, "logit_bias"),
     ({"logit_bias": {"5": "x"}}, "logit_bias"), ({"stop_token_ids": [-1]}, "stop_token_ids"),
     ({"logprobs": 21}, "logprobs"), ({"echo": 2}, "echo"), ({"ignore_eos": "maybe"}, "ignore_eos"),
     ({"stream": True, "stream_options": {"include_usage": "sometimes"}}, "stream_options"),  # (best_of, "yes", 1:
@@ -356,7 +356,7 @@ def test_a_stop_string_inside_min_tokens_is_not_cut_later(served):
     held = ask(min_tokens=4)
     assert held["text"] == tok.decode(greedy[:7], skip_special_tokens=True) and held["finish_reason"] == "stop"
     r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 3, "min_tokens": 4})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens"
+    assert r.status_code == 400 and r.json()["error"]["param"] is None  # (SamplingParams' check names none)
 
 
 def forced(engine, request, tokens):
@@ -565,8 +565,9 @@ def test_chat_continues_the_final_message_as_vllm(served):
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == expected
     assert r.json()["usage"]["prompt_tokens"] == len(ids)
-    r = ask(continue_final_message=True)  # with the default add_generation_prompt=true: both, as vLLM refuses
-    assert r.status_code == 400 and r.json()["error"]["param"] == "continue_final_message"
+    r = ask(continue_final_message=True)  # with the default add_generation_prompt=true: transformers' refusal
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith(
+        "continue_final_message and add_generation_prompt are not compatible.")  # (vLLM's: the template's words, r14)
     own = "{% for m in messages %}{{ m['content'] }}|{% endfor %}"
     r = ask(chat_template=own)
     assert r.json()["usage"]["prompt_tokens"] == len(tok.encode("hi|The answer is|", add_special_tokens=False))
@@ -580,7 +581,8 @@ def test_a_chat_template_that_refuses_the_messages_is_a_400_not_a_500(served):
     r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "a"},
                                                                             {"role": "user", "content": "b"}]})
     assert r.status_code == 400, r.text  # was a 500 "Internal Server Error"
-    assert "roles must alternate" in r.json()["error"]["message"] and r.json()["error"]["param"] == "messages"
+    assert r.json()["error"]["message"] == "Conversation roles must alternate user/assistant/user/assistant"
+    assert r.json()["error"]["param"] is None  # (vLLM's create_error_response of a TemplateError: r14)
     r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "a"}],
                                                   "chat_template": "{% for m in messages %}{{ m.content }"})
     assert r.status_code == 400  # a request's own template that does not parse

@@ -22,6 +22,11 @@ sends with the openai client's ``extra_body=``, a bad value of each, and the ada
 | an adapter reloaded in place mid-beam          | the old weights' cache extended | the next step runs the new       |
 |  (load_inplace)                                |  by the new weights              |  weights over each whole beam    |
 | ... while a request is queued or running       | the old weights to the end       | the new ones from the reload on  |
+| chat: continue_final_message and               | minilora's sentence, param       | "Cannot set both ..." (both sent)|
+|  add_generation_prompt true                    |  continue_final_message          |  / transformers' (the default)   |
+| a template's raise_exception / TypeError       | "the chat template refused the   | its words alone, param null      |
+|                                                |  messages: ...", param messages  |                                  |
+| no chat template                               | minilora's sentence              | vLLM's "As of transformers v4.44"|
 """
 import asyncio
 
@@ -142,6 +147,30 @@ def test_bad_values_are_refused_in_vllms_words(served, chat, fields, message, pa
         ask(served[0], chat, **fields)
     body = err.value.body
     assert (body["message"], body["param"], body["type"]) == (message, param, "BadRequestError")
+
+
+CHAT_BAD = [  # a chat's own: ChatCompletionRequest's validator, then the template's refusals (transformers', the
+    # template's raise_exception), written as vLLM's create_error_response writes a ValueError: its text, no param
+    ({"add_generation_prompt": True, "continue_final_message": True},
+     "Cannot set both `continue_final_message` and `add_generation_prompt` to True."),
+    ({"continue_final_message": True},
+     "continue_final_message and add_generation_prompt are not compatible. Use continue_final_message when you want "
+     "the model to continue the final message, and add_generation_prompt when you want to add a header that will "
+     "prompt it to start a new assistant message instead."),
+    ({"chat_template": "{{ raise_exception('Conversation roles must alternate user/assistant') }}"},
+     "Conversation roles must alternate user/assistant"),
+    ({"chat_template": None, "no template": True}, "As of transformers v4.44, default chat template is no longer "
+     "allowed, so you must provide a chat template if the tokenizer does not define one."),
+]
+
+
+@pytest.mark.parametrize("fields, message", CHAT_BAD, ids=["both", "continue", "raise_exception", "no template"])
+def test_chat_refusals_are_vllms(served, monkeypatch, fields, message):
+    client, _, tok = served
+    fields = dict(fields)
+    if fields.pop("no template", False):
+        monkeypatch.setattr(tok, "chat_template", None)
+    test_bad_values_are_refused_in_vllms_words(served, True, fields, message, None)
 
 
 def test_fields_vllm_takes_without_effect_here_are_taken(served):

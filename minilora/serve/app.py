@@ -1308,23 +1308,25 @@ def _template_variables(tokenizer, template, body):
 def _chat_prompt(tokenizer, messages, body):
     """The prompt of a chat (its text, its ids), with vLLM's extras: ``add_generation_prompt`` (default true),
     ``continue_final_message`` (the reply goes on from a partial last message) and a request's own
-    ``chat_template``. A template that refuses the conversation (``raise_exception``, e.g. roles that
-    do not alternate) is the client's mistake: a 400 with the template's words, as vLLM answers."""
+    ``chat_template``. Refusals are vLLM's: both flags sent true is its request validator's; a template that
+    refuses the conversation (``raise_exception``, e.g. roles that do not alternate, or continue_final_message
+    with the default add_generation_prompt, transformers' refusal) is the client's mistake, a 400 with the
+    template's (transformers') words alone and no param, as vLLM's create_error_response writes a ValueError."""
     from jinja2.exceptions import TemplateError
+    if body.get("continue_final_message") and body.get("add_generation_prompt"):
+        raise validation_error("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
     add_generation_prompt = body.get("add_generation_prompt") is None or _flag(body, "add_generation_prompt")
     continue_final = _flag(body, "continue_final_message")
-    if add_generation_prompt and continue_final:
-        raise EngineError(400, "continue_final_message and add_generation_prompt cannot both be true "
-                               "(set add_generation_prompt: false)", "continue_final_message")
     template = body.get("chat_template")
     if template is not None and not isinstance(template, str):
         raise EngineError(400, "chat_template must be a Jinja template string", "chat_template")
-    if template is None and getattr(tokenizer, "chat_template", None) is None:  # a 400, as vLLM's
-        raise EngineError(400, "this model's tokenizer defines no chat template, so a chat request must provide "
-                               "one (chat_template), or use /v1/completions", "chat_template")
+    if template is None and getattr(tokenizer, "chat_template", None) is None:  # vLLM's ChatTemplateResolutionError
+        raise validation_error("As of transformers v4.44, default chat template is no longer allowed, so you must "
+                               "provide a chat template if the tokenizer does not define one.")
     try:
         variables = _template_variables(tokenizer, template, body)
-        text = tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=add_generation_prompt,
+        text = tokenizer.apply_chat_template(messages, chat_template=template,
+                                             add_generation_prompt=add_generation_prompt,
                                              continue_final_message=continue_final, tokenize=False,
                                              tools=body.get("tools"), **variables)
         # vLLM's add_special_tokens (default false): the template wrote the special tokens; true adds the BOS again
@@ -1332,7 +1334,7 @@ def _chat_prompt(tokenizer, messages, body):
     except UnicodeEncodeError:
         raise  # a lone surrogate in the text: _encoded names it
     except (TemplateError, ValueError, TypeError, RuntimeError) as exc:  # what vLLM answers with a 400
-        raise EngineError(400, f"the chat template refused the messages: {exc}", "messages") from None
+        raise validation_error(str(exc)) from None
 
 
 def _encoded(encode, param):
