@@ -27,11 +27,12 @@ with vLLM's warning in the log): ``max_tokens`` (left out: 16 for a completion, 
 stream_options is given; vLLM's ``continuous_usage_stats``: every chunk with its choice's usage so far); a
 completion's ``prompt`` may be a list of prompts. vLLM's extras: ``top_k``, ``min_p``, ``repetition_penalty``,
 ``stop_token_ids``, ``ignore_eos``, ``min_tokens``, ``include_stop_str_in_output``, ``skip_special_tokens``,
-``allowed_token_ids``, ``prompt_logprobs`` (each prompt token's, ranked: a completion choice's ``prompt_logprobs``,
-a chat answer's), ``truncate_prompt_tokens``, ``add_special_tokens``, ``return_token_ids`` (``prompt_token_ids`` and
-each choice's ``token_ids`` beside the text), ``return_tokens_as_token_ids``; chat: ``add_generation_prompt``,
-``continue_final_message``, ``chat_template``, ``chat_template_kwargs``, ``documents``, ``echo`` (the answer starts
-with the last message's text), ``bad_words``. ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores the prompt;
+``allowed_token_ids``, ``bad_words``, ``prompt_logprobs`` (each prompt token's, ranked: a completion choice's
+``prompt_logprobs``, a chat answer's), ``truncate_prompt_tokens``, ``add_special_tokens``, ``return_token_ids``
+(``prompt_token_ids`` and each choice's ``token_ids`` beside the text), ``return_tokens_as_token_ids``; chat:
+``add_generation_prompt``, ``continue_final_message``, ``chat_template``, ``chat_template_kwargs``, ``documents``,
+``echo`` (the answer starts with the last message's text). ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores
+the prompt;
 a completion's echo is its prompt's text as sent (a prompt of ids: decoded whole, special tokens too; none
 with ``return_token_ids``), as vLLM's.
 Structured outputs (structured.py, vLLM's "guidance" backend): ``response_format`` (``json_object``, ``json_schema``),
@@ -39,7 +40,9 @@ Structured outputs (structured.py, vLLM's "guidance" backend): ``response_format
 named ``tool_choice`` or "required" (the answer's ``tool_calls``); ``tool_choice: "auto"`` (the default with tools) is
 vLLM's 400 without a tool parser. ``use_beam_search`` (``n`` beams, ``length_penalty``) runs vLLM's beam search over
 the engine (beam.py). ``suffix`` and ``prompt_embeds`` get vLLM's 400s. vLLM's fields this server does not implement
-(``logits_processors``, ``priority``, ...) are taken only at their "off" value, refused by name otherwise;
+(``logits_processors``, ...) are taken only at their "off" value, refused by name otherwise (``priority``:
+vLLM's refusal without priority scheduling; ``spaces_between_special_tokens``: taken, as vLLM's fast detokenizer
+ignores it); a bad value is refused in vLLM's words (SamplingParams' checks: ``validation_error``);
 ``best_of``, which vLLM 0.24 dropped, is ignored as vLLM ignores it, and so are the ``guided_*`` fields vLLM 0.12
 removed (a warning names them: the output is not constrained).
 ``GET /health`` answers 503 once the engine has stopped.
