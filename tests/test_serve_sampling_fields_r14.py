@@ -18,6 +18,8 @@ sends with the openai client's ``extra_body=``, a bad value of each, and the ada
 |                                                |  0)"                             |  scheduling is not enabled."     |
 | spaces_between_special_tokens false            | 400 not supported                | taken, no effect (vLLM's fast    |
 |                                                |                                  |  detokenizer ignores it)         |
+| presence_penalty 3, top_k -2, ... with         | 400 (the sampling checks)        | taken: BeamSearchParams checks   |
+|  use_beam_search                               |                                  |  nothing (temperature: each step)|
 | an adapter unloaded while a beam search runs   | 404 mid-search                   | the search ends with its adapter |
 | an adapter reloaded in place mid-beam          | the old weights' cache extended | the next step runs the new       |
 |  (load_inplace)                                |  by the new weights              |  weights over each whole beam    |
@@ -147,6 +149,14 @@ def test_bad_values_are_refused_in_vllms_words(served, chat, fields, message, pa
         ask(served[0], chat, **fields)
     body = err.value.body
     assert (body["message"], body["param"], body["type"]) == (message, param, "BadRequestError")
+
+
+def test_a_beam_search_is_checked_as_vllms_beam_search_params(served):
+    """use_beam_search makes vLLM's BeamSearchParams, which checks nothing, not SamplingParams: the sampling fields
+    a search does not read are taken as they come; its temperature reaches each step's one-token request."""
+    ignored = dict(use_beam_search=True, n=2, presence_penalty=3, top_k=-2, min_p=1.5, top_p=0, min_tokens=9)
+    assert ask(served[0], False, **ignored) == ask(served[0], False, use_beam_search=True, n=2)
+    test_bad_values_are_refused_in_vllms_words(served, False, {**ignored, "temperature": 3}, BAD[4][1], "temperature")
 
 
 CHAT_BAD = [  # a chat's own: ChatCompletionRequest's validator, then the template's refusals (transformers', the

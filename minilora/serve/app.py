@@ -280,10 +280,16 @@ def _given(body, name, default):
     return default if value is None else value
 
 
-def _verify_sampling(options, n, greedy_n_check=True):
+def _verify_sampling(options, n, beam=False):
     """vLLM's SamplingParams._verify_args on a request's options, in its order and words (validation_error: the
-    parameter and value appended where vLLM's check names them, and the error's param; else param null)."""
+    parameter and value appended where vLLM's check names them, and the error's param; else param null). A beam
+    search (``beam``) makes no SamplingParams of the request (vLLM's BeamSearchParams checks nothing): only its
+    temperature reaches one, each step's one-token request's."""
     o = options
+    if beam:
+        _verify_temperature(o["temperature"])
+        _verify_max_tokens(o["max_tokens"])  # (vLLM's search would run no step: an answer of nothing)
+        return
     for name in ("presence_penalty", "frequency_penalty"):
         if not -2.0 <= o[name] <= 2.0:
             raise validation_error(f"{name} must be in [-2, 2], got {o[name]}.")
@@ -291,23 +297,29 @@ def _verify_sampling(options, n, greedy_n_check=True):
         raise validation_error(f"repetition_penalty must be a finite number, got {o['repetition_penalty']}.")
     if o["repetition_penalty"] <= 0.0:
         raise validation_error(f"repetition_penalty must be greater than zero, got {o['repetition_penalty']}.")
-    t = o["temperature"]
-    problem = ("must be a finite number" if not math.isfinite(t) else
-               "must be non-negative" if t < 0 else "must be in [0, 2]" if t > 2 else None)
-    if problem:
-        raise validation_error(f"temperature {problem}, got {t}.", "temperature", t)
+    _verify_temperature(o["temperature"])
     if not 0.0 < o["top_p"] <= 1.0:
         raise validation_error(f"top_p must be in (0, 1], got {o['top_p']}.", "top_p", o["top_p"])
     if o["top_k"] < -1:  # (-1 quietly taken as 0: no top-k)
         raise validation_error(f"top_k must be 0 (disable), or at least 1, got {o['top_k']}.")
     if not 0.0 <= o["min_p"] <= 1.0:
         raise validation_error(f"min_p must be in [0, 1], got {o['min_p']}.")
-    if o["max_tokens"] is not None and o["max_tokens"] < 1:
-        raise validation_error(f"max_tokens must be at least 1, got {o['max_tokens']}.", "max_tokens",
-                               o["max_tokens"])
+    _verify_max_tokens(o["max_tokens"])
     _verify_min_tokens(o["min_tokens"], o["max_tokens"])
-    if greedy_n_check and n > 1 and t < SAMPLING_EPS:  # _verify_greedy_sampling
+    if n > 1 and o["temperature"] < SAMPLING_EPS:  # _verify_greedy_sampling
         raise validation_error(f"n must be 1 when using greedy sampling, got {n}.")
+
+
+def _verify_temperature(t):
+    problem = ("must be a finite number" if not math.isfinite(t) else
+               "must be non-negative" if t < 0 else "must be in [0, 2]" if t > 2 else None)
+    if problem:
+        raise validation_error(f"temperature {problem}, got {t}.", "temperature", t)
+
+
+def _verify_max_tokens(max_tokens):
+    if max_tokens is not None and max_tokens < 1:
+        raise validation_error(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens", max_tokens)
 
 
 def _verify_min_tokens(min_tokens, max_tokens):
@@ -410,8 +422,7 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
                    min_tokens=_given(body, "min_tokens", 0),
                    include_stop_str_in_output=_flag(body, "include_stop_str_in_output"),
                    skip_special_tokens=body.get("skip_special_tokens") is None or _flag(body, "skip_special_tokens"))
-    # (beam search makes no SamplingParams of n: its n is the beam width)
-    _verify_sampling(options, n, greedy_n_check=not _flag(body, "use_beam_search"))
+    _verify_sampling(options, n, beam=_flag(body, "use_beam_search"))
     temperature, top_k = options["temperature"], options["top_k"]
     # above 0 but below 0.01 a temperature is 0.01, as vLLM raises it (smaller ones overflow in float32)
     options.update(max_tokens=max_tokens, temperature=max(temperature, 0.01) if temperature > 0 else temperature,
