@@ -99,7 +99,9 @@ def cli_main(args):
     ids = tok.encode(prompt)
     sampling = {name: value for name, value in (("temperature", args.temperature), ("top_k", args.top_k),
                                                   ("top_p", args.top_p)) if value is not None}
+    if tok.eos_token_id is not None:  # (else the model's: None passed would mean "no eos")
+        sampling["eos_token_id"] = tok.eos_token_id
     out = generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed,
-                   eos_token_id=tok.eos_token_id, **sampling)  # what is not given keeps generate()'s default
+                   **sampling)  # what is not given keeps generate()'s default
     print(prompt + tok.decode(out.cpu().numpy()[0, len(ids):].tolist(), skip_special_tokens=True))
     return 0

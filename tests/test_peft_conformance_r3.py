@@ -245,7 +245,7 @@ def test_generation_config_argument_and_other_transformers_options(generation_pa
     off = dict(num_beams=1, no_repeat_ngram_size=0, output_attentions=False)
     np.testing.assert_array_equal(our_generate(model, PROMPT, **config, **off), expected)
     # anything else is refused, by name; a typo gets transformers' ValueError, word for word
-    with pytest.raises(NotImplementedError, match="num_beam_groups=2"):  # (beam search itself: test_serve_cli_r4)
+    with pytest.raises(ValueError, match="Group Beam Search requires"):  # (beam search itself: test_serve_cli_r4)
         our_generate(model, PROMPT, max_new_tokens=3, num_beams=4, num_beam_groups=2)
     with pytest.raises(ValueError) as theirs:
         hf_generate(reference, PROMPT, max_new_tokens=3, max_new_token=5)

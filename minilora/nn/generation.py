@@ -252,11 +252,13 @@ DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "
             "output_logits": False, "output_hidden_states": False, "output_attentions": False, "top_h": None,
             "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
             "encoder_repetition_penalty": 1.0, "renormalize_logits": False, "forced_bos_token_id": None,
-            "exponential_decay_length_penalty": None, "max_time": None}
+            "exponential_decay_length_penalty": None, "max_time": None, "remove_invalid_values": False,
+            "encoder_no_repeat_ngram_size": 0}
 # The options above that generate() takes through **kwargs (transformers' rarer logits processors).
 _SAMPLING_OPTIONS = ("top_h", "typical_p", "epsilon_cutoff", "eta_cutoff")  # warp_logits' rarer filters
 _PROCESSOR_OPTIONS = _SAMPLING_OPTIONS + ("encoder_repetition_penalty", "renormalize_logits", "forced_bos_token_id",
-                                          "exponential_decay_length_penalty")
+                                          "exponential_decay_length_penalty", "remove_invalid_values",
+                                          "encoder_no_repeat_ngram_size")
 _LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "eos_token_id", "pad_token_id",
                        "bos_token_id")
 # generation_config.json entries that change nothing here: bookkeeping, output formats left at their
@@ -266,16 +268,21 @@ _IGNORED = {"_from_model_config", "transformers_version", "cache_implementation"
             "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
             "assistant_lookbehind", "target_lookbehind", "is_assistant", "trust_remote_code", "disable_compile",
             "compile_config", "prefill_chunk_size",
+            "cache_config", "max_cache_len",  # (the cache's own settings: the same keys and values either way)
             "low_memory"}  # beam and contrastive search's memory saver (refused with beams, as transformers 5)
 # Options generate() does not implement, at the value that turns them off (any other value is refused).
-_OFF = {"num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram_size": 0,
-        "remove_invalid_values": False,
-        "penalty_alpha": None, "prefix_allowed_tokens_fn": None,
-        "synced_gpus": None, "custom_generate": None,
-        "constraints": None, "force_words_ids": None,
-        "dola_layers": None, "token_healing": None,
-        "assistant_early_exit": None, "speculation_type": None, "use_mtp": None, "assistant_tokenizer": None,
-        "cache_config": None, "max_cache_len": None, "continuous_batching_config": None}
+_OFF = {"prefix_allowed_tokens_fn": None, "synced_gpus": None, "custom_generate": None, "assistant_tokenizer": None,
+        "continuous_batching_config": None}
+# Options that pick another decoding method, or none, depending on the others (transformers'
+# get_generation_mode): _check_decoding_method decides whether each is unused, refused or transformers' error.
+_METHOD_OPTIONS = ("num_beam_groups", "diversity_penalty", "penalty_alpha", "dola_layers", "constraints",
+                   "force_words_ids", "use_mtp", "assistant_early_exit", "speculation_type", "token_healing")
+# transformers 5 moved these decoding methods to Hub repositories: without trust_remote_code=True it refuses
+# them (its ValueError), with it it downloads and runs the repository's code, which minilora never does.
+_HUB_METHODS = {"Constrained Beam Search": "transformers-community/constrained-beam-search",
+                "Contrastive Search": "transformers-community/contrastive-search",
+                "Group Beam Search": "transformers-community/group-beam-search",
+                "Dola Generation": "transformers-community/dola"}
 # Options generate() implements that come as keywords (the call's) or from a generation config (the model's):
 # classifier-free guidance, watermarking and the candidate generators of assisted decoding (nn/assisted.py).
 _GUIDED_OPTIONS = {"guidance_scale": None, "watermarking_config": None, "prompt_lookup_num_tokens": None,
@@ -365,7 +372,7 @@ class GenerationConfig:
         only where the option is still unset); the others are returned, unused -- or, with
         ``allow_custom_entries``, kept too. The config is validated again."""
         fields = (*DEFAULTS, *_LENGTHS_AND_TOKENS)
-        options = {*fields, *_OFF, *_IGNORED, *_PROCESSOR_OPTIONS, *_GUIDED_OPTIONS, *self.other}
+        options = {*fields, *_OFF, *_METHOD_OPTIONS, *_IGNORED, *_PROCESSOR_OPTIONS, *_GUIDED_OPTIONS, *self.other}
         used = [key for key, value in kwargs.items()
                 if (key in options and (not defaults_only or self._option(key) is None))
                 or (allow_custom_entries and key not in options)]
@@ -385,6 +392,9 @@ class GenerationConfig:
         where generate() reads (or refuses) it -- never as a loose attribute nothing reads."""
         if name.startswith("_") or name == "other" or name in DEFAULTS or name in _LENGTHS_AND_TOKENS:
             object.__setattr__(self, name, value)
+            if name in _SPECIAL_TOKENS and "other" in self.__dict__:  # (not while __init__ fills the fields)
+                cleared = self.__dict__.setdefault("_cleared", set())
+                cleared.add(name) if value is None else cleared.discard(name)
         else:
             self.other[name] = value
 
@@ -395,7 +405,7 @@ class GenerationConfig:
             raise AttributeError(name)
         if name in other:
             return other[name]
-        if name in _OFF or name in _IGNORED or name in _GUIDED_OPTIONS:
+        if name in _OFF or name in _METHOD_OPTIONS or name in _IGNORED or name in _GUIDED_OPTIONS:
             return None
         raise AttributeError(f"'GenerationConfig' object has no attribute '{name}'")
 
@@ -423,6 +433,22 @@ class GenerationConfig:
 
     def __repr__(self):
         return f"GenerationConfig({self.to_dict()})"
+
+
+# The ids transformers copies from the model's config into its generation_config when the model is made: None
+# set on purpose (``model.generation_config.eos_token_id = None``, ``generate(eos_token_id=None)``) clears one.
+_SPECIAL_TOKENS = ("eos_token_id", "pad_token_id")
+
+
+def _special_token(name, value, own, config):
+    """The call's id (None passed on purpose: none), else the model's generation_config's (None set on it on
+    purpose: none), else the model config's -- minilora's model starts with an empty generation_config, where
+    transformers' starts with these ids (GenerationConfig.from_model_config)."""
+    if value is not DEFAULT:
+        return value
+    if own is not None and (getattr(own, name) is not None or name in own.__dict__.get("_cleared", ())):
+        return getattr(own, name)
+    return getattr(config, name, None)
 
 
 # generate()'s own arguments, which a GenerationConfig must not hold (transformers' ValueError)
@@ -572,13 +598,67 @@ def _custom_entry(name, generation_config):
     return generation_config is not None and name in generation_config.other and name not in _OFF
 
 
-def _drop_diversity_penalty_without_groups(options):
-    """``diversity_penalty`` only acts between beam groups: without ``num_beam_groups`` > 1 transformers
-    generates as if it were unset, so it is accepted here too -- with a warning, as it changes nothing."""
-    if options.get("num_beam_groups") in (None, 1) and options.get("diversity_penalty") not in (None, 0.0):
-        warnings.warn(f"diversity_penalty={options['diversity_penalty']!r} only applies to group beam search "
-                      "(num_beam_groups > 1) and changes nothing here")
-        options.pop("diversity_penalty")
+def _method_options(kwargs, own):
+    """The options of _METHOD_OPTIONS the call sets (taken out of ``kwargs``), else the model's config's."""
+    return {name: kwargs.pop(name) if name in kwargs else own.other.get(name) if own is not None else None
+            for name in _METHOD_OPTIONS}
+
+
+def _hub_method(options, num_beams, do_sample, top_k):
+    """transformers' GenerationConfig.get_generation_mode, for the methods it moved to the Hub: their name, or
+    None when generate decodes greedily, by sampling or by beam search -- the option that would pick another
+    method then changes nothing (penalty_alpha while sampling, num_beam_groups without beams)."""
+    if options["constraints"] is not None or options["force_words_ids"] is not None:
+        return "Constrained Beam Search"
+    if num_beams == 1 and not do_sample and (top_k or 0) > 1 and (options["penalty_alpha"] or 0) > 0:
+        return "Contrastive Search"
+    if num_beams > 1 and (options["num_beam_groups"] or 1) > 1:
+        return "Group Beam Search"
+    if options["dola_layers"] is not None:
+        if num_beams == 1:
+            return "Dola Generation"
+        warnings.warn("You've set `dola_layers`, which triggers DoLa generate. Currently, DoLa generate is only "
+                      "supported with Greedy Search and Sample.  However, the base decoding mode (based on current "
+                      f"flags) is {'beam_sample' if do_sample else 'beam_search'} -- some of the set flags will be "
+                      "ignored.")
+    return None
+
+
+def _check_decoding_method(options, num_beams, do_sample, top_k, trust_remote_code, batch, tokenizer, assistant):
+    """Refuse, in transformers' words where it has them, what would make transformers decode another way than
+    greedy, sampling or beam search; the rest of _METHOD_OPTIONS changes nothing in the method chosen."""
+    method = _hub_method(options, num_beams, do_sample, top_k)
+    if method is not None:
+        if not trust_remote_code:
+            raise ValueError(f"{method} requires `trust_remote_code=True` in your `generate` call, since it loads "
+                             f"https://hf.co/{_HUB_METHODS[method]}.")
+        raise NotImplementedError(f"{method} is not implemented in minilora: transformers 5 runs it from the Hub "
+                                  f"repository https://hf.co/{_HUB_METHODS[method]}, and minilora never downloads or "
+                                  "runs code from the Hub")
+    if options["token_healing"]:
+        if tokenizer is None:
+            raise ValueError(" When generating with token healing, you must pass the model's tokenizer to the "
+                             "`tokenizer` argument of `generate`.")
+        raise NotImplementedError("generate(token_healing=True) is not implemented in minilora (transformers would "
+                                  "re-tokenize the prompt's last token); leave token_healing unset")
+    if options["speculation_type"] == "dflash" and assistant is not None:
+        raise NotImplementedError("generate(speculation_type='dflash') is not implemented in minilora (transformers "
+                                  "would draft a block of tokens with a DFlash assistant); leave it unset")
+    speculating = options["use_mtp"] or options["assistant_early_exit"] is not None
+    if speculating and num_beams > 1:  # assisted decoding extends greedy search and sampling only
+        warnings.warn("You've set `assistant_model` or `use_mtp`, which triggers assisted generate. Currently, "
+                      "assisted generate is only supported with Greedy Search and Sample. However, the base decoding "
+                      f"mode (based on current flags) is {'beam_sample' if do_sample else 'beam_search'} -- some of "
+                      "the set flags will be ignored.")
+    elif options["use_mtp"]:  # (a Llama has no multi-token prediction layers: transformers' error)
+        raise ValueError("Could not find `num_mtp_layers` in the model config. This model probably has no associated "
+                         "mtp weights.")
+    elif speculating:
+        if batch > 1:
+            raise ValueError("assisted generate is only supported for batch_size = 1")
+        raise NotImplementedError(f"generate(assistant_early_exit={options['assistant_early_exit']!r}) is not "
+                                  "implemented in minilora (transformers would draft with the model's first layers); "
+                                  "pass assistant_model= a smaller model instead, or leave it unset")
 
 
 def _call_config(own, passed):
@@ -590,14 +670,15 @@ def _call_config(own, passed):
         raise TypeError(f"generation_config must be a GenerationConfig, got {type(passed).__name__}")
     options = {k: v for k, v in (own.to_dict() if own is not None else {}).items() if v is not None}
     options.update({k: v for k, v in passed.to_dict().items() if v is not None})
-    return GenerationConfig._unchecked(**options)
+    merged = GenerationConfig._unchecked(**options)
+    merged._cleared = {name for name in (own.__dict__.get("_cleared", ()) if own is not None else ())
+                       if getattr(passed, name) is None}  # (None in the passed config leaves the model's)
+    return merged
 
 
 def _check_unimplemented(generation_config):
     """A generation_config.json option that transformers would apply and minilora cannot: refused by name."""
-    options = dict(generation_config.other)
-    _drop_diversity_penalty_without_groups(options)
-    for name, value in options.items():
+    for name, value in generation_config.other.items():
         if name not in _OFF or value is None or value == _OFF[name]:  # bookkeeping or a custom entry: ignored there
             continue
         raise NotImplementedError(
@@ -615,7 +696,7 @@ def _resolved(name, value, generation_config):
 
 
 def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temperature=DEFAULT, top_k=DEFAULT,
-             top_p=DEFAULT, eos_token_id=None, pad_token_id=None, seed=None, attention_mask=None,
+             top_p=DEFAULT, eos_token_id=DEFAULT, pad_token_id=DEFAULT, seed=None, attention_mask=None,
              use_cache=DEFAULT, max_length=None, repetition_penalty=DEFAULT, num_return_sequences=DEFAULT,
              streamer=None, min_new_tokens=None, min_length=None, generation_config=None,
              return_dict_in_generate=DEFAULT, output_scores=DEFAULT, output_logits=DEFAULT, min_p=DEFAULT,
@@ -628,7 +709,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     ``input_ids``: a batch [B, T] (one prompt: ``[ids]``; pad batches on the *left* and pass
     ``attention_mask``); a 1-D sequence is refused, as transformers (an IndexError there). Length: ``max_new_tokens`` new tokens, or ``max_length`` in all
     (prompt included); with neither, 20 new tokens as in transformers 5. ``eos_token_id`` (an id or
-    a list; default the model config's, ``[]`` never stops) ends a row. Sampling (``do_sample=True``)
+    a list; default the model config's, ``[]`` or ``None`` passed on purpose never stops, as transformers 5)
+    ends a row. Sampling (``do_sample=True``)
     keeps transformers' defaults: ``temperature=1.0``, ``top_k=50``, ``top_p=1.0``.
     ``repetition_penalty`` > 1 makes tokens already in the row less likely (CTRL's rule, as
     transformers); ``no_repeat_ngram_size=n`` forbids repeating any n-gram; ``min_p`` (sampling) drops
@@ -671,10 +753,11 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     max_time = kwargs.pop("max_time", DEFAULT)
     embeds = kwargs.pop("inputs_embeds", None)
     kwargs.pop("logits_to_keep", None)  # generate reads the last position's logits whatever the model keeps
-    _drop_diversity_penalty_without_groups(kwargs)
     guided = {name: kwargs.pop(name, DEFAULT) for name in _GUIDED_OPTIONS}
     guided_arguments = {name: kwargs.pop(name, None) for name in _GUIDED_ARGUMENTS}
     own = _call_config(getattr(model, "generation_config", None), generation_config)
+    methods = _method_options(kwargs, own)
+    bos_token_id = kwargs.pop("bos_token_id", None)  # (only used when there is no prompt, as there)
     _check_call_options({name: value for name, value in kwargs.items() if not _custom_entry(name, own)})
     guided = {name: value if value is not DEFAULT else own.other.get(name, _GUIDED_OPTIONS[name])
               if own is not None else _GUIDED_OPTIONS[name] for name, value in guided.items()}
@@ -683,10 +766,13 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     max_time = _resolved("max_time", max_time, own)
     if max_time is not None:  # started before the prompt runs, as there
         user_stops.append(MaxTimeCriteria(max_time))
+    if _confidence_stop(kwargs, own) is not None:
+        user_stops.insert(0, _confidence_stop(kwargs, own))
     if embeds is not None and input_ids is None and inputs is None:  # transformers' empty input_ids: the
         input_ids = np.zeros((_embeds_batch(embeds), 0), dtype=np.int64)  # answer holds only the new tokens
     else:
-        input_ids = _the_prompt(input_ids, inputs, _bos_id(own, getattr(model, "config", None)))
+        input_ids = _the_prompt(input_ids, inputs, bos_token_id if bos_token_id is not None else
+                                _bos_id(own, getattr(model, "config", None)))
     # The answer goes where the prompt came from (transformers returns ids on input_ids' device); the
     # loop itself keeps its ids on the host, where choosing the next token is cheap.
     out_device = input_ids.device if isinstance(input_ids, Tensor) else None
@@ -704,8 +790,6 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         _check_unimplemented(own)
         if max_new_tokens is None and max_length is None:  # the call sets no length: the model's may
             max_new_tokens, max_length = own.max_new_tokens, own.max_length
-        eos_token_id = own.eos_token_id if eos_token_id is None else eos_token_id
-        pad_token_id = own.pad_token_id if pad_token_id is None else pad_token_id
         min_new_tokens = own.min_new_tokens if min_new_tokens is None else min_new_tokens
         min_length = own.min_length if min_length is None else min_length
     passed = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -722,6 +806,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     beam_only = dict(length_penalty=length_penalty, early_stopping=early_stopping)
     num_beams, length_penalty, early_stopping = (_resolved(name, value, own) for name, value in (
         ("num_beams", num_beams), ("length_penalty", length_penalty), ("early_stopping", early_stopping)))
+    _check_decoding_method(methods, num_beams, do_sample, top_k, kwargs.get("trust_remote_code"), ids.shape[0],
+                           tokenizer, guided_arguments["assistant_model"])
     token_rules = {name: _resolved(name, value, own) for name, value in
                    (("bad_words_ids", bad_words_ids), ("sequence_bias", sequence_bias),
                     ("suppress_tokens", suppress_tokens), ("begin_suppress_tokens", begin_suppress_tokens),
@@ -756,11 +842,18 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams,
                             early_stopping)
     _warn_past_positions(config, prompt_length + max_new_tokens)
-    eos = _id_list(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
-    if pad_token_id is None:
-        pad_token_id = getattr(config, "pad_token_id", None)
+    eos = _id_list(_special_token("eos_token_id", eos_token_id, own, config))
+    pad_token_id = _special_token("pad_token_id", pad_token_id, own, config)
     if pad_token_id is None:
         pad_token_id = eos[0] if eos else 0  # transformers pads finished rows with the first eos id
+        if eos and attention_mask is None and ids.shape[0] > 1:
+            warnings.warn("The attention mask and the pad token id were not set, with a batched input. As a "
+                          "consequence, you may observe unexpected behavior. Please pass your input's "
+                          "`attention_mask` to obtain reliable results.")
+    if pad_token_id in eos and attention_mask is None and ids.shape[0] > 1:
+        warnings.warn("The attention mask is not set with a batched input, and cannot be inferred from input "
+                      "because pad token is same as eos token. As a consequence, you may observe unexpected "
+                      "behavior. Please pass your input's `attention_mask` to obtain reliable results.")
     if attention_mask is None:
         mask = _inferred_mask(ids, pad_token_id, eos) if embeds is None else \
             np.ones((ids.shape[0], prompt_length), np.int64)
@@ -1059,6 +1152,30 @@ class StoppingCriteriaList(list):
             return np.zeros(ids.shape[0], dtype=bool)
         scores = None if scores is None else tuple(Tensor(step, dtype=np.float32) for step in scores)
         return self(Tensor(ids, dtype=np.int64), scores).numpy()
+
+
+class ConfidenceCriteria(StoppingCriteria):
+    """transformers' ConfidenceCriteria, which generate adds for a model whose generation_config says
+    ``is_assistant``: every row stops once the first row's newest token had a probability under
+    ``assistant_confidence_threshold`` (its step's scores, softmaxed; without a scores output there are none,
+    and transformers fails on them as here)."""
+
+    def __init__(self, assistant_confidence_threshold):
+        self.assistant_confidence_threshold = assistant_confidence_threshold
+
+    def __call__(self, input_ids, scores, **kwargs):
+        probs = _softmax(scores[-1].numpy().astype(np.float64))
+        return bool(probs[0, int(input_ids.numpy()[0, -1])] < self.assistant_confidence_threshold)
+
+
+def _confidence_stop(kwargs, own):
+    """A ConfidenceCriteria when the call or the model's config says ``is_assistant`` (and the threshold, 0.4 by
+    default as there, is above 0), else None."""
+    def option(name):
+        return kwargs[name] if name in kwargs else own.other.get(name) if own is not None else None
+    threshold = option("assistant_confidence_threshold")
+    threshold = 0.4 if threshold is None else threshold
+    return ConfidenceCriteria(threshold) if option("is_assistant") and threshold > 0 else None
 
 
 class MaxTimeCriteria(StoppingCriteria):
@@ -1450,8 +1567,10 @@ class _LogitsProcessors:
     def __init__(self, bad_words_ids, sequence_bias, suppress_tokens, begin_suppress_tokens, forced_eos_token_id,
                  eos, last_step, repetition_penalty, no_repeat_ngram_size, min_length, min_new_tokens, prompt=None,
                  encoder_repetition_penalty=1.0, renormalize_logits=False, forced_bos_token_id=None,
-                 exponential_decay_length_penalty=None):
+                 exponential_decay_length_penalty=None, remove_invalid_values=False, encoder_no_repeat_ngram_size=0):
         self.eos, self.repetition_penalty, self.no_repeat_ngram_size = eos, repetition_penalty, no_repeat_ngram_size
+        self.remove_invalid_values = remove_invalid_values is True
+        self.prompt_ngrams = _prompt_ngrams(prompt, encoder_no_repeat_ngram_size)
         self.prompt, self.encoder_repetition_penalty = prompt, encoder_repetition_penalty
         if encoder_repetition_penalty != 1.0 and (isinstance(encoder_repetition_penalty, bool) or not isinstance(
                 encoder_repetition_penalty, (int, float)) or not encoder_repetition_penalty > 0):
@@ -1491,7 +1610,10 @@ class _LogitsProcessors:
             scores = _penalize_prompt_tokens(scores, self.prompt, self.encoder_repetition_penalty)
         if self.repetition_penalty != 1.0:
             scores = apply_repetition_penalty(scores, ids, self.repetition_penalty, padding)
-        scores = _add_sequence_bias(ban_repeated_ngrams(scores, ids, self.no_repeat_ngram_size), ids, self.bad)
+        scores = ban_repeated_ngrams(scores, ids, self.no_repeat_ngram_size)
+        if self.prompt_ngrams is not None:
+            scores = self.prompt_ngrams(scores, ids)
+        scores = _add_sequence_bias(scores, ids, self.bad)
         if self.eos and (ids.shape[1] < self.min_length or step < self.min_new_tokens):  # too short to end yet
             scores = _forbid(scores, self.eos)
         return self._force_and_suppress(scores, step, ids.shape[1])
@@ -1520,11 +1642,51 @@ class _LogitsProcessors:
         if self.forced_eos and step == self.last_step:  # the last token is an eos id: every other is -inf
             logits = np.full_like(logits, -np.inf)
             logits[:, self.forced_eos] = 0
+        if self.remove_invalid_values:  # transformers' InfNanRemoveLogitsProcessor: nan 0, +-inf the largest floats
+            limit = np.finfo(logits.dtype).max
+            logits = np.where(np.isnan(logits), 0, np.where(np.isinf(logits), np.copysign(limit, logits), logits))
+            logits = logits.astype(np.float32, copy=False)
         if self.decay is not None:
             logits = self._decay_eos_penalty(logits, length)
         suppressed = self.suppress + (self.begin_suppress if step == self.begin_step else [])
         suppressed = [i for i in suppressed if 0 <= i < logits.shape[-1]]  # others are no token: nothing to do
         return _forbid(logits, suppressed) if suppressed else logits
+
+
+class _PromptNgramBan:
+    """transformers' EncoderNoRepeatNGramLogitsProcessor, which a decoder-only model gets too (its prompt is the
+    "encoder input"): a token that would end an ``n``-gram of the row's prompt after the row's last n - 1 tokens
+    is -inf. Rows past the prompts' count are their prompt's copies (num_return_sequences, beams)."""
+
+    def __init__(self, prompt, n):
+        self.n = n
+        self.banned = []  # per prompt: {the n - 1 tokens before: the tokens that end such an n-gram}
+        for seq in prompt.tolist():
+            ngrams = {}
+            for i in range(len(seq) - n + 1):
+                ngrams.setdefault(tuple(seq[i:i + n - 1]), []).append(seq[i + n - 1])
+            self.banned.append(ngrams)
+
+    def __call__(self, scores, ids):
+        copies = scores.shape[0] // len(self.banned)
+        scores = scores.copy()
+        for row, seq in enumerate(ids.tolist()):
+            before = tuple(seq[len(seq) + 1 - self.n:])
+            scores[row, self.banned[row // copies].get(before, [])] = -np.inf
+        return scores
+
+
+def _prompt_ngrams(prompt, n):
+    """encoder_no_repeat_ngram_size's ban (None: off), checked as transformers checks it."""
+    if n is None or n == 0 or prompt is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"`encoder_ngram_size` has to be a strictly positive integer, but is {n}")
+    if (prompt < 0).any():  # transformers' dummy prompt (-100s): the processor is left out, with its warning
+        warnings.warn("Passing `encoder_no_repeat_ngram_size` requires some form of `input_ids` to be passed to "
+                      "`generate`, ignoring the argument.")
+        return None
+    return _PromptNgramBan(prompt, n)
 
 
 _NO_TOKENIZER_FOR_STOP_STRINGS = (
@@ -1691,9 +1853,9 @@ def _new_token_budget(max_new_tokens, max_length, prompt_length, position_limit=
         warnings.warn(f"no max_new_tokens given: generating up to max_length={total} tokens in all (transformers' "
                       f"default of {DEFAULT_NEW_TOKENS} new ones); pass max_new_tokens=... to choose")
     if total <= prompt_length:
-        raise ValueError(f"the prompt has {prompt_length} tokens but max_length is {total}: nothing would be "
-                         "generated (transformers refuses this too); increase max_length or, better, set "
-                         "max_new_tokens")
+        raise ValueError(f"Input length of input_ids is {prompt_length}, but `max_length` is set to {total}. This can "
+                         "lead to unexpected behavior. You should consider increasing `max_length` or, better yet, "
+                         "setting `max_new_tokens`.")
     return total - prompt_length
 
 
@@ -1749,8 +1911,8 @@ def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences,
     if num_beams > 1:
         _check_beam_options(do_sample, num_return_sequences, streamer, num_beams)
     elif num_return_sequences > 1 and not do_sample:
-        raise ValueError("Greedy decoding gives the same sequence every time: num_return_sequences > 1 "
-                         "needs do_sample=True (transformers refuses it too)")
+        raise ValueError("Greedy methods (do_sample != True) without beam search do not support "
+                         f"`num_return_sequences` different than 1 (got {num_return_sequences}).")
     if streamer is not None and batch * num_return_sequences > 1:
         raise ValueError("a streamer takes one sequence at a time (batch size 1), as in transformers")
 

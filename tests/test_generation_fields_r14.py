@@ -1,0 +1,241 @@
+"""Every field of transformers 5.25's ``GenerationConfig()`` set the three ways its users set it -- a generate()
+keyword, ``generation_config=GenerationConfig(...)``, ``model.generation_config.<field> = ...`` -- on
+transformers' tiny LlamaForCausalLM and on minilora's with the same float32 weights and the same seed: the tokens
+are the same, the scores and raw logits within 2e-5 (a 2-layer float32 model whose matmuls sum in another order
+than torch's; the largest difference seen is 7e-6), and where transformers raises, minilora raises the same
+error type with the same words. ``FIELDS`` must name every field, so a field transformers adds is noticed.
+
+Before this round minilora differed silently for ``eos_token_id=None`` / ``pad_token_id=None`` set on purpose
+(transformers clears the id: no eos, pad with the eos id; minilora fell back to the model config's ids),
+``is_assistant=True`` (transformers adds its ConfidenceCriteria); refused with its own NotImplementedError what
+transformers takes (``remove_invalid_values``, ``encoder_no_repeat_ngram_size``, ``bos_token_id=``,
+``cache_config``, ``max_cache_len``, ``penalty_alpha`` while sampling, ``num_beam_groups`` without beams,
+``dola_layers`` or ``use_mtp`` with beams, ``speculation_type`` without an assistant) and refused in other words
+than transformers' (the methods transformers 5 moved to the Hub: its "requires `trust_remote_code=True`"
+ValueError; ``use_mtp``, ``token_healing``, ``assistant_early_exit``, a too short ``max_length``, greedy
+``num_return_sequences``).
+"""
+import copy
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import minilora as ml  # noqa: E402
+from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from minilora.nn.generation import GenerationConfig  # noqa: E402
+
+from test_llama import hf_model  # noqa: E402
+
+PROMPT = [[5, 9, 3, 17, 22], [7, 7, 4, 12, 30]]
+SCORE_TOLERANCE = 2e-5  # see the module docstring
+OUTPUTS = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
+MODES = {"greedy": {}, "sample": {"do_sample": True}, "beam": {"num_beams": 3}}
+
+# field: (value, mode, other options of the case); every field of GenerationConfig().to_dict()
+FIELDS = {
+    "max_length": (12, "greedy", {}), "max_new_tokens": (4, "beam", {}), "min_length": (13, "sample", {}),
+    "min_new_tokens": (6, "greedy", {"eos_token_id": 8}), "early_stopping": (True, "beam", {}),
+    "max_time": (100.0, "greedy", {}), "stop_strings": ("x", "greedy", {}), "do_sample": (True, "greedy", {}),
+    "num_beams": (2, "greedy", {}), "use_mtp": (True, "greedy", {}), "use_cache": (False, "beam", {}),
+    "cache_implementation": ("static", "sample", {}), "cache_config": ({"max_cache_len": 40}, "greedy", {}),
+    "max_cache_len": (40, "greedy", {}), "temperature": (0.7, "sample", {}), "top_k": (5, "sample", {}),
+    "top_p": (0.8, "sample", {}), "min_p": (0.1, "sample", {}), "top_h": (0.5, "sample", {}),
+    "typical_p": (0.8, "sample", {}), "epsilon_cutoff": (0.03, "sample", {}), "eta_cutoff": (0.03, "sample", {}),
+    "repetition_penalty": (1.5, "beam", {}), "encoder_repetition_penalty": (1.3, "greedy", {}),
+    "length_penalty": (0.5, "beam", {}), "no_repeat_ngram_size": (2, "sample", {}),
+    "bad_words_ids": ([[3], [4, 5]], "greedy", {}), "renormalize_logits": (True, "sample", {}),
+    "forced_bos_token_id": (7, "greedy", {}), "forced_eos_token_id": ([9, 10], "beam", {}),
+    "remove_invalid_values": (True, "greedy", {"forced_eos_token_id": 9}),  # (-inf: float32's lowest)
+    "exponential_decay_length_penalty": ((2, 1.5), "sample", {"eos_token_id": 8}),
+    "suppress_tokens": ([3, 4], "beam", {}), "begin_suppress_tokens": ([29, 21], "greedy", {}),
+    "sequence_bias": ({(3,): 5.0, (5, 9): -3.0}, "greedy", {}), "token_healing": (True, "greedy", {}),
+    "guidance_scale": (1.5, "greedy", {}), "watermarking_config": ({"greenlist_ratio": 0.5}, "sample", {}),
+    "num_return_sequences": (2, "sample", {}), "output_attentions": (True, "greedy", {}),
+    "output_hidden_states": (True, "sample", {}), "output_scores": (True, "beam", {}),
+    "output_logits": (True, "sample", {}), "return_dict_in_generate": (True, "greedy", {}),
+    "pad_token_id": (None, "greedy", {"eos_token_id": 8}), "bos_token_id": (4, "greedy", {}),
+    "eos_token_id": (None, "sample", {}),  # (None on purpose: no eos, in transformers 5)
+    "encoder_no_repeat_ngram_size": (2, "sample", {"num_return_sequences": 2}),
+    "decoder_start_token_id": (3, "greedy", {}), "is_assistant": (True, "greedy", {}),
+    "num_assistant_tokens": (3, "greedy", {}), "num_assistant_tokens_schedule": ("constant", "greedy", {}),
+    "assistant_confidence_threshold": (0.2, "sample", {}), "prompt_lookup_num_tokens": (3, "greedy", {}),
+    "max_matching_ngram_size": (2, "greedy", {}), "assistant_early_exit": (1, "sample", {}),
+    "assistant_lookbehind": (5, "greedy", {}), "target_lookbehind": (5, "greedy", {}),
+    "assistant_ensemble_weight": (0.5, "greedy", {}), "speculation_type": ("dflash", "greedy", {}),
+    "compile_config": (None, "greedy", {}), "disable_compile": (True, "greedy", {}),
+    "continuous_batching_config": (None, "greedy", {}), "low_memory": (True, "beam", {}),
+    "penalty_alpha": (0.6, "greedy", {}), "dola_layers": ("low", "beam", {}), "diversity_penalty": (0.5, "beam", {}),
+    "num_beam_groups": (3, "sample", {}), "constraints": (None, "greedy", {"force_words_ids": [[3]]}),
+    "force_words_ids": ([[3]], "beam", {}), "prefill_chunk_size": (2, "greedy", {}),
+    "_from_model_config": (True, "greedy", {}), "transformers_version": ("5.25.0", "greedy", {}),
+}
+# Other values of a field, and combinations, where minilora once differed (id: (mode, options)).
+MORE = {
+    "max_length shorter than the prompt": ("greedy", dict(max_length=3)),
+    "greedy num_return_sequences": ("greedy", dict(num_return_sequences=2)),
+    "penalty_alpha: contrastive search only when greedy with top_k > 1": ("greedy", dict(penalty_alpha=0.6, top_k=1)),
+    "penalty_alpha while sampling": ("sample", dict(penalty_alpha=0.6)),
+    "dola_layers while sampling": ("sample", dict(dola_layers="high")),
+    "num_beam_groups with beams": ("beam", dict(num_beam_groups=3, diversity_penalty=0.5)),
+    "use_mtp with beams": ("beam", dict(use_mtp=True)),
+    "assistant_early_exit with beams": ("beam", dict(assistant_early_exit=1)),
+    "eos_token_id None with pad_token_id None": ("sample", dict(eos_token_id=None, pad_token_id=None,
+                                                               max_new_tokens=10)),
+    "eos_token_id as a list": ("beam", dict(eos_token_id=[8, 7])),
+    "remove_invalid_values with beams": ("beam", dict(remove_invalid_values=True, forced_eos_token_id=9)),
+    "encoder_no_repeat_ngram_size 1": ("greedy", dict(encoder_no_repeat_ngram_size=1)),
+    "encoder_no_repeat_ngram_size with beams": ("beam", dict(encoder_no_repeat_ngram_size=2)),
+    "temperature 0 while sampling": ("sample", dict(temperature=0.0)),
+    "min_new_tokens with min_length": ("greedy", dict(min_new_tokens=3, min_length=12, eos_token_id=8)),
+    "max_new_tokens wins over max_length": ("sample", dict(max_new_tokens=3, max_length=12)),
+    "speculation_type without an assistant": ("greedy", dict(speculation_type="dflash")),
+}
+
+
+def _config(**changes):
+    return LlamaConfig(**{**dict(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                 pad_token_id=0, bos_token_id=1, eos_token_id=2), **changes})
+
+
+@pytest.fixture(scope="module")
+def models():
+    """{"hf": transformers' model, "ml": minilora's}, the same float32 weights."""
+    reference = hf_model(transformers, _config(), dtype="float32", seed=0).eval()
+    reference.set_attn_implementation("sdpa")
+    model = LlamaForCausalLM(_config(), dtype="float32")
+    model.load_state_dict({k: v.numpy(force=True) for k, v in reference.state_dict().items()})
+    return {"hf": reference, "ml": model}
+
+
+def _generate(model, library, spelling, options, prompt=PROMPT, **call):
+    """``model.generate`` with ``options`` set the ``spelling`` way (``call``: keywords either way): the answer
+    or the exception. The model's generation_config is put back afterwards."""
+    saved = copy.deepcopy(model.generation_config)
+    torch.manual_seed(0)
+    ml.manual_seed(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if spelling == "keyword":
+                call.update(options)
+            elif spelling == "config":
+                call["generation_config"] = (transformers.GenerationConfig if library == "hf" else
+                                             GenerationConfig)(**options)
+            else:
+                for name, value in options.items():
+                    setattr(model.generation_config, name, value)
+            with torch.no_grad():
+                return model.generate(torch.tensor(prompt) if library == "hf" else np.array(prompt), **call)
+    except Exception as exc:  # noqa: BLE001 -- compared: both libraries must raise alike
+        return exc
+    finally:
+        model.generation_config = saved
+
+
+def _same(theirs, ours):
+    if isinstance(theirs, Exception):
+        assert type(ours) is type(theirs) and str(ours)[:100] == str(theirs)[:100], (theirs, ours)
+        return
+    assert not isinstance(ours, Exception), (theirs, ours)
+    assert ours.sequences.tolist() == theirs.sequences.tolist()
+    for name in ("scores", "logits"):
+        assert len(getattr(ours, name)) == len(getattr(theirs, name))
+        for a, b in zip(getattr(ours, name), getattr(theirs, name)):
+            a, b = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
+            assert (np.isinf(a) == np.isinf(b)).all()
+            np.testing.assert_allclose(np.where(np.isinf(a), 0, a), np.where(np.isinf(b), 0, b),
+                                       atol=SCORE_TOLERANCE, rtol=1e-6)  # (rtol: float32's largest, ~3.4e38)
+
+
+def _both(models, spelling, mode, options):
+    call = dict(OUTPUTS, max_new_tokens=6)
+    if "max_length" in options or "max_new_tokens" in options:
+        call.pop("max_new_tokens")
+    if spelling != "keyword":  # (the call's keywords would win over the config's)
+        call = {name: value for name, value in call.items() if name not in options}
+    options = {**MODES[mode], **options}
+    theirs, ours = (_generate(models[library], library, spelling, options, **call) for library in ("hf", "ml"))
+    _same(theirs, ours)
+    return theirs, ours
+
+
+def test_every_generation_config_field_is_surveyed():
+    assert set(transformers.GenerationConfig().to_dict()) == set(FIELDS)
+
+
+@pytest.mark.parametrize("spelling", ["keyword", "config", "attribute"])
+@pytest.mark.parametrize("field", sorted(FIELDS))
+def test_each_field_as_transformers(models, field, spelling):
+    value, mode, others = FIELDS[field]
+    _both(models, spelling, mode, {field: value, **others})
+
+
+@pytest.mark.parametrize("case", sorted(MORE))
+def test_other_values_and_combinations_as_transformers(models, case):
+    mode, options = MORE[case]
+    for spelling in ("keyword", "attribute"):
+        _both(models, spelling, mode, options)
+
+
+def test_refusals_name_what_minilora_does_not_do(models):
+    """What transformers would do and minilora cannot: a NotImplementedError naming it, never another answer."""
+    model = models["ml"]
+    cases = [(dict(penalty_alpha=0.6, trust_remote_code=True), "Contrastive Search"),  # (transformers: the Hub)
+             (dict(num_beams=2, num_beam_groups=2, trust_remote_code=True), "Group Beam Search"),
+             (dict(dola_layers="low", trust_remote_code=True), "Dola Generation"),
+             (dict(force_words_ids=[[3]], trust_remote_code=True), "Constrained Beam Search"),
+             (dict(token_healing=True, tokenizer=object()), "token_healing"),
+             (dict(num_beams=2, output_attentions=True, return_dict_in_generate=True), "output_attentions")]
+    for options, name in cases:
+        with pytest.raises(NotImplementedError, match=name):
+            model.generate(np.array(PROMPT), max_new_tokens=2, **options)
+    with pytest.raises(NotImplementedError, match="assistant_early_exit"):  # (transformers: one prompt only)
+        model.generate(np.array(PROMPT[:1]), max_new_tokens=2, assistant_early_exit=1)
+    with pytest.raises(NotImplementedError, match="dflash"):
+        model.generate(np.array(PROMPT[:1]), max_new_tokens=2, assistant_model=model, speculation_type="dflash")
+
+
+def test_is_assistant_stops_on_low_confidence_and_fails_without_scores_as_transformers(models):
+    """transformers' ConfidenceCriteria reads the scores output: without it both fail alike (a TypeError)."""
+    theirs, ours = _both(models, "attribute", "greedy", dict(is_assistant=True, assistant_confidence_threshold=0.3))
+    assert ours.sequences.shape[1] < len(PROMPT[0]) + 6  # (it stopped early)
+    results = [_generate(models[library], library, "attribute", dict(is_assistant=True), max_new_tokens=4)
+               for library in ("hf", "ml")]
+    assert all(isinstance(result, TypeError) for result in results), results
+
+
+def test_no_prompt_starts_from_bos_token_id_as_transformers(models):
+    """``bos_token_id=`` (a generate keyword transformers takes; minilora called it a typo) starts a row."""
+    results = []
+    for library in ("hf", "ml"):
+        model = models[library]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results.append(model.generate(bos_token_id=4, max_new_tokens=5).tolist())
+    assert results[0] == results[1] and results[0][0][0] == 4
+
+
+def test_pad_token_id_none_warns_as_transformers(models):
+    """A batch without attention_mask and no pad id: transformers' warning (then it pads with the eos id)."""
+    with pytest.warns(UserWarning, match="The attention mask and the pad token id were not set"):
+        models["ml"].generate(np.array(PROMPT), max_new_tokens=2, pad_token_id=None)
+
+
+def test_float64_scores_as_transformers():
+    """float64 twins: the processed scores of the rarer processors agree to float64's rounding."""
+    reference = hf_model(transformers, _config(), dtype="float64", seed=1).eval()
+    model = LlamaForCausalLM(_config(), dtype="float64")
+    model.load_state_dict({k: v.numpy(force=True) for k, v in reference.state_dict().items()})
+    options = dict(OUTPUTS, max_new_tokens=5, encoder_no_repeat_ngram_size=2, remove_invalid_values=True,
+                   exponential_decay_length_penalty=(1, 1.2), eos_token_id=[8, 7], renormalize_logits=True)
+    theirs = _generate(reference, "hf", "keyword", options)
+    ours = _generate(model, "ml", "keyword", options)
+    assert ours.sequences.tolist() == theirs.sequences.tolist()
+    for a, b in zip(ours.scores, theirs.scores):
+        a, b = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)  # (scores are float32 in both: one rounding)
