@@ -269,6 +269,25 @@ def thread_chunk(count, grain=GRAIN_SIZE):
     return -(-count // min(threads, -(-count // grain)))
 
 
+def serial_sums(a, axes, squares=False):
+    """Sums over ``axes`` (kept as size 1) of a float32 or float64 NumPy array as torch's ``binary_kernel_reduce``
+    adds them (the norm kernels for p other than 2, and p=2 off the last dim): each output's elements one by one,
+    in memory order, in the array's own dtype; a single output of ``GRAIN_SIZE`` elements or more in one chunk per
+    thread (``at::parallel_for``), the chunk sums then added in order. ``squares``: the elements' squares added,
+    each rounded (NormTwoOps' ``acc + x * x``: not fused, checked against torch on AVX-512)."""
+    axes = tuple(sorted(axis % a.ndim for axis in axes))
+    kept = [axis for axis in range(a.ndim) if axis not in axes]
+    reduced = sorted(axes, key=lambda axis: -a.strides[axis])  # (outermost first: the iterator's memory order)
+    rows = np.transpose(a, kept + reduced).reshape([a.shape[axis] for axis in kept] + [-1])
+    count = rows.shape[-1]
+    chunk = thread_chunk(count) if rows.size == count else count  # (several outputs: split among threads)
+    total = np.zeros(rows.shape[:-1], a.dtype)
+    for start in range(0, count, chunk or 1):
+        part = rows[..., start:start + chunk]
+        total = total + np.cumsum(part * part if squares else part, axis=-1, dtype=a.dtype)[..., -1]
+    return total.reshape([1 if axis in axes else n for axis, n in enumerate(a.shape)])
+
+
 def _whole_sum(flat):
     """A 1-D contiguous array's sum as torch's: one row, or one chunk a thread (``two_pass_reduction``)
     whose sums are added in order."""

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, float32_sums, parallel
+from .. import amp as _amp, dtypes, float32_sums, parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..tensor import Function, ShapeError, name_node, saved_for, saves_as_torch
@@ -595,7 +595,14 @@ def _in_float32(fn, input, m1, m2, beta, alpha):
     all in float32, rounded once (rounding the product first differs from torch in most elements).
     The casts are differentiable: the gradients come back in the 16-bit dtype."""
     dtype = m1.dtype
+    if m1.shape[-1] == 0:  # (no products: ATen scales input by beta cast to the 16-bit dtype, result.mul_(beta))
+        beta = _rounded_to(beta, dtype)
     return fn(input.float(), m1.float(), m2.float(), beta=beta, alpha=alpha).to(dtype)
+
+
+def _rounded_to(number, dtype):
+    """A Python number cast to ``dtype`` and back (ATen's ``scalar.to<scalar_t>()`` before a kernel)."""
+    return dtypes.python_number(dtypes.cast(np.array(number), dtype)[()])
 
 
 @_amp.autocasts  # (not on torch's list: its inner stack must not promote either)
@@ -624,7 +631,14 @@ def cross(input, other, dim=None):
                            f"{input.shape[dim]} and {other.shape[dim]}")
     a0, a1, a2 = input.expand(*shape).unbind(dim)
     b0, b1, b2 = other.expand(*shape).unbind(dim)
-    return stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim)
+    if input.dtype in (np.float32, np.float64):  # ATen's kernel: x * y - z * w compiled to fma(x, y, -(z * w))
+        from .elementwise import _fused_multiply_add
+        def difference(x, y, z, w):
+            return _fused_multiply_add(-(z * w), x, y, input.dtype)
+    else:
+        def difference(x, y, z, w):
+            return x * y - z * w
+    return stack([difference(a1, b2, a2, b1), difference(a2, b0, a0, b2), difference(a0, b1, a1, b0)], dim)
 
 
 # ---- products composed of the ones above (their gradients come from matmul, mul and reshape) -------
@@ -664,8 +678,12 @@ def tensordot(a, b, dims=2):
     dims_b = [d % b.ndim for d in dims_b]
     if len(dims_a) != len(dims_b):
         raise RuntimeError("both dimension lists should have same length")
-    for da, db in zip(dims_a, dims_b):
-        if a.shape[da] != b.shape[db]:
+    for da, db in zip(dims_a, dims_b):  # (a size-1 side broadcasts: ATen sums the other side's dim first)
+        if b.shape[db] == 1 and a.shape[da] != 1:
+            a = a.sum(da, keepdim=True, dtype=a.dtype)
+        elif a.shape[da] == 1 and b.shape[db] != 1:
+            b = b.sum(db, keepdim=True, dtype=b.dtype)
+        elif a.shape[da] != b.shape[db]:
             raise RuntimeError(f"contracted dimensions need to match, but first has size "
                                f"{a.shape[da]} in dim {da} and second has size {b.shape[db]} in dim {db}")
     free_a = [d for d in range(a.ndim) if d not in dims_a]

@@ -339,6 +339,15 @@ class Var(Function):
             return g * ctx.centered * (2.0 / ctx.denom if ctx.denom else float("nan"))
 
 
+def _norm_in_kernel_order(a, p, axes):
+    """torch's norm kernel off its vectorized path: |a|^p by C's pow in the dtype (a square for p=2), added one
+    by one (float32_sums.serial_sums), then pow(sum, 1/p) (sqrt for p=2)."""
+    if p == 2:
+        return np.sqrt(float32_sums.serial_sums(a, axes, squares=True))
+    one, p = a.dtype.type(1), a.dtype.type(p)
+    return float32_sums.serial_sums(np.abs(a) ** p, axes) ** (one / p)
+
+
 @quiet_float_errors
 @computes_in_float32
 @contiguous_result
@@ -354,6 +363,9 @@ class PNorm(Function):
         ctx.a, ctx.p = a, p
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         out = float32_sums.two_norms(a, ctx.axes, keepdims=True) if p == 2 else None  # (float32: torch's order)
+        if out is None and type(a) is np.ndarray and a.size and (a.dtype == np.float32 or a.dtype == np.float64
+                                                                 and p != 2):
+            out = _norm_in_kernel_order(a, p, ctx.axes)
         if out is None:
             out = (xp.abs(a) ** p).sum(axis=ctx.axes, keepdims=True) ** (1.0 / p)
         ctx.out = out
@@ -797,6 +809,10 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     ``p`` is a number (2, 1, 3.5 ...), ``float('inf')`` / ``-inf`` (largest / smallest magnitude, ties
     share the gradient as in torch), 0 (the count of non-zeros), or ``'fro'`` (the 2-norm over at
     most two dims)."""
+    if isinstance(p, str) and p == "nuc":  # linalg.matrix_norm's nuclear norm, over a matrix's two dims by default
+        from .. import linalg
+        dims = tuple(range(input.ndim)) if dim is None else dim
+        return linalg.matrix_norm(input, "nuc", dims, keepdim, dtype=dtype)
     if input.dtype.kind == "c":  # a complex tensor's norm is its magnitudes' (real, as torch's)
         input = input.abs()
     if not is_floating(input.dtype):
@@ -808,8 +824,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     input = _cast(input, dtype)
     if isinstance(p, str):
         if p != "fro":
-            raise NotImplementedError(f"norm(p={p!r}): only vector norms and 'fro' are implemented "
-                                      f"(the nuclear norm needs an SVD minilora does not have)")
+            raise RuntimeError(f"linalg.matrix_norm: Order {p} not supported.")
         if isinstance(dim, (tuple, list)) and len(dim) > 2:
             raise RuntimeError(f"norm(): 'fro' norm takes at most 2 dims, got {tuple(dim)}")
         p = 2
@@ -831,7 +846,7 @@ def _vector_norm(input, p, dim, keepdim):
     if p == 0:  # the count of non-zeros (NaN too); |sign(x)| keeps it in the graph with a zero gradient
         from .elementwise import isnan, sign, where
         return sum(where(isnan(input), 1.0, abs_(sign(input))), dim, keepdim)
-    if p == 1:
+    if p == 1 and input.dtype not in (np.float32, np.float64):  # (float32/64: PNorm adds in torch's order)
         return sum(abs_(input), dim, keepdim)
     return PNorm.apply(input, p=float(p), axis=dim, keepdims=keepdim)
 
