@@ -61,7 +61,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
 
 def batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled):
     """``torch.batch_norm``: ATen's order (weight, bias before the running statistics), all required."""
-    return _F().batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _F()._batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)  # (no F check)
 
 
 def instance_norm(input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, cudnn_enabled):
@@ -162,8 +162,9 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction=0):
 
 
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-06, swap=False, reduction=0):
-    return _F().triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap,
-                                    reduction=_reduction(reduction))
+    # (ATen's op, without F's refusal of a margin <= 0)
+    return _F()._triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap,
+                                     reduction=_reduction(reduction))
 
 
 def poisson_nll_loss(input, target, log_input, full, eps, reduction):

@@ -14,10 +14,10 @@ from .. import amp as _amp, ops
 from ..dtypes import checked_number as _checked_number, int_argument as _int_argument, torch_name as _torch_name
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
-from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
-                      triplet_margin_loss)
-from ..ops.nn import batch_norm, group_norm  # noqa: F401
-from ..ops.nn import _floating_only, _reduced
+from ..ops.nn import cosine_embedding_loss, margin_ranking_loss, pairwise_distance  # noqa: F401
+from ..ops.nn import triplet_margin_loss as _triplet_margin_loss
+from ..ops.nn import batch_norm as _batch_norm, group_norm  # noqa: F401
+from ..ops.nn import _floating_only, _reduced, _row_index
 from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import dropout_noise as _dropout_noise, feature_dropout as _feature_dropout
 from ..ops.nn import float32_inside as _float32_inside
@@ -211,6 +211,9 @@ def _random_slopes(input, lower, upper):
     slopes = np.ones(values.shape, np.float64)
     # (u * (upper - lower) + lower in two roundings: this kernel's compiled code fuses no multiply-add)
     slopes[drawn] = _random.default_generator.uniform((int(drawn.sum()),), np.float64) * (upper - lower) + lower
+    if input.dtype.itemsize == 2:  # (bfloat16, float16: torch's kernel multiplies in float32, rounds once)
+        slopes = ops.tensor(slopes, dtype=np.float32, device=input.device)
+        return ops.where(input > 0, input, (input.float() * slopes).to(input.dtype))
     slopes = ops.tensor(slopes, dtype=input.dtype, device=input.device)
     return ops.where(input > 0, input, input * slopes)
 
@@ -670,7 +673,17 @@ def _check_shuffle(fn, name, input, factor):
     return int(factor)
 
 
-# ---- instance normalisation ------------------------------------------------------------------------
+# ---- batch and instance normalisation --------------------------------------------------------------
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """torch's ``F.batch_norm``: ATen's batch norm (``ops.nn.batch_norm``; ``torch.batch_norm`` and
+    ``instance_norm`` call it directly) after F's own check of ``eps``, which ATen does not make."""
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
                   momentum=0.1, eps=1e-5):
     """Each sample's channels normalised on their own: torch's way, ``batch_norm`` of the input seen
@@ -682,7 +695,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
     n, c = input.shape[:2]
     repeated = [None if t is None else t.repeat(n) for t in (weight, bias, running_mean, running_var)]
-    out = batch_norm(input.reshape(1, n * c, *input.shape[2:]), repeated[2], repeated[3], repeated[0],
+    out = _batch_norm(input.reshape(1, n * c, *input.shape[2:]), repeated[2], repeated[3], repeated[0],
                      repeated[1], use_input_stats, momentum, eps)
     with _no_grad():
         for stat, updated in ((running_mean, repeated[2]), (running_var, repeated[3])):
@@ -731,14 +744,28 @@ def _multilabel_rows(input, target):
     return input.reshape(labels.shape), labels
 
 
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False, size_average=None,
+                        reduce=None, reduction="mean"):
+    """``max(d(a, p) - d(a, n) + margin, 0)`` with ``d`` the ``pairwise_distance`` (``ops.nn``'s, which is
+    also the top-level ``torch.triplet_margin_loss``); torch's functional form refuses a margin <= 0."""
+    if size_average is None and reduce is None and reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    _positive_margin(margin)
+    return _triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap, size_average, reduce, reduction)
+
+
+def _positive_margin(margin):
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+
+
 def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None, margin=1.0,
                                       swap=False, reduction="mean"):
     """``max(d(a, p) - d(a, n) + margin, 0)`` with any distance ``d`` (default: ``pairwise_distance``);
     ``swap=True`` takes the smaller of ``d(a, n)`` and ``d(p, n)``."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{reduction} is not a valid value for reduction")
-    if margin <= 0:
-        raise ValueError(f"margin must be greater than 0, got {margin}")
+    _positive_margin(margin)
     if not anchor.ndim == positive.ndim == negative.ndim:
         raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have the same number of "
                            f"dimensions, but got: anchor {anchor.ndim}D, positive {positive.ndim}D, and negative "
@@ -931,6 +958,9 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     ``per_sample_weights`` scaling each one in 'sum' mode."""
     ids, starts = _bags(input, offsets, include_last_offset)
     _no_forward_formula("_embedding_bag", weight, per_sample_weights)
+    if weight.ndim != 2:
+        raise ValueError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
+    padding_idx = _row_index("embedding_bag", padding_idx, weight.shape[0])  # (-1 is the last row, as torch)
     if scale_grad_by_freq:  # torch's bag kernel counts frequencies its own way: not reproduced here
         raise NotImplementedError("embedding_bag: scale_grad_by_freq=True is not implemented in minilora")
     if mode not in ("sum", "mean", "max"):

@@ -50,6 +50,19 @@ def _ntuple(value, rank, name):
     return tuple(int(v) for v in value)
 
 
+def _spatial(value, rank, name):
+    """A convolution's or a pooling's kernel_size, stride, padding, dilation or output_padding as ``rank`` ints: an
+    int or a one-element list stands for every spatial dimension (torch expands both), else one per dimension."""
+    if not isinstance(value, (int, np.integer)) and len(value) == 1:
+        value = value[0]
+    return _ntuple(value, rank, name)
+
+
+def _empty_list(stride):
+    """A pooling's ``stride=[]`` (or ``()``): ATen's default, the kernel size."""
+    return isinstance(stride, (list, tuple)) and len(stride) == 0
+
+
 def _check_conv_geometry(stride, padding, dilation, groups):
     """torch's refusals, before a zero stride divides or a negative padding indexes backwards."""
     if min(stride) <= 0:
@@ -179,7 +192,7 @@ def _conv_padding(padding, kernel, dilation, stride):
         return (0,) * rank, tuple(a for t in reversed(totals) for a in (t // 2, t - t // 2))
     if isinstance(padding, str):
         raise RuntimeError(f"Invalid padding string: {padding!r} (choose 'valid' or 'same')")
-    return _ntuple(padding, rank, "padding"), None
+    return _spatial(padding, rank, "padding"), None
 
 
 @_amp.autocasts
@@ -207,7 +220,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
         # answers first; minilora always refuses)
         raise RuntimeError(f"kernel size should be greater than zero, but got kernel_height: {weight.shape[2]} "
                            f"kernel_width: {weight.shape[3]}")
-    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    stride, dilation = _spatial(stride, 2, "stride"), _spatial(dilation, 2, "dilation")
     symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
     _check_conv_geometry(stride, symmetric, dilation, groups)
     _check_conv_channels(input, weight, groups)
@@ -282,7 +295,7 @@ def _conv3d(input, weight, bias, stride, padding, dilation, groups):
                            f"and {tuple(weight.shape)}")
     if 0 in weight.shape[2:]:
         raise RuntimeError(f"kernel size should be greater than zero, but got kernel size {list(weight.shape[2:])}")
-    stride, dilation = _ntuple(stride, 3, "stride"), _ntuple(dilation, 3, "dilation")
+    stride, dilation = _spatial(stride, 3, "stride"), _spatial(dilation, 3, "dilation")
     symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
     _check_conv_geometry(stride, symmetric, dilation, groups)
     _check_conv_channels(input, weight, groups)
@@ -336,12 +349,21 @@ def _conv_named(out, input, weight, bias, batched_ndim):
 
 
 # ---- pooling ---------------------------------------------------------------------------------------
+def _lowest(dtype):
+    """What max pooling pads with, so that padding never wins: -inf, or an integer dtype's smallest value
+    (torch's integer kernels skip the padding; padded cells come after the input's in every window, so a
+    tie with that value still picks the input's element)."""
+    dtype = np.dtype(dtype)
+    return int(np.iinfo(dtype).min) if dtype.kind in "iu" else -math.inf
+
+
 def _window_maxima(xp, x, kernel, stride, padding, dilation):
     """Each window's largest element: ``(values, choice)``, ``choice`` its place in the flattened
-    window (the first of equal ones, as torch; a NaN wins). The input is padded with -inf, so
-    padding never wins."""
+    window (the first of equal ones, as torch; a NaN wins). The input is padded with -inf (an integer
+    input: its smallest value), so padding never wins."""
     (ph, pw) = padding
-    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf) if ph or pw else x
+    lowest = _lowest(x.dtype)
+    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=lowest) if ph or pw else x
     windows = _windows(xp, padded, kernel, stride, dilation)
     flat = windows.reshape(*windows.shape[:4], windows.shape[4] * windows.shape[5])
     nan = xp.isnan(flat)
@@ -375,9 +397,9 @@ class MaxPool2d(Function):
 
 def _pool_geometry(kernel_size, stride, padding, dilation, fn):
     """Kernel, stride (default: the kernel), padding and dilation as pairs, with torch's checks."""
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or stride == [] else _pair(stride, "stride")
-    padding, dilation = _pair(padding, "padding"), _pair(dilation, "dilation")
+    kernel = _spatial(kernel_size, 2, "kernel_size")
+    stride = kernel if stride is None or _empty_list(stride) else _spatial(stride, 2, "stride")
+    padding, dilation = _spatial(padding, 2, "padding"), _spatial(dilation, 2, "dilation")
     if min(stride) == 0:  # (a zero kernel is a zero default stride: torch's first complaint too)
         raise RuntimeError(f"{fn}: stride should not be zero")
     if min(stride) < 0:
@@ -442,7 +464,7 @@ def _pad_after(x, extra, value):
 def _max_indices(input, kernel, stride, padding, dilation, extra):
     """torch's ``return_indices``: each maximum's position in its (unpadded) H * W plane."""
     x = input.numpy(force=True)
-    grown = np.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])), constant_values=-np.inf)
+    grown = np.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])), constant_values=_lowest(x.dtype))
     _, choice, _, window_shape = _window_maxima(np, grown, kernel, stride, padding, dilation)
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = kernel, stride, dilation, padding
     h_out, w_out = window_shape[2:4]
@@ -470,8 +492,8 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     extra = _ceil_extra(input.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     _check_output_size(input, [(n + 2 * p + e - d * (k - 1) - 1) // s_ + 1 for n, p, e, d, k, s_ in
                                zip(input.shape[2:], padding, extra, dilation, kernel, stride)])
-    out = MaxPool2d.apply(_pad_after(input, extra, -math.inf), kernel=kernel, stride=stride, padding=padding,
-                          dilation=dilation, round_to=round_to)
+    out = MaxPool2d.apply(_pad_after(input, extra, _lowest(input.dtype)), kernel=kernel, stride=stride,
+                          padding=padding, dilation=dilation, round_to=round_to)
     if return_indices:
         return out, _max_indices(input, kernel, stride, padding, dilation, extra)
     return out
@@ -484,8 +506,8 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         raise RuntimeError(f"max_pool1d: Expected 2D or 3D (batch mode) tensor with optional 0 dim batch size "
                            f"for input, but got: {list(input.shape)}")
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
-    out = max_pool2d(_as_image(input), one(kernel_size), None if stride is None else one(stride),
-                     (0, padding if isinstance(padding, int) else padding[0]), one(dilation), ceil_mode,
+    stride = None if stride is None or _empty_list(stride) else one(stride)
+    out = max_pool2d(_as_image(input), one(kernel_size), stride, (0, one(padding)[1]), one(dilation), ceil_mode,
                      return_indices)
     return tuple(t.squeeze(-2) for t in out) if return_indices else out.squeeze(-2)
 
@@ -505,7 +527,7 @@ class AvgPool2d(Function):
         ctx.divisors, ctx.round_to = divisors, round_to
         sums = _sum_in_order(windows)
         if sums.dtype.kind == "i":  # torch's int64 kernel: C++ integer division, toward zero
-            return xp.sign(sums) * (xp.abs(sums) // divisors)
+            return xp.sign(sums) * xp.sign(divisors) * (xp.abs(sums) // xp.abs(divisors))  # (divisor_override < 0)
         return sums / divisors
 
     @staticmethod
@@ -573,8 +595,8 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         raise RuntimeError(f"Expected 2 to 3 dimensions, but got {input.ndim}-dimensional tensor for argument "
                            f"#1 'self' (while checking arguments for avg_pool1d)")
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
-    out = avg_pool2d(_as_image(input), one(kernel_size), None if stride is None else one(stride),
-                     (0, padding if isinstance(padding, int) else padding[0]), ceil_mode, count_include_pad)
+    stride = None if stride is None or _empty_list(stride) else one(stride)
+    out = avg_pool2d(_as_image(input), one(kernel_size), stride, (0, one(padding)[1]), ceil_mode, count_include_pad)
     return out.squeeze(-2)
 
 
@@ -801,7 +823,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     if input.ndim > 4 or 0 in tuple(input.shape[-3:]):
         raise RuntimeError(f"Expected 3D or 4D (batch mode) tensor with possibly 0 batch size and other non-zero "
                            f"dimensions for input, but got: {list(input.shape)}")
-    _dtypes_taken("im2col_out_cpu", input)
+    _dtypes_taken("im2col_out_cpu", input, integers=("bool",))  # (torch 2.13 has a bool kernel)
     if input.ndim == 3:
         return unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
     kernel, stride, padding, dilation = _block_geometry(kernel_size, dilation, padding, stride)
@@ -1198,8 +1220,9 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
     if input.ndim != 4 or weight.ndim != 4:
         raise RuntimeError(f"conv_transpose2d: expected a 3-D or 4-D input and a 4-D weight, got "
                            f"{tuple(input.shape)} and {tuple(weight.shape)}")
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    output_padding = _pair(output_padding, "output_padding")
+    stride, padding, dilation = (_spatial(stride, 2, "stride"), _spatial(padding, 2, "padding"),
+                                 _spatial(dilation, 2, "dilation"))
+    output_padding = _spatial(output_padding, 2, "output_padding")
     _check_conv_geometry(stride, padding, dilation, groups)
     if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)):
         raise RuntimeError(f"output padding must be smaller than either stride or dilation, but got "
@@ -1255,8 +1278,8 @@ def _conv_transpose3d(input, weight, bias, stride, padding, output_padding, grou
     if input.ndim != 5 or weight.ndim != 5:
         raise RuntimeError(f"conv_transpose3d: expected a 4-D or 5-D input and a 5-D weight, got "
                            f"{tuple(input.shape)} and {tuple(weight.shape)}")
-    stride, padding = _ntuple(stride, 3, "stride"), _ntuple(padding, 3, "padding")
-    dilation, output_padding = _ntuple(dilation, 3, "dilation"), _ntuple(output_padding, 3, "output_padding")
+    stride, padding = _spatial(stride, 3, "stride"), _spatial(padding, 3, "padding")
+    dilation, output_padding = _spatial(dilation, 3, "dilation"), _spatial(output_padding, 3, "output_padding")
     _check_conv_geometry(stride, padding, dilation, groups)
     if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)):
         raise RuntimeError(f"output padding must be smaller than either stride or dilation, but got "
@@ -1303,9 +1326,9 @@ def _interleave(part, gaps, length):
 # ---- 3-D pooling: the 2-D pooling of every depth slice a depth offset reads, combined over the offsets ------
 def _triple_geometry(kernel_size, stride, padding, dilation, fn):
     """``_pool_geometry``'s checks for (depth, height, width)."""
-    kernel = _ntuple(kernel_size, 3, "kernel_size")
-    stride = kernel if stride is None or stride == [] else _ntuple(stride, 3, "stride")
-    padding, dilation = _ntuple(padding, 3, "padding"), _ntuple(dilation, 3, "dilation")
+    kernel = _spatial(kernel_size, 3, "kernel_size")
+    stride = kernel if stride is None or _empty_list(stride) else _spatial(stride, 3, "stride")
+    padding, dilation = _spatial(padding, 3, "padding"), _spatial(dilation, 3, "dilation")
     _pool_geometry(kernel[1:], stride[1:], padding[1:], dilation[1:], fn)  # (its errors, for height and width)
     _pool_geometry(kernel[0], stride[0], padding[0], dilation[0], fn)  # (and for depth)
     return kernel, stride, padding, dilation
@@ -1349,7 +1372,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     depth_out = (depth + 2 * padding[0] + extra - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
     if depth_out <= 0:
         raise RuntimeError(f"max_pool3d: the output depth ({depth_out}) is too small (input {list(input.shape)})")
-    padded = pad_op(input, (0, 0, 0, 0, padding[0], padding[0] + extra), value=-math.inf)
+    padded = pad_op(input, (0, 0, 0, 0, padding[0], padding[0] + extra), value=_lowest(input.dtype))
     pooled = [max_pool2d(images, kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode, return_indices)
               for images in _depth_slices(padded, depth_out, kernel[0], stride[0], dilation[0])]
     n = input.shape[0]
@@ -1400,7 +1423,10 @@ def _avg_pool3d(input, kernel_size, stride, padding, ceil_mode, count_include_pa
     divisors = _avg_divisors(input.shape[2:], out_size, kernel, stride, padding, count_include_pad,
                              divisor_override)
     volume = _as_volume(sums, input.shape[0], out_size[0])
-    return volume / Tensor(divisors.astype(input.dtype), dtype=input.dtype, device=input.device)
+    divisors = Tensor(divisors.astype(input.dtype), dtype=input.dtype, device=input.device)
+    if input.dtype.kind == "i":  # torch's int64 kernel: C++ integer division, toward zero (as AvgPool2d's)
+        return volume.div(divisors, rounding_mode="trunc")
+    return volume / divisors
 
 
 def _adaptive_depths(input, output_size, fn):
@@ -1491,7 +1517,7 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     x = input if batched else input.unsqueeze(0)
     if samples is None:
         samples = rand(x.shape[0], x.shape[1], rank, dtype=input.dtype, device=input.device)
-    draws = samples.numpy(force=True)
+    draws = _fractional_draws(samples, x.shape[:2], rank)
     if rank == 2:
         draws = draws[..., ::-1]  # (torch's 2-D kernel places the columns with the first draw)
     starts = [_fractional_starts(draws[..., d], n, out, k) for d, (n, out, k) in enumerate(zip(spatial, sizes, kernel))]
@@ -1508,6 +1534,21 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     chosen = np.take_along_axis(flat, choice.numpy(force=True)[..., None], -1)[..., 0]
     indices = Tensor(xp_of(x._array).asarray(chosen), dtype=np.int64, device=input.device)
     return values, (indices if batched else indices.squeeze(0))
+
+
+def _fractional_draws(samples, batch_and_channels, rank):
+    """A given ``_random_samples`` checked as torch checks it ([N', C, rank] with N' at least the batch:
+    an unbatched input is a batch of one) and its first N rows, the ones torch's kernel reads."""
+    batch, channels = batch_and_channels
+    if samples.ndim != 3:
+        raise RuntimeError(f"Expect _random_samples to have 3 dimensions, got {samples.ndim}")
+    if samples.shape[0] < batch:
+        raise RuntimeError("Expect _random_samples.size(0) no less then input batch size.")
+    if samples.shape[1] != channels:
+        raise RuntimeError("Expect _random_samples.size(1) equals to input channel size.")
+    if samples.shape[2] != rank:
+        raise RuntimeError(f"Expect _random_samples.size(2) equals to {rank}; got {samples.shape[2]}.")
+    return samples.numpy(force=True)[:batch]
 
 
 def _fractional_starts(sample, size, out, kernel):

@@ -726,6 +726,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     that norm IN PLACE, in ``weight`` itself (as torch: the table changes as a side effect).
     ``scale_grad_by_freq``: see ``Embedding``. ``sparse=True`` (a sparse gradient) is refused."""
     _refuse("embedding", sparse=(sparse, False))
+    _two_dimensional_table(weight)
     ids = _array(input)
     ids = np.asarray(ids) if isinstance(ids, (list, tuple, int)) else ids
     padding_idx = _row_index("embedding", padding_idx, weight.shape[0])
@@ -736,6 +737,12 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     same = isinstance(input, Tensor) and input._array is ids and input._device is weight._device
     return Embedding.apply(input if same else ids, weight, padding_idx=padding_idx,
                            scale_grad_by_freq=scale_grad_by_freq)
+
+
+def _two_dimensional_table(weight):
+    """An embedding table is a matrix [rows, dim] (torch checks it before anything else)."""
+    if weight.ndim != 2:
+        raise RuntimeError("'weight' must be 2-D")
 
 
 def _ids_out_of_range(ids, rows):
@@ -1518,9 +1525,12 @@ def _unit_last_stride(a):
 def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=False):
     """The attention after its checks: ``Attention`` (in float32 for 16-bit inputs, torch's math kernel),
     or with ``flash16`` ``attention16.FlashAttention16`` on the 16-bit inputs (a float32 bias)."""
-    if query.ndim < 2 or key.ndim != query.ndim or value.ndim != query.ndim:
-        raise RuntimeError(f"scaled_dot_product_attention: query, key and value must have the same "
-                           f"number (>= 2) of dimensions, got {query.shape}, {key.shape}, {value.shape}")
+    if min(query.ndim, key.ndim, value.ndim) < 2:
+        raise RuntimeError(f"scaled_dot_product_attention: query, key and value must have at least 2 "
+                           f"dimensions, got {query.shape}, {key.shape}, {value.shape}")
+    if not query.ndim == key.ndim == value.ndim:  # torch's math kernel: its matmuls broadcast the leading
+        rank = max(query.ndim, key.ndim, value.ndim)  # dimensions (a [B, L, E] query meets [N, B, S, E] keys)
+        query, key, value = (t.reshape((1,) * (rank - t.ndim) + tuple(t.shape)) for t in (query, key, value))
     if not 0.0 <= dropout_p <= 1.0:  # a RuntimeError, as torch's kernels raise
         raise RuntimeError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
     if query.ndim == 4 and dropout_p == 0 and attn_mask is not None and np.ndim(_array(attn_mask)) < 2:
@@ -1785,17 +1795,22 @@ def _check_padded_dims(input, pad, mode):
 def _pad_by_index(input, pad, mode):
     """Non-constant padding as a gather: each padded dimension is read at the positions its mode
     gives (``index_select``, whose backward adds up the gradient of every copy, as torch's).
-    Negative amounts crop first; the modes then pad the cropped tensor (torch's order)."""
+    Negative amounts crop first (reflect and replicate: read about the uncropped edges); the modes then pad
+    the cropped tensor (torch's order)."""
     from .index import index_select
     if input.ndim not in _PADDED_RANKS.get(len(pad), ()):
         raise NotImplementedError(f"Padding size {len(pad)} is not supported for {input.ndim}D input "
                                   f"tensor. Supported combinations for non-constant padding: 2D or 3D "
                                   f"input with padding size 2, 3D or 4D with 4, 4D or 5D with 6")
+    if mode == "replicate":
+        _replicated_not_empty(input.shape[input.ndim - len(pad) // 2:], pad)
     for i in range(len(pad) // 2):
         dim, before, after = input.ndim - 1 - i, pad[2 * i], pad[2 * i + 1]
         size = input.shape[dim]
-        if mode == "reflect":  # torch mirrors about the edges of the uncropped input (its check too):
-            if max(before, after) >= size:  # pad(x, (-1, 2), 'reflect') of [0, 1, 2] is [1, 2, 1, 0]
+        if mode in ("reflect", "replicate"):  # torch mirrors / clamps about the edges of the uncropped
+            # input (its checks too): pad(x, (-1, 2), 'reflect') of [0, 1, 2] is [1, 2, 1, 0], and
+            # pad(x, (-3, 2), 'replicate') of [0, 1, 2] is [2, 2]
+            if mode == "reflect" and max(before, after) >= size:
                 raise RuntimeError(f"Padding size should be less than the corresponding input dimension, "
                                    f"but got: padding ({before}, {after}) at dimension {dim} of input "
                                    f"{list(input.shape)}")
@@ -1806,11 +1821,25 @@ def _pad_by_index(input, pad, mode):
         before, after, size = max(before, 0), max(after, 0), input.shape[dim]
         if mode == "circular" and max(before, after) > size:
             raise RuntimeError("Padding value causes wrapping around more than once.")
-        if mode == "replicate" and size == 0 and before + after:
-            raise RuntimeError(f"pad: cannot replicate an empty dimension {dim}")
         positions = _padded_positions(mode, size, before, after)
         input = index_select(input, dim, Tensor(positions, dtype=np.int64, device=input.device))
     return input
+
+
+def _replicated_not_empty(sizes, pad):
+    """torch's replicate padding refuses an output empty in every padded dimension (one empty one is
+    allowed), in its kernels' words."""
+    outputs = [size + pad[2 * i] + pad[2 * i + 1] for i, size in enumerate(reversed(sizes))][::-1]
+    if max(outputs) >= 1:
+        return
+    sizes = list(sizes)
+    if len(sizes) == 1:
+        raise RuntimeError(f"input (W: {sizes[0]}) is too small. Calculated output W: {outputs[0]}")
+    if len(sizes) == 2:
+        raise RuntimeError(f"input (H: {sizes[0]}, W: {sizes[1]} ) is too small. Calculated output H: "
+                           f"{outputs[0]} W: {outputs[1]}")
+    raise RuntimeError(f"input (D: {sizes[0]} H: {sizes[1]}, W: {sizes[2]}) is too small. Calculated output D: "
+                       f"{outputs[0]} H: {outputs[1]} W: {outputs[2]}")
 
 
 def _padded_positions(mode, size, before, after):
