@@ -52,10 +52,11 @@ from .shape import as_strided, as_strided_, as_strided_scatter, storage_offset
 from .index import index_fill
 from .shape import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, dsplit, dstack,
                     fliplr, flipud, hsplit, narrow_copy, ravel, rot90, split_with_sizes, vsplit)
-from .index import index_copy, masked_scatter, put, scatter_reduce, take
+from .index import index_copy, index_reduce, masked_scatter, nonzero_static, put, scatter_reduce, take
 from .index import mode
 from .matmul import mv
 from .reduce import nanmean, nansum
+from . import view_copies  # noqa: F401  (torch's *_copy twins of the view ops; unsafe_split/chunk)
 from . import extra  # noqa: F401  (torch's other names, arccos/greater/fix ..., and their Tensor methods)
 from . import special  # noqa: F401  (erfc, lgamma, digamma, polygamma, i0 ... and their Tensor methods)
 from . import siblings  # noqa: F401  (the *_scatter ops, renorm, frexp, nextafter ... and their Tensor methods)
@@ -89,7 +90,7 @@ def _squeeze_method(squeeze_fn):
 
 _METHODS = {
     "__add__": add, "__radd__": add, "__sub__": sub, "__rsub__": _rsub_method, "__mul__": mul,
-    "__rmul__": mul, "__truediv__": div, "__rtruediv__": _rdiv, "__neg__": neg,
+    "__rmul__": mul, "__truediv__": div, "__rtruediv__": _rdiv, "__rdiv__": _rdiv, "__neg__": neg,
     "__pow__": pow, "__rpow__": _reflected(pow), "__matmul__": matmul,
     "__rmatmul__": _reflected(matmul), "__getitem__": getitem,
     "exp": exp, "log": log, "sqrt": sqrt, "rsqrt": rsqrt, "abs": abs, "tanh": tanh,
@@ -337,6 +338,10 @@ def scatter_reduce_(self, dim, index, src, reduce, *, include_self=True):
     return self._inplace(scatter_reduce, dim, index, src, reduce, include_self=include_self)
 
 
+def index_reduce_(self, dim, index, source, reduce, *, include_self=True):
+    return self._inplace(index_reduce, dim, index, source, reduce, include_self=include_self)
+
+
 def index_put_(self, indices, values, accumulate=False):
     return self._inplace(index_put, indices, values, accumulate)
 
@@ -370,6 +375,7 @@ _MISSING_METHODS = {
     "diag_embed": diag_embed, "index_copy": index_copy, "index_copy_": index_copy_,
     "masked_scatter": masked_scatter, "masked_scatter_": masked_scatter_, "take": take, "put": put,
     "put_": put_, "scatter_reduce": scatter_reduce, "scatter_reduce_": scatter_reduce_,
+    "index_reduce": index_reduce, "index_reduce_": index_reduce_, "nonzero_static": nonzero_static,
     "index_put": index_put, "index_put_": index_put_, "nansum": nansum, "nanmean": nanmean,
     "as_strided": as_strided, "as_strided_": as_strided_, "as_strided_scatter": as_strided_scatter,
     "storage_offset": storage_offset, "resize_": resize_, "resize_as_": resize_as_, "sum_to_size": sum_to_size,
@@ -453,7 +459,7 @@ from ..tensor import is_grad_enabled  # noqa: E402
 _EXACT_OUT_DTYPE = set((
     "matmul mm mv bmm dot addmm baddbmm cross argmax argmin amax amin all any norm softmax log_softmax "
     "abs neg sign signbit ceil floor round trunc nan_to_num clamp clip clamp_min clamp_max where "
-    "bitwise_not sgn logcumsumexp "
+    "bitwise_not sgn logcumsumexp aminmax "
     "tril triu diag narrow_copy nonzero argsort bucketize searchsorted gather take take_along_dim "
     "index_select index_add index_copy scatter scatter_add scatter_reduce masked_select").split())
 # Ops that refuse an out dtype they cannot cast into with TypeError (torch.cat's "input types can't be
@@ -469,6 +475,8 @@ _INPUT_TO_OUT_DTYPE = {"std", "var"}
 _NAN_KERNEL_OUT = {"nansum", "nanmean"}
 # torch's argsort(out=) is sort's out= underneath: it refuses an input that requires grad, as sort does.
 _REFUSES_GRAD_INPUT = {"argsort"}
+# torch's kthvalue(out=) refuses an out tensor sharing memory with the input (ATen's assert_no_overlap).
+_NO_OVERLAP_OUT = {"kthvalue"}
 
 
 def _with_out(fn, name):
@@ -496,6 +504,11 @@ def _write_out(fn, name, args, kwargs, out):
         kwargs = dict(kwargs, dtype=outs[0].dtype)
     elif name in _INPUT_TO_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:
         args = (args[0].to(outs[0].dtype),) + args[1:]
+    if name in _NO_OVERLAP_OUT and args and isinstance(args[0], Tensor) and \
+            _builtins.any(args[0].device.xp.shares_memory(o._array, args[0]._array) for o in outs):
+        raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor "
+                           "refer to a single memory location. Please clone() the tensor before performing the "
+                           "operation.")
     result = _amp.without_autocast(fn, *args, **kwargs)  # (torch's out= calls are not autocast)
     results = result if isinstance(result, tuple) else (result,)
     if len(results) != len(outs):

@@ -22,7 +22,8 @@ from .shape import NO_DIM, add_at, dim_given, one_by_one, put_into_copy, zeroed_
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
            "masked_select", "count_nonzero", "cumprod", "unique", "bincount", "repeat_interleave",
-           "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize", "mode", "index_fill", "index_copy", "masked_scatter", "take", "put", "scatter_reduce"]
+           "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize", "mode", "index_fill", "index_copy", "masked_scatter", "take", "put", "scatter_reduce",
+           "index_reduce", "nonzero_static"]
 
 def return_type(name):
     """The named tuple ``(values, indices)`` that ``x.<name>(...)`` returns (``torch.return_types.<name>``)."""
@@ -86,7 +87,20 @@ class Gather(Function):
         return out.astype(g.dtype, copy=False), None
 
 
+def _empty_index(index, ndim):
+    """An empty index of ``ndim`` dimensions (ATen takes an empty index of any rank, shape and dtype)."""
+    return Tensor(xp_of(index._array).zeros((0,) * max(ndim, 1), dtype=np.int64), dtype=np.int64,
+                  device=index.device)
+
+
+def _empty_src(src, index):
+    """``src`` (a tensor, or a number) cut to ``index``'s empty shape, in the graph."""
+    return src.reshape(-1)[:0].reshape(index.shape) if isinstance(src, Tensor) else src
+
+
 def _check_index(input, dim, index, fn):
+    if not index.numel():  # ATen checks a non-empty index only (its dtype and shape too)
+        return
     if index.dtype not in (np.int32, np.int64):
         raise RuntimeError(f"{fn}(): Expected dtype int32/int64 for index, got {index.dtype}")
     if index.ndim != max(input.ndim, 1) and not (index.ndim <= 1 and input.ndim <= 1):
@@ -119,6 +133,8 @@ def _gather(input, dim, index):
     torch's nodes for those keep the indices, not the input."""
     dim = _dim(dim, input.ndim, "gather")
     _check_index(input, dim, index, "gather")
+    if not index.numel() and index.ndim != input.ndim:  # (an empty index of any rank: torch's empty result)
+        return _gather(input, dim, _empty_index(index, input.ndim)).reshape(index.shape)
     if input.ndim == 0 or index.ndim == 0:  # torch reads a 0-d tensor as one element along dim 0
         return Gather.apply(input.reshape(-1), index.reshape(1), axis=0).reshape(index.shape)
     return Gather.apply(input, index, axis=dim)
@@ -260,6 +276,21 @@ def nonzero(input, *, as_tuple=False):
     if not as_tuple:
         return coords
     return tuple(coords[:, d] for d in range(input.ndim))
+
+
+def nonzero_static(input, *, size, fill_value=-1):
+    """``torch.nonzero_static``: ``nonzero``'s coordinates in exactly ``size`` rows, cut there or filled
+    on with rows of ``fill_value``."""
+    size = int_argument("nonzero_static", "size", size)
+    if size < 0:
+        raise RuntimeError("nonzero_static: 'size' must be an non-negative integer")
+    coords = nonzero(input)
+    found = coords.shape[0]
+    if found >= size:
+        return coords[:size]
+    filler = coords.new_full((size - found, coords.shape[1]), fill_value)
+    return Tensor(xp_of(coords._array).concatenate([coords._array, filler._array]), dtype=coords.dtype,
+                  device=input.device)
 
 
 # ---- cumsum --------------------------------------------------------------------------------------
@@ -548,6 +579,9 @@ class Scatter(Function):
 
 def _scatter(fn, input, dim, index, src, add):
     dim = _dim(dim, input.ndim, fn)
+    if not index.numel() and index.ndim != max(input.ndim, 1):  # (ATen takes an empty index of any rank)
+        index = _empty_index(index, input.ndim)
+        src = _empty_src(src, index)
     if input.ndim == 1:  # torch reads a 0-d index or src as one position (the one-hot of a label)
         index = index.reshape(1) if index.ndim == 0 else index
         src = src.reshape(1) if isinstance(src, Tensor) and src.ndim == 0 else src
@@ -685,41 +719,80 @@ _REDUCERS = {"sum": np.add, "mean": np.add, "prod": np.multiply, "amax": np.maxi
 class ScatterReduce(Function):
     """``torch.scatter_reduce``: ``src[i][j]`` reduced into ``out[i][index[i][j]]`` (``axis=1``) with
     ``reduce`` (sum, prod, mean, amax, amin), ``a``'s own value taking part where
-    ``include_self``. The gradient is written out for sum and mean; for prod, amax and amin it is
-    refused (torch splits it between ties and zeros; minilora does not implement that)."""
+    ``include_self``. The gradients are torch's formulas (FunctionsManual's scatter_reduce_backward):
+    prod's leaves out a zero factor where there is exactly one, amax/amin's is split evenly among the
+    values equal to the result (``a``'s own counted even without ``include_self``)."""
 
     @staticmethod
-    def forward(ctx, a, src, index, axis, reduce, include_self):
+    def forward(ctx, a, src, index, axis, reduce, include_self, stepwise=False):
         xp = xp_of(a)
         where = _full_index(index, axis)
-        values = upcast(src[tuple(slice(0, n) for n in index.shape)])
-        out = a.astype(compute_dtype(a.dtype), order="C")  # (a contiguous copy, as torch's; 16-bit floats in float32)
+        values = src[tuple(slice(0, n) for n in index.shape)]
+        values = values if stepwise else upcast(values)
         hit = xp.zeros(a.shape, dtype=np.int64)
         xp.add.at(hit, where, 1)  # how many values each position receives
-        if not include_self:  # start those positions from the reduction's identity
-            out[hit > 0] = _identity(reduce, out.dtype)
-        _REDUCERS[reduce].at(out, where, values)
+        out = _reduced_into(a, where, values, reduce, include_self, hit, stepwise)
         if reduce == "mean":
             count = xp.maximum(hit + include_self, 1)
             out = out // count if out.dtype.kind in "iu" else out / count
         ctx.where, ctx.hit, ctx.reduce, ctx.include_self = where, hit, reduce, include_self
         ctx.count = count if reduce == "mean" else None
+        if reduce not in ("sum", "mean"):  # (what their gradients read)
+            ctx.a, ctx.values, ctx.out = a, values, out
         return out.astype(a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.reduce not in ("sum", "mean"):
-            raise NotImplementedError(f"the gradient of scatter_reduce(reduce={ctx.reduce!r}) is not "
-                                      f"implemented in minilora (sum and mean are)")
         needs_a, needs_src = ctx.needs_input_grad
-        share = g / ctx.count if ctx.reduce == "mean" else g  # each contribution's part of g
-        grad_a = grad_src = None
-        if needs_a:  # (without include_self a position's old value is gone where something came)
-            grad_a = share if ctx.include_self else xp_of(g).where(ctx.hit > 0, 0, g)
-            grad_a = grad_a.astype(g.dtype, copy=False)
-        if needs_src:
-            grad_src = share[ctx.where].astype(g.dtype, copy=False)
-        return grad_a, grad_src
+        if ctx.reduce in ("sum", "mean"):
+            share = g / ctx.count if ctx.reduce == "mean" else g  # each contribution's part of g
+            grad_a, grad_src = share, share[ctx.where]
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):  # (torch's nan/inf where its formula has them)
+                gradients = _prod_gradients if ctx.reduce == "prod" else _extreme_gradients
+                grad_a, grad_src = gradients(ctx, upcast(g))
+        if not ctx.include_self:  # a position's old value is gone where something came
+            grad_a = xp_of(g).where(ctx.hit > 0, 0, grad_a)
+        grad_a = grad_a.astype(g.dtype, copy=False) if needs_a else None
+        return grad_a, (grad_src.astype(g.dtype, copy=False) if needs_src else None)
+
+
+def _reduced_into(a, where, values, reduce, include_self, hit, stepwise=False):
+    """A copy of ``a`` (contiguous, 16-bit floats in float32 unless ``stepwise``: then each step is rounded
+    to a's dtype) with ``values`` reduced into it at ``where``; without ``include_self`` the positions that
+    receive something start from the reduction's identity."""
+    out = a.astype(a.dtype if stepwise else compute_dtype(a.dtype), order="C")
+    if not include_self:
+        out[hit > 0] = _identity(reduce, out.dtype)
+    _REDUCERS[reduce].at(out, where, values)
+    return out
+
+
+def _prod_gradients(ctx, g):
+    """torch's prod gradients: a factor's is the product of the others, computed again without a zero
+    where a position has exactly one (so that zero's gradient is not 0 / 0)."""
+    xp, a, src, where = xp_of(g), ctx.a, ctx.values, ctx.where
+    masked_self = xp.where(a == 0, 1, a)
+    grad_a = g * _reduced_into(masked_self, where, src, "prod", ctx.include_self, ctx.hit) / masked_self
+    src_zero = src == 0
+    zeros_there = xp.zeros(a.shape, dtype=g.dtype)
+    xp.add.at(zeros_there, where, src_zero)
+    single_zero = src_zero & (zeros_there[where] == 1)
+    without_it = _reduced_into(a, where, xp.where(single_zero, 1, src), "prod", ctx.include_self, ctx.hit)
+    grad_src = xp.where(single_zero, (g * without_it)[where], (g * ctx.out)[where] / xp.where(src_zero, 1, src))
+    return grad_a, grad_src
+
+
+def _extreme_gradients(ctx, g):
+    """torch's amax/amin gradients: ``g`` split evenly among ``a``'s value and the values reduced into a
+    position that equal its result."""
+    xp, where = xp_of(g), ctx.where
+    self_is_result = ctx.a == ctx.out
+    src_is_result = ctx.values == ctx.out[where]
+    ties = self_is_result.astype(g.dtype)
+    xp.add.at(ties, where, src_is_result)
+    distributed = g / ties
+    return self_is_result * distributed, src_is_result * distributed[where]
 
 
 def _identity(reduce, dtype):
@@ -744,6 +817,9 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
     if reduce not in _REDUCERS:
         raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
     dim = _dim(dim, input.ndim, "scatter_reduce")
+    if not index.numel() and index.ndim != max(input.ndim, 1):  # (ATen takes an empty index of any rank)
+        index = _empty_index(index, input.ndim)
+        src = _empty_src(src, index)
     _check_index(input, dim, index, "scatter_reduce")
     if not isinstance(src, Tensor) or src.dtype != input.dtype:
         raise RuntimeError(f"scatter_reduce(): Expected self.dtype to be equal to src.dtype "
@@ -757,6 +833,51 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
         out = ScatterReduce.apply(input, src, index=index._array, axis=dim, reduce=reduce,
                                   include_self=bool(include_self))
     return saves_as_torch(out, input, index, src, out)  # torch keeps all of them, whatever the reduction
+
+
+_INDEX_REDUCTIONS = ("prod", "mean", "amax", "amin")
+
+
+def index_reduce(input, dim, index, source, reduce, *, include_self=True):
+    """``torch.index_reduce``: a copy of ``input`` whose slice ``index[i]`` along ``dim`` has ``source``'s
+    slice ``i`` reduced into it by ``reduce`` (``'prod'``, ``'mean'``, ``'amax'``, ``'amin'``); it is
+    ``scatter_reduce`` with ``index`` spread over ``source``'s shape, and takes its gradients (torch's
+    index_reduce_backward is the same formula). torch's CPU kernel reduces one slice after another in the
+    tensor's dtype, so a 16-bit result is rounded at each step (scatter_reduce's once, from float32).
+    ``x.index_reduce_(...)`` is the in-place form."""
+    if reduce not in _INDEX_REDUCTIONS:
+        raise RuntimeError(f"index_reduce(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
+    dim = _dim(dim, input.ndim, "index_reduce_")
+    if not isinstance(index, Tensor) or index.dtype not in (np.int32, np.int64):
+        raise RuntimeError("index_reduce_(): Expected dtype int32/int64 for index")
+    if index.ndim > 1:
+        raise IndexError(f"index_reduce_(): Index is supposed to be a vector, but got dim: {index.ndim} with type: "
+                         f"{torch_name(index.dtype)} and size: {list(index.shape)}")
+    if source.dtype != input.dtype:
+        raise RuntimeError(f"index_reduce_(): self ({torch_name(input.dtype)}) and source "
+                           f"({torch_name(source.dtype)}) must have the same scalar type")
+    if input.dtype == np.bool_:
+        raise NotImplementedError('"index_func_" not implemented for \'Bool\'')
+    self_shape, source_shape = tuple(input.shape) or (1,), tuple(source.shape) or (1,)
+    positions = index._array.reshape(-1)
+    if source_shape[dim] != positions.size:
+        raise RuntimeError(f"index_reduce_(): Number of indices ({positions.size}) should be equal to "
+                           f"source.size(dim): ({source_shape[dim]}), for dim: {dim}")
+    if len(self_shape) != len(source_shape) or any(
+            n != m for d, (n, m) in enumerate(zip(self_shape, source_shape)) if d != dim):
+        raise RuntimeError(f"source tensor shape must match self tensor shape, excluding the specified "
+                           f"dimension. Got self.shape = {list(input.shape)} source.shape = {list(source.shape)}")
+    if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= self_shape[dim]):
+        raise IndexError("index out of range in self")
+    along = [1] * len(source_shape)
+    along[dim] = positions.size
+    spread = xp_of(positions).broadcast_to(positions.astype(np.int64).reshape(along), source_shape)
+    if input.ndim == 0:
+        return ScatterReduce.apply(input.reshape(1), source.reshape(1), index=spread, axis=0, reduce=reduce,
+                                   include_self=bool(include_self)).reshape(())
+    out = ScatterReduce.apply(input, source, index=spread, axis=dim, reduce=reduce, include_self=bool(include_self),
+                              stepwise=input.dtype.itemsize == 2)
+    return name_node(out, "IndexReduceBackward0", input, source)
 
 
 def _long_index(fn, index):

@@ -67,7 +67,7 @@ class Permute(Function):
         if sorted(ax % a.ndim for ax in axes) != list(range(a.ndim)):
             raise ShapeError(f"permute: {tuple(axes)} is not a permutation of the "
                              f"{a.ndim} axes of a tensor of shape {a.shape}")
-        ctx.axes = axes
+        ctx.axes = axes = tuple(ax % a.ndim for ax in axes)  # argsort in backward needs them non-negative
         return a.transpose(axes)
 
     @staticmethod
@@ -149,7 +149,11 @@ def _split_ints_first(index):
 def take_indexed(array, index):
     """``array[index]`` in torch's order (see _ints_first)."""
     split = _ints_first(index)
-    return array[index] if split is None else array[split[0]][split[1]]
+    out = array[index] if split is None else array[split[0]][split[1]]
+    if isinstance(out, np.generic):  # every dimension taken by an integer: NumPy answers a scalar, a copy;
+        # torch a 0-d view (x[2].fill_(7) writes into x), which NumPy gives with an Ellipsis after them
+        out = array[(index if type(index) is tuple else (index,)) + (Ellipsis,)]
+    return out
 
 
 def _add_indexed(array, index, values):
@@ -748,6 +752,8 @@ def narrow(input, dim, start, length):
     ``x[:, start:start + length]`` is. ``start`` may be negative or a 0-d tensor."""
     if input.ndim == 0:
         raise RuntimeError("narrow() cannot be applied to a 0-dim tensor.")
+    if isinstance(start, Tensor) and (start.ndim or start.dtype.kind not in "iu"):  # (a bool one too)
+        raise RuntimeError("start must be an 0-dim integral Tensor.")
     int_argument("narrow", "start", start), int_argument("narrow", "length", length)
     (axis,) = _dims((dim,), input.ndim)
     start = int(start.item()) if isinstance(start, Tensor) else int(start)
@@ -1171,6 +1177,9 @@ def _strided(flat, size, stride, offset, writeable=True):
     xp = xp_of(flat)
     strides = tuple(s * flat.itemsize for s in stride)
     if xp is np:
+        if flat.dtype.char == "E":  # bfloat16 (ml_dtypes): as_strided's buffer protocol refuses it; same bits
+            bits = np.lib.stride_tricks.as_strided(flat[offset:].view(np.uint16), size, strides, writeable=writeable)
+            return bits.view(flat.dtype)
         return np.lib.stride_tricks.as_strided(flat[offset:], size, strides, writeable=writeable)
     return xp.lib.stride_tricks.as_strided(flat[offset:], size, strides)
 
@@ -1393,6 +1402,8 @@ def sum_to_size(self, *sizes):
     lead = self.ndim - len(size)
     if lead < 0 or any(s != 1 and s != d for s, d in zip(size, self.shape[lead:])):
         raise RuntimeError(f"size {{{list(size)}}} is not expandable to size {{{list(self.shape)}}}.")
+    if not size:  # ATen's sum_to: the size () is a full sum (so a 0-d bool or int tensor comes back int64)
+        return self.sum()
     if tuple(self.shape) == size:
         return self
     dims = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(size) if s == 1 and self.shape[lead + i] != 1)
