@@ -446,12 +446,12 @@ def _softmax_rows_as_torch(rows):
     return e
 
 
-def _vector_positions(count, inner, grain):
+def _vector_positions(count, inner, grain, lanes=None):
     """Which of ``count`` softmax positions (flattened (outer, inner) pairs) torch's ``_vec_softmax`` runs
-    in vectors of ``FLOAT_LANES`` (the rest: its scalar loop): each thread's range (``at::parallel_for``
-    with ``grain``; ``parallel.num_threads()`` taken as torch's) is cut at every row of ``inner``
-    positions, and each piece runs whole vectors from its start, its last ``len % lanes`` scalar."""
-    lanes, chunk = float32_math.FLOAT_LANES, float32_sums.thread_chunk(count, grain)
+    in vectors of ``lanes`` (``FLOAT_LANES``; the rest: its scalar loop): each thread's range
+    (``at::parallel_for`` with ``grain``; ``parallel.num_threads()`` taken as torch's) is cut at every row of
+    ``inner`` positions, and each piece runs whole vectors from its start, its last ``len % lanes`` scalar."""
+    lanes, chunk = lanes or float32_math.FLOAT_LANES, float32_sums.thread_chunk(count, grain)
     p = np.arange(count)
     row_start = p // inner * inner
     start = np.maximum(p // chunk * chunk, row_start)
@@ -478,15 +478,23 @@ def _exps_and_sums(shifted, scalar):
     return e, total
 
 
-def _softmax_along_as_torch(a, axis):
+def _softmax_along_as_torch(a, axis, round_to=None):
     """Softmax of C-contiguous float32 ``a`` along an ``axis`` other than the last, as torch's
     ``_vec_softmax``: for each (outer, inner) position the max over the axis, ``_exps_and_sums`` (its
-    scalar loop's positions: ``_vector_positions``), and each exp divided by the sum."""
+    scalar loop's positions: ``_vector_positions``), and each exp divided by the sum. ``round_to`` (a 16-bit
+    input, widened): torch's 16-bit kernel, vectors of twice ``FLOAT_LANES`` 16-bit values, whose scalar loop
+    stores each exp in the 16-bit output before dividing it by the (float32) sum."""
     blocks = _blocks_along(a, axis)
     outer, size, inner = blocks.shape
-    grain = builtins.max(float32_sums.GRAIN_SIZE // size, 1)
-    scalar = ~_vector_positions(outer * inner, inner, grain).reshape(outer, 1, inner)
+    if round_to is None:
+        scalar = ~_vector_positions(outer * inner, inner, builtins.max(float32_sums.GRAIN_SIZE // size, 1))
+    else:  # (grain 0: an even share a thread)
+        scalar = ~_vector_positions(outer * inner, inner, 1, lanes=2 * float32_math.FLOAT_LANES)
+    scalar = scalar.reshape(outer, 1, inner)
     e, total = _exps_and_sums(blocks - blocks.max(axis=1, keepdims=True), scalar)
+    if round_to is not None and scalar.any():
+        where = np.broadcast_to(scalar, e.shape)
+        e[where] = e[where].astype(round_to).astype(np.float32)
     e /= total[:, None]
     return e.reshape(a.shape)
 
@@ -510,13 +518,13 @@ def _log_softmax_sums_along_as_torch(shifted, axis):
 @computes_in_float32
 class Softmax(Function):
     @staticmethod
-    def forward(ctx, a, axis=-1):
+    def forward(ctx, a, axis=-1, round_to=None):
         xp = xp_of(a)
         a = xp.asarray(a, order="C")  # (torch's softmax runs on input.contiguous(): its result is contiguous)
         if _along_last_float32(a, axis):
             e = _softmax_rows_as_torch(a.reshape(-1, a.shape[-1])).reshape(a.shape)
         elif _float32_along(a, axis):
-            e = _softmax_along_as_torch(a, axis % a.ndim)
+            e = _softmax_along_as_torch(a, axis % a.ndim, round_to)
         else:
             e = xp.exp(a - _max_for_shift(a, axis))  # shift by the max: no overflow
             e /= e.sum(axis=axis, keepdims=True)
@@ -903,7 +911,10 @@ def softmax(input, dim, dtype=None):
         return _amp.autocast_op("softmax", softmax, input, dim, dtype)
     input = _float_input("softmax", input, dtype)
     axis = _one_axis("softmax", dim, input.ndim)
-    return Softmax.apply(input, axis=axis) if is_floating(input.dtype) else input.clone()
+    if not is_floating(input.dtype):
+        return input.clone()
+    inner = input.dtype.itemsize == 2 and axis % builtins.max(input.ndim, 1) != input.ndim - 1  # 16-bit, not last
+    return Softmax.apply(input, axis=axis, round_to=input.dtype if inner else None)
 
 
 @_numpy_aliases
