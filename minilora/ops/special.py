@@ -122,9 +122,10 @@ def zeta_f64(s, q):
             factor = factor * (s + k)
             b = b / w
             k += 1
-        total = np.where(s == 1, np.inf, np.where(s < 1, np.nan, total))
         pole = (q <= 0) & (q == np.floor(q))
         total = np.where(pole, np.inf, np.where((q <= 0) & (s != np.floor(s)), np.nan, total))
+        total = np.where(s == 1, np.inf, np.where(s < 1, np.nan, total))  # (Cephes tests s first: nan at
+        # s < 1 even at a pole q)
     return total
 
 
