@@ -306,7 +306,10 @@ def _combine(higher, lower):
     if _category(higher) >= _category(lower):
         return promote_types(higher, lower) if higher == bool else higher
     if lower.kind == "c" and _category(higher) == 2:  # a float tensor with a complex number: the float's own
-        return promote_types(higher, np.dtype("complex64"))  # width, made complex (float32 * 2j is complex64)
+        if higher == np.float16:  # width, made complex (float32 * 2j is complex64; float16 * 2j torch's complex32)
+            raise NotImplementedError("float16 with a complex number (or 0-d tensor) is complex32 (ComplexHalf) in "
+                                      "torch: minilora has no complex32; convert the float16 tensor to float32 first")
+        return promote_types(higher, np.dtype("complex64"))
     return promote_types(higher, lower)
 
 

@@ -1316,6 +1316,9 @@ def copysign(input, other):
     """``torch.copysign``: ``|input|`` with ``other``'s sign (its sign bit: -0.0 counts as negative).
     Integers compute in the default float dtype. The gradient goes to ``input`` (0 where it is 0); ``other``
     gets zeros, as torch's."""
+    if input.dtype.kind == "c" or isinstance(other, complex) or isinstance(other, Tensor) and other.dtype.kind == "c":
+        raise NotImplementedError(f"\"copysign_cpu\" not implemented for "
+                                  f"'{torch_name(result_type(input, other))}'")
     if not isinstance(other, Tensor):  # a number: one sign for all
         magnitude = abs(input := _floating(input))
         out = -magnitude if math.copysign(1.0, other) < 0 else magnitude
@@ -2344,6 +2347,8 @@ class LogAddExp(Function):
     def forward(ctx, a, b):
         xp = xp_of(a if hasattr(a, "shape") else b)
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
+        if xp is np and a.dtype == float32 and a.flags.c_contiguous and b.flags.c_contiguous:
+            return float32_math.logaddexp(a, b)  # (torch's SLEEF formula, bit for bit)
         return xp.logaddexp(a, b)
 
     @staticmethod
