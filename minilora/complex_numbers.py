@@ -165,13 +165,16 @@ class Polar(Function):
         cos, sin = xp.cos(wide).astype(theta.dtype), xp.sin(wide).astype(theta.dtype)
         ctx.unit = cos + 1j * sin  # (complex64 for float32 inputs: NumPy keeps the width)
         ctx.out = (r * cos) + 1j * (r * sin)  # (each part a real product, as torch's abs * cos(angle))
+        ctx.shapes = r.shape, theta.shape  # (either may be broadcast against the other)
         return ctx.out
 
     @staticmethod
     def backward(ctx, grad):
         xp = xp_of(grad)
-        return (xp.real(grad * xp.conj(ctx.unit)) if ctx.needs_input_grad[0] else None,
-                xp.real(grad * xp.conj(1j * ctx.out)) if ctx.needs_input_grad[1] else None)
+        return (ops.elementwise.unbroadcast(xp.real(grad * xp.conj(ctx.unit)), ctx.shapes[0])
+                if ctx.needs_input_grad[0] else None,
+                ops.elementwise.unbroadcast(xp.real(grad * xp.conj(1j * ctx.out)), ctx.shapes[1])
+                if ctx.needs_input_grad[1] else None)
 
 
 def is_complex(input):
@@ -324,7 +327,7 @@ def _conjugated_H(self):
 
 def _tensor_to(dtype):
     def method(self, memory_format=None):
-        return self.to(dtype)
+        return self.to(dtype, memory_format=memory_format)
     return method
 
 
