@@ -96,13 +96,14 @@ def _type_name(value):
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__qualname__}"
 
 
-def _checked(function, name, parameters):
-    """``function`` refusing a non-Tensor for any of ``parameters`` (given by position or keyword), in torch's words."""
+def _checked(function, name, parameters, after=0):
+    """``function`` refusing a non-Tensor for any of ``parameters`` (given by position or keyword), in torch's words.
+    ``after=1``: a method, whose ``self`` comes before them (torch counts positions from the first one)."""
     @functools.wraps(function)
     def call(*args, **kwargs):
         for position, parameter in enumerate(parameters, 1):
-            given_by_position = len(args) >= position
-            value = args[position - 1] if given_by_position else kwargs.get(parameter, _MISSING)
+            given_by_position = len(args) >= position + after
+            value = args[position + after - 1] if given_by_position else kwargs.get(parameter, _MISSING)
             if value is not _MISSING and value is not None and not isinstance(value, Tensor):  # (None: an optional
                 # Tensor left out, as bincount's weights; a required one is refused by the function itself)
                 where = f" (position {position})" if given_by_position else ""
@@ -135,6 +136,7 @@ OVERLOADS = {
     "lerp": ("(Tensor input, Tensor end, Tensor weight, *, Tensor out = None)",
              "(Tensor input, Tensor end, Number weight, *, Tensor out = None)"),
     "masked_fill": ("(Tensor input, Tensor mask, Tensor value)", "(Tensor input, Tensor mask, Number value)"),
+    "rsub": ("(Tensor input, Tensor other, *, Number alpha = 1)", "(Tensor input, Number other, Number alpha = 1)"),
 }
 
 
@@ -179,9 +181,27 @@ def _taking_two_numbers(function):
     return call
 
 
+# Tensor methods whose later parameters torch types as Tensor: ``x.maximum(2)``, ``x.isclose(1.0)``, ``x.atan2_(2)``
+# are refused as the functions are (``maximum(): argument 'other' (position 1) must be Tensor, not int``), where
+# minilora's methods, the ``ops`` functions, would answer (maximum, isclose, allclose, dist, inner, logaddexp) or
+# fail inside. The library's own calls go to ``ops`` and pay nothing; ``matmul`` (an AttributeError, not an
+# answer) is left out so attention code's ``q.matmul(k)`` pays nothing either.
+_METHOD_GROUPS = (("input", "other"), ("input", "values"))
+
+
+def _check_method_arguments():
+    for group in _METHOD_GROUPS:
+        for name in TENSOR_PARAMETERS[group].split():
+            for method_name in {name, name.rstrip("_"), name.rstrip("_") + "_"} - {"matmul"}:
+                method = getattr(Tensor, method_name, None)
+                if callable(method):
+                    setattr(Tensor, method_name, _checked(method, method_name, group[1:], after=1))
+
+
 def check_tensor_arguments(namespace):
     """Wrap every name of ``TENSOR_PARAMETERS`` and ``OVERLOADS`` found in ``namespace`` (the ``minilora`` module's
-    dict), and the arithmetic of ``NUMBER_PAIRS``."""
+    dict), and the arithmetic of ``NUMBER_PAIRS``; and the Tensor methods of ``_METHOD_GROUPS``."""
+    _check_method_arguments()
     for parameters, names in TENSOR_PARAMETERS.items():
         for name in names.split():
             if callable(namespace.get(name)):
