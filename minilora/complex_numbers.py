@@ -281,7 +281,17 @@ def complex(real, imag, *, out=None):  # noqa: A001  (torch's name)
     pairs = ops.stack([real.expand(shape), imag.expand(shape)], -1).contiguous()  # (a transposed input too)
     result = ViewAsComplex.apply(pairs)
     result = name_node(result, "ComplexBackward0", real, imag, graph=(real, imag))
-    return result if out is None else ops._write_out(lambda: result, "complex", (), {}, out)
+    return _written_exactly(result, out, "complex")
+
+
+def _written_exactly(result, out, name):
+    """``result``, or written into ``out`` of exactly its dtype (torch.complex and torch.polar cast nothing)."""
+    if out is None:
+        return result
+    if isinstance(out, Tensor) and out.dtype != result.dtype:
+        raise RuntimeError(f"Expected object of scalar type {dtypes.torch_name(result.dtype)} but got scalar type "
+                           f"{dtypes.torch_name(out.dtype)} for argument 'out'")
+    return ops._write_out(lambda: result, name, (), {}, out)
 
 
 def polar(abs, angle, *, out=None):  # noqa: A002  (torch's names)
@@ -289,7 +299,7 @@ def polar(abs, angle, *, out=None):  # noqa: A002  (torch's names)
     ``polar(ones_like(freqs), freqs)`` are the unit complex numbers ``e^{i m theta}``."""
     _check_float_pair("polar", abs, angle)
     result = name_node(Polar.apply(abs, angle), "PolarBackward0", abs, angle)
-    return result if out is None else ops._write_out(lambda: result, "polar", (), {}, out)
+    return _written_exactly(result, out, "polar")
 
 
 def conj_physical(input, *, out=None):
