@@ -1031,7 +1031,9 @@ class LogCumSumExp(Function):
     def forward(ctx, a, axis):
         ctx.a, ctx.axis = a, axis
         a = xp_of(a).asarray(a, order="C")  # (a contiguous result, as torch's)
-        ctx.out = xp_of(a).logaddexp.accumulate(a, axis=axis) if a.size else a.copy()
+        # torch's scan carries a float32 input's running value in double (acc_type), rounding each output
+        wide = a.astype(np.float64) if a.dtype == np.float32 else a
+        ctx.out = xp_of(a).logaddexp.accumulate(wide, axis=axis).astype(a.dtype) if a.size else a.copy()
         return ctx.out
 
     @staticmethod
