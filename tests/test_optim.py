@@ -315,9 +315,9 @@ def test_bad_parameters():
         optim.AdamW([])
     with pytest.raises(TypeError, match="parameter 1 of group 0 is a numpy.ndarray"):
         optim.AdamW([w, np.zeros(3)])
-    with pytest.raises(TypeError, match="single Tensor; wrap it in a list"):
+    with pytest.raises(TypeError, match="a single Tensor: wrap it in a list"):
         optim.AdamW(w)
-    with pytest.raises(TypeError, match=r"got a Module; pass model.parameters\(\)"):
+    with pytest.raises(TypeError, match=r"given the Module; pass model.parameters\(\)"):
         optim.AdamW(model)
     with pytest.raises(ValueError, match="non-leaf Tensor.*Mul"):
         optim.SGD([w * 2.0], lr=0.1)

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from .. import dtypes
 from ..device import xp_of
 from .adagrad_rmsprop import _Arithmetic, _StepEach
-from .optimizer import _as_number, new_step_count
+from .optimizer import _as_number, check_one_element, learning_rate, new_step_count
 
 __all__ = ["Adafactor"]
 
@@ -40,6 +40,7 @@ class Adafactor(_StepEach):
     def _check_group(self, group, index):
         """torch's checks, in its words (which differ from the other optimizers')."""
         eps1, eps2 = group["eps"]
+        check_one_element(group, "lr")
         checks = [(0.0 <= _as_number(group["lr"]), "Learning rate should be >= 0 but is", group["lr"]),
                   (0.0 >= group["beta2_decay"], "beta2_decay should be <= 0 but is", group["beta2_decay"]),
                   (eps1 is None or 0.0 <= eps1, "epsilon1 should be >= 0 but is", eps1),
@@ -76,7 +77,7 @@ class Adafactor(_StepEach):
 
     def _update(self, p, state, group):
         ops = _Arithmetic(p.dtype)
-        lr, eps2 = float(_as_number(group["lr"])), group["eps"][1]
+        lr, eps2 = learning_rate(group), group["eps"][1]
         eps1 = self._group_eps1(group)
         grad = ops.load(p.grad._array)
         if group["maximize"]:

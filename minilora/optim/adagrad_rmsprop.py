@@ -22,7 +22,7 @@ from ..device import xp_of
 from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS
 from .adam import _fused_multiply_add
 from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit, alpha_16bit, keep_arrays,
-                        new_step_count, rounds_each_op, state_arrays, state_tensors)
+                        learning_rate, new_step_count, rounds_each_op, state_arrays, state_tensors)
 
 __all__ = ["RMSprop", "Adagrad", "Adadelta"]
 
@@ -149,7 +149,7 @@ class RMSprop(_StepEach):
     @staticmethod
     def _update(p, state, group):
         ops = _Arithmetic(p.dtype)
-        alpha, lr = group["alpha"], group["lr"]
+        alpha, lr = group["alpha"], learning_rate(group)
         grad = _gradient(p, group, ops)
         square_avg = ops.addcmul(ops.rounded(ops.load(state["square_avg"]) * alpha), grad, grad, 1 - alpha)
         state["square_avg"][...] = square_avg
@@ -200,7 +200,7 @@ class Adagrad(_StepEach):
     def _update(p, state, group):
         ops = _Arithmetic(p.dtype)
         grad = _gradient(p, group, ops)
-        lr = group["lr"] / (1 + (float(state["step"]) - 1) * group["lr_decay"])
+        lr = learning_rate(group) / (1 + (float(state["step"]) - 1) * group["lr_decay"])
         total = ops.addcmul(ops.load(state["sum"]), grad, grad, 1)
         state["sum"][...] = total
         std = ops.plus(ops.rounded(ops.sqrt(total)), group["eps"])
@@ -239,4 +239,4 @@ class Adadelta(_StepEach):
         delta = ops.rounded(ops.rounded(delta / std) * grad)  # the step, in the weights' units
         acc_delta = ops.addcmul(ops.rounded(ops.load(state["acc_delta"]) * rho), delta, delta, 1 - rho)
         state["square_avg"][...], state["acc_delta"][...] = square_avg, acc_delta
-        p._array[...] = ops.add(ops.load(p._array), -group["lr"], delta)
+        p._array[...] = ops.add(ops.load(p._array), -learning_rate(group), delta)

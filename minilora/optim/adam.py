@@ -32,7 +32,7 @@ from .. import fastmath, float32_math, kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
 from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, add_scaled, add_scaled_16bit,
-                        alpha_16bit, new_step_count, occurrence_passes, rounds_each_op, state_arrays, state_tensors)
+                        alpha_16bit, learning_rate, new_step_count, occurrence_passes, rounds_each_op, state_arrays, state_tensors)
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
 
@@ -183,6 +183,8 @@ class Adam(Optimizer):
         if isinstance(betas, (tuple, list)) and not (all(isinstance(beta, float) for beta in betas)
                                                      or all(hasattr(beta, "detach") for beta in betas)):
             raise ValueError("betas must be either both floats or both Tensors")
+        if isinstance(betas, (tuple, list)) and _is_tensor(betas[0]) and group["foreach"] and not group["capturable"]:
+            raise ValueError("betas[0] as a Tensor is not supported for capturable=False and foreach=True")
         _check_adam_hyperparameters(group, index)
         group["betas"] = tuple(float(_as_number(beta)) for beta in group["betas"])  # (a list too, as torch's)
 
@@ -242,7 +244,7 @@ class Adam(Optimizer):
             tables = self._adamw_tables = kernels.AdamWTables()
         kernels.adamw_step([p._array for p, _, _ in todo], kernels.contiguous(*(p.grad._array for p, _, _ in todo)),
                            [st["exp_avg"] for _, st, _ in todo], [st["exp_avg_sq"] for _, st, _ in todo],
-                           lr=[g["lr"] for _, _, g in todo], beta1=[g["betas"][0] for _, _, g in todo],
+                           lr=[learning_rate(g) for _, _, g in todo], beta1=[g["betas"][0] for _, _, g in todo],
                            beta2=[g["betas"][1] for _, _, g in todo], eps=[g["eps"] for _, _, g in todo],
                            weight_decay=[g["weight_decay"] for _, _, g in todo],
                            step=[int(st["step"]) for _, st, _ in todo], device=todo[0][0].device, tables=tables)
@@ -259,16 +261,16 @@ class Adam(Optimizer):
             if wd and not decoupled:  # Adam's L2 penalty: a new array, p.grad stays as it is
                 grad = _with_l2(grad, param, wd)
             if rounds_each_op(param.dtype):  # a bf16/fp16 parameter, its state in its dtype (as torch)
-                adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, step=step, lr=group["lr"], beta1=beta1,
+                adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, step=step, lr=learning_rate(group), beta1=beta1,
                                    beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0,
                                    max_exp_avg_sq=amsgrad_max[0] if amsgrad_max else None)
                 continue
             if amsgrad_max:
-                amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=step, lr=group["lr"],
+                amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=step, lr=learning_rate(group),
                                beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0)
                 continue
             scratch, wide = (w[:param.size] for w in work) if work else (xp_of(param).empty_like(param), None)
-            hyper = dict(step=step, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+            hyper = dict(step=step, lr=learning_rate(group), beta1=beta1, beta2=beta2, eps=group["eps"],
                          weight_decay=wd if decoupled else 0.0)
             # torch's roundings, its fused multiply-adds included: float64 bit for bit, float32 but for MKL's sqrt
             adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, scratch, wide=wide, **hyper)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..device import xp_of
 from .adagrad_rmsprop import _Arithmetic, _gradient, _StepEach
-from .optimizer import _check_adam_hyperparameters, _check_range, new_step_count
+from .optimizer import _check_adam_hyperparameters, _check_range, learning_rate, new_step_count
 
 __all__ = ["Adamax", "NAdam", "RAdam"]
 
@@ -33,7 +33,7 @@ class _AdamFamily(_StepEach):
     def _decay_weights(p, group, ops):
         """``decoupled_weight_decay``: ``p *= 1 - lr * weight_decay`` before the step, as AdamW."""
         if group["weight_decay"] and group.get("decoupled_weight_decay"):
-            p._array[...] = ops.rounded(ops.load(p._array) * (1 - group["lr"] * group["weight_decay"]))
+            p._array[...] = ops.rounded(ops.load(p._array) * (1 - learning_rate(group) * group["weight_decay"]))
 
     @staticmethod
     def _l2_group(group):
@@ -63,7 +63,7 @@ class Adamax(_AdamFamily):
         decayed = ops.rounded(ops.load(state["exp_inf"]) * beta2)
         exp_inf = xp_of(decayed).maximum(decayed, ops.plus(ops.rounded(abs(grad)), group["eps"]))
         state["exp_avg"][...], state["exp_inf"][...] = exp_avg, exp_inf
-        step_size = group["lr"] / (1 - beta1 ** float(state["step"]))
+        step_size = learning_rate(group) / (1 - beta1 ** float(state["step"]))
         p._array[...] = ops.addcdiv(ops.load(p._array), exp_avg, exp_inf, -step_size)
 
 
@@ -93,7 +93,7 @@ class NAdam(_AdamFamily):
     def _update(self, p, state, group):
         ops = _Arithmetic(p.dtype)
         beta1, beta2 = group["betas"]
-        lr, step, decay = group["lr"], float(state["step"]), group["momentum_decay"]
+        lr, step, decay = learning_rate(group), float(state["step"]), group["momentum_decay"]
         grad = _gradient(p, self._l2_group(group), ops)
         self._decay_weights(p, group, ops)
         # the momentum coefficient of this step and of the next (Nesterov's look-ahead), warming up
@@ -138,7 +138,7 @@ class RAdam(_AdamFamily):
     def _update(self, p, state, group):
         ops = _Arithmetic(p.dtype)
         beta1, beta2 = group["betas"]
-        lr, step = group["lr"], float(state["step"])
+        lr, step = learning_rate(group), float(state["step"])
         grad = _gradient(p, self._l2_group(group), ops)
         self._decay_weights(p, group, ops)
         exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)

@@ -19,7 +19,7 @@ summation order may differ: results agree with torch to rounding.
 import numpy as np
 
 from ..tensor import Tensor, enable_grad, no_grad
-from .optimizer import Optimizer, _as_number, _check_range, rounds_each_op, state_tensors
+from .optimizer import Optimizer, _check_range, learning_rate, rounds_each_op, state_tensors
 
 __all__ = ["LBFGS"]
 
@@ -93,7 +93,7 @@ class LBFGS(Optimizer):
         return loss
 
     def _iterate(self, closure, group, state):
-        lr, max_iter, max_eval = _as_number(group["lr"]), group["max_iter"], group["max_eval"]
+        lr, max_iter, max_eval = learning_rate(group), group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         state.setdefault("func_evals", 0)
         state.setdefault("n_iter", 0)

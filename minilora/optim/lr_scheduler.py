@@ -26,6 +26,7 @@ import warnings
 from bisect import bisect_right
 from collections import Counter
 
+from ..tensor import Tensor
 from .optimizer import Optimizer, _numbers
 
 __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
@@ -71,12 +72,13 @@ class LRScheduler:
         self.optimizer = optimizer
         for i, group in enumerate(optimizer.param_groups):
             if last_epoch == -1:
-                group.setdefault("initial_lr", group["lr"])
+                lr = group["lr"]  # (a Tensor lr: a copy, as torch's clone(); the lr itself is filled in place)
+                group.setdefault("initial_lr", lr.clone() if isinstance(lr, Tensor) else lr)
             elif "initial_lr" not in group:
                 raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] when resuming "
                                f"scheduler with last_epoch >= 0 (last_epoch={last_epoch}): load the optimizer's "
                                f"state_dict first, or start a fresh run with last_epoch=-1")
-        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.base_lrs = group_values(optimizer, "initial_lr")
         self.last_epoch = last_epoch
         self._initial_step()
 
@@ -109,15 +111,15 @@ class LRScheduler:
                 self.last_epoch = epoch
                 values = self._get_closed_form_lr() if hasattr(self, "_get_closed_form_lr") else self.get_lr()
         for group, lr in _one_per_group(self, values, "lr"):
-            group["lr"] = lr
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+            set_lr(group, lr)
+        self._last_lr = group_values(self.optimizer, "lr")
 
     def get_last_lr(self):
         """The learning rates the last ``step()`` set, one per group."""
         return list(self._last_lr)
 
     def _current_lrs(self):
-        return [group["lr"] for group in self.optimizer.param_groups]
+        return group_values(self.optimizer, "lr")
 
     def state_dict(self):
         """Where the schedule stands: every attribute but the optimizer (torch's layout)."""
@@ -166,6 +168,21 @@ def _warn_if_before_the_optimizer(scheduler):
                       "later, you should call them in the opposite order: `optimizer.step()` before "
                       "`lr_scheduler.step()`.  Failure to do this will result in PyTorch skipping the first "
                       "value of the learning rate schedule.", UserWarning, stacklevel=3)
+
+
+def group_values(optimizer, key):
+    """``group[key]`` of every group; a Tensor lr copied (torch's clone), so the list keeps this step's values
+    when the Tensor is filled again."""
+    return [group[key].clone() if isinstance(group[key], Tensor) else group[key] for group in optimizer.param_groups]
+
+
+def set_lr(group, lr):
+    """``group["lr"] = lr``; an lr the optimizer was given as a Tensor is filled in place instead, as torch's
+    schedulers ``fill_`` it: the Tensor the user holds (and a compiled step reads) follows the schedule."""
+    if isinstance(group["lr"], Tensor):
+        group["lr"].detach().fill_(lr.item() if isinstance(lr, Tensor) else lr)
+    else:
+        group["lr"] = lr
 
 
 def _one_per_group(scheduler, values, what):
@@ -434,7 +451,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         with _within_step(self):
             lrs = self.get_lr()
         for group, lr in _one_per_group(self, lrs, "lr"):
-            group["lr"] = lr
+            set_lr(group, lr)
         self._last_lr = self._current_lrs()
 
 
@@ -602,7 +619,7 @@ class SequentialLR(_OfSchedulers):
         self.optimizer = optimizer
         # Each scheduler already took its step 0 when it was built: undo those, start the first.
         for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
+            set_lr(group, group["initial_lr"])
         for scheduler in self._schedulers:
             scheduler.last_epoch -= 1
         first = self._schedulers[bisect_right(self._milestones, 0)]
@@ -667,7 +684,7 @@ class CyclicLR(LRScheduler):
         base_lrs = _per_group("base_lr", groups, base_lr)
         if last_epoch == -1:
             for group, lr in zip(groups, base_lrs):
-                group["lr"] = lr
+                set_lr(group, lr)
         self.max_lrs = _per_group("max_lr", groups, max_lr)
         up = float(step_size_up)
         down = float(step_size_down) if step_size_down is not None else up
@@ -850,7 +867,7 @@ class ReduceLROnPlateau(LRScheduler):
             old = float(group["lr"])
             new = max(old * self.factor, min_lr)
             if old - new > self.eps:
-                group["lr"] = new
+                set_lr(group, new)
 
     def load_state_dict(self, state_dict):
         _take_state(self, state_dict)

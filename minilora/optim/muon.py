@@ -19,6 +19,7 @@ import numpy as np
 from .. import dtypes
 from ..device import xp_of
 from .adagrad_rmsprop import _Arithmetic, _StepEach
+from .optimizer import check_one_element, learning_rate
 
 __all__ = ["Muon"]
 
@@ -41,6 +42,7 @@ class Muon(_StepEach):
 
     def _check_group(self, group, index):
         """torch's checks, in its words (as Adafactor's: "... should be >= 0 but is: ...")."""
+        check_one_element(group, "lr")
         for ok, words, value in [(0.0 <= group["lr"], "Learning rate should be >= 0 but is", group["lr"]),
                                  (0.0 <= group["momentum"], "momentum should be >= 0 but is", group["momentum"]),
                                  (0.0 <= group["weight_decay"], "weight decay should be >= 0 but is",
@@ -62,7 +64,7 @@ class Muon(_StepEach):
     @staticmethod
     def _update(p, state, group):
         ops = _Arithmetic(p.dtype)
-        lr, momentum = group["lr"], group["momentum"]
+        lr, momentum = learning_rate(group), group["momentum"]
         grad = ops.load(p.grad._array)
         buf = ops.lerp(ops.load(state["momentum_buffer"]), grad, 1 - momentum)
         state["momentum_buffer"][...] = buf

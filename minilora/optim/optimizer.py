@@ -45,6 +45,9 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
+        # torch's optimizers check their hyperparameters before they look at the parameters:
+        # ``SGD(params, momentum=-0.5)`` names the momentum whatever ``params`` holds
+        self._check_group({**self.defaults, "params": []}, 0)
         # Parameter -> dict of its state (arrays and the step count), a defaultdict as in torch:
         # ``optimizer.state[p]`` of a parameter not yet stepped is an empty dict.
         self.state = defaultdict(dict)
@@ -59,7 +62,7 @@ class Optimizer:
         """Add a group (``{"params": [...], <hyperparameter>: value, ...}``); missing
         hyperparameters come from ``defaults``."""
         if not isinstance(param_group, dict):
-            raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
+            raise TypeError(f"param_group must be a dict, but got {_torch_class_repr(param_group)}")
         group = dict(param_group)
         if "params" not in group:  # (torch: a KeyError, from param_group["params"])
             raise KeyError("params: a parameter group needs a 'params' entry")
@@ -82,6 +85,7 @@ class Optimizer:
         """Raise ``ValueError`` on a bad hyperparameter (each optimizer checks its own; an optimizer written by
         a user may have no ``lr`` at all, as torch allows)."""
         if "lr" in group:
+            check_one_element(group, "lr")
             _check_range(group, index, "lr", low=0.0)
         if group.get("differentiable"):  # torch's flag for optimizer steps inside autograd graphs
             raise NotImplementedError(f"{type(self).__name__}: differentiable=True is not implemented in minilora "
@@ -268,7 +272,9 @@ def _loaded_group(saved, own, defaults):
     the saved group lacks, such as the ``initial_lr`` a scheduler built after the save wrote, is gone), with the
     group's own ``params`` (and ``param_names`` if the saved group has none); an option an older state_dict lacks
     takes its default (torch's ``__setstate__``)."""
-    group = {k: _numbers(v) for k, v in saved.items() if k != "params"}  # (torch's 0-d tensors: numbers, as here)
+    # (torch's 0-d tensors: numbers, as here -- but a Tensor lr stays a Tensor, as in torch: see learning_rate)
+    group = {k: v if k in _TENSOR_KEPT and isinstance(v, Tensor) else _numbers(v) for k, v in saved.items()
+             if k != "params"}
     if "param_names" in own and "param_names" not in group:
         group["param_names"] = own["param_names"]
     for key, default in defaults.items():
@@ -322,13 +328,16 @@ def _step_with_hooks(self, step, args, kwargs):
     return out
 
 
+_TENSOR_KEPT = ("lr", "initial_lr")  # group entries torch keeps as Tensors when given Tensors (learning_rate)
+
+
 def _hyperparameters_as_numbers(optimizer):
     """A 0-d tensor set into a group by hand (``group["lr"] = ml.tensor(0.01)``, which torch takes) as its number,
     as the constructor and ``load_state_dict`` keep every hyperparameter: the updates compute with numbers."""
     for group in optimizer.param_groups:
         optimizer._check_tensor_hyperparameters(group)
         for key, value in group.items():
-            if key not in ("params", "param_names"):
+            if key not in ("params", "param_names") and not (key in _TENSOR_KEPT and isinstance(value, Tensor)):
                 group[key] = _numbers(value)
 
 
@@ -346,11 +355,11 @@ def _register(hooks, hook, prepend=False):
 def _as_groups(params):
     """Turn what the user passed into a list of group dicts, with PyTorch's errors."""
     if isinstance(params, Tensor):
-        raise TypeError("params must be an iterable of Tensors or dicts, but got a single "
-                        "Tensor; wrap it in a list")
+        raise TypeError(f"params argument given to the optimizer should be an iterable of Tensors or dicts, but "
+                        f"got {params.type()} (a single Tensor: wrap it in a list)")
     if hasattr(params, "named_parameters"):
-        raise TypeError("params must be an iterable of Tensors or dicts, but got a Module; "
-                        "pass model.parameters()")
+        raise TypeError(f"'{type(params).__name__}' object is not iterable (the optimizer was given the "
+                        f"Module; pass model.parameters())")
     _check_ordered(params)
     params = list(params)
     if not params:
@@ -358,8 +367,15 @@ def _as_groups(params):
     if all(isinstance(p, dict) for p in params):
         return params
     if any(isinstance(p, dict) for p in params):
-        raise TypeError("params mixes parameter-group dicts and Tensors; use one or the other")
+        odd = next(p for p in params if not isinstance(p, dict))
+        raise TypeError(f"param_group must be a dict, but got {_torch_class_repr(odd)} (params mixes "
+                        f"parameter-group dicts and Tensors; use one or the other)")
     return [{"params": params}]
+
+
+def _torch_class_repr(value):
+    """``<class 'torch.Tensor'>`` for a Tensor, as torch's messages print it; ``<class 'list'>`` otherwise."""
+    return "<class 'torch.Tensor'>" if isinstance(value, Tensor) else repr(type(value))
 
 
 def _split_names(group):
@@ -374,7 +390,8 @@ def _split_names(group):
     if not any(named):
         return params
     if not all(named):
-        raise ValueError("a parameter group mixes (name, parameter) pairs and bare parameters; use one or the other")
+        raise ValueError("all optimizer params should be with/without names. Some param names are missing "
+                         "(a parameter group mixes (name, parameter) pairs and bare parameters)")
     group["param_names"] = [name for name, _ in params]
     return [p for _, p in params]
 
@@ -442,14 +459,20 @@ def _ranges_unchecked():
         _range_checks["on"] = True
 
 
+def check_one_element(group, name):
+    """A Tensor hyperparameter must hold one number (torch's words)."""
+    value = group[name]
+    if hasattr(value, "item") and math.prod(getattr(value, "shape", ())) != 1:
+        raise ValueError(f"Tensor {name} must be 1-element")
+
+
 def _check_range(group, index, name, low=None, high=None, high_open=False):
     """``low <= group[name]`` and ``group[name] <= high`` (``< high`` if ``high_open``), refused in torch's
     words ("Invalid learning rate: -0.1"). A 0-d tensor (``lr=torch.tensor(1e-3)``, which torch takes) counts
     as its number, as does a 1-element one; a longer tensor is torch's ValueError."""
+    check_one_element(group, name)
     value = group[name]
     if hasattr(value, "item") and getattr(value, "shape", ()) != ():
-        if math.prod(value.shape) != 1:
-            raise ValueError(f"Tensor {name} must be 1-element")
         value = value.reshape(())
     value = _as_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
@@ -460,9 +483,23 @@ def _check_range(group, index, name, low=None, high=None, high_open=False):
         bound = f"[{low}, {high}{')' if high_open else ']'}" if high is not None else f">= {low}"
         raise ValueError(f"Invalid {_TORCH_LABELS.get(name, name + ' value')}: {value}; invalid {name}: {value} "
                          f"(must be {bound}; parameter group {index})")
+    if name == "lr" and isinstance(group[name], Tensor):  # torch keeps a Tensor lr, the same object (see learning_rate)
+        return
     # Python numbers keep float32 updates in float32 (NumPy 2 rules); an int stays an int, as torch keeps it
     # (print(optimizer) says "momentum: 0", as torch's)
     group[name] = value if type(value) is int else float(value)
+
+
+def learning_rate(group):
+    """``group["lr"]`` as an update computes with it. A number as it is. An lr given as a Tensor stays one in the
+    group, as in torch (``state_dict()``, ``print(optimizer)`` and a scheduler's ``fill_`` see the Tensor), and
+    torch's step computes ``1 - lr * weight_decay`` and ``lr / bias_correction`` as 0-d tensor arithmetic, in
+    the tensor's dtype: a float32 lr rounds them to float32 (AdamW's weights moved by 1e-7 otherwise). A NumPy
+    scalar of that dtype follows the same rules (NumPy 2: a Python number never widens it)."""
+    lr = group["lr"]
+    if isinstance(lr, Tensor):
+        return lr.dtype.type(lr.detach().reshape(()).item())
+    return lr
 
 
 def _check_adam_hyperparameters(group, index):

@@ -14,7 +14,7 @@ Both follow torch's single-tensor code op for op (float16/bfloat16: each op in f
 import numpy as np
 
 from .adagrad_rmsprop import _Arithmetic, _gradient, _StepEach
-from .optimizer import _as_number, _check_range, new_step_count
+from .optimizer import _as_number, _check_range, learning_rate, new_step_count
 
 __all__ = ["Rprop", "ASGD"]
 
@@ -80,13 +80,13 @@ class ASGD(_StepEach):
 
     @staticmethod
     def _new_state(p, group):
-        return dict(step=new_step_count(), eta=np.array(group["lr"], dtype=np.float32),
+        return dict(step=new_step_count(), eta=np.array(learning_rate(group), dtype=np.float32),
                     mu=np.ones((), dtype=np.float32), ax=p.device.xp.zeros_like(p._array))
 
     @staticmethod
     def _update(p, state, group):
         ops = _Arithmetic(p.dtype)
-        lr, lambd, alpha = group["lr"], group["lambd"], group["alpha"]
+        lr, lambd, alpha = learning_rate(group), group["lambd"], group["alpha"]
         grad = _gradient(p, group, ops)
         eta = float(state["eta"])
         param = ops.rounded(ops.load(p._array) * (1 - lambd * eta))  # the decay term

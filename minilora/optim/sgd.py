@@ -12,7 +12,8 @@ dtype, as torch; a float16/bfloat16 parameter is updated op by op as torch round
 import numpy as np
 
 from .. import dtypes
-from .optimizer import Optimizer, _check_range, add_scaled, add_scaled_16bit, keep_arrays, rounds_each_op, state_arrays
+from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit, keep_arrays, learning_rate,
+                        rounds_each_op, state_arrays)
 
 __all__ = ["SGD"]
 
@@ -57,7 +58,7 @@ class SGD(Optimizer):
     def _step(self, p, group, buf):
         """torch's single-tensor SGD: each ``x.add(y, alpha=a)`` one fused multiply-add where torch's build
         fuses (float32 on an AVX2 CPU: ``add_scaled``). Returns the momentum buffer's array (None without)."""
-        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        lr, momentum, wd = learning_rate(group), group["momentum"], group["weight_decay"]
         d = -p.grad._array if group["maximize"] else p.grad._array  # negated: a new array
         if wd:
             d = add_scaled(d, wd, p._array)  # a new array: p.grad itself is never changed
@@ -93,7 +94,7 @@ class SGD(Optimizer):
             else:
                 buf[...] = add(op(dtypes.upcast(buf) * np.float32(momentum)), 1 - group["dampening"], d)
             d = add(d, momentum, dtypes.upcast(buf)) if group["nesterov"] else dtypes.upcast(buf)
-        p._array[...] = add(dtypes.upcast(p._array), -group["lr"], d)
+        p._array[...] = add(dtypes.upcast(p._array), -learning_rate(group), d)
         return buf
 
 
