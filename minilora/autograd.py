@@ -154,10 +154,10 @@ def _refuse_no_grad_fn(out, k):
 def _grad_results(inputs, grads, allow_unused, materialize_grads):
     """grad()'s answer: one tensor per input (arrays from the plain pass, tensors from a recorded one)."""
     result = []
-    for t, g in zip(inputs, grads):
+    for index, (t, g) in enumerate(zip(inputs, grads)):
         if g is None:
             if not allow_unused:
-                raise RuntimeError("One of the differentiated Tensors appears to not have been used "
+                raise RuntimeError(f"The differentiated Tensor at index {index} appears to not have been used "
                                    "in the graph. Set allow_unused=True if this is the desired behavior.")
             result.append(_zeros_like(t) if materialize_grads else None)
         else:

@@ -2,3 +2,50 @@
 minilora/complex_numbers.py, where complex tensors are explained)."""
 from .complex_numbers import (fft, fft2, fftfreq, fftn, fftshift, ifft, ifft2, ifftn, ifftshift, irfft,  # noqa: F401
                               irfft2, irfftn, rfft, rfft2, rfftfreq, rfftn)
+from . import dtypes  # noqa: E402
+from .complex_numbers import conj_physical, is_complex  # noqa: E402
+
+# torch's Hermitian transforms, as torch defines them: hfft is the inverse real transform of the conjugate
+# with the forward transform's scaling (norm "backward" leaves hfft unscaled), ihfft the conjugate of rfft with
+# the inverse's; the n-D forms take the last dimension as the halved one (irfftn's / rfftn's).
+_SWAPPED_NORM = {None: "forward", "backward": "forward", "forward": "backward"}
+
+
+def _hermitian(name, real_transform, to_real, input, sizes, dim, norm, out):
+    if not to_real and is_complex(input):
+        raise RuntimeError(f"{name} expects a real input tensor, but got {dtypes.torch_name(input.dtype)}")
+    norm = _SWAPPED_NORM.get(norm, norm)  # ("ortho" is its own dual; anything else irfft/rfft refuse)
+    if to_real:
+        return real_transform(conj_physical(input) if is_complex(input) else input, sizes, dim, norm, out=out)
+    result = conj_physical(real_transform(input, sizes, dim, norm))
+    return result if out is None else out.copy_(result)
+
+
+def hfft(input, n=None, dim=-1, norm=None, *, out=None):
+    """``torch.fft.hfft``: the real spectrum of a signal given by its one-sided Hermitian half."""
+    return _hermitian("hfft", irfft, True, input, n, dim, norm, out)
+
+
+def ihfft(input, n=None, dim=-1, norm=None, *, out=None):
+    """``torch.fft.ihfft``: hfft's inverse, the one-sided half of a real signal's inverse transform."""
+    return _hermitian("ihfft", rfft, False, input, n, dim, norm, out)
+
+
+def hfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
+    """``torch.fft.hfft2``: hfftn over two dimensions."""
+    return _hermitian("hfft2", irfft2, True, input, s, dim, norm, out)
+
+
+def ihfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
+    """``torch.fft.ihfft2``: ihfftn over two dimensions."""
+    return _hermitian("ihfft2", rfft2, False, input, s, dim, norm, out)
+
+
+def hfftn(input, s=None, dim=None, norm=None, *, out=None):
+    """``torch.fft.hfftn``: hfft over ``dim``, the last of them the halved one."""
+    return _hermitian("hfftn", irfftn, True, input, s, dim, norm, out)
+
+
+def ihfftn(input, s=None, dim=None, norm=None, *, out=None):
+    """``torch.fft.ihfftn``: ihfft over ``dim``, the last of them the halved one."""
+    return _hermitian("ihfftn", rfftn, False, input, s, dim, norm, out)

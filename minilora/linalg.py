@@ -250,7 +250,11 @@ def _svd_arrays(a, full_matrices):
             U[...] = xp.eye(m, dtype=a.dtype)
             Vh[...] = xp.eye(n, dtype=a.dtype)
         return U, xp.zeros(batch + (k,), a.dtype), Vh
-    return xp.linalg.svd(a, full_matrices=full_matrices)
+    try:
+        return _lapack(xp.linalg.svd, a, full_matrices)
+    except np.linalg.LinAlgError:  # (NumPy: "SVD did not converge"; a batch gets nan factors, as torch's)
+        raise LinAlgError("linalg.svd: The algorithm failed to converge because the input matrix contained "
+                          "non-finite values.") from None
 
 
 def svd(A, full_matrices=True, *, driver=None, out=None):
@@ -472,9 +476,19 @@ def eigvals(A, *, out=None):
 
 
 # ---- inverse, determinant, solve -----------------------------------------------------------------
-def _singular(name):
-    return LinAlgError(f"{name}: The diagonal element 1 is zero, the inversion could not be completed because "
-                       f"the input matrix is singular.")
+def _first_failure(info):
+    """LAPACK's ``info`` (one per matrix) -> torch's ``"(Batch element k): "`` prefix (empty for one
+    matrix) and the first failing matrix's info, as torch's linalg errors name them."""
+    flat = _host(xp_of(info).asarray(info)).reshape(-1)
+    first = int(np.flatnonzero(flat)[0])
+    return (f"(Batch element {first}): " if np.ndim(info) else ""), int(flat[first])
+
+
+def _singular(name, a):
+    """torch's error for an inverse of a singular matrix: getrf's first zero pivot (1-based), and which matrix."""
+    batch, pivot = _first_failure(_lu_arrays(a)[2])
+    return LinAlgError(f"{name}: {batch}The diagonal element {pivot} is zero, the inversion could not be completed "
+                       f"because the input matrix is singular.")
 
 
 def _inv_array(a, name="linalg.inv"):
@@ -482,9 +496,9 @@ def _inv_array(a, name="linalg.inv"):
     try:
         inverse = _lapack(xp.linalg.inv, a)
     except np.linalg.LinAlgError:
-        raise _singular(name) from None
+        raise _singular(name, a) from None
     if not xp.all(xp.isfinite(inverse)) and xp.all(xp.isfinite(a)):  # (CuPy reports singular as inf/nan)
-        raise _singular(name)
+        raise _singular(name, a)
     return inverse
 
 
@@ -510,7 +524,7 @@ def inv_ex(A, *, check_errors=False, out=None):
         inverse = _lapack(xp.linalg.inv, A._array)
     except np.linalg.LinAlgError:
         if check_errors:
-            raise _singular("linalg.inv_ex") from None
+            raise _singular("linalg.inv_ex", A._array) from None
         eye = xp.broadcast_to(xp.eye(A.shape[-1], dtype=A._array.dtype), A.shape)
         inverse, info = _lu_solve_arrays(A._array, eye)  # (inf/nan where singular, as torch's getri)
     inverse_t, = _outputs("LinalgInvExBackward0", (A,), (inverse,), _inv_derivative, column_major=(0,))
@@ -634,9 +648,10 @@ def _solve(name, A, B, *, left, check_errors):
     try:
         x = _lapack(xp.linalg.solve, a, b)
     except np.linalg.LinAlgError:
-        if check_errors:
-            raise LinAlgError(f"torch.{name}: The solver failed because the input matrix is singular.") from None
         x, info = _lu_solve_arrays(a, b)  # (per matrix: inf/nan and info where singular, as torch)
+        if check_errors:
+            raise LinAlgError(f"torch.{name}: {_first_failure(info)[0]}The solver failed because the input matrix "
+                              f"is singular.") from None
     if vector:
         x = x[..., 0]
 
@@ -744,13 +759,10 @@ def cholesky_ex(A, *, upper=False, check_errors=False, out=None):
 
 
 def _raise_not_positive_definite(name, info):
-    flat = _host(info._array).reshape(-1)
-    failed = np.flatnonzero(flat)
-    if failed.size:
-        batch = "" if info.ndim == 0 else f" (Batch element {int(failed[0])})"
-        raise LinAlgError(f"{name}:{batch} The factorization could not be completed because the input is not "
-                          f"positive-definite (the leading minor of order {int(flat[failed[0]])} is not "
-                          f"positive-definite).")
+    if _host(info._array).any():
+        batch, order = _first_failure(info._array)
+        raise LinAlgError(f"{name}: {batch}The factorization could not be completed because the input is not "
+                          f"positive-definite (the leading minor of order {order} is not positive-definite).")
 
 
 def _cholesky(A, upper):
@@ -896,10 +908,8 @@ def _lu_checked(name, A, pivot):
 
 def _raise_zero_pivot(name, info):
     """torch's lu_factor error for the first matrix with a zero pivot (U[i,i] == 0)."""
-    flat = np.asarray(info.get() if hasattr(info, "get") else info).reshape(-1)
-    first = int(np.flatnonzero(flat)[0])
-    batch = f"(Batch element {first}): " if info.ndim else ""
-    raise LinAlgError(f"torch.{name}: {batch}U[{flat[first]},{flat[first]}] is zero and using it on lu_solve would "
+    batch, pivot = _first_failure(info)
+    raise LinAlgError(f"torch.{name}: {batch}U[{pivot},{pivot}] is zero and using it on lu_solve would "
                       f"result in a division by zero. If you still want to perform the factorization, consider calling "
                       f"linalg.lu(A, pivot) or linalg.lu_factor_ex(A, pivot)")
 
@@ -1322,6 +1332,19 @@ def _reflect(C, v, tau_i, left):
     return ops.sub(C, ops.matmul(ops.matmul(C, v), ops.mul(tau_i, v.mT)))
 
 
+class NoReflectors(Function):
+    """The identity's first columns when there are no reflectors (tau empty): still a node of A and tau, as
+    torch's, whose backward gives them no gradient (None: ``autograd.grad(..., allow_unused=True)``)."""
+
+    @staticmethod
+    def forward(ctx, Q, A, tau):
+        return Q
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, None, None
+
+
 def householder_product(A, tau, *, out=None):
     """``torch.linalg.householder_product`` (``torch.orgqr``): the first n columns of ``H_1 ... H_k``,
     ``H_i = I - tau_i v_i v_i^T`` with v_i in A's columns (geqrf's storage); differentiable (composed of
@@ -1350,6 +1373,8 @@ def householder_product(A, tau, *, out=None):
     Q = Tensor(xp_of(eye).broadcast_to(eye, A.shape).copy(), dtype=A.dtype, device=A.device)
     for i in reversed(range(k)):  # H_1 (H_2 (... (H_k I)))
         Q = _reflect(Q, V[..., :, i:i + 1], tau[..., i, None, None], left=True)
+    if k == 0 and (A.requires_grad or tau.requires_grad):
+        Q = NoReflectors.apply(Q, A, tau)
     return _with_out(name_node(_relaid(Q), "LinalgHouseholderProductBackward0", A, tau), out)
 
 
@@ -1357,6 +1382,9 @@ def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
     """``torch.ormqr``: ``Q other`` (``other Q`` if not ``left``; Q^T if ``transpose``) for Q = H_1 ... H_k in
     geqrf's reflector form, without forming Q; differentiable (composed of products, as above)."""
     no_forward_formula("ormqr", input, tau, other)
+    for label, t in (("input", input), ("other", other)):
+        if t.ndim < 2:
+            raise RuntimeError(f"torch.ormqr: {label} must have at least 2 dimensions.")
     if other.ndim != input.ndim:
         raise RuntimeError(f"torch.ormqr: Expected other to have the same number of dimensions as input, but got "
                            f"other.ndim equal to {other.ndim} and input.ndim is equal to {input.ndim}")
@@ -1366,6 +1394,13 @@ def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
         raise RuntimeError(f"torch.ormqr: other.shape[{side}] must be equal to input.shape[-2]")
     if k != min(other.shape[side], input.shape[-1]):
         raise RuntimeError(f"torch.ormqr: tau.shape[-1] must be equal to min(other.shape[{side}], input.shape[-1])")
+    if input.dtype.kind not in "fc":
+        raise NotImplementedError(f"\"ormqr_cpu\" not implemented for '{dtypes.torch_name(input.dtype)}'")
+    _check_dtype("torch.ormqr", input)  # (complex: Q's reflectors would need conjugates; refused as elsewhere)
+    for label, t in (("tau", tau), ("other", other)):
+        if t.dtype != input.dtype:
+            raise RuntimeError(f"torch.ormqr: Expected input and {label} to have the same dtype, but input has dtype"
+                               f"{dtypes.torch_name(input.dtype)} and {label} has dtype {dtypes.torch_name(t.dtype)}")
     V = _reflectors(input, k)
     order = range(k) if left == transpose else reversed(range(k))  # Q C = H_1 (... (H_k C)): the last first
     C = other
@@ -1480,6 +1515,8 @@ def lstsq(A, B, rcond=None, *, driver=None):
             if t.dtype.kind == "c":
                 _check_dtype("linalg.lstsq", t)
             raise RuntimeError("This function doesn't handle types other than float and double")
+    if A.ndim < 2:
+        raise RuntimeError("torch.linalg.lstsq: input must have at least 2 dimensions.")
     driver = "gelsy" if driver is None else driver
     if driver not in ("gels", "gelsy", "gelsd", "gelss"):
         raise RuntimeError(f"parameter `driver` should be one of (gels, gelsy, gelsd, gelss); got {driver}")
@@ -1545,8 +1582,8 @@ class VectorNorm(Function):
             axes = tuple(sorted(d % x.ndim for d in dims)) if dims is not None else tuple(range(x.ndim))
             grad, norm = xp.expand_dims(grad, axes), xp.expand_dims(norm, axes)
         with np.errstate(all="ignore"):
-            if p == 0:
-                return xp.zeros_like(x)
+            if p == 0:  # (torch's norm_backward: no gradient at all; x.grad stays None, as torch's)
+                return None
             if p == 1:
                 return xp.sign(x) * grad
             if p == 2:
@@ -1554,9 +1591,11 @@ class VectorNorm(Function):
             if math.isinf(p):
                 mask = (xp.abs(x) == norm) | xp.isnan(x)
                 return xp.sign(x) * (grad / mask.sum(axis=dims, keepdims=True)) * mask
-            if p < 1:
-                return xp.sign(x) * xp.abs(x) ** (p - 1) * grad / norm ** (p - 1)
+            if p < 1:  # (torch: |x|^(p-1) is 0 where x is, so a zero vector's subgradient is 0, not nan)
+                return xp.sign(x) * xp.where(x == 0, 0, xp.abs(x) ** (p - 1)) * grad * norm ** (1 - p)
             scale = xp.where(norm == 0, 0, grad / norm ** (p - 1))
+            if p < 2:  # (sgn(x) |x|^(p-1): x |x|^(p-2) would be 0 * inf at a zero element)
+                return (xp.sign(x) * xp.abs(x) ** (p - 1) * scale).astype(x.dtype)
             return (x * xp.abs(x) ** (p - 2) * scale).astype(x.dtype)
 
 
@@ -1781,6 +1820,7 @@ def cross(input, other, *, dim=-1, out=None):
     """``torch.linalg.cross``: the cross product along ``dim`` (default the last), inputs broadcast."""
     if input.ndim != other.ndim:  # (torch checks this first)
         raise RuntimeError("linalg.cross: inputs must have the same number of dimensions.")
+    ops.shape._dims((dim,), input.ndim)  # (torch's IndexError for a dim out of range)
     for t in (input, other):
         if t.ndim == 0 or t.shape[dim] != 3:
             raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
@@ -1849,14 +1889,16 @@ def diagonal(A, *, offset=0, dim1=-2, dim2=-1):
 
 @_amp.autocasts
 def vecdot(x, y, *, dim=-1, out=None):
-    """``torch.linalg.vecdot``: the dot product along ``dim``, other dimensions broadcast; floating inputs of
-    one dtype, as torch."""
-    if not dtypes.is_floating(x.dtype):
+    """``torch.linalg.vecdot``: the dot product along ``dim`` (x conjugated where complex), other dimensions
+    broadcast; floating or complex inputs of one dtype, as torch."""
+    if not (dtypes.is_floating(x.dtype) or x.dtype.kind == "c"):
         raise RuntimeError(f"linalg.vecdot: Expected a floating point or complex tensor as input. Got "
                            f"{dtypes.torch_name(x.dtype)}")
     if x.dtype != y.dtype:
         raise RuntimeError(f"linalg.vecdot: Expected x and y to have the same dtype, but found x of type "
                            f"{dtypes.torch_name(x.dtype)} and y of type {dtypes.torch_name(y.dtype)} instead")
+    if x.dtype.kind == "c":
+        x = x.conj()
     return _with_out(ops.sum(ops.mul(x, y), dim), out)
 
 
@@ -1865,15 +1907,21 @@ def vander(x, *, N=None):
     unlike ``torch.vander``), as torch's running products; integers as int64 (bools refused, as torch)."""
     if x.dtype == np.bool_:
         raise RuntimeError("linalg.vander supports floating point, complex, and integer tensors, but got Bool")
-    N = (x.shape[-1] if x.ndim else 1) if N is None else N
+    x = x.reshape(1) if x.ndim == 0 else x  # (a number is one point: a 1 x N result, as torch's)
+    N = x.shape[-1] if N is None else N
     if N <= 1:
         raise RuntimeError("N must be greater than 1.")
-    if not dtypes.is_floating(x.dtype):
+    if x.dtype.kind in "iu":
         x = x.to(dtypes.int64)
-    columns = [ops.add(ops.mul(x, 0), 1)]
+    # torch's cumprod keeps its running product in the CPU accumulate type (float64 for float32,
+    # complex128 for complex64) and rounds each power once
+    wide = {np.dtype(np.float32): np.dtype(np.float64), np.dtype(np.complex64): np.dtype(np.complex128)}.get(x.dtype)
+    running = x if wide is None else x.to(wide)
+    columns = [ops.add(ops.mul(running, 0), 1)]
     for _ in range(1, N):
-        columns.append(ops.mul(columns[-1], x))
-    return ops.stack(columns, -1)
+        columns.append(ops.mul(columns[-1], running))
+    result = ops.stack(columns, -1)
+    return result if wide is None else result.to(x.dtype)
 
 
 matmul = ops.matmul  # (torch.linalg.matmul: torch.matmul's other name)
@@ -1890,6 +1938,61 @@ def _with_out(result, out):
 def _warn_deprecated(old, new):
     warnings.warn(f"{old} is deprecated in favor of {new} and will be removed in a future PyTorch release.",
                   UserWarning, stacklevel=3)
+
+
+# ---- randomised low-rank SVD and PCA (torch._lowrank: Halko et al. 2009, algorithms 4.4 and 5.1) -------
+def _approximate_basis(A, q, niter, M=None):
+    """Q with orthonormal columns spanning A's (or A - M's) range approximately: torch's
+    ``get_approximate_basis``, its random start ``randn(n, q)`` drawn from the global generator as torch's."""
+    from .factories import randn
+    dtype = A.dtype if dtypes.is_floating(A.dtype) else dtypes.float32
+    R = randn(A.shape[-1], q, dtype=dtype, device=A.device)
+    def product(X):  # (A - M) X without forming A - M, as torch
+        return ops.matmul(A, X) if M is None else ops.sub(ops.matmul(A, X), ops.matmul(M, X))
+    Q = qr(product(R)).Q
+    for _ in range(niter):  # power iterations sharpen the basis towards the top singular vectors
+        X = ops.matmul(A.mH, Q) if M is None else ops.sub(ops.matmul(A.mH, Q), ops.matmul(M.mH, Q))
+        Q = qr(product(qr(X).Q)).Q
+    return Q
+
+
+def _svd_lowrank(A, q, niter, M):
+    q = 6 if q is None else q
+    niter = 2 if niter is None else niter
+    m, n = A.shape[-2:]
+    if M is not None:
+        M = M.broadcast_to(A.shape)
+    if m < n:  # torch works on the tall orientation
+        A, M = A.mH, (None if M is None else M.mH)
+    Q = _approximate_basis(A, q, niter, M)
+    B = ops.matmul(Q.mH, A) if M is None else ops.sub(ops.matmul(Q.mH, A), ops.matmul(Q.mH, M))
+    U, S, Vh = svd(B, full_matrices=False)
+    U, V = ops.matmul(Q, U), Vh.mH
+    return (V, S, U) if m < n else (U, S, V)
+
+
+def svd_lowrank(A, q=6, niter=2, M=None):
+    """``torch.svd_lowrank``: ``(U, S, V)`` with ``A - M ~ U diag(S) V^H`` of rank q, randomised as torch's
+    (the same draws from the global generator, so a seeded call picks torch's subspace; the factors' signs
+    are LAPACK's, as ``svd``'s). Differentiable through its QRs and SVD."""
+    _check_dtype("svd_lowrank", A)
+    return _svd_lowrank(A, q, niter, M)
+
+
+def pca_lowrank(A, q=None, center=True, niter=2):
+    """``torch.pca_lowrank``: ``svd_lowrank`` of A with its column means subtracted (``center``); q defaults to
+    min(6, m, n)."""
+    _check_dtype("pca_lowrank", A)
+    m, n = A.shape[-2:]
+    if q is None:
+        q = min(6, m, n)
+    elif not 0 <= q <= min(m, n):
+        raise ValueError(f"q(={q}) must be non-negative integer and not greater than min(m, n)={min(m, n)}")
+    if not niter >= 0:
+        raise ValueError(f"niter(={niter}) must be non-negative integer")
+    if not center:
+        return _svd_lowrank(A, q, niter, None)
+    return _svd_lowrank(ops.sub(A, A.mean(dim=(-2,), keepdim=True)), q, niter, None)
 
 
 # ---- torch's top-level spellings (torch.svd, torch.det, torch.inverse ...) and their Tensor methods ---
@@ -1917,7 +2020,9 @@ def old_cholesky(input, upper=False):
     """``torch.cholesky`` (deprecated in torch, with its warning): the lower (or upper) factor."""
     _warn_deprecated("torch.cholesky", "torch.linalg.cholesky")
     no_forward_formula("cholesky", input)  # (torch.linalg.cholesky has one)
-    return cholesky(input, upper=upper)
+    L, info = _cholesky(input, upper)
+    _raise_not_positive_definite("cholesky", info)  # (torch's message names the old function)
+    return L
 
 
 def old_slogdet(input):

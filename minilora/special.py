@@ -2,6 +2,7 @@
 lgamma, ``multigammaln`` mvlgamma ...), each taking torch's ``out=``. The new mathematics lives in
 ``minilora/ops/special.py``; the rest are minilora's existing ops under these names."""
 from . import ops
+from ._argument_types import _overloaded
 from .ops import special as _special
 
 __all__ = ["erf", "erfc", "erfinv", "expit", "logit", "gammaln", "digamma", "psi", "polygamma", "multigammaln",
@@ -38,4 +39,10 @@ _FUNCTIONS = {
     "ndtri": _special.ndtri, "log_ndtr": _special.log_ndtr, "logsumexp": ops.logsumexp, "round": _round,
     "expm1": ops.expm1, "exp2": ops.exp2, "log1p": ops.log1p}
 globals().update({name: ops._with_out(fn, name) for name, fn in _FUNCTIONS.items()})
+# two numbers (special.zeta(2, 3)) are no overload of torch's: its TypeError listing them
+_NUMBER_OR_TENSOR = ("(Tensor input, Tensor other, *, Tensor out = None)",
+                     "(Number self, Tensor other, *, Tensor out = None)",
+                     "(Tensor input, Number other, *, Tensor out = None)")
+globals().update({name: _overloaded(globals()[name], f"special_{name}", _NUMBER_OR_TENSOR)
+                  for name in ("xlogy", "xlog1py", "zeta")})
 softmax, log_softmax = _softmax, _log_softmax  # (torch.special's softmax takes no out=)

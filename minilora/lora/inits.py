@@ -21,10 +21,10 @@ import os
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, linalg
 from ..checkpoint import atomic_folder, load_file, save_file, save_json
 from ..factories import randn
-from ..tensor import Tensor, _host
+from ..tensor import Tensor, _host, no_grad
 
 __all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "corda_init", "lora_ga_init",
            "mica_init", "orthogonal_init", "svd_lowrank", "replace_lora_weights_loftq", "save_converted_to_lora"]
@@ -53,23 +53,12 @@ def parse_pissa_niter(init_lora_weights):
                      f"{init_lora_weights} instead.")
 
 
-def _orthonormal_basis(X):
-    return np.linalg.qr(X)[0]
-
-
 def svd_lowrank(A, q, niter=2):
-    """Randomised rank-``q`` SVD, ``A ~ U diag(S) V^T`` (Halko et al. 2009, algorithm 5.1, as
-    ``torch.svd_lowrank``): a random start (torch's ``randn(n, q)`` from the global generator),
-    ``niter`` power iterations, then an exact SVD of a q-row matrix."""
-    m, n = A.shape
-    tall = A if m >= n else A.T  # work on the tall orientation, as torch does
-    R = _torch_randn((tall.shape[1], q), A.dtype)
-    Q = _orthonormal_basis(tall @ R)
-    for _ in range(niter):  # power iterations sharpen the basis towards the top singular vectors
-        Q = _orthonormal_basis(tall @ _orthonormal_basis(tall.T @ Q))
-    U, S, Vh = np.linalg.svd(Q.T @ tall, full_matrices=False)
-    U, V = Q @ U, Vh.T
-    return (U, S, V) if m >= n else (V, S, U)
+    """Randomised rank-``q`` SVD of the host array ``A``, ``A ~ U diag(S) V^T``: ``torch.svd_lowrank``
+    (``linalg.svd_lowrank``: torch's random start from the global generator, ``niter`` power iterations,
+    then an exact SVD of a q-row matrix), as host arrays."""
+    with no_grad():
+        return tuple(factor._array for factor in linalg.svd_lowrank(Tensor(A, dtype=A.dtype), q, niter))
 
 
 def _torch_randn(shape, dtype=None):

@@ -1372,15 +1372,15 @@ def _linalg_output(ctx, g):
 
 def _vector_norm(ctx, g):
     """norm_backward for p = 2: ``self * grad / result`` (0 where the norm is 0); p = 1: ``self.sgn() *
-    grad``; p = 0: zeros. Other orders refuse."""
+    grad``; p = 0: no gradient (None). Other orders refuse."""
     x, p = ctx.inputs[0], ctx.ord
     if p not in (0, 1, 2):
         _refuse(ctx)
     if not ctx.keepdim:
         for axis in (range(x.ndim) if ctx.dims is None else sorted(d % x.ndim for d in ctx.dims)):
             g = g.unsqueeze(axis)
-    if p == 0:
-        return _constant(g._device.xp.zeros(x.shape, g._array.dtype), g)
+    if p == 0:  # (no gradient, as the plain engine's VectorNorm)
+        return None
     if p == 1:
         return _step_scaled(g.expand(*x.shape), x, _e._torch_sign(ctx.x))
     norm = _la.VectorNorm.apply(x, ord=2, dims=ctx.dims, keepdim=True)
