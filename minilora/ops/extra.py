@@ -17,7 +17,8 @@ from .. import amp as _amp, dtypes
 from ..tensor import Tensor, name_node, no_forward_formula, tensor
 from . import elementwise as E, index as I, reduce as R, shape as S
 from .nn import _broadcast_or_raise
-from .matmul import _inner_sizes_check, _one_node, _products_check, _scaled_sum, bmm, mm, mv, outer
+from .matmul import (_in_float32, _inner_sizes_check, _is_16bit_float, _one_node, _products_check, _rounded_to,
+                     _scaled_sum, addmm, bmm, mm, mv, outer)
 
 # ---- other names: the same op under torch's second spelling --------------------------------------
 arccos, arcsin, arctan = E.acos, E.asin, E.atan
@@ -85,17 +86,24 @@ def logaddexp2(input, other):
     return name_node(out, "Logaddexp2Backward0", input, other)
 
 
+def _float_power_dtype(input, exponent):
+    """float64, or complex128 where either side is complex."""
+    complex_ = any(isinstance(x, complex) or isinstance(x, Tensor) and x.dtype.kind == "c" for x in (input, exponent))
+    return dtypes.to_dtype("complex128" if complex_ else "float64")
+
+
 def float_power(input, exponent):
     """``torch.float_power``: ``pow`` computed in float64 (the result is float64 for every real input;
     complex128 where either side is complex)."""
-    complex_ = any(isinstance(x, complex) or isinstance(x, Tensor) and x.dtype.kind == "c" for x in (input, exponent))
-    wide = dtypes.to_dtype("complex128" if complex_ else "float64")
-    cast = lambda x: x.to(wide) if isinstance(x, Tensor) else (complex if complex_ else float)(x)  # noqa: E731
+    wide = _float_power_dtype(input, exponent)
+    cast = lambda x: x.to(wide) if isinstance(x, Tensor) else (complex if wide.kind == "c" else float)(x)  # noqa: E731
     return E.pow(cast(input), cast(exponent))
 
 
 def heaviside(input, values):
     """``torch.heaviside``: 0 where x < 0, ``values`` where x == 0, 1 where x > 0 (no gradient, as torch)."""
+    if input.dtype.kind == "c" or values.dtype.kind == "c":
+        raise RuntimeError("heaviside is not yet implemented for complex tensors.")
     if input.dtype != values.dtype:
         raise RuntimeError("heaviside is not yet implemented for tensors with different dtypes")
     _broadcast_or_raise("heaviside", input.shape, values.shape)
@@ -145,7 +153,8 @@ def ldexp(input, other):
     # torch's mul(self, pow(2, other)) gives (float64 x and float32 exponents: 2^e rounded to float32)
     if dtypes.is_floating(input.dtype) and other.dtype == np.bool_:  # (torch's exp2 of a bool, in input's dtype)
         raise NotImplementedError("\"ldexp_cpu_exp\" not implemented for 'Bool'")
-    power_dtype = next((t.dtype for t in (other, input) if dtypes.is_floating(t.dtype)), dtypes.get_default_dtype())
+    power_dtype = next((t.dtype for t in (other, input) if dtypes.is_floating(t.dtype) or t.dtype.kind == "c"),
+                       dtypes.get_default_dtype())
     base = input if dtypes.is_floating(input.dtype) else input.to(power_dtype)
     return E.mul(base, E.exp2(other.to(power_dtype)))
 
@@ -153,10 +162,21 @@ def ldexp(input, other):
 def sinc(input):
     """``torch.sinc``: ``sin(pi x) / (pi x)``, 1 at 0 (gradient 0 there)."""
     x = E._floating(input)
+    if x.dtype.itemsize == 2 and x.dtype.kind in "fV":  # (bfloat16, float16: torch's kernel computes in
+        return sinc(x.float()).to(x.dtype)  # float32, its opmath type, and rounds once)
     zero = x == 0
     safe = E.where(zero, E.add(E.mul(x, 0), 1), x)  # (no 0/0 in the graph: its gradient would be nan)
     px = E.mul(safe, math.pi)
     return name_node(E.where(zero, E.add(E.mul(x, 0), 1), E.div(E.sin(px), px)), "SincBackward0", input)
+
+
+def fill(input, value):
+    """``torch.fill``: ``fill_`` on a copy (input's shape and dtype; ``value`` a number or a 0-d tensor, which gets
+    the gradient's sum; input a zero gradient, as torch's FillBackward)."""
+    out = input.clone().fill_(value)
+    if input.requires_grad:
+        out = E.ZeroGradientTo.apply(out, input)
+    return name_node(out, "FillBackward1" if isinstance(value, Tensor) else "FillBackward0", input)
 
 
 def isneginf(input):
@@ -232,10 +252,8 @@ def combinations(input, r=2, with_replacement=False):
     if r == 0:
         return Tensor(input.device.xp.zeros((0,), input._array.dtype), dtype=input.dtype, device=input.device)
     chooser = itertools.combinations_with_replacement if with_replacement else itertools.combinations
-    rows = list(chooser(range(input.shape[0]), r))
-    if not rows:
-        return Tensor(input.device.xp.zeros((0, r), input._array.dtype), dtype=input.dtype, device=input.device)
-    index = tensor(np.array(rows, dtype=np.int64), device=input.device)
+    rows = list(chooser(range(input.shape[0]), r))  # (none: an empty result, still in the graph as torch's)
+    index = tensor(np.array(rows, dtype=np.int64).reshape(len(rows), r), device=input.device)
     return I.index_select(input, 0, index.reshape(-1)).reshape(len(rows), r)
 
 
@@ -297,10 +315,11 @@ def trapezoid(y, x=None, *, dx=None, dim=-1):
     n = _trapezoid_samples("trapezoid", y, x, dim)
     if n == 0:
         return R.sum(E.mul(y, 0), dim)
+    if x is None:  # ATen's do_trapezoid: (sum(y) - (first + last) * 0.5) * dx, in this order
+        ends = E.add(S.select(y, dim, 0), S.select(y, dim, -1))
+        return E.mul(E.sub(R.sum(y, dim), E.mul(ends, 0.5)), 1.0 if dx is None else dx)
     left, right = S.narrow(y, dim, 0, n - 1), S.narrow(y, dim, 1, n - 1)
     pair = E.add(left, right)
-    if x is None:
-        return E.mul(R.sum(pair, dim), (1.0 if dx is None else dx) / 2)
     if x.ndim == 1:
         spacing = E.sub(S.narrow(x, 0, 1, n - 1), S.narrow(x, 0, 0, n - 1))
         shape = [1] * y.ndim
@@ -346,41 +365,71 @@ def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
 
 
 def cov(input, *, correction=1, fweights=None, aweights=None):
-    """``torch.cov``: the covariance of the variables in ``input``'s rows (observations in columns)."""
+    """``torch.cov``: the covariance of the variables in ``input``'s rows (observations in columns).
+
+    ATen's steps in its order and dtypes: the weights keep theirs (float32 aweights with a float64 input make a
+    float32 normalization factor; a bf16 input with float32 aweights gives a float32 answer), one observation
+    with one kind of weights is exactly zero, and the answer is squeezed (one variable: a 0-d tensor)."""
     if input.ndim > 2:
         raise RuntimeError(f"cov(): expected input to have two or fewer dimensions but got an input with "
                            f"{input.ndim} dimensions")
     if input.dtype == np.bool_:
         raise RuntimeError("cov(): bool dtype is not supported for input")
     x = input.reshape(1, -1) if input.ndim < 2 else input
-    if x.dtype.kind in "iu":
-        x = x.to(dtypes.get_default_dtype())
     n = x.shape[1]
     w = None
     if fweights is not None:
+        _check_cov_weights("fweights", fweights, n, fweights.dtype.kind in "iu", "integral")
         w = fweights
     if aweights is not None:
+        _check_cov_weights("aweights", aweights, n, dtypes.is_floating(aweights.dtype), "floating point")
         w = aweights if w is None else E.mul(w, aweights)
     if w is None:
-        total = n
-        avg = R.mean(x, 1, keepdim=True)
-        norm = total - correction
+        total = tensor(n, dtype=dtypes.int64)
     else:
-        w = w.to(x.dtype)
         total = R.sum(w)
-        avg = E.div(R.sum(E.mul(x, w), 1, keepdim=True), total)
-        if correction == 0:
-            norm = total
-        elif aweights is None:
-            norm = E.sub(total, correction)
-        else:
-            norm = E.sub(total, E.div(E.mul(R.sum(E.mul(w, aweights.to(x.dtype))), correction), total))
-    centered = E.sub(x, avg)
-    weighted = centered if w is None else E.mul(centered, w)
-    if isinstance(norm, (int, float)) and norm <= 0:
-        norm = 0.0
-    result = E.div(mm(weighted, centered.t().conj()), norm)  # (complex variables: x x^H, as torch)
-    return result.reshape(()) if input.ndim < 2 else result
+        if not bool((total != 0).item()):
+            raise RuntimeError("cov(): weights sum to zero, can't be normalized")
+    avg = E.div(R.sum(x if w is None else E.mul(x, w), 1), total)
+    norm = _cov_normalization(n, total, w, correction, fweights, aweights)
+    if bool((norm <= 0).item()):
+        import warnings
+        warnings.warn("cov(): degrees of freedom is <= 0. Correction should be strictly less than the number of "
+                      "observations.")
+        norm = E.mul(norm, 0)
+    if n == 1 and (fweights is None) != (aweights is None):  # ATen's corner case: x - avg is exactly zero
+        centered = E.mul(x, 0) if x.dtype.kind in "fc" else x.new_zeros(x.shape, dtype=dtypes.float32)
+    else:
+        centered = E.sub(x, S.unsqueeze(avg, 1))
+    result = mm(centered, (centered if w is None else E.mul(centered, w)).t().conj())  # x x^H for complex ones
+    return S.squeeze(E.div(result, norm))
+
+
+def _check_cov_weights(name, weights, observations, dtype_ok, kind):
+    if weights.ndim > 1:
+        raise RuntimeError(f"cov(): expected {name} to have one or fewer dimensions but got {name} with "
+                           f"{weights.ndim} dimensions")
+    if not dtype_ok:
+        raise RuntimeError(f"cov(): expected {name} to have {kind} dtype but got {name} with "
+                           f"{dtypes.torch_name(weights.dtype)} dtype")
+    if weights.numel() != observations:
+        raise RuntimeError(f"cov(): expected {name} to have the same numel as there are observations in the input "
+                           f"but got {weights.numel()} != {observations}")
+    if observations and bool((R.amin(weights) < 0).item()):
+        raise RuntimeError(f"cov(): {name} cannot be negative")
+
+
+def _cov_normalization(observations, total, w, correction, fweights, aweights):
+    """ATen's normalization factor, a 0-d tensor of its dtype (int64 without weights, the weights' otherwise)."""
+    if w is None:
+        return tensor(observations - correction, dtype=dtypes.int64)
+    if correction == 0:
+        return total
+    if aweights is None:
+        return E.sub(total, correction)
+    if fweights is None and observations == 1 and correction == 1:
+        return tensor(0, dtype=dtypes.int64)
+    return E.sub(total, E.div(E.mul(R.sum(E.mul(w, aweights)), correction), total))
 
 
 def corrcoef(input):
@@ -471,6 +520,9 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
     if mat.shape[1] != vec.shape[0]:
         raise RuntimeError(f"size mismatch, got input ({input.shape[0] if input.ndim else 1}), mat "
                            f"({mat.shape[0]}x{mat.shape[1]}), vec ({vec.shape[0]})")
+    if _is_16bit_float(mat):  # torch's 16-bit gemv: beta and alpha cast to the dtype, beta * y + alpha * dot in
+        beta, alpha = (_rounded_to(number, mat.dtype) for number in (beta, alpha))  # float32, rounded once
+        return _one_node(_in_float32(addmv, input, mat, vec, beta, alpha), "AddmvBackward0", input, mat, vec)
     return _one_node(_scaled_sum("addmv", input, mv(mat, vec), beta, alpha), "AddmvBackward0", input, mat, vec)
 
 
@@ -486,7 +538,15 @@ def addr(input, vec1, vec2, *, beta=1, alpha=1):
     if vec1.ndim != 1 or vec2.ndim != 1:
         raise RuntimeError(f"addr: Expected 1-D argument vec1, but got {vec1.ndim}-D" if vec1.ndim != 1 else
                            f"addr: Expected 1-D argument vec2, but got {vec2.ndim}-D")
-    return _one_node(_scaled_sum("addr", input, outer(vec1, vec2), beta, alpha), "AddrBackward0", input, vec1, vec2)
+    if dtype == np.bool_:
+        return _one_node(_scaled_sum("addr", input, outer(vec1, vec2), beta, alpha), "AddrBackward0", input, vec1,
+                         vec2)
+    # ATen's addr kernel: beta and alpha cast to the dtype first, then beta * input + (alpha * vec1) * vec2, each
+    # operation rounded to the dtype (a bf16 addr rounds four times; alpha * outer(vec1, vec2) would differ)
+    if dtypes.is_floating(dtype) or dtype.kind == "c":
+        beta, alpha = (_rounded_to(number, dtype) for number in (beta, alpha))
+    product = E.mul(E.mul(S.unsqueeze(vec1, 1), alpha), S.unsqueeze(vec2, 0)) if alpha != 1 else outer(vec1, vec2)
+    return _one_node(_scaled_sum("addr", input, product, beta, 1), "AddrBackward0", input, vec1, vec2)
 
 
 @_amp.autocasts
@@ -498,8 +558,14 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
                              f"{builtins.max(t.ndim, 1) - 1}], but got 2)")
     _products_check("addbmm", (3, 3), batch1, batch2)
     _inner_sizes_check("addbmm", batch1, batch2)
-    product = R.sum(bmm(batch1, batch2), 0)
-    return _one_node(_scaled_sum("addbmm", input, product, beta, alpha), "AddbmmBackward0", input, batch1, batch2)
+    if batch1.shape[0] == 0:
+        product = R.sum(bmm(batch1, batch2), 0)
+        return _one_node(_scaled_sum("addbmm", input, product, beta, alpha), "AddbmmBackward0", input, batch1, batch2)
+    _scaled_sum("addbmm", input, batch1[0] @ batch2[0], beta, alpha)  # (input's shape checked in addbmm's words)
+    result = input
+    for index in range(batch1.shape[0]):  # ATen: one addmm per batch into the result (a 16-bit one rounds each)
+        result = addmm(result, batch1[index], batch2[index], beta=beta if index == 0 else 1, alpha=alpha)
+    return _one_node(result, "AddbmmBackward0", input, batch1, batch2)
 
 
 # ---- Tensor methods torch has for these ---------------------------------------------------------
@@ -516,10 +582,12 @@ def _addbmm_(self, batch1, batch2, *, beta=1, alpha=1):
 
 
 def _float_power_(self, exponent):
-    """``x.float_power_(y)``: only a float64 ``x`` can hold the float64 result (torch's check)."""
-    if self.dtype != dtypes.float64:
+    """``x.float_power_(y)``: only a float64 ``x`` (complex128 where either side is complex) can hold the
+    result (torch's check)."""
+    wide = _float_power_dtype(self, exponent)
+    if self.dtype != wide:
         raise RuntimeError(f"the base given to float_power_ has dtype {dtypes.torch_name(self.dtype)} but the "
-                           f"operation's result requires dtype Double")
+                           f"operation's result requires dtype {dtypes.torch_name(wide)}")
     return self._inplace(float_power, exponent)
 
 

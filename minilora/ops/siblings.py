@@ -67,8 +67,12 @@ def renorm(input, p, dim, maxnorm):
         raise RuntimeError(f"renorm: input must be floating point, got {dtypes.torch_name(input.dtype)}")
     dim = dim + input.ndim if dim < 0 else dim
     others = tuple(d for d in range(input.ndim) if d != dim)
-    norms = R.norm(input, p, dim=others, keepdim=True)
+    # ATen: the norms and the factor in the accumulate type (float32 for a 16-bit input), the factor then
+    # stored in the input's dtype before the product
+    wide = dtypes.float32 if input.dtype.itemsize == 2 else None
+    norms = R.norm(input, p, dim=others, keepdim=True, dtype=wide)
     factor = E.where(norms > maxnorm, E.div(maxnorm, E.add(norms, 1e-7)), E.add(E.mul(norms, 0), 1))
+    factor = factor.to(input.dtype)
     return name_node(E.mul(input, factor), "RenormBackward0", input)
 
 
@@ -120,7 +124,7 @@ def nextafter(input, other):
 
 
 # ---- gradient -----------------------------------------------------------------------------------------
-def gradient(input, *, spacing=1, dim=None, edge_order=1):
+def gradient(input, *, spacing=None, dim=None, edge_order=1):
     """``torch.gradient``: the derivative of ``input`` along each dimension in ``dim`` (all by
     default) by central differences inside and one-sided ones of ``edge_order`` (1 or 2) at the edges,
     as NumPy's ``gradient``; ``spacing`` a number, one number per dimension, or one tensor of
@@ -129,6 +133,7 @@ def gradient(input, *, spacing=1, dim=None, edge_order=1):
     dims = list(S._distinct_dims(dims, input.ndim))
     if edge_order not in (1, 2):
         raise RuntimeError("torch.gradient only supports edge_order=1 and edge_order=2.")
+    spacing = 1 if spacing is None else spacing
     spacings = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * len(dims)
     if len(spacings) != len(dims):
         raise RuntimeError(f"torch.gradient expected spacing to be unspecified, a scalar or it's spacing and dim "
@@ -137,8 +142,26 @@ def gradient(input, *, spacing=1, dim=None, edge_order=1):
     for d in dims:
         if input.shape[d] < edge_order + 1:
             raise RuntimeError("torch.gradient expected each dimension size to be at least edge_order+1")
+    if not any(isinstance(step, Tensor) for step in spacings):  # (numbers: ATen's other formula, in input's dtype)
+        return tuple(_gradient_by_step(input, d, step, edge_order) for d, step in zip(dims, spacings))
     x = E._floating(input)
     return tuple(_gradient_along(x, d, s, edge_order) for d, s in zip(dims, spacings))
+
+
+def _gradient_by_step(x, d, step, edge_order):
+    """ATen's gradient for a number ``step``: differences divided by it, in its operation order and with torch's
+    promotion (an integer input divided by the step gives the default float dtype; no cast first)."""
+    def part(start, length):
+        return S.narrow(x, d, start if start >= 0 else x.shape[d] + start, length)
+    n = x.shape[d]
+    center = E.div(E.div(E.sub(part(2, n - 2), part(0, n - 2)), step), 2)
+    if edge_order == 1:
+        first = E.div(E.sub(part(1, 1), part(0, 1)), step)
+        last = E.div(E.sub(part(-1, 1), part(-2, 1)), step)
+    else:
+        first = E.div(E.sub(E.add(E.mul(part(0, 1), -1.5), E.mul(part(1, 1), 2)), E.mul(part(2, 1), 0.5)), step)
+        last = E.div(E.add(E.sub(E.mul(part(-3, 1), 0.5), E.mul(part(-2, 1), 2)), E.mul(part(-1, 1), 1.5)), step)
+    return S.cat([first, center, last], d)
 
 
 def _gradient_along(x, d, spacing, edge_order):
@@ -146,6 +169,8 @@ def _gradient_along(x, d, spacing, edge_order):
     # torch computes the weights in the coordinates' dtype (float32 coordinates: float32 weights)
     coords = (spacing._array.get() if hasattr(spacing._array, "get") else spacing._array) \
         if isinstance(spacing, Tensor) else np.arange(n, dtype=np.float64) * float(spacing)
+    if coords.dtype.kind in "iub":  # (integer coordinates: torch's true divisions make default-float weights)
+        coords = coords.astype(dtypes.get_default_dtype())
     weight_dtype = coords.dtype if isinstance(spacing, Tensor) else x.dtype  # (a number: x's own dtype)
     h = np.diff(coords)
     h1, h2 = h[:-1], h[1:]
@@ -198,6 +223,28 @@ def empty_strided(size, stride, *, dtype=None, layout=None, device=None, require
     return out.requires_grad_() if requires_grad else out
 
 
+def new_empty_strided(self, size, stride, *, dtype=None, layout=None, device=None, requires_grad=False,
+                      pin_memory=False):
+    """``x.new_empty_strided(size, stride)``: ``empty_strided`` in ``x``'s dtype and device unless given."""
+    return empty_strided(size, stride, dtype=self.dtype if dtype is None else dtype,
+                         device=self.device if device is None else device, requires_grad=requires_grad)
+
+
+def empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=None, requires_grad=False,
+                   pin_memory=False):
+    """``torch.empty_permuted``: an uninitialised tensor of ``size`` whose dimensions lie in memory in the order
+    ``physical_layout`` (outermost first): a permuted view of a new contiguous tensor, as torch's."""
+    size, physical_layout = tuple(size), tuple(physical_layout)
+    if len(size) != len(physical_layout):
+        raise RuntimeError("Number of dimensions in size does not match the length of the physical_layout")
+    order = S._dims(physical_layout, len(size))
+    if len(set(order)) != len(order):
+        raise RuntimeError("Duplicate dim not allowed")
+    out = empty(tuple(size[d] for d in order), dtype=dtype, device=device)
+    out = out.permute(*np.argsort(order).tolist()) if order else out
+    return out.requires_grad_() if requires_grad else out
+
+
 def range_(start, end, step=1, *, dtype=None, device=None, requires_grad=False):
     """``torch.range`` (deprecated, with torch's warning): ``start`` to ``end`` *inclusive* by ``step``,
     in the default float dtype unless ``dtype`` says otherwise (``arange`` stops before ``end``)."""
@@ -223,7 +270,7 @@ def _attach_methods():
         return self._inplace(nextafter, other)
     for name, fn in {"diagonal_scatter": diagonal_scatter, "select_scatter": select_scatter,
                      "slice_scatter": slice_scatter, "renorm": renorm, "renorm_": renorm_, "frexp": frexp,
-                     "nextafter": nextafter, "nextafter_": nextafter_}.items():
+                     "nextafter": nextafter, "nextafter_": nextafter_, "new_empty_strided": new_empty_strided}.items():
         setattr(Tensor, name, fn)
 
 
