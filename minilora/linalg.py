@@ -1913,15 +1913,7 @@ def vander(x, *, N=None):
         raise RuntimeError("N must be greater than 1.")
     if x.dtype.kind in "iu":
         x = x.to(dtypes.int64)
-    # torch's cumprod keeps its running product in the CPU accumulate type (float64 for float32,
-    # complex128 for complex64) and rounds each power once
-    wide = {np.dtype(np.float32): np.dtype(np.float64), np.dtype(np.complex64): np.dtype(np.complex128)}.get(x.dtype)
-    running = x if wide is None else x.to(wide)
-    columns = [ops.add(ops.mul(running, 0), 1)]
-    for _ in range(1, N):
-        columns.append(ops.mul(columns[-1], running))
-    result = ops.stack(columns, -1)
-    return result if wide is None else result.to(x.dtype)
+    return ops.extra.running_powers(x, N)
 
 
 matmul = ops.matmul  # (torch.linalg.matmul: torch.matmul's other name)

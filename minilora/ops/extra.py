@@ -298,14 +298,18 @@ def vander(x, N=None, increasing=False):
     if N < 0:
         raise RuntimeError("N must be non-negative.")
     dtype = dtypes.int64 if x.dtype.kind in "biu" else x.dtype  # (torch: integers and bool as int64)
-    base = x.to(dtype)
     if N == 0:
         return Tensor(x.device.xp.zeros((x.shape[0], 0), dtype), dtype=dtype, device=x.device)
-    columns = [E.mul(base, 0) + 1] if N else []
-    for _ in range(1, N):  # torch: cumulative products of x (x^k = x^(k-1) * x)
-        columns.append(E.mul(columns[-1], base))
-    result = S.stack(columns, 1)
+    result = running_powers(x.to(dtype), N)
     return result if increasing else S.flip(result, (1,))
+
+
+def running_powers(x, N):
+    """x^0, x^1, ..., x^(N-1) along a new last dimension, as torch's vanders compute them: ones, then
+    ``cumprod`` of x repeated N - 1 times (its running product in the CPU accumulate type, float64 for float32,
+    so each power is rounded once, as torch's)."""
+    repeated = x.unsqueeze(-1).expand(*x.shape, N - 1)
+    return S.cat([E.add(E.mul(x.unsqueeze(-1), 0), 1), I.cumprod(repeated, -1)], -1)
 
 
 def trapezoid(y, x=None, *, dx=None, dim=-1):

@@ -296,10 +296,11 @@ def nonzero_static(input, *, size, fill_value=-1):
 # ---- cumsum --------------------------------------------------------------------------------------
 def cumulative(running, a, axis):
     """``running`` (``cumsum`` or ``cumprod``) as torch's CPU kernel runs it: the running value kept
-    in a wider type -- float64 for float32 (torch's CPU accumulate type), float32 for 16-bit floats
-    -- and each output rounded once to ``a``'s dtype. NumPy alone would accumulate float32 in float32
-    and differ from torch in the last bits of almost every long cumsum."""
-    wide = {"float32": np.float64, "float16": np.float32, "bfloat16": np.float32}.get(a.dtype.name)
+    in a wider type -- float64 for float32 (torch's CPU accumulate type), complex128 for complex64, float32
+    for 16-bit floats -- and each output rounded once to ``a``'s dtype. NumPy alone would accumulate float32
+    in float32 and differ from torch in the last bits of almost every long cumsum."""
+    wide = {"float32": np.float64, "complex64": np.complex128, "float16": np.float32,
+            "bfloat16": np.float32}.get(a.dtype.name)
     out = running(a if wide is None else a.astype(wide), axis=axis)
     return out.astype(a.dtype, order="C", copy=False)  # (contiguous, as torch's, whatever a's layout)
 
