@@ -913,8 +913,9 @@ def softmax(input, dim, dtype=None):
     axis = _one_axis("softmax", dim, input.ndim)
     if not is_floating(input.dtype):
         return input.clone()
-    inner = input.dtype.itemsize == 2 and axis % builtins.max(input.ndim, 1) != input.ndim - 1  # 16-bit, not last
-    return Softmax.apply(input, axis=axis, round_to=input.dtype if inner else None)
+    if input.dtype.itemsize == 2 and axis is not None and axis % input.ndim != input.ndim - 1:
+        return Softmax.apply(input, axis=axis, round_to=input.dtype)  # (16-bit, not the last dim; 0-d: no axis)
+    return Softmax.apply(input, axis=axis)
 
 
 @_numpy_aliases
