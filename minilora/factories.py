@@ -1431,6 +1431,19 @@ def with_out(factory):
     return call
 
 
+def refuse_overlapping_out(outs, inputs=()):
+    """torch's refusal of an out= tensor whose elements share memory with each other (an expanded tensor: ATen's
+    assert_no_internal_overlap) or with one of ``inputs`` (assert_no_overlap; the same tensor even when empty)."""
+    for out in outs:
+        if any(step == 0 and n > 1 for step, n in zip(out._array.strides, out.shape)):
+            raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a "
+                               "single memory location. Please clone() the tensor before performing the operation.")
+        if any(t is out or out.device.xp.shares_memory(out._array, t._array) for t in inputs):
+            raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor "
+                               "refer to a single memory location. Please clone() the tensor before performing the "
+                               "operation.")
+
+
 def _random_with_out(draw, drawn_for_out):
     """``draw`` (bernoulli, multinomial, normal) taking ``out=``: ``drawn_for_out(out, args, kwargs)``
     refuses an out torch refuses and draws; the draw is then written into ``out`` in its dtype."""
@@ -1441,6 +1454,7 @@ def _random_with_out(draw, drawn_for_out):
         if out is None:
             return draw(*args, **kwargs)
         _check_out(draw.__name__, out)
+        refuse_overlapping_out((out,))
         result = drawn_for_out(out, args, kwargs)
         return _write_into(out, Tensor(dtypes.cast(result._array, out.dtype), dtype=out.dtype,
                                        device=result.device))

@@ -1494,26 +1494,26 @@ class Tensor:
             out = out.contiguous(memory_format=memory_format)  # (torch aliases self in its suggested format)
         return out
 
-    def float(self):
-        return self.to(dtypes.float32)
+    def float(self, memory_format=None):  # (torch's default, preserve_format, is None's meaning in to())
+        return self.to(dtypes.float32, memory_format=memory_format)
 
-    def double(self):
-        return self.to(dtypes.float64)
+    def double(self, memory_format=None):
+        return self.to(dtypes.float64, memory_format=memory_format)
 
-    def half(self):
-        return self.to(dtypes.float16)
+    def half(self, memory_format=None):
+        return self.to(dtypes.float16, memory_format=memory_format)
 
-    def long(self):
-        return self.to(dtypes.int64)
+    def long(self, memory_format=None):
+        return self.to(dtypes.int64, memory_format=memory_format)
 
-    def int(self):
-        return self.to(dtypes.int32)
+    def int(self, memory_format=None):
+        return self.to(dtypes.int32, memory_format=memory_format)
 
-    def bool(self):
-        return self.to(dtypes.bool)
+    def bool(self, memory_format=None):
+        return self.to(dtypes.bool, memory_format=memory_format)
 
-    def bfloat16(self):
-        return self.to(dtypes.bfloat16)  # a clear error without ml_dtypes (NumPy alone has no bfloat16)
+    def bfloat16(self, memory_format=None):  # (a clear error without ml_dtypes: NumPy alone has no bfloat16)
+        return self.to(dtypes.bfloat16, memory_format=memory_format)
 
     def cpu(self):
         return self.to("cpu")
@@ -1919,14 +1919,14 @@ class Tensor:
     def is_signed(self):
         return self._array.dtype.kind in "if" or self._array.dtype is _BFLOAT16
 
-    def byte(self):
-        return self.to(dtypes.uint8)
+    def byte(self, memory_format=None):
+        return self.to(dtypes.uint8, memory_format=memory_format)
 
-    def char(self):
-        return self.to(dtypes.int8)
+    def char(self, memory_format=None):
+        return self.to(dtypes.int8, memory_format=memory_format)
 
-    def short(self):
-        return self.to(dtypes.int16)
+    def short(self, memory_format=None):
+        return self.to(dtypes.int16, memory_format=memory_format)
 
     @property
     def H(self):
@@ -2214,8 +2214,9 @@ def _write_back_by_position(fn, inputs, options, i, parent, child):
 
 def _data_address(array):
     """Where ``array``'s first element lies in memory (CuPy: its device pointer)."""
-    data = getattr(array, "data", None)
-    return data.ptr if hasattr(data, "ptr") else array.__array_interface__["data"][0]
+    if isinstance(array, np.ndarray):  # (not .data: its memoryview refuses bfloat16)
+        return array.__array_interface__["data"][0]
+    return array.data.ptr
 
 
 def _element_addresses(array):

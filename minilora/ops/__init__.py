@@ -475,8 +475,9 @@ _INPUT_TO_OUT_DTYPE = {"std", "var"}
 _NAN_KERNEL_OUT = {"nansum", "nanmean"}
 # torch's argsort(out=) is sort's out= underneath: it refuses an input that requires grad, as sort does.
 _REFUSES_GRAD_INPUT = {"argsort"}
-# torch's kthvalue(out=) refuses an out tensor sharing memory with the input (ATen's assert_no_overlap).
-_NO_OVERLAP_OUT = {"kthvalue"}
+# Ops whose out= torch refuses where it shares memory with an input tensor (ATen's assert_no_overlap), or where
+# several of its elements are one memory location (an expanded out: assert_no_internal_overlap).
+_NO_OVERLAP_OUT = {"kthvalue", "gather", "masked_select", "take", "index_select", "cat"}
 
 
 def _with_out(fn, name):
@@ -504,11 +505,8 @@ def _write_out(fn, name, args, kwargs, out):
         kwargs = dict(kwargs, dtype=outs[0].dtype)
     elif name in _INPUT_TO_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:
         args = (args[0].to(outs[0].dtype),) + args[1:]
-    if name in _NO_OVERLAP_OUT and args and isinstance(args[0], Tensor) and \
-            _builtins.any(args[0].device.xp.shares_memory(o._array, args[0]._array) for o in outs):
-        raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor "
-                           "refer to a single memory location. Please clone() the tensor before performing the "
-                           "operation.")
+    if name in _NO_OVERLAP_OUT:
+        _refuse_overlap(outs, args + tuple(kwargs.values()))
     result = _amp.without_autocast(fn, *args, **kwargs)  # (torch's out= calls are not autocast)
     results = result if isinstance(result, tuple) else (result,)
     if len(results) != len(outs):
@@ -521,6 +519,13 @@ def _write_out(fn, name, args, kwargs, out):
         _copy_into(o, r, name)
     return out if isinstance(out, Tensor) else type(result)(*outs) if hasattr(result, "_fields") \
         else tuple(outs)
+
+
+def _refuse_overlap(outs, arguments):
+    """torch's errors for an out tensor with elements in one place, or in an input tensor's memory."""
+    inputs = [a for a in arguments if isinstance(a, Tensor)]
+    inputs += [t for a in arguments if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
+    _factories.refuse_overlapping_out(outs, inputs)
 
 
 def _copy_into(out, result, name):
