@@ -458,7 +458,9 @@ def _check_multi_margin_shapes(input, target, weight):
     _check_margin_input(input)
     samples = input.shape[0] if input.ndim == 2 else 1
     if target.ndim > 1 or target.numel() != samples:
-        raise RuntimeError(f"inconsistent target size, expected {samples} but got {list(target.shape)}")
+        raise RuntimeError(f"multi_margin_loss: target tensor should be 1-D with size equal to the number of input "
+                           f"samples (batch size). Expected target size [{samples}], but got {list(target.shape)}. "
+                           f"Input has shape {list(input.shape)}.")
     classes = input.shape[-1] if input.ndim else 1
     if weight is not None and weight.numel() != classes:
         raise RuntimeError(f"inconsistent weight size, expected {classes} but got {list(weight.shape)}")

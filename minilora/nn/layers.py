@@ -5,6 +5,7 @@ Each holds its Parameters and calls one op from ``minilora.ops`` in ``forward``.
 minilora does not implement (``max_norm=``) raises instead of being ignored.
 """
 import math
+import numbers
 import warnings
 from typing import NamedTuple
 
@@ -94,8 +95,8 @@ class Linear(Module):
             bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x):
-        return ops.linear(x, self.weight, self.bias)
+    def forward(self, input):
+        return ops.linear(input, self.weight, self.bias)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -234,8 +235,8 @@ class LayerNorm(Module):
     def reset_parameters(self):
         _reset_affine(self)
 
-    def forward(self, x):
-        return ops.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+    def forward(self, input):
+        return ops.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
@@ -749,6 +750,8 @@ class SmoothL1Loss(_Loss):
 
 class HuberLoss(_Loss):
     def __init__(self, reduction="mean", delta=1.0):
+        if not isinstance(delta, (float, int)):  # (torch's check: a complex or Tensor delta is refused here)
+            raise TypeError(f"delta must be a float or int, got: {type(delta)}")
         super().__init__(reduction=reduction)
         self.delta = delta
 
@@ -1224,7 +1227,7 @@ class GroupNorm(Module):
                  bias=True):
         super().__init__()
         if num_channels % num_groups:
-            raise ValueError("num_channels must be divisible by num_groups")
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         self.register_parameter("weight", _empty((num_channels,), dtype, device) if affine else None)
         self.register_parameter("bias", _empty((num_channels,), dtype, device) if affine and bias else None)
@@ -1753,6 +1756,10 @@ class _PadNd(Module):
     def forward(self, input):
         if self.mode == "constant":
             return F.pad(input, self.padding, "constant", self.value)
+        if self.mode == "circular":  # (torch's _CircularPadNd checks the rank itself, in its words)
+            rank = self.sides // 2 + 1
+            if input.ndim not in (rank, rank + 1):
+                raise ValueError(f"expected {rank}D or {rank + 1}D input (got {input.ndim}D input)")
         return F.pad(input, self.padding, self.mode)
 
     def extra_repr(self):
@@ -1829,6 +1836,13 @@ class CircularPad3d(CircularPad1d):
 
 
 # ---- recurrent layers ----------------------------------------------------------------------------------
+def _check_rnn_types(**values_and_types):
+    """torch's RNNBase type checks, in its order: ``bias=1`` or ``input_size=2.0`` is a TypeError."""
+    for name, (value, kind) in values_and_types.items():
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} should be of type {kind.__name__}, got: {type(value).__name__}")
+
+
 class _RNNBase(Module):
     """torch's ``RNNBase`` for ``RNN``, ``LSTM`` and ``GRU``: per layer and direction the weights
     ``weight_ih_l{k}`` [gates * H, input], ``weight_hh_l{k}`` [gates * H, H] and the biases
@@ -1846,14 +1860,18 @@ class _RNNBase(Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, device=None, dtype=None, proj_size=0):
         super().__init__()
-        if not 0 <= dropout <= 1 or isinstance(dropout, bool):
+        if not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
             raise ValueError("dropout should be a number in range [0, 1] representing the probability of "
                              "an element being zeroed")
         if dropout > 0 and num_layers == 1:  # (torch's hint: the one layer's output is never dropped)
             warn_at_caller("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                            f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
-        for name, size in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if size <= 0:  # (torch's order of checks)
+        _check_rnn_types(bias=(bias, bool), batch_first=(batch_first, bool), input_size=(input_size, int))
+        if input_size <= 0:  # (torch's order of checks)
+            raise ValueError("input_size must be greater than zero")
+        _check_rnn_types(hidden_size=(hidden_size, int))
+        for name, size in (("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if size <= 0:
                 raise ValueError(f"{name} must be greater than zero")
         if proj_size < 0:
             raise ValueError("proj_size should be a positive integer or zero to disable projections")
@@ -1924,6 +1942,15 @@ class _RNNBase(Module):
             state = self._map_state(state, lambda t: t.index_select(1, back))
         return PackedSequence(output, packed.batch_sizes, order, back), state
 
+    def _check_dtype(self, input):
+        """torch's check_input: outside autocast an input of another dtype than the weights is refused, with
+        torch's advice (rather than failing inside the first product)."""
+        weight = self.weight_ih_l0
+        if input.dtype != weight.dtype and not (_amp.used and _amp.state.active):
+            theirs, ours = f"torch.{input.dtype}", f"torch.{weight.dtype}"
+            raise ValueError(f"RNN input dtype ({theirs}) does not match weight dtype ({ours}). Convert input: "
+                             f"input.to({ours}), or convert model: model.to({theirs})")
+
     @staticmethod
     def _map_state(state, fn):
         return None if state is None else fn(state)
@@ -1935,6 +1962,7 @@ class _RNNBase(Module):
     def _run(self, input, hx, batch_sizes=None):
         """The layers in turn over ``input`` [L, N, features] (or a PackedSequence's data [sum of lengths,
         features] and its ``batch_sizes``): ``(output, h_n)``."""
+        self._check_dtype(input)
         states = self._initial_state(input, hx, batch_sizes[0] if batch_sizes else input.shape[1])
         finals, directions = [], 2 if self.bidirectional else 1
         for layer in range(self.num_layers):
@@ -2007,15 +2035,21 @@ class _RNNBase(Module):
         return ops.cat(outputs, 0), state
 
 
+def _refuse_proj_size(kwargs):
+    if "proj_size" in kwargs:  # (torch's RNN and GRU refuse it by name, even proj_size=0)
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+
+
 class RNN(_RNNBase):
     """``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (``nonlinearity='relu'``: relu)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, **others):
+        _refuse_proj_size(others)
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype)
+                         device, dtype, **others)
         self.nonlinearity = nonlinearity
 
     def _cell(self, projected, h, w_hh, b_hh):
@@ -2031,6 +2065,10 @@ class GRU(_RNNBase):
     r (W_hn h + b_hn))``, ``h' = (h - n) z + n`` (torch's form of ``(1 - z) n + z h``)."""
 
     _gates = 3
+
+    def __init__(self, *args, **kwargs):
+        _refuse_proj_size(kwargs)
+        super().__init__(*args, **kwargs)
 
     def _cell(self, projected, h, w_hh, b_hh):
         x_r, x_z, x_n = projected.chunk(3, -1)
@@ -2125,9 +2163,10 @@ class _RNNCellBase(Module):
         name = type(self).__name__
         if input.ndim not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.ndim}D instead")
-        for h in (hx if isinstance(hx, tuple) else (hx,)):
+        states = [(f"hx[{i}]", h) for i, h in enumerate(hx)] if isinstance(hx, tuple) else [("hidden", hx)]
+        for what, h in states:  # (LSTMCell's pair named hx[0], hx[1], as torch's)
             if h is not None and h.ndim not in (1, 2):
-                raise ValueError(f"{name}: Expected hidden to be 1D or 2D, got {h.ndim}D instead")
+                raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {h.ndim}D instead")
         if input.shape[-1] != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.shape[-1]} expected {self.input_size}")
         for i, h in enumerate(hx if isinstance(hx, tuple) else (hx,)):
