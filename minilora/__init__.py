@@ -183,7 +183,7 @@ def _functional():
 # Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users
 # expect, without making ``import minilora`` pay for all of them.
 _SUBMODULES = {"nn", "optim", "lora", "cuda", "models", "memory", "data", "train", "generate", "tokenizer", "utils",
-               "trainer", "accelerator", "distributions",
+               "trainer", "accelerator", "distributions", "signal",
                "emulator", "kernels", "checkpoint", "testing", "exercises"}
 
 
@@ -196,7 +196,7 @@ def __getattr__(name):
 
 # torch.linalg, and torch's top-level spellings of its functions (torch.svd returns V, not Vh; torch.det ...)
 from . import linalg  # noqa: E402
-from .linalg import (det, logdet, matrix_exp, matrix_power, pinverse, ger)  # noqa: E402,F401
+from .linalg import (det, logdet, matrix_exp, matrix_power, pinverse, ger, svd_lowrank, pca_lowrank)  # noqa: E402,F401
 from .linalg import old_cholesky as cholesky, old_qr as qr, old_slogdet as slogdet, old_svd as svd  # noqa: E402,F401
 from .linalg import inv as inverse  # noqa: E402,F401
 from .linalg import (cholesky_inverse, cholesky_solve, geqrf, householder_product as orgqr, lu_unpack, ormqr,  # noqa: E402,F401
@@ -209,7 +209,8 @@ from . import fft  # noqa: E402  (torch.fft)
 # torch's second names and small functions (torch.arccos, torch.greater, torch.cov ...: minilora/ops/extra.py)
 from .ops.extra import (absolute, addbmm, addmv, addr, arccos, arccosh, arcsin, arcsinh, arctan,  # noqa: E402,F401
                         arctanh, argwhere, block_diag, broadcast_shapes, broadcast_tensors, cartesian_prod,
-                        combinations, corrcoef, cov, cumulative_trapezoid, deg2rad, diagflat, fix, float_power, frac,
+                        combinations, corrcoef, cov, cumulative_trapezoid, deg2rad, diagflat, fill, fix, float_power,
+                        frac,
                         gcd, greater, greater_equal, heaviside, isin, isneginf, isposinf, isreal, lcm, ldexp, less,
                         less_equal, logaddexp2, msort, not_equal, positive, rad2deg, sinc, trapezoid, trapz,
                         unique_consecutive, unravel_index, vander)
@@ -223,7 +224,7 @@ from ._functional_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_po
                                 max_pool1d, max_pool2d,
                                 pairwise_distance, pixel_shuffle, pixel_unshuffle, poisson_nll_loss, prelu, rms_norm,
                                 triplet_margin_loss)
-addmv_, negative_ = Tensor.addmv_, Tensor.negative_  # (torch's top-level in-place forms of these)
+addmv_, negative_, fill_ = Tensor.addmv_, Tensor.negative_, Tensor.fill_  # (torch's top-level in-place forms)
 arccos_, arcsin_, arctan_, arccosh_, arcsinh_, arctanh_ = (Tensor.arccos_, Tensor.arcsin_, Tensor.arctan_,
                                                            Tensor.arccosh_, Tensor.arcsinh_, Tensor.arctanh_)
 fix_, frac_, deg2rad_, rad2deg_, sinc_, gcd_, lcm_, ldexp_ = (Tensor.fix_, Tensor.frac_, Tensor.deg2rad_,
@@ -252,8 +253,19 @@ erfc_, erfinv_, lgamma_, i0_ = Tensor.erfc_, Tensor.erfinv_, Tensor.lgamma_, Ten
 # small siblings of existing ops (minilora/ops/siblings.py); out= where torch's take it
 from .ops.siblings import (diagonal_scatter, empty_strided, gradient, range_ as range, row_stack,  # noqa: E402,F401,A004
                            select_scatter, slice_scatter)
+from .ops.siblings import empty_permuted  # noqa: E402,F401
+from .ops.index import index_reduce, nonzero_static  # noqa: E402,F401
+from .ops.shape import resize_as_  # noqa: E402,F401
+# torch's *_copy twins of the view ops, and unsafe_split / unsafe_chunk (minilora/ops/view_copies.py)
+from .ops.view_copies import (alias_copy, as_strided_copy, diagonal_copy, expand_copy, permute_copy,  # noqa: E402,F401
+                              select_copy, slice_copy, split_copy, split_with_sizes_copy, squeeze_copy, t_copy,
+                              transpose_copy, unbind_copy, unfold_copy, unsafe_chunk, unsafe_split,
+                              unsafe_split_with_sizes, unsqueeze_copy, view_copy)
 renorm, frexp, nextafter = (ops._with_out(getattr(ops.siblings, _fn), _fn) for _fn in ("renorm", "frexp", "nextafter"))
+for _fn in "deg2rad rad2deg frac sinc float_power ldexp logaddexp2 heaviside gcd lcm isin isposinf isneginf".split():
+    globals()[_fn] = ops._with_out(globals()[_fn], _fn)  # (ops/extra.py's, with torch's out=)
 # last, over every name above: torch's TypeError for a number, list or array where a top-level function takes a
-# Tensor (torch.exp(2.0), torch.maximum(x, 5)); methods and the ops the library calls are not wrapped
+# Tensor (torch.exp(2.0), torch.maximum(x, 5)); so do the binary methods (x.maximum(5)); the ops the library calls
+# are not wrapped
 from ._argument_types import check_tensor_arguments as _check_tensor_arguments  # noqa: E402
 _check_tensor_arguments(globals())
