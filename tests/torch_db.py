@@ -37,6 +37,23 @@ def ml_dtype(torch_dtype):
     return getattr(ml, str(torch_dtype).removeprefix("torch."), None)
 
 
+# ---- op_db's samples, without its test-tracking wrapper ---------------------------------------------
+def sample_inputs(op, dtype, requires_grad=False, seed=0):
+    """``op.sample_inputs("cpu", dtype, requires_grad)``'s samples, from the OpInfo's own generator after
+    ``torch.manual_seed(seed)``. (``op.sample_inputs`` wraps them in a TrackedInputIter whose set-up calls
+    ``inspect.stack()``: ~60 ms under pytest's deep stack, per call, most of a sweep file's time.)"""
+    torch.manual_seed(seed)
+    return op.sample_inputs_func(op, "cpu", dtype, requires_grad)
+
+
+def error_inputs(op, seed=0):
+    """``op.error_inputs("cpu")``'s ErrorInputs, the same way (none where the OpInfo has no error inputs)."""
+    if op.error_inputs_func is None:
+        return []
+    torch.manual_seed(seed)
+    return op.error_inputs_func(op, "cpu")
+
+
 # ---- carrying a torch call over to minilora ---------------------------------------------------------
 def to_numpy(tensor):
     """A torch tensor's values as NumPy, bf16 (which NumPy lacks) widened exactly to float32."""
@@ -60,6 +77,8 @@ def to_minilora(value, _converted=None):
         return ml_dtype(value)
     if isinstance(value, torch.device):
         return str(value)
+    if isinstance(value, torch.memory_format):  # (torch.preserve_format -> ml.preserve_format, ...)
+        return getattr(ml, str(value).removeprefix("torch."))
     if isinstance(value, torch.Size):
         return tuple(value)
     if isinstance(value, dict):
