@@ -59,7 +59,8 @@ INPLACE_REFUSED = {
 }
 
 DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.int64, torch.bool)
-SAMPLES_PER_DTYPE = 4
+SAMPLES_PER_DTYPE = 3  # (the file stays under 15 s on one core: op_db's import alone is 3.5 s)
+MORE_SAMPLES = {"norm": 6, "trapz": 6, "trapezoid": 6, "addmm": 6}  # (where a later sample found a divergence)
 
 
 def tolerance(name, expected):
@@ -109,7 +110,8 @@ def variants(op):
 
 def samples(op, dtype):
     requires_grad = dtype == torch.float64 and op.supports_autograd
-    return list(itertools.islice(op.sample_inputs("cpu", dtype, requires_grad=requires_grad), SAMPLES_PER_DTYPE))
+    count = MORE_SAMPLES.get(key(op), SAMPLES_PER_DTYPE)
+    return list(itertools.islice(op.sample_inputs("cpu", dtype, requires_grad=requires_grad), count))
 
 
 COMPARED = [op for op in OPINFOS if key(op) not in REFUSED]
