@@ -525,11 +525,13 @@ def test_every_listed_op_has_a_case():
     assert not missing, f"ops without a test case: {missing}"
 
 
-def test_attention_refuses_a_mask_that_wants_a_gradient(rng):
-    """The mask gets no gradient; one that requires grad would silently never train: refused."""
+def test_attention_gives_a_mask_that_wants_a_gradient_its_gradient(rng):
+    """A learned bias (a float mask that requires grad) gets the scores' gradient, summed over the heads it was
+    broadcast along, as torch's math kernel gives it (tests/test_opinfo_functional_r14.py compares with torch)."""
     q, k, v = (ml.tensor(rng.standard_normal((1, 2, 3, 4)), requires_grad=True) for _ in range(3))
-    mask = ml.tensor(np.zeros((1, 1, 3, 3)), requires_grad=True)
-    with pytest.raises(ValueError, match="mask requires grad.*mask.detach"):
-        ops.scaled_dot_product_attention(q, k, v, mask)
-    out = ops.scaled_dot_product_attention(q, k, v, mask.detach())  # a constant mask is fine
-    assert out.shape == (1, 2, 3, 4)
+    mask = ml.tensor(rng.standard_normal((1, 1, 3, 3)), requires_grad=True)
+    ops.scaled_dot_product_attention(q, k, v, mask).sum().backward()
+    by_hand = ml.tensor(mask.detach().numpy(), requires_grad=True)
+    scores = q.detach() @ k.detach().transpose(-1, -2) / 2.0 + by_hand
+    (scores.softmax(-1) @ v.detach()).sum().backward()
+    np.testing.assert_allclose(mask.grad.numpy(), by_hand.grad.numpy(), rtol=1e-12, atol=1e-14)

@@ -18,6 +18,7 @@ from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_
 from .. import random as _random
 from ..tensor import (Function, ShapeError, Tensor, forward_ad_open, name_node, no_forward_formula, no_grad, saved_for,
                       saves_as_torch, saving_as_torch, warn_at_caller)
+from ..tensor import is_grad_enabled
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -751,7 +752,8 @@ def _ids_out_of_range(ids, rows):
     if rows == 0:
         return RuntimeError(f"index_select(): self indexing axis dim should be positive (embedding: the table "
                             f"has no rows, got ids from {int(ids.min())} to {int(ids.max())})")
-    return IndexError(f"embedding: ids must lie in [0, {rows}), got values from {int(ids.min())} to {int(ids.max())}")
+    return IndexError(f"index out of range in self (embedding: ids must lie in [0, {rows}), got values from "
+                      f"{int(ids.min())} to {int(ids.max())})")
 
 
 def _renormalise_rows_(weight, ids, max_norm, norm_type):
@@ -860,21 +862,18 @@ def _class_targets(fn, input, targets):
     xp = xp_of(input._array)
     targets = xp.asarray(targets)
     _check_target_batch(fn, input, targets.shape)  # (first: torch's ValueError whatever the dtype)
-    if targets.dtype.kind not in "iu":
-        raise RuntimeError(f"{fn}: expected class indices (an integer target) or class probabilities "
-                           f"(a float target shaped as the input {input.shape}), got {targets.dtype} "
-                           f"of shape {targets.shape}")
     if targets.dtype not in (np.int64, np.uint8):  # torch's rule: no int32 (or other) class indices
-        raise RuntimeError(f"{fn}: expected target dtype to be Long or Byte (int64 or uint8), but got "
-                           f"{targets.dtype}")
+        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {torch_name(targets.dtype)} ({fn}: "
+                           f"class indices are int64 or uint8; class probabilities, a float target shaped as "
+                           f"the input {tuple(input.shape)})")
     expected = () if input.ndim == 1 else (input.shape[0],) + input.shape[2:]
     if targets.shape != expected:
         hint = ""
         if input.ndim == 3 and targets.shape == input.shape[:2]:
             hint = (" (PyTorch reads [B, T, C] logits as classes on axis 1: pass "
                     "logits.reshape(-1, C) and targets.reshape(-1), as transformers does)")
-        raise RuntimeError(f"{fn}: input {input.shape} has its classes on axis 1, so the target must "
-                           f"have shape {expected}, got {targets.shape}{hint}")
+        raise RuntimeError(f"Expected target size {list(expected)}, got {list(targets.shape)} ({fn}: the input "
+                           f"{list(input.shape)} has its classes on axis 1{hint})")
     return targets.reshape(-1)
 
 
@@ -899,7 +898,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     logits = _classes_last(input, "cross_entropy")
     weight_given, weight = weight, _class_weight("cross_entropy", weight, logits)
-    if is_floating(getattr(_array(target), "dtype", np.dtype(np.int64))):  # class probabilities
+    if tuple(target.shape) == tuple(input.shape):  # class probabilities (torch's rule: by the shape)
+        if not is_floating(_array(target).dtype):
+            raise RuntimeError(f"Expected floating point type for target with class probabilities, got "
+                               f"{torch_name(target.dtype)}")
         if ignore_index >= 0:  # a class to ignore: torch refuses rather than ignoring the option silently
             raise RuntimeError("ignore_index is not supported for floating point target")
         own = weight_given if isinstance(weight_given, Tensor) else None  # its own dtype: torch promotes
@@ -933,8 +935,8 @@ def _check_class_weight_dtype(input, weight):
 def _class_weight(fn, weight, logits):
     weight = _array(weight)
     if weight is not None and tuple(weight.shape) != (logits.shape[1],):
-        raise RuntimeError(f"{fn}: weight must hold one number per class ({logits.shape[1]}), "
-                           f"got shape {tuple(weight.shape)}")
+        raise RuntimeError(f"weight tensor should be defined either for all {logits.shape[1]} classes or no classes "
+                           f"but got weight tensor of shape: {list(weight.shape)} ({fn})")
     return None if weight is None else xp_of(logits._array).asarray(weight, dtype=logits.dtype)
 
 
@@ -1526,8 +1528,8 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     """The attention after its checks: ``Attention`` (in float32 for 16-bit inputs, torch's math kernel),
     or with ``flash16`` ``attention16.FlashAttention16`` on the 16-bit inputs (a float32 bias)."""
     if min(query.ndim, key.ndim, value.ndim) < 2:
-        raise RuntimeError(f"scaled_dot_product_attention: query, key and value must have at least 2 "
-                           f"dimensions, got {query.shape}, {key.shape}, {value.shape}")
+        raise RuntimeError(f"Expected query, key, and value to all be  at least 2 dimensional, but got query.dim: "
+                           f"{query.ndim} key.dim: {key.ndim} and value.dim: {value.ndim} instead.")  # (torch's words)
     if not query.ndim == key.ndim == value.ndim:  # torch's math kernel: its matmuls broadcast the leading
         rank = max(query.ndim, key.ndim, value.ndim)  # dimensions (a [B, L, E] query meets [N, B, S, E] keys)
         query, key, value = (t.reshape((1,) * (rank - t.ndim) + tuple(t.shape)) for t in (query, key, value))
@@ -1560,7 +1562,13 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     heads_first = query.ndim == 3 and hq != hkv
     q, k, v = (_as_4d(t, heads_first) for t in (query, key, value))
     bias = _mask_as_4d(bias, query, heads_first)
-    if dropout_p > 0:
+    if isinstance(attn_mask, Tensor) and attn_mask.requires_grad and is_grad_enabled():
+        # a learned bias (ALiBi's slopes, T5's relative positions): the mask enters the scores as a graph input,
+        # so that it gets their gradient (summed over the dimensions it was broadcast along), as torch's math kernel
+        causal = _mask_as_4d(_attention_bias(None, query, tq, tk, is_causal, query.dtype), query, heads_first)
+        learned = _mask_as_4d(attn_mask, query, heads_first)
+        out = _attention_with_dropout(q, k, v, causal, scale, dropout_p, learned=learned)
+    elif dropout_p > 0:
         out = _attention_with_dropout(q, k, v, bias, scale, dropout_p)
     else:
         kernel = attention16.FlashAttention16 if flash16 else Attention
@@ -1573,14 +1581,16 @@ def _check_causal_with_mask(query, key, value, attn_mask, dropout_p, enable_gqa)
     """``is_causal=True`` together with ``attn_mask``: torch 2.13's CPU kernel for 4-D inputs without
     dropout applies both (a key takes part if the mask lets it and it is not in the future); its
     other path (3-D or 5-D inputs, dropout, a 3-D mask, batches or head sizes that differ between
-    query, key and value, a query, key or value whose last dimension is not contiguous) raises this
+    query, key and value, a query, key or value whose last dimension is not contiguous, a mask that requires
+    grad) raises this
     RuntimeError. minilora draws the same line."""
     fused = (query.ndim == key.ndim == value.ndim == 4 and dropout_p == 0
              and all(t.stride(-1) == 1 for t in (query, key, value))
              and np.ndim(_array(attn_mask)) in (2, 4)
              and query.shape[0] == key.shape[0] == value.shape[0]
              and query.shape[-1] == key.shape[-1] == value.shape[-1]
-             and (query.shape[1] == key.shape[1] or enable_gqa))
+             and (query.shape[1] == key.shape[1] or enable_gqa)
+             and not (isinstance(attn_mask, Tensor) and attn_mask.requires_grad and is_grad_enabled()))
     if not fused:
         raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when "
                            "is_causal=True (torch applies both only on its 4-D, no-dropout path with "
@@ -1608,9 +1618,6 @@ def _mask_bias(attn_mask, query, tq, tk, dtype):
     """``attn_mask`` as a bias of ``dtype`` to add to the scores (a boolean mask: 0 where True, -inf where
     False)."""
     xp = xp_of(query._array)
-    if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
-        raise ValueError("scaled_dot_product_attention: the mask requires grad, but minilora computes "
-                         "no gradient for it (a learned bias would never train); pass mask.detach()")
     mask = xp.asarray(_array(attn_mask))
     if mask.dtype == np.bool_:
         mask = xp.where(mask, dtype.type(0), dtype.type(-np.inf))
@@ -1660,8 +1667,9 @@ def _mask_as_4d(bias, query, heads_first):
     """The bias, broadcastable to [B, H, L, S] as ``_as_4d`` lays out the query."""
     if bias is None or query.ndim == 4:
         return bias
-    keys = bias.shape[-1:] or (1,)  # a 0-d mask covers every key
-    full = xp_of(bias).broadcast_to(bias, query.shape[:-1] + keys)
+    keys = tuple(bias.shape[-1:]) or (1,)  # a 0-d mask covers every key
+    shape = tuple(query.shape[:-1]) + keys  # (a learned mask is a Tensor: expanded in the graph)
+    full = bias.expand(*shape) if isinstance(bias, Tensor) else xp_of(bias).broadcast_to(bias, shape)
     if query.ndim == 2 or (query.ndim == 3 and heads_first):
         return full.reshape(1, *full.shape) if query.ndim == 3 else full.reshape(1, 1, *full.shape)
     if query.ndim == 3:
@@ -1669,9 +1677,10 @@ def _mask_as_4d(bias, query, heads_first):
     return full.reshape(math.prod(full.shape[:-3]), *full.shape[-3:])
 
 
-def _attention_with_dropout(q, k, v, bias, scale, dropout_p):
+def _attention_with_dropout(q, k, v, bias, scale, dropout_p, learned=None):
     """Attention whose weights go through dropout, from differentiable ops (the fused node has no
-    dropout): ``dropout(softmax(q k^T * scale + bias)) v``."""
+    dropout, nor a gradient for the bias): ``dropout(softmax(q k^T * scale + bias + learned)) v``, ``learned``
+    a mask Tensor that requires grad."""
     b, hq, tq, d = q.shape
     hkv, tk = k.shape[1], k.shape[2]
     scale = _default_scale(d) if scale is None else scale
@@ -1686,6 +1695,8 @@ def _attention_with_dropout(q, k, v, bias, scale, dropout_p):
             bias = xp.where(empty, q.dtype.type(0), bias)
             keep_rows = Tensor._make((~empty).astype(q.dtype), q.device, False, None)
         scores = scores + Tensor._make(bias, q.device, False, None)
+    if learned is not None:
+        scores = scores + learned
     probs = scores.softmax(-1)
     if keep_rows is not None:
         probs = probs * keep_rows
