@@ -146,7 +146,7 @@ from .tensor import scalar_tensor  # noqa: E402,F401
 from .factories import as_tensor, asarray  # noqa: E402,F401
 from .factories import is_floating_point  # noqa: E402,F401
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace, logspace,  # noqa: E402,F401
-                        normal, bernoulli, poisson, randint_like, histc, histogram,
+                        normal, bernoulli, poisson, randint_like, histc, histogram, histogramdd,
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
                         randn_like, tril_indices, triu_indices, zeros, zeros_like)
 from .serialization import load, save  # noqa: E402,F401
@@ -206,6 +206,9 @@ from .complex_numbers import (adjoint, angle, cdouble, cfloat, complex, complex6
                               conj_physical, conj_physical_, imag, is_complex, polar, real, resolve_conj, resolve_neg,
                               view_as_complex, view_as_real)
 from . import fft  # noqa: E402  (torch.fft)
+# torch.stft and the window factories (torch.hann_window ...): minilora/spectral.py
+from .spectral import (bartlett_window, blackman_window, hamming_window, hann_window, istft,  # noqa: E402,F401
+                       kaiser_window, stft)
 # torch's second names and small functions (torch.arccos, torch.greater, torch.cov ...: minilora/ops/extra.py)
 from .ops.extra import (absolute, addbmm, addmv, addr, arccos, arccosh, arcsin, arcsinh, arctan,  # noqa: E402,F401
                         arctanh, argwhere, block_diag, broadcast_shapes, broadcast_tensors, cartesian_prod,

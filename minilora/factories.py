@@ -16,6 +16,7 @@ fills set on ``Tensor`` (``normal_``, ``uniform_``, ``exponential_``, ``random_`
 numbers are torch's CPU numbers for the same seed: each calls the ``minilora.random.Generator``
 method that is torch's kernel (see random.py).
 """
+import builtins
 import contextlib
 import math
 import operator
@@ -1144,20 +1145,20 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
     return _Histogram(hist_t, edges_t)
 
 
-def _histogram_edges(input, values, bins, range):  # noqa: A002
+def _histogram_edges(input, values, bins, range, dim=0):  # noqa: A002
     """The bin edges: ``bins`` itself (a tensor of input's dtype), or ``bins + 1`` values of
-    ``linspace`` over the range (torch's checks, torch's messages)."""
+    ``linspace`` over the range (torch's checks, torch's messages; ``dim``: histogramdd's dimension)."""
     if isinstance(bins, Tensor):
         if bins.dtype != input.dtype:
             raise RuntimeError("torch.histogramdd: input tensor and bins tensors should have the same dtype, "
-                               f"but got input with dtype {_c_float(input.dtype)} and bins for dimension 0 "
+                               f"but got input with dtype {_c_float(input.dtype)} and bins for dimension {dim} "
                                f"with dtype {_c_float(bins.dtype)}")
         if bins.numel() < 2:
-            raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins.numel() - 1} for dimension 0")
+            raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins.numel() - 1} for dimension {dim}")
         return bins.detach().cpu().numpy().reshape(-1)
     _check_int(bins, "histogram", "bins", 2)
     if bins <= 0:
-        raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+        raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension {dim}")
     if range is not None:
         left, right = float(range[0]), float(range[1])
     elif values.size:
@@ -1165,11 +1166,11 @@ def _histogram_edges(input, values, bins, range):  # noqa: A002
     else:
         left, right = 0.0, 1.0
     if not (math.isfinite(left) and math.isfinite(right)):
-        raise RuntimeError(f"torch.histogramdd: dimension 0's range [{_c_number(left)}, {_c_number(right)}] "
+        raise RuntimeError(f"torch.histogramdd: dimension {dim}'s range [{_c_number(left)}, {_c_number(right)}] "
                            "is not finite")
     if left > right:
         raise RuntimeError(f"torch.histogramdd: min should not exceed max, but got min {_number(left)} max "
-                           f"{_number(right)} for dimension 0")
+                           f"{_number(right)} for dimension {dim}")
     if left == right:
         left, right = left - 0.5, right + 0.5
     return linspace(left, right, bins + 1, dtype=input.dtype).numpy()
@@ -1218,6 +1219,53 @@ def _histogram_bins(values, edges, local_search):
         position = np.searchsorted(edges, x, side="right") - 1
     position = np.where(position == n_edges - 1, position - 1, position)
     return np.where(inside, position, -1)
+
+
+_HistogramDD = return_types.make("histogramdd", ["hist", "bin_edges"])  # torch.return_types.histogramdd
+
+
+def histogramdd(input, bins=10, *, range=None, weight=None, density=False):  # noqa: A002
+    """``torch.histogramdd``: the histogram of ``input``'s rows, each a point in ``D = input.shape[-1]``
+    dimensions: ``(hist, bin_edges)``, ``hist`` of shape (bins_0, ..., bins_D-1), one tensor of edges a dimension.
+    ``bins`` an int for every dimension, one int a dimension or one tensor of edges a dimension; ``range`` a flat
+    list of D (min, max) pairs; each dimension binned as ``histogram`` bins (a point outside any is left out);
+    ``density`` divides by the total, then by each bin's width in each dimension, as torch's."""
+    if input.dtype not in (dtypes.float32, dtypes.float64):
+        raise NotImplementedError(f"\"histogramdd\" not implemented for '{dtypes.torch_name(input.dtype)}'")
+    if input.ndim < 2:
+        raise RuntimeError("torch.histogramdd: input tensor should have at least 2 dimensions")
+    no_forward_formula("aten::histogramdd", input, weight)
+    dims = input.shape[-1]
+    bins = [bins] * dims if isinstance(bins, int) else list(bins)
+    if len(bins) != dims:
+        raise RuntimeError("histogramdd: The size of bins must be equal to the innermost dimension of the input.")
+    if range is not None and len(range) != 2 * dims:
+        raise RuntimeError(f"torch.histogramdd: for a {dims}-dimensional histogram range should have {2 * dims} "
+                           f"elements, but got {len(range)}")
+    points = input.detach().cpu().numpy().reshape(-1, dims)
+    if weight is not None and tuple(weight.shape) != tuple(input.shape[:-1]):
+        raise RuntimeError("torch.histogramdd: if weight tensor is provided it should have the same shape as the "
+                           "input tensor excluding its innermost dimension, but got input with shape "
+                           f"{list(input.shape)} and weight with shape {list(weight.shape)}")
+    counts_weight = None if weight is None else _histogram_weight(input.detach()[..., 0], weight)
+    edges = [_histogram_edges(input, points[:, d], bins[d], None if range is None else range[2 * d:2 * d + 2], d)
+             for d in builtins.range(dims)]
+    positions = [_histogram_bins(points[:, d], edges[d], local_search=not isinstance(bins[d], Tensor))
+                 for d in builtins.range(dims)]
+    inside = np.logical_and.reduce([p >= 0 for p in positions]) if dims else np.ones(len(points), bool)
+    hist = np.zeros([len(e) - 1 for e in edges], dtype=input.dtype)  # (added to in the points' order)
+    np.add.at(hist, tuple(p[inside] for p in positions),
+              input.dtype.type(1) if counts_weight is None else counts_weight[inside])
+    if density:
+        hist = hist / hist.sum(dtype=input.dtype)
+        for d, e in enumerate(edges):
+            hist = hist / np.diff(e).reshape([-1 if k == d else 1 for k in builtins.range(dims)])
+    hist_t = _make(hist, input.dtype, input.device, False)
+    edges_t = [_make(e, input.dtype, input.device, False) for e in edges]
+    if input.requires_grad and _grad_enabled():
+        hist_t = _without_derivative(hist_t, input, "histogramdd")
+        edges_t = [_without_derivative(t, input, "histogramdd") for t in edges_t]
+    return _HistogramDD(hist_t, tuple(edges_t))
 
 
 # ---- in-place random fills: Tensor.normal_, uniform_, exponential_, random_, bernoulli_, ... -----

@@ -32,7 +32,6 @@ def key(op):
 
 # OpInfos minilora does not implement: ``minilora.<name>`` is refused by name (an AttributeError naming it)
 REFUSED = {
-    "histogramdd": "torch.histogramdd (several dims' histogram): not yet in minilora (torch.histogram and histc are)",
     "hash_tensor": "torch 2.9's tensor hashing (xor / sum of the bits): not a training or tutorial op",
     **{key(op): "torch.masked's prototype reductions with a mask argument: minilora has no torch.masked"
        for op in OPINFOS if op.name.startswith("masked.")},
