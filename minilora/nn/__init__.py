@@ -1,5 +1,5 @@
 """Layers and the Module system (``minilora.nn``), mirroring ``torch.nn``."""
-from . import functional, init, modules, utils
+from . import functional, init, modules, parameter, utils
 from .checkpointing import checkpoint
 from .layers import BCELoss, BCEWithLogitsLoss, Flatten, Softmax  # noqa: F401
 from .layers import (CosineSimilarity, HuberLoss, KLDivLoss, LeakyReLU, MultiheadAttention,  # noqa: F401
