@@ -819,8 +819,11 @@ SKIP.update({n: "torch's OpInfo database (round 14): tests/test_opinfo_shapes_r1
                  "expand_copy", "permute_copy", "resize_as_", "select_copy", "slice_copy", "split_copy",
                  "split_with_sizes_copy", "squeeze_copy", "t_copy", "transpose_copy", "unbind_copy", "unfold_copy",
                  "unsqueeze_copy", "view_copy"}})
-SKIP.update({n: "randomised low-rank SVD/PCA (round 14): tests/test_opinfo_linalg_r14.py runs op_db's samples, seeded"
-             for n in {"torch.svd_lowrank", "torch.pca_lowrank"} & shared_names() - set(SKIP)})
+SKIP.update({n: "randomised low-rank SVD/PCA, stft and its windows (round 14): tests/test_opinfo_linalg_r14.py runs "
+             "op_db's samples through them" for n in {
+                 "torch.svd_lowrank", "torch.pca_lowrank", "torch.stft", "torch.istft", "Tensor.stft", "Tensor.istft",
+                 "torch.hann_window", "torch.hamming_window", "torch.bartlett_window", "torch.blackman_window",
+                 "torch.kaiser_window"} & shared_names() - set(SKIP)})
 
 # test_fuzz_r5's tables draw these (gather, scatter, x[...], operators...): counted by drawing its OPS
 R5_SEEDS = range(40)

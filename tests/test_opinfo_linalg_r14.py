@@ -39,10 +39,10 @@ _MISSING_SPECIAL = ("airy_ai bessel_j0 bessel_j1 bessel_y0 bessel_y1 chebyshev_p
                     "shifted_chebyshev_polynomial_t shifted_chebyshev_polynomial_u shifted_chebyshev_polynomial_v "
                     "shifted_chebyshev_polynomial_w spherical_bessel_j0 erfcx").split()
 # OpInfos minilora does not run: each is refused, by a missing name (an AttributeError, as for any name minilora
-# lacks) -- no LoRA or tutorial code calls these
-REFUSED = {**{f"special.{name}": "not in minilora (torch.special's Bessel functions, orthogonal polynomials, "
-                                 "erfcx): AttributeError" for name in _MISSING_SPECIAL},
-           "stft": "not in minilora (audio): AttributeError", "istft": "not in minilora (audio): AttributeError"}
+# lacks: no LoRA or tutorial code calls these) or by name when called: {name: (exception, why)}
+REFUSED = {**{f"special.{name}": (AttributeError, "not in minilora (torch.special's Bessel functions, orthogonal "
+                                                  "polynomials, erfcx)") for name in _MISSING_SPECIAL},
+           "istft": (NotImplementedError, "stft's overlap-add inverse is not implemented (stft is)")}
 # dtypes minilora may refuse for an OpInfo torch runs in them: {name: (dtypes, exception, words in the message)}
 # (a sample either equals torch's answer or is refused so; e.g. matrix_power's positive powers of a complex
 # matrix are products and run, its negative ones need an inverse and are refused)
@@ -174,9 +174,9 @@ def _backward(op, lib, sample, convert):
 def test_opinfo_matches_torch_or_is_refused(op):
     name = op.name
     if name in REFUSED:
-        with pytest.raises(AttributeError, match=name.rsplit(".", 1)[-1]):
-            ml_fn = resolve(ml, name.rsplit(".", 1)[0]) if "." in name else ml
-            getattr(ml_fn, name.rsplit(".", 1)[-1])
+        with pytest.raises(REFUSED[name][0], match=name.rsplit(".", 1)[-1]):
+            function = getattr(resolve(ml, name.rsplit(".", 1)[0]) if "." in name else ml, name.rsplit(".", 1)[-1])
+            call_with(function, _samples(op, torch.complex128)[0], to_minilora)
         return
     ml_fn = _minilora_op(op)
     assert ml_fn is not None, f"minilora lacks {name}"
@@ -307,3 +307,15 @@ def test_vander_and_svd_lowrank_as_torch():
     u, s, v = ml.svd_lowrank(to_minilora(A), q=4)
     np.testing.assert_allclose(s.numpy(), S.numpy(), rtol=1e-12)
     np.testing.assert_allclose((u @ ml.diag(s) @ v.mT).numpy(), (U @ torch.diag(S) @ V.mT).numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["hann_window", "hamming_window", "bartlett_window", "blackman_window",
+                                  "kaiser_window"])
+def test_stft_window_factories(name):
+    """torch's window factories (stft's windows): ATen's own composition, periodic and symmetric; float64 to the
+    last bits, float32 within a float32 step (minilora's float32 cos and i0 are not SLEEF's)."""
+    for length, periodic, dtype in itertools.product((0, 1, 2, 7, 16), (True, False), (torch.float64, torch.float32)):
+        expected = getattr(torch, name)(length, periodic, dtype=dtype)
+        _close(getattr(ml, name)(length, periodic, dtype=to_minilora(dtype)), expected, f"{name}({length})", dtype)
+    with pytest.raises(RuntimeError, match=f"{name} expects floating point dtypes"):
+        getattr(ml, name)(4, dtype=ml.int64)

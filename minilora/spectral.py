@@ -1,0 +1,184 @@
+"""torch's short-time Fourier transform and its window factories: ``torch.stft`` / ``Tensor.stft`` and
+``torch.hann_window``, ``hamming_window``, ``bartlett_window``, ``blackman_window``, ``kaiser_window``, each the
+composition ATen runs (arange, then the same products and cosines in the window's dtype; frames of the padded
+signal times the window, then one real FFT), so the numbers are torch's up to its FFT's (MKL's) roundings.
+``torch.istft`` is not implemented and refused by name."""
+import math
+import warnings
+
+from . import dtypes, ops
+from .complex_numbers import fft, is_complex, rfft, view_as_real
+from .factories import empty, ones
+from .tensor import Tensor
+
+__all__ = ["stft", "istft", "hann_window", "hamming_window", "bartlett_window", "blackman_window", "kaiser_window"]
+
+
+# ---- window factories (ATen's TensorFactories.cpp) ---------------------------------------------------------
+def _window_start(name, window_length, dtype, device, requires_grad):
+    """ATen's ``window_function_checks`` and the two trivial windows; None where the formula runs."""
+    dtype = dtypes.get_default_dtype() if dtype is None else dtype
+    if not dtypes.is_floating(dtype):
+        raise RuntimeError(f"{name} expects floating point dtypes, got: {dtypes.torch_name(dtype)}")
+    if window_length < 0:
+        raise RuntimeError(f"{name} requires non-negative window_length, got window_length={window_length}")
+    if window_length == 0:
+        return dtype, empty((0,), dtype=dtype, device=device, requires_grad=requires_grad)
+    if window_length == 1:
+        return dtype, ones((1,), dtype=dtype, device=device, requires_grad=requires_grad)
+    return dtype, None
+
+
+def _arange(n, dtype, device):
+    from . import arange  # (the package's torch.arange, defined in minilora/__init__.py)
+    return arange(n, dtype=dtype, device=device)
+
+
+def _finished(window, periodic, requires_grad):
+    """A periodic window is the symmetric one of length + 1 without its last point."""
+    window = window[:-1] if periodic else window
+    return window.detach().requires_grad_(requires_grad)
+
+
+def hamming_window(window_length, periodic=True, alpha=0.54, beta=0.46, *, dtype=None, layout=None, device=None,
+                   requires_grad=False, pin_memory=None):
+    """``torch.hamming_window``: ``alpha - beta cos(2 pi n / (N - 1))``."""
+    dtype, trivial = _window_start("hamming_window", window_length, dtype, device, requires_grad)
+    if trivial is not None:
+        return trivial
+    n = window_length + 1 if periodic else window_length
+    window = _arange(n, dtype, device)
+    window = ops.add(ops.mul(ops.cos(ops.mul(window, math.pi * 2.0 / (n - 1))), -beta), alpha)
+    return _finished(window, periodic, requires_grad)
+
+
+def hann_window(window_length, periodic=True, *, dtype=None, layout=None, device=None, requires_grad=False,
+                pin_memory=None):
+    """``torch.hann_window``: ``hamming_window`` with alpha = beta = 1/2 (ATen's own definition)."""
+    trivial = _window_start("hann_window", window_length, dtype, device, requires_grad)[1]
+    if trivial is not None:
+        return trivial
+    return hamming_window(window_length, periodic, 0.5, 0.5, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def bartlett_window(window_length, periodic=True, *, dtype=None, layout=None, device=None, requires_grad=False,
+                    pin_memory=None):
+    """``torch.bartlett_window``: the triangle ``2 n / (N - 1)``, mirrored as ``2 - x`` past its middle."""
+    dtype, trivial = _window_start("bartlett_window", window_length, dtype, device, requires_grad)
+    if trivial is not None:
+        return trivial
+    n = window_length + 1 if periodic else window_length
+    window = ops.mul(_arange(n, dtype, device), 2.0 / (n - 1))
+    first_half = ((n - 1) >> 1) + 1
+    window = ops.cat([window[:first_half], ops.add(ops.mul(window[first_half:], -1), 2)])
+    return _finished(window, periodic, requires_grad)
+
+
+def blackman_window(window_length, periodic=True, *, dtype=None, layout=None, device=None, requires_grad=False,
+                    pin_memory=None):
+    """``torch.blackman_window``: ``0.42 - 0.5 cos(2 pi n / (N - 1)) + 0.08 cos(4 pi n / (N - 1))``."""
+    dtype, trivial = _window_start("blackman_window", window_length, dtype, device, requires_grad)
+    if trivial is not None:
+        return trivial
+    n = window_length + 1 if periodic else window_length
+    window = ops.mul(_arange(n, dtype, device), math.pi / (n - 1))
+    window = ops.add(ops.sub(ops.mul(ops.cos(ops.mul(window, 4)), 0.08), ops.mul(ops.cos(ops.mul(window, 2)), 0.5)),
+                     0.42)
+    return _finished(window, periodic, requires_grad)
+
+
+def kaiser_window(window_length, periodic=True, beta=12.0, *, dtype=None, layout=None, device=None,
+                  requires_grad=False, pin_memory=None):
+    """``torch.kaiser_window``: ``i0(beta sqrt(1 - ((n - a) / a)^2)) / i0(beta)``, a = (N - 1) / 2."""
+    dtype, trivial = _window_start("kaiser_window", window_length, dtype, device, requires_grad)
+    if trivial is not None:
+        return trivial
+    n = window_length + 1 if periodic else window_length
+    center = (n - 1) / 2.0
+    position = ops.div(ops.sub(_arange(n, dtype, device), center), center)
+    window = ops.div(ops.special.i0(ops.mul(ops.sqrt(ops.abs(ops.sub(1, ops.pow(position, 2)))), beta)),
+                     ops.special.i0(ops.add(ops.mul(position[:1], 0), beta)))
+    return _finished(window, periodic, requires_grad)
+
+
+# ---- the short-time Fourier transform ----------------------------------------------------------------------
+def _full_window(window, win_length, n_fft, like):
+    """The window centred in n_fft points (zeros around it), or the rectangle where none is given."""
+    left = (n_fft - win_length) // 2
+    if window is None:
+        if win_length == n_fft:
+            return None
+        window = ones((win_length,), dtype=like.dtype if not is_complex(like) else dtypes.float32,
+                      device=like.device)
+    if win_length == n_fft:
+        return window
+    return ops.nn.pad(window, [left, n_fft - win_length - left])
+
+
+def stft(input, n_fft, hop_length=None, win_length=None, window=None, center=True, pad_mode="reflect",
+         normalized=False, onesided=None, return_complex=None):
+    """``torch.stft``: frames of ``n_fft`` samples every ``hop_length`` (the signal padded by n_fft // 2 at both
+    ends with ``pad_mode`` when ``center``), each times the window, Fourier transformed: (freq, frames), a batch
+    in front for a 2-D input; ``normalized`` scales by n_fft^-1/2; real inputs give the non-negative
+    frequencies unless ``onesided=False``."""
+    if window is None:
+        warnings.warn("A window was not provided. A rectangular window will be applied,which is known to cause "
+                      "spectral leakage. Other windows such as torch.hann_window or torch.hamming_window are "
+                      "recommended to reduce spectral leakage.To suppress this warning and use a rectangular window, "
+                      "explicitly set `window=torch.ones(n_fft, device=<device>)`.", UserWarning, stacklevel=2)
+    complex_input = is_complex(input) or (window is not None and is_complex(window))
+    if return_complex is None:
+        if not complex_input:
+            raise RuntimeError("stft requires the return_complex parameter be given for real inputs, and will "
+                               "further require that return_complex=True in a future PyTorch release.")
+        return_complex = True
+    if not return_complex:
+        warnings.warn("stft with return_complex=False is deprecated. In a future pytorch release, stft will return "
+                      "complex tensors for all inputs, and return_complex=False will raise an error.\nNote: you can "
+                      "still call torch.view_as_real on the complex output to recover the old return format.",
+                      UserWarning, stacklevel=2)
+    if input.ndim not in (1, 2):
+        raise RuntimeError(f"stft: expected a 1D or 2D tensor, but got {input.ndim}D tensor")
+    if center:
+        signal_dim = input.ndim
+        padded = ops.nn.pad(input.reshape((1,) * (3 - signal_dim) + tuple(input.shape)), [n_fft // 2, n_fft // 2],
+                            pad_mode)
+        input = padded.reshape(padded.shape[-signal_dim:])
+    batched = input.ndim == 2
+    signal = input if batched else input.unsqueeze(0)
+    length = signal.shape[-1]
+    hop_length = n_fft // 4 if hop_length is None else hop_length
+    win_length = n_fft if win_length is None else win_length
+    if n_fft <= 0 or n_fft > length:
+        raise RuntimeError(f"stft: expected 0 < n_fft < {length}, but got n_fft={n_fft}")
+    if hop_length <= 0:
+        raise RuntimeError(f"stft: expected hop_length > 0, but got hop_length={hop_length}")
+    if win_length <= 0 or win_length > n_fft:
+        raise RuntimeError(f"stft: expected 0 < win_length <= n_fft, but got win_length={win_length}")
+    if window is not None and (window.ndim != 1 or window.shape[0] != win_length):
+        raise RuntimeError(f"stft: expected a 1D window tensor of size equal to win_length={win_length}, but got "
+                           f"window with size {list(window.shape)}")
+    frames = signal.unfold(-1, n_fft, hop_length)  # (batch, frames, n_fft)
+    full_window = _full_window(window, win_length, n_fft, signal)
+    if full_window is not None:
+        frames = ops.mul(frames, full_window)
+    norm = "ortho" if normalized else "backward"
+    onesided = not complex_input if onesided is None else onesided
+    if complex_input or not onesided:
+        spectrum = fft(frames, dim=-1, norm=norm)
+    else:
+        spectrum = rfft(frames, dim=-1, norm=norm)
+    spectrum = spectrum.transpose(1, 2)
+    if not batched:
+        spectrum = spectrum.squeeze(0)
+    return spectrum if return_complex else view_as_real(spectrum)
+
+
+def istft(input, n_fft, hop_length=None, win_length=None, window=None, center=True, normalized=False,
+          onesided=None, length=None, return_complex=False):
+    """``torch.istft`` (the overlap-add inverse): not implemented in minilora, refused by name."""
+    raise NotImplementedError("torch.istft is not implemented in minilora (its overlap-add inverse of stft); use "
+                              "torch for it")
+
+
+Tensor.stft, Tensor.istft = stft, istft
