@@ -1488,7 +1488,7 @@ class Tensor:
         if device is not None and device is not self._device:
             out = ops.to_device(out, device)
         if copy and out is self:
-            out = ops.clone(self, memory_format=memory_format)
+            out = name_node(ops.clone(self, memory_format=memory_format), "ToCopyBackward0")
         elif memory_format not in (None, factories.preserve_format) and (
                 out is not self or factories.suggested_format(self._array) is not memory_format):
             out = out.contiguous(memory_format=memory_format)  # (torch aliases self in its suggested format)
@@ -2280,10 +2280,13 @@ def _parse_to(args, kwargs):
     kwargs.pop("non_blocking", None)
     if kwargs:
         raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+    flags = [arg for arg in args if isinstance(arg, bool)]  # to(dtype, non_blocking, copy): the bools come last
+    if len(flags) == 2:
+        copy = flags[1]
     for arg in args:
         if isinstance(arg, Tensor):
             device, dtype = arg._device, arg.dtype
-        elif isinstance(arg, bool):  # to(dtype, non_blocking, copy): the bools come last
+        elif isinstance(arg, bool):
             continue
         elif _looks_like_dtype(arg):
             dtype = arg

@@ -229,7 +229,7 @@ def _t(self):
     """``x.t()``: a 2-D tensor transposed (0-D and 1-D returned as they are), as torch."""
     if self.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D")
-    return name_node(transpose(self, 0, 1), "TBackward0") if self.ndim == 2 else self
+    return name_node(transpose(self, 0, 1) if self.ndim == 2 else reshape(self, self.shape), "TBackward0")  # (a view)
 
 
 def _dims_method(name, fn):

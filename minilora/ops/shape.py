@@ -382,6 +382,8 @@ def flatten(input, start_dim=0, end_dim=-1):
                        input.ndim)
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    if start == end:  # (torch hands the tensor itself back: nothing to merge)
+        return input
     merged = math.prod(input.shape[start:end + 1])  # (not -1: NumPy cannot infer it when a size is 0)
     return reshape(input, input.shape[:start] + (merged,) + input.shape[end + 1:])
 
@@ -1491,8 +1493,10 @@ def _at_least(ndim, tensors):
     grown = []
     for t in flat:
         shape = t.shape
-        if len(shape) < ndim:
-            shape = {0: (1,) * ndim, 1: (1,) + shape + (1,) * (ndim - 2)}.get(len(shape), shape + (1,))
+        if len(shape) >= ndim:  # (torch hands the tensor itself back)
+            grown.append(t)
+            continue
+        shape = {0: (1,) * ndim, 1: (1,) + shape + (1,) * (ndim - 2)}.get(len(shape), shape + (1,))
         grown.append(reshape(t, shape))
     return tuple(grown) if many else grown[0]
 
