@@ -13,9 +13,15 @@ transformers takes (``remove_invalid_values``, ``encoder_no_repeat_ngram_size``,
 ``dola_layers`` or ``use_mtp`` with beams, ``speculation_type`` without an assistant) and refused in other words
 than transformers' (the methods transformers 5 moved to the Hub: its "requires `trust_remote_code=True`"
 ValueError; ``use_mtp``, ``token_healing``, ``assistant_early_exit``, a too short ``max_length``, greedy
-``num_return_sequences``).
+``num_return_sequences``); beam search broke ties (a forced eos list) by the lower id, not in torch.topk's order.
+
+The second half does the same for ``LlamaConfig``'s fields (models drawn from one seed: the same weights, the
+same logits; ``hidden_act`` other than silu was refused) and ``from_pretrained``'s keywords (``tie_word_embeddings``
+over a file with its own head was tied -- other logits, silently --; ``use_safetensors``, ``revision``,
+``ignore_mismatched_sizes``, ``from_tf`` and an unknown ``attn_implementation`` did not answer as transformers).
 """
 import copy
+import os
 import warnings
 
 import numpy as np
@@ -33,7 +39,7 @@ from test_llama import hf_model  # noqa: E402
 PROMPT = [[5, 9, 3, 17, 22], [7, 7, 4, 12, 30]]
 SCORE_TOLERANCE = 2e-5  # see the module docstring
 OUTPUTS = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
-MODES = {"greedy": {}, "sample": {"do_sample": True}, "beam": {"num_beams": 3}}
+MODES = {"greedy": {}, "sample": {"do_sample": True}, "beam": {"num_beams": 2}}
 
 # field: (value, mode, other options of the case); every field of GenerationConfig().to_dict()
 FIELDS = {
@@ -153,7 +159,7 @@ def _same(theirs, ours):
 
 
 def _both(models, spelling, mode, options):
-    call = dict(OUTPUTS, max_new_tokens=6)
+    call = dict(OUTPUTS, max_new_tokens=4)
     if "max_length" in options or "max_new_tokens" in options:
         call.pop("max_new_tokens")
     if spelling != "keyword":  # (the call's keywords would win over the config's)
@@ -239,3 +245,146 @@ def test_float64_scores_as_transformers():
     for a, b in zip(ours.scores, theirs.scores):
         a, b = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)  # (scores are float32 in both: one rounding)
+
+
+# ==================================================================================================
+# LlamaConfig field by field, and from_pretrained's keywords, as transformers 5.25 users pass them
+# ==================================================================================================
+# field: a value a user sets (every field of LlamaConfig().to_dict()); the models are drawn from the same seed
+# in float32 (transformers' _init_weights: the same numbers), then run on the same weights
+CONFIG_FIELDS = {
+    "architectures": ["LlamaForCausalLM"], "output_hidden_states": True, "return_dict": True, "dtype": "float32",
+    "chunk_size_feed_forward": 2, "is_encoder_decoder": False, "id2label": {0: "a", 1: "b", 2: "c"},
+    "label2id": {"a": 0}, "problem_type": "regression", "vocab_size": 50, "hidden_size": 24, "intermediate_size": 7,
+    "num_hidden_layers": 3, "num_attention_heads": 8, "num_key_value_heads": 1, "hidden_act": "gelu",
+    "max_position_embeddings": 4, "initializer_range": 0.5, "rms_norm_eps": 1e-2, "use_cache": False,
+    "pad_token_id": 36, "bos_token_id": None, "eos_token_id": [2, 3], "pretraining_tp": 2, "tie_word_embeddings": True,
+    "rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                        "original_max_position_embeddings": 16, "rope_theta": 10000.0},
+    "attention_bias": True, "attention_dropout": 0.1, "mlp_bias": True, "head_dim": 2, "_name_or_path": "x",
+    "model_type": "llama", "output_attentions": True, "transformers_version": "5.25.0"}
+ACTIVATIONS = ["gelu_pytorch_tanh", "gelu_new", "quick_gelu", "relu", "relu2", "relu6", "leaky_relu", "tanh",
+               "sigmoid", "mish", "hardswish", "linear", "swish"]
+FORWARD_TOLERANCE = 1e-4  # float32 logits of models whose matmuls sum in another order (largest seen: 2e-6)
+
+
+def _drawn_twins(**changes):
+    """transformers' and minilora's float32 Llama drawn from seed 0 (transformers' init), on its weights."""
+    config = dict(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config.update(changes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config)).eval()
+        ml.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**config), dtype="float32").eval()
+    return reference, model
+
+
+def _logits(model, ids):
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        logits = model(torch.tensor(ids) if isinstance(model, torch.nn.Module) else np.array(ids)).logits
+    return np.asarray(logits.numpy(), dtype=np.float64)
+
+
+def test_every_llama_config_field_is_surveyed():
+    assert set(transformers.LlamaConfig().to_dict()) == set(CONFIG_FIELDS)
+
+
+@pytest.mark.parametrize("changes", [{name: value} for name, value in sorted(CONFIG_FIELDS.items())
+                                     if name != "transformers_version"] +
+                         [{"hidden_act": name} for name in ACTIVATIONS], ids=str)
+def test_each_llama_config_field_draws_and_computes_as_transformers(changes):
+    """hidden_act other than silu was refused ("Llama uses hidden_act='silu'"); transformers computes
+    ACT2FN[hidden_act](gate) * up. The rest agreed already and stays so."""
+    reference, model = _drawn_twins(**changes)
+    theirs = {name: value.numpy() for name, value in reference.state_dict().items()}
+    ours = {name: value.numpy() for name, value in model.state_dict().items()}
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    for ids in ([[5, 9, 3, 17, 22, 30, 1, 8]], [[5, 9, 3] * 8]):  # (the second runs past 4 positions)
+        np.testing.assert_allclose(_logits(model, ids), _logits(reference, ids), atol=FORWARD_TOLERANCE)
+
+
+def test_activations_transformers_has_and_minilora_lacks_are_refused_by_name():
+    with pytest.raises(NotImplementedError, match="hidden_act='gelu_fast'"):
+        _drawn_twins(hidden_act="gelu_fast")
+    with pytest.raises(KeyError):  # (transformers' ACT2FN KeyError for a name it does not know either)
+        _drawn_twins(hidden_act="no_such_activation")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Checkpoint folders transformers wrote: safetensors; torch.save's .bin only; a vocabulary of 40."""
+    root = tmp_path_factory.mktemp("folders")
+    reference = hf_model(transformers, _config(), dtype="float32", seed=2)
+    reference.save_pretrained(root / "safetensors")
+    reference.save_pretrained(root / "bin")
+    (root / "bin" / "model.safetensors").unlink()
+    torch.save(reference.state_dict(), root / "bin" / "pytorch_model.bin")
+    hf_model(transformers, _config(vocab_size=40), dtype="float32", seed=3).save_pretrained(root / "vocab40")
+    return {path.name: str(path) for path in root.iterdir()}
+
+
+LOADING = {  # id: (folder, keywords)
+    "tie_word_embeddings over an untied file": ("safetensors", dict(tie_word_embeddings=True)),
+    "use_safetensors=True": ("safetensors", dict(use_safetensors=True)),
+    "use_safetensors=True without the file": ("bin", dict(use_safetensors=True)),
+    "use_safetensors=False": ("bin", dict(use_safetensors=False)),
+    "use_safetensors=False without the .bin": ("safetensors", dict(use_safetensors=False)),
+    "revision of a local folder": ("safetensors", dict(revision="v2")),
+    "attn_implementation unknown": ("safetensors", dict(attn_implementation="bogus")),
+    "ignore_mismatched_sizes, nothing mismatched": ("safetensors", dict(ignore_mismatched_sizes=True)),
+    "ignore_mismatched_sizes, the vocabulary": ("vocab40", dict(vocab_size=37, ignore_mismatched_sizes=True)),
+    "a mismatched vocabulary": ("vocab40", dict(vocab_size=37)),
+    "from_tf (unused in transformers 5)": ("safetensors", dict(from_tf=True)),
+    "hidden_act override": ("safetensors", dict(hidden_act="gelu_pytorch_tanh")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOADING))
+def test_from_pretrained_keywords_as_transformers(folders, case):
+    """The same model (weights, redrawn rows, the global stream after), logits and loading info -- or the same
+    error type. minilora had tied the head to the embeddings when transformers keeps a file's own head (other
+    logits, silently), refused use_safetensors=False, revision, ignore_mismatched_sizes and from_tf, and read a
+    .bin under use_safetensors=True."""
+    folder, options = LOADING[case]
+    results = []
+    for library, load in (("hf", transformers.LlamaForCausalLM.from_pretrained),
+                          ("ml", LlamaForCausalLM.from_pretrained)):
+        torch.manual_seed(5)
+        ml.manual_seed(5)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model, info = load(folders[folder], output_loading_info=True, **options)
+            results.append((model, info, float(torch.randn(()) if library == "hf" else ml.randn(()))))
+        except Exception as exc:  # noqa: BLE001 -- compared: both must raise alike
+            results.append(exc)
+    theirs, ours = results
+    if isinstance(theirs, Exception):
+        assert isinstance(ours, RuntimeError if isinstance(theirs, RuntimeError) else type(theirs)), (theirs, ours)
+        return
+    assert not isinstance(ours, Exception), ours
+    weights = {name: value.numpy() for name, value in ours[0].state_dict().items()}
+    assert all(np.array_equal(value.numpy(force=True), weights[name])
+               for name, value in theirs[0].state_dict().items())
+    assert ours[2] == theirs[2]  # (the draws after: the same stream)
+    assert _plain(ours[1]) == _plain(theirs[1])
+    np.testing.assert_allclose(_logits(ours[0], PROMPT), _logits(theirs[0], PROMPT), atol=FORWARD_TOLERANCE)
+
+
+def _plain(info):
+    """A loading report with each mismatched key's shapes as tuples (torch.Size / minilora.Size alike)."""
+    return {name: {(key[0], tuple(key[1]), tuple(key[2])) if isinstance(key, tuple) else key for key in keys}
+            for name, keys in info.items()}
+
+
+def test_use_safetensors_false_with_both_files_is_refused(folders, tmp_path):
+    """transformers reads the .bin there; minilora reads one layout per folder: refused by name."""
+    import shutil
+    shutil.copytree(folders["bin"], tmp_path, dirs_exist_ok=True)
+    shutil.copy(os.path.join(folders["safetensors"], "model.safetensors"), tmp_path)
+    with pytest.raises(NotImplementedError, match="use_safetensors=False"):
+        LlamaForCausalLM.from_pretrained(str(tmp_path), use_safetensors=False)

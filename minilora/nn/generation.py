@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import ops
 from .. import random as _random
+from .. import std_sort
 from ..tensor import Tensor, no_grad
 from .outputs import ModelOutput
 
@@ -1367,7 +1368,8 @@ class _BeamSampling:
         """transformers' multinomial(softmax(totals), keep), then those candidates ordered by their totals."""
         from ..factories import _draw_by_exponential_race
         drawn = _draw_by_exponential_race(_random.resolve(self.rng), _softmax(totals), keep)
-        return np.take_along_axis(drawn, _top(np.take_along_axis(totals, drawn, axis=1), keep), axis=1)
+        order = std_sort.sort_order(np.take_along_axis(totals, drawn, axis=1), descending=True)  # (torch.sort's)
+        return np.take_along_axis(drawn, order, axis=1)
 
 
 def _beam_sampling(do_sample, rng, **warpers):
@@ -1540,8 +1542,10 @@ def _ended(sequences, eos, stops, max_length):
 
 
 def _top(values, k):
-    """Indices of the ``k`` largest values of each row, largest first (ties: the lower index first)."""
-    return np.argsort(-values, axis=1, kind="stable")[:, :k]
+    """``torch.topk(values, k)``'s indices: the ``k`` largest values of each row, largest first, equal ones in
+    torch's CPU order (std_sort; a forced eos list ties its ids: transformers' beam then ends on the one torch
+    puts first, not the lower id)."""
+    return std_sort.topk_order(values, k, largest=True, sorted=True)
 
 
 def _log_softmax(logits):

@@ -30,13 +30,17 @@ import numpy as np
 from .. import amp, dtypes, forward_ad, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, read_checkpoint_shapes, read_weights_header, save_file, save_json)
+from ..checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from ..checkpoint import _layout as _checkpoint_layout
 from ..checkpoint import naming_the_file as _naming_the_file
 from ..factories import randn
 from ..ops.nn import FLASH_ATTENTION_CPU, binary_cross_entropy_with_logits, mse_loss
 from ..random import fork_rng
+from ..size import Size as _Size
 from ..tensor import Tensor, _host, _to_dtype, is_grad_enabled
 from . import generation, init
 from .checkpointing import checkpoint
+from . import layers as _layers
 from .layers import Dropout, Embedding, Linear, RMSNorm, SiLU
 from .module import Module, ModuleList, StateDictError
 from .outputs import ModelOutput as _ModelOutput
@@ -140,8 +144,6 @@ class LlamaConfig:
                              f"num_key_value_heads {self.num_key_value_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
-        if self.hidden_act != "silu":
-            raise ValueError(f"Llama uses hidden_act='silu', got {self.hidden_act!r}")
         self.rope_scaling = _checked_rope_scaling(self.rope_scaling, self.max_position_embeddings)
 
     _DERIVED = ("architectures", "model_type", "rope_parameters", "dtype", "torch_dtype",
@@ -382,7 +384,7 @@ def _check_field_types(config):
             raise _field_error(name, value, "a token id (an integer) or null" +
                                (", or a list of token ids" if name == "eos_token_id" else ""))
     if not isinstance(config.hidden_act, str):
-        raise _field_error("hidden_act", config.hidden_act, "the string 'silu'")
+        raise _field_error("hidden_act", config.hidden_act, "an activation's name, such as 'silu'")
     if config.rope_scaling is not None and not isinstance(config.rope_scaling, dict):
         raise _field_error("rope_scaling", config.rope_scaling, "an object or null")
     if not isinstance(config.extra, dict):
@@ -750,6 +752,48 @@ class SiLUActivation(SiLU):
     """``silu(x)`` under transformers' name, so that ``print(model)`` lists ``(act_fn): SiLUActivation()``."""
 
 
+class _Formula(Module):
+    """One of transformers' activations written as a formula of minilora ops (its own forward's order)."""
+
+    def __init__(self, name, formula):
+        super().__init__()
+        self.name, self.formula = name, formula
+
+    def forward(self, x):
+        return self.formula(x)
+
+    def extra_repr(self):
+        return self.name
+
+
+def _new_gelu(x):  # transformers' NewGELUActivation (GPT-2's tanh approximation, written out)
+    return 0.5 * x * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.pow(x, 3.0))))
+
+
+# transformers' ACT2FN names for config.hidden_act that minilora's layers compute (torch's modules, or the formula
+# transformers writes); its other names are refused by name (_activation)
+_ACTIVATIONS = {
+    "silu": SiLUActivation, "swish": SiLUActivation, "gelu": lambda: _layers.GELU(),
+    "gelu_pytorch_tanh": lambda: _layers.GELU(approximate="tanh"), "gelu_new": lambda: _Formula("gelu_new", _new_gelu),
+    "quick_gelu": lambda: _Formula("quick_gelu", lambda x: x * ops.sigmoid(1.702 * x)),
+    "relu2": lambda: _Formula("relu2", lambda x: ops.square(ops.relu(x))),
+    "relu": lambda: _layers.ReLU(), "relu6": lambda: _layers.ReLU6(), "leaky_relu": lambda: _layers.LeakyReLU(),
+    "tanh": lambda: _layers.Tanh(), "sigmoid": lambda: _layers.Sigmoid(), "mish": lambda: _layers.Mish(),
+    "hardswish": lambda: _layers.Hardswish(), "linear": lambda: _layers.Identity()}
+_TRANSFORMERS_ONLY_ACTIVATIONS = ("gelu_10", "gelu_accurate", "gelu_fast", "gelu_python", "gelu_python_tanh", "laplace",
+                                  "prelu", "sqrtsoftplus", "xielu")
+
+
+def _activation(name):
+    """transformers' ``ACT2FN[config.hidden_act]``: a name it lacks is its KeyError, one minilora lacks is refused."""
+    if name in _ACTIVATIONS:
+        return _ACTIVATIONS[name]()
+    if name in _TRANSFORMERS_ONLY_ACTIVATIONS:
+        raise NotImplementedError(f"hidden_act={name!r} is not implemented in minilora; its activations are "
+                                  f"{sorted(_ACTIVATIONS)}")
+    raise KeyError(name)
+
+
 class LlamaMLP(Module):
     """SwiGLU feed-forward: ``down_proj(silu(gate_proj(x)) * up_proj(x))``.
 
@@ -761,9 +805,11 @@ class LlamaMLP(Module):
         self.gate_proj = Linear(hidden, inner, bias=bias["gate_proj"], dtype=dtype, device=device)
         self.up_proj = Linear(hidden, inner, bias=bias["up_proj"], dtype=dtype, device=device)
         self.down_proj = Linear(inner, hidden, bias=bias["down_proj"], dtype=dtype, device=device)
-        self.act_fn = SiLUActivation()  # transformers' ACT2FN["silu"]; forward fuses it into ops.swiglu
+        self.act_fn = _activation(config.hidden_act)  # transformers' ACT2FN; silu: forward fuses it into ops.swiglu
 
     def forward(self, x):
+        if not isinstance(self.act_fn, SiLUActivation):  # another config.hidden_act: act(gate) * up, as there
+            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
         # EXERCISE 2.6: the SwiGLU feed-forward of the class docstring, from gate_proj, up_proj and down_proj
         # BEGIN SOLUTION
         return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
@@ -999,7 +1045,20 @@ def _attention_bias(attention_mask, shape, past, dtype, xp, implementation=None,
 _ATTENTION_KINDS = (None, "eager", "sdpa")  # None: transformers' default, "sdpa"
 
 
+# transformers' other attn_implementation names (ALL_ATTENTION_FUNCTIONS): kernels minilora does not compute; any
+# other name is transformers' ValueError (a Hub kernel, "org/repo", is refused as minilora never downloads code)
+_OTHER_ATTENTION_KINDS = ("flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention",
+                          "paged|eager", "paged|sdpa", "paged|flash_attention_2")
+
+
 def _attention_kind(implementation):
+    if implementation not in _ATTENTION_KINDS and implementation not in _OTHER_ATTENTION_KINDS and \
+            "/" not in str(implementation):
+        raise ValueError(f'Specified `attn_implementation="{implementation}"` is not supported. The only possible '
+                         'arguments are `attn_implementation="eager"`, `"paged|eager"`, `"attn_implementation='
+                         'flash_attention_2"`, `"attn_implementation=flash_attention_3"`, `"attn_implementation='
+                         'flash_attention_4"`, `"attn_implementation=flex_attention"`, `"attn_implementation=sdpa"` '
+                         "(minilora computes 'eager' and 'sdpa')")
     if implementation not in _ATTENTION_KINDS:
         raise NotImplementedError(f"attn_implementation={implementation!r}: minilora computes transformers' "
                                   "'eager' and 'sdpa' attention (pass one of those, or leave it unset)")
@@ -1181,13 +1240,14 @@ def _device_from_map(device, device_map):
 
 
 # transformers' from_pretrained options for the Hub: nothing to do for a local folder
-_HUB_OPTIONS = ("cache_dir", "force_download", "token", "proxies", "weights_only", "disable_mmap", "tqdm_class")
+_HUB_OPTIONS = ("cache_dir", "force_download", "token", "proxies", "weights_only", "disable_mmap", "tqdm_class",
+                "mirror", "_fast_init", "from_tf", "from_flax", "offload_state_dict")  # (the last: unused in 5.x)
 # transformers' loading options minilora does not implement -> transformers' default (the only value taken)
 _UNSUPPORTED_LOADING = {"quantization_config": None, "gguf_file": None, "variant": None, "tp_plan": None,
                         "tp_size": None, "device_mesh": None, "state_dict": None, "key_mapping": None,
                         "adapter_kwargs": None, "adapter_name": None, "offload_folder": None,
                         "offload_buffers": False, "max_memory": None, "use_kernels": False, "fusion_config": None,
-                        "ignore_mismatched_sizes": False, "load_in_8bit": False, "load_in_4bit": False}
+                        "load_in_8bit": False, "load_in_4bit": False}
 
 
 def _config_to_load(model_class, path, config, overrides):
@@ -1229,14 +1289,27 @@ def _without_layers_past(state, num_layers):
     return {k: v for k, v in state.items() if layer_of(k) < num_layers}
 
 
-def _check_loading_options(attn_implementation, use_safetensors, revision):
+def _check_loading_options(path, attn_implementation, use_safetensors):
+    """(``revision`` names a Hub commit: transformers loads a local folder as it is whatever it says, so here.)"""
     _attention_kind(attn_implementation)
-    if use_safetensors is False:
-        raise NotImplementedError("use_safetensors=False: minilora reads model.safetensors when the folder has "
-                                  "one, pytorch_model.bin otherwise (transformers' default order); preferring the "
-                                  ".bin is not supported")
-    if revision not in (None, "main"):
-        raise NotImplementedError(f"revision={revision!r}: minilora loads a local folder as it is (no Hub revisions)")
+    _check_weights_format(os.fspath(path), use_safetensors)
+
+
+def _check_weights_format(path, use_safetensors):
+    """``use_safetensors``: True needs the safetensors file, False the torch.save one (pytorch_model.bin), each
+    transformers' OSError when the folder lacks it; None takes safetensors first, as there."""
+    if use_safetensors is None or not os.path.isdir(path):
+        return
+    single, index = _checkpoint_layout(path)
+    safetensors = (single or index or "").endswith((".safetensors", ".safetensors.index.json"))
+    if use_safetensors is True and not safetensors:
+        raise OSError(f"Error no file named model.safetensors found in directory {path}.")
+    if use_safetensors is False and safetensors:
+        if not any(os.path.isfile(os.path.join(path, name)) for name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)):
+            raise OSError(f"Error no file named model.safetensors, or pytorch_model.bin, found in directory {path}.")
+        raise NotImplementedError(f"use_safetensors=False on {path}, which holds both model.safetensors and "
+                                  "pytorch_model.bin: transformers reads the .bin, minilora reads the safetensors "
+                                  "file; load a folder holding only the .bin")
 
 
 def _dtype_argument(path, dtype, torch_dtype):
@@ -1549,7 +1622,7 @@ class LlamaForCausalLM(Module):
     def from_pretrained(cls, path, dtype="auto", device=None, torch_dtype=None, *, config=None, device_map=None,
                         attn_implementation=None, low_cpu_mem_usage=None, local_files_only=None,
                         trust_remote_code=None, use_safetensors=None, revision=None, subfolder="",
-                        output_loading_info=False, **config_overrides):
+                        output_loading_info=False, ignore_mismatched_sizes=False, **config_overrides):
         """Load a Hugging Face-format folder: config.json + model.safetensors (or its shards).
 
         transformers' loading options as tutorials pass them: ``device_map`` ("auto": the default
@@ -1557,8 +1630,9 @@ class LlamaForCausalLM(Module):
         devices is refused), ``attn_implementation`` "eager" or "sdpa" (transformers' default; they
         differ only for a query that may see no key, as the padding before a left-padded row's first token);
         ``low_cpu_mem_usage``, ``local_files_only`` and ``trust_remote_code`` change nothing (a local
-        folder, read once, no code in it); ``use_safetensors=False`` and a ``revision`` other than
-        "main" are refused (minilora reads the folder's safetensors as they are).
+        folder, read once, no code in it; ``revision`` too, as transformers takes a local folder as it is);
+        ``use_safetensors`` True / False need model.safetensors / pytorch_model.bin (transformers' OSError);
+        ``attn_implementation`` names transformers lacks are its ValueError.
 
         Weights are cast to ``dtype`` (a name, ``minilora.bfloat16`` or ``torch.bfloat16``);
         ``"auto"`` keeps the checkpoint's dtype (a bfloat16 checkpoint stays bfloat16; only
@@ -1573,31 +1647,39 @@ class LlamaForCausalLM(Module):
         later layers are left out, as transformers leaves them; ``output_loading_info=True`` returns
         ``(model, info)`` with them as ``unexpected_keys``); the Hub's options (``cache_dir``, ``token``,
         ``force_download``, ``proxies``) change nothing for a local folder, ``subfolder`` is a folder
-        inside it, and options minilora does not implement (``quantization_config``, ``variant``,
-        ``ignore_mismatched_sizes=True``, ...) are refused by name; any other keyword is transformers'
+        inside it, ``ignore_mismatched_sizes=True`` draws the modules whose weights do not fit anew (N(0,
+        initializer_range) from the global stream, as transformers, which reports them as ``mismatched_keys``),
+        and options minilora does not implement (``quantization_config``, ``variant``, ...) are refused by name; any other keyword is transformers'
         TypeError from the model's ``__init__``.
         """
         path = os.path.join(os.fspath(path), subfolder) if subfolder else path
         config_file = os.path.join(os.fspath(path), "config.json") if config is None else "the config passed"
         config = _config_to_load(cls, path, config, config_overrides)  # first: a missing folder is named as such
         device = _device_from_map(device, device_map)
-        _check_loading_options(attn_implementation, use_safetensors, revision)
+        _check_loading_options(path, attn_implementation, use_safetensors)
         dtype = _dtype_argument(path, dtype, torch_dtype)
-        _check_checkpoint_fits(path, config, cls.__name__)  # from the file headers, before allocating anything
+        # from the file headers, before allocating anything
+        mismatched = _check_checkpoint_fits(path, config, cls.__name__, ignore_mismatched_sizes)
         everything = load_checkpoint(path)
         state = _without_layers_past(everything, config.num_hidden_layers)
-        if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
-            # transformers leaves the tied head out of the file (and ignores it when present)
+        state = {name: value for name, value in state.items() if name not in {key for key, _, _ in mismatched}}
+        untied = _untied_in_the_file(config, state)
+        if config.tie_word_embeddings and "model.embed_tokens.weight" in state and not untied:
+            # transformers leaves the tied head out of the file (and ignores it when it holds the same values)
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
         # (the weights are read, not drawn: the global stream stays as it was, as transformers'; a value the
         # config alone cannot refuse, a pad_token_id past the vocabulary, is refused by the layer: name the file)
         with fork_rng(), _naming_the_file(config_file):
             model = cls(config, dtype=_to_dtype(dtype))
+            if untied:  # the head gets a matrix of its own, as transformers then leaves the two apart
+                model.lm_head.weight = type(model.lm_head.weight)(model.lm_head.weight.detach().clone())
         try:
-            model.load_state_dict(state)  # strict: lists missing, unexpected and mis-shaped keys
+            model.load_state_dict(state, strict=not mismatched)  # strict: lists missing, unexpected, mis-shaped keys
         except StateDictError as exc:
             exc.args = (f"{os.fspath(path)}: {exc.args[0]}",)
             raise
+        owners = {name.rpartition(".")[0] for name, _, _ in mismatched}  # drawn anew, in the model's module order
+        _init_weights([module for name, module in model.named_modules() if name in owners], config.initializer_range)
         model.name_or_path = os.fspath(path)  # as transformers: an adapter records it as its base model
         if attn_implementation is None and model.config.extra.get("output_attentions"):
             attn_implementation = "eager"  # transformers' choice: sdpa computes no weights to output
@@ -1606,8 +1688,8 @@ class LlamaForCausalLM(Module):
         model.generation_config = _generation_config(path)
         model = model.to(device=device) if device is not None else model
         if output_loading_info:  # transformers' report: here only the layers a smaller config left out
-            return model, {"missing_keys": set(), "unexpected_keys": set(everything) - set(state),
-                           "mismatched_keys": set(), "error_msgs": []}
+            return model, {"missing_keys": set(), "unexpected_keys": set(everything) - set(state) - {k for k, _, _ in mismatched},
+                           "mismatched_keys": set(mismatched), "error_msgs": []}
         return model
 
     def save_pretrained(self, save_directory, is_main_process=True, state_dict=None, push_to_hub=False,
@@ -1732,10 +1814,23 @@ def _refuse_integer_weights(path):
                                       "which minilora does not read)")
 
 
-def _check_checkpoint_fits(path, config, model_name="LlamaForCausalLM"):
+def _untied_in_the_file(config, state):
+    """transformers 5 ties the head to the embeddings only when the file's two matrices agree: a checkpoint saved
+    untied keeps its own head even under ``tie_word_embeddings=True`` (a config override, say), with its warning."""
+    head, embeddings = state.get("lm_head.weight"), state.get("model.embed_tokens.weight")
+    if not config.tie_word_embeddings or head is None or embeddings is None or np.array_equal(head, embeddings):
+        return False
+    warnings.warn("The tied weights mapping and config for this model specifies to tie model.embed_tokens.weight to "
+                  "lm_head.weight, but both are present in the checkpoints with different values, so we will NOT tie "
+                  "them. You should update the config with `tie_word_embeddings=False` to silence this warning.")
+    return True
+
+
+def _check_checkpoint_fits(path, config, model_name="LlamaForCausalLM", ignore_mismatched_sizes=False):
     """Compare the checkpoint's tensor names and shapes (read from the file headers only) with the
     model ``config`` describes, so a mismatch -- ``{}`` as config.json means Llama-7B -- is refused
-    before gigabytes of weights are allocated. Raises ``StateDictError`` like ``load_state_dict``."""
+    before gigabytes of weights are allocated. Raises ``StateDictError`` like ``load_state_dict``; with
+    ``ignore_mismatched_sizes`` returns the mis-shaped keys instead, as transformers' ``mismatched_keys``."""
     _refuse_integer_weights(path)
     found = _without_layers_past(read_checkpoint_shapes(path), config.num_hidden_layers)
     # one layer past the checkpoint's last is enough to name what is missing (and never loops 2**70 times)
@@ -1747,11 +1842,14 @@ def _check_checkpoint_fits(path, config, model_name="LlamaForCausalLM"):
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     mismatched = [(k, found[k], expected[k]) for k in expected if k in found and found[k] != expected[k]]
+    if ignore_mismatched_sizes and not missing and not unexpected:
+        return {(k, _Size(ckpt), _Size(model)) for k, ckpt, model in mismatched}  # (name, file's shape, model's)
     if missing or unexpected or mismatched:
         error = StateDictError(missing, unexpected, mismatched, model_name)
         error.args = (f"{os.fspath(path)}: {error.args[0]} (compared from the file headers with its "
                       "config.json, before loading any weights)",)
         raise error
+    return set()
 
 
 
