@@ -1,13 +1,13 @@
-"""torch's short-time Fourier transform and its window factories: ``torch.stft`` / ``Tensor.stft`` and
+"""torch's short-time Fourier transform, its inverse and its window factories: ``torch.stft`` / ``istft`` and
 ``torch.hann_window``, ``hamming_window``, ``bartlett_window``, ``blackman_window``, ``kaiser_window``, each the
 composition ATen runs (arange, then the same products and cosines in the window's dtype; frames of the padded
-signal times the window, then one real FFT), so the numbers are torch's up to its FFT's (MKL's) roundings.
-``torch.istft`` is not implemented and refused by name."""
+signal times the window, then one real FFT; istft's overlap-add), so the numbers are torch's up to its FFT's
+(MKL's) roundings."""
 import math
 import warnings
 
 from . import dtypes, ops
-from .complex_numbers import fft, is_complex, rfft, view_as_real
+from .complex_numbers import fft, ifft, irfft, is_complex, rfft, view_as_real
 from .factories import empty, ones
 from .tensor import Tensor
 
@@ -174,11 +174,72 @@ def stft(input, n_fft, hop_length=None, win_length=None, window=None, center=Tru
     return spectrum if return_complex else view_as_real(spectrum)
 
 
+def _overlap_added(frames, hop_length):
+    """Frames (batch, n_frames, n_fft) summed into one signal, frame k starting at k * hop_length (ATen's col2im)."""
+    batch, n_frames, n_fft = frames.shape
+    length = n_fft + hop_length * (n_frames - 1)
+    positions = ops.add(ops.mul(_arange(n_frames, dtypes.int64, frames.device).unsqueeze(1), hop_length),
+                        _arange(n_fft, dtypes.int64, frames.device)).reshape(-1)
+    total = ops.mul(frames.reshape(batch, n_frames * n_fft)[:, :1], 0).expand(batch, length)
+    return total.index_add(1, positions, frames.reshape(batch, n_frames * n_fft))
+
+
 def istft(input, n_fft, hop_length=None, win_length=None, window=None, center=True, normalized=False,
           onesided=None, length=None, return_complex=False):
-    """``torch.istft`` (the overlap-add inverse): not implemented in minilora, refused by name."""
-    raise NotImplementedError("torch.istft is not implemented in minilora (its overlap-add inverse of stft); use "
-                              "torch for it")
+    """``torch.istft``: stft's inverse -- each frame's inverse FFT times the window, overlap-added and divided by
+    the overlap-added squared window (which must not vanish: torch's error), cut as stft padded (``center``) or
+    to ``length``."""
+    if not is_complex(input):
+        raise RuntimeError("istft requires a complex-valued input tensor matching the output from stft with "
+                           "return_complex=True.")
+    if window is None:
+        warnings.warn("A window was not provided. A rectangular window will be applied.Please provide the same "
+                      "window used by stft to make the inversion lossless.To suppress this warning and use a "
+                      "rectangular window, explicitly set `window=torch.ones(n_fft, device=<device>)`.", UserWarning,
+                      stacklevel=2)
+    hop_length = n_fft // 4 if hop_length is None else hop_length
+    win_length = n_fft if win_length is None else win_length
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"istft: expected a tensor with 2 or 3 dimensions of complex, but got {input.ndim}")
+    spectrum = input.unsqueeze(0) if input.ndim == 2 else input
+    fft_size = spectrum.shape[-2]
+    onesided = fft_size != n_fft if onesided is None else onesided
+    if onesided and n_fft // 2 + 1 != fft_size:
+        raise RuntimeError(f"istft: expected the frequency dimension (3rd to the last) of the input tensor to match "
+                           f"n_fft / 2 + 1 when onesided=True, but got {fft_size}")
+    if not onesided and n_fft != fft_size:
+        raise RuntimeError(f"istft: expected the frequency dimension (3rd to the last) of the input tensor to match "
+                           f"n_fft when onesided=False, but got {fft_size}")
+    if not 0 < hop_length <= win_length or not 0 < win_length <= n_fft:
+        raise RuntimeError("istft: expected 0 < hop_length <= win_length <= n_fft")
+    real_dtype = dtypes.float64 if spectrum.dtype.itemsize == 16 else dtypes.float32  # (complex128 -> float64)
+    full_window = _full_window(window, win_length, n_fft, ones((1,), dtype=real_dtype, device=input.device))
+    if full_window is None:
+        full_window = ones((n_fft,), dtype=real_dtype, device=input.device)
+    spectrum = spectrum.transpose(1, 2)  # (batch, frames, frequencies)
+    norm = "ortho" if normalized else "backward"
+    if return_complex:
+        if onesided:
+            raise RuntimeError("cannot have onesided output if window or input is complex")
+        frames = ifft(spectrum, dim=-1, norm=norm)
+    else:
+        frames = irfft(spectrum if onesided else spectrum[..., :n_fft // 2 + 1], n=n_fft, dim=-1, norm=norm)
+    frames = ops.mul(frames, full_window)
+    n_frames = frames.shape[1]
+    expected = n_fft + hop_length * (n_frames - 1)
+    signal = _overlap_added(frames, hop_length)
+    envelope = _overlap_added(ops.pow(full_window, 2).expand(1, n_frames, n_fft), hop_length)
+    start = n_fft // 2 if center else 0
+    end = start + length if length is not None else expected - n_fft // 2 if center else expected
+    signal, envelope = signal[:, start:min(end, expected)], envelope[:, start:min(end, expected)]
+    if envelope.numel() and bool(ops.abs(envelope).min() < 1e-11):
+        raise RuntimeError("istft(...) window overlap add min: 1")
+    signal = ops.div(signal, envelope)
+    if input.ndim == 2:
+        signal = signal.squeeze(0)
+    if end > expected:  # (a longer length: zeros after the signal, as torch's)
+        signal = ops.nn.pad(signal, [0, end - expected])
+    return signal
 
 
 Tensor.stft, Tensor.istft = stft, istft

@@ -41,8 +41,7 @@ _MISSING_SPECIAL = ("airy_ai bessel_j0 bessel_j1 bessel_y0 bessel_y1 chebyshev_p
 # OpInfos minilora does not run: each is refused, by a missing name (an AttributeError, as for any name minilora
 # lacks: no LoRA or tutorial code calls these) or by name when called: {name: (exception, why)}
 REFUSED = {**{f"special.{name}": (AttributeError, "not in minilora (torch.special's Bessel functions, orthogonal "
-                                                  "polynomials, erfcx)") for name in _MISSING_SPECIAL},
-           "istft": (NotImplementedError, "stft's overlap-add inverse is not implemented (stft is)")}
+                                                  "polynomials, erfcx)") for name in _MISSING_SPECIAL}}
 # dtypes minilora may refuse for an OpInfo torch runs in them: {name: (dtypes, exception, words in the message)}
 # (a sample either equals torch's answer or is refused so; e.g. matrix_power's positive powers of a complex
 # matrix are products and run, its negative ones need an inverse and are refused)
