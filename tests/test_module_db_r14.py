@@ -317,3 +317,16 @@ def test_torch_nn_parameter_module():
     assert is_lazy(lazy.weight) and torch.nn.parameter.is_lazy(torch.nn.LazyLinear(3).weight)
     lazy(ml.ones(2, 4))
     assert not is_lazy(lazy.weight) and not is_lazy(ml.nn.Linear(4, 3).weight)
+
+
+@pytest.mark.parametrize("name", ["Softmax", "LogSoftmax"])
+def test_double_backward_of_a_scalar_softmax(name):
+    """module_db's 'scalar' sample (Softmax(0) on a 0-d input) under create_graph=True: torch's zero second
+    derivative (minilora's recorded backward asked for the softmax along no axis: a TypeError)."""
+    results = []
+    for library in (torch, ml):
+        x = library.tensor(0.3, dtype=library.float64, requires_grad=True)
+        grad, = library.autograd.grad(getattr(library.nn, name)(0)(x) * 2.0, [x], create_graph=True)
+        results.append((grad, *library.autograd.grad(grad * 3.0, [x])))
+    for ours, theirs in zip(results[1], results[0]):
+        assert_close(ours, theirs, name, TOLERANCE64)

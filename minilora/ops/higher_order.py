@@ -185,13 +185,20 @@ def _mean(ctx, g):
 
 
 def _softmax(ctx, g):
-    p = ctx.inputs[0].softmax(ctx.axis)
-    return p * (g - (g * p).sum(ctx.axis, keepdim=True))
+    axis = _softmax_axis(ctx)
+    p = ctx.inputs[0].softmax(axis)
+    return p * (g - (g * p).sum(axis, keepdim=True))
 
 
 def _log_softmax(ctx, g):
-    p = ctx.inputs[0].softmax(ctx.axis)
-    return g - p * g.sum(ctx.axis, keepdim=True)
+    axis = _softmax_axis(ctx)
+    p = ctx.inputs[0].softmax(axis)
+    return g - p * g.sum(axis, keepdim=True)
+
+
+def _softmax_axis(ctx):
+    """The forward's axis; a 0-d input's forward has none (torch's dim 0 or -1 of a scalar)."""
+    return 0 if ctx.axis is None else ctx.axis
 
 
 def _permute(ctx, g):
