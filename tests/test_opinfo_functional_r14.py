@@ -56,19 +56,22 @@ REFUSED_SAMPLES = [  # (OpInfo, a test on the sample's kwargs / input dtype, exc
 _SUM_ORDER = ("its float32 sums run in another order than torch's kernel (ATen's vector lanes, MKL's or oneDNN's "
               "blocking for the CPU)")
 ULPS = {
-    **dict.fromkeys("conv1d conv2d conv_transpose1d conv_transpose2d conv_transpose3d".split(),
+    **dict.fromkeys("conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d".split(),
                     (4, "torch's convolution is oneDNN's (its own blocking of the products' sums); minilora's "
                         "sums with BLAS")),
-    **dict.fromkeys("linear bilinear multi_head_attention_forward".split(),
-                    (2, "a matrix product: MKL's float32 GEMM/GEMV blocking for the CPU")),
+    **dict.fromkeys("linear bilinear".split(), (2, "a matrix product: MKL's float32 GEMM/GEMV blocking for the CPU")),
+    "multi_head_attention_forward": (32, "its projections are matrix products (MKL's float32 GEMM blocking) and "
+                                         "its attention torch's CPU flash kernel"),
     "scaled_dot_product_attention": (32, "torch's CPU flash kernel (blocks of keys, its running max and sum, "
                                          "ATen's exp) against minilora's float32 math kernel"),
-    **dict.fromkeys("batch_norm instance_norm group_norm local_response_norm pairwise_distance "
+    **dict.fromkeys("batch_norm instance_norm group_norm local_response_norm normalize pairwise_distance "
+                    "smooth_l1_loss ctc_loss "
                     "cosine_embedding_loss adaptive_avg_pool3d avg_pool3d embedding_bag "
                     "binary_cross_entropy_with_logits gaussian_nll_loss".split(), (4, _SUM_ORDER)),
-    **dict.fromkeys("interpolate.bilinear interpolate.bicubic interpolate.trilinear upsample_bilinear "
-                    "grid_sample".split(), (4, "torch's kernel computes the interpolation weights and their "
-                                               "products in another order (its vectorised float32 steps)")),
+    **dict.fromkeys("interpolate.linear interpolate.bilinear interpolate.bicubic interpolate.trilinear "
+                    "upsample_bilinear grid_sample".split(),
+                    (4, "torch's kernel computes the interpolation weights and their products in another order "
+                        "(its vectorised float32 steps)")),
     "gelu": (8, "ATen's vectorised float32 erf polynomial is not ported; minilora rounds the float64 erf once"),
     **dict.fromkeys(("logsigmoid", "mish"), (2, "a float32 row shorter than one vector: torch's scalar tail "
                                                "(glibc's expf/log1pf/tanhf) (float32_math.scalar_tail)")),
@@ -79,7 +82,7 @@ if torch_cpu_capability() == "default":  # ATen's scalar kernels (no vectors): g
 # float64 within 1e-12 relative to the output's largest value: sums in another order (BLAS, pairwise) than torch's
 FLOAT64_RTOL = 1e-12
 DTYPES = (torch.float64, torch.float32, torch.bfloat16)
-SAMPLES = {torch.float64: 3, torch.float32: 2, torch.bfloat16: 1, "integer": 1, torch.bool: 1}
+SAMPLES = {torch.float64: 4, torch.float32: 3, torch.bfloat16: 2, "integer": 2, torch.bool: 1}
 
 
 # ---- carrying an OpInfo's callables over ------------------------------------------------------------

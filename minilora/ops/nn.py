@@ -2195,10 +2195,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     by ``running_mean``/``running_var``; then ``* weight + bias``. In training, the running
     statistics are updated in place as torch does: ``(1 - momentum) * old + momentum * new`` with
     the *unbiased* batch variance."""
+    if input.numel() == 0:  # torch's shortcut, before its size checks (a 1-D one too): no statistics to take
+        return _empty_batch_norm(input, weight, bias)
     if input.ndim < 2:  # torch's RuntimeError (it reads a 1-D input as having no channels)
         raise RuntimeError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
-    if input.numel() == 0:  # torch's shortcut, before its size checks: no statistics to take or update
-        return _empty_batch_norm(input, weight, bias)
     _check_parameter_dtypes(input, running_mean, running_var, weight, bias)
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                     ("bias", bias)):  # (torch's order)
