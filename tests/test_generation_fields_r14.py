@@ -388,3 +388,35 @@ def test_use_safetensors_false_with_both_files_is_refused(folders, tmp_path):
     shutil.copy(os.path.join(folders["safetensors"], "model.safetensors"), tmp_path)
     with pytest.raises(NotImplementedError, match="use_safetensors=False"):
         LlamaForCausalLM.from_pretrained(str(tmp_path), use_safetensors=False)
+
+
+RIGHT_PADDED = "A decoder-only architecture is being used, but right-padding was detected!"
+NO_MASK_NO_PAD = "The attention mask and the pad token id were not set, with a batched input."
+PAD_IS_EOS = "The attention mask is not set with a batched input, and cannot be inferred from input because pad"
+PADDING_WARNINGS = [  # (prompt, keywords, transformers' warnings: its logger's, seen once each in a fresh process)
+    ([[3, 7, 1], [3, 7, 0]], dict(attention_mask=[[1, 1, 1], [1, 1, 0]]), [RIGHT_PADDED]),
+    ([[3, 7, 1], [3, 7, 0]], {}, [RIGHT_PADDED]),  # (no mask: the last id is the pad id)
+    ([[3, 7, 2], [3, 7, 5]], dict(pad_token_id=None), [NO_MASK_NO_PAD, PAD_IS_EOS, RIGHT_PADDED]),
+    ([[0, 7, 1], [3, 7, 5]], {}, []), ([[3, 7, 0]], {}, []),  # (left padding; one row)
+    ([[3, 7, 1], [3, 7, 0]], dict(attention_mask=[[1, 1, 1], [1, 1, 1]]), []),  # (the mask says: no padding)
+]
+
+
+@pytest.mark.parametrize("prompt, options, expected", PADDING_WARNINGS)
+def test_padding_warnings_and_tokens_as_transformers(models, prompt, options, expected):
+    """minilora warned about right padding in its own words, for one row too, and never when the ids end with the
+    pad id and no mask is given; about a missing pad id, never."""
+    results = []
+    for library in ("hf", "ml"):
+        wrap = torch.tensor if library == "hf" else np.array
+        call = {name: wrap(value) if name == "attention_mask" else value for name, value in options.items()}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with torch.no_grad():
+                results.append(models[library].generate(wrap(prompt), max_new_tokens=3, **call).tolist())
+    assert results[0] == results[1]
+    known = (RIGHT_PADDED, NO_MASK_NO_PAD, PAD_IS_EOS)
+    seen = [next(start for start in known if str(w.message).startswith(start)) for w in caught
+            if str(w.message).startswith(known)]
+    assert seen == expected and not any("right-padding" in str(w.message) and RIGHT_PADDED not in str(w.message)
+                                        for w in caught)

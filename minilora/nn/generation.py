@@ -864,9 +864,12 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         prompt = ("input_ids", ids.shape) if embeds is None else ("inputs_embeds", tuple(embeds.shape))
         raise ValueError(f"attention_mask has shape {mask.shape} but {prompt[0]} has shape {prompt[1]}: "
                          f"they must match")
-    if (mask[:, -1] == 0).any():  # a new token would follow padding: transformers warns the same
-        warnings.warn("right-padding was detected in attention_mask: a decoder-only model continues the LAST "
-                      "position, so pad batches on the left (tokenizer padding_side='left') for correct results")
+    # a new token would follow padding: transformers warns for a batch of ids (not of embeddings), reading the
+    # mask given, else the last ids
+    right_padded = (mask[:, -1] == 0) if attention_mask is not None else (ids[:, -1] == pad_token_id)
+    if embeds is None and ids.shape[0] > 1 and right_padded.any():
+        warnings.warn("A decoder-only architecture is being used, but right-padding was detected! For correct "
+                      "generation results, please set `padding_side='left'` when initializing the tokenizer.")
     prompt = ids
     if num_return_sequences > 1 and num_beams == 1:  # each prompt repeated, its copies side by side
         ids, mask = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0)
