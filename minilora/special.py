@@ -46,9 +46,7 @@ _NUMBER_OR_TENSOR = ("(Tensor input, Tensor other, *, Tensor out = None)",
 globals().update({name: _overloaded(globals()[name], f"special_{name}", _NUMBER_OR_TENSOR)
                   for name in ("xlogy", "xlog1py", "zeta")})
 # the classical orthogonal polynomials (minilora/special_polynomials.py)
-from .special_polynomials import (chebyshev_polynomial_t, chebyshev_polynomial_u, chebyshev_polynomial_v,  # noqa: E402,F401
-                                  chebyshev_polynomial_w, hermite_polynomial_h, hermite_polynomial_he,
-                                  laguerre_polynomial_l, legendre_polynomial_p)
-__all__ += ["chebyshev_polynomial_t", "chebyshev_polynomial_u", "chebyshev_polynomial_v", "chebyshev_polynomial_w",
-            "hermite_polynomial_h", "hermite_polynomial_he", "laguerre_polynomial_l", "legendre_polynomial_p"]
+from . import special_polynomials as _polynomials  # noqa: E402
+globals().update({name: getattr(_polynomials, name) for name in _polynomials.__all__})
+__all__ += _polynomials.__all__
 softmax, log_softmax = _softmax, _log_softmax  # (torch.special's softmax takes no out=)

@@ -9,7 +9,9 @@ from . import dtypes
 from .tensor import Tensor
 
 __all__ = ["chebyshev_polynomial_t", "chebyshev_polynomial_u", "chebyshev_polynomial_v", "chebyshev_polynomial_w",
-           "hermite_polynomial_h", "hermite_polynomial_he", "laguerre_polynomial_l", "legendre_polynomial_p"]
+           "shifted_chebyshev_polynomial_t", "shifted_chebyshev_polynomial_u", "shifted_chebyshev_polynomial_v",
+           "shifted_chebyshev_polynomial_w", "hermite_polynomial_h", "hermite_polynomial_he", "laguerre_polynomial_l",
+           "legendre_polynomial_p", "spherical_bessel_j0"]
 
 
 def _operands(name, x, n):
@@ -73,47 +75,63 @@ def _alternating(even, odd):
     return lambda degree: np.where(degree % 2 == 0, even(degree), odd(degree))
 
 
-def chebyshev_polynomial_t(input, n, *, out=None):
-    """``torch.special.chebyshev_polynomial_t``: T_n(x) = cos(n arccos x)."""
-    x, degree, like = _operands("chebyshev_polynomial_t", input, n)
-    values = _chebyshev(x, degree, x, lambda x, n: np.cos(n * np.arccos(x)), 6, lambda d: np.ones(d.shape),
-                        _alternating(lambda d: np.ones(d.shape), lambda d: -np.ones(d.shape)))
-    return _result(values, x, like, out)
+def _kind_t(x, degree, trig_from):
+    return _chebyshev(x, degree, x, lambda x, n: np.cos(n * np.arccos(x)), trig_from, lambda d: np.ones(d.shape),
+                      _alternating(lambda d: np.ones(d.shape), lambda d: -np.ones(d.shape)))
 
 
-def chebyshev_polynomial_u(input, n, *, out=None):
-    """``torch.special.chebyshev_polynomial_u``: U_n(x) = sin((n + 1) t) / sin t, x = cos t."""
+def _kind_u(x, degree, trig_from):
     def trig(x, n):
         angle = np.arccos(x)
         return np.where(np.sin(angle) != 0, np.sin((n + 1) * angle) / np.sin(angle),
                         (n + 1) * np.cos((n + 1) * angle) / x)
-    x, degree, like = _operands("chebyshev_polynomial_u", input, n)
-    values = _chebyshev(x, degree, x + x, trig, 8, lambda d: d + 1, _alternating(lambda d: d + 1, lambda d: -(d + 1)))
-    return _result(values, x, like, out)
+    return _chebyshev(x, degree, x + x, trig, trig_from, lambda d: d + 1,
+                      _alternating(lambda d: d + 1, lambda d: -(d + 1)))
 
 
-def chebyshev_polynomial_v(input, n, *, out=None):
-    """``torch.special.chebyshev_polynomial_v``: V_n(x) = cos((n + 1/2) t) / cos(t / 2), x = cos t."""
+def _kind_v(x, degree, trig_from):
     def trig(x, n):
         angle = np.arccos(x)
         odd = np.where(n.astype(np.int64) % 2 == 0, n + n + 1, -(n + n + 1))
         return np.where(np.sin(angle / 2) != 1, np.cos((n + x.dtype.type(0.5)) * angle) / np.cos(angle / 2), odd)
-    x, degree, like = _operands("chebyshev_polynomial_v", input, n)
-    values = _chebyshev(x, degree, x + x - 1, trig, 8, lambda d: np.ones(d.shape),
-                        _alternating(lambda d: d + d + 1, lambda d: -(d + d + 1)))
-    return _result(values, x, like, out)
+    return _chebyshev(x, degree, x + x - 1, trig, trig_from, lambda d: np.ones(d.shape),
+                      _alternating(lambda d: d + d + 1, lambda d: -(d + d + 1)))
 
 
-def chebyshev_polynomial_w(input, n, *, out=None):
-    """``torch.special.chebyshev_polynomial_w``: W_n(x) = sin((n + 1/2) t) / sin(t / 2), x = cos t."""
+def _kind_w(x, degree, trig_from, shifted=False):
     def trig(x, n):
         angle = np.arccos(x)
-        edge = np.where(x > 0, n + n + 1, np.where(n.astype(np.int64) % 2 == 0, 1, -1))
+        alternating = np.where(n.astype(np.int64) % 2 == 0, 1, -1)
+        edge = alternating if shifted else np.where(x > 0, n + n + 1, alternating)  # (torch's two kernels differ)
         return np.where(np.cos(angle / 2) != 1, np.sin((n + x.dtype.type(0.5)) * angle) / np.sin(angle / 2), edge)
-    x, degree, like = _operands("chebyshev_polynomial_w", input, n)
-    values = _chebyshev(x, degree, x + x + 1, trig, 8, lambda d: d + d + 1,
-                        _alternating(lambda d: np.ones(d.shape), lambda d: -np.ones(d.shape)))
-    return _result(values, x, like, out)
+    return _chebyshev(x, degree, x + x + 1, trig, trig_from, lambda d: d + d + 1,
+                      _alternating(lambda d: np.ones(d.shape), lambda d: -np.ones(d.shape)))
+
+
+# Chebyshev's four kinds: (kind, degree above which torch takes the trigonometric form, and the shifted one's)
+_CHEBYSHEV = {"t": (_kind_t, 6, 6), "u": (_kind_u, 8, 6), "v": (_kind_v, 8, 6), "w": (_kind_w, 8, 4)}
+
+
+def _chebyshev_of_kind(kind, shifted):
+    compute, trig_from, shifted_trig_from = _CHEBYSHEV[kind]
+    name = f"{'shifted_' if shifted else ''}chebyshev_polynomial_{kind}"
+
+    def polynomial(input, n, *, out=None):
+        x, degree, like = _operands(name, input, n)
+        if not shifted:
+            return _result(compute(x, degree, trig_from), x, like, out)
+        extra = {"shifted": True} if kind == "w" else {}
+        return _result(compute(x + x - 1, degree, shifted_trig_from, **extra), x, like, out)
+    polynomial.__name__ = name
+    polynomial.__doc__ = (f"``torch.special.{name}``: Chebyshev's polynomial of the {kind.upper()} kind"
+                          + (" at 2x - 1 (on [0, 1])." if shifted else "."))
+    return polynomial
+
+
+chebyshev_polynomial_t, chebyshev_polynomial_u, chebyshev_polynomial_v, chebyshev_polynomial_w = (
+    _chebyshev_of_kind(kind, False) for kind in "tuvw")
+(shifted_chebyshev_polynomial_t, shifted_chebyshev_polynomial_u, shifted_chebyshev_polynomial_v,
+ shifted_chebyshev_polynomial_w) = (_chebyshev_of_kind(kind, True) for kind in "tuvw")
 
 
 def _hermite_limit(x):
@@ -157,3 +175,19 @@ def legendre_polynomial_p(input, n, *, out=None):
     values = _low_degrees(x, degree, x, values)
     edge = np.where((x > 0) | (degree % 2 == 0), 1, -1)
     return _result(np.where((np.abs(x) == 1) & (degree >= 0), edge, values), x, like, out)
+
+
+def spherical_bessel_j0(input, *, out=None):
+    """``torch.special.spherical_bessel_j0``: sin(x) / x, by its Taylor series below |x| = 1/2 (as torch: the
+    terms to x^12, each coefficient 1/(2k+1)! divided out in the dtype), 0 at +-inf."""
+    x = input.detach().numpy()
+    if not dtypes.is_floating(input.dtype):
+        x = x.astype(dtypes.get_default_dtype())
+    t = x.dtype.type
+    squared = x * x
+    series = t(0)
+    for k in range(6, 0, -1):  # Horner from x^12 down: (-1)^k / (2k + 1)!
+        series = squared * (t((-1) ** k) / t(np.prod(np.arange(1, 2 * k + 2, dtype=np.float64))) + series)
+    with np.errstate(all="ignore"):
+        values = np.where(np.abs(x) < 0.5, t(1) + series, np.sin(x) / x)
+    return _result(np.where(np.isinf(x), 0, values), x, input, out)

@@ -34,12 +34,11 @@ SAMPLES = 3  # per dtype: the first few (torch's samples start with the plain ca
 
 _MISSING_SPECIAL = ("airy_ai bessel_j0 bessel_j1 bessel_y0 bessel_y1 modified_bessel_i0 modified_bessel_i1 "
                     "modified_bessel_k0 modified_bessel_k1 scaled_modified_bessel_k0 scaled_modified_bessel_k1 "
-                    "shifted_chebyshev_polynomial_t shifted_chebyshev_polynomial_u shifted_chebyshev_polynomial_v "
-                    "shifted_chebyshev_polynomial_w spherical_bessel_j0 erfcx").split()
+                    "erfcx").split()
 # OpInfos minilora does not run: each is refused, by a missing name (an AttributeError, as for any name minilora
 # lacks: no LoRA or tutorial code calls these) or by name when called: {name: (exception, why)}
-REFUSED = {**{f"special.{name}": (AttributeError, "not in minilora (torch.special's Bessel functions, shifted "
-                                                  "Chebyshev polynomials, erfcx)") for name in _MISSING_SPECIAL}}
+REFUSED = {**{f"special.{name}": (AttributeError, "not in minilora (torch.special's Bessel and Airy functions "
+                                                  "and erfcx, Cephes' tables)") for name in _MISSING_SPECIAL}}
 # dtypes minilora may refuse for an OpInfo torch runs in them: {name: (dtypes, exception, words in the message)}
 # (a sample either equals torch's answer or is refused so; e.g. matrix_power's positive powers of a complex
 # matrix are products and run, its negative ones need an inverse and are refused)
