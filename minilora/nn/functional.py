@@ -990,6 +990,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         return _saves_as_torch(out, _saved_for(weight, per_sample_weights), per_sample_weights)
     rows = embedding(ops.tensor(flat, device=weight.device), weight, None, max_norm, norm_type, scale_grad_by_freq,
                      sparse)
+    if str(rows.dtype) == "bfloat16" and mode != "max" and not _grad_asked(weight, per_sample_weights):
+        return _bfloat16_bag_sums(rows, per_sample_weights, kept, mode == "mean", half_away=padding_idx is None)
     if per_sample_weights is not None and padding_idx is None:  # (torch's FBGEMM path: no padding_idx)
         return _weighted_bag_sums(rows, per_sample_weights.reshape(-1), kept)
     if per_sample_weights is not None:  # (its other path: each product rounded, then added)
@@ -1014,6 +1016,34 @@ def _grad_as_torch_kernel(weight, per_sample_weights):
     inputs = [t for t in (weight, per_sample_weights) if t is not None]
     return (any(t.requires_grad for t in inputs) and ops.is_grad_enabled() and weight.device.type == "cpu"
             and weight.dtype in (np.float32, np.float64) and all(t.dtype == weight.dtype for t in inputs))
+
+
+def _grad_asked(*tensors):
+    return ops.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _bfloat16_bag_sums(rows, weights, kept, mean, half_away):
+    """torch's bfloat16 bags (sum and mean; where no gradient is asked, else the ops below, within a bfloat16 step
+    of these): each bag's rows (times their sample weights, in float32) added one by one in float32 and the sum
+    rounded to bfloat16 once, half away from zero on FBGEMM's path (no padding_idx) or to nearest even on ATen's
+    own; 'mean' then divides that bfloat16 sum by the bag's size in float32 and rounds again, as ATen divides its
+    bfloat16 output."""
+    values = rows.numpy(force=True).astype(np.float32)
+    if weights is not None:
+        values = values * weights.reshape(-1).numpy(force=True).astype(np.float32)[:, None]
+    length = max((len(bag) for bag in kept), default=0)
+    padded = np.concatenate([values, np.zeros((1, values.shape[1]), np.float32)])  # (adding 0.0 changes nothing)
+    index = np.array([bag + [values.shape[0]] * (length - len(bag)) for bag in kept], dtype=np.int64)
+    sums = np.zeros((len(kept), values.shape[1]), np.float32)
+    for j in range(length):  # in each bag's order
+        sums += padded[index[:, j]]
+    if half_away:  # FBGEMM's float32 -> bfloat16: add half a step to the bits, then cut
+        sums = ((sums.view(np.uint32).astype(np.uint64) + 0x8000) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+    out = sums.astype(rows.dtype)
+    if mean:
+        sizes = np.array([max(len(bag), 1) for bag in kept], dtype=np.float32).reshape(-1, 1)
+        out = (out.astype(np.float32) / sizes).astype(rows.dtype)
+    return ops.tensor(out, dtype=rows.dtype, device=rows.device)
 
 
 def _weighted_bag_sums(rows, weights, kept):
