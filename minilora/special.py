@@ -49,4 +49,19 @@ globals().update({name: _overloaded(globals()[name], f"special_{name}", _NUMBER_
 from . import special_polynomials as _polynomials  # noqa: E402
 globals().update({name: getattr(_polynomials, name) for name in _polynomials.__all__})
 __all__ += _polynomials.__all__
+
+
+def _values_only(function, name):
+    """torch's second spelling of a function minilora has (``modified_bessel_i0`` is ``i0``), which torch
+    records without a gradient: the same values, detached."""
+    def values(input, *, out=None):
+        result = function(input).detach()
+        return result if out is None else out.copy_(result)
+    values.__name__, values.__doc__ = name, f"``torch.special.{name}``: {function.__name__}'s values, no gradient."
+    return values
+
+
+modified_bessel_i0 = _values_only(_special.i0, "modified_bessel_i0")
+modified_bessel_i1 = _values_only(_special.i1, "modified_bessel_i1")
+__all__ += ["modified_bessel_i0", "modified_bessel_i1"]
 softmax, log_softmax = _softmax, _log_softmax  # (torch.special's softmax takes no out=)
