@@ -436,3 +436,14 @@ def test_bfloat16_embedding_bag_sums_as_torchs_kernels(padding_idx):
                 F.embedding_bag(i[:8].reshape(2, 4), w, mode="mean", padding_idx=padding_idx)]
     theirs, ours = both(call)
     assert_same(ours, theirs)
+
+
+def test_1d_adaptive_pooling_takes_one_output_size():
+    """adaptive_max_pool1d(x, (2, 3)) had pooled to 2 (the first entry) where torch refuses; adaptive_avg_pool1d's
+    refusal is torch's too now."""
+    for lib in (torch, ml):
+        for fn in (lib.nn.functional.adaptive_max_pool1d, lib.nn.functional.adaptive_avg_pool1d):
+            for size, count in (((2, 3), 2), ((), 0)):
+                words = rf"argument 'output_size' should contain one int \(got {count}\)"
+                with pytest.raises(RuntimeError, match=words):
+                    fn(lib.ones(1, 2, 4), size)

@@ -23,6 +23,7 @@ from ..ops.nn import dropout_noise as _dropout_noise, feature_dropout as _featur
 from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
+from ..ops.conv import one_output_size as _one_output_size
 from ..ops.conv import conv3d, conv_transpose3d  # noqa: F401
 from ..ops.conv import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d, max_unpool3d  # noqa: F401
 from ..ops.conv import fractional_max_pool2d, fractional_max_pool3d  # noqa: F401
@@ -540,10 +541,8 @@ def adaptive_avg_pool1d(input, output_size):
     """``adaptive_avg_pool2d`` of a [N, C, L] (or [C, L]) input seen as images of height 1."""
     if input.ndim not in (2, 3):
         raise RuntimeError(f"adaptive_avg_pool1d(): Expected 2D or 3D tensor, but got {list(input.shape)}")
-    size = output_size if isinstance(output_size, int) else tuple(output_size)
-    if not isinstance(size, int) and len(size) != 1:
-        raise RuntimeError(f"adaptive_avg_pool1d: output_size must be 1, got {list(size)}")
-    return adaptive_avg_pool2d(input.unsqueeze(-2), (1, size if isinstance(size, int) else size[0])).squeeze(-2)
+    size = _one_output_size("adaptive_avg_pool1d", output_size)
+    return adaptive_avg_pool2d(input.unsqueeze(-2), (1, size)).squeeze(-2)
 
 
 # ---- channel-wise dropout --------------------------------------------------------------------------

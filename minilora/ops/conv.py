@@ -737,13 +737,23 @@ def _adaptive_max_indices(input, rows, cols):
     return ctx.where
 
 
+def one_output_size(fn, output_size):
+    """A 1-D adaptive pooling's output size: an int or one int in a sequence (torch's words otherwise: a longer
+    one had been cut to its first entry)."""
+    if isinstance(output_size, (int, np.integer)):
+        return int(output_size)
+    if len(output_size) != 1:
+        raise RuntimeError(f"{fn}() argument 'output_size' should contain one int (got {len(output_size)})")
+    return int(output_size[0])
+
+
 def adaptive_max_pool1d(input, output_size, return_indices=False):
     """``adaptive_max_pool2d`` of a [N, C, L] (or [C, L]) input seen as images of height 1."""
     if input.ndim not in (2, 3):
         raise RuntimeError(f"Expected 2 to 3 dimensions, but got {input.ndim}-dimensional tensor for argument "
                            f"#1 'self' (while checking arguments for adaptive_max_pool1d)")
-    size = output_size if isinstance(output_size, int) else tuple(output_size)[0]
-    out = adaptive_max_pool2d(input.unsqueeze(-2), (1, size), return_indices)
+    out = adaptive_max_pool2d(input.unsqueeze(-2), (1, one_output_size("adaptive_max_pool1d", output_size)),
+                              return_indices)
     return tuple(t.squeeze(-2) for t in out) if return_indices else out.squeeze(-2)
 
 
