@@ -1690,11 +1690,13 @@ class Tensor:
             raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
                                "in-place operation.")
 
-    def _check_promoted_fits(self, other):
+    def _check_promoted_fits(self, other, to_float=False):
         """torch's check before an in-place binary op runs: the promoted dtype of ``self`` and ``other``
         must be castable to ``self``'s (``int_tensor &= 2.5`` is this RuntimeError, not the kernel's
-        NotImplementedError for floats)."""
+        NotImplementedError for floats). ``to_float``: an op that computes integers in the default float dtype."""
         promoted = dtypes.result_type(self, other)
+        if to_float and promoted.kind in "biu":
+            promoted = dtypes.get_default_dtype()
         if not dtypes.can_cast(promoted, self.dtype):
             raise RuntimeError(f"result type {dtypes.torch_name(promoted)} can't be cast to the "
                                f"desired output type {dtypes.torch_name(self.dtype)}")
@@ -1963,6 +1965,14 @@ class Tensor:
         from . import ops
         return self._inplace(getattr(ops, name), *args)
 
+    def _promoting_(self, name, other, to_float=False):
+        """An in-place binary op of the promoted dtype (``to_float``: integers promoted to the default float
+        dtype, as atan2's): torch refuses a result self cannot hold before its kernel looks at the dtype
+        (bool.hypot_(uint8): "result type Byte can't be cast to the desired output type Bool", not hypot's
+        NotImplementedError for Byte)."""
+        self._check_promoted_fits(other, to_float)
+        return self._unary_(name, other)
+
     def exp_(self): return self._unary_("exp")
     def log_(self): return self._unary_("log")
     def sqrt_(self): return self._unary_("sqrt")
@@ -2002,11 +2012,11 @@ class Tensor:
     def negative_(self): return self._unary_("neg")
     def bitwise_not_(self): return self._unary_("bitwise_not")
     def logical_not_(self): return self._unary_("logical_not")
-    def fmod_(self, other): return self._unary_("fmod", other)
-    def atan2_(self, other): return self._unary_("atan2", other)
-    def xlogy_(self, other): return self._unary_("xlogy", other)
-    def copysign_(self, other): return self._unary_("copysign", other)
-    def hypot_(self, other): return self._unary_("hypot", other)
+    def fmod_(self, other): return self._promoting_("fmod", other)
+    def atan2_(self, other): return self._promoting_("atan2", other, to_float=True)
+    def xlogy_(self, other): return self._promoting_("xlogy", other, to_float=True)
+    def copysign_(self, other): return self._promoting_("copysign", other, to_float=True)
+    def hypot_(self, other): return self._promoting_("hypot", other)
     def logical_and_(self, other): return self._unary_("logical_and", other)
     def logical_or_(self, other): return self._unary_("logical_or", other)
     def logical_xor_(self, other): return self._unary_("logical_xor", other)
