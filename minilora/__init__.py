@@ -11,7 +11,7 @@ import types as _types
 
 import numpy as _np
 
-from . import autograd, dtypes, ops
+from . import autograd, dtypes, factories, ops
 from .autograd import is_anomaly_enabled  # noqa: F401  (torch.is_anomaly_enabled)
 from .device import Device, all_devices, device, get_default_device, set_default_device
 from .parallel import num_threads, set_num_threads
@@ -33,8 +33,8 @@ __version__ = "0.1.0"
 
 def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
     """``arange(5)`` is int64 and ``arange(0, 1, 0.25)`` float32: as torch, the dtype is the default
-    float dtype when any bound or the step is a float, else int64. Values are ``start + i * step``,
-    computed in float64 (float32 for bfloat16/float16) and then cast (torch's CPU arithmetic), with
+    float dtype when any bound or the step is a float, else int64. Values are torch's CPU kernel's
+    (``factories.arange_values``: ``start + i * step`` by its vectors' bases and lanes, bit for bit), with
     ``ceil((end - start) / step)`` of them; bounds the step walks away from are an error, as torch."""
     if end is None:
         start, end = 0, start
@@ -63,11 +63,8 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=
     if dtype.kind in "iu":  # the count from the real bounds, the values from start and step cut to
         # integers, wrapped into the dtype as torch's kernel casts them (uint8 from 250 by 10: 250, 4, 14 ...)
         values = (_builtins.int(start) + _np.arange(count, dtype=_np.int64) * _builtins.int(step)).astype(dtype)
-    elif dtype.itemsize == 2 and dtypes.is_floating(dtype):  # torch accumulates 16-bit floats in float32
-        f32 = _np.float32
-        values = dtypes.cast(f32(start) + f32(step) * _np.arange(count, dtype=f32), dtype)
-    else:
-        values = (start + _np.arange(count, dtype=_np.float64) * step).astype(dtype)
+    else:  # (torch's kernel: its vectors' bases and lanes, fused where its build fuses)
+        values = factories.arange_values(start, step, count, dtype)
     return Tensor(values, dtype=dtype, device=device, requires_grad=requires_grad)
 
 

@@ -24,10 +24,10 @@ import weakref
 
 import numpy as np
 
-from . import dtypes, return_types
+from . import dtypes, parallel as _parallel, return_types
 from . import random as _random
 from .device import xp_of
-from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, two_product, two_sum
+from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
 from .tensor import Function, Tensor, no_forward_formula
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
@@ -748,6 +748,33 @@ def _multiply_add(a, b, c):
     other = np.nextafter(r, np.copysign(np.inf, err))
     past_halfway = (err != 0) & (other - r == 2 * err) & (tail_err != 0) & (np.sign(tail_err) == np.sign(err))
     return np.where(past_halfway, other, r)
+
+
+def arange_values(start, step, count, dtype):
+    """torch's CPU ``arange`` values in a floating ``dtype``, bit for bit. ATen's kernel computes in the
+    accumulate type (float64 for float32/float64, float32 for 16-bit floats) as cpu_serial_kernel_vec runs it:
+    each thread's chunk (at::parallel_for, 32768 elements a grain) goes in blocks of two vectors of
+    ``32 // itemsize`` lanes (the 32-byte build arange runs, even on AVX-512), each vector from its own base
+    ``start + step * j`` rounded to ``dtype``, its lanes ``base + k * step``; the chunk's last elements (fewer
+    than two vectors) are ``start + step * i`` rounded once. Products and sums are fused where torch's build
+    fuses them (``FUSED_MULTIPLY_ADD``; 16-bit arithmetic runs through c10's operators, unfused)."""
+    if dtype.itemsize == 2 or not FUSED_MULTIPLY_ADD:
+        wide, multiply_add = np.float32 if dtype.itemsize == 2 else np.float64, lambda a, b, c: a * b + c
+    else:
+        wide, multiply_add = np.float64, fused_multiply_add64
+    lanes, step, start = 32 // dtype.itemsize, wide(step), wide(start)
+    index = np.arange(count)
+    tasks = max(1, min(_parallel.num_threads(), -(-count // 32768)))
+    chunk = max(1, -(-count // tasks))
+    begin = index - index % chunk
+    length = np.minimum(begin + chunk, count) - begin
+    position = index - begin
+    vectorised = position < length // (2 * lanes) * (2 * lanes)
+    lane = (position % lanes).astype(wide)
+    base = dtypes.cast(multiply_add(step, (index - lane).astype(wide), start), dtype).astype(wide)
+    in_vectors = dtypes.cast(multiply_add(step, lane, base), dtype)
+    alone = dtypes.cast(multiply_add(step, index.astype(wide), start), dtype)
+    return np.where(vectorised, in_vectors, alone)
 
 
 def _linspace_16bit(start, end, steps, dtype):
