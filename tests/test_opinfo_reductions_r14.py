@@ -42,15 +42,10 @@ REFUSED = {
 # on these small samples (k <= 20, |values| <= 9) 2e-5 of the largest output element bounds it.
 BLAS_FLOAT32 = {"addmm", "addmm.decomposed", "addmv", "addbmm", "baddbmm", "bmm", "bmm.triton_optimized", "mm",
                 "mv", "matmul", "__rmatmul__", "einsum", "tensordot", "inner", "dot", "vdot", "cov", "corrcoef",
-                "norm.nuc", "addr"}
+                "norm.nuc"}
 # float64: within 1e-13 of the largest output element (torch's float64 sums run ATen's cascade order, products
 # MKL's blocks: the last bit may differ; the project's float64 standard is 1e-13).
 FLOAT64_TOLERANCE = 1e-13
-# bfloat16 results that are not torch's bits, with the reason (tolerance: bf16 steps of the largest element)
-BF16_STEPS = {
-}
-# float32 results that are not torch's bits, with the reason (tolerance: relative to the largest element)
-FLOAT32_KNOWN = {}
 # in-place spellings where minilora keeps the tensor's shape and torch resizes it: minilora refuses
 INPLACE_REFUSED = {
     "addbmm": "torch's addbmm_ resizes a 1-element self to the product's shape (its deprecated resize_output); "
@@ -63,7 +58,8 @@ MORE_SAMPLES = {"norm": 6, "trapz": 6, "trapezoid": 6, "addmm": 6}  # (where a l
 
 
 def tolerance(name, expected):
-    """(rtol, atol) for comparing the results of ``name`` (by the dtype of its first one); (0, 0): the same bits."""
+    """(rtol, atol) for comparing the results of ``name`` (by the dtype of its first one); (0, 0): the same bits
+    (every float32 result but a BLAS product's, every bfloat16, integer and bool result)."""
     results = flatten(expected)
     dtype = results[0].dtype if results else None
     arrays = [np.abs(np.asarray(to_numpy_any(t), dtype=np.float64)) for t in results]
@@ -72,11 +68,6 @@ def tolerance(name, expected):
         return FLOAT64_TOLERANCE, FLOAT64_TOLERANCE * scale
     if dtype == torch.float32 and name in BLAS_FLOAT32:
         return 2e-5, 2e-5 * scale
-    if dtype == torch.float32 and name in FLOAT32_KNOWN:
-        return FLOAT32_KNOWN[name][0], FLOAT32_KNOWN[name][0] * scale
-    if dtype == torch.bfloat16 and name in BF16_STEPS:
-        steps = BF16_STEPS[name][0]
-        return steps * 2 ** -7, steps * 2 ** -7 * scale
     return 0.0, 0.0
 
 

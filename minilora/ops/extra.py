@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .. import amp as _amp, dtypes
+from .. import amp as _amp, dtypes, float32_math
 from ..tensor import Tensor, name_node, no_forward_formula, tensor
 from . import elementwise as E, index as I, reduce as R, shape as S
 from .nn import _broadcast_or_raise
@@ -550,7 +550,24 @@ def addr(input, vec1, vec2, *, beta=1, alpha=1):
     if dtypes.is_floating(dtype) or dtype.kind == "c":
         beta, alpha = (_rounded_to(number, dtype) for number in (beta, alpha))
     product = E.mul(E.mul(S.unsqueeze(vec1, 1), alpha), S.unsqueeze(vec2, 0)) if alpha != 1 else outer(vec1, vec2)
-    return _one_node(_scaled_sum("addr", input, product, beta, 1), "AddrBackward0", input, vec1, vec2)
+    result = _scaled_sum("addr", input, product, beta, 1)
+    if dtype in (np.float32, np.float64) and float32_math.FUSED_MULTIPLY_ADD and beta != 0 and result.numel():
+        result = _addr_fused(input, vec1, vec2, beta, alpha, product, result.shape)
+    return _one_node(result, "AddrBackward0", input, vec1, vec2)
+
+
+def _addr_fused(input, vec1, vec2, beta, alpha, product, shape):
+    """ATen's addr kernel as GCC compiles it where the build targets FMA: its vector lambda is
+    fma(alpha * vec1, vec2, beta * input), its scalar lambda (the last ``m % step`` columns of each row)
+    fma(beta, input, (alpha * vec1) * vec2)."""
+    dtype = product.dtype
+    body = E._fused_multiply_add(E.mul(input, beta).expand(*shape), E.mul(S.unsqueeze(vec1, 1), alpha).expand(*shape),
+                                 S.unsqueeze(vec2, 0).expand(*shape), dtype)
+    tail = E._fused_multiply_add(product, input.expand(*shape), tensor(beta, dtype=dtype).expand(*shape), dtype)
+    step = 16 // (dtype.itemsize // 4)  # (two 32-byte vectors a loop step: the kernel has no AVX-512 build)
+    columns = shape[1]
+    in_tail = np.arange(columns) >= columns - columns % step
+    return E.where(tensor(in_tail), tail, body)
 
 
 @_amp.autocasts
