@@ -452,3 +452,16 @@ def test_zeta_is_nan_below_one_even_at_a_pole():
     s, q = torch.tensor([-3.0, -2.0, 0.0, 1.0, 2.0, 0.5]), torch.tensor([2.0, -3.0, 0.0, -1.0, 0.0, -2.0])
     assert_same(ml.special.zeta(to_minilora(s), to_minilora(q)), torch.special.zeta(s, q))
     assert_same(ml.special.zeta(to_minilora(s.bool()), to_minilora(q.bool())), torch.special.zeta(s.bool(), q.bool()))
+
+
+@pytest.mark.parametrize("dtypes_", [("int64", "float32"), ("float32", "complex64"), ("bfloat16", "float32")],
+                         ids="-".join)
+def test_lerp_dtype_mismatch_in_torchs_words(dtypes_):
+    """lerp refuses an end or weight of another dtype naming the C types as torch ('expected dtype long int for
+    `end` but got dtype float'; minilora had said 'lerp: expected dtype int64 ... float32')."""
+    own, other = dtypes_
+    for position in ("end", "weight"):
+        def call(lib):
+            x, y = _ones(lib, own), _ones(lib, other)
+            return lib.lerp(x, y, 0.5) if position == "end" else lib.lerp(x, x, y)
+        assert _outcome_with_message(lambda: call(ml)) == _outcome_with_message(lambda: call(torch))

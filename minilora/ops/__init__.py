@@ -561,7 +561,8 @@ def _c_name(dtype):
     """The C type name torch's "Expected out tensor to have dtype ..." message gives."""
     return {"float32": "float", "float64": "double", "float16": "c10::Half", "bfloat16": "c10::BFloat16",
             "int64": "long int", "int32": "int", "int16": "short int", "int8": "signed char",
-            "uint8": "unsigned char", "bool": "bool"}.get(dtype.name, dtype.name)
+            "uint8": "unsigned char", "bool": "bool", "complex64": "c10::complex<float>",
+            "complex128": "c10::complex<double>"}.get(dtype.name, dtype.name)
 
 
 _OUT_FUNCTIONS = (

@@ -1722,8 +1722,9 @@ def lerp(input, end, weight):
         weight = astype(weight, input.dtype)
     for name, other in (("end", end), ("weight", weight)):
         if hasattr(other, "_array") and other.dtype != input.dtype:
-            raise RuntimeError(f"lerp: expected dtype {input.dtype} for `{name}` but got dtype "
-                               f"{other.dtype}")
+            from . import _c_name  # (torch names the C types: 'long int', 'c10::BFloat16')
+            raise RuntimeError(f"expected dtype {_c_name(input.dtype)} for `{name}` but got dtype "
+                               f"{_c_name(other.dtype)}")
     weight = python_number(weight)
     if type(weight) in (int, float) and is_floating(input.dtype):  # a number must fit the compute
         weight = checked_number(weight, float32 if _is_16bit_dtype(input.dtype) else input.dtype)  # dtype
