@@ -615,12 +615,25 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
     """``steps`` evenly spaced values from ``start`` to ``end`` inclusive, bit for bit torch's CPU
     kernel: see ``_linspace`` (bfloat16 and float16: ``_linspace_16bit``)."""
     steps = _check_steps("linspace", steps)
+    if dtype is None and any(isinstance(v, complex) or isinstance(v, Tensor) and v.is_complex() for v in (start, end)):
+        dtype = np.dtype(np.complex64 if dtypes.get_default_dtype() == np.float32 else np.complex128)  # (torch's)
     dtype = _float_dtype(dtype)
     if steps == 0:  # (torch converts neither end then)
         return _make(np.zeros(0, dtype), dtype, device, requires_grad)
     if dtype.itemsize == 2 and dtypes.is_floating(dtype):
         return _make(_linspace_16bit(start, end, int(steps), dtype), dtype, device, requires_grad)
+    if dtype.kind == "c":  # (a complex range: its real and imaginary parts, each a real one)
+        return _make(_complex_parts(_linspace, start, end, int(steps), dtype), dtype, device, requires_grad)
     return _make(_linspace(start, end, int(steps), dtype), dtype, device, requires_grad)
+
+
+def _complex_parts(real_range, start, end, steps, dtype):
+    """``real_range`` (linspace's) of a complex ``dtype``: the real and imaginary parts, each a range of the
+    parts' float dtype."""
+    part = np.dtype(np.float32 if dtype == np.complex64 else np.float64)
+    start, end = (complex(v.item() if isinstance(v, Tensor) else v) for v in (start, end))
+    values = real_range(start.real, end.real, steps, part) + 1j * real_range(start.imag, end.imag, steps, part)
+    return values.astype(dtype)
 
 
 def _check_steps(fn, steps):
@@ -669,6 +682,9 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
     take ``base`` as a float32, as torch does."""
     steps = _check_steps("logspace", steps)
     dtype = _float_dtype(dtype)
+    if dtype.kind == "c":  # (torch's complex pow of each exponent: not reproduced)
+        raise NotImplementedError(f"logspace of a complex dtype ({dtypes.torch_name(dtype)}) is not implemented in "
+                                  f"minilora: take base ** linspace(start, end, steps, dtype=...) instead")
     if dtype == np.bool_ and steps > 1:  # (one value or none: torch runs no kernel, as linspace)
         raise NotImplementedError('"logspace_cpu" not implemented for \'Bool\'')
     if dtype == np.bool_:

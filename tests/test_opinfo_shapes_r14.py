@@ -340,3 +340,15 @@ def test_arange_with_a_fractional_step_is_torchs_bits(dtype):
             assert_same(ours, theirs, 0, 0, f"arange({start}, {end}, {step}, dtype={dtype})")
     finally:
         ml.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_complex_linspace_as_torch_and_logspace_refused(dtype):
+    """op_db's complex samples: linspace's real and imaginary parts are each torch's real range (it crashed in a
+    NumPy integer check); complex logspace (torch's complex pow) is refused by name."""
+    for op in (op for op in OPINFOS if op.name == "linspace" and not op.variant_test_name):
+        for sample in samples(op, dtype):
+            assert_same(call(ml.linspace, convert(arguments_of(sample))), call(op.op, arguments_of(sample)), 0, 0)
+    assert_same(ml.linspace(1 + 2j, 3 - 1j, 4), torch.linspace(1 + 2j, 3 - 1j, 4))
+    with pytest.raises(NotImplementedError, match="logspace of a complex dtype"):
+        ml.logspace(0, 1, 3, dtype=convert(dtype))
