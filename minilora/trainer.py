@@ -48,6 +48,7 @@ import numpy as np
 
 from . import random as ml_random
 from .data import IGNORE_INDEX, DataCollatorWithPadding, default_data_collator
+from .optim.lr_scheduler import SCHEDULER_TYPES
 from .tensor import Tensor, no_grad
 from .train import _plain, check_generator_states, generator_states, get_decay_parameter_names, set_generator_states
 
@@ -63,6 +64,10 @@ OPTIMIZER_NAME, SCHEDULER_NAME, RNG_STATE_NAME = "optimizer.pt", "scheduler.pt",
 
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")
 SAVE_STRATEGIES = ("no", "steps", "epoch", "best")
+HUB_STRATEGIES = ("end", "every_save", "checkpoint", "all_checkpoints")
+DEBUG_OPTIONS = ("underflow_overflow", "tpu_metrics_debug")
+# transformers' log_level / log_level_replica names (an unknown one is a KeyError when the Trainer starts)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical", "passive")
 # transformers' OptimizerNames, in its order (an unknown name is refused with this list, as there); minilora
 # builds the torch.optim ones, and refuses the others by name
 OPTIMIZER_NAMES = (
@@ -109,12 +114,14 @@ def _one_of(value, allowed, kind):
 # eval_accumulation_steps (when predictions move to the host), auto_find_batch_size (the batch size an
 # out-of-memory error would halve).)
 NOT_IMPLEMENTED = {
-    "optim_target_modules": None, "bf16_full_eval": False, "fp16_full_eval": False, "torch_compile": False,
-    "torch_compile_backend": None, "torch_compile_mode": None, "use_liger_kernel": False, "liger_kernel_config": None,
-    "eval_use_gather_object": False, "batch_eval_metrics": False,
-    "enable_jit_checkpoint": False, "push_to_hub": False,
+    "bf16_full_eval": False, "fp16_full_eval": False, "use_liger_kernel": False, "liger_kernel_config": None,
+    "eval_use_gather_object": False, "batch_eval_metrics": False, "skip_memory_metrics": True,
+    "enable_jit_checkpoint": False, "push_to_hub": False, "ddp_backend": None,
     "accelerator_config": None, "parallelism_config": None,
     "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
+# (torch_compile is taken: transformers compiles the model with inductor, which computes what the eager model
+# does; minilora runs it eagerly. optim_target_modules only tells GaLore/APOLLO which layers are theirs, and those
+# optimizers are refused by name.)
 
 
 @dataclasses.dataclass
@@ -246,9 +253,15 @@ class TrainingArguments:
         self.logging_strategy = _one_of(self.logging_strategy, INTERVAL_STRATEGIES, "IntervalStrategy")
         self.eval_strategy = _one_of(self.eval_strategy, INTERVAL_STRATEGIES, "IntervalStrategy")
         self.save_strategy = _one_of(self.save_strategy, SAVE_STRATEGIES, "SaveStrategy")
+        self.hub_strategy = _one_of(self.hub_strategy, HUB_STRATEGIES, "HubStrategy")
         self.optim = _one_of(self.optim, OPTIMIZER_NAMES, "OptimizerNames")
-        self.lr_scheduler_type = getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)
+        self.lr_scheduler_type = _one_of(self.lr_scheduler_type, SCHEDULER_TYPES, "SchedulerType")
+        if isinstance(self.debug, str):
+            self.debug = [_one_of(option, DEBUG_OPTIONS, "DebugOption") for option in self.debug.split()]
         if self.eval_strategy == "steps" and not self.eval_steps:
+            if not self.logging_steps > 0:
+                raise ValueError("evaluation strategy IntervalStrategy.STEPS requires either non-zero --eval_steps or"
+                                 " --logging_steps")
             self.eval_steps = self.logging_steps  # (transformers: eval_steps defaults to logging_steps)
         if self.report_to in (None, "none", ["none"]):
             self.report_to = []
@@ -269,14 +282,54 @@ class TrainingArguments:
             self.activation_checkpointing = self.gradient_checkpointing = False
         if isinstance(self.include_num_input_tokens_seen, bool):
             self.include_num_input_tokens_seen = "all" if self.include_num_input_tokens_seen else "no"
-        self.debug = [] if self.debug in ("", None) else self.debug
-        if (self.load_best_model_at_end or self.lr_scheduler_type == "reduce_lr_on_plateau") and \
+        self.debug = [] if self.debug is None else self.debug
+        if (self.load_best_model_at_end or self.lr_scheduler_type in ("reduce_lr_on_plateau", "greedy")) and \
                 self.metric_for_best_model is None:
             self.metric_for_best_model = "loss"
         if self.greater_is_better is None and self.metric_for_best_model is not None:
             self.greater_is_better = not self.metric_for_best_model.endswith("loss")
+        self._check_steps()
         self._check_best_model_strategies()
+        self._check_values()
+        if self.torch_compile_mode is not None or self.torch_compile_backend is not None:
+            self.torch_compile = True
+        if self.torch_compile and self.torch_compile_backend is None:
+            self.torch_compile_backend = "inductor"
         self._refuse_unsupported()
+
+    def _check_steps(self):
+        """transformers' rules for the *_steps intervals: logging needs a step count, and above 1 a count of
+        steps is a whole number (below 1 it is a fraction of the run)."""
+        if self.logging_strategy == "steps" and self.logging_steps == 0:
+            raise ValueError("logging strategy IntervalStrategy.STEPS requires non-zero --logging_steps")
+        for kind, strategy in (("logging", self.logging_strategy), ("eval", self.eval_strategy),
+                               ("save", self.save_strategy)):
+            steps = getattr(self, f"{kind}_steps")
+            if strategy == "steps" and steps > 1:
+                if steps != int(steps):
+                    raise ValueError(f"--{kind}_steps must be an integer if bigger than 1: {steps}")
+                setattr(self, f"{kind}_steps", int(steps))
+
+    def _check_values(self):
+        """transformers' other value checks, in its words."""
+        steps = self.torch_empty_cache_steps
+        if steps is not None and not (isinstance(steps, int) and steps > 0):
+            raise ValueError(f"`torch_empty_cache_steps` must be an integer bigger than 0, got {steps}.")
+        if self.bf16 and not self.use_cpu:  # (transformers' words on a machine without a bf16 GPU)
+            raise ValueError("Your setup doesn't support bf16/gpu. You need to assign use_cpu if you want to train "
+                             "the model on CPU.")
+        if self.fp16 and self.bf16:
+            raise ValueError("At most one of fp16 and bf16 can be True, but not both")
+        for schedule in ("reduce_lr_on_plateau", "greedy"):
+            if self.lr_scheduler_type == schedule and self.eval_strategy == "no":
+                raise ValueError(f"lr_scheduler_type {schedule} requires an eval strategy")
+        if self.warmup_steps < 0:
+            raise ValueError(f"Got warmup_steps = {self.warmup_steps}, Expected value warmup_steps >= 0")
+        if self.dataloader_num_workers == 0 and self.dataloader_prefetch_factor is not None:
+            raise ValueError("--dataloader_prefetch_factor can only be set when data is loaded in a different "
+                             "process, i.e. when --dataloader_num_workers > 0.")
+        if self.tf32:  # (no CUDA device: transformers' words on a machine without one)
+            raise ValueError("--tf32 requires Ampere or a newer GPU arch, cuda>=11 and torch>=1.7")
 
     def _check_best_model_strategies(self):
         """load_best_model_at_end loads a saved checkpoint: the saves must fall on evaluations (transformers' words)."""
@@ -307,14 +360,14 @@ class TrainingArguments:
             if value != default:
                 raise ValueError(f"TrainingArguments({name}={value!r}): minilora's Trainer does not implement "
                                  f"{name} (one process on the CPU); leave it at {default!r}")
-        if self.bf16 and not self.use_cpu:  # (transformers' words on a machine without a bf16 GPU)
-            raise ValueError("Your setup doesn't support bf16/gpu. You need to assign use_cpu if you want to train "
-                             "the model on CPU.")
         if self.bf16 and not HAS_BFLOAT16:
             raise ValueError("bf16=True needs ml_dtypes (minilora's bfloat16); install it or train in float32")
         if self.fp16:  # accelerate on the CPU: no autocast and no scaler, so the run is float32 in transformers too
             warnings.warn("fp16=True: on the CPU transformers' Trainer (accelerate) runs without autocast or a "
                           "gradient scaler, in float32; minilora does the same", stacklevel=3)
+        if self.lr_scheduler_type == "greedy":
+            raise NotImplementedError("lr_scheduler_type='greedy' (transformers' GreedyLR) is not implemented in "
+                                      "minilora; reduce_lr_on_plateau is the nearest schedule it has")
         if self.train_sampling_strategy not in ("random", "sequential"):
             raise ValueError(f"train_sampling_strategy={self.train_sampling_strategy!r}: minilora's Trainer "
                              "samples 'random' or 'sequential'")
@@ -833,6 +886,9 @@ class Trainer:
                  preprocess_logits_for_metrics=None):
         from .models import set_seed
         self.args = TrainingArguments(output_dir="tmp_trainer") if args is None else args
+        for level in (self.args.log_level, self.args.log_level_replica):  # (transformers' get_process_log_level)
+            if level not in LOG_LEVELS:
+                raise KeyError(level)
         # (before model_init builds a model); full_determinism: transformers' enable_full_determinism
         set_seed(self.args.seed, deterministic=self.args.full_determinism)
         if model is None:
@@ -928,10 +984,10 @@ class Trainer:
             else:
                 collator = _RemoveColumnsCollator(collator, set(columns))
         args = self.args
-        workers = {"num_workers": args.dataloader_num_workers}
+        workers = {"num_workers": args.dataloader_num_workers,
+                   "persistent_workers": args.dataloader_persistent_workers}  # (torch refuses it without workers)
         if args.dataloader_num_workers:
-            workers.update(persistent_workers=args.dataloader_persistent_workers,
-                           prefetch_factor=args.dataloader_prefetch_factor)
+            workers["prefetch_factor"] = args.dataloader_prefetch_factor
             if training and sampler is not None:
                 workers["worker_init_fn"] = functools.partial(_seed_worker, num_workers=args.dataloader_num_workers)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator,

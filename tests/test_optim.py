@@ -301,7 +301,7 @@ def test_step_with_closure_returns_loss():
     (lambda ps: optim.AdamW(ps, lr="fast"), TypeError, "lr must be a number"),
     (lambda ps: optim.SGD(ps, momentum=-0.9), ValueError, "invalid momentum"),
     (lambda ps: optim.SGD(ps, lr=0.1, nesterov=True), ValueError, "Nesterov momentum requires"),
-    (lambda ps: optim.SGD([{"params": ps, "lr": -1.0}]), ValueError, "invalid lr: -1.0.*group 0"),
+    (lambda ps: optim.SGD(ps, lr=-1.0), ValueError, "invalid lr: -1.0.*group 0"),  # (a group's own lr: taken, as torch)
 ])
 def test_bad_hyperparameters(make, error, message):
     with pytest.raises(error, match=message):

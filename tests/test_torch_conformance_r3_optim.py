@@ -624,8 +624,10 @@ def test_get_scheduler_takes_transformers_scheduler_type_and_refuses_what_it_ref
                 lambda: transformers_optimization.get_polynomial_decay_schedule_with_warmup(topt, 1, 10, lr_end=0.5))
     with pytest.raises(ValueError, match="'cosine_restarts' is not a valid SchedulerType"):
         optim.get_scheduler("cosine_restarts", opt, 1, 10)
-    with pytest.raises(NotImplementedError, match="warmup_stable_decay"):
-        optim.get_scheduler("warmup_stable_decay", opt, 1, 10)
+    _same_error(lambda: optim.get_scheduler("warmup_stable_decay", opt, 1, 10),  # (num_decay_steps missing)
+                lambda: transformers_optimization.get_scheduler("warmup_stable_decay", topt, 1, 10))
+    with pytest.raises(NotImplementedError, match="greedy"):
+        optim.get_scheduler("greedy", opt, 1, 10)
 
 
 @pytest.mark.parametrize("name", [n for n in L.__all__ if n.startswith("get_")])

@@ -451,7 +451,7 @@ def test_training_arguments_defaults_and_refusals(tmp_path):
     parsed = [lib.TrainingArguments(output_dir=str(tmp_path), lr_scheduler_kwargs=command_line).lr_scheduler_kwargs
               for lib in (ml_trainer, transformers)]
     assert parsed[0] == parsed[1] == {"patience": 2, "factor": 0.5, "nested": {"on": True}}
-    for kwargs in ({"deepspeed": "ds_config.json"}, {"torch_compile": True}, {"push_to_hub": True}):
+    for kwargs in ({"deepspeed": "ds_config.json"}, {"enable_jit_checkpoint": True}, {"push_to_hub": True}):
         with pytest.raises(ValueError, match=f"{next(iter(kwargs))}=.*minilora's Trainer does not implement"):
             ml_trainer.TrainingArguments(output_dir=str(tmp_path), **kwargs)
     with pytest.raises(TypeError, match="unexpected keyword argument 'warmup_ratio'"):

@@ -35,7 +35,8 @@ __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR
            "get_constant_schedule_with_warmup", "get_linear_schedule_with_warmup",
            "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
            "get_polynomial_decay_schedule_with_warmup", "get_inverse_sqrt_schedule", "get_reduce_on_plateau_schedule",
-           "get_cosine_with_min_lr_schedule_with_warmup", "get_scheduler"]
+           "get_cosine_with_min_lr_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+           "get_wsd_schedule", "get_scheduler"]
 
 # torch's warning for scheduler.step(epoch), word for word
 EPOCH_DEPRECATION_WARNING = (
@@ -982,6 +983,92 @@ def get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps, num
     return LambdaLR(optimizer, fn, last_epoch)
 
 
+def _cosine_with_min_lr_rate(step, *, num_warmup_steps, num_training_steps, num_cycles, min_lr_rate,
+                             warmup_lr_rate):
+    """transformers' cosine_warmup_with_min_lr: the warmup starts at ``warmup_lr_rate`` (else 1/warmup) and
+    the wave counts the step just taken (``+ 1``), so it reaches ``min_lr_rate`` on the last step."""
+    step, num_warmup_steps, num_training_steps = float(step), float(num_warmup_steps), float(num_training_steps)
+    if step < num_warmup_steps:
+        if warmup_lr_rate is None:
+            return (step + 1.0) / max(1.0, num_warmup_steps)
+        warmup_lr_rate = float(warmup_lr_rate)
+        return warmup_lr_rate + (1.0 - warmup_lr_rate) * step / max(1, num_warmup_steps - 1)
+    progress = (step - num_warmup_steps + 1.0) / max(1.0, num_training_steps - num_warmup_steps)
+    factor = 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * progress))
+    return max(0, factor * (1 - min_lr_rate) + min_lr_rate)
+
+
+def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(optimizer, num_warmup_steps, num_training_steps,
+                                                        num_cycles=0.5, last_epoch=-1, min_lr=None, min_lr_rate=None,
+                                                        warmup_lr_rate=None):
+    """transformers' ``cosine_warmup_with_min_lr``: ``get_cosine_with_min_lr_schedule_with_warmup`` whose warmup
+    starts at ``warmup_lr_rate`` and whose wave is one step ahead."""
+    if min_lr is not None and min_lr_rate is not None:
+        raise ValueError("Only one of min_lr or min_lr_rate should be set")
+    if min_lr is not None:
+        min_lr_rate = min_lr / optimizer.defaults["lr"]
+    elif min_lr_rate is None:
+        raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
+    fn = functools.partial(_cosine_with_min_lr_rate, num_warmup_steps=num_warmup_steps,
+                           num_training_steps=num_training_steps, num_cycles=num_cycles, min_lr_rate=min_lr_rate,
+                           warmup_lr_rate=warmup_lr_rate)
+    return LambdaLR(optimizer, fn, last_epoch)
+
+
+_WSD_SHAPES = ("linear", "cosine", "1-sqrt")
+
+
+def _wsd_rise(progress, shape):
+    """The warmup's factor at ``progress`` in [0, 1) for a ``warmup_type``."""
+    if shape == "linear":
+        return progress
+    if shape == "cosine":
+        return 0.5 * (1.0 - math.cos(math.pi * progress))
+    return 1.0 - math.sqrt(1.0 - progress)
+
+
+def _wsd_fall(progress, shape, num_cycles):
+    """The decay's factor at ``progress`` in [0, 1) for a ``decay_type``."""
+    if shape == "linear":
+        return 1.0 - progress
+    if shape == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))
+    return 1.0 - math.sqrt(progress)
+
+
+def _wsd(step, *, num_warmup_steps, num_stable_steps, num_decay_steps, warmup_type, decay_type, min_lr_ratio,
+         num_cycles):
+    if step < num_warmup_steps:
+        factor = _wsd_rise(float(step) / float(max(1, num_warmup_steps)), warmup_type)
+        return max(0.0, factor * (1.0 - min_lr_ratio) + min_lr_ratio)
+    if step < num_warmup_steps + num_stable_steps:
+        return 1.0
+    if step < num_warmup_steps + num_stable_steps + num_decay_steps:
+        progress = float(step - num_warmup_steps - num_stable_steps) / float(max(1, num_decay_steps))
+        return max(0.0, _wsd_fall(progress, decay_type, num_cycles) * (1.0 - min_lr_ratio) + min_lr_ratio)
+    return min_lr_ratio
+
+
+def get_wsd_schedule(optimizer, num_warmup_steps, num_decay_steps, num_training_steps=None, num_stable_steps=None,
+                     warmup_type="linear", decay_type="cosine", min_lr_ratio=0, num_cycles=0.5, last_epoch=-1):
+    """transformers' ``warmup_stable_decay``: a warmup from ``min_lr_ratio`` to 1, a stable stretch, then a decay
+    back to ``min_lr_ratio`` over ``num_decay_steps`` (each phase's shape: linear, cosine or 1-sqrt)."""
+    if num_training_steps is None and num_stable_steps is None:
+        raise ValueError("Either num_training_steps or num_stable_steps must be specified.")
+    if num_training_steps is not None and num_stable_steps is not None:
+        warnings.warn("Both num_training_steps and num_stable_steps are specified. num_stable_steps will be used.")
+    if warmup_type not in _WSD_SHAPES:
+        raise ValueError(f"Unknown warmup type: {warmup_type}, expected 'linear', 'cosine' or '1-sqrt'")
+    if decay_type not in _WSD_SHAPES:
+        raise ValueError(f"Unknown decay type: {decay_type}, expected 'linear', 'cosine' or '1-sqrt'")
+    if num_stable_steps is None:
+        num_stable_steps = num_training_steps - num_warmup_steps - num_decay_steps
+    fn = functools.partial(_wsd, num_warmup_steps=num_warmup_steps, num_stable_steps=num_stable_steps,
+                           num_decay_steps=num_decay_steps, warmup_type=warmup_type, decay_type=decay_type,
+                           min_lr_ratio=min_lr_ratio, num_cycles=num_cycles)
+    return LambdaLR(optimizer, fn, last_epoch)
+
+
 # transformers' lr_scheduler_type names; each entry says what get_scheduler passes besides the optimizer
 _SCHEDULES = {"linear": (get_linear_schedule_with_warmup, "warmup+training"),
               "cosine": (get_cosine_schedule_with_warmup, "warmup+training"),
@@ -991,8 +1078,14 @@ _SCHEDULES = {"linear": (get_linear_schedule_with_warmup, "warmup+training"),
               "constant_with_warmup": (get_constant_schedule_with_warmup, "warmup only"),
               "inverse_sqrt": (get_inverse_sqrt_schedule, "warmup"),
               "reduce_lr_on_plateau": (get_reduce_on_plateau_schedule, "kwargs"),
-              "cosine_with_min_lr": (get_cosine_with_min_lr_schedule_with_warmup, "warmup+training")}
-_NOT_IMPLEMENTED = ("cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy")
+              "cosine_with_min_lr": (get_cosine_with_min_lr_schedule_with_warmup, "warmup+training"),
+              "cosine_warmup_with_min_lr": (get_cosine_with_min_lr_schedule_with_warmup_lr_rate, "warmup+training"),
+              "warmup_stable_decay": (get_wsd_schedule, "warmup+maybe training")}
+_NOT_IMPLEMENTED = ("greedy",)  # (transformers' GreedyLR: a ReduceLROnPlateau variant that also raises the rate)
+# transformers' SchedulerType, in its order (an unknown name is refused with this list, as there)
+SCHEDULER_TYPES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                   "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                   "warmup_stable_decay", "greedy")
 
 
 def get_scheduler(name, optimizer, num_warmup_steps=None, num_training_steps=None, scheduler_specific_kwargs=None):
@@ -1006,7 +1099,7 @@ def get_scheduler(name, optimizer, num_warmup_steps=None, num_training_steps=Non
                                   f"{sorted(_SCHEDULES)}")
     if key not in _SCHEDULES:
         raise ValueError(f"unknown schedule {key!r}: {key!r} is not a valid SchedulerType, please select one of "
-                         f"{sorted(_SCHEDULES)}")
+                         f"{list(SCHEDULER_TYPES)}")
     function, needs = _SCHEDULES[key]
     kwargs = dict(scheduler_specific_kwargs or {})
     if needs == "nothing":
@@ -1020,6 +1113,8 @@ def get_scheduler(name, optimizer, num_warmup_steps=None, num_training_steps=Non
         return function(optimizer, num_warmup_steps=num_warmup_steps)
     if needs == "warmup":
         return function(optimizer, num_warmup_steps=num_warmup_steps, **kwargs)
+    if needs == "warmup+maybe training":  # (warmup_stable_decay: num_stable_steps may stand for the count)
+        return function(optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kwargs)
     if num_training_steps is None:
         raise ValueError(f"{label} requires `num_training_steps`, please provide that argument. (The {key!r} "
                          f"schedule needs num_training_steps: it ends there.)")

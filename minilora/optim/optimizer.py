@@ -74,7 +74,8 @@ class Optimizer:
                              f"{kind} names to the optimizer")
         for key, default in self.defaults.items():
             group.setdefault(key, default)
-        self._check_group(group, index)
+        with _ranges_unchecked():  # (torch checks the constructor's defaults only: a group's own weight_decay=-1
+            self._check_group(group, index)  # or lr=-0.1 is taken, as transformers' decay groups rely on)
         taken = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in taken for p in group["params"]):
             raise ValueError(f"some parameters appear in more than one parameter group: parameter group "
