@@ -368,9 +368,9 @@ class TrainingArguments:
         if self.lr_scheduler_type == "greedy":
             raise NotImplementedError("lr_scheduler_type='greedy' (transformers' GreedyLR) is not implemented in "
                                       "minilora; reduce_lr_on_plateau is the nearest schedule it has")
-        if self.train_sampling_strategy not in ("random", "sequential"):
+        if self.train_sampling_strategy not in ("random", "sequential", "group_by_length"):
             raise ValueError(f"train_sampling_strategy={self.train_sampling_strategy!r}: minilora's Trainer "
-                             "samples 'random' or 'sequential'")
+                             "samples 'random', 'sequential' or 'group_by_length'")
 
     @property
     def train_batch_size(self):
@@ -721,6 +721,48 @@ class SeedableRandomSampler:
         return len(self.sampler)
 
 
+def get_length_grouped_indices(lengths, batch_size, mega_batch_mult=None, generator=None):
+    """transformers' order for ``train_sampling_strategy="group_by_length"``: a random permutation (``randperm``
+    from ``generator``, else the global generator), cut into mega-batches of ``mega_batch_mult`` batches, each
+    sorted longest first, the longest row of all moved to the very first place (an out-of-memory error comes
+    at once)."""
+    from .factories import randperm
+    if mega_batch_mult is None:  # (50, or the count that makes 4 mega-batches; 1 for a tiny dataset)
+        mega_batch_mult = min(len(lengths) // (batch_size * 4), 50) or 1
+    indices = randperm(len(lengths), generator=generator)
+    size = mega_batch_mult * batch_size
+    megabatches = [sorted(indices[i:i + size].tolist(), key=lambda i: lengths[i], reverse=True)
+                   for i in range(0, len(lengths), size)]
+    longest = int(np.argmax([lengths[megabatch[0]] for megabatch in megabatches]))
+    megabatches[0][0], megabatches[longest][0] = megabatches[longest][0], megabatches[0][0]
+    return [i for megabatch in megabatches for i in megabatch]
+
+
+class LengthGroupedSampler:
+    """transformers' sampler for ``group_by_length``: rows of similar lengths in the same batch, a new draw at each
+    epoch from the global generator (accelerate leaves it unseeded); the lengths are the ``length`` column's, or
+    the model input's."""
+
+    def __init__(self, batch_size, dataset=None, lengths=None, model_input_name=None, generator=None):
+        if dataset is None and lengths is None:
+            raise ValueError("One of dataset and lengths must be provided.")
+        self.batch_size = batch_size
+        if lengths is None:
+            model_input_name = model_input_name if model_input_name is not None else "input_ids"
+            if not _is_mapping(dataset[0]) or model_input_name not in dataset[0]:
+                raise ValueError("Can only automatically infer lengths for datasets whose items are dictionaries with "
+                                 f"an '{model_input_name}' key.")
+            lengths = [len(feature[model_input_name]) for feature in dataset]
+        self.lengths = lengths.tolist() if isinstance(lengths, Tensor) else lengths
+        self.generator = generator
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __iter__(self):
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator))
+
+
 def _is_hf_dataset(dataset):
     """A ``datasets.Dataset`` (checked by its type's module: minilora does not need the library)."""
     return type(dataset).__module__.startswith("datasets") and hasattr(dataset, "remove_columns")
@@ -997,6 +1039,12 @@ class Trainer:
         from .utils.data import SequentialSampler
         if self.args.train_sampling_strategy == "sequential":
             return SequentialSampler(dataset)
+        if self.args.train_sampling_strategy == "group_by_length":
+            column = self.args.length_column_name
+            lengths = dataset[column] if _is_hf_dataset(dataset) and column in dataset.column_names else None
+            input_name = self.processing_class.model_input_names[0] if self.processing_class is not None else None
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        dataset=dataset, lengths=lengths, model_input_name=input_name)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return SeedableRandomSampler(dataset, seed)
 

@@ -106,6 +106,10 @@ RUNS = {
     # transformers compiles the model, and inductor computes the eager model's numbers: the oracle runs eagerly
     # here (compiling takes it ~25 s); minilora refused the field
     "torch_compile": dict(torch_compile=True, torch_compile_mode="default"),
+    # transformers' LengthGroupedSampler (randperm from the global generator, mega-batches sorted longest first,
+    # over batch x accumulation rows): minilora refused it
+    "train_sampling_strategy": dict(train_sampling_strategy="group_by_length", gradient_accumulation_steps=2,
+                                    max_steps=2, per_device_train_batch_size=1),
 }
 EAGER_ORACLE = {"torch_compile", "torch_compile_mode"}
 
@@ -186,6 +190,9 @@ REFUSED = {
     "enable_jit_checkpoint": (dict(enable_jit_checkpoint=True), ValueError, "does not implement enable_jit_checkpoint"),
     "ddp_backend": (dict(ddp_backend="gloo"), ValueError, "does not implement ddp_backend"),
     "use_liger_kernel": (dict(use_liger_kernel=True), ValueError, "does not implement use_liger_kernel"),
+    "train_sampling_strategy": (dict(train_sampling_strategy="batch_rebalance"), ValueError,
+                                "train_sampling_strategy='batch_rebalance': minilora's Trainer samples 'random', "
+                                "'sequential' or 'group_by_length'"),
 }
 
 
@@ -241,4 +248,5 @@ def test_every_field_is_checked_here(tmp_path):
     needs_elsewhere = {"bf16_full_eval", "fp16_full_eval", "liger_kernel_config", "eval_use_gather_object",
                        "batch_eval_metrics", "push_to_hub", "accelerator_config", "parallelism_config", "fsdp",
                        "fsdp_config", "deepspeed"}
-    assert set(ml_trainer.NOT_IMPLEMENTED) == needs_elsewhere | set(REFUSED) - {"lr_scheduler_type"}
+    assert set(ml_trainer.NOT_IMPLEMENTED) == needs_elsewhere | set(REFUSED) - {"lr_scheduler_type",
+                                                                                        "train_sampling_strategy"}
