@@ -256,6 +256,9 @@ class _Tokenizer:
     model_max_length = VERY_LARGE_INTEGER
     chat_template = None
     clean_up_tokenization_spaces = False  # decode's default (transformers 5's; tokenizer_config.json may set it)
+    # a call's split_special_tokens default (transformers' attribute: ``tok.split_special_tokens = True`` makes "<s>"
+    # in a text plain characters; from_pretrained(..., split_special_tokens=True) / tokenizer_config.json set it)
+    split_special_tokens = False
     # the class save_pretrained names: the pipeline as saved runs as written (a rebuilt class's folder keeps its ids)
     _saved_class = "PreTrainedTokenizerFast"
 
@@ -415,16 +418,18 @@ class _Tokenizer:
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None, max_length=None,
                stride=0, padding_side=None, return_tensors=None, **kwargs):
-        """The ids of one text, or of a ``text_pair`` (transformers' ``encode``): a list, or with
+        """The ids of one text, or of a ``text_pair`` (transformers' ``encode``; a list of texts: a list of rows, as
+        transformers 5 encodes a batch): a list, or with
         ``return_tensors`` ("pt": a minilora Tensor, "np": an array) a batch of one, [1, n] --
         ``model.generate(tok.encode(text, return_tensors="pt"))``. The other options work as in the call.
         (``encode(text, False)``: a bool second argument is read as ``add_special_tokens``, what it means.)"""
         if isinstance(text_pair, bool):
             text_pair, add_special_tokens = None, text_pair
-        if not _is_split(text, kwargs):
+        batch = _is_text_batch(text) and not kwargs.get("is_split_into_words")
+        if not (batch or _is_split(text, kwargs)):
             _check_text(text)
-        plain = (text_pair, padding, truncation, max_length, stride, return_tensors, kwargs) == \
-            (None, False, None, None, 0, None, {})
+        plain = (text_pair, padding, truncation, max_length, stride, return_tensors, kwargs, batch) == \
+            (None, False, None, None, 0, None, {}, False)
         if plain and self._encodes_alone({}):
             return self._encode(text, add_special_tokens)
         return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
@@ -473,7 +478,8 @@ class _Tokenizer:
                        return_overflowing_tokens=return_overflowing_tokens,
                        return_special_tokens_mask=return_special_tokens_mask,
                        return_offsets_mapping=return_offsets_mapping, return_length=return_length,
-                       split_special_tokens=kwargs.pop("split_special_tokens", False), verbose=verbose)
+                       split_special_tokens=kwargs.pop("split_special_tokens", self.split_special_tokens),
+                       verbose=verbose)
         max_target_length = kwargs.pop("max_target_length", None)
         options.update(tokenizer_kwargs or {})  # then the other keywords: explicit ones win, as in transformers
         options.update(kwargs)
@@ -481,8 +487,8 @@ class _Tokenizer:
         if text is None and text_target is None:
             raise ValueError("You need to specify either `text` or `text_target`.")
         padding, truncation, max_length = self._padding_truncation(
-            options.pop("padding"), options.pop("truncation"), options.pop("max_length"), pad_to_multiple_of)
-        options.pop("verbose")
+            options.pop("padding"), options.pop("truncation"), options.pop("max_length"), pad_to_multiple_of,
+            options.pop("verbose"))
         out = None
         if text is not None:
             self._switch_to_input_mode()
@@ -499,14 +505,12 @@ class _Tokenizer:
             out["labels"] = targets["input_ids"]
         return out
 
-    def _padding_truncation(self, padding, truncation, max_length, pad_to_multiple_of):
+    def _padding_truncation(self, padding, truncation, max_length, pad_to_multiple_of, verbose=True):
         """transformers' padding / truncation arguments -> (padding strategy, truncation strategy, max_length):
         False | "longest" | "max_length", and False | "longest_first" | "only_first" | "only_second"."""
         if truncation is None and max_length is not None and padding is False:
-            warnings.warn("Truncation was not explicitly activated but `max_length` is provided: truncating to "
-                          "max_length, as transformers does. Pass truncation=True to silence this.")
-            truncation = "longest_first"
-        if padding is True and max_length is not None and truncation in (None, False, "do_not_truncate"):
+            truncation = "longest_first"  # max_length alone truncates (transformers 5 says nothing about it)
+        if verbose and padding is True and max_length is not None and truncation in (None, False, "do_not_truncate"):
             warnings.warn("`max_length` is ignored when `padding`=`True` and there is no truncation strategy. "
                           "To pad to max length, use `padding='max_length'`.")
         padding = _strategy(padding, PADDING_STRATEGIES, "PaddingStrategy", true="longest")
@@ -609,7 +613,7 @@ class _Tokenizer:
         if pad and pad["direction"] not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {pad['direction']!r}")
         backend = self._backend_for_calls()
-        with _backend_settings(backend, truncate, pad, split_special_tokens or self._splits_special_tokens):
+        with _backend_settings(backend, truncate, pad, split_special_tokens):
             try:
                 encodings = backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
                                                  is_pretokenized=is_split_into_words)
@@ -640,8 +644,6 @@ class _Tokenizer:
             out = BatchEncoding({k: v[0] if v and isinstance(v[0], list) else v for k, v in out.items()}, rows)
         return out
 
-    _splits_special_tokens = False  # whether a special token's text in the input is read as plain text
-
     def _backend_for_calls(self):
         """The ``tokenizers.Tokenizer`` that tokenizes calls (with alignment)."""
         return self._backend()
@@ -660,50 +662,56 @@ class _Tokenizer:
         return prefix + kept + suffix
 
     def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
-            return_attention_mask=None, return_tensors=None):
+            return_attention_mask=None, return_tensors=None, verbose=True):
         """Pad a batch to one length (transformers' ``tokenizer.pad``, as data collators call it).
 
         ``encoded_inputs``: ``{"input_ids": rows, ...}`` or a list of examples ``[{"input_ids": ids, ...}]``;
         rows may be lists, arrays or Tensors; one example (``{"input_ids": ids}``) comes back as one row.
         ``input_ids`` are padded with ``pad_token_id``, a given ``attention_mask`` with 0s (else one is made),
-        ``special_tokens_mask`` with 1s; other keys (``labels``) are passed through unpadded, as transformers."""
+        ``special_tokens_mask`` with 1s; other keys (``labels``) are passed through unpadded, as transformers.
+        As transformers: ``padding`` is read as in the call (a bad name is its ValueError; "max_length" without
+        ``max_length`` pads to ``model_max_length``, or not at all when the tokenizer sets none), padding without a
+        pad token is refused even when every row already has the length, ``return_attention_mask=False`` neither
+        makes nor pads a mask (one given is passed through as it is), and rows given as Tensors (arrays) come back
+        as Tensors (arrays) unless ``return_tensors`` says otherwise."""
+        return_tensors = return_tensors or _tensor_kind_of_rows(encoded_inputs)
         features = _features(encoded_inputs)
         single = bool(features["input_ids"]) and not isinstance(features["input_ids"][0], list)
         if single:
             features = {k: [v] for k, v in features.items()}
         rows = features["input_ids"]
-        if return_attention_mask is not False and "attention_mask" not in features:
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        if return_attention_mask and "attention_mask" not in features:
             features["attention_mask"] = [[1] * len(r) for r in rows]
         side = padding_side or self.padding_side
         if side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+        padding, _, max_length = self._padding_truncation(padding, None, max_length, pad_to_multiple_of, verbose)
         width = _padded_width(rows, padding, max_length, pad_to_multiple_of)
         if width is not None and any(len(r) < width for r in rows):
-            if self.pad_token_id is None:
-                raise ValueError("Asking to pad but the tokenizer does not have a padding token. Set one, e.g. "
-                                 "`tokenizer.pad_token = tokenizer.eos_token`.")
-            fills = {"input_ids": self.pad_token_id, "attention_mask": 0, "special_tokens_mask": 1,
-                     "token_type_ids": self.pad_token_type_id}
+            fills = {"input_ids": self.pad_token_id, "special_tokens_mask": 1,
+                     "token_type_ids": self.pad_token_type_id, **({"attention_mask": 0} if return_attention_mask else {})}
             for key, fill in fills.items():
                 if key in features:
                     features[key] = [_padded(row, width, fill, side) for row in features[key]]
-        if return_attention_mask is False:
-            features.pop("attention_mask", None)
         out = {k: _as_tensor(v, return_tensors, k) for k, v in features.items()}
         return BatchEncoding({k: v[0] for k, v in out.items()} if single else out)
 
     # --- decoding --------------------------------------------------------------------------------
-    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
+    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs):
         """The text of ``token_ids``: a list, a NumPy array or a Tensor row (``out[0]``), or one id.
         A batch (2-D: ``generate``'s whole output) gives a list of texts, as transformers 5 does."""
+        _check_decode_options(kwargs)
         rows = _rows(token_ids)
         if isinstance(rows, (list, tuple)) and rows and isinstance(_rows(rows[0]), (list, tuple)):
             return self.batch_decode(rows, skip_special_tokens, clean_up_tokenization_spaces)
         return self._cleaned_up(self._decode(_id_list(rows), skip_special_tokens), clean_up_tokenization_spaces)
 
-    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None):
+    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs):
         """One text per row of ``sequences`` (a 2-D Tensor or array, or a list of rows). One flat
         sequence is decoded as a batch of one, with transformers' deprecation warning."""
+        _check_decode_options(kwargs)
         rows = _rows(sequences)
         if rows and not isinstance(_rows(rows[0]), (list, tuple)):
             warnings.warn("Passing a single sequence to `batch_decode` is deprecated and will be removed in a "
@@ -740,6 +748,8 @@ class _Tokenizer:
             config["extra_special_tokens"] = list(self.extra_special_tokens)
         if self.chat_template is not None:
             config["chat_template"] = self.chat_template
+        if self.split_special_tokens:
+            config["split_special_tokens"] = True
         config.update(self._class_config())
         with atomic_folder(save_directory) as tmp:  # the two files as one unit: never a new vocabulary beside an old config
             with open(os.path.join(tmp, TOKENIZER_FILE), "w", encoding="utf-8") as f:
@@ -845,6 +855,20 @@ def _checked_documents(documents):
     return documents
 
 
+# decode keywords transformers' fast tokenizers take and change nothing with: the slow tokenizers' spacing of special
+# tokens (a fast tokenizer's decoder writes them as they are) and the seq2seq classes' source switch (5.x ignores it)
+_DECODE_OPTIONS_WITHOUT_EFFECT = ("spaces_between_special_tokens", "use_source_tokenizer")
+
+
+def _check_decode_options(options):
+    """decode's other keywords: the ones without effect taken, anything else refused by name (transformers passes
+    unknown ones on to a decoder that drops them: a misspelt skip_special_tokens would pass unnoticed)."""
+    unknown = sorted(set(options) - set(_DECODE_OPTIONS_WITHOUT_EFFECT))
+    if unknown:
+        raise TypeError(f"decode() got unexpected keyword arguments {unknown}: minilora's decode takes "
+                        f"skip_special_tokens, clean_up_tokenization_spaces and {list(_DECODE_OPTIONS_WITHOUT_EFFECT)}")
+
+
 def _refuse_unknown_call_options(options):
     """Keywords transformers' call would pass on and minilora does not implement: refused by name, never ignored."""
     known = {"add_special_tokens", "padding", "truncation", "max_length", "stride", "is_split_into_words",
@@ -917,6 +941,18 @@ def _features(encoded_inputs):
     return {k: _list_rows(v) for k, v in encoded_inputs.items()}
 
 
+def _tensor_kind_of_rows(encoded_inputs):
+    """"pt" when ``tokenizer.pad``'s input_ids are minilora Tensors, "np" when arrays, else None (lists): what
+    transformers' pad gives back by default."""
+    rows = encoded_inputs[0].get("input_ids") if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and \
+        isinstance(encoded_inputs[0], dict) else encoded_inputs.get("input_ids") if isinstance(encoded_inputs, dict) \
+        else None
+    if isinstance(rows, (list, tuple)) and rows:
+        rows = rows[0]
+    from .tensor import Tensor
+    return "np" if isinstance(rows, np.ndarray) else "pt" if isinstance(rows, Tensor) else None
+
+
 def _list_rows(values):
     """Rows (or one row) of ids as lists: a 2-D array or Tensor, or a list of rows of any kind."""
     rows = [_rows(row) for row in _rows(values)]
@@ -930,10 +966,8 @@ def _padded(row, width, fill, side):
 
 def _padded_width(rows, padding, max_length, pad_to_multiple_of):
     """The length every row is padded to, or None (no padding)."""
-    if padding in (False, "do_not_pad"):
+    if not padding:  # (the strategy as _padding_truncation resolved it: "max_length" comes with its max_length)
         return None
-    if padding == "max_length" and max_length is None:
-        raise ValueError("padding='max_length' needs max_length")
     width = max_length if padding == "max_length" else max((len(r) for r in rows), default=0)
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
@@ -950,7 +984,12 @@ def _as_tensor(rows, return_tensors, key="input_ids"):
     if return_tensors is None:
         return rows
     kind = _tensor_type(return_tensors)
-    if len({len(r) if isinstance(r, list) else -1 for r in rows}) > 1:
+    ragged = len({len(r) if isinstance(r, list) else -1 for r in rows}) > 1
+    if ragged and kind == "np" and all(isinstance(r, list) for r in rows):  # transformers 5: an array of arrays
+        array = np.empty(len(rows), dtype=object)
+        array[:] = [np.array(row, dtype=np.float64 if _has_floats(row) else np.int64) for row in rows]
+        return array
+    if ragged:
         raise ValueError(f"Unable to create tensor: the rows of {key!r} have different lengths; activate padding "
                          "(padding=True) and/or truncation to have batched tensors of the same length.")
     inferred = np.array(rows)
@@ -962,6 +1001,10 @@ def _as_tensor(rows, return_tensors, key="input_ids"):
         return array
     from .tensor import tensor
     return tensor(array.astype(np.float32) if floats else array, device="cpu")
+
+
+def _has_floats(row):
+    return any(isinstance(value, float) for value in row)
 
 
 def _tensor_type(return_tensors):
@@ -1123,6 +1166,11 @@ _TOKENIZATION_SPACES = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" '
 def _is_split(text, kwargs):
     """A list of words given to ``encode`` with ``is_split_into_words=True``."""
     return bool(kwargs.get("is_split_into_words")) and isinstance(text, (list, tuple))
+
+
+def _is_text_batch(text):
+    """A non-empty list (or tuple) of texts, which transformers 5's ``encode`` encodes as a batch."""
+    return isinstance(text, (list, tuple)) and bool(text) and all(isinstance(t, str) for t in text)
 
 
 def _check_text(text):
@@ -1466,7 +1514,7 @@ _GUESSES = {"bos": ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "[CL
 
 
 CONFIG_SETTINGS = ("chat_template", "padding_side", "truncation_side", "model_max_length",
-                   "clean_up_tokenization_spaces")
+                   "clean_up_tokenization_spaces", "split_special_tokens")
 # from_pretrained(folder, add_eos_token=True): transformers 5 ignores tokenizer_config.json's flags (the file's
 # post-processor decides) but rebuilds the post-processor from flags given as arguments
 POST_PROCESSOR_FLAGS = ("add_bos_token", "add_eos_token")
@@ -2735,7 +2783,7 @@ class WhisperTokenizer(HFTokenizer):
         self.set_prefix_tokens(task=task, language=language, predict_timestamps=not no_timestamps)
         return [(rank + 1, token) for rank, token in enumerate(self.prefix_tokens[1:])]
 
-    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
+    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs):
         rows = _rows(token_ids)
         if skip_special_tokens and isinstance(rows, (list, tuple)) and rows and \
                 not isinstance(_rows(rows[0]), (list, tuple)):
@@ -2743,7 +2791,7 @@ class WhisperTokenizer(HFTokenizer):
             start, prompt = self._token_id("<|startoftranscript|>"), self._token_id("<|startofprev|>")
             if rows[0] == prompt:  # (the prompt goes, up to the transcript's start)
                 rows = rows[rows.index(start):] if start in rows else []
-        return super().decode(rows, skip_special_tokens, clean_up_tokenization_spaces)
+        return super().decode(rows, skip_special_tokens, clean_up_tokenization_spaces, **kwargs)
 
     def _decode(self, token_ids, skip_special_tokens):
         return self._timestamp.sub("", super()._decode(token_ids, skip_special_tokens))

@@ -107,14 +107,15 @@ def test_byte_tokenizer_call_defaults_as_transformers():
     assert out.input_ids == [[256, 97, 98], [256, 97, 98, 99, 100]] and out["attention_mask"][0] == [1, 1, 1]
     assert tok("ab")["input_ids"] == [256, 97, 98]  # one text: one row, not a batch
     assert tok("ab", return_tensors="np")["input_ids"].shape == (1, 3)
+    ragged = tok(["ab", "abcd"], return_tensors="np")["input_ids"]  # transformers 5: an object array of rows
+    assert ragged.dtype == object and [row.tolist() for row in ragged] == [[256, 97, 98], [256, 97, 98, 99, 100]]
     with pytest.raises(ValueError, match="padding=True"):
-        tok(["ab", "abcd"], return_tensors="np")
+        tok(["ab", "abcd"], return_tensors="pt")
     assert tok("ab", return_tensors="pt")["input_ids"].tolist() == [[256, 97, 98]]  # minilora Tensors
     with pytest.raises(ValueError, match="not a valid TensorType"):
         tok("ab", return_tensors="tf")
     assert tok("ab", "cd")["input_ids"] == [256, 97, 98, 256, 99, 100]  # a text pair, as its saved template joins one
-    with pytest.warns(UserWarning, match="Truncation was not explicitly activated"):
-        assert tok("abcdef", max_length=3)["input_ids"] == [256, 97, 98]
+    assert tok("abcdef", max_length=3)["input_ids"] == [256, 97, 98]  # max_length alone truncates (no warning)
     tok.pad_token = tok.eos_token
     assert tok.pad_token_id == tok.eos_token_id == 257 and tok.pad_token == "<eos>"
     assert tok.batch_decode([[256, 104, 105, 257]], skip_special_tokens=True) == ["hi"]
