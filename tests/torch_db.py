@@ -21,6 +21,13 @@ pytest.importorskip("expecttest")
 
 import minilora as ml  # noqa: E402
 
+# torch's test utilities freeze torch.backends' flags when imported (common_utils calls disable_global_flags(): its
+# own suite changes them only inside flags()); the test databases import them, and in one pytest process that
+# froze the flags for every later file (tests/test_toplevel_r8.py sets them as users do: "not allowed to set
+# torch.backends.cudnn flags after disable_global_flags"). Imported here first, so the freeze is lifted once.
+import torch.testing._internal.common_utils  # noqa: E402,F401
+torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True  # (the flag's own module)
+
 
 # ---- finding minilora's counterpart -----------------------------------------------------------------
 def resolve(root, dotted_name):
