@@ -29,7 +29,7 @@ It is transformers 5's loop on one process, number for number (``tests/test_trai
 The random generators' states, the weight-decay rule and the JSON-safe metrics come from ``minilora.train``
 (the ``train()`` function, minilora's own loop, uses them too), the schedules from ``minilora.optim``. Not
 here (refused by name, ``NOT_IMPLEMENTED``): distributed training, DeepSpeed/FSDP, hyperparameter search,
-optimizers other than torch's AdamW/SGD/Adagrad/RMSprop.
+optimizers other than torch's AdamW/SGD/Adagrad/RMSprop and transformers' Adafactor (``optim/hf_adafactor.py``).
 """
 import dataclasses
 import functools
@@ -79,7 +79,7 @@ OPTIMIZER_NAMES = (
     "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw",
     "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise",
     "stable_adamw")
-BUILT_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adagrad", "rmsprop")
+BUILT_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop")
 # the optim_args keys transformers reads for each torch optimizer (as floats, or booleans)
 _OPTIM_ARGS = {"sgd": (("momentum", "dampening", "weight_decay"), ("nesterov",)),
                "adagrad": (("lr_decay", "weight_decay", "eps"), ()),
@@ -1083,6 +1083,9 @@ class Trainer:
             if args.optim == "adamw_torch_fused":
                 kwargs["fused"] = True
             return optim.AdamW, kwargs
+        if args.optim == "adafactor":  # (transformers' own Adafactor, at the given lr; optim_args are not read)
+            from .optim.hf_adafactor import Adafactor
+            return Adafactor, {**kwargs, "scale_parameter": False, "relative_step": False}
         floats, flags = _OPTIM_ARGS[args.optim]
         given = dict(pair.split("=") for pair in args.optim_args.replace(" ", "").split(",")) if args.optim_args \
             else {}

@@ -108,6 +108,8 @@ RUNS = {
     "torch_compile": dict(torch_compile=True, torch_compile_mode="default"),
     # transformers' LengthGroupedSampler (randperm from the global generator, mega-batches sorted longest first,
     # over batch x accumulation rows): minilora refused it
+    # transformers' own Adafactor (not torch's) at the given lr: minilora refused the name
+    "optim": dict(optim="adafactor", weight_decay=0.1),
     "train_sampling_strategy": dict(train_sampling_strategy="group_by_length", gradient_accumulation_steps=2,
                                     max_steps=2, per_device_train_batch_size=1),
 }
@@ -250,3 +252,27 @@ def test_every_field_is_checked_here(tmp_path):
                        "fsdp_config", "deepspeed"}
     assert set(ml_trainer.NOT_IMPLEMENTED) == needs_elsewhere | set(REFUSED) - {"lr_scheduler_type",
                                                                                         "train_sampling_strategy"}
+
+
+@pytest.mark.parametrize("options", [dict(lr=1e-2, scale_parameter=False, relative_step=False),
+                                     dict(beta1=0.9, weight_decay=0.1),
+                                     dict(warmup_init=True, clip_threshold=0.5)])
+def test_transformers_adafactor_steps_as_transformers(options):
+    """optim="adafactor" builds transformers' Adafactor: its factored second moment for a matrix, the full one
+    for a vector, the clipped update, beta1's first moment, relative and RMS-scaled step sizes."""
+    from transformers.optimization import Adafactor as TheirAdafactor
+
+    from minilora.optim.hf_adafactor import Adafactor
+    g = np.random.default_rng(0)
+    weights = [g.standard_normal(shape).astype(np.float32) for shape in ((3, 4), (4,))]
+    grads = [[g.standard_normal(w.shape).astype(np.float32) for w in weights] for _ in range(3)]
+    theirs = [torch.nn.Parameter(torch.tensor(w)) for w in weights]
+    ours = [ml.nn.Parameter(ml.tensor(w)) for w in weights]
+    optimizers = [TheirAdafactor(theirs, **options), Adafactor(ours, **options)]
+    for step in grads:
+        for params, optimizer, tensor in zip((theirs, ours), optimizers, (torch.tensor, ml.tensor)):
+            for p, grad in zip(params, step):
+                p.grad = tensor(grad)
+            optimizer.step()
+    for a, b in zip(theirs, ours):  # (the RMS norms' float32 sums in another order: a few ulps)
+        np.testing.assert_allclose(b.numpy(force=True), a.detach().numpy(), rtol=1e-6, atol=1e-7)
