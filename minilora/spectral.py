@@ -34,6 +34,16 @@ def _arange(n, dtype, device):
     return arange(n, dtype=dtype, device=device)
 
 
+def _positions(name, window_length, periodic, dtype, device, requires_grad):
+    """The trivial window (length 0 or 1) as a Tensor, else ``(N, arange(N))`` in the window's dtype: N is the
+    symmetric window's length, one more than asked for a periodic one."""
+    dtype, trivial = _window_start(name, window_length, dtype, device, requires_grad)
+    if trivial is not None:
+        return trivial
+    n = window_length + 1 if periodic else window_length
+    return n, _arange(n, dtype, device)
+
+
 def _finished(window, periodic, requires_grad):
     """A periodic window is the symmetric one of length + 1 without its last point."""
     window = window[:-1] if periodic else window
@@ -43,11 +53,10 @@ def _finished(window, periodic, requires_grad):
 def hamming_window(window_length, periodic=True, alpha=0.54, beta=0.46, *, dtype=None, layout=None, device=None,
                    requires_grad=False, pin_memory=None):
     """``torch.hamming_window``: ``alpha - beta cos(2 pi n / (N - 1))``."""
-    dtype, trivial = _window_start("hamming_window", window_length, dtype, device, requires_grad)
-    if trivial is not None:
-        return trivial
-    n = window_length + 1 if periodic else window_length
-    window = _arange(n, dtype, device)
+    start = _positions("hamming_window", window_length, periodic, dtype, device, requires_grad)
+    if isinstance(start, Tensor):
+        return start
+    n, window = start
     window = ops.add(ops.mul(ops.cos(ops.mul(window, math.pi * 2.0 / (n - 1))), -beta), alpha)
     return _finished(window, periodic, requires_grad)
 
@@ -64,11 +73,11 @@ def hann_window(window_length, periodic=True, *, dtype=None, layout=None, device
 def bartlett_window(window_length, periodic=True, *, dtype=None, layout=None, device=None, requires_grad=False,
                     pin_memory=None):
     """``torch.bartlett_window``: the triangle ``2 n / (N - 1)``, mirrored as ``2 - x`` past its middle."""
-    dtype, trivial = _window_start("bartlett_window", window_length, dtype, device, requires_grad)
-    if trivial is not None:
-        return trivial
-    n = window_length + 1 if periodic else window_length
-    window = ops.mul(_arange(n, dtype, device), 2.0 / (n - 1))
+    start = _positions("bartlett_window", window_length, periodic, dtype, device, requires_grad)
+    if isinstance(start, Tensor):
+        return start
+    n, window = start
+    window = ops.mul(window, 2.0 / (n - 1))
     first_half = ((n - 1) >> 1) + 1
     window = ops.cat([window[:first_half], ops.add(ops.mul(window[first_half:], -1), 2)])
     return _finished(window, periodic, requires_grad)
@@ -77,11 +86,11 @@ def bartlett_window(window_length, periodic=True, *, dtype=None, layout=None, de
 def blackman_window(window_length, periodic=True, *, dtype=None, layout=None, device=None, requires_grad=False,
                     pin_memory=None):
     """``torch.blackman_window``: ``0.42 - 0.5 cos(2 pi n / (N - 1)) + 0.08 cos(4 pi n / (N - 1))``."""
-    dtype, trivial = _window_start("blackman_window", window_length, dtype, device, requires_grad)
-    if trivial is not None:
-        return trivial
-    n = window_length + 1 if periodic else window_length
-    window = ops.mul(_arange(n, dtype, device), math.pi / (n - 1))
+    start = _positions("blackman_window", window_length, periodic, dtype, device, requires_grad)
+    if isinstance(start, Tensor):
+        return start
+    n, window = start
+    window = ops.mul(window, math.pi / (n - 1))
     window = ops.add(ops.sub(ops.mul(ops.cos(ops.mul(window, 4)), 0.08), ops.mul(ops.cos(ops.mul(window, 2)), 0.5)),
                      0.42)
     return _finished(window, periodic, requires_grad)
@@ -90,12 +99,12 @@ def blackman_window(window_length, periodic=True, *, dtype=None, layout=None, de
 def kaiser_window(window_length, periodic=True, beta=12.0, *, dtype=None, layout=None, device=None,
                   requires_grad=False, pin_memory=None):
     """``torch.kaiser_window``: ``i0(beta sqrt(1 - ((n - a) / a)^2)) / i0(beta)``, a = (N - 1) / 2."""
-    dtype, trivial = _window_start("kaiser_window", window_length, dtype, device, requires_grad)
-    if trivial is not None:
-        return trivial
-    n = window_length + 1 if periodic else window_length
+    start = _positions("kaiser_window", window_length, periodic, dtype, device, requires_grad)
+    if isinstance(start, Tensor):
+        return start
+    n, window = start
     center = (n - 1) / 2.0
-    position = ops.div(ops.sub(_arange(n, dtype, device), center), center)
+    position = ops.div(ops.sub(window, center), center)
     window = ops.div(ops.special.i0(ops.mul(ops.sqrt(ops.abs(ops.sub(1, ops.pow(position, 2)))), beta)),
                      ops.special.i0(ops.add(ops.mul(position[:1], 0), beta)))
     return _finished(window, periodic, requires_grad)
