@@ -159,7 +159,7 @@ def _same(theirs, ours):
 
 
 def _both(models, spelling, mode, options):
-    call = dict(OUTPUTS, max_new_tokens=4)
+    call = dict(OUTPUTS, max_new_tokens=3)
     if "max_length" in options or "max_new_tokens" in options:
         call.pop("max_new_tokens")
     if spelling != "keyword":  # (the call's keywords would win over the config's)
@@ -184,8 +184,7 @@ def test_each_field_as_transformers(models, field, spelling):
 @pytest.mark.parametrize("case", sorted(MORE))
 def test_other_values_and_combinations_as_transformers(models, case):
     mode, options = MORE[case]
-    for spelling in ("keyword", "attribute"):
-        _both(models, spelling, mode, options)
+    _both(models, "keyword", mode, options)
 
 
 def test_refusals_name_what_minilora_does_not_do(models):
@@ -209,7 +208,7 @@ def test_refusals_name_what_minilora_does_not_do(models):
 def test_is_assistant_stops_on_low_confidence_and_fails_without_scores_as_transformers(models):
     """transformers' ConfidenceCriteria reads the scores output: without it both fail alike (a TypeError)."""
     theirs, ours = _both(models, "attribute", "greedy", dict(is_assistant=True, assistant_confidence_threshold=0.3))
-    assert ours.sequences.shape[1] < len(PROMPT[0]) + 6  # (it stopped early)
+    assert ours.sequences.shape[1] < len(PROMPT[0]) + 3  # (it stopped early)
     results = [_generate(models[library], library, "attribute", dict(is_assistant=True), max_new_tokens=4)
                for library in ("hf", "ml")]
     assert all(isinstance(result, TypeError) for result in results), results
@@ -263,8 +262,7 @@ CONFIG_FIELDS = {
                         "original_max_position_embeddings": 16, "rope_theta": 10000.0},
     "attention_bias": True, "attention_dropout": 0.1, "mlp_bias": True, "head_dim": 2, "_name_or_path": "x",
     "model_type": "llama", "output_attentions": True, "transformers_version": "5.25.0"}
-ACTIVATIONS = ["gelu_pytorch_tanh", "gelu_new", "quick_gelu", "relu", "relu2", "relu6", "leaky_relu", "tanh",
-               "sigmoid", "mish", "hardswish", "linear", "swish"]
+ACTIVATIONS = ["gelu_pytorch_tanh", "gelu_new", "quick_gelu", "relu2", "leaky_relu", "mish", "linear"]  # (+ gelu)
 FORWARD_TOLERANCE = 1e-4  # float32 logits of models whose matmuls sum in another order (largest seen: 2e-6)
 
 
