@@ -321,6 +321,11 @@ class _Tokenizer:
         ids = (self._token_id(token) for token in self.all_special_tokens)
         return [i for i in ids if i is not None]
 
+    def num_special_tokens_to_add(self, pair=False):
+        """How many special tokens a call adds to one text (``pair``: to a pair), as the post-processor writes them
+        (transformers' method: the room a chunker leaves, ``max_length - tok.num_special_tokens_to_add()``)."""
+        return self._backend_for_calls().num_special_tokens_to_add(pair)
+
     def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens=False):
         """1 for each id of ``all_special_ids``, 0 for the others, over a sequence that already has its special
         tokens (``already_has_special_tokens=True``: what transformers' data collators ask, and all it answers
@@ -987,7 +992,7 @@ def _as_tensor(rows, return_tensors, key="input_ids"):
     ragged = len({len(r) if isinstance(r, list) else -1 for r in rows}) > 1
     if ragged and kind == "np" and all(isinstance(r, list) for r in rows):  # transformers 5: an array of arrays
         array = np.empty(len(rows), dtype=object)
-        array[:] = [np.array(row, dtype=np.float64 if _has_floats(row) else np.int64) for row in rows]
+        array[:] = [np.array(row) for row in rows]  # (each row as NumPy reads it: an empty one float64, as there)
         return array
     if ragged:
         raise ValueError(f"Unable to create tensor: the rows of {key!r} have different lengths; activate padding "
@@ -1001,10 +1006,6 @@ def _as_tensor(rows, return_tensors, key="input_ids"):
         return array
     from .tensor import tensor
     return tensor(array.astype(np.float32) if floats else array, device="cpu")
-
-
-def _has_floats(row):
-    return any(isinstance(value, float) for value in row)
 
 
 def _tensor_type(return_tensors):
