@@ -824,6 +824,9 @@ SKIP.update({n: "randomised low-rank SVD/PCA, stft and its windows (round 14): t
                  "torch.svd_lowrank", "torch.pca_lowrank", "torch.stft", "torch.istft", "Tensor.stft", "Tensor.istft",
                  "torch.hann_window", "torch.hamming_window", "torch.bartlett_window", "torch.blackman_window",
                  "torch.kaiser_window"} & shared_names() - set(SKIP)})
+SKIP.update({"torch.fill": "torch.fill (round 14): tests/test_opinfo_elementwise_r14.py runs op_db's samples through it",
+             "torch.histogramdd": "torch.histogramdd (round 14): tests/test_opinfo_reductions_r14.py runs op_db's "
+                                  "samples through it"})
 
 # test_fuzz_r5's tables draw these (gather, scatter, x[...], operators...): counted by drawing its OPS
 R5_SEEDS = range(40)

@@ -26,7 +26,7 @@ from torch.testing._internal.common_methods_invocations import op_db  # noqa: E4
 from torch.testing._internal.opinfo.core import BinaryUfuncInfo, UnaryUfuncInfo  # noqa: E402
 
 POINTWISE = set("""addcdiv addcmul clamp clamp_min clamp_max clip lerp where masked_fill logaddexp2 float_power
-xlogy nan_to_num heaviside copysign frexp ldexp isin bucketize""".split())
+xlogy nan_to_num heaviside copysign frexp ldexp isin bucketize fill""".split())
 OPINFOS = [op for op in op_db if (isinstance(op, (UnaryUfuncInfo, BinaryUfuncInfo)) or op.name in POINTWISE
                                   or op.name.startswith("__r")) and op.name != "__rmatmul__"
            and not op.name.startswith("special.")]
