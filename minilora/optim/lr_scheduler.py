@@ -968,16 +968,22 @@ def get_reduce_on_plateau_schedule(optimizer, **kwargs):
     return ReduceLROnPlateau(optimizer, **kwargs)
 
 
+def _min_lr_rate(optimizer, min_lr, min_lr_rate):
+    """The floor of a min-lr cosine as a share of the optimizer's lr: ``min_lr_rate``, or ``min_lr`` over the lr."""
+    if min_lr is not None and min_lr_rate is not None:
+        raise ValueError("Only one of min_lr or min_lr_rate should be set")
+    if min_lr is not None:
+        return min_lr / optimizer.defaults["lr"]
+    if min_lr_rate is None:
+        raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
+    return min_lr_rate
+
+
 def get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps, num_cycles=0.5,
                                                 last_epoch=-1, min_lr=None, min_lr_rate=None):
     """``get_cosine_schedule_with_warmup`` whose wave ends at ``min_lr`` (or ``min_lr_rate`` times the
     optimizer's default lr) instead of 0."""
-    if min_lr is not None and min_lr_rate is not None:
-        raise ValueError("Only one of min_lr or min_lr_rate should be set")
-    if min_lr is not None:
-        min_lr_rate = min_lr / optimizer.defaults["lr"]
-    elif min_lr_rate is None:
-        raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
+    min_lr_rate = _min_lr_rate(optimizer, min_lr, min_lr_rate)
     fn = functools.partial(_cosine_with_min_lr, num_warmup_steps=num_warmup_steps,
                            num_training_steps=num_training_steps, num_cycles=num_cycles, min_lr_rate=min_lr_rate)
     return LambdaLR(optimizer, fn, last_epoch)
@@ -1003,12 +1009,7 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(optimizer, num_warmup_st
                                                         warmup_lr_rate=None):
     """transformers' ``cosine_warmup_with_min_lr``: ``get_cosine_with_min_lr_schedule_with_warmup`` whose warmup
     starts at ``warmup_lr_rate`` and whose wave is one step ahead."""
-    if min_lr is not None and min_lr_rate is not None:
-        raise ValueError("Only one of min_lr or min_lr_rate should be set")
-    if min_lr is not None:
-        min_lr_rate = min_lr / optimizer.defaults["lr"]
-    elif min_lr_rate is None:
-        raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
+    min_lr_rate = _min_lr_rate(optimizer, min_lr, min_lr_rate)
     fn = functools.partial(_cosine_with_min_lr_rate, num_warmup_steps=num_warmup_steps,
                            num_training_steps=num_training_steps, num_cycles=num_cycles, min_lr_rate=min_lr_rate,
                            warmup_lr_rate=warmup_lr_rate)
