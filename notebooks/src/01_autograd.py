@@ -138,9 +138,15 @@ loss.backward()
 dh = 2 * a.numpy() * (h.numpy() > 0)
 print("x.grad from backward():", x.grad)
 print("x.grad by hand:        ", dh @ w.numpy())
-print("W.grad matches by hand:", np.allclose(w.grad, dh.T @ x.numpy()))
+same_x = np.array_equal(x.grad.numpy(), dh @ w.numpy())
+same_w = np.array_equal(w.grad.numpy(), dh.T @ x.numpy())
+print("bit for bit equal to the hand-derived products: x.grad", same_x, "| W.grad", same_w)
+assert same_x and same_w
 
 # %% [markdown]
+# Exactly, bit for bit: `backward()` runs the very float32 products written above (`dh W` and
+# `dh^T x`), in the same order, so there is nothing to round differently.
+#
 # Two details of the engine matter later:
 #
 # * After `backward()` the graph is freed: every node drops what it saved. Activations saved for

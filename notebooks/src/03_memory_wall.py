@@ -434,6 +434,16 @@ plain, ckpt = kept["LoRA"], kept["LoRA + checkpointing"]
 print(f"kept: {plain.graph_bytes / ckpt.graph_bytes:.1f}x less, peak: {plain.peak_bytes / ckpt.peak_bytes:.1f}x lower")
 assert plain.graph_bytes > 8 * ckpt.graph_bytes and plain.peak_bytes > 2.5 * ckpt.peak_bytes
 
+ckpt_model.load_state_dict(lora_model.state_dict())   # the same adapter weights in both models
+grads = {}
+for label, model in (("LoRA", lora_model), ("LoRA + checkpointing", ckpt_model)):
+    model(batch[0], labels=batch[1]).loss.backward()
+    grads[label] = {name: p.grad.numpy().copy() for name, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+same = all(np.array_equal(g, grads["LoRA + checkpointing"][name]) for name, g in grads["LoRA"].items())
+print(f"the {len(grads['LoRA'])} adapter gradients, with and without checkpointing, bit for bit equal: {same}")
+assert same
+
 # %% [markdown]
 # What is left after the forward is the layers' inputs and the output head's work; the peak is now
 # one layer's activations plus those: about 10x less kept, about 3x lower peak. The price is one more

@@ -83,6 +83,7 @@ prediction = None   # "0", "1e-6" or "1e-2"
 
 # %%
 unmerged = logits(model, batch)
+w0_before = {name: p.numpy().copy() for name, p in model.named_parameters() if "base_layer" in name}
 model.merge_adapter()
 merged = logits(model, batch)
 difference = np.abs(merged - unmerged).max()
@@ -91,6 +92,11 @@ closest = min(("0", 0.0), ("1e-6", 1e-6), ("1e-2", 1e-2), key=lambda o: abs(np.l
 print(f"closest option: {closest}" + (f"; you predicted {prediction}" if prediction is not None else ""))
 model.unmerge_adapter()
 print(f"after unmerge: {np.abs(logits(model, batch) - unmerged).max():.2e}")
+w0_after = {name: p.numpy() for name, p in model.named_parameters() if "base_layer" in name}
+changed = sum(int((w0_after[name] != w).sum()) for name, w in w0_before.items())
+total = sum(w.size for w in w0_before.values())
+print(f"W0 after merge + unmerge: {changed:,d} of {total:,d} numbers not bit for bit the original")
+assert 0 < changed < total
 assert 0 < difference < 1e-3 and np.abs(logits(model, batch) - unmerged).max() < 1e-3   # rounding only
 
 # %% [markdown]
@@ -226,13 +232,14 @@ measured = data.evaluate(reverse_model, tok, SECOND_TASK, n=log["eval_examples"]
 print(f"\nrecorded accuracy {log['eval_accuracy_final']:.0%}; measured now on the same "
       f"{log['eval_examples']} unseen lists: {measured.accuracy:.0%}")
 assert abs(measured.accuracy - log["eval_accuracy_final"]) <= 0.02, "the shipped adapter does not match its log"
+print("the adapter's answers, e.g.:")
+for prompt, target, output in measured.samples[:3]:
+    print(f"  {prompt!r} -> {output!r}   (expected {target!r})")
 base_alone = data.evaluate(load_base(), tok, SECOND_TASK, n=20).accuracy
 print(f"base model alone: {base_alone:.0%} of 20")
 by_step = {int(step): acc for step, acc in log["eval_accuracy_by_step"].items()}
 assert by_step[100] < 0.1 and by_step[300] > 0.5 and base_alone == 0   # hundreds of steps, from nothing
 assert round(os.path.getsize(reverse_dir / "adapter_model.safetensors") / 1e3, -1) == 320
-for prompt, target, output in measured.samples[:3]:
-    print(f"  {prompt!r} -> {output!r}   (expected {target!r})")
 
 # %% [markdown]
 # Now both adapters *next to* each other on one base model: one copy of the base weights, two small
