@@ -711,7 +711,7 @@ class _Tokenizer:
         rows = _rows(token_ids)
         if isinstance(rows, (list, tuple)) and rows and isinstance(_rows(rows[0]), (list, tuple)):
             return self.batch_decode(rows, skip_special_tokens, clean_up_tokenization_spaces)
-        return self._cleaned_up(self._decode(_id_list(rows), skip_special_tokens), clean_up_tokenization_spaces)
+        return self._cleaned_up(self._decode(_ids_to_decode(rows), skip_special_tokens), clean_up_tokenization_spaces)
 
     def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs):
         """One text per row of ``sequences`` (a 2-D Tensor or array, or a list of rows). One flat
@@ -722,7 +722,7 @@ class _Tokenizer:
             warnings.warn("Passing a single sequence to `batch_decode` is deprecated and will be removed in a "
                           "future version, use `decode` instead.", FutureWarning, stacklevel=2)
             rows = [rows]
-        return [self._cleaned_up(self._decode(_id_list(row), skip_special_tokens), clean_up_tokenization_spaces)
+        return [self._cleaned_up(self._decode(_ids_to_decode(row), skip_special_tokens), clean_up_tokenization_spaces)
                 for row in rows]
 
     def _cleaned_up(self, text, clean_up_tokenization_spaces):
@@ -1189,6 +1189,17 @@ def _id_list(ids):
     if isinstance(ids, (int, np.integer)):
         return [int(ids)]
     return [int(i) for i in ids]
+
+
+def _ids_to_decode(ids):
+    """``_id_list`` for decode, which refuses float ids as transformers' (the tokenizers library's TypeError): a
+    float Tensor of ids (a sampled or averaged one) must not be truncated to ids silently."""
+    values = _rows(ids)
+    values = [values] if not isinstance(values, (list, tuple)) else values
+    if any(isinstance(value, (float, np.floating)) for value in values):
+        raise TypeError("'float' object cannot be interpreted as an integer: decode takes integer token ids "
+                        "(a float Tensor of ids: .long() it first)")
+    return _id_list(values)
 
 
 @functools.lru_cache(maxsize=None)  # (a table read per token: made once; callers only read it)

@@ -11,7 +11,7 @@ of a list of texts (transformers 5 encodes the batch; minilora refused it), ``to
 when the rows were already equal), ``return_attention_mask=False`` in pad (a given mask was dropped), Tensor rows
 given to pad (came back as lists), pad's ``verbose``, decode's ``spaces_between_special_tokens`` (TypeError), a
 ragged batch with ``return_tensors="np"`` (transformers 5: an object array of rows), ``num_special_tokens_to_add``
-(missing) and the warning minilora gave for ``max_length`` without ``truncation`` (transformers 5 truncates
+(missing), float ids given to decode (truncated to ids; transformers' TypeError) and the warning minilora gave for ``max_length`` without ``truncation`` (transformers 5 truncates
 silently). With GPT-2, Qwen2 and Gemma folders added the survey is 2,900 calls: 357 divergences before, 167 after,
 all deliberate: minilora's ValueError where transformers raises a bare Exception / Rust panic / OverflowError (not
 counted), its warning for padding="max_length" with no length to pad to, an empty batch answered empty (an
@@ -126,6 +126,8 @@ CALLS = {
                                                       spaces_between_special_tokens=False),
     "decode tensors": lambda k: (k.decode(k(TEXTS[:2], return_tensors="pt", padding=True)["input_ids"]),
                                  k.decode(k(TEXTS[1], return_tensors="pt")["input_ids"][0, 1])),
+    "decode float ids (refused)": lambda k: k.decode(np.array([1.0, 2.0])),
+    "batch_decode float ids (refused)": lambda k: k.batch_decode([[1.5, 2.0]]),
     "ids and tokens": lambda k: (k.convert_ids_to_tokens(k(SPECIAL_TEXT)["input_ids"], skip_special_tokens=True),
                                  k.convert_tokens_to_string(k.tokenize(TEXTS[5] + " " + TEXTS[1]))),
     # pad
@@ -213,6 +215,8 @@ DELIBERATE = {
     "an unknown decode keyword (transformers drops it)": (lambda k: k.decode([1, 2], foo=1), TypeError, "foo"),
     "max_length=0 (transformers does not truncate)": (lambda k: k(TEXTS, max_length=0, truncation=True), ValueError,
                                                       "max_length must be a positive integer"),
+    "a special token name set to a string outside the vocabulary (transformers: the unk id)": (
+        lambda k: setattr(k, "eos_token", "<new_eos>"), ValueError, "not in the tokenizer's vocabulary"),
     "a Python function as a tool (transformers writes its schema)": (
         lambda k: k.apply_chat_template(CHAT, chat_template=TEMPLATE, tools=[len]), NotImplementedError, "schema"),
 }
