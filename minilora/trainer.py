@@ -1026,8 +1026,9 @@ class Trainer:
             else:
                 collator = _RemoveColumnsCollator(collator, set(columns))
         args = self.args
-        workers = {"num_workers": args.dataloader_num_workers,
-                   "persistent_workers": args.dataloader_persistent_workers}  # (torch refuses it without workers)
+        workers = {"num_workers": args.dataloader_num_workers,  # (torch refuses these two without workers)
+                   "persistent_workers": args.dataloader_persistent_workers,
+                   "multiprocessing_context": args.dataloader_multiprocessing_context}
         if args.dataloader_num_workers:
             workers["prefetch_factor"] = args.dataloader_prefetch_factor
             if training and sampler is not None:

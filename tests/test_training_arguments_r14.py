@@ -175,12 +175,16 @@ def test_an_unknown_log_level_stops_the_trainer_as_transformers(tmp_path, field)
     assert errors[0] == errors[1] == (KeyError, "'loud'")
 
 
-def test_persistent_workers_without_workers_is_refused_as_torch_refuses_it(base, tmp_path):
-    """transformers hands dataloader_persistent_workers to torch's DataLoader, which refuses it without workers
-    (minilora dropped it and trained)."""
-    errors = [error_of(lambda: train(lib, base, tmp_path / lib.__name__, dataloader_persistent_workers=True))
+@pytest.mark.parametrize("field, value, words", [
+    ("dataloader_persistent_workers", True, "persistent_workers option needs num_workers > 0"),
+    ("dataloader_multiprocessing_context", "spawn", "multiprocessing_context can only be used with multi-process "
+                                                    "loading (num_workers > 0), but got num_workers=0")])
+def test_a_worker_option_without_workers_is_refused_as_torch_refuses_it(base, tmp_path, field, value, words):
+    """transformers hands these to torch's DataLoader, which refuses them without workers (minilora dropped them
+    and trained)."""
+    errors = [error_of(lambda: train(lib, base, tmp_path / lib.__name__, **{field: value}))
               for lib in (transformers, ml_trainer)]
-    assert errors[0] == errors[1] == (ValueError, "persistent_workers option needs num_workers > 0")
+    assert errors[0] == errors[1] == (ValueError, words)
 
 
 # Fields minilora does not do on one CPU process: refused by name when set (transformers runs them, or needs a

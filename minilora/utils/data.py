@@ -456,6 +456,7 @@ class DataLoader:
                  multiprocessing_context=None, generator=None, *, prefetch_factor=None,
                  persistent_workers=False, pin_memory_device="", in_order=True):
         _check_workers(num_workers, timeout, prefetch_factor, persistent_workers)
+        self.multiprocessing_context = _checked_context(multiprocessing_context, num_workers)
         self.dataset, self.num_workers, self.pin_memory, self.timeout = dataset, num_workers, pin_memory, timeout
         self.generator, self.prefetch_factor = generator, prefetch_factor
         self.worker_init_fn, self.persistent_workers, self._workers = worker_init_fn, persistent_workers, None
@@ -611,6 +612,24 @@ def _pinned(data):
         except TypeError:
             return [_pinned(d) for d in data]
     return data
+
+
+def _checked_context(context, num_workers):
+    """torch's check of ``multiprocessing_context``: only with workers, a start method's name or a context (the
+    workers run in-process here, so the context is kept, not used)."""
+    if context is None:
+        return None
+    if num_workers == 0:
+        raise ValueError("multiprocessing_context can only be used with multi-process loading (num_workers > 0), "
+                         f"but got num_workers={num_workers}")
+    if isinstance(context, str):
+        import multiprocessing
+        methods = multiprocessing.get_all_start_methods()
+        if context not in methods:
+            raise ValueError(f"multiprocessing_context option should specify a valid start method in {methods!r}, "
+                             f"but got multiprocessing_context={context!r}")
+        return multiprocessing.get_context(context)
+    return context
 
 
 def _check_workers(num_workers, timeout, prefetch_factor, persistent_workers):
