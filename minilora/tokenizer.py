@@ -491,18 +491,19 @@ class _Tokenizer:
         _refuse_unknown_call_options(options)
         if text is None and text_target is None:
             raise ValueError("You need to specify either `text` or `text_target`.")
+        verbose = options.pop("verbose")  # (False: none of transformers' warnings, as there)
         padding, truncation, max_length = self._padding_truncation(
-            options.pop("padding"), options.pop("truncation"), options.pop("max_length"), pad_to_multiple_of,
-            options.pop("verbose"))
+            options.pop("padding"), options.pop("truncation"), options.pop("max_length"), pad_to_multiple_of, verbose)
         out = None
         if text is not None:
             self._switch_to_input_mode()
-            out = self._encode_plus(text, text_pair, padding, truncation, max_length, **options)
+            out = self._encode_plus(text, text_pair, padding, truncation, max_length, verbose, **options)
         if text_target is not None:
             length = max_target_length if max_target_length is not None else max_length
             self._switch_to_target_mode()
             try:
-                targets = self._encode_plus(text_target, text_pair_target, padding, truncation, length, **options)
+                targets = self._encode_plus(text_target, text_pair_target, padding, truncation, length, verbose,
+                                            **options)
             finally:
                 self._switch_to_input_mode()
             if out is None:
@@ -546,7 +547,7 @@ class _Tokenizer:
     _BACKEND_OPTIONS = ("stride", "is_split_into_words", "return_token_type_ids", "return_overflowing_tokens",
                         "return_special_tokens_mask", "return_offsets_mapping", "return_length", "split_special_tokens")
 
-    def _encode_plus(self, text, text_pair, padding, truncation, max_length, **options):
+    def _encode_plus(self, text, text_pair, padding, truncation, max_length, verbose, **options):
         """One call's texts (or pairs) -> a BatchEncoding, by the tokenizers backend as transformers' fast
         tokenizers, or (the byte tokenizer's plain calls) by ``_encode``."""
         _check_text_input(text, "text")
@@ -558,7 +559,7 @@ class _Tokenizer:
             out = self._encode_rows(text, truncation and max_length, padding, max_length, **options)
         else:
             out = self._encode_with_backend(text, text_pair, padding, truncation, max_length, **options)
-        if max_length is None:
+        if max_length is None and verbose:
             self._warn_if_too_long(out["input_ids"])
         return out
 

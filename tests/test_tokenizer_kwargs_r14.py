@@ -242,3 +242,16 @@ def test_max_length_alone_truncates_without_a_warning_as_transformers_5(folders)
                                                                               verbose=False).data
     with pytest.warns(UserWarning, match="`max_length` is ignored when `padding`=`True`"):
         ours(TEXTS, padding=True, max_length=4)
+
+
+@pytest.mark.parametrize("call", [lambda k: k(TEXTS[1], verbose=False), lambda k: k.encode(TEXTS[1], verbose=False),
+                                  lambda k: k([TEXTS[1]], text_target=[TEXTS[1]], verbose=False)])
+def test_verbose_false_silences_the_too_long_warning_as_transformers(folders, call):
+    """A row past model_max_length is warned about (once per tokenizer), unless the call says verbose=False."""
+    theirs, ours = _both(folders["bert"])
+    theirs.model_max_length = ours.model_max_length = 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _plain(call(ours)) == _plain(call(theirs))
+    with pytest.warns(UserWarning, match="Token indices sequence length is longer"):
+        ours(TEXTS[1])
