@@ -346,9 +346,10 @@ plt.show()
 #
 # `diagnostics.diagnose_lora_training(model, train_losses, eval_losses)` is the lesson's
 # `diagnose_lora_training`, working: the lesson's version uses `np` without importing it, reads
-# `module.lora_A.weight` where `lora_A` is a dict of layers (one per adapter), and flags "spikes" with a
-# mean + 3 std rule over the whole run, which a normal falling curve can trip. minilora's checks each
-# state their thresholds (see the docstring of `diagnose_training`). A healthy run says so.
+# `module.lora_A.weight`, which exists neither on its own LoRA layer (where `lora_A` is the tensor itself)
+# nor on PEFT's (where `lora_A` is a dict of layers, one per adapter), and flags "spikes" with a
+# mean + 3 std rule over the whole run, which a smooth but steeply falling curve trips on its own first
+# steps (the cell below applies that rule to a clean exponential decay). minilora's checks each state their thresholds (see the docstring of `diagnose_training`). A healthy run says so.
 #
 # Its "not decreasing" advice quotes the usual LoRA learning rates, 1e-4..5e-4, while every notebook
 # here trains at 3e-3. Both are right for their models: those rates are for 7B-scale models, whose
@@ -362,6 +363,10 @@ plt.show()
 evals = [(e["step"], e["eval_loss"]) for e in lora_run.evals]
 for finding in diag.diagnose_lora_training(lora, lora_run.losses, evals):
     print(finding)
+falling = 3.0 * 0.8 ** np.arange(60)   # a loss that only ever falls: 3.0, 2.4, 1.92, ...
+flagged = np.flatnonzero(falling > falling.mean() + 3 * falling.std())
+print(f"the lesson's spike rule (loss > mean + 3 std) on a smooth decay 3.0 * 0.8^step: 'spikes' at steps {flagged.tolist()}")
+assert len(flagged) > 0
 
 # %% [markdown]
 # Now runs that went wrong. First a real classic: the adapter never changed, because the optimizer
