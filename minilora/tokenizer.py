@@ -321,6 +321,37 @@ class _Tokenizer:
         ids = (self._token_id(token) for token in self.all_special_tokens)
         return [i for i in ids if i is not None]
 
+    # --- what transformers' tokenizers also answer about themselves ------------------------------------------
+    is_fast = True  # (the tokenizers library's Encodings: offsets, word ids, sequence ids, as the fast tokenizers')
+    name_or_path = ""  # the folder from_pretrained read (transformers' attribute; "" for one built in memory)
+
+    @property
+    def special_tokens_map(self):
+        """``{"bos_token": "<s>", ...}``: the named special tokens that are set, in transformers' order (the extra
+        ones are ``extra_special_tokens``)."""
+        tokens = {f"{kind}_token": getattr(self, f"{kind}_token") for kind in TRANSFORMERS_SPECIAL_ORDER}
+        return {name: token for name, token in tokens.items() if token is not None}
+
+    @property
+    def extra_special_tokens_ids(self):
+        """The ids of ``extra_special_tokens`` (transformers 5's name; the old ``additional_special_tokens_ids``)."""
+        return [self._token_id(token) for token in self.extra_special_tokens]
+
+    @property
+    def vocab(self):
+        """``get_vocab()`` (transformers' property: every token, added ones included, to its id)."""
+        return self.get_vocab()
+
+    @property
+    def max_len_single_sentence(self):
+        """The most text tokens one sequence may hold beside its special tokens (``model_max_length`` less them)."""
+        return self.model_max_length - self.num_special_tokens_to_add(pair=False)
+
+    @property
+    def max_len_sentences_pair(self):
+        """The same for a pair of texts."""
+        return self.model_max_length - self.num_special_tokens_to_add(pair=True)
+
     def num_special_tokens_to_add(self, pair=False):
         """How many special tokens a call adds to one text (``pair``: to a pair), as the post-processor writes them
         (transformers' method: the room a chunker leaves, ``max_length - tok.num_special_tokens_to_add()``)."""
@@ -799,7 +830,7 @@ class _Tokenizer:
             raise ValueError("continue_final_message is not compatible with return_assistant_tokens_mask.")
         batched = isinstance(conversation[0], (list, tuple)) or hasattr(conversation[0], "messages")
         variables = _plain_data({"tools": _tool_schemas(tools), "documents": _checked_documents(documents),
-                                 **self._special_tokens_map(), **template_kwargs})
+                                 **self.special_tokens_map, **template_kwargs})
         variables["add_generation_prompt"] = add_generation_prompt
         rendered = [_render_chat(template, _chat_messages(chat), continue_final_message, variables,
                                  return_assistant_tokens_mask)
@@ -819,11 +850,6 @@ class _Tokenizer:
             out["assistant_masks"] = _as_tensor(masks, return_tensors, "assistant_masks") if batched or return_tensors \
                 else masks[0]
         return out if return_dict else out["input_ids"]
-
-    def _special_tokens_map(self):
-        """The special tokens a chat template may write, as transformers names them (unset ones left out)."""
-        tokens = {f"{kind}_token": getattr(self, f"{kind}_token") for kind in SPECIAL_KINDS}
-        return {name: token for name, token in tokens.items() if token is not None}
 
 
 def _assistant_mask(offsets, spans):
@@ -3227,7 +3253,9 @@ def from_pretrained(pretrained_model_name_or_path, **kwargs):
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path!r} is not a folder: minilora loads tokenizers from a local folder with "
                                 f"{TOKENIZER_FILE} (it does not download from the Hugging Face Hub)")
-    return from_file(path, **kwargs)
+    tokenizer = from_file(path, **kwargs)
+    tokenizer.name_or_path = path  # (transformers' attribute: the folder it was loaded from)
+    return tokenizer
 
 
 def model_tokenizer(folder):

@@ -11,7 +11,9 @@ of a list of texts (transformers 5 encodes the batch; minilora refused it), ``to
 when the rows were already equal), ``return_attention_mask=False`` in pad (a given mask was dropped), Tensor rows
 given to pad (came back as lists), pad's ``verbose``, decode's ``spaces_between_special_tokens`` (TypeError), a
 ragged batch with ``return_tensors="np"`` (transformers 5: an object array of rows), ``num_special_tokens_to_add``
-(missing), float ids given to decode (truncated to ids; transformers' TypeError) and the warning minilora gave for ``max_length`` without ``truncation`` (transformers 5 truncates
+and the ``special_tokens_map`` / ``is_fast`` / ``vocab`` / ``max_len_single_sentence`` /
+``max_len_sentences_pair`` / ``extra_special_tokens_ids`` / ``name_or_path`` attributes (missing: AttributeErrors),
+float ids given to decode (truncated to ids; transformers' TypeError) and the warning minilora gave for ``max_length`` without ``truncation`` (transformers 5 truncates
 silently). With GPT-2, Qwen2 and Gemma folders added the survey is 2,900 calls: 357 divergences before, 167 after,
 all deliberate: minilora's ValueError where transformers raises a bare Exception / Rust panic / OverflowError (not
 counted), its warning for padding="max_length" with no length to pad to, an empty batch answered empty (an
@@ -170,6 +172,10 @@ ATTRIBUTES = {
                                    k(TEXTS, padding="max_length")),
     "add_bos_token / add_eos_token": lambda k: (_set(k, add_bos_token=False, add_eos_token=True)(TEXTS[:2]),
                                                 k(TEXTS[0], PAIRS[0])),
+    "what a tokenizer says of itself": lambda k: (
+        _set(k, model_max_length=512).special_tokens_map, k.is_fast, k.vocab, k.max_len_single_sentence,
+        k.max_len_sentences_pair, k.add_special_tokens({"extra_special_tokens": ["<a>"], "pad_token": "<p>"}),
+        k.extra_special_tokens_ids, k.special_tokens_map, k.name_or_path),
     "add_tokens": lambda k: (k.add_tokens(["newtok", "<x>"]), len(k), k("hello newtok world foo<x>bar")["input_ids"]),
     "add_special_tokens": lambda k: (k.add_special_tokens({"additional_special_tokens": ["<extra>"]}), len(k),
                                      k.all_special_ids, k.decode(k("hi <extra> x")["input_ids"],
