@@ -15,7 +15,9 @@ printouts -- or prints the opposite -- fails here, not only when a learner notic
 * nb07: merge + unmerge does not give ``W0`` back bit for bit (said, never computed); the adapter's
   sample answers are labelled as the adapter's (they printed under "base model alone: 0%");
 * nb08: the lesson's mean + 3 std spike rule flags a smooth falling curve (said, never computed), and
-  its ``module.lora_A.weight`` fails on its own plain-tensor layers as well as on PEFT's.
+  its ``module.lora_A.weight`` fails on its own plain-tensor layers as well as on PEFT's;
+* nb10: ``combination_type="linear"`` adds the sqrt(w s)-scaled ``A``s and ``B``s (PEFT's code), it does
+  not average them; the cell checks it on one layer and prints the size of the cross terms.
 """
 import re
 from pathlib import Path
@@ -86,3 +88,13 @@ def test_nb08_lesson_spike_rule_flags_a_smooth_decay():
     flagged = re.search(r"on a smooth decay 3\.0 \* 0\.8\^step: 'spikes' at steps \[([\d, ]+)\]", out)
     assert flagged and flagged[1].split(", ")[0] == "0"
     assert "where `lora_A` is the tensor itself" in text
+
+
+def test_nb10_linear_combination_sums_sqrt_scaled_factors_not_averages():
+    """PEFT's "linear" add_weighted_adapter scales each A and each B by sqrt(w s) and adds them (its
+    ``_generalized_task_arithmetic_weighted_adapter``); the text said it "averages" them."""
+    out, text = _output("10_adalora_and_composition"), _markdown("10_adalora_and_composition")
+    found = re.search(r"linear's A and B are sums of sqrt\(w s\)-scaled factors; its B A differs from the exact "
+                      r"sum by up to (\S+) \(the cross terms", out)
+    assert found and float(found[1]) > 1e-3
+    assert "averages the `A`s" not in text and "each scaled by `sqrt(w s)`" in text

@@ -133,8 +133,8 @@ print("every saved mask keeps exactly the rank of the heat map")
 #
 # * `"cat"` stacks the ranks: `B A = w1 s1 B1 A1 + w2 s2 B2 A2` exactly, rank `r1 + r2`;
 # * `"svd"` computes that same sum and keeps its best rank-`svd_rank` part;
-# * `"linear"` averages the `A`s and the `B`s separately: cheap, but `B A` then holds cross terms
-#   `B1 A2` that neither adapter learned;
+# * `"linear"` adds the `A`s, and separately the `B`s, each scaled by `sqrt(w s)`: cheap, but `B A` then
+#   holds cross terms `B1 A2` that neither adapter learned;
 # * `"ties"` and `"dare_linear"` prune each task's update first (TIES by magnitude, DARE at random,
 #   keeping `density`), TIES also drops entries whose sign disagrees with the majority.
 #
@@ -196,6 +196,14 @@ composed.set_adapter("cat")
 q_proj = composed.base_model.model.model.layers[0].self_attn.q_proj     # cat is the exact sum:
 exact_sum = q_proj.get_delta_weight("qa") + q_proj.get_delta_weight("reverse")
 assert np.allclose(q_proj.get_delta_weight("cat"), exact_sum, atol=1e-6)
+root_ws = {name: np.sqrt(1.0 * q_proj.scaling[name]) for name in ("qa", "reverse")}   # weights 1, 1
+for factor in ("lora_A", "lora_B"):   # linear: each factor summed on its own, the cross terms follow
+    added = sum(root_ws[name] * getattr(q_proj, factor)[name].weight.numpy() for name in root_ws)
+    assert np.allclose(getattr(q_proj, factor)["linear"].weight.numpy(), added, atol=1e-6)
+cross = np.abs(q_proj.get_delta_weight("linear") - exact_sum).max()
+print(f"q_proj of layer 0: linear's A and B are sums of sqrt(w s)-scaled factors; its B A differs from the exact "
+      f"sum by up to {cross:.3f} (the cross terms; the sum's largest entry is {np.abs(exact_sum).max():.3f})")
+assert cross > 1e-3
 for task in (qa, rev):
     for prompt, target, output in data.evaluate(composed, tok, task, n=3).samples[:2]:
         print(f"cat: {prompt!r} -> {output!r}   (expected {target!r})")
