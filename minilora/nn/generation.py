@@ -866,8 +866,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                          f"they must match")
     # a new token would follow padding: transformers warns for a batch of ids (not of embeddings), reading the
     # mask given, else the last ids
-    right_padded = (mask[:, -1] == 0) if attention_mask is not None else (ids[:, -1] == pad_token_id)
-    if embeds is None and ids.shape[0] > 1 and right_padded.any():
+    if embeds is None and ids.shape[0] > 1 and (
+            (mask[:, -1] == 0) if attention_mask is not None else (ids[:, -1] == pad_token_id)).any():
         warnings.warn("A decoder-only architecture is being used, but right-padding was detected! For correct "
                       "generation results, please set `padding_side='left'` when initializing the tokenizer.")
     prompt = ids
