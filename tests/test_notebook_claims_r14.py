@@ -8,7 +8,8 @@ printouts -- or prints the opposite -- fails here, not only when a learner notic
 * nb01: ``backward()``'s gradients equal the hand-derived float32 products bit for bit;
 * nb02: grouped-query attention equals the same attention on repeated heads bit for bit, and the NumPy
   version only to rounding (its reveal used to print ``np.allclose`` as "==");
-* nb03: gradient checkpointing gives the adapter gradients bit for bit (said, never computed);
+* nb03: gradient checkpointing gives the adapter gradients bit for bit (said, never computed), and the
+  activations grow linearly with the batch (said; the cell asserted only "more than 6x for 8x");
 * nb05: the emulator's LoRA op matches the NumPy path to float32 rounding, not bit for bit (the text
   said "Same numbers"); the GPU claim about dropout masks cites the test that checks it;
 * nb06: the sweep's first row and the before/after table use different evaluation sizes (said so);
@@ -58,6 +59,15 @@ def test_nb03_checkpointing_gives_the_same_gradients_bit_for_bit():
     found = re.search(r"the (\d+) adapter gradients, with and without checkpointing, bit for bit equal: (\w+)",
                       _output("03_memory_wall"))
     assert found and int(found[1]) == 56 and found[2] == "True"     # 28 LoRA layers x (A, B)
+
+
+def test_nb03_activations_grow_linearly_with_the_batch():
+    """Question 2 of notebook 3 says the activations "grew linearly" with the batch: shown, per model."""
+    rows = re.findall(r"(full|LoRA)\s+activations for \[1, 2, 4, 8\] sequences, relative to 1: ([\d., ]+)",
+                      _output("03_memory_wall"))
+    assert [label for label, _ in rows] == ["full", "LoRA"]
+    for _, growth in rows:
+        assert all(abs(float(g) / b - 1) < 0.02 for g, b in zip(growth.split(", "), (1, 2, 4, 8)))
 
 
 def test_nb05_emulator_matches_cpu_to_rounding_not_bit_for_bit():

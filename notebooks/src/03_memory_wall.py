@@ -389,8 +389,10 @@ axes[1].set(xlabel="tokens per batch", ylabel="MB", title="activations grow with
 axes[1].legend(fontsize=8)
 plt.tight_layout()
 plt.show()
-for label in acts:   # LoRA does not shrink activations, and they grow with the batch
-    assert acts["LoRA"][-1] > 0.95 * acts["full"][-1] and acts[label][-1] > 6 * acts[label][0]
+for label in acts:   # LoRA does not shrink activations, and they grow with the batch: linearly
+    growth = np.array(acts[label]) / acts[label][0]
+    print(f"{label:<5} activations for {sizes} sequences, relative to 1: {', '.join(f'{g:.2f}' for g in growth)}")
+    assert acts["LoRA"][-1] > 0.95 * acts["full"][-1] and np.allclose(growth, sizes, rtol=0.02)
 lora_row = measured["LoRA r=8, all-linear"]
 assert lora_row.activation_bytes > 0.9 * lora_row.total_bytes   # activations dominate this small model
 
