@@ -18,6 +18,7 @@ method that is torch's kernel (see random.py).
 """
 import builtins
 import contextlib
+import functools
 import math
 import operator
 import weakref
@@ -28,6 +29,7 @@ from . import dtypes, parallel as _parallel, return_types
 from . import random as _random
 from .device import xp_of
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
+from . import tensor as _tensor_module
 from .tensor import Function, Tensor, no_forward_formula
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
@@ -437,6 +439,43 @@ def known_layout(array):
 def layout_is_known(array):
     """Was ``array`` marked by known_layout?"""
     return _KNOWN_LAYOUTS.get(id(array)) is array
+
+
+_UNKNOWN_LAYOUTS = weakref.WeakValueDictionary()  # id(array) -> array: see unknown_layout
+
+
+def unknown_layout(array):
+    """Mark ``array`` (a result made from a channels_last input by an op minilora does not lay out as
+    torch does) as of unknown layout: NumPy made it C-contiguous where torch's may be channels_last, so
+    ``stride()`` and ``is_contiguous()`` refuse it, as they refuse other layouts minilora does not know.
+    Returns ``array``."""
+    _tensor_module._unknown_layouts_made = True  # (Function.apply looks further from now on)
+    try:
+        _UNKNOWN_LAYOUTS[id(array)] = array
+    except TypeError:  # (an array type without weak references)
+        pass
+    return array
+
+
+def layout_is_unknown(array):
+    """Was ``array`` marked by unknown_layout?"""
+    return _UNKNOWN_LAYOUTS.get(id(array)) is array
+
+
+def composed_layout_unknown(op):
+    """Decorator of an op minilora composes from others where torch runs one kernel (conv3d, the 3-D
+    pools, group_norm): its intermediates leave channels_last, so from a channels_last input the
+    result's layout is not known (unknown_layout, its storage's too: a view answers nothing either)."""
+    @functools.wraps(op)
+    def composed(input, *args, **kwargs):
+        result = op(input, *args, **kwargs)
+        if isinstance(input, Tensor) and suggested_format(input._array) is not contiguous_format:
+            for t in result if isinstance(result, tuple) else (result,):
+                unknown_layout(t._array)
+                if t._base is not None and t._base is not input and t._base is not input._base:
+                    unknown_layout(t._base._array)  # (an intermediate's storage, never the caller's)
+        return result
+    return composed
 
 
 def laid_out_copy(a, format=None):

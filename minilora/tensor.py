@@ -618,6 +618,11 @@ class Function:
     kernel_supports = None  # optional ``(*arrays) -> bool``: which inputs the kernels take (default: float32)
     complex_grad = False  # does ``backward`` take a complex gradient? True, "holomorphic" or False (see
     # _complex_node_backward; minilora.complex_numbers sets it)
+    # torch's layout of the result when an input is channels_last (see _torch_layout): "elementwise" (the
+    # TensorIterator's rule: the inputs' order of strides), "suggested" (the first input's suggested memory
+    # format: conv2d, the 2-D pools, constant pads), "own" (forward lays it out itself: clone); None: the
+    # layout is not known, so stride() and is_contiguous() refuse a C-contiguous result
+    torch_layout = None
 
     @staticmethod
     def forward(ctx, *arrays, **options):
@@ -699,6 +704,8 @@ class Function:
             raise ShapeError(f"{cls.__name__}: {exc}") from None
         if type(out) is not np.ndarray and isinstance(out, np.generic):  # NumPy turns 0-d results
             out = np.asarray(out)  # into scalars; keep arrays
+        if out.ndim > 3:  # (channels_last is 4-D or 5-D: one check on the hot path)
+            out = _torch_layout(cls, ctx, out, arrays, options)
         # Only a result that is an input's array, or a view of some array, can be a view of an input:
         # a fresh result (almost every op) skips the search.
         fresh = out.base is None
@@ -726,6 +733,49 @@ class Function:
         if not fresh:
             _share_storage(result, inputs, cls, options)
         return result
+
+
+_unknown_layouts_made = False  # has factories.unknown_layout marked any array? (_torch_layout's quick exit)
+
+
+def _torch_layout(cls, ctx, out, arrays, options):
+    """``out`` (a 4-D or 5-D result) laid out as torch lays it out when an input is channels_last or of
+    unknown layout, by ``cls.torch_layout``'s rule; a result minilora has no rule for is marked
+    unknown (factories.unknown_layout: stride() refuses it) rather than claimed C-contiguous."""
+    for a in arrays:  # the common case first, cheaply: C-contiguous inputs and no unknown layout anywhere
+        if type(a) is np.ndarray and a.ndim > 3 and not a.flags.c_contiguous:
+            break
+    else:
+        if not _unknown_layouts_made:
+            return out
+    factories = sys.modules[__package__ + ".factories"]  # (imported by now; an import statement costs more)
+    inputs = [a for a in arrays if isinstance(a, np.ndarray) and a.ndim]
+    unknown = any(factories.layout_is_unknown(a) for a in inputs)
+    if not unknown and not any(factories.suggested_format(a) is not factories.contiguous_format
+                               for a in inputs):
+        return out
+    if out.base is not None and any(out.base is a or out.base is a.base for a in inputs):
+        return out  # a view of an input: stride() follows its base
+    rule = cls.torch_layout
+    if rule == "own" and unknown and options.get("memory_format") in (None, factories.preserve_format):
+        return factories.unknown_layout(out)  # (clone() keeps a layout minilora does not know)
+    if rule == "own" or options.get("contiguous") or (not unknown and factories.layout_is_known(out)):
+        return out
+    if rule is None or unknown:
+        return factories.unknown_layout(out)
+    if rule == "elementwise":
+        laid_out = factories.in_iterator_layout(out, inputs)
+    else:  # "suggested": the first input's memory format (channels_last where its rank is the result's)
+        format = factories.suggested_format(inputs[0])
+        if format is factories.contiguous_format:
+            laid_out = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+        elif factories.is_laid_out_in(out, format):
+            laid_out = factories.known_layout(out)
+        else:
+            laid_out = factories.laid_out_copy(out, format)
+    if laid_out is not out:
+        _resave_output(ctx, out, laid_out)
+    return laid_out
 
 
 # ---- hooks on saved tensors (torch.autograd.graph.saved_tensors_hooks; the API is in autograd.py) ----
@@ -1432,14 +1482,25 @@ class Tensor:
             if factories.is_laid_out_in(self._array, memory_format):
                 return self
             return ops.clone(self, memory_format=memory_format)  # (which refuses another rank)
-        if self.is_contiguous():
+        if self._array.flags.c_contiguous and not self._layout_unknown():
             return self
         return ops.clone(self, memory_format=factories.contiguous_format)
+
+    def _layout_unknown(self):
+        """Is this tensor (or the tensor it views) a result whose layout minilora does not know to be
+        torch's (factories.unknown_layout)? Then is_contiguous() and stride() refuse, and contiguous()
+        copies."""
+        from .factories import layout_is_unknown
+        return layout_is_unknown(self._array) or (self._base is not None and layout_is_unknown(self._base._array))
 
     def is_contiguous(self, *, memory_format=None):
         """Laid out in ``memory_format`` (C order by default, and for preserve_format as torch;
         ``torch.channels_last``: channels innermost), dimensions of size 1 aside."""
         from . import factories
+        if self._layout_unknown():
+            raise NotImplementedError(f"is_contiguous(): this tensor (shape {tuple(self._array.shape)}) was made "
+                                      f"from a channels_last one by an op whose layout minilora does not follow; "
+                                      f"call .contiguous() first")
         if memory_format in (None, factories.contiguous_format, factories.preserve_format):
             return bool(self._array.flags.c_contiguous)
         return factories.is_laid_out_in(self._array, memory_format)

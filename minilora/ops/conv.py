@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from .. import amp as _amp
+from ..factories import composed_layout_unknown
 from ..device import xp_of
 from ..tensor import Function, Tensor, name_node, saving_as_torch
 from .nn import _is_16bit_float, float32_inside
@@ -270,6 +271,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _conv_named(out.squeeze(-2), input, weight, bias, batched_ndim=3)
 
 
+@composed_layout_unknown  # (from a channels_last input: Function.torch_layout)
 @_amp.autocasts
 @saving_as_torch("input", "weight")  # what torch's convolution node keeps (not the bias)
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -1263,6 +1265,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     return out.squeeze(-2)
 
 
+@composed_layout_unknown  # (from a channels_last input: Function.torch_layout)
 @_amp.autocasts
 @saving_as_torch("input", "weight")
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
@@ -1364,6 +1367,7 @@ def _as_volume(images, n, depth_out):
     return images.reshape(n, depth_out, *images.shape[1:]).transpose(1, 2)
 
 
+@composed_layout_unknown  # (from a channels_last input: Function.torch_layout)
 @_torch_node("MaxPool3DWithIndicesBackward0")
 @saving_as_torch("input")  # what torch's node keeps
 def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -1399,6 +1403,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return _as_volume(values, n, depth_out), indices.transpose(1, 2)
 
 
+@composed_layout_unknown  # (from a channels_last input: Function.torch_layout)
 @_torch_node("AvgPool3DBackward0")
 @saving_as_torch("input")  # what torch's node keeps
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -1454,6 +1459,7 @@ def _adaptive_depths(input, output_size, fn):
     return sizes, [slice(i * depth // sizes[0], -(-(i + 1) * depth // sizes[0])) for i in range(sizes[0])]
 
 
+@composed_layout_unknown  # (from a channels_last input: Function.torch_layout)
 @_torch_node(lambda out: "MeanBackward1" if tuple(out.shape[-3:]) == (1, 1, 1) else "AdaptiveAvgPool3DBackward0")
 @saving_as_torch("input")  # what torch's node keeps
 def adaptive_avg_pool3d(input, output_size):
@@ -1467,6 +1473,7 @@ def adaptive_avg_pool3d(input, output_size):
     return stack([planes[..., d, :, :].mean(-3) for d in depths], -3)
 
 
+@composed_layout_unknown  # (from a channels_last input: Function.torch_layout)
 @_torch_node("AdaptiveMaxPool3DBackward0")
 def adaptive_max_pool3d(input, output_size, return_indices=False):
     """PyTorch's ``F.adaptive_max_pool3d``: the largest of each cell's depth slices' ``adaptive_max_pool2d``
@@ -1586,3 +1593,9 @@ def _fractional_windows(starts, kernel, spatial):
             k if e == d else 1 for e in range(rank)))
         flat = flat * n + position
     return flat.reshape(flat.shape[:2 + rank] + (int(np.prod(kernel)),))
+
+
+# torch's CPU convolution and pooling kernels give a channels_last result for a channels_last input
+# (its suggested memory format: Function.torch_layout)
+for _op in (Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d):
+    _op.torch_layout = "suggested"

@@ -162,6 +162,7 @@ def iterator_layout(cls):
 
     binary = list(inspect.signature(forward).parameters) == ["ctx", "a", "b"]
     cls.forward = staticmethod(laid_out_binary if binary else laid_out)
+    cls.torch_layout = "elementwise"  # (from a channels_last input too: Function.torch_layout)
     return cls
 
 
@@ -684,6 +685,8 @@ class Where(Function):
 
 
 class Clone(Function):
+    torch_layout = "own"  # (laid_out_copy: torch's layout for the memory_format asked)
+
     @staticmethod
     def forward(ctx, a, memory_format=None):
         return laid_out_copy(a, memory_format)
@@ -2394,3 +2397,10 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
     out = NanToNum.apply(input, nan=nan, posinf=largest if posinf is None else posinf,
                          neginf=-largest if neginf is None else neginf)
     return saves_as_torch(out, input)  # (NanToNum keeps a mask)
+
+
+# torch's layout of a result from a channels_last input (Function.torch_layout): these unary ops are
+# TensorIterator kernels, their result in the input's order of strides (the binary ones: iterator_layout)
+for _op in (Tanh, Sigmoid, Relu, Elu, Hardswish, Hardsigmoid, LeakyRelu, Softplus, Mish, Gelu, Silu, Abs, Exp,
+            Neg, Clamp, AsType):
+    _op.torch_layout = "elementwise"

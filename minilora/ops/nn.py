@@ -12,7 +12,7 @@ import numpy as np
 from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
 from . import attention16
 from ..device import xp_of
-from ..factories import layout_order, suggested_format
+from ..factories import composed_layout_unknown, layout_order, suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
                       promote_types, result_type, torch_name, upcast)
 from .. import random as _random
@@ -1714,6 +1714,7 @@ def _default_scale(d):
 class Pad(Function):
     """Constant padding (negative amounts crop), as ``F.pad(mode='constant')``; backward crops the
     gradient back to the input's region."""
+    torch_layout = "suggested"  # (torch's constant_pad_nd: a result in the input's suggested memory format)
 
     @staticmethod
     def forward(ctx, a, widths, value):
@@ -2411,6 +2412,7 @@ class BatchNorm16(Function):
         return gx, gw, gb
 
 
+@composed_layout_unknown  # (from a channels_last input: Function.torch_layout)
 @_amp.autocasts
 @saving_as_torch("input", "weight")  # what torch's one node keeps
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):

@@ -9,7 +9,8 @@ from ..device import xp_of
 from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
-from ..factories import channels_last, in_layout_of, int_sizes, laid_out_copy, layout_is_known, layout_order
+from ..factories import (channels_last, in_layout_of, int_sizes, laid_out_copy, layout_is_known, layout_is_unknown,
+                         layout_order)
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
 
@@ -1099,12 +1100,13 @@ def stride(input, dim=None):
     batches of column-major matrices (``linalg.inv``, ``solve``, ``qr``...), flip, sort, silu, gelu.
     Elsewhere NumPy may lay out what torch would not (``x.t()[:, None]``; ``cat`` of transposed
     inputs; an elementwise op of a transposed tensor, whose layout NumPy and torch usually but not
-    always agree on), so ``stride()`` refuses rather than report strides torch would not."""
+    always agree on), so ``stride()`` refuses rather than report strides torch would not; so it does for
+    a result made from a channels_last input by an op without torch's rule (tensor._torch_layout)."""
     array = input._array
-    if array.flags.c_contiguous:
+    if layout_is_followed(input) and array.flags.c_contiguous:
         strides = _contiguous_strides(array.shape)
-    elif _is_strided_wrapper(array.base) or ((input._base is not None or layout_is_known(array))
-                                             and all(n > 1 for n in array.shape)):
+    elif layout_is_followed(input) and (_is_strided_wrapper(array.base) or (
+            (input._base is not None or layout_is_known(array)) and all(n > 1 for n in array.shape))):
         strides = tuple(s // array.itemsize for s in array.strides)  # (as_strided's: the strides it was given)
     else:
         raise NotImplementedError(f"stride(): minilora keeps no strides of its own, and NumPy's "
@@ -1114,6 +1116,20 @@ def stride(input, dim=None):
         return strides
     (axis,) = _dims((dim,), input.ndim)
     return strides[axis]
+
+
+def layout_is_followed(input):
+    """Does minilora know ``input``'s layout to be torch's, as far as NumPy's flags tell? Not for a result
+    factories.unknown_layout marked (made from a channels_last input by an op without torch's rule), nor
+    for a view of a tensor whose layout NumPy chose (neither C-contiguous nor marked by known_layout)."""
+    if layout_is_unknown(input._array):
+        return False
+    base = input._base
+    if base is None:
+        return True
+    storage = base._array
+    return not layout_is_unknown(storage) and (storage.flags.c_contiguous or layout_is_known(storage)
+                                               or _is_strided_wrapper(storage.base))
 
 
 def _contiguous_strides(shape):
