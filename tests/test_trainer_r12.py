@@ -18,12 +18,12 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 import minilora as ml  # noqa: E402
+from trainer_rows import VOCAB, collator, examples  # noqa: E402
 import minilora.lora as ml_peft  # noqa: E402
 from minilora import models  # noqa: E402
 from minilora import trainer as ml_trainer  # noqa: E402
 from minilora.utils.data import Dataset as MlDataset  # noqa: E402
 
-VOCAB = 64
 # float32 sums in another order (the gradient norm's, the loss's over tokens): a few ulps apart
 RTOL = 1e-6
 
@@ -38,27 +38,6 @@ def base(tmp_path_factory):
         warnings.simplefilter("ignore")
         transformers.LlamaForCausalLM(config).save_pretrained(str(folder))
     return folder
-
-
-def examples(count=11, ragged=True):
-    """Token rows of 5-7 tokens (or 6), each with a "text" column the model does not take and one -100."""
-    g = torch.Generator().manual_seed(1)
-    rows = []
-    for i in range(count):
-        n = 5 + i % 3 if ragged else 6
-        ids = torch.randint(0, VOCAB, (n,), generator=g).tolist()
-        rows.append({"input_ids": ids, "attention_mask": [1] * n, "labels": ids[:2] + [-100] + ids[3:], "text": "x"})
-    return rows
-
-
-def collator(tensor):
-    def collate(features):
-        n = max(len(f["input_ids"]) for f in features)
-        pad = [n - len(f["input_ids"]) for f in features]
-        return {"input_ids": tensor([f["input_ids"] + [0] * p for f, p in zip(features, pad)]),
-                "attention_mask": tensor([f["attention_mask"] + [0] * p for f, p in zip(features, pad)]),
-                "labels": tensor([f["labels"] + [-100] * p for f, p in zip(features, pad)])}
-    return collate
 
 
 def lora_pair(base, **config):

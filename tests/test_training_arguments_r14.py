@@ -14,11 +14,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import minilora as ml  # noqa: E402
+from trainer_rows import VOCAB, collator, examples  # noqa: E402
 from minilora import models  # noqa: E402
 from minilora import optim as ml_optim  # noqa: E402
 from minilora import trainer as ml_trainer  # noqa: E402
 
-VOCAB = 64
 # float32 sums in another order (the loss over tokens, the gradient norm): a few ulps apart, then Adam's
 # normalised steps carry them into the weights (~1e-6 after 4 steps at lr 1e-2)
 RTOL, WEIGHTS_ATOL = 1e-5, 1e-5
@@ -38,23 +38,7 @@ def base(tmp_path_factory):
 
 def rows(count=6):
     """Token rows of 5-7 tokens, one label -100 in each, and a "text" column the model does not take."""
-    g = torch.Generator().manual_seed(1)
-    out = []
-    for i in range(count):
-        n = 5 + i % 3
-        ids = torch.randint(0, VOCAB, (n,), generator=g).tolist()
-        out.append({"input_ids": ids, "attention_mask": [1] * n, "labels": ids[:2] + [-100] + ids[3:], "text": "x"})
-    return out
-
-
-def collator(tensor):
-    def collate(features):
-        n = max(len(f["input_ids"]) for f in features)
-        pad = [n - len(f["input_ids"]) for f in features]
-        return {"input_ids": tensor([f["input_ids"] + [0] * p for f, p in zip(features, pad)]),
-                "attention_mask": tensor([f["attention_mask"] + [0] * p for f, p in zip(features, pad)]),
-                "labels": tensor([f["labels"] + [-100] * p for f, p in zip(features, pad)])}
-    return collate
+    return examples(count)
 
 
 USER_DEFAULTS = dict(report_to="none", disable_tqdm=True, learning_rate=1e-2, per_device_train_batch_size=2,
