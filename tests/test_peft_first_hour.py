@@ -670,11 +670,12 @@ def test_sampling_options_given_to_greedy_decoding_are_warned_about():
     model = tiny_llama()
     with pytest.warns(UserWarning, match=r"temperature=0.7, top_k=5 only apply to sampling"):
         model.generate(IDS, max_new_tokens=2, temperature=0.7, top_k=5)
+    mask = ml.ones(*IDS.shape, dtype=ml.int64)  # (a batch without a mask or pad id gets transformers' own warning)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the defaults, or None, say nothing
-        model.generate(IDS, max_new_tokens=2, temperature=1.0, top_k=50, top_p=1.0)
-        model.generate(IDS, max_new_tokens=2, top_k=None, top_p=None)
-        model.generate(IDS, max_new_tokens=2, do_sample=True, temperature=0.7, top_k=5, seed=0)
+        model.generate(IDS, attention_mask=mask, max_new_tokens=2, temperature=1.0, top_k=50, top_p=1.0)
+        model.generate(IDS, attention_mask=mask, max_new_tokens=2, top_k=None, top_p=None)
+        model.generate(IDS, attention_mask=mask, max_new_tokens=2, do_sample=True, temperature=0.7, top_k=5, seed=0)
 
 
 def test_generate_defaults_sampling_options_and_streamer(capsys):

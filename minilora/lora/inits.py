@@ -58,7 +58,8 @@ def svd_lowrank(A, q, niter=2):
     (``linalg.svd_lowrank``: torch's random start from the global generator, ``niter`` power iterations,
     then an exact SVD of a q-row matrix), as host arrays."""
     with no_grad():
-        return tuple(factor._array for factor in linalg.svd_lowrank(Tensor(A, dtype=A.dtype), q, niter))
+        # (on the cpu whatever the default device: the factors stay host arrays, as the callers expect)
+        return tuple(factor._array for factor in linalg.svd_lowrank(Tensor(A, dtype=A.dtype, device="cpu"), q, niter))
 
 
 def _torch_randn(shape, dtype=None):

@@ -578,6 +578,9 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
             raise IndexError(f"Dimension out of range (expected to be in range of [{-builtins.max(t.ndim, 1)}, "
                              f"{builtins.max(t.ndim, 1) - 1}], but got 2)")
     _products_check("addbmm", (3, 3), batch1, batch2)
+    if batch1.shape[0] != batch2.shape[0]:  # (the loop below would stop at the shorter one)
+        raise RuntimeError(f"batch1 and batch2 must have same number of batches, got {batch1.shape[0]} and "
+                           f"{batch2.shape[0]}")
     _inner_sizes_check("addbmm", batch1, batch2)
     if batch1.shape[0] == 0:
         product = R.sum(bmm(batch1, batch2), 0)
