@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 import minilora as ml  # noqa: E402
-from trainer_rows import VOCAB, collator, examples  # noqa: E402
+from trainer_rows import VOCAB, collator, examples, save_tiny_llama  # noqa: E402
 import minilora.lora as ml_peft  # noqa: E402
 from minilora import models  # noqa: E402
 from minilora import trainer as ml_trainer  # noqa: E402
@@ -30,14 +30,7 @@ RTOL = 1e-6
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("llama")
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        transformers.LlamaForCausalLM(config).save_pretrained(str(folder))
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("llama"))
 
 
 def lora_pair(base, **config):

@@ -1,6 +1,8 @@
 """The token rows and the padding collator the Trainer tests feed to transformers' Trainer and minilora's
 alike (tests/test_trainer_r12.py, tests/test_training_arguments_r14.py). Drawn with torch's generator, so
 importing this module skips the calling test file when torch is not installed."""
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -29,3 +31,15 @@ def collator(tensor):
                 "attention_mask": tensor([f["attention_mask"] + [0] * p for f, p in zip(features, pad)]),
                 "labels": tensor([f["labels"] + [-100] * p for f, p in zip(features, pad)])}
     return collate
+
+
+def save_tiny_llama(folder):
+    """A one-layer Llama of VOCAB tokens, drawn by transformers from seed 0, saved into ``folder``."""
+    import transformers
+    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
