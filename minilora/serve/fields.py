@@ -1,202 +1,194 @@
-"""A request body's fields, read as vLLM's OpenAI server reads them (vLLM 0.24: the pydantic models
+"""A request body's fields, read as vLLM's OpenAI server reads them: its pydantic request models (vLLM 0.24:
 ``CompletionRequest`` and ``ChatCompletionRequest`` of vllm/entrypoints/openai/{completion,chat_completion}/
-protocol.py, validated by FastAPI in pydantic's lax Python mode).
+protocol.py, ``TokenizeCompletionRequest``, ``TokenizeChatRequest``, ``DetokenizeRequest``, the LoRA routes'),
+declared here with vLLM's field types and validated by pydantic itself in its lax Python mode, as FastAPI
+validates vLLM's: an int field takes ``5``, ``5.0``, ``"5"``, ``true``, not ``5.5``; a list field takes no string;
+``null`` only where vLLM's field is Optional; a Literal only its values; a dict's values their declared types.
 
 * A name vLLM's model does not have is ignored, with vLLM's warning in the log ("The following fields were
   present in the request but ignored: {...}"): its models allow extra fields, as OpenAI's API does.
-* A field of a scalar type is coerced as pydantic's lax mode coerces it: an int field takes ``5``, ``5.0``,
-  ``"5"``, ``" 5 "``, ``"5.00"``, ``"1_000"`` and ``true`` (1), not ``5.5`` or ``"5.5"`` or ``"1e3"``; a float
-  field takes numbers and number text (``"0.5"``, ``"1e-3"``, ``"inf"``); a bool field takes ``true``/``false``,
-  0 and 1, and the words ``"true" "false" "yes" "no" "on" "off" "t" "f" "y" "n" "1" "0"`` in any case; a string
-  field takes only strings. Lists of ints (``stop_token_ids``) and the numbers of ``logit_bias`` likewise.
-* ``null`` is refused where vLLM's field is not Optional (``ignore_eos: bool = False``; completions' ``n``).
+* A value its field's type refuses is a 400 naming the field (``param``): ``"NAME: <pydantic's message>, got
+  VALUE"`` (a list item's or a dict value's path is dotted: ``stop_token_ids.1``); a field left out that vLLM
+  requires is ``"NAME: Field required"``.
+* Fields whose shape app.py / structured.py check in vLLM's own words (``messages``, ``response_format``,
+  ``structured_outputs``, ``tools``, ``tool_choice``, ``logits_processors``, ``prompt_embeds``) are taken as sent.
 
-``read_fields(body, chat)`` returns the body with its known fields coerced and the unknown ones dropped;
-the ranges and the meaning of each value are app.py's.
+``read_fields(body, Model)`` returns the body's fields of ``Model`` as pydantic made them (a nested model,
+``stream_options``, as a dict of what was sent) and drops every other name; the ranges and the meaning of each
+value are app.py's.
 """
 import logging
-import math
-import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from .engine import EngineError
 
-__all__ = ["read_fields", "log_ignored", "lax_int", "lax_float", "lax_bool"]
+__all__ = ["read_fields", "log_ignored", "lax_int", "lax_float", "lax_bool", "CompletionRequest",
+           "ChatCompletionRequest", "TokenizeCompletionRequest", "TokenizeChatRequest", "DetokenizeRequest",
+           "LoadLoRAAdapterRequest", "UnloadLoRAAdapterRequest"]
 
 _LOG = logging.getLogger("minilora.serve")
-
-# pydantic-core trims with Rust's str::trim: the characters of Unicode's White_Space property
-_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
-              "\u2028\u2029\u202f\u205f\u3000"
-_INT_TEXT = re.compile(r"[+-]?[0-9]+")  # Rust's i64 / BigInt parse: ASCII digits, one sign
-# Rust's f64 parse: inf, infinity, nan (any case, a sign), or digits with a point and an exponent
-_FLOAT_TEXT = re.compile(r"[+-]?(inf|infinity|nan|([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?)", re.IGNORECASE)
-_TRUE, _FALSE = {"1", "on", "t", "true", "y", "yes"}, {"0", "off", "f", "false", "n", "no"}
-_INT_TEXT_LONGEST = 4300  # Python's int-from-text limit, which pydantic keeps
+_INT64 = dict(ge=-2**63, le=2**63 - 1)  # vLLM's torch.iinfo(torch.long) bounds (seed, truncate_prompt_tokens)
+_ADAPTERS = {kind: TypeAdapter(kind) for kind in (int, float, bool)}
 
 
-class _Invalid(ValueError):
-    """pydantic's message for a value its type refuses."""
-
-
-def _without_underscores(text):
-    """pydantic's strip_underscores: "1_000" is 1000; a leading, trailing or doubled underscore is no number."""
-    if "_" not in text or text.startswith("_") or text.endswith("_") or "__" in text:
-        return None
-    return text.replace("_", "")
-
-
-def _int_digits(text):
-    if _INT_TEXT.fullmatch(text):
-        return int(text)
-    plain = _without_underscores(text)
-    return int(plain) if plain is not None and _INT_TEXT.fullmatch(plain) else None
-
-
-def _int_from_text(text):
-    """pydantic-core's str_as_int: trimmed; "5.000" (only zeros after the point) is 5."""
-    text = text.strip(_WHITESPACE)
-    if len(text) > _INT_TEXT_LONGEST:
-        raise _Invalid("Unable to parse input string as an integer, exceeded maximum size")
-    value = _int_digits(text)
-    head, point, tail = text.partition(".")
-    if value is None and point and tail and set(tail) == {"0"}:
-        value = _int_digits(head)
-    if value is None:
-        raise _Invalid("Input should be a valid integer, unable to parse string as an integer")
-    return value
+def _lax(kind, value):
+    """``value`` as a pydantic field of type ``kind`` takes it (lax mode); refused: ValueError with its message."""
+    try:
+        return _ADAPTERS[kind].validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"]) from None
 
 
 def lax_int(value):
-    """An int field's value from JSON, as pydantic's lax mode reads it."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Invalid("Input should be a finite number")
-        if not value.is_integer():
-            raise _Invalid("Input should be a valid integer, got a number with a fractional part")
-        if not -2.0**63 < value < 2.0**63:  # (pydantic-core: strictly inside i64's range)
-            raise _Invalid("Unable to parse input string as an integer, exceeded maximum size")
-        return int(value)
-    if isinstance(value, str):
-        return _int_from_text(value)
-    raise _Invalid("Input should be a valid integer")
+    return _lax(int, value)
 
 
 def lax_float(value):
-    """A float field's value from JSON, as pydantic's lax mode reads it (text: trimmed, then Rust's f64 parse;
-    failing that, without its underscores and untrimmed, as pydantic-core's str_as_float)."""
-    if isinstance(value, (bool, int, float)):
-        return float(value)
-    if isinstance(value, str):
-        for text in (value.strip(_WHITESPACE), _without_underscores(value)):
-            if text is not None and _FLOAT_TEXT.fullmatch(text):
-                return float(text)
-        raise _Invalid("Input should be a valid number, unable to parse string as a number")
-    raise _Invalid("Input should be a valid number")
+    return _lax(float, value)
 
 
 def lax_bool(value):
-    """A bool field's value from JSON, as pydantic's lax mode reads it."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
-    if isinstance(value, (int, float)) and -2.0**63 < value < 2.0**63 and float(value).is_integer() \
-            or isinstance(value, str):
-        raise _Invalid("Input should be a valid boolean, unable to interpret input")
-    raise _Invalid("Input should be a valid boolean")
+    return _lax(bool, value)
 
 
-def _string(value):
-    if not isinstance(value, str):
-        raise _Invalid("Input should be a valid string")
-    return value
+class _Model(BaseModel):
+    """vLLM's OpenAIBaseModel: names it does not declare are allowed (and logged by read_fields)."""
+    model_config = ConfigDict(extra="allow")
 
 
-def _int_list(value):
-    if not isinstance(value, list):
-        raise _Invalid("Input should be a valid list")
-    return [lax_int(item) for item in value]
+class StreamOptions(_Model):
+    include_usage: bool | None = True
+    continuous_usage_stats: bool | None = False
 
 
-def _str_list(value):
-    if not isinstance(value, list):
-        raise _Invalid("Input should be a valid list")
-    return [_string(item) for item in value]
+_Stop = str | list[str] | None
+_XArgs = dict[str, str | int | float | list[str | int | float]] | None
 
 
-def _float_values(value):
-    """``dict[str, float]`` (logit_bias): the keys as sent (JSON's are strings), the values lax floats."""
-    if not isinstance(value, dict):
-        raise _Invalid("Input should be a valid dictionary")
-    return {key: lax_float(number) for key, number in value.items()}
+class _Generate(_Model):
+    """The fields vLLM's completion and chat request models both declare, with their types."""
+    model: str | None = None
+    frequency_penalty: float | None = 0.0
+    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = 0.0
+    response_format: Any = None  # (structured.py)
+    seed: Annotated[int, Field(**_INT64)] | None = None
+    stop: _Stop = []
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    user: str | None = None
+    use_beam_search: bool = False
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    length_penalty: float = 1.0
+    stop_token_ids: list[int] | None = []
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    truncate_prompt_tokens: Annotated[int, Field(ge=-1, le=2**63 - 1)] | None = None
+    prompt_logprobs: int | None = None
+    allowed_token_ids: list[int] | None = None
+    bad_words: list[str] = []
+    structured_outputs: Any = None  # (structured.py)
+    priority: int = 0
+    request_id: str = ""
+    logits_processors: Any = None  # (app.py: only its "off" values)
+    return_tokens_as_token_ids: bool | None = None
+    return_token_ids: bool | None = None
+    cache_salt: str | None = None
+    kv_transfer_params: dict[str, Any] | None = None
+    vllm_xargs: _XArgs = None
+    max_repetition_pattern_size: int = 0
+    min_repetition_pattern_size: int = 0
+    repetition_min_count: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_cache_salt_support(cls, data):
+        """vLLM's own check, run before the fields' types: a salt that is no string or empty, in its words."""
+        salt = data.get("cache_salt") if isinstance(data, dict) else None
+        if salt is not None and (not isinstance(salt, str) or not salt):
+            raise EngineError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
+        return data
 
 
-def _dictionary(value):
-    if not isinstance(value, dict):
-        raise _Invalid("Input should be a valid dictionary")
-    return value
+class CompletionRequest(_Generate):
+    prompt: list[int] | list[list[int]] | str | list[str] | None = None
+    echo: bool | None = False
+    logprobs: int | None = None
+    max_tokens: int | None = 16
+    n: int = 1
+    suffix: str | None = None
+    prompt_embeds: Any = None  # (app.py: refused unless null, as vLLM without --enable-prompt-embeds)
+    add_special_tokens: bool = True
 
 
-def _effort(value):
-    """``Literal["low", "medium", "high"]`` (chat's reasoning_effort): a Literal takes its values only."""
-    if value not in ("low", "medium", "high") or not isinstance(value, str):
-        raise _Invalid("Input should be 'low', 'medium' or 'high'")
-    return value
+class ChatCompletionRequest(_Generate):
+    messages: Any  # (app.py: required, a list of messages)
+    logprobs: bool | None = False
+    top_logprobs: int | None = 0
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    n: int | None = 1
+    tools: Any = None  # (structured.py)
+    tool_choice: Any = "none"  # (structured.py)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    include_reasoning: bool = True
+    parallel_tool_calls: bool | None = True
+    echo: bool = False
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    add_special_tokens: bool = False
+    documents: list[dict[str, str]] | None = None
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    mm_processor_kwargs: dict[str, Any] | None = None
 
 
-def _as_sent(value):
-    """A field whose shape app.py checks itself (a prompt, messages, stop, response_format, tools, ...)."""
-    return value
+class TokenizeCompletionRequest(_Model):
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: bool | None = False
 
 
-_READERS = {"int": lax_int, "float": lax_float, "bool": lax_bool, "str": _string, "ints": _int_list,
-            "strs": _str_list, "float dict": _float_values, "dict": _dictionary, "effort": _effort, "any": _as_sent}
-_NOUN = {"int": "integer", "float": "number", "bool": "boolean", "str": "string", "ints": "list", "strs": "list",
-         "float dict": "dictionary", "dict": "dictionary"}
+class TokenizeChatRequest(_Model):
+    model: str | None = None
+    messages: Any
+    add_generation_prompt: bool = True
+    return_token_strs: bool | None = False
+    continue_final_message: bool = False
+    add_special_tokens: bool = False
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    mm_processor_kwargs: dict[str, Any] | None = None
+    tools: Any = None
+    media_io_kwargs: dict[str, Any] | None = None
 
-# name: (type, whether null is taken). The fields both of vLLM's request models declare ...
-_SHARED = {
-    "model": ("str", True), "frequency_penalty": ("float", True), "logit_bias": ("float dict", True),
-    "max_tokens": ("int", True), "presence_penalty": ("float", True), "response_format": ("any", True),
-    "seed": ("int", True), "stop": ("any", True), "stream": ("bool", True), "stream_options": ("any", True),
-    "temperature": ("float", True), "top_p": ("float", True), "user": ("str", True),
-    "use_beam_search": ("bool", False), "top_k": ("int", True), "min_p": ("float", True),
-    "repetition_penalty": ("float", True), "length_penalty": ("float", False), "stop_token_ids": ("ints", True),
-    "include_stop_str_in_output": ("bool", False), "ignore_eos": ("bool", False), "min_tokens": ("int", False),
-    "skip_special_tokens": ("bool", False), "spaces_between_special_tokens": ("bool", False),
-    "truncate_prompt_tokens": ("int", True), "prompt_logprobs": ("int", True), "allowed_token_ids": ("ints", True),
-    "add_special_tokens": ("bool", False), "structured_outputs": ("any", True), "priority": ("int", False),
-    "request_id": ("str", False), "logits_processors": ("any", True), "return_tokens_as_token_ids": ("bool", True),
-    "return_token_ids": ("bool", True), "cache_salt": ("str", True), "kv_transfer_params": ("dict", True),
-    "vllm_xargs": ("dict", True), "max_repetition_pattern_size": ("int", False),
-    "min_repetition_pattern_size": ("int", False), "repetition_min_count": ("int", False),
-    "bad_words": ("strs", False)}
-# ... and each one's own
-COMPLETION_FIELDS = {**_SHARED, "prompt": ("any", True), "echo": ("bool", True), "logprobs": ("int", True),
-                     "n": ("int", False), "suffix": ("str", True), "prompt_embeds": ("any", True)}
-CHAT_FIELDS = {**_SHARED, "messages": ("any", False), "logprobs": ("bool", True), "top_logprobs": ("int", True),
-               "max_completion_tokens": ("int", True), "n": ("int", True), "tools": ("any", True),
-               "tool_choice": ("any", True), "reasoning_effort": ("effort", True), "include_reasoning": ("bool", False),
-               "parallel_tool_calls": ("bool", True), "echo": ("bool", False),
-               "add_generation_prompt": ("bool", False), "continue_final_message": ("bool", False),
-               "documents": ("any", True), "chat_template": ("str", True), "chat_template_kwargs": ("dict", True),
-               "mm_processor_kwargs": ("dict", True)}
-# vLLM's /tokenize models (a completion's prompt, or a chat's messages) and /detokenize's
-# (vllm/entrypoints/serve/tokenize/protocol.py)
-TOKENIZE_FIELDS = {"model": ("str", True), "prompt": ("str", False), "add_special_tokens": ("bool", False),
-                   "return_token_strs": ("bool", True)}
-TOKENIZE_CHAT_FIELDS = {"model": ("str", True), "messages": ("any", False), "add_generation_prompt": ("bool", False),
-                        "return_token_strs": ("bool", True), "continue_final_message": ("bool", False),
-                        "add_special_tokens": ("bool", False), "chat_template": ("str", True),
-                        "chat_template_kwargs": ("dict", True), "tools": ("any", True),
-                        "media_io_kwargs": ("dict", True), "mm_processor_kwargs": ("dict", True)}
-DETOKENIZE_FIELDS = {"model": ("str", True), "tokens": ("ints", False)}
+
+class DetokenizeRequest(_Model):
+    model: str | None = None
+    tokens: list[int]
+
+
+class LoadLoRAAdapterRequest(BaseModel):
+    """vLLM's (a plain BaseModel: other names are ignored without a warning). A name or path left out is taken
+    as empty, which app.py refuses in vLLM's words for an empty one."""
+    lora_name: str = ""
+    lora_path: str = ""
+    load_inplace: bool = False
+
+
+class UnloadLoRAAdapterRequest(BaseModel):
+    lora_name: str = ""
+    lora_int_id: int | None = None
 
 
 # vLLM <= 0.11's structured-output fields, removed in 0.12: vLLM 0.24 ignores them as any unknown name (its output
@@ -217,21 +209,45 @@ def log_ignored(names):
                      ", ".join(f'"{_REMOVED_GUIDED[name]}": ...' for name in removed if _REMOVED_GUIDED[name]))
 
 
-def read_fields(body, chat, fields=None):
-    """``body`` (a JSON object) with vLLM's fields coerced as its pydantic model coerces them and every other
-    name dropped, logged as vLLM logs it; a value the field's type refuses is a 400 naming the field.
-    ``fields``: another of vLLM's models (default: its chat or completion request's)."""
-    fields = fields or (CHAT_FIELDS if chat else COMPLETION_FIELDS)
-    log_ignored(set(body) - set(fields))
+def _refusal(exc, body):
+    """A ValidationError as the 400 of its first field: pydantic's message, the value, the field as param. A
+    union's refusal (one error per member type) joins each member's message."""
+    errors = exc.errors(include_url=False)
+    name = errors[0]["loc"][0]
+    if errors[0]["type"] == "missing":
+        return EngineError(400, f"{name}: Field required", name)
+    own = [error for error in errors if error["loc"][0] == name]
+    if len(own) == 1:
+        path, message, value = own[0]["loc"], own[0]["msg"], own[0]["input"]
+    else:  # the path the members share, and the value sent there
+        path = _common_path(error["loc"] for error in own)
+        message, value = " or ".join(dict.fromkeys(error["msg"] for error in own)), body
+        for key in path:
+            value = value[key]
+    return EngineError(400, f"{'.'.join(map(str, path))}: {message}, got {value!r}"[:300], name)
+
+
+def _common_path(paths):
+    """The longest path that begins each of ``paths`` (a union's member errors: the member's name comes after)."""
+    paths = list(paths)
+    common = paths[0]
+    for path in paths[1:]:
+        common = next((common[:i] for i, (a, b) in enumerate(zip(common, path)) if a != b), common[:len(path)])
+    return common
+
+
+def read_fields(body, model):
+    """``body`` (a JSON object) validated as vLLM's pydantic ``model`` validates it: the fields it gives, as
+    pydantic made them (a nested model as a dict of what was sent), every other name dropped and logged as
+    vLLM logs it. A value the field's type refuses is a 400 naming the field."""
+    if model.model_config.get("extra") == "allow":  # (vLLM's OpenAIBaseModel logs them; a plain BaseModel not)
+        log_ignored(set(body) - set(model.model_fields))
+    try:
+        request = model.model_validate(body)
+    except ValidationError as exc:
+        raise _refusal(exc, body) from None
     read = {}
-    for name, value in body.items():
-        if name not in fields:
-            continue
-        kind, nullable = fields[name]
-        try:
-            if value is None and not nullable:
-                raise _Invalid(f"Input should be a valid {_NOUN.get(kind, 'value')}")
-            read[name] = None if value is None else _READERS[kind](value)
-        except _Invalid as exc:
-            raise EngineError(400, f"{name}: {exc}, got {value!r}"[:300], name) from None
+    for name in request.model_fields_set & set(model.model_fields):
+        value = getattr(request, name)
+        read[name] = value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
     return read

@@ -1,0 +1,217 @@
+"""`minilora serve` checks each request field's type as vLLM 0.24's pydantic request models do (FastAPI validates
+them in pydantic's lax mode): every field of /v1/completions, /v1/chat/completions, /tokenize, /detokenize and
+the LoRA routes, sent with a right value, a coercible one ("1" or 1.0 for an int, "yes" for a bool), a wrongly
+typed one and null, is taken exactly when pydantic takes it for vLLM's declared type (the oracle: pydantic's
+TypeAdapter over the types transcribed below from vllm/entrypoints/openai/{completion,chat_completion}/protocol.py
+and vllm/entrypoints/serve/tokenize/protocol.py); a refusal is a 400 naming the field, with pydantic's message.
+
+| what a user sends                                 | before (r14)                   | now (vLLM's)                   |
+|---------------------------------------------------|--------------------------------|--------------------------------|
+| vllm_xargs {"k": {"x": 1}} / {"k": null}           | 200 (any dict)                 | 400 vllm_xargs.k               |
+| documents [{"title": 1}] / [["a"]]                 | 200 / 400 (param null)         | 400 documents (list[dict[str,  |
+|                                                   |                                |  str]])                        |
+| prompt ["D", [97]] (texts and ids mixed)          | 200                            | 400 prompt                     |
+| prompt [68.0], stop_token_ids [5.0]               | 400 / 200                      | 200 (lax int), as vLLM         |
+| cache_salt 5                                      | pydantic's "valid string"      | vLLM's own check: "Parameter   |
+|                                                   |                                |  'cache_salt' must be a non-   |
+|                                                   |                                |  empty string if provided."    |
+| load_lora_adapter lora_name 5, unload lora_name 5 | "Both ... must be provided",   | 400 lora_name: pydantic's      |
+|                                                   |  param lora_path               |  "Input should be a valid      |
+|                                                   |                                |  string"                       |
+Not swept (their own checks, in vLLM's words, run in app.py / structured.py): messages' items, response_format,
+structured_outputs, tools, tool_choice, logits_processors, prompt_embeds; nor text for logprobs/top_logprobs/
+prompt_logprobs (vLLM's check_logprobs compares the raw value before pydantic reads it).
+"""
+from typing import Annotated, Any, Literal
+
+import pytest
+
+pydantic = pytest.importorskip("pydantic")
+pytest.importorskip("starlette")
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from minilora.serve import Engine  # noqa: E402
+from minilora.serve.app import create_app  # noqa: E402
+from minilora.tokenizer import ByteTokenizer  # noqa: E402
+from test_serve import CHAT_TEMPLATE, two_adapters  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+LONG = 2**63 - 1
+
+
+class StreamOptions(BaseModel):  # vLLM's (an OpenAIBaseModel: extra names allowed)
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = True
+    continuous_usage_stats: bool | None = False
+
+
+INT, FLOAT, BOOL, STR = int | None, float | None, bool | None, str | None  # (vLLM's Optional scalars)
+XARGS = dict[str, str | int | float | list[str | int | float]] | None
+# (field, vLLM's type, values sent): each value is taken or refused as pydantic takes it for the type. The values
+# taken are in the ranges vLLM's own checks allow, so each such request answers 200.
+SHARED = [
+    ("model", STR, ["a", None, 5, ["a"]]),
+    ("frequency_penalty", FLOAT, [0.5, "0.5", 1, None, "x", [0.5]]),
+    ("logit_bias", dict[str, float] | None, [{"65": 1}, {"65": "1.5"}, None, {"65": "x"}, [1], "x"]),
+    ("presence_penalty", FLOAT, [-0.5, "1e-1", None, "x", {}]),
+    ("seed", Annotated[int, Field(ge=-LONG - 1, le=LONG)] | None, [1, "1", 1.0, None, 2**64, 1.5, "x"]),
+    ("stop", str | list[str] | None, ["zz", ["zz"], None, 5, [5], {"a": 1}]),
+    ("stream", BOOL, [False, "false", 0, None, "maybe", [False]]),
+    ("temperature", FLOAT, [0, "0", "0.0", None, "x", [0]]),
+    ("top_p", FLOAT, [1, "1", 0.5, None, "x", [1]]),
+    ("user", STR, ["u", None, 5, ["u"]]),
+    ("use_beam_search", bool, [False, "no", 0, True, None, "x"]),
+    ("top_k", INT, [1, "1", 1.0, None, 1.5, "x"]),
+    ("min_p", FLOAT, [0.0, "0.1", None, "x"]),
+    ("repetition_penalty", FLOAT, [1, "1.1", None, "x"]),
+    ("length_penalty", float, [1.0, "2", None, "x"]),
+    ("stop_token_ids", list[int] | None, [[5], ["5"], [5.0], None, "5", [5.5], 5]),
+    ("include_stop_str_in_output", bool, [True, "t", None, "x"]),
+    ("ignore_eos", bool, [True, "on", 1, None, 2]),
+    ("min_tokens", int, [0, "0", 0.0, None, "x"]),
+    ("skip_special_tokens", bool, [False, "off", None, "x"]),
+    ("spaces_between_special_tokens", bool, [True, "1", None, "x"]),
+    ("truncate_prompt_tokens", Annotated[int, Field(ge=-1, le=LONG)] | None, [2, "2", None, -2, "x"]),
+    ("allowed_token_ids", list[int] | None, [[97], ["97"], None, "97", [97.5]]),
+    ("prompt_logprobs", INT, [1, 1.0, None, 1.5, [1]]),
+    ("bad_words", list[str], [["zz"], None, "zz", [5]]),
+    ("priority", int, [0, "0", 0.0, None, 0.5]),
+    ("request_id", str, ["r1", None, 5]),
+    ("return_tokens_as_token_ids", BOOL, [True, "yes", None, "x"]),
+    ("return_token_ids", BOOL, [True, "no", None, "x"]),
+    ("kv_transfer_params", dict[str, Any] | None, [{}, {"a": 1}, None, "x", [1]]),
+    ("vllm_xargs", XARGS, [{"k": 1}, {"k": "v"}, {"k": [1, "a"]}, {"k": True}, None, {"k": {"x": 1}}, {"k": None},
+                           "x", [1]]),
+    ("max_repetition_pattern_size", int, [0, "0", None, "x"]),
+    ("min_repetition_pattern_size", int, [0, 0.0, None, "x"]),
+    ("repetition_min_count", int, [0, "0", None, [0]]),
+]
+COMPLETION = SHARED + [
+    ("prompt", list[int] | list[list[int]] | str | list[str] | None,
+     ["Dan", [68, 97], [[68], [97]], ["D", "a"], [68.0], 5, {"x": 1}, ["D", [97]], [68.5]]),
+    ("echo", BOOL, [True, "yes", 1, None, "maybe", 2]),
+    ("logprobs", INT, [1, 1.0, None, 1.5, "x"]),
+    ("max_tokens", INT, [1, "1", 1.0, True, 1.5, "x"]),
+    ("n", int, [1, "1", 1.0, None, 1.5, "x"]),
+    ("suffix", STR, [None, 5]),  # (any suffix is refused by vLLM's serving code)
+    ("add_special_tokens", bool, [False, "false", None, "x"]),
+]
+CHAT = SHARED + [
+    ("logprobs", BOOL, [True, "true", None, "x"]),
+    ("top_logprobs", INT, [0, None, 1.5]),
+    ("max_tokens", INT, [1, "1", "x", 1.5]),
+    ("max_completion_tokens", INT, [1, "1", None, 1.5]),
+    ("n", INT, [1, "1", None, "x"]),
+    ("reasoning_effort", Literal["low", "medium", "high"] | None, ["low", None, "x", 5]),
+    ("include_reasoning", bool, [False, "no", None, "x"]),
+    ("parallel_tool_calls", BOOL, [False, None, "x"]),
+    ("echo", bool, [False, "true", None, "x"]),
+    ("add_generation_prompt", bool, [True, "yes", None, "x"]),
+    ("continue_final_message", bool, [False, "no", None, "x"]),
+    ("add_special_tokens", bool, [False, None, "x"]),
+    ("documents", list[dict[str, str]] | None, [[{"title": "t", "text": "x"}], None, "abc", [{"title": 1}], [["a"]]]),
+    ("chat_template", STR, [None, 5]),
+    ("chat_template_kwargs", dict[str, Any] | None, [{}, None, "x", [1]]),
+    ("mm_processor_kwargs", dict[str, Any] | None, [{}, None, "x", [1]]),
+]
+TOKENIZE = [
+    ("model", STR, ["a", None, 5]),
+    ("prompt", str, ["Dan", 5, ["D"], None]),
+    ("add_special_tokens", bool, [False, "no", None, "x"]),
+    ("return_token_strs", BOOL, [True, "yes", None, "x"]),
+]
+TOKENIZE_CHAT = [
+    ("add_generation_prompt", bool, [True, "1", None, "x"]),
+    ("return_token_strs", BOOL, [True, None, "x"]),
+    ("continue_final_message", bool, [False, "f", None, "x"]),
+    ("add_special_tokens", bool, [False, None, "x"]),
+    ("chat_template", STR, [None, 5]),
+    ("chat_template_kwargs", dict[str, Any] | None, [{}, None, "x"]),
+    ("mm_processor_kwargs", dict[str, Any] | None, [{}, None, [1]]),
+    ("media_io_kwargs", dict[str, Any] | None, [{}, None, "x"]),
+]
+DETOKENIZE = [
+    ("model", STR, ["a", None, 5]),
+    ("tokens", list[int], [[65], ["65"], [65.0], None, "65", [65.5]]),
+]
+BASES = {  # each route's smallest request; a field's values replace its own
+    "/v1/completions": {"model": "a", "prompt": "Dan", "max_tokens": 1, "temperature": 0},
+    "/v1/chat/completions": {"model": "a", "messages": MESSAGES, "max_tokens": 1, "temperature": 0},
+    "/tokenize": {"model": "a", "prompt": "Dan"},
+    "/tokenize chat": {"model": "a", "messages": MESSAGES},
+    "/detokenize": {"model": "a", "tokens": [65]},
+}
+
+
+@pytest.fixture(scope="module")
+def client():
+    tok = ByteTokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    engine = Engine(two_adapters(), tok, max_batch_size=4, max_queue=64)
+    engine.eos = set()
+    with TestClient(create_app(engine, "tiny")) as served:
+        yield served
+
+
+def pydantic_says(kind, value):
+    """None where vLLM's type takes ``value``, else pydantic's first message."""
+    try:
+        TypeAdapter(kind).validate_python(value)
+    except pydantic.ValidationError as exc:
+        return exc.errors()[0]["msg"]
+    return None
+
+
+def sweep(client, route, fields):
+    """Each value of each field sent alone over the route's base request: (field, value, status, what differs)."""
+    wrong = []
+    for name, kind, values in fields:
+        for value in values:
+            body = {**BASES[route], name: value}
+            response = client.post(route.split()[0], json=body)
+            refusal = pydantic_says(kind, value)
+            if refusal is None:
+                if response.status_code != 200:
+                    wrong.append((name, value, response.status_code, response.text[:200]))
+                continue
+            error = response.json().get("error", {}) if response.status_code == 400 else {}
+            if error.get("param") != name or refusal not in error.get("message", ""):
+                wrong.append((name, value, response.status_code, response.text[:200]))
+    return wrong
+
+
+def test_completion_fields_take_and_refuse_what_vllms_pydantic_types_do(client):
+    assert sweep(client, "/v1/completions", COMPLETION) == []
+
+
+def test_chat_fields_take_and_refuse_what_vllms_pydantic_types_do(client):
+    assert sweep(client, "/v1/chat/completions", CHAT) == []
+
+
+def test_tokenize_detokenize_and_lora_route_fields_are_vllms_types(client):
+    assert sweep(client, "/tokenize", TOKENIZE) + sweep(client, "/tokenize chat", TOKENIZE_CHAT) + \
+        sweep(client, "/detokenize", DETOKENIZE) == []
+    for route, body, param in [("/v1/load_lora_adapter", {"lora_name": 5, "lora_path": "/x"}, "lora_name"),
+                               ("/v1/load_lora_adapter", {"lora_name": "c", "lora_path": ["/x"]}, "lora_path"),
+                               ("/v1/load_lora_adapter", {"lora_name": "c", "lora_path": "/x", "load_inplace": "x"},
+                                "load_inplace"),
+                               ("/v1/unload_lora_adapter", {"lora_name": 5}, "lora_name")]:
+        error = client.post(route, json=body).json()["error"]
+        assert (error["param"], error["type"]) == (param, "BadRequestError"), (route, body, error)
+        assert error["message"].startswith(f"{param}: Input should be a valid "), error
+
+
+def test_required_fields_left_out_and_vllms_own_checks_keep_their_words(client):
+    for route, name in [("/v1/chat/completions", "messages"), ("/tokenize", "prompt"), ("/detokenize", "tokens")]:
+        body = {key: value for key, value in BASES[route].items() if key != name}
+        error = client.post(route, json=body).json()["error"]
+        assert (error["message"], error["param"]) == (f"{name}: Field required", name)
+    for salt in (5, "", ["s"]):  # vLLM's check_cache_salt_support runs before the fields' types
+        error = client.post("/v1/completions", json={**BASES["/v1/completions"], "cache_salt": salt}).json()["error"]
+        assert (error["message"], error["param"]) == (
+            "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
+    mixed = client.post("/v1/completions", json={**BASES["/v1/completions"], "prompt": ["D", [97]]}).json()["error"]
+    assert mixed["message"].startswith("prompt: ") and mixed["message"].endswith(", got ['D', [97]]")
+    nested = client.post("/v1/completions", json={**BASES["/v1/completions"], "vllm_xargs": {"k": {"x": 1}}})
+    assert nested.json()["error"]["message"].startswith("vllm_xargs.k: Input should be a valid string or ")
