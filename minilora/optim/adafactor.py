@@ -88,7 +88,7 @@ class Adafactor(_StepEach):
         param = ops.load(p._array)
         alpha = max(eps2, float(ops.rounded(_norm(param))) / (param.size ** 0.5)) * rho
         if group["weight_decay"] != 0:
-            param = ops.rounded(param * (1 - lr * group["weight_decay"]))
+            param = ops.times(param, 1 - lr * group["weight_decay"])
         if grad.ndim > 1:
             var_estimate = self._factored_estimate(grad, state, weight, eps1, ops)
         else:

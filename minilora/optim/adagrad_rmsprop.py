@@ -49,6 +49,20 @@ class _Arithmetic:
     def rounded(self, value):
         return value.astype(self.dtype).astype(np.float32) if self.low_precision else value
 
+    def times(self, array, number):
+        """``array.mul(number)``: the number in the array's compute dtype first, as torch's CPU kernels take a
+        scalar (a Python float, or a 0-d tensor such as a float64 ``lr``), then one product in that dtype
+        (NumPy would widen a float32 array by a float64 scalar and round the product once more)."""
+        return self.rounded(array * array.dtype.type(number))
+
+    def divided(self, array, number):
+        """``array / number`` (``div`` by a Python number) as torch's CPU kernel: a true division in the array's
+        dtype; a 16-bit array (in float32) times the reciprocal, computed in double and rounded to float32
+        (ATen's ``div_true_kernel`` for reduced floats; ``1 / float32(number)`` moved a float16 NAdam weight)."""
+        if self.low_precision:
+            return self.rounded(array * np.float32(1 / number))
+        return array / array.dtype.type(number)
+
     def plus(self, array, number):
         """``array.add(number)``: torch rounds a plain number added to a 16-bit tensor to its dtype first
         (``sqrt(v).add_(eps)`` adds bfloat16's 0.010009765625 for eps=0.01), as it does ``alpha=``."""

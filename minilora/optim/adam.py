@@ -98,8 +98,8 @@ def adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr
     ``torch.maximum(max_v, v, out=max_v)`` before ``denom``: a weight's step never grows because its
     gradients got smaller. Costs ~20% more than two roundings (NumPy's float32<->float64 casts)."""
     xp, number = xp_of(param), param.dtype.type
-    if weight_decay:
-        param *= 1 - lr * weight_decay
+    if weight_decay:  # (torch: a 0-d float64 lr's product rounded to the float32 parameter's dtype first)
+        param *= number(1 - lr * weight_decay)
     wide = xp.empty(param.shape, np.float64) if wide is None else wide
     xp.subtract(grad, exp_avg, out=scratch)  # m + w (g - m): torch's lerp for its weight below 0.5
     float32_math.multiply_add_into(number(1 - beta1), scratch, exp_avg, exp_avg, wide)

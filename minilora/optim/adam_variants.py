@@ -33,7 +33,7 @@ class _AdamFamily(_StepEach):
     def _decay_weights(p, group, ops):
         """``decoupled_weight_decay``: ``p *= 1 - lr * weight_decay`` before the step, as AdamW."""
         if group["weight_decay"] and group.get("decoupled_weight_decay"):
-            p._array[...] = ops.rounded(ops.load(p._array) * (1 - learning_rate(group) * group["weight_decay"]))
+            p._array[...] = ops.times(ops.load(p._array), 1 - learning_rate(group) * group["weight_decay"])
 
     @staticmethod
     def _l2_group(group):
@@ -104,7 +104,7 @@ class NAdam(_AdamFamily):
         exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
         exp_avg_sq = ops.addcmul(ops.rounded(ops.load(state["exp_avg_sq"]) * beta2), grad, grad, 1 - beta2)
         state["exp_avg"][...], state["exp_avg_sq"][...] = exp_avg, exp_avg_sq
-        denom = ops.rounded(ops.sqrt(ops.rounded(exp_avg_sq * (1 / (1 - beta2 ** step)))))  # (division as torch's)
+        denom = ops.rounded(ops.sqrt(ops.divided(exp_avg_sq, 1 - beta2 ** step)))
         denom = ops.plus(denom, group["eps"])
         param = ops.addcdiv(ops.load(p._array), grad, denom, -lr * (1.0 - mu) / (1.0 - float(mu_product)))
         next_product = float(mu_product) * mu_next
@@ -145,14 +145,14 @@ class RAdam(_AdamFamily):
         exp_avg_sq = ops.addcmul(ops.rounded(ops.load(state["exp_avg_sq"]) * beta2), grad, grad, 1 - beta2)
         state["exp_avg"][...], state["exp_avg_sq"][...] = exp_avg, exp_avg_sq
         bias_correction1, bias_correction2 = 1 - beta1 ** step, 1 - beta2 ** step
-        corrected = ops.rounded(exp_avg * (1 / bias_correction1))  # torch divides by a number as times 1/number
+        corrected = ops.divided(exp_avg, bias_correction1)
         rho_inf = 2 / (1 - beta2) - 1  # the longest the variance estimate's moving average gets
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
         if rho_t > 5.0:  # the variance is trustworthy: Adam's step, rectified
             root = ops.plus(ops.rounded(ops.sqrt(exp_avg_sq)), group["eps"])
             adaptive = ops.rounded(ops.rounded(1 / root) * bias_correction2 ** 0.5)  # number / tensor: reciprocal, times
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-            update = ops.rounded(ops.rounded(ops.rounded(corrected * lr) * adaptive) * rect)
+            update = ops.rounded(ops.rounded(ops.times(corrected, lr) * adaptive) * rect)
         else:  # too early: a plain momentum step
-            update = ops.rounded(corrected * lr)
+            update = ops.times(corrected, lr)  # (a 0-d float64 lr: rounded to float32 first, as torch)
         p._array[...] = ops.add(ops.load(p._array), -1.0, update)

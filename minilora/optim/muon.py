@@ -74,11 +74,14 @@ class Muon(_StepEach):
         if bfloat16 and not group["nesterov"]:  # torch: the update IS the buffer, and .bfloat16() of a bfloat16
             state["momentum_buffer"][...] = update  # tensor is itself, so its in-place division changes the buffer
         update = _orthogonalized(update, group["ns_coefficients"], group["ns_steps"])
-        param = ops.rounded(ops.load(p._array) * (1 - lr * group["weight_decay"]))
+        param = ops.times(ops.load(p._array), 1 - lr * group["weight_decay"])
         step = _adjusted_lr(lr, group["adjust_lr_fn"], p.shape)
         # p.add_(update, alpha=-step): the update is bfloat16, so a float16 parameter adds in float32 (promoted)
         # with alpha unrounded; a bfloat16 one rounds alpha to bfloat16, as torch's add_ in a 16-bit dtype
-        alpha = ops.alpha(-step) if bfloat16 else -step
+        if not ops.low_precision:  # float32/float64: alpha in the weights' dtype, one fused multiply-add
+            p._array[...] = ops.add(param, -step, update.astype(param.dtype))  # (where the build fuses)
+            return
+        alpha = ops.alpha(-step) if bfloat16 else np.float32(-step)
         p._array[...] = ops.rounded(param + alpha * update.astype(param.dtype))
 
 

@@ -1,0 +1,63 @@
+"""Round 15: the Trainer's and the optimizers' last silent differences from torch/transformers.
+
+* An lr given as a 0-d float64 Tensor to an optimizer of float32 weights: torch computes the hyperparameter
+  arithmetic (``1 - lr * weight_decay``, ``corrected * lr``) as 0-d tensor arithmetic and hands the result to
+  the float32 kernel, which rounds it to float32 before it touches a weight; NumPy widened the float32 array
+  by the float64 scalar and rounded the product once (AdamW: 35 of 40 weights an ulp or more off).
+  torch's float32 ``sqrt`` is MKL's and not correctly rounded (17% of roots): ``mkl_sqrt`` stands it in, so
+  the comparison sees the optimizers' own arithmetic, bit for bit.
+Skipped without torch."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import minilora as ml  # noqa: E402
+
+
+@pytest.fixture
+def mkl_sqrt(monkeypatch):
+    """NumPy's sqrt answering torch's (MKL's) for float arrays, for minilora's optimizers during one test."""
+    numpy_sqrt = np.sqrt
+
+    def sqrt(a, out=None, **kwargs):
+        if kwargs or not (isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)):
+            return numpy_sqrt(a, **kwargs) if out is None else numpy_sqrt(a, out=out, **kwargs)
+        root = torch.sqrt(torch.from_numpy(np.ascontiguousarray(a))).numpy()
+        if out is None:
+            return root
+        out[...] = root
+        return out
+    monkeypatch.setattr(np, "sqrt", sqrt)
+
+
+def _trajectory(lib, name, options, lr):
+    g = np.random.default_rng(0)
+    shape = (6, 5) if name == "Muon" else (40,)
+    p = lib.nn.Parameter(lib.tensor(g.standard_normal(shape).astype(np.float32)))
+    optimizer = getattr(lib.optim, name)([p], lr=lr if lr is None or isinstance(lr, float) else lib.tensor(
+        0.0123, dtype=getattr(lib, lr)), **options)
+    schedule = lib.optim.lr_scheduler.ExponentialLR(optimizer, 0.87)
+    for _ in range(5):
+        p.grad = lib.tensor(g.standard_normal(shape).astype(np.float32))
+        optimizer.step()
+        schedule.step()
+    return p.detach().numpy().copy() if lib is torch else p.numpy().copy()
+
+
+LR_KINDS = (0.0123, "float32", "float64")  # a float, a 0-d float32 or float64 Tensor
+
+
+@pytest.mark.parametrize("name, options, lr", [
+    ("AdamW", dict(weight_decay=0.1), "float64"),
+    ("Adam", dict(weight_decay=0.1, decoupled_weight_decay=True), "float64"),
+    *[(name, options, lr) for lr in LR_KINDS for name, options in (
+        ("NAdam", dict(weight_decay=0.1, decoupled_weight_decay=True)), ("NAdam", dict()), ("RAdam", dict()),
+        ("RAdam", dict(weight_decay=0.1, decoupled_weight_decay=True)), ("Muon", dict(weight_decay=0.1)))]])
+def test_hyperparameter_arithmetic_as_torch(mkl_sqrt, name, options, lr):
+    """An lr of each kind under a schedule, float32 weights, bit for bit.
+    Before: a float64 lr widened ``p * (1 - lr * wd)`` (AdamW, Adam/NAdam/RAdam decoupled, Muon) and RAdam's
+    ``corrected * lr``; NAdam/RAdam divided by the bias corrections as times their reciprocal (torch divides
+    float32/float64 by a number; only its 16-bit kernels multiply by the reciprocal); Muon's last
+    ``p.add_(update, alpha=-lr)`` rounded twice where torch's kernel is one fused multiply-add."""
+    np.testing.assert_array_equal(_trajectory(ml, name, options, lr), _trajectory(torch, name, options, lr))
