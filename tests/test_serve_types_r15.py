@@ -107,7 +107,7 @@ CHAT = SHARED + [
     ("include_reasoning", bool, [False, "no", None, "x"]),
     ("parallel_tool_calls", BOOL, [False, None, "x"]),
     ("echo", bool, [False, "true", None, "x"]),
-    ("add_generation_prompt", bool, [True, "yes", None, "x"]),
+    ("add_generation_prompt", bool, [True, False, "yes", None, "x"]),  # (with "no" beside it: false)
     ("continue_final_message", bool, [False, "no", None, "x"]),
     ("add_special_tokens", bool, [False, None, "x"]),
     ("documents", list[dict[str, str]] | None, [[{"title": "t", "text": "x"}], None, "abc", [{"title": 1}], [["a"]]]),
@@ -122,7 +122,7 @@ TOKENIZE = [
     ("return_token_strs", BOOL, [True, "yes", None, "x"]),
 ]
 TOKENIZE_CHAT = [
-    ("add_generation_prompt", bool, [True, "1", None, "x"]),
+    ("add_generation_prompt", bool, [True, False, "1", None, "x"]),
     ("return_token_strs", BOOL, [True, None, "x"]),
     ("continue_final_message", bool, [False, "f", None, "x"]),
     ("add_special_tokens", bool, [False, None, "x"]),
@@ -164,20 +164,30 @@ def pydantic_says(kind, value):
 
 
 def sweep(client, route, fields):
-    """Each value of each field sent alone over the route's base request: (field, value, status, what differs)."""
-    wrong = []
+    """Each value of each field over the route's base request: (field, value, status, answer) where minilora
+    differs from pydantic over vLLM's type. A refused value is sent alone; the values taken go together, each
+    field's k-th in request k (a request that is not a 200 is then sent apart, value by value, to name them)."""
+    wrong, taken = [], {}
     for name, kind, values in fields:
         for value in values:
-            body = {**BASES[route], name: value}
-            response = client.post(route.split()[0], json=body)
             refusal = pydantic_says(kind, value)
             if refusal is None:
-                if response.status_code != 200:
-                    wrong.append((name, value, response.status_code, response.text[:200]))
+                taken.setdefault(name, []).append(value)
                 continue
+            response = client.post(route.split()[0], json={**BASES[route], name: value})
             error = response.json().get("error", {}) if response.status_code == 400 else {}
             if error.get("param") != name or refusal not in error.get("message", ""):
                 wrong.append((name, value, response.status_code, response.text[:200]))
+    for k in range(max(map(len, taken.values()))):
+        together = {name: values[k] for name, values in taken.items() if k < len(values)}
+        response = client.post(route.split()[0], json={**BASES[route], **together})
+        if response.status_code == 200:
+            continue
+        for name, value in together.items():
+            alone = client.post(route.split()[0], json={**BASES[route], name: value})
+            if alone.status_code != 200:
+                wrong.append((name, value, alone.status_code, alone.text[:200]))
+        assert wrong, f"each value of {together} is taken alone, not all together: {response.text}"
     return wrong
 
 
@@ -215,3 +225,19 @@ def test_required_fields_left_out_and_vllms_own_checks_keep_their_words(client):
     assert mixed["message"].startswith("prompt: ") and mixed["message"].endswith(", got ['D', [97]]")
     nested = client.post("/v1/completions", json={**BASES["/v1/completions"], "vllm_xargs": {"k": {"x": 1}}})
     assert nested.json()["error"]["message"].startswith("vllm_xargs.k: Input should be a valid string or ")
+
+
+def test_vllms_own_checks_read_the_body_as_sent_before_the_types(client):
+    """vLLM's models' mode="before" validators see the raw body: "false" and "no" are true to them. So a stream
+    "false" (a non-streamed answer) may carry stream_options, and both generation flags sent as "no" are refused."""
+    body = {**BASES["/v1/completions"], "stream": "false", "stream_options": {"include_usage": True}}
+    answer = client.post("/v1/completions", json=body)
+    assert answer.status_code == 200 and answer.json()["object"] == "text_completion", answer.text
+    error = client.post("/v1/completions", json={**body, "stream": 0}).json()["error"]
+    assert (error["message"], error["param"]) == (
+        "Stream options can only be defined when `stream=True`. (parameter=stream_options)", "stream_options")
+    for route in ("/v1/chat/completions", "/tokenize chat"):
+        flags = {**BASES[route], "continue_final_message": "no", "add_generation_prompt": "no"}
+        error = client.post(route.split()[0], json=flags).json()["error"]
+        assert (error["message"], error["param"]) == (
+            "Cannot set both `continue_final_message` and `add_generation_prompt` to True.", None), route

@@ -354,15 +354,13 @@ def _bad_words_ids(tokenizer, words, text_vocab):
     return ids
 
 
-def _usage_options(body, stream):
+def _usage_options(body):
     """(include_usage, continuous_usage_stats) of vLLM's ``stream_options`` (``{"include_usage": bool = true,
     "continuous_usage_stats": bool = false}``): given at all, a stream ends with a chunk of the usage, and with
     continuous_usage_stats every chunk carries its choice's usage so far. Other keys are ignored, as vLLM's."""
     options = body.get("stream_options")
     if options is None:
         return False, False
-    if options and not stream:  # (an empty one is let through, as vLLM's check reads it)
-        raise EngineError(400, "Stream options can only be defined when `stream=True`.", "stream_options")
     log_ignored(set(options) - {"include_usage", "continuous_usage_stats"})
     include, continuous = options.get("include_usage", True), options.get("continuous_usage_stats", False)
     return bool(include), bool(include and continuous)
@@ -409,7 +407,7 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
     # above 0 but below 0.01 a temperature is 0.01, as vLLM raises it (smaller ones overflow in float32)
     options.update(max_tokens=max_tokens, temperature=max(temperature, 0.01) if temperature > 0 else temperature,
                    top_k=top_k if top_k > 0 else None)
-    return options, n, stream, _usage_options(body, stream), echo, _prompt_logprob_count(body, chat, stream, vocab_size)
+    return options, n, stream, _usage_options(body), echo, _prompt_logprob_count(body, chat, stream, vocab_size)
 
 
 class _Echo(collections.namedtuple("_Echo", "text entries specials")):
@@ -1293,13 +1291,12 @@ def _template_variables(tokenizer, template, body):
 def _chat_prompt(tokenizer, messages, body):
     """The prompt of a chat (its text, its ids), with vLLM's extras: ``add_generation_prompt`` (default true),
     ``continue_final_message`` (the reply goes on from a partial last message) and a request's own
-    ``chat_template``. Refusals are vLLM's: both flags sent true is its request validator's; a template that
-    refuses the conversation (``raise_exception``, e.g. roles that do not alternate, or continue_final_message
-    with the default add_generation_prompt, transformers' refusal) is the client's mistake, a 400 with the
-    template's (transformers') words alone and no param, as vLLM's create_error_response writes a ValueError."""
+    ``chat_template``. Refusals are vLLM's: both flags sent true is its request validator's (fields.py); a
+    template that refuses the conversation (``raise_exception``, e.g. roles that do not alternate, or
+    continue_final_message with the default add_generation_prompt, transformers' refusal) is the client's mistake,
+    a 400 with the template's (transformers') words alone and no param, as vLLM's create_error_response writes a
+    ValueError."""
     from jinja2.exceptions import TemplateError
-    if body.get("continue_final_message") and body.get("add_generation_prompt"):
-        raise validation_error("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
     add_generation_prompt = body.get("add_generation_prompt") is None or _flag(body, "add_generation_prompt")
     continue_final = _flag(body, "continue_final_message")
     template = body.get("chat_template")  # (a string: fields.py)

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from .engine import EngineError
+from .engine import EngineError, validation_error
 
 __all__ = ["read_fields", "log_ignored", "lax_int", "lax_float", "lax_bool", "CompletionRequest",
            "ChatCompletionRequest", "TokenizeCompletionRequest", "TokenizeChatRequest", "DetokenizeRequest",
@@ -109,14 +109,29 @@ class _Generate(_Model):
     min_repetition_pattern_size: int = 0
     repetition_min_count: int = 0
 
+    # vLLM's own checks (its models' mode="before" validators): they read the body as sent, before the fields'
+    # types coerce it ("stream": "false" is true to them), and answer in vLLM's words (EngineError: pydantic lets
+    # it through as raised)
     @model_validator(mode="before")
     @classmethod
     def check_cache_salt_support(cls, data):
-        """vLLM's own check, run before the fields' types: a salt that is no string or empty, in its words."""
-        salt = data.get("cache_salt") if isinstance(data, dict) else None
+        salt = data.get("cache_salt")
         if salt is not None and (not isinstance(salt, str) or not salt):
             raise EngineError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def validate_stream_options(cls, data):
+        if data.get("stream_options") and not data.get("stream"):  # (an empty one is let through)
+            raise validation_error("Stream options can only be defined when `stream=True`.", "stream_options")
+        return data
+
+
+def _check_generation_prompt(data):
+    if data.get("continue_final_message") and data.get("add_generation_prompt"):
+        raise validation_error("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+    return data
 
 
 class CompletionRequest(_Generate):
@@ -150,6 +165,7 @@ class ChatCompletionRequest(_Generate):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
+    check_generation_prompt = model_validator(mode="before")(_check_generation_prompt)
 
 
 class TokenizeCompletionRequest(_Model):
@@ -171,6 +187,7 @@ class TokenizeChatRequest(_Model):
     mm_processor_kwargs: dict[str, Any] | None = None
     tools: Any = None
     media_io_kwargs: dict[str, Any] | None = None
+    check_generation_prompt = model_validator(mode="before")(_check_generation_prompt)
 
 
 class DetokenizeRequest(_Model):
