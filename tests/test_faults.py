@@ -98,7 +98,7 @@ def test_model_save_that_hits_the_write_limit_leaves_the_old_model(tmp_path):
     assert child.returncode == 0, child.stderr
     back = LlamaForCausalLM.from_pretrained(folder)  # the old config with the old weights
     assert back.config.hidden_size == 16 and same_weights(back, old)
-    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(os.listdir(folder)) == ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"]
     assert leftovers(tmp_path) == []  # the failed save removed its temporary folder
 
 
@@ -216,7 +216,7 @@ def test_a_save_keeps_other_files_and_drops_old_shards(tmp_path):
     (folder / "model.safetensors.index.json").write_text("{}")
     (folder / "README.md").write_text("notes")
     tiny_model().save_pretrained(str(folder))
-    assert sorted(os.listdir(folder)) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(os.listdir(folder)) == ["README.md", "config.json", "generation_config.json", "model.safetensors"]
 
 
 @posix_only

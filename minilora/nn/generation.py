@@ -322,6 +322,15 @@ class GenerationConfig:
         self.validate()
 
     @classmethod
+    def from_model_config(cls, model_config):
+        """transformers' ``GenerationConfig.from_model_config``: the special-token ids the model's config sets,
+        copied when the model is made (or loaded from a folder without generation_config.json). generate()
+        reads them here, never the model config again: ``model.config.eos_token_id = 7`` after that changes
+        nothing, as in transformers; set ``model.generation_config.eos_token_id`` instead."""
+        return cls(**{name: getattr(model_config, name) for name in _COPIED_FROM_MODEL_CONFIG
+                      if getattr(model_config, name, None) is not None})
+
+    @classmethod
     def _unchecked(cls, **options):
         """A config built by generate() itself (the model's merged with the call's): validated where it came from."""
         config = cls.__new__(cls)
@@ -393,9 +402,6 @@ class GenerationConfig:
         where generate() reads (or refuses) it -- never as a loose attribute nothing reads."""
         if name.startswith("_") or name == "other" or name in DEFAULTS or name in _LENGTHS_AND_TOKENS:
             object.__setattr__(self, name, value)
-            if name in _SPECIAL_TOKENS and "other" in self.__dict__:  # (not while __init__ fills the fields)
-                cleared = self.__dict__.setdefault("_cleared", set())
-                cleared.add(name) if value is None else cleared.discard(name)
         else:
             self.other[name] = value
 
@@ -436,20 +442,18 @@ class GenerationConfig:
         return f"GenerationConfig({self.to_dict()})"
 
 
-# The ids transformers copies from the model's config into its generation_config when the model is made: None
-# set on purpose (``model.generation_config.eos_token_id = None``, ``generate(eos_token_id=None)``) clears one.
-_SPECIAL_TOKENS = ("eos_token_id", "pad_token_id")
+# The ids transformers copies from the model's config into its generation_config when the model is made
+# (GenerationConfig.from_model_config); None there (``model.generation_config.eos_token_id = None``) is none.
+_COPIED_FROM_MODEL_CONFIG = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 def _special_token(name, value, own, config):
-    """The call's id (None passed on purpose: none), else the model's generation_config's (None set on it on
-    purpose: none), else the model config's -- minilora's model starts with an empty generation_config, where
-    transformers' starts with these ids (GenerationConfig.from_model_config)."""
+    """The call's id (None passed on purpose: none), else the model's generation_config's (copied from its
+    config when the model was made, as transformers'). Only a model without a generation_config (not one of
+    minilora's) has its config's id read here."""
     if value is not DEFAULT:
         return value
-    if own is not None and (getattr(own, name) is not None or name in own.__dict__.get("_cleared", ())):
-        return getattr(own, name)
-    return getattr(config, name, None)
+    return getattr(own, name) if own is not None else getattr(config, name, None)
 
 
 # generate()'s own arguments, which a GenerationConfig must not hold (transformers' ValueError)
@@ -575,8 +579,7 @@ def _the_prompt(input_ids, inputs, bos_token_id):
 
 
 def _bos_id(generation_config, config):
-    own = getattr(generation_config, "bos_token_id", None) if generation_config is not None else None
-    return own if own is not None else getattr(config, "bos_token_id", None)
+    return _special_token("bos_token_id", DEFAULT, generation_config, config)
 
 
 def _check_call_options(options):
@@ -671,10 +674,7 @@ def _call_config(own, passed):
         raise TypeError(f"generation_config must be a GenerationConfig, got {type(passed).__name__}")
     options = {k: v for k, v in (own.to_dict() if own is not None else {}).items() if v is not None}
     options.update({k: v for k, v in passed.to_dict().items() if v is not None})
-    merged = GenerationConfig._unchecked(**options)
-    merged._cleared = {name for name in (own.__dict__.get("_cleared", ()) if own is not None else ())
-                       if getattr(passed, name) is None}  # (None in the passed config leaves the model's)
-    return merged
+    return GenerationConfig._unchecked(**options)  # (None in the passed config leaves the model's)
 
 
 def _check_unimplemented(generation_config):

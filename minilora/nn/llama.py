@@ -1268,14 +1268,15 @@ def _config_to_load(model_class, path, config, overrides):
     return from_file
 
 
-def _generation_config(folder):
-    """The folder's generation_config.json. One that is there but no file (a folder, a broken link) is an
-    error, not the absence of one: its settings would be dropped in silence."""
+def _generation_config(folder, config):
+    """The folder's generation_config.json, as it is (transformers fills no id in from config.json), else the
+    config's ids (GenerationConfig.from_model_config). One that is there but no file (a folder, a broken link)
+    is an error, not the absence of one: its settings would be dropped in silence."""
     file = os.path.join(os.fspath(folder), generation.GENERATION_CONFIG_NAME)
     if os.path.lexists(file) and not os.path.isfile(file):
         raise OSError(f"{file} is not a readable file (a folder, or a link to nothing)")
-    if not os.path.lexists(file):  # none: every option unset (GenerationConfig.from_pretrained's OSError)
-        return generation.GenerationConfig()
+    if not os.path.lexists(file):  # (GenerationConfig.from_pretrained's OSError there: transformers falls back)
+        return generation.GenerationConfig.from_model_config(config)
     with _naming_the_file(file):
         return generation.GenerationConfig.from_pretrained(folder)
 
@@ -1459,7 +1460,7 @@ class LlamaForCausalLM(Module):
         _init_weights([self.lm_head], config.initializer_range)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.generation_config = generation.GenerationConfig()  # generate()'s model defaults (none set yet)
+        self.generation_config = generation.GenerationConfig.from_model_config(config)  # (copied, as there)
 
     @property
     def dtype(self):
@@ -1685,7 +1686,7 @@ class LlamaForCausalLM(Module):
             attn_implementation = "eager"  # transformers' choice: sdpa computes no weights to output
         if attn_implementation is not None:  # read by each forward, as transformers' config._attn_implementation
             model.config._attn_implementation = attn_implementation
-        model.generation_config = _generation_config(path)
+        model.generation_config = _generation_config(path, model.config)
         model = model.to(device=device) if device is not None else model
         if output_loading_info:  # transformers' report: here only the layers a smaller config left out
             return model, {"missing_keys": set(), "unexpected_keys": set(everything) - set(state) - {k for k, _, _ in mismatched},
