@@ -9,8 +9,10 @@
 
 It is transformers 5's loop on one process, number for number (``tests/test_trainer_r12.py`` runs both):
 
-* the data: a ``RandomSampler`` whose generator is seeded ``data_seed`` (else ``seed``) + epoch at each
-  epoch (accelerate's ``SeedableRandomSampler``, what the Trainer's DataLoader gets), the keys the model's
+* the data: a ``RandomSampler`` whose generator is seeded ``data_seed`` (else the global generator's seed,
+  which ``Trainer()`` sets to ``seed``) + epoch at each epoch (accelerate's ``SeedableRandomSampler``, what the
+  Trainer's DataLoader gets; the batch size, ``data_seed`` and NEFTune's alpha are read when the Trainer is
+  made, as there, the other arguments when ``train()`` runs), the keys the model's
   ``forward`` does not take removed first (``remove_unused_columns``), then the collator
   (``DataCollatorWithPadding`` with a ``processing_class``, else ``default_data_collator``);
 * one optimizer step: ``gradient_accumulation_steps`` micro-batches fetched together, the number of
@@ -933,6 +935,11 @@ class Trainer:
                 raise KeyError(level)
         # (before model_init builds a model); full_determinism: transformers' enable_full_determinism
         set_seed(self.args.seed, deterministic=self.args.full_determinism)
+        # Settings transformers copies here, so changing them on args later changes nothing (as there): the
+        # batch size, NEFTune's alpha, and data_seed (accelerate's DataLoaderConfiguration holds it).
+        self._train_batch_size = self.args.train_batch_size
+        self.neftune_noise_alpha = self.args.neftune_noise_alpha
+        self._data_seed = self.args.data_seed
         if model is None:
             if model_init is None:
                 raise RuntimeError("`Trainer` requires either a `model` or `model_init` argument")
@@ -1046,13 +1053,15 @@ class Trainer:
             input_name = self.processing_class.model_input_names[0] if self.processing_class is not None else None
             return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                         dataset=dataset, lengths=lengths, model_input_name=input_name)
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return SeedableRandomSampler(dataset, seed)
+        # accelerate's seed: the data_seed the Trainer was made with, else the global generator's seed now (the
+        # one Trainer() set from args.seed, unless the user seeded it since)
+        return SeedableRandomSampler(dataset, self._data_seed if self._data_seed is not None else
+                                     ml_random.initial_seed())
 
     def get_train_dataloader(self):
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
-        return self._get_dataloader(self.train_dataset, self.args.train_batch_size, self._get_train_sampler,
+        return self._get_dataloader(self.train_dataset, self._train_batch_size, self._get_train_sampler,
                                     training=True)
 
     def get_eval_dataloader(self, eval_dataset=None):
@@ -1203,8 +1212,8 @@ class Trainer:
             self.optimizer, self.lr_scheduler = None, None
         if self.args.activation_checkpointing:
             self._enable_activation_checkpointing()
-        if self.args.neftune_noise_alpha is not None:
-            self.neftune_hook_handle = _activate_neftune(self.model, self.args.neftune_noise_alpha)
+        if self.neftune_noise_alpha is not None:
+            self.neftune_hook_handle = _activate_neftune(self.model, self.neftune_noise_alpha)
         if self.processing_class is not None and getattr(self.model, "config", None) is not None:
             align_special_tokens(self.model, self.processing_class)
         if resume_from_checkpoint is not None:
@@ -1213,7 +1222,7 @@ class Trainer:
             return self._inner_training_loop(resume_from_checkpoint, ignore_keys_for_eval)
         finally:
             self.is_in_train = False
-            if self.args.neftune_noise_alpha is not None:  # (the embeddings' forward as it was)
+            if self.neftune_noise_alpha is not None:  # (the embeddings' forward as it was)
                 self.neftune_hook_handle.remove()
 
     def _enable_activation_checkpointing(self):
@@ -1237,13 +1246,13 @@ class Trainer:
                 raise ValueError(f"args.max_steps must be set to a positive value if dataloader does not have a "
                                  f"length, was {args.max_steps}")
             return 2 ** 63 - 1, args.max_steps, args.max_steps * accumulation, args.max_steps, \
-                args.max_steps * args.train_batch_size * accumulation
+                args.max_steps * self._train_batch_size * accumulation
         batches = len(loader)
         per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
         if args.max_steps > 0:
             max_steps = args.max_steps
             epochs = max_steps // per_epoch + int(max_steps % per_epoch > 0)
-            samples = max_steps * args.train_batch_size * accumulation
+            samples = max_steps * self._train_batch_size * accumulation
         else:
             max_steps = math.ceil(args.num_train_epochs * per_epoch)
             epochs = math.ceil(args.num_train_epochs)
@@ -1254,7 +1263,7 @@ class Trainer:
         args = self.args
         loader = self.get_train_dataloader()
         epochs, per_epoch, steps_in_epoch, max_steps, num_samples = self._training_sizes(loader)
-        self.state = TrainerState(train_batch_size=args.train_batch_size,
+        self.state = TrainerState(train_batch_size=self._train_batch_size,
                                   stateful_callbacks=_exported(self._exportable_states()))
         self.state.compute_steps(args, max_steps)
         epochs_trained, skip = 0, 0
