@@ -211,21 +211,27 @@ SCHEDULES = {
 }
 
 
-def _schedule(lib, make):
-    optimizer = lib.optim.SGD([lib.nn.Parameter(lib.zeros(2))], lr=0.1, momentum=0.9)
+def _schedule(lib, make, lr_dtype=None):
+    """30 steps' learning rates (a Tensor lr: its value and dtype, as the scheduler filled it) and momenta."""
+    lr = 0.1 if lr_dtype is None else lib.tensor(0.1, dtype=getattr(lib, lr_dtype))
+    optimizer = lib.optim.SGD([lib.nn.Parameter(lib.zeros(2))], lr=lr, momentum=0.9)
     scheduler = make(lib.optim.lr_scheduler, optimizer)
     seen = []
     for _ in range(30):
         optimizer.step()
         scheduler.step()
-        seen.append((scheduler.get_last_lr(), optimizer.param_groups[0]["momentum"]))
+        lrs = [(float(x), str(x.dtype)[-7:]) if hasattr(x, "dtype") else x for x in scheduler.get_last_lr()]
+        group = optimizer.param_groups[0]
+        seen.append((lrs, float(group["lr"]), group["momentum"]))
     return seen, sorted(scheduler.state_dict())
 
 
+@pytest.mark.parametrize("lr_dtype", [None, "float32", "float64"])
 @pytest.mark.parametrize("name", SCHEDULES)
-def test_scheduler_as_torch(name):
-    """Learning rates and momenta step for step (exact: the same float formulas), state_dict's keys."""
-    assert _schedule(ml, SCHEDULES[name]) == _schedule(torch, SCHEDULES[name])
+def test_scheduler_as_torch(name, lr_dtype):
+    """Learning rates and momenta step for step (exact: the same float formulas), state_dict's keys; an lr given
+    as a 0-d Tensor is computed as torch's 0-d tensor arithmetic, in its dtype, and filled in place."""
+    assert _schedule(ml, SCHEDULES[name], lr_dtype) == _schedule(torch, SCHEDULES[name], lr_dtype)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"mode": "max"}, {"threshold_mode": "abs", "threshold": 0.1},
