@@ -193,7 +193,7 @@ def empty(*size, dtype=None, device=None, requires_grad=False, memory_format=Non
     dtype = _float_dtype(dtype)
     result = _make(np.zeros(_sizes(size, keywords, "empty"), dtype), dtype, device, requires_grad)
     if memory_format not in (None, contiguous_format, preserve_format):
-        result._array = known_layout(laid_out_copy(result._array, memory_format))  # (a fresh leaf)
+        result._array = laid_out_copy(result._array, memory_format)  # (a fresh leaf)
     return result
 
 
@@ -409,7 +409,7 @@ def in_iterator_layout(out, inputs):
         laid_out = buffer.transpose(tuple(np.argsort(order)))
         laid_out[...] = out
         out = laid_out
-    return known_layout(out)
+    return known_layout(out, order)
 
 
 def suggested_format(array):
@@ -424,10 +424,18 @@ def suggested_format(array):
 _KNOWN_LAYOUTS = weakref.WeakValueDictionary()  # id(array) -> array: see known_layout
 
 
-def known_layout(array):
+_LAYOUT_ORDERS = {}  # id(array) -> (weak reference to the array, order): see known_layout
+
+
+def known_layout(array, order=None):
     """Mark ``array`` (a result just made) as laid out as torch lays out the same result, so that
     ``stride()`` may report its strides (NumPy's layout of other non-contiguous results may not be
-    torch's: stride() refuses those). Returns ``array``."""
+    torch's: stride() refuses those). ``order``: the dimensions, outermost first, torch lays it out in;
+    then ``stride()`` answers torch's strides for it (dense_strides) even where dimensions of size 1
+    leave NumPy's flags and strides ambiguous (a channels_last [N, C, 1, 1] result, which NumPy calls
+    C-contiguous). Returns ``array``."""
+    if order is not None and tuple(order) != tuple(range(array.ndim)):
+        _remember_order(array, tuple(order))
     if not array.flags.c_contiguous:
         try:
             _KNOWN_LAYOUTS[id(array)] = array
@@ -439,6 +447,35 @@ def known_layout(array):
 def layout_is_known(array):
     """Was ``array`` marked by known_layout?"""
     return _KNOWN_LAYOUTS.get(id(array)) is array
+
+
+def _remember_order(array, order):
+    key = id(array)
+
+    def forget(ref):
+        if _LAYOUT_ORDERS.get(key, (None,))[0] is ref:
+            del _LAYOUT_ORDERS[key]
+    try:
+        _LAYOUT_ORDERS[key] = (weakref.ref(array, forget), order)
+    except TypeError:  # (an array type without weak references: stride() stays cautious)
+        pass
+
+
+def known_order(array):
+    """The order, outermost dimension first, known_layout was told ``array`` is laid out in (None if none)."""
+    entry = _LAYOUT_ORDERS.get(id(array))
+    return entry[1] if entry is not None and entry[0]() is array else None
+
+
+def dense_strides(shape, order):
+    """torch's strides of a dense tensor of ``shape`` laid out in ``order`` (outermost first): the
+    innermost 1, each other the next inner one's stride times its size (a size 0 or 1 counting as 1), as
+    torch's channels_last strides and empty_strided's from infer_dense_strides."""
+    strides, step = [0] * len(shape), 1
+    for axis in reversed(order):
+        strides[axis] = step
+        step *= max(shape[axis], 1)
+    return tuple(strides)
 
 
 _UNKNOWN_LAYOUTS = weakref.WeakValueDictionary()  # id(array) -> array: see unknown_layout
@@ -462,20 +499,48 @@ def layout_is_unknown(array):
     return _UNKNOWN_LAYOUTS.get(id(array)) is array
 
 
+# torch's layout of the result of an op minilora composes from others where torch runs one CPU kernel,
+# from a channels_last input: "suggested" (the input's memory format: the 3-D convolutions, max_pool3d,
+# group_norm), "contiguous" (avg_pool3d and the adaptive 3-D pools write a contiguous result)
+_COMPOSED_LAYOUTS = {"conv3d": "suggested", "conv_transpose3d": "suggested", "max_pool3d": "suggested",
+                     "group_norm": "suggested", "avg_pool3d": "contiguous", "adaptive_avg_pool3d": "contiguous",
+                     "adaptive_max_pool3d": "contiguous"}
+
+
 def composed_layout_unknown(op):
     """Decorator of an op minilora composes from others where torch runs one kernel (conv3d, the 3-D
-    pools, group_norm): its intermediates leave channels_last, so from a channels_last input the
-    result's layout is not known (unknown_layout, its storage's too: a view answers nothing either)."""
+    pools, group_norm): its intermediates leave channels_last, so from a channels_last input its result
+    answers torch's layout (_COMPOSED_LAYOUTS) only where NumPy's happens to be it; any other result's
+    layout is not known (unknown_layout, its storage's too: a view answers nothing either)."""
+    rule = _COMPOSED_LAYOUTS[op.__name__]
+
     @functools.wraps(op)
     def composed(input, *args, **kwargs):
         result = op(input, *args, **kwargs)
-        if isinstance(input, Tensor) and suggested_format(input._array) is not contiguous_format:
+        format = suggested_format(input._array) if isinstance(input, Tensor) else contiguous_format
+        if format is not contiguous_format:
             for t in result if isinstance(result, tuple) else (result,):
-                unknown_layout(t._array)
-                if t._base is not None and t._base is not input and t._base is not input._base:
-                    unknown_layout(t._base._array)  # (an intermediate's storage, never the caller's)
+                _composed_result_layout(t, input, contiguous_format if rule == "contiguous" else format)
         return result
     return composed
+
+
+def _composed_result_layout(t, input, format):
+    """Mark ``t`` (a composed op's result from ``input``) as laid out as torch's (``format``) where NumPy's
+    layout is that one, else as of unknown layout."""
+    array, view = t._array, t._base is not None and t._base is not input and t._base is not input._base
+    if format is contiguous_format and array.flags.c_contiguous and not view:
+        return
+    if format is not contiguous_format and is_laid_out_in(array, format):
+        order = layout_order(array, format)
+        if not view:
+            known_layout(array, order)
+            return
+        if dense_strides(array.shape, order) == tuple(s // array.itemsize for s in array.strides):
+            return  # (a view of an intermediate whose strides are torch's: stride() reads them)
+    unknown_layout(array)
+    if view:
+        unknown_layout(t._base._array)  # (an intermediate's storage, never the caller's)
 
 
 def laid_out_copy(a, format=None):
@@ -486,7 +551,7 @@ def laid_out_copy(a, format=None):
     buffer = xp_of(a).empty(tuple(a.shape[i] for i in order), a.dtype)
     copy = buffer.transpose(tuple(np.argsort(order)))
     copy[...] = a
-    return known_layout(copy)
+    return known_layout(copy, order)
 
 
 def in_layout_of(result, a):
@@ -498,7 +563,7 @@ def in_layout_of(result, a):
     buffer = xp_of(result).empty(tuple(a.shape[i] for i in order), result.dtype)
     laid_out = buffer.transpose(tuple(np.argsort(order)))
     laid_out[...] = result
-    return known_layout(laid_out)
+    return known_layout(laid_out, order)
 
 
 # func._BatchedDraws while vmap(randomness='different') runs: told which array a draw is laid out like, so a draw
@@ -511,16 +576,21 @@ def _drawn_like(array, order):
     return _like_draws.laid_out_like(array, order) if _like_draws is not None else contextlib.nullcontext()
 
 
-def _laid_out_like(input, memory_format, make):
+def _laid_out_like(input, memory_format, make, draws=False):
     """``make(shape)`` (a new tensor) for ``input``'s shape, laid out as torch's ``empty_like(input,
     memory_format=...)``: made for the dimensions in memory order (so random draws land where torch's
-    do), then seen in index order."""
-    order = layout_order(input._array, memory_format)
+    do), then seen in index order. ``draws``: ``make`` draws random numbers, so an input whose layout
+    minilora does not know is refused (draw_order); otherwise the result's layout is not known either."""
+    if draws:
+        order = draw_order(input, memory_format)
+    else:
+        order = layout_order(input._array, memory_format)
     with _drawn_like(input._array, order):
         result = make(tuple(input.shape[i] for i in order))
-    if order == tuple(range(input.ndim)):
-        return result
-    result._array = known_layout(result._array.transpose(tuple(np.argsort(order))))  # (a fresh leaf: no graph)
+    if order != tuple(range(input.ndim)):
+        result._array = known_layout(result._array.transpose(tuple(np.argsort(order))), order)  # (a fresh leaf)
+    elif not draws and memory_format in (None, preserve_format) and _layout_unknown_of(input):
+        unknown_layout(result._array)  # (zeros_like keeps a layout minilora does not know)
     return result
 
 
@@ -533,11 +603,39 @@ def _memory_order(array):
     return tuple(sorted(range(array.ndim), key=lambda axis: -abs(strides[axis])))
 
 
+def _layout_unknown_of(x):
+    """Is ``x`` (a Tensor, or an op's input array) of a layout minilora does not know (unknown_layout: made
+    from a channels_last tensor by an op whose layout it does not follow), or a view of one?"""
+    if not _tensor_module._unknown_layouts_made:  # (the common case: one global read)
+        return False
+    if isinstance(x, Tensor):
+        return x._layout_unknown()
+    return layout_is_unknown(x) or (isinstance(x.base, np.ndarray) and layout_is_unknown(x.base))
+
+
+def draw_order(x, memory_format=None):
+    """The axes of ``x`` (a Tensor or an array), outermost first, in the order torch draws random numbers
+    for it: an in-place fill walks ``x`` in memory order (TensorIterator), dropout and ``rand_like`` fill
+    ``empty_like(x, memory_format=...)`` in its memory order (preserve_format: ``x``'s). Every random op
+    whose draws depend on its input's layout asks here, so an input whose layout minilora does not know
+    (``_layout_unknown_of``) is refused rather than drawn in another order than torch's."""
+    array = x._array if isinstance(x, Tensor) else x
+    if memory_format is None or memory_format is preserve_format:
+        if _layout_unknown_of(x):
+            raise NotImplementedError(
+                f"random draws on a tensor of shape {tuple(array.shape)} whose memory layout minilora does not "
+                f"know (made from a channels_last tensor by an op whose layout it does not follow): torch draws "
+                f"in the tensor's memory order; call .contiguous() (or .contiguous(memory_format=...)) first")
+        if not array.flags.c_contiguous and any(s < 0 for s in array.strides):  # (NumPy's reversed views)
+            return _memory_order(array)
+    return layout_order(array, memory_format)
+
+
 def _drawn_in_memory_order(array, draw, batch_in_front=False):
-    """``draw(shape)`` laid out as ``array`` is in memory: drawn for the axes in memory order, then
-    put back in index order. ``batch_in_front``: under vmap(randomness='different') the batch's draw has its
-    batch dimension in front whatever ``array``'s layout (torch's dropout)."""
-    order = _memory_order(array)
+    """``draw(shape)`` laid out as ``array`` is in memory: drawn for the axes in memory order (draw_order),
+    then put back in index order. ``batch_in_front``: under vmap(randomness='different') the batch's draw
+    has its batch dimension in front whatever ``array``'s layout (torch's dropout)."""
+    order = draw_order(array)
     with contextlib.nullcontext() if batch_in_front else _drawn_like(array, order):
         values = draw(tuple(array.shape[axis] for axis in order))
     return values if order == tuple(range(array.ndim)) else values.transpose(np.argsort(order))
@@ -570,16 +668,17 @@ def rand_like(input, *, generator=None, dtype=None, device=None, requires_grad=F
     ``x``'s shape, transposed."""
     dtype, device = _like(input, dtype, device)
     return _laid_out_like(input, memory_format, lambda shape: rand(shape, generator=generator, dtype=dtype,
-                                                                   device=device, requires_grad=requires_grad))
+                                                                   device=device, requires_grad=requires_grad),
+                          draws=True)
 
 
 def randn_like(input, *, generator=None, dtype=None, device=None, requires_grad=False, memory_format=None):
     dtype, device = _like(input, dtype, device)
-    order = layout_order(input._array, memory_format)
+    order = draw_order(input, memory_format)
     laid_out = [axis for axis in order if input.shape[axis] != 1]
     contiguous = laid_out == sorted(laid_out)  # (torch's is_contiguous: dimensions of size 1 aside)
     return _laid_out_like(input, memory_format, lambda shape: _randn(shape, generator, dtype, device, requires_grad,
-                                                                     contiguous))
+                                                                     contiguous), draws=True)
 
 
 def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=None,
@@ -920,8 +1019,9 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     gen, typed = _gen(generator), input.detach().cpu().numpy().reshape(rows.shape)
     if replacement and num_samples > 1:
         draws = _draw_with_replacement(gen, typed, num_samples)
-    else:
-        draws = _draw_by_exponential_race(gen, typed, num_samples)
+    else:  # (torch's exponentials fill empty_like(input): in its memory order)
+        exponentials = _drawn_in_memory_order(input._array, gen.exponential).reshape(rows.shape)
+        draws = _draw_by_exponential_race(gen, typed, num_samples, exponentials)
     return Tensor(draws.reshape(weights.shape[:-1] + (num_samples,)), dtype=np.int64, device=input.device)
 
 
@@ -946,12 +1046,13 @@ def _draw_with_replacement(gen, rows, num_samples):
     return draws
 
 
-def _draw_by_exponential_race(gen, rows, num_samples):
+def _draw_by_exponential_race(gen, rows, num_samples, exponentials=None):
     """torch's draw of one sample, or of several without replacement: ``q = weight / Exp(1)`` (the
-    exponentials drawn for the whole weight tensor, in its dtype), then the arg-max (first of equal
-    values) or the ``num_samples`` largest, largest first."""
+    exponentials drawn for the whole weight tensor, in its dtype; ``exponentials``: drawn already, in the
+    weights' memory order), then the arg-max (first of equal values) or the ``num_samples`` largest,
+    largest first."""
     dtype = rows.dtype
-    exponentials = dtypes.cast(gen.exponential(rows.shape), dtype)
+    exponentials = dtypes.cast(gen.exponential(rows.shape) if exponentials is None else exponentials, dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = dtypes.cast(dtypes.upcast(rows) / dtypes.upcast(exponentials), dtype).astype(np.float64)
     if num_samples == 1:
@@ -1130,7 +1231,7 @@ def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=
         low, high = 0, low
     dtype, device = _like(input, dtype, device)
     return _laid_out_like(input, memory_format, lambda shape: randint(
-        low, high, shape, generator=generator, dtype=dtype, device=device, requires_grad=requires_grad))
+        low, high, shape, generator=generator, dtype=dtype, device=device, requires_grad=requires_grad), draws=True)
 
 
 # ---- histc -------------------------------------------------------------------------------------
@@ -1441,9 +1542,17 @@ def _geometric_(self, p, *, generator=None):
 
 
 def _bernoulli_(self, p=0.5, *, generator=None):
-    if isinstance(p, Tensor):  # (the probabilities broadcast in index order)
-        return self._fill_inplace(self._device.xp.asarray(dtypes.cast(_bernoulli_draws(p, self.shape, generator), self.dtype)))
+    if isinstance(p, Tensor):  # (torch's iterator walks self in memory order, p broadcast alongside)
+        order = draw_order(self)
+        if order != tuple(builtins.range(self.ndim)) and _broadcasts_to(p.shape, self.shape):
+            p = p.expand(self.shape).permute(order)
+        return _fill_drawn(self, lambda shape: _bernoulli_draws(p, shape, generator))
     return _fill_drawn(self, lambda shape: _bernoulli_draws(p, shape, generator))
+
+
+def _broadcasts_to(shape, target):
+    """Does ``shape`` broadcast to ``target`` (torch's expand)?"""
+    return len(shape) <= len(target) and all(n in (1, m) for n, m in zip(reversed(shape), reversed(target)))
 
 
 def _bernoulli_method(self, p=None, *, generator=None):
