@@ -18,9 +18,16 @@ and vllm/entrypoints/serve/tokenize/protocol.py); a refusal is a 400 naming the 
 | load_lora_adapter lora_name 5, unload lora_name 5 | "Both ... must be provided",   | 400 lora_name: pydantic's      |
 |                                                   |  param lora_path               |  "Input should be a valid      |
 |                                                   |                                |  string"                       |
-Not swept (their own checks, in vLLM's words, run in app.py / structured.py): messages' items, response_format,
-structured_outputs, tools, tool_choice, logits_processors, prompt_embeds; nor text for logprobs/top_logprobs/
-prompt_logprobs (vLLM's check_logprobs compares the raw value before pydantic reads it).
+| tools [{"function": {"name": "f", "description":  | 200 (with tool_choice "none")  | 400 tools                      |
+|  5}}] / "abc"                                     | / 400 transformers' words, no  |                                |
+|                                                   |  param                         |                                |
+| response_format json_schema strict "maybe";       | 200                            | 400 response_format            |
+|  a legacy structural tag's end 5                  |                                |                                |
+| stream "false" with stream_options                | 400                            | 200: vLLM's check reads the    |
+|                                                   |                                |  raw body ("false" is true)    |
+Not swept (their own checks, in vLLM's words, run in app.py / structured.py): messages' items, tool_choice,
+logits_processors, prompt_embeds; nor text for logprobs/top_logprobs/prompt_logprobs (vLLM's check_logprobs
+compares the raw value before pydantic reads it).
 """
 from typing import Annotated, Any, Literal
 
@@ -224,7 +231,49 @@ def test_required_fields_left_out_and_vllms_own_checks_keep_their_words(client):
     mixed = client.post("/v1/completions", json={**BASES["/v1/completions"], "prompt": ["D", [97]]}).json()["error"]
     assert mixed["message"].startswith("prompt: ") and mixed["message"].endswith(", got ['D', [97]]")
     nested = client.post("/v1/completions", json={**BASES["/v1/completions"], "vllm_xargs": {"k": {"x": 1}}})
-    assert nested.json()["error"]["message"].startswith("vllm_xargs.k: Input should be a valid string or ")
+    assert nested.json()["error"]["message"].startswith("vllm_xargs.k: str: Input should be a valid string or int: ")
+
+
+SCHEMA = {"type": "object"}
+NESTED = [  # (route, field, value, whether vLLM's nested models take it): response_format (ResponseFormat |
+    # StructuralTagResponseFormat | LegacyStructuralTagResponseFormat), structured_outputs (StructuredOutputsParams),
+    # tools (list[ChatCompletionToolsParam]), sent with tool_choice "none" (no tool call asked)
+    ("/v1/completions", "response_format", {"type": "text", "other": 1}, True),
+    ("/v1/completions", "response_format", "json", False),
+    ("/v1/completions", "response_format", {"type": "json_schema", "json_schema": {"name": 5}}, False),
+    ("/v1/completions", "response_format", {"type": "json_schema", "json_schema": {
+        "name": "n", "schema": SCHEMA, "strict": "maybe"}}, False),
+    ("/v1/completions", "response_format", {"type": "json_schema", "json_schema": {"name": "n", "schema": "x"}}, False),
+    ("/v1/completions", "response_format", {"type": "structural_tag"}, False),
+    ("/v1/completions", "response_format", {"type": "structural_tag", "structures": [
+        {"begin": "<a>", "schema": SCHEMA, "end": 5}], "triggers": ["<a>"]}, False),
+    ("/v1/completions", "structured_outputs", {"choice": ["a", "b"], "disable_any_whitespace": "yes"}, True),
+    ("/v1/completions", "structured_outputs", "x", False),
+    ("/v1/completions", "structured_outputs", {"choice": "ab"}, False),
+    ("/v1/completions", "structured_outputs", {"choice": ["a", 5]}, False),
+    ("/v1/completions", "structured_outputs", {"json": 5}, False),
+    ("/v1/completions", "structured_outputs", {"json_object": "maybe"}, False),
+    ("/v1/chat/completions", "tools", [{"function": {"name": "f", "parameters": SCHEMA, "x": 1}}], True),
+    ("/v1/chat/completions", "tools", "abc", False),
+    ("/v1/chat/completions", "tools", [{"function": {"name": 5}}], False),
+    ("/v1/chat/completions", "tools", [{"function": {"name": "f", "description": 5}}], False),
+    ("/v1/chat/completions", "tools", [{"function": {"name": "f", "parameters": "x"}}], False),
+    ("/v1/chat/completions", "tools", [{"type": "other", "function": {"name": "f"}}], False),
+    ("/tokenize", "tools", [{"function": {"name": "f", "strict": 1}}], True),
+    ("/tokenize", "tools", [{"function": {}}], False),
+]
+
+
+def test_nested_fields_are_checked_as_vllms_nested_models(client):
+    wrong = []
+    for route, name, value, taken in NESTED:
+        base = {**BASES["/tokenize chat" if route == "/tokenize" else route], "tool_choice": "none"}
+        response = client.post(route, json={**base, name: value})
+        error = response.json().get("error", {}) if response.status_code == 400 else {}
+        if response.status_code != 200 if taken else not (
+                error.get("param") == name and error.get("message", "").startswith(name)):
+            wrong.append((route, name, value, response.status_code, response.text[:200]))
+    assert wrong == []
 
 
 def test_vllms_own_checks_read_the_body_as_sent_before_the_types(client):

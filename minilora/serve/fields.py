@@ -10,47 +10,29 @@ validates vLLM's: an int field takes ``5``, ``5.0``, ``"5"``, ``true``, not ``5.
 * A value its field's type refuses is a 400 naming the field (``param``): ``"NAME: <pydantic's message>, got
   VALUE"`` (a list item's or a dict value's path is dotted: ``stop_token_ids.1``); a field left out that vLLM
   requires is ``"NAME: Field required"``.
-* Fields whose shape app.py / structured.py check in vLLM's own words (``messages``, ``response_format``,
-  ``structured_outputs``, ``tools``, ``tool_choice``, ``logits_processors``, ``prompt_embeds``) are taken as sent.
+* Nested models are vLLM's too (``stream_options``, ``response_format``'s three, ``structured_outputs``, ``tools``);
+  the fields whose shape app.py / structured.py check in vLLM's own words (``messages``, ``tool_choice``: its
+  check_tool_usage reads it first) or refuse unless "off" (``logits_processors``, ``prompt_embeds``) are taken as
+  sent. vLLM's own mode="before" validators (cache_salt, stream_options without stream, both generation flags)
+  are the models' too: they read the body as sent, before the types.
 
-``read_fields(body, Model)`` returns the body's fields of ``Model`` as pydantic made them (a nested model,
-``stream_options``, as a dict of what was sent) and drops every other name; the ranges and the meaning of each
+``read_fields(body, Model)`` returns the body's fields of ``Model`` as pydantic made them (nested models as dicts
+of what was sent, by their JSON names: ``"schema"``) and drops every other name; the ranges and the meaning of each
 value are app.py's.
 """
+import dataclasses
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .engine import EngineError, validation_error
 
-__all__ = ["read_fields", "log_ignored", "lax_int", "lax_float", "lax_bool", "CompletionRequest",
-           "ChatCompletionRequest", "TokenizeCompletionRequest", "TokenizeChatRequest", "DetokenizeRequest",
-           "LoadLoRAAdapterRequest", "UnloadLoRAAdapterRequest"]
+__all__ = ["read_fields", "log_ignored", "CompletionRequest", "ChatCompletionRequest", "TokenizeCompletionRequest",
+           "TokenizeChatRequest", "DetokenizeRequest", "LoadLoRAAdapterRequest", "UnloadLoRAAdapterRequest"]
 
 _LOG = logging.getLogger("minilora.serve")
 _INT64 = dict(ge=-2**63, le=2**63 - 1)  # vLLM's torch.iinfo(torch.long) bounds (seed, truncate_prompt_tokens)
-_ADAPTERS = {kind: TypeAdapter(kind) for kind in (int, float, bool)}
-
-
-def _lax(kind, value):
-    """``value`` as a pydantic field of type ``kind`` takes it (lax mode); refused: ValueError with its message."""
-    try:
-        return _ADAPTERS[kind].validate_python(value)
-    except ValidationError as exc:
-        raise ValueError(exc.errors()[0]["msg"]) from None
-
-
-def lax_int(value):
-    return _lax(int, value)
-
-
-def lax_float(value):
-    return _lax(float, value)
-
-
-def lax_bool(value):
-    return _lax(bool, value)
 
 
 class _Model(BaseModel):
@@ -63,6 +45,62 @@ class StreamOptions(_Model):
     continuous_usage_stats: bool | None = False
 
 
+class JsonSchemaResponseFormat(_Model):
+    name: str
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Model):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaResponseFormat | None = None
+
+
+class LegacyStructuralTag(_Model):
+    begin: str
+    structural_tag_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    end: str
+
+
+class LegacyStructuralTagResponseFormat(_Model):
+    type: Literal["structural_tag"]
+    structures: list[LegacyStructuralTag]
+    triggers: list[str]
+
+
+class StructuralTagResponseFormat(_Model):
+    type: Literal["structural_tag"]
+    format: Any  # (structural_tag.py reads the tree)
+
+
+@dataclasses.dataclass
+class StructuredOutputsParams:
+    """vLLM's dataclass (sampling_params.py; its __post_init__'s one-constraint check is structured.py's)."""
+    json: str | dict | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+    structural_tag: str | None = None
+
+
+class FunctionDefinition(_Model):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ChatCompletionToolsParam(_Model):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+_ResponseFormat = ResponseFormat | StructuralTagResponseFormat | LegacyStructuralTagResponseFormat | None
+_Tools = list[ChatCompletionToolsParam] | None
 _Stop = str | list[str] | None
 _XArgs = dict[str, str | int | float | list[str | int | float]] | None
 
@@ -73,7 +111,7 @@ class _Generate(_Model):
     frequency_penalty: float | None = 0.0
     logit_bias: dict[str, float] | None = None
     presence_penalty: float | None = 0.0
-    response_format: Any = None  # (structured.py)
+    response_format: _ResponseFormat = None
     seed: Annotated[int, Field(**_INT64)] | None = None
     stop: _Stop = []
     stream: bool | None = False
@@ -96,7 +134,7 @@ class _Generate(_Model):
     prompt_logprobs: int | None = None
     allowed_token_ids: list[int] | None = None
     bad_words: list[str] = []
-    structured_outputs: Any = None  # (structured.py)
+    structured_outputs: StructuredOutputsParams | None = None
     priority: int = 0
     request_id: str = ""
     logits_processors: Any = None  # (app.py: only its "off" values)
@@ -152,8 +190,8 @@ class ChatCompletionRequest(_Generate):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     n: int | None = 1
-    tools: Any = None  # (structured.py)
-    tool_choice: Any = "none"  # (structured.py)
+    tools: _Tools = None
+    tool_choice: Any = "none"  # (structured.py: vLLM's check_tool_usage reads it before its type)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     include_reasoning: bool = True
     parallel_tool_calls: bool | None = True
@@ -185,7 +223,7 @@ class TokenizeChatRequest(_Model):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
-    tools: Any = None
+    tools: _Tools = None
     media_io_kwargs: dict[str, Any] | None = None
     check_generation_prompt = model_validator(mode="before")(_check_generation_prompt)
 
@@ -228,25 +266,25 @@ def log_ignored(names):
 
 def _refusal(exc, body):
     """A ValidationError as the 400 of its first field: pydantic's message, the value, the field as param. A
-    union's refusal (one error per member type) joins each member's message."""
+    union's refusal (one error per member type) names each member's path and message after the shared path."""
     errors = exc.errors(include_url=False)
     name = errors[0]["loc"][0]
-    if errors[0]["type"] == "missing":
+    if errors[0]["type"] == "missing" and len(errors[0]["loc"]) == 1:
         return EngineError(400, f"{name}: Field required", name)
     own = [error for error in errors if error["loc"][0] == name]
+    path = _common_path([error["loc"] for error in own])
     if len(own) == 1:
-        path, message, value = own[0]["loc"], own[0]["msg"], own[0]["input"]
-    else:  # the path the members share, and the value sent there
-        path = _common_path(error["loc"] for error in own)
-        message, value = " or ".join(dict.fromkeys(error["msg"] for error in own)), body
+        message, value = own[0]["msg"], own[0]["input"]
+    else:
+        message, value = " or ".join(dict.fromkeys(
+            ".".join(map(str, error["loc"][len(path):])) + ": " + error["msg"] for error in own)), body
         for key in path:
             value = value[key]
-    return EngineError(400, f"{'.'.join(map(str, path))}: {message}, got {value!r}"[:300], name)
+    return EngineError(400, f"{'.'.join(map(str, path))}: {message}, got {value!r}"[:500], name)
 
 
 def _common_path(paths):
     """The longest path that begins each of ``paths`` (a union's member errors: the member's name comes after)."""
-    paths = list(paths)
     common = paths[0]
     for path in paths[1:]:
         common = next((common[:i] for i, (a, b) in enumerate(zip(common, path)) if a != b), common[:len(path)])
@@ -263,8 +301,5 @@ def read_fields(body, model):
         request = model.model_validate(body)
     except ValidationError as exc:
         raise _refusal(exc, body) from None
-    read = {}
-    for name in request.model_fields_set & set(model.model_fields):
-        value = getattr(request, name)
-        read[name] = value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
-    return read
+    return request.model_dump(include=request.model_fields_set & set(model.model_fields), exclude_unset=True,
+                              by_alias=True)

@@ -31,7 +31,6 @@ import numpy as np
 
 from .detokenizer import token_bytes_or_text
 from .engine import EngineError
-from .fields import lax_bool
 from .structural_tag import StructuralTagError, format_grammar
 
 try:
@@ -53,26 +52,9 @@ class Constraint(collections.namedtuple("Constraint", "kind spec any_whitespace 
 
 
 def _structured_outputs(value):
-    """vLLM's StructuredOutputsParams from a request's ``structured_outputs`` object, checked as its dataclass
-    checks it: each field's type, then exactly one kind of constraint."""
-    if not isinstance(value, dict):
-        raise EngineError(400, "structured_outputs: Input should be a dictionary or an instance of "
-                               "StructuredOutputsParams", "structured_outputs")
-    types = {"json": (str, dict), "regex": str, "choice": list, "grammar": str, "json_object": bool,
-             "structural_tag": str, **_OPTIONS}
-    fields = {name: value.get(name) for name in types}
-    for name, kind in types.items():
-        try:  # (a bool as pydantic's lax mode reads it: "true", 1, "yes")
-            fields[name] = lax_bool(fields[name]) if kind is bool and fields[name] is not None else fields[name]
-        except ValueError as exc:
-            raise EngineError(400, f"structured_outputs.{name}: {exc}", "structured_outputs") from None
-        if fields[name] is not None and not isinstance(fields[name], kind):
-            raise EngineError(400, f"structured_outputs.{name}: Input should be a valid "
-                                   f"{'dictionary or string' if name == 'json' else kind.__name__}",
-                              "structured_outputs")
-    if fields["choice"] is not None and not all(isinstance(c, str) for c in fields["choice"]):
-        raise EngineError(400, "structured_outputs.choice: Input should be a list of strings", "structured_outputs")
-    return fields
+    """The constraint kinds and options of a request's ``structured_outputs`` (vLLM's StructuredOutputsParams, its
+    fields' types checked by fields.py)."""
+    return {name: value.get(name) for name in _KINDS + tuple(_OPTIONS)}
 
 
 def _check_count(fields):
@@ -87,17 +69,10 @@ def _check_count(fields):
 def _response_format(form):
     """OpenAI's ``response_format`` as vLLM's structured_outputs_from_response_format reads it: the kind it sets
     (None: plain text)."""
-    if not isinstance(form, dict) or form.get("type") not in ("text", "json_object", "json_schema", "structural_tag"):
-        raise EngineError(400, "response_format: Input tag does not match any of the expected tags: 'text', "
-                               f"'json_object', 'json_schema', 'structural_tag', got {form!r}"[:300], "response_format")
-    kind = form["type"]
+    kind = form["type"]  # (one of vLLM's response format models: fields.py)
     if kind == "text":
         return None
     if kind == "structural_tag":  # vLLM's two models of it: xgrammar's "format" tree, or its legacy triggers
-        if "format" not in form and not ("structures" in form and "triggers" in form):
-            raise EngineError(400, "response_format: a structural_tag needs 'format' (xgrammar's structural tag) or "
-                                   "'structures' and 'triggers' (vLLM's legacy form): Field required",
-                              "response_format")
         return {"structural_tag": json.dumps(form)}
     if kind == "json_object":
         return {"json_object": True}
@@ -105,11 +80,6 @@ def _response_format(form):
     if schema is None:
         raise EngineError(400, "When response_format type is 'json_schema', the 'json_schema' field must be "
                                "provided.", "response_format")
-    if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
-        raise EngineError(400, "response_format.json_schema.name: Field required (a string)", "response_format")
-    if schema.get("schema") is not None and not isinstance(schema["schema"], dict):
-        raise EngineError(400, "response_format.json_schema.schema: Input should be a valid dictionary",
-                          "response_format")
     return {"json": schema.get("schema")}
 
 
@@ -139,12 +109,6 @@ def tool_choice_of(body):
     if tools == []:
         raise EngineError(400, "`tools` must not be an empty array. Either provide at least one tool or omit the "
                                "field entirely.", "tools")
-    if tools is not None and not (isinstance(tools, list) and all(
-            isinstance(t, dict) and t.get("type", "function") == "function" and isinstance(t.get("function"), dict)
-            and isinstance(t["function"].get("name"), str)
-            and isinstance(t["function"].get("parameters", {}) or {}, dict) for t in tools)):
-        raise EngineError(400, 'tools must be a list of {"type": "function", "function": {"name": str, '
-                               '"description": str, "parameters": JSON schema}}', "tools")
     choice = body.get("tool_choice") if given else ("auto" if tools else "none")
     if choice is None or choice == "none":
         return tools, "none"
