@@ -109,6 +109,63 @@ def test_a_generation_config_json_without_ids_takes_none_from_config_json(tmp_pa
     assert generated(ours) == generated(theirs)  # (minilora stopped at config.json's eos)
 
 
+def both_refuse(call_theirs, call_ours):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError) as theirs:
+            call_theirs()
+    with pytest.raises(ValueError) as ours:
+        call_ours()
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_generation_options_set_on_model_config_are_refused(tmp_path):
+    theirs, ours = both_models()
+    for model in (theirs, ours):
+        model.config.max_length = 7  # (an old tutorial's spelling: minilora generated 20 tokens, silently)
+    both_refuse(lambda: generated(theirs), lambda: generated(ours))
+    both_refuse(lambda: theirs.save_pretrained(str(tmp_path / "theirs")), lambda: ours.save_pretrained(tmp_path))
+    passed = {"generation_config": ml.nn.generation.GenerationConfig(max_new_tokens=2)}  # (then not checked)
+    assert np.shape(ours.generate(ml.tensor(PROMPT), **passed).tolist()) == (2, 7)
+
+
+def test_an_old_config_json_gives_its_generation_options_to_the_generation_config(tmp_path):
+    theirs, ours = both_models()
+    ours.save_pretrained(tmp_path)
+    os.remove(tmp_path / "generation_config.json")
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "max_length": 7, "top_k": 3}))
+    ours = models.LlamaForCausalLM.from_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path))
+    assert ours.generation_config.top_k == theirs.generation_config.top_k == 3
+    assert not hasattr(ours.config, "max_length") and not hasattr(theirs.config, "max_length")
+    assert generated_to_length(ours) == generated_to_length(theirs)  # 7 tokens (minilora: 25)
+
+
+def generated_to_length(model):
+    tensor = torch.tensor if isinstance(model, torch.nn.Module) else ml.tensor
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.generate(tensor(PROMPT)).tolist()
+
+
+def test_output_attentions_set_on_the_config_needs_eager_attention():
+    theirs, ours = both_models()
+    both_refuse(lambda: setattr(theirs.config, "output_attentions", True),
+                lambda: setattr(ours.config, "output_attentions", True))  # (minilora answered no weights)
+    for model in (theirs, ours):
+        model.config._attn_implementation = "eager"
+        model.config.output_attentions = True
+    tensor_ours = ours(ml.tensor(PROMPT)).attentions
+    tensor_theirs = theirs(torch.tensor(PROMPT)).attentions
+    np.testing.assert_allclose(tensor_ours[0].detach().numpy(), tensor_theirs[0].detach().numpy(), atol=1e-6)
+    for config in (models.LlamaConfig(**CONFIG), transformers.LlamaConfig(**CONFIG)):  # no model yet: eager
+        config.output_attentions = True
+        assert config._attn_implementation == "eager"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # TrainingArguments changed after Trainer(): tiny LoRA runs of 3 steps
 # ----------------------------------------------------------------------------------------------------------

@@ -323,12 +323,15 @@ class GenerationConfig:
 
     @classmethod
     def from_model_config(cls, model_config):
-        """transformers' ``GenerationConfig.from_model_config``: the special-token ids the model's config sets,
-        copied when the model is made (or loaded from a folder without generation_config.json). generate()
-        reads them here, never the model config again: ``model.config.eos_token_id = 7`` after that changes
-        nothing, as in transformers; set ``model.generation_config.eos_token_id`` instead."""
-        return cls(**{name: getattr(model_config, name) for name in _COPIED_FROM_MODEL_CONFIG
-                      if getattr(model_config, name, None) is not None})
+        """transformers' ``GenerationConfig.from_model_config``: the special-token ids a model's config sets
+        (a config, or config.json's dict, which may also hold an older checkpoint's generation options: those
+        are taken too), copied when the model is made or loaded from a folder without generation_config.json.
+        generate() reads them here, never the model config again: ``model.config.eos_token_id = 7`` after that
+        changes nothing, as in transformers; set ``model.generation_config.eos_token_id`` instead."""
+        def get(name):
+            return model_config.get(name) if isinstance(model_config, dict) else getattr(model_config, name, None)
+        return cls(**{name: get(name) for name in (*_COPIED_FROM_MODEL_CONFIG, *MODEL_CONFIG_PARAMETERS)
+                      if get(name) is not None})
 
     @classmethod
     def _unchecked(cls, **options):
@@ -445,6 +448,33 @@ class GenerationConfig:
 # The ids transformers copies from the model's config into its generation_config when the model is made
 # (GenerationConfig.from_model_config); None there (``model.generation_config.eos_token_id = None``) is none.
 _COPIED_FROM_MODEL_CONFIG = ("bos_token_id", "eos_token_id", "pad_token_id")
+# Generation options an older model config may carry (transformers 5's GenerationConfig._get_default_generation_params
+# but use_cache): a config drops them when it is made (config.json's go to the generation_config of a folder without
+# generation_config.json), and one set on model.config later is refused by generate and save_pretrained.
+MODEL_CONFIG_PARAMETERS = (
+    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "temperature", "top_k", "top_p",
+    "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size",
+    "bad_words_ids", "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id",
+    "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens",
+    "begin_suppress_tokens", "epsilon_cutoff", "eta_cutoff", "encoder_repetition_penalty", "num_assistant_tokens",
+    "num_assistant_tokens_schedule", "assistant_confidence_threshold", "assistant_lookbehind", "target_lookbehind",
+    "num_beam_groups", "diversity_penalty")
+
+
+def generation_parameters(config):
+    """The generation options set on a model config (transformers' ``config._get_generation_parameters()``)."""
+    extra = getattr(config, "extra", None) or {}
+    return {name: extra[name] for name in MODEL_CONFIG_PARAMETERS if extra.get(name) is not None}
+
+
+def _refuse_generation_parameters(config):
+    """transformers 5's ValueError for ``model.config.max_length = 50`` and the like (legacy: it read them once)."""
+    found = generation_parameters(config)
+    if found:
+        raise ValueError("You have modified the pretrained model configuration to control generation We detected "
+                         f"the following values set - {found}. This strategy to control generation is not "
+                         "supported anymore. Please use and modify `model.generation_config` (see https://"
+                         "huggingface.co/docs/transformers/generation_strategies#default-text-generation-configuration )")
 
 
 def _special_token(name, value, own, config):
@@ -756,6 +786,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     kwargs.pop("logits_to_keep", None)  # generate reads the last position's logits whatever the model keeps
     guided = {name: kwargs.pop(name, DEFAULT) for name in _GUIDED_OPTIONS}
     guided_arguments = {name: kwargs.pop(name, None) for name in _GUIDED_ARGUMENTS}
+    if generation_config is None:
+        _refuse_generation_parameters(getattr(model, "config", None))
     own = _call_config(getattr(model, "generation_config", None), generation_config)
     methods = _method_options(kwargs, own)
     bos_token_id = kwargs.pop("bos_token_id", None)  # (only used when there is no prompt, as there)

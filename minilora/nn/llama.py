@@ -132,6 +132,8 @@ class LlamaConfig:
         _check_field_types(self)
         if "attn_implementation" in self.extra:  # transformers' keyword sets config._attn_implementation, which
             self._attn_implementation = self.extra.pop("attn_implementation")  # the model reads (checked there)
+        for name in generation.MODEL_CONFIG_PARAMETERS:  # dropped, as transformers' configs do (a model loaded
+            self.extra.pop(name, None)  # from a folder without generation_config.json gets config.json's)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
@@ -231,6 +233,10 @@ class LlamaConfig:
     def save_pretrained(self, directory, dtype=None):
         if os.path.isfile(directory):  # (transformers: an AssertionError with these words)
             raise ValueError(f"save_pretrained needs a directory, but {directory!r} is a file")
+        if generation.generation_parameters(self):
+            raise ValueError("Some generation parameters are set in the model config. These should go into "
+                             "`model.generation_config`as opposed to `model.config`. \nGeneration parameters found: "
+                             f"{generation.generation_parameters(self)}")
         d = self.to_dict()
         if dtype is not None:
             d["dtype"] = str(np.dtype(dtype))
@@ -297,7 +303,19 @@ class LlamaConfig:
         elif name.startswith("_") or name in _fields_of(type(self)):
             object.__setattr__(self, name, value)
         else:
+            if name == "output_attentions" and value:
+                self._attention_weights_wanted()
             self.extra[name] = value
+
+    def _attention_weights_wanted(self):
+        """transformers' ``output_attentions`` setter: only eager attention computes weights, so a config whose
+        model runs another (a model sets "sdpa" when made) refuses it, and one with none yet gets "eager"."""
+        implementation = self.__dict__.get("_attn_implementation")
+        if implementation is None:
+            self._attn_implementation = "eager"
+        elif implementation != "eager":
+            raise ValueError("The `output_attentions` attribute is not supported when using the `attn_implementation` "
+                             f"set to {implementation}. Please set it to 'eager' instead.")
 
     def _set_rope(self, rope):
         """``config.rope_parameters = {...}`` (or ``rope_scaling``, its transformers 4 name, after __init__):
@@ -1269,14 +1287,19 @@ def _config_to_load(model_class, path, config, overrides):
 
 
 def _generation_config(folder, config):
-    """The folder's generation_config.json, as it is (transformers fills no id in from config.json), else the
-    config's ids (GenerationConfig.from_model_config). One that is there but no file (a folder, a broken link)
-    is an error, not the absence of one: its settings would be dropped in silence."""
+    """The folder's generation_config.json, as it is (transformers fills no id in from config.json), else
+    config.json's ids and generation options (transformers reads that file as a GenerationConfig; a folder
+    without one, loaded with ``config=``: that config's ids). One that is there but no file (a folder, a broken
+    link) is an error, not the absence of one: its settings would be dropped in silence."""
     file = os.path.join(os.fspath(folder), generation.GENERATION_CONFIG_NAME)
     if os.path.lexists(file) and not os.path.isfile(file):
         raise OSError(f"{file} is not a readable file (a folder, or a link to nothing)")
     if not os.path.lexists(file):  # (GenerationConfig.from_pretrained's OSError there: transformers falls back)
-        return generation.GenerationConfig.from_model_config(config)
+        config_file = os.path.join(os.fspath(folder), "config.json")
+        if not os.path.isfile(config_file):
+            return generation.GenerationConfig.from_model_config(config)
+        with _naming_the_file(config_file):
+            return generation.GenerationConfig.from_model_config(load_json(config_file))
     with _naming_the_file(file):
         return generation.GenerationConfig.from_pretrained(folder)
 
