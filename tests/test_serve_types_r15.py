@@ -23,6 +23,8 @@ and vllm/entrypoints/serve/tokenize/protocol.py); a refusal is a 400 naming the 
 |                                                   |  param                         |                                |
 | response_format json_schema strict "maybe";       | 200                            | 400 response_format            |
 |  a legacy structural tag's end 5                  |                                |                                |
+| messages [{"role": "user", "content": "Hi",       | 200                            | 400 messages.0.name            |
+|  "name": 5}]                                      |                                |                                |
 | stream "false" with stream_options                | 400                            | 200: vLLM's check reads the    |
 |                                                   |                                |  raw body ("false" is true)    |
 Not swept (their own checks, in vLLM's words, run in app.py / structured.py): messages' items, tool_choice,
@@ -237,7 +239,8 @@ def test_required_fields_left_out_and_vllms_own_checks_keep_their_words(client):
 SCHEMA = {"type": "object"}
 NESTED = [  # (route, field, value, whether vLLM's nested models take it): response_format (ResponseFormat |
     # StructuralTagResponseFormat | LegacyStructuralTagResponseFormat), structured_outputs (StructuredOutputsParams),
-    # tools (list[ChatCompletionToolsParam]), sent with tool_choice "none" (no tool call asked)
+    # tools (list[ChatCompletionToolsParam]), sent with tool_choice "none" (no tool call asked), messages (its
+    # message union: CustomChatCompletionMessageParam's keys are the widest)
     ("/v1/completions", "response_format", {"type": "text", "other": 1}, True),
     ("/v1/completions", "response_format", "json", False),
     ("/v1/completions", "response_format", {"type": "json_schema", "json_schema": {"name": 5}}, False),
@@ -259,6 +262,13 @@ NESTED = [  # (route, field, value, whether vLLM's nested models take it): respo
     ("/v1/chat/completions", "tools", [{"function": {"name": "f", "description": 5}}], False),
     ("/v1/chat/completions", "tools", [{"function": {"name": "f", "parameters": "x"}}], False),
     ("/v1/chat/completions", "tools", [{"type": "other", "function": {"name": "f"}}], False),
+    ("/v1/chat/completions", "messages", [{"role": "user", "content": [{"type": "text", "text": "Hi"}], "x": 1}],
+     True),
+    ("/v1/chat/completions", "messages", [{"role": "user", "content": "Hi", "name": 5}], False),
+    ("/v1/chat/completions", "messages", [{"role": "tool", "content": "Hi", "tool_call_id": 5}], False),
+    ("/v1/chat/completions", "messages", [{"role": "user", "content": "Hi", "reasoning": ["r"]}], False),
+    ("/tokenize", "messages", [{"role": "user", "content": "Hi", "name": "u"}], True),
+    ("/tokenize", "messages", [{"role": "user", "content": "Hi", "name": ["u"]}], False),
     ("/tokenize", "tools", [{"function": {"name": "f", "strict": 1}}], True),
     ("/tokenize", "tools", [{"function": {}}], False),
 ]

@@ -10,9 +10,9 @@ validates vLLM's: an int field takes ``5``, ``5.0``, ``"5"``, ``true``, not ``5.
 * A value its field's type refuses is a 400 naming the field (``param``): ``"NAME: <pydantic's message>, got
   VALUE"`` (a list item's or a dict value's path is dotted: ``stop_token_ids.1``); a field left out that vLLM
   requires is ``"NAME: Field required"``.
-* Nested models are vLLM's too (``stream_options``, ``response_format``'s three, ``structured_outputs``, ``tools``);
-  the fields whose shape app.py / structured.py check in vLLM's own words (``messages``, ``tool_choice``: its
-  check_tool_usage reads it first) or refuse unless "off" (``logits_processors``, ``prompt_embeds``) are taken as
+* Nested models are vLLM's too (``stream_options``, ``response_format``'s three, ``structured_outputs``, ``tools``,
+  ``messages``: the keys of a message); the fields whose shape app.py / structured.py check in vLLM's own words
+  (``tool_choice``: its check_tool_usage reads it first) or refuse unless "off" (``logits_processors``, ``prompt_embeds``) are taken as
   sent. vLLM's own mode="before" validators (cache_salt, stream_options without stream, both generation flags)
   are the models' too: they read the body as sent, before the types.
 
@@ -25,6 +25,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing_extensions import Required, TypedDict  # (pydantic reads typing's TypedDict from Python 3.12 on only)
 
 from .engine import EngineError, validation_error
 
@@ -86,6 +87,18 @@ class StructuredOutputsParams:
     disable_additional_properties: bool = False
     whitespace_pattern: str | None = None
     structural_tag: str | None = None
+
+
+class ChatMessage(TypedDict, total=False):
+    """A chat message as vLLM's message union takes it: the widest of its members, CustomChatCompletionMessageParam
+    (a role of any name; OpenAI's assistant message adds content null). Its content parts are app.py's to read."""
+    __pydantic_config__ = ConfigDict(extra="allow")  # (the keys a chat template reads beside these)
+    role: Required[str]
+    content: str | list[Any] | None
+    name: str
+    tool_call_id: str | None
+    tool_calls: list[dict[str, Any]] | None
+    reasoning: str | None
 
 
 class FunctionDefinition(_Model):
@@ -184,7 +197,7 @@ class CompletionRequest(_Generate):
 
 
 class ChatCompletionRequest(_Generate):
-    messages: Any  # (app.py: required, a list of messages)
+    messages: list[ChatMessage]
     logprobs: bool | None = False
     top_logprobs: int | None = 0
     max_tokens: int | None = None
@@ -215,7 +228,7 @@ class TokenizeCompletionRequest(_Model):
 
 class TokenizeChatRequest(_Model):
     model: str | None = None
-    messages: Any
+    messages: list[ChatMessage]
     add_generation_prompt: bool = True
     return_token_strs: bool | None = False
     continue_final_message: bool = False
