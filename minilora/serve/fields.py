@@ -12,9 +12,9 @@ validates vLLM's: an int field takes ``5``, ``5.0``, ``"5"``, ``true``, not ``5.
   requires is ``"NAME: Field required"``.
 * Nested models are vLLM's too (``stream_options``, ``response_format``'s three, ``structured_outputs``, ``tools``,
   ``messages``: the keys of a message); the fields whose shape app.py / structured.py check in vLLM's own words
-  (``tool_choice``: its check_tool_usage reads it first) or refuse unless "off" (``logits_processors``, ``prompt_embeds``) are taken as
-  sent. vLLM's own mode="before" validators (cache_salt, stream_options without stream, both generation flags)
-  are the models' too: they read the body as sent, before the types.
+  (``tool_choice``: its check_tool_usage reads it first) or refuse unless "off" (``logits_processors``,
+  ``prompt_embeds``) are taken as sent. vLLM's own mode="before" validators (cache_salt, stream_options without
+  stream, both generation flags) are the models' too: they read the body as sent, before the types.
 
 ``read_fields(body, Model)`` returns the body's fields of ``Model`` as pydantic made them (nested models as dicts
 of what was sent, by their JSON names: ``"schema"``) and drops every other name; the ranges and the meaning of each
@@ -149,7 +149,7 @@ class _Generate(_Model):
     bad_words: list[str] = []
     structured_outputs: StructuredOutputsParams | None = None
     priority: int = 0
-    request_id: str = ""
+    request_id: str = ""  # (vLLM's: a random id; read_fields returns only the fields a body gives)
     logits_processors: Any = None  # (app.py: only its "off" values)
     return_tokens_as_token_ids: bool | None = None
     return_token_ids: bool | None = None
