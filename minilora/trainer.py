@@ -367,9 +367,6 @@ class TrainingArguments:
         if self.fp16:  # accelerate on the CPU: no autocast and no scaler, so the run is float32 in transformers too
             warnings.warn("fp16=True: on the CPU transformers' Trainer (accelerate) runs without autocast or a "
                           "gradient scaler, in float32; minilora does the same", stacklevel=3)
-        if self.lr_scheduler_type == "greedy":
-            raise NotImplementedError("lr_scheduler_type='greedy' (transformers' GreedyLR) is not implemented in "
-                                      "minilora; reduce_lr_on_plateau is the nearest schedule it has")
         if self.train_sampling_strategy not in ("random", "sequential", "group_by_length"):
             raise ValueError(f"train_sampling_strategy={self.train_sampling_strategy!r}: minilora's Trainer "
                              "samples 'random', 'sequential' or 'group_by_length'")
@@ -1129,7 +1126,8 @@ class Trainer:
         self.create_scheduler(num_training_steps=num_training_steps)
 
     def _get_learning_rate(self):
-        lr = self.lr_scheduler.get_last_lr()[0]
+        """The schedule's last lr; the optimizer's first group's for the two stepped on metrics (transformers')."""
+        lr = self.optimizer.param_groups[0]["lr"] if self._steps_on_metrics() else self.lr_scheduler.get_last_lr()[0]
         return lr.item() if isinstance(lr, Tensor) else lr
 
     # -- the loss --------------------------------------------------------------------------------
@@ -1402,7 +1400,7 @@ class Trainer:
             self.log(logs, start_time)
         if self.control.should_evaluate:
             metrics = self.evaluate(ignore_keys=ignore_keys_for_eval)
-            if self._steps_on_metrics():  # (ReduceLROnPlateau: one step per evaluation, on its metric)
+            if self._steps_on_metrics():  # (ReduceLROnPlateau, GreedyLR: one step per evaluation, on its metric)
                 self.lr_scheduler.step(metrics[self._metric_name(metrics)])
             is_new_best = self._determine_best_metric(metrics)
             if self.args.save_strategy == "best":
@@ -1437,8 +1435,9 @@ class Trainer:
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
     def _steps_on_metrics(self):
-        from .optim.lr_scheduler import ReduceLROnPlateau
-        return isinstance(self.lr_scheduler, ReduceLROnPlateau)
+        """ReduceLROnPlateau and GreedyLR step after each evaluation, on its metric, not after each step."""
+        from .optim.lr_scheduler import GreedyLR, ReduceLROnPlateau
+        return isinstance(self.lr_scheduler, (ReduceLROnPlateau, GreedyLR))
 
     def _metric_name(self, metrics):
         """``metric_for_best_model`` as the key of the evaluation's metrics (``eval_`` in front)."""

@@ -7,6 +7,8 @@
   torch's float32 ``sqrt`` is MKL's and not correctly rounded (17% of roots): ``mkl_sqrt`` stands it in, so
   the comparison sees the optimizers' own arithmetic, bit for bit.
 Skipped without torch."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,51 @@ def test_hyperparameter_arithmetic_as_torch(mkl_sqrt, name, options, lr):
     float32/float64 by a number; only its 16-bit kernels multiply by the reciprocal); Muon's last
     ``p.add_(update, alpha=-lr)`` rounded twice where torch's kernel is one fused multiply-add."""
     np.testing.assert_array_equal(_trajectory(ml, name, options, lr), _trajectory(torch, name, options, lr))
+
+
+# ---- the Trainer ---------------------------------------------------------------------------------------------
+transformers = pytest.importorskip("transformers")
+
+from trainer_rows import collator, examples, save_tiny_llama  # noqa: E402
+from minilora import models  # noqa: E402
+from minilora import trainer as ml_trainer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("llama"))
+
+
+def train(lib, base, folder, train_dataset, **arguments):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = lib.TrainingArguments(output_dir=str(folder), report_to="none", disable_tqdm=True, save_strategy="no",
+                                     per_device_train_batch_size=2, logging_steps=1, **arguments)
+        model = (transformers.LlamaForCausalLM if lib is transformers else models.LlamaForCausalLM).from_pretrained(
+            str(base))
+        trainer = lib.Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=examples(4),
+                              data_collator=collator(torch.tensor if lib is transformers else ml.tensor))
+        trainer.train()
+    return trainer
+
+
+def test_greedy_schedule_follows_the_evaluations_as_transformers(base, tmp_path):
+    """lr_scheduler_type="greedy" (transformers' GreedyLR, was refused): stepped on eval_loss after each
+    evaluation, the lr halves after a step without a new best and doubles after better ones, within
+    [min_lr, max_lr], as transformers' run does; its state_dict is transformers' too."""
+    arguments = dict(lr_scheduler_type="greedy", learning_rate=0.02, max_steps=6, eval_strategy="steps", eval_steps=1,
+                     lr_scheduler_kwargs={"patience": 0, "factor": 0.5, "min_lr": 0.004, "max_lr": 0.08,
+                                          "smooth": True, "window_size": 2})
+    theirs = train(transformers, base, tmp_path / "theirs", examples(12), **arguments)
+    ours = train(ml_trainer, base, tmp_path / "ours", examples(12), **arguments)
+    rates = [[e["learning_rate"] for e in t.state.log_history if "learning_rate" in e] for t in (theirs, ours)]
+    assert rates[1] == rates[0]
+    assert rates[0] == [0.02, 0.04, 0.08, 0.08, 0.08, 0.04], rates[0]  # (up to max_lr, then down)
+    losses = [[e["eval_loss"] for e in t.state.log_history if "eval_loss" in e] for t in (theirs, ours)]
+    # (float32 sums in another order, carried by Adam's normalised steps at lr up to 0.08: 5e-5 by step 6)
+    np.testing.assert_allclose(losses[1], losses[0], rtol=2e-4)
+    states = [t.lr_scheduler.state_dict() for t in (theirs, ours)]
+    averages = [state.pop("_streaming_avg") for state in states]  # (of eval losses: float32 sums' last bits)
+    assert averages[1]["values"] == pytest.approx(averages[0]["values"], rel=2e-4)
+    assert states[1].pop("best") == pytest.approx(states[0].pop("best"), rel=2e-4)
+    assert states[1] == states[0]

@@ -11,7 +11,8 @@ from .lr_scheduler import (LambdaLR, get_constant_schedule, get_constant_schedul
                            get_cosine_with_min_lr_schedule_with_warmup,
                            get_cosine_with_min_lr_schedule_with_warmup_lr_rate, get_inverse_sqrt_schedule,
                            get_linear_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup,
-                           get_reduce_on_plateau_schedule, get_scheduler, get_wsd_schedule)
+                           get_reduce_on_plateau_schedule, get_scheduler, get_wsd_schedule, GreedyLR,
+                           get_greedy_schedule)
 from .optimizer import Optimizer
 from .adagrad_rmsprop import Adadelta, Adagrad, RMSprop
 from .adafactor import Adafactor
@@ -26,4 +27,4 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"
            "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup",
            "get_cosine_with_hard_restarts_schedule_with_warmup", "get_polynomial_decay_schedule_with_warmup",
            "get_inverse_sqrt_schedule", "get_reduce_on_plateau_schedule", "get_cosine_with_min_lr_schedule_with_warmup",
-           "get_cosine_with_min_lr_schedule_with_warmup_lr_rate", "get_wsd_schedule", "get_scheduler"]
+           "get_cosine_with_min_lr_schedule_with_warmup_lr_rate", "get_wsd_schedule", "GreedyLR", "get_greedy_schedule", "get_scheduler"]

@@ -27,6 +27,7 @@ from bisect import bisect_right
 from collections import Counter
 
 from ..tensor import Tensor
+from .greedy_lr import GreedyLR, get_greedy_schedule
 from .optimizer import Optimizer, _numbers
 
 __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
@@ -36,7 +37,7 @@ __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR
            "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
            "get_polynomial_decay_schedule_with_warmup", "get_inverse_sqrt_schedule", "get_reduce_on_plateau_schedule",
            "get_cosine_with_min_lr_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
-           "get_wsd_schedule", "get_scheduler"]
+           "get_wsd_schedule", "GreedyLR", "get_greedy_schedule", "get_scheduler"]
 
 # torch's warning for scheduler.step(epoch), word for word
 EPOCH_DEPRECATION_WARNING = (
@@ -1081,8 +1082,8 @@ _SCHEDULES = {"linear": (get_linear_schedule_with_warmup, "warmup+training"),
               "reduce_lr_on_plateau": (get_reduce_on_plateau_schedule, "kwargs"),
               "cosine_with_min_lr": (get_cosine_with_min_lr_schedule_with_warmup, "warmup+training"),
               "cosine_warmup_with_min_lr": (get_cosine_with_min_lr_schedule_with_warmup_lr_rate, "warmup+training"),
-              "warmup_stable_decay": (get_wsd_schedule, "warmup+maybe training")}
-_NOT_IMPLEMENTED = ("greedy",)  # (transformers' GreedyLR: a ReduceLROnPlateau variant that also raises the rate)
+              "warmup_stable_decay": (get_wsd_schedule, "warmup+maybe training"),
+              "greedy": (get_greedy_schedule, "kwargs")}
 # transformers' SchedulerType, in its order (an unknown name is refused with this list, as there)
 SCHEDULER_TYPES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
@@ -1091,13 +1092,10 @@ SCHEDULER_TYPES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "co
 
 def get_scheduler(name, optimizer, num_warmup_steps=None, num_training_steps=None, scheduler_specific_kwargs=None):
     """A schedule by its ``transformers`` name (``lr_scheduler_type``, a str or transformers' ``SchedulerType``),
-    with transformers' rules: every schedule but constant and reduce_lr_on_plateau needs
+    with transformers' rules: every schedule but constant, reduce_lr_on_plateau and greedy needs
     ``num_warmup_steps``, the decaying ones ``num_training_steps`` too; ``scheduler_specific_kwargs`` go to
     the schedule function (``{"num_cycles": 2}``, ``{"min_lr": 1e-6}``, ``{"patience": 3}``)."""
     key = getattr(name, "value", name)  # SchedulerType.COSINE -> "cosine"
-    if key in _NOT_IMPLEMENTED:
-        raise NotImplementedError(f"the {key!r} schedule is not implemented in minilora; choose one of "
-                                  f"{sorted(_SCHEDULES)}")
     if key not in _SCHEDULES:
         raise ValueError(f"unknown schedule {key!r}: {key!r} is not a valid SchedulerType, please select one of "
                          f"{list(SCHEDULER_TYPES)}")
