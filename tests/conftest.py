@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import minilora as ml
+from background_runs import BackgroundRuns, start_all
 from minilora.device import all_devices
 
 os.environ.setdefault("MINILORA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache"))
@@ -41,6 +42,26 @@ def pytest_configure(config):
     # RuntimeWarnings from minilora's modules, which torch never prints) is restated here
     config.addinivalue_line("filterwarnings", r"ignore:(divide by zero|invalid value|overflow|underflow) "
                                               r"encountered:RuntimeWarning:minilora\.")
+    config.stash[BACKGROUND] = BackgroundRuns()
+
+
+# Runs in processes of their own (notebooks, exercise checks) go on one helper thread as soon as the tests are
+# known, on the core the one-test-at-a-time main process leaves idle (tests/background_runs.py)
+BACKGROUND = pytest.StashKey()
+
+
+def pytest_collection_finish(session):
+    start_all(session, session.config.stash[BACKGROUND])
+
+
+def pytest_sessionfinish(session):
+    session.config.stash[BACKGROUND].close()
+
+
+@pytest.fixture(scope="session")
+def background(pytestconfig):
+    """The session's BackgroundRuns (tests/background_runs.py)."""
+    return pytestconfig.stash[BACKGROUND]
 
 
 @pytest.fixture(params=DEVICES)

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import textwrap
 import types
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script (the driver)
     sys.path.insert(0, str(ROOT))
 
+import background_runs  # noqa: E402
 from minilora import exercises  # noqa: E402
 
 EXERCISES = {e.number: e for e in exercises.find_exercises(ROOT) if e.solved}
@@ -1389,7 +1389,7 @@ def main(numbers):
 
 
 # ==================================================================================================
-# The tests (the pytest side): the driver runs in subprocesses, two at a time
+# The tests (the pytest side): the drivers run in subprocesses, beside the other tests
 # ==================================================================================================
 def _driver(numbers):
     env = dict(exercises.subprocess_env(ROOT), MINILORA_MUTANTS="0")
@@ -1403,15 +1403,28 @@ SELECTED = sorted(EXERCISES, key=lambda n: tuple(map(int, n.split(".")))) if SWE
     [n for n in FAST if n in EXERCISES]
 
 
-@pytest.fixture(scope="module")
-def sweeps():
-    """{exercise: its rows}, for the selected exercises: the CUDA ones in one driver, the rest in another."""
+def _groups():
+    """The selected exercises' drivers: the CUDA ones in one, the rest in another."""
     cuda = [n for n in SELECTED if n in CUDA]
-    groups = [g for g in (cuda, [n for n in SELECTED if n not in cuda]) if g]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = {}
-        for part in pool.map(_driver, groups):
-            results.update(part)
+    return [tuple(g) for g in (cuda, [n for n in SELECTED if n not in cuda]) if g]
+
+
+def start_background_runs(items, runs):
+    """The drivers, when a test takes their rows: on the session's helper thread (tests/background_runs.py),
+    on the core the main process leaves idle."""
+    if background_runs.selected(items, __name__, "test_mutants_are_caught_and_alternatives_pass"):
+        for group in _groups():
+            runs.submit(("mutants", group), __name__, "_driver", group)
+
+
+@pytest.fixture(scope="module")
+def sweeps(request, background):
+    """{exercise: its rows}, for the selected exercises (the drivers started by ``start_background_runs``;
+    a file run on its own starts them here)."""
+    start_background_runs(request.session.items, background)
+    results = {}
+    for group in _groups():
+        results.update(background.result(("mutants", group)))
     return results
 
 

@@ -15,11 +15,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora import exercises
 from minilora.exercises import ExerciseFormatError, find_exercises, parse_file, stub_source
@@ -227,25 +227,59 @@ def _check_with_only(base, ex):
     return result
 
 
+def _check_each(base, chosen):
+    """``{number: _check_with_only's result, or its exception}`` for each exercise of ``chosen``, in turn."""
+    results = {}
+    for ex in chosen:
+        try:
+            results[ex.number] = _check_with_only(base, ex)
+        except Exception as error:  # noqa: BLE001  (that exercise's test fails with it, not the others')
+            results[ex.number] = error
+    return results
+
+
+def _halves(items):
+    """The selected exercises' runs in two halves of about the same length, CUDA exercises first: their
+    copies compile kernels (5.1 is the longest run by far), and started last they would leave one run alone."""
+    chosen = [item.callspec.params["ex"] for item in
+              background_runs.selected(items, __name__, "test_stubbing_one_region_fails_every_test_of_that_exercise")]
+    chosen = sorted((ex for ex in chosen if not _emu_missing(ex)), key=lambda ex: not ex.path.endswith(".cu"))
+    return [half for half in (tuple(chosen[0::2]), tuple(chosen[1::2])) if half]
+
+
+def start_background_runs(items, runs):
+    """``_check_with_only`` for the selected exercises: two processes of ``_check_each`` on the session's
+    helper thread (tests/background_runs.py), each running its half of the exercises one at a time (a
+    pytest subprocess each), on the core the main process leaves idle."""
+    for half in _halves(items):
+        if _key(half) not in runs:
+            runs.submit(_key(half), __name__, "_check_each", runs.folder("one-stub"), half)
+
+
+def _key(half):
+    return "one stub", tuple(ex.number for ex in half)
+
+
 @pytest.fixture(scope="module")
-def one_stub_runs(request, tmp_path_factory):
-    """Futures of ``_check_with_only`` for the selected exercises, two at a time: the subprocesses keep
-    both cores busy while this process waits."""
-    selected = [item.callspec.params["ex"] for item in request.session.items
-                if getattr(item, "originalname", None) == "test_stubbing_one_region_fails_every_test_of_that_exercise"]
-    # CUDA exercises first: their copies compile kernels (5.1 is the longest run by far), and started
-    # last they would leave one worker alone at the end.
-    selected.sort(key=lambda ex: not ex.path.endswith(".cu"))
-    base = tmp_path_factory.mktemp("one-stub")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        yield {ex.number: pool.submit(_check_with_only, base, ex) for ex in selected if not _emu_missing(ex)}
+def one_stub_runs(request, background):
+    """``one_stub_runs(number)``: ``_check_with_only``'s result for that exercise (started by
+    ``start_background_runs``; a file run on its own starts one half here)."""
+    start_background_runs(request.session.items, background)
+
+    def result(number):
+        [half] = [half for half in _halves(request.session.items) if number in {ex.number for ex in half}]
+        outcome = background.result(_key(half))[number]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+    return result
 
 
 @pytest.mark.parametrize("ex", EXERCISES, ids=[e.number for e in EXERCISES])
 def test_stubbing_one_region_fails_every_test_of_that_exercise(one_stub_runs, ex):
     if _emu_missing(ex):
         pytest.skip(f"exercise {ex.number} is CUDA and the emulator is not enabled")
-    result = one_stub_runs[ex.number].result()
+    result = one_stub_runs(ex.number)
     assert result.total > 0, f"exercise {ex.number}: no marked test ran"
     assert result.passed == 0, (f"exercise {ex.number}: {result.passed} of {result.total} marked tests pass "
                                 "without the solution -- they do not test the exercise")

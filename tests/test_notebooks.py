@@ -5,8 +5,9 @@
 * every notebook runs again from scratch with nbclient (kernel ``python3``), in a temporary working
   folder so that what it writes (adapter folders, checkpoints) never lands in the repository; any
   error fails, and a notebook gets 120 seconds in all (``notebooks/build_notebooks.py``'s ``TIMEOUT``).
-  Two notebooks run at a time (each kernel is a process of its own, with one BLAS thread): on CI's
-  two cores that halves the time of these runs, the longest part of the test suite. The student
+  The runs start with the session, one at a time on a helper thread (tests/background_runs.py: each
+  kernel is a process of its own, with one BLAS thread and one minilora thread, on the core the
+  one-test-at-a-time main process leaves idle), so they cost CI little of its time. The student
   copy's run of notebook 1 (below) is one of them.
 * numbers a notebook quotes from a file it cannot run (notebook 5's H200 table) are that file's
   (``benchmarks/RESULTS.md``); the notebooks assert the numbers they compute themselves;
@@ -18,10 +19,11 @@ The run tests need nbclient and ipykernel (the ``test`` extras) and are skipped 
 """
 import importlib.util
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+import background_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -91,44 +93,65 @@ def _skip_reason(name):
     return None
 
 
+def _kernel_env():
+    """builder.kernel_env() with one minilora thread too (unless set otherwise): the kernel runs beside the
+    tests (tests/background_runs.py), on the one core they leave idle."""
+    env = builder.kernel_env()
+    env.setdefault("MINILORA_NUM_THREADS", "1")
+    return env
+
+
 def _run_notebook(name, workdir):
     """Execute the committed notebook ``name`` in ``workdir``; returns the seconds it took."""
-    return builder.execute(_read(name), workdir, timeout=builder.TIMEOUT)
+    return builder.execute(_read(name), workdir, timeout=builder.TIMEOUT, env=_kernel_env())
 
 
 def _run_in_student_copy(copy):
     """Execute the student copy's notebook 1 with the copy's (stubbed) minilora first on the path."""
     import nbformat
-    env = builder.kernel_env()
+    env = _kernel_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(copy), env.get("PYTHONPATH")]))
     nb = nbformat.read(str(copy / "notebooks" / "01_autograd.ipynb"), as_version=4)
     return builder.execute(nb, copy, timeout=builder.TIMEOUT, env=env)
 
 
 STUDENT_RUN = "student copy: 01_autograd"
-# Started first, so that the two workers finish together (each takes 20-35 s of CI's time; the others
+# Started first, so that the long runs are not left for the end (each takes 20-35 s of CI's time; the others
 # under 10 s). Only the order of the runs depends on it: an out-of-date list costs seconds, not a check.
 SLOWEST_FIRST = ("06_finetune", "08_variants_and_diagnostics", "04_lora_layer", "10_adalora_and_composition",
                  "05_cuda_kernels")
 
 
-@pytest.fixture(scope="module")
-def notebook_runs(request, tmp_path_factory):
-    """Futures of the selected notebook runs that can run here -- ``_run_notebook`` for each notebook,
-    ``_run_in_student_copy`` under ``STUDENT_RUN`` -- two at a time: the kernels are processes of
-    their own, so two keep both cores busy while this process waits (as tests/test_exercises.py's
-    one_stub_runs)."""
-    selected = {getattr(item, "originalname", None) for item in request.session.items}
-    names = [item.callspec.params["name"] for item in request.session.items
-             if getattr(item, "originalname", None) == "test_notebook_runs"]
+def _student_copy_run(folder):
+    """A fresh student copy in ``folder``/copy (built as ``student_copy``), and its notebook 1's run."""
+    return _run_in_student_copy(_build_student_copy(folder))
+
+
+STUDENT_RUN_FOLDER = {}  # the student copy run's folder, once submitted
+
+
+def start_background_runs(items, runs):
+    """The selected notebook runs that can run here -- ``_run_notebook`` for each notebook,
+    ``_student_copy_run`` under ``STUDENT_RUN`` -- on the session's helper thread
+    (tests/background_runs.py): each kernel is a process of its own, with one BLAS thread and one
+    minilora thread, on the core the main process leaves idle."""
+    names = [item.callspec.params["name"] for item in background_runs.selected(items, __name__, "test_notebook_runs")]
     names.sort(key=lambda name: SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = {name: pool.submit(_run_notebook, name, tmp_path_factory.mktemp(name))
-                for name in names if not _skip_reason(name)}
-        if "test_student_copy_notebook_stops_at_the_first_unsolved_exercise" in selected \
-                and not _skip_reason("01_autograd"):
-            runs[STUDENT_RUN] = pool.submit(_run_in_student_copy, request.getfixturevalue("student_copy"))
-        yield runs
+    for name in names:
+        if not _skip_reason(name) and ("notebook", name) not in runs:
+            runs.submit(("notebook", name), __name__, "_run_notebook", name, runs.folder(name))
+    if background_runs.selected(items, __name__, "test_student_copy_notebook_stops_at_the_first_unsolved_exercise") \
+            and not _skip_reason("01_autograd") and ("notebook", STUDENT_RUN) not in runs:
+        STUDENT_RUN_FOLDER[STUDENT_RUN] = runs.folder("student")
+        runs.submit(("notebook", STUDENT_RUN), __name__, "_student_copy_run", STUDENT_RUN_FOLDER[STUDENT_RUN])
+
+
+@pytest.fixture(scope="module")
+def notebook_runs(request, background):
+    """``notebook_runs(name)``: the seconds of the notebook's run, or its error (started by
+    ``start_background_runs``; a file run on its own starts them here)."""
+    start_background_runs(request.session.items, background)
+    return lambda name: background.result(("notebook", name))
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -142,7 +165,7 @@ def test_notebook_runs(name, notebook_runs):
         assert os.path.isfile(os.path.join(BASE_DIR, "config.json")), \
             f"{name} needs the shipped base model, but {BASE_DIR} has no config.json"
     try:
-        seconds = notebook_runs[name].result()
+        seconds = notebook_runs(name)
     except CellExecutionError as err:
         pytest.fail(f"{name}: a cell raised:\n{err}", pytrace=False)
     except (CellTimeoutError, DeadKernelError) as err:
@@ -192,12 +215,16 @@ def _solutions_shown(text, solution_lines):
     return sorted({f"exercise {number}: {code}" for code, number in solution_lines.items() if code in text})
 
 
-@pytest.fixture(scope="module")
-def student_copy(tmp_path_factory):
+def _build_student_copy(folder):
     from minilora.exercises import build
-    dest = tmp_path_factory.mktemp("student") / "copy"
+    dest = folder / "copy"
     build(dest, items=("minilora", "kernels", "notebooks"))
     return dest
+
+
+@pytest.fixture(scope="module")
+def student_copy(tmp_path_factory):
+    return _build_student_copy(tmp_path_factory.mktemp("student"))
 
 
 def test_solution_detector_sees_a_solution_line():
@@ -227,7 +254,7 @@ def test_student_copy_notebooks_show_no_solution(student_copy):
     assert not shown, f"solutions visible in the student copy: {shown}"
 
 
-def test_student_copy_notebook_stops_at_the_first_unsolved_exercise(student_copy, notebook_runs):
+def test_student_copy_notebook_stops_at_the_first_unsolved_exercise(notebook_runs):
     """Run in the student copy (its stubbed minilora first on the path), notebook 1 stops with the
     stub's NotImplementedError, which names the exercise to do."""
     reason = _skip_reason("01_autograd")
@@ -235,10 +262,11 @@ def test_student_copy_notebook_stops_at_the_first_unsolved_exercise(student_copy
         pytest.skip(reason)
     from nbclient.exceptions import CellExecutionError
     with pytest.raises(CellExecutionError) as info:
-        notebook_runs[STUDENT_RUN].result()
+        notebook_runs(STUDENT_RUN)
     message = str(info.value)
     assert "NotImplementedError" in message and "Exercise 1." in message, message[-2000:]
-    assert str(student_copy) in message, "the notebook did not import the student copy's minilora"
+    copy = STUDENT_RUN_FOLDER[STUDENT_RUN] / "copy"
+    assert str(copy) in message, "the notebook did not import the student copy's minilora"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""Runs in processes of their own (notebook kernels, the exercise checks' pytest subprocesses), started as
+soon as the session knows its tests, one at a time beside the tests.
+
+The main pytest process runs one test at a time, on one core: on CI's two cores the other one is idle
+for most of the run. These runs used to start only when their test file came up, two at a time while
+the main process waited for them (tests/test_notebooks.py: a minute and a half of CI's time). Now a
+helper thread runs them one after the other from the start of the session, on that idle core, and a
+test takes its run's result when it gets there.
+
+A test file with such runs defines ``start_background_runs(items, runs)``, which ``runs.submit``\\ s the
+runs its selected ``items`` need (conftest.py calls it for every file in the session, in the order the
+files run, once the tests are collected); its tests take the results with ``runs.result(key)``. A run
+that has not started by then is started by the test itself, so a file run on its own still has two runs
+going at a time (the helper's and the test's).
+
+Each run is a call of a function of the test file in a Python process of its own (this file run as a
+script), in the environment the session started with: the tests running meanwhile patch ``os.environ``
+(MINILORA_CACHE_DIR, MINILORA_DEVICE=cuda, CC, ...) and functions of ``os`` (fsync, rename, open, to
+simulate full disks), which must not reach a run, nor a run's calls reach their patches.
+"""
+import importlib
+import itertools
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+class BackgroundRuns:
+    """Keyed calls in processes of their own, on one helper thread: ``submit`` once, ``result`` when needed."""
+
+    def __init__(self):
+        self.environ = dict(os.environ)  # the session's, before any test changes it
+        self._pool = None
+        self._runs = {}  # key -> (future, call)
+        self._folder = None
+        self._answers = itertools.count()
+
+    def submit(self, key, module_name, function_name, *args):
+        """Queue ``function_name(*args)`` of the test file ``module_name`` under ``key`` (a second submit of
+        a key keeps the first)."""
+        if key in self._runs:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background-run")
+        call = (module_name, function_name, args)
+        self._runs[key] = (self._pool.submit(self._call, *call), call)
+
+    def __contains__(self, key):
+        return key in self._runs
+
+    def result(self, key):
+        """The call's return value (or its exception, raised): from the helper thread, or -- when the
+        helper has not started it yet -- from a process started here, beside the helper's."""
+        future, call = self._runs[key]
+        if future.cancel():
+            return self._call(*call)
+        return future.result()
+
+    def folder(self, name):
+        """A new empty folder for a run's files, removed at the end of the session."""
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._session_folder()))
+
+    def close(self):
+        """At the end of the session: queued runs dropped, the running one waited for, the folders removed."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _session_folder(self):
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="minilora-background-runs-"))
+        return self._folder
+
+    def _call(self, module_name, function_name, args):
+        answer = self._session_folder() / f"answer-{next(self._answers)}.pickle"
+        done = subprocess.run([sys.executable, __file__, str(answer)], input=pickle.dumps(
+            (module_name, function_name, args)), capture_output=True, cwd=HERE, env=self.environ)
+        if not answer.is_file():
+            raise RuntimeError(f"{module_name}.{function_name}{args!r} died (exit code {done.returncode}):\n"
+                               f"{done.stderr.decode(errors='replace')[-3000:]}")
+        with open(answer, "rb") as file:
+            ok, value = pickle.load(file)
+        if ok:
+            return value
+        raise value
+
+
+def start_all(session, runs):
+    """Call each collected test file's ``start_background_runs(items, runs)``, in the order the files run."""
+    if session.config.option.collectonly:
+        return
+    modules = []
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if module is not None and module not in modules and hasattr(module, "start_background_runs"):
+            modules.append(module)
+    for module in modules:
+        module.start_background_runs(session.items, runs)
+
+
+def selected(items, module_name, test_name):
+    """The collected ``items`` of the test function ``test_name`` in the test file ``module_name``."""
+    return [item for item in items if getattr(getattr(item, "module", None), "__name__", None) == module_name
+            and getattr(item, "originalname", None) == test_name]
+
+
+def _run_one_call(answer):
+    """The process of one call (``BackgroundRuns._call``): the call from stdin, its outcome pickled to ``answer``."""
+    sys.path.insert(1, str(HERE.parent))  # the repository, as for ``python -m pytest`` run there
+    module_name, function_name, args = pickle.load(sys.stdin.buffer)
+    try:
+        outcome = (True, getattr(importlib.import_module(module_name), function_name)(*args))
+    except Exception as error:  # noqa: BLE001  (handed to the test that takes the result)
+        outcome = (False, error)
+    try:
+        data = pickle.dumps(outcome)
+    except Exception:  # noqa: BLE001  (an exception that does not pickle: its type and words)
+        data = pickle.dumps((False, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+    Path(answer + ".tmp").write_bytes(data)
+    os.replace(answer + ".tmp", answer)
+
+
+if __name__ == "__main__":
+    _run_one_call(sys.argv[1])
