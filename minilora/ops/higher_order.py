@@ -12,6 +12,7 @@ depends on an input (``exp``'s output, ``relu``'s result): as a constant it woul
 derivative. Masks (``relu``'s, ``abs``'s sign) are constants in torch too. An op without one refuses
 with its name (NotDifferentiableBackward): never a silently wrong second derivative.
 """
+import math
 import threading
 import warnings
 
@@ -505,15 +506,48 @@ def _bce_with_logits(ctx, g):
     return gx, gy
 
 
+class BinaryCrossEntropyGrad(Function):
+    """binary_cross_entropy's input gradient ``g (x - y) / max(x (1 - x), 1e-12)`` as torch's node
+    (BinaryCrossEntropyBackwardBackward0), whose own derivatives are torch's written formulas with their eps
+    (FunctionsManual.cpp), not the chain rule through the clamp: to g ``(x - y) / ((1 - x + eps)(x + eps))``,
+    to x ``g (x^2 - 2 x y + y) / ((x + eps)^2 (1 - x + eps)^2)``, to y ``-g / max(x (1 - x), eps)``."""
+
+    @staticmethod
+    def forward(ctx, g, x, y):
+        ctx.arrays = (g, x, y)
+        return g * (x - y) / _e.xp_of(x).maximum(x * (1 - x), 1e-12)
+
+    @staticmethod
+    def backward(ctx, gg):
+        return _bce_second(gg, *ctx.arrays, ctx.needs_input_grad, lambda x: _e.xp_of(x).maximum(x * (1 - x), 1e-12))
+
+    @staticmethod
+    def backward_graph(ctx, gg):
+        g, x, y = ctx.inputs
+        return _bce_second(gg, g, x, _as_tensor(y, gg), ctx.needs_input_grad, lambda x: _bce_clamped(x, 1e-12))
+
+
+def _bce_second(gg, g, x, y, needs, clamped, eps=1e-12):
+    """BinaryCrossEntropyGrad's three gradients, on arrays or on tensors (``clamped(x)``: max(x (1 - x), eps))."""
+    ng, nx, ny = needs
+    return ((gg * (x - y) / ((1 - x + eps) * (x + eps))) if ng else None,
+            (gg * g * (x * x - 2 * x * y + y) / ((x + eps) ** 2 * (1 - x + eps) ** 2)) if nx else None,
+            (-gg * g / clamped(x)) if ny else None)
+
+
+def _bce_clamped(x, floor):
+    """``max(x (1 - x), floor)`` on tensors, the clamp's choice a constant (torch's clamp_min_ under no_grad)."""
+    clamped = x._array * (1 - x._array) < floor
+    return _masked(x * (1 - x), ~clamped) + _constant(clamped * floor, x)
+
+
 def _bce(ctx, g):
     x, y = ctx.inputs[:2]
     nx, ny = ctx.needs_input_grad[:2]
     y = _as_tensor(y, g)
     gx = gy = None
-    if nx:  # g (x - y) / max(x (1 - x), 1e-12): the clamp's choice a constant, as the first-order one's
-        clamped = ctx.x * (1 - ctx.x) < 1e-12
-        denominator = _masked(x * (1 - x), ~clamped) + _constant(clamped * 1e-12, g)
-        gx = g * (x - y) / denominator
+    if nx:
+        gx = BinaryCrossEntropyGrad.apply(g, x, y)
     if ny:
         gy = -(x.log() - (-x).log1p()) * g
     return gx, gy
@@ -907,19 +941,26 @@ def _conv_transpose2d(ctx, g):
     conv2d's weight gradient with the roles of ``grad`` and the input swapped (per group:
     ``x @ unfold(grad)^T``)."""
     x, w = ctx.inputs[:2]
-    stride, padding, dilation, _ = ctx.geometry
+    stride, padding, dilation, (h, width) = ctx.geometry
     nx, nw = ctx.needs_input_grad[:2]
     groups = ctx.weight.shape[0]
-    gx = Conv2d.apply(g, w, stride=stride, padding=padding, dilation=dilation, groups=groups) if nx else None
+    # (with output_padding the gradient holds more windows than the input has pixels: the first h x width,
+    # as the plain backward's crop)
+    gx = Conv2d.apply(g, w, stride=stride, padding=padding, dilation=dilation, groups=groups)[:, :, :h, :width] \
+        if nx else None
     gw = None
     if nw:
         n, c_in, kernel = x.shape[0], x.shape[1], tuple(w.shape[2:])
         cg, og = c_in // groups, g.shape[1] // groups
+        grid = tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
+                     for size, p, d, k, s in zip(g.shape[2:], padding, dilation, kernel, stride))
         parts = []
         for k in range(groups):
             cols = Unfold.apply(g[:, k * og:(k + 1) * og], kernel=kernel, stride=stride, padding=padding,
                                 dilation=dilation)
-            xk = x[:, k * cg:(k + 1) * cg].reshape(n, cg, cols.shape[-1])
+            if grid != (h, width):
+                cols = cols.reshape(n, cols.shape[1], *grid)[:, :, :h, :width].reshape(n, cols.shape[1], h * width)
+            xk = x[:, k * cg:(k + 1) * cg].reshape(n, cg, h * width)
             parts.append(xk.matmul(cols.transpose(1, 2)).sum(0).reshape(cg, og, *kernel))
         gw = _joined(parts, 0)
     return gx, gw
@@ -1378,21 +1419,40 @@ def _linalg_output(ctx, g):
 
 
 def _vector_norm(ctx, g):
-    """norm_backward for p = 2: ``self * grad / result`` (0 where the norm is 0); p = 1: ``self.sgn() *
-    grad``; p = 0: no gradient (None). Other orders refuse."""
+    """torch's norm_backward on ops, every order, as torch writes it (so that it differentiates again as
+    torch's): p = 0 no gradient; p = 1 ``sgn(x) g``; p = 2 ``g (x / norm)`` masked to 0 where the norm is 0;
+    +-inf ``sgn(x) g / count`` at the elements whose |x| is the norm (or nan); p < 1 ``sgn(x) |x|^(p-1) g
+    norm^(1-p)`` with |x|^(p-1) masked to 0 at x = 0; 1 < p < 2 ``sgn(x) |x|^(p-1)``, p > 2 ``x |x|^(p-2)``,
+    times ``g / norm^(p-1)`` masked to 0 where the norm is 0. The norm is the node's result recomputed on ops;
+    masks and signs are constants, as torch's (a zero vector's second derivative is torch's nan)."""
     x, p = ctx.inputs[0], ctx.ord
-    if p not in (0, 1, 2):
-        _refuse(ctx)
+    axes = tuple(range(x.ndim)) if ctx.dims is None else tuple(sorted(d % x.ndim for d in ctx.dims))
     if not ctx.keepdim:
-        for axis in (range(x.ndim) if ctx.dims is None else sorted(d % x.ndim for d in ctx.dims)):
+        for axis in axes:
             g = g.unsqueeze(axis)
     if p == 0:  # (no gradient, as the plain engine's VectorNorm)
         return None
+    sign = _e._torch_sign(ctx.x)
     if p == 1:
-        return _step_scaled(g.expand(*x.shape), x, _e._torch_sign(ctx.x))
-    norm = _la.VectorNorm.apply(x, ord=2, dims=ctx.dims, keepdim=True)
-    zero = norm._array == 0
-    return x * _masked(g / (norm + _constant(zero.astype(norm._array.dtype), norm)), ~zero)
+        return _step_scaled(g.expand(*x.shape), x, sign)
+    if math.isinf(p):
+        maxima = (np.abs(ctx.x) == ctx.out.reshape(_kept_shape(ctx.x.shape, axes))) | np.isnan(ctx.x)
+        count = _constant(maxima.sum(axis=axes, keepdims=True).astype(ctx.x.dtype), g)
+        return _step_scaled((g / count).expand(*x.shape), x, sign * maxima)
+    norm = _la.VectorNorm.apply(x, ord=p, dims=ctx.dims, keepdim=True)
+    none = _constant(np.zeros((), ctx.x.dtype), g)
+    where_norm_is_0 = _constant(norm._array == 0, g)  # (torch's masked_fill_(norm == 0, 0): a nan past it
+    if p == 2:  # differentiates as torch's, 0 / 0 at a zero vector)
+        return g * _e.where(where_norm_is_0, none, x / norm)
+    if p < 1:
+        powered = _e.where(_constant(ctx.x == 0, g), none, x.abs() ** (p - 1))
+        return _step_scaled(powered, x, sign) * g * norm ** (1 - p)
+    scaled = _step_scaled(x.abs() ** (p - 1), x, sign) if p < 2 else x * x.abs() ** (p - 2)
+    return scaled * _e.where(where_norm_is_0, none, g / norm ** (p - 1))
+
+
+def _kept_shape(shape, axes):
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
 def _fused_mul_add(ctx, g):  # c + a * b (float32 addcmul): g, g * b, g * a
@@ -1439,6 +1499,36 @@ class DelayedError(Function):
         raise ctx.error(ctx.message)
 
     backward_graph = backward
+
+
+class ReadsInputs(Function):
+    """``g`` passed through, recorded with the inputs torch's backward function reads (tensor.backward_reads):
+    the gradient of hardtanh, a reflection pad or nll_loss requires grad where the input does, as torch's
+    (its derivative there zeros), and a convolution's or a norm's bias gradient where the input or weight
+    does (its derivative there none). Without it a gradient that minilora's formula makes from constants
+    would be a constant, where torch's is in the graph."""
+    complex_grad = True  # (the identity in g)
+
+    @staticmethod
+    def forward(ctx, g, *reads, zeros):
+        ctx.shapes, ctx.zeros = [r.shape for r in reads], zeros
+        return g.copy()  # (its own storage: an output sharing its input's would be taken for a view)
+
+    @staticmethod
+    def backward(ctx, gg):
+        xp = _e.xp_of(gg)
+        return (gg, *(xp.zeros(shape, gg.dtype) if ctx.zeros else None for shape in ctx.shapes))
+
+    @staticmethod
+    def backward_graph(ctx, gg):
+        zeros = ReadsInputs.backward(ctx, gg._array)[1:]
+        return (gg, *(None if z is None else _constant(z, gg) for z in zeros))
+
+
+def _reading(ctx, in_grads):
+    """The node's gradients joined to the inputs its torch backward reads, where the op declared them."""
+    reads, zeros = ctx.backward_reads
+    return tuple(None if g is None else ReadsInputs.apply(g, *reads, zeros=zeros) for g in in_grads)
 
 
 def _not_in_torch_either(aten_backward, error=RuntimeError):
@@ -1607,7 +1697,8 @@ def _in_grads(ctx, g, retain_graph):
         in_grads = backward_graph(ctx, g)
     if packed is not None and retain_graph:
         _t._repack(ctx)
-    return in_grads if type(in_grads) is tuple else (in_grads,)
+    in_grads = in_grads if type(in_grads) is tuple else (in_grads,)
+    return _reading(ctx, in_grads) if "backward_reads" in ctx.__dict__ else in_grads
 
 
 def _fit(g, x):
