@@ -11,12 +11,19 @@ Divergences found and fixed (each test below fails on the tree before):
   generation_config.json; generate reads them there only. minilora started with an empty generation_config and
   read ``model.config``'s ids at every generate: ``model.config.eos_token_id = 7`` after building stopped at 7
   (transformers: ignored), and a generation_config.json without ids got config.json's (transformers: none).
+* generation options on the model config (``model.config.max_length = 50``, an older config.json's ``top_k``):
+  transformers 5 drops them from a config when it is made, gives config.json's to the generation_config of a
+  folder without generation_config.json, and refuses one set later (generate, save_pretrained); minilora kept
+  them and read none. ``config.output_attentions = True`` is refused while the model runs sdpa (its setter).
 * the Trainer: ``per_device_train_batch_size``, ``data_seed`` and ``neftune_noise_alpha`` are copied in
   ``Trainer.__init__`` (transformers' ``_train_batch_size``, accelerate's DataLoaderConfiguration,
   ``self.neftune_noise_alpha``); minilora read them from ``args`` at ``train()``. Without data_seed the sampler's
   seed is the global generator's initial seed when train() runs (accelerate's SeedableRandomSampler), which
   Trainer() set from ``args.seed``: minilora read ``args.seed`` itself, so a reseed after Trainer() (or a new
   ``args.seed``) drew another order than transformers.
+
+* torch's DataLoader refuses ``batch_size``, ``batch_sampler``, ``sampler``, ``drop_last``, ``dataset`` and
+  ``persistent_workers`` set after it is made (its ValueError); minilora took them and ignored them.
 
 What already matched (the survey's other cases): optimizer param_groups' lr/momentum/betas/eps/weight_decay/
 nesterov/maximize/..., ``defaults`` for a later group, scheduler ``base_lrs``/``gamma``/``T_max``/... and a group lr
@@ -219,6 +226,21 @@ def test_the_sampler_seed_is_the_global_seed_when_train_runs(base, tmp_path, tra
     trainer = make_trainer(ml_trainer, base, tmp_path)
     ml.manual_seed(0)  # after Trainer() seeded 42: accelerate's sampler takes torch.initial_seed() = 0
     assert losses(trainer) == transformers_losses["reseeded"] != transformers_losses["plain"]
+
+
+@pytest.mark.parametrize("name", ["batch_size", "batch_sampler", "sampler", "drop_last", "dataset",
+                                  "persistent_workers"])
+def test_dataloader_attributes_fixed_when_it_is_made(name):
+    """torch refuses these after __init__ (the batch sampler was built from them); minilora took them and went on
+    batching as before (loader.batch_size = 3 still gave batches of 2)."""
+    answers = []
+    for lib in (torch, ml):
+        loader = lib.utils.data.DataLoader(list(range(7)), batch_size=2)
+        with pytest.raises(ValueError) as refused:
+            setattr(loader, name, 3)
+        loader.collate_fn = lambda batch: [10 * x for x in batch]  # (read live by both)
+        answers.append((str(refused.value), list(loader)))
+    assert answers[1] == answers[0]
 
 
 def test_already_matched_settings():

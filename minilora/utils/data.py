@@ -488,6 +488,16 @@ class DataLoader:
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
+        self._initialized = True
+
+    # what the batch sampler was built from when the loader was made: torch refuses to change them after (a new
+    # batch_size would otherwise be ignored in silence); collate_fn, num_workers, ... stay settable, read live
+    _FIXED_AFTER_INIT = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
+
+    def __setattr__(self, attr, val):
+        if self.__dict__.get("_initialized") and attr in self._FIXED_AFTER_INIT:
+            raise ValueError(f"{attr} attribute should not be set after {type(self).__name__} is initialized")
+        super().__setattr__(attr, val)
 
     def __iter__(self):
         if self.num_workers == 0 and self.timeout:  # torch's single-process iterator waits on no worker
