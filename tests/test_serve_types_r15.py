@@ -27,9 +27,9 @@ and vllm/entrypoints/serve/tokenize/protocol.py); a refusal is a 400 naming the 
 |  "name": 5}]                                      |                                |                                |
 | stream "false" with stream_options                | 400                            | 200: vLLM's check reads the    |
 |                                                   |                                |  raw body ("false" is true)    |
-Not swept (their own checks, in vLLM's words, run in app.py / structured.py): messages' items, tool_choice,
-logits_processors, prompt_embeds; nor text for logprobs/top_logprobs/prompt_logprobs (vLLM's check_logprobs
-compares the raw value before pydantic reads it).
+Not swept (their own checks, in vLLM's words, run in app.py / structured.py): a message's content parts,
+tool_choice, logits_processors, prompt_embeds. Text for logprobs/top_logprobs/prompt_logprobs is checked apart:
+vLLM's check_logprobs compares the value as sent, so "1" is its 400 "`logprobs` must be an integer." (was 200).
 """
 from typing import Annotated, Any, Literal
 
@@ -83,7 +83,7 @@ SHARED = [
     ("spaces_between_special_tokens", bool, [True, "1", None, "x"]),
     ("truncate_prompt_tokens", Annotated[int, Field(ge=-1, le=LONG)] | None, [2, "2", None, -2, "x"]),
     ("allowed_token_ids", list[int] | None, [[97], ["97"], None, "97", [97.5]]),
-    ("prompt_logprobs", INT, [1, 1.0, None, 1.5, [1]]),
+    ("prompt_logprobs", INT, [1, 1.0, None, 1.5]),  # (text and lists: vLLM's own check, below)
     ("bad_words", list[str], [["zz"], None, "zz", [5]]),
     ("priority", int, [0, "0", 0.0, None, 0.5]),
     ("request_id", str, ["r1", None, 5]),
@@ -100,7 +100,7 @@ COMPLETION = SHARED + [
     ("prompt", list[int] | list[list[int]] | str | list[str] | None,
      ["Dan", [68, 97], [[68], [97]], ["D", "a"], [68.0], 5, {"x": 1}, ["D", [97]], [68.5]]),
     ("echo", BOOL, [True, "yes", 1, None, "maybe", 2]),
-    ("logprobs", INT, [1, 1.0, None, 1.5, "x"]),
+    ("logprobs", INT, [1, 1.0, None, 1.5]),
     ("max_tokens", INT, [1, "1", 1.0, True, 1.5, "x"]),
     ("n", int, [1, "1", 1.0, None, 1.5, "x"]),
     ("suffix", STR, [None, 5]),  # (any suffix is refused by vLLM's serving code)
@@ -230,6 +230,10 @@ def test_required_fields_left_out_and_vllms_own_checks_keep_their_words(client):
         error = client.post("/v1/completions", json={**BASES["/v1/completions"], "cache_salt": salt}).json()["error"]
         assert (error["message"], error["param"]) == (
             "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
+    for route, name in [("/v1/completions", "logprobs"), ("/v1/completions", "prompt_logprobs"),
+                        ("/v1/chat/completions", "top_logprobs"), ("/v1/chat/completions", "prompt_logprobs")]:
+        error = client.post(route, json={**BASES[route], name: "1"}).json()["error"]  # (vLLM's check_logprobs)
+        assert (error["message"], error["param"]) == (f"`{name}` must be an integer. (parameter={name}, value=1)", name)
     mixed = client.post("/v1/completions", json={**BASES["/v1/completions"], "prompt": ["D", [97]]}).json()["error"]
     assert mixed["message"].startswith("prompt: ") and mixed["message"].endswith(", got ['D', [97]]")
     nested = client.post("/v1/completions", json={**BASES["/v1/completions"], "vllm_xargs": {"k": {"x": 1}}})

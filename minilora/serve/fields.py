@@ -14,7 +14,8 @@ validates vLLM's: an int field takes ``5``, ``5.0``, ``"5"``, ``true``, not ``5.
   ``messages``: the keys of a message); the fields whose shape app.py / structured.py check in vLLM's own words
   (``tool_choice``: its check_tool_usage reads it first) or refuse unless "off" (``logits_processors``,
   ``prompt_embeds``) are taken as sent. vLLM's own mode="before" validators (cache_salt, stream_options without
-  stream, both generation flags) are the models' too: they read the body as sent, before the types.
+  stream, both generation flags, a logprobs count sent as text) are the models' too: they read the body as sent,
+  before the types.
 
 ``read_fields(body, Model)`` returns the body's fields of ``Model`` as pydantic made them (nested models as dicts
 of what was sent, by their JSON names: ``"schema"``) and drops every other name; the ranges and the meaning of each
@@ -179,6 +180,18 @@ class _Generate(_Model):
         return data
 
 
+def _counts_are_numbers(*names):
+    """vLLM's check_logprobs' first check: it compares these counts as sent, so a text one (even "2") is its 400,
+    never coerced."""
+    def check(data):
+        for name in names:
+            value = data.get(name)
+            if value is not None and not isinstance(value, (int, float)):
+                raise validation_error(f"`{name}` must be an integer.", name, value)
+        return data
+    return model_validator(mode="before")(check)
+
+
 def _check_generation_prompt(data):
     if data.get("continue_final_message") and data.get("add_generation_prompt"):
         raise validation_error("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
@@ -194,6 +207,7 @@ class CompletionRequest(_Generate):
     suffix: str | None = None
     prompt_embeds: Any = None  # (app.py: refused unless null, as vLLM without --enable-prompt-embeds)
     add_special_tokens: bool = True
+    check_logprobs = _counts_are_numbers("prompt_logprobs", "logprobs")
 
 
 class ChatCompletionRequest(_Generate):
@@ -217,6 +231,7 @@ class ChatCompletionRequest(_Generate):
     chat_template_kwargs: dict[str, Any] | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
     check_generation_prompt = model_validator(mode="before")(_check_generation_prompt)
+    check_logprobs = _counts_are_numbers("prompt_logprobs", "top_logprobs")
 
 
 class TokenizeCompletionRequest(_Model):
