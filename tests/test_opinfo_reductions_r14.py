@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
-from torch_db import assert_same, call_with, ml, resolve, to_minilora, torch
+from torch_db import assert_same, call_with, ml, resolve, to_minilora, torch, tracked
 
 from torch.testing._internal.common_methods_invocations import ReductionOpInfo, op_db  # noqa: E402
 
@@ -101,7 +101,8 @@ def variants(op):
 def samples(op, dtype):
     requires_grad = dtype == torch.float64 and op.supports_autograd
     count = MORE_SAMPLES.get(key(op), SAMPLES_PER_DTYPE if dtype.is_floating_point else 2)
-    return list(itertools.islice(op.sample_inputs("cpu", dtype, requires_grad=requires_grad), count))
+    # (op.sample_inputs("cpu", dtype, requires_grad=requires_grad)'s samples: torch_db.tracked)
+    return list(itertools.islice(tracked(op.sample_inputs_func(op, "cpu", dtype, requires_grad)), count))
 
 
 COMPARED = [op for op in OPINFOS if key(op) not in REFUSED]
@@ -172,7 +173,7 @@ def flatten_ml(value):
 def test_error_inputs_refused(op):
     """Each call torch's database says torch refuses is refused by minilora too (never a silent answer)."""
     fn = minilora_function(op)
-    for error in op.error_inputs("cpu"):
+    for error in tracked(op.error_inputs_func(op, "cpu")):  # (op.error_inputs("cpu")'s: torch_db.tracked)
         with pytest.raises(Exception):
             call_with(fn, error.sample_input, to_minilora)
 
