@@ -732,13 +732,14 @@ def _host(t):
 # --------------------------------------------------------------------------------------------------
 # Checkpoint folders (single file or sharded)
 # --------------------------------------------------------------------------------------------------
-def load_checkpoint(directory):
+def load_checkpoint(directory, safetensors=True):
     """All tensors of a Hugging Face-style folder: ``model.safetensors``, or the shards listed in
-    ``model.safetensors.index.json``."""
+    ``model.safetensors.index.json`` (``safetensors=False``: torch.save's files only, as transformers'
+    ``use_safetensors=False``)."""
     tensors = {}
-    for path in checkpoint_files(directory):
+    for path in checkpoint_files(directory, safetensors):
         tensors.update(load_weights(path))
-    weight_map, index = _weight_map(directory)
+    weight_map, index = _weight_map(directory, safetensors)
     if weight_map is not None:
         missing = sorted(set(weight_map) - set(tensors))
         if missing:
@@ -747,31 +748,33 @@ def load_checkpoint(directory):
     return tensors
 
 
-def read_checkpoint_shapes(directory):
+def read_checkpoint_shapes(directory, safetensors=True):
     """``{name: shape}`` of every tensor in a checkpoint folder, from the file headers alone: a
     loader can compare them with the model it is about to build before reading (or allocating) any
     weights."""
     shapes = {}
-    for path in checkpoint_files(directory):
+    for path in checkpoint_files(directory, safetensors):
         header = read_weights_header(path)
         shapes.update({name: tuple(info["shape"]) for name, info in header.items() if name != "__metadata__"})
     return shapes
 
 
-def _layout(directory):
+def _layout(directory, safetensors=True):
     """The folder's weights, in transformers' order of preference: ``(single file, None)`` or ``(None, index)``
-    for safetensors, else for torch.save's ``pytorch_model.bin``; ``(None, None)`` when it has none."""
-    for single, index in ((SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME), (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)):
+    for safetensors (unless ``safetensors=False``), else for torch.save's ``pytorch_model.bin``; ``(None, None)``
+    when it has none."""
+    formats = ((SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME),) if safetensors else ()
+    for single, index in (*formats, (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)):
         for found in (os.path.join(directory, single), None), (None, os.path.join(directory, index)):
             if os.path.isfile(found[0] or found[1]):
                 return found
     return None, None
 
 
-def _weight_map(directory):
+def _weight_map(directory, safetensors=True):
     """The index's ``weight_map`` and the index path, or ``(None, None)`` for a single-file folder."""
     directory = os.fspath(directory)
-    single, index = _layout(directory)
+    single, index = _layout(directory, safetensors)
     if index is None:
         return None, None
     content = load_json(index)
@@ -781,17 +784,17 @@ def _weight_map(directory):
     return weight_map, index
 
 
-def checkpoint_files(directory):
+def checkpoint_files(directory, safetensors=True):
     """The weights files of a checkpoint folder: ``model.safetensors`` or the index's shards, else (as
-    transformers) torch.save's ``pytorch_model.bin`` or its index's shards.
+    transformers) torch.save's ``pytorch_model.bin`` or its index's shards (only those: ``safetensors=False``).
 
     A shard must lie inside the folder: an index naming ``../other/x.safetensors`` or an absolute
     path is refused (loading a folder must never read files elsewhere)."""
     directory = os.fspath(directory)
-    single, _ = _layout(directory)
+    single, _ = _layout(directory, safetensors)
     if single is not None:
         return [single]
-    weight_map, index = _weight_map(directory)
+    weight_map, index = _weight_map(directory, safetensors)
     if weight_map is not None:
         paths = []
         for shard in sorted(set(weight_map.values())):

@@ -379,13 +379,23 @@ def _plain(info):
             for name, keys in info.items()}
 
 
-def test_use_safetensors_false_with_both_files_is_refused(folders, tmp_path):
-    """transformers reads the .bin there; minilora reads one layout per folder: refused by name."""
+def test_use_safetensors_false_with_both_files_reads_the_bin(folders, tmp_path):
+    """A folder holding both formats, of other weights: use_safetensors=False reads torch.save's .bin, as
+    transformers does (minilora refused it by name before round 15); unset, the safetensors file."""
     import shutil
     shutil.copytree(folders["bin"], tmp_path, dirs_exist_ok=True)
-    shutil.copy(os.path.join(folders["safetensors"], "model.safetensors"), tmp_path)
-    with pytest.raises(NotImplementedError, match="use_safetensors=False"):
-        LlamaForCausalLM.from_pretrained(str(tmp_path), use_safetensors=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_model(transformers, _config(), dtype="float32", seed=5).save_pretrained(tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "model.safetensors", tmp_path)
+    for options in (dict(use_safetensors=False), {}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path), **options)
+        ours = LlamaForCausalLM.from_pretrained(str(tmp_path), **options)
+        np.testing.assert_allclose(_logits(ours, PROMPT), _logits(theirs, PROMPT), atol=FORWARD_TOLERANCE)
+    assert not np.allclose(_logits(ours, PROMPT), _logits(LlamaForCausalLM.from_pretrained(
+        str(tmp_path), use_safetensors=False), PROMPT), atol=FORWARD_TOLERANCE)  # (the two files differ)
 
 
 RIGHT_PADDED = "A decoder-only architecture is being used, but right-padding was detected!"

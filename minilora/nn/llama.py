@@ -1328,15 +1328,12 @@ def _check_weights_format(path, use_safetensors):
     safetensors = (single or index or "").endswith((".safetensors", ".safetensors.index.json"))
     if use_safetensors is True and not safetensors:
         raise OSError(f"Error no file named model.safetensors found in directory {path}.")
-    if use_safetensors is False and safetensors:
-        if not any(os.path.isfile(os.path.join(path, name)) for name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)):
-            raise OSError(f"Error no file named model.safetensors, or pytorch_model.bin, found in directory {path}.")
-        raise NotImplementedError(f"use_safetensors=False on {path}, which holds both model.safetensors and "
-                                  "pytorch_model.bin: transformers reads the .bin, minilora reads the safetensors "
-                                  "file; load a folder holding only the .bin")
+    if use_safetensors is False and safetensors and \
+            not any(os.path.isfile(os.path.join(path, name)) for name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)):
+        raise OSError(f"Error no file named model.safetensors, or pytorch_model.bin, found in directory {path}.")
 
 
-def _dtype_argument(path, dtype, torch_dtype):
+def _dtype_argument(path, dtype, torch_dtype, safetensors=True):
     """``from_pretrained``'s dtype: ``torch_dtype`` as an alias; a name, a dtype or a torch dtype;
     ``"auto"`` as transformers reads it: config.json's ``dtype`` (``torch_dtype`` in older files),
     else the dtype of the checkpoint's first floating-point tensor."""
@@ -1351,7 +1348,7 @@ def _dtype_argument(path, dtype, torch_dtype):
         return _to_dtype(dtype)  # a name ("bfloat16", "torch.bfloat16"), a dtype, torch.bfloat16
     file = os.path.join(os.fspath(path), "config.json") if os.path.isdir(path) else path
     config = load_json(file)
-    saved = config.get("dtype") or config.get("torch_dtype") or _first_float_dtype(os.path.dirname(file))
+    saved = config.get("dtype") or config.get("torch_dtype") or _first_float_dtype(os.path.dirname(file), safetensors)
     if saved == "bfloat16" and not dtypes.HAS_BFLOAT16:
         import warnings
         warnings.warn("dtype='auto': the checkpoint is bfloat16, which NumPy cannot hold without ml_dtypes "
@@ -1370,9 +1367,9 @@ def _dtype_or_auto(dtype):
 _HEADER_FLOATS = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 
-def _first_float_dtype(folder):
+def _first_float_dtype(folder, safetensors=True):
     """The dtype of the first floating-point tensor in the checkpoint's headers (float32 if none)."""
-    for file in checkpoint_files(folder):
+    for file in checkpoint_files(folder, safetensors):
         header = read_weights_header(file)
         for name, info in header.items():
             if name != "__metadata__" and info["dtype"] in _HEADER_FLOATS:
@@ -1681,10 +1678,11 @@ class LlamaForCausalLM(Module):
         config = _config_to_load(cls, path, config, config_overrides)  # first: a missing folder is named as such
         device = _device_from_map(device, device_map)
         _check_loading_options(path, attn_implementation, use_safetensors)
-        dtype = _dtype_argument(path, dtype, torch_dtype)
+        safetensors = use_safetensors is not False  # (False: torch.save's files, where a folder holds both)
+        dtype = _dtype_argument(path, dtype, torch_dtype, safetensors)
         # from the file headers, before allocating anything
-        mismatched = _check_checkpoint_fits(path, config, cls.__name__, ignore_mismatched_sizes)
-        everything = load_checkpoint(path)
+        mismatched = _check_checkpoint_fits(path, config, cls.__name__, ignore_mismatched_sizes, safetensors)
+        everything = load_checkpoint(path, safetensors)
         state = _without_layers_past(everything, config.num_hidden_layers)
         state = {name: value for name, value in state.items() if name not in {key for key, _, _ in mismatched}}
         untied = _untied_in_the_file(config, state)
@@ -1825,11 +1823,11 @@ def parameter_shapes(config, num_layers=None):
     return shapes
 
 
-def _refuse_integer_weights(path):
+def _refuse_integer_weights(path, safetensors=True):
     """Every weight of a Llama is floating point. An integer tensor in its place (a header whose dtype was
     corrupted from F32 to I32, a quantized checkpoint) would be cast to floats in silence -- transformers
     does so -- and the model would compute garbage."""
-    for file in checkpoint_files(path):
+    for file in checkpoint_files(path, safetensors):
         header = read_weights_header(file)
         for name, info in header.items():
             if name != "__metadata__" and info["dtype"] not in _HEADER_FLOATS:
@@ -1850,13 +1848,14 @@ def _untied_in_the_file(config, state):
     return True
 
 
-def _check_checkpoint_fits(path, config, model_name="LlamaForCausalLM", ignore_mismatched_sizes=False):
+def _check_checkpoint_fits(path, config, model_name="LlamaForCausalLM", ignore_mismatched_sizes=False,
+                           safetensors=True):
     """Compare the checkpoint's tensor names and shapes (read from the file headers only) with the
     model ``config`` describes, so a mismatch -- ``{}`` as config.json means Llama-7B -- is refused
     before gigabytes of weights are allocated. Raises ``StateDictError`` like ``load_state_dict``; with
     ``ignore_mismatched_sizes`` returns the mis-shaped keys instead, as transformers' ``mismatched_keys``."""
-    _refuse_integer_weights(path)
-    found = _without_layers_past(read_checkpoint_shapes(path), config.num_hidden_layers)
+    _refuse_integer_weights(path, safetensors)
+    found = _without_layers_past(read_checkpoint_shapes(path, safetensors), config.num_hidden_layers)
     # one layer past the checkpoint's last is enough to name what is missing (and never loops 2**70 times)
     layers_found = 1 + max((int(k.split(".")[2]) for k in found if k.startswith("model.layers.")
                             and k.split(".")[2].isdigit()), default=-1)
