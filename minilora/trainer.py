@@ -1015,7 +1015,6 @@ class Trainer:
         """``make_sampler(dataset)`` orders a dataset with a length; an iterable one is read in its own order.
         With ``dataloader_num_workers``, a training batch's worker is seeded as transformers' seed_worker."""
         from .utils.data import DataLoader
-        sampler = make_sampler(dataset) if hasattr(dataset, "__len__") else None
         collator = self.data_collator
         if self.args.remove_unused_columns:
             columns = self._signature_columns()
@@ -1029,6 +1028,9 @@ class Trainer:
                 dataset = dataset.remove_columns(unused)
             else:
                 collator = _RemoveColumnsCollator(collator, set(columns))
+        # the sampler sees the dataset the loader reads, as transformers 5's: a datasets.Dataset's `length` column
+        # (length_column_name) is one of the unused columns, so group_by_length measures the model's input
+        sampler = make_sampler(dataset) if hasattr(dataset, "__len__") else None
         args = self.args
         workers = {"num_workers": args.dataloader_num_workers,  # (torch refuses these two without workers)
                    "persistent_workers": args.dataloader_persistent_workers,
