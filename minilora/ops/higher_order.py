@@ -1002,7 +1002,34 @@ def _scatter_reduce_jvp_src(ctx, d):
     return (summed / ctx.count if ctx.reduce == "mean" else summed).astype(d.dtype, copy=False)
 
 
+def _extreme_ties(ctx, dtype):
+    """amax/amin's masks, as the plain backward's (index._extreme_gradients): which of ``self`` and of the
+    values reduced in equal their position's result, and how many share each result."""
+    self_is_result, src_is_result = ctx.a == ctx.out, ctx.values == ctx.out[ctx.where]
+    ties = self_is_result.astype(dtype)
+    _s.add_at(ties, ctx.where, src_is_result)
+    return self_is_result, src_is_result, ties
+
+
+def _extreme_jvp_self(ctx, d):
+    """The transpose of amax/amin's self gradient ``self_is_result g / ties`` (a constant diagonal)."""
+    self_is_result, _, ties = _extreme_ties(ctx, d.dtype)
+    kept = self_is_result * d / ties
+    return kept if ctx.include_self else _e.xp_of(d).where(ctx.hit > 0, 0, kept)
+
+
+def _extreme_jvp_src(ctx, d):
+    """The transpose of amax/amin's src gradient ``src_is_result (g / ties)[index]``: scattered back, shared."""
+    _, src_is_result, ties = _extreme_ties(ctx, d.dtype)
+    block = tuple(slice(0, n) for n in src_is_result.shape)
+    return _written(ctx, d, ctx.where, src_is_result * d[block], add=True) / ties
+
+
 def _scatter_reduce(ctx, g):
+    """sum/mean, amax/amin: linear in the gradient (amax/amin's ties are constants, as torch's masks);
+    prod refuses by name."""
+    if ctx.reduce in ("amax", "amin"):
+        return _linear_in_each(_extreme_jvp_self, _extreme_jvp_src)(ctx, g)
     if ctx.reduce not in ("sum", "mean"):
         _refuse(ctx)
     return _linear_in_each(_scatter_reduce_jvp_self, _scatter_reduce_jvp_src)(ctx, g)
