@@ -194,8 +194,7 @@ def test_refusals_name_what_minilora_does_not_do(models):
              (dict(num_beams=2, num_beam_groups=2, trust_remote_code=True), "Group Beam Search"),
              (dict(dola_layers="low", trust_remote_code=True), "Dola Generation"),
              (dict(force_words_ids=[[3]], trust_remote_code=True), "Constrained Beam Search"),
-             (dict(token_healing=True, tokenizer=object()), "token_healing"),
-             (dict(num_beams=2, output_attentions=True, return_dict_in_generate=True), "output_attentions")]
+             (dict(token_healing=True, tokenizer=object()), "token_healing")]
     for options, name in cases:
         with pytest.raises(NotImplementedError, match=name):
             model.generate(np.array(PROMPT), max_new_tokens=2, **options)

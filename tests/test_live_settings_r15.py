@@ -22,6 +22,9 @@ Divergences found and fixed (each test below fails on the tree before):
   Trainer() set from ``args.seed``: minilora read ``args.seed`` itself, so a reseed after Trainer() (or a new
   ``args.seed``) drew another order than transformers.
 
+* round 14's leftovers: beam search returns ``output_attentions`` / ``output_hidden_states`` per step (refused
+  before), and ``from_pretrained(use_safetensors=False)`` reads the .bin of a folder holding both formats
+  (refused by name before; tests/test_generation_fields_r14.py).
 * torch's DataLoader refuses ``batch_size``, ``batch_sampler``, ``sampler``, ``drop_last``, ``dataset`` and
   ``persistent_workers`` set after it is made (its ValueError); minilora took them and ignored them.
 
@@ -171,6 +174,27 @@ def test_output_attentions_set_on_the_config_needs_eager_attention():
     for config in (models.LlamaConfig(**CONFIG), transformers.LlamaConfig(**CONFIG)):  # no model yet: eager
         config.output_attentions = True
         assert config._attn_implementation == "eager"
+
+
+def test_beam_search_returns_each_steps_attentions_and_hidden_states():
+    """Round 14's leftover: beam search refused output_attentions / output_hidden_states; transformers returns, per
+    step, the model's tuple for every beam's row (the prompt at the first step, one position after)."""
+    answers = []
+    for model, tensor in zip(both_models(), (torch.tensor, ml.tensor)):
+        model.set_attn_implementation("eager")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = model.generate(tensor(PROMPT), max_new_tokens=3, num_beams=2, output_attentions=True,
+                                 output_hidden_states=True, return_dict_in_generate=True)
+        answers.append({name: [[np.asarray(layer.detach().numpy()) for layer in step] for step in getattr(out, name)]
+                        for name in ("attentions", "hidden_states")} | {"sequences": out.sequences.tolist()})
+    theirs, ours = answers
+    assert ours["sequences"] == theirs["sequences"]
+    for name in ("attentions", "hidden_states"):
+        assert [[a.shape for a in step] for step in ours[name]] == [[a.shape for a in step] for step in theirs[name]]
+        for step_ours, step_theirs in zip(ours[name], theirs[name]):
+            for a, b in zip(step_ours, step_theirs):
+                np.testing.assert_allclose(a, b, atol=2e-5)  # (float32 matmuls summed in another order)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -925,7 +925,6 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                           "assisted generate is only supported with Greedy Search and Sample. However, the base decoding "
                           f"mode (based on current flags) is {'beam_sample' if do_sample else 'beam_search'} -- some of "
                           "the set flags will be ignored.")
-        _refuse_beam_internals(internals)
         _refuse_filled_cache(given_cache, "beam search (num_beams > 1)")
         if kwargs.get("low_memory", own.other.get("low_memory") if own is not None else None):
             raise ValueError("`low_memory=True` is not supported after the beam search refactor. Please check the "
@@ -936,7 +935,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences, sampling),
                             return_dict_in_generate, output_scores, output_logits, out_device, use_cache,
-                            user_processors, user_stops, embeds, guidance, watermark)
+                            user_processors, user_stops, embeds, guidance, watermark, internals)
     rules = _StepRules(process, user_processors, padding, ids.shape[1], eos, rng=rng, guidance=guidance,
                        watermark=watermark, sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p,
                                                           min_p=min_p, **warpers) if do_sample else None)
@@ -1333,12 +1332,6 @@ def _per_step_internals(steps, internals):
             for name, wanted in internals.items() if wanted}
 
 
-def _refuse_beam_internals(internals):
-    wanted = [name for name, value in internals.items() if value]
-    if wanted:
-        raise NotImplementedError(f"generate(num_beams > 1, {'=True, '.join(wanted)}=True) is not implemented in "
-                                  "minilora (its beam search keeps no per-step model outputs); use num_beams=1")
-
 
 @dataclass
 class GenerateDecoderOnlyOutput(ModelOutput):
@@ -1431,7 +1424,7 @@ def _check_beam_options(do_sample, num_return_sequences, streamer, num_beams):
 
 def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id, options,
                  return_dict_in_generate, output_scores, output_logits, out_device, use_cache=True,
-                 user_processors=(), user_stops=(), embeds=None, guidance=None, watermark=None):
+                 user_processors=(), user_stops=(), embeds=None, guidance=None, watermark=None, internals=None):
     """transformers' beam search (``GenerationMixin._beam_search``), step for step.
 
     Each prompt keeps ``num_beams`` running sequences ("beams"). A step scores every beam's every next
@@ -1447,7 +1440,10 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
     flag, as eos does. ``embeds``: the prompt's embeddings, run at the first step (``ids``: their ids, any number).
     ``options.sampling`` (do_sample=True): the candidates are drawn, not taken best first (``_BeamSampling``).
     ``guidance`` (classifier-free guidance) runs first on every beam's log-probabilities, ``watermark`` last
-    before ``renormalize_logits``, as transformers' processor list orders them."""
+    before ``renormalize_logits``, as transformers' processor list orders them. ``internals``: the
+    ``output_hidden_states`` / ``output_attentions`` asked for, returned per step as the model gave them for
+    every beam's row (not reordered to follow the beams), as transformers' ``_beam_search`` does."""
+    internals = internals or {}
     batch, prompt_length = ids.shape
     unseen = embeds.shape[1] - prompt_length if embeds is not None else 0  # prompt positions without an id
     embeds = embeds.repeat_interleave(options.num_beams, dim=0) if embeds is not None else None
@@ -1462,7 +1458,7 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
     finished = _FinishedBeams(running.copy(), running_origins.copy(), batch, beams)
     flat_mask, flat_padding = np.repeat(mask, beams, 0), np.repeat(padding, beams, 0)
     improvable = np.ones((batch, 1), dtype=bool)
-    all_scores, raw_logits, cache = [], [], None
+    all_scores, raw_logits, cache, steps = [], [], None, []
     with no_grad():
         for length in range(prompt_length, max_length):
             step = length - prompt_length
@@ -1471,8 +1467,10 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             positions = _position_ids(flat_mask, unseen + length)
             start = _first_uncached(cache, unseen + length)
             out = model(**_step_inputs(flat, embeds, start, unseen, step), attention_mask=_mask_arg(step_mask), position_ids=positions[:, start:],
-                        past_key_values=cache, use_cache=use_cache)
+                        past_key_values=cache, use_cache=use_cache, **internals)
             cache = out.past_key_values if use_cache else None
+            if any(internals.values()):
+                steps.append(out)
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)
             log_probs = _log_softmax(logits) if guidance is None else guidance(flat, _log_softmax(logits))
             log_probs = process(log_probs, flat, flat_padding, step)
@@ -1515,7 +1513,7 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             if not improvable.any() or all_full or ended.all():
                 break
     return _beam_output(finished, options, prompt_length, all_scores, raw_logits, return_dict_in_generate,
-                        output_scores, output_logits, out_device, cache)
+                        output_scores, output_logits, out_device, cache, _per_step_internals(steps, internals))
 
 
 class _FinishedBeams:
@@ -1549,7 +1547,7 @@ class _FinishedBeams:
 
 
 def _beam_output(finished, options, prompt_length, all_scores, raw_logits, return_dict_in_generate,
-                 output_scores, output_logits, out_device, cache=None):
+                 output_scores, output_logits, out_device, cache=None, internals=None):
     wanted = options.num_return_sequences
     sequences = finished.sequences[:, :wanted].reshape(-1, finished.sequences.shape[-1])
     origins = finished.origins[:, :wanted].reshape(-1, finished.origins.shape[-1])
@@ -1564,7 +1562,7 @@ def _beam_output(finished, options, prompt_length, all_scores, raw_logits, retur
                                          logits=_per_step(raw_logits, output_logits, out_device),
                                          sequences_scores=scores if output_scores else None,
                                          beam_indices=Tensor(origins, dtype=np.int64, device=out_device),
-                                         cache=cache)
+                                         cache=cache, **(internals or {}))
 
 
 def _ended(sequences, eos, stops, max_length):
