@@ -282,7 +282,9 @@ def _view_tangent(cls, inputs, options, tangents, result):
     return cls.apply(*inputs[:k], tangents[k], *inputs[k + 1:], **options)
 
 
-_LINEAR_OPS = {"FFT"}  # (complex_numbers.FFT: fftn, ifftn, rfftn, irfftn, each linear over the reals)
+# (complex_numbers.FFT: fftn, ifftn, rfftn, irfftn, each linear over the reals; max_unpool: torch's auto_linear, the
+# unpooling of the tangent, where the double-vjp would add the values of a repeated index)
+_LINEAR_OPS = {"FFT", "MaxUnpool2d"}
 
 
 def _polar_jvp(inputs, tangents):

@@ -991,6 +991,16 @@ def _written(ctx, d, where, values, add=False):
     return _s.put_into_copy(out, where, values)
 
 
+def _unpool_adjoint(ctx, d):
+    """The transpose of max_unpool's backward (a gather at the indices): ``d`` added at the indices, so an index
+    that repeats (overlapping pooling windows chose one element twice) sums its two values, as torch's double
+    backward (not the unpooling's put, where the later one wins)."""
+    xp, (planes, cells) = _e.xp_of(d), ctx.flat.shape
+    out = xp.zeros((planes, ctx.size[0] * ctx.size[1]), d.dtype)
+    xp.add.at(out, (xp.arange(planes)[:, None], ctx.flat), d.reshape(planes, cells))
+    return out.reshape(*ctx.shape[:-2], *ctx.size)
+
+
 def _scatter_reduce_jvp_self(ctx, d):
     kept = d if ctx.include_self else _e.xp_of(d).where(ctx.hit > 0, 0, d)
     return (kept / ctx.count if ctx.reduce == "mean" else kept).astype(d.dtype, copy=False)
@@ -1653,7 +1663,7 @@ _BACKWARD_GRAPHS = {
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
     CTCLoss: _not_in_torch_either("_ctc_loss_backward"),
     DenseBagGradient: _not_in_torch_either("_embedding_bag_backward", NotImplementedError),
-    MaxUnpool2d: _linear_in_each(lambda ctx, d: MaxUnpool2d.forward(_Scratch(), d, ctx.flat, ctx.size)),  # (1d, 3d)
+    MaxUnpool2d: _linear_in_each(_unpool_adjoint),  # (1d, 3d)
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
     _s.AsStrided: _linear_in_each(_as_strided_jvp),
     MedianAll: _linear_in_each(_median_jvp),
