@@ -12,6 +12,7 @@ the user's forward without recording, then records ordinary ops of tensor.py's e
 the call (``_UserCall``, on the inputs), whose backward calls the user's backward once, and one node
 per output (``_UserOutput``) that hands its gradient to it.
 """
+import abc
 import sys
 import types
 
@@ -849,6 +850,17 @@ graph = types.ModuleType(__name__ + ".graph", "torch.autograd.graph's hooks on s
 graph.saved_tensors_hooks, graph.save_on_cpu = saved_tensors_hooks, save_on_cpu
 graph.disable_saved_tensors_hooks = disable_saved_tensors_hooks
 sys.modules[graph.__name__] = graph
+
+
+class Node(abc.ABC):  # noqa: B024  (torch's: an ABC that the engine's node classes are registered with)
+    """``torch.autograd.graph.Node``: what every ``grad_fn`` and entry of ``next_functions`` is an instance
+    of (``isinstance(y.grad_fn, torch.autograd.graph.Node)``), a node of the recorded graph or a leaf's
+    AccumulateGrad."""
+
+
+for _node_class in (_tensor.Context, _tensor.AccumulateGrad, _tensor._ShownNode):
+    Node.register(_node_class)
+graph.Node = Node
 
 
 def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=1e-3,

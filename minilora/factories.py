@@ -530,13 +530,17 @@ def _composed_result_layout(t, input, format):
     layout is that one, else as of unknown layout."""
     array, view = t._array, t._base is not None and t._base is not input and t._base is not input._base
     if format is contiguous_format and array.flags.c_contiguous and not view:
+        _UNKNOWN_LAYOUTS.pop(id(array), None)  # (an inner op's mark: the whole op's layout is known)
         return
     if format is not contiguous_format and is_laid_out_in(array, format):
         order = layout_order(array, format)
         if not view:
+            _UNKNOWN_LAYOUTS.pop(id(array), None)
             known_layout(array, order)
             return
         if dense_strides(array.shape, order) == tuple(s // array.itemsize for s in array.strides):
+            for a in (array, t._base._array):
+                _UNKNOWN_LAYOUTS.pop(id(a), None)
             return  # (a view of an intermediate whose strides are torch's: stride() reads them)
     unknown_layout(array)
     if view:
@@ -589,7 +593,7 @@ def _laid_out_like(input, memory_format, make, draws=False):
         result = make(tuple(input.shape[i] for i in order))
     if order != tuple(range(input.ndim)):
         result._array = known_layout(result._array.transpose(tuple(np.argsort(order))), order)  # (a fresh leaf)
-    elif not draws and memory_format in (None, preserve_format) and _layout_unknown_of(input):
+    elif not draws and memory_format in (None, preserve_format) and layout_unknown_of(input):
         unknown_layout(result._array)  # (zeros_like keeps a layout minilora does not know)
     return result
 
@@ -603,7 +607,7 @@ def _memory_order(array):
     return tuple(sorted(range(array.ndim), key=lambda axis: -abs(strides[axis])))
 
 
-def _layout_unknown_of(x):
+def layout_unknown_of(x):
     """Is ``x`` (a Tensor, or an op's input array) of a layout minilora does not know (unknown_layout: made
     from a channels_last tensor by an op whose layout it does not follow), or a view of one?"""
     if not _tensor_module._unknown_layouts_made:  # (the common case: one global read)
@@ -618,10 +622,10 @@ def draw_order(x, memory_format=None):
     for it: an in-place fill walks ``x`` in memory order (TensorIterator), dropout and ``rand_like`` fill
     ``empty_like(x, memory_format=...)`` in its memory order (preserve_format: ``x``'s). Every random op
     whose draws depend on its input's layout asks here, so an input whose layout minilora does not know
-    (``_layout_unknown_of``) is refused rather than drawn in another order than torch's."""
+    (``layout_unknown_of``) is refused rather than drawn in another order than torch's."""
     array = x._array if isinstance(x, Tensor) else x
     if memory_format is None or memory_format is preserve_format:
-        if _layout_unknown_of(x):
+        if layout_unknown_of(x):
             raise NotImplementedError(
                 f"random draws on a tensor of shape {tuple(array.shape)} whose memory layout minilora does not "
                 f"know (made from a channels_last tensor by an op whose layout it does not follow): torch draws "

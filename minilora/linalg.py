@@ -143,6 +143,7 @@ class LinalgOutput(Function):
     torch's node name for the op (create_graph=True's formula is looked up by it, even where a composite
     op renames the node: lu_solve's last triangular solve)."""
     complex_grad = True  # (eig's outputs are complex: its derivative takes their complex gradients)
+    torch_inputs = ()  # (torch's factorization nodes save their outputs, L, Q, U..., not the input: tensor._SAVED_AS)
 
     @staticmethod
     def forward(ctx, *arrays, outputs, index, derivative, formula):

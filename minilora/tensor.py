@@ -295,7 +295,10 @@ class Context:
         minilora's Permute, torch's TBackward0), else the op's, in torch's words where they differ."""
         if self.node_name is not None:
             return self.node_name
-        op = self.fn.__name__
+        fn = self.fn
+        if fn.torch_node_name is not None:
+            return fn.torch_node_name(self)
+        op = fn.__name__
         return f"{_TORCH_OP_NAMES.get(op, op)}Backward0"
 
     def __repr__(self):
@@ -319,17 +322,37 @@ class Context:
                      if parent is not None or _has_edge(x, numbers))
 
     # torch's saved tensors on a node, as its "Hooks for saved tensors" tutorial reads them
-    # (``(a * b).grad_fn._saved_self is a``): what torch's node saves, by torch's names for the inputs
-    @property
-    def _saved_self(self):
-        return self._saved_input(0, "self")
+    # (``(a * b).grad_fn._saved_self is a``): what torch's node saves, by torch's names for the op's
+    # arguments (``Function.torch_inputs``: ``_saved_mat2`` for mm's second). Looked up only when the
+    # node has no such attribute, so no op pays for it.
+    def __getattr__(self, attribute):
+        if not attribute.startswith("_saved_"):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{attribute}'")
+        name, names = attribute[len("_saved_"):], self._torch_argument_names()
+        if name in names:
+            return self._argument_as_saved(names.index(name), attribute)
+        if name == "result":
+            return self._output_as_saved()
+        raise self._not_shown(attribute)
 
-    @property
-    def _saved_other(self):
-        return self._saved_input(1, "other")
+    def _not_shown(self, attribute):
+        """The AttributeError for a saved value this node does not show (torch's node may have it)."""
+        names = ", ".join("_saved_" + n for n in self._torch_argument_names() if n) or "none of its inputs"
+        return AttributeError(f"'{self.name()}' object has no attribute '{attribute}': of what torch's node "
+                              f"saves, minilora's shows the tensors it keeps under torch's names ({names}, "
+                              f"_saved_result where it keeps the output), not sizes, dims or scalars")
 
-    @property
-    def _saved_result(self):
+    def _torch_argument_names(self):
+        """torch's names for this node's inputs, as its saved tensors are called (see _SAVED_AS)."""
+        names = _SAVED_AS.get(self.name())
+        if names is not None:
+            return names
+        # a node shown with other inputs than its own (name_node's graph: the last of several ops) has inputs
+        # that are not torch's arguments: it shows none of them
+        shown_otherwise = "torch_graph" in self.__dict__ or "edges" in self.__dict__
+        return () if shown_otherwise else self.fn.torch_inputs
+
+    def _output_as_saved(self):
         """A tensor equal to the output, with its node (torch's: not the output itself, which the node
         does not hold -- a reference cycle)."""
         self._refuse_freed()
@@ -338,10 +361,10 @@ class Context:
         entry = next((e for e in self.torch_saved or () if e[0] is _RESULT), None)
         array = entry[1] if entry is not None else None if self.torch_saved is not None else self.__dict__.get("out")
         if array is None:
-            raise AttributeError(f"'{self.name()}' object has no attribute '_saved_result'")
+            raise self._not_shown("_saved_result")
         return Tensor._make(array, self.device, True, self)
 
-    def _saved_input(self, i, name):
+    def _argument_as_saved(self, i, attribute):
         self._refuse_freed()
         x = self.inputs[i] if i < len(self.inputs) else None
         if isinstance(x, Tensor):
@@ -354,7 +377,7 @@ class Context:
                     return x
             elif id(_storage(x._array)) in {id(_storage(a)) for a in _saved_arrays(self.__dict__.values())}:
                 return x
-        raise AttributeError(f"'{self.name()}' object has no attribute '_saved_{name}'")
+        raise self._not_shown(attribute)
 
     def _refuse_freed(self):
         if self.freed:
@@ -446,7 +469,34 @@ def _has_edge(x, numbers):
 _TORCH_OP_NAMES = {"CrossEntropy": "NllLoss", "MaxPool2d": "MaxPool2DWithIndices", "AvgPool2d": "AvgPool2D",
                    "AdaptiveAvgPool2d": "AdaptiveAvgPool2D", "Reshape": "View", "AsType": "ToCopy",
                    "CumSum": "Cumsum", "LayerNorm": "NativeLayerNorm", "AMax": "Amax", "AMin": "Amin",
-                   "Conv1d": "Convolution", "Conv2d": "Convolution"}
+                   "Conv1d": "Convolution", "Conv2d": "Convolution", "CumProd": "Cumprod", "Log1p": "Log1P",
+                   "LogAddExp": "Logaddexp", "XLogY": "Xlogy", "LogCumSumExp": "Logcumsumexp",
+                   "AdaptiveMaxPool2d": "AdaptiveMaxPool2D", "MaxUnpool2d": "MaxUnpool2D", "MedianAll": "Median"}
+
+
+# torch's argument names for a node's inputs, as its saved tensors are called (``grad_fn._saved_mat2``), by
+# the node's name, where they are not ``("self", "other")`` (a node named for the call: none, see
+# Context._torch_argument_names). None: an input torch's node does not save under its own name.
+_SAVED_AS = {
+    "MmBackward0": ("self", "mat2"), "BmmBackward0": ("self", "mat2"), "DotBackward0": ("self", "tensor"),
+    "MvBackward0": ("self", "vec"), "AddmmBackward0": ("mat1",), "AddcmulBackward0": (None, "tensor1", "tensor2"),
+    "ClampBackward0": ("self", "min", "max"), "GatherBackward0": ("self",), "IndexCopyBackward0": (None, "source"),
+    "IndexReduceBackward0": ("self", "source"), "ScatterReduceBackward0": ("self", "src"),
+    "LogSigmoidBackward0": ("self",), "NativeLayerNormBackward0": ("input", "weight", "bias"),
+    "ConvolutionBackward0": ("input", "weight"), "PowBackward1": ("self", "exponent"),
+    "EmbeddingBackward0": ("indices",), "CtcLossBackward0": ("log_probs",),
+    "BinaryCrossEntropyWithLogitsBackward0": ("self", "target"),
+    "SortBackward0": (None, "indices"), "SortBackward1": (None, "indices"), "TopkBackward0": (None, "indices"),
+    "MaxBackward0": (None, "indices"), "MinBackward0": (None, "indices"),
+    "TriangularSolveBackward0": ("A", "self"), "LinalgDetBackward0": ("A",), "LinalgSlogdetBackward0": ("A",),
+    "LinalgSolveExBackward0": ("A",), "LinalgPinvBackward0": ("self",),
+    "WhereBackward0": (), "MaskedFillBackward0": (), "MaskedFillBackward1": (), "NllLossBackward0": (),
+    "MaxPool2DWithIndicesBackward0": (), "MaxUnpool2DBackward0": (),
+    "AminBackward0": ("self",), "CeluBackward0": ("self",), "VdotBackward0": ("self", "other"),
+    "PowBackward0": ("self",), "AsStridedBackward0": (), "torch::autograd::CopySlices": (),
+    "ClampMinBackward0": ("self",), "ClampMaxBackward0": ("self",), "ClampMinBackward1": ("self", "min", "max"),
+    "ClampMaxBackward1": ("self", "min", "max"),
+}
 
 
 def forward_ad_open():
@@ -466,9 +516,9 @@ def name_node(result, name, *inputs, graph=None):
     torch prints TBackward0). Nothing when ``result`` has no node of its own: no grad, or an input itself.
     ``graph``: the inputs torch's node has, where minilora's differ (tensors, None, or ``(name, *inputs)``
     for a node torch has and minilora not, as Linear's ``weight.t()``: ``("TBackward0", weight)``)."""
-    node = result.grad_fn
+    node = result._ctx  # (not grad_fn: a node is given its class when shown, not here)
     if node is not None and not any(result is x for x in inputs):
-        node.node_name = name
+        _rename(node, name)
         if graph is not None:
             node.torch_graph = graph
     return result
@@ -487,6 +537,21 @@ def saves_as_torch(result, *saved):
                                  for x in saved if isinstance(x, Tensor))
         if _saved_hooks_used and _mode.saved_hooks:
             _pack_torch_saved(node, result)
+    return result
+
+
+def backward_reads(result, *inputs, zeros=True):
+    """torch's backward of the call that made ``result`` is one ATen function of ``inputs``
+    (``hardtanh_backward(grad, self)``, ``convolution_backward(grad, input, weight)``), so under
+    create_graph=True the gradients it gives are recorded with them: they require grad (and have a grad_fn)
+    wherever one of ``inputs`` does, even where minilora's own formula multiplies by a constant mask. Their
+    derivative in ``inputs`` is zeros (``zeros``: a piecewise-constant formula's ``zeros_like(self)``) or
+    none (a bias's gradient, ``sum(grad)``). ops/higher_order.py joins the node's gradients to them."""
+    node = result.grad_fn
+    if node is not None and not any(result is x for x in inputs):
+        reads = tuple(x for x in inputs if isinstance(x, Tensor) and x.requires_grad)
+        if reads:
+            node.backward_reads = (reads, zeros)
     return result
 
 
@@ -524,7 +589,7 @@ _RESULT = "result"  # saves_as_torch's entry for the node's own output: (_RESULT
 
 
 # torch's arithmetic takes a Python number as a 0-d tensor: an input, with a None entry in next_functions
-_WRAPPED_NUMBERS = {"Add", "Sub", "Mul", "Div"}
+_WRAPPED_NUMBERS = {"Add", "Sub", "Mul", "Div", "RoundedDiv"}
 
 
 def _is_float(dtype):
@@ -534,7 +599,7 @@ def _is_float(dtype):
 def _input_node(x, parent):
     """An input's entry in next_functions: its node, AccumulateGrad for a leaf that requires grad, or None."""
     if parent is not None:
-        return parent
+        return _torch_typed(parent)
     return _accumulator(x) if isinstance(x, Tensor) and x.requires_grad else None
 
 
@@ -551,10 +616,17 @@ def _accumulator(leaf):
 
 
 def _shown_node(x):
-    """An entry of a ``torch_graph`` as a node (see name_node)."""
+    """An entry of a ``torch_graph`` as a node (see name_node): a tensor, (name, *inputs), or a node itself."""
+    if isinstance(x, (Context, AccumulateGrad, _ShownNode)):
+        return _torch_typed(x)
     if isinstance(x, tuple):
         name, *inputs = x
-        return _ShownNode(name, tuple((_shown_node(i), 0) for i in inputs))
+        if all(_shown_node(i) is None for i in inputs):
+            return None  # (torch's node is there only where a gradient flows: Linear's t() of a frozen weight)
+        kind = _NODE_TYPES.get(("shown", name))
+        if kind is None:  # (named as torch's class, as a Context is: see _NODE_TYPES)
+            kind = _NODE_TYPES["shown", name] = type(name, (_ShownNode,), {"__module__": "builtins"})
+        return kind(name, tuple((_shown_node(i), 0) for i in inputs))
     return None if x is None else _input_node(x, x.grad_fn)
 
 
@@ -570,6 +642,32 @@ class _ShownNode:
 
     def __repr__(self):
         return f"<{self._name} object at {id(self):#x}>"
+
+
+# A node's class is named as torch's (``type(y.grad_fn).__name__ == "MulBackward0"``, printed
+# ``<class 'MulBackward0'>``): Function.apply makes every node a plain Context, and the first look at it
+# (Tensor.grad_fn, next_functions) gives it a subclass of Context named by name(), one class per name,
+# so naming costs no op call anything.
+_NODE_TYPES = {}
+
+
+def _torch_typed(node):
+    """``node`` (a Context, or None) with its class named as torch's node (see _NODE_TYPES)."""
+    if type(node) is Context:
+        name = node.name().rpartition("::")[2]  # (torch's CopySlices class prints torch::autograd::CopySlices)
+        kind = _NODE_TYPES.get(name)
+        if kind is None:  # (module "builtins": repr(type(node)) is torch's <class 'MulBackward0'>)
+            kind = _NODE_TYPES[name] = type(name, (Context,), {"__slots__": (), "__module__": "builtins"})
+        node.__class__ = kind
+    return node
+
+
+def _rename(node, name):
+    """Give ``node`` torch's name for this call (see name_node), its class too if it was shown already."""
+    node.node_name = name
+    if type(node) is not Context:
+        node.__class__ = Context
+        _torch_typed(node)
 
 
 class AccumulateGrad:
@@ -615,12 +713,20 @@ class Function:
     # order, where the op keeps more or other (Linear keeps the weight for its shape): what saved-tensor
     # hooks pack (see _pack_saved). None from it: what the op keeps, as without it
     torch_saves = None
+    # torch's node name where one Function serves several torch ops: ``(ctx) -> "AcosBackward0"`` from what
+    # forward kept on ctx, asked only when the node is shown (print(y.grad_fn)), never per op call. None:
+    # the Function's own name, in torch's words (_TORCH_OP_NAMES), with "Backward0"
+    torch_node_name = None
+    # torch's names for the op's inputs, as its node's saved tensors are called (``grad_fn._saved_self``), where
+    # tensor._SAVED_AS has no row for the node's name
+    torch_inputs = ("self", "other")
     kernel_supports = None  # optional ``(*arrays) -> bool``: which inputs the kernels take (default: float32)
     complex_grad = False  # does ``backward`` take a complex gradient? True, "holomorphic" or False (see
     # _complex_node_backward; minilora.complex_numbers sets it)
     # torch's layout of the result when an input is channels_last (see _torch_layout): "elementwise" (the
     # TensorIterator's rule: the inputs' order of strides), "suggested" (the first input's suggested memory
-    # format: conv2d, the 2-D pools, constant pads), "own" (forward lays it out itself: clone); None: the
+    # format: conv2d, the 2-D pools, constant pads), "contiguous" (softmax, layer_norm, cumsum: torch's CPU kernels
+    # write a contiguous result), "own" (forward lays it out itself: clone); None: the
     # layout is not known, so stride() and is_contiguous() refuse a C-contiguous result
     torch_layout = None
 
@@ -750,7 +856,7 @@ def _torch_layout(cls, ctx, out, arrays, options):
             return out
     factories = sys.modules[__package__ + ".factories"]  # (imported by now; an import statement costs more)
     inputs = [a for a in arrays if isinstance(a, np.ndarray) and a.ndim]
-    unknown = any(factories.layout_is_unknown(a) for a in inputs)
+    unknown = any(factories.layout_unknown_of(a) for a in inputs)  # (a view of such a result too)
     if not unknown and not any(factories.suggested_format(a) is not factories.contiguous_format
                                for a in inputs):
         return out
@@ -761,16 +867,18 @@ def _torch_layout(cls, ctx, out, arrays, options):
         return factories.unknown_layout(out)  # (clone() keeps a layout minilora does not know)
     if rule == "own" or options.get("contiguous") or (not unknown and factories.layout_is_known(out)):
         return out
-    if rule is None or unknown:
+    if rule == "contiguous":  # (whatever the input's layout, known or not)
+        laid_out = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+    elif rule is None or unknown:
         return factories.unknown_layout(out)
-    if rule == "elementwise":
+    elif rule == "elementwise":
         laid_out = factories.in_iterator_layout(out, inputs)
     else:  # "suggested": the first input's memory format (channels_last where its rank is the result's)
         format = factories.suggested_format(inputs[0])
         if format is factories.contiguous_format:
             laid_out = out if out.flags.c_contiguous else np.ascontiguousarray(out)
         elif factories.is_laid_out_in(out, format):
-            laid_out = factories.known_layout(out)
+            laid_out = factories.known_layout(out, factories.layout_order(out, format))
         else:
             laid_out = factories.laid_out_copy(out, format)
     if laid_out is not out:
@@ -1076,7 +1184,7 @@ def _refresh_view(view):
     view._ctx, view.requires_grad = fresh._ctx, fresh.requires_grad
     if view._ctx is not None:
         view._ctx.watch_output(view)
-        view._ctx.node_name = "AsStridedBackward0"  # (torch regenerates a view's node as an as_strided)
+        _rename(view._ctx, "AsStridedBackward0")  # (torch regenerates a view's node as an as_strided)
         if retained:
             view._ctx.retained = weakref.ref(view)
     view._view = (fn, inputs, options, i, view._counter[0])
@@ -1330,7 +1438,7 @@ class Tensor:
         view = self._view
         if view is not None and view[4] != self._counter[0] and (self.requires_grad or self._base.requires_grad):
             _refresh_view(self)  # its base changed in place: torch regenerates the node when it is asked for
-        return self._ctx
+        return _torch_typed(self._ctx)
 
     @property
     def _version(self):
@@ -1479,7 +1587,7 @@ class Tensor:
         if memory_format is factories.preserve_format:
             raise RuntimeError("preserve memory format is unsupported by the contiguous operator")
         if memory_format not in (None, factories.contiguous_format):
-            if factories.is_laid_out_in(self._array, memory_format):
+            if factories.is_laid_out_in(self._array, memory_format) and not self._layout_unknown():
                 return self
             return ops.clone(self, memory_format=memory_format)  # (which refuses another rank)
         if self._array.flags.c_contiguous and not self._layout_unknown():
@@ -1610,7 +1718,7 @@ class Tensor:
         return self._inplace(_copy_from, src, cast=True)
 
     def zero_(self):
-        return self._fill_inplace(0)
+        return self._fill_inplace(0, node="ZeroBackward0")
 
     def fill_(self, value):
         if isinstance(value, Tensor):
@@ -1624,12 +1732,13 @@ class Tensor:
         value = dtypes.checked_number(dtypes.python_number(value), self.dtype)  # (a number: uint8 refuses 300)
         return self._fill_inplace(value)
 
-    def _fill_inplace(self, value):
+    def _fill_inplace(self, value, node="FillBackward2"):
+        """``node``: torch's name for the fill's node (fill_ of a number: FillBackward2)."""
         if self._array.itemsize == 2 and not hasattr(value, "dtype"):  # a Python number into a 16-bit
             value = dtypes.cast(np.asarray(value), self.dtype)  # float: rounded as torch (dtypes.cast)
         if _mode.grad_enabled and self.requires_grad:  # a non-leaf in the graph: its gradient stops here
             return self._inplace(_replace_values, Tensor._make(
-                self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None))
+                self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None), node=node)
         self._check_inplace()
         try:
             self._array[...] = value
@@ -1868,7 +1977,10 @@ class Tensor:
         base._ctx, base.requires_grad = new._ctx, new.requires_grad
         if base._ctx is not None:
             base._ctx.watch_output(base)
-            base._ctx.node_name = "torch::autograd::CopySlices"  # (torch's node for a write through a view)
+            _rename(base._ctx, "torch::autograd::CopySlices")  # (torch's node for a write through a view)
+            # its edges as torch's: the base's old node, then the op's edges but its first (the view's)
+            others = result._ctx.next_functions[1:] if result._ctx is not None else ()
+            base._ctx.torch_graph = (before, *(node for node, _ in others))
         _refresh_view(self)
         if result._ctx is not None:  # the op's result now lives in self's region of the base
             result._ctx.watch_output(self)
@@ -2225,7 +2337,8 @@ def _copy_from(dest, src):
     from . import ops
     out = ops.expand(src, *dest.shape) if src.shape != dest.shape else src
     out = ops.astype(out, dest.dtype) if out.dtype != dest.dtype else out
-    return out if out is not src else ops.clone(src)
+    out = out if out is not src else ops.clone(src)
+    return name_node(out, "torch::autograd::CopyBackwards", src, graph=(dest, src))  # (torch's node: both edges)
 
 
 def _snapshot(t):
@@ -2242,7 +2355,7 @@ def _still_in_graph(result, before):
     CopySlices: its gradient to the old values is zero."""
     if result.requires_grad or not before.requires_grad:
         return result
-    return _replace_values(before, result)
+    return _replace_values(before, result, "torch::autograd::CopyBackwards")
 
 
 def _write_back(fn, inputs, options, i, parent, child):
@@ -2336,11 +2449,13 @@ def _appearance_numbers(positions):
     return appearance
 
 
-def _replace_values(dest, values):
-    """``dest.fill_(v)`` inside the graph: the node stays, the gradient to the old values is zero."""
+def _replace_values(dest, values, node):
+    """``dest.fill_(v)`` inside the graph: the node stays, the gradient to the old values is zero.
+    ``node``: torch's name for it (FillBackward2, ZeroBackward0), whose one edge is ``dest``'s."""
     from . import ops
     everywhere = dest._device.xp.ones((), dtype=bool)
-    return ops.where(Tensor._make(everywhere, dest._device, False, None), values, dest)
+    filled = ops.where(Tensor._make(everywhere, dest._device, False, None), values, dest)
+    return name_node(filled, node, dest, graph=(dest,))
 
 
 def _parse_to(args, kwargs):

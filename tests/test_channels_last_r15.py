@@ -6,7 +6,9 @@ random ops still drew them in C order: after ``group_norm`` or ``rms_norm`` of a
 result channels_last) the mask differed from torch's with no error. Every draw now asks
 ``factories.draw_order``, which refuses an unknown layout. ``bernoulli_(p_tensor)`` and ``multinomial`` drew in
 index order where torch walks the tensor in memory order. group_norm and conv_transpose3d answer torch's
-channels_last strides where NumPy's are them, avg_pool3d / the adaptive 3-D pools torch's contiguous ones."""
+channels_last strides where NumPy's are them, avg_pool3d / the adaptive 3-D pools torch's contiguous ones;
+channels_last tensors with size-1 dimensions answer torch's strides (known_layout keeps the order), feature
+dropout's and rrelu's results torch's layouts."""
 import numpy as np
 import pytest
 
@@ -29,12 +31,19 @@ def _both(make):
 
 W3 = np.random.default_rng(2).standard_normal((4, 3, 2, 2, 2)).astype(np.float32)
 UNKNOWN = {  # results minilora does not lay out as torch (channels_last there): their draws must refuse
-    "rms_norm": lambda T: T.nn.functional.rms_norm(
-        T.from_numpy(DATA.copy()).contiguous(memory_format=T.channels_last), (5,)),
+    "max_pool3d": lambda T: T.nn.functional.max_pool3d(
+        T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d), (1, 2, 2)),
     "conv3d": lambda T: T.nn.functional.conv3d(
         T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d), T.from_numpy(W3)),
 }
-FOLLOWED = {  # composed ops whose result minilora now lays out (or finds laid out) as torch's
+FOLLOWED = {  # ops whose result minilora now lays out (or finds laid out) as torch's: they were marked unknown
+    "softmax": lambda T: T.nn.functional.softmax(
+        T.from_numpy(DATA.copy()).contiguous(memory_format=T.channels_last), 1),
+    "layer_norm": lambda T: T.nn.functional.layer_norm(
+        T.from_numpy(DATA.copy()).contiguous(memory_format=T.channels_last), (4, 5)),
+    "cumsum": lambda T: T.from_numpy(DATA.copy()).contiguous(memory_format=T.channels_last).cumsum(2),
+    "rms_norm": lambda T: T.nn.functional.rms_norm(
+        T.from_numpy(DATA.copy()).contiguous(memory_format=T.channels_last), (5,)),
     "group_norm": lambda T: T.nn.functional.group_norm(
         T.from_numpy(DATA.copy()).contiguous(memory_format=T.channels_last), 3),
     "conv_transpose3d": lambda T: T.nn.functional.conv_transpose3d(
@@ -91,12 +100,24 @@ def test_draw_on_unknown_layout_refuses(made_by, draw):
         np.testing.assert_array_equal(drawn_m.detach().numpy() == 0, drawn_t.detach().numpy() == 0)
 
 
+@pytest.mark.parametrize("view", ["select", "slice", "permute"])
+def test_results_from_views_of_an_unknown_layout_stay_unknown(view):
+    """A view of such a result is of unknown layout too, and so is what an op makes of it: clone() kept
+    NumPy's C order for it and normal_() drew C order (torch: the channels_last view's memory order)."""
+    _, ym = _both(UNKNOWN["conv3d"])
+    v = {"select": ym[:, 0], "slice": ym[:, 1:], "permute": ym.permute(0, 2, 1, 3, 4)}[view]
+    for call in (lambda t: t.clone().normal_(), lambda t: t.sigmoid().stride(), lambda t: (t * 2).bernoulli_(0.5),
+                 lambda t: ml.nn.functional.dropout(t, 0.5)):
+        with pytest.raises(NotImplementedError):
+            call(v)
+
+
 def test_contiguous_like_and_clone_of_unknown_layout_stay_unknown():
     """zeros_like keeps a layout minilora does not know: its result's strides are not known either."""
-    _, ym = _both(UNKNOWN["rms_norm"])
+    _, ym = _both(UNKNOWN["conv3d"])
     with pytest.raises(NotImplementedError):
         ml.zeros_like(ym).stride()
-    assert ml.zeros_like(ym, memory_format=ml.contiguous_format).stride() == (60, 20, 5, 1)
+    assert ml.zeros_like(ym, memory_format=ml.contiguous_format).stride() == (24, 6, 6, 3, 1)
 
 
 LAYOUTS = {  # inputs minilora knows the layout of: torch's numbers, in torch's memory order
@@ -126,7 +147,37 @@ def test_multinomial_draws_exponentials_in_memory_order(layout):
         np.testing.assert_array_equal(drawn_m.numpy(), drawn_t.numpy())
 
 
-SIZE_ONE = {  # 3-D pools: torch writes a contiguous result (minilora marked it unknown)
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "permuted", "sliced_channels_last"])
+def test_dropout_and_rrelu_results_are_laid_out_as_torch(layout):
+    """Feature dropout is input * noise (the input's order of strides); rrelu's CPU kernel writes a
+    contiguous result. minilora answered other strides for both."""
+    F = (torch.nn.functional, ml.nn.functional)
+    yt, ym = _both(lambda T: F[T is ml].dropout1d(LAYOUTS[layout](T).reshape(
+        LAYOUTS[layout](T).shape[0], LAYOUTS[layout](T).shape[1], -1) if layout == "permuted" else
+        LAYOUTS[layout](T), 0.5) if LAYOUTS[layout](T).ndim != 4 else F[T is ml].dropout2d(LAYOUTS[layout](T), 0.5))
+    np.testing.assert_array_equal(ym.numpy(), yt.numpy())
+    try:
+        assert ym.stride() == yt.stride()
+    except NotImplementedError:
+        pass  # (refusing is allowed: answering another layout is not)
+    yt, ym = _both(lambda T: F[T is ml].rrelu(LAYOUTS[layout](T) - 0.5, training=True))
+    np.testing.assert_array_equal(ym.numpy(), yt.numpy())
+    assert ym.stride() == yt.stride()
+
+
+SIZE_ONE = {  # channels_last tensors with dimensions of size 1: torch's strides are well defined
+    "cl (2,3,1,5)": lambda T: T.from_numpy(DATA[:, :, :1].copy()).contiguous(memory_format=T.channels_last),
+    "cl (2,3,4,1)": lambda T: T.from_numpy(DATA[..., :1].copy()).contiguous(memory_format=T.channels_last),
+    "cl (1,3,4,5)": lambda T: T.from_numpy(DATA[:1].copy()).contiguous(memory_format=T.channels_last),
+    "cl3d (1,3,2,1,4)": lambda T: T.from_numpy(DATA5[:1, :, :, :1].copy()).contiguous(
+        memory_format=T.channels_last_3d),
+    "sigmoid of cl (2,3,1,5)": lambda T: T.from_numpy(DATA[:, :, :1].copy()).contiguous(
+        memory_format=T.channels_last).sigmoid(),
+    "conv2d to (2,4,1,1)": lambda T: T.nn.functional.conv2d(
+        T.from_numpy(DATA[:, :, :3, :3].copy()).contiguous(memory_format=T.channels_last),
+        T.from_numpy(DATA.reshape(-1)[:108].reshape(4, 3, 3, 3).copy())),
+    "max_pool2d to (2,3,1,1)": lambda T: T.nn.functional.max_pool2d(
+        T.from_numpy(DATA[:, :, :2, :2].copy()).contiguous(memory_format=T.channels_last), 2),
     "avg_pool3d": lambda T: T.nn.functional.avg_pool3d(
         T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d), 2),
     "adaptive_max_pool3d": lambda T: T.nn.functional.adaptive_max_pool3d(
@@ -135,10 +186,22 @@ SIZE_ONE = {  # 3-D pools: torch writes a contiguous result (minilora marked it 
 
 
 @pytest.mark.parametrize("name", sorted(SIZE_ONE))
-def test_3d_pools_answer_torchs_strides(name):
-    """The 3-D pools' contiguous results were marked unknown; dropout on them draws torch's mask."""
+def test_size_one_dimensions_and_3d_pools_answer_torchs_strides(name):
+    """stride() refused these (a size-1 dimension) or answered C-contiguous strides torch does not have
+    ((4, 1, 1, 1) for conv2d's channels_last (2, 4, 1, 1) result, torch's (4, 1, 4, 4)); the 3-D pools'
+    contiguous results were marked unknown. Dropout on them draws torch's mask."""
     yt, ym = _both(SIZE_ONE[name])
     np.testing.assert_allclose(ym.numpy(), yt.numpy(), rtol=1e-5, atol=1e-5)
     assert ym.stride() == yt.stride()
     dt, dm = _both(lambda T: T.nn.functional.dropout((yt, ym)[T is ml], 0.5))
     np.testing.assert_array_equal(dm.numpy() == 0, dt.numpy() == 0)
+
+
+@pytest.mark.parametrize("pool", ["max_pool2d", "adaptive_max_pool2d"])
+def test_pool_indices_are_laid_out_as_torchs(pool):
+    """torch's indices lie as its values (channels_last here); minilora answered C-contiguous strides."""
+    call = {"max_pool2d": lambda T, x: T.nn.functional.max_pool2d(x, 2, return_indices=True),
+            "adaptive_max_pool2d": lambda T, x: T.nn.functional.adaptive_max_pool2d(x, (2, 3), return_indices=True)}
+    (_, it), (_, im) = _both(lambda T: call[pool](T, LAYOUTS["channels_last"](T)))
+    np.testing.assert_array_equal(im.numpy(), it.numpy())
+    assert im.stride() == it.stride()

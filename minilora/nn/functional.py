@@ -40,6 +40,7 @@ from ..tensor import Tensor as _Tensor, _to_dtype, no_forward_formula as _no_for
 from ..tensor import no_grad as _no_grad
 from ..ops.bags import DenseBagGradient as _DenseBagGradient
 from ..tensor import name_node as _name_node, saved_for as _saved_for, saves_as_torch as _saves_as_torch
+from ..tensor import backward_reads as _backward_reads
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -198,7 +199,10 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     if not training:
         return leaky_relu(input, (lower + upper) / 2, inplace)
     _floating_only("rrelu", input)
-    return _in_place_if(inplace, _random_slopes, input, lower, upper)
+    result = _in_place_if(inplace, _random_slopes, input, lower, upper)
+    if inplace or result._array.flags.c_contiguous and not result._layout_unknown():
+        return result
+    return result.contiguous()  # (torch's CPU rrelu writes a contiguous result whatever the input's layout)
 
 
 def _random_slopes(input, lower, upper):
@@ -214,9 +218,9 @@ def _random_slopes(input, lower, upper):
     slopes[drawn] = _random.default_generator.uniform((int(drawn.sum()),), np.float64) * (upper - lower) + lower
     if input.dtype.itemsize == 2:  # (bfloat16, float16: torch's kernel multiplies in float32, rounds once)
         slopes = ops.tensor(slopes, dtype=np.float32, device=input.device)
-        return ops.where(input > 0, input, (input.float() * slopes).to(input.dtype))
-    slopes = ops.tensor(slopes, dtype=input.dtype, device=input.device)
-    return ops.where(input > 0, input, input * slopes)
+        return _backward_reads(ops.where(input > 0, input, (input.float() * slopes).to(input.dtype)), input)
+    slopes = ops.tensor(slopes, dtype=input.dtype, device=input.device)  # (torch's rrelu_with_noise_backward:)
+    return _backward_reads(ops.where(input > 0, input, input * slopes), input)
 
 
 # torch's in-place spellings: ``F.relu_(x)`` is ``F.relu(x, inplace=True)``
@@ -268,7 +272,7 @@ def glu(input, dim=-1):
     if size % 2:
         raise RuntimeError(f"Halving dimension must be even, but dimension {dim} is size {size}")
     first, second = input.narrow(dim, 0, size // 2), input.narrow(dim, size // 2, size // 2)  # (size 0 too)
-    return first * ops.sigmoid(second)
+    return _name_node(first * ops.sigmoid(second), "GluBackward0", graph=(input,))  # (torch's one node)
 
 
 def softmin(input, dim=None, _stacklevel=3, dtype=None):
@@ -356,7 +360,7 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
                            f"{list(margin.shape)}")
     if margin.dtype != input.dtype:  # torch's kernel writes into a buffer of the input's dtype
         margin = margin.to(input.dtype)
-    return _reduced("soft_margin_loss", ops.log1p(ops.exp(margin)), reduction)
+    return _reduced("soft_margin_loss", ops.log1p(ops.exp(margin)), reduction, graph=(input,))
 
 
 @_amp.autocasts
@@ -451,7 +455,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         terms = terms * weight[labels.reshape(-1)].reshape(-1, 1)
     loss = terms.sum(1) / rows.shape[1]
     loss = loss.reshape(tuple(target.shape)) if input.ndim <= 1 else loss  # one sample: the target's shape
-    return _reduced("multi_margin_loss", loss, reduction)
+    return _reduced("multi_margin_loss", loss, reduction, graph=(input,) if weight is None else (input, weight))
 
 
 def _check_multi_margin_shapes(input, target, weight):
@@ -486,13 +490,16 @@ def _threshold(input, threshold, value):
     # (a nan is kept, as torch's x <= threshold ? value : x)
     compared = input.float() if input.dtype.itemsize == 2 and _is_floating(input.dtype) else input
     filled = ops.elementwise.fill_where(input, compared <= threshold, value, contiguous=False)  # (input's layout)
-    return _saves_as_torch(filled, input)  # torch keeps the input
+    filled = _name_node(filled, "ThresholdBackward0", input, graph=(input,))  # (torch's one node)
+    return _backward_reads(_saves_as_torch(filled, input), input)  # torch keeps the input: threshold_backward
 
 
 def hardshrink(input, lambd=0.5):
     """0 where ``-lambd <= x <= lambd``, else ``x``."""
     _float_kernel_only("hardshrink_cpu", input)
-    return ops.elementwise.fill_where(input, (input >= -lambd) & (input <= lambd), 0, contiguous=False)
+    filled = ops.elementwise.fill_where(input, (input >= -lambd) & (input <= lambd), 0, contiguous=False)
+    filled = _name_node(filled, "HardshrinkBackward0", input, graph=(input,))
+    return _backward_reads(filled, input)  # (torch's hardshrink_backward(grad, self))
 
 
 def softshrink(input, lambd=0.5):
@@ -501,7 +508,8 @@ def softshrink(input, lambd=0.5):
     _float_kernel_only("softshrink_cpu", input)
     if lambd < 0:
         raise RuntimeError(f"lambda must be in range [0, inf) for input dtype {input.dtype}, but found {lambd}")
-    return _softshrink(input, lambd)
+    shrunk = _name_node(_softshrink(input, lambd), "SoftshrinkBackward0", input, graph=(input,))
+    return _backward_reads(shrunk, input)  # (torch's softshrink_backward(grad, self))
 
 
 @_float32_inside
@@ -528,7 +536,9 @@ def prelu(input, weight):
                            f"{weight.numel()} and channel size = {channels}.")
     slopes = weight.reshape((1, -1) + (1,) * (input.ndim - 2)) if input.ndim >= 2 and weight.numel() != 1 \
         else weight.reshape(())  # (one slope: a scalar; else one per channel, none for no channels)
-    return _saves_as_torch(ops.where(input > 0, input, slopes * input), input, weight)  # as torch's one node
+    out = _saves_as_torch(ops.where(input > 0, input, slopes * input), input, weight)  # as torch's one node
+    out = _name_node(out, "PreluKernelBackward0", input, graph=(input, weight))
+    return _backward_reads(out, input, weight)  # (its _prelu_kernel_backward(grad, self, weight))
 
 
 def _float_kernel_only(kernel, input):
@@ -613,7 +623,8 @@ def pixel_shuffle(input, upscale_factor):
     k = len(batch)
     blocks = input.reshape(*batch, c // (r * r), r, r, h, w)
     order = list(range(k)) + [k, k + 3, k + 1, k + 4, k + 2]  # [*, C, H, r, W, r]
-    return blocks.permute(*order).reshape(*batch, c // (r * r), h * r, w * r)
+    shuffled = blocks.permute(*order).reshape(*batch, c // (r * r), h * r, w * r)
+    return _name_node(shuffled, "PixelShuffleBackward0", input, graph=(input,))  # (torch's one node)
 
 
 def pixel_unshuffle(input, downscale_factor):
@@ -627,7 +638,8 @@ def pixel_unshuffle(input, downscale_factor):
     k = len(batch)
     blocks = input.reshape(*batch, c, h // r, r, w // r, r)
     order = list(range(k)) + [k, k + 2, k + 4, k + 1, k + 3]  # [*, C, r, r, H, W]
-    return blocks.permute(*order).reshape(*batch, c * r * r, h // r, w // r)
+    unshuffled = blocks.permute(*order).reshape(*batch, c * r * r, h // r, w // r)
+    return _name_node(unshuffled, "PixelUnshuffleBackward0", input, graph=(input,))
 
 
 def channel_shuffle(input, groups):
@@ -696,8 +708,9 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
     n, c = input.shape[:2]
     repeated = [None if t is None else t.repeat(n) for t in (weight, bias, running_mean, running_var)]
-    out = _batch_norm(input.reshape(1, n * c, *input.shape[2:]), repeated[2], repeated[3], repeated[0],
-                     repeated[1], use_input_stats, momentum, eps)
+    joined = input.reshape(1, n * c, *input.shape[2:])
+    out = _batch_norm(joined, repeated[2], repeated[3], repeated[0], repeated[1], use_input_stats, momentum, eps)
+    _backward_reads(out, joined, repeated[0], zeros=False)  # (torch's batch_norm node: the bias's gradient too)
     with _no_grad():
         for stat, updated in ((running_mean, repeated[2]), (running_var, repeated[3])):
             if stat is not None and use_input_stats:  # (in eval they are read only: even an empty batch's nan)
@@ -722,7 +735,8 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     others = ops.tensor((listed == 0)[:, None, :] * listed[:, :, None], dtype=rows.dtype, device=rows.device)
     margins = (1 - rows.unsqueeze(2) + rows.unsqueeze(1)).clamp_min(0)  # [N, target j, other i]
     loss = (margins * others).sum((1, 2)) / classes
-    return _reduced("multilabel_margin_loss", loss.reshape(()) if input.ndim <= 1 else loss, reduction)
+    return _reduced("multilabel_margin_loss", loss.reshape(()) if input.ndim <= 1 else loss, reduction,
+                    graph=(input,))
 
 
 def _check_margin_input(input):

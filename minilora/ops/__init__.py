@@ -394,7 +394,7 @@ true_divide = div  # (torch's other name for div; divide is the third)
 @_amp.autocasts  # (on torch's CUDA float32 list: the difference in float32 too)
 def dist(input, other, p=2):  # noqa: A002
     """``torch.dist``: the p-norm of ``input - other`` (broadcast), over all elements."""
-    return norm(input - other, p)
+    return name_node(norm(input - other, p), "DistBackward0", graph=(input, other))  # (torch's one node)
 
 
 def _cumsum_(self, dim, *, dtype=None):

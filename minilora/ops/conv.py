@@ -24,9 +24,9 @@ import math
 import numpy as np
 
 from .. import amp as _amp
-from ..factories import composed_layout_unknown
+from ..factories import composed_layout_unknown, contiguous_format, laid_out_copy, suggested_format
 from ..device import xp_of
-from ..tensor import Function, Tensor, name_node, saving_as_torch
+from ..tensor import Function, Tensor, backward_reads, name_node, saving_as_torch
 from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
@@ -345,6 +345,7 @@ def _torch_node(name, inputs=1):
 def _conv_named(out, input, weight, bias, batched_ndim):
     """torch's node for a convolution: ConvolutionBackward0 of (input, weight, bias) -- minilora adds the
     bias in an op of its own --, or (one unbatched input) the squeeze of the batch dimension it added."""
+    backward_reads(out, input, weight, zeros=False)  # (convolution_backward: the bias's gradient too)
     if input.ndim != batched_ndim:
         return name_node(out, "SqueezeBackward1")
     return name_node(out, "ConvolutionBackward0", graph=(input, weight, bias))
@@ -472,7 +473,16 @@ def _max_indices(input, kernel, stride, padding, dilation, extra):
     h_out, w_out = window_shape[2:4]
     rows = np.arange(h_out)[:, None] * sh + (choice // kw) * dh - ph
     cols = np.arange(w_out)[None, :] * sw + (choice % kw) * dw - pw
-    return Tensor((rows * x.shape[-1] + cols).astype(np.int64), dtype=np.int64, device=input.device)
+    return _indices_like_values((rows * x.shape[-1] + cols).astype(np.int64), input)
+
+
+def _indices_like_values(indices, input):
+    """A pool's indices (int64 on the host) as a Tensor laid out as torch's: like its values, in the input's
+    suggested memory format (channels_last from a channels_last input)."""
+    format = suggested_format(input._array)
+    if format is not contiguous_format:
+        indices = laid_out_copy(indices, format)
+    return Tensor(indices, dtype=np.int64, device=input.device)
 
 
 @saving_as_torch("input")  # what torch's node keeps
@@ -723,7 +733,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     rows, cols = _adaptive_cells(input, sizes)
     out = _adaptive_max_pool2d(input, rows, cols, _narrow(input))
     if return_indices:
-        return out, Tensor(_adaptive_max_indices(input, rows, cols), dtype=np.int64, device=input.device)
+        return out, _indices_like_values(_adaptive_max_indices(input, rows, cols), input)
     return out
 
 
@@ -764,6 +774,7 @@ class Unfold(Function):
     """[N, C, H, W] -> [N, C * kh * kw, L]: every block of the (padded) input as a column, blocks in
     row-major order, a column's entries channel by channel then row by row of the block (torch's).
     Its adjoint is ``Fold``: each is the other's backward."""
+    torch_node_name = staticmethod(lambda ctx: "Im2ColBackward0")  # (F.unfold is ATen's im2col)
 
     @staticmethod
     def forward(ctx, x, kernel, stride, padding, dilation, round_to=None):
@@ -1026,7 +1037,14 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     elif str(input.dtype) in _TORCH_DTYPE_NAMES:  # torch: a uint8 image path (rounded), refused here
         raise NotImplementedError(f"interpolate: mode={mode!r} on a {input.dtype} input is not implemented in "
                                   f"minilora (torch has none for other integers); convert to float first")
-    return _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners))
+    out = _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners))
+    return name_node(out, _UPSAMPLE_NODES[mode].format(len(sizes)), input, graph=(input,))  # (torch's one node)
+
+
+# torch's node for each interpolate mode over n spatial dimensions
+_UPSAMPLE_NODES = {"nearest": "UpsampleNearest{}DBackward0", "nearest-exact": "UpsampleNearestExact{}DBackward0",
+                   "linear": "UpsampleLinear{}DBackward0", "bilinear": "UpsampleBilinear{}DBackward0",
+                   "bicubic": "UpsampleBicubic{}DBackward0", "trilinear": "UpsampleTrilinear{}DBackward0"}
 
 
 def _check_interpolate_call(input, mode, antialias):
@@ -1214,12 +1232,14 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if input.dtype != weight.dtype:
         raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
     if bias is None or bias.dtype == input.dtype:
-        return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        out = _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        return backward_reads(out, input, weight, zeros=False)  # (convolution_backward: the bias's gradient too)
     # torch adds a bias of another dtype in place: the result keeps the input's dtype. (torch refuses it
     # for a 16-bit input only where it hands that dtype to oneDNN, which depends on the CPU: float16 with
     # AVX512-FP16/AMX-FP16, bfloat16 with AVX-512. minilora adds it, as torch on the other CPUs.)
     out = _conv_transpose2d(input, weight, None, stride, padding, output_padding, groups, dilation)
-    return (out + bias.reshape(-1, 1, 1)).to(input.dtype)  # ([C, 1, 1]: batched or not)
+    out = (out + bias.reshape(-1, 1, 1)).to(input.dtype)  # ([C, 1, 1]: batched or not)
+    return backward_reads(out, input, weight, zeros=False)
 
 
 @float32_inside
@@ -1253,7 +1273,8 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
                            f"output size per channel: ({sizes[0]} x {sizes[1]}). Output size is too small")
     out = ConvTranspose2d.apply(input, weight, stride=stride, padding=padding, dilation=dilation, groups=groups,
                                 output_padding=output_padding)
-    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    out = out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    return name_node(out, "ConvolutionBackward0", graph=(input, weight, bias))  # (torch's one node, bias too)
 
 
 @_amp.autocasts
@@ -1544,6 +1565,7 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     index = Tensor(xp_of(x._array).asarray(flat.reshape(n, c, positions)), dtype=np.int64, device=input.device)
     windows = x.reshape(n, c, int(np.prod(spatial))).gather(2, index).reshape(flat.shape)
     values, choice = windows.max(-1)  # (the first of equal ones, as torch's strict >)
+    backward_reads(values, input)  # (torch's fractional_max_pool2d_backward(grad, self, ...))
     if not batched:
         values = values.squeeze(0)
     if not return_indices:

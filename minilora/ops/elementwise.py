@@ -14,7 +14,8 @@ from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
-from ..tensor import Function, Tensor, ShapeError, _is_broadcast_error, name_node, saved_for, saves_as_torch
+from ..tensor import (Function, Tensor, ShapeError, _is_broadcast_error, backward_reads, name_node, saved_for,
+                      saves_as_torch)
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
@@ -749,8 +750,10 @@ _BOOL_SUB_BOTH = ("Subtraction, the `-` operator, with two bool tensors is not s
 
 
 def rsub(input, other, *, alpha=1):
-    """``torch.rsub``: ``other - alpha * input`` (sub with its operands swapped)."""
-    return sub(other, input, alpha=alpha)
+    """``torch.rsub``: ``other - alpha * input`` (sub with its operands swapped; torch's node is RsubBackward1
+    for a number ``other``, RsubBackward0 for a tensor, with ``input`` first)."""
+    return name_node(sub(other, input, alpha=alpha), f"RsubBackward{int(not isinstance(other, Tensor))}",
+                     input, graph=(input, other) if isinstance(other, Tensor) else (input,))
 
 
 def sub(input, other, *, alpha=1):
@@ -1083,6 +1086,7 @@ def _refuse_integer_zero_division(xp, dividend, divisor):
 class RoundedDiv(Function):
     """``div(a, b, rounding_mode='trunc' | 'floor')``; the quotient is piecewise constant, so its
     gradient is zero (torch's choice)."""
+    torch_node_name = staticmethod(lambda ctx: "DivBackward2")  # (torch's div.Tensor_mode, numbers wrapped)
 
     @staticmethod
     def forward(ctx, a, b, mode):
@@ -1331,7 +1335,7 @@ def copysign(input, other):
         out = where(signbit(b), -magnitude, magnitude)
         if b.requires_grad:
             out = ZeroGradientTo.apply(out, b)
-    return saves_as_torch(out, input, out)
+    return name_node(saves_as_torch(out, input, out), "CopysignBackward0", input, graph=(input, other))
 
 
 def fmax(input, other):
@@ -1351,7 +1355,8 @@ def _nan_ignoring(name, input, other, larger):
                         f"{type(other).__name__}")
     a, b = _promoted(input, other)
     keeps_input = (a >= b if larger else a <= b) | isnan(b)
-    return saves_as_torch(where(keeps_input, a, b), a, b)  # torch's fmax/fmin keep both
+    out = saves_as_torch(where(keeps_input, a, b), a, b)  # torch's fmax/fmin keep both
+    return name_node(out, f"{name.capitalize()}Backward0", graph=(input, other))
 
 
 class Clamp(Function):
@@ -1407,7 +1412,8 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     min, max = (astype(b, dtype) if hasattr(b, "_array") and b.dtype != dtype else b for b in (min, max))
     numbers = not any(isinstance(b, Tensor) for b in (min, max))  # torch: ClampBackward1, tensors 0
     out = saves_as_torch(Clamp.apply(input, min, max), input, min, max)  # (Clamp keeps masks)
-    return name_node(out, f"ClampBackward{int(numbers)}", input)
+    # (a tensor bound's node has torch's three edges, None for a bound not given)
+    return name_node(out, f"ClampBackward{int(numbers)}", input, graph=None if numbers else (input, min, max))
 
 
 clip = clamp  # torch.clip is an alias of clamp
@@ -1458,7 +1464,7 @@ def sign(input):
 
 def sgn(input):
     """``torch.sgn``: ``sign``, extended to complex numbers (``z / |z|``, 0 at 0)."""
-    return Sign.apply(input) if input.dtype.kind == "c" else sign(input)
+    return name_node(Sign.apply(input) if input.dtype.kind == "c" else sign(input), "SgnBackward0", input)
 
 
 def signbit(input):
@@ -1491,6 +1497,8 @@ class Remainder(Function):
     ``a - floor(a / b) * b``: its gradient is 1 to ``a`` and ``-floor(a / b)`` to ``b``. (``Fmod``
     below is the same with ``trunc`` for ``floor``: the names of the two NumPy functions differ.)"""
     remainder, rounding = "mod", "floor"
+    # torch's nodes: RemainderBackward0 for a number divisor (its Scalar overload), RemainderBackward1 for a tensor
+    torch_node_name = classmethod(lambda cls, ctx: f"{cls.__name__}Backward{int(_is_array(ctx.b))}")
 
     @classmethod
     def forward(cls, ctx, a, b):
@@ -1614,12 +1622,15 @@ def logical_or(input, other):
 # ---- rounding (piecewise constant: zero gradient, as torch) and closeness tests -------------------
 @computes_in_float32
 class _Rounding(Function):
+    # torch's nodes: FloorBackward0, ..., RoundBackward0; RoundBackward1 for its overload with decimals (even 0)
+    torch_node_name = staticmethod(lambda ctx: f"{ctx.how.capitalize()}Backward{int(ctx.decimals is not None)}")
+
     @staticmethod
-    def forward(ctx, a, how, decimals=0):
-        ctx.shape = a.shape
+    def forward(ctx, a, how, decimals=None):
+        ctx.shape, ctx.how, ctx.decimals = a.shape, how, decimals
         xp = xp_of(a)
         if how == "round":  # NumPy's round is torch's: halves to even (round(2.5) == 2)
-            return xp.round(a, decimals)
+            return xp.round(a, decimals or 0)
         return getattr(xp, how)(a)
 
     @staticmethod
@@ -1646,7 +1657,7 @@ def round(input, *, decimals=None):  # noqa: A001  (torch.round)
         if decimals is not None:
             raise NotImplementedError(f'"round_vml_cpu" not implemented for \'{torch_name(input.dtype)}\'')
         return clone(input)
-    return _Rounding.apply(input, how="round", decimals=decimals or 0)
+    return _Rounding.apply(input, how="round", decimals=decimals)
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
@@ -1879,12 +1890,14 @@ def leaky_relu(input, negative_slope=0.01):
 
 def clamp_min(input, min):  # noqa: A002  (torch's argument name)
     """``torch.clamp_min``: ``clamp(input, min=min)``."""
-    return name_node(clamp(input, min=min), "ClampMinBackward0", input)
+    tensor = isinstance(min, Tensor)  # (torch's Tensor overload: ClampMinBackward1, edges to both)
+    return name_node(clamp(input, min=min), f"ClampMinBackward{int(tensor)}", input, graph=(input, min) if tensor else None)
 
 
 def clamp_max(input, max):  # noqa: A002
     """``torch.clamp_max``: ``clamp(input, max=max)``."""
-    return name_node(clamp(input, max=max), "ClampMaxBackward0", input)
+    tensor = isinstance(max, Tensor)
+    return name_node(clamp(input, max=max), f"ClampMaxBackward{int(tensor)}", input, graph=(input, max) if tensor else None)
 
 
 def square(input):
@@ -1936,6 +1949,7 @@ def logit(input, eps=None):
 class LogBase(Function):
     """``log2`` / ``log10`` with NumPy's own functions (exact powers of the base give exact
     integers, which ``log(x) / log(base)`` would not always); gradient ``1 / (x ln base)``."""
+    torch_node_name = staticmethod(lambda ctx: f"Log{ctx.base}Backward0")
 
     @staticmethod
     def forward(ctx, a, base):
@@ -1965,6 +1979,11 @@ def fmod(input, other):
     """``torch.fmod``: the remainder of ``input / other`` with ``input``'s sign."""
     _refuse_bools("fmod", input, other)
     return _saved_for_the_divisor(Fmod.apply(*_promoted(input, other)), input, other)
+
+
+def _is_array(value):
+    """A tensor's array (not a number, nor a NumPy scalar that a number became)?"""
+    return hasattr(value, "shape") and not isinstance(value, np.generic)
 
 
 def _saved_for_the_divisor(out, input, other):
@@ -2133,7 +2152,7 @@ _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804
 
 def elu(input, alpha=1.0): return _elu(input, alpha, 1.0, 1.0)
 def selu(input): return _elu(input, _SELU_ALPHA, _SELU_SCALE, 1.0)
-def celu(input, alpha=1.0): return _elu(input, alpha, 1.0, 1.0 / alpha)
+def celu(input, alpha=1.0): return name_node(_elu(input, alpha, 1.0, 1.0 / alpha), "CeluBackward0", input)
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0):
@@ -2149,7 +2168,7 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
             raise RuntimeError("cannot do hardtanh on an unsigned type with negative limits")
     inside = (input > min_val) & (input < max_val)
     out = saves_as_torch(where(inside, input, clamp(input, min_val, max_val).detach()), input)
-    return name_node(out, "HardtanhBackward0", input, graph=(input,))
+    return name_node(backward_reads(out, input), "HardtanhBackward0", input, graph=(input,))
 
 
 @computes_in_float32
@@ -2274,6 +2293,7 @@ _DERIVATIVES = {  # (in torch's order: each step one op, rounded, as torch's aut
 @backward_in_float32
 class Pointwise(Function):
     """One NumPy function of one tensor (``name``), with its derivative from ``_DERIVATIVES``."""
+    torch_node_name = staticmethod(lambda ctx: _TORCH_NODES[ctx.op_name])  # (acos's node: AcosBackward0)
 
     @staticmethod
     def forward(ctx, a, name):
@@ -2289,6 +2309,12 @@ class Pointwise(Function):
     def backward(ctx, g):
         with np.errstate(invalid="ignore", divide="ignore"):
             return _DERIVATIVES[ctx.op_name][1](xp_of(g), g, ctx.saved)
+
+
+# torch's node names for the functions Pointwise computes, by their NumPy names
+_TORCH_NODES = {"tan": "TanBackward0", "arcsin": "AsinBackward0", "arccos": "AcosBackward0", "arctan": "AtanBackward0",
+                "sinh": "SinhBackward0", "cosh": "CoshBackward0", "arcsinh": "AsinhBackward0",
+                "arccosh": "AcoshBackward0", "arctanh": "AtanhBackward0", "exp2": "Exp2Backward0"}
 
 
 def _pointwise(name, numpy_name):

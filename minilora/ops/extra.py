@@ -156,7 +156,7 @@ def ldexp(input, other):
     power_dtype = next((t.dtype for t in (other, input) if dtypes.is_floating(t.dtype) or t.dtype.kind == "c"),
                        dtypes.get_default_dtype())
     base = input if dtypes.is_floating(input.dtype) else input.to(power_dtype)
-    return E.mul(base, E.exp2(other.to(power_dtype)))
+    return name_node(E.mul(base, E.exp2(other.to(power_dtype))), "LdexpBackward0", graph=(input, other))
 
 
 def sinc(input):
@@ -258,6 +258,11 @@ def combinations(input, r=2, with_replacement=False):
 
 
 def block_diag(*tensors):
+    """``torch.block_diag`` (see _block_diagonal), one node as torch's."""
+    return name_node(_block_diagonal(*tensors), "BlockDiagBackward0", *tensors, graph=tensors)
+
+
+def _block_diagonal(*tensors):
     """``torch.block_diag``: the tensors (0-D, 1-D as a row, 2-D) along a block diagonal, zeros elsewhere."""
     mats = []
     for i, t in enumerate(tensors):

@@ -210,14 +210,15 @@ def _sort_order(input, dim=-1, descending=False, laid_out=False, torch_ties=Fals
     return _no_grad_apply(ArgSort, input, axis=dim, descending=descending, laid_out=laid_out, torch_ties=torch_ties)
 
 
-def sort(input, dim=-1, descending=False, *, stable=False):
+def sort(input, dim=-1, descending=False, *, stable=None):
     """``torch.sort``: ``(values, indices)`` along ``dim``; each value's gradient goes back to where
     it came from. ``stable=False`` (torch's default) leaves equal elements as torch's CPU sort does
     (``std_sort.py``); ``stable=True`` keeps their original order."""
-    indices = argsort(input, dim, descending, stable=stable)
+    indices = argsort(input, dim, descending, stable=bool(stable))
+    node = "SortBackward0" if stable is None else "SortBackward1"  # (torch's sort.stable overload: stable given)
     if input.ndim == 0:
-        return return_type("sort")(input.clone(), indices)
-    return return_type("sort")(name_node(_gather(input, dim, indices), "SortBackward0"), indices)
+        return return_type("sort")(name_node(input.clone(), node, input, graph=(input,)), indices)
+    return return_type("sort")(name_node(_gather(input, dim, indices), node), indices)
 
 
 def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's name)
@@ -307,6 +308,8 @@ def cumulative(running, a, axis):
 
 @quiet_float_errors
 class CumSum(Function):
+    torch_layout = "contiguous"  # (from a channels_last input too: Function.torch_layout)
+
     @staticmethod
     def forward(ctx, a, axis):
         ctx.axis = axis
@@ -628,7 +631,8 @@ def scatter_add(input, dim, index, src):
     ``out[i][index[i][j]]`` (for ``dim=1``); repeated indices add up."""
     if not isinstance(src, Tensor):
         raise TypeError(f"scatter_add(): argument 'src' must be Tensor, not {type(src).__name__}")
-    return _scatter("scatter_add", input, dim, index, src, add=True)
+    return name_node(_scatter("scatter_add", input, dim, index, src, add=True), "ScatterAddBackward0", input, src,
+                     graph=(input, src))
 
 
 class IndexCopy(Function):
@@ -898,7 +902,7 @@ def take(input, index):
     if positions.size and (int(positions.min()) < -n or int(positions.max()) >= n):
         bad = int(positions.max()) if int(positions.max()) >= n else int(positions.min())
         raise IndexError(f"out of range: tried to access index {bad} on a tensor of {n} elements.")
-    return flat[index]
+    return name_node(flat[index], "TakeBackward0", input, graph=(input,))
 
 
 def put(input, index, source, accumulate=False):
@@ -945,7 +949,8 @@ def masked_select(input, mask):
         raise RuntimeError(f"masked_select: expected BoolTensor for mask, got {mask.dtype}")
     from .nn import _broadcast_or_raise
     shape = _broadcast_or_raise("masked_select", input.shape, mask.shape)  # (torch: RuntimeError)
-    return saves_as_torch(input.expand(shape)[mask.expand(shape)._array], input, mask)  # (torch keeps both)
+    selected = saves_as_torch(input.expand(shape)[mask.expand(shape)._array], input, mask)  # (torch keeps both)
+    return name_node(selected, "MaskedSelectBackward0", input, graph=(input,))
 
 
 def count_nonzero(input, dim=None):
@@ -1125,7 +1130,7 @@ def median(input, dim=NO_DIM, keepdim=False):
         return saves_as_torch(result, input, result)  # (MedianAll keeps the picked mask)
     dim_ = _dim(dim, input.ndim, "median")
     if input.ndim == 0:
-        return return_type("median")(input.clone(), input.new_zeros((), dtype=np.int64))
+        return _picked("median", input, input.clone(), input.new_zeros((), dtype=np.int64))
     if input.shape[dim_] == 0:
         raise IndexError(f"median(): Expected reduction dim {dim} to have non-zero size.")
     _refuse_bool("median", input.dtype)
@@ -1140,7 +1145,17 @@ def median(input, dim=NO_DIM, keepdim=False):
     values = _gather(input, dim_, indices)
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)
-    return return_type("median")(values, indices)
+    return _picked("median", input, values, indices)
+
+
+# torch's node for the values of the (values, indices) ops minilora computes by a gather (and a squeeze)
+_PICKED_NODES = {"median": "MedianBackward1", "mode": "ModeBackward0", "kthvalue": "KthvalueBackward0",
+                 "cummax": "CummaxBackward0", "cummin": "CumminBackward0"}
+
+
+def _picked(name, input, values, indices):
+    """``(values, indices)`` as torch's named tuple, the values' node shown as torch's one node of ``input``."""
+    return return_type(name)(name_node(values, _PICKED_NODES[name], input, graph=(input,)), indices)
 
 
 def mode(input, dim=-1, keepdim=False):
@@ -1152,14 +1167,14 @@ def mode(input, dim=-1, keepdim=False):
     if input.dtype.kind == "c":  # (complex numbers have no order to break ties by)
         raise NotImplementedError(f'"mode_cpu" not implemented for \'{torch_name(input.dtype)}\'')
     if input.ndim == 0:
-        return return_type("mode")(input.clone(), input.new_zeros((), dtype=np.int64))
+        return _picked("mode", input, input.clone(), input.new_zeros((), dtype=np.int64))
     if input.shape[dim_] == 0:
         raise IndexError(f"mode(): Expected reduction dim {dim_} to have non-zero size.")
     indices = _picked_index(input, dim_, std_sort.mode_index)
     values = _gather(input, dim_, indices)
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)
-    return return_type("mode")(values, indices)
+    return _picked("mode", input, values, indices)
 
 
 def _picked_index(input, dim_, pick):
@@ -1182,12 +1197,12 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     if not 1 <= k <= size:
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {dim}")
     if input.ndim == 0:
-        return return_type("kthvalue")(input.clone(), input.new_zeros((), dtype=np.int64))
+        return _picked("kthvalue", input, input.clone(), input.new_zeros((), dtype=np.int64))
     indices = _picked_index(input, dim_, lambda rows: std_sort.kthvalue_index(rows, k))
     values = _gather(input, dim_, indices)
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)
-    return return_type("kthvalue")(values, indices)
+    return _picked("kthvalue", input, values, indices)
 
 
 def _accumulate(xp, ufunc, a):
@@ -1210,7 +1225,7 @@ def _running_extreme(name, input, dim, smallest):
     if input.dtype.kind == "c":  # (complex numbers have no order; NumPy's is lexicographic)
         raise NotImplementedError(f'"{name}_cpu" not implemented for \'{torch_name(input.dtype)}\'')
     if input.ndim == 0:
-        return return_type(name)(input.clone(), input.new_zeros((), dtype=np.int64))
+        return _picked(name, input, input.clone(), input.new_zeros((), dtype=np.int64))
     xp = xp_of(input._array)
     a = xp.moveaxis(input._array, dim_, -1)
     running = _accumulate(xp, xp.minimum if smallest else xp.maximum, a)  # NaN propagates
@@ -1221,7 +1236,7 @@ def _running_extreme(name, input, dim, smallest):
     latest = _accumulate(xp, xp.maximum, xp.where(takes_over, steps, 0))
     indices = Tensor(xp.asarray(xp.moveaxis(latest, -1, dim_), dtype=np.int64, order="C"),  # (as torch's)
                      dtype=np.int64, device=input.device)
-    return return_type(name)(saves_as_torch(_gather(input, dim_, indices), input, indices), indices)  # torch: input
+    return _picked(name, input, saves_as_torch(_gather(input, dim_, indices), input, indices), indices)  # torch: input
 
 
 def cummax(input, dim):

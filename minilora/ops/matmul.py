@@ -202,10 +202,10 @@ class Linear(Function):
         elif _is_16bit_float(g2):  # cuda: the GEMMs on cuBLAS in 16 bits, but CuPy may sum bf16 in bf16
             sum_bias_in_float32, nb = nb, False
         gx = xp_of(g2).empty((g2.shape[0], w.shape[1]), g2.dtype) if nx else None
-        bias_as_torch = nb and g2.dtype == np.float32 and type(g2) is np.ndarray
+        bias_as_torch = nb and g2.dtype in (np.float32, np.float64) and type(g2) is np.ndarray
         # dX = dY W and dW = dY^T X side by side on threads, each through _linear_backward_rows
         gw, gb = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, nb and not bias_as_torch)
-        if bias_as_torch:  # float32: dY.sum(0) in torch's order of additions (its addmm's sum_to_size)
+        if bias_as_torch:  # float32 and float64: dY.sum(0) in torch's order of additions (its addmm's sum_to_size)
             gb = float32_sums.cascade_sum(g2, (0,))
             gb = g2.sum(axis=0) if gb is None else gb
         if sum_bias_in_float32:
@@ -638,7 +638,8 @@ def cross(input, other, dim=None):
     else:
         def difference(x, y, z, w):
             return x * y - z * w
-    return stack([difference(a1, b2, a2, b1), difference(a2, b0, a0, b2), difference(a0, b1, a1, b0)], dim)
+    product = stack([difference(a1, b2, a2, b1), difference(a2, b0, a0, b2), difference(a0, b1, a1, b0)], dim)
+    return name_node(product, "LinalgCrossBackward0", graph=(input, other))  # (torch's one node)
 
 
 # ---- products composed of the ones above (their gradients come from matmul, mul and reshape) -------
@@ -661,7 +662,8 @@ def vdot(input, other):  # noqa: A002
     if _amp.used and _amp.state.active:  # torch does not autocast vdot on the CPU: nor may the matmul inside (amp.py)
         return _amp.autocast_op("vdot", vdot, input, other)
     _products_check("vdot", (1, 1), input, other)
-    return matmul(input.conj(), other)  # (conj of a real tensor: the tensor itself)
+    return name_node(matmul(input.conj(), other), "VdotBackward0", graph=(input, other))  # (conj of a real
+    # tensor: the tensor itself)
 
 
 @_amp.autocasts

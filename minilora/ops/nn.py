@@ -12,12 +12,12 @@ import numpy as np
 from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
 from . import attention16
 from ..device import xp_of
-from ..factories import composed_layout_unknown, layout_order, suggested_format
+from ..factories import composed_layout_unknown, in_iterator_layout, layout_order, suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
                       promote_types, result_type, torch_name, upcast)
 from .. import random as _random
-from ..tensor import (Function, ShapeError, Tensor, forward_ad_open, name_node, no_forward_formula, no_grad, saved_for,
-                      saves_as_torch, saving_as_torch, warn_at_caller)
+from ..tensor import (Function, ShapeError, Tensor, backward_reads, forward_ad_open, name_node, no_forward_formula,
+                      no_grad, saved_for, saves_as_torch, saving_as_torch, warn_at_caller)
 from ..tensor import is_grad_enabled
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -218,21 +218,24 @@ class CrossEntropy(Function):
         return grad, None
 
 
+_NLL_CASCADED = (np.float32, np.float64)  # (16-bit losses: _nll_reduced_in_16_bits)
+
+
 def _loss_total(losses, counted):
-    """The sum of the rows' losses as torch's nll_loss adds them: for float32, its cascade of partial
-    sums over the counted rows (``_cascade_sum``), else NumPy's."""
-    if losses.dtype != np.float32 or xp_of(losses) is not np:
+    """The sum of the rows' losses as torch's nll_loss adds them: for float32 and float64, its cascade of
+    partial sums over the counted rows (``_cascade_sum``), else NumPy's."""
+    if losses.dtype not in _NLL_CASCADED or xp_of(losses) is not np:
         return losses.sum()
     rows = np.flatnonzero(counted)
-    return np.float32(_cascade_sum(losses[rows], rows, len(losses)))
+    return losses.dtype.type(_cascade_sum(losses[rows], rows, len(losses)))
 
 
 def _total_weight(row_weights, counted):
-    """The sum of the counted rows' weights, 'mean''s divisor, as torch's nll_loss adds it: for float32,
-    its cascade of float32 partial sums (``_cascade_sum``; numpy's pairwise sum is another number in 1
-    batch of 3, and every gradient is divided by it)."""
+    """The sum of the counted rows' weights, 'mean''s divisor, as torch's nll_loss adds it: for float32 and
+    float64, its cascade of partial sums in that dtype (``_cascade_sum``; numpy's pairwise sum is another
+    number in 1 batch of 3, and every gradient is divided by it)."""
     xp = xp_of(row_weights)
-    if row_weights.dtype != np.float32 or xp is not np:
+    if row_weights.dtype not in _NLL_CASCADED or xp is not np:
         return row_weights.sum().item()
     rows = xp.flatnonzero(counted)
     return float(_cascade_sum(row_weights[rows], rows, len(row_weights)))
@@ -283,7 +286,9 @@ class Dropout(Function):
         xp = xp_of(a)
         keep = dropout_noise(a, p, generator, channels)
         ctx.mask = xp.asarray(keep) * dropout_scale(p, a.dtype)
-        return a * ctx.mask
+        if a.flags.c_contiguous:
+            return a * ctx.mask
+        return in_iterator_layout(a * ctx.mask, [a, ctx.mask])  # (torch's input * noise: the input's order)
 
     @staticmethod
     def backward(ctx, g):
@@ -366,6 +371,8 @@ def _cross_entropy_rows(logits, targets, valid, probs, losses):
 class RMSNorm(Function):
     """``y = w * x / rms(x)`` with ``rms(x) = sqrt(mean(x^2) + eps)`` over the trailing ``width``
     elements of each row (``normalized_shape`` flattened; ``weight`` too).
+    From a channels_last input torch's composite's result keeps the input's order of strides (its
+    elementwise ops: Function.torch_layout).
 
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
     ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
@@ -375,6 +382,7 @@ class RMSNorm(Function):
     weight, ...): this one node keeps its normalised input and ``r`` as arrays of its own, not packed
     (pinned in tests/test_views_r8.py).
     """
+    torch_layout = "elementwise"
 
     @staticmethod
     def forward(ctx, x, weight, *, eps, width):
@@ -447,6 +455,7 @@ class LayerNorm(Function):
     (weight, input, bias, mean and rstd [..., 1]): the normalised input and ``r`` this node keeps are
     its own arrays, not packed (pinned in tests/test_views_r8.py and tests/test_autograd_r7.py).
     """
+    torch_layout = "contiguous"  # (from a channels_last input too: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, x, weight, bias, *, eps, width):
@@ -918,6 +927,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                                       reduction=reduction)
             if input.ndim <= 2:  # torch's graph: nll_loss of log_softmax (one node here)
                 name_node(loss, "NllLossBackward0", graph=(("LogSoftmaxBackward0", input),))
+            else:  # nll_loss2d's, of a 4-D view of the log-probabilities where they are not 4-D
+                log_probs = ("LogSoftmaxBackward0", input)
+                name_node(loss, "NllLoss2DBackward0", graph=(log_probs if input.ndim == 4 else ("ViewBackward0", log_probs),))
         if label_smoothing:
             loss = (1 - label_smoothing) * loss + _smoothing_share(label_smoothing, logits.shape[1]) * \
                 _smoothing_term(logp, targets, weight, ignore_index, reduction)
@@ -1010,7 +1022,8 @@ class NllLoss(Function):
         wide_losses, wide_weights = upcast(losses), upcast(row_weight)
         ctx.divisor = _total_weight(wide_weights, valid) if reduction == "mean" else 1
         with np.errstate(invalid="ignore"):  # every row ignored: 0 / 0 = nan, silently, as torch
-            return (wide_losses.sum() / wide_losses.dtype.type(ctx.divisor)).astype(logp.dtype)
+            total = _loss_total(wide_losses, valid)  # (torch's cascade of partial sums)
+            return (total / wide_losses.dtype.type(ctx.divisor)).astype(logp.dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -1088,6 +1101,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     targets = _class_targets("nll_loss", input, _array(target))
     loss = NllLoss.apply(logp, targets, weight=_class_weight("nll_loss", weight, logp),
                          ignore_index=ignore_index, reduction=reduction)
+    backward_reads(loss, logp)  # (torch's nll_loss_backward(grad, self, target, ...))
     if reduction == "none":
         return loss.reshape(() if input.ndim == 1 else (input.shape[0],) + input.shape[2:])
     return loss
@@ -1128,10 +1142,19 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
                            legacy_reduction(size_average, reduce, reduction), weight)
 
 
-def _reduced(fn, loss, reduction):
-    """The binary cross-entropies reduce as torch's: a plain mean even with ``weight``."""
+def _reduced(fn, loss, reduction, graph=None):
+    """The binary cross-entropies reduce as torch's: a plain mean even with ``weight``. ``graph``: the
+    inputs of torch's one node for a loss that minilora computes with several (_ONE_NODE_LOSSES), which
+    the result's node shows (its name, its next_functions), reduction included."""
     _check_reduction(fn, reduction)
-    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+    out = loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+    return out if graph is None else name_node(out, _ONE_NODE_LOSSES[fn], *graph, graph=graph)
+
+
+# torch's node for a loss its kernel computes in one (its derivatives.yaml entry), reduction included
+_ONE_NODE_LOSSES = {"binary_cross_entropy": "BinaryCrossEntropyBackward0", "huber_loss": "HuberLossBackward0",
+                    "soft_margin_loss": "SoftMarginLossBackward0", "multi_margin_loss": "MultiMarginLossBackward0",
+                    "multilabel_margin_loss": "MultilabelMarginLossBackward0"}
 
 
 class BinaryCrossEntropy(Function):
@@ -1286,7 +1309,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     loss = BinaryCrossEntropy.apply(input, target)
     if weight is not None:  # torch's loss.mul_(weight): in the promoted dtype, stored in the input's
         loss = loss * weight if weight.dtype == loss.dtype else (loss * weight).to(loss.dtype)
-    return _reduced("binary_cross_entropy", loss, legacy_reduction(size_average, reduce, reduction))
+    return _reduced("binary_cross_entropy", loss, legacy_reduction(size_average, reduce, reduction),
+                    graph=(input, target) if weight is None else (input, target, weight))
 
 
 def dropout_noise(array, p, generator=None, channels=False):
@@ -1436,7 +1460,7 @@ def _rms_norm(input, normalized_shape, weight, eps):
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.layer_norm`` over the trailing ``normalized_shape`` dimensions."""
     _check_parameter_dtypes(input, weight, bias)
-    out = _layer_norm(input, normalized_shape, weight, bias, eps)
+    out = backward_reads(_layer_norm(input, normalized_shape, weight, bias, eps), input, weight, zeros=False)
     if weight is None or bias is None:  # torch's node lists all three, None too (LayerNorm's: the tensors)
         name_node(out, "NativeLayerNormBackward0", input, graph=(input, weight, bias))
     return out
@@ -1781,7 +1805,8 @@ def pad(input, pad, mode="constant", value=None):
         if mode == "circular":  # (torch composes it from slices and cat: no node of its own)
             return out
         kernel = {"reflect": "ReflectionPad", "replicate": "ReplicationPad"}[mode]
-        return name_node(saves_as_torch(out, input), f"{kernel}{len(pad) // 2}DBackward0", input, graph=(input,))
+        out = backward_reads(saves_as_torch(out, input), input)  # (torch's reflection_pad1d_backward(grad, self))
+        return name_node(out, f"{kernel}{len(pad) // 2}DBackward0", input, graph=(input,))
     widths = [(0, 0)] * input.ndim
     for i in range(len(pad) // 2):  # pairs from the last dimension backwards
         widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
@@ -1928,6 +1953,12 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
 @_amp.autocasts
 @saving_as_torch("input", "target")  # what torch's one node keeps
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """PyTorch's ``F.huber_loss`` (see _huber), one node as torch's."""
+    graph = (input, target) if weight is None else (input, target, weight)
+    return _reduced("huber_loss", _huber(input, target, reduction, delta, weight), "none", graph=graph)
+
+
+def _huber(input, target, reduction="mean", delta=1.0, weight=None):
     """PyTorch's ``F.huber_loss``: ``0.5 d^2`` where ``|d| < delta``, ``delta (|d| - 0.5 delta)``
     elsewhere -- ``delta`` times ``smooth_l1_loss`` with ``beta = delta``. A ``weight`` multiplies
     each element's loss; 'mean' is then the plain mean (torch's rule here, unlike ``mse_loss``).
@@ -2207,7 +2238,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise RuntimeError(f"{name} should contain {input.shape[1]} elements not {t.numel()}")
     out = _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out = out.contiguous(memory_format=suggested_format(input._array))  # (torch's kernel writes into
-    return name_node(out, "NativeBatchNormBackward0", input, graph=(input, weight, bias))  # empty_like(suggested))
+    # empty_like(suggested)); native_batch_norm_backward gives the bias's gradient too, from input and weight
+    out = backward_reads(out, input, weight, zeros=False)
+    return name_node(out, "NativeBatchNormBackward0", input, graph=(input, weight, bias))
 
 
 def _empty_batch_norm(input, weight, bias):

@@ -132,10 +132,13 @@ class Sum(Function):
         return _spread(_expand_reduced(g, ctx.axes, ctx.keepdims), ctx.shape)
 
 
+_CASCADE_SUMMED = (np.float32, np.float64)  # the dtypes whose sums take torch's order (float32_sums)
+
+
 def _sum_as_torch(a, axes, keepdims):
-    """``a.sum(axes)``: float32 in torch's order of additions where ``float32_sums`` models it (its last
-    bits are torch's), otherwise NumPy's (16-bit: accumulated in float32, rounded once)."""
-    total = float32_sums.cascade_sum(a, axes) if a.dtype == np.float32 else None
+    """``a.sum(axes)``: float32 and float64 in torch's order of additions where ``float32_sums`` models it
+    (their last bits are torch's), otherwise NumPy's (16-bit: accumulated in float32, rounded once)."""
+    total = float32_sums.cascade_sum(a, axes) if a.dtype in _CASCADE_SUMMED else None
     if total is None:
         total = a.sum(axis=axes, keepdims=keepdims, dtype=compute_dtype(a.dtype))
     elif keepdims:
@@ -160,8 +163,8 @@ class Mean(Function):
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _axes(axis, a.ndim), keepdims, a.shape
         ctx.count = _count(a.shape, ctx.axes)
-        if a.dtype == np.float32 and ctx.count:  # torch's CPU mean: its sum, divided by the count
-            return _sum_as_torch(a, ctx.axes, keepdims) / np.float32(ctx.count)
+        if a.dtype in _CASCADE_SUMMED and ctx.count:  # torch's CPU mean: its sum, divided by the count
+            return _sum_as_torch(a, ctx.axes, keepdims) / a.dtype.type(ctx.count)
         mean = _mean(a, ctx.axes, keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
         return mean.astype(a.dtype, copy=False)
 
@@ -519,6 +522,8 @@ def _log_softmax_sums_along_as_torch(shifted, axis):
 @quiet_float_errors
 @computes_in_float32
 class Softmax(Function):
+    torch_layout = "contiguous"  # (from a channels_last input too: Function.torch_layout)
+
     @staticmethod
     def forward(ctx, a, axis=-1, round_to=None):
         xp = xp_of(a)
@@ -547,6 +552,7 @@ class Softmax(Function):
 class LogSoftmax(Function):
     """``a - max - log(sum(exp(a - max)))``. ``round_to``: torch's 16-bit kernel along the last axis
     rounds the sum, then its log, to the 16-bit dtype before subtracting (bit for bit torch's)."""
+    torch_layout = "contiguous"  # (from a channels_last input too: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, a, axis=-1, round_to=None):
@@ -638,8 +644,8 @@ def nansum(input, dim=None, keepdim=False, *, dtype=None):
     if input.dtype.kind == "c":  # (torch's CPU kernel has none for complex numbers)
         raise RuntimeError("nansum on CPU does not support complex inputs")
     from .elementwise import isnan, where
-    return sum(where(isnan(input), 0, input) if is_floating(input.dtype) else input, dim, keepdim,
-               dtype=dtype)
+    return name_node(sum(where(isnan(input), 0, input) if is_floating(input.dtype) else input, dim, keepdim,
+                         dtype=dtype), "NansumBackward0", input, graph=(input,))
 
 
 @_numpy_aliases
@@ -680,7 +686,7 @@ def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     axis = _axes(dim, input.ndim)
     if not axis:  # a 0-d tensor: its product is itself
         return input.clone()
-    return Prod.apply(input, axis=axis[0], keepdims=keepdim)
+    return name_node(Prod.apply(input, axis=axis[0], keepdims=keepdim), "ProdBackward1", input)  # (prod.dim_int)
 
 
 def _extreme(name, input, dim, keepdim, smallest, other=None):
@@ -741,7 +747,8 @@ def amin(input, dim=(), keepdim=False):
 
 def _amax(input, dim, keepdim, smallest):
     result = AMax.apply(input, axis=dim, keepdims=keepdim, smallest=smallest)
-    return saves_as_torch(result, input, result)  # (AMax keeps a mask; torch the input and the result)
+    saves_as_torch(result, input, result)  # (AMax keeps a mask; torch the input and the result)
+    return name_node(result, "AminBackward0", input) if smallest else result
 
 
 def _arg_extreme(input, dim, keepdim, smallest):

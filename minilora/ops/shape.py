@@ -9,8 +9,8 @@ from ..device import xp_of
 from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
-from ..factories import (channels_last, in_layout_of, int_sizes, laid_out_copy, layout_is_known, layout_is_unknown,
-                         layout_order)
+from ..factories import (channels_last, dense_strides, in_layout_of, int_sizes, known_order, laid_out_copy,
+                         layout_is_known, layout_is_unknown, layout_order)
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
 
@@ -845,6 +845,11 @@ def diag(input, diagonal=0):
 
 
 def diag_embed(input, offset=0, dim1=-2, dim2=-1):
+    """``torch.diag_embed`` (see _embedded_diagonals), one node as torch's."""
+    return name_node(_embedded_diagonals(input, offset, dim1, dim2), "DiagEmbedBackward0", input, graph=(input,))
+
+
+def _embedded_diagonals(input, offset, dim1, dim2):
     """``torch.diag_embed``: each vector along ``input``'s last dimension put on the ``offset``
     diagonal of a matrix spanning output dimensions ``dim1`` and ``dim2`` (zeros elsewhere)."""
     first, second = _dims((dim1, dim2), input.ndim + 1)
@@ -1103,7 +1108,10 @@ def stride(input, dim=None):
     always agree on), so ``stride()`` refuses rather than report strides torch would not; so it does for
     a result made from a channels_last input by an op without torch's rule (tensor._torch_layout)."""
     array = input._array
-    if layout_is_followed(input) and array.flags.c_contiguous:
+    order = known_order(array) if input._base is None else None
+    if order is not None and layout_is_followed(input):  # (torch's, dimensions of size 1 included)
+        strides = dense_strides(array.shape, order)
+    elif layout_is_followed(input) and array.flags.c_contiguous:
         strides = _contiguous_strides(array.shape)
     elif layout_is_followed(input) and (_is_strided_wrapper(array.base) or (
             (input._base is not None or layout_is_known(array)) and all(n > 1 for n in array.shape))):
@@ -1128,6 +1136,10 @@ def layout_is_followed(input):
     if base is None:
         return True
     storage = base._array
+    order = known_order(storage)  # (where NumPy's strides of size-1 dimensions are not torch's, a view's are not)
+    if order is not None and dense_strides(storage.shape, order) != tuple(s // storage.itemsize
+                                                                          for s in storage.strides):
+        return False
     return not layout_is_unknown(storage) and (storage.flags.c_contiguous or layout_is_known(storage)
                                                or _is_strided_wrapper(storage.base))
 
@@ -1449,6 +1461,11 @@ def flipud(input):
 
 
 def rot90(input, k=1, dims=(0, 1)):
+    """``torch.rot90`` (see _rotated90), one node as torch's."""
+    return name_node(_rotated90(input, k, dims), "Rot90Backward0", input, graph=(input,))
+
+
+def _rotated90(input, k, dims):
     """``torch.rot90``: rotated ``k`` quarter turns in the plane of ``dims``, from the first
     towards the second (k < 0: the other way), as a flip and a transpose."""
     int_argument("rot90", "k", k)
@@ -1541,7 +1558,7 @@ def dstack(tensors):
 
 def narrow_copy(input, dim, start, length):
     """``torch.narrow_copy``: ``narrow``, as a new tensor."""
-    return narrow(input, dim, start, length).clone()
+    return name_node(narrow(input, dim, start, length).clone(), "NarrowCopyBackward0", input, graph=(input,))
 
 
 def split_with_sizes(input, split_sizes, dim=0):
