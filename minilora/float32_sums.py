@@ -1,4 +1,4 @@
-"""torch's CPU float32 sums in torch's order: the same numbers, last bit included.
+"""torch's CPU float32 and float64 sums in torch's order: the same numbers, last bit included.
 
 A float32 sum's last bits depend on the order of its additions. NumPy adds pairwise (blocks of 128
 in 8 running sums); torch 2.13's CPU ``sum`` (and ``mean``, its sum divided by the count) runs ATen's
@@ -27,14 +27,19 @@ additions compiled (``minilora/native/float32_sums.c``, as ``float32_math``'s SL
 NumPy's own sum) where a C compiler is found; the NumPy steps here are the reference, and run without one
 (``MINILORA_NATIVE=0``): 4-10x a plain NumPy sum, in ~20 short calls.
 
-A view is summed as torch's iterator orders it where that is modelled (``_strided_sum``: a permuted
-contiguous array, a sum along a last dimension of the smallest stride).
+float64 runs the same cascade with 4 doubles a vector (``sum_lanes``: the kernel's 32-byte vectors, on every
+capability), compiled too (``ml_row_sums_f64``, ``ml_outer_sums_f64``).
+
+Any other layout -- a view (``x.T``, ``x[::2]``, ``x[..., ::3]``), middle dimensions (``x.sum(1)`` of a 3-D
+tensor), dimensions of size 1 -- is summed as torch's TensorIterator runs the kernel (``_iterator_sum``): its
+order of dimensions and their coalescing (``_iterator_dims``), the kernel's 2-D loop on the two innermost for
+each index of the others (``_loop_sums``), the loops' sums added into the outputs in the iterator's order.
 
 A whole-tensor sum of at least ``GRAIN_SIZE`` (32768) elements on several threads
 (``parallel.num_threads()``, taken as torch's) is cut into one chunk a thread (``at::parallel_for``),
 each summed as a row, and the chunks' sums added in order; a sum over leading dimensions is split by
-columns, rounded to 128 bytes (``_column_ranges``). ``cascade_sum`` returns None for layouts other
-than these, and the caller keeps NumPy's sum.
+columns, rounded to 128 bytes (``_column_ranges``). ``cascade_sum`` returns None for an expanded or flipped
+view (a stride of 0 or below), and the caller keeps NumPy's sum.
 """
 import math
 
@@ -53,6 +58,14 @@ _ILP = 4  # row_sum's running sums side by side (its ilp_factor)
 # CPU torch runs its AVX2 build, so its vectors hold 8 floats on every capability ("default"'s
 # Vectorized<float> is 32 bytes too). (Checked against torch 2.13 under all three capabilities.)
 SUM_LANES = 8
+_VECTOR_BYTES = 32  # (so a float64 vector holds 4: sum_lanes)
+_SUMMED = (np.dtype(np.float32), np.dtype(np.float64))  # the dtypes summed in torch's order here
+
+
+def sum_lanes(dtype):
+    """The lanes of the sum kernel's ``Vectorized<scalar_t>`` for float32 or float64: 32 bytes' worth (8 floats,
+    4 doubles) on every capability (AVX2's build; "default"'s generic vector is 32 bytes too)."""
+    return _VECTOR_BYTES // dtype.itemsize
 
 
 def _ceil_log2(n):
@@ -131,10 +144,14 @@ def _native_library():
         library = native.load(Path(__file__).with_name("native") / "float32_sums.c")
         if library is not None:
             size, pointer = ctypes.c_size_t, ctypes.c_void_p
-            library.ml_row_sums.argtypes = [pointer, pointer, size, size, ctypes.c_int]
+            for row_sums in (library.ml_row_sums_f32, library.ml_row_sums_f64):
+                row_sums.argtypes, row_sums.restype = [pointer, pointer, size, size, ctypes.c_int], None
+            for outer_sums in (library.ml_outer_sums_f32, library.ml_outer_sums_f64):
+                outer_sums.argtypes = [pointer, pointer, pointer, size, size, size, size, size, ctypes.c_int]
+                outer_sums.restype = None
             library.ml_row_moments.argtypes = [pointer, pointer, pointer, size, size, ctypes.c_int, ctypes.c_int]
             library.ml_lane_sums.argtypes = [pointer, pointer, size, size, ctypes.c_int, ctypes.c_int]
-            library.ml_row_sums.restype = library.ml_row_moments.restype = library.ml_lane_sums.restype = None
+            library.ml_row_moments.restype = library.ml_lane_sums.restype = None
             library.ml_fma_square_columns.argtypes = [pointer, pointer, size, size]
             library.ml_fma_square_columns.restype = None
         _NATIVE.update(tried=True, library=library)
@@ -161,35 +178,37 @@ def fma_square_columns(rows):
 # cascade's fixed cost -- ~20 NumPy calls, or the compiled call's ctypes set-up -- many times over its
 # additions. For short rows the cascade is a fixed order, written out here; tests/test_tiny_path_r12.py
 # checks these against the compiled sums, the NumPy port and torch across the size boundaries.
-_SHORT_WIDTH = 2 * SUM_LANES  # rows narrower than this are one chain of additions (_short_order)
+_SHORT_WIDTH = 2 * SUM_LANES  # float32 rows narrower than this are one chain of additions (_short_order)
 _SHORT_SIZE = 4096  # elements up to which the short forms beat the compiled call
 _SHORT_ROWS = 16 * _ILP  # row_sum over fewer rows than this forms no block of 2^4 (multi_row_sum's shortest)
 _ZERO = np.zeros((), np.float32)  # (a 0-d array operand costs a ufunc call less than a NumPy scalar)
 
 
-def _short_order(width):
-    """The order in which torch's sum adds a row narrower than two vectors: one chain from its first
+def _short_order(width, lanes=SUM_LANES):
+    """The order in which torch's sum adds a row narrower than two vectors (of ``lanes``): one chain from its first
     element. A row narrower than a vector runs ``row_sum`` on its elements: four running sums of one element
     each (element i into i % 4), the elements after the first four into the first, then the other three:
     [0, 4, 5, 6, 1, 2, 3] (the sums start at 0: ``0 + x`` is ``x`` but for a zero's sign, which the
     output's ``+ 0`` clears). A row of one vector and a few more: each lane holds its one element, the
-    elements after the vector are added first, then the lanes: [8, ..., width - 1, 0, ..., 7]. None
-    where that is the elements' own order."""
-    if width < SUM_LANES:
+    elements after the vector are added first, then the lanes: [8, ..., width - 1, 0, ..., 7] (float32).
+    None where that is the elements' own order."""
+    if width < lanes:
         order = [0, *range(_ILP, width), *range(1, min(width, _ILP))]
     else:
-        order = [*range(SUM_LANES, width), *range(SUM_LANES)]
+        order = [*range(lanes, width), *range(lanes)]
     return None if order == list(range(width)) else np.array(order)
 
 
-_SHORT_ORDERS = [_short_order(width) for width in range(_SHORT_WIDTH)]
+# each summed dtype's orders (by its itemsize) for the widths below two of its vectors (16 floats, 8 doubles)
+_SHORT_ORDERS = {dtype.itemsize: [_short_order(width, sum_lanes(dtype)) for width in range(2 * sum_lanes(dtype))]
+                 for dtype in _SUMMED}
 
 
 def _short_row_sums(x):
-    """``row_sums`` of a float32 [rows, width] array with width below ``_SHORT_WIDTH``: each row's elements
-    in ``_short_order``, added one after another (``add.accumulate`` adds in order; NumPy's sum would
-    add pairwise), plus the output's zero."""
-    order = _SHORT_ORDERS[x.shape[1]]
+    """``row_sums`` of a [rows, width] array with width below two vectors (``_SHORT_ORDERS``): each row's
+    elements in ``_short_order``, added one after another (``add.accumulate`` adds in order; NumPy's sum
+    would add pairwise), plus the output's zero."""
+    order = _SHORT_ORDERS[x.itemsize][x.shape[1]]
     if order is not None:
         x = x[:, order]
     return np.add.accumulate(x, axis=1)[:, -1] + _ZERO
@@ -198,9 +217,9 @@ def _short_row_sums(x):
 def _short_sum(flat):
     """``_short_row_sums`` of one flat row, as a 0-d array (the whole-tensor sum of a few elements). A zero
     sum is +0 (the output's ``+ 0``; a test instead of the addition: half its cost here)."""
-    order = _SHORT_ORDERS[flat.size]
+    order = _SHORT_ORDERS[flat.itemsize][flat.size]
     total = np.add.accumulate(flat if order is None else flat[order])[-1]
-    return np.asarray(total) if total else np.zeros((), np.float32)
+    return np.asarray(total) if total else np.zeros((), flat.dtype)
 
 
 def _short_row_sum(x):
@@ -217,11 +236,12 @@ def _short_row_sum(x):
 
 
 def _short_outer_sums(x):
-    """``_outer_sums`` of a float32 [rows, columns] array with few rows, or None: groups of columns each
+    """``_outer_sums`` of a [rows, columns] array with few rows, or None: groups of columns each
     a running sum per column (``multi_row_sum`` with fewer than 16 rows: in order), the others ``row_sum``
     (fewer than ``_SHORT_ROWS`` rows)."""
     rows, columns = x.shape
-    group = _ILP * SUM_LANES if columns >= SUM_LANES else _ILP
+    lanes = sum_lanes(x.dtype)
+    group = _ILP * lanes if columns >= lanes else _ILP
     grouped = columns // group * group
     if rows >= _SHORT_ROWS or (grouped and rows >= 16):
         return None
@@ -234,29 +254,31 @@ def _short_outer_sums(x):
 
 
 def row_sums(x, port=False, squares=False):
-    """The sum of each row of a C-contiguous float32 [rows, width] array (of its squares, rounded, with
-    ``squares``: ``pow(x, 2).sum(-1)``) as torch's ``vectorized_inner_sum`` (``scalar_inner_sum`` for a
+    """The sum of each row of a C-contiguous float32 or float64 [rows, width] array (of its squares, rounded,
+    with ``squares``: ``pow(x, 2).sum(-1)``) as torch's ``vectorized_inner_sum`` (``scalar_inner_sum`` for a
     row narrower than a vector) adds it: compiled (minilora/native/float32_sums.c, no temporary) where it
     can be, else (or with ``port``) the NumPy steps below; short rows of a small array in their order
     (``_short_row_sums``), unless ``port``."""
-    if x.shape[1] < _SHORT_WIDTH and x.size <= _SHORT_SIZE and not port:
+    lanes = sum_lanes(x.dtype)
+    if x.shape[1] < 2 * lanes and x.size <= _SHORT_SIZE and not port:
         return _short_row_sums(np.square(x) if squares else x)
     library = None if port else _native_library()
     if library is not None:
-        out = np.empty(len(x), np.float32)
-        library.ml_row_sums(native.address(x), native.address(out), len(x), x.shape[1], int(squares))
+        out = np.empty(len(x), x.dtype)
+        compiled = library.ml_row_sums_f32 if x.dtype == np.float32 else library.ml_row_sums_f64
+        compiled(native.address(x), native.address(out), len(x), x.shape[1], int(squares))
         return out
     if squares:
         x = np.square(x)
     rows, width = x.shape
-    lanes = SUM_LANES
+    zero = x.dtype.type(0)
     if width < lanes:
-        return _row_sum(x.reshape(rows, width, 1))[0] + np.float32(0)
+        return _row_sum(x.reshape(rows, width, 1))[0] + zero
     vectors = width // lanes
     lane_sums = _row_sum(x[:, :vectors * lanes].reshape(rows, vectors, lanes))
     if vectors * lanes < width:  # the elements after the last vector first, then the lanes
         lane_sums = np.concatenate([x[:, vectors * lanes:].T, lane_sums])
-    return _top_to_bottom(lane_sums) + np.float32(0)  # (+ 0: the output's zero, so -0 sums to +0)
+    return _top_to_bottom(lane_sums) + zero  # (+ 0: the output's zero, so -0 sums to +0)
 
 
 def thread_chunk(count, grain=GRAIN_SIZE):
@@ -295,43 +317,59 @@ def _whole_sum(flat):
     chunk = thread_chunk(n)
     if chunk == n:
         return row_sums(flat.reshape(1, n))[0]
-    total = np.float32(0)
+    total = flat.dtype.type(0)
     for start in range(0, n, chunk):
         total += row_sums(flat[start:start + chunk].reshape(1, -1))[0]
     return total
 
 
 def _outer_sums(x):
-    """The sum down each column of a float32 [rows, columns] array (rows of contiguous columns) as torch's
-    ``vectorized_outer_sum`` (``scalar_outer_sum`` with fewer columns than a vector) adds it."""
+    """The sum down each column of a float32 or float64 [rows, columns] array (rows of contiguous columns) as
+    torch's ``vectorized_outer_sum`` (``scalar_outer_sum`` with fewer columns than a vector) adds it."""
     if x.size <= _SHORT_SIZE:
         short = _short_outer_sums(x)
         if short is not None:
             return short
-    rows, columns = x.shape
-    lanes = SUM_LANES
-    group = _ILP * lanes if columns >= lanes else _ILP
+    lanes = sum_lanes(x.dtype)
+    return _slab_outer_sums(x[None], _ILP * lanes if x.shape[1] >= lanes else _ILP)[0]
+
+
+def _slab_outer_sums(x, group):
+    """The sum down each column of each slab of [slabs, rows, columns]: ``group`` columns side by side at a
+    time (``multi_row_sum``: 4 vectors' lanes in ``vectorized_outer_sum``, 4 columns in ``scalar_outer_sum``),
+    each column after the last whole group on its own (``row_sum``) -> [slabs, columns], plus the output's
+    zero. Compiled (``ml_outer_sums``) where it can be."""
+    library = _native_library()
+    if library is not None:
+        if x.strides[2] != x.itemsize or min(x.strides[:2]) < 0 or any(s % x.itemsize for s in x.strides):
+            x = np.ascontiguousarray(x)  # (the kernel steps over whole rows and slabs of contiguous columns)
+        out, sums = np.empty((len(x), x.shape[2]), x.dtype), np.empty(4 * x.shape[2], x.dtype)  # (4 levels)
+        compiled = library.ml_outer_sums_f32 if x.dtype == np.float32 else library.ml_outer_sums_f64
+        compiled(native.address(x), native.address(out), native.address(sums), *x.shape,
+                 x.strides[0] // x.itemsize, x.strides[1] // x.itemsize, group)
+        return out
+    columns = x.shape[2]
     grouped = columns // group * group
-    out = np.empty(columns, np.float32)
-    out[:grouped] = multi_row_sum(x[None, :, :grouped])[0]
+    out = np.empty((len(x), columns), x.dtype)
+    out[:, :grouped] = multi_row_sum(x[:, :, :grouped])
     if grouped < columns:
-        out[grouped:] = _row_sum(np.ascontiguousarray(x[None, :, grouped:]))[:, 0]  # (each column on its own)
-    return out + np.float32(0)
+        out[:, grouped:] = _row_sum(np.ascontiguousarray(x[:, :, grouped:])).T
+    return out + x.dtype.type(0)
 
 
 def cascade_sum(a, axes):
-    """``a.sum(axes)`` (no kept dimensions) for a float32 NumPy array in torch's order, or None where
-    the layout is not one modelled here (see the module's docstring)."""
-    if type(a) is not np.ndarray or a.dtype != np.float32 or a.size == 0:
+    """``a.sum(axes)`` (no kept dimensions) for a float32 or float64 NumPy array in torch's order, or None
+    where the layout is not one modelled here (see the module's docstring)."""
+    if type(a) is not np.ndarray or a.dtype not in _SUMMED or a.size == 0:
         return None
-    if a.size < _SHORT_WIDTH and a.flags.c_contiguous and len(set(axes)) == a.ndim:  # a few elements, all summed
+    if a.nbytes < 2 * _VECTOR_BYTES and a.flags.c_contiguous and len(set(axes)) == a.ndim:  # under 2 vectors, all summed
         return _short_sum(a.reshape(-1))
     axes = tuple(sorted(axes))
-    if not a.flags.c_contiguous:
-        return _strided_sum(a, axes)
+    if not a.flags.c_contiguous or 1 in a.shape:  # (torch's iterator drops dimensions of size 1)
+        return _iterator_sum(a, axes)
     ndim = a.ndim
     if axes == tuple(range(ndim)):  # the whole tensor: one contiguous row
-        return np.asarray(_whole_sum(a.reshape(-1)), np.float32)
+        return np.asarray(_whole_sum(a.reshape(-1)), a.dtype)
     kept = [n for i, n in enumerate(a.shape) if i not in axes]
     if axes == tuple(range(ndim - len(axes), ndim)):  # trailing dimensions: rows of contiguous memory
         width = math.prod(a.shape[i] for i in axes)
@@ -340,17 +378,18 @@ def cascade_sum(a, axes):
         columns = a.reshape(math.prod(a.shape[i] for i in axes), -1)
         if a.size <= _SHORT_SIZE:  # (one range of columns: below GRAIN_SIZE)
             return _outer_sums(columns).reshape(kept)
-        out = np.empty(columns.shape[1], np.float32)
-        for begin, end in _column_ranges(a.size, columns.shape[1]):
+        out = np.empty(columns.shape[1], a.dtype)
+        for begin, end in _column_ranges(a.size, columns.shape[1], a.itemsize):
             out[begin:end] = _outer_sums(columns[:, begin:end])
         return out.reshape(kept)
-    return None
+    return _iterator_sum(a, axes)
 
 
-def _column_ranges(size, columns):
+def _column_ranges(size, columns, itemsize=4, rounded=True):
     """The columns each thread sums in torch's ``parallel_dim_reduction`` (a reduction of 32768+
     elements on several threads): ``at::parallel_for`` over the columns, each range's ends rounded down
-    to 128 bytes (32 floats) but the last; each range starts its own groups of columns."""
+    to 128 bytes (32 floats, 16 doubles) but the last where the columns are contiguous (``rounded``); each
+    range starts its own groups of columns."""
     threads = parallel.num_threads()
     if size < GRAIN_SIZE or threads == 1:
         return [(0, columns)]
@@ -358,59 +397,159 @@ def _column_ranges(size, columns):
     ranges = []
     for begin in range(0, columns, chunk):
         end = min(begin + chunk, columns)
-        begin, end = begin - begin % 32, end if end == columns else end - end % 32
+        align = 128 // itemsize if rounded else 1
+        begin, end = begin - begin % align, end if end == columns else end - end % align
         if begin < end:
             ranges.append((begin, end))
     return ranges
 
 
 
-def _strided_sum(a, axes):
-    """The views torch's iterator reduces in a modelled order: a permuted contiguous array (``x.T``:
-    torch orders the dimensions by their strides, so ``x.T.sum(1)`` adds as ``x.sum(0)``) with at most
-    one kept dimension, and a sum along the last dimension whose stride is the smallest (``x[::2]``:
-    each row as a contiguous one; ``x[:, ::2]``: ``scalar_inner_sum``, ``row_sum`` over the elements).
-    None for the rest."""
-    strides = [s for s, n in zip(a.strides, a.shape) if n > 1]
-    if any(s <= 0 for s in strides):
-        return None
-    order = sorted(range(a.ndim), key=lambda i: -a.strides[i])
-    base = a.transpose(order)
-    kept = [n for i, n in enumerate(a.shape) if i not in axes]
-    if base.flags.c_contiguous and len(kept) <= 1:
-        return cascade_sum(base, tuple(order.index(i) for i in axes))
-    if not kept:
-        return _strided_whole_sum(base)
-    last = a.ndim - 1
-    if axes != (last,) or a.shape[last] < 2 or any(a.strides[last] >= s for i, s in enumerate(a.strides)
-                                                    if i != last and a.shape[i] > 1):
-        return None
-    rows = np.ascontiguousarray(a).reshape(-1, a.shape[last])
-    if a.strides[last] == a.itemsize:
-        return row_sums(rows).reshape(kept)
-    return (_row_sum(rows.reshape(len(rows), -1, 1))[0] + np.float32(0)).reshape(kept)
+def _iterator_dims(a, axes):
+    """The dimensions torch's TensorIterator loops over to reduce ``a`` over ``axes``, innermost first, each
+    [size, input stride in bytes, output stride (0: reduced), the original axes it spans, innermost first]
+    (TensorIteratorBase::reorder_dimensions and coalesce_dimensions): dimensions of size 1 dropped, the rest
+    sorted from the last dimension on by an insertion sort that puts the reduced dimensions first, then
+    compares the output's strides (a new C-contiguous tensor of the kept ones), then the input's (the smaller
+    size first on a tie); neighbours that step through memory as one dimension (in the input and the output)
+    are merged."""
+    out_strides, step = {}, 1
+    for axis in reversed(range(a.ndim)):
+        if axis not in axes:
+            out_strides[axis], step = step, step * a.shape[axis]
+    out = {axis: out_strides.get(axis, 0) for axis in range(a.ndim)}
+
+    def should_swap(d0, d1):  # 1: d1 goes inside d0; -1: it stays outside; 0: no opinion
+        if (out[d0] == 0) != (out[d1] == 0):
+            return 1 if out[d1] == 0 else -1
+        for s0, s1 in ((out[d0], out[d1]), (a.strides[d0], a.strides[d1])):
+            if s0 == 0 or s1 == 0:
+                continue
+            if s0 != s1:
+                return -1 if s0 < s1 else 1
+            if a.shape[d0] > a.shape[d1]:
+                return 1
+        return 0
+
+    order = [axis for axis in reversed(range(a.ndim)) if a.shape[axis] > 1]
+    for i in range(1, len(order)):
+        moving = i
+        for j in range(i - 1, -1, -1):
+            comparison = should_swap(order[j], order[moving])
+            if comparison > 0:
+                order[j], order[moving] = order[moving], order[j]
+                moving = j
+            elif comparison < 0:
+                break
+    dims = []
+    for axis in order:
+        size, stride = a.shape[axis], a.strides[axis]
+        if dims and dims[-1][0] * dims[-1][1] == stride and dims[-1][0] * dims[-1][2] == out[axis]:
+            dims[-1][0] *= size
+            dims[-1][3].append(axis)
+        else:
+            dims.append([size, stride, out[axis], [axis]])
+    return dims
 
 
-def _strided_whole_sum(base):
-    """The sum of a strided view whose axes run from the largest stride to the smallest, as torch's
-    serial loop adds it: the innermost run of memory (the last axes that coalesce) is a row, summed as
-    ``vectorized_inner_sum`` (stride 1) or ``scalar_inner_sum``'s ``row_sum``, and the rows' sums are
-    added into the output one after another in memory order. None where torch splits it among threads."""
-    if base.size >= GRAIN_SIZE and parallel.num_threads() > 1:
-        return None
-    shape = [n for n in base.shape if n > 1]
-    strides = [s for s, n in zip(base.strides, base.shape) if n > 1]
-    width = shape[-1]
-    for n, stride in zip(shape[-2::-1], strides[-2::-1]):  # (an axis continuing the run coalesces into it)
-        if stride != strides[-1] * width:
+def _loop_sums(x, in_strides, itemsize):
+    """cascade_sum's 2-D loop on ``x`` [..., size1, size0], reduced along its last axis (``size0``): each row's sum
+    -> [..., size1]. Along contiguous memory ``vectorized_inner_sum`` (``row_sums``); down rows of contiguous
+    columns ``vectorized_outer_sum``; else ``scalar_inner_sum`` (``row_sum`` of each row's elements) when the
+    reduced stride is the smaller, ``scalar_outer_sum`` when it is the larger (``_slab_outer_sums``)."""
+    (in0, in1), size1, size0 = in_strides, x.shape[-2], x.shape[-1]
+    lanes = sum_lanes(x.dtype)
+    if in0 == itemsize and size0 >= lanes:
+        return row_sums(np.ascontiguousarray(x).reshape(-1, size0)).reshape(x.shape[:-1])
+    if in0 < in1 and not (in1 == itemsize and size1 >= lanes):
+        rows = np.ascontiguousarray(x).reshape(-1, size0, 1)
+        return (_row_sum(rows)[0] + x.dtype.type(0)).reshape(x.shape[:-1])
+    group = _ILP * lanes if in1 == itemsize and size1 >= lanes else _ILP
+    slabs = np.ascontiguousarray(np.swapaxes(x, -1, -2)).reshape(-1, size0, size1)
+    return _slab_outer_sums(slabs, group).reshape(x.shape[:-1])
+
+
+def _split_dim(dims):
+    """The dimension torch's ``parallel_dim_reduction`` splits among threads (``find_split_dim``): from the
+    outermost, the first kept one with at least a thread's worth of columns, else the largest kept one."""
+    threads, best = parallel.num_threads(), len(dims) - 1
+    for d in range(len(dims) - 1, -1, -1):
+        if not dims[d][2]:
             break
-        width *= n
-    rows = np.ascontiguousarray(base).reshape(-1, width)
-    if strides[-1] == base.itemsize:
-        sums = row_sums(rows)
+        if dims[d][0] >= threads:
+            return d
+        if dims[d][0] > dims[best][0]:
+            best = d
+    return best
+
+
+def _iterator_sum(a, axes):
+    """``a.sum(axes)`` for any layout, as torch's iterator runs cascade_sum: its dimensions (``_iterator_dims``),
+    the 2-D loop over the two innermost (``_loop_sums``; swapped so that the reduced one is inside) for each
+    index of the outer ones, and each loop's sums added into the output (from 0) in the iterator's order. A
+    reduction of ``GRAIN_SIZE`` elements or more on several threads: one output in one chunk a thread
+    (``_chunked_whole_sum``), several split on ``_split_dim`` (columns rounded to 128 bytes when they are
+    contiguous: ``_column_ranges``). None for a stride of 0 or below (an expanded or flipped view)."""
+    if any(stride <= 0 for stride, n in zip(a.strides, a.shape) if n > 1):
+        return None
+    kept = [n for i, n in enumerate(a.shape) if i not in axes]
+    dims = _iterator_dims(a, axes)
+    if not any(dim[2] == 0 for dim in dims):  # nothing of size > 1 reduced: each element added to 0
+        return (a + a.dtype.type(0)).reshape(kept)
+    while len(dims) < 2:
+        dims.append([1, a.itemsize, 0, []])
+    threaded = a.size >= GRAIN_SIZE and parallel.num_threads() > 1
+    split = _split_dim(dims) if threaded and math.prod(kept) > 1 else None
+    if dims[0][2] and not dims[1][2]:  # (the reduced dimension inside)
+        dims[0], dims[1] = dims[1], dims[0]
+    view = np.lib.stride_tricks.as_strided(a, [d[0] for d in reversed(dims)], [d[1] for d in reversed(dims)],
+                                           writeable=False)
+    if threaded and split is None:
+        return np.asarray(_chunked_whole_sum(view, dims[0][1] == a.itemsize), a.dtype).reshape(kept)
+    in_strides = (dims[0][1], dims[1][1])
+    if split == 1:  # (a split on an outer dimension leaves each loop whole)
+        sums = np.empty(view.shape[:-1], a.dtype)
+        for begin, end in _column_ranges(a.size, dims[1][0], a.itemsize, rounded=dims[1][1] == a.itemsize):
+            sums[..., begin:end] = _loop_sums(view[..., begin:end, :], in_strides, a.itemsize)
     else:
-        sums = _row_sum(rows.reshape(len(rows), width, 1))[0]
-    return np.asarray(np.cumsum(sums)[-1] + np.float32(0), np.float32)  # (a cumulative sum adds in order)
+        sums = _loop_sums(view, in_strides, a.itemsize)
+    return _into_output(sums, dims[:0:-1], a, axes).reshape(kept)
+
+
+def _into_output(sums, dims, a, axes):
+    """The loops' sums [outer dims..., size1] added into the output: ``dims`` (outermost first) name the original
+    axes each spans; the kept ones become the output's axes in their order, and the sums that land on one
+    output (over reduced axes) are added one after another from 0, in the iterator's order."""
+    spans = [axis for dim in dims for axis in reversed(dim[3])]
+    sums = sums.reshape([a.shape[axis] for axis in spans])
+    kept = [spans.index(axis) for axis in range(a.ndim) if axis in spans and axis not in axes]
+    reduced = [i for i, axis in enumerate(spans) if axis in axes]
+    sums = sums.transpose(kept + reduced).reshape([sums.shape[i] for i in kept] + [-1])
+    sums[..., 0] += a.dtype.type(0)  # (the output's zero: -0 sums to +0)
+    return np.cumsum(sums, axis=-1)[..., -1]  # (a cumulative sum adds in order)
+
+
+def _chunked_whole_sum(view, contiguous):
+    """A whole reduction on several threads (``two_pass_reduction``): the iterator's elements, in its order, cut
+    into one chunk a thread; each chunk's runs along the innermost dimension (a row, or the part of one at a cut)
+    summed as rows (``row_sums`` along contiguous memory, else ``row_sum``'s elements) and added in order from 0,
+    then the chunks' sums added in order."""
+    width = view.shape[-1]
+    flat = np.ascontiguousarray(view).reshape(-1)
+    chunk = thread_chunk(flat.size)
+    total = flat.dtype.type(0)
+    for start in range(0, flat.size, chunk):
+        end = min(start + chunk, flat.size)
+        head = min(-start % width, end - start)  # (the rest of a row cut at the chunk's start)
+        tail = (end - start - head) % width
+        pieces = [flat[start:start + head], flat[start + head:end - tail].reshape(-1, width), flat[end - tail:end]]
+        part = flat.dtype.type(0)
+        for rows in (pieces[0][None], pieces[1], pieces[2][None]):
+            if rows.size:
+                sums = row_sums(rows) if contiguous else _row_sum(rows.reshape(len(rows), -1, 1))[0]
+                part = np.cumsum(np.concatenate([[part], sums]))[-1]
+        total += part
+    return total
 
 
 def two_norms(a, axes, keepdims=False):

@@ -1,17 +1,111 @@
-/* torch's float32 row sums in ATen's cascade_sum order (aten/src/ATen/native/cpu/SumKernel.cpp), written
- * scalar, step for step as minilora/float32_sums.py's NumPy port adds them: the port is the reference a
+/* torch's float32 and float64 row sums in ATen's cascade_sum order (aten/src/ATen/native/cpu/SumKernel.cpp),
+ * written scalar, step for step as minilora/float32_sums.py's NumPy port adds them: the port is the reference a
  * learner reads, this file the same additions at C speed (the port's many short NumPy calls cost 4-10x a
  * plain sum). minilora/native/__init__.py compiles it with -ffp-contract=off and without -ffast-math, so
  * GCC neither fuses nor reorders an addition; it may vectorize across independent running sums, which
  * changes no bit. */
+#ifdef SUM_TYPE
+/* ---- the cascade for one type: SUM_TYPE (float, double), SUM_LANES (its Vectorized<T>'s lanes in the sum
+ * kernel's AVX2 build, on AVX-512 CPUs too: 32 bytes, 8 floats or 4 doubles) and NAMED(name) (the name with
+ * the type's suffix) are set where this file includes itself below, once per type: C's way of writing a
+ * function once for two types. ---- */
+#define MAX_SUMS (ILP * SUM_LANES)
+
+static inline SUM_TYPE NAMED(load)(const SUM_TYPE *x, size_t i, int square) { return square ? x[i] * x[i] : x[i]; }
+
+/* multi_row_sum: `count` running sums side by side (sum k reads x[i * row_step + k * col_step]) over `size` rows,
+ * blocks of 2^p rows gathered level by level (p = max(4, ceil(log2(size)) / 4)), then the levels added
+ * into level 0 in order; `acc` holds LEVELS x count sums, and level 0 (its first `count`) is the result.
+ * (Inlined: each call site's constant count and steps let GCC vectorize it.) */
+static inline __attribute__((always_inline)) void NAMED(multi_row_sum)(
+        const SUM_TYPE *x, size_t row_step, size_t col_step, size_t size, size_t count, int square, SUM_TYPE *acc) {
+    int power = ceil_log2(size) / LEVELS;
+    size_t step, mask, i = 0;
+    if (power < 4) power = 4;
+    step = (size_t)1 << power;
+    mask = step - 1;
+    memset(acc, 0, LEVELS * count * sizeof(SUM_TYPE));
+    while (i + step <= size) {
+        for (size_t j = 0; j < step; j++, i++)
+            for (size_t k = 0; k < count; k++) acc[k] += NAMED(load)(x, i * row_step + k * col_step, square);
+        for (int level = 1; level < LEVELS; level++) {
+            SUM_TYPE *below = acc + (level - 1) * count, *above = acc + level * count;
+            for (size_t k = 0; k < count; k++) {
+                above[k] += below[k];
+                below[k] = 0;
+            }
+            if (i & (mask << (level * power))) break;
+        }
+    }
+    for (; i < size; i++)
+        for (size_t k = 0; k < count; k++) acc[k] += NAMED(load)(x, i * row_step + k * col_step, square);
+    for (int level = 1; level < LEVELS; level++)
+        for (size_t k = 0; k < count; k++) acc[k] += acc[level * count + k];
+}
+
+/* row_sum over `size` items `item_step` elements apart, each `width` contiguous elements (a vector: width ==
+ * item_step, or one element): items i go to running sum i % 4, the last size % 4 items into the first, then the
+ * four folded left to right into out[0 .. width). */
+static inline __attribute__((always_inline)) void NAMED(row_sum)(
+        const SUM_TYPE *x, size_t item_step, size_t size, int width, int square, SUM_TYPE *out) {
+    SUM_TYPE sums[LEVELS * MAX_SUMS];
+    size_t whole = size / ILP * ILP, col_step = width == 1 ? item_step : 1;
+    NAMED(multi_row_sum)(x, ILP * item_step, col_step, size / ILP, (size_t)(ILP * width), square, sums);
+    for (size_t i = whole; i < size; i++)
+        for (int l = 0; l < width; l++) sums[l] += NAMED(load)(x, i * item_step + l, square);
+    for (int k = 1; k < ILP; k++)
+        for (int l = 0; l < width; l++) sums[l] += sums[k * width + l];
+    memcpy(out, sums, (size_t)width * sizeof(SUM_TYPE));
+}
+
+/* vectorized_outer_sum (group == 4 vectors' lanes) or scalar_outer_sum (group == 4) down each column of each
+ * rows x columns slab (contiguous columns; rows `row_step`, slabs `slab_step` elements apart): `group` columns
+ * side by side at a time (multi_row_sum), each column after the
+ * last whole group on its own (row_sum down the column), each added to the output's starting zero. Every group's
+ * running sums follow the same row index, so all whole groups run as one multi_row_sum, row after row through
+ * memory (`acc`: LEVELS x columns sums, the caller's). */
+void NAMED(ml_outer_sums)(const SUM_TYPE *x, SUM_TYPE *out, SUM_TYPE *acc, size_t slabs, size_t rows,
+                          size_t columns, size_t slab_step, size_t row_step, int group) {
+    size_t grouped = columns / (size_t)group * (size_t)group;
+    for (size_t s = 0; s < slabs; s++) {
+        const SUM_TYPE *slab = x + s * slab_step;
+        SUM_TYPE *o = out + s * columns, sums[LEVELS * MAX_SUMS];
+        NAMED(multi_row_sum)(slab, row_step, 1, rows, grouped, 0, acc);
+        for (size_t j = 0; j < grouped; j++) o[j] = (SUM_TYPE)0 + acc[j];
+        for (size_t j = grouped; j < columns; j++) {
+            NAMED(row_sum)(slab + j, row_step, rows, 1, 0, sums);
+            o[j] = (SUM_TYPE)0 + sums[0];
+        }
+    }
+}
+
+/* vectorized_inner_sum (scalar_inner_sum below a vector's width): out[r] = the sum of row r of the
+ * C-contiguous rows x width array x (of its elements' rounded squares with `square`: pow(x, 2) summed,
+ * without the temporary), added to the output's starting zero. */
+void NAMED(ml_row_sums)(const SUM_TYPE *x, SUM_TYPE *out, size_t rows, size_t width, int square) {
+    for (size_t r = 0; r < rows; r++) {
+        const SUM_TYPE *row = x + r * width;
+        SUM_TYPE lanes[SUM_LANES], total = 0;
+        if (width < SUM_LANES) {
+            NAMED(row_sum)(row, 1, width, 1, square, lanes);
+            out[r] = (SUM_TYPE)0 + lanes[0];
+            continue;
+        }
+        size_t vectors = width / SUM_LANES;
+        NAMED(row_sum)(row, SUM_LANES, vectors, SUM_LANES, square, lanes);
+        for (size_t k = vectors * SUM_LANES; k < width; k++) total += NAMED(load)(row, k, square);
+        for (int l = 0; l < SUM_LANES; l++) total += lanes[l];
+        out[r] = (SUM_TYPE)0 + total;
+    }
+}
+#undef MAX_SUMS
+#else
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
 
-#define LANES 8   /* the sum kernel's Vectorized<float>: its AVX2 build, on AVX-512 CPUs too */
 #define ILP 4     /* row_sum's interleaved running sums */
 #define LEVELS 4  /* multi_row_sum's cascade levels */
-#define MAX_SUMS (ILP * LANES)
 
 static int ceil_log2(size_t n) {
     int bits = 0;
@@ -20,69 +114,20 @@ static int ceil_log2(size_t n) {
     return bits;
 }
 
-/* multi_row_sum: `count` running sums side by side (sum k reads x[i * row_step + k]) over `size` rows,
- * blocks of 2^p rows gathered level by level (p = max(4, ceil(log2(size)) / 4)), then the levels added
- * into level 0 in order. */
-static inline float load(const float *x, size_t i, int square) { return square ? x[i] * x[i] : x[i]; }
-
-static void multi_row_sum(const float *x, size_t row_step, size_t size, int count, int square, float *out) {
-    float acc[LEVELS][MAX_SUMS];
-    int power = ceil_log2(size) / LEVELS;
-    size_t step, mask, i = 0;
-    if (power < 4) power = 4;
-    step = (size_t)1 << power;
-    mask = step - 1;
-    memset(acc, 0, sizeof acc);
-    while (i + step <= size) {
-        for (size_t j = 0; j < step; j++, i++)
-            for (int k = 0; k < count; k++) acc[0][k] += load(x, i * row_step + k, square);
-        for (int level = 1; level < LEVELS; level++) {
-            for (int k = 0; k < count; k++) {
-                acc[level][k] += acc[level - 1][k];
-                acc[level - 1][k] = 0.0f;
-            }
-            if (i & (mask << (level * power))) break;
-        }
-    }
-    for (; i < size; i++)
-        for (int k = 0; k < count; k++) acc[0][k] += load(x, i * row_step + k, square);
-    for (int level = 1; level < LEVELS; level++)
-        for (int k = 0; k < count; k++) acc[0][k] += acc[level][k];
-    memcpy(out, acc[0], (size_t)count * sizeof(float));
-}
-
-/* row_sum over `size` items of `width` floats (a vector, or 1): items i go to running sum i % 4, the
- * last size % 4 items into the first, then the four folded left to right into out[0 .. width). */
-static void row_sum(const float *x, size_t size, int width, int square, float *out) {
-    float sums[MAX_SUMS];
-    size_t whole = size / ILP * ILP;
-    multi_row_sum(x, (size_t)(ILP * width), size / ILP, ILP * width, square, sums);
-    for (size_t i = whole; i < size; i++)
-        for (int l = 0; l < width; l++) sums[l] += load(x, i * width + l, square);
-    for (int k = 1; k < ILP; k++)
-        for (int l = 0; l < width; l++) sums[l] += sums[k * width + l];
-    memcpy(out, sums, (size_t)width * sizeof(float));
-}
-
-/* vectorized_inner_sum (scalar_inner_sum below a vector's width): out[r] = the sum of row r of the
- * C-contiguous rows x width array x (of its elements' rounded squares with `square`: pow(x, 2) summed,
- * without the temporary), added to the output's starting zero. */
-void ml_row_sums(const float *x, float *out, size_t rows, size_t width, int square) {
-    for (size_t r = 0; r < rows; r++) {
-        const float *row = x + r * width;
-        float lanes[LANES], total = 0.0f;
-        if (width < LANES) {
-            row_sum(row, width, 1, square, lanes);
-            out[r] = 0.0f + lanes[0];
-            continue;
-        }
-        size_t vectors = width / LANES;
-        row_sum(row, vectors, LANES, square, lanes);
-        for (size_t k = vectors * LANES; k < width; k++) total += load(row, k, square);
-        for (int l = 0; l < LANES; l++) total += lanes[l];
-        out[r] = 0.0f + total;
-    }
-}
+#define SUM_TYPE float
+#define SUM_LANES 8
+#define NAMED(name) name##_f32
+#include "float32_sums.c"
+#undef SUM_TYPE
+#undef SUM_LANES
+#undef NAMED
+#define SUM_TYPE double
+#define SUM_LANES 4
+#define NAMED(name) name##_f64
+#include "float32_sums.c"
+#undef SUM_TYPE
+#undef SUM_LANES
+#undef NAMED
 
 /* ---- layer_norm's moments: RowwiseMoments (torch 2.13's ATen/native/cpu/moments_utils.h) -------------- */
 #define CHUNK 16       /* vectors per Welford chunk (kChunkSize) */
@@ -206,3 +251,4 @@ void ml_fma_square_columns(const float *x, float *out, size_t rows, size_t width
         for (size_t c = 0; c < width; c++) out[c] = fmaf(row[c], row[c], out[c]);
     }
 }
+#endif
