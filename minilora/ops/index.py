@@ -461,7 +461,8 @@ def index_select(input, dim, index):
     """``torch.index_select``: the slices of ``input`` at the positions of the 1-D ``index``
     along ``dim`` (a new tensor, in ``index``'s order, repeats allowed)."""
     if input.ndim == 0:  # torch: a 0-d tensor has one element along dim 0
-        return index_select(input.reshape(1), dim, index).reshape(())
+        selected = index_select(input.reshape(1), dim, index).reshape(())
+        return name_node(selected, "IndexSelectBackward0", input, graph=(input,))  # (torch's one node)
     dim = _dim(dim, input.ndim, "index_select")
     positions = _index_vector(index, "index_select")
     if input.shape[dim] == 0 and positions.size and input.ndim > 1:  # (1-D: the IndexError below)
@@ -503,8 +504,8 @@ def index_add(input, dim, index, source, *, alpha=1):
     # into an integer dtype (alpha=0.5 adds nothing to int32), wrapped into uint8 (-3 is 253), refused
     # where it does not fit (1e6 into float16)
     if input.ndim == 0:
-        return IndexAdd.apply(input.reshape(1), source.reshape(1), index=positions, axis=0,
-                              alpha=alpha).reshape(())
+        added = IndexAdd.apply(input.reshape(1), source.reshape(1), index=positions, axis=0, alpha=alpha)
+        return name_node(added.reshape(()), "IndexAddBackward0", input, source, graph=(input, source))
     return saves_as_torch(IndexAdd.apply(input, source, index=positions, axis=dim, alpha=alpha), index, source)
 
 
@@ -512,6 +513,8 @@ class IndexFill(Function):
     """``a`` with ``value`` written into the slices at positions ``index`` along ``axis``. The
     gradient reaches ``a`` everywhere else, and ``value`` from every filled position once (a
     repeated index fills its slice once: torch's formula sums over the unique indices)."""
+    # torch's nodes: IndexFillBackward0 for a number value, IndexFillBackward1 for a 0-d tensor
+    torch_node_name = staticmethod(lambda ctx: f"IndexFillBackward{int(ctx.value_dtype is not None)}")
 
     @staticmethod
     def forward(ctx, a, value, index, axis):
@@ -548,7 +551,9 @@ def index_fill(input, dim, index, value):
     positions = index._array.reshape(-1)
     _check_bounds(positions, input.shape[dim] if input.ndim else 1, dim, "index_fill", negative=True)
     if input.ndim == 0:  # torch: a 0-d tensor is one element along dim 0
-        return IndexFill.apply(input.reshape(1), value, index=positions, axis=0).reshape(())
+        filled = IndexFill.apply(input.reshape(1), value, index=positions, axis=0).reshape(())
+        tensor = isinstance(value, Tensor)  # (torch's IndexFillBackward1: a 0-d tensor value, an edge of its own)
+        return name_node(filled, f"IndexFillBackward{int(tensor)}", input, graph=(input, value) if tensor else (input,))
     return IndexFill.apply(input, value, index=positions, axis=dim)
 
 
@@ -671,7 +676,8 @@ def index_copy(input, dim, index, source):
         raise IndexError(f"index_copy_(): index {bad} is out of bounds for dimension {dim} with size "
                          f"{size}")
     if input.ndim == 0:
-        return IndexCopy.apply(input.reshape(1), source.reshape(1), index=positions, axis=0).reshape(())
+        copied = IndexCopy.apply(input.reshape(1), source.reshape(1), index=positions, axis=0).reshape(())
+        return name_node(copied, "IndexCopyBackward0", input, source, graph=(input, source))
     if source.shape[dim] != positions.size:
         raise IndexError(f"index_copy_(): Number of indices ({positions.size}) should be equal to "
                          f"source.size(dim) ({source.shape[dim]})")
@@ -878,8 +884,9 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True):
     along[dim] = positions.size
     spread = xp_of(positions).broadcast_to(positions.astype(np.int64).reshape(along), source_shape)
     if input.ndim == 0:
-        return ScatterReduce.apply(input.reshape(1), source.reshape(1), index=spread, axis=0, reduce=reduce,
-                                   include_self=bool(include_self)).reshape(())
+        reduced = ScatterReduce.apply(input.reshape(1), source.reshape(1), index=spread, axis=0, reduce=reduce,
+                                      include_self=bool(include_self)).reshape(())
+        return name_node(reduced, "IndexReduceBackward0", input, source, graph=(input, source))
     out = ScatterReduce.apply(input, source, index=spread, axis=dim, reduce=reduce, include_self=bool(include_self),
                               stepwise=input.dtype.itemsize == 2)
     return name_node(out, "IndexReduceBackward0", input, source)
