@@ -25,6 +25,8 @@ Divergences found and fixed (each test below fails on the tree before):
 * round 14's leftovers: beam search returns ``output_attentions`` / ``output_hidden_states`` per step (refused
   before), and ``from_pretrained(use_safetensors=False)`` reads the .bin of a folder holding both formats
   (refused by name before; tests/test_generation_fields_r14.py).
+* a classifier's loss reads ``config.num_labels`` when it runs (transformers' loss functions take the config):
+  ``model.config.num_labels = 1`` after building a 2-label head is regression there; minilora used the head's size.
 * torch's DataLoader refuses ``batch_size``, ``batch_sampler``, ``sampler``, ``drop_last``, ``dataset`` and
   ``persistent_workers`` set after it is made (its ValueError); minilora took them and ignored them.
 
@@ -174,6 +176,21 @@ def test_output_attentions_set_on_the_config_needs_eager_attention():
     for config in (models.LlamaConfig(**CONFIG), transformers.LlamaConfig(**CONFIG)):  # no model yet: eager
         config.output_attentions = True
         assert config._attn_implementation == "eager"
+
+
+def test_num_labels_changed_after_the_classifier_is_made_picks_the_loss():
+    """transformers' classification losses read config.num_labels when they run (1: regression, MSE over the
+    head's outputs broadcast against the labels); minilora read the head's size (cross-entropy)."""
+    losses = []
+    for lib, make in ((torch, transformers), (ml, models)):
+        lib.manual_seed(0)
+        model = make.LlamaForSequenceClassification(make.LlamaConfig(**CONFIG, num_labels=2))
+        model.config.num_labels = 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (torch's broadcasting warning, from both)
+            losses.append(float(model(lib.tensor(PROMPT), labels=lib.tensor([1.0, 0.0])).loss))
+        assert model.config.problem_type == "regression"
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
 
 
 def test_beam_search_returns_each_steps_attentions_and_hidden_states():

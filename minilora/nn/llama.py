@@ -2020,7 +2020,7 @@ class LlamaForSequenceClassification(_LlamaWithHead):
             else out.to_tuple()
 
     def _loss(self, pooled, labels):
-        n = self.num_labels
+        n = _num_labels(self.config)  # (transformers' loss reads config.num_labels when it runs, not the head's size)
         if getattr(self.config, "problem_type", None) is None:
             integer = str(labels.dtype) in ("int64", "int32")  # transformers: torch.long or torch.int
             self.config.problem_type = "regression" if n == 1 else \
@@ -2057,7 +2057,7 @@ class LlamaForTokenClassification(_LlamaWithHead):
         loss = None
         if labels is not None:
             labels = self._labels_for(labels, logits)
-            flat = logits.reshape(-1, self.num_labels).to(dtypes.compute_dtype(logits.dtype))
+            flat = logits.reshape(-1, _num_labels(self.config)).to(dtypes.compute_dtype(logits.dtype))
             loss = _cross_entropy(flat, labels.reshape(-1))
         out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=body.hidden_states,
                                     attentions=body.attentions)
