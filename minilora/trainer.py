@@ -53,6 +53,7 @@ from .data import IGNORE_INDEX, DataCollatorWithPadding, default_data_collator
 from .optim.lr_scheduler import SCHEDULER_TYPES
 from .tensor import Tensor, no_grad
 from .train import _plain, check_generator_states, generator_states, get_decay_parameter_names, set_generator_states
+from .trainer_memory import TrainerMemoryTracker
 
 __all__ = ["TrainingArguments", "Trainer", "TrainerCallback", "TrainerState", "TrainerControl", "CallbackHandler",
            "DefaultFlowCallback", "EarlyStoppingCallback", "ExportableState", "PrinterCallback", "ProgressCallback",
@@ -117,7 +118,7 @@ def _one_of(value, allowed, kind):
 # out-of-memory error would halve).)
 NOT_IMPLEMENTED = {
     "bf16_full_eval": False, "fp16_full_eval": False, "use_liger_kernel": False, "liger_kernel_config": None,
-    "eval_use_gather_object": False, "batch_eval_metrics": False, "skip_memory_metrics": True,
+    "eval_use_gather_object": False, "batch_eval_metrics": False,
     "enable_jit_checkpoint": False, "push_to_hub": False, "ddp_backend": None,
     "accelerator_config": None, "parallelism_config": None,
     "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
@@ -927,6 +928,9 @@ class Trainer:
                  preprocess_logits_for_metrics=None):
         from .models import set_seed
         self.args = TrainingArguments(output_dir="tmp_trainer") if args is None else args
+        # skip_memory_metrics=False: each stage's host memory, from here on (transformers' TrainerMemoryTracker)
+        self._memory_tracker = TrainerMemoryTracker(self.args.skip_memory_metrics)
+        self._memory_tracker.start("init")
         for level in (self.args.log_level, self.args.log_level_replica):  # (transformers' get_process_log_level)
             if level not in LOG_LEVELS:
                 raise KeyError(level)
@@ -968,6 +972,7 @@ class Trainer:
         if getattr(model, "config", None) is not None:
             model.config.use_cache = self.args.use_cache
         self.control = self.callback_handler.call_event("on_init_end", self.args, self.state, self.control)
+        self._memory_tracker.stop_and_update_metrics("init")
 
     def _inspect_model(self, model):
         """What the loop needs to know of the model: whether its forward takes ``num_items_in_batch`` (its
@@ -1200,6 +1205,7 @@ class Trainer:
             raise ValueError("Trainer.train(trial=...): minilora has no hyperparameter search")
         if resume_from_checkpoint is False:
             resume_from_checkpoint = None
+        self._memory_tracker.start("train")
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
@@ -1425,6 +1431,7 @@ class Trainer:
         self.store_flos()
         metrics["total_flos"] = self.state.total_flos
         metrics["train_loss"] = train_loss
+        self._memory_tracker.stop_and_update_metrics("train", metrics)
         self.log(metrics)
         best = self.state.best_model_checkpoint
         if self.args.load_best_model_at_end and best is not None:
@@ -1486,6 +1493,7 @@ class Trainer:
             for name, one in dataset.items():
                 metrics.update(self.evaluate(one if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
             return metrics
+        self._memory_tracker.start("eval")
         loader = self.get_eval_dataloader(eval_dataset)
         start_time = time.time()
         output = self.evaluation_loop(loader, "Evaluation", True if self.compute_metrics is None else None,
@@ -1494,15 +1502,18 @@ class Trainer:
                                              num_steps=math.ceil(output.num_samples / self.args.eval_batch_size)))
         self.log(output.metrics)
         self._event("on_evaluate", metrics=output.metrics)
+        self._memory_tracker.stop_and_update_metrics("eval", output.metrics)  # (after the log, as transformers)
         return output.metrics
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
+        self._memory_tracker.start("test")
         loader = self.get_test_dataloader(test_dataset)
         start_time = time.time()
         output = self.evaluation_loop(loader, "Prediction", None, ignore_keys, metric_key_prefix)
         output.metrics.update(_speed_metrics(metric_key_prefix, start_time, num_samples=output.num_samples,
                                              num_steps=math.ceil(output.num_samples / self.args.eval_batch_size)))
         self._event("on_predict", metrics=output.metrics)
+        self._memory_tracker.stop_and_update_metrics("test", output.metrics)
         return PredictionOutput(output.predictions, output.label_ids, output.metrics)
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,

@@ -145,3 +145,31 @@ def test_group_by_length_with_a_length_column_as_transformers(base, tmp_path):
         batches = [_batch_lengths(lib, base, tmp_path / f"{lib.__name__}{remove}", datasets.Dataset.from_list(rows),
                                   remove) for lib in (transformers, ml_trainer)]
         assert batches[1] == batches[0], remove
+
+
+def test_memory_metrics_as_transformers(base, tmp_path, monkeypatch):
+    """skip_memory_metrics=False (was refused): transformers' TrainerMemoryTracker keys, in the same places --
+    the train metrics (log_history's last entry, TrainOutput) with init's and before_init_mem_cpu, evaluate()'s
+    (not its log entry), predict()'s; an evaluation during training is not a stage of its own. The values are
+    this process's RSS in bytes (transformers' measure: psutil), so only their kind is compared."""
+    pytest.importorskip("psutil")
+    import gc  # (each stage collects twice, 0.2 s a collection with torch and transformers loaded: skipped here)
+    monkeypatch.setattr(gc, "collect", lambda generation=2: 0)
+    trainers, outputs = [], []
+    for lib in (transformers, ml_trainer):
+        trainer = train(lib, base, tmp_path / lib.__name__, examples(2), learning_rate=1e-2, max_steps=1,
+                        eval_strategy="steps", eval_steps=1, skip_memory_metrics=False)
+        trainers.append(trainer)
+        history = list(trainer.state.log_history)  # (evaluate() below logs one entry more)
+        outputs.append((history, trainer.evaluate(), trainer.predict(examples(2)).metrics))
+    memory = [[sorted(k for k in metrics if "_mem_" in k) for metrics in (history[-1], evaluation, prediction)] +
+              [[sorted(k for k in entry if "_mem_" in k) for entry in history[:-1]]]
+              for history, evaluation, prediction in outputs]
+    assert memory[1] == memory[0]
+    assert memory[0][:3] == [["before_init_mem_cpu", "init_mem_cpu_alloc_delta", "init_mem_cpu_peaked_delta",
+                              "train_mem_cpu_alloc_delta", "train_mem_cpu_peaked_delta"],
+                             ["eval_mem_cpu_alloc_delta", "eval_mem_cpu_peaked_delta"],
+                             ["test_mem_cpu_alloc_delta", "test_mem_cpu_peaked_delta"]]
+    train_metrics = outputs[1][0][-1]
+    assert train_metrics["before_init_mem_cpu"] > 0 and train_metrics["train_mem_cpu_peaked_delta"] >= 0
+    assert all(type(train_metrics[k]) is int for k in memory[1][0])

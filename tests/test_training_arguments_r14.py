@@ -167,7 +167,6 @@ def test_a_worker_option_without_workers_is_refused_as_torch_refuses_it(base, tm
 # Fields minilora does not do on one CPU process: refused by name when set (transformers runs them, or needs a
 # package or a device this machine lacks)
 REFUSED = {
-    "skip_memory_metrics": (dict(skip_memory_metrics=False), ValueError, "does not implement skip_memory_metrics"),
     "debug": (dict(debug="underflow_overflow"), ValueError, "does not implement debug"),
     "enable_jit_checkpoint": (dict(enable_jit_checkpoint=True), ValueError, "does not implement enable_jit_checkpoint"),
     "ddp_backend": (dict(ddp_backend="gloo"), ValueError, "does not implement ddp_backend"),
