@@ -308,6 +308,24 @@ class ArgMax(Function):
         return pick(axis=axis, keepdims=keepdims)
 
 
+def _whole_variance_as_torch(a, axes, correction):
+    """The variance of a whole C-contiguous float32 or float64 array (one output) as torch's ``std_var_all_cpu``
+    computes it: the mean is torch's ``mean()`` (the cascade sum in the array's dtype, divided by the count),
+    then each ``(x - mean)**2`` in float64 added one after another, one chunk a thread (``at::parallel_reduce``:
+    the chunks' sums added in order from 0), divided by ``max(0, count - correction)`` -> float64, shaped as
+    the reduction with kept dims; None for other arrays (the caller's NumPy formula)."""
+    if type(a) is not np.ndarray or a.dtype not in _CASCADE_SUMMED or not a.flags.c_contiguous or not a.size \
+            or _count(a.shape, axes) != a.size:
+        return None
+    mean = float(float32_sums.cascade_sum(a, tuple(range(a.ndim))) / a.dtype.type(a.size))
+    squares = a.reshape(-1).astype(np.float64) - mean
+    squares *= squares
+    chunk, total = float32_sums.thread_chunk(a.size), 0.0
+    for start in range(0, a.size, chunk):
+        total += float(np.cumsum(squares[start:start + chunk])[-1])  # (a cumulative sum adds in order)
+    return np.full([1] * a.ndim, np.float64(total) / builtins.max(0, a.size - correction))
+
+
 @quiet_float_errors
 @computes_in_float32
 @contiguous_result
@@ -324,10 +342,12 @@ class Var(Function):
         ctx.denom = builtins.max(_count(a.shape, ctx.axes) - correction, 0)
         ctx.centered = a - _mean(a, ctx.axes, keepdims=True)  # (what backward uses, as torch's: in a's dtype)
         # torch's CPU kernel accumulates float32 in float64 and rounds the result once
-        wide = a.astype(np.float64) if a.dtype == np.float32 else a
-        centered = ctx.centered if wide is a else wide - _mean(wide, ctx.axes, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch (CuPy never warns)
-            out = (centered ** 2).sum(axis=ctx.axes, keepdims=True) / ctx.denom
+            out = _whole_variance_as_torch(a, ctx.axes, correction)
+            if out is None:
+                wide = a.astype(np.float64) if a.dtype == np.float32 else a
+                centered = ctx.centered if wide is a else wide - _mean(wide, ctx.axes, keepdims=True)
+                out = (centered ** 2).sum(axis=ctx.axes, keepdims=True) / ctx.denom
         out = (xp.sqrt(out) if root else out).astype(a.dtype, copy=False)
         ctx.std = out if root else None
         return out if keepdims else out.squeeze(axis=ctx.axes)
