@@ -25,7 +25,7 @@ import weakref
 
 import numpy as np
 
-from . import dtypes, parallel as _parallel, return_types
+from . import dtypes, float32_sums, parallel as _parallel, return_types
 from . import random as _random
 from .device import xp_of
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
@@ -332,27 +332,9 @@ def preserved_order(shape, strides):
 def iterator_order(shape, operands):
     """The dimensions, outermost first, of the result torch's TensorIterator makes from operands with
     these strides (each given for ``shape``; 0 where broadcast): preserved_order's insertion sort, the
-    first operand deciding each comparison, a later one only where the first's strides tie or are 0."""
-    def should_swap(d0, d1):
-        for strides in operands:
-            s0, s1 = strides[d0], strides[d1]
-            if s0 == 0 or s1 == 0:
-                continue
-            if s0 != s1:
-                return -1 if s0 < s1 else 1
-            if shape[d0] > shape[d1]:
-                return 1
-        return 0
-    perm = list(reversed(range(len(shape))))  # (innermost first)
-    for i in range(1, len(perm)):
-        d1 = i
-        for d0 in range(i - 1, -1, -1):
-            comparison = should_swap(perm[d0], perm[d1])
-            if comparison > 0:
-                perm[d0], perm[d1] = perm[d1], perm[d0]
-                d1 = d0
-            elif comparison < 0:
-                break
+    first operand deciding each comparison, a later one only where the first's strides tie or are 0
+    (``float32_sums.sort_dimensions``, which the sums' iterator shares)."""
+    perm = float32_sums.sort_dimensions(reversed(range(len(shape))), shape, operands)  # (innermost first)
     return tuple(reversed(perm))
 
 

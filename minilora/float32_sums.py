@@ -405,6 +405,38 @@ def _column_ranges(size, columns, itemsize=4, rounded=True):
 
 
 
+def sort_dimensions(order, shape, operands, first=()):
+    """TensorIteratorBase::reorder_dimensions: ``order`` (dimensions, innermost first; torch starts from the last
+    dimension) insertion-sorted innermost first -- the dimensions in ``first`` (a reduction's: the output's
+    stride 0 there) inside the others, then each pair compared by the operands' strides (each given for
+    ``shape``), the first operand deciding, a later one only where the first's strides are 0 (broadcast) or tie
+    (on a tie the smaller size goes inside, unless a later operand decides)."""
+    def should_swap(d0, d1):  # 1: d1 goes inside d0; -1: it stays outside; 0: no opinion
+        if (d0 in first) != (d1 in first):
+            return 1 if d1 in first else -1
+        for strides in operands:
+            s0, s1 = strides[d0], strides[d1]
+            if s0 == 0 or s1 == 0:
+                continue
+            if s0 != s1:
+                return -1 if s0 < s1 else 1
+            if shape[d0] > shape[d1]:
+                return 1
+        return 0
+
+    order = list(order)
+    for i in range(1, len(order)):
+        moving = i
+        for j in range(i - 1, -1, -1):
+            comparison = should_swap(order[j], order[moving])
+            if comparison > 0:
+                order[j], order[moving] = order[moving], order[j]
+                moving = j
+            elif comparison < 0:
+                break
+    return order
+
+
 def _iterator_dims(a, axes):
     """The dimensions torch's TensorIterator loops over to reduce ``a`` over ``axes``, innermost first, each
     [size, input stride in bytes, output stride (0: reduced), the original axes it spans, innermost first]
@@ -418,29 +450,8 @@ def _iterator_dims(a, axes):
         if axis not in axes:
             out_strides[axis], step = step, step * a.shape[axis]
     out = {axis: out_strides.get(axis, 0) for axis in range(a.ndim)}
-
-    def should_swap(d0, d1):  # 1: d1 goes inside d0; -1: it stays outside; 0: no opinion
-        if (out[d0] == 0) != (out[d1] == 0):
-            return 1 if out[d1] == 0 else -1
-        for s0, s1 in ((out[d0], out[d1]), (a.strides[d0], a.strides[d1])):
-            if s0 == 0 or s1 == 0:
-                continue
-            if s0 != s1:
-                return -1 if s0 < s1 else 1
-            if a.shape[d0] > a.shape[d1]:
-                return 1
-        return 0
-
-    order = [axis for axis in reversed(range(a.ndim)) if a.shape[axis] > 1]
-    for i in range(1, len(order)):
-        moving = i
-        for j in range(i - 1, -1, -1):
-            comparison = should_swap(order[j], order[moving])
-            if comparison > 0:
-                order[j], order[moving] = order[moving], order[j]
-                moving = j
-            elif comparison < 0:
-                break
+    order = sort_dimensions([axis for axis in reversed(range(a.ndim)) if a.shape[axis] > 1], a.shape,
+                            [[out[axis] for axis in range(a.ndim)], a.strides], first=axes)
     dims = []
     for axis in order:
         size, stride = a.shape[axis], a.strides[axis]
