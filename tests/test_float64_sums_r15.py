@@ -137,3 +137,13 @@ def test_whole_tensor_var_and_std_are_torchs(two_threads):
                 ours = getattr(ml.tensor(x), name)(correction=correction)
                 theirs = getattr(torch.from_numpy(x), name)(correction=correction)
                 _same_bits(ours.numpy(), theirs.numpy())
+
+
+def test_float64_two_norms_are_torchs():
+    """norm / linalg.vector_norm (p=2) along the last dim or of a whole contiguous tensor: float64 squares added in
+    4 lanes, then the lanes, then the tail (torch's vectorized norm kernel; minilora's NumPy sum differed)."""
+    for shape in [(3, 5), (4, 37), (2, 1000), (1, 7), (5, 4), (3, 9), (40,)]:
+        x = _values(shape, seed=sum(shape))
+        for norm in (lambda m, t: m.linalg.vector_norm(t, dim=-1), lambda m, t: t.norm(dim=-1),
+                     lambda m, t: t.norm(), lambda m, t: m.linalg.vector_norm(t)):
+            _same_bits(norm(ml, ml.tensor(x)).numpy(), norm(torch, torch.from_numpy(x)).numpy())
