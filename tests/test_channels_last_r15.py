@@ -205,3 +205,18 @@ def test_pool_indices_are_laid_out_as_torchs(pool):
     (_, it), (_, im) = _both(lambda T: call[pool](T, LAYOUTS["channels_last"](T)))
     np.testing.assert_array_equal(im.numpy(), it.numpy())
     assert im.stride() == it.stride()
+
+
+@pytest.mark.parametrize("op", ["pixel_shuffle", "pixel_unshuffle"])
+def test_pixel_shuffles_keep_channels_last(op):
+    """torch's CPU kernels write a channels_last result from a channels_last input; minilora's reshape gave
+    C order and stride() answered it ((72, 36, 6, 1) for torch's (72, 1, 12, 2)), and a dropout after it drew
+    another mask."""
+    data = np.arange(2 * 8 * 4 * 4, dtype=np.float32).reshape(2, 8, 4, 4)
+    yt, ym = _both(lambda T: getattr(T.nn.functional, op)(
+        T.from_numpy(data.copy()).contiguous(memory_format=T.channels_last), 2))
+    np.testing.assert_array_equal(ym.numpy(), yt.numpy())
+    assert ym.stride() == yt.stride()
+    assert ym.grad_fn is None or type(ym.grad_fn).__name__ == type(yt.grad_fn).__name__
+    dt, dm = _both(lambda T: T.nn.functional.dropout((yt, ym)[T is ml], 0.5))
+    np.testing.assert_array_equal(dm.numpy() == 0, dt.numpy() == 0)

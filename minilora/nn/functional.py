@@ -623,8 +623,16 @@ def pixel_shuffle(input, upscale_factor):
     k = len(batch)
     blocks = input.reshape(*batch, c // (r * r), r, r, h, w)
     order = list(range(k)) + [k, k + 3, k + 1, k + 4, k + 2]  # [*, C, H, r, W, r]
-    shuffled = blocks.permute(*order).reshape(*batch, c // (r * r), h * r, w * r)
+    shuffled = _in_suggested_format(blocks.permute(*order).reshape(*batch, c // (r * r), h * r, w * r), input)
     return _name_node(shuffled, "PixelShuffleBackward0", input, graph=(input,))  # (torch's one node)
+
+
+def _in_suggested_format(result, input):
+    """``result`` laid out in ``input``'s suggested memory format, as torch's CPU pixel_(un)shuffle kernels
+    write it (channels_last from a channels_last input; the reshape made it C-contiguous)."""
+    from ..factories import contiguous_format, suggested_format
+    format = suggested_format(input._array)
+    return result if format is contiguous_format else result.contiguous(memory_format=format)
 
 
 def pixel_unshuffle(input, downscale_factor):
@@ -638,7 +646,7 @@ def pixel_unshuffle(input, downscale_factor):
     k = len(batch)
     blocks = input.reshape(*batch, c, h // r, r, w // r, r)
     order = list(range(k)) + [k, k + 2, k + 4, k + 1, k + 3]  # [*, C, r, r, H, W]
-    unshuffled = blocks.permute(*order).reshape(*batch, c * r * r, h // r, w // r)
+    unshuffled = _in_suggested_format(blocks.permute(*order).reshape(*batch, c * r * r, h // r, w // r), input)
     return _name_node(unshuffled, "PixelUnshuffleBackward0", input, graph=(input,))
 
 
