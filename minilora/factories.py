@@ -358,16 +358,22 @@ def layout_order(array, format=None):
 def is_laid_out_in(array, format):
     """Does ``array`` lie in memory as ``format`` (channels_last, channels_last_3d) lays it out, dimensions of
     size 1 aside (torch's is_contiguous(memory_format=...))? Another rank answers False."""
+    return strides_laid_out_in(array.shape, tuple(s // array.itemsize for s in array.strides), format)
+
+
+def strides_laid_out_in(shape, strides, format):
+    """is_laid_out_in for a tensor of these sizes and strides (in elements): torch's
+    compute_channels_last_contiguous rule (an empty tensor's strides are torch's, not NumPy's)."""
     if format not in _CHANNELS_LAST:
         raise TypeError(f"memory_format must be a torch.memory_format, not {type(format).__name__}")
     rank, order = _CHANNELS_LAST[format]
-    if array.ndim != rank:
+    if len(shape) != rank:
         return False
-    step, strides = 1, array.strides
+    step = 1
     for axis in reversed(order):  # (innermost first)
-        if array.shape[axis] != 1 and strides[axis] != step * array.itemsize:
+        if shape[axis] != 1 and strides[axis] != step:
             return False
-        step *= array.shape[axis]
+        step *= shape[axis]
     return True
 
 

@@ -1611,6 +1611,8 @@ class Tensor:
                                       f"call .contiguous() first")
         if memory_format in (None, factories.contiguous_format, factories.preserve_format):
             return bool(self._array.flags.c_contiguous)
+        if self._array.size == 0:  # (NumPy's strides of an empty array are not torch's: stride() knows them)
+            return factories.strides_laid_out_in(self._array.shape, self.stride(), memory_format)
         return factories.is_laid_out_in(self._array, memory_format)
 
     def requires_grad_(self, requires_grad=True):

@@ -1,4 +1,5 @@
 """Shape ops: they move numbers around without changing them, so backward moves the gradient back."""
+import itertools
 import math
 import warnings
 
@@ -1103,11 +1104,17 @@ def stride(input, dim=None):
     also for the results minilora lays out as torch does and marks so (factories.known_layout):
     ``clone()`` and the ``*_like`` factories of a transposed tensor (torch's preserve_format), linalg's
     batches of column-major matrices (``linalg.inv``, ``solve``, ``qr``...), flip, sort, silu, gelu.
-    Elsewhere NumPy may lay out what torch would not (``x.t()[:, None]``; ``cat`` of transposed
+    A view with a dimension of size 1 (or 0) answers that dimension's stride by its view op's rule
+    (_view_strides: NumPy's is not torch's after ``x[None]`` or a reshape), or refuses where minilora
+    cannot tell the rule (``x.t().unsqueeze(1)`` of a [1, 5] x, which might be ``unsqueeze(2)``).
+    Elsewhere NumPy may lay out what torch would not (``cat`` of transposed
     inputs; an elementwise op of a transposed tensor, whose layout NumPy and torch usually but not
     always agree on), so ``stride()`` refuses rather than report strides torch would not; so it does for
     a result made from a channels_last input by an op without torch's rule (tensor._torch_layout)."""
     array = input._array
+    if input._base is not None and not all(n > 1 for n in array.shape) and layout_is_followed(input):
+        strides = _view_strides(input)  # (a size-1 or size-0 dimension's stride is the view op's own)
+        return strides if dim is None else strides[_dims((dim,), input.ndim)[0]]
     order = known_order(array) if input._base is None else None
     if order is not None and layout_is_followed(input):  # (torch's, dimensions of size 1 included)
         strides = dense_strides(array.shape, order)
@@ -1124,6 +1131,146 @@ def stride(input, dim=None):
         return strides
     (axis,) = _dims((dim,), input.ndim)
     return strides[axis]
+
+
+# ---- a view's strides where NumPy's cannot tell them: dimensions of size 1 (or 0) ------------------
+# NumPy's stride of a dimension of size 1 is not torch's after every op (``x[None]`` gives 0, reshape
+# picks its own), so a view with such a dimension answers torch's strides worked out as torch's view
+# op does, from the strides of the tensor it views (tensor._share_storage records which op made it).
+def _view_strides(view):
+    """torch's strides of ``view`` (a view of another tensor), by each view op's rule along the chain
+    of views down to its base; NotImplementedError where minilora cannot tell which rule torch used."""
+    made = view._view
+    if made is None:
+        raise _strides_unknown(view)
+    fn, inputs, options, i, _ = made
+    parent = inputs[i]
+    rule = _VIEW_STRIDE_RULES.get(fn)
+    strides = None
+    if rule is not None:
+        parent_strides = stride(parent)
+        strides = rule(tuple(parent.shape), parent_strides, tuple(view.shape), options)
+    array = view._array  # (a dimension longer than 1 has one stride in any layout: NumPy's is a check)
+    if strides is None or len(strides) != array.ndim or any(n > 1 and s != a // array.itemsize
+                              for n, s, a in zip(array.shape, strides, array.strides)):
+        raise _strides_unknown(view)
+    return strides
+
+
+def _strides_unknown(view):
+    return NotImplementedError(f"stride(): minilora keeps no strides of its own and cannot tell which "
+                               f"strides torch gives the dimensions of size 1 of this view (shape "
+                               f"{tuple(view.shape)}); call .contiguous() first")
+
+
+def _permuted_strides(shape, strides, new_shape, options):
+    return tuple(strides[axis] for axis in options["axes"])
+
+
+def _indexed_strides(shape, strides, new_shape, options):
+    """torch's basic indexing, one index after another: an integer selects (drops the dimension), a
+    slice keeps the stride times its step, None unsqueezes (see _unsqueezed_stride)."""
+    index = options["index"]
+    index = index if type(index) is tuple else (index,)
+    if any(part is not None and part is not Ellipsis and type(part) not in (int, slice) for part in index):
+        return None  # (an index array: a copy in torch, not a view)
+    sizes, out, axis = list(shape), [], 0
+    given = sum(part is not None and part is not Ellipsis for part in index)
+    for part in index:
+        if part is None:
+            out.append(_unsqueezed_stride(sizes, strides, axis))
+        elif part is Ellipsis:
+            for _ in range(len(shape) - given):
+                out.append(strides[axis])
+                axis += 1
+        elif type(part) is int:
+            axis += 1
+        else:
+            out.append(strides[axis] * (part.step or 1))
+            axis += 1
+    return tuple(out) + tuple(strides[axis:])
+
+
+def _unsqueezed_stride(sizes, strides, axis):
+    """torch's stride of a new dimension inserted before ``axis``: sizes[axis] * strides[axis], or 1
+    at the end."""
+    return sizes[axis] * strides[axis] if axis < len(sizes) else 1
+
+
+def _reshaped_strides(shape, strides, new_shape, options):
+    """view/reshape/flatten/unflatten (torch's computeStride), unsqueeze and squeeze each have their
+    own rule, and minilora's Reshape serves them all: where the rules that could have made this shape
+    disagree, None."""
+    if math.prod(shape) == 0:
+        return None
+    candidates = {_computed_strides(shape, strides, new_shape)}
+    if len(new_shape) == len(shape) + 1:  # unsqueeze(d)?
+        candidates |= {strides[:d] + (_unsqueezed_stride(shape, strides, d),) + strides[d:]
+                       for d in range(len(new_shape)) if new_shape[d] == 1
+                       and new_shape[:d] + new_shape[d + 1:] == shape}
+    if len(new_shape) <= len(shape):  # squeeze(dims)? (a squeeze of no dimension of size 1 keeps the strides)
+        candidates |= {tuple(s for k, s in enumerate(strides) if k not in dropped)
+                       for dropped in itertools.combinations(range(len(shape)), len(shape) - len(new_shape))
+                       if all(shape[k] == 1 for k in dropped)
+                       and tuple(n for k, n in enumerate(shape) if k not in dropped) == new_shape}
+    return candidates.pop() if len(candidates) == 1 else None
+
+
+def _computed_strides(shape, strides, new_shape):
+    """ATen's computeStride for a view of a tensor with elements: the new shape is split into chunks
+    each laid over a run of old dimensions that are contiguous with each other (None: not a view)."""
+    new_strides = [0] * len(new_shape)
+    view_d = len(new_shape) - 1
+    chunk_stride, tensor_numel, view_numel = (strides[-1] if strides else 1), 1, 1
+    for d in range(len(shape) - 1, -1, -1):
+        tensor_numel *= shape[d]
+        if d == 0 or (shape[d - 1] != 1 and strides[d - 1] != tensor_numel * chunk_stride):
+            while view_d >= 0 and (view_numel < tensor_numel or new_shape[view_d] == 1):
+                new_strides[view_d] = view_numel * chunk_stride
+                view_numel *= new_shape[view_d]
+                view_d -= 1
+            if view_numel != tensor_numel:
+                return None
+            if d > 0:
+                chunk_stride, tensor_numel, view_numel = strides[d - 1], 1, 1
+    if not shape:  # (a 0-d tensor: every new dimension has size 1)
+        while view_d >= 0:
+            new_strides[view_d] = 1
+            view_d -= 1
+    return tuple(new_strides) if view_d == -1 else None
+
+
+def _expanded_strides(shape, strides, new_shape, options):
+    """ATen's inferExpandGeometry: an expanded dimension 0, a kept one its stride, a new one of size 1
+    the size times the stride of the dimension after it (1 at the end); every one 0 from a 0-d tensor."""
+    out = [0] * len(new_shape)
+    if not shape:
+        return tuple(out)
+    lead = len(new_shape) - len(shape)
+    for i in range(len(new_shape) - 1, -1, -1):
+        d = i - lead
+        if d >= 0:
+            out[i] = strides[d] if shape[d] == new_shape[i] else 0
+        elif new_shape[i] != 1:
+            out[i] = 0
+        else:
+            out[i] = new_shape[i + 1] * out[i + 1] if i + 1 < len(new_shape) else 1
+    return tuple(out)
+
+
+def _diagonal_strides(shape, strides, new_shape, options):
+    first, second = options["axis1"] % len(shape), options["axis2"] % len(shape)
+    kept = tuple(s for k, s in enumerate(strides) if k not in (first, second))
+    return kept + (strides[first] + strides[second],)
+
+
+def _unfolded_strides(shape, strides, new_shape, options):
+    axis = options["axis"]
+    return strides[:axis] + (strides[axis] * options["step"],) + strides[axis + 1:] + (strides[axis],)
+
+
+def _given_strides(shape, strides, new_shape, options):
+    return tuple(options["stride"])
 
 
 def layout_is_followed(input):
@@ -1267,6 +1414,12 @@ class AsStrided(Function):
         if _self_overlapping(shown):
             storage /= xp.maximum(xp.bincount(shown.reshape(-1), minlength=n), 1)
         return storage[shown].astype(g.dtype)
+
+
+# (stride()'s rule for each view op: _view_strides)
+_VIEW_STRIDE_RULES = {Permute: _permuted_strides, GetItem: _indexed_strides, Reshape: _reshaped_strides,
+                      Expand: _expanded_strides, Diagonal: _diagonal_strides, Unfold: _unfolded_strides,
+                      AsStrided: _given_strides}
 
 
 def _self_overlapping(positions):
