@@ -449,6 +449,44 @@ def _remember_order(array, order):
         pass
 
 
+_SHARED_STRIDES = {}  # id(tensor) -> (weak reference to the tensor, to its array, the strides' answer)
+
+
+def strides_answer(strides_of):
+    """What ``strides_of()`` (a tensor's ``stride``) answers now: its strides, or its refusal's message."""
+    try:
+        return tuple(strides_of())
+    except NotImplementedError as refusal:
+        return str(refusal)
+
+
+def share_strides(tensor, answer):
+    """``tensor`` (made over another tensor's storage without being its view: ``detach()`` or ``.data``
+    of a view, a tensor an in-place view op such as ``x.t_()`` changed) keeps ``answer`` (strides_answer:
+    torch's strides, which NumPy's and the chain of views cannot tell for its dimensions of size 1, or a
+    refusal) as long as it holds the array it holds now (shared_strides)."""
+    key = id(tensor)
+
+    def forget(ref):
+        if _SHARED_STRIDES.get(key, (None,))[0] is ref:
+            del _SHARED_STRIDES[key]
+    try:
+        _SHARED_STRIDES[key] = (weakref.ref(tensor, forget), weakref.ref(tensor._array), answer)
+    except TypeError:  # (an array type without weak references: stride() answers as it would)
+        pass
+
+
+def shared_strides(tensor):
+    """The strides share_strides kept for ``tensor`` while it holds the same array (None if none);
+    NotImplementedError where they could not be told."""
+    entry = _SHARED_STRIDES.get(id(tensor))
+    if entry is None or entry[0]() is not tensor or entry[1]() is not tensor._array:
+        return None
+    if isinstance(entry[2], str):
+        raise NotImplementedError(entry[2])
+    return entry[2]
+
+
 def known_order(array):
     """The order, outermost dimension first, known_layout was told ``array`` is laid out in (None if none)."""
     entry = _LAYOUT_ORDERS.get(id(array))

@@ -1170,6 +1170,14 @@ def _share_storage(result, inputs, fn, options):
                 return
 
 
+def _share_view_strides(t, view):
+    """``t`` (``detach()`` or ``.data`` of ``view``, no view of it for autograd) keeps ``view``'s strides,
+    as torch's detach does, where a dimension of size 1 (or 0) has its view op's (factories.share_strides)."""
+    if not all(n > 1 for n in view._array.shape):
+        from .factories import share_strides, strides_answer
+        share_strides(t, strides_answer(view.stride))
+
+
 def _refresh_view(view):
     """Give ``view`` a node computed from its base as the base is now (torch regenerates a view's
     grad_fn the same way after its base changed in place)."""
@@ -1368,7 +1376,10 @@ class Tensor:
     def data(self):
         """A detached Tensor sharing this tensor's storage, as torch's ``.data``: writing into it
         changes this tensor, invisibly to autograd (no version bump: torch's own escape hatch)."""
-        return Tensor._make(self._array, self._device, False, None)
+        t = Tensor._make(self._array, self._device, False, None)
+        if self._base is not None:
+            _share_view_strides(t, self)
+        return t
 
     @data.setter
     def data(self, value):
@@ -1562,6 +1573,8 @@ class Tensor:
         autograd: changing it in place is allowed, and caught at backward if the values were saved."""
         t = Tensor._make(self._array, self._device, False, None)
         t._counter = self._version_counter()
+        if self._base is not None:
+            _share_view_strides(t, self)
         return t
 
     def is_inference(self):

@@ -120,3 +120,23 @@ def test_empty_tensors_channels_last_as_torch():
     for shape in [(1, 0, 1, 1), (2, 0, 3, 3), (0, 3, 2, 2)]:
         assert ml.empty(shape).is_contiguous(memory_format=ml.channels_last) == \
             torch.empty(shape).is_contiguous(memory_format=torch.channels_last)
+
+
+SAME_STORAGE = {  # tensors over a view's storage that are no views for autograd: torch keeps the strides
+    "detach": lambda lib: lib.ones(1, 5).t().detach(),
+    "detach_column": lambda lib: lib.ones(5, 1).t().detach(),
+    "data": lambda lib: lib.ones(2, 1, 3).transpose(0, 2).data,
+    "t_": lambda lib: lib.ones(1, 5).t_(),
+    "transpose_": lambda lib: lib.ones(2, 1, 3).transpose_(0, 1),
+    "unsqueeze_": lambda lib: lib.ones(1, 5).t().unsqueeze_(0),
+    "squeeze_": lambda lib: lib.ones(1, 5).t().squeeze_(0),  # (no dimension 0 of size 1: kept)
+    "t_ then view": lambda lib: lib.ones(1, 5).t_()[:, None],
+    "detach then t_": lambda lib: lib.ones(1, 5)[:, 1:].detach().t_(),
+}
+
+
+@pytest.mark.parametrize("name", SAME_STORAGE)
+def test_detached_and_in_place_views_keep_torchs_strides(name):
+    # minilora answered NumPy's flags' contiguous strides: (1, 1) for ones(1, 5).t().detach()
+    make = SAME_STORAGE[name]
+    assert make(ml).stride() == make(torch).stride()

@@ -10,6 +10,7 @@ from ..device import xp_of
 from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
+from ..factories import share_strides, shared_strides, strides_answer
 from ..factories import (channels_last, dense_strides, in_layout_of, int_sizes, known_order, laid_out_copy,
                          layout_is_known, layout_is_unknown, layout_order)
 
@@ -1112,6 +1113,9 @@ def stride(input, dim=None):
     always agree on), so ``stride()`` refuses rather than report strides torch would not; so it does for
     a result made from a channels_last input by an op without torch's rule (tensor._torch_layout)."""
     array = input._array
+    strides = shared_strides(input)
+    if strides is not None:  # (detach() of a view, x.t_(): factories.share_strides)
+        return strides if dim is None else strides[_dims((dim,), input.ndim)[0]]
     if input._base is not None and not all(n > 1 for n in array.shape) and layout_is_followed(input):
         strides = _view_strides(input)  # (a size-1 or size-0 dimension's stride is the view op's own)
         return strides if dim is None else strides[_dims((dim,), input.ndim)[0]]
@@ -1519,7 +1523,9 @@ def _reshaped_in_place(tensor, view_op, *args):
     else:
         with no_grad():
             result = view_op(tensor, *args)
+    strides = strides_answer(result.stride)  # (torch's: the view's, which NumPy's flags may not tell)
     tensor._array = result._array
+    share_strides(tensor, strides)
     tensor._bump_version()
     if graph:
         tensor._ctx, tensor._view = result._ctx, None  # (a later in-place change through it: refused)
