@@ -479,12 +479,47 @@ def share_strides(tensor, answer):
 def shared_strides(tensor):
     """The strides share_strides kept for ``tensor`` while it holds the same array (None if none);
     NotImplementedError where they could not be told."""
+    answer = shared_strides_kept(tensor)
+    if isinstance(answer, str):
+        raise NotImplementedError(answer)
+    return answer
+
+
+def shared_strides_kept(tensor):
+    """What share_strides kept for ``tensor`` (strides or a refusal's message) while it holds the same array."""
     entry = _SHARED_STRIDES.get(id(tensor))
     if entry is None or entry[0]() is not tensor or entry[1]() is not tensor._array:
         return None
-    if isinstance(entry[2], str):
-        raise NotImplementedError(entry[2])
     return entry[2]
+
+
+def like_view_strides(result, input, memory_format=None):
+    """``result`` (a new tensor laid out as torch's preserve_format copy of ``input``: clone, the ``*_like``
+    factories) keeps torch's strides where ``input`` has dimensions of size 1 whose strides NumPy's cannot
+    tell (a view, share_strides): torch copies ``input``'s strides when they are non-overlapping and dense,
+    else lays the copy out densely in their order. Returns ``result``."""
+    if memory_format not in (None, preserve_format) or all(n > 1 for n in input._array.shape) or (
+            input._base is None and shared_strides_kept(input) is None):
+        return result
+    answer = strides_answer(input.stride)
+    if not isinstance(answer, str) and not _non_overlapping_and_dense(input._array.shape, answer):
+        answer = dense_strides(input._array.shape, preserved_order(input._array.shape, answer))
+    array = result._array
+    if not isinstance(answer, str) and any(n > 1 and s != a // array.itemsize
+                                           for n, s, a in zip(array.shape, answer, array.strides)):
+        answer = "stride(): minilora laid this copy out otherwise than torch; call .contiguous() first"
+    share_strides(result, answer)
+    return result
+
+
+def _non_overlapping_and_dense(shape, strides):
+    """torch's is_non_overlapping_and_dense: the dimensions longer than 1, by stride, fill memory."""
+    step = 1
+    for axis in sorted((axis for axis in range(len(shape)) if shape[axis] > 1), key=lambda axis: strides[axis]):
+        if strides[axis] != step:
+            return False
+        step *= shape[axis]
+    return True
 
 
 def known_order(array):
@@ -621,7 +656,7 @@ def _laid_out_like(input, memory_format, make, draws=False):
         result._array = known_layout(result._array.transpose(tuple(np.argsort(order))), order)  # (a fresh leaf)
     elif not draws and memory_format in (None, preserve_format) and layout_unknown_of(input):
         unknown_layout(result._array)  # (zeros_like keeps a layout minilora does not know)
-    return result
+    return like_view_strides(result, input, memory_format)
 
 
 def _memory_order(array):

@@ -132,11 +132,20 @@ SAME_STORAGE = {  # tensors over a view's storage that are no views for autograd
     "squeeze_": lambda lib: lib.ones(1, 5).t().squeeze_(0),  # (no dimension 0 of size 1: kept)
     "t_ then view": lambda lib: lib.ones(1, 5).t_()[:, None],
     "detach then t_": lambda lib: lib.ones(1, 5)[:, 1:].detach().t_(),
+    # preserve_format copies: torch copies non-overlapping dense strides, else lays out densely in their order
+    "clone": lambda lib: lib.ones(1, 5).t().clone(),
+    "clone_column": lambda lib: lib.ones(5, 1).t().clone(),
+    "clone_unsqueezed": lambda lib: lib.ones(3, 4).t()[:, None].clone(),
+    "clone_expanded": lambda lib: lib.ones(1, 5).t()[:, :, None].expand(5, 1, 2).clone(),  # (not dense)
+    "clone_of_t_": lambda lib: lib.ones(1, 5).t_().clone(),
+    "empty_like": lambda lib: lib.empty_like(lib.ones(1, 5).t()),
+    "zeros_like": lambda lib: lib.zeros_like(lib.ones(3, 4).t()[:, None]),
+    "ones_like": lambda lib: lib.ones_like(lib.ones(5, 1).t()),
 }
 
 
 @pytest.mark.parametrize("name", SAME_STORAGE)
-def test_detached_and_in_place_views_keep_torchs_strides(name):
-    # minilora answered NumPy's flags' contiguous strides: (1, 1) for ones(1, 5).t().detach()
+def test_detached_in_place_and_copied_views_keep_torchs_strides(name):
+    # minilora answered NumPy's flags' contiguous strides: (1, 1) for ones(1, 5).t().detach() and .clone()
     make = SAME_STORAGE[name]
     assert make(ml).stride() == make(torch).stride()

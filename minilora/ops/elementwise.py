@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, fastmath, float32_math, parallel
-from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order
+from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order, like_view_strides
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
@@ -1025,7 +1025,7 @@ def gelu(input, approximate="none"):
     return saves_as_torch(Gelu.apply(input, approximate=approximate), input)  # (Gelu keeps a derivative)
 def clone(input, *, memory_format=None):
     """``torch.clone``: a copy laid out as torch's (its strides' order kept by default; see laid_out_copy)."""
-    return Clone.apply(input, memory_format=memory_format)
+    return like_view_strides(Clone.apply(input, memory_format=memory_format), input, memory_format)
 def astype(input, dtype): return AsType.apply(input, dtype=to_dtype(dtype))
 
 
