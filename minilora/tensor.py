@@ -312,8 +312,8 @@ class Context:
         of one (mse_loss, a convolution with bias), the last one's node shows torch's inputs (its
         ``torch_graph``, see name_node). Kept when backward frees the node, as torch's."""
         graph = self.__dict__.get("torch_graph")
-        if graph is not None:
-            return tuple((_shown_node(x), 0) for x in graph)
+        if graph is not None:  # (a number among torch's inputs has no entry, as in torch's nodes)
+            return tuple((_shown_node(x), 0) for x in graph if not isinstance(x, (int, float, complex)))
         if "edges" in self.__dict__:  # a freed node that had a torch_graph
             return self.edges
         numbers = self.fn.__name__ in _WRAPPED_NUMBERS
@@ -417,8 +417,9 @@ class Context:
         Backward runs this once per node, so the common cases are written out (as one comprehension
         they cost the tiny-op benchmark 4 ms per 10,000 ops: a comprehension is a call in Python 3.11)."""
         saved = self.__dict__
-        if "node_name" in saved or "torch_graph" in saved:
-            node_name = saved.get("node_name")
+        named_by_fields = self.fn.torch_node_name is not None  # (its name reads fields this clears: keep it)
+        if "node_name" in saved or "torch_graph" in saved or named_by_fields:
+            node_name = self.name() if named_by_fields else saved.get("node_name")
             edges = self.next_functions if "torch_graph" in saved else None
             saved.clear()
             if node_name is not None:

@@ -1335,6 +1335,8 @@ def copysign(input, other):
         out = where(signbit(b), -magnitude, magnitude)
         if b.requires_grad:
             out = ZeroGradientTo.apply(out, b)
+    if not isinstance(other, Tensor):  # (torch's copysign.Scalar: its own node, one edge)
+        return name_node(saves_as_torch(out, input, out), "CopysignBackward1", input, graph=(input,))
     return name_node(saves_as_torch(out, input, out), "CopysignBackward0", input, graph=(input, other))
 
 
