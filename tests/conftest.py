@@ -1,5 +1,6 @@
 """Shared fixtures: every device-aware test runs on cpu, emu and cuda (skipped when not enabled)."""
 import os
+import signal
 import sys
 
 import numpy as np
@@ -135,6 +136,15 @@ def memcheck_every_launch():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test, whatever the parent left: a shell that starts pytest in the
+    background (``pytest ... &``) ignores SIGINT, and then Python installs none. Ctrl-C tests need Python's."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(autouse=True)

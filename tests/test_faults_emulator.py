@@ -326,7 +326,7 @@ def test_timeout_stops_every_os_thread(workers_at_once):
     a_normal_launch_works()
 
 
-def test_ctrl_c_stops_a_spinning_launch_with_keyboard_interrupt(workers_at_once):
+def test_ctrl_c_stops_a_spinning_launch_with_keyboard_interrupt(workers_at_once, python_sigint):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     spins = faults().get_function("spins")
     # Ctrl-C from another thread 0.3 s in (the kernel may deliver it to either thread: both must work).

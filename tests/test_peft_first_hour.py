@@ -488,7 +488,7 @@ def _counting_rows(n=24, length=10):
     return np.array([[(i + j) % 13 + 3 for j in range(length)] for i in range(n)], dtype=np.int64)
 
 
-def test_ctrl_c_finishes_the_step_checkpoints_it_and_resume_continues_identically(tmp_path):
+def test_ctrl_c_finishes_the_step_checkpoints_it_and_resume_continues_identically(tmp_path, python_sigint):
     """The first Ctrl-C (SIGINT) stops train() after the step in progress, with that step
     checkpointed; resuming gives the same losses as a run that was never interrupted."""
     import signal
