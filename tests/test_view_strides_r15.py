@@ -149,3 +149,15 @@ def test_detached_in_place_and_copied_views_keep_torchs_strides(name):
     # minilora answered NumPy's flags' contiguous strides: (1, 1) for ones(1, 5).t().detach() and .clone()
     make = SAME_STORAGE[name]
     assert make(ml).stride() == make(torch).stride()
+
+
+EMPTY_VIEWS = ["zeros(0, 6).view(2, 0, 3)", "zeros(0, 6).reshape(3, 0, 2)", "zeros(0, 6).view(0, 6)",
+               "zeros(4, 0).view(2, 2, 0)", "zeros(3, 0).t()", "zeros(2, 0, 3)[:, :, 1:]",
+               "zeros(2, 0, 3).transpose(0, 2)", "zeros(2, 0, 3).flatten()"]
+
+
+@pytest.mark.parametrize("source", EMPTY_VIEWS)
+def test_views_without_elements_answer_torchs_strides(source):
+    # ATen's computeStride without elements: the old strides for the same shape, else contiguous ones (these
+    # refused once the size-1/size-0 view rules came in: NumPy's strides of an empty array are anything)
+    assert eval(source, {"zeros": ml.zeros}).stride() == eval(source, {"zeros": torch.zeros}).stride()

@@ -1154,9 +1154,10 @@ def _view_strides(view):
     if rule is not None:
         parent_strides = stride(parent)
         strides = rule(tuple(parent.shape), parent_strides, tuple(view.shape), options)
-    array = view._array  # (a dimension longer than 1 has one stride in any layout: NumPy's is a check)
-    if strides is None or len(strides) != array.ndim or any(n > 1 and s != a // array.itemsize
-                              for n, s, a in zip(array.shape, strides, array.strides)):
+    array = view._array  # (a dimension longer than 1 has one stride in any layout: NumPy's is a check,
+    # where there are elements: an empty array's strides are anything)
+    if strides is None or len(strides) != array.ndim or array.size and any(
+            n > 1 and s != a // array.itemsize for n, s, a in zip(array.shape, strides, array.strides)):
         raise _strides_unknown(view)
     return strides
 
@@ -1205,8 +1206,6 @@ def _reshaped_strides(shape, strides, new_shape, options):
     """view/reshape/flatten/unflatten (torch's computeStride), unsqueeze and squeeze each have their
     own rule, and minilora's Reshape serves them all: where the rules that could have made this shape
     disagree, None."""
-    if math.prod(shape) == 0:
-        return None
     candidates = {_computed_strides(shape, strides, new_shape)}
     if len(new_shape) == len(shape) + 1:  # unsqueeze(d)?
         candidates |= {strides[:d] + (_unsqueezed_stride(shape, strides, d),) + strides[d:]
@@ -1222,7 +1221,10 @@ def _reshaped_strides(shape, strides, new_shape, options):
 
 def _computed_strides(shape, strides, new_shape):
     """ATen's computeStride for a view of a tensor with elements: the new shape is split into chunks
-    each laid over a run of old dimensions that are contiguous with each other (None: not a view)."""
+    each laid over a run of old dimensions that are contiguous with each other (None: not a view). Without
+    elements any strides would do: ATen keeps the old ones for the same shape, else gives contiguous ones."""
+    if math.prod(shape) == 0:
+        return tuple(strides) if tuple(shape) == tuple(new_shape) else _contiguous_strides(new_shape)
     new_strides = [0] * len(new_shape)
     view_d = len(new_shape) - 1
     chunk_stride, tensor_numel, view_numel = (strides[-1] if strides else 1), 1, 1
