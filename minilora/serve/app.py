@@ -90,8 +90,8 @@ from .beam import beam_search
 from .detokenizer import token_bytes_or_text as _token_bytes
 from .engine import EngineError, Request, check_characters, check_context, model_not_found, validation_error
 from .fields import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, LoadLoRAAdapterRequest,
-                     TokenizeChatRequest, TokenizeCompletionRequest, UnloadLoRAAdapterRequest, log_ignored,
-                     read_fields)
+                     TokenizeChatRequest, TokenizeRequest, UnloadLoRAAdapterRequest, log_ignored, read_fields,
+                     read_union)
 from .sampler import SAMPLING_EPS
 from .structured import Grammars, constraint_of, tool_choice_of
 
@@ -960,17 +960,13 @@ class _Server:
         ``add_generation_prompt``, ``continue_final_message``, ``chat_template``, ``tools``, ...) as the ids a
         request would run, ``{count, max_model_len, tokens, token_strs}`` (``return_token_strs``: each id's
         vocabulary entry, else null). Not checked against the context, as vLLM's; an unknown model is its 404."""
-        raw = await self._json(request)
-        chat = "prompt" not in raw and "messages" in raw  # (vLLM's union: the completion model first)
-        body = read_fields(raw, TokenizeChatRequest if chat else TokenizeCompletionRequest)
+        model, body = read_union(await self._json(request), TokenizeRequest)
         self._adapter_of(body)
         tok = self.engine.tokenizer
-        if chat:
-            messages = body["messages"]
-            if not isinstance(messages, list):
-                raise EngineError(400, "messages must be a list of {\"role\": str, \"content\": str}", "messages")
-            _, ids = _encoded(lambda: _chat_prompt(tok, [_text_message(m) for m in messages], body), "messages")
-        else:  # (a text: fields.py's TokenizeCompletionRequest, whose prompt is required)
+        if model is TokenizeChatRequest:
+            messages = [_text_message(m) for m in body["messages"]]
+            _, ids = _encoded(lambda: _chat_prompt(tok, messages, body), "messages")
+        else:  # (a text: the completion member's prompt is required)
             ids = _encoded(lambda: tok.encode(body["prompt"], add_special_tokens=body.get("add_special_tokens", True)),
                            "prompt")
         ids = list(ids)
@@ -982,9 +978,7 @@ class _Server:
         tokenizer decodes them (special tokens kept; an id past the tokenizer has no text)."""
         body = read_fields(await self._json(request), DetokenizeRequest)
         self._adapter_of(body)
-        ids = body["tokens"]  # (required: fields.py)
-        if not all(0 <= token < 2**63 for token in ids):
-            raise EngineError(400, "tokens: each token id must be in [0, 2**63 - 1]", "tokens")
+        ids = body["tokens"]  # (required, each in [0, 2**63 - 1]: fields.py)
         return JSONResponse({"prompt": _decoded(self.engine.tokenizer, ids, False, self.engine.text_vocab)})
 
     async def load_adapter(self, request):
@@ -992,7 +986,7 @@ class _Server:
         no adapter is a 404, an adapter that does not load a 400; a loaded name again is a 400 unless
         ``load_inplace`` (then its new weights serve the name's requests from now on, those in flight too)."""
         body = read_fields(await self._json(request), LoadLoRAAdapterRequest)
-        name, path = body.get("lora_name", ""), body.get("lora_path", "")
+        name, path = body["lora_name"], body["lora_path"]  # (both required: fields.py)
         if not (name and path):
             raise EngineError(400, "Both 'lora_name' and 'lora_path' must be provided.",
                               "lora_path" if name else "lora_name", kind="InvalidUserInput")
@@ -1003,7 +997,7 @@ class _Server:
         return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
     async def unload_adapter(self, request):
-        name = read_fields(await self._json(request), UnloadLoRAAdapterRequest).get("lora_name")
+        name = read_fields(await self._json(request), UnloadLoRAAdapterRequest)["lora_name"]  # (required: fields.py)
         if not name:  # a bad request, as vLLM's; an unknown name is the 404
             raise EngineError(400, "'lora_name' needs to be provided to unload a LoRA adapter.", "lora_name",
                               kind="InvalidUserInput")
@@ -1017,22 +1011,37 @@ class _Server:
         return JSONResponse({"status": "ok", "running": len(self.engine.rows), "queued": len(self.engine.waiting)})
 
 
+# a content part's type -> the key of its text (vLLM's MM_PARSER_MAP: these parts are text; the rest are media)
+_TEXT_PART_KEYS = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal",
+                   "thinking": "thinking"}
+_MEDIA_KEYS = ("image_url", "image_embeds", "audio_embeds", "audio_url", "input_audio", "video_url")
+
+
 def _text_message(message):
-    """``{"role", "content"}`` with the content as text: OpenAI's clients also send it as a list of parts,
-    ``[{"type": "text", "text": ...}]``, which vLLM joins with newlines (other part types are refused)."""
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(message, dict) and message.get("role") == "assistant" and isinstance(message.get("tool_calls"), list):
-        message = {**message, "tool_calls": [_parsed_arguments(call) for call in message["tool_calls"]]}
-        if content is None:
-            return message  # an assistant's tool calls sent back (content null), for the template to write
-    if isinstance(content, list) and content and all(
-            isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-            for part in content):
-        content = "\n".join(part["text"] for part in content)
-    if not isinstance(message, dict) or not isinstance(message.get("role"), str) or not isinstance(content, str):
-        raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str or a list of "
-                               f"{{\"type\": \"text\", \"text\": str}}}}, got {message!r}"[:300], "messages")
-    return {**message, "content": content}
+    """A message (its shape checked by fields.py's ChatMessage, vLLM's) with its content as text, as vLLM's
+    _parse_chat_message_content makes it for a template that writes text: null or left out is "", a list of parts
+    is its strings and its text / refusal / thinking parts joined with newlines. A media part (an image, audio,
+    video) needs a multimodal model: vLLM's ValueError (a 400). An assistant's tool calls come with their
+    arguments parsed (vLLM's _postprocess_messages)."""
+    content = message.get("content")
+    parts = [] if content is None else [content] if isinstance(content, str) else content
+    texts = [text for text in map(_part_text, parts) if text is not None]
+    message = {**message, "content": "\n".join(texts)}
+    if message["role"] == "assistant" and message.get("tool_calls") is not None:
+        message["tool_calls"] = [_parsed_arguments(call) for call in message["tool_calls"]]
+    return message
+
+
+def _part_text(part):
+    """A content part's text (None: a text part without one, which vLLM skips)."""
+    if isinstance(part, str):
+        return part
+    kind = part.get("type")
+    if kind in _TEXT_PART_KEYS:
+        return part.get(_TEXT_PART_KEYS[kind])
+    if kind in _MEDIA_KEYS or (kind is None and any(key in part for key in _MEDIA_KEYS)):
+        raise validation_error("The model is not multimodal.")  # vLLM's ModelConfig.get_multimodal_config
+    raise validation_error(f"Unknown part type: {kind}")  # (a "file" part: vLLM's parser has none)
 
 
 def _parsed_arguments(call):

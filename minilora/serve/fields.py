@@ -11,30 +11,57 @@ validates vLLM's: an int field takes ``5``, ``5.0``, ``"5"``, ``true``, not ``5.
   VALUE"`` (a list item's or a dict value's path is dotted: ``stop_token_ids.1``); a field left out that vLLM
   requires is ``"NAME: Field required"``.
 * Nested models are vLLM's too (``stream_options``, ``response_format``'s three, ``structured_outputs``, ``tools``,
-  ``messages``: the keys of a message); the fields whose shape app.py / structured.py check in vLLM's own words
-  (``tool_choice``: its check_tool_usage reads it first) or refuse unless "off" (``logits_processors``,
-  ``prompt_embeds``) are taken as sent. vLLM's own mode="before" validators (cache_salt, stream_options without
-  stream, both generation flags, a logprobs count sent as text) are the models' too: they read the body as sent,
-  before the types.
+  ``tool_choice``, ``messages``: the keys of a message and its content parts, vLLM's part union); the fields app.py
+  refuses unless "off" (``logits_processors``, ``prompt_embeds``) are taken as sent. vLLM's own mode="before"
+  validators (cache_salt, stream_options without stream, both generation flags, a logprobs count sent as text,
+  check_tool_usage) are the models' too: they read the body as sent, before the types, and refuse as vLLM's
+  VLLMValidationError does (a ValueError to pydantic: a union tries its next member), in vLLM's words.
 
 ``read_fields(body, Model)`` returns the body's fields of ``Model`` as pydantic made them (nested models as dicts
 of what was sent, by their JSON names: ``"schema"``) and drops every other name; the ranges and the meaning of each
-value are app.py's.
+value are app.py's. ``read_union(body, Union)`` does the same for a union of models (/tokenize's), with the member
+pydantic picked.
 """
 import dataclasses
+import functools
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from typing_extensions import Required, TypedDict  # (pydantic reads typing's TypedDict from Python 3.12 on only)
 
 from .engine import EngineError, validation_error
 
-__all__ = ["read_fields", "log_ignored", "CompletionRequest", "ChatCompletionRequest", "TokenizeCompletionRequest",
-           "TokenizeChatRequest", "DetokenizeRequest", "LoadLoRAAdapterRequest", "UnloadLoRAAdapterRequest"]
+__all__ = ["read_fields", "read_union", "log_ignored", "CompletionRequest", "ChatCompletionRequest",
+           "TokenizeCompletionRequest", "TokenizeChatRequest", "TokenizeRequest", "DetokenizeRequest",
+           "LoadLoRAAdapterRequest", "UnloadLoRAAdapterRequest"]
 
 _LOG = logging.getLogger("minilora.serve")
 _INT64 = dict(ge=-2**63, le=2**63 - 1)  # vLLM's torch.iinfo(torch.long) bounds (seed, truncate_prompt_tokens)
+
+
+class _VLLMCheck(ValueError):
+    """vLLM's VLLMValidationError as its models' own checks raise it: a ValueError, so pydantic takes it as that
+    model's refusal (a union of models then tries its next member, as /tokenize's), carrying the 400 vLLM answers
+    with (its words and param: read_fields answers it as raised)."""
+
+    def __init__(self, error):
+        super().__init__(error.message)
+        self.error = error
+
+
+def _vllm_check(check):
+    """One of vLLM's mode="before" validators: ``check(data)`` reads the body as sent and raises the EngineError
+    vLLM answers with; pydantic sees it as a ValueError (_VLLMCheck)."""
+    def validator(cls, data):
+        if not isinstance(data, dict):  # (vLLM's checks let pydantic refuse a body that is no object)
+            return data
+        try:
+            return check(data)
+        except EngineError as exc:
+            raise _VLLMCheck(exc) from None
+    validator.__name__ = check.__name__
+    return model_validator(mode="before")(classmethod(validator))
 
 
 class _Model(BaseModel):
@@ -90,12 +117,63 @@ class StructuredOutputsParams:
     structural_tag: str | None = None
 
 
+class _URL(TypedDict, total=False):
+    url: Required[str]
+
+
+class _ImageURL(_URL, total=False):
+    detail: Literal["auto", "low", "high"]
+
+
+class _InputAudio(TypedDict, total=False):
+    data: Required[str]
+    format: Required[Literal["wav", "mp3"]]
+
+
+class _FileFile(TypedDict, total=False):
+    file_data: str
+    file_id: str
+    filename: str
+
+
+def _part(name, type_name, payload, **optional):
+    """A content part of vLLM's union (a TypedDict, as OpenAI's and vLLM's are: other keys are ignored): ``payload``
+    the key that holds its content, ``type_name`` its required "type" (None: a part without one, vLLM's simple
+    forms ``{"image_url": "..."}``)."""
+    keys = {**{key: Required[kind] for key, kind in payload.items()}, **optional}
+    if type_name is not None:
+        keys["type"] = Required[Literal[type_name]]
+    return TypedDict(name, keys, total=False)
+
+
+_Embeds = str | dict[str, str] | None
+# vLLM's ChatCompletionContentPartParam (vllm/entrypoints/chat_utils.py): OpenAI's parts (text, image_url,
+# input_audio, file), then vLLM's (audio_url, video_url, refusal, the simple URL forms, embeddings, thinking), or a
+# bare string. app.py reads the text ones; the others need a multimodal model.
+ContentPart = (_part("ChatCompletionContentPartTextParam", "text", {"text": str})
+               | _part("ChatCompletionContentPartImageParam", "image_url", {"image_url": _ImageURL})
+               | _part("ChatCompletionContentPartInputAudioParam", "input_audio", {"input_audio": _InputAudio})
+               | _part("File", "file", {"file": _FileFile})
+               | _part("ChatCompletionContentPartAudioParam", "audio_url", {"audio_url": _URL})
+               | _part("ChatCompletionContentPartVideoParam", "video_url", {"video_url": _URL})
+               | _part("ChatCompletionContentPartRefusalParam", "refusal", {"refusal": str})
+               | _part("CustomChatCompletionContentSimpleImageParam", None, {"image_url": str})
+               | _part("ChatCompletionContentPartImageEmbedsParam", "image_embeds", {}, image_embeds=_Embeds,
+                       uuid=str | None)
+               | _part("ChatCompletionContentPartAudioEmbedsParam", "audio_embeds", {}, audio_embeds=_Embeds,
+                       uuid=str | None)
+               | _part("CustomChatCompletionContentSimpleAudioParam", None, {"audio_url": str})
+               | _part("CustomChatCompletionContentSimpleVideoParam", None, {"video_url": str})
+               | _part("CustomThinkCompletionContentParam", "thinking", {"thinking": str}, closed=bool)
+               | str)
+
+
 class ChatMessage(TypedDict, total=False):
     """A chat message as vLLM's message union takes it: the widest of its members, CustomChatCompletionMessageParam
-    (a role of any name; OpenAI's assistant message adds content null). Its content parts are app.py's to read."""
+    (a role of any name, content parts of vLLM's union; OpenAI's assistant message adds content null)."""
     __pydantic_config__ = ConfigDict(extra="allow")  # (the keys a chat template reads beside these)
     role: Required[str]
-    content: str | list[Any] | None
+    content: str | list[ContentPart] | None
     name: str
     tool_call_id: str | None
     tool_calls: list[dict[str, Any]] | None
@@ -117,6 +195,19 @@ _ResponseFormat = ResponseFormat | StructuralTagResponseFormat | LegacyStructura
 _Tools = list[ChatCompletionToolsParam] | None
 _Stop = str | list[str] | None
 _XArgs = dict[str, str | int | float | list[str | int | float]] | None
+
+
+def _check_cache_salt(data):
+    salt = data.get("cache_salt")
+    if salt is not None and (not isinstance(salt, str) or not salt):
+        raise EngineError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
+    return data
+
+
+def _check_stream_options(data):
+    if data.get("stream_options") and not data.get("stream"):  # (an empty one is let through)
+        raise validation_error("Stream options can only be defined when `stream=True`.", "stream_options")
+    return data
 
 
 class _Generate(_Model):
@@ -162,40 +253,86 @@ class _Generate(_Model):
     repetition_min_count: int = 0
 
     # vLLM's own checks (its models' mode="before" validators): they read the body as sent, before the fields'
-    # types coerce it ("stream": "false" is true to them), and answer in vLLM's words (EngineError: pydantic lets
-    # it through as raised)
-    @model_validator(mode="before")
-    @classmethod
-    def check_cache_salt_support(cls, data):
-        salt = data.get("cache_salt")
-        if salt is not None and (not isinstance(salt, str) or not salt):
-            raise EngineError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def validate_stream_options(cls, data):
-        if data.get("stream_options") and not data.get("stream"):  # (an empty one is let through)
-            raise validation_error("Stream options can only be defined when `stream=True`.", "stream_options")
-        return data
+    # types coerce it ("stream": "false" is true to them), and answer in vLLM's words
+    check_cache_salt_support = _vllm_check(_check_cache_salt)
+    validate_stream_options = _vllm_check(_check_stream_options)
 
 
 def _counts_are_numbers(*names):
     """vLLM's check_logprobs' first check: it compares these counts as sent, so a text one (even "2") is its 400,
     never coerced."""
-    def check(data):
+    def check_logprobs(data):
         for name in names:
             value = data.get(name)
             if value is not None and not isinstance(value, (int, float)):
                 raise validation_error(f"`{name}` must be an integer.", name, value)
         return data
-    return model_validator(mode="before")(check)
+    return _vllm_check(check_logprobs)
 
 
 def _check_generation_prompt(data):
     if data.get("continue_final_message") and data.get("add_generation_prompt"):
         raise validation_error("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
     return data
+
+
+_CORRECT_TOOL_CHOICE = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`'
+
+
+def _check_tool_usage(data):
+    """vLLM's ChatCompletionRequest.check_tool_usage, in its order and words: tool_choice left out with tools given is
+    "auto" (set in the body, as vLLM's sets it); a named function must be one of the tools'. The type of
+    ``tool_choice`` is checked after (``ToolChoice``)."""
+    tools = data.get("tools")
+    if tools == []:
+        raise EngineError(400, "`tools` must not be an empty array. Either provide at least one tool or omit the "
+                               "field entirely.", "tools")
+    if "tool_choice" not in data and tools:
+        data = {**data, "tool_choice": "auto"}
+    choice = data.get("tool_choice")
+    if choice is None or choice == "none":
+        return data
+    if tools is None:
+        raise EngineError(400, "When using `tool_choice`, `tools` must be set.", "tool_choice")
+    if choice not in ("auto", "required") and not isinstance(choice, dict):
+        raise EngineError(400, f"Invalid value for `tool_choice`: {choice}! Only named tools, \"none\", \"auto\" or "
+                               "\"required\" are supported.", "tool_choice")
+    if isinstance(choice, dict):
+        _check_named_tool(choice, tools)
+    return data
+
+
+def _check_named_tool(choice, tools):
+    function = choice.get("function")
+    if not isinstance(function, dict):
+        raise EngineError(400, f"Invalid value for `function`: `{function}` in `tool_choice`! {_CORRECT_TOOL_CHOICE}",
+                          "tool_choice.function")
+    if "name" not in function:
+        raise EngineError(400, f"Expected field `name` in `function` in `tool_choice`! {_CORRECT_TOOL_CHOICE}",
+                          "tool_choice.function.name")
+    name = function["name"]
+    if not isinstance(name, str) or not name:
+        raise EngineError(400, f"Invalid `name` in `function`: `{name}` in `tool_choice`! {_CORRECT_TOOL_CHOICE}",
+                          "tool_choice.function.name")
+    # (vLLM indexes each tool's function name here, a 500 for tools of another shape: their own type refuses them
+    # after this check, a 400)
+    readable = isinstance(tools, list) and all(isinstance(tool, dict) and isinstance(tool.get("function"), dict)
+                                               for tool in tools)
+    if readable and name not in [tool["function"].get("name") for tool in tools]:
+        raise EngineError(400, "The tool specified in `tool_choice` does not match any of the specified `tools`",
+                          "tool_choice")
+
+
+class ChatCompletionNamedFunction(_Model):
+    name: str
+
+
+class ChatCompletionNamedToolChoiceParam(_Model):
+    function: ChatCompletionNamedFunction
+    type: Literal["function"] = "function"
+
+
+ToolChoice = Literal["none", "auto", "required"] | ChatCompletionNamedToolChoiceParam | None
 
 
 class CompletionRequest(_Generate):
@@ -218,7 +355,7 @@ class ChatCompletionRequest(_Generate):
     max_completion_tokens: int | None = None
     n: int | None = 1
     tools: _Tools = None
-    tool_choice: Any = "none"  # (structured.py: vLLM's check_tool_usage reads it before its type)
+    tool_choice: ToolChoice = "none"
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     include_reasoning: bool = True
     parallel_tool_calls: bool | None = True
@@ -230,7 +367,8 @@ class ChatCompletionRequest(_Generate):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
-    check_generation_prompt = model_validator(mode="before")(_check_generation_prompt)
+    check_tool_usage = _vllm_check(_check_tool_usage)
+    check_generation_prompt = _vllm_check(_check_generation_prompt)
     check_logprobs = _counts_are_numbers("prompt_logprobs", "top_logprobs")
 
 
@@ -253,24 +391,27 @@ class TokenizeChatRequest(_Model):
     mm_processor_kwargs: dict[str, Any] | None = None
     tools: _Tools = None
     media_io_kwargs: dict[str, Any] | None = None
-    check_generation_prompt = model_validator(mode="before")(_check_generation_prompt)
+    check_generation_prompt = _vllm_check(_check_generation_prompt)
+
+
+TokenizeRequest = TokenizeCompletionRequest | TokenizeChatRequest  # (vLLM's union: pydantic picks the member)
 
 
 class DetokenizeRequest(_Model):
     model: str | None = None
-    tokens: list[int]
+    tokens: list[Annotated[int, Field(ge=0, le=2**63 - 1)]]
 
 
 class LoadLoRAAdapterRequest(BaseModel):
-    """vLLM's (a plain BaseModel: other names are ignored without a warning). A name or path left out is taken
-    as empty, which app.py refuses in vLLM's words for an empty one."""
-    lora_name: str = ""
-    lora_path: str = ""
+    """vLLM's (a plain BaseModel: other names are ignored without a warning). A name or path left out is pydantic's
+    "Field required"; an empty one app.py refuses in vLLM's words."""
+    lora_name: str
+    lora_path: str
     load_inplace: bool = False
 
 
 class UnloadLoRAAdapterRequest(BaseModel):
-    lora_name: str = ""
+    lora_name: str
     lora_int_id: int | None = None
 
 
@@ -296,6 +437,9 @@ def _refusal(exc, body):
     """A ValidationError as the 400 of its first field: pydantic's message, the value, the field as param. A
     union's refusal (one error per member type) names each member's path and message after the shared path."""
     errors = exc.errors(include_url=False)
+    check = next((e["ctx"]["error"] for e in errors if isinstance(e.get("ctx", {}).get("error"), _VLLMCheck)), None)
+    if check is not None:  # one of vLLM's own checks: its words and param (vLLM's handler reads them first too)
+        return check.error
     name = errors[0]["loc"][0]
     if errors[0]["type"] == "missing" and len(errors[0]["loc"]) == 1:
         return EngineError(400, f"{name}: Field required", name)
@@ -305,10 +449,16 @@ def _refusal(exc, body):
         message, value = own[0]["msg"], own[0]["input"]
     else:
         message, value = " or ".join(dict.fromkeys(
-            ".".join(map(str, error["loc"][len(path):])) + ": " + error["msg"] for error in own)), body
+            _shown(error["loc"][len(path):]) + ": " + error["msg"] for error in own)), body
         for key in path:
             value = value[key]
     return EngineError(400, f"{'.'.join(map(str, path))}: {message}, got {value!r}"[:500], name)
+
+
+def _shown(loc):
+    """A path as a message shows it: pydantic's bracketed schema names (``list[union[...]]``, the kind of a list's
+    items) left out, as vLLM's clean_loc_for_param leaves them out of a param."""
+    return ".".join(str(key) for key in loc if not (isinstance(key, str) and "[" in key))
 
 
 def _common_path(paths):
@@ -323,11 +473,44 @@ def read_fields(body, model):
     """``body`` (a JSON object) validated as vLLM's pydantic ``model`` validates it: the fields it gives, as
     pydantic made them (a nested model as a dict of what was sent), every other name dropped and logged as
     vLLM logs it. A value the field's type refuses is a 400 naming the field."""
-    if model.model_config.get("extra") == "allow":  # (vLLM's OpenAIBaseModel logs them; a plain BaseModel not)
-        log_ignored(set(body) - set(model.model_fields))
     try:
         request = model.model_validate(body)
     except ValidationError as exc:
         raise _refusal(exc, body) from None
+    return _fields_of(request, body)
+
+
+def _fields_of(request, body):
+    model = type(request)
+    if model.model_config.get("extra") == "allow":  # (vLLM's OpenAIBaseModel logs them; a plain BaseModel not)
+        log_ignored(set(body) - set(model.model_fields))
     return request.model_dump(include=request.model_fields_set & set(model.model_fields), exclude_unset=True,
                               by_alias=True)
+
+
+@functools.cache
+def _adapter(union):
+    return TypeAdapter(union)
+
+
+def read_union(body, union):
+    """(the member model, its fields) of ``body`` validated against a union of vLLM's request models, as FastAPI
+    validates vLLM's /tokenize body: pydantic's smart union picks the member (a body with both "prompt" and
+    "messages" is a chat). No member takes it: a 400 naming each member's first refusal (param: the first's
+    field, the member's whose own fields are there first), or, where one of vLLM's own checks refused, that
+    check's answer."""
+    try:
+        request = _adapter(union).validate_python(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if any(isinstance(e.get("ctx", {}).get("error"), _VLLMCheck) for e in errors):
+            raise _refusal(exc, body) from None
+        first = {}
+        for error in errors:  # (each error's loc starts with its member's name)
+            first.setdefault(error["loc"][0], error)
+        # the member the body meant first: one whose own required field is there ({"messages": ...} is a chat)
+        ranked = sorted(first.items(), key=lambda item: item[1]["type"] == "missing" and len(item[1]["loc"]) == 2)
+        reasons = [f"{_shown(e['loc'][1:])}: {e['msg']} ({member})" for member, e in ranked]
+        param = ranked[0][1]["loc"][1] if len(ranked[0][1]["loc"]) > 1 else None
+        raise EngineError(400, f"{' or '.join(reasons)}, got {body!r}"[:500], param) from None
+    return type(request), _fields_of(request, body)

@@ -83,50 +83,18 @@ def _response_format(form):
     return {"json": schema.get("schema")}
 
 
-def _named_tool(tool_choice):
-    """The function a ``tool_choice`` object names (vLLM's ChatCompletionNamedToolChoiceParam), checked in vLLM's
-    words."""
-    usage = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`'
-    function = tool_choice.get("function")
-    if not isinstance(function, dict):
-        raise EngineError(400, f"Invalid value for `function`: `{function}` in `tool_choice`! {usage}",
-                          "tool_choice.function")
-    if "name" not in function:
-        raise EngineError(400, f"Expected field `name` in `function` in `tool_choice`! {usage}",
-                          "tool_choice.function.name")
-    name = function["name"]
-    if not isinstance(name, str) or not name:
-        raise EngineError(400, f"Invalid `name` in `function`: `{name}` in `tool_choice`! {usage}",
-                          "tool_choice.function.name")
-    return name
-
-
 def tool_choice_of(body):
-    """(tools, tool_choice) of a chat request as vLLM's check_tool_usage reads them: ``tool_choice`` left out with
-    tools given is "auto"; a named function must be one of the tools. Returns the tools (a list of
-    ``{"type": "function", "function": {...}}``, or None) and "none", "auto", "required" or the named function."""
-    tools, given = body.get("tools"), "tool_choice" in body
-    if tools == []:
-        raise EngineError(400, "`tools` must not be an empty array. Either provide at least one tool or omit the "
-                               "field entirely.", "tools")
-    choice = body.get("tool_choice") if given else ("auto" if tools else "none")
+    """(tools, tool_choice) of a chat request, checked by fields.py (vLLM's check_tool_usage and the type of its
+    tool_choice; left out with tools given: "auto"). Returns the tools (a list of ``{"type": "function",
+    "function": {...}}``, or None) and "none", "required" or the named function ``{"name": ...}``; "auto" needs a
+    tool parser this server does not have: vLLM's 400 without --enable-auto-tool-choice."""
+    tools, choice = body.get("tools"), body.get("tool_choice")
     if choice is None or choice == "none":
         return tools, "none"
-    if tools is None:
-        raise EngineError(400, "When using `tool_choice`, `tools` must be set.", "tool_choice")
-    if choice not in ("auto", "required") and not isinstance(choice, dict):
-        raise EngineError(400, f"Invalid value for `tool_choice`: {choice}! Only named tools, \"none\", \"auto\" or "
-                               "\"required\" are supported.", "tool_choice")
-    if isinstance(choice, dict):
-        name = _named_tool(choice)
-        if name not in [tool["function"]["name"] for tool in tools]:
-            raise EngineError(400, "The tool specified in `tool_choice` does not match any of the specified `tools`",
-                              "tool_choice")
-        return tools, {"name": name}
-    if choice == "auto":  # vLLM without --enable-auto-tool-choice: no parser reads tool calls out of free text
+    if choice == "auto":
         raise EngineError(400, "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be "
                                "set", "tool_choice")
-    return tools, choice
+    return tools, choice if choice == "required" else {"name": choice["function"]["name"]}
 
 
 def tool_call_schema(tools, choice):

@@ -1,0 +1,148 @@
+"""`minilora serve` reads /tokenize, chat message content parts, tool_choice and the LoRA routes as vLLM's pydantic
+models do (vllm/entrypoints/serve/tokenize/protocol.py, chat_utils.py's ChatCompletionContentPartParam,
+chat_completion/protocol.py's tool_choice and check_tool_usage, serve/lora/protocol.py).
+
+| what a user sends                          | before (r15)                     | now (vLLM's)                     |
+|--------------------------------------------|----------------------------------|----------------------------------|
+| /tokenize {"prompt", "messages"} (both)    | the prompt's ids                 | the chat's: pydantic's union     |
+|                                            |                                  |  picks TokenizeChatRequest       |
+| /tokenize {"prompt": 5, "messages": [...]} | 400 prompt                       | 200, the chat's ids              |
+| /tokenize {} / {"model": "a"}              | 400 "prompt: Field required"     | 400 naming both members' errors  |
+| /detokenize {"tokens": [72, -1]}           | 400 "each token id must be in"   | 400 pydantic's "tokens.1: Input  |
+|                                            |                                  |  should be greater than or ..."  |
+| load_lora_adapter without lora_path /      | 400 "Both ... must be provided." | 400 "lora_path: Field required"  |
+|  lora_name; unload_lora_adapter without    |  / InvalidUserInput              |  (vLLM's required fields)        |
+|  lora_name                                 |                                  |                                  |
+| content ["Hi", {"type": "refusal", ...},   | 400 (text parts only)            | their texts joined by newlines   |
+|  {"type": "thinking", ...}]                |                                  |                                  |
+| a message without content, or content null | 400                              | content "" (vLLM's [] parts)     |
+| content [{"type": "text", "text": 5}],     | 400 "messages must be ..."       | 400 pydantic's, the part's path  |
+|  image_url detail "huge"                   |                                  |                                  |
+| content [{"type": "image_url", ...}]       | 400 "messages must be ..."       | 400 "The model is not            |
+|  (valid)                                   |                                  |  multimodal." (vLLM's words)     |
+| tool_choice {"type": "tool", "function":   | 200 (the named call)             | 400 tool_choice: pydantic's      |
+|  {...}}                                    |                                  |                                  |
+| tool_choice "any" beside temperature "x"   | 400 temperature                  | 400 tool_choice: check_tool_     |
+|                                            |                                  |  usage runs before the types     |
+"""
+import pytest
+
+pytest.importorskip("pydantic")
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient  # noqa: E402
+
+from minilora.serve import Engine  # noqa: E402
+from minilora.serve.app import create_app  # noqa: E402
+from minilora.tokenizer import ByteTokenizer  # noqa: E402
+from test_serve import CHAT_TEMPLATE, two_adapters  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+WEATHER = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+
+
+@pytest.fixture(scope="module")
+def client():
+    tok = ByteTokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    engine = Engine(two_adapters(), tok, max_batch_size=2, max_queue=8)
+    with TestClient(create_app(engine, "tiny")) as served:
+        yield served
+
+
+def tokens(client, **body):
+    response = client.post("/tokenize", json={"model": "a", **body})
+    assert response.status_code == 200, response.text
+    return response.json()["tokens"]
+
+
+def error_of(response):
+    assert response.status_code == 400, response.text
+    return response.json()["error"]
+
+
+def chat_error(client, **body):
+    return error_of(client.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 1,
+                                                               **body}))
+
+
+def test_tokenize_takes_the_member_pydantics_union_picks(client):
+    chat = tokens(client, messages=MESSAGES)
+    assert tokens(client, prompt="zz", messages=MESSAGES) == chat
+    assert tokens(client, prompt=5, messages=MESSAGES) == chat  # (the completion member refuses it, the chat takes it)
+    # the chat member's own check refuses both flags: the completion member takes the body (its prompt)
+    assert tokens(client, prompt="zz", continue_final_message=True, add_generation_prompt=True) == \
+        tokens(client, prompt="zz")
+
+
+def test_tokenize_that_no_member_takes_names_each_members_refusal(client):
+    error = error_of(client.post("/tokenize", json={}))
+    assert (error["message"], error["param"]) == (
+        "prompt: Field required (TokenizeCompletionRequest) or messages: Field required (TokenizeChatRequest), "
+        "got {}", "prompt")
+    error = error_of(client.post("/tokenize", json={"messages": MESSAGES, "return_token_strs": "maybe"}))
+    assert error["param"] == "return_token_strs"  # (the chat member's fields are there: its refusal first)
+    assert error["message"].startswith("return_token_strs: Input should be a valid boolean")
+
+
+def test_detokenize_refuses_ids_outside_int64_with_pydantics_words(client):
+    for ids, words in [([72, -1], "tokens.1: Input should be greater than or equal to 0, got -1"),
+                       ([2**63], f"tokens.0: Input should be less than or equal to {2**63 - 1}, got {2**63}")]:
+        error = error_of(client.post("/detokenize", json={"tokens": ids}))
+        assert (error["message"], error["param"]) == (words, "tokens")
+
+
+def test_lora_routes_refuse_a_field_left_out_as_vllms_required_fields(client):
+    for route, body, missing in [("/v1/load_lora_adapter", {"lora_name": "c"}, "lora_path"),
+                                 ("/v1/load_lora_adapter", {"lora_path": "/x"}, "lora_name"),
+                                 ("/v1/unload_lora_adapter", {}, "lora_name")]:
+        error = error_of(client.post(route, json=body))
+        assert (error["message"], error["param"], error["type"]) == (f"{missing}: Field required", missing,
+                                                                     "BadRequestError")
+    # an empty name or path is vLLM's own check's refusal, in its words
+    error = error_of(client.post("/v1/load_lora_adapter", json={"lora_name": "c", "lora_path": ""}))
+    assert (error["message"], error["type"]) == ("Both 'lora_name' and 'lora_path' must be provided.",
+                                                 "InvalidUserInput")
+    assert error_of(client.post("/v1/unload_lora_adapter", json={"lora_name": ""}))["type"] == "InvalidUserInput"
+
+
+def test_text_parts_strings_refusals_and_thinking_join_with_newlines(client):
+    joined = tokens(client, messages=[{"role": "user", "content": "Hi\nno\nhm\n"}])
+    parts = ["Hi", {"type": "refusal", "refusal": "no"}, {"type": "thinking", "thinking": "hm", "closed": True},
+             {"type": "text", "text": "", "cache_control": {"type": "ephemeral"}}]  # (a part's other keys ignored)
+    assert tokens(client, messages=[{"role": "user", "content": parts}]) == joined
+
+
+@pytest.mark.parametrize("message", [{"role": "user"}, {"role": "user", "content": None},
+                                     {"role": "user", "content": []}])
+def test_a_message_without_content_is_empty_text(client, message):
+    assert tokens(client, messages=[message]) == tokens(client, messages=[{"role": "user", "content": ""}])
+
+
+@pytest.mark.parametrize("part, words", [
+    ({"type": "text", "text": 5}, "0.ChatCompletionContentPartTextParam.text: Input should be a valid string"),
+    ({"type": "image_url", "image_url": {"url": "x", "detail": "huge"}},
+     "0.ChatCompletionContentPartImageParam.image_url.detail: Input should be 'auto', 'low' or 'high'"),
+    ({"type": "video"}, "0.ChatCompletionContentPartTextParam.type: Input should be 'text'")])
+def test_a_part_of_no_member_of_vllms_union_is_pydantics_refusal(client, part, words):
+    error = chat_error(client, messages=[{"role": "user", "content": [part]}])
+    assert error["param"] == "messages" and error["message"].startswith("messages.0.content: ")
+    assert words in error["message"]
+
+
+@pytest.mark.parametrize("part", [{"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                                  {"image_url": "https://x/y.png"}, {"type": "input_audio", "input_audio": {
+                                      "data": "AAAA", "format": "wav"}}, {"video_url": "https://x/y.mp4"}])
+def test_a_media_part_needs_a_multimodal_model(client, part):
+    error = chat_error(client, messages=[{"role": "user", "content": ["Hi", part]}])
+    assert (error["message"], error["param"]) == ("The model is not multimodal.", None)
+
+
+def test_tool_choice_is_vllms_type_after_its_check_tool_usage(client):
+    named = {"type": "tool", "function": {"name": "weather"}}
+    error = chat_error(client, tools=[WEATHER], tool_choice=named)
+    assert error["param"] == "tool_choice" and "type: Input should be 'function'" in error["message"]
+    # check_tool_usage reads the body before any field's type: its refusal comes first
+    error = chat_error(client, tools=[WEATHER], tool_choice="any", temperature="x")
+    assert error["param"] == "tool_choice" and error["message"].startswith("Invalid value for `tool_choice`: any!")
+    error = chat_error(client, tool_choice={"function": {"name": ""}}, tools=[WEATHER])
+    assert error["param"] == "tool_choice.function.name"
