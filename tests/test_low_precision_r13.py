@@ -27,6 +27,14 @@ def bits(t):
     return t.detach().float().numpy()
 
 
+def torchs_bf16_products_run_on_amx():
+    """Do torch's bfloat16 matrix products here run on AMX tiles (Intel Sapphire Rapids and later)? MKL's
+    gemm_bf16bf16f32 (inside the CPU flash-attention kernel) and oneDNN's matmul then sum the products in the
+    tiles' order, not the AVX-512 kernels' order that minilora models: measured, MKL_ENABLE_INSTRUCTIONS=AVX512
+    and ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 give the bits back. An AMD EPYC (AVX-512, no AMX) gives them too."""
+    return torch.cpu._is_amx_tile_supported()
+
+
 # (batch, query heads, key/value heads, queries, keys, head size, is_causal, mask): one block of queries,
 # several (37 > 32, 70 > 64 with head size 64), grouped-query heads, boolean and float masks, 600 > 512 keys
 # (two key blocks: the running max and sum rescale the partial output)
@@ -53,11 +61,13 @@ def test_sdpa_bfloat16_is_torchs_flash_kernel_bit_for_bit(case):
     np.testing.assert_array_equal(results[1][0], results[0][0], err_msg="output")
     for name, theirs, ours in zip(["dq", "dk", "dv"], results[0][1:], results[1][1:]):
         # 0 on an AVX-512 CPU; with AVX2 oneDNN sums the products in another float32 order, and 2 of 2560
-        # GQA dk elements land on the other side of a bfloat16 rounding boundary: one step
+        # GQA dk elements land on the other side of a bfloat16 rounding boundary: one step. With AMX, MKL's
+        # tile kernel for dS @ K: 5 of 2368 dq elements of (1, 2, 2, 37, 37, 32) apart, one by two steps
+        amx = torchs_bf16_products_run_on_amx()
         off = ours != theirs
-        assert off.mean() <= 0.001, name
+        assert off.mean() <= (0.005 if amx else 0.001), name
         step = np.spacing(np.abs(theirs[off]).astype(ml.bfloat16)).astype(np.float32)
-        np.testing.assert_array_less(np.abs(ours - theirs)[off], step * 1.01, err_msg=name)
+        np.testing.assert_array_less(np.abs(ours - theirs)[off], step * (2.01 if amx else 1.01), err_msg=name)
 
 
 def test_sdpa_float16_within_one_step_of_torch():
@@ -223,7 +233,8 @@ def llama_pair():
 @pytest.mark.parametrize("mode", ["model.to(bfloat16)", "autocast", "autocast, padded", "model.to(bfloat16), padded"])
 def test_llama_lora_step_in_bfloat16_as_peft(mode):
     """PEFT's LoRA on q/v/o/gate/down of a 2-layer Llama: the loss bit for bit, and the adapters' (float32)
-    gradients bit for bit under autocast; after model.to(bfloat16) within float32 summation noise (the
+    gradients bit for bit under autocast (padded, on an AMX CPU: within its envelope, see
+    torchs_bf16_products_run_on_amx); after model.to(bfloat16) within float32 summation noise (the
     adapters' gradients sum bf16 products in float32 in BLAS's order: 1.2e-3 of the largest gradient at most
     here, where the loss and every bf16 activation are torch's). Before: loss 6.9188 against 6.9248 (to
     bfloat16), gradients up to 13% apart. ``model.to(bfloat16)`` also rounds RoPE's inv_freq buffer, as torch's.
@@ -254,8 +265,10 @@ def test_llama_lora_step_in_bfloat16_as_peft(mode):
         if p.grad is None:
             continue
         theirs_grad, ours_grad = bits(p.grad), bits(ours_params[name].grad)
-        if "autocast" in mode:
+        if "autocast" in mode and not ("padded" in mode and torchs_bf16_products_run_on_amx()):
             np.testing.assert_array_equal(ours_grad, theirs_grad, err_msg=name)
+        elif "autocast" in mode:  # (padded: oneDNN's bf16 products on AMX, 6.1e-3 of the largest gradient here)
+            assert np.abs(ours_grad - theirs_grad).max() <= 1.2e-2 * np.abs(theirs_grad).max(), name
         else:
             assert np.abs(ours_grad - theirs_grad).max() <= 2e-3 * np.abs(theirs_grad).max(), name
 

@@ -54,7 +54,7 @@ _VML = ("torch's float32 kernel is Intel MKL's vector math (closed code, not cor
 _SLEEF = "torch's SLEEF / ATen float32 formula is not ported; minilora rounds the float64 result once"
 _CEPHES = "torch's float32 Cephes port (float32 steps) is not reproduced; minilora rounds the float64 result once"
 ULPS = {
-    **dict.fromkeys("sin cos tan asin acos atan sinh cosh asinh acosh atanh sqrt erf erfc log log2 log10".split(),
+    **dict.fromkeys("sin cos tan asin acos atan sinh cosh asinh acosh atanh sqrt erf erfc erfinv log log2 log10".split(),
                     (1, _VML)),
     "tanh": (1, "the one element of a 20-element row: torch's scalar tail calls glibc's tanhf, taken as correctly "
                 "rounded (float32_math.scalar_tail)"),

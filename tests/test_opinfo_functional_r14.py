@@ -59,7 +59,9 @@ ULPS = {
     **dict.fromkeys("conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d".split(),
                     (4, "torch's convolution is oneDNN's (its own blocking of the products' sums); minilora's "
                         "sums with BLAS")),
-    **dict.fromkeys("linear bilinear".split(), (2, "a matrix product: MKL's float32 GEMM/GEMV blocking for the CPU")),
+    **dict.fromkeys("linear bilinear linear_cross_entropy".split(),
+                    (2, "a matrix product: MKL's float32 GEMM/GEMV blocking for the CPU (MKL picks its kernel by the "
+                        "CPU's maker and model: an Intel Sapphire Rapids and an AMD EPYC differ)")),
     "multi_head_attention_forward": (32, "its projections are matrix products (MKL's float32 GEMM blocking) and "
                                          "its attention torch's CPU flash kernel"),
     "scaled_dot_product_attention": (32, "torch's CPU flash kernel (blocks of keys, its running max and sum, "

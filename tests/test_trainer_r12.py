@@ -26,6 +26,9 @@ from minilora.utils.data import Dataset as MlDataset  # noqa: E402
 
 # float32 sums in another order (the gradient norm's, the loss's over tokens): a few ulps apart
 RTOL = 1e-6
+# the gradient norm after a few steps: its sum of squares runs over gradients whose float32 matrix products are
+# MKL's kernel for the CPU (an Intel Sapphire Rapids: 1.2e-6 apart at step 5; an AMD EPYC: within RTOL)
+GRAD_NORM_RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,8 @@ def assert_same_history(theirs, ours):
         assert a["step"] == b["step"] and a["epoch"] == b["epoch"]
         for key in ("loss", "grad_norm", "eval_loss", "eval_accuracy", "train_loss"):
             if key in a:
-                assert b[key] == pytest.approx(a[key], rel=RTOL, abs=0), (key, a, b)
+                rel = GRAD_NORM_RTOL if key == "grad_norm" else RTOL
+                assert b[key] == pytest.approx(a[key], rel=rel, abs=0), (key, a, b)
         for key in ("learning_rate", "eval_rows", "total_flos", "num_input_tokens_seen"):
             if key in a:
                 assert b[key] == a[key], (key, a, b)
