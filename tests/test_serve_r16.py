@@ -15,7 +15,12 @@ chat_completion/protocol.py's tool_choice and check_tool_usage, serve/lora/proto
 |  lora_name                                 |                                  |                                  |
 | content ["Hi", {"type": "refusal", ...},   | 400 (text parts only)            | their texts joined by newlines   |
 |  {"type": "thinking", ...}]                |                                  |                                  |
-| a message without content, or content null | 400                              | content "" (vLLM's [] parts)     |
+| a message without content; an assistant's  | 400                              | content "" (vLLM's [] parts)     |
+|  content null (no tool calls)              |                                  |                                  |
+| a user's content null                      | 400 "messages must be ..."       | 400 pydantic's: the custom       |
+|                                            |                                  |  message's content: str or list |
+| tool_calls sent back without id / type, or | 200                              | 400 messages: OpenAI's tool call |
+|  arguments as an object                    |                                  |  param (arguments: JSON text)    |
 | content [{"type": "text", "text": 5}],     | 400 "messages must be ..."       | 400 pydantic's, the part's path  |
 |  image_url detail "huge"                   |                                  |                                  |
 | content [{"type": "image_url", ...}]       | 400 "messages must be ..."       | 400 "The model is not            |
@@ -112,21 +117,43 @@ def test_text_parts_strings_refusals_and_thinking_join_with_newlines(client):
     assert tokens(client, messages=[{"role": "user", "content": parts}]) == joined
 
 
-@pytest.mark.parametrize("message", [{"role": "user"}, {"role": "user", "content": None},
-                                     {"role": "user", "content": []}])
+@pytest.mark.parametrize("message", [{"role": "user"}, {"role": "user", "content": []},
+                                     {"role": "assistant", "content": None}])
 def test_a_message_without_content_is_empty_text(client, message):
-    assert tokens(client, messages=[message]) == tokens(client, messages=[{"role": "user", "content": ""}])
+    empty = tokens(client, messages=[{"role": message["role"], "content": ""}], add_generation_prompt=False)
+    assert tokens(client, messages=[message], add_generation_prompt=False) == empty
+
+
+def test_content_null_is_only_an_assistants(client):
+    """OpenAI's assistant message (a member of vLLM's message union) takes content null; vLLM's custom message, the
+    member other roles' messages are, takes text or parts only."""
+    error = chat_error(client, messages=[{"role": "user", "content": None}])
+    assert (error["message"], error["param"]) == ("messages.0.CustomChatMessage.content: str: Input should be a "
+                                                  "valid string or list: Input should be a valid list, got None",
+                                                  "messages")
+
+
+def test_tool_calls_sent_back_are_openais_tool_call_params(client):
+    call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": ""}}
+    custom = {"id": "c2", "type": "custom", "custom": {"name": "grep", "input": "x"}}
+    back = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None, "tool_calls": [call, custom]}]
+    assert tokens(client, messages=back)
+    for wrong in ({"function": {"name": "weather", "arguments": "{}"}},  # (no id, no type)
+                  {**call, "function": {"name": "weather", "arguments": {"unit": "c"}}}):  # (arguments not text)
+        error = chat_error(client, messages=[back[0], {**back[1], "tool_calls": [wrong]}])
+        assert error["param"] == "messages" and error["message"].startswith("messages.1: ")
 
 
 @pytest.mark.parametrize("part, words", [
-    ({"type": "text", "text": 5}, "0.ChatCompletionContentPartTextParam.text: Input should be a valid string"),
+    ({"type": "text", "text": 5}, "list.0.ChatCompletionContentPartTextParam.text: Input should be a valid string"),
     ({"type": "image_url", "image_url": {"url": "x", "detail": "huge"}},
-     "0.ChatCompletionContentPartImageParam.image_url.detail: Input should be 'auto', 'low' or 'high'"),
-    ({"type": "video"}, "0.ChatCompletionContentPartTextParam.type: Input should be 'text'")])
+     "list.0.ChatCompletionContentPartImageParam.image_url.detail: Input should be 'auto', 'low' or 'high'"),
+    ({"type": "video"}, "list.0.CustomChatCompletionContentSimpleVideoParam.video_url: Field required")])
 def test_a_part_of_no_member_of_vllms_union_is_pydantics_refusal(client, part, words):
     error = chat_error(client, messages=[{"role": "user", "content": [part]}])
-    assert error["param"] == "messages" and error["message"].startswith("messages.0.content: ")
+    assert error["param"] == "messages" and error["message"].startswith("messages.0.CustomChatMessage.content: ")
     assert words in error["message"]
+    assert "ChatCompletionContentPartRefusalParam" not in error["message"]  # (a part of another type says nothing)
 
 
 @pytest.mark.parametrize("part", [{"type": "image_url", "image_url": {"url": "https://x/y.png"}},

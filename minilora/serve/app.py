@@ -1045,14 +1045,14 @@ def _part_text(part):
 
 
 def _parsed_arguments(call):
-    """A tool call sent back in an assistant message, its ``arguments`` JSON text read into a dict as vLLM's
-    _postprocess_messages does (tool-use chat templates write them with ``tojson``; none or "": {})."""
-    function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(function, dict):
+    """A tool call sent back in an assistant message (fields.py: a function call's ``arguments`` is JSON text), its
+    arguments read into a dict as vLLM's _postprocess_messages does (tool-use chat templates write them with
+    ``tojson``; "": {}). A custom tool call (OpenAI's) has none: it reaches the template as sent."""
+    if "function" not in call:
         return call
-    arguments = function.get("arguments")
+    function = call["function"]
     try:
-        arguments = (json.loads(arguments) if isinstance(arguments, str) else arguments) if arguments else {}
+        arguments = json.loads(function["arguments"]) if function["arguments"] else {}
     except ValueError as exc:
         raise EngineError(400, f"messages: a tool call's arguments are not JSON: {exc}", "messages") from None
     return {**call, "function": {**function, "arguments": arguments}}

@@ -168,16 +168,57 @@ ContentPart = (_part("ChatCompletionContentPartTextParam", "text", {"text": str}
                | str)
 
 
-class ChatMessage(TypedDict, total=False):
-    """A chat message as vLLM's message union takes it: the widest of its members, CustomChatCompletionMessageParam
-    (a role of any name, content parts of vLLM's union; OpenAI's assistant message adds content null)."""
+class _CalledFunction(TypedDict, total=False):
+    arguments: Required[str]  # (JSON text: app.py parses it for the template, as vLLM's _postprocess_messages)
+    name: Required[str]
+
+
+class ToolCall(TypedDict, total=False):
+    """An assistant's tool call sent back (OpenAI's ChatCompletionMessageFunctionToolCallParam)."""
+    id: Required[str]
+    function: Required[_CalledFunction]
+    type: Required[Literal["function"]]
+
+
+class _CustomInput(TypedDict, total=False):
+    input: Required[str]
+    name: Required[str]
+
+
+class CustomToolCall(TypedDict, total=False):
+    """OpenAI's ChatCompletionMessageCustomToolCallParam: only an assistant message's (OpenAI's member) may hold it."""
+    id: Required[str]
+    custom: Required[_CustomInput]
+    type: Required[Literal["custom"]]
+
+
+class CustomChatMessage(TypedDict, total=False):
+    """vLLM's CustomChatCompletionMessageParam, the widest member of its message union: a role of any name, content
+    text or vLLM's parts (left out: no text; not null)."""
     __pydantic_config__ = ConfigDict(extra="allow")  # (the keys a chat template reads beside these)
     role: Required[str]
-    content: str | list[ContentPart] | None
+    content: str | list[ContentPart]
     name: str
     tool_call_id: str | None
-    tool_calls: list[dict[str, Any]] | None
+    tool_calls: list[ToolCall] | None
     reasoning: str | None
+
+
+class AssistantMessage(TypedDict, total=False):
+    """OpenAI's ChatCompletionAssistantMessageParam, the member of vLLM's union that takes an assistant's content
+    null (beside its tool calls) and custom tool calls; other keys kept for the template, as the custom member's."""
+    __pydantic_config__ = ConfigDict(extra="allow")
+    role: Required[Literal["assistant"]]
+    content: str | list[ContentPart] | None
+    name: str
+    refusal: str | None
+    tool_calls: list[ToolCall | CustomToolCall]
+    reasoning: str | None
+
+
+# vLLM's ChatCompletionMessageParam (chat_utils.py), of the members an OpenAI-style message can be: OpenAI's assistant
+# message, else vLLM's custom one (OpenAI's other roles' messages take what the custom one takes, and less)
+ChatMessage = AssistantMessage | CustomChatMessage
 
 
 class FunctionDefinition(_Model):
@@ -443,22 +484,38 @@ def _refusal(exc, body):
     name = errors[0]["loc"][0]
     if errors[0]["type"] == "missing" and len(errors[0]["loc"]) == 1:
         return EngineError(400, f"{name}: Field required", name)
-    own = [error for error in errors if error["loc"][0] == name]
+    own = _of_the_meant_kind([error for error in errors if error["loc"][0] == name])
     path = _common_path([error["loc"] for error in own])
     if len(own) == 1:
         message, value = own[0]["msg"], own[0]["input"]
     else:
         message, value = " or ".join(dict.fromkeys(
             _shown(error["loc"][len(path):]) + ": " + error["msg"] for error in own)), body
-        for key in path:
-            value = value[key]
-    return EngineError(400, f"{'.'.join(map(str, path))}: {message}, got {value!r}"[:500], name)
+        for key in path:  # (a union member's name in the path is no key of the body)
+            if isinstance(value, dict) and key in value or isinstance(value, list) and isinstance(key, int):
+                value = value[key]
+    return EngineError(400, f"{_shown(path)}: {message}, got {value!r}"[:500], name)
+
+
+_KIND_FIELDS = ("role", "type")  # the Literal fields OpenAI's and vLLM's unions tell their members apart by
+
+
+def _of_the_meant_kind(errors):
+    """A union's errors less those of the members whose kind field (``_KIND_FIELDS``) refuses the value: a message
+    whose role is not "assistant" is no AssistantMessage, a part of type "text" no image part, and what such a
+    member says is not what is wrong. All of them, where no member of the value's kind is left to say more than
+    that the value is no such member."""
+    common = len(_common_path([error["loc"] for error in errors]))
+    other_kinds = {error["loc"][:-1] for error in errors if error["type"] == "literal_error"
+                   and error["loc"][-1] in _KIND_FIELDS and len(error["loc"]) - 1 > common}
+    kept = [error for error in errors if not any(error["loc"][:len(kind)] == kind for kind in other_kinds)]
+    return kept if any(len(error["loc"]) > common + 1 for error in kept) else errors
 
 
 def _shown(loc):
-    """A path as a message shows it: pydantic's bracketed schema names (``list[union[...]]``, the kind of a list's
-    items) left out, as vLLM's clean_loc_for_param leaves them out of a param."""
-    return ".".join(str(key) for key in loc if not (isinstance(key, str) and "[" in key))
+    """A path as a message shows it: pydantic's schema names of a union's members shortened to their kind
+    (``list[union[...]]``: ``list``), as vLLM's clean_loc_for_param leaves the bracketed ones out of a param."""
+    return ".".join(str(key).split("[")[0] for key in loc)
 
 
 def _common_path(paths):
