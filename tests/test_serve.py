@@ -360,7 +360,7 @@ def test_http_top_k_is_vllms_extra_parameter_and_off_by_default(served):
 @pytest.mark.parametrize("body, status, param", [
     ({"model": "nope", "prompt": "x"}, 404, "model"),
     ({"model": 5, "prompt": "x"}, 400, "model"),  # left out: the base, as vLLM (tests/test_serve_cli_r4.py)
-    ({"model": "a", "prompt": "", "add_special_tokens": False}, 400, "prompt"),  # no ids ("": its BOS, as vLLM)
+    ({"model": "a", "prompt": [""], "add_special_tokens": False}, 400, "prompt"),  # no ids ("": its BOS, as vLLM)
     ({"model": "a", "prompt": "x", "temperature": 3}, 400, "temperature"),
     ({"model": "a", "prompt": "x", "top_p": 0}, 400, "top_p"),
     ({"model": "a", "prompt": "x", "top_k": -2}, 400, None),  # (vLLM's SamplingParams check names no param)

@@ -88,7 +88,7 @@ def test_scalar_fields_are_coerced_exactly_as_pydantics_lax_mode(kind):
         except pydantic.ValidationError as exc:
             want = ("refused", f"{field}: {exc.errors()[0]['msg']}, got {value!r}")
         try:
-            got = ("ok", read_fields({field: value}, CompletionRequest)[field])
+            got = ("ok", read_fields({"prompt": "Dan", field: value}, CompletionRequest)[field])  # (a prompt: r16)
         except EngineError as exc:
             got = ("refused", str(exc))
         assert type(got[1]) is type(want[1]) and (got == want or np.isnan(got[1]) and np.isnan(want[1])), value
@@ -263,7 +263,8 @@ def test_a_loaded_name_loads_again_only_in_place_and_the_route_errors_are_vllms(
     assert greedy("a") == texts["a"] and not served[1]._draining
     # a field left out is pydantic's refusal of vLLM's required field (r16); an empty one vLLM's own check's
     assert error_of(load(lora_name="c"))["message"] == "lora_path: Field required"
-    assert error_of(load(lora_name="c", lora_path=""))["message"] == "Both 'lora_name' and 'lora_path' must be provided."
+    assert error_of(load(lora_name="c", lora_path=""))["message"] == \
+        "Both 'lora_name' and 'lora_path' must be provided."
     unload = lambda **body: client.post("/v1/unload_lora_adapter", json=body)  # noqa: E731
     assert error_of(unload())["message"] == "lora_name: Field required"
     assert error_of(unload(lora_name=""))["type"] == "InvalidUserInput"

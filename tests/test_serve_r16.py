@@ -29,6 +29,12 @@ chat_completion/protocol.py's tool_choice and check_tool_usage, serve/lora/proto
 |  {...}}                                    |                                  |                                  |
 | tool_choice "any" beside temperature "x"   | 400 temperature                  | 400 tool_choice: check_tool_     |
 |                                            |                                  |  usage runs before the types     |
+| a POST whose Content-Type is not           | taken                            | 400 "Unsupported Media Type:     |
+|  application/json (curl -d without -H)     |                                  |  Only 'application/json' is      |
+|                                            |                                  |  allowed" (validate_json_request)|
+| /v1/completions with prompt "", null or    | "": its BOS; null or left out:   | 400 "Either prompt or            |
+|  left out                                  |  400 "prompt must be a string,   |  prompt_embeds must be provided  |
+|                                            |  ..."                            |  and non-empty."                 |
 """
 import pytest
 
@@ -173,3 +179,23 @@ def test_tool_choice_is_vllms_type_after_its_check_tool_usage(client):
     assert error["param"] == "tool_choice" and error["message"].startswith("Invalid value for `tool_choice`: any!")
     error = chat_error(client, tool_choice={"function": {"name": ""}}, tools=[WEATHER])
     assert error["param"] == "tool_choice.function.name"
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize",
+                                   "/v1/load_lora_adapter", "/v1/unload_lora_adapter"])
+def test_a_post_whose_content_type_is_not_json_is_refused_as_vllms_validate_json_request(client, route):
+    """curl -d '{...}' without -H 'Content-Type: application/json' sends a form's type: vLLM refuses it."""
+    body = '{"model": "a", "prompt": "Hi", "tokens": [72], "lora_name": "zz"}'
+    for headers in ({"content-type": "application/x-www-form-urlencoded"}, {"content-type": "text/plain"}, {}):
+        error = error_of(client.post(route, content=body, headers=headers))
+        assert (error["message"], error["type"], error["param"]) == (
+            "Unsupported Media Type: Only 'application/json' is allowed", "Bad Request", None)
+    taken = client.post(route, content=body, headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert taken.status_code != 400 or "Unsupported Media Type" not in taken.text
+
+
+@pytest.mark.parametrize("prompt", [{}, {"prompt": None}, {"prompt": ""}, {"prompt": "", "prompt_embeds": []}])
+def test_a_completion_without_a_prompt_is_vllms_validate_prompt_and_prompt_embeds_refusal(client, prompt):
+    error = error_of(client.post("/v1/completions", json={"model": "a", "max_tokens": 1, **prompt}))
+    assert (error["message"], error["param"]) == (
+        "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)", "prompt")

@@ -54,10 +54,10 @@ them, or ``min_p`` and ``repetition_penalty`` (and ``max_new_tokens``, the defau
 vLLM applies too. ``stream: true`` answers with server-sent events (``data: {chunk}`` lines, then
 ``data: [DONE]``). Errors are vLLM's JSON, ``{"error": {"message", "type", "param", "code"}}``, with a 4xx
 status that says whose fault it is: 400 bad parameters (type ``BadRequestError``; a body that is not a
-JSON object: ``Bad Request``), 404 unknown model, 429 busy (the backlog across requests is
-full; one request's prompts x n are taken whole however many, and wait for free rows as vLLM's). A refused request
-leaves nothing queued (its n choices are taken all or none), so the retries OpenAI's clients make after
-a 429 or a 5xx generate nothing twice. A client that disconnects (or times out, before it retries)
+JSON object, or whose Content-Type is not application/json: ``Bad Request``), 404 unknown model, 429 busy (the
+backlog across requests is full; one request's prompts x n are taken whole however many, and wait for free rows
+as vLLM's). A refused request leaves nothing queued (its n choices are taken all or none), so the retries
+OpenAI's clients make after a 429 or a 5xx generate nothing twice. A client that disconnects (or times out, before it retries)
 cancels its request: the engine frees its batch slot, or its place in the queue, at the next step.
 Each choice carries vLLM's ``stop_reason`` (the stop string or stop token id that ended it, else null).
 A choice's text is made and sampled as vLLM's v1 engine makes it (detokenizer.py, sampler.py): a seeded
@@ -107,7 +107,8 @@ _POLL_SECONDS = 0.25  # how often a non-streaming request checks whether its cli
 
 
 class _BadBody(ValueError):
-    """A body that is not a JSON object: what vLLM's request validation refuses before any parameter is read."""
+    """A body that is not a JSON object, or not said to be JSON: what vLLM's request validation refuses before any
+    parameter is read."""
 
 
 def _error(status, message, param=None, kind=None):
@@ -452,6 +453,12 @@ class _Server:
 
     # --- helpers -------------------------------------------------------------------------------
     async def _json(self, request):
+        """The body of a POST, a JSON object. As vLLM's validate_json_request (every POST route's dependency), the
+        request must say it is JSON: a Content-Type other than application/json (curl -d without -H sends a form's)
+        is refused before the body is read."""
+        media_type = request.headers.get("content-type", "").lower().split(";", 1)[0]
+        if media_type != "application/json":
+            raise _BadBody("Unsupported Media Type: Only 'application/json' is allowed")
         try:
             body = json.loads(await request.body())
         except ValueError as exc:
@@ -925,8 +932,9 @@ class _Server:
         return await self._run(request, body, prompts, chat=None, texts=texts)
 
     def _prompt_ids(self, prompt, add_special_tokens=True):
-        """A prompt's ids, as vLLM's renderer makes them: text encoded ("" too: its BOS), or token ids of the model's
-        vocabulary (an id past it is vLLM's "out of vocabulary"); no ids at all is vLLM's empty-prompt refusal."""
+        """A prompt's ids, as vLLM's renderer makes them: text encoded ("" in a list too: its BOS; a prompt of ""
+        alone is fields.py's refusal), or token ids of the model's vocabulary (an id past it is vLLM's "out of
+        vocabulary"); no ids at all is vLLM's empty-prompt refusal."""
         if isinstance(prompt, str):
             ids = _encoded(lambda: self.engine.tokenizer.encode(prompt, add_special_tokens=add_special_tokens),
                            "prompt")

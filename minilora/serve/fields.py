@@ -376,6 +376,15 @@ class ChatCompletionNamedToolChoiceParam(_Model):
 ToolChoice = Literal["none", "auto", "required"] | ChatCompletionNamedToolChoiceParam | None
 
 
+def _check_prompt_and_prompt_embeds(data):
+    """vLLM's CompletionRequest.validate_prompt_and_prompt_embeds: a prompt left out, null or "" (a list of prompts
+    may hold "": its BOS) with no prompt_embeds is refused."""
+    prompt, embeds = data.get("prompt"), data.get("prompt_embeds")
+    if (prompt is None or prompt == "") and (embeds is None or embeds == []):
+        raise validation_error("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
+    return data
+
+
 class CompletionRequest(_Generate):
     prompt: list[int] | list[list[int]] | str | list[str] | None = None
     echo: bool | None = False
@@ -386,6 +395,7 @@ class CompletionRequest(_Generate):
     prompt_embeds: Any = None  # (app.py: refused unless null, as vLLM without --enable-prompt-embeds)
     add_special_tokens: bool = True
     check_logprobs = _counts_are_numbers("prompt_logprobs", "logprobs")
+    validate_prompt_and_prompt_embeds = _vllm_check(_check_prompt_and_prompt_embeds)
 
 
 class ChatCompletionRequest(_Generate):
