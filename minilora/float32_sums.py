@@ -30,16 +30,19 @@ NumPy's own sum) where a C compiler is found; the NumPy steps here are the refer
 float64 runs the same cascade with 4 doubles a vector (``sum_lanes``: the kernel's 32-byte vectors, on every
 capability), compiled too (``ml_row_sums_f64``, ``ml_outer_sums_f64``).
 
-Any other layout -- a view (``x.T``, ``x[::2]``, ``x[..., ::3]``), middle dimensions (``x.sum(1)`` of a 3-D
-tensor), dimensions of size 1 -- is summed as torch's TensorIterator runs the kernel (``_iterator_sum``): its
+Any other layout -- a view (``x.T``, ``x[::2]``, ``x[..., ::3]``, an expanded ``x.expand(3, -1)``: a stride of 0),
+middle dimensions (``x.sum(1)`` of a 3-D tensor), dimensions of size 1 -- is summed as torch's TensorIterator runs the kernel (``_iterator_sum``): its
 order of dimensions and their coalescing (``_iterator_dims``), the kernel's 2-D loop on the two innermost for
 each index of the others (``_loop_sums``), the loops' sums added into the outputs in the iterator's order.
 
 A whole-tensor sum of at least ``GRAIN_SIZE`` (32768) elements on several threads
 (``parallel.num_threads()``, taken as torch's) is cut into one chunk a thread (``at::parallel_for``),
 each summed as a row, and the chunks' sums added in order; a sum over leading dimensions is split by
-columns, rounded to 128 bytes (``_column_ranges``). ``cascade_sum`` returns None for an expanded or flipped
-view (a stride of 0 or below), and the caller keeps NumPy's sum.
+columns, rounded to 128 bytes (``_column_ranges``). ``cascade_sum`` returns None for a negative stride (torch
+has no such view: its flip copies), and the caller keeps NumPy's sum.
+
+var/std/var_mean/std_mean (the end of this file) read the elements in the same iterator order: torch's Welford
+kernel (``welford_moments``) and its whole-tensor variance (``squared_deviation_sum``).
 """
 import math
 
@@ -50,7 +53,8 @@ from pathlib import Path
 
 from . import float32_math, native, parallel
 
-__all__ = ["cascade_sum", "row_sums", "two_norms", "row_moments", "thread_chunk", "GRAIN_SIZE", "SUM_LANES"]
+__all__ = ["cascade_sum", "row_sums", "two_norms", "row_moments", "thread_chunk", "welford_moments",
+           "squared_deviation_sum", "GRAIN_SIZE", "SUM_LANES"]
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it one thread runs a reduction
 _ILP = 4  # row_sum's running sums side by side (its ilp_factor)
@@ -154,6 +158,8 @@ def _native_library():
             library.ml_row_moments.restype = library.ml_lane_sums.restype = None
             library.ml_fma_square_columns.argtypes = [pointer, pointer, size, size]
             library.ml_fma_square_columns.restype = None
+            library.ml_welford_rows.argtypes = [pointer, pointer, pointer, size, size]
+            library.ml_welford_rows.restype = None
         _NATIVE.update(tried=True, library=library)
     return _NATIVE["library"]
 
@@ -501,7 +507,7 @@ def _iterator_sum(a, axes):
     reduction of ``GRAIN_SIZE`` elements or more on several threads: one output in one chunk a thread
     (``_chunked_whole_sum``), several split on ``_split_dim`` (columns rounded to 128 bytes when they are
     contiguous: ``_column_ranges``). None for a stride of 0 or below (an expanded or flipped view)."""
-    if any(stride <= 0 for stride, n in zip(a.strides, a.shape) if n > 1):
+    if any(stride < 0 for stride, n in zip(a.strides, a.shape) if n > 1):
         return None
     kept = [n for i, n in enumerate(a.shape) if i not in axes]
     dims = _iterator_dims(a, axes)
@@ -697,3 +703,135 @@ def compiled_lane_sums(x):
     library.ml_lane_sums(native.address(x), native.address(out), len(x), x.shape[1], float32_math.FLOAT_LANES,
                          int(float32_math.CPU_CAPABILITY != "default"))
     return out
+
+
+# ---- var/std: WelfordOps and std_var_all_cpu ------------------------------------------------------------
+# torch's CPU var/std/var_mean/std_mean (ATen/native/ReduceOps.cpp's std_var_out / std_var_mean_out) take one of
+# two kernels: var or std of a whole tensor (one output) in float32/float64 is ``std_var_all_cpu`` (the mean
+# first, then the squared deviations added in float64: ``squared_deviation_sum``); everything else -- a var along
+# dims, var_mean and std_mean always, 16-bit always -- is ``WelfordOps`` in binary_kernel_reduce
+# (``welford_moments``): each output's elements one by one, in the iterator's order, in double.
+
+
+def _welford_rows(rows):
+    """WelfordOps.reduce down each row of a C-contiguous float64 [rows, n] array from its init -> (mean, m2):
+    ``delta = x - mean; mean += delta / n; m2 += delta * (x - mean)``, unfused. Compiled (``ml_welford_rows``),
+    else a column at a time."""
+    library = _native_library()
+    if library is not None:
+        mean, m2 = np.empty(len(rows)), np.empty(len(rows))
+        library.ml_welford_rows(native.address(rows), native.address(mean), native.address(m2), *rows.shape)
+        return mean, m2
+    mean, m2 = np.zeros(len(rows)), np.zeros(len(rows))
+    for i in range(rows.shape[1]):
+        value = rows[:, i]
+        delta = value - mean
+        mean = mean + delta / np.float64(i + 1)
+        m2 = m2 + delta * (value - mean)
+    return mean, m2
+
+
+def _welford_combine(a, b):
+    """WelfordOps.combine of two partial results (mean, m2, count) as Python floats: an empty one gives the other,
+    else the mean moves by ``delta * nb / n`` and M2 gains ``delta * delta * na * nb / n`` (in that order)."""
+    if a[2] == 0:
+        return b
+    if b[2] == 0:
+        return a
+    delta, count = b[0] - a[0], a[2] + b[2]
+    share = b[2] / count
+    return a[0] + delta * share, a[1] + b[1] + delta * delta * a[2] * share, count
+
+
+def _in_iterator_order(a, axes):
+    """``a`` as torch's reduction iterator walks it: [outputs, reduced elements] (float64, C-contiguous, each row
+    one output's elements in the order the kernel reads them: ``_iterator_dims``) and the function that lays out
+    one value a row as the reduction's result (no kept dims)."""
+    dims = _iterator_dims(a, axes)
+    reduced, kept = [d for d in dims if not d[2]], [d for d in dims if d[2]]
+    outer_first = kept[::-1] + reduced[::-1]
+    view = np.lib.stride_tricks.as_strided(a, [d[0] for d in outer_first], [d[1] for d in outer_first],
+                                           writeable=False)
+    rows = np.array(view, dtype=np.float64, order="C").reshape(-1, math.prod(d[0] for d in reduced))
+    spans = [axis for d in kept[::-1] for axis in reversed(d[3])]
+    order = sorted(range(len(spans)), key=spans.__getitem__)
+    shape = [n for axis, n in enumerate(a.shape) if axis not in axes]
+
+    def as_result(values):
+        return values.reshape([a.shape[axis] for axis in spans]).transpose(order).reshape(shape)
+    return rows, as_result
+
+
+def welford_moments(a, axes):
+    """The mean and M2 (float64, shaped as ``a`` reduced over ``axes`` without kept dims) and the count of each
+    output, as torch's ``WelfordOps<scalar_t, double>`` finds them in binary_kernel_reduce: each output's elements
+    in the iterator's order (an expanded view's repeats included) by ``_welford_rows``; a single output of
+    ``GRAIN_SIZE`` elements or more on several threads in one chunk a thread, the chunks' results combined in
+    order (``_welford_combine``). Any float dtype (a 16-bit one's elements are exact in double). None for a
+    CuPy array, nothing to reduce, or a negative stride (torch has no such view)."""
+    if type(a) is not np.ndarray or a.size == 0 or any(s < 0 for s, n in zip(a.strides, a.shape) if n > 1):
+        return None
+    rows, as_result = _in_iterator_order(a, tuple(sorted(axes)))
+    count = rows.shape[1]
+    if len(rows) == 1 and count >= GRAIN_SIZE and parallel.num_threads() > 1:
+        chunk, total = thread_chunk(count), (0.0, 0.0, 0.0)
+        for start in range(0, count, chunk):
+            part = rows[:, start:start + chunk]
+            mean, m2 = _welford_rows(np.ascontiguousarray(part))
+            total = _welford_combine(total, (float(mean[0]), float(m2[0]), float(part.shape[1])))
+        mean, m2 = np.array([total[0]]), np.array([total[1]])
+    else:
+        mean, m2 = _welford_rows(rows)
+    return as_result(mean), as_result(m2), count
+
+
+def _loop_pieces(shape, begin, end):
+    """The runs of elements each call of a 2-D loop covers in torch's ``serial_for_each`` over the iterator
+    ``shape`` (innermost first) for the range [begin, end): DimCounter's ``max_2d_step`` (the rest of a row, or
+    whole rows up to the end of the next dimension) -> the runs' lengths, in order."""
+    if len(shape) <= 1:
+        return [end - begin]
+    values, rest = [], begin
+    for size in shape:
+        values.append(rest % size)
+        rest //= size
+    lengths, offset = [], begin
+    while offset < end:
+        step0, step1 = min(shape[0] - values[0], end - offset), 1
+        if step0 == shape[0]:
+            step1 = min(shape[1] - values[1], (end - offset) // shape[0])
+        lengths.append(step0 * step1)
+        offset += step0 * step1
+        i, overflow = (1, step1) if step1 != 1 else (0, step0)
+        while i < len(shape) and overflow:
+            values[i] += overflow
+            overflow = 1 if values[i] >= shape[i] else 0
+            values[i] -= shape[i] * overflow
+            i += 1
+    return lengths
+
+
+def squared_deviation_sum(a, mean):
+    """``((x - mean)**2).sum()`` over all of a float32 or float64 array as torch's ``std_var_all_cpu`` adds it: the
+    elements in its iterator's order (memory order, dims coalesced), each ``dx * dx`` in double (unfused), added
+    from 0 within each call of its 2-D loop (``_loop_pieces``), those sums added into the thread's from 0, one
+    chunk a thread (``at::parallel_reduce``) and the threads' sums added in order. None for a negative stride."""
+    if any(s < 0 for s, n in zip(a.strides, a.shape) if n > 1):
+        return None
+    dims = _iterator_dims(a, tuple(range(a.ndim)))
+    view = np.lib.stride_tricks.as_strided(a, [d[0] for d in reversed(dims)], [d[1] for d in reversed(dims)],
+                                           writeable=False)
+    squares = view.reshape(-1).astype(np.float64) - mean
+    squares *= squares
+    shape = [d[0] for d in dims]
+    chunk, total = thread_chunk(a.size), 0.0
+    for start in range(0, a.size, chunk):
+        end = min(start + chunk, a.size)
+        lengths = _loop_pieces(shape, start, end)
+        if len(set(lengths)) == 1:  # (whole 2-D loops: one block each)
+            sums = np.cumsum(squares[start:end].reshape(len(lengths), -1), axis=1)[:, -1]
+        else:
+            bounds = np.cumsum([start] + lengths)
+            sums = [np.cumsum(squares[b:e])[-1] for b, e in zip(bounds[:-1], bounds[1:])]
+        total += float(np.cumsum(np.concatenate([[0.0], sums]))[-1])  # (a cumulative sum adds in order)
+    return total

@@ -147,6 +147,7 @@ OPS = {
     "prod(dim)": (lambda L, F, x: x.prod(1), [(3, 4)]),
     "var": (lambda L, F, x: L.var(x, 1), [(3, 4)]),
     "std": (lambda L, F, x: L.std(x, 1), [(3, 4)]),
+    "var_mean": (lambda L, F, x: L.var_mean(x, 1)[1], [(3, 4)]),
     "norm": (lambda L, F, x: L.norm(x), [(3, 4)]),
     "norm(p=1)": (lambda L, F, x: x.norm(p=1), [(3, 4)]),
     "norm(p=3, dim)": (lambda L, F, x: x.norm(p=3, dim=1), [(3, 4)]),

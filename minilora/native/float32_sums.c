@@ -251,4 +251,22 @@ void ml_fma_square_columns(const float *x, float *out, size_t rows, size_t width
         for (size_t c = 0; c < width; c++) out[c] = fmaf(row[c], row[c], out[c]);
     }
 }
+
+/* ---- var/std along dims: WelfordOps (torch 2.13's ATen/native/SharedReduceOps.h) ---------------------- */
+/* mean[r], m2[r] = WelfordOps::reduce down row r of the C-contiguous float64 rows x width array x, from its
+ * init (n = 0): the running mean moves by delta / n, M2 gains delta * (x - new mean), both in double and
+ * unfused (binary_kernel_reduce's scalar loop: GCC does not contract it; measured against torch). */
+void ml_welford_rows(const double *x, double *mean, double *m2, size_t rows, size_t width) {
+    for (size_t r = 0; r < rows; r++) {
+        const double *row = x + r * width;
+        double m = 0.0, s = 0.0;
+        for (size_t i = 0; i < width; i++) {
+            double delta = row[i] - m;
+            m = m + delta / (double)(i + 1);
+            s = s + delta * (row[i] - m);
+        }
+        mean[r] = m;
+        m2[r] = s;
+    }
+}
 #endif

@@ -309,21 +309,30 @@ class ArgMax(Function):
 
 
 def _whole_variance_as_torch(a, axes, correction):
-    """The variance of a whole C-contiguous float32 or float64 array (one output) as torch's ``std_var_all_cpu``
-    computes it: the mean is torch's ``mean()`` (the cascade sum in the array's dtype, divided by the count),
-    then each ``(x - mean)**2`` in float64 added one after another, one chunk a thread (``at::parallel_reduce``:
-    the chunks' sums added in order from 0), divided by ``max(0, count - correction)`` -> float64, shaped as
-    the reduction with kept dims; None for other arrays (the caller's NumPy formula)."""
-    if type(a) is not np.ndarray or a.dtype not in _CASCADE_SUMMED or not a.flags.c_contiguous or not a.size \
-            or _count(a.shape, axes) != a.size:
+    """The variance of a whole float32 or float64 array (one output) as torch's ``std_var_all_cpu`` computes it: the
+    mean is torch's ``mean()`` (the cascade sum in the array's dtype, divided by the count), then the squared
+    deviations added in float64 (``float32_sums.squared_deviation_sum``: its iterator's order, its loops' and
+    threads' partial sums), divided by ``max(0, count - correction)`` -> float64, shaped as the reduction with
+    kept dims; None for other arrays or layouts (the caller's Welford or NumPy formula)."""
+    if type(a) is not np.ndarray or a.dtype not in _CASCADE_SUMMED or not a.size or _count(a.shape, axes) != a.size:
         return None
-    mean = float(float32_sums.cascade_sum(a, tuple(range(a.ndim))) / a.dtype.type(a.size))
-    squares = a.reshape(-1).astype(np.float64) - mean
-    squares *= squares
-    chunk, total = float32_sums.thread_chunk(a.size), 0.0
-    for start in range(0, a.size, chunk):
-        total += float(np.cumsum(squares[start:start + chunk])[-1])  # (a cumulative sum adds in order)
-    return np.full([1] * a.ndim, np.float64(total) / builtins.max(0, a.size - correction))
+    total = float32_sums.cascade_sum(a, tuple(range(a.ndim)))
+    squares = None if total is None else float32_sums.squared_deviation_sum(a, float(total / a.dtype.type(a.size)))
+    if squares is None:
+        return None
+    return np.full([1] * a.ndim, np.float64(squares) / builtins.max(0, a.size - correction))
+
+
+def _welford_variance(a, axes, correction):
+    """The variance (float64, kept dims) as torch's WelfordOps projects it: M2 over ``count - correction``, or
+    over 0 where the count is not above the correction; None where ``float32_sums.welford_moments`` is."""
+    moments = float32_sums.welford_moments(a, axes)
+    if moments is None:
+        return None
+    _, m2, count = moments
+    divisor = count - correction if count > correction else 0
+    shape = tuple(1 if axis in axes else n for axis, n in enumerate(a.shape))
+    return (m2 / np.float64(divisor)).reshape(shape)
 
 
 @quiet_float_errors
@@ -336,14 +345,16 @@ class Var(Function):
     0 where std is 0 (torch's choice)."""
 
     @staticmethod
-    def forward(ctx, a, axis=None, keepdims=False, correction=1, root=False):
+    def forward(ctx, a, axis=None, keepdims=False, correction=1, root=False, welford=False):
         xp = xp_of(a)
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         ctx.denom = builtins.max(_count(a.shape, ctx.axes) - correction, 0)
         ctx.centered = a - _mean(a, ctx.axes, keepdims=True)  # (what backward uses, as torch's: in a's dtype)
         # torch's CPU kernel accumulates float32 in float64 and rounds the result once
         with np.errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch (CuPy never warns)
-            out = _whole_variance_as_torch(a, ctx.axes, correction)
+            out = None if welford else _whole_variance_as_torch(a, ctx.axes, correction)
+            if out is None:
+                out = _welford_variance(a, ctx.axes, correction)
             if out is None:
                 wide = a.astype(np.float64) if a.dtype == np.float32 else a
                 centered = ctx.centered if wide is a else wide - _mean(wide, ctx.axes, keepdims=True)
@@ -816,10 +827,12 @@ def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return _variance("var", input, dim, unbiased, keepdim, correction, root=False)
 
 
-def _variance(fn, input, dim, unbiased, keepdim, correction, root):
+def _variance(fn, input, dim, unbiased, keepdim, correction, root, welford=False):
+    """var/std (``root``) through ``Var``; ``welford``: torch's Welford kernel even for one output (var_mean and
+    std_mean take it always, as does any 16-bit variance: std_var_all_cpu is float32/float64's)."""
     if input.dtype.kind == "c":  # torch: the variances of the real and imaginary parts, summed (real)
-        total = (_variance(fn, input.real, dim, unbiased, keepdim, correction, root=False)
-                 + _variance(fn, input.imag, dim, unbiased, keepdim, correction, root=False))
+        total = (_variance(fn, input.real, dim, unbiased, keepdim, correction, False, welford)
+                 + _variance(fn, input.imag, dim, unbiased, keepdim, correction, False, welford))
         return total.sqrt() if root else total
     dim, correction = _correction(fn, dim, unbiased, correction)
     if not is_floating(input.dtype):  # NumPy would compute a float64 variance of integers; torch refuses
@@ -828,7 +841,8 @@ def _variance(fn, input, dim, unbiased, keepdim, correction, root):
         warnings.warn(f"{fn}(): degrees of freedom is <= 0. Correction should be strictly less than "
                       f"the reduction factor (input numel divided by output numel).", UserWarning,
                       stacklevel=3)
-    result = Var.apply(input, axis=dim, keepdims=keepdim, correction=correction, root=root)
+    welford = welford or input.dtype not in _CASCADE_SUMMED
+    result = Var.apply(input, axis=dim, keepdims=keepdim, correction=correction, root=root, welford=welford)
     return saves_as_torch(result, input, result) if root else saves_as_torch(result, input)  # as torch
 
 
@@ -995,14 +1009,14 @@ def _complex_logsumexp(z, dim, keepdim):
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.var_mean``: the tuple ``(var, mean)`` over ``dim``, with ``var``'s arguments."""
     return _one_node("VarMeanBackward0", input,
-                     _variance("var_mean", input, dim, unbiased, keepdim, correction, root=False),
+                     _variance("var_mean", input, dim, unbiased, keepdim, correction, False, welford=True),
                      _welford_mean(input, dim if not isinstance(dim, bool) else None, keepdim))
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.std_mean``: the tuple ``(std, mean)`` over ``dim``, with ``std``'s arguments."""
     return _one_node("StdMeanBackward0", input,
-                     _variance("std_mean", input, dim, unbiased, keepdim, correction, root=True),
+                     _variance("std_mean", input, dim, unbiased, keepdim, correction, True, welford=True),
                      _welford_mean(input, dim if not isinstance(dim, bool) else None, keepdim))
 
 
@@ -1012,27 +1026,45 @@ def _one_node(name, input, *results):
 
 
 def _welford_mean(input, dim, keepdim):
-    """The mean var_mean/std_mean return: torch's one-pass (Welford) kernel updates the mean by
-    ``(x - mean) / n``, so an infinity followed by any other element gives NaN (``inf - inf``), where
-    ``mean()`` gives the infinity: ``var_mean([-inf, -inf])`` has mean NaN, ``var_mean([1, -inf])`` -inf.
-    As var's, a float32 mean is accumulated in float64 and rounded once."""
-    if input.dtype == np.float32:
-        wide = AsType.apply(input, dtype=np.dtype(np.float64))
-        out = AsType.apply(mean(wide, dim, keepdim), dtype=input.dtype)
-    else:
-        out = mean(input, dim, keepdim)
-    array = input._array
-    xp = xp_of(array)
-    if xp.isfinite(array).all():  # (the common case: one pass, nothing to change)
+    """The mean var_mean/std_mean return (``WelfordMean``); torch's one node saves ``self`` for both results, so
+    changing the input in place before a backward through the mean alone is its error too."""
+    return saves_as_torch(WelfordMean.apply(input, axis=dim, keepdims=keepdim), input)
+
+
+@quiet_float_errors
+@contiguous_result
+class WelfordMean(Mean):
+    """var_mean's and std_mean's mean: torch finds it in the variance's WelfordOps pass, a running mean in double
+    moved by ``(x - mean) / n`` and cast to the dtype (a 16-bit one through float32, as c10's Half(double) and
+    BFloat16(double) convert), which is not ``mean()``'s sum / count in the last bits: var_mean of 3 float64
+    numbers differs from mean() in 1 row of 5. An infinity followed by any other element gives NaN
+    (``inf - inf``), where ``mean()`` gives the infinity: ``var_mean([-inf, -inf])`` has mean NaN,
+    ``var_mean([1, -inf])`` -inf. Its gradient is mean's."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        ctx.axes, ctx.keepdims, ctx.shape = _axes(axis, a.ndim), keepdims, a.shape
+        ctx.count = _count(a.shape, ctx.axes)
+        moments = float32_sums.welford_moments(a, ctx.axes)
+        if moments is None:
+            return _mean_as_welford(a, ctx.axes, keepdims)
+        mean = moments[0].astype(np.float32 if a.itemsize == 2 else a.dtype).astype(a.dtype, copy=False)
+        return mean.reshape([1 if axis in ctx.axes else n for axis, n in enumerate(a.shape)]) if keepdims else mean
+
+
+def _mean_as_welford(a, axes, keepdims):
+    """WelfordMean's values off ``welford_moments`` (a CuPy array, nothing to reduce): the mean in float64 for
+    float32 (rounded once), NaN where an infinity is not the only non-finite element or not the last."""
+    xp = xp_of(a)
+    wide = a.astype(np.float64) if a.dtype == np.float32 else a
+    out = _mean(wide, axes, keepdims, dtype=compute_dtype(a.dtype)).astype(a.dtype, copy=False)
+    non_finite = ~xp.isfinite(a)
+    if not non_finite.any():
         return out
-    axes = _axes(dim, input.ndim)
-    non_finite = ~xp.isfinite(array)
-    count = non_finite.sum(axis=axes, keepdims=keepdim)
-    last = non_finite[tuple(-1 if i in axes else slice(None) for i in range(input.ndim))]
-    last_only = (count == 1) & (xp.expand_dims(last, axes) if keepdim else last)  # (an inf last: kept)
-    nan_out = Tensor._make(xp.asarray((count > 0) & ~last_only), input._device, False, None)
-    from .elementwise import where
-    return where(nan_out, float("nan"), out)
+    count = non_finite.sum(axis=axes, keepdims=keepdims)
+    last = non_finite[tuple(-1 if i in axes else slice(None) for i in range(a.ndim))]
+    last_only = (count == 1) & (xp.expand_dims(last, axes) if keepdims else last)  # (an inf last: kept)
+    return xp.where((count > 0) & ~last_only, xp.asarray(np.nan, a.dtype), out)
 
 
 _AminMax = return_types.make("aminmax", ["min", "max"])  # torch.return_types.aminmax

@@ -1,0 +1,118 @@
+"""Round 16: var/std/var_mean/std_mean as torch's CPU kernels compute them, and sums of expanded views.
+
+torch's CPU variance takes one of two kernels (ATen/native/ReduceOps.cpp's std_var_out / std_var_mean_out): a
+float32/float64 var or std with one output is ``std_var_all_cpu`` (mean(), then the squared deviations added in
+float64 in its iterator's order); every other var/std -- along dims, var_mean and std_mean always, 16-bit always --
+is ``WelfordOps<scalar_t, double>`` (SharedReduceOps.h) in binary_kernel_reduce: each output's elements one by
+one, in the iterator's order, with a running mean and M2 in double, the threads' partial results combined for a
+single output of 32768+ elements. minilora computed all of them as a two-pass NumPy formula: float64 results
+differed in their last bits in most rows, float32 ones in some, and var_mean's mean was mean()'s sum / count
+(float32_sums.welford_moments / squared_deviation_sum now). torch's sum of an expanded view (stride 0) runs the
+same cascade as any other layout; minilora summed it in NumPy's order.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture
+def two_threads():
+    """minilora and torch on 2 threads: a reduction of 32768+ elements split as torch's at::parallel_for splits it."""
+    threads = ml.parallel.num_threads()
+    ml.parallel.set_num_threads(2)
+    torch.set_num_threads(2)
+    yield
+    ml.parallel.set_num_threads(threads)
+    torch.set_num_threads(1)  # (conftest's choice for the reference checks)
+
+
+def _values(shape, dtype, seed=0):
+    """Normal values around 3 (their mean matters): the order of operations shows in the last bits."""
+    return (np.random.default_rng(seed).standard_normal(shape) + 3).astype(dtype)
+
+
+def _same_bits(ours, theirs):
+    ours, theirs = ours.detach().numpy(), theirs.detach().numpy()
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    different = ours.reshape(-1).view(np.uint8).reshape(ours.size, -1) != \
+        theirs.reshape(-1).view(np.uint8).reshape(theirs.size, -1)
+    assert not different.any(), f"{different.any(axis=-1).sum()} of {ours.size} differ"
+
+
+_SHAPES = [(7,), (3, 7), (13, 40), (70, 3), (4, 1, 6), (2, 3, 5, 4), (300, 40)]
+_DIMS = [(shape, dims) for shape in _SHAPES for k in range(1, len(shape) + 1)
+         for dims in itertools.combinations(range(len(shape)), k)]
+
+
+def _calls(dims):
+    """var/std/var_mean/std_mean as users write them: positional and keyword, correction 0 and 1, keepdim."""
+    for lib in (ml, torch):
+        yield lambda t, lib=lib: (lib.var(t, dims), t.std(dim=dims, correction=0),
+                                  *lib.var_mean(t, dims, keepdim=True), *lib.std_mean(t, dim=dims, unbiased=False))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_var_std_and_their_means_along_dims_are_torchs_welford(dtype):
+    """Every dim combination of 7 shapes (one output included: var_mean and std_mean take Welford there too):
+    WelfordOps' bits (before: float64 wrong in most rows, float32 in 4 rows of 3074; var_mean's mean was mean()'s)."""
+    for shape, dims in _DIMS:
+        x = _values(shape, dtype, seed=sum(shape))
+        ours, theirs = _calls(dims)
+        for mine, torchs in zip(ours(ml.tensor(x)), theirs(torch.from_numpy(x))):
+            _same_bits(mine, torchs)
+
+
+def test_var_mean_of_a_big_tensor_combines_the_threads_as_torch(two_threads):
+    """A single output of 32768+ elements: one Welford chunk a thread, combined in order (WelfordOps.combine)."""
+    x = _values(40001, np.float64, seed=7)
+    for mine, torchs in zip(ml.var_mean(ml.tensor(x)), torch.var_mean(torch.from_numpy(x))):
+        _same_bits(mine, torchs)
+
+
+@pytest.mark.parametrize("view", ["transposed", "sliced", "stepped"])
+def test_whole_var_of_a_view_adds_in_torchs_iterator_order(view, two_threads):
+    """var()/std() of a non-contiguous float64 tensor: std_var_all_cpu's order (memory order, a sum per 2-D loop
+    call, chunks cut mid-row on 2 threads). (float32's rounding hid the difference in the views probed.)"""
+    x = _values((130, 301), np.float64, seed=11)
+    pick = {"transposed": lambda t: t.t(), "sliced": lambda t: t[:, 1:], "stepped": lambda t: t[::2, ::3]}[view]
+    ours, theirs = pick(ml.tensor(x)), pick(torch.from_numpy(x))
+    _same_bits(ours.var(), theirs.var())
+    _same_bits(ours.std(correction=0), theirs.std(correction=0))
+
+
+@pytest.mark.parametrize("dims", [0, 1, 2, (0, 2), (1, 2), None])
+def test_var_of_expanded_and_permuted_views_is_torchs(dims):
+    """Views with a stride of 0 (expand) or permuted dims: each output's elements in the iterator's order."""
+    x = _values((5, 1, 9), np.float64, seed=13)
+    ours, theirs = ml.tensor(x).expand(5, 4, 9), torch.from_numpy(x).expand(5, 4, 9)
+    _same_bits(ours.var(dims), theirs.var(dims))
+    _same_bits(ml.var_mean(ours, dims)[1], torch.var_mean(theirs, dims)[1])
+    _same_bits(ours.permute(2, 0, 1).std(dims), theirs.permute(2, 0, 1).std(dims))
+
+
+def test_welford_mean_keeps_torchs_infinities():
+    """An infinity followed by another element: inf - inf in Welford's update, NaN as torch's; one last: kept."""
+    x = np.array([[-np.inf, -np.inf], [1.0, -np.inf], [np.inf, 2.0], [3.0, 4.0]])
+    _same_bits(ml.var_mean(ml.tensor(x), 1)[1], torch.var_mean(torch.from_numpy(x), 1)[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape, where, count", [((5,), 0, 3), ((9, 17), 1, 3), ((70, 3), 0, 9), ((200, 50), 2, 2),
+                                                 ((20000,), 1, 2)])
+def test_sums_of_expanded_views_are_torchs(shape, where, count, dtype, two_threads):
+    """sum/mean of an expanded view (a stride of 0) along every dim combination: torch's cascade through its
+    iterator (before: NumPy's order, in 2571 of 4236 probed cases)."""
+    x = _values(shape, dtype, seed=19)
+    size = list(shape)
+    size.insert(where, count)
+    ours = ml.tensor(x).unsqueeze(where).expand(*size)
+    theirs = torch.from_numpy(x).unsqueeze(where).expand(*size)
+    for k in range(1, len(size) + 1):
+        for dims in itertools.combinations(range(len(size)), k):
+            _same_bits(ours.sum(dims), theirs.sum(dims))
+            _same_bits(ours.mean(dims), theirs.mean(dims))
