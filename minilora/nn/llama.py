@@ -293,9 +293,17 @@ class LlamaConfig:
             config.rope_parameters = rope
         return config
 
+    @property
+    def use_return_dict(self):
+        """transformers' deprecated spelling of ``return_dict``, read-only there (a property without a setter)."""
+        warnings.warn("`use_return_dict` is deprecated! Use `return_dict` instead!", FutureWarning, stacklevel=2)
+        return self.return_dict
+
     def __setattr__(self, name, value):
         # transformers' configs take any attribute and save it (model.config.use_cache = False, read by
         # forward): a name that is not a field goes to ``extra``, where the model and to_dict look
+        if name == "use_return_dict":  # (minilora kept it in extra, read by nothing: return_dict stayed True)
+            raise AttributeError(f"property 'use_return_dict' of '{type(self).__name__}' object has no setter")
         if name == "rope_parameters":  # transformers 5's spelling: rope_theta and the scaling in one dict
             self._set_rope(value)
         elif name == "rope_scaling" and "extra" in self.__dict__:  # set after __init__: checked as there
@@ -946,29 +954,36 @@ class LlamaModel(Module):
         if position_ids is None:  # positions continue after the cached ones
             position_ids = np.arange(past, past + shape[1])[None, :]
         cos, sin = self.rotary_emb(_as_ids(position_ids, "position_ids"), dtype, xp)
-        attention = _attention_kind(getattr(self.config, "_attn_implementation", None))
-        masks = {}  # one per sliding window among the layers (None: Llama's full causal attention)
-        for window in {layer.self_attn.sliding_window for layer in self.layers} or {None}:
-            masks[window] = _attention_bias(attention_mask, shape, past, dtype, xp, attention, window)
+        attention = _attention_at_forward(getattr(self.config, "_attn_implementation", None))
+        # as transformers 5: the first config.num_hidden_layers layers run, each with the window the config gives
+        # its kind now (_window_of); one mask per window among them (None: Llama's full causal attention)
+        layers = self.layers[:self.config.num_hidden_layers]
+        windows = [self._window_of(i) for i in range(len(layers))]
+        masks = {window: _attention_bias(attention_mask, shape, past, dtype, xp, attention, window)
+                 for window in set(windows) or {None}}
         x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
         weights_wanted = output_attentions and attention == "eager"  # (sdpa computes no weights)
         # (transformers' eager attention is matmuls and a softmax: forward-mode AD goes through it, where 'sdpa',
         # torch's flash kernel, refuses a dual input; minilora computes both with scaled_dot_product_attention)
         with forward_ad.composed(FLASH_ATTENTION_CPU) if attention == "eager" else contextlib.nullcontext():
-            x, states, attentions = self._layers(x, cos, sin, masks, cache, output_hidden_states, weights_wanted,
-                                                 recompute)
+            x, states, attentions = self._layers(zip(layers, [masks[w] for w in windows]), x, cos, sin, cache,
+                                                 output_hidden_states, weights_wanted, recompute)
         hidden = self.norm(x)
         out = BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache,
                                       hidden_states=tuple(states) + (hidden,) if output_hidden_states else None,
                                       attentions=tuple(attentions) if output_attentions else None)
         return out if (return_dict if return_dict is not None else config.get("return_dict", True)) else out.to_tuple()
 
-    def _layers(self, x, cos, sin, masks, cache, output_hidden_states, weights_wanted, recompute):
-        """The decoder layers on ``x``: (their output, each layer's input when asked for, each layer's
-        attention weights when asked for; both kept only then: each a whole [B, T, hidden] activation)."""
+    def _window_of(self, index):
+        """The sliding window of layer ``index`` at this forward (None: it sees every earlier position, as all of
+        Llama's layers do; Mistral's and Qwen's read their config here, as transformers builds their masks)."""
+        return None
+
+    def _layers(self, layers_and_masks, x, cos, sin, cache, output_hidden_states, weights_wanted, recompute):
+        """The decoder layers, each with its mask, on ``x``: (their output, each layer's input when asked for,
+        each layer's attention weights when asked for; both kept only then: each a whole [B, T, hidden])."""
         states, attentions = [], []
-        for layer in self.layers:
-            mask = masks[layer.self_attn.sliding_window]
+        for layer, mask in layers_and_masks:
             if output_hidden_states:
                 states.append(x)
             if weights_wanted:
@@ -1081,6 +1096,17 @@ def _attention_kind(implementation):
         raise NotImplementedError(f"attn_implementation={implementation!r}: minilora computes transformers' "
                                   "'eager' and 'sdpa' attention (pass one of those, or leave it unset)")
     return implementation or "sdpa"
+
+
+def _attention_at_forward(implementation):
+    """``config._attn_implementation`` as each forward reads it (transformers looks it up in its
+    AttentionInterface then): a name set on the config after the model was made that no interface has is that
+    lookup's KeyError, in its words (``set_attn_implementation`` refuses it earlier, with a ValueError)."""
+    if implementation not in _ATTENTION_KINDS and implementation not in _OTHER_ATTENTION_KINDS and \
+            "/" not in str(implementation):
+        raise KeyError(f"`{implementation}` is not a valid attention implementation registered in the "
+                       "`AttentionInterface`")
+    return _attention_kind(implementation)
 
 
 def _padding_allowed(attention_mask, shape, past):
@@ -1463,6 +1489,29 @@ def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
                              ignore_index=ignore_index, reduction=reduction)
 
 
+def _body_returns_an_output(config):
+    """transformers 5's heads read ``outputs.last_hidden_state`` from the body, which follows ``config.return_dict``
+    alone (the head's own ``return_dict=`` keyword is not passed on): with ``config.return_dict = False`` every
+    forward and generate of a causal LM or classifier crashes there (AttributeError: 'tuple' object has no
+    attribute 'last_hidden_state'). minilora refuses at the same point, naming the setting; the bare
+    ``LlamaModel`` returns its tuple in both."""
+    if not config.extra.get("return_dict", True):
+        raise AttributeError("config.return_dict is False: transformers 5's task heads cannot run with it (their "
+                             "body then returns a tuple, and they fail reading 'last_hidden_state'). Leave "
+                             "config.return_dict True and pass return_dict=False to the call for a tuple")
+
+
+def _vocab_size_is_the_heads(config, logits):
+    """transformers' causal LM loss reshapes the logits to (-1, config.vocab_size), read when the loss runs: a
+    ``config.vocab_size`` changed after the head was made fails there (RuntimeError: shape '[-1, V]' is invalid,
+    or a batch-size ValueError where the sizes divide). minilora refuses it before the loss, naming the setting."""
+    if config.vocab_size != logits.shape[-1]:
+        raise RuntimeError(f"config.vocab_size is {config.vocab_size} but the model's head gives {logits.shape[-1]} "
+                           "logits a token: transformers' loss reshapes the logits to (-1, config.vocab_size) and "
+                           "fails. Change the vocabulary with model.resize_token_embeddings(n), which sets "
+                           f"config.vocab_size, or set it back to {logits.shape[-1]}")
+
+
 class LlamaForCausalLM(Module):
     """``LlamaModel`` plus ``lm_head``, a Linear from hidden states to vocabulary logits.
 
@@ -1506,6 +1555,7 @@ class LlamaForCausalLM(Module):
         over the labelled tokens divided by it, not their mean; ``return_dict=False`` gives a tuple
         (loss, logits, cache, hidden_states, attentions: those that are set). ``return_dict`` and the
         outputs left at None follow the config, as transformers."""
+        _body_returns_an_output(self.config)
         if return_dict is None:
             return_dict = bool(self.config.extra.get("return_dict", True))
         body = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -1515,6 +1565,7 @@ class LlamaForCausalLM(Module):
         logits = self.lm_head(_last_positions(body.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
+            _vocab_size_is_the_heads(self.config, logits)
             loss = causal_lm_loss(logits, labels, reduction="mean" if num_items_in_batch is None else "sum")
             loss = loss if num_items_in_batch is None else loss / num_items_in_batch
         out = CausalLMOutputWithPast(loss=loss, logits=logits, cache=body.cache, hidden_states=body.hidden_states,
@@ -1599,7 +1650,9 @@ class LlamaForCausalLM(Module):
             raise ValueError(f"new_num_tokens must be an integer >= 1, got {new_num_tokens!r}")
         if n == old.num_embeddings:
             return old
-        tied = self.lm_head.weight is old.weight
+        # transformers resizes the head only without config.tie_word_embeddings (read now, set after the model was
+        # made too) and then ties the head to the embedding again
+        tied = self.lm_head.weight is old.weight or self.config.tie_word_embeddings
         std = self.config.initializer_range
         fresh = Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
                           dtype=old.weight.dtype, device=old.weight.device)
@@ -1611,6 +1664,7 @@ class LlamaForCausalLM(Module):
         if old.padding_idx is not None and old.padding_idx >= n:
             old.padding_idx = None
         if tied:  # transformers draws no new head: the embedding's table is the head's
+            self.lm_head.weight = old.weight
             self.lm_head.out_features = n
         else:
             head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype, device=old.weight.device)
@@ -1739,13 +1793,23 @@ class LlamaForCausalLM(Module):
         if not is_main_process:
             return
         state = dict(self.state_dict() if state_dict is None else state_dict)
-        if self.config.tie_word_embeddings:
-            state.pop("lm_head.weight", None)
+        if _one_table(state.get("lm_head.weight"), state.get("model.embed_tokens.weight")):
+            state.pop("lm_head.weight")
         with atomic_folder(save_directory, replaces=_MODEL_FILES) as tmp:
             self.config.save_pretrained(tmp, dtype=self.dtype)
             _save_weights(state, tmp, max_bytes)
             if self.generation_config.to_dict():  # the model's own generation defaults, if it has any
                 self.generation_config.save_pretrained(tmp)
+
+
+def _one_table(head, embeddings):
+    """Do the head and the embedding share their memory? transformers' save_pretrained drops the head's copy of a
+    table only then (remove_tied_weights_from_state_dict compares the tensors' storage, not the config): a
+    ``config.tie_word_embeddings`` changed after the model was made changes nothing in the file (minilora dropped an
+    untied head for True, and saved a tied table twice for False)."""
+    if not isinstance(head, Tensor) or not isinstance(embeddings, Tensor) or head.device != embeddings.device:
+        return False
+    return bool(head.device.xp.shares_memory(head._array, embeddings._array))
 
 
 def _file_size(size):
@@ -1969,6 +2033,7 @@ class _LlamaWithHead(Module):
 
     def _body(self, input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
               output_hidden_states, output_attentions):
+        _body_returns_an_output(self.config)
         return self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
                           output_hidden_states=output_hidden_states, output_attentions=output_attentions,

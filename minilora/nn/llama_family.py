@@ -117,6 +117,12 @@ class MistralDecoderLayer(LlamaDecoderLayer):
 class MistralModel(LlamaModel):
     decoder_layer_class, norm_class, rotary_class = MistralDecoderLayer, MistralRMSNorm, MistralRotaryEmbedding
 
+    def _window_of(self, index):
+        """transformers' MistralModel picks the sliding-window mask by ``config.sliding_window`` at each forward
+        (None: the full causal mask), so a window set after the model was made is used (the attention's own
+        ``sliding_window``, copied when it was made, goes to flash kernels only)."""
+        return self.config.sliding_window
+
 
 class MistralForCausalLM(LlamaForCausalLM):
     config_class, base_model_class = MistralConfig, MistralModel
@@ -204,7 +210,29 @@ class Qwen2DecoderLayer(LlamaDecoderLayer):
     attention_class, mlp_class, norm_class = Qwen2Attention, Qwen2MLP, Qwen2RMSNorm
 
 
-class Qwen2Model(LlamaModel):
+class _LayerTypeWindows:
+    """How transformers' Qwen2Model and Qwen3Model mask at each forward: layer i takes the mask of
+    ``config.layer_types[i]`` read then, the sliding one built with ``config.sliding_window`` read then; only a
+    model made with sliding layers (``has_sliding_layers``, copied when it was made) builds that mask at all, so a
+    layer turned to "sliding_attention" later is transformers' KeyError, and a model with sliding layers whose
+    ``sliding_window`` is set to None its ValueError."""
+
+    def __init__(self, config, dtype=None, device=None):
+        super().__init__(config, dtype=dtype, device=device)
+        self.has_sliding_layers = "sliding_attention" in config.layer_types
+
+    def _window_of(self, index):
+        if self.has_sliding_layers and self.config.sliding_window is None:
+            raise ValueError("Could not find a `sliding_window` argument in the config, or it is not set")
+        kind = self.config.layer_types[index]
+        if kind == "full_attention":
+            return None
+        if kind != "sliding_attention" or not self.has_sliding_layers:
+            raise KeyError(kind)  # (no mask of that kind was built)
+        return self.config.sliding_window
+
+
+class Qwen2Model(_LayerTypeWindows, LlamaModel):
     decoder_layer_class, norm_class, rotary_class = Qwen2DecoderLayer, Qwen2RMSNorm, Qwen2RotaryEmbedding
 
 
@@ -258,7 +286,7 @@ class Qwen3DecoderLayer(LlamaDecoderLayer):
     attention_class, mlp_class, norm_class = Qwen3Attention, Qwen3MLP, Qwen3RMSNorm
 
 
-class Qwen3Model(LlamaModel):
+class Qwen3Model(_LayerTypeWindows, LlamaModel):
     decoder_layer_class, norm_class, rotary_class = Qwen3DecoderLayer, Qwen3RMSNorm, Qwen3RotaryEmbedding
 
 
