@@ -62,9 +62,13 @@ def greedy_with(model, prompt, n, adjust):
 # ---------------------------------------------------------------------------------------------------
 def test_max_tokens_null_runs_to_the_end_of_the_context_as_vllm(served):
     client, model, tok = served
-    body = complete(client, max_tokens=None, temperature=0)  # was: OpenAI's 16 as if it were left out
-    assert body["usage"]["total_tokens"] == TINY["max_position_embeddings"]
+    # (r16: a completion's null is taken as left out, vLLM's normalize_null_max_tokens, vllm#45491; a chat's null, or
+    # a chat's max_tokens left out, runs to the end of the context)
+    assert complete(client, max_tokens=None, temperature=0)["usage"]["completion_tokens"] == 16
     assert complete(client, temperature=0)["usage"]["completion_tokens"] == 16  # left out: OpenAI's 16
+    r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "hi"}],
+                                                  "max_tokens": None, "temperature": 0})
+    assert r.json()["usage"]["total_tokens"] == TINY["max_position_embeddings"]
 
 
 def test_n_choices_sample_with_vllms_seeds_and_count_the_prompt_once(served):
@@ -287,9 +291,9 @@ def test_ctrl_c_during_train_keeps_the_finished_steps_and_resume_continues(tmp_p
 
 def test_a_prompt_longer_than_the_context_names_the_prompt(served):
     client = served[0]  # (vLLM 0.24 names the prompt's tokens "input_tokens": tests/test_serve_offpath_r13.py)
-    r = client.post("/v1/completions", json={"model": "a", "prompt": "x" * 80, "max_tokens": None})
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "x" * 80, "max_tokens": 1})
     assert r.status_code == 400 and r.json()["error"]["param"] == "input_tokens"
-    assert "maximum context length is 64" in r.json()["error"]["message"] and "requested 0 output tokens" in r.text
+    assert "maximum context length is 64" in r.json()["error"]["message"] and "requested 1 output token" in r.text
     r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "x" * 80}]})
     assert r.status_code == 400 and "requested 0 output tokens" in r.text  # no max_tokens was given
 

@@ -219,7 +219,10 @@ def test_a_text_longer_than_the_room_could_hold_is_refused_by_its_characters_as_
 
 def test_the_rest_of_an_already_full_context_and_a_truncation_past_it_are_vllms_refusals(served):
     client, _, _ = served
-    full = error_of(client.post("/v1/completions", json={"model": "a", "prompt": [72] * 64, "max_tokens": None}))
+    # (r16: a completion's max_tokens null is its 16, vLLM's normalize_null_max_tokens: a chat's null is the rest)
+    messages = [{"role": "user", "content": "x" * 46}]
+    assert client.post("/tokenize", json={"model": "a", "messages": messages}).json()["count"] == 64
+    full = error_of(client.post("/v1/chat/completions", json={"model": "a", "messages": messages, "max_tokens": None}))
     assert (full["message"], full["param"]) == (
         "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)", "max_tokens")
     cut = error_of(client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 10,

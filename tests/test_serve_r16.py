@@ -32,6 +32,8 @@ chat_completion/protocol.py's tool_choice and check_tool_usage, serve/lora/proto
 | a POST whose Content-Type is not           | taken                            | 400 "Unsupported Media Type:     |
 |  application/json (curl -d without -H)     |                                  |  Only 'application/json' is      |
 |                                            |                                  |  allowed" (validate_json_request)|
+| /v1/completions max_tokens null            | the rest of the context          | 16, as left out (vLLM's          |
+|                                            |                                  |  normalize_null_max_tokens)      |
 | /v1/completions with prompt "", null or    | "": its BOS; null or left out:   | 400 "Either prompt or            |
 |  left out                                  |  400 "prompt must be a string,   |  prompt_embeds must be provided  |
 |                                            |  ..."                            |  and non-empty."                 |
@@ -199,3 +201,10 @@ def test_a_completion_without_a_prompt_is_vllms_validate_prompt_and_prompt_embed
     error = error_of(client.post("/v1/completions", json={"model": "a", "max_tokens": 1, **prompt}))
     assert (error["message"], error["param"]) == (
         "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)", "prompt")
+
+
+def test_a_completions_max_tokens_null_is_taken_as_left_out_as_vllms_normalize_null_max_tokens(client):
+    body = {"model": "a", "prompt": "Hi", "temperature": 0, "ignore_eos": True}
+    for sent in ({}, {"max_tokens": None}):
+        answer = client.post("/v1/completions", json={**body, **sent}).json()
+        assert answer["usage"]["completion_tokens"] == 16, sent  # (was: the rest of the context for null)

@@ -20,8 +20,9 @@ With ``api_key`` (vLLM's ``--api-key``), every ``/v1`` request needs ``Authoriza
 The request parameters are OpenAI's, read as vLLM's (0.24) server reads them (fields.py: its pydantic models'
 fields, coerced in pydantic's lax mode -- ``"5"`` is 5, ``"true"`` is true --, and a name they do not have ignored
 with vLLM's warning in the log): ``max_tokens`` (left out: 16 for a completion, the rest of the context for a chat;
-``null``: the rest of the context), ``temperature`` (0: greedy; at most 2), ``top_p``, ``n`` (choice i samples with
-``seed + i``; above 1 only when sampling, as vLLM), ``seed``, ``stop`` (the stop text is not in the output),
+``null``: a completion's as left out, vLLM's normalize_null_max_tokens, a chat's the rest of the context),
+``temperature`` (0: greedy; at most 2), ``top_p``, ``n`` (choice i samples with ``seed + i``; above 1 only when
+sampling, as vLLM), ``seed``, ``stop`` (the stop text is not in the output),
 ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``logprobs`` (the model's own log-probabilities; chat:
 ``logprobs``/``top_logprobs``), ``echo``, ``stream`` and ``stream_options`` (``include_usage``, true when
 stream_options is given; vLLM's ``continuous_usage_stats``: every chunk with its choice's usage so far); a
@@ -57,8 +58,8 @@ status that says whose fault it is: 400 bad parameters (type ``BadRequestError``
 JSON object, or whose Content-Type is not application/json: ``Bad Request``), 404 unknown model, 429 busy (the
 backlog across requests is full; one request's prompts x n are taken whole however many, and wait for free rows
 as vLLM's). A refused request leaves nothing queued (its n choices are taken all or none), so the retries
-OpenAI's clients make after a 429 or a 5xx generate nothing twice. A client that disconnects (or times out, before it retries)
-cancels its request: the engine frees its batch slot, or its place in the queue, at the next step.
+OpenAI's clients make after a 429 or a 5xx generate nothing twice. A client that disconnects (or times out,
+before it retries) cancels its request: the engine frees its batch slot, or its place in the queue, at the next step.
 Each choice carries vLLM's ``stop_reason`` (the stop string or stop token id that ended it, else null).
 A choice's text is made and sampled as vLLM's v1 engine makes it (detokenizer.py, sampler.py): a seeded
 request draws torch's numbers from its own generator, ``seed + i`` for choice i.
@@ -144,7 +145,8 @@ def _rest_of_context(max_model_len, prompt_tokens):
 
 def _max_tokens(body, default):
     """The request's max_tokens (chat: max_completion_tokens, its newer name). Left out: ``default``;
-    an explicit null: None, "the rest of the context", as vLLM reads it."""
+    an explicit null (a chat's: fields.py takes a completion's as left out): None, "the rest of the context", as
+    vLLM reads it."""
     name = _max_tokens_field(body)
     if name in body and body[name] is None:
         return None

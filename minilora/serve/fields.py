@@ -385,6 +385,14 @@ def _check_prompt_and_prompt_embeds(data):
     return data
 
 
+def _normalize_null_max_tokens(data):
+    """vLLM's CompletionRequest.normalize_null_max_tokens (vllm#45491): a completion's max_tokens null is taken as
+    left out (OpenAI's SDK may send the null of a parameter it was given as None); a chat's null stays the rest of
+    the context."""
+    return {key: value for key, value in data.items() if key != "max_tokens"} if data.get("max_tokens") is None \
+        else data
+
+
 class CompletionRequest(_Generate):
     prompt: list[int] | list[list[int]] | str | list[str] | None = None
     echo: bool | None = False
@@ -396,6 +404,7 @@ class CompletionRequest(_Generate):
     add_special_tokens: bool = True
     check_logprobs = _counts_are_numbers("prompt_logprobs", "logprobs")
     validate_prompt_and_prompt_embeds = _vllm_check(_check_prompt_and_prompt_embeds)
+    normalize_null_max_tokens = _vllm_check(_normalize_null_max_tokens)
 
 
 class ChatCompletionRequest(_Generate):
