@@ -32,6 +32,8 @@ chat_completion/protocol.py's tool_choice and check_tool_usage, serve/lora/proto
 | a POST whose Content-Type is not           | taken                            | 400 "Unsupported Media Type:     |
 |  application/json (curl -d without -H)     |                                  |  Only 'application/json' is      |
 |                                            |                                  |  allowed" (validate_json_request)|
+| chat messages []                           | 400 "messages must be a non-     | 400 transformers' "Cannot apply  |
+|                                            |  empty list ...", param messages |  chat template to an empty ..."  |
 | /v1/completions max_tokens null            | the rest of the context          | 16, as left out (vLLM's          |
 |                                            |                                  |  normalize_null_max_tokens)      |
 | /v1/completions with prompt "", null or    | "": its BOS; null or left out:   | 400 "Either prompt or            |
@@ -208,3 +210,12 @@ def test_a_completions_max_tokens_null_is_taken_as_left_out_as_vllms_normalize_n
     for sent in ({}, {"max_tokens": None}):
         answer = client.post("/v1/completions", json={**body, **sent}).json()
         assert answer["usage"]["completion_tokens"] == 16, sent  # (was: the rest of the context for null)
+
+
+def test_a_chat_without_messages_is_transformers_refusal_as_vllms(client):
+    """vLLM's messages field takes an empty list (no min_length); rendering it is transformers' apply_chat_template's
+    ValueError, vLLM's 400 with its words and no param (was minilora's own "messages must be a non-empty list")."""
+    words = "Cannot apply chat template to an empty conversation. Provide at least one message."
+    assert (chat_error(client, messages=[])["message"], chat_error(client, messages=[])["param"]) == (words, None)
+    error = error_of(client.post("/tokenize", json={"model": "a", "messages": []}))
+    assert (error["message"], error["param"]) == (words, None)
