@@ -32,6 +32,10 @@ chat_completion/protocol.py's tool_choice and check_tool_usage, serve/lora/proto
 | a POST whose Content-Type is not           | taken                            | 400 "Unsupported Media Type:     |
 |  application/json (curl -d without -H)     |                                  |  Only 'application/json' is      |
 |                                            |                                  |  allowed" (validate_json_request)|
+| a message's other keys ("mood"), an        | passed to the template as sent   | vLLM's: role, content, an        |
+|  assistant's reasoning_content             |                                  |  assistant's tool_calls and      |
+|                                            |                                  |  reasoning (+ reasoning_content),|
+|                                            |                                  |  a tool's tool_call_id, a name   |
 | chat messages []                           | 400 "messages must be a non-     | 400 transformers' "Cannot apply  |
 |                                            |  empty list ...", param messages |  chat template to an empty ..."  |
 | /v1/completions max_tokens null            | the rest of the context          | 16, as left out (vLLM's          |
@@ -219,3 +223,18 @@ def test_a_chat_without_messages_is_transformers_refusal_as_vllms(client):
     assert (chat_error(client, messages=[])["message"], chat_error(client, messages=[])["param"]) == (words, None)
     error = error_of(client.post("/tokenize", json={"model": "a", "messages": []}))
     assert (error["message"], error["param"]) == (words, None)
+
+
+def test_a_message_reaches_the_template_with_the_keys_vllm_passes_on(client):
+    """vLLM's _parse_chat_message_content builds each message anew: role, content, an assistant's tool_calls and
+    reasoning (either name sent, passed on as both), a tool's tool_call_id, a name; other keys stay behind."""
+    template = ("{% for m in messages %}{{ m.role }}|{{ m.name }}|{{ m.reasoning }}|{{ m.reasoning_content }}|"
+                "{{ m.tool_call_id }}|{{ m.mood }};{% endfor %}")
+    messages = [{"role": "user", "content": "Hi", "name": "ann", "mood": "glad", "reasoning": "hm"},
+                {"role": "assistant", "content": "Yo", "reasoning_content": "think", "tool_call_id": "c0"},
+                {"role": "tool", "content": "20C", "tool_call_id": "c1", "mood": "x"}]
+    response = client.post("/v1/chat/completions", json={"model": "a", "messages": messages, "max_tokens": 1,
+                                                         "chat_template": template, "return_token_ids": True})
+    assert response.status_code == 200, response.text
+    assert bytes(response.json()["prompt_token_ids"]).decode() == \
+        "user|ann||||;assistant||think|think||;tool||||c1|;"

@@ -1026,18 +1026,28 @@ _MEDIA_KEYS = ("image_url", "image_embeds", "audio_embeds", "audio_url", "input_
 
 
 def _text_message(message):
-    """A message (its shape checked by fields.py's ChatMessage, vLLM's) with its content as text, as vLLM's
-    _parse_chat_message_content makes it for a template that writes text: null or left out is "", a list of parts
-    is its strings and its text / refusal / thinking parts joined with newlines. A media part (an image, audio,
-    video) needs a multimodal model: vLLM's ValueError (a 400). An assistant's tool calls come with their
-    arguments parsed (vLLM's _postprocess_messages)."""
+    """A message (its shape checked by fields.py's ChatMessage, vLLM's) as vLLM's _parse_chat_message_content hands
+    it to a template that writes text: its role; its content as text (null or left out: "", a list of parts: its
+    strings and its text / refusal / thinking parts joined with newlines; a media part (an image, audio, video) needs
+    a multimodal model: vLLM's ValueError, a 400); and of its other keys only those vLLM passes on: an assistant's
+    tool calls (their arguments parsed, as vLLM's _postprocess_messages) and reasoning (sent as ``reasoning`` or
+    ``reasoning_content``, passed on as both), a tool's ``tool_call_id``, a ``name``."""
     content = message.get("content")
     parts = [] if content is None else [content] if isinstance(content, str) else content
     texts = [text for text in map(_part_text, parts) if text is not None]
-    message = {**message, "content": "\n".join(texts)}
-    if message["role"] == "assistant" and message.get("tool_calls") is not None:
-        message["tool_calls"] = [_parsed_arguments(call) for call in message["tool_calls"]]
-    return message
+    role = message["role"]
+    passed = {"role": role, "content": "\n".join(texts)}
+    if role == "assistant":
+        if message.get("tool_calls") is not None:
+            passed["tool_calls"] = [_parsed_arguments(call) for call in message["tool_calls"]]
+        reasoning = message.get("reasoning") or message.get("reasoning_content")
+        if reasoning is not None:
+            passed["reasoning"] = passed["reasoning_content"] = reasoning
+    elif role == "tool" and "tool_call_id" in message:
+        passed["tool_call_id"] = message["tool_call_id"]
+    if isinstance(message.get("name"), str):
+        passed["name"] = message["name"]
+    return passed
 
 
 def _part_text(part):
