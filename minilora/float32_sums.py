@@ -54,7 +54,7 @@ from pathlib import Path
 from . import float32_math, native, parallel
 
 __all__ = ["cascade_sum", "row_sums", "two_norms", "row_moments", "thread_chunk", "welford_moments",
-           "squared_deviation_sum", "GRAIN_SIZE", "SUM_LANES"]
+           "squared_deviation_sum", "sixteen_bit_sum", "GRAIN_SIZE", "SUM_LANES"]
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it one thread runs a reduction
 _ILP = 4  # row_sum's running sums side by side (its ilp_factor)
@@ -469,21 +469,37 @@ def _iterator_dims(a, axes):
     return dims
 
 
-def _loop_sums(x, in_strides, itemsize):
+def _loop_sums(x, in_strides, itemsize, half=None):
     """cascade_sum's 2-D loop on ``x`` [..., size1, size0], reduced along its last axis (``size0``): each row's sum
     -> [..., size1]. Along contiguous memory ``vectorized_inner_sum`` (``row_sums``); down rows of contiguous
     columns ``vectorized_outer_sum``; else ``scalar_inner_sum`` (``row_sum`` of each row's elements) when the
-    reduced stride is the smaller, ``scalar_outer_sum`` when it is the larger (``_slab_outer_sums``)."""
+    reduced stride is the smaller, ``scalar_outer_sum`` when it is the larger (``_slab_outer_sums``). ``half``:
+    ``x`` holds a 16-bit tensor's values as float32 (``itemsize`` 2): its vectors hold 16 elements, loaded as two
+    float vectors (``_paired_lane_row_sums`` along memory; 8 columns each down rows), summed in float32."""
     (in0, in1), size1, size0 = in_strides, x.shape[-2], x.shape[-1]
     lanes = sum_lanes(x.dtype)
-    if in0 == itemsize and size0 >= lanes:
-        return row_sums(np.ascontiguousarray(x).reshape(-1, size0)).reshape(x.shape[:-1])
-    if in0 < in1 and not (in1 == itemsize and size1 >= lanes):
+    vector = 2 * lanes if half is not None else lanes  # (elements of the input's Vectorized<scalar_t>)
+    if in0 == itemsize and size0 >= vector:
+        rows = np.ascontiguousarray(x).reshape(-1, size0)
+        return (_paired_lane_row_sums(rows) if half is not None else row_sums(rows)).reshape(x.shape[:-1])
+    if in0 < in1 and not (in1 == itemsize and size1 >= vector):
         rows = np.ascontiguousarray(x).reshape(-1, size0, 1)
         return (_row_sum(rows)[0] + x.dtype.type(0)).reshape(x.shape[:-1])
-    group = _ILP * lanes if in1 == itemsize and size1 >= lanes else _ILP
+    group = _ILP * lanes if in1 == itemsize and size1 >= vector else _ILP
     slabs = np.ascontiguousarray(np.swapaxes(x, -1, -2)).reshape(-1, size0, size1)
     return _slab_outer_sums(slabs, group).reshape(x.shape[:-1])
+
+
+def _paired_lane_row_sums(rows):
+    """vectorized_inner_sum of 16-bit rows (their values as float32 [rows, width], width >= 16): each load of 16
+    elements converted to two float vectors and added (InnerSumCastLoadPolicy: ``first + second``), those
+    8-lane sums through ``row_sum``, then the elements after the last 16 from 0 in order, then the lanes."""
+    count, width = rows.shape
+    vectors = width // (2 * SUM_LANES)
+    halves = rows[:, :vectors * 2 * SUM_LANES].reshape(count, vectors, 2, SUM_LANES)
+    lane_sums = _row_sum(np.ascontiguousarray(halves[:, :, 0] + halves[:, :, 1]))
+    lane_sums = np.concatenate([rows[:, vectors * 2 * SUM_LANES:].T, lane_sums])
+    return _top_to_bottom(lane_sums) + np.float32(0)
 
 
 def _split_dim(dims):
@@ -500,19 +516,22 @@ def _split_dim(dims):
     return best
 
 
-def _iterator_sum(a, axes):
+def _iterator_sum(a, axes, half=None):
     """``a.sum(axes)`` for any layout, as torch's iterator runs cascade_sum: its dimensions (``_iterator_dims``),
     the 2-D loop over the two innermost (``_loop_sums``; swapped so that the reduced one is inside) for each
     index of the outer ones, and each loop's sums added into the output (from 0) in the iterator's order. A
     reduction of ``GRAIN_SIZE`` elements or more on several threads: one output in one chunk a thread
     (``_chunked_whole_sum``), several split on ``_split_dim`` (columns rounded to 128 bytes when they are
-    contiguous: ``_column_ranges``). None for a stride of 0 or below (an expanded or flipped view)."""
+    contiguous: ``_column_ranges``). An expanded view's stride of 0 goes through the same steps (the iterator
+    leaves a broadcast dimension where its insertion sort finds it; the loops read the same element again), as
+    torch's. ``half``: ``a`` is a 16-bit tensor (``sixteen_bit_sum``). None for a negative stride."""
     if any(stride < 0 for stride, n in zip(a.strides, a.shape) if n > 1):
         return None
     kept = [n for i, n in enumerate(a.shape) if i not in axes]
     dims = _iterator_dims(a, axes)
+    wide = np.dtype(np.float32) if half is not None else a.dtype  # (what the loops add in)
     if not any(dim[2] == 0 for dim in dims):  # nothing of size > 1 reduced: each element added to 0
-        return (a + a.dtype.type(0)).reshape(kept)
+        return (a.astype(wide) + wide.type(0)).reshape(kept)
     while len(dims) < 2:
         dims.append([1, a.itemsize, 0, []])
     threaded = a.size >= GRAIN_SIZE and parallel.num_threads() > 1
@@ -520,53 +539,84 @@ def _iterator_sum(a, axes):
     if dims[0][2] and not dims[1][2]:  # (the reduced dimension inside)
         dims[0], dims[1] = dims[1], dims[0]
     view = np.lib.stride_tricks.as_strided(a, [d[0] for d in reversed(dims)], [d[1] for d in reversed(dims)],
-                                           writeable=False)
+                                           writeable=False).astype(wide, copy=False)
     if threaded and split is None:
-        return np.asarray(_chunked_whole_sum(view, dims[0][1] == a.itemsize), a.dtype).reshape(kept)
+        return np.asarray(_chunked_whole_sum(view, dims[0][1] == a.itemsize, half), wide).reshape(kept)
     in_strides = (dims[0][1], dims[1][1])
     if split == 1:  # (a split on an outer dimension leaves each loop whole)
-        sums = np.empty(view.shape[:-1], a.dtype)
+        sums = np.empty(view.shape[:-1], wide)
         for begin, end in _column_ranges(a.size, dims[1][0], a.itemsize, rounded=dims[1][1] == a.itemsize):
-            sums[..., begin:end] = _loop_sums(view[..., begin:end, :], in_strides, a.itemsize)
+            sums[..., begin:end] = _loop_sums(view[..., begin:end, :], in_strides, a.itemsize, half)
     else:
-        sums = _loop_sums(view, in_strides, a.itemsize)
-    return _into_output(sums, dims[:0:-1], a, axes).reshape(kept)
+        sums = _loop_sums(view, in_strides, a.itemsize, half)
+    return _into_output(sums, dims[:0:-1], a, axes, half).reshape(kept)
 
 
-def _into_output(sums, dims, a, axes):
+def _accumulated(sums, half):
+    """The sums along the last axis stored into an output one after another from its 0 (CastStoreAccumulate):
+    added in order, and with ``half`` rounded to that 16-bit dtype at every store, as the 16-bit output holds it
+    between stores (in float32)."""
+    if half is None:
+        sums = sums.copy()
+        sums[..., 0] += sums.dtype.type(0)  # (the output's zero: -0 sums to +0)
+        return np.cumsum(sums, axis=-1)[..., -1]  # (a cumulative sum adds in order)
+    out = np.zeros(sums.shape[:-1], np.float32)
+    for k in range(sums.shape[-1]):
+        out = (out + sums[..., k]).astype(half).astype(np.float32)
+    return out
+
+
+def _into_output(sums, dims, a, axes, half=None):
     """The loops' sums [outer dims..., size1] added into the output: ``dims`` (outermost first) name the original
     axes each spans; the kept ones become the output's axes in their order, and the sums that land on one
-    output (over reduced axes) are added one after another from 0, in the iterator's order."""
+    output (over reduced axes) are stored one after another from 0, in the iterator's order (``_accumulated``)."""
     spans = [axis for dim in dims for axis in reversed(dim[3])]
     sums = sums.reshape([a.shape[axis] for axis in spans])
     kept = [spans.index(axis) for axis in range(a.ndim) if axis in spans and axis not in axes]
     reduced = [i for i, axis in enumerate(spans) if axis in axes]
     sums = sums.transpose(kept + reduced).reshape([sums.shape[i] for i in kept] + [-1])
-    sums[..., 0] += a.dtype.type(0)  # (the output's zero: -0 sums to +0)
-    return np.cumsum(sums, axis=-1)[..., -1]  # (a cumulative sum adds in order)
+    return _accumulated(sums, half)
 
 
-def _chunked_whole_sum(view, contiguous):
+def sixteen_bit_sum(a, axes, half):
+    """``a.sum(axes)`` (no kept dims) of a float16/bfloat16 (``half``) NumPy array as torch's
+    ``cascade_sum<scalar_t>`` adds it: through the iterator (``_iterator_sum``), the loops adding the values in
+    float32 (16 elements a vector, ``_paired_lane_row_sums``), each store into the 16-bit output (or a thread's
+    slot) rounded to it. -> float32 values (the last store's rounding is the caller's), or None: where the
+    iterator's two innermost dimensions are both reduced, torch's sum_out sums a float32 copy instead
+    (``should_use_acc_buffer``, pytorch#83149: the caller's float32 cascade), and for a negative stride."""
+    if type(a) is not np.ndarray or a.size == 0:
+        return None
+    axes = tuple(sorted(axes))
+    dims = _iterator_dims(a, axes)
+    if len(dims) >= 2 and not dims[0][2] and not dims[1][2]:
+        return None
+    return _iterator_sum(a, axes, half)
+
+
+_ROWS_APART = 1 << 62  # (a stride between rows no layout has: each row a loop of its own)
+
+
+def _chunked_whole_sum(view, contiguous, half=None):
     """A whole reduction on several threads (``two_pass_reduction``): the iterator's elements, in its order, cut
     into one chunk a thread; each chunk's runs along the innermost dimension (a row, or the part of one at a cut)
-    summed as rows (``row_sums`` along contiguous memory, else ``row_sum``'s elements) and added in order from 0,
-    then the chunks' sums added in order."""
+    summed as rows (``row_sums`` along contiguous memory, else ``row_sum``'s elements) and stored in order into
+    the thread's slot of a buffer of the output's dtype, from 0 (``_accumulated``), then that buffer (one slot a
+    thread, 0 where a thread had no chunk) summed as a row into the output."""
     width = view.shape[-1]
     flat = np.ascontiguousarray(view).reshape(-1)
     chunk = thread_chunk(flat.size)
-    total = flat.dtype.type(0)
-    for start in range(0, flat.size, chunk):
+    buffer = np.zeros(parallel.num_threads(), flat.dtype)
+    itemsize = 2 if half is not None else flat.itemsize
+    for slot, start in enumerate(range(0, flat.size, chunk)):
         end = min(start + chunk, flat.size)
         head = min(-start % width, end - start)  # (the rest of a row cut at the chunk's start)
         tail = (end - start - head) % width
         pieces = [flat[start:start + head], flat[start + head:end - tail].reshape(-1, width), flat[end - tail:end]]
-        part = flat.dtype.type(0)
-        for rows in (pieces[0][None], pieces[1], pieces[2][None]):
-            if rows.size:
-                sums = row_sums(rows) if contiguous else _row_sum(rows.reshape(len(rows), -1, 1))[0]
-                part = np.cumsum(np.concatenate([[part], sums]))[-1]
-        total += part
-    return total
+        sums = [_loop_sums(rows, (itemsize if contiguous else itemsize + 1, _ROWS_APART), itemsize, half)
+                for rows in (pieces[0][None], pieces[1], pieces[2][None]) if rows.size]
+        buffer[slot] = _accumulated(np.concatenate(sums)[None], half)[0]
+    return _loop_sums(buffer[None], (itemsize, itemsize * len(buffer)), itemsize, half)[0]
 
 
 def two_norms(a, axes, keepdims=False):

@@ -31,9 +31,9 @@ from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch
-from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_float32
+from .elementwise import AsType, _is_16bit_float, _torch_sign, backward_in_float32, computes_in_float32
 from .index import _gather, cast_to_dtype_argument, cumulative, quiet_float_errors, return_type
-from .shape import NO_DIM, dim_given
+from .shape import NO_DIM, _dense, dim_given
 
 
 def contiguous_result(cls):
@@ -136,9 +136,17 @@ _CASCADE_SUMMED = (np.float32, np.float64)  # the dtypes whose sums take torch's
 
 
 def _sum_as_torch(a, axes, keepdims):
-    """``a.sum(axes)``: float32 and float64 in torch's order of additions where ``float32_sums`` models it
-    (their last bits are torch's), otherwise NumPy's (16-bit: accumulated in float32, rounded once)."""
-    total = float32_sums.cascade_sum(a, axes) if a.dtype in _CASCADE_SUMMED else None
+    """``a.sum(axes)``: float32, float64 and 16-bit floats in torch's order of additions where ``float32_sums``
+    models it (their last bits are torch's: 16-bit accumulated in float32, rounded at each store into the
+    output), otherwise NumPy's (16-bit: accumulated in float32, rounded once)."""
+    if a.dtype in _CASCADE_SUMMED:
+        total = float32_sums.cascade_sum(a, axes)
+    elif _is_16bit_float(a) and type(a) is np.ndarray and a.size:
+        total = float32_sums.sixteen_bit_sum(a, axes, a.dtype)
+        if total is None:  # (torch sums a float32 copy there)
+            total = float32_sums.cascade_sum(_converted_as_torch(a, np.float32), axes)
+    else:
+        total = None
     if total is None:
         total = a.sum(axis=axes, keepdims=keepdims, dtype=compute_dtype(a.dtype))
     elif keepdims:
@@ -165,6 +173,9 @@ class Mean(Function):
         ctx.count = _count(a.shape, ctx.axes)
         if a.dtype in _CASCADE_SUMMED and ctx.count:  # torch's CPU mean: its sum, divided by the count
             return _sum_as_torch(a, ctx.axes, keepdims) / a.dtype.type(ctx.count)
+        if _is_16bit_float(a) and ctx.count and type(a) is np.ndarray:  # torch: a float32 copy's sum / count
+            wide = _converted_as_torch(a, np.float32)
+            return (_sum_as_torch(wide, ctx.axes, keepdims) / np.float32(ctx.count)).astype(a.dtype)
         mean = _mean(a, ctx.axes, keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
         return mean.astype(a.dtype, copy=False)
 
@@ -177,6 +188,12 @@ class Mean(Function):
         else:
             g = g * np.nan
         return _spread(g, ctx.shape).astype(g.dtype, copy=False)
+
+
+def _converted_as_torch(a, dtype):
+    """``a.to(dtype)`` laid out as torch's copy (preserve_format): the same strides where ``a`` is non-overlapping
+    and dense, else C-contiguous."""
+    return a.astype(dtype, order="K" if _dense(a) else "C")
 
 
 def _row_products_as_torch(rows):
