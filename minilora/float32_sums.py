@@ -31,9 +31,10 @@ float64 runs the same cascade with 4 doubles a vector (``sum_lanes``: the kernel
 capability), compiled too (``ml_row_sums_f64``, ``ml_outer_sums_f64``).
 
 Any other layout -- a view (``x.T``, ``x[::2]``, ``x[..., ::3]``, an expanded ``x.expand(3, -1)``: a stride of 0),
-middle dimensions (``x.sum(1)`` of a 3-D tensor), dimensions of size 1 -- is summed as torch's TensorIterator runs the kernel (``_iterator_sum``): its
-order of dimensions and their coalescing (``_iterator_dims``), the kernel's 2-D loop on the two innermost for
-each index of the others (``_loop_sums``), the loops' sums added into the outputs in the iterator's order.
+middle dimensions (``x.sum(1)`` of a 3-D tensor), dimensions of size 1 -- is summed as torch's TensorIterator
+runs the kernel (``_iterator_sum``): its order of dimensions and their coalescing (``_iterator_dims``), the
+kernel's 2-D loop on the two innermost for each index of the others (``_loop_sums``), the loops' sums added
+into the outputs in the iterator's order.
 
 A whole-tensor sum of at least ``GRAIN_SIZE`` (32768) elements on several threads
 (``parallel.num_threads()``, taken as torch's) is cut into one chunk a thread (``at::parallel_for``),
