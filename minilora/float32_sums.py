@@ -554,11 +554,10 @@ def _iterator_sum(a, axes, half=None):
 
 
 def _accumulated(sums, half):
-    """The sums along the last axis stored into an output one after another from its 0 (CastStoreAccumulate):
-    added in order, and with ``half`` rounded to that 16-bit dtype at every store, as the 16-bit output holds it
-    between stores (in float32)."""
+    """The sums along the last axis (a temporary: changed) stored into an output one after another from its 0
+    (CastStoreAccumulate): added in order, and with ``half`` rounded to that 16-bit dtype at every store, as the
+    16-bit output holds it between stores (in float32)."""
     if half is None:
-        sums = sums.copy()
         sums[..., 0] += sums.dtype.type(0)  # (the output's zero: -0 sums to +0)
         return np.cumsum(sums, axis=-1)[..., -1]  # (a cumulative sum adds in order)
     out = np.zeros(sums.shape[:-1], np.float32)
