@@ -36,6 +36,8 @@ chat_completion/protocol.py's tool_choice and check_tool_usage, serve/lora/proto
 |  assistant's reasoning_content             |                                  |  assistant's tool_calls and      |
 |                                            |                                  |  reasoning (+ reasoning_content),|
 |                                            |                                  |  a tool's tool_call_id, a name   |
+| a chat template that loops over a          | the joined text (a loop over a   | vLLM's "openai" content format:  |
+|  message's content                         |  string's characters)            |  [{"type": "text", "text"}, ...] |
 | chat messages []                           | 400 "messages must be a non-     | 400 transformers' "Cannot apply  |
 |                                            |  empty list ...", param messages |  chat template to an empty ..."  |
 | /v1/completions max_tokens null            | the rest of the context          | 16, as left out (vLLM's          |
@@ -238,3 +240,20 @@ def test_a_message_reaches_the_template_with_the_keys_vllm_passes_on(client):
     assert response.status_code == 200, response.text
     assert bytes(response.json()["prompt_token_ids"]).decode() == \
         "user|ann||||;assistant||think|think||;tool||||c1|;"
+
+
+@pytest.mark.parametrize("template", [
+    "{% for m in messages %}{% for c in m['content'] %}[{{ c['text'] }}]{% endfor %}{% endfor %}",
+    "{% for m in messages %}{% for c in m.content %}[{{ c.text }}]{% endfor %}{% endfor %}",
+    "{% set rest = messages[1:] %}{% for m in rest %}{% set parts = m['content'] %}{% for c in parts %}"
+    "[{{ c['text'] }}]{% endfor %}{% endfor %}"])
+def test_a_template_that_loops_over_content_gets_text_parts_as_vllms_openai_content_format(client, template):
+    """vLLM's _detect_content_format: a chat template that loops over a message's content is given each message's
+    content as a list of {"type": "text", "text"} parts (a text message: one); other templates the joined text."""
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": ["a", {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": "Yo"}]
+    response = client.post("/v1/chat/completions", json={"model": "a", "messages": messages, "max_tokens": 1,
+                                                         "chat_template": template, "return_token_ids": True})
+    assert response.status_code == 200, response.text
+    shown = bytes(response.json()["prompt_token_ids"]).decode()
+    assert shown == ("[a][b][Yo]" if "rest" in template else "[S][a][b][Yo]")

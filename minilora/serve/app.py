@@ -958,8 +958,8 @@ class _Server:
         tok = self.engine.tokenizer
         body = read_fields(await self._json(request), ChatCompletionRequest)
         # (no messages at all: transformers' apply_chat_template refuses them, as vLLM's answer does)
+        text, ids = _encoded(lambda: _chat_prompt(tok, body["messages"], body), "messages")
         messages = [_text_message(m) for m in body["messages"]]
-        text, ids = _encoded(lambda: _chat_prompt(tok, messages, body), "messages")
         return await self._run(request, body, [list(ids)], chat=_chat_reply(messages, body), texts=[text])
 
     async def tokenize(self, request):
@@ -972,8 +972,7 @@ class _Server:
         self._adapter_of(body)
         tok = self.engine.tokenizer
         if model is TokenizeChatRequest:
-            messages = [_text_message(m) for m in body["messages"]]
-            _, ids = _encoded(lambda: _chat_prompt(tok, messages, body), "messages")
+            _, ids = _encoded(lambda: _chat_prompt(tok, body["messages"], body), "messages")
         else:  # (a text: the completion member's prompt is required)
             ids = _encoded(lambda: tok.encode(body["prompt"], add_special_tokens=body.get("add_special_tokens", True)),
                            "prompt")
@@ -1025,18 +1024,21 @@ _TEXT_PART_KEYS = {"text": "text", "input_text": "text", "output_text": "text", 
 _MEDIA_KEYS = ("image_url", "image_embeds", "audio_embeds", "audio_url", "input_audio", "video_url")
 
 
-def _text_message(message):
+def _text_message(message, as_parts=False):
     """A message (its shape checked by fields.py's ChatMessage, vLLM's) as vLLM's _parse_chat_message_content hands
-    it to a template that writes text: its role; its content as text (null or left out: "", a list of parts: its
-    strings and its text / refusal / thinking parts joined with newlines; a media part (an image, audio, video) needs
-    a multimodal model: vLLM's ValueError, a 400); and of its other keys only those vLLM passes on: an assistant's
-    tool calls (their arguments parsed, as vLLM's _postprocess_messages) and reasoning (sent as ``reasoning`` or
-    ``reasoning_content``, passed on as both), a tool's ``tool_call_id``, a ``name``."""
+    it to the chat template: its role; its content's texts (null or left out: none; a list of parts: its strings and
+    its text / refusal / thinking parts; a media part (an image, audio, video) needs a multimodal model: vLLM's
+    ValueError, a 400), joined with newlines, or ``as_parts`` (a template that loops over a message's content:
+    vLLM's "openai" content format) each as a ``{"type": "text", "text": ...}`` part; and of its other keys only
+    those vLLM passes on: an assistant's tool calls (their arguments parsed, as vLLM's _postprocess_messages) and
+    reasoning (sent as ``reasoning`` or ``reasoning_content``, passed on as both), a tool's ``tool_call_id``, a
+    ``name``."""
     content = message.get("content")
     parts = [] if content is None else [content] if isinstance(content, str) else content
     texts = [text for text in map(_part_text, parts) if text is not None]
     role = message["role"]
-    passed = {"role": role, "content": "\n".join(texts)}
+    passed = {"role": role, "content": [{"type": "text", "text": text} for text in texts] if as_parts
+              else "\n".join(texts)}
     if role == "assistant":
         if message.get("tool_calls") is not None:
             passed["tool_calls"] = [_parsed_arguments(call) for call in message["tool_calls"]]
@@ -1316,7 +1318,8 @@ def _template_variables(tokenizer, template, body):
 
 
 def _chat_prompt(tokenizer, messages, body):
-    """The prompt of a chat (its text, its ids), with vLLM's extras: ``add_generation_prompt`` (default true),
+    """The prompt of a chat (its ``messages`` as the request sent them: _text_message makes them the template's;
+    its text, its ids), with vLLM's extras: ``add_generation_prompt`` (default true),
     ``continue_final_message`` (the reply goes on from a partial last message) and a request's own
     ``chat_template``. Refusals are vLLM's: both flags sent true is its request validator's (fields.py); a
     template that refuses the conversation (``raise_exception``, e.g. roles that do not alternate, or
@@ -1330,6 +1333,8 @@ def _chat_prompt(tokenizer, messages, body):
     if template is None and getattr(tokenizer, "chat_template", None) is None:  # vLLM's ChatTemplateResolutionError
         raise validation_error("As of transformers v4.44, default chat template is no longer allowed, so you must "
                                "provide a chat template if the tokenizer does not define one.")
+    as_parts = _loops_over_content(template if template is not None else tokenizer.chat_template)
+    messages = [_text_message(message, as_parts) for message in messages]
     try:
         variables = _template_variables(tokenizer, template, body)
         text = tokenizer.apply_chat_template(messages, chat_template=template,
@@ -1342,6 +1347,51 @@ def _chat_prompt(tokenizer, messages, body):
         raise  # a lone surrogate in the text: _encoded names it
     except (TemplateError, ValueError, TypeError, RuntimeError) as exc:  # what vLLM answers with a 400
         raise validation_error(str(exc)) from None
+
+
+@functools.lru_cache(maxsize=32)  # (a model's template is the same every request: parsed once)
+def _loops_over_content(source):
+    """Whether a chat template loops over a message's content (``{% for part in message['content'] %}``): vLLM's
+    _detect_content_format, "openai" (the content as a list of parts) where it does, else "string". The messages
+    are the loop variables over ``messages`` or a name set from it (``{% set loop_messages = messages[1:] %}``),
+    the content ``message['content']``, ``message.content`` or a name set from one of those."""
+    import jinja2
+    from jinja2 import nodes
+    try:
+        tree = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(source)
+    except (jinja2.TemplateSyntaxError, TypeError):  # (a template jinja cannot read: rendering it will say so)
+        return False
+
+    def names_set_from(is_source):
+        """The names assigned (``set``) a value that ``is_source`` accepts, to a fixpoint."""
+        found, grown = set(), True
+        while grown:
+            grown = False
+            for assign in tree.find_all(nodes.Assign):
+                if isinstance(assign.target, nodes.Name) and assign.target.name not in found \
+                        and is_source(assign.node, found):
+                    found.add(assign.target.name)
+                    grown = True
+        return found
+
+    def is_messages(node, aliases):
+        node = node.node if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Slice) else node
+        return isinstance(node, nodes.Name) and (node.name == "messages" or node.name in aliases)
+
+    message_lists = names_set_from(is_messages) | {"messages"}
+    message_names = {loop.target.name for loop in tree.find_all(nodes.For)
+                     if isinstance(loop.target, nodes.Name) and isinstance(loop.iter, nodes.Name)
+                     and loop.iter.name in message_lists}
+
+    def is_content(node, aliases=()):
+        if isinstance(node, nodes.Name):
+            return node.name in aliases
+        key = node.arg.value if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) else \
+            node.attr if isinstance(node, nodes.Getattr) else None
+        return key == "content" and isinstance(node.node, nodes.Name) and node.node.name in message_names
+
+    contents = names_set_from(is_content)
+    return any(is_content(loop.iter, contents) for loop in tree.find_all(nodes.For))
 
 
 def _encoded(encode, param):
