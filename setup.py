@@ -26,8 +26,10 @@ setup(
         "bf16": ["ml_dtypes"],
         "cuda": ["cupy-cuda12x", "ml_dtypes"],
         "test": ["ml_dtypes", "pytest", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel", "matplotlib", "tqdm", "httpx", "openai"],
-        # expecttest: torch.testing._internal (op_db, module_db, optim_db: tests/torch_db.py) imports it
-        "interop": ["torch==2.13.0", "transformers", "peft", "safetensors", "tokenizers", "expecttest"],
+        # expecttest: torch.testing._internal (op_db, module_db, optim_db: tests/torch_db.py) imports it;
+        # datasets: the Trainer tests on a datasets.Dataset / IterableDataset (its arrow columns, length column,
+        # streams), as transformers' Trainer reads them (5.2 with pyarrow 26, dill 0.4.1: ~30 s more to install)
+        "interop": ["torch==2.13.0", "transformers", "peft", "safetensors", "tokenizers", "expecttest", "datasets"],
         "tools": ["tokenizers", "safetensors", "tqdm", "matplotlib"],
         "notebooks": ["nbclient", "nbformat", "ipykernel", "matplotlib"],
         # mpirun -n N minilora train: mpi4py and an MPI library as wheels (Open MPI on Linux/macOS,

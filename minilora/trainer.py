@@ -764,8 +764,23 @@ class LengthGroupedSampler:
 
 
 def _is_hf_dataset(dataset):
-    """A ``datasets.Dataset`` (checked by its type's module: minilora does not need the library)."""
-    return type(dataset).__module__.startswith("datasets") and hasattr(dataset, "remove_columns")
+    """A ``datasets.Dataset`` (checked by its type's module: minilora does not need the library). Not a
+    ``datasets.IterableDataset``: transformers drops its unused columns in the collator, as a list's."""
+    from .utils.data import _is_stream
+    return type(dataset).__module__.startswith("datasets") and hasattr(dataset, "remove_columns") and \
+        not _is_stream(dataset)
+
+
+def _set_epoch(loader, epoch):
+    """accelerate's ``set_epoch`` on a loader: the sampler's (the seeded sampler draws each epoch's order from it)
+    and the dataset's own, where it has one (DataLoaderShard's last branch, DataLoaderDispatcher's for a stream): a
+    ``datasets.IterableDataset``'s shuffle buffer is seeded with seed + epoch, and a user's dataset may draw by it.
+    transformers' Trainer calls it as each epoch starts, and accelerate's loader again as each pass over it starts
+    (with its count of passes: the epoch in training, 0 in an evaluation's new loader)."""
+    if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if hasattr(getattr(loader, "dataset", None), "set_epoch"):
+        loader.dataset.set_epoch(epoch)
 
 
 class _RemoveColumnsCollator:
@@ -1313,8 +1328,8 @@ class Trainer:
             step, first_update, sync_rng = skip - 1, skip // accumulation, True
         elif resumed is not None:
             self._load_rng_state(resumed)
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        _set_epoch(loader, epoch)  # the Trainer's call,
+        _set_epoch(loader, epoch)  # and the loader's own as its pass starts
         batches = _one_ahead(iter(loader))
         for _ in range(skip if sync_rng else 0):  # (accelerate's skip_first_batches)
             next(batches, None)
@@ -1527,6 +1542,7 @@ class Trainer:
         self.callback_handler.eval_dataloader = dataloader
         losses, preds, labels, ids, seen = [], [], [], [], 0
         main_input = getattr(self.model, "main_input_name", "input_ids")
+        _set_epoch(dataloader, 0)  # (a new loader's first pass)
         for inputs in dataloader:
             loss, logits, label = self.prediction_step(self.model, inputs, loss_only, ignore_keys)
             examples = len(_host(next(iter(inputs.values()))))  # (transformers' find_batch_size)

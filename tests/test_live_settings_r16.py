@@ -44,7 +44,8 @@ peft = pytest.importorskip("peft")
 
 import minilora as ml  # noqa: E402
 import minilora.lora as ml_peft  # noqa: E402
-from minilora import models  # noqa: E402
+from minilora import models, trainer as ml_trainer  # noqa: E402
+from trainer_rows import collator, examples, save_tiny_llama  # noqa: E402
 
 CONFIG = dict(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
@@ -293,3 +294,79 @@ def test_settings_that_already_matched(tmp_path):
             check_row(row, tmp_path / name)
         except AssertionError as error:
             raise AssertionError(f"row {name}: {error}") from error
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The Trainer's data: when a dataset hears the epoch, and datasets' streams (the datasets library is in the
+# [interop] extra now: 5.2 with pyarrow 26 and dill 0.4.1 installs and fingerprints on this machine)
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("llama"))
+
+
+def trained(lib, base, folder, dataset, eval_dataset=None, **arguments):
+    """(the first rows' lengths of each batch the collator saw, the logged losses) of a 2-row-batch run."""
+    seen, collate = [], collator(torch.tensor if lib is transformers else ml.tensor)
+
+    def recording(features):
+        seen.append([len(f["input_ids"]) for f in features])
+        return collate(features)
+    model = (transformers.LlamaForCausalLM if lib is transformers else models.LlamaForCausalLM).from_pretrained(
+        str(base))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = lib.TrainingArguments(output_dir=str(folder), report_to="none", save_strategy="no", disable_tqdm=True,
+                                     per_device_train_batch_size=2, logging_steps=1, learning_rate=1e-2,
+                                     **arguments)
+        trainer = lib.Trainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                              data_collator=recording)
+        trainer.train()
+    return seen, [(e["step"], round(e["loss"], 4)) for e in trainer.state.log_history if "loss" in e]
+
+
+class EpochRecording(list):
+    """Rows that note each set_epoch they are told (as a dataset drawing by the epoch would read it)."""
+
+    def __init__(self, rows):
+        super().__init__(rows)
+        self.told = []
+
+    def set_epoch(self, epoch):
+        self.told.append(epoch)
+
+
+def test_the_datasets_are_told_the_epoch_as_accelerate_tells_them(base, tmp_path):
+    """accelerate's DataLoaderShard/Dispatcher.set_epoch reaches the dataset's own set_epoch (after the
+    sampler's), once from the Trainer as an epoch starts and once from the loader as its pass starts; an
+    evaluation's new loader tells its dataset 0. minilora told the sampler only."""
+    told = []
+    for lib in (transformers, ml_trainer):
+        train_rows, eval_rows = EpochRecording(examples(4)), EpochRecording(examples(3))
+        trained(lib, base, tmp_path / lib.__name__, train_rows, eval_rows, max_steps=3, eval_strategy="steps",
+                eval_steps=2)
+        told.append((train_rows.told, eval_rows.told))
+    assert told[1] == told[0] == ([0, 0, 1, 1], [0, 0])  # (evaluations at step 2 and at the last, 3)
+
+
+class TorchStream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter(range(7))
+
+
+def test_a_torch_iterable_dataset_is_a_stream_to_the_dataloader():
+    """torch's DataLoader reads a torch.utils.data.IterableDataset (datasets' IterableDataset derives from it) as a
+    stream, without a sampler; minilora's asked it for a length (TypeError)."""
+    answers = [[b.tolist() for b in lib.utils.data.DataLoader(TorchStream(), batch_size=3)] for lib in (torch, ml)]
+    assert answers[1] == answers[0] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_a_datasets_stream_trains_as_transformers(base, tmp_path):
+    """A datasets.IterableDataset (a shuffle buffer reseeded by each epoch) over two epochs and a half: its unused
+    "text" column dropped in the collator (not by remove_columns), the next epoch's order from set_epoch.
+    minilora's DataLoader took it for a map-style dataset and failed on its length."""
+    datasets = pytest.importorskip("datasets")
+    runs = [trained(lib, base, tmp_path / lib.__name__,
+                    datasets.Dataset.from_list(examples(8)).to_iterable_dataset().shuffle(seed=1, buffer_size=4),
+                    max_steps=9) for lib in (transformers, ml_trainer)]
+    assert runs[1] == runs[0]

@@ -68,6 +68,16 @@ class IterableDataset(Dataset):
         return ChainDataset([self, other])
 
 
+def _is_stream(dataset):
+    """Is ``dataset`` iterable-style, a stream the loader reads in order? minilora's IterableDataset, or torch's
+    (``datasets.IterableDataset`` derives from it where torch is installed, and torch's DataLoader reads it as a
+    stream: without a sampler, and without ``len``). Checked by the class's name and module: minilora does not
+    import torch."""
+    return isinstance(dataset, IterableDataset) or any(
+        cls.__name__ == "IterableDataset" and cls.__module__.startswith("torch.utils.data")
+        for cls in type(dataset).__mro__)
+
+
 class ChainDataset(IterableDataset):
     """Several IterableDatasets one after the other (``a + b`` of two of them)."""
 
@@ -460,7 +470,7 @@ class DataLoader:
         self.dataset, self.num_workers, self.pin_memory, self.timeout = dataset, num_workers, pin_memory, timeout
         self.generator, self.prefetch_factor = generator, prefetch_factor
         self.worker_init_fn, self.persistent_workers, self._workers = worker_init_fn, persistent_workers, None
-        if isinstance(dataset, IterableDataset):
+        if _is_stream(dataset):
             if shuffle not in (None, False):
                 raise ValueError(f"DataLoader with IterableDataset: expected unspecified shuffle option, but got "
                                  f"shuffle={shuffle}")
@@ -477,13 +487,13 @@ class DataLoader:
         elif batch_size is None and drop_last:
             raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with "
                              "drop_last")
-        if sampler is None and not isinstance(dataset, IterableDataset):
+        if sampler is None and not _is_stream(dataset):
             sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         if batch_size is not None and batch_sampler is None and sampler is not None:
             batch_sampler = BatchSampler(sampler, batch_size, drop_last)
         self.batch_size, self.drop_last = batch_size, drop_last
         self.sampler, self.batch_sampler = sampler, batch_sampler
-        self._auto_collation = batch_sampler is not None or (isinstance(dataset, IterableDataset)
+        self._auto_collation = batch_sampler is not None or (_is_stream(dataset)
                                                              and batch_size is not None)
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
@@ -523,7 +533,7 @@ class DataLoader:
             if self.persistent_workers:
                 self._workers = workers
             return self._iter_workers(workers)
-        if isinstance(self.dataset, IterableDataset):
+        if _is_stream(self.dataset):
             return self._stream_batches(iter(self.dataset), self.collate_fn)
         return (self._fetch(index, self.dataset, self.collate_fn) for index in self._index_sampler())
 
@@ -571,7 +581,7 @@ class DataLoader:
     def _iter_workers(self, workers):
         """torch's multi-process iterator: batch ``k`` from worker ``k % num_workers`` (the sampler runs in
         the main process); an IterableDataset's workers each read their own copy, in turn, until each ends."""
-        if not isinstance(self.dataset, IterableDataset):
+        if not _is_stream(self.dataset):
             for k, index in enumerate(self._index_sampler()):
                 with workers[k % len(workers)].running() as worker:
                     batch = self._fetch(index, worker.info.dataset, worker.collate_fn)
@@ -591,7 +601,7 @@ class DataLoader:
                     yield batch
 
     def __len__(self):
-        if isinstance(self.dataset, IterableDataset):
+        if _is_stream(self.dataset):
             n = len(self.dataset)
             if self.batch_size is None:
                 return n
