@@ -1019,8 +1019,7 @@ class _Server:
 
 
 # a content part's type -> the key of its text (vLLM's MM_PARSER_MAP: these parts are text; the rest are media)
-_TEXT_PART_KEYS = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal",
-                   "thinking": "thinking"}
+_TEXT_PART_KEYS = {"text": "text", "refusal": "refusal", "thinking": "thinking"}
 _MEDIA_KEYS = ("image_url", "image_embeds", "audio_embeds", "audio_url", "input_audio", "video_url")
 
 
