@@ -1348,34 +1348,33 @@ class _Module:
         def record_stack_usage(tmp: Path) -> None:
             _write_atomic(self._stack_file, str(_stack_usage(tmp)))
 
-        compile_flags = [*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS, "-fstack-usage",
-                         "-include", str(_HEADER), "-I", str(_INCLUDE), *flags]
-        if not self.sanitize:  # two steps, so that only the kernel is instrumented (and no libubsan linked)
-            instrument = _instrumentation(self.variant)
-            # the architecture and the language standard are the options that shape the header itself
-            header_options = [f for f in flags if f.startswith(("-D__CUDA_ARCH__=", "-std="))]
-            header = _precompiled_header([*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS,
-                                          "-I", str(_INCLUDE), *header_options, *instrument])
-            compile_flags[compile_flags.index("-include") + 1] = str(header)
-            wrapper_object = self.product.parent / "wrapper.o"
-            cmd = [_CXX, *compile_flags, *instrument, "-c", str(wrapper)]
-            what = f"'{name}' for the CUDA emulator ({self.variant})"
-            try:
-                _run_compiler(cmd, wrapper_object, what, record_stack_usage)
-            except CompileError as e:
-                if "PCH" not in str(e):
-                    raise
-                # a damaged .gch (a full disk, a killed copy) stops g++ ("cannot read PCH file"): without it g++
-                # reads the stub's #include instead (and the next build of these flags makes the .gch again)
-                header.with_name(header.name + ".gch").unlink(missing_ok=True)
-                _run_compiler(cmd, wrapper_object, what, record_stack_usage)
-            compile_flags, wrapper, record_stack_usage = [*_COMMON_FLAGS], wrapper_object, None
+        # The kernel is compiled on its own (-c), then linked: the instrumentation goes into the kernel only (no
+        # libubsan linked but the sanitizer build's), and every build force-includes the precompiled header made
+        # with its own flags -- the sanitizer's too (parsing the header was most of a small kernel's compile).
+        instrument = [] if self.sanitize else _instrumentation(self.variant)  # (the sanitizer's: in its flags)
+        # the architecture and the language standard are the options that shape the header itself
+        header_options = [f for f in flags if f.startswith(("-D__CUDA_ARCH__=", "-std="))]
+        header = _precompiled_header([*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS,
+                                      "-I", str(_INCLUDE), *header_options, *instrument])
+        wrapper_object = self.product.parent / "wrapper.o"
+        cmd = [_CXX, *_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS, "-fstack-usage",
+               "-include", str(header), "-I", str(_INCLUDE), *flags, *instrument, "-c", str(wrapper)]
+        what = f"'{name}' for the CUDA emulator ({self.variant})"
+        try:
+            _run_compiler(cmd, wrapper_object, what, record_stack_usage)
+        except CompileError as e:
+            if "PCH" not in str(e):
+                raise
+            # a damaged .gch (a full disk, a killed copy) stops g++ ("cannot read PCH file"): without it g++
+            # reads the stub's #include instead (and the next build of these flags makes the .gch again)
+            header.with_name(header.name + ".gch").unlink(missing_ok=True)
+            _run_compiler(cmd, wrapper_object, what, record_stack_usage)
+        # the sanitizer build links AddressSanitizer's and UBSan's runtimes (its flags); a library links none
+        link = [_CXX, *_COMMON_FLAGS, *(_VARIANT_FLAGS[self.variant] if self.sanitize else ["-shared"])]
         for attempt in range(2):
-            cmd = [_CXX, *compile_flags, str(wrapper), str(runtime), *_LINK_FLAGS]
-            if not self.sanitize:
-                cmd.insert(1, "-shared")
             try:
-                return _run_compiler(cmd, self.product, f"'{name}' for the CUDA emulator", record_stack_usage)
+                return _run_compiler([*link, str(wrapper_object), str(runtime), *_LINK_FLAGS], self.product,
+                                     f"'{name}' for the CUDA emulator")
             except CompileError as e:
                 if attempt or str(runtime) not in str(e):
                     raise
