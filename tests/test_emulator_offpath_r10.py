@@ -1,7 +1,7 @@
 """Round 10 of CUDA written by others on the emulator (tests/emu_kernels/r10/*.cu), and its compile time.
 
 * Compile time: every build force-includes a precompiled cuda_emu.h (one .gch per cache and set of flags): parsing
-  the header was two thirds of a small kernel's compile.  A damaged .gch is dropped and made again, not fatal.
+  the header was two thirds of a small kernel's compile.  The sanitizer's build too (round 16), with its own .gch.  A damaged .gch is dropped and made again, not fatal.
 * CuPy's streams and events: ``kernel(grid, block, args, stream=s)``, ``with stream:``, ``Event.record`` and
   ``get_elapsed_time`` (``minilora.emulator.cuda`` in place of ``cupy.cuda``), with CUDA's errors for an event
   that was never recorded or has timing disabled.
@@ -49,12 +49,13 @@ def sgemm(M: int, N: int, K: int, **launch):
     return C, expected
 
 
-def build_a_new_kernel():
-    """Compile and run a kernel no earlier build made (its source names this moment), checking its numbers."""
+def build_a_new_kernel(**options):
+    """Compile and run a kernel no earlier build made (its source names this moment), checking its numbers;
+    ``options`` go to RawKernel (sanitize=True)."""
     code = (f"// {time.time_ns()}\nextern \"C\" __global__ void twice(const float* x, float* y, int n) {{\n"
             "  int i = blockIdx.x * blockDim.x + threadIdx.x;\n  if (i < n) y[i] = 2.f * x[i];\n}\n")
     x, y = rng.standard_normal(70).astype(np.float32), np.zeros(70, np.float32)
-    emu.RawKernel(code, "twice")((2,), (64,), (x, y, np.int32(70)))
+    emu.RawKernel(code, "twice", **options)((2,), (64,), (x, y, np.int32(70)))
     np.testing.assert_array_equal(y, 2 * x)
 
 
@@ -83,6 +84,24 @@ def test_builds_force_include_one_precompiled_header(monkeypatch):
     assert not gch.is_file()
     build_a_new_kernel()
     assert gch.is_file()
+
+
+def test_the_sanitizer_build_force_includes_a_precompiled_header_of_its_own_flags(monkeypatch):
+    commands = []
+    real_run = subprocess.run
+
+    def recording_run(cmd, *args, **kwargs):
+        commands.append(cmd)
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(emu.subprocess, "run", recording_run)
+    build_a_new_kernel()
+    build_a_new_kernel(sanitize=True)
+    wrappers = [c for c in commands if "-c" in c and str(c[-3]).endswith("wrapper.cpp")]
+    headers = [Path(c[c.index("-include") + 1]) for c in wrappers]
+    assert len(headers) == 2 and ["-fsanitize=address" in " ".join(c) for c in wrappers] == [False, True]
+    assert all(h.parent.name.startswith("pch-") and h.with_name(h.name + ".gch").is_file() for h in headers)
+    assert headers[0] != headers[1]  # a .gch is only good for the flags it was made with
 
 
 @pytest.mark.parametrize("M, N, K", [(37, 29, 45), (16, 48, 3)])
