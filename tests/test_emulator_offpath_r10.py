@@ -59,7 +59,8 @@ def build_a_new_kernel(**options):
     np.testing.assert_array_equal(y, 2 * x)
 
 
-def test_builds_force_include_one_precompiled_header(monkeypatch):
+def recorded_commands(monkeypatch) -> list:
+    """The list every command the emulator runs (g++) is appended to, from now on in the test."""
     commands = []
     real_run = subprocess.run
 
@@ -68,6 +69,11 @@ def test_builds_force_include_one_precompiled_header(monkeypatch):
         return real_run(cmd, *args, **kwargs)
 
     monkeypatch.setattr(emu.subprocess, "run", recording_run)
+    return commands
+
+
+def test_builds_force_include_one_precompiled_header(monkeypatch):
+    commands = recorded_commands(monkeypatch)
     build_a_new_kernel()
     wrapper = next(c for c in commands if "-c" in c and str(c[-3]).endswith("wrapper.cpp"))
     header = Path(wrapper[wrapper.index("-include") + 1])
@@ -87,14 +93,7 @@ def test_builds_force_include_one_precompiled_header(monkeypatch):
 
 
 def test_the_sanitizer_build_force_includes_a_precompiled_header_of_its_own_flags(monkeypatch):
-    commands = []
-    real_run = subprocess.run
-
-    def recording_run(cmd, *args, **kwargs):
-        commands.append(cmd)
-        return real_run(cmd, *args, **kwargs)
-
-    monkeypatch.setattr(emu.subprocess, "run", recording_run)
+    commands = recorded_commands(monkeypatch)
     build_a_new_kernel()
     build_a_new_kernel(sanitize=True)
     wrappers = [c for c in commands if "-c" in c and str(c[-3]).endswith("wrapper.cpp")]
