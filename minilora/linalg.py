@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from . import amp as _amp, dtypes, float32_sums, ops, return_types
+from . import amp as _amp, dtypes, ops, return_types
 from .device import xp_of
 from .factories import known_layout
 from .tensor import Function, Tensor, name_node, no_forward_formula
@@ -1563,15 +1563,12 @@ class VectorNorm(Function):
             out = a.min(axis=dims, keepdims=keepdim)
         elif ord == 0:
             out = (a != 0).sum(axis=dims, keepdims=keepdim).astype(x.dtype)
-        elif ord == 1:
-            out = a.sum(axis=dims, keepdims=keepdim)
-        elif ord == 2:  # (float32 along contiguous memory: torch's order of additions, float32_sums)
-            out = float32_sums.two_norms(x, dims, keepdim)
-            if out is None:
-                out = xp.sqrt((a * a).sum(axis=dims, keepdims=keepdim))
-        else:
+        else:  # (torch's norm kernel, as torch.norm's: its order of additions)
+            axes = tuple(range(x.ndim)) if dims is None else tuple(sorted(d % x.ndim for d in dims))
             with np.errstate(divide="ignore"):
-                out = (a ** ord).sum(axis=dims, keepdims=keepdim) ** (1.0 / ord)
+                out = ops.reduce.p_norm(x, ord, axes)
+            if not keepdim:
+                out = out.squeeze(axis=axes)
         ctx.x, ctx.out, ctx.ord, ctx.dims, ctx.keepdim = x, out, ord, dims, keepdim
         return out.astype(x.dtype)
 

@@ -401,6 +401,19 @@ def _norm_in_kernel_order(a, p, axes):
     return float32_sums.serial_sums(np.abs(a) ** p, axes) ** (one / p)
 
 
+def p_norm(a, p, axes):
+    """``(sum |a|^p)^(1/p)`` over ``axes`` (kept as size 1) for a finite ``p`` other than 0, as torch's
+    norm_kernel_tensor_iterator_impl computes it for float32/float64: p=2 along contiguous memory vectorized
+    (``float32_sums.two_norms``), else its reduce ops' order (``_norm_in_kernel_order``); NumPy's sums for other
+    arrays. torch.norm, Tensor.norm and linalg.vector_norm all run this one kernel."""
+    out = float32_sums.two_norms(a, axes, keepdims=True) if p == 2 else None  # (float32: torch's order)
+    if out is None and type(a) is np.ndarray and a.size and a.dtype in _CASCADE_SUMMED:
+        out = _norm_in_kernel_order(a, p, axes)
+    if out is None:
+        out = (xp_of(a).abs(a) ** p).sum(axis=axes, keepdims=True) ** (1.0 / p)
+    return out
+
+
 @quiet_float_errors
 @computes_in_float32
 @contiguous_result
@@ -412,15 +425,9 @@ class PNorm(Function):
 
     @staticmethod
     def forward(ctx, a, p, axis=None, keepdims=False):
-        xp = xp_of(a)
         ctx.a, ctx.p = a, p
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
-        out = float32_sums.two_norms(a, ctx.axes, keepdims=True) if p == 2 else None  # (float32: torch's order)
-        if out is None and type(a) is np.ndarray and a.size and (a.dtype == np.float32 or a.dtype == np.float64
-                                                                 and p != 2):
-            out = _norm_in_kernel_order(a, p, ctx.axes)
-        if out is None:
-            out = (xp.abs(a) ** p).sum(axis=ctx.axes, keepdims=True) ** (1.0 / p)
+        out = p_norm(a, p, ctx.axes)
         ctx.out = out
         return out if keepdims else out.squeeze(axis=ctx.axes)
 
