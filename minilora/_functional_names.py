@@ -97,22 +97,30 @@ def _cdist_by_products(x1, x2, p, compute_mode):
     """Does torch's cdist take its matrix-product path (``_euclidean_dist``)? p = 2, asked for, or by default
     once either side has more than 25 rows."""
     by_default = compute_mode in (None, "use_mm_for_euclid_dist_if_necessary") and max(x1.shape[-2], x2.shape[-2]) > 25
-    return p == 2 and (compute_mode == "use_mm_for_euclid_dist" or by_default)
+    empty = not (x1.numel() and x2.numel())  # (ATen: an empty input always takes _cdist_forward)
+    return p == 2 and (compute_mode == "use_mm_for_euclid_dist" or by_default) and not empty
 
 
 @_amp.autocasts
 def cdist(x1, x2, p=2.0, compute_mode=None):
     """``torch.cdist``: the p-norm distance between each row of ``x1`` and each row of ``x2`` (batched)."""
     from . import linalg
-    from .tensor import name_node, no_forward_formula
+    from .ops.nn import Cdist
+    from .tensor import name_node, no_forward_formula, saves_as_torch
     if x1.ndim < 2 or x2.ndim < 2:
         raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {x1.ndim}D")
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} "
                            f"X2: {x2.shape[-1]}")
-    no_forward_formula("_euclidean_dist" if _cdist_by_products(x1, x2, p, compute_mode) else "_cdist_forward", x1, x2)
-    difference = x1.unsqueeze(-2) - x2.unsqueeze(-3)
-    return name_node(linalg.vector_norm(difference, p, dim=-1), "CdistBackward0", x1, x2)
+    if _cdist_by_products(x1, x2, p, compute_mode):  # (torch's _euclidean_dist: ops, differentiable again)
+        no_forward_formula("_euclidean_dist", x1, x2)
+        difference = x1.unsqueeze(-2) - x2.unsqueeze(-3)
+        return name_node(linalg.vector_norm(difference, p, dim=-1), "CdistBackward0", x1, x2)
+    no_forward_formula("_cdist_forward", x1, x2)
+    if p < 0:
+        raise RuntimeError("cdist only supports non-negative p values")
+    out = name_node(Cdist.apply(x1, x2, p=float(p)), "CdistBackward0", x1, x2)
+    return saves_as_torch(out, x1, x2, out)  # (torch's _cdist_forward node keeps both and its result)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction=0):

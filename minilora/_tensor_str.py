@@ -203,7 +203,8 @@ def tensor_repr(tensor):
         formatter = _ComplexFormatter(shown) if dtype.kind == "c" else _Formatter(shown)
         body = _nested(values, indent, summarize, formatter)
     if tensor.grad_fn is not None:
-        suffixes.append(f"grad_fn=<{tensor.grad_fn.name()}>")
+        # (torch's _tensor_str: a C++ node's name without its namespace, torch::autograd::CopyBackwards as CopyBackwards)
+        suffixes.append(f"grad_fn=<{tensor.grad_fn.name().rsplit('::', 1)[-1]}>")
     elif tensor.requires_grad:
         suffixes.append("requires_grad=True")
     tangent = _dual_tangent(tensor)

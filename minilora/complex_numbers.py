@@ -30,6 +30,8 @@ Ops that have no meaning for complex numbers (``<``, max, sort, clamp/relu, floo
 refuse a complex input, naming the op, where NumPy would order complex numbers lexicographically or round
 each part. This file also has ``torch.fft`` (``minilora.fft``), whose transforms are complex-valued.
 """
+import types
+
 import numpy as np
 
 from . import dtypes, ops
@@ -152,8 +154,9 @@ class ViewAsComplex(Function):
 
 
 class Polar(Function):
-    """``abs * (cos(angle) + i sin(angle))``. Gradients, for torch's complex ``g``: ``Re(g conj(e^{i angle}))``
-    to abs, ``Re(g conj(i out))`` to angle (each the derivative along that real direction)."""
+    """``abs * (cos(angle) + i sin(angle))``. Gradients, for torch's complex ``g``, torch's polar_backward:
+    ``Re(g conj(sgn(out)))`` to abs, ``Re(g conj(i out))`` to angle. sgn(out) is e^{i angle} where abs > 0, but
+    0 where abs = 0 and -e^{i angle} where abs < 0 (torch's formula, not the derivative there: matched)."""
     complex_grad = True
 
     @staticmethod
@@ -166,12 +169,13 @@ class Polar(Function):
         ctx.unit = cos + 1j * sin  # (complex64 for float32 inputs: NumPy keeps the width)
         ctx.out = (r * cos) + 1j * (r * sin)  # (each part a real product, as torch's abs * cos(angle))
         ctx.shapes = r.shape, theta.shape  # (either may be broadcast against the other)
+        ctx.abs_sign = xp.sign(r)  # (sgn(out) = sign(abs) e^{i angle})
         return ctx.out
 
     @staticmethod
     def backward(ctx, grad):
         xp = xp_of(grad)
-        return (ops.elementwise.unbroadcast(xp.real(grad * xp.conj(ctx.unit)), ctx.shapes[0])
+        return (ops.elementwise.unbroadcast(xp.real(grad * xp.conj(ctx.unit)) * ctx.abs_sign, ctx.shapes[0])
                 if ctx.needs_input_grad[0] else None,
                 ops.elementwise.unbroadcast(xp.real(grad * xp.conj(1j * ctx.out)), ctx.shapes[1])
                 if ctx.needs_input_grad[1] else None)
@@ -611,7 +615,34 @@ def _angle_graph(ctx, g):
     return _zeros_beside(g)
 
 
+def _fft_graph(ctx, g):
+    """A transform is linear over the reals, so its recorded backward is a LinearPair of FFT.backward (torch's
+    fft_r2c/c2r/c2c_backward) and that map's adjoint, the transform itself: it differentiates to every order."""
+    from .ops import higher_order
+    return higher_order._linear_in_each(_fft_again)(ctx, g)
+
+
+def _fft_again(ctx, d):
+    """The node's transform (sizes, axes, norm) of ``d``: the adjoint of its backward."""
+    return FFT.forward(types.SimpleNamespace(), d, *ctx.options)
+
+
+def _polar_graph(ctx, g):
+    """torch's polar_backward on ops: ``Re(g conj(sgn(out)))`` with sgn(out) = sign(abs) e^{i angle} (the sign a
+    constant, as sgn's derivative along out is 0) and ``Re(g conj(i out))``, out recomputed: both differentiate
+    again as torch's."""
+    from .ops.higher_order import _constant, sum_to
+    r, theta = ctx.inputs
+    unit = complex(theta.cos(), theta.sin())
+    need_r, need_theta = ctx.needs_input_grad
+    grad_r = sum_to(real(g * conj(unit)) * _constant(ctx.abs_sign, g), ctx.shapes[0]) if need_r else None
+    grad_theta = sum_to(real(g * conj(polar(r, theta) * 1j)), ctx.shapes[1]) if need_theta else None
+    return grad_r, grad_theta
+
+
 Angle.backward_graph = staticmethod(_angle_graph)
+Polar.backward_graph = staticmethod(_polar_graph)
+FFT.backward_graph = staticmethod(_fft_graph)
 Real.backward_graph = staticmethod(lambda ctx, g: complex(g, _zeros_beside(g)))
 Imag.backward_graph = staticmethod(lambda ctx, g: complex(_zeros_beside(g), g))
 Conj.backward_graph = staticmethod(lambda ctx, g: conj(g))

@@ -1540,7 +1540,9 @@ def lstsq(A, B, rcond=None, *, driver=None):
         with_vectors = B.unsqueeze(-1) if vector else B
         residuals = ((ops.matmul(A, X.unsqueeze(-1) if vector else X) - with_vectors) ** 2).sum(-2)
         residuals = residuals.squeeze(-1) if vector else residuals
-    residuals = residuals if isinstance(residuals, Tensor) else _plain(residuals, A)
+    if not isinstance(residuals, Tensor):  # (empty, but an output of torch's node all the same: in the graph)
+        residuals = X.reshape(-1)[:0]
+    X, residuals = (name_node(t, "LinalgLstsqBackward0", A, B, graph=(A, B)) for t in (X, residuals))  # torch's node
     rank_t = _plain(rank, A) if driver != "gels" else _plain(empty(np.int64), A)
     svals = _plain(S, A) if driver in ("gelsd", "gelss") else _plain(empty(a.dtype), A)
     return Lstsq(X, residuals, rank_t, svals)

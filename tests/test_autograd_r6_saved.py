@@ -277,6 +277,7 @@ OPS = {
     "as_strided_scatter": (lambda L, F, x, y: L.as_strided_scatter(x, y, (2, 2), (1, 3), 1), [(3, 4), (2, 2)]),
     "F.normalize": (lambda L, F, x: F.normalize(x), [(3, 4)]),
     "F.cosine_similarity": (lambda L, F, x, y: F.cosine_similarity(x, y), [(3, 4), (3, 4)]),
+    "cdist": (lambda L, F, x, y: L.cdist(x, y, 1.5), [(3, 4), (5, 4)]),  # (torch's _cdist_forward: x1, x2, result)
     "F.glu": (lambda L, F, x: F.glu(x), [(3, 4)]),
 }
 

@@ -449,13 +449,14 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     rows = input.reshape(1, -1) if input.ndim <= 1 else input
     labels = target.reshape(-1, 1).long()
     others = np.arange(rows.shape[1])[None, :] != labels.numpy(force=True)  # the target's own column: 0
-    z = (margin - rows.gather(1, labels) + rows).clamp_min(0)
+    z = (margin - rows.gather(1, labels) + rows).relu()  # (ATen's kernel: a gradient only where z > 0, as relu's)
     terms = (z if p == 1 else z * z) * ops.tensor(others, dtype=rows.dtype, device=rows.device)
     if weight is not None:
         terms = terms * weight[labels.reshape(-1)].reshape(-1, 1)
     loss = terms.sum(1) / rows.shape[1]
     loss = loss.reshape(tuple(target.shape)) if input.ndim <= 1 else loss  # one sample: the target's shape
-    return _reduced("multi_margin_loss", loss, reduction, graph=(input,) if weight is None else (input, weight))
+    loss = _reduced("multi_margin_loss", loss, reduction, graph=(input,) if weight is None else (input, weight))
+    return _backward_reads(loss, input)  # (torch's multi_margin_loss_backward(grad, self, target, ...))
 
 
 def _check_multi_margin_shapes(input, target, weight):
@@ -741,10 +742,11 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
         valid = row[:np.argmax(row == -1)] if (row == -1).any() else row
         np.add.at(listed[n], valid, 1)
     others = ops.tensor((listed == 0)[:, None, :] * listed[:, :, None], dtype=rows.dtype, device=rows.device)
-    margins = (1 - rows.unsqueeze(2) + rows.unsqueeze(1)).clamp_min(0)  # [N, target j, other i]
+    margins = (1 - rows.unsqueeze(2) + rows.unsqueeze(1)).relu()  # [N, target j, other i] (a gradient where > 0)
     loss = (margins * others).sum((1, 2)) / classes
-    return _reduced("multilabel_margin_loss", loss.reshape(()) if input.ndim <= 1 else loss, reduction,
+    loss = _reduced("multilabel_margin_loss", loss.reshape(()) if input.ndim <= 1 else loss, reduction,
                     graph=(input,))
+    return _backward_reads(loss, input)  # (torch's multilabel_margin_loss_backward(grad, self, target, is_target))
 
 
 def _check_margin_input(input):

@@ -2211,7 +2211,8 @@ class Hardsigmoid(Function):
 
 def hardsigmoid(input):
     input = _floating(input)
-    return saves_as_torch(Hardsigmoid.apply(input), input)  # (Hardsigmoid keeps a mask)
+    out = saves_as_torch(Hardsigmoid.apply(input), input)  # (Hardsigmoid keeps a mask)
+    return backward_reads(out, input)  # (torch's hardsigmoid_backward(grad, self))
 
 
 @computes_in_float32

@@ -173,7 +173,7 @@ def sinc(input):
 def fill(input, value):
     """``torch.fill``: ``fill_`` on a copy (input's shape and dtype; ``value`` a number or a 0-d tensor, which gets
     the gradient's sum; input a zero gradient, as torch's FillBackward)."""
-    out = input.clone().fill_(value)
+    out = input.detach().clone().fill_(value)  # (input's gradient: zeros_like(grad), a constant, as torch's)
     if input.requires_grad:
         out = E.ZeroGradientTo.apply(out, input)
     return name_node(out, "FillBackward1" if isinstance(value, Tensor) else "FillBackward0", input)

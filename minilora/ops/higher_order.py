@@ -29,7 +29,8 @@ from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, Conv
                    MaxUnpool2d, Unfold, _windows)
 from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
                     Repeat, Scatter, ScatterReduce)
-from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding,
+from .siblings import Nextafter
+from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding,
                  LayerNorm, NllLoss, Pad, RMSNorm, Rotary, SwiGLU)
 
 
@@ -203,7 +204,7 @@ def _softmax_axis(ctx):
 
 
 def _permute(ctx, g):
-    return g.permute(*np.argsort(ctx.axes).tolist())
+    return g.permute(np.argsort(ctx.axes).tolist())  # (a list: a 0-d tensor's permutation is [])
 
 
 def _cat(ctx, g):
@@ -684,7 +685,10 @@ class LinearPair(Function):
     arrays. Its own backward is the op's Jacobian applied to the incoming gradient, ``jvp(node_ctx, gg)``,
     and the backward of that is ``vjp`` again: pooling differentiates to every order. ``source``: the
     op's input where torch's formula reads it (pooling's ``self``: zeros_like(self)), connected with a
-    zero derivative (see StepScaled)."""
+    zero derivative (see StepScaled). Complex gradients pass as the plain engine passes them through a map
+    linear over the reals (``complex_grad = True``): ``jvp`` is the adjoint of ``vjp`` for the real inner product
+    Re(conj(a) b) (torch.fft's transforms and their backwards)."""
+    complex_grad = True
 
     @staticmethod
     def forward(ctx, g, node_ctx, jvp, vjp, source=None):
@@ -1036,13 +1040,50 @@ def _extreme_jvp_src(ctx, d):
 
 
 def _scatter_reduce(ctx, g):
-    """sum/mean, amax/amin: linear in the gradient (amax/amin's ties are constants, as torch's masks);
-    prod refuses by name."""
+    """sum/mean, amax/amin: linear in the gradient (amax/amin's ties are constants, as torch's masks); prod:
+    torch's formula on ops (_scatter_reduce_prod)."""
     if ctx.reduce in ("amax", "amin"):
         return _linear_in_each(_extreme_jvp_self, _extreme_jvp_src)(ctx, g)
-    if ctx.reduce not in ("sum", "mean"):
-        _refuse(ctx)
+    if ctx.reduce == "prod":
+        return _scatter_reduce_prod(ctx, g)
     return _linear_in_each(_scatter_reduce_jvp_self, _scatter_reduce_jvp_src)(ctx, g)
+
+
+def _scatter_reduce_prod(ctx, g):
+    """FunctionsManual's scatter_reduce_backward / index_reduce_backward for 'prod', on ops: a factor's gradient
+    is the product of the others. self's: ``grad * masked_self.scatter_reduce(src) / masked_self``, its zeros
+    taken as ones (the zero itself drops out of its own product). src's: ``(grad * result)[index] / src``, where a
+    src value is the only zero sent to its place, ``(grad * self.scatter_reduce(src with that zero as 1))[index]``.
+    With two zeros sent to one place torch gives the gradient (zeros) but refuses to differentiate it again: a
+    DelayedError in its words."""
+    (a, src), (need_a, need_src) = ctx.inputs[:2], ctx.needs_input_grad[:2]
+    xp, dtype = g._device.xp, g._array.dtype
+
+    def reduced(base, values):
+        return ScatterReduce.apply(base, values, index=ctx.index, axis=ctx.axis, reduce="prod",
+                                   include_self=ctx.include_self, stepwise=ctx.stepwise)
+
+    grad_a = grad_src = None
+    if need_a:
+        masked_self = _e.masked_fill(a, _constant(ctx.a == 0, a), 1)
+        grad_a = g * reduced(masked_self, src) / masked_self
+        if not ctx.include_self:  # (torch: grad_self.scatter(dim, index, 0): a position's old value is gone)
+            grad_a = _masked(grad_a, ctx.hit == 0)
+    if need_src:
+        src_zero = ctx.values == 0
+        zeros_there = xp.zeros(ctx.a.shape, dtype)
+        _s.add_at(zeros_there, ctx.where, src_zero)
+        single_zero = src_zero & (zeros_there[ctx.where] == 1)
+        block = tuple(slice(0, n) for n in ctx.index.shape)
+        values = src if tuple(src.shape) == tuple(ctx.index.shape) else src[block]
+        without_it = reduced(a, _e.masked_fill(values, _constant(single_zero, a), 1))
+        spread = (g * reduced(a, values))[ctx.where] / _e.masked_fill(values, _constant(src_zero, a), 1)
+        grad_src = _e.where(_constant(single_zero, a), (g * without_it)[ctx.where], spread)
+        if (zeros_there > 1).any():
+            op, what = ("index_reduce", "source") if ctx.name() == "IndexReduceBackward0" else ("scatter_reduce", "src")
+            grad_src = DelayedError.apply(grad_src, g, a, src, message=f"{op}(): Double backward is unsupported for "
+                                          f"{what} when >1 zeros in {what} are scattered to the same position in self")
+    return grad_a, grad_src
 
 
 def _as_strided_jvp(ctx, d):
@@ -1099,6 +1140,8 @@ def _det(ctx, g):
     A = ctx.inputs[0]
     if A.numel() == 0:  # (torch: no formula to record, zeros)
         return _constant(g._device.xp.zeros(A.shape, g._array.dtype), g)
+    if A.shape[-1] == 1:  # (torch's 1x1 case: det A = a, the gradient is grad itself, expanded; not in A's graph)
+        return _per_matrix(g).expand(*A.shape)
     if np.all(ctx.outputs[0]):
         return _per_matrix(g * _la.det(A)) * _inverse_t(ctx)
     U, S, Vh = _la.svd(A)
@@ -1655,6 +1698,8 @@ _BACKWARD_GRAPHS = {
     ConvTranspose2d: _conv_transpose2d,
     _e.Remainder: _remainder,  # (and Fmod, its subclass)
     _e.RoundedDiv: _zeros_for_each,
+    Nextafter: lambda ctx, g: (sum_to(_masked(g, ctx.moves), ctx.shapes[0]),  # (other's: zeros_like, a constant)
+                               _constant(g._device.xp.zeros(ctx.shapes[1], g._array.dtype), g)),
     _la.LinalgOutput: _linalg_output,  # (inv, det, solves, the factorizations)
     _la.VectorNorm: _vector_norm,
     _e.FusedMulAdd: _fused_mul_add, _e.AddScaled: _add_scaled,
@@ -1662,6 +1707,7 @@ _BACKWARD_GRAPHS = {
     _s.Unfold: _linear_in_each(_windows_jvp), _s.AsStridedScatter: _linear_in_each(*_as_strided_scatter_jvps()),
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),
     CTCLoss: _not_in_torch_either("_ctc_loss_backward"),
+    Cdist: _not_in_torch_either("_cdist_backward", NotImplementedError),
     DenseBagGradient: _not_in_torch_either("_embedding_bag_backward", NotImplementedError),
     MaxUnpool2d: _linear_in_each(_unpool_adjoint),  # (1d, 3d)
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),

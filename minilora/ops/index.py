@@ -748,8 +748,9 @@ class ScatterReduce(Function):
             out = out // count if out.dtype.kind in "iu" else out / count
         ctx.where, ctx.hit, ctx.reduce, ctx.include_self = where, hit, reduce, include_self
         ctx.count = count if reduce == "mean" else None
-        if reduce not in ("sum", "mean"):  # (what their gradients read)
+        if reduce not in ("sum", "mean"):  # (what their gradients read; prod's recorded one reduces again)
             ctx.a, ctx.values, ctx.out = a, values, out
+            ctx.index, ctx.axis, ctx.stepwise = index, axis, stepwise
         return out.astype(a.dtype, copy=False)
 
     @staticmethod

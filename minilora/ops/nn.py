@@ -5,6 +5,7 @@ of every intermediate) and fewer Python calls. The derivations are in the docstr
 """
 import functools
 import math
+import types
 import warnings
 
 import numpy as np
@@ -2098,6 +2099,51 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
 
 
 # ---- distances and the margin losses built on them ------------------------------------------------
+class Cdist(Function):
+    """``torch.cdist``'s p-norm distance between each row of ``x1`` and each row of ``x2`` (ATen's
+    ``_cdist_forward``: the norm of each difference, batch dimensions broadcast), with its own backward,
+    ``_cdist_backward``, which is not vector_norm's: p = 0 gives zeros (a norm's gradient is none), p = inf gives
+    the whole gradient to each tied largest |difference| (a norm shares it), p < 1 is 0 where a difference is.
+    torch has no derivative of that backward (ops/higher_order.py refuses a second one in its words)."""
+
+    @staticmethod
+    def forward(ctx, x1, x2, p):
+        from ..linalg import VectorNorm  # (the norms themselves: linalg.vector_norm's, the same numbers)
+        diff = x1[..., :, None, :] - x2[..., None, :, :]
+        ctx.shapes, ctx.p, ctx.diff = (x1.shape, x2.shape), p, diff
+        norms = VectorNorm.forward(types.SimpleNamespace(), upcast(diff), ord=p, dims=(diff.ndim - 1,), keepdim=False)
+        ctx.out = norms.astype(diff.dtype, copy=False)  # (16-bit: the norms in float32, rounded once, as vector_norm)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        from .elementwise import unbroadcast  # (ops.elementwise imports this module's neighbours: at call time)
+        g, dist = g[..., None], ctx.out[..., None]
+        need1, need2 = ctx.needs_input_grad[:2]  # (x2's as torch: the same formula on x2 - x1, so its zeros are +0)
+        return (unbroadcast(_cdist_grad(ctx.diff, g, dist, ctx.p).sum(-2), ctx.shapes[0]) if need1 else None,
+                unbroadcast(_cdist_grad(-ctx.diff, g, dist, ctx.p).sum(-3), ctx.shapes[1]) if need2 else None)
+
+
+def _cdist_grad(diff, g, dist, p):
+    """ATen's _cdist_backward for each difference of rows (before the sum over the other side's rows)."""
+    xp = xp_of(g)
+    with np.errstate(all="ignore"):  # (0 / 0 and 0 ** negative where torch's masks take over)
+        if p == 0:
+            grad = xp.zeros_like(diff)
+        elif p == 1:
+            grad = xp.sign(diff) * g
+        elif p == math.inf:
+            grad = xp.sign(diff) * g * (xp.abs(diff) == dist)
+        elif p == 2:
+            grad = xp.where(dist == 0, 0, g * diff / dist)
+        elif p < 2:
+            powered = xp.sign(diff) * xp.abs(diff) ** (p - 1) * g / dist ** (p - 1)
+            grad = xp.where((dist == 0) | ((diff == 0) & (p < 1)), 0, powered)
+        else:
+            grad = xp.where(dist == 0, 0, diff * xp.abs(diff) ** (p - 2) * g / dist ** (p - 1))
+    return grad.astype(g.dtype, copy=False)
+
+
 def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     """PyTorch's ``F.pairwise_distance``: ``||x1 - x2 + eps||_p`` over the last dimension (``eps``
     added to the difference, as torch does, so that equal rows have a gradient)."""

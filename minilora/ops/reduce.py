@@ -918,9 +918,10 @@ def _vector_norm(input, p, dim, keepdim):
     if p == math.inf or p == -math.inf:
         # a NaN is the largest magnitude: its gradient goes there (times sign(NaN) = 0), as torch's
         return AMax.apply(abs_(input), axis=dim, keepdims=keepdim, smallest=p < 0, nan_shares=True)
-    if p == 0:  # the count of non-zeros (NaN too); |sign(x)| keeps it in the graph with a zero gradient
-        from .elementwise import isnan, sign, where
-        return sum(where(isnan(input), 1.0, abs_(sign(input))), dim, keepdim)
+    if p == 0:  # the count of non-zeros (NaN too): in the graph, with no gradient at all (torch's norm_backward
+        from ..linalg import VectorNorm, _as_dims, _norm_dims  # returns an undefined one: x.grad stays None),
+        dims = _norm_dims(input, _as_dims(dim))  # linalg.vector_norm's node
+        return VectorNorm.apply(input, ord=0.0, dims=dims, keepdim=keepdim)
     if p == 1 and input.dtype not in (np.float32, np.float64):  # (float32/64: PNorm adds in torch's order)
         return sum(abs_(input), dim, keepdim)
     return PNorm.apply(input, p=float(p), axis=dim, keepdims=keepdim)

@@ -994,6 +994,9 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
     if n < 0:  # (torch.diff(x, -1) is n=-1, not dim=-1)
         raise RuntimeError(f"order must be non-negative but got {n}")
     (axis,) = _dims((dim,), input.ndim)
+    if n == 0:  # (ATen: a copy of input, prepend and append left out; never input itself, which would alias it)
+        from .elementwise import clone
+        return name_node(clone(input), "torch::autograd::CopyBackwards", input, graph=(None, input))
     pieces = [t for t in (prepend, input, append) if t is not None]
     x = cat(pieces, axis) if len(pieces) > 1 else input
     before = (slice(None),) * axis

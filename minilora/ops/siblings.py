@@ -96,16 +96,16 @@ def frexp(input):
 
 class Nextafter(Function):
     """The next representable value after ``a`` towards ``b``: torch's derivative is 1 for ``a`` (the
-    step is one ulp) and 0 for ``b``."""
+    step is one ulp) where ``a != b``, 0 where they are equal (the result is ``b`` then), and 0 for ``b``."""
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = a.shape, b.shape
+        ctx.shapes, ctx.moves = (a.shape, b.shape), a != b
         return xp_of(a).nextafter(a, b)
 
     @staticmethod
     def backward(ctx, g):
-        return E.unbroadcast(g, ctx.shapes[0]), E.unbroadcast(g * 0, ctx.shapes[1])
+        return E.unbroadcast(g * ctx.moves, ctx.shapes[0]), xp_of(g).zeros(ctx.shapes[1], g.dtype)
 
 
 def nextafter(input, other):
