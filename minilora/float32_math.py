@@ -46,6 +46,7 @@ softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
 """
 import contextlib
 import ctypes
+import math
 import os
 import warnings
 
@@ -55,7 +56,7 @@ from . import native, parallel
 from .device import CHUNK, cache_slices, xp_of
 
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
-           "vml", "correctly_rounded", "power", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail",
+           "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_expm1", "loop_expm1", "scalar_tail",
            "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish", "sigmoid",
            "logaddexp",
            "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
@@ -236,6 +237,26 @@ def power(a, b):
     power in 80%. (Exponents torch computes by multiplication, 2, 3, -1, -2, +-0.5, are not for here.)"""
     with np.errstate(over="ignore"):
         return np.power(a, b if hasattr(b, "dtype") else _F32(b), dtype=_F64).astype(_F32)
+
+
+def _c_pow(x, y):
+    """C's pow(x, y) for two Python floats: ``math.pow`` is it, but raises where C returns inf or NaN."""
+    try:
+        return math.pow(x, y)
+    except OverflowError:
+        return math.copysign(math.inf, x) if y == int(y) and int(y) % 2 else math.inf
+    except ValueError:  # (0 to a negative power: inf; a negative base to a fractional power: NaN)
+        return math.inf if x == 0 else math.nan
+
+
+_C_POW = np.frompyfunc(_c_pow, 2, 1)
+
+
+def power64(a, b):
+    """``a ** b`` of float64 arrays (or numbers) as C's ``pow`` gives it (glibc's, which torch's ``std::pow`` in
+    its reduction ops calls): NumPy's float64 power (its own SIMD loops) differs in 1 element of 20. One call a
+    element: for the norm kernels' p other than 1, 2 and inf only."""
+    return np.asarray(_C_POW(a, b), np.float64)
 
 
 # ---- Sleef_expf16_u10 ----------------------------------------------------------------------------

@@ -630,8 +630,11 @@ def two_norms(a, axes, keepdims=False):
     squares are rounded, the last ``n % 4`` fused (measured on widths 2..70: before, 1 row in 20 of width 5 or
     13 off); float64's tail fused (0 of 300 rows off; unfused, 45). None for other layouts."""
     axes = tuple(range(a.ndim)) if axes is None else tuple(sorted(axis % a.ndim for axis in axes))
-    if type(a) is not np.ndarray or a.dtype not in _SUMMED or not a.flags.c_contiguous or a.size == 0 \
-            or not axes or axes != tuple(range(axes[0], a.ndim)):  # (trailing dims: one run of memory each)
+    if type(a) is not np.ndarray or a.dtype not in _SUMMED or not a.flags.c_contiguous or a.size == 0:
+        return None
+    sized = [axis for axis in range(a.ndim) if a.shape[axis] != 1]  # (the iterator drops dims of size 1)
+    reduced = [i for i, axis in enumerate(sized) if axis in axes]
+    if not reduced or reduced != list(range(reduced[0], len(sized))):  # (trailing dims: one run of memory each)
         return None
     width = math.prod(a.shape[axis] for axis in axes)
     squares = np.square(a.reshape(-1, width))

@@ -154,3 +154,31 @@ def test_linalg_vector_norm_is_torch_norms_kernel(ord, dtype):
             if isinstance(dims, tuple) and len(shape) < 2:
                 continue
             _same_bits(ml.linalg.vector_norm(ours, ord, dims), torch.linalg.vector_norm(theirs, ord, dims))
+
+
+def test_float64_logsumexp_sums_in_torchs_order():
+    """logsumexp of float64: torch's composite adds exp(x - max) with its sum kernel (before: NumPy's pairwise sum,
+    1 row in 20 off)."""
+    x = _values((300, 40), np.float64, seed=29)
+    ours, theirs = ml.tensor(x), torch.from_numpy(x)
+    for dims in (0, 1, (0, 1)):
+        _same_bits(ml.logsumexp(ours, dims), torch.logsumexp(theirs, dims))
+        _same_bits(ours.logsumexp(dim=dims, keepdim=True), theirs.logsumexp(dim=dims, keepdim=True))
+
+
+def test_float64_p_norm_powers_are_cs_pow():
+    """vector_norm(x, 3) of float64: |x|^3 and the root by C's pow, as torch's NormOps (NumPy's float64 power
+    differs in 1 element of 20)."""
+    x = _values((200, 30), np.float64, seed=31)
+    for dims in (0, 1, None):
+        _same_bits(ml.linalg.vector_norm(ml.tensor(x), 3, dims), torch.linalg.vector_norm(torch.from_numpy(x), 3, dims))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_norm_over_dims_of_size_one_is_the_absolute_value(dtype):
+    """A norm over dims of size 1 only (one element an output): torch gives |x|, not pow(pow(|x|, p), 1/p)."""
+    x = _values((500, 1), dtype, seed=37)
+    ours, theirs = ml.tensor(x), torch.from_numpy(x)
+    for p in (3, 0.5, 2):
+        _same_bits(ml.linalg.vector_norm(ours, p, dim=1), torch.linalg.vector_norm(theirs, p, dim=1))
+        _same_bits(ours.norm(p, dim=-1, keepdim=True), theirs.norm(p, dim=-1, keepdim=True))
