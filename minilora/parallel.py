@@ -43,7 +43,7 @@ import numpy as np
 from . import blas
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
-           "set_num_threads", "computing", "keep_freed_memory", "product_work", "spans", "slice_elements",
+           "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
            "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
@@ -161,6 +161,11 @@ class computing:
         return False
 
 
+# keep_freed_memory's settings: blocks up to 32 MiB come from the heap (not mmap), and up to 1 GiB of freed
+# heap is kept for reuse rather than trimmed
+_MMAP_THRESHOLD, _TRIM_THRESHOLD = 32 * 2**20, 2**30
+
+
 def keep_freed_memory():
     """Opt in: let glibc's malloc keep freed memory for reuse instead of handing it back to the OS.
 
@@ -178,11 +183,18 @@ def keep_freed_memory():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap
-        ok &= libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap for reuse
+        ok = libc.mallopt(-3, _MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+        ok &= libc.mallopt(-1, _TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):  # not glibc (musl has no mallopt): keep its defaults
         return False
     return bool(ok)
+
+
+def keep_freed_memory_environ():
+    """``keep_freed_memory``'s settings for a process about to start: glibc's environment variables, which it
+    reads as the process starts (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), for a process that,
+    like ``minilora train``, is all minilora's -- the test run's notebook kernels (notebooks/build_notebooks.py)."""
+    return {"MALLOC_MMAP_THRESHOLD_": str(_MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD)}
 
 
 def num_threads():

@@ -72,13 +72,21 @@ def to_notebook(path):
 
 
 def kernel_env():
-    """The environment of the notebook kernel: ours, with one BLAS thread unless set otherwise.
+    """The environment of the notebook kernel: ours, with one BLAS thread unless set otherwise, and glibc's
+    malloc keeping freed memory (``minilora.parallel.keep_freed_memory_environ``).
 
     The notebooks multiply small matrices, where a BLAS thread pool costs more than it saves, and
-    on a busy machine (CI, other jobs) threads fighting for two cores make a run several times slower."""
+    on a busy machine (CI, other jobs) threads fighting for two cores make a run several times slower.
+    The kernel is all minilora's, as ``minilora train``'s process is: by default glibc hands each op's arrays
+    of a megabyte or so back to the OS and the next op faults their pages in again -- 17% of notebook 8's
+    CPU time (32.9 -> 27.4 s; its VeRA run, which holds more such arrays than LoRA's fused op, page-faulted
+    twice as often), with the same numbers either way."""
+    from minilora.parallel import keep_freed_memory_environ
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, "1")
+    for name, value in keep_freed_memory_environ().items():
+        env.setdefault(name, value)
     return env
 
 
