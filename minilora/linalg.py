@@ -26,7 +26,7 @@ import numpy as np
 
 from . import amp as _amp, dtypes, ops, return_types
 from .device import xp_of
-from .factories import known_layout
+from .factories import contiguous_format, known_layout
 from .tensor import Function, Tensor, name_node, no_forward_formula
 
 __all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eigvalsh", "norm", "vector_norm",
@@ -1744,11 +1744,9 @@ def matrix_power(A, n, *, out=None):
     _check_square_any_dtype("linalg.matrix_power", A)
     if not isinstance(n, int):
         raise TypeError(f"linalg_matrix_power(): argument 'n' (position 2) must be int, not {type(n).__name__}")
-    if n == 0:  # the identity, still a function of A (torch copies I into A's clone): a zero gradient
-        xp = xp_of(A._array)
-        eye = Tensor(xp.eye(A.shape[-1], dtype=A._array.dtype), dtype=A.dtype, device=A.device)
-        everywhere = Tensor(xp.ones((), dtype=bool), dtype=dtypes.bool, device=A.device)
-        return _with_out(ops.where(everywhere, eye.expand(A.shape), A), out)
+    if n == 0:  # the identity, still a function of A: torch copies I into A's contiguous clone (a zero gradient)
+        eye = Tensor(xp_of(A._array).eye(A.shape[-1], dtype=A._array.dtype), dtype=A.dtype, device=A.device)
+        return _with_out(ops.clone(A, memory_format=contiguous_format).copy_(eye.expand(A.shape)), out)
     if n < 0:
         A, n = inv(A), -n
     if n == 1:

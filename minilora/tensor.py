@@ -2468,11 +2468,11 @@ def _appearance_numbers(positions):
 
 
 def _replace_values(dest, values, node):
-    """``dest.fill_(v)`` inside the graph: the node stays, the gradient to the old values is zero.
+    """``dest.fill_(v)`` inside the graph: the node stays, the gradient to the old values is zero, a constant
+    (torch's formula: zeros_like(grad); so a create_graph=True gradient through it does not require grad).
     ``node``: torch's name for it (FillBackward2, ZeroBackward0), whose one edge is ``dest``'s."""
-    from . import ops
-    everywhere = dest._device.xp.ones((), dtype=bool)
-    filled = ops.where(Tensor._make(everywhere, dest._device, False, None), values, dest)
+    from .ops.elementwise import ZeroGradientTo
+    filled = ZeroGradientTo.apply(values.expand(*dest.shape), dest)
     return name_node(filled, node, dest, graph=(dest,))
 
 

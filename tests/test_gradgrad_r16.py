@@ -340,3 +340,21 @@ def test_fill_gives_a_constant_zero_gradient_as_torch():
     def fn_of(lib):
         return lambda x: lib.fill(x, 2.0)
     assert_twice_as_torch(fn_of, [[[1.0, 2.0], [3.0, 4.0]]], [[[1.0, -1.0], [0.5, 2.0]]])
+
+
+@pytest.mark.parametrize("call", ["zero_", "fill_", "normal", "bernoulli", "matrix_power_0"])
+def test_a_filled_tensors_gradient_is_a_constant_as_torch(call):
+    """torch's ZeroBackward0 / FillBackward2 / matrix_power(A, 0)'s CopyBackwards give the old values
+    zeros_like(grad): a constant, so with create_graph=True the gradient does not require grad (minilora's was
+    zeros in the graph; normal and bernoulli of a tensor are filled clones)."""
+    def fn_of(lib):
+        def filled(x):
+            if call == "matrix_power_0":
+                return lib.linalg.matrix_power(x, 0)
+            if call in ("normal", "bernoulli"):
+                lib.manual_seed(0)
+                return lib.normal(x, 1.0) if call == "normal" else lib.bernoulli(x.clamp(0, 1))
+            y = x * 2
+            return y.zero_() if call == "zero_" else y.fill_(3.0)
+        return filled
+    assert_twice_as_torch(fn_of, [[[0.25, 0.5], [0.75, 0.125]]], [[[1.0, -1.0], [0.5, 2.0]]])
