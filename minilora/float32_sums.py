@@ -621,23 +621,25 @@ def _chunked_whole_sum(view, contiguous, half=None):
 
 def two_norms(a, axes, keepdims=False):
     """``sqrt((a * a).sum(axes))`` for a float32 or float64 NumPy array in the order of torch's
-    ``norm_kernel_tensor_iterator_impl`` for p=2 along contiguous memory (the last dims, which the iterator
-    coalesces, or a whole contiguous tensor: ``is_reduce_lastdim``): 8-float (4-double) vectors each add ``x * x`` (rounded, not
-    fused) into their lane, the lanes are added left to right, then the last ``n % 8`` squares one by one
-    (the kernel has no AVX-512 build, as the sum's); where torch's build fuses, GCC contracts that scalar
-    ``acc += x * x`` into fused multiply-adds, and for float32 vectorizes it 4 squares at a time first (a
-    fold-left reduction: the squares rounded, added in order): of a float32 tail of n, the first ``n // 4 * 4``
-    squares are rounded, the last ``n % 4`` fused (measured on widths 2..70: before, 1 row in 20 of width 5 or
-    13 off); float64's tail fused (0 of 300 rows off; unfused, 45). None for other layouts."""
+    ``norm_kernel_tensor_iterator_impl`` for p=2 along contiguous memory (``is_reduce_lastdim``: the reduced
+    dims coalesce into one, innermost in memory -- the last dims, a whole dense tensor, ``x.T``'s first dim):
+    8-float (4-double) vectors each add ``x * x`` (rounded, not fused) into their lane, the lanes are added
+    left to right, then the last ``n % 8`` squares one by one (the kernel has no AVX-512 build, as the sum's).
+    Where torch's build fuses, GCC contracts that scalar ``acc += x * x`` into fused multiply-adds, and for
+    float32 vectorizes it 4 squares at a time first (a fold-left reduction: the squares rounded, added in
+    order): of a float32 tail of n, the first ``n // 4 * 4`` squares are rounded, the last ``n % 4`` fused
+    (measured on widths 2..70: before, 1 row in 20 of width 5 or 13 off); float64's tail fused (0 of 300 rows
+    off; unfused, 45). None for other layouts."""
     axes = tuple(range(a.ndim)) if axes is None else tuple(sorted(axis % a.ndim for axis in axes))
-    if type(a) is not np.ndarray or a.dtype not in _SUMMED or not a.flags.c_contiguous or a.size == 0:
+    if type(a) is not np.ndarray or a.dtype not in _SUMMED or a.size == 0 \
+            or any(s < 0 for s, n in zip(a.strides, a.shape) if n > 1):
         return None
-    sized = [axis for axis in range(a.ndim) if a.shape[axis] != 1]  # (the iterator drops dims of size 1)
-    reduced = [i for i, axis in enumerate(sized) if axis in axes]
-    if not reduced or reduced != list(range(reduced[0], len(sized))):  # (trailing dims: one run of memory each)
+    dims = _iterator_dims(a, axes)  # (is_reduce_lastdim: one reduced dim after coalescing, innermost, contiguous)
+    if sum(not d[2] for d in dims) != 1 or dims[0][2] or dims[0][1] != a.itemsize:
         return None
-    width = math.prod(a.shape[axis] for axis in axes)
-    squares = np.square(a.reshape(-1, width))
+    values, as_result = _in_iterator_order(a, axes, a.dtype, dims)
+    width = values.shape[1]
+    squares = np.square(values)
     step = sum_lanes(a.dtype)
     rows, whole = len(squares), width - width % step
     lanes = np.zeros((rows, step), a.dtype)
@@ -649,10 +651,10 @@ def two_norms(a, axes, keepdims=False):
         rounded = whole + (width - whole) // 4 * 4 if a.dtype == np.float32 else whole
     total = np.cumsum(np.concatenate([lanes, squares[:, whole:rounded]], axis=1), axis=1)[:, -1]  # (in order)
     multiply_add = float32_math.fused_multiply_add if a.dtype == np.float32 else float32_math.fused_multiply_add64
-    values = a.reshape(-1, width)
     for k in range(rounded, width):
         total = multiply_add(values[:, k], values[:, k], total)
-    return np.sqrt(total).reshape([1 if i in axes else n for i, n in enumerate(a.shape) if keepdims or i not in axes])
+    out = as_result(np.sqrt(total))
+    return out.reshape([1 if i in axes else n for i, n in enumerate(a.shape)]) if keepdims else out
 
 
 # ---- layer_norm's mean and variance: RowwiseMoments ---------------------------------------------------
@@ -800,16 +802,16 @@ def _welford_combine(a, b):
     return a[0] + delta * share, a[1] + b[1] + delta * delta * a[2] * share, count
 
 
-def _in_iterator_order(a, axes):
-    """``a`` as torch's reduction iterator walks it: [outputs, reduced elements] (float64, C-contiguous, each row
-    one output's elements in the order the kernel reads them: ``_iterator_dims``) and the function that lays out
-    one value a row as the reduction's result (no kept dims)."""
-    dims = _iterator_dims(a, axes)
+def _in_iterator_order(a, axes, dtype=np.float64, dims=None):
+    """``a`` as torch's reduction iterator walks it: [outputs, reduced elements] (``dtype``, C-contiguous, each row
+    one output's elements in the order the kernel reads them: ``_iterator_dims``, or ``dims`` already found) and
+    the function that lays out one value a row as the reduction's result (no kept dims)."""
+    dims = _iterator_dims(a, axes) if dims is None else dims
     reduced, kept = [d for d in dims if not d[2]], [d for d in dims if d[2]]
     outer_first = kept[::-1] + reduced[::-1]
     view = np.lib.stride_tricks.as_strided(a, [d[0] for d in outer_first], [d[1] for d in outer_first],
                                            writeable=False)
-    rows = np.array(view, dtype=np.float64, order="C").reshape(-1, math.prod(d[0] for d in reduced))
+    rows = np.ascontiguousarray(view, dtype=dtype).reshape(-1, math.prod(d[0] for d in reduced))
     spans = [axis for d in kept[::-1] for axis in reversed(d[3])]
     order = sorted(range(len(spans)), key=spans.__getitem__)
     shape = [n for axis, n in enumerate(a.shape) if axis not in axes]
