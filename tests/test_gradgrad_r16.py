@@ -358,3 +358,21 @@ def test_a_filled_tensors_gradient_is_a_constant_as_torch(call):
             return y.zero_() if call == "zero_" else y.fill_(3.0)
         return filled
     assert_twice_as_torch(fn_of, [[[0.25, 0.5], [0.75, 0.125]]], [[[1.0, -1.0], [0.5, 2.0]]])
+
+
+@pytest.mark.parametrize("call", ["index_add", "scatter_add", "scatter_reduce_sum"])
+def test_self_gradient_that_is_the_incoming_one_is_handed_on_as_torch(call):
+    """derivatives.yaml's ``self: grad`` (index_add, scatter_add, scatter_reduce 'sum' with include_self): torch
+    hands on the cotangent itself (no grad_fn); minilora recorded a node for it."""
+    answers = []
+    for lib in (torch, ml):
+        x = lib.ones(3, 2, dtype=lib.float64, requires_grad=True)
+        src = lib.full((1, 2), 2.0, dtype=lib.float64, requires_grad=True)
+        index = lib.tensor([[0, 2]])
+        y = {"index_add": lambda: x.index_add(0, lib.tensor([1]), src, alpha=2),
+             "scatter_add": lambda: lib.scatter_add(x, 0, index, src),
+             "scatter_reduce_sum": lambda: x.scatter_reduce(0, index, src, "sum")}[call]()
+        v = lib.ones(3, 2, dtype=lib.float64, requires_grad=True)
+        g, = lib.autograd.grad(y, x, v, create_graph=True)
+        answers.append((g is v, flags(g), as_array(g).tolist()))
+    assert answers[1] == answers[0]

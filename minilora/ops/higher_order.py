@@ -976,9 +976,16 @@ def _linear_in_each(*jvps):
     def backward_graph(ctx, g):
         if getattr(ctx, "round_to", None) is not None:  # (16-bit rounding in between: not linear)
             _refuse(ctx)
-        return tuple(LinearPair.apply(g, ctx, jvp, _nth(ctx.fn, i)) if jvp is not None and need else None
+        return tuple((g if jvp is _unchanged else LinearPair.apply(g, ctx, jvp, _nth(ctx.fn, i)))
+                     if jvp is not None and need else None
                      for i, (jvp, need) in enumerate(zip(jvps, ctx.needs_input_grad)))
     return backward_graph
+
+
+def _unchanged(ctx, d):
+    """An input whose gradient is the incoming one itself (derivatives.yaml's ``self: grad``: index_add's,
+    scatter_add's): handed on as it is, not recorded again, as torch hands on the same tensor."""
+    return d
 
 
 def _zeros_out(ctx, d):
@@ -1046,7 +1053,8 @@ def _scatter_reduce(ctx, g):
         return _linear_in_each(_extreme_jvp_self, _extreme_jvp_src)(ctx, g)
     if ctx.reduce == "prod":
         return _scatter_reduce_prod(ctx, g)
-    return _linear_in_each(_scatter_reduce_jvp_self, _scatter_reduce_jvp_src)(ctx, g)
+    jvp_self = _unchanged if ctx.reduce == "sum" and ctx.include_self else _scatter_reduce_jvp_self
+    return _linear_in_each(jvp_self, _scatter_reduce_jvp_src)(ctx, g)
 
 
 def _scatter_reduce_prod(ctx, g):
@@ -1713,10 +1721,10 @@ _BACKWARD_GRAPHS = {
     _s.DiagEmbed: _linear_in_each(lambda ctx, d: _s.DiagEmbed.forward(_Scratch(), d, ctx.offset)),
     _s.AsStrided: _linear_in_each(_as_strided_jvp),
     MedianAll: _linear_in_each(_median_jvp),
-    Scatter: _linear_in_each(lambda ctx, d: d if ctx.add else _s.zeroed_at(d, ctx.where),
-                             lambda ctx, d: _written(ctx, d, ctx.where, d[ctx.block], ctx.add)),
+    Scatter: lambda ctx, g: _linear_in_each(_unchanged if ctx.add else lambda ctx, d: _s.zeroed_at(d, ctx.where),
+                                            lambda ctx, d: _written(ctx, d, ctx.where, d[ctx.block], ctx.add))(ctx, g),
     ScatterReduce: _scatter_reduce,
-    IndexAdd: _linear_in_each(lambda ctx, d: d, lambda ctx, d: _written(ctx, d, ctx.where, d * ctx.alpha, True)),
+    IndexAdd: _linear_in_each(_unchanged, lambda ctx, d: _written(ctx, d, ctx.where, d * ctx.alpha, True)),
     IndexCopy: _linear_in_each(lambda ctx, d: _s.zeroed_at(d, ctx.where),
                                lambda ctx, d: _written(ctx, d, ctx.where, d)),
     IndexFill: _linear_in_each(lambda ctx, d: _s.zeroed_at(d, ctx.where),
