@@ -418,6 +418,13 @@ def p_norm(a, p, axes):
     return out
 
 
+def mean_as_torch(a, axes):
+    """``a.mean(axes, keepdim=True)`` of a float32 or float64 array as torch's CPU mean: its sum (in torch's
+    order), divided by the count."""
+    count = _count(a.shape, axes)
+    return _sum_as_torch(a, axes, True) / a.dtype.type(count) if count else _mean(a, axes, True)
+
+
 @quiet_float_errors
 @computes_in_float32
 @contiguous_result

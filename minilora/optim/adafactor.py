@@ -12,13 +12,15 @@ The rest, as torch:
 * the update ``g / sqrt(v)`` is scaled down when its root mean square is above ``d`` (update clipping);
 * ``weight_decay`` is decoupled, as AdamW's.
 
-Order of operations as torch's single-tensor code; the norms and means are reductions, whose summation order
-NumPy and torch choose differently, so results agree with torch to rounding, not bit for bit.
+Order of operations as torch's single-tensor code (its CPU default); the norms and the mean add in torch's
+kernels' order (``ops.reduce.p_norm``, ``mean_as_torch``), so float32 and float64 steps are torch's bit
+for bit (tests/test_live_settings_r16.py); torch's ``foreach=True`` path (not its CPU default) adds in other orders.
 """
 from types import SimpleNamespace
 
 from .. import dtypes
 from ..device import xp_of
+from ..ops.reduce import mean_as_torch, p_norm
 from .adagrad_rmsprop import _Arithmetic, _StepEach
 from .optimizer import _as_number, check_one_element, learning_rate, new_step_count
 
@@ -110,7 +112,7 @@ class Adafactor(_StepEach):
         col_var = ops.lerp(ops.load(state["col_var"]), _mean_square(grad, -2, ops), weight)
         state["row_var"][...], state["col_var"][...] = row_var, col_var
         var_estimate = ops.rounded(row_var * col_var)  # (R, 1) @ (1, C): an outer product
-        row_mean = ops.rounded(xp.maximum(ops.rounded(row_var.mean(axis=-2, keepdims=True)), eps1))
+        row_mean = ops.rounded(xp.maximum(ops.rounded(mean_as_torch(row_var, (row_var.ndim - 2,))), eps1))
         return ops.rounded(var_estimate / row_mean)
 
 
@@ -120,9 +122,11 @@ def _factored_shapes(shape):
 
 
 def _norm(array, axis=None):
-    """torch's 2-norm (``torch.norm``): the root of the sum of squares, in the array's dtype."""
-    xp = xp_of(array)
-    return xp.sqrt((array * array).sum(axis=axis, keepdims=axis is not None))
+    """torch's 2-norm (``torch.norm``): the root of the sum of squares, in the array's dtype, its squares added in
+    the order of torch's norm kernel (``ops.reduce.p_norm``)."""
+    axes = tuple(range(array.ndim)) if axis is None else (axis % array.ndim,)
+    norm = p_norm(array, 2, axes)
+    return norm if axis is not None else norm.reshape(())
 
 
 def _mean_square(grad, axis, ops):
