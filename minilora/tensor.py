@@ -497,7 +497,8 @@ _SAVED_AS = {
     "AminBackward0": ("self",), "CeluBackward0": ("self",), "VdotBackward0": ("self", "other"),
     "PowBackward0": ("self",), "AsStridedBackward0": (), "torch::autograd::CopySlices": (),
     "ClampMinBackward0": ("self",), "ClampMaxBackward0": ("self",), "ClampMinBackward1": ("self", "min", "max"),
-    "ClampMaxBackward1": ("self", "min", "max"),
+    "ClampMaxBackward1": ("self", "min", "max"), "IndexPutBackward0": (), "FillBackward3": (),
+    "torch::autograd::CopyBackwards": (),
 }
 
 
@@ -591,7 +592,7 @@ _RESULT = "result"  # saves_as_torch's entry for the node's own output: (_RESULT
 
 
 # torch's arithmetic takes a Python number as a 0-d tensor: an input, with a None entry in next_functions
-_WRAPPED_NUMBERS = {"Add", "Sub", "Mul", "Div", "RoundedDiv"}
+_WRAPPED_NUMBERS = {"Add", "Sub", "Mul", "Div", "RoundedDiv", "IndexPut"}  # (index_put: x[i] = 5.0)
 
 
 def _is_float(dtype):
@@ -1815,12 +1816,15 @@ class Tensor:
     def __setitem__(self, index, value):
         """``x[index] = value``: torch's ``index_put_``, differentiable inside the graph."""
         from . import ops
+        if index is False:  # torch's THPVariable_setitem: nothing at all (no write, no node, no version)
+            return
         if isinstance(value, (list, tuple, np.ndarray)):  # torch takes a tensor or a number only
             name = "numpy.ndarray" if isinstance(value, np.ndarray) else type(value).__name__
             raise TypeError(f"can't assign a {name} to a torch.{dtypes.torch_name(self.dtype)}Tensor "
                             f"(wrap it in minilora.tensor() first)")
         if isinstance(value, np.generic):
             value = _assignable_numpy_scalar(value, self.dtype)
+        given = value  # (torch's graph shows the value as given: see ops.shape.setitem_node)
         if type(value) in (int, float, bool, complex):  # a number is stored: it must fit (uint8: 300 raises)
             value = dtypes.checked_number(_as_int64(value), self.dtype, check_16bit_floats=False)
         if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:  # torch drops a value's
@@ -1830,6 +1834,8 @@ class Tensor:
         if _mode.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)) or \
                 _forward_ad is not None and _forward_ad.writes_dual(self, (value,)):
             self._inplace(ops.index_put, index, value)
+            if self._base is None and self._ctx is not None:  # (through a view: _inplace_view's CopySlices)
+                self._name_setitem_node(index, given)
             return
         self._check_inplace()  # outside the graph: write just the indexed elements (a KV cache...)
         if isinstance(value, Tensor):
@@ -1859,6 +1865,16 @@ class Tensor:
                                    "tensor refers to a single memory location (an expand()ed tensor); "
                                    "clone() it before writing") from None
         self._bump_version()
+
+    def _name_setitem_node(self, index, value):
+        """The node ``self[index] = value`` gave this tensor, named and linked as torch's (CopySlices where
+        torch writes through a view of it; ops.shape.setitem_node)."""
+        from . import ops
+        ctx = self._ctx
+        target = ops.shape.take_indexed(np.broadcast_to(np.zeros((), np.uint8), self.shape),
+                                        ops.shape._without_empty_ellipsis(ctx.index, self.ndim)).shape
+        name, value_edge = ops.shape.setitem_node(index, self.shape, value, target)
+        name_node(self, name, graph=None if value_edge is None else (ctx.inputs[0], value_edge))
 
     def __iadd__(self, other): return self.add_(other)
     def __isub__(self, other): return self.sub_(other)

@@ -9,7 +9,7 @@ from .. import amp as _amp, dtypes
 from ..device import xp_of
 from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
-from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
+from ..tensor import _data_address, _is_strided_wrapper, _without_leading_ones  # (where an array's memory lies; as_strided's views)
 from ..factories import share_strides, shared_strides, strides_answer
 from ..factories import (channels_last, dense_strides, in_layout_of, int_sizes, known_order, laid_out_copy,
                          layout_is_known, layout_is_unknown, layout_order)
@@ -517,6 +517,52 @@ def _is_advanced(part):
 def _is_mask(part):
     dtype = getattr(part, "dtype", None)
     return dtype == np.bool_ or (isinstance(part, list) and len(part) > 0 and all(type(v) is bool for v in part))
+
+
+def setitem_node(index, shape, value, target_shape):
+    """torch's node and value edge for ``x[index] = value`` on a tensor in the graph, as its Python indexing
+    runs it (python_variable_indexing.cpp, TensorIndexing.h): ints, 0-d and bool indices, None and slices not
+    covering their dimension are applied as views first; the write into that view is torch's CopySlices, and
+    into the tensor itself (``x[...]``, ``x[:]``, an index of arrays only) the op's own node:
+    IndexPutBackward0 for arrays, else copy_to's FillBackward3 (a number or 0-d value) or CopyBackwards.
+    The value's edge is copy_to's: the value itself where it has the target's shape or none, else a view of it
+    without leading 1s, expanded to the target's shape where it still differs (index_put_ takes the
+    stripped value as minilora does). Returns (name, value edge), the edge None where minilora's node has
+    torch's already."""
+    parts = index if isinstance(index, tuple) else (index,)
+    advanced = any(_is_advanced(p) for p in parts)
+    spans = [_dims_spanned(p) for p in parts]
+    ellipsis = len(shape) - sum(spans)
+    viewed, dim = False, 0
+    for part, span in zip(parts, spans):
+        if part is Ellipsis:
+            dim += ellipsis
+        elif isinstance(part, slice):
+            viewed = viewed or part.indices(shape[dim]) != (0, shape[dim], 1)
+        elif not _is_advanced(part):  # an int, a 0-d index, None, True: a view
+            viewed = True
+        dim += span if part is not Ellipsis else 0
+    if advanced:
+        return ("torch::autograd::CopySlices" if viewed else "IndexPutBackward0"), None
+    name = "torch::autograd::CopySlices" if viewed else \
+        "FillBackward3" if not isinstance(value, Tensor) or value.ndim == 0 else "torch::autograd::CopyBackwards"
+    if not isinstance(value, Tensor):
+        return name, None  # (a number: its edge is None, as minilora's node has it)
+    if value.ndim == 0 or value.shape == tuple(target_shape):
+        return name, value
+    stripped = ("ViewBackward0", value)  # (copy_to views the value even when it has no leading 1s)
+    if _without_leading_ones(value.shape) != tuple(target_shape):
+        return name, ("ExpandBackward0", stripped)
+    return name, stripped
+
+
+def _dims_spanned(part):
+    """How many of the indexed tensor's dimensions one part of an index takes (a mask: its ndim)."""
+    if part is None or part is Ellipsis or type(part) is bool:
+        return 0
+    if getattr(part, "dtype", None) in (np.bool_, bool) or (isinstance(part, Tensor) and part.dtype == np.bool_):
+        return getattr(part, "ndim", 1)
+    return 1
 
 
 def setitem_value(index, value, dtype):
