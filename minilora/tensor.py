@@ -646,6 +646,19 @@ class _ShownNode:
     def __repr__(self):
         return f"<{self._name} object at {id(self):#x}>"
 
+    def register_hook(self, hook):
+        raise self._never_runs("register_hook")
+
+    def register_prehook(self, hook):
+        raise self._never_runs("register_prehook")
+
+    def _never_runs(self, method):
+        """A hook here would never be called: refused rather than silently ignored."""
+        return NotImplementedError(f"grad_fn.{method} on {self._name}: minilora's graph has no such node (it "
+                                   "computes it inside the node above it, or needs none), so a hook on it would "
+                                   "never run; hook the node above (register_prehook) or a tensor "
+                                   "(Tensor.register_hook) instead")
+
 
 # A node's class is named as torch's (``type(y.grad_fn).__name__ == "MulBackward0"``, printed
 # ``<class 'MulBackward0'>``): Function.apply makes every node a plain Context, and the first look at it
@@ -3010,8 +3023,10 @@ def _edge_slots(ctx):
         found = [i for i, y in enumerate(ctx.inputs) if y is x] if isinstance(x, Tensor) else []
         if x is not None and not found:
             raise NotImplementedError(f"grad_fn.register_hook on {ctx.name()}: minilora computes this node "
-                                      "with several ops, so its grad_inputs are not torch's; hook the input "
-                                      "tensors with Tensor.register_hook instead")
+                                      "with several ops, or with nodes torch shows under it in one (LoRA's "
+                                      "fused Linear), so its grad_inputs are not torch's; its grad_outputs "
+                                      "are (grad_fn.register_prehook), or hook the input tensors with "
+                                      "Tensor.register_hook instead")
         slots.append((found[0] if found else None, transposed))
     return slots
 

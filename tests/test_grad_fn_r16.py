@@ -73,3 +73,58 @@ def test_writes_by_indexing_are_torchs_nodes_with_torchs_gradients(source):
         assert (mine is None) == (torchs is None)
         if torchs is not None:
             np.testing.assert_array_equal(mine.numpy(), torchs.numpy())
+
+
+# ---- LoRA: PEFT's lora.Linear.forward is result + lora_B(lora_A(dropout(x))) * scaling, minilora one fused op
+def peft_linear(lib, dropout=0.0, bias=True, dtype="float32"):
+    """A LoRA'd Linear(8, 6) in training mode, seeded, its adapter not zero (init_lora_weights=False)."""
+    peft = pytest.importorskip("peft") if lib is torch else ml.lora
+    lib.manual_seed(0)
+    model = lib.nn.Sequential(lib.nn.Linear(8, 6, bias=bias)).to(getattr(lib, dtype))
+    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["0"], lora_dropout=dropout, init_lora_weights=False)
+    return peft.get_peft_model(model, config).train()
+
+
+@pytest.mark.parametrize("dropout, bias, shape, dtype", [
+    (0.0, True, (3, 8), "float32"), (0.0, False, (2, 3, 8), "float32"), (0.1, True, (2, 3, 8), "float32"),
+    (0.1, False, (3, 8), "float32"), (0.0, True, (2, 3, 8), "bfloat16"), (0.1, False, (3, 8), "bfloat16")])
+def test_a_lora_linear_prints_pefts_graph(dropout, bias, shape, dtype):
+    """bfloat16: PEFT's float32 adapters (autocast_adapter_dtype) cast x to float32 and the sum back."""
+    graphs = []
+    for lib in (torch, ml):
+        model = peft_linear(lib, dropout, bias, dtype)
+        x = lib.randn(*shape, requires_grad=True).to(getattr(lib, dtype))
+        graphs.append(graph(model(x).grad_fn, 4))
+    assert graphs[1] == graphs[0]
+
+
+def test_a_prehook_on_a_lora_linears_node_gets_pefts_grad_outputs():
+    """The fused node's gradient output is PEFT's AddBackward0's: a prehook sees and replaces the same."""
+    seen, grads = [], []
+    for lib in (torch, ml):
+        model = peft_linear(lib)
+        out = model(lib.randn(2, 3, 8))
+        out.grad_fn.register_prehook(lambda grad_outputs: (seen.append(grad_outputs[0].numpy()),
+                                                           (grad_outputs[0] * 3,))[1])
+        seen.append(out.grad_fn.name())  # (AddBackward0, where minilora's was LoraLinearBackward0)
+        out.backward(lib.ones(2, 3, 6))
+        layer = model.base_model.model[0]
+        grads.append([layer.lora_A["default"].weight.grad.numpy(), layer.lora_B["default"].weight.grad.numpy()])
+    assert seen[2] == seen[0]
+    np.testing.assert_array_equal(seen[3], seen[1])
+    for mine, torchs in zip(grads[1], grads[0]):
+        np.testing.assert_allclose(mine, torchs, rtol=1e-6, atol=1e-6)  # (float32 sums in other orders)
+
+
+def test_hooks_minilora_cannot_give_as_peft_are_refused():
+    """register_hook's grad_inputs would be PEFT's two branches' gradients, which one fused node never has; the
+    nodes under it are shown, never run: refused, never a hook silently given other tensors or never called."""
+    out = peft_linear(ml)(ml.randn(3, 8, requires_grad=True))
+    with pytest.raises(NotImplementedError, match="grad_outputs are .grad_fn.register_prehook"):
+        out.grad_fn.register_hook(lambda grad_inputs, grad_outputs: None)
+    base, branch = (node for node, _ in out.grad_fn.next_functions)
+    for node in (base, branch, branch.next_functions[0][0]):
+        with pytest.raises(NotImplementedError, match="a hook on it would never run"):
+            node.register_prehook(lambda grad_outputs: None)
+        with pytest.raises(NotImplementedError, match="a hook on it would never run"):
+            node.register_hook(lambda grad_inputs, grad_outputs: None)

@@ -13,13 +13,14 @@ import warnings
 
 import numpy as np
 
-from .. import dtypes, nn, ops
+from .. import amp as _amp, dtypes, nn, ops
 from ..device import xp_of
 from ..nn import Conv1d, Conv2d, Dropout, Identity, Module, ModuleDict, MultiheadAttention, Parameter
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
-from ..tensor import Tensor, is_grad_enabled
+from ..ops.matmul import linear_node
+from ..tensor import Tensor, is_grad_enabled, name_node
 from .inits import (_torch_randn, corda_init, init_name, is_weight_mutating_init, lora_ga_init, mica_init,
                     olora_init, orthogonal_init, pissa_init)
 
@@ -440,6 +441,27 @@ def _check_variants(layer, config):
     return alora
 
 
+def _shown_as_peft(out, x, base_layer, A, B, dropout_p):
+    """``out`` of the fused LoRA op (one node) shown as PEFT's graph of lora.Linear.forward (``print(out.grad_fn)``
+    and ``next_functions`` walk the same nodes): ``result + lora_B(lora_A(dropout(x))) * scaling``, an
+    AddBackward0 of the base layer's linear node and a MulBackward0 of the branch, x cast to the adapter's dtype
+    first and the sum cast back (ToCopyBackward0) where they differ. A hook on that node gets PEFT's
+    grad_outputs (register_prehook); its grad_inputs (register_hook) and the branch's inner nodes are not
+    minilora's, so hooks there are refused (tensor._edge_slots, _ShownNode)."""
+    if out.grad_fn is None or _amp.used and _amp.state.active:  # (autocast's casts: left as the fused node)
+        return out
+    cast = A.dtype != x.dtype
+    branch_x = ("ToCopyBackward0", x) if cast else x
+    if dropout_p > 0:  # (nn.Dropout in training: x times a mask that needs no gradient)
+        branch_x = ("MulBackward0", branch_x, None)
+    branch = linear_node(linear_node(branch_x, A, None, x.ndim), B, None, x.ndim)
+    graph = ("AddBackward0", linear_node(x, base_layer.weight, base_layer.bias, x.ndim),
+             ("MulBackward0", branch, None))  # (None: scaling, a number)
+    if cast:
+        graph = ("ToCopyBackward0", graph)
+    return name_node(out, graph[0], graph=graph[1:])
+
+
 class Linear(BaseTunerLayer):
     """LoRA around a frozen Linear: ``h = W0 x + b + (alpha/r) * B A dropout(x)``.
 
@@ -526,9 +548,11 @@ class Linear(BaseTunerLayer):
         if len(active) == 1 and active[0] not in self.lora_magnitude_vector and not self.lora_bias[active[0]] \
                 and not self.use_alora.get(active[0]) and self._fuses(x, active[0]):
             name = active[0]  # the usual case: base GEMM and LoRA branch in ONE fused op
-            return ops.lora_linear(x, self.base_layer.weight, self.lora_A[name].weight, self.lora_B[name].weight,
-                                   self.scaling[name], bias=self.base_layer.bias,
-                                   dropout_p=self._dropout_p(self.lora_dropout, name))
+            dropout_p = self._dropout_p(self.lora_dropout, name)
+            out = ops.lora_linear(x, self.base_layer.weight, self.lora_A[name].weight, self.lora_B[name].weight,
+                                  self.scaling[name], bias=self.base_layer.bias, dropout_p=dropout_p)
+            return _shown_as_peft(out, x, self.base_layer, self.lora_A[name].weight, self.lora_B[name].weight,
+                                  dropout_p)
         # several adapters (or DoRA): PEFT's loop. Each branch runs on x cast to its adapter's dtype (float32
         # on a 16-bit base) and the sum stays in the promoted dtype until ONE cast back at the end.
         result = None

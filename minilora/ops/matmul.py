@@ -269,22 +269,26 @@ def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` with ``weight`` stored ``[out_features, in_features]`` as in PyTorch."""
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("linear", linear, x, weight, bias)
-    if getattr(x, "ndim", 2) == 2:  # torch's node: addmm(bias, x, weight.t()), or mm(x, weight.t())
-        transposed = ("TBackward0", weight)
-        graph = (bias, x, transposed) if bias is not None else (x, transposed)
-        return name_node(_linear(x, weight, bias), "AddmmBackward0" if bias is not None else "MmBackward0",
-                         graph=graph)
-    if x.ndim == 0 or weight.ndim == 0:
+    ndim = getattr(x, "ndim", 2)
+    if ndim != 2 and (ndim == 0 or weight.ndim == 0):
         raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {x.ndim}D and "
                            f"{weight.ndim}D")
-    # other ranks: a view of the 2-D product, of x as a matrix (a view, or a 1-D x unsqueezed without a bias)
-    rows = ("UnsqueezeBackward0" if x.ndim == 1 and bias is None else "ViewBackward0", x)
+    name, *graph = linear_node(x, weight, bias, ndim)
+    return name_node(_linear(x, weight, bias), name, graph=tuple(graph))
+
+
+def linear_node(x, weight, bias, ndim):
+    """torch's node for ``F.linear(x, weight, bias)`` of an ``ndim``-D x, as a name_node graph entry
+    ``(name, *inputs)`` (x may be such an entry itself: PEFT's lora_B(lora_A(x)), lora/layers.py): addmm(bias,
+    x, weight.t()) or mm(x, weight.t()) of a matrix, a view of that product of x as a matrix otherwise (a view,
+    or a 1-D x unsqueezed without a bias)."""
+    transposed = ("TBackward0", weight)
+    if ndim == 2:
+        return ("AddmmBackward0", bias, x, transposed) if bias is not None else ("MmBackward0", x, transposed)
+    rows = ("UnsqueezeBackward0" if ndim == 1 and bias is None else "ViewBackward0", x)
     if bias is not None:
-        node, graph = "ViewBackward0", ("AddmmBackward0", bias, rows, ("TBackward0", weight))
-    else:
-        node = "SqueezeBackward4" if x.ndim == 1 else "UnsafeViewBackward0"
-        graph = ("MmBackward0", rows, ("TBackward0", weight))
-    return name_node(_linear(x, weight, bias), node, graph=(graph,))
+        return "ViewBackward0", ("AddmmBackward0", bias, rows, transposed)
+    return ("SqueezeBackward4" if ndim == 1 else "UnsafeViewBackward0"), ("MmBackward0", rows, transposed)
 
 
 def _linear(x, weight, bias):
