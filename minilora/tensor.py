@@ -330,11 +330,43 @@ class Context:
         if not attribute.startswith("_saved_"):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{attribute}'")
         name, names = attribute[len("_saved_"):], self._torch_argument_names()
+        if self.name() in _SAVED_FOR_THE_OTHER and name in names[:2]:
+            return self._saved_for_the_other(names.index(name), attribute)
         if name in names:
             return self._argument_as_saved(names.index(name), attribute)
         if name == "result":
             return self._output_as_saved()
+        value = _SAVED_VALUES.get(name)
+        if value is not None:
+            answer = value(self)
+            if answer is not _UNKNOWN:
+                if self.freed:  # (free() dropped the fields these are read from; torch's node keeps them)
+                    raise AttributeError(f"'{self.name()}' object has no attribute '{attribute}': minilora's "
+                                         "node drops the sizes and scalars it shows at backward")
+                return answer
         raise self._not_shown(attribute)
+
+    def _saved_for_the_other(self, i, attribute):
+        """torch's mul saves each operand for the other's gradient only (derivatives.yaml: ``self: grad * other``):
+        None where the other needs none, and a number operand as the 0-d tensor torch wrapped it in."""
+        self._refuse_freed()
+        if not self.needs_input_grad[1 - i]:
+            return None
+        x = self.inputs[i] if i < len(self.inputs) else None
+        if isinstance(x, (bool, int, float, complex)):  # (torch's wrapped number: int64, float64, complex128)
+            return Tensor._make(self.device.xp.asarray(x), self.device, False, None)
+        return self._argument_as_saved(i, attribute)
+
+    def _torch_self(self):
+        """The tensor torch's node calls ``self`` (its first argument), or None where minilora does not know it."""
+        names = self._torch_argument_names()
+        if "self" in names:
+            i = names.index("self")
+            x = self.inputs[i] if i < len(self.inputs) else None
+        else:
+            graph = self.__dict__.get("torch_graph")
+            x = graph[0] if graph and names == () else None
+        return x if isinstance(x, Tensor) else None
 
     def _not_shown(self, attribute):
         """The AttributeError for a saved value this node does not show (torch's node may have it)."""
@@ -498,8 +530,45 @@ _SAVED_AS = {
     "PowBackward0": ("self",), "AsStridedBackward0": (), "torch::autograd::CopySlices": (),
     "ClampMinBackward0": ("self",), "ClampMaxBackward0": ("self",), "ClampMinBackward1": ("self", "min", "max"),
     "ClampMaxBackward1": ("self", "min", "max"), "IndexPutBackward0": (), "FillBackward3": (),
+    "CdistBackward0": (), "FrexpBackward0": (), "RenormBackward0": ("self",), "LinalgLuSolveBackward0": (),
+    "SpecialEntrBackward0": ("self",),
     "torch::autograd::CopyBackwards": (),
 }
+
+
+# torch's nodes that save each operand of a product for the other's gradient only (see _saved_for_the_other)
+_SAVED_FOR_THE_OTHER = {"MulBackward0"}
+
+# torch 2.13's nodes with a ``_saved_self_sym_sizes`` (the classes of torch._C._functions that have it)
+_SAVE_SELF_SIZES = frozenset("""
+    DiagonalBackward0 ExpandBackward0 IndexBackward0 IndexSelectBackward0 KthvalueBackward0 MaxBackward0
+    MeanBackward0 MeanBackward1 MedianBackward1 MinBackward0 MmBackward0 ModeBackward0 NanmedianBackward1
+    NarrowCopyBackward0 RepeatBackward0 ReshapeAliasBackward0 SelectBackward0 SliceBackward0 SortBackward0
+    SortBackward1 SplitBackward0 SplitWithSizesBackward0 SqueezeBackward0 SqueezeBackward1 SqueezeBackward2
+    SqueezeBackward3 SqueezeBackward4 SqueezeBackward5 SumBackward0 SumBackward1 TopkBackward0 TraceBackward0
+    UnfoldBackward0 UnsafeSplitBackward0 UnsafeSplitWithSizesBackward0 UnsafeViewBackward0
+    UpsampleBicubic2DBackward0 UpsampleBilinear2DBackward0 UpsampleLinear1DBackward0 UpsampleNearest1DBackward0
+    UpsampleNearest2DBackward0 UpsampleNearest3DBackward0 UpsampleTrilinear3DBackward0 ViewBackward0
+    """.split())
+_UNKNOWN = object()  # a saved value minilora's node does not know
+
+
+def _self_sizes(node):
+    known = node.name() in _SAVE_SELF_SIZES and node.__dict__.get("sizes_known", True)  # (inputs_not_torchs)
+    x = node._torch_self() if known else None
+    return _UNKNOWN if x is None else tuple(x.shape)
+
+
+def _alpha(node):
+    """add/sub's ``alpha`` as given (1 unless the call said otherwise: ops.elementwise._with_alpha)."""
+    if node.name() not in ("AddBackward0", "SubBackward0", "RsubBackward0", "RsubBackward1"):
+        return _UNKNOWN
+    return node.__dict__.get("torch_alpha", 1)
+
+
+# torch's saved sizes and scalars minilora's nodes know, by torch's name (``grad_fn._saved_alpha``): each reader
+# answers for the nodes torch saves it on, _UNKNOWN elsewhere
+_SAVED_VALUES = {"self_sym_sizes": _self_sizes, "alpha": _alpha}
 
 
 def forward_ad_open():
@@ -524,6 +593,15 @@ def name_node(result, name, *inputs, graph=None):
         _rename(node, name)
         if graph is not None:
             node.torch_graph = graph
+    return result
+
+
+def inputs_not_torchs(result):
+    """The node that made ``result`` is named as torch's but minilora computes it from other inputs than torch's
+    (conv1d's squeeze of a dimension torch adds elsewhere): it answers no sizes read from its inputs."""
+    node = result._ctx
+    if node is not None:
+        node.sizes_known = False
     return result
 
 

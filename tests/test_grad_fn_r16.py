@@ -128,3 +128,97 @@ def test_hooks_minilora_cannot_give_as_peft_are_refused():
             node.register_prehook(lambda grad_outputs: None)
         with pytest.raises(NotImplementedError, match="a hook on it would never run"):
             node.register_hook(lambda grad_inputs, grad_outputs: None)
+
+
+# ---- saved sizes and scalars; torch's None where its node holds no tensor
+GRAPHS = """\
+y = torch.add(x, x, alpha=2)
+y = torch.sub(x, x * 3, alpha=0.5)
+y = F.conv1d(q[0], torch.randn(2, 3, 2))
+y = F.conv_transpose1d(q, torch.randn(3, 2, 2))
+y = F.conv_transpose1d(q[0], torch.randn(3, 2, 2), torch.randn(2))
+y = F.conv2d(m[0], torch.randn(2, 3, 2, 2))
+""".splitlines()
+
+
+@pytest.mark.parametrize("source", GRAPHS)
+def test_node_names_and_edges_are_torchs(source):
+    """add/sub with alpha are torch's one node (minilora's fused AddScaled); an unbatched convolution is torch's
+    squeeze of a convolution of the unsqueezed input, and conv_transpose1d's node its convolution's."""
+    assert graph(run(ml, source).grad_fn, 3) == graph(run(torch, source).grad_fn, 3)
+
+
+# (call, torch's saved values minilora's node answers)
+SAVED_VALUES = [
+    ("y = x * 2", ["_saved_self", "_saved_other"]),   # torch: None and the wrapped number tensor(2)
+    ("y = x * 2.5", ["_saved_self", "_saved_other"]),
+    ("y = 2 * x", ["_saved_self", "_saved_other"]),
+    ("y = x * t", ["_saved_self", "_saved_other"]),   # self only for t's gradient, which t does not need
+    ("y = t * x", ["_saved_self", "_saved_other"]),
+    ("y = x + x", ["_saved_alpha"]),
+    ("y = torch.add(x, x, alpha=2)", ["_saved_alpha"]),
+    ("y = torch.add(x, t, alpha=0.5)", ["_saved_alpha"]),
+    ("y = torch.sub(x, 2, alpha=3)", ["_saved_alpha"]),
+    ("y = x - t", ["_saved_alpha"]),
+    ("y = q.sum()", ["_saved_self_sym_sizes"]),
+    ("y = q.sum(1)", ["_saved_self_sym_sizes"]),
+    ("y = q.mean()", ["_saved_self_sym_sizes"]),
+    ("y = q.view(6, 4)", ["_saved_self_sym_sizes"]),
+    ("y = q.reshape(-1)", ["_saved_self_sym_sizes"]),
+    ("y = q[:, 1:]", ["_saved_self_sym_sizes"]),
+    ("y = q[1]", ["_saved_self_sym_sizes"]),
+    ("y = x.expand(2, 3)", ["_saved_self_sym_sizes"]),
+    ("y = q[:1].squeeze(0)", ["_saved_self_sym_sizes"]),
+    ("y = torch.index_select(q, 1, torch.tensor([0, 2]))", ["_saved_self_sym_sizes"]),
+    ("y = q[0] @ q[1].t()", ["_saved_self_sym_sizes"]),
+]
+
+
+def as_plain(value):
+    if hasattr(value, "detach"):
+        return (str(value.dtype).removeprefix("torch."), value.detach().numpy().tolist())
+    return tuple(value) if isinstance(value, (tuple, list)) or type(value).__name__ == "Size" else value
+
+
+@pytest.mark.parametrize("source, shown", SAVED_VALUES, ids=[s for s, _ in SAVED_VALUES])
+def test_saved_sizes_scalars_and_nones_are_torchs(source, shown):
+    theirs, ours = run(torch, source).grad_fn, run(ml, source).grad_fn
+    for name in shown:
+        mine, torchs = getattr(ours, name), getattr(theirs, name)
+        assert as_plain(mine) == as_plain(torchs), name
+        assert type(mine) is type(torchs) or hasattr(mine, "detach"), name  # (int 2, not 2.0)
+
+
+def test_sizes_come_only_from_inputs_torchs_node_has():
+    """A node named as torch's whose input is not torch's (minilora's conv1d, max_unpool1d and inner squeeze or
+    view other shapes than torch's) answers no sizes; the same node names with torch's inputs do."""
+    assert run(ml, "y = q[:1].squeeze(0)").grad_fn._saved_self_sym_sizes == (1, 3, 4)
+    assert run(ml, "y = q.reshape(4, 6)").grad_fn._saved_self_sym_sizes == (2, 3, 4)
+    for source in ("y = F.conv1d(q[0], torch.randn(2, 3, 2))", "y = torch.inner(x, x)",
+                   "y = F.max_unpool1d(*F.max_pool1d(q, 2, return_indices=True), 2)"):
+        node = run(ml, source).grad_fn
+        assert node.name() in ("SqueezeBackward1", "ViewBackward0")
+        with pytest.raises(AttributeError):
+            node._saved_self_sym_sizes
+
+
+@pytest.mark.parametrize("source, attribute", [
+    ("y = torch.cdist(q, q)", "_saved_self"),  # (torch's node has x1, x2; minilora's node is its last op)
+    ("y = torch.special.entr(x.abs())", "_saved_other"),
+    ("y = torch.renorm(q, 2, 0, 1.0)", "_saved_other"),
+    ("y = torch.frexp(x)[0]", "_saved_other"),
+])
+def test_a_node_answers_no_size_or_tensor_read_from_inputs_torchs_node_does_not_have(source, attribute):
+    ours = run(ml, source).grad_fn
+    with pytest.raises(AttributeError):
+        getattr(ours, attribute)
+
+
+def test_sizes_and_scalars_are_refused_after_backward_not_stale():
+    """torch's node keeps sizes and scalars after backward; minilora's drops the fields they are read from."""
+    x = ml.randn(2, 3, requires_grad=True)
+    y = ml.add(x.sum(0), x[0], alpha=2)
+    assert y.grad_fn._saved_alpha == 2 and y.grad_fn.next_functions[0][0]._saved_self_sym_sizes == (2, 3)
+    y.sum().backward()
+    with pytest.raises(AttributeError, match="drops the sizes and scalars it shows at backward"):
+        y.grad_fn._saved_alpha

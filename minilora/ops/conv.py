@@ -26,7 +26,7 @@ import numpy as np
 from .. import amp as _amp
 from ..factories import composed_layout_unknown, contiguous_format, laid_out_copy, suggested_format
 from ..device import xp_of
-from ..tensor import Function, Tensor, backward_reads, name_node, saving_as_torch
+from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, name_node, saving_as_torch
 from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
@@ -346,8 +346,9 @@ def _conv_named(out, input, weight, bias, batched_ndim):
     """torch's node for a convolution: ConvolutionBackward0 of (input, weight, bias) -- minilora adds the
     bias in an op of its own --, or (one unbatched input) the squeeze of the batch dimension it added."""
     backward_reads(out, input, weight, zeros=False)  # (convolution_backward: the bias's gradient too)
-    if input.ndim != batched_ndim:
-        return name_node(out, "SqueezeBackward1")
+    if input.ndim != batched_ndim:  # torch: squeeze(convolution(unsqueeze(input), ...), 0)
+        convolution = ("ConvolutionBackward0", ("UnsqueezeBackward0", input), weight, bias)
+        return name_node(out, "SqueezeBackward1", graph=(convolution,))
     return name_node(out, "ConvolutionBackward0", graph=(input, weight, bias))
 
 
@@ -991,7 +992,7 @@ def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_siz
     size = None if output_size is None else (1, list(output_size)[-1])
     out = max_unpool2d(_as_image(input), _as_image(indices), (1, one(kernel_size)),
                        None if stride is None else (1, one(stride)), (0, one(padding)), size)
-    return out.squeeze(-2)
+    return inputs_not_torchs(out.squeeze(-2))  # (torch's image is [N, C, L, 1], minilora's [N, C, 1, L])
 
 
 # ---- resizing: F.interpolate -----------------------------------------------------------------------
@@ -1283,7 +1284,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     one = lambda v: (v if isinstance(v, int) else v[0])  # noqa: E731
     out = conv_transpose2d(_as_image(input), _as_image(weight), bias, (1, one(stride)), (0, one(padding)),
                            (0, one(output_padding)), groups, (1, one(dilation)))
-    return out.squeeze(-2)
+    return _conv_named(out.squeeze(-2), input, weight, bias, batched_ndim=3)
 
 
 @composed_layout_unknown  # (from a channels_last input: Function.torch_layout)

@@ -739,10 +739,10 @@ def add(input, other, *, alpha=1):
     input, other = _promoted(input, other)
     if alpha == 1 and type(alpha) is int:
         return Add.apply(input, other)
-    alpha = _check_alpha(input, other, alpha)
+    given, alpha = alpha, _check_alpha(input, other, alpha)
     if _scaled_in_one_kernel(input, other):
-        return AddScaled.apply(input, other, alpha=alpha)
-    return Add.apply(input, _scaled(other, alpha, input))
+        return _with_alpha(AddScaled.apply(input, other, alpha=alpha), given, "AddBackward0")
+    return _with_alpha(Add.apply(input, _scaled(other, alpha, input)), given)
 
 
 _BOOL_SUB_BOTH = ("Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` "
@@ -763,10 +763,21 @@ def sub(input, other, *, alpha=1):
         _refuse_bool(input, other)  # a scaled other, a Python bool: look (bool - bool of one dtype
     if alpha == 1 and type(alpha) is int:  # raises in Sub.forward, at no cost here)
         return Sub.apply(a, b)
-    alpha = _check_alpha(a, b, alpha)
+    given, alpha = alpha, _check_alpha(a, b, alpha)
     if _scaled_in_one_kernel(a, b):
-        return AddScaled.apply(a, b, alpha=-alpha)
-    return Sub.apply(a, _scaled(b, alpha, a))
+        return _with_alpha(AddScaled.apply(a, b, alpha=-alpha), given, "SubBackward0")
+    return _with_alpha(Sub.apply(a, _scaled(b, alpha, a)), given)
+
+
+def _with_alpha(result, alpha, name=None):
+    """torch's AddBackward0 / SubBackward0 keep ``alpha`` as given (``grad_fn._saved_alpha``); minilora's node
+    may have folded it into the other operand, or be the fused AddScaled (named ``name``, torch's node)."""
+    node = result._ctx
+    if node is not None:
+        node.torch_alpha = alpha  # (not ctx.alpha: AddScaled's backward reads its own)
+        if name is not None:
+            name_node(result, name)
+    return result
 
 
 def _refuse_bool(input, other):

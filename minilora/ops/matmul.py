@@ -16,7 +16,7 @@ import numpy as np
 from .. import amp as _amp, dtypes, float32_sums, parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
-from ..tensor import Function, ShapeError, name_node, saved_for, saves_as_torch
+from ..tensor import Function, ShapeError, inputs_not_torchs, name_node, saved_for, saves_as_torch
 from .elementwise import unbroadcast
 from .shape import stack
 
@@ -658,7 +658,8 @@ def inner(input, other):  # noqa: A002
                            f"shapes {list(input.shape)} and {list(other.shape)}.")
     rows = matmul(input.reshape(math.prod(input.shape[:-1]), n),  # (not -1: a size-0 tensor has no -1)
                   other.reshape(math.prod(other.shape[:-1]), n).transpose(0, 1))
-    return rows.reshape(tuple(input.shape[:-1]) + tuple(other.shape[:-1]))
+    return inputs_not_torchs(rows.reshape(tuple(input.shape[:-1]) + tuple(other.shape[:-1])))  # (torch: mm's
+    # rows of other shapes)
 
 
 def vdot(input, other):  # noqa: A002
@@ -701,7 +702,7 @@ def tensordot(a, b, dims=2):
     left = a.permute(*free_a, *dims_a).reshape(rows, k)
     right = b.permute(*dims_b, *free_b).reshape(k, math.prod(b.shape[d] for d in free_b))
     shape = tuple(a.shape[d] for d in free_a) + tuple(b.shape[d] for d in free_b)
-    return matmul(left, right).reshape(shape)
+    return inputs_not_torchs(matmul(left, right).reshape(shape))  # (torch: mm's rows of other shapes)
 
 
 def kron(input, other):  # noqa: A002
