@@ -334,7 +334,7 @@ class Context:
             return self._saved_for_the_other(names.index(name), attribute)
         if name in names:
             return self._argument_as_saved(names.index(name), attribute)
-        if name == "result":
+        if name == _RESULT_AS.get(self.name(), "result"):
             return self._output_as_saved()
         value = _SAVED_VALUES.get(name)
         if value is not None:
@@ -536,6 +536,9 @@ _SAVED_AS = {
 }
 
 
+# torch's name for the output its node saves, where not ``result`` (std_mean's first output: ``_saved_result0``)
+_RESULT_AS = {"StdMeanBackward0": "result0"}
+
 # torch's nodes that save each operand of a product for the other's gradient only (see _saved_for_the_other)
 _SAVED_FOR_THE_OTHER = {"MulBackward0"}
 
@@ -586,11 +589,16 @@ def no_forward_formula(name, *tensors):
 def name_node(result, name, *inputs, graph=None):
     """Give the node that made ``result`` torch's name for this call (``x.t()`` runs minilora's Permute;
     torch prints TBackward0). Nothing when ``result`` has no node of its own: no grad, or an input itself.
-    ``graph``: the inputs torch's node has, where minilora's differ (tensors, None, or ``(name, *inputs)``
-    for a node torch has and minilora not, as Linear's ``weight.t()``: ``("TBackward0", weight)``)."""
+    ``inputs``: torch's node's inputs; where minilora's last op has others (frac's truncation, a number), they
+    are the node's shown edges. ``graph``: the inputs torch's node has, where they are not those (tensors, None,
+    or ``(name, *inputs)`` for a node torch has and minilora not, as Linear's ``weight.t()``:
+    ``("TBackward0", weight)``)."""
     node = result._ctx  # (not grad_fn: a node is given its class when shown, not here)
     if node is not None and not any(result is x for x in inputs):
         _rename(node, name)
+        if graph is None and inputs and (len(node.inputs) != len(inputs)
+                                         or any(a is not b for a, b in zip(node.inputs, inputs))):
+            graph = inputs  # (the op's last node has other inputs than torch's: frac's trunc, deg2rad's number)
         if graph is not None:
             node.torch_graph = graph
     return result

@@ -222,3 +222,116 @@ def test_sizes_and_scalars_are_refused_after_backward_not_stale():
     y.sum().backward()
     with pytest.raises(AttributeError, match="drops the sizes and scalars it shows at backward"):
         y.grad_fn._saved_alpha
+
+
+# ---- op_db: every OpInfo's first float64 sample (inputs requiring grad), graph and saved values against torch's
+# What still differs, by OpInfo, with the reason (kinds: name, edges of two levels, nograd, saved_wrong:<attr>
+# a value unlike torch's, saved_extra:<attr> a value torch's node does not have). A saved value minilora's node
+# does not know is an AttributeError, not listed (the op_db sweep of round 16: 817 of them, dims mostly).
+LAST_BIT = "the op's own result differs from torch's kernel in the last bit (the graph is torch's)"
+FFT = ("minilora's FFTs: a real input's R2C/C2R node where torch's graph runs C2C, Conj and pads or slices of its "
+       "own (one node of the input shown: the same edges reach x)")
+COMPOSED = "minilora composes this op of others that torch's graph does not have (its gradient is torch's)"
+KNOWN_MISMATCHES = {
+    **{name: (["name"], FFT) for name in ("fft.fft2", "fft.fftn", "fft.ifft", "fft.ifft2", "fft.ifftn", "fft.ihfft",
+                                          "fft.ihfft2", "fft.ihfftn")},
+    **{name: (["edges"], FFT) for name in ("fft.fft", "fft.hfft", "fft.hfft2", "fft.hfftn", "fft.rfft", "fft.rfft2",
+                                           "fft.rfftn", "fft.irfft2", "fft.irfftn")},
+    **{name: (["saved_wrong:_saved_result"], LAST_BIT) for name in (
+        "softmax", "softmax.with_dtype", "nn.functional.softmin", "tanh", "sqrt", "linalg.vector_norm", "special.i0e",
+        "special.i1", "special.i1e", "special.ndtri", "special.log_ndtr")},
+    "nn.functional.softmin.with_dtype": (["edges", "saved_wrong:_saved_result"],
+                                         LAST_BIT + "; the dtype cast is a node before the negation, torch's after"),
+    "svd_lowrank": (["saved_wrong:_saved_mat2", "saved_wrong:_saved_self"], "a randomized algorithm: factors' signs"),
+    "pca_lowrank": (["saved_wrong:_saved_mat2", "saved_wrong:_saved_self"], "a randomized algorithm: factors' signs"),
+    "nanmean": (["saved_wrong:_saved_other"], "torch divides by an int64 count, minilora by a float one"),
+    "diff": (["nograd"], "torch's graph ends in a copy into the prepended output; minilora's result is a leaf-free cat"),
+    **{name: (["name"], COMPOSED) for name in (
+        "combinations", "cholesky", "stft", "quantile", "nanquantile", "aminmax", "nn.functional.pad.circular",
+        "nn.functional.rrelu", "nn.functional.scaled_dot_product_attention", "einsum", "put", "unfold",
+        "unfold_copy", "trapz", "trapezoid", "cumulative_trapezoid", "kron", "logdet", "nn.functional.embedding_bag",
+        "nn.functional.ctc_loss", "nn.functional.nll_loss", "repeat_interleave", "nn.functional.pairwise_distance",
+        "linalg.vecdot", "linalg.cond", "linalg.lstsq", "linalg.lstsq.grad_oriented", "linalg.matrix_power",
+        "linalg.multi_dot", "linalg.tensorinv", "special.ndtr")},
+    **{name: (["edges"], COMPOSED) for name in (
+        "gradient", "masked_scatter", "nn.functional.margin_ranking_loss", "nn.functional.max_pool2d",
+        "nn.functional.bilinear", "vstack", "dstack", "inner", "nn.functional.multi_head_attention_forward",
+        "nn.functional.cosine_embedding_loss", "linalg.cross", "linalg.vander")},
+    "norm.nuc": (["edges"], "next_functions' output number: torch's edge to svd's singular values is (node, 1), "
+                            "minilora's multi-output nodes always say 0"),
+    "normal": (["name"], "torch's random ops are nodes of their input (NormalBackward3); minilora fills a new tensor"),
+    "bernoulli": (["name"], "torch's random ops are nodes of their input (BernoulliBackward0); minilora fills one"),
+}
+
+
+def plain(value):
+    """A saved value as plain Python, either library's (tensors as dtype, shape, values)."""
+    if hasattr(value, "detach"):
+        array = np.asarray(value.detach().numpy())
+        return (array.dtype.str, array.shape, array.tolist())
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "Size":
+        return tuple(plain(v) for v in value)
+    return value
+
+
+def first_node(value):
+    if hasattr(value, "grad_fn"):
+        return value if value.grad_fn is not None else None
+    for item in value if isinstance(value, (list, tuple)) else ():
+        found = first_node(item)
+        if found is not None:
+            return found
+    return None
+
+
+def graph_mismatches(op, sample):
+    """The kinds in which minilora's graph of one op_db sample differs from torch's (see KNOWN_MISMATCHES)."""
+    from test_opinfo_functional_r14 import convert, minilora_callable
+    torch.manual_seed(0)
+    theirs = first_node(op.op(sample.input, *sample.args, **sample.kwargs))
+    if theirs is None:
+        return []
+    first, args, kwargs = convert((sample.input, tuple(sample.args), dict(sample.kwargs)))
+    ml.manual_seed(0)
+    ours = first_node(minilora_callable(op, op.op)(first, *args, **kwargs))
+    if ours is None:
+        return ["nograd"]
+    theirs, ours = theirs.grad_fn, ours.grad_fn
+    if theirs.name() != ours.name():
+        return ["name"]
+    kinds = [] if graph(ours) == graph(theirs) else ["edges"]
+    for attribute in sorted(a for a in dir(theirs) if a.startswith("_saved_")):
+        try:
+            mine = getattr(ours, attribute)
+        except AttributeError:
+            continue  # (a refusal: minilora's node does not know it)
+        if plain(mine) != plain(getattr(theirs, attribute)):
+            kinds.append("saved_wrong:" + attribute)
+    for attribute in ("_saved_self", "_saved_other", "_saved_result", "_saved_input", "_saved_weight"):
+        if not hasattr(theirs, attribute) and hasattr(ours, attribute):
+            kinds.append("saved_extra:" + attribute)
+    return kinds
+
+
+def test_op_db_graphs_and_saved_values_are_torchs_or_listed():
+    import warnings
+    pytest.importorskip("expecttest")
+    from torch.testing._internal.common_methods_invocations import op_db
+    found = {}
+    for op in op_db:
+        if not op.supports_autograd or torch.float64 not in op.supported_dtypes("cpu"):
+            continue
+        key = op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                sample = next(iter(op.sample_inputs_func(op, "cpu", torch.float64, True)))
+                kinds = graph_mismatches(op, sample)
+            except Exception:  # (an op minilora or torch refuses on this sample: other files compare those)
+                continue
+        if kinds:
+            found[key] = kinds
+    listed = {key: kinds for key, (kinds, _) in KNOWN_MISMATCHES.items()}
+    assert {k: v for k, v in found.items() if listed.get(k) != v} == {}  # (new mismatches, or changed kinds)
+    assert sorted(set(listed) - set(found)) == []  # (fixed: take them off the list)

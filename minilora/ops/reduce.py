@@ -1162,9 +1162,18 @@ def logcumsumexp(input, dim):
 def nanmedian(input, dim=NO_DIM, keepdim=False):
     """``torch.nanmedian``: ``median`` of the elements that are not NaN (NaN where all are).
     Without ``dim`` the lower median of all elements (ties share the gradient, as ``median``);
-    with ``dim`` the named tuple ``(values, indices)``, each value's gradient to its index."""
-    from .index import _sort_order, median
+    with ``dim`` the named tuple ``(values, indices)``, each value's gradient to its index.
+    Shown as torch's one node of the input (NanmedianBackward0, 1 with ``dim``), whichever ops computed it."""
     dim = dim_given("nanmedian", dim)
+    result = _nanmedian(input, dim, keepdim)
+    values = result if dim is None else result[0]
+    if isinstance(input, Tensor) and is_floating(input.dtype):  # (an integer input: median's own node)
+        name_node(values, f"NanmedianBackward{int(dim is not None)}", input, graph=(input,))
+    return result
+
+
+def _nanmedian(input, dim, keepdim):
+    from .index import _sort_order, median
     if not is_floating(input.dtype):  # (no NaN to leave out: torch's median, under its own name)
         out = median(input) if dim is None else median(input, dim, keepdim)
         return out if dim is None else return_type("nanmedian")(*out)

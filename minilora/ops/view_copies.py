@@ -26,7 +26,7 @@ def _copied(view, input):
     copy = view.clone(memory_format=contiguous_format)
     if view is input or view.grad_fn is None:  # (the op handed the input back: no view node to name after)
         return copy
-    return name_node(copy, view.grad_fn.name() + "_copy")
+    return name_node(copy, view.grad_fn.name() + "_copy", input)  # (torch's one node: the input's edge)
 
 
 def copy_twin(view_op, name):
@@ -70,17 +70,24 @@ def alias_copy(input):
 
 def unsafe_split(tensor, split_size_or_sections, dim=0):
     """``torch.unsafe_split``: ``split``'s pieces (torch does not track them as views)."""
-    return S.split(tensor, split_size_or_sections, dim)
+    return _named_pieces(S.split(tensor, split_size_or_sections, dim), tensor, "UnsafeSplitBackward0")
 
 
 def unsafe_chunk(input, chunks, dim=0):
     """``torch.unsafe_chunk``: ``chunk``'s pieces (torch does not track them as views)."""
-    return S.chunk(input, chunks, dim)
+    return _named_pieces(S.chunk(input, chunks, dim), input, "UnsafeSplitBackward0")
 
 
 def unsafe_split_with_sizes(input, split_sizes, dim=0):
     """``torch.unsafe_split_with_sizes``: ``split_with_sizes``'s pieces."""
-    return S.split_with_sizes(input, split_sizes, dim)
+    return _named_pieces(S.split_with_sizes(input, split_sizes, dim), input, "UnsafeSplitWithSizesBackward0")
+
+
+def _named_pieces(pieces, input, name):
+    """Each piece's node named as torch's node for the unsafe form (the input's one edge, as split's)."""
+    for piece in pieces:
+        name_node(piece, name, input)
+    return pieces
 
 
 for _name in ("unsafe_split", "unsafe_chunk", "unsafe_split_with_sizes"):  # (torch's Tensor methods too)
