@@ -2588,7 +2588,8 @@ def _replace_values(dest, values, node):
     ``node``: torch's name for it (FillBackward2, ZeroBackward0), whose one edge is ``dest``'s."""
     from .ops.elementwise import ZeroGradientTo
     filled = ZeroGradientTo.apply(values.expand(*dest.shape), dest)
-    return name_node(filled, node, dest, graph=(dest,))
+    copies = node == "torch::autograd::CopyBackwards"  # (copy_'s second edge: its constant source's None)
+    return name_node(filled, node, dest, graph=(dest, None) if copies else (dest,))
 
 
 def _parse_to(args, kwargs):
