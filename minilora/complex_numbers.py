@@ -356,7 +356,7 @@ def _linear_ops():
             reduce.Mean, elementwise.Add, elementwise.Sub, elementwise.Neg, elementwise.Clone, elementwise.AsType,
             elementwise.Where, index.Gather, index.CumSum, index.IndexSelect, index.IndexAdd, index.Scatter,
             index.Repeat, index.IndexCopy, index.IndexFill, index.MaskedScatter, elementwise.AddScaled,
-            elementwise.ToDevice, nn.Pad, nn.Dropout]
+            elementwise.ToDevice, elementwise.ZeroGradientTo, nn.Pad, nn.Dropout]
 
 
 def _holomorphic_ops():

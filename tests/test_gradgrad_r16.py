@@ -376,3 +376,27 @@ def test_self_gradient_that_is_the_incoming_one_is_handed_on_as_torch(call):
         g, = lib.autograd.grad(y, x, v, create_graph=True)
         answers.append((g is v, flags(g), as_array(g).tolist()))
     assert answers[1] == answers[0]
+
+
+def test_einsum_of_complex_tensors_is_complex_and_differentiable_as_torch():
+    """minilora took a complex operand for an integer one: einsum('i->', z) was an int64 tensor without a grad_fn."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((2, 3)) + 1j * rng.standard_normal((2, 3))
+    b = rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))
+
+    def fn_of(lib):
+        return lambda x, y: (lib.einsum("ij,jk->ik", x, y), lib.einsum("i->", [x[0]]))
+    assert_twice_as_torch(fn_of, [a, b], [rng.standard_normal((2, 4)) + 1j * rng.standard_normal((2, 4)), 1 - 2j])
+
+
+@pytest.mark.parametrize("call", ["zero_", "fill_", "matrix_power_0"])
+def test_a_filled_complex_tensors_gradient_as_torch(call):
+    def fn_of(lib):
+        def filled(x):
+            if call == "matrix_power_0":
+                return lib.linalg.matrix_power(x, 0) + x
+            y = x * 2
+            return (y.zero_() if call == "zero_" else y.fill_(3.0 - 1j)) + x
+        return filled
+    values = np.array([[0.25 + 1j, 0.5], [0.75 - 2j, 0.125j]])
+    assert_twice_as_torch(fn_of, [values], [values[::-1].copy()])

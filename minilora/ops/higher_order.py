@@ -216,6 +216,7 @@ def _cat(ctx, g):
 class ScatterIndexed(Function):
     """GetItem's backward as an op: ``g`` put at ``index`` of zeros of ``shape`` (repeated indices
     add up). Its own gradient is ``g[index]`` again, so every order of derivative is recorded."""
+    complex_grad = True  # (a placement: linear with real coefficients, as GetItem)
 
     @staticmethod
     def forward(ctx, g, getitem_ctx):

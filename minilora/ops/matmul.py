@@ -403,7 +403,7 @@ def einsum(equation, *operands):
         raise RuntimeError(f"einsum(): operands must have the same dtype, got {sorted(dtypes)}")
     subs, output = _einsum_subscripts(equation, [x.ndim for x in operands])
     _check_label_sizes(operands, subs)
-    if operands and not is_floating(operands[0].dtype):
+    if operands and not is_floating(operands[0].dtype) and operands[0].dtype.kind != "c":  # (complex: as floats)
         operands = _integer_einsum_operands(operands, subs, output)
     operands, subs = zip(*(_diagonals(x, sub) for x, sub in zip(operands, subs)))
     out = Einsum.apply(*operands, subs=list(subs), output=output)
