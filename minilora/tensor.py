@@ -569,9 +569,28 @@ def _alpha(node):
     return node.__dict__.get("torch_alpha", 1)
 
 
+def _given(name, nodes):
+    """A reader of the value the call gave (shows_values) for the ``nodes`` it is torch's value on, in torch's
+    form: a dim list as a tuple, each negative dim as torch's node shows it (an int64 read back as uint64)."""
+    def read(node):
+        values = node.__dict__.get("torch_values")
+        if values is None or name not in values or node.name() not in nodes:
+            return _UNKNOWN
+        value = values[name]
+        if name != "dim":
+            return value
+        dims = (value,) if isinstance(value, int) else value
+        return tuple(int(d) % 2 ** 64 for d in dims)  # (torch's IntArrayRef getter: -1 -> 2**64 - 1)
+    return read
+
+
+_REDUCTIONS = ("SumBackward1", "MeanBackward1", "NansumBackward0")  # (their dim: a list, as torch's sum.dim_IntList)
+
+
 # torch's saved sizes and scalars minilora's nodes know, by torch's name (``grad_fn._saved_alpha``): each reader
 # answers for the nodes torch saves it on, _UNKNOWN elsewhere
-_SAVED_VALUES = {"self_sym_sizes": _self_sizes, "alpha": _alpha}
+_SAVED_VALUES = {"self_sym_sizes": _self_sizes, "alpha": _alpha,
+                 "dim": _given("dim", _REDUCTIONS), "keepdim": _given("keepdim", _REDUCTIONS)}
 
 
 def forward_ad_open():
@@ -601,6 +620,15 @@ def name_node(result, name, *inputs, graph=None):
             graph = inputs  # (the op's last node has other inputs than torch's: frac's trunc, deg2rad's number)
         if graph is not None:
             node.torch_graph = graph
+    return result
+
+
+def shows_values(result, **values):
+    """The sizes and scalars torch's node for this call saves, as the call gave them (``x.sum(-1)``'s
+    ``_saved_dim``, ``_saved_keepdim``): answered by the node's ``grad_fn._saved_<name>`` (see _SAVED_VALUES)."""
+    node = result._ctx
+    if node is not None:
+        node.torch_values = values
     return result
 
 

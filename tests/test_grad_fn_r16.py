@@ -170,6 +170,10 @@ SAVED_VALUES = [
     ("y = torch.sub(x, 2, alpha=3)", ["_saved_alpha"]),
     ("y = x - t", ["_saved_alpha"]),
     ("y = q.sum()", ["_saved_self_sym_sizes"]),
+    ("y = q.sum(-1)", ["_saved_dim", "_saved_keepdim", "_saved_self_sym_sizes"]),  # (dim -1: 2**64 - 1, as torch)
+    ("y = q.sum((0, 2), keepdim=True)", ["_saved_dim", "_saved_keepdim"]),
+    ("y = torch.mean(q, dim=[-2])", ["_saved_dim", "_saved_keepdim", "_saved_self_sym_sizes"]),
+    ("y = torch.nansum(q, 1)", ["_saved_dim", "_saved_keepdim"]),
     ("y = q.sum(1)", ["_saved_self_sym_sizes"]),
     ("y = q.mean()", ["_saved_self_sym_sizes"]),
     ("y = q.view(6, 4)", ["_saved_self_sym_sizes"]),

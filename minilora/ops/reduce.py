@@ -30,7 +30,7 @@ from .. import amp as _amp, float32_math, float32_sums, parallel, return_types, 
 from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
-from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch
+from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, shows_values
 from .elementwise import AsType, _is_16bit_float, _torch_sign, backward_in_float32, computes_in_float32
 from .index import _gather, cast_to_dtype_argument, cumulative, quiet_float_errors, return_type
 from .shape import NO_DIM, _dense, dim_given
@@ -701,7 +701,10 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
-    return name_node(Sum.apply(input, axis=dim, keepdims=keepdim), "SumBackward0" if dim is None else "SumBackward1")
+    if dim is None:
+        return name_node(Sum.apply(input, axis=dim, keepdims=keepdim), "SumBackward0")
+    return shows_values(name_node(Sum.apply(input, axis=dim, keepdims=keepdim), "SumBackward1"), dim=dim,
+                        keepdim=keepdim)
 
 
 @_numpy_aliases
@@ -734,7 +737,10 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
     if not is_floating(input.dtype) and input.dtype.kind != "c":  # (complex: linalg.eig's results)
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
                            f"floating point or complex dtype. Got: {input.dtype}")
-    return name_node(Mean.apply(input, axis=dim, keepdims=keepdim), "MeanBackward0" if dim is None else "MeanBackward1")
+    if dim is None:
+        return name_node(Mean.apply(input, axis=dim, keepdims=keepdim), "MeanBackward0")
+    return shows_values(name_node(Mean.apply(input, axis=dim, keepdims=keepdim), "MeanBackward1"), dim=dim,
+                        keepdim=keepdim)
 
 
 @_amp.autocasts
