@@ -127,6 +127,7 @@ OPS = {
     "atan2": (lambda L, F, x, y: L.atan2(x, y), [(3, 4), (3, 4)]),
     "hypot": (lambda L, F, x, y: L.hypot(x, y), [(3, 4), (3, 4)]),
     "logaddexp": (lambda L, F, x, y: L.logaddexp(x, y), [(3, 4), (3, 4)]),
+    "logaddexp2": (lambda L, F, x, y: L.logaddexp2(x, y), [(3, 4), (3, 4)]),
     "xlogy": (lambda L, F, x, y: L.xlogy(x, y), [(3, 4), (3, 4)], 0.5, 2),
     "fmod": (lambda L, F, x, y: L.fmod(x, y), [(3, 4), (3, 4)], 0.5, 2),
     "remainder": (lambda L, F, x, y: L.remainder(x, y), [(3, 4), (3, 4)], 0.5, 2),

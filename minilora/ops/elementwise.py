@@ -2403,6 +2403,35 @@ class LogAddExp(Function):
                     unbroadcast(g / (1 + xp.exp(ctx.a - ctx.b)), ctx.shapes[1]) if nb else None)
 
 
+@backward_in_float32
+class LogAddExp2(Function):
+    """``log2(2^a + 2^b)`` as torch's kernel: ``max + log1p(2^-|a - b|) * (1 / ln 2)``, the last product and sum
+    fused where its build fuses (float32: ``float32_math.logaddexp2``, SLEEF's exp2 and log1p, bit for bit);
+    equal infinities give themselves. Gradients ``g / (1 + 2^(b - a))`` and ``g / (1 + 2^(a - b))``, torch's."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        xp = xp_of(a if hasattr(a, "shape") else b)
+        ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
+        if xp is np and a.dtype == float32 and a.flags.c_contiguous and b.flags.c_contiguous:
+            return float32_math.logaddexp2(a, b)
+        with np.errstate(invalid="ignore", over="ignore"):  # (inf - inf: nan, replaced below)
+            scaled = xp.log1p(xp.exp2(-xp.abs(a - b)))
+            inv_ln2 = xp.full_like(scaled, 1 / math.log(2))
+            if xp is np and a.dtype == np.float64 and float32_math.FUSED_MULTIPLY_ADD:
+                out = float32_math.fused_multiply_add64(scaled, inv_ln2, xp.maximum(a, b))
+            else:
+                out = xp.maximum(a, b) + scaled * inv_ln2
+        return xp.where(xp.isinf(a) & (a == b), a, out)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (na, nb) = xp_of(g), ctx.needs_input_grad
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (unbroadcast(g / (1 + xp.exp2(ctx.b - ctx.a)), ctx.shapes[0]) if na else None,
+                    unbroadcast(g / (1 + xp.exp2(ctx.a - ctx.b)), ctx.shapes[1]) if nb else None)
+
+
 def logaddexp(input, other):
     """``torch.logaddexp``: ``log(exp(input) + exp(other))`` without overflow (floats only, as in
     torch: no kernel for integers or bools)."""

@@ -79,10 +79,7 @@ def logaddexp2(input, other):
     if not dtypes.is_floating(dtype):
         raise NotImplementedError(f"\"logaddexp2_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
     wide = dtypes.float32 if dtype.itemsize == 2 else dtype  # (16-bit: computed in float32, rounded once)
-    a, b = input.to(wide), other.to(wide)
-    # torch's kernel: max(a, b) + log1p(2^-|a - b|) / ln 2, and a itself where both are the same infinity
-    out = E.add(E.maximum(a, b), E.div(E.log1p(E.exp2(E.neg(E.abs(E.sub(a, b))))), math.log(2)))
-    out = E.where(E.logical_and(E.isinf(a), a == b), a, out).to(dtype)
+    out = E.LogAddExp2.apply(*E._promoted(input.to(wide), other.to(wide))).to(dtype)
     return name_node(out, "Logaddexp2Backward0", input, other)
 
 
