@@ -57,8 +57,8 @@ from .device import CHUNK, cache_slices, xp_of
 
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
-           "scalar_tail", "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish", "sigmoid",
-           "logaddexp", "logaddexp2",
+           "scalar_tail", "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
+           "sigmoid", "logaddexp", "logaddexp2",
            "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
            "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]

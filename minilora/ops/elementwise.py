@@ -2397,10 +2397,16 @@ class LogAddExp(Function):
 
     @staticmethod
     def backward(ctx, g):
-        xp, (na, nb) = xp_of(g), ctx.needs_input_grad
-        with np.errstate(over="ignore", invalid="ignore"):
-            return (unbroadcast(g / (1 + xp.exp(ctx.b - ctx.a)), ctx.shapes[0]) if na else None,
-                    unbroadcast(g / (1 + xp.exp(ctx.a - ctx.b)), ctx.shapes[1]) if nb else None)
+        return _log_add_exp_grads(ctx, g, xp_of(g).exp)
+
+
+def _log_add_exp_grads(ctx, g, power):
+    """logaddexp's (``power``: exp) and logaddexp2's (exp2) gradients, torch's: ``g / (1 + power(b - a))`` for
+    ``a``, ``g / (1 + power(a - b))`` for ``b``, each summed to its input's shape."""
+    na, nb = ctx.needs_input_grad
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (unbroadcast(g / (1 + power(ctx.b - ctx.a)), ctx.shapes[0]) if na else None,
+                unbroadcast(g / (1 + power(ctx.a - ctx.b)), ctx.shapes[1]) if nb else None)
 
 
 @backward_in_float32
@@ -2426,10 +2432,7 @@ class LogAddExp2(Function):
 
     @staticmethod
     def backward(ctx, g):
-        xp, (na, nb) = xp_of(g), ctx.needs_input_grad
-        with np.errstate(over="ignore", invalid="ignore"):
-            return (unbroadcast(g / (1 + xp.exp2(ctx.b - ctx.a)), ctx.shapes[0]) if na else None,
-                    unbroadcast(g / (1 + xp.exp2(ctx.a - ctx.b)), ctx.shapes[1]) if nb else None)
+        return _log_add_exp_grads(ctx, g, xp_of(g).exp2)
 
 
 def logaddexp(input, other):
