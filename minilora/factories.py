@@ -363,10 +363,14 @@ def is_laid_out_in(array, format):
 
 def strides_laid_out_in(shape, strides, format):
     """is_laid_out_in for a tensor of these sizes and strides (in elements): torch's
-    compute_channels_last_contiguous rule (an empty tensor's strides are torch's, not NumPy's)."""
-    if format not in _CHANNELS_LAST:
+    compute_channels_last_contiguous rule (an empty tensor's strides are torch's, not NumPy's); format None:
+    C order (compute_contiguous's rule, for a tensor with elements)."""
+    if format is None:
+        rank, order = len(shape), range(len(shape))
+    elif format not in _CHANNELS_LAST:
         raise TypeError(f"memory_format must be a torch.memory_format, not {type(format).__name__}")
-    rank, order = _CHANNELS_LAST[format]
+    else:
+        rank, order = _CHANNELS_LAST[format]
     if len(shape) != rank:
         return False
     step = 1
@@ -400,6 +404,50 @@ def in_iterator_layout(out, inputs):
     return known_layout(out, order)
 
 
+def iterator_strides(shape, operands):
+    """torch's strides of the new result of shape ``shape`` of a TensorIterator (an elementwise op) over
+    inputs of these ``operands`` ((sizes, strides) each, in elements, torch's own strides for the dimensions
+    of size 1; a Python number the op wraps into a 0-d tensor as ((), ())). ATen's TensorIteratorBase: where
+    every input has the result's shape, its fast setup (all contiguous: contiguous; all channels_last:
+    channels_last; all non-overlapping and dense with one set of strides: those strides); else
+    compute_strides (a broadcast dimension's stride 0) and reorder_dimensions' order (iterator_order), the
+    strides compatible_stride gives that order (a size 0 multiplying by 0), contiguous when it is C order."""
+    ndim = len(shape)
+    if ndim < 2:
+        return contiguous_strides(shape)
+    if operands and all(tuple(sizes) == tuple(shape) for sizes, _ in operands):
+        if all(_is_contiguous(sizes, strides) for sizes, strides in operands):
+            return contiguous_strides(shape)
+        for format, (rank, order) in _CHANNELS_LAST.items():
+            if ndim == rank and all(strides_laid_out_in(sizes, strides, format) for sizes, strides in operands):
+                return _compatible_strides(shape, order)
+        first = tuple(operands[-1][1])  # (ATen checks from the last input on and copies its strides)
+        if all(tuple(strides) == first for _, strides in operands) and _non_overlapping_and_dense(shape, first):
+            return first
+    broadcast = []
+    for sizes, strides in operands:
+        lead = ndim - len(sizes)
+        broadcast.append((0,) * lead + tuple(0 if n == 1 and shape[lead + i] != 1 else s
+                                             for i, (n, s) in enumerate(zip(sizes, strides))))
+    order = iterator_order(shape, broadcast)
+    return contiguous_strides(shape) if order == tuple(range(ndim)) else _compatible_strides(shape, order)
+
+
+def _is_contiguous(shape, strides):
+    """torch's is_contiguous (compute_contiguous): the dimensions longer than 1 in C order; any empty tensor."""
+    return 0 in shape or strides_laid_out_in(shape, strides, None)
+
+
+def _compatible_strides(shape, order):
+    """ATen's compatible_stride (and get_channels_last_strides): dense strides for ``order`` (outermost
+    first) where a dimension of size 0 multiplies the next one's stride by 0 (dense_strides counts it as 1)."""
+    strides, step = [0] * len(shape), 1
+    for axis in reversed(order):
+        strides[axis] = step
+        step *= shape[axis]
+    return tuple(strides)
+
+
 def suggested_format(array):
     """torch's suggest_memory_format: channels_last (channels_last_3d) for a 4-D (5-D) tensor laid out
     with its channels innermost, else contiguous_format."""
@@ -412,17 +460,26 @@ def suggested_format(array):
 _KNOWN_LAYOUTS = weakref.WeakValueDictionary()  # id(array) -> array: see known_layout
 
 
-_LAYOUT_ORDERS = {}  # id(array) -> (weak reference to the array, order): see known_layout
+_LAYOUT_ORDERS = {}  # id(array) -> (weak reference to the array, order, torch's strides): see known_layout
 
 
-def known_layout(array, order=None):
+def known_layout(array, order=None, strides=None):
     """Mark ``array`` (a result just made) as laid out as torch lays out the same result, so that
     ``stride()`` may report its strides (NumPy's layout of other non-contiguous results may not be
     torch's: stride() refuses those). ``order``: the dimensions, outermost first, torch lays it out in;
     then ``stride()`` answers torch's strides for it (dense_strides) even where dimensions of size 1
     leave NumPy's flags and strides ambiguous (a channels_last [N, C, 1, 1] result, which NumPy calls
-    C-contiguous). Returns ``array``."""
-    if order is not None and tuple(order) != tuple(range(array.ndim)):
+    C-contiguous). ``strides``: torch's own strides, where they are not dense_strides of an order (a
+    TensorIterator result's dimensions of size 1 or 0: iterator_strides), or why they are not known (a
+    refusal's message: stride() raises it). Returns ``array``."""
+    if isinstance(strides, str):
+        _remember_order(array, None, strides)
+    elif strides is not None:
+        if tuple(strides) != contiguous_strides(array.shape):
+            _remember_order(array, preserved_order(array.shape, strides), tuple(strides))
+        else:  # (an order told before, by a step of the op that did not know the inputs' strides)
+            _LAYOUT_ORDERS.pop(id(array), None)
+    elif order is not None and tuple(order) != tuple(range(array.ndim)):
         _remember_order(array, tuple(order))
     if not array.flags.c_contiguous:
         try:
@@ -437,14 +494,16 @@ def layout_is_known(array):
     return _KNOWN_LAYOUTS.get(id(array)) is array
 
 
-def _remember_order(array, order):
+def _remember_order(array, order, strides=None):
     key = id(array)
 
     def forget(ref):
         if _LAYOUT_ORDERS.get(key, (None,))[0] is ref:
             del _LAYOUT_ORDERS[key]
+    _tensor_module._layouts_remembered = True  # (Function.apply looks at its inputs' layouts from now on)
     try:
-        _LAYOUT_ORDERS[key] = (weakref.ref(array, forget), order)
+        _LAYOUT_ORDERS[key] = (weakref.ref(array, forget), order,
+                               dense_strides(array.shape, order) if strides is None else strides)
     except TypeError:  # (an array type without weak references: stride() stays cautious)
         pass
 
@@ -502,14 +561,69 @@ def like_view_strides(result, input, memory_format=None):
             input._base is None and shared_strides_kept(input) is None):
         return result
     answer = strides_answer(input.stride)
-    if not isinstance(answer, str) and not _non_overlapping_and_dense(input._array.shape, answer):
-        answer = dense_strides(input._array.shape, preserved_order(input._array.shape, answer))
+    if not isinstance(answer, str):
+        answer = preserved_strides(input._array.shape, answer)
     array = result._array
     if not isinstance(answer, str) and any(n > 1 and s != a // array.itemsize
                                            for n, s, a in zip(array.shape, answer, array.strides)):
         answer = "stride(): minilora laid this copy out otherwise than torch; call .contiguous() first"
     share_strides(result, answer)
     return result
+
+
+def preserved_strides(shape, strides):
+    """torch's strides of a preserve_format copy (empty_like, clone, ``.to(dtype)``) of a tensor with these
+    strides: the same where they are non-overlapping and dense (as any empty tensor's are to torch), else dense
+    in their order (infer_dense_strides)."""
+    if 0 in shape or _non_overlapping_and_dense(shape, strides):
+        return tuple(strides)
+    return dense_strides(shape, preserved_order(shape, strides))
+
+
+def iterator_result(out, inputs, rule, number_operands=()):
+    """``out`` (the array NumPy made for an elementwise op's result over ``inputs``: Tensors and numbers)
+    laid out, and marked (known_layout), as torch lays out that result from inputs whose strides minilora
+    knows: rule "elementwise" (a TensorIterator's result: iterator_strides, the numbers at positions
+    ``number_operands`` being 0-d tensors there) or "preserve" (a preserve_format copy of the first input:
+    preserved_strides). None where an input's strides are not known (its stride() refuses)."""
+    operands = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor):
+            strides = strides_answer(x.stride)
+            if isinstance(strides, str):  # (torch's strides of the result's dimensions of size 1 depend on them)
+                if all(n > 1 for n in out.shape):
+                    return None
+                arrays = [getattr(a, "_array", a) for a in inputs if getattr(a, "ndim", 0)]  # (NumPy's strides: the order, as near
+                return known_layout(in_iterator_layout(out, arrays), strides=strides)  # as minilora can tell)
+            operands.append((tuple(x._array.shape), strides))
+        elif getattr(x, "ndim", 0):  # (an op's own array: its strides are NumPy's, known where C order)
+            if not x.flags.c_contiguous:
+                return None
+            operands.append((tuple(x.shape), contiguous_strides(x.shape)))
+        elif i in number_operands and isinstance(x, (builtins.bool, builtins.int, builtins.float, builtins.complex,
+                                                          np.generic, np.ndarray)):
+            operands.append(((), ()))  # (a number, or the 0-d array an op made of it)
+    if not operands:
+        return None
+    if rule == "preserve":
+        strides = preserved_strides(*operands[0])
+    else:
+        strides = iterator_strides(out.shape, operands)
+    return laid_out_in_strides(out, strides)
+
+
+def laid_out_in_strides(out, strides):
+    """``out`` (a new array) laid out in memory as a tensor of these strides (in elements; its dimensions
+    longer than 1 dense in their order), copied where NumPy laid it out otherwise, and marked so that stride()
+    answers ``strides`` (known_layout)."""
+    shape = out.shape
+    if out.size and any(n > 1 and s != a // out.itemsize for n, s, a in zip(shape, strides, out.strides)):
+        order = preserved_order(shape, strides)
+        buffer = xp_of(out).empty(tuple(shape[i] for i in order), out.dtype)
+        laid_out = buffer.transpose(tuple(np.argsort(order)))
+        laid_out[...] = out
+        out = laid_out
+    return known_layout(out, strides=strides)
 
 
 def _non_overlapping_and_dense(shape, strides):
@@ -526,6 +640,19 @@ def known_order(array):
     """The order, outermost dimension first, known_layout was told ``array`` is laid out in (None if none)."""
     entry = _LAYOUT_ORDERS.get(id(array))
     return entry[1] if entry is not None and entry[0]() is array else None
+
+
+def known_strides(array):
+    """torch's strides of ``array`` as known_layout was told them (by an order or as strides; None if neither;
+    a refusal's message where they are not known)."""
+    entry = _LAYOUT_ORDERS.get(id(array))
+    return entry[2] if entry is not None and entry[0]() is array else None
+
+
+def contiguous_strides(shape):
+    """torch's strides of a contiguous tensor: the last dimension 1, each other the product of the
+    sizes after it (a size-0 dimension counting as 1)."""
+    return dense_strides(shape, range(len(shape)))
 
 
 def dense_strides(shape, order):
@@ -591,7 +718,8 @@ def _composed_result_layout(t, input, format):
     layout is that one, else as of unknown layout."""
     array, view = t._array, t._base is not None and t._base is not input and t._base is not input._base
     if format is contiguous_format and array.flags.c_contiguous and not view:
-        _UNKNOWN_LAYOUTS.pop(id(array), None)  # (an inner op's mark: the whole op's layout is known)
+        _UNKNOWN_LAYOUTS.pop(id(array), None)  # (an inner op's marks: the whole op's layout is known)
+        _LAYOUT_ORDERS.pop(id(array), None)
         return
     if format is not contiguous_format and is_laid_out_in(array, format):
         order = layout_order(array, format)

@@ -855,11 +855,15 @@ class Function:
     complex_grad = False  # does ``backward`` take a complex gradient? True, "holomorphic" or False (see
     # _complex_node_backward; minilora.complex_numbers sets it)
     # torch's layout of the result when an input is channels_last (see _torch_layout): "elementwise" (the
-    # TensorIterator's rule: the inputs' order of strides), "suggested" (the first input's suggested memory
+    # TensorIterator's rule: the inputs' order of strides), "preserve" (a preserve_format copy of the first
+    # input: .to(dtype)), "suggested" (the first input's suggested memory
     # format: conv2d, the 2-D pools, constant pads), "contiguous" (softmax, layer_norm, cumsum: torch's CPU kernels
     # write a contiguous result), "own" (forward lays it out itself: clone); None: the
     # layout is not known, so stride() and is_contiguous() refuse a C-contiguous result
     torch_layout = None
+    # the positions of the inputs that are a 0-d tensor operand of torch's TensorIterator when given as a
+    # Python number ("elementwise" ops: ``x + 1`` wraps the 1, ``x ** 2`` and ``x.clamp(0, 1)`` do not)
+    torch_number_operands = ()
 
     @staticmethod
     def forward(ctx, *arrays, **options):
@@ -892,6 +896,9 @@ class Function:
         dev = None
         arrays, needs, parents = [], [], []  # parents: each input's node now (kept if recorded)
         changed = False  # has an input been changed in place before (a version other than 0)?
+        # may an input's strides not be NumPy's C order (a view, or some array's torch strides were told to
+        # factories.known_layout)? Then an elementwise result is laid out from them (_torch_layout)
+        strided = _layouts_remembered
         narrow = False  # a 16-bit input? (then NumPy's overflow/invalid/divide warnings are silenced)
         for x in inputs:
             if isinstance(x, Tensor):
@@ -901,6 +908,8 @@ class Function:
                         _refresh_view(x)  # its base changed in place since the view's node was made
                     if counter[0]:
                         changed = True
+                    if x._base is not None:
+                        strided = True
                 if dev is None:
                     dev = x._device
                 elif x._device is not dev:
@@ -941,8 +950,8 @@ class Function:
             raise ShapeError(f"{cls.__name__}: {exc}") from None
         if type(out) is not np.ndarray and isinstance(out, np.generic):  # NumPy turns 0-d results
             out = np.asarray(out)  # into scalars; keep arrays
-        if out.ndim > 3:  # (channels_last is 4-D or 5-D: one check on the hot path)
-            out = _torch_layout(cls, ctx, out, arrays, options)
+        if out.ndim > 3 or strided and out.ndim:  # (channels_last is 4-D or 5-D: one check on the hot path)
+            out = _torch_layout(cls, ctx, out, arrays, options, inputs if strided else None)
         # Only a result that is an input's array, or a view of some array, can be a view of an input:
         # a fresh result (almost every op) skips the search.
         fresh = out.base is None
@@ -973,12 +982,22 @@ class Function:
 
 
 _unknown_layouts_made = False  # has factories.unknown_layout marked any array? (_torch_layout's quick exit)
+_layouts_remembered = False  # has factories.known_layout been told any array's torch strides? (Function.apply)
 
 
-def _torch_layout(cls, ctx, out, arrays, options):
-    """``out`` (a 4-D or 5-D result) laid out as torch lays it out when an input is channels_last or of
-    unknown layout, by ``cls.torch_layout``'s rule; a result minilora has no rule for is marked
-    unknown (factories.unknown_layout: stride() refuses it) rather than claimed C-contiguous."""
+def _torch_layout(cls, ctx, out, arrays, options, strided_inputs=None):
+    """``out`` (a 4-D or 5-D result, or any result from ``strided_inputs``: inputs among which may be a
+    view or a tensor whose strides are not C order) laid out as torch lays it out when an input is
+    channels_last or of unknown layout, by ``cls.torch_layout``'s rule; a result minilora has no rule for is
+    marked unknown (factories.unknown_layout: stride() refuses it) rather than claimed C-contiguous."""
+    if strided_inputs is not None and cls.torch_layout in ("elementwise", "preserve") and not options.get("contiguous"):
+        laid_out = _iterator_result(out, strided_inputs, cls.torch_layout, cls.torch_number_operands)
+        if laid_out is not None:
+            if laid_out is not out:
+                _resave_output(ctx, out, laid_out)
+            return laid_out
+    if out.ndim < 4:
+        return out
     for a in arrays:  # the common case first, cheaply: C-contiguous inputs and no unknown layout anywhere
         if type(a) is np.ndarray and a.ndim > 3 and not a.flags.c_contiguous:
             break
@@ -1002,7 +1021,7 @@ def _torch_layout(cls, ctx, out, arrays, options):
         laid_out = out if out.flags.c_contiguous else np.ascontiguousarray(out)
     elif rule is None or unknown:
         return factories.unknown_layout(out)
-    elif rule == "elementwise":
+    elif rule in ("elementwise", "preserve"):
         laid_out = factories.in_iterator_layout(out, inputs)
     else:  # "suggested": the first input's memory format (channels_last where its rank is the result's)
         format = factories.suggested_format(inputs[0])
@@ -1015,6 +1034,27 @@ def _torch_layout(cls, ctx, out, arrays, options):
     if laid_out is not out:
         _resave_output(ctx, out, laid_out)
     return laid_out
+
+
+def _iterator_result(out, inputs, rule="elementwise", number_operands=(0, 1, 2)):
+    """An elementwise op's result (rule: Function.torch_layout) laid out from its inputs' torch strides
+    (factories.iterator_result), or None where NumPy's is torch's already (every input a tensor of C order,
+    as NumPy's result) or minilora does not know an input's strides."""
+    factories = sys.modules[__package__ + ".factories"]
+    base = out.base
+    if any(isinstance(x, Tensor) and (out is x._array or base is not None and (
+            base is x._array or base is x._array.base)) for x in inputs):
+        return None  # (a view of an input)
+    if _unknown_layouts_made and any(isinstance(x, Tensor) and x._layout_unknown() for x in inputs):
+        return None  # (_torch_layout marks the result unknown too)
+    for x in inputs:
+        if isinstance(x, Tensor) and (x._base is not None or not x._array.flags.c_contiguous
+                                      or factories.known_strides(x._array) is not None
+                                      or factories.shared_strides_kept(x) is not None):
+            break
+    else:
+        return None
+    return factories.iterator_result(out, inputs, rule, number_operands)
 
 
 # ---- hooks on saved tensors (torch.autograd.graph.saved_tensors_hooks; the API is in autograd.py) ----
@@ -1734,7 +1774,8 @@ class Tensor:
             if factories.is_laid_out_in(self._array, memory_format) and not self._layout_unknown():
                 return self
             return ops.clone(self, memory_format=memory_format)  # (which refuses another rank)
-        if self._array.flags.c_contiguous and not self._layout_unknown():
+        if self._array.flags.c_contiguous and not self._layout_unknown() and not isinstance(
+                factories.known_strides(self._array), str):  # (strides minilora cannot tell: a copy's are C order)
             return self
         return ops.clone(self, memory_format=factories.contiguous_format)
 
@@ -2399,7 +2440,12 @@ class Tensor:
                 raise
             raise ShapeError(f"{op.__name__}: {exc}") from None
         # (a ufunc of 0-d arrays returns a NumPy scalar: as a tensor's array it broke .numpy(), fill_, save)
-        return Tensor._make(self._device.xp.asarray(out), self._device, False, None)
+        out = self._device.xp.asarray(out)
+        if out.ndim and (_layouts_remembered or self._base is not None
+                             or isinstance(other, Tensor) and other._base is not None):
+            laid_out = _iterator_result(out, (self, other))  # (a TensorIterator's result, as add's)
+            out = out if laid_out is None else laid_out
+        return Tensor._make(out, self._device, False, None)
 
     def __lt__(self, other): return self._ordered(other, np.less, "lt")
     def __le__(self, other): return self._ordered(other, np.less_equal, "le")

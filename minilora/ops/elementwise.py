@@ -164,6 +164,7 @@ def iterator_layout(cls):
     binary = list(inspect.signature(forward).parameters) == ["ctx", "a", "b"]
     cls.forward = staticmethod(laid_out_binary if binary else laid_out)
     cls.torch_layout = "elementwise"  # (from a channels_last input too: Function.torch_layout)
+    cls.torch_number_operands = (0, 1, 2)  # (x + 1: torch wraps the number into a 0-d tensor operand)
     return cls
 
 
@@ -1163,7 +1164,8 @@ def where(condition, input=None, other=None):
     if not hasattr(input, "_array") and not hasattr(other, "_array"):  # two numbers: one a tensor
         input = condition.new_tensor(checked_number(input, dtype), dtype=dtype)  # on condition's device
     input, other = (_number_in(dtype, x, xp_of(cond)) for x in (input, other))
-    return Where.apply(cond, *_promoted(input, other))
+    # (the condition as a tensor: its strides take part in torch's layout of the result, Function.torch_layout)
+    return Where.apply(condition if isinstance(condition, Tensor) else cond, *_promoted(input, other))
 
 
 def _number_in(dtype, value, xp):
@@ -2474,5 +2476,12 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
 # torch's layout of a result from a channels_last input (Function.torch_layout): these unary ops are
 # TensorIterator kernels, their result in the input's order of strides (the binary ones: iterator_layout)
 for _op in (Tanh, Sigmoid, Relu, Elu, Hardswish, Hardsigmoid, LeakyRelu, Softplus, Mish, Gelu, Silu, Abs, Exp,
-            Neg, Clamp, AsType):
+            Neg, Clamp, Log, Sqrt, Rsqrt, Erf, Sin, Cos, Sign, Log1p, Expm1, Logit, LogBase, Pointwise, Pow, _Rounding):
     _op.torch_layout = "elementwise"
+# binary TensorIterator ops whose forward NumPy lays out itself: a Python number is a 0-d tensor operand
+for _op in (Div, AddScaled, RoundedDiv, Remainder, XLogY, LogAddExp, FusedMulAdd):
+    _op.torch_layout, _op.torch_number_operands = "elementwise", (0, 1, 2)
+Lerp.torch_number_operands = (0, 1)  # (lerp's number weight is no operand: lerp.Scalar)
+Pow.torch_number_operands = ()  # (pow.Tensor_Scalar is a unary iterator; number ** tensor is contiguous)
+# .to(dtype) and nan_to_num copy into empty_like(input) (preserve_format: the input's strides where dense)
+AsType.torch_layout = NanToNum.torch_layout = "preserve"

@@ -372,8 +372,8 @@ def _cross_entropy_rows(logits, targets, valid, probs, losses):
 class RMSNorm(Function):
     """``y = w * x / rms(x)`` with ``rms(x) = sqrt(mean(x^2) + eps)`` over the trailing ``width``
     elements of each row (``normalized_shape`` flattened; ``weight`` too).
-    From a channels_last input torch's composite's result keeps the input's order of strides (its
-    elementwise ops: Function.torch_layout).
+    From a channels_last input torch's result is channels_last, from any other layout contiguous (its
+    input's suggested memory format: Function.torch_layout; ``x.permute(0, 2, 1, 3)``'s is contiguous).
 
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
     ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
@@ -383,7 +383,7 @@ class RMSNorm(Function):
     weight, ...): this one node keeps its normalised input and ``r`` as arrays of its own, not packed
     (pinned in tests/test_views_r8.py).
     """
-    torch_layout = "elementwise"
+    torch_layout = "suggested"
 
     @staticmethod
     def forward(ctx, x, weight, *, eps, width):

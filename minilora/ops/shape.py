@@ -11,7 +11,7 @@ from ..dtypes import float32, int_argument, int_arguments, is_floating, result_t
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper, _without_leading_ones  # (where an array's memory lies; as_strided's views)
 from ..factories import share_strides, shared_strides, strides_answer
-from ..factories import (channels_last, dense_strides, in_layout_of, int_sizes, known_order, laid_out_copy,
+from ..factories import (channels_last, contiguous_strides, in_layout_of, int_sizes, known_strides, laid_out_copy,
                          layout_is_known, layout_is_unknown, layout_order)
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
@@ -46,8 +46,12 @@ def _check_inferred_sizes(shape):
 
 
 class Reshape(Function):
+    """view, reshape, flatten, unflatten, unsqueeze and squeeze: one NumPy reshape. ``torch_op`` records which
+    torch op the view is, whose rule gives its strides (_reshaped_strides): "view" (ATen's computeStride),
+    ("unsqueeze", dim) or ("squeeze", dropped dims); None from minilora's own uses."""
+
     @staticmethod
-    def forward(ctx, a, shape):
+    def forward(ctx, a, shape, torch_op=None):
         ctx.shape = a.shape
         try:
             out = a.reshape(shape)
@@ -356,13 +360,13 @@ def reshape(input, *shape, **by_name):
     return _reshape(input, one_by_one("reshape", shape, by_name, "shape") if by_name else shape)
 
 
-def _reshape(input, shape):
+def _reshape(input, shape, torch_op="view"):
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, np.integer, Tensor)):
         int_arguments("view", "size", shape)  # (x.view(5.0): torch's TypeError)
         # x.view(torch.int32) reinterprets the bytes in torch; minilora does not do that
         raise NotImplementedError(f"view/reshape to a dtype ({shape[0]}) reinterprets bits in torch "
                                   f"and is not supported by minilora; x.to(dtype) converts the values")
-    return Reshape.apply(input, shape=_shape_arg(shape))
+    return Reshape.apply(input, shape=_shape_arg(shape), torch_op=torch_op)
 
 
 def view(input, *shape, **by_name):
@@ -711,7 +715,8 @@ def expand(input, *sizes, **by_name):
 def unsqueeze(input, dim):
     """A size-1 dimension inserted at ``dim`` (``-1``: after the last)."""
     (dim,) = _dims((int_argument("unsqueeze", "dim", dim),), input.ndim + 1)
-    return name_node(reshape(input, input.shape[:dim] + (1,) + input.shape[dim:]), "UnsqueezeBackward0", input)
+    return name_node(_reshape(input, input.shape[:dim] + (1,) + input.shape[dim:], ("unsqueeze", dim)),
+                     "UnsqueezeBackward0", input)
 
 
 def squeeze(input, dim=NO_DIM):
@@ -719,12 +724,14 @@ def squeeze(input, dim=NO_DIM):
     1 (others are kept, as in torch)."""
     dim = dim_given("squeeze", dim)
     if dim is None:
-        return name_node(reshape(input, tuple(n for n in input.shape if n != 1)), "SqueezeBackward0", input)
+        drop = tuple(i for i, n in enumerate(input.shape) if n == 1)
+        return name_node(_reshape(input, tuple(n for n in input.shape if n != 1), ("squeeze", drop)),
+                         "SqueezeBackward0", input)
     several = isinstance(dim, (tuple, list))  # torch: SqueezeBackward2 for a tuple of dims, 1 for one dim
     dims = _distinct_dims(int_arguments("squeeze", "dim", tuple(dim)) if several
                           else (int_argument("squeeze", "dim", dim),), input.ndim)
-    drop = {d for d in dims if input.ndim and input.shape[d] == 1}
-    return name_node(reshape(input, tuple(n for i, n in enumerate(input.shape) if i not in drop)),
+    drop = tuple(sorted({d for d in dims if input.ndim and input.shape[d] == 1}))
+    return name_node(_reshape(input, tuple(n for i, n in enumerate(input.shape) if i not in drop), ("squeeze", drop)),
                      f"SqueezeBackward{2 if several else 1}", input)
 
 
@@ -1168,11 +1175,13 @@ def stride(input, dim=None):
     if input._base is not None and not all(n > 1 for n in array.shape) and layout_is_followed(input):
         strides = _view_strides(input)  # (a size-1 or size-0 dimension's stride is the view op's own)
         return strides if dim is None else strides[_dims((dim,), input.ndim)[0]]
-    order = known_order(array) if input._base is None else None
-    if order is not None and layout_is_followed(input):  # (torch's, dimensions of size 1 included)
-        strides = dense_strides(array.shape, order)
+    known = known_strides(array) if input._base is None else None
+    if isinstance(known, str):  # (a result of inputs whose strides minilora does not know: factories.iterator_result)
+        raise NotImplementedError(known)
+    if known is not None and layout_is_followed(input):  # (torch's, dimensions of size 1 included)
+        strides = known
     elif layout_is_followed(input) and array.flags.c_contiguous:
-        strides = _contiguous_strides(array.shape)
+        strides = contiguous_strides(array.shape)
     elif layout_is_followed(input) and (_is_strided_wrapper(array.base) or (
             (input._base is not None or layout_is_known(array)) and all(n > 1 for n in array.shape))):
         strides = tuple(s // array.itemsize for s in array.strides)  # (as_strided's: the strides it was given)
@@ -1253,8 +1262,17 @@ def _unsqueezed_stride(sizes, strides, axis):
 
 def _reshaped_strides(shape, strides, new_shape, options):
     """view/reshape/flatten/unflatten (torch's computeStride), unsqueeze and squeeze each have their
-    own rule, and minilora's Reshape serves them all: where the rules that could have made this shape
-    disagree, None."""
+    own rule, and minilora's Reshape serves them all: the rule of the torch op the view records
+    (Reshape's ``torch_op``); for one of minilora's own reshapes, where the rules that could have made this
+    shape disagree, None."""
+    torch_op = options.get("torch_op")
+    if torch_op == "view":
+        return _computed_strides(shape, strides, new_shape)
+    if torch_op is not None and torch_op[0] == "unsqueeze":
+        d = torch_op[1]
+        return strides[:d] + (_unsqueezed_stride(shape, strides, d),) + strides[d:]
+    if torch_op is not None:  # (squeeze: the dimensions it dropped)
+        return tuple(s for k, s in enumerate(strides) if k not in torch_op[1])
     candidates = {_computed_strides(shape, strides, new_shape)}
     if len(new_shape) == len(shape) + 1:  # unsqueeze(d)?
         candidates |= {strides[:d] + (_unsqueezed_stride(shape, strides, d),) + strides[d:]
@@ -1273,7 +1291,7 @@ def _computed_strides(shape, strides, new_shape):
     each laid over a run of old dimensions that are contiguous with each other (None: not a view). Without
     elements any strides would do: ATen keeps the old ones for the same shape, else gives contiguous ones."""
     if math.prod(shape) == 0:
-        return tuple(strides) if tuple(shape) == tuple(new_shape) else _contiguous_strides(new_shape)
+        return tuple(strides) if tuple(shape) == tuple(new_shape) else contiguous_strides(new_shape)
     new_strides = [0] * len(new_shape)
     view_d = len(new_shape) - 1
     chunk_stride, tensor_numel, view_numel = (strides[-1] if strides else 1), 1, 1
@@ -1338,22 +1356,11 @@ def layout_is_followed(input):
     if base is None:
         return True
     storage = base._array
-    order = known_order(storage)  # (where NumPy's strides of size-1 dimensions are not torch's, a view's are not)
-    if order is not None and dense_strides(storage.shape, order) != tuple(s // storage.itemsize
-                                                                          for s in storage.strides):
+    known = known_strides(storage)  # (where NumPy's strides of size-1 dimensions are not torch's, a view's are not)
+    if known is not None and known != tuple(s // storage.itemsize for s in storage.strides):
         return False
     return not layout_is_unknown(storage) and (storage.flags.c_contiguous or layout_is_known(storage)
                                                or _is_strided_wrapper(storage.base))
-
-
-def _contiguous_strides(shape):
-    """torch's strides of a contiguous tensor: the last dimension 1, each other the product of the
-    sizes after it (a size-0 dimension counting as 1)."""
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= max(n, 1)
-    return tuple(reversed(strides))
 
 
 # ---- as_strided: any view of a tensor's storage, by sizes, strides and storage offset -------------
@@ -1739,8 +1746,12 @@ def _at_least(ndim, tensors):
         if len(shape) >= ndim:  # (torch hands the tensor itself back)
             grown.append(t)
             continue
-        shape = {0: (1,) * ndim, 1: (1,) + shape + (1,) * (ndim - 2)}.get(len(shape), shape + (1,))
-        grown.append(reshape(t, shape))
+        if not shape:
+            grown.append(reshape(t, (1,) * ndim))
+            continue
+        # (torch's ATen: unsqueeze(0) in front of a vector, unsqueeze(-1) behind for 3-D: their nodes and strides)
+        grown.append(unsqueeze(unsqueeze(t, 0), -1) if len(shape) == 1 and ndim == 3
+                     else unsqueeze(t, 0) if len(shape) == 1 else unsqueeze(t, -1))
     return tuple(grown) if many else grown[0]
 
 
