@@ -266,7 +266,7 @@ KNOWN_MISMATCHES = {
         "linalg.vecdot", "linalg.cond", "linalg.multi_dot", "linalg.tensorinv", "special.ndtr")},
     **{name: (["edges"], COMPOSED) for name in (
         "gradient", "masked_scatter", "nn.functional.margin_ranking_loss", "nn.functional.max_pool2d",
-        "nn.functional.bilinear", "vstack", "dstack", "inner", "nn.functional.multi_head_attention_forward",
+        "nn.functional.bilinear", "vstack", "inner", "nn.functional.multi_head_attention_forward",
         "nn.functional.cosine_embedding_loss", "linalg.cross", "linalg.vander")},
     "norm.nuc": (["edges"], "next_functions' output number: torch's edge to svd's singular values is (node, 1), "
                             "minilora's multi-output nodes always say 0"),
