@@ -607,12 +607,24 @@ def _zeros_beside(g):
 
 
 def _angle_graph(ctx, g):
-    """A real input's angle is piecewise constant: a zero gradient (a complex input's: refused by name, as the
-    recorded pass is real only)."""
-    if ctx.z.dtype.kind == "c":
-        from .ops import higher_order
-        higher_order._refuse(ctx)
-    return _zeros_beside(g)
+    """A real input's angle is piecewise constant: a zero gradient. A complex z's: torch's angle_backward on ops,
+    ``where(z == 0, 0, g z / |z|^2 i)`` (so its derivative at z = 0 is torch's nan: 0 through where times inf)."""
+    if ctx.z.dtype.kind != "c":
+        return _zeros_beside(g)
+    from .ops.higher_order import _constant
+    z = ctx.inputs[0]
+    return ops.where(_constant(ctx.z == 0, g), 0.0, g * z / z.abs() ** 2 * 1j)
+
+
+def _sgn_graph(ctx, g):
+    """sgn of a complex z: torch's sgn_backward on ops, ``(g - Re(g conj(s)) s) / |z|`` with s = sgn(z), filled with
+    0 at z = 0 (its derivative there torch's nan); a real input's sign is piecewise constant: zeros, a constant."""
+    from .ops.higher_order import _constant
+    if ctx.magnitude is None:
+        return _constant(xp_of(g._array).zeros(g.shape, g._array.dtype), g)
+    z = ctx.inputs[0]
+    s = z.sgn()
+    return ops.where(_constant(ctx.magnitude == 0, g), 0.0, (g - real(g * conj(s)) * s) / z.abs())
 
 
 def _fft_graph(ctx, g):
@@ -641,6 +653,7 @@ def _polar_graph(ctx, g):
 
 
 Angle.backward_graph = staticmethod(_angle_graph)
+ops.elementwise.Sign.backward_graph = staticmethod(_sgn_graph)
 Polar.backward_graph = staticmethod(_polar_graph)
 FFT.backward_graph = staticmethod(_fft_graph)
 Real.backward_graph = staticmethod(lambda ctx, g: complex(g, _zeros_beside(g)))

@@ -36,6 +36,8 @@ def assert_close(ours, theirs, what):
 
 
 def as_array(g):
+    if isinstance(g, torch.Tensor) and g._is_zerotensor():  # (torch's ZeroTensor: a gradient known to be 0)
+        return np.zeros(tuple(g.shape), dtype=np.complex128 if g.is_complex() else np.float64)
     return None if g is None else np.array(g.detach().resolve_conj().numpy())
 
 
@@ -400,3 +402,17 @@ def test_a_filled_complex_tensors_gradient_as_torch(call):
         return filled
     values = np.array([[0.25 + 1j, 0.5], [0.75 - 2j, 0.125j]])
     assert_twice_as_torch(fn_of, [values], [values[::-1].copy()])
+
+
+@pytest.mark.parametrize("call", ["sgn", "angle"])
+def test_sgn_and_angle_of_complex_tensors_differentiate_twice_as_torch(call):
+    """torch's sgn_backward / angle_backward on ops, with torch's nan second derivative at z = 0 (minilora's
+    recorded backward refused complex inputs)."""
+    z = np.array([[1 + 2j, 0j, -0.5 + 0.25j], [3 - 1j, 2j, -1.5 + 0j]])
+    cotangent = np.array([[0.5 - 1j, 1 + 1j, 2 - 0.5j], [-1 + 0.5j, 0.25j, 1.0]])
+    cotangent = cotangent if call == "sgn" else cotangent.real.copy()
+
+    def fn_of(lib):
+        return getattr(lib, call)
+    assert_twice_as_torch(fn_of, [z], [cotangent])
+    assert_twice_as_torch(fn_of, [z], [cotangent], cotangent_requires_grad=False)

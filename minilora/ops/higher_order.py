@@ -1682,8 +1682,6 @@ _BACKWARD_GRAPHS = {
     AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d,  # (torch: a 1x1 output is a mean)
                                 reads_input=lambda ctx: (len(ctx.rows), len(ctx.cols)) != (1, 1)),
     LoraLinear: _lora_linear,
-    _e.Sign: lambda ctx, g: _constant(g._device.xp.zeros(g.shape, g._array.dtype), g) if ctx.magnitude is None
-    else _refuse(ctx),
     _e.LogAddExp: _logaddexp,
     _e.LogBase: lambda ctx, g: (g / (ctx.inputs[0] * float(np.log(ctx.base))), None),
     _e.NanToNum: lambda ctx, g: (_masked(g, ctx.finite), None, None, None),
