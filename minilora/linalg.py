@@ -158,11 +158,12 @@ class LinalgOutput(Function):
         return result if isinstance(result, tuple) else (result,)
 
 
-def _outputs(name, inputs, outputs, derivative, differentiable=None, column_major=()):
+def _outputs(name, inputs, outputs, derivative, differentiable=None, column_major=(), first=0):
     """Tensors for ``outputs`` (arrays), each with a node named ``name`` (torch's, e.g. LinalgSvdBackward0)
     that differentiates through ``derivative``; ``differentiable[i]`` False: a plain tensor. The outputs
     numbered in ``column_major`` are laid out as torch lays them (LAPACK's batches of column-major
-    matrices), the others contiguously."""
+    matrices), the others contiguously. Output i is torch's node's output ``first + i`` (its output_nr: svdvals'
+    S is _linalg_svd's second), as a ``next_functions`` entry shows it."""
     outputs = tuple(_column_major(o, inputs[0]._array) if i in column_major else _contiguous(o, inputs[0]._array)
                     for i, o in enumerate(outputs))
     results = []
@@ -170,8 +171,11 @@ def _outputs(name, inputs, outputs, derivative, differentiable=None, column_majo
         if differentiable is not None and not differentiable[i]:
             results.append(_plain(out, inputs[0]))
             continue
-        t = LinalgOutput.apply(*inputs, outputs=outputs, index=i, derivative=derivative, formula=name)
-        results.append(name_node(t, name, *inputs))
+        t = name_node(LinalgOutput.apply(*inputs, outputs=outputs, index=i, derivative=derivative, formula=name),
+                      name, *inputs)
+        if t._ctx is not None and first + i:
+            t._ctx.output_nr = first + i
+        results.append(t)
     return results
 
 
@@ -285,7 +289,7 @@ def svdvals(A, *, driver=None, out=None):
 
     def derivative(arrays, outputs, grads):
         return _svd_backward(arrays[0], U, outputs[0], Vh, None, grads[0], None)
-    return _with_out(_outputs("LinalgSvdBackward0", (A,), (S,), derivative)[0], out)
+    return _with_out(_outputs("LinalgSvdBackward0", (A,), (S,), derivative, first=1)[0], out)
 
 
 # ---- QR ------------------------------------------------------------------------------------------

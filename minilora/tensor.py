@@ -313,12 +313,12 @@ class Context:
         ``torch_graph``, see name_node). Kept when backward frees the node, as torch's."""
         graph = self.__dict__.get("torch_graph")
         if graph is not None:  # (a number among torch's inputs has no entry, as in torch's nodes)
-            return tuple((_shown_node(x), 0) for x in graph if not isinstance(x, (int, float, complex)))
+            return tuple(_edge(_shown_node(x)) for x in graph if not isinstance(x, (int, float, complex)))
         if "edges" in self.__dict__:  # a freed node that had a torch_graph
             return self.edges
         numbers = self.fn.__name__ in _WRAPPED_NUMBERS
         inputs = self.inputs or (None,) * len(self.parents)  # (a freed node whose inputs all had nodes)
-        return tuple((_input_node(x, parent), 0) for x, parent in zip(inputs, self.parents)
+        return tuple(_edge(_input_node(x, parent)) for x, parent in zip(inputs, self.parents)
                      if parent is not None or _has_edge(x, numbers))
 
     # torch's saved tensors on a node, as its "Hooks for saved tensors" tutorial reads them
@@ -454,11 +454,14 @@ class Context:
         if "node_name" in saved or "torch_graph" in saved or named_by_fields:
             node_name = self.name() if named_by_fields else saved.get("node_name")
             edges = self.next_functions if "torch_graph" in saved else None
+            output_nr = saved.get("output_nr")  # (a numbered output is a named node: kept at no cost to others)
             saved.clear()
             if node_name is not None:
                 self.node_name = node_name
             if edges is not None:
                 self.edges = edges
+            if output_nr is not None:
+                self.output_nr = output_nr
         else:
             saved.clear()
         # The parents stay; of the inputs, only what a leaf's or a number's entry needs: never an activation.
@@ -480,6 +483,12 @@ class Context:
 
 
 _FLOAT_LEAF, _NO_EDGE = object(), object()  # what a freed node keeps of an input that needs no gradient
+
+
+def _edge(node):
+    """A ``next_functions`` entry: the node and which of its outputs the input is (torch's output_nr: split's
+    second piece is (SplitBackward0, 1)); minilora gives each output of such an op a node numbered so)."""
+    return node, (node.__dict__.get("output_nr", 0) if isinstance(node, Context) else 0)
 
 
 def _link(x):

@@ -145,6 +145,10 @@ y = torch.deg2rad(x)
 y = torch.view_copy(q, (4, 6))
 y = torch.unsafe_chunk(q, 2, 2)[1]
 y = torch.nanmedian(q, 1)[0]
+y = torch.split(q, 1)[1] * 2
+y = torch.unbind(q, 1)[2] * 2
+y = torch.linalg.svd(q[0])[1] * 2
+y = torch.linalg.svdvals(q[0]) * 2
 """.splitlines()
 
 
@@ -268,8 +272,6 @@ KNOWN_MISMATCHES = {
         "gradient", "masked_scatter", "nn.functional.margin_ranking_loss", "nn.functional.max_pool2d",
         "nn.functional.bilinear", "vstack", "inner", "nn.functional.multi_head_attention_forward",
         "nn.functional.cosine_embedding_loss", "linalg.cross", "linalg.vander")},
-    "norm.nuc": (["edges"], "next_functions' output number: torch's edge to svd's singular values is (node, 1), "
-                            "minilora's multi-output nodes always say 0"),
     "normal": (["name"], "torch's random ops are nodes of their input (NormalBackward3); minilora fills a new tensor"),
     "bernoulli": (["name"], "torch's random ops are nodes of their input (BernoulliBackward0); minilora fills one"),
 }
