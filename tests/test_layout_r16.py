@@ -143,3 +143,20 @@ def test_result_of_a_view_minilora_cannot_tell_refuses():
         y.stride()
     assert y.is_contiguous()
     assert y.contiguous().stride() == (1, 1, 1)
+
+
+REDUCTIONS = ["sum", "mean", "amax", "amin", "prod", "std", "var", "logsumexp", "all", "any", "argmax", "nansum"]
+
+
+@pytest.mark.parametrize("name", REDUCTIONS)
+def test_reductions_from_channels_last_are_contiguous(name):
+    # ATen's reductions allocate a contiguous output (keepdim or not); stride() refused these
+    def made(L, dim):
+        x = L.arange(120.).reshape(2, 3, 4, 5).contiguous(memory_format=L.channels_last)
+        return getattr(x, name)(dim, keepdim=True)
+    for dim in (1, 3):
+        ours, theirs = made(ml, dim), made(torch, dim)
+        assert ours.stride() == theirs.stride()
+        assert ours.is_contiguous() == theirs.is_contiguous()
+    view = lambda L: L.ones(2, 1, 3).permute(1, 2, 0).unsqueeze(-1).sum(-1, keepdim=True)  # noqa: E731
+    assert view(ml).stride() == view(torch).stride()

@@ -1290,3 +1290,9 @@ def _quantile_ranks(ordered, qs, ignore_nan):
         return np.where(ranks < 0, last, ranks).astype(qs.dtype)
     ranks = np.broadcast_to(qs * qs.dtype.type(last), values.shape[:-1] + qs.shape)
     return np.where(nan.any(axis=-1, keepdims=True), last, ranks).astype(qs.dtype)
+
+
+# torch's layout of a reduction's result from a channels_last input (Function.torch_layout): ATen's reductions
+# (resize_reduction, make_reduction) allocate a contiguous output, keepdim or not
+for _op in (Sum, Mean, Prod, AMax, ArgMax, Var, PNorm, Logical, LogSumExp):
+    _op.torch_layout = "contiguous"
