@@ -216,3 +216,20 @@ def test_float64_logaddexp2_within_the_envelope_of_its_exp2_and_log1p():
     theirs = torch.logaddexp2(torch.from_numpy(a), torch.from_numpy(b)).numpy()
     assert np.all(np.abs(ours - theirs) <= 8 * np.spacing(np.maximum(np.abs(a), np.abs(b))))
     assert np.mean(ours != theirs) < 0.05
+
+
+def test_float64_weighted_embedding_bag_adds_rounded_products_in_bag_order():
+    """F.embedding_bag(mode='sum', per_sample_weights=...) in float64: ATen's own loop (FBGEMM takes float32 only)
+    rounds each product and adds it into the bag in order, unfused (before: fused without a padding_idx, half the
+    values off). (The per_sample_weights gradient is torch's BLAS dot, MKL's order: not reproduced, see ops/bags.)"""
+    rng = np.random.default_rng(53)
+    weight, samples = rng.standard_normal((50, 16)), rng.standard_normal(200)
+    ids, offsets = rng.integers(0, 50, 200), np.array([0, 5, 5, 30, 31, 100, 150])
+    for padding_idx in (None, 3):
+        ours = ml.nn.functional.embedding_bag(ml.tensor(ids), ml.tensor(weight), ml.tensor(offsets), mode="sum",
+                                              per_sample_weights=ml.tensor(samples), padding_idx=padding_idx)
+        theirs = torch.nn.functional.embedding_bag(torch.from_numpy(ids), torch.from_numpy(weight),
+                                                   torch.from_numpy(offsets), mode="sum",
+                                                   per_sample_weights=torch.from_numpy(samples),
+                                                   padding_idx=padding_idx)
+        _same_bits(ours, theirs)
