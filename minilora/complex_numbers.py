@@ -349,14 +349,15 @@ def _linear_ops():
     """Ops whose derivative is linear with real coefficients (sums, copies, reshapes, selections, casts):
     the same formula serves complex gradients."""
     from . import autograd
-    from .ops import elementwise, index, nn, reduce, shape
+    from .ops import conv, elementwise, index, nn, reduce, shape
     return [autograd._UserOutput, autograd._UserCall,  # (a custom Function's backward gets the gradient as is)
             shape.Reshape, shape.Permute, shape.GetItem, shape.Cat, shape.Expand, shape.Flip, shape.Roll,
             shape.Diagonal, shape.DiagEmbed, shape.IndexPut, shape.Unfold, reduce.Sum,
             reduce.Mean, elementwise.Add, elementwise.Sub, elementwise.Neg, elementwise.Clone, elementwise.AsType,
             elementwise.Where, index.Gather, index.CumSum, index.IndexSelect, index.IndexAdd, index.Scatter,
             index.Repeat, index.IndexCopy, index.IndexFill, index.MaskedScatter, elementwise.AddScaled,
-            elementwise.ToDevice, elementwise.ZeroGradientTo, nn.Pad, nn.Dropout]
+            elementwise.ToDevice, elementwise.ZeroGradientTo, nn.Pad, nn.Dropout, shape.AsStrided,
+            shape.AsStridedScatter, conv.Unfold, conv.Fold]
 
 
 def _holomorphic_ops():

@@ -416,3 +416,22 @@ def test_sgn_and_angle_of_complex_tensors_differentiate_twice_as_torch(call):
         return getattr(lib, call)
     assert_twice_as_torch(fn_of, [z], [cotangent])
     assert_twice_as_torch(fn_of, [z], [cotangent], cotangent_requires_grad=False)
+
+
+@pytest.mark.parametrize("call", ["as_strided", "as_strided_overlapping", "unfold", "fold"])
+def test_complex_gradients_through_as_strided_and_im2col_as_torch(call):
+    """Linear maps with real coefficients: minilora refused a complex gradient there ('no complex derivative for
+    AsStrided / Unfold'), first order too; AsStrided's storage sums were float64 only."""
+    rng = np.random.default_rng(7)
+    shape = (1, 4, 4) if call == "fold" else (1, 1, 3, 3)
+    z = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+    def fn_of(lib):
+        F = lib.nn.functional
+        return {"as_strided": lambda x: x.as_strided((2, 2), (3, 1), 1) * 1j,
+                "as_strided_overlapping": lambda x: x.as_strided((2, 3), (1, 1)),
+                "unfold": lambda x: F.unfold(x, 2),
+                "fold": lambda x: F.fold(x, (3, 3), 2)}[call]
+    out = fn_of(torch)(torch.tensor(z))
+    cotangent = rng.standard_normal(tuple(out.shape)) + 1j * rng.standard_normal(tuple(out.shape))
+    assert_twice_as_torch(fn_of, [z], [cotangent])

@@ -1100,7 +1100,7 @@ def _as_strided_jvp(ctx, d):
     among the places that show one element), read out through the view's."""
     xp, n = _e.xp_of(d), ctx.storage_size
     shown = _s._positions(n, ctx.input_geometry, xp)
-    storage = xp.bincount(shown.reshape(-1), weights=d.reshape(-1).astype(np.float64), minlength=n)
+    storage = _s.summed_in_storage(shown.reshape(-1), d.reshape(-1), n, xp)
     if _s._self_overlapping(shown):
         storage /= xp.maximum(xp.bincount(shown.reshape(-1), minlength=n), 1)
     return storage[_s._positions(n, ctx.geometry, xp)].astype(d.dtype)

@@ -1471,11 +1471,19 @@ class AsStrided(Function):
     def backward(ctx, g):
         xp, n = xp_of(g), ctx.storage_size
         taken = _positions(n, ctx.geometry, xp).reshape(-1)
-        storage = xp.bincount(taken, weights=g.reshape(-1).astype(np.float64), minlength=n)
+        storage = summed_in_storage(taken, g.reshape(-1), n, xp)
         shown = _positions(n, ctx.input_geometry, xp)
         if _self_overlapping(shown):
             storage /= xp.maximum(xp.bincount(shown.reshape(-1), minlength=n), 1)
         return storage[shown].astype(g.dtype)
+
+
+def summed_in_storage(positions, values, n, xp):
+    """``values`` added up at their storage ``positions`` (0..n-1), in float64 (bincount), a complex array's parts
+    each on its own."""
+    if values.dtype.kind == "c":
+        return summed_in_storage(positions, values.real, n, xp) + 1j * summed_in_storage(positions, values.imag, n, xp)
+    return xp.bincount(positions, weights=values.astype(np.float64), minlength=n)
 
 
 # (stride()'s rule for each view op: _view_strides)
