@@ -435,3 +435,16 @@ def test_complex_gradients_through_as_strided_and_im2col_as_torch(call):
     out = fn_of(torch)(torch.tensor(z))
     cotangent = rng.standard_normal(tuple(out.shape)) + 1j * rng.standard_normal(tuple(out.shape))
     assert_twice_as_torch(fn_of, [z], [cotangent])
+
+
+@pytest.mark.parametrize("call", ["addmm", "baddbmm", "addbmm"])
+def test_addmm_family_with_complex_alpha_and_beta_as_torch(call):
+    """minilora took a complex result for an integer one and refused complex alpha/beta (int(2+3j): TypeError)."""
+    rng = np.random.default_rng(0)
+    shapes = {"addmm": [(2, 4), (2, 3), (3, 4)], "baddbmm": [(2, 2, 4), (2, 2, 3), (2, 3, 4)],
+              "addbmm": [(2, 4), (3, 2, 3), (3, 3, 4)]}[call]
+    inputs = [rng.standard_normal(s) + 1j * rng.standard_normal(s) for s in shapes]
+
+    def fn_of(lib):
+        return lambda a, b, c: getattr(lib, call)(a, b, c, beta=1 + 2j, alpha=2 + 3j)
+    assert_twice_as_torch(fn_of, inputs, [rng.standard_normal(shapes[0]) + 1j * rng.standard_normal(shapes[0])])

@@ -541,7 +541,7 @@ def _scaled_sum(name, input, product, beta, alpha):
     _check_dtypes(name, input, product)
     if product.dtype == np.bool_:  # (torch casts the scalars to the product's dtype first)
         alpha, beta = bool(alpha), bool(beta)
-    elif not is_floating(product.dtype):
+    elif not is_floating(product.dtype) and product.dtype.kind != "c":  # (complex: complex alpha, beta as they are)
         alpha, beta = int(alpha), int(beta)  # (alpha=0.5 is 0)
     if alpha != 1:
         product = product * alpha
