@@ -688,9 +688,10 @@ def layout_is_unknown(array):
 
 
 # torch's layout of the result of an op minilora composes from others where torch runs one CPU kernel,
-# from a channels_last input: "suggested" (the input's memory format: the 3-D convolutions, max_pool3d,
-# group_norm), "contiguous" (avg_pool3d and the adaptive 3-D pools write a contiguous result)
-_COMPOSED_LAYOUTS = {"conv3d": "suggested", "conv_transpose3d": "suggested", "max_pool3d": "suggested",
+# from a channels_last input: "suggested" (the input's memory format: max_pool3d, group_norm), "onednn" (the
+# 3-D convolutions: suggested for 16- and 32-bit floats, contiguous for float64), "contiguous" (avg_pool3d and
+# the adaptive 3-D pools write a contiguous result). composed_layout lays the result out so.
+_COMPOSED_LAYOUTS = {"conv3d": "onednn", "conv_transpose3d": "onednn", "max_pool3d": "suggested",
                      "group_norm": "suggested", "avg_pool3d": "contiguous", "adaptive_avg_pool3d": "contiguous",
                      "adaptive_max_pool3d": "contiguous"}
 
@@ -704,18 +705,32 @@ def composed_layout_unknown(op):
 
     @functools.wraps(op)
     def composed(input, *args, **kwargs):
-        result = op(input, *args, **kwargs)
-        format = suggested_format(input._array) if isinstance(input, Tensor) else contiguous_format
-        if format is not contiguous_format:
-            for t in result if isinstance(result, tuple) else (result,):
-                _composed_result_layout(t, input, contiguous_format if rule == "contiguous" else format)
-        return result
+        return composed_layout(op(input, *args, **kwargs), input, rule)
     return composed
+
+
+def composed_layout(result, input, rule):
+    """``result`` (a tensor or a tuple of them: what an op minilora composes made from ``input``) laid out as
+    torch's one kernel lays it out from a channels_last input: rule "suggested" (the input's memory format)
+    or "contiguous" (see _composed_result_layout). Returns ``result``."""
+    format = suggested_format(input._array) if isinstance(input, Tensor) else contiguous_format
+    if format is not contiguous_format:
+        if rule == "onednn":  # (torch's 3-D convolutions: oneDNN's channels_last kernel for 16- and 32-bit
+            # floats, slow_conv3d's contiguous result for float64; another dtype's is not known here)
+            rule = {"float64": "contiguous"}.get(str(input._array.dtype), "suggested")
+            if str(input._array.dtype) not in ("float64", "float32", "float16", "bfloat16"):
+                rule = None
+        for t in result if isinstance(result, tuple) else (result,):
+            if rule is None:
+                unknown_layout(t._array)
+            else:
+                _composed_result_layout(t, input, contiguous_format if rule == "contiguous" else format)
+    return result
 
 
 def _composed_result_layout(t, input, format):
     """Mark ``t`` (a composed op's result from ``input``) as laid out as torch's (``format``) where NumPy's
-    layout is that one, else as of unknown layout."""
+    layout is that one, else lays it out so."""
     array, view = t._array, t._base is not None and t._base is not input and t._base is not input._base
     if format is contiguous_format and array.flags.c_contiguous and not view:
         _UNKNOWN_LAYOUTS.pop(id(array), None)  # (an inner op's marks: the whole op's layout is known)
@@ -731,9 +746,18 @@ def _composed_result_layout(t, input, format):
             for a in (array, t._base._array):
                 _UNKNOWN_LAYOUTS.pop(id(a), None)
             return  # (a view of an intermediate whose strides are torch's: stride() reads them)
-    unknown_layout(array)
+    # torch's one kernel writes a new tensor in ``format``: the result is copied into it (a view of one of
+    # minilora's intermediates becomes that new tensor, as torch's is no view), its node re-pointed at the copy
+    laid_out = xp_of(array).ascontiguousarray(array) if format is contiguous_format else laid_out_copy(array, format)
+    _UNKNOWN_LAYOUTS.pop(id(array), None)
+    _LAYOUT_ORDERS.pop(id(array), None)
+    t._array = laid_out
     if view:
-        unknown_layout(t._base._array)  # (an intermediate's storage, never the caller's)
+        t._base = t._view = t._counter = None
+    if t._ctx is not None:
+        _tensor_module._resave_output(t._ctx, array, laid_out)
+        if view or t._ctx.out_watch is not None:
+            t._ctx.watch_output(t)
 
 
 def laid_out_copy(a, format=None):

@@ -103,8 +103,8 @@ def test_clone_of_an_unknown_layout_stays_unknown():
     """clone() keeps its input's layout (preserve_format): of a result whose layout minilora does not know,
     the copy's is not known either; clone(memory_format=contiguous_format) and contiguous() are."""
     _, xm, _, mfmt = _pair(SHAPE4)
-    ym = ml.nn.functional.pad(xm, (1, 1, 1, 1), mode="reflect")  # (minilora has no rule for its layout)
+    ym = ml.roll(xm, 1, 2)  # (minilora has no rule for its layout; reflect pad's was used before round 16)
     with pytest.raises(NotImplementedError):
         ym.clone().stride()
-    assert ym.clone(memory_format=ml.contiguous_format).stride() == (126, 42, 7, 1)
-    assert ym.clone(memory_format=mfmt).stride() == (126, 1, 21, 3)
+    assert ym.clone(memory_format=ml.contiguous_format).stride() == (60, 20, 5, 1)
+    assert ym.clone(memory_format=mfmt).stride() == (60, 1, 15, 3)

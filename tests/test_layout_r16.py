@@ -8,7 +8,9 @@ minilora answered C order's strides: ``ones(1, 5).t() + 1`` gave (1, 1) where to
 shape each answer their own rule: ops/shape.py Reshape's ``torch_op``).
 """
 import itertools
+import math
 
+import numpy as np
 import pytest
 
 import minilora as ml
@@ -160,3 +162,48 @@ def test_reductions_from_channels_last_are_contiguous(name):
         assert ours.is_contiguous() == theirs.is_contiguous()
     view = lambda L: L.ones(2, 1, 3).permute(1, 2, 0).unsqueeze(-1).sum(-1, keepdim=True)  # noqa: E731
     assert view(ml).stride() == view(torch).stride()
+
+
+# ---- channels_last inputs of the ops minilora composes where torch runs one kernel -------------------------------
+F_CALLS = {
+    "conv3d": ((2, 3, 4, 5, 6), lambda F, x, L: F.conv3d(x, L.ones(4, 3, 2, 2, 2, dtype=L.float64) / 8)),
+    "max_pool3d": ((2, 3, 4, 5, 6), lambda F, x, L: F.max_pool3d(x, 2)),
+    "group_norm": ((2, 4, 4, 5), lambda F, x, L: F.group_norm(x, 2)),
+    "pad reflect": ((2, 3, 4, 5), lambda F, x, L: F.pad(x, (1, 1, 1, 1), mode="reflect")),
+    "pad replicate": ((2, 3, 4, 5), lambda F, x, L: F.pad(x, (1, 2, 1, 0), mode="replicate")),
+    "pad circular": ((2, 3, 4, 5), lambda F, x, L: F.pad(x, (1, 1, 1, 1), mode="circular")),
+    "pad reflect 3-D": ((2, 3, 4, 5, 6), lambda F, x, L: F.pad(x, (1, 1, 1, 1, 1, 1), mode="reflect")),
+    "interpolate nearest": ((2, 3, 4, 5), lambda F, x, L: F.interpolate(x, scale_factor=2)),
+    "interpolate bilinear": ((2, 3, 4, 5), lambda F, x, L: F.interpolate(x, scale_factor=2, mode="bilinear")),
+    "interpolate trilinear": ((2, 3, 4, 5, 6), lambda F, x, L: F.interpolate(x, size=(5, 6, 7), mode="trilinear")),
+}
+
+
+@pytest.mark.parametrize("name", F_CALLS)
+def test_composed_ops_from_channels_last_lay_out_as_torch(name):
+    # these refused stride() and is_contiguous() (NumPy's result was not torch's layout): the result is now laid
+    # out as torch's one kernel lays it out, and its gradient still flows
+    shape, call = F_CALLS[name]
+    data = torch.linspace(-2, 2, math.prod(shape), dtype=torch.float64).reshape(shape)
+    formats = {4: (torch.channels_last, ml.channels_last), 5: (torch.channels_last_3d, ml.channels_last_3d)}
+    tf, mf = formats[len(shape)]
+    xt = data.contiguous(memory_format=tf).requires_grad_()
+    xm = ml.tensor(data.numpy()).contiguous(memory_format=mf).requires_grad_()
+    yt, ym = call(torch.nn.functional, xt, torch), call(ml.nn.functional, xm, ml)
+    assert ym.stride() == yt.stride()
+    assert ym.is_contiguous(memory_format=mf) == yt.is_contiguous(memory_format=tf)
+    (yt * yt).sum().backward()
+    (ym * ym).sum().backward()
+    np.testing.assert_allclose(ym.detach().numpy(), yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(xm.grad.numpy(), xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_conv3d_from_channels_last_3d_is_torchs_for_each_dtype():
+    # torch's oneDNN kernel writes channels_last_3d for float32, its slow_conv3d a contiguous float64 result
+    for dtype in ("float32", "float64"):
+        def made(L):
+            x = L.linspace(-1, 1, 720, dtype=getattr(L, dtype)).reshape(2, 3, 4, 5, 6)
+            return L.nn.functional.conv3d(x.contiguous(memory_format=L.channels_last_3d),
+                                          L.ones(4, 3, 2, 2, 2, dtype=getattr(L, dtype)))
+        ours, theirs = _both(made)
+        assert ours.stride() == theirs.stride(), dtype

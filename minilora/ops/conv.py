@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from .. import amp as _amp
-from ..factories import composed_layout_unknown, contiguous_format, laid_out_copy, suggested_format
+from ..factories import composed_layout, composed_layout_unknown, contiguous_format, laid_out_copy, suggested_format
 from ..device import xp_of
 from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, name_node, saving_as_torch
 from .nn import _is_16bit_float, float32_inside
@@ -1039,6 +1039,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         raise NotImplementedError(f"interpolate: mode={mode!r} on a {input.dtype} input is not implemented in "
                                   f"minilora (torch has none for other integers); convert to float first")
     out = _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners))
+    out = composed_layout(out, input, "suggested")  # (torch's upsample kernels: channels_last from channels_last)
     return name_node(out, _UPSAMPLE_NODES[mode].format(len(sizes)), input, graph=(input,))  # (torch's one node)
 
 

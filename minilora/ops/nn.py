@@ -13,7 +13,7 @@ import numpy as np
 from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
 from . import attention16
 from ..device import xp_of
-from ..factories import composed_layout_unknown, in_iterator_layout, layout_order, suggested_format
+from ..factories import composed_layout, composed_layout_unknown, in_iterator_layout, layout_order, suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
                       promote_types, result_type, torch_name, upcast)
 from .. import random as _random
@@ -1803,6 +1803,9 @@ def pad(input, pad, mode="constant", value=None):
         if mode != "circular" and len(pad) == 2 and input.ndim in (2, 3) and width < 1:
             raise RuntimeError(f"input (W: {input.shape[-1]}) is too small. Calculated output W: {width}")
         out = _pad_by_index(input, pad, mode)  # torch's reflection/replication pads keep the input
+        # (from a channels_last input: torch's reflection/replication kernels' result is channels_last, its
+        # circular pad's cat contiguous)
+        out = composed_layout(out, input, "contiguous" if mode == "circular" else "suggested")
         if mode == "circular":  # (torch composes it from slices and cat: no node of its own)
             return out
         kernel = {"reflect": "ReflectionPad", "replicate": "ReplicationPad"}[mode]
