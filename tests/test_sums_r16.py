@@ -233,3 +233,17 @@ def test_float64_weighted_embedding_bag_adds_rounded_products_in_bag_order():
                                                    per_sample_weights=torch.from_numpy(samples),
                                                    padding_idx=padding_idx)
         _same_bits(ours, theirs)
+
+
+def test_logaddexp2_differentiates_twice_as_torch():
+    """create_graph=True through logaddexp2 (its own Function since this round): torch's recorded formula
+    g / (1 + 2^(b - a)), so second derivatives are torch's."""
+    rng = np.random.default_rng(59)
+    a, b = rng.standard_normal((2, 3, 4))
+    grads = []
+    for lib in (ml, torch):
+        x, y = lib.tensor(a, requires_grad=True), lib.tensor(b, requires_grad=True)
+        gx, gy = lib.autograd.grad((lib.logaddexp2(x, y) ** 2).sum(), (x, y), create_graph=True)
+        grads.append([t.detach().numpy() for t in (gx, gy, *lib.autograd.grad((gx * gy).sum(), (x, y)))])
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)

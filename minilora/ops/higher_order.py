@@ -797,6 +797,12 @@ def _logaddexp(ctx, g):
             sum_to(g * (b - a).sigmoid(), _shape(b)) if nb else None)
 
 
+def _logaddexp2(ctx, g):  # (torch's derivatives.yaml: grad / (1 + pow(2, other - self)), and the other way)
+    (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    return (sum_to(g / (1 + (b - a).exp2()), _shape(a)) if na else None,
+            sum_to(g / (1 + (a - b).exp2()), _shape(b)) if nb else None)
+
+
 def _index_put(ctx, g):
     """``a`` with ``values`` written (or added) at ``index``: ``a`` gets g (0 where overwritten), ``values``
     gets g at ``index``, summed down to its shape."""
@@ -1682,7 +1688,7 @@ _BACKWARD_GRAPHS = {
     AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d,  # (torch: a 1x1 output is a mean)
                                 reads_input=lambda ctx: (len(ctx.rows), len(ctx.cols)) != (1, 1)),
     LoraLinear: _lora_linear,
-    _e.LogAddExp: _logaddexp,
+    _e.LogAddExp: _logaddexp, _e.LogAddExp2: _logaddexp2,
     _e.LogBase: lambda ctx, g: (g / (ctx.inputs[0] * float(np.log(ctx.base))), None),
     _e.NanToNum: lambda ctx, g: (_masked(g, ctx.finite), None, None, None),
     _s.IndexPut: _index_put, _s.Roll: _roll,
