@@ -452,7 +452,13 @@ def suggested_format(array):
     """torch's suggest_memory_format: channels_last (channels_last_3d) for a 4-D (5-D) tensor laid out
     with its channels innermost, else contiguous_format."""
     for format, (rank, _) in _CHANNELS_LAST.items():
-        if array.ndim == rank and not array.flags.c_contiguous and is_laid_out_in(array, format):
+        if array.ndim != rank:
+            continue
+        known = known_strides(array)  # (torch's strides where NumPy's flags cannot tell: a channel of size 1)
+        if isinstance(known, tuple) and known != contiguous_strides(array.shape):
+            if strides_laid_out_in(array.shape, known, format):
+                return format
+        elif not array.flags.c_contiguous and is_laid_out_in(array, format):
             return format
     return contiguous_format
 

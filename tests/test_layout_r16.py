@@ -207,3 +207,15 @@ def test_conv3d_from_channels_last_3d_is_torchs_for_each_dtype():
                                           L.ones(4, 3, 2, 2, 2, dtype=getattr(L, dtype)))
         ours, theirs = _both(made)
         assert ours.stride() == theirs.stride(), dtype
+
+
+def test_pixel_shuffle_to_one_channel_keeps_channels_last_strides():
+    # torch's kernel writes empty(..., memory_format=channels_last): [2, 1, 8, 12] with strides (96, 1, 12, 1);
+    # minilora answered C order's (96, 96, 12, 1) (NumPy calls both contiguous), and pixel_unshuffle of it then
+    # took the contiguous path where torch's suggest_memory_format says channels_last
+    def made(L):
+        x = L.arange(192.).reshape(2, 4, 4, 6).contiguous(memory_format=L.channels_last)
+        y = L.nn.functional.pixel_shuffle(x, 2)
+        return y, L.nn.functional.pixel_unshuffle(y, 2)
+    (y, z), (yt, zt) = _both(made)
+    assert y.stride() == yt.stride() and z.stride() == zt.stride()

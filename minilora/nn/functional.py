@@ -630,10 +630,16 @@ def pixel_shuffle(input, upscale_factor):
 
 def _in_suggested_format(result, input):
     """``result`` laid out in ``input``'s suggested memory format, as torch's CPU pixel_(un)shuffle kernels
-    write it (channels_last from a channels_last input; the reshape made it C-contiguous)."""
-    from ..factories import contiguous_format, suggested_format
+    write it (channels_last from a channels_last input; the reshape made it C-contiguous): torch's
+    empty(..., memory_format=channels_last) strides, a channel dimension of size 1 included."""
+    from ..factories import contiguous_format, known_layout, layout_order, suggested_format
     format = suggested_format(input._array)
-    return result if format is contiguous_format else result.contiguous(memory_format=format)
+    if format is contiguous_format:
+        return result
+    laid_out = result.contiguous(memory_format=format)
+    if laid_out._base is None:  # (a new tensor: [2, 1, 8, 12]'s strides are (96, 1, 12, 1), not C order's)
+        known_layout(laid_out._array, layout_order(laid_out._array, format))
+    return laid_out
 
 
 def pixel_unshuffle(input, downscale_factor):
