@@ -956,6 +956,8 @@ def pdist(input, p=2):
     first, second = np.triu_indices(input.shape[0], 1)
     rows = lambda index: input[ops.tensor(index, dtype=np.int64, device=input.device)]  # noqa: E731
     out = (rows(first) - rows(second)).norm(p, -1)
+    if p == 0 and out.requires_grad:  # (torch's _pdist_backward gives zeros for p = 0, where norm's gives None)
+        out = ops.elementwise.ZeroGradientTo.apply(out.detach(), input)
     return _name_node(_saves_as_torch(out, input, out), "PdistBackward0", graph=(input,))  # (torch's node keeps
     # both)
 
