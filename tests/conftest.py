@@ -147,6 +147,19 @@ def python_sigint():
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.fixture
+def two_threads():
+    """minilora and torch on 2 threads: a reduction of 32768+ elements split as torch's at::parallel_for splits it
+    (tests/test_float64_sums_r15.py, test_sums_r16.py)."""
+    import torch
+    threads = ml.parallel.num_threads()
+    ml.parallel.set_num_threads(2)
+    torch.set_num_threads(2)
+    yield
+    ml.parallel.set_num_threads(threads)
+    torch.set_num_threads(1)  # (_torch_one_thread's choice for the reference checks)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     ml.manual_seed(0)

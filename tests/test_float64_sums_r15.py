@@ -19,17 +19,6 @@ from minilora import float32_sums
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture
-def two_threads():
-    """minilora and torch on 2 threads: sums of 32768+ elements split as torch's at::parallel_for splits them."""
-    threads = ml.parallel.num_threads()
-    ml.parallel.set_num_threads(2)
-    torch.set_num_threads(2)
-    yield
-    ml.parallel.set_num_threads(threads)
-    torch.set_num_threads(1)  # (conftest's choice for the reference checks)
-
-
 def _values(shape, dtype=np.float64, seed=0):
     """Magnitudes over 40 binades: the order of additions shows in the last bits."""
     rng = np.random.default_rng(seed)

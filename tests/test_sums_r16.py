@@ -20,17 +20,6 @@ import minilora as ml
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture
-def two_threads():
-    """minilora and torch on 2 threads: a reduction of 32768+ elements split as torch's at::parallel_for splits it."""
-    threads = ml.parallel.num_threads()
-    ml.parallel.set_num_threads(2)
-    torch.set_num_threads(2)
-    yield
-    ml.parallel.set_num_threads(threads)
-    torch.set_num_threads(1)  # (conftest's choice for the reference checks)
-
-
 def _values(shape, dtype, seed=0):
     """Normal values around 3 (their mean matters): the order of operations shows in the last bits."""
     return (np.random.default_rng(seed).standard_normal(shape) + 3).astype(dtype)
