@@ -747,12 +747,13 @@ def _shown_node(x):
         return _torch_typed(x)
     if isinstance(x, tuple):
         name, *inputs = x
-        if all(_shown_node(i) is None for i in inputs):
+        shown = [_shown_node(i) for i in inputs]  # (each once: asking twice doubled the calls at every level)
+        if all(node is None for node in shown):
             return None  # (torch's node is there only where a gradient flows: Linear's t() of a frozen weight)
         kind = _NODE_TYPES.get(("shown", name))
         if kind is None:  # (named as torch's class, as a Context is: see _NODE_TYPES)
             kind = _NODE_TYPES["shown", name] = type(name, (_ShownNode,), {"__module__": "builtins"})
-        return kind(name, tuple((_shown_node(i), 0) for i in inputs))
+        return kind(name, tuple((node, 0) for node in shown))
     return None if x is None else _input_node(x, x.grad_fn)
 
 
