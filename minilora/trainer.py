@@ -994,9 +994,9 @@ class Trainer:
         loss is then a sum over the step's count), its label arguments, whether its loss shifts the labels."""
         inner, params = _unwrap_peft(model), _forward_parameters(model)
         self.model_accepts_loss_kwargs = getattr(inner, "accepts_loss_kwargs", None)
-        if self.model_accepts_loss_kwargs is None:
-            self.model_accepts_loss_kwargs = "num_items_in_batch" in params or \
-                any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if self.model_accepts_loss_kwargs is None:  # as transformers: a forward with **kwargs (a named
+            # num_items_in_batch alone is not read; minilora's models show transformers' **kwargs signature)
+            self.model_accepts_loss_kwargs = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
         self.label_names = self.args.label_names if self.args.label_names is not None else \
             [name for name in params if "label" in name]
         # a causal LM predicts token i+1 at position i: the count of targets skips each row's first label

@@ -19,6 +19,7 @@ Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``
 import contextlib
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import os
@@ -44,6 +45,30 @@ from . import layers as _layers
 from .layers import Dropout, Embedding, Linear, RMSNorm, SiLU
 from .module import Module, ModuleList, StateDictError
 from .outputs import ModelOutput as _ModelOutput
+
+
+# The keywords transformers 5's model forwards take through ``**kwargs`` (its TransformersKwargs), which
+# minilora's forwards name one by one, and ``past_key_values``, the old name of the 4th parameter, ``cache``.
+_TAKEN_THROUGH_KWARGS = ("past_key_values", "num_items_in_batch", "return_dict", "output_hidden_states",
+                         "output_attentions", "cache_position")
+
+
+def _signature_as_transformers(forward):
+    """``forward`` showing transformers 5's signature to ``inspect.signature`` (its ``__signature__``): ``cache``
+    in ``past_key_values``' place, and the keywords transformers takes through ``**kwargs`` shown as ``**kwargs``.
+    Code that reads a model's signature then reads transformers' names: the Trainer keeps a dataset's columns by
+    them (remove_unused_columns drops a column named ``return_dict`` or ``past_key_values``) and hands
+    ``num_items_in_batch`` to a forward with ``**kwargs``. The call itself still takes each keyword by name."""
+    shown = []
+    for parameter in inspect.signature(forward).parameters.values():
+        if parameter.name == "past_key_values":
+            shown.append(parameter.replace(name="cache"))
+        elif parameter.name not in _TAKEN_THROUGH_KWARGS + ("cache",):
+            shown.append(parameter)
+    shown.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+    forward.__signature__ = inspect.Signature(shown)
+    return forward
+
 
 __all__ = ["LlamaConfig", "KVCache", "DynamicCache", "CausalLMOutput", "CausalLMOutputWithPast", "BaseModelOutputWithPast", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
            "LlamaAttention", "LlamaRMSNorm",
@@ -910,6 +935,7 @@ class LlamaModel(Module):
         config._attn_implementation = _attention_kind(getattr(config, "_attn_implementation", None))
         _init_weights(self.modules(), config.initializer_range)  # transformers' post_init, at the end of __init__
 
+    @_signature_as_transformers
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, use_cache=None, *, cache=None, output_hidden_states=None,
                 output_attentions=None, return_dict=None, cache_position=None):
@@ -1539,6 +1565,7 @@ class LlamaForCausalLM(Module):
     def device(self):
         return self.model.embed_tokens.weight.device
 
+    @_signature_as_transformers
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, *, cache=None,
                 num_items_in_batch=None, return_dict=None, output_hidden_states=None, output_attentions=None,
@@ -2061,11 +2088,12 @@ class LlamaForSequenceClassification(_LlamaWithHead):
     def __init__(self, config, dtype=None, device=None):
         super().__init__(config, head_bias=False, dtype=dtype, device=device)
 
+    @_signature_as_transformers
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=None, *, output_hidden_states=None,
+                inputs_embeds=None, labels=None, use_cache=None, *, cache=None, output_hidden_states=None,
                 output_attentions=None, return_dict=None, num_items_in_batch=None, cache_position=None):
-        body = self._body(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
-                          output_hidden_states, output_attentions)
+        body = self._body(input_ids, attention_mask, position_ids, _one_cache(past_key_values, cache), inputs_embeds,
+                          use_cache, output_hidden_states, output_attentions)
         logits = self.score(body.last_hidden_state)
         batch = logits.shape[0]
         pad = self.config.pad_token_id
@@ -2113,11 +2141,12 @@ class LlamaForTokenClassification(_LlamaWithHead):
                      if getattr(config, name, None) is not None), 0.1)
         self.dropout = Dropout(rate)
 
+    @_signature_as_transformers
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=None, *, output_hidden_states=None,
+                inputs_embeds=None, labels=None, use_cache=None, *, cache=None, output_hidden_states=None,
                 output_attentions=None, return_dict=None, num_items_in_batch=None, cache_position=None):
-        body = self._body(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
-                          output_hidden_states, output_attentions)
+        body = self._body(input_ids, attention_mask, position_ids, _one_cache(past_key_values, cache), inputs_embeds,
+                          use_cache, output_hidden_states, output_attentions)
         logits = self.score(self.dropout(body.last_hidden_state))
         loss = None
         if labels is not None:

@@ -1,0 +1,126 @@
+"""Round 17: Trainer / PEFT settings as transformers 5.25 and PEFT 0.21.2 read them, side by side.
+
+* A dataset column named like a keyword minilora's forwards take by name and transformers 5 takes through
+  ``**kwargs`` (past_key_values, return_dict, num_items_in_batch, output_hidden_states, output_attentions,
+  cache_position): transformers' Trainer keeps only the columns named in the model forward's signature
+  (remove_unused_columns), so it drops them; minilora read its own signature and handed them to the model (a
+  ``return_dict`` column of zeros made the loss a tuple). minilora's model forwards now show transformers'
+  signature (``inspect.signature(model.forward)``: ``cache`` 4th, ``**kwargs`` last), and a column named
+  ``cache`` or ``kwargs`` is kept in both.
+* ``model_accepts_loss_kwargs`` is transformers' rule: a forward with ``**kwargs`` (a user's module naming
+  ``num_items_in_batch`` without ``**kwargs`` is not handed the count; minilora handed it and its loss was then
+  a sum over the step's count, not the micro-batch's mean).
+Skipped without torch / transformers."""
+import inspect
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import minilora as ml  # noqa: E402
+from minilora import models, trainer as ml_trainer  # noqa: E402
+from trainer_rows import examples, save_tiny_llama  # noqa: E402
+
+HEADS = ("LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification", "LlamaModel",
+         "MistralForCausalLM", "Qwen2ForSequenceClassification", "Qwen3ForTokenClassification")
+# minilora's forwards take these by name; transformers 5's through **kwargs (and `cache`, past_key_values' new name)
+KWARGS_COLUMNS = ("past_key_values", "return_dict", "num_items_in_batch", "output_hidden_states",
+                  "output_attentions", "cache_position")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("llama"))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_forward_signature_as_transformers(head):
+    """What inspect.signature says of a model's forward (the Trainer's columns are read from it): the same
+    names, kinds and defaults as transformers' (annotations aside)."""
+    def shown(cls):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(cls.forward).parameters.values()]
+    assert shown(getattr(models, head)) == shown(getattr(transformers, head))
+
+
+def passing_collator(tensor):
+    """Right-pads the token columns (as trainer_rows.collator) and hands every other column on as a tensor of
+    one number a row, so a column reaches the model unless the Trainer removed it."""
+    def collate(features):
+        n = max(len(f["input_ids"]) for f in features)
+        pads = {"input_ids": 0, "attention_mask": 0, "labels": -100}
+        batch = {k: tensor([f[k] + [pad] * (n - len(f[k])) for f in features]) for k, pad in pads.items()}
+        batch.update({k: tensor([f[k] for f in features]) for k in features[0] if k not in pads})
+        return batch
+    return collate
+
+
+def _losses(lib, base, folder, dataset):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = lib.TrainingArguments(output_dir=str(folder), report_to="none", disable_tqdm=True, save_strategy="no",
+                                     per_device_train_batch_size=2, logging_steps=1, max_steps=2, learning_rate=0.01)
+        model = (transformers.LlamaForCausalLM if lib is transformers else models.LlamaForCausalLM).from_pretrained(
+            str(base))
+        trainer = lib.Trainer(model=model, args=args, train_dataset=dataset,
+                              data_collator=passing_collator(torch.tensor if lib is transformers else ml.tensor))
+        trainer.train()
+    return [e["loss"] for e in trainer.state.log_history if "loss" in e]
+
+
+@pytest.mark.parametrize("hf_dataset", [False, True], ids=["list", "datasets.Dataset"])
+def test_columns_named_like_forward_keywords_are_dropped_as_transformers(base, tmp_path, hf_dataset):
+    """Every KWARGS_COLUMNS column (zeros) beside the token rows: dropped by both Trainers, the same losses."""
+    rows = [{**row, **{name: 0 for name in KWARGS_COLUMNS}} for row in examples(4)]
+    for row in rows:
+        del row["text"]
+    if hf_dataset:
+        datasets = pytest.importorskip("datasets")
+    make = datasets.Dataset.from_list if hf_dataset else list
+    theirs = _losses(transformers, base, tmp_path / "theirs", make(rows))
+    ours = _losses(ml_trainer, base, tmp_path / "ours", make(rows))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+class _TorchCounted(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, input_ids, labels=None, num_items_in_batch=None):
+        return {"loss": (self.weight * input_ids).sum()}
+
+
+class _MiniloraCounted(ml.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = ml.nn.Parameter(ml.ones(3))
+
+    def forward(self, input_ids, labels=None, num_items_in_batch=None):
+        return {"loss": (self.weight * input_ids).sum()}
+
+
+class _TorchWithKwargs(_TorchCounted):
+    def forward(self, input_ids, labels=None, **kwargs):
+        return super().forward(input_ids, labels)
+
+
+class _MiniloraWithKwargs(_MiniloraCounted):
+    def forward(self, input_ids, labels=None, **kwargs):
+        return super().forward(input_ids, labels)
+
+
+@pytest.mark.parametrize("modules", [(_TorchCounted, _MiniloraCounted), (_TorchWithKwargs, _MiniloraWithKwargs)],
+                         ids=["named num_items_in_batch", "**kwargs"])
+def test_model_accepts_loss_kwargs_as_transformers(tmp_path, modules):
+    """transformers hands num_items_in_batch only to a forward with **kwargs (or a model saying
+    accepts_loss_kwargs), whatever the forward names."""
+    answers = []
+    for lib, module in zip((transformers, ml_trainer), modules):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            args = lib.TrainingArguments(output_dir=str(tmp_path / lib.__name__), report_to="none")
+            answers.append(lib.Trainer(model=module(), args=args).model_accepts_loss_kwargs)
+    assert answers[1] == answers[0]
