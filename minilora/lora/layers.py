@@ -448,7 +448,8 @@ def _shown_as_peft(out, x, base_layer, A, B, dropout_p):
     first and the sum cast back (ToCopyBackward0) where they differ. A hook on that node gets PEFT's
     grad_outputs (register_prehook); its grad_inputs (register_hook) and the branch's inner nodes are not
     minilora's, so hooks there are refused (tensor._edge_slots, _ShownNode)."""
-    if out.grad_fn is None or _amp.used and _amp.state.active:  # (autocast's casts: left as the fused node)
+    if out._ctx is None or _amp.used and _amp.state.active:  # (autocast's casts: left as the fused node)
+        # (_ctx, not grad_fn: asking grad_fn gives the node its class, which name_node would only redo)
         return out
     cast = A.dtype != x.dtype
     branch_x = ("ToCopyBackward0", x) if cast else x
