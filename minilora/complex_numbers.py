@@ -354,7 +354,7 @@ def _linear_ops():
             shape.Reshape, shape.Permute, shape.GetItem, shape.Cat, shape.Expand, shape.Flip, shape.Roll,
             shape.Diagonal, shape.DiagEmbed, shape.IndexPut, shape.Unfold, reduce.Sum,
             reduce.Mean, elementwise.Add, elementwise.Sub, elementwise.Neg, elementwise.Clone, elementwise.AsType,
-            elementwise.Where, index.Gather, index.CumSum, index.IndexSelect, index.IndexAdd, index.Scatter,
+            elementwise.PromotionCast, elementwise.Where, index.Gather, index.CumSum, index.IndexSelect, index.IndexAdd, index.Scatter,
             index.Repeat, index.IndexCopy, index.IndexFill, index.MaskedScatter, elementwise.AddScaled,
             elementwise.ToDevice, elementwise.ZeroGradientTo, nn.Pad, nn.Dropout, shape.AsStrided,
             shape.AsStridedScatter, conv.Unfold, conv.Fold]
@@ -444,8 +444,9 @@ def _transform(name, kind, inverse, input, s, dim, norm):
     for n in sizes:
         if n < 1:
             raise RuntimeError(f"Invalid number of data points ({n}) specified")
-    if kind != "r2c" and real_input:
-        input = input.to(dtypes.promote_types(input.dtype, complex64))
+    if kind != "r2c" and real_input:  # (fft of a real input is torch's R2C node of it: the cast is no node there)
+        complex_dtype = dtypes.promote_types(input.dtype, complex64)
+        input = ops.elementwise.promotion_cast(input, complex_dtype) if kind == "c2c" else input.to(complex_dtype)
     result = FFT.apply(input, kind=kind, inverse=inverse, axes=tuple(axes), sizes=tuple(sizes), norm=norm)
     node = "FftC2RBackward0" if kind == "c2r" else "FftR2CBackward0" if real_input else "FftC2CBackward0"
     return name_node(result, node, input)

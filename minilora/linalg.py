@@ -1615,8 +1615,9 @@ def _refuse_empty_norm(x, ord, dims):
                            f"this dimension is empty and the operation does not have an identity")
 
 
-def _norm_dtype(name, x, dtype):
-    """torch's ``dtype=`` of the norms: a floating dtype the input converts to without narrowing."""
+def _norm_dtype(name, x, dtype, *, inside=False):
+    """torch's ``dtype=`` of the norms: a floating dtype the input converts to without narrowing. ``inside``:
+    torch's kernel converts (vector_norm: no node of torch's graph), else torch's op calls ``.to`` first."""
     if dtype is None:
         return x
     dtype = dtypes.to_dtype(dtype)
@@ -1625,7 +1626,7 @@ def _norm_dtype(name, x, dtype):
     if dtypes.promote_types(x.dtype, dtype) != dtype:
         raise RuntimeError(f"{name}: the dtype of the input ({dtypes.torch_name(x.dtype)}) should be convertible "
                            f"without narrowing to the specified dtype ({dtypes.torch_name(dtype)})")
-    return x.to(dtype)
+    return ops.elementwise.promotion_cast(x, dtype) if inside and x.dtype != dtype else x.to(dtype)
 
 
 def _norm_dims(x, dims):
@@ -1662,7 +1663,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     if x.dtype.kind == "c" and dtype is None:  # a complex vector's norm is its magnitudes' (real, as torch's)
         x = x.abs()
     _check_dtype("linalg.vector_norm", x, low_precision=True)
-    x = _norm_dtype("linalg.vector_norm", x, dtype)
+    x = _norm_dtype("linalg.vector_norm", x, dtype, inside=True)
     ord = float(ord)
     dims = _norm_dims(x, _as_dims(dim))
     if x.numel() == 0 and (ord < 0 or ord == math.inf):
@@ -1682,7 +1683,8 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
     _check_dtype("linalg.matrix_norm", A, low_precision=True)
     if A.ndim < 2:
         raise RuntimeError("linalg.matrix_norm: The input tensor A must have at least 2 dimensions.")
-    A = _norm_dtype("linalg.matrix_norm", A, dtype)
+    # (torch's 'fro', 1 and inf pass dtype= to vector_norm, whose kernel converts; 'nuc' and 2 call A.to(dtype))
+    A = _norm_dtype("linalg.matrix_norm", A, dtype, inside=ord not in ("nuc", 2, -2))
     dim = tuple(dim)
     if len(dim) != 2:
         raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))}")
@@ -1705,9 +1707,10 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
     if A.numel() == 0 and ord > 0:  # (torch: 0 for an empty matrix, where amax over an empty dim would refuse)
         return _with_out(vector_norm(A, 1, (d0, d1), keepdim), out)
     summed, over = (d0, d1) if abs(ord) == 1 else (d1, d0)
-    sums = vector_norm(A, 1, summed, keepdim=True)
-    result = (ops.amax if ord > 0 else ops.amin)(sums, over, keepdim=True)
-    return _with_out(result if keepdim else result.squeeze((d0, d1)), out)
+    if not keepdim and summed < over:  # (torch's order: the first reduction removed a dim before ``over``)
+        over -= 1
+    sums = vector_norm(A, 1, summed, keepdim=keepdim)
+    return _with_out((ops.amax if ord > 0 else ops.amin)(sums, over, keepdim=keepdim), out)
 
 
 def _singular_norm(A, d0, d1, keepdim, reduce):

@@ -349,9 +349,9 @@ class Context:
     def _saved_for_the_other(self, i, attribute):
         """torch's mul saves each operand for the other's gradient only (derivatives.yaml: ``self: grad * other``):
         None where the other needs none, and a number operand as the 0-d tensor torch wrapped it in."""
-        self._refuse_freed()
-        if not self.needs_input_grad[1 - i]:
+        if not self.needs_input_grad[1 - i]:  # (torch's None: no tensor saved, so none freed at backward)
             return None
+        self._refuse_freed()
         x = self.inputs[i] if i < len(self.inputs) else None
         if isinstance(x, (bool, int, float, complex)):  # (torch's wrapped number: int64, float64, complex128)
             return Tensor._make(self.device.xp.asarray(x), self.device, False, None)
@@ -510,7 +510,7 @@ def _has_edge(x, numbers):
 
 # minilora's ops that torch knows under another name (the same op; print(loss.grad_fn) shows torch's)
 _TORCH_OP_NAMES = {"CrossEntropy": "NllLoss", "MaxPool2d": "MaxPool2DWithIndices", "AvgPool2d": "AvgPool2D",
-                   "AdaptiveAvgPool2d": "AdaptiveAvgPool2D", "Reshape": "View", "AsType": "ToCopy",
+                   "AdaptiveAvgPool2d": "AdaptiveAvgPool2D", "Reshape": "View", "AsType": "ToCopy", "PromotionCast": "ToCopy",
                    "CumSum": "Cumsum", "LayerNorm": "NativeLayerNorm", "AMax": "Amax", "AMin": "Amin",
                    "Conv1d": "Convolution", "Conv2d": "Convolution", "CumProd": "Cumprod", "Log1p": "Log1P",
                    "LogAddExp": "Logaddexp", "XLogY": "Xlogy", "LogCumSumExp": "Logcumsumexp",
@@ -725,6 +725,8 @@ def _is_float(dtype):
 def _input_node(x, parent):
     """An input's entry in next_functions: its node, AccumulateGrad for a leaf that requires grad, or None."""
     if parent is not None:
+        if parent.fn.shown_as_its_input:  # (a cast inside torch's op: its input is the op's edge)
+            return _input_node(parent.inputs[0] if parent.inputs else None, parent.parents[0])
         return _torch_typed(parent)
     return _accumulator(x) if isinstance(x, Tensor) and x.requires_grad else None
 
@@ -874,6 +876,9 @@ class Function:
     # the positions of the inputs that are a 0-d tensor operand of torch's TensorIterator when given as a
     # Python number ("elementwise" ops: ``x + 1`` wraps the 1, ``x ** 2`` and ``x.clamp(0, 1)`` do not)
     torch_number_operands = ()
+    # True for a cast torch makes inside the op that reads it (an operand's type promotion, an op's dtype=):
+    # torch's graph has no node for it, so next_functions shows the cast's input in its place (_input_node)
+    shown_as_its_input = False
 
     @staticmethod
     def forward(ctx, *arrays, **options):

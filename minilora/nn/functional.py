@@ -276,10 +276,9 @@ def glu(input, dim=-1):
 
 
 def softmin(input, dim=None, _stacklevel=3, dtype=None):
-    """``softmax(-input)`` along ``dim`` (cast to ``dtype`` first, if given)."""
-    if dtype is not None:
-        input = ops.astype(input, _to_dtype(dtype))
-    return ops.softmax(-input, _softmax_dim("softmin", input.ndim, dim))
+    """``softmax(-input)`` along ``dim``, cast to ``dtype`` after the negation, if given (torch's
+    ``(-input).softmax(dim, dtype=dtype)``: its ToCopyBackward0 over the NegBackward0)."""
+    return ops.softmax(-input, _softmax_dim("softmin", input.ndim, dim), dtype=dtype)
 
 
 def gelu(input, *, approximate="none"):

@@ -712,6 +712,13 @@ class AsType(Function):
         return cast(g, ctx.dtype)
 
 
+class PromotionCast(AsType):
+    """A cast torch makes inside the op that reads it (``x * t.double()`` promotes x in mul's TensorIterator,
+    ``x.sum(dtype=torch.float64)`` converts in sum's kernel): no node of torch's graph, so the op's node shows
+    the cast's input as its edge (``(x * t.double()).grad_fn.next_functions`` is x's AccumulateGrad)."""
+    shown_as_its_input = True
+
+
 class ToDevice(Function):
     """Move between devices; the gradient moves back."""
 
@@ -1039,6 +1046,7 @@ def clone(input, *, memory_format=None):
     """``torch.clone``: a copy laid out as torch's (its strides' order kept by default; see laid_out_copy)."""
     return like_view_strides(Clone.apply(input, memory_format=memory_format), input, memory_format)
 def astype(input, dtype): return AsType.apply(input, dtype=to_dtype(dtype))
+def promotion_cast(input, dtype): return PromotionCast.apply(input, dtype=to_dtype(dtype))
 
 
 def _promoted(a, b, true_divide=False):
@@ -1082,7 +1090,7 @@ def _cast(x, array, dtype):
     if not hasattr(array, "dtype") or array.dtype == dtype:  # Python numbers: NumPy casts them
         return x
     if hasattr(x, "_array"):
-        return astype(x, dtype)
+        return promotion_cast(x, dtype)
     return array.astype(dtype)
 
 
@@ -1416,7 +1424,7 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     min, max = _clamp_bounds(python_number(min), python_number(max))
     dtype = result_type(*(x for x in (input, min, max) if x is not None))
     if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
-        input = astype(input, dtype)
+        input = promotion_cast(input, dtype)
     tensor_bounds = sum(isinstance(b, Tensor) for b in (min, max))
     if dtype.kind == "b" and input.numel() and tensor_bounds != 1:  # NumPy would clamp bools; torch
         # has no kernel for them but its maximum / minimum, which one tensor bound runs
@@ -1424,7 +1432,7 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
         raise NotImplementedError(f'"{kernel}_cpu" not implemented for \'Bool\'')
     min, max = _stored_numbers(dtype, min, max)
     # bound tensors too (NumPy would widen float32 by a 0-d int64 bound to float64; torch does not)
-    min, max = (astype(b, dtype) if hasattr(b, "_array") and b.dtype != dtype else b for b in (min, max))
+    min, max = (promotion_cast(b, dtype) if hasattr(b, "_array") and b.dtype != dtype else b for b in (min, max))
     numbers = not any(isinstance(b, Tensor) for b in (min, max))  # torch: ClampBackward1, tensors 0
     out = saves_as_torch(Clamp.apply(input, min, max), input, min, max)  # (Clamp keeps masks)
     # (a tensor bound's node has torch's three edges, None for a bound not given)
@@ -2065,7 +2073,7 @@ def _fused_multiply_add(input, a, b, dtype):
     """``input + a * b`` in float32 (float64) rounded once: torch's addcmul kernel is a fused multiply-add,
     ``fmadd(value * tensor1, tensor2, input)`` (``-60000 + 2.5 * -60000 * -60000`` is 8999940096 in float32,
     where rounding the product first gives 8999939072)."""
-    operands = [x if x.dtype == dtype else astype(x, dtype) for x in (input, a, b)]
+    operands = [x if x.dtype == dtype else promotion_cast(x, dtype) for x in (input, a, b)]
     return FusedMulAdd.apply(*operands)
 
 
@@ -2113,7 +2121,7 @@ def _to_common_dtype(*tensors):
     """The operands of one fused kernel (addcmul, addcdiv) cast to their result dtype first, as torch's
     TensorIterator does: a float16 ``tensor1 / tensor2`` beside a bfloat16 ``input`` divides in float32."""
     dtype = result_type(*tensors)
-    return tuple(astype(t, dtype) if isinstance(t, Tensor) and t.dtype != dtype else t for t in tensors)
+    return tuple(promotion_cast(t, dtype) if isinstance(t, Tensor) and t.dtype != dtype else t for t in tensors)
 
 
 # ---- more activations: elu family, hardtanh family, logsigmoid, mish, softsign ------------------------
@@ -2484,4 +2492,4 @@ for _op in (Div, AddScaled, RoundedDiv, Remainder, XLogY, LogAddExp, FusedMulAdd
 Lerp.torch_number_operands = (0, 1)  # (lerp's number weight is no operand: lerp.Scalar)
 Pow.torch_number_operands = ()  # (pow.Tensor_Scalar is a unary iterator; number ** tensor is contiguous)
 # .to(dtype) and nan_to_num copy into empty_like(input) (preserve_format: the input's strides where dense)
-AsType.torch_layout = NanToNum.torch_layout = "preserve"
+AsType.torch_layout = PromotionCast.torch_layout = NanToNum.torch_layout = "preserve"

@@ -1660,6 +1660,7 @@ _BACKWARD_GRAPHS = {
     _e.Erf: lambda ctx, g: g * float(2 / np.sqrt(np.pi)) * (-ctx.inputs[0] * ctx.inputs[0]).exp(),
     _e.Clone: lambda ctx, g: g,
     _e.AsType: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
+    _e.PromotionCast: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
     _r.Sum: _sum, _r.Mean: _mean, _r.Softmax: _softmax, _r.LogSoftmax: _log_softmax,
     _s.Reshape: lambda ctx, g: (g.reshape(ctx.shape), None),
     _s.Permute: _permute, _s.GetItem: _getitem, _s.Cat: _cat,

@@ -16,7 +16,7 @@ from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments
                       torch_name, upcast)
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_forward_formula, no_grad, saves_as_torch
 from ..factories import in_layout_of
-from .elementwise import backward_in_float32
+from .elementwise import backward_in_float32, promotion_cast
 from .shape import NO_DIM, add_at, dim_given, one_by_one, put_into_copy, zeroed_at
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
@@ -327,12 +327,16 @@ def cumsum(input, dim, *, dtype=None):
     return _running(CumSum, "cumsum", input, dim, dtype)
 
 
-def cast_to_dtype_argument(input, dtype):
+def cast_to_dtype_argument(input, dtype, *, inside=True):
     """``input`` converted for an op's ``dtype=`` (sum, prod, cumsum ...). Where ``input`` needs a
-    gradient, an integer or bool ``dtype`` is torch's error: the result could carry none."""
+    gradient, an integer or bool ``dtype`` is torch's error: the result could carry none. ``inside``: torch's
+    kernel converts (sum, cumsum: no node of torch's graph), else torch's op calls ``.to`` first (softmax's
+    ToCopyBackward0)."""
     dtype = to_dtype(dtype)
     if not is_floating(dtype) and dtype.kind != "c" and input.requires_grad and is_grad_enabled():
         raise RuntimeError(f"Autograd not support dtype: {torch_name(dtype)}")
+    if inside and input.dtype != dtype:
+        return promotion_cast(input, dtype)
     return input.to(dtype=dtype)
 
 

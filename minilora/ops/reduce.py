@@ -680,7 +680,8 @@ class LogSumExp(Function):
 
 # ---- wrappers: torch's signatures ----------------------------------------------------------------
 def _cast(input, dtype):
-    """``dtype=``: convert before reducing, as torch does (so the sum itself runs in that dtype)."""
+    """``dtype=``: convert before reducing, as torch does (so the sum itself runs in that dtype), inside the op:
+    torch's graph has no node for it."""
     return input if dtype is None else cast_to_dtype_argument(input, dtype)
 
 
@@ -1019,7 +1020,7 @@ def _float_input(name, input, dtype):
     """``input`` cast to ``dtype``; an integer tensor without a float ``dtype`` is refused, as in
     torch (``x.softmax(0, dtype=torch.float32)`` is its way), not computed in NumPy's float64.
     An empty one is returned as it is: torch's kernel never runs on no element (an empty int64 result)."""
-    input = _cast(input, dtype)
+    input = input if dtype is None else cast_to_dtype_argument(input, dtype, inside=False)  # (torch's .to)
     if not is_floating(input.dtype) and input.numel():
         raise NotImplementedError(f'"{name}" not implemented for {input.dtype} tensors: pass a '
                                   f'floating dtype= or call .float() first')

@@ -445,7 +445,15 @@ def getitem(input, index):
         out = GetItem.apply(input, index=_raw_index(index, input.device))
     except IndexError as error:
         raise torch_index_error(error, input, index) from None
-    return name_node(out, _indexing_node(index), input)
+    if not isinstance(index, tuple):  # (one entry: one op of torch's, or none)
+        return name_node(out, _indexing_node(index), input)
+    names = _indexing_ops(index, input.shape)
+    if len(names) < 2:
+        return name_node(out, names[0] if names else "AliasBackward0", input)
+    chain = input  # (torch's ops before the last one: nodes of its graph that minilora's one GetItem has not)
+    for name in names[:-1]:
+        chain = (name, chain)
+    return name_node(out, names[-1], graph=(chain,))
 
 
 def torch_index_error(error, input, index):
@@ -476,6 +484,56 @@ def _indexing_node(index):
         elif item is not Ellipsis:
             return "IndexBackward0"
     return name
+
+
+def _indexing_ops(index, shape):
+    """torch's nodes for ``x[index]``, ``index`` a tuple, in the order its indexing runs them
+    (TensorIndexing.h applySlicing): each int a SelectBackward0, each None an UnsqueezeBackward0, each slice
+    not covering its whole dimension a SliceBackward0, a bool an UnsqueezeBackward0 made advanced; then one
+    IndexBackward0 if any entry is advanced (lists, arrays, tensors, bools). ``...`` and ``:`` are no op."""
+    names, dim, advanced = [], 0, False
+    spans = [_dims_taken(item) for item in index]
+    for item, span in zip(index, spans):
+        if item is Ellipsis:
+            dim += len(shape) - sum(s for s in spans if s is not None)
+        elif item is None:
+            names.append("UnsqueezeBackward0")
+        elif isinstance(item, slice):
+            if dim >= len(shape) or not _covers(item, shape[dim]):
+                names.append("SliceBackward0")
+        elif _is_one_position(item):
+            names.append("SelectBackward0")
+        elif _is_bool_scalar(item):
+            names.append("UnsqueezeBackward0")
+            advanced = True
+        else:
+            advanced = True
+        dim += span or 0
+    return names + ["IndexBackward0"] if advanced else names
+
+
+def _covers(item, length):
+    """Is the slice torch's no-op (applySlice: start 0, stop past the end, step 1, as written: ``-3:`` is a
+    SliceBackward0 even where it takes every element)?"""
+    start, stop, step = item.start, item.stop, item.step
+    return ((start is None or type(start) is int and start == 0) and (step is None or type(step) is int and step == 1)
+            and (stop is None or type(stop) is int and stop >= length))
+
+
+def _dims_taken(item):
+    """How many of the input's dimensions an index entry consumes (None: ``...``, which takes the rest)."""
+    if item is Ellipsis:
+        return None
+    if item is None or _is_bool_scalar(item):
+        return 0
+    ndim = getattr(item, "ndim", None)
+    if _is_mask(item):
+        return 1 if ndim is None else ndim
+    return 1
+
+
+def _is_bool_scalar(item):
+    return isinstance(item, bool) or (getattr(item, "ndim", None) == 0 and getattr(item, "dtype", None) == np.bool_)
 
 
 def _is_one_position(item):
@@ -620,7 +678,8 @@ def cat(tensors, dim=0, *, axis=None):
         raise ValueError("cat(): expected a non-empty list of Tensors")
     if any(t.dtype != tensors[0].dtype for t in tensors):
         dtype = result_type(*tensors)
-        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+        from .elementwise import promotion_cast  # (elementwise imports shape; only mixed dtypes get here)
+        tensors = [t if t.dtype == dtype else promotion_cast(t, dtype) for t in tensors]  # (no node in torch's graph)
     # torch's legacy rule: 1-D empty tensors (shape (0,)) are skipped when joined to others, so
     # `out = cat([out, new])` can start from `out = tensor([])` whatever the shape of `new`
     for i, t in enumerate(tensors):
