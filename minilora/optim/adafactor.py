@@ -14,7 +14,9 @@ The rest, as torch:
 
 Order of operations as torch's single-tensor code (its CPU default); the norms and the mean add in torch's
 kernels' order (``ops.reduce.p_norm``, ``mean_as_torch``), so float32 and float64 steps are torch's bit
-for bit (tests/test_live_settings_r16.py); torch's ``foreach=True`` path (not its CPU default) adds in other orders.
+for bit (tests/test_live_settings_r16.py). ``foreach=True`` is torch's multi-tensor path (not its CPU default): the
+same ops, but the step is scaled and then added (two roundings) where the single-tensor path's ``add_(alpha=)``
+fuses them (tests/test_live_settings_r17.py).
 """
 from types import SimpleNamespace
 
@@ -101,7 +103,11 @@ class Adafactor(_StepEach):
         update = ops.rsqrt(xp.maximum(var_estimate, eps1 * eps1))  # clamp_(min=eps1 ** 2).rsqrt_()
         update = ops.rounded(update * grad)
         denom = max(1.0, float(ops.rounded(_norm(update))) / ((update.size ** 0.5) * group["d"]))
-        p._array[...] = ops.add(param, -alpha / denom, update)
+        if group["foreach"]:  # torch's multi-tensor path: _foreach_mul_(updates, scales), then _foreach_add_
+            # (a scalar list is taken in the tensors' dtype: a 16-bit one's scale is rounded to 16 bits first)
+            p._array[...] = ops.rounded(param + ops.times(update, ops.alpha(-alpha / denom)))
+        else:  # param.add_(update, alpha=scale): one fused multiply-add where torch's build fuses
+            p._array[...] = ops.add(param, -alpha / denom, update)
 
     @staticmethod
     def _factored_estimate(grad, state, weight, eps1, ops):
