@@ -359,15 +359,15 @@ def test_http_top_k_is_vllms_extra_parameter_and_off_by_default(served):
 
 @pytest.mark.parametrize("body, status, param", [
     ({"model": "nope", "prompt": "x"}, 404, "model"),
-    ({"model": 5, "prompt": "x"}, 400, "model"),  # left out: the base, as vLLM (tests/test_serve_cli_r4.py)
+    ({"model": 5, "prompt": "x"}, 400, "body.model"),  # left out: the base, as vLLM (tests/test_serve_cli_r4.py)
     ({"model": "a", "prompt": [""], "add_special_tokens": False}, 400, "prompt"),  # no ids ("": its BOS, as vLLM)
     ({"model": "a", "prompt": "x", "temperature": 3}, 400, "temperature"),
     ({"model": "a", "prompt": "x", "top_p": 0}, 400, "top_p"),
     ({"model": "a", "prompt": "x", "top_k": -2}, 400, None),  # (vLLM's SamplingParams check names no param)
-    ({"model": "a", "prompt": "x", "top_k": 2.5}, 400, "top_k"),
+    ({"model": "a", "prompt": "x", "top_k": 2.5}, 400, "body.top_k"),  # (pydantic's refusal: its loc, r17)
     ({"model": "a", "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
     ({"model": "a", "prompt": "x", "max_tokens": 500}, 400, "max_tokens"),  # past the context length
-    ({"model": "a", "prompt": "x", "stop": ["a", 5]}, 400, "stop"),
+    ({"model": "a", "prompt": "x", "stop": ["a", 5]}, 400, "body.stop"),  # (the first error's loc, 'str' left out)
     ({"model": "a", "prompt": "x", "n": 0}, 400, "n"),
     ({"model": "a", "prompt": "x", "logit_bias": {"99999": 1}}, 400, "logit_bias"),  # not a token id
     ({"model": "a", "prompt": [1, 9999]}, 400, "prompt"),

@@ -209,7 +209,8 @@ def test_an_adapter_folder_with_no_adapter_is_a_404_a_corrupt_one_a_400_and_the_
 def test_unloading_without_a_name_is_a_bad_request(served, body):
     client, _ = served
     r = client.post("/v1/unload_lora_adapter", json=body)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "lora_name"
+    # ("": vLLM's own check names lora_name; left out or 5: pydantic's refusal, param its loc, r17)
+    assert r.status_code == 400 and r.json()["error"]["param"] in ("lora_name", "body.lora_name")
     assert client.post("/v1/unload_lora_adapter", json={"lora_name": "never"}).status_code == 404
 
 

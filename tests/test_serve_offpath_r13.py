@@ -122,9 +122,9 @@ def test_tokenize_routes_are_outside_v1_as_vllms_and_refuse_what_vllm_refuses(se
     assert open_client.post("/v1/completions", json={"prompt": "hi"}).status_code == 401
     missing = client.post("/tokenize", json={"model": "sql-lora", "prompt": "hi"})
     assert missing.status_code == 404 and missing.json()["error"]["message"] == "The model `sql-lora` does not exist."
-    assert error_of(client.post("/detokenize", json={"tokens": [72, -1]}))["param"] == "tokens"
+    assert error_of(client.post("/detokenize", json={"tokens": [72, -1]}))["param"] == "body.tokens.1"  # (r17)
     assert error_of(client.post("/tokenize", json={"prompt": "hi", "add_special_tokens": "maybe"}))["param"] == \
-        "add_special_tokens"
+        "body.add_special_tokens"
 
 
 # ---------------------------------------------------------------------------------------------------

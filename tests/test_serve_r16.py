@@ -97,19 +97,23 @@ def test_tokenize_takes_the_member_pydantics_union_picks(client):
 
 def test_tokenize_that_no_member_takes_names_each_members_refusal(client):
     error = error_of(client.post("/tokenize", json={}))
-    assert (error["message"], error["param"]) == (
-        "prompt: Field required (TokenizeCompletionRequest) or messages: Field required (TokenizeChatRequest), "
-        "got {}", "prompt")
+    member = "'function-wrap[__log_extra_fields__()]'"  # (pydantic's name of each member: vLLM's wrap validator)
+    assert error["message"].startswith(
+        f"2 validation errors:\n  {{'type': 'missing', 'loc': ('body', {member}, 'prompt'), 'msg': 'Field required', "
+        f"'input': {{}}}}\n  {{'type': 'missing', 'loc': ('body', {member}, 'messages'), 'msg': 'Field required', "
+        "'input': {}}\n\n  File ")
+    assert (error["param"], error["type"]) == ("body.prompt", "Bad Request")
     error = error_of(client.post("/tokenize", json={"messages": MESSAGES, "return_token_strs": "maybe"}))
-    assert error["param"] == "return_token_strs"  # (the chat member's fields are there: its refusal first)
-    assert error["message"].startswith("return_token_strs: Input should be a valid boolean")
+    assert error["param"] == "body.prompt"  # (vLLM's param: the first error's, the completion member's)
+    assert f"'loc': ('body', {member}, 'return_token_strs'), 'msg': 'Input should be a valid boolean" in \
+        error["message"]
 
 
 def test_detokenize_refuses_ids_outside_int64_with_pydantics_words(client):
-    for ids, words in [([72, -1], "tokens.1: Input should be greater than or equal to 0, got -1"),
-                       ([2**63], f"tokens.0: Input should be less than or equal to {2**63 - 1}, got {2**63}")]:
+    for ids, words in [([72, -1], "('body', 'tokens', 1), 'msg': 'Input should be greater than or equal to 0'"),
+                       ([2**63], f"('body', 'tokens', 0), 'msg': 'Input should be less than or equal to {2**63 - 1}'")]:
         error = error_of(client.post("/detokenize", json={"tokens": ids}))
-        assert (error["message"], error["param"]) == (words, "tokens")
+        assert words in error["message"] and error["param"] == "body.tokens." + words.split(", ")[2][0]
 
 
 def test_lora_routes_refuse_a_field_left_out_as_vllms_required_fields(client):
@@ -117,8 +121,8 @@ def test_lora_routes_refuse_a_field_left_out_as_vllms_required_fields(client):
                                  ("/v1/load_lora_adapter", {"lora_path": "/x"}, "lora_name"),
                                  ("/v1/unload_lora_adapter", {}, "lora_name")]:
         error = error_of(client.post(route, json=body))
-        assert (error["message"], error["param"], error["type"]) == (f"{missing}: Field required", missing,
-                                                                     "BadRequestError")
+        assert f"{{'type': 'missing', 'loc': ('body', '{missing}'), 'msg': 'Field required'" in error["message"]
+        assert (error["param"], error["type"]) == (f"body.{missing}", "Bad Request")
     # an empty name or path is vLLM's own check's refusal, in its words
     error = error_of(client.post("/v1/load_lora_adapter", json={"lora_name": "c", "lora_path": ""}))
     assert (error["message"], error["type"]) == ("Both 'lora_name' and 'lora_path' must be provided.",
@@ -144,9 +148,9 @@ def test_content_null_is_only_an_assistants(client):
     """OpenAI's assistant message (a member of vLLM's message union) takes content null; vLLM's custom message, the
     member other roles' messages are, takes text or parts only."""
     error = chat_error(client, messages=[{"role": "user", "content": None}])
-    assert (error["message"], error["param"]) == ("messages.0.CustomChatMessage.content: str: Input should be a "
-                                                  "valid string or list: Input should be a valid list, got None",
-                                                  "messages")
+    assert "{'type': 'string_type', 'loc': ('body', 'messages', 0, 'CustomChatCompletionMessageParam', 'content', " \
+        "'str'), 'msg': 'Input should be a valid string', 'input': None}" in error["message"]
+    assert error["param"] == "body.messages.0.ChatCompletionAssistantMessageParam.role"  # (the first error's)
 
 
 def test_tool_calls_sent_back_are_openais_tool_call_params(client):
@@ -157,19 +161,21 @@ def test_tool_calls_sent_back_are_openais_tool_call_params(client):
     for wrong in ({"function": {"name": "weather", "arguments": "{}"}},  # (no id, no type)
                   {**call, "function": {"name": "weather", "arguments": {"unit": "c"}}}):  # (arguments not text)
         error = chat_error(client, messages=[back[0], {**back[1], "tool_calls": [wrong]}])
-        assert error["param"] == "messages" and error["message"].startswith("messages.1: ")
+        assert error["param"].startswith("body.messages.1.") and "'loc': ('body', 'messages', 1, " in error["message"]
 
 
 @pytest.mark.parametrize("part, words", [
-    ({"type": "text", "text": 5}, "list.0.ChatCompletionContentPartTextParam.text: Input should be a valid string"),
+    ({"type": "text", "text": 5}, "0, 'ChatCompletionContentPartTextParam', 'text'), 'msg': 'Input should be a valid "
+                                  "string'"),
     ({"type": "image_url", "image_url": {"url": "x", "detail": "huge"}},
-     "list.0.ChatCompletionContentPartImageParam.image_url.detail: Input should be 'auto', 'low' or 'high'"),
-    ({"type": "video"}, "list.0.CustomChatCompletionContentSimpleVideoParam.video_url: Field required")])
+     "0, 'ChatCompletionContentPartImageParam', 'image_url', 'detail'), 'msg': \"Input should be 'auto', 'low' or "
+     "'high'\""),
+    ({"type": "video"}, "0, 'CustomChatCompletionContentSimpleVideoParam', 'video_url'), 'msg': 'Field required'")])
 def test_a_part_of_no_member_of_vllms_union_is_pydantics_refusal(client, part, words):
     error = chat_error(client, messages=[{"role": "user", "content": [part]}])
-    assert error["param"] == "messages" and error["message"].startswith("messages.0.CustomChatMessage.content: ")
-    assert words in error["message"]
-    assert "ChatCompletionContentPartRefusalParam" not in error["message"]  # (a part of another type says nothing)
+    content = "'loc': ('body', 'messages', 0, 'CustomChatCompletionMessageParam', 'content', "
+    assert content + "'list[union[" in error["message"] and words in error["message"]
+    assert error["param"] == "body.messages.0.ChatCompletionAssistantMessageParam.role"  # (the first error's)
 
 
 @pytest.mark.parametrize("part", [{"type": "image_url", "image_url": {"url": "https://x/y.png"}},
@@ -183,12 +189,15 @@ def test_a_media_part_needs_a_multimodal_model(client, part):
 def test_tool_choice_is_vllms_type_after_its_check_tool_usage(client):
     named = {"type": "tool", "function": {"name": "weather"}}
     error = chat_error(client, tools=[WEATHER], tool_choice=named)
-    assert error["param"] == "tool_choice" and "type: Input should be 'function'" in error["message"]
-    # check_tool_usage reads the body before any field's type: its refusal comes first
+    assert "'function-wrap[__log_extra_fields__()]', 'type'), 'msg': \"Input should be 'function'\"" in error["message"]
+    assert error["param"] == "body.tool_choice"  # (its Literal member's loc, cleaned)
+    # check_tool_usage reads the body before any field's type: its refusal (a ValueError) comes first
     error = chat_error(client, tools=[WEATHER], tool_choice="any", temperature="x")
-    assert error["param"] == "tool_choice" and error["message"].startswith("Invalid value for `tool_choice`: any!")
+    assert error["message"].startswith("1 validation error:\n  {'type': 'value_error', 'loc': ('body',), 'msg': "
+                                       "'Value error, Invalid value for `tool_choice`: any!")
+    assert error["param"] == "body"
     error = chat_error(client, tool_choice={"function": {"name": ""}}, tools=[WEATHER])
-    assert error["param"] == "tool_choice.function.name"
+    assert "'msg': 'Value error, Invalid `name` in `function`: `` in `tool_choice`!" in error["message"]
 
 
 @pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize",
@@ -207,8 +216,8 @@ def test_a_post_whose_content_type_is_not_json_is_refused_as_vllms_validate_json
 @pytest.mark.parametrize("prompt", [{}, {"prompt": None}, {"prompt": ""}, {"prompt": "", "prompt_embeds": []}])
 def test_a_completion_without_a_prompt_is_vllms_validate_prompt_and_prompt_embeds_refusal(client, prompt):
     error = error_of(client.post("/v1/completions", json={"model": "a", "max_tokens": 1, **prompt}))
-    assert (error["message"], error["param"]) == (
-        "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)", "prompt")
+    assert "'msg': 'Value error, Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)'" \
+        in error["message"] and (error["param"], error["type"]) == ("prompt", "Bad Request")
 
 
 def test_a_completions_max_tokens_null_is_taken_as_left_out_as_vllms_normalize_null_max_tokens(client):

@@ -212,12 +212,14 @@ def test_tool_choice_auto_and_bad_tool_requests_get_vllms_400s(client):
     auto = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
     assert error_of(chat(client, tools=[WEATHER])) == auto  # (tool_choice left out with tools: "auto")
     assert error_of(chat(client, tools=[WEATHER], tool_choice="auto")) == auto
-    assert error_of(chat(client, tools=[])).startswith("`tools` must not be an empty array.")
-    assert error_of(chat(client, tool_choice="required")) == "When using `tool_choice`, `tools` must be set."
-    assert error_of(chat(client, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "x"}})) == \
-        "The tool specified in `tool_choice` does not match any of the specified `tools`"
-    assert error_of(chat(client, tools=[WEATHER], tool_choice="any")).startswith(
-        "Invalid value for `tool_choice`: any!")
+    # (check_tool_usage's ValueErrors: refusals of the request's model, in pydantic's error list, r17)
+    assert "'msg': 'Value error, `tools` must not be an empty array." in error_of(chat(client, tools=[]))
+    assert "'msg': 'Value error, When using `tool_choice`, `tools` must be set.'" in \
+        error_of(chat(client, tool_choice="required"))
+    assert "'msg': 'Value error, The tool specified in `tool_choice` does not match any of the specified `tools`'" \
+        in error_of(chat(client, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "x"}}))
+    assert "'msg': 'Value error, Invalid value for `tool_choice`: any!" in \
+        error_of(chat(client, tools=[WEATHER], tool_choice="any"))
     answer = ok(chat(client, tools=[WEATHER], tool_choice="none", max_tokens=4))  # none: plain text, no calls
     assert "tool_calls" not in answer["choices"][0]["message"]
 

@@ -185,7 +185,9 @@ def sweep(client, route, fields):
                 continue
             response = client.post(route.split()[0], json={**BASES[route], name: value})
             error = response.json().get("error", {}) if response.status_code == 400 else {}
-            if error.get("param") != name or refusal not in error.get("message", ""):
+            param = None if route.startswith("/tokenize") else f"body.{name}"  # (a union: the first member's loc)
+            if error.get("type") != "Bad Request" or not str(error.get("param")).startswith(param or "") or \
+                    f"'msg': {refusal!r}" not in error.get("message", ""):
                 wrong.append((name, value, response.status_code, response.text[:200]))
     for k in range(max(map(len, taken.values()))):
         together = {name: values[k] for name, values in taken.items() if k < len(values)}
@@ -217,30 +219,34 @@ def test_tokenize_detokenize_and_lora_route_fields_are_vllms_types(client):
                                 "load_inplace"),
                                ("/v1/unload_lora_adapter", {"lora_name": 5}, "lora_name")]:
         error = client.post(route, json=body).json()["error"]
-        assert (error["param"], error["type"]) == (param, "BadRequestError"), (route, body, error)
-        assert error["message"].startswith(f"{param}: Input should be a valid "), error
+        assert (error["param"], error["type"]) == (f"body.{param}", "Bad Request"), (route, body, error)
+        assert f"'loc': ('body', '{param}'), 'msg': 'Input should be a valid " in error["message"], error
 
 
 def test_required_fields_left_out_and_vllms_own_checks_keep_their_words(client):
     for route, name in [("/v1/chat/completions", "messages"), ("/detokenize", "tokens")]:
         body = {key: value for key, value in BASES[route].items() if key != name}
         error = client.post(route, json=body).json()["error"]
-        assert (error["message"], error["param"]) == (f"{name}: Field required", name)
+        assert f"'type': 'missing', 'loc': ('body', '{name}'), 'msg': 'Field required'" in error["message"]
+        assert error["param"] == f"body.{name}"
     error = client.post("/tokenize", json={"model": "a"}).json()["error"]  # (vLLM's union: neither member takes it)
-    assert (error["message"], error["param"]) == ("prompt: Field required (TokenizeCompletionRequest) or messages: "
-                                                  "Field required (TokenizeChatRequest), got {'model': 'a'}", "prompt")
+    assert error["message"].startswith("2 validation errors:\n  {'type': 'missing', 'loc': ('body', "
+                                       "'function-wrap[__log_extra_fields__()]', 'prompt'), 'msg': 'Field required'")
+    assert error["param"] == "body.prompt"
     for salt in (5, "", ["s"]):  # vLLM's check_cache_salt_support runs before the fields' types
         error = client.post("/v1/completions", json={**BASES["/v1/completions"], "cache_salt": salt}).json()["error"]
-        assert (error["message"], error["param"]) == (
-            "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
+        assert "'msg': \"Value error, Parameter 'cache_salt' must be a non-empty string if provided.\"" in \
+            error["message"] and error["param"] == "body"
     for route, name in [("/v1/completions", "logprobs"), ("/v1/completions", "prompt_logprobs"),
                         ("/v1/chat/completions", "top_logprobs"), ("/v1/chat/completions", "prompt_logprobs")]:
         error = client.post(route, json={**BASES[route], name: "1"}).json()["error"]  # (vLLM's check_logprobs)
-        assert (error["message"], error["param"]) == (f"`{name}` must be an integer. (parameter={name}, value=1)", name)
+        assert f"'msg': 'Value error, `{name}` must be an integer. (parameter={name}, value=1)'" in error["message"]
+        assert error["param"] == name
     mixed = client.post("/v1/completions", json={**BASES["/v1/completions"], "prompt": ["D", [97]]}).json()["error"]
-    assert mixed["message"].startswith("prompt: ") and mixed["message"].endswith(", got ['D', [97]]")
+    assert "'loc': ('body', 'prompt', 'list[int]', 0), 'msg': 'Input should be a valid integer" in mixed["message"]
     nested = client.post("/v1/completions", json={**BASES["/v1/completions"], "vllm_xargs": {"k": {"x": 1}}})
-    assert nested.json()["error"]["message"].startswith("vllm_xargs.k: str: Input should be a valid string or int: ")
+    assert "'loc': ('body', 'vllm_xargs', 'k', 'str'), 'msg': 'Input should be a valid string'" in \
+        nested.json()["error"]["message"]
 
 
 SCHEMA = {"type": "object"}
@@ -288,7 +294,8 @@ def test_nested_fields_are_checked_as_vllms_nested_models(client):
         response = client.post(route, json={**base, name: value})
         error = response.json().get("error", {}) if response.status_code == 400 else {}
         if response.status_code != 200 if taken else not (
-                error.get("param") == name and error.get("message", "").startswith(name)):
+                f"'{name}'" in error["message"] if route == "/tokenize" else  # (a union: a member's label in loc)
+                error.get("param", "").startswith(f"body.{name}") and f"'loc': ('body', '{name}'" in error["message"]):
             wrong.append((route, name, value, response.status_code, response.text[:200]))
     assert wrong == []
 
@@ -300,10 +307,10 @@ def test_vllms_own_checks_read_the_body_as_sent_before_the_types(client):
     answer = client.post("/v1/completions", json=body)
     assert answer.status_code == 200 and answer.json()["object"] == "text_completion", answer.text
     error = client.post("/v1/completions", json={**body, "stream": 0}).json()["error"]
-    assert (error["message"], error["param"]) == (
-        "Stream options can only be defined when `stream=True`. (parameter=stream_options)", "stream_options")
+    assert "'msg': 'Value error, Stream options can only be defined when `stream=True`. (parameter=stream_options)'" \
+        in error["message"] and error["param"] == "stream_options"
     for route in ("/v1/chat/completions", "/tokenize chat"):
         flags = {**BASES[route], "continue_final_message": "no", "add_generation_prompt": "no"}
         error = client.post(route.split()[0], json=flags).json()["error"]
-        assert (error["message"], error["param"]) == (
-            "Cannot set both `continue_final_message` and `add_generation_prompt` to True.", None), route
+        assert "'msg': 'Value error, Cannot set both `continue_final_message` and `add_generation_prompt` to True.'" \
+            in error["message"], route

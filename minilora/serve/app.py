@@ -54,7 +54,10 @@ and ``generate()`` keep transformers' top-k 50) -- unless the model folder's gen
 them, or ``min_p`` and ``repetition_penalty`` (and ``max_new_tokens``, the default ``max_tokens``), which
 vLLM applies too. ``stream: true`` answers with server-sent events (``data: {chunk}`` lines, then
 ``data: [DONE]``). Errors are vLLM's JSON, ``{"error": {"message", "type", "param", "code"}}``, with a 4xx
-status that says whose fault it is: 400 bad parameters (type ``BadRequestError``; a body that is not a
+status that says whose fault it is: 400 bad parameters (type ``BadRequestError``; a body the route's pydantic
+model refuses -- a field's type, a required field left out, one of vLLM's model validators -- is vLLM 0.24's answer
+to FastAPI's RequestValidationError: type ``Bad Request``, pydantic's error list as the message, param the
+parameter a VLLMValidationError names or the first error's loc, ``body.max_tokens``; a body that is not a
 JSON object, or whose Content-Type is not application/json: ``Bad Request``), 404 unknown model, 429 busy (the
 backlog across requests is full; one request's prompts x n are taken whole however many, and wait for free rows
 as vLLM's). A refused request leaves nothing queued (its n choices are taken all or none), so the retries
@@ -72,6 +75,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -89,10 +93,11 @@ from starlette.routing import Route
 
 from .beam import beam_search
 from .detokenizer import token_bytes_or_text as _token_bytes
-from .engine import EngineError, Request, check_characters, check_context, model_not_found, validation_error
+from .engine import (EngineError, Request, VLLMValidationError, check_characters, check_context, model_not_found,
+                     validation_error)
 from .fields import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, LoadLoRAAdapterRequest,
-                     TokenizeChatRequest, TokenizeRequest, UnloadLoRAAdapterRequest, log_ignored, read_fields,
-                     read_union)
+                     RequestValidationError, TokenizeChatRequest, TokenizeRequest, UnloadLoRAAdapterRequest,
+                     read_fields, read_union)
 from .sampler import SAMPLING_EPS
 from .structured import Grammars, constraint_of, tool_choice_of
 
@@ -364,7 +369,6 @@ def _usage_options(body):
     options = body.get("stream_options")
     if options is None:
         return False, False
-    log_ignored(set(options) - {"include_usage", "continuous_usage_stats"})
     include, continuous = options.get("include_usage", True), options.get("continuous_usage_stats", False)
     return bool(include), bool(include and continuous)
 
@@ -1438,9 +1442,10 @@ def _authorized(request, api_key):
     return secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode())
 
 
-def _guarded(handler, api_key=None):
+def _guarded(handler, api_key=None, path=None):
     """An engine refusal becomes OpenAI's error JSON with its status; a request without the API key
-    (when the server has one) is a 401, which OpenAI's clients raise as AuthenticationError."""
+    (when the server has one) is a 401, which OpenAI's clients raise as AuthenticationError; a body the route's
+    pydantic model refuses is vLLM's answer to FastAPI's RequestValidationError (``_invalid_body``)."""
     async def route(request):
         if not _authorized(request, api_key):
             return _error(401, "a valid API key is required: this server runs with --api-key; send "
@@ -1449,6 +1454,9 @@ def _guarded(handler, api_key=None):
             return await handler(request)
         except EngineError as exc:
             return _error(exc.status, exc.message, exc.param, exc.kind)
+        except RequestValidationError as exc:
+            where = f"{request.method} {request.scope.get('root_path', '').rstrip('/')}{path}"
+            return _invalid_body(exc.errors, {**_endpoint_of(handler), "path": where})
         except _BadBody as exc:
             return _error(400, str(exc), kind="Bad Request")
         except Exception as exc:  # a fault of the server's: still OpenAI's error JSON (Starlette's is plain text)
@@ -1457,12 +1465,62 @@ def _guarded(handler, api_key=None):
     return route
 
 
+@functools.cache
+def _endpoint_of(handler):
+    """FastAPI's endpoint context of a route's function (_extract_endpoint_context): its file, first line and name,
+    which its RequestValidationError prints."""
+    try:
+        return {"file": inspect.getsourcefile(handler), "line": inspect.getsourcelines(handler)[1],
+                "function": handler.__name__}
+    except (TypeError, OSError):
+        return {}
+
+
+def _invalid_body(errors, endpoint):
+    """vLLM 0.24's validation_exception_handler on FastAPI's RequestValidationError: a 400 of type "Bad Request";
+    param the parameter of the first VLLMValidationError among the errors (a model's own check), else the first
+    error's loc as clean_loc_for_param writes it; the message ``f"{exc_str} {errors_str}"``: FastAPI's str(exc)
+    (the count, each error, the endpoint that refused the body), then the errors list, with object addresses
+    masked (sanitize_message)."""
+    checks = [error["ctx"]["error"] for error in errors if isinstance(error.get("ctx", {}).get("error"), ValueError)]
+    param = next((check.parameter for check in checks if isinstance(check, VLLMValidationError)), None)
+    if param is None and errors:
+        param = _clean_loc(errors[0]["loc"])
+    exc_str = f"{len(errors)} validation error{'s' if len(errors) != 1 else ''}:\n"
+    exc_str = (exc_str + "".join(f"  {error}\n" for error in errors) + _endpoint_shown(endpoint)).rstrip()
+    message = re.sub(r" at 0x[0-9a-f]+>", ">", f"{exc_str} {errors}")
+    return _error(400, message, param, kind=HTTPStatus.BAD_REQUEST.phrase)
+
+
+def _endpoint_shown(endpoint):
+    """FastAPI's ValidationException._format_endpoint_context."""
+    if not all(endpoint.get(key) for key in ("file", "line", "function")):
+        return f"\n  Endpoint: {endpoint['path']}" if endpoint.get("path") else ""
+    shown = f'\n  File "{endpoint["file"]}", line {endpoint["line"]}, in {endpoint["function"]}'
+    return shown + (f"\n    {endpoint['path']}" if endpoint.get("path") else "")
+
+
+# pydantic-core's names of the schemas that wrap a field (a union member's, a validator's), which are no field of
+# the request: vLLM's clean_loc_for_param leaves them (and any bracketed name) out of an error's param
+_SCHEMA_NAMES = frozenset({"function-wrap", "function-after", "function-before", "function-plain", "json-or-python",
+                           "lax-or-strict", "chain", "default", "nullable", "tagged-union", "union", "call",
+                           "arguments", "is-instance", "is-subclass", "callable", "str", "int", "float", "bool",
+                           "bytes", "bytearray", "list", "tuple", "dict", "set", "frozenset", "complex", "none",
+                           "nonetype"})
+
+
+def _clean_loc(loc):
+    names = [str(key) for key in loc]
+    fields = [name for name in names if not re.search(r"[\[\]{}()]", name) and name.lower() not in _SCHEMA_NAMES]
+    return ".".join(fields or names)
+
+
 def create_app(engine, model_name="base", api_key=None, aliases=()):
     """A Starlette app serving ``engine``; the engine thread starts with the app and stops with it.
     ``api_key``: required of every /v1 request, as vLLM's ``--api-key`` (None: no key); ``aliases``:
     more names for the base model (vLLM's further ``--served-model-name`` names)."""
     server = _Server(engine, model_name, aliases)
-    routes = [Route(path, _guarded(handler, api_key), methods=[method]) for path, handler, method in [
+    routes = [Route(path, _guarded(handler, api_key, path), methods=[method]) for path, handler, method in [
         ("/v1/models", server.models, "GET"), ("/v1/models/{model:path}", server.model, "GET"),
         ("/v1/completions", server.completions, "POST"), ("/v1/chat/completions", server.chat_completions, "POST"),
         ("/tokenize", server.tokenize, "POST"), ("/detokenize", server.detokenize, "POST"),

@@ -52,12 +52,25 @@ class EngineError(Exception):
         self.status, self.message, self.param, self.kind = status, message, param, kind
 
 
+class VLLMValidationError(ValueError):
+    """vLLM's VLLMValidationError (vllm/exceptions.py): a ValueError naming the parameter (and value) a check
+    refused; its text carries them, ``"top_p must be in (0, 1], got 0.0. (parameter=top_p, value=0.0)"``."""
+
+    def __init__(self, message, *, parameter=None, value=None):
+        super().__init__(message)
+        self.parameter, self.value = parameter, value
+
+    def __str__(self):
+        extras = [f"{key}={item}" for key, item in (("parameter", self.parameter), ("value", self.value))
+                  if item is not None]
+        return f"{super().__str__()} ({', '.join(extras)})" if extras else super().__str__()
+
+
 def validation_error(message, parameter=None, value=None):
-    """A request vLLM's checks refuse, as its answer shows it: VLLMValidationError's text (the parameter and the
-    value its check names appended, ``" (parameter=top_p, value=0.0)"``) and that parameter as the error's param
-    (None where the check names none, as vLLM's SamplingParams range checks mostly do)."""
-    extras = [f"{key}={item}" for key, item in (("parameter", parameter), ("value", value)) if item is not None]
-    return EngineError(400, f"{message} ({', '.join(extras)})" if extras else message, parameter)
+    """A request vLLM's serving code refuses with VLLMValidationError, as its create_error_response answers it:
+    the error's text as the message and its parameter as param (None where the check names none, as vLLM's
+    SamplingParams range checks mostly do)."""
+    return EngineError(400, str(VLLMValidationError(message, parameter=parameter, value=value)), parameter)
 
 
 class Request:

@@ -6,16 +6,18 @@ validates vLLM's: an int field takes ``5``, ``5.0``, ``"5"``, ``true``, not ``5.
 ``null`` only where vLLM's field is Optional; a Literal only its values; a dict's values their declared types.
 
 * A name vLLM's model does not have is ignored, with vLLM's warning in the log ("The following fields were
-  present in the request but ignored: {...}"): its models allow extra fields, as OpenAI's API does.
-* A value its field's type refuses is a 400 naming the field (``param``): ``"NAME: <pydantic's message>, got
-  VALUE"`` (a list item's or a dict value's path is dotted: ``stop_token_ids.1``); a field left out that vLLM
-  requires is ``"NAME: Field required"``.
+  present in the request but ignored: {...}"), written by its OpenAIBaseModel's wrap validator
+  ``__log_extra_fields__`` once the model has taken the body: its models allow extra fields, as OpenAI's API does.
+* A body the model refuses raises FastAPI's ``RequestValidationError``: pydantic's errors, each located under
+  ``"body"`` (a union member's name in the loc as pydantic names it: ``function-wrap[__log_extra_fields__()]`` for
+  each of vLLM's models, a TypedDict's class name), which app.py answers as vLLM 0.24's handler does.
 * Nested models are vLLM's too (``stream_options``, ``response_format``'s three, ``structured_outputs``, ``tools``,
   ``tool_choice``, ``messages``: the keys of a message and its content parts, vLLM's part union); the fields app.py
   refuses unless "off" (``logits_processors``, ``prompt_embeds``) are taken as sent. vLLM's own mode="before"
   validators (cache_salt, stream_options without stream, both generation flags, a logprobs count sent as text,
-  check_tool_usage) are the models' too: they read the body as sent, before the types, and refuse as vLLM's
-  VLLMValidationError does (a ValueError to pydantic: a union tries its next member), in vLLM's words.
+  check_tool_usage, a prompt left out) are the models' too: they read the body as sent, before the types, and raise
+  what vLLM's raise (a ValueError, or its VLLMValidationError naming the parameter): pydantic reports it as a
+  value_error, and a union tries its next member.
 
 ``read_fields(body, Model)`` returns the body's fields of ``Model`` as pydantic made them (nested models as dicts
 of what was sent, by their JSON names: ``"schema"``) and drops every other name; the ranges and the meaning of each
@@ -30,43 +32,49 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from typing_extensions import Required, TypedDict  # (pydantic reads typing's TypedDict from Python 3.12 on only)
 
-from .engine import EngineError, validation_error
+from .engine import VLLMValidationError
 
-__all__ = ["read_fields", "read_union", "log_ignored", "CompletionRequest", "ChatCompletionRequest",
-           "TokenizeCompletionRequest", "TokenizeChatRequest", "TokenizeRequest", "DetokenizeRequest",
-           "LoadLoRAAdapterRequest", "UnloadLoRAAdapterRequest"]
+__all__ = ["read_fields", "read_union", "log_ignored", "RequestValidationError", "CompletionRequest",
+           "ChatCompletionRequest", "TokenizeCompletionRequest", "TokenizeChatRequest", "TokenizeRequest",
+           "DetokenizeRequest", "LoadLoRAAdapterRequest", "UnloadLoRAAdapterRequest"]
 
 _LOG = logging.getLogger("minilora.serve")
 _INT64 = dict(ge=-2**63, le=2**63 - 1)  # vLLM's torch.iinfo(torch.long) bounds (seed, truncate_prompt_tokens)
 
 
-class _VLLMCheck(ValueError):
-    """vLLM's VLLMValidationError as its models' own checks raise it: a ValueError, so pydantic takes it as that
-    model's refusal (a union of models then tries its next member, as /tokenize's), carrying the 400 vLLM answers
-    with (its words and param: read_fields answers it as raised)."""
+class RequestValidationError(Exception):
+    """FastAPI's RequestValidationError, as vLLM's routes raise it for a body their pydantic model refuses: pydantic's
+    errors (``include_url=False``), each located under ``"body"``, as FastAPI lists them. app.py answers it as vLLM's
+    validation_exception_handler does (a 400 of type "Bad Request")."""
 
-    def __init__(self, error):
-        super().__init__(error.message)
-        self.error = error
+    def __init__(self, errors):
+        super().__init__(errors)
+        self.errors = errors
 
 
 def _vllm_check(check):
-    """One of vLLM's mode="before" validators: ``check(data)`` reads the body as sent and raises the EngineError
-    vLLM answers with; pydantic sees it as a ValueError (_VLLMCheck)."""
+    """One of vLLM's mode="before" validators: ``check(data)`` reads the body as sent and raises what vLLM's raises
+    (a ValueError, or its VLLMValidationError naming the parameter), which pydantic reports as a value_error."""
     def validator(cls, data):
-        if not isinstance(data, dict):  # (vLLM's checks let pydantic refuse a body that is no object)
-            return data
-        try:
-            return check(data)
-        except EngineError as exc:
-            raise _VLLMCheck(exc) from None
+        return check(data) if isinstance(data, dict) else data
     validator.__name__ = check.__name__
     return model_validator(mode="before")(classmethod(validator))
 
 
 class _Model(BaseModel):
-    """vLLM's OpenAIBaseModel: names it does not declare are allowed (and logged by read_fields)."""
+    """vLLM's OpenAIBaseModel: names it does not declare are allowed, and logged once the model has taken the body
+    (its wrap validator, whose name pydantic shows as a union member's in an error's loc:
+    ``function-wrap[__log_extra_fields__()]``)."""
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def __log_extra_fields__(cls, data, handler):
+        result = handler(data)
+        if isinstance(data, dict):
+            names = set(cls.model_fields) | {field.alias for field in cls.model_fields.values() if field.alias}
+            log_ignored(data.keys() - names)
+        return result
 
 
 class StreamOptions(_Model):
@@ -192,7 +200,7 @@ class CustomToolCall(TypedDict, total=False):
     type: Required[Literal["custom"]]
 
 
-class CustomChatMessage(TypedDict, total=False):
+class CustomChatCompletionMessageParam(TypedDict, total=False):
     """vLLM's CustomChatCompletionMessageParam, the widest member of its message union: a role of any name, content
     text or vLLM's parts (left out: no text; not null)."""
     __pydantic_config__ = ConfigDict(extra="allow")  # (the keys a chat template reads beside these)
@@ -204,7 +212,7 @@ class CustomChatMessage(TypedDict, total=False):
     reasoning: str | None
 
 
-class AssistantMessage(TypedDict, total=False):
+class ChatCompletionAssistantMessageParam(TypedDict, total=False):
     """OpenAI's ChatCompletionAssistantMessageParam, the member of vLLM's union that takes an assistant's content
     null (beside its tool calls) and custom tool calls; other keys kept for the template, as the custom member's."""
     __pydantic_config__ = ConfigDict(extra="allow")
@@ -218,7 +226,7 @@ class AssistantMessage(TypedDict, total=False):
 
 # vLLM's ChatCompletionMessageParam (chat_utils.py), of the members an OpenAI-style message can be: OpenAI's assistant
 # message, else vLLM's custom one (OpenAI's other roles' messages take what the custom one takes, and less)
-ChatMessage = AssistantMessage | CustomChatMessage
+ChatMessage = ChatCompletionAssistantMessageParam | CustomChatCompletionMessageParam
 
 
 class FunctionDefinition(_Model):
@@ -241,13 +249,13 @@ _XArgs = dict[str, str | int | float | list[str | int | float]] | None
 def _check_cache_salt(data):
     salt = data.get("cache_salt")
     if salt is not None and (not isinstance(salt, str) or not salt):
-        raise EngineError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
+        raise ValueError("Parameter 'cache_salt' must be a non-empty string if provided.")
     return data
 
 
 def _check_stream_options(data):
     if data.get("stream_options") and not data.get("stream"):  # (an empty one is let through)
-        raise validation_error("Stream options can only be defined when `stream=True`.", "stream_options")
+        raise VLLMValidationError("Stream options can only be defined when `stream=True`.", parameter="stream_options")
     return data
 
 
@@ -306,14 +314,14 @@ def _counts_are_numbers(*names):
         for name in names:
             value = data.get(name)
             if value is not None and not isinstance(value, (int, float)):
-                raise validation_error(f"`{name}` must be an integer.", name, value)
+                raise VLLMValidationError(f"`{name}` must be an integer.", parameter=name, value=value)
         return data
     return _vllm_check(check_logprobs)
 
 
 def _check_generation_prompt(data):
     if data.get("continue_final_message") and data.get("add_generation_prompt"):
-        raise validation_error("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+        raise ValueError("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
     return data
 
 
@@ -326,18 +334,18 @@ def _check_tool_usage(data):
     ``tool_choice`` is checked after (``ToolChoice``)."""
     tools = data.get("tools")
     if tools == []:
-        raise EngineError(400, "`tools` must not be an empty array. Either provide at least one tool or omit the "
-                               "field entirely.", "tools")
+        raise ValueError("`tools` must not be an empty array. Either provide at least one tool or omit the field "
+                         "entirely.")
     if "tool_choice" not in data and tools:
         data = {**data, "tool_choice": "auto"}
     choice = data.get("tool_choice")
     if choice is None or choice == "none":
         return data
     if tools is None:
-        raise EngineError(400, "When using `tool_choice`, `tools` must be set.", "tool_choice")
+        raise ValueError("When using `tool_choice`, `tools` must be set.")
     if choice not in ("auto", "required") and not isinstance(choice, dict):
-        raise EngineError(400, f"Invalid value for `tool_choice`: {choice}! Only named tools, \"none\", \"auto\" or "
-                               "\"required\" are supported.", "tool_choice")
+        raise ValueError(f"Invalid value for `tool_choice`: {choice}! Only named tools, \"none\", \"auto\" or "
+                         "\"required\" are supported.")
     if isinstance(choice, dict):
         _check_named_tool(choice, tools)
     return data
@@ -346,22 +354,18 @@ def _check_tool_usage(data):
 def _check_named_tool(choice, tools):
     function = choice.get("function")
     if not isinstance(function, dict):
-        raise EngineError(400, f"Invalid value for `function`: `{function}` in `tool_choice`! {_CORRECT_TOOL_CHOICE}",
-                          "tool_choice.function")
+        raise ValueError(f"Invalid value for `function`: `{function}` in `tool_choice`! {_CORRECT_TOOL_CHOICE}")
     if "name" not in function:
-        raise EngineError(400, f"Expected field `name` in `function` in `tool_choice`! {_CORRECT_TOOL_CHOICE}",
-                          "tool_choice.function.name")
+        raise ValueError(f"Expected field `name` in `function` in `tool_choice`! {_CORRECT_TOOL_CHOICE}")
     name = function["name"]
     if not isinstance(name, str) or not name:
-        raise EngineError(400, f"Invalid `name` in `function`: `{name}` in `tool_choice`! {_CORRECT_TOOL_CHOICE}",
-                          "tool_choice.function.name")
+        raise ValueError(f"Invalid `name` in `function`: `{name}` in `tool_choice`! {_CORRECT_TOOL_CHOICE}")
     # (vLLM indexes each tool's function name here, a 500 for tools of another shape: their own type refuses them
     # after this check, a 400)
     readable = isinstance(tools, list) and all(isinstance(tool, dict) and isinstance(tool.get("function"), dict)
                                                for tool in tools)
     if readable and name not in [tool["function"].get("name") for tool in tools]:
-        raise EngineError(400, "The tool specified in `tool_choice` does not match any of the specified `tools`",
-                          "tool_choice")
+        raise ValueError("The tool specified in `tool_choice` does not match any of the specified `tools`")
 
 
 class ChatCompletionNamedFunction(_Model):
@@ -381,7 +385,7 @@ def _check_prompt_and_prompt_embeds(data):
     may hold "": its BOS) with no prompt_embeds is refused."""
     prompt, embeds = data.get("prompt"), data.get("prompt_embeds")
     if (prompt is None or prompt == "") and (embeds is None or embeds == []):
-        raise validation_error("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
+        raise VLLMValidationError("Either prompt or prompt_embeds must be provided and non-empty.", parameter="prompt")
     return data
 
 
@@ -493,100 +497,37 @@ def log_ignored(names):
                      ", ".join(f'"{_REMOVED_GUIDED[name]}": ...' for name in removed if _REMOVED_GUIDED[name]))
 
 
-def _refusal(exc, body):
-    """A ValidationError as the 400 of its first field: pydantic's message, the value, the field as param. A
-    union's refusal (one error per member type) names each member's path and message after the shared path."""
-    errors = exc.errors(include_url=False)
-    check = next((e["ctx"]["error"] for e in errors if isinstance(e.get("ctx", {}).get("error"), _VLLMCheck)), None)
-    if check is not None:  # one of vLLM's own checks: its words and param (vLLM's handler reads them first too)
-        return check.error
-    name = errors[0]["loc"][0]
-    if errors[0]["type"] == "missing" and len(errors[0]["loc"]) == 1:
-        return EngineError(400, f"{name}: Field required", name)
-    own = _of_the_meant_kind([error for error in errors if error["loc"][0] == name])
-    path = _common_path([error["loc"] for error in own])
-    if len(own) == 1:
-        message, value = own[0]["msg"], own[0]["input"]
-    else:
-        message, value = " or ".join(dict.fromkeys(
-            _shown(error["loc"][len(path):]) + ": " + error["msg"] for error in own)), body
-        for key in path:  # (a union member's name in the path is no key of the body)
-            if isinstance(value, dict) and key in value or isinstance(value, list) and isinstance(key, int):
-                value = value[key]
-    return EngineError(400, f"{_shown(path)}: {message}, got {value!r}"[:500], name)
+@functools.cache
+def _adapter(kind):
+    return TypeAdapter(kind)
 
 
-_KIND_FIELDS = ("role", "type")  # the Literal fields OpenAI's and vLLM's unions tell their members apart by
-
-
-def _of_the_meant_kind(errors):
-    """A union's errors less those of the members whose kind field (``_KIND_FIELDS``) refuses the value: a message
-    whose role is not "assistant" is no AssistantMessage, a part of type "text" no image part, and what such a
-    member says is not what is wrong. All of them, where no member of the value's kind is left to say more than
-    that the value is no such member."""
-    common = len(_common_path([error["loc"] for error in errors]))
-    other_kinds = {error["loc"][:-1] for error in errors if error["type"] == "literal_error"
-                   and error["loc"][-1] in _KIND_FIELDS and len(error["loc"]) - 1 > common}
-    kept = [error for error in errors if not any(error["loc"][:len(kind)] == kind for kind in other_kinds)]
-    return kept if any(len(error["loc"]) > common + 1 for error in kept) else errors
-
-
-def _shown(loc):
-    """A path as a message shows it: pydantic's schema names of a union's members shortened to their kind
-    (``list[union[...]]``: ``list``), as vLLM's clean_loc_for_param leaves the bracketed ones out of a param."""
-    return ".".join(str(key).split("[")[0] for key in loc)
-
-
-def _common_path(paths):
-    """The longest path that begins each of ``paths`` (a union's member errors: the member's name comes after)."""
-    common = paths[0]
-    for path in paths[1:]:
-        common = next((common[:i] for i, (a, b) in enumerate(zip(common, path)) if a != b), common[:len(path)])
-    return common
+def _validated(kind, body):
+    """``body`` validated as FastAPI validates a route's body parameter of type ``kind`` (a model or a union of
+    them): pydantic in lax Python mode, ``from_attributes=True``; a refusal is FastAPI's RequestValidationError."""
+    try:
+        return _adapter(kind).validate_python(body, from_attributes=True)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])}
+                                      for error in exc.errors(include_url=False)]) from None
 
 
 def read_fields(body, model):
     """``body`` (a JSON object) validated as vLLM's pydantic ``model`` validates it: the fields it gives, as
-    pydantic made them (a nested model as a dict of what was sent), every other name dropped and logged as
-    vLLM logs it. A value the field's type refuses is a 400 naming the field."""
-    try:
-        request = model.model_validate(body)
-    except ValidationError as exc:
-        raise _refusal(exc, body) from None
-    return _fields_of(request, body)
-
-
-def _fields_of(request, body):
-    model = type(request)
-    if model.model_config.get("extra") == "allow":  # (vLLM's OpenAIBaseModel logs them; a plain BaseModel not)
-        log_ignored(set(body) - set(model.model_fields))
-    return request.model_dump(include=request.model_fields_set & set(model.model_fields), exclude_unset=True,
-                              by_alias=True)
-
-
-@functools.cache
-def _adapter(union):
-    return TypeAdapter(union)
+    pydantic made them (a nested model as a dict of what was sent), every other name dropped (and logged, as
+    vLLM logs it). A body the model refuses raises RequestValidationError."""
+    return _fields_of(_validated(model, body), body)
 
 
 def read_union(body, union):
     """(the member model, its fields) of ``body`` validated against a union of vLLM's request models, as FastAPI
     validates vLLM's /tokenize body: pydantic's smart union picks the member (a body with both "prompt" and
-    "messages" is a chat). No member takes it: a 400 naming each member's first refusal (param: the first's
-    field, the member's whose own fields are there first), or, where one of vLLM's own checks refused, that
-    check's answer."""
-    try:
-        request = _adapter(union).validate_python(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if any(isinstance(e.get("ctx", {}).get("error"), _VLLMCheck) for e in errors):
-            raise _refusal(exc, body) from None
-        first = {}
-        for error in errors:  # (each error's loc starts with its member's name)
-            first.setdefault(error["loc"][0], error)
-        # the member the body meant first: one whose own required field is there ({"messages": ...} is a chat)
-        ranked = sorted(first.items(), key=lambda item: item[1]["type"] == "missing" and len(item[1]["loc"]) == 2)
-        reasons = [f"{_shown(e['loc'][1:])}: {e['msg']} ({member})" for member, e in ranked]
-        param = ranked[0][1]["loc"][1] if len(ranked[0][1]["loc"]) > 1 else None
-        raise EngineError(400, f"{' or '.join(reasons)}, got {body!r}"[:500], param) from None
+    "messages" is a chat); no member takes it: RequestValidationError with each member's errors."""
+    request = _validated(union, body)
     return type(request), _fields_of(request, body)
+
+
+def _fields_of(request, body):
+    model = type(request)
+    return request.model_dump(include=request.model_fields_set & set(model.model_fields), exclude_unset=True,
+                              by_alias=True)
