@@ -35,14 +35,15 @@ million elements, the same bits (``native_available()`` says which runs; ``MINIL
 
 torch's elementwise loop (``cpu_kernel_vec``) runs the vectorized formula on two vectors at a time
 (32 elements with AVX-512, 16 with AVX2: ``CPU_CAPABILITY``, below) and the scalar one on the last
-``n % 32`` (``n % 16``) elements of each thread's chunk (``scalar_tail``): there C's ``expf``,
-``expm1f``, ``tanhf``, ``log1pf``, taken here as correctly rounded, which glibc 2.36's are but in
-0.04% (expf) to ~8% (expm1f, tanhf) of the cases: 1-2 ulps on a few tail elements. ``torch.expm1``/
-``log1p`` map the vector function over every element, no tail. torch's "default" build (no SIMD,
-``ATEN_CPU_CAPABILITY=default``) calls C's functions on every element and fuses no multiply-add: the
-models here follow it, with glibc's last bits not reproduced.
-Not reproduced: MKL's own errors, F.gelu's exact form (oneDNN's kernel for contiguous float32 input),
-softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
+``n % 32`` (``n % 16``) elements of each row (``scalar_positions``: of each thread's chunk of a contiguous
+array, ``scalar_tail``), and on every element of an input not contiguous along its innermost dimension
+(``x[::2]``: basic_loop). There it calls C's ``expf``, ``expm1f``, ``tanhf``, ``log1pf``, ``erff``: the C
+library's own, which minilora calls too (``c_function``; glibc's are not correctly rounded in 0.04% (expf)
+to ~8% (expm1f, tanhf) of elements). ``torch.expm1``/``log1p`` map the vector function over every element, no
+tail. torch's "default" build (no SIMD, ``ATEN_CPU_CAPABILITY=default``) calls C's functions on every element
+and fuses no multiply-add: the models here follow it. F.gelu's exact form is oneDNN's kernel for a contiguous
+input (``gelu_erf``: its AVX-512 minimax erf ported; its AVX2 formula is not).
+Not reproduced: MKL's own errors, softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
 """
 import contextlib
 import ctypes
@@ -58,7 +59,8 @@ from .device import CHUNK, cache_slices, xp_of
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
            "scalar_tail", "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
-           "sigmoid", "logaddexp", "logaddexp2",
+           "sigmoid", "logaddexp", "logaddexp2", "c_function", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
+           "aten_erf", "ONEDNN_AVX512",
            "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
            "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]
@@ -94,8 +96,8 @@ def torch_cpu_capability(environ=None, cpu_features=None):
 
 # What the capability changes in the kernels modelled here (torch reads it once, at its first kernel;
 # minilora at import). "default" is torch's build for any x86-64: no SIMD intrinsics, and its
-# Vectorized<float>::exp (expm1, log1p, tanh) is C's function element by element, glibc's, which
-# minilora does not reproduce (its stand-in is the correctly rounded result), and no fused multiply-add.
+# Vectorized<float>::exp (expm1, log1p, tanh) is C's function element by element (c_function), and no fused
+# multiply-add.
 CPU_CAPABILITY = torch_cpu_capability()
 FLOAT_LANES = 16 if CPU_CAPABILITY == "avx512" else 8  # Vectorized<float>::size(): a 64- or 32-byte vector
 FUSED_MULTIPLY_ADD = CPU_CAPABILITY != "default"  # GCC fuses a * b + c only where the build targets FMA
@@ -111,13 +113,14 @@ _native_state = {"library": None, "tried": False, "off": False}  # off: inside n
 
 
 # Each kernel's arguments: p a float32 array (its address), n the element count, f a float, s a step.
-_C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s": ctypes.c_size_t}
+_C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s": ctypes.c_size_t,
+            "i": ctypes.c_int}
 _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_sigmoid"), "ppn"),
     "ml_silu": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
-    "ml_swiglu_backward": "ppppppn"}
+    "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn"}
 
 
 def _native_library():
@@ -181,16 +184,50 @@ def _loop_natively(name, inputs, outputs, numbers, scalar_formula):
     library = _native_library()
     shape = np.shape(inputs[0])
     if library is None or CPU_CAPABILITY == "default" or not all(
-            type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous and x.shape == shape for x in inputs):
+            type(x) is np.ndarray and x.dtype == _F32 and x.shape == shape for x in inputs) or not all(
+            out.flags.c_contiguous for out in outputs):
         return None
+    if not all(x.flags.c_contiguous for x in inputs):  # (torch's loop by their layout: scalar_positions)
+        if scalar_formula is None:
+            return None
+        tails = scalar_positions(*inputs)
+        inputs = [np.ascontiguousarray(x) for x in inputs]
+    else:
+        tails = scalar_positions(inputs[0]) if scalar_formula is not None else ()
     flat_inputs, flat_outputs = [x.reshape(-1) for x in inputs], [out.reshape(-1) for out in outputs]
-    if scalar_formula is None or flat_inputs[0].size >= _VECTOR_STEP:  # (shorter: all of it the scalar tail)
+    if scalar_formula is None or flat_inputs[0].size >= _VECTOR_STEP:
         _native_map(getattr(library, name), [*flat_inputs, *flat_outputs], *numbers)
-    for start, stop in scalar_tail(flat_inputs[0].size) if scalar_formula is not None else ():
-        if start < stop:
-            for out, value in zip(flat_outputs, scalar_formula(*(x[start:stop] for x in flat_inputs))):
-                out[start:stop] = value
+    for where in tails:
+        if np.size(flat_inputs[0][where]):
+            for out, value in zip(flat_outputs, scalar_formula(*(x[where] for x in flat_inputs))):
+                out[where] = value
     return outputs
+
+
+_C_FUNCTIONS = ("expf", "expm1f", "log1pf", "tanhf", "exp2f", "erff", "logf")  # (ml_c_function's numbering)
+_libm = {}
+
+
+def c_function(name, x):
+    """C's float function ``name`` (``"expf"``, ``"expm1f"``, ``"log1pf"``, ``"tanhf"``, ``"exp2f"``, ``"erff"``,
+    ``"logf"``) of a float32 array: the C library's own, which torch's scalar lambdas call (``std::exp`` of a
+    float): in the scalar tail of its loop, on a non-contiguous input (``scalar_positions``) and in its "default"
+    build. glibc's are not correctly rounded in 0.04% (expf) to ~8% (expm1f, tanhf) of elements, so no formula
+    here stands in for them. Compiled where it can be (one C loop), else each element through ctypes."""
+    x = np.ascontiguousarray(x, _F32)
+    out = np.empty(x.shape, _F32)
+    library = _native_library()
+    if library is not None:
+        library.ml_c_function(_C_FUNCTIONS.index(name), native.address(x), native.address(out), x.size)
+        return out
+    if name not in _libm:
+        import ctypes.util
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("m") or ctypes.util.find_library("c")), name)
+        function.restype, function.argtypes = ctypes.c_float, [ctypes.c_float]
+        _libm[name] = np.frompyfunc(function, 1, 1)
+    if x.size:
+        out[...] = _libm[name](x)
+    return out
 
 
 def correctly_rounded(fn, x):
@@ -846,11 +883,11 @@ def _modelled(model, port_slice, x, limits, small_bits, port_below=0):
     return out
 
 
-def loop_expm1(x):
+def loop_expm1(x, layout=None):
     """``expm1`` as a torch elementwise kernel computes it inside its formula (elu): SLEEF's in the
-    vectorized body, C's in the scalar tail (here correctly rounded; glibc 2.36's ``expm1f`` is not in
-    8% of the cases, so a tail element may differ from torch's by 1 ulp)."""
-    return _in_loop(x, sleef_expm1, lambda t: correctly_rounded(np.expm1, t))
+    vectorized body, C's in the scalar tail (``c_function``; ``layout``: the kernel's input, where ``x`` was
+    computed from it)."""
+    return _in_loop(x, sleef_expm1, lambda t: c_function("expm1f", t), layout)
 
 
 # ---- Sleef_tanhf16_u10 -----------------------------------------------------------------------------
@@ -899,10 +936,10 @@ def sleef_tanh(x):
     return np.copysign(out, x, out=out)
 
 
-def loop_tanh(x):
+def loop_tanh(x, layout=None):
     """``tanh`` as a torch elementwise kernel computes it inside its formula (gelu's tanh form): SLEEF's
-    in the vectorized body, C's ``tanhf`` (taken as correctly rounded) in the scalar tail."""
-    return _in_loop(x, sleef_tanh, lambda t: correctly_rounded(np.tanh, t))
+    in the vectorized body, C's ``tanhf`` in the scalar tail."""
+    return _in_loop(x, sleef_tanh, lambda t: c_function("tanhf", t), layout)
 
 
 _GELU_BETA, _GELU_KAPPA = _F32(0.7978845608028654), _F32(0.044715)  # sqrt(2 / pi), 0.044715
@@ -912,8 +949,8 @@ def gelu_tanh(x):
     """torch's float32 ``gelu(x, approximate='tanh')`` and its tanh: ``inner = beta (x + kappa x^3)``
     (the sum a fused multiply-add, as GCC compiles ATen's vector code), ``(0.5 x) (1 + tanh(inner))``."""
     compiled = _loop_natively("ml_gelu_tanh", [x], _two_like(x), (_GELU_BETA, _GELU_KAPPA),
-                              lambda v: _gelu_tanh_formula(v, lambda inner: correctly_rounded(np.tanh, inner)))
-    return compiled if compiled is not None else _gelu_tanh_formula(x, loop_tanh)
+                              lambda v: _gelu_tanh_formula(v, lambda inner: c_function("tanhf", inner)))
+    return compiled if compiled is not None else _gelu_tanh_formula(x, lambda inner: loop_tanh(inner, x))
 
 
 def _gelu_tanh_formula(x, tanh):
@@ -921,6 +958,99 @@ def _gelu_tanh_formula(x, tanh):
     inner = _GELU_BETA * (fused_multiply_add(_GELU_KAPPA, cube, x) if FUSED_MULTIPLY_ADD else _GELU_KAPPA * cube + x)
     t = tanh(inner)
     return (_F32(0.5) * x) * (_F32(1) + t), t
+
+
+# ---- gelu's exact form ------------------------------------------------------------------------------
+# torch's float32 F.gelu(x) takes one of two kernels (Activation.cpp's gelu_out_cpu): a contiguous input of 2+
+# elements goes to oneDNN's eltwise gelu_erf (while torch.backends.mkldnn.enabled), any other to ATen's loop.
+# oneDNN's JIT kernel on an AVX-512 CPU (avx512_core, whatever ATEN_CPU_CAPABILITY says) evaluates erf(x / sqrt 2)
+# as a piecewise minimax polynomial of |x|: one of 25 degree-5 polynomials, picked by |x|'s exponent and two
+# mantissa bits, evaluated by Horner's rule in fused multiply-adds; then (x (1 + erf)) 0.5. The coefficients
+# are its table's (jit_uni_eltwise_injector.cpp, gelu_erf_minimax_pol), as float32 bit patterns, one row a degree.
+_GELU_ERF_POLYNOMIALS = np.array([
+    [0xa6f2cb94, 0x32827792, 0x3381cc0c, 0x34523d4a, 0x351ac44d, 0x35f36d88, 0x36ee8229, 0x37b8a3bb, 0x3867a213,
+     0x3940033b, 0x3a2a5a1d, 0x3ae35863, 0x3b7828f2, 0x3c08b14b, 0x3c515ed3, 0xbb503236, 0xbd8d8e5e, 0xbe8abcd9,
+     0xbf0c19a2, 0xbeccb328, 0x3e176ced, 0x3f470d99, 0x3f7abb28, 0x3f800000, 0],
+    [0x3f4c422a, 0x3f4c421f, 0x3f4c4207, 0x3f4c41cb, 0x3f4c413b, 0x3f4c3fad, 0x3f4c3a2f, 0x3f4c2d40, 0x3f4c146a,
+     0x3f4bc341, 0x3f4ad08c, 0x3f48f8cf, 0x3f45fac7, 0x3f404e07, 0x3f3b980f, 0x3f48dff3, 0x3f78b21b, 0x3fbb0704,
+     0x40019c32, 0x3fe536d6, 0x3f81331e, 0x3e6c8684, 0x3c98f936, 0, 0x3f800000],
+    [0xb62173f4, 0x3735e4cf, 0x37f2ff89, 0x388c23be, 0x3917535c, 0x39ab2ab0, 0x3a60fadb, 0x3af9b960, 0x3b6e5491,
+     0x3c0a4ec5, 0x3ca5aa8c, 0x3d2138d9, 0x3d8737d4, 0x3ddfb660, 0x3e0f27ab, 0x3d94004b, 0xbe0efdeb, 0xbf1d96c3,
+     0xbf89db58, 0xbf6d9897, 0xbef69fb8, 0xbdc4f8a8, 0xbbde6422, 0, 0],
+    [0xbe081a19, 0xbe084570, 0xbe08639b, 0xbe089837, 0xbe08f409, 0xbe09ab95, 0xbe0b66d0, 0xbe0e400a, 0xbe124df8,
+     0xbe1bde02, 0xbe2f19c9, 0xbe4931bf, 0xbe685fbc, 0xbe89c95f, 0xbe96cbca, 0xbe8044aa, 0xbe0550f2, 0x3dcfd6a1,
+     0x3e94c826, 0x3e79345f, 0x3decec91, 0x3ca46568, 0x3aa1e00a, 0, 0],
+    [0xba3d61db, 0x39f097a3, 0x3a5845dc, 0x3ab1fa35, 0x3b0cefb8, 0x3b653ab6, 0x3bcae527, 0x3c221712, 0x3c6c5840,
+     0x3cc0a703, 0x3d1dcc19, 0x3d63656d, 0x3d955907, 0x3dbf9910, 0x3dd53f69, 0x3db7dcef, 0x3d639ebe, 0xba6ede48,
+     0xbd22be69, 0xbd041cf1, 0xbc64f5ab, 0xbb097a32, 0xb8ebf380, 0, 0],
+    [0x3cb7d80c, 0x3c9b6050, 0x3c978d11, 0x3c92e850, 0x3c8d058b, 0x3c848454, 0x3c6cd623, 0x3c4c824b, 0x3c2a7935,
+     0x3be0b390, 0x3b0651ac, 0xbb232f53, 0xbbd42fa0, 0xbc2c5366, 0xbc492c9e, 0xbc2a7aa6, 0xbbd55d04, 0xba823a76,
+     0x3b102aa8, 0x3ae25a7e, 0x3a31f792, 0x38b84375, 0x3689bb5a, 0, 0]], np.uint32).view(_F32)
+_GELU_ERF_INDEX_BIAS = np.array(0xc21fffff, np.uint32).view(np.int32)  # (|x|'s bits plus this, >> 21: the index)
+_GELU_ERF_SATURATED = np.array(0x40b15cee, np.uint32).view(_F32)  # (beyond it, 5.54: polynomial 23, erf = 1)
+# the machine's own AVX-512 (oneDNN's JIT reads the CPU, not ATEN_CPU_CAPABILITY)
+ONEDNN_AVX512 = torch_cpu_capability(environ={}) == "avx512"
+
+
+def onednn_gelu_erf(x):
+    """oneDNN's AVX-512 gelu_erf of a float32 array: ``(x (1 + sign(x) P_i(|x|))) 0.5``, ``P_i`` the minimax
+    polynomial for |x|'s binade quarter (the last, 23, is 1 beyond 5.54; NaN takes 24: x itself, NaN)."""
+    x = np.asarray(x, _F32)
+    magnitude = np.abs(x)
+    with np.errstate(over="ignore"):
+        index = (magnitude.view(np.int32) + _GELU_ERF_INDEX_BIAS) >> 21  # (int32 arithmetic wraps, as vpaddd)
+    np.clip(index, 1, 24, out=index)
+    index[_GELU_ERF_SATURATED < magnitude] = 23
+    polynomial = _GELU_ERF_POLYNOMIALS[5][index]
+    for degree in range(4, -1, -1):
+        polynomial = fused_multiply_add(polynomial, magnitude, _GELU_ERF_POLYNOMIALS[degree][index])
+    erf = np.where(np.signbit(x), -polynomial, polynomial)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (x * (erf + _F32(1))) * _F32(0.5)
+
+
+# ATen's loop (a strided input, one element, no oneDNN): x 0.5 (1 + erf(x / sqrt 2)) with Vectorized<float>::erf
+# in the vectorized body -- Abramowitz and Stegun's 7.1.26 with SLEEF's exp: 1 - t P(t) e^(-x^2), t = 1 / (1 + p |x|)
+# -- and C's erff in the scalar tail (torch's "default" build: erff everywhere).
+_AS_P = _F32(0.3275911)
+_AS_POLYNOMIAL = [_F32(c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)]
+_SQRT1_2 = _F32(0.7071067811865476)  # M_SQRT1_2 as the kernel's float
+
+
+def aten_erf(x):
+    """ATen's vectorized float32 erf (``Vectorized<float>::erf``, AVX2 and AVX-512 alike; fused multiply-adds)."""
+    x = np.asarray(x, _F32)
+    t = _F32(1) / fused_multiply_add(_AS_P, np.abs(x), _F32(1))
+    r = np.full_like(t, _AS_POLYNOMIAL[0])
+    for c in _AS_POLYNOMIAL[1:]:
+        r = fused_multiply_add(r, t, c)
+    with np.errstate(over="ignore"):
+        e = sleef_exp(-(x * x))
+    erf = fused_multiply_add(-e * t, r, _F32(1))
+    return np.where(np.signbit(x), -erf, erf)
+
+
+def gelu_erf(x, onednn=True):
+    """torch's float32 ``F.gelu(x)`` (the exact form): oneDNN's kernel for a C-contiguous array of 2+ elements
+    on an AVX-512 machine (``onednn_gelu_erf``) while ``onednn`` (torch.backends.mkldnn.enabled), else ATen's loop (``aten_erf`` in the vectorized body, C's
+    erff in the scalar tail: ``scalar_positions``, with GeluKernelImpl's grain).
+    None where torch's kernel is not reproduced: oneDNN's AVX2 code (its own exp in Abramowitz and Stegun's
+    formula) on a CPU without AVX-512."""
+    x = np.asarray(x, _F32)
+    if onednn and x.flags.c_contiguous and x.size > 1:
+        return onednn_gelu_erf(x) if ONEDNN_AVX512 else None
+    half_x = x * _F32(0.5)
+    scaled = x * _SQRT1_2
+    erf = c_function("erff", scaled) if CPU_CAPABILITY == "default" else aten_erf(scaled)
+    flat_erf, flat = erf.reshape(-1), np.ascontiguousarray(scaled).reshape(-1)
+    grain = x.size // parallel.num_threads() if x.size > _GELU_MULTI_THREADING else None  # (GeluKernelImpl's)
+    for where in scalar_positions(x, grain=grain):
+        flat_erf[where] = c_function("erff", flat[where])
+    with np.errstate(invalid="ignore"):
+        return half_x * (_F32(1) + erf)
+
+
+_GELU_MULTI_THREADING = 16384  # GeluKernelImpl's: past it, its grain size is numel / threads
 
 
 def _two_like(x):
@@ -1018,9 +1148,9 @@ def _log1p_model(d, scratch):
 def vectorized(name, x):
     """torch's ``Vectorized<float>::exp`` (``name``: ``"exp"``, ``"expm1"``, ``"log1p"``) over every element
     of a float32 array, as ``torch.expm1`` runs it: SLEEF's, but under torch's "default" build C's
-    function (correctly rounded here)."""
+    function (``c_function``)."""
     if CPU_CAPABILITY == "default":
-        return correctly_rounded(getattr(np, name), x)
+        return c_function(name + "f", x)
     return {"exp": sleef_exp, "expm1": sleef_expm1, "log1p": sleef_log1p}[name](x)
 
 
@@ -1040,31 +1170,80 @@ def scalar_tail(n, threads=None, step=_VECTOR_STEP):
         return [(0, n)]
     if n < _GRAIN_SIZE:  # (one chunk: the common case, per op and step, first)
         return [(n - n % step, n)] if n else []
-    threads = parallel.num_threads() if threads is None else threads
-    chunk = n
-    if n >= _GRAIN_SIZE and threads > 1:
-        chunk = -(-n // min(threads, -(-n // _GRAIN_SIZE)))
+    chunk = _thread_chunk(n, threads)
     return [(min(start + chunk, n) - (min(chunk, n - start) % step), min(start + chunk, n))
             for start in range(0, n, chunk or 1)]
 
 
-def _in_loop(x, vectorized, scalar):
-    """``vectorized(x)``, with the positions of torch's scalar tail (``scalar_tail``) computed by
-    ``scalar`` instead: a float32 kernel whose two lambdas differ, in ``x``'s C order."""
+def scalar_positions(*operands, step=_VECTOR_STEP, grain=None):
+    """Where torch's ``cpu_kernel_vec`` runs its scalar lambda on operands of one shape (NumPy arrays, or numbers),
+    as indices into the result's C order: a list of slices, or of one index array. C-contiguous operands: the
+    tails of ``scalar_tail``. Other layouts as TensorIterator loops them: the dims in memory order (sorted by the
+    operands' strides), those of size 1 dropped, neighbours stepping through memory as one merged; an innermost
+    dim along which an operand is not contiguous (``x[::2]``, ``x[:, ::2]``) takes ``basic_loop``, the scalar
+    lambda on every element; else each row of that dim (a thread's chunk cut at row ends) its last
+    ``len % step`` (a transpose of a contiguous tensor: one row, in memory order)."""
+    arrays = [a for a in operands if np.ndim(a)]
+    n = arrays[0].size if arrays else 1
+    if n == 0 or all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays) or CPU_CAPABILITY == "default":
+        return [slice(start, stop) for start, stop in scalar_tail(n, step=step)]
+    shape = arrays[0].shape
+    dims = sorted((d for d in range(len(shape)) if shape[d] > 1),
+                  key=lambda d: -max(abs(a.strides[d]) for a in arrays))  # (outermost first; 0: broadcast)
+    rows = [[d] for d in dims[-1:]]
+    for d in reversed(dims[:-1]):  # (merge d into the row inside it where every operand steps on through it)
+        inner = rows[-1][0]
+        if all(a.strides[d] == a.strides[inner] * shape[inner] for a in arrays):
+            rows[-1].insert(0, d)
+        else:
+            rows.append([d])
+    if not rows:
+        return [slice(start, stop) for start, stop in scalar_tail(n, step=step)]
+    inner = rows[0][-1]
+    if not all(a.strides[inner] in (0, a.itemsize) for a in arrays):
+        return [slice(0, n)]  # (basic_loop)
+    row = int(np.prod([shape[d] for d in rows[0]]))
+    rank = np.zeros(shape, np.intp)  # each element's place in the iterator's (memory) order
+    multiplier = 1
+    for d in reversed(dims):
+        rank += (np.arange(shape[d]) * multiplier).reshape([-1 if k == d else 1 for k in range(len(shape))])
+        multiplier *= shape[d]
+    in_order = np.arange(n)
+    chunk = _thread_chunk(n, grain=grain)
+    piece_start = np.maximum(in_order - in_order % row, in_order - in_order % chunk)
+    piece_stop = np.minimum(np.minimum(piece_start - piece_start % row + row, in_order - in_order % chunk + chunk), n)
+    scalar = in_order >= piece_stop - (piece_stop - piece_start) % step
+    return [np.flatnonzero(scalar[rank.reshape(-1)])]
+
+
+def _thread_chunk(n, threads=None, grain=None):
+    """The elements ``at::parallel_for`` hands each thread of an n-element loop (all of them below its grain,
+    ``grain`` or GRAIN_SIZE, 32768)."""
+    threads = parallel.num_threads() if threads is None else threads
+    grain = grain or _GRAIN_SIZE
+    if n >= grain and threads > 1:
+        return -(-n // min(threads, -(-n // grain)))
+    return n
+
+
+def _in_loop(x, vectorized, scalar, layout=None):
+    """``vectorized(x)``, with the positions of torch's scalar tail (``scalar_positions`` of ``layout``, the
+    kernel's input, where ``x`` is a value computed from it: a new array) computed by ``scalar`` instead: a
+    float32 kernel whose two lambdas differ, in ``x``'s C order."""
     flat = np.ascontiguousarray(x).reshape(-1)
     out = vectorized(flat)
-    for start, stop in scalar_tail(flat.size):
-        out[start:stop] = scalar(flat[start:stop])
-    return out.reshape(x.shape)
+    for where in scalar_positions(x if layout is None else layout):
+        out[where] = scalar(flat[where])
+    return out.reshape(np.shape(x))
 
 
 def softplus(x, beta, threshold):
     """torch's float32 ``softplus``: ``log1p(exp(beta x)) / beta`` (SLEEF's exp and log1p; C's in the
-    scalar tail, taken as correctly rounded), ``x`` itself where ``beta x > threshold``."""
+    scalar tail), ``x`` itself where ``beta x > threshold``."""
     beta, threshold = _F32(beta), _F32(threshold)
 
     def scalar(v):
-        return correctly_rounded(np.log1p, correctly_rounded(np.exp, v))
+        return c_function("log1pf", c_function("expf", v))
 
     def formula(x, log1p_exp):
         scaled = x * beta
@@ -1075,14 +1254,14 @@ def softplus(x, beta, threshold):
                               lambda v: (formula(v, scalar),))
     if compiled is not None:
         return compiled[0]
-    return formula(x, lambda v: _in_loop(v, lambda v: sleef_log1p(sleef_exp(v)), scalar))
+    return formula(x, lambda v: _in_loop(v, lambda v: sleef_log1p(sleef_exp(v)), scalar, x))
 
 
 def logaddexp(a, b):
-    """torch's float32 ``logaddexp`` of two C-contiguous arrays (broadcast): ``max(a, b) + log1p(exp(-|a - b|))``
-    with SLEEF's exp and log1p, C's (taken as correctly rounded) on the scalar tail of each row of torch's loop,
+    """torch's float32 ``logaddexp`` of two arrays (broadcast, any layout): ``max(a, b) + log1p(exp(-|a - b|))``
+    with SLEEF's exp and log1p, C's on the scalar tail of each row of torch's loop (any layout: scalar_positions),
     and ``a`` where both are the same infinity. (NumPy's float32 logaddexp: 8 ulps off near 0, where the sum
-    cancels.) A broadcast result of 32768 elements or more is taken as one thread's rows."""
+    cancels.)"""
     return _log_add_exp(a, b, base2=False)
 
 
@@ -1100,20 +1279,16 @@ def _log_add_exp(a, b, base2):
     """``logaddexp`` (``base2``: ``logaddexp2``) as torch's cpu_kernel_vec runs it: the vector formula on the
     vectorized part of each row, C's functions on its scalar tail."""
     a, b = np.asarray(a, _F32), np.asarray(b, _F32)
-    row = _coalesced_row(np.broadcast_shapes(a.shape, b.shape), a.shape, b.shape)
     a, b = np.broadcast_arrays(a, b)
     with np.errstate(invalid="ignore"):  # (inf - inf: nan, replaced below)
         d = np.ascontiguousarray(-np.abs(a - b)).reshape(-1)
-    if row == d.size or CPU_CAPABILITY == "default":  # (one row: the threads' chunks, as any contiguous loop)
-        tail = np.zeros(d.size, bool)
-        for start, stop in scalar_tail(d.size):
-            tail[start:stop] = True
-    else:
-        tail = np.arange(d.size) % row >= row - row % _VECTOR_STEP
-    exp_vectorized, exp_in_c = (sleef_exp2, np.exp2) if base2 else (sleef_exp, np.exp)
+    tail = np.zeros(d.size, bool)
+    for where in scalar_positions(a, b):
+        tail[where] = True
+    exp_vectorized, exp_in_c = (sleef_exp2, "exp2f") if base2 else (sleef_exp, "expf")
     with np.errstate(over="ignore"):
         log1p_exp = sleef_log1p(exp_vectorized(d))
-        log1p_exp[tail] = correctly_rounded(np.log1p, correctly_rounded(exp_in_c, d[tail]))
+        log1p_exp[tail] = c_function("log1pf", c_function(exp_in_c, d[tail]))
     log1p_exp = log1p_exp.reshape(a.shape)
     if not base2:
         out = np.maximum(a, b) + log1p_exp
@@ -1148,24 +1323,10 @@ def sleef_exp2(x):
     return np.where(x < -150, _F32(0), u).astype(_F32, copy=False)
 
 
-def _coalesced_row(shape, *input_shapes):
-    """The length of the rows TensorIterator's loop runs for contiguous inputs of ``input_shapes`` broadcast to
-    ``shape``: the innermost dimensions (those of size 1 dropped) along which each input is broadcast alike."""
-    flags = [tuple(len(s) - len(shape) + d < 0 or s[len(s) - len(shape) + d] == 1 for s in input_shapes)
-             for d in range(len(shape)) if shape[d] != 1]
-    sizes = [n for n in shape if n != 1]
-    row = 1
-    for size, flag in zip(reversed(sizes), reversed(flags)):
-        if flag != flags[-1]:
-            break
-        row *= size
-    return row
-
-
 def mish(x):
     """torch's float32 ``mish`` and its tanh: ``x tanh(log1p(exp(x)))``, SLEEF's three (C's in the tail)."""
     def scalar(v):
-        return correctly_rounded(np.tanh, correctly_rounded(np.log1p, correctly_rounded(np.exp, v)))
+        return c_function("tanhf", c_function("log1pf", c_function("expf", v)))
     compiled = _loop_natively("ml_mish", [x], _two_like(x), (), lambda v: (v * scalar(v), scalar(v)))
     if compiled is not None:
         return tuple(compiled)
@@ -1175,14 +1336,14 @@ def mish(x):
 
 def elu(x, alpha, scale, input_scale):
     """torch's float32 ELU kernel (elu, selu, celu): ``x > 0 ? scale x : (alpha scale) expm1(input_scale x)``,
-    its constants float32 and SLEEF's expm1 (C's, correctly rounded here, in the scalar tail)."""
+    its constants float32 and SLEEF's expm1 (C's in the scalar tail)."""
     alpha, scale, input_scale = (_F32(c) for c in (alpha, scale, input_scale))
 
     def formula(x, expm1):
         return np.where(x > 0, x * scale, expm1(x * input_scale) * (alpha * scale))
     compiled = _loop_natively("ml_elu", [x], [np.empty(x.shape, _F32)], (alpha * scale, scale, input_scale),
-                              lambda v: (formula(v, lambda t: correctly_rounded(np.expm1, t)),))
-    return compiled[0] if compiled is not None else formula(x, loop_expm1)
+                              lambda v: (formula(v, lambda t: c_function("expm1f", t)),))
+    return compiled[0] if compiled is not None else formula(x, lambda v: loop_expm1(v, x))
 
 
 def elu_backward(g, x, alpha, scale, input_scale):
@@ -1196,10 +1357,10 @@ def elu_backward(g, x, alpha, scale, input_scale):
     with np.errstate(over="ignore"):
         compiled = _loop_natively(
             "ml_elu_backward", [g, x], [np.empty(x.shape, _F32)], (scale, input_scale, negative_scale),
-            lambda g, x: (gradient(g, x, correctly_rounded(np.exp, np.minimum(x, 0) * input_scale)),))
+            lambda g, x: (gradient(g, x, c_function("expf", np.minimum(x, 0) * input_scale)),))
         if compiled is not None:
             return compiled[0]
-        return in_cache_slices(gradient, g, x, loop_exp(np.minimum(x, 0) * input_scale))
+        return in_cache_slices(gradient, g, x, loop_exp(np.minimum(x, 0) * input_scale, layout=(g, x)))
 
 
 def _dense_gradient(g, x):
@@ -1219,29 +1380,29 @@ def softplus_backward(g, x, beta, threshold):
         return np.where(x * beta > threshold, g, g * z / (z + 1))
     with np.errstate(over="ignore", invalid="ignore"):
         compiled = _loop_natively("ml_softplus_backward", [g, x], [np.empty(x.shape, _F32)], (beta, threshold),
-                                  lambda g, x: (gradient(g, x, correctly_rounded(np.exp, x * beta)),))
+                                  lambda g, x: (gradient(g, x, c_function("expf", x * beta)),))
         if compiled is not None:
             return compiled[0]
-        return in_cache_slices(gradient, g, x, loop_exp(x * beta))
+        return in_cache_slices(gradient, g, x, loop_exp(x * beta, layout=(g, x)))
 
 
 def _sleef_exp_of_negative_blocks(x, out):
     _sleef_exp_blocks(x, out, negate=True)
 
 
-def loop_exp(x, negate=False):
+def loop_exp(x, negate=False, layout=None):
     """``exp`` of a float32 array (of ``-x`` if ``negate``) as a torch elementwise kernel computes it inside
-    its formula (elu's, softplus's backward, sigmoid): SLEEF's in the vectorized body, C's (correctly
-    rounded) in the scalar tail, by position in ``x``'s memory order."""
+    its formula (elu's, softplus's backward, sigmoid): SLEEF's in the vectorized body, C's in the scalar tail, by position in ``x``'s memory order (``scalar_positions`` of the kernel's
+    operands ``layout`` where ``x`` was computed from them)."""
     flat = np.ascontiguousarray(x).reshape(-1)
     e = np.empty_like(flat)
     if flat.size >= _VECTOR_STEP and CPU_CAPABILITY != "default":  # (shorter: all tail)
         rows = _sleef_exp_of_negative_blocks if negate else _sleef_exp_blocks
         parallel.rows(rows, flat, e, work_per_row=4)  # (threads from 32k elements: ~100 us each)
-    for start, stop in scalar_tail(flat.size):
-        if start < stop:
-            tail = flat[start:stop]
-            e[start:stop] = correctly_rounded(np.exp, np.negative(tail) if negate else tail)
+    for where in scalar_positions(*(layout or (x,))):
+        tail = flat[where]
+        if tail.size:
+            e[where] = c_function("expf", np.negative(tail) if negate else tail)
     return e.reshape(x.shape)
 
 
@@ -1262,8 +1423,8 @@ def sigmoid(x):
 
 
 def _scalar_sigmoid(x):
-    """sigmoid in torch's scalar tail: C's ``expf`` (taken as correctly rounded)."""
-    return _EXP_C["one"] / (_EXP_C["one"] + correctly_rounded(np.exp, -x))
+    """sigmoid in torch's scalar tail: C's ``expf``."""
+    return _EXP_C["one"] / (_EXP_C["one"] + c_function("expf", -x))
 
 
 def mish_backward(g, x, t):
@@ -1289,7 +1450,7 @@ def silu_and_sigmoid(x, s, out):
     """Fill ``out = x / (1 + exp(-x))`` (torch's float32 ``silu``, one division) and ``s = sigmoid(x)``
     (``1 / (1 + exp(-x))``, which silu's backward reads) from one exp."""
     def scalar(v):
-        denominator = _EXP_C["one"] + correctly_rounded(np.exp, -v)
+        denominator = _EXP_C["one"] + c_function("expf", -v)
         return _EXP_C["one"] / denominator, v / denominator
     if _loop_natively("ml_silu", [x], [s, out], (), scalar) is not None:
         return
@@ -1311,7 +1472,7 @@ def swiglu(gate, up):
         up = np.asarray(up, order="C")  # (a transposed up: the kernel takes it in gate's order)
 
     def scalar(gate, up):
-        d = _EXP_C["one"] + correctly_rounded(np.exp, -gate)
+        d = _EXP_C["one"] + c_function("expf", -gate)
         return d, (gate / d) * up
     compiled = _loop_natively("ml_swiglu", [gate, up], _two_like(gate), (), scalar)
     if compiled is not None:

@@ -61,10 +61,9 @@ ULPS = {
     **dict.fromkeys("exp2 pow __rpow__ float_power logaddexp2 polar".split(), (1, _SLEEF)),
     "ldexp": (2, _SLEEF + " (x * 2^e with SLEEF's pow)"),
     **dict.fromkeys(["xlogy"], (2, _SLEEF + " (x * log(y): two roundings after MKL's log)")),
-    **dict.fromkeys("nn.functional.mish nn.functional.softplus nn.functional.logsigmoid logit logaddexp".split(),
-                    (2, "torch's scalar tail (the last n % 32 of each row: all of a row shorter than 32) calls "
-                        "glibc's expf/log1pf/tanhf, taken as correctly rounded (float32_math.scalar_tail); "
-                        "glibc's are not in ~1 of 100 elements")),
+    **dict.fromkeys("nn.functional.logsigmoid logit".split(),
+                    (2, "not torch's kernels step by step (SLEEF's exp and log1p, C's in the scalar tail): "
+                        "NumPy's float32 formula")),
     "atan2": (2, _CEPHES),
     **dict.fromkeys("i0 digamma mvlgamma polygamma".split(), (4, _CEPHES)),
 }

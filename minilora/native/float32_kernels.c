@@ -299,3 +299,18 @@ void ml_swiglu_backward(const float *restrict g, const float *restrict gate, con
         dup[i] = g[i] * (gate[i] / d[i]);
     }
 }
+
+/* C's own float functions, as torch's scalar lambdas call them (std::exp(float) is expf: the C library's, the
+ * same one torch's process calls): its scalar tail, a non-contiguous input's basic_loop, its "default" build */
+void ml_c_function(int which, const float *restrict x, float *restrict out, size_t n) {
+    switch (which) {
+    case 0: for (size_t i = 0; i < n; i++) out[i] = expf(x[i]); break;
+    case 1: for (size_t i = 0; i < n; i++) out[i] = expm1f(x[i]); break;
+    case 2: for (size_t i = 0; i < n; i++) out[i] = log1pf(x[i]); break;
+    case 3: for (size_t i = 0; i < n; i++) out[i] = tanhf(x[i]); break;
+    case 4: for (size_t i = 0; i < n; i++) out[i] = exp2f(x[i]); break;
+    case 5: for (size_t i = 0; i < n; i++) out[i] = erff(x[i]); break;
+    case 6: for (size_t i = 0; i < n; i++) out[i] = logf(x[i]); break;
+    default: break;
+    }
+}

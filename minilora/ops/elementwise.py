@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, fastmath, float32_math, parallel
+from .. import amp as _amp, backends, fastmath, float32_math, parallel
 from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order, like_view_strides
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
@@ -639,8 +639,13 @@ class Gelu(Function):
         out = xp.empty(a_.shape, a.dtype)
         deriv = xp.empty(a_.shape, a.dtype) if ctx.needs_input_grad[0] else None
         # out = a * Phi(a), deriv = Phi(a) + a * phi(a)
-        parallel.rows(fastmath.gelu_and_derivative, a_.reshape(-1), out.reshape(-1),
-                      None if deriv is None else deriv.reshape(-1), work_per_row=1)
+        exact = (float32_math.gelu_erf(a_, onednn=backends.mkldnn.enabled and a.flags.c_contiguous)  # (torch's
+                 if _numpy_float32(a) else None)  # use_mkldnn: is_contiguous(), the memory format's order aside)
+        if exact is None or deriv is not None:
+            parallel.rows(fastmath.gelu_and_derivative, a_.reshape(-1), out.reshape(-1),
+                          None if deriv is None else deriv.reshape(-1), work_per_row=1)
+        if exact is not None:  # (float32: torch's kernel, oneDNN's or ATen's, step by step)
+            out = exact
         ctx.deriv = None if deriv is None else back(deriv)
         return back(out)
 
@@ -2401,7 +2406,7 @@ class LogAddExp(Function):
     def forward(ctx, a, b):
         xp = xp_of(a if hasattr(a, "shape") else b)
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
-        if xp is np and a.dtype == float32 and a.flags.c_contiguous and b.flags.c_contiguous:
+        if xp is np and a.dtype == float32 and b.dtype == float32:  # (any layout: float32_math's loop model)
             return float32_math.logaddexp(a, b)  # (torch's SLEEF formula, bit for bit)
         return xp.logaddexp(a, b)
 
@@ -2429,7 +2434,7 @@ class LogAddExp2(Function):
     def forward(ctx, a, b):
         xp = xp_of(a if hasattr(a, "shape") else b)
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
-        if xp is np and a.dtype == float32 and a.flags.c_contiguous and b.flags.c_contiguous:
+        if xp is np and a.dtype == float32 and b.dtype == float32:  # (any layout: float32_math's loop model)
             return float32_math.logaddexp2(a, b)
         with np.errstate(invalid="ignore", over="ignore"):  # (inf - inf: nan, replaced below)
             scaled = xp.log1p(xp.exp2(-xp.abs(a - b)))
