@@ -120,7 +120,8 @@ _NATIVE_SIGNATURES = {
     "ml_silu": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
-    "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn"}
+    "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
+    "ml_gelu_erf_onednn": "ppnp"}
 
 
 def _native_library():
@@ -986,6 +987,7 @@ _GELU_ERF_POLYNOMIALS = np.array([
     [0x3cb7d80c, 0x3c9b6050, 0x3c978d11, 0x3c92e850, 0x3c8d058b, 0x3c848454, 0x3c6cd623, 0x3c4c824b, 0x3c2a7935,
      0x3be0b390, 0x3b0651ac, 0xbb232f53, 0xbbd42fa0, 0xbc2c5366, 0xbc492c9e, 0xbc2a7aa6, 0xbbd55d04, 0xba823a76,
      0x3b102aa8, 0x3ae25a7e, 0x3a31f792, 0x38b84375, 0x3689bb5a, 0, 0]], np.uint32).view(_F32)
+_GELU_ERF_TABLE_ADDRESS = _GELU_ERF_POLYNOMIALS.ctypes.data  # (C order: a row of 25 a degree)
 _GELU_ERF_INDEX_BIAS = np.array(0xc21fffff, np.uint32).view(np.int32)  # (|x|'s bits plus this, >> 21: the index)
 _GELU_ERF_SATURATED = np.array(0x40b15cee, np.uint32).view(_F32)  # (beyond it, 5.54: polynomial 23, erf = 1)
 # the machine's own AVX-512 (oneDNN's JIT reads the CPU, not ATEN_CPU_CAPABILITY)
@@ -996,6 +998,11 @@ def onednn_gelu_erf(x):
     """oneDNN's AVX-512 gelu_erf of a float32 array: ``(x (1 + sign(x) P_i(|x|))) 0.5``, ``P_i`` the minimax
     polynomial for |x|'s binade quarter (the last, 23, is 1 beyond 5.54; NaN takes 24: x itself, NaN)."""
     x = np.asarray(x, _F32)
+    library = _native_library()
+    if library is not None:  # (the same steps compiled, minilora/native/float32_kernels.c)
+        flat, out = np.ascontiguousarray(x).reshape(-1), np.empty(x.shape, _F32)
+        _native_map(library.ml_gelu_erf_onednn, [flat, out.reshape(-1)], _GELU_ERF_TABLE_ADDRESS)
+        return out
     magnitude = np.abs(x)
     with np.errstate(over="ignore"):
         index = (magnitude.view(np.int32) + _GELU_ERF_INDEX_BIAS) >> 21  # (int32 arithmetic wraps, as vpaddd)

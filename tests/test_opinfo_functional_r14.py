@@ -80,9 +80,7 @@ ULPS = {
 if not ONEDNN_AVX512:  # (float32_math.gelu_erf: oneDNN's AVX-512 kernel is ported, its AVX2 one not)
     ULPS["gelu"] = (8, "oneDNN's AVX2 gelu_erf (its own exp in Abramowitz and Stegun's formula) is not ported; "
                        "minilora rounds the float64 formula once there")
-if torch_cpu_capability() == "default":  # ATen's scalar kernels (no vectors): glibc's expm1f / log1pf per element
-    ULPS.update(dict.fromkeys(("elu", "celu", "softplus"), (2, "ATEN_CPU_CAPABILITY=default: glibc's expm1f / "
-                                                               "log1pf (not correctly rounded in a few elements)")))
+if torch_cpu_capability() == "default":  # ATen's scalar kernels (no vectors)
     ULPS["embedding_bag"] = (2, "per_sample_weights: FBGEMM's generated kernel takes the machine's FMA whatever "
                                 "ATEN_CPU_CAPABILITY says; minilora's multiply-adds follow the capability (unfused)")
 # float64 within 1e-12 relative to the output's largest value: sums in another order (BLAS, pairwise) than torch's

@@ -314,3 +314,22 @@ void ml_c_function(int which, const float *restrict x, float *restrict out, size
     default: break;
     }
 }
+
+/* oneDNN's AVX-512 gelu_erf (float32_math.onednn_gelu_erf, its port): polynomial i of table (6 rows of 25
+ * float32 coefficients, degree 0 first) for |x|'s binade quarter, Horner's rule in fmaf, then (x (1 + erf)) 0.5 */
+void ml_gelu_erf_onednn(const float *restrict x, float *restrict out, size_t n, const float *restrict table) {
+    const float saturated = float_of(0x40b15ceeu);
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i], magnitude = fabsf(v);
+        int32_t index = (int32_t)(bits_of(magnitude) + 0xc21fffffu) >> 21;  /* (wraps, as vpaddd; vpsrad) */
+        index = index < 1 ? 1 : index > 24 ? 24 : index;
+        index = saturated < magnitude ? 23 : index;
+        float p = fmaf(table[125 + index], magnitude, table[100 + index]);
+        p = fmaf(p, magnitude, table[75 + index]);
+        p = fmaf(p, magnitude, table[50 + index]);
+        p = fmaf(p, magnitude, table[25 + index]);
+        p = fmaf(p, magnitude, table[index]);
+        float erf = signbit(v) ? -p : p;
+        out[i] = (v * (erf + 1.0f)) * 0.5f;
+    }
+}
