@@ -20,6 +20,7 @@ located as FastAPI locates them, and vLLM 0.24's handler and FastAPI's Validatio
 (FastAPI prints the endpoint that refused the body: here minilora's route function, as FastAPI finds it). The
 official openai client raises openai.BadRequestError for each, as against vLLM.
 """
+import dataclasses
 import inspect
 import re
 from typing import Annotated, Literal
@@ -230,3 +231,41 @@ def test_the_openai_client_raises_bad_request_error_with_vllms_type_and_param(cl
     with pytest.raises(openai.BadRequestError) as err:  # (the engine's own check: vLLM's serving code, not FastAPI)
         api.chat.completions.create(model="a", messages=MESSAGES, max_tokens=1, temperature=3)
     assert (err.value.type, err.value.param) == ("BadRequestError", "temperature")
+
+
+@dataclasses.dataclass
+class StructuredOutputsParams:  # vLLM 0.24's (sampling_params.py), as pydantic validates a request's field of it
+    json: str | dict | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+    structural_tag: str | None = None
+    _backend: str | None = dataclasses.field(default=None, init=False)
+    _backend_was_auto: bool = dataclasses.field(default=False, init=False)
+
+    def __post_init__(self):
+        count = sum(getattr(self, k) is not None for k in ("json", "regex", "choice", "grammar", "json_object",
+                                                           "structural_tag"))
+        if count > 1:
+            raise ValueError(f"You can only use one kind of structured outputs constraint but multiple are specified: "
+                             f"{self.__dict__}")
+        if count < 1:
+            raise ValueError(f"You must use one kind of structured outputs constraint but none are specified: "
+                             f"{self.__dict__}")
+
+
+@pytest.mark.parametrize("kinds", [{"regex": "a", "choice": ["a"]}, {}, {"disable_any_whitespace": True}])
+def test_structured_outputs_of_not_one_kind_are_refused_as_vllms_dataclass_refuses_them(client, kinds):
+    body = {**COMPLETION, "structured_outputs": kinds}
+    errors = field_errors("structured_outputs", StructuredOutputsParams | None, kinds)
+    assert refusal(client, "/v1/completions", body) == vllm_answer(errors, endpoint_of(client.app, "/v1/completions"))
+    body = {**CHAT, "structured_outputs": kinds}  # (a chat's own check_structured_outputs_count comes first)
+    check = ValueError("You can only use one kind of constraints for structured outputs ('json', 'regex' or 'choice').")
+    errors = check_errors(body, check) if len(kinds) > 1 else field_errors("structured_outputs",
+                                                                           StructuredOutputsParams | None, kinds)
+    assert refusal(client, "/v1/chat/completions", body) == vllm_answer(errors, endpoint_of(client.app,
+                                                                                          "/v1/chat/completions"))

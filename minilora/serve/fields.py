@@ -113,7 +113,9 @@ class StructuralTagResponseFormat(_Model):
 
 @dataclasses.dataclass
 class StructuredOutputsParams:
-    """vLLM's dataclass (sampling_params.py; its __post_init__'s one-constraint check is structured.py's)."""
+    """vLLM's dataclass (sampling_params.py). Its __post_init__ wants one kind of constraint: pydantic runs it as it
+    validates a request's ``structured_outputs``, so a refusal is the request's validation error, as vLLM's; and
+    structured.py makes one again where response_format sets the kind (vLLM's dataclasses.replace)."""
     json: str | dict | None = None
     regex: str | None = None
     choice: list[str] | None = None
@@ -123,6 +125,16 @@ class StructuredOutputsParams:
     disable_additional_properties: bool = False
     whitespace_pattern: str | None = None
     structural_tag: str | None = None
+
+    def __post_init__(self):
+        count = sum(getattr(self, kind) is not None for kind in _CONSTRAINT_KINDS)
+        if count != 1:  # (shown with the two fields vLLM's backend selection sets later, at their defaults)
+            shown = {**self.__dict__, "_backend": None, "_backend_was_auto": False}
+            raise ValueError(f"You {'can only' if count else 'must'} use one kind of structured outputs constraint "
+                             f"but {'multiple are' if count else 'none are'} specified: {shown}")
+
+
+_CONSTRAINT_KINDS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
 
 
 class _URL(TypedDict, total=False):
@@ -319,6 +331,15 @@ def _counts_are_numbers(*names):
     return _vllm_check(check_logprobs)
 
 
+def _check_structured_outputs_count(data):
+    """vLLM's ChatCompletionRequest.check_structured_outputs_count: at most one of json, regex and choice."""
+    kinds = data.get("structured_outputs")
+    if isinstance(kinds, dict) and sum(kinds.get(kind) is not None for kind in ("json", "regex", "choice")) > 1:
+        raise ValueError("You can only use one kind of constraints for structured outputs ('json', 'regex' or "
+                         "'choice').")
+    return data
+
+
 def _check_generation_prompt(data):
     if data.get("continue_final_message") and data.get("add_generation_prompt"):
         raise ValueError("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
@@ -431,6 +452,7 @@ class ChatCompletionRequest(_Generate):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
+    check_structured_outputs_count = _vllm_check(_check_structured_outputs_count)
     check_tool_usage = _vllm_check(_check_tool_usage)
     check_generation_prompt = _vllm_check(_check_generation_prompt)
     check_logprobs = _counts_are_numbers("prompt_logprobs", "top_logprobs")

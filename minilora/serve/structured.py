@@ -31,6 +31,7 @@ import numpy as np
 
 from .detokenizer import token_bytes_or_text
 from .engine import EngineError
+from .fields import StructuredOutputsParams
 from .structural_tag import StructuralTagError, format_grammar
 
 try:
@@ -58,12 +59,12 @@ def _structured_outputs(value):
 
 
 def _check_count(fields):
-    """StructuredOutputsParams.__post_init__: one kind of constraint, neither none nor several."""
-    count = sum(fields[kind] is not None for kind in _KINDS)
-    if count != 1:
-        shown = {**fields, "_backend": None, "_backend_was_auto": False}
-        raise EngineError(400, f"You {'can only' if count else 'must'} use one kind of structured outputs "
-                               f"constraint but {'multiple are' if count else 'none are'} specified: {shown}")
+    """StructuredOutputsParams.__post_init__ on the constraint response_format made (vLLM's dataclasses.replace in
+    its serving code): one kind, neither none nor several; its ValueError is vLLM's 400 with no param."""
+    try:
+        StructuredOutputsParams(**fields)
+    except ValueError as exc:
+        raise EngineError(400, str(exc)) from None
 
 
 def _response_format(form):
@@ -119,14 +120,11 @@ def constraint_of(body, chat):
     """The request's Constraint (None: free text), from ``structured_outputs``, ``response_format`` and (chat) the
     tool choice, refused in vLLM's words where its models refuse them."""
     fields = None if body.get("structured_outputs") is None else _structured_outputs(body["structured_outputs"])
-    if fields is not None:
-        if chat and sum(fields[k] is not None for k in ("json", "regex", "choice")) > 1:
-            raise EngineError(400, "You can only use one kind of constraints for structured outputs ('json', 'regex' "
-                                   "or 'choice').")
-        if chat and isinstance(body.get("tool_choice", "none"), dict) and any(
-                fields[k] is not None for k in ("json", "regex", "choice")):
-            raise EngineError(400, "You can only either use constraints for structured outputs or tools, not both.")
-        _check_count(fields)
+    # (one kind of constraint: StructuredOutputsParams' own check, and a chat's check_structured_outputs_count, ran
+    # as fields.py validated the body)
+    if fields is not None and chat and isinstance(body.get("tool_choice", "none"), dict) and any(
+            fields[k] is not None for k in ("json", "regex", "choice")):
+        raise EngineError(400, "You can only either use constraints for structured outputs or tools, not both.")
     form = None if body.get("response_format") is None else _response_format(body["response_format"])
     if form is not None:  # OpenAI's response_format overrides the kind (dataclasses.replace keeps the options)
         fields = {**(fields or dict.fromkeys(_KINDS + tuple(_OPTIONS))), **form}
