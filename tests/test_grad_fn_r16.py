@@ -262,7 +262,7 @@ KNOWN_MISMATCHES = {
     "nanmean": (["saved_wrong:_saved_other"], "torch divides by an int64 count, minilora by a float one"),
     **{name: (["name"], COMPOSED) for name in (
         "combinations", "cholesky", "stft", "quantile", "nanquantile", "aminmax", "nn.functional.pad.circular",
-        "nn.functional.rrelu", "nn.functional.scaled_dot_product_attention", "einsum", "put", "unfold",
+        "nn.functional.rrelu", "nn.functional.scaled_dot_product_attention", "einsum", "unfold",
         "unfold_copy", "trapz", "trapezoid", "cumulative_trapezoid", "kron", "logdet", "nn.functional.embedding_bag",
         "nn.functional.ctc_loss", "nn.functional.nll_loss", "repeat_interleave", "nn.functional.pairwise_distance",
         "linalg.vecdot", "linalg.cond", "linalg.multi_dot", "linalg.tensorinv", "special.ndtr")},

@@ -14,8 +14,8 @@ from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
-from ..tensor import (Function, Tensor, ShapeError, _is_broadcast_error, backward_reads, name_node, saved_for,
-                      saves_as_torch)
+from ..tensor import (Function, Tensor, ShapeError, _is_broadcast_error, backward_reads, is_grad_enabled, name_node,
+                      saved_for, saves_as_torch)
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
@@ -1343,6 +1343,33 @@ class ZeroGradientTo(Function):
     @staticmethod
     def backward(ctx, g):
         return g, xp_of(g).zeros(ctx.other_shape, g.dtype)
+
+
+class GradientPassesTo(Function):
+    """``result``, which minilora computed from ``input.detach()`` and other tensors, passed through with ``input``
+    joined to the graph at derivative 1 (the incoming gradient, summed over broadcast dims). For ops whose result
+    is ``input`` plus terms in the others -- put with accumulate, index_add / scatter_add of a 0-d tensor, addr
+    with beta = 1 -- where torch's formula is derivatives.yaml's ``self: grad``: under create_graph=True the
+    input's gradient is the incoming one itself (no node), where minilora's composition (reshapes around a 0-d
+    tensor, a fused multiply-add's two paths) would record one."""
+    complex_grad = True  # (the identity)
+
+    @staticmethod
+    def forward(ctx, result, input):
+        ctx.shape = input.shape
+        return result.copy()  # (its own storage: an output sharing its input's would be taken for a view)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, unbroadcast(g, ctx.shape)
+
+
+def gradient_passes_to(input, compute):
+    """``compute(input)``, its derivative in ``input`` the identity as torch's ``self: grad`` (GradientPassesTo):
+    ``compute`` runs on ``input.detach()`` where ``input`` requires grad."""
+    if not input.requires_grad or not is_grad_enabled():
+        return compute(input)
+    return GradientPassesTo.apply(compute(input.detach()), input)
 
 
 def copysign(input, other):

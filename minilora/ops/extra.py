@@ -554,7 +554,11 @@ def addr(input, vec1, vec2, *, beta=1, alpha=1):
     product = E.mul(E.mul(S.unsqueeze(vec1, 1), alpha), S.unsqueeze(vec2, 0)) if alpha != 1 else outer(vec1, vec2)
     result = _scaled_sum("addr", input, product, beta, 1)
     if dtype in (np.float32, np.float64) and float32_math.FUSED_MULTIPLY_ADD and beta != 0 and result.numel():
-        result = _addr_fused(input, vec1, vec2, beta, alpha, product, result.shape)
+        if beta == 1 and tuple(input.shape) == tuple(result.shape):  # (torch's self: grad, handed on as it is)
+            result = E.gradient_passes_to(input, lambda x: _addr_fused(x, vec1, vec2, beta, alpha, product,
+                                                                        result.shape))
+        else:
+            result = _addr_fused(input, vec1, vec2, beta, alpha, product, result.shape)
     return _one_node(result, "AddrBackward0", input, vec1, vec2)
 
 

@@ -203,6 +203,23 @@ def _softmax_axis(ctx):
     return 0 if ctx.axis is None else ctx.axis
 
 
+_SQUEEZES = frozenset({"SqueezeBackward0", "SqueezeBackward1", "SqueezeBackward2"})
+
+
+def _reshape(ctx, g):
+    """g in the input's shape; a squeeze that dropped no dimension hands g on as it is (torch's
+    unsqueeze_to: nothing to put back), where a view's reshape is a node."""
+    if ctx.node_name in _SQUEEZES and tuple(g.shape) == ctx.shape:
+        return g, None
+    return g.reshape(ctx.shape), None
+
+
+def _expand(ctx, g):
+    """torch's at::sum_to(grad, self's sizes): a 0-d input's gradient is grad.sum() (a node) even where
+    the expansion kept it 0-d; otherwise only the broadcast dims are summed."""
+    return (g.sum() if ctx.shape == () else sum_to(g, ctx.shape)), None
+
+
 def _permute(ctx, g):
     return g.permute(np.argsort(ctx.axes).tolist())  # (a list: a 0-d tensor's permutation is [])
 
@@ -257,7 +274,11 @@ def _pad(ctx, g):
     return ScatterIndexed.apply(g[ctx.dst], _Placement(ctx.shape, ctx.src)), None, None
 
 
-def _cumsum(ctx, g):  # each input feeds every later output: a reversed cumulative sum
+def _cumsum(ctx, g):
+    """Each input feeds every later output: a reversed cumulative sum. torch's cumsum_backward hands the
+    gradient on as it is where there is nothing to sum (one element, or a dim of size 1)."""
+    if g.numel() <= 1 or g.shape[ctx.axis] == 1:
+        return g, None
     return g.flip(ctx.axis).cumsum(ctx.axis).flip(ctx.axis), None
 
 
@@ -816,7 +837,13 @@ def _index_put(ctx, g):
 
 
 def _repeat(ctx, g):
-    """The sum over the copies: every axis of length r*n split into (r, n), the r axis summed."""
+    """The sum over the copies: every axis of length r*n split into (r, n), the r axis summed. As torch's
+    repeat_backward: no copy (a zero repeat) is a constant zeros, and one copy of each dim, none added, the
+    gradient itself (tile's padding with 1s included)."""
+    if 0 in ctx.sizes:
+        return _constant(g._device.xp.zeros(ctx.original, g._array.dtype), g), None
+    if len(ctx.sizes) == len(ctx.original) and all(r == 1 for r in ctx.sizes):
+        return g, None
     split = []
     for r, n in zip(ctx.sizes, ctx.shape):
         split += [r, n]
@@ -889,10 +916,9 @@ def _zeta(ctx, g):  # other: grad * -self * special_zeta(self + 1., other); self
 
 def _prod(ctx, g):
     """prod_backward: ``grad * result / input`` without zeros; with one, prod_safe_zeros_backward: the
-    products of the elements before and after each (exclusive cumulative products)."""
+    products of the elements before and after each (exclusive cumulative products). An empty input has no zero:
+    the first formula, in the graph as torch's (empty)."""
     a, axis = ctx.inputs[0], ctx.axis
-    if a.shape[axis] == 0:
-        return _constant(g._device.xp.zeros(a.shape, g._array.dtype), g)
     g = g if ctx.keepdims else g.unsqueeze(axis)
     if not (ctx.a == 0).any():
         return g * (a.prod(axis, keepdim=True) / a)
@@ -1658,13 +1684,13 @@ _BACKWARD_GRAPHS = {
     _e.Cos: lambda ctx, g: -g * ctx.inputs[0].sin(),
     _e.Abs: _abs,
     _e.Erf: lambda ctx, g: g * float(2 / np.sqrt(np.pi)) * (-ctx.inputs[0] * ctx.inputs[0]).exp(),
-    _e.Clone: lambda ctx, g: g,
+    _e.Clone: lambda ctx, g: g, _s.RecordedCopy: lambda ctx, g: _s.RecordedCopy.apply(g),
     _e.AsType: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
     _e.PromotionCast: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
     _r.Sum: _sum, _r.Mean: _mean, _r.Softmax: _softmax, _r.LogSoftmax: _log_softmax,
-    _s.Reshape: lambda ctx, g: (g.reshape(ctx.shape), None),
+    _s.Reshape: _reshape,
     _s.Permute: _permute, _s.GetItem: _getitem, _s.Cat: _cat,
-    _s.Expand: lambda ctx, g: (sum_to(g, ctx.shape), None),
+    _s.Expand: _expand,
     MatMul: _matmul, Linear: _linear,
     CrossEntropy: _cross_entropy, LayerNorm: _layer_norm,
     # (siblings the first list left out: what the same models and losses also reach)
@@ -1717,6 +1743,7 @@ _BACKWARD_GRAPHS = {
     _la.LinalgOutput: _linalg_output,  # (inv, det, solves, the factorizations)
     _la.VectorNorm: _vector_norm,
     _e.FusedMulAdd: _fused_mul_add, _e.AddScaled: _add_scaled,
+    _e.GradientPassesTo: lambda ctx, g: (g, sum_to(g, ctx.shape)),
     _e.ZeroGradientTo: lambda ctx, g: (g, _constant(g._device.xp.zeros(ctx.other_shape, g._array.dtype), g)),
     _s.Unfold: _linear_in_each(_windows_jvp), _s.AsStridedScatter: _linear_in_each(*_as_strided_scatter_jvps()),
     AdaptiveMaxPool2d: _pooling(_adaptive_max_pool_jvp, AdaptiveMaxPool2d),

@@ -16,8 +16,8 @@ from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments
                       torch_name, upcast)
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_forward_formula, no_grad, saves_as_torch
 from ..factories import in_layout_of
-from .elementwise import backward_in_float32, promotion_cast
-from .shape import NO_DIM, add_at, dim_given, one_by_one, put_into_copy, zeroed_at
+from .elementwise import backward_in_float32, gradient_passes_to, promotion_cast
+from .shape import NO_DIM, RecordedCopy, add_at, dim_given, one_by_one, put_into_copy, zeroed_at
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
@@ -217,7 +217,7 @@ def sort(input, dim=-1, descending=False, *, stable=None):
     indices = argsort(input, dim, descending, stable=bool(stable))
     node = "SortBackward0" if stable is None else "SortBackward1"  # (torch's sort.stable overload: stable given)
     if input.ndim == 0:
-        return return_type("sort")(name_node(input.clone(), node, input, graph=(input,)), indices)
+        return return_type("sort")(name_node(RecordedCopy.apply(input), node, input), indices)
     return return_type("sort")(name_node(_gather(input, dim, indices), node), indices)
 
 
@@ -234,7 +234,8 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's n
         raise RuntimeError(f"topk(): selected index k out of range (k={k}, dimension {dim} has "
                            f"size {size})")
     if input.ndim == 0:
-        return return_type("topk")(input.clone(), _sort_order(input, dim_, descending=largest))
+        return return_type("topk")(name_node(RecordedCopy.apply(input), "TopkBackward0", input),
+                                   _sort_order(input, dim_, descending=largest))
     indices = _topk_order(input, k, dim_, largest, sorted)
     return return_type("topk")(name_node(_gather(input, dim_, indices), "TopkBackward0"), indices)
 
@@ -351,7 +352,7 @@ def _running(op, name, input, dim, dtype):
         input = input.long()
     if input.ndim == 0:
         _dim(dim, 0, name)
-        return input.clone()
+        return name_node(input.clone(), f"{name.capitalize()}Backward0", input)
     return op.apply(input, axis=_dim(dim, input.ndim, name))
 
 
@@ -507,9 +508,10 @@ def index_add(input, dim, index, source, *, alpha=1):
     alpha = checked_number(python_number(alpha), input.dtype)  # stored as torch stores it: truncated
     # into an integer dtype (alpha=0.5 adds nothing to int32), wrapped into uint8 (-3 is 253), refused
     # where it does not fit (1e6 into float16)
-    if input.ndim == 0:
-        added = IndexAdd.apply(input.reshape(1), source.reshape(1), index=positions, axis=0, alpha=alpha)
-        return name_node(added.reshape(()), "IndexAddBackward0", input, source, graph=(input, source))
+    if input.ndim == 0:  # (torch's self: grad, handed on as it is: not through minilora's reshapes)
+        added = gradient_passes_to(input, lambda x: IndexAdd.apply(x.reshape(1), source.reshape(1), index=positions,
+                                                                   axis=0, alpha=alpha).reshape(()))
+        return name_node(added, "IndexAddBackward0", input, source, graph=(input, source))
     return saves_as_torch(IndexAdd.apply(input, source, index=positions, axis=dim, alpha=alpha), index, source)
 
 
@@ -611,8 +613,10 @@ def _scatter(fn, input, dim, index, src, add):
         src = checked_number(python_number(src), input.dtype)
     if input.ndim == 0:
         src = src.reshape(1) if isinstance(src, Tensor) else src
-        return Scatter.apply(input.reshape(1), src, index=index._array.reshape(1), axis=0,
-                             add=add).reshape(())
+
+        def scattered(x):
+            return Scatter.apply(x.reshape(1), src, index=index._array.reshape(1), axis=0, add=add).reshape(())
+        return gradient_passes_to(input, scattered) if add else scattered(input)  # (scatter_add's self: grad)
     return Scatter.apply(input, src, index=index._array, axis=dim, add=add)
 
 
@@ -929,8 +933,11 @@ def put(input, index, source, accumulate=False):
         raise IndexError(f"put_(): Expected source and index to have the same number of elements, but "
                          f"got source.numel() = {source.numel()}, index.numel() = {index.numel()}")
     take(input, index)  # (the same bounds check)
-    flat = index_put(input.reshape(-1), (index.reshape(-1),), source.reshape(-1), accumulate)
-    return flat.reshape(input.shape)
+
+    def put_into(x):
+        return index_put(x.reshape(-1), (index.reshape(-1),), source.reshape(-1), accumulate).reshape(x.shape)
+    result = gradient_passes_to(input, put_into) if accumulate else put_into(input)  # (accumulate: self: grad)
+    return name_node(result, "PutBackward0", input, source)
 
 
 def take_along_dim(input, indices, dim=None):
@@ -1142,7 +1149,7 @@ def median(input, dim=NO_DIM, keepdim=False):
         return saves_as_torch(result, input, result)  # (MedianAll keeps the picked mask)
     dim_ = _dim(dim, input.ndim, "median")
     if input.ndim == 0:
-        return _picked("median", input, input.clone(), input.new_zeros((), dtype=np.int64))
+        return _picked_of_0d("median", input)
     if input.shape[dim_] == 0:
         raise IndexError(f"median(): Expected reduction dim {dim} to have non-zero size.")
     _refuse_bool("median", input.dtype)
@@ -1165,6 +1172,12 @@ _PICKED_NODES = {"median": "MedianBackward1", "mode": "ModeBackward0", "kthvalue
                  "cummax": "CummaxBackward0", "cummin": "CumminBackward0"}
 
 
+def _picked_of_0d(name, input):
+    """A selection along a dim of a 0-d tensor: the value itself (a RecordedCopy: torch scatters its gradient
+    into zeros) and index 0."""
+    return _picked(name, input, RecordedCopy.apply(input), input.new_zeros((), dtype=np.int64))
+
+
 def _picked(name, input, values, indices):
     """``(values, indices)`` as torch's named tuple, the values' node shown as torch's one node of ``input``."""
     return return_type(name)(name_node(values, _PICKED_NODES[name], input, graph=(input,)), indices)
@@ -1179,7 +1192,7 @@ def mode(input, dim=-1, keepdim=False):
     if input.dtype.kind == "c":  # (complex numbers have no order to break ties by)
         raise NotImplementedError(f'"mode_cpu" not implemented for \'{torch_name(input.dtype)}\'')
     if input.ndim == 0:
-        return _picked("mode", input, input.clone(), input.new_zeros((), dtype=np.int64))
+        return _picked_of_0d("mode", input)
     if input.shape[dim_] == 0:
         raise IndexError(f"mode(): Expected reduction dim {dim_} to have non-zero size.")
     indices = _picked_index(input, dim_, std_sort.mode_index)
@@ -1209,7 +1222,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     if not 1 <= k <= size:
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {dim}")
     if input.ndim == 0:
-        return _picked("kthvalue", input, input.clone(), input.new_zeros((), dtype=np.int64))
+        return _picked_of_0d("kthvalue", input)
     indices = _picked_index(input, dim_, lambda rows: std_sort.kthvalue_index(rows, k))
     values = _gather(input, dim_, indices)
     if not keepdim:
@@ -1237,7 +1250,7 @@ def _running_extreme(name, input, dim, smallest):
     if input.dtype.kind == "c":  # (complex numbers have no order; NumPy's is lexicographic)
         raise NotImplementedError(f'"{name}_cpu" not implemented for \'{torch_name(input.dtype)}\'')
     if input.ndim == 0:
-        return _picked(name, input, input.clone(), input.new_zeros((), dtype=np.int64))
+        return _picked_of_0d(name, input)
     xp = xp_of(input._array)
     a = xp.moveaxis(input._array, dim_, -1)
     running = _accumulate(xp, xp.minimum if smallest else xp.maximum, a)  # NaN propagates

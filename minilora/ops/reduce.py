@@ -33,7 +33,7 @@ from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_type
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, shows_values
 from .elementwise import AsType, _is_16bit_float, _torch_sign, backward_in_float32, computes_in_float32
 from .index import _gather, cast_to_dtype_argument, cumulative, quiet_float_errors, return_type
-from .shape import NO_DIM, _dense, dim_given
+from .shape import NO_DIM, RecordedCopy, _dense, dim_given
 
 
 def contiguous_result(cls):
@@ -752,13 +752,15 @@ def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
+    if dim is None and input.ndim == 0:  # (torch's prod_backward hands a 0-d input the gradient itself)
+        return name_node(input.clone(), "ProdBackward0", input)
     if dim is None:  # (torch: one ProdBackward0 on the input, no views around it)
         return name_node(Prod.apply(input.reshape(-1), axis=0).reshape(()), "ProdBackward0", input, graph=(input,))
     if isinstance(dim, (tuple, list)):
         raise TypeError("prod(): dim must be a single int (torch.prod reduces one dimension)")
     axis = _axes(dim, input.ndim)
     if not axis:  # a 0-d tensor: its product is itself
-        return input.clone()
+        return name_node(input.clone(), "ProdBackward1", input)
     return name_node(Prod.apply(input, axis=axis[0], keepdims=keepdim), "ProdBackward1", input)  # (prod.dim_int)
 
 
@@ -784,8 +786,8 @@ def _extreme(name, input, dim, keepdim, smallest, other=None):
                         f"(which return values only)")
     axes = _axes(dim, input.ndim)
     if input.ndim == 0:
-        return return_type(name)(input.clone(), _no_grad_apply(
-            ArgMax, input.reshape(1), axis=0, smallest=smallest).reshape(()))
+        index = _no_grad_apply(ArgMax, input.reshape(1), axis=0, smallest=smallest).reshape(())
+        return return_type(name)(name_node(RecordedCopy.apply(input), f"{name.capitalize()}Backward0", input), index)
     indices = _no_grad_apply(ArgMax, input, axis=axes[0], keepdims=True, smallest=smallest)
     values = _gather(input, axes[0], indices)  # (torch's node keeps the indices only)
     if not keepdim:
@@ -1162,7 +1164,7 @@ def logcumsumexp(input, dim):
                                   f'\'{torch_name(input.dtype)}\'')
     axis = _one_axis("logcumsumexp", dim, input.ndim)
     if input.ndim == 0:
-        return input.clone()
+        return name_node(input.clone(), "LogcumsumexpBackward0", input)
     return LogCumSumExp.apply(input, axis=axis)
 
 

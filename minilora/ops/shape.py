@@ -1744,6 +1744,24 @@ def flipud(input):
     return flip(input, 0)
 
 
+class RecordedCopy(Function):
+    """A copy of ``a`` where torch's op is one whose backward is another op on the gradient: rot90 by no turn
+    (rot90(grad, 0)), a selection along a dim of a 0-d tensor (max, sort, median, cummax, ...: the gradient
+    scattered into zeros). A clone's backward hands the gradient on as it is; under create_graph=True torch's
+    gradient has a node of its own (requires grad, grad_fn), and so has this one's (its recorded backward is
+    a RecordedCopy of the gradient)."""
+    torch_layout = "contiguous"
+    complex_grad = True  # (the identity)
+
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()  # (C order: torch's rot90 copies contiguous)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
 def rot90(input, k=1, dims=(0, 1)):
     """``torch.rot90`` (see _rotated90), one node as torch's."""
     return name_node(_rotated90(input, k, dims), "Rot90Backward0", input, graph=(input,))
@@ -1769,7 +1787,7 @@ def _rotated90(input, k, dims):
         return flip(input, (first, second))
     if turns == 3:
         return transpose(flip(input, first), first, second)
-    return input.clone()  # (torch returns a copy for no rotation)
+    return RecordedCopy.apply(input)  # (torch returns a copy for no rotation, its gradient rot90(grad, 0))
 
 
 def _split_named(name, input, indices_or_sections, dim, least_ndim):
