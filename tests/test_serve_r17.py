@@ -22,6 +22,7 @@ official openai client raises openai.BadRequestError for each, as against vLLM.
 """
 import dataclasses
 import inspect
+import json
 import re
 from typing import Annotated, Literal
 
@@ -269,3 +270,33 @@ def test_structured_outputs_of_not_one_kind_are_refused_as_vllms_dataclass_refus
                                                                            StructuredOutputsParams | None, kinds)
     assert refusal(client, "/v1/chat/completions", body) == vllm_answer(errors, endpoint_of(client.app,
                                                                                           "/v1/chat/completions"))
+
+
+class CompletionRequest(OpenAIBaseModel):  # (enough of vLLM's for what pydantic says of a body that is no object)
+    prompt: str | None = None
+
+
+@pytest.mark.parametrize("raw", [b'{"prompt": "Dan",', b"{bad json", b"", b"[1, 2]", b"5", b"\xff\xfe{"])
+def test_a_body_that_is_no_json_object_is_refused_as_fastapi_and_vllm_refuse_it(client, raw):
+    """FastAPI parses the body before validating it: a JSON decode error and a body left out are its
+    RequestValidationError (vLLM's handler answers it), JSON that is no object the model's refusal, and bytes that
+    are no text its HTTPException 'There was an error parsing the body' (vLLM: type "Bad Request", param null)."""
+    response = client.post("/v1/completions", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    endpoint = endpoint_of(client.app, "/v1/completions")
+    if raw == b"\xff\xfe{":
+        want = {"message": "There was an error parsing the body", "type": "Bad Request", "param": None, "code": 400}
+    elif not raw:
+        want = vllm_answer([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}], endpoint)
+    else:
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            want = vllm_answer([{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
+                                 "input": {}, "ctx": {"error": exc.msg}}], endpoint)
+        else:
+            with pytest.raises(pydantic.ValidationError) as refused:
+                TypeAdapter(CompletionRequest).validate_python(body, from_attributes=True)
+            want = vllm_answer([{**e, "loc": ("body", *e["loc"])} for e in refused.value.errors(include_url=False)],
+                               endpoint)
+    assert response.json()["error"] == want

@@ -113,8 +113,8 @@ _POLL_SECONDS = 0.25  # how often a non-streaming request checks whether its cli
 
 
 class _BadBody(ValueError):
-    """A body that is not a JSON object, or not said to be JSON: what vLLM's request validation refuses before any
-    parameter is read."""
+    """A body not said to be JSON, or bytes that are no text: FastAPI's and vLLM's HTTPException (400, type "Bad
+    Request") before any parameter is read."""
 
 
 def _error(status, message, param=None, kind=None):
@@ -459,19 +459,23 @@ class _Server:
 
     # --- helpers -------------------------------------------------------------------------------
     async def _json(self, request):
-        """The body of a POST, a JSON object. As vLLM's validate_json_request (every POST route's dependency), the
+        """The body of a POST, parsed as JSON. As vLLM's validate_json_request (every POST route's dependency), the
         request must say it is JSON: a Content-Type other than application/json (curl -d without -H sends a form's)
         is refused before the body is read."""
         media_type = request.headers.get("content-type", "").lower().split(";", 1)[0]
         if media_type != "application/json":
             raise _BadBody("Unsupported Media Type: Only 'application/json' is allowed")
+        raw = await request.body()
+        if not raw:  # FastAPI's answer for a required body left out, its JSON decode error, and bytes that are no text
+            raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required",
+                                           "input": None}])
         try:
-            body = json.loads(await request.body())
-        except ValueError as exc:
-            raise _BadBody(f"the request body is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise _BadBody(f"the request body must be a JSON object, got a JSON {type(body).__name__}")
-        return body
+            return json.loads(raw)  # (not an object: the route's model refuses it, as pydantic refuses it for vLLM's)
+        except json.JSONDecodeError as exc:
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
+                                           "input": {}, "ctx": {"error": exc.msg}}]) from None
+        except ValueError:
+            raise _BadBody("There was an error parsing the body") from None
 
     def _adapter_of(self, body):
         """The adapter a request's ``model`` names; None for the base. As vLLM's protocol, ``model`` is
