@@ -156,3 +156,33 @@ def test_adafactor_foreach_as_torch(dtype, options):
     ours = _adafactor_steps(ml, dtype, True, options, **shapes)
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a, b)
+
+
+LORA_CHECKS = [dict(target_modules="q.*", layers_to_transform=[0]),
+               dict(target_modules="q.*", layers_pattern="layers", layers_to_transform=0),
+               dict(target_modules="q.*", layers_pattern="layers"),
+               dict(target_modules=["q_proj"], layers_pattern="layers"),
+               dict(use_rslora=True, rank_pattern={"q_proj": 4}, init_lora_weights="olora"),
+               dict(use_rslora=True, alpha_pattern={"q_proj": 4}, init_lora_weights="pissa_niter_2"),
+               dict(use_rslora=True, rank_pattern={"q_proj": 4}, init_lora_weights="gaussian")]
+
+
+def _config_outcome(make, settings):
+    """(exception type name, message) or ("ok", the warnings' messages) of ``make(**settings)``."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make(**settings)
+    except Exception as exc:  # noqa: BLE001 -- the comparison is of what each library raises
+        return type(exc).__name__, str(exc)
+    return "ok", [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("settings", LORA_CHECKS, ids=str)
+def test_lora_config_checks_as_peft(settings):
+    """PEFT 0.21.2's LoraConfig.__post_init__ checks of layers_to_transform / layers_pattern against a regex
+    target_modules (its order and words; minilora's were its own), and its warning for rsLoRA with rank or alpha
+    patterns under an init that converts the base weights (minilora gave none)."""
+    peft = pytest.importorskip("peft")
+    import minilora.lora as ml_peft
+    assert _config_outcome(ml_peft.LoraConfig, settings) == _config_outcome(peft.LoraConfig, settings)

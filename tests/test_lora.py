@@ -53,8 +53,8 @@ def lora(model, adapter="default", **kw):
     (dict(lora_dropout=1.0), r"\[0, 1\)"), (dict(lora_dropout=-0.1), r"\[0, 1\)"),
     (dict(bias="some"), "bias must be one of"), (dict(init_lora_weights="loftq"), "not implemented"),
     (dict(lora_alpha="16"), "finite number"), (dict(target_modules=3), "regex string or a list"),
-    (dict(target_modules="q.*", layers_to_transform=[0]), "regex"),
-    (dict(layers_pattern="layers"), "needs layers_to_transform"), (dict(rank_pattern={"q": 0}), "positive"),
+    (dict(target_modules="q.*", layers_to_transform=[0]), "`target_modules` is a str"),
+    (dict(layers_pattern="layers"), "`layers_to_transform` must also be specified"), (dict(rank_pattern={"q": 0}), "positive"),
     (dict(task_type="CHAT"), "task_type"), (dict(use_dora="yes"), "True or False"),
 ])
 def test_config_refuses_invalid_values(kwargs, message):

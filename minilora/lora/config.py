@@ -193,14 +193,13 @@ class _AdapterConfig:
                 raise ValueError(f"layers_to_transform must be a layer index or a list of indices >= 0, "
                                  f"got {layers!r}")
             self.layers_to_transform = int(layers) if isinstance(layers, numbers.Integral) else list(items)
-            if isinstance(self.target_modules, str):
-                raise ValueError("layers_to_transform cannot be used when target_modules is a regex string "
-                                 "(put the layer numbers into the regex instead)")
-        if self.layers_pattern is not None:
-            if layers is None:
-                raise ValueError("layers_pattern needs layers_to_transform (which layers of that pattern)")
-            if isinstance(self.target_modules, str):
-                raise ValueError("layers_pattern cannot be used when target_modules is a regex string")
+        # PEFT's checks, in its order and words (a regex target_modules names the layers itself)
+        if isinstance(self.target_modules, str) and layers is not None:
+            raise ValueError("`layers_to_transform` cannot be used when `target_modules` is a str.")
+        if isinstance(self.target_modules, str) and self.layers_pattern is not None:
+            raise ValueError("`layers_pattern` cannot be used when `target_modules` is a str.")
+        if self.layers_pattern and layers is None:
+            raise ValueError("When `layers_pattern` is specified, `layers_to_transform` must also be specified. ")
 
     # --- PEFT's file format --------------------------------------------------------------------
     def to_dict(self):
@@ -490,6 +489,7 @@ class LoraConfig(_AdapterConfig):
             warnings.warn("`loftq_config` specified but will be ignored when `init_lora_weights` is not 'loftq'.")
             self.loftq_config = {}
         self._check_data_init_configs()
+        self._warn_rslora_with_converted_base()
         self._check_alora()
         self._check_lora_bias()
         self.trainable_token_indices = _check_token_indices(self.trainable_token_indices)
@@ -519,6 +519,19 @@ class LoraConfig(_AdapterConfig):
             self.corda_config = CordaConfig()
         elif self.init_lora_weights != "corda" and self.corda_config is not None:
             warnings.warn("`corda_config` specified but will be ignored when `init_lora_weights` is not 'corda'.")
+
+    def _warn_rslora_with_converted_base(self):
+        """PEFT's warning: rsLoRA with rank or alpha patterns under an init that changes the base weights
+        (PiSSA, OLoRA, CorDA, LoRA-GA) cannot be converted back by save_pretrained's
+        ``path_initial_model_for_weight_conversion``."""
+        init = self.init_lora_weights
+        converted = (isinstance(init, str) and init.startswith("pissa")) or init in ("olora", "corda", "lora_ga")
+        if self.use_rslora and (self.rank_pattern or self.alpha_pattern) and converted:
+            warnings.warn("Using Rank-Stabilized LoRA with rank_pattern/alpha_pattern and post-training conversion of "
+                          "modified base weights PiSSA/CorDA/OLoRA/LoRA-GA means that you won't be able to pass "
+                          "`path_initial_model_for_weight_conversion` to `save_pretrained` to restore the initial "
+                          "values of the base weights; if you intend to do this, please ensure not to use rslora or "
+                          "rank_pattern/alpha_pattern.")
 
     def _check_alora(self):
         """``alora_invocation_tokens``: None or the token ids that switch the adapter on (lora/alora.py)."""
