@@ -300,3 +300,22 @@ def test_a_body_that_is_no_json_object_is_refused_as_fastapi_and_vllm_refuse_it(
             want = vllm_answer([{**e, "loc": ("body", *e["loc"])} for e in refused.value.errors(include_url=False)],
                                endpoint)
     assert response.json()["error"] == want
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("echo", [False, True])
+def test_a_beam_search_of_max_tokens_0_answers_its_one_beam_as_vllms(client, route, echo):
+    """vLLM's BeamSearchParams checks nothing (no SamplingParams' 'max_tokens must be at least 1'), and its
+    beam_search runs range(max_tokens) steps: none, so its answer is the one beam it started with, the prompt,
+    whatever n: one choice of no tokens, finish_reason "length" (minilora refused it, r16)."""
+    base = COMPLETION if route == "/v1/completions" else CHAT
+    body = {**base, "use_beam_search": True, "n": 2, "max_tokens": 0, "return_token_ids": True}
+    if echo and route == "/v1/completions":
+        body["echo"] = True  # (the prompt's text is left out with return_token_ids, as vLLM's)
+    response = client.post(route, json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert len(answer["choices"]) == 1 and answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] == 0
+    choice = answer["choices"][0]
+    assert (choice["text"] if route == "/v1/completions" else choice["message"]["content"]) == ""

@@ -290,7 +290,8 @@ def _verify_sampling(options, n, beam=False):
     o = options
     if beam:
         _verify_temperature(o["temperature"])
-        _verify_max_tokens(o["max_tokens"])  # (vLLM's search would run no step: an answer of nothing)
+        if o["max_tokens"] != 0:  # (0: vLLM's search runs no step and answers its one beam, the prompt: beam.py)
+            _verify_max_tokens(o["max_tokens"])
         return
     for name in ("presence_penalty", "frequency_penalty"):
         if not -2.0 <= o[name] <= 2.0:
