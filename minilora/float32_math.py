@@ -60,7 +60,7 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
            "scalar_tail", "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
            "sigmoid", "logaddexp", "logaddexp2", "c_function", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
-           "aten_erf", "ONEDNN_AVX512",
+           "aten_erf", "ONEDNN_AVX512", "pointwise",
            "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
            "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]
@@ -205,7 +205,8 @@ def _loop_natively(name, inputs, outputs, numbers, scalar_formula):
     return outputs
 
 
-_C_FUNCTIONS = ("expf", "expm1f", "log1pf", "tanhf", "exp2f", "erff", "logf")  # (ml_c_function's numbering)
+_C_FUNCTIONS = ("expf", "expm1f", "log1pf", "tanhf", "exp2f", "erff", "logf", "sinhf", "coshf", "asinhf", "acoshf",
+                "atanhf")  # (ml_c_function's numbering)
 _libm = {}
 
 
@@ -215,8 +216,9 @@ def c_function(name, x):
     float): in the scalar tail of its loop, on a non-contiguous input (``scalar_positions``) and in its "default"
     build. glibc's are not correctly rounded in 0.04% (expf) to ~8% (expm1f, tanhf) of elements, so no formula
     here stands in for them. Compiled where it can be (one C loop), else each element through ctypes."""
-    x = np.ascontiguousarray(x, _F32)
+    x = np.asarray(x, _F32)
     out = np.empty(x.shape, _F32)
+    x = np.ascontiguousarray(x)  # (a 0-d x: 1-d here, out keeps its shape)
     library = _native_library()
     if library is not None:
         library.ml_c_function(_C_FUNCTIONS.index(name), native.address(x), native.address(out), x.size)
@@ -227,8 +229,27 @@ def c_function(name, x):
         function.restype, function.argtypes = ctypes.c_float, [ctypes.c_float]
         _libm[name] = np.frompyfunc(function, 1, 1)
     if x.size:
-        out[...] = _libm[name](x)
+        out[...] = _libm[name](x).reshape(out.shape)
     return out
+
+
+# torch's float32 kernels of NumPy's functions that are not MKL's (``pointwise``): asinh and acosh map C's function
+# over every element (Vectorized<float>::asinh is map(std::asinh)); sinh, cosh, atanh and exp2 run SLEEF's in the
+# vectorized body (exp2 ported: sleef_exp2; the others' stand-in is the correctly rounded result, 99.7-99.98%
+# SLEEF's) and C's in the scalar tail and on strided inputs.
+_C_EVERYWHERE = {"arcsinh": "asinhf", "arccosh": "acoshf"}
+_SLEEF_IN_LOOP = {"sinh": "sinhf", "cosh": "coshf", "arctanh": "atanhf", "exp2": "exp2f"}
+
+
+def pointwise(name, a):
+    """NumPy's function ``name`` of an array as torch's kernel computes it: ``_C_EVERYWHERE``'s and
+    ``_SLEEF_IN_LOOP``'s for float32 NumPy arrays, else ``vml``'s."""
+    if type(a) is not np.ndarray or a.dtype != _F32 or not (name in _C_EVERYWHERE or name in _SLEEF_IN_LOOP):
+        return vml(name, a)
+    if name in _C_EVERYWHERE:
+        return c_function(_C_EVERYWHERE[name], a)
+    vectorized = sleef_exp2 if name == "exp2" else (lambda v: vml(name, v))
+    return _in_loop(a, vectorized, lambda t: c_function(_SLEEF_IN_LOOP[name], t))
 
 
 def correctly_rounded(fn, x):

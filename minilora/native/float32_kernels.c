@@ -311,6 +311,11 @@ void ml_c_function(int which, const float *restrict x, float *restrict out, size
     case 4: for (size_t i = 0; i < n; i++) out[i] = exp2f(x[i]); break;
     case 5: for (size_t i = 0; i < n; i++) out[i] = erff(x[i]); break;
     case 6: for (size_t i = 0; i < n; i++) out[i] = logf(x[i]); break;
+    case 7: for (size_t i = 0; i < n; i++) out[i] = sinhf(x[i]); break;
+    case 8: for (size_t i = 0; i < n; i++) out[i] = coshf(x[i]); break;
+    case 9: for (size_t i = 0; i < n; i++) out[i] = asinhf(x[i]); break;
+    case 10: for (size_t i = 0; i < n; i++) out[i] = acoshf(x[i]); break;
+    case 11: for (size_t i = 0; i < n; i++) out[i] = atanhf(x[i]); break;
     default: break;
     }
 }

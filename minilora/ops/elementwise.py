@@ -2354,9 +2354,9 @@ class Pointwise(Function):
     @staticmethod
     def forward(ctx, a, name):
         with np.errstate(invalid="ignore", divide="ignore"):  # NaN/inf outside the domain, as torch
-            # (float32 correctly rounded: torch's MKL tan/asin/acos/atan and its SLEEF sinh, cosh, atanh,
-            # exp2 are that result in 82-99.9% of elements, NumPy's float32 functions in 60-90%)
-            out = float32_math.vml(name, a)
+            # (float32: torch's MKL tan/asin/acos/atan correctly rounded, 82-99% of elements; its loops of
+            # C's asinhf/acoshf and of SLEEF's sinh, cosh, atanh, exp2 (C's in the tail): float32_math.pointwise)
+            out = float32_math.pointwise(name, a)
         ctx.op_name = name
         ctx.saved = out if _DERIVATIVES[name][0] == "result" else a
         return out
