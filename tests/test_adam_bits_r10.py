@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import minilora as ml
+from mkl_vml import use_torchs
 
 torch = pytest.importorskip("torch")
 
@@ -29,7 +30,7 @@ def _three_steps(lib, cls, n, kwargs, monkeypatch=None):
         p.grad = lib.tensor(rng.standard_normal(n, dtype=np.float32) * np.float32(0.1))
         with monkeypatch.context() if monkeypatch else _nothing() as patch:
             if patch:
-                _use_torch_sqrt(patch)
+                use_torchs(patch, "sqrt", np.float32)
             opt.step()
     state = opt.state[p]
     as_numpy = (lambda t: t.detach().numpy()) if lib is torch else (lambda t: np.asarray(getattr(t, "_array", t)))
@@ -38,24 +39,6 @@ def _three_steps(lib, cls, n, kwargs, monkeypatch=None):
 
 def _nothing():
     return contextlib.nullcontext()
-
-
-def _use_torch_sqrt(patch):
-    """minilora takes torch's float32 sqrt (``np.sqrt`` patched) until ``patch`` undoes it."""
-    numpy_sqrt = np.sqrt
-    patch.setattr(np, "sqrt", lambda x, out=None: _torch_sqrt_or(numpy_sqrt, x, out))
-
-
-def _torch_sqrt_or(numpy_sqrt, x, out=None):
-    """torch's float32 sqrt (MKL VML's rounding: elementwise, the same at any offset) in NumPy's signature;
-    ``numpy_sqrt`` for other dtypes."""
-    if getattr(x, "dtype", None) != np.float32:
-        return numpy_sqrt(x) if out is None else numpy_sqrt(x, out=out)
-    root = torch.from_numpy(np.ascontiguousarray(x)).sqrt().numpy()
-    if out is None:
-        return root
-    out[...] = root
-    return out
 
 
 def _bit_mismatches(cls, n, kwargs, monkeypatch=None):
@@ -91,7 +74,7 @@ def test_gathered_small_parameters_bit_for_bit(monkeypatch):
                 p.grad = lib.tensor(rng.standard_normal(p.shape, dtype=np.float32))
             with monkeypatch.context() as patch:
                 if lib is ml:
-                    _use_torch_sqrt(patch)
+                    use_torchs(patch, "sqrt", np.float32)
                 opt.step()
         return np.concatenate([np.asarray(p.detach().numpy()).ravel() for p in ps])
     assert weights(ml).view(np.int32).tolist() == weights(torch).view(np.int32).tolist()
