@@ -337,12 +337,9 @@ class Context:
         if name == _RESULT_AS.get(self.name(), "result"):
             return self._output_as_saved()
         value = _SAVED_VALUES.get(name)
-        if value is not None:
+        if value is not None:  # (kept after backward, as torch's: free() keeps what they read)
             answer = value(self)
             if answer is not _UNKNOWN:
-                if self.freed:  # (free() dropped the fields these are read from; torch's node keeps them)
-                    raise AttributeError(f"'{self.name()}' object has no attribute '{attribute}': minilora's "
-                                         "node drops the sizes and scalars it shows at backward")
                 return answer
         raise self._not_shown(attribute)
 
@@ -450,20 +447,17 @@ class Context:
         Backward runs this once per node, so the common cases are written out (as one comprehension
         they cost the tiny-op benchmark 4 ms per 10,000 ops: a comprehension is a call in Python 3.11)."""
         saved = self.__dict__
-        named_by_fields = self.fn.torch_node_name is not None  # (its name reads fields this clears: keep it)
-        if "node_name" in saved or "torch_graph" in saved or named_by_fields:
-            node_name = self.name() if named_by_fields else saved.get("node_name")
-            edges = self.next_functions if "torch_graph" in saved else None
-            output_nr = saved.get("output_nr")  # (a numbered output is a named node: kept at no cost to others)
+        keep = self.fn.kept_when_freed
+        if "node_name" in saved or "torch_graph" in saved or keep is _NAMED_BY_FIELDS:
+            self._keep_what_torch_keeps(saved)
+        elif keep is None:
             saved.clear()
-            if node_name is not None:
-                self.node_name = node_name
-            if edges is not None:
-                self.edges = edges
-            if output_nr is not None:
-                self.output_nr = output_nr
-        else:
+        else:  # torch's node keeps the sizes of its self, input ``keep`` (see Function.kept_when_freed)
+            x = self.inputs[keep] if keep < len(self.inputs) else None
+            known = "sizes_known" not in saved
             saved.clear()
+            if known and isinstance(x, Tensor):
+                self.kept_sizes = tuple(x.shape)
         # The parents stay; of the inputs, only what a leaf's or a number's entry needs: never an activation.
         # (Unary and binary ops are tested with `is`: `None in parents` compares each node with None by ==.)
         parents = self.parents
@@ -482,7 +476,30 @@ class Context:
         self.freed = True
 
 
+    def _keep_what_torch_keeps(self, saved):
+        """free() of a node whose shown name, edges or saved sizes and scalars read fields it clears: they are
+        kept, as torch's node keeps its name, edges and non-tensor saved values after backward."""
+        node_name = self.name()  # (read once, before the fields a name may be read from go; kept as it is)
+        edges = self.next_functions if "torch_graph" in saved else None
+        output_nr = saved.get("output_nr")  # (a numbered output is a named node: kept at no cost to others)
+        values, alpha = saved.get("torch_values"), saved.get("torch_alpha")
+        sizes = _input_sizes(self) if node_name in _SAVE_SELF_SIZES else _UNKNOWN
+        saved.clear()
+        self.node_name = node_name
+        if edges is not None:
+            self.edges = edges
+        if output_nr is not None:
+            self.output_nr = output_nr
+        if values is not None:
+            self.torch_values = values
+        if alpha is not None:
+            self.torch_alpha = alpha
+        if sizes is not _UNKNOWN:
+            self.kept_sizes = sizes
+
+
 _FLOAT_LEAF, _NO_EDGE = object(), object()  # what a freed node keeps of an input that needs no gradient
+_NAMED_BY_FIELDS = "named by fields"  # Function.kept_when_freed of an op whose node's name reads its fields
 
 
 def _edge(node):
@@ -566,8 +583,14 @@ _UNKNOWN = object()  # a saved value minilora's node does not know
 
 
 def _self_sizes(node):
-    known = node.name() in _SAVE_SELF_SIZES and node.__dict__.get("sizes_known", True)  # (inputs_not_torchs)
-    x = node._torch_self() if known else None
+    if node.freed:
+        return node.__dict__.get("kept_sizes", _UNKNOWN)  # (what free() kept: _keep_what_torch_keeps)
+    return _input_sizes(node) if node.name() in _SAVE_SELF_SIZES else _UNKNOWN
+
+
+def _input_sizes(node):
+    """The sizes of the input torch's node calls ``self`` (a node named as one that saves them)."""
+    x = node._torch_self() if node.__dict__.get("sizes_known", True) else None  # (inputs_not_torchs)
     return _UNKNOWN if x is None else tuple(x.shape)
 
 
@@ -638,6 +661,7 @@ def shows_values(result, **values):
     node = result._ctx
     if node is not None:
         node.torch_values = values
+        node.node_name = node.name()  # (named: free() keeps the values, _keep_what_torch_keeps)
     return result
 
 
@@ -876,9 +900,23 @@ class Function:
     # the positions of the inputs that are a 0-d tensor operand of torch's TensorIterator when given as a
     # Python number ("elementwise" ops: ``x + 1`` wraps the 1, ``x ** 2`` and ``x.clamp(0, 1)`` do not)
     torch_number_operands = ()
+    # what free() keeps of this op's nodes, set for each subclass (__init_subclass__): None (nothing but what a
+    # call's name_node asks), _NAMED_BY_FIELDS (its name is read from fields: Context._keep_what_torch_keeps),
+    # or the position of the input torch's node calls self, whose sizes it saves (SumBackward0, ViewBackward0)
+    kept_when_freed = None
     # True for a cast torch makes inside the op that reads it (an operand's type promotion, an op's dtype=):
     # torch's graph has no node for it, so next_functions shows the cast's input in its place (_input_node)
     shown_as_its_input = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        op = cls.__name__  # (a node named otherwise by its call goes through name_node: kept by its node_name)
+        name = f"{_TORCH_OP_NAMES.get(op, op)}Backward0"
+        names = _SAVED_AS.get(name, cls.torch_inputs)
+        if cls.torch_node_name is not None:
+            cls.kept_when_freed = _NAMED_BY_FIELDS
+        elif name in _SAVE_SELF_SIZES and "self" in names:
+            cls.kept_when_freed = names.index("self")
 
     @staticmethod
     def forward(ctx, *arrays, **options):

@@ -119,3 +119,69 @@ def test_indexing_chain_after_backward_and_its_gradient():
         grads.append(m.grad.numpy())
     assert graphs[1] == graphs[0]
     np.testing.assert_array_equal(grads[1], grads[0])
+
+
+# torch's node keeps its non-tensor saved values after backward (sizes, dims, scalars, a None for no tensor) and
+# refuses a freed tensor in its own words
+AFTER_BACKWARD = [
+    ("y = q.sum(-1, keepdim=True)", ["_saved_dim", "_saved_keepdim", "_saved_self_sym_sizes"]),
+    ("y = torch.mean(q, dim=[0, 2])", ["_saved_dim", "_saved_keepdim", "_saved_self_sym_sizes"]),
+    ("y = torch.nansum(q, 1)", ["_saved_dim", "_saved_keepdim"]),
+    ("y = q.sum()", ["_saved_self_sym_sizes"]),
+    ("y = q.view(6, 4)", ["_saved_self_sym_sizes"]),
+    ("y = q[1]", ["_saved_self_sym_sizes"]),
+    ("y = q[:, 1:]", ["_saved_self_sym_sizes"]),
+    ("y = x.expand(2, 3)", ["_saved_self_sym_sizes"]),
+    ("y = q[0] @ q[1].t()", ["_saved_self_sym_sizes"]),
+    ("y = torch.add(x, x * 2, alpha=3)", ["_saved_alpha"]),
+    ("y = torch.sub(x, 2, alpha=3)", ["_saved_alpha"]),
+    ("y = torch.add(x, t, alpha=0.5)", ["_saved_alpha"]),
+    ("y = x + t", ["_saved_alpha"]),
+    ("y = x * 2", ["_saved_self", "_saved_other"]),
+    ("y = x * t", ["_saved_self", "_saved_other"]),
+    ("y = x * x", ["_saved_self", "_saved_other"]),
+    ("y = x.exp()", ["_saved_result"]),
+]
+
+
+def saved_or_error(node, name):
+    try:
+        value = getattr(node, name)
+    except (AttributeError, RuntimeError) as error:
+        return type(error).__name__, str(error)
+    if hasattr(value, "detach"):
+        return "tensor", value.detach().numpy().tolist()
+    return tuple(value) if isinstance(value, (tuple, list)) or type(value).__name__ == "Size" else value
+
+
+@pytest.mark.parametrize("source, shown", AFTER_BACKWARD, ids=[s for s, _ in AFTER_BACKWARD])
+def test_saved_values_after_backward_are_torchs(source, shown):
+    answers = []
+    for lib in (torch, ml):
+        y = run(lib, source)
+        y.backward(lib.ones_like(y))
+        answers.append([saved_or_error(y.grad_fn, name) for name in shown])
+    assert answers[1] == answers[0]
+
+
+# ops minilora composes shown as torch's node: a 0-d input's scan or reduction (minilora's copy), put (minilora's
+# index_put of the flattened input), kron (torch's _unsafe_views), sum_to_size (viewed only to drop leading dims)
+COMPOSED = """\
+y = torch.cumsum(x[0], 0)
+y = torch.cumprod(x[0], 0)
+y = torch.logcumsumexp(x[0], 0)
+y = torch.max(x[0], 0)[0]
+y = torch.min(x[0], 0, True)[0]
+y = x[0].unfold(0, 1, 1)
+y = q.sum_to_size(1, 3, 4)
+y = torch.put(q, torch.tensor([0, 5]), x[:2])
+y = q * 1; y.put_(torch.tensor([0, 5]), x[:2])
+y = torch.kron(q[0], q[1])
+y = torch.kron(x, q)
+""".splitlines()
+
+
+@pytest.mark.parametrize("source", COMPOSED)
+def test_composed_ops_show_torchs_nodes(source):
+    theirs, ours = run(torch, source), run(ml, source)
+    assert graph(ours.grad_fn, 3) == graph(theirs.grad_fn, 3)

@@ -788,8 +788,7 @@ def _with_alpha(result, alpha, name=None):
     node = result._ctx
     if node is not None:
         node.torch_alpha = alpha  # (not ctx.alpha: AddScaled's backward reads its own)
-        if name is not None:
-            name_node(result, name)
+        name_node(result, name if name is not None else node.name())  # (named: free() keeps alpha)
     return result
 
 

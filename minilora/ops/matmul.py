@@ -709,9 +709,14 @@ def kron(input, other):  # noqa: A002
     """``torch.kron``: the Kronecker product. Both are given the same number of dims (leading 1s),
     then every element of ``input`` scales a whole copy of ``other``: shape ``a_i * b_i``."""
     ndim = max(input.ndim, other.ndim)
-    a = input.reshape((1,) * (ndim - input.ndim) + tuple(input.shape))
-    b = other.reshape((1,) * (ndim - other.ndim) + tuple(other.shape))
-    interleaved_a = [s for n in a.shape for s in (n, 1)]  # a's dims at even places
-    interleaved_b = [s for n in b.shape for s in (1, n)]  # b's at odd places
-    product = a.reshape(interleaved_a) * b.reshape(interleaved_b)
-    return product.reshape(tuple(p * q for p, q in zip(a.shape, b.shape)))
+    a_shape = (1,) * (ndim - input.ndim) + tuple(input.shape)
+    b_shape = (1,) * (ndim - other.ndim) + tuple(other.shape)
+    interleaved_a = [s for n in a_shape for s in (n, 1)]  # a's dims at even places
+    interleaved_b = [s for n in b_shape for s in (1, n)]  # b's at odd places
+    # (torch's graph: an _unsafe_view of each operand, their product, an _unsafe_view of it)
+    product = _unsafe_view(input, interleaved_a) * _unsafe_view(other, interleaved_b)
+    return _unsafe_view(product, tuple(p * q for p, q in zip(a_shape, b_shape)))
+
+
+def _unsafe_view(input, shape):
+    return name_node(input.reshape(shape), "UnsafeViewBackward0", input)

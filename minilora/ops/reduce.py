@@ -702,8 +702,8 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
-    if dim is None:
-        return name_node(Sum.apply(input, axis=dim, keepdims=keepdim), "SumBackward0")
+    if dim is None:  # (Sum's own name, SumBackward0: unnamed, free() keeps its sizes by Function.kept_when_freed)
+        return Sum.apply(input, axis=dim, keepdims=keepdim)
     return shows_values(name_node(Sum.apply(input, axis=dim, keepdims=keepdim), "SumBackward1"), dim=dim,
                         keepdim=keepdim)
 

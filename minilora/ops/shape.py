@@ -1198,8 +1198,8 @@ def unfold(input, dimension, size, step):
     """``x.unfold(dimension, size, step)``: the windows of ``size`` elements along ``dimension``,
     ``step`` apart, as a new last dimension (a 0-d tensor counts as one element)."""
     int_argument("unfold", "size", size), int_argument("unfold", "step", step)
-    if input.ndim == 0:
-        return unfold(input.reshape(1), 0, size, step).reshape(-1)
+    if input.ndim == 0:  # (torch's one UnfoldBackward0 of the 0-d input)
+        return name_node(unfold(input.reshape(1), 0, size, step).reshape(-1), "UnfoldBackward0", input)
     (axis,) = _dims((dimension,), input.ndim)
     if size < 0:
         raise RuntimeError(f"size is {size} but must be >= 0")
@@ -1721,7 +1721,8 @@ def sum_to_size(self, *sizes):
     if tuple(self.shape) == size:
         return self
     dims = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(size) if s == 1 and self.shape[lead + i] != 1)
-    return self.sum(dim=dims, keepdim=True).reshape(size) if dims else self.reshape(size)
+    summed = self.sum(dim=dims, keepdim=True)  # (ATen's sum_to views it only to drop leading dims: its graph)
+    return summed.reshape(size) if lead else summed
 
 
 # ---- NumPy-named neighbours torch has: ravel, fliplr/flipud, rot90, hsplit/vsplit/dsplit, ... ---------
