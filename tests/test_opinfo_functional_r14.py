@@ -74,8 +74,6 @@ ULPS = {
                     "upsample_bilinear grid_sample".split(),
                     (4, "torch's kernel computes the interpolation weights and their products in another order "
                         "(its vectorised float32 steps)")),
-    **dict.fromkeys(("logsigmoid", "mish"), (2, "a float32 row shorter than one vector: torch's scalar tail "
-                                               "(glibc's expf/log1pf/tanhf) (float32_math.scalar_tail)")),
 }
 if not ONEDNN_AVX512:  # (float32_math.gelu_erf: oneDNN's AVX-512 kernel is ported, its AVX2 one not)
     ULPS["gelu"] = (8, "oneDNN's AVX2 gelu_erf (its own exp in Abramowitz and Stegun's formula) is not ported; "

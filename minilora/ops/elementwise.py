@@ -2275,6 +2275,10 @@ class LogSigmoid(Function):
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
+        if _numpy_float32(a):  # torch's kernel: every element in vectors (a row's end a partial one), SLEEF's
+            ctx.a, ctx.z = a, float32_math.vectorized("exp", -np.abs(a))  # exp and log1p (float32_math)
+            with np.errstate(invalid="ignore"):
+                return np.asarray(np.minimum(a, 0) - float32_math.vectorized("log1p", ctx.z), order="C")
         ctx.a, ctx.z = a, xp.exp(-xp.abs(a))
         return xp.asarray(xp.minimum(a, 0) - xp.log1p(ctx.z), order="C")  # (contiguous, as torch's)
 
