@@ -313,7 +313,8 @@ class Context:
         ``torch_graph``, see name_node). Kept when backward frees the node, as torch's."""
         graph = self.__dict__.get("torch_graph")
         if graph is not None:  # (a number among torch's inputs has no entry, as in torch's nodes)
-            return tuple(_edge(_shown_node(x)) for x in graph if not isinstance(x, (int, float, complex)))
+            shown = {}  # (one node per entry met twice: a circular pad's copies read the tensor they write)
+            return tuple(_edge(_shown_node(x, shown)) for x in graph if not isinstance(x, (int, float, complex)))
         if "edges" in self.__dict__:  # a freed node that had a torch_graph
             return self.edges
         numbers = self.fn.__name__ in _WRAPPED_NUMBERS
@@ -767,19 +768,26 @@ def _accumulator(leaf):
     return node
 
 
-def _shown_node(x):
-    """An entry of a ``torch_graph`` as a node (see name_node): a tensor, (name, *inputs), or a node itself."""
+def _shown_node(x, shown=None):
+    """An entry of a ``torch_graph`` as a node (see name_node): a tensor, (name, *inputs), or a node itself.
+    ``shown``: {id of an entry: its node} for one graph, so an entry met twice is one node, as in torch's."""
     if isinstance(x, (Context, AccumulateGrad, _ShownNode)):
         return _torch_typed(x)
     if isinstance(x, tuple):
+        if shown is not None and id(x) in shown:
+            return shown[id(x)]
         name, *inputs = x
-        shown = [_shown_node(i) for i in inputs]  # (each once: asking twice doubled the calls at every level)
-        if all(node is None for node in shown):
-            return None  # (torch's node is there only where a gradient flows: Linear's t() of a frozen weight)
-        kind = _NODE_TYPES.get(("shown", name))
-        if kind is None:  # (named as torch's class, as a Context is: see _NODE_TYPES)
-            kind = _NODE_TYPES["shown", name] = type(name, (_ShownNode,), {"__module__": "builtins"})
-        return kind(name, tuple((node, 0) for node in shown))
+        nodes = [_shown_node(i, shown) for i in inputs]  # (each once: asking twice doubled the calls at every level)
+        node = None  # (torch's node is there only where a gradient flows: Linear's t() of a frozen weight)
+        if any(n is not None for n in nodes):
+            kind = _NODE_TYPES.get(("shown", name))
+            if kind is None:  # (named as torch's class, as a Context is: see _NODE_TYPES)
+                kind = _NODE_TYPES["shown", name] = type(name.rpartition("::")[2], (_ShownNode,),
+                                                         {"__module__": "builtins"})  # (CopySlices' class)
+            node = kind(name, tuple((n, 0) for n in nodes))
+        if shown is not None:
+            shown[id(x)] = node
+        return node
     return None if x is None else _input_node(x, x.grad_fn)
 
 

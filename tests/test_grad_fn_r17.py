@@ -185,3 +185,37 @@ y = torch.kron(x, q)
 def test_composed_ops_show_torchs_nodes(source):
     theirs, ours = run(torch, source), run(ml, source)
     assert graph(ours.grad_fn, 3) == graph(theirs.grad_fn, 3)
+
+
+# torch's circular pad is ATen's copies into slices of a new tensor (_pad_circular): CopySlices nodes, each later
+# copy reading a slice of the tensor it writes (one node met twice in the graph, as torch's)
+CIRCULAR = """\
+y = F.pad(q, (1, 1), mode='circular')
+y = F.pad(q, (-1, 2), mode='circular')
+y = F.pad(q, (0, 0), mode='circular')
+y = F.pad(m, (1, 2, 0, 1), mode='circular')
+y = F.pad(m, (1, -1, 2, 0), 'circular')
+y = F.pad(m, (1, 2, 0, 1, 2, 1), mode='circular')
+y = torch.nn.Conv2d(3, 2, 3, padding=1, padding_mode='circular')(m)
+""".splitlines()
+
+
+@pytest.mark.parametrize("source", CIRCULAR)
+def test_a_circular_pad_shows_torchs_copies(source):
+    theirs, ours = run(torch, source), run(ml, source)
+    assert graph(ours.grad_fn, 6) == graph(theirs.grad_fn, 6)
+
+
+def test_a_circular_pads_copies_read_the_node_they_follow_and_its_gradient_is_torchs():
+    found, grads = [], []
+    for lib in (torch, ml):
+        lib.manual_seed(0)
+        x = lib.randn(2, 3, 4, requires_grad=True)
+        y = lib.nn.functional.pad(x, (2, 1), mode="circular")
+        last, sliced = (node for node, _ in y.grad_fn.next_functions)
+        found.append(sliced.next_functions[0][0] is last)
+        y.backward(lib.arange(42.0).reshape(2, 3, 7))
+        grads.append(x.grad.numpy())
+        found.append(graph(y.grad_fn, 5))
+    assert found[2:] == found[:2] and found[0]
+    np.testing.assert_array_equal(grads[1], grads[0])

@@ -1806,8 +1806,8 @@ def pad(input, pad, mode="constant", value=None):
         # (from a channels_last input: torch's reflection/replication kernels' result is channels_last, its
         # circular pad's cat contiguous)
         out = composed_layout(out, input, "contiguous" if mode == "circular" else "suggested")
-        if mode == "circular":  # (torch composes it from slices and cat: no node of its own)
-            return out
+        if mode == "circular":  # (torch composes it of copies into slices: no node of its own)
+            return name_node(out, "torch::autograd::CopySlices", graph=_circular_pad_graph(input, pad))
         kernel = {"reflect": "ReflectionPad", "replicate": "ReplicationPad"}[mode]
         out = backward_reads(saves_as_torch(out, input), input)  # (torch's reflection_pad1d_backward(grad, self))
         return name_node(out, f"{kernel}{len(pad) // 2}DBackward0", input, graph=(input,))
@@ -1821,6 +1821,20 @@ def pad(input, pad, mode="constant", value=None):
 
 
 _PADDED_RANKS = {2: (2, 3), 4: (3, 4), 6: (4, 5)}  # torch's: (un)batched 1-D, 2-D and 3-D padding
+
+
+def _circular_pad_graph(input, pad):
+    """The edges of torch's circular pad's node (ATen's _pad_circular): the input, sliced along each padded
+    dimension, copied into a new tensor (a CopySlices of no node), then one copy per positive amount from a
+    slice of the tensor itself (a CopySlices of the last one and a SliceBackward0 of it)."""
+    source = input
+    for _ in range(len(pad) // 2):
+        source = ("SliceBackward0", source)
+    node = ("torch::autograd::CopySlices", None, source)
+    for amount in pad:  # (left then right of the last dimension, then the one before it, ...)
+        if amount > 0:
+            node = ("torch::autograd::CopySlices", node, ("SliceBackward0", node))
+    return node[1:]
 
 
 def _check_padded_dims(input, pad, mode):
