@@ -273,7 +273,8 @@ def test_response_formats_other_than_text_are_refused(server, form):
 
 
 @pytest.mark.parametrize("options,param,kind", [
-    (dict(temperature=3), "temperature", None), (dict(n=0), "n", None), (dict(top_logprobs=2), "top_logprobs", None),
+    (dict(temperature=3), "temperature", None), (dict(n=0), "n", None),
+    (dict(top_logprobs=2), "top_logprobs", "Bad Request"),  # (vLLM's check_logprobs, a model validator: r17)
     (dict(top_logprobs=21, logprobs=True), "top_logprobs", None),
     (dict(max_completion_tokens=-1), "max_tokens", None),  # (SamplingParams' check names max_tokens: r14)
     # (a refusal of the request's pydantic model: vLLM's RequestValidationError handler, r17)

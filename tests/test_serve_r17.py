@@ -165,7 +165,20 @@ def test_a_field_its_type_refuses_is_vllms_request_validation_answer(client, rou
      ValueError("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")),
     ("/v1/chat/completions", {"tool_choice": "required"},
      ValueError("When using `tool_choice`, `tools` must be set.")),
-], ids=["stream_options", "logprobs", "top_logprobs", "prompt", "cache_salt", "both_flags", "tool_choice"])
+    # (the rest of check_logprobs: minilora's app.py checked these after validation, as BadRequestErrors, r16)
+    ("/v1/completions", {"logprobs": -1},
+     VLLMValidationError("`logprobs` must be a positive value.", parameter="logprobs", value=-1)),
+    ("/v1/completions", {"prompt_logprobs": -2},
+     VLLMValidationError("`prompt_logprobs` must be a positive value or -1.", parameter="prompt_logprobs", value=-2)),
+    ("/v1/completions", {"prompt_logprobs": 1, "stream": True},
+     VLLMValidationError("`prompt_logprobs` are not available when `stream=True`.", parameter="prompt_logprobs")),
+    ("/v1/chat/completions", {"top_logprobs": 1.5},  # (before its type refuses 1.5: the validator runs first)
+     VLLMValidationError("when using `top_logprobs`, `logprobs` must be set to true.", parameter="top_logprobs")),
+    ("/v1/chat/completions", {"top_logprobs": -3, "logprobs": True},
+     VLLMValidationError("`top_logprobs` must be a positive value.", parameter="top_logprobs", value=-3)),
+], ids=["stream_options", "logprobs", "top_logprobs", "prompt", "cache_salt", "both_flags", "tool_choice",
+        "logprobs_negative", "prompt_logprobs_negative", "prompt_logprobs_stream", "top_logprobs_alone",
+        "top_logprobs_negative"])
 def test_a_model_validators_refusal_is_vllms_request_validation_answer(client, route, extra, check):
     body = {**(COMPLETION if route == "/v1/completions" else CHAT), **extra}
     if "prompt" in extra:

@@ -84,7 +84,9 @@ SHARED = [
     ("spaces_between_special_tokens", bool, [True, "1", None, "x"]),
     ("truncate_prompt_tokens", Annotated[int, Field(ge=-1, le=LONG)] | None, [2, "2", None, -2, "x"]),
     ("allowed_token_ids", list[int] | None, [[97], ["97"], None, "97", [97.5]]),
-    ("prompt_logprobs", INT, [1, 1.0, None, 1.5]),  # (text and lists: vLLM's own check, below)
+    # (text and lists: vLLM's own check, below; None second: beside stream "false", which vLLM's check_logprobs
+    # reads as sent, a true value, prompt_logprobs is refused, r17)
+    ("prompt_logprobs", INT, [1, None, 1.0, 1.5]),
     ("bad_words", list[str], [["zz"], None, "zz", [5]]),
     ("priority", int, [0, "0", 0.0, None, 0.5]),
     ("request_id", str, ["r1", None, 5]),
@@ -109,7 +111,7 @@ COMPLETION = SHARED + [
 ]
 CHAT = SHARED + [
     ("logprobs", BOOL, [True, "true", None, "x"]),
-    ("top_logprobs", INT, [0, None, 1.5]),
+    ("top_logprobs", INT, [0, None]),  # (1.5 without logprobs: check_logprobs refuses it first, tests/..._r17.py)
     ("max_tokens", INT, [1, "1", "x", 1.5]),
     ("max_completion_tokens", INT, [1, "1", None, 1.5]),
     ("n", INT, [1, "1", None, "x"]),

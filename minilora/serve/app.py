@@ -226,14 +226,12 @@ def _truncated(ids, k, budget):
     return ids if keep is None or len(ids) <= keep else ids[len(ids) - keep:]
 
 
-def _logprob_count(body, name, vocab_size, kind="sample", all_with_minus_one=False):
-    """A count of likeliest tokens to report (None: none), refused as vLLM refuses it: negative (-1 is the
-    whole vocabulary where vLLM takes it), or more than its --max-logprobs (20)."""
+def _logprob_count(body, name, vocab_size, kind="sample"):
+    """A count of likeliest tokens to report (None: none; -1, where fields.py's check_logprobs lets it through: the
+    whole vocabulary), refused as vLLM's engine refuses more than its --max-logprobs (20)."""
     k = body.get(name)
     if k is None:
         return None
-    if k < 0 and not (all_with_minus_one and k == -1):
-        raise EngineError(400, f"`{name}` must be a positive value{' or -1' if all_with_minus_one else ''}.", name)
     asked = vocab_size if k == -1 else k
     if asked > _MAX_LOGPROBS:
         raise EngineError(400, f"Requested {kind} logprobs of {asked}, which is greater than max allowed: "
@@ -246,21 +244,16 @@ def _logprobs(body, chat, vocab_size):
     ``logprobs: k``; chat takes ``logprobs: true`` and ``top_logprobs: k``, as OpenAI's API."""
     if not chat:
         return _logprob_count(body, "logprobs", vocab_size)
-    top = _logprob_count(body, "top_logprobs", vocab_size)
-    if not _flag(body, "logprobs"):
-        if top:
-            raise EngineError(400, "when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
-        return None
-    return top or 0
+    top = _logprob_count(body, "top_logprobs", vocab_size)  # (with logprobs true: fields.py's check_logprobs)
+    return (top or 0) if _flag(body, "logprobs") else None
 
 
-def _prompt_logprob_count(body, chat, stream, vocab_size):
+def _prompt_logprob_count(body, chat, vocab_size):
     """vLLM's ``prompt_logprobs``: how many likeliest tokens to report beside each prompt token (None: none);
     with ``echo`` and none asked, the count the request's logprobs ask for (chat: ``top_logprobs``, 0 by
-    default, so a chat's echo reports its prompt's own logprobs). Not with ``stream`` (its chunks have no room)."""
-    k = _logprob_count(body, "prompt_logprobs", vocab_size, "prompt", all_with_minus_one=True)
-    if k is not None and stream and k != 0:
-        raise EngineError(400, "`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs")
+    default, so a chat's echo reports its prompt's own logprobs). Not with ``stream`` (its chunks have no room:
+    vLLM's check_logprobs, fields.py)."""
+    k = _logprob_count(body, "prompt_logprobs", vocab_size, "prompt")
     if k is None and _flag(body, "echo"):
         return body.get("top_logprobs", 0) if chat else body.get("logprobs")
     return k
@@ -415,7 +408,7 @@ def _options(body, chat, vocab_size, defaults, text_vocab=None):
     # above 0 but below 0.01 a temperature is 0.01, as vLLM raises it (smaller ones overflow in float32)
     options.update(max_tokens=max_tokens, temperature=max(temperature, 0.01) if temperature > 0 else temperature,
                    top_k=top_k if top_k > 0 else None)
-    return options, n, stream, _usage_options(body), echo, _prompt_logprob_count(body, chat, stream, vocab_size)
+    return options, n, stream, _usage_options(body), echo, _prompt_logprob_count(body, chat, vocab_size)
 
 
 class _Echo(collections.namedtuple("_Echo", "text entries specials")):

@@ -14,7 +14,7 @@ validates vLLM's: an int field takes ``5``, ``5.0``, ``"5"``, ``true``, not ``5.
 * Nested models are vLLM's too (``stream_options``, ``response_format``'s three, ``structured_outputs``, ``tools``,
   ``tool_choice``, ``messages``: the keys of a message and its content parts, vLLM's part union); the fields app.py
   refuses unless "off" (``logits_processors``, ``prompt_embeds``) are taken as sent. vLLM's own mode="before"
-  validators (cache_salt, stream_options without stream, both generation flags, a logprobs count sent as text,
+  validators (cache_salt, stream_options without stream, both generation flags, check_logprobs,
   check_tool_usage, a prompt left out) are the models' too: they read the body as sent, before the types, and raise
   what vLLM's raise (a ValueError, or its VLLMValidationError naming the parameter): pydantic reports it as a
   value_error, and a union tries its next member.
@@ -319,14 +319,29 @@ class _Generate(_Model):
     validate_stream_options = _vllm_check(_check_stream_options)
 
 
-def _counts_are_numbers(*names):
-    """vLLM's check_logprobs' first check: it compares these counts as sent, so a text one (even "2") is its 400,
-    never coerced."""
+def _check_logprobs(count):
+    """vLLM's check_logprobs (a mode="before" validator) of a request whose count of top tokens is ``count`` (a
+    completion's logprobs, a chat's top_logprobs): the counts are compared as sent, so a text one (even "2") is
+    refused, never coerced; prompt_logprobs is not for a stream and at least -1; the count not negative; and a
+    chat's top_logprobs needs logprobs true. Each a VLLMValidationError naming the count."""
     def check_logprobs(data):
-        for name in names:
+        for name in ("prompt_logprobs", count):
             value = data.get(name)
             if value is not None and not isinstance(value, (int, float)):
                 raise VLLMValidationError(f"`{name}` must be an integer.", parameter=name, value=value)
+        prompt = data.get("prompt_logprobs")
+        if prompt is not None and data.get("stream") and (prompt > 0 or prompt == -1):
+            raise VLLMValidationError("`prompt_logprobs` are not available when `stream=True`.",
+                                      parameter="prompt_logprobs")
+        if prompt is not None and prompt < 0 and prompt != -1:
+            raise VLLMValidationError("`prompt_logprobs` must be a positive value or -1.", parameter="prompt_logprobs",
+                                      value=prompt)
+        top = data.get(count)
+        if top is not None and top < 0:
+            raise VLLMValidationError(f"`{count}` must be a positive value.", parameter=count, value=top)
+        if count == "top_logprobs" and top and not data.get("logprobs"):
+            raise VLLMValidationError("when using `top_logprobs`, `logprobs` must be set to true.",
+                                      parameter="top_logprobs")
         return data
     return _vllm_check(check_logprobs)
 
@@ -427,7 +442,7 @@ class CompletionRequest(_Generate):
     suffix: str | None = None
     prompt_embeds: Any = None  # (app.py: refused unless null, as vLLM without --enable-prompt-embeds)
     add_special_tokens: bool = True
-    check_logprobs = _counts_are_numbers("prompt_logprobs", "logprobs")
+    check_logprobs = _check_logprobs("logprobs")
     validate_prompt_and_prompt_embeds = _vllm_check(_check_prompt_and_prompt_embeds)
     normalize_null_max_tokens = _vllm_check(_normalize_null_max_tokens)
 
@@ -455,7 +470,7 @@ class ChatCompletionRequest(_Generate):
     check_structured_outputs_count = _vllm_check(_check_structured_outputs_count)
     check_tool_usage = _vllm_check(_check_tool_usage)
     check_generation_prompt = _vllm_check(_check_generation_prompt)
-    check_logprobs = _counts_are_numbers("prompt_logprobs", "top_logprobs")
+    check_logprobs = _check_logprobs("top_logprobs")
 
 
 class TokenizeCompletionRequest(_Model):
