@@ -19,7 +19,7 @@ from .profiler import profile
 from .random import Generator, default_generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .dtypes import to_dtype as _to_dtype
 # dtypes by torch's names (they shadow the builtins bool/float/int inside this module only, as in torch)
-from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, get_default_dtype,  # noqa: E402,F401,A004
+from .dtypes import (bool, double, float, float16, float32, float64, get_default_dtype,  # noqa: E402,F401,A004
                      half, int, int8, int16, int32, int64, long, promote_types, result_type,
                      set_default_dtype, short, uint8)
 from .dtypes import can_cast, finfo, iinfo  # noqa: E402,F401  (torch.can_cast, torch.finfo, torch.iinfo)
@@ -188,7 +188,14 @@ def __getattr__(name):
     if name in _SUBMODULES:
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "bfloat16":  # (imports ml_dtypes on first use: dtypes.py)
+        globals()[name] = dtypes.bfloat16
+        return dtypes.bfloat16
     raise AttributeError(f"module 'minilora' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"bfloat16"})
 
 
 # torch.linalg, and torch's top-level spellings of its functions (torch.svd returns V, not Vh; torch.det ...)

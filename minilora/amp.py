@@ -143,13 +143,24 @@ _BCE_BANNED = ("torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss ar
 _DEVICE_TYPES = ("cpu", "cuda", "emu")
 
 
+class _FastDtypes(dict):
+    """Each device type's autocast dtype. The CPU's default, bfloat16, is looked up when first asked for:
+    it imports ml_dtypes, which ``import minilora`` does not pay for (dtypes.py)."""
+
+    def __missing__(self, device_type):
+        if device_type != "cpu":
+            raise KeyError(device_type)
+        self["cpu"] = dtypes.bfloat16
+        return self["cpu"]
+
+
 class _ThreadState(threading.local):
     """One thread's autocast state; a new thread starts with autocast off, torch's default dtypes and
     the weight cache on (torch's)."""
 
     def __init__(self):
         self.enabled = dict.fromkeys(_DEVICE_TYPES, False)
-        self.fast_dtype = {"cpu": dtypes.bfloat16, "cuda": dtypes.float16, "emu": dtypes.float16}
+        self.fast_dtype = _FastDtypes(cuda=dtypes.float16, emu=dtypes.float16)
         self.cache_enabled = True
         self.nesting = 0
         self.cache = {}  # id(float32 leaf) -> (the leaf, its cast copy): one cast per parameter per region
@@ -315,7 +326,8 @@ class autocast:  # noqa: N801  (torch's name)
         if self.device == "cuda" and not _cuda_available():
             warnings.warn("CUDA is not available or torch_xla is imported. Disabling autocast.", stacklevel=3)
             return False
-        if self.fast_dtype not in (dtypes.bfloat16, dtypes.float16):
+        fast = self.fast_dtype  # (bfloat16's placeholder without ml_dtypes passes: entering raises its error)
+        if isinstance(fast, np.dtype) and not (fast.itemsize == 2 and dtypes.is_floating(fast)):  # not 16-bit
             warnings.warn(f"In {name} autocast, but the target dtype is not supported. Disabling autocast.\n"
                           f"{name} Autocast only supports dtypes of torch.bfloat16, torch.float16 currently.",
                           stacklevel=3)
@@ -807,5 +819,5 @@ class _Namespace:
         self.GradScaler = _deprecated_grad_scaler(device_type)
 
 
-cpu_amp = _Namespace("cpu", dtypes.bfloat16)
+cpu_amp = _Namespace("cpu", "bfloat16")  # (the name: dtypes.bfloat16 itself would import ml_dtypes now)
 cuda_amp = _Namespace("cuda", dtypes.float16)

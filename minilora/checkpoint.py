@@ -36,7 +36,7 @@ import tempfile
 
 import numpy as np
 
-from .dtypes import HAS_BFLOAT16, bfloat16, is_floating
+from .dtypes import HAS_BFLOAT16, bfloat16_if_installed, is_bfloat16, is_floating
 from .native import pid_alive as _pid_alive
 from . import torch_format
 
@@ -51,12 +51,19 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 WEIGHTS_NAME = "pytorch_model.bin"  # torch.save's state dict: read when a folder has no safetensors, as transformers
 WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 
-# safetensors dtype names -> NumPy dtypes. BF16 is ml_dtypes' bfloat16 when that is installed; without
-# it NumPy has no such dtype, and BF16 tensors are read as uint16 and widened to float32.
+# safetensors dtype names -> NumPy dtypes. BF16 is ml_dtypes' bfloat16 when that is installed (looked up
+# only when a BF16 tensor is read or written: importing ml_dtypes costs ~0.7 s); without it NumPy has
+# no such dtype, and BF16 tensors are read as uint16 and widened to float32.
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
            "U64": np.uint64, "I32": np.int32, "U32": np.uint32, "I16": np.int16, "U16": np.uint16,
-           "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_} | ({"BF16": bfloat16} if HAS_BFLOAT16 else {})
+           "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 _ITEMSIZE = {name: np.dtype(dt).itemsize for name, dt in _DTYPES.items()} | {"BF16": 2}
+_CODES = {np.dtype(dt): name for name, dt in _DTYPES.items()}
+
+
+def _code(dtype):
+    """The safetensors name of the NumPy ``dtype`` ("BF16" for ml_dtypes' bfloat16), or None if it has none."""
+    return "BF16" if is_bfloat16(dtype) else _CODES.get(dtype)
 
 
 class CheckpointError(ValueError):
@@ -611,13 +618,12 @@ def read_weights_header(path):
     alone is read: no tensor values)."""
     if not _is_torch_weights(path):
         return read_header(path)[0]
-    codes = {np.dtype(dt): name for name, dt in _DTYPES.items()}
     header = {}
     for name, array in _torch_state(path, values=False).items():
-        if array.dtype not in codes:
+        if _code(array.dtype) is None:
             raise CheckpointError(f"{path}: tensor {name!r} is {array.dtype}, which a checkpoint of weights "
                                   f"does not hold")
-        header[name] = {"dtype": codes[array.dtype], "shape": list(array.shape)}
+        header[name] = {"dtype": _code(array.dtype), "shape": list(array.shape)}
     return header
 
 
@@ -650,7 +656,8 @@ def _load_from_header(path, header, data_start):
             # byte-swapped variant). Without ml_dtypes: bfloat16 is the top half of a float32, so
             # widen the 16 bits and shift them into place.
             bits = np.frombuffer(blob, np.dtype("<u2"), (end - begin) // 2, begin).astype(np.uint16)
-            array = bits.view(bfloat16) if HAS_BFLOAT16 else (bits.astype(np.uint32) << 16).view(np.float32)
+            bf16 = bfloat16_if_installed()
+            array = bits.view(bf16) if bf16 is not None else (bits.astype(np.uint32) << 16).view(np.float32)
         else:
             dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
             array = np.frombuffer(blob, dtype, (end - begin) // dtype.itemsize, begin)
@@ -667,18 +674,19 @@ def save_file(tensors, path, metadata=None):
     to a multiple of 8 bytes), then every tensor's little-endian bytes back to back. Metadata
     defaults to ``{"format": "pt"}`` (transformers refuses safetensors files without it).
     """
-    names = {np.dtype(dt): name for name, dt in _DTYPES.items()}  # bfloat16 -> "BF16" with ml_dtypes
     meta = {"format": "pt"} if metadata is None else {str(k): str(v) for k, v in metadata.items()}
     arrays = {name: np.asarray(_host(t), order="C") for name, t in tensors.items()}
     header, chunks, offset = {"__metadata__": meta}, [], 0
     # The order of safetensors' own writer (widest dtype first, then by name): identical bytes.
     for name in sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n)):
         array = arrays[name]
-        if array.dtype not in names:
+        code = _code(array.dtype)
+        if code is None:
+            supported = [str(dtype) for dtype in _CODES] + (["bfloat16"] if HAS_BFLOAT16 else [])
             raise TypeError(f"save_file: tensor '{name}' has dtype {array.dtype}, which safetensors "
-                            f"cannot store (supported: {', '.join(sorted(map(str, names)))})")
+                            f"cannot store (supported: {', '.join(sorted(supported))})")
         data = _little_endian_bytes(array)
-        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape),
+        header[name] = {"dtype": code, "shape": list(array.shape),
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
@@ -693,7 +701,7 @@ def save_file(tensors, path, metadata=None):
 
 def _little_endian_bytes(array):
     """The array's bytes in little-endian order, as safetensors stores them."""
-    if array.dtype == bfloat16:  # through its 16 bits: ml_dtypes' bfloat16 cannot change byte order
+    if is_bfloat16(array.dtype):  # through its 16 bits: ml_dtypes' bfloat16 cannot change byte order
         return array.view(np.uint16).astype("<u2", copy=False).tobytes()
     return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 

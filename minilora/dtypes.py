@@ -27,7 +27,9 @@ says float64), ``int64 tensor * float32 tensor`` is float32 (NumPy: float64), ``
 is float32 (NumPy: float64). Torch's rules surprise people too; we follow them, not a third rule.
 """
 import builtins
+import importlib.util
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -64,13 +66,48 @@ class UnsupportedDType:
                          f"cannot compute in it. {self.advice}")
 
 
-try:
-    import ml_dtypes as _ml_dtypes
-    bfloat16 = np.dtype(_ml_dtypes.bfloat16)
-except ImportError:  # bfloat16 stays a name that explains itself
-    bfloat16 = UnsupportedDType("bfloat16", "Install ml_dtypes (pip install 'minilora[bf16]'), which adds "
+# ``bfloat16`` is made on first use (``__getattr__`` below, PEP 562): importing ml_dtypes costs ~0.7 s
+# (NumPy registering its loops), which ``import minilora`` and a float32 user should not pay. Until
+# then no array can hold a bfloat16 (its dtype exists once ml_dtypes is imported), so ``is_bfloat16``
+# answers every other dtype with one comparison and imports nothing.
+HAS_BFLOAT16 = importlib.util.find_spec("ml_dtypes") is not None  # installed (confirmed when first used)
+_NO_BFLOAT16 = UnsupportedDType("bfloat16", "Install ml_dtypes (pip install 'minilora[bf16]'), which adds "
                                             "bfloat16 to NumPy, or use minilora.float32 or minilora.float16.")
-HAS_BFLOAT16 = isinstance(bfloat16, np.dtype)
+
+
+def _load_bfloat16():
+    """Set and return ``bfloat16``: ml_dtypes' dtype, or without ml_dtypes the placeholder that explains
+    itself. From then on it is a plain attribute of this module (``__getattr__`` is asked no more)."""
+    global bfloat16, HAS_BFLOAT16
+    try:
+        import ml_dtypes
+        bfloat16 = np.dtype(ml_dtypes.bfloat16)
+    except ImportError:
+        bfloat16 = _NO_BFLOAT16
+    HAS_BFLOAT16 = isinstance(bfloat16, np.dtype)
+    return bfloat16
+
+
+def _bfloat16():
+    """``bfloat16`` from inside this module (a module's ``__getattr__`` does not answer its own globals)."""
+    return globals()["bfloat16"] if "bfloat16" in globals() else _load_bfloat16()
+
+
+def bfloat16_if_installed():
+    """ml_dtypes' bfloat16 (imported now if it was not yet), or None without ml_dtypes."""
+    bf16 = _bfloat16()
+    return bf16 if HAS_BFLOAT16 else None
+
+
+def __getattr__(name):
+    if name == "bfloat16":
+        return _load_bfloat16()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"bfloat16"})
+
 
 _default_float = float32
 
@@ -108,9 +145,10 @@ def to_dtype(dtype):
         name = dtype.removeprefix("torch.").removeprefix("minilora.")
         name = _NAMES.get(name, name)
         if name == "bfloat16":
+            bf16 = _bfloat16()
             if not HAS_BFLOAT16:
-                raise bfloat16.error()
-            return bfloat16
+                raise bf16.error()
+            return bf16
         dtype = name
     return np.dtype(dtype)
 
@@ -122,22 +160,27 @@ def is_floating_point(dtype):
 
 def is_floating(dtype):
     """``is_floating_point`` for a dtype that is already a NumPy dtype (no name lookup: on hot paths)."""
-    return dtype.kind == "f" or _is_bfloat16(dtype)
+    return dtype.kind == "f" or is_bfloat16(dtype)
 
 
-def _is_bfloat16(dtype):
+def is_bfloat16(dtype):
     """bfloat16 as ml_dtypes registers it -- or an equal copy of it (``newbyteorder('=')`` makes one
-    that ``is`` misses; ``canonical`` turns arrays of it back into the registered dtype)."""
-    return dtype is bfloat16 or (dtype.kind == "V" and dtype.newbyteorder("=") == bfloat16)
+    that ``is`` misses; ``canonical`` turns arrays of it back into the registered dtype). One comparison
+    for any other dtype, and no import: ml_dtypes' dtypes are NumPy kind 'V', and none exists before
+    ml_dtypes is imported (by minilora or by the user)."""
+    if dtype.kind != "V" or "ml_dtypes" not in sys.modules:
+        return False
+    bf16 = _bfloat16()
+    return dtype is bf16 or dtype.newbyteorder("=") == bf16
 
 
 def canonical(array):
     """``array`` with the registered bfloat16 dtype if it holds an equal copy of it (a view when the
     byte order is native, else a byte-swapped copy), so identity checks (``dtype is bfloat16``) hold."""
     dtype = getattr(array, "dtype", None)
-    if dtype is None or dtype is bfloat16 or not _is_bfloat16(dtype):
+    if dtype is None or not is_bfloat16(dtype) or dtype is _bfloat16():
         return array
-    return array.view(bfloat16) if dtype.isnative else array.astype(bfloat16)
+    return array.view(_bfloat16()) if dtype.isnative else array.astype(_bfloat16())
 
 
 def compute_dtype(dtype):
@@ -164,7 +207,7 @@ def cast(array, dtype):
     if source.kind == "c" and dtype.kind not in "cb":  # the real part, with torch's warning (not NumPy's)
         warnings.warn("Casting complex values to real discards the imaginary part", UserWarning, stacklevel=2)
         array, source = array.real, array.real.dtype
-    if source is bfloat16 and dtype.kind in "iu":  # ml_dtypes sends -1.75 to uint8 as 0 and 300.5 to int8
+    if dtype.kind in "iu" and is_bfloat16(source):  # ml_dtypes sends -1.75 to uint8 as 0 and 300.5 to int8
         array = array.astype(float32)  # as 0; torch wraps (255, 44), as NumPy's float32 cast does (exact)
     if dtype.itemsize == 2 and source.itemsize >= 4 and source is not float32 and is_floating(dtype) \
             and source.kind != "c":
@@ -182,10 +225,11 @@ def from_torch(value):
     are reinterpreted, not converted. Without ml_dtypes a bfloat16 tensor is widened to float32 (exact)."""
     value = value.detach().cpu()
     if str(value.dtype) == "torch.bfloat16":
-        if not HAS_BFLOAT16:
+        bf16 = bfloat16_if_installed()
+        if bf16 is None:
             return value.float().numpy()
         import torch  # already imported: ``value`` is one of its tensors
-        return value.view(torch.int16).numpy().view(bfloat16)
+        return value.view(torch.int16).numpy().view(bf16)
     return value.numpy()
 
 
@@ -194,7 +238,7 @@ def to_torch(array):
     ``torch.from_numpy`` refuses ml_dtypes' arrays, so the bits go through int16). Needs torch."""
     import torch
     array = np.ascontiguousarray(array)
-    if array.dtype is bfloat16:
+    if is_bfloat16(array.dtype):
         return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(array)
 
@@ -248,7 +292,7 @@ _CATEGORY = {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}
 
 
 def _category(dtype):
-    return 2 if _is_bfloat16(dtype) else _CATEGORY[dtype.kind]
+    return 2 if is_bfloat16(dtype) else _CATEGORY[dtype.kind]
 
 
 def promote_types(a, b):
@@ -261,7 +305,7 @@ def promote_types(a, b):
         raise RuntimeError(f"Promotion for uint16, uint32, uint64 types is not supported, attempted "
                            f"to promote {a} and {b}")
     if ca != cb:
-        if ca + cb == 5 and not (_is_bfloat16(a) or _is_bfloat16(b)):  # a float and a complex type: the
+        if ca + cb == 5 and not (is_bfloat16(a) or is_bfloat16(b)):  # a float and a complex type: the
             return np.promote_types(a, b)  # complex type wide enough for both (float64, complex64: complex128)
         return a if ca > cb else b
     return np.promote_types(a, b)
@@ -289,7 +333,7 @@ def _scalar_dtype(value):
             return int64
         _check_python_int(value)
         return _UINT64
-    if isinstance(value, (builtins.float, np.floating)) or (HAS_BFLOAT16 and isinstance(value, bfloat16.type)):
+    if isinstance(value, (builtins.float, np.floating)) or (isinstance(value, np.generic) and is_bfloat16(value.dtype)):
         return _default_float
     if isinstance(value, complex):  # the complex type of the default float dtype, as torch
         return np.dtype("complex128" if _default_float == float64 else "complex64")
@@ -344,7 +388,7 @@ def python_number(value):
         return value
     if isinstance(value, np.integer):
         return builtins.int(value)
-    if isinstance(value, (np.floating, np.bool_)) or _is_bfloat16(value.dtype):
+    if isinstance(value, (np.floating, np.bool_)) or is_bfloat16(value.dtype):
         return builtins.float(value)
     return value
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from .device import Device, xp_of
 from .device import device as _device
-from .dtypes import HAS_BFLOAT16, bfloat16
+from .dtypes import is_bfloat16
 
 __all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "lora_backward_bf16", "adamw_step", "bgmv",
            "BGMV_VERSIONS", "BF16_VERSIONS", "pick_version", "version_choice", "supports", "contiguous", "tiles",
@@ -484,7 +484,8 @@ def _phases_smem(cfg):
 # ------------------------------------------------------------------------------------------------
 def _bf16_bits(a):
     """A bfloat16 array (ml_dtypes on NumPy, CuPy >= 14) as the uint16 bit patterns the kernels read: a view."""
-    return a.view(np.uint16) if HAS_BFLOAT16 and getattr(a, "dtype", None) == bfloat16 else a
+    dtype = getattr(a, "dtype", None)
+    return a.view(np.uint16) if dtype is not None and is_bfloat16(dtype) else a
 
 
 def _check_bf16(fn, dev, name, a, shape):

@@ -744,7 +744,7 @@ _WRAPPED_NUMBERS = {"Add", "Sub", "Mul", "Div", "RoundedDiv", "IndexPut"}  # (in
 
 
 def _is_float(dtype):
-    return dtype.kind == "f" or dtype == _BFLOAT16
+    return dtype.kind == "f" or _is_bfloat16(dtype)
 
 
 def _input_node(x, parent):
@@ -862,7 +862,7 @@ class AccumulateGrad:
 _new_node = object.__new__  # (Function.apply makes a Context without calling its __init__)
 _sequence = itertools.count(1)  # numbers recorded nodes (and in-place changes) in creation order
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
-_BFLOAT16 = dtypes.bfloat16  # NumPy files it under kind 'V', not 'f' (a placeholder without ml_dtypes)
+_is_bfloat16 = dtypes.is_bfloat16  # (NumPy files bfloat16 under kind 'V', not 'f')
 # Every node keeps its needs_input_grad tuple, such as (True, False), until backward. Sharing one tuple
 # per pattern (for up to 4 inputs) leaves one object fewer behind per op, and Python's garbage collector
 # runs the less often, the fewer objects are left behind: the tiny-op benchmark ran 15% faster.
@@ -1022,7 +1022,7 @@ class Function:
                     fresh = False
                     break
         # Integer/bool results never carry a gradient (torch). (`is float32`: the common case, quickly.)
-        if True in needs and (out.dtype is _FLOAT32 or out.dtype.kind in "fc" or out.dtype is _BFLOAT16):
+        if True in needs and (out.dtype is _FLOAT32 or out.dtype.kind in "fc" or _is_bfloat16(out.dtype)):
             ctx.inputs, ctx.parents, ctx.seq = inputs, parents, next(_sequence)
             ctx.freed, ctx.retained = False, None
             if _inference_tensors_made:
@@ -1519,7 +1519,7 @@ def _host(array):
 
 def _check_can_require_grad(dtype):
     """torch's rule: only floating-point (and complex) tensors can require gradients."""
-    if not (dtype.kind in "fc" or dtype is _BFLOAT16):
+    if not (dtype.kind in "fc" or _is_bfloat16(dtype)):
         raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got {dtype}")
 
 
@@ -1533,7 +1533,7 @@ def _host_data(data, dtype):
         data = data if hasattr(data, "dtype") else np.asarray(data)
         if data.dtype != dtype:  # (the same dtype: shared, as from_numpy and as_tensor promise)
             data = dtypes.cast(data, dtype)
-    elif dtype is not None and getattr(data, "dtype", None) == dtypes.bfloat16 and dtype != data.dtype:
+    elif dtype is not None and hasattr(data, "dtype") and _is_bfloat16(data.dtype) and dtype != data.dtype:
         data = dtypes.cast(data, dtype)  # (into an integer through float32: -2.25 wraps to uint8's 254, as torch)
     return data
 
@@ -1783,7 +1783,7 @@ class Tensor:
         NumPy's exporter does not): ``minilora.dtypes.to_torch(t.numpy())`` makes the torch tensor."""
         if self.requires_grad:
             raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
-        if self._array.dtype is dtypes.bfloat16 and isinstance(self._array, np.ndarray):
+        if _is_bfloat16(self._array.dtype) and isinstance(self._array, np.ndarray):
             raise BufferError("a bfloat16 CPU tensor cannot go through DLPack (NumPy's exporter has no "
                               "bfloat16): use minilora.dtypes.to_torch(t.numpy())")
         return self._array.__dlpack__(**kwargs)
@@ -2355,7 +2355,7 @@ class Tensor:
         return self._array.ndim
 
     def is_signed(self):
-        return self._array.dtype.kind in "if" or self._array.dtype is _BFLOAT16
+        return self._array.dtype.kind in "if" or _is_bfloat16(self._array.dtype)
 
     def byte(self, memory_format=None):
         return self.to(dtypes.uint8, memory_format=memory_format)

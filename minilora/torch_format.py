@@ -141,18 +141,45 @@ _ALLOWED_NOT_REBUILT = re.compile(
     r"bits\w+|(cuda\.)?\w*Tensor|(cuda\.)?\w*Storage|storage\.TypedStorage|serialization\._get_layout)")
 
 
+class _Lazy:
+    """An allowed global made when a pickle names it: bfloat16's dtype imports ml_dtypes (~0.7 s, dtypes.py),
+    which reading a float32 file should not pay."""
+
+    def __init__(self, make):
+        self.make = make
+
+
+class _AllowedGlobals(dict):
+    """``{name: value}`` of the allowed globals, a ``_Lazy`` value made on its first lookup."""
+
+    def __getitem__(self, name):
+        value = super().__getitem__(name)
+        if type(value) is _Lazy:
+            value = self[name] = value.make()
+        return value
+
+
+def _dtype_value(dtype_name, make=lambda dtype: dtype):
+    """``make(dtype)`` for the dtype named ``dtype_name``; for bfloat16 a ``_Lazy`` making it on first use."""
+    if dtype_name == "bfloat16":
+        return _Lazy(lambda: make(dtypes.to_dtype(dtype_name)))
+    return make(dtypes.to_dtype(dtype_name))
+
+
 def _storage_types():
     """torch's typed storage classes (``torch.FloatStorage`` ...) for the dtypes that have one."""
-    types = {f"torch.{dtypes.torch_name(dtypes.to_dtype(n))}Storage": _StorageType(dtypes.to_dtype(n))
+    types = {f"torch.{dtypes._TORCH_NAMES[n]}Storage": _dtype_value(n, _StorageType)
              for n in _DTYPE_NAMES if n in dtypes._TORCH_NAMES and _has(n)}
     types["torch.storage.UntypedStorage"] = _StorageType(np.dtype(np.uint8))
     return types
 
 
 def _has(dtype_name):
+    if dtype_name == "bfloat16":
+        return dtypes.HAS_BFLOAT16  # (whether ml_dtypes is installed, asked without importing it)
     try:
         dtypes.to_dtype(dtype_name)
-    except Exception:  # bfloat16 without ml_dtypes
+    except Exception:
         return False
     return True
 
@@ -163,7 +190,7 @@ def _allowed_globals(builders):
                "torch.Size": builders.size, "torch.device": builders.device,
                "_codecs.encode": codecs.encode, "builtins.bytearray": bytearray, "builtins.set": set,
                "builtins.complex": complex}
-    allowed.update({f"torch.{name}": dtypes.to_dtype(name) for name in _DTYPE_NAMES if _has(name)})
+    allowed.update({f"torch.{name}": _dtype_value(name) for name in _DTYPE_NAMES if _has(name)})
     allowed.update(_storage_types())
     rebuild = _Rebuilds(builders)
     allowed.update({"torch._utils._rebuild_tensor": rebuild.tensor,
@@ -172,7 +199,7 @@ def _allowed_globals(builders):
                     "torch._utils._rebuild_parameter": rebuild.parameter,
                     "torch._utils._rebuild_parameter_with_state": rebuild.parameter_with_state,
                     "torch._tensor._rebuild_from_type_v2": rebuild.from_type_v2})
-    return allowed
+    return _AllowedGlobals(allowed)
 
 
 def _strided(flat, offset, size, stride):

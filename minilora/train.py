@@ -43,7 +43,7 @@ import numpy as np
 from . import parallel
 from . import random as ml_random
 from .checkpoint import atomic_write, other_format, remove_leftovers
-from .dtypes import HAS_BFLOAT16, bfloat16, is_floating, to_dtype
+from .dtypes import is_bfloat16, is_floating, to_dtype
 from .data import IGNORE_INDEX, DataLoader, mean_loss
 from .tensor import Tensor, no_grad
 
@@ -123,7 +123,7 @@ def _flatten(value, prefix, arrays):
     """Replace every array inside nested dicts/lists by ``{"__array__": key}`` and collect it."""
     value = _to_numpy(value)
     if isinstance(value, np.ndarray):
-        if HAS_BFLOAT16 and value.dtype == bfloat16:  # .npy has no bfloat16 (it reads back as raw 'V2')
+        if is_bfloat16(value.dtype):  # .npy has no bfloat16 (it reads back as raw 'V2')
             arrays[prefix] = value.view(np.uint16)
             return {"__array__": prefix, "dtype": "bfloat16"}
         arrays[prefix] = value

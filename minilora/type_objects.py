@@ -45,9 +45,20 @@ class _TensorType(type):
         return f"<class 'torch.{cls.__name__}'>"
 
 
+class _BFloat16TensorType(_TensorType):
+    """``torch.BFloat16Tensor``, whose dtype is looked up when first used: it imports ml_dtypes, which
+    ``import minilora`` does not pay for (dtypes.py)."""
+
+    @property
+    def dtype(cls):
+        return dtypes.bfloat16
+
+
 def _tensor_type(dtype_name, name):
-    if not hasattr(dtypes, dtype_name) or not isinstance(getattr(dtypes, dtype_name), np.dtype):
-        return None  # (bfloat16 without ml_dtypes)
+    if dtype_name == "bfloat16":
+        if not dtypes.HAS_BFLOAT16:
+            return None  # (no ml_dtypes installed)
+        return _BFloat16TensorType(name, (), {"__module__": "minilora"})
     return _TensorType(name, (), {"dtype": getattr(dtypes, dtype_name), "__module__": "minilora"})
 
 

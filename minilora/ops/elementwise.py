@@ -12,7 +12,7 @@ import numpy as np
 from .. import amp as _amp, backends, fastmath, float32_math, parallel
 from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order, like_view_strides
 from ..device import xp_of
-from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
+from ..dtypes import (cast, checked_number, float32, get_default_dtype, int64, is_bfloat16, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
 from ..tensor import (Function, Tensor, ShapeError, _is_broadcast_error, backward_reads, is_grad_enabled, name_node,
                       saved_for, saves_as_torch)
@@ -53,7 +53,7 @@ def _shape(x):
 # decorators run such an op in float32 instead. float32 and float64 pass through after one dtype check.
 def _is_16bit_float(x):
     """True for a float16 or bfloat16 array (Python numbers and other dtypes: False)."""
-    return getattr(x, "itemsize", 0) == 2 and (x.dtype.kind == "f" or x.dtype is bfloat16)
+    return getattr(x, "itemsize", 0) == 2 and (x.dtype.kind == "f" or is_bfloat16(x.dtype))
 
 
 def _upcast_saved(ctx):
@@ -363,7 +363,7 @@ def _half_powers(a, b):
     runs a number exponent 0.5 / -0.5 as sqrt / rsqrt (-inf: nan; -0.0: -0.0 / -inf), but for float16,
     and a tensor exponent as C's pow (-inf ** 0.5 is inf, -0.0 ** 0.5 is 0.0); NumPy takes its sqrt
     path for a 0-d exponent 0.5 and C's pow for a number -0.5."""
-    if not (hasattr(a, "dtype") and (a.dtype.kind == "f" or a.dtype == bfloat16)):
+    if not (hasattr(a, "dtype") and (a.dtype.kind == "f" or is_bfloat16(a.dtype))):
         return None
     number = type(b) is float
     if not (number or getattr(b, "ndim", 1) == 0) or b not in (0.5, -0.5):
@@ -1060,9 +1060,9 @@ def _promoted(a, b, true_divide=False):
     if isinstance(a, Tensor):  # the fast path for every `x * y` and `x - 0.5` (`is`: dtypes are singletons)
         a_dtype = a._array.dtype
         if isinstance(b, Tensor):
-            if a_dtype is b._array.dtype and (not true_divide or a_dtype.kind == "f" or a_dtype is bfloat16):
+            if a_dtype is b._array.dtype and (not true_divide or a_dtype.kind == "f" or is_bfloat16(a_dtype)):
                 return a, b
-        elif type(b) is float and (a_dtype.kind == "f" or a_dtype is bfloat16):
+        elif type(b) is float and (a_dtype.kind == "f" or is_bfloat16(a_dtype)):
             return a, b
     a, b = python_number(a), python_number(b)  # (NumPy scalars take part as Python numbers, as in torch)
     a_array, b_array = getattr(a, "_array", a), getattr(b, "_array", b)

@@ -233,9 +233,9 @@ def bf16_kernel_applies(x, W0, A, B, bias=None, dropout_p=0.0):
     """Whether the tensor-core kernels (kernels/lora_bf16.cu) compute this op: a bfloat16 base (x, W0,
     bias) with float32 adapters, and no dropout (the bf16 kernels have none). On ``cuda`` the arrays are
     then CuPy >= 14 arrays (older CuPy has no bfloat16 to hold them)."""
-    bf16 = dtypes.bfloat16
-    return (dtypes.HAS_BFLOAT16 and x.dtype == bf16 and W0.dtype == bf16 and A.dtype == B.dtype == np.float32
-            and (bias is None or bias.dtype == bf16) and dropout_p == 0)
+    is_bf16 = dtypes.is_bfloat16
+    return (is_bf16(x.dtype) and is_bf16(W0.dtype) and A.dtype == B.dtype == np.float32
+            and (bias is None or is_bf16(bias.dtype)) and dropout_p == 0)
 
 
 def _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed, mask=None):

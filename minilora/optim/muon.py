@@ -70,7 +70,7 @@ class Muon(_StepEach):
         state["momentum_buffer"][...] = buf
         update = ops.lerp(grad, buf, momentum) if group["nesterov"] else buf
         update = _normalized(update, group["eps"])
-        bfloat16 = p.dtype == dtypes.bfloat16
+        bfloat16 = dtypes.is_bfloat16(p.dtype)
         if bfloat16 and not group["nesterov"]:  # torch: the update IS the buffer, and .bfloat16() of a bfloat16
             state["momentum_buffer"][...] = update  # tensor is itself, so its in-place division changes the buffer
         update = _orthogonalized(update, group["ns_coefficients"], group["ns_steps"])
