@@ -656,7 +656,7 @@ def _load_from_header(path, header, data_start):
             # byte-swapped variant). Without ml_dtypes: bfloat16 is the top half of a float32, so
             # widen the 16 bits and shift them into place.
             bits = np.frombuffer(blob, np.dtype("<u2"), (end - begin) // 2, begin).astype(np.uint16)
-            bf16 = bfloat16_if_installed()
+            bf16 = bfloat16_if_installed() if HAS_BFLOAT16 else None
             array = bits.view(bf16) if bf16 is not None else (bits.astype(np.uint32) << 16).view(np.float32)
         else:
             dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")

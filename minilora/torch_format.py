@@ -786,7 +786,7 @@ class _TorchPickler(pickle._Pickler):
 
     def save(self, obj, save_persistent_id=True):
         if isinstance(obj, np.dtype):
-            obj = _Global("torch", "bfloat16" if dtypes._is_bfloat16(obj) else obj.name)
+            obj = _Global("torch", "bfloat16" if dtypes.is_bfloat16(obj) else obj.name)
         super().save(obj, save_persistent_id)
 
     def persistent_id(self, obj):
@@ -846,7 +846,7 @@ class _TorchPickler(pickle._Pickler):
 
 def _has_typed_storage(dtype):
     """torch has a typed storage class (torch.FloatStorage ...) for the dtypes it had before 2.3."""
-    return dtype.name in dtypes._TORCH_NAMES or dtypes._is_bfloat16(dtype)
+    return dtype.name in dtypes._TORCH_NAMES or dtypes.is_bfloat16(dtype)
 
 
 class _Unparameter:

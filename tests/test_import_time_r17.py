@@ -1,0 +1,117 @@
+"""``import minilora`` does not import ml_dtypes (~0.7 s: NumPy registering its loops), nor does a float32
+model's construction, forward and backward: ml_dtypes is imported where bfloat16 is first used, and each
+way in to bfloat16 then gives torch's answer (minilora/dtypes.py: ``bfloat16`` by PEP 562 ``__getattr__``).
+
+Every check runs in a fresh interpreter (the test process has long since imported ml_dtypes); the child
+prints its results and this process compares them with torch's."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("ml_dtypes")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VALUES = [1.0, 2.5, 3.14159, -0.1, 300.7]
+
+# The child's prelude: `imported()` says whether ml_dtypes is loaded; `report` prints the results as JSON.
+PRELUDE = """
+import json, sys
+import numpy as np
+def imported():
+    return "ml_dtypes" in sys.modules
+def report(**results):
+    print(json.dumps(results))
+"""
+
+
+def run_fresh(body, **env):
+    """Run ``body`` in a new interpreter that imports this checkout's minilora; its JSON report."""
+    environment = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env}
+    done = subprocess.run([sys.executable, "-c", PRELUDE + body], capture_output=True, text=True, timeout=120,
+                          env=environment, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def torch_bf16(values):
+    return torch.tensor(values, dtype=torch.float32).to(torch.bfloat16)
+
+
+def test_float32_work_never_imports_ml_dtypes_and_minilora_bfloat16_then_does():
+    """``import minilora``, building a float32 Llama and a LoRA model with ``minilora.nn``, a forward and
+    backward and an AdamW step import no ml_dtypes; ``minilora.bfloat16`` then imports it, is ml_dtypes'
+    dtype, and rounds as torch's bfloat16."""
+    got = run_fresh("""
+import minilora as ml
+after_import = imported()
+from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.lora import LoraConfig, get_peft_model
+config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                     num_attention_heads=4, num_key_value_heads=2)
+model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+linear = ml.nn.Linear(3, 2)
+after_construction = imported()
+ids = ml.tensor([[1, 5, 7, 2]])
+loss = model(ids, labels=ids).loss + linear(ml.ones(2, 3)).sum() * ml.tensor(2, dtype=ml.int64) / 3
+loss.backward()
+ml.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3).step()
+after_step = imported()
+bf16 = ml.bfloat16
+import ml_dtypes
+report(after_import=after_import, after_construction=after_construction, after_step=after_step,
+       touched=imported(), is_ml_dtypes=bf16 == np.dtype(ml_dtypes.bfloat16) and bf16 is ml.dtypes.bfloat16,
+       values=ml.tensor(%r).to(bf16).float().tolist(), dtype=str(ml.ones(1, dtype=bf16).dtype))
+""" % VALUES)
+    assert got["after_import"] is False
+    assert got["after_construction"] is False
+    assert got["after_step"] is False
+    assert got["touched"] is True and got["is_ml_dtypes"] is True
+    assert got["dtype"] == str(torch.ones(1, dtype=torch.bfloat16).dtype).removeprefix("torch.")
+    assert got["values"] == torch_bf16(VALUES).float().tolist()
+
+
+# The first bfloat16 a program meets, each way in, in a fresh interpreter: the result is torch's.
+FIRST_TOUCH = {
+    "an ml_dtypes array": ("import ml_dtypes\n"
+                           "t = ml.from_numpy(np.array(VALUES, dtype=ml_dtypes.bfloat16)) * 3", "times3"),
+    "the name 'bfloat16'": ("t = ml.tensor(VALUES, dtype='bfloat16') * 3", "times3"),
+    "BFloat16Tensor": ("t = ml.BFloat16Tensor(VALUES) * 3", "times3"),
+    "a BF16 safetensors file": ("from minilora.checkpoint import load_file\n"
+                                "t = ml.tensor(load_file(SAFETENSORS)['w'])", "file"),
+    "autocast('cpu')": ("with ml.autocast('cpu'):\n"
+                        "    t = ml.tensor([VALUES]).mm(ml.tensor([VALUES]).t())", "autocast"),
+}
+
+
+def torch_answer(kind, values):
+    if kind == "times3":
+        return torch_bf16(values) * 3
+    if kind == "file":
+        return torch_bf16(values)
+    with torch.autocast("cpu"):
+        return torch.tensor([values]).mm(torch.tensor([values]).t())
+
+
+@pytest.mark.parametrize("way", list(FIRST_TOUCH))
+def test_the_first_bfloat16_a_program_meets_imports_ml_dtypes_then(way, tmp_path):
+    from safetensors.torch import save_file
+    code, kind = FIRST_TOUCH[way]
+    path = tmp_path / "bf16.safetensors"
+    save_file({"w": torch_bf16(VALUES)}, str(path))
+    got = run_fresh(f"""
+import minilora as ml
+VALUES, SAFETENSORS = {VALUES!r}, {str(path)!r}
+before = imported()
+{code}
+report(before=before, after=imported(), dtype=str(t.dtype), values=t.float().tolist())
+""")
+    expected = torch_answer(kind, VALUES)
+    assert got["before"] is False
+    assert got["after"] is True
+    assert got["dtype"] == str(expected.dtype).removeprefix("torch.")
+    assert got["values"] == expected.float().tolist()
