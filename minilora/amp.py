@@ -144,8 +144,10 @@ _DEVICE_TYPES = ("cpu", "cuda", "emu")
 
 
 class _FastDtypes(dict):
-    """Each device type's autocast dtype. The CPU's default, bfloat16, is looked up when first asked for:
-    it imports ml_dtypes, which ``import minilora`` does not pay for (dtypes.py)."""
+    """Each device type's autocast dtype. The CPU's default, bfloat16, is looked up when first asked for
+    (``fast_dtype["cpu"]``): it imports ml_dtypes, which ``import minilora`` does not pay for (dtypes.py).
+    Until then ``"cpu"`` is absent (``_stored_dtype`` is None), and a region that does not compute in it
+    (disabled: gradient checkpointing's ``region_now``) keeps it so."""
 
     def __missing__(self, device_type):
         if device_type != "cpu":
@@ -237,6 +239,19 @@ def set_autocast_dtype(device_type, dtype):
     state.fast_dtype[_device_type(device_type)] = dtypes.to_dtype(dtype)
 
 
+def _stored_dtype(device):
+    """``device``'s autocast dtype as stored: None for the CPU's default, bfloat16, not looked up yet."""
+    return state.fast_dtype.get(device)
+
+
+def _store_dtype(device, dtype):
+    """``set_autocast_dtype``, or back to the (not looked up) default for None."""
+    if dtype is None:
+        state.fast_dtype.pop(device, None)
+    else:
+        set_autocast_dtype(device, dtype)
+
+
 def is_autocast_cache_enabled():
     return state.cache_enabled
 
@@ -298,7 +313,7 @@ def set_autocast_gpu_dtype(dtype):
 def region_now(device_type="cpu"):
     """An autocast region as the one in force now (enabled or not, its dtype, its cache): torch's
     checkpoint recomputes a segment in backward inside the region its forward ran in."""
-    return autocast(device_type, dtype=state.fast_dtype[device_type], enabled=state.enabled[device_type],
+    return autocast(device_type, dtype=_stored_dtype(device_type), enabled=state.enabled[device_type],
                     cache_enabled=state.cache_enabled)
 
 
@@ -316,10 +331,23 @@ class autocast:  # noqa: N801  (torch's name)
     def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
         if not isinstance(device_type, str):
             raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
-        self.fast_dtype = get_autocast_dtype(device_type) if dtype is None else dtypes.to_dtype(dtype)
+        # (None: the CPU's default, bfloat16, not looked up yet -- see fast_dtype)
+        self._fast_dtype = _stored_dtype(_device_type(device_type)) if dtype is None else dtypes.to_dtype(dtype)
         self.device = _device_type(device_type)
         self._cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else cache_enabled
         self._enabled = enabled and self._supported()
+
+    @property
+    def fast_dtype(self):
+        """The region's dtype (torch's attribute). The CPU's default, bfloat16, is looked up when first read
+        (it imports ml_dtypes): a disabled region does not read it."""
+        if self._fast_dtype is None:
+            self._fast_dtype = dtypes.bfloat16
+        return self._fast_dtype
+
+    @fast_dtype.setter
+    def fast_dtype(self, dtype):
+        self._fast_dtype = dtype
 
     def _supported(self):
         name = self.device.upper()
@@ -337,9 +365,9 @@ class autocast:  # noqa: N801  (torch's name)
     def __enter__(self):
         self.prev_cache_enabled = is_autocast_cache_enabled()
         self.prev = is_autocast_enabled(self.device)
-        self.prev_fastdtype = get_autocast_dtype(self.device)
+        self.prev_fastdtype = _stored_dtype(self.device)
         set_autocast_enabled(self.device, self._enabled)
-        set_autocast_dtype(self.device, self.fast_dtype)
+        _store_dtype(self.device, self.fast_dtype if self._enabled else self._fast_dtype)
         autocast_increment_nesting()
         set_autocast_cache_enabled(self._cache_enabled)
         return self
@@ -348,7 +376,7 @@ class autocast:  # noqa: N801  (torch's name)
         if autocast_decrement_nesting() == 0:  # leaving the outermost region: the cast weights go
             clear_autocast_cache()
         set_autocast_enabled(self.device, self.prev)
-        set_autocast_dtype(self.device, self.prev_fastdtype)
+        _store_dtype(self.device, self.prev_fastdtype)
         set_autocast_cache_enabled(self.prev_cache_enabled)
         return False
 

@@ -44,7 +44,7 @@ def torch_bf16(values):
 
 def test_float32_work_never_imports_ml_dtypes_and_minilora_bfloat16_then_does():
     """``import minilora``, building a float32 Llama and a LoRA model with ``minilora.nn``, a forward and
-    backward and an AdamW step import no ml_dtypes; ``minilora.bfloat16`` then imports it, is ml_dtypes'
+    backward, an AdamW step and a gradient-checkpointed step import no ml_dtypes; ``minilora.bfloat16`` then imports it, is ml_dtypes'
     dtype, and rounds as torch's bfloat16."""
     got = run_fresh("""
 import minilora as ml
@@ -60,6 +60,8 @@ ids = ml.tensor([[1, 5, 7, 2]])
 loss = model(ids, labels=ids).loss + linear(ml.ones(2, 3)).sum() * ml.tensor(2, dtype=ml.int64) / 3
 loss.backward()
 ml.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3).step()
+model.gradient_checkpointing_enable()  # (its regions record the autocast state: bfloat16 on the CPU, unread)
+model(ids, labels=ids).loss.backward()
 after_step = imported()
 bf16 = ml.bfloat16
 import ml_dtypes
@@ -115,3 +117,32 @@ report(before=before, after=imported(), dtype=str(t.dtype), values=t.float().tol
     assert got["after"] is True
     assert got["dtype"] == str(expected.dtype).removeprefix("torch.")
     assert got["values"] == expected.float().tolist()
+
+
+def test_without_ml_dtypes_a_disabled_autocast_region_and_gradient_checkpointing_work():
+    """Without ml_dtypes the CPU's autocast dtype (bfloat16) cannot exist, but a region that does not compute
+    in it needs none: ``autocast("cpu", enabled=False)`` and ``checkpoint`` (which re-enters the forward's
+    region) work as torch's, where both raised minilora's bfloat16 TypeError. An enabled region still does."""
+    got = run_fresh("""
+sys.modules["ml_dtypes"] = None  # `import ml_dtypes` now raises ImportError
+import minilora as ml
+from minilora.nn.checkpointing import checkpoint
+x = ml.tensor([[0.5, -1.0, 2.0]], requires_grad=True)
+with ml.autocast("cpu", enabled=False):
+    y = checkpoint(lambda t: (t * t).tanh(), x, use_reentrant=False)
+y.sum().backward()
+try:
+    with ml.autocast("cpu"):
+        pass
+    enabled = "no error"
+except TypeError as exc:
+    enabled = str(exc)
+report(values=y.tolist(), grad=x.grad.tolist(), enabled=enabled)
+""")
+    x = torch.tensor([[0.5, -1.0, 2.0]], requires_grad=True)
+    with torch.autocast("cpu", enabled=False):
+        y = torch.utils.checkpoint.checkpoint(lambda t: (t * t).tanh(), x, use_reentrant=False)
+    y.sum().backward()
+    assert got["values"] == y.tolist()
+    assert got["grad"] == x.grad.tolist()
+    assert "bfloat16 is not supported" in got["enabled"] and "ml_dtypes" in got["enabled"]

@@ -7,9 +7,20 @@
 * ``app.create_app``    -- the OpenAI-compatible HTTP API on Starlette (``pip install minilora[serve]``);
 * ``cli``               -- ``minilora serve --base DIR --adapter NAME=DIR ...`` (uvicorn).
 
-Only ``batch`` and ``engine`` are imported here: they need nothing beyond NumPy.
+``batch`` and ``engine`` need nothing beyond NumPy; their names here load on first use (PEP 562), so that
+``minilora serve --help`` (``cli``) does not import the model, LoRA and tokenizer code they pull in.
 """
-from .batch import RaggedBatch
-from .engine import Engine, EngineError, Request
-
 __all__ = ["RaggedBatch", "Engine", "EngineError", "Request"]
+_HOMES = {"RaggedBatch": "batch", "Engine": "engine", "EngineError": "engine", "Request": "engine"}
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
