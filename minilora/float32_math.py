@@ -60,7 +60,7 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
            "scalar_tail", "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
            "sigmoid", "logaddexp", "logaddexp2", "c_function", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
-           "aten_erf", "ONEDNN_AVX512", "pointwise",
+           "aten_erf", "ONEDNN_AVX512", "pointwise", "c_function2",
            "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
            "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]
@@ -121,7 +121,7 @@ _NATIVE_SIGNATURES = {
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
-    "ml_gelu_erf_onednn": "ppnp"}
+    "ml_gelu_erf_onednn": "ppnp", "ml_c_function2": "ipspspn"}
 
 
 def _native_library():
@@ -230,6 +230,32 @@ def c_function(name, x):
         _libm[name] = np.frompyfunc(function, 1, 1)
     if x.size:
         out[...] = _libm[name](x).reshape(out.shape)
+    return out
+
+
+_C_FUNCTIONS2 = ("powf", "atan2f")  # (ml_c_function2's numbering)
+
+
+def c_function2(name, x, y):
+    """C's two-argument float function ``name`` (``"powf"``, ``"atan2f"``) of float32 arrays or numbers
+    (broadcast), as ``c_function``: the C library's own, which torch's scalar code calls (NormOps' ``std::pow``)."""
+    x, y = np.asarray(x, _F32), np.asarray(y, _F32)
+    out = np.empty(np.broadcast_shapes(x.shape, y.shape), _F32)
+    library = _native_library()
+    if library is not None:
+        operands = [np.ascontiguousarray(np.broadcast_to(v, out.shape)) if v.size > 1 else v.reshape(1)
+                    for v in (x, y)]
+        (fx, sx), (fy, sy) = [(v, 1 if v.size > 1 else 0) for v in operands]
+        library.ml_c_function2(_C_FUNCTIONS2.index(name), native.address(fx), sx, native.address(fy), sy,
+                               native.address(out), out.size)
+        return out
+    if name not in _libm:
+        import ctypes.util
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("m") or ctypes.util.find_library("c")), name)
+        function.restype, function.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
+        _libm[name] = np.frompyfunc(function, 2, 1)
+    if out.size:
+        out[...] = _libm[name](x, y)
     return out
 
 

@@ -338,3 +338,13 @@ void ml_gelu_erf_onednn(const float *restrict x, float *restrict out, size_t n, 
         out[i] = (v * (erf + 1.0f)) * 0.5f;
     }
 }
+
+/* C's two-argument float functions (float32_math.c_function2): powf (NormOps' std::pow of a float), atan2f;
+ * an operand's step 0 repeats its one value */
+void ml_c_function2(int which, const float *x, size_t step_x, const float *y, size_t step_y, float *out, size_t n) {
+    switch (which) {
+    case 0: for (size_t i = 0; i < n; i++) out[i] = powf(x[i * step_x], y[i * step_y]); break;
+    case 1: for (size_t i = 0; i < n; i++) out[i] = atan2f(x[i * step_x], y[i * step_y]); break;
+    default: break;
+    }
+}

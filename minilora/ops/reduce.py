@@ -396,8 +396,9 @@ def _norm_in_kernel_order(a, p, axes):
     if p == 2:
         return np.sqrt(float32_sums.serial_sums(a, axes, squares=True))
     one, p = a.dtype.type(1), a.dtype.type(p)
-    if a.dtype == np.float32:  # (C's powf: correctly rounded; NumPy's float32 power is not, in a fifth of elements)
-        return float32_math.power(float32_sums.serial_sums(float32_math.power(np.abs(a), p), axes), one / p)
+    if a.dtype == np.float32:  # (C's powf, in float32 as NormOps' opmath type: not correctly rounded everywhere)
+        power = float32_math.c_function2
+        return power("powf", float32_sums.serial_sums(power("powf", np.abs(a), p), axes), one / p)
     power = float32_math.power64  # (C's pow, as float32's: NumPy's float64 power is not it in 1 element of 20)
     return power(float32_sums.serial_sums(power(np.abs(a), p), axes), one / p)
 
