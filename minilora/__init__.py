@@ -146,7 +146,6 @@ from .factories import (empty, empty_like, eye, full, full_like, is_tensor, lins
                         normal, bernoulli, poisson, randint_like, histc, histogram, histogramdd,
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
                         randn_like, tril_indices, triu_indices, zeros, zeros_like)
-from .serialization import load, save  # noqa: E402,F401
 from . import amp  # noqa: E402,F401  (torch.amp: autocast, GradScaler)
 from .amp import (autocast, clear_autocast_cache, get_autocast_dtype, is_autocast_cache_enabled,  # noqa: E402,F401
                   is_autocast_enabled, set_autocast_cache_enabled, set_autocast_dtype, set_autocast_enabled)
@@ -181,21 +180,25 @@ def _functional():
 # expect, without making ``import minilora`` pay for all of them.
 _SUBMODULES = {"nn", "optim", "lora", "cuda", "models", "memory", "data", "train", "generate", "tokenizer", "utils",
                "trainer", "accelerator", "distributions", "signal",
-               "emulator", "kernels", "checkpoint", "testing", "exercises"}
+               "emulator", "kernels", "checkpoint", "testing", "exercises", "serialization"}
+# Names whose module loads on first use: bfloat16 imports ml_dtypes (~0.7 s), torch.save/torch.load's
+# file formats (serialization, torch_format) ~40 ms that a program not saving anything need not pay.
+_LAZY_NAMES = {"bfloat16": "dtypes", "load": "serialization", "save": "serialization"}
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
-    if name == "bfloat16":  # (imports ml_dtypes on first use: dtypes.py)
-        globals()[name] = dtypes.bfloat16
-        return dtypes.bfloat16
+    if name in _LAZY_NAMES:
+        import importlib
+        value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+        return value
     raise AttributeError(f"module 'minilora' has no attribute '{name}'")
 
 
 def __dir__():
-    return sorted(set(globals()) | {"bfloat16"})
+    return sorted(set(globals()) | set(_LAZY_NAMES))
 
 
 # torch.linalg, and torch's top-level spellings of its functions (torch.svd returns V, not Vh; torch.det ...)

@@ -43,12 +43,13 @@ def torch_bf16(values):
 
 
 def test_float32_work_never_imports_ml_dtypes_and_minilora_bfloat16_then_does():
-    """``import minilora``, building a float32 Llama and a LoRA model with ``minilora.nn``, a forward and
+    """``import minilora`` (which leaves torch.save's file formats for ``minilora.save``), building a float32 Llama and a LoRA model with ``minilora.nn``, a forward and
     backward, an AdamW step and a gradient-checkpointed step import no ml_dtypes; ``minilora.bfloat16`` then imports it, is ml_dtypes'
     dtype, and rounds as torch's bfloat16."""
     got = run_fresh("""
 import minilora as ml
 after_import = imported()
+file_formats = [name for name in ("minilora.serialization", "minilora.torch_format") if name in sys.modules]
 from minilora.models import LlamaConfig, LlamaForCausalLM
 from minilora.lora import LoraConfig, get_peft_model
 config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
@@ -65,11 +66,12 @@ model(ids, labels=ids).loss.backward()
 after_step = imported()
 bf16 = ml.bfloat16
 import ml_dtypes
-report(after_import=after_import, after_construction=after_construction, after_step=after_step,
+report(after_import=after_import, file_formats=file_formats, after_construction=after_construction, after_step=after_step,
        touched=imported(), is_ml_dtypes=bf16 == np.dtype(ml_dtypes.bfloat16) and bf16 is ml.dtypes.bfloat16,
        values=ml.tensor(%r).to(bf16).float().tolist(), dtype=str(ml.ones(1, dtype=bf16).dtype))
 """ % VALUES)
     assert got["after_import"] is False
+    assert got["file_formats"] == []  # (torch.save / torch.load's formats load with minilora.save / load)
     assert got["after_construction"] is False
     assert got["after_step"] is False
     assert got["touched"] is True and got["is_ml_dtypes"] is True
