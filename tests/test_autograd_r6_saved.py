@@ -76,6 +76,7 @@ OPS = {
     "frexp": (lambda L, F, x: L.frexp(x)[0], [(3, 4)]),
     "gradient": (lambda L, F, x: L.gradient(x, dim=1)[0], [(3, 4)]),
     "sign": (lambda L, F, x: L.sign(x), [(3, 4)]),
+    "max(0-d, dim)": (lambda L, F, x: x.max(0)[0], [()]),  # (a 0-d tensor's max along dim 0: RecordedCopy)
     "logit": (lambda L, F, x: L.logit(x), [(3, 4)], 0.1, 0.9),
     "logit(eps)": (lambda L, F, x: x.logit(0.2), [(3, 4)], 0.1, 0.9),
     "trunc": (lambda L, F, x: L.trunc(x), [(3, 4)]),
@@ -370,6 +371,7 @@ NOT_IN_TABLE = {  # ops without a torch call of their own to compare, or covered
     "StepScaled",  # (and tests/test_double_backward2_r9.py)
     "DelayedError",  # (and tests/test_double_backward_r10.py)
     "ReadsInputs", "BinaryCrossEntropyGrad",  # (and tests/test_gradgrad_r15.py)
+    "GradientPassesTo",  # (and tests/test_gradgrad_r17.py)
 }
 
 
