@@ -2401,6 +2401,8 @@ class Atan2(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
+        if _numpy_float32(a) and _numpy_float32(b):  # (torch's loop: SLEEF's in vectors, C's atan2f otherwise)
+            return float32_math.atan2(a, b)
         return xp_of(a if hasattr(a, "shape") else b).arctan2(a, b)
 
     @staticmethod
