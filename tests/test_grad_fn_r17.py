@@ -219,3 +219,23 @@ def test_a_circular_pads_copies_read_the_node_they_follow_and_its_gradient_is_to
         found.append(graph(y.grad_fn, 5))
     assert found[2:] == found[:2] and found[0]
     np.testing.assert_array_equal(grads[1], grads[0])
+
+
+@pytest.mark.parametrize("dropout, bias, shape, dtype, autocast", [
+    (0.0, True, (3, 8), "float32", "bfloat16"), (0.1, False, (2, 3, 8), "float32", "bfloat16"),
+    (0.0, False, (3, 8), "bfloat16", "bfloat16"), (0.1, True, (2, 3, 8), "float32", "float16"),
+    (0.0, True, (8,), "float32", "bfloat16")])
+def test_a_lora_linear_in_autocast_prints_pefts_graph(dropout, bias, shape, dtype, autocast):
+    """Each of PEFT's F.linear casts its operands to the autocast dtype (ToCopyBackward0 of x and of the float32
+    adapters); minilora's fused node was shown as LoraLinearBackward0 of autocast's casts. Also after backward."""
+    from test_grad_fn_r16 import peft_linear
+    graphs = []
+    for lib in (torch, ml):
+        model = peft_linear(lib, dropout, bias, dtype)
+        x = lib.randn(*shape, requires_grad=True).to(getattr(lib, dtype))
+        with lib.autocast("cpu", dtype=getattr(lib, autocast)):
+            out = model(x)
+        graphs.append(graph(out.grad_fn, 5))
+        out.float().sum().backward()
+        graphs.append(graph(out.grad_fn, 5))
+    assert graphs[2:] == graphs[:2]

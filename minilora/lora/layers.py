@@ -448,9 +448,10 @@ def _shown_as_peft(out, x, base_layer, A, B, dropout_p):
     first and the sum cast back (ToCopyBackward0) where they differ. A hook on that node gets PEFT's
     grad_outputs (register_prehook); its grad_inputs (register_hook) and the branch's inner nodes are not
     minilora's, so hooks there are refused (tensor._edge_slots, _ShownNode)."""
-    if out._ctx is None or _amp.used and _amp.state.active:  # (autocast's casts: left as the fused node)
-        # (_ctx, not grad_fn: asking grad_fn gives the node its class, which name_node would only redo)
+    if out._ctx is None:  # (_ctx, not grad_fn: asking grad_fn gives the node its class, which name_node would redo)
         return out
+    if _amp.used and _amp.state.active:
+        return _shown_as_peft_in_autocast(out, x, base_layer, A, B, dropout_p)
     cast = A.dtype != x.dtype
     branch_x = ("ToCopyBackward0", x) if cast else x
     if dropout_p > 0:  # (nn.Dropout in training: x times a mask that needs no gradient)
@@ -460,6 +461,28 @@ def _shown_as_peft(out, x, base_layer, A, B, dropout_p):
              ("MulBackward0", branch, None))  # (None: scaling, a number)
     if cast:
         graph = ("ToCopyBackward0", graph)
+    return name_node(out, graph[0], graph=graph[1:])
+
+
+def _shown_as_peft_in_autocast(out, x, base_layer, A, B, dropout_p):
+    """_shown_as_peft in an autocast region: each of PEFT's F.linear calls casts its input, weight and bias to the
+    autocast dtype (a ToCopyBackward0 where one is of another dtype: x, the float32 adapters); the branch's x is
+    cast to the adapter's dtype first and its dropout runs before lora_A's cast; the sum is already in the
+    autocast dtype (no cast back)."""
+    dtype = out.dtype
+
+    def cast(entry, entry_dtype, to=dtype):
+        return ("ToCopyBackward0", entry) if entry is not None and entry_dtype != to else entry
+
+    def linear(entry, entry_dtype, weight, bias):
+        return linear_node(cast(entry, entry_dtype), cast(weight, weight.dtype),
+                           None if bias is None else cast(bias, bias.dtype), x.ndim)
+
+    branch_x = cast(x, x.dtype, A.dtype)  # (PEFT's _cast_input_dtype)
+    if dropout_p > 0:
+        branch_x = ("MulBackward0", branch_x, None)
+    branch = linear(linear(branch_x, A.dtype, A, None), dtype, B, None)  # (lora_A's output: the autocast dtype)
+    graph = ("AddBackward0", linear(x, x.dtype, base_layer.weight, base_layer.bias), ("MulBackward0", branch, None))
     return name_node(out, graph[0], graph=graph[1:])
 
 
