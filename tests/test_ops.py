@@ -391,7 +391,9 @@ def test_cross_entropy_all_ignored_is_nan_like_torch():
 
 
 def test_gelu_float32_matches_torch_on_wide_range():
-    """The float32 erf (Abramowitz & Stegun) agrees with torch's float32 GELU, tails included."""
+    """float32 GELU is torch's float32 GELU bit for bit, tails included: its oneDNN kernel's erf is a polynomial
+    with an absolute error up to 9e-7 (16% of the result near x = -5: torch's numbers, so ours), and the gradient
+    is within float32's reach of the exact one."""
     torch = pytest.importorskip("torch")
     x = np.linspace(-12, 12, 4001).astype(np.float32)
     xt = ml.tensor(x, requires_grad=True)
@@ -401,7 +403,8 @@ def test_gelu_float32_matches_torch_on_wide_range():
     ty = torch.nn.functional.gelu(tx)
     ty.backward(torch.ones_like(tx))
     assert y.dtype == np.float32 and xt.grad.dtype == np.float32
-    assert_close(y, ty.detach().numpy(force=True), rtol=1e-6, atol=5e-7, name="gelu float32")
+    np.testing.assert_array_equal(y.numpy(), torch.nn.functional.gelu(torch.from_numpy(x)).numpy())
+    assert_close(y, ty.detach().numpy(force=True), rtol=1e-6, atol=1e-6, name="gelu float32")
     assert_close(xt.grad, tx.grad.numpy(force=True), rtol=1e-6, atol=2e-6, name="gelu' float32")
 
 
