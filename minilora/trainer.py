@@ -89,6 +89,18 @@ _OPTIM_ARGS = {"sgd": (("momentum", "dampening", "weight_decay"), ("nesterov",))
                "rmsprop": (("momentum", "alpha", "eps", "weight_decay"), ("centered",))}
 
 
+def _parse_optim_args(text):
+    """transformers' _parse_optim_args: "key=value,key=value" (spaces dropped) as a dict of strings; a pair without
+    one "=" is its unpacking ValueError (a value with a comma, "betas=(0.8,0.99)", is such a pair)."""
+    if not text:
+        return {}
+    parsed = {}
+    for mapping in text.replace(" ", "").split(","):
+        key, value = mapping.split("=")
+        parsed[key] = value
+    return parsed
+
+
 def _typed_strings(values):
     """transformers' _convert_str_dict: a JSON dict's "true"/"false", "3" and "0.5" strings as bool, int, float."""
     for key, value in values.items():
@@ -1103,6 +1115,7 @@ class Trainer:
     def get_optimizer_cls_and_kwargs(args, model=None):
         """transformers' table for torch's optimizers; the others (bitsandbytes, GaLore, ...) refused by name."""
         from . import optim
+        given = _parse_optim_args(args.optim_args)  # (first, for every optimizer: a malformed string fails as there)
         if args.optim not in BUILT_OPTIMIZERS:
             raise ValueError(f"Trainer: optim={args.optim!r} is not available in minilora (it builds "
                              f"{', '.join(BUILT_OPTIMIZERS)})")
@@ -1116,8 +1129,6 @@ class Trainer:
             from .optim.hf_adafactor import Adafactor
             return Adafactor, {**kwargs, "scale_parameter": False, "relative_step": False}
         floats, flags = _OPTIM_ARGS[args.optim]
-        given = dict(pair.split("=") for pair in args.optim_args.replace(" ", "").split(",")) if args.optim_args \
-            else {}
         kwargs.update({k: float(given[k]) for k in floats if k in given})
         kwargs.update({k: given[k].lower() in ("true", "1", "yes") for k in flags if k in given})
         return {"sgd": optim.SGD, "adagrad": optim.Adagrad, "rmsprop": optim.RMSprop}[args.optim], kwargs

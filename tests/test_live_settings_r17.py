@@ -186,3 +186,20 @@ def test_lora_config_checks_as_peft(settings):
     peft = pytest.importorskip("peft")
     import minilora.lora as ml_peft
     assert _config_outcome(ml_peft.LoraConfig, settings) == _config_outcome(peft.LoraConfig, settings)
+
+
+@pytest.mark.parametrize("optim", ["adamw_torch", "sgd", "adafactor"])
+@pytest.mark.parametrize("optim_args", ["betas=(0.8,0.99)", "momentum", "momentum=0.9=1", "momentum=0.5, nesterov=True"])
+def test_optim_args_are_parsed_as_transformers(tmp_path, optim, optim_args):
+    """transformers parses optim_args ("key=value,...", spaces dropped) for every optimizer before it picks one, so a
+    malformed string is its unpacking ValueError whichever optimizer reads it; minilora parsed it only for SGD,
+    Adagrad and RMSprop (and there with dict()'s other words), and trained AdamW with it."""
+    answers = []
+    for lib in (transformers, ml_trainer):
+        args = lib.TrainingArguments(output_dir=str(tmp_path), report_to="none", optim=optim, optim_args=optim_args)
+        try:
+            cls, kwargs = lib.Trainer.get_optimizer_cls_and_kwargs(args)
+            answers.append((cls.__name__, {k: v for k, v in kwargs.items() if k != "fused"}))
+        except ValueError as error:
+            answers.append((ValueError, str(error)))
+    assert answers[1] == answers[0]
