@@ -224,17 +224,25 @@ def test_continuous_usage_stats_put_each_choices_usage_on_every_chunk(served):
 # unloading an adapter that requests in flight use
 # ---------------------------------------------------------------------------------------------------
 def test_unloading_an_adapter_in_use_lets_its_requests_finish_with_it(served, folders, monkeypatch):  # noqa: F811
+    import threading
     import time
     client, engine = served
     api = openai_client(client)
     body = dict(model="b", prompt="busy", max_tokens=30, temperature=0, extra_body={"ignore_eos": True})
     expected = api.completions.create(**body).choices[0].text
-    step = engine._step
+    step, reloaded = engine._step, threading.Event()
 
-    def paced_step():  # 30 steps of ~1 ms: paced, so the unload surely comes while the request is running
-        time.sleep(0.01)
+    def step_after_the_reload():
+        """The first token comes from the prefill; no decode step runs until the test has unloaded and reloaded
+        "b", so both surely come while the request runs (a 10 ms pause a step let a loaded machine finish it first,
+        now and then). Meanwhile the engine's loop only runs the queued load/unload commands."""
+        deadline = time.monotonic() + 60
+        while not reloaded.is_set() and time.monotonic() < deadline:
+            if engine.commands:
+                return  # (the loop runs the command, then asks for a step again)
+            time.sleep(0.001)
         return step()
-    monkeypatch.setattr(engine, "_step", paced_step)
+    monkeypatch.setattr(engine, "_step", step_after_the_reload)
     stream = api.completions.create(**body, stream=True)
     text = next(iter(stream)).choices[0].text
     r = client.post("/v1/unload_lora_adapter", json={"lora_name": "b"})
@@ -243,6 +251,7 @@ def test_unloading_an_adapter_in_use_lets_its_requests_finish_with_it(served, fo
     assert completion(client, model="b").status_code == 404  # a new request: vLLM's "does not exist"
     r = client.post("/v1/load_lora_adapter", json={"lora_name": "b", "lora_path": str(folders / "b")})
     assert r.status_code == 200, r.text  # the name is free again: loaded under another key meanwhile
+    reloaded.set()
     text += "".join(chunk.choices[0].text for chunk in stream if chunk.choices)
     assert text == expected and not engine._draining  # the old adapter left the model with its last request
     monkeypatch.undo()
