@@ -60,7 +60,7 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
            "scalar_tail", "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
            "sigmoid", "logaddexp", "logaddexp2", "c_function", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
-           "aten_erf", "ONEDNN_AVX512", "pointwise", "c_function2", "binary_loop", "atan2",
+           "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2",
            "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
            "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]
@@ -1163,6 +1163,34 @@ def _sleef_log1p_slice(d, out):
     _keep_negative_zero_and_nan(d, out)
 
 
+def sleef_log(x):
+    """``Sleef_logf16_u10`` (torch's ``Vectorized<float>::log``, AVX-512's branch: the exponent of ``x / 0.75`` by
+    getexp, the mantissa in [0.75, 1.5) by getmant; AVX2's gives the same): ``e ln 2 + 2 t + t^3 p(t^2)`` with
+    ``t = (m - 1) / (m + 1)`` and the sums in double-float, as ``sleef_log1p``; log_softmax's log of its sums."""
+    d = np.asarray(x, _F32)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        e = (np.frexp(d * _F32(1 / 0.75))[1] - 1).astype(_F32)  # getexp: floor(log2 |v|)
+        e[np.isinf(d)] = 128
+        fraction = np.frexp(d)[0].astype(_F32)  # in [0.5, 1)
+        m = np.where(np.abs(fraction) < _F32(0.75), fraction * _F32(2), fraction)  # getmant: [0.75, 1.5)
+        s = _df_mul_float((_LN2_HI, _LN2_LO), e)
+        numerator = m - _F32(1)  # (exact: SLEEF's dfadd2(-1, m) has no low part)
+        denominator_hi = _F32(1) + m
+        v = denominator_hi - _F32(1)
+        denominator = denominator_hi, (_F32(1) - (denominator_hi - v)) + (m - v)  # (TwoSum: dfadd2(1, m))
+        t = _df_divide((numerator, np.zeros_like(m)), denominator)
+        t2 = t[0] * t[0]
+        p = _fma32(_fma32(_F32(0.3027294874), t2, _F32(0.3996108174)), t2, _F32(0.6666694880))
+        hi = s[0] + t[0] * 2  # s + 2t (SLEEF's dfadd), then + t^3 p
+        s = hi, (((s[0] - hi) + t[0] * 2) + s[1]) + t[1] * 2
+        tail = t2 * t[0] * p
+        hi = s[0] + tail
+        out = hi + (((s[0] - hi) + tail) + s[1])
+    out = np.where(d == np.inf, _F32(np.inf), out)
+    out = np.where((d < 0) | np.isnan(d), _F32(np.nan), out)
+    return np.where(d == 0, _F32(-np.inf), out).astype(_F32, copy=False)
+
+
 def sleef_log1p(x):
     """``Sleef_log1pf16_u10`` (torch's ``Vectorized<float>::log1p``) of a float32 array."""
     compiled = _natively("ml_log1p", x)
@@ -1220,12 +1248,12 @@ def _log1p_model(d, scratch):
 
 
 def vectorized(name, x):
-    """torch's ``Vectorized<float>::exp`` (``name``: ``"exp"``, ``"expm1"``, ``"log1p"``) over every element
+    """torch's ``Vectorized<float>::exp`` (``name``: ``"exp"``, ``"expm1"``, ``"log1p"``, ``"log"``) over every element
     of a float32 array, as ``torch.expm1`` runs it: SLEEF's, but under torch's "default" build C's
     function (``c_function``)."""
     if CPU_CAPABILITY == "default":
         return c_function(name + "f", x)
-    return {"exp": sleef_exp, "expm1": sleef_expm1, "log1p": sleef_log1p}[name](x)
+    return {"exp": sleef_exp, "expm1": sleef_expm1, "log1p": sleef_log1p, "log": sleef_log}[name](x)
 
 
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------

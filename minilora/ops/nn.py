@@ -358,7 +358,7 @@ def _cross_entropy_rows(logits, targets, valid, probs, losses):
     target_logit = shifted[xp.arange(len(shifted)), targets]
     if logits.dtype == float32 and xp is np:  # as torch's log_softmax: SLEEF's exp, lane sums, log; and
         # the probabilities as its backward gets them, exp(log_softmax)
-        log_sum = float32_math.correctly_rounded(np.log, fastmath.lane_sum(float32_math.vectorized("exp", shifted)))
+        log_sum = float32_math.vectorized("log", fastmath.lane_sum(float32_math.vectorized("exp", shifted)))
         shifted -= log_sum[:, None]
         probs[...] = float32_math.vectorized("exp", shifted)
     else:

@@ -631,7 +631,7 @@ class LogSoftmax(Function):
                 total = lane_sum(_exp_as_vectorized(shifted).reshape(-1, a.shape[-1])).reshape(a.shape[:-1] + (1,))
             else:
                 total = _log_softmax_sums_along_as_torch(shifted, axis % a.ndim)
-            total = float32_math.correctly_rounded(np.log, total)  # (SLEEF's log there: ~correctly rounded)
+            total = float32_math.vectorized("log", total)  # (the sums' logs by vec::map: SLEEF's, a partial vector last)
             ctx.out, ctx.axis = shifted - total, axis
             return ctx.out
         total = xp.exp(shifted).sum(axis=axis, keepdims=True)
