@@ -1830,8 +1830,7 @@ def cross(input, other, *, dim=-1, out=None):
         if t.ndim == 0 or t.shape[dim] != 3:
             raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
                                f"{input.shape[dim] if input.ndim else 0} and {other.shape[dim] if other.ndim else 0}")
-    shape = tuple(np.broadcast_shapes(input.shape, other.shape))
-    return _with_out(ops.cross(input.expand(shape), other.expand(shape), dim), out)
+    return _with_out(ops.cross(input, other, dim), out)  # (which broadcasts them: torch's node is of the inputs)
 
 
 @_amp.autocasts

@@ -258,9 +258,8 @@ KNOWN_MISMATCHES = {
         "nn.functional.ctc_loss", "nn.functional.nll_loss", "repeat_interleave", "nn.functional.pairwise_distance",
         "linalg.vecdot", "linalg.cond", "linalg.multi_dot", "linalg.tensorinv", "special.ndtr")},
     **{name: (["edges"], COMPOSED) for name in (
-        "gradient", "masked_scatter", "nn.functional.margin_ranking_loss", "nn.functional.max_pool2d",
-        "nn.functional.bilinear", "vstack", "inner", "nn.functional.multi_head_attention_forward",
-        "nn.functional.cosine_embedding_loss", "linalg.cross", "linalg.vander")},
+        "gradient", "nn.functional.margin_ranking_loss", "nn.functional.bilinear", "inner",
+        "nn.functional.multi_head_attention_forward", "nn.functional.cosine_embedding_loss", "linalg.vander")},
     "normal": (["name"], "torch's random ops are nodes of their input (NormalBackward3); minilora fills a new tensor"),
     "bernoulli": (["name"], "torch's random ops are nodes of their input (BernoulliBackward0); minilora fills one"),
 }

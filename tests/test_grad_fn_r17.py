@@ -239,3 +239,28 @@ def test_a_lora_linear_in_autocast_prints_pefts_graph(dropout, bias, shape, dtyp
         out.float().sum().backward()
         graphs.append(graph(out.grad_fn, 5))
     assert graphs[2:] == graphs[:2]
+
+
+# torch's node is of the inputs where minilora broadcasts or pads them first, or runs a 3-D input as 4-D
+OF_THE_INPUTS = """\
+y = torch.masked_scatter(q[0], t[:, None] > 0, q[1] * 2)
+y = q * 1; y.masked_scatter_(t[None, :, None] > 0, q * 3)
+y = torch.linalg.cross(q[:, :, :3], x.expand(2, 3, 3))
+y = torch.linalg.cross(q[:1, :, :3], q[:, :, 1:])
+y = F.max_pool2d(m, 3, 2, ceil_mode=True)
+y = F.max_pool1d(q, 3, 2, ceil_mode=True)
+y = F.max_pool2d(m[0], 3, 2, ceil_mode=True)
+y = F.max_pool2d(m[0], 2, return_indices=True)[0]
+y = torch.nn.MaxPool2d(2)(m[0])
+y = torch.vstack([x, x])
+y = torch.row_stack([x, q[0, :, :3]])
+""".splitlines()
+
+
+@pytest.mark.parametrize("source", OF_THE_INPUTS)
+def test_nodes_are_of_the_inputs_as_torchs(source):
+    """masked_scatter and linalg.cross broadcast inside torch's kernel (minilora's expand showed ExpandBackward0),
+    max_pool2d's ceil_mode window reads past the edge (minilora's pad showed ConstantPadNdBackward0), an unbatched
+    pool is one node (minilora's unsqueeze and squeeze showed), vstack's rows are atleast_2d's unsqueeze."""
+    theirs, ours = run(torch, source), run(ml, source)
+    assert graph(ours.grad_fn, 3) == graph(theirs.grad_fn, 3)

@@ -495,7 +495,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     _dtypes_taken("max_pool2d", input, integers=("int64", "int32", "int16", "int8", "uint8"))
     if input.ndim == 3:
         out = max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-        return tuple(t.squeeze(0) for t in out) if return_indices else out.squeeze(0)
+        values = name_node((out[0] if return_indices else out).squeeze(0), "MaxPool2DWithIndicesBackward0", input)
+        return (values, out[1].squeeze(0)) if return_indices else values  # (torch's one node of the 3-D input)
     return _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, _narrow(input))
 
 
@@ -507,6 +508,8 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
                                zip(input.shape[2:], padding, extra, dilation, kernel, stride)])
     out = MaxPool2d.apply(_pad_after(input, extra, _lowest(input.dtype)), kernel=kernel, stride=stride,
                           padding=padding, dilation=dilation, round_to=round_to)
+    if any(extra):  # (ceil_mode's extra window: torch's kernel reads past the edge, its node is of the input)
+        out = name_node(out, "MaxPool2DWithIndicesBackward0", input)
     if return_indices:
         return out, _max_indices(input, kernel, stride, padding, dilation, extra)
     return out

@@ -729,7 +729,8 @@ def masked_scatter(input, mask, source):
     full_mask = xp_of(mask._array).broadcast_to(mask._array, shape)
     if int(full_mask.sum()) > source.numel():
         raise RuntimeError("Number of elements of source < number of ones in mask")
-    return MaskedScatter.apply(input.expand(shape), source, mask=full_mask)
+    out = MaskedScatter.apply(input.expand(shape), source, mask=full_mask)
+    return name_node(out, "MaskedScatterBackward0", input, source)  # (torch's node: of input, not its broadcast)
 
 
 _REDUCERS = {"sum": np.add, "mean": np.add, "prod": np.multiply, "amax": np.maximum, "amin": np.minimum}

@@ -1056,7 +1056,7 @@ def hstack(tensors):
 
 def vstack(tensors):
     """``torch.vstack``: joined along dim 0, 0-D and 1-D tensors first made rows."""
-    return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in _tensor_list(tensors, "vstack")], 0)
+    return cat(list(atleast_2d(_tensor_list(tensors, "vstack"))), 0)  # (torch's: a vector's UnsqueezeBackward0)
 
 
 def meshgrid(*tensors, indexing=None):
