@@ -188,12 +188,9 @@ def pixel_unshuffle(input, downscale_factor):
 
 
 def channel_shuffle(input, groups):
-    """``torch.channel_shuffle``: the channels in ``groups`` groups, interleaved."""
-    n, c = input.shape[:2]
-    if c % groups:
-        raise RuntimeError(f"Number of channels must be divisible by groups. Got {c} channels and {groups} groups.")
-    rest = tuple(input.shape[2:])
-    return input.reshape((n, groups, c // groups) + rest).transpose(1, 2).reshape((n, c) + rest)
+    """``torch.channel_shuffle``: the channels in ``groups`` groups, interleaved (F.channel_shuffle is torch's
+    same native op)."""
+    return _F().channel_shuffle(input, groups)
 
 
 def max_pool1d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):

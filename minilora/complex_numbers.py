@@ -90,6 +90,7 @@ class Conj(Function):
 
 class Angle(Function):
     complex_grad = True
+    torch_layout = "elementwise"  # (a TensorIterator kernel: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, z):
@@ -154,6 +155,7 @@ class ViewAsComplex(Function):
 
 
 class Polar(Function):
+    torch_layout = "elementwise"  # (a TensorIterator kernel: Function.torch_layout)
     """``abs * (cos(angle) + i sin(angle))``. Gradients, for torch's complex ``g``, torch's polar_backward:
     ``Re(g conj(sgn(out)))`` to abs, ``Re(g conj(i out))`` to angle. sgn(out) is e^{i angle} where abs > 0, but
     0 where abs = 0 and -e^{i angle} where abs < 0 (torch's formula, not the derivative there: matched)."""

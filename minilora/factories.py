@@ -570,7 +570,7 @@ def like_view_strides(result, input, memory_format=None):
     if not isinstance(answer, str):
         answer = preserved_strides(input._array.shape, answer)
     array = result._array
-    if not isinstance(answer, str) and any(n > 1 and s != a // array.itemsize
+    if not isinstance(answer, str) and array.size and any(n > 1 and s != a // array.itemsize
                                            for n, s, a in zip(array.shape, answer, array.strides)):
         answer = "stride(): minilora laid this copy out otherwise than torch; call .contiguous() first"
     share_strides(result, answer)

@@ -1011,8 +1011,9 @@ class Function:
             raise ShapeError(f"{cls.__name__}: {exc}") from None
         if type(out) is not np.ndarray and isinstance(out, np.generic):  # NumPy turns 0-d results
             out = np.asarray(out)  # into scalars; keep arrays
-        if out.ndim > 3 or strided and out.ndim:  # (channels_last is 4-D or 5-D: one check on the hot path)
-            out = _torch_layout(cls, ctx, out, arrays, options, inputs if strided else None)
+        if out.ndim > 3 or (strided or not out.size) and out.ndim:  # (channels_last is 4-D or 5-D; an empty
+            # result: torch's TensorIterator orders a dimension of size 0 before one of size 1, NumPy does not)
+            out = _torch_layout(cls, ctx, out, arrays, options, inputs if strided or not out.size else None)
         # Only a result that is an input's array, or a view of some array, can be a view of an input:
         # a fresh result (almost every op) skips the search.
         fresh = out.base is None
@@ -1058,6 +1059,11 @@ def _torch_layout(cls, ctx, out, arrays, options, strided_inputs=None):
                 _resave_output(ctx, out, laid_out)
             return laid_out
     if out.ndim < 4:
+        if cls.torch_layout == "contiguous" and not out.flags.c_contiguous and not sys.modules[
+                __package__ + ".factories"].layout_is_known(out):  # (from a view, NumPy kept its order: not forward)
+            laid_out = _xp_of(out).ascontiguousarray(out)
+            _resave_output(ctx, out, laid_out)
+            return laid_out
         return out
     for a in arrays:  # the common case first, cheaply: C-contiguous inputs and no unknown layout anywhere
         if type(a) is np.ndarray and a.ndim > 3 and not a.flags.c_contiguous:
@@ -1114,7 +1120,8 @@ def _iterator_result(out, inputs, rule="elementwise", number_operands=(0, 1, 2))
                                       or factories.shared_strides_kept(x) is not None):
             break
     else:
-        return None
+        if out.size:  # (an empty result's strides are torch's own: iterator_strides)
+            return None
     return factories.iterator_result(out, inputs, rule, number_operands)
 
 
@@ -1404,10 +1411,10 @@ def _share_storage(result, inputs, fn, options):
 
 def _share_view_strides(t, view):
     """``t`` (``detach()`` or ``.data`` of ``view``, no view of it for autograd) keeps ``view``'s strides,
-    as torch's detach does, where a dimension of size 1 (or 0) has its view op's (factories.share_strides)."""
-    if not all(n > 1 for n in view._array.shape):
-        from .factories import share_strides, strides_answer
-        share_strides(t, strides_answer(view.stride))
+    as torch's detach does (factories.share_strides): a dimension of size 1 (or 0) has its view op's, and
+    ``x.t().detach()`` is no view that stride() could follow to a base."""
+    from .factories import share_strides, strides_answer
+    share_strides(t, strides_answer(view.stride))
 
 
 def _refresh_view(view):

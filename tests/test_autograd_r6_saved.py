@@ -364,7 +364,7 @@ def test_every_differentiable_op_is_in_the_table():
 NOT_IN_TABLE = {  # ops without a torch call of their own to compare, or covered by other test files
     "Bgmv", "LoraLinear", "Rotary", "SwiGLU",  # minilora's fused ops (no torch counterpart)
     "BatchNorm16", "BFloat16Huber", "FlashAttention16",  # 16-bit paths only
-    "ArgMax", "ArgSort", "NonZero", "Logical", "_Test", "Sign", "_Rounding", "NoDerivative",  # no gradient
+    "ArgMax", "ArgSort", "NonZero", "Logical", "_Test", "Computed", "ComputedLike", "Sign", "_Rounding", "NoDerivative",  # no gradient
     "AsType", "PromotionCast", "ToDevice", "Dropout", "CrossEntropy", "Embedding", "BinaryCrossEntropy", "MaxUnpool2d",
     "MulByScalarTensor", "DivByScalarTensor", "RoundedDiv", "AddScaled", "Attention", "Rotary",
     "ScatterIndexed", "EmbeddingGrad", "LinearPair",  # create_graph=True's backward-of-backward ops (tests/test_double_backward_r8.py)

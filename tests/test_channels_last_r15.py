@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import minilora as ml
+from minilora.tensor import Function
 
 torch = pytest.importorskip("torch")
 
@@ -30,10 +31,24 @@ def _both(make):
 
 
 W3 = np.random.default_rng(2).standard_normal((4, 3, 2, 2, 2)).astype(np.float32)
+class _Unruled(Function):
+    """An op minilora has no layout rule for (Function.torch_layout None): its C-ordered result is unknown."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()  # (C order: NumPy's, not torch's)
+
+
+def _unruled(T):
+    x = T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d)
+    return x + 0 if T is torch else _Unruled.apply(x)  # (torch's x + 0 is channels_last_3d)
+
+
 UNKNOWN = {  # results minilora does not lay out as torch (channels_last there): their draws must refuse
-    # (max_pool3d's and conv3d's were these until round 16, which lays them out as torch's)
-    "roll": lambda T: T.roll(T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d), 1, 2),
-    "erfinv": lambda T: T.erfinv(T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d)),
+    # (max_pool3d's and conv3d's were these until round 16, roll's and erfinv's until round 17)
+    "bce_with_logits": lambda T: T.nn.functional.binary_cross_entropy_with_logits(
+        *[T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d)] * 2, reduction="none"),
+    "unruled": _unruled,
 }
 FOLLOWED = {  # ops whose result minilora now lays out (or finds laid out) as torch's: they were marked unknown
     "softmax": lambda T: T.nn.functional.softmax(
@@ -49,6 +64,8 @@ FOLLOWED = {  # ops whose result minilora now lays out (or finds laid out) as to
         T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d), T.from_numpy(W3[:3])),
     "avg_pool3d": lambda T: T.nn.functional.avg_pool3d(
         T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d), 2, 1),
+    "roll": lambda T: T.roll(T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d), 1, 2),
+    "erfinv": lambda T: T.erfinv(T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d)),
 }
 
 
@@ -103,7 +120,7 @@ def test_draw_on_unknown_layout_refuses(made_by, draw):
 def test_results_from_views_of_an_unknown_layout_stay_unknown(view):
     """A view of such a result is of unknown layout too, and so is what an op makes of it: clone() kept
     NumPy's C order for it and normal_() drew C order (torch: the channels_last view's memory order)."""
-    _, ym = _both(UNKNOWN["roll"])
+    _, ym = _both(UNKNOWN["unruled"])
     v = {"select": ym[:, 0], "slice": ym[:, 1:], "permute": ym.permute(0, 2, 1, 3, 4)}[view]
     for call in (lambda t: t.clone().normal_(), lambda t: t.sigmoid().stride(), lambda t: (t * 2).bernoulli_(0.5),
                  lambda t: ml.nn.functional.dropout(t, 0.5)):
@@ -113,7 +130,7 @@ def test_results_from_views_of_an_unknown_layout_stay_unknown(view):
 
 def test_contiguous_like_and_clone_of_unknown_layout_stay_unknown():
     """zeros_like keeps a layout minilora does not know: its result's strides are not known either."""
-    _, ym = _both(UNKNOWN["roll"])
+    _, ym = _both(UNKNOWN["unruled"])
     with pytest.raises(NotImplementedError):
         ml.zeros_like(ym).stride()
     assert ml.zeros_like(ym, memory_format=ml.contiguous_format).stride() == (72, 24, 12, 4, 1)

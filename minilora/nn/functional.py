@@ -628,15 +628,16 @@ def pixel_shuffle(input, upscale_factor):
 
 
 def _in_suggested_format(result, input):
-    """``result`` laid out in ``input``'s suggested memory format, as torch's CPU pixel_(un)shuffle kernels
-    write it (channels_last from a channels_last input; the reshape made it C-contiguous): torch's
-    empty(..., memory_format=channels_last) strides, a channel dimension of size 1 included."""
+    """``result`` laid out in ``input``'s suggested memory format, as torch's CPU pixel_(un)shuffle and
+    channel_shuffle kernels write it (channels_last from a channels_last input; the reshape made it C-contiguous):
+    torch's empty(..., memory_format=channels_last) strides, a channel dimension of size 1 included. Always a new
+    tensor, as the kernels': the reshapes of a factor or group of 1 view ``input``."""
     from ..factories import contiguous_format, known_layout, layout_order, suggested_format
     format = suggested_format(input._array)
-    if format is contiguous_format:
+    if format is contiguous_format and result._base is None:
         return result
-    laid_out = result.contiguous(memory_format=format)
-    if laid_out._base is None:  # (a new tensor: [2, 1, 8, 12]'s strides are (96, 1, 12, 1), not C order's)
+    laid_out = result.clone(memory_format=format)  # (a new tensor, as torch's kernel writes: never a view of input)
+    if format is not contiguous_format:  # ([2, 1, 8, 12]'s strides are (96, 1, 12, 1), not C order's)
         known_layout(laid_out._array, layout_order(laid_out._array, format))
     return laid_out
 
@@ -668,6 +669,7 @@ def channel_shuffle(input, groups):
     if c % groups:
         raise RuntimeError(f"Number of channels must be divisible by groups. Got {c} channels and {groups} groups.")
     out = input.reshape(n, groups, c // groups, *rest).transpose(1, 2).reshape(input.shape)
+    out = _in_suggested_format(out, input)  # (torch's kernel writes a new tensor in that format)
     return _name_node(out, "ChannelShuffleBackward0", input, graph=(input,))
 
 

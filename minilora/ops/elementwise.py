@@ -7,6 +7,8 @@ import inspect
 import math
 import warnings
 
+import sys
+
 import numpy as np
 
 from .. import amp as _amp, backends, fastmath, float32_math, parallel
@@ -340,7 +342,7 @@ def _power_as_torch(a, exponent):
     if type(exponent) not in _NUMBERS or not (hasattr(a, "dtype") and a.dtype.kind == "f"):
         return a ** exponent
     xp = xp_of(a)
-    by_multiplication = {1: lambda: a, 2: lambda: a * a, 3: lambda: a * a * a, -1: lambda: 1 / a,
+    by_multiplication = {1: lambda: a.copy(order="K"), 2: lambda: a * a, 3: lambda: a * a * a, -1: lambda: 1 / a,
                          -2: lambda: 1 / (a * a), 0.5: lambda: xp.sqrt(a), -0.5: lambda: 1 / xp.sqrt(a)}
     return by_multiplication.get(exponent, lambda: a ** exponent)()
 
@@ -1534,6 +1536,33 @@ class _Test(Function):
         return getattr(xp_of(a), test)(a)
 
 
+class Computed(Function):
+    """A result computed outside the ops (a test, a composition on raw arrays): ``Computed.apply(*inputs,
+    result=array)`` gives it laid out as torch's TensorIterator lays out the result of ``inputs`` (tensors and
+    numbers; Function.torch_layout), where NumPy's layout may not be torch's. No gradient: apply it in no_grad."""
+    torch_layout, torch_number_operands = "elementwise", (0, 1, 2)
+
+    @staticmethod
+    def forward(ctx, *arrays, result):
+        return result
+
+
+class ComputedLike(Computed):
+    """Computed, laid out as a preserve_format copy of the first input (torch's ``empty_like(input)``)."""
+    torch_layout = "preserve"
+
+
+def computed(result, *inputs, like=False):
+    """``result`` (an array computed from ``inputs``' arrays) as a tensor without gradient, laid out as
+    torch lays out that elementwise result (``like``: as ``empty_like(inputs[0])``)."""
+    T = sys.modules[Tensor.__module__]  # (minilora.tensor: the package's name "tensor" is the function)
+    if result.ndim < 4 and not T._layouts_remembered and all(getattr(x, "_base", None) is None for x in inputs):
+        tensor = next(x for x in inputs if isinstance(x, Tensor))  # (Function.apply's quick case: NumPy's is torch's)
+        return tensor._make(result, tensor._device, False, None)
+    with T.no_grad():
+        return (ComputedLike if like else Computed).apply(*inputs, result=result)
+
+
 def _elementwise_test(input, test):
     from ..tensor import no_grad
     with no_grad():
@@ -1603,7 +1632,7 @@ def _logical(name):
             if not _is_broadcast_error(exc):
                 raise
             raise ShapeError(f"{name}: {exc}") from None
-        return template._make(out, template._device, False, None)
+        return computed(out, input, other)
     op.__name__ = name
     return op
 
@@ -1637,7 +1666,7 @@ def _shift(name, left):
             raise ShapeError(f"{name}: {exc}") from None
         signed_right = not left and dtype.kind == "i"
         beyond = xp.right_shift(a, dtype.type(bits - 1)) if signed_right else xp.zeros_like(shifted)
-        return template._make(xp.where(outside, beyond, shifted), template._device, False, None)
+        return computed(xp.where(outside, beyond, shifted), input, other)
     op.__name__ = name
     return op
 
@@ -1651,11 +1680,11 @@ def bitwise_not(input):
     if input.dtype.kind not in "biu":
         raise NotImplementedError(f'"bitwise_not_cpu" not implemented for \'{torch_name(input.dtype)}\' '
                                   f'(~ is for integer and boolean tensors)')
-    return input._make(xp_of(input._array).invert(input._array), input._device, False, None)
+    return computed(xp_of(input._array).invert(input._array), input)
 
 
 def logical_not(input):
-    return input._make(xp_of(input._array).logical_not(input._array), input._device, False, None)
+    return computed(xp_of(input._array).logical_not(input._array), input)
 
 
 def _tensor_operand(name, other):
@@ -1731,7 +1760,7 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
             if not _is_broadcast_error(exc):
                 raise
             raise ShapeError(f"isclose: {exc}") from None
-    return input._make(close, input._device, False, None)
+    return computed(close, input, other)
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
@@ -2521,12 +2550,14 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
 # torch's layout of a result from a channels_last input (Function.torch_layout): these unary ops are
 # TensorIterator kernels, their result in the input's order of strides (the binary ones: iterator_layout)
 for _op in (Tanh, Sigmoid, Relu, Elu, Hardswish, Hardsigmoid, LeakyRelu, Softplus, Mish, Gelu, Silu, Abs, Exp,
-            Neg, Clamp, Log, Sqrt, Rsqrt, Erf, Sin, Cos, Sign, Log1p, Expm1, Logit, LogBase, Pointwise, Pow, _Rounding):
+            Neg, Clamp, Log, Sqrt, Rsqrt, Erf, Sin, Cos, Sign, Log1p, Expm1, Logit, LogBase, Pointwise, Pow, _Rounding,
+            _Test, LogAddExp2):
     _op.torch_layout = "elementwise"
 # binary TensorIterator ops whose forward NumPy lays out itself: a Python number is a 0-d tensor operand
 for _op in (Div, AddScaled, RoundedDiv, Remainder, XLogY, LogAddExp, FusedMulAdd):
     _op.torch_layout, _op.torch_number_operands = "elementwise", (0, 1, 2)
 Lerp.torch_number_operands = (0, 1)  # (lerp's number weight is no operand: lerp.Scalar)
 Pow.torch_number_operands = ()  # (pow.Tensor_Scalar is a unary iterator; number ** tensor is contiguous)
+Reciprocal.torch_number_operands = ()  # (torch's reciprocal is unary: Div's number 1 is no operand of it)
 # .to(dtype) and nan_to_num copy into empty_like(input) (preserve_format: the input's strides where dense)
 AsType.torch_layout = PromotionCast.torch_layout = NanToNum.torch_layout = "preserve"

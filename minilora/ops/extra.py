@@ -107,7 +107,9 @@ def heaviside(input, values):
     x, v = input._array, values._array
     xp = input.device.xp
     result = xp.where(x == 0, v, (x > 0).astype(x.dtype)).astype(x.dtype)
-    return _no_grad(result, input, values, name="heaviside")
+    if any(t.requires_grad for t in (input, values)):
+        return _no_grad(result, input, values, name="heaviside")
+    return E.computed(result, input, values)
 
 
 def _no_grad(array, input, *others, name):
@@ -188,8 +190,9 @@ def isposinf(input):
 def isreal(input):
     """``torch.isreal``: True everywhere for a real dtype (minilora's complex tensors: imag == 0)."""
     a = input._array
-    result = (a.imag == 0) if a.dtype.kind == "c" else input.device.xp.ones(a.shape, bool)
-    return Tensor(result, dtype=np.bool_, device=input.device)
+    if a.dtype.kind == "c":
+        return E.computed(a.imag == 0, input)
+    return E.computed(input.device.xp.ones(a.shape, bool), input, like=True)  # (torch's ones_like(input, bool))
 
 
 def isin(elements, test_elements, *, assume_unique=False, invert=False):

@@ -15,7 +15,7 @@ from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_forward_formula, no_grad, saves_as_torch
-from ..factories import in_layout_of
+from ..factories import in_layout_of, known_layout, like_view_strides
 from .elementwise import backward_in_float32, gradient_passes_to, promotion_cast
 from .shape import NO_DIM, RecordedCopy, add_at, dim_given, one_by_one, put_into_copy, zeroed_at
 
@@ -72,13 +72,17 @@ def _full_index(index, axis):
 
 
 class Gather(Function):
-    """``out[i][j][k] = a[i][index[i][j][k]][k]`` for ``axis=1`` (torch.gather)."""
+    """``out[i][j][k] = a[i][index[i][j][k]][k]`` for ``axis=1`` (torch.gather), contiguous as torch's whatever
+    the layouts (Function.torch_layout); ``like_index``: laid out as ``index`` (sort's values: torch's sort
+    writes them into empty_like(input), as their indices)."""
+    torch_layout = "contiguous"
 
     @staticmethod
-    def forward(ctx, a, index, axis):
+    def forward(ctx, a, index, axis, like_index=False):
         ctx.shape, ctx.axis = a.shape, axis
         ctx.index = _full_index(index, axis)
-        return a[ctx.index]
+        out = a[ctx.index]
+        return in_layout_of(out, index) if like_index else xp_of(out).ascontiguousarray(out)
 
     @staticmethod
     def backward(ctx, g):  # an index taken twice gets both gradients, summed in float32 for 16-bit g (torch)
@@ -128,16 +132,16 @@ def gather(input, dim, index, *, sparse_grad=False):
     return saves_as_torch(_gather(input, dim, index), input, index)  # (Gather itself keeps only index)
 
 
-def _gather(input, dim, index):
+def _gather(input, dim, index, like_index=False):
     """gather, for the ops that gather their values at indices they found (sort, topk, max(dim), ...):
-    torch's nodes for those keep the indices, not the input."""
+    torch's nodes for those keep the indices, not the input. ``like_index``: laid out as ``index``."""
     dim = _dim(dim, input.ndim, "gather")
     _check_index(input, dim, index, "gather")
     if not index.numel() and index.ndim != input.ndim:  # (an empty index of any rank: torch's empty result)
         return _gather(input, dim, _empty_index(index, input.ndim)).reshape(index.shape)
     if input.ndim == 0 or index.ndim == 0:  # torch reads a 0-d tensor as one element along dim 0
         return Gather.apply(input.reshape(-1), index.reshape(1), axis=0).reshape(index.shape)
-    return Gather.apply(input, index, axis=dim)
+    return Gather.apply(input, index, axis=dim, like_index=like_index)
 
 
 # ---- sort and topk -------------------------------------------------------------------------------
@@ -198,7 +202,7 @@ def argsort(input, dim=-1, descending=False, stable=False):
     """``torch.argsort``: the int64 indices that sort ``input`` along ``dim``, laid out as ``input`` (as
     torch's, whose sort writes into empty_like(input)). ``stable=False``: equal elements in the order
     torch's CPU sort leaves them (std::sort's), not their original order."""
-    return _sort_order(input, dim, descending, laid_out=True, torch_ties=not stable)
+    return like_view_strides(_sort_order(input, dim, descending, laid_out=True, torch_ties=not stable), input)
 
 
 def _sort_order(input, dim=-1, descending=False, laid_out=False, torch_ties=False):
@@ -218,7 +222,8 @@ def sort(input, dim=-1, descending=False, *, stable=None):
     node = "SortBackward0" if stable is None else "SortBackward1"  # (torch's sort.stable overload: stable given)
     if input.ndim == 0:
         return return_type("sort")(name_node(RecordedCopy.apply(input), node, input), indices)
-    return return_type("sort")(name_node(_gather(input, dim, indices), node), indices)
+    values = like_view_strides(name_node(_gather(input, dim, indices, like_index=True), node), input)
+    return return_type("sort")(values, indices)
 
 
 def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's name)
@@ -248,7 +253,8 @@ def _topk_order(input, k, dim, largest, sorted):  # noqa: A002  (torch's name)
 class TopKOrder(Function):
     """Where topk's ``k`` elements are along ``axis``: on NumPy in the order torch's CPU topk leaves them
     (partial_sort, or nth_element then sort: ``std_sort.py``; with ``sorted=False`` not sorted, and ties
-    its own way); on CuPy the first ``k`` of the stable sort."""
+    its own way); on CuPy the first ``k`` of the stable sort. Contiguous, as torch's (Function.torch_layout)."""
+    torch_layout = "contiguous"
 
     @staticmethod
     def forward(ctx, a, k, axis, largest, sorted):  # noqa: A002  (torch's name)
@@ -261,12 +267,14 @@ class TopKOrder(Function):
 
 # ---- nonzero -------------------------------------------------------------------------------------
 class NonZero(Function):
-    """The int64 coordinates of the non-zero elements, one row each (``[n, ndim]``); no gradient."""
+    """The int64 coordinates of the non-zero elements, one row each (``[n, ndim]``); no gradient. Laid out
+    as torch's CPU kernel writes them, one coordinate after another: strides (1, n), not contiguous."""
 
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
-        return xp.stack(xp.nonzero(a), axis=-1).reshape(-1, a.ndim).astype(np.int64)
+        by_dimension = xp.stack(xp.nonzero(a)).reshape(a.ndim, -1).astype(np.int64)  # ([ndim, n], C order)
+        return known_layout(by_dimension.T, strides=(1, by_dimension.shape[1]))
 
 
 def nonzero(input, *, as_tuple=False):
@@ -359,13 +367,15 @@ def _running(op, name, input, dim, dtype):
 # ---- repeat --------------------------------------------------------------------------------------
 class Repeat(Function):
     """``np.tile`` with torch's rule: ``sizes`` may add leading dimensions, never drop one."""
+    torch_layout = "contiguous"  # (torch's CPU kernel writes a contiguous result: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, a, sizes):
         ctx.original = a.shape
         a = a.reshape((1,) * (len(sizes) - a.ndim) + a.shape)
         ctx.shape, ctx.sizes = a.shape, sizes
-        return xp_of(a).tile(a, sizes)
+        out = xp_of(a).tile(a, sizes)
+        return out if out.base is None else out.copy()  # (np.tile reshapes an empty input: a new tensor, as torch's)
 
     @staticmethod
     def backward(ctx, g):
@@ -447,13 +457,15 @@ def _check_bounds(index, size, dim, fn, error=IndexError, negative=False):
 
 
 class IndexSelect(Function):
-    """``a`` at positions ``index`` along ``axis``; an index taken twice gets both gradients."""
+    """``a`` at positions ``index`` along ``axis``; an index taken twice gets both gradients. Contiguous, as
+    torch's whatever ``a``'s layout (Function.torch_layout)."""
+    torch_layout = "contiguous"
 
     @staticmethod
     def forward(ctx, a, index, axis):
         ctx.shape, ctx.where = a.shape, _along(axis, index)
         out = a[ctx.where]  # (NumPy keeps the selected dimension outermost in memory; torch's result is contiguous)
-        return out.copy() if a.flags.c_contiguous and not out.flags.c_contiguous else out
+        return xp_of(out).ascontiguousarray(out)
 
     @staticmethod
     def backward(ctx, g):
@@ -985,6 +997,7 @@ class CumProd(Function):
     """Running products along ``axis``. Input ``k``'s gradient is ``sum_{j>=k} g_j * prod_{i<=j,
     i!=k} a_i``, computed as it reads (products *without* ``a_k``, not ``out_j / a_k``), so a zero
     in the input gives torch's finite gradient rather than 0/0. It costs O(n^2) along the axis."""
+    torch_layout = "contiguous"  # (torch's CPU kernel writes a contiguous result: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, a, axis):

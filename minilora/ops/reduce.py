@@ -1134,6 +1134,7 @@ class LogCumSumExp(Function):
     d out_j / d a_i = exp(a_i - out_j) for i <= j, so a_i's gradient is ``sum_{j >= i} g_j
     exp(a_i - out_j)``: summed in log space, the positive and the negative g apart (as torch's formula),
     so that no ``exp`` overflows."""
+    torch_layout = "contiguous"  # (torch's CPU kernel writes a contiguous result: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, a, axis):
@@ -1201,8 +1202,8 @@ def _nanmedian(input, dim, keepdim):
     middle = xp.take_along_axis(order, xp.maximum(counts - 1, 0) // 2, axis=axis)
     # a row all NaN: torch's std::nth_element orders none of them, and leaves this one first
     middle = xp.where(counts == 0, std_sort.nth_among_equals(input.shape[axis], 0), middle)
-    indices = Tensor(middle.astype(np.int64), dtype=np.int64, device=input.device)
-    values = _gather(input, axis, indices)
+    indices = Tensor(xp.ascontiguousarray(middle, dtype=np.int64), dtype=np.int64, device=input.device)  # (torch's:
+    values = _gather(input, axis, indices)  # contiguous, whatever the input's layout)
     if not keepdim:
         values, indices = values.squeeze(axis), indices.squeeze(axis)
     return return_type("nanmedian")(values, indices)

@@ -11,7 +11,8 @@ from ..dtypes import float32, int_argument, int_arguments, is_floating, result_t
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper, _without_leading_ones  # (where an array's memory lies; as_strided's views)
 from ..factories import share_strides, shared_strides, strides_answer
-from ..factories import (channels_last, contiguous_strides, in_layout_of, int_sizes, known_strides, laid_out_copy,
+from ..factories import (channels_last, contiguous_format, contiguous_strides, in_layout_of, int_sizes, known_strides,
+                         laid_out_copy, like_view_strides,
                          layout_is_known, layout_is_unknown, layout_order)
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
@@ -801,7 +802,9 @@ class Flip(Function):
     @staticmethod
     def forward(ctx, a, dims):
         ctx.dims = dims
-        return in_layout_of(xp_of(a).flip(a, axis=dims), a)  # (torch's: empty_like(a), a's layout)
+        flipped = xp_of(a).flip(a, axis=dims)  # (a view of a)
+        out = in_layout_of(flipped, a)  # (torch's: empty_like(a), a's layout)
+        return flipped.copy() if out is flipped else out  # (flipped along sizes 1 only: NumPy's view is "contiguous")
 
     @staticmethod
     def backward(ctx, g):
@@ -817,7 +820,7 @@ def flip(input, dims):
         return input.clone()
     if len(set(_dims(dims, input.ndim))) != len(dims):
         raise RuntimeError(f"flip: dims {dims} has a repeated dimension")
-    return Flip.apply(input, dims=_dims(dims, input.ndim))
+    return like_view_strides(Flip.apply(input, dims=_dims(dims, input.ndim)), input)  # (empty_like(input)'s strides)
 
 
 def unbind(input, dim=0):
@@ -831,10 +834,12 @@ def unbind(input, dim=0):
 # ---- roll, narrow, diagonal, diag, movedim, swapaxes, tile -----------------------------------------
 class Roll(Function):
     """Elements shifted along ``axes`` by ``shifts``, wrapping around (``axes=None``: the flattened
-    tensor, shape kept); the gradient is rolled back by ``-shifts``."""
+    tensor, shape kept); the gradient is rolled back by ``-shifts``. torch's roll is a cat of two narrows of the
+    input, in its suggested memory format (Function.torch_layout); the flattened roll is contiguous."""
+    torch_layout = "suggested"
 
     @staticmethod
-    def forward(ctx, a, shifts, axes):
+    def forward(ctx, a, shifts, axes, contiguous=False):
         ctx.shifts, ctx.axes = shifts, axes
         return xp_of(a).asarray(xp_of(a).roll(a, shifts, axis=axes), order="C")  # (contiguous, as torch's)
 
@@ -855,13 +860,17 @@ def roll(input, shifts, dims=None):
                 raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, "
                                    f"dims: 0")
             shifts = shifts[0]
-        return Roll.apply(input, shifts=int(shifts), axes=None)
+        return Roll.apply(input, shifts=int(shifts), axes=None, contiguous=True)
     shifts = tuple(shifts) if isinstance(shifts, (tuple, list)) else (shifts,)
     dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
     if len(shifts) != len(dims):
         raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, dims: "
                            f"{len(dims)}")
-    return Roll.apply(input, shifts=tuple(int(s) for s in shifts), axes=_dims(dims, input.ndim))
+    axes = _dims(dims, input.ndim)
+    # torch rolls dim by dim, each a cat of two narrows: a shift by a multiple of the size cats an empty narrow,
+    # whose suggested memory format is contiguous, and so is the result
+    whole_turn = any(input.shape[axis] and int(s) % input.shape[axis] == 0 for s, axis in zip(shifts, axes))
+    return Roll.apply(input, shifts=tuple(int(s) for s in shifts), axes=axes, contiguous=whole_turn)
 
 
 def narrow(input, dim, start, length):
@@ -930,6 +939,7 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
 class DiagEmbed(Function):
     """Square matrices with the vectors along ``a``'s last dimension on their ``offset`` diagonal
     and zeros elsewhere (a vector gives one matrix)."""
+    torch_layout = "contiguous"  # (torch's CPU kernel writes a contiguous result: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, a, offset):
@@ -1727,8 +1737,9 @@ def sum_to_size(self, *sizes):
 
 # ---- NumPy-named neighbours torch has: ravel, fliplr/flipud, rot90, hsplit/vsplit/dsplit, ... ---------
 def ravel(input):
-    """``torch.ravel``: the elements in one dimension, row by row (a view where the layout allows)."""
-    return reshape(input, (-1,))
+    """``torch.ravel``: the elements in one dimension, row by row: ``contiguous().view(-1)`` as torch's (a view
+    of a contiguous input only; reshape would also view ``x[:, ::2]``)."""
+    return reshape(input.contiguous(), (-1,))
 
 
 def fliplr(input):

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import amp as _amp, dtypes
 from ..device import xp_of
-from ..factories import empty
+from ..factories import empty, like_view_strides
 from ..tensor import Function, Tensor, name_node, saved_for, saves_as_torch
 from . import elementwise as E, reduce as R, shape as S
 
@@ -88,13 +88,15 @@ def frexp(input):
     host = input._array.get() if hasattr(input._array, "get") else input._array
     _, exponent = np.frexp(np.asarray(dtypes.upcast(host)))
     exponent = np.asarray(exponent)  # (NumPy gives a scalar for a 0-d array)
-    exponent = Tensor(exponent.astype(np.int32), dtype=np.int32, device=input.device)
+    exponent = E.computed(input.device.xp.asarray(exponent.astype(np.int32)), input, like=True)  # (empty_like(input))
     scale = E.exp2(exponent.to(input.dtype))  # (a power of two: the division is exact)
     mantissa = name_node(E.div(input, scale), "FrexpBackward0", input)
+    mantissa = like_view_strides(mantissa, input)  # (torch's is empty_like(input): its strides of size-1 dims too)
     return frexp_result(mantissa, exponent)
 
 
 class Nextafter(Function):
+    torch_layout = "elementwise"  # (a TensorIterator kernel: Function.torch_layout)
     """The next representable value after ``a`` towards ``b``: torch's derivative is 1 for ``a`` (the
     step is one ulp) where ``a != b``, 0 where they are equal (the result is ``b`` then), and 0 for ``b``."""
 

@@ -600,6 +600,11 @@ def _mvlgamma_(self, p):
     return self._inplace(mvlgamma, p)
 
 
+# torch's layout of their results (Function.torch_layout): TensorIterator kernels, laid out from the inputs' strides
+for _op in (Erfc, Erfinv, Lgamma, Polygamma, I0, I1, I0e, I1e, Zeta, Ndtri, LogNdtr, XLog1pY):
+    _op.torch_layout = "elementwise"
+
+
 METHODS = {"erfc": erfc, "erfinv": erfinv, "lgamma": lgamma, "digamma": digamma, "i0": i0,
            "erfc_": _in_place(erfc), "erfinv_": _in_place(erfinv), "lgamma_": _in_place(lgamma),
            "digamma_": _in_place(digamma), "i0_": _in_place(i0),
