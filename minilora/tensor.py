@@ -906,7 +906,9 @@ class Function:
     # layout is not known, so stride() and is_contiguous() refuse a C-contiguous result
     torch_layout = None
     # the positions of the inputs that are a 0-d tensor operand of torch's TensorIterator when given as a
-    # Python number ("elementwise" ops: ``x + 1`` wraps the 1, ``x ** 2`` and ``x.clamp(0, 1)`` do not)
+    # Python number ("elementwise" ops: ``x + 1`` wraps the 1, ``x ** 2`` and ``x.clamp(0, 1)`` do not); a call's
+    # option ``laid_out_from=`` (positions) names the only inputs torch's iterator sees, where they differ
+    # (threshold's mask and fill value are no operands of its kernel: Where)
     torch_number_operands = ()
     # what free() keeps of this op's nodes, set for each subclass (__init_subclass__): None (nothing but what a
     # call's name_node asks), _NAMED_BY_FIELDS (its name is read from fields: Context._keep_what_torch_keeps),
@@ -1053,14 +1055,19 @@ def _torch_layout(cls, ctx, out, arrays, options, strided_inputs=None):
     channels_last or of unknown layout, by ``cls.torch_layout``'s rule; a result minilora has no rule for is
     marked unknown (factories.unknown_layout: stride() refuses it) rather than claimed C-contiguous."""
     if strided_inputs is not None and cls.torch_layout in ("elementwise", "preserve") and not options.get("contiguous"):
-        laid_out = _iterator_result(out, strided_inputs, cls.torch_layout, cls.torch_number_operands)
+        numbers, positions = cls.torch_number_operands, options.get("laid_out_from") if options else None
+        if positions is not None:  # (the op's own choice of the inputs torch's iterator sees: see Where)
+            strided_inputs, numbers = [strided_inputs[i] for i in positions], ()
+        laid_out = _iterator_result(out, strided_inputs, cls.torch_layout, numbers)
         if laid_out is not None:
             if laid_out is not out:
                 _resave_output(ctx, out, laid_out)
             return laid_out
     if out.ndim < 4:
-        if cls.torch_layout == "contiguous" and not out.flags.c_contiguous and not sys.modules[
-                __package__ + ".factories"].layout_is_known(out):  # (from a view, NumPy kept its order: not forward)
+        # (contiguous, or suggested: a 3-D input's suggested memory format is contiguous; NumPy kept a view's
+        # order where forward did not lay the result out itself)
+        if cls.torch_layout in ("contiguous", "suggested") and not out.flags.c_contiguous and not sys.modules[
+                __package__ + ".factories"].layout_is_known(out):
             laid_out = _xp_of(out).ascontiguousarray(out)
             _resave_output(ctx, out, laid_out)
             return laid_out

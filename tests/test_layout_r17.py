@@ -114,6 +114,26 @@ def test_results_from_views_answer_torchs_layout(view, name):
     _check(lambda L: CHANNELS_LAST[name](L, STRIDED[view](L)))
 
 
+OTHERS = {  # torch's kernel writes a contiguous result (an unbatched pool: a 3-D input's suggested format), or
+    # sees only the input (threshold's mask and fill value are no operands of it); minilora answered NumPy's
+    "max_pool2d of [C, H, W]": lambda L: L.nn.functional.max_pool2d(STRIDED["permute"](L), 1),
+    "avg_pool2d of [C, H, W]": lambda L: L.nn.functional.avg_pool2d(STRIDED["permute"](L), (2, 1)),
+    "max_pool1d of [C, L]": lambda L: L.nn.functional.max_pool1d(STRIDED["t()"](L), 2, 1),
+    "logsigmoid": lambda L: L.nn.functional.logsigmoid(_cl(L)),
+    "threshold": lambda L: L.nn.functional.threshold(STRIDED["size-1 permute"](L), 0.2, 0.),
+    "hardshrink": lambda L: L.nn.functional.hardshrink(STRIDED["size-1 t()"](L), 0.2),
+    "rrelu (eval)": lambda L: L.nn.functional.rrelu(STRIDED["t()"](L) - 0.5),
+    "mvlgamma": lambda L: (STRIDED["t()"](L) + 1).mvlgamma(2),
+    "diag of [5, 1]": lambda L: STRIDED["size-1 t()"](L).diag(),
+    "diag_embed(dim1=0)": lambda L: STRIDED["permute"](L).diag_embed(0, 0, 2),
+}
+
+
+@pytest.mark.parametrize("name", OTHERS)
+def test_other_results_answer_torchs_layout(name):
+    _check(OTHERS[name])
+
+
 @pytest.mark.parametrize("view", ["t()", "permute", "step", "expand"])
 def test_detach_of_a_view_answers_its_strides(view):
     # x.t().detach() is no view: stride() refused it (only a size-1 dimension's strides were kept)

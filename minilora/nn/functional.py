@@ -196,8 +196,9 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     U(lower, upper) (its gradient is that slope); in eval the slope is their mean (torch's leaky_relu)."""
     if lower > upper:
         raise RuntimeError("Lower bound should be less than or equal to the upper bound")
-    if not training:
-        return leaky_relu(input, (lower + upper) / 2, inplace)
+    if not training:  # (torch's CPU rrelu writes a contiguous result whatever the input's layout)
+        result = leaky_relu(input, (lower + upper) / 2, inplace)
+        return result if inplace else result.contiguous()
     _floating_only("rrelu", input)
     result = _in_place_if(inplace, _random_slopes, input, lower, upper)
     if inplace or result._array.flags.c_contiguous and not result._layout_unknown():

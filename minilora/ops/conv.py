@@ -493,8 +493,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     kernel size. ``return_indices=True`` also gives each maximum's flat index in its plane."""
     _check_pool_input("max_pool2d", input)
     _dtypes_taken("max_pool2d", input, integers=("int64", "int32", "int16", "int8", "uint8"))
-    if input.ndim == 3:
-        out = max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    if input.ndim == 3:  # (torch's suggested memory format of a 3-D input is contiguous: so is its result)
+        out = max_pool2d(input.contiguous().unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode,
+                         return_indices)
         values = name_node((out[0] if return_indices else out).squeeze(0), "MaxPool2DWithIndicesBackward0", input)
         return (values, out[1].squeeze(0)) if return_indices else values  # (torch's one node of the 3-D input)
     return _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, _narrow(input))
@@ -582,9 +583,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                          f"{input.ndim - 1}], but got -3): the input must be [C, H, W] or [N, C, H, W]")
     _check_pool_input("avg_pool2d", input)
     _dtypes_taken("avg_pool2d", input, integers=("int64",))
-    if input.ndim == 3:
-        return avg_pool2d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
-                          divisor_override).squeeze(0)
+    if input.ndim == 3:  # (torch's suggested memory format of a 3-D input is contiguous: so is its result)
+        return avg_pool2d(input.contiguous().unsqueeze(0), kernel_size, stride, padding, ceil_mode,
+                          count_include_pad, divisor_override).squeeze(0)
     return _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
                        _narrow(input))
 

@@ -676,10 +676,11 @@ def _gelu_tanh_derivative(a, t):
 class Where(Function):
     """``where(cond, a, b)``: ``a`` where cond is true, else ``b``; cond carries no gradient.
     ``contiguous``: a C-ordered result (masked_fill, tril: torch fills a contiguous clone), else the
-    inputs' layout (torch's where)."""
+    inputs' layout (torch's where; ``laid_out_from=(2,)``: ``b``'s alone, as threshold's and hardshrink's
+    kernels see only their input: Function.torch_number_operands)."""
 
     @staticmethod
-    def forward(ctx, cond, a, b, contiguous=False):
+    def forward(ctx, cond, a, b, contiguous=False, laid_out_from=None):
         ctx.cond, ctx.shapes = cond, (_shape(a), _shape(b))
         out = xp_of(cond).where(cond, a, b)
         return xp_of(out).asarray(out, order="C") if contiguous else out
@@ -1222,7 +1223,8 @@ def fill_where(a, mask, value, *, contiguous):
             return name_node(Where.apply(cond, astype(value, a.dtype), a, contiguous=contiguous), node, a, graph=graph)
         value = value.item()
     value = a.dtype.type(checked_number(python_number(value), a.dtype))
-    return name_node(Where.apply(cond, value, a, contiguous=contiguous), node, a, graph=graph)
+    only_a = {} if contiguous else {"laid_out_from": (2,)}  # (threshold's kernel sees only its input)
+    return name_node(Where.apply(cond, value, a, contiguous=contiguous, **only_a), node, a, graph=graph)
 
 
 def to_device(a, device):
@@ -2558,6 +2560,7 @@ for _op in (Div, AddScaled, RoundedDiv, Remainder, XLogY, LogAddExp, FusedMulAdd
     _op.torch_layout, _op.torch_number_operands = "elementwise", (0, 1, 2)
 Lerp.torch_number_operands = (0, 1)  # (lerp's number weight is no operand: lerp.Scalar)
 Pow.torch_number_operands = ()  # (pow.Tensor_Scalar is a unary iterator; number ** tensor is contiguous)
+LogSigmoid.torch_layout = "contiguous"  # (torch's log_sigmoid_forward writes a contiguous result and buffer)
 Reciprocal.torch_number_operands = ()  # (torch's reciprocal is unary: Div's number 1 is no operand of it)
 # .to(dtype) and nan_to_num copy into empty_like(input) (preserve_format: the input's strides where dense)
 AsType.torch_layout = PromotionCast.torch_layout = NanToNum.torch_layout = "preserve"

@@ -963,7 +963,7 @@ def diag(input, diagonal=0):
     if input.ndim == 1:
         return DiagEmbed.apply(input, offset=int(diagonal))
     if input.ndim == 2:
-        copy = Diagonal.apply(input, offset=int(diagonal), axis1=0, axis2=1).clone()
+        copy = Diagonal.apply(input, offset=int(diagonal), axis1=0, axis2=1).clone(memory_format=contiguous_format)
         return name_node(copy, "DiagonalBackward0_copy", input, graph=(input,))  # (torch's: diagonal_copy)
     raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {input.ndim}D")
 
@@ -981,7 +981,7 @@ def _embedded_diagonals(input, offset, dim1, dim2):
         raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
     offset = int(int_argument("diag_embed", "offset", offset))
     matrices = DiagEmbed.apply(input.reshape(1) if input.ndim == 0 else input, offset=offset)
-    return movedim(matrices, (-2, -1), (first, second))
+    return movedim(matrices, (-2, -1), (first, second)).contiguous()  # (torch fills zeros of the result's shape)
 
 
 def movedim(input, source, destination):

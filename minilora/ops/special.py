@@ -473,6 +473,7 @@ def mvlgamma(input, p):
     total = lgamma(x)
     for i in range(1, p):
         total = E.add(total, lgamma(E.sub(x, i / 2)))
+    total = total.contiguous()  # (torch's sum over a new last dimension: contiguous whatever the input's layout)
     return name_node(E.add(total, p * (p - 1) / 4 * math.log(math.pi)), "MvlgammaBackward0", input)
 
 
