@@ -279,6 +279,13 @@ def atan2(a, b):
     return binary_loop(a, b, lambda a, b: np.arctan2(a, b, dtype=_F64).astype(_F32), "atan2f")
 
 
+def pow_loop(a, b):
+    """torch's float32 ``pow`` kernels (a tensor or number base, a tensor or number exponent, as float32): SLEEF's
+    ``powf_u10`` in the vectorized body (its stand-in the correctly rounded ``power``, 98% SLEEF's), C's ``powf``
+    in the scalar tail and on strided operands (a number operand broadcasts: vectorized)."""
+    return binary_loop(a, b, power, "powf")
+
+
 # torch's float32 kernels of NumPy's functions that are not MKL's (``pointwise``): asinh and acosh map C's function
 # over every element (Vectorized<float>::asinh is map(std::asinh)); sinh, cosh, atanh and exp2 run SLEEF's in the
 # vectorized body (exp2 ported: sleef_exp2; the others' stand-in is the correctly rounded result, 99.7-99.98%

@@ -173,3 +173,14 @@ def test_log_softmax_and_cross_entropy_take_sleefs_log_of_their_sums(dim):
         y = rng.integers(0, width, x.shape[0])
         _same_bits(ml.nn.functional.cross_entropy(ml.tensor(x), ml.tensor(y), reduction="none"),
                    torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(y), reduction="none"))
+
+
+def test_pow_of_float32_is_torchs_loop():
+    """number ** tensor (was NumPy's float32 power: 20% off), and pow of strided operands: C's powf where torch's
+    loop runs its scalar lambda, the correctly rounded power (SLEEF's powf_u10 in 98% of elements) in vectors."""
+    x, y = np.abs(_values(6000, seed=13)), _values(6000, seed=14) / 8
+    arrange = _LAYOUTS["stepped"]
+    _same_bits(arrange(ml, x) ** arrange(ml, y), arrange(torch, x) ** arrange(torch, y))
+    _same_bits(2.0 ** arrange(ml, y), 2.0 ** arrange(torch, y))
+    ours, theirs = 3 ** ml.tensor(y[:31]), 3 ** torch.from_numpy(y[:31])  # (a row of one scalar tail)
+    _same_bits(ours, theirs)
