@@ -264,3 +264,28 @@ def test_nodes_are_of_the_inputs_as_torchs(source):
     pool is one node (minilora's unsqueeze and squeeze showed), vstack's rows are atleast_2d's unsqueeze."""
     theirs, ours = run(torch, source), run(ml, source)
     assert graph(ours.grad_fn, 3) == graph(theirs.grad_fn, 3)
+
+
+# ops torch composes in C++ use ATen's Tensor-Scalar overloads: AddBackward1/MulBackward1/DivBackward1, one edge
+SCALAR_OVERLOADS = """\
+y = F.margin_ranking_loss(x, t, torch.tensor([1., -1., 1.]), margin=0.5)
+y = F.margin_ranking_loss(x, t, torch.tensor([1., -1., 1.]), reduction='none')
+y = F.cosine_embedding_loss(q[0], q[1], torch.tensor([1., -1., 1.]))
+y = F.cosine_embedding_loss(q[0], q[1], torch.tensor([1., -1., 1.]), margin=0.2, reduction='sum')
+y = torch.trapz(x)
+y = torch.trapz(x, dx=2)
+y = torch.trapezoid(q, dx=0.5)
+y = torch.trapezoid(q, torch.linspace(0, 1, 4) ** 2)
+y = torch.trapezoid(q, t.abs().cumsum(0), dim=1)
+y = torch.cumulative_trapezoid(x)
+y = torch.cumulative_trapezoid(q, dx=2.0)
+y = torch.cumulative_trapezoid(q, torch.linspace(0, 1, 4) ** 2)
+y = torch.special.ndtr(x)
+""".splitlines()
+
+
+@pytest.mark.parametrize("source", SCALAR_OVERLOADS)
+def test_aten_composed_ops_show_scalar_overloads(source):
+    theirs, ours = run(torch, source), run(ml, source)
+    assert graph(ours.grad_fn, 5) == graph(theirs.grad_fn, 5)
+    np.testing.assert_array_equal(ours.detach().numpy(), theirs.detach().numpy())

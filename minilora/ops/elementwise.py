@@ -1060,6 +1060,16 @@ def astype(input, dtype): return AsType.apply(input, dtype=to_dtype(dtype))
 def promotion_cast(input, dtype): return PromotionCast.apply(input, dtype=to_dtype(dtype))
 
 
+def aten_scalar(result, tensor):
+    """``result`` of ``tensor`` and a Python number in an op torch composes in C++ (trapezoid, ndtr, the margin
+    losses): ATen's Tensor-Scalar overload's node (AddBackward1, MulBackward1, DivBackward1) with one edge, where
+    Python's arithmetic wraps the number as a tensor (AddBackward0 and the number's None edge)."""
+    node = result._ctx
+    if node is not None:
+        name_node(result, node.name()[:-1] + "1", tensor)
+    return result
+
+
 def _promoted(a, b, true_divide=False):
     """``a`` and ``b`` cast to torch's result dtype (tensors through ``astype``, so gradients flow
     back in each input's own dtype). The common cases -- two tensors of one dtype, a float tensor

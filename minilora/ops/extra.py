@@ -326,7 +326,8 @@ def trapezoid(y, x=None, *, dx=None, dim=-1):
         return R.sum(E.mul(y, 0), dim)
     if x is None:  # ATen's do_trapezoid: (sum(y) - (first + last) * 0.5) * dx, in this order
         ends = E.add(S.select(y, dim, 0), S.select(y, dim, -1))
-        return E.mul(E.sub(R.sum(y, dim), E.mul(ends, 0.5)), 1.0 if dx is None else dx)
+        difference = E.sub(R.sum(y, dim), E.aten_scalar(E.mul(ends, 0.5), ends))
+        return E.aten_scalar(E.mul(difference, 1.0 if dx is None else dx), difference)
     left, right = S.narrow(y, dim, 0, n - 1), S.narrow(y, dim, 1, n - 1)
     pair = E.add(left, right)
     if x.ndim == 1:
@@ -338,7 +339,8 @@ def trapezoid(y, x=None, *, dx=None, dim=-1):
         d = dim if dim >= 0 else y.ndim + dim
         xd = d - (y.ndim - x.ndim)
         spacing = E.sub(S.narrow(x, xd, 1, n - 1), S.narrow(x, xd, 0, n - 1))
-    return E.div(R.sum(E.mul(spacing, pair), dim), 2)
+    summed = R.sum(E.mul(pair, spacing), dim)  # (ATen's ((left + right) * dx).sum(dim) / 2.)
+    return E.aten_scalar(E.div(summed, 2), summed)
 
 
 def trapz(y, x=None, *, dx=None, dim=-1):
@@ -363,14 +365,15 @@ def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
         return I.cumsum(E.mul(y, 0.5), dim)
     pair = E.add(S.narrow(y, dim, 0, n - 1), S.narrow(y, dim, 1, n - 1))
     if x is None:
-        return I.cumsum(E.mul(pair, (1.0 if dx is None else dx) / 2), dim)
+        return I.cumsum(E.aten_scalar(E.mul(pair, (1.0 if dx is None else dx) / 2), pair), dim)
     x_dim = -1 if x.ndim == 1 else dim
     spacing = E.sub(S.narrow(x, x_dim, 1, n - 1), S.narrow(x, x_dim, 0, n - 1))
     if x.ndim == 1:
         shape = [1] * y.ndim
         shape[dim] = n - 1
         spacing = spacing.reshape(shape)
-    return I.cumsum(E.div(E.mul(spacing, pair), 2), dim)
+    summed = I.cumsum(E.mul(pair, spacing), dim)  # (ATen's ((left + right) * dx).cumsum(dim) / 2.: halved last)
+    return E.aten_scalar(E.div(summed, 2), summed)
 
 
 def cov(input, *, correction=1, fweights=None, aweights=None):

@@ -2178,7 +2178,9 @@ def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, red
         raise RuntimeError(f"margin_ranking_loss : All input tensors should have same dimension but "
                            f"got sizes: input1: {tuple(input1.shape)}, input2: {tuple(input2.shape)}, "
                            f"target: {tuple(target.shape)} ")
-    return _reduced("margin_ranking_loss", (-target * (input1 - input2) + margin).clamp_min(0), reduction)
+    from .elementwise import aten_scalar  # (ops.elementwise imports this module's neighbours: at call time)
+    product = -target * (input1 - input2)
+    return _reduced("margin_ranking_loss", aten_scalar(product + margin, product).clamp_min(0), reduction)
 
 
 @_amp.autocasts
@@ -2220,7 +2222,10 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     cos = (input1 * input2).sum(dim) / (squared1 * squared2).sqrt()
     _broadcast_or_raise("cosine_embedding_loss", tuple(cos.shape), tuple(np.shape(_array(target))))
     zeros = cos.new_zeros(())
-    loss = where(target == 1, 1 - cos, zeros) + where(target == -1, (cos - margin).clamp_min(0), zeros)
+    # (ATen's 1 - cos is a SubBackward0 of a number filled in (no edge) and cos; cos - margin a Tensor-Scalar node)
+    agreeing = name_node(1 - cos, "SubBackward0", graph=(None, cos))
+    from .elementwise import aten_scalar  # (at call time, as above)
+    loss = where(target == 1, agreeing, zeros) + where(target == -1, aten_scalar(cos - margin, cos).clamp_min(0), zeros)
     return _reduced("cosine_embedding_loss", loss, reduction)
 
 

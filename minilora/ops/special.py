@@ -508,7 +508,11 @@ def zeta(input, other):
 def ndtr(input):
     """``torch.special.ndtr``: the standard normal CDF by torch's formula (1 + erf(x / sqrt 2)) / 2, whose
     lower tail cancels (float32 ndtr(-6.9) is 0; ``log_ndtr`` keeps the tail's digits)."""
-    return E.mul(E.add(E.erf(E.mul(_floating(input), 1 / _SQRT_2)), 1), 0.5)
+    x = _floating(input)  # (ATen's (1 + erf(x * M_SQRT1_2)) * 0.5: Tensor-Scalar nodes, E.aten_scalar)
+    scaled = E.aten_scalar(E.mul(x, 1 / _SQRT_2), x)
+    erf = E.erf(scaled)
+    shifted = E.aten_scalar(E.add(erf, 1), erf)
+    return E.aten_scalar(E.mul(shifted, 0.5), shifted)
 
 
 def _no_16bit(name, input):
