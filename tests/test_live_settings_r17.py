@@ -203,3 +203,27 @@ def test_optim_args_are_parsed_as_transformers(tmp_path, optim, optim_args):
         except ValueError as error:
             answers.append((ValueError, str(error)))
     assert answers[1] == answers[0]
+
+
+@pytest.mark.parametrize("name, options", [("Adafactor", dict(foreach=False)), ("Adafactor", dict(foreach=True)),
+                                           ("SGD", dict(momentum=0.9)), ("AdamW", dict(weight_decay=0.1))])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_16_bit_steps_in_the_kernels_scalar_tail_as_torch(name, options, dtype):
+    """A 16-bit parameter whose size is no multiple of 32: torch's CPU kernels compute the last n % 32 elements
+    with their scalar lambda, in c10's 16-bit arithmetic, each step rounded (rsqrt's root, add's alpha * y);
+    the optimizers rounded them once, as the vectorized part (a 5 x 7 bfloat16 SGD or Adafactor step moved its
+    last weights by an ulp). Three steps on a 5 x 7 matrix and a 6-vector, bit for bit."""
+    pytest.importorskip("ml_dtypes")
+    results = []
+    for lib in (torch, ml):
+        g = np.random.default_rng(0)
+        params = [lib.nn.Parameter(lib.tensor(g.standard_normal(s).astype(np.float32)).to(getattr(lib, dtype)))
+                  for s in ((5, 7), (6,))]
+        optimizer = getattr(lib.optim, name)(params, lr=0.05, **options)
+        for _ in range(3):
+            for p in params:
+                p.grad = lib.tensor(g.standard_normal(p.shape).astype(np.float32)).to(getattr(lib, dtype))
+            optimizer.step()
+        results.append([p.detach().double().numpy() if lib is torch else p.double().numpy() for p in params])
+    for ours, theirs in zip(results[1], results[0]):
+        np.testing.assert_array_equal(ours, theirs)

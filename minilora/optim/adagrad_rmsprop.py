@@ -19,9 +19,9 @@ import numpy as np
 
 from .. import dtypes
 from ..device import xp_of
-from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS
+from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS, _in_16_bit_steps_at_tail
 from .adam import _fused_multiply_add
-from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit, alpha_16bit, keep_arrays,
+from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit_rounded, alpha_16bit, keep_arrays,
                         learning_rate, new_step_count, rounds_each_op, state_arrays, state_tensors)
 
 __all__ = ["RMSprop", "Adagrad", "Adadelta"]
@@ -42,9 +42,15 @@ class _Arithmetic:
         return xp_of(array).sqrt(array)  # NumPy's or CuPy's
 
     def rsqrt(self, array):
-        """``array.rsqrt()``: ``1 / sqrt`` rounded once, or (16-bit, torch's "default" build) each step."""
+        """``array.rsqrt()``: ``1 / sqrt`` rounded once, or (16-bit) each step rounded where torch's kernel runs
+        its scalar lambda: every element in its "default" build, else the tail of each thread's chunk (as the
+        op's, ``ops.elementwise.Rsqrt``)."""
         root = self.sqrt(array)
-        return self.rounded(1 / (self.rounded(root) if STEPS_ROUNDED_TO_16_BITS else root))
+        if not self.low_precision or STEPS_ROUNDED_TO_16_BITS:
+            return self.rounded(1 / (self.rounded(root) if STEPS_ROUNDED_TO_16_BITS else root))
+        out = self.rounded(1 / root)
+        _in_16_bit_steps_at_tail(out, lambda part: 1 / np.sqrt(part), array.astype(self.dtype))
+        return out
 
     def rounded(self, value):
         return value.astype(self.dtype).astype(np.float32) if self.low_precision else value
@@ -74,9 +80,9 @@ class _Arithmetic:
 
     def add(self, start, value, array):
         """``start.add(array, alpha=value)``: one fused multiply-add where torch's build fuses float32's
-        (``add_scaled``; 16-bit: ``add_scaled_16bit``, rounded)."""
+        (``add_scaled``; 16-bit: ``add_scaled_16bit_rounded``)."""
         if self.low_precision:
-            return self.rounded(add_scaled_16bit(start, value, array, self.dtype))
+            return add_scaled_16bit_rounded(start, value, array, self.dtype)
         return add_scaled(start, value, array)
 
     def addcmul(self, start, a, b, value):

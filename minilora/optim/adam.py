@@ -31,7 +31,7 @@ import numpy as np
 from .. import fastmath, float32_math, kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
-from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, add_scaled, add_scaled_16bit,
+from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, add_scaled, add_scaled_16bit_rounded,
                         alpha_16bit, learning_rate, new_step_count, occurrence_passes, rounds_each_op, state_arrays, state_tensors)
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
@@ -349,7 +349,7 @@ def _with_l2(grad, param, weight_decay):
     """``grad.add(param, alpha=weight_decay)`` as torch computes it (``add_scaled``: a fused multiply-add where
     torch's build fuses; 16-bit: ``add_scaled_16bit``)."""
     if rounds_each_op(param.dtype):
-        sum_ = add_scaled_16bit(dtypes.upcast(grad), weight_decay, dtypes.upcast(param), param.dtype)
+        sum_ = add_scaled_16bit_rounded(dtypes.upcast(grad), weight_decay, dtypes.upcast(param), param.dtype)
         return sum_.astype(param.dtype)
     return add_scaled(grad, weight_decay, param)
 

@@ -12,7 +12,7 @@ dtype, as torch; a float16/bfloat16 parameter is updated op by op as torch round
 import numpy as np
 
 from .. import dtypes
-from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit, keep_arrays, learning_rate,
+from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit_rounded, keep_arrays, learning_rate,
                         rounds_each_op, state_arrays)
 
 __all__ = ["SGD"]
@@ -75,14 +75,15 @@ class SGD(Optimizer):
     def _step_16bit(self, p, group, buf):
         """torch's single-tensor SGD on a float16/bfloat16 parameter: each torch op (``grad.add(p, alpha=wd)``,
         ``buf.mul_(momentum).add_(d, alpha=1-dampening)``, ``p.add_(d, alpha=-lr)``) computes in float32
-        and rounds to the dtype once; ``alpha=`` scalars are rounded to the dtype first, as torch does."""
+        and rounds to the dtype once (each step in its kernel's scalar tail: ``add_scaled_16bit_rounded``);
+        ``alpha=`` scalars are rounded to the dtype first, as torch does."""
         dtype = p.dtype
 
         def op(value):
             return value.astype(dtype).astype(np.float32)
 
         def add(x, value, y):  # x.add(y, alpha=value)
-            return op(add_scaled_16bit(x, value, y, dtype))
+            return add_scaled_16bit_rounded(x, value, y, dtype)
         d = dtypes.upcast(p.grad._array)
         d = -d if group["maximize"] else d
         if group["weight_decay"]:
