@@ -10,6 +10,14 @@
 * ``model_accepts_loss_kwargs`` is transformers' rule: a forward with ``**kwargs`` (a user's module naming
   ``num_items_in_batch`` without ``**kwargs`` is not handed the count; minilora handed it and its loss was then
   a sum over the step's count, not the micro-batch's mean).
+* torch.optim.Adafactor(foreach=True): its multi-tensor path scales the step, then adds it (two roundings).
+* 16-bit optimizer steps: torch's kernels round each step in their scalar tail (the last n % 32 elements).
+* LoraConfig: PEFT 0.21.2's layers_to_transform / layers_pattern checks (order, words) and its rsLoRA warning.
+  PEFT's __post_init__ checks little else: a flag given as 1, a dict or a string is kept and read by truthiness
+  (``use_dora={"a": 1}`` trains DoRA); minilora refuses such flags by name (TypeError), not silently.
+* optim_args parsed as transformers parses them, for every optimizer.
+Sweeps (scripts, not tests): 66 TrainingArguments settings and 34 LoraConfig settings, 3 training steps on a tiny
+Llama in both stacks: the same logs, weights (PiSSA/MiCA: LAPACK's singular-vector signs) and saved files.
 Skipped without torch / transformers."""
 import inspect
 import warnings
