@@ -105,6 +105,7 @@ def _cdist_by_products(x1, x2, p, compute_mode):
 def cdist(x1, x2, p=2.0, compute_mode=None):
     """``torch.cdist``: the p-norm distance between each row of ``x1`` and each row of ``x2`` (batched)."""
     from . import linalg
+    from .dtypes import is_floating, torch_name
     from .ops.nn import Cdist
     from .tensor import name_node, no_forward_formula, saves_as_torch
     if x1.ndim < 2 or x2.ndim < 2:
@@ -119,6 +120,9 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     no_forward_formula("_cdist_forward", x1, x2)
     if p < 0:
         raise RuntimeError("cdist only supports non-negative p values")
+    if is_floating(x1.dtype) and x1.dtype.itemsize == 2 and x1.numel() and x2.numel() and x1.shape[-1]:
+        raise NotImplementedError(f'"cdist" not implemented for \'{torch_name(x1.dtype)}\'')  # (ATen's kernel:
+        # float and double; an empty input never reaches it, nor the matrix-product path above)
     out = name_node(Cdist.apply(x1, x2, p=float(p)), "CdistBackward0", x1, x2)
     return saves_as_torch(out, x1, x2, out)  # (torch's _cdist_forward node keeps both and its result)
 

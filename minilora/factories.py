@@ -1315,17 +1315,28 @@ def _grad_enabled():
     return is_grad_enabled()
 
 
+def no_derivative_error(name, error=RuntimeError):
+    """torch's error for an op it has no derivative for, in its two wordings: a RuntimeError from its generated code
+    (no formula: ``derivative for aten::X is not implemented``), a NotImplementedError from derivatives.yaml's
+    ``not_implemented`` (``the derivative for 'X' is not implemented.``)."""
+    if error is RuntimeError:
+        return RuntimeError(f"derivative for aten::{name} is not implemented")
+    return error(f"the derivative for '{name}' is not implemented.")
+
+
 class _NoDerivative(Function):
-    """A node whose backward raises torch's error: the op it stands for has no derivative in torch."""
+    """A result computed outside the graph that torch nevertheless records with a node whose backward is not
+    implemented (``unique``, ``bincount`` with weights, ``heaviside``): the result requires grad and backward through
+    it raises torch's error (no_derivative_error: ``name``, ``error``), rather than silently skipping it."""
 
     @staticmethod
-    def forward(ctx, source, *, values, name):
-        ctx.op_name = name
+    def forward(ctx, source, *, values, name, error=RuntimeError):
+        ctx.op_name, ctx.error = name, error
         return values
 
     @staticmethod
     def backward(ctx, grad):
-        raise RuntimeError(f"derivative for aten::{ctx.op_name} is not implemented")
+        raise no_derivative_error(ctx.op_name, ctx.error)
 
 
 def _without_derivative(out, source, name):

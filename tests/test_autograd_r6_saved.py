@@ -277,6 +277,8 @@ OPS = {
     "F.sdpa": (lambda L, F, q, k, v: F.scaled_dot_product_attention(q, k, v), [(1, 3, 4), (1, 3, 4), (1, 3, 4)]),
     "as_strided": (lambda L, F, x: x.as_strided((2, 2), (1, 3), 1), [(3, 4)]),
     "as_strided_scatter": (lambda L, F, x, y: L.as_strided_scatter(x, y, (2, 2), (1, 3), 1), [(3, 4), (2, 2)]),
+    "rot90(0)": (lambda L, F, x: L.rot90(x, 0), [(3, 4)]),  # (RecordedCopy)
+    "put(accumulate)": (lambda L, F, x, y: x.put(_i(L, [1, 1]), y, accumulate=True), [(3, 4), (2,)]),  # (GradientPassesTo)
     "F.normalize": (lambda L, F, x: F.normalize(x), [(3, 4)]),
     "F.cosine_similarity": (lambda L, F, x, y: F.cosine_similarity(x, y), [(3, 4), (3, 4)]),
     "cdist": (lambda L, F, x, y: L.cdist(x, y, 1.5), [(3, 4), (5, 4)]),  # (torch's _cdist_forward: x1, x2, result)
@@ -364,7 +366,8 @@ def test_every_differentiable_op_is_in_the_table():
 NOT_IN_TABLE = {  # ops without a torch call of their own to compare, or covered by other test files
     "Bgmv", "LoraLinear", "Rotary", "SwiGLU",  # minilora's fused ops (no torch counterpart)
     "BatchNorm16", "BFloat16Huber", "FlashAttention16",  # 16-bit paths only
-    "ArgMax", "ArgSort", "NonZero", "Logical", "_Test", "Computed", "ComputedLike", "Sign", "_Rounding", "NoDerivative",  # no gradient
+    "ArgMax", "ArgSort", "NonZero", "Logical", "_Test", "Computed", "ComputedLike", "Sign", "_Rounding",
+    "_NoDerivative",  # no gradient
     "AsType", "PromotionCast", "ToDevice", "Dropout", "CrossEntropy", "Embedding", "BinaryCrossEntropy", "MaxUnpool2d",
     "MulByScalarTensor", "DivByScalarTensor", "RoundedDiv", "AddScaled", "Attention", "Rotary",
     "ScatterIndexed", "EmbeddingGrad", "LinearPair",  # create_graph=True's backward-of-backward ops (tests/test_double_backward_r8.py)

@@ -145,3 +145,67 @@ def test_forward_nodes_are_named_as_torchs(call):
         y = eval(call)
         names.append((y.grad_fn.name(), [f.name() for f, _ in y.grad_fn.next_functions]))
     assert names[1] == names[0]
+
+
+# ---- refusals in torch's words ---------------------------------------------------------------------------------
+def refusals(fn):
+    """What torch and minilora raise for ``fn(lib)``: (type name, message) each."""
+    caught = []
+    for lib in (torch, ml):
+        with pytest.raises(Exception) as error:
+            fn(lib)
+        caught.append((type(error.value).__name__, str(error.value)))
+    return caught
+
+
+@pytest.mark.parametrize("index", [[[0, 1], [1, 2]], [[0, 1, 2]]], ids=["smaller", "one row"])
+@pytest.mark.parametrize("call", ["scatter", "scatter_add", "torch.scatter_add", "sum", "mean", "prod", "amax"])
+def test_a_src_larger_than_the_index_is_refused_at_backward_as_torch(call, index):
+    """torch's src gradient is grad.gather(dim, index): its engine refuses it for a larger src ('returned an invalid
+    gradient'); prod/amax's formula broadcasts src against the index first. minilora gave scatter/scatter_add a
+    zero-padded gradient and scatter_reduce an internal error."""
+    def backward(lib):
+        x, src = lib.ones(3, 3, requires_grad=True), lib.ones(3, 3, requires_grad=True)
+        i = lib.tensor(index)
+        y = {"scatter": lambda: x.scatter(0, i, src), "scatter_add": lambda: x.scatter_add(0, i, src),
+             "torch.scatter_add": lambda: lib.scatter_add(x, dim=0, index=i, src=src)}.get(
+            call, lambda: x.scatter_reduce(0, i, src, call))()
+        y.sum().backward()
+    if call in ("prod", "amax") and len(index) == 1:  # (torch's formula spreads a gradient over unscattered rows)
+        with pytest.raises(NotImplementedError, match="larger than the index"):
+            backward(ml)
+        return
+    mine, torchs = refusals(backward)
+    assert mine == torchs
+
+
+@pytest.mark.parametrize("call", ["heaviside", "bincount", "unique", "unique(dim=0)", "unique_consecutive",
+                                  "scatter(reduce='add')"])
+def test_ops_without_a_derivative_refuse_in_torchs_words(call):
+    """minilora's own wording ('the derivative for 'unique' is not implemented (torch has none either)')."""
+    def backward(lib):
+        x = lib.tensor([1.0, 2.0, 2.0], requires_grad=True)
+        y = {"heaviside": lambda: lib.heaviside(x, x), "bincount": lambda: lib.bincount(lib.tensor([0, 1, 1]), x),
+             "unique": lambda: lib.unique(x), "unique(dim=0)": lambda: lib.unique(x, dim=0),
+             "unique_consecutive": lambda: x.unique_consecutive(),
+             "scatter(reduce='add')": lambda: x.scatter(0, lib.tensor([0]), x, reduce="add")}[call]()
+        y.sum().backward()
+    mine, torchs = refusals(backward)
+    assert mine == torchs
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("p, compute_mode", [(1.0, None), (2.0, None), (2.0, "donot_use_mm_for_euclid_dist"),
+                                             (float("inf"), "use_mm_for_euclid_dist")])
+def test_cdist_of_16_bit_tensors_is_refused_as_torch(dtype, p, compute_mode):
+    """ATen's cdist kernel takes float and double: 16 bits are refused unless the matrix-product path runs (p = 2
+    with use_mm_for_euclid_dist, or more than 25 rows); minilora computed them."""
+    def cdist(lib):
+        x1, x2 = lib.ones(2, 3, dtype=getattr(lib, dtype)), lib.ones(4, 3, dtype=getattr(lib, dtype))
+        return lib.cdist(x1, x2, p, compute_mode=compute_mode) if compute_mode else lib.cdist(x1, x2, p)
+    mine, torchs = refusals(cdist)
+    assert mine == torchs
+    for lib in (torch, ml):  # (the matrix-product path and empty inputs compute)
+        x1 = lib.ones(2, 3, dtype=getattr(lib, dtype))
+        assert lib.cdist(x1, lib.ones(30, 3, dtype=getattr(lib, dtype))).shape == (2, 30)
+        assert lib.cdist(x1[:0], lib.ones(4, 3, dtype=getattr(lib, dtype)), 1.0).shape == (0, 4)

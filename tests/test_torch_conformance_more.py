@@ -402,7 +402,7 @@ def test_unique_of_a_float_tensor_has_no_derivative_as_in_torch():
     weights = ml.tensor(X[0], dtype=ml.float64, requires_grad=True)
     counts = ml.bincount(ml.tensor([0, 2, 2, 1]), weights)
     assert counts.dtype == ml.float64 and counts.requires_grad
-    with pytest.raises(RuntimeError, match="derivative for 'bincount'"):
+    with pytest.raises(RuntimeError, match="^derivative for aten::bincount is not implemented$"):  # (torch's words)
         counts.sum().backward()
 
 
@@ -593,8 +593,9 @@ GRAD_CHECKS = [
     ("diag", lambda v: ml.diag(v, -2), [V]),
     ("index_select", lambda x: x.index_select(1, ml.tensor([3, 3, 0])), [X]),
     ("index_add", lambda x, s: x.index_add(0, ml.tensor([1, 1, 2]), s, alpha=-0.5), [X, Y]),
-    ("scatter", lambda x, s: x.scatter(1, ml.tensor([[1, 3], [0, 2], [2, 1]]), s), [X, Y]),
-    ("scatter_add", lambda x, s: x.scatter_add(0, ml.tensor([[2, 2, 0, 1]]), s), [X, Y]),
+    ("scatter", lambda x, s: x.scatter(1, ml.tensor([[1, 3], [0, 2], [2, 1]]), s[:, :2]), [X, Y]),  # (a src larger
+     # than the index: torch refuses its gradient)
+    ("scatter_add", lambda x, s: x.scatter_add(0, ml.tensor([[2, 2, 0, 1]]), s[:1]), [X, Y]),
     ("cumprod", lambda x: x.cumprod(1), [ZEROS]),
     ("cumprod dim 0", lambda x: x.cumprod(0), [X3]),
     ("median()", lambda x: x.median(), [X]),

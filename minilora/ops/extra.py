@@ -115,7 +115,7 @@ def heaviside(input, values):
 def _no_grad(array, input, *others, name):
     """A result torch does not differentiate: requires grad if an input does, backward raises."""
     if any(isinstance(t, Tensor) and t.requires_grad for t in (input,) + others) and dtypes.is_floating(array.dtype):
-        return I.NoDerivative.apply(input, result=array, name=name)
+        return I._NoDerivative.apply(input, values=array, name=name)
     return Tensor(array, dtype=array.dtype, device=input.device)
 
 
@@ -492,7 +492,7 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
         inverse = xp.cumsum(starts) - 1
     positions = xp.flatnonzero(starts)
     counts = xp.diff(xp.append(positions, starts.shape[0]))
-    out = I.NoDerivative.apply(input, result=values, name="unique_consecutive")
+    out = I._NoDerivative.apply(input, values=values, name="unique_consecutive", error=NotImplementedError)
     extras = [Tensor(part.astype(np.int64), dtype=np.int64, device=input.device)
               for part, wanted in ((inverse, return_inverse), (counts, return_counts)) if wanted]
     return (out, *extras) if extras else out

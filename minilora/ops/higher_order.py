@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from .. import linalg as _la, tensor as _t
+from ..factories import no_derivative_error
 from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
@@ -1657,8 +1658,7 @@ def _not_in_torch_either(aten_backward, error=RuntimeError):
     each a DelayedError on the incoming gradient and the input. torch words it two ways: a RuntimeError from
     its generated code (``derivative for aten::X``), a NotImplementedError from derivatives.yaml's
     ``not_implemented`` (``the derivative for 'X'``)."""
-    message = (f"derivative for aten::{aten_backward} is not implemented" if error is RuntimeError
-               else f"the derivative for '{aten_backward}' is not implemented.")
+    message = str(no_derivative_error(aten_backward, error))
 
     def backward_graph(ctx, g):
         grads = ctx.fn.backward(ctx, g._array)

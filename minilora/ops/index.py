@@ -15,7 +15,7 @@ from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_forward_formula, no_grad, saves_as_torch
-from ..factories import in_layout_of, known_layout, like_view_strides
+from ..factories import _NoDerivative, _broadcast, in_layout_of, known_layout, like_view_strides
 from .elementwise import backward_in_float32, gradient_passes_to, promotion_cast
 from .shape import NO_DIM, RecordedCopy, add_at, dim_given, one_by_one, put_into_copy, zeroed_at
 
@@ -599,9 +599,21 @@ class Scatter(Function):
         if na:
             ga = g if ctx.add else zeroed_at(g, ctx.where)
         if ns:
-            gs = xp_of(g).zeros(ctx.src_shape, dtype=g.dtype)
-            gs[ctx.block] = g[ctx.where]
+            _refuse_src_larger_than_index(ctx, ctx.src_shape)
+            gs = g[ctx.where]
         return ga, gs
+
+
+def _index_shape(ctx):
+    return tuple(s.stop for s in ctx.block)
+
+
+def _refuse_src_larger_than_index(ctx, src_shape):
+    """torch's src gradient is ``grad.gather(dim, index)``, of the index's shape; where ``src`` is larger its engine
+    refuses that gradient (validate_outputs), in these words."""
+    if tuple(src_shape) != _index_shape(ctx):
+        raise RuntimeError(f"Function {ctx.name()} returned an invalid gradient at index 1 - got "
+                           f"{list(_index_shape(ctx))} but expected shape compatible with {list(src_shape)}")
 
 
 def _scatter(fn, input, dim, index, src, add):
@@ -646,7 +658,7 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None):
             src = input.new_full(tuple(index.shape), src)
         with no_grad():
             out = scatter_reduce(input, dim, index, src, "sum" if reduce == "add" else "prod")
-        return NoDerivative.apply(input, result=out._array, name="scatter")  # (torch has none either)
+        return _NoDerivative.apply(input, values=out._array, name="scatter")  # (torch has none either)
     return _scatter("scatter", input, dim, index, value if src is None else src, add=False)
 
 
@@ -768,6 +780,7 @@ class ScatterReduce(Function):
             count = xp.maximum(hit + include_self, 1)
             out = out // count if out.dtype.kind in "iu" else out / count
         ctx.where, ctx.hit, ctx.reduce, ctx.include_self = where, hit, reduce, include_self
+        ctx.src_shape, ctx.block = src.shape, tuple(slice(0, n) for n in index.shape)
         ctx.count = count if reduce == "mean" else None
         if reduce not in ("sum", "mean"):  # (what their gradients read; prod's recorded one reduces again)
             ctx.a, ctx.values, ctx.out = a, values, out
@@ -777,6 +790,8 @@ class ScatterReduce(Function):
     @staticmethod
     def backward(ctx, g):
         needs_a, needs_src = ctx.needs_input_grad
+        if needs_src:
+            _refuse_src_larger_than_index_for(ctx)
         if ctx.reduce in ("sum", "mean"):
             share = g / ctx.count if ctx.reduce == "mean" else g  # each contribution's part of g
             grad_a, grad_src = share, share[ctx.where]
@@ -788,6 +803,22 @@ class ScatterReduce(Function):
             grad_a = xp_of(g).where(ctx.hit > 0, 0, grad_a)
         grad_a = grad_a.astype(g.dtype, copy=False) if needs_a else None
         return grad_a, (grad_src.astype(g.dtype, copy=False) if needs_src else None)
+
+
+def _refuse_src_larger_than_index_for(ctx):
+    """sum/mean: torch's engine refuses the index-shaped src gradient (_refuse_src_larger_than_index). prod,
+    amax, amin: torch's formula compares src with index-shaped values first (``src == value``), its broadcasting
+    error where they do not broadcast; where they do (a dim where the index has size 1) it spreads the gradient over
+    src elements never scattered, which minilora does not reproduce: refused by name."""
+    if ctx.reduce in ("sum", "mean"):
+        return _refuse_src_larger_than_index(ctx, ctx.src_shape)
+    index_shape = _index_shape(ctx)
+    if tuple(ctx.src_shape) != index_shape:
+        _broadcast(tuple(ctx.src_shape), index_shape)  # (torch's RuntimeError where they do not broadcast)
+        raise NotImplementedError(f"scatter_reduce(reduce='{ctx.reduce}'): the gradient of a src of shape "
+                                  f"{tuple(ctx.src_shape)} larger than the index {index_shape}: torch's formula "
+                                  "broadcasts it over src elements that were never scattered; minilora computes it "
+                                  "only for a src of the index's shape (pass src[:index's sizes])")
 
 
 def _reduced_into(a, where, values, reduce, include_self, hit, stepwise=False):
@@ -950,7 +981,7 @@ def put(input, index, source, accumulate=False):
     def put_into(x):
         return index_put(x.reshape(-1), (index.reshape(-1),), source.reshape(-1), accumulate).reshape(x.shape)
     result = gradient_passes_to(input, put_into) if accumulate else put_into(input)  # (accumulate: self: grad)
-    return name_node(result, "PutBackward0", input, source)
+    return saves_as_torch(name_node(result, "PutBackward0", input, source), index, source)  # (torch's saved)
 
 
 def take_along_dim(input, indices, dim=None):
@@ -1025,22 +1056,6 @@ def cumprod(input, dim, *, dtype=None):
 
 
 # ---- unique, bincount, repeat_interleave, median -------------------------------------------------
-class NoDerivative(Function):
-    """A result computed outside the graph that torch nevertheless records with a node whose
-    backward is not implemented (``unique``, ``bincount`` with weights): the result requires grad
-    and ``backward()`` through it raises, as in torch, rather than silently skipping it."""
-
-    @staticmethod
-    def forward(ctx, a, result, name):
-        ctx.op_name = name
-        return result
-
-    @staticmethod
-    def backward(ctx, g):
-        raise RuntimeError(f"the derivative for '{ctx.op_name}' is not implemented (torch has none "
-                           f"either)")
-
-
 def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):  # noqa: A002
     """``torch.unique``: the distinct elements (``dim``: distinct slices along ``dim``), sorted, as
     torch's CPU kernel returns them also for ``sorted=False``; with ``return_inverse`` the position
@@ -1057,7 +1072,8 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
         dim = _dim(dim, input.ndim, "unique")
         values, inverse, counts = np.unique(array, return_inverse=True, return_counts=True, axis=dim)
         inverse = inverse.reshape(-1)
-    out = NoDerivative.apply(input, result=input.device.xp.asarray(values), name="unique")
+    out = _NoDerivative.apply(input, values=input.device.xp.asarray(values), name="_unique2" if dim is None else
+                              "unique_dim", error=NotImplementedError)
     extras = [Tensor(part.astype(np.int64), dtype=np.int64, device=input.device)
               for part, wanted in ((inverse, return_inverse), (counts, return_counts)) if wanted]
     return (out, *extras) if extras else out
@@ -1087,7 +1103,7 @@ def bincount(input, weights=None, minlength=0):
     else:  # sums in float64)
         host_weights = weights.detach().cpu().numpy().astype(np.float64)
         sums = np.bincount(values, weights=host_weights, minlength=minlength)
-    return NoDerivative.apply(weights, result=weights.device.xp.asarray(sums), name="bincount")
+    return _NoDerivative.apply(weights, values=weights.device.xp.asarray(sums), name="bincount")
 
 
 def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
