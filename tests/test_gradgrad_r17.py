@@ -209,3 +209,21 @@ def test_cdist_of_16_bit_tensors_is_refused_as_torch(dtype, p, compute_mode):
         x1 = lib.ones(2, 3, dtype=getattr(lib, dtype))
         assert lib.cdist(x1, lib.ones(30, 3, dtype=getattr(lib, dtype))).shape == (2, 30)
         assert lib.cdist(x1[:0], lib.ones(4, 3, dtype=getattr(lib, dtype)), 1.0).shape == (0, 4)
+
+
+# ---- complex gradients ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_acosh_of_complex_numbers_has_the_principal_branchs_derivative_as_torch(dtype):
+    """torch's complex acosh gradient is conj(1 / (sqrt(z - 1) sqrt(z + 1))); minilora's (z^2 - 1)^(-1/2) had the
+    other sign where Re z < 0 (-0.5+0.3j: 0.18-1.04j, torch's -0.18+1.04j), first and second derivatives alike."""
+    values = [-2.0, 0.5, 3.0, 1 + 2j, -0.5 + 0.3j, -1.5 - 0.2j]
+    answers = []
+    for lib in (torch, ml):
+        z = lib.tensor(values, dtype=getattr(lib, dtype), requires_grad=True)
+        g, = lib.autograd.grad((z.acosh().abs() ** 2).sum(), z, create_graph=True)
+        gg, = lib.autograd.grad((g.abs() ** 2).sum(), z)
+        answers.append([np.array(t.detach().resolve_conj().numpy() if lib is torch else t.detach().numpy())
+                        for t in (g, gg)])
+    tolerance = 1e-5 if dtype == "complex64" else 1e-11
+    for mine, theirs in zip(answers[1], answers[0]):
+        np.testing.assert_allclose(mine, theirs, rtol=tolerance)

@@ -2388,10 +2388,18 @@ _DERIVATIVES = {  # (in torch's order: each step one op, rounded, as torch's aut
     "sinh": ("input", lambda xp, g, a: g * float32_math.vml("cosh", a)),
     "cosh": ("input", lambda xp, g, a: g * float32_math.vml("sinh", a)),
     "arcsinh": ("input", lambda xp, g, a: g * (1 / xp.sqrt(a * a + 1))),
-    "arccosh": ("input", lambda xp, g, a: g * (1 / xp.sqrt(a * a - 1))),
+    "arccosh": ("input", lambda xp, g, a: g * _acosh_derivative(xp, a)),
     "arctanh": ("input", lambda xp, g, a: g / (1 - a * a)),
     "exp2": ("result", lambda xp, g, out: g * out * math.log(2)),
 }
+
+
+def _acosh_derivative(xp, a):
+    """torch's: (x^2 - 1)^(-1/2) for real x; for complex z 1 / (sqrt(z - 1) sqrt(z + 1)), the derivative of the
+    principal acosh (sqrt(z^2 - 1) takes the other sign where Re z < 0: minilora's gradient had it)."""
+    if a.dtype.kind != "c":
+        return 1 / xp.sqrt(a * a - 1)
+    return (1 / xp.sqrt(a - 1)) * (1 / xp.sqrt(a + 1))
 
 
 @backward_in_float32

@@ -871,7 +871,8 @@ _POINTWISE = {  # Pointwise's functions: name -> d out / d a, as torch's derivat
     "sinh": lambda a: a.cosh(),  # sinh: grad * self.cosh()
     "cosh": lambda a: a.sinh(),  # cosh: grad * self.sinh()
     "arcsinh": lambda a: (a * a + 1).rsqrt(),  # asinh: grad * (self.pow(2) + 1).rsqrt()
-    "arccosh": lambda a: (a * a - 1).rsqrt(),  # acosh: grad * (self.pow(2) - 1).rsqrt()
+    "arccosh": lambda a: ((a - 1).rsqrt() * (a + 1).rsqrt() if a.is_complex()  # acosh: grad * (self.pow(2) -
+                          else (a * a - 1).rsqrt()),  # 1).rsqrt(); complex: principal branch (_acosh_derivative)
     "arctanh": lambda a: 1 / (1 - a * a),  # atanh: grad * 1 / (1 - self.pow(2))
     "exp2": lambda a: a.exp2() * float(np.log(2)),  # exp2: grad * result * M_LN2
 }
