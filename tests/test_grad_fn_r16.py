@@ -257,7 +257,7 @@ KNOWN_MISMATCHES = {
         "nn.functional.ctc_loss", "nn.functional.nll_loss", "repeat_interleave", "nn.functional.pairwise_distance",
         "linalg.vecdot", "linalg.cond", "linalg.multi_dot", "linalg.tensorinv")},
     **{name: (["edges"], COMPOSED) for name in (
-        "gradient", "nn.functional.bilinear", "inner", "nn.functional.multi_head_attention_forward",
+        "nn.functional.bilinear", "inner", "nn.functional.multi_head_attention_forward",
         "linalg.vander")},
     "normal": (["name"], "torch's random ops are nodes of their input (NormalBackward3); minilora fills a new tensor"),
     "bernoulli": (["name"], "torch's random ops are nodes of their input (BernoulliBackward0); minilora fills one"),

@@ -281,6 +281,10 @@ y = torch.cumulative_trapezoid(x)
 y = torch.cumulative_trapezoid(q, dx=2.0)
 y = torch.cumulative_trapezoid(q, torch.linspace(0, 1, 4) ** 2)
 y = torch.special.ndtr(x)
+y = torch.gradient(x)[0]
+y = torch.gradient(q, dim=1)[0]
+y = torch.gradient(q, spacing=2.0, dim=2, edge_order=2)[0]
+y = torch.gradient(q)[1]
 """.splitlines()
 
 

@@ -155,14 +155,18 @@ def _gradient_by_step(x, d, step, edge_order):
     promotion (an integer input divided by the step gives the default float dtype; no cast first)."""
     def part(start, length):
         return S.narrow(x, d, start if start >= 0 else x.shape[d] + start, length)
+    def scaled(op, t, number):  # (ATen's Tensor-Scalar node: DivBackward1, MulBackward1)
+        return E.aten_scalar(op(t, number), t)
     n = x.shape[d]
-    center = E.div(E.div(E.sub(part(2, n - 2), part(0, n - 2)), step), 2)
+    center = scaled(E.div, scaled(E.div, E.sub(part(2, n - 2), part(0, n - 2)), step), 2)
     if edge_order == 1:
-        first = E.div(E.sub(part(1, 1), part(0, 1)), step)
-        last = E.div(E.sub(part(-1, 1), part(-2, 1)), step)
+        first = scaled(E.div, E.sub(part(1, 1), part(0, 1)), step)
+        last = scaled(E.div, E.sub(part(-1, 1), part(-2, 1)), step)
     else:
-        first = E.div(E.sub(E.add(E.mul(part(0, 1), -1.5), E.mul(part(1, 1), 2)), E.mul(part(2, 1), 0.5)), step)
-        last = E.div(E.add(E.sub(E.mul(part(-3, 1), 0.5), E.mul(part(-2, 1), 2)), E.mul(part(-1, 1), 1.5)), step)
+        first = scaled(E.div, E.sub(E.add(scaled(E.mul, part(0, 1), -1.5), scaled(E.mul, part(1, 1), 2)),
+                                    scaled(E.mul, part(2, 1), 0.5)), step)
+        last = scaled(E.div, E.add(E.sub(scaled(E.mul, part(-3, 1), 0.5), scaled(E.mul, part(-2, 1), 2)),
+                                   scaled(E.mul, part(-1, 1), 1.5)), step)
     return S.cat([first, center, last], d)
 
 
