@@ -116,7 +116,7 @@ _native_state = {"library": None, "tried": False, "off": False}  # off: inside n
 _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s": ctypes.c_size_t,
             "i": ctypes.c_int}
 _NATIVE_SIGNATURES = {
-    **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_sigmoid"), "ppn"),
+    **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_log", "ml_sigmoid"), "ppn"),
     "ml_silu": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
@@ -1174,10 +1174,13 @@ def sleef_log(x):
     """``Sleef_logf16_u10`` (torch's ``Vectorized<float>::log``, AVX-512's branch: the exponent of ``x / 0.75`` by
     getexp, the mantissa in [0.75, 1.5) by getmant; AVX2's gives the same): ``e ln 2 + 2 t + t^3 p(t^2)`` with
     ``t = (m - 1) / (m + 1)`` and the sums in double-float, as ``sleef_log1p``; log_softmax's log of its sums."""
-    d = np.asarray(x, _F32)
+    compiled = _natively("ml_log", x)
+    if compiled is not None:
+        return compiled
+    d = np.asarray(x, _F32, order="C")  # (C order, as the compiled kernel's result)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         e = (np.frexp(d * _F32(1 / 0.75))[1] - 1).astype(_F32)  # getexp: floor(log2 |v|)
-        e[np.isinf(d)] = 128
+        e = np.where(np.isinf(d), _F32(128), e)
         fraction = np.frexp(d)[0].astype(_F32)  # in [0.5, 1)
         m = np.where(np.abs(fraction) < _F32(0.75), fraction * _F32(2), fraction)  # getmant: [0.75, 1.5)
         s = _df_mul_float((_LN2_HI, _LN2_LO), e)
@@ -1292,6 +1295,10 @@ def scalar_positions(*operands, step=_VECTOR_STEP, grain=None):
     dim along which an operand is not contiguous (``x[::2]``, ``x[:, ::2]``) takes ``basic_loop``, the scalar
     lambda on every element; else each row of that dim (a thread's chunk cut at row ends) its last
     ``len % step`` (a transpose of a contiguous tensor: one row, in memory order)."""
+    first = operands[0]
+    if len(operands) == 1 and type(first) is np.ndarray and first.flags.c_contiguous and first.size < _GRAIN_SIZE:
+        n = first.size  # (the common case first: one C-contiguous operand, one chunk)
+        return [slice(0 if CPU_CAPABILITY == "default" else n - n % step, n)]
     arrays = [a for a in operands if np.ndim(a)]
     n = arrays[0].size if arrays else 1
     if n == 0 or all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays) or CPU_CAPABILITY == "default":

@@ -56,6 +56,7 @@ FUNCTIONS = {
     "expm1": float32_math.sleef_expm1,
     "tanh": float32_math.sleef_tanh,
     "log1p": float32_math.sleef_log1p,
+    "log": float32_math.sleef_log,
     "sigmoid": float32_math.sigmoid,
     "silu": lambda x: _silu(x),
     "elu": lambda x: float32_math.elu(x, 1.0, 1.0, 1.0),

@@ -157,7 +157,33 @@ static inline float sleef_log1p(float d) {
     return keep_negative_zero_and_nan(d, out);
 }
 
+/* Sleef_logf16_u10 (the port's sleef_log): e from getexp(d / 0.75), m = getmant(d) in [0.75, 1.5) (frexpf: its
+ * fraction in [0.5, 1), doubled below 0.75), t = (m - 1) / (m + 1) in double-float, then as log1p above */
+static inline float sleef_log(float d) {
+    int k, j;
+    frexpf(d * (float)(1 / 0.75), &k);
+    float e = isinf(d) ? 128.0f : (float)(k - 1);
+    float fraction = frexpf(d, &j);
+    float m = fabsf(fraction) < 0.75f ? fraction * 2.0f : fraction;
+    df s = df_mul_float((df){0.69314718246459960938f, -1.904654323148236017e-09f}, e);
+    float denominator = 1.0f + m, v = denominator - 1.0f;
+    df x = df_divide((df){m - 1.0f, 0.0f}, (df){denominator, (1.0f - (denominator - v)) + (m - v)});
+    float x2 = x.hi * x.hi;
+    float p = fmaf(fmaf(0.3027294874f, x2, 0.3996108174f), x2, 0.6666694880f);
+    float hi = s.hi + x.hi * 2;
+    s = (df){hi, (((s.hi - hi) + x.hi * 2) + s.lo) + x.lo * 2};
+    float tail = x2 * x.hi * p;
+    hi = s.hi + tail;
+    float out = hi + (((s.hi - hi) + tail) + s.lo);
+    out = d == INFINITY ? INFINITY : out;
+    out = (d < 0.0f || d != d) ? NAN : out;
+    return d == 0.0f ? -INFINITY : out;
+}
+
 /* ---- the kernels float32_math calls (ctypes releases the GIL around each call) ----------------- */
+void ml_log(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_log(x[i]);
+}
 void ml_exp(const float *restrict x, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_exp(x[i]);
 }
