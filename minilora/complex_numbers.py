@@ -372,7 +372,7 @@ def _holomorphic_ops():
     return [elementwise.Mul, elementwise.Div, elementwise.Exp, elementwise.Log, elementwise.Sqrt,
             elementwise.Rsqrt, elementwise.Tanh, elementwise.Sigmoid, elementwise.Sin, elementwise.Cos,
             elementwise.Pow, elementwise.Pointwise, elementwise.Log1p, elementwise.Expm1, elementwise.LogBase,
-            elementwise.FusedMulAdd, products.MatMul, products.Linear, products.Einsum, conv.Conv2d, conv.ConvTranspose2d,
+            elementwise.FusedMulAdd, elementwise.Lerp, products.MatMul, products.Linear, products.Einsum, conv.Conv2d, conv.ConvTranspose2d,
             reduce.Prod, index.CumProd]
 
 

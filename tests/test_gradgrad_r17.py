@@ -227,3 +227,21 @@ def test_acosh_of_complex_numbers_has_the_principal_branchs_derivative_as_torch(
     tolerance = 1e-5 if dtype == "complex64" else 1e-11
     for mine, theirs in zip(answers[1], answers[0]):
         np.testing.assert_allclose(mine, theirs, rtol=tolerance)
+
+
+@pytest.mark.parametrize("call", ["torch.lerp(z, w, 0.3)", "z.lerp(end=w, weight=0.7)", "torch.lerp(z, w, 0.3 + 0.1j)",
+                                  "torch.lerp(z, w, w)"])
+def test_lerp_of_complex_tensors_differentiates_twice_as_torch(call):
+    """minilora refused complex lerp ('lerp is only implemented for floating tensors'); torch's gradients are
+    grad * conj(1 - weight), grad * conj(weight), grad * conj(end - self)."""
+    answers = []
+    for lib in (torch, ml):
+        z = lib.tensor([1 + 2j, -0.5 + 0.3j, 2 - 1j], dtype=lib.complex128, requires_grad=True)
+        w = lib.tensor([0.5 - 1j, 1 + 1j, -1 + 0.2j], dtype=lib.complex128, requires_grad=True)
+        y = eval(call, {"torch": lib, "z": z, "w": w})
+        g = lib.autograd.grad((y.abs() ** 2).sum(), (z, w), create_graph=True)
+        gg = lib.autograd.grad(sum((t.abs() ** 2).sum() for t in g), (z, w))
+        answers.append([np.array(t.detach().resolve_conj().numpy() if lib is torch else t.detach().numpy())
+                        for t in (y, *g, *gg)])
+    for mine, theirs in zip(answers[1], answers[0]):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-12)

@@ -1839,12 +1839,12 @@ def lerp(input, end, weight):
             raise RuntimeError(f"expected dtype {_c_name(input.dtype)} for `{name}` but got dtype "
                                f"{_c_name(other.dtype)}")
     weight = python_number(weight)
-    if type(weight) in (int, float) and is_floating(input.dtype):  # a number must fit the compute
+    if type(weight) in (int, float, complex) and is_floating(input.dtype):  # a number must fit the compute
         weight = checked_number(weight, float32 if _is_16bit_dtype(input.dtype) else input.dtype)  # dtype
     elif type(weight) is int:
         wrap_int(weight, int64)  # (torch's OverflowError for an int past uint64 comes first)
-    if not is_floating(input.dtype):  # (torch's error type for a dtype it has no kernel for)
-        raise NotImplementedError(f"lerp is only implemented for floating tensors, got {input.dtype}")
+    if not is_floating(input.dtype) and input.dtype.kind != "c":  # (torch's error type for a dtype it has no
+        raise NotImplementedError(f"lerp is only implemented for floating tensors, got {input.dtype}")  # kernel for)
     out = Lerp.apply(input, end, weight)
     if not isinstance(weight, Tensor):
         return saves_as_torch(out)
