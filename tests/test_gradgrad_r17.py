@@ -245,3 +245,19 @@ def test_lerp_of_complex_tensors_differentiates_twice_as_torch(call):
                         for t in (y, *g, *gg)])
     for mine, theirs in zip(answers[1], answers[0]):
         np.testing.assert_allclose(mine, theirs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_l1_loss_of_complex_tensors_differentiates_twice_as_torch(reduction):
+    """torch's l1_loss of complex tensors is |input - target| reduced (real); minilora refused complex inputs."""
+    answers = []
+    for lib in (torch, ml):
+        z = lib.tensor([1 + 2j, -0.5 + 0.3j, 2 - 1j], dtype=lib.complex128, requires_grad=True)
+        w = lib.tensor([0.5 - 1j, 1 + 1j, -1 + 0.2j], dtype=lib.complex128, requires_grad=True)
+        y = lib.nn.functional.l1_loss(z, w, reduction=reduction)
+        g = lib.autograd.grad((y * y).sum(), (z, w), create_graph=True)
+        gg = lib.autograd.grad(sum((t.abs() ** 2).sum() for t in g), (z, w))
+        answers.append([np.array(t.detach().resolve_conj().numpy() if lib is torch else t.detach().numpy())
+                        for t in (y, *g, *gg)])
+    for mine, theirs in zip(answers[1], answers[0]):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-12)

@@ -1108,9 +1108,10 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     return loss
 
 
-def _pointwise_loss(fn, per_element, input, target, reduction, weight):
+def _pointwise_loss(fn, per_element, input, target, reduction, weight, takes_complex=False):
     _check_reduction(fn, reduction)
-    _floating_result(fn, input, target)
+    if not (takes_complex and input.dtype.kind == "c"):  # (l1_loss: |z - w| of complex tensors, as torch's)
+        _floating_result(fn, input, target)
     if isinstance(target, Tensor):
         input, target = _broadcast_target(fn, input, target)
     loss = per_element(input - target)
@@ -1140,7 +1141,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """PyTorch's ``F.l1_loss``: ``|input - target|`` (times ``weight``), reduced."""
     return _pointwise_loss("l1_loss", lambda d: d.abs(), input, target,
-                           legacy_reduction(size_average, reduce, reduction), weight)
+                           legacy_reduction(size_average, reduce, reduction), weight, takes_complex=True)
 
 
 def _reduced(fn, loss, reduction, graph=None):
