@@ -106,6 +106,7 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     """``torch.cdist``: the p-norm distance between each row of ``x1`` and each row of ``x2`` (batched)."""
     from . import linalg
     from .dtypes import is_floating, torch_name
+    from .ops import _c_name
     from .ops.nn import Cdist
     from .tensor import name_node, no_forward_formula, saves_as_torch
     if x1.ndim < 2 or x2.ndim < 2:
@@ -113,7 +114,13 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} "
                            f"X2: {x2.shape[-1]}")
+    for name, x in (("X1", x1), ("X2", x2)):  # (complex and integer inputs: torch computes nothing)
+        if not is_floating(x.dtype):
+            raise RuntimeError(f"cdist only supports floating-point dtypes, {name} got: {torch_name(x.dtype)}")
     if _cdist_by_products(x1, x2, p, compute_mode):  # (torch's _euclidean_dist: ops, differentiable again)
+        if x1.dtype != x2.dtype:  # (its matrix product's check)
+            raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {_c_name(x1.dtype)} != "
+                               f"{_c_name(x2.dtype)}")
         no_forward_formula("_euclidean_dist", x1, x2)
         difference = x1.unsqueeze(-2) - x2.unsqueeze(-3)
         return name_node(linalg.vector_norm(difference, p, dim=-1), "CdistBackward0", x1, x2)
@@ -123,6 +130,8 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     if is_floating(x1.dtype) and x1.dtype.itemsize == 2 and x1.numel() and x2.numel() and x1.shape[-1]:
         raise NotImplementedError(f'"cdist" not implemented for \'{torch_name(x1.dtype)}\'')  # (ATen's kernel:
         # float and double; an empty input never reaches it, nor the matrix-product path above)
+    if x1.dtype != x2.dtype and x1.numel() and x2.numel():
+        raise RuntimeError(f"expected scalar type {torch_name(x1.dtype)} but found {torch_name(x2.dtype)}")
     out = name_node(Cdist.apply(x1, x2, p=float(p)), "CdistBackward0", x1, x2)
     return saves_as_torch(out, x1, x2, out)  # (torch's _cdist_forward node keeps both and its result)
 

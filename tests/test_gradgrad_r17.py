@@ -261,3 +261,14 @@ def test_l1_loss_of_complex_tensors_differentiates_twice_as_torch(reduction):
                         for t in (y, *g, *gg)])
     for mine, theirs in zip(answers[1], answers[0]):
         np.testing.assert_allclose(mine, theirs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtypes, rows", [(("complex128", "float64"), 4), (("float64", "complex128"), 4),
+                                          (("int64", "int64"), 4), (("float32", "float64"), 4),
+                                          (("float64", "float32"), 30)])
+def test_cdist_refuses_complex_integer_and_mixed_dtypes_as_torch(dtypes, rows):
+    """minilora computed a complex128 or int64 distance, or promoted two dtypes, where torch refuses."""
+    def cdist(lib):
+        return lib.cdist(lib.ones(2, 3, dtype=getattr(lib, dtypes[0])), lib.ones(rows, 3, dtype=getattr(lib, dtypes[1])))
+    mine, torchs = refusals(cdist)
+    assert mine == torchs
