@@ -23,10 +23,10 @@ import math
 
 import numpy as np
 
-from .. import amp as _amp
+from .. import amp as _amp, dtypes
 from ..factories import composed_layout, composed_layout_unknown, contiguous_format, laid_out_copy, suggested_format
 from ..device import xp_of
-from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, name_node, saving_as_torch
+from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, is_grad_enabled, name_node, saving_as_torch
 from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
@@ -420,15 +420,15 @@ def _pool_geometry(kernel_size, stride, padding, dilation, fn):
     return kernel, stride, padding, dilation
 
 
-_TORCH_DTYPE_NAMES = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte",
-                      "bool": "Bool", "uint16": "UInt16", "uint32": "UInt32", "uint64": "UInt64"}
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
-def _dtypes_taken(fn, input, integers=()):
-    """torch's NotImplementedError for a dtype its kernel has no version of: floats, plus ``integers``."""
-    name = str(input.dtype)
-    if name in _TORCH_DTYPE_NAMES and name not in integers:
-        raise NotImplementedError(f'"{fn}" not implemented for \'{_TORCH_DTYPE_NAMES[name]}\'')
+def _dtypes_taken(fn, input, others=(), floats=_FLOATS):
+    """torch's NotImplementedError, naming its kernel ``fn``, for a dtype the kernel has no version of: it takes
+    ``floats`` and the ``others`` named (integers, bool, complex). A complex input is refused by default, as by
+    torch's pools and upsamplings (NumPy would average it, or take the max of complex numbers in its own order)."""
+    if input.dtype.name not in floats and input.dtype.name not in others:
+        raise NotImplementedError(f'"{fn}" not implemented for \'{dtypes.torch_name(input.dtype)}\'')
 
 
 def _check_pool_input(fn, input):
@@ -492,7 +492,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """PyTorch's ``F.max_pool2d`` over [N, C, H, W] (or [C, H, W]); ``stride`` defaults to the
     kernel size. ``return_indices=True`` also gives each maximum's flat index in its plane."""
     _check_pool_input("max_pool2d", input)
-    _dtypes_taken("max_pool2d", input, integers=("int64", "int32", "int16", "int8", "uint8"))
+    _dtypes_taken("max_pool2d", input, others=("int64", "int32", "int16", "int8", "uint8"))
     if input.ndim == 3:  # (torch's suggested memory format of a 3-D input is contiguous: so is its result)
         out = max_pool2d(input.contiguous().unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode,
                          return_indices)
@@ -522,6 +522,9 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if input.ndim not in (2, 3):
         raise RuntimeError(f"max_pool1d: Expected 2D or 3D (batch mode) tensor with optional 0 dim batch size "
                            f"for input, but got: {list(input.shape)}")
+    if not return_indices and not (input.requires_grad and is_grad_enabled()):
+        _dtypes_taken("max_pool1d_impl", input)  # (torch's own 1-D kernel, floats only; with indices or a gradient
+        # to keep torch runs max_pool2d's, which takes integers too)
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
     stride = None if stride is None or _empty_list(stride) else one(stride)
     out = max_pool2d(_as_image(input), one(kernel_size), stride, (0, one(padding)[1]), one(dilation), ceil_mode,
@@ -582,7 +585,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         raise IndexError(f"avg_pool2d: Dimension out of range (expected to be in range of [-{input.ndim}, "
                          f"{input.ndim - 1}], but got -3): the input must be [C, H, W] or [N, C, H, W]")
     _check_pool_input("avg_pool2d", input)
-    _dtypes_taken("avg_pool2d", input, integers=("int64",))
+    _dtypes_taken("avg_pool2d", input, others=("int64",))
     if input.ndim == 3:  # (torch's suggested memory format of a 3-D input is contiguous: so is its result)
         return avg_pool2d(input.contiguous().unsqueeze(0), kernel_size, stride, padding, ceil_mode,
                           count_include_pad, divisor_override).squeeze(0)
@@ -851,7 +854,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     if input.ndim > 4 or 0 in tuple(input.shape[-3:]):
         raise RuntimeError(f"Expected 3D or 4D (batch mode) tensor with possibly 0 batch size and other non-zero "
                            f"dimensions for input, but got: {list(input.shape)}")
-    _dtypes_taken("im2col_out_cpu", input, integers=("bool",))  # (torch 2.13 has a bool kernel)
+    _dtypes_taken("im2col_out_cpu", input, others=("bool", "complex64", "complex128"))  # (torch 2.13: bool too)
     if input.ndim == 3:
         return unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
     kernel, stride, padding, dilation = _block_geometry(kernel_size, dilation, padding, stride)
@@ -1038,13 +1041,25 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if mode == "area":
         return _area_resize(input, sizes)
     if mode.startswith("nearest"):
-        _dtypes_taken(f"upsample_{mode.replace('-', '_')}{input.ndim - 2}d", input, integers=("uint8",))
-    elif str(input.dtype) in _TORCH_DTYPE_NAMES:  # torch: a uint8 image path (rounded), refused here
-        raise NotImplementedError(f"interpolate: mode={mode!r} on a {input.dtype} input is not implemented in "
-                                  f"minilora (torch has none for other integers); convert to float first")
+        _dtypes_taken(_upsample_kernel(mode, input.ndim - 2), input, others=("uint8",))
+    elif input.dtype == np.uint8 and input.ndim == 4:  # torch: a uint8 image path (rounded), refused here
+        raise NotImplementedError(f"interpolate: mode={mode!r} on a uint8 input is not implemented in minilora "
+                                  f"(torch rounds a uint8 image's interpolation its own way); convert to float first")
+    else:
+        _dtypes_taken(_upsample_kernel(mode, input.ndim - 2), input)
     out = _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners))
     out = composed_layout(out, input, "suggested")  # (torch's upsample kernels: channels_last from channels_last)
     return name_node(out, _UPSAMPLE_NODES[mode].format(len(sizes)), input, graph=(input,))  # (torch's one node)
+
+
+def _upsample_kernel(mode, n):
+    """The kernel torch's refusal of a dtype names, for ``mode`` over ``n`` spatial dimensions: its 2-D nearest and
+    bilinear CPU kernels check the dtype in their channels-last loop (whatever the input's layout), the others
+    while computing the source indices' weights."""
+    if n == 2 and mode in ("nearest", "nearest-exact", "bilinear"):
+        return f"upsample_{'bilinear' if mode == 'bilinear' else 'nearest'}2d_channels_last"
+    kind = {"nearest-exact": "nearest", "bilinear": "linear", "trilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+    return f"compute_indices_weights_{kind}"
 
 
 # torch's node for each interpolate mode over n spatial dimensions
@@ -1404,6 +1419,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     from .nn import pad as pad_op
     from .shape import stack
     _check_pool3d_input("max_pool3d", input)
+    _dtypes_taken("max_pool3d", input, others=("int64", "int32", "int16", "int8", "uint8"))
     if input.ndim == 4:
         out = max_pool3d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
         return tuple(t.squeeze(0) for t in out) if return_indices else out.squeeze(0)
@@ -1439,7 +1455,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     slices) divided as torch divides it (the window's size, its elements inside the input, or
     ``divisor_override``)."""
     _check_pool3d_input("avg_pool3d", input)
-    _dtypes_taken("avg_pool3d", input, integers=("int64",))
+    _dtypes_taken("avg_pool3d_out_frame", input, others=("int64",), floats=("float32", "float64"))
     if input.ndim == 4:
         return avg_pool3d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
                           divisor_override).squeeze(0)
@@ -1494,7 +1510,7 @@ def adaptive_avg_pool3d(input, output_size):
     each output depth's slices (``floor(i D / d_out)`` to ``ceil((i + 1) D / d_out)``)."""
     from .shape import stack
     sizes, depths = _adaptive_depths(input, output_size, "adaptive_avg_pool3d")
-    _dtypes_taken("adaptive_avg_pool3d", input)
+    _dtypes_taken("adaptive_avg_pool3d_cpu", input)
     planes = adaptive_avg_pool2d(input.flatten(-4, -3) if input.ndim == 5 else input, sizes[1:])
     planes = planes.reshape(*input.shape[:-2], *sizes[1:])  # [N, C, D, h_out, w_out]
     return stack([planes[..., d, :, :].mean(-3) for d in depths], -3)
@@ -1507,7 +1523,7 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
     results (the first of equal ones in (depth, row, column) order)."""
     from .shape import stack
     sizes, depths = _adaptive_depths(input, output_size, "adaptive_max_pool3d")
-    _dtypes_taken("adaptive_max_pool3d", input)
+    _dtypes_taken("adaptive_max_pool3d_cpu", input)
     flat = input.flatten(-4, -3) if input.ndim == 5 else input
     values, planes = adaptive_max_pool2d(flat, sizes[1:], return_indices=True)
     values = values.reshape(*input.shape[:-2], *sizes[1:])

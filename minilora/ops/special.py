@@ -469,6 +469,8 @@ def mvlgamma(input, p):
         raise TypeError(f"mvlgamma(): argument 'p' (position 2) must be int, not {type(p).__name__}")
     if p < 1:
         raise RuntimeError("p has to be greater than or equal to 1")
+    if input.dtype.kind == "c":  # (torch's sum runs over an arange in the input's dtype, which has no complex kernel)
+        raise NotImplementedError(f"\"arange_cpu\" not implemented for '{dtypes.torch_name(input.dtype)}'")
     x = _floating(input)
     total = lgamma(x)
     for i in range(1, p):
