@@ -12,8 +12,8 @@ dtype, as torch; a float16/bfloat16 parameter is updated op by op as torch round
 import numpy as np
 
 from .. import dtypes
-from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit_rounded, keep_arrays, learning_rate,
-                        rounds_each_op, state_arrays)
+from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit_rounded, alpha_16bit, keep_arrays,
+                        learning_rate, rounds_each_op, state_arrays)
 
 __all__ = ["SGD"]
 
@@ -49,8 +49,12 @@ class SGD(Optimizer):
             # As torch: every momentum buffer is read before any update, so a parameter listed twice (torch
             # warns) starts from two fresh buffers on its first step, then shares one.
             buffers = [_momentum_buffer(self.state[p], p) if group["momentum"] else None for p in params]
+            multi_tensor = _multi_tensor_momentum(group, params, buffers)
             for p, buf in zip(params, buffers):
-                buf = self._step_16bit(p, group, buf) if rounds_each_op(p.dtype) else self._step(p, group, buf)
+                if rounds_each_op(p.dtype):
+                    buf = self._step_16bit(p, group, buf, (p.device, p.dtype) in multi_tensor)
+                else:
+                    buf = self._step(p, group, buf)
                 if group["momentum"]:  # (torch's state: the buffer's Tensor, made on the first step)
                     keep_arrays(self.state[p], {"momentum_buffer": buf}, p.device)
         return loss
@@ -72,11 +76,13 @@ class SGD(Optimizer):
         p._array[...] = add_scaled(p._array, -lr, d)
         return buf
 
-    def _step_16bit(self, p, group, buf):
+    def _step_16bit(self, p, group, buf, multi_tensor):
         """torch's single-tensor SGD on a float16/bfloat16 parameter: each torch op (``grad.add(p, alpha=wd)``,
         ``buf.mul_(momentum).add_(d, alpha=1-dampening)``, ``p.add_(d, alpha=-lr)``) computes in float32
         and rounds to the dtype once (each step in its kernel's scalar tail: ``add_scaled_16bit_rounded``);
-        ``alpha=`` scalars are rounded to the dtype first, as torch does."""
+        ``alpha=`` scalars are rounded to the dtype first, as torch does. ``multi_tensor``: torch's foreach path
+        scales the buffers with ``_foreach_mul_(bufs, momentum)``, whose CPU kernel rounds the momentum to the
+        dtype first too (``mul_`` keeps it in float32)."""
         dtype = p.dtype
 
         def op(value):
@@ -93,10 +99,20 @@ class SGD(Optimizer):
             if buf is None:
                 buf = d.astype(dtype)
             else:
-                buf[...] = add(op(dtypes.upcast(buf) * np.float32(momentum)), 1 - group["dampening"], d)
+                scale = alpha_16bit(momentum, dtype) if multi_tensor else np.float32(momentum)
+                buf[...] = add(op(dtypes.upcast(buf) * scale), 1 - group["dampening"], d)
             d = add(d, momentum, dtypes.upcast(buf)) if group["nesterov"] else dtypes.upcast(buf)
         p._array[...] = add(dtypes.upcast(p._array), -learning_rate(group), d)
         return buf
+
+
+def _multi_tensor_momentum(group, params, buffers):
+    """The (device, dtype) pairs whose buffers torch's ``foreach=True`` SGD scales with one ``_foreach_mul_``: where
+    every parameter of the pair already has a buffer (else it goes tensor by tensor with ``buf.mul_``)."""
+    if not (group["foreach"] and group["momentum"]):
+        return set()
+    pairs = {(p.device, p.dtype) for p in params}
+    return pairs - {(p.device, p.dtype) for p, buf in zip(params, buffers) if buf is None}
 
 
 def _momentum_buffer(state, p):
