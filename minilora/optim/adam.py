@@ -32,7 +32,8 @@ from .. import fastmath, float32_math, kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
 from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, add_scaled, add_scaled_16bit_rounded,
-                        alpha_16bit, learning_rate, new_step_count, occurrence_passes, rounds_each_op, state_arrays, state_tensors)
+                        alpha_16bit, learning_rate, mul_scalar_16bit, new_step_count, occurrence_passes,
+                        rounds_each_op, state_arrays, state_tensors)
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
 
@@ -130,19 +131,20 @@ def _fused_multiply_add(a, b, c):
 
 
 def adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
-                       max_exp_avg_sq=None):
+                       max_exp_avg_sq=None, foreach=False):
     """``adamw_update`` for a float16/bfloat16 parameter with state in its dtype, as torch's single-tensor
     AdamW runs it on the CPU: each torch op (``mul_``, ``lerp_``, ``addcmul_``, ``sqrt``, ``/``, ``add_``,
-    ``addcdiv_``) computes in float32 with float32 scalars and rounds its result to the dtype once."""
+    ``addcdiv_``) computes in float32 with float32 scalars and rounds its result to the dtype once; ``foreach``:
+    torch's multi-tensor path, whose ``_foreach_mul_`` rounds its scalar to the dtype (``mul_scalar_16bit``)."""
     dtype, f32 = param.dtype, np.float32
 
     def op(value):  # one torch op: its float32 result rounded to the parameter's dtype
         return value.astype(dtype).astype(f32)
     p, g, m, v = (dtypes.upcast(a) for a in (param, grad, exp_avg, exp_avg_sq))
     if weight_decay:
-        p = op(p * f32(1 - lr * weight_decay))  # param.mul_(1 - lr * wd)
+        p = op(p * mul_scalar_16bit(1 - lr * weight_decay, dtype, foreach))  # param.mul_(1 - lr * wd)
     m = op(m + f32(1 - beta1) * (g - m))  # exp_avg.lerp_(grad, 1 - beta1): torch's lerp for weight < 0.5
-    v = op(v * f32(beta2))  # exp_avg_sq.mul_(beta2)
+    v = op(v * mul_scalar_16bit(beta2, dtype, foreach))  # exp_avg_sq.mul_(beta2)
     v = op(_fused_multiply_add(f32(1 - beta2) * g, g, v))  # .addcmul_(g, g, value=1 - beta2)
     root_of = v
     if max_exp_avg_sq is not None:  # amsgrad: torch.maximum(max_v, v) (exact: no rounding)
@@ -263,7 +265,8 @@ class Adam(Optimizer):
             if rounds_each_op(param.dtype):  # a bf16/fp16 parameter, its state in its dtype (as torch)
                 adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, step=step, lr=learning_rate(group), beta1=beta1,
                                    beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0,
-                                   max_exp_avg_sq=amsgrad_max[0] if amsgrad_max else None)
+                                   max_exp_avg_sq=amsgrad_max[0] if amsgrad_max else None,
+                                   foreach=bool(group["foreach"]))
                 continue
             if amsgrad_max:
                 amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=step, lr=learning_rate(group),

@@ -629,6 +629,14 @@ def alpha_16bit(value, dtype):
     return np.float32(np.asarray(value, np.float32).astype(dtype))
 
 
+def mul_scalar_16bit(value, dtype, foreach):
+    """The float32 value of ``s`` in torch's ``t.mul_(s)`` on a float16/bfloat16 tensor: float32 as it is, but rounded
+    to the dtype first in its CPU ``_foreach_mul_(tensors, s)`` (the ``foreach=True`` optimizers' ``mul_``; their
+    other foreach ops take their scalars as the single-tensor ops do). A 16-bit value times a 16-bit value is exact
+    in float32: rounding the product to the dtype once is then the kernel's result."""
+    return alpha_16bit(value, dtype) if foreach else np.float32(value)
+
+
 def _kept_as_torch_keeps(value, param, name):
     """torch's load_state_dict casts each state tensor with ``value.to(param's device[, dtype])``, which returns
     the tensor itself when nothing changes: the loaded state then IS the state dict's tensor (shared, as the

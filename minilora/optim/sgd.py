@@ -12,8 +12,8 @@ dtype, as torch; a float16/bfloat16 parameter is updated op by op as torch round
 import numpy as np
 
 from .. import dtypes
-from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit_rounded, alpha_16bit, keep_arrays,
-                        learning_rate, rounds_each_op, state_arrays)
+from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit_rounded, keep_arrays, learning_rate,
+                        mul_scalar_16bit, rounds_each_op, state_arrays)
 
 __all__ = ["SGD"]
 
@@ -81,8 +81,7 @@ class SGD(Optimizer):
         ``buf.mul_(momentum).add_(d, alpha=1-dampening)``, ``p.add_(d, alpha=-lr)``) computes in float32
         and rounds to the dtype once (each step in its kernel's scalar tail: ``add_scaled_16bit_rounded``);
         ``alpha=`` scalars are rounded to the dtype first, as torch does. ``multi_tensor``: torch's foreach path
-        scales the buffers with ``_foreach_mul_(bufs, momentum)``, whose CPU kernel rounds the momentum to the
-        dtype first too (``mul_`` keeps it in float32)."""
+        scales the buffers with ``_foreach_mul_(bufs, momentum)`` (``mul_scalar_16bit``)."""
         dtype = p.dtype
 
         def op(value):
@@ -99,7 +98,7 @@ class SGD(Optimizer):
             if buf is None:
                 buf = d.astype(dtype)
             else:
-                scale = alpha_16bit(momentum, dtype) if multi_tensor else np.float32(momentum)
+                scale = mul_scalar_16bit(momentum, dtype, multi_tensor)
                 buf[...] = add(op(dtypes.upcast(buf) * scale), 1 - group["dampening"], d)
             d = add(d, momentum, dtypes.upcast(buf)) if group["nesterov"] else dtypes.upcast(buf)
         p._array[...] = add(dtypes.upcast(p._array), -learning_rate(group), d)

@@ -1,0 +1,63 @@
+"""Optimizers on float16/bfloat16 parameters bit for bit as torch's, ``foreach=True`` included: torch's CPU
+``_foreach_mul_(tensors, s)`` rounds ``s`` to the tensors' dtype first (``t.mul_(s)`` keeps it in float32), so
+SGD's momentum and Adam/AdamW's ``beta2`` and decoupled weight decay scale by other numbers there."""
+import numpy as np
+import pytest
+
+import minilora
+from minilora import optim
+
+torch = pytest.importorskip("torch")
+
+CASES = {  # name: (optimizer class name, positional args after params, keyword args)
+    "sgd_momentum": ("SGD", (0.1, 0.9), {}),
+    "sgd_momentum_kw": ("SGD", (), dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01)),
+    "sgd_nesterov": ("SGD", (0.1,), dict(momentum=0.9, nesterov=True, maximize=True)),
+    "sgd_plain": ("SGD", (), dict(lr=0.1)),
+    "adamw_decay": ("AdamW", (0.1, (0.8, 0.95)), dict(weight_decay=0.1)),
+    "adamw_amsgrad": ("AdamW", (), dict(lr=0.1, betas=(0.8, 0.95), weight_decay=0.1, amsgrad=True)),
+    "adam": ("Adam", (0.01,), dict(betas=(0.8, 0.95))),
+}
+
+
+def _steps(lib, parameter, case, foreach, p0, grads, dtype):
+    name, args, kwargs = CASES[case]
+    p = parameter(lib.tensor(p0).to(getattr(lib, dtype)))
+    opt = getattr(lib.optim if lib is torch else optim, name)([p], *args, foreach=foreach, **kwargs)
+    for g in grads:
+        p.grad = lib.tensor(g).to(getattr(lib, dtype))
+        opt.step()
+    return p.detach().float().numpy()
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_16bit_steps_match_torch_bits(case, dtype, foreach):
+    rng = np.random.default_rng(0)
+    for shape in [(5, 7), (13,), (40,)]:  # scalar tails of 3 and 13 elements, and a vector body
+        p0 = rng.standard_normal(shape).astype(np.float32)
+        grads = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+        want = _steps(torch, torch.nn.Parameter, case, foreach, p0, grads, dtype)
+        got = _steps(minilora, minilora.nn.Parameter, case, foreach, p0, grads, dtype)
+        np.testing.assert_array_equal(got, want, err_msg=f"{case} {dtype} foreach={foreach} shape {shape}")
+
+
+def test_sgd_foreach_first_step_scales_tensor_by_tensor():
+    """torch's foreach SGD scales the buffers with one ``_foreach_mul_`` only where every parameter of a dtype has
+    one: a parameter getting its first gradient later sends the whole dtype's group through ``buf.mul_``."""
+    rng = np.random.default_rng(1)
+    p0 = [rng.standard_normal(n).astype(np.float32) for n in (37, 45)]
+    results = []
+    for lib, parameter in ((torch, torch.nn.Parameter), (minilora, minilora.nn.Parameter)):
+        ps = [parameter(lib.tensor(a).to(lib.bfloat16)) for a in p0]
+        opt = (torch.optim.SGD if lib is torch else optim.SGD)(ps, lr=0.1, momentum=0.9, foreach=True)
+        rng_g = np.random.default_rng(2)
+        for step in range(3):
+            for i, p in enumerate(ps):
+                p.grad = lib.tensor(rng_g.standard_normal(p.shape[0]).astype(np.float32)).to(lib.bfloat16) \
+                    if i == 0 or step > 0 else None
+            opt.step()
+        results.append([p.detach().float().numpy() for p in ps])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_array_equal(got, want)
