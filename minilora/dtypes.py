@@ -403,6 +403,16 @@ def torch_name(dtype):
     return _TORCH_NAMES.get(dtype.name, dtype.name)
 
 
+def refuse_complex(kernel, *dtypes_or_tensors):
+    """torch's NotImplementedError for a CPU kernel that has no complex version (erfc, lgamma, zeta ...),
+    named by the first complex dtype among the operands (pass the promoted one where operands differ):
+    minilora's NumPy code would otherwise compute on the real parts, or lexicographically."""
+    for value in dtypes_or_tensors:
+        dtype = getattr(value, "dtype", value)
+        if getattr(dtype, "kind", None) == "c":
+            raise NotImplementedError(f'"{kernel}" not implemented for \'{torch_name(dtype)}\'')
+
+
 def _check_python_int(value):
     """torch's OverflowError for a Python int that neither int64 nor uint64 holds."""
     if not -2**63 <= value < 2**64:

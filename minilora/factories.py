@@ -1421,6 +1421,7 @@ def bernoulli(input, p=None, *, generator=None):
     if p is not None:  # (torch's graph of this one has no derivative: backward raises)
         out = _drawn(_bernoulli_draws(p, input.shape, generator), input.dtype, input.device)
         return _without_derivative(out, input, "bernoulli") if input.requires_grad and _grad_enabled() else out
+    dtypes.refuse_complex("bernoulli_tensor_cpu_self_", input)
     _refuse_integer(input, "bernoulli_tensor_cpu_p_")
     probs = _host(input)
     if not np.all((probs >= 0) & (probs <= 1)):  # (NaN fails too)
@@ -1776,6 +1777,8 @@ def _geometric_(self, p, *, generator=None):
 
 
 def _bernoulli_(self, p=0.5, *, generator=None):
+    # (0/1 draws into a complex tensor: torch has no such kernel, named by the kind of p)
+    dtypes.refuse_complex("bernoulli_tensor_cpu_self_" if isinstance(p, Tensor) else "bernoulli_scalar_cpu_", self)
     if isinstance(p, Tensor):  # (torch's iterator walks self in memory order, p broadcast alongside)
         order = draw_order(self)
         if order != tuple(builtins.range(self.ndim)) and _broadcasts_to(p.shape, self.shape):

@@ -1,7 +1,7 @@
 """``torch.special``: scipy.special's names for minilora's functions (``expit`` is sigmoid, ``gammaln``
 lgamma, ``multigammaln`` mvlgamma ...), each taking torch's ``out=``. The new mathematics lives in
 ``minilora/ops/special.py``; the rest are minilora's existing ops under these names."""
-from . import ops
+from . import dtypes, ops
 from ._argument_types import _overloaded
 from .ops import special as _special
 
@@ -55,6 +55,7 @@ def _values_only(function, name):
     """torch's second spelling of a function minilora has (``modified_bessel_i0`` is ``i0``), which torch
     records without a gradient: the same values, detached."""
     def values(input, *, out=None):
+        dtypes.refuse_complex(f"{name}_cpu", input)  # (torch's kernel has this name, not the first spelling's)
         result = function(input).detach()
         return result if out is None else out.copy_(result)
     values.__name__, values.__doc__ = name, f"``torch.special.{name}``: {function.__name__}'s values, no gradient."

@@ -23,6 +23,7 @@ def _operands(name, x, n):
                         " * (Tensor x, Number n, *, Tensor out = None)\n")
     like = x if isinstance(x, Tensor) else n
     dtype = dtypes.result_type(x, n)
+    dtypes.refuse_complex(f"{name}_cpu", dtype)
     if not dtypes.is_floating(dtype):
         dtype = dtypes.get_default_dtype()
     arrays = [np.asarray(v.detach().numpy() if isinstance(v, Tensor) else v) for v in (x, n)]
@@ -180,6 +181,7 @@ def legendre_polynomial_p(input, n, *, out=None):
 def spherical_bessel_j0(input, *, out=None):
     """``torch.special.spherical_bessel_j0``: sin(x) / x, by its Taylor series below |x| = 1/2 (as torch: the
     terms to x^12, each coefficient 1/(2k+1)! divided out in the dtype), 0 at +-inf."""
+    dtypes.refuse_complex("spherical_bessel_j0_cpu", input)
     x = input.detach().numpy()
     if not dtypes.is_floating(input.dtype):
         x = x.astype(dtypes.get_default_dtype())

@@ -2369,7 +2369,7 @@ class Tensor:
         return self._array.ndim
 
     def is_signed(self):
-        return self._array.dtype.kind in "if" or _is_bfloat16(self._array.dtype)
+        return self._array.dtype.kind in "ifc" or _is_bfloat16(self._array.dtype)
 
     def byte(self, memory_format=None):
         return self.to(dtypes.uint8, memory_format=memory_format)
@@ -2427,7 +2427,10 @@ class Tensor:
     def log_(self): return self._unary_("log")
     def sqrt_(self): return self._unary_("sqrt")
     def rsqrt_(self): return self._unary_("rsqrt")
-    def abs_(self): return self._unary_("abs")
+    def abs_(self):
+        if self._array.dtype.kind == "c":  # (|z| is real: it cannot be written back into z's dtype)
+            raise RuntimeError("In-place abs is not supported for complex tensors.")
+        return self._unary_("abs")
     def relu_(self): return self._unary_("relu")
     def sigmoid_(self): return self._unary_("sigmoid")
     def tanh_(self): return self._unary_("tanh")

@@ -203,6 +203,9 @@ Tensor.mT = property(_mT)
 _TENSOR_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
                       "bfloat16": "BFloat16Tensor", "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor",
                       "int8": "CharTensor", "uint8": "ByteTensor", "bool": "BoolTensor"}
+# x.type()'s names for the dtypes torch has no legacy tensor class of (no torch.ComplexFloatTensor)
+_TYPE_NAMES_WITHOUT_CLASS = {"complex64": "ComplexFloatTensor", "complex128": "ComplexDoubleTensor",
+                             "uint16": "UInt16Tensor", "uint32": "UInt32Tensor", "uint64": "UInt64Tensor"}
 
 
 def _type(self, dtype=None, non_blocking=False):
@@ -210,9 +213,9 @@ def _type(self, dtype=None, non_blocking=False):
     ``x.type()`` returns torch's name for the dtype (``'torch.FloatTensor'``), the string torch users
     compare against."""
     if dtype is None:
-        return "torch." + _TENSOR_TYPE_NAMES[str(self.dtype)]
+        return "torch." + {**_TENSOR_TYPE_NAMES, **_TYPE_NAMES_WITHOUT_CLASS}[str(self.dtype)]
     if isinstance(dtype, str) and dtype.endswith("Tensor"):
-        by_name = {v: k for k, v in _TENSOR_TYPE_NAMES.items()}
+        by_name = {v: k for k, v in {**_TENSOR_TYPE_NAMES, **_TYPE_NAMES_WITHOUT_CLASS}.items()}
         name = dtype.rpartition(".")[2]
         if name not in by_name:
             raise ValueError(f"invalid type: {dtype!r}")

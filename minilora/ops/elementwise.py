@@ -2485,12 +2485,16 @@ arctan2 = atan2
 @backward_in_float32
 class LogAddExp(Function):
     """``log(exp(a) + exp(b))`` as ``max + log1p(exp(-|a - b|))`` (no overflow; equal infinities give
-    themselves, as torch); gradients ``1 / (1 + exp(b - a))`` and ``1 / (1 + exp(a - b))``."""
+    themselves, as torch); gradients ``1 / (1 + exp(b - a))`` and ``1 / (1 + exp(a - b))`` (complex: the
+    same formula, conjugated, as torch's)."""
+    complex_grad = "holomorphic"
 
     @staticmethod
     def forward(ctx, a, b):
         xp = xp_of(a if hasattr(a, "shape") else b)
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
+        if a.dtype.kind == "c":  # (_promoted: both complex)
+            return complex_logaddexp(xp, a, b)
         if xp is np and a.dtype == float32 and b.dtype == float32:  # (any layout: float32_math's loop model)
             return float32_math.logaddexp(a, b)  # (torch's SLEEF formula, bit for bit)
         return xp.logaddexp(a, b)
@@ -2498,6 +2502,22 @@ class LogAddExp(Function):
     @staticmethod
     def backward(ctx, g):
         return _log_add_exp_grads(ctx, g, xp_of(g).exp)
+
+
+def complex_logaddexp(xp, a, b):
+    """torch's complex ``_log_add_exp_helper``: ``log1p(exp(low - high)) + high``, ``high`` the operand of the
+    larger real part (a tie: the first); two equal infinite real parts: -inf's operand, or log(e^a + e^b) for
+    +inf; a NaN in either part of either operand: NaN + NaN j."""
+    a, b = xp.broadcast_arrays(a, b)
+    first_lower = a.real < b.real
+    low, high = xp.where(first_lower, a, b), xp.where(first_lower, b, a)
+    with np.errstate(all="ignore"):
+        out = xp.log1p(xp.exp(low - high)) + high
+        both_infinite = xp.isinf(low.real) & (low.real == high.real)
+        out = xp.where(both_infinite & (low.real < 0), low, out)
+        out = xp.where(both_infinite & (low.real > 0), xp.log(xp.exp(low) + xp.exp(high)), out)
+    out = xp.where(xp.isnan(a) | xp.isnan(b), a.dtype.type(complex(np.nan, np.nan)), out)
+    return out.astype(a.dtype, copy=False)
 
 
 def _log_add_exp_grads(ctx, g, power):
@@ -2539,7 +2559,7 @@ def logaddexp(input, other):
     """``torch.logaddexp``: ``log(exp(input) + exp(other))`` without overflow (floats only, as in
     torch: no kernel for integers or bools)."""
     dtype = result_type(input, other)
-    if not is_floating(dtype):
+    if not is_floating(dtype) and dtype.kind != "c":
         raise NotImplementedError(f'"logaddexp_cpu" not implemented for \'{torch_name(dtype)}\'')
     return LogAddExp.apply(*_promoted(input, other))
 

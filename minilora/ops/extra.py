@@ -203,6 +203,11 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
     for x in (elements, test_elements):  # torch's isin has no bool kernel (its sort-based one needs an order)
         if isinstance(x, bool) or (isinstance(x, Tensor) and x.dtype == np.bool_):
             raise RuntimeError("Unsupported input type encountered for isin(): Bool")
+    dtype = dtypes.result_type(elements, test_elements)  # (torch's kernel has no complex version either;
+    if isinstance(elements, complex):                    # its number-elements overload wraps 1j as complex128)
+        dtype = np.dtype(np.complex128)
+    if dtype.kind == "c":
+        raise RuntimeError(f"Unsupported input type encountered for isin(): {dtypes.torch_name(dtype)}")
     like = elements if isinstance(elements, Tensor) else test_elements
     xp = like.device.xp
     result = xp.isin(as_array(elements), as_array(test_elements).reshape(-1), invert=invert)
@@ -648,7 +653,7 @@ METHODS = {
     "arccosh_": _in_place(arccosh), "arcsinh_": _in_place(arcsinh), "arctanh_": _in_place(arctanh),
     "fix_": _in_place(fix), "frac_": _in_place(frac), "deg2rad_": _in_place(deg2rad),
     "rad2deg_": _in_place(rad2deg), "sinc_": _in_place(sinc), "gcd_": _in_place(gcd), "lcm_": _in_place(lcm),
-    "ldexp_": _in_place(ldexp), "absolute_": _in_place(absolute), "heaviside_": _in_place(heaviside),
+    "ldexp_": _in_place(ldexp), "absolute_": Tensor.abs_, "heaviside_": _in_place(heaviside),
     "greater_": _in_place(greater), "greater_equal_": _in_place(greater_equal), "less_": _in_place(less),
     "less_equal_": _in_place(less_equal), "not_equal_": _in_place(not_equal), "float_power_": _float_power_,
 }

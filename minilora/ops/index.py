@@ -10,7 +10,7 @@ Ops that return values *and* indices return a named tuple, as ``torch.return_typ
 """
 import numpy as np
 
-from .. import amp as _amp, return_types, std_sort
+from .. import amp as _amp, dtypes, return_types, std_sort
 from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
@@ -1325,6 +1325,9 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     if sorted_sequence.dtype == np.bool_ and isinstance(values, Tensor) and values.dtype == np.bool_ \
             and values.numel():  # (NumPy would search bools; torch has no kernel for them)
         raise NotImplementedError('"searchsorted_out_cpu" not implemented for \'Bool\'')
+    if isinstance(values, Tensor):  # (torch's kernel has no complex version: NumPy's would order lexicographically)
+        dtypes.refuse_complex("searchsorted_out_cpu", np.result_type(sorted_sequence.dtype, values.dtype))
+    dtypes.refuse_complex("searchsorted_out_cpu", sorted_sequence)
     sequence = sorted_sequence.detach().cpu().numpy()
     if sorter is not None:
         sequence = np.take_along_axis(sequence, sorter.detach().cpu().numpy(), axis=-1)

@@ -1439,10 +1439,22 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     ``normalized_shape`` dimensions. ``eps=None`` is the machine epsilon of the dtype it computes in,
     as torch: float32's for bfloat16/float16 (torch's documentation says the input's; its kernel
     takes float32's, 2^-23, not bfloat16's 2^-7)."""
+    if isinstance(input, Tensor) and input.dtype.kind == "c":
+        return _complex_rms_norm(input, normalized_shape, weight, eps)
     if eps is None:  # torch takes the eps of the dtype it computes in: float32's for 16-bit inputs
         _floating_only("rms_norm", input)  # (before finfo fails on an integer dtype)
         eps = float(np.finfo(compute_dtype(input.dtype)).eps)
     return _rms_norm(input, normalized_shape, weight, eps)
+
+
+def _complex_rms_norm(input, normalized_shape, weight, eps):
+    """torch's composite for a complex input, op by op: ``input * rsqrt(mean(input ** 2) + eps)`` (z squared,
+    not |z|^2), times ``weight``; ``eps=None`` is the real dtype's epsilon (complex128: float64's)."""
+    _normalized_width("rms_norm", input, normalized_shape, weight=weight)
+    eps = float(np.finfo(input.dtype).eps) if eps is None else eps
+    dims = tuple(range(input.ndim - len(normalized_shape), input.ndim))
+    out = input.mul(input.pow(2).mean(dims, keepdim=True).add(eps).rsqrt())
+    return out if weight is None else out.mul(weight)
 
 
 @float32_inside

@@ -31,7 +31,8 @@ from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, shows_values
-from .elementwise import AsType, _is_16bit_float, _torch_sign, backward_in_float32, computes_in_float32
+from .elementwise import (AsType, _is_16bit_float, _torch_sign, backward_in_float32, complex_logaddexp,
+                          computes_in_float32)
 from .index import _gather, cast_to_dtype_argument, cumulative, quiet_float_errors, return_type
 from .shape import NO_DIM, RecordedCopy, _dense, dim_given
 
@@ -1133,13 +1134,18 @@ class LogCumSumExp(Function):
 
     d out_j / d a_i = exp(a_i - out_j) for i <= j, so a_i's gradient is ``sum_{j >= i} g_j
     exp(a_i - out_j)``: summed in log space, the positive and the negative g apart (as torch's formula),
-    so that no ``exp`` overflows."""
+    so that no ``exp`` overflows. Complex: torch's scan of its complex logaddexp, and its gradient
+    ``conj(exp(a + reversed_logcumsumexp(log(conj(g)) - out)))`` (no sign split needed)."""
     torch_layout = "contiguous"  # (torch's CPU kernel writes a contiguous result: Function.torch_layout)
+    complex_grad = True  # (the backward below takes a complex g itself)
 
     @staticmethod
     def forward(ctx, a, axis):
         ctx.a, ctx.axis = a, axis
         a = xp_of(a).asarray(a, order="C")  # (a contiguous result, as torch's)
+        if a.dtype.kind == "c":
+            ctx.out = _complex_log_cumsum_exp(a, axis)
+            return ctx.out
         # torch's scan carries a float32 input's running value in double (acc_type), rounding each output
         wide = a.astype(np.float64) if a.dtype == np.float32 else a
         ctx.out = xp_of(a).logaddexp.accumulate(wide, axis=axis).astype(a.dtype) if a.size else a.copy()
@@ -1151,6 +1157,10 @@ class LogCumSumExp(Function):
         if not g.size:
             return g
 
+        if g.dtype.kind == "c":
+            reversed_sums = xp.flip(_complex_log_cumsum_exp(xp.flip(xp.log(xp.conj(g)) - ctx.out, axis), axis), axis)
+            return xp.conj(xp.exp(reversed_sums + ctx.a))
+
         def reversed_logcumsumexp(x):  # log(sum_{j >= i} exp(x_j)), along axis
             return xp.flip(xp.logaddexp.accumulate(xp.flip(x, axis), axis=axis), axis)
         positive = reversed_logcumsumexp(xp.log(xp.where(g > 0, g, 0)) - ctx.out)
@@ -1158,10 +1168,22 @@ class LogCumSumExp(Function):
         return xp.exp(ctx.a + positive) - xp.exp(ctx.a + negative)
 
 
+def _complex_log_cumsum_exp(a, axis):
+    """torch's complex scan: out_0 = a_0, out_i = logaddexp(out_(i-1), a_i) (its complex helper)."""
+    xp = xp_of(a)
+    steps = xp.moveaxis(a, axis, 0)
+    out = xp.empty_like(steps)
+    if steps.shape[0]:
+        out[0] = steps[0]
+    for i in range(1, steps.shape[0]):
+        out[i] = complex_logaddexp(xp, out[i - 1], steps[i])
+    return xp.ascontiguousarray(xp.moveaxis(out, 0, axis))
+
+
 def logcumsumexp(input, dim):
     """``torch.logcumsumexp``: ``log(cumsum(exp(input)))`` along ``dim``, computed without overflow
     (floating dtypes only, as torch's kernel)."""
-    if not is_floating(input.dtype):
+    if not is_floating(input.dtype) and input.dtype.kind != "c":
         raise NotImplementedError(f'"logcumsumexp_out_cpu" not implemented for '
                                   f'\'{torch_name(input.dtype)}\'')
     axis = _one_axis("logcumsumexp", dim, input.ndim)

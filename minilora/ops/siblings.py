@@ -63,7 +63,7 @@ def renorm(input, p, dim, maxnorm):
         raise RuntimeError(f"renorm: expected maxnorm to be >= 0 but got {maxnorm}")
     if input.ndim <= 1:
         raise RuntimeError(f"renorm: input needs at least 2 dimensions, got {input.ndim} dimensions")
-    if not dtypes.is_floating(input.dtype):
+    if not dtypes.is_floating(input.dtype) and input.dtype.kind != "c":  # (complex: real norms, as torch)
         raise RuntimeError(f"renorm: input must be floating point, got {dtypes.torch_name(input.dtype)}")
     dim = dim + input.ndim if dim < 0 else dim
     others = tuple(d for d in range(input.ndim) if d != dim)

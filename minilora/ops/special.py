@@ -432,23 +432,27 @@ class LogNdtr(Function):
 
 def erfc(input):
     """``torch.erfc``: ``1 - erf(x)`` without the cancellation (erfc(10) is 2.1e-45, not 0)."""
+    dtypes.refuse_complex("erfc_vml_cpu", input)
     return name_node(Erfc.apply(_floating(input)), "ErfcBackward0", input)
 
 
 @_amp.autocasts  # (on torch's CUDA float32 list)
 def erfinv(input):
     """``torch.erfinv``: the inverse of erf on [-1, 1] (+-inf at +-1, nan outside)."""
+    dtypes.refuse_complex("erfinv_vml_cpu", input)
     result = name_node(Erfinv.apply(_floating(input)), "ErfinvBackward0", input)
     return saves_as_torch(result, input)  # (torch's formula re-derives erfinv from self: it keeps self)
 
 
 def lgamma(input):
     """``torch.lgamma``: log |Gamma(x)| (+inf at the poles 0, -1, -2 ...)."""
+    dtypes.refuse_complex("lgamma_vml_cpu", input)
     return name_node(Lgamma.apply(_floating(input)), "LgammaBackward0", input)
 
 
 def digamma(input):
     """``torch.digamma``: d/dx lgamma(x) (-inf at +0, nan at the negative integers)."""
+    dtypes.refuse_complex("digamma", input)
     return name_node(Polygamma.apply(_floating(input), 0), "DigammaBackward0", input)
 
 
@@ -458,6 +462,7 @@ def polygamma(n, input):
         raise TypeError(f"polygamma(): argument 'n' (position 1) must be int, not {type(n).__name__}")
     if n < 0:
         raise RuntimeError("polygamma(n, x) does not support negative n.")
+    dtypes.refuse_complex({0: "digamma", 1: "trigamma"}.get(n, "polygamma"), input)  # (torch's kernel for n)
     return name_node(Polygamma.apply(_floating(input), int(n)), "PolygammaBackward0", input)
 
 
@@ -481,22 +486,26 @@ def mvlgamma(input, p):
 
 def i0(input):
     """``torch.i0``: the modified Bessel function of the first kind, order 0 (gradient i1)."""
+    dtypes.refuse_complex("i0_vml_cpu", input)
     return name_node(I0.apply(_floating(input)), "I0Backward0", input)
 
 
 def i1(input):
     """``torch.special.i1``: order 1."""
+    dtypes.refuse_complex("i1_cpu", input)
     result = name_node(I1.apply(_floating(input)), "SpecialI1Backward0", input)
     return saves_as_torch(result, input, result)  # (torch's i1_backward reads both)
 
 
 def i0e(input):
     """``torch.special.i0e``: I0(x) e^-|x| (finite where I0 overflows)."""
+    dtypes.refuse_complex("i0e_cpu", input)
     return name_node(I0e.apply(_floating(input)), "SpecialI0EBackward0", input)
 
 
 def i1e(input):
     """``torch.special.i1e``: I1(x) e^-|x|."""
+    dtypes.refuse_complex("i1e_cpu", input)
     return name_node(I1e.apply(_floating(input)), "SpecialI1EBackward0", input)
 
 
@@ -504,7 +513,9 @@ def zeta(input, other):
     """``torch.special.zeta(x, q)``: Hurwitz's zeta function, sum over k >= 0 of (k + q)^-x; either
     may be a number (integers compute in the default float dtype)."""
     no_forward_formula("special_zeta", input, other)
-    return name_node(Zeta.apply(*_two_tensors(input, other)), "SpecialZetaBackward0", input, other)
+    x, q = _two_tensors(input, other)
+    dtypes.refuse_complex("zeta_cpu", x)
+    return name_node(Zeta.apply(x, q), "SpecialZetaBackward0", input, other)
 
 
 def ndtr(input):
@@ -518,7 +529,8 @@ def ndtr(input):
 
 
 def _no_16bit(name, input):
-    """torch's CPU kernels of ndtri and log_ndtr take float32 and float64 only."""
+    """torch's CPU kernels of ndtri and log_ndtr take float32 and float64 only (no complex, no 16-bit)."""
+    dtypes.refuse_complex(f"{name}_cpu", input)
     if input.dtype.itemsize == 2 and input.dtype.kind in "fV":
         raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtypes.torch_name(input.dtype)}'")
 
@@ -537,6 +549,7 @@ def log_ndtr(input):
 
 def entr(input):
     """``torch.special.entr``: -x ln x for x > 0, 0 at 0, -inf below (the terms of an entropy)."""
+    dtypes.refuse_complex("entr_cpu", input)
     x = _floating(input)
     positive = x > 0
     safe = E.where(positive, x, E.add(E.mul(x, 0), 1))  # (no log of 0 or of a negative in the graph)
@@ -571,7 +584,9 @@ class XLog1pY(Function):
 def xlog1py(input, other):
     """``torch.special.xlog1py``: ``input * log1p(other)``, 0 where ``input`` is 0; either may be a
     number (integers compute in the default float dtype)."""
-    return name_node(XLog1pY.apply(*_two_tensors(input, other)), "SpecialXlog1PyBackward0", input, other)
+    x, y = _two_tensors(input, other)
+    dtypes.refuse_complex("xlog1py_cpu", x)
+    return name_node(XLog1pY.apply(x, y), "SpecialXlog1PyBackward0", input, other)
 
 
 def _two_tensors(input, other):

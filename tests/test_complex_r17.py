@@ -1,0 +1,152 @@
+"""Complex tensors as torch takes them: every call below runs on torch and on minilora with the same
+complex64 / complex128 inputs, and both must compute the same numbers or refuse with the same error
+(type and message). The most important part is the refusals: a kernel torch has no complex version of
+(erfc, lgamma, i0, searchsorted, ...) must not answer NumPy's result on the real parts."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import minilora as ml  # noqa: E402
+
+VALUES = np.array([0.3 + 0.4j, -1.2 + 0.7j, 0.8 - 1.1j, -0.5 - 0.2j, 1.5 + 0.1j, -0.1 + 0.9j])
+
+
+def _inputs(lib, dtype_name):
+    z = lib.tensor(VALUES, dtype=getattr(lib, "complex128")).to(getattr(lib, dtype_name))
+    return z, z.reshape(2, 3)
+
+
+def _outcome(lib, call, dtype_name):
+    functional = torch.nn.functional if lib is torch else ml.nn.functional
+    z, m = _inputs(lib, dtype_name)
+    try:
+        return "ok", call(lib, functional, z, m)
+    except Exception as error:  # noqa: BLE001 -- the error itself is what is compared
+        return type(error).__name__, str(error).splitlines()[0]
+
+
+def _numpy(value):
+    if isinstance(value, (tuple, list)):
+        return [_numpy(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.detach().resolve_conj().resolve_neg().numpy()
+    if isinstance(value, ml.Tensor):
+        return value.detach().numpy()
+    return value
+
+
+def _check(call, dtype_name, tolerance):
+    expected = _outcome(torch, call, dtype_name)
+    got = _outcome(ml, call, dtype_name)
+    if expected[0] != "ok" or got[0] != "ok":
+        assert got == expected
+        return
+    want, have = _numpy(expected[1]), _numpy(got[1])
+    if isinstance(want, np.ndarray):
+        assert have.dtype == want.dtype and have.shape == want.shape
+        np.testing.assert_allclose(have, want, rtol=tolerance, atol=tolerance)
+    else:
+        assert have == want
+
+
+# Calls torch refuses for complex inputs (each was computed on the real parts, or otherwise, by minilora).
+REFUSED = {
+    "erfc": lambda t, F, z, m: t.erfc(z),
+    "erfc_method": lambda t, F, z, m: z.erfc(),
+    "erfinv": lambda t, F, z, m: t.erfinv(z),
+    "lgamma": lambda t, F, z, m: t.lgamma(z),
+    "lgamma_method": lambda t, F, z, m: z.lgamma(),
+    "digamma": lambda t, F, z, m: t.digamma(z),
+    "polygamma0": lambda t, F, z, m: t.polygamma(0, z),
+    "polygamma1": lambda t, F, z, m: t.polygamma(1, z),
+    "polygamma3": lambda t, F, z, m: t.polygamma(3, z),
+    "special_psi": lambda t, F, z, m: t.special.psi(z),
+    "special_gammaln": lambda t, F, z, m: t.special.gammaln(z),
+    "i0": lambda t, F, z, m: t.i0(z),
+    "i0_method": lambda t, F, z, m: z.i0(),
+    "i1": lambda t, F, z, m: t.special.i1(z),
+    "i0e": lambda t, F, z, m: t.special.i0e(z),
+    "i1e": lambda t, F, z, m: t.special.i1e(z),
+    "zeta": lambda t, F, z, m: t.special.zeta(z, z),
+    "zeta_number_other": lambda t, F, z, m: t.special.zeta(z, 2.0),
+    "ndtri": lambda t, F, z, m: t.special.ndtri(z),
+    "log_ndtr": lambda t, F, z, m: t.special.log_ndtr(z),
+    "xlog1py": lambda t, F, z, m: t.special.xlog1py(z, z),
+    "xlog1py_number_other": lambda t, F, z, m: t.special.xlog1py(z, 2.0),
+    "modified_bessel_i0": lambda t, F, z, m: t.special.modified_bessel_i0(z),
+    "modified_bessel_i1": lambda t, F, z, m: t.special.modified_bessel_i1(z),
+    "spherical_bessel_j0": lambda t, F, z, m: t.special.spherical_bessel_j0(z),
+    "chebyshev_t": lambda t, F, z, m: t.special.chebyshev_polynomial_t(z, 2),
+    "chebyshev_u": lambda t, F, z, m: t.special.chebyshev_polynomial_u(z, n=2),
+    "chebyshev_v": lambda t, F, z, m: t.special.chebyshev_polynomial_v(z, 3),
+    "chebyshev_w": lambda t, F, z, m: t.special.chebyshev_polynomial_w(z, 3),
+    "shifted_chebyshev_t": lambda t, F, z, m: t.special.shifted_chebyshev_polynomial_t(z, 2),
+    "hermite_h": lambda t, F, z, m: t.special.hermite_polynomial_h(z, 2),
+    "hermite_he": lambda t, F, z, m: t.special.hermite_polynomial_he(z, 2),
+    "laguerre_l": lambda t, F, z, m: t.special.laguerre_polynomial_l(z, 2),
+    "legendre_p": lambda t, F, z, m: t.special.legendre_polynomial_p(z, 2),
+    "entr": lambda t, F, z, m: t.special.entr(z),
+    "isin": lambda t, F, z, m: t.isin(z, z),
+    "isin_number": lambda t, F, z, m: t.isin(z, 1.0),
+    "searchsorted": lambda t, F, z, m: t.searchsorted(z, z),
+    "bucketize": lambda t, F, z, m: t.bucketize(z, z),
+    "absolute_": lambda t, F, z, m: z.clone().absolute_(),
+    "bernoulli_": lambda t, F, z, m: z.clone().bernoulli_(),
+    "bernoulli_p_tensor": lambda t, F, z, m: z.clone().bernoulli_(z.real.abs() / 4),
+    "bernoulli": lambda t, F, z, m: t.bernoulli(z),
+}
+
+# Calls torch computes for complex inputs.
+COMPUTED = {
+    "type": lambda t, F, z, m: z.type(),
+    "typename": lambda t, F, z, m: t.typename(z),
+    "is_signed": lambda t, F, z, m: z.is_signed(),
+    "logaddexp": lambda t, F, z, m: t.logaddexp(z, z.flip(0)),
+    "logaddexp_method": lambda t, F, z, m: z.logaddexp(other=z * 2),
+    "logcumsumexp": lambda t, F, z, m: t.logcumsumexp(m, 1),
+    "logcumsumexp_keyword": lambda t, F, z, m: m.logcumsumexp(dim=0),
+    "renorm": lambda t, F, z, m: t.renorm(m, 2, 0, 1.0),
+    "renorm_keyword": lambda t, F, z, m: m.renorm(p=1, dim=1, maxnorm=0.5),
+    "rms_norm": lambda t, F, z, m: F.rms_norm(m, (3,)),
+    "rms_norm_weight": lambda t, F, z, m: F.rms_norm(m, [3], weight=z[:3], eps=1e-6),
+    "rms_norm_real_weight": lambda t, F, z, m: F.rms_norm(m, (3,), z[:3].real, 1e-3),
+    "RMSNorm_module": lambda t, F, z, m: t.nn.RMSNorm(3)(m),
+}
+
+
+@pytest.mark.parametrize("dtype_name", ["complex64", "complex128"])
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_as_torch(name, dtype_name):
+    _check(REFUSED[name], dtype_name, 0)
+
+
+@pytest.mark.parametrize("dtype_name", ["complex64", "complex128"])
+@pytest.mark.parametrize("name", sorted(COMPUTED))
+def test_computed_as_torch(name, dtype_name):
+    _check(COMPUTED[name], dtype_name, 1e-12 if dtype_name == "complex128" else 2e-6)
+
+
+def _gradient(lib, call):
+    z = lib.tensor(VALUES, dtype=lib.complex128).reshape(2, 3).requires_grad_()
+    out = call(lib, z)
+    (out * lib.tensor(VALUES[::-1].copy(), dtype=lib.complex128).reshape(2, 3)).real.sum().backward()
+    return z.grad
+
+
+# torch's complex gradients (its formula conjugated) for the complex functions computed above
+GRADIENTS = {
+    "logaddexp": lambda t, z: t.logaddexp(z, z.flip(0) * 2),
+    "logcumsumexp": lambda t, z: t.logcumsumexp(z, 1),
+    "logcumsumexp_dim0": lambda t, z: z.logcumsumexp(dim=0),
+    "renorm": lambda t, z: t.renorm(z, 2, 0, 1.0),
+    "renorm_p1": lambda t, z: z.renorm(p=1, dim=1, maxnorm=0.5),
+    "rms_norm": lambda t, z: t.nn.functional.rms_norm(z, (3,)),
+    "rms_norm_weight": lambda t, z: t.nn.functional.rms_norm(z, [3], z[0].detach() * 2, eps=1e-6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENTS))
+def test_complex_gradient_as_torch(name):
+    want = _gradient(torch, GRADIENTS[name]).resolve_conj().numpy()
+    np.testing.assert_allclose(_gradient(ml, GRADIENTS[name]).numpy(), want, rtol=1e-12, atol=1e-12)
