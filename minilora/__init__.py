@@ -245,7 +245,8 @@ fix_, frac_, deg2rad_, rad2deg_, sinc_, gcd_, lcm_, ldexp_ = (Tensor.fix_, Tenso
 from . import backends, compiler  # noqa: E402
 from .backends import (are_deterministic_algorithms_enabled, get_deterministic_debug_mode,  # noqa: E402,F401
                        get_float32_matmul_precision, is_deterministic_algorithms_warn_only_enabled,
-                       set_deterministic_debug_mode, set_float32_matmul_precision, use_deterministic_algorithms)
+                       set_deterministic_debug_mode, set_float32_matmul_precision, use_deterministic_algorithms,
+                       set_warn_always, is_warn_always_enabled)
 from .compiler import compile, jit, dynamo as _dynamo  # noqa: E402,F401,A004
 # torch.func (functional_call, grad, vmap, ...: minilora/func.py) and torch.vmap
 from . import func  # noqa: E402
@@ -279,3 +280,7 @@ for _fn in "deg2rad rad2deg frac sinc float_power ldexp logaddexp2 heaviside gcd
 # are not wrapped
 from ._argument_types import check_tensor_arguments as _check_tensor_arguments  # noqa: E402
 _check_tensor_arguments(globals())
+# torch's deprecated signatures (x.add_(-lr, g), torch.addmm(beta, M, alpha, m1, m2); minilora/ops/
+# deprecated_signatures.py), wrapped outside the check above: its TypeError for a number is their cue
+from .ops.deprecated_signatures import install as _install_deprecated_signatures  # noqa: E402
+_install_deprecated_signatures(globals())

@@ -20,10 +20,12 @@ import warnings
 __all__ = ["cuda", "cudnn", "mps", "mkldnn", "mkl", "openmp", "cpu", "opt_einsum",
            "set_float32_matmul_precision", "get_float32_matmul_precision", "use_deterministic_algorithms",
            "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled",
-           "set_deterministic_debug_mode", "get_deterministic_debug_mode"]
+           "set_deterministic_debug_mode", "get_deterministic_debug_mode", "set_warn_always",
+           "is_warn_always_enabled"]
 
 _MATMUL_PRECISIONS = ("highest", "high", "medium")
-_state = {"float32_matmul_precision": "highest", "deterministic": False, "warn_only": False}
+_state = {"float32_matmul_precision": "highest", "deterministic": False, "warn_only": False,
+          "warn_always": False}
 
 
 def _expect_bool(setter, value):
@@ -208,6 +210,20 @@ cpu = types.ModuleType("minilora.backends.cpu", "torch.backends.cpu.")
 cpu.get_cpu_capability = lambda: "DEFAULT"  # (NumPy picks its own SIMD kernels at run time)
 for _module in (cuda, cudnn, mkldnn, mps, mkl, openmp, opt_einsum, cpu):
     sys.modules[_module.__name__] = _module  # (``import minilora.backends.cudnn`` as torch's)
+
+
+# --- warnings given once (torch.set_warn_always) ------------------------------------------------------
+
+def set_warn_always(b, /):
+    """torch's switch for the warnings it gives once per process (TORCH_WARN_ONCE): with True, each time.
+    minilora's such warnings (ops/deprecated_signatures.py) read it through ``is_warn_always_enabled``."""
+    if not isinstance(b, bool):
+        raise RuntimeError(f"setWarnOnlyOnce expects a bool, but got {type(b).__name__}")
+    _state["warn_always"] = b
+
+
+def is_warn_always_enabled():
+    return _state["warn_always"]
 
 
 # --- deterministic algorithms (torch.use_deterministic_algorithms) ------------------------------------

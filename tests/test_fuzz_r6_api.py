@@ -800,6 +800,8 @@ SKIP.update({n: "torch's process-wide switches and torch.compile (round 8): test
                  "is_deterministic_algorithms_warn_only_enabled", "set_deterministic_debug_mode",
                  "get_deterministic_debug_mode", "set_float32_matmul_precision", "get_float32_matmul_precision",
                  "compile", "typename"}})
+SKIP.update({n: "torch.set_warn_always (round 17): tests/test_deprecated_signatures_r17.py sets it beside torch's"
+             for n in {"torch.set_warn_always", "torch.is_warn_always_enabled"} & shared_names() - set(SKIP)})
 SKIP.update({n: "an int argument beside the tensor (round 8): tests/test_toplevel_r8.py compares values and "
              "gradients with torch" for n in shared_names() - set(SKIP) if n.split(".", 1)[1] in {
                  "polygamma", "polygamma_", "mvlgamma", "mvlgamma_"}})
