@@ -1,6 +1,7 @@
 """Optimizers on float16/bfloat16 parameters bit for bit as torch's, ``foreach=True`` included: torch's CPU
 ``_foreach_mul_(tensors, s)`` rounds ``s`` to the tensors' dtype first (``t.mul_(s)`` keeps it in float32), so
-SGD's momentum and Adam/AdamW's ``beta2`` and decoupled weight decay scale by other numbers there."""
+SGD's momentum, Adam/AdamW's ``beta2`` and decoupled weight decay, RMSprop's alpha and momentum, Adadelta's rho
+scale by other numbers there; foreach Adagrad rounds ``grad * -clr`` to 16 bits before its ``addcdiv_``."""
 import numpy as np
 import pytest
 
@@ -17,6 +18,10 @@ CASES = {  # name: (optimizer class name, positional args after params, keyword 
     "adamw_decay": ("AdamW", (0.1, (0.8, 0.95)), dict(weight_decay=0.1)),
     "adamw_amsgrad": ("AdamW", (), dict(lr=0.1, betas=(0.8, 0.95), weight_decay=0.1, amsgrad=True)),
     "adam": ("Adam", (0.01,), dict(betas=(0.8, 0.95))),
+    "rmsprop": ("RMSprop", (0.01, 0.9), dict(momentum=0.9, centered=True)),
+    "adagrad": ("Adagrad", (0.01,), {}),
+    "adagrad_decay": ("Adagrad", (), dict(lr=0.01, weight_decay=0.1, lr_decay=0.1)),
+    "adadelta": ("Adadelta", (1.0, 0.8), {}),
 }
 
 
@@ -35,7 +40,7 @@ def _steps(lib, parameter, case, foreach, p0, grads, dtype):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_16bit_steps_match_torch_bits(case, dtype, foreach):
     rng = np.random.default_rng(0)
-    for shape in [(5, 7), (13,), (40,)]:  # scalar tails of 3 and 13 elements, and a vector body
+    for shape in [(5, 7), (13,), (70,)]:  # scalar tails of 3, 13 and 6 (after 32 + 32 in vector bodies)
         p0 = rng.standard_normal(shape).astype(np.float32)
         grads = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
         want = _steps(torch, torch.nn.Parameter, case, foreach, p0, grads, dtype)

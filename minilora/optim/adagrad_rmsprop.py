@@ -22,17 +22,19 @@ from ..device import xp_of
 from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS, _in_16_bit_steps_at_tail
 from .adam import _fused_multiply_add
 from .optimizer import (Optimizer, _check_range, add_scaled, add_scaled_16bit_rounded, alpha_16bit, keep_arrays,
-                        learning_rate, new_step_count, rounds_each_op, state_arrays, state_tensors)
+                        learning_rate, mul_scalar_16bit, new_step_count, rounds_each_op, state_arrays,
+                        state_tensors)
 
 __all__ = ["RMSprop", "Adagrad", "Adadelta"]
 
 
 class _Arithmetic:
     """torch's in-place ops on one parameter's arrays: in the array's own dtype (float32/float64), or, for a
-    16-bit parameter, in float32 with each op's result rounded to the 16-bit dtype (``rounded``)."""
+    16-bit parameter, in float32 with each op's result rounded to the 16-bit dtype (``rounded``). ``foreach``: the
+    ops are torch's multi-tensor ones (``foreach=True``), whose ``_foreach_mul_`` takes its scalar otherwise."""
 
-    def __init__(self, dtype):
-        self.dtype, self.low_precision = dtype, rounds_each_op(dtype)
+    def __init__(self, dtype, foreach=False):
+        self.dtype, self.low_precision, self.foreach = dtype, rounds_each_op(dtype), bool(foreach)
 
     def load(self, array):
         return dtypes.upcast(array) if self.low_precision else array
@@ -58,8 +60,11 @@ class _Arithmetic:
     def times(self, array, number):
         """``array.mul(number)``: the number in the array's compute dtype first, as torch's CPU kernels take a
         scalar (a Python float, or a 0-d tensor such as a float64 ``lr``), then one product in that dtype
-        (NumPy would widen a float32 array by a float64 scalar and round the product once more)."""
-        return self.rounded(array * array.dtype.type(number))
+        (NumPy would widen a float32 array by a float64 scalar and round the product once more). 16-bit
+        ``_foreach_mul_`` rounds the number to the 16-bit dtype first (``mul_scalar_16bit``)."""
+        if self.low_precision:
+            return self.rounded(array * mul_scalar_16bit(number, self.dtype, self.foreach))
+        return array * array.dtype.type(number)
 
     def divided(self, array, number):
         """``array / number`` (``div`` by a Python number) as torch's CPU kernel: a true division in the array's
@@ -176,10 +181,10 @@ class RMSprop(_StepEach):
 
     @staticmethod
     def _update(p, state, group):
-        ops = _Arithmetic(p.dtype)
+        ops = _Arithmetic(p.dtype, group["foreach"])
         alpha, lr = group["alpha"], learning_rate(group)
         grad = _gradient(p, group, ops)
-        square_avg = ops.addcmul(ops.rounded(ops.load(state["square_avg"]) * alpha), grad, grad, 1 - alpha)
+        square_avg = ops.addcmul(ops.times(ops.load(state["square_avg"]), alpha), grad, grad, 1 - alpha)
         state["square_avg"][...] = square_avg
         if group["centered"]:  # the variance: mean of squares minus the squared mean
             grad_avg = ops.lerp(ops.load(state["grad_avg"]), grad, 1 - alpha)
@@ -190,7 +195,7 @@ class RMSprop(_StepEach):
         avg = ops.plus(avg, group["eps"])
         param = ops.load(p._array)
         if group["momentum"] > 0:  # buf = momentum * buf + grad / avg; p -= lr * buf
-            buf = ops.rounded(ops.rounded(ops.load(state["momentum_buffer"]) * group["momentum"]) + grad / avg)
+            buf = ops.rounded(ops.times(ops.load(state["momentum_buffer"]), group["momentum"]) + grad / avg)
             state["momentum_buffer"][...] = buf
             p._array[...] = ops.add(param, -lr, buf)
         else:
@@ -226,13 +231,20 @@ class Adagrad(_StepEach):
 
     @staticmethod
     def _update(p, state, group):
-        ops = _Arithmetic(p.dtype)
+        ops = _Arithmetic(p.dtype, group["foreach"])
         grad = _gradient(p, group, ops)
         lr = learning_rate(group) / (1 + (float(state["step"]) - 1) * group["lr_decay"])
         total = ops.addcmul(ops.load(state["sum"]), grad, grad, 1)
         state["sum"][...] = total
         std = ops.plus(ops.rounded(ops.sqrt(total)), group["eps"])
-        p._array[...] = ops.addcdiv(ops.load(p._array), grad, std, -lr)
+        if ops.foreach:  # torch's multi-tensor Adagrad: grads times minus_clr (a 16-bit product), then addcdiv_
+            # (value=1); in place (_foreach_mul_, its scalar rounded) where grads is its own copy already, else
+            # _foreach_mul, whose scalar stays float32
+            in_place = group["weight_decay"] != 0 or group["maximize"]
+            numerator = (ops if in_place else _Arithmetic(p.dtype)).times(grad, -lr)
+            p._array[...] = ops.addcdiv(ops.load(p._array), numerator, std, 1)
+        else:
+            p._array[...] = ops.addcdiv(ops.load(p._array), grad, std, -lr)
 
 
 class Adadelta(_StepEach):
@@ -258,13 +270,13 @@ class Adadelta(_StepEach):
 
     @staticmethod
     def _update(p, state, group):
-        ops = _Arithmetic(p.dtype)
+        ops = _Arithmetic(p.dtype, group["foreach"])
         rho, eps = group["rho"], group["eps"]
         grad = _gradient(p, group, ops)
-        square_avg = ops.addcmul(ops.rounded(ops.load(state["square_avg"]) * rho), grad, grad, 1 - rho)
+        square_avg = ops.addcmul(ops.times(ops.load(state["square_avg"]), rho), grad, grad, 1 - rho)
         std = ops.rounded(ops.sqrt(ops.plus(square_avg, eps)))
         delta = ops.rounded(ops.sqrt(ops.plus(ops.load(state["acc_delta"]), eps)))
         delta = ops.rounded(ops.rounded(delta / std) * grad)  # the step, in the weights' units
-        acc_delta = ops.addcmul(ops.rounded(ops.load(state["acc_delta"]) * rho), delta, delta, 1 - rho)
+        acc_delta = ops.addcmul(ops.times(ops.load(state["acc_delta"]), rho), delta, delta, 1 - rho)
         state["square_avg"][...], state["acc_delta"][...] = square_avg, acc_delta
         p._array[...] = ops.add(ops.load(p._array), -learning_rate(group), delta)

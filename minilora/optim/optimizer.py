@@ -632,7 +632,7 @@ def alpha_16bit(value, dtype):
 def mul_scalar_16bit(value, dtype, foreach):
     """The float32 value of ``s`` in torch's ``t.mul_(s)`` on a float16/bfloat16 tensor: float32 as it is, but rounded
     to the dtype first in its CPU ``_foreach_mul_(tensors, s)`` (the ``foreach=True`` optimizers' ``mul_``; their
-    other foreach ops take their scalars as the single-tensor ops do). A 16-bit value times a 16-bit value is exact
+    other foreach ops, out-of-place ``_foreach_mul(tensors, s)`` too, take their scalars as the single-tensor ops). A 16-bit value times a 16-bit value is exact
     in float32: rounding the product to the dtype once is then the kernel's result."""
     return alpha_16bit(value, dtype) if foreach else np.float32(value)
 
