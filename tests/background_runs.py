@@ -17,7 +17,17 @@ Each run is a call of a function of the test file in a Python process of its own
 script), in the environment the session started with: the tests running meanwhile patch ``os.environ``
 (MINILORA_CACHE_DIR, MINILORA_DEVICE=cuda, CC, ...) and functions of ``os`` (fsync, rename, open, to
 simulate full disks), which must not reach a run, nor a run's calls reach their patches.
+
+``runs.submit(..., last=True)`` queues a run behind every regular run of the session, whenever submitted:
+the subprocess-heavy parts of tests late in the session (emulator launches under the sanitizer, scripts run
+as subprocesses), which would otherwise keep the main process waiting while the helper's core sits idle
+once the notebooks are done; the notebooks never wait for them.
+
+With ``$MINILORA_BACKGROUND_LOG`` set, each run appends a line to that file: its key, its start and end in
+seconds since the session started, and who ran it (``helper``: the helper thread; ``test``: the test itself,
+which got there before the helper did) -- the timeline to check that the idle core is used.
 """
+import heapq
 import importlib
 import itertools
 import os
@@ -26,7 +36,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,20 +49,29 @@ class BackgroundRuns:
 
     def __init__(self):
         self.environ = dict(os.environ)  # the session's, before any test changes it
-        self._pool = None
+        self._started = time.monotonic()
+        self._log = self.environ.get("MINILORA_BACKGROUND_LOG")
+        self._queue = []  # heap of (last, order of submission, key): regular runs first, each kind in order
+        self._order = itertools.count()
+        self._wakeup = threading.Condition()
+        self._closing = False
+        self._helper = None
         self._runs = {}  # key -> (future, call)
         self._folder = None
         self._answers = itertools.count()
 
-    def submit(self, key, module_name, function_name, *args):
+    def submit(self, key, module_name, function_name, *args, last=False):
         """Queue ``function_name(*args)`` of the test file ``module_name`` under ``key`` (a second submit of
-        a key keeps the first)."""
+        a key keeps the first); ``last``: behind every regular run, even those submitted after it."""
         if key in self._runs:
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background-run")
-        call = (module_name, function_name, args)
-        self._runs[key] = (self._pool.submit(self._call, *call), call)
+        self._runs[key] = (Future(), (module_name, function_name, args))
+        with self._wakeup:
+            heapq.heappush(self._queue, (bool(last), next(self._order), key))
+            self._wakeup.notify()
+        if self._helper is None:
+            self._helper = threading.Thread(target=self._help, name="background-run", daemon=True)
+            self._helper.start()
 
     def __contains__(self, key):
         return key in self._runs
@@ -60,7 +81,7 @@ class BackgroundRuns:
         helper has not started it yet -- from a process started here, beside the helper's."""
         future, call = self._runs[key]
         if future.cancel():
-            return self._call(*call)
+            return self._timed(key, "test", call)
         return future.result()
 
     def folder(self, name):
@@ -69,15 +90,47 @@ class BackgroundRuns:
 
     def close(self):
         """At the end of the session: queued runs dropped, the running one waited for, the folders removed."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._helper is not None:
+            with self._wakeup:
+                self._closing = True
+                self._wakeup.notify()
+            self._helper.join()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
 
+    def _help(self):
+        """The helper thread: the queued runs one at a time, skipping those a test took over (cancelled)."""
+        while True:
+            with self._wakeup:
+                while not self._queue and not self._closing:
+                    self._wakeup.wait()
+                if self._closing:
+                    return
+                key = heapq.heappop(self._queue)[2]
+            future, call = self._runs[key]
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._timed(key, "helper", call))
+            except BaseException as error:  # noqa: BLE001  (handed to the test that takes the result)
+                future.set_exception(error)
+
+    def _timed(self, key, who, call):
+        """``_call(*call)``, with a line in $MINILORA_BACKGROUND_LOG when set."""
+        start = time.monotonic() - self._started
+        try:
+            return self._call(*call)
+        finally:
+            if self._log:
+                end = time.monotonic() - self._started
+                with open(self._log, "a") as log:
+                    log.write(f"{key!r} {start:.1f} {end:.1f} {who}\n")
+
     def _session_folder(self):
-        if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="minilora-background-runs-"))
-        return self._folder
+        with self._wakeup:  # the helper's first run and a test's may ask at once
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="minilora-background-runs-"))
+            return self._folder
 
     def _call(self, module_name, function_name, args):
         answer = self._session_folder() / f"answer-{next(self._answers)}.pickle"

@@ -21,6 +21,7 @@ import textwrap
 
 import pytest
 
+import background_runs
 from minilora import float32_math
 
 pytest.importorskip("torch")
@@ -88,27 +89,51 @@ SCRIPT = textwrap.dedent("""
 ORDER = ["default", "avx2", "avx512"]  # (a CPU runs torch's kernels up to its own: forcing more is SIGILL)
 
 
-def run_under(capability, script=SCRIPT):
+def script_under(capability, script):
+    """(exit code, stdout, stderr) of ``script`` run with ``ATEN_CPU_CAPABILITY=capability``: a background run
+    (tests/background_runs.py), behind the session's others, on the core the main process leaves idle."""
     environ = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
     done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True,
                           timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["same", capability]
+    return done.returncode, done.stdout, done.stderr
 
 
-def check_under(capability, script):
+def _in_a_subprocess(capability):
+    """A capability this CPU runs, other than the one this process's torch runs."""
+    native = float32_math.torch_cpu_capability({})
+    return ORDER.index(capability) <= ORDER.index(native) and capability != float32_math.CPU_CAPABILITY
+
+
+def submit_scripts_under(items, runs, module_name, test_name, script):
+    """Queue the subprocesses of ``module_name``'s ``test_name`` (parametrized by capability) behind the session's
+    other runs."""
+    for item in background_runs.selected(items, module_name, test_name):
+        capability = item.callspec.params["capability"]
+        if _in_a_subprocess(capability):
+            runs.submit((module_name, capability), __name__, "script_under", capability, script, last=True)
+
+
+def check_under(capability, script, runs, module_name):
     """Run ``script`` (which prints "same <capability>") under torch's ``capability``: this CPU's own in
-    this process, a lower one in a subprocess with ``ATEN_CPU_CAPABILITY`` set; a higher one is skipped."""
+    this process, a lower one in a subprocess with ``ATEN_CPU_CAPABILITY`` set (the background run
+    ``submit_scripts_under`` queued, or one started here); a higher one is skipped."""
     native = float32_math.torch_cpu_capability({})
     if ORDER.index(capability) > ORDER.index(native):
         pytest.skip(f"this CPU runs torch's {native} kernels, not {capability}'s")
     if capability == float32_math.CPU_CAPABILITY:
         exec(script, {"__name__": "same_bits"})
-    else:
-        run_under(capability, script)
+        return
+    runs.submit((module_name, capability), __name__, "script_under", capability, script, last=True)
+    returncode, stdout, stderr = runs.result((module_name, capability))
+    assert returncode == 0, stderr[-3000:]
+    assert stdout.split() == ["same", capability]
+
+
+def start_background_runs(items, runs):
+    submit_scripts_under(items, runs, __name__, "test_draws_and_sums_are_torchs_under_each_capability", SCRIPT)
 
 
 @pytest.mark.parametrize("capability", ORDER)
-def test_draws_and_sums_are_torchs_under_each_capability(capability):
+def test_draws_and_sums_are_torchs_under_each_capability(capability, background):
     """This CPU's own capability in this process; the lower ones in a subprocess each."""
-    check_under(capability, SCRIPT)
+    check_under(capability, SCRIPT, background, __name__)

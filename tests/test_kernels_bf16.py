@@ -2,9 +2,12 @@
 the emulator, through kernels/warp_mma.cu: the fragment layout lane by lane as the PTX ISA gives it, the
 rounding bit for bit against torch's bfloat16, and one tile's numbers against fp32 references.
 (On a GPU the same source compiles to LDSM, HMMA.16816.F32.BF16 and F2FP: tests/test_cuda_compile.py.)"""
+import importlib.util
+
 import numpy as np
 import pytest
 
+import background_runs
 from minilora import kernels
 from minilora.device import all_devices
 from minilora.emulator import RawModule
@@ -132,20 +135,76 @@ def test_lora_forward_bf16_against_fp32_references(device, M, N, K, r, version):
     assert rel < 2e-2, rel
 
 
-@pytest.mark.parametrize("version", kernels.BF16_VERSIONS)
-@pytest.mark.parametrize("M,N,K,r", [(130, 131, 72, 17), (130, 136, 72, 17)])  # plain loads; cp.async
-def test_lora_forward_bf16_no_bias_race_check_sanitizer_and_the_test_can_fail(M, N, K, r, version):
-    X, W0, A, B, _ = lora_bf16_case(5, M, N, K, r)
-    Xb, Wb = bf16_bits_reference(X), bf16_bits_reference(W0)
+# The race check and sanitizer tests: their launches (several schedules each; AddressSanitizer in a child process)
+# run on the session's helper thread behind its other runs (tests/background_runs.py, ``last=True``), on the core
+# the main process leaves idle; the tests assert on the arrays they return. The inputs are made here (torch
+# rounds them to bf16) and handed to the run: its process needs no torch.
+RACE_FORWARD_SHAPES = [(130, 131, 72, 17), (130, 136, 72, 17)]  # plain loads; cp.async
+RACE_BACKWARD_SHAPES = [(130, 136, 72, 17), (37, 45, 50, 3)]  # cp.async path; plain loads
+
+
+def forward_under_checks(Xb, Wb, A, B, version):
+    """(Y under the race check and sanitizer, Y of Xb with one bf16 ulp changed at [129, 70]): a background run."""
     with kernels.checking(poison=True, check_races=True, sanitize=True):  # races, out-of-bounds accesses
-        Y, U = kernels.lora_forward_bf16(Xb, Wb, A, B, 2.0, device="emu", version=version)
+        Y, _ = kernels.lora_forward_bf16(Xb, Wb, A, B, 2.0, device="emu", version=version)
+    Xb2 = Xb.copy()
+    Xb2[129, 70] ^= 1
+    Y2, _ = kernels.lora_forward_bf16(Xb2, Wb, A, B, 2.0, device="emu", version=version)
+    return Y, Y2
+
+
+def backward_under_checks(dYb, Xb, Wb, A, B, U, version):
+    """((dX, dA, dB) under the race check and sanitizer with split_m=3, the same again, (dX, dA, dB) of dYb with
+    one bf16 ulp changed at its [-1, -2]): a background run."""
+    with kernels.checking(poison=True, check_races=True, sanitize=True):  # races, out-of-bounds accesses
+        checked = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3, version=version)
+    again = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3, version=version)
+    dYb2 = dYb.copy()
+    dYb2[-1, -2] ^= 1
+    moved = kernels.lora_backward_bf16(dYb2, Xb, Wb, A, B, U, 2.0, device="emu", version=version)
+    return checked, again, moved
+
+
+def forward_race_case(M, N, K, r):
+    """(X, W0, A, B, Xb, Wb) of the forward race check test."""
+    X, W0, A, B, _ = lora_bf16_case(5, M, N, K, r)
+    return X, W0, A, B, bf16_bits_reference(X), bf16_bits_reference(W0)
+
+
+def race_check_run(runs, test_name, M, N, K, r, version):
+    """Submit (a no-op when submitted already) the background run of one race check test: its key."""
+    key = (test_name, M, N, K, r, version)
+    if test_name.startswith("test_lora_forward"):
+        _, _, A, B, Xb, Wb = forward_race_case(M, N, K, r)
+        runs.submit(key, __name__, "forward_under_checks", Xb, Wb, A, B, version, last=True)
+    else:
+        (_, _, A, B, _, U), (Xb, Wb, dYb) = lora_bf16_backward_case(7, M, N, K, r)
+        runs.submit(key, __name__, "backward_under_checks", dYb, Xb, Wb, A, B, U, version, last=True)
+    return key
+
+
+RACE_CHECK_TESTS = ("test_lora_forward_bf16_no_bias_race_check_sanitizer_and_the_test_can_fail",
+                    "test_lora_backward_bf16_race_check_sanitizer_and_the_test_can_fail")
+
+
+def start_background_runs(items, runs):
+    """The race check and sanitizer launches of the selected tests, behind the session's other runs."""
+    if importlib.util.find_spec("torch") is None:  # (the tests skip)
+        return
+    for test_name in RACE_CHECK_TESTS:
+        for item in background_runs.selected(items, __name__, test_name):
+            race_check_run(runs, test_name, *(item.callspec.params[k] for k in ("M", "N", "K", "r", "version")))
+
+
+@pytest.mark.parametrize("version", kernels.BF16_VERSIONS)
+@pytest.mark.parametrize("M,N,K,r", RACE_FORWARD_SHAPES)
+def test_lora_forward_bf16_no_bias_race_check_sanitizer_and_the_test_can_fail(M, N, K, r, version, background):
+    X, W0, A, B, Xb, Wb = forward_race_case(M, N, K, r)
+    Y, Y2 = background.result(race_check_run(background, RACE_CHECK_TESTS[0], M, N, K, r, version))
     Xv, Wv = bf16_value(Xb).astype(np.float64), bf16_value(Wb).astype(np.float64)
     want = Xv @ Wv.T + 2.0 * (Xv @ A.T) @ B.T
     np.testing.assert_allclose(Y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     # one bf16 ulp in one element of X moves that row of Y, and only it
-    Xb2 = Xb.copy()
-    Xb2[129, 70] ^= 1
-    Y2, _ = kernels.lora_forward_bf16(Xb2, Wb, A, B, 2.0, device="emu", version=version)
     assert not np.array_equal(Y2[129], Y[129]) and np.array_equal(Y2[:129], Y[:129])
 
 
@@ -250,21 +309,17 @@ def test_lora_backward_bf16_against_fp32_references(device, M, N, K, r, version)
 
 
 @pytest.mark.parametrize("version", kernels.BF16_VERSIONS)
-@pytest.mark.parametrize("M,N,K,r", [(130, 136, 72, 17), (37, 45, 50, 3)])  # cp.async path; plain loads
-def test_lora_backward_bf16_race_check_sanitizer_and_the_test_can_fail(M, N, K, r, version):
+@pytest.mark.parametrize("M,N,K,r", RACE_BACKWARD_SHAPES)
+def test_lora_backward_bf16_race_check_sanitizer_and_the_test_can_fail(M, N, K, r, version, background):
     (X, W0, A, B, dY, U), (Xb, Wb, dYb) = lora_bf16_backward_case(7, M, N, K, r)
-    with kernels.checking(poison=True, check_races=True, sanitize=True):  # races, out-of-bounds accesses
-        dX, dA, dB = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3, version=version)
+    (dX, dA, dB), again, (dX2, _, dB2) = background.result(
+        race_check_run(background, RACE_CHECK_TESTS[1], M, N, K, r, version))
     exact, scales = bf16_backward_references(bf16_value(Xb), bf16_value(Wb), A, B, bf16_value(dYb), U, 2.0)
     for name, g in (("dX", dX), ("dA", dA), ("dB", dB)):
         assert (np.abs(g - exact[name]) <= 1e-5 * scales[name] + 1e-30).all(), name
     # deterministic: partial sums reduced in a fixed order, no float atomics
-    again = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3, version=version)
     assert all(a.tobytes() == b.tobytes() for a, b in zip((dX, dA, dB), again))
     # one bf16 ulp in one element of dY moves that row of dX (and only it) and that row of dB
-    dYb2 = dYb.copy()
-    dYb2[M - 1, N - 2] ^= 1
-    dX2, _, dB2 = kernels.lora_backward_bf16(dYb2, Xb, Wb, A, B, U, 2.0, device="emu", version=version)
     assert not np.array_equal(dX2[M - 1], dX[M - 1]) and np.array_equal(dX2[:M - 1], dX[:M - 1])
     assert not np.array_equal(dB2[N - 2], dB[N - 2])
     assert np.array_equal(np.delete(dB2, N - 2, 0), np.delete(dB, N - 2, 0))

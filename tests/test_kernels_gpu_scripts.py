@@ -4,10 +4,13 @@ the one run a GPU session gets does not die on the script itself (every table is
 written).  A real GPU run is benchmarks/gpu_check.sh."""
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
 import pytest
+
+import background_runs
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -73,16 +76,33 @@ g.main(sys.argv[1:])
 """
 
 
-def test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy(tmp_path):
+def dry_run():
+    """(exit code, stdout, stderr, RESULTS.md, gpu_choice.json) of the script's dry run (None for a file it did not
+    write): a background run (tests/background_runs.py), behind the session's others, on the core the main
+    process leaves idle."""
+    with tempfile.TemporaryDirectory(prefix="gpu-lora-dry-") as folder:
+        folder = Path(folder)
+        (folder / "cupy").mkdir()
+        (folder / "cupy" / "__init__.py").write_text(FAKE_CUPY)
+        (folder / "dry.py").write_text(DRIVER.format(FAKE_DIR=str(folder), BENCH=str(BENCH)))
+        out, choice = folder / "RESULTS.md", folder / "gpu_choice.json"
+        res = subprocess.run([sys.executable, str(folder / "dry.py"), "--quick", "--repeats", "1", "--warmup", "0",
+                              "--out", str(out), "--choice-out", str(choice)], capture_output=True, text=True,
+                             timeout=600)
+        written = [f.read_text() if f.is_file() else None for f in (out, choice)]
+    return (res.returncode, res.stdout, res.stderr, *written)
+
+
+def start_background_runs(items, runs):
+    if background_runs.selected(items, __name__, "test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy"):
+        runs.submit("gpu_lora dry run", __name__, "dry_run", last=True)
+
+
+def test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy(tmp_path, background):
     pytest.importorskip("torch")
-    (tmp_path / "cupy").mkdir()
-    (tmp_path / "cupy" / "__init__.py").write_text(FAKE_CUPY)
-    (tmp_path / "dry.py").write_text(DRIVER.format(FAKE_DIR=str(tmp_path), BENCH=str(BENCH)))
-    out, choice = tmp_path / "RESULTS.md", tmp_path / "gpu_choice.json"
-    res = subprocess.run([sys.executable, str(tmp_path / "dry.py"), "--quick", "--repeats", "1", "--warmup", "0",
-                          "--out", str(out), "--choice-out", str(choice)], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    text = out.read_text()
+    background.submit("gpu_lora dry run", __name__, "dry_run", last=True)  # a no-op after start_background_runs
+    returncode, stdout, stderr, text, choice_text = background.result("gpu_lora dry run")
+    assert returncode == 0, stdout[-3000:] + stderr[-3000:]
     for title in ("## LoRA forward", "## LoRA forward + backward", "## BGMV", "## AdamW"):
         assert title in text, title
     for row in ("fused v6", "fused v7", "unfused", "base GEMM", "fused bf16 (mma.sync, lora_bf16.cu) v2",
@@ -94,6 +114,8 @@ def test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy(tmp_path):
     assert "| fused v8" in text and "fastest fused fp32 version" in text
     # the sweep's choice: in the format pick_version reads, one winner per pass for the rank measured (r = 16)
     from minilora import kernels
+    choice = tmp_path / "gpu_choice.json"
+    choice.write_text(choice_text)
     table = kernels._parse_choice(choice)
     assert set(table) == {"forward", "forward+backward"} and all(set(v) == {16} for v in table.values())
     assert "host µs per call" in text

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora import parallel
 
@@ -221,18 +222,26 @@ def test_sum_over_rows_splits_by_the_work_of_its_first_array(monkeypatch):
         parallel.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("value", ["0", "two", "-1"])
-def test_a_bad_thread_count_in_the_environment_is_named(value):
+def imports_with_thread_count(value):
+    """(exit code and stderr of ``import minilora`` with MINILORA_NUM_THREADS=value, what num_threads() says with
+    it 3): a background run (tests/background_runs.py), behind the session's others, on the idle core."""
     import os
     import subprocess
     import sys
     result = subprocess.run([sys.executable, "-c", "import minilora"], capture_output=True, text=True,
                             env={**os.environ, "MINILORA_NUM_THREADS": value})
-    assert result.returncode != 0
-    assert "MINILORA_NUM_THREADS must be a whole number >= 1" in result.stderr
     good = subprocess.run([sys.executable, "-c", "import minilora; print(minilora.num_threads())"],
                           capture_output=True, text=True, env={**os.environ, "MINILORA_NUM_THREADS": "3"})
-    assert good.stdout.strip() == "3"
+    return result.returncode, result.stderr, good.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_thread_count_in_the_environment_is_named(value, background):
+    background.submit(("thread count", value), __name__, "imports_with_thread_count", value, last=True)
+    returncode, stderr, good = background.result(("thread count", value))
+    assert returncode != 0
+    assert "MINILORA_NUM_THREADS must be a whole number >= 1" in stderr
+    assert good.strip() == "3"
 
 
 def test_add_and_multiply_split_large_arrays_and_fall_back_for_the_rest(split_into_blocks, rng):
@@ -319,29 +328,50 @@ print(json.dumps(out))
 """
 
 
-def _probe_import(*flags):
-    import json
+def import_probe(*flags):
+    """(exit code, stdout, stderr) of _IMPORT_PROBE: a background run, as imports_with_thread_count."""
     import subprocess
+    import sys
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *flags], capture_output=True, text=True,
+                          env=env, timeout=120)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _probe_import(runs, *flags):
+    import json
     import sys
     from minilora import blas
     if not blas._openblas_libraries() or not sys.platform.startswith("linux"):
         pytest.skip("needs Linux with NumPy's OpenBLAS")
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *flags], capture_output=True, text=True,
-                          env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    runs.submit(("import probe", flags), __name__, "import_probe", *flags, last=True)
+    returncode, stdout, stderr = runs.result(("import probe", flags))
+    assert returncode == 0, stderr
+    return json.loads(stdout)
 
 
-def test_import_minilora_leaves_blas_threads_malloc_and_threads_as_they_were():
+PROBE_FLAGS = {"test_import_minilora_leaves_blas_threads_malloc_and_threads_as_they_were": (),
+               "test_minilora_limits_blas_only_while_it_computes_and_malloc_only_on_request": ("--work", "--opt-in")}
+
+
+def start_background_runs(items, runs):
+    for item in background_runs.selected(items, __name__, "test_a_bad_thread_count_in_the_environment_is_named"):
+        value = item.callspec.params["value"]
+        runs.submit(("thread count", value), __name__, "imports_with_thread_count", value, last=True)
+    for test_name, flags in PROBE_FLAGS.items():
+        if background_runs.selected(items, __name__, test_name):
+            runs.submit(("import probe", flags), __name__, "import_probe", *flags, last=True)
+
+
+def test_import_minilora_leaves_blas_threads_malloc_and_threads_as_they_were(background):
     """A learner's own NumPy in the same process keeps its BLAS threads; no mallopt, no helper threads."""
-    out = _probe_import()
+    out = _probe_import(background)
     assert out["before"]["blas"] == 2 and out["before"]["mmap"] is True  # the probe sees the defaults
     assert out["after_import"] == out["before"]
 
 
-def test_minilora_limits_blas_only_while_it_computes_and_malloc_only_on_request():
-    out = _probe_import("--work", "--opt-in")
+def test_minilora_limits_blas_only_while_it_computes_and_malloc_only_on_request(background):
+    out = _probe_import(background, "--work", "--opt-in")
     assert out["blas_during_forward"] == 1  # minilora's threads split the work; BLAS runs on one
     assert out["after_work"]["blas"] == 2  # ... and the caller's setting is back afterwards
     assert out["after_work"]["mmap"] is True

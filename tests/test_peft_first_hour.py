@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora.lora import (AutoPeftModelForCausalLM, LoraConfig, PeftModel, PeftModelForCausalLM, TaskType,
                            VeraConfig, get_peft_model)
@@ -463,15 +464,50 @@ MISTAKES = [(["train", "--device", "tpu"], "train", "--device"),
             (["train", "--r", "0"], "train", "--r")]
 
 
-@pytest.mark.parametrize("argv,command,named", MISTAKES, ids=[" ".join(m[0]) for m in MISTAKES])
-def test_cli_mistake_is_one_line_and_status_2(argv, command, named, tmp_path):
+def minilora_commands(*commands):
+    """[(exit code, stdout, stderr)] of ``python -m minilora *argv`` for each argv of ``commands``, one after the
+    other in one new folder: a background run (tests/background_runs.py), behind the session's others, on the
+    core the main process leaves idle."""
     import subprocess
     import sys
-    done = subprocess.run([sys.executable, "-m", "minilora", *argv], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr
-    last = done.stderr.strip().splitlines()[-1]
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="minilora-cli-") as folder:
+        return [(done.returncode, done.stdout, done.stderr) for done in (
+            subprocess.run([sys.executable, "-m", "minilora", *argv], cwd=folder, capture_output=True, text=True,
+                           timeout=300) for argv in commands)]
+
+
+CLI_TRAIN = ["train", "--eval-n", "2", "--eval-every", "2", "--no-progress", "--out", "run", "--r", "2"]
+CLI_TRAIN_RUNS = ((*CLI_TRAIN, "--steps", "2"), (*CLI_TRAIN, "--steps", "4", "--resume", "--seed", "7"),
+                  (*CLI_TRAIN[:-1], "4", "--steps", "4", "--resume"), (*CLI_TRAIN, "--steps", "4", "--resume"))
+
+
+def _cli_runs(items):
+    """{key: the commands} of the selected CLI tests."""
+    runs = {("cli", tuple(item.callspec.params["argv"])): (tuple(item.callspec.params["argv"]),) for item in
+            background_runs.selected(items, __name__, "test_cli_mistake_is_one_line_and_status_2")}
+    if background_runs.selected(items, __name__, "test_cli_train_no_progress_lines_resume_message_and_run_options"):
+        runs["cli train"] = CLI_TRAIN_RUNS
+    return runs
+
+
+def start_background_runs(items, runs):
+    for key, commands in _cli_runs(items).items():
+        runs.submit(key, __name__, "minilora_commands", *commands, last=True)
+
+
+def cli_result(runs, key, *commands):
+    """The background run's results (a no-op submit after start_background_runs)."""
+    runs.submit(key, __name__, "minilora_commands", *commands, last=True)
+    return runs.result(key)
+
+
+@pytest.mark.parametrize("argv,command,named", MISTAKES, ids=[" ".join(m[0]) for m in MISTAKES])
+def test_cli_mistake_is_one_line_and_status_2(argv, command, named, background):
+    [(returncode, _, stderr)] = cli_result(background, ("cli", tuple(argv)), tuple(argv))
+    assert returncode == 2, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"minilora {command}: error: ") and named in last, last
 
 
@@ -513,29 +549,18 @@ def test_ctrl_c_finishes_the_step_checkpoints_it_and_resume_continues_identicall
     assert resumed.losses == straight.losses
 
 
-def _minilora(args, cwd):
-    import subprocess
-    import sys
-    return subprocess.run([sys.executable, "-m", "minilora", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
-
-
-def test_cli_train_no_progress_lines_resume_message_and_run_options(tmp_path):
-    common = ["train", "--eval-n", "2", "--eval-every", "2", "--no-progress", "--out", "run", "--r", "2"]
-    first = _minilora([*common, "--steps", "2"], tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert "step 2/2  loss" in first.stdout and "step 2  accuracy" in first.stdout  # a line per log and eval
-    assert "before:" in first.stdout
-    other = _minilora([*common, "--steps", "4", "--resume", "--seed", "7"], tmp_path)
-    assert other.returncode == 2 and "Traceback" not in other.stderr
-    assert "started with --seed 0, not --seed 7" in other.stderr
-    wider = _minilora([*common[:-1], "4", "--steps", "4", "--resume"], tmp_path)
-    assert wider.returncode == 2 and "started with --r 2, not --r 4" in wider.stderr
-    resumed = _minilora([*common, "--steps", "4", "--resume"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resume: continuing run from step 2 of 4" in resumed.stdout
-    assert "before:" not in resumed.stdout  # the base model is not evaluated again
-    assert "step 4/4  loss" in resumed.stdout
+def test_cli_train_no_progress_lines_resume_message_and_run_options(background):
+    first, other, wider, resumed = cli_result(background, "cli train", *CLI_TRAIN_RUNS)
+    assert first[0] == 0, first[2]
+    assert "step 2/2  loss" in first[1] and "step 2  accuracy" in first[1]  # a line per log and eval
+    assert "before:" in first[1]
+    assert other[0] == 2 and "Traceback" not in other[2]
+    assert "started with --seed 0, not --seed 7" in other[2]
+    assert wider[0] == 2 and "started with --r 2, not --r 4" in wider[2]
+    assert resumed[0] == 0, resumed[2]
+    assert "resume: continuing run from step 2 of 4" in resumed[1]
+    assert "before:" not in resumed[1]  # the base model is not evaluated again
+    assert "step 4/4  loss" in resumed[1]
 
 
 # ==================================================================================================

@@ -32,7 +32,7 @@ import textwrap
 import pytest
 
 pytest.importorskip("torch")
-from test_cpu_capability_r10 import ORDER, check_under  # noqa: E402  (this process, or a subprocess)
+from test_cpu_capability_r10 import ORDER, check_under, submit_scripts_under  # noqa: E402  (here, or a subprocess)
 
 SCRIPT = textwrap.dedent("""
     import numpy as np
@@ -119,9 +119,13 @@ SCRIPT = textwrap.dedent("""
     print("same", capability)
 """)
 
+def start_background_runs(items, runs):
+    submit_scripts_under(items, runs, __name__, "test_sums_and_softmax_are_torchs_under_each_capability", SCRIPT)
+
+
 @pytest.mark.parametrize("capability", ORDER)
-def test_sums_and_softmax_are_torchs_under_each_capability(capability):
-    check_under(capability, SCRIPT)
+def test_sums_and_softmax_are_torchs_under_each_capability(capability, background):
+    check_under(capability, SCRIPT, background, __name__)
 
 
 def test_linear_bias_gradient_is_torchs():
