@@ -165,6 +165,15 @@ def selected(items, module_name, test_name):
             and getattr(item, "originalname", None) == test_name]
 
 
+def run_commands(commands, cwd, timeout):
+    """[(exit code, stdout, stderr)] of each ``(argv, changes to the session's environment)`` of ``commands``,
+    one after the other, in ``cwd``: a run for a test whose heavy part is a command (this module, with no
+    imports of its own to wait for, is what the run's process imports)."""
+    return [(done.returncode, done.stdout, done.stderr) for done in (
+        subprocess.run(argv, env={**os.environ, **changes}, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        for argv, changes in commands)]
+
+
 def _run_one_call(answer):
     """The process of one call (``BackgroundRuns._call``): the call from stdin, its outcome pickled to ``answer``."""
     sys.path.insert(1, str(HERE.parent))  # the repository, as for ``python -m pytest`` run there

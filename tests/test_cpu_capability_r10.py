@@ -15,7 +15,6 @@ subprocess with the variable set, as a user on that CPU runs it):
 * histc's refusal of a NaN range prints the vectorized min/max's ``-nan`` or the data's own NaN.
 """
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -86,16 +85,17 @@ SCRIPT = textwrap.dedent("""
     print("same", capability)
 """)
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER = ["default", "avx2", "avx512"]  # (a CPU runs torch's kernels up to its own: forcing more is SIGILL)
 
 
-def script_under(capability, script):
-    """(exit code, stdout, stderr) of ``script`` run with ``ATEN_CPU_CAPABILITY=capability``: a background run
-    (tests/background_runs.py), behind the session's others, on the core the main process leaves idle."""
-    environ = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
-    done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True,
-                          timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return done.returncode, done.stdout, done.stderr
+def _script_run(runs, module_name, capability, script):
+    """Submit (a no-op when submitted already) the run of ``script`` with ``ATEN_CPU_CAPABILITY=capability``, behind
+    the session's other runs (tests/background_runs.py), on the core the main process leaves idle: its key."""
+    key = (module_name, capability)
+    command = ([sys.executable, "-c", script], {"ATEN_CPU_CAPABILITY": capability})
+    runs.submit(key, "background_runs", "run_commands", (command,), ROOT, 120, last=True)
+    return key
 
 
 def _in_a_subprocess(capability):
@@ -110,7 +110,7 @@ def submit_scripts_under(items, runs, module_name, test_name, script):
     for item in background_runs.selected(items, module_name, test_name):
         capability = item.callspec.params["capability"]
         if _in_a_subprocess(capability):
-            runs.submit((module_name, capability), __name__, "script_under", capability, script, last=True)
+            _script_run(runs, module_name, capability, script)
 
 
 def check_under(capability, script, runs, module_name):
@@ -123,8 +123,7 @@ def check_under(capability, script, runs, module_name):
     if capability == float32_math.CPU_CAPABILITY:
         exec(script, {"__name__": "same_bits"})
         return
-    runs.submit((module_name, capability), __name__, "script_under", capability, script, last=True)
-    returncode, stdout, stderr = runs.result((module_name, capability))
+    [(returncode, stdout, stderr)] = runs.result(_script_run(runs, module_name, capability, script))
     assert returncode == 0, stderr[-3000:]
     assert stdout.split() == ["same", capability]
 
