@@ -69,6 +69,10 @@ class BackgroundRuns:
         with self._wakeup:
             heapq.heappush(self._queue, (bool(last), next(self._order), key))
             self._wakeup.notify()
+
+    def start(self):
+        """Start the helper thread on the queued runs: once every file has submitted its runs (``start_all``),
+        so that a regular run submitted after a ``last`` one still goes first."""
         if self._helper is None:
             self._helper = threading.Thread(target=self._help, name="background-run", daemon=True)
             self._helper.start()
@@ -79,6 +83,7 @@ class BackgroundRuns:
     def result(self, key):
         """The call's return value (or its exception, raised): from the helper thread, or -- when the
         helper has not started it yet -- from a process started here, beside the helper's."""
+        self.start()  # (a session that did not go through start_all)
         future, call = self._runs[key]
         if future.cancel():
             return self._timed(key, "test", call)
@@ -157,6 +162,7 @@ def start_all(session, runs):
             modules.append(module)
     for module in modules:
         module.start_background_runs(session.items, runs)
+    runs.start()
 
 
 def selected(items, module_name, test_name):
