@@ -117,7 +117,11 @@ def accepting_deprecated(fn, name, *, method, inplace=False):
                 if bound is not None and _typed(bound, name):
                     break
             else:
-                raise error
+                refusal = _torch_refusal(name, method, inplace, args[1:] if method else args, dict(kwargs, **(
+                    {} if out is None else {"out": out})))
+                if refusal is None:
+                    raise error
+                raise TypeError(refusal) from None
         _warn_once(name, params, method, inplace)
         scalars, tensors, _ = _SIGNATURES[name]
         given = {s: _scalar(bound[s]) for s in scalars if s in bound}
@@ -125,6 +129,122 @@ def accepting_deprecated(fn, name, *, method, inplace=False):
             given["out"] = out
         return fn(bound["input"], *(bound[t] for t in tensors), **given)
     return call
+
+
+# ---- a call that fits no signature: torch's TypeError (python_arg_parser's print_error) -------------------
+def _parameters(text):
+    """The parameters of a signature text ``(Tensor other, *, Number alpha = 1)``: (type, name, keyword only,
+    required) each."""
+    parameters, keyword_only = [], False
+    for entry in text[text.index("(") + 1:-1].split(", "):
+        if entry == "*":
+            keyword_only = True
+            continue
+        declared, _, default = entry.partition(" = ")
+        kind, _, parameter = declared.rpartition(" ")
+        parameters.append((kind, parameter, keyword_only, not default))
+    return parameters
+
+
+def _torch_refusal(name, method, inplace, args, kwargs):
+    """torch's message for a call that fits none of ``name``'s signatures (the deprecated ones are hidden from
+    it): one signature that the argument count fits reports its first problem, else all are listed (ATen's
+    format_invalid_args). None where this reading finds no problem (the original error stands)."""
+    shown = name + "_" if inplace else name
+    texts = _current_texts(name, method, inplace)
+    count = len(args) + len(kwargs)
+    plausible = [t for t in texts if sum(r for *_, r in _parameters(t)) <= count <= len(_parameters(t))]
+    if len(plausible) == 1:
+        return _first_problem(shown, _parameters(plausible[0]), args, kwargs)
+    return _invalid_combination(shown, [t[len(shown):] for t in texts], args, kwargs)
+
+
+def _first_problem(shown, parameters, args, kwargs):
+    """torch's FunctionSignature::parse errors, in its order (positional count, keywords, types)."""
+    positional = [p for p in parameters if not p[2]]
+    if len(args) > len(positional):
+        plural = "" if len(positional) == 1 else "s"
+        return (f"{shown}() takes {len(positional)} positional argument{plural} but {len(args)} "
+                f"{'was' if len(args) == 1 else 'were'} given")
+    names = [p[1] for p in parameters]
+    for key in kwargs:
+        if key not in names:
+            return f"{shown}() got an unexpected keyword argument '{key}'"
+        if names.index(key) < len(args):
+            return f"{shown}() got multiple values for argument '{key}'"
+    missing = [f'"{p[1]}"' for i, p in enumerate(parameters) if p[3] and i >= len(args) and p[1] not in kwargs]
+    if missing:  # (torch's plural is the other way round: "1 ... arguments", "2 ... argument")
+        return (f"{shown}() missing {len(missing)} required positional argument{'s' if len(missing) == 1 else ''}: "
+                f"{', '.join(missing)}")
+    for position, (kind, parameter, _, _) in enumerate(parameters):
+        given = args[position] if position < len(args) else kwargs.get(parameter)
+        if given is None or kind != "Tensor" or isinstance(given, Tensor) or \
+                (parameter in ("input", "other") and _is_number(given)):  # (add's and sub's take numbers there)
+            continue
+        where = f" (position {position + 1})" if position < len(args) else ""
+        return f"{shown}(): argument '{parameter}'{where} must be Tensor, not {type(given).__name__}"
+    return None
+
+
+def _invalid_combination(shown, options, args, kwargs):
+    """ATen's format_invalid_args (torch/csrc/utils/invalid_arguments.cpp), quirks kept: it splits a signature
+    at ", " so that ``*`` and ``Number alpha = 1`` count as arguments (named ``*`` and ``1``), and marks each
+    argument whose Python type name is not the declared type between ``!``."""
+    message = f"{shown}() received an invalid combination of arguments - "
+    if len(options) == 1:
+        arguments = _split_option(options[0])
+        unmatched = _unmatched_keywords(arguments, kwargs)
+        if unmatched:
+            return message + "got unrecognized keyword arguments: " + ", ".join(unmatched)
+        described = _marked(arguments, args, kwargs) if len(arguments) == _count(args, kwargs) else \
+            _described(args, kwargs)
+        return message + f"got {described}, but expected {options[0]}"
+    message += f"got {_described(args, kwargs)}, but expected one of:\n"
+    for option in options:
+        message += f" * {option}\n"
+        arguments = _split_option(option)
+        if len(arguments) == _count(args, kwargs):
+            unmatched = _unmatched_keywords(arguments, kwargs)
+            message += ("      didn't match because some of the keywords were incorrect: " + ", ".join(unmatched)
+                        if unmatched else "      didn't match because some of the arguments have invalid types: "
+                        + _marked(arguments, args, kwargs)) + "\n"
+    return message
+
+
+def _count(args, kwargs):
+    return len(args) + len(kwargs)
+
+
+def _split_option(option):
+    """(type, name) of each ", "-separated piece of ``(...)``, as ATen's _parseOption reads it."""
+    pieces = []
+    for piece in option[1:-1].split(", "):
+        kind, _, parameter = piece.rpartition(" ")
+        pieces.append((kind or piece, parameter))
+    return pieces
+
+
+def _unmatched_keywords(arguments, kwargs):
+    """ATen's _tryMatchKwargs: a keyword matches only among the last ``len(kwargs)`` argument names."""
+    names = [parameter for _, parameter in arguments[max(len(arguments) - len(kwargs), 0):]]
+    return [key for key in kwargs if key not in names]
+
+
+def _marked(arguments, args, kwargs):
+    """ATen's _formattedArgDesc: each argument's type name, ``!``-marked where it is not the declared type (a
+    keyword one is read under the name at its position: _unmatched_keywords found none amiss)."""
+    given = [("", a) for a in args] + [(f"{name}=", kwargs[name]) for _, name in arguments[len(args):]]
+    parts = [prefix + type(value).__name__ for prefix, value in given]
+    marked = [text if type(value).__name__ == kind else f"!{text}!"
+              for text, (kind, _), (_, value) in zip(parts, arguments, given)]
+    return f"({', '.join(marked)})"
+
+
+def _described(args, kwargs):
+    """ATen's _argDesc (its ", " after the last keyword left when there are no positional arguments)."""
+    text = "".join(f"{type(a).__name__}, " for a in args) + "".join(f"{k}={type(v).__name__}, "
+                                                                     for k, v in kwargs.items())
+    return f"({text[:-2] if args else text})"
 
 
 def install(namespace):
