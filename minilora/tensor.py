@@ -638,6 +638,13 @@ def no_forward_formula(name, *tensors):
         _forward_ad.refuse_duals(name, tensors)
 
 
+def no_complex_autograd(name, dtype, *tensors):
+    """torch's refusal of an op whose derivative it has for real numbers only (nan_to_num, slice_scatter,
+    embedding ...): a complex result (``dtype``) recorded for backward raises before the op runs."""
+    if dtype.kind == "c" and _mode.grad_enabled and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+        raise RuntimeError(f"{name} does not support automatic differentiation for outputs with complex dtype.")
+
+
 def name_node(result, name, *inputs, graph=None):
     """Give the node that made ``result`` torch's name for this call (``x.t()`` runs minilora's Permute;
     torch prints TBackward0). Nothing when ``result`` has no node of its own: no grad, or an input itself.

@@ -12,14 +12,15 @@ import minilora as ml  # noqa: E402
 VALUES = np.array([0.3 + 0.4j, -1.2 + 0.7j, 0.8 - 1.1j, -0.5 - 0.2j, 1.5 + 0.1j, -0.1 + 0.9j])
 
 
-def _inputs(lib, dtype_name):
+def _inputs(lib, dtype_name, requires_grad=False):
     z = lib.tensor(VALUES, dtype=getattr(lib, "complex128")).to(getattr(lib, dtype_name))
+    z.requires_grad_(requires_grad)
     return z, z.reshape(2, 3)
 
 
-def _outcome(lib, call, dtype_name):
+def _outcome(lib, call, dtype_name, requires_grad=False):
     functional = torch.nn.functional if lib is torch else ml.nn.functional
-    z, m = _inputs(lib, dtype_name)
+    z, m = _inputs(lib, dtype_name, requires_grad)
     try:
         return "ok", call(lib, functional, z, m)
     except Exception as error:  # noqa: BLE001 -- the error itself is what is compared
@@ -36,9 +37,9 @@ def _numpy(value):
     return value
 
 
-def _check(call, dtype_name, tolerance):
-    expected = _outcome(torch, call, dtype_name)
-    got = _outcome(ml, call, dtype_name)
+def _check(call, dtype_name, tolerance, requires_grad=False):
+    expected = _outcome(torch, call, dtype_name, requires_grad)
+    got = _outcome(ml, call, dtype_name, requires_grad)
     if expected[0] != "ok" or got[0] != "ok":
         assert got == expected
         return
@@ -113,6 +114,44 @@ COMPUTED = {
     "rms_norm_real_weight": lambda t, F, z, m: F.rms_norm(m, (3,), z[:3].real, 1e-3),
     "RMSNorm_module": lambda t, F, z, m: t.nn.RMSNorm(3)(m),
 }
+
+
+# Calls torch computes for complex inputs, but refuses to record for backward ("... does not support automatic
+# differentiation for outputs with complex dtype"); in-place nan_to_num_ it differentiates.
+WITHOUT_COMPLEX_GRADIENT = {
+    "nan_to_num": lambda t, F, z, m: t.nan_to_num(z / 0),
+    "nan_to_num_method": lambda t, F, z, m: (m * t.tensor([[float("nan")], [float("inf")]])).nan_to_num(1.0, 2.0, -3.0),
+    "slice_copy": lambda t, F, z, m: t.slice_copy(m, 1, 0, 2),
+    "select_copy": lambda t, F, z, m: t.select_copy(m, 0, 1),
+    "slice_scatter": lambda t, F, z, m: t.slice_scatter(m, m[:1].detach(), 0, 0, 1),
+    "select_scatter": lambda t, F, z, m: t.select_scatter(m, m[0].detach(), 0, 1),
+    "scatter_reduce": lambda t, F, z, m: m.scatter_reduce(0, t.zeros(2, 3, dtype=t.int64), m, "sum"),
+    "embedding": lambda t, F, z, m: F.embedding(t.tensor([1, 0]), m),
+    "bilinear": lambda t, F, z, m: F.bilinear(m, m, m.detach().reshape(2, 3, 1).expand(2, 3, 3)),
+    "soft_margin_loss": lambda t, F, z, m: F.soft_margin_loss(m, t.ones(2, 3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WITHOUT_COMPLEX_GRADIENT))
+def test_without_complex_gradient_as_torch(name):
+    _check(WITHOUT_COMPLEX_GRADIENT[name], "complex128", 1e-12, requires_grad=True)
+
+
+@pytest.mark.parametrize("dtype_name", ["complex64", "complex128"])
+@pytest.mark.parametrize("name", ["nan_to_num", "nan_to_num_method"])
+def test_nan_to_num_replaces_each_part_as_torch(name, dtype_name):  # (it returned the input unchanged)
+    _check(WITHOUT_COMPLEX_GRADIENT[name], dtype_name, 0)
+
+
+def test_nan_to_num_in_place_gradient_as_torch():
+    def call(lib, z):
+        out = z * 1
+        out[0, 0] = complex(float("nan"), float("inf"))
+        return out.nan_to_num_(nan=2.0)
+    want = _gradient(torch, call).resolve_conj().numpy()
+    np.testing.assert_allclose(_gradient(ml, call).numpy(), want, rtol=1e-12, atol=1e-12)
+    z = torch.tensor(VALUES, dtype=torch.complex128).reshape(2, 3)
+    np.testing.assert_array_equal(call(ml, ml.tensor(z.numpy())).numpy(), call(torch, z).numpy())
 
 
 @pytest.mark.parametrize("dtype_name", ["complex64", "complex128"])

@@ -37,6 +37,7 @@ from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer
 from ..dtypes import is_floating as _is_floating
 from .. import random as _random
 from ..tensor import Tensor as _Tensor, _to_dtype, no_forward_formula as _no_forward_formula
+from ..tensor import no_complex_autograd as _no_complex_autograd
 from ..tensor import no_grad as _no_grad
 from ..ops.bags import DenseBagGradient as _DenseBagGradient
 from ..tensor import name_node as _name_node, saved_for as _saved_for, saves_as_torch as _saves_as_torch
@@ -351,6 +352,7 @@ def upsample_bilinear(input, size=None, scale_factor=None):
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """``log(1 + exp(-target * input))`` for targets of +1 / -1 (torch's ``log1p(exp(...))``)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
+    _no_complex_autograd("soft_margin_loss", input.dtype, input, target)
     if getattr(target, "requires_grad", False):  # torch's kernel has no gradient for the target
         raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect to argument "
                            "'target'. This input cannot have requires_grad True.")
@@ -827,6 +829,7 @@ def bilinear(input1, input2, weight, bias=None):
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise RuntimeError(f"bilinear(): bias size does not match weight size: got {bias.shape[-1]} but expected "
                            f"{weight.shape[0]}")
+    _no_complex_autograd("_trilinear", np.result_type(input1.dtype, weight.dtype, input2.dtype), input1, weight, input2)
     out = ops.einsum("...i,oij,...j->...o", input1, weight, input2)
     return out if bias is None else out + bias
 

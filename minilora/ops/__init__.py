@@ -426,7 +426,7 @@ def _addmm_(self, mat1, mat2, *, beta=1, alpha=1):
 
 
 def _nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
-    return self._inplace(nan_to_num, nan=nan, posinf=posinf, neginf=neginf)
+    return self._inplace(_elementwise._nan_to_num, nan=nan, posinf=posinf, neginf=neginf)
 
 
 def _baddbmm_(self, batch1, batch2, *, beta=1, alpha=1):

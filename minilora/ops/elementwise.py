@@ -17,7 +17,7 @@ from ..device import xp_of
 from ..dtypes import (cast, checked_number, float32, get_default_dtype, int64, is_bfloat16, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
 from ..tensor import (Function, Tensor, ShapeError, _is_broadcast_error, backward_reads, is_grad_enabled, name_node,
-                      saved_for, saves_as_torch)
+                      no_complex_autograd, saved_for, saves_as_torch)
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
@@ -2566,7 +2566,9 @@ def logaddexp(input, other):
 
 @computes_in_float32  # (NumPy's nan_to_num leaves a bfloat16 array as it is: not an 'inexact' type to it)
 class NanToNum(Function):
-    """NaN, +inf and -inf replaced by numbers; the gradient flows only where the input was finite."""
+    """NaN, +inf and -inf replaced by numbers (complex: in each part); the gradient flows only where the input
+    was finite (a real mask: a complex gradient passes as is, for the in-place nan_to_num_ torch differentiates)."""
+    complex_grad = True
 
     @staticmethod
     def forward(ctx, a, nan, posinf, neginf):
@@ -2582,8 +2584,15 @@ class NanToNum(Function):
 
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
     """``torch.nan_to_num``: NaN -> ``nan``, +inf -> ``posinf`` (default: the dtype's largest
-    value), -inf -> ``neginf`` (default: its lowest). Integers are returned unchanged."""
-    if not is_floating(input.dtype):
+    value), -inf -> ``neginf`` (default: its lowest). Integers are returned unchanged. Complex: each part
+    replaced (the real dtype's limits); no derivative, as torch's out-of-place nan_to_num."""
+    no_complex_autograd("nan_to_num", input.dtype, input)
+    return _nan_to_num(input, nan, posinf, neginf)
+
+
+def _nan_to_num(input, nan, posinf, neginf):
+    """nan_to_num's values (``x.nan_to_num_()``: torch differentiates the in-place form for complex too)."""
+    if not is_floating(input.dtype) and input.dtype.kind != "c":
         return clone(input)
     largest = float(np.finfo(input.dtype).max)  # (of the input's dtype, not of the float32 it computes in)
     out = NanToNum.apply(input, nan=nan, posinf=largest if posinf is None else posinf,

@@ -14,7 +14,8 @@ from .. import amp as _amp, dtypes, return_types, std_sort
 from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
-from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_forward_formula, no_grad, saves_as_torch
+from ..tensor import (Function, Tensor, is_grad_enabled, name_node, no_complex_autograd, no_forward_formula, no_grad,
+                      saves_as_torch)
 from ..factories import _NoDerivative, _broadcast, in_layout_of, known_layout, like_view_strides
 from .elementwise import backward_in_float32, gradient_passes_to, promotion_cast
 from .shape import NO_DIM, RecordedCopy, add_at, dim_given, one_by_one, put_into_copy, zeroed_at
@@ -880,6 +881,7 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
     old value does not take part where something is scattered to it."""
     if reduce not in _REDUCERS:
         raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
+    no_complex_autograd("scatter_reduce", input.dtype, input, src)
     dim = _dim(dim, input.ndim, "scatter_reduce")
     if not index.numel() and index.ndim != max(input.ndim, 1):  # (ATen takes an empty index of any rank)
         index = _empty_index(index, input.ndim)
@@ -911,6 +913,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True):
     ``x.index_reduce_(...)`` is the in-place form."""
     if reduce not in _INDEX_REDUCTIONS:
         raise RuntimeError(f"index_reduce(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
+    no_complex_autograd("index_reduce", input.dtype, input, source)
     dim = _dim(dim, input.ndim, "index_reduce_")
     if not isinstance(index, Tensor) or index.dtype not in (np.int32, np.int64):
         raise RuntimeError("index_reduce_(): Expected dtype int32/int64 for index")

@@ -17,8 +17,8 @@ from ..factories import composed_layout, composed_layout_unknown, in_iterator_la
 from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
                       promote_types, result_type, torch_name, upcast)
 from .. import random as _random
-from ..tensor import (Function, ShapeError, Tensor, backward_reads, forward_ad_open, name_node, no_forward_formula,
-                      no_grad, saved_for, saves_as_torch, saving_as_torch, warn_at_caller)
+from ..tensor import (Function, ShapeError, Tensor, backward_reads, forward_ad_open, name_node, no_complex_autograd,
+                      no_forward_formula, no_grad, saved_for, saves_as_torch, saving_as_torch, warn_at_caller)
 from ..tensor import is_grad_enabled
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -737,6 +737,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     that norm IN PLACE, in ``weight`` itself (as torch: the table changes as a side effect).
     ``scale_grad_by_freq``: see ``Embedding``. ``sparse=True`` (a sparse gradient) is refused."""
     _refuse("embedding", sparse=(sparse, False))
+    no_complex_autograd("embedding", weight.dtype, weight)
     _two_dimensional_table(weight)
     ids = _array(input)
     ids = np.asarray(ids) if isinstance(ids, (list, tuple, int)) else ids

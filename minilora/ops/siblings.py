@@ -15,7 +15,7 @@ import numpy as np
 from .. import amp as _amp, dtypes
 from ..device import xp_of
 from ..factories import empty, like_view_strides
-from ..tensor import Function, Tensor, name_node, saved_for, saves_as_torch
+from ..tensor import Function, Tensor, name_node, no_complex_autograd, saved_for, saves_as_torch
 from . import elementwise as E, reduce as R, shape as S
 
 row_stack = S.vstack
@@ -41,12 +41,14 @@ def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
 
 def select_scatter(input, src, dim, index):
     """``torch.select_scatter``: ``input`` with ``input.select(dim, index)`` replaced by ``src``."""
+    no_complex_autograd("select_scatter", input.dtype, input, src)
     return _scatter_into_view(input, src, lambda out: S.select(out, dim, index), "SelectScatterBackward0")
 
 
 def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
     """``torch.slice_scatter``: ``input`` with ``input[..., start:end:step, ...]`` (along ``dim``)
     replaced by ``src``."""
+    no_complex_autograd("slice_scatter", input.dtype, input, src)
     dim = dim + input.ndim if dim < 0 else dim
     index = (slice(None),) * dim + (slice(start, end, step),)
     return _scatter_into_view(input, src, lambda out: out[index], "SliceScatterBackward0")

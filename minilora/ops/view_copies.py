@@ -10,7 +10,7 @@ torch does not track as views of the input (an in-place change of one is not che
 others). minilora's pieces are the same values with the same gradients.
 """
 from ..factories import contiguous_format
-from ..tensor import Tensor, name_node
+from ..tensor import Tensor, name_node, no_complex_autograd
 from . import shape as S
 
 __all__ = ["alias_copy", "as_strided_copy", "diagonal_copy", "expand_copy", "permute_copy", "select_copy",
@@ -29,10 +29,17 @@ def _copied(view, input):
     return name_node(copy, view.grad_fn.name() + "_copy", input)  # (torch's one node: the input's edge)
 
 
+# the twins torch has no complex derivative for (the others' derivatives take complex gradients)
+_REAL_AUTOGRAD_ONLY = {"select_copy", "slice_copy"}
+
+
 def copy_twin(view_op, name):
     """``name`` (``torch.t_copy``): ``view_op``'s arguments, its result copied."""
     def twin(input, *args, **kwargs):
-        return _copied(view_op(input, *args, **kwargs), input)
+        view = view_op(input, *args, **kwargs)
+        if name in _REAL_AUTOGRAD_ONLY:
+            no_complex_autograd(name, view.dtype, input)
+        return _copied(view, input)
     twin.__name__ = twin.__qualname__ = name
     twin.__doc__ = f"``torch.{name}``: ``torch.{name[:-len('_copy')]}``'s result as a new contiguous tensor."
     return twin
