@@ -10,7 +10,7 @@ from minilora import optim
 
 torch = pytest.importorskip("torch")
 
-CASES = {  # name: (optimizer class name, positional args after params, keyword args)
+CASES = {  # name: (optimizer class name, positional args after params, keyword args[, steps])
     "sgd_momentum": ("SGD", (0.1, 0.9), {}),
     "sgd_momentum_kw": ("SGD", (), dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01)),
     "sgd_nesterov": ("SGD", (0.1,), dict(momentum=0.9, nesterov=True, maximize=True)),
@@ -22,11 +22,14 @@ CASES = {  # name: (optimizer class name, positional args after params, keyword 
     "adagrad": ("Adagrad", (0.01,), {}),
     "adagrad_decay": ("Adagrad", (), dict(lr=0.01, weight_decay=0.1, lr_decay=0.1)),
     "adadelta": ("Adadelta", (1.0, 0.8), {}),
+    "adamax": ("Adamax", (0.01, (0.8, 0.9)), {}),
+    "radam": ("RAdam", (0.01,), {}),  # momentum steps only (rho_t <= 5)
+    "radam_rectified": ("RAdam", (), dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, decoupled_weight_decay=True), 8),
 }
 
 
 def _steps(lib, parameter, case, foreach, p0, grads, dtype):
-    name, args, kwargs = CASES[case]
+    name, args, kwargs = CASES[case][:3]
     p = parameter(lib.tensor(p0).to(getattr(lib, dtype)))
     opt = getattr(lib.optim if lib is torch else optim, name)([p], *args, foreach=foreach, **kwargs)
     for g in grads:
@@ -42,7 +45,7 @@ def test_16bit_steps_match_torch_bits(case, dtype, foreach):
     rng = np.random.default_rng(0)
     for shape in [(5, 7), (13,), (70,)]:  # scalar tails of 3, 13 and 6 (after 32 + 32 in vector bodies)
         p0 = rng.standard_normal(shape).astype(np.float32)
-        grads = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+        grads = [rng.standard_normal(shape).astype(np.float32) for _ in range((CASES[case][3:] or (3,))[0])]
         want = _steps(torch, torch.nn.Parameter, case, foreach, p0, grads, dtype)
         got = _steps(minilora, minilora.nn.Parameter, case, foreach, p0, grads, dtype)
         np.testing.assert_array_equal(got, want, err_msg=f"{case} {dtype} foreach={foreach} shape {shape}")

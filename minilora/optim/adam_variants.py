@@ -13,6 +13,8 @@ The updates follow torch's single-tensor code op for op (float16/bfloat16: each 
 through ``adagrad_rmsprop._Arithmetic``). ``decoupled_weight_decay=True`` (NAdam, RAdam) shrinks the weights
 as AdamW does instead of adding ``weight_decay * p`` to the gradient.
 """
+import math
+
 import numpy as np
 
 from ..device import xp_of
@@ -56,11 +58,11 @@ class Adamax(_AdamFamily):
         return dict(step=new_step_count(), exp_avg=xp.zeros_like(p._array), exp_inf=xp.zeros_like(p._array))
 
     def _update(self, p, state, group):
-        ops = _Arithmetic(p.dtype)
+        ops = _Arithmetic(p.dtype, group["foreach"])
         beta1, beta2 = group["betas"]
         grad = _gradient(p, group, ops)
         exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
-        decayed = ops.rounded(ops.load(state["exp_inf"]) * beta2)
+        decayed = ops.times(ops.load(state["exp_inf"]), beta2)
         exp_inf = xp_of(decayed).maximum(decayed, ops.plus(ops.rounded(abs(grad)), group["eps"]))
         state["exp_avg"][...], state["exp_inf"][...] = exp_avg, exp_inf
         step_size = learning_rate(group) / (1 - beta1 ** float(state["step"]))
@@ -136,23 +138,44 @@ class RAdam(_AdamFamily):
         return dict(step=new_step_count(), exp_avg=xp.zeros_like(p._array), exp_avg_sq=xp.zeros_like(p._array))
 
     def _update(self, p, state, group):
-        ops = _Arithmetic(p.dtype)
+        ops = _Arithmetic(p.dtype, group["foreach"])
         beta1, beta2 = group["betas"]
         lr, step = learning_rate(group), float(state["step"])
         grad = _gradient(p, self._l2_group(group), ops)
         self._decay_weights(p, group, ops)
         exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
-        exp_avg_sq = ops.addcmul(ops.rounded(ops.load(state["exp_avg_sq"]) * beta2), grad, grad, 1 - beta2)
+        exp_avg_sq = ops.addcmul(ops.times(ops.load(state["exp_avg_sq"]), beta2), grad, grad, 1 - beta2)
         state["exp_avg"][...], state["exp_avg_sq"][...] = exp_avg, exp_avg_sq
         bias_correction1, bias_correction2 = 1 - beta1 ** step, 1 - beta2 ** step
-        corrected = ops.divided(exp_avg, bias_correction1)
         rho_inf = 2 / (1 - beta2) - 1  # the longest the variance estimate's moving average gets
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
-        if rho_t > 5.0:  # the variance is trustworthy: Adam's step, rectified
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 \
+            if rho_t > 5.0 else 0
+        if ops.foreach and ops.low_precision:
+            p._array[...] = self._foreach_16bit_step(ops, ops.load(p._array), exp_avg, exp_avg_sq, group, rect,
+                                                     -lr / bias_correction1, bias_correction2)
+            return
+        corrected = ops.divided(exp_avg, bias_correction1)
+        if rect:  # the variance is trustworthy: Adam's step, rectified
             root = ops.plus(ops.rounded(ops.sqrt(exp_avg_sq)), group["eps"])
             adaptive = ops.rounded(ops.rounded(1 / root) * bias_correction2 ** 0.5)  # number / tensor: reciprocal, times
-            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
             update = ops.rounded(ops.rounded(ops.times(corrected, lr) * adaptive) * rect)
         else:  # too early: a plain momentum step
             update = ops.times(corrected, lr)  # (a 0-d float64 lr: rounded to float32 first, as torch)
         p._array[...] = ops.add(ops.load(p._array), -1.0, update)
+
+    @staticmethod
+    def _foreach_16bit_step(ops, param, exp_avg, exp_avg_sq, group, rect, step_size, bias_correction2):
+        """torch's multi-tensor RAdam's last ops on a 16-bit parameter: ``buffer = 1 / ((sqrt(v) + eps) / (sqrt(bc2)
+        * rect * step_size)) + unrect_step_size``, then ``param.addcmul_(exp_avg, buffer)``; each op rounds. Before
+        the variance is trusted (``rect`` 0) the division is by -0: the buffer is the plain momentum step size
+        (NaN where ``sqrt(v) + eps`` is 0, as float16's eps 1e-8 is, as torch's)."""
+        root = ops.plus(ops.rounded(ops.sqrt(exp_avg_sq)), group["eps"])
+        divisor = bias_correction2 ** 0.5 * rect * step_size
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if divisor == 0:  # x / -0: -inf, or NaN for x = 0 (a Python division would raise)
+                quotient = ops.rounded(root * np.float32(math.copysign(math.inf, divisor)))
+            else:
+                quotient = ops.divided(root, divisor)
+            buffer = ops.plus(ops.rounded(1 / quotient), -0.0 if rect else step_size)
+        return ops.addcmul(param, exp_avg, buffer, 1)
