@@ -24,6 +24,7 @@ CASES = {  # name: (optimizer class name, positional args after params, keyword 
     "adadelta": ("Adadelta", (1.0, 0.8), {}),
     "adamax": ("Adamax", (0.01, (0.8, 0.9)), {}),
     "radam": ("RAdam", (0.01,), {}),  # momentum steps only (rho_t <= 5)
+    "nadam": ("NAdam", (0.01, (0.8, 0.9)), dict(weight_decay=0.1)),
     "radam_rectified": ("RAdam", (), dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, decoupled_weight_decay=True), 8),
 }
 
@@ -69,3 +70,22 @@ def test_sgd_foreach_first_step_scales_tensor_by_tensor():
         results.append([p.detach().float().numpy() for p in ps])
     for got, want in zip(results[1], results[0]):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_radam_foreach_momentum_steps_in_float32_and_float64(dtype):
+    """torch's multi-tensor RAdam takes its momentum steps (``rho_t <= 5``) as ``param.addcmul_(exp_avg, buffer)``
+    with ``buffer = 1 / ((sqrt(v) + eps) / -0.0) + step_size``: one fused multiply-add by ``-lr / bc1``, where the
+    single-tensor RAdam adds ``exp_avg / bc1 * lr``."""
+    rng = np.random.default_rng(3)
+    p0 = rng.standard_normal(45).astype(np.float32)
+    grads = [rng.standard_normal(45).astype(np.float32) for _ in range(3)]
+    results = []
+    for lib, parameter in ((torch, torch.nn.Parameter), (minilora, minilora.nn.Parameter)):
+        p = parameter(lib.tensor(p0).to(getattr(lib, dtype)))
+        opt = (torch.optim.RAdam if lib is torch else optim.RAdam)([p], lr=0.01, foreach=True)
+        for g in grads:
+            p.grad = lib.tensor(g).to(getattr(lib, dtype))
+            opt.step()
+        results.append(p.detach().numpy())
+    np.testing.assert_array_equal(results[1], results[0])

@@ -93,7 +93,7 @@ class NAdam(_AdamFamily):
                     exp_avg_sq=xp.zeros_like(p._array))
 
     def _update(self, p, state, group):
-        ops = _Arithmetic(p.dtype)
+        ops = _Arithmetic(p.dtype, group["foreach"])
         beta1, beta2 = group["betas"]
         lr, step, decay = learning_rate(group), float(state["step"]), group["momentum_decay"]
         grad = _gradient(p, self._l2_group(group), ops)
@@ -104,9 +104,12 @@ class NAdam(_AdamFamily):
         mu_product = _times_in_own_dtype(state["mu_product"], mu)  # torch: mu_product *= mu, a 0-d tensor
         state["mu_product"] = mu_product
         exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
-        exp_avg_sq = ops.addcmul(ops.rounded(ops.load(state["exp_avg_sq"]) * beta2), grad, grad, 1 - beta2)
+        exp_avg_sq = ops.addcmul(ops.times(ops.load(state["exp_avg_sq"]), beta2), grad, grad, 1 - beta2)
         state["exp_avg"][...], state["exp_avg_sq"][...] = exp_avg, exp_avg_sq
-        denom = ops.rounded(ops.sqrt(ops.divided(exp_avg_sq, 1 - beta2 ** step)))
+        if ops.foreach:  # torch's multi-tensor NAdam: sqrt(v) / sqrt(1 - beta2 ** step)
+            denom = ops.divided(ops.rounded(ops.sqrt(exp_avg_sq)), (1 - beta2 ** step) ** 0.5)
+        else:  # its single-tensor one: sqrt(v / (1 - beta2 ** step))
+            denom = ops.rounded(ops.sqrt(ops.divided(exp_avg_sq, 1 - beta2 ** step)))
         denom = ops.plus(denom, group["eps"])
         param = ops.addcdiv(ops.load(p._array), grad, denom, -lr * (1.0 - mu) / (1.0 - float(mu_product)))
         next_product = float(mu_product) * mu_next
@@ -151,8 +154,8 @@ class RAdam(_AdamFamily):
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
         rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 \
             if rho_t > 5.0 else 0
-        if ops.foreach and ops.low_precision:
-            p._array[...] = self._foreach_16bit_step(ops, ops.load(p._array), exp_avg, exp_avg_sq, group, rect,
+        if ops.foreach:
+            p._array[...] = self._foreach_step(ops, ops.load(p._array), exp_avg, exp_avg_sq, group, rect,
                                                      -lr / bias_correction1, bias_correction2)
             return
         corrected = ops.divided(exp_avg, bias_correction1)
@@ -165,9 +168,9 @@ class RAdam(_AdamFamily):
         p._array[...] = ops.add(ops.load(p._array), -1.0, update)
 
     @staticmethod
-    def _foreach_16bit_step(ops, param, exp_avg, exp_avg_sq, group, rect, step_size, bias_correction2):
-        """torch's multi-tensor RAdam's last ops on a 16-bit parameter: ``buffer = 1 / ((sqrt(v) + eps) / (sqrt(bc2)
-        * rect * step_size)) + unrect_step_size``, then ``param.addcmul_(exp_avg, buffer)``; each op rounds. Before
+    def _foreach_step(ops, param, exp_avg, exp_avg_sq, group, rect, step_size, bias_correction2):
+        """torch's multi-tensor RAdam's last ops (16-bit: each rounded): ``buffer = 1 / ((sqrt(v) + eps) / (sqrt(bc2)
+        * rect * step_size)) + unrect_step_size``, then ``param.addcmul_(exp_avg, buffer)``. Before
         the variance is trusted (``rect`` 0) the division is by -0: the buffer is the plain momentum step size
         (NaN where ``sqrt(v) + eps`` is 0, as float16's eps 1e-8 is, as torch's)."""
         root = ops.plus(ops.rounded(ops.sqrt(exp_avg_sq)), group["eps"])
