@@ -44,8 +44,8 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=
         dtype = dtypes.get_default_dtype() if floating else dtypes.int64
     dtype = _to_dtype(dtype)
     start, end, step = bounds
-    if dtype == dtypes.bool:
-        raise NotImplementedError("\"arange_cpu\" not implemented for 'Bool'")
+    if dtype == dtypes.bool or dtype.kind == "c":
+        raise NotImplementedError(f"\"arange_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
     if step == 0:
         raise RuntimeError("step must be nonzero")
     if (end - start) * step < 0:  # (before int64 truncates the bounds: arange(-0.75, dtype=int64) too)

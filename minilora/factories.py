@@ -961,6 +961,8 @@ def _check_random_range(low, high, dtype):
     elif dtype.kind in "biu":
         info = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
         type_name = _C_TYPES[dtype.name]
+    elif dtype.kind == "c":  # (NumPy would draw integers into the real parts)
+        raise RuntimeError("check_random_bounds handles only integral, floating-point and boolean types")
     else:
         return
     for name, value in (("from", low), ("to - 1", high - 1)):
@@ -1202,8 +1204,8 @@ _RANDPERM_FLOAT_LIMITS = {"float16": (2049, "2049", "Half"), "float32": (2 ** 24
 
 def _check_randperm_fits(n, dtype):
     """torch's refusal of a permutation ``dtype`` cannot hold (the last value ``n - 1``)."""
-    if dtype == np.bool_:
-        raise NotImplementedError('"randperm" not implemented for \'Bool\'')
+    if dtype == np.bool_ or dtype.kind == "c":
+        raise NotImplementedError(f'"randperm" not implemented for \'{dtypes.torch_name(dtype)}\'')
     if dtype.name in _RANDPERM_FLOAT_LIMITS:
         limit, shown, name = _RANDPERM_FLOAT_LIMITS[dtype.name]
         if n > limit:
@@ -1771,8 +1773,8 @@ def _geometric_(self, p, *, generator=None):
     p, = _scalars(p)
     if not 0 < p < 1:
         raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={_number(p)}")
-    if self.dtype == np.bool_:
-        raise NotImplementedError('"geometric_cpu" not implemented for \'Bool\'')
+    if self.dtype == np.bool_ or self.dtype.kind == "c":
+        raise NotImplementedError(f'"geometric_cpu" not implemented for \'{dtypes.torch_name(self.dtype)}\'')
     return _fill_drawn(self, lambda shape: _gen(generator).geometric(shape, p))
 
 
@@ -1835,6 +1837,10 @@ def _random_range(dtype, *args, **keywords):
     """``(low, high)`` (high exclusive) from torch's spellings: ``()``, ``(to)``, ``(from, to)``."""
     if len(args) > 2 or set(keywords) - {"from", "to"}:
         raise TypeError("random_() takes (), (to) or (from, to)")
+    if dtype.kind == "c":  # (torch: no integer draws into complex numbers)
+        if not args and not keywords:
+            raise NotImplementedError(f'"random_kernel_cpu" not implemented for \'{dtypes.torch_name(dtype)}\'')
+        raise RuntimeError("check_random_bounds handles only integral, floating-point and boolean types")
     if len(args) == 1 and not keywords:  # random_(to)
         args = (0, args[0])
     named = dict(zip(("from", "to"), args), **keywords)

@@ -96,6 +96,27 @@ REFUSED = {
     "bernoulli_": lambda t, F, z, m: z.clone().bernoulli_(),
     "bernoulli_p_tensor": lambda t, F, z, m: z.clone().bernoulli_(z.real.abs() / 4),
     "bernoulli": lambda t, F, z, m: t.bernoulli(z),
+    "kthvalue": lambda t, F, z, m: t.kthvalue(z, 2),
+    "kthvalue_method": lambda t, F, z, m: m.kthvalue(1, dim=0),
+    "batch_norm": lambda t, F, z, m: F.batch_norm(m, None, None, training=True),
+    "instance_norm": lambda t, F, z, m: F.instance_norm(m[None]),
+    "scaled_dot_product_attention": lambda t, F, z, m: F.scaled_dot_product_attention(m[None], m[None], m[None]),
+    "embedding_bag": lambda t, F, z, m: F.embedding_bag(t.tensor([0, 1]), m, t.tensor([0])),
+    "dropout": lambda t, F, z, m: F.dropout(z, 0.5),
+    "dropout2d": lambda t, F, z, m: F.dropout2d(m[None, :, :, None], p=0.5),
+    "alpha_dropout": lambda t, F, z, m: F.alpha_dropout(z, 0.5, True),
+    "feature_alpha_dropout": lambda t, F, z, m: F.feature_alpha_dropout(m[None], 0.5, training=True),
+    "scatter_reduce_amax": lambda t, F, z, m: t.scatter_reduce(m, 0, t.zeros(1, 3, dtype=t.int64), m[:1], "amax"),
+    "scatter_reduce_amin": lambda t, F, z, m: m.scatter_reduce(0, t.zeros(1, 3, dtype=t.int64), m[:1], reduce="amin"),
+    "index_reduce_amax": lambda t, F, z, m: t.index_reduce(m, 0, t.tensor([0]), m[:1], "amax"),
+    "index_reduce_amin": lambda t, F, z, m: m.index_reduce(0, t.tensor([0]), m[:1], reduce="amin"),
+    "arange": lambda t, F, z, m: t.arange(3, dtype=z.dtype),
+    "randint": lambda t, F, z, m: t.randint(0, 3, (2,), dtype=z.dtype),
+    "randint_like": lambda t, F, z, m: t.randint_like(z, 3),
+    "randperm": lambda t, F, z, m: t.randperm(3, dtype=z.dtype),
+    "geometric_": lambda t, F, z, m: z.clone().geometric_(0.5),
+    "random_": lambda t, F, z, m: z.clone().random_(),
+    "random_to": lambda t, F, z, m: z.clone().random_(3),
 }
 
 # Calls torch computes for complex inputs.
@@ -141,6 +162,14 @@ def test_without_complex_gradient_as_torch(name):
 @pytest.mark.parametrize("name", ["nan_to_num", "nan_to_num_method"])
 def test_nan_to_num_replaces_each_part_as_torch(name, dtype_name):  # (it returned the input unchanged)
     _check(WITHOUT_COMPLEX_GRADIENT[name], dtype_name, 0)
+
+
+@pytest.mark.parametrize("dtype_name", ["int64", "uint8"])
+@pytest.mark.parametrize("name", ["embedding_bag", "dropout", "dropout2d"])
+def test_integer_refusals_as_torch(name, dtype_name):  # (an integer bag table computed; dropout's words were minilora's)
+    def call(t, F, z, m):
+        return REFUSED[name](t, F, z.real.to(getattr(t, dtype_name)), m.real.to(getattr(t, dtype_name)))
+    _check(call, "complex128", 0)
 
 
 def test_nan_to_num_in_place_gradient_as_torch():

@@ -998,6 +998,11 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     _no_forward_formula("_embedding_bag", weight, per_sample_weights)
     if weight.ndim != 2:
         raise ValueError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
+    if not _is_floating(weight.dtype):  # (torch's bag kernel takes floating tables only; it names the type so)
+        kind = f"CPU{_torch_name(weight.dtype)}Type" if weight.dtype.kind == "c" else weight.type()
+        raise RuntimeError(f"Expected tensor for argument #1 'weight' to have one of the following scalar types: "
+                           f"Half, BFloat16, Float, Double; but got {kind} instead (while checking arguments for "
+                           f"embedding_bag)")
     padding_idx = _row_index("embedding_bag", padding_idx, weight.shape[0])  # (-1 is the last row, as torch)
     if scale_grad_by_freq:  # torch's bag kernel counts frequencies its own way: not reproduced here
         raise NotImplementedError("embedding_bag: scale_grad_by_freq=True is not implemented in minilora")

@@ -892,6 +892,8 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
                            f"({input.dtype} vs {getattr(src, 'dtype', type(src).__name__)})")
     if reduce == "mean" and input.dtype == np.bool_:  # (torch has no bool kernel for the division)
         raise NotImplementedError('"scatter_gather_tensor_cpu_reduce_mean" not implemented for \'Bool\'')
+    if reduce in ("amax", "amin"):  # (no order of complex numbers: torch has no such kernel)
+        dtypes.refuse_complex(f"scatter_gather_tensor_cpu_reduce_{reduce}", input)
     if input.ndim == 0:
         out = ScatterReduce.apply(input.reshape(1), src.reshape(1), index=index._array.reshape(1), axis=0,
                                   reduce=reduce, include_self=bool(include_self)).reshape(())
@@ -914,6 +916,8 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True):
     if reduce not in _INDEX_REDUCTIONS:
         raise RuntimeError(f"index_reduce(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
     no_complex_autograd("index_reduce", input.dtype, input, source)
+    if reduce in ("amax", "amin"):  # (torch reduces by its maximum / minimum kernels: none for complex)
+        dtypes.refuse_complex({"amax": "maximum_cpu", "amin": "minimum_cpu"}[reduce], input)
     dim = _dim(dim, input.ndim, "index_reduce_")
     if not isinstance(index, Tensor) or index.dtype not in (np.int32, np.int64):
         raise RuntimeError("index_reduce_(): Expected dtype int32/int64 for index")
@@ -1252,6 +1256,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     if size == 0:
         raise IndexError(f"kthvalue(): Expected reduction dim {dim_} to have non-zero size.")
     _refuse_bool("kthvalue", input.dtype)
+    dtypes.refuse_complex("kthvalue_cpu", input)  # (NumPy would order complex numbers lexicographically)
     if not 1 <= k <= size:
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {dim}")
     if input.ndim == 0:

@@ -15,7 +15,7 @@ from . import attention16
 from ..device import xp_of
 from ..factories import composed_layout, composed_layout_unknown, in_iterator_layout, layout_order, suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
-                      promote_types, result_type, torch_name, upcast)
+                      promote_types, refuse_complex, result_type, torch_name, upcast)
 from .. import random as _random
 from ..tensor import (Function, ShapeError, Tensor, backward_reads, forward_ad_open, name_node, no_complex_autograd,
                       no_forward_formula, no_grad, saved_for, saves_as_torch, saving_as_torch, warn_at_caller)
@@ -1324,6 +1324,7 @@ def dropout_noise(array, p, generator=None, channels=False):
     from ..factories import _drawn_in_memory_order
     if p == 1:
         return np.zeros(array.shape[:2] + (1,) * (array.ndim - 2) if channels else array.shape, bool)
+    refuse_complex("bernoulli_scalar_cpu_", array.dtype)  # (torch draws its noise in the input's dtype)
     generator = _random.resolve(generator)
     if channels:  # (torch's noise tensor is a fresh contiguous one)
         return generator.bernoulli(array.shape[:2] + (1,) * (array.ndim - 2), 1 - p)
@@ -1354,13 +1355,16 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0:
         return input
-    if not is_floating(input.dtype) and p < 1:  # the 1 / (1 - p) scale has no integer result
-        raise RuntimeError(f"dropout: result type float can't be cast to the desired output type "
-                           f"{input.dtype}")
+    if input.dtype.kind in "biu" and p < 1:  # the 1 / (1 - p) scale has no integer result (complex: the noise's
+        _refuse_integer_dropout(input)         # refusal, dropout_noise)
     generator = _generator_for(seed)
     if inplace:  # torch's dropout_: the masked values written into input (see Tensor._inplace)
         return input._inplace(lambda x: Dropout.apply(x, p=p, generator=generator))
     return _as_torchs_dropout(Dropout.apply(input, p=p, generator=generator), input)
+
+
+def _refuse_integer_dropout(input):
+    raise RuntimeError(f"result type Float can't be cast to the desired output type {torch_name(input.dtype)}")
 
 
 def _as_torchs_dropout(out, input):
@@ -1377,8 +1381,8 @@ def feature_dropout(input, p, training, seed=None):
         raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
     if not training or p == 0:
         return input
-    if not is_floating(input.dtype) and p < 1:
-        raise RuntimeError(f"dropout: result type float can't be cast to the desired output type {input.dtype}")
+    if input.dtype.kind in "biu" and p < 1:
+        _refuse_integer_dropout(input)
     return _as_torchs_dropout(Dropout.apply(input, p=p, generator=_generator_for(seed), channels=True), input)
 
 
@@ -1530,6 +1534,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                            f"{query.dtype} key.dtype: {key.dtype} and value.dtype: {value.dtype} instead.")
     if query.dtype.kind in "biu":  # (torch's math kernel's words; NumPy would fail casting exp's result)
         raise RuntimeError(f"expected scalar type Float but found {torch_name(query.dtype)}")
+    refuse_complex("softmax_lastdim_kernel_impl", query)  # (torch's math kernel: a softmax of complex scores)
     mask_dtype = getattr(attn_mask, "dtype", None)
     if mask_dtype is not None and mask_dtype not in (np.bool_, float32, query.dtype):  # (minilora cast it)
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
@@ -2318,6 +2323,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                     ("bias", bias)):  # (torch's order)
         if t is not None and t.numel() != input.shape[1]:
             raise RuntimeError(f"{name} should contain {input.shape[1]} elements not {t.numel()}")
+    refuse_complex("batch_norm", input)  # (torch's CPU kernel takes real dtypes only)
     out = _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out = out.contiguous(memory_format=suggested_format(input._array))  # (torch's kernel writes into
     # empty_like(suggested)); native_batch_norm_backward gives the bias's gradient too, from input and weight
