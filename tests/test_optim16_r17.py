@@ -24,6 +24,7 @@ CASES = {  # name: (optimizer class name, positional args after params, keyword 
     "adadelta": ("Adadelta", (1.0, 0.8), {}),
     "adamax": ("Adamax", (0.01, (0.8, 0.9)), {}),
     "radam": ("RAdam", (0.01,), {}),  # momentum steps only (rho_t <= 5)
+    "asgd": ("ASGD", (0.01, 0.01), dict(t0=1, weight_decay=0.1)),
     "nadam": ("NAdam", (0.01, (0.8, 0.9)), dict(weight_decay=0.1)),
     "radam_rectified": ("RAdam", (), dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, decoupled_weight_decay=True), 8),
 }
@@ -72,20 +73,24 @@ def test_sgd_foreach_first_step_scales_tensor_by_tensor():
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_radam_foreach_momentum_steps_in_float32_and_float64(dtype):
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("name, kwargs", [("RAdam", dict(lr=0.01)), ("ASGD", dict(lr=0.01, lambd=0.01, t0=1))])
+def test_foreach_steps_and_state_in_every_dtype(name, kwargs, dtype):
     """torch's multi-tensor RAdam takes its momentum steps (``rho_t <= 5``) as ``param.addcmul_(exp_avg, buffer)``
-    with ``buffer = 1 / ((sqrt(v) + eps) / -0.0) + step_size``: one fused multiply-add by ``-lr / bc1``, where the
-    single-tensor RAdam adds ``exp_avg / bc1 * lr``."""
+    with ``buffer = 1 / ((sqrt(v) + eps) / -0.0) + step_size``: one fused multiply-add by ``-lr / bc1``; its
+    multi-tensor ASGD is ``param.addcmul_(grad + lambd * param, eta, value=-1)``, ``ax.addcmul_(param - ax, mu)``.
+    The single-tensor ones round otherwise, in float32 and float64 too."""
     rng = np.random.default_rng(3)
     p0 = rng.standard_normal(45).astype(np.float32)
     grads = [rng.standard_normal(45).astype(np.float32) for _ in range(3)]
     results = []
     for lib, parameter in ((torch, torch.nn.Parameter), (minilora, minilora.nn.Parameter)):
         p = parameter(lib.tensor(p0).to(getattr(lib, dtype)))
-        opt = (torch.optim.RAdam if lib is torch else optim.RAdam)([p], lr=0.01, foreach=True)
+        opt = getattr(torch.optim if lib is torch else optim, name)([p], foreach=True, **kwargs)
         for g in grads:
             p.grad = lib.tensor(g).to(getattr(lib, dtype))
             opt.step()
-        results.append(p.detach().numpy())
-    np.testing.assert_array_equal(results[1], results[0])
+        states = [v for k, v in sorted(opt.state[p].items()) if k != "step"]
+        results.append([t.detach().float().numpy() for t in [p, *states]])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_array_equal(got, want)

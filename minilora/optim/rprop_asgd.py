@@ -13,6 +13,7 @@ Both follow torch's single-tensor code op for op (float16/bfloat16: each op in f
 """
 import numpy as np
 
+from ..device import xp_of
 from .adagrad_rmsprop import _Arithmetic, _gradient, _StepEach
 from .optimizer import _as_number, _check_range, learning_rate, new_step_count
 
@@ -88,22 +89,49 @@ class ASGD(_StepEach):
         ops = _Arithmetic(p.dtype)
         lr, lambd, alpha = learning_rate(group), group["lambd"], group["alpha"]
         grad = _gradient(p, group, ops)
-        eta = float(state["eta"])
-        param = ops.rounded(ops.load(p._array) * (1 - lambd * eta))  # the decay term
-        param = ops.add(param, -eta, grad)
-        p._array[...] = param
-        mu = state["mu"]
-        if float(mu) != 1:  # averaging: ax += (p - ax) * mu
-            ax = ops.load(state["ax"])
-            state["ax"][...] = ops.rounded(ax + ops.rounded(ops.rounded(param - ax) * mu))
-        else:  # (before t0: ax is the weights)
-            state["ax"][...] = p._array
+        eta, mu = float(state["eta"]), state["mu"]
+        if group["foreach"]:
+            _foreach_update(p, state, ops, grad, lambd, eta, float(mu))
+        else:
+            _single_tensor_update(p, state, ops, grad, lambd, eta, mu)
         step = float(state["step"])
         # torch makes each new value a float32 tensor (torch.as_tensor of a Python float), then copies it into
         # the state's 0-d tensor (float32; the parameter's dtype after a load_state_dict): float32 precision
         eta = _eta_in_float32(lr, lambd, alpha, step) if group["foreach"] else lr / ((1 + lambd * lr * step) ** alpha)
         state["eta"] = _as_float32_into(eta, state["eta"])
         state["mu"] = _as_float32_into(1 / max(1, step - group["t0"]), mu)
+
+
+def _single_tensor_update(p, state, ops, grad, lambd, eta, mu):
+    """torch's single-tensor ASGD: ``param.mul_(1 - lambd * eta)``, ``param.add_(grad, alpha=-eta)``, then the
+    average ``ax``."""
+    param = ops.rounded(ops.load(p._array) * (1 - lambd * eta))  # the decay term
+    param = ops.add(param, -eta, grad)
+    p._array[...] = param
+    if float(mu) != 1:  # averaging: ax += (p - ax) * mu
+        ax = ops.load(state["ax"])
+        state["ax"][...] = ops.rounded(ax + ops.rounded(ops.rounded(param - ax) * mu))
+    else:  # (before t0: ax is the weights)
+        state["ax"][...] = p._array
+
+
+def _foreach_update(p, state, ops, grad, lambd, eta, mu):
+    """torch's multi-tensor ASGD: ``param.addcmul_(grad + lambd * param, eta, value=-1)`` and, whatever mu,
+    ``ax.addcmul_(param - ax, mu)``; eta and mu are 0-d float32 tensors, so they take the parameter's dtype (a
+    16-bit one rounds them) and each ``addcmul_`` is one fused multiply-add where torch's build fuses."""
+    param = ops.load(p._array)
+    intermediate = ops.add(grad, lambd, param)
+    param = ops.addcmul(param, intermediate, _filled(intermediate, ops.alpha(eta)), -1)
+    p._array[...] = param
+    ax = ops.load(state["ax"])
+    difference = ops.rounded(param - ax)
+    state["ax"][...] = ops.addcmul(ax, difference, _filled(difference, ops.alpha(mu)), 1)
+
+
+def _filled(like, number):
+    """An array of ``like``'s shape and dtype full of ``number``: a 0-d tensor's value as ATen's kernels see it
+    (an array operand, so the multiply-add is fused as theirs)."""
+    return xp_of(like).full_like(like, number)
 
 
 def _eta_in_float32(lr, lambd, alpha, step):
