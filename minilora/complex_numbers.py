@@ -531,29 +531,28 @@ def ifftshift(input, dim=None):
 
 # ---- ops torch refuses for complex numbers (no order, no rounding) -----------------------------------
 # NumPy would answer them (it orders complex numbers lexicographically, rounds each part): each refuses a
-# complex input in its forward instead, naming the op, with torch's exception type. (<, clamp, sign: at
-# their wrappers in tensor.py / ops/elementwise.py.)
-def _refusing_complex(fn, name_of, error):
+# complex input in its forward instead, in torch's words and exception type. (<, clamp, sign: at their
+# wrappers in tensor.py / ops/elementwise.py.)
+def _refusing_complex(fn, message_of, error):
     raw = fn.__dict__["forward"]  # a staticmethod, or a classmethod (Remainder's, which Fmod inherits)
     forward = raw.__func__
 
-    def refusal(options):
-        return error(f"{name_of(options)} is not supported for complex tensors, as in torch: take .real, .imag "
-                     f"or .abs() first")
+    def refusal(op, options, dtype):
+        return error(message_of(op, options, dtypes.torch_name(dtype)))
 
     # (the check inline, no call: it runs on every relu / max / maximum of real tensors too)
     if isinstance(raw, classmethod):
         def checked_forward(cls, ctx, *arrays, **options):
             for a in arrays:
                 if getattr(a, "dtype", _REAL).kind == "c":
-                    raise refusal(options)
+                    raise refusal(cls, options, a.dtype)
             return forward(cls, ctx, *arrays, **options)
         fn.forward = classmethod(checked_forward)
     else:
         def checked_forward(ctx, *arrays, **options):
             for a in arrays:
                 if getattr(a, "dtype", _REAL).kind == "c":
-                    raise refusal(options)
+                    raise refusal(fn, options, a.dtype)
             return forward(ctx, *arrays, **options)
         fn.forward = staticmethod(checked_forward)
 
@@ -561,27 +560,39 @@ def _refusing_complex(fn, name_of, error):
 _REAL = np.dtype("float32")  # (what a Python number counts as here: not complex)
 
 
+def _kernel(name):
+    """torch's message for a CPU kernel that has no complex version."""
+    return lambda op, options, dtype: f'"{name}" not implemented for \'{dtype}\''
+
+
 def _refused_ops():
-    """(op class, its torch name from the call's options, torch's exception type)."""
+    """(op class, torch's message from (the op's class, the call's options, the dtype's torch name), its
+    exception type)."""
     import importlib
     from .ops import elementwise as e
     index, reduce = importlib.import_module("minilora.ops.index"), importlib.import_module("minilora.ops.reduce")
     smallest = {True: "min", False: "max"}
-    return [(e.Relu, lambda o: "relu", NotImplementedError),
-            (e.LeakyRelu, lambda o: "leaky_relu", NotImplementedError),
-            (e.Gelu, lambda o: "gelu", NotImplementedError),
-            (e.Erf, lambda o: "erf", NotImplementedError),
-            (e.XLogY, lambda o: "xlogy", NotImplementedError),
-            (e.Logit, lambda o: "logit", NotImplementedError),
-            (e.Atan2, lambda o: "atan2", NotImplementedError),
-            (e.Maximum, lambda o: smallest[bool(o.get("smallest"))] + "imum", RuntimeError),
-            (e._Rounding, lambda o: o["how"], NotImplementedError),
-            (e.Remainder, lambda o: "remainder / fmod", NotImplementedError),
-            (e.RoundedDiv, lambda o: f"div(rounding_mode={o.get('mode')!r})", NotImplementedError),
-            (reduce.AMax, lambda o: smallest[bool(o.get("smallest"))], NotImplementedError),
-            (reduce.ArgMax, lambda o: "arg" + smallest[bool(o.get("smallest"))], RuntimeError),
-            (index.ArgSort, lambda o: "sort", RuntimeError),
-            (index.MedianAll, lambda o: "median", NotImplementedError)]
+    rounded = {"round": _kernel("round_vml_cpu")}  # (floor, ceil and trunc: torch's own sentence)
+    return [(e.Relu, lambda op, o, d: "clamp is not supported for complex types", NotImplementedError),
+            (e.LeakyRelu, _kernel("leaky_relu_cpu"), NotImplementedError),
+            (e.Gelu, _kernel("GeluKernelImpl"), NotImplementedError),
+            (e.Erf, _kernel("erf_vml_cpu"), NotImplementedError),
+            (e.XLogY, _kernel("xlogy_cpu"), NotImplementedError),
+            (e.Logit, _kernel("logit_cpu"), NotImplementedError),
+            (e.Atan2, _kernel("atan2_cpu"), NotImplementedError),
+            (e.Maximum, lambda op, o, d: f"{smallest[bool(o.get('smallest'))]}imum not implemented for complex "
+                                         f"tensors.", RuntimeError),
+            (e._Rounding, lambda op, o, d: rounded.get(o["how"], lambda *_: f"{o['how']} is not supported for "
+                                                       f"complex inputs")(op, o, d), NotImplementedError),
+            (e.Remainder, lambda op, o, d: _kernel(f"{op.__name__.lower()}_cpu")(op, o, d), NotImplementedError),
+            (e.RoundedDiv, lambda op, o, d: _kernel(f"div_{o.get('mode')}_cpu")(op, o, d), NotImplementedError),
+            (reduce.AMax, lambda op, o, d: f"{smallest[bool(o.get('smallest'))]} is not supported for complex "
+                                           f"tensors, as in torch: take .real, .imag or .abs() first",
+             NotImplementedError),  # (torch's kernel, max_all / max_values_cpu / aminmax_cpu, is the caller's)
+            (reduce.ArgMax, lambda op, o, d: f"arg{smallest[bool(o.get('smallest'))]}(): does not support complex "
+                                             f"input", RuntimeError),
+            (index.ArgSort, lambda op, o, d: " Sort does not support complex dtypes on CPU", RuntimeError),
+            (index.MedianAll, _kernel("median_cpu"), NotImplementedError)]
 
 
 for _op, _name_of, _error in _refused_ops():

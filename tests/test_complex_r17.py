@@ -119,6 +119,54 @@ REFUSED = {
     "random_to": lambda t, F, z, m: z.clone().random_(3),
 }
 
+# Calls both refuse, with torch's words (minilora's own sentences before)
+WORDS = {
+    "mse_loss": lambda t, F, z, m: F.mse_loss(z, z),
+    "smooth_l1_loss": lambda t, F, z, m: F.smooth_l1_loss(z, z, beta=0.5),
+    "huber_loss": lambda t, F, z, m: F.huber_loss(z, z),
+    "layer_norm": lambda t, F, z, m: F.layer_norm(m, (3,)),
+    "group_norm": lambda t, F, z, m: F.group_norm(m[None], 1),
+    "gelu": lambda t, F, z, m: F.gelu(z),
+    "leaky_relu": lambda t, F, z, m: F.leaky_relu(z, 0.2),
+    "rrelu_training": lambda t, F, z, m: F.rrelu(z, training=True),
+    "logsigmoid": lambda t, F, z, m: F.logsigmoid(z),
+    "mish": lambda t, F, z, m: F.mish(z),
+    "elu": lambda t, F, z, m: F.elu(z),
+    "selu": lambda t, F, z, m: F.selu(z),
+    "softplus": lambda t, F, z, m: F.softplus(z),
+    "hardswish": lambda t, F, z, m: F.hardswish(z),
+    "glu": lambda t, F, z, m: F.glu(m, 0),
+    "nll_loss": lambda t, F, z, m: F.nll_loss(m, t.tensor([0, 1])),
+    "cross_entropy": lambda t, F, z, m: F.cross_entropy(m, t.tensor([0, 1])),
+    "cross_entropy_3d": lambda t, F, z, m: F.cross_entropy(m[None], t.tensor([[0, 1, 0]])),
+    "binary_cross_entropy_with_logits": lambda t, F, z, m: F.binary_cross_entropy_with_logits(z, z),
+    "softmax": lambda t, F, z, m: F.softmax(m, dim=1),
+    "softmax_dim0": lambda t, F, z, m: t.softmax(m, 0),
+    "log_softmax": lambda t, F, z, m: F.log_softmax(m, -1),
+    "log_softmax_dim0": lambda t, F, z, m: m.log_softmax(dim=0),
+    "softshrink": lambda t, F, z, m: F.softshrink(z),
+    "hardshrink": lambda t, F, z, m: F.hardshrink(z),
+    "hardsigmoid": lambda t, F, z, m: F.hardsigmoid(z),
+    "relu": lambda t, F, z, m: F.relu(z),
+    "erf": lambda t, F, z, m: t.erf(z),
+    "xlogy": lambda t, F, z, m: t.xlogy(z, z),
+    "logit": lambda t, F, z, m: t.logit(z),
+    "atan2": lambda t, F, z, m: t.atan2(z, z),
+    "maximum": lambda t, F, z, m: t.maximum(z, z),
+    "minimum": lambda t, F, z, m: z.minimum(z),
+    "floor": lambda t, F, z, m: t.floor(z),
+    "trunc": lambda t, F, z, m: z.trunc(),
+    "round": lambda t, F, z, m: t.round(z),
+    "remainder": lambda t, F, z, m: t.remainder(z, 2),
+    "fmod": lambda t, F, z, m: t.fmod(z, 2),
+    "floor_divide": lambda t, F, z, m: t.floor_divide(z, 2),
+    "div_trunc": lambda t, F, z, m: t.div(z, 2, rounding_mode="trunc"),
+    "argmax": lambda t, F, z, m: t.argmax(z),
+    "sort": lambda t, F, z, m: t.sort(z),
+    "argsort": lambda t, F, z, m: z.argsort(),
+    "median": lambda t, F, z, m: t.median(z),
+}
+
 # Calls torch computes for complex inputs.
 COMPUTED = {
     "type": lambda t, F, z, m: z.type(),
@@ -134,6 +182,9 @@ COMPUTED = {
     "rms_norm_weight": lambda t, F, z, m: F.rms_norm(m, [3], weight=z[:3], eps=1e-6),
     "rms_norm_real_weight": lambda t, F, z, m: F.rms_norm(m, (3,), z[:3].real, 1e-3),
     "RMSNorm_module": lambda t, F, z, m: t.nn.RMSNorm(3)(m),
+    "silu": lambda t, F, z, m: F.silu(z),
+    "silu_inplace": lambda t, F, z, m: F.silu(m.clone(), inplace=True),
+    "SiLU_module": lambda t, F, z, m: t.nn.SiLU()(m),
 }
 
 
@@ -150,6 +201,7 @@ WITHOUT_COMPLEX_GRADIENT = {
     "embedding": lambda t, F, z, m: F.embedding(t.tensor([1, 0]), m),
     "bilinear": lambda t, F, z, m: F.bilinear(m, m, m.detach().reshape(2, 3, 1).expand(2, 3, 3)),
     "soft_margin_loss": lambda t, F, z, m: F.soft_margin_loss(m, t.ones(2, 3)),
+    "silu": lambda t, F, z, m: F.silu(m),
 }
 
 
@@ -187,6 +239,17 @@ def test_nan_to_num_in_place_gradient_as_torch():
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_refused_as_torch(name, dtype_name):
     _check(REFUSED[name], dtype_name, 0)
+
+
+@pytest.mark.parametrize("dtype_name", ["complex64", "complex128"])
+@pytest.mark.parametrize("name", sorted(WORDS))
+def test_refused_in_torchs_words(name, dtype_name):
+    _check(WORDS[name], dtype_name, 0)
+
+
+@pytest.mark.parametrize("name", ["softshrink", "hardshrink", "hardsigmoid"])
+def test_integer_refusals_name_torchs_dtype(name):  # ('Long', not NumPy's 'int64')
+    _check(lambda t, F, z, m: WORDS[name](t, F, z.real.to(t.int64), m), "complex128", 0)
 
 
 @pytest.mark.parametrize("dtype_name", ["complex64", "complex128"])

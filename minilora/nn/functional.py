@@ -127,8 +127,16 @@ def relu(input, inplace=False):
 
 
 def silu(input, inplace=False):
+    if isinstance(input, _Tensor) and input.dtype.kind == "c":  # torch's complex kernel, which it cannot differentiate
+        _no_complex_autograd("silu", input.dtype, input)
+        return _in_place_if(inplace, _complex_silu, input)
     _floating_only("silu", input)
     return _in_place_if(inplace, ops.silu, input)
+
+
+def _complex_silu(input):
+    """torch's complex SiLU: ``x / (1 + exp(-x))``."""
+    return ops.div(input, ops.add(ops.exp(ops.neg(input)), 1))
 
 
 def softplus(input, beta=1, threshold=20):
@@ -508,7 +516,7 @@ def hardshrink(input, lambd=0.5):
 def softshrink(input, lambd=0.5):
     """``x - lambd`` above ``lambd``, ``x + lambd`` below ``-lambd``, 0 between (one kernel in torch:
     a 16-bit input computed in float32, rounded once)."""
-    _float_kernel_only("softshrink_cpu", input)
+    _float_kernel_only("softshrink_check", input)  # (torch's kernel checks lambda in the input's dtype first)
     if lambd < 0:
         raise RuntimeError(f"lambda must be in range [0, inf) for input dtype {input.dtype}, but found {lambd}")
     shrunk = _name_node(_softshrink(input, lambd), "SoftshrinkBackward0", input, graph=(input,))
@@ -547,7 +555,7 @@ def prelu(input, weight):
 def _float_kernel_only(kernel, input):
     """torch's NotImplementedError for an integer input of a float-only kernel."""
     if not np.issubdtype(np.dtype(input.dtype), np.floating) and str(input.dtype) != "bfloat16":
-        raise NotImplementedError(f'"{kernel}" not implemented for \'{input.dtype}\'')
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{_torch_name(input.dtype)}\'')
 
 
 def adaptive_avg_pool1d(input, output_size):

@@ -798,11 +798,26 @@ def _refuse(fn, **options):
                                       f"(only the default {default!r})")
 
 
+# torch's CPU kernel behind each function that has no complex version (its NotImplementedError names it)
+_KERNEL_WITHOUT_COMPLEX = {
+    "mse_loss": "mse_cpu", "smooth_l1_loss": "smooth_l1_cpu", "huber_loss": "huber_cpu", "l1_loss": "abs_cpu",
+    "layer_norm": "LayerNormKernelImpl", "group_norm": "GroupNormKernelImpl", "gelu": "GeluKernelImpl",
+    "leaky_relu": "leaky_relu_cpu", "rrelu": "rrelu_with_noise_out_cpu", "logsigmoid": "log_sigmoid_cpu",
+    "mish": "mish_cpu", "elu": "elu_cpu", "selu": "elu_cpu", "celu": "elu_cpu", "softplus": "softplus_cpu",
+    "hardswish": "hardswish_cpu", "glu": "glu_cpu", "nll_loss": "nll_loss_out_frame",
+    "binary_cross_entropy": "binary_cross_entropy", "binary_cross_entropy_with_logits": "log_sigmoid_cpu"}
+
+
 def _floating_only(fn, *tensors):
     """torch has no integer kernel for ``fn``: an integer (or bool) tensor is refused with torch's
-    NotImplementedError instead of being computed in integers (an int64 layer_norm gave zeros)."""
+    NotImplementedError instead of being computed in integers (an int64 layer_norm gave zeros); a complex
+    one in torch's words, naming its kernel."""
     for t in tensors:
         if isinstance(t, Tensor) and not is_floating(t.dtype):
+            if t.dtype.kind == "c" and (fn in _KERNEL_WITHOUT_COMPLEX or fn == "cross_entropy"):
+                kernel = _KERNEL_WITHOUT_COMPLEX.get(fn) or (  # (cross_entropy: its log_softmax over dim 1)
+                    "log_softmax_lastdim_kernel_impl" if t.ndim <= 2 else "log_softmax_kernel_impl")
+                raise NotImplementedError(f'"{kernel}" not implemented for \'{torch_name(t.dtype)}\'')
             kind = "complex" if t.dtype.kind == "c" else "integer"
             raise NotImplementedError(f"{fn}: not implemented for {kind} tensors (got {t.dtype}); "
                                       f"pass a floating tensor (e.g. x.float())")

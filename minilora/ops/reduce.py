@@ -999,7 +999,7 @@ def softmax(input, dim, dtype=None):
     """Softmax along ``dim`` (required, as ``Tensor.softmax``)."""
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("softmax", softmax, input, dim, dtype)
-    input = _float_input("softmax", input, dtype)
+    input = _float_input("softmax", input, dtype, dim)
     axis = _one_axis("softmax", dim, input.ndim)
     if not is_floating(input.dtype):
         return input.clone()
@@ -1012,7 +1012,7 @@ def softmax(input, dim, dtype=None):
 def log_softmax(input, dim, dtype=None):
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("log_softmax", log_softmax, input, dim, dtype)
-    input = _float_input("log_softmax", input, dtype)
+    input = _float_input("log_softmax", input, dtype, dim)
     axis = _one_axis("log_softmax", dim, input.ndim)
     if not is_floating(input.dtype):  # (empty: see _float_input)
         return input.clone()
@@ -1020,11 +1020,15 @@ def log_softmax(input, dim, dtype=None):
     return LogSoftmax.apply(input, axis=axis, round_to=input.dtype if last else None)
 
 
-def _float_input(name, input, dtype):
+def _float_input(name, input, dtype, dim):
     """``input`` cast to ``dtype``; an integer tensor without a float ``dtype`` is refused, as in
     torch (``x.softmax(0, dtype=torch.float32)`` is its way), not computed in NumPy's float64.
     An empty one is returned as it is: torch's kernel never runs on no element (an empty int64 result)."""
     input = input if dtype is None else cast_to_dtype_argument(input, dtype, inside=False)  # (torch's .to)
+    if input.dtype.kind == "c" and input.numel():  # (torch's kernel over the last dim, or its general one)
+        last = not isinstance(dim, int) or input.ndim <= 1 or dim % input.ndim == input.ndim - 1
+        kernel = f"{name}_lastdim_kernel_impl" if last else f"{name}_kernel_impl"
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{torch_name(input.dtype)}'")
     if not is_floating(input.dtype) and input.numel():
         raise NotImplementedError(f'"{name}" not implemented for {input.dtype} tensors: pass a '
                                   f'floating dtype= or call .float() first')
