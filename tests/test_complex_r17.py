@@ -165,6 +165,18 @@ WORDS = {
     "sort": lambda t, F, z, m: t.sort(z),
     "argsort": lambda t, F, z, m: z.argsort(),
     "median": lambda t, F, z, m: t.median(z),
+    "topk": lambda t, F, z, m: t.topk(z, 2),
+    "fmin": lambda t, F, z, m: t.fmin(z, z),
+    "fmax": lambda t, F, z, m: z.fmax(other=z),
+    "signbit": lambda t, F, z, m: t.signbit(z),
+    "isposinf": lambda t, F, z, m: t.isposinf(z),
+    "isneginf": lambda t, F, z, m: z.isneginf(),
+    "kl_div": lambda t, F, z, m: F.kl_div(z, z, reduction="sum"),
+    "nanmean": lambda t, F, z, m: t.nanmean(z),
+    "hardtanh": lambda t, F, z, m: F.hardtanh(z),
+    "relu6": lambda t, F, z, m: F.relu6(z),
+    "threshold": lambda t, F, z, m: F.threshold(z, 0.5, 0.0),
+    "prelu": lambda t, F, z, m: F.prelu(z, t.ones(1, dtype=z.dtype)),
 }
 
 # Calls torch computes for complex inputs.

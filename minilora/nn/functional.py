@@ -490,6 +490,7 @@ def threshold(input, threshold, value, inplace=False):
     """``input`` where it is above ``threshold``, else ``value`` (in the input's dtype, as torch). A
     16-bit input is compared in float32, as torch's kernel does (0.1 is not rounded to bfloat16's
     0.1001 first)."""
+    _complex_kernel_refused("threshold_cpu", input)
     return _in_place_if(inplace, _threshold, input, threshold, value)
 
 
@@ -541,6 +542,7 @@ def prelu(input, weight):
         raise RuntimeError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {weight.ndim}")
     if weight.dtype != input.dtype:
         raise RuntimeError(f"prelu: Type promoting not supported. Got {input.dtype} and {weight.dtype}")
+    _complex_kernel_refused("prelu_cpu", input)
     channels = input.shape[1] if input.ndim >= 2 else 1
     if weight.numel() not in (1, channels):
         raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found parameter numbers = "
@@ -550,6 +552,12 @@ def prelu(input, weight):
     out = _saves_as_torch(ops.where(input > 0, input, slopes * input), input, weight)  # as torch's one node
     out = _name_node(out, "PreluKernelBackward0", input, graph=(input, weight))
     return _backward_reads(out, input, weight)  # (its _prelu_kernel_backward(grad, self, weight))
+
+
+def _complex_kernel_refused(kernel, input):
+    """torch's NotImplementedError for a kernel with no complex version (NumPy would compare complex numbers)."""
+    if input.dtype.kind == "c":
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{_torch_name(input.dtype)}\'')
 
 
 def _float_kernel_only(kernel, input):

@@ -1422,6 +1422,8 @@ def fmin(input, other):
 
 
 def _nan_ignoring(name, input, other, larger):
+    if any(isinstance(x, Tensor) and x.dtype.kind == "c" for x in (input, other)):  # (no order of complex numbers)
+        raise RuntimeError(f"{name} not implemented for complex tensors.")
     if not isinstance(other, Tensor):
         raise TypeError(f"{name}(): argument 'other' (position 2) must be Tensor, not "
                         f"{type(other).__name__}")
@@ -1541,6 +1543,8 @@ def sgn(input):
 
 def signbit(input):
     """``torch.signbit``: True where the sign bit is set (-0.0 and -NaN too); no gradient."""
+    if input.dtype.kind == "c":
+        raise NotImplementedError("signbit is not implemented for complex tensors.")
     return _elementwise_test(input, "signbit")
 
 
@@ -2259,6 +2263,8 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
     the bounds (``clamp``'s counts the bounds as inside; hardtanh's does not)."""
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
+    if input.dtype.kind == "c":  # (torch's hardtanh is a clamp)
+        raise NotImplementedError("clamp is not supported for complex types")
     if input.dtype == np.bool_:
         raise RuntimeError("Bool inputs not supported for hardtanh")
     if not is_floating(input.dtype):  # torch's integer kernel: the bounds cut to integers, the result stays

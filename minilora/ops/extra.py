@@ -180,11 +180,18 @@ def fill(input, value):
 
 def isneginf(input):
     """``torch.isneginf``: bool, False everywhere for integer and bool tensors."""
+    _no_complex_infinity_sign("isneginf", input)
     return E.logical_and(E.isinf(input), input < 0)
 
 
 def isposinf(input):
+    _no_complex_infinity_sign("isposinf", input)
     return E.logical_and(E.isinf(input), input > 0)
+
+
+def _no_complex_infinity_sign(name, input):
+    if input.dtype.kind == "c":  # (a complex infinity has no sign)
+        raise RuntimeError(f"{name} does not support complex inputs.")
 
 
 def isreal(input):

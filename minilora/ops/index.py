@@ -231,8 +231,9 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's n
     """``torch.topk``: the ``k`` largest (``largest=False``: smallest) elements along ``dim``, as
     ``(values, indices)``: sorted, or (``sorted=False``) in the order torch's selection leaves them."""
     if input.dtype == np.bool_ or np.dtype(input.dtype).kind == "c":
-        kind = "bool" if input.dtype == np.bool_ else "complex"
-        raise RuntimeError(f"topk does not support {kind} dtypes on CPU")
+        if input.dtype == np.bool_:
+            raise RuntimeError("topk does not support bool dtypes on CPU")
+        raise RuntimeError(" topk does not support complex dtypes on CPU")  # (torch's words begin with a space)
     k = int_argument("topk", "k", k)
     dim_ = _dim(dim, input.ndim, "topk")
     size = input.shape[dim_] if input.ndim else 1

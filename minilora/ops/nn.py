@@ -2094,6 +2094,8 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     ``0 log 0 = 0``. 'batchmean' divides the sum by the batch size (the true KL divergence per
     sample); 'mean' divides by every element, with torch's warning saying so."""
     from .elementwise import xlogy
+    if any(isinstance(t, Tensor) and t.dtype.kind == "c" for t in (input, target)):
+        raise RuntimeError("kl_div: Complex inputs not supported.")
     if any(isinstance(t, Tensor) and not is_floating(t.dtype) for t in (input, target)):
         raise RuntimeError(f"kl_div: Integral inputs not supported (got {input.dtype} and {target.dtype})")
     if size_average is not None or reduce is not None:

@@ -728,6 +728,8 @@ def nanmean(input, dim=None, keepdim=False, *, dtype=None):
     if dtype is not None and not is_floating(to_dtype(dtype)):
         raise RuntimeError(f"nanmean(): could not infer output dtype. Optional dtype must be either a "
                            f"floating point or complex dtype. Got: {torch_name(to_dtype(dtype))}")
+    if input.dtype.kind == "c":  # (torch's nanmean is nansum's, which has no complex kernel)
+        raise RuntimeError("nansum on CPU does not support complex inputs")
     if not is_floating(input.dtype):
         raise RuntimeError(f"nanmean(): expected input to have floating point or complex dtype but "
                            f"got {input.dtype}")
