@@ -1485,6 +1485,8 @@ def histc(input, bins=100, min=0, max=0, *, out=None):
     if out is not None:
         raise TypeError("histc(): minilora has no out= (use the returned tensor)")
     _check_int(bins, "histc", "bins", 2)
+    if input.dtype.kind == "c" and min == max:  # (torch takes the range from aminmax first)
+        _refuse_integer(input, "aminmax_cpu")
     _refuse_integer(input, "histogram_cpu")
     if bins <= 0:
         raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")

@@ -177,6 +177,16 @@ WORDS = {
     "relu6": lambda t, F, z, m: F.relu6(z),
     "threshold": lambda t, F, z, m: F.threshold(z, 0.5, 0.0),
     "prelu": lambda t, F, z, m: F.prelu(z, t.ones(1, dtype=z.dtype)),
+    "max_all": lambda t, F, z, m: t.max(z),
+    "min_all": lambda t, F, z, m: m.min(),
+    "max_dim": lambda t, F, z, m: t.max(m, 0),
+    "min_dim": lambda t, F, z, m: m.min(dim=1),
+    "amax": lambda t, F, z, m: t.amax(m, 0),
+    "amin": lambda t, F, z, m: m.amin(),
+    "aminmax": lambda t, F, z, m: t.aminmax(z),
+    "aminmax_dim": lambda t, F, z, m: m.aminmax(dim=0),
+    "median_dim": lambda t, F, z, m: t.median(m, 0),
+    "histc": lambda t, F, z, m: t.histc(z),
 }
 
 # Calls torch computes for complex inputs.

@@ -1191,6 +1191,7 @@ def median(input, dim=NO_DIM, keepdim=False):
     if input.shape[dim_] == 0:
         raise IndexError(f"median(): Expected reduction dim {dim} to have non-zero size.")
     _refuse_bool("median", input.dtype)
+    dtypes.refuse_complex("median_out", input)  # (torch's kernel along a dim)
     xp = xp_of(input._array)
     order = _sort_order(input, dim_)._array
     middle = xp.take(order, xp.asarray([(input.shape[dim_] - 1) // 2]), axis=dim_)

@@ -779,6 +779,10 @@ def _extreme(name, input, dim, keepdim, smallest, other=None):
     if isinstance(dim, Tensor):  # x.max(other): the elementwise maximum
         from .elementwise import maximum, minimum
         return (minimum if smallest else maximum)(input, dim)
+    if input.dtype.kind == "c":  # (no order of complex numbers: torch's words for each form)
+        if dim is None:
+            raise NotImplementedError(f"\"{name}_all\" not implemented for '{torch_name(input.dtype)}'")
+        raise RuntimeError(f"{name}(): does not support complex input")
     if dim is None:
         if keepdim:
             raise TypeError(f"{name}(): keepdim=True needs a dim (torch has no {name}(keepdim=True))")
@@ -825,6 +829,9 @@ def amin(input, dim=(), keepdim=False):
 
 
 def _amax(input, dim, keepdim, smallest):
+    if input.dtype.kind == "c":
+        raise NotImplementedError(f"\"{'min' if smallest else 'max'}_values_cpu\" not implemented for "
+                                  f"'{torch_name(input.dtype)}'")
     result = AMax.apply(input, axis=dim, keepdims=keepdim, smallest=smallest)
     saves_as_torch(result, input, result)  # (AMax keeps a mask; torch the input and the result)
     return name_node(result, "AminBackward0", input) if smallest else result
@@ -1126,6 +1133,8 @@ _AminMax = return_types.make("aminmax", ["min", "max"])  # torch.return_types.am
 def aminmax(input, *, dim=None, keepdim=False):
     """``torch.aminmax``: the named tuple ``(min, max)`` over ``dim`` (all elements when None);
     ties share the gradient, as ``amin``/``amax``."""
+    if input.dtype.kind == "c":
+        raise NotImplementedError(f"\"aminmax_cpu\" not implemented for '{torch_name(input.dtype)}'")
     if input.numel() == 0 and dim is None:
         raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the "
                            "operation has no identity.")
