@@ -2468,7 +2468,7 @@ class Tensor:
     def exp2_(self): return self._unary_("exp2")
     def log10_(self): return self._unary_("log10")
     def log2_(self): return self._unary_("log2")
-    def sgn_(self): return self._unary_("sign")
+    def sgn_(self): return self._unary_("sgn")  # (z / |z| for a complex z; sign for a real one)
     def negative_(self): return self._unary_("neg")
     def bitwise_not_(self): return self._unary_("bitwise_not")
     def logical_not_(self): return self._unary_("logical_not")

@@ -207,6 +207,7 @@ COMPUTED = {
     "silu": lambda t, F, z, m: F.silu(z),
     "silu_inplace": lambda t, F, z, m: F.silu(m.clone(), inplace=True),
     "SiLU_module": lambda t, F, z, m: t.nn.SiLU()(m),
+    "sgn_": lambda t, F, z, m: z.clone().sgn_(),
 }
 
 
