@@ -2556,7 +2556,7 @@ class Tensor:
     def __float__(self):
         if self.requires_grad and _mode.grad_enabled:  # (torch: not under no_grad, where LBFGS reads its loss)
             _warn_scalar_of_grad_tensor()
-        return float(self._python_scalar())
+        return float(self._real_python_scalar("double"))
 
     def __complex__(self):
         return complex(self._python_scalar())
@@ -2577,7 +2577,16 @@ class Tensor:
         raise TypeError("Tensor does not support deleting items")
 
     def __int__(self):
-        return int(self._python_scalar())
+        return int(self._real_python_scalar("int64_t"))
+
+    def _real_python_scalar(self, c_type):
+        """The element for ``int(t)``/``float(t)``: a complex one only with no imaginary part (torch's check)."""
+        value = self._python_scalar()
+        if isinstance(value, complex):
+            if value.imag != 0:
+                raise RuntimeError(f"value cannot be converted to type {c_type} without overflow")
+            return value.real
+        return value
 
     def _python_scalar(self):
         """``int(t)``/``float(t)``: torch raises ValueError there (``item()`` raises RuntimeError)."""

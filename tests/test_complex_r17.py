@@ -186,6 +186,8 @@ WORDS = {
     "aminmax": lambda t, F, z, m: t.aminmax(z),
     "aminmax_dim": lambda t, F, z, m: m.aminmax(dim=0),
     "median_dim": lambda t, F, z, m: t.median(m, 0),
+    "int": lambda t, F, z, m: int(z[0]),
+    "float": lambda t, F, z, m: float(z[1]),
     "histc": lambda t, F, z, m: t.histc(z),
 }
 
@@ -208,6 +210,8 @@ COMPUTED = {
     "silu_inplace": lambda t, F, z, m: F.silu(m.clone(), inplace=True),
     "SiLU_module": lambda t, F, z, m: t.nn.SiLU()(m),
     "sgn_": lambda t, F, z, m: z.clone().sgn_(),
+    "int_of_real_complex": lambda t, F, z, m: int(z[4].real.to(z.dtype) * 3),
+    "float_of_real_complex": lambda t, F, z, m: float(z[0].real.to(z.dtype)),
 }
 
 
