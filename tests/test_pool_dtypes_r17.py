@@ -41,6 +41,7 @@ def _calls(L):
         "trilinear": lambda x: F.interpolate(x, scale_factor=2, mode="trilinear"),
         "area": lambda x: F.interpolate(x[0], size=(1, 2), mode="area"),
         "unfold": lambda x: F.unfold(x[0], 2),
+        "fold": lambda x: F.fold(x.reshape(1, 4, 4), (3, 3), 2),
         "mvlgamma": lambda x: L.mvlgamma(x + 3, 2),
     }
 
