@@ -877,7 +877,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     if input.ndim not in (2, 3) or 0 in tuple(input.shape[-2:]):
         raise RuntimeError(f"Expected 2D or 3D (batch mode) tensor for input with possibly 0 batch size and "
                            f"non-zero dimensions for input, but got: {list(input.shape)}")
-    _dtypes_taken("col2im_out_cpu", input, others=("complex64", "complex128"))
+    _dtypes_taken("col2im_out_cpu", input, others=("bool", "complex64", "complex128"))  # (torch 2.13: bool too)
     if input.ndim == 2:
         return fold(input.unsqueeze(0), output_size, kernel_size, dilation, padding, stride).squeeze(0)
     kernel, stride, padding, dilation = _block_geometry(kernel_size, dilation, padding, stride)
