@@ -22,6 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import minilora as ml  # noqa: E402
+from test_gradgrad_r16 import refusals  # noqa: E402  (what each library raises)
 
 
 def structure(lib, call, shape, seed=0):
@@ -148,14 +149,6 @@ def test_forward_nodes_are_named_as_torchs(call):
 
 
 # ---- refusals in torch's words ---------------------------------------------------------------------------------
-def refusals(fn):
-    """What torch and minilora raise for ``fn(lib)``: (type name, message) each."""
-    caught = []
-    for lib in (torch, ml):
-        with pytest.raises(Exception) as error:
-            fn(lib)
-        caught.append((type(error.value).__name__, str(error.value)))
-    return caught
 
 
 @pytest.mark.parametrize("index", [[[0, 1], [1, 2]], [[0, 1, 2]]], ids=["smaller", "one row"])
