@@ -31,12 +31,7 @@ import pytest
 pydantic = pytest.importorskip("pydantic")
 pytest.importorskip("starlette")
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
-
-from minilora.serve import Engine  # noqa: E402
-from minilora.serve.app import create_app  # noqa: E402
-from minilora.tokenizer import ByteTokenizer  # noqa: E402
-from test_serve import CHAT_TEMPLATE, two_adapters  # noqa: E402
+from test_serve_r16 import client  # noqa: E402,F401  (the served tiny model, a module-scoped fixture)
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 COMPLETION = {"model": "a", "prompt": "Dan", "max_tokens": 1}
@@ -106,15 +101,6 @@ def check_errors(body, check):
     """``check`` raised by one of vLLM's model validators on ``body``, as FastAPI lists it."""
     return [{"type": "value_error", "loc": ("body",), "msg": f"Value error, {check}", "input": body,
              "ctx": {"error": check}}]
-
-
-@pytest.fixture(scope="module")
-def client():
-    tok = ByteTokenizer()
-    tok.chat_template = CHAT_TEMPLATE
-    engine = Engine(two_adapters(), tok, max_batch_size=2, max_queue=8)
-    with TestClient(create_app(engine, "tiny")) as served:
-        yield served
 
 
 def refusal(client, route, body):
