@@ -495,7 +495,9 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
         values = flat[starts]
         inverse = (xp.cumsum(starts) - 1).reshape(a.shape)
     else:
-        (d,) = S._dims((dim,), a.ndim)
+        d = I.unique_dim(input, dim)
+        if a.shape[d] == 0:
+            return I._empty_unique(input, return_inverse, return_counts, "unique_consecutive")
         moved = xp.moveaxis(a, d, 0).reshape(a.shape[d], -1)
         starts = xp.ones(moved.shape[0], bool)
         if moved.shape[0]:

@@ -209,9 +209,9 @@ def argsort(input, dim=-1, descending=False, stable=False):
 def _sort_order(input, dim=-1, descending=False, laid_out=False, torch_ties=False):
     """argsort's indices, C-ordered unless ``laid_out``: for the ops built on them (median ...), whose
     results torch lays out contiguously. Stable unless ``torch_ties``."""
+    dim = _dim(dim, input.ndim, "argsort")  # (a 0-d tensor too: torch checks its dim, -1 or 0)
     if input.ndim == 0:
         return _no_grad_apply(ArgSort, input.reshape(1), axis=0, descending=descending).reshape(())
-    dim = _dim(dim, input.ndim, "argsort")
     return _no_grad_apply(ArgSort, input, axis=dim, descending=descending, laid_out=laid_out, torch_ties=torch_ties)
 
 
@@ -480,6 +480,9 @@ def index_select(input, dim, index):
     """``torch.index_select``: the slices of ``input`` at the positions of the 1-D ``index``
     along ``dim`` (a new tensor, in ``index``'s order, repeats allowed)."""
     if input.ndim == 0:  # torch: a 0-d tensor has one element along dim 0
+        _dim(dim, 0, "index_select")
+        if index.numel() != 1:
+            raise RuntimeError(f"index_select(): Index to scalar can have only 1 value, got {index.numel()} value(s)")
         selected = index_select(input.reshape(1), dim, index).reshape(())
         return name_node(selected, "IndexSelectBackward0", input, graph=(input,))  # (torch's one node)
     dim = _dim(dim, input.ndim, "index_select")
@@ -1064,6 +1067,29 @@ def cumprod(input, dim, *, dtype=None):
 
 
 # ---- unique, bincount, repeat_interleave, median -------------------------------------------------
+def unique_dim(input, dim):
+    """unique's and unique_consecutive's ``dim`` as torch's unique_dim checks it: no 0-d tensor (torch's words),
+    and no empty dimension other than the one named."""
+    dim = int_argument("unique_dim", "dim", dim)
+    if input.ndim == 0:
+        raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+    dim = _dim(dim, input.ndim, "unique")
+    zero_sized = input.shape.count(0)
+    if input.shape[dim] == 0 and zero_sized > 1:
+        raise RuntimeError("Number of zero sized dimensions is more than one, so unique cannot be applied ")
+    if input.shape[dim] != 0 and zero_sized:
+        raise RuntimeError("There are 0 sized dimensions, and they aren't selected, so unique cannot be applied")
+    return dim
+
+
+def _empty_unique(input, return_inverse, return_counts, name):
+    """unique along an empty ``dim``: torch's empty result of the input's shape, empty inverse and counts."""
+    out = _NoDerivative.apply(input, values=input.device.xp.empty(input.shape, input.dtype), name=name,
+                              error=NotImplementedError)
+    extras = [input.new_zeros((0,), dtype=np.int64) for wanted in (return_inverse, return_counts) if wanted]
+    return (out, *extras) if extras else out
+
+
 def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):  # noqa: A002
     """``torch.unique``: the distinct elements (``dim``: distinct slices along ``dim``), sorted, as
     torch's CPU kernel returns them also for ``sorted=False``; with ``return_inverse`` the position
@@ -1077,7 +1103,9 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
                                             equal_nan=False)  # torch: every NaN is its own value
         inverse = inverse.reshape(input.shape)
     else:
-        dim = _dim(dim, input.ndim, "unique")
+        dim = unique_dim(input, dim)
+        if input.shape[dim] == 0:
+            return _empty_unique(input, return_inverse, return_counts, "unique_dim")
         values, inverse, counts = np.unique(array, return_inverse=True, return_counts=True, axis=dim)
         inverse = inverse.reshape(-1)
     out = _NoDerivative.apply(input, values=input.device.xp.asarray(values), name="_unique2" if dim is None else
@@ -1283,14 +1311,29 @@ def _accumulate(xp, ufunc, a):
     return out
 
 
+def _running_dim(name, input, dim):
+    """cummax's/cummin's dim as torch checks it: a 0-d tensor takes -1 or 0 (its own words), an empty tensor any
+    int (torch's cummax_out skips the wrap when there is nothing to scan), any other the usual range."""
+    if input.ndim == 0:
+        dim = int_argument(name, "dim", dim)
+        if dim not in (-1, 0):
+            raise IndexError(f"{name}(): Expected reduction dim -1 or 0 for scalar but got {dim}")
+        return 0
+    if input.numel() == 0:
+        return int_argument(name, "dim", dim)
+    return _dim(dim, input.ndim, name)
+
+
 def _running_extreme(name, input, dim, smallest):
     """``cummax``/``cummin``: the running extreme along ``dim`` and, as torch, the index of its
     *latest* occurrence (a tie moves the index on; a NaN is kept from where it first appears)."""
-    dim_ = _dim(dim, input.ndim, name)
+    dim_ = _running_dim(name, input, dim)
     if input.dtype.kind == "c":  # (complex numbers have no order; NumPy's is lexicographic)
         raise NotImplementedError(f'"{name}_cpu" not implemented for \'{torch_name(input.dtype)}\'')
     if input.ndim == 0:
         return _picked_of_0d(name, input)
+    if input.numel() == 0:  # (torch's cummax_out returns its empty results before it reads dim)
+        return _picked(name, input, RecordedCopy.apply(input), input.new_zeros(input.shape, dtype=np.int64))
     xp = xp_of(input._array)
     a = xp.moveaxis(input._array, dim_, -1)
     running = _accumulate(xp, xp.minimum if smallest else xp.maximum, a)  # NaN propagates

@@ -384,10 +384,10 @@ def view(input, *shape, **by_name):
 
 def flatten(input, start_dim=0, end_dim=-1):
     """Dimensions ``start_dim`` to ``end_dim`` (inclusive, negatives allowed) merged into one."""
+    start, end = _dims((int_argument("flatten", "start_dim", start_dim), int_argument("flatten", "end_dim", end_dim)),
+                       input.ndim)  # (a 0-d tensor's too: torch checks them, -1 or 0)
     if input.ndim == 0:  # torch: a 0-d tensor flattens to one element
         return reshape(input, (1,))
-    start, end = _dims((int_argument("flatten", "start_dim", start_dim), int_argument("flatten", "end_dim", end_dim)),
-                       input.ndim)
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
     if start == end:  # (torch hands the tensor itself back: nothing to merge)
@@ -686,10 +686,13 @@ def cat(tensors, dim=0, *, axis=None):
     for i, t in enumerate(tensors):
         if t.ndim == 0:
             raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
+    dim = int_argument("cat", "dim", dim if axis is None else axis)
     kept = [t for t in tensors if t.shape != (0,)]
-    if kept and len(kept) < len(tensors):
-        tensors = kept
-    return Cat.apply(*tensors, axis=int_argument("cat", "dim", dim if axis is None else axis))
+    if not kept:  # (all skipped: torch wraps no dim and returns an empty tensor, whatever dim says)
+        return Cat.apply(*tensors, axis=0)
+    tensors = kept
+    (dim,) = _dims((dim,), tensors[0].ndim)  # (torch's legacy_cat_wrap_dim: against the first tensor kept)
+    return Cat.apply(*tensors, axis=dim)
 
 
 @_amp.autocasts
@@ -866,6 +869,9 @@ def roll(input, shifts, dims=None):
     if len(shifts) != len(dims):
         raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, dims: "
                            f"{len(dims)}")
+    int_arguments("roll", "dims", dims)
+    if input.numel() == 0:  # (torch's roll returns a copy of an empty tensor before it wraps dims)
+        return Roll.apply(input, shifts=0, axes=None, contiguous=True)
     axes = _dims(dims, input.ndim)
     # torch rolls dim by dim, each a cat of two narrows: a shift by a multiple of the size cats an empty narrow,
     # whose suggested memory format is contiguous, and so is the result

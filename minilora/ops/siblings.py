@@ -67,7 +67,7 @@ def renorm(input, p, dim, maxnorm):
         raise RuntimeError(f"renorm: input needs at least 2 dimensions, got {input.ndim} dimensions")
     if not dtypes.is_floating(input.dtype) and input.dtype.kind != "c":  # (complex: real norms, as torch)
         raise RuntimeError(f"renorm: input must be floating point, got {dtypes.torch_name(input.dtype)}")
-    dim = dim + input.ndim if dim < 0 else dim
+    (dim,) = S._dims((dtypes.int_argument("renorm", "dim", dim),), input.ndim)
     others = tuple(d for d in range(input.ndim) if d != dim)
     # ATen: the norms and the factor in the accumulate type (float32 for a 16-bit input), the factor then
     # stored in the input's dtype before the product

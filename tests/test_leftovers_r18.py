@@ -1,0 +1,93 @@
+"""Round 18: the divergences from torch 2.13 that round 17 found and left, and the rest of their kinds.
+
+Each row runs the same call on both stacks and compares value, dtype, shape (strides where the point is layout),
+or the exception's type and words.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+
+def _outcome(lib, call):
+    """What ``call(lib)`` gives: ('ok', shape, dtype name) of its (first) tensor, or (exception type, message)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = call(lib)
+    except Exception as error:  # noqa: BLE001  (the row compares whatever each stack raises)
+        return type(error).__name__, str(error).split("\n")[0]
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return "ok", tuple(out.shape), str(out.dtype).rsplit(".", 1)[-1]
+
+
+def _same_outcome(call):
+    """The same outcome; an error's words may follow minilora's ``fn(): `` prefix (its ``_dim`` names the op)."""
+    ours, theirs = _outcome(ml, call), _outcome(torch, call)
+    if ours[0] == theirs[0] != "ok" and ours[1].endswith(theirs[1]) and ours[1][:-len(theirs[1])].endswith("(): "):
+        return
+    assert ours == theirs
+
+
+# ---- 1. dims of 0-d and empty tensors -----------------------------------------------------------------------
+_DIM_ROWS = {
+    # cummax/cummin: an empty tensor takes any dim (torch's cummax_out returns before it wraps it), a 0-d one
+    # -1 or 0 in its own words
+    "cummax of (0,) dim 1": lambda L: L.zeros(0).cummax(1),
+    "cummin of (0,) dim -2": lambda L: L.zeros(0).cummin(-2),
+    "cummax of (2, 0) dim 5": lambda L: L.zeros(2, 0).cummax(5),
+    "torch.cummin of (0, 3) dim -3": lambda L: L.cummin(L.zeros(0, 3), -3),
+    "cummax of 0-d dim 1": lambda L: L.zeros(()).cummax(1),
+    "cummin of 0-d dim -2": lambda L: L.zeros(()).cummin(-2),
+    # sort/argsort of a 0-d tensor: dim -1 or 0 (minilora sorted it whatever dim said)
+    "sort of 0-d dim 1": lambda L: L.zeros(()).sort(1)[0],
+    "argsort of 0-d dim -2": lambda L: L.zeros(()).argsort(-2),
+    # flatten of a 0-d tensor checks its dims (minilora flattened it whatever they said)
+    "flatten of 0-d start 1": lambda L: L.zeros(()).flatten(1),
+    "flatten of 0-d end -2": lambda L: L.zeros(()).flatten(0, -2),
+    "nn.Flatten of 0-d": lambda L: L.nn.Flatten(1)(L.zeros(())),
+    # roll of an empty tensor: a copy whatever dims say (torch returns before it wraps them)
+    "roll of (0,) dims 1": lambda L: L.zeros(0).roll(1, 1),
+    "roll of (2, 0) dims 5": lambda L: L.zeros(2, 0).roll(1, 5),
+    # renorm checks its dim (minilora renormed along no dim at all)
+    "renorm of (2, 3) dim 2": lambda L: L.ones(2, 3).renorm(2, 2, 1.0),
+    "renorm of (2, 3) dim -3": lambda L: L.ones(2, 3).renorm(2, -3, 1.0),
+    # cat: 1-D empty tensors are skipped (all of them: any dim), the dim wrapped against the first one kept
+    "cat of (0,)s dim 1": lambda L: L.cat([L.zeros(0), L.zeros(0)], 1),
+    "cat of (0,) dim -2": lambda L: L.cat([L.zeros(0)], -2),
+    "cat of (0,) and (2, 3) dim 2": lambda L: L.cat([L.zeros(0), L.ones(2, 3)], 2),
+    "cat of (3,) dim 1": lambda L: L.cat([L.zeros(3)], 1),
+    # unique / unique_consecutive along a dim: torch's unique_dim checks
+    "unique of 0-d dim 0": lambda L: L.unique(L.zeros(()), dim=0),
+    "unique of (2, 0) dim 0": lambda L: L.unique(L.zeros(2, 0), dim=0),
+    "unique of (0, 0) dim 0": lambda L: L.unique(L.zeros(0, 0), dim=0),
+    "unique_consecutive of (0,) dim 0": lambda L: L.unique_consecutive(L.zeros(0), dim=0),
+    "unique_consecutive of (2, 0) dim 1": lambda L: L.unique_consecutive(L.zeros(2, 0), dim=1, return_counts=True),
+    "unique_consecutive of (0, 3) dim 1": lambda L: L.unique_consecutive(L.zeros(0, 3), dim=1),
+    "unique_consecutive of 0-d dim -1": lambda L: L.unique_consecutive(L.zeros(()), dim=-1),
+    # index_select of a 0-d tensor: one index
+    "index_select of 0-d, no index": lambda L: L.zeros(()).index_select(0, L.zeros(0, dtype=L.int64)),
+    "index_select of 0-d, two": lambda L: L.zeros(()).index_select(0, L.zeros(2, dtype=L.int64)),
+}
+
+
+@pytest.mark.parametrize("row", sorted(_DIM_ROWS))
+def test_dims_of_0d_and_empty_tensors_are_checked_as_torch(row):
+    """Each call's result shape and dtype, or its exception's type and words, are torch's."""
+    _same_outcome(_DIM_ROWS[row])
+
+
+def test_cummax_of_an_empty_tensor_has_torchs_node_and_backward():
+    """The empty results keep the graph: CummaxBackward0, an empty gradient; int64 indices."""
+    x, t = ml.zeros(2, 0, requires_grad=True), torch.zeros(2, 0, requires_grad=True)
+    ours, theirs = x.cummax(4), t.cummax(4)
+    assert type(ours.values.grad_fn).__name__ == type(theirs.values.grad_fn).__name__ == "CummaxBackward0"
+    assert ours.indices.dtype == ml.int64 and tuple(ours.indices.shape) == (2, 0)
+    ours.values.sum().backward()
+    theirs.values.sum().backward()
+    assert tuple(x.grad.shape) == tuple(t.grad.shape) == (2, 0)
