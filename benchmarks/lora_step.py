@@ -12,6 +12,14 @@ least disturbed by other load) and the median of the per-round ratios
 ``minilora LoRA / PEFT LoRA`` (below 1.0: minilora is faster) and ``minilora LoRA / minilora full``
 (below 1.0: LoRA's step is cheaper -- no gradient GEMM for the frozen W0, no AdamW over W0).
 
+Each framework's turn in a round is ``--run`` steps back to back after an idle pause (train_step's
+``--pause``, so the framework that ran before has let its threads sleep). The first step of a turn
+is printed as "after idle", the others as "in a run": a training loop runs its steps back to back,
+and the two differ. On a 2-vCPU KVM guest (AMD EPYC, halt polling off) minilora's first step after
+0.25 s idle took ~15% longer than its next ones (its forward ~20 ms longer; not so on one thread),
+PEFT's ~3%: minilora's helper thread sleeps between ops and its idle vCPU halts, where torch's
+OpenMP workers spin between parallel regions.
+
     python benchmarks/lora_step.py                   # d=256, 4 layers, seq 128, batch 8, 2 threads
     python benchmarks/lora_step.py --threads 1 --repeats 15 --profile
 
@@ -26,6 +34,8 @@ def parse_lora_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n")[-1])
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r (default 8)")
     p.add_argument("--alpha", type=float, default=16, help="lora_alpha (default 16)")
+    p.add_argument("--run", type=int, default=3,
+                   help="steps each framework runs back to back per round (default 3; the first follows an idle pause)")
     p.add_argument("--dropout", type=float, default=0.0,
                    help="lora_dropout (default 0; PEFT tutorials use 0.05-0.1: both sides draw a mask per layer)")
     return p.parse_known_args()[0]
@@ -73,6 +83,22 @@ def build_models(config):
             "minilora full": (base.minilora_step, full_model, full_opt)}
 
 
+def report(title, times):
+    """Each framework's step times and the per-round ratios (wall and CPU) of the pairs compared."""
+    median = statistics.median
+    print(f"{title}:")
+    for name, steps in times.items():
+        wall = [w for w, _ in steps]
+        print(f"  {name:<14} step: median {median(wall) * 1e3:7.1f} ms wall (min {min(wall) * 1e3:.1f}), "
+              f"{median([c for _, c in steps]) * 1e3:7.1f} ms CPU")
+    for a, b in (("minilora LoRA", "PEFT LoRA"), ("minilora LoRA", "minilora full")):
+        wall = [x[0] / y[0] for x, y in zip(times[a], times[b])]
+        cpu = median([x[1] / y[1] for x, y in zip(times[a], times[b])])
+        fastest = min(w for w, _ in times[a]) / min(w for w, _ in times[b])
+        print(f"  median ratio {a} / {b}: {median(wall):.3f} wall, {cpu:.3f} CPU time, {fastest:.3f} fastest "
+              f"steps (per-round wall {', '.join(f'{r:.2f}' for r in wall)})")
+
+
 def main():
     import torch
     torch.set_num_threads(ARGS.threads)
@@ -94,22 +120,18 @@ def main():
         step(model, opt, inputs[name])
 
     names = list(runs)
-    times = {name: [] for name in names}
+    after_idle = {name: [] for name in names}  # per round: (wall, CPU) of the first step of the turn
+    in_run = {name: [] for name in names}  # per round: the median (wall, CPU) of the turn's other steps
     for i in range(ARGS.repeats):
         for name in names[i % 3:] + names[:i % 3]:  # rotate who goes first
             step, model, opt = runs[name]
-            times[name].append(base.timed(step, model, opt, inputs[name]))
-    median = statistics.median
-    for name in names:
-        wall = [w for w, _ in times[name]]
-        print(f"{name:<14} step: median {median(wall) * 1e3:7.1f} ms wall (min {min(wall) * 1e3:.1f}), "
-              f"{median([c for _, c in times[name]]) * 1e3:7.1f} ms CPU")
-    for a, b in (("minilora LoRA", "PEFT LoRA"), ("minilora LoRA", "minilora full")):
-        wall = [x[0] / y[0] for x, y in zip(times[a], times[b])]
-        cpu = median([x[1] / y[1] for x, y in zip(times[a], times[b])])
-        fastest = min(w for w, _ in times[a]) / min(w for w, _ in times[b])
-        print(f"median ratio {a} / {b}: {median(wall):.3f} wall, {cpu:.3f} CPU time, {fastest:.3f} fastest "
-              f"steps (per-round wall {', '.join(f'{r:.2f}' for r in wall)})")
+            after_idle[name].append(base.timed(step, model, opt, inputs[name]))
+            if LORA_ARGS.run > 1:
+                rest = [base.timed(step, model, opt, inputs[name], pause=0) for _ in range(LORA_ARGS.run - 1)]
+                in_run[name].append(tuple(statistics.median(column) for column in zip(*rest)))
+    report("after idle", after_idle)
+    if LORA_ARGS.run > 1:
+        report(f"in a run (steps 2-{LORA_ARGS.run} of each turn)", in_run)
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
           "(the CPU-time ratio is less sensitive to other load)")
     if ARGS.profile:

@@ -86,14 +86,15 @@ def transformers_step(model, opt, ids):
     return loss.item()
 
 
-def timed(fn, *args):
+def timed(fn, *args, pause=None):
     """(wall seconds, CPU seconds of all this process's threads) of one call.
 
-    It first idles for ``--pause`` seconds: after a parallel region, BLAS and OpenMP worker threads
-    spin for a while (OpenBLAS up to ~0.1 s) before they sleep, and spinning workers of the
-    framework that just ran would steal the cores from the one being timed.
+    It first idles for ``pause`` seconds (default ``--pause``): after a parallel region, BLAS and OpenMP
+    worker threads spin for a while (OpenBLAS up to ~0.1 s) before they sleep, and spinning workers of
+    the framework that just ran would steal the cores from the one being timed. ``pause=0`` times a
+    step that follows the same framework's previous one, as in a training loop.
     """
-    time.sleep(ARGS.pause)
+    time.sleep(ARGS.pause if pause is None else pause)
     wall, cpu = time.perf_counter(), time.process_time()
     fn(*args)
     return time.perf_counter() - wall, time.process_time() - cpu
