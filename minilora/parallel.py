@@ -26,7 +26,12 @@ split region -- and gets back the caller's thread count afterwards, so a learner
 time work is split. Raising glibc's malloc thresholds (``keep_freed_memory``) is an explicit opt-in.
 
 Work smaller than ``MIN_ITEMS`` elements per thread runs inline: waking a thread costs ~20-40
-microseconds. GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
+microseconds. (More in a VM whose idle vCPUs halt at once, KVM's ``guest_halt_poll_ns=0``: a split
+region that does nothing took ~55 us there, 2 vCPUs of an AMD EPYC; sleeping helpers are also why the
+first training step after an idle pause ran ~15% slower than the next ones there, where torch's
+spinning OpenMP workers lose ~3%. Helpers spinning in C before they sleep cut the empty region to
+~38 us but left the step's time unchanged within its noise: not done. ``benchmarks/lora_step.py``
+reports a step after idle and steps in a run apart.) GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
 again (helpers run their block whole), and while one thread is splitting work, another thread's
 ops run unsplit.
 """
