@@ -181,12 +181,14 @@ def _taking_two_numbers(function):
     return call
 
 
-# Tensor methods whose later parameters torch types as Tensor: ``x.maximum(2)``, ``x.isclose(1.0)``, ``x.atan2_(2)``
+# Tensor methods whose later parameters torch types as Tensor: ``x.maximum(2)``, ``x.isclose(1.0)``, ``x.atan2_(2)``,
+# ``x.addcmul(2, y)``
 # are refused as the functions are (``maximum(): argument 'other' (position 1) must be Tensor, not int``), where
 # minilora's methods, the ``ops`` functions, would answer (maximum, isclose, allclose, dist, inner, logaddexp) or
 # fail inside. The library's own calls go to ``ops`` and pay nothing; ``matmul`` (an AttributeError, not an
 # answer) is left out so attention code's ``q.matmul(k)`` pays nothing either.
-_METHOD_GROUPS = (("input", "other"), ("input", "values"))
+_METHOD_GROUPS = (("input", "other"), ("input", "values"), ("input", "tensor1", "tensor2"))  # (x.addcdiv(y, 2): not
+# y / 2 added: torch's refusal; the deprecated x.addcmul_(value, t1, t2) is tried after it, ops/deprecated_signatures)
 
 
 def _check_method_arguments():

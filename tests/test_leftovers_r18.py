@@ -91,3 +91,32 @@ def test_cummax_of_an_empty_tensor_has_torchs_node_and_backward():
     ours.values.sum().backward()
     theirs.values.sum().backward()
     assert tuple(x.grad.shape) == tuple(t.grad.shape) == (2, 0)
+
+
+# ---- 2. invalid positional forms of the arithmetic: torch's parser's TypeError, word for word -----------------
+_BAD_ARITHMETIC = [
+    "x.subtract(2, y)", "x.subtract_(2, y)", "L.subtract(x, 2, y)", "x.subtract(y, 2)", "L.subtract(x, y, 2)",
+    "x.mul(2, y)", "x.mul_(y, 2)", "x.multiply(2, y)", "x.multiply_(y, 2)",
+    "L.multiply(x, 2, y)", "x.multiply(y, alpha=2)", "L.multiply(2, y, alpha=2)", "x.div(2, y)", "x.div_(y, 2)",
+    "L.div(x, 2, y)", "x.div(y, alpha=2)", "L.div(2, y, alpha=2)", "x.divide(2, y)", "x.divide_(2, y)",
+    "L.divide(x, y, 2)", "x.true_divide(2, y)", "x.true_divide_(y, 2)", "L.true_divide(x, 2, y)",
+    "x.floor_divide(2, y)", "x.floor_divide_(2, y)", "x.floor_divide(y, alpha=2)", "L.rsub(x, 2, y)",
+    "L.rsub(x, y, 2)", "L.rsub(2, y, alpha=2)", "x.remainder(2, y)", "x.remainder_(y, 2)", "L.remainder(x, y, 2)",
+    "x.fmod(2, y)", "x.fmod_(y, 2)", "L.fmod(x, 2, y)", "x.pow(2, y)", "x.pow_(y, 2)", "L.pow(x, y, 2)",
+    "L.pow(2, y, alpha=2)", "x.xlogy(2, y)", "x.xlogy_(y, alpha=2)", "L.xlogy(x, 2, y)",
+    # addcmul/addcdiv's methods type their tensors (x.addcdiv(y, 2) computed x + y / 2)
+    "x.addcmul(2, y)", "x.addcmul_(2, y)", "x.addcdiv(y, 2)", "x.addcdiv_(2, y)", "x.addcmul(y, alpha=2)",
+]
+
+
+@pytest.mark.parametrize("call", _BAD_ARITHMETIC)
+def test_invalid_arithmetic_forms_raise_torchs_type_error(call):
+    """The call is refused with torch's TypeError and its whole message (before: Python's own ``sub() takes 2
+    positional arguments but 3 were given``, which counts self and names the alias's target; or a result)."""
+    outcomes = []
+    for lib in (ml, torch):
+        with pytest.raises(TypeError) as caught:
+            eval(call, {"L": lib, "x": lib.ones(2), "y": lib.ones(2)})  # noqa: S307  (the row's own text)
+        outcomes.append(str(caught.value))
+    assert outcomes[0] == outcomes[1]
+

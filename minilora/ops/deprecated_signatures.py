@@ -30,6 +30,7 @@ _SIGNATURES = {
 # the current signatures with torch's out_dtype form besides (torch's warning lists it)
 _OUT_DTYPE_FORMS = {"addmm", "baddbmm"}
 _warned = False
+_MISSING = object()
 
 
 def _forms(name):
@@ -77,7 +78,47 @@ def _signature_text(name, params, method, inplace):
     return f"{shown}({', '.join(parts)}{'' if method or inplace else ', *, Tensor out = None'})"
 
 
+# The overloads torch's parser shows for the arithmetic beside these (read off torch 2.13's messages): the method's
+# (``self`` left out; the in-place method's are the same), then the function's. Their deprecated forms torch hides
+# are those of add and sub, which share these parsers' words: ``x.subtract(2, y)`` is refused, not computed.
+_TENSOR_OR_NUMBER = (("(Tensor other)", "(Number other)"),
+                     ("(Tensor input, Tensor other, *, Tensor out = None)", "(Tensor input, Number other)"))
+_WITH_ROUNDING = ("(Tensor other)", "(Tensor other, *, str rounding_mode)")
+_FUNCTION_WITH_ROUNDING = ("(Tensor input, Tensor other, *, Tensor out = None)",
+                           "(Tensor input, Tensor other, *, str rounding_mode, Tensor out = None)")
+_NUMBER_FIRST = ("(Tensor input, Tensor other, *, Tensor out = None)", "(Number self, Tensor other, *, Tensor out = None)",
+                 "(Tensor input, Number other, *, Tensor out = None)")
+_OVERLOAD_TEXTS = {
+    "subtract": (("(Tensor other, *, Number alpha = 1)", "(Number other, Number alpha = 1)"),
+                 ("(Tensor input, Tensor other, *, Number alpha = 1, Tensor out = None)",
+                  "(Tensor input, Number other, Number alpha = 1)")),
+    "rsub": ((), ("(Tensor input, Tensor other, *, Number alpha = 1)", "(Tensor input, Number other, Number alpha = 1)")),
+    "mul": (("(Tensor other)",), ("(Tensor input, Tensor other, *, Tensor out = None)",)),
+    "multiply": _TENSOR_OR_NUMBER, "true_divide": _TENSOR_OR_NUMBER, "floor_divide": _TENSOR_OR_NUMBER,
+    "div": (_WITH_ROUNDING + ("(Number other, *, str rounding_mode)",),
+            _FUNCTION_WITH_ROUNDING + ("(Tensor input, Number other, *, str rounding_mode)",)),
+    "divide": (_WITH_ROUNDING + ("(Number other)", "(Number other, *, str rounding_mode)"),
+               _FUNCTION_WITH_ROUNDING + ("(Tensor input, Number other)",
+                                          "(Tensor input, Number other, *, str rounding_mode)")),
+    "remainder": (_TENSOR_OR_NUMBER[0], ("(Tensor input, Tensor other, *, Tensor out = None)",
+                                         "(Number self, Tensor other)",
+                                         "(Tensor input, Number other, *, Tensor out = None)")),
+    "fmod": (_TENSOR_OR_NUMBER[0], ("(Tensor input, Tensor other, *, Tensor out = None)",
+                                    "(Tensor input, Number other, *, Tensor out = None)")),
+    "xlogy": (_TENSOR_OR_NUMBER[0], _NUMBER_FIRST),
+    "pow": (("(Tensor exponent)", "(Number exponent)"),
+            tuple(text.replace("other", "exponent") for text in _NUMBER_FIRST)),
+}
+# torch's parsers that have one signature in all raise its first problem directly (``mul() takes 1 positional
+# argument but 2 were given``); the others list their overloads unless one alone fits the argument count
+_SINGLE_SIGNATURE = {"mul"}
+# the Tensor parameters of these take a Python number too (python_arg_parser's should_allow_numbers_as_tensors)
+_NUMBERS_AS_TENSORS = {"add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "floor_divide"}
+
+
 def _current_texts(name, method, inplace):
+    if name in _OVERLOAD_TEXTS:
+        return list(_OVERLOAD_TEXTS[name][0 if method or inplace else 1])
     scalars, tensors, _ = _SIGNATURES[name]
     shown = name + "_" if inplace else name
     head = ([] if method else ["Tensor input"]) + [f"Tensor {t}" for t in tensors]
@@ -152,37 +193,54 @@ def _torch_refusal(name, method, inplace, args, kwargs):
     format_invalid_args). None where this reading finds no problem (the original error stands)."""
     shown = name + "_" if inplace else name
     texts = _current_texts(name, method, inplace)
+    if name in _SINGLE_SIGNATURE:
+        return _first_problem(shown, _parameters(texts[0]), args, kwargs, name in _NUMBERS_AS_TENSORS)
     count = len(args) + len(kwargs)
     plausible = [t for t in texts if sum(r for *_, r in _parameters(t)) <= count <= len(_parameters(t))]
     if len(plausible) == 1:
-        return _first_problem(shown, _parameters(plausible[0]), args, kwargs)
-    return _invalid_combination(shown, [t[len(shown):] for t in texts], args, kwargs)
+        return _first_problem(shown, _parameters(plausible[0]), args, kwargs, name in _NUMBERS_AS_TENSORS)
+    return _invalid_combination(shown, [t[len(shown):] if t.startswith(shown) else t for t in texts], args, kwargs)
 
 
-def _first_problem(shown, parameters, args, kwargs):
-    """torch's FunctionSignature::parse errors, in its order (positional count, keywords, types)."""
+def _fits(kind, value, numbers_as_tensors):
+    """Whether torch's parser takes ``value`` for a parameter of ``kind`` (a 0-d tensor is a Number)."""
+    if kind == "Tensor":
+        return isinstance(value, Tensor) or (numbers_as_tensors and _is_number(value))
+    if kind == "Number":
+        return _is_number(value)
+    if kind == "str":
+        return isinstance(value, str)
+    return True
+
+
+def _first_problem(shown, parameters, args, kwargs, numbers_as_tensors=False):
+    """torch's FunctionSignature::parse errors, in its order: too many positional arguments; then parameter by
+    parameter a missing or mistyped one; then a keyword left over (unknown, or given twice)."""
     positional = [p for p in parameters if not p[2]]
     if len(args) > len(positional):
         plural = "" if len(positional) == 1 else "s"
         return (f"{shown}() takes {len(positional)} positional argument{plural} but {len(args)} "
                 f"{'was' if len(args) == 1 else 'were'} given")
+    for position, (kind, parameter, _, required) in enumerate(parameters):
+        by_position = position < len(args)
+        given = args[position] if by_position else kwargs.get(parameter, _MISSING)
+        if given is _MISSING:
+            if not required:
+                continue
+            missing = [f'"{p[1]}"' for p in parameters[position:] if p[3]]
+            # (torch's plural is the other way round: "1 ... arguments", "2 ... argument")
+            return (f"{shown}() missing {len(missing)} required positional argument{'s' if len(missing) == 1 else ''}: "
+                    f"{', '.join(missing)}")
+        if given is None or _fits(kind, given, numbers_as_tensors):
+            continue
+        where = f" (position {position + 1})" if by_position else ""
+        return f"{shown}(): argument '{parameter}'{where} must be {kind}, not {type(given).__name__}"
     names = [p[1] for p in parameters]
     for key in kwargs:
         if key not in names:
             return f"{shown}() got an unexpected keyword argument '{key}'"
         if names.index(key) < len(args):
             return f"{shown}() got multiple values for argument '{key}'"
-    missing = [f'"{p[1]}"' for i, p in enumerate(parameters) if p[3] and i >= len(args) and p[1] not in kwargs]
-    if missing:  # (torch's plural is the other way round: "1 ... arguments", "2 ... argument")
-        return (f"{shown}() missing {len(missing)} required positional argument{'s' if len(missing) == 1 else ''}: "
-                f"{', '.join(missing)}")
-    for position, (kind, parameter, _, _) in enumerate(parameters):
-        given = args[position] if position < len(args) else kwargs.get(parameter)
-        if given is None or kind != "Tensor" or isinstance(given, Tensor) or \
-                (parameter in ("input", "other") and _is_number(given)):  # (add's and sub's take numbers there)
-            continue
-        where = f" (position {position + 1})" if position < len(args) else ""
-        return f"{shown}(): argument '{parameter}'{where} must be Tensor, not {type(given).__name__}"
     return None
 
 
@@ -247,6 +305,21 @@ def _described(args, kwargs):
     return f"({text[:-2] if args else text})"
 
 
+def refusing_as_torch(fn, name, *, method, inplace=False):
+    """``fn`` (``name``'s function or method) whose calls that fail to bind are refused in torch's parser's words
+    (``_torch_refusal``) rather than Python's (which count ``self``). The common call costs one frame."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as error:
+            refusal = _torch_refusal(name, method, inplace, args[1:] if method else args, kwargs)
+            if refusal is None:
+                raise error
+            raise TypeError(refusal) from None
+    return call
+
+
 def install(namespace):
     """Wraps the top-level functions in ``namespace`` (minilora's: ``addmv_`` is torch's one top-level in-place
     form of these) and the Tensor methods, in-place included."""
@@ -257,3 +330,10 @@ def install(namespace):
         setattr(Tensor, name, accepting_deprecated(getattr(Tensor, name), name, method=True))
         setattr(Tensor, name + "_", accepting_deprecated(getattr(Tensor, name + "_"), name, method=True,
                                                          inplace=True))
+    for name in _OVERLOAD_TEXTS:
+        if name in namespace:
+            namespace[name] = refusing_as_torch(namespace[name], name, method=False)
+        if _OVERLOAD_TEXTS[name][0]:
+            for method_name, inplace in ((name, False), (name + "_", True)):
+                setattr(Tensor, method_name, refusing_as_torch(getattr(Tensor, method_name), name, method=True,
+                                                               inplace=inplace))
