@@ -577,6 +577,20 @@ def like_view_strides(result, input, memory_format=None):
     return result
 
 
+def numpy_layout_kept(copy, source):
+    """``copy`` (a new array of the non-C-contiguous NumPy array ``source``'s values) laid out as torch.tensor lays
+    out its copy: torch wraps ``source`` with its own strides and copies it in preserve_format (preserved_strides).
+    A source with a negative stride is left to NumPy's order (torch refuses it). Returns the array to keep."""
+    strides = tuple(s // source.itemsize for s in source.strides)
+    if any(s < 0 for s in strides) or strides == contiguous_strides(source.shape) or copy.shape != source.shape:
+        return copy
+    order = preserved_order(source.shape, strides)
+    buffer = np.empty(tuple(source.shape[i] for i in order), copy.dtype)
+    laid_out = buffer.transpose(tuple(np.argsort(order)))
+    laid_out[...] = copy
+    return known_layout(laid_out, strides=preserved_strides(source.shape, strides))
+
+
 def preserved_strides(shape, strides):
     """torch's strides of a preserve_format copy (empty_like, clone, ``.to(dtype)``) of a tensor with these
     strides: the same where they are non-overlapping and dense (as any empty tensor's are to torch), else dense

@@ -1423,6 +1423,14 @@ def _share_storage(result, inputs, fn, options):
                 return
 
 
+def _kept_shared_strides(t):
+    """Whether ``t`` holds strides share_strides gave it (only dimensions of size 1 or 0 make them matter)."""
+    if all(n > 1 for n in t._array.shape):
+        return False
+    from .factories import shared_strides_kept
+    return shared_strides_kept(t) is not None
+
+
 def _share_view_strides(t, view):
     """``t`` (``detach()`` or ``.data`` of ``view``, no view of it for autograd) keeps ``view``'s strides,
     as torch's detach does (factories.share_strides): a dimension of size 1 (or 0) has its view op's, and
@@ -1826,8 +1834,8 @@ class Tensor:
         autograd: changing it in place is allowed, and caught at backward if the values were saved."""
         t = Tensor._make(self._array, self._device, False, None)
         t._counter = self._version_counter()
-        if self._base is not None:
-            _share_view_strides(t, self)
+        if self._base is not None or (self._array.ndim > 1 and _kept_shared_strides(self)):
+            _share_view_strides(t, self)  # (a clone of a view keeps torch's strides too: x.t().clone().detach())
         return t
 
     def is_inference(self):
@@ -2809,8 +2817,9 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
             warnings.warn("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() "
                           "or sourceTensor.detach().clone().requires_grad_(True), rather than "
                           "torch.tensor(sourceTensor).", UserWarning, stacklevel=2)
-        data = data._array
-    elif isinstance(data, np.generic) and dtype is not None:
+        return _copy_of_tensor(data, dtype, dev, requires_grad)
+    source = data
+    if isinstance(data, np.generic) and dtype is not None:
         _check_numpy_scalar(data, dtype)
     elif isinstance(data, np.ndarray) and data.dtype.kind in "OUS":
         raise TypeError(f"can't convert np.ndarray of type numpy.{data.dtype.type.__name__}. The only "
@@ -2823,9 +2832,23 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     elif dev.xp is not np:  # (bfloat16 needs CuPy >= 14)
         dev.check_dtype(dtype if dtype is not None else getattr(data, "dtype", None))
     array = dev.xp.array(data, dtype=dtype, copy=True)
+    if isinstance(source, np.ndarray) and dev.xp is np and source.ndim > 1:  # (C-contiguous by NumPy's flags may
+        # still have a dimension of size 1 whose stride torch keeps)
+        from .factories import numpy_layout_kept
+        array = numpy_layout_kept(array, source)
     if requires_grad:
         _check_can_require_grad(array.dtype)
     return Tensor._make(array, dev, bool(requires_grad), None)
+
+
+def _copy_of_tensor(data, dtype, device, requires_grad):
+    """``tensor(t)`` / ``t.new_tensor(t)``: torch's ``t.detach().to(device, dtype, copy=True)``, a preserve_format
+    copy, so a transposed or channels_last tensor's copy keeps its strides (as ``clone``), not C order."""
+    copy = data.detach().to(device=device, dtype=dtype, copy=True)
+    if requires_grad:
+        _check_can_require_grad(copy.dtype)
+        copy.requires_grad_()
+    return copy
 
 
 def scalar_tensor(s, *, dtype=None, device=None, requires_grad=False):

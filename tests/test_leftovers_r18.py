@@ -120,3 +120,52 @@ def test_invalid_arithmetic_forms_raise_torchs_type_error(call):
         outcomes.append(str(caught.value))
     assert outcomes[0] == outcomes[1]
 
+
+
+# ---- 3. copies of non-contiguous tensors and arrays: torch's preserve_format strides ------------------------
+_SOURCES = {
+    "transposed": lambda L: L.arange(12.0).reshape(3, 4).t(),
+    "permuted": lambda L: L.arange(24.0).reshape(2, 3, 4).permute(2, 0, 1),
+    "channels_last": lambda L: L.arange(24.0).reshape(1, 2, 3, 4).to(memory_format=L.channels_last),
+    "transposed with a size-1 dim": lambda L: L.arange(4.0).reshape(1, 4).t(),
+}
+_COPIES = {
+    "tensor(t)": lambda L, t: L.tensor(t),
+    "tensor(t, dtype=float64)": lambda L, t: L.tensor(t, dtype=L.float64),
+    "tensor(t, requires_grad=True)": lambda L, t: L.tensor(t, requires_grad=True),
+    "t.new_tensor(t)": lambda L, t: t.new_tensor(t),
+    "int32 x.new_tensor(t)": lambda L, t: L.ones(1, dtype=L.int32).new_tensor(t),
+    "t.new_tensor(t, requires_grad=True)": lambda L, t: t.new_tensor(t, requires_grad=True),
+    "tensor(t.numpy())": lambda L, t: L.tensor(t.numpy()),
+    "asarray(t, copy=True)": lambda L, t: L.asarray(t, copy=True),
+    "t.clone().detach()": lambda L, t: t.clone().detach(),
+}
+
+
+_CLONES = {"asarray(t, copy=True)", "t.clone().detach()"}  # (clones: only a dimension of size 1 lost its stride)
+
+
+@pytest.mark.parametrize("copy, source", [(c, s) for c in sorted(_COPIES) for s in sorted(_SOURCES)
+                                          if c not in _CLONES or "size-1" in s])
+def test_copies_of_non_contiguous_tensors_keep_torchs_strides(copy, source):
+    """torch.tensor(t) is t.detach().to(copy=True) (preserve_format), and torch.tensor(ndarray) copies the array's
+    own strides: the copy keeps a transposed/permuted/channels_last source's strides (before: C order from
+    new_tensor, a stride() refusal from tensor(), NumPy's strides for a dimension of size 1)."""
+    results = []
+    for lib in (ml, torch):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = _COPIES[copy](lib, _SOURCES[source](lib))
+        results.append((tuple(out.shape), out.stride(), str(out.dtype).rsplit(".", 1)[-1], out.requires_grad,
+                        out.is_leaf, out.detach().numpy().tolist()))
+    assert results[0] == results[1]
+
+
+def test_new_tensor_of_a_tensor_warns_in_torchs_words():
+    """x.new_tensor(t) gives torch's copy-construct warning naming tensor.new_tensor (before: none)."""
+    messages = []
+    for lib in (ml, torch):
+        with pytest.warns(UserWarning) as caught:
+            lib.ones(2).new_tensor(lib.ones(2))
+        messages.append([str(w.message) for w in caught])
+    assert messages[0] == messages[1]

@@ -137,9 +137,12 @@ def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=F
 
 
 def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
-    """A new tensor holding ``data`` (copied, no graph), of ``self``'s dtype and device unless given."""
+    """A new tensor holding ``data`` (copied, no graph), of ``self``'s dtype and device unless given; a tensor's
+    copy laid out as torch's (``tensor``: preserve_format)."""
     if isinstance(data, Tensor):
-        data = data.detach().numpy(force=True).copy()
+        _warnings.warn("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() or "
+                      "sourceTensor.detach().clone().requires_grad_(True), rather than "
+                      "tensor.new_tensor(sourceTensor).", UserWarning, stacklevel=2)
     return tensor(data, dtype=self.dtype if dtype is None else dtype,  # (numbers too: 0-d, as torch)
                   device=self.device if device is None else device, requires_grad=requires_grad)
 
