@@ -374,8 +374,9 @@ class LoraConfig(_AdapterConfig):
     * ``init_lora_weights``: ``True`` (A kaiming-uniform as ``nn.Linear``, B = 0, so training starts
       exactly at the base model), ``"gaussian"`` (A ~ N(0, (1/r)^2), B = 0), ``False`` (A and B both
       random: the adapter changes the output from the start; for tests), ``"pissa"`` /
-      ``"pissa_niter_K"`` / ``"olora"`` (the adapter takes W0's principal part, the base keeps the
-      residual: see ``minilora/lora/inits.py``), ``"orthogonal"`` (A and B from the odd and even rows of
+      ``"pissa_niter_K"`` (the adapter takes W0's principal part, from its SVD, the base keeps the
+      residual: see ``minilora/lora/inits.py``), ``"olora"`` (the same with W0's QR decomposition:
+      B the first r columns of Q, A the first r rows of R), ``"orthogonal"`` (A and B from the odd and even rows of
       one random orthogonal matrix, so ``B A = 0`` up to rounding; the base stays; even r), ``"eva"`` (B = 0;
       ``initialize_lora_eva_weights(model, dataloader)`` then sets A and the ranks from the data: ``lora/eva.py``,
       ``eva_config`` an ``EvaConfig``), ``"corda"`` (``preprocess_corda(model, config, run_model)`` first; the
