@@ -151,7 +151,7 @@ assert same_x and same_w
 #
 # * After `backward()` the graph is freed: every node drops what it saved. Activations saved for
 #   backward are the other big consumer of training memory (notebook 3 measures them), so they go as
-#   soon as they are used. A second `backward()` through the same graph is an error that says so.
+#   soon as they are used.
 # * Gradients of leaves *accumulate* in `.grad`. That is what makes gradient accumulation over
 #   micro-batches work, and why an optimizer step is followed by `zero_grad()`.
 #
@@ -164,6 +164,9 @@ except RuntimeError as err:
     print("RuntimeError:", err)
 
 # %% [markdown]
+# An error that says what happened: the arrays the first `backward()` freed are gone, and keeping them
+# must be asked for (`retain_graph=True`, as in torch).
+#
 # ## Broadcasting has a backward too
 #
 # `x + b` with `x` of shape `[batch, features]` and a bias `b` of shape `[features]` works because
@@ -265,8 +268,8 @@ for name, (fn, *inputs) in checks.items():
 # at `eps = 1e-6` is about 1e-10. That is why `grad_check` refuses float32 inputs. The cell below
 # measures all three numbers.
 #
-# **Predict:** on a log-log plot of error against `eps`, what shape does each curve have, and where
-# is its lowest point?
+# **Predict:** on a log-log plot of error against `eps`, what shape does each curve have, and at about
+# which `eps` is float64's lowest point?
 
 # %%
 def fd_error(dtype, eps):
@@ -288,10 +291,13 @@ ax.legend()
 plt.show()
 
 err32 = [fd_error(np.float32, e) for e in eps]
+err64 = [fd_error(np.float64, e) for e in eps]
 at_1e6 = {d.__name__: fd_error(d, 1e-6) for d in (np.float32, np.float64)}
 print(f"error at eps=1e-6: float32 {at_1e6['float32']:.1e}, float64 {at_1e6['float64']:.1e}; "
-      f"float32's best: {min(err32):.1e} at eps={eps[int(np.argmin(err32))]:.0e}")
+      f"float32's best: {min(err32):.1e} at eps={eps[int(np.argmin(err32))]:.0e}, "
+      f"float64's best: {min(err64):.1e} at eps={eps[int(np.argmin(err64))]:.0e}")
 assert 1e-3 < at_1e6["float32"] < 1e-1 and at_1e6["float64"] < 1e-9
+assert 1e-7 < eps[int(np.argmin(err64))] < 1e-4   # float64's balance point: near 1e-6, grad_check's eps
 assert 1e-7 < min(err32) < 1e-5 and 1e-3 < eps[int(np.argmin(err32))] < 1e-1
 try:
     grad_check(softplus, ml.randn(3, dtype="float32", requires_grad=True))

@@ -324,26 +324,36 @@ plt.show()
 # %% [markdown]
 # ## Saving and loading a checkpoint
 #
-# A checkpoint is a folder with `config.json` and `model.safetensors`: a JSON header naming every
-# tensor (`model.layers.0.self_attn.q_proj.weight`, ...) followed by the raw bytes. Those are the
-# names and the format `transformers` uses, so `LlamaForCausalLM.from_pretrained` in either library
-# reads the other's folders. A round trip must give back the same numbers, bit for bit.
+# A checkpoint is a folder of the three files `transformers`' `save_pretrained` writes for a Llama:
+# `config.json` (the architecture), `generation_config.json` (generation defaults: here the special
+# tokens' ids) and `model.safetensors` (the weights). A safetensors file is an 8-byte little-endian
+# number `N`, then `N` bytes of JSON naming every tensor (`model.layers.0.self_attn.q_proj.weight`, ...)
+# with its dtype, shape and byte range, then the raw bytes. Those are the names and the format
+# `transformers` uses, so `LlamaForCausalLM.from_pretrained` in either library reads the other's
+# folders. A round trip must give back the same numbers, bit for bit.
 #
 # **Predict:** how big is the `model.safetensors` file, from the parameter count above?
 
 # %%
 base.save_pretrained("saved-base")
 for name in sorted(os.listdir("saved-base")):
-    print(f"{name:<20} {os.path.getsize(os.path.join('saved-base', name)):>10,d} bytes")
+    print(f"{name:<24} {os.path.getsize(os.path.join('saved-base', name)):>10,d} bytes")
+assert sorted(os.listdir("saved-base")) == ["config.json", "generation_config.json", "model.safetensors"]
 reloaded = LlamaForCausalLM.from_pretrained("saved-base")
 with ml.no_grad():
     same = np.array_equal(base(ids).logits.numpy(), reloaded(ids).logits.numpy())
 print("identical logits after save + load:", same)
 assert same
 
+import struct
+
 from minilora.checkpoint import read_header
 header, data_start = read_header("saved-base/model.safetensors")
-print(f"JSON header: {data_start:,d} bytes, then the tensors. Its first entries:")
+with open("saved-base/model.safetensors", "rb") as f:
+    (json_bytes,) = struct.unpack("<Q", f.read(8))          # the 8-byte little-endian length
+print(f"8 bytes of length ({json_bytes:,d}), then {json_bytes:,d} bytes of JSON header: the tensors start "
+      f"at byte {data_start:,d}. Its first entries:")
+assert data_start == 8 + json_bytes and os.path.getsize("saved-base/model.safetensors") == data_start + 4 * total
 for name in [n for n in header if n != "__metadata__"][:3]:
     print(f"  {name:<40} {header[name]}")
 

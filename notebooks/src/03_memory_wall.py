@@ -344,8 +344,8 @@ print(memory.comparison_table(measured))
 # Two things stand out.
 #
 # * **Weights, gradients and optimizer state behave exactly as counted**: LoRA trains 78,848 numbers
-#   instead of 837,120 and keeps gradients and moments only for those. `estimate` predicted the same
-#   count from the config alone:
+#   instead of 837,120 and keeps gradients and moments only for those. `memory.estimate` counts from
+#   the config alone, without building the model.
 #
 # **Predict:** will the count from the config alone equal the measured one?
 

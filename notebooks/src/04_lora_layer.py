@@ -113,8 +113,7 @@ print(f"lora_linear backward, worst error: {grad_check(lora_op, x64, A64, B64):.
 # Fine-tuning starts from the pretrained function, not from a perturbed one (exercise 4.4).
 #
 # Why not both zero? Then `dA = V^T x` with `V = s dY B = 0`, and `dB = s dY^T (x A^T) = 0`: no
-# gradient at all, forever. With `A` random and `B = 0`, the first step has `dB != 0` but `dA = 0`
-# exactly; from the second step on both move.
+# gradient at all, forever.
 #
 # **Predict first.** After one backward pass through a fresh adapter, which of `|dA|` and `|dB|` is
 # zero -- and is it *exactly* zero or just small?
@@ -136,6 +135,9 @@ print(f"exactly zero: {zero}" + (f"; you predicted {prediction}" if prediction i
 assert zero == "dA"
 
 # %% [markdown]
+# With `A` random and `B = 0`, the first step has `dB != 0` but `dA = 0` exactly (`V = s dY B` is zero);
+# once that step has moved `B`, both move.
+#
 # ## What rank `r` can learn
 #
 # `B A` has rank at most `r`. If the change a task needs has a larger rank, the adapter learns its best
@@ -387,8 +389,9 @@ assert 64 * 256 == 128 * 128 and round(64 * 8192 / 4096 ** 2, 2) == 0.03
 # chosen so that both train (almost) the same number of parameters, 30 steps on the `qa` task of
 # notebook 6 -- each twice, from two seeds, since one run of a small model is an anecdote. At the rate
 # used, 2e-3, both are still learning after 30 steps, so what is compared is how fast each learns. (At
-# notebook 6's 3e-3 both get much further in 30 steps, the gap shrinks to the size of the seed's
-# effect, and with seed 0 `q, v` ends a hair lower: try it.)
+# notebook 6's 3e-3 both get much further in 30 steps and the gap shrinks towards the size of the
+# seed's effect: try it with a few seeds. Which of two close runs ends lower can also change with the
+# machine, whose BLAS rounds float32 sums in its own order.)
 #
 # **Predict first.** Fewer matrices at a higher rank, or all of them at a low rank: which learns
 # `qa` better at the same budget?
@@ -490,4 +493,6 @@ print(f"{caught[0].category.__name__}: {caught[0].message}")
 #
 # * Notebook 5 runs this layer's fused forward and backward as CUDA kernels, on the CPU.
 # * In PEFT: `peft.LoraConfig` takes the same arguments (`r`, `lora_alpha`, `target_modules`,
-#   `use_rslora`, `init_lora_weights`); PiSSA and OLoRA initialise `A`, `B` from `W0`'s SVD instead.
+#   `use_rslora`, `init_lora_weights`). Two of its inits start `A`, `B` from `W0` itself: PiSSA
+#   (`init_lora_weights="pissa"`) from its SVD, so `s B A` is `W0`'s best rank-r part; OLoRA (`"olora"`)
+#   from its QR decomposition, `B` the first r columns of `Q` and `A` the first r rows of `R`.

@@ -216,8 +216,7 @@ except RaceError as err:
 
 # %% [markdown]
 # The message says it all: the output depends on the schedule, and "reads memory that another thread
-# writes without a `__syncthreads()` in between" points at the missing barrier. With it restored, all
-# four orders agree, and the answer is right:
+# writes without a `__syncthreads()` in between" points at the missing barrier. Now with it restored.
 #
 # **Predict:** with the barrier back, will all four schedules agree?
 
@@ -400,5 +399,7 @@ assert round(unfused_ms / base_ms - 1, 2) == 0.08 and round(v5_ms / base_ms, 2) 
 #
 # * Notebook 6 puts the pieces together and fine-tunes the base model.
 # * Production kernels: Punica's BGMV/SGMV and S-LoRA's MBGMV/MBGMM (notebook 7) batch many adapters;
-#   QLoRA's kernels expand 4-bit weights inside the GEMM; CUTLASS and Triton are where fused epilogues
-#   like ours are written today.
+#   QLoRA's bitsandbytes does *not* fuse: its `MatMul4Bit` expands the whole 4-bit weight to 16 bits in a
+#   kernel of its own, then calls an ordinary GEMM (only one-token inference reads the 4-bit codes
+#   directly, in a GEMV kernel).
+#   CUTLASS and Triton are where fused epilogues like ours are written today.

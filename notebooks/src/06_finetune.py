@@ -147,7 +147,8 @@ assert lora_run.losses[0] > 100 * lora_run.final_loss and lora_evals[-1] < lora_
 # %% [markdown]
 # The loss falls by two orders of magnitude in a few dozen steps (printed above), and the evaluation
 # loss -- on questions about people and countries the adapter never saw -- falls with it. The learning rate
-# rises linearly for the warmup steps and then follows half a cosine down to zero (exercise 6.3).
+# follows `train`'s default schedule, `transformers`' cosine schedule with warmup (exercise 6.3), with
+# `warmup_steps=6`.
 #
 # **Predict:** what shape will the learning-rate curve have over the 60 steps?
 
@@ -168,6 +169,8 @@ peak = int(np.argmax(lora_run.lrs))   # 0, lr/6, ..., lr at step 7, then down to
 assert peak == 6 and np.allclose(np.diff(lora_run.lrs[:peak + 1]), 3e-3 / 6) and lora_run.lrs[-1] < 0.01 * 3e-3
 
 # %% [markdown]
+# The rate rises linearly over the six warmup steps, then follows half a cosine down to zero.
+#
 # ## After: the task, and what the model knew
 #
 # Exact match of greedy generations on the evaluation questions, the base task `facts`, and the loss on
@@ -202,9 +205,9 @@ assert after_lora["corpus loss"] > 2 * before["corpus loss"]   # "several times 
 # `W0 + s B A`, and that model is what answers. Its loss on the text it was pretrained on has gone up
 # several times over after 60 steps on 120 questions: as a language model of its corpus it has
 # forgotten a good part of what it knew. What LoRA guarantees is narrower and still valuable: the
-# *old model is recoverable*. With the adapter disabled, the scores are exactly the ones from before.
+# *old model is recoverable*: disable the adapter and score again.
 #
-# **Predict:** exactly the same, or only close?
+# **Predict:** the same scores as the base model's before training -- exactly, or only close?
 
 # %%
 with lora_model.disable_adapter():
@@ -214,6 +217,8 @@ print("adapter disabled == base model:",
 assert all(float(disabled[k]) == float(before[k]) for k in before)
 
 # %% [markdown]
+# Exactly: with the adapter disabled, the layers compute `W0 x` alone, and the scores are the ones from before.
+#
 # ## Against full fine-tuning
 #
 # The same data, steps and schedule, every weight trained. Full fine-tuning moves all 837,120 numbers

@@ -118,8 +118,9 @@ assert delta.shape == (128, 128) and np.linalg.matrix_rank(delta) <= 8
 # %% [markdown]
 # ## Adapter files
 #
-# `save_pretrained` writes PEFT's two files: `adapter_config.json` (the `LoraConfig`, with PEFT's keys)
-# and `adapter_model.safetensors` (only the adapter's tensors). A key in the file is the parameter's
+# `save_pretrained` writes the three files PEFT's does: `adapter_config.json` (the `LoraConfig`, with
+# PEFT's keys), `adapter_model.safetensors` (only the adapter's tensors) and a `README.md` model card (the
+# metadata the Hugging Face Hub reads: base model, library). A key in the file is the parameter's
 # name with the adapter name taken out (`...q_proj.lora_A.weight`, not `...lora_A.default.weight`): the
 # name is chosen again when the file is loaded.
 #
@@ -130,6 +131,7 @@ assert delta.shape == (128, 128) and np.linalg.matrix_rank(delta) <= 8
 model.save_pretrained("qa-adapter")
 for name in sorted(os.listdir("qa-adapter")):
     print(f"{name:<28} {os.path.getsize(os.path.join('qa-adapter', name)):>9,d} bytes")
+assert sorted(os.listdir("qa-adapter")) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
 base_file = os.path.join(BASE_DIR, "model.safetensors")
 print(f"{'the base model':<28} {os.path.getsize(base_file):>9,d} bytes")
 
@@ -146,8 +148,8 @@ print(f"the adapter file is {adapter_size / os.path.getsize(base_file):.1%} of t
 assert len(header) - 1 == 4 * 7 * 2 and adapter_size < os.path.getsize(base_file) / 10
 
 # %% [markdown]
-# Loading is the reverse: a fresh base model, wrapped by `PeftModel.from_pretrained`. The result
-# computes the same logits as the model that was saved. (Because the files and names are PEFT's, the
+# Loading is the reverse: a fresh base model, wrapped by `PeftModel.from_pretrained`, against the
+# logits of the model that was saved. (Because the files and names are PEFT's, the
 # same folder loads into `peft.PeftModel.from_pretrained` on top of the `transformers` model;
 # `tests/test_lora_interop.py` checks that both directions give the same numbers.)
 #
@@ -162,8 +164,8 @@ assert np.array_equal(logits(reloaded, batch), unmerged)
 # ## Merge and unload
 #
 # `merge_and_unload()` merges and then replaces every LoRA layer by its plain `Linear`: what comes back
-# is the original `LlamaForCausalLM` class, with the base model's parameter count, which can be saved
-# and served with no LoRA code at all. Here on a second copy, loaded from the adapter file:
+# is the original `LlamaForCausalLM` class, which can be saved and served with no LoRA code at all.
+# Here on a second copy, loaded from the adapter file:
 #
 # **Predict:** how many parameters will the unloaded model have, and is it faster than the model with the adapter?
 
@@ -424,8 +426,8 @@ ax.set(xlabel="decode step", ylabel="batch row", yticks=range(engine.max_batch_s
 plt.show()
 
 # %% [markdown]
-# And the check that makes this a server rather than a demo: every request's tokens are exactly what
-# the same request generates alone, with only its adapter (greedy decoding on both sides).
+# And the check that makes this a server rather than a demo: each request against the same request
+# generated alone, with only its adapter (greedy decoding on both sides).
 #
 # **Predict:** will every request's tokens be exactly those it gets alone?
 

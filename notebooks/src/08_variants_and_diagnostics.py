@@ -64,16 +64,13 @@ def finetune(config, lr, steps=STEPS):
 # base. In backward, the row norm is treated as a constant (the paper's section 4.3, and PEFT's code):
 # gradients reach `m` directly and `A`, `B` through the direction, without differentiating the norm.
 #
-# **The lesson's DoRA sketch is not DoRA.** It normalises `W0 / ||W0||` first and then adds the
-# update, so the result is not a unit direction; it adds a *detached* update, so `A` and `B` receive no
-# gradient at all and only `m` trains; and the update it adds is an activation `x A^T B^T` (shape
-# batch x out) where a weight (out x in) belongs. The direction to normalise is `W0 + s B A`, and what
-# is detached is only its norm.
+# The lesson this project follows sketches DoRA differently: it adds the LoRA branch's *output*
+# `s x A^T B^T`, with its gradient detached, to the normalised `W0 / ||W0||_row`, normalises that sum
+# and scales it by `m`. The cell below takes one adapted layer after a few training steps and checks
+# its merged weight against the formula above, then asks both versions for the gradients of `m`, `A`
+# and `B` -- the lesson's sketch run as written.
 #
-# Checked on one adapted layer after a few training steps: its merged weight equals the formula above,
-# and all three of `m`, `A`, `B` get gradients.
-#
-# **Predict:** which of `m`, `A`, `B` would get no gradient under the lesson's sketch, and which here?
+# **Predict:** which of `m`, `A`, `B` get a gradient in DoRA, and which in the lesson's sketch?
 
 # %%
 dora, dora_run = finetune(LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", use_dora=True), lr=3e-3)
@@ -93,11 +90,33 @@ x = ml.randn(2, 5, 128)
 layer(x).sum().backward()
 for name, p in (("m", layer.lora_magnitude_vector["default"].weight), ("A", layer.lora_A["default"].weight),
                 ("B", layer.lora_B["default"].weight)):
-    print(f"|grad {name}| = {np.abs(p.grad).max():.3g}")
+    print(f"DoRA: |grad {name}| = {np.abs(p.grad).max():.3g}")
     assert np.abs(p.grad).max() > 0
 dora.zero_grad()
 
+# the lesson's sketch, as written, on one input row (its update x A^T B^T is [rows, out]: few row counts fit)
+m_col = ml.tensor(m[:, None], requires_grad=True)                      # its magnitude, [out, 1]
+A_l, B_l = ml.tensor(A, requires_grad=True), ml.tensor(B, requires_grad=True)
+W0_t = ml.tensor(W0.astype(np.float32))
+x1 = ml.tensor(np.random.default_rng(1).standard_normal((1, 128)), dtype="float32")   # (the global generator untouched)
+lora_update = (x1 @ A_l.T @ B_l.T) * s                                 # an activation, not a weight
+updated_weight = W0_t / W0_t.norm(p=2, dim=1, keepdim=True) + lora_update.T.detach()
+direction = updated_weight / updated_weight.norm(p=2, dim=1, keepdim=True)
+sketch_out = m_col * (x1 @ direction.T)
+sketch_out.sum().backward()
+got = {name: t.grad is not None for name, t in (("m", m_col), ("A", A_l), ("B", B_l))}
+print(f"the lesson's sketch: a gradient for m {got['m']}, A {got['A']}, B {got['B']}; "
+      f"its output for one input row has shape {tuple(sketch_out.shape)}")
+assert got == {"m": True, "A": False, "B": False} and tuple(sketch_out.shape) == (128, 128)
+
 # %% [markdown]
+# **The lesson's DoRA sketch is not DoRA.** It adds its update to `W0 / ||W0||` instead of to `W0`, which
+# weighs the update against `W0` wrongly by each row's norm of `W0`; it adds a *detached* update, so `A`
+# and `B` receive no gradient at all and only `m` trains; and the update it adds is an activation
+# `x A^T B^T` (shape batch x out) where a weight (out x in) belongs, so its shapes fit only one input
+# row or as many rows as `W0` has columns -- and for one row its output is `out x out`, not `1 x out`.
+# The direction to normalise is `W0 + s B A`, and what is detached is only its norm.
+#
 # ## VeRA: random frozen matrices, trained scales
 #
 # VeRA (Kopiczko et al., 2024) goes further: one pair of random matrices `A` (`r x in`) and `B`

@@ -199,7 +199,7 @@ else:
 
 # %% [markdown]
 # Exactly the trainable parameters, in float32, and nothing of the frozen base. One message, not one
-# per tensor: DDP flattens the gradients into *buckets* (25 MB each by default, torch's
+# per tensor: DDP flattens the gradients into *buckets* (up to 25 MiB each by default, torch's
 # `bucket_cap_mb`; everything here fits in one) so that each all-reduce is large enough to use the link
 # well. (The shipped model is tiny and LoRA here is on all seven projections at r = 8, so it saves only
 # about 10x; for Llama-2-7B with q, v it is 1,600x, above. `train` also all-reduces a few float64
@@ -212,9 +212,8 @@ else:
 # two ranks' batches of step `i` together are exactly batch `i` of size `2b` that one process sees.
 # Each rank's loss is a mean over its own target tokens, and `train` weighs it by its share of the
 # tokens, so the averaged gradient is the gradient of the whole batch's mean loss. Then AdamW takes
-# the same step everywhere. So the adapter trained by two ranks must be the one process's adapter,
-# to float32 rounding (the sums are added in a different order) -- and the two ranks must hold
-# identical parameters.
+# the same step everywhere. So in exact arithmetic the adapter trained by two ranks is the one
+# process's adapter. In float32?
 #
 # **Predict:** will rank 0 and rank 1 agree bit for bit? And rank 0 with the single process?
 
@@ -243,7 +242,8 @@ else:
 
 # %% [markdown]
 # The two ranks agree bit for bit (they applied the same averaged gradient to the same start), and
-# they agree with one process to float32 rounding -- amplified a little by AdamW: it divides each
+# they agree with one process to float32 rounding (its sums add the same numbers in another order) --
+# amplified a little by AdamW: it divides each
 # gradient by its running root-mean-square, so an entry whose gradient is nearly zero (the `A`
 # matrices' in the first steps, while `B` is still almost 0) turns a rounding-level difference into a
 # visible one. Relative to how far training moved each tensor, the two runs differ by at most the
@@ -261,7 +261,7 @@ else:
 # * Data parallelism: each rank computes gradients on its slice of the batch; an all-reduce averages
 #   them; every rank takes the same step.
 # * The all-reduce carries the **trainable** parameters only: measured here, exactly `4 x` their count
-#   in bytes, in a few buckets; the frozen base never moves. For Llama-2-7B that is 16.8 MB per step for
+#   in bytes, in one message (one bucket) here; the frozen base never moves. For Llama-2-7B that is 16.8 MB per step for
 #   LoRA against 27 GB for full fine-tuning.
 # * 2 ranks x batch `b` train the same adapter as 1 process x batch `2b`, to float32 rounding.
 #

@@ -135,8 +135,10 @@ print("every saved mask keeps exactly the rank of the heat map")
 # * `"svd"` computes that same sum and keeps its best rank-`svd_rank` part;
 # * `"linear"` adds the `A`s, and separately the `B`s, each scaled by `sqrt(w s)`: cheap, but `B A` then
 #   holds cross terms `B1 A2` that neither adapter learned;
-# * `"ties"` and `"dare_linear"` prune each task's update first (TIES by magnitude, DARE at random,
-#   keeping `density`), TIES also drops entries whose sign disagrees with the majority.
+# * `"ties"` and `"dare_linear"` also work on the factors, each `A` and `B` weighted by `sqrt(w s)` as in
+#   `"linear"` (so cross terms again), not on `B A`: they prune each adapter's `A` and `B`, keeping
+#   `density` of the entries (TIES the largest, DARE at random, the kept ones scaled by `1 / density`);
+#   DARE then adds them, TIES keeps only the entries whose sign agrees with the majority and averages those.
 #
 # The two adapters: the `reverse` adapter that ships with the notebooks (600 steps, notebook 7) and a
 # `qa` adapter trained here for 30 steps, both r = 8 on the same 28 matrices.
@@ -267,7 +269,8 @@ assert curve.min(axis=1).max() < 0.5   # no point where both tasks work
 #
 # ## What's next
 #
-# * PiSSA and OLoRA (`init_lora_weights="pissa"` / `"olora"`) start the adapter from the base weight's
-#   own principal directions instead of zero (`minilora/lora/inits.py`, checked against PEFT in the tests).
+# * PiSSA and OLoRA (`init_lora_weights="pissa"` / `"olora"`) start the adapter from the base weight
+#   itself instead of zero: PiSSA from its SVD (its principal directions), OLoRA from its QR
+#   decomposition (`minilora/lora/inits.py`, checked against PEFT in the tests).
 # * Back to notebook 7 for serving many adapters side by side, and notebook 9 for training one on
 #   several processes.
