@@ -183,6 +183,7 @@ def test_nb05_does_not_say_qlora_fuses_the_4bit_expansion_into_the_gemm():
 ADAPTER_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors"}
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")   # PEFT's save, inside transformers
 def test_nb07_adapter_folder_is_the_three_files_peft_writes(tmp_path):
     out, text = _output("07_merge_and_serve"), _flat(_markdown("07_merge_and_serve"))
     assert _listed_files(out, ADAPTER_FILES) == ADAPTER_FILES
@@ -328,3 +329,13 @@ def test_nb01_float64_finite_difference_minimum_is_computed_after_its_prompt():
     assert printed and printed[0] > prompt
     found = re.search(r"float64's best: (\S+) at eps=(\S+)", _output("01_autograd"))
     assert float(found[1]) < 1e-10 and 1e-7 < float(found[2]) < 1e-4
+
+
+def test_nb10_rank_pattern_reveal_shows_the_mask_its_prompt_asks_about():
+    """The prompt asks about the mask of a matrix left with rank 5 of 6; the cell printed one mask, the
+    first in name order (rank 6). It now prints one mask per rank that occurs, rank 5 among them."""
+    out, text = _output("10_adalora_and_composition"), _flat(_markdown("10_adalora_and_composition"))
+    assert "how many of them are `True` for a matrix left with rank 5" in text
+    masks = {int(rank): [int(b) for b in mask.split(", ")] for rank, mask in
+             re.findall(r"^  rank (\d): \[([01, ]+)\]", out, re.M)}
+    assert 5 in masks and all(len(mask) == 6 and sum(mask) == rank for rank, mask in masks.items())

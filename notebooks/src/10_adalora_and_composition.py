@@ -113,15 +113,17 @@ assert values.sum() == ada_config.target_r * values.size and (values == 0).any()
 # The adapter saves in PEFT's format, with the `rank_pattern` (one boolean per triplet) in
 # `adapter_config.json`, so PEFT loads it with the same ranks.
 #
-# **Predict:** how many `True` entries will the mask of a matrix with rank 5 hold, and how many entries in all?
+# **Predict:** how many entries does one matrix's mask hold, and how many of them are `True` for a matrix
+# left with rank 5?
 
 # %%
 ada.save_pretrained("adalora-qa")
 saved = json.loads(Path("adalora-qa/adapter_config.json").read_text())
 pattern = saved["rank_pattern"]
-first = sorted(pattern)[0]
-print(f"peft_type {saved['peft_type']}, {len(pattern)} entries, e.g. {first}: "
-      f"{[int(b) for b in pattern[first]]} (rank {sum(pattern[first])})")
+print(f"peft_type {saved['peft_type']}, {len(pattern)} entries; one mask for each rank that occurs:")
+for rank in sorted({sum(mask) for mask in pattern.values()}):
+    key = next(k for k in sorted(pattern) if sum(pattern[k]) == rank)
+    print(f"  rank {rank}: {[int(b) for b in pattern[key]]}  ({key})")
 assert all(sum(mask) == ranks[key.removesuffix(".lora_E")] for key, mask in pattern.items())
 print("every saved mask keeps exactly the rank of the heat map")
 
