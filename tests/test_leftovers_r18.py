@@ -169,3 +169,39 @@ def test_new_tensor_of_a_tensor_warns_in_torchs_words():
             lib.ones(2).new_tensor(lib.ones(2))
         messages.append([str(w.message) for w in caught])
     assert messages[0] == messages[1]
+
+
+# ---- 4. as_strided_scatter's gradient for its input: minilora's is the true one, torch 2.13's fails gradcheck ---
+_SCATTERS = {  # (input shape, size, stride, the src made from the input)
+    "whole, z * 2": ((3, 4), (3, 4), (4, 1), lambda z: z * 2),
+    "a corner": ((3, 4), (2, 2), (4, 1), lambda z: z[:2, :2] * 2),
+    "transposed": ((3, 4), (4, 3), (1, 4), lambda z: z.t() * 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_SCATTERS))
+def test_as_strided_scatter_input_gradient_is_the_true_one_where_torchs_fails_its_own_gradcheck(case):
+    """as_strided_scatter(z, src(z), size, stride): the values inside the scattered slice are src's, so z's
+    gradient there comes through src alone (2w for src = 2 z). torch 2.13 also passes w to z inside the slice
+    (3w): torch's own gradcheck refuses its analytic gradient (this test runs it), finite differences of torch's
+    forward agree with minilora's gradient, and minilora's gradcheck passes. Kept, not copied: the difference is
+    pinned here (a torch fix would make the first assertion fail and this test say so)."""
+    shape, size, stride, src = _SCATTERS[case]
+    z = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    forward = lambda L, x: L.as_strided_scatter(x, src(x), size, stride)  # noqa: E731
+    with pytest.raises(RuntimeError, match="Jacobian mismatch"):  # (torch.autograd.gradcheck.GradcheckError)
+        torch.autograd.gradcheck(lambda x: forward(torch, x), (z,))
+    w = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = ml.tensor(z.detach().numpy(), requires_grad=True)
+    (grad,) = ml.autograd.grad(forward(ml, ours), ours, ml.tensor(w.numpy()))
+    numerical = np.zeros(z.numel())
+    with torch.no_grad():
+        for i in range(z.numel()):  # central differences of torch's forward: the forward is linear, so exact
+            step = torch.zeros(z.numel(), dtype=torch.float64)
+            step[i] = 0.5
+            up, down = forward(torch, z + step.reshape(shape)), forward(torch, z - step.reshape(shape))
+            numerical[i] = float(((up - down) * w).sum())
+    np.testing.assert_allclose(grad.numpy().reshape(-1), numerical, rtol=1e-12, atol=1e-12)
+    (theirs,) = torch.autograd.grad(forward(torch, z), z, w)
+    assert not np.allclose(theirs.numpy().reshape(-1), numerical)  # (the difference being pinned)
+    assert ml.autograd.gradcheck(lambda x: forward(ml, x), (ours,))
