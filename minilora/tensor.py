@@ -3262,29 +3262,45 @@ def _run_node_hooks(ctx, hooks, in_grads, g):
     ``(grad_output,)``, and may return replacements for the former."""
     slots = _edge_slots(ctx)  # where each of torch's grad_inputs is in in_grads
     in_grads = list(in_grads) + [None] * (len(ctx.inputs) - len(in_grads))
+    edge_dtypes = [None if i is None else _edge_dtype(ctx, i) for i, _ in slots]
     grad_output = (Tensor._make(g, ctx.device, False, None),)
     for hook in list(hooks.values()):
-        shown = tuple(_shown_grad(in_grads, slot, ctx.device) for slot in slots)
+        shown = tuple(_shown_grad(in_grads, slot, dtype, ctx.device) for slot, dtype in zip(slots, edge_dtypes))
         out = hook(shown, grad_output)
         if out is None:
             continue
         if len(out) != len(slots):
             raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has returned an incorrect number of "
                                f"values (got {len(out)}, but expected {len(slots)})")
-        for (i, transposed), new in zip(slots, out):
+        for (i, transposed), before, new in zip(slots, shown, out):
             if i is None:
                 continue
             new = None if new is None else (new._array.T if transposed else new._array)
             if new is not None and in_grads[i] is not None:
-                _check_hook_result(hook, in_grads[i], new)
+                _check_hook_result(hook, before._array.T if transposed else before._array, new)
+                new = dtypes.cast(new, in_grads[i].dtype)  # (back into the hidden cast's dtype: exact)
             in_grads[i] = new
     return tuple(in_grads)
 
 
-def _shown_grad(in_grads, slot, device):
+def _edge_dtype(ctx, i):
+    """The dtype of the tensor torch's next_functions entry stands for: a cast torch makes inside the op (type
+    promotion's, shown_as_its_input) is no node of torch's, so its grad_inputs have its input's dtype (torch's
+    engine casts each to its edge's dtype before the node's post hooks run), not the promoted one."""
+    x, parent = ctx.inputs[i], ctx.parents[i] if i < len(ctx.parents) else None
+    while parent is not None and parent.fn.shown_as_its_input and parent.inputs:
+        x, parent = parent.inputs[0], parent.parents[0]
+    return x._array.dtype if isinstance(x, Tensor) else None
+
+
+def _shown_grad(in_grads, slot, dtype, device):
     i, transposed = slot
     g = None if i is None else in_grads[i]
-    return None if g is None else Tensor._make(g.T if transposed else g, device, False, None)
+    if g is None:
+        return None
+    if dtype is not None and g.dtype != dtype and dtypes.is_floating(dtype) == dtypes.is_floating(g.dtype):
+        g = dtypes.cast(g, dtype)
+    return Tensor._make(g.T if transposed else g, device, False, None)
 
 
 def _edge_slots(ctx):

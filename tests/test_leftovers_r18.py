@@ -205,3 +205,41 @@ def test_as_strided_scatter_input_gradient_is_the_true_one_where_torchs_fails_it
     (theirs,) = torch.autograd.grad(forward(torch, z), z, w)
     assert not np.allclose(theirs.numpy().reshape(-1), numerical)  # (the difference being pinned)
     assert ml.autograd.gradcheck(lambda x: forward(ml, x), (ours,))
+
+
+# ---- 5. a node's post hooks see each grad_input in its edge's dtype, not the promoted one ---------------------
+_MIXED = {  # c is float32 (a * 2), b float64, h float16; the result's node gets the hook
+    "c + b": lambda L, c, b, h: c + b,
+    "c * b": lambda L, c, b, h: c * b,
+    "b - c": lambda L, c, b, h: b - c,
+    "where(m, c, b)": lambda L, c, b, h: L.where(L.tensor([True, False]), c, b),
+    "cat([c, b])": lambda L, c, b, h: L.cat([c, b]),
+    "c * 0-d float64": lambda L, c, b, h: c * b[0],
+    "h * c": lambda L, c, b, h: h * c,
+    "h + 0-d float64": lambda L, c, b, h: h + b[:1].reshape(()),
+}
+
+
+@pytest.mark.parametrize("op", sorted(_MIXED))
+def test_node_hooks_see_grad_inputs_in_their_edges_dtypes(op):
+    """grad_fn.register_hook's grad_inputs under type promotion: torch's engine casts each to its edge's dtype
+    before the node's post hooks (validate_outputs), so the float32 operand's is float32 (before: float64, the
+    promoted dtype of minilora's hidden cast). A hook's replacement in that dtype flows on; the leaves' .grad
+    dtypes and values are torch's."""
+    results = []
+    for lib in (ml, torch):
+        a = lib.ones(2, requires_grad=True)
+        b = lib.full((2,), 3.0, dtype=lib.float64, requires_grad=True)
+        h = lib.ones(2, dtype=lib.float16, requires_grad=True)
+        out = _MIXED[op](lib, a * 2, b, h * 2)
+        seen = []
+
+        def hook(grad_inputs, grad_outputs):
+            seen.append(([None if g is None else str(g.dtype).rsplit(".", 1)[-1] for g in grad_inputs],
+                         [str(g.dtype).rsplit(".", 1)[-1] for g in grad_outputs]))
+            return tuple(None if g is None else g * 10 for g in grad_inputs)
+        out.grad_fn.register_hook(hook)
+        out.sum().backward()
+        grads = [None if t.grad is None else (str(t.grad.dtype).rsplit(".", 1)[-1], t.grad.tolist()) for t in (a, b, h)]
+        results.append((seen, grads))
+    assert results[0] == results[1]
