@@ -444,13 +444,26 @@ class TrainerState:
         self.stateful_callbacks = {} if self.stateful_callbacks is None else self.stateful_callbacks
 
     def save_to_json(self, json_path):
-        with open(json_path, "w", encoding="utf-8") as f:
-            f.write(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n")
+        """transformers' text, written atomically: a kill or a full disk mid-write leaves the previous file."""
+        from .checkpoint import atomic_write
+        text = json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        with atomic_write(json_path, "w") as f:
+            f.write(text)
 
     @classmethod
     def load_from_json(cls, json_path):
-        with open(json_path, encoding="utf-8") as f:
-            return cls(**json.loads(f.read()))
+        """A file that is not JSON, or not a TrainerState's fields, is named (transformers' bare json or
+        ``__init__()`` error says neither which file nor that it is a checkpoint's)."""
+        from .checkpoint import load_json
+        fields = load_json(json_path)
+        if not isinstance(fields, dict):
+            raise TypeError(f"{json_path}: a trainer state is a JSON object of TrainerState's fields, not a "
+                            f"{type(fields).__name__}")
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"{json_path}: TrainerState.__init__() got an unexpected keyword argument "
+                            f"'{unknown[0]}'")
+        return cls(**fields)
 
     def compute_steps(self, args, max_steps):
         """A ``logging_steps`` / ``eval_steps`` / ``save_steps`` below 1 is a fraction of ``max_steps``."""
@@ -695,6 +708,49 @@ def _checkpoints(folder):
     """``[(step, name)]`` of the ``checkpoint-N`` folders in ``folder``, oldest first."""
     return sorted((int(m.group(1)), name) for name in os.listdir(folder)
                   if (m := _CHECKPOINT_RE.search(name)) and os.path.isdir(os.path.join(folder, name)))
+
+
+def _compare_trainer_and_checkpoint_args(args, state):
+    """transformers' warning when a resumed run's step intervals or batch size differ from the checkpoint's. The
+    checkpoint's logging/eval/save steps are used (they are the resumed state's), the new batch size too."""
+    differences = [f"\n\t{name}: {getattr(args, name)} (from args) != {getattr(state, name)} (from trainer_state.json)"
+                   for name in ("logging_steps", "eval_steps", "save_steps")
+                   if getattr(args, name, None) is not None and getattr(state, name, None) is not None
+                   and getattr(args, name) != getattr(state, name)]
+    if state.train_batch_size is not None and args.per_device_train_batch_size != state.train_batch_size:
+        differences.append(f"\n\tper_device_train_batch_size: {args.per_device_train_batch_size} (from args) != "
+                           f"{state.train_batch_size} (from trainer_state.json)")
+    if differences:
+        logger.warning("Warning: The following arguments do not match the ones in the `trainer_state.json` within "
+                       "the checkpoint directory: " + "".join(differences))
+
+
+def _delete_checkpoint(path):
+    """Remove a rotated-out checkpoint folder: first renamed to a save's temporary name (one atomic step), then
+    deleted, so a kill mid-deletion never leaves a half-deleted ``checkpoint-N`` to resume from (a missing
+    optimizer.pt resumes with a fresh optimizer, silently, as transformers'), only a leftover that the next
+    checkpoint save removes (``_remove_checkpoint_leftovers``)."""
+    from .checkpoint import _TEMP_MARK
+    doomed = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{_TEMP_MARK}{os.getpid()}-rotated.tmp")
+    try:
+        os.rename(path, doomed)
+    except OSError:  # (a folder that cannot be renamed: deleted in place, as transformers does)
+        doomed = path
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _remove_checkpoint_leftovers(folder):
+    """What killed checkpoint saves and deletions left in the output folder (``.checkpoint-N.minilora-*``), each
+    removed as the next save of its own ``checkpoint-N`` would (a swap cut between its renames is finished)."""
+    from .checkpoint import _TEMP_MARK, remove_leftovers
+    if not os.path.isdir(folder):
+        return
+    for entry in os.listdir(folder):
+        # ".checkpoint-N.minilora-<pid>-x.tmp" is checkpoint-N's; "..checkpoint-N.minilora-<pid>-x.tmp.minilora-
+        # <pid>-y.tmp" that of the adapter's save into the staging folder ".checkpoint-N.minilora-<pid>-x.tmp"
+        target = entry[1:].rsplit(_TEMP_MARK, 1)[0]
+        if entry.startswith(".") and _TEMP_MARK in entry and re.match(r"\.*" + PREFIX_CHECKPOINT_DIR + r"-\d+(\.|$)", target):
+            remove_leftovers(os.path.join(folder, target))
 
 
 def _speed_metrics(split, start_time, num_samples=None, num_steps=None, num_tokens=None):
@@ -1301,6 +1357,12 @@ class Trainer:
         epochs_trained, skip = 0, 0
         if resume_from_checkpoint is not None:
             self.state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
+            best = self.state.best_model_checkpoint
+            if best is not None and not os.path.isdir(best):
+                logger.warning(f"The best checkpoint {best} recorded in the resumed state does not exist anymore. "
+                               "Ignoring it for this run.")
+                self.state.best_model_checkpoint = None
+            _compare_trainer_and_checkpoint_args(args, self.state)
             self._load_callback_state()
             epochs_trained = self.state.global_step // per_epoch
             if not args.ignore_data_skip:
@@ -1639,26 +1701,39 @@ class Trainer:
                                                                                               TRAINING_ARGS_NAME))
 
     def _save_checkpoint(self):
-        from .serialization import save
+        """transformers' ``checkpoint-N`` files, but the folder appears as one unit (``atomic_folder``): written
+        under a temporary name and renamed when whole. transformers writes into ``checkpoint-N`` itself, so a
+        kill or a full disk between the model file and trainer_state.json leaves a newest checkpoint that
+        ``resume_from_checkpoint=True`` picks and cannot resume from. A ``checkpoint-N`` already there (an
+        earlier run's) is replaced whole, none of its files kept (its optimizer.pt beside a
+        ``save_only_model`` checkpoint would be resumed from)."""
+        from .checkpoint import atomic_folder
         folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         self.store_flos()
-        self.save_model(folder, _internal_call=True)
+        _remove_checkpoint_leftovers(self.args.output_dir)
+        with atomic_folder(folder, replaces=("*",)) as staging:
+            self._write_checkpoint(staging, folder)
+        self._rotate_checkpoints()
+
+    def _write_checkpoint(self, staging, folder):
+        """The checkpoint's files into ``staging``, the folder that becomes ``folder`` once they are all there."""
+        from .serialization import save
+        self.save_model(staging, _internal_call=True)
         if self.state.best_global_step:
             best = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
-            if os.path.exists(best):
+            if best == folder or os.path.exists(best):  # (this very checkpoint: transformers' is on disk by now)
                 self.state.best_model_checkpoint = best
         if not self.args.save_only_model:
-            save(self.optimizer.state_dict(), os.path.join(folder, OPTIMIZER_NAME))
-            save(self.lr_scheduler.state_dict(), os.path.join(folder, SCHEDULER_NAME))
-            save(generator_states(), os.path.join(folder, RNG_STATE_NAME))
+            save(self.optimizer.state_dict(), os.path.join(staging, OPTIMIZER_NAME))
+            save(self.lr_scheduler.state_dict(), os.path.join(staging, SCHEDULER_NAME))
+            save(generator_states(), os.path.join(staging, RNG_STATE_NAME))
         for exportable in self._exportable_states():
             name, saved = type(exportable).__name__, exportable.state()
             if isinstance(self.state.stateful_callbacks.get(name), list):
                 self.state.stateful_callbacks[name].append(saved)
             else:
                 self.state.stateful_callbacks[name] = saved
-        self.state.save_to_json(os.path.join(folder, TRAINER_STATE_NAME))
-        self._rotate_checkpoints()
+        self.state.save_to_json(os.path.join(staging, TRAINER_STATE_NAME))
 
     def _load_callback_state(self):
         """``restore_callback_states_from_checkpoint``: the checkpoint's stateful callbacks (and control) replace
@@ -1699,12 +1774,14 @@ class Trainer:
             if remaining <= max(limit, len(protected)):
                 break
             if path not in protected:
-                shutil.rmtree(path, ignore_errors=True)
+                _delete_checkpoint(path)
                 remaining -= 1
 
     def _load_from_checkpoint(self, folder):
         if not os.path.isfile(os.path.join(folder, TRAINER_STATE_NAME)):
             raise ValueError(f"Can't find a valid checkpoint at {folder}")
+        # (read before the weights go in, so a damaged one is refused with the model as it was)
+        TrainerState.load_from_json(os.path.join(folder, TRAINER_STATE_NAME))
         self._load_model_weights(folder, trainable=True)
 
     def _load_model_weights(self, folder, trainable):
