@@ -1,0 +1,279 @@
+"""Faults and bad input, round 18: transformers' ``Trainer`` (``minilora/trainer.py``) loses nothing it saved.
+
+Its ``checkpoint-N`` folders: one killed (SIGKILL) or stopped by a full disk part-way through its files (the
+adapter written, optimizer.pt or trainer_state.json not yet) is never seen, so ``resume_from_checkpoint=True``
+resumes from the last whole checkpoint to the uninterrupted run's losses and adapter, bit for bit (transformers
+writes into ``checkpoint-N`` itself: its newest checkpoint is then the broken one, which resume picks and
+refuses); a checkpoint rotated out by ``save_total_limit`` and killed mid-deletion leaves no half-deleted
+``checkpoint-N`` (one without its optimizer.pt resumes with a fresh optimizer, silently); what killed saves leave
+is removed by the next save. trainer_state.json is written whole, and a damaged one is named before the
+checkpoint's adapter replaces the model's. A resume with other step intervals or batch size warns in
+transformers' words; a best checkpoint deleted since is transformers' warning, not a crash at the end.
+"""
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import trainer as ml_trainer
+from minilora.lora import LoraConfig, get_peft_model
+
+from test_faults import ENV, leftovers, posix_only
+from test_train import VOCAB, tiny_llama
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STEPS = 5
+CHECKPOINT_FILES = {"adapter_config.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt",
+                    "rng_state.pth", "trainer_state.json", "training_args.bin", "README.md"}
+
+
+def rows(count=12):
+    g = np.random.default_rng(0)
+    return [{"input_ids": (ids := g.integers(3, VOCAB, 6).tolist()), "labels": ids} for _ in range(count)]
+
+
+def make_trainer(out, **arguments):
+    """A LoRA run with dropout (the generators' states matter) saving every step, two checkpoints kept."""
+    model = get_peft_model(tiny_llama(0), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.1,
+                                                     target_modules=["q_proj", "v_proj"]))
+    arguments = {**dict(output_dir=str(out), learning_rate=1e-2, per_device_train_batch_size=2, max_steps=STEPS,
+                        logging_steps=1, save_steps=1, save_total_limit=2, seed=5, report_to="none",
+                        disable_tqdm=True), **arguments}
+    return ml_trainer.Trainer(model=model, args=ml_trainer.TrainingArguments(**arguments), train_dataset=rows())
+
+
+def outcome(trainer):
+    """The step logs (the last one, the run's times, aside) and the trained adapter's arrays."""
+    adapter = {k: v.numpy().copy() for k, v in trainer.model.state_dict().items() if "lora_" in k}
+    return trainer.state.log_history[:-1], adapter
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    trainer = make_trainer(tmp_path_factory.mktemp("uninterrupted"))
+    trainer.train()
+    return outcome(trainer)
+
+
+def assert_same_outcome(resumed, uninterrupted):
+    assert resumed[0] == uninterrupted[0]
+    assert list(resumed[1]) == list(uninterrupted[1])
+    for name, array in uninterrupted[1].items():
+        np.testing.assert_array_equal(resumed[1][name], array, err_msg=name)
+
+
+def whole_checkpoints(out):
+    """The ``checkpoint-N`` folders in ``out``, each asserted to hold every file a checkpoint has."""
+    found = sorted(name for name in os.listdir(out) if name.startswith("checkpoint-"))
+    for name in found:
+        assert set(os.listdir(os.path.join(out, name))) == CHECKPOINT_FILES, name
+    return found
+
+
+# ==================================================================================================
+# A run killed with SIGKILL during a checkpoint save resumes to the uninterrupted run
+# ==================================================================================================
+def _calling(name):
+    """Whether a function called ``name`` is on the stack (the checkpoint rotation, whatever it calls)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _sigkill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_killed(out, where):
+    """Train in this process (a subprocess of the test) and SIGKILL it at ``where`` (KILLS)."""
+    from minilora import serialization
+    if where == "rotation":  # one file of the oldest checkpoint deleted, then the kill
+        rmtree = ml_trainer.shutil.rmtree
+
+        def killed_mid_deletion(path, *args, **kwargs):
+            if _calling("_rotate_checkpoints"):
+                os.remove(os.path.join(path, "optimizer.pt"))
+                _sigkill()
+            return rmtree(path, *args, **kwargs)
+        ml_trainer.shutil.rmtree = killed_mid_deletion
+    else:
+        module, attribute, file, folder = KILLS[where]
+        owner = {"serialization": serialization, "TrainerState": ml_trainer.TrainerState}[module]
+        real = getattr(owner, attribute)
+
+        def killed_before_writing(*args, **kwargs):
+            path = os.fspath(args[1])
+            if os.path.basename(path) == file and folder in path:
+                _sigkill()
+            return real(*args, **kwargs)
+        setattr(owner, attribute, killed_before_writing)
+    make_trainer(out).train()
+
+
+# where -> (module, function, the file it writes, in which checkpoint)
+KILLS = {
+    "optimizer.pt, the adapter written": ("serialization", "save", "optimizer.pt", "checkpoint-2"),
+    "rng_state.pth": ("serialization", "save", "rng_state.pth", "checkpoint-3"),
+    "trainer_state.json, everything else written": ("TrainerState", "save_to_json", "trainer_state.json",
+                                                    "checkpoint-3"),
+    "rotation": None,
+}
+
+
+@posix_only
+@pytest.mark.parametrize("where", list(KILLS))
+def test_a_trainer_killed_during_a_checkpoint_save_resumes_bit_for_bit(tmp_path, uninterrupted, where):
+    """Before: the killed save's ``checkpoint-N`` was there without its trainer_state.json (or with it but
+    without rng_state.pth: a resume warned and drew other dropout masks), and ``resume_from_checkpoint=True``
+    took it: "Can't find a valid checkpoint at .../checkpoint-2", the whole checkpoint-1 beside it unused; a kill
+    mid-rotation left checkpoint-1 without its optimizer.pt."""
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import test_faults_r18 as t; t.run_killed({str(tmp_path)!r}, " \
+           f"{where!r})"
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    whole_checkpoints(tmp_path)  # (no half-written or half-deleted one)
+    resumed = make_trainer(tmp_path)
+    resumed.train(resume_from_checkpoint=True)
+    assert_same_outcome(outcome(resumed), uninterrupted)
+    assert whole_checkpoints(tmp_path) == ["checkpoint-4", "checkpoint-5"] and leftovers(tmp_path) == []
+
+
+# ==================================================================================================
+# A full disk during a checkpoint save
+# ==================================================================================================
+def test_a_full_disk_during_a_checkpoint_save_leaves_no_checkpoint_to_resume_from(tmp_path, monkeypatch,
+                                                                                  uninterrupted):
+    """The disk fills up while checkpoint-2's optimizer.pt is written (fsync is where a full disk shows): the
+    error names checkpoint-2, no checkpoint-2 is left, and the resume from checkpoint-1 is the uninterrupted
+    run. Before: a checkpoint-2 of the adapter and training_args.bin alone, which ``resume_from_checkpoint=True``
+    picked and refused."""
+    fsync = os.fsync
+
+    def full_disk(fd):
+        if "optimizer.pt" in os.readlink(f"/proc/self/fd/{fd}") and "checkpoint-2" in os.readlink(
+                f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return fsync(fd)
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to see which file is fsynced")
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError) as caught:
+        make_trainer(tmp_path).train()
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC and "checkpoint-2" in caught.value.filename
+    assert ".minilora-" not in caught.value.filename
+    assert whole_checkpoints(tmp_path) == ["checkpoint-1"] and leftovers(tmp_path) == []
+    resumed = make_trainer(tmp_path)
+    resumed.train(resume_from_checkpoint=True)
+    assert_same_outcome(outcome(resumed), uninterrupted)
+
+
+@pytest.mark.parametrize("fault", ["fsync", "replace"])
+def test_trainer_state_save_to_json_that_fails_keeps_the_old_file(tmp_path, monkeypatch, fault):
+    """``TrainerState.save_to_json`` (which callbacks call too) on a full disk: the old file whole, the error
+    naming the file. Before: opened with "w", the old file was emptied first."""
+    path = tmp_path / "trainer_state.json"
+    ml_trainer.TrainerState(global_step=1).save_to_json(str(path))
+    before = path.read_bytes()
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, fault, full_disk)
+    with pytest.raises(OSError) as caught:
+        ml_trainer.TrainerState(global_step=2).save_to_json(str(path))
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert path.read_bytes() == before and leftovers(tmp_path) == []
+
+
+# ==================================================================================================
+# trainer_state.json edited by hand, a resume with other settings
+# ==================================================================================================
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished")
+    make_trainer(out, max_steps=2).train()
+    return out
+
+
+@pytest.mark.parametrize("text, error, words", [
+    ('{"global_step": 2, "log_hist', OSError, "not valid JSON"),  # (truncated)
+    ('[2]', TypeError, "JSON object of TrainerState's fields, not a list"),
+    ('{"global_step": 2, "learning_rate": 0.1}', TypeError, "unexpected keyword argument 'learning_rate'"),
+])
+def test_a_damaged_trainer_state_json_is_named_before_the_model_changes(finished_run, tmp_path, text, error, words):
+    """Before: json's "Expecting value: line 1 column 1" or ``TrainerState.__init__()``'s error, naming no file,
+    raised after the checkpoint's adapter had replaced the model's."""
+    import shutil
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(finished_run / "checkpoint-2", checkpoint)
+    (checkpoint / "trainer_state.json").write_text(text)
+    trainer = make_trainer(tmp_path / "resumed")
+    before = {k: v.numpy().copy() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(error, match=words) as caught:
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert str(checkpoint / "trainer_state.json") in str(caught.value)
+    for name, array in before.items():
+        np.testing.assert_array_equal(trainer.model.state_dict()[name].numpy(), array, err_msg=name)
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("changes", [dict(per_device_train_batch_size=3), dict(logging_steps=2, save_steps=3)])
+def test_a_resume_with_other_step_intervals_or_batch_size_warns_as_transformers(finished_run, tmp_path, caplog,
+                                                                              changes):
+    """transformers' ``compare_trainer_and_checkpoint_args``, its words run on the same arguments and state (the
+    checkpoint's intervals are the resumed run's, as in transformers: the state's). Before: no word."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import compare_trainer_and_checkpoint_args
+    checkpoint = str(finished_run / "checkpoint-2")
+    trainer = make_trainer(tmp_path, max_steps=3, **changes)
+    arguments = {k: v for k, v in dict(trainer.args.to_dict(), **changes).items() if k in (
+        "per_device_train_batch_size", "logging_steps", "save_steps", "eval_steps", "eval_strategy")}
+    theirs = transformers.TrainingArguments(output_dir=str(tmp_path / "theirs"), report_to="none", **arguments)
+    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    transformers.utils.logging.enable_propagation()  # (transformers' loggers do not reach caplog's otherwise)
+    try:
+        with caplog.at_level(logging.WARNING):
+            compare_trainer_and_checkpoint_args(theirs, state)
+    finally:
+        transformers.utils.logging.disable_propagation()
+    expected = _warnings(caplog)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        trainer.train(resume_from_checkpoint=checkpoint)
+    assert expected and expected[0] in _warnings(caplog)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # (the run's own settings: no word)
+        make_trainer(tmp_path / "same", max_steps=3).train(resume_from_checkpoint=checkpoint)
+    assert not [message for message in _warnings(caplog) if "do not match" in message]
+
+
+def test_a_best_checkpoint_deleted_since_is_forgotten_with_transformers_warning(finished_run, tmp_path, caplog):
+    """trainer_state.json names a best checkpoint that is no longer there: transformers warns and drops it (its
+    rotation and ``load_best_model_at_end`` would look for it). Before: kept without a word."""
+    import shutil
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(finished_run / "checkpoint-2", checkpoint)
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    gone = str(tmp_path / "checkpoint-1")
+    (checkpoint / "trainer_state.json").write_text(json.dumps(dict(state, best_model_checkpoint=gone)))
+    trainer = make_trainer(tmp_path, max_steps=3)
+    with caplog.at_level(logging.WARNING):
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert (f"The best checkpoint {gone} recorded in the resumed state does not exist anymore. Ignoring it for "
+            "this run.") in _warnings(caplog)
+    assert trainer.state.best_model_checkpoint is None
