@@ -26,7 +26,8 @@ text above it. What was false or stale, and is now fixed and checked here:
 * nb10: TIES and DARE were said to "prune each task's update": PEFT prunes each adapter's ``A`` and
   ``B`` (the factors), not ``B A``;
 * prompts answered by the text above them (nb01, nb03, nb04, nb05, nb06, nb07, nb08, nb09): the answer
-  now comes after the reveal; nb01's float64 finite-difference minimum is computed, not only plotted.
+  now comes after the reveal; nb01's float64 finite-difference minimum is computed, not only plotted;
+  nb10's rank_pattern reveal printed a rank-6 mask for a prompt about rank 5.
 """
 import importlib.util
 import inspect
@@ -298,7 +299,10 @@ ANSWERED_ABOVE = [   # (notebook, the prompt, a sentence of its answer that used
     ("03_memory_wall", "will the count from the config alone equal the measured one",
      "`estimate` predicted the same count"),
     ("04_lora_layer", "which of `|dA|` and `|dB|` is zero", "the first step has `dB != 0` but `dA = 0`"),
+    ("04_lora_layer", "which of `lora_embedding_A` and `lora_embedding_B` is all zeros",
+     "the *A* starts at zero instead of `B`"),
     ("05_cuda_kernels", "with the barrier back, will all four schedules agree", "all four orders agree"),
+    ("06_finetune", "the base model's `qa` accuracy, and its `facts` accuracy", "Asked in the Q/A format, it does not answer"),
     ("06_finetune", "what shape will the learning-rate curve have", "then follows half a cosine down to zero"),
     ("06_finetune", "exactly, or only close?", "the scores are exactly the ones from before"),
     ("07_merge_and_serve", "the same logits exactly, or to rounding?",
@@ -339,3 +343,12 @@ def test_nb10_rank_pattern_reveal_shows_the_mask_its_prompt_asks_about():
     masks = {int(rank): [int(b) for b in mask.split(", ")] for rank, mask in
              re.findall(r"^  rank (\d): \[([01, ]+)\]", out, re.M)}
     assert 5 in masks and all(len(mask) == 6 and sum(mask) == rank for rank, mask in masks.items())
+
+
+def test_nb01_buggy_backward_passes_a_check_at_the_one_point_where_it_is_right():
+    """The prompt asks where sigmoid(-x) equals sigmoid(x), so where a one-point check misses the bug;
+    the cell showed only the failing check. It now checks x = 0 too, where the buggy backward passes."""
+    found = re.search(r"checked at x = 0 alone, the buggy backward passes: worst error (\S+)", _output("01_autograd"))
+    assert found and float(found[1]) < 1e-9
+    assert "Where are the two equal, and so where would a check at a single point miss the bug?" in \
+        _flat(_markdown("01_autograd"))

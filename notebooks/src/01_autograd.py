@@ -232,6 +232,8 @@ try:
     grad_check(buggy_softplus, z)
 except GradCheckError as err:
     print(err)
+at_zero = ml.zeros(1, dtype="float64", requires_grad=True)     # sigmoid(0) = sigmoid(-0) = 1/2
+print(f"checked at x = 0 alone, the buggy backward passes: worst error {grad_check(buggy_softplus, at_zero):.1e}")
 
 # %% [markdown]
 # minilora's ops are checked this way in the test suite (for example `tests/test_lora_op.py`,

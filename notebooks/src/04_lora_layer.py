@@ -436,10 +436,10 @@ assert abs(budget["all-linear"][3] - budget["q, v"][3]) <= 0.1          # accura
 #
 # `target_modules` may also name an `Embedding` (here `embed_tokens`). PEFT's `lora.Embedding` adds
 # `lora_embedding_A` (`r x vocab`) and `lora_embedding_B` (`dim x r`): the update is a low-rank change
-# of the lookup table, `delta E = s (B A)^T`, and one token's row of it is `s B A[:, token]`. Here the
-# *A* starts at zero instead of `B` (PEFT's choice for embeddings), so the model again starts exactly
-# at the base. (The base model ties `embed_tokens` to the output head; PEFT warns that the adapter is
-# not tied to the head too, and minilora warns with PEFT's words.)
+# of the lookup table, `delta E = s (B A)^T`, and one token's row of it is `s B A[:, token]`. One of the
+# two starts at zero, so the model again starts exactly at the base. (The base model ties `embed_tokens`
+# to the output head; PEFT warns that the adapter is not tied to the head too, and minilora warns with
+# PEFT's words.)
 #
 # **Predict:** which of `lora_embedding_A` and `lora_embedding_B` is all zeros at the start?
 
@@ -463,7 +463,8 @@ assert same and not np.asarray(emb_A.detach()).any() and np.asarray(emb_B.detach
 print(f"{caught[0].category.__name__}: {caught[0].message}")
 
 # %% [markdown]
-# With a byte vocabulary this table is tiny; in a 7B model with 32,000 tokens an embedding adapter is
+# Here it is `A` that starts at zero, not `B` (PEFT's choice for embeddings: `B` is drawn from a normal
+# distribution instead). With a byte vocabulary this table is tiny; in a 7B model with 32,000 tokens an embedding adapter is
 # how one teaches new tokens' meaning without training the full table (PEFT can also save the whole
 # table, `save_embedding_layers`, when new tokens were added).
 #

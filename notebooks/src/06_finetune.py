@@ -84,8 +84,8 @@ print("label:", " ".join(f"{'-100' if l == -100 else repr(tok.decode([l], skip_s
 # %% [markdown]
 # ## Before: what the base model does
 #
-# It knows the facts -- in the corpus's own phrasing (`facts`: "The capital of X is" -> " Y."). Asked in
-# the Q/A format, it does not answer; it continues the text as corpus prose.
+# Two tasks: `facts` asks for a fact in the corpus's own phrasing ("The capital of X is" -> " Y."), `qa`
+# in the new Q/A format.
 #
 # Two measures of what the model knew will be watched from here on: `facts` accuracy (60 fact
 # sentences, exact match; 30 of them while training) and the **corpus loss**, the next-token loss on held-out text of the
@@ -107,6 +107,9 @@ for prompt, target, output in before["qa"].samples[:3]:
 assert before["qa"].accuracy == 0 and before["facts"].accuracy > 0.95   # knows the facts, not the format
 
 # %% [markdown]
+# It knows the facts, in the corpus's phrasing. Asked in the Q/A format, it does not answer; it
+# continues the text as corpus prose.
+#
 # ## LoRA fine-tuning
 #
 # LoRA on every linear layer of the transformer (`"all-linear"`: the attention and MLP projections,
