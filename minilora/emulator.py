@@ -77,6 +77,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .emulator_memory import GlobalSymbol, ndarray
 from .emulator_ptx import PtxError, split_top_level, translate_asm
 from .native import CompileFailed, compile_atomically, digest as _digest, remove_leftovers
 
@@ -1309,7 +1310,8 @@ class _Module:
         elem = self._constant_types[name]
         code = elem.elem_code if elem.code == _T_OTHER and elem.elem_lanes > 1 else elem.code
         dtype = np.dtype(np.uint16) if code == _T_BF16 else np.dtype(_CODE_DTYPE.get(code, np.uint8))
-        return raw.view(dtype) if raw.size % dtype.itemsize == 0 else raw
+        # as CuPy's MemoryPointer too (copy_from_host, copy_from_device, ...): CuPy code fills it unedited
+        return GlobalSymbol.of(raw.view(dtype) if raw.size % dtype.itemsize == 0 else raw, name)
 
     def find(self, name: str) -> str | None:
         """The kernel called `name`; a name expression matches however it is spaced ("k<float,128>")."""
@@ -1634,6 +1636,18 @@ _DEFAULT_DYNAMIC_SHARED = 48 * 1024  # CUDA's per-kernel limit until the kernel 
 _MAX_SHARED = 227 * 1024  # sm_90's shared memory per block, static + dynamic (runtime.cpp's kMaxShared)
 
 
+def _check_backend(backend, jitify) -> tuple[str, bool]:
+    """CuPy's `backend` and `jitify` arguments, refused as CuPy refuses them.  Either backend compiles the same
+    source the same way here (g++), and so does Jitify (its job, headers NVRTC lacks, is g++'s own)."""
+    if not isinstance(backend, str):  # Cython's refusal of a typed `str backend` argument
+        raise TypeError(f"Argument 'backend' has incorrect type (expected str, got {type(backend).__name__})")
+    if backend not in ("nvrtc", "nvcc"):
+        raise ValueError(f"Invalid backend {backend}")
+    if jitify and backend != "nvrtc":
+        raise ValueError("Jitify only supports NVRTC")
+    return backend, bool(jitify)
+
+
 class RawKernel:
     """A CUDA kernel compiled for the CPU emulator; the API mirrors ``cupy.RawKernel``.
 
@@ -1645,9 +1659,13 @@ class RawKernel:
     process: an out-of-bounds access raises ``KernelFault`` with the report, and Python survives.
     """
 
-    def __init__(self, code: str, name: str, options=(), sanitize: bool = False, *, filename: str | None = None,
-                 enable_cooperative_groups: bool = False, _module: _Module | None = None, _variant: str | None = None,
+    def __init__(self, code: str, name: str, options=(), backend: str = "nvrtc", translate_cucomplex: bool = False,
+                 *, enable_cooperative_groups: bool = False, jitify: bool = False, sanitize: bool = False,
+                 filename: str | None = None, _module: _Module | None = None, _variant: str | None = None,
                  _name_expressions: tuple = ()):
+        # CuPy's signature, so that RawKernel(code, name, options, "nvcc") is a backend, not sanitize="nvcc"
+        self.backend, self.jitify = _check_backend(backend, jitify)
+        self.translate_cucomplex = bool(translate_cucomplex)  # the stand-in cuComplex.h needs no translation
         self.code, self.name, self.options, self.sanitize = code, name, options, sanitize
         self._name_expressions, self._builds = _name_expressions, {}  # variant -> this kernel from that build
         self._initcheck = False  # on the racecheck build's kernel: report uninitialized reads instead of hazards
@@ -1702,7 +1720,8 @@ class RawKernel:
         """The same kernel from another build of its source, "racecheck", "memcheck" or "fast" (compiled on first
         use, then cached), with this one's dynamic shared memory limit."""
         if variant not in self._builds:
-            self._builds[variant] = RawKernel(self.code, self.name, self.options, filename=self._filename,
+            self._builds[variant] = RawKernel(self.code, self.name, self.options, self.backend,
+                                              self.translate_cucomplex, jitify=self.jitify, filename=self._filename,
                                               enable_cooperative_groups=self.enable_cooperative_groups,
                                               _variant=variant, _name_expressions=self._name_expressions).compile()
         other = self._builds[variant]
@@ -2158,12 +2177,16 @@ class RawModule:
     """
 
     def __init__(self, code: str | None = None, *, path: str | os.PathLike | None = None, options=(),
-                 sanitize: bool = False, backend: str | None = None, name_expressions=None,
-                 enable_cooperative_groups: bool = False):
+                 backend: str = "nvrtc", translate_cucomplex: bool = False, enable_cooperative_groups: bool = False,
+                 name_expressions=None, jitify: bool = False, sanitize: bool = False):
         if (code is None) == (path is None):
             raise TypeError("give exactly one of code= or path=")
         if isinstance(name_expressions, str) or not all(isinstance(e, str) for e in name_expressions or ()):
             raise TypeError(f"name_expressions must be a sequence of strings, got {name_expressions!r}")
+        self.backend, self.jitify = _check_backend(backend, jitify)
+        if name_expressions is not None and self.backend != "nvrtc":  # CuPy's refusal: nvcc gives no lowered names
+            raise ValueError("only nvrtc supports retrieving the mangled names for the given name expressions")
+        self.translate_cucomplex = bool(translate_cucomplex)
         self.name_expressions = tuple(name_expressions or ())
         self.enable_cooperative_groups = bool(enable_cooperative_groups)
         self.filename = str(Path(path).resolve()) if path is not None else None
@@ -2181,15 +2204,19 @@ class RawModule:
     def kernel_names(self) -> list[str]:
         return list(self.compile()._mod.kernels)
 
-    def get_global(self, name: str) -> np.ndarray:
-        """The file-scope ``__constant__`` variable `name` as a writable 1-D NumPy array of its elements: fill it before launching, as with CuPy's ``get_global`` (which
-        gives a device pointer to wrap in an array).  Until filled, an uninitialized constant holds
-        0xFF bytes (NaN as float), so a launch that forgot it shows NaN rather than zeros."""
+    def get_global(self, name: str) -> GlobalSymbol:
+        """The file-scope ``__constant__`` variable `name` as a writable 1-D NumPy array of its elements: fill it
+        before launching (``[:] = values``).  It is also CuPy's answer, a ``MemoryPointer`` to the symbol, so CuPy's
+        ways of filling it run unedited: ``copy_from_host(x.ctypes.data_as(ctypes.c_void_p), x.nbytes)``,
+        ``copy_from_device(x.data, n)``, ``emulator.ndarray(shape, dtype, memptr)[...] = x``
+        (``minilora/emulator_memory.py``).  Until filled, an uninitialized constant holds 0xFF bytes (NaN as
+        float), so a launch that forgot it shows NaN rather than zeros."""
         return self.compile()._mod.global_array(name)
 
     def get_function(self, name: str) -> RawKernel:
         self.compile()
-        return RawKernel(self.code, name, self.options, self.sanitize, filename=self.filename,
+        return RawKernel(self.code, name, self.options, self.backend, self.translate_cucomplex,
+                         sanitize=self.sanitize, filename=self.filename, jitify=self.jitify,
                          enable_cooperative_groups=self.enable_cooperative_groups, _module=self._mod,
                          _name_expressions=self.name_expressions)
 
@@ -2201,4 +2228,4 @@ from . import emulator_streams as cuda  # noqa: E402
 from .emulator_streams import Event, Stream, get_elapsed_time, stream_of  # noqa: E402
 from .emulator_fence import FencedArguments, fence_shadow  # noqa: E402  (arrays fenced as a GPU's allocations)
 
-__all__ += ["ElementwiseKernel", "ReductionKernel", "cuda", "Stream", "Event", "get_elapsed_time"]
+__all__ += ["ElementwiseKernel", "ReductionKernel", "cuda", "Stream", "Event", "get_elapsed_time", "ndarray"]

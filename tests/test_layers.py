@@ -12,7 +12,7 @@ LAYERS = [
     ("minilora.device", 0), ("minilora.dtypes", 0), ("minilora.random", 0), ("minilora.profiler", 0),
     ("minilora.blas", 0), ("minilora.parallel", 0), ("minilora.emulator", 0), ("minilora.kernels", 0),
     ("minilora.emulator_kernels", 0), ("minilora.emulator_ptx", 0), ("minilora.emulator_streams", 0),
-    ("minilora.emulator_fence", 0),
+    ("minilora.emulator_fence", 0), ("minilora.emulator_memory", 0),
     ("minilora.checkpoint", 0), ("minilora.size", 0),
     ("minilora.torch_format", 0),  # torch.save's file format read and written (NumPy only; callers build Tensors)
     ("minilora.return_types", 0),
