@@ -458,8 +458,8 @@ inline unsigned int atomicDec(unsigned int* a, unsigned int limit) {
 #define atomicXor_system atomicXor
 
 // ---------------------------------------------------------------------------------------------
-// Math: CUDA's fast intrinsics are the ordinary functions here; results agree with the GPU to a
-// few ulp (the GPU's __expf etc. are less accurate than these, not more).
+// Math: CUDA's fast intrinsics are their instruction sequences here, each approximate instruction (ex2.approx,
+// lg2.approx, sin.approx, ...) the accurate function: results agree with the GPU's to a few ulp.
 // ---------------------------------------------------------------------------------------------
 // CUDA's min and max: on integers the smaller / larger in the arguments' common type (min(int, unsigned) compares
 // unsigned), on floats fminf / fmaxf as CUDA's math_functions.hpp defines them (a NaN argument gives the other
@@ -486,16 +486,26 @@ inline double max(double a, float b) { return fmax(a, (double)b); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 inline float rcbrtf(float x) { return 1.0f / cbrtf(x); }
-inline float __expf(float x) { return expf(x); }
-inline float __exp10f(float x) { return powf(10.0f, x); }
-inline float __logf(float x) { return logf(x); }
+// The GPU's fast exponentials and logarithms are one approximate instruction (ex2.approx / lg2.approx) and a float
+// multiply, as nvcc compiles them: __expf(x) is ex2.approx(x * 0f3FB8AA3B), the product rounded to float first --
+// that rounding is most of __expf's documented 2 + 1.16|x| ulp, and it is reproduced here bit for bit; __logf(x) is
+// lg2.approx(x) * ln 2, __powf(x, y) ex2.approx(y * lg2.approx(x)), so a negative base gives NaN there and here.
+// The approximate instruction itself is the correctly rounded exp2f / log2f here: the GPU's ex2.approx is within
+// 2 ulp of it, lg2.approx within 2^-22 absolute.
+namespace __emu {
+constexpr float FAST_LOG2_E = 0x1.715476p+0f, FAST_LN_2 = 0x1.62e430p-1f;     // 0f3FB8AA3B, 0f3F317218
+constexpr float FAST_LOG2_10 = 0x1.a934f0p+1f, FAST_LOG10_2 = 0x1.344136p-2f;  // 0f40549A78, 0f3E9A209B
+}  // namespace __emu
+inline float __expf(float x) { return exp2f(x * __emu::FAST_LOG2_E); }
+inline float __exp10f(float x) { return exp2f(x * __emu::FAST_LOG2_10); }
+inline float __logf(float x) { return log2f(x) * __emu::FAST_LN_2; }
 inline float __log2f(float x) { return log2f(x); }
-inline float __log10f(float x) { return log10f(x); }
+inline float __log10f(float x) { return log2f(x) * __emu::FAST_LOG10_2; }
 inline float __sinf(float x) { return sinf(x); }
 inline float __cosf(float x) { return cosf(x); }
 inline float __tanf(float x) { return tanf(x); }
 inline void __sincosf(float x, float* s, float* c) { *s = sinf(x); *c = cosf(x); }
-inline float __powf(float x, float y) { return powf(x, y); }
+inline float __powf(float x, float y) { return exp2f(y * log2f(x)); }
 // The GPU's fast division multiplies by an approximate 1/b that flushes to 0 for 2^126 < |b| < 2^128:
 // the quotient is then 0 (with the product's sign), and inf / b is inf * 0 = NaN.
 inline float __fdividef(float a, float b) {
