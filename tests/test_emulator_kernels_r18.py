@@ -176,6 +176,26 @@ def test_warp_aggregated_atomic_stream_compaction(n, threshold):
     np.testing.assert_array_equal(dst[kept.size:], -1)
 
 
+@pytest.mark.parametrize("n", [1000, 70, 1])
+def test_coalesced_group_and_activemask_in_branches_then_the_warp_meets_again(n):
+    """The lanes of an `if` form a cg::coalesced_threads() group (later those of another an __activemask()) while the
+    others go on to a __syncwarp() and a full-mask __reduce_add_sync, where all meet again.  Was a BarrierError
+    ("lanes meet in different warp collectives"): the lanes at the __syncwarp took those still forming their group
+    for arrived."""
+    src = rng(26).integers(-50, 50, n).astype(i32)
+    warps = cdiv(n, 128) * 4  # every warp launched, those past n included
+    dst, count = np.full(n, -1, i32), np.zeros(1, i32)
+    counts, low = np.zeros(warps, u32), np.zeros(warps, u32)
+    fn("compact_then_count_per_warp")((cdiv(n, 128),), (128,), (dst, count, counts, low, src, i32(n)))
+    padded = np.concatenate([src, np.zeros(warps * 32 - n, i32)]).reshape(warps, 32)  # lanes past n keep nothing
+    kept = src[src > 0]
+    assert count[0] == kept.size
+    np.testing.assert_array_equal(np.sort(dst[:kept.size]), np.sort(kept))
+    np.testing.assert_array_equal(counts, (padded > 0).sum(1))
+    bits = (padded < -25).astype(np.uint64) << np.arange(32, dtype=np.uint64)
+    np.testing.assert_array_equal(low, bits.sum(1).astype(u32))  # 0: no lane of the warp took the branch
+
+
 @pytest.mark.parametrize("n, bins", [(999, 13), (40, 1), (3, 7)])
 def test_match_any_sync_histogram_one_atomic_per_key_per_warp(n, bins):
     keys = rng(16).integers(0, bins, n).astype(i32)

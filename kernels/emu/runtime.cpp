@@ -2040,8 +2040,11 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
         return f->wresult;
     }
     Fiber* lanes = &w.fibers[base];
+    // A lane waiting in coalesced_threads() (or __activemask) has not arrived: it is still in its own branch,
+    // where its group forms once nothing else can run, and it comes here after (the lanes of an `if` that form
+    // a coalesced group meet the others again at a __syncwarp() after the branch, as on a GPU).
     for (int l = 0; l < nlanes; ++l)
-        if ((mask >> l & 1u) && lanes[l].state != AT_WARP) {
+        if ((mask >> l & 1u) && (lanes[l].state != AT_WARP || lanes[l].wop == W_COALESCE)) {
             yield_to_scheduler(f, w);  // not everyone is here yet; the last lane to arrive wakes us
             return f->wresult;
         }

@@ -315,6 +315,30 @@ extern "C" __global__ void match_any_histogram(const int* keys, unsigned int* hi
     }
 }
 
+// the lanes of a branch form a coalesced group (later an __activemask), while the others go on to meet them again
+extern "C" __global__ void compact_then_count_per_warp(int* dst, int* nres, unsigned int* warp_counts,
+                                                       unsigned int* low_masks, const int* src, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    int lane = threadIdx.x & 31;
+    int v = i < n ? src[i] : 0;
+    bool keep = v > 0;
+    if (keep) {
+        cg::coalesced_group active = cg::coalesced_threads();
+        int base = 0;
+        if (active.thread_rank() == 0) base = atomicAdd(nres, (int)active.size());
+        base = active.shfl(base, 0);
+        dst[base + active.thread_rank()] = v;
+    }
+    __syncwarp();
+    unsigned int kept = __reduce_add_sync(0xffffffffu, keep ? 1u : 0u);
+    if (lane == 0) warp_counts[i / 32] = kept;
+    if (v < -25) {
+        unsigned int low = __activemask();
+        if (lane == __ffs(low) - 1) low_masks[i / 32] = low;
+    }
+    __syncwarp();
+}
+
 // per-warp sums with __reduce_add_sync on a ragged tail
 extern "C" __global__ void warp_sums_reduce_add(const unsigned int* x, unsigned int* sums, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
