@@ -59,7 +59,7 @@ from .device import CHUNK, cache_slices, xp_of
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
            "scalar_tail", "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
-           "sigmoid", "logaddexp", "logaddexp2", "c_function", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
+           "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
            "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2",
            "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
@@ -121,7 +121,7 @@ _NATIVE_SIGNATURES = {
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
-    "ml_gelu_erf_onednn": "ppnp", "ml_c_function2": "ipspspn"}
+    "ml_gelu_erf_onednn": "ppnp", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn"}
 
 
 def _native_library():
@@ -230,6 +230,30 @@ def c_function(name, x):
         _libm[name] = np.frompyfunc(function, 1, 1)
     if x.size:
         out[...] = _libm[name](x).reshape(out.shape)
+    return out
+
+
+_C_FUNCTIONS64 = ("exp", "exp2", "log1p")  # (ml_c_function64's numbering)
+
+
+def c_function64(name, x):
+    """C's double function ``name`` (``"exp"``, ``"exp2"``, ``"log1p"``) of a float64 array, as ``c_function``:
+    the C library's own, which torch's float64 scalar lambdas call (NumPy's float64 exp2 and log1p are its own
+    SIMD code, ~5% of elements an ulp off glibc's)."""
+    x = np.ascontiguousarray(x, _F64)
+    out = np.empty(x.shape, _F64)
+    library = _native_library()
+    if library is not None:
+        library.ml_c_function64(_C_FUNCTIONS64.index(name), native.address(x), native.address(out), x.size)
+        return out
+    key = name + "/double"
+    if key not in _libm:
+        import ctypes.util
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("m") or ctypes.util.find_library("c")), name)
+        function.restype, function.argtypes = ctypes.c_double, [ctypes.c_double]
+        _libm[key] = np.frompyfunc(function, 1, 1)
+    if x.size:
+        out[...] = _libm[key](x)
     return out
 
 
@@ -1389,6 +1413,32 @@ def logaddexp2(a, b):
     SLEEF's exp2 (``sleef_exp2``) and log1p, the product and sum fused where torch's build fuses (GCC contracts
     ``m + l * c``: measured, 0 of 200000 off; unfused 21843; minilora's division by ln 2 before, 24262)."""
     return _log_add_exp(a, b, base2=True)
+
+
+def logaddexp64(a, b, base2=False):
+    """torch's float64 ``logaddexp`` (``base2``: ``logaddexp2``) as its cpu_kernel_vec runs it: on the scalar
+    positions of its loop (each row's last n % 16 elements with AVX-512, every element of an input strided along
+    its innermost dim: scalar_positions with Vectorized<double>'s lanes) the scalar lambda with C's exp/exp2 and
+    log1p, ``m + l * (1 / ln 2)`` fused where the build fuses; elsewhere SLEEF's double vector functions, which are
+    not ported: NumPy's formula stands in there (an ulp off torch's in ~2% of those elements)."""
+    a, b = np.broadcast_arrays(np.asarray(a, _F64), np.asarray(b, _F64))
+    with np.errstate(invalid="ignore", over="ignore"):  # (inf - inf: nan, replaced below)
+        d = np.ascontiguousarray(-np.abs(a - b)).reshape(-1)
+        if base2:
+            log1p_power = np.log1p(np.exp2(d))
+        else:
+            log1p_power = np.log1p(np.exp(d))
+        for where in scalar_positions(a, b, step=FLOAT_LANES):  # (a double vector holds half a float one's lanes)
+            log1p_power[where] = c_function64("log1p", c_function64("exp2" if base2 else "exp", d[where]))
+        log1p_power = log1p_power.reshape(a.shape)
+        high = np.maximum(a, b)
+        if not base2:
+            out = high + log1p_power
+        elif FUSED_MULTIPLY_ADD:
+            out = fused_multiply_add64(log1p_power, np.full_like(log1p_power, 1 / math.log(2)), high)
+        else:
+            out = high + log1p_power * (1 / math.log(2))
+    return np.where(np.isinf(a) & (a == b), a, out)
 
 
 def _log_add_exp(a, b, base2):

@@ -346,6 +346,16 @@ void ml_c_function(int which, const float *restrict x, float *restrict out, size
     }
 }
 
+/* C's double functions, which torch's float64 scalar lambdas call (std::exp of a double): float32_math.c_function64 */
+void ml_c_function64(int which, const double *restrict x, double *restrict out, size_t n) {
+    switch (which) {
+    case 0: for (size_t i = 0; i < n; i++) out[i] = exp(x[i]); break;
+    case 1: for (size_t i = 0; i < n; i++) out[i] = exp2(x[i]); break;
+    case 2: for (size_t i = 0; i < n; i++) out[i] = log1p(x[i]); break;
+    default: break;
+    }
+}
+
 /* oneDNN's AVX-512 gelu_erf (float32_math.onednn_gelu_erf, its port): polynomial i of table (6 rows of 25
  * float32 coefficients, degree 0 first) for |x|'s binade quarter, Horner's rule in fmaf, then (x (1 + erf)) 0.5 */
 void ml_gelu_erf_onednn(const float *restrict x, float *restrict out, size_t n, const float *restrict table) {

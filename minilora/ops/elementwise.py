@@ -2503,6 +2503,8 @@ class LogAddExp(Function):
             return complex_logaddexp(xp, a, b)
         if xp is np and a.dtype == float32 and b.dtype == float32:  # (any layout: float32_math's loop model)
             return float32_math.logaddexp(a, b)  # (torch's SLEEF formula, bit for bit)
+        if xp is np and a.dtype == np.float64 and b.dtype == np.float64:  # (C's functions where torch's loop
+            return float32_math.logaddexp64(a, b)  # calls them)
         return xp.logaddexp(a, b)
 
     @staticmethod
@@ -2547,6 +2549,8 @@ class LogAddExp2(Function):
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
         if xp is np and a.dtype == float32 and b.dtype == float32:  # (any layout: float32_math's loop model)
             return float32_math.logaddexp2(a, b)
+        if xp is np and a.dtype == np.float64 and b.dtype == np.float64:
+            return float32_math.logaddexp64(a, b, base2=True)
         with np.errstate(invalid="ignore", over="ignore"):  # (inf - inf: nan, replaced below)
             scaled = xp.log1p(xp.exp2(-xp.abs(a - b)))
             inv_ln2 = xp.full_like(scaled, 1 / math.log(2))
