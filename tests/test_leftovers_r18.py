@@ -292,3 +292,12 @@ def test_float64_logaddexp_of_contiguous_inputs_is_torchs_bits():
     for name in ("logaddexp", "logaddexp2"):
         _same_float64_bits(getattr(ml, name)(ml.tensor(x), ml.tensor(y)),
                            getattr(torch, name)(torch.from_numpy(x), torch.from_numpy(y)))
+
+
+# ---- 7. found beside the skips: torch.range of a dtype its kernel lacks ----------------------------------------
+@pytest.mark.parametrize("dtype", ["bool", "complex64"])
+def test_range_refuses_the_dtypes_torchs_kernel_lacks(dtype):
+    """torch.range(0, 2, dtype=bool): torch's dispatch refuses ("range_cpu" not implemented for 'Bool'), before
+    its step checks (before: minilora answered [False, True, True])."""
+    _same_outcome(lambda L: L.range(0, 2, dtype=getattr(L, dtype)))
+    _same_outcome(lambda L: L.range(0, 2, 0, dtype=getattr(L, dtype)))

@@ -259,11 +259,13 @@ def range_(start, end, step=1, *, dtype=None, device=None, requires_grad=False):
     warnings.warn("torch.range is deprecated and will be removed in a future release because its behavior is "
                   "inconsistent with Python's range builtin. Instead, use torch.arange, which produces values in "
                   "[start, end).", UserWarning, stacklevel=2)
+    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
+    if dtype == dtypes.bool or dtype.kind == "c":  # (torch's kernel has no bool or complex: its dispatch refuses
+        raise NotImplementedError(f"\"range_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")  # first)
     if step == 0:
         raise RuntimeError("step must be nonzero")
     if (end - start) * step < 0:
         raise RuntimeError("upper bound and lower bound inconsistent with step sign")
-    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
     count = int(math.floor((end - start) / step)) + 1
     values = start + np.arange(count, dtype=np.float64) * step
     return Tensor(dtypes.cast(values, dtype), dtype=dtype, device=device, requires_grad=requires_grad)
