@@ -296,21 +296,14 @@ class Neg(Function):
 
 
 @iterator_layout
-@backward_in_float32  # (forward: a ** 0.5 rounds the exponent to bfloat16 first, in torch and NumPy alike)
 class Pow(Function):
     """``a ** b`` where either side may be a tensor (or a Python number); ``contiguous``: a C-ordered
-    result (torch's number ** tensor), else TensorIterator's layout (iterator_layout)."""
+    result (torch's number ** tensor), else TensorIterator's layout (iterator_layout). (A 16-bit exponent
+    is rounded to bfloat16 / float16 first, in torch and NumPy alike.)"""
 
     @staticmethod
     def forward(ctx, a, b, contiguous=False):
-        try:
-            out = _half_powers(a, b)
-            if out is None:
-                out = _float32_power(a, b)
-            if out is None:
-                out = a ** b
-        except ValueError:  # NumPy refuses integers to negative integer powers
-            out = _integer_power(a, b)
+        out = _power_kernel(a, b)
         ctx.a, ctx.b = a, b
         ctx.out = out if ctx.needs_input_grad[1] else None  # only the exponent's gradient reads it
         return out
@@ -320,26 +313,86 @@ class Pow(Function):
         na, nb = ctx.needs_input_grad
         a, b, out = ctx.a, ctx.b, ctx.out
         xp, zero = xp_of(g), g.dtype.type(0)
+        # torch's pow_backward is three tensor ops, each rounding a 16-bit result: grad * (b * a.pow(b - 1))
+        # and grad * (out * a.log()); a.pow(b - 1) is the forward's kernel in a's dtype (x * x * x for b = 4)
+        rounded, wide = _rounding_steps(g)
         ga = gb = None
-        # torch's pow_backward: no gradient through a zero exponent (0 ** 0 would say nan), and none
-        # to the exponent where the base is 0 and the exponent >= 0 (0 * log 0 would say nan)
-        # torch's order: grad * (b * a^(b-1)) and grad * (out * log a)
+        # no gradient through a zero exponent (0 ** 0 would say nan), and none to the exponent where the
+        # base is 0 and the exponent >= 0 (0 * log 0 would say nan)
         if na:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ga = g * (b * _power_as_torch(a, b - 1))
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                power = _power_kernel(a, _minus_one(b))
+                ga = rounded(wide(g) * rounded(_wide_exponent(b) * wide(power)))
             ga = xp.where(xp.asarray(b) == 0, zero, ga)
             ga = unbroadcast(ga, _shape(a))
         if nb:
-            gb = xp.where((xp.asarray(a) == 0) & (xp.asarray(b) >= 0), zero, g * (out * xp.log(a)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_a = wide(float32_math.vml("log", a))  # (torch's a.log(): in a's dtype, float32's MKL kernel)
+            gb = xp.where((xp.asarray(a) == 0) & (xp.asarray(b) >= 0), zero,
+                          rounded(wide(g) * rounded(wide(out) * log_a)))
             gb = unbroadcast(gb, _shape(b))
         return ga, gb
+
+
+def _power_kernel(a, b):
+    """``a ** b`` (arrays or a Python number on either side) as torch's pow kernel for their dtype."""
+    try:
+        out = _half_powers(a, b)
+        if out is None:
+            out = _float32_power(a, b)
+        if out is None:
+            out = _multiplied_power(a, b)
+        if out is None:
+            out = a ** b
+    except ValueError:  # NumPy refuses integers to negative integer powers
+        out = _integer_power(a, b)
+    return out
+
+
+def _multiplied_power(a, b):
+    """float64 and bfloat16 to the powers 2, 3, -1, -2 (a Python number) as torch's kernel: by
+    multiplication and division, ``a * a * a`` and ``1 / (a * a)`` (bfloat16 rounding each product, as
+    torch's bfloat16 vectors do; NumPy's power would round once); None otherwise."""
+    if type(b) not in _NUMBERS or b not in (2, 3, -1, -2) or not hasattr(a, "dtype"):
+        return None
+    if a.dtype == np.float64 or is_bfloat16(a.dtype):
+        return _power_as_torch(a, b)
+    return None
+
+
+def _minus_one(b):
+    """``b - 1``: a number stays a number, an array stays an array (torch's ``exponent - 1`` keeps a 0-d
+    tensor a tensor, which its pow kernel takes as one: NumPy's 0-d arithmetic would give a scalar)."""
+    if not hasattr(b, "dtype"):  # (a Python number, complex ones included)
+        return b - 1
+    xp = xp_of(b)
+    return xp.subtract(b, xp.asarray(1, dtype=b.dtype))
+
+
+def _wide_exponent(b):
+    """The exponent in a 16-bit gradient's compute dtype: a 16-bit array as float32, anything else as it is."""
+    return upcast(b) if _is_16bit_float(b) else b
+
+
+def _rounding_steps(g):
+    """``(rounded, wide)`` for a backward formula written as torch's sequence of tensor ops: with a 16-bit
+    gradient each op computes in float32 (``wide``) and rounds its result to g's dtype (``rounded``), as
+    torch's 16-bit kernels do; for other dtypes both leave arrays as they are."""
+    if not _is_16bit_float(g):
+        return _unchanged, _unchanged
+    dtype = g.dtype
+    return (lambda v: v.astype(dtype)), (lambda v: upcast(v) if _is_16bit_float(v) else v)
+
+
+def _unchanged(v):
+    return v
 
 
 def _power_as_torch(a, exponent):
     """``a ** exponent`` as torch's kernel for a number exponent computes it in floating point: 1 and 2, 3,
     -1, -2 by multiplication and division (``1 / (a * a)``, not C's pow), +-0.5 as sqrt and 1 / sqrt;
     other exponents (and tensors of them) by NumPy's power."""
-    if type(exponent) not in _NUMBERS or not (hasattr(a, "dtype") and a.dtype.kind == "f"):
+    if type(exponent) not in _NUMBERS or not (hasattr(a, "dtype") and (a.dtype.kind == "f" or is_bfloat16(a.dtype))):
         return a ** exponent
     xp = xp_of(a)
     by_multiplication = {1: lambda: a.copy(order="K"), 2: lambda: a * a, 3: lambda: a * a * a, -1: lambda: 1 / a,
@@ -376,6 +429,8 @@ def _half_powers(a, b):
         return None
     xp = xp_of(a)
     if number and a.dtype != np.float16:
+        if b < 0 and is_bfloat16(a.dtype):  # (torch's bfloat16 rsqrt: 1 / sqrt in float32, rounded once)
+            return (1 / xp.sqrt(upcast(a))).astype(a.dtype)
         root = xp.sqrt(a)
         return root if b > 0 else (1 / root).astype(a.dtype, copy=False)
     with np.errstate(divide="ignore"):
