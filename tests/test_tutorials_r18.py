@@ -225,7 +225,8 @@ def polynomial_as_a_module(T, steps=300):
             return self.a + self.b * x + self.c * x ** 2 + self.d * x ** 3
 
         def string(self):
-            return f'y = {self.a.item():.4f} + {self.b.item():.4f} x + {self.c.item():.4f} x^2 + {self.d.item():.4f} x^3'
+            return (f'y = {self.a.item():.4f} + {self.b.item():.4f} x + {self.c.item():.4f} x^2 + '
+                    f'{self.d.item():.4f} x^3')
 
     printed = []
     x = T.linspace(-math.pi, math.pi, 2000)
