@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -277,3 +278,36 @@ def test_a_best_checkpoint_deleted_since_is_forgotten_with_transformers_warning(
     assert (f"The best checkpoint {gone} recorded in the resumed state does not exist anymore. Ignoring it for "
             "this run.") in _warnings(caplog)
     assert trainer.state.best_model_checkpoint is None
+
+
+# ==================================================================================================
+# config.json edited by hand: fewer layers than the weights
+# ==================================================================================================
+@pytest.mark.parametrize("layers, keyword", [(0, False), (1, False), (1, True)])
+def test_layers_past_num_hidden_layers_are_reported_as_transformers_reports_them(tmp_path, layers, keyword):
+    """A config.json saying fewer layers than model.safetensors holds (edited by hand, or another model's), or
+    ``from_pretrained(num_hidden_layers=n)``: transformers builds the smaller model and logs its LOAD REPORT of
+    the UNEXPECTED weights; the same model here, and the report as a warning naming the folder and the source of
+    the layer count. Before: the smaller model without a word (``output_loading_info`` aside)."""
+    from minilora.models import LlamaConfig, LlamaForCausalLM
+    ml.manual_seed(0)
+    config = dict(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  max_position_embeddings=32)
+    LlamaForCausalLM(LlamaConfig(**config)).save_pretrained(str(tmp_path))
+    if not keyword:
+        edited = json.loads((tmp_path / "config.json").read_text())
+        (tmp_path / "config.json").write_text(json.dumps(dict(edited, num_hidden_layers=layers)))
+    with pytest.warns(UserWarning) as caught:
+        model = LlamaForCausalLM.from_pretrained(str(tmp_path), **({"num_hidden_layers": layers} if keyword else {}))
+    assert len(model.model.layers) == layers
+    report = [str(w.message) for w in caught if "LOAD REPORT" in str(w.message)]
+    assert len(report) == 1 and f"LlamaForCausalLM LOAD REPORT from: {tmp_path}" in report[0]
+    assert f"'model.layers.{layers}." in report[0] and "UNEXPECTED" in report[0]
+    assert ("num_hidden_layers keyword" if keyword else str(tmp_path / "config.json")) in report[0]
+    transformers = pytest.importorskip("transformers")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs, info = transformers.LlamaForCausalLM.from_pretrained(
+            str(tmp_path), output_loading_info=True, **({"num_hidden_layers": layers} if keyword else {}))
+    assert len(theirs.model.layers) == layers and info["unexpected_keys"]  # (what its report lists)
+

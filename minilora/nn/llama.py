@@ -1365,6 +1365,19 @@ def _without_layers_past(state, num_layers):
     return {k: v for k, v in state.items() if layer_of(k) < num_layers}
 
 
+def _report_layers_left_out(cls, path, source, everything, kept, num_layers):
+    """transformers' load report for the checkpoint's layers past ``num_hidden_layers`` (a config.json edited
+    by hand, or one of a smaller model beside these weights, or the keyword): they are UNEXPECTED, left out of
+    the model, and said -- a model with fewer layers than its weights is never built without a word."""
+    left_out = sorted(set(everything) - set(kept))
+    if left_out:
+        warnings.warn(f"{cls.__name__} LOAD REPORT from: {os.fspath(path)}: {len(left_out)} weights of the "
+                      f"checkpoint are UNEXPECTED ({left_out[0]!r}, ...): its layers from {num_layers} on, past "
+                      f"num_hidden_layers={num_layers} ({source}), are left out. They can be ignored when "
+                      "loading from different task/architecture; not ok if you expect identical arch.",
+                      stacklevel=3)
+
+
 def _check_loading_options(path, attn_implementation, use_safetensors):
     """(``revision`` names a Hub commit: transformers loads a local folder as it is whatever it says, so here.)"""
     _attention_kind(attn_implementation)
@@ -1765,6 +1778,8 @@ class LlamaForCausalLM(Module):
         mismatched = _check_checkpoint_fits(path, config, cls.__name__, ignore_mismatched_sizes, safetensors)
         everything = load_checkpoint(path, safetensors)
         state = _without_layers_past(everything, config.num_hidden_layers)
+        _report_layers_left_out(cls, path, "the num_hidden_layers keyword" if "num_hidden_layers" in config_overrides
+                                else config_file, everything, state, config.num_hidden_layers)
         state = {name: value for name, value in state.items() if name not in {key for key, _, _ in mismatched}}
         untied = _untied_in_the_file(config, state)
         if config.tie_word_embeddings and "model.embed_tokens.weight" in state and not untied:
