@@ -1527,7 +1527,7 @@ class Trainer:
         if best is not None and self.args.save_total_limit == 1:  # (the last checkpoint goes: the best one stays)
             for _, name in _checkpoints(self.args.output_dir):
                 if not os.path.samefile(os.path.join(self.args.output_dir, name), best):
-                    shutil.rmtree(os.path.join(self.args.output_dir, name), ignore_errors=True)
+                    _delete_checkpoint(os.path.join(self.args.output_dir, name))
         self._event("on_train_end")
         return TrainOutput(self.state.global_step, train_loss, metrics)
 

@@ -44,10 +44,12 @@ def make_trainer(out, **arguments):
     """A LoRA run with dropout (the generators' states matter) saving every step, two checkpoints kept."""
     model = get_peft_model(tiny_llama(0), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.1,
                                                      target_modules=["q_proj", "v_proj"]))
+    eval_dataset = arguments.pop("eval_dataset", None)
     arguments = {**dict(output_dir=str(out), learning_rate=1e-2, per_device_train_batch_size=2, max_steps=STEPS,
                         logging_steps=1, save_steps=1, save_total_limit=2, seed=5, report_to="none",
                         disable_tqdm=True), **arguments}
-    return ml_trainer.Trainer(model=model, args=ml_trainer.TrainingArguments(**arguments), train_dataset=rows())
+    return ml_trainer.Trainer(model=model, args=ml_trainer.TrainingArguments(**arguments), train_dataset=rows(),
+                              eval_dataset=eval_dataset)
 
 
 def outcome(trainer):
@@ -98,11 +100,16 @@ def _sigkill():
 def run_killed(out, where):
     """Train in this process (a subprocess of the test) and SIGKILL it at ``where`` (KILLS)."""
     from minilora import serialization
-    if where == "rotation":  # one file of the oldest checkpoint deleted, then the kill
+    options = {}
+    if where in ("rotation", "the best kept at the end"):  # one file of a checkpoint deleted, then the kill
         rmtree = ml_trainer.shutil.rmtree
+        deleting = "_rotate_checkpoints" if where == "rotation" else "_finalize_training"
+        if where == "the best kept at the end":  # (the first checkpoint is the best, the last one goes)
+            options = dict(eval_strategy="steps", eval_steps=1, load_best_model_at_end=True, save_total_limit=1,
+                           metric_for_best_model="eval_loss", greater_is_better=True, eval_dataset=rows(4))
 
         def killed_mid_deletion(path, *args, **kwargs):
-            if _calling("_rotate_checkpoints"):
+            if _calling(deleting):
                 os.remove(os.path.join(path, "optimizer.pt"))
                 _sigkill()
             return rmtree(path, *args, **kwargs)
@@ -118,7 +125,7 @@ def run_killed(out, where):
                 _sigkill()
             return real(*args, **kwargs)
         setattr(owner, attribute, killed_before_writing)
-    make_trainer(out).train()
+    make_trainer(out, **options).train()
 
 
 # where -> (module, function, the file it writes, in which checkpoint)
@@ -138,15 +145,29 @@ def test_a_trainer_killed_during_a_checkpoint_save_resumes_bit_for_bit(tmp_path,
     without rng_state.pth: a resume warned and drew other dropout masks), and ``resume_from_checkpoint=True``
     took it: "Can't find a valid checkpoint at .../checkpoint-2", the whole checkpoint-1 beside it unused; a kill
     mid-rotation left checkpoint-1 without its optimizer.pt."""
-    code = f"import sys; sys.path.insert(0, {HERE!r}); import test_faults_r18 as t; t.run_killed({str(tmp_path)!r}, " \
-           f"{where!r})"
-    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    _killed(tmp_path, where)
     whole_checkpoints(tmp_path)  # (no half-written or half-deleted one)
     resumed = make_trainer(tmp_path)
     resumed.train(resume_from_checkpoint=True)
     assert_same_outcome(outcome(resumed), uninterrupted)
     assert whole_checkpoints(tmp_path) == ["checkpoint-4", "checkpoint-5"] and leftovers(tmp_path) == []
+
+
+def _killed(out, where):
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import test_faults_r18 as t; t.run_killed({str(out)!r}, " \
+           f"{where!r})"
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+
+
+@posix_only
+def test_a_trainer_killed_deleting_all_but_the_best_checkpoint_leaves_no_half_deleted_one(tmp_path):
+    """``load_best_model_at_end`` with ``save_total_limit=1``: at the end every checkpoint but the best goes, the
+    newest among them. Killed part-way through that: before, the newest ``checkpoint-N`` was left without its
+    optimizer.pt, the folder ``resume_from_checkpoint=True`` takes (a fresh optimizer, silently, as
+    transformers' resumes one without it)."""
+    _killed(tmp_path, "the best kept at the end")
+    assert whole_checkpoints(tmp_path) == ["checkpoint-1"]
 
 
 # ==================================================================================================
