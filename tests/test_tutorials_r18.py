@@ -1393,3 +1393,12 @@ def test_float32_pow_gradient_takes_the_forwards_power(exponent):
     rounded power: torch's in ~98% of elements), where minilora's gradient took NumPy's float32 power (18% of
     elements an ulp off torch's)."""
     assert differing("float32", exponent)[1] <= 1024 * 0.025
+
+
+@pytest.mark.parametrize("n", [37, 1000, 5000])  # (one thread chunk: below 32768 elements)
+def test_bfloat16_power_minus_half_rounds_twice_in_the_scalar_tail(n):
+    """bfloat16 x ** -0.5 is torch's rsqrt kernel as pow calls it: 1 / sqrt in float32 rounded once in vectors,
+    sqrt and 1 / it each rounded in the scalar lambda, on the last n % 64 elements of each thread's chunk."""
+    x = np.abs(np.random.default_rng(n).standard_normal(n) * 3) + 0.01
+    expected, got = ((T.tensor(x).to(T.bfloat16) ** -0.5).float().numpy() for T in (torch, ml))
+    assert (expected != got).sum() == 0

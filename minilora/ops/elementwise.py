@@ -121,7 +121,7 @@ STEPS_ROUNDED_TO_16_BITS = float32_math.CPU_CAPABILITY == "default"
 _NUMBERS = (float, int)
 
 
-def _in_16_bit_steps_at_tail(out, steps, *inputs):
+def _in_16_bit_steps_at_tail(out, steps, *inputs, step=None):
     """``out``'s elements in torch's scalar tail (``float32_math.scalar_tail``) recomputed by ``steps`` on
     the inputs' 16-bit values, each NumPy step rounding as c10's Half/BFloat16 arithmetic does: torch's scalar
     lambda for the last ``n % 32`` elements of a thread's chunk (``HALF_STEP``, AVX2 and AVX-512 alike).
@@ -129,7 +129,7 @@ def _in_16_bit_steps_at_tail(out, steps, *inputs):
     if not all(xp_of(a) is np and a.flags.c_contiguous and a.shape == out.shape for a in (out, *inputs)):
         return
     flats, flat_out = [a.reshape(-1) for a in inputs], out.reshape(-1)
-    for start, stop in float32_math.scalar_tail(flat_out.size, step=float32_math.HALF_STEP):
+    for start, stop in float32_math.scalar_tail(flat_out.size, step=step or float32_math.HALF_STEP):
         flat_out[start:stop] = steps(*(f[start:stop] for f in flats))
 
 
@@ -417,6 +417,10 @@ def _float32_power(a, b):
     return None
 
 
+_POW_RSQRT_STEP = 64  # pow(x, -0.5)'s bfloat16 loop: the last n % 64 elements scalar (torch 2.13, measured;
+# torch.rsqrt's own loop: n % 32)
+
+
 def _half_powers(a, b):
     """``a ** 0.5`` and ``a ** -0.5`` where torch and NumPy part at -inf and -0.0, else None. torch
     runs a number exponent 0.5 / -0.5 as sqrt / rsqrt (-inf: nan; -0.0: -0.0 / -inf), but for float16,
@@ -429,8 +433,10 @@ def _half_powers(a, b):
         return None
     xp = xp_of(a)
     if number and a.dtype != np.float16:
-        if b < 0 and is_bfloat16(a.dtype):  # (torch's bfloat16 rsqrt: 1 / sqrt in float32, rounded once)
-            return (1 / xp.sqrt(upcast(a))).astype(a.dtype)
+        if b < 0 and is_bfloat16(a.dtype):  # torch's bfloat16 rsqrt: 1 / sqrt in float32, rounded once, but
+            out = (1 / xp.sqrt(upcast(a))).astype(a.dtype)  # sqrt and 1 / it each rounded in the scalar tail,
+            _in_16_bit_steps_at_tail(out, lambda part: 1 / xp.sqrt(part), a, step=_POW_RSQRT_STEP)  # pow's: 64
+            return out
         root = xp.sqrt(a)
         return root if b > 0 else (1 / root).astype(a.dtype, copy=False)
     with np.errstate(divide="ignore"):
