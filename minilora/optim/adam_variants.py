@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from ..device import xp_of
+from ..tensor import Tensor
 from .adagrad_rmsprop import _Arithmetic, _gradient, _StepEach
 from .optimizer import _check_adam_hyperparameters, _check_range, learning_rate, new_step_count
 
@@ -26,10 +27,17 @@ __all__ = ["Adamax", "NAdam", "RAdam"]
 
 class _AdamFamily(_StepEach):
     """What the three share: Adam's hyperparameter checks and ``exp_avg``."""
+    _tensors_kept = _StepEach._tensors_kept + ("betas",)  # (a Tensor beta computed with as a Tensor, as torch)
 
     def _check_group(self, group, index):
+        given = group["betas"]
         super()._check_group(group, index)
         _check_adam_hyperparameters(group, index)
+        if isinstance(given, (tuple, list)) and any(isinstance(beta, Tensor) for beta in given):
+            # torch keeps a Tensor beta and computes with it: 1 - beta1, beta1 ** step and the step sizes made
+            # of them are float32 0-d tensors, so a float32 beta's rounding reaches the float64 weights
+            group["betas"] = type(given)(beta if isinstance(beta, Tensor) else number
+                                         for beta, number in zip(given, group["betas"]))
 
     @staticmethod
     def _decay_weights(p, group, ops):
@@ -116,6 +124,12 @@ class NAdam(_AdamFamily):
         p._array[...] = ops.addcdiv(param, exp_avg, denom, (-lr * mu_next) / (1.0 - next_product))
 
 
+def _number(value):
+    """A 0-d Tensor (a hyperparameter computed from a Tensor beta) as the NumPy scalar of its dtype, for the arrays'
+    arithmetic (a float32 scalar leaves a float64 array float64, as torch's 0-d operand); anything else as it is."""
+    return value._array[()] if isinstance(value, Tensor) else value
+
+
 def _times_in_own_dtype(number, factor):
     """``number * factor`` as torch's in-place product of a 0-d tensor and a Python number: in the number's
     dtype (float32 from the start; the parameter's dtype after a ``load_state_dict``, which casts it, as
@@ -154,6 +168,10 @@ class RAdam(_AdamFamily):
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
         rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 \
             if rho_t > 5.0 else 0
+        # (Tensor betas: these are float32 0-d Tensors, computed as torch's; the arrays take their values)
+        tensor_bias_correction2 = isinstance(bias_correction2, Tensor)
+        root_bias_correction2 = _number(bias_correction2 ** 0.5)
+        bias_correction1, bias_correction2, rect = map(_number, (bias_correction1, bias_correction2, rect))
         if ops.foreach:
             p._array[...] = self._foreach_step(ops, ops.load(p._array), exp_avg, exp_avg_sq, group, rect,
                                                      -lr / bias_correction1, bias_correction2)
@@ -161,7 +179,10 @@ class RAdam(_AdamFamily):
         corrected = ops.divided(exp_avg, bias_correction1)
         if rect:  # the variance is trustworthy: Adam's step, rectified
             root = ops.plus(ops.rounded(ops.sqrt(exp_avg_sq)), group["eps"])
-            adaptive = ops.rounded(ops.rounded(1 / root) * bias_correction2 ** 0.5)  # number / tensor: reciprocal, times
+            if tensor_bias_correction2:  # (a 0-d tensor / tensor: torch's true division)
+                adaptive = ops.rounded(root_bias_correction2 / root)
+            else:  # number / tensor: reciprocal, times
+                adaptive = ops.rounded(ops.rounded(1 / root) * root_bias_correction2)
             update = ops.rounded(ops.rounded(ops.times(corrected, lr) * adaptive) * rect)
         else:  # too early: a plain momentum step
             update = ops.times(corrected, lr)  # (a 0-d float64 lr: rounded to float32 first, as torch)

@@ -35,6 +35,7 @@ __all__ = ["Optimizer"]
 class Optimizer:
     """Base class. Subclasses pass their ``defaults``, check a group in ``_check_group`` and
     define ``step()``."""
+    _tensors_kept = ("lr", "initial_lr")  # the group entries kept as Tensors when given Tensors (_TENSOR_KEPT)
 
     def __init_subclass__(cls, **kwargs):
         """Every optimizer's ``step`` notes that it ran (``_opt_called``), as torch's does: a learning-rate
@@ -237,7 +238,8 @@ class Optimizer:
             param = by_number[i]
             new_state[param] = state_tensors({name: self._restore_value(value, param, i, name)
                                               for name, value in st.items()}, param.device)
-        merged = [_loaded_group(saved, own, self.defaults) for saved, own in zip(groups, self.param_groups)]
+        merged = [_loaded_group(saved, own, self.defaults, self._tensors_kept)
+                  for saved, own in zip(groups, self.param_groups)]
         with _ranges_unchecked():  # as torch's load: a schedule may have taken an lr below 0 (OneCycleLR's third phase)
             for i, group in enumerate(merged):
                 self._check_group(group, i)
@@ -268,14 +270,14 @@ class Optimizer:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-def _loaded_group(saved, own, defaults):
+def _loaded_group(saved, own, defaults, kept=None):
     """The group ``load_state_dict`` makes, as torch's: the saved group's entries replace the group's (an entry
     the saved group lacks, such as the ``initial_lr`` a scheduler built after the save wrote, is gone), with the
     group's own ``params`` (and ``param_names`` if the saved group has none); an option an older state_dict lacks
     takes its default (torch's ``__setstate__``)."""
     # (torch's 0-d tensors: numbers, as here -- but a Tensor lr stays a Tensor, as in torch: see learning_rate)
-    group = {k: v if k in _TENSOR_KEPT and isinstance(v, Tensor) else _numbers(v) for k, v in saved.items()
-             if k != "params"}
+    kept = _TENSOR_KEPT if kept is None else kept
+    group = {k: v if k in kept and _holds_tensor(v) else _numbers(v) for k, v in saved.items() if k != "params"}
     if "param_names" in own and "param_names" not in group:
         group["param_names"] = own["param_names"]
     for key, default in defaults.items():
@@ -329,16 +331,23 @@ def _step_with_hooks(self, step, args, kwargs):
     return out
 
 
-_TENSOR_KEPT = ("lr", "initial_lr")  # group entries torch keeps as Tensors when given Tensors (learning_rate)
+_TENSOR_KEPT = Optimizer._tensors_kept  # group entries torch keeps as Tensors when given Tensors (learning_rate)
+
+
+def _holds_tensor(value):
+    """A Tensor, or a pair (betas) with one in it."""
+    return isinstance(value, Tensor) or (isinstance(value, (tuple, list)) and any(isinstance(v, Tensor) for v in value))
 
 
 def _hyperparameters_as_numbers(optimizer):
     """A 0-d tensor set into a group by hand (``group["lr"] = ml.tensor(0.01)``, which torch takes) as its number,
-    as the constructor and ``load_state_dict`` keep every hyperparameter: the updates compute with numbers."""
+    as the constructor and ``load_state_dict`` keep every hyperparameter: the updates compute with numbers (but
+    the entries ``_tensors_kept`` names, which the optimizer computes with as torch does with its Tensors)."""
+    kept = optimizer._tensors_kept
     for group in optimizer.param_groups:
         optimizer._check_tensor_hyperparameters(group)
         for key, value in group.items():
-            if key not in ("params", "param_names") and not (key in _TENSOR_KEPT and isinstance(value, Tensor)):
+            if key not in ("params", "param_names") and not (key in kept and _holds_tensor(value)):
                 group[key] = _numbers(value)
 
 
