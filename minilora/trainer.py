@@ -710,6 +710,20 @@ def _checkpoints(folder):
                   if (m := _CHECKPOINT_RE.search(name)) and os.path.isdir(os.path.join(folder, name)))
 
 
+def _read_training_files(folder):
+    """``{path: what it holds}`` of a checkpoint's optimizer.pt, scheduler.pt and rng_state.pth (those there),
+    the generators' states checked: read before the checkpoint's weights replace the model's, so a damaged file
+    is refused with the model as it was (transformers loads the weights first: a refused resume leaves the
+    checkpoint's adapter in the model, which a ``train()`` without resume would then go on from)."""
+    from .serialization import load
+    found = {path: load(path) for path in (os.path.join(folder, name) for name in (
+        OPTIMIZER_NAME, SCHEDULER_NAME, RNG_STATE_NAME)) if os.path.isfile(path)}
+    rng = found.get(os.path.join(folder, RNG_STATE_NAME))
+    if rng is not None:
+        check_generator_states(rng)
+    return found
+
+
 def _compare_trainer_and_checkpoint_args(args, state):
     """transformers' warning when a resumed run's step intervals or batch size differ from the checkpoint's. The
     checkpoint's logging/eval/save steps are used (they are the resumed state's), the new batch size too."""
@@ -1782,7 +1796,14 @@ class Trainer:
             raise ValueError(f"Can't find a valid checkpoint at {folder}")
         # (read before the weights go in, so a damaged one is refused with the model as it was)
         TrainerState.load_from_json(os.path.join(folder, TRAINER_STATE_NAME))
+        self._read_ahead = _read_training_files(folder)
         self._load_model_weights(folder, trainable=True)
+
+    def _checkpoint_file(self, path):
+        """A checkpoint's optimizer.pt / scheduler.pt / rng_state.pth: as read before the weights went in."""
+        from .serialization import load
+        ahead = getattr(self, "_read_ahead", {})
+        return ahead.pop(path) if path in ahead else load(path)
 
     def _load_model_weights(self, folder, trainable):
         """The model's weights from a checkpoint folder: the adapter into the PEFT model's first active adapter,
@@ -1799,19 +1820,17 @@ class Trainer:
         raise ValueError(f"Can't find a valid checkpoint at {folder} (no model.safetensors or {WEIGHTS_NAME})")
 
     def _load_optimizer_and_scheduler(self, folder):
-        from .serialization import load
         optimizer, scheduler = os.path.join(folder, OPTIMIZER_NAME), os.path.join(folder, SCHEDULER_NAME)
         if os.path.isfile(optimizer) and os.path.isfile(scheduler):
-            self.optimizer.load_state_dict(load(optimizer))
-            self.lr_scheduler.load_state_dict(load(scheduler))
+            self.optimizer.load_state_dict(self._checkpoint_file(optimizer))
+            self.lr_scheduler.load_state_dict(self._checkpoint_file(scheduler))
 
     def _load_rng_state(self, folder):
-        from .serialization import load
         path = os.path.join(folder, RNG_STATE_NAME)
         if not os.path.isfile(path):
             warnings.warn(f"Didn't find an RNG file in {folder}: reproducibility is not guaranteed", stacklevel=3)
             return
-        states = load(path)
+        states = self._checkpoint_file(path)
         check_generator_states(states)
         set_generator_states(states)
 

@@ -249,6 +249,25 @@ def test_a_damaged_trainer_state_json_is_named_before_the_model_changes(finished
         np.testing.assert_array_equal(trainer.model.state_dict()[name].numpy(), array, err_msg=name)
 
 
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pth"])
+def test_a_truncated_training_file_is_named_before_the_model_changes(finished_run, tmp_path, name):
+    """optimizer.pt, scheduler.pt or rng_state.pth cut short (a copy that ran out of space, transformers' own
+    write killed): the error names the file, and the model still holds its own adapter. Before: named, but only
+    once the checkpoint's adapter had replaced the model's, which a ``train()`` without resume then went on from."""
+    import shutil
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(finished_run / "checkpoint-2", checkpoint)
+    data = (checkpoint / name).read_bytes()
+    (checkpoint / name).write_bytes(data[:len(data) // 2])
+    trainer = make_trainer(tmp_path / "resumed")
+    before = {k: v.numpy().copy() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(Exception) as caught:
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert str(checkpoint / name) in str(caught.value)
+    for key, array in before.items():
+        np.testing.assert_array_equal(trainer.model.state_dict()[key].numpy(), array, err_msg=key)
+
+
 def _warnings(caplog):
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
