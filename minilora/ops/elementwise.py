@@ -69,13 +69,15 @@ def backward_in_float32(op):
     """Class decorator for an op whose forward is one NumPy ufunc (already right for 16-bit floats)
     and whose backward formula takes several steps: for a float16/bfloat16 gradient, the backward
     runs on float32 copies of the gradient and of what forward saved, and each input's gradient is
-    rounded once to the 16-bit dtype."""
+    rounded once to the 16-bit dtype -- and where torch's formula is several tensor ops, each rounding a
+    16-bit result, the formula marks those results with ``_step(ctx, ...)``."""
     backward = op.backward
 
     def backward_in_float32(ctx, g):
         if g.itemsize != 2 or not _is_16bit_float(g):  # (itemsize first: the float32 path's only cost)
             return backward(ctx, g)
         _upcast_saved(ctx)
+        ctx.step_dtype = g.dtype
         grads = backward(ctx, g.astype(float32))
         if type(grads) is not tuple:
             return grads.astype(g.dtype)
@@ -83,6 +85,14 @@ def backward_in_float32(op):
 
     op.backward = staticmethod(backward_in_float32)
     return op
+
+
+def _step(ctx, value):
+    """One of torch's tensor ops inside a backward formula: under a 16-bit gradient (``backward_in_float32``
+    sets ``ctx.step_dtype``) its float32 result rounded to 16 bits, as torch's 16-bit op returns it (and
+    widened again for the next op); else ``value`` itself."""
+    dtype = getattr(ctx, "step_dtype", None)
+    return value if dtype is None else value.astype(dtype).astype(float32)
 
 
 def computes_in_float32(op):
@@ -274,7 +284,7 @@ class Div(Function):
         a, b = ctx.a, ctx.b
         a_shape, b_shape = ctx.shapes
         return (unbroadcast(g / b, a_shape) if na else None,
-                unbroadcast(-g * ((a / b) / b), b_shape) if nb else None)
+                unbroadcast(-g * _step(ctx, _step(ctx, a / b) / b), b_shape) if nb else None)
         # END SOLUTION
 
     flops = Add.flops
@@ -510,9 +520,11 @@ class Rsqrt(Function):
         return ctx.out
 
     @staticmethod
-    def backward(ctx, g):  # d/da a^(-1/2) = -1/2 a^(-3/2), in torch's order: (-0.5 g) (y^3)
+    def backward(ctx, g):  # d/da a^(-1/2) = -1/2 a^(-3/2), in torch's order: (-0.5 g) (y.pow(3))
         out = ctx.out
-        return (-0.5 * g) * (out * out * out)
+        dtype = getattr(ctx, "step_dtype", None)
+        cube = out * out * out if dtype is None else upcast(_power_kernel(out.astype(dtype), 3))
+        return _step(ctx, -0.5 * g) * cube
 
 
 class Abs(Function):
@@ -991,7 +1003,7 @@ class Reciprocal(Div):
     @staticmethod
     def backward(ctx, g):
         out = ctx.out
-        return None, -g * (out * out)
+        return None, -g * _step(ctx, out * out)
 
 
 class DivByScalarTensor(Div):
@@ -1325,7 +1337,7 @@ class Sin(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g * float32_math.vml("cos", ctx.a)  # (torch's self.cos(): the forward's cos)
+        return g * _step(ctx, float32_math.vml("cos", ctx.a))  # (torch's self.cos(): the forward's cos)
 
 
 @backward_in_float32
@@ -1337,7 +1349,7 @@ class Cos(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return -g * float32_math.vml("sin", ctx.a)
+        return -g * _step(ctx, float32_math.vml("sin", ctx.a))
 
 
 @iterator_layout
@@ -1962,7 +1974,7 @@ class Log1p(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g / (1 + ctx.a)
+        return g / _step(ctx, 1 + ctx.a)
 
 
 @backward_in_float32
@@ -1975,7 +1987,7 @@ class Expm1(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g * (ctx.out + 1)
+        return g * _step(ctx, ctx.out + 1)
 
 
 @_amp.autocasts
@@ -2122,7 +2134,7 @@ class LogBase(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g / (ctx.a * math.log(ctx.base))
+        return g / _step(ctx, ctx.a * math.log(ctx.base))
 
 
 @_amp.autocasts
@@ -2447,25 +2459,25 @@ def softsign(input):
 # formulas are: a the input, out the result). The result where the derivative is
 # cheapest from it (tan, exp2), else the input: what torch's derivatives.yaml saves, so that changing the
 # other one in place before backward is no error, as in torch.
-_DERIVATIVES = {  # (in torch's order: each step one op, rounded, as torch's autograd runs them)
-    "tan": ("result", lambda xp, g, out: g * (1 + out * out)),
-    "arcsin": ("input", lambda xp, g, a: g * (1 / xp.sqrt(1 - a * a))),
-    "arccos": ("input", lambda xp, g, a: g * -(1 / xp.sqrt(1 - a * a))),
-    "arctan": ("input", lambda xp, g, a: g / (a * a + 1)),
-    "sinh": ("input", lambda xp, g, a: g * float32_math.vml("cosh", a)),
-    "cosh": ("input", lambda xp, g, a: g * float32_math.vml("sinh", a)),
-    "arcsinh": ("input", lambda xp, g, a: g * (1 / xp.sqrt(a * a + 1))),
-    "arccosh": ("input", lambda xp, g, a: g * _acosh_derivative(xp, a)),
-    "arctanh": ("input", lambda xp, g, a: g / (1 - a * a)),
-    "exp2": ("result", lambda xp, g, out: g * out * math.log(2)),
+_DERIVATIVES = {  # (in torch's order: each step one op, rounded by r under a 16-bit gradient, as torch's autograd runs them)
+    "tan": ("result", lambda xp, g, out, r: g * r(1 + r(out * out))),
+    "arcsin": ("input", lambda xp, g, a, r: g * r(1 / xp.sqrt(r(1 - r(a * a))))),
+    "arccos": ("input", lambda xp, g, a, r: g * -r(1 / xp.sqrt(r(1 - r(a * a))))),
+    "arctan": ("input", lambda xp, g, a, r: g / r(r(a * a) + 1)),
+    "sinh": ("input", lambda xp, g, a, r: g * r(float32_math.vml("cosh", a))),
+    "cosh": ("input", lambda xp, g, a, r: g * r(float32_math.vml("sinh", a))),
+    "arcsinh": ("input", lambda xp, g, a, r: g * r(1 / xp.sqrt(r(r(a * a) + 1)))),
+    "arccosh": ("input", lambda xp, g, a, r: g * _acosh_derivative(xp, a, r)),
+    "arctanh": ("input", lambda xp, g, a, r: g / r(1 - r(a * a))),
+    "exp2": ("result", lambda xp, g, out, r: r(g * out) * math.log(2)),
 }
 
 
-def _acosh_derivative(xp, a):
+def _acosh_derivative(xp, a, r):
     """torch's: (x^2 - 1)^(-1/2) for real x; for complex z 1 / (sqrt(z - 1) sqrt(z + 1)), the derivative of the
     principal acosh (sqrt(z^2 - 1) takes the other sign where Re z < 0: minilora's gradient had it)."""
     if a.dtype.kind != "c":
-        return 1 / xp.sqrt(a * a - 1)
+        return r(1 / xp.sqrt(r(r(a * a) - 1)))
     return (1 / xp.sqrt(a - 1)) * (1 / xp.sqrt(a + 1))
 
 
@@ -2487,7 +2499,7 @@ class Pointwise(Function):
     @staticmethod
     def backward(ctx, g):
         with np.errstate(invalid="ignore", divide="ignore"):
-            return _DERIVATIVES[ctx.op_name][1](xp_of(g), g, ctx.saved)
+            return _DERIVATIVES[ctx.op_name][1](xp_of(g), g, ctx.saved, lambda value: _step(ctx, value))
 
 
 # torch's node names for the functions Pointwise computes, by their NumPy names
