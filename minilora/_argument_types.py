@@ -17,7 +17,7 @@ import numpy as np
 
 from .tensor import Tensor, tensor
 
-__all__ = ["TENSOR_PARAMETERS", "OVERLOADS", "NUMBER_PAIRS", "check_tensor_arguments"]
+__all__ = ["TENSOR_PARAMETERS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "check_tensor_arguments"]
 
 # the parameters (in order, from position 1) that must be Tensors -> the top-level names with that signature head
 TENSOR_PARAMETERS = {
@@ -86,6 +86,39 @@ TENSOR_PARAMETERS = {
     ('weight', 'indices'): "embedding",
     ('x',): "vander",
 }
+# torch's positional-argument limit of the names above that have one signature (read off torch 2.13: a call with
+# more positional arguments is refused before any type is looked at, ``atan2() takes 2 positional arguments but 3
+# were given``; a method's limit is one less, self not counted, where Python's own message would count it)
+POSITIONAL_LIMITS = {
+    1: """
+        abs abs_ absolute acos acos_ acosh acosh_ adjoint aminmax angle arccos arccos_ arccosh arccosh_ arcsin
+        arcsin_ arcsinh arcsinh_ arctan arctan_ arctanh arctanh_ argwhere asin asin_ asinh asinh_ atan atan_
+        atanh atanh_ bitwise_not ceil ceil_ clone conj conj_physical conj_physical_ corrcoef cos cos_ cosh cosh_
+        cov deg2rad deg2rad_ det detach_ digamma empty_like erf erf_ erfc erfc_ erfinv exp exp2 exp2_ exp_ expm1
+        expm1_ fix fix_ fliplr flipud floor floor_ frac frac_ frexp geqrf i0 i0_ imag inverse is_complex
+        is_floating_point isfinite isinf isnan isneginf isposinf isreal lgamma log log10 log10_ log1p log1p_
+        log2 log2_ log_ logdet logical_not matrix_exp msort neg neg_ negative negative_ nonzero numel ones_like
+        positive rad2deg rad2deg_ ravel real reciprocal reciprocal_ relu relu_ resolve_conj resolve_neg rsqrt
+        rsqrt_ selu selu_ sgn sigmoid sigmoid_ sign signbit sin sin_ sinc sinc_ sinh sinh_ slogdet sqrt sqrt_
+        square square_ t tan tan_ tanh tanh_ trace trunc trunc_ view_as_complex view_as_real zero_ zeros_like""",
+    2: """
+        adaptive_avg_pool1d adaptive_max_pool1d arctan2 atan2 broadcast_to channel_shuffle complex cummax cummin
+        cumprod cumsum dot equal flip fmax fmin full_like gcd gcd_ ger heaviside hypot inner kron lcm lcm_ ldexp
+        ldexp_ logaddexp logaddexp2 logcumsumexp logical_and logical_or logical_xor masked_select matmul
+        matrix_power maximum minimum mv mvlgamma nextafter orgqr outer permute pixel_shuffle pixel_unshuffle
+        polar prelu reshape take tile unsqueeze vdot""",
+    3: """
+        alpha_dropout alpha_dropout_ dropout dropout_ feature_alpha_dropout feature_alpha_dropout_
+        feature_dropout feature_dropout_ gather index_select lu_solve masked_scatter select swapaxes swapdims
+        threshold threshold_ transpose unflatten""",
+    4: """
+        index_add index_copy narrow_copy renorm scatter_add select_scatter""",
+    5: """
+        scatter_reduce""",
+    6: """
+        poisson_nll_loss""",
+}
+_LIMITS = {name: int(limit) for limit, names in POSITIONAL_LIMITS.items() for name in names.split()}
 _TORCH_NAMES = {"lu": "_lu_with_info", "unique": "_unique2"}  # the name torch's message gives, where another
 _MISSING = object()
 
@@ -99,8 +132,14 @@ def _type_name(value):
 def _checked(function, name, parameters, after=0):
     """``function`` refusing a non-Tensor for any of ``parameters`` (given by position or keyword), in torch's words.
     ``after=1``: a method, whose ``self`` comes before them (torch counts positions from the first one)."""
+    limit = _LIMITS.get(name, _LIMITS.get(name.rstrip("_")))  # (an in-place method: its function's)
+
     @functools.wraps(function)
     def call(*args, **kwargs):
+        if limit is not None and len(args) > limit:  # (torch counts before it types; a method's self is args[0])
+            given, most = len(args) - after, limit - after
+            raise TypeError(f"{name}() takes {most} positional argument{'' if most == 1 else 's'} but {given} "
+                            f"{'was' if given == 1 else 'were'} given")
         for position, parameter in enumerate(parameters, 1):
             given_by_position = len(args) >= position + after
             value = args[position + after - 1] if given_by_position else kwargs.get(parameter, _MISSING)
