@@ -601,6 +601,8 @@ class Sigmoid(Function):
     @staticmethod
     def backward(ctx, g):
         out = ctx.out
+        if getattr(ctx, "step_dtype", None) == np.float16:  # torch's sigmoid_backward has a float path for
+            return _step(ctx, g * _step(ctx, 1 - out)) * out  # bfloat16 only: float16 runs c10::Half, each op rounded
         return g * (1 - out) * out  # (torch's kernel's order: each product rounds)
 
 
