@@ -303,7 +303,7 @@ class _UserCall(_tensor.Function):
         else:
             saved = user_ctx._saved
             try:
-                user_ctx._saved = tuple(_in_graph(t, joint, cls) for t in saved)
+                user_ctx._saved = tuple(_in_graph(t, joint, ctx) for t in saved)
                 with enable_grad():
                     result = cls.backward(user_ctx, *joint.grads_for_backward())
             finally:
@@ -315,17 +315,19 @@ class _UserCall(_tensor.Function):
                      for i, (r, x) in enumerate(zip(result, ctx.inputs)))
 
 
-def _in_graph(saved, joint, cls):
+def _in_graph(saved, joint, call):
     """A saved tensor as the user's backward reads it in a create_graph=True pass: an output of the
     call comes back computed by its own output node (as torch unpacks a saved output with its grad_fn),
     so that the gradient's dependence on it is recorded and differentiating again runs this Function's
-    backward once more; anything else as saved."""
-    for out, node in zip(joint.outputs, joint.output_nodes):
+    backward once more; anything else as saved. An output no gradient reached in this pass (the double-backward
+    tutorial's Sinh saves ``exp(x)``, its second output, and its caller keeps the first only) gets a fresh output
+    node on the call node ``call``, as the ones Function.apply made."""
+    for index, (out, node) in enumerate(zip(joint.outputs, joint.output_nodes)):
         if saved is out:
-            if node is None:  # (an output no gradient reached in this pass: its node is not at hand)
-                raise higher_order.NotDifferentiableBackward(
-                    f"create_graph=True: {cls.__name__}'s backward reads a saved output that received no "
-                    "gradient in this pass; minilora cannot record it (save the inputs and recompute it)")
+            if node is None:
+                token = Tensor._make(_token(call.device), call.device, True, call)
+                with enable_grad():
+                    node = _UserOutput.apply(token, joint=joint, index=index)._ctx
             recorded = Tensor._make(out._array, out._device, True, node)
             recorded._counter = out._version_counter()
             return recorded
@@ -478,17 +480,24 @@ class GradcheckError(RuntimeError):
     """torch.autograd.gradcheck.GradcheckError: backward disagrees with finite differences."""
 
 
-def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, check_undefined_grad=True,
-              check_batched_grad=False, check_backward_ad=True, check_forward_ad=False):
+def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, nondet_tol=0.0,
+              check_undefined_grad=True, check_grad_dtypes=False, check_batched_grad=False,
+              check_batched_forward_grad=False, check_forward_ad=False, check_backward_ad=True, fast_mode=False,
+              masked=None):
     """torch.autograd.gradcheck: True when ``func``'s backward matches central differences for every
     float64 input that requires grad (minilora.testing.grad_check does the checking, one output at a
     time), and with ``check_forward_ad=True`` its forward-mode Jacobian too (forward_ad.jacobian_mismatch).
     On a mismatch: GradcheckError, or False with ``raise_exception=False``. ``.grad`` is left as it was.
-    (torch's extra check that a backward takes undefined output gradients is not run.)"""
-    if check_batched_grad:
-        raise NotImplementedError("gradcheck(check_batched_grad=True): minilora has no batched gradients (its vmap "
-                                  "runs the function once per sample)")
-    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    ``fast_mode=True`` (torch: one random projection of the Jacobian) runs the full check, which any function
+    passing it passes too; ``nondet_tol`` has nothing to allow for (minilora's backward is deterministic), nor
+    ``masked`` (no sparse tensors). (torch's extra check that a backward takes undefined output gradients is
+    not run.)"""
+    for flag, value in (("check_batched_grad", check_batched_grad),
+                        ("check_batched_forward_grad", check_batched_forward_grad)):
+        if value:
+            raise NotImplementedError(f"gradcheck({flag}=True): minilora has no batched gradients (its vmap "
+                                      "runs the function once per sample)")
+    inputs = _checked_as_leaves((inputs,) if isinstance(inputs, Tensor) else tuple(inputs))
     kept = [(t, t.grad) for t in inputs if isinstance(t, Tensor)]
     with no_grad():
         first = func(*inputs)
@@ -499,19 +508,31 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
             if raise_exception:
                 raise GradcheckError(mismatch)
             return False
+    k = 0
     try:
         for k in range(count or 1) if check_backward_ad else ():
             single = func if count is None else (lambda *a, k=k: func(*a)[k])
             testing.grad_check(single, *inputs, eps=eps, atol=atol, rtol=rtol,
                                name=getattr(func, "__name__", "func"))
     except testing.GradCheckError as error:
-        if raise_exception:
-            raise GradcheckError(f"Jacobian mismatch: {error}") from None
+        if raise_exception:  # (torch's first line, counting the inputs that require grad; then where and how much)
+            position = sum(isinstance(t, Tensor) and t.requires_grad for t in inputs[:error.input_index])
+            raise GradcheckError(f"Jacobian mismatch for output {k} with respect to input {position},\n"
+                                 f"{error}") from None
         return False
     finally:
         for t, g in kept:
             t.grad = g
     return True
+
+
+def _checked_as_leaves(inputs):
+    """gradcheck's inputs, each one that requires grad but has a history (the double-backward tutorial's
+    ``torch.tensor(1., requires_grad=True, dtype=torch.double).clone()``) replaced by a leaf sharing its memory:
+    torch checks d(output)/d(input) by autograd.grad, which stops at the input, while grad_check reads ``.grad``,
+    which only a leaf gets. The perturbations still reach the caller's tensor (and are undone), as torch's."""
+    return tuple(t.detach().requires_grad_() if isinstance(t, Tensor) and t.requires_grad and t.grad_fn is not None
+                 else t for t in inputs)
 
 
 def once_differentiable(backward):
@@ -864,11 +885,18 @@ graph.Node = Node
 
 
 def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=1e-3,
-                  gen_non_contig_grad_outputs=False, raise_exception=True, **_options):
+                  gen_non_contig_grad_outputs=False, raise_exception=True, nondet_tol=0.0, check_undefined_grad=True,
+                  check_grad_dtypes=False, check_batched_grad=False, check_fwd_over_rev=False,
+                  check_rev_over_rev=True, fast_mode=False, masked=False):
     """torch.autograd.gradgradcheck: gradcheck of ``(inputs, grad_outputs) -> d(func . grad_outputs)/d(inputs)``
-    (recorded with create_graph=True), so the second derivatives are checked against central differences.
+    (recorded with create_graph=True), so the second derivatives are checked against central differences:
+    by reverse mode (``check_rev_over_rev``), and by forward mode over it with ``check_fwd_over_rev=True``.
     ``grad_outputs`` default: random float64 tensors of the outputs' shapes (a fixed seed)."""
-    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    if not (check_fwd_over_rev or check_rev_over_rev):  # (torch's assertions, in its words)
+        raise AssertionError("Expected at least one of check_fwd_over_rev or check_rev_over_rev to be True")
+    if check_undefined_grad and not check_rev_over_rev:
+        raise AssertionError("Setting check_undefined_grad=True requires check_rev_over_rev to be True")
+    inputs = _checked_as_leaves((inputs,) if isinstance(inputs, Tensor) else tuple(inputs))
     if grad_outputs is None:
         with no_grad():
             outputs = _as_tuple(func(*inputs))
@@ -886,7 +914,8 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
         return tuple(g for g in grads if g is not None)
 
     return gradcheck(first_derivatives, inputs + grad_outputs, eps=eps, atol=atol, rtol=rtol,
-                     raise_exception=raise_exception)
+                     raise_exception=raise_exception, check_batched_grad=check_batched_grad,
+                     check_forward_ad=check_fwd_over_rev, check_backward_ad=check_rev_over_rev, fast_mode=fast_mode)
 
 
 functional = types.ModuleType(__name__ + ".functional", "torch.autograd.functional's names on minilora")

@@ -13,7 +13,11 @@ __all__ = ["grad_check", "GradCheckError", "assert_close"]
 
 
 class GradCheckError(AssertionError):
-    pass
+    """``input_index``: the position, among ``fn``'s inputs, of the input whose gradient is wrong."""
+
+    def __init__(self, message, input_index=None):
+        super().__init__(message)
+        self.input_index = input_index
 
 
 def _name(fn):
@@ -71,7 +75,7 @@ def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, name=None):
                 f"grad_check({name or _name(fn)}): input {i} (shape {tuple(t.shape)}) has a wrong gradient at "
                 f"index {tuple(int(x) for x in k)}: backward gave {analytic[k]:.10g}, central "
                 f"differences give {numeric[k]:.10g} (|diff| {err[k]:.3g}; {int(bad.sum())} of "
-                f"{bad.size} elements off)")
+                f"{bad.size} elements off)", input_index=i)
         worst = max(worst, float(err.max(initial=0.0)))
     return worst
 
