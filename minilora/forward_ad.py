@@ -28,9 +28,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import autograd, random
+from . import autograd, factories, random
 from . import tensor as _tensor
 from .ops import higher_order
+from .ops import shape as S
 from .tensor import Tensor, enable_grad, no_grad
 
 __all__ = ["UnpackedDualTensor", "enter_dual_level", "exit_dual_level", "make_dual", "unpack_dual", "dual_level"]
@@ -115,7 +116,8 @@ def _the_level(level):
 
 
 def make_dual(tensor, tangent, *, level=None):
-    """A new tensor aliased to ``tensor`` (a view of it, in its graph) carrying ``tangent`` as is."""
+    """A new tensor aliased to ``tensor`` (a view of it, in its graph) carrying ``tangent``: that tensor itself
+    where it is laid out as ``tensor``, else a copy laid out as ``tensor`` (_in_layout_of, torch's rule)."""
     level = _current_level if level is None else level
     if level < 0:
         raise RuntimeError("Trying to create a dual Tensor for forward AD but no level exists, make sure to "
@@ -140,8 +142,40 @@ def make_dual(tensor, tangent, *, level=None):
                            "supported.")
     with _level.plain():
         dual = tensor.view_as(tensor)
+        tangent = _in_layout_of(tensor, tangent)
     _level.set(dual, tangent)
     return dual
+
+
+def _layout(t):
+    """What torch's has_same_meta compares: sizes, strides (but of dimensions of size 0 or 1), storage offset and
+    the storage's size; None where minilora cannot tell the strides."""
+    try:
+        strides = t.stride()
+    except NotImplementedError:
+        return None
+    return (tuple(t.shape), tuple(None if n <= 1 else s for n, s in zip(t.shape, strides)), t.storage_offset(),
+            S._flat_storage(t._array).size)
+
+
+def _in_layout_of(primal, tangent):
+    """The tangent make_dual keeps, as torch's set_fw_grad: the tangent itself where it is laid out as the primal
+    (the same strides, offset and storage size), else a copy in a fresh storage of the primal's storage size, at the
+    primal's strides and offset -- so a later in-place change of the caller's tangent (``tangent.T``, a slice of a
+    bigger tensor) no longer reaches the dual's, and the tangent has the primal's strides."""
+    layout = _layout(primal)
+    if layout is not None and layout == _layout(tangent):
+        return tangent
+    if layout is None:  # (strides minilora does not follow: a fresh contiguous copy)
+        return tangent.clone(memory_format=factories.contiguous_format)
+    sizes, strides, offset, storage = layout
+    strides = primal.stride()
+    if any(n > 1 and s == 0 for n, s in zip(sizes, strides)):  # (an expanded primal: torch's copy_ refuses)
+        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a single "
+                           "memory location. Please clone() the tensor before performing the operation.")
+    fresh = S.as_strided(factories.zeros(storage, dtype=tangent.dtype, device=tangent.device), sizes, strides,
+                         offset).detach()  # (not a view in the graph: the copy is torch's CopyBackwards)
+    return fresh.copy_(tangent)
 
 
 @contextlib.contextmanager
@@ -471,11 +505,15 @@ def _forward_column(func, inputs, i, position):
     x = inputs[i]
     one_hot = x._device.xp.zeros(x.shape, x._array.dtype)
     one_hot[position] = 1
-    with dual_level(), no_grad():
+    with dual_level():
         args = list(inputs)
-        args[i] = make_dual(x.detach(), Tensor._make(one_hot, x._device, False, None))
+        # (made in grad mode, from a leaf that requires grad as the input does: gradgradcheck(check_fwd_over_rev=True)'s
+        # function differentiates with respect to it, in grad mode of its own)
+        args[i] = make_dual(x.detach().requires_grad_(x.requires_grad), Tensor._make(one_hot, x._device, False, None))
+        with no_grad():
+            outputs = _outputs(func(*args))
         columns = []
-        for out in _outputs(func(*args)):
+        for out in outputs:
             tangent = unpack_dual(out).tangent
             columns.append(np.zeros(out.shape) if tangent is None else tangent.numpy(force=True).astype(np.float64))
     return columns
