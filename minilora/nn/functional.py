@@ -526,8 +526,12 @@ def softshrink(input, lambd=0.5):
 
 @_float32_inside
 def _softshrink(input, lambd):
-    # (torch's kernel gives x * 0 between the bounds: -0.0 for a negative x, nan for nan)
-    return ops.where(input > lambd, input - lambd, ops.where(input < -lambd, input + lambd, input * 0))
+    # (torch's kernel gives x * 0 between the bounds: -0.0 for a negative x, nan for nan). Its backward is
+    # ``0 between the bounds, else grad``: +0 there, however negative or infinite the gradient (the gradient of
+    # x * 0 was g * 0: -0.0, or NaN for an inf), and all of it at a NaN x (which no bound holds)
+    between = input.detach() * 0
+    return ops.where(input > lambd, input - lambd,
+                     ops.where(input < -lambd, input + lambd, ops.where(input != input, input, between)))
 
 
 def tanhshrink(input):

@@ -394,7 +394,8 @@ class MaxPool2d(Function):
         # Each output's gradient lands on the position its maximum came from (a one-hot of the choice;
         # NumPy's put_along_axis would do it too, but CuPy has no put_along_axis).
         chosen = xp.arange(kh * kw) == ctx.choice[..., None]
-        grad_windows = (chosen * g[..., None]).astype(g.dtype, copy=False).reshape(window_shape)
+        # (a where, not chosen * g: torch adds g into zeros, so the others get +0, not -0 or NaN from inf * 0)
+        grad_windows = xp.where(chosen, g[..., None], g.dtype.type(0)).reshape(window_shape)
         summed = _add_windows_back(xp, grad_windows, padded_shape, stride, dilation, ctx.round_to)
         return _unpad(summed, padding)
 

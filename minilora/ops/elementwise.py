@@ -618,8 +618,8 @@ class Relu(Function):
         return ctx.out
 
     @staticmethod
-    def backward(ctx, g):
-        return g * ~(ctx.out <= 0)
+    def backward(ctx, g):  # (a where, as torch's: +0 where masked, even for a negative, inf or NaN gradient)
+        return xp_of(g).where(ctx.out <= 0, g.dtype.type(0), g)
 
 
 def _in_memory_order(a):
@@ -1363,22 +1363,19 @@ class Maximum(Function):
     def forward(ctx, a, b, smallest=False):
         xp = xp_of(a if hasattr(a, "shape") else b)
         ctx.shapes = (_shape(a), _shape(b))
-        ctx.a_wins = a < b if smallest else a > b
-        ctx.tie = a == b
-        nan = (a != a) | (b != b)  # where either is NaN (the result is NaN), torch gives both all of g
-        ctx.nan = nan if xp.any(nan) else None
+        ctx.a_wins, ctx.b_wins = (a < b, b < a) if smallest else (a > b, b > a)
+        ctx.tie = a == b  # (neither wins nor ties where either is NaN: both get all of g, as torch's)
         return (xp.minimum if smallest else xp.maximum)(a, b)
 
     @staticmethod
     def backward(ctx, g):
+        # torch's formula, where(a == b, g / 2, g).masked_fill_(other wins, 0): the loser's gradient is +0, even
+        # for a negative, inf or NaN g (g * share gave -0 and NaN there)
         na, nb = ctx.needs_input_grad
-        xp = xp_of(g)
-        share_a = xp.where(ctx.tie, 0.5, ctx.a_wins.astype(g.dtype)).astype(g.dtype, copy=False)
-        share_b = 1 - share_a
-        if ctx.nan is not None:
-            share_a, share_b = xp.where(ctx.nan, 1, share_a), xp.where(ctx.nan, 1, share_b)
-        return (unbroadcast(g * share_a, ctx.shapes[0]) if na else None,
-                unbroadcast(g * share_b, ctx.shapes[1]) if nb else None)
+        xp, zero = xp_of(g), g.dtype.type(0)
+        shared = xp.where(ctx.tie, g / 2, g)
+        return (unbroadcast(xp.where(ctx.b_wins, zero, shared), ctx.shapes[0]) if na else None,
+                unbroadcast(xp.where(ctx.a_wins, zero, shared), ctx.shapes[1]) if nb else None)
 
 
 def maximum(input, other):
@@ -1595,7 +1592,7 @@ class Sign(Function):
     @staticmethod
     def backward(ctx, g):  # piecewise constant: zero gradient, as torch
         if ctx.magnitude is None:
-            return g * 0
+            return xp_of(g).zeros_like(g)  # (torch's zeros_like: +0, whatever g is; g * 0 gave -0 and NaN)
         # sgn(z) only turns with z's angle: torch's gradient (g - Re(g conj(s)) s) / |z|, 0 at z = 0
         xp, s, magnitude = xp_of(g), ctx.out, ctx.magnitude
         turn = g - (g * xp.conj(s)).real * s

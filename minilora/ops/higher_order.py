@@ -105,8 +105,11 @@ def _pow(ctx, g):
 
 
 def _masked(g, mask):
-    """``g`` where ``mask`` (an array) holds, 0 elsewhere."""
-    return g * _constant(mask.astype(g._array.dtype), g)
+    """``g`` where ``mask`` (an array) holds, 0 elsewhere: +0 (torch's where and masked_fill in its formulas), not
+    g * 0 (-0.0 for a negative g, NaN for an infinite one). A mask of numbers (shares) multiplies."""
+    if mask.dtype != np.bool_:
+        return g * _constant(mask.astype(g._array.dtype), g)
+    return _e.Where.apply(mask, g, g._array.dtype.type(0))
 
 
 class StepScaled(Function):
@@ -118,13 +121,13 @@ class StepScaled(Function):
     @staticmethod
     def forward(ctx, g, x, factor):
         ctx.factor = factor
-        return g * factor
+        return _scaled(g, factor)
 
     @staticmethod
     def backward(ctx, gg):
         need_g, need_x = ctx.needs_input_grad[:2]
-        return (gg * ctx.factor if need_g else None), (_e.xp_of(gg).zeros_like(ctx.inputs[1]._array)
-                                                        if need_x else None), None
+        return (_scaled(gg, ctx.factor) if need_g else None), (_e.xp_of(gg).zeros_like(ctx.inputs[1]._array)
+                                                                if need_x else None), None
 
     @staticmethod
     def backward_graph(ctx, gg):
@@ -132,8 +135,15 @@ class StepScaled(Function):
         return StepScaled.apply(gg, x, ctx.factor), _constant(gg._device.xp.zeros_like(x._array), gg), None
 
 
+def _scaled(g, factor):
+    """``g * factor``; a boolean factor (relu's mask) selects, as torch's threshold_backward: +0 where it is False."""
+    if factor.dtype == np.bool_:
+        return _e.xp_of(g).where(factor, g, g.dtype.type(0))
+    return g * factor
+
+
 def _step_scaled(g, x, factor):
-    return StepScaled.apply(g, x, factor.astype(g._array.dtype, copy=False))
+    return StepScaled.apply(g, x, factor if factor.dtype == np.bool_ else factor.astype(g._array.dtype, copy=False))
 
 
 def _abs(ctx, g):
@@ -378,14 +388,12 @@ def _where(ctx, g):
 
 
 def _maximum(ctx, g):
-    """The shares of the first-order backward (half each at a tie, all of g to both at a NaN): constants."""
-    (na, nb), xp = ctx.needs_input_grad, g._device.xp
-    share_a = xp.where(ctx.tie, 0.5, ctx.a_wins)
-    share_b = 1 - share_a
-    if ctx.nan is not None:
-        share_a, share_b = xp.where(ctx.nan, 1, share_a), xp.where(ctx.nan, 1, share_b)
-    return (sum_to(_masked(g, share_a), ctx.shapes[0]) if na else None,
-            sum_to(_masked(g, share_b), ctx.shapes[1]) if nb else None)
+    """The first-order backward's formula with ops: half of g each at a tie, +0 to the loser (all of g to both at a
+    NaN, where neither wins nor ties)."""
+    na, nb = ctx.needs_input_grad
+    shared = g * _constant(g._device.xp.where(ctx.tie, 0.5, 1.0).astype(g._array.dtype), g)
+    return (sum_to(_masked(shared, ~ctx.b_wins), ctx.shapes[0]) if na else None,
+            sum_to(_masked(shared, ~ctx.a_wins), ctx.shapes[1]) if nb else None)
 
 
 def _clamp(ctx, g):
@@ -431,7 +439,10 @@ def _var(ctx, g):
 
 def _amax(ctx, g):
     ties = ctx.is_max.sum(axis=ctx.axes, keepdims=True)
-    return _expanded(ctx, g) * _constant((ctx.is_max / ties).astype(g._array.dtype), g)
+    shares = _expanded(ctx, g) * _constant((1 / ties).astype(g._array.dtype), g)
+    if ctx.nan_shares:  # (max()/min(): zeros filled where picked, as the first-order backward)
+        return _masked(shares, ctx.is_max)
+    return shares * _constant(ctx.is_max.astype(g._array.dtype), g)
 
 
 def _pnorm(ctx, g):

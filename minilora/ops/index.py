@@ -1203,7 +1203,8 @@ class MedianAll(Function):
     @staticmethod
     def backward(ctx, g):
         with np.errstate(divide="ignore", invalid="ignore"):  # (nothing picked: an empty input)
-            return ctx.picked * (g / ctx.picked.sum())
+            # torch's evenly_distribute_backward: zeros filled where picked (+0 elsewhere, whatever g is)
+            return xp_of(g).where(ctx.picked, g / ctx.picked.sum(), g.dtype.type(0))
 
 
 def median(input, dim=NO_DIM, keepdim=False):

@@ -280,7 +280,7 @@ class AMax(Function):
 
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False, smallest=False, nan_shares=False):
-        ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
+        ctx.axes, ctx.keepdims, ctx.nan_shares = _axes(axis, a.ndim), keepdims, nan_shares
         if a.size == 0:  # (reducing other dims of an empty tensor is fine: an empty result)
             _refuse_empty_reduction("amin" if smallest else "amax", a.shape, axis, ctx.axes)
         out = (a.min if smallest else a.max)(axis=ctx.axes, keepdims=True)
@@ -293,7 +293,9 @@ class AMax(Function):
     def backward(ctx, g):
         g = _expand_reduced(g, ctx.axes, ctx.keepdims)
         ties = ctx.is_max.sum(axis=ctx.axes, keepdims=True)
-        return ctx.is_max * (g / ties)
+        if ctx.nan_shares:  # max()/min(): torch's evenly_distribute_backward fills zeros where picked: +0 elsewhere
+            return xp_of(g).where(ctx.is_max, g / ties, g.dtype.type(0))
+        return ctx.is_max * (g / ties)  # amax/amin: torch's scale_grad_by_count multiplies (-0, NaN as its)
 
 
 def _refuse_empty_reduction(name, shape, axis, axes):
