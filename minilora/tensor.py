@@ -301,8 +301,8 @@ class Context:
         op = fn.__name__
         return f"{_TORCH_OP_NAMES.get(op, op)}Backward0"
 
-    def __repr__(self):
-        return f"<{self.name()} object at {id(self):#x}>"
+    def __repr__(self):  # (torch prints its C++ nodes by their Python class: CopySlices, not torch::autograd::CopySlices)
+        return f"<{self.name().rpartition('::')[2]} object at {id(self):#x}>"
 
     @property
     def next_functions(self):
@@ -809,7 +809,7 @@ class _ShownNode:
         return self._name
 
     def __repr__(self):
-        return f"<{self._name} object at {id(self):#x}>"
+        return f"<{self._name.rpartition('::')[2]} object at {id(self):#x}>"
 
     def register_hook(self, hook):
         raise self._never_runs("register_hook")

@@ -620,7 +620,8 @@ class Module:
     # --- hooks ----------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         if (self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks
-                or _global_forward_pre_hooks or _global_forward_hooks):
+                or _global_forward_pre_hooks or _global_forward_hooks or _global_backward_hooks
+                or _global_backward_pre_hooks):
             return self._call_with_hooks(args, kwargs)
         with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
             return self.forward(*args, **kwargs)
@@ -646,7 +647,7 @@ class Module:
                     if new is not None:
                         args = new if isinstance(new, tuple) else (new,)
             backward_hooks = None
-            if self._backward_hooks or self._backward_pre_hooks:
+            if self._backward_hooks or self._backward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks:
                 backward_hooks = _BackwardHooks(self)
                 args = backward_hooks.wrap_inputs(args)
             with parallel.computing():
@@ -780,6 +781,8 @@ class Module:
 # module's own. Entries as Module's own: (hook, with_kwargs) and (hook, with_kwargs, always_call).
 _global_forward_pre_hooks = OrderedDict()
 _global_forward_hooks = OrderedDict()
+_global_backward_pre_hooks = OrderedDict()  # (hook(module, grad_output), run before every module's own)
+_global_backward_hooks = OrderedDict()  # (hook(module, grad_input, grad_output), likewise)
 
 
 def register_module_forward_pre_hook(hook):
@@ -796,6 +799,27 @@ def register_module_forward_hook(hook, *, with_kwargs=False, always_call=False):
     handle = RemovableHandle(_global_forward_hooks)
     _global_forward_hooks[handle.id] = (hook, with_kwargs, always_call)
     return handle
+
+
+def register_module_full_backward_pre_hook(hook):
+    """torch's global ``hook(module, grad_output)``, run for every module's call before its own backward pre-hooks
+    (torch's ``register_module_full_backward_pre_hook``). Returns a handle."""
+    handle = RemovableHandle(_global_backward_pre_hooks)
+    _global_backward_pre_hooks[handle.id] = hook
+    return handle
+
+
+def register_module_full_backward_hook(hook):
+    """torch's global ``hook(module, grad_input, grad_output)``, run for every module's call before its own full
+    backward hooks (torch's ``register_module_full_backward_hook``). Returns a handle."""
+    handle = RemovableHandle(_global_backward_hooks)
+    _global_backward_hooks[handle.id] = hook
+    return handle
+
+
+def _hooks_with_global(own, global_hooks):
+    """The global hooks, then the module's own, as torch's _call_impl lists them."""
+    return [*global_hooks.values(), *own.values()]
 
 
 class _Gate(_Node):
@@ -879,10 +903,10 @@ def _with_none(index, values, size):
 
 
 def _run_replacing_hooks(hooks, grads, call, error):
-    """Each hook of the dict ``hooks`` in turn, as ``call(hook, grads)``: one that returns a tuple
+    """Each hook of the list ``hooks`` in turn, as ``call(hook, grads)``: one that returns a tuple
     replaces ``grads`` for the next ones (it must hold as many gradients: else torch's RuntimeError,
     ``error`` and the counts); the gradients after the last."""
-    for hook in list(hooks.values()):
+    for hook in hooks:
         new = call(hook, grads)
         if new is None:
             continue
@@ -917,14 +941,17 @@ class _BackwardHooks:
 
     def _on_output_grads(self, grads):
         grad_outputs = _with_none(self.output_index, grads, self.n_outputs)
-        grad_outputs = _run_replacing_hooks(self.module._backward_pre_hooks, grad_outputs,
+        grad_outputs = _run_replacing_hooks(_hooks_with_global(self.module._backward_pre_hooks,
+                                                               _global_backward_pre_hooks), grad_outputs,
                                             lambda hook, g: hook(self.module, g),
                                             "Backward pre hook returned an invalid number of grad_output")
         if self.input_index is None:  # no input needs a gradient: the hooks run here, as in torch
             warnings.warn("Full backward hook is firing when gradients are computed with respect to module "
-                          "outputs since no inputs require gradients.", UserWarning, stacklevel=2)
+                          "outputs since no inputs require gradients. See https://docs.pytorch.org/docs/main/"
+                          "generated/torch.nn.Module.html#torch.nn.Module.register_full_backward_hook for more "
+                          "details.", UserWarning, stacklevel=2)  # (torch 2.13's words, its link included)
             grad_inputs = (None,) * self.n_inputs
-            for hook in list(self.module._backward_hooks.values()):
+            for hook in _hooks_with_global(self.module._backward_hooks, _global_backward_hooks):
                 new = hook(self.module, grad_inputs, grad_outputs)
                 if new is not None and not (isinstance(new, tuple) and all(g is None for g in new)):
                     raise RuntimeError("Backward hook for Modules where no input requires gradient should "
@@ -939,7 +966,8 @@ class _BackwardHooks:
         grad_inputs = list(_with_none(self.input_index, grads, self.n_inputs))
         for i, shape, dtype, dev in self.no_grad_inputs:
             grad_inputs[i] = Tensor._make(dev.xp.zeros(shape, dtype), dev, False, None)
-        grad_inputs = _run_replacing_hooks(self.module._backward_hooks, tuple(grad_inputs),
+        grad_inputs = _run_replacing_hooks(_hooks_with_global(self.module._backward_hooks, _global_backward_hooks),
+                                           tuple(grad_inputs),
                                            lambda hook, g: hook(self.module, g, self.grad_outputs),
                                            "Backward hook returned an invalid number of grad_input")
         self.grad_outputs = None
