@@ -301,7 +301,7 @@ class Context:
         op = fn.__name__
         return f"{_TORCH_OP_NAMES.get(op, op)}Backward0"
 
-    def __repr__(self):  # (torch prints its C++ nodes by their Python class: CopySlices, not torch::autograd::CopySlices)
+    def __repr__(self):  # (torch prints a C++ node by its Python class: CopySlices, not torch::autograd::CopySlices)
         return f"<{self.name().rpartition('::')[2]} object at {id(self):#x}>"
 
     @property
