@@ -151,11 +151,10 @@ def _layout(t):
     """What torch's has_same_meta compares: sizes, strides (but of dimensions of size 0 or 1), storage offset and
     the storage's size; None where minilora cannot tell the strides."""
     try:
-        strides = t.stride()
+        strides, storage = t.stride(), S._flat_storage(t._array).size
     except NotImplementedError:
         return None
-    return (tuple(t.shape), tuple(None if n <= 1 else s for n, s in zip(t.shape, strides)), t.storage_offset(),
-            S._flat_storage(t._array).size)
+    return tuple(t.shape), tuple(None if n <= 1 else s for n, s in zip(t.shape, strides)), t.storage_offset(), storage
 
 
 def _in_layout_of(primal, tangent):
