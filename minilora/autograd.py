@@ -458,6 +458,8 @@ class Function:
         for out in recorded:  # printed as torch prints them: tensor(..., grad_fn=<MyExpBackward>)
             if isinstance(out, Tensor):
                 _tensor.name_node(out, f"{cls.__name__}Backward", graph=graph)
+                if out._ctx is not None:  # (print(y.grad_fn): <torch.autograd.function.MyExpBackward object at ...>)
+                    out._ctx.python_module = function.__name__
         return (tuple(recorded) if isinstance(output, tuple) else recorded[0]), ctx
 
 

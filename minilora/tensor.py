@@ -301,8 +301,10 @@ class Context:
         op = fn.__name__
         return f"{_TORCH_OP_NAMES.get(op, op)}Backward0"
 
-    def __repr__(self):  # (torch prints a C++ node by its Python class: CopySlices, not torch::autograd::CopySlices)
-        return f"<{self.name().rpartition('::')[2]} object at {id(self):#x}>"
+    def __repr__(self):  # (torch prints a C++ node by its Python class: CopySlices, not torch::autograd::CopySlices;
+        # a user Function's by its module's too: torch.autograd.function.MyExpBackward)
+        module = self.__dict__.get("python_module")
+        return f"<{module + '.' if module else ''}{self.name().rpartition('::')[2]} object at {id(self):#x}>"
 
     @property
     def next_functions(self):
@@ -485,8 +487,11 @@ class Context:
         output_nr = saved.get("output_nr")  # (a numbered output is a named node: kept at no cost to others)
         values, alpha = saved.get("torch_values"), saved.get("torch_alpha")
         sizes = _input_sizes(self) if node_name in _SAVE_SELF_SIZES else _UNKNOWN
+        module = saved.get("python_module")
         saved.clear()
         self.node_name = node_name
+        if module is not None:  # (a user Function's node prints its module after backward too)
+            self.python_module = module
         if edges is not None:
             self.edges = edges
         if output_nr is not None:
@@ -836,10 +841,11 @@ def _torch_typed(node):
     """``node`` (a Context, or None) with its class named as torch's node (see _NODE_TYPES)."""
     if type(node) is Context:
         name = node.name().rpartition("::")[2]  # (torch's CopySlices class prints torch::autograd::CopySlices)
-        kind = _NODE_TYPES.get(name)
+        module = node.__dict__.get("python_module", "builtins")  # (a user Function's node: its module's class)
+        kind = _NODE_TYPES.get((name, module))
         if kind is None:  # (module "builtins": repr(type(node)) is torch's <class 'MulBackward0'>)
-            kind = _NODE_TYPES[name] = type(name, (Context,), {"__slots__": (), "__module__": "builtins",
-                                                                "__getattr__": Context._saved_by_torch_name})
+            kind = _NODE_TYPES[name, module] = type(name, (Context,), {"__slots__": (), "__module__": module,
+                                                                        "__getattr__": Context._saved_by_torch_name})
         node.__class__ = kind
     return node
 

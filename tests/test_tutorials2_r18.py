@@ -20,7 +20,8 @@ tutorial, Warmstarting, Zeroing out gradients and CPU AMP printed torch's number
   NaN there instead of 0; the same for sign, max()/min()/median() of all elements, maximum/minimum, max pooling
   and softshrink;
 * ``print(x.grad_fn)`` after ``x[0] = y`` or ``x.copy_(y)``: ``<torch::autograd::CopySlices object at ...>`` where
-  torch prints ``<CopySlices object at ...>``; a full backward hook's warning missed torch's last sentence;
+  torch prints ``<CopySlices object at ...>``; of a custom Function's output: ``<ExpBackward object at ...>`` where
+  torch prints ``<torch.autograd.function.ExpBackward object at ...>``; a full backward hook's warning missed torch's last sentence;
   ``torch.nn.modules.module.register_module_full_backward_hook`` (and its pre-hook) were missing.
 
 Skipped without torch."""
@@ -392,3 +393,28 @@ def test_grad_fn_of_an_in_place_copy_prints_as_torch(copy):
         shown.append((repr(x.grad_fn).split()[0], str(x.grad_fn).split()[0], x.grad_fn.name(),
                       repr(x).replace("minilora.", "")))
     assert shown[1] == shown[0]
+
+
+def _custom_function_nodes(lib):
+    """print(y.grad_fn) of the double-backward tutorial's Exp, before and after backward, and its class."""
+    class Exp(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            result = lib.exp(x)
+            ctx.save_for_backward(result)
+            return result
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            result, = ctx.saved_tensors
+            return result * grad_out
+
+    y = Exp.apply(lib.ones(2, requires_grad=True))
+    shown = [repr(y.grad_fn).split()[0], repr(type(y.grad_fn)), y.grad_fn.name(), repr(y)]
+    (y * 2).sum().backward()
+    return [text.replace("minilora.", "torch.") for text in shown + [repr(y.grad_fn).split()[0]]]
+
+
+def test_grad_fn_of_a_custom_function_prints_as_torch():
+    assert _custom_function_nodes(ml) == _custom_function_nodes(torch)
+    assert _custom_function_nodes(torch)[0] == "<torch.autograd.function.ExpBackward"
