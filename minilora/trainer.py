@@ -34,6 +34,7 @@ here (refused by name, ``NOT_IMPLEMENTED``): distributed training, DeepSpeed/FSD
 optimizers other than torch's AdamW/SGD/Adagrad/RMSprop and transformers' Adafactor (``optim/hf_adafactor.py``).
 """
 import dataclasses
+import datetime
 import functools
 import inspect
 import json
@@ -708,6 +709,13 @@ def _checkpoints(folder):
     """``[(step, name)]`` of the ``checkpoint-N`` folders in ``folder``, oldest first."""
     return sorted((int(m.group(1)), name) for name in os.listdir(folder)
                   if (m := _CHECKPOINT_RE.search(name)) and os.path.isdir(os.path.join(folder, name)))
+
+
+def _write_json_text(path, obj):
+    """transformers' ``json.dump(obj, f, indent=4, sort_keys=True)`` text (no final newline), written whole."""
+    from .checkpoint import atomic_write
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=4, sort_keys=True)
 
 
 def _read_training_files(folder):
@@ -1694,6 +1702,67 @@ class Trainer:
             logits = tuple(outputs[1:] if has_labels else outputs)
         logits = logits[0] if len(logits) == 1 else logits
         return loss, logits, labels
+
+    # -- the helpers transformers' example scripts call after train() -----------------------------
+    def get_num_trainable_parameters(self):
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def get_learning_rates(self):
+        if self.optimizer is None:
+            raise ValueError("Trainer optimizer is None, please make sure you have setup the optimizer before.")
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def get_optimizer_group(self, param=None):
+        if self.optimizer is None:
+            raise ValueError("Trainer optimizer is None, please make sure you have setup the optimizer before.")
+        if param is not None:
+            for group in self.optimizer.param_groups:
+                if any(p is param for p in group["params"]):
+                    return group
+        return [group["params"] for group in self.optimizer.param_groups]
+
+    def metrics_format(self, metrics):
+        """transformers' human-readable metrics: memory in MB, runtimes as h:mm:ss.cc, flos in GF, floats to 4
+        places. (transformers 5.25 binds its one-argument function here, so its ``trainer.metrics_format(m)`` is
+        a TypeError; ``log_metrics`` calls the function, as this method.)"""
+        formatted = dict(metrics)
+        for key, value in formatted.items():
+            if "_mem_" in key:
+                formatted[key] = f"{value >> 20}MB"
+            elif "_runtime" in key:
+                formatted[key] = f"{datetime.timedelta(seconds=int(value))}.{int(abs(value - int(value)) * 100):02d}"
+            elif key == "total_flos":
+                formatted[key] = f"{int(value) >> 30}GF"
+            elif isinstance(value, float):
+                formatted[key] = round(value, 4)
+        return formatted
+
+    def log_metrics(self, split, metrics):
+        print(f"***** {split} metrics *****")
+        formatted = self.metrics_format(metrics)
+        key_width = max(len(str(key)) for key in formatted)
+        value_width = max(len(str(value)) for value in formatted.values())
+        for key in sorted(formatted):
+            print(f"  {key: <{key_width}} = {formatted[key]:>{value_width}}")
+
+    def save_metrics(self, split, metrics, combined=True):
+        """``{split}_results.json`` and, with ``combined``, these metrics merged into all_results.json: transformers'
+        files and text, each written whole (transformers opens them with "w": a kill mid-write left an empty
+        all_results.json, and the next run's merge a JSONDecodeError; here a damaged one is named)."""
+        from .checkpoint import load_json
+        _write_json_text(os.path.join(self.args.output_dir, f"{split}_results.json"), metrics)
+        if combined:
+            path = os.path.join(self.args.output_dir, "all_results.json")
+            merged = load_json(path) if os.path.exists(path) else {}
+            if not isinstance(merged, dict):
+                raise TypeError(f"{path}: all_results.json holds a JSON object of metrics, not a "
+                                f"{type(merged).__name__}")
+            merged.update(metrics)
+            _write_json_text(path, merged)
+
+    def save_state(self):
+        """trainer_state.json in ``output_dir`` (``save_model`` writes the model and tokenizer only)."""
+        self.state.save_to_json(os.path.join(self.args.output_dir, TRAINER_STATE_NAME))
 
     # -- saving and resuming ---------------------------------------------------------------------
     def save_model(self, output_dir=None, _internal_call=False):

@@ -351,3 +351,80 @@ def test_layers_past_num_hidden_layers_are_reported_as_transformers_reports_them
             str(tmp_path), output_loading_info=True, **({"num_hidden_layers": layers} if keyword else {}))
     assert len(theirs.model.layers) == layers and info["unexpected_keys"]  # (what its report lists)
 
+
+
+# ==================================================================================================
+# The example scripts' closing lines: save_model, log_metrics, save_metrics, save_state
+# ==================================================================================================
+METRICS = {"train_runtime": 3723.456, "train_samples_per_second": 12.3456789, "total_flos": 5 * 2 ** 30 + 7,
+           "train_loss": 2.718281828, "epoch": 3.0, "train_mem_cpu_alloc_delta": 3 * 2 ** 20 + 5, "step": 7}
+
+
+def _their_helpers(out):
+    """transformers' functions behind Trainer.save_metrics / save_state / log_metrics, on a stand-in Trainer."""
+    from types import SimpleNamespace
+    from transformers import trainer_pt_utils
+    state = ml_trainer.TrainerState(global_step=7)  # (its save_to_json is the same dataclass dump)
+    stand_in = SimpleNamespace(args=SimpleNamespace(output_dir=str(out)), state=state, is_world_process_zero=lambda: True)
+    return stand_in, trainer_pt_utils
+
+
+def test_an_example_script_s_closing_calls_write_transformers_files(tmp_path, capsys):
+    """run_clm.py's ``trainer.log_metrics("train", m); trainer.save_metrics("train", m); trainer.save_state()``
+    (and the eval split's): the same printout and the same bytes in train_results.json, eval_results.json,
+    all_results.json and trainer_state.json as transformers' own functions write. Before: AttributeError, at the
+    end of the run."""
+    transformers = pytest.importorskip("transformers")  # noqa: F841
+    trainer = make_trainer(tmp_path / "ours", max_steps=1, save_strategy="no")
+    trainer.train()
+    trainer.state = ml_trainer.TrainerState(global_step=7)
+    capsys.readouterr()
+    stand_in, theirs = _their_helpers(tmp_path / "theirs")
+    os.makedirs(tmp_path / "theirs")
+    for split, metrics in (("train", METRICS), ("eval", {"eval_loss": 1.25, "eval_runtime": 0.5, "epoch": 3.0})):
+        trainer.log_metrics(split, metrics)
+        ours = capsys.readouterr().out
+        theirs.log_metrics(stand_in, split, metrics)
+        assert ours == capsys.readouterr().out
+        trainer.save_metrics(split, metrics)
+        theirs.save_metrics(stand_in, split, metrics)
+    trainer.save_state()
+    theirs.save_state(stand_in)
+    for name in ("train_results.json", "eval_results.json", "all_results.json", "trainer_state.json"):
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "theirs" / name).read_bytes(), name
+    assert trainer.get_num_trainable_parameters() == 4 * 2 * 16  # (q_proj and v_proj: A 2x16 and B 16x2 each)
+    assert trainer.get_learning_rates() == [group["lr"] for group in trainer.optimizer.param_groups]
+
+
+@pytest.mark.parametrize("fault", ["fsync", "replace"])
+def test_save_metrics_on_a_full_disk_keeps_all_results_json(tmp_path, monkeypatch, fault):
+    """all_results.json gathers every split's metrics of a run: a full disk while it is rewritten leaves it as it
+    was, the error naming it. (transformers opens it with "w": emptied first, then a JSONDecodeError at the next
+    save_metrics.)"""
+    trainer = make_trainer(tmp_path)
+    trainer.save_metrics("train", {"train_loss": 1.5})
+    before = (tmp_path / "all_results.json").read_bytes()
+    real = getattr(os, fault)
+
+    def full_disk(*args):
+        if "all_results.json" in str(args[-1]) or (fault == "fsync" and "all_results" in os.readlink(
+                f"/proc/self/fd/{args[0]}")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args)
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to see which file is fsynced")
+    monkeypatch.setattr(os, fault, full_disk)
+    with pytest.raises(OSError) as caught:
+        trainer.save_metrics("eval", {"eval_loss": 2.5})
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "all_results.json")
+    assert (tmp_path / "all_results.json").read_bytes() == before and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("text, words", [("", "not valid JSON"), ("[1, 2]", "JSON object of metrics, not a list")])
+def test_a_damaged_all_results_json_is_named(tmp_path, text, words):
+    (tmp_path / "all_results.json").write_text(text)
+    with pytest.raises((OSError, TypeError), match=words) as caught:
+        make_trainer(tmp_path).save_metrics("eval", {"eval_loss": 2.5})
+    assert str(tmp_path / "all_results.json") in str(caught.value)
+    assert (tmp_path / "all_results.json").read_text() == text
