@@ -1546,12 +1546,22 @@ def _dtype_ok_for_pointer(p: _Param, dtype: np.dtype) -> bool:
     return dtype == np.dtype(_CODE_DTYPE[p.elem_code])
 
 
-def _bf16_bits(value: float) -> np.uint16:
-    """float -> bfloat16 bits, round to nearest even (the same rule as the device code)."""
-    bits = np.array(value, np.float32).view(np.uint32)
-    if np.isnan(np.float32(value)):
-        return np.uint16(0x7FFF)
-    return np.uint16((int(bits) + 0x7FFF + ((int(bits) >> 16) & 1)) >> 16 & 0xFFFF)
+# CuPy passes a Python scalar as the NumPy scalar it becomes (cupy/cuda/function.pyx, `_pointer`): an int (a bool
+# too) as np.int64, a float as np.float64, a complex as np.complex128, and the kernel reads its parameter's size of
+# those bytes.  Where that reads the value (an int into an integer parameter it fits, a float into a double, a
+# complex into a double2) it is passed; where a GPU reads other bits (2.5 into a float parameter reads the float64's
+# low half: 0.0) it is refused, as a NumPy scalar of the wrong type is.
+def _cupy_dtype_of_python_scalar(value) -> np.dtype:
+    if isinstance(value, numbers.Integral):
+        return np.dtype(np.int64)
+    return np.dtype(np.float64 if isinstance(value, numbers.Real) else np.complex128)
+
+
+def _python_scalar_refused(where: str, ctype: str, value, want: str) -> TypeError:
+    cupy = _cupy_dtype_of_python_scalar(value)
+    return TypeError(f"{where} is {ctype} but got {type(value).__name__} {value!r}, a Python scalar, which CuPy "
+                     f"passes as np.{cupy.name} ({cupy.itemsize} bytes): the kernel would read its bytes as the wrong "
+                     f"type (on a GPU, a wrong number without an error); pass {want}")
 
 
 def _scalar_bytes(kernel: str, i: int, p: _Param, value) -> bytes:
@@ -1567,28 +1577,33 @@ def _scalar_bytes(kernel: str, i: int, p: _Param, value) -> bytes:
             if isinstance(value, np.generic) and value.dtype != ctype:
                 raise TypeError(f"{where} is a {p.size}-byte pair of {_CODE_CTYPE[p.elem_code]}s (a complex number): "
                                 f"pass np.{np.dtype(ctype).name}(...), got np.{value.dtype.name}")
+            if not isinstance(value, np.generic) and _cupy_dtype_of_python_scalar(value) != ctype:
+                raise _python_scalar_refused(where, f"a {p.size}-byte pair of {_CODE_CTYPE[p.elem_code]}s", value,
+                                             f"np.{np.dtype(ctype).name}({value!r})")
             return np.array(value, ctype).tobytes()
         raise TypeError(f"{where} is a {p.size}-byte struct; pass its bytes (bytes or np.void)")
     if p.code == _T_BF16:
         if isinstance(value, np.generic) and value.dtype.name == "bfloat16":
             return value.tobytes()
-        if isinstance(value, (float, int)) and not isinstance(value, bool):
-            return _bf16_bits(float(value)).tobytes()
-        raise TypeError(f"{where} is __nv_bfloat16; pass a Python float")
+        if isinstance(value, numbers.Number) and not isinstance(value, np.generic):
+            raise _python_scalar_refused(where, "__nv_bfloat16", value, f"ml_dtypes.bfloat16({value!r})")
+        raise TypeError(f"{where} is __nv_bfloat16; pass an ml_dtypes.bfloat16 scalar")
     dtype = np.dtype(_CODE_DTYPE[p.code])
     if isinstance(value, np.generic):
         if value.dtype != dtype:
             raise TypeError(f"{where} is {_ctype(p)} (np.{dtype.name}) but got np.{value.dtype.name}: the kernel "
                             f"would read its bytes as the wrong type; pass np.{dtype.name}(...)")
         return value.tobytes()
-    if isinstance(value, bool) or (isinstance(value, numbers.Integral) and dtype.kind in "iub"):
+    if isinstance(value, numbers.Integral) and dtype.kind in "iub":  # its int64's low bytes: the value, if it fits
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
             if not info.min <= int(value) <= info.max:
                 raise OverflowError(f"{where}: {value} does not fit in {_ctype(p)}")
         return np.array(value, dtype).tobytes()
-    if isinstance(value, numbers.Real) and dtype.kind == "f":
-        return np.array(value, dtype).tobytes()
+    if isinstance(value, numbers.Number):
+        if dtype == np.float64 and isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+            return np.array(value, dtype).tobytes()  # a float64, as CuPy passes it
+        raise _python_scalar_refused(where, _ctype(p), value, f"np.{dtype.name}({value!r})")
     raise TypeError(f"{where} is {_ctype(p)} but got {type(value).__name__} {value!r}")
 
 
@@ -1653,7 +1668,9 @@ class RawKernel:
 
     ``kernel(grid, block, args, shared_mem=0)`` launches it: ``grid`` and ``block`` are ints or tuples
     of up to 3 ints, ``args`` a tuple of C-contiguous NumPy arrays (device pointers) and NumPy or Python
-    scalars checked against the kernel's parameter types.  Arrays are read and written in place.
+    scalars checked against the kernel's parameter types (a Python scalar as CuPy passes it: an int as an int64,
+    a float as a float64, refused where a GPU would read those bytes as another number, 2.5 for a ``float``).
+    Arrays are read and written in place.
 
     ``sanitize=True`` builds with AddressSanitizer and bounds checks and runs each launch in a child
     process: an out-of-bounds access raises ``KernelFault`` with the report, and Python survives.

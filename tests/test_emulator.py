@@ -257,7 +257,8 @@ def test_half_arithmetic_kernel():
     x = rng.standard_normal(n).astype(np.float16)
     y = rng.standard_normal(n).astype(np.float16)
     ref = (np.float32(1.5) * x.astype(np.float32) + y.astype(np.float32)).astype(np.float16)
-    kernel("half_convert.cu", "half_axpy")(cdiv(n, 128), 128, (x, y, 1.5, i32(n)))  # a Python float for `float a`
+    # np.float32 for `float a`: CuPy passes a Python float as a float64, whose low half a GPU would read (round 18)
+    kernel("half_convert.cu", "half_axpy")(cdiv(n, 128), 128, (x, y, np.float32(1.5), i32(n)))
     np.testing.assert_array_equal(y.view(np.uint16), ref.view(np.uint16))
 
 

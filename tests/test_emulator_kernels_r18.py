@@ -22,6 +22,15 @@ What needed the emulator fixed (each test failed before):
 * ``get_global`` answered a bare NumPy array, so CuPy's ``memptr.copy_from_host(...)``, ``copy_from_device``,
   ``memset`` and ``cupy.ndarray(shape, dtype, memptr)`` failed: it is a ``MemoryPointer`` as well now
   (minilora/emulator_memory.py), and a copy past the symbol's end is refused by name.
+* A Python scalar for a kernel parameter was converted to the parameter's type (2.5 for a ``float`` gave 2.5).
+  CuPy passes a Python int as an int64, a float as a float64, a complex as a complex128, and the kernel reads its
+  parameter's size of those bytes: on a GPU 2.5 for a ``float`` reads as 0.0, 2 for a ``double`` as 1e-323, without
+  an error.  Such a scalar is refused now, naming CuPy's type and the NumPy scalar to pass; where those bytes read
+  right (an int into an integer parameter it fits, a float into a double, a complex into a double2) it passes.
+* cg::coalesced_threads() / __activemask() in a branch, with the warp's other lanes going on to a __syncwarp(), was
+  a BarrierError: the runtime took the lanes still forming their group for arrived at the other lanes' collective.
+* __expf, __exp10f, __logf, __log10f, __powf were the accurate functions: they are the GPU's instruction sequences
+  now, the float product before ex2.approx / lg2.approx rounded as there (up to 54 ulp of __expf's difference).
 The kernels themselves computed right once built (two bugs of the test's own: a race on ``logits`` in the classifier
 -- the emulator's schedule exposed it -- and float32 betas in the AdamW reference).
 """
@@ -401,3 +410,45 @@ def test_fast_exp_log_and_pow_round_their_argument_products_as_the_gpus_instruct
     assert ulps(out[:, 0], accurate).max() >= 50  # the correctly rounded exp is not the GPU's
     # a negative base or 0 ** 0 goes through lg2.approx: NaN, where powf gives 4 and 1
     assert np.isnan(out[-4, 4]) and np.isnan(out[-3, 4]) and out[-2, 4] == 1.0
+
+
+# -------------------------------------------------------------------------------------------- Python scalars
+SCALARS = r'''
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+extern "C" __global__ void scalars(float* out, float f, double d, int n, unsigned char c, __half h, __nv_bfloat16 b,
+                                   float2 z, double2 w) {
+    out[0] = f; out[1] = (float)d; out[2] = (float)n; out[3] = c; out[4] = __half2float(h);
+    out[5] = __bfloat162float(b); out[6] = z.x; out[7] = z.y; out[8] = (float)w.x; out[9] = (float)w.y;
+}
+'''
+
+
+def scalar_arguments():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    return [f32(1.5), 2.25, -3, 7, np.float16(0.5), ml_dtypes.bfloat16(0.75), np.complex64(1 + 2j), 3 + 4j]
+
+
+@pytest.mark.parametrize("slot, value, message", [
+    (0, 2.5, r"argument 1 \('f'\) .* is float but got float 2.5, a Python scalar, which CuPy passes as np.float64 "
+             r"\(8 bytes\): the kernel would read its bytes as the wrong type .*; pass np.float32\(2.5\)"),
+    (0, 2, r"is float but got int 2, a Python scalar, which CuPy passes as np.int64 \(8 bytes\)"),
+    (1, 2, r"argument 2 \('d'\) .* is double but got int 2, a Python scalar, which CuPy passes as np.int64"),
+    (4, 0.5, r"argument 5 \('h'\) .* is __half but got float 0.5, .* pass np.float16\(0.5\)"),
+    (5, 0.75, r"argument 6 \('b'\) .* is __nv_bfloat16 but got float 0.75, .* pass ml_dtypes.bfloat16\(0.75\)"),
+    (6, 1 + 2j, r"argument 7 \('z'\) .* is a 8-byte pair of floats but got complex \(1\+2j\), a Python scalar, which "
+                r"CuPy passes as np.complex128 \(16 bytes\)"),
+    (7, 3.0, r"argument 8 \('w'\) .* pair of doubles but got float 3.0, a Python scalar, which CuPy passes as "
+             r"np.float64"),
+])
+def test_python_scalars_a_gpu_would_read_as_other_bits_are_refused(slot, value, message):
+    """Were converted to the parameter's type here, where CuPy's int64 / float64 / complex128 bytes read on a GPU
+    as another number without an error (2.5 into a float parameter: the float64's low half, 0.0)."""
+    args, out = scalar_arguments(), np.zeros(10, f32)
+    # CuPy passes a Python int as an int64, a float as a float64, a complex as a complex128: an int into an int or
+    # unsigned char parameter, a float into a double and a complex into a double2 read the value, and pass
+    RawKernel(SCALARS, "scalars")((1,), (1,), (out, *args))
+    np.testing.assert_array_equal(out, [1.5, 2.25, -3, 7, 0.5, 0.75, 1, 2, 3, 4])
+    args[slot] = value
+    with pytest.raises(TypeError, match=message):
+        RawKernel(SCALARS, "scalars")((1,), (1,), (np.zeros(10, f32), *args))
