@@ -170,6 +170,16 @@ def test_a_trainer_killed_deleting_all_but_the_best_checkpoint_leaves_no_half_de
     assert whole_checkpoints(tmp_path) == ["checkpoint-1"]
 
 
+def test_a_checkpoint_saved_over_an_earlier_run_s_keeps_none_of_its_files(tmp_path):
+    """A second run into the same output_dir, with ``save_only_model=True``: its checkpoint-2 holds its own files
+    only. Before (and in transformers, which writes into the folder): the first run's optimizer.pt, scheduler.pt
+    and rng_state.pth stayed beside the new adapter, and a resume from it took the other run's optimizer."""
+    make_trainer(tmp_path, max_steps=2).train()
+    make_trainer(tmp_path, max_steps=2, save_only_model=True, learning_rate=5e-2).train()
+    assert set(os.listdir(tmp_path / "checkpoint-2")) == CHECKPOINT_FILES - {"optimizer.pt", "scheduler.pt",
+                                                                             "rng_state.pth"}
+
+
 # ==================================================================================================
 # A full disk during a checkpoint save
 # ==================================================================================================
