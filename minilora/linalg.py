@@ -1825,6 +1825,8 @@ def cross(input, other, *, dim=-1, out=None):
     """``torch.linalg.cross``: the cross product along ``dim`` (default the last), inputs broadcast."""
     if input.ndim != other.ndim:  # (torch checks this first)
         raise RuntimeError("linalg.cross: inputs must have the same number of dimensions.")
+    if input.ndim == 0:  # (torch wraps dim with no scalar allowance)
+        raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
     ops.shape._dims((dim,), input.ndim)  # (torch's IndexError for a dim out of range)
     for t in (input, other):
         if t.ndim == 0 or t.shape[dim] != 3:

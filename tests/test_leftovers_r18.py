@@ -73,6 +73,23 @@ _DIM_ROWS = {
     # index_select of a 0-d tensor: one index
     "index_select of 0-d, no index": lambda L: L.zeros(()).index_select(0, L.zeros(0, dtype=L.int64)),
     "index_select of 0-d, two": lambda L: L.zeros(()).index_select(0, L.zeros(2, dtype=L.int64)),
+    # unflatten and linalg.cross of a 0-d tensor: torch's errors (minilora: its own words, another type)
+    "unflatten of 0-d dim 1": lambda L: L.zeros(()).unflatten(1, (1,)),
+    "unflatten of 0-d dim 0": lambda L: L.zeros(()).unflatten(0, (1,)),
+    "linalg.cross of 0-d": lambda L: L.linalg.cross(L.zeros(()), L.zeros(())),
+    # index_add's checks in torch's order and words (a 0-d input: a 0-d source and one index)
+    "index_add of 0-d, no index": lambda L: L.zeros(()).index_add(0, L.zeros(0, dtype=L.int64), L.ones(())),
+    "index_add of 0-d, a (2,) source": lambda L: L.zeros(()).index_add(0, L.zeros(2, dtype=L.int64), L.ones(2)),
+    "index_add of (3,), a 0-d source": lambda L: L.zeros(3).index_add(0, L.tensor([0]), L.ones(())),
+    "index_add, dim past the source": lambda L: L.zeros(2, 3).index_add(1, L.tensor([0, 1, 2]), L.ones(3)),
+    "index_add, too few indices": lambda L: L.zeros(2, 3).index_add(0, L.tensor([0, 1]), L.ones(3, 3)),
+    "index_add, another slice shape": lambda L: L.zeros(2, 3).index_add(0, L.tensor([0, 1]), L.ones(2, 4)),
+    # index_copy of a 0-d input: a 0-d source takes one index; a (n,) source n indices, each written in turn
+    "index_copy of 0-d, two for a 0-d source": lambda L: L.zeros(()).index_copy(0, L.zeros(2, dtype=L.int64),
+                                                                                   L.ones(())),
+    "index_copy of 0-d, a (2,) source": lambda L: L.zeros(()).index_copy(0, L.zeros(2, dtype=L.int64), L.ones(2)),
+    "index_copy of 0-d, an empty source": lambda L: L.zeros(()).index_copy(0, L.zeros(0, dtype=L.int64),
+                                                                              L.ones(0)),
 }
 
 

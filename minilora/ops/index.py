@@ -509,19 +509,33 @@ class IndexAdd(Function):
         return (g if na else None), (g[ctx.where] * ctx.alpha if ns else None)
 
 
+def _check_index_add_shapes(input, dim, count, source):
+    """torch's index_add meta checks, in its order: the dtypes, dim within the source, one index per source slice
+    along dim (a 0-d source: one index; torch's message then asks the 0-d source its size: an IndexError), and
+    the same shape but along dim (a 0-d input takes a 0-d source only)."""
+    if source.dtype != input.dtype:
+        raise RuntimeError(f"index_add_(): self ({torch_name(input.dtype)}) and source ({torch_name(source.dtype)}) "
+                           "must have the same scalar type")
+    if dim != 0 and dim >= source.ndim:
+        raise RuntimeError(f"index_add_(): Indexing dim {dim} is out of bounds of the source tensor with dim "
+                           f"{source.ndim}")
+    if source.ndim == 0 and count != 1:
+        raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+    if source.ndim and count != source.shape[dim]:
+        raise RuntimeError(f"index_add_(): Number of indices ({count}) should be equal to source.size(dim): "
+                           f"({source.shape[dim]}), for dim: {dim}")
+    if source.ndim != input.ndim or any(a != b for k, (a, b) in enumerate(zip(input.shape, source.shape)) if k != dim):
+        raise RuntimeError("source tensor shape must match self tensor shape, excluding the specified dimension. "
+                           f"Got self.shape = {list(input.shape)} source.shape = {list(source.shape)}")
+
+
 def index_add(input, dim, index, source, *, alpha=1):
     """``torch.index_add``: a copy of ``input`` with ``alpha * source[i]`` added to slice
     ``index[i]`` along ``dim``. ``x.index_add_(...)`` is the in-place form."""
     dim = _dim(dim, input.ndim, "index_add")
     positions = _index_vector(index, "index_add")
+    _check_index_add_shapes(input, dim, positions.size, source)
     _check_bounds(positions, input.shape[dim] if input.ndim else 1, dim, "index_add", RuntimeError)
-    expected = input.shape[:dim] + (len(positions),) + input.shape[dim + 1:]
-    if input.ndim and tuple(source.shape) != expected:
-        raise RuntimeError(f"index_add_(): source {tuple(source.shape)} must have the shape of self "
-                           f"with dimension {dim} the length of index: {expected}")
-    if source.dtype != input.dtype:
-        raise RuntimeError(f"index_add_(): self ({input.dtype}) and source ({source.dtype}) must "
-                           f"have the same scalar type")
     alpha = checked_number(python_number(alpha), input.dtype)  # stored as torch stores it: truncated
     # into an integer dtype (alpha=0.5 adds nothing to int32), wrapped into uint8 (-3 is 253), refused
     # where it does not fit (1e6 into float16)
@@ -707,17 +721,19 @@ def index_copy(input, dim, index, source):
                          f"dimensionality must match. Source dimensionality ({source.ndim}), "
                          f"destination dimensionality ({input.ndim})")
     positions = index._array.reshape(-1)
+    if source.ndim == 0 and positions.size != 1:  # (torch checks it before the dimensionality)
+        raise IndexError(f"index_copy_(): When source is scalar, index should have one element (got {positions.size})")
     size = input.shape[dim] if input.ndim else 1
     if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= size):
         bad = int(positions.max()) if int(positions.max()) >= size else int(positions.min())
         raise IndexError(f"index_copy_(): index {bad} is out of bounds for dimension {dim} with size "
                          f"{size}")
-    if input.ndim == 0:
-        copied = IndexCopy.apply(input.reshape(1), source.reshape(1), index=positions, axis=0).reshape(())
-        return name_node(copied, "IndexCopyBackward0", input, source, graph=(input, source))
-    if source.shape[dim] != positions.size:
+    if source.ndim and source.shape[dim] != positions.size:
         raise IndexError(f"index_copy_(): Number of indices ({positions.size}) should be equal to "
                          f"source.size(dim) ({source.shape[dim]})")
+    if input.ndim == 0:  # (a source of n elements along dim 0: each index writes the one element in turn)
+        copied = IndexCopy.apply(input.reshape(1), source.reshape(-1), index=positions, axis=0).reshape(())
+        return name_node(copied, "IndexCopyBackward0", input, source, graph=(input, source))
     return saves_as_torch(IndexCopy.apply(input, source, index=positions, axis=dim), index, source)  # as torch
 
 

@@ -1026,9 +1026,9 @@ def tile(input, dims):
 # ---- unflatten, select, broadcast_to, hstack/vstack, meshgrid, trace, diff ---------------------------
 def unflatten(input, dim, sizes):
     """``torch.unflatten``: dimension ``dim`` split into ``sizes`` (one may be -1): a view."""
-    if input.ndim == 0:
-        raise RuntimeError("unflatten: Dimension specified as 0 but tensor has no dimensions")
-    (axis,) = _dims((dim,), input.ndim)
+    (axis,) = _dims((dim,), input.ndim)  # (a 0-d tensor's dim too: -1 or 0, else torch's IndexError)
+    if input.ndim == 0:  # (torch's own words: its check inside a try, the C++ trace left out)
+        raise RuntimeError("unflatten got an unexpected error:\nDimension specified as 0 but tensor has no dimensions")
     sizes = asked = tuple(int(n) for n in int_arguments("unflatten", "sizes", sizes))
     n, known = input.shape[axis], math.prod(k for k in sizes if k != -1)
     if sizes.count(-1) > 1:
