@@ -674,8 +674,9 @@ class Erf(Function):
         return xp_of(a).asarray(host)
 
     @staticmethod
-    def backward(ctx, g):
-        return g * (2 / math.sqrt(math.pi)) * xp_of(g).exp(-ctx.a * ctx.a)
+    def backward(ctx, g):  # torch's 2.0 / sqrt(M_PI) * exp(-(self.pow(2))) * grad, in that order
+        gaussian = _step(ctx, float32_math.vml("exp", _step(ctx, -ctx.a * ctx.a)))  # (float32: MKL's exp)
+        return _step(ctx, (2 / math.sqrt(math.pi)) * gaussian) * g
 
 
 def _host_array(a):
