@@ -286,7 +286,13 @@ def _warnings(caplog):
 def test_a_resume_with_other_step_intervals_or_batch_size_warns_as_transformers(finished_run, tmp_path, caplog,
                                                                               changes):
     """transformers' ``compare_trainer_and_checkpoint_args``, its words run on the same arguments and state (the
-    checkpoint's intervals are the resumed run's, as in transformers: the state's). Before: no word."""
+    checkpoint's intervals are the resumed run's, as in transformers: the state's). Before: no word.
+
+    What transformers resumes without a word, and so does minilora (the same losses, checked side by side): a
+    new ``learning_rate`` (the scheduler's saved state brings the checkpoint's back), a new
+    ``gradient_accumulation_steps`` or dataset length (the batches skipped are counted with the new values, so
+    the epoch goes on from another example), a new ``seed`` (the epoch is shuffled anew from it and its first
+    batches skipped as if they were those trained on), a ``max_steps`` below the checkpoint's step (one more step is trained)."""
     transformers = pytest.importorskip("transformers")
     from transformers.trainer_callback import TrainerState
     from transformers.trainer_utils import compare_trainer_and_checkpoint_args
