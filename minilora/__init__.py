@@ -27,6 +27,7 @@ from .tensor import Size  # noqa: E402,F401
 from ._tensor_str import set_printoptions  # noqa: E402,F401  (torch.set_printoptions)
 from .tensor import (Tensor, enable_grad, inference_mode, is_grad_enabled,
                      is_inference_mode_enabled, no_grad, set_grad_enabled, tensor)
+from .tensor import refuse_negative_strides as _refuse_negative_strides  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -78,6 +79,7 @@ def from_numpy(ndarray):
     sharing memory with a NumPy array is only possible on the CPU)."""
     if not isinstance(ndarray, _np.ndarray):
         raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
+    _refuse_negative_strides(ndarray)
     ndarray = dtypes.canonical(ndarray)  # (an equal copy of bfloat16's dtype: the registered one, shared)
     return Tensor(ndarray, dtype=ndarray.dtype, device="cpu")
 

@@ -30,7 +30,7 @@ from . import random as _random
 from .device import xp_of
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
 from . import tensor as _tensor_module
-from .tensor import Function, Tensor, no_forward_formula
+from .tensor import Function, Tensor, no_forward_formula, refuse_negative_strides
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "logspace", "is_tensor",
@@ -118,6 +118,7 @@ def as_tensor(data, dtype=None, device=None):
     if isinstance(data, Tensor):
         return data if dtype is None and device is None else data.to(device=device, dtype=dtype)
     if isinstance(data, np.ndarray):
+        refuse_negative_strides(data)
         data = dtypes.canonical(data)  # (an equal copy of bfloat16's dtype: the registered one)
         return Tensor(data, dtype=data.dtype if dtype is None else dtypes.to_dtype(dtype), device=device)
     from .tensor import tensor
@@ -137,6 +138,7 @@ def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
     if isinstance(obj, Tensor):
         return _tensor_asarray(obj, dtype, device, copy, requires_grad)
     if isinstance(obj, np.ndarray):
+        refuse_negative_strides(obj)
         obj = dtypes.canonical(obj)  # (an equal copy of bfloat16's dtype: the registered one)
         target = obj.dtype if dtype is None else dtype
         if copy is False and target != obj.dtype:

@@ -2825,6 +2825,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
                           "torch.tensor(sourceTensor).", UserWarning, stacklevel=2)
         return _copy_of_tensor(data, dtype, dev, requires_grad)
     source = data
+    if isinstance(data, np.ndarray):
+        refuse_negative_strides(data)
     if isinstance(data, np.generic) and dtype is not None:
         _check_numpy_scalar(data, dtype)
     elif isinstance(data, np.ndarray) and data.dtype.kind in "OUS":
@@ -2845,6 +2847,15 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     if requires_grad:
         _check_can_require_grad(array.dtype)
     return Tensor._make(array, dev, bool(requires_grad), None)
+
+
+def refuse_negative_strides(array):
+    """torch's ValueError for a NumPy array with a negative stride (``a[::-1]``): torch.tensor, as_tensor, asarray
+    and from_numpy wrap the array's memory first, and a torch tensor cannot step backwards."""
+    if any(stride < 0 for stride in array.strides):
+        raise ValueError("At least one stride in the given numpy array is negative, and tensors with negative "
+                         "strides are not currently supported. (You can probably work around this by making a copy "
+                         "of your array  with array.copy().) ")
 
 
 def _copy_of_tensor(data, dtype, device, requires_grad):

@@ -362,3 +362,15 @@ def test_too_many_positional_arguments_are_counted_before_types_as_torch(call):
             eval(call, {"L": lib, "x": lib.ones(2), "y": lib.ones(2)})  # noqa: S307  (the row's own text)
         outcomes.append(str(caught.value))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("make", ["tensor", "as_tensor", "asarray", "from_numpy", "tensor float32"])
+def test_a_numpy_array_with_a_negative_stride_is_refused_as_torch(make):
+    """torch wraps the array's memory first and a tensor cannot step backwards: ValueError, word for word (before:
+    minilora copied a[:, ::-1]); a copy of it is taken."""
+    calls = {"tensor": lambda L, a: L.tensor(a), "as_tensor": lambda L, a: L.as_tensor(a),
+             "asarray": lambda L, a: L.asarray(a), "from_numpy": lambda L, a: L.from_numpy(a),
+             "tensor float32": lambda L, a: L.tensor(a, dtype=L.float32)}
+    reversed_columns = np.arange(6.0).reshape(2, 3)[:, ::-1]
+    _same_outcome(lambda L: calls[make](L, reversed_columns))
+    assert ml.tensor(reversed_columns.copy()).tolist() == torch.tensor(reversed_columns.copy()).tolist()
