@@ -1460,3 +1460,21 @@ def test_erf_gradients_multiply_in_torchs_order(name, dtype_name, most):
         function(T, x).backward(T.tensor(grad).to(x.dtype))
         results.append(x.grad.numpy())
     assert (results[0] != results[1]).mean() <= most
+
+
+# ---- var / std gradients (makemore's backprop-ninja tutorial checks its hand-written dbnvar bit for bit) ----
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+@pytest.mark.parametrize("call", [lambda x: x.var(0, keepdim=True), lambda x: x.var(-1), lambda x: x.var(),
+                                  lambda x: x.std(-1), lambda x: x.var(-1, correction=0), lambda x: x.std()],
+                         ids=["var(0, keepdim)", "var(-1)", "var()", "std(-1)", "var(correction=0)", "std()"])
+def test_var_and_std_gradients_are_torchs_bits(call, dtype_name):
+    """torch's var_backward is (2 / dof) * grad * (x - x.mean(dim, keepdim=True)), the mean its own kernel's:
+    minilora multiplied grad * centered * (2 / dof) and centered x with NumPy's mean (20-25% of elements off)."""
+    x = np.random.default_rng(8).standard_normal((32, 64)) * 2
+    grads = []
+    for T in (torch, ml):
+        leaf = T.tensor(x).to(getattr(T, dtype_name)).requires_grad_()
+        out = call(leaf)
+        out.backward(T.ones_like(out) * 0.7)
+        grads.append(leaf.grad.numpy())
+    assert (grads[0] != grads[1]).sum() == 0

@@ -172,13 +172,7 @@ class Mean(Function):
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _axes(axis, a.ndim), keepdims, a.shape
         ctx.count = _count(a.shape, ctx.axes)
-        if a.dtype in _CASCADE_SUMMED and ctx.count:  # torch's CPU mean: its sum, divided by the count
-            return _sum_as_torch(a, ctx.axes, keepdims) / a.dtype.type(ctx.count)
-        if _is_16bit_float(a) and ctx.count and type(a) is np.ndarray:  # torch: a float32 copy's sum / count
-            wide = _converted_as_torch(a, np.float32)
-            return (_sum_as_torch(wide, ctx.axes, keepdims) / np.float32(ctx.count)).astype(a.dtype)
-        mean = _mean(a, ctx.axes, keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
-        return mean.astype(a.dtype, copy=False)
+        return _mean_as_torch(a, ctx.axes, keepdims)
 
     @staticmethod
     def backward(ctx, g):
@@ -189,6 +183,18 @@ class Mean(Function):
         else:
             g = g * np.nan
         return _spread(g, ctx.shape).astype(g.dtype, copy=False)
+
+
+def _mean_as_torch(a, axes, keepdims):
+    """torch's CPU ``a.mean(axes)``: its sum divided by the count (16-bit: a float32 copy's, rounded once)."""
+    count = _count(a.shape, axes)
+    if a.dtype in _CASCADE_SUMMED and count:
+        return _sum_as_torch(a, axes, keepdims) / a.dtype.type(count)
+    if _is_16bit_float(a) and count and type(a) is np.ndarray:
+        wide = _converted_as_torch(a, np.float32)
+        return (_sum_as_torch(wide, axes, keepdims) / np.float32(count)).astype(a.dtype)
+    mean = _mean(a, axes, keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
+    return mean.astype(a.dtype, copy=False)
 
 
 def _converted_as_torch(a, dtype):
@@ -369,7 +375,8 @@ class Var(Function):
         xp = xp_of(a)
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         ctx.denom = builtins.max(_count(a.shape, ctx.axes) - correction, 0)
-        ctx.centered = a - _mean(a, ctx.axes, keepdims=True)  # (what backward uses, as torch's: in a's dtype)
+        # what backward uses, as torch's var_backward: self - self.mean(dim, keepdim=True), in a's dtype
+        ctx.centered = a - _mean_as_torch(a, ctx.axes, keepdims=True)
         # torch's CPU kernel accumulates float32 in float64 and rounds the result once
         with np.errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch (CuPy never warns)
             out = None if welford else _whole_variance_as_torch(a, ctx.axes, correction)
@@ -390,7 +397,11 @@ class Var(Function):
         with np.errstate(divide="ignore", invalid="ignore"):
             if ctx.std is not None:
                 g = xp.where(ctx.std == 0, 0, g / (2 * ctx.std)).astype(g.dtype, copy=False)
-            return g * ctx.centered * (2.0 / ctx.denom if ctx.denom else float("nan"))
+            # torch's var_backward: (2.0 / dof) * grad * (self - self.mean(dim, keepdim=True)), in that order, each
+            # product one tensor op (16-bit: computed in float32, the number as float32, rounded)
+            scale = 2.0 / ctx.denom if ctx.denom else float("nan")
+            scaled = (np.float32(scale) * g.astype(np.float32)).astype(g.dtype) if _is_16bit_float(g) else scale * g
+            return scaled * ctx.centered
 
 
 def _norm_in_kernel_order(a, p, axes):
