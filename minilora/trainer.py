@@ -723,10 +723,17 @@ def _read_training_files(folder):
     the generators' states checked: read before the checkpoint's weights replace the model's, so a damaged file
     is refused with the model as it was (transformers loads the weights first: a refused resume leaves the
     checkpoint's adapter in the model, which a ``train()`` without resume would then go on from)."""
-    from .serialization import load
-    found = {path: load(path) for path in (os.path.join(folder, name) for name in (
-        OPTIMIZER_NAME, SCHEDULER_NAME, RNG_STATE_NAME)) if os.path.isfile(path)}
-    rng = found.get(os.path.join(folder, RNG_STATE_NAME))
+    from .serialization import load, safe_globals
+    found = {path: load(path) for path in (os.path.join(folder, name) for name in (OPTIMIZER_NAME, SCHEDULER_NAME))
+             if os.path.isfile(path)}
+    rng_file = os.path.join(folder, RNG_STATE_NAME)
+    if os.path.isfile(rng_file):
+        # transformers' rng_state.pth (torch.save of its NumPy generator's state) is read as transformers reads
+        # it: weights-only, NumPy's arrays and dtypes allowed
+        numpy_core = getattr(np, "_core", None) or np.core  # (NumPy 1's name)
+        with safe_globals([numpy_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
+            found[rng_file] = load(rng_file)
+    rng = found.get(rng_file)
     if rng is not None:
         check_generator_states(rng)
     return found

@@ -444,3 +444,37 @@ def test_a_damaged_all_results_json_is_named(tmp_path, text, words):
         make_trainer(tmp_path).save_metrics("eval", {"eval_loss": 2.5})
     assert str(tmp_path / "all_results.json") in str(caught.value)
     assert (tmp_path / "all_results.json").read_text() == text
+
+
+# ==================================================================================================
+# A run transformers checkpointed, resumed here
+# ==================================================================================================
+def test_a_checkpoint_transformers_wrote_resumes_as_transformers_resumes_it(tmp_path):
+    """transformers + PEFT train to checkpoint-2 (LoRA dropout on, so the generators' states matter) and resume
+    from it; minilora's Trainer resumes from the same folder: the same steps 3 and 4. Before: transformers'
+    rng_state.pth (a torch.save of NumPy's generator state, which transformers reads weights-only with NumPy's
+    classes allowed) was refused with torch's "Weights only load failed", pointing at torch.serialization."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from test_trainer_r12 import assert_same_history, lora_pair
+    from trainer_rows import collator, examples, save_tiny_llama
+    base = save_tiny_llama(tmp_path / "base")
+    import torch
+    arguments = dict(learning_rate=1e-2, per_device_train_batch_size=2, max_steps=4, logging_steps=1, save_steps=2,
+                     seed=5, report_to="none", disable_tqdm=True)
+    run = str(tmp_path / "theirs")
+
+    def theirs():
+        return transformers.Trainer(model=lora_pair(base, lora_dropout=0.1)[0], train_dataset=examples(),
+                                    args=transformers.TrainingArguments(output_dir=run, **arguments),
+                                    data_collator=collator(torch.tensor))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs().train()
+        resumed = theirs()
+        resumed.train(resume_from_checkpoint=os.path.join(run, "checkpoint-2"))
+    ours = ml_trainer.Trainer(model=lora_pair(base, lora_dropout=0.1)[1], train_dataset=examples(),
+                              args=ml_trainer.TrainingArguments(output_dir=str(tmp_path / "ours"), **arguments),
+                              data_collator=collator(ml.tensor))
+    ours.train(resume_from_checkpoint=os.path.join(run, "checkpoint-2"))
+    assert_same_history(resumed.state.log_history[:-1], ours.state.log_history[:-1])
