@@ -29,6 +29,8 @@ What needed the emulator fixed (each test failed before):
   right (an int into an integer parameter it fits, a float into a double, a complex into a double2) it passes.
 * cg::coalesced_threads() / __activemask() in a branch, with the warp's other lanes going on to a __syncwarp(), was
   a BarrierError: the runtime took the lanes still forming their group for arrived at the other lanes' collective.
+* cg::reduce / inclusive_scan / exclusive_scan over a coalesced group summed rank by rank; CUDA halves a
+  power-of-two group by shfl_down and scans other sizes by rank (Hillis-Steele): float sums differed in last bits.
 * __expf, __exp10f, __logf, __log10f, __powf were the accurate functions: they are the GPU's instruction sequences
   now, the float product before ex2.approx / lg2.approx rounded as there (up to 54 ulp of __expf's difference).
 The kernels themselves computed right once built (two bugs of the test's own: a race on ``logits`` in the classifier
@@ -203,6 +205,47 @@ def test_coalesced_group_and_activemask_in_branches_then_the_warp_meets_again(n)
     np.testing.assert_array_equal(counts, (padded > 0).sum(1))
     bits = (padded < -25).astype(np.uint64) << np.arange(32, dtype=np.uint64)
     np.testing.assert_array_equal(low, bits.sum(1).astype(u32))  # 0: no lane of the warp took the branch
+
+
+def cuda_coalesced_scan(v: np.ndarray) -> np.ndarray:
+    """CUDA's scan of a coalesced group by rank (cooperative_groups/details/coalesced_scan.h): at step i each rank
+    adds the value i ranks below it, in float32."""
+    out = v.copy()
+    i = 1
+    while i < v.size:
+        out = np.array([out[r] + out[r - i] if i <= r else out[r] for r in range(v.size)], f32)
+        i *= 2
+    return out
+
+
+def cuda_coalesced_reduce(v: np.ndarray) -> f32:
+    """CUDA's reduce of a coalesced group (details/coalesced_reduce.h): a power-of-two size halves by shfl_down
+    (rank 0's sum), any other is the last rank of the scan."""
+    if v.size & (v.size - 1):
+        return cuda_coalesced_scan(v)[-1]
+    out, offset = v.copy(), v.size // 2
+    while offset:
+        out = np.array([out[r] + (out[r + offset] if r + offset < v.size else out[r]) for r in range(v.size)], f32)
+        offset //= 2
+    return out[0]
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 8, 13, 31, 32])
+def test_coalesced_group_float_reduce_and_scans_associate_as_cudas(k):
+    """Were summed rank by rank here, ((v0 + v1) + v2) + v3, where CUDA halves a power-of-two group by shfl_down,
+    (v0 + v2) + (v1 + v3), and scans any other size by rank: float32 sums differed in their last bits."""
+    r = rng(27)
+    x = (r.standard_normal(128) * 10.0 ** r.uniform(-4, 4, 128)).astype(f32)  # magnitudes apart: rounding shows
+    sums, inclusive, exclusive = (np.full(128, np.nan, f32) for _ in range(3))
+    fn("coalesced_float_sums")((1,), (128,), (x, sums, inclusive, exclusive, i32(k)))
+    for warp in range(4):
+        v = x[warp * 32:warp * 32 + k]
+        lanes = slice(warp * 32, warp * 32 + k)
+        scan = cuda_coalesced_scan(v)
+        np.testing.assert_array_equal(sums[lanes], np.full(k, cuda_coalesced_reduce(v)))
+        np.testing.assert_array_equal(inclusive[lanes], scan)
+        np.testing.assert_array_equal(exclusive[lanes], np.concatenate([[0], scan[:-1]]).astype(f32))
+        assert np.isnan(sums[warp * 32 + k:(warp + 1) * 32]).all()  # the lanes outside the group wrote nothing
 
 
 @pytest.mark.parametrize("n, bins", [(999, 13), (40, 1), (3, 7)])

@@ -5,6 +5,7 @@
 // build them, unedited for the emulator.
 #include <cooperative_groups.h>
 #include <cooperative_groups/reduce.h>
+#include <cooperative_groups/scan.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda/std/array>
@@ -337,6 +338,18 @@ extern "C" __global__ void compact_then_count_per_warp(int* dst, int* nres, unsi
         if (lane == __ffs(low) - 1) low_masks[i / 32] = low;
     }
     __syncwarp();
+}
+
+// float sums and scans over a coalesced group of each warp's first k lanes
+extern "C" __global__ void coalesced_float_sums(const float* x, float* sums, float* inclusive, float* exclusive, int k) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if ((threadIdx.x & 31) < k) {
+        cg::coalesced_group g = cg::coalesced_threads();
+        float v = x[i];
+        sums[i] = cg::reduce(g, v, cg::plus<float>());
+        inclusive[i] = cg::inclusive_scan(g, v, cg::plus<float>());
+        exclusive[i] = cg::exclusive_scan(g, v, cg::plus<float>());
+    }
 }
 
 // per-warp sums with __reduce_add_sync on a ragged tail

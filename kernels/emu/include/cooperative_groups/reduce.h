@@ -1,6 +1,6 @@
 // Stand-in for CUDA's <cooperative_groups/reduce.h> under minilora's CPU emulator: cg::reduce over a
 // thread_block_tile<N> is a butterfly of shfl_xor, so every thread of the tile gets the result, as in CUDA;
-// over a coalesced_group, a gather by rank.
+// over a coalesced_group, CUDA's shfl_down halving or scan by rank.
 #pragma once
 #include "../cooperative_groups.h"
 
@@ -18,11 +18,29 @@ T reduce(const thread_block_tile<N>& tile, T value, Op op) {
     return value;
 }
 
-// Over a coalesced_group (any set of lanes): every lane gathers the values rank by rank.
+namespace __detail {
+// A Hillis-Steele scan by rank, as CUDA's cooperative_groups scans a coalesced group: at step i each rank adds the
+// value i ranks below it (its own when there is none), so float sums associate as on a GPU.
+template <class T, class Op>
+T scan_by_rank(const coalesced_group& group, T value, Op op) {
+    for (unsigned i = 1; i < group.size(); i *= 2) {
+        const T below = group.shfl_up(value, i);
+        if (i <= group.thread_rank()) value = op(value, below);
+    }
+    return value;
+}
+}  // namespace __detail
+
+// Over a coalesced_group, in CUDA's order: a power-of-two group halves by shfl_down and every lane gets rank 0's
+// value; any other size is scanned by rank and every lane gets the last rank's (a float sum of 4 lanes is
+// (v0 + v2) + (v1 + v3) there, not ((v0 + v1) + v2) + v3).
 template <class T, class Op>
 T reduce(const coalesced_group& group, T value, Op op) {
-    T total = group.shfl(value, 0);
-    for (unsigned rank = 1; rank < group.size(); ++rank) total = op(total, group.shfl(value, rank));
-    return total;
+    const unsigned size = group.size();
+    if ((size & (size - 1)) == 0) {
+        for (unsigned offset = size / 2; offset > 0; offset /= 2) value = op(value, group.shfl_down(value, offset));
+        return group.shfl(value, 0);
+    }
+    return group.shfl(__detail::scan_by_rank(group, value, op), size - 1);
 }
 }  // namespace cooperative_groups

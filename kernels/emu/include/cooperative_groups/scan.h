@@ -1,6 +1,6 @@
 // Stand-in for CUDA's <cooperative_groups/scan.h> under minilora's CPU emulator: cg::inclusive_scan and
 // cg::exclusive_scan over a thread_block_tile<N>, as a Kogge-Stone scan of shfl_up (log2 N steps), and
-// over a coalesced_group by gathering rank by rank.
+// over a coalesced_group by CUDA's scan by rank.
 #pragma once
 #include "reduce.h"  // plus, less, greater, bit_and, bit_or, bit_xor
 
@@ -22,23 +22,14 @@ T exclusive_scan(const thread_block_tile<N>& tile, T value, Op op = Op()) {
     return tile.thread_rank() == 0 ? T() : before;
 }
 
-// Over a coalesced_group: each lane adds the values of the ranks up to its own (or before it).
+// Over a coalesced_group: CUDA's scan by rank (reduce.h), the exclusive one the inclusive one a rank up.
 template <class T, class Op = plus<T>>
 T inclusive_scan(const coalesced_group& group, T value, Op op = Op()) {
-    T total = group.shfl(value, 0);
-    for (unsigned rank = 1; rank < group.size(); ++rank) {
-        const T next = group.shfl(value, rank);
-        if (rank <= group.thread_rank()) total = op(total, next);
-    }
-    return total;
+    return __detail::scan_by_rank(group, value, op);
 }
 template <class T, class Op = plus<T>>
 T exclusive_scan(const coalesced_group& group, T value, Op op = Op()) {
-    T total = T();
-    for (unsigned rank = 0; rank + 1 < group.size(); ++rank) {
-        const T next = group.shfl(value, rank);
-        if (rank < group.thread_rank()) total = rank == 0 ? next : op(total, next);
-    }
-    return total;
+    const T before = group.shfl_up(__detail::scan_by_rank(group, value, op), 1);
+    return group.thread_rank() == 0 ? T() : before;
 }
 }  // namespace cooperative_groups
