@@ -37,8 +37,8 @@ def _dim(dim, ndim, fn):
         raise TypeError(f"{fn}(): dim must be an int, got {type(dim).__name__}")
     rank = max(ndim, 1)  # a 0-d tensor accepts dim 0 and -1, as in torch
     if not -rank <= dim < rank:
-        raise IndexError(f"{fn}(): Dimension out of range (expected to be in range of "
-                         f"[{-rank}, {rank - 1}], but got {dim})")
+        raise IndexError(f"Dimension out of range (expected to be in range of "  # (torch's maybe_wrap_dim: no
+                         f"[{-rank}, {rank - 1}], but got {dim})")  # op's name before it)
     return int(dim) % rank
 
 
