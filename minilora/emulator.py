@@ -83,7 +83,7 @@ from .native import CompileFailed, compile_atomically, digest as _digest, remove
 
 __all__ = [
     "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
-    "KernelFault", "KERNELS_DIR", "EMU_DIR", "cache_dir", "is_available", "default_workers",
+    "KernelFault", "CUDADriverError", "KERNELS_DIR", "EMU_DIR", "cache_dir", "is_available", "default_workers",
 ]
 
 
@@ -126,6 +126,18 @@ class KernelFault(EmulatorError):
     """The kernel accessed memory out of bounds, failed an assert, crashed (a bad pointer, an integer
     division by zero, a stack overflow, exit() or abort(): the message names the signal, the thread,
     the block and the source line), or ran past its ``timeout=``."""
+
+
+class CUDADriverError(EmulatorError, ValueError):
+    """A launch CUDA's driver refuses before any thread runs, as ``cupy.cuda.driver.CUDADriverError``: the message
+    starts with the driver's error name (``CUDA_ERROR_INVALID_VALUE: invalid argument`` for a block of more than
+    1024 threads, a grid dimension past its limit or more shared memory than allowed;
+    ``CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: too many resources requested for launch`` past the kernel's
+    ``__launch_bounds__``).  A ValueError too: the emulator's bad launch shapes were ValueErrors before."""
+
+
+def _invalid_value(why: str) -> CUDADriverError:
+    return CUDADriverError(f"CUDA_ERROR_INVALID_VALUE: invalid argument ({why})")
 
 
 # Error codes of runtime.cpp's emu_launch (4, Ctrl-C, becomes KeyboardInterrupt in _launch; 7: what ptxas
@@ -1583,11 +1595,11 @@ def _scalar_bytes(kernel: str, i: int, p: _Param, value) -> bytes:
             return np.array(value, ctype).tobytes()
         raise TypeError(f"{where} is a {p.size}-byte struct; pass its bytes (bytes or np.void)")
     if p.code == _T_BF16:
-        if isinstance(value, np.generic) and value.dtype.name == "bfloat16":
-            return value.tobytes()
+        if isinstance(value, np.generic) and (value.dtype.name == "bfloat16" or value.dtype in (np.uint16, np.int16)):
+            return value.tobytes()  # its bits: how CuPy users pass one (NumPy has no bfloat16; CuPy refuses ml_dtypes')
         if isinstance(value, numbers.Number) and not isinstance(value, np.generic):
-            raise _python_scalar_refused(where, "__nv_bfloat16", value, f"ml_dtypes.bfloat16({value!r})")
-        raise TypeError(f"{where} is __nv_bfloat16; pass an ml_dtypes.bfloat16 scalar")
+            raise _python_scalar_refused(where, "__nv_bfloat16", value, "its bits as np.uint16")
+        raise TypeError(f"{where} is __nv_bfloat16; pass its bits as np.uint16, got {type(value).__name__}")
     dtype = np.dtype(_CODE_DTYPE[p.code])
     if isinstance(value, np.generic):
         if value.dtype != dtype:
@@ -1608,15 +1620,14 @@ def _scalar_bytes(kernel: str, i: int, p: _Param, value) -> bytes:
 
 
 def _dim3(value, what: str) -> tuple[int, int, int]:
+    """A grid or block as CuPy launches it: a dimension below 1 becomes 1 (cupy/cuda/function.pyx's
+    Function.__call__ takes max(1, d) of each), so grid=(0,) for an empty input runs one block, as on a GPU."""
     if isinstance(value, numbers.Integral):
         value = (value,)
     if not isinstance(value, (tuple, list)) or not 1 <= len(value) <= 3 or \
             not all(isinstance(v, numbers.Integral) for v in value):
         raise TypeError(f"{what} must be an int or a tuple of 1 to 3 ints, got {value!r}")
-    dims = tuple(int(v) for v in value) + (1,) * (3 - len(value))
-    if min(dims) < 1:
-        raise ValueError(f"{what} dimensions must be >= 1, got {value!r}")
-    return dims
+    return tuple(max(1, int(v)) for v in value) + (1,) * (3 - len(value))
 
 
 def _argument_slots(shape: tuple, like: np.ndarray | None = None) -> np.ndarray:
@@ -1706,8 +1717,8 @@ class RawKernel:
     @max_dynamic_shared_size_bytes.setter
     def max_dynamic_shared_size_bytes(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= _MAX_SHARED:
-            raise EmulatorError(f"CUDA_ERROR_INVALID_VALUE: invalid argument (max_dynamic_shared_size_bytes must be "
-                                f"an int in 0..{_MAX_SHARED} bytes, got {value!r})")
+            raise _invalid_value(f"max_dynamic_shared_size_bytes must be an int in 0..{_MAX_SHARED} bytes, "
+                                 f"got {value!r}")
         self._max_dynamic_shared, self._opted_in = int(value), True
 
     def _bind(self) -> None:
@@ -1838,22 +1849,25 @@ class RawKernel:
     def _config(self, grid, block, shared_mem, stack_size=None, timeout=None, workers=None) -> np.ndarray:
         g, b = _dim3(grid, "grid"), _dim3(block, "block")
         if b[0] * b[1] * b[2] > 1024 or b[0] > 1024 or b[1] > 1024 or b[2] > 64:
-            raise ValueError(f"block {b} of kernel '{self.name}' is too large: CUDA allows at most 1024 threads "
-                             "per block (x, y <= 1024, z <= 64)")
+            raise _invalid_value(f"block {b} of kernel '{self.name}' is too large: CUDA allows at most 1024 threads "
+                                 "per block (x, y <= 1024, z <= 64)")
         if g[0] > 2**31 - 1 or g[1] > 65535 or g[2] > 65535:
-            raise ValueError(f"grid {g} of kernel '{self.name}' exceeds CUDA's limits")
+            raise _invalid_value(f"grid {g} of kernel '{self.name}' exceeds CUDA's limits (x <= 2^31 - 1, "
+                                 "y, z <= 65535)")
         bound = self._mod.launch_bounds.get(self.name)
         if bound is not None and b[0] * b[1] * b[2] > bound:
-            raise ValueError(f"block {b} of kernel '{self.name}' has {b[0] * b[1] * b[2]} threads, but the kernel is "
-                             f"declared __launch_bounds__({bound}): CUDA refuses such a launch (too many resources "
-                             "requested for launch)")
-        if not isinstance(shared_mem, numbers.Integral) or not 0 <= shared_mem <= _MAX_SHARED:
+            raise CUDADriverError(f"CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: too many resources requested for launch "
+                                  f"(block {b} of kernel '{self.name}' has {b[0] * b[1] * b[2]} threads, but the "
+                                  f"kernel is declared __launch_bounds__({bound}))")
+        if not isinstance(shared_mem, numbers.Integral) or shared_mem < 0:
             raise ValueError(f"shared_mem must be an int in 0..{_MAX_SHARED} bytes, got {shared_mem!r}")
+        if shared_mem > _MAX_SHARED:
+            raise _invalid_value(f"kernel '{self.name}' asks shared_mem={shared_mem} bytes, above the GPU's "
+                                 f"{_MAX_SHARED} bytes per block")
         if shared_mem > self.max_dynamic_shared_size_bytes:
-            raise EmulatorError(f"CUDA_ERROR_INVALID_VALUE: invalid argument (kernel '{self.name}' asks {shared_mem} "
-                                "bytes of dynamic shared memory, above its max_dynamic_shared_size_bytes "
-                                f"{self.max_dynamic_shared_size_bytes}: over 48 KB a kernel opts in first, "
-                                f"kernel.max_dynamic_shared_size_bytes = {shared_mem})")
+            raise _invalid_value(f"kernel '{self.name}' asks {shared_mem} bytes of dynamic shared memory, above its "
+                                 f"max_dynamic_shared_size_bytes {self.max_dynamic_shared_size_bytes}: over 48 KB a "
+                                 f"kernel opts in first, kernel.max_dynamic_shared_size_bytes = {shared_mem}")
         if stack_size is None:
             stack_size = _BASE_STACK + self._mod.stack_usage
         elif isinstance(stack_size, bool) or not isinstance(stack_size, numbers.Integral) or \
@@ -1958,7 +1972,8 @@ class RawKernel:
                     message = message.replace(_LOCATION_MARK, self._fault_location(offset, where.value.decode()))
                 message = re.sub("\x01PC:([0-9a-f]+)\x01",  # racecheck's code addresses -> file:line
                                  lambda m: self._mod.source_line(int(m.group(1), 16)) or "an unknown line", message)
-                raise _ERRORS.get(rc, EmulatorError)(message)
+                driver_refused = rc == 3 and message.startswith("CUDA_ERROR_")  # runtime.cpp's launch checks
+                raise (CUDADriverError if driver_refused else _ERRORS.get(rc, EmulatorError))(message)
         if echo and out:
             sys.stdout.write(out)
 

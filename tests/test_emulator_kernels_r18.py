@@ -478,7 +478,7 @@ def scalar_arguments():
     (0, 2, r"is float but got int 2, a Python scalar, which CuPy passes as np.int64 \(8 bytes\)"),
     (1, 2, r"argument 2 \('d'\) .* is double but got int 2, a Python scalar, which CuPy passes as np.int64"),
     (4, 0.5, r"argument 5 \('h'\) .* is __half but got float 0.5, .* pass np.float16\(0.5\)"),
-    (5, 0.75, r"argument 6 \('b'\) .* is __nv_bfloat16 but got float 0.75, .* pass ml_dtypes.bfloat16\(0.75\)"),
+    (5, 0.75, r"argument 6 \('b'\) .* is __nv_bfloat16 but got float 0.75, .* pass its bits as np.uint16"),
     (6, 1 + 2j, r"argument 7 \('z'\) .* is a 8-byte pair of floats but got complex \(1\+2j\), a Python scalar, which "
                 r"CuPy passes as np.complex128 \(16 bytes\)"),
     (7, 3.0, r"argument 8 \('w'\) .* pair of doubles but got float 3.0, a Python scalar, which CuPy passes as "

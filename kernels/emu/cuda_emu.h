@@ -279,6 +279,19 @@ void spin_turn();
 inline void atomic_turn() {
     if ((++fiber_top()->atomics & 63u) == 0) spin_turn();
 }
+// A GPU's atomic needs its word aligned to the word's size, or the kernel stops (CUDA_ERROR_MISALIGNED_ADDRESS);
+// x86's locked instructions would do a misaligned one (a split lock) and the bug would pass unseen here.
+[[noreturn]] inline void misaligned_atomic(const void* a, unsigned size, const char* what, const char* file,
+                                           int line) {
+    char why[256];
+    snprintf(why, sizeof why, "%s on a %u-byte word at address %p, which is not a multiple of %u: a GPU stops the "
+             "kernel there (CUDA_ERROR_MISALIGNED_ADDRESS: misaligned address)", what, size, a, size);
+    device_fault(why, file, line);
+}
+inline void atomic_at(const void* a, unsigned size, const char* what, const char* file, int line) {
+    if (reinterpret_cast<uintptr_t>(a) & (size - 1)) misaligned_atomic(a, size, what, file, line);
+    atomic_turn();
+}
 }  // namespace __emu
 
 // Real fences: the threads of one block run one at a time, but blocks run on several OS threads.
@@ -353,27 +366,29 @@ inline T& __emu_shared_var(const char* name, const char* file, int line) {
 //   atomicCAS            int, unsigned, unsigned long long; unsigned short (sm_70)
 //   atomicAnd, Or, Xor   int, unsigned, unsigned long long
 // ---------------------------------------------------------------------------------------------
+// Each takes its caller's file and line (default arguments), so that an atomic on a misaligned word is named there.
+#define __EMU_AT const char* __file = __builtin_FILE(), int __line = __builtin_LINE()
 #define __EMU_ATOMIC_BITS(T)                                                                             \
-    inline T atomicAdd(T* a, T v) { __emu::atomic_turn(); return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); } \
-    inline T atomicExch(T* a, T v) { __emu::atomic_turn(); return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); } \
-    inline T atomicAnd(T* a, T v) { __emu::atomic_turn(); return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); } \
-    inline T atomicOr(T* a, T v) { __emu::atomic_turn(); return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }   \
-    inline T atomicXor(T* a, T v) { __emu::atomic_turn(); return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }
+    inline T atomicAdd(T* a, T v, __EMU_AT) { __emu::atomic_at(a, sizeof(T), "atomicAdd", __file, __line); return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); } \
+    inline T atomicExch(T* a, T v, __EMU_AT) { __emu::atomic_at(a, sizeof(T), "atomicExch", __file, __line); return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); } \
+    inline T atomicAnd(T* a, T v, __EMU_AT) { __emu::atomic_at(a, sizeof(T), "atomicAnd", __file, __line); return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); } \
+    inline T atomicOr(T* a, T v, __EMU_AT) { __emu::atomic_at(a, sizeof(T), "atomicOr", __file, __line); return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); } \
+    inline T atomicXor(T* a, T v, __EMU_AT) { __emu::atomic_at(a, sizeof(T), "atomicXor", __file, __line); return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }
 #define __EMU_ATOMIC_CAS(T)                                                                              \
-    inline T atomicCAS(T* a, T cmp, T v) {                                                               \
-        __emu::atomic_turn();                                                                            \
+    inline T atomicCAS(T* a, T cmp, T v, __EMU_AT) {                                                     \
+        __emu::atomic_at(a, sizeof(T), "atomicCAS", __file, __line);                                                                               \
         __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);              \
         return cmp; /* on failure cmp holds the old value; on success it already equals it */           \
     }
 #define __EMU_ATOMIC_MIN_MAX(T)                                                                          \
-    inline T atomicMax(T* a, T v) {                                                                      \
-        __emu::atomic_turn();                                                                            \
+    inline T atomicMax(T* a, T v, __EMU_AT) {                                                             \
+        __emu::atomic_at(a, sizeof(T), "atomicMax", __file, __line);                                                                                        \
         T old = __atomic_load_n(a, __ATOMIC_RELAXED);                                                    \
         while (old < v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {} \
         return old;                                                                                      \
     }                                                                                                    \
-    inline T atomicMin(T* a, T v) {                                                                      \
-        __emu::atomic_turn();                                                                            \
+    inline T atomicMin(T* a, T v, __EMU_AT) {                                                             \
+        __emu::atomic_at(a, sizeof(T), "atomicMin", __file, __line);                                                                                        \
         T old = __atomic_load_n(a, __ATOMIC_RELAXED);                                                    \
         while (old > v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {} \
         return old;                                                                                      \
@@ -385,16 +400,19 @@ __EMU_ATOMIC_MIN_MAX(long long)
 #if __CUDA_ARCH__ >= 700
 __EMU_ATOMIC_CAS(unsigned short)
 #endif
-inline int atomicSub(int* a, int v) { __emu::atomic_turn(); return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }
-inline unsigned int atomicSub(unsigned int* a, unsigned int v) { __emu::atomic_turn(); return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }
+inline int atomicSub(int* a, int v, __EMU_AT) { __emu::atomic_at(a, 4, "atomicSub", __file, __line); return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }
+inline unsigned int atomicSub(unsigned int* a, unsigned int v, __EMU_AT) {
+    __emu::atomic_at(a, 4, "atomicSub", __file, __line);
+    return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED);
+}
 #undef __EMU_ATOMIC_BITS
 #undef __EMU_ATOMIC_CAS
 #undef __EMU_ATOMIC_MIN_MAX
 
 // Floating-point atomics are a compare-and-swap loop on the bit pattern, as on older GPUs.
 template <class F, class U>
-inline F __emu_atomic_float_update(F* a, F v, bool add) {
-    __emu::atomic_turn();
+inline F __emu_atomic_float_update(F* a, F v, bool add, const char* what, const char* __file, int __line) {
+    __emu::atomic_at(a, sizeof(F), what, __file, __line);
     U* p = reinterpret_cast<U*>(a);
     U old_bits = __atomic_load_n(p, __ATOMIC_RELAXED);
     for (;;) {
@@ -407,27 +425,39 @@ inline F __emu_atomic_float_update(F* a, F v, bool add) {
             return old_val;
     }
 }
-inline float atomicAdd(float* a, float v) { return __emu_atomic_float_update<float, uint32_t>(a, v, true); }
-inline float atomicExch(float* a, float v) { return __emu_atomic_float_update<float, uint32_t>(a, v, false); }
+inline float atomicAdd(float* a, float v, __EMU_AT) {
+    return __emu_atomic_float_update<float, uint32_t>(a, v, true, "atomicAdd", __file, __line);
+}
+inline float atomicExch(float* a, float v, __EMU_AT) {
+    return __emu_atomic_float_update<float, uint32_t>(a, v, false, "atomicExch", __file, __line);
+}
 #if __CUDA_ARCH__ >= 600
-inline double atomicAdd(double* a, double v) { return __emu_atomic_float_update<double, uint64_t>(a, v, true); }
-#endif
-#if __CUDA_ARCH__ >= 900
-// sm_90's vector atomicAdd: each lane is atomic on its own (not the vector as one access), as on the GPU.
-inline float2 atomicAdd(float2* a, float2 v) { return float2{atomicAdd(&a->x, v.x), atomicAdd(&a->y, v.y)}; }
-inline float4 atomicAdd(float4* a, float4 v) {
-    return float4{atomicAdd(&a->x, v.x), atomicAdd(&a->y, v.y), atomicAdd(&a->z, v.z), atomicAdd(&a->w, v.w)};
+inline double atomicAdd(double* a, double v, __EMU_AT) {
+    return __emu_atomic_float_update<double, uint64_t>(a, v, true, "atomicAdd", __file, __line);
 }
 #endif
-inline unsigned int atomicInc(unsigned int* a, unsigned int limit) {
-    __emu::atomic_turn();
+#if __CUDA_ARCH__ >= 900
+// sm_90's vector atomicAdd: each lane is atomic on its own (not the vector as one access), as on the GPU; the
+// vector's address must be aligned to its whole size, as a vector access's is.
+inline float2 atomicAdd(float2* a, float2 v, __EMU_AT) {
+    __emu::atomic_at(a, sizeof(float2), "atomicAdd", __file, __line);
+    return float2{atomicAdd(&a->x, v.x, __file, __line), atomicAdd(&a->y, v.y, __file, __line)};
+}
+inline float4 atomicAdd(float4* a, float4 v, __EMU_AT) {
+    __emu::atomic_at(a, sizeof(float4), "atomicAdd", __file, __line);
+    return float4{atomicAdd(&a->x, v.x, __file, __line), atomicAdd(&a->y, v.y, __file, __line),
+                  atomicAdd(&a->z, v.z, __file, __line), atomicAdd(&a->w, v.w, __file, __line)};
+}
+#endif
+inline unsigned int atomicInc(unsigned int* a, unsigned int limit, __EMU_AT) {
+    __emu::atomic_at(a, 4, "atomicInc", __file, __line);
     unsigned int old = __atomic_load_n(a, __ATOMIC_RELAXED);
     while (!__atomic_compare_exchange_n(a, &old, old >= limit ? 0u : old + 1u, true, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED)) {}
     return old;
 }
-inline unsigned int atomicDec(unsigned int* a, unsigned int limit) {
-    __emu::atomic_turn();
+inline unsigned int atomicDec(unsigned int* a, unsigned int limit, __EMU_AT) {
+    __emu::atomic_at(a, 4, "atomicDec", __file, __line);
     unsigned int old = __atomic_load_n(a, __ATOMIC_RELAXED);
     while (!__atomic_compare_exchange_n(a, &old, (old == 0u || old > limit) ? limit : old - 1u, true,
                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
@@ -1490,8 +1520,8 @@ __EMU_HALF2_TYPE(__nv_bfloat162, __nv_bfloat16)
 // 16-bit float atomicAdd (__half2: sm_60, __half: sm_70, __nv_bfloat16 and __nv_bfloat162: sm_80): a compare-and-swap loop on
 // the value's own 2 or 4 bytes; each element's sum is rounded once to 16 bits, as the GPU's red.add.
 template <class V, class Bits>
-inline V __emu_atomic_add_16bit(V* a, V v) {
-    __emu::atomic_turn();
+inline V __emu_atomic_add_16bit(V* a, V v, const char* __file, int __line) {
+    __emu::atomic_at(a, sizeof(V), "atomicAdd", __file, __line);
     static_assert(sizeof(V) == sizeof(Bits), "the atomic word is the value itself");
     Bits* p = reinterpret_cast<Bits*>(a);
     Bits old_bits = __atomic_load_n(p, __ATOMIC_RELAXED);
@@ -1506,20 +1536,21 @@ inline V __emu_atomic_add_16bit(V* a, V v) {
     }
 }
 #if __CUDA_ARCH__ >= 600
-inline __half2 atomicAdd(__half2* a, __half2 v) { return __emu_atomic_add_16bit<__half2, uint32_t>(a, v); }
+inline __half2 atomicAdd(__half2* a, __half2 v, __EMU_AT) { return __emu_atomic_add_16bit<__half2, uint32_t>(a, v, __file, __line); }
 #endif
 #if __CUDA_ARCH__ >= 700
-inline __half atomicAdd(__half* a, __half v) { return __emu_atomic_add_16bit<__half, uint16_t>(a, v); }
+inline __half atomicAdd(__half* a, __half v, __EMU_AT) { return __emu_atomic_add_16bit<__half, uint16_t>(a, v, __file, __line); }
 #endif
 #if __CUDA_ARCH__ >= 800
-inline __nv_bfloat16 atomicAdd(__nv_bfloat16* a, __nv_bfloat16 v) {
-    return __emu_atomic_add_16bit<__nv_bfloat16, uint16_t>(a, v);
+inline __nv_bfloat16 atomicAdd(__nv_bfloat16* a, __nv_bfloat16 v, __EMU_AT) {
+    return __emu_atomic_add_16bit<__nv_bfloat16, uint16_t>(a, v, __file, __line);
 }
-inline __nv_bfloat162 atomicAdd(__nv_bfloat162* a, __nv_bfloat162 v) {
-    return __emu_atomic_add_16bit<__nv_bfloat162, uint32_t>(a, v);
+inline __nv_bfloat162 atomicAdd(__nv_bfloat162* a, __nv_bfloat162 v, __EMU_AT) {
+    return __emu_atomic_add_16bit<__nv_bfloat162, uint32_t>(a, v, __file, __line);
 }
 #endif
 #undef __EMU_HALF2_TYPE
+#undef __EMU_AT
 typedef __half2 half2;
 typedef __nv_bfloat162 nv_bfloat162;
 

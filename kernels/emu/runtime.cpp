@@ -221,6 +221,7 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     // not yet landed, per CUDA thread (fibers keep their addresses for the whole launch; see "asynchronous copies").
     std::unordered_map<const Fiber*, AsyncQueue> async;
     const AsyncCopy* landing = nullptr;  // the copy being performed (a crash in its memcpy names where it was issued)
+    uintptr_t printing_from = 0;  // inside a device printf: its call in the kernel (a crash in libc's formatting names it)
     // The scheduler: the running fiber and where the scheduler's own context is saved.
     Fiber* cur = nullptr;
     void* sched_sp = nullptr;
@@ -436,7 +437,7 @@ void on_fault(int sig, siginfo_t* si, void* context) {
     w->sig = sig;
     w->si_code = si->si_code;
     w->addr = uintptr_t(si->si_addr);
-    w->fault_pc = pc_of(context);
+    w->fault_pc = w->printing_from ? w->printing_from : pc_of(context);  // libc's vsnprintf: name the printf
     w->fault_write = fault_was_write(sig, context);
     escape(*w, E_FAULT);
 }
@@ -1023,6 +1024,9 @@ std::string describe_fault() {
         return who + fmt(" crashed landing the asynchronous copy issued at %s (%zu bytes from %p to %p)",
                          where(w.landing->file, w.landing->line).c_str(), w.landing->src_bytes,
                          static_cast<const void*>(w.landing->src), static_cast<void*>(w.landing->dst)) + ": " + what;
+    if (w.printing_from)  // libc's formatting read a bad pointer: an argument of the wrong type for its conversion
+        return who + " crashed in printf" kLocationMark ": " + what + " (an argument that does not match its "
+               "conversion: a %s given something other than a string, or too few arguments?)";
     return who + " crashed" kLocationMark ": " + what;
 }
 #endif
@@ -1753,6 +1757,7 @@ void run_worker(Worker* wp) {
     w.fibers.assign(w.nthreads, Fiber());
     w.async.clear();  // copies a failed launch left in flight die with it (their fibers are gone)
     w.landing = nullptr;
+    w.printing_from = 0;
     if (!ensure_stacks(w, w.nthreads)) {
         set_error(E_INTERNAL, "could not allocate fiber stacks");
         return stop_after(0);
@@ -2372,7 +2377,9 @@ int device_printf(const char* f, ...) {
     char buf[4096];
     va_list ap;
     va_start(ap, f);
+    w.printing_from = uintptr_t(__builtin_return_address(0)) - 1;  // inside the call instruction: its line
     int n = vsnprintf(buf, sizeof buf, f, ap);
+    w.printing_from = 0;
     va_end(ap);
     if (w.output.size() + g_shared.output_bytes < (16u << 20)) w.output += buf;  // CUDA's printf buffer is finite too
     return n;
