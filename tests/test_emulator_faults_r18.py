@@ -25,6 +25,7 @@ from minilora import emulator as emu
 pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
 
 SOURCE = r"""
+#include <cassert>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 extern "C" __global__ void fill(float* out, int n) {
@@ -42,6 +43,17 @@ extern "C" __global__ void dynamic_shared(float* out) {
 extern "C" __global__ void prints_a_number_as_a_string(int* out, int k) {
     if (threadIdx.x == 1) printf("value %s\n", k);  // LINE: printf
     out[threadIdx.x] = 1;
+}
+extern "C" __global__ void asserts(int* out, int bad) {
+    assert(threadIdx.x != bad);  // LINE: assert
+    out[threadIdx.x] = 1;
+}
+extern "C" __global__ void traps(int* out, int bad) {
+    if ((int)threadIdx.x == bad) __trap();  // LINE: trap
+    out[threadIdx.x] = 1;
+}
+extern "C" __global__ void reads(const float* in, float* out, int k) {
+    out[threadIdx.x] = in[k];  // LINE: read
 }
 // Atomics at a byte offset: a multiple of the word's size is right, anything else misaligned.
 #define AT(T, p, k) reinterpret_cast<T*>(reinterpret_cast<char*>(p) + (k))
@@ -191,4 +203,28 @@ def test_a_printf_crash_names_the_printf_line_not_libc():
                                               rf"address 0x5 \(a null pointer\) \(an argument that does not match its "
                                               rf"conversion: a %s given something other than a string"):
         kernel((1,), (4,), (np.zeros(4, np.int32), np.int32(5)))
+    a_normal_launch_works()
+
+
+# ---- the CUDA error a GPU would report ----------------------------------------------------------------------
+@pytest.mark.parametrize("name, args, pattern", [
+    ("asserts", lambda: (np.zeros(8, np.int32), np.int32(3)),
+     r"device-side assertion `threadIdx\.x != bad` failed at fill\.cu:{assert} in block \(0,0,0\) of kernel "
+     r"'asserts', thread \(3,0,0\) \(on a GPU: CUDA_ERROR_ASSERT: device-side assert triggered\)"),
+    ("traps", lambda: (np.zeros(8, np.int32), np.int32(2)),
+     r"__trap\(\) at fill\.cu:{trap} in block \(0,0,0\) of kernel 'traps', thread \(2,0,0\) \(on a GPU: "
+     r"CUDA_ERROR_ILLEGAL_INSTRUCTION: an illegal instruction was encountered\)"),
+    ("reads", lambda: (None, np.zeros(8, np.float32), np.int32(0)),
+     r"crashed at fill\.cu:{read}: SIGSEGV: invalid memory access at address 0x0 \(a null pointer\) \(on a GPU: "
+     r"CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered\)"),
+    ("reads", lambda: (np.ones(8, np.float32), np.zeros(8, np.float32), np.int32(2**31 - 1)),
+     r"crashed at fill\.cu:{read}: SIGSEGV: .*\(on a GPU: CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was "
+     r"encountered\)"),
+])
+def test_a_kernel_fault_names_the_cuda_error_cupy_would_raise(name, args, pattern):
+    """Each KernelFault also names what CuPy raises on a GPU for the same bug (CUDARuntimeError / CUDADriverError
+    with that name), so a learner can match the emulator's report with the GPU's."""
+    lines = {tag: line_of(tag) + 1 for tag in ("assert", "trap", "read")}
+    with pytest.raises(emu.KernelFault, match=pattern.format(**lines)):
+        module().get_function(name)((1,), (8,), args())
     a_normal_launch_works()

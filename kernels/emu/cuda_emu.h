@@ -299,7 +299,7 @@ inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __nanosleep(unsigned) { __emu::spin_turn(); }
-// __trap() ends the launch with a KernelFault naming the line (on a GPU: an unspecified launch failure).
+// __trap() ends the launch with a KernelFault naming the line (on a GPU: CUDA_ERROR_ILLEGAL_INSTRUCTION).
 namespace __emu { [[noreturn]] void trap(const char* file, int line); }
 #define __trap() (__emu::trap(__FILE__, __LINE__))
 // PTX's `exit` (inline asm "exit;"): this thread ends here, as if its kernel had returned.

@@ -1020,14 +1020,19 @@ std::string describe_fault() {
     const std::string who = w.crashed_in_fiber ? fmt("thread (%u,%u,%u) of ", w.crashed_thread.x, w.crashed_thread.y,
                                               w.crashed_thread.z) + block_str()
                                         : "the emulator's scheduler, running " + block_str() + ",";
+    // What CuPy raises on a GPU for a bad access (a stack overflow aside: no one error there).
+    const bool illegal_address = (sig == SIGSEGV || sig == SIGBUS) && what.rfind("stack overflow", 0) != 0;
+    const std::string on_gpu =
+        illegal_address ? " (on a GPU: CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered)" : "";
     if (w.landing)  // the source (or destination) of an asynchronous copy was bad: name the copy, not libc's memcpy
         return who + fmt(" crashed landing the asynchronous copy issued at %s (%zu bytes from %p to %p)",
                          where(w.landing->file, w.landing->line).c_str(), w.landing->src_bytes,
-                         static_cast<const void*>(w.landing->src), static_cast<void*>(w.landing->dst)) + ": " + what;
+                         static_cast<const void*>(w.landing->src), static_cast<void*>(w.landing->dst)) + ": " + what +
+               on_gpu;
     if (w.printing_from)  // libc's formatting read a bad pointer: an argument of the wrong type for its conversion
         return who + " crashed in printf" kLocationMark ": " + what + " (an argument that does not match its "
-               "conversion: a %s given something other than a string, or too few arguments?)";
-    return who + " crashed" kLocationMark ": " + what;
+               "conversion: a %s given something other than a string, or too few arguments?)" + on_gpu;
+    return who + " crashed" kLocationMark ": " + what + on_gpu;
 }
 #endif
 
@@ -2351,15 +2356,17 @@ void exit_thread() { thread_exit(); }
 void trap(const char* file, int line) {
     Fiber* f = current_fiber();
     RuntimeSection busy(f);
-    fail_in_fiber(E_FAULT, fmt("__trap() at %s in %s, %s", where(file, line).c_str(), block_str().c_str(),
+    fail_in_fiber(E_FAULT, fmt("__trap() at %s in %s, %s (on a GPU: CUDA_ERROR_ILLEGAL_INSTRUCTION: an illegal "
+                               "instruction was encountered)", where(file, line).c_str(), block_str().c_str(),
                                tid_str(*f).c_str()));
 }
 
 void assert_fail(const char* expr, const char* file, int line) {
     Fiber* f = current_fiber();
     RuntimeSection busy(f);
-    fail_in_fiber(E_FAULT, fmt("device-side assertion `%s` failed at %s in %s, %s", expr, where(file, line).c_str(),
-                               block_str().c_str(), tid_str(*f).c_str()));
+    fail_in_fiber(E_FAULT, fmt("device-side assertion `%s` failed at %s in %s, %s (on a GPU: CUDA_ERROR_ASSERT: "
+                               "device-side assert triggered)", expr, where(file, line).c_str(), block_str().c_str(),
+                               tid_str(*f).c_str()));
 }
 
 // A misuse the stand-in headers find (a cuda::barrier used before init, ...): the kernel stops, named.
