@@ -103,7 +103,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "9"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates)
+_VERSION = "10"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates; 10: a kernel called as a function is refused)
 
 
 class EmulatorError(RuntimeError):
@@ -1050,6 +1050,29 @@ def _refuse_unsupported(preprocessed: str, masked: str, ptx_refusals=()) -> None
                                "version beside it")
 
 
+def _refuse_unconfigured_calls(preprocessed: str, masked: str, kernels: dict) -> None:
+    """Refuse a __global__ function called as a plain function, as nvcc does ("a __global__ function call must be
+    configured"): g++ would compile an ordinary call, and the child kernel would run inside the calling thread --
+    a kernel that works here and does not build for a GPU.  A call counts when its arguments are as many as the
+    kernel's parameters (a kernel named `abs` may call libc's ::abs(x) or abs(x) inside, as in CUDA)."""
+    arity = {name.rsplit("::", 1)[-1]: len(params) for name, params in kernels.items()}
+    if not arity:
+        return
+    call = re.compile(r"(?<![\w.>:])(" + "|".join(map(re.escape, sorted(arity))) + r")\s*\(")
+    for file, line, text, offset in _user_code_with_offsets(preprocessed, masked):
+        for m in call.finditer(text):
+            opening = offset + m.end() - 1
+            inside = masked[opening + 1:_close_paren(masked, opening)]
+            if (len(_split_top(inside)) if inside.strip() else 0) != arity[m.group(1)]:
+                continue
+            function, _ = _enclosing_function(masked, offset + m.start())
+            if function:  # a call in a function's body (the kernel's own header is at file scope)
+                raise CompileError(f"{os.path.basename(file)}:{line}: error: a __global__ function call must be "
+                                   f"configured: '{function}' calls the kernel '{m.group(1)}' as a function, which "
+                                   "nvcc refuses (a kernel is launched, from the host, with <<<grid, block>>>): make "
+                                   f"the shared code a __device__ function that both kernels call")
+
+
 def _run_compiler(cmd: list[str], output: Path, what: str, before_rename=None) -> None:
     """Run g++ writing to a temporary name, then rename (``native.compile_atomically``): concurrent builds
     never see half a file. ``before_rename(tmp)`` runs first (e.g. to read the -fstack-usage reports)."""
@@ -1412,6 +1435,7 @@ class _Module:
         self._namespaces = {}
         kernels = _find_kernels(masked, bounds=self._bounds, namespaces=self._namespaces)
         templates = _find_kernels(masked, templates=True, bounds=self._template_bounds)
+        _refuse_unconfigured_calls(res.stdout, masked, kernels)
         self._renamed = _names_taken_by_headers(res.stdout, masked, {*kernels, *templates})
         return kernels, templates
 

@@ -228,3 +228,27 @@ def test_a_kernel_fault_names_the_cuda_error_cupy_would_raise(name, args, patter
     with pytest.raises(emu.KernelFault, match=pattern.format(**lines)):
         module().get_function(name)((1,), (8,), args())
     a_normal_launch_works()
+
+
+# ---- a kernel called as a function -------------------------------------------------------------------------
+CALLS_A_KERNEL = r"""
+extern "C" __global__ void child(int* out) { out[threadIdx.x] = 7; }
+extern "C" __global__ void parent(int* out) {
+    child(out);
+}
+"""
+
+
+def test_a_kernel_called_as_a_plain_function_is_refused_as_nvcc_does():
+    """g++ compiled child(out) as an ordinary call, so the parent ran the child inside each of its threads; nvcc
+    refuses it ("a __global__ function call must be configured")."""
+    with pytest.raises(emu.CompileError, match=r"child\.cu:4: error: a __global__ function call must be configured: "
+                                               r"'parent' calls the kernel 'child' as a function"):
+        emu.RawModule(code=CALLS_A_KERNEL).get_function("parent")
+    # A kernel named like a libc function may call that function (other arguments): nvcc's overloads allow it.
+    k = emu.RawKernel(r'''
+extern "C" __global__ void labs(const long* x, long* out) { out[threadIdx.x] = ::labs(x[threadIdx.x]) + labs(-1L); }
+''', "labs")
+    out = np.zeros(4, np.int64)
+    k((1,), (4,), (np.array([-3, 4, -5, 0], np.int64), out))
+    np.testing.assert_array_equal(out, [4, 5, 6, 1])
