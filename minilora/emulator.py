@@ -39,9 +39,12 @@ How it works (details in kernels/README.md):
    differently from the CPU -- a misaligned access, a shift by the type's width or more, a float -> int
    cast of NaN or out of range -- named with the thread, block and source line; a launch past its
    ``timeout=``), ``CompileError`` (what nvcc refuses, including what only shows at launch: static
-   ``__shared__`` arrays over 48 KB), ``EmulatorError`` ("CUDA_ERROR_INVALID_VALUE": more shared memory
-   than the kernel opted in to), ``KeyboardInterrupt`` (Ctrl-C during a launch), ``TypeError`` and
-   ``ValueError`` for wrong arguments or launch shapes.  The process keeps running.  Each launch runs on
+   ``__shared__`` arrays over 48 KB, and a kernel called as a plain function), ``CUDADriverError`` (what
+   CUDA's driver refuses at launch, named as CuPy's: "CUDA_ERROR_INVALID_VALUE" for a block over 1024 threads
+   or more shared memory than the kernel opted in to, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES" past its
+   __launch_bounds__), ``KeyboardInterrupt`` (Ctrl-C during a launch), ``TypeError`` and ``ValueError`` for
+   wrong arguments (a Python float for a ``float`` parameter among them: CuPy passes it as a double, which a
+   GPU kernel misreads).  A grid or block dimension below 1 launches as 1, as CuPy's ``max(1, d)``.  The process keeps running.  Each launch runs on
    copies of the argument arrays fenced as a GPU's allocations (minilora/emulator_fence.py): an access that
    reaches the inaccessible page right after an array (or the one under a page below its start) is a
    KernelFault at its line naming the argument (each copy ends within 16 bytes of that page, so a read one
