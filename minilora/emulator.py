@@ -1351,6 +1351,16 @@ class _Module:
         # as CuPy's MemoryPointer too (copy_from_host, copy_from_device, ...): CuPy code fills it unedited
         return GlobalSymbol.of(raw.view(dtype) if raw.size % dtype.itemsize == 0 else raw, name)
 
+    def pointer_globals(self) -> list:
+        """uint64 views of the __device__ / __constant__ variables that may hold device pointers (pointers, 8-byte
+        integers, structs), for the fenced launch to keep them valid across launches."""
+        views = []
+        for name, raw in getattr(self, "constants", {}).items():
+            elem = self._constant_types[name]
+            if elem.code in (_T_PTR, _T_OTHER, _T_U64, _T_I64) and raw.size % 8 == 0 and raw.ctypes.data % 8 == 0:
+                views.append(raw.view(np.uint64))
+        return views
+
     def find(self, name: str) -> str | None:
         """The kernel called `name`; a name expression matches however it is spaced ("k<float,128>")."""
         return self._by_spelling.get(_spelling(name))
@@ -1861,6 +1871,8 @@ class RawKernel:
             slots[i, 0] = pointer
         argv = np.uint64(slots.ctypes.data) + (packed.argv - np.uint64(packed.slots.ctypes.data))
         staged = _Packed(argv, slots, fenced.arrays, packed.scalars)
+        pointer_globals = self._mod.pointer_globals()
+        fenced.follow_globals(pointer_globals)
         try:
             if check_races:
                 self._launch_checked(cfg, staged)
@@ -1869,6 +1881,7 @@ class RawKernel:
         except KernelFault as e:
             raise KernelFault(fenced.explain(str(e))) from None
         finally:
+            fenced.unfollow_globals(pointer_globals)  # a pointer the kernel saved outlives the launch's copies
             problem = fenced.release()
         if problem:
             raise KernelFault(f"kernel '{self.name}': {problem}")

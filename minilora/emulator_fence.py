@@ -252,20 +252,45 @@ class FencedArguments:
         if table.dtype.itemsize != 8 or not self.regions:
             return
         entries = table.reshape(-1).view(np.uint64)
+        originals = entries.copy()
+        if self._translate(entries, to_copies=True):
+            self._tables.append((entries, originals))
+
+    def _translate(self, words: np.ndarray, to_copies: bool) -> bool:
+        """Move the addresses among `words` (uint64, in place) that lie inside an allocation (its end included)
+        into its fenced copy, or (to_copies=False) inside a copy back into the allocation; whether any moved.  A
+        region reached this way is copied back after the launch: the kernel may write through it."""
+        if not self.regions:
+            return False
         starts = np.array([r.start for r, _ in self.regions], np.uint64)
-        order = np.argsort(starts)
-        found = np.searchsorted(starts[order], entries, side="right") - 1
+        datas = np.array([r.data for r, _ in self.regions], np.uint64)
+        sizes = np.array([r.size for r, _ in self.regions], np.uint64)
+        froms, tos = (starts, datas) if to_copies else (datas, starts)
+        order = np.argsort(froms)
+        found = np.searchsorted(froms[order], words, side="right") - 1
         inside = found >= 0
         which = order[np.where(inside, found, 0)]
-        sizes = np.array([r.size for r, _ in self.regions], np.uint64)
-        inside &= (entries != 0) & (entries - starts[which] <= sizes[which])
+        inside &= (words != 0) & (words - froms[which] <= sizes[which])
         if not inside.any():
-            return
-        datas = np.array([r.data for r, _ in self.regions], np.uint64)
-        self._tables.append((entries, entries.copy()))
-        entries[inside] = datas[which[inside]] + (entries[inside] - starts[which[inside]])
+            return False
+        words[inside] = tos[which[inside]] + (words[inside] - froms[which[inside]])
         for r in set(which[inside].tolist()):
             self.regions[r][0].reached = True
+        return True
+
+    def follow_globals(self, words: list) -> None:
+        """The __device__ variables that may hold pointers (uint64 views): an address inside an argument's
+        allocation -- a pointer a previous launch saved there -- points at the fenced copy for this launch, so it
+        aliases the argument as on a GPU."""
+        for w in words:
+            self._translate(w, to_copies=True)
+
+    def unfollow_globals(self, words: list) -> None:
+        """After the launch, before the copies go: an address inside a fenced copy (one the kernel stored, `saved =
+        in;`, or one follow_globals put there) points back into the allocation, which stays valid for the next
+        launches as a device pointer stays valid while its array lives."""
+        for w in words:
+            self._translate(w, to_copies=False)
 
     def release(self) -> str | None:
         """Copy the regions back (those holding an argument the kernel may write) and unmap them."""

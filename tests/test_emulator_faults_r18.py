@@ -252,3 +252,39 @@ extern "C" __global__ void labs(const long* x, long* out) { out[threadIdx.x] = :
     out = np.zeros(4, np.int64)
     k((1,), (4,), (np.array([-3, 4, -5, 0], np.int64), out))
     np.testing.assert_array_equal(out, [4, 5, 6, 1])
+
+
+# ---- a device pointer saved by one launch, used by the next ------------------------------------------------------
+SAVES_A_POINTER = r"""
+__device__ float* saved;
+extern "C" __global__ void keep(float* in) { saved = in; }
+extern "C" __global__ void read_saved(float* out) { out[threadIdx.x] = saved[threadIdx.x]; }
+extern "C" __global__ void write_saved(int n) { if ((int)threadIdx.x < n) saved[threadIdx.x] = -1.0f; }
+extern "C" __global__ void write_arg_read_saved(float* a, float* out) {
+    a[threadIdx.x] = 10.0f + threadIdx.x;
+    __syncthreads();
+    out[threadIdx.x] = saved[(threadIdx.x + 1) % blockDim.x];
+}
+"""
+
+
+def test_a_pointer_saved_in_a_device_variable_stays_valid_for_the_next_launch():
+    """A launch runs on fenced copies of its arrays: a pointer the kernel saved in a __device__ variable pointed
+    into a copy freed (and reused) when the launch ended, so the next launch read someone else's bytes silently.
+    On a GPU the pointer stays valid while the array lives: after the launch it points at the array, and a
+    launch given the same array again sees one memory through both pointers."""
+    m = emu.RawModule(code=SAVES_A_POINTER)
+    x = np.arange(8, dtype=np.float32)
+    m.get_function("keep")((1,), (1,), (x,))
+    assert int(m.get_global("saved").view(np.uint64)[0]) == x.ctypes.data  # what CuPy's get_global would show
+    for _ in range(2):  # another launch's copies take the freed mapping in between
+        module().get_function("fill")((1,), (64,), (np.zeros(64, np.float32), np.int32(64)))
+    out = np.zeros(8, np.float32)
+    m.get_function("read_saved")((1,), (8,), (out,))
+    np.testing.assert_array_equal(out, np.arange(8, dtype=np.float32))
+    m.get_function("write_saved")((1,), (8,), (np.int32(3),))
+    np.testing.assert_array_equal(x, [-1, -1, -1, 3, 4, 5, 6, 7])
+    m.get_function("write_arg_read_saved")((1,), (8,), (x, out))  # x through the argument and through `saved`
+    np.testing.assert_array_equal(x, 10 + np.arange(8, dtype=np.float32))
+    np.testing.assert_array_equal(out, 10 + (np.arange(8) + 1) % 8)
+    assert int(m.get_global("saved").view(np.uint64)[0]) == x.ctypes.data
