@@ -150,6 +150,14 @@ _E_FAULT, _E_INTERRUPTED = 2, 4
 _LOCATION_MARK = "\x01LOC\x01"  # runtime.cpp's kLocationMark: where a crash message takes its source line
 
 
+def _error_class(rc: int, message: str) -> type:
+    """The exception for runtime.cpp's error code: a launch its checks refuse with CUDA's error name (static +
+    dynamic shared memory over the limit) is the driver's refusal, CUDADriverError."""
+    if rc == 3 and message.startswith("CUDA_ERROR_"):
+        return CUDADriverError
+    return _ERRORS.get(rc, EmulatorError)
+
+
 def is_available() -> bool:
     """True when a C++ compiler is on PATH (the emulator's only requirement besides NumPy)."""
     return shutil.which(_CXX) is not None and _HEADER.is_file()
@@ -2012,8 +2020,7 @@ class RawKernel:
                     message = message.replace(_LOCATION_MARK, self._fault_location(offset, where.value.decode()))
                 message = re.sub("\x01PC:([0-9a-f]+)\x01",  # racecheck's code addresses -> file:line
                                  lambda m: self._mod.source_line(int(m.group(1), 16)) or "an unknown line", message)
-                driver_refused = rc == 3 and message.startswith("CUDA_ERROR_")  # runtime.cpp's launch checks
-                raise (CUDADriverError if driver_refused else _ERRORS.get(rc, EmulatorError))(message)
+                raise _error_class(rc, message)(message)
         if echo and out:
             sys.stdout.write(out)
 
@@ -2176,7 +2183,7 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
             message = err[at:].split("\n", 1)[1].strip() if at >= 0 else err
             line = kernel._mod.source_line(int(pc.group(1), 16)) if pc else None
             message = message.replace(_LOCATION_MARK, f" at {line}" if line else " (source line unknown)")
-            raise _ERRORS[res.returncode - 70](message)
+            raise _error_class(res.returncode - 70, message)(message)
         if res.returncode != 0:
             sys.stdout.write(out)
             raise KernelFault(f"kernel '{kernel.name}': {_fault_headline(err)}{_fault_target(kernel, err, regions)} "

@@ -55,6 +55,13 @@ extern "C" __global__ void traps(int* out, int bad) {
 extern "C" __global__ void reads(const float* in, float* out, int k) {
     out[threadIdx.x] = in[k];  // LINE: read
 }
+extern "C" __global__ void static_and_dynamic(float* out) {
+    __shared__ float tile[8192];  // 32 KB static
+    extern __shared__ float more[];
+    tile[threadIdx.x] = 1.0f;
+    more[threadIdx.x] = 2.0f;
+    out[threadIdx.x] = tile[threadIdx.x] + more[threadIdx.x];
+}
 // Atomics at a byte offset: a multiple of the word's size is right, anything else misaligned.
 #define AT(T, p, k) reinterpret_cast<T*>(reinterpret_cast<char*>(p) + (k))
 extern "C" __global__ void add_int(int* p, int k) {
@@ -157,6 +164,19 @@ def test_a_launch_the_driver_refuses_is_cuda_driver_error_with_its_name(grid, bl
         kernel(grid, block, (np.zeros(2048, np.float32),), shared_mem)
     assert isinstance(caught.value, ValueError) and isinstance(caught.value, emu.EmulatorError)
     a_normal_launch_works()
+
+
+@pytest.mark.parametrize("sanitize", [False, True])
+def test_static_and_dynamic_shared_memory_past_48_kb_is_cuda_driver_error(sanitize):
+    """The static size shows only when the kernel runs (runtime.cpp's check): its refusal was a bare EmulatorError."""
+    kernel = emu.RawModule(code=SOURCE, sanitize=sanitize).get_function("static_and_dynamic")
+    with pytest.raises(emu.CUDADriverError, match=r"CUDA_ERROR_INVALID_VALUE: invalid argument \(kernel "
+                                                  r"'static_and_dynamic' has 32768 bytes of static __shared__ memory"):
+        kernel((1,), (32,), (np.zeros(32, np.float32),), 20 * 1024, timeout=300)
+    kernel.max_dynamic_shared_size_bytes = 20 * 1024  # the opt-in
+    out = np.zeros(32, np.float32)
+    kernel((1,), (32,), (out,), 20 * 1024, timeout=300)
+    np.testing.assert_array_equal(out, 3.0)
 
 
 def test_opting_in_past_the_devices_shared_memory_is_cuda_driver_error():
