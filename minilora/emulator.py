@@ -44,15 +44,15 @@ How it works (details in kernels/README.md):
    or more shared memory than the kernel opted in to, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES" past its
    __launch_bounds__), ``KeyboardInterrupt`` (Ctrl-C during a launch), ``TypeError`` and ``ValueError`` for
    wrong arguments (a Python float for a ``float`` parameter among them: CuPy passes it as a double, which a
-   GPU kernel misreads).  A grid or block dimension below 1 launches as 1, as CuPy's ``max(1, d)``.  The process keeps running.  Each launch runs on
-   copies of the argument arrays fenced as a GPU's allocations (minilora/emulator_fence.py): an access that
-   reaches the inaccessible page right after an array (or the one under a page below its start) is a
-   KernelFault at its line naming the argument (each copy ends within 16 bytes of that page, so a read one
-   element past the end usually faults too), a write into those < 16 bytes of padding one found after the
-   launch; a table of pointers (``float* const*``, or addresses in a ``const unsigned long long*``) is followed
-   into the copies of the arrays it points to, given as a list of arrays or passed beside it.  What the fast
-   mode cannot see: a read of the padding, and an access that jumps past the fence into other memory (use
-   ``sanitize=True``).
+   GPU kernel misreads).  A grid or block dimension below 1 launches as 1, as CuPy's ``max(1, d)``.  The process
+   keeps running.  Each launch runs on copies of the argument arrays fenced as a GPU's allocations
+   (minilora/emulator_fence.py): an access that reaches the inaccessible page right after an array (or the one
+   under a page below its start) is a KernelFault at its line naming the argument (each copy ends within 16
+   bytes of that page, so a read one element past the end usually faults too), a write into those < 16 bytes
+   of padding one found after the launch; a table of pointers (``float* const*``, or addresses in a ``const
+   unsigned long long*``) is followed into the copies of the arrays it points to, given as a list of arrays or
+   passed beside it.  What the fast mode cannot see: a read of the padding, and an access that jumps past the
+   fence into other memory (use ``sanitize=True``).
    Asynchronous copies (cp.async, <cuda_pipeline.h>, cuda::memcpy_async with cuda::pipeline / cuda::barrier,
    cooperative_groups::memcpy_async) land when a wait covers them -- the latest a GPU may -- so a read before the
    wait sees the old bytes; ``racecheck=True`` names it, and ``check_races=True``, whose other schedules land
