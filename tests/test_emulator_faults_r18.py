@@ -265,6 +265,14 @@ def test_a_kernel_called_as_a_plain_function_is_refused_as_nvcc_does():
     with pytest.raises(emu.CompileError, match=r"child\.cu:4: error: a __global__ function call must be configured: "
                                                r"'parent' calls the kernel 'child' as a function"):
         emu.RawModule(code=CALLS_A_KERNEL).get_function("parent")
+    recursive = r"""
+extern "C" __global__ void countdown(int* out, int n) {
+    if (n > 0) countdown(out, n - 1);
+    else out[threadIdx.x] = 1;
+}"""
+    with pytest.raises(emu.CompileError, match=r"countdown\.cu:3: error: a __global__ function call must be "
+                                               r"configured: 'countdown' calls the kernel 'countdown'"):
+        emu.RawKernel(recursive, "countdown").compile()
     # A kernel named like a libc function may call that function (other arguments): nvcc's overloads allow it.
     k = emu.RawKernel(r'''
 extern "C" __global__ void labs(const long* x, long* out) { out[threadIdx.x] = ::labs(x[threadIdx.x]) + labs(-1L); }
