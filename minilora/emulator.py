@@ -718,8 +718,11 @@ def _rewrite_shared(src: str) -> _Rewritten:
 # ------------------------------------------------------------------------------------------------
 # -fno-isolate-erroneous-paths-dereference: g++ would replace a division by a constant zero (or a null
 # dereference it can prove) by a trap instruction with no source line; kept, it faults at the user's line.
+# -fno-ipa-icf: g++ would fold kernels with the same body into one, so a crash in the second would be named at
+# the first one's lines.
 _COMMON_FLAGS = ["-std=c++17", "-fPIC", "-fno-strict-aliasing", "-fvisibility=hidden",
-                 "-fno-isolate-erroneous-paths-dereference", "-Wno-unknown-pragmas", "-Wno-attributes"]
+                 "-fno-isolate-erroneous-paths-dereference", "-fno-ipa-icf", "-Wno-unknown-pragmas",
+                 "-Wno-attributes"]
 # -g1 (line tables only): a crash's faulting instruction maps back to a source line through addr2line.
 # -fstack-clash-protection: a big local array touches its stack pages in order, so it hits the guard
 # page below the fiber's stack (a KernelFault) rather than jumping over it into another thread's stack.

@@ -62,6 +62,17 @@ extern "C" __global__ void static_and_dynamic(float* out) {
     more[threadIdx.x] = 2.0f;
     out[threadIdx.x] = tile[threadIdx.x] + more[threadIdx.x];
 }
+extern "C" __global__ void ldg4(const float* in, float* out, int k) {
+    float4 v = __ldg(reinterpret_cast<const float4*>(in + k));  // LINE: ldg4
+    out[0] = v.x;
+}
+extern "C" __global__ void ldcs4(const float* in, float* out, int k) {
+    float4 v = __ldcs(reinterpret_cast<const float4*>(in + k));  // LINE: ldcs4
+    out[0] = v.x;
+}
+extern "C" __global__ void stcs4(const float* in, float* out, int k) {
+    __stcs(reinterpret_cast<float4*>(out + k), make_float4(in[0], 0.0f, 0.0f, 0.0f));  // LINE: stcs4
+}
 // Atomics at a byte offset: a multiple of the word's size is right, anything else misaligned.
 #define AT(T, p, k) reinterpret_cast<T*>(reinterpret_cast<char*>(p) + (k))
 extern "C" __global__ void add_int(int* p, int k) {
@@ -316,3 +327,33 @@ def test_a_pointer_saved_in_a_device_variable_stays_valid_for_the_next_launch():
     np.testing.assert_array_equal(x, 10 + np.arange(8, dtype=np.float32))
     np.testing.assert_array_equal(out, 10 + (np.arange(8) + 1) % 8)
     assert int(m.get_global("saved").view(np.uint64)[0]) == x.ctypes.data
+
+
+# ---- a misaligned access inside an intrinsic -------------------------------------------------------------
+@pytest.mark.parametrize("name", ["ldg4", "ldcs4", "stcs4"])
+def test_a_misaligned_intrinsic_names_the_kernels_line_not_the_header(name):
+    """__ldg / __ldcs / __stcs are the emulator's inline functions: the alignment check fired inside them and the
+    fault named cuda_emu.h:1161; the kernel's line is where the learner must look."""
+    with pytest.raises(emu.KernelFault, match=rf"kernel '{name}' \w+ a '(?:const )?struct float4' at address "
+                                              rf"0x[0-9a-f]+, which is not a multiple of its 16-byte alignment, at "
+                                              rf"fill\.cu:{line_of(name) + 1}: a GPU stops the kernel there "
+                                              r"\(CUDA_ERROR_MISALIGNED_ADDRESS"):
+        module().get_function(name)((1,), (1,), (np.ones(16, np.float32), np.zeros(16, np.float32), np.int32(1)))
+    a_normal_launch_works()
+
+
+TWINS = r"""
+extern "C" __global__ void first(float* p) {
+    p[threadIdx.x] = 1.0f;
+}
+extern "C" __global__ void second(float* p) {
+    p[threadIdx.x] = 1.0f;
+}
+"""
+
+
+def test_a_crash_in_one_of_two_identical_kernels_names_its_own_line():
+    """g++ folded kernels with the same body into one (identical code folding), so the crash in 'second' was named
+    at 'first''s line 3: a learner's copy of a kernel sent them to the wrong place."""
+    with pytest.raises(emu.KernelFault, match=r"kernel 'second' crashed at first\.cu:6: SIGSEGV"):
+        emu.RawModule(code=TWINS).get_function("second")((1,), (1,), (None,))

@@ -2460,45 +2460,67 @@ double ub_float(const UbType* t, uintptr_t v) {
     if (t->info == 64) { double d; memcpy(&d, &v, 8); return d; }
     return NAN;
 }
+// Where a check fired: its own location, unless that lies in the emulator's headers (an __ldg, __stcs, ... inlined
+// into the kernel: "cuda_emu.h:1161" would name the wrong place).  Then the handler's return address names it:
+// emulator.py's addr2line walks the inlined calls out to the user's line (kLocationMark).
+std::string ub_at(const UbLocation& l, uintptr_t return_address) {
+    const bool in_emulator = strstr(l.file, "/emu/include/") || strstr(l.file, "cuda_emu.h");
+    if (!in_emulator || !return_address) return " at " + ub_where(l);
+    me().fault_pc = return_address - 1;  // inside the call of the handler: addr2line names its line
+    return kLocationMark;
+}
 [[noreturn]] void ub_stop(const std::string& what) {
     Worker& w = me();
     fail_in_fiber(E_FAULT, tid_str(*w.cur) + " of " + block_str() + " " + what);
 }
-void ub_shift(const UbShift* d, uintptr_t rhs) {
+void ub_shift(const UbShift* d, uintptr_t rhs, uintptr_t return_address) {
     if (!in_fiber()) return;
     const long long count = ub_integer(d->rhs, rhs);
     const unsigned bits = 1u << (d->lhs->info >> 1);
-    ub_stop(fmt("shifts a %u-bit %s by %lld at %s: undefined in C++ (a count of the type's width or more, or "
+    ub_stop(fmt("shifts a %u-bit %s by %lld%s: undefined in C++ (a count of the type's width or more, or "
                 "negative). A GPU clamps the count (x << %u gives 0), the CPU masks it (x << %u gives x), so the "
                 "emulator cannot give the GPU's result and stops: write the edge case out, e.g. "
-                "n >= %u ? 0u : x << n", bits, d->lhs->name, count, ub_where(d->loc).c_str(), bits, bits, bits));
+                "n >= %u ? 0u : x << n", bits, d->lhs->name, count, ub_at(d->loc, return_address).c_str(), bits, bits,
+                bits));
 }
-void ub_float_cast(const UbFloatCast* d, uintptr_t from) {
+void ub_float_cast(const UbFloatCast* d, uintptr_t from, uintptr_t return_address) {
     if (!in_fiber()) return;
-    ub_stop(fmt("converts the %s %g to %s at %s, outside its range (or NaN): undefined in C++. A GPU saturates "
+    ub_stop(fmt("converts the %s %g to %s%s, outside its range (or NaN): undefined in C++. A GPU saturates "
                 "(NaN gives 0, too large the type's maximum), the CPU gives another value, so the emulator stops: "
                 "clamp first, or use the intrinsic that saturates as the GPU does (__float2int_rz, "
                 "__float2uint_rz, __float2ll_rz, ...)", d->from->name, ub_float(d->from, from), d->to->name,
-                ub_where(d->loc).c_str()));
+                ub_at(d->loc, return_address).c_str()));
 }
 struct UbTypeMismatch { UbLocation loc; const UbType* type; unsigned char log_alignment, kind; };
-void ub_misaligned(const UbTypeMismatch* d, uintptr_t address) {
+void ub_misaligned(const UbTypeMismatch* d, uintptr_t address, uintptr_t return_address) {
     if (!in_fiber()) return;
     const unsigned align = 1u << d->log_alignment;
     const char* access = d->kind == 0 ? "loads" : d->kind == 1 ? "stores" : "accesses";
-    ub_stop(fmt("%s a %s at address 0x%lx, which is not a multiple of its %u-byte alignment, at %s: a GPU stops the "
+    ub_stop(fmt("%s a %s at address 0x%lx, which is not a multiple of its %u-byte alignment,%s: a GPU stops the "
                 "kernel there (CUDA_ERROR_MISALIGNED_ADDRESS: misaligned address). A vector load such as "
                 "reinterpret_cast<const float4*>(x + k) needs k a multiple of 4 (and the array itself aligned)",
-                access, d->type->name, (unsigned long)address, align, ub_where(d->loc).c_str()));
+                access, d->type->name, (unsigned long)address, align, ub_at(d->loc, return_address).c_str()));
 }
 }  // namespace
 extern "C" {
-void __ubsan_handle_type_mismatch_v1(void* d, void* p) { ub_misaligned((const UbTypeMismatch*)d, uintptr_t(p)); }
-void __ubsan_handle_type_mismatch_v1_abort(void* d, void* p) { ub_misaligned((const UbTypeMismatch*)d, uintptr_t(p)); }
-void __ubsan_handle_shift_out_of_bounds(void* d, void*, void* rhs) { ub_shift((const UbShift*)d, uintptr_t(rhs)); }
-void __ubsan_handle_shift_out_of_bounds_abort(void* d, void*, void* rhs) { ub_shift((const UbShift*)d, uintptr_t(rhs)); }
-void __ubsan_handle_float_cast_overflow(void* d, void* v) { ub_float_cast((const UbFloatCast*)d, uintptr_t(v)); }
-void __ubsan_handle_float_cast_overflow_abort(void* d, void* v) { ub_float_cast((const UbFloatCast*)d, uintptr_t(v)); }
+#define EMU_CALLER uintptr_t(__builtin_return_address(0))  // in the kernel: where the check fired
+void __ubsan_handle_type_mismatch_v1(void* d, void* p) {
+    ub_misaligned((const UbTypeMismatch*)d, uintptr_t(p), EMU_CALLER);
+}
+void __ubsan_handle_type_mismatch_v1_abort(void* d, void* p) {
+    ub_misaligned((const UbTypeMismatch*)d, uintptr_t(p), EMU_CALLER);
+}
+void __ubsan_handle_shift_out_of_bounds(void* d, void*, void* rhs) {
+    ub_shift((const UbShift*)d, uintptr_t(rhs), EMU_CALLER);
+}
+void __ubsan_handle_shift_out_of_bounds_abort(void* d, void*, void* rhs) {
+    ub_shift((const UbShift*)d, uintptr_t(rhs), EMU_CALLER);
+}
+void __ubsan_handle_float_cast_overflow(void* d, void* v) { ub_float_cast((const UbFloatCast*)d, uintptr_t(v), EMU_CALLER); }
+void __ubsan_handle_float_cast_overflow_abort(void* d, void* v) {
+    ub_float_cast((const UbFloatCast*)d, uintptr_t(v), EMU_CALLER);
+}
+#undef EMU_CALLER
 }
 #endif
 
