@@ -254,7 +254,9 @@ def test_a_printf_crash_names_the_printf_line_not_libc():
 ])
 def test_a_kernel_fault_names_the_cuda_error_cupy_would_raise(name, args, pattern):
     """Each KernelFault also names what CuPy raises on a GPU for the same bug (CUDARuntimeError / CUDADriverError
-    with that name), so a learner can match the emulator's report with the GPU's."""
+    with that name), so a learner can match the emulator's report with the GPU's.  On a GPU these errors are sticky
+    (every later CUDA call in the process fails the same way); the emulator chooses to keep the next launch working,
+    which is checked here, so a learner fixes the kernel and reruns the cell without restarting Python."""
     lines = {tag: line_of(tag) + 1 for tag in ("assert", "trap", "read")}
     with pytest.raises(emu.KernelFault, match=pattern.format(**lines)):
         module().get_function(name)((1,), (8,), args())
