@@ -977,6 +977,7 @@ bool page_mapped(uintptr_t addr) {
 std::string describe_fault() {
     Worker& w = me();
     std::string what;
+    bool wild = false;  // an invalid global address: what a GPU reports as CUDA_ERROR_ILLEGAL_ADDRESS
     const int sig = w.sig, code = w.si_code;
     const uintptr_t addr = w.addr;
     const std::string shared = sig == SIGSEGV ? shared_guard_hit(w, addr) : "";
@@ -990,16 +991,19 @@ std::string describe_fault() {
                    "recursion); launch with a larger stack_size= (bytes per thread)", g_stack_size);
     } else if (sig == SIGSEGV && g_fence_shadow && addr >= uintptr_t(g_fence_shadow) + (uintptr_t(1) << 44) &&
                !page_mapped(addr)) {
+        wild = true;
         // a kernel's inline fence check read the shadow (2^44 bytes, emulator_fence.py) of an address beyond the
         // 47-bit address space, which lands on no mapping (a guard page is one): name that address (to 8 bytes)
         what = fmt("SIGSEGV: invalid memory access near address 0x%lx (a wild pointer, outside the address space)",
                    (unsigned long)((addr - uintptr_t(g_fence_shadow)) << 3));
     } else if (sig == SIGSEGV && code == SI_KERNEL) {
+        wild = true;
         // x86 raises a general-protection fault, which reports address 0, for an address outside the 47-bit
         // address space (a pointer offset by a huge index): not a null pointer
         what = "SIGSEGV: invalid memory access at an address outside the address space (a wild or freed pointer; "
                "the CPU does not report which address)";
     } else if (sig == SIGSEGV || sig == SIGBUS) {
+        wild = true;
         what = fmt("%s: invalid memory access at address 0x%lx%s", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
                    (unsigned long)addr, addr < 4096 ? " (a null pointer)" : " (a wild or freed pointer)");
     } else if (sig == SIGFPE) {
@@ -1020,10 +1024,10 @@ std::string describe_fault() {
     const std::string who = w.crashed_in_fiber ? fmt("thread (%u,%u,%u) of ", w.crashed_thread.x, w.crashed_thread.y,
                                               w.crashed_thread.z) + block_str()
                                         : "the emulator's scheduler, running " + block_str() + ",";
-    // What CuPy raises on a GPU for a bad access (a stack overflow aside: no one error there).
-    const bool illegal_address = (sig == SIGSEGV || sig == SIGBUS) && what.rfind("stack overflow", 0) != 0;
+    // What CuPy raises on a GPU for an invalid global address (past a shared array, a local one or the stack, a
+    // GPU may read on silently or fail otherwise: no one error to name).
     const std::string on_gpu =
-        illegal_address ? " (on a GPU: CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered)" : "";
+        wild ? " (on a GPU: CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered)" : "";
     if (w.landing)  // the source (or destination) of an asynchronous copy was bad: name the copy, not libc's memcpy
         return who + fmt(" crashed landing the asynchronous copy issued at %s (%zu bytes from %p to %p)",
                          where(w.landing->file, w.landing->line).c_str(), w.landing->src_bytes,
