@@ -1554,8 +1554,8 @@ def lstsq(A, B, rcond=None, *, driver=None):
 
 # ---- norms ---------------------------------------------------------------------------------------
 class VectorNorm(Function):
-    """``linalg.vector_norm`` with torch's ``norm_backward``: p=2 ``x g / |x|`` (0 at |x| = 0), p=inf the
-    gradient shared among the maxima, p=0 none."""
+    """``linalg.vector_norm`` with torch's ``norm_backward``: p=2 ``g * (x / |x|)`` (0 at |x| = 0), p=inf the
+    gradient shared among the maxima, p=0 none (``ops.reduce.norm_backward``, as torch.norm's)."""
 
     @staticmethod
     def forward(ctx, x, *, ord, dims, keepdim):
@@ -1590,17 +1590,10 @@ class VectorNorm(Function):
                 return None
             if p == 1:
                 return xp.sign(x) * grad
-            if p == 2:
-                return x * xp.where(norm == 0, 0, grad / norm)
             if math.isinf(p):
                 mask = (xp.abs(x) == norm) | xp.isnan(x)
                 return xp.sign(x) * (grad / mask.sum(axis=dims, keepdims=True)) * mask
-            if p < 1:  # (torch: |x|^(p-1) is 0 where x is, so a zero vector's subgradient is 0, not nan)
-                return xp.sign(x) * xp.where(x == 0, 0, xp.abs(x) ** (p - 1)) * grad * norm ** (1 - p)
-            scale = xp.where(norm == 0, 0, grad / norm ** (p - 1))
-            if p < 2:  # (sgn(x) |x|^(p-1): x |x|^(p-2) would be 0 * inf at a zero element)
-                return (xp.sign(x) * xp.abs(x) ** (p - 1) * scale).astype(x.dtype)
-            return (x * xp.abs(x) ** (p - 2) * scale).astype(x.dtype)
+            return ops.reduce.norm_backward(x, norm, p, grad).astype(x.dtype, copy=False)  # (torch.norm's too)
 
 
 def _refuse_empty_norm(x, ord, dims):

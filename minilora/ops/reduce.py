@@ -31,7 +31,7 @@ from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, shows_values
-from .elementwise import (AsType, _is_16bit_float, _torch_sign, backward_in_float32, complex_logaddexp,
+from .elementwise import (AsType, _is_16bit_float, _power_kernel, _torch_sign, backward_in_float32, complex_logaddexp,
                           computes_in_float32)
 from .index import _gather, cast_to_dtype_argument, cumulative, quiet_float_errors, return_type
 from .shape import NO_DIM, RecordedCopy, _dense, dim_given
@@ -459,14 +459,25 @@ class PNorm(Function):
 
     @staticmethod
     def backward(ctx, g):
-        xp, a, p = xp_of(g), ctx.a, ctx.p
-        g = _expand_reduced(g, ctx.axes, ctx.keepdims)
-        safe = xp.where(ctx.out == 0, 1, ctx.out)
-        scale = xp.where(ctx.out == 0, 0, g / safe ** (p - 1))
-        power = xp.abs(a) ** (p - 1)
-        if p < 1:  # torch masks 0^(p-1) = inf at a zero element (sign(0) * inf would be nan); p >= 1: finite
-            power = xp.where(a == 0, 0, power)
-        return _torch_sign(a) * power * scale
+        return norm_backward(ctx.a, ctx.out, ctx.p, _expand_reduced(g, ctx.axes, ctx.keepdims))
+
+
+def norm_backward(a, norm, p, g):
+    """torch's norm_backward for a finite ``p`` other than 0 and 1 (``norm`` and ``g`` with the reduced dims kept),
+    each branch in its order of tensor ops, the powers torch's pow kernel (``_power_kernel``): p = 2
+    ``grad * (self / norm)``; p < 1 ``(sgn(self) |self|^(p-1) * grad) * norm^(1-p)`` (0 where self is 0, where
+    the power would be inf); 1 < p < 2 ``sgn(self) |self|^(p-1) * (grad / norm^(p-1))``; p > 2 ``self
+    |self|^(p-2) * (grad / norm^(p-1))``; 0 where the norm is 0."""
+    xp = xp_of(g)
+    with np.errstate(all="ignore"):
+        safe = xp.where(norm == 0, 1, norm)
+        if p == 2:
+            return g * xp.where(norm == 0, 0, a / safe)
+        if p < 1:
+            scaled = _torch_sign(a) * xp.where(a == 0, 0, _power_kernel(xp.abs(a), p - 1))
+            return (scaled * g) * _power_kernel(norm, 1 - p)
+        scaled = _torch_sign(a) * _power_kernel(xp.abs(a), p - 1) if p < 2 else a * _power_kernel(xp.abs(a), p - 2)
+        return scaled * xp.where(norm == 0, 0, g / _power_kernel(safe, p - 1))
 
 
 @contiguous_result
