@@ -31,6 +31,8 @@ What needed the emulator fixed (each test failed before):
   a BarrierError: the runtime took the lanes still forming their group for arrived at the other lanes' collective.
 * cg::reduce / inclusive_scan / exclusive_scan over a coalesced group summed rank by rank; CUDA halves a
   power-of-two group by shfl_down and scans other sizes by rank (Hillis-Steele): float sums differed in last bits.
+* cg::inclusive_scan over a tile applied op(below, own) where CUDA applies op(own, below): cg::less with a NaN
+  gave another running minimum.
 * __expf, __exp10f, __logf, __log10f, __powf were the accurate functions: they are the GPU's instruction sequences
   now, the float product before ex2.approx / lg2.approx rounded as there (up to 54 ulp of __expf's difference).
 The kernels themselves computed right once built (two bugs of the test's own: a race on ``logits`` in the classifier
@@ -246,6 +248,28 @@ def test_coalesced_group_float_reduce_and_scans_associate_as_cudas(k):
         np.testing.assert_array_equal(inclusive[lanes], scan)
         np.testing.assert_array_equal(exclusive[lanes], np.concatenate([[0], scan[:-1]]).astype(f32))
         assert np.isnan(sums[warp * 32 + k:(warp + 1) * 32]).all()  # the lanes outside the group wrote nothing
+
+
+def test_tile_inclusive_scan_applies_op_in_cudas_operand_order():
+    """CUDA's scan step is op(own, value d ranks below); it was op(below, own) here, the same for a sum but not for
+    cg::less with a NaN: less(x, NaN) is x, less(NaN, x) NaN (CUDA's definition, `b < a ? b : a`)."""
+    x = np.array([1, np.nan, 3, 0, np.nan, 2, 5, 1, 4, 4], f32)
+    out = np.zeros_like(x)
+    fn("tile_running_min")((1,), (32,), (x, out, i32(x.size)))
+
+    def less(a, b):
+        return b if b < a else a
+
+    want = []
+    for t in range(0, 12, 4):  # tiles of 4; lanes past n hold +inf
+        vals = list(np.concatenate([x, [np.inf] * 2])[t:t + 4])
+        d = 1
+        while d < 4:
+            vals = [less(vals[r], vals[r - d]) if r >= d else vals[r] for r in range(4)]
+            d *= 2
+        want += vals
+    np.testing.assert_array_equal(out, np.array(want[:x.size], f32))  # NaN where CUDA's order keeps it
+    assert np.isnan(out[1]) and out[2] == 1  # rank 1: less(NaN, 1) is NaN; rank 2: less(less(3, NaN), 1) is 1
 
 
 @pytest.mark.parametrize("n, bins", [(999, 13), (40, 1), (3, 7)])

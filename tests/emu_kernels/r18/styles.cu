@@ -352,6 +352,15 @@ extern "C" __global__ void coalesced_float_sums(const float* x, float* sums, flo
     }
 }
 
+// running minimum of a tile of 4 with cg::less, NaNs included
+extern "C" __global__ void tile_running_min(const float* x, float* out, int n) {
+    cg::thread_block_tile<4> tile = cg::tiled_partition<4>(cg::this_thread_block());
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    float v = i < n ? x[i] : INFINITY;
+    float m = cg::inclusive_scan(tile, v, cg::less<float>());
+    if (i < n) out[i] = m;
+}
+
 // per-warp sums with __reduce_add_sync on a ragged tail
 extern "C" __global__ void warp_sums_reduce_add(const unsigned int* x, unsigned int* sums, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;

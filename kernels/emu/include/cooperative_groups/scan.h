@@ -9,7 +9,8 @@ template <unsigned N, class T, class Op = plus<T>>
 T inclusive_scan(const thread_block_tile<N>& tile, T value, Op op = Op()) {
     for (unsigned d = 1; d < N; d *= 2) {
         const T below = tile.shfl_up(value, d);
-        if (tile.thread_rank() >= d) value = op(below, value);
+        // op(own, below) in CUDA's operand order: cg::less(x, NaN) is x but cg::less(NaN, x) is NaN
+        if (tile.thread_rank() >= d) value = op(value, below);
     }
     return value;
 }
