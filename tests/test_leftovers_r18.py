@@ -375,3 +375,26 @@ def test_a_numpy_array_with_a_negative_stride_is_refused_as_torch(make):
     reversed_columns = np.arange(6.0).reshape(2, 3)[:, ::-1]
     _same_outcome(lambda L: calls[make](L, reversed_columns))
     assert ml.tensor(reversed_columns.copy()).tolist() == torch.tensor(reversed_columns.copy()).tolist()
+
+
+_OUT_OF_BOUNDS = {  # torch's words and types, naming the first index outside (minilora: 'fn(): ', the largest)
+    "index_select dim 0": lambda L: L.zeros(2, 3).index_select(0, L.tensor([0, 5])),
+    "index_select dim 1": lambda L: L.zeros(2, 3).index_select(1, L.tensor([0, 7, 9, -5])),
+    "index_select dim 2": lambda L: L.zeros(2, 3, 4).index_select(2, L.tensor([-1])),
+    "index_add": lambda L: L.zeros(2, 3).index_add(0, L.tensor([0, -7, 5]), L.ones(3, 3)),
+    "index_fill": lambda L: L.zeros(2, 3).index_fill(0, L.tensor([0, 5, -7]), 1.0),
+    "index_copy": lambda L: L.zeros(2, 3).index_copy(1, L.tensor([-9, 7]), L.ones(2, 2)),
+    "gather": lambda L: L.zeros(2, 3).gather(0, L.tensor([[0, -7, 5]])),
+    "scatter_add": lambda L: L.zeros(2, 3).scatter_add(1, L.tensor([[0, 5, 0]]), L.ones(1, 3)),
+    "x[5]": lambda L: L.zeros(2, 3)[5],
+    "x[0, 7]": lambda L: L.zeros(2, 3)[0, 7],
+    "index_put": lambda L: L.zeros(2, 3).index_put((L.tensor([5]),), L.ones(1)),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_OUT_OF_BOUNDS))
+def test_an_index_out_of_bounds_is_refused_in_torchs_words(call):
+    """index_select: IndexError 'index out of range in self', or along dim 1 its kernel's RuntimeError naming the
+    first index outside; index_add/fill/gather/scatter: 'index N is out of bounds for dimension d with size n' for
+    the first N outside, no op's name before it; indexing: 'dimension', not NumPy's 'axis'."""
+    _same_outcome(_OUT_OF_BOUNDS[call])

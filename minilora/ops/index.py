@@ -117,12 +117,19 @@ def _check_index(input, dim, index, fn):
                                f"but input has size {m} (index may only be smaller away from dim "
                                f"{dim})")
     if index.numel():
-        low, high = int(index.min()), int(index.max())
         size = input.shape[dim] if input.ndim else 1
-        if low < 0 or high >= size:  # (torch takes no negative index here: -1 is out of bounds)
-            bad = high if high >= size else low
-            raise RuntimeError(f"{fn}(): index {bad} is out of bounds for dimension {dim} with "
-                               f"size {size}")
+        bad = first_out_of_bounds(index._array, 0, size)  # (torch takes no negative index here: -1 is out)
+        if bad is not None:
+            raise RuntimeError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
+
+
+def first_out_of_bounds(positions, low, size):
+    """The first of ``positions`` (in C order, as torch's kernels meet them) outside ``[low, size)``, or None."""
+    flat = positions.reshape(-1)
+    outside = (flat < low) | (flat >= size)
+    if not bool(outside.any()):
+        return None
+    return int(flat[int(outside.argmax())])
 
 
 def gather(input, dim, index, *, sparse_grad=False):
@@ -443,19 +450,25 @@ def _index_vector(index, fn):
     return index._array.reshape(-1)
 
 
-class IndexOutOfRange(IndexError, RuntimeError):
-    """A position past the end in index_select: torch raises IndexError ("index out of range in self")
-    or RuntimeError ("INDICES element is out of DATA bounds") by which kernel runs (dim 0 or not...);
-    this is both, so either ``except`` works."""
-
-
 def _check_bounds(index, size, dim, fn, error=IndexError, negative=False):
-    """Every position within ``size`` (torch raises IndexError for index_select and RuntimeError
-    for index_add: ``error`` says which); a negative one counts from the end only where ``negative``
-    (index_fill; index_select and index_add refuse -1, as torch)."""
-    if index.size and (int(index.min()) < (-size if negative else 0) or int(index.max()) >= size):
-        bad = int(index.max()) if int(index.max()) >= size else int(index.min())
-        raise error(f"{fn}(): index {bad} is out of bounds for dimension {dim} with size {size}")
+    """Every position within ``size`` (torch raises IndexError for index_fill and RuntimeError for index_add:
+    ``error`` says which), in torch's words, naming the first one outside; a negative one counts from the end only
+    where ``negative`` (index_fill; index_add refuses -1, as torch)."""
+    bad = first_out_of_bounds(index, -size if negative else 0, size) if index.size else None
+    if bad is not None:
+        raise error(f"index {bad} is out of bounds for dimension {dim} with size {size}")
+
+
+def _check_selected(positions, input, dim):
+    """index_select's bounds in torch's words, by the kernel that runs: along dim 1 of a tensor of 2 or more dims
+    its dim-1 kernel (RuntimeError naming the first index outside), else index_select_out's check (IndexError)."""
+    size = input.shape[dim]
+    bad = first_out_of_bounds(positions, 0, size) if positions.size else None
+    if bad is None:
+        return
+    if dim == 1 and input.ndim > 1:
+        raise RuntimeError(f"INDICES element is out of DATA bounds, id={bad} axis_dim={size}")
+    raise IndexError("index out of range in self")
 
 
 class IndexSelect(Function):
@@ -489,7 +502,7 @@ def index_select(input, dim, index):
     positions = _index_vector(index, "index_select")
     if input.shape[dim] == 0 and positions.size and input.ndim > 1:  # (1-D: the IndexError below)
         raise RuntimeError("index_select(): self indexing axis dim should be positive")
-    _check_bounds(positions, input.shape[dim], dim, "index_select", IndexOutOfRange)
+    _check_selected(positions, input, dim)
     return IndexSelect.apply(input, index=positions, axis=dim)
 
 
@@ -724,10 +737,9 @@ def index_copy(input, dim, index, source):
     if source.ndim == 0 and positions.size != 1:  # (torch checks it before the dimensionality)
         raise IndexError(f"index_copy_(): When source is scalar, index should have one element (got {positions.size})")
     size = input.shape[dim] if input.ndim else 1
-    if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= size):
-        bad = int(positions.max()) if int(positions.max()) >= size else int(positions.min())
-        raise IndexError(f"index_copy_(): index {bad} is out of bounds for dimension {dim} with size "
-                         f"{size}")
+    bad = first_out_of_bounds(positions, 0, size) if positions.size else None
+    if bad is not None:  # (torch's index_copy names itself, and the first index outside)
+        raise IndexError(f"index_copy_(): index {bad} is out of bounds for dimension {dim} with size {size}")
     if source.ndim and source.shape[dim] != positions.size:
         raise IndexError(f"index_copy_(): Number of indices ({positions.size}) should be equal to "
                          f"source.size(dim) ({source.shape[dim]})")

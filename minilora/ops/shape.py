@@ -459,8 +459,11 @@ def getitem(input, index):
 
 def torch_index_error(error, input, index):
     """NumPy's 'too many indices for array' in torch's words: ``loss[0]`` (old code's loss.data[0]) on a
-    0-d tensor points at ``item()``."""
-    if not str(error).startswith("too many indices for array"):
+    0-d tensor points at ``item()``; its 'out of bounds for axis' as torch's 'for dimension'."""
+    message = str(error)
+    if " is out of bounds for axis " in message:  # (NumPy's axis is torch's dimension, the words otherwise torch's)
+        return IndexError(message.replace(" for axis ", " for dimension "))
+    if not message.startswith("too many indices for array"):
         return error
     if input.ndim == 0 and isinstance(index, (int, np.integer)) and not isinstance(index, bool):
         return IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or `tensor.item<T>()` "
@@ -551,9 +554,12 @@ def index_put(input, indices, values, accumulate=False):
     if isinstance(values, Tensor) and values.dtype != input.dtype:  # torch's rule (minilora cast silently)
         raise RuntimeError(_index_put_dtype_message(input.dtype, values.dtype))
     index = _raw_index(indices, input.device)
-    if isinstance(values, Tensor) and values.ndim:
-        _check_values_fit(input, index, values.shape)
-    return IndexPut.apply(input, values, index=index, accumulate=bool(accumulate))
+    try:
+        if isinstance(values, Tensor) and values.ndim:
+            _check_values_fit(input, index, values.shape)
+        return IndexPut.apply(input, values, index=index, accumulate=bool(accumulate))
+    except IndexError as error:  # (NumPy's words for a position out of bounds: torch's)
+        raise torch_index_error(error, input, indices) from None
 
 
 def _check_values_fit(input, index, values_shape):
