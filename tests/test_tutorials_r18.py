@@ -1499,3 +1499,26 @@ def test_norm_gradients_are_torchs_bits(call, p, dtype_name):
         out.backward(T.ones_like(out) * 0.7)
         grads.append(leaf.grad.numpy())
     assert np.array_equal(grads[0], grads[1], equal_nan=True)
+
+
+# ---- atan2 / logaddexp / logaddexp2 gradients in torch's ops ----
+@pytest.mark.parametrize("name, dtype_name", [("atan2", d) for d in ("float32", "float64", "bfloat16", "float16")]
+                         + [("logaddexp", "float32"), ("logaddexp", "bfloat16"), ("logaddexp", "float16"),
+                            ("logaddexp2", "float32")])  # (float64: NumPy's exp and pow against MKL's and SLEEF's)
+def test_binary_gradients_take_torchs_ops(name, dtype_name):
+    """atan2: recip = (a * a + b * b).reciprocal(), grad * b * recip (minilora divided, (grad * b) / (a^2 + b^2):
+    22-27% of elements off; the origin keeps no gradient); logaddexp: grad / (1 + exp(b - a)) with torch's exp
+    (float32: the MKL stand-in; NumPy's left 18% off); logaddexp2: grad / (1 + pow(2, b - a)) (exp2 left 11% of
+    float32 off). Exact for atan2, within the exp / pow stand-ins' 1% otherwise (16-bit logaddexp2 computes in
+    float32 through .to(), its gradient rounded once: left as it is)."""
+    rng = np.random.default_rng(10)
+    x, y, g = (rng.standard_normal(2048) * 2 for _ in range(3))
+    x[:3], y[:3] = 0, 0
+    grads = []
+    for T in (torch, ml):
+        a, b = (T.tensor(v).to(getattr(T, dtype_name)).requires_grad_() for v in (x, y))
+        out = getattr(T, name)(a, b)
+        out.backward(T.tensor(g).to(out.dtype))
+        grads.append(np.concatenate([a.grad.double().numpy(), b.grad.double().numpy()]))
+    differ = ~((grads[0] == grads[1]) | np.isnan(grads[0]) & np.isnan(grads[1]))
+    assert differ.mean() <= (0.01 if dtype_name == "float32" and name != "atan2" else 0)

@@ -2542,10 +2542,13 @@ class Atan2(Function):
         na, nb = ctx.needs_input_grad
         a, b = ctx.a, ctx.b
         xp, zero = xp_of(g), g.dtype.type(0)
-        denominator = a * a + b * b
+        # torch's atan2_backward: recip = (a * a + b * b).reciprocal(), then grad * b * recip, grad * -a * recip
+        denominator = _step(ctx, _step(ctx, a * a) + _step(ctx, b * b))
         origin = denominator == 0  # torch: no gradient at (0, 0), where the angle jumps
-        return (unbroadcast(xp.where(origin, zero, g * b / denominator), ctx.shapes[0]) if na else None,
-                unbroadcast(xp.where(origin, zero, g * -a / denominator), ctx.shapes[1]) if nb else None)
+        with np.errstate(divide="ignore"):
+            recip = _step(ctx, 1 / denominator)
+        return (unbroadcast(xp.where(origin, zero, _step(ctx, g * b) * recip), ctx.shapes[0]) if na else None,
+                unbroadcast(xp.where(origin, zero, _step(ctx, g * -a) * recip), ctx.shapes[1]) if nb else None)
 
 
 @_amp.autocasts
@@ -2582,7 +2585,7 @@ class LogAddExp(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return _log_add_exp_grads(ctx, g, xp_of(g).exp)
+        return _log_add_exp_grads(ctx, g, lambda v: float32_math.vml("exp", v))  # (float32: torch's MKL exp)
 
 
 def complex_logaddexp(xp, a, b):
@@ -2605,9 +2608,12 @@ def _log_add_exp_grads(ctx, g, power):
     """logaddexp's (``power``: exp) and logaddexp2's (exp2) gradients, torch's: ``g / (1 + power(b - a))`` for
     ``a``, ``g / (1 + power(a - b))`` for ``b``, each summed to its input's shape."""
     na, nb = ctx.needs_input_grad
+
+    def one_plus_power(difference):  # (each of torch's ops rounded under a 16-bit gradient)
+        return _step(ctx, 1 + _step(ctx, power(_step(ctx, difference))))
     with np.errstate(over="ignore", invalid="ignore"):
-        return (unbroadcast(g / (1 + power(ctx.b - ctx.a)), ctx.shapes[0]) if na else None,
-                unbroadcast(g / (1 + power(ctx.a - ctx.b)), ctx.shapes[1]) if nb else None)
+        return (unbroadcast(g / one_plus_power(ctx.b - ctx.a), ctx.shapes[0]) if na else None,
+                unbroadcast(g / one_plus_power(ctx.a - ctx.b), ctx.shapes[1]) if nb else None)
 
 
 @backward_in_float32
@@ -2635,7 +2641,7 @@ class LogAddExp2(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return _log_add_exp_grads(ctx, g, xp_of(g).exp2)
+        return _log_add_exp_grads(ctx, g, lambda v: _power_kernel(2, v))  # (torch's pow(2, other - self))
 
 
 def logaddexp(input, other):
