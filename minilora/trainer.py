@@ -718,6 +718,14 @@ def _write_json_text(path, obj):
         json.dump(obj, f, indent=4, sort_keys=True)
 
 
+def _torch_loadable(states):
+    """The generators' states with NumPy's key as a list of ints (``np.random.set_state`` takes either), so
+    ``save`` writes rng_state.pth in torch's format, which transformers' resume reads (a NumPy array made it a
+    safetensors file with the structure in its metadata, which torch.load refuses)."""
+    name, key, *rest = states["numpy"]
+    return {**states, "numpy": (name, np.asarray(key).tolist(), *rest)}
+
+
 def _read_training_files(folder):
     """``{path: what it holds}`` of a checkpoint's optimizer.pt, scheduler.pt and rng_state.pth (those there),
     the generators' states checked: read before the checkpoint's weights replace the model's, so a damaged file
@@ -1816,7 +1824,7 @@ class Trainer:
         if not self.args.save_only_model:
             save(self.optimizer.state_dict(), os.path.join(staging, OPTIMIZER_NAME))
             save(self.lr_scheduler.state_dict(), os.path.join(staging, SCHEDULER_NAME))
-            save(generator_states(), os.path.join(staging, RNG_STATE_NAME))
+            save(_torch_loadable(generator_states()), os.path.join(staging, RNG_STATE_NAME))
         for exportable in self._exportable_states():
             name, saved = type(exportable).__name__, exportable.state()
             if isinstance(self.state.stateful_callbacks.get(name), list):

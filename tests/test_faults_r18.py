@@ -447,34 +447,37 @@ def test_a_damaged_all_results_json_is_named(tmp_path, text, words):
 
 
 # ==================================================================================================
-# A run transformers checkpointed, resumed here
+# A run checkpointed by transformers resumed here, and the other way round
 # ==================================================================================================
-def test_a_checkpoint_transformers_wrote_resumes_as_transformers_resumes_it(tmp_path):
-    """transformers + PEFT train to checkpoint-2 (LoRA dropout on, so the generators' states matter) and resume
-    from it; minilora's Trainer resumes from the same folder: the same steps 3 and 4. Before: transformers'
-    rng_state.pth (a torch.save of NumPy's generator state, which transformers reads weights-only with NumPy's
-    classes allowed) was refused with torch's "Weights only load failed", pointing at torch.serialization."""
+@pytest.mark.parametrize("writer", ["transformers", "minilora"])
+def test_a_checkpoint_either_library_wrote_resumes_in_the_other(tmp_path, writer):
+    """One library trains to checkpoint-2 (LoRA dropout on, so the generators' states matter); each resumes from
+    that folder: the same steps 3 and 4. Before: transformers' rng_state.pth (a torch.save of NumPy's generator
+    state, which transformers reads weights-only with NumPy's classes allowed) was refused here with torch's
+    "Weights only load failed"; minilora's was a safetensors file (NumPy's key array) that torch.load refused
+    ("Unsupported operand 0")."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("peft")
     from test_trainer_r12 import assert_same_history, lora_pair
     from trainer_rows import collator, examples, save_tiny_llama
-    base = save_tiny_llama(tmp_path / "base")
     import torch
+    base = save_tiny_llama(tmp_path / "base")
     arguments = dict(learning_rate=1e-2, per_device_train_batch_size=2, max_steps=4, logging_steps=1, save_steps=2,
                      seed=5, report_to="none", disable_tqdm=True)
-    run = str(tmp_path / "theirs")
 
-    def theirs():
-        return transformers.Trainer(model=lora_pair(base, lora_dropout=0.1)[0], train_dataset=examples(),
-                                    args=transformers.TrainingArguments(output_dir=run, **arguments),
-                                    data_collator=collator(torch.tensor))
+    def trainer(lib):
+        model = lora_pair(base, lora_dropout=0.1)[lib is ml_trainer]
+        return lib.Trainer(model=model, train_dataset=examples(), data_collator=collator(
+            ml.tensor if lib is ml_trainer else torch.tensor), args=lib.TrainingArguments(
+            output_dir=str(tmp_path / lib.__name__), **arguments))
+    checkpoint = str(tmp_path / {"transformers": "transformers", "minilora": "minilora.trainer"}[writer] /
+                     "checkpoint-2")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs().train()
-        resumed = theirs()
-        resumed.train(resume_from_checkpoint=os.path.join(run, "checkpoint-2"))
-    ours = ml_trainer.Trainer(model=lora_pair(base, lora_dropout=0.1)[1], train_dataset=examples(),
-                              args=ml_trainer.TrainingArguments(output_dir=str(tmp_path / "ours"), **arguments),
-                              data_collator=collator(ml.tensor))
-    ours.train(resume_from_checkpoint=os.path.join(run, "checkpoint-2"))
-    assert_same_history(resumed.state.log_history[:-1], ours.state.log_history[:-1])
+        trainer(transformers if writer == "transformers" else ml_trainer).train()
+        theirs = trainer(transformers)  # (each made and run in turn: making one seeds the global generators)
+        theirs.train(resume_from_checkpoint=checkpoint)
+    ours = trainer(ml_trainer)
+    ours.train(resume_from_checkpoint=checkpoint)
+    assert theirs.state.global_step == ours.state.global_step == 4
+    assert_same_history(theirs.state.log_history[:-1], ours.state.log_history[:-1])
