@@ -786,7 +786,8 @@ def _remove_checkpoint_leftovers(folder):
         # ".checkpoint-N.minilora-<pid>-x.tmp" is checkpoint-N's; "..checkpoint-N.minilora-<pid>-x.tmp.minilora-
         # <pid>-y.tmp" that of the adapter's save into the staging folder ".checkpoint-N.minilora-<pid>-x.tmp"
         target = entry[1:].rsplit(_TEMP_MARK, 1)[0]
-        if entry.startswith(".") and _TEMP_MARK in entry and re.match(r"\.*" + PREFIX_CHECKPOINT_DIR + r"-\d+(\.|$)", target):
+        ours = re.match(r"\.*" + PREFIX_CHECKPOINT_DIR + r"-\d+(\.|$)", target)
+        if entry.startswith(".") and _TEMP_MARK in entry and ours:
             remove_leftovers(os.path.join(folder, target))
 
 

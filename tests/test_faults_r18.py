@@ -8,12 +8,16 @@ refuses); a checkpoint rotated out by ``save_total_limit`` and killed mid-deleti
 ``checkpoint-N`` (one without its optimizer.pt resumes with a fresh optimizer, silently); what killed saves leave
 is removed by the next save. trainer_state.json is written whole, and a damaged one is named before the
 checkpoint's adapter replaces the model's. A resume with other step intervals or batch size warns in
-transformers' words; a best checkpoint deleted since is transformers' warning, not a crash at the end.
+transformers' words; a best checkpoint deleted since is transformers' warning, not a crash at the end. The
+example scripts' closing calls (``log_metrics``, ``save_metrics``, ``save_state``) write transformers' files,
+each whole; a checkpoint either library wrote resumes in the other. A config.json with fewer layers than the
+weights gets transformers' LOAD REPORT.
 """
 import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +142,13 @@ KILLS = {
 }
 
 
+def _killed(out, where):
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import test_faults_r18 as t; t.run_killed({str(out)!r}, " \
+           f"{where!r})"
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+
+
 @posix_only
 @pytest.mark.parametrize("where", list(KILLS))
 def test_a_trainer_killed_during_a_checkpoint_save_resumes_bit_for_bit(tmp_path, uninterrupted, where):
@@ -151,13 +162,6 @@ def test_a_trainer_killed_during_a_checkpoint_save_resumes_bit_for_bit(tmp_path,
     resumed.train(resume_from_checkpoint=True)
     assert_same_outcome(outcome(resumed), uninterrupted)
     assert whole_checkpoints(tmp_path) == ["checkpoint-4", "checkpoint-5"] and leftovers(tmp_path) == []
-
-
-def _killed(out, where):
-    code = f"import sys; sys.path.insert(0, {HERE!r}); import test_faults_r18 as t; t.run_killed({str(out)!r}, " \
-           f"{where!r})"
-    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
 
 
 @posix_only
@@ -246,7 +250,6 @@ def finished_run(tmp_path_factory):
 def test_a_damaged_trainer_state_json_is_named_before_the_model_changes(finished_run, tmp_path, text, error, words):
     """Before: json's "Expecting value: line 1 column 1" or ``TrainerState.__init__()``'s error, naming no file,
     raised after the checkpoint's adapter had replaced the model's."""
-    import shutil
     checkpoint = tmp_path / "checkpoint-2"
     shutil.copytree(finished_run / "checkpoint-2", checkpoint)
     (checkpoint / "trainer_state.json").write_text(text)
@@ -264,7 +267,6 @@ def test_a_truncated_training_file_is_named_before_the_model_changes(finished_ru
     """optimizer.pt, scheduler.pt or rng_state.pth cut short (a copy that ran out of space, transformers' own
     write killed): the error names the file, and the model still holds its own adapter. Before: named, but only
     once the checkpoint's adapter had replaced the model's, which a ``train()`` without resume then went on from."""
-    import shutil
     checkpoint = tmp_path / "checkpoint-2"
     shutil.copytree(finished_run / "checkpoint-2", checkpoint)
     data = (checkpoint / name).read_bytes()
@@ -292,7 +294,8 @@ def test_a_resume_with_other_step_intervals_or_batch_size_warns_as_transformers(
     new ``learning_rate`` (the scheduler's saved state brings the checkpoint's back), a new
     ``gradient_accumulation_steps`` or dataset length (the batches skipped are counted with the new values, so
     the epoch goes on from another example), a new ``seed`` (the epoch is shuffled anew from it and its first
-    batches skipped as if they were those trained on), a ``max_steps`` below the checkpoint's step (one more step is trained)."""
+    batches skipped as if they were those trained on), a ``max_steps`` below the checkpoint's step (one more step
+    is trained)."""
     transformers = pytest.importorskip("transformers")
     from transformers.trainer_callback import TrainerState
     from transformers.trainer_utils import compare_trainer_and_checkpoint_args
@@ -322,7 +325,6 @@ def test_a_resume_with_other_step_intervals_or_batch_size_warns_as_transformers(
 def test_a_best_checkpoint_deleted_since_is_forgotten_with_transformers_warning(finished_run, tmp_path, caplog):
     """trainer_state.json names a best checkpoint that is no longer there: transformers warns and drops it (its
     rotation and ``load_best_model_at_end`` would look for it). Before: kept without a word."""
-    import shutil
     checkpoint = tmp_path / "checkpoint-2"
     shutil.copytree(finished_run / "checkpoint-2", checkpoint)
     state = json.loads((checkpoint / "trainer_state.json").read_text())
@@ -381,7 +383,8 @@ def _their_helpers(out):
     from types import SimpleNamespace
     from transformers import trainer_pt_utils
     state = ml_trainer.TrainerState(global_step=7)  # (its save_to_json is the same dataclass dump)
-    stand_in = SimpleNamespace(args=SimpleNamespace(output_dir=str(out)), state=state, is_world_process_zero=lambda: True)
+    stand_in = SimpleNamespace(args=SimpleNamespace(output_dir=str(out)), state=state,
+                               is_world_process_zero=lambda: True)
     return stand_in, trainer_pt_utils
 
 

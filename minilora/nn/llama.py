@@ -1759,7 +1759,8 @@ class LlamaForCausalLM(Module):
 
         As in transformers, ``config=`` replaces config.json, and other keyword arguments that name a
         config field override it (``num_hidden_layers=1`` loads the first layer: the checkpoint's
-        later layers are left out, as transformers leaves them, and reported as its LOAD REPORT does, in a warning; ``output_loading_info=True`` returns
+        later layers are left out, as transformers leaves them, and reported as its LOAD REPORT does, in a
+        warning; ``output_loading_info=True`` returns
         ``(model, info)`` with them as ``unexpected_keys``); the Hub's options (``cache_dir``, ``token``,
         ``force_download``, ``proxies``) change nothing for a local folder, ``subfolder`` is a folder
         inside it, ``ignore_mismatched_sizes=True`` draws the modules whose weights do not fit anew (N(0,
