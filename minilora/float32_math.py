@@ -60,6 +60,7 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
            "scalar_tail", "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
            "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
+           "onednn_gelu_erf_derivative", "aten_gelu_erf_derivative", "onednn_runs_gelu_erf",
            "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2",
            "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
@@ -121,7 +122,7 @@ _NATIVE_SIGNATURES = {
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
-    "ml_gelu_erf_onednn": "ppnp", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn"}
+    "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn"}
 
 
 def _native_library():
@@ -1114,6 +1115,67 @@ def onednn_gelu_erf(x):
         return (x * (erf + _F32(1))) * _F32(0.5)
 
 
+# oneDNN's gelu_erf backward (torch's F.gelu gradient for the inputs whose forward ran oneDNN: gelu_backward_out_cpu
+# asks the same use_mkldnn) is another formula than its forward: Abramowitz and Stegun's 7.1.26 for erf, with oneDNN's
+# own exp (exp_compute_vector_fwd: 2^(n-1) times a degree-5 polynomial in r = x - n ln 2, times 2), in the JIT's
+# order of products and fused multiply-adds. Its constants, as float32 bit patterns, from its table:
+def _f32_bits(*patterns):
+    return np.array(patterns, np.uint32).view(_F32)
+
+
+_ONEDNN_LOG2E, _ONEDNN_LN_FLT_MAX, _ONEDNN_LN_FLT_MIN, _ONEDNN_LN2 = _f32_bits(0x3fb8aa3b, 0x42b17218, 0xc2aeac50,
+                                                                             0x3f317218)
+_ONEDNN_EXP_POLYNOMIAL = _f32_bits(0x3f7ffffb, 0x3efffee3, 0x3e2aad40, 0x3d2b9d0d, 0x3c07cfce)  # degrees 1..5
+_ONEDNN_SQRT1_2, _ONEDNN_1_SQRT_PI, _ONEDNN_AS_P = _f32_bits(0x3f3504f3, 0x3f106eba, 0x3ea7ba05)
+_ONEDNN_AS_POLYNOMIAL = _f32_bits(0x3e827906, 0xbe91a98e, 0x3fb5f0e3, 0xbfba00e3, 0x3f87dc22)  # degrees 1..5
+
+
+def onednn_exp(x):
+    """oneDNN's JIT exp of float32 ``x``: clamped to [ln FLT_MIN, ln FLT_MAX] (0 below), n = floor(x log2 e + 0.5),
+    r = x - n ln 2 (fused), the polynomial by Horner's rule in fused multiply-adds, times 2^(n-1), times 2."""
+    x = np.asarray(x, _F32)
+    underflows = x < _ONEDNN_LN_FLT_MIN
+    clamped = np.maximum(np.minimum(x, _ONEDNN_LN_FLT_MAX), _ONEDNN_LN_FLT_MIN)  # (NaN: its min/max keep the bound)
+    n = np.floor(clamped * _ONEDNN_LOG2E + _F32(0.5))
+    r = fused_multiply_add(-n, _ONEDNN_LN2, clamped)
+    with np.errstate(invalid="ignore"):
+        half_scale = np.where(underflows, 0, ((n - _F32(1)).astype(np.int32) + 127) << 23).astype(np.int32)
+    polynomial = _ONEDNN_EXP_POLYNOMIAL[4]
+    for coefficient in _ONEDNN_EXP_POLYNOMIAL[3::-1]:
+        polynomial = fused_multiply_add(polynomial, r, coefficient)
+    polynomial = fused_multiply_add(polynomial, r, _F32(1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (polynomial * half_scale.view(_F32)) * _F32(2)
+
+
+def onednn_gelu_erf_derivative(x):
+    """oneDNN's gelu_erf backward factor of float32 ``x`` (the gradient is it times the incoming one, rounded once):
+    with u = x / sqrt 2, q = exp(-u^2) and w = 1 / (p |u| + 1), erf(u) = sign(u) (1 - q w P(w)) and the derivative
+    0.5 erf(u) + (u q / sqrt(pi) + 0.5). Computed, on an AVX-512 machine, for exactly the inputs ``gelu_erf`` sends
+    to oneDNN."""
+    x = np.asarray(x, _F32)
+    compiled = _natively("ml_gelu_erf_onednn_derivative", x)  # (the same steps compiled: float32_kernels.c)
+    if compiled is not None:
+        return compiled
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = x * _ONEDNN_SQRT1_2
+        q = onednn_exp(-(u * u))
+        slope = (u * _ONEDNN_1_SQRT_PI) * q
+        w = _F32(1) / fused_multiply_add(_ONEDNN_AS_P, np.abs(u), _F32(1))
+        polynomial = _ONEDNN_AS_POLYNOMIAL[4]
+        for coefficient in _ONEDNN_AS_POLYNOMIAL[3::-1]:
+            polynomial = fused_multiply_add(polynomial, w, coefficient)
+        erf = fused_multiply_add((-q) * w, polynomial, _F32(1))
+        erf = np.where(np.signbit(u), -erf, erf)
+        return fused_multiply_add(erf, _F32(0.5), slope + _F32(0.5))
+
+
+def onednn_runs_gelu_erf(x, onednn=True):
+    """Does torch's float32 F.gelu (and its backward) of ``x`` run oneDNN's kernel, one minilora reproduces (see
+    gelu_erf)?"""
+    return onednn and x.flags.c_contiguous and x.size > 1 and ONEDNN_AVX512
+
+
 # ATen's loop (a strided input, one element, no oneDNN): x 0.5 (1 + erf(x / sqrt 2)) with Vectorized<float>::erf
 # in the vectorized body -- Abramowitz and Stegun's 7.1.26 with SLEEF's exp: 1 - t P(t) e^(-x^2), t = 1 / (1 + p |x|)
 # -- and C's erff in the scalar tail (torch's "default" build: erff everywhere).
@@ -1142,7 +1204,7 @@ def gelu_erf(x, onednn=True):
     None where torch's kernel is not reproduced: oneDNN's AVX2 code (its own exp in Abramowitz and Stegun's
     formula) on a CPU without AVX-512."""
     x = np.asarray(x, _F32)
-    if onednn and x.flags.c_contiguous and x.size > 1:
+    if onednn and x.flags.c_contiguous and x.size > 1:  # (onednn_runs_gelu_erf, but for the AVX2 kernel: None)
         return onednn_gelu_erf(x) if ONEDNN_AVX512 else None
     half_x = x * _F32(0.5)
     scaled = x * _SQRT1_2
@@ -1156,6 +1218,29 @@ def gelu_erf(x, onednn=True):
 
 
 _GELU_MULTI_THREADING = 16384  # GeluKernelImpl's: past it, its grain size is numel / threads
+_GELU_PDF_BETA = _F32(2 / math.sqrt(math.pi) * math.sqrt(0.5) * 0.5)  # (M_2_SQRTPI * M_SQRT1_2 * 0.5)
+
+
+def aten_gelu_erf_derivative(x, grad):
+    """ATen's float32 gelu backward factor (GeluBackwardKernelImpl, for the inputs oneDNN does not take), the gradient
+    being it times the incoming one ``grad``, as a C-ordered array of ``x``'s shape: cdf + x pdf with cdf = (erf(x /
+    sqrt 2) + 1) 0.5 and pdf = exp((-0.5 x) x) beta, the sum a fused multiply-add, in the vectorized body
+    (``aten_erf``, SLEEF's exp); 0.5 (1 + erff) + x (beta expf(x x (-0.5))) unfused in the scalar tail (C's
+    functions), which ``scalar_positions`` finds from both operands' layouts (a gradient laid out otherwise than
+    ``x``: the scalar loop throughout)."""
+    positions = scalar_positions(x, grad)
+    x = np.ascontiguousarray(x, _F32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cdf = (aten_erf(x * _SQRT1_2) + _F32(1)) * _F32(0.5)
+        pdf = sleef_exp((_F32(-0.5) * x) * x) * _GELU_PDF_BETA
+        derivative = np.ascontiguousarray(fused_multiply_add(x, pdf, cdf))
+        flat_derivative, flat = derivative.reshape(-1), x.reshape(-1)  # (views: the tail written in place)
+        for where in positions:
+            tail = flat[where]
+            tail_cdf = _F32(0.5) * (_F32(1) + c_function("erff", tail * _SQRT1_2))
+            tail_pdf = _GELU_PDF_BETA * c_function("expf", (tail * tail) * _F32(-0.5))
+            flat_derivative[where] = tail_cdf + tail * tail_pdf
+    return derivative
 
 
 def _two_like(x):

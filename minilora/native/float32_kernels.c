@@ -375,6 +375,42 @@ void ml_gelu_erf_onednn(const float *restrict x, float *restrict out, size_t n, 
     }
 }
 
+/* oneDNN's JIT exp (float32_math.onednn_exp, its port): clamped (minps/maxps: a NaN takes the bound), 2^(n-1) times a
+ * degree-5 polynomial in r = x - n ln 2, times 2; 0 below ln FLT_MIN */
+static float onednn_exp(float x) {
+    const float ln_flt_max = float_of(0x42b17218u), ln_flt_min = float_of(0xc2aeac50u);
+    int underflows = x < ln_flt_min;
+    float clamped = x < ln_flt_max ? x : ln_flt_max;
+    clamped = clamped > ln_flt_min ? clamped : ln_flt_min;
+    float n = floorf(clamped * float_of(0x3fb8aa3bu) + 0.5f);
+    float r = fmaf(-n, float_of(0x3f317218u), clamped);
+    uint32_t half_scale = underflows ? 0u : (uint32_t)((int32_t)(n - 1.0f) + 127) << 23;
+    float p = fmaf(float_of(0x3c07cfceu), r, float_of(0x3d2b9d0du));
+    p = fmaf(p, r, float_of(0x3e2aad40u));
+    p = fmaf(p, r, float_of(0x3efffee3u));
+    p = fmaf(p, r, float_of(0x3f7ffffbu));
+    p = fmaf(p, r, 1.0f);
+    return (p * float_of(half_scale)) * 2.0f;
+}
+
+/* oneDNN's gelu_erf backward factor (float32_math.onednn_gelu_erf_derivative, its port): Abramowitz and Stegun's erf
+ * of u = x / sqrt 2 with onednn_exp, then 0.5 erf(u) + (u exp(-u^2) / sqrt(pi) + 0.5) */
+void ml_gelu_erf_onednn_derivative(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float u = x[i] * float_of(0x3f3504f3u);
+        float q = onednn_exp(-(u * u));
+        float slope = (u * float_of(0x3f106ebau)) * q;
+        float w = 1.0f / fmaf(float_of(0x3ea7ba05u), fabsf(u), 1.0f);
+        float p = fmaf(float_of(0x3f87dc22u), w, float_of(0xbfba00e3u));
+        p = fmaf(p, w, float_of(0x3fb5f0e3u));
+        p = fmaf(p, w, float_of(0xbe91a98eu));
+        p = fmaf(p, w, float_of(0x3e827906u));
+        float erf = fmaf((-q) * w, p, 1.0f);
+        erf = signbit(u) ? -erf : erf;
+        out[i] = fmaf(erf, 0.5f, slope + 0.5f);
+    }
+}
+
 /* C's two-argument float functions (float32_math.c_function2): powf (NormOps' std::pow of a float), atan2f;
  * an operand's step 0 repeats its one value */
 void ml_c_function2(int which, const float *x, size_t step_x, const float *y, size_t step_y, float *out, size_t n) {

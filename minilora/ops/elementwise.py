@@ -721,13 +721,17 @@ class Gelu(Function):
         out = xp.empty(a_.shape, a.dtype)
         deriv = xp.empty(a_.shape, a.dtype) if ctx.needs_input_grad[0] else None
         # out = a * Phi(a), deriv = Phi(a) + a * phi(a)
-        exact = (float32_math.gelu_erf(a_, onednn=backends.mkldnn.enabled and a.flags.c_contiguous)  # (torch's
-                 if _numpy_float32(a) else None)  # use_mkldnn: is_contiguous(), the memory format's order aside)
-        if exact is None or deriv is not None:
+        onednn = backends.mkldnn.enabled and a.flags.c_contiguous  # (torch's use_mkldnn: is_contiguous(), the
+        exact = float32_math.gelu_erf(a_, onednn=onednn) if _numpy_float32(a) else None  # memory format's order aside)
+        if exact is None:
             parallel.rows(fastmath.gelu_and_derivative, a_.reshape(-1), out.reshape(-1),
                           None if deriv is None else deriv.reshape(-1), work_per_row=1)
-        if exact is not None:  # (float32: torch's kernel, oneDNN's or ATen's, step by step)
-            out = exact
+        else:  # (float32: torch's kernel, oneDNN's or ATen's, step by step; its backward's factor the same kernel's:
+            out = exact  # gelu_backward_out_cpu asks the same use_mkldnn as the forward)
+            if deriv is not None and not float32_math.onednn_runs_gelu_erf(a_, onednn):
+                deriv, ctx.aten_input = None, a  # (ATen's loop: its scalar tail depends on the gradient's layout too)
+            elif deriv is not None:
+                deriv = float32_math.onednn_gelu_erf_derivative(a_)
         ctx.deriv = None if deriv is None else back(deriv)
         return back(out)
 
@@ -738,6 +742,8 @@ class Gelu(Function):
             if compiled is not None:  # (float32: the formula below, compiled, one pass)
                 return compiled
             return float32_math.in_cache_slices(lambda g, a, t: g * _gelu_tanh_derivative(a, t), g, ctx.a, ctx.t)
+        if ctx.deriv is None:  # (torch's GeluBackwardKernelImpl over (grad, input): see aten_gelu_erf_derivative)
+            return parallel.multiply(g, float32_math.aten_gelu_erf_derivative(ctx.aten_input, g))
         return parallel.multiply(g, ctx.deriv)
 
 
