@@ -42,7 +42,8 @@ library's own, which minilora calls too (``c_function``; glibc's are not correct
 to ~8% (expm1f, tanhf) of elements). ``torch.expm1``/``log1p`` map the vector function over every element, no
 tail. torch's "default" build (no SIMD, ``ATEN_CPU_CAPABILITY=default``) calls C's functions on every element
 and fuses no multiply-add: the models here follow it. F.gelu's exact form is oneDNN's kernel for a contiguous
-input (``gelu_erf``: its AVX-512 minimax erf ported; its AVX2 formula is not).
+input (``gelu_erf``: its AVX-512 minimax erf ported; its AVX2 formula is not), and so is its gradient
+(``onednn_gelu_erf_derivative``; ATen's ``aten_gelu_erf_derivative`` for the other inputs).
 Not reproduced: MKL's own errors, softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
 """
 import contextlib
