@@ -791,6 +791,18 @@ def _remove_checkpoint_leftovers(folder):
             remove_leftovers(os.path.join(folder, target))
 
 
+def _checkpoints_by_age(folder):
+    """The ``checkpoint-N`` paths oldest first, as transformers' rotation sorts them (``use_mtime=True``): by
+    modification time, so a run resumed from an earlier checkpoint keeps the one it just wrote rather than
+    the abandoned later ones; by step where the times span under a second (a filesystem whose times are not
+    to be trusted, transformers says; and a run that fast)."""
+    found = [os.path.join(folder, name) for _, name in _checkpoints(folder)]
+    times = sorted((os.path.getmtime(path), path) for path in found)
+    if len(times) > 1 and times[-1][0] - times[0][0] >= 1.0:
+        return [path for _, path in times]
+    return found
+
+
 def _speed_metrics(split, start_time, num_samples=None, num_steps=None, num_tokens=None):
     runtime = time.time() - start_time
     result = {f"{split}_runtime": round(runtime, 4)}
@@ -1863,7 +1875,7 @@ class Trainer:
         """Keep ``save_total_limit`` checkpoint folders: the oldest go first, never the newest (to resume from)
         nor the best one."""
         limit, folder = self.args.save_total_limit, self.args.output_dir
-        found = [os.path.join(folder, name) for _, name in _checkpoints(folder)]
+        found = _checkpoints_by_age(folder)
         if not limit or limit <= 0 or len(found) <= limit:
             return
         best = self.state.best_model_checkpoint

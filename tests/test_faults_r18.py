@@ -184,6 +184,26 @@ def test_a_checkpoint_saved_over_an_earlier_run_s_keeps_none_of_its_files(tmp_pa
                                                                              "rng_state.pth"}
 
 
+def test_a_run_resumed_from_an_earlier_checkpoint_keeps_the_one_it_writes(finished_run, tmp_path):
+    """checkpoint-2, -4 and -5 of a run (saved minutes apart), resumed from checkpoint-2 with
+    ``save_total_limit=2``: its checkpoint-3 is the newest by time, and transformers' rotation (by modification
+    time) keeps it and checkpoint-5. Before: sorted by step, checkpoint-5 was the newest and the checkpoint-3 just
+    written was deleted, leaving only the abandoned run's later ones."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.trainer_utils import rotate_checkpoints
+    now = __import__("time").time()
+    for folder in ("ours", "theirs"):
+        for age, step in ((300, 2), (200, 4), (100, 5)):
+            path = tmp_path / folder / f"checkpoint-{step}"
+            shutil.copytree(finished_run / "checkpoint-2", path)
+            os.utime(path, (now - age, now - age))
+    make_trainer(tmp_path / "ours", max_steps=3).train(resume_from_checkpoint=str(tmp_path / "ours" / "checkpoint-2"))
+    os.mkdir(tmp_path / "theirs" / "checkpoint-3")
+    rotate_checkpoints(str(tmp_path / "theirs"), save_total_limit=2, use_mtime=True)
+    assert sorted(os.listdir(tmp_path / "ours")) == sorted(os.listdir(tmp_path / "theirs")) == [
+        "checkpoint-3", "checkpoint-5"]
+
+
 # ==================================================================================================
 # A full disk during a checkpoint save
 # ==================================================================================================
