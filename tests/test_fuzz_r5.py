@@ -886,8 +886,11 @@ def _same_values(got, want, dtype, where):
 
 # Where torch computes and minilora refuses on purpose (the error names the problem):
 DELIBERATE_REFUSALS = [
-    # torch skips its dtype check when an operand is empty (bmm of bool and float16 of size 0)
-    "expected both operands to have the same dtype",
+    # torch skips its dtype check when an operand is empty (bmm of bool and float16 of size 0); minilora refuses
+    # every mixed product, in the words of torch's kernel for those ranks (dot, addmv, mm, bmm)
+    "expected both operands to have the same dtype", "dot : expected both vectors to have same dtype",
+    "addmv input tensors must have the same dtype", "expected m1 and m2 to have the same dtype",
+    "expected scalar type",
 ]
 # torch checks internal overlap in its elementwise kernels only; masked_fill_, tril_, index_fill_ ...
 # write into an expand()ed tensor (one element seen in several places), whichever write comes last

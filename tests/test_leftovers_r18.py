@@ -398,3 +398,32 @@ def test_an_index_out_of_bounds_is_refused_in_torchs_words(call):
     first index outside; index_add/fill/gather/scatter: 'index N is out of bounds for dimension d with size n' for
     the first N outside, no op's name before it; indexing: 'dimension', not NumPy's 'axis'."""
     _same_outcome(_OUT_OF_BOUNDS[call])
+
+
+_MIXED_PRODUCTS = {  # float32 operand first, then another dtype: torch's refusal by the kernel the ranks pick
+    "dot, float64": ((3,), (3,), "float64", lambda L, a, b: a @ b),
+    "addmv, float64": ((2, 3), (3,), "float64", lambda L, a, b: L.matmul(a, b)),
+    "addmv of a batch, float16": ((2, 1, 2, 3), (3,), "float16", lambda L, a, b: a @ b),
+    "mm, int64": ((2, 3), (3, 2), "int64", lambda L, a, b: L.mm(a, b)),
+    "mm of a folded batch, bfloat16": ((4, 2, 3), (3, 2), "bfloat16", lambda L, a, b: a @ b),
+    "mm of a vector, complex64": ((3,), (3, 2), "complex64", lambda L, a, b: a @ b),
+    "bmm, float64": ((4, 2, 3), (4, 3, 2), "float64", lambda L, a, b: L.bmm(a, b)),
+    "bmm of a matrix and a batch, uint8": ((2, 3), (4, 3, 2), "uint8", lambda L, a, b: a @ b),
+    "linear, float64 weight": ((2, 3), (4, 3), "float64", lambda L, a, b: L.nn.functional.linear(a, b)),
+    "linear, float64 bias": ((2, 3), (4, 3), "float32",
+                             lambda L, a, b: L.nn.functional.linear(a, b, L.ones(4, dtype=L.float64))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MIXED_PRODUCTS))
+def test_a_product_of_two_dtypes_is_refused_in_torchs_words(case):
+    """matmul of mixed dtypes: torch refuses, in the words of the kernel it picks (dot's, addmv's, mm's 'float !=
+    double' with C++ type names, bmm's 'expected scalar type'), RuntimeError (minilora's one sentence before:
+    'matmul: expected both operands to have the same dtype ... (torch: ...)'; its error is still a TypeError too)."""
+    shape_a, shape_b, dtype, call = _MIXED_PRODUCTS[case]
+    messages = []
+    for lib in (ml, torch):
+        with pytest.raises(RuntimeError) as caught:
+            call(lib, lib.ones(shape_a), lib.ones(shape_b, dtype=getattr(lib, dtype)))
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]

@@ -25,14 +25,40 @@ __all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "
 
 
 class DTypeMismatchError(RuntimeError, TypeError):
-    """Operands of a product with different dtypes. torch raises RuntimeError; minilora once raised
-    TypeError: this is both, so either ``except`` works."""
+    """Operands of a product with different dtypes, refused in torch's words. torch raises RuntimeError; minilora
+    once raised TypeError: this is both, so either ``except`` works."""
 
 
 def _check_dtypes(name, a, b):
     if a.dtype != b.dtype:
         raise DTypeMismatchError(f"{name}: expected both operands to have the same dtype, got {a.dtype} "
                                  f"and {b.dtype} (torch: 'expected mat1 and mat2 to have the same dtype')")
+
+
+_CPP_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "bfloat16": "c10::BFloat16",
+              "int64": "long int", "int32": "int", "int16": "short int", "int8": "signed char",
+              "uint8": "unsigned char", "bool": "bool", "complex64": "c10::complex<float>",
+              "complex128": "c10::complex<double>"}  # (the C++ type names torch's mm check prints)
+
+
+def _mm_dtype_message(a, b):
+    return (f"expected m1 and m2 to have the same dtype, but got: {_CPP_NAMES.get(str(a.dtype), str(a.dtype))} != "
+            f"{_CPP_NAMES.get(str(b.dtype), str(b.dtype))}")
+
+
+def _refuse_mixed_product(a, b):
+    """torch's refusal of a product of two dtypes, in the words of the kernel matmul picks by the operands' ranks:
+    dot (1-D by 1-D), addmv (a matrix or batch by a vector), mm (by a matrix: a batch folded into one), bmm."""
+    if a.dtype == b.dtype:
+        return
+    name_a, name_b = torch_name(a.dtype), torch_name(b.dtype)
+    if a.ndim == 1 and b.ndim == 1:
+        raise DTypeMismatchError(f"dot : expected both vectors to have same dtype, but found {name_a} and {name_b}")
+    if b.ndim == 1:
+        raise DTypeMismatchError(f"addmv input tensors must have the same dtype, but got {name_b}, {name_a}, and {name_b}")
+    if b.ndim == 2:
+        raise DTypeMismatchError(_mm_dtype_message(a, b))
+    raise DTypeMismatchError(f"expected scalar type {name_a} but found {name_b}")
 
 
 def _bool_kernel_name(a_ndim, b_ndim):
@@ -110,10 +136,10 @@ class MatMul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        _check_dtypes("matmul", a, b)
         if a.ndim == 0 or b.ndim == 0:
             raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are "
                                f"{a.ndim}D and {b.ndim}D (use mul for scalars)")
+        _refuse_mixed_product(a, b)
         if a.dtype == np.bool_ and (a.size and b.size or a.ndim == b.ndim == 1):  # NumPy multiplies bools
             # (and/or); torch has no product kernel for them (an empty operand runs none, but for dot)
             raise NotImplementedError(f'"{_bool_kernel_name(a.ndim, b.ndim)}" not implemented for \'Bool\'')
@@ -173,9 +199,11 @@ class Linear(Function):
 
     @staticmethod
     def forward(ctx, x, w, b=None):
-        _check_dtypes("linear", x, w)
-        if b is not None and b.dtype != w.dtype:  # torch: "self and mat2 must have the same dtype"
-            raise DTypeMismatchError(f"linear: expected the bias to have the weight's dtype {w.dtype}, got {b.dtype}")
+        if x.dtype != w.dtype:  # (torch's addmm/matmul: its mm check)
+            raise DTypeMismatchError(_mm_dtype_message(x, w))
+        if b is not None and b.dtype != w.dtype:  # (torch's addmm: the bias is its self)
+            raise DTypeMismatchError(f"self and mat2 must have the same dtype, but got {torch_name(b.dtype)} and "
+                               f"{torch_name(w.dtype)}")
         if x.shape[-1] != w.shape[1]:
             raise ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
                              f"the weight expects {w.shape[1]} (weight shape {w.shape}, [out, in])")
