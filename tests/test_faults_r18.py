@@ -315,7 +315,10 @@ def test_a_resume_with_other_step_intervals_or_batch_size_warns_as_transformers(
     ``gradient_accumulation_steps`` or dataset length (the batches skipped are counted with the new values, so
     the epoch goes on from another example), a new ``seed`` (the epoch is shuffled anew from it and its first
     batches skipped as if they were those trained on), a ``max_steps`` below the checkpoint's step (one more step
-    is trained)."""
+    is trained), a new ``lora_alpha``, ``lora_dropout`` or ``use_rslora`` (PEFT's ``load_adapter`` into the
+    model's existing adapter loads the weights only: the model's config computes, not the checkpoint's
+    adapter_config.json). A new ``r``, ``target_modules`` or ``use_dora`` is refused, here naming the adapter
+    file (transformers: PEFT's size mismatch, or the optimizer's "doesn't match the size of optimizer's group")."""
     transformers = pytest.importorskip("transformers")
     from transformers.trainer_callback import TrainerState
     from transformers.trainer_utils import compare_trainer_and_checkpoint_args
