@@ -427,3 +427,25 @@ def test_a_product_of_two_dtypes_is_refused_in_torchs_words(case):
             call(lib, lib.ones(shape_a), lib.ones(shape_b, dtype=getattr(lib, dtype)))
         messages.append(str(caught.value))
     assert messages[0] == messages[1]
+
+
+_WRONG_RANKS = {
+    "mm of a vector": lambda L: L.mm(L.ones(3), L.ones(3, 2)),
+    "mm by a vector": lambda L: L.mm(L.ones(2, 3), L.ones(3)),
+    "bmm of a matrix": lambda L: L.bmm(L.ones(2, 3), L.ones(1, 3, 2)),
+    "bmm by a matrix": lambda L: L.bmm(L.ones(1, 2, 3), L.ones(3, 2)),
+    "dot of a matrix": lambda L: L.dot(L.ones(2, 3), L.ones(3)),
+    "vdot by a matrix": lambda L: L.vdot(L.ones(2), L.ones(2, 1)),
+    "mv of a vector": lambda L: L.mv(L.ones(3), L.ones(3)),
+    "addmv by a matrix": lambda L: L.addmv(L.ones(2), L.ones(2, 3), L.ones(3, 1)),
+    "outer of a matrix": lambda L: L.outer(L.ones(2, 1), L.ones(3)),
+    "addmm by a vector": lambda L: L.addmm(L.ones(2, 2), L.ones(2, 3), L.ones(3)),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_WRONG_RANKS))
+def test_a_product_of_the_wrong_ranks_is_refused_in_its_ops_words(call):
+    """mm 'self must be a matrix', bmm 'batch1 must be a 3D tensor', dot '1D tensors expected, but got 2D and 1D
+    tensors', mv 'vector + matrix @ vector expected, got 1, 1, 1' ... (before: 'mm: expected a 2-D tensor, got
+    1-D' for all of them)."""
+    _same_outcome(_WRONG_RANKS[call])

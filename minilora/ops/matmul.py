@@ -509,9 +509,29 @@ def _diagonals(operand, sub):
 
 # ---- torch's fixed-rank products: matmul with the ranks checked (no broadcasting) ---------------
 def _products_check(name, ranks, *tensors):
-    for t, rank in zip(tensors, ranks):
+    """Each operand of the product ``name`` of its rank, or torch's RuntimeError in that op's words."""
+    for position, (t, rank) in enumerate(zip(tensors, ranks)):
         if t.ndim != rank:
-            raise RuntimeError(f"{name}: expected a {rank}-D tensor, got {t.ndim}-D")
+            raise RuntimeError(_rank_message(name, position, tensors))
+
+
+def _rank_message(name, position, tensors):
+    """torch's words for operand ``position`` of ``name`` of the wrong rank (each op checks its own way)."""
+    ranks = [t.ndim for t in tensors]
+    if name == "mm":
+        return f"{('self', 'mat2')[position]} must be a matrix"
+    if name == "addmm":
+        return f"{('mat1', 'mat2')[position]} must be a matrix, got {ranks[position]}-D tensor"
+    if name == "bmm":
+        return f"batch{position + 1} must be a 3D tensor"
+    if name in ("dot", "vdot"):
+        return f"1D tensors expected, but got {ranks[0]}D and {ranks[1]}D tensors"
+    if name in ("mv", "addmv"):
+        return f"vector + matrix @ vector expected, got 1, {ranks[0]}, {ranks[1]}"
+    if name == "outer":
+        return f"outer: Expected 1-D argument {('self', 'vec2')[position]}, but got {ranks[position]}-D"
+    expected = (3, 3) if name in ("addbmm", "baddbmm") else (2, 2)
+    return f"{name}: expected a {expected[position]}-D tensor, got {ranks[position]}-D"
 
 
 def mm(input, mat2):
