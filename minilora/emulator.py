@@ -1876,7 +1876,9 @@ class RawKernel:
         fenced = FencedArguments(packed.arrays, {i: p.name for i, p in enumerate(self.params)},
                                  {i for i, p in enumerate(self.params) if p.is_pointer and not p.elem_const},
                                  {i for i, p in enumerate(self.params) if p.is_pointer and (
-                                     p.elem_code == _T_PTR or (p.elem_code == _T_U64 and p.elem_const))})
+                                     p.elem_code == _T_PTR or (p.elem_code == _T_U64 and p.elem_const))},
+                                 {i for i, p in enumerate(self.params) if p.is_pointer and (  # may hold addresses
+                                     (p.elem_code == _T_OTHER and p.elem_lanes == 1) or p.elem_code == _T_U64)})
         slots = _argument_slots(packed.slots.shape, like=packed.slots)
         for i, pointer in fenced.pointers.items():
             slots[i, 0] = pointer

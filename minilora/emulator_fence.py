@@ -198,14 +198,20 @@ class FencedArguments:
     of arrays comes as the table first and then each array it points to.  ``tables`` are the arguments whose
     elements are addresses (pointer tables, and ``const unsigned long long*`` tables as kernels/adamw.cu's):
     for the launch, an address inside a fenced allocation is redirected to its fenced copy (and restored after),
-    so a write through the table past an array's end is named too; other addresses are followed unfenced."""
+    so a write through the table past an array's end is named too; other addresses are followed unfenced.
+    ``holders`` are arguments whose elements may hold addresses among other data (arrays of structs, a written
+    ``unsigned long long*``): an address inside a fenced allocation points at its copy for the launch, and an
+    address inside a copy -- one the kernel stored, a linked list's ``next`` -- points back at the allocation
+    after it, so the pointers a launch leaves in an array stay valid for the next, as device pointers do."""
 
-    def __init__(self, arrays: list, names: dict[int, str], writable: set[int], tables: set[int] = frozenset()):
+    def __init__(self, arrays: list, names: dict[int, str], writable: set[int], tables: set[int] = frozenset(),
+                 holders: set[int] = frozenset()):
         self.writable = writable
         self.regions: list[tuple[_Region, list[int]]] = []  # each region with the positions (in arrays) inside it
         self.arrays, self.pointers, self._extents, self._names = [], {}, {}, names
         self._index = {pos: i for pos, (i, _) in enumerate(arrays)}  # position -> argument index
         self._tables: list[tuple[np.ndarray, np.ndarray]] = []  # (fenced entries, their original addresses)
+        self._holders: list[np.ndarray] = []  # uint64 views of the staged copies of `holders`
         first = {}
         for pos, (i, _) in enumerate(arrays):
             first.setdefault(i, pos)
@@ -236,6 +242,12 @@ class FencedArguments:
             for i in tables:
                 if i in first and first[i] in staged:
                     self._redirect(staged[first[i]])
+            for i in holders - set(tables):
+                view = staged.get(first.get(i))
+                if view is not None and view.nbytes % 8 == 0 and view.ctypes.data % 8 == 0:
+                    words = view.reshape(-1).view(np.uint8).view(np.uint64)
+                    self._translate(words, to_copies=True)
+                    self._holders.append(words)
         except BaseException:
             self.release()
             raise
@@ -299,6 +311,9 @@ class FencedArguments:
         for entries, originals in self._tables:  # the table as it was, so that no fenced address is copied back
             entries[:] = originals
         self._tables = []
+        for words in self._holders:  # before any copy goes: addresses into the copies point at the arrays again
+            self._translate(words, to_copies=False)
+        self._holders = []
         problem = None
         for region, members in self.regions:
             before, after = region.written()

@@ -359,3 +359,41 @@ def test_a_crash_in_one_of_two_identical_kernels_names_its_own_line():
     at 'first''s line 3: a learner's copy of a kernel sent them to the wrong place."""
     with pytest.raises(emu.KernelFault, match=r"kernel 'second' crashed at first\.cu:6: SIGSEGV"):
         emu.RawModule(code=TWINS).get_function("second")((1,), (1,), (None,))
+
+
+LINKED_LIST = r"""
+struct Node { int value; int pad; Node* next; };
+extern "C" __global__ void link(Node* nodes, int n) {
+    int i = threadIdx.x;
+    if (i < n) {
+        nodes[i].value = 10 * i;
+        nodes[i].next = i + 1 < n ? &nodes[i + 1] : nullptr;
+    }
+}
+extern "C" __global__ void walk(const Node* head, int* out) {
+    int sum = 0;
+    for (const Node* p = head; p; p = p->next) sum += p->value;
+    out[0] = sum;
+}
+extern "C" __global__ void scale(Node* nodes, int n) {  // writes the values, follows nothing
+    if ((int)threadIdx.x < n) nodes[threadIdx.x].value *= 2;
+}
+"""
+
+
+def test_pointers_a_launch_leaves_in_an_array_stay_valid_for_the_next():
+    """A linked list built by one launch and walked by the next: its `next` pointers pointed into the launch's
+    fenced copy, freed when it ended, so the walk read reused memory.  As on a GPU, they point into the array."""
+    m = emu.RawModule(code=LINKED_LIST)
+    node = np.dtype([("value", np.int32), ("pad", np.int32), ("next", np.uint64)])
+    nodes = np.zeros(6, node)
+    m.get_function("link")((1,), (8,), (nodes, np.int32(6)))
+    np.testing.assert_array_equal(nodes["next"], [nodes.ctypes.data + 16 * (i + 1) for i in range(5)] + [0])
+    module().get_function("fill")((1,), (64,), (np.zeros(64, np.float32), np.int32(64)))  # takes the freed mapping
+    out = np.zeros(1, np.int32)
+    m.get_function("walk")((1,), (1,), (nodes, out))
+    assert out[0] == 10 * sum(range(6))
+    m.get_function("scale")((1,), (8,), (nodes, np.int32(6)))  # the addresses it did not write stay the arrays'
+    np.testing.assert_array_equal(nodes["next"], [nodes.ctypes.data + 16 * (i + 1) for i in range(5)] + [0])
+    m.get_function("walk")((1,), (1,), (nodes[2:], out))  # from the third node, a view into the same allocation
+    assert out[0] == 2 * 10 * sum(range(2, 6))
