@@ -18,8 +18,8 @@ runtime.cpp's fence_check), so a read there is a KernelFault at its line, as
 compute-sanitizer's memcheck reports it (on a GPU without it, such a read returns the allocation's padding or a
 neighbour's bytes silently).  Those bytes are also filled with a pattern, so a write there is found after the
 launch and named, without a line.  Pointer tables are followed into the fenced copies (``FencedArguments``),
-and so are the addresses ``__device__`` variables hold, pointed back at the arrays after the launch (a pointer one
-launch saves is valid in the next, as on a GPU).
+and so are the addresses ``__device__`` variables and arrays of structs hold, pointed back at the arrays after the
+launch (a pointer one launch saves, a linked list's ``next``, is valid in the next, as on a GPU).
 The unit fenced is the allocation, as memcheck's: a view's whole base array (a kernel given ``x[2:]`` may read
 ``x[0]``, as on a GPU), one copy for arguments that share memory, so aliasing is kept.  Arrays above 256 MiB run
 in place, unfenced.  The fresh memory is a pool of mappings kept from launch to launch (mapping and protecting
