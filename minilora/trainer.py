@@ -731,20 +731,23 @@ def _read_training_files(folder):
     the generators' states checked: read before the checkpoint's weights replace the model's, so a damaged file
     is refused with the model as it was (transformers loads the weights first: a refused resume leaves the
     checkpoint's adapter in the model, which a ``train()`` without resume would then go on from)."""
-    from .serialization import load, safe_globals
-    found = {path: load(path) for path in (os.path.join(folder, name) for name in (OPTIMIZER_NAME, SCHEDULER_NAME))
-             if os.path.isfile(path)}
-    rng_file = os.path.join(folder, RNG_STATE_NAME)
-    if os.path.isfile(rng_file):
-        # transformers' rng_state.pth (torch.save of its NumPy generator's state) is read as transformers reads
-        # it: weights-only, NumPy's arrays and dtypes allowed
-        numpy_core = getattr(np, "_core", None) or np.core  # (NumPy 1's name)
-        with safe_globals([numpy_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
-            found[rng_file] = load(rng_file)
-    rng = found.get(rng_file)
+    found = {path: _read_training_file(path) for path in (os.path.join(folder, name) for name in (
+        OPTIMIZER_NAME, SCHEDULER_NAME, RNG_STATE_NAME)) if os.path.isfile(path)}
+    rng = found.get(os.path.join(folder, RNG_STATE_NAME))
     if rng is not None:
         check_generator_states(rng)
     return found
+
+
+def _read_training_file(path):
+    """One of a checkpoint's training files. transformers' rng_state.pth (torch.save of its NumPy generator's
+    state) is read as transformers reads it: weights-only, NumPy's arrays and dtypes allowed."""
+    from .serialization import load, safe_globals
+    if os.path.basename(path) != RNG_STATE_NAME:
+        return load(path)
+    numpy_core = getattr(np, "_core", None) or np.core  # (NumPy 1's name)
+    with safe_globals([numpy_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
+        return load(path)
 
 
 def _compare_trainer_and_checkpoint_args(args, state):
@@ -1898,9 +1901,8 @@ class Trainer:
 
     def _checkpoint_file(self, path):
         """A checkpoint's optimizer.pt / scheduler.pt / rng_state.pth: as read before the weights went in."""
-        from .serialization import load
         ahead = getattr(self, "_read_ahead", {})
-        return ahead.pop(path) if path in ahead else load(path)
+        return ahead.pop(path) if path in ahead else _read_training_file(path)
 
     def _load_model_weights(self, folder, trainable):
         """The model's weights from a checkpoint folder: the adapter into the PEFT model's first active adapter,
