@@ -938,7 +938,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         _check_class_weight_dtype(input, weight_given)
         targets = _class_targets("cross_entropy", input, _array(target))
         logp = logits.log_softmax(-1) if label_smoothing or _is_16bit_float(logits) else None
-        if _is_16bit_float(logits):  # torch's two ops, each rounded to 16 bits
+        if _is_16bit_float(logits) or label_smoothing:  # torch's two ops, each rounded to 16 bits; with label
+            # smoothing torch's graph too: log_softmax's backward runs once, on the nll's and the smoothing's
+            # gradients added (the fused node's softmax - onehot, added to the smoothing's, rounds otherwise)
             loss = nll_loss(logp, targets, weight, ignore_index=ignore_index, reduction=reduction)
         else:  # the fused node: PyTorch's loss for class indices, label smoothing added below
             loss = CrossEntropy.apply(logits, targets, weight=weight, ignore_index=ignore_index,
@@ -951,8 +953,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         if label_smoothing:
             loss = (1 - label_smoothing) * loss + _smoothing_share(label_smoothing, logits.shape[1]) * \
                 _smoothing_term(logp, targets, weight, ignore_index, reduction)
-    if reduction == "none":
-        return loss.reshape(() if input.ndim == 1 else (input.shape[0],) + input.shape[2:])
+    if reduction == "none":  # (already that shape: no reshape, whose view node torch's graph has not)
+        shape = () if input.ndim == 1 else (input.shape[0],) + tuple(input.shape[2:])
+        return loss if tuple(loss.shape) == shape else loss.reshape(shape)
     return loss
 
 
@@ -988,8 +991,11 @@ def _smoothing_term(logp, targets, weight, ignore_index, reduction):
         return rows.sum()
     if weight is None:
         counted = float(valid.sum())
-    else:  # summed in float32 and rounded to the weights' dtype, as torch's weight.gather(...).sum()
-        counted = float(upcast(weight[targets[valid]]).sum().astype(weight.dtype))
+    else:  # torch's weight.gather(...).sum(): its order of additions (16-bit: in float32, rounded to the weights')
+        from .reduce import _sum_as_torch
+        gathered = weight[targets[valid]]
+        counted = float(_sum_as_torch(gathered, (0,), False) if gathered.dtype == np.float32
+                        else upcast(gathered).sum().astype(weight.dtype))
     if counted == 0:  # nan, with torch's gradient: zeros, nan only in counted rows (weights summing to 0)
         return rows[xp.flatnonzero(valid)].sum() * float("nan")
     return rows.sum() / counted  # a Python number: rows' dtype, the count not rounded to 16 bits
