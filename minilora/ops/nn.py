@@ -1247,7 +1247,8 @@ class BinaryCrossEntropyWithLogits(Function):
         x, y, p = ctx.x, ctx.y, ctx.pos_weight
         gx = gy = None
         if nx:
-            s = (1 / (1 + xp.exp(-upcast(x)))).astype(x.dtype, copy=False)  # one rounding, as torch's sigmoid
+            s = (float32_math.sigmoid(x) if type(x) is np.ndarray and x.dtype == np.float32  # (torch's kernel:
+                 else (1 / (1 + xp.exp(-upcast(x)))).astype(x.dtype, copy=False))  # input.sigmoid(); else one rounding)
             if p is None:
                 gx = _scaled_back(ctx, s - y, g)
             else:
