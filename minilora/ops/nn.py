@@ -1211,7 +1211,11 @@ class BinaryCrossEntropy(Function):
 
 
 def _log_sigmoid(xp, x):
-    """``log(sigmoid(x))``, stable; 16-bit floats computed in float32 and rounded once (torch's kernel)."""
+    """``log(sigmoid(x))``, stable; 16-bit floats computed in float32 and rounded once (torch's kernel); float32
+    torch's kernel step by step (SLEEF's exp and log1p, as F.logsigmoid: ``float32_math.vectorized``)."""
+    if type(x) is np.ndarray and x.dtype == np.float32:
+        with np.errstate(invalid="ignore"):
+            return np.minimum(x, 0) - float32_math.vectorized("log1p", float32_math.vectorized("exp", -np.abs(x)))
     wide = upcast(x)
     return (xp.minimum(wide, 0) - xp.log1p(xp.exp(-xp.abs(wide)))).astype(x.dtype, copy=False)
 
@@ -1238,7 +1242,11 @@ class BinaryCrossEntropyWithLogits(Function):
             loss = loss * weight
         if reduction == "none":
             return loss
-        total = upcast(loss).sum()  # (16 bits: in float32, rounded once)
+        # (torch's loss.sum() / loss.mean(): float32 and float64 in its order of additions; 16 bits: in float32,
+        # rounded once)
+        from .reduce import _sum_as_torch
+        total = _sum_as_torch(loss, tuple(range(loss.ndim)), False) if type(loss) is np.ndarray and loss.dtype in (
+            np.float32, np.float64) else upcast(loss).sum()
         return xp.asarray(total if reduction == "sum" else total / loss.size).astype(x.dtype)
 
     @staticmethod
