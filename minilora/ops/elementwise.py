@@ -279,15 +279,25 @@ class Div(Function):
     @staticmethod
     def backward(ctx, g):
         na, nb = ctx.needs_input_grad
+        if nb and getattr(ctx, "step_dtype", None) is not None:  # (16 bits: torch's ops each rounded, below)
+            return _div_grads_in_16_bit_steps(ctx, g)
         # EXERCISE 1.3: gradients of a / b for a and b (None where not needed), unbroadcast to their shapes
         # BEGIN SOLUTION
         a, b = ctx.a, ctx.b
         a_shape, b_shape = ctx.shapes
         return (unbroadcast(g / b, a_shape) if na else None,
-                unbroadcast(-g * _step(ctx, _step(ctx, a / b) / b), b_shape) if nb else None)
+                unbroadcast(-g * ((a / b) / b), b_shape) if nb else None)
         # END SOLUTION
 
     flops = Add.flops
+
+
+def _div_grads_in_16_bit_steps(ctx, g):
+    """Div's gradients under a 16-bit gradient (float32 arrays here, ``backward_in_float32``) as torch's ops
+    round them: ``grad / b`` once, and the divisor's ``-grad * ((a / b) / b)`` with each quotient rounded."""
+    (na, _), (a, b), (a_shape, b_shape) = ctx.needs_input_grad, (ctx.a, ctx.b), ctx.shapes
+    return (unbroadcast(g / b, a_shape) if na else None,
+            unbroadcast(-g * _step(ctx, _step(ctx, a / b) / b), b_shape))
 
 
 class Neg(Function):
