@@ -1087,6 +1087,30 @@ def _refuse_unconfigured_calls(preprocessed: str, masked: str, kernels: dict) ->
                                    f"the shared code a __device__ function that both kernels call")
 
 
+def _refuse_non_void_kernels(preprocessed: str, masked: str) -> None:
+    """Refuse a __global__ function that returns a value, in nvcc's words ("a __global__ function must have a void
+    return type"): g++ failed on the emulator's wrapper instead, in a message about params_of."""
+    for file, line, text, offset in _user_code_with_offsets(preprocessed, masked):
+        for m in re.finditer(r"\b__global__\b", text):
+            start = offset + m.start()
+            prev = max(masked.rfind(c, 0, start) for c in ";{}")
+            j = offset + m.end()
+            while (mm := re.compile(r"([A-Za-z_]\w*)\s*\(").search(masked, j)) is not None and \
+                    mm.group(1) in ("__launch_bounds__", "__attribute__", "alignas", "__align__"):
+                j = _close_paren(masked, mm.end() - 1) + 1
+            if mm is None or text.lstrip().startswith("#"):
+                continue
+            lines = masked[prev + 1:mm.start()].split("\n")
+            declaration = "\n".join(ln for ln in lines if not ln.lstrip().startswith("#"))  # not the line markers
+            declaration = re.sub(r'__launch_bounds__\s*\([^()]*\)|template\s*<.*>|extern\s*"\s*"|\b__global__\b', " ",
+                                 declaration, flags=re.S)
+            if not re.search(r"\bvoid\b", declaration):
+                returned = " ".join(declaration.split())
+                raise CompileError(f"{os.path.basename(file)}:{line}: error: a __global__ function must have a void "
+                                   f"return type: '{mm.group(1)}' returns {returned or 'a value'} (a kernel writes its "
+                                   "results through pointer arguments)")
+
+
 def _run_compiler(cmd: list[str], output: Path, what: str, before_rename=None) -> None:
     """Run g++ writing to a temporary name, then rename (``native.compile_atomically``): concurrent builds
     never see half a file. ``before_rename(tmp)`` runs first (e.g. to read the -fstack-usage reports)."""
@@ -1453,6 +1477,7 @@ class _Module:
                                f"{_missing_header_hint(res.stderr)}")
         masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
         _refuse_unsupported(res.stdout, masked, self._ptx_refusals)
+        _refuse_non_void_kernels(res.stdout, masked)
         self._constants = {**_find_device_globals(masked), **_find_constants(masked)}
         self._constant_memory = tuple(_find_constants(masked))
         self.cpp_linkage = _cpp_linkage_kernels(masked)

@@ -397,3 +397,15 @@ def test_pointers_a_launch_leaves_in_an_array_stay_valid_for_the_next():
     np.testing.assert_array_equal(nodes["next"], [nodes.ctypes.data + 16 * (i + 1) for i in range(5)] + [0])
     m.get_function("walk")((1,), (1,), (nodes[2:], out))  # from the third node, a view into the same allocation
     assert out[0] == 2 * 10 * sum(range(2, 6))
+
+
+def test_a_kernel_returning_a_value_is_refused_in_nvccs_words():
+    """g++ failed on the emulator's own wrapper ("no matching function for call to params_of(int (*)(int*))")."""
+    with pytest.raises(emu.CompileError, match=r"twice\.cu:3: error: a __global__ function must have a void return "
+                                               r"type: 'twice' returns int"):
+        emu.RawKernel('''
+extern "C"
+__global__ int __launch_bounds__(64) twice(int* out) {
+    out[threadIdx.x] *= 2;
+    return 0;
+}''', "twice").compile()
