@@ -39,7 +39,7 @@ How it works (details in kernels/README.md):
    differently from the CPU -- a misaligned access, a shift by the type's width or more, a float -> int
    cast of NaN or out of range -- named with the thread, block and source line; a launch past its
    ``timeout=``), ``CompileError`` (what nvcc refuses, including what only shows at launch: static
-   ``__shared__`` arrays over 48 KB, and a kernel called as a plain function), ``CUDADriverError`` (what
+   ``__shared__`` arrays over 48 KB, a kernel called as a plain function or returning a value), ``CUDADriverError`` (what
    CUDA's driver refuses at launch, named as CuPy's: "CUDA_ERROR_INVALID_VALUE" for a block over 1024 threads
    or more shared memory than the kernel opted in to, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES" past its
    __launch_bounds__), ``KeyboardInterrupt`` (Ctrl-C during a launch), ``TypeError`` and ``ValueError`` for
