@@ -280,14 +280,20 @@ class FencedArguments:
         datas = np.array([r.data for r, _ in self.regions], np.uint64)
         sizes = np.array([r.size for r, _ in self.regions], np.uint64)
         froms, tos = (starts, datas) if to_copies else (datas, starts)
+        # Most words (counts, hashes, a table's other addresses) lie outside every region: two comparisons find the
+        # few that may not, before the search (it made a launch on an 8 MB unsigned long long array 2x slower).
+        at = np.flatnonzero((words >= froms.min()) & (words <= (froms + sizes).max()))
+        if not at.size:
+            return False
+        candidates = words[at]
         order = np.argsort(froms)
-        found = np.searchsorted(froms[order], words, side="right") - 1
+        found = np.searchsorted(froms[order], candidates, side="right") - 1
         inside = found >= 0
         which = order[np.where(inside, found, 0)]
-        inside &= (words != 0) & (words - froms[which] <= sizes[which])
+        inside &= (candidates != 0) & (candidates - froms[which] <= sizes[which])
         if not inside.any():
             return False
-        words[inside] = tos[which[inside]] + (words[inside] - froms[which[inside]])
+        words[at[inside]] = tos[which[inside]] + (candidates[inside] - froms[which[inside]])
         for r in set(which[inside].tolist()):
             self.regions[r][0].reached = True
         return True
