@@ -366,6 +366,7 @@ def test_every_differentiable_op_is_in_the_table():
 NOT_IN_TABLE = {  # ops without a torch call of their own to compare, or covered by other test files
     "Bgmv", "LoraLinear", "Rotary", "SwiGLU",  # minilora's fused ops (no torch counterpart)
     "BatchNorm16", "BFloat16Huber", "FlashAttention16",  # 16-bit paths only
+    "KernelValues",  # float32 batch/group norm's kernel bits in the composed formula's place (the table runs float64)
     "ArgMax", "ArgSort", "NonZero", "Logical", "_Test", "Computed", "ComputedLike", "Sign", "_Rounding",
     "_NoDerivative",  # no gradient
     "AsType", "PromotionCast", "ToDevice", "Dropout", "CrossEntropy", "Embedding", "BinaryCrossEntropy", "MaxUnpool2d",
