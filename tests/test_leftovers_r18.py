@@ -127,16 +127,21 @@ _BAD_ARITHMETIC = [
 ]
 
 
-@pytest.mark.parametrize("call", _BAD_ARITHMETIC)
-def test_invalid_arithmetic_forms_raise_torchs_type_error(call):
-    """The call is refused with torch's TypeError and its whole message (before: Python's own ``sub() takes 2
-    positional arguments but 3 were given``, which counts self and names the alias's target; or a result)."""
+def assert_same_type_error(call):
+    """``call`` (a row's text over ``L``, ``x`` and ``y``) raises a TypeError with one message on both libraries."""
     outcomes = []
     for lib in (ml, torch):
         with pytest.raises(TypeError) as caught:
             eval(call, {"L": lib, "x": lib.ones(2), "y": lib.ones(2)})  # noqa: S307  (the row's own text)
         outcomes.append(str(caught.value))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("call", _BAD_ARITHMETIC)
+def test_invalid_arithmetic_forms_raise_torchs_type_error(call):
+    """The call is refused with torch's TypeError and its whole message (before: Python's own ``sub() takes 2
+    positional arguments but 3 were given``, which counts self and names the alias's target; or a result)."""
+    assert_same_type_error(call)
 
 
 
@@ -357,12 +362,7 @@ def test_too_many_positional_arguments_are_counted_before_types_as_torch(call):
     """torch's parser counts a one-signature function's positional arguments before it types them, a method's
     without self: ``atan2() takes 1 positional argument but 2 were given`` (before: minilora's type check named
     the second argument, or Python's count included self)."""
-    outcomes = []
-    for lib in (ml, torch):
-        with pytest.raises(TypeError) as caught:
-            eval(call, {"L": lib, "x": lib.ones(2), "y": lib.ones(2)})  # noqa: S307  (the row's own text)
-        outcomes.append(str(caught.value))
-    assert outcomes[0] == outcomes[1]
+    assert_same_type_error(call)
 
 
 @pytest.mark.parametrize("make", ["tensor", "as_tensor", "asarray", "from_numpy", "tensor float32"])

@@ -50,9 +50,8 @@ def _numbers(value):
 
 
 # ---- "Double Backward with Custom Functions" and "Fusing Convolution and Batch Norm" ----------------------------
-def _double_backward_tutorial(lib):
-    out = []
-
+def _tutorial_exp(lib):
+    """The double-backward tutorial's ``Exp``: saves its output, and its backward uses it."""
     class Exp(lib.autograd.Function):
         @staticmethod
         def forward(ctx, x):
@@ -64,6 +63,13 @@ def _double_backward_tutorial(lib):
         def backward(ctx, grad_out):
             result, = ctx.saved_tensors
             return result * grad_out
+    return Exp
+
+
+def _double_backward_tutorial(lib):
+    out = []
+
+    Exp = _tutorial_exp(lib)
 
     x = lib.tensor(1., requires_grad=True, dtype=lib.double).clone()  # (the tutorial's non-leaf input)
     out += [lib.autograd.gradcheck(Exp.apply, x), lib.autograd.gradgradcheck(Exp.apply, x), x.grad_fn.name()]
@@ -399,17 +405,7 @@ def test_grad_fn_of_an_in_place_copy_prints_as_torch(copy):
 
 def _custom_function_nodes(lib):
     """print(y.grad_fn) of the double-backward tutorial's Exp, before and after backward, and its class."""
-    class Exp(lib.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            result = lib.exp(x)
-            ctx.save_for_backward(result)
-            return result
-
-        @staticmethod
-        def backward(ctx, grad_out):
-            result, = ctx.saved_tensors
-            return result * grad_out
+    Exp = _tutorial_exp(lib)
 
     y = Exp.apply(lib.ones(2, requires_grad=True))
     shown = [repr(y.grad_fn).split()[0], repr(type(y.grad_fn)), y.grad_fn.name(), repr(y)]
