@@ -207,7 +207,7 @@ def column_sum(a, b=None):
 
 
 # ---- torch's vectorized row sum ------------------------------------------------------------------
-def lane_sum(a, b=None, fuse_tail=False):
+def lane_sum(a, b=None, fuse_tail=False, lanes=None):
     """The sum of each row of C-contiguous float32 [rows, width] ``a`` (times ``b``, elementwise) as torch's
     ``vec::reduce_all`` / ``map2_reduce_all`` adds (softmax's and log_softmax's backward): one running sum
     per lane of torch's vector (``float32_math.FLOAT_LANES``: 16 with AVX-512, 8 with AVX2), lane ``j``
@@ -215,14 +215,15 @@ def lane_sum(a, b=None, fuse_tail=False):
     the lanes folded in halves (with 16: lanes ``j`` and ``j + 8``, then ``+ 4``, ``+ 2``, ``+ 1``;
     torch's "default" build adds them left to right); a row narrower than a vector is added left to
     right. Each product is rounded, but with ``fuse_tail`` those of the partial block, added by a fused
-    multiply-add (torch's build does so when it runs on one thread, where it fuses at all)."""
-    if b is None and a.flags.c_contiguous:
-        compiled = float32_sums.compiled_lane_sums(a)  # (the same additions in C, where it is built)
+    multiply-add (torch's build does so when it runs on one thread, where it fuses at all). ``lanes``: another
+    vector width (a kernel built for AVX2 only, as layer_norm's backward: 8 floats or 4 doubles)."""
+    lane_count = lanes or float32_math.FLOAT_LANES
+    if b is None and a.flags.c_contiguous and a.dtype == np.float32:
+        compiled = float32_sums.compiled_lane_sums(a, lane_count)  # (the same additions in C, where it is built)
         if compiled is not None:
             return compiled
     products = a if b is None else a * b
     rows, width = a.shape
-    lane_count = float32_math.FLOAT_LANES
     if width < lane_count:
         return _left_to_right(products)
     full = width - width % lane_count

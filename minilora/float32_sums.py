@@ -661,16 +661,19 @@ def two_norms(a, axes, keepdims=False):
 _CHUNK = 16  # vectors a Welford chunk (kChunkSize)
 
 
-def _multiply_add(fused):
+def _multiply_add(fused, dtype=np.float32):
     """``a * b + c``: one rounding where torch's build fuses (vec::fmadd, GCC's contraction), else two."""
-    return float32_math.fused_multiply_add if fused else (lambda a, b, c: a * b + c)
+    if not fused:
+        return lambda a, b, c: a * b + c
+    return float32_math.fused_multiply_add if dtype == np.float32 else float32_math.fused_multiply_add64
 
 
 def _merge_lanes(count_add, m1_add, m2_add, into, fma):
     """AddMomentsVec: ``into`` = [count, m1, m2] takes (count_add, m1_add, m2_add), lane by lane."""
     count = into[0]
     n = count + count_add
-    c = np.float32(count_add) / np.float32(n) if n else np.float32(0)
+    real = into[1].dtype.type
+    c = real(count_add) / real(n) if n else real(0)
     delta = m1_add - into[1]
     sum2, c_delta = into[2] + m2_add, c * delta
     into[1] = into[1] + c_delta
@@ -681,19 +684,21 @@ def _merge_lanes(count_add, m1_add, m2_add, into, fma):
 def _chunk_moments(chunks, fma):
     """UpdateMomentsVec on [rows, chunks, j, lanes]: each chunk's Welford mean and M2 from zero, the
     vectors j in order (weights 1/(j+1) as float32)."""
-    m1 = np.zeros(chunks.shape[:2] + chunks.shape[3:], np.float32)
+    real = chunks.dtype.type
+    m1 = np.zeros(chunks.shape[:2] + chunks.shape[3:], real)
     m2 = np.zeros_like(m1)
     for j in range(chunks.shape[2]):
         value = chunks[:, :, j]
         delta = value - m1
-        m1 = fma(np.full_like(delta, np.float32(1) / np.float32(j + 1)), delta, m1)
+        m1 = fma(np.full_like(delta, real(1) / real(j + 1)), delta, m1)
         m2 = fma(delta, value - m1, m2)
     return m1, m2
 
 
 def _row_moments_port(x, lanes, fused):
     """torch's RowwiseMoments in NumPy (see ``row_moments``), every row at once."""
-    fma = _multiply_add(fused)
+    fma = _multiply_add(fused, x.dtype)
+    real = x.dtype.type
     rows, width = x.shape
     n = width // lanes
     count = -(-n // _CHUNK)
@@ -706,7 +711,7 @@ def _row_moments_port(x, lanes, fused):
         last = _chunk_moments(vectors[:, None, whole * _CHUNK:], fma)
         m1, m2 = np.concatenate([m1, last[0]], axis=1), np.concatenate([m2, last[1]], axis=1)
         sizes.append(n - whole * _CHUNK)
-    zero = np.zeros((rows, lanes), np.float32)
+    zero = np.zeros((rows, lanes), real)
     stack = [[0, zero, zero] for _ in range(depth)]
     for i, size in enumerate(sizes):  # the binary cascade of chunks
         _merge_lanes(size, m1[:, i], m2[:, i], stack[0], fma)
@@ -717,25 +722,25 @@ def _row_moments_port(x, lanes, fused):
             level, mask = level + 1, mask >> 1
     for level in stack[1:]:
         _merge_lanes(*level, stack[0], fma)
-    seen, mean, m2_total = 0, np.zeros(rows, np.float32), np.zeros(rows, np.float32)
+    seen, mean, m2_total = 0, np.zeros(rows, real), np.zeros(rows, real)
     for k in range(n * lanes, width):  # scalar Welford on the elements after the last vector
         value = x[:, k]
         delta = value - mean
         seen += 1
-        mean = mean + delta / np.float32(seen)
+        mean = mean + delta / real(seen)
         m2_total = m2_total + delta * (value - mean)  # (not fused in torch's build either)
     for lane in range(lanes):  # AddMoments: each lane's moments into the row's
         total = seen + n
-        c = np.float32(n) / np.float32(total) if total else np.float32(0)
+        c = real(n) / real(total) if total else real(0)
         delta = stack[0][1][:, lane] - mean
         mean = fma(np.full_like(delta, c), delta, mean)
-        m2_total = m2_total + fma(delta * delta * c, np.full_like(delta, np.float32(seen)), stack[0][2][:, lane])
+        m2_total = m2_total + fma(delta * delta * c, np.full_like(delta, real(seen)), stack[0][2][:, lane])
         seen = total
-    return mean, m2_total / np.float32(width)
+    return mean, m2_total / real(width)
 
 
 def row_moments(x, port=False):
-    """The mean and biased variance of each row of a C-contiguous float32 [rows, width] array as torch's
+    """The mean and biased variance of each row of a C-contiguous float32 (or float64) [rows, width] array as torch's
     layer_norm computes them (``RowwiseMoments``, ATen/native/cpu/moments_utils.h): Welford's update
     over chunks of 16 vectors of ``SUM_LANES`` floats (the layer-norm kernel has no AVX-512 build
     either), each lane its own mean and M2, the chunks merged pairwise in a binary cascade, then the
@@ -743,6 +748,8 @@ def row_moments(x, port=False):
     the other multiply-adds fused where torch's build fuses (``float32_math.FUSED_MULTIPLY_ADD``). Compiled
     (minilora/native/float32_sums.c) where it can be; the NumPy port is the reference."""
     fused = float32_math.FUSED_MULTIPLY_ADD
+    if x.dtype == np.float64:  # (the same kernel on Vectorized<double>: 4 doubles a vector; the port only)
+        return _row_moments_port(x, sum_lanes(x.dtype), fused)
     library = None if port else _native_library()
     if library is None:
         return _row_moments_port(x, SUM_LANES, fused)
@@ -752,14 +759,15 @@ def row_moments(x, port=False):
     return mean, var
 
 
-def compiled_lane_sums(x):
+def compiled_lane_sums(x, lanes=None):
     """``fastmath.lane_sum`` of a C-contiguous float32 [rows, width] array (no products) compiled
-    (``ml_lane_sums``: the same additions), or None without the compiled library."""
+    (``ml_lane_sums``: the same additions; ``lanes`` floats a vector, the CPU's by default), or None without
+    the compiled library."""
     library = _native_library()
     if library is None or not x.shape[1]:
         return None
     out = np.empty(len(x), np.float32)
-    library.ml_lane_sums(native.address(x), native.address(out), len(x), x.shape[1], float32_math.FLOAT_LANES,
+    library.ml_lane_sums(native.address(x), native.address(out), len(x), x.shape[1], lanes or float32_math.FLOAT_LANES,
                          int(float32_math.CPU_CAPABILITY != "default"))
     return out
 

@@ -378,6 +378,8 @@ class RMSNorm(Function):
 
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
     ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
+    float32 on the CPU is torch's bits: its composite's autograd, op by op (``_rms_norm_backward_as_torch``),
+    the squares of a view added in the view's layout (``_strided_mean_of_squares``).
 
     Saved-tensor hooks (``saved_tensors_hooks``, ``save_on_cpu``) see 2 packs, the weight and the
     input, where torch 2.13's composite rms_norm packs 6 (input, rsqrt [..., 1] twice, normalised input,
@@ -392,9 +394,16 @@ class RMSNorm(Function):
         ctx.weight_shape = None if weight is None else weight.shape  # normalized_shape
         x2, weight = _rows(x, width), _flat(weight)
         normed, r, out = xp.empty_like(x2), xp.empty((len(x2), 1), x.dtype), xp.empty_like(x2)
-        parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, x.dtype.type(eps)),
-                      x2, normed, r, out)
+        mean_of_squares = _strided_mean_of_squares(x, width)
+        if mean_of_squares is not None:  # (torch adds a view's squares in the view's own layout)
+            r[:, 0] = 1 / np.sqrt(mean_of_squares + x.dtype.type(eps))
+            np.multiply(x2, r, out=normed)
+            np.multiply(normed, 1 if weight is None else weight, out=out)
+        else:
+            parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, x.dtype.type(eps)),
+                          x2, normed, r, out)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
+        ctx.x = x if _as_torch_float32(x2) else None  # (torch's composite differentiates from the input)
         ctx.eps = eps  # (create_graph=True recomputes r from the input: minilora/ops/higher_order.py)
         return out.reshape(x.shape)
 
@@ -402,11 +411,14 @@ class RMSNorm(Function):
     def backward(ctx, g):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         g2 = _rows(g, normed.shape[1])
-        gx = xp_of(g).empty_like(g2)
-        parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, normed, r, gx)
+        if ctx.x is not None and g2.dtype == np.float32:
+            gx = _rms_norm_backward_as_torch(g2, _rows(ctx.x, g2.shape[1]), r, w)
+        else:
+            gx = xp_of(g).empty_like(g2)
+            parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, normed, r, gx)
         gweight = None
         if w is not None and ctx.needs_input_grad[1]:
-            gweight = _column_sum(g2, normed).reshape(ctx.weight_shape)
+            gweight = _column_sum_as_torch(g2, normed).reshape(ctx.weight_shape)
         return gx.reshape(g.shape), gweight
 
 
@@ -433,6 +445,17 @@ def _mean_of_squares(x):
     return _row_mean(x, x)
 
 
+def _strided_mean_of_squares(x, width):
+    """``_mean_of_squares`` of a float32 view that is no C-contiguous array (``x.T``, ``x[:, ::2]``) as torch's
+    ``pow(x, 2).mean(-1)`` adds it, in the view's layout (``float32_sums.cascade_sum``), one per row; None for
+    any other array (the rows' own order is then torch's)."""
+    if not _as_torch_float32(x) or x.flags.c_contiguous or not width:
+        return None
+    dims = next(k for k in range(1, x.ndim + 1) if math.prod(x.shape[x.ndim - k:]) == width)
+    sums = float32_sums.cascade_sum(np.square(x), tuple(range(x.ndim - dims, x.ndim)))
+    return None if sums is None else sums.reshape(-1) / np.float32(width)
+
+
 def _rms_norm_backward_rows(g, normed, r, gx, weight):
     """``gx`` for a block of rows, from the saved ``normed`` and ``r``."""
     # EXERCISE 2.2: fill gx, the input's gradient, for these rows from g, the saved normed and r, and weight (or none)
@@ -444,6 +467,34 @@ def _rms_norm_backward_rows(g, normed, r, gx, weight):
     # END SOLUTION
 
 
+_SUMMED = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_torch_float32(a):
+    """Whether ``a`` is a non-empty float32 NumPy array, whose norm gradients follow torch's bits here."""
+    return type(a) is np.ndarray and a.dtype == np.float32 and a.size > 0
+
+
+def _rms_norm_backward_as_torch(g, x, r, weight):
+    """float32 ``gx`` as torch's autograd differentiates its composite rms_norm, ``(x * rsqrt(s)) * w`` with
+    ``s = pow(x, 2).mean(-1) + eps``, op by op (the formula of 2.2, rounded at torch's steps):
+    ``gw = g * w``; the product's ``gw * r`` plus, through rsqrt (``-0.5 * grad * r^3``), the mean (``/ n``)
+    and the square (``grad * (2 x)``), ``x * k`` with ``k = -(sum(gw * x) * r^3) / n`` (the factors 2 and
+    -0.5 are exact), the row's sum in torch's order."""
+    gw = g * weight if weight is not None else g
+    r_cubed = r * r * r  # (pow(r, 3): ATen's base * base * base)
+    k = -(float32_sums.row_sums(np.ascontiguousarray(gw * x))[:, None] * r_cubed) / np.float32(x.shape[1])
+    return gw * r + x * k
+
+
+def _column_sum_as_torch(g, b):
+    """``(g * b).sum(0)``: a weight's gradient summed over the rows, in torch's order for float32
+    (``sum_to_size``'s cascade sum), else ``_column_sum``."""
+    if _as_torch_float32(g) and g.dtype == b.dtype:
+        return float32_sums.cascade_sum(np.ascontiguousarray(g * b), (0,))
+    return _column_sum(g, b)
+
+
 class LayerNorm(Function):
     """``y = w * (x - mean) / sqrt(var + eps) + b`` over the trailing ``width`` elements of each row
     (``normalized_shape`` flattened; ``weight`` and ``bias`` too), with the biased variance.
@@ -451,7 +502,8 @@ class LayerNorm(Function):
     With ``n`` the normalised input, ``r = 1/sqrt(var + eps)`` and ``gw = g * w``:
     ``dx = r * (gw - mean(gw) - n * mean(gw * n))``, ``dw = sum over rows of g * n``, ``db = sum of g``.
     Work is on [rows, width] views, blocks of rows in parallel; the means over a row are
-    ``fastmath.row_mean`` (no temporary ``a * b``).
+    ``fastmath.row_mean`` (no temporary ``a * b``). float32 and float64 on the CPU run torch's kernel instead,
+    forward and backward (``_layer_norm_rows_as_torch``, ``_layer_norm_backward_as_torch``).
 
     Saved-tensor hooks see 3 packs (input, weight, bias) where torch's NativeLayerNorm packs 5
     (weight, input, bias, mean and rstd [..., 1]): the normalised input and ``r`` this node keeps are
@@ -465,8 +517,11 @@ class LayerNorm(Function):
         ctx.weight_shape = (weight if weight is not None else bias if bias is not None else x).shape
         x2, weight, bias = _rows(x, width), _flat(weight), _flat(bias)
         normed, r, out = xp.empty_like(x2), xp.empty(len(x2), x.dtype), xp.empty_like(x2)
-        parallel.rows(lambda *blocks: _layer_norm_rows(*blocks, weight, bias, eps), x2, normed, r, out)
+        mean = xp.empty(len(x2), x.dtype)
+        parallel.rows(lambda *blocks: _layer_norm_rows(*blocks, weight, bias, eps), x2, normed, r, out, mean)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
+        # torch's kernel differentiates from the input, its mean and rstd (float32 and float64: its bits)
+        ctx.x, ctx.mean = (x, mean) if type(x2) is np.ndarray and x2.dtype in _SUMMED and x2.size else (None, None)
         ctx.eps = eps  # (create_graph=True recomputes r from the input: minilora/ops/higher_order.py)
         return out.reshape(x.shape)
 
@@ -475,6 +530,9 @@ class LayerNorm(Function):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         nx, nw, nb = ctx.needs_input_grad
         g2 = _rows(g, normed.shape[1])
+        if ctx.x is not None and g2.dtype == normed.dtype:
+            return _layer_norm_backward_as_torch(g2, _rows(ctx.x, g2.shape[1]), ctx.mean, r, w, ctx.needs_input_grad,
+                                                 g.shape, ctx.weight_shape)
         gx = None
         if nx:
             gx = xp_of(g).empty_like(g2)
@@ -485,12 +543,13 @@ class LayerNorm(Function):
         return gx, gweight, gbias
 
 
-def _layer_norm_rows(x, normed, r, out, weight, bias, eps):
-    if type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1]:
-        _layer_norm_rows_as_torch(x, normed, r, out, weight, bias, eps)
+def _layer_norm_rows(x, normed, r, out, mean, weight, bias, eps):
+    if type(x) is np.ndarray and x.dtype in _SUMMED and x.shape[1]:
+        _layer_norm_rows_as_torch(x, normed, r, out, mean, weight, bias, eps)
         return
     xp = xp_of(x)
-    xp.subtract(x, _row_mean(x)[:, None], out=normed)
+    mean[:] = _row_mean(x)
+    xp.subtract(x, mean[:, None], out=normed)
     r[:] = 1 / xp.sqrt(_row_mean(normed, normed) + eps)  # Python eps: stays float32 (NEP 50)
     normed *= r[:, None]
     if weight is not None:
@@ -501,15 +560,16 @@ def _layer_norm_rows(x, normed, r, out, weight, bias, eps):
         out += bias
 
 
-def _layer_norm_rows_as_torch(x, normed, r, out, weight, bias, eps):
-    """float32 layer_norm as torch 2.13's CPU kernel, to the last bit: the mean and variance of
+def _layer_norm_rows_as_torch(x, normed, r, out, mean_out, weight, bias, eps):
+    """float32 (and float64) layer_norm as torch 2.13's CPU kernel, to the last bit: the mean and variance of
     ``RowwiseMoments`` (``float32_sums.row_moments``), ``r = 1 / sqrt(var + eps)``, then
     ``(x - mean) r w + b`` with its last multiply-add fused where torch's build fuses (the vector loop
     with both ``w`` and ``b``; its scalar loop for the others, where GCC folds ``w = 1``: ``(x - mean)
     r + b`` fused, and a zero ``b`` turns -0 into +0)."""
     mean, variance = float32_sums.row_moments(x)
+    mean_out[:] = mean
     centered = x - mean[:, None]
-    r[:] = 1 / np.sqrt(variance + np.float32(eps))
+    r[:] = 1 / np.sqrt(variance + x.dtype.type(eps))
     np.multiply(centered, r[:, None], out=normed)
     if weight is not None and bias is not None:
         out[...] = fastmath.multiply_add(normed, weight, bias)
@@ -517,7 +577,63 @@ def _layer_norm_rows_as_torch(x, normed, r, out, weight, bias, eps):
         out[...] = fastmath.multiply_add(centered, r[:, None], bias)
     else:
         np.multiply(normed, 1 if weight is None else weight, out=out)
-        out += np.float32(0)
+        out += x.dtype.type(0)
+
+
+def _layer_norm_backward_as_torch(g, x, mean, rstd, weight, needs, shape, weight_shape):
+    """float32/float64 layer_norm gradients as torch 2.13's CPU kernel computes them (``LayerNormBackwardKernel``:
+    an AVX2 build on every capability, so 8 floats or 4 doubles a vector), from the input, its mean and rstd."""
+    nx, nw, nb = needs
+    gx = _layer_norm_input_grad_as_torch(g, x, mean, rstd, weight).reshape(shape) if nx else None
+    gweight, gbias = _layer_norm_parameter_grads_as_torch(g, x, mean, rstd, nw and weight is not None, nb)
+    return (gx, None if gweight is None else gweight.reshape(weight_shape),
+            None if gbias is None else gbias.reshape(weight_shape))
+
+
+def _layer_norm_input_grad_as_torch(g, x, mean, a, weight):
+    """``dx = a g w + b x + c`` per row, with ``a = rstd``, ``ds = sum(g x w)``, ``db = sum(g w)`` (vector
+    lanes folded in halves; the partial last vector's products fused into its lanes, as GCC builds it),
+    ``b = (db mean - ds) a^3 / n`` and ``c = -b mean - db a / n``, each step rounded (or fused) as torch's."""
+    lanes = 32 // x.itemsize
+    dy_w = g if weight is None else g * weight
+    if weight is None:
+        ds, db = fastmath.lane_sum(g, x, fuse_tail=True, lanes=lanes), fastmath.lane_sum(g, lanes=lanes)
+    else:
+        weights = np.broadcast_to(weight, g.shape)
+        ds = fastmath.lane_sum(g * x, weights, fuse_tail=True, lanes=lanes)
+        db = fastmath.lane_sum(g, weights, fuse_tail=True, lanes=lanes)
+    scale = x.dtype.type(1) / x.dtype.type(x.shape[1])
+    b = fastmath.multiply_add(db, mean, -ds) * a * a * a * scale
+    c = fastmath.multiply_add(-b, mean, -(db * a * scale))
+    return fastmath.multiply_add(b[:, None], x, a[:, None] * dy_w if weight is None else a[:, None] * g * weight) \
+        + c[:, None]
+
+
+def _layer_norm_parameter_grads_as_torch(g, x, mean, a, need_weight, need_bias):
+    """dgamma and dbeta as torch's kernel adds them: each thread of ``at::parallel_for`` over the rows (one even
+    chunk a thread) adds its rows into a buffer of its own, one after another (dgamma by fused multiply-adds of
+    ``g * (a x - a mean)``), then the buffers are added in thread order from 0."""
+    rows = len(x)
+    threads = min(parallel.num_threads(), rows)
+    chunk = -(-rows // threads)
+    gweight = np.zeros(x.shape[1], x.dtype) if need_weight else None
+    gbias = np.zeros(x.shape[1], x.dtype) if need_bias else None
+    for start in range(0, rows, chunk):
+        part = slice(start, start + chunk)
+        if need_weight:
+            gweight += _fused_column_sum(g[part], fastmath.multiply_add(a[part, None], x[part],
+                                                                        (-a[part] * mean[part])[:, None]))
+        if need_bias:
+            gbias += np.add.reduce(g[part], axis=0) + x.dtype.type(0)  # (row after row, from the buffer's 0)
+    return gweight, gbias
+
+
+def _fused_column_sum(g, t):
+    """``sum over rows of g * t`` as a running fused multiply-add down each column, from 0, row after row."""
+    total = np.zeros(g.shape[1], g.dtype)
+    for row_g, row_t in zip(g, t):
+        total = fastmath.multiply_add(row_g, row_t, total)
+    return total
 
 
 def _layer_norm_backward_rows(g, normed, r, gx, weight):
