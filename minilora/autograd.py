@@ -455,11 +455,14 @@ class Function:
                     else _as_output(out, _UserOutput.apply(token, joint=joint, index=index), ctx)
                     for index, out in enumerate(outputs)]
         graph = tuple(a for a in args if isinstance(a, Tensor))  # (torch's node: one edge per tensor argument)
-        for out in recorded:  # printed as torch prints them: tensor(..., grad_fn=<MyExpBackward>)
+        numbers = []
+        for index, out in enumerate(recorded):  # printed as torch prints them: tensor(..., grad_fn=<MyExpBackward>)
             if isinstance(out, Tensor):
                 _tensor.name_node(out, f"{cls.__name__}Backward", graph=graph)
                 if out._ctx is not None:  # (print(y.grad_fn): <torch.autograd.function.MyExpBackward object at ...>)
                     out._ctx.python_module = function.__name__
+                    numbers.append(index)  # (torch numbers a Function's outputs by place, marked ones included)
+        _tensor.share_node([out for out in recorded if isinstance(out, Tensor) and out._ctx is not None], numbers)
         return (tuple(recorded) if isinstance(output, tuple) else recorded[0]), ctx
 
 

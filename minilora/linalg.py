@@ -27,7 +27,7 @@ import numpy as np
 from . import amp as _amp, dtypes, ops, return_types
 from .device import xp_of
 from .factories import contiguous_format, known_layout
-from .tensor import Function, Tensor, name_node, no_forward_formula
+from .tensor import Function, Tensor, name_node, no_forward_formula, share_node
 
 __all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eigvalsh", "norm", "vector_norm",
            "matrix_norm", "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular",
@@ -166,17 +166,17 @@ def _outputs(name, inputs, outputs, derivative, differentiable=None, column_majo
     S is _linalg_svd's second), as a ``next_functions`` entry shows it."""
     outputs = tuple(_column_major(o, inputs[0]._array) if i in column_major else _contiguous(o, inputs[0]._array)
                     for i, o in enumerate(outputs))
-    results = []
+    results, numbers = [], []
     for i, out in enumerate(outputs):
         if differentiable is not None and not differentiable[i]:
             results.append(_plain(out, inputs[0]))
             continue
         t = name_node(LinalgOutput.apply(*inputs, outputs=outputs, index=i, derivative=derivative, formula=name),
                       name, *inputs)
-        if t._ctx is not None and first + i:
-            t._ctx.output_nr = first + i
+        if t._ctx is not None:
+            numbers.append(first + len(numbers))  # (torch numbers the differentiable outputs only: lu's L is 0)
         results.append(t)
-    return results
+    return list(share_node(results, numbers))
 
 
 def _contiguous(array, like):

@@ -433,6 +433,12 @@ class Context:
         return self._add_node_hook("node_hooks", hook)
 
     def _add_node_hook(self, kind, hook):
+        if self.__dict__.get("outputs_shown", 1) > 1:
+            raise NotImplementedError(
+                f"grad_fn.{'register_hook' if kind == 'node_hooks' else 'register_prehook'} on {self.name()}: "
+                "torch's node for this call is one node with several outputs, whose hooks see every output's "
+                "gradient at once; minilora runs one node per output, so it cannot hand them over together. "
+                "Hook the output tensors (Tensor.register_hook) or the inputs instead")
         if kind == "node_hooks":
             _edge_slots(self)  # refuses a node whose grad_inputs minilora cannot show as torch's
         if self.__dict__.get(kind) is None:
@@ -485,6 +491,7 @@ class Context:
         node_name = self.name()  # (read once, before the fields a name may be read from go; kept as it is)
         edges = self.next_functions if "torch_graph" in saved else None
         output_nr = saved.get("output_nr")  # (a numbered output is a named node: kept at no cost to others)
+        shared, outputs_shown = saved.get("shared_node"), saved.get("outputs_shown")
         values, alpha = saved.get("torch_values"), saved.get("torch_alpha")
         sizes = _input_sizes(self) if node_name in _SAVE_SELF_SIZES else _UNKNOWN
         module = saved.get("python_module")
@@ -496,6 +503,10 @@ class Context:
             self.edges = edges
         if output_nr is not None:
             self.output_nr = output_nr
+        if shared is not None:
+            self.shared_node = shared
+        if outputs_shown is not None:
+            self.outputs_shown = outputs_shown
         if values is not None:
             self.torch_values = values
         if alpha is not None:
@@ -510,8 +521,38 @@ _NAMED_BY_FIELDS = "named by fields"  # Function.kept_when_freed of an op whose 
 
 def _edge(node):
     """A ``next_functions`` entry: the node and which of its outputs the input is (torch's output_nr: split's
-    second piece is (SplitBackward0, 1)); minilora gives each output of such an op a node numbered so)."""
-    return node, (node.__dict__.get("output_nr", 0) if isinstance(node, Context) else 0)
+    second piece is (SplitBackward0, 1)); minilora gives each output of such an op a node numbered so, shown
+    as the call's one node (see share_node))."""
+    if not isinstance(node, Context):
+        return node, 0
+    return _shown_shared(node), node.__dict__.get("output_nr", 0)
+
+
+def share_node(outputs, numbers=None):
+    """The outputs of one call that torch records as ONE node with several outputs (split's pieces, eigh's
+    (L, Q), a user Function's outputs) are shown so: minilora's engine runs a node per output, and the first
+    one's stands for all of them in ``grad_fn`` and ``next_functions`` (``y1.grad_fn is y2.grad_fn``), each
+    edge numbered by its own output_nr (``numbers[i]``, else its place among the outputs that have a node:
+    torch numbers the differentiable outputs only). Hooks on that node are refused (Context._add_node_hook):
+    torch's see every output's gradient at once."""
+    nodes = [t._ctx for t in outputs if isinstance(t, Tensor) and t._ctx is not None]
+    if not nodes:
+        return outputs
+    first = nodes[0]
+    for k, node in enumerate(nodes):
+        node.node_name = node.name()  # (named: free() keeps what the shared view reads, _keep_what_torch_keeps)
+        node.output_nr = k if numbers is None else numbers[k]
+        if node is not first:
+            node.shared_node = first
+    if len(nodes) > 1:
+        first.outputs_shown = len(nodes)
+    return outputs
+
+
+def _shown_shared(node):
+    """The node shown for ``node`` (a Context): the call's first output's where several share one (share_node)."""
+    shared = node.__dict__.get("shared_node")
+    return node if shared is None else _torch_typed(shared)
 
 
 def _link(x):
@@ -569,7 +610,7 @@ _SAVED_AS = {
 
 
 # torch's name for the output its node saves, where not ``result`` (std_mean's first output: ``_saved_result0``)
-_RESULT_AS = {"StdMeanBackward0": "result0"}
+_RESULT_AS = {"StdMeanBackward0": "result0", "AminmaxBackward0": "min"}  # (the shared node is the first output's: see share_node)
 
 # torch's nodes that save each operand of a product for the other's gradient only (see _saved_for_the_other)
 _SAVED_FOR_THE_OTHER = {"MulBackward0"}
@@ -694,7 +735,7 @@ def saves_as_torch(result, *saved):
     (``reciprocal``), or several ops where torch runs one (``mse_loss``). Changing one of ``saved`` in
     place before backward is then torch's error, and changing anything else is not. ``saved`` may name
     ``result`` itself, so it must be a tensor the call made (not an input passed through)."""
-    node = result.grad_fn
+    node = result._own_node()
     if node is not None:
         node.torch_saved = tuple((_RESULT, x._array) if x is result else (x, x._version)
                                  for x in saved if isinstance(x, Tensor))
@@ -710,7 +751,7 @@ def backward_reads(result, *inputs, zeros=True):
     wherever one of ``inputs`` does, even where minilora's own formula multiplies by a constant mask. Their
     derivative in ``inputs`` is zeros (``zeros``: a piecewise-constant formula's ``zeros_like(self)``) or
     none (a bias's gradient, ``sum(grad)``). ops/higher_order.py joins the node's gradients to them."""
-    node = result.grad_fn
+    node = result._own_node()
     if node is not None and not any(result is x for x in inputs):
         reads = tuple(x for x in inputs if isinstance(x, Tensor) and x.requires_grad)
         if reads:
@@ -800,7 +841,7 @@ def _shown_node(x, shown=None):
         if shown is not None:
             shown[id(x)] = node
         return node
-    return None if x is None else _input_node(x, x.grad_fn)
+    return None if x is None else _input_node(x, x._own_node())
 
 
 class _ShownNode:
@@ -1713,10 +1754,21 @@ class Tensor:
 
     @property
     def grad_fn(self):
+        node = self._own_node()
+        return None if node is None else _shown_shared(_torch_typed(node))
+
+    @property
+    def output_nr(self):
+        """Which output of its node this tensor is (torch's: split's second piece is 1; a leaf's 0)."""
+        node = self._own_node()
+        return 0 if node is None else node.__dict__.get("output_nr", 0)
+
+    def _own_node(self):
+        """The node that made this tensor (its own output's, where one node is shown for several: share_node)."""
         view = self._view
         if view is not None and view[4] != self._counter[0] and (self.requires_grad or self._base.requires_grad):
             _refresh_view(self)  # its base changed in place: torch regenerates the node when it is asked for
-        return _torch_typed(self._ctx)
+        return self._ctx
 
     @property
     def _version(self):
@@ -3355,14 +3407,33 @@ def _hooked_leaf(t):
     return entry[1] if entry is not None and entry[0]() is t and entry[1] else None
 
 
-class _HookHandle:
+class RemovableHandle:
+    """What every ``register_*hook`` returns (a tensor's, a node's, a module's, an optimizer's):
+    ``handle.remove()`` takes the hook out again (also as ``with module.register_forward_hook(fn):``), as
+    ``torch.utils.hooks.RemovableHandle``. Its ``id`` is the hook's key in its dict, drawn from one counter
+    for all of them from 0, as torch's class counter (``print(module._forward_hooks)`` shows torch's keys)."""
+
+    __module__ = "minilora.utils.hooks"  # (torch.utils.hooks.RemovableHandle: where users import it from)
     _ids = itertools.count()
 
-    def __init__(self, hooks):
-        self.hooks, self.id = hooks, next(_HookHandle._ids)
+    def __init__(self, hooks_dict, *, extra_dict=None):
+        self.hooks_dict_ref, self.id = hooks_dict, next(RemovableHandle._ids)
+        self.extra_dict_ref = extra_dict  # a dict or a list of dicts keyed by the same id (a hook's flags)
 
     def remove(self):
-        self.hooks.pop(self.id, None)
+        self.hooks_dict_ref.pop(self.id, None)
+        extra = self.extra_dict_ref
+        for flags in (extra if isinstance(extra, list) else [] if extra is None else [extra]):
+            flags.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+_HookHandle = RemovableHandle
 
 
 def _grad_state(t):

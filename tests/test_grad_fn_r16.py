@@ -252,7 +252,7 @@ KNOWN_MISMATCHES = {
     "pca_lowrank": (["saved_wrong:_saved_mat2", "saved_wrong:_saved_self"], "a randomized algorithm: factors' signs"),
     "nanmean": (["saved_wrong:_saved_other"], "torch divides by an int64 count, minilora by a float one"),
     **{name: (["name"], COMPOSED) for name in (
-        "combinations", "cholesky", "stft", "quantile", "nanquantile", "aminmax",
+        "combinations", "cholesky", "stft", "quantile", "nanquantile",
         "nn.functional.rrelu", "nn.functional.scaled_dot_product_attention", "einsum", "logdet", "nn.functional.embedding_bag",
         "nn.functional.ctc_loss", "nn.functional.nll_loss", "repeat_interleave", "nn.functional.pairwise_distance",
         "linalg.vecdot", "linalg.cond", "linalg.multi_dot", "linalg.tensorinv")},

@@ -24,7 +24,7 @@ from ..device import Device
 from ..size import Size
 from ..device import device as _get_device
 from ..tensor import Function as _Node
-from ..tensor import Tensor, _to_dtype, is_grad_enabled, no_grad
+from ..tensor import RemovableHandle, Tensor, _to_dtype, is_grad_enabled, no_grad
 
 __all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict",
            "StateDictError", "IncompatibleKeys", "RemovableHandle", "Buffer"]
@@ -124,29 +124,6 @@ def _quoted(keys):
     return ", ".join(f'"{k}"' for k in keys)
 
 
-class RemovableHandle:
-    """What the ``register_*_hook`` methods return: ``handle.remove()`` takes the hook out again (also
-    as ``with module.register_forward_hook(fn):``), as ``torch.utils.hooks.RemovableHandle``."""
-
-    _ids = iter(range(1, 1 << 62))
-
-    def __init__(self, hooks_dict, *, extra_dict=None):
-        self.hooks_dict_ref, self.id = hooks_dict, next(RemovableHandle._ids)
-        self.extra_dict_ref = extra_dict  # a dict or a list of dicts keyed by the same id (a hook's flags)
-
-    def remove(self):
-        self.hooks_dict_ref.pop(self.id, None)
-        extra = self.extra_dict_ref
-        for flags in (extra if isinstance(extra, list) else [] if extra is None else [extra]):
-            flags.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
-
-
 def _addindent(text, spaces):
     """Indent every line but the first (torch's helper for nested reprs); blank lines stay empty."""
     first, *rest = text.split("\n")
@@ -160,17 +137,17 @@ class Module:
     # one truth test per kind of hook, and state_dict() one per module.
     # torch's layout: {id: hook}, the with_kwargs / always_call flags in their own {id: True} dicts (code
     # such as torch's pruning tutorial reads module._forward_pre_hooks.values() as the hooks themselves)
-    _forward_pre_hooks = {}
-    _forward_pre_hooks_with_kwargs = {}
-    _forward_hooks = {}
-    _forward_hooks_with_kwargs = {}
-    _forward_hooks_always_called = {}
-    _backward_hooks = {}
-    _backward_pre_hooks = {}
-    _state_dict_pre_hooks = {}
-    _state_dict_hooks = {}
-    _load_state_dict_pre_hooks = {}
-    _load_state_dict_post_hooks = {}
+    _forward_pre_hooks = OrderedDict()
+    _forward_pre_hooks_with_kwargs = OrderedDict()
+    _forward_hooks = OrderedDict()
+    _forward_hooks_with_kwargs = OrderedDict()
+    _forward_hooks_always_called = OrderedDict()
+    _backward_hooks = OrderedDict()
+    _backward_pre_hooks = OrderedDict()
+    _state_dict_pre_hooks = OrderedDict()
+    _state_dict_hooks = OrderedDict()
+    _load_state_dict_pre_hooks = OrderedDict()
+    _load_state_dict_post_hooks = OrderedDict()
     call_super_init = False  # torch's switch: pass __init__'s arguments on to the next class (mixins)
 
     def __init__(self, *args, **kwargs):

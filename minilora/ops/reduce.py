@@ -30,7 +30,7 @@ from .. import amp as _amp, float32_math, float32_sums, parallel, return_types, 
 from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
-from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, shows_values
+from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, share_node, shows_values
 from .elementwise import (AsType, _is_16bit_float, _power_kernel, _torch_sign, backward_in_float32, complex_logaddexp,
                           computes_in_float32)
 from .index import _gather, cast_to_dtype_argument, cumulative, quiet_float_errors, return_type
@@ -1105,8 +1105,8 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 def _one_node(name, input, *results):
-    """torch computes var_mean/std_mean in one node that both results share (on the input alone)."""
-    return tuple(name_node(r, name, input, graph=(input,)) for r in results)
+    """torch computes var_mean/std_mean (aminmax) in one node that both results share (on the input alone)."""
+    return share_node(tuple(name_node(r, name, input, graph=(input,)) for r in results))
 
 
 def _welford_mean(input, dim, keepdim):
@@ -1162,7 +1162,7 @@ def aminmax(input, *, dim=None, keepdim=False):
     if input.numel() == 0 and dim is None:
         raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the "
                            "operation has no identity.")
-    return _AminMax(amin(input, dim, keepdim), amax(input, dim, keepdim))
+    return _AminMax(*_one_node("AminmaxBackward0", input, amin(input, dim, keepdim), amax(input, dim, keepdim)))
 
 
 # ---- logcumsumexp, nanmedian -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 from .. import amp as _amp, dtypes
 from ..device import xp_of
 from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
-from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
+from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad, share_node
 from ..tensor import _data_address, _is_strided_wrapper, _without_leading_ones  # (where an array's memory lies; as_strided's views)
 from ..factories import share_strides, shared_strides, strides_answer
 from ..factories import (channels_last, contiguous_format, contiguous_strides, in_layout_of, int_sizes, known_strides,
@@ -741,12 +741,9 @@ def split(tensor, split_size_or_sections, dim=0, *, axis=None):
 
 
 def _several_views(pieces):
-    """Number the pieces' nodes (torch's output_nr): views that one call returned several of may not
-    be changed in place in the graph (tensor._refuse_multi_output_view)."""
-    for k, piece in enumerate(pieces):
-        if piece._ctx is not None and piece._ctx.node_name is not None:
-            piece._ctx.output_nr = k
-    return tuple(pieces)
+    """Number the pieces' nodes (torch's output_nr), shown as torch's one node of the call (share_node): views
+    that one call returned several of may not be changed in place in the graph (tensor._refuse_multi_output_view)."""
+    return share_node(tuple(pieces))
 
 
 def _split_sizes(n, size):

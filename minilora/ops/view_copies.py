@@ -10,7 +10,7 @@ torch does not track as views of the input (an in-place change of one is not che
 others). minilora's pieces are the same values with the same gradients.
 """
 from ..factories import contiguous_format
-from ..tensor import Tensor, name_node, no_complex_autograd
+from ..tensor import Tensor, name_node, no_complex_autograd, share_node
 from . import shape as S
 
 __all__ = ["alias_copy", "as_strided_copy", "diagonal_copy", "expand_copy", "permute_copy", "select_copy",
@@ -94,7 +94,7 @@ def _named_pieces(pieces, input, name):
     """Each piece's node named as torch's node for the unsafe form (the input's one edge, as split's)."""
     for piece in pieces:
         name_node(piece, name, input)
-    return pieces
+    return share_node(pieces)
 
 
 for _name in ("unsafe_split", "unsafe_chunk", "unsafe_split_with_sizes"):  # (torch's Tensor methods too)

@@ -1,0 +1,173 @@
+"""Round 19: what torch prints and reports about graphs and hooks, compared call for call with torch 2.13.
+
+One node for a call with several outputs (split's pieces, eigh's (L, Q), a user Function's outputs): the outputs
+share ``grad_fn``, each edge numbered by its ``output_nr``; hook handles numbered by one counter from 0, and a
+module's empty hook dicts printed as torch's ``OrderedDict()``.
+"""
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+A = [[4., 1., 0., 2.], [1., 3., 1., 0.], [0., 1., 5., 1.], [2., 0., 1., 6.]]
+
+
+def _graph_of(lib, call):
+    """For each output with a node: its node's name, whether it is the first output's node, and the edge
+    ``output * 2`` has to it (its output_nr); with ``output.output_nr``."""
+    x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
+    outs = [o for o in call(lib, x) if o.grad_fn is not None]
+    first = outs[0].grad_fn
+    return [(o.grad_fn.name(), o.grad_fn is first, (o * 2).grad_fn.next_functions[0][1], o.output_nr) for o in outs]
+
+
+MULTI_OUTPUT_CALLS = {
+    "split": lambda L, x: x.split(2),
+    "split_with_sizes": lambda L, x: x.split([1, 3], dim=1),
+    "chunk": lambda L, x: x.chunk(2),
+    "unbind": lambda L, x: x.unbind(1),
+    "unsafe_split": lambda L, x: L.unsafe_split(x, 2),
+    "linalg.eigh": lambda L, x: L.linalg.eigh(x),
+    "linalg.svd": lambda L, x: L.linalg.svd(x),
+    "linalg.qr": lambda L, x: L.linalg.qr(x),
+    "linalg.slogdet": lambda L, x: L.linalg.slogdet(x),
+    "linalg.eig": lambda L, x: L.linalg.eig(x),
+    "linalg.lu (P is not differentiable: L is output 0)": lambda L, x: L.linalg.lu(x),
+    "linalg.svdvals (S is _linalg_svd's output 1)": lambda L, x: (L.linalg.svdvals(x),),
+    "var_mean": lambda L, x: L.var_mean(x, 1),
+    "std_mean": lambda L, x: L.std_mean(x, 1),
+    "aminmax": lambda L, x: L.aminmax(x, dim=1),
+    "max(dim)": lambda L, x: x.max(1),
+    "topk": lambda L, x: x.topk(2),
+}
+
+
+@pytest.mark.parametrize("name", MULTI_OUTPUT_CALLS)
+def test_a_call_with_several_outputs_is_one_node_numbered_as_torchs(name):
+    call = MULTI_OUTPUT_CALLS[name]
+    assert _graph_of(ml, call) == _graph_of(torch, call)
+
+
+def test_gradients_through_a_shared_node_are_torchs():
+    def seen(lib):
+        x = lib.tensor(A, requires_grad=True)
+        a, b = x.split([1, 3])
+        (a * 3).sum().backward()  # (b unused)
+        s = lib.tensor(A, dtype=lib.float64, requires_grad=True)
+        w, v = lib.linalg.eigh(s)
+        (w.sum() + (v * v).sum()).backward()
+        return x.grad.tolist(), a.grad_fn is b.grad_fn, w.grad_fn is v.grad_fn, np.round(s.grad.numpy(), 12).tolist()
+    assert seen(ml) == seen(torch)
+
+
+def _two_outputs(lib, log):
+    class Scale(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):
+            ctx.save_for_backward(x, y)
+            return x * y, x + y
+
+        @staticmethod
+        def backward(ctx, g1, g2):
+            x, y = ctx.saved_tensors
+            log.append((ctx.needs_input_grad, g1.tolist(), g2.tolist()))
+            return g1 * y + g2, g1 * x + g2
+    return Scale
+
+
+def test_a_user_functions_outputs_share_its_node():
+    def seen(lib):
+        log = []
+        x, y = lib.tensor([1., 2.], requires_grad=True), lib.tensor([3., 4.])
+        p, q = _two_outputs(lib, log).apply(x, y)
+        edges = [(type(n).__name__, k) for n, k in p.grad_fn.next_functions]
+        (q * q).sum().backward()  # (p unused: its gradient reaches backward as zeros)
+        return (p.grad_fn is q.grad_fn, p.output_nr, q.output_nr, type(q.grad_fn).__name__,
+                (q * 1).grad_fn.next_functions[0][1], edges, log, x.grad.tolist())
+    assert seen(ml) == seen(torch)
+
+
+def test_a_marked_non_differentiable_output_keeps_its_place_in_the_numbering():
+    def seen(lib):
+        log = []
+
+        class Pair(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                a, b = x * 2, x * 3
+                ctx.mark_non_differentiable(a)
+                ctx.set_materialize_grads(False)
+                return a, b
+
+            @staticmethod
+            def backward(ctx, ga, gb):
+                log.append((ga, gb.tolist()))
+                return gb * 3
+        x = lib.ones(2, requires_grad=True)
+        a, b = Pair.apply(x)
+        edge = (b * 2).grad_fn.next_functions[0]
+        b.sum().backward()
+        return a.grad_fn, a.requires_grad, b.output_nr, type(edge[0]).__name__, edge[1], log, x.grad.tolist()
+    assert seen(ml) == seen(torch)
+
+
+def test_hooks_on_a_shared_node_are_refused_by_name():
+    """torch's hooks on a node with several outputs see every output's gradient at once (None for an unused
+    one); minilora's engine runs a node per output and cannot hand them over together: refused, not half-run."""
+    x = ml.ones(4, requires_grad=True)
+    a, b = x.split(2)
+    with pytest.raises(NotImplementedError, match="several outputs"):
+        a.grad_fn.register_prehook(lambda grad_outputs: None)
+    with pytest.raises(NotImplementedError, match="several outputs"):
+        b.grad_fn.register_hook(lambda grad_inputs, grad_outputs: None)
+
+
+def test_the_shared_node_survives_backward():
+    def seen(lib):
+        x = lib.tensor(A, requires_grad=True)
+        a, b = x.chunk(2)
+        (a.sum() + b.sum()).backward()
+        return a.grad_fn is b.grad_fn, (b * 1).grad_fn.next_functions[0][1], a.grad_fn.name()
+    assert seen(ml) == seen(torch)
+
+
+def test_aminmax_node_saves_min_not_result():
+    x = ml.tensor(A, dtype=ml.float64, requires_grad=True)
+    low, high = ml.aminmax(x, dim=1)
+    np.testing.assert_array_equal(low.grad_fn._saved_min.numpy(), low.detach().numpy())
+    with pytest.raises(AttributeError):
+        low.grad_fn._saved_result
+
+
+# ---- hook handles and hook dicts ----------------------------------------------------------------------------
+def _hook_ids(lib):
+    """The ids of a module's, a tensor's and a node's hook handles, relative to the first one (torch's counter
+    is one class attribute for every kind of hook)."""
+    m = lib.nn.Linear(2, 2)
+    handles = [m.register_forward_hook(lambda *a: None), m.register_forward_pre_hook(lambda *a: None)]
+    t = lib.ones(2, requires_grad=True)
+    handles.append(t.register_hook(lambda g: g))
+    handles.append((t * 2).grad_fn.register_prehook(lambda go: None))
+    handles.append(m.register_full_backward_hook(lambda *a: None))
+    first = handles[0].id
+    return [h.id - first for h in handles], [k - first for k in m._forward_hooks], [k - first for k in m._forward_pre_hooks]
+
+
+def test_hook_handle_ids_come_from_one_counter():
+    assert _hook_ids(ml) == _hook_ids(torch)
+
+
+def test_handle_is_utils_hooks_removable_handle():
+    from minilora.utils.hooks import RemovableHandle
+    handle = ml.ones(1, requires_grad=True).register_hook(lambda g: g)
+    assert isinstance(handle, RemovableHandle)
+    assert type(handle).__module__ + "." + type(handle).__name__ == "minilora.utils.hooks.RemovableHandle"
+    assert isinstance(ml.nn.Linear(1, 1).register_forward_hook(lambda *a: None), RemovableHandle)
+
+
+@pytest.mark.parametrize("kind", ["_forward_hooks", "_backward_hooks", "_forward_pre_hooks", "_backward_pre_hooks",
+                                  "_state_dict_hooks", "_load_state_dict_pre_hooks"])
+def test_a_modules_empty_hook_dict_prints_as_torchs(kind):
+    assert repr(getattr(ml.nn.Linear(1, 1), kind)) == repr(getattr(torch.nn.Linear(1, 1), kind))
