@@ -800,6 +800,8 @@ SKIP.update({n: "torch's process-wide switches and torch.compile (round 8): test
                  "is_deterministic_algorithms_warn_only_enabled", "set_deterministic_debug_mode",
                  "get_deterministic_debug_mode", "set_float32_matmul_precision", "get_float32_matmul_precision",
                  "compile", "typename"}})
+SKIP.update({n: "which output of its node a tensor is (round 19): tests/test_printing_r19.py compares it with torch"
+             for n in {"Tensor.output_nr"} & shared_names() - set(SKIP)})
 SKIP.update({n: "torch.set_warn_always (round 17): tests/test_deprecated_signatures_r17.py sets it beside torch's"
              for n in {"torch.set_warn_always", "torch.is_warn_always_enabled"} & shared_names() - set(SKIP)})
 SKIP.update({n: "an int argument beside the tensor (round 8): tests/test_toplevel_r8.py compares values and "
