@@ -171,3 +171,15 @@ def test_handle_is_utils_hooks_removable_handle():
                                   "_state_dict_hooks", "_load_state_dict_pre_hooks"])
 def test_a_modules_empty_hook_dict_prints_as_torchs(kind):
     assert repr(getattr(ml.nn.Linear(1, 1), kind)) == repr(getattr(torch.nn.Linear(1, 1), kind))
+
+
+# ---- DDP's buckets -----------------------------------------------------------------------------------------
+def test_ddp_comm_hooks_are_refused_because_the_buckets_are_not_torchs():
+    """torch's reducer starts with one bucket and rebuilds after the first iteration, its first bucket capped at
+    1 MiB (dist._DEFAULT_FIRST_BUCKET_BYTES); a comm hook would see those GradBuckets. minilora's are cut once,
+    25 MiB each (the averaged numbers are the same): the one way a user would see the cut is refused by name.
+    (Called on the class: building a DDP needs an MPI process group, tests/test_distributed.py's subprocesses.)"""
+    from minilora.nn.parallel import DistributedDataParallel
+    assert torch.distributed._DEFAULT_FIRST_BUCKET_BYTES == 2 ** 20
+    with pytest.raises(NotImplementedError, match="buckets are not torch's"):
+        DistributedDataParallel.register_comm_hook(None, None, lambda state, bucket: None)

@@ -104,8 +104,21 @@ class DistributedDataParallel(Module):
 
     @property
     def buckets(self):
-        """The parameter names of each bucket, in the order they are reduced."""
+        """The parameter names of each bucket, in the order they are reduced (minilora's own view: torch's
+        reducer puts every parameter in one bucket for the first iteration, then rebuilds them in the order
+        the gradients came, the first capped at ``dist._DEFAULT_FIRST_BUCKET_BYTES``, 1 MiB, when
+        ``bucket_cap_mb`` is left out; the averaged gradients are the same numbers whichever way they are cut)."""
         return [[name for name, _ in bucket.params] for bucket in self._buckets]
+
+    def register_comm_hook(self, state, hook):
+        """torch's communication hooks receive torch's buckets (``GradBucket.index()``, ``buffer()``,
+        ``parameters()``); minilora's are cut otherwise (see ``buckets``), so a hook would see other buckets:
+        refused by name rather than handed them."""
+        raise NotImplementedError(
+            "DistributedDataParallel.register_comm_hook: minilora's buckets are not torch's (25 MiB from the "
+            "first iteration on, where torch's reducer starts with one bucket and rebuilds them after it, the "
+            "first capped at 1 MiB), so a hook would see other GradBucket indices and buffers; compress or "
+            "change gradients in a post-accumulate-grad hook or before optimizer.step() instead")
 
     def forward(self, *args, **kwargs):
         unfinished = [b for b in self._buckets if b.ready]
