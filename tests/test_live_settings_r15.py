@@ -93,8 +93,13 @@ def test_config_ids_changed_after_the_model_is_made_change_nothing():
 def test_a_folder_without_generation_config_json_copies_the_ids_when_loaded(tmp_path):
     theirs, ours = both_models()
     ours.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "generation_config.json").read_text()) == \
-        {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}  # (transformers writes these too)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.save_pretrained(tmp_path / "theirs")
+    written = json.loads((tmp_path / "generation_config.json").read_text())
+    assert {**written, "transformers_version": transformers.__version__} == \
+        json.loads((tmp_path / "theirs" / "generation_config.json").read_text())  # the ids, flags and mark as there
+    assert written["pad_token_id"] == 0
     os.remove(tmp_path / "generation_config.json")
     loaded = models.LlamaForCausalLM.from_pretrained(tmp_path)
     assert loaded.generation_config.eos_token_id == 2

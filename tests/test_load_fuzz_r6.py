@@ -442,8 +442,10 @@ def _json_edit(rng, path, required=()):
 # Other forms a field may take in the ecosystem: transformers' named chat templates (a dict or a list), a list of
 # EOS ids (an empty one too: transformers' config takes it)
 ALTERNATIVES = {"chat_template": (dict, list), "eos_token_id": (list,)}
-# Fields that record where a file came from and change nothing loaded (PEFT keeps any value too)
-INFORMATIONAL = ("peft_version", "revision", "base_model_name_or_path", "transformers_version", "auto_mapping")
+# Fields that record where a file came from and change nothing loaded (PEFT keeps any value too; generation_config.json's
+# _from_model_config marks a config made from the model's, as transformers writes it)
+INFORMATIONAL = ("peft_version", "revision", "base_model_name_or_path", "transformers_version", "auto_mapping",
+                 "_from_model_config")
 
 
 REQUIRED = {"config.json": ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size",

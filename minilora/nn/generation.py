@@ -330,8 +330,11 @@ class GenerationConfig:
         changes nothing, as in transformers; set ``model.generation_config.eos_token_id`` instead."""
         def get(name):
             return model_config.get(name) if isinstance(model_config, dict) else getattr(model_config, name, None)
-        return cls(**{name: get(name) for name in (*_COPIED_FROM_MODEL_CONFIG, *MODEL_CONFIG_PARAMETERS)
-                      if get(name) is not None})
+        options = {name: get(name) for name in (*_COPIED_FROM_MODEL_CONFIG, *MODEL_CONFIG_PARAMETERS,
+                                                 *_FLAGS_FROM_MODEL_CONFIG) if get(name) is not None}
+        if any(options.get(flag) for flag in _EXTRA_OUTPUT_FLAGS):  # (transformers: asking for an output means
+            options["return_dict_in_generate"] = True  # the dict that holds it)
+        return cls(**options, _from_model_config=True)  # (the mark transformers writes in the file too)
 
     @classmethod
     def _unchecked(cls, **options):
@@ -434,7 +437,8 @@ class GenerationConfig:
         if os.path.isfile(folder):
             raise ValueError(f"save_pretrained needs a directory, but {folder!r} is a file")
         os.makedirs(folder, exist_ok=True)
-        save_json(self.to_dict(), os.path.join(os.fspath(folder), GENERATION_CONFIG_NAME))
+        save_json({**self.to_dict(), "transformers_version": writer_version()},
+                  os.path.join(os.fspath(folder), GENERATION_CONFIG_NAME))
 
     def __eq__(self, other):
         return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
@@ -448,6 +452,18 @@ class GenerationConfig:
 # The ids transformers copies from the model's config into its generation_config when the model is made
 # (GenerationConfig.from_model_config); None there (``model.generation_config.eos_token_id = None``) is none.
 _COPIED_FROM_MODEL_CONFIG = ("bos_token_id", "eos_token_id", "pad_token_id")
+# The model config's own generation flags, copied with the ids (transformers copies every GenerationConfig field the
+# model config has: a Llama's are these and the ids), so generation_config.json holds them as transformers' does,
+# and a model made with output_hidden_states=True generates transformers' dict with the hidden states.
+_FLAGS_FROM_MODEL_CONFIG = ("use_cache", "output_attentions", "output_hidden_states")
+_EXTRA_OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
+
+
+def writer_version():
+    """generation_config.json's ``transformers_version``: the library that wrote the file, as transformers writes its
+    own version there (and as adapter_config.json's ``peft_version`` names minilora); nothing reads it back."""
+    from .. import __version__
+    return f"minilora-{__version__}"
 # Generation options an older model config may carry (transformers 5's GenerationConfig._get_default_generation_params
 # but use_cache): a config drops them when it is made (config.json's go to the generation_config of a folder without
 # generation_config.json), and one set on model.config later is refused by generate and save_pretrained.

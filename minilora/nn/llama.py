@@ -1841,8 +1841,8 @@ class LlamaForCausalLM(Module):
         with atomic_folder(save_directory, replaces=_MODEL_FILES) as tmp:
             self.config.save_pretrained(tmp, dtype=self.dtype)
             _save_weights(state, tmp, max_bytes)
-            if self.generation_config.to_dict():  # the model's own generation defaults, if it has any
-                self.generation_config.save_pretrained(tmp)
+            if self.generation_config is not None:  # (written for every causal LM, as transformers: an empty
+                self.generation_config.save_pretrained(tmp)  # config too, its file then names its writer only)
 
 
 def _one_table(head, embeddings):
