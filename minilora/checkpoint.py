@@ -264,6 +264,9 @@ def atomic_folder(directory, replaces=()):
     each whole (``_files_replaced_one_by_one``).
     """
     directory = os.path.abspath(os.fspath(directory))
+    if _is_staging(directory):  # another save's temporary folder (a checkpoint's, Trainer.save_model's): that
+        yield directory  # save publishes the whole, so the files go straight in (no second copy of them)
+        return
     if os.path.islink(directory):  # save into the folder the link points to; the link stays
         directory = os.path.realpath(directory)
     if os.path.exists(directory) and not os.path.isdir(directory):
@@ -288,6 +291,30 @@ def atomic_folder(directory, replaces=()):
     finally:
         if os.path.isdir(tmp):  # the new files after an error, or the old folder after the swap
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_staging(directory):
+    """Whether ``directory`` is the temporary folder of a save this process is writing now."""
+    return directory.endswith(".tmp") and directory[:-len(".tmp")] in _WRITING
+
+
+@contextlib.contextmanager
+def files_replaced_in(directory, replaces=()):
+    """``with files_replaced_in(d) as tmp: <write files into tmp>`` -- each file then replaces its namesake in ``d``
+    whole (one ``os.replace``), the old files matching a glob in ``replaces`` that the save did not write are
+    removed, and ``d``'s other entries are left as they are (not copied, not moved). For a save into a folder that
+    holds more than its own files, as transformers' ``Trainer.save_model`` writes the model beside the run's
+    ``checkpoint-N`` folders: swapping the folder (``atomic_folder``) would carry every checkpoint into the new one.
+    A kill leaves some files new and some old, never half of one."""
+    directory = os.path.abspath(os.fspath(directory))
+    if _is_staging(directory):  # (a checkpoint's new folder, published whole by its own save)
+        yield directory
+        return
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(f"cannot save into {directory}: it is a file, not a folder")
+    _make_folder(directory, directory)
+    with _files_replaced_one_by_one(directory, replaces) as tmp:
+        yield tmp
 
 
 def _is_temporary(entry):

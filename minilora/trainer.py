@@ -25,7 +25,7 @@ It is transformers 5's loop on one process, number for number (``tests/test_trai
 * ``log_history`` entries ``{"loss", "grad_norm", "learning_rate", "epoch", "step"}``, eval entries,
   and the closing ``train_runtime ... train_loss`` one; ``checkpoint-N`` folders with the model's files
   (the adapter's for a PEFT model), ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``,
-  ``trainer_state.json`` and ``training_args.bin`` (written by ``minilora.save``: safetensors, not pickle);
+  ``trainer_state.json`` and ``training_args.bin`` (``args.to_dict()`` in torch.save's format, not a pickle);
   ``train(resume_from_checkpoint=True)`` continues the last one, the data and generators as they were.
 
 The random generators' states, the weight-decay rule and the JSON-safe metrics come from ``minilora.train``
@@ -35,6 +35,7 @@ optimizers other than torch's AdamW/SGD/Adagrad/RMSprop and transformers' Adafac
 """
 import dataclasses
 import datetime
+import fnmatch
 import functools
 import inspect
 import json
@@ -64,6 +65,9 @@ __all__ = ["TrainingArguments", "Trainer", "TrainerCallback", "TrainerState", "T
 logger = logging.getLogger(__name__)
 PREFIX_CHECKPOINT_DIR = "checkpoint"
 TRAINER_STATE_NAME, TRAINING_ARGS_NAME = "trainer_state.json", "training_args.bin"
+# A model's weight files: an older save's that save_model's new model files do not replace are removed (transformers
+# removes a previous save's shards; a model.safetensors or index left beside new shards would be loaded instead)
+_MODEL_WEIGHTS = ("model*.safetensors", "model.safetensors.index.json")
 OPTIMIZER_NAME, SCHEDULER_NAME, RNG_STATE_NAME = "optimizer.pt", "scheduler.pt", "rng_state.pth"
 
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")
@@ -135,6 +139,10 @@ NOT_IMPLEMENTED = {
     "enable_jit_checkpoint": False, "push_to_hub": False, "ddp_backend": None,
     "accelerator_config": None, "parallelism_config": None,
     "fsdp": None, "fsdp_config": None, "deepspeed": None, "debug": []}
+# accelerate's AcceleratorConfig() as transformers fills it in for accelerator_config=None (to_dict writes it; passed
+# back, TrainingArguments(**args.to_dict()), it is the default it stands for)
+ACCELERATOR_DEFAULTS = {"split_batches": False, "dispatch_batches": None, "even_batches": True,
+                        "use_seedable_sampler": True, "non_blocking": False, "gradient_accumulation_kwargs": None}
 # (torch_compile is taken: transformers compiles the model with inductor, which computes what the eager model
 # does; minilora runs it eagerly. optim_target_modules only tells GaLore/APOLLO which layers are theirs, and those
 # optimizers are refused by name.)
@@ -371,6 +379,8 @@ class TrainingArguments:
 
     def _refuse_unsupported(self):
         from .dtypes import HAS_BFLOAT16
+        if self.accelerator_config == ACCELERATOR_DEFAULTS:  # (to_dict's own value, read back)
+            self.accelerator_config = None
         for name, default in NOT_IMPLEMENTED.items():
             value = getattr(self, name)
             if value != default:
@@ -408,7 +418,16 @@ class TrainingArguments:
         return math.ceil(num_training_steps * self.warmup_steps)
 
     def to_dict(self):
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """transformers' ``to_dict`` (what ``to_json_string`` and training_args.bin hold): a ``*_token`` field is
+        written as its placeholder (``"<HUB_TOKEN>"``), never the secret, and ``accelerator_config`` as the
+        accelerate settings transformers fills in when none is given (the only ones minilora's Trainer runs)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in d:
+            if name.endswith("_token"):
+                d[name] = f"<{name.upper()}>"
+        if d["accelerator_config"] is None:
+            d["accelerator_config"] = dict(ACCELERATOR_DEFAULTS)
+        return d
 
     def to_json_string(self):
         return json.dumps(self.to_dict(), indent=2)
@@ -1798,10 +1817,20 @@ class Trainer:
     # -- saving and resuming ---------------------------------------------------------------------
     def save_model(self, output_dir=None, _internal_call=False):
         """``save_pretrained`` into ``output_dir`` (a PEFT model: its adapter files), the tokenizer beside it,
-        and the arguments in ``training_args.bin``."""
-        from .serialization import save
+        and the arguments in ``training_args.bin``, written into the folder as transformers writes them: each file
+        replaces its old version whole (``files_replaced_in``), an older save's weight files the new one does not
+        write are removed, and everything else there (the run's ``checkpoint-N`` folders, logs) is left alone."""
+        from .checkpoint import files_replaced_in
         output_dir = self.args.output_dir if output_dir is None else output_dir
-        os.makedirs(output_dir, exist_ok=True)
+        stale = []  # (filled once the new files are known: read after the block)
+        with files_replaced_in(output_dir, replaces=stale) as staging:
+            self._save(staging)
+            if any(fnmatch.fnmatch(name, pattern) for name in os.listdir(staging) for pattern in _MODEL_WEIGHTS):
+                stale.extend(_MODEL_WEIGHTS)  # (an adapter's save leaves a full model's files alone, as there)
+
+    def _save(self, output_dir):
+        """The files ``save_model`` writes, into the new, empty folder ``output_dir``."""
+        from .serialization import save
         if callable(getattr(self.model, "save_pretrained", None)):
             self.model.save_pretrained(output_dir)
         else:  # (transformers: "Trainer.model is not a `PreTrainedModel`, only saving its state dict")
@@ -1832,7 +1861,7 @@ class Trainer:
     def _write_checkpoint(self, staging, folder):
         """The checkpoint's files into ``staging``, the folder that becomes ``folder`` once they are all there."""
         from .serialization import save
-        self.save_model(staging, _internal_call=True)
+        self.save_model(staging, _internal_call=True)  # (a subclass's save_model runs here too, as in transformers)
         if self.state.best_global_step:
             best = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
             if best == folder or os.path.exists(best):  # (this very checkpoint: transformers' is on disk by now)
