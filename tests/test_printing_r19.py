@@ -183,3 +183,58 @@ def test_ddp_comm_hooks_are_refused_because_the_buckets_are_not_torchs():
     assert torch.distributed._DEFAULT_FIRST_BUCKET_BYTES == 2 ** 20
     with pytest.raises(NotImplementedError, match="buckets are not torch's"):
         DistributedDataParallel.register_comm_hook(None, None, lambda state, bucket: None)
+
+
+# ---- an LSTM's graph ---------------------------------------------------------------------------------------
+def _described(node, depth=0):
+    """A node's class name and its next_functions two levels down (a leaf's AccumulateGrad, None)."""
+    if node is None or depth > 1:
+        return None
+    return type(node).__name__, [(_described(n, depth + 1), k) for n, k in node.next_functions]
+
+
+def _lstm_graph(lib, options, shape, with_state, dtype="float32"):
+    lib.manual_seed(0)
+    dtype = getattr(lib, dtype)
+    lstm = lib.nn.LSTM(2, 3, **options).to(dtype)
+    x = lib.randn(*shape, dtype=dtype, requires_grad=True)
+    args = (x,)
+    if with_state:
+        layers = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+        h0 = lib.zeros(layers, *shape[1:-1], 3, dtype=dtype, requires_grad=True)
+        args = (x, (h0, h0 * 1))
+    out, (h, c) = lstm(*args)
+    (out.sum() + h.sum() + c.sum()).backward()
+    return _described(out.grad_fn), _described(h.grad_fn), _described(c.grad_fn), x.grad.numpy().round(6).tolist()
+
+
+LSTM_CASES = {
+    "one layer": ({}, (4, 1, 2), False),
+    "two layers": (dict(num_layers=2), (4, 1, 2), False),
+    "no bias, a state given": (dict(bias=False), (4, 1, 2), True),
+    "bidirectional": (dict(bidirectional=True), (4, 1, 2), False),
+    "batch_first": (dict(batch_first=True), (1, 4, 2), False),
+    "unbatched, a state given": ({}, (4, 2), True),
+}
+
+
+@pytest.mark.parametrize("case", LSTM_CASES)
+def test_a_float32_lstm_layer_is_torchs_one_onednn_node(case):
+    """torch's CPU LSTM runs each layer as one oneDNN kernel: print(output) says grad_fn=<MkldnnRnnLayerBackward0>,
+    and h_n, c_n are its outputs 1 and 2 (minilora runs the steps as ops, shown as that node)."""
+    assert _lstm_graph(ml, *LSTM_CASES[case]) == _lstm_graph(torch, *LSTM_CASES[case])
+
+
+def test_an_lstm_is_one_node_only_where_torch_runs_the_onednn_kernel():
+    """float64, a projection, or torch.backends.mkldnn.enabled off: torch's native loop, StackBackward0 of the
+    steps; switched back on, one node again."""
+    assert _lstm_graph(ml, {}, (4, 1, 2), False, "float64") == _lstm_graph(torch, {}, (4, 1, 2), False, "float64")
+    assert _lstm_graph(ml, dict(proj_size=2), (4, 1, 2), False) == _lstm_graph(torch, dict(proj_size=2), (4, 1, 2), False)
+    for lib in (ml, torch):
+        lib.backends.mkldnn.enabled = False
+    try:
+        assert _lstm_graph(ml, {}, (4, 1, 2), True) == _lstm_graph(torch, {}, (4, 1, 2), True)
+    finally:
+        for lib in (ml, torch):
+            lib.backends.mkldnn.enabled = True
+    assert _lstm_graph(ml, {}, (4, 1, 2), True) == _lstm_graph(torch, {}, (4, 1, 2), True)

@@ -14,7 +14,7 @@ import numpy as np
 from .. import amp as _amp, ops
 from ..dtypes import get_default_dtype, is_floating, to_dtype
 from ..ops.nn import EmbeddingArgumentError, _refuse, _row_index, legacy_reduction
-from ..tensor import no_grad, warn_at_caller
+from ..tensor import name_node, no_grad, share_node, warn_at_caller
 from . import functional as F
 from . import init
 from .module import Module, ModuleList, Parameter, Sequential
@@ -1913,7 +1913,7 @@ class _RNNBase(Module):
             return [input.new_zeros(shape[1:]) for _ in range(shape[0])]
         if tuple(hx.shape) != shape:
             raise RuntimeError(f"Expected hidden size {shape}, got {tuple(hx.shape)}")
-        return list(hx.unbind(0))
+        return [hx[i] for i in range(shape[0])]  # (torch's layers take hx[i]: SelectBackward0 in their graph)
 
     def forward(self, input, hx=None):
         if isinstance(input, PackedSequence):
@@ -2000,13 +2000,28 @@ class _RNNBase(Module):
         if batch_sizes is not None:
             cell = lambda x, s: self._cell(x, s, w_hh, b_hh, **extra)  # noqa: E731
             return self._packed_direction(projected.split(batch_sizes), state, cell, reverse)
-        projected = projected.unbind(0)
+        projected, initial = projected.unbind(0), state
         steps = range(len(projected) - 1, -1, -1) if reverse else range(len(projected))
         outputs = [None] * len(projected)
         for t in steps:
             state = self._cell(projected[t], state, w_hh, b_hh, **extra)
             outputs[t] = self._output(state)
-        return ops.stack(outputs, 0), state
+        output = ops.stack(outputs, 0)
+        if self._one_onednn_node(input, w_hr):
+            self._shown_as_onednn_layer(output, state, input, (w_ih, w_hh, b_ih, b_hh), initial)
+        return output, state
+
+    def _one_onednn_node(self, input, w_hr):
+        """Is this layer one node of torch's graph? torch's CPU LSTM runs each layer and direction as one
+        oneDNN kernel (``mkldnn_rnn_layer``) on float32 inputs, unless ``torch.backends.mkldnn.enabled`` is off
+        or the LSTM has a projection (bfloat16 too on CPUs oneDNN runs it on: not claimed here)."""
+        return False
+
+    def _shown_as_onednn_layer(self, output, state, input, weights, initial):
+        """The layer's graph shown as torch's: ``output`` is MkldnnRnnLayerBackward0 on (input, w_ih, w_hh,
+        b_ih, b_hh, hx, cx), and the last (h, c) its outputs 1 and 2 (``h_n.grad_fn.next_functions``)."""
+        name_node(output, "MkldnnRnnLayerBackward0", graph=(input, *weights, *initial))
+        share_node((output, *state))
 
     def _packed_direction(self, steps, state, cell, reverse):
         """One layer in one direction over a PackedSequence (``steps[t]``: the projected inputs of the
@@ -2125,6 +2140,11 @@ class LSTM(_RNNBase):
 
     def _output(self, state):
         return state[0]
+
+    def _one_onednn_node(self, input, w_hr):
+        from .. import backends  # (the flag torch reads; imported here: backends is loaded by nn's users)
+        return (w_hr is None and input.dtype == np.float32 and input.device.type == "cpu"
+                and backends.mkldnn.enabled)
 
 
 # ---- transformer encoder ----------------------------------------------------------------------------
