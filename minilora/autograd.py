@@ -21,6 +21,7 @@ import numpy as np
 from . import parallel, testing
 from . import tensor as _tensor
 from .ops import higher_order
+from .interrupts import held_ctrl_c
 from .tensor import Tensor, _run_backward, enable_grad, inference_mode, no_grad, set_grad_enabled  # noqa: F401
 
 
@@ -174,9 +175,10 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     else:
         grad_tensors = _as_tuple(grad_tensors) if not isinstance(grad_tensors, Tensor) else (grad_tensors,)
     last = len(tensors) - 1
-    for k, (t, g) in enumerate(zip(tensors, grad_tensors)):
-        t.backward(g, retain_graph=bool(retain_graph) or k < last, create_graph=create_graph,
-                   inputs=inputs)
+    with held_ctrl_c():  # (torch's one engine call: a Ctrl-C lands after every tensor's pass)
+        for k, (t, g) in enumerate(zip(tensors, grad_tensors)):
+            t.backward(g, retain_graph=bool(retain_graph) or k < last, create_graph=create_graph,
+                       inputs=inputs)
 
 
 class FunctionCtx:

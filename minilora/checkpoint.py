@@ -37,6 +37,7 @@ import tempfile
 import numpy as np
 
 from .dtypes import HAS_BFLOAT16, bfloat16_if_installed, is_bfloat16, is_floating
+from .interrupts import held_ctrl_c
 from .native import pid_alive as _pid_alive
 from . import torch_format
 
@@ -429,18 +430,19 @@ def _swap_in(tmp, directory):
         # Two renames: a kill between them leaves no ``directory`` but the ".old" beside it, which
         # the next save into this folder (``remove_leftovers``) puts back.
         old = tmp[:-len(".tmp")] + ".old"
-        os.rename(directory, old)
-        try:
-            os.rename(tmp, directory)
-        except BaseException:  # (a full disk, a Ctrl-C): the old folder goes back now, not at the next save
-            os.rename(old, directory)
-            raise
-        try:
-            os.rename(old, tmp)  # (removed with ``tmp`` by atomic_folder)
-        except BaseException as exc:  # the new folder is in place: the save is done, its old copy to remove
-            shutil.rmtree(old, ignore_errors=True)
-            if not isinstance(exc, OSError):  # (a Ctrl-C: still the caller's to see)
+        with held_ctrl_c():  # (a Ctrl-C between the renames would leave no folder there until the next save)
+            os.rename(directory, old)
+            try:
+                os.rename(tmp, directory)
+            except BaseException:  # (a full disk): the old folder goes back now, not at the next save
+                os.rename(old, directory)
                 raise
+            try:
+                os.rename(old, tmp)  # (removed with ``tmp`` by atomic_folder)
+            except BaseException as exc:  # the new folder is in place: the save is done, its old copy to remove
+                shutil.rmtree(old, ignore_errors=True)
+                if not isinstance(exc, OSError):
+                    raise
     _fsync_dir(os.path.dirname(directory))
     if cwd == directory:  # we replaced the working directory: follow it to the new folder
         os.chdir(directory)

@@ -51,6 +51,7 @@ import weakref
 import numpy as np
 
 from . import dtypes, parallel, profiler
+from .interrupts import held_ctrl_c
 from ._tensor_str import tensor_repr
 from .device import Device, all_devices as _all_devices, device as _get_device, xp_of as _xp_of
 from .size import Size, _from_tuple as _size  # x.shape: torch.Size's tuple with numel()
@@ -2367,6 +2368,10 @@ class Tensor:
         A scalar needs no ``gradient``; any other tensor needs one of its own shape (the vector in
         the vector-Jacobian product). The graph is freed afterwards unless ``retain_graph=True``.
         """
+        with held_ctrl_c():  # (a Ctrl-C lands after the pass, as in torch's C++ engine: every .grad, or none)
+            return self._backward(gradient, retain_graph, create_graph, inputs)
+
+    def _backward(self, gradient, retain_graph, create_graph, inputs):
         if create_graph:  # a recorded pass of its own (minilora/ops/higher_order.py): this one stays lean
             from .ops import higher_order
             return higher_order.backward(self, gradient, retain_graph, inputs)

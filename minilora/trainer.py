@@ -1458,6 +1458,8 @@ class Trainer:
         self._event("on_train_begin")
         if args.eval_on_start:
             self.evaluate(ignore_keys=ignore_keys_for_eval)
+        if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
+            epochs_trained = self._resumed_with_nothing_left(resume_from_checkpoint, epochs)
         for epoch in range(epochs_trained, epochs):
             self._event("on_epoch_begin")
             resumed = resume_from_checkpoint if epoch == epochs_trained else None
@@ -1465,6 +1467,15 @@ class Trainer:
             if self.control.should_training_stop:
                 break
         return self._finalize_training(num_samples, start_time)
+
+    def _resumed_with_nothing_left(self, checkpoint, epochs):
+        """A resume from the run's last checkpoint (killed after it, before its closing files): no step is left to
+        train, so no epoch runs, and the generators are put back as saved, where the uninterrupted run left them.
+        transformers runs the rest of an epoch that ``max_steps`` ended part-way through, one update past
+        ``max_steps`` (its stop rule looks at ``global_step`` only after a step), and leaves the generators as
+        they were before the resume, in both cases; returns the epoch to start at: ``epochs``."""
+        self._load_rng_state(checkpoint)
+        return epochs
 
     def _run_epoch(self, loader, epoch, steps_in_epoch, per_epoch, resumed, skip, ignore_keys_for_eval, start_time):
         args, accumulation = self.args, self.args.gradient_accumulation_steps

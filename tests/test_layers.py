@@ -14,6 +14,7 @@ LAYERS = [
     ("minilora.emulator_kernels", 0), ("minilora.emulator_ptx", 0), ("minilora.emulator_streams", 0),
     ("minilora.emulator_fence", 0), ("minilora.emulator_memory", 0),
     ("minilora.checkpoint", 0), ("minilora.size", 0),
+    ("minilora.interrupts", 0),  # Ctrl-C held back while a backward pass or an optimizer step runs
     ("minilora.torch_format", 0),  # torch.save's file format read and written (NumPy only; callers build Tensors)
     ("minilora.return_types", 0),
     ("minilora.float32_math", 0),  # torch's float32 kernels on NumPy (parallel, device): the CPU capability

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import dtypes, fastmath
 from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS, _in_16_bit_steps_at_tail
+from ..interrupts import held_ctrl_c
 from ..tensor import Tensor, enable_grad
 
 __all__ = ["Optimizer"]
@@ -315,7 +316,11 @@ def _noting_that_it_ran(step):
 
 
 def _step_with_hooks(self, step, args, kwargs):
-    """Run ``step(*args, **kwargs)`` between the optimizer's step pre- and post-hooks."""
+    """Run ``step(*args, **kwargs)`` between the optimizer's step pre- and post-hooks. A Ctrl-C during the step
+    lands after it (``interrupts.held_ctrl_c``), as during torch's fused step, one C++ call: every parameter and its
+    state moved, or none (minilora's update goes slice by slice, on threads). torch's for-loop step (its default
+    on the CPU) can stop between two parameters. A step given a closure is left to Python's handling: the closure
+    is the user's forward and backward, which Ctrl-C must be able to stop (L-BFGS calls it many times)."""
     for hook in list(self._hooks("step_pre").values()):
         result = hook(self, args, kwargs)  # (args start with the optimizer itself, as torch's)
         if result is not None:
@@ -325,7 +330,9 @@ def _step_with_hooks(self, step, args, kwargs):
             args, kwargs = result
     self._opt_called = True
     _hyperparameters_as_numbers(self)
-    out = step(*args, **kwargs)
+    closure = args[1] if len(args) > 1 else kwargs.get("closure")
+    with held_ctrl_c() if closure is None else contextlib.nullcontext():
+        out = step(*args, **kwargs)
     for hook in list(self._hooks("step_post").values()):
         hook(self, args, kwargs)
     return out

@@ -1,0 +1,294 @@
+"""Faults, round 19: a run killed after its last checkpoint resumes to the uninterrupted run; a Ctrl-C lands where
+torch's lands.
+
+transformers' ``Trainer`` resumed from the checkpoint of its final step (the run SIGKILLed after writing it, before
+the closing ``save_model``): a ``max_steps`` that ends part-way through an epoch trained one more update (the resumed
+loop runs the rest of that epoch, and the stop rule looks at ``global_step`` only after a step: transformers 5.25
+does the same), and the global generators were left as the resuming process had them, where the uninterrupted run
+left them as its last checkpoint saved them. Now nothing is trained and the generators are the checkpoint's: the
+weights, optimizer and scheduler state, generators and logs are the uninterrupted run's, bit for bit.
+
+Ctrl-C: torch's backward pass is one call into its C++ engine and its fused optimizer step (the Trainer's default)
+one kernel, so a Ctrl-C raises KeyboardInterrupt once every gradient is accumulated (every parameter moved).
+minilora's run node by node and slice by slice: a Ctrl-C half-way left some ``.grad`` summed and others not, or
+every step count bumped with half the parameters moved. Now it is held to the end of the pass (step) and then
+raised, or handed to the program's own SIGINT handler. A folder swap cut by a Ctrl-C between its two renames (where
+the filesystem has no atomic exchange: overlayfs, most containers) left no folder there until the next save.
+
+The interruptions are real SIGINTs (``signal.raise_signal``), sent from a profile hook at the n-th call event, so
+Python's handler runs where the signal lands, at every point of the pass in turn.
+"""
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import checkpoint, nn
+from minilora import trainer as ml_trainer
+from minilora.lora import LoraConfig, get_peft_model
+from minilora.train import generator_states
+
+from test_faults import ENV, leftovers, posix_only
+from test_train import VOCAB, tiny_llama
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MINILORA_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ml.__file__)))  # (the child runs this one)
+CHILD_ENV = {**ENV, "PYTHONPATH": os.pathsep.join([MINILORA_ROOT, HERE, ENV.get("PYTHONPATH", "")])}
+
+
+# ==================================================================================================
+# A Trainer killed after its last checkpoint: the resume trains nothing and restores the generators
+# ==================================================================================================
+def rows(count=11):
+    g = np.random.default_rng(0)
+    return [{"input_ids": (ids := g.integers(3, VOCAB, 6).tolist()), "labels": ids} for _ in range(count)]
+
+
+def make_trainer(out, **arguments):
+    """LoRA with dropout on a shuffled loader, two micro-batches a step: 6 batches, 3 updates an epoch."""
+    model = get_peft_model(tiny_llama(0), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.1,
+                                                     target_modules=["q_proj", "v_proj"]))
+    arguments = {**dict(output_dir=str(out), learning_rate=1e-2, per_device_train_batch_size=2,
+                        gradient_accumulation_steps=2, max_steps=4, logging_steps=1, save_steps=2,
+                        save_total_limit=2, seed=5, lr_scheduler_type="cosine", warmup_steps=1, report_to="none",
+                        disable_tqdm=True), **arguments}
+    return ml_trainer.Trainer(model=model, args=ml_trainer.TrainingArguments(**arguments), train_dataset=rows())
+
+
+def _plain(value):
+    """Tensors and arrays as (dtype, shape, bytes); containers walked: what ``==`` compares bit for bit."""
+    if isinstance(value, dict):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, ml.Tensor):
+        value = value.numpy()
+    if isinstance(value, np.ndarray):
+        return value.dtype.str, value.shape, value.tobytes()
+    return value
+
+
+def outcome(trainer):
+    """Everything a resumed run must give as the uninterrupted one did (the closing log's run times aside)."""
+    logs = trainer.state.log_history
+    return {"adapter": _plain({k: v for k, v in trainer.model.state_dict().items() if "lora_" in k}),
+            "optimizer": _plain(trainer.optimizer.state_dict()), "scheduler": _plain(trainer.lr_scheduler.state_dict()),
+            "generators": _plain(generator_states()), "logs": logs[:-1], "global_step": trainer.state.global_step}
+
+
+def assert_same(resumed, uninterrupted):
+    for key in uninterrupted:  # (one by one: the first that differs is named)
+        assert resumed[key] == uninterrupted[key], key
+
+
+def run_killed_after_the_last_checkpoint(out, max_steps):
+    """(In a subprocess of the test.) Train, and SIGKILL this process once the final step's checkpoint is whole."""
+    class KilledAfterTheLastCheckpoint(ml_trainer.TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == state.max_steps:
+                os.kill(os.getpid(), signal.SIGKILL)
+    trainer = make_trainer(out, max_steps=max_steps)
+    trainer.add_callback(KilledAfterTheLastCheckpoint())
+    trainer.train()
+
+
+@posix_only
+def test_a_trainer_killed_after_its_last_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
+    """max_steps=4 ends part-way through the second epoch (3 updates an epoch). Before, the resume ran that epoch's
+    last update too: global_step 5, checkpoint-5 written, the adapter and the optimizer moved past the run's end,
+    and the generators as the resuming process had them. (A subprocess killed: ~3 s.)"""
+    uninterrupted = make_trainer(tmp_path / "uninterrupted")
+    uninterrupted.train()
+    expected = outcome(uninterrupted)
+    out = tmp_path / "killed"
+    code = f"import test_faults_r19 as t; t.run_killed_after_the_last_checkpoint({str(out)!r}, 4)"
+    done = subprocess.run([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    resumed = make_trainer(out)
+    ml.manual_seed(1234)  # (whatever the resuming process drew before)
+    resumed.train(resume_from_checkpoint=True)
+    assert_same(outcome(resumed), expected)
+    assert sorted(os.listdir(out)) == ["checkpoint-2", "checkpoint-4"] and leftovers(out) == []
+
+
+def test_a_resume_from_the_checkpoint_of_a_runs_last_epoch_puts_its_generators_back(tmp_path):
+    """max_steps=6, two whole epochs: no step is left and none was trained, but the global generators stayed as the
+    resuming process had them, where the uninterrupted run left them as its last checkpoint saved them (what a
+    run killed after that checkpoint leaves is the finished run's folder)."""
+    uninterrupted = make_trainer(tmp_path, max_steps=6)
+    uninterrupted.train()
+    expected = outcome(uninterrupted)
+    resumed = make_trainer(tmp_path, max_steps=6)
+    ml.manual_seed(1234)
+    resumed.train(resume_from_checkpoint=True)
+    assert_same(outcome(resumed), expected)
+
+
+# ==================================================================================================
+# Ctrl-C in a backward pass or an optimizer step: all of it or none of it, as torch
+# ==================================================================================================
+def _sigints_at(events, run):
+    """Run ``run()`` with a SIGINT sent at each of its call events numbered in ``events`` (counted by a profile
+    hook: Python's handler runs where the signal lands)."""
+    seen = [0]
+
+    def count(frame, event, arg):
+        seen[0] += 1
+        if seen[0] in events:
+            signal.raise_signal(signal.SIGINT)
+    sys.setprofile(count)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+
+
+def _interrupted_at(n, run):
+    """Whether a Ctrl-C at ``run()``'s n-th call event came out of it as KeyboardInterrupt."""
+    try:
+        _sigints_at({n}, run)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _events(run):
+    seen = [0]
+
+    def count(frame, event, arg):
+        seen[0] += 1
+    sys.setprofile(count)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return seen[0]
+
+
+def _points(total, count=40):
+    """About ``count`` call events spread over the run (not its last few: the profile hook's own way out)."""
+    return sorted(set(range(1, max(total - 3, 2), max(1, total // count))))
+
+
+def three_linears(seed=0):
+    ml.manual_seed(seed)  # (large enough for AdamW's update to go slice by slice, on the worker threads)
+    return nn.Sequential(nn.Linear(48, 48), nn.Tanh(), nn.Linear(48, 48), nn.Linear(48, 3))
+
+
+# (a Ctrl-C landing in a weakref callback of the forward, outside the pass, is printed and dropped by Python)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@posix_only
+def test_a_ctrl_c_during_backward_leaves_every_gradient_accumulated_or_none():
+    model, x = three_linears(), ml.randn(8, 48)
+
+    def backward():
+        model(x).pow(2).sum().backward()
+    backward()
+    full = [p.grad.numpy().copy() for p in model.parameters()]
+    model.zero_grad()
+    interrupted = 0
+    for n in _points(_events(backward)):
+        model.zero_grad()
+        interrupted += _interrupted_at(n, backward)
+        grads = [p.grad for p in model.parameters()]
+        if any(g is not None for g in grads):
+            for g, want in zip(grads, full):
+                assert g is not None and np.array_equal(g.numpy(), want), n
+    assert interrupted > 10  # (the Ctrl-C still comes: after the pass, or before it began)
+
+
+def _trained_one_step(seed=0):
+    model = three_linears(seed)
+    optimizer = ml.optim.AdamW(model.parameters(), lr=0.1)
+    x = ml.randn(8, 48)
+    model(x).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    model(x).sum().backward()  # (the gradients of the step to interrupt)
+    return model, optimizer
+
+
+def _state(model, optimizer):
+    return [(p.numpy().tobytes(), {k: _plain(v) for k, v in optimizer.state[p].items()}) for p in model.parameters()]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@posix_only
+def test_a_ctrl_c_during_an_optimizer_step_moves_every_parameter_or_none():
+    """torch's fused AdamW: every parameter and its moments stepped, or none; minilora's update goes slice by slice
+    on threads: before, the step counts were all bumped with part of the parameters moved."""
+    model, optimizer = _trained_one_step()
+    before = _state(model, optimizer)
+    total = _events(optimizer.step)
+    after = _state(model, optimizer)
+    interrupted = 0
+    for n in _points(total):
+        model, optimizer = _trained_one_step()
+        interrupted += _interrupted_at(n, optimizer.step)
+        assert _state(model, optimizer) in (before, after), n
+    assert interrupted > 10
+    # a step given a closure (the user's forward and backward, L-BFGS's many) stays interruptible inside it
+    model, optimizer = _trained_one_step()
+    reached = []
+
+    def closure():
+        signal.raise_signal(signal.SIGINT)
+        reached.append("past the Ctrl-C")
+    with pytest.raises(KeyboardInterrupt):
+        optimizer.step(closure)
+    assert reached == []
+
+
+@posix_only
+def test_a_ctrl_c_held_during_backward_reaches_the_programs_own_handler_once_after_it():
+    """A program with its own SIGINT handler (``minilora.train``'s: the first Ctrl-C asks the loop to stop after
+    the step) gets each Ctrl-C, after the pass, and its handler back."""
+    model, x = three_linears(), ml.randn(8, 48)
+    got = []
+
+    def handler(signum, frame):
+        got.append(sum(p.grad is not None for p in model.parameters()))
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        loss = model(x).sum()
+        total = _events(lambda: loss.backward(retain_graph=True))
+        model.zero_grad()
+        _sigints_at({total // 3, total // 2}, loss.backward)
+        assert got == [6, 6]  # (each Ctrl-C, once every parameter's gradient was there)
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ==================================================================================================
+# A folder swap cut by a Ctrl-C between its two renames
+# ==================================================================================================
+@posix_only
+def test_a_ctrl_c_between_the_two_renames_of_a_folder_swap_leaves_the_new_folder(tmp_path, monkeypatch):
+    """Without an atomic exchange, a save moves the old folder aside, then the new one in. A Ctrl-C landing between
+    the two left no folder there (the old one hidden as a temporary .old, put back by the next save only):
+    ``from_pretrained`` found nothing. Now the swap finishes and the KeyboardInterrupt comes after it."""
+    from test_train import tiny_llama as model_of
+    folder = str(tmp_path / "model")
+    model_of(0).save_pretrained(folder)
+    monkeypatch.setattr(checkpoint, "_exchange", lambda a, b: False)
+    real_rename = os.rename
+
+    def rename_then_ctrl_c(source, target):
+        real_rename(source, target)
+        if os.path.abspath(source) == folder:  # (the old folder set aside: Python's handler runs right after)
+            signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(os, "rename", rename_then_ctrl_c)
+    new = model_of(1)
+    with pytest.raises(KeyboardInterrupt):
+        new.save_pretrained(folder)
+    monkeypatch.undo()
+    loaded = type(new).from_pretrained(folder)
+    for name, value in new.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name].numpy(), value.numpy(), err_msg=name)
+    assert leftovers(tmp_path) == []
