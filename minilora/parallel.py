@@ -98,10 +98,22 @@ class _Helper:
         self.start.release()
 
     def wait(self):
-        self.done.acquire()
+        """Until the block is done, whatever happens meanwhile: a Ctrl-C interrupts a waiting ``acquire`` (POSIX),
+        and giving up then left the helper writing into the op's arrays after the KeyboardInterrupt, and its
+        ``done`` to be taken by the next region's wait, which returned before its own block was computed:
+        every later split op silently missing a block. The interruption is raised once the block is done."""
+        interrupted = None
+        while True:
+            try:
+                self.done.acquire()
+                break
+            except BaseException as exc:  # (KeyboardInterrupt, or whatever a signal handler raised)
+                interrupted = interrupted or exc
         error, self.error, self.job = self.error, None, None
         if error is not None:
             raise error
+        if interrupted is not None:
+            raise interrupted
 
 
 _local = threading.local()  # .helper is True in helper threads: they never split work again;

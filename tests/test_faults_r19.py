@@ -12,8 +12,10 @@ Ctrl-C: torch's backward pass is one call into its C++ engine and its fused opti
 one kernel, so a Ctrl-C raises KeyboardInterrupt once every gradient is accumulated (every parameter moved).
 minilora's run node by node and slice by slice: a Ctrl-C half-way left some ``.grad`` summed and others not, or
 every step count bumped with half the parameters moved. Now it is held to the end of the pass (step) and then
-raised, or handed to the program's own SIGINT handler. A folder swap cut by a Ctrl-C between its two renames (where
-the filesystem has no atomic exchange: overlayfs, most containers) left no folder there until the next save.
+raised, or handed to the program's own SIGINT handler. A Ctrl-C while an op split across threads waited for a
+helper's block desynchronised the helper: every later split op could return before its own block was computed. A
+folder swap cut by a Ctrl-C between its two renames (a filesystem without an atomic exchange, or not Linux) left
+no folder there until the next save.
 
 The interruptions are real SIGINTs (``signal.raise_signal``), sent from a profile hook at the n-th call event, so
 Python's handler runs where the signal lands, at every point of the pass in turn.
@@ -22,12 +24,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
 import minilora as ml
-from minilora import checkpoint, nn
+from minilora import checkpoint, nn, parallel
 from minilora import trainer as ml_trainer
 from minilora.lora import LoraConfig, get_peft_model
 from minilora.train import generator_states
@@ -292,3 +296,48 @@ def test_a_ctrl_c_between_the_two_renames_of_a_folder_swap_leaves_the_new_folder
     for name, value in new.state_dict().items():
         np.testing.assert_array_equal(loaded.state_dict()[name].numpy(), value.numpy(), err_msg=name)
     assert leftovers(tmp_path) == []
+
+
+# ==================================================================================================
+# A Ctrl-C while an op split across threads waits for a helper's block
+# ==================================================================================================
+def _helper_slow(started):
+    """A block function: the helper's block signals that it began and takes a while; the caller's own block waits
+    for that start, so the caller is then certainly waiting for the helper (in ``_Helper.wait``)."""
+    def fn(block):
+        if threading.current_thread() is threading.main_thread():
+            started.wait(2)
+        else:
+            started.set()
+            time.sleep(0.15)
+        block += 1
+    return fn
+
+
+@posix_only
+def test_a_ctrl_c_while_a_split_op_waits_for_its_helper_stops_after_every_block_and_the_next_op_waits_for_its_own():
+    """A Ctrl-C interrupts a waiting lock acquire. Before, the caller gave up waiting: the helper went on writing the
+    op's arrays after the KeyboardInterrupt, and its "done" was taken by the next split op's wait, which returned
+    before its own block was computed -- every later split op silently missing a block. (torch's OpenMP regions are
+    not interruptible: the op finishes, then the KeyboardInterrupt comes.)"""
+    threads = parallel.num_threads()
+    parallel.set_num_threads(2)
+    try:
+        main, started = threading.main_thread().ident, threading.Event()
+
+        def ctrl_c_while_the_caller_waits():
+            started.wait(2)
+            time.sleep(0.05)
+            signal.pthread_kill(main, signal.SIGINT)
+        sender = threading.Thread(target=ctrl_c_while_the_caller_waits)
+        sender.start()
+        interrupted = np.zeros((2, parallel.MIN_ITEMS), np.float32)
+        with pytest.raises(KeyboardInterrupt):
+            parallel.rows(_helper_slow(started), interrupted)
+        sender.join()
+        assert (interrupted == 1).all()  # (every block written when the KeyboardInterrupt came, none after)
+        nxt = np.zeros((2, parallel.MIN_ITEMS), np.float32)
+        parallel.rows(_helper_slow(threading.Event()), nxt)
+        assert (nxt == 1).all()
+    finally:
+        parallel.set_num_threads(threads)
