@@ -238,3 +238,45 @@ def test_an_lstm_is_one_node_only_where_torch_runs_the_onednn_kernel():
         for lib in (ml, torch):
             lib.backends.mkldnn.enabled = True
     assert _lstm_graph(ml, {}, (4, 1, 2), True) == _lstm_graph(torch, {}, (4, 1, 2), True)
+
+
+# ---- print(scheduler.state_dict()), print(outputs) -----------------------------------------------------------
+@pytest.mark.parametrize("three_phase", [False, True])
+def test_one_cycle_state_dict_prints_its_keys_in_torchs_order(three_phase):
+    def printed(lib):
+        optimizer = lib.optim.SGD([lib.nn.Parameter(lib.ones(2))], lr=0.1, momentum=0.9)
+        scheduler = lib.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=10, three_phase=three_phase)
+        optimizer.step()
+        scheduler.step()
+        return repr(scheduler.state_dict())
+    assert printed(ml) == printed(torch)
+
+
+def _cache_printed(family, options):
+    """The cache in a causal LM's output, printed, for transformers' model and minilora's of one config."""
+    transformers = pytest.importorskip("transformers")
+    from minilora.nn import llama, llama_family
+    size = dict(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, max_position_embeddings=32, **options)
+    ours = getattr(llama_family, f"{family}ForCausalLM", None) or getattr(llama, f"{family}ForCausalLM")
+    our_config = getattr(llama_family, f"{family}Config", None) or getattr(llama, f"{family}Config")
+    torch.manual_seed(0)
+    theirs = getattr(transformers, f"{family}ForCausalLM")(getattr(transformers, f"{family}Config")(**size)).eval()
+    with torch.no_grad():
+        their_cache = theirs(torch.tensor([[1, 2]]), use_cache=True).past_key_values
+    with ml.no_grad():
+        our_cache = ours(our_config(**size)).eval()(ml.tensor([[1, 2]]), use_cache=True).past_key_values
+    return repr(our_cache), repr(their_cache)
+
+
+@pytest.mark.parametrize("family, options", [("Llama", {}), ("Mistral", {}),
+                                             ("Qwen2", dict(use_sliding_window=True, max_window_layers=1, sliding_window=4))])
+def test_a_models_cache_prints_as_transformers_dynamic_cache(family, options):
+    ours, theirs = _cache_printed(family, options)
+    assert ours == theirs
+
+
+def test_an_empty_dynamic_cache_prints_as_transformers():
+    transformers = pytest.importorskip("transformers")
+    from minilora.nn.llama import DynamicCache
+    assert repr(DynamicCache()) == repr(transformers.DynamicCache())

@@ -676,6 +676,13 @@ class KVCache:
     def __init__(self, config=None):
         # config: taken as transformers' DynamicCache(config=model.config) takes it; the layers come as they are filled
         self.keys, self.values = [], []
+        self._layer_names = _cache_layer_names(config)
+
+    def __repr__(self):
+        """transformers' ``DynamicCache(layers=[DynamicLayer, ...])``: one entry a layer, made up front from a
+        config, else as the layers are filled (``print(outputs)`` shows it as the model output's cache)."""
+        names = self._layer_names if self._layer_names is not None else ["DynamicLayer"] * len(self.keys)
+        return f"DynamicCache(layers=[{', '.join(names)}])"
 
     def get_seq_length(self, layer_idx=0):
         """How many positions are cached (transformers' DynamicCache.get_seq_length)."""
@@ -716,6 +723,20 @@ class KVCache:
 
 
 DynamicCache = KVCache  # transformers' name for it (``from transformers import DynamicCache``)
+
+
+def _cache_layer_names(config):
+    """The classes of transformers' cache layers for ``config``, as DynamicCache(config=...) makes them (its
+    get_layer_types_and_kwargs): a sliding-window layer keeps the window, the others everything (minilora's cache
+    keeps every position in both: the same numbers); None without a config."""
+    if config is None:
+        return None
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        window = getattr(config, "sliding_window", None)
+        types = ["sliding_attention" if window is not None else "full_attention"] * config.num_hidden_layers
+    return ["DynamicSlidingWindowLayer" if kind in ("sliding_attention", "chunked_attention") else "DynamicLayer"
+            for kind in types]
 
 
 # ==================================================================================================
@@ -975,7 +996,7 @@ class LlamaModel(Module):
         elif use_cache and recompute:  # transformers' GradientCheckpointingLayer turns the cache off
             warnings.warn("Caching is incompatible with gradient checkpointing: setting `use_cache=False`")
             use_cache = False
-        cache = past_key_values if past_key_values is not None else KVCache() if use_cache else None
+        cache = past_key_values if past_key_values is not None else KVCache(self.config) if use_cache else None
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:  # positions continue after the cached ones
             position_ids = np.arange(past, past + shape[1])[None, :]

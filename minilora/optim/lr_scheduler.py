@@ -495,7 +495,6 @@ class OneCycleLR(LRScheduler):
             raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}")
-        self._anneal_func_type = anneal_strategy  # (torch's attribute names: its state_dict loads here)
         warmup_end = float(pct_start * self.total_steps) - 1
         # each phase: its last step, and the names of the group entries its lr and momentum go from and to
         if three_phase:
@@ -508,6 +507,8 @@ class OneCycleLR(LRScheduler):
                       (self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
         self._schedule_phases = [dict(zip(("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum"), phase))
                                  for phase in phases]
+        # (torch's attribute names, in its order: its state_dict loads here, and prints keys in the same order)
+        self._anneal_func_type = anneal_strategy
         groups = optimizer.param_groups
         peaks = _per_group("max_lr", groups, max_lr)  # (checked on a resume too, as torch: before its initial_lr check)
         if last_epoch == -1:
