@@ -208,7 +208,7 @@ def _loop_natively(name, inputs, outputs, numbers, scalar_formula):
 
 
 _C_FUNCTIONS = ("expf", "expm1f", "log1pf", "tanhf", "exp2f", "erff", "logf", "sinhf", "coshf", "asinhf", "acoshf",
-                "atanhf")  # (ml_c_function's numbering)
+                "atanhf", "sinf")  # (ml_c_function's numbering)
 _libm = {}
 
 
@@ -235,7 +235,7 @@ def c_function(name, x):
     return out
 
 
-_C_FUNCTIONS64 = ("exp", "exp2", "log1p")  # (ml_c_function64's numbering)
+_C_FUNCTIONS64 = ("exp", "exp2", "log1p", "sin")  # (ml_c_function64's numbering)
 
 
 def c_function64(name, x):

@@ -39,6 +39,7 @@ OPS = {
     "reciprocal": (lambda L, F, x: L.reciprocal(x), [(3, 4)], 0.5, 2),
     "square": (lambda L, F, x: L.square(x), [(3, 4)]),
     "sin": (lambda L, F, x: L.sin(x), [(3, 4)]),
+    "sinc": (lambda L, F, x: L.sinc(x), [(3, 4)]),
     "cos": (lambda L, F, x: L.cos(x), [(3, 4)]),
     "tan": (lambda L, F, x: L.tan(x), [(3, 4)]),
     "asin": (lambda L, F, x: L.asin(x), [(3, 4)], -0.9, 0.9),

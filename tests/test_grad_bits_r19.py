@@ -6,7 +6,13 @@ error (each test compares minilora's forward and gradient bit for bit with torch
   (rsqrt's ``-0.5 g r^3``, mean's ``/ n``, pow's ``g * 2x``, the row sum in ATen's order);
 * ``F.layer_norm`` (input, weight and bias gradients): ATen's ``LayerNormBackwardKernel`` (``dx = a g w + b x +
   c`` with 8-lane sums and GCC's fused multiply-adds; dgamma and dbeta in one buffer per thread); float64's forward
-  (its RowwiseMoments with 4 doubles a vector) too.
+  (its RowwiseMoments with 4 doubles a vector) too;
+* ``cumprod``: torch's ``reversed_cumsum(out * g) / x`` (its cumsum in float64), not products without ``x_k``;
+* ``sinc``: C's ``sinf`` in the forward (2 in 259 values), ATen's ``sinc_backward`` op by op;
+* ``F.glu``: ``glu_backward``'s ``(1 - s) s a g`` and ``s g`` (written into one gradient: the composite summed two
+  halves, -0 + 0 = +0); ``F.prelu``: the input's ``g`` or ``w g`` chosen, not summed (-0 kept), the weight's sum in
+  torch's order; ``F.smooth_l1_loss`` / ``F.huber_loss``: their backward kernels, reduction included (``norm * o * g``,
+  the target's from the swapped difference: +0 where torch has +0, and the scalar tail's own rounding).
 
 Inputs are ragged (widths that are no multiple of a vector, more than one vector wide, one narrower). Skipped
 without torch."""
@@ -60,8 +66,9 @@ def _assert_same_bits(fn, arrays, rng):
     theirs, ours = _run(torch, fn, arrays, grad), _run(ml, fn, arrays, grad)
     names = ["value"] + [f"gradient {i}" for i in range(len(arrays))]
     for name, a, b in zip(names, theirs, ours):
-        off = np.count_nonzero(a.view(np.uint8).reshape(a.size, -1) != b.view(np.uint8).reshape(b.size, -1), axis=0)
-        assert a.shape == b.shape and not off.any(), f"{name}: {np.count_nonzero(a != b)} of {a.size} elements differ"
+        assert a.shape == b.shape, name
+        bits = np.atleast_1d(a).view(np.uint8).reshape(a.size, -1) != np.atleast_1d(b).view(np.uint8).reshape(b.size, -1)
+        assert not bits.any(), f"{name}: {np.count_nonzero(bits.any(axis=1))} of {a.size} elements differ"
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -122,3 +129,64 @@ def test_norms_of_views_are_torchs_bits(rng, view, norm):
         x = view(b)
         return getattr(lib.nn.functional, norm)(x, (x.shape[-1],))
     assert_same_bits(fn, [base], rng)
+
+
+RAGGED = [(7, 37), (5, 300)]
+
+
+@pytest.mark.parametrize("shape", RAGGED, ids=str)
+@pytest.mark.parametrize("dim", [0, 1])
+def test_cumprod_gradient_is_torchs_bits(rng, shape, dim):
+    assert_same_bits(lambda lib, x: lib.cumprod(x, dim), _inputs(rng, [shape]), rng)
+
+
+def test_sinc_is_torchs_bits_where_mkl_rounds_sin_and_cos_correctly(rng, monkeypatch):
+    """The forward is C's sinf (torch's scalar kernel); the backward's cos and sin are MKL's, which minilora rounds
+    correctly (float32_math.vml): with torch's own in their place every bit is torch's."""
+    from minilora import float32_math
+    numpys = float32_math.vml
+
+    def torchs(name, a):
+        if name in ("sin", "cos") and a.dtype == np.float32:
+            return getattr(torch, name)(torch.from_numpy(np.ascontiguousarray(a))).numpy()
+        return numpys(name, a)
+    monkeypatch.setattr(float32_math, "vml", torchs)
+    x = np.concatenate([rng.standard_normal(300), [0.0, -0.0, 1e-20, 3.0, 2.5, 1e30]]).astype(np.float32)
+    assert_same_bits(lambda lib, x: lib.sinc(x), [x], rng)
+
+
+@pytest.mark.parametrize("shape, dim", [((8, 37), 0), ((7, 38), -1), ((3, 40, 5), 1), ((5, 200), 1)], ids=str)
+def test_glu_gradient_is_torchs_bits(rng, shape, dim):
+    assert_same_bits(lambda lib, x: lib.nn.functional.glu(x, dim), _inputs(rng, [shape]), rng)
+
+
+def test_glu_gradient_keeps_a_negative_zero():
+    """A saturated gate: s = 0, so the first half's gradient is s g = -0 for a negative g, as torch's."""
+    for lib in (torch, ml):
+        x = lib.tensor([[1.0, -200.0]], requires_grad=True)
+        lib.nn.functional.glu(x, -1).backward(lib.tensor([[-1.0]]))
+        assert np.signbit(x.grad.numpy()[0, 0]), lib.__name__
+
+
+@pytest.mark.parametrize("shapes", [[(7, 5, 9), (5,)], [(7, 5, 90), (1,)], [(70, 5), (5,)], [(70,), (1,)]], ids=str)
+def test_prelu_gradients_are_torchs_bits(rng, shapes):
+    assert_same_bits(lambda lib, x, w: lib.nn.functional.prelu(x, w), _inputs(rng, shapes), rng)
+
+
+def test_prelu_input_gradient_keeps_a_negative_zero():
+    for lib in (torch, ml):
+        x, w = lib.tensor([-1.0, 2.0], requires_grad=True), lib.tensor([0.0], requires_grad=True)
+        lib.nn.functional.prelu(x, w).backward(lib.tensor([-3.0, 1.0]))
+        assert np.signbit(x.grad.numpy()[0]), lib.__name__
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("knee", [1.0, 0.3])
+@pytest.mark.parametrize("loss", ["smooth_l1_loss", "huber_loss"])
+def test_piecewise_loss_gradients_are_torchs_bits(rng, reduction, knee, loss):
+    """5,100 elements: a scalar tail of 12 after the vector loop (which rounds its own way there)."""
+    x, t = _inputs(rng, [(300, 17), (300, 17)])
+    t[0, :5] = x[0, :5]  # (zero differences: the target's gradient is +-0 as torch's, not the input's negated)
+    option = {"beta": knee} if loss == "smooth_l1_loss" else {"delta": knee}
+    assert_same_bits(lambda lib, x, t: getattr(lib.nn.functional, loss)(x, t, reduction=reduction, **option),
+                     [x, t], rng)

@@ -342,6 +342,7 @@ void ml_c_function(int which, const float *restrict x, float *restrict out, size
     case 9: for (size_t i = 0; i < n; i++) out[i] = asinhf(x[i]); break;
     case 10: for (size_t i = 0; i < n; i++) out[i] = acoshf(x[i]); break;
     case 11: for (size_t i = 0; i < n; i++) out[i] = atanhf(x[i]); break;
+    case 12: for (size_t i = 0; i < n; i++) out[i] = sinf(x[i]); break;
     default: break;
     }
 }
@@ -352,6 +353,7 @@ void ml_c_function64(int which, const double *restrict x, double *restrict out, 
     case 0: for (size_t i = 0; i < n; i++) out[i] = exp(x[i]); break;
     case 1: for (size_t i = 0; i < n; i++) out[i] = exp2(x[i]); break;
     case 2: for (size_t i = 0; i < n; i++) out[i] = log1p(x[i]); break;
+    case 3: for (size_t i = 0; i < n; i++) out[i] = sin(x[i]); break;
     default: break;
     }
 }

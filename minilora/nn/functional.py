@@ -20,7 +20,7 @@ from ..ops.nn import batch_norm as _batch_norm, group_norm  # noqa: F401
 from ..ops.nn import _floating_only, _reduced, _row_index
 from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import dropout_noise as _dropout_noise, feature_dropout as _feature_dropout
-from ..ops.nn import float32_inside as _float32_inside
+from ..ops.nn import float32_inside as _float32_inside, Glu as _Glu, PRelu as _PRelu
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
 from ..ops.conv import one_output_size as _one_output_size
@@ -281,8 +281,7 @@ def glu(input, dim=-1):
     size = input.shape[dim]
     if size % 2:
         raise RuntimeError(f"Halving dimension must be even, but dimension {dim} is size {size}")
-    first, second = input.narrow(dim, 0, size // 2), input.narrow(dim, size // 2, size // 2)  # (size 0 too)
-    return _name_node(first * ops.sigmoid(second), "GluBackward0", graph=(input,))  # (torch's one node)
+    return _name_node(_Glu.apply(input, dim=dim % input.ndim), "GluBackward0", graph=(input,))  # (torch's one node)
 
 
 def softmin(input, dim=None, _stacklevel=3, dtype=None):
@@ -553,7 +552,7 @@ def prelu(input, weight):
                            f"{weight.numel()} and channel size = {channels}.")
     slopes = weight.reshape((1, -1) + (1,) * (input.ndim - 2)) if input.ndim >= 2 and weight.numel() != 1 \
         else weight.reshape(())  # (one slope: a scalar; else one per channel, none for no channels)
-    out = _saves_as_torch(ops.where(input > 0, input, slopes * input), input, weight)  # as torch's one node
+    out = _saves_as_torch(_PRelu.apply(input, slopes), input, weight)  # as torch's one node
     out = _name_node(out, "PreluKernelBackward0", input, graph=(input, weight))
     return _backward_reads(out, input, weight)  # (its _prelu_kernel_backward(grad, self, weight))
 

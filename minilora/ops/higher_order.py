@@ -21,7 +21,7 @@ import numpy as np
 from .. import linalg as _la, tensor as _t
 from ..factories import no_derivative_error
 from ..tensor import Function, Tensor, _check_versions, enable_grad
-from . import elementwise as _e, reduce as _r, shape as _s, special as _sp
+from . import elementwise as _e, extra as _x, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Einsum, Linear, MatMul
 from .bags import DenseBagGradient
@@ -32,7 +32,7 @@ from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, Ind
                     Repeat, Scatter, ScatterReduce)
 from .siblings import Nextafter
 from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding,
-                 LayerNorm, NllLoss, Pad, RMSNorm, Rotary, SwiGLU)
+                 Glu, HuberLoss, LayerNorm, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
 
 
 class NotDifferentiableBackward(NotImplementedError):
@@ -464,6 +464,41 @@ def _swiglu(ctx, g):
     gate, up = ctx.inputs
     s = gate.sigmoid()
     return g * up * s * (1 + gate * (1 - s)), (g * gate * s if ctx.needs_input_grad[1] else None)
+
+
+def _glu(ctx, g):
+    """GluBackward0: the first half's gradient ``s g``, the second's ``(1 - s) s a g`` with ``s = sigmoid(b)``."""
+    a, b = ctx.inputs[0].chunk(2, ctx.dim)
+    s = b.sigmoid()
+    return _s.cat([s * g, (1 - s) * s * a * g], ctx.dim)
+
+
+def _prelu(ctx, g):
+    """PreluKernelBackward0: ``g`` or ``w g`` by the input's sign; the weight's ``x g`` where ``x <= 0``, summed to its
+    shape."""
+    x, w = ctx.inputs
+    positive = x > 0
+    gw = _e.where(positive, 0.0, x * g).sum_to_size(w.shape) if ctx.needs_input_grad[1] else None
+    return _e.where(positive, g, w * g), gw
+
+
+def _piecewise_loss(slope):
+    """SmoothL1LossBackward0 / HuberLossBackward0: ``norm * slope(d) * g`` for the input, its negation for the target
+    (``norm`` 1/n for a mean)."""
+    def backward(ctx, g):
+        x, t = ctx.inputs
+        d = x - t
+        norm = 1 / d.numel() if ctx.reduction == "mean" and d.numel() else 1.0
+        gx = slope(ctx, d) * norm * g
+        return gx, -gx
+    return backward
+
+
+def _sinc(ctx, g):
+    """SincBackward0: ``g ((pi x cos(pi x) - sin(pi x)) / (x x pi))``, 0 where ``x x pi`` is 0."""
+    x = ctx.inputs[0]
+    product, squared = x * math.pi, x * x * math.pi
+    return _e.where(squared == 0, 0.0, g * ((product * product.cos() - product.sin()) / squared))
 
 
 def _rms_norm(ctx, g):
@@ -1711,7 +1746,9 @@ _BACKWARD_GRAPHS = {
     _e.Expm1: lambda ctx, g: g * ctx.inputs[0].exp(),
     _e.LogSigmoid: lambda ctx, g: g * (-ctx.inputs[0]).sigmoid(),
     _r.LogSumExp: _logsumexp, _r.Var: _var, _r.AMax: _amax, _r.PNorm: _pnorm,
-    SwiGLU: _swiglu, RMSNorm: _rms_norm,
+    SwiGLU: _swiglu, RMSNorm: _rms_norm, Glu: _glu, _x.Sinc: _sinc, PRelu: _prelu,
+    SmoothL1Loss: _piecewise_loss(lambda ctx, d: _e.where(d.abs() >= ctx.beta, d.sign(), d / ctx.beta)),
+    HuberLoss: _piecewise_loss(lambda ctx, d: d.clamp(-ctx.delta, ctx.delta)),
     Embedding: lambda ctx, g: (None, EmbeddingGrad.apply(g, ctx)),
     Gather: _gather, IndexSelect: _index_select, Pad: _pad, CumSum: _cumsum,
     _s.Flip: lambda ctx, g: (g.flip(ctx.dims), None),

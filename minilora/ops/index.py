@@ -320,7 +320,13 @@ def cumulative(running, a, axis):
     in float32 and differ from torch in the last bits of almost every long cumsum."""
     wide = {"float32": np.float64, "complex64": np.complex128, "float16": np.float32,
             "bfloat16": np.float32}.get(a.dtype.name)
-    out = running(a if wide is None else a.astype(wide), axis=axis)
+    work = a if wide is None else a.astype(wide)
+    if running is xp_of(a).cumsum and work.dtype.kind in "fc" and work.size:
+        work = work.copy() if work is a else work
+        first = [slice(None)] * work.ndim
+        first[axis] = 0
+        work[tuple(first)] += 0  # torch's running sum starts from 0: a leading -0 becomes +0 (NumPy's kept it)
+    out = running(work, axis=axis)
     return out.astype(a.dtype, order="C", copy=False)  # (contiguous, as torch's, whatever a's layout)
 
 
@@ -1065,18 +1071,24 @@ def count_nonzero(input, dim=None):
 @backward_in_float32
 class CumProd(Function):
     """Running products along ``axis``. Input ``k``'s gradient is ``sum_{j>=k} g_j * prod_{i<=j,
-    i!=k} a_i``, computed as it reads (products *without* ``a_k``, not ``out_j / a_k``), so a zero
-    in the input gives torch's finite gradient rather than 0/0. It costs O(n^2) along the axis."""
+    i!=k} a_i``: without a zero in the input, torch's ``reversed_cumsum(out * g) / a`` (its bits: the running
+    sum in float64, as its cumsum); with one, computed as it reads (products *without* ``a_k``, not ``out_j /
+    a_k``), so a zero gives torch's finite gradient rather than 0/0 (O(n^2) along the axis; torch's own masked
+    formula there is not followed step by step, so its last bits may differ)."""
     torch_layout = "contiguous"  # (torch's CPU kernel writes a contiguous result: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, a, axis):
         ctx.a, ctx.axis = a, axis
-        return cumulative(xp_of(a).cumprod, a, axis)
+        ctx.out = cumulative(xp_of(a).cumprod, a, axis)
+        return ctx.out
 
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
+        if not (ctx.a == 0).any():  # torch's cumprod_backward without a zero: reversed_cumsum(out * g) / a
+            w = ctx.out * g
+            return xp.flip(cumulative(xp.cumsum, xp.flip(w, axis=ctx.axis), ctx.axis), axis=ctx.axis) / ctx.a
         a, g = xp.moveaxis(ctx.a, ctx.axis, -1), xp.moveaxis(g, ctx.axis, -1)
         n = a.shape[-1]
         before = xp.cumprod(xp.concatenate([xp.ones_like(a[..., :1]), a[..., :-1]], -1), -1)

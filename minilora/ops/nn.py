@@ -339,6 +339,53 @@ class SwiGLU(Function):
         return dgate, dup
 
 
+class Glu(Function):
+    """``a * sigmoid(b)`` for the halves ``a``, ``b`` of ``dim``, one node as torch's (GluBackward0); its backward
+    ATen's ``glu_backward``: ``s = sigmoid(b)``, the second half's gradient ``(1 - s) s a g`` (each product rounded,
+    left to right), the first's ``s g``, both written into one gradient (no -0 + 0 of two halves' sum)."""
+    torch_layout = "contiguous"
+
+    @staticmethod
+    def forward(ctx, x, *, dim):
+        xp = xp_of(x)
+        half = x.shape[dim] // 2
+        a, b = xp.split(x, 2, axis=dim) if x.shape[dim] else (x, x)
+        s = float32_math.sigmoid(b) if type(b) is np.ndarray and b.dtype == np.float32 else 1 / (1 + xp.exp(-b))
+        ctx.a, ctx.s, ctx.dim, ctx.half = a, s, dim, half
+        return xp.ascontiguousarray(a * s)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, a, s = xp_of(g), ctx.a, ctx.s
+        return xp.concatenate([s * g, (1 - s) * s * a * g], axis=ctx.dim)
+
+
+class PRelu(Function):
+    """``x`` where positive, ``w x`` elsewhere (``w`` broadcast to ``x``), one node as torch's ``_prelu_kernel``;
+    its backward ATen's ``_prelu_kernel_backward``: the input's gradient ``g`` or ``w g`` chosen per element (never
+    a sum of two masked parts, so ``w g = -0`` stays -0), the weight's ``x g`` where ``x <= 0`` (+0 elsewhere)
+    summed to the weight's shape in torch's order (``float32_sums.cascade_sum``)."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.x, ctx.w = x, w
+        return xp_of(x).where(x > 0, x, w * x)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, x, w = xp_of(g), ctx.x, ctx.w
+        positive = x > 0
+        gx = xp.where(positive, g, w * g) if ctx.needs_input_grad[0] else None
+        gw = None
+        if ctx.needs_input_grad[1]:
+            full = xp.where(positive, g.dtype.type(0), x * g)
+            lead = x.ndim - w.ndim  # (the dimensions w was broadcast along)
+            axes = tuple(range(lead)) + tuple(lead + j for j in range(w.ndim) if w.shape[j] == 1 != x.shape[lead + j])
+            summed = float32_sums.cascade_sum(full, axes) if axes else full
+            gw = (full.sum(axis=axes) if summed is None else summed).reshape(w.shape)
+        return gx, gw
+
+
 def _swiglu_float32(gate, up):
     """float32 ``silu(gate) * up`` with torch's bits (``float32_math.swiglu``) as C-contiguous ``(out, d)``:
     silu's loop runs over gate in its memory order (where its scalar tail lies), so a transposed gate
@@ -2129,9 +2176,73 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     _floating_result("smooth_l1_loss", input, target)
     inputs = (input, target)
     input, target = _broadcast_target("smooth_l1_loss", input, target)
+    if beta > 0 and isinstance(target, Tensor) and target.dtype == input.dtype:
+        _check_reduction("smooth_l1_loss", reduction)
+        loss = SmoothL1Loss.apply(input, target, beta=float(beta), reduction=reduction)
+        return name_node(loss, "SmoothL1LossBackward0", *inputs, graph=inputs)
     diff = input - target
     loss = diff.abs() if beta == 0 else _quadratic_then_linear(diff, beta) / beta
     return name_node(_reduced("smooth_l1_loss", loss, reduction), "SmoothL1LossBackward0", *inputs, graph=inputs)
+
+
+class SmoothL1Loss(Function):
+    """torch's smooth_l1_loss kernels, reduction included: ``z = |x - t|``, ``z - 0.5 beta`` where ``z >= beta``,
+    ``0.5 z z / beta`` elsewhere, then summed or averaged (torch's sum); the backward
+    ``smooth_l1_loss_backward``: ``norm * o * g`` with ``norm`` 1/n for a mean (else 1) and ``o`` the sign of ``d``
+    where ``|d| >= beta``, ``d / beta`` elsewhere; the target's is the same kernel with the two swapped (``d = t - x``,
+    so a zero difference gives the target ``0 * g``'s sign, not its negation); its scalar tail divides by the float64
+    beta."""
+    torch_layout = "contiguous"
+
+    @staticmethod
+    def forward(ctx, x, t, *, beta, reduction):
+        from .reduce import _mean_as_torch, _sum_as_torch
+        xp, real = xp_of(x), x.dtype.type
+        ctx.x, ctx.t, ctx.beta, ctx.reduction = x, t, beta, reduction
+        z = xp.abs(x - t)
+        with np.errstate(all="ignore"):
+            loss = xp.where(z >= real(beta), z - real(0.5) * real(beta), real(0.5) * z * z / real(beta))
+        if reduction == "none":
+            return loss
+        summed = _sum_as_torch if reduction == "sum" else _mean_as_torch
+        return xp.asarray(summed(loss, tuple(range(loss.ndim)), False))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.x, ctx.t
+        real = x.dtype.type
+        norm = real(1 / x.size) if ctx.reduction == "mean" and x.size else real(1)
+        grads = [None, None]
+        for i, (a, b) in enumerate(((x, t), (t, x))):
+            if ctx.needs_input_grad[i]:
+                d = a - b
+                grads[i] = _smooth_l1_slope(d, real(ctx.beta), norm) * g
+                _in_scalar_tail(grads[i], (x, t), lambda where, d=d: ((norm * d.reshape(-1)[where]) * (
+                                g if g.ndim == 0 else g.reshape(-1)[where])).astype(np.float64) / ctx.beta,
+                                inside=lambda where, d=d: xp_of(d).abs(d.reshape(-1)[where]) < real(ctx.beta))
+        return tuple(grads)
+
+
+def _smooth_l1_slope(d, beta, norm):
+    """``norm * o`` of smooth_l1_loss_backward's vector loop: ``o`` is +-1 where ``|d| >= beta``, ``d / beta`` elsewhere."""
+    xp, one = xp_of(d), d.dtype.type(1)
+    with np.errstate(all="ignore"):
+        return norm * xp.where(xp.abs(d) >= beta, xp.where(d > 0, one, -one), d / beta)
+
+
+def _in_scalar_tail(out, operands, scalar, inside):
+    """Where torch's ``cpu_kernel_vec`` runs its scalar lambda over ``operands`` (a float32/float64 NumPy ``out``,
+    C-contiguous, of their shape: ``float32_math.scalar_positions``), ``out`` takes ``scalar(where)`` (rounded to its
+    dtype) at the elements for which ``inside(where)`` holds (the branch whose scalar formula rounds otherwise than the
+    vector one). The loss kernels have an AVX2 build only: two vectors of 32 bytes a step on every capability."""
+    if type(out) is not np.ndarray or out.dtype not in _SUMMED or not out.size:
+        return
+    step = 64 // out.itemsize
+    flat = out.reshape(-1)
+    for where in float32_math.scalar_positions(*operands, step=step):
+        chosen = inside(where)
+        with np.errstate(all="ignore"):
+            flat[where] = np.where(chosen, scalar(where).astype(out.dtype), flat[where])
 
 
 @_amp.autocasts
@@ -2207,8 +2318,53 @@ class BFloat16Huber(Function):
 @float32_inside(promote=True)
 def _huber_loss(input, target, reduction, delta, weight):
     input, target = _broadcast_target("huber_loss", input, target)
+    if weight is None and isinstance(target, Tensor) and target.dtype == input.dtype:
+        _check_reduction("huber_loss", reduction)
+        return HuberLoss.apply(input, target, delta=float(delta), reduction=reduction)
     loss = _quadratic_then_linear(input - target, delta)
     return _weighted_huber(loss, input, weight, reduction)
+
+
+class HuberLoss(Function):
+    """torch's huber_loss kernels, reduction included: ``z = |x - t|``, ``(0.5 z) z`` where ``z < delta``, ``delta (z -
+    0.5 delta)`` elsewhere, summed or averaged as torch's sum; the backward ``huber_loss_backward``: ``norm d g``
+    inside, ``+-norm delta g`` outside (its scalar tail: ``+-norm g`` times the float64 delta, then rounded), the
+    target's the same kernel with the two swapped (``d = t - x``)."""
+    torch_layout = "contiguous"
+
+    @staticmethod
+    def forward(ctx, x, t, *, delta, reduction):
+        from .reduce import _mean_as_torch, _sum_as_torch
+        xp, real = xp_of(x), x.dtype.type
+        ctx.x, ctx.t, ctx.delta, ctx.reduction = x, t, delta, reduction
+        z = xp.abs(x - t)
+        with np.errstate(all="ignore"):
+            loss = xp.where(z >= real(delta), real(delta) * (z - real(0.5) * real(delta)), real(0.5) * z * z)
+        if reduction == "none":
+            return loss
+        summed = _sum_as_torch if reduction == "sum" else _mean_as_torch
+        return xp.asarray(summed(loss, tuple(range(loss.ndim)), False))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t, delta = ctx.x, ctx.t, ctx.delta
+        xp, real = xp_of(g), x.dtype.type
+        norm = real(1 / x.size) if ctx.reduction == "mean" and x.size else real(1)
+        grads = [None, None]
+        for i, (a, b) in enumerate(((x, t), (t, x))):
+            if ctx.needs_input_grad[i]:
+                d = a - b
+                with np.errstate(all="ignore"):  # (its vector loop: norm * clamp(d, -delta, delta) * g)
+                    grads[i] = norm * xp.clip(d, -real(delta), real(delta)) * g
+
+                def scalar(where, d=d):
+                    part = d.reshape(-1)[where]
+                    gg = g if g.ndim == 0 else g.reshape(-1)[where]
+                    wide = (norm * gg).astype(np.float64) * delta
+                    return xp.where(part <= -real(delta), -wide, wide)
+                _in_scalar_tail(grads[i], (x, t), scalar,
+                                inside=lambda where, d=d: xp.abs(d.reshape(-1)[where]) >= real(delta))
+        return tuple(grads)
 
 
 def _weighted_huber(loss, input, weight, reduction):
