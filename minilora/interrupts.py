@@ -11,10 +11,13 @@ block ends, so what an interrupted program finds is what torch leaves: the whole
 Only SIGINT and only Python's main thread (where signal handlers run); a handler that is not a Python callable
 (``SIG_IGN``, ``SIG_DFL``) is left in place, and a block inside another does nothing.
 """
+import _signal  # (signal's C functions: signal.signal/getsignal wrap each answer in an enum, ~20k instructions a call)
 import signal
 import threading
 
 __all__ = ["held_ctrl_c"]
+
+_SIGINT = int(signal.SIGINT)
 
 
 class held_ctrl_c:
@@ -22,13 +25,14 @@ class held_ctrl_c:
     __slots__ = ("_previous", "_received")
 
     def __enter__(self):
-        self._previous, self._received = None, []
-        if threading.current_thread() is not threading.main_thread():
+        self._previous = None
+        if threading.get_ident() != threading.main_thread().ident:  # (get_ident: C, no lookup in _active)
             return self
-        previous = signal.getsignal(signal.SIGINT)
+        previous = _signal.getsignal(_SIGINT)
         if not callable(previous) or isinstance(getattr(previous, "__self__", None), held_ctrl_c):
             return self  # (not Python's to deliver, or an outer block holds it already)
-        signal.signal(signal.SIGINT, self._hold)  # (a system call each way, a few microseconds a block)
+        self._received = []
+        _signal.signal(_SIGINT, self._hold)  # (a system call each way, a few microseconds a block)
         self._previous = previous
         return self
 
@@ -39,7 +43,7 @@ class held_ctrl_c:
         previous, self._previous = self._previous, None
         if previous is None:
             return False
-        signal.signal(signal.SIGINT, previous)
+        _signal.signal(_SIGINT, previous)
         received, self._received = self._received, []
         for signum, frame in received:  # (raising KeyboardInterrupt now, once the update is whole)
             previous(signum, frame)
