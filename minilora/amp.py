@@ -63,6 +63,7 @@ import numpy as np
 
 from . import dtypes
 from .device import xp_of
+from .interrupts import held_ctrl_c
 from .tensor import Tensor, no_grad
 
 __all__ = ["autocast", "GradScaler", "OptState", "custom_fwd", "custom_bwd", "is_autocast_available",
@@ -696,8 +697,9 @@ class GradScaler:
         if state["stage"] is OptState.STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
         inv_scale = np.float32(1.0 / np.float64(self._scale))  # torch: the reciprocal in float64
-        state["found_inf_per_device"] = self._unscale_grads_(optimizer, inv_scale, False)
-        state["stage"] = OptState.UNSCALED
+        with held_ctrl_c():  # (a Ctrl-C half-way left some gradients unscaled, and a retry unscaled the rest twice)
+            state["found_inf_per_device"] = self._unscale_grads_(optimizer, inv_scale, False)
+            state["stage"] = OptState.UNSCALED
 
     def step(self, optimizer, *args, **kwargs):
         """``optimizer.step()`` unless an inf/NaN gradient was found (then the step is skipped and

@@ -269,6 +269,67 @@ def test_a_ctrl_c_held_during_backward_reaches_the_programs_own_handler_once_aft
         signal.signal(signal.SIGINT, previous)
 
 
+def _with_gradients():
+    model = three_linears()
+    model(ml.randn(8, 48)).pow(2).sum().backward()
+    return model
+
+
+def _grads(model):
+    return [p.grad.numpy().tobytes() for p in model.parameters()]
+
+
+def _each_gradient_or_none_changed(change):
+    """Ctrl-C at points all along ``change(model)``: the gradients after it are all as before or all as changed."""
+    model = _with_gradients()
+    before = _grads(model)
+    total = _events(lambda: change(model))
+    after = _grads(model)
+    assert after != before
+    interrupted = 0
+    for n in _points(total, 30):
+        model = _with_gradients()
+        interrupted += _interrupted_at(n, lambda: change(model))
+        assert _grads(model) in (before, after), n
+    return interrupted
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@posix_only
+@pytest.mark.parametrize("clip", ["clip_grad_norm_", "clip_grad_value_"])
+def test_a_ctrl_c_during_gradient_clipping_scales_every_gradient_or_none(clip):
+    """torch's clipping scales (clamps) the gradients of a device and dtype in one ``_foreach_`` call: before,
+    a Ctrl-C half-way left some gradients clipped and the others not."""
+    limit = {"clip_grad_norm_": 0.5, "clip_grad_value_": 0.01}[clip]
+    assert _each_gradient_or_none_changed(lambda model: getattr(ml.nn.utils, clip)(model.parameters(), limit)) > 5
+
+
+def _scaled_backward():
+    model = three_linears()
+    optimizer = ml.optim.SGD(model.parameters(), lr=0.1)
+    scaler = ml.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(model(ml.randn(8, 48)).pow(2).sum()).backward()
+    return model, optimizer, scaler
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@posix_only
+def test_a_ctrl_c_during_grad_scaler_unscale_unscales_every_gradient_or_none():
+    """Before, a Ctrl-C half-way left some gradients unscaled and the scaler not marked: ``scaler.step`` (or a
+    retried ``unscale_``) then divided the unscaled ones by the scale a second time."""
+    model, optimizer, scaler = _scaled_backward()
+    before = _grads(model)
+    total = _events(lambda: scaler.unscale_(optimizer))
+    after = _grads(model)
+    interrupted = 0
+    for n in _points(total, 30):
+        model, optimizer, scaler = _scaled_backward()
+        interrupted += _interrupted_at(n, lambda: scaler.unscale_(optimizer))
+        stage = scaler._per_optimizer_states[id(optimizer)]["stage"]
+        assert (_grads(model), stage.name) in ((before, "READY"), (after, "UNSCALED")), n
+    assert interrupted > 5
+
+
 # ==================================================================================================
 # A folder swap cut by a Ctrl-C between its two renames
 # ==================================================================================================

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .. import dtypes
+from ..interrupts import held_ctrl_c
 from ..tensor import Tensor, tensor
 from .optimizer import write_in_place
 
@@ -52,7 +53,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)  # (a generator: read once)
     grads = [p.grad for p in parameters if p.grad is not None]
     total = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
-    clip_grads_with_norm_(parameters, max_norm, total, foreach)
+    with held_ctrl_c():  # (torch's one _foreach_mul_: a Ctrl-C lands after every gradient is scaled, or before)
+        clip_grads_with_norm_(parameters, max_norm, total, foreach)
     return total
 
 
@@ -123,9 +125,10 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     clip_value = float(clip_value)
-    for p in parameters:
-        if p.grad is not None:
-            write_in_place(p.grad, _clamped(p.grad._array, clip_value))
+    with held_ctrl_c():  # (torch's foreach clamps: a Ctrl-C lands after every gradient is clamped, or before)
+        for p in parameters:
+            if p.grad is not None:
+                write_in_place(p.grad, _clamped(p.grad._array, clip_value))
 
 
 def _clamped(grad, clip_value):
