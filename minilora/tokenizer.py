@@ -60,6 +60,8 @@ __all__ = ["ByteTokenizer", "HFTokenizer", "CodeLlamaTokenizer", "MBartTokenizer
 TOKENIZER_FILE = "tokenizer.json"
 TEKKEN_FILE = "tekken.json"  # Mistral's own format (Mistral NeMo, Small 3, ...), read where tokenizer.json is missing
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+# transformers 5 saves a chat template as its own file, named ones beside it in a folder (and reads them first)
+CHAT_TEMPLATE_FILE, CHAT_TEMPLATE_DIR = "chat_template.jinja", "additional_chat_templates"
 VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length when a tokenizer sets none
 LARGE_INTEGER = int(1e20)  # above it, a model_max_length means "none set" (transformers' rule)
 
@@ -783,20 +785,49 @@ class _Tokenizer:
                        if getattr(self, f"{kind}_token") is not None})
         if self.extra_special_tokens:
             config["extra_special_tokens"] = list(self.extra_special_tokens)
-        if self.chat_template is not None:
-            config["chat_template"] = self.chat_template
+        templates = _chat_template_files(self.chat_template)  # (transformers 5's files: none in the config)
         if self.split_special_tokens:
             config["split_special_tokens"] = True
         config.update(self._class_config())
-        with atomic_folder(save_directory) as tmp:  # the two files as one unit: never a new vocabulary beside an old config
+        # the files as one unit: never a new vocabulary beside an old config (an old template is not kept either)
+        with atomic_folder(save_directory, replaces=(CHAT_TEMPLATE_FILE, CHAT_TEMPLATE_DIR)) as tmp:
             with open(os.path.join(tmp, TOKENIZER_FILE), "w", encoding="utf-8") as f:
                 f.write(self._backend().to_str(pretty=True))
-            with open(os.path.join(tmp, TOKENIZER_CONFIG_FILE), "w", encoding="utf-8") as f:
-                json.dump(config, f, indent=2)
+            with open(os.path.join(tmp, TOKENIZER_CONFIG_FILE), "w", encoding="utf-8") as f:  # (transformers' text)
+                f.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+            for name, template in templates.items():
+                os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+                with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                    f.write(template)
         files = (os.path.join(save_directory, TOKENIZER_FILE), os.path.join(save_directory, TOKENIZER_CONFIG_FILE))
         return files
 
     # --- chat templates --------------------------------------------------------------------------
+    def get_chat_template(self, chat_template=None, tools=None):
+        """transformers' ``get_chat_template``: the template text a call renders. With named templates (a dict, from
+        ``additional_chat_templates/`` or a list in tokenizer_config.json) ``chat_template`` may be a name; without
+        one, ``tool_use`` when ``tools`` are given, else ``default``. A ``chat_template`` that names none is the
+        template itself."""
+        if isinstance(self.chat_template, dict):
+            templates = self.chat_template
+            if chat_template is not None and chat_template in templates:
+                return templates[chat_template]
+            if chat_template is None:
+                if tools is not None and "tool_use" in templates:
+                    return templates["tool_use"]
+                if "default" not in templates:
+                    raise ValueError("This model has multiple chat templates with no default specified! Please either "
+                                     "pass a chat template or the name of the template you wish to use to the "
+                                     "`chat_template` argument. Available template names are "
+                                     f"{sorted(templates)}.")
+                return templates["default"]
+        elif chat_template is None:
+            if self.chat_template is None:
+                raise ValueError("Cannot use chat template functions because tokenizer.chat_template is not set and "
+                                 "no template argument was passed!")
+            return self.chat_template
+        return chat_template
+
     def apply_chat_template(self, conversation, tools=None, documents=None, chat_template=None,
                             add_generation_prompt=False, continue_final_message=False, tokenize=True,
                             sanitize_control_tokens=False, padding=False, truncation=False, max_length=None,
@@ -807,10 +838,7 @@ class _Tokenizer:
         The template writes the special tokens itself, so none are added when tokenizing.
         As transformers: other keyword arguments are the template's variables (``enable_thinking=False``),
         ``tokenizer_kwargs`` go to the tokenizer call."""
-        template = chat_template if chat_template is not None else self.chat_template
-        if template is None:
-            raise ValueError("Cannot use chat template functions because tokenizer.chat_template is not set and "
-                             "no template argument was passed!")
+        template = self.get_chat_template(chat_template, tools)
         if sanitize_control_tokens:
             raise NotImplementedError("apply_chat_template(sanitize_control_tokens=True) is not implemented in "
                                       "minilora")
@@ -1595,6 +1623,7 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     tekken = _is_tekken_file(path)
     tokenizer = _tekken_tokenizer(path) if tekken else _tokenizer_file(path)
     config = _tokenizer_config(os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE))
+    config = _with_chat_template_files(config, os.path.dirname(path))
     tokenizer_class = _transformers_class(config.get("tokenizer_class"), path)
     _refuse_class_without_rule(tokenizer_class, path)
     # (a converted tekken.json reaches the class whole, as a tokenizer object: the class's pipeline is not applied)
@@ -3308,6 +3337,56 @@ def _check_extra_special_tokens(config_path, config):
         if bad:
             raise TypeError(f"{config_path}: {key} must hold tokens (strings or {{\"content\": string}}), "
                             f"got {bad[0]!r}")
+
+
+def _with_chat_template_files(config, folder):
+    """``config`` with the folder's chat template files in place of its ``chat_template``, as transformers 5 reads
+    them first: ``chat_template.jinja`` (the default) and ``additional_chat_templates/<name>.jinja`` (named ones: a
+    dict then). A list of ``{"name", "template"}`` in the config (transformers 4's named templates) is that dict too."""
+    templates = {}
+    file = os.path.join(folder, CHAT_TEMPLATE_FILE)
+    if os.path.isfile(file):
+        templates["default"] = _read_text(file)
+    named = os.path.join(folder, CHAT_TEMPLATE_DIR)
+    if os.path.isdir(named):
+        for entry in sorted(os.listdir(named)):
+            if entry.endswith(".jinja") and os.path.isfile(os.path.join(named, entry)):
+                templates[entry[:-len(".jinja")]] = _read_text(os.path.join(named, entry))
+    if templates:
+        return {**config, "chat_template": templates["default"] if list(templates) == ["default"] else templates}
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        if not all(isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str)
+                   for t in template):
+            raise ValueError(f"{os.path.join(folder, TOKENIZER_CONFIG_FILE)}: a chat_template list holds "
+                             '{"name": ..., "template": ...} objects, got ' + repr(template)[:200])
+        return {**config, "chat_template": {t["name"]: t["template"] for t in template}}
+    return config
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+
+
+def _chat_template_files(template):
+    """The files transformers 5's save_pretrained writes for a chat template: ``{relative path: text}``."""
+    if isinstance(template, str):
+        return {CHAT_TEMPLATE_FILE: template}
+    if not isinstance(template, dict):
+        return {}
+    files = {}
+    for name, text in template.items():
+        if name == "default":
+            files[CHAT_TEMPLATE_FILE] = text
+            continue
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or os.sep in name:
+            raise ValueError(f"Invalid chat template name: {name!r}")  # (transformers': a path out of the folder)
+        files[os.path.join(CHAT_TEMPLATE_DIR, f"{name}.jinja")] = text
+    return files
 
 
 def _tokenizer_config(config_path):

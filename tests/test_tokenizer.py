@@ -197,7 +197,7 @@ def test_tokenizer_save_replaces_both_files_as_one_unit(tmp_path, monkeypatch):
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(json, "dump", full_disk)
+    monkeypatch.setattr(json, "dumps", full_disk)  # (tokenizer_config.json's text)
     with pytest.raises(OSError, match="No space"):
         changed.save_pretrained(str(tmp_path))
     monkeypatch.undo()

@@ -1311,7 +1311,7 @@ def _template_variables(tokenizer, template, body):
     import jinja2
     from jinja2 import meta
     kwargs = body.get("chat_template_kwargs") or {}
-    source = template if template is not None else tokenizer.chat_template
+    source = tokenizer.get_chat_template(template, body.get("tools"))
     read = meta.find_undeclared_variables(jinja2.Environment().parse(source)) if kwargs else set()
     variables = {name: value for name, value in kwargs.items() if name in read}
     variables.update({name: body[name] for name in ("documents", "reasoning_effort") if body.get(name) is not None})
@@ -1334,7 +1334,7 @@ def _chat_prompt(tokenizer, messages, body):
     if template is None and getattr(tokenizer, "chat_template", None) is None:  # vLLM's ChatTemplateResolutionError
         raise validation_error("As of transformers v4.44, default chat template is no longer allowed, so you must "
                                "provide a chat template if the tokenizer does not define one.")
-    as_parts = _loops_over_content(template if template is not None else tokenizer.chat_template)
+    as_parts = _loops_over_content(tokenizer.get_chat_template(template, body.get("tools")))
     messages = [_text_message(message, as_parts) for message in messages]
     try:
         variables = _template_variables(tokenizer, template, body)
