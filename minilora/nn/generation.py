@@ -31,6 +31,7 @@ generate is a mistake, not an empty answer), and sampling options given to greed
 warned about (they would change nothing). A model may bring its own defaults, from its folder's
 ``generation_config.json`` (``model.generation_config``): they apply to every option a call leaves out.
 """
+import json
 import os
 import time
 import unicodedata
@@ -426,27 +427,71 @@ class GenerationConfig:
         options = {name: getattr(self, name) for name in (*DEFAULTS, *_LENGTHS_AND_TOKENS)}
         return {**{k: v for k, v in options.items() if v is not None}, **self.other}
 
-    def save_pretrained(self, folder):
-        """Write ``generation_config.json`` in ``folder`` (made if missing). As transformers, a config with
-        issues is refused (ValueError naming them), unless it is unchanged since it was loaded."""
-        from ..checkpoint import save_json
+    def save_pretrained(self, save_directory, config_file_name=None, push_to_hub=False):
+        """Write ``generation_config.json`` (or ``config_file_name``) in ``save_directory`` (made if missing), as
+        ``to_json_file`` writes it. As transformers, a config with issues is refused (ValueError naming them),
+        unless it is unchanged since it was loaded. ``push_to_hub`` is refused (a local folder only)."""
+        if push_to_hub:
+            raise NotImplementedError("GenerationConfig.save_pretrained(push_to_hub=True): minilora saves to a local "
+                                      "folder only")
         try:
             self.validate(strict=self._as_loaded != self.to_dict())
         except ValueError as exc:
             raise ValueError(str(exc) + "\n\nFix these issues to save the configuration.") from None
-        if os.path.isfile(folder):
-            raise ValueError(f"save_pretrained needs a directory, but {folder!r} is a file")
-        os.makedirs(folder, exist_ok=True)
-        save_json({**self.to_dict(), "transformers_version": writer_version()},
-                  os.path.join(os.fspath(folder), GENERATION_CONFIG_NAME))
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
+        os.makedirs(save_directory, exist_ok=True)
+        name = GENERATION_CONFIG_NAME if config_file_name is None else os.fspath(config_file_name)
+        self.to_json_file(os.path.join(os.fspath(save_directory), name), keys_to_pop=["compile_config"])
+
+    def to_diff_dict(self):
+        """transformers' ``to_diff_dict``: the options set (transformers' defaults are unset) and the writer's
+        version, as the file holds them."""
+        return {**self.to_dict(), "transformers_version": writer_version()}
+
+    def to_json_string(self, use_diff=True, ignore_metadata=False, keys_to_pop=None):
+        """generation_config.json's text, as transformers writes it: keys sorted, two-space indent, a final newline
+        (``ignore_metadata``: without ``_from_model_config`` and ``transformers_version``). ``use_diff=False``, every
+        option with transformers' defaults, is refused: minilora keeps only the options it knows."""
+        if not use_diff:
+            raise NotImplementedError("GenerationConfig.to_json_string(use_diff=False): minilora writes the options "
+                                      "set (transformers' use_diff=True), not all of transformers' defaults")
+        config = self.to_diff_dict()
+        for key in [*(keys_to_pop or ()), *(_METADATA if ignore_metadata else ())]:
+            config.pop(key, None)
+        return json.dumps(_string_keys(config), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path, use_diff=True, keys_to_pop=None):
+        """``to_json_string`` written to ``json_file_path``, whole (a temporary file renamed into place)."""
+        from ..checkpoint import atomic_write
+        text = self.to_json_string(use_diff=use_diff, keys_to_pop=keys_to_pop)
+        with atomic_write(json_file_path, "w") as f:
+            f.write(text)
 
     def __eq__(self, other):
-        return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
+        """The same options, whatever wrote them (as transformers: its metadata is left out)."""
+        def options(config):
+            return {k: v for k, v in config.to_dict().items() if k not in _METADATA}
+        return isinstance(other, GenerationConfig) and options(self) == options(other)
 
     __hash__ = None
 
     def __repr__(self):
-        return f"GenerationConfig({self.to_dict()})"
+        """What ``print(model.generation_config)`` shows in transformers: the class and its JSON, metadata left out."""
+        return f"{type(self).__name__} {self.to_json_string(ignore_metadata=True)}"
+
+
+# generation_config.json's bookkeeping, which transformers' to_json_string(ignore_metadata=True) and repr leave out
+_METADATA = ("_from_model_config", "transformers_version")
+
+
+def _string_keys(value):
+    """JSON's keys are strings: transformers writes a dict's other keys (sequence_bias's tuples) as str() of them."""
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(item) for item in value]
+    return value
 
 
 # The ids transformers copies from the model's config into its generation_config when the model is made
