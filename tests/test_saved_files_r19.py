@@ -92,11 +92,12 @@ def assert_same_model_folder(theirs, ours):
             assert header(os.path.join(ours, name)) == header(os.path.join(theirs, name)), name
 
 
-@pytest.mark.parametrize("dtype, options", [
-    (None, {}), ("bfloat16", {}), (None, {"safe_serialization": False}), (None, {"max_shard_size": "3KB"})],
-    ids=["float32", "bfloat16", "safe_serialization=False", "sharded"])
-def test_model_save_pretrained_writes_transformers_folder(tmp_path, dtype, options):
-    theirs, ours = pair(dtype)
+@pytest.mark.parametrize("dtype, options, config", [
+    (None, {}, {}), ("bfloat16", {}, {}), (None, {"safe_serialization": False}, {}),
+    (None, {"max_shard_size": "3KB"}, {}), (None, {}, {"tie_word_embeddings": True})],
+    ids=["float32", "bfloat16", "safe_serialization=False", "sharded", "tied"])
+def test_model_save_pretrained_writes_transformers_folder(tmp_path, dtype, options, config):
+    theirs, ours = pair(dtype, **config)
     quiet(theirs.save_pretrained, str(tmp_path / "theirs"), **options)
     ours.save_pretrained(tmp_path / "ours", **options)
     assert_same_model_folder(tmp_path / "theirs", tmp_path / "ours")
@@ -152,6 +153,38 @@ def test_generation_config_json_as_transformers_writes_it(tmp_path, setting):
         ours = models.LlamaForCausalLM.from_pretrained(tmp_path / "source")
     assert generation_config_text(ours, tmp_path / "ours") == generation_config_text(theirs, tmp_path / "theirs")
     assert read_json(tmp_path / "ours", "generation_config.json")["transformers_version"] == WRITER
+
+
+@pytest.mark.parametrize("options", [{}, dict(max_new_tokens=5, sequence_bias={(1, 2): 1.0}),
+                                     dict(do_sample=True, temperature=0.7, eos_token_id=[2, 3])])
+def test_generation_config_json_api_as_transformers(tmp_path, options):
+    """print(config), to_json_string (with ignore_metadata, keys_to_pop), to_diff_dict, to_json_file and
+    save_pretrained(folder, config_file_name) as transformers' (minilora had save_pretrained(folder) alone and printed
+    a Python dict)."""
+    theirs, ours = transformers.GenerationConfig(**options), ml.generate.GenerationConfig(**options)
+    assert repr(ours) == repr(theirs)
+    as_theirs = lambda text: text.replace(f'"{WRITER}"', f'"{transformers.__version__}"')  # noqa: E731
+    assert as_theirs(ours.to_json_string()) == theirs.to_json_string()
+    assert ours.to_json_string(ignore_metadata=True, keys_to_pop=["max_new_tokens"]) == \
+        theirs.to_json_string(ignore_metadata=True, keys_to_pop=["max_new_tokens"])
+    assert ours.to_diff_dict() | {"transformers_version": None} == \
+        theirs.to_diff_dict() | {"transformers_version": None}
+    ours.to_json_file(tmp_path / "ours.json")
+    theirs.to_json_file(tmp_path / "theirs.json")
+    assert as_theirs((tmp_path / "ours.json").read_text()) == (tmp_path / "theirs.json").read_text()
+    ours.save_pretrained(tmp_path / "ours", "sampling.json")
+    theirs.save_pretrained(tmp_path / "theirs", "sampling.json")
+    assert files(tmp_path / "ours") == files(tmp_path / "theirs") == ["sampling.json"]
+    if "sequence_bias" not in options:  # (its tuple keys are strings in the file, in both)
+        assert ml.generate.GenerationConfig.from_pretrained(tmp_path / "theirs", "sampling.json").to_dict() == \
+            {**ours.to_dict(), "transformers_version": transformers.__version__}
+    with pytest.raises(NotImplementedError, match="use_diff=False"):
+        ours.to_json_string(use_diff=False)
+
+
+def test_printed_model_generation_config_as_transformers():
+    theirs, ours = pair()
+    assert repr(ours.generation_config) == repr(theirs.generation_config)
 
 
 def test_generate_returns_what_the_model_config_asks_for():
@@ -265,6 +298,59 @@ def test_tokenizer_folder_loads_the_same_in_both(tmp_path):
         assert got(texts)["input_ids"] == expected(texts)["input_ids"], side
 
 
+CHAT = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+TOOL_CHAT = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}{% if tools %} with tools{% endif %}"
+TOOLS = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}]
+
+
+@pytest.mark.parametrize("template", [CHAT, {"default": CHAT, "tool_use": TOOL_CHAT}, {"a": CHAT, "b": TOOL_CHAT}],
+                         ids=["one", "default and tool_use", "named only"])
+def test_chat_templates_saved_and_read_as_transformers_files(tmp_path, template):
+    """transformers 5 saves a chat template as chat_template.jinja, named ones as additional_chat_templates/<name>.jinja,
+    and reads those files first. minilora wrote the template into tokenizer_config.json and never read the files: a
+    transformers-saved chat model's tokenizer had no template (apply_chat_template refused), named templates failed."""
+    from minilora.tokenizer import from_pretrained as ml_tokenizer
+    from test_hf_tutorials_r9 import _llama2_style_tokenizer
+    (tmp_path / "source").mkdir()
+    source = _llama2_style_tokenizer(tmp_path / "source")
+    theirs, ours = quiet(transformers.AutoTokenizer.from_pretrained, str(source)), ml_tokenizer(source)
+    theirs.chat_template = ours.chat_template = template
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    ours.save_pretrained(tmp_path / "ours")
+    assert files(tmp_path / "ours") == files(tmp_path / "theirs")
+    for name in files(tmp_path / "theirs"):
+        if name.endswith(".jinja"):
+            assert (tmp_path / "ours" / name).read_text() == (tmp_path / "theirs" / name).read_text()
+    assert "chat_template" not in read_json(tmp_path / "ours", "tokenizer_config.json")
+    messages = [{"role": "user", "content": "hi"}]
+    for side in ("ours", "theirs"):
+        expected_tokenizer = quiet(transformers.AutoTokenizer.from_pretrained, str(tmp_path / side))
+        got_tokenizer = ml_tokenizer(tmp_path / side)
+        assert got_tokenizer.chat_template == expected_tokenizer.chat_template
+        for call in ({}, {"tools": TOOLS}, {"chat_template": "b"}):
+            try:
+                expected = expected_tokenizer.apply_chat_template(messages, tokenize=False, **call)
+            except ValueError as exc:
+                with pytest.raises(ValueError, match="multiple chat templates with no default specified"):
+                    got_tokenizer.apply_chat_template(messages, tokenize=False, **call)
+                assert "multiple chat templates" in str(exc)
+                continue
+            assert got_tokenizer.apply_chat_template(messages, tokenize=False, **call) == expected
+
+
+def test_tokenizer_config_json_text_as_transformers_formats_it(tmp_path):
+    """Keys sorted, two-space indent, characters as they are (a "▁" is not written \\u2581), a final newline."""
+    from minilora.tokenizer import from_pretrained as ml_tokenizer
+    from test_hf_tutorials_r9 import _llama2_style_tokenizer
+    (tmp_path / "source").mkdir()
+    tokenizer = ml_tokenizer(_llama2_style_tokenizer(tmp_path / "source"))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<▁tool>"]})
+    tokenizer.save_pretrained(tmp_path / "ours")
+    text = (tmp_path / "ours" / "tokenizer_config.json").read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert "<▁tool>" in text
+
+
 def run_trainer(lib, output_dir, base, save_only_model=False):
     model = quiet(transformers.LlamaForCausalLM.from_pretrained, str(base)) if lib is transformers else \
         models.LlamaForCausalLM.from_pretrained(base)
@@ -279,12 +365,14 @@ def run_trainer(lib, output_dir, base, save_only_model=False):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The same two-step run with each Trainer (a checkpoint a step), then ``save_model()``."""
+    """The same two-step run with each Trainer (a checkpoint a step), then ``save_model()`` and ``save_state()``."""
     base = save_tiny_llama(tmp_path_factory.mktemp("base"))
     folders = {}
     for lib, side in ((transformers, "theirs"), (ml_trainer, "ours")):
         folder = tmp_path_factory.mktemp(side)
-        quiet(run_trainer(lib, folder, base).save_model)
+        trainer = run_trainer(lib, folder, base)
+        quiet(trainer.save_model)
+        trainer.save_state()
         folders[side] = folder
     return base, folders
 
@@ -305,12 +393,14 @@ def test_trainer_folders_as_transformers_writes_them(trained):
                 assert header(ours / sub / name) == header(theirs / sub / name)
         generation = [read_json(side / sub, "generation_config.json") for side in (ours, theirs)]
         assert generation[0] | {"transformers_version": None} == generation[1] | {"transformers_version": None}
+        state = [read_json(side / sub, "trainer_state.json") for side in (ours, theirs)]  # (save_state's in output_dir)
+        assert {k: v for k, v in state[0].items() if k != "log_history"} == \
+            {k: v for k, v in state[1].items() if k != "log_history"}
+        assert [sorted(entry) for entry in state[0]["log_history"]] == [sorted(entry) for entry in state[1]["log_history"]]
+        loaded = quiet(transformers.LlamaForCausalLM.from_pretrained, str(ours / sub))  # (ours, read by transformers)
+        for name, value in tensors(ours / sub, "model.safetensors").items():
+            np.testing.assert_array_equal(loaded.state_dict()[name].numpy(), value, err_msg=name)
         if sub:
-            state = [read_json(side / sub, "trainer_state.json") for side in (ours, theirs)]
-            assert {k: v for k, v in state[0].items() if k != "log_history"} == \
-                {k: v for k, v in state[1].items() if k != "log_history"}
-            assert [sorted(entry) for entry in state[0]["log_history"]] == \
-                [sorted(entry) for entry in state[1]["log_history"]]
             for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
                 saved = torch.load(ours / sub / name, weights_only=False)
                 written = torch.load(theirs / sub / name, weights_only=False)
