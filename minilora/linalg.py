@@ -1101,6 +1101,8 @@ def _host(array):
 
 
 def _not_differentiable(op):
+    """The backward of an op torch has no derivative for: its error. The node is torch's ``NotImplemented``
+    (``print(LD.grad_fn)``: ``<NotImplemented object at ...>``), which raises only when backward reaches it."""
     def derivative(arrays, outputs, grads):
         raise RuntimeError(f"derivative for aten::{op} is not implemented")
     derivative.torch_refuses = True  # (create_graph=True raises the same)
@@ -1146,7 +1148,7 @@ def _ldl(name, A):
     xp = xp_of(A._array)
     LD, pivots, info = (xp.asarray(x.reshape(shape)) for x, shape in
                         ((LD, a.shape), (pivots, a.shape[:-1]), (info, a.shape[:-2])))
-    LD_t, = _outputs("LinalgLdlFactorExBackward0", (A,), (LD,), _not_differentiable("linalg_ldl_factor_ex"),
+    LD_t, = _outputs("NotImplemented", (A,), (LD,), _not_differentiable("linalg_ldl_factor_ex"),
                      column_major=(0,))
     return LD_t, _plain(pivots, A), _plain(info, A)
 
@@ -1167,7 +1169,7 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     b = np.broadcast_to(_host(B._array), batch + B.shape[-2:]).reshape((count,) + B.shape[-2:])
     x = np.stack([_ldl_solve_one(ld[i], piv[i], b[i]) for i in range(len(b))]) if len(b) else b.copy()
     x = xp_of(B._array).asarray(x.reshape(batch + B.shape[-2:]))
-    result, = _outputs("LinalgLdlSolveBackward0", (LD, B), (x,), _not_differentiable("linalg_ldl_solve"),
+    result, = _outputs("NotImplemented", (LD, B), (x,), _not_differentiable("linalg_ldl_solve"),
                        column_major=(0,))
     return _with_out(result, out)
 

@@ -280,3 +280,17 @@ def test_an_empty_dynamic_cache_prints_as_transformers():
     transformers = pytest.importorskip("transformers")
     from minilora.nn.llama import DynamicCache
     assert repr(DynamicCache()) == repr(transformers.DynamicCache())
+
+
+def test_a_node_torch_has_no_derivative_for_prints_as_not_implemented():
+    """linalg.ldl_factor / ldl_solve: torch records a ``NotImplemented`` node, which raises only at backward."""
+    def seen(lib):
+        A = lib.tensor([[4., 1.], [1., 3.]], requires_grad=True)
+        LD, pivots = lib.linalg.ldl_factor(A)
+        x = lib.linalg.ldl_solve(LD, pivots, lib.tensor([[1.], [2.]], requires_grad=True))
+        names = [type(LD.grad_fn).__name__, type(x.grad_fn).__name__,
+                 [type(n).__name__ for n, _ in x.grad_fn.next_functions]]
+        with pytest.raises(RuntimeError) as error:
+            x.sum().backward()
+        return names, str(error.value)
+    assert seen(ml) == seen(torch)
