@@ -53,9 +53,10 @@ import ctypes
 from pathlib import Path
 
 from . import float32_math, native, parallel
+from .dtypes import is_floating
 
 __all__ = ["cascade_sum", "row_sums", "two_norms", "row_moments", "thread_chunk", "welford_moments",
-           "squared_deviation_sum", "sixteen_bit_sum", "GRAIN_SIZE", "SUM_LANES"]
+           "squared_deviation_sum", "sixteen_bit_sum", "torch_order_sum", "sum_like_torch", "GRAIN_SIZE", "SUM_LANES"]
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it one thread runs a reduction
 _ILP = 4  # row_sum's running sums side by side (its ilp_factor)
@@ -592,6 +593,45 @@ def sixteen_bit_sum(a, axes, half):
     if len(dims) >= 2 and not dims[0][2] and not dims[1][2]:
         return None
     return _iterator_sum(a, axes, half)
+
+
+def _is_16bit_float(a):
+    return a.itemsize == 2 and is_floating(a.dtype)
+
+
+def _float32_copy(a):
+    """``a.to(float32)`` laid out as torch's copy (preserve_format): ``a``'s order of strides where ``a`` is
+    non-overlapping and dense (NumPy's order "K"), else C-contiguous."""
+    expected, dense = a.itemsize, True
+    for stride, size in sorted((s, n) for s, n in zip(a.strides, a.shape) if n > 1):
+        dense, expected = dense and stride == expected, expected * size
+    return a.astype(np.float32, order="K" if dense else "C")
+
+
+def torch_order_sum(a, axes):
+    """``a.sum(axes)`` (no kept dims) of a float32, float64 or 16-bit float NumPy array in torch's CPU order
+    of additions (16-bit: accumulated in float32, each store into the output rounded -> float32 values, the
+    last rounding the caller's), or None where this file does not model it (other dtypes, CuPy arrays, empty
+    arrays, negative strides): the caller sums with NumPy."""
+    if a.dtype in _SUMMED:
+        return cascade_sum(a, axes)
+    if type(a) is not np.ndarray or not a.size or not _is_16bit_float(a):
+        return None
+    total = sixteen_bit_sum(a, axes, a.dtype)
+    return cascade_sum(_float32_copy(a), axes) if total is None else total  # (None: torch sums a float32 copy)
+
+
+def sum_like_torch(grad, axes):
+    """``grad.sum(axes, keepdims=True)`` in ``grad``'s dtype as torch's CPU sum kernel adds it: autograd's
+    ``at::sum_to`` reduces a broadcast input's gradient with that kernel, whose order of additions differs from
+    NumPy's pairwise one in the last bit of most float32 sums. (16-bit floats: see ``torch_order_sum``; where
+    it is not modelled, NumPy's sum, 16-bit in float32.)"""
+    total = torch_order_sum(grad, axes)
+    if total is None:
+        wide = np.float32 if grad.itemsize == 2 and is_floating(grad.dtype) else None
+        return grad.sum(axis=axes, keepdims=True, dtype=wide).astype(grad.dtype, copy=False)
+    kept = tuple(1 if i in axes else n for i, n in enumerate(grad.shape))
+    return total.astype(grad.dtype, copy=False).reshape(kept)
 
 
 _ROWS_APART = 1 << 62  # (a stride between rows no layout has: each row a loop of its own)

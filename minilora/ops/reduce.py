@@ -140,14 +140,7 @@ def _sum_as_torch(a, axes, keepdims):
     """``a.sum(axes)``: float32, float64 and 16-bit floats in torch's order of additions where ``float32_sums``
     models it (their last bits are torch's: 16-bit accumulated in float32, rounded at each store into the
     output), otherwise NumPy's (16-bit: accumulated in float32, rounded once)."""
-    if a.dtype in _CASCADE_SUMMED:
-        total = float32_sums.cascade_sum(a, axes)
-    elif _is_16bit_float(a) and type(a) is np.ndarray and a.size:
-        total = float32_sums.sixteen_bit_sum(a, axes, a.dtype)
-        if total is None:  # (torch sums a float32 copy there)
-            total = float32_sums.cascade_sum(_converted_as_torch(a, np.float32), axes)
-    else:
-        total = None
+    total = float32_sums.torch_order_sum(a, axes)
     if total is None:
         total = a.sum(axis=axes, keepdims=keepdims, dtype=compute_dtype(a.dtype))
     elif keepdims:
