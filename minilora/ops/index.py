@@ -11,6 +11,7 @@ Ops that return values *and* indices return a named tuple, as ``torch.return_typ
 import numpy as np
 
 from .. import amp as _amp, dtypes, return_types, std_sort
+from ..float32_sums import sum_like_torch
 from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
@@ -394,13 +395,21 @@ class Repeat(Function):
 
     @staticmethod
     def backward(ctx, g):
-        # Split every axis of length r*n into (r, n) and sum over the r copies.
-        split = []
-        for r, n in zip(ctx.sizes, ctx.shape):
-            split += [r, n]
-        copies = tuple(range(0, 2 * len(ctx.shape), 2))
-        total = g.reshape(split).sum(axis=copies, dtype=compute_dtype(g.dtype))  # 16-bit: in float32
-        return total.astype(g.dtype, copy=False).reshape(ctx.original)
+        # torch's repeat_backward, each sum in torch's order (sum_like_torch): the added leading axes summed
+        # away one by one, then every repeated axis of length r*n split into (r, n) and the r copies summed
+        if 0 in ctx.sizes:
+            return xp_of(g).zeros(ctx.original, g.dtype)
+        added = len(ctx.sizes) - len(ctx.original)
+        for _ in range(added):
+            g = sum_like_torch(g, (0,))[0]
+        split, copies = [], []
+        for r, n in zip(ctx.sizes[added:], ctx.original):
+            if r != 1:
+                copies.append(len(split))
+                split.append(r)
+            split.append(n)
+        g = g.reshape(split)
+        return (sum_like_torch(g, tuple(copies)) if copies else g).reshape(ctx.original)
 
 
 def repeat(input, *repeats, **by_name):
