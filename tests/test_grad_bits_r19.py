@@ -12,7 +12,10 @@ error (each test compares minilora's forward and gradient bit for bit with torch
 * ``F.glu``: ``glu_backward``'s ``(1 - s) s a g`` and ``s g`` (written into one gradient: the composite summed two
   halves, -0 + 0 = +0); ``F.prelu``: the input's ``g`` or ``w g`` chosen, not summed (-0 kept), the weight's sum in
   torch's order; ``F.smooth_l1_loss`` / ``F.huber_loss``: their backward kernels, reduction included (``norm * o * g``,
-  the target's from the swapped difference: +0 where torch has +0, and the scalar tail's own rounding).
+  the target's from the swapped difference: +0 where torch has +0, and the scalar tail's own rounding);
+* ``F.cross_entropy`` on [N, C, d1, ...] and ``log_softmax`` along a dim other than the last: torch's kernel adds
+  the gradient's sum in order from 0 and fuses ``g - exp(out) sum`` (its scalar loop's exp C's ``expf``); an
+  ignored target's row is +0 (``nll_loss``'s and the fused 2-D node's ``-0 * g`` was -0).
 
 Inputs are ragged (widths that are no multiple of a vector, more than one vector wide, one narrower). Skipped
 without torch."""
@@ -190,3 +193,29 @@ def test_piecewise_loss_gradients_are_torchs_bits(rng, reduction, knee, loss):
     option = {"beta": knee} if loss == "smooth_l1_loss" else {"delta": knee}
     assert_same_bits(lambda lib, x, t: getattr(lib.nn.functional, loss)(x, t, reduction=reduction, **option),
                      [x, t], rng)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 4), (3, 5, 7), (2, 3, 40, 3), (2, 3, 4, 5, 6)], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_over_extra_dims_is_torchs_bits(rng, shape, reduction):
+    x = _inputs(rng, [shape])[0]
+    target = rng.integers(0, shape[1], (shape[0],) + shape[2:])
+    target.reshape(-1)[:3] = -100
+    assert_same_bits(lambda lib, x: lib.nn.functional.cross_entropy(x, lib.tensor(target), reduction=reduction),
+                     [x], rng)
+
+
+@pytest.mark.parametrize("shape, dim", [((3, 5, 7, 4), 1), ((2, 3, 40, 3), 1), ((5, 7, 100), 0)], ids=str)
+def test_log_softmax_gradient_along_a_middle_dim_is_torchs_bits(rng, shape, dim):
+    assert_same_bits(lambda lib, x: lib.log_softmax(x, dim), _inputs(rng, [shape]), rng)
+
+
+def test_ignored_rows_get_positive_zero_gradients():
+    """Rows whose target is ignore_index: torch's gradient there is +0 (minilora's was -0 where g * 0 is)."""
+    x = np.array([[1.0, 2.0], [3.0, -1.0]], np.float32)
+    for lib in (torch, ml):
+        for loss in (lambda x: lib.nn.functional.cross_entropy(x, lib.tensor([0, -100]), reduction="none"),
+                     lambda x: lib.nn.functional.nll_loss(x, lib.tensor([0, -100]), reduction="none")):
+            t = lib.tensor(x, requires_grad=True)
+            loss(t).backward(lib.tensor([1.0, 1.0]))
+            assert not np.signbit(t.grad.numpy()[1]).any(), lib.__name__

@@ -217,6 +217,8 @@ class CrossEntropy(Function):
             _cross_entropy_backward_rows(*arrays, divisor=divisor)
             _round_target_entries_once(*arrays, divisor=divisor)
         parallel.rows(block, ctx.probs, ctx.targets, ctx.valid, g_rows, grad)
+        if type(grad) is np.ndarray and not ctx.valid.all():  # an ignored row: torch's log_softmax backward of a
+            grad[~np.asarray(ctx.valid, bool)] = 0  # row of +0s is +0 (g * 0 here could be -0)
         return grad, None
 
 
@@ -1105,6 +1107,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
             # smoothing torch's graph too: log_softmax's backward runs once, on the nll's and the smoothing's
             # gradients added (the fused node's softmax - onehot, added to the smoothing's, rounds otherwise)
             loss = nll_loss(logp, targets, weight, ignore_index=ignore_index, reduction=reduction)
+        elif input.ndim > 2 and type(input._array) is np.ndarray:  # torch's two kernels along dim 1: their bits
+            loss = nll_loss(input.log_softmax(1), target, weight_given, ignore_index=ignore_index, reduction=reduction)
+            log_probs = ("LogSoftmaxBackward0", input)
+            name_node(loss, "NllLoss2DBackward0", graph=(log_probs if input.ndim == 4 else ("ViewBackward0", log_probs),))
         else:  # the fused node: PyTorch's loss for class indices, label smoothing added below
             loss = CrossEntropy.apply(logits, targets, weight=weight, ignore_index=ignore_index,
                                       reduction=reduction)
@@ -1219,8 +1225,8 @@ class NllLoss(Function):
             return _gradient_over_no_weight(xp, ctx.shape, ctx.counted, ctx.row_weight.dtype, ctx.safe)
         scale = g * ctx.row_weight if ctx.reduction == "none" else (g / ctx.divisor) * ctx.row_weight
         grad = xp.zeros(ctx.shape, dtype=ctx.row_weight.dtype)
-        if grad.size:
-            grad[xp.arange(ctx.shape[0]), ctx.safe] = -scale
+        if grad.size:  # (an ignored row keeps its +0s: torch's kernel never writes it, where -scale was -0)
+            grad[xp.arange(ctx.shape[0]), ctx.safe] = xp.where(ctx.counted, -scale, 0)
         return grad
 
 

@@ -501,11 +501,54 @@ def _row_sum_as_torch(a, axis, times=None):
     to the last bit."""
     products = a if times is None else a * times
     axis = axis % a.ndim if a.ndim else axis
+    if a.dtype == np.float32 and _float32_along(a, axis) and axis != a.ndim - 1:
+        return _sum_along_in_order(a, axis, times)
     if a.dtype != np.float32 or xp_of(a) is not np or axis != a.ndim - 1 or a.size == 0:
         return products.sum(axis=axis, keepdims=True)
     rows = [None if x is None else np.ascontiguousarray(x).reshape(-1, a.shape[-1]) for x in (a, times)]
     total = lane_sum(*rows, fuse_tail=parallel.num_threads() == 1)
     return total.reshape(a.shape[:-1] + (1,))
+
+
+def _sum_along_in_order(a, axis, times=None):
+    """``(a * times).sum(axis, keepdims=True)`` along an axis other than the last as torch's softmax backward kernels
+    (``_vec_softmax_backward``) add it: each inner position's terms one after another from 0, a product fused into
+    its running sum (GCC's multiply-add)."""
+    blocks = _blocks_along(np.ascontiguousarray(a), axis)
+    factors = None if times is None else _blocks_along(np.ascontiguousarray(times), axis)
+    total = np.zeros((blocks.shape[0], 1, blocks.shape[2]), a.dtype)
+    for d in range(blocks.shape[1]):
+        if factors is None:
+            total += blocks[:, d:d + 1]
+        else:
+            total = multiply_add(blocks[:, d:d + 1], factors[:, d:d + 1], total)
+    return total.reshape(a.shape[:axis] + (1,) + a.shape[axis + 1:])
+
+
+def _exp_as_torch(out, axis):
+    """``exp(out)`` as log_softmax's backward computes it: SLEEF's (``_exp_as_vectorized``), but C's ``expf`` at the
+    positions of its scalar loop along an axis other than the last (``_scalar_along``)."""
+    e = _exp_as_vectorized(out)
+    if _float32_along(out, axis) and axis % out.ndim != out.ndim - 1:
+        blocks = _blocks_along(np.ascontiguousarray(out), axis % out.ndim)
+        where = np.broadcast_to(_scalar_along(blocks), blocks.shape)
+        if where.any():
+            e = e.reshape(blocks.shape).copy()
+            e[where] = float32_math.c_function("expf", blocks[where])
+            e = e.reshape(out.shape)
+    return e
+
+
+def _scalar_along(blocks):
+    """Which inner positions of [outer, size, inner] torch's kernels along a dim other than the last run in their
+    scalar loop ([1, 1, inner]): inner positions in chunks of ``max(128 KiB / 4 size, lanes)`` rounded down to whole
+    vectors, the last ``len % lanes`` of each chunk."""
+    lanes, inner = float32_math.FLOAT_LANES, blocks.shape[2]
+    chunk = builtins.max(131072 // blocks.shape[1] // 4, lanes) // lanes * lanes
+    position = np.arange(inner)
+    start = position // chunk * chunk
+    length = np.minimum(chunk, inner - start)
+    return (position - start >= length - length % lanes).reshape(1, 1, inner)
 
 
 def _exp_as_vectorized(a):
@@ -594,13 +637,7 @@ def _log_softmax_sums_along_as_torch(shifted, axis):
     ``_vec_logsoftmax``: inner positions in chunks of ``max(128 KiB / 4 size, lanes)`` rounded down to
     whole vectors, the last ``len % lanes`` of each chunk in its scalar loop (``_exps_and_sums``)."""
     blocks = _blocks_along(shifted, axis)
-    lanes, inner = float32_math.FLOAT_LANES, blocks.shape[2]
-    chunk = builtins.max(131072 // blocks.shape[1] // 4, lanes) // lanes * lanes
-    position = np.arange(inner)
-    start = position // chunk * chunk
-    length = np.minimum(chunk, inner - start)
-    scalar = (position - start >= length - length % lanes).reshape(1, 1, inner)
-    total = _exps_and_sums(blocks, scalar)[1]
+    total = _exps_and_sums(blocks, _scalar_along(blocks))[1]
     return total.reshape(shifted.shape[:axis] + (1,) + shifted.shape[axis + 1:])
 
 
@@ -662,7 +699,7 @@ class LogSoftmax(Function):
     def backward(ctx, g):  # g - softmax * sum(g)
         # EXERCISE 1.7: the gradient of log_softmax along ctx.axis for g (ctx.out: the output)
         # BEGIN SOLUTION
-        return multiply_add(-_exp_as_vectorized(ctx.out), _row_sum_as_torch(g, ctx.axis), g)
+        return multiply_add(-_exp_as_torch(ctx.out, ctx.axis), _row_sum_as_torch(g, ctx.axis), g)
         # END SOLUTION
 
 
