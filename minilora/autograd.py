@@ -15,6 +15,7 @@ per output (``_UserOutput``) that hands its gradient to it.
 import abc
 import sys
 import types
+import weakref
 
 import numpy as np
 
@@ -464,7 +465,10 @@ class Function:
                 if out._ctx is not None:  # (print(y.grad_fn): <torch.autograd.function.MyExpBackward object at ...>)
                     out._ctx.python_module = function.__name__
                     numbers.append(index)  # (torch numbers a Function's outputs by place, marked ones included)
-        _tensor.share_node([out for out in recorded if isinstance(out, Tensor) and out._ctx is not None], numbers)
+        nodes = [out for out in recorded if isinstance(out, Tensor) and out._ctx is not None]
+        _tensor.share_node(nodes, numbers)
+        if nodes:  # (y.grad_fn is the call's node with its ctx, as torch's: y.grad_fn.saved_tensors; _CtxNode)
+            nodes[0]._ctx.user_ctx = weakref.ref(ctx)
         return (tuple(recorded) if isinstance(output, tuple) else recorded[0]), ctx
 
 
@@ -886,7 +890,7 @@ class Node(abc.ABC):  # noqa: B024  (torch's: an ABC that the engine's node clas
     AccumulateGrad."""
 
 
-for _node_class in (_tensor.Context, _tensor.AccumulateGrad, _tensor._ShownNode):
+for _node_class in (_tensor.Context, _tensor.AccumulateGrad, _tensor._ShownNode, _tensor._CtxNode):
     Node.register(_node_class)
 graph.Node = Node
 

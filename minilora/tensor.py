@@ -493,6 +493,7 @@ class Context:
         edges = self.next_functions if "torch_graph" in saved else None
         output_nr = saved.get("output_nr")  # (a numbered output is a named node: kept at no cost to others)
         shared, outputs_shown = saved.get("shared_node"), saved.get("outputs_shown")
+        user_ctx, shown_as = saved.get("user_ctx"), saved.get("shown_as")  # (a user Function's: see _CtxNode)
         values, alpha = saved.get("torch_values"), saved.get("torch_alpha")
         sizes = _input_sizes(self) if node_name in _SAVE_SELF_SIZES else _UNKNOWN
         module = saved.get("python_module")
@@ -508,6 +509,8 @@ class Context:
             self.shared_node = shared
         if outputs_shown is not None:
             self.outputs_shown = outputs_shown
+        if user_ctx is not None:
+            self.user_ctx, self.shown_as = user_ctx, shown_as
         if values is not None:
             self.torch_values = values
         if alpha is not None:
@@ -551,9 +554,71 @@ def share_node(outputs, numbers=None):
 
 
 def _shown_shared(node):
-    """The node shown for ``node`` (a Context): the call's first output's where several share one (share_node)."""
+    """The node shown for ``node`` (a Context): the call's first output's where several share one (share_node),
+    and for a user Function's call, that node with its ctx (_CtxNode)."""
     shared = node.__dict__.get("shared_node")
-    return node if shared is None else _torch_typed(shared)
+    node = node if shared is None else _torch_typed(shared)
+    return node if "user_ctx" not in node.__dict__ else _with_its_ctx(node)
+
+
+class _CtxNode:
+    """A user Function's node as torch shows it: torch's ``grad_fn`` of a custom Function IS its ctx
+    (``y.grad_fn.saved_tensors``, ``.needs_input_grad``, the attributes forward set on ctx) and its graph node
+    (``name()``, ``next_functions``, hooks). minilora keeps the two apart (the engine's node for the outputs, the
+    user's FunctionCtx): this shows both, the ctx's attributes first. One per call while anyone holds it."""
+
+    __slots__ = ("_node", "_ctx", "__weakref__")
+
+    def __init__(self, node, ctx):
+        self._node, self._ctx = node, ctx
+
+    def name(self):
+        return self._node.name()
+
+    @property
+    def next_functions(self):
+        return self._node.next_functions
+
+    def register_hook(self, hook):
+        return self._node.register_hook(hook)
+
+    def register_prehook(self, hook):
+        return self._node.register_prehook(hook)
+
+    @property
+    def saved_tensors(self):
+        self._node._refuse_freed()  # (torch's error after a backward that did not retain the graph)
+        return self._ctx.saved_tensors
+
+    def __getattr__(self, attribute):
+        try:
+            return getattr(self._ctx, attribute)
+        except AttributeError:
+            return getattr(self._node, attribute)
+
+    def __repr__(self):
+        return f"<{type(self).__module__}.{type(self).__name__} object at {id(self):#x}>"
+
+
+_CTX_NODE_TYPES = {}
+
+
+def _with_its_ctx(node):
+    """``node`` (a user Function call's shown node) as a _CtxNode: the one alive, else a new one while the ctx
+    lives (the node holds it weakly: kept after backward, it would keep the saved tensors alive)."""
+    shown = node.__dict__.get("shown_as")
+    shown = shown() if shown is not None else None
+    if shown is None:
+        ctx = node.user_ctx()
+        if ctx is None:
+            return node
+        key = (type(node).__name__, type(node).__module__)
+        kind = _CTX_NODE_TYPES.get(key)
+        if kind is None:
+            kind = _CTX_NODE_TYPES[key] = type(key[0], (_CtxNode,), {"__slots__": (), "__module__": key[1]})
+        shown = kind(node, ctx)
+        node.shown_as = weakref.ref(shown)
+    return shown
 
 
 def _link(x):

@@ -294,3 +294,29 @@ def test_a_node_torch_has_no_derivative_for_prints_as_not_implemented():
             x.sum().backward()
         return names, str(error.value)
     assert seen(ml) == seen(torch)
+
+
+def test_a_user_functions_grad_fn_is_its_ctx():
+    """torch's grad_fn of a custom Function is its ctx: saved_tensors, needs_input_grad (the Function's inputs',
+    not an inner node's), the attributes forward set; saved_tensors refuses after a backward that freed them."""
+    def seen(lib):
+        class Scale(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, k):
+                ctx.save_for_backward(x)
+                ctx.k = k
+                return x * k, x + k
+
+            @staticmethod
+            def backward(ctx, g1, g2):
+                return g1 * ctx.k + g2, None
+        x = lib.tensor([1., 2.], requires_grad=True)
+        a, b = Scale.apply(x, 3.0)
+        node = a.grad_fn
+        before = ([t.tolist() for t in node.saved_tensors], node.k, node.needs_input_grad, node is b.grad_fn,
+                  type(node).__name__, node.name())
+        (a.sum() + b.sum()).backward()
+        with pytest.raises(RuntimeError) as error:
+            node.saved_tensors
+        return before, node.k, str(error.value).split(".")[0], x.grad.tolist()
+    assert seen(ml) == seen(torch)
