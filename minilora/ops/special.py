@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .. import amp as _amp, dtypes, fastmath
+from .. import amp as _amp, dtypes, fastmath, float32_math
 from ..device import xp_of
 from ..tensor import Function, Tensor, name_node, no_forward_formula, saves_as_torch
 from . import elementwise as E
@@ -265,6 +265,59 @@ def i1e_f64(x):
                         np.copysign(_scaled_asymptotic(ax, 1), x))
 
 
+# ---- torch's Cephes i0 and i0e ------------------------------------------------------------------------
+# Cephes' Chebyshev coefficients of exp(-x) I0(x) on [0, 8] (A) and of exp(-x) sqrt(x) I0(x) on (8, inf) (B), the
+# tables ATen's Math.h (and NumPy's i0) evaluate; torch's float kernel rounds them to float32.
+_I0E_A = (
+    -4.4153416464793395e-18, 3.3307945188222384e-17, -2.431279846547955e-16, 1.715391285555133e-15,
+    -1.1685332877993451e-14, 7.676185498604936e-14, -4.856446783111929e-13, 2.95505266312964e-12,
+    -1.726826291441556e-11, 9.675809035373237e-11, -5.189795601635263e-10, 2.6598237246823866e-09,
+    -1.300025009986248e-08, 6.046995022541919e-08, -2.670793853940612e-07, 1.1173875391201037e-06,
+    -4.4167383584587505e-06, 1.6448448070728896e-05, -5.754195010082104e-05, 0.00018850288509584165,
+    -0.0005763755745385824, 0.0016394756169413357, -0.004324309995050576, 0.010546460394594998,
+    -0.02373741480589947, 0.04930528423967071, -0.09490109704804764, 0.17162090152220877, -0.3046826723431984,
+    0.6767952744094761,)
+_I0E_B = (
+    -7.233180487874754e-18, -4.830504485944182e-18, 4.46562142029676e-17, 3.461222867697461e-17,
+    -2.8276239805165836e-16, -3.425485619677219e-16, 1.7725601330565263e-15, 3.8116806693526224e-15,
+    -9.554846698828307e-15, -4.150569347287222e-14, 1.54008621752141e-14, 3.8527783827421426e-13,
+    7.180124451383666e-13, -1.7941785315068062e-12, -1.3215811840447713e-11, -3.1499165279632416e-11,
+    1.1889147107846439e-11, 4.94060238822497e-10, 3.3962320257083865e-09, 2.266668990498178e-08,
+    2.0489185894690638e-07, 2.8913705208347567e-06, 6.889758346916825e-05, 0.0033691164782556943,
+    0.8044904110141088,)
+
+
+def _chebyshev_series(x, coefficients):
+    """Cephes' ``chbevl`` as torch's kernels run it in ``x``'s dtype: ``b0 = x b1 - b2 + c``, whose ``x b1 - b2``
+    GCC fuses (``fastmath.multiply_add``), then ``0.5 (b0 - b2)``."""
+    real = x.dtype.type
+    b0, b1, b2 = np.full_like(x, real(coefficients[0])), np.zeros_like(x), np.zeros_like(x)
+    for c in coefficients[1:]:
+        b2, b1 = b1, b0
+        b0 = fastmath.multiply_add(x, b1, -b2) + real(c)
+    return real(0.5) * (b0 - b2)
+
+
+def cephes_i0(a, scaled=False):
+    """torch's CPU ``calc_i0`` (``calc_i0e`` with ``scaled``) of a float32 or float64 array, in its dtype: ``|x| <=
+    8``: ``exp(x) chbevl(x / 2 - 2, A)``, beyond ``exp(x) chbevl(32 / x - 2, B) / sqrt(x)`` (exp C's, of the dtype)."""
+    real = a.dtype.type
+    x = np.abs(a)
+    with np.errstate(all="ignore"):
+        near = _chebyshev_series(x / real(2) - real(2), _I0E_A)
+        far = _chebyshev_series(real(32) / x - real(2), _I0E_B)
+        if not scaled:  # (exp(x) chbevl(...) / sqrt(x): the product first)
+            exp = float32_math.c_function("expf", x) if a.dtype == np.float32 else float32_math.c_function64("exp", x)
+            exp = exp.reshape(x.shape)  # (a 0-d x comes back 1-d)
+            near, far = exp * near, exp * far
+        return np.where(x <= real(8), near, far / np.sqrt(x))
+
+
+def _cephes_runs(a):
+    """Does torch's Cephes kernel give ``a``'s Bessel values here (a float32/float64 NumPy array)?"""
+    return type(a) is np.ndarray and a.dtype in (np.float32, np.float64)
+
+
 # ---- the ops --------------------------------------------------------------------------------------
 def _on_host(f64, a, *, own_precision=False):
     """``f64`` of ``a`` on the host in float64 (or, ``own_precision``, in a's float32 as torch's float
@@ -335,7 +388,7 @@ class I0(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        return _on_host(np.i0, a)
+        return cephes_i0(a) if _cephes_runs(a) else _on_host(np.i0, a)
 
     @staticmethod
     def backward(ctx, g):
@@ -366,7 +419,7 @@ class I0e(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        ctx.out = _on_host(i0e_f64, a)
+        ctx.out = cephes_i0(a, scaled=True) if _cephes_runs(a) else _on_host(i0e_f64, a)
         return ctx.out
 
     @staticmethod
