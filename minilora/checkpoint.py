@@ -25,6 +25,7 @@ are removed by the next save into the same place (``remove_leftovers``).
 """
 import contextlib
 import ctypes
+import errno
 import fnmatch
 import json
 import os
@@ -41,8 +42,8 @@ from .interrupts import held_ctrl_c
 from .native import pid_alive as _pid_alive
 from . import torch_format
 
-__all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "atomic_write", "atomic_folder",
-           "remove_leftovers", "save_json", "load_json", "naming_the_file", "other_format",
+__all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "FolderInUseError", "atomic_write",
+           "atomic_folder", "writing_alone", "remove_leftovers", "save_json", "load_json", "naming_the_file", "other_format",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
            "SAFE_WEIGHTS_INDEX_NAME", "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "load_weights", "read_weights_header"]
@@ -188,6 +189,69 @@ def _writing(tmp):
         yield
     finally:
         _WRITING.discard(stem)
+
+
+class FolderInUseError(BlockingIOError):
+    """Another process is writing a run into this folder (``writing_alone``)."""
+
+
+_WRITING_ALONE = {}  # folder -> [its locked descriptor (None: the filesystem has no locks), blocks inside]
+
+
+@contextlib.contextmanager
+def writing_alone(folder, what):
+    """``with writing_alone(out_dir, "minilora.train"): <write a run there>`` -- refuses (``FolderInUseError``,
+    naming the folder) while another process is in such a block for the same folder: two runs writing one folder
+    mixed their checkpoints and metrics lines, and a resume continued the other run. An advisory lock on the folder
+    (``flock``: released when this process ends, however), so nothing is written for it; taken again in this
+    process, it is the same lock. A folder this made is removed again if the block left it empty."""
+    folder = os.path.realpath(os.fspath(folder))
+    held = _WRITING_ALONE.get(folder)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    created = False
+    if not os.path.exists(folder):
+        try:
+            os.makedirs(folder)
+            created = True
+        except OSError:  # (a file on the way, a folder not to be written: the run's own writes name it)
+            pass
+    descriptor = _locked_folder(folder, what)
+    _WRITING_ALONE[folder] = [descriptor, 1]
+    try:
+        yield
+    finally:
+        del _WRITING_ALONE[folder]
+        if descriptor is not None:
+            os.close(descriptor)  # (the lock goes with it)
+        if created:
+            with contextlib.suppress(OSError):  # (not empty: the run's files are there)
+                os.rmdir(folder)
+
+
+def _locked_folder(folder, what):
+    """A descriptor of ``folder`` holding its exclusive lock, or None where there is no lock to take (no
+    ``fcntl``, not a folder: the caller's checks name it, a filesystem without locks)."""
+    try:
+        import fcntl
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise FolderInUseError(errno.EWOULDBLOCK, f"another process is writing to {folder} (another {what}?): wait "
+                               "for it to end, or write this run to another folder", folder) from None
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
 
 
 def remove_leftovers(path):

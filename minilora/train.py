@@ -42,7 +42,7 @@ import numpy as np
 
 from . import parallel
 from . import random as ml_random
-from .checkpoint import atomic_write, other_format, remove_leftovers
+from .checkpoint import atomic_write, other_format, remove_leftovers, writing_alone
 from .dtypes import is_bfloat16, is_floating, to_dtype
 from .data import IGNORE_INDEX, DataLoader, mean_loss
 from .tensor import Tensor, no_grad
@@ -363,7 +363,7 @@ def _restore_allocator(state, owner):
     # a checkpoint from before allocator states were saved: resumable, but not the same run
     warnings.warn("resume: the checkpoint has no AdaLoRA rank-allocator state (it predates them); the "
                   "importance averages restart from zero, so the ranks kept can differ from an uninterrupted run",
-                  stacklevel=4)
+                  stacklevel=5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -618,7 +618,7 @@ def _say_other_batches(path, saved, now):
                if isinstance(saved, dict) and name in saved and saved[name] != now[name]]
     if changed:
         warnings.warn(f"resume from {path}: {', '.join(changed)}: the steps from here on train on other batches than "
-                      f"the run would have (pass the run's own values to continue it exactly)", stacklevel=3)
+                      f"the run would have (pass the run's own values to continue it exactly)", stacklevel=4)
 
 
 def _as_ids_and_labels(batch):
@@ -730,7 +730,18 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     ``optimizers=(optimizer, lr_scheduler)``: as the Hugging Face Trainer, an optimizer of your own (LoRA+'s
     ``create_loraplus_optimizer``) used with its own learning rates, ``lr``/``betas``/``weight_decay``
     unused; without a scheduler it gets the ``lr_scheduler_type`` one. Checkpoints hold both states.
+    A second process training into the same ``out_dir`` meanwhile is refused (``FolderInUseError``).
     """
+    options = dict(locals())
+    ddp, _ = _unwrap(model)
+    writes = out_dir and (ddp is None or _rank() == 0)  # (with several ranks, rank 0 writes the run's files)
+    with writing_alone(out_dir, "minilora train") if writes else contextlib.nullcontext():
+        return _train(**options)
+
+
+def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay, warmup_steps, grad_accum, clip_norm,
+           betas, eval_every, eval_fn, save_every, out_dir, seed, resume, log_every, progress, plot,
+           after_optimizer_step, lr_scheduler_type, lr_scheduler_kwargs, optimizers):
     from .optim import clip_grad_norm_
 
     _check_counts(steps=(steps, 1), grad_accum=(grad_accum, 1), batch_size=(batch_size, 1),
@@ -740,7 +751,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     _check_out_dir(out_dir)
     if save_every and not out_dir:  # (the Hugging Face Trainer cannot be asked this: it always has an output_dir)
         warnings.warn(f"train: save_every={save_every} but no out_dir: no checkpoint is written (pass out_dir= to "
-                      "save the run, and resume it)", stacklevel=2)
+                      "save the run, and resume it)", stacklevel=3)
     ddp, model = _unwrap(model)  # with DistributedDataParallel: `ddp` runs the steps, `model` is what it wraps
     writer = ddp is None or _rank() == 0  # with several ranks, rank 0 alone writes files and shows progress
     named = _trainable(model)
@@ -1324,7 +1335,7 @@ def cli_main(args):
     from . import distributed
     world = distributed.launcher_world_size()
     if world == 1:
-        return _train_command(args)
+        return _train_command_alone(args)
     if not distributed.is_mpi_available():
         print(f"minilora train: started by an MPI launcher with {world} processes, but mpi4py is not "
               "installed: pip install 'minilora[distributed]'", file=sys.stderr)
@@ -1341,7 +1352,7 @@ def cli_main(args):
         sys.stdout = open(os.devnull, "w")  # one rank reports; errors still reach stderr
     from .cli import UsageError
     try:
-        code = _train_command(args, rank, world)
+        code = _train_command_alone(args, rank, world) if rank == 0 else _train_command(args, rank, world)
     except (UsageError, SystemExit):  # the same options on every rank: every rank stops with it
         raise
     except BaseException as exc:  # noqa: B036 (a Ctrl-C too): the others must not wait for this rank
@@ -1354,6 +1365,22 @@ def cli_main(args):
     return code
 
 
+def _run_folder(args):
+    return args.out or os.path.join("runs", f"{args.task}-{args.method}")
+
+
+def _train_command_alone(args, rank=0, world=1):
+    """``_train_command`` by the process writing the run folder, which another process's run meanwhile may not
+    write (``checkpoint.writing_alone``): its run.json, checkpoint and metrics lines would mix with this run's."""
+    from .checkpoint import FolderInUseError
+    from .cli import UsageError
+    try:
+        with writing_alone(_run_folder(args), "minilora train"):
+            return _train_command(args, rank, world)
+    except FolderInUseError as exc:
+        raise UsageError(f"--out: {exc.strerror}") from None
+
+
 def _train_command(args, rank=0, world=1):
     from . import data
     from .tokenizer import ByteTokenizer, vocab_mismatch
@@ -1362,7 +1389,7 @@ def _train_command(args, rank=0, world=1):
     recommended = RECOMMENDED[task_name, method]
     steps = args.steps if args.steps is not None else recommended["steps"]
     lr = args.lr if args.lr is not None else recommended["lr"]
-    out = args.out or os.path.join("runs", f"{task_name}-{method}")
+    out = _run_folder(args)
     from .cli import UsageError
     if args.resume:
         saved_lr = _checkpoint_learning_rate(os.path.join(out, CHECKPOINT_NAME))

@@ -46,11 +46,13 @@ import re
 import shutil
 import time
 import warnings
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import numpy as np
 
 from . import random as ml_random
+from .checkpoint import writing_alone
 from .data import IGNORE_INDEX, DataCollatorWithPadding, default_data_collator
 from .optim.lr_scheduler import SCHEDULER_TYPES
 from .tensor import Tensor, no_grad
@@ -1379,7 +1381,10 @@ class Trainer:
         if resume_from_checkpoint is not None:
             self._load_from_checkpoint(resume_from_checkpoint)
         try:
-            return self._inner_training_loop(resume_from_checkpoint, ignore_keys_for_eval)
+            # (another process's run writing checkpoints into this output_dir meanwhile is refused: its checkpoint-N
+            # would replace this run's, and a resume continue the other run)
+            with writing_alone(self.args.output_dir, "Trainer.train") if self.args.output_dir else nullcontext():
+                return self._inner_training_loop(resume_from_checkpoint, ignore_keys_for_eval)
         finally:
             self.is_in_train = False
             if self.neftune_noise_alpha is not None:  # (the embeddings' forward as it was)

@@ -20,6 +20,7 @@ no folder there until the next save.
 The interruptions are real SIGINTs (``signal.raise_signal``), sent from a profile hook at the n-th call event, so
 Python's handler runs where the signal lands, at every point of the pass in turn.
 """
+import json
 import os
 import signal
 import subprocess
@@ -131,6 +132,60 @@ def test_a_resume_from_the_checkpoint_of_a_runs_last_epoch_puts_its_generators_b
     ml.manual_seed(1234)
     resumed.train(resume_from_checkpoint=True)
     assert_same(outcome(resumed), expected)
+
+
+# ==================================================================================================
+# A second process training into a folder that a run is writing is refused by name
+# ==================================================================================================
+def hold_a_run_in(out, ready, go):
+    """(In a subprocess of the test.) ``train`` into ``out``, stopping after step 1 until ``go`` exists."""
+    from minilora.train import train
+    from test_train import DropoutLM, counting_rows
+
+    def wait_for_go(step):
+        if step == 1:
+            open(ready, "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(go) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    train(DropoutLM(), counting_rows(16), steps=3, batch_size=4, save_every=1, out_dir=out, progress=False,
+          plot=False, after_optimizer_step=wait_for_go)
+
+
+def _metrics_steps(out):
+    return [json.loads(line)["step"] for line in open(os.path.join(out, "metrics.jsonl"))]
+
+
+@posix_only
+def test_a_second_process_training_into_a_folder_a_run_is_writing_is_refused_by_name(tmp_path, capsys):
+    """Before, each run wrote its checkpoint over the other's and their metrics lines interleaved (a later resume
+    continued whichever checkpoint came last, with both runs' losses). ``train``, ``minilora train`` and
+    ``Trainer.train`` now refuse while another process writes the folder (a lock on it, released when that process
+    ends however). (A subprocess: ~3 s.)"""
+    from minilora.cli import main as cli
+    from minilora.train import train
+    from test_train import DropoutLM, counting_rows
+    out, ready, go = tmp_path / "run", tmp_path / "ready", tmp_path / "go"
+    code = f"import test_faults_r19 as t; t.hold_a_run_in({str(out)!r}, {str(ready)!r}, {str(go)!r})"
+    child = subprocess.Popen([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ready.exists(), child.stderr.read() if child.poll() is not None else "the run never started"
+        with pytest.raises(OSError, match=f"another process is writing to {tmp_path}"):
+            train(DropoutLM(1), counting_rows(16), steps=3, batch_size=4, save_every=1, out_dir=str(out),
+                  progress=False, plot=False)
+        assert cli(["train", "--out", str(out), "--steps", "2", "--no-progress"]) == 2
+        assert "minilora train: error: --out: another process is writing to" in capsys.readouterr().err
+        with pytest.raises(OSError, match="another process is writing to"):
+            make_trainer(out).train()
+    finally:
+        go.touch()
+        assert child.wait(60) == 0, child.stderr.read()
+    assert _metrics_steps(out) == [1, 2, 3]  # (the first run's lines only)
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.jsonl"]
 
 
 # ==================================================================================================
