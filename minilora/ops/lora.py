@@ -42,7 +42,7 @@ bfloat16 rounding of the above.
 """
 import numpy as np
 
-from .. import amp as _amp, dtypes, kernels, parallel
+from .. import amp as _amp, dtypes, float32_sums, kernels, parallel
 from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
@@ -251,8 +251,15 @@ def _base_grads(ctx, dY, dX):
     """What both backward paths share: dW0 (full fine-tuning only), dbias, and dX back in x's shape."""
     _, nw, _, _, nbias = ctx.needs_input_grad[:5]
     dW0 = parallel.matmul(dY.T, ctx.X) if nw else None  # only when the caller made W0 trainable
-    dbias = dY.sum(axis=0) if nbias else None
+    dbias = _bias_grad(dY) if nbias else None
     return (None if dX is None else dX.reshape(ctx.x_shape)), dW0, dbias
+
+
+def _bias_grad(dY):
+    """``dY.sum(axis=0)``: PEFT's base layer is F.linear, whose bias gradient is addmm's ``sum_to``, torch's sum
+    kernel: added in its order where ``float32_sums`` models it (float32, float64 NumPy arrays), else NumPy's."""
+    total = float32_sums.torch_order_sum(dY, (0,))
+    return dY.sum(axis=0) if total is None else total
 
 
 def _bf16_kernel_forward(ctx, x, W0, A, B, bias, scale):
