@@ -320,3 +320,11 @@ def test_a_user_functions_grad_fn_is_its_ctx():
             node.saved_tensors
         return before, node.k, str(error.value).split(".")[0], x.grad.tolist()
     assert seen(ml) == seen(torch)
+
+
+# ---- left as it is -----------------------------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="minilora's dtypes are NumPy's (x.dtype is numpy.dtype('float32'), printed "
+                   "float32; torch prints torch.float32): a dtype class of its own would touch every op and NumPy "
+                   "interop call, a rewrite this round does not make")
+def test_a_dtype_prints_as_torchs():
+    assert str(ml.ones(1).dtype) == str(torch.ones(1).dtype)
