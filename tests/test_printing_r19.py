@@ -70,6 +70,7 @@ def _two_outputs(lib, log):
             return x * y, x + y
 
         @staticmethod
+        @lib.autograd.function.once_differentiable
         def backward(ctx, g1, g2):
             x, y = ctx.saved_tensors
             log.append((ctx.needs_input_grad, g1.tolist(), g2.tolist()))
@@ -83,9 +84,12 @@ def test_a_user_functions_outputs_share_its_node():
         x, y = lib.tensor([1., 2.], requires_grad=True), lib.tensor([3., 4.])
         p, q = _two_outputs(lib, log).apply(x, y)
         edges = [(type(n).__name__, k) for n, k in p.grad_fn.next_functions]
-        (q * q).sum().backward()  # (p unused: its gradient reaches backward as zeros)
+        (q * q).sum().backward(retain_graph=True)  # (p unused: its gradient reaches backward as zeros)
+        gx, = lib.autograd.grad((q * q).sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError) as twice:  # (once_differentiable: torch's error at the second backward)
+            gx.sum().backward()
         return (p.grad_fn is q.grad_fn, p.output_nr, q.output_nr, type(q.grad_fn).__name__,
-                (q * 1).grad_fn.next_functions[0][1], edges, log, x.grad.tolist())
+                (q * 1).grad_fn.next_functions[0][1], edges, log, x.grad.tolist(), gx.tolist(), str(twice.value))
     assert seen(ml) == seen(torch)
 
 
