@@ -82,8 +82,8 @@ def main():
     threads, rounds = 1024, 200
     k = RawKernel(BARRIERS, "barriers")
     out = np.zeros(threads, np.int32)
-    k(1, threads, (out, np.int32(rounds)))  # compile + warm up
-    t, _ = best_of(lambda: k(1, threads, (out, np.int32(rounds))))
+    k((1,), (threads,), (out, np.int32(rounds)))  # compile + warm up
+    t, _ = best_of(lambda: k((1,), (threads,), (out, np.int32(rounds))))
     crossings = threads * (rounds + 1)  # +1: starting and exiting each fiber
     print(f"barrier: {t / crossings * 1e9:.1f} ns per thread per __syncthreads() ({crossings} crossings in "
           f"{t * 1e3:.1f} ms, switches and scheduler included)")
@@ -113,11 +113,11 @@ def main():
     red = RawKernel(BLOCK_SUM, "block_sum")
     x = rng.standard_normal(n).astype(np.float32)
     partial = np.zeros(blocks, np.float32)
-    red(blocks, threads, (x, partial, np.int32(n)))
+    red((blocks,), (threads,), (x, partial, np.int32(n)))
     assert np.allclose(partial, x.reshape(blocks, threads).sum(axis=1), rtol=1e-4, atol=1e-3)
     for workers in sorted({1, default_workers()}):
         partial[:] = np.nan
-        t, cpu = best_of(lambda: red(blocks, threads, (x, partial, np.int32(n)), workers=workers), repeats=3)
+        t, cpu = best_of(lambda: red((blocks,), (threads,), (x, partial, np.int32(n)), workers=workers), repeats=3)
         assert np.allclose(partial, x.reshape(blocks, threads).sum(axis=1), rtol=1e-4, atol=1e-3)
         verdict = "ok" if t < 2.0 or log2 != 24 else "SLOWER THAN THE 2 s GOAL"
         print(f"tree reduction of 2^{log2} floats ({blocks} blocks x {threads} threads, 9 barriers each), "

@@ -67,6 +67,7 @@ from __future__ import annotations
 import ctypes
 import json
 import numbers
+import operator
 import os
 import re
 import shutil
@@ -80,6 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import emulator_attributes as _attributes
 from .emulator_memory import GlobalSymbol, ndarray
 from .emulator_ptx import PtxError, split_top_level, translate_asm
 from .native import CompileFailed, compile_atomically, digest as _digest, remove_leftovers
@@ -786,12 +788,23 @@ def _instrumentation(variant: str) -> list[str]:
 def _uses_volatile(masked: str) -> bool:
     """Whether kernel code (comments and strings blanked) declares something volatile; `asm volatile` aside."""
     return re.search(r"\bvolatile\b", re.sub(r"\b(?:asm|__asm__|__asm)\s+(?:volatile|__volatile__)", "", masked)) is not None
-_IGNORED_OPTIONS = ("--use_fast_math", "-use_fast_math", "-lineinfo", "--generate-line-info", "-G",
+_IGNORED_OPTIONS = ("-lineinfo", "--generate-line-info", "-G",
                     "--device-debug", "-restrict", "--restrict", "-dopt", "-dlto", "-rdc", "--relocatable")
+# -prec-div=false, -prec-sqrt=false and -fmad=true change the last bits of `/`, sqrtf and a*b+c on a GPU: g++ keeps
+# them IEEE-exact and unfused here (kernels/README.md, "Rounding details"); what the emulator models of fast math
+# is _FAST_MATH below.
 _IGNORED_PREFIXES = ("-arch", "--gpu-architecture", "-code", "--gpu-code", "-maxrregcount", "--maxrregcount",
-                     "-ftz", "--ftz", "-prec-div", "--prec-div", "-prec-sqrt", "--prec-sqrt", "-fmad", "--fmad",
+                     "-prec-div", "--prec-div", "-prec-sqrt", "--prec-sqrt", "-fmad", "--fmad",
                      "-Xptxas", "--ptxas-options", "-default-device", "--default-device", "-rdc=",
                      "--relocatable-device-code")
+_FAST_MATH_OPTIONS = ("--use_fast_math", "-use_fast_math")
+# With -use_fast_math nvcc compiles these single-precision functions as their intrinsics (expf as __expf: PTX
+# ex2.approx of a rounded product).  The link step redirects every call the kernel's code makes to them, std::exp of
+# a float included, to cuda_emu.h's __wrap_* (the intrinsic).  sinf, cosf, tanf, sincosf, log2f and tanhf map to
+# intrinsics too, but the emulator's are the accurate functions (within the GPU's error), so calls to them are kept.
+_FAST_MATH = ("expf", "exp10f", "logf", "log10f", "powf")
+_FAST_MATH_LINK_FLAGS = [f"-Wl,--wrap={name}" for name in _FAST_MATH]
+_FAST_MATH_MACRO, _FLUSH_DENORMALS_MACRO = "-D__EMU_FAST_MATH=1", "-D__EMU_FTZ=1"
 # exit() and abort() in device code end the launch, not Python (see runtime.cpp).
 _LINK_FLAGS = ["-Wl,--wrap=exit", "-Wl,--wrap=_exit", "-Wl,--wrap=_Exit", "-Wl,--wrap=quick_exit",
                "-Wl,--wrap=abort"]
@@ -819,12 +832,18 @@ _compiler_id_cache: list[str] = []
 _DEFAULT_ARCH = 90  # sm_90 (Hopper): the newest architecture the project targets
 
 
+def _arch_of(options) -> int:
+    """The architecture the options compile for, as 10 * major + minor (sm_90 -> 90)."""
+    return int(_translate_options(options)[0].split("=")[1]) // 10
+
+
 def _translate_options(options) -> list[str]:
     """Map CuPy/NVRTC options onto g++: -D/-U/-I/-std pass through, GPU-only ones are ignored, and
     __CUDA_ARCH__ is defined as nvcc defines it in device code (from -arch=sm_XY, default sm_90)."""
     if isinstance(options, str):
         options = (options,)
     arch, out, it = _DEFAULT_ARCH, [], iter(options)
+    fast_math, ftz = False, None  # ftz: as given (-ftz=true/false), else what --use_fast_math implies
     for opt in it:
         if not isinstance(opt, str):
             raise TypeError(f"options must be strings, got {opt!r}")
@@ -846,12 +865,22 @@ def _translate_options(options) -> list[str]:
         elif opt.startswith(("-std=", "--std=")):
             std = opt.split("=", 1)[1]
             out.append("-std=" + (std if std in ("c++17", "c++20", "gnu++17", "gnu++20") else "c++17"))
+        elif opt in _FAST_MATH_OPTIONS:  # nvcc: --use_fast_math implies --ftz=true (and the rest, above)
+            fast_math, ftz = True, True if ftz is None else ftz
+        elif re.fullmatch(r"--?ftz(?:=| |$).*", opt):
+            value = opt.split("=", 1)[1] if "=" in opt else next(it, "")
+            if value not in ("true", "false"):
+                raise ValueError(f"option {opt!r}: -ftz takes true or false, got {value!r}")
+            ftz = value == "true"
+        elif opt in ("-Xptxas", "--ptxas-options", "-maxrregcount", "--maxrregcount", "-code", "--gpu-code"):
+            next(it, "")  # the value, a separate argument: ptxas's, not g++'s
         elif opt in _IGNORED_OPTIONS or opt.startswith(_IGNORED_PREFIXES):
             continue
         else:
-            raise ValueError(f"unsupported compile option {opt!r} (the emulator understands -D, -U, -I, -std= "
-                             "and ignores GPU-only options such as -arch and --use_fast_math)")
-    return [f"-D__CUDA_ARCH__={arch * 10}"] + out
+            raise ValueError(f"unsupported compile option {opt!r} (the emulator understands -D, -U, -I, -std=, "
+                             "--use_fast_math, -ftz= and ignores GPU-only options such as -arch)")
+    modes = [_FAST_MATH_MACRO] * fast_math + [_FLUSH_DENORMALS_MACRO] * bool(ftz)
+    return [f"-D__CUDA_ARCH__={arch * 10}"] + modes + out
 
 
 def _compiler_id() -> str:
@@ -1306,6 +1335,7 @@ class _Module:
         self.variant = variant or ("asan" if sanitize else "fast")
         self.sanitize = self.variant == "asan"
         flags = _translate_options(options)
+        self.flushes_denormals = _FLUSH_DENORMALS_MACRO in flags  # -ftz=true: float subnormals read and made as 0
         if filename:  # `#include "common.cuh"` next to the .cu file must keep working from the cache
             flags += ["-I", str(Path(filename).parent)]
         name = Path(filename).name if filename else next(iter(_find_kernels(_mask(code))), "kernels") + ".cu"
@@ -1438,7 +1468,7 @@ class _Module:
         # with its own flags -- the sanitizer's too (parsing the header was most of a small kernel's compile).
         instrument = [] if self.sanitize else _instrumentation(self.variant)  # (the sanitizer's: in its flags)
         # the architecture and the language standard are the options that shape the header itself
-        header_options = [f for f in flags if f.startswith(("-D__CUDA_ARCH__=", "-std="))]
+        header_options = [f for f in flags if f.startswith(("-D__CUDA_ARCH__=", "-std=", _FAST_MATH_MACRO))]
         header = _precompiled_header([*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS,
                                       "-I", str(_INCLUDE), *header_options, *instrument])
         wrapper_object = self.product.parent / "wrapper.o"
@@ -1458,8 +1488,9 @@ class _Module:
         link = [_CXX, *_COMMON_FLAGS, *(_VARIANT_FLAGS[self.variant] if self.sanitize else ["-shared"])]
         for attempt in range(2):
             try:
-                return _run_compiler([*link, str(wrapper_object), str(runtime), *_LINK_FLAGS], self.product,
-                                     f"'{name}' for the CUDA emulator")
+                fast_math = _FAST_MATH_LINK_FLAGS if _FAST_MATH_MACRO in flags else []
+                return _run_compiler([*link, str(wrapper_object), str(runtime), *_LINK_FLAGS, *fast_math],
+                                     self.product, f"'{name}' for the CUDA emulator")
             except CompileError as e:
                 if attempt or str(runtime) not in str(e):
                     raise
@@ -1692,15 +1723,22 @@ def _scalar_bytes(kernel: str, i: int, p: _Param, value) -> bytes:
     raise TypeError(f"{where} is {_ctype(p)} but got {type(value).__name__} {value!r}")
 
 
-def _dim3(value, what: str) -> tuple[int, int, int]:
-    """A grid or block as CuPy launches it: a dimension below 1 becomes 1 (cupy/cuda/function.pyx's
-    Function.__call__ takes max(1, d) of each), so grid=(0,) for an empty input runs one block, as on a GPU."""
-    if isinstance(value, numbers.Integral):
-        value = (value,)
-    if not isinstance(value, (tuple, list)) or not 1 <= len(value) <= 3 or \
-            not all(isinstance(v, numbers.Integral) for v in value):
-        raise TypeError(f"{what} must be an int or a tuple of 1 to 3 ints, got {value!r}")
-    return tuple(max(1, int(v)) for v in value) + (1,) * (3 - len(value))
+def _c_type_name(value) -> str:
+    """A type's name as CPython's tp_name spells it in Cython's errors: NumPy's scalars carry their module."""
+    kind = type(value)
+    return f"numpy.{kind.__name__}" if kind.__module__ == "numpy" else kind.__name__
+
+
+def _launch_dims(grid, block) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """The grid and block as CuPy launches them (cupy/cuda/function.pyx, ``Function.__call__(self, tuple grid,
+    tuple block, ...)``): each must be a tuple -- Cython refuses an int or a list in its words --, padded with 1s
+    and cut to 3 (a 4th entry is dropped), each entry at least 1 (so grid=(0,) for an empty input runs one block)
+    and an integer (a float is refused as Cython's conversion to Py_ssize_t refuses it)."""
+    for what, value in (("grid", grid), ("block", block)):
+        if value is not None and type(value) is not tuple:  # (None passes Cython's test and fails the +)
+            raise TypeError(f"Argument '{what}' has incorrect type (expected tuple, got {_c_type_name(value)})")
+    grid, block = (grid + (1, 1))[:3], (block + (1, 1))[:3]
+    return tuple(operator.index(max(1, d)) for d in grid), tuple(operator.index(max(1, d)) for d in block)
 
 
 def _argument_slots(shape: tuple, like: np.ndarray | None = None) -> np.ndarray:
@@ -1731,6 +1769,10 @@ class _Packed:
 _SCHEDULES = [("forward", 0, 0), ("reverse", 1, 0), ("random(seed=1)", 2, 1), ("random(seed=2)", 2, 2)]
 
 
+# cupy.RawKernel.attributes' keys, in its order
+_ATTRIBUTE_NAMES = ("max_threads_per_block", "shared_size_bytes", "const_size_bytes", "local_size_bytes", "num_regs",
+                    "ptx_version", "binary_version", "cache_mode_ca", "max_dynamic_shared_size_bytes",
+                    "preferred_shared_memory_carveout")
 _DEFAULT_DYNAMIC_SHARED = 48 * 1024  # CUDA's per-kernel limit until the kernel opts in to more
 _MAX_SHARED = 227 * 1024  # sm_90's shared memory per block, static + dynamic (runtime.cpp's kMaxShared)
 
@@ -1750,8 +1792,9 @@ def _check_backend(backend, jitify) -> tuple[str, bool]:
 class RawKernel:
     """A CUDA kernel compiled for the CPU emulator; the API mirrors ``cupy.RawKernel``.
 
-    ``kernel(grid, block, args, shared_mem=0)`` launches it: ``grid`` and ``block`` are ints or tuples
-    of up to 3 ints, ``args`` a tuple of C-contiguous NumPy arrays (device pointers) and NumPy or Python
+    ``kernel(grid, block, args, shared_mem=0)`` launches it: ``grid`` and ``block`` are tuples of up to 3 ints
+    (an int or a list is refused in CuPy's words; ``shared_mem`` is a keyword, as CuPy's), ``args`` a tuple of
+    C-contiguous NumPy arrays (device pointers) and NumPy or Python
     scalars checked against the kernel's parameter types (a Python scalar as CuPy passes it: an int as an int64,
     a float as a float64, refused where a GPU would read those bytes as another number, 2.5 for a ``float``).
     Arrays are read and written in place.
@@ -1776,15 +1819,97 @@ class RawKernel:
         # As CUDA's cudaFuncAttributeMaxDynamicSharedMemorySize: a launch may ask at most this many bytes
         # of dynamic shared memory; above 48 KB (static + dynamic) a kernel must opt in by raising it first.
         self._max_dynamic_shared, self._opted_in = _DEFAULT_DYNAMIC_SHARED, False
+        self._carveout, self._resource_usage = -1, None  # the driver's default carveout; nvcc's report, when read
         self._mod = _module
         if _module is not None:
             self._bind()
 
+    # -- function attributes, as CuPy reads them from the driver (minilora/emulator_attributes.py) ---------------
+    @property
+    def attributes(self) -> dict:
+        """CuPy's ``RawKernel.attributes``: every function attribute by name, in CuPy's order.  Registers, static
+        shared memory and local memory come from ``nvcc --resource-usage`` where nvcc is on PATH, else are -1
+        (CuPy's value for an attribute the driver cannot report): g++ cannot say what ptxas would allocate."""
+        return {name: getattr(self, name) for name in _ATTRIBUTE_NAMES}
+
+    def _resources(self) -> dict:
+        """This kernel's line of nvcc's resource report ({} without nvcc, or where nvcc rejects the source)."""
+        if self._resource_usage is None:
+            mod = self.compile()._mod
+            usage = _attributes.resource_usage(
+                self.code, self.options if not isinstance(self.options, str) else (self.options,),
+                self._name_expressions, self.binary_version,
+                str(Path(self._filename).parent) if self._filename else None, cache_dir()) or {}
+            self._resource_usage = usage.get(_attributes._spelled(mod.find(self.name) or self.name), {})
+        return self._resource_usage
+
+    @property
+    def num_regs(self) -> int:
+        """Registers per thread, as ptxas allocates them (nvcc on PATH), else -1."""
+        return self._resources().get("registers", _attributes.UNKNOWN)
+
+    @property
+    def shared_size_bytes(self) -> int:
+        """Bytes of static ``__shared__`` memory per block, as ptxas lays them out (nvcc on PATH), else -1."""
+        return self._resources().get("shared", _attributes.UNKNOWN)
+
+    @property
+    def local_size_bytes(self) -> int:
+        """Bytes of local memory per thread (ptxas's stack frame: local arrays, spills), else -1."""
+        return self._resources().get("local", _attributes.UNKNOWN)
+
+    @property
+    def const_size_bytes(self) -> int:
+        """Bytes of the source's ``__constant__`` variables (the module's user constant bank)."""
+        mod = self.compile()._mod
+        return sum(mod.constants[name].nbytes for name in _find_constants(_mask(self.code)) if name in mod.constants)
+
+    @property
+    def max_threads_per_block(self) -> int:
+        """The most threads a launch may have: 1024, ``__launch_bounds__``, and what 64 K registers allow for the
+        kernel's registers (known with nvcc on PATH)."""
+        bound = self.compile()._mod.launch_bounds.get(self.name)
+        return _attributes.max_threads_per_block(self.num_regs, bound)
+
+    @property
+    def ptx_version(self) -> int:
+        """The virtual architecture compiled for, 10 * major + minor: ``-arch=sm_XY``'s, default sm_90."""
+        return _arch_of(self.options)
+
+    @property
+    def binary_version(self) -> int:
+        """The real architecture compiled for (the same: the emulator builds for one architecture)."""
+        return _arch_of(self.options)
+
+    @property
+    def cache_mode_ca(self) -> int:
+        """1 where ``-Xptxas -dlcm=ca`` was given (global loads cached in L1), else 0."""
+        return _attributes.caches_globals_in_l1(self.options if not isinstance(self.options, str) else
+                                                (self.options,))
+
+    @property
+    def preferred_shared_memory_carveout(self) -> int:
+        """The share of the unified L1 / shared memory asked for shared memory, in percent; -1 (the driver's
+        default) until set.  It steers only how many blocks fit on a multiprocessor: no effect here."""
+        return self._carveout
+
+    @preferred_shared_memory_carveout.setter
+    def preferred_shared_memory_carveout(self, fraction: int) -> None:
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Integral):
+            raise TypeError(f"an integer is required, got {type(fraction).__name__}")
+        if fraction not in _attributes.SETTABLE_CARVEOUT:
+            raise _invalid_value(f"preferred_shared_memory_carveout must be -1 (the default) or a percentage "
+                                 f"0..100, got {fraction!r}")
+        self._carveout = int(fraction)
+
     @property
     def max_dynamic_shared_size_bytes(self) -> int:
         """CuPy's name for cudaFuncAttributeMaxDynamicSharedMemorySize: the most dynamic shared memory a launch
-        may ask.  Until set, static + dynamic shared memory must fit in 48 KB, as on CUDA; setting it (up to
-        227 KB less the kernel's static arrays) is the opt-in above that."""
+        may ask.  Until set, static + dynamic shared memory must fit in 48 KB, as on CUDA, so a GPU reports
+        48 KB less the kernel's static arrays (known with nvcc on PATH); setting it (up to 227 KB less the
+        static arrays) is the opt-in above that."""
+        if not self._opted_in and self.shared_size_bytes > 0:
+            return self._max_dynamic_shared - self.shared_size_bytes
         return self._max_dynamic_shared
 
     @max_dynamic_shared_size_bytes.setter
@@ -1844,7 +1969,7 @@ class RawKernel:
         return self.compile()._mod.source_path
 
     # -- launching ---------------------------------------------------------------------------------
-    def __call__(self, grid, block, args, shared_mem: int = 0, *, stream=None, check_races: bool = False,
+    def __call__(self, grid, block, args, *positional, shared_mem: int = 0, stream=None, check_races: bool = False,
                  racecheck: bool = False, initcheck: bool = False, memcheck: bool | None = None,
                  stack_size: int | None = None, timeout: float | None = None, workers: int | None = None):
         """Launch.  ``stack_size``: bytes of stack per CUDA thread (default: what the compiler reports
@@ -1872,6 +1997,9 @@ class RawKernel:
         independent, so the results are the same for any number -- except that float atomics then add
         in a varying order; a cooperative launch, check_races' reverse and random schedules, racecheck
         and sanitize run on one."""
+        if positional:  # CuPy's RawKernel.__call__(self, grid, block, args, **kwargs): shared_mem= is a keyword
+            raise TypeError(f"__call__() takes exactly 3 positional arguments ({3 + len(positional)} given)")
+        _launch_dims(grid, block)  # CuPy's refusals first, in its words
         stream_of(stream, f"kernel '{self.name}'")
         if racecheck or initcheck:
             tool = "racecheck" if racecheck else "initcheck"
@@ -1883,12 +2011,13 @@ class RawKernel:
                                  "launch; run them separately")
             checked = self._build_of("racecheck")
             checked._initcheck = initcheck
-            return self._launch_in(checked, grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
+            return self._launch_in(checked, grid, block, args, shared_mem=shared_mem, stack_size=stack_size,
+                                   timeout=timeout)
         built, wanted = self.compile()._mod.variant, _memcheck_default() if memcheck is None else memcheck
         if built in ("fast", "memcheck") and built != ("memcheck" if wanted else "fast"):
-            return self._launch_in(self._build_of("memcheck" if wanted else "fast"), grid, block, args, shared_mem,
-                                   stream=stream, check_races=check_races, memcheck=wanted, stack_size=stack_size,
-                                   timeout=timeout, workers=workers)
+            return self._launch_in(self._build_of("memcheck" if wanted else "fast"), grid, block, args,
+                                   shared_mem=shared_mem, stream=stream, check_races=check_races, memcheck=wanted,
+                                   stack_size=stack_size, timeout=timeout, workers=workers)
         cfg = self._config(grid, block, shared_mem, stack_size, timeout, workers)
         packed = self._pack(args)
         if self._mod.sanitize:  # the child process has copies of its own, every access checked
@@ -1925,7 +2054,7 @@ class RawKernel:
             raise KernelFault(f"kernel '{self.name}': {problem}")
 
     def _config(self, grid, block, shared_mem, stack_size=None, timeout=None, workers=None) -> np.ndarray:
-        g, b = _dim3(grid, "grid"), _dim3(block, "block")
+        g, b = _launch_dims(grid, block)
         if b[0] * b[1] * b[2] > 1024 or b[0] > 1024 or b[1] > 1024 or b[2] > 64:
             raise _invalid_value(f"block {b} of kernel '{self.name}' is too large: CUDA allows at most 1024 threads "
                                  "per block (x, y <= 1024, z <= 64)")
@@ -1937,14 +2066,15 @@ class RawKernel:
             raise CUDADriverError(f"CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: too many resources requested for launch "
                                   f"(block {b} of kernel '{self.name}' has {b[0] * b[1] * b[2]} threads, but the "
                                   f"kernel is declared __launch_bounds__({bound}))")
-        if not isinstance(shared_mem, numbers.Integral) or shared_mem < 0:
-            raise ValueError(f"shared_mem must be an int in 0..{_MAX_SHARED} bytes, got {shared_mem!r}")
+        shared_mem = operator.index(shared_mem)  # Cython's size_t: a float is a TypeError, -1 an OverflowError
+        if shared_mem < 0:
+            raise OverflowError("can't convert negative value to size_t")
         if shared_mem > _MAX_SHARED:
             raise _invalid_value(f"kernel '{self.name}' asks shared_mem={shared_mem} bytes, above the GPU's "
                                  f"{_MAX_SHARED} bytes per block")
-        if shared_mem > self.max_dynamic_shared_size_bytes:
+        if shared_mem > self._max_dynamic_shared:  # (runtime.cpp adds the static arrays as it meets them)
             raise _invalid_value(f"kernel '{self.name}' asks {shared_mem} bytes of dynamic shared memory, above its "
-                                 f"max_dynamic_shared_size_bytes {self.max_dynamic_shared_size_bytes}: over 48 KB a "
+                                 f"max_dynamic_shared_size_bytes {self._max_dynamic_shared}: over 48 KB a "
                                  f"kernel opts in first, kernel.max_dynamic_shared_size_bytes = {shared_mem}")
         if stack_size is None:
             stack_size = _BASE_STACK + self._mod.stack_usage
@@ -2021,7 +2151,7 @@ class RawKernel:
         cfg[7], cfg[8] = order, seed
         cfg[11] = (int(cfg[11]) & ~0xFF) | (1 if _ctrl_c_raises_keyboard_interrupt() else 0) | \
             (2 if self.enable_cooperative_groups else 0) | (4 if _START_WORKERS_AT_ONCE else 0) | \
-            (16 if self._initcheck else 0)
+            (16 if self._initcheck else 0) | (32 if self._mod.flushes_denormals else 0)
         if self._mod.sanitize:
             out = _launch_in_child(self, cfg, packed)
         else:
@@ -2337,4 +2467,7 @@ from . import emulator_streams as cuda  # noqa: E402
 from .emulator_streams import Event, Stream, get_elapsed_time, stream_of  # noqa: E402
 from .emulator_fence import FencedArguments, fence_shadow  # noqa: E402  (arrays fenced as a GPU's allocations)
 
-__all__ += ["ElementwiseKernel", "ReductionKernel", "cuda", "Stream", "Event", "get_elapsed_time", "ndarray"]
+from .emulator_fusion import Fusion, fuse  # noqa: E402  (cupy.fuse: CuPy's path for host arrays)
+
+__all__ += ["ElementwiseKernel", "ReductionKernel", "cuda", "Stream", "Event", "get_elapsed_time", "ndarray",
+            "fuse", "Fusion"]

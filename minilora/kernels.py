@@ -227,7 +227,7 @@ def _launch(dev, filename, name, grid, block, args, shared_mem=0):
     if shared_mem > 48 * 1024 and kernel.max_dynamic_shared_size_bytes < shared_mem:
         kernel.max_dynamic_shared_size_bytes = shared_mem  # over 48 KB is an opt-in per kernel (sm_80+)
     if emulated:
-        kernel(grid, block, args, shared_mem, check_races=_Checks.check_races)
+        kernel(grid, block, args, shared_mem=shared_mem, check_races=_Checks.check_races)
     else:
         kernel(grid, block, args, shared_mem=shared_mem)
 

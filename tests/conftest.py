@@ -97,12 +97,12 @@ def _every_launch_under(monkeypatch, tool):
     real_call = emu.RawKernel.__call__
     launched = []
 
-    def with_tool(self, grid, block, args, shared_mem=0, **kw):
+    def with_tool(self, grid, block, args, *, shared_mem=0, **kw):
         if self._variant == "racecheck":  # already the checked build: launch it
-            return real_call(self, grid, block, args, shared_mem, **kw)
+            return real_call(self, grid, block, args, shared_mem=shared_mem, **kw)
         launched.append(self.name)
         kw.pop("check_races", None)
-        return real_call(self, grid, block, args, shared_mem, **{tool: True}, **kw)
+        return real_call(self, grid, block, args, shared_mem=shared_mem, **{tool: True}, **kw)
 
     monkeypatch.setattr(emu.RawKernel, "__call__", with_tool)
     return launched

@@ -22,7 +22,8 @@ CuPy's rules where they differ from NumPy's:
 * views keep identity (``x[1:].base is x``), ``asarray`` of host data copies it;
 * raw kernels (``RawModule``, ``RawKernel``) cannot compile here and say so; ``ElementwiseKernel`` and
   ``ReductionKernel`` run in minilora's CPU emulator (its classes of the same names), on the NumPy arrays
-  under the device arrays;
+  under the device arrays; ``fuse`` calls the function on the device arrays (a GPU's fused kernel gives the
+  unfused numbers);
 * no bfloat16: CuPy 13's array creation takes only the dtype characters ``?bhilqBHILQefdFD``
   (``_array_default``: ``ValueError: Unsupported dtype bfloat16`` for an ml_dtypes array; bfloat16's
   character is 'E'). The stand-in refuses every bfloat16 array so, a little stricter than CuPy 13,
@@ -824,6 +825,9 @@ def _build():
     module.ndarray, module.ufunc, module.matmul = ndarray, ufunc, ufunc("matmul", _matmul)
     for kernel in (RawModule, RawKernel, ElementwiseKernel, ReductionKernel):
         setattr(module, kernel.__name__, kernel)
+    # cupy.fuse: one kernel for the chain on a GPU, the unfused numbers; here the function runs on these arrays
+    from minilora import emulator_fusion
+    module.fuse = emulator_fusion.fuse
     module.asnumpy = lambda a, stream=None, order="C", out=None, blocking=True: (
         a.get(order=order, out=out) if isinstance(a, ndarray) else np.asarray(a, order=order))
     module.get_array_module = lambda *args: module if any(isinstance(a, ndarray) for a in args) else np

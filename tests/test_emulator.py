@@ -60,7 +60,7 @@ def cdiv(a, b):
 def test_vector_add(n):
     a, b = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
     c = np.full(n, np.nan, np.float32)  # poisoned, so unwritten elements show
-    kernel("vector_add.cu", "vector_add")(cdiv(n, 256), 256, (a, b, c, i32(n)))
+    kernel("vector_add.cu", "vector_add")((cdiv(n, 256),), (256,), (a, b, c, i32(n)))
     np.testing.assert_array_equal(c, a + b)
 
 
@@ -69,7 +69,7 @@ def test_vector_add_float4(n):
     a, b = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
     c = np.full(n, np.nan, np.float32)
     assert a.ctypes.data % 16 == 0 and c.ctypes.data % 16 == 0  # float4 loads need 16-byte alignment
-    kernel("vector_add.cu", "vector_add_float4")(max(1, cdiv(n // 4, 64)), 64, (a, b, c, i32(n)))
+    kernel("vector_add.cu", "vector_add_float4")((max(1, cdiv(n // 4, 64)),), (64,), (a, b, c, i32(n)))
     np.testing.assert_array_equal(c, a + b)
 
 
@@ -78,7 +78,7 @@ def test_shared_memory_tree_reduction(n):
     x = rng.standard_normal(n).astype(np.float32)
     blocks = cdiv(n, 512)
     sums = np.full(blocks, np.nan, np.float32)
-    kernel("reduce_shared.cu", "reduce_sum")(blocks, 256, (x, sums, i32(n)), check_races=True)
+    kernel("reduce_shared.cu", "reduce_sum")((blocks,), (256,), (x, sums, i32(n)), check_races=True)
     np.testing.assert_allclose(sums.astype(np.float64).sum(), x.astype(np.float64).sum(), rtol=1e-5, atol=1e-4)
     ref = [x[i * 512:(i + 1) * 512].astype(np.float64).sum() for i in range(blocks)]
     np.testing.assert_allclose(sums, ref, rtol=1e-5, atol=1e-5)
@@ -90,7 +90,7 @@ def test_syncthreads_count_property(n, block):
     x = rng.standard_normal(n).astype(np.float32)
     blocks = cdiv(n, block)
     counts = np.full(blocks, -1, np.int32)
-    kernel("reduce_shared.cu", "count_positive")(blocks, block, (x, counts, i32(n)))
+    kernel("reduce_shared.cu", "count_positive")((blocks,), (block,), (x, counts, i32(n)))
     padded = np.concatenate([x, np.zeros(blocks * block - n, np.float32)]).reshape(blocks, block)
     np.testing.assert_array_equal(counts, (padded > 0).sum(axis=1))
 
@@ -102,16 +102,16 @@ def test_warp_shuffle_reductions(n):
     padded = np.concatenate([x, np.zeros(warps * 32 - n, np.float32)]).reshape(warps, 32)
     blocks = cdiv(n, 128)
     sums = np.full(blocks * 4, np.nan, np.float32)
-    kernel("warp_reduce.cu", "warp_sum_kernel")(blocks, 128, (x, sums, i32(n)))
+    kernel("warp_reduce.cu", "warp_sum_kernel")((blocks,), (128,), (x, sums, i32(n)))
     np.testing.assert_allclose(sums[:warps], padded.astype(np.float64).sum(axis=1), rtol=1e-5, atol=1e-5)
 
     maxes = np.full(blocks * 4, np.nan, np.float32)
-    kernel("warp_reduce.cu", "warp_max_kernel")(blocks, 128, (x, maxes, i32(n)))
+    kernel("warp_reduce.cu", "warp_max_kernel")((blocks,), (128,), (x, maxes, i32(n)))
     ref = np.where(np.arange(warps * 32).reshape(warps, 32) < n, padded, -np.inf).max(axis=1)
     np.testing.assert_array_equal(maxes[:warps], ref)
 
     bits = np.zeros(blocks * 4, np.uint32)
-    kernel("warp_reduce.cu", "warp_ballot_kernel")(blocks, 128, (x, bits, i32(n)))
+    kernel("warp_reduce.cu", "warp_ballot_kernel")((blocks,), (128,), (x, bits, i32(n)))
     ref_bits = ((padded > 0) * (1 << np.arange(32, dtype=np.uint64))).sum(axis=1).astype(np.uint32)
     np.testing.assert_array_equal(bits[:warps], ref_bits)
 
@@ -120,7 +120,7 @@ def test_warp_shuffle_reductions(n):
 def test_warp_shuffle_up_scan(n):
     x = rng.integers(-50, 50, n).astype(np.int32)
     out = np.zeros(n, np.int32)
-    kernel("warp_reduce.cu", "warp_scan_kernel")(cdiv(n, 64), 64, (x, out, i32(n)))
+    kernel("warp_reduce.cu", "warp_scan_kernel")((cdiv(n, 64),), (64,), (x, out, i32(n)))
     ref = np.concatenate([np.cumsum(x[i:i + 32]) for i in range(0, n, 32)])
     np.testing.assert_array_equal(out, ref)
 
@@ -130,7 +130,7 @@ def test_warp_shuffle_broadcast_with_width(src, width):
     n = 70
     x = rng.standard_normal(n)  # doubles: shuffles move 8-byte values too
     y = np.full(n, np.nan)
-    kernel("warp_reduce.cu", "warp_broadcast_kernel")(1, 96, (x, y, i32(src), i32(width), i32(n)))
+    kernel("warp_reduce.cu", "warp_broadcast_kernel")((1,), (96,), (x, y, i32(src), i32(width), i32(n)))
     lane_src = (np.arange(n) // width) * width + src % width
     padded = np.concatenate([x, np.zeros(96 - n)])
     np.testing.assert_array_equal(y, padded[lane_src])
@@ -153,23 +153,23 @@ def test_tiled_matmul(M, N, K):
 def test_atomics_histogram(n):
     values = rng.integers(0, 64, n).astype(np.int32)
     counts = np.zeros(64, np.int32)
-    kernel("histogram.cu", "histogram")(7, 128, (values, counts, i32(n)), check_races=True)
+    kernel("histogram.cu", "histogram")((7,), (128,), (values, counts, i32(n)), check_races=True)
     np.testing.assert_array_equal(counts, np.bincount(values, minlength=64))
 
 
 def test_atomics_max_and_cas():
     v = rng.integers(-1000, 1000, 777).astype(np.int32)
     result = np.array([np.iinfo(np.int32).min], np.int32)
-    kernel("histogram.cu", "max_int")(cdiv(777, 128), 128, (v, result, i32(777)))
+    kernel("histogram.cu", "max_int")((cdiv(777, 128),), (128,), (v, result, i32(777)))
     assert result[0] == v.max()
     f = rng.standard_normal(777).astype(np.float32)
     fmax = np.array([-np.inf], np.float32)
-    kernel("histogram.cu", "max_float")(cdiv(777, 128), 128, (f, fmax, i32(777)))
+    kernel("histogram.cu", "max_float")((cdiv(777, 128),), (128,), (f, fmax, i32(777)))
     assert fmax[0] == f.max()
     # Integer-valued floats add exactly in any order, so even the race check must agree.
     ints = rng.integers(-100, 100, 500).astype(np.float32)
     total = np.zeros(1, np.float32)
-    kernel("histogram.cu", "add_float")(4, 128, (ints, total, i32(500)), check_races=True)
+    kernel("histogram.cu", "add_float")((4,), (128,), (ints, total, i32(500)), check_races=True)
     assert total[0] == ints.sum()
 
 
@@ -177,7 +177,7 @@ def test_atomics_max_and_cas():
 def test_dynamic_shared_memory_softmax(rows, cols, block):
     x = rng.standard_normal((rows, cols)).astype(np.float32)
     y = np.full_like(x, np.nan)
-    kernel("dynamic_smem.cu", "softmax_rows")(rows, block, (x, y, i32(rows), i32(cols)), shared_mem=4 * block)
+    kernel("dynamic_smem.cu", "softmax_rows")((rows,), (block,), (x, y, i32(rows), i32(cols)), shared_mem=4 * block)
     e = np.exp(x.astype(np.float64) - x.max(axis=1, keepdims=True))
     np.testing.assert_allclose(y, e / e.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
 
@@ -186,7 +186,7 @@ def test_dynamic_shared_memory_softmax(rows, cols, block):
 def test_dynamic_shared_memory_file_scope(n, block):
     x = np.arange(n, dtype=np.int32)
     y = np.full(n, -7, np.int32)
-    kernel("dynamic_smem.cu", "reverse_blocks")(cdiv(n, block), block, (x, y, i32(n)), shared_mem=4 * block)
+    kernel("dynamic_smem.cu", "reverse_blocks")((cdiv(n, block),), (block,), (x, y, i32(n)), shared_mem=4 * block)
     ref = np.concatenate([x[i:i + block][::-1] for i in range(0, n, block)])
     np.testing.assert_array_equal(y, ref)
 
@@ -207,7 +207,7 @@ def test_half_conversion_matches_numpy():
     n = x.size
     h = np.zeros(n, np.float16)
     back = np.zeros(n, np.float32)
-    kernel("half_convert.cu", "to_half")(cdiv(n, 256), 256, (x, h, back, i32(n)))
+    kernel("half_convert.cu", "to_half")((cdiv(n, 256),), (256,), (x, h, back, i32(n)))
     with np.errstate(over="ignore"):
         ref = x.astype(np.float16)
     nan = np.isnan(ref)
@@ -244,7 +244,7 @@ def test_bfloat16_conversion_round_to_nearest_even():
     n = x.size
     bits = np.zeros(n, np.uint16)
     back = np.zeros(n, np.float32)
-    kernel("half_convert.cu", "to_bf16")(cdiv(n, 256), 256, (x, bits, back, i32(n)))
+    kernel("half_convert.cu", "to_bf16")((cdiv(n, 256),), (256,), (x, bits, back, i32(n)))
     nan = np.isnan(x)
     ref = _bf16_reference(x)
     np.testing.assert_array_equal(bits[~nan], ref[~nan])
@@ -258,7 +258,7 @@ def test_half_arithmetic_kernel():
     y = rng.standard_normal(n).astype(np.float16)
     ref = (np.float32(1.5) * x.astype(np.float32) + y.astype(np.float32)).astype(np.float16)
     # np.float32 for `float a`: CuPy passes a Python float as a float64, whose low half a GPU would read (round 18)
-    kernel("half_convert.cu", "half_axpy")(cdiv(n, 128), 128, (x, y, np.float32(1.5), i32(n)))
+    kernel("half_convert.cu", "half_axpy")((cdiv(n, 128),), (128,), (x, y, np.float32(1.5), i32(n)))
     np.testing.assert_array_equal(y.view(np.uint16), ref.view(np.uint16))
 
 
@@ -316,7 +316,7 @@ def test_printf_is_captured(capsys):
     extern "C" __global__ void hello(int n) {
         if (threadIdx.x < 2) printf("block %d thread %d of %d\n", blockIdx.x, threadIdx.x, n);
     }''', "hello")
-    k(2, 32, (np.int32(7),))
+    k((2,), (32,), (np.int32(7),))
     out = capsys.readouterr().out.splitlines()
     assert sorted(out) == sorted(f"block {b} thread {t} of 7" for b in range(2) for t in range(2))
 
@@ -377,7 +377,7 @@ def test_the_first_failing_block_is_reported_whatever_the_workers(monkeypatch):
     for workers in (1, 4):
         seen = np.zeros(200, np.int32)
         with pytest.raises(KernelFault, match=r"assertion `blockIdx.x % 10 != 3` failed .* in block \(3,0,0\) "):
-            k(200, 64, (seen,), workers=workers)
+            k((200,), (64,), (seen,), workers=workers)
         assert seen[:3].all() and not seen[3] and seen.sum() < 200
 
 
@@ -397,14 +397,14 @@ def test_other_workers_start_only_for_a_launch_worth_it():
     # The launch's length is judged from its first blocks' time: on a busy machine one of those can
     # be preempted and look long, so the short launch has three tries to stay on one thread.
     for _ in range(3):
-        k(64, 32, (tids, i32(0)), workers=2)
+        k((64,), (32,), (tids, i32(0)), workers=2)
         if len(set(tids)) == 1:
             break
     assert len(set(tids)) == 1
     # About 64 x 32 x 20000 additions: tens of milliseconds. On a busy machine the second OS thread may
     # get no CPU before the caller has run every block, so a longer launch gets a second chance.
     for spin in (20000, 400000):
-        k(64, 32, (tids, i32(spin)), workers=2)
+        k((64,), (32,), (tids, i32(spin)), workers=2)
         if len(set(tids)) == 2:
             break
     assert len(set(tids)) == 2
@@ -415,10 +415,10 @@ def test_workers_are_checked(monkeypatch):
     args = (np.zeros(128, np.float32), np.zeros(1, np.float32), np.zeros(128, np.int32), i32(128))
     for bad in (0, 65, 2.0, True):
         with pytest.raises(ValueError, match="workers must be an int number of OS threads in 1..64"):
-            k(1, 128, args, workers=bad)
+            k((1,), (128,), args, workers=bad)
     monkeypatch.setenv("MINILORA_EMU_WORKERS", "many")
     with pytest.raises(ValueError, match="MINILORA_EMU_WORKERS must be an int .* got 'many'"):
-        k(1, 128, args)
+        k((1,), (128,), args)
     monkeypatch.setenv("MINILORA_EMU_WORKERS", "3")
     assert emu.default_workers() == 3
     monkeypatch.delenv("MINILORA_EMU_WORKERS")
@@ -467,7 +467,7 @@ def test_fibers_passing_the_turn_run_in_the_schedulers_order():
         counter = np.zeros(1, np.int32)
         log = np.full(3 * 64 * 5, -1, np.int32)
         counts = np.zeros(3, np.int32)
-        k(3, 64, (counter, log, counts), workers=1)  # one OS thread: the blocks' entries do not interleave
+        k((3,), (64,), (counter, log, counts), workers=1)  # one OS thread: the blocks' entries do not interleave
         assert counter[0] == 3 * (64 * 4 + 24)
         np.testing.assert_array_equal(counts, [22, 22, 22])
         logs.append(log)
@@ -483,7 +483,7 @@ def test_fibers_passing_the_turn_run_in_the_schedulers_order():
 def test_barrier_at_different_sites_is_reported_with_lines():
     x = np.ones(32, np.float32)
     with pytest.raises(BarrierError) as e:
-        kernel("buggy.cu", "sync_if_else")(1, 32, (x,))
+        kernel("buggy.cu", "sync_if_else")((1,), (32,), (x,))
     first = line_of("buggy.cu", "__syncthreads();", after="void sync_if_else")
     second = line_of("buggy.cu", "__syncthreads();", after="x[t] += 1.0f;")
     msg = str(e.value)
@@ -496,22 +496,22 @@ def test_barrier_inside_condition_is_reported():
     outer = line_of("buggy.cu", "__syncthreads();", after="the threads that skipped")
     with pytest.raises(BarrierError, match=rf"different barriers: 32 threads .* at buggy.cu:{inner}, 32 threads .* "
                                            rf"at buggy.cu:{outer}"):
-        kernel("buggy.cu", "reduce_divergent_sync")(1, 64, (np.ones(64, np.float32),))
+        kernel("buggy.cu", "reduce_divergent_sync")((1,), (64,), (np.ones(64, np.float32),))
 
 
 def test_return_before_barrier_runs_as_since_volta():
     # the barrier waits for the threads that have not exited (CUDA Programming Guide, compute capability 7.x)
     x, out = np.ones(128, np.float32), np.zeros(1, np.float32)
-    kernel("buggy.cu", "reduce_early_return")(1, 128, (x, out, i32(100)))
+    kernel("buggy.cu", "reduce_early_return")((1,), (128,), (x, out, i32(100)))
     assert out[0] == 100
-    kernel("buggy.cu", "reduce_early_return")(1, 128, (x, out, i32(128)))
+    kernel("buggy.cu", "reduce_early_return")((1,), (128,), (x, out, i32(128)))
     assert out[0] == 128
 
 
 def test_divergent_warp_shuffle_is_reported():
     line = line_of("buggy.cu", "__shfl_down_sync", after="void shfl_divergent")
     with pytest.raises(BarrierError, match=rf"warp collective at buggy.cu:{line}.*lanes 16-31 have exited"):
-        kernel("buggy.cu", "shfl_divergent")(1, 32, (np.ones(32, np.float32),))
+        kernel("buggy.cu", "shfl_divergent")((1,), (32,), (np.ones(32, np.float32),))
 
 
 def test_race_check_catches_tiled_matmul_without_second_barrier():
@@ -532,10 +532,10 @@ def test_race_check_catches_tiled_matmul_without_second_barrier():
 
 def test_shared_memory_is_poisoned_with_nan():
     out = np.zeros(32, np.float32)
-    kernel("buggy.cu", "read_before_write")(1, 32, (out,))
+    kernel("buggy.cu", "read_before_write")((1,), (32,), (out,))
     assert np.isnan(out[0])  # thread 0 read s[31] before anyone wrote it
     with pytest.raises(RaceError, match="'out'"):  # and the result depends on the schedule
-        kernel("buggy.cu", "read_before_write")(1, 32, (out,), check_races=True)
+        kernel("buggy.cu", "read_before_write")((1,), (32,), (out,), check_races=True)
 
 
 def test_shared_write_past_end_is_caught_without_sanitizer():
@@ -546,12 +546,12 @@ def test_shared_write_past_end_is_caught_without_sanitizer():
     with pytest.raises(KernelFault, match=rf"thread \(31,0,0\) of block \(0,0,0\) of kernel 'oob_shared_write' crashed "
                                           rf"at buggy.cu:{write}: out-of-bounds __shared__ access: a write at byte 128 of "
                                           rf"__shared__ 'tile' \(128 bytes, declared at buggy.cu:{line}\), just past the end"):
-        kernel("buggy.cu", "oob_shared_write")(1, 32, (x, y))
+        kernel("buggy.cu", "oob_shared_write")((1,), (32,), (x, y))
 
 
 def test_device_assert_raises_kernel_fault():
     with pytest.raises(KernelFault, match=r"assertion `x\[i\] >= 0` failed at buggy.cu:\d+ .* thread \(2,0,0\)"):
-        kernel("buggy.cu", "failing_assert")(1, 4, (np.array([1, 2, -3, 4], np.int32), i32(4)))
+        kernel("buggy.cu", "failing_assert")((1,), (4,), (np.array([1, 2, -3, 4], np.int32), i32(4)))
 
 
 @pytest.mark.parametrize("name,needle,target", [
@@ -562,7 +562,7 @@ def test_sanitizer_catches_global_out_of_bounds(name, needle, target):
     line = line_of("buggy.cu", needle)
     x, y = np.ones(100, np.float32), np.zeros(100, np.float32)
     with pytest.raises(KernelFault) as e:
-        kernel("buggy.cu", name, sanitize=True)(1, 128, (x, y, i32(100)))
+        kernel("buggy.cu", name, sanitize=True)((1,), (128,), (x, y, i32(100)))
     msg = str(e.value)
     assert f"buggy.cu:{line}" in msg and "heap-buffer-overflow" in msg and target in msg
 
@@ -570,10 +570,10 @@ def test_sanitizer_catches_global_out_of_bounds(name, needle, target):
 def test_sanitizer_catches_shared_out_of_bounds():
     line = line_of("buggy.cu", "tile[t + 1] = x[t]")
     with pytest.raises(KernelFault, match=rf"index 32 out of bounds for type 'float \[32\]' at buggy.cu:{line}"):
-        kernel("buggy.cu", "oob_shared_write", sanitize=True)(1, 32, (np.ones(32, np.float32), np.zeros(32, np.float32)))
+        kernel("buggy.cu", "oob_shared_write", sanitize=True)((1,), (32,), (np.ones(32, np.float32), np.zeros(32, np.float32)))
     line = line_of("buggy.cu", "y[t] = buf[t + 1]")
     with pytest.raises(KernelFault, match=rf"buggy.cu:{line}.*past the end of this block's shared memory"):
-        kernel("buggy.cu", "oob_dynamic_shared_read", sanitize=True)(1, 32, (np.zeros(32, np.float32),), shared_mem=128)
+        kernel("buggy.cu", "oob_dynamic_shared_read", sanitize=True)((1,), (32,), (np.zeros(32, np.float32),), shared_mem=128)
 
 
 def test_sanitized_launch_of_a_correct_kernel_returns_results():
@@ -590,7 +590,7 @@ def test_sanitized_launch_of_a_correct_kernel_returns_results():
     np.testing.assert_allclose(C, S.astype(np.float64) @ S, rtol=1e-4, atol=1e-4)
     # Errors found by the emulator itself come back from the child process too.
     with pytest.raises(BarrierError, match="different barriers"):
-        kernel("buggy.cu", "sync_if_else", sanitize=True)(1, 32, (np.ones(32, np.float32),))
+        kernel("buggy.cu", "sync_if_else", sanitize=True)((1,), (32,), (np.ones(32, np.float32),))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -624,24 +624,26 @@ def _readonly(n=8):
 ])
 def test_bad_arguments_raise_clear_errors(vadd, args, error, pattern):
     with pytest.raises(error, match=pattern):
-        vadd(1, 8, args)
+        vadd((1,), (8,), args)
 
 
 def test_python_int_scalar_and_read_only_const_input_are_accepted(vadd):
     a = np.arange(8, dtype=np.float32)
     a.flags.writeable = False  # fine: the parameter is const float*
     c = _vec()
-    vadd(1, 8, (a, a, c, 8))
+    vadd((1,), (8,), (a, a, c, 8))
     np.testing.assert_array_equal(c, 2 * a)
 
 
 @pytest.mark.parametrize("grid,block,shared,error,pattern", [
-    (1, 1025, 0, ValueError, "at most 1024 threads"),
-    (1, (32, 32, 2), 0, ValueError, "at most 1024 threads"),
-    (1, (1, 1, 65), 0, ValueError, "z <= 64"),
-    ((1, 2, 3, 4), 32, 0, TypeError, "1 to 3 ints"),
-    (1.5, 32, 0, TypeError, "grid must be"),
-    (1, 32, 300 * 1024, ValueError, "shared_mem"),
+    ((1,), (1025,), 0, ValueError, "at most 1024 threads"),
+    ((1,), (32, 32, 2), 0, ValueError, "at most 1024 threads"),
+    ((1,), (1, 1, 65), 0, ValueError, "z <= 64"),
+    # grid and block are tuples, as CuPy's Function.__call__(tuple grid, tuple block) takes them (a 4th entry is
+    # dropped there: tests/test_emulator_r19.py)
+    ((1.5,), (32,), 0, TypeError, "'float' object cannot be interpreted as an integer"),
+    (1, (32,), 0, TypeError, r"Argument 'grid' has incorrect type \(expected tuple, got int\)"),
+    ((1,), (32,), 300 * 1024, ValueError, "shared_mem"),
 ])
 def test_bad_launch_shapes_raise(vadd, grid, block, shared, error, pattern):
     """(A dimension of 0 launches as 1, as CuPy's max(1, d): tests/test_emulator_faults_r18.py.)"""
@@ -663,7 +665,7 @@ def test_unknown_kernel_and_compile_errors():
         module("vector_add.cu").get_function("nope")
     bad = 'extern "C" __global__ void broken(float* x) {\n    x[0] = undefined_name;\n}\n'
     with pytest.raises(CompileError, match=r"broken.cu:2.*undefined_name"):
-        RawKernel(bad, "broken")(1, 1, (_vec(),))
+        RawKernel(bad, "broken")((1,), (1,), (_vec(),))
     with pytest.raises(ValueError, match="unsupported compile option"):
         RawKernel(bad, "broken", options=("--frobnicate",)).compile()
 
@@ -671,7 +673,7 @@ def test_unknown_kernel_and_compile_errors():
 def test_options_define_macros():
     src = 'extern "C" __global__ void fill(float* x) { x[threadIdx.x] = VALUE; }'
     x = _vec(4)
-    RawKernel(src, "fill", options=("-DVALUE=2.5f", "--use_fast_math", "-arch=sm_90"))(1, 4, (x,))
+    RawKernel(src, "fill", options=("-DVALUE=2.5f", "--use_fast_math", "-arch=sm_90"))((1,), (4,), (x,))
     np.testing.assert_array_equal(x, 2.5)
 
 
@@ -689,7 +691,7 @@ def test_cache_compiles_once_and_tolerates_concurrent_builds(tmp_path, monkeypat
         import numpy as np
         from minilora.emulator import RawKernel
         x = np.zeros(8, np.int32)
-        RawKernel({CACHE_SRC!r}, "cached", options=("-DCACHE_TAG=3",))(1, 8, (x,))
+        RawKernel({CACHE_SRC!r}, "cached", options=("-DCACHE_TAG=3",))((1,), (8,), (x,))
         assert (x == 3 * np.arange(8)).all(), x
     """)
     env = dict(os.environ, PYTHONPATH=str(Path(emu.__file__).parent.parent))
@@ -701,7 +703,7 @@ def test_cache_compiles_once_and_tolerates_concurrent_builds(tmp_path, monkeypat
     mtime = built[0].stat().st_mtime_ns
     emu._MODULES.clear()  # forget the in-process copy: the next build must come from disk
     x = np.zeros(8, np.int32)
-    RawKernel(CACHE_SRC, "cached", options=("-DCACHE_TAG=3",))(1, 8, (x,))
+    RawKernel(CACHE_SRC, "cached", options=("-DCACHE_TAG=3",))((1,), (8,), (x,))
     assert built[0].stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(x, 3 * np.arange(8))
 
@@ -711,10 +713,10 @@ def test_local_includes_resolve_and_invalidate_the_cache(tmp_path):
     (tmp_path / "scaled.cu").write_text('#include "common.cuh"\n'
                                         'extern "C" __global__ void scaled(int* x) { x[threadIdx.x] = SCALE; }\n')
     x = np.zeros(4, np.int32)
-    RawModule(path=tmp_path / "scaled.cu").get_function("scaled")(1, 4, (x,))
+    RawModule(path=tmp_path / "scaled.cu").get_function("scaled")((1,), (4,), (x,))
     assert (x == 3).all()
     (tmp_path / "common.cuh").write_text("#pragma once\n#define SCALE 5\n")  # edit the header only
-    RawModule(path=tmp_path / "scaled.cu").get_function("scaled")(1, 4, (x,))
+    RawModule(path=tmp_path / "scaled.cu").get_function("scaled")((1,), (4,), (x,))
     assert (x == 5).all()
 
 

@@ -172,7 +172,7 @@ def test_a_launch_the_driver_refuses_is_cuda_driver_error_with_its_name(grid, bl
     naming the CUDA error; the emulator's CUDADriverError is still a ValueError, as its refusals were."""
     kernel = module().get_function(name)
     with pytest.raises(emu.CUDADriverError, match=pattern) as caught:
-        kernel(grid, block, (np.zeros(2048, np.float32),), shared_mem)
+        kernel(grid, block, (np.zeros(2048, np.float32),), shared_mem=shared_mem)
     assert isinstance(caught.value, ValueError) and isinstance(caught.value, emu.EmulatorError)
     a_normal_launch_works()
 
@@ -183,10 +183,10 @@ def test_static_and_dynamic_shared_memory_past_48_kb_is_cuda_driver_error(saniti
     kernel = emu.RawModule(code=SOURCE, sanitize=sanitize).get_function("static_and_dynamic")
     with pytest.raises(emu.CUDADriverError, match=r"CUDA_ERROR_INVALID_VALUE: invalid argument \(kernel "
                                                   r"'static_and_dynamic' has 32768 bytes of static __shared__ memory"):
-        kernel((1,), (32,), (np.zeros(32, np.float32),), 20 * 1024, timeout=300)
+        kernel((1,), (32,), (np.zeros(32, np.float32),), shared_mem=20 * 1024, timeout=300)
     kernel.max_dynamic_shared_size_bytes = 20 * 1024  # the opt-in
     out = np.zeros(32, np.float32)
-    kernel((1,), (32,), (out,), 20 * 1024, timeout=300)
+    kernel((1,), (32,), (out,), shared_mem=20 * 1024, timeout=300)
     np.testing.assert_array_equal(out, 3.0)
 
 

@@ -410,7 +410,7 @@ def test_backend_and_jitify_are_refused_as_cupy_refuses_them(make, error, messag
 def test_backends_jitify_and_translate_cucomplex_build_the_same_kernel():
     for backend, jitify in (("nvrtc", False), ("nvrtc", True), ("nvcc", False)):
         y = np.zeros(1, f32)
-        RawKernel(SMALL, "one", ("-std=c++17",), backend, translate_cucomplex=True, jitify=jitify)(1, 1, (y,))
+        RawKernel(SMALL, "one", ("-std=c++17",), backend, translate_cucomplex=True, jitify=jitify)((1,), (1,), (y,))
         assert y[0] == 1.0
         mod = RawModule(code=SMALL, backend=backend, jitify=jitify,
                         **({"name_expressions": ["twice<float>"]} if backend == "nvrtc" else {}))

@@ -45,7 +45,7 @@ def test_grid_stride_saxpy_with_restrict_and_ldg(grid, block):
     n = 5000
     x, y = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
     expected = np.float32(2.5) * x + y
-    fn("saxpy")(grid, block, (np.int32(n), np.float32(2.5), x, y))
+    fn("saxpy")((grid,), (block,), (np.int32(n), np.float32(2.5), x, y))
     np.testing.assert_array_equal(y, expected)
 
 
@@ -53,11 +53,11 @@ def test_grid_stride_saxpy_with_restrict_and_ldg(grid, block):
 def test_vectorized_float4_and_int4_loads(n):
     x = rng.standard_normal(n).astype(np.float32)
     out = np.full(n, np.nan, np.float32)
-    fn("scale_vec4")(cdiv(max(n // 4, 1), 128), 128, (x, out, np.float32(3.0), np.int32(n)))
+    fn("scale_vec4")((cdiv(max(n // 4, 1), 128),), (128,), (x, out, np.float32(3.0), np.int32(n)))
     np.testing.assert_array_equal(out, x * np.float32(3.0))
     ints = rng.integers(-2**31, 2**31, 4 * 300).astype(np.int32)
     copied = np.zeros_like(ints)
-    fn("copy_int4")(2, 64, (ints, copied, np.int32(300)))
+    fn("copy_int4")((2,), (64,), (ints, copied, np.int32(300)))
     np.testing.assert_array_equal(copied, ints)
 
 
@@ -75,7 +75,7 @@ def test_three_dimensional_blocks_and_grid_with_dim3():
 def test_cooperative_groups_tiles_and_reduce(block):
     x = rng.integers(-50, 50, 10_000).astype(np.float32)  # integers: exact in any order
     total = np.zeros(1, np.float32)
-    fn("cg_sum")(7, block, (x, total, np.int32(x.size)))
+    fn("cg_sum")((7,), (block,), (x, total, np.int32(x.size)))
     assert total[0] == x.sum()
 
 
@@ -83,7 +83,7 @@ def test_cooperative_groups_tiles_and_reduce(block):
 def test_template_kernel_with_int_and_type_parameters(expression, dtype, block):
     x = rng.integers(-100, 100, 3000).astype(dtype)
     partial = np.zeros(5, dtype)
-    fn(expression)(5, block, (x, partial, np.int32(x.size)))
+    fn(expression)((5,), (block,), (x, partial, np.int32(x.size)))
     assert partial.sum() == x.sum()
 
 
@@ -93,7 +93,7 @@ def test_constant_memory_convolution_filled_from_the_host():
     n, block = 1000, 128
     x = rng.standard_normal(n).astype(np.float32)
     out = np.full(n, np.nan, np.float32)
-    fn("conv1d")(cdiv(n, block), block, (x, out, np.int32(n)), shared_mem=(block + 6) * 4, racecheck=True)
+    fn("conv1d")((cdiv(n, block),), (block,), (x, out, np.int32(n)), shared_mem=(block + 6) * 4, racecheck=True)
     padded = np.pad(x, 3).astype(np.float64)
     expected = sum(taps[k] * padded[k:k + n] for k in range(7))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
@@ -106,7 +106,7 @@ def test_warp_vote_compaction_any_all():
     warps, launched = cdiv(n, 32), 2 * cdiv(n, 64)  # the last block's second warp has no element, and writes
     kept = np.full(launched * 32, np.nan, np.float32)  # its count (0) too: the arrays were one warp short
     count, any_neg, all_pos = (np.full(launched, -7, np.int32) for _ in range(3))
-    fn("compact_warp")(cdiv(n, 64), 64, (x, kept, count, any_neg, all_pos, np.int32(n)))
+    fn("compact_warp")((cdiv(n, 64),), (64,), (x, kept, count, any_neg, all_pos, np.int32(n)))
     assert count[warps:].tolist() == [0] * (launched - warps)
     per_warp = np.pad(x, (0, warps * 32 - n), constant_values=np.nan).reshape(warps, 32)
     for w in range(warps):
@@ -120,7 +120,7 @@ def test_clz_ffs_brev_popc():
     x = np.concatenate([[0, 1, 0x80000000, 0xFFFFFFFF, 0x00F0F000], rng.integers(0, 2**32, 59)]).astype(np.uint32)
     clz, ffs, popc = (np.zeros(64, np.int32) for _ in range(3))
     brev = np.zeros(64, np.uint32)
-    fn("bits")(1, 64, (x, clz, ffs, brev, popc, np.int32(64)))
+    fn("bits")((1,), (64,), (x, clz, ffs, brev, popc, np.int32(64)))
     as_bits = [format(int(v), "032b") for v in x]
     np.testing.assert_array_equal(clz, [len(b) - len(b.lstrip("0")) for b in as_bits])
     np.testing.assert_array_equal(ffs, [0 if v == 0 else (int(v) & -int(v)).bit_length() for v in x])
@@ -132,11 +132,11 @@ def test_softmax_with_expf_fdividef_and_rmsnorm_with_rsqrtf():
     rows, cols = 10, 100
     x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
     y = np.full_like(x, np.nan)
-    fn("softmax_rows")(cdiv(rows, 4), 128, (x, y, np.int32(rows), np.int32(cols)))
+    fn("softmax_rows")((cdiv(rows, 4),), (128,), (x, y, np.int32(rows), np.int32(cols)))
     e = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
     np.testing.assert_allclose(y, e / e.sum(1, keepdims=True), rtol=2e-6, atol=1e-9)
     w = rng.standard_normal(cols).astype(np.float32)
-    fn("rmsnorm")(rows, 32, (x, w, y, np.int32(cols), np.float32(1e-6)))
+    fn("rmsnorm")((rows,), (32,), (x, w, y, np.int32(cols), np.float32(1e-6)))
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(y, x64 / np.sqrt((x64 ** 2).mean(1, keepdims=True) + 1e-6) * w, rtol=2e-6)
 
@@ -148,7 +148,7 @@ def test_half2_fma_mul_add_round_as_the_gpu():
     a = np.float16(1.3)
     prod, total = np.zeros_like(x), np.zeros_like(x)
     y0 = y.copy()
-    fn("haxpy")(2, 64, (np.int32(n2), a, x, y, prod, total))
+    fn("haxpy")((2,), (64,), (np.int32(n2), a, x, y, prod, total))
     x64, y64 = x.astype(np.float64), y0.astype(np.float64)
     np.testing.assert_array_equal(y, (np.float64(a) * x64 + y64).astype(np.float16))  # __hfma2: one rounding
     np.testing.assert_array_equal(prod, (x64 * y64).astype(np.float16))
@@ -160,7 +160,7 @@ def test_a_kernel_may_define_the_float_atomic_max_cuda_lacks():
     atomicMax that CUDA does not have, so the programming guide's own version clashed with it."""
     x = rng.integers(-1000, 1000, 5000).astype(np.float32)
     mx, total = np.full(1, -np.inf, np.float32), np.zeros(1, np.float64)
-    fn("max_and_sum")(8, 128, (x, mx, total, np.int32(x.size)))
+    fn("max_and_sum")((8,), (128,), (x, mx, total, np.int32(x.size)))
     assert mx[0] == x.max() and total[0] == x.sum()
 
 
@@ -174,11 +174,11 @@ def test_padded_shared_memory_transpose(width, height):
 
 def test_printf_and_assert(capfd):
     x = np.array([3, -4, 5, -6], np.int32)
-    fn("report")(2, 2, (x, np.int32(4)))
+    fn("report")((2,), (2,), (x, np.int32(4)))
     lines = sorted(capfd.readouterr().out.splitlines())
     assert lines == ["block 0 thread 1: x[1] = -4 is negative", "block 1 thread 1: x[3] = -6 is negative"]
     with pytest.raises(KernelFault, match=r"assertion `n <= \(int\)\(blockDim.x \* gridDim.x\)` failed at samples\.cu"):
-        fn("report")(1, 2, (x, np.int32(4)))
+        fn("report")((1,), (2,), (x, np.int32(4)))
 
 
 def test_racecheck_and_initcheck_see_the_constants_get_global_filled():
@@ -194,7 +194,7 @@ def test_racecheck_and_initcheck_see_the_constants_get_global_filled():
     mod.get_global("calls")[:] = 10
     for check in ("racecheck", "initcheck"):
         y = np.ones(4, np.float32)
-        mod.get_function("k")(1, 4, (y,), **{check: True})
+        mod.get_function("k")((1,), (4,), (y,), **{check: True})
         np.testing.assert_array_equal(y, [2, 3, 2, 3])
     assert mod.get_global("calls")[0] == 12  # what the checked launches wrote comes back
 
@@ -266,7 +266,7 @@ def test_atomics_appear_with_the_architecture_that_introduced_them():
     mod = RawModule(code=own, options=("-arch=sm_52",), name_expressions=BLOCK_SUM)  # the guide's own double add
     x = np.arange(100, dtype=np.float32)
     mx, total = np.full(1, -np.inf, np.float32), np.zeros(1, np.float64)
-    mod.get_function("max_and_sum")(2, 64, (x, mx, total, np.int32(100)))
+    mod.get_function("max_and_sum")((2,), (64,), (x, mx, total, np.int32(100)))
     assert mx[0] == 99 and total[0] == 4950
 
 
@@ -297,18 +297,18 @@ def test_static_plus_dynamic_shared_memory_over_48kb_needs_the_opt_in():
     the kernel raised cudaFuncAttributeMaxDynamicSharedMemorySize."""
     kernel = RawModule(code=SHARED).get_function("mixed")
     out = np.zeros(32, np.float32)
-    kernel(1, 32, (out,), shared_mem=16 * 1024)  # 48 KB together: fine
+    kernel((1,), (32,), (out,), shared_mem=16 * 1024)  # 48 KB together: fine
     np.testing.assert_array_equal(out, np.arange(32) + 1)
     for check in ({}, {"racecheck": True}):
         with pytest.raises(EmulatorError, match=r"CUDA_ERROR_INVALID_VALUE.* 32768 bytes of static __shared__ memory "
                                                 r"\(reached at 'tile' declared at mixed\.cu:3\) and asks shared_mem=20480"):
-            kernel(1, 32, (out,), shared_mem=20 * 1024, **check)
+            kernel((1,), (32,), (out,), shared_mem=20 * 1024, **check)
     kernel.max_dynamic_shared_size_bytes = 20 * 1024
-    kernel(1, 32, (out,), shared_mem=20 * 1024)
+    kernel((1,), (32,), (out,), shared_mem=20 * 1024)
     kernel.max_dynamic_shared_size_bytes = 200 * 1024  # + 32 KB static: more than the GPU's 227 KB
     with pytest.raises(EmulatorError, match=r"CUDA_ERROR_INVALID_VALUE.*max_dynamic_shared_size_bytes 204800 plus its "
                                             r"32768 bytes of static"):
-        kernel(1, 32, (out,), shared_mem=20 * 1024)
+        kernel((1,), (32,), (out,), shared_mem=20 * 1024)
     with pytest.raises(EmulatorError, match="CUDA_ERROR_INVALID_VALUE"):
         kernel.max_dynamic_shared_size_bytes = 300 * 1024
 
@@ -317,7 +317,7 @@ def test_static_plus_dynamic_shared_memory_over_48kb_needs_the_opt_in():
 def test_static_shared_arrays_over_48kb_together_are_ptxas_error(sanitize):
     with pytest.raises(CompileError, match=r"ptxas error   : Entry function 'two_halves' uses too much shared data "
                                            r"\(0xc800 bytes, 0xc000 max\)"):
-        RawModule(code=SHARED, sanitize=sanitize).get_function("two_halves")(1, 32, (np.zeros(32, np.float32),))
+        RawModule(code=SHARED, sanitize=sanitize).get_function("two_halves")((1,), (32,), (np.zeros(32, np.float32),))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,7 +360,7 @@ def test_inline_ptx_behind_cuda_emu_guard_is_fine():
     }
     extern "C" __global__ void k(unsigned* out) { out[threadIdx.x] = lane(); }'''
     out = np.zeros(64, np.uint32)
-    RawModule(code=src).get_function("k")(1, 64, (out,))
+    RawModule(code=src).get_function("k")((1,), (64,), (out,))
     np.testing.assert_array_equal(out, np.arange(64) % 32)
 
 
@@ -388,13 +388,13 @@ def test_integer_division_by_zero_is_a_kernel_fault_at_the_line(name, dtype, lin
     thread = 0 if name == "by_constant_zero" else 37
     with pytest.raises(KernelFault, match=rf"thread \({thread},0,0\) of block \(0,0,0\) of kernel '{name}' crashed at "
                                           rf"int_div\.cu:{line}: SIGFPE: integer division by zero"):
-        RawModule(code=DIVIDE).get_function(name)(1, 64, (a, b, np.zeros(64, dtype)), **check)
+        RawModule(code=DIVIDE).get_function(name)((1,), (64,), (a, b, np.zeros(64, dtype)), **check)
 
 
 def test_int_min_divided_by_minus_one_is_named_too():
     a, b = np.full(32, -2**31, np.int32), np.full(32, -1, np.int32)
     with pytest.raises(KernelFault, match=r"or INT_MIN / -1 \(on a GPU no error"):
-        RawModule(code=DIVIDE).get_function("int_div")(1, 32, (a, b, np.zeros(32, np.int32)))
+        RawModule(code=DIVIDE).get_function("int_div")((1,), (32,), (a, b, np.zeros(32, np.int32)))
 
 
 UNDEFINED = r'''
@@ -415,13 +415,13 @@ def test_a_shift_by_the_width_or_more_stops_instead_of_giving_the_cpus_result(sa
     """(1u << 32) - 1 gave 0 (x86 masks the count to 0) where a GPU gives 0xffffffff (shl clamps), silently."""
     mod = RawModule(code=UNDEFINED, sanitize=sanitize)
     out = np.zeros(4, np.uint32)
-    mod.get_function("lane_mask")(1, 3, (np.array([1, 8, 31], np.int32), out[:3]))
+    mod.get_function("lane_mask")((1,), (3,), (np.array([1, 8, 31], np.int32), out[:3]))
     np.testing.assert_array_equal(out[:3], [1, 255, 2**31 - 1])
     match = (r"shift exponent 32 is too large for 32-bit type 'unsigned int' at lane_mask\.cu:3" if sanitize else
              r"thread \(3,0,0\) of block \(0,0,0\) of kernel 'lane_mask' shifts a 32-bit 'unsigned int' by 32 at "
              r"lane_mask\.cu:3: undefined in C\+\+ .* A GPU clamps the count")
     with pytest.raises(KernelFault, match=match):
-        mod.get_function("lane_mask")(1, 4, (np.array([1, 8, 31, 32], np.int32), out))
+        mod.get_function("lane_mask")((1,), (4,), (np.array([1, 8, 31, 32], np.int32), out))
 
 
 @pytest.mark.parametrize("check", [{}, {"racecheck": True}])
@@ -430,8 +430,8 @@ def test_a_float_to_int_cast_of_nan_or_out_of_range_stops(check):
     mod = RawModule(code=UNDEFINED)
     x, out = np.array([1.5, -2.25, 3e8, np.nan], np.float32), np.zeros(4, np.int32)
     with pytest.raises(KernelFault, match=r"thread \(2,0,0\) .* converts the 'float' 3e\+10 to 'int' at lane_mask\.cu:6"):
-        mod.get_function("to_int")(1, 4, (x, out), **check)
-    mod.get_function("to_int_saturating")(1, 4, (x, out), **check)  # the intrinsic saturates as the GPU does
+        mod.get_function("to_int")((1,), (4,), (x, out), **check)
+    mod.get_function("to_int_saturating")((1,), (4,), (x, out), **check)  # the intrinsic saturates as the GPU does
     np.testing.assert_array_equal(out, [150, -225, 2**31 - 1, 0])
 
 
@@ -455,7 +455,7 @@ def test_a_misaligned_vector_or_int_access_is_refused_as_the_gpu_refuses_it(sani
     faulted as 'a null pointer' (movaps); a GPU stops each with CUDA_ERROR_MISALIGNED_ADDRESS."""
     mod = RawModule(code=MISALIGNED, sanitize=sanitize)
     x, y = np.arange(64, dtype=np.float32), np.zeros(64, np.float32)
-    mod.get_function("vec_load")(1, 8, (x, y, np.int32(4)))  # aligned: fine
+    mod.get_function("vec_load")((1,), (8,), (x, y, np.int32(4)))  # aligned: fine
     np.testing.assert_array_equal(y[:8], x[4:36].reshape(8, 4).sum(1))
     if sanitize:
         what = [r"reference binding to misaligned address .* 'const struct float4', which requires 16 byte alignment",
@@ -466,11 +466,11 @@ def test_a_misaligned_vector_or_int_access_is_refused_as_the_gpu_refuses_it(sani
                 r"there \(CUDA_ERROR_MISALIGNED_ADDRESS", r"stores a 'struct float4' .* at vec_load\.cu:7",
                 r"loads a 'const int' .* 4-byte alignment, at vec_load\.cu:10"]
     with pytest.raises(KernelFault, match=what[0]):
-        mod.get_function("vec_load")(1, 8, (x, y, np.int32(1)))
+        mod.get_function("vec_load")((1,), (8,), (x, y, np.int32(1)))
     with pytest.raises(KernelFault, match=what[1]):
-        mod.get_function("vec_store")(1, 8, (y, np.int32(2)))
+        mod.get_function("vec_store")((1,), (8,), (y, np.int32(2)))
     with pytest.raises(KernelFault, match=what[2]):
-        mod.get_function("int_from_bytes")(1, 8, (x.view(np.uint8), y.view(np.int32), np.int32(1)))
+        mod.get_function("int_from_bytes")((1,), (8,), (x.view(np.uint8), y.view(np.int32), np.int32(1)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -501,24 +501,24 @@ def test_initcheck_names_a_read_of_shared_memory_no_thread_wrote():
     """Without it the read gives NaN in one element only, which a test over one block may never see."""
     mod = RawModule(code=HALO)
     x, y = np.arange(256, dtype=np.float32), np.zeros(256, np.float32)
-    mod.get_function("stencil")(2, 128, (x, y, np.int32(256)))
+    mod.get_function("stencil")((2,), (128,), (x, y, np.int32(256)))
     assert np.isnan(y[0]) and not np.isnan(y[1:]).any()
     with pytest.raises(KernelFault, match=r"initcheck: uninitialized __shared__ read: thread \(0,0,0\) of block \(0,0,0\) "
                                           r"of kernel 'stencil' reads byte 0 of __shared__ 's' \(a 4-byte access\) at "
                                           r"stencil\.cu:9"):
-        mod.get_function("stencil")(2, 128, (x, y, np.int32(256)), initcheck=True)
+        mod.get_function("stencil")((2,), (128,), (x, y, np.int32(256)), initcheck=True)
 
 
 def test_initcheck_counts_atomics_and_accepts_a_correct_kernel():
     mod = RawModule(code=HALO)
     v = rng.integers(0, 16, 500).astype(np.int32)
     out = np.zeros(16, np.int32)
-    mod.get_function("histogram")(1, 64, (v, out, np.int32(500), np.int32(1)), initcheck=True)
+    mod.get_function("histogram")((1,), (64,), (v, out, np.int32(500), np.int32(1)), initcheck=True)
     np.testing.assert_array_equal(out, np.bincount(v, minlength=16))
     with pytest.raises(KernelFault, match=r"uninitialized __shared__ read.*of __shared__ 'bins' .* at stencil\.cu:15"):
-        mod.get_function("histogram")(1, 64, (v, out, np.int32(500), np.int32(0)), initcheck=True)  # atomicAdd's line
+        mod.get_function("histogram")((1,), (64,), (v, out, np.int32(500), np.int32(0)), initcheck=True)  # atomicAdd's line
     with pytest.raises(ValueError, match="racecheck=True and initcheck=True are separate tools"):
-        mod.get_function("histogram")(1, 64, (v, out, np.int32(500), np.int32(0)), initcheck=True, racecheck=True)
+        mod.get_function("histogram")((1,), (64,), (v, out, np.int32(500), np.int32(0)), initcheck=True, racecheck=True)
 
 
 @pytest.mark.parametrize("version", __import__("minilora.kernels", fromlist=["VERSIONS"]).VERSIONS)
@@ -549,7 +549,7 @@ def test_cooperative_groups_ranks_and_sizes_have_cudas_types():
         below[block.thread_rank()] = (float)(tile.thread_rank() - 1);
     }'''
     sizes, below = np.zeros(11, np.int32), np.zeros(32, np.float32)
-    RawModule(code=src).get_function("k")(1, 32, (sizes, below))
+    RawModule(code=src).get_function("k")((1,), (32,), (sizes, below))
     np.testing.assert_array_equal(sizes, [4] * 9 + [8, 8])
     assert below[0] == np.float32(2**32 - 1) and below[1] == 0
 
@@ -571,7 +571,7 @@ def test_integer_min_max_norms_and_directed_conversions_of_cudas_math_api():
     }'''
     v = np.array([3.0, 4.0, 12.0, 84.0], np.float32)
     f, i, d = np.zeros(13, np.float32), np.zeros(10, np.int64), np.array([-1.75, 0.1])
-    RawModule(code=src).get_function("k")(1, 1, (v, f, i, d))
+    RawModule(code=src).get_function("k")((1,), (1,), (v, f, i, d))
     bits = int(np.float64(-1.75).view(np.uint64))
     np.testing.assert_array_equal(i, [3, 0xffffffff, -5, 7, 5, -3, -2, int(np.float32(1e19)) - 2**64, np.int32(np.uint32(bits >> 32)),
                                       bits & 0xffffffff])
@@ -602,7 +602,7 @@ def test_a_comparison_in_a_shared_array_size_is_not_an_initializer():
         out[threadIdx.x] = s[BLOCK - 1 - threadIdx.x];
     }'''
     out = np.zeros(32, np.float32)
-    RawModule(code=src, name_expressions=["k<32>"]).get_function("k<32>")(1, 32, (out,))
+    RawModule(code=src, name_expressions=["k<32>"]).get_function("k<32>")((1,), (32,), (out,))
     np.testing.assert_array_equal(out, np.arange(31, -1, -1))
 
 
@@ -613,7 +613,7 @@ def test_an_unaligned_numpy_array_is_refused_at_the_call():
     x = np.frombuffer(raw.data, np.float32, count=64, offset=1)
     y = np.zeros(64, np.float32)
     with pytest.raises(ValueError, match=r"argument 0 \('x'\) of kernel 'vec_load' is not aligned to its dtype"):
-        RawModule(code=MISALIGNED).get_function("vec_load")(1, 8, (x, y, np.int32(0)))
+        RawModule(code=MISALIGNED).get_function("vec_load")((1,), (8,), (x, y, np.int32(0)))
 
 
 def test_throw_in_device_code_is_a_compile_error_as_with_nvcc():
@@ -661,7 +661,7 @@ def test_the_legacy_volatile_warp_unroll_sums_as_on_a_gpu_and_racecheck_reports_
     out = np.zeros(blocks, np.int32)
     for check in ({}, {"check_races": True}, {"workers": 2}):
         out[:] = 0
-        mod.get_function(expression)(blocks, block, (x, out, np.uint32(x.size)), **check)
+        mod.get_function(expression)((blocks,), (block,), (x, out, np.uint32(x.size)), **check)
         np.testing.assert_array_equal(out, np.pad(x, (0, blocks * 2 * block - x.size)).reshape(blocks, -1).sum(1))
     with pytest.raises(emu.RaceError, match=r"racecheck: .* hazard on __shared__ 'sdata'"):
-        mod.get_function(expression)(blocks, block, (x, out, np.uint32(x.size)), racecheck=True)
+        mod.get_function(expression)((blocks,), (block,), (x, out, np.uint32(x.size)), racecheck=True)

@@ -109,7 +109,7 @@ def test_directed_rounding_intrinsics_bracket_the_exact_result(dtype, prefix):
     results = {}
     for mode in ("rn", "rz", "rd", "ru"):
         out = np.zeros((n, 8), dtype)
-        module("intrinsics.cu").get_function(f"{prefix}_{mode}")(cdiv(n, 64), 64, (a, b, c, out, np.int32(n)))
+        module("intrinsics.cu").get_function(f"{prefix}_{mode}")((cdiv(n, 64),), (64,), (a, b, c, out, np.int32(n)))
         results[mode] = out
     with np.errstate(all="ignore"):
         native = np.stack([a + b, a - b, a * b, a / b, dtype(1) / b, np.sqrt(np.abs(a))], axis=1)
@@ -202,7 +202,7 @@ def test_simd_video_intrinsics_lane_by_lane():
     y[:20] = x[:20]  # equal operands: the comparisons' other branch
     n = x.size
     out = np.zeros((n, 87), np.uint32)
-    module("intrinsics.cu").get_function("simd")(cdiv(n, 128), 128, (x, y, out, np.int32(n)))
+    module("intrinsics.cu").get_function("simd")((cdiv(n, 128),), (128,), (x, y, out, np.int32(n)))
     expected = simd_expected(x, y)
     names = [f"__{name}{L}" for name, _, _ in SIMD_BINARY for L in (2, 4)]
     names += [f"__{name}{L}" for name in ("vsads", "vsadu") for L in (2, 4)]
@@ -233,7 +233,7 @@ def test_bit_intrinsics_32_and_64_bit():
     y = np.array(corners[::-1] + list(rng.integers(0, 2**64, 56, dtype=np.uint64)), np.uint64)
     n = x.size
     out = np.zeros((n, 12), np.uint64)
-    module("intrinsics.cu").get_function("bits")(1, 64, (x, y, out, np.int32(n)))
+    module("intrinsics.cu").get_function("bits")((1,), (64,), (x, y, out, np.int32(n)))
     for i in range(n):
         a, b = int(x[i]), int(y[i])
         lo_a, lo_b = a & 0xFFFFFFFF, b & 0xFFFFFFFF
@@ -249,7 +249,7 @@ def test_halving_adds_do_not_overflow():
     ints = np.array([2**31 - 1, -2**31, -1, 0, 1, 7, -7, 2**31 - 2], np.int32)
     a, b = np.repeat(ints, ints.size), np.tile(ints, ints.size)
     out = np.zeros((a.size, 4), np.int32)
-    module("intrinsics.cu").get_function("halving")(1, a.size, (a, b, out, np.int32(a.size)))
+    module("intrinsics.cu").get_function("halving")((1,), (a.size,), (a, b, out, np.int32(a.size)))
     s, us = a.astype(np.int64) + b, a.view(np.uint32).astype(np.int64) + b.view(np.uint32)
     np.testing.assert_array_equal(out[:, 0], s >> 1)
     np.testing.assert_array_equal(out[:, 1], (s + 1) >> 1)
@@ -272,7 +272,7 @@ def test_anonymous_shared_struct_with_arrays(n):
     x = rng.standard_normal(n).astype(np.float32)
     blocks = cdiv(n, 256)
     out = np.zeros((blocks, 3), np.float32)
-    names_fn("block_stats")(blocks, 256, (x, out, np.int32(n)))
+    names_fn("block_stats")((blocks,), (256,), (x, out, np.int32(n)))
     padded = np.concatenate([x, np.zeros(blocks * 256 - n, np.float32)]).reshape(blocks, 256)
     np.testing.assert_allclose(out[:, 0], padded.sum(axis=1), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(out[:, 1], [x[b * 256:(b + 1) * 256].max() for b in range(blocks)])
@@ -282,17 +282,17 @@ def test_anonymous_shared_struct_with_arrays(n):
 def test_named_shared_struct_defined_in_place_with_two_declarators():
     x = rng.permutation(64).astype(np.float32)
     out = np.zeros(64, np.float32)
-    names_fn("pairs")(1, 64, (x, out))
+    names_fn("pairs")((1,), (64,), (x, out))
     np.testing.assert_array_equal(out, np.full(64, 63 * 1000 + int(np.argmax(x)), np.float32))
 
 
 def test_shared_union_and_file_scope_shared_struct():
     x = rng.standard_normal(128).astype(np.float32)
     out = np.zeros(128, np.uint32)
-    names_fn("float_bits")(1, 128, (x, out))
+    names_fn("float_bits")((1,), (128,), (x, out))
     np.testing.assert_array_equal(out, x.view(np.uint32)[::-1])
     counts = np.zeros(2, np.int32)
-    names_fn("count_positive")(1, 96, (x, counts, np.int32(128)))
+    names_fn("count_positive")((1,), (96,), (x, counts, np.int32(128)))
     assert counts.tolist() == [int((x > 0).sum()), int((x <= 0).sum())]
 
 
@@ -308,24 +308,24 @@ def test_kernels_named_like_c_library_functions():
     n = 300
     ints = rng.integers(-1000, 1000, n).astype(np.int32)
     out = np.zeros(n, np.int32)
-    names_fn("abs")(cdiv(n, 128), 128, (ints, out, np.int32(n)))
+    names_fn("abs")((cdiv(n, 128),), (128,), (ints, out, np.int32(n)))
     np.testing.assert_array_equal(out, np.abs(ints))
     x = rng.standard_normal(n).astype(np.float32)
     y = np.zeros(n, np.float32)
-    names_fn("exp")(cdiv(n, 128), 128, (x, y, np.int32(n)))
+    names_fn("exp")((cdiv(n, 128),), (128,), (x, y, np.int32(n)))
     np.testing.assert_allclose(y, np.exp(x), rtol=1e-6)
-    names_fn("copy")(cdiv(n, 128), 128, (x, y, np.int32(n)))
+    names_fn("copy")((cdiv(n, 128),), (128,), (x, y, np.int32(n)))
     np.testing.assert_array_equal(y, x)
-    names_fn("memset")(cdiv(n, 128), 128, (y, np.float32(2.5), np.int32(n)))
+    names_fn("memset")((cdiv(n, 128),), (128,), (y, np.float32(2.5), np.int32(n)))
     np.testing.assert_array_equal(y, np.full(n, 2.5, np.float32))
-    names_fn("sqrt")(cdiv(n, 128), 128, (np.abs(x), y, np.int32(n)))
+    names_fn("sqrt")((cdiv(n, 128),), (128,), (np.abs(x), y, np.int32(n)))
     np.testing.assert_array_equal(y, np.sqrt(np.abs(x)))
     doubles = x.astype(np.float64)
     scaled = np.zeros(n, np.float64)
-    names_fn("scale<double>")(cdiv(n, 128), 128, (doubles, scaled, np.float64(-3.0), np.int32(n)))
+    names_fn("scale<double>")((cdiv(n, 128),), (128,), (doubles, scaled, np.float64(-3.0), np.int32(n)))
     np.testing.assert_array_equal(scaled, doubles * -3.0)
     with pytest.raises(ValueError, match=r"'copy'.*__launch_bounds__\(256\)"):  # the renamed kernel keeps its bounds
-        names_fn("copy")(1, 512, (x, y, np.int32(n)))
+        names_fn("copy")((1,), (512,), (x, y, np.int32(n)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def test_llm_c_residual_gelu_with_packed_128_bit_loads():
     n = 4096
     a, b = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
     out = np.zeros(n, np.float32)
-    classic("residual_gelu")(cdiv(n // 4, 128), 128, (out, a, b, np.int32(n)))
+    classic("residual_gelu")((cdiv(n // 4, 128),), (128,), (out, a, b, np.int32(n)))
     x = (a + b).astype(np.float64)
     expected = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
@@ -353,7 +353,7 @@ def test_llm_c_layernorm_one_warp_per_row_with_cooperative_groups(N, C):
     x = rng.standard_normal((N, C)).astype(np.float32)
     w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     out, mean, rstd = np.zeros_like(x), np.zeros(N, np.float32), np.zeros(N, np.float32)
-    classic("layernorm_forward")(cdiv(N, 4), 128, (out, mean, rstd, x, w, b, np.int32(N), np.int32(C)))
+    classic("layernorm_forward")((cdiv(N, 4),), (128,), (out, mean, rstd, x, w, b, np.int32(N), np.int32(C)))
     m = x.mean(axis=1, dtype=np.float64)
     s = 1 / np.sqrt(((x - m[:, None]) ** 2).mean(axis=1) + 1e-5)
     np.testing.assert_allclose(mean, m, rtol=1e-5, atol=1e-6)
@@ -365,7 +365,7 @@ def test_llm_c_online_softmax_with_xor_shuffles():
     N, C = 10, 300
     x = (rng.standard_normal((N, C)) * 8).astype(np.float32)
     out = np.zeros_like(x)
-    classic("softmax_online")(cdiv(N, 4), 128, (out, x, np.int32(N), np.int32(C)))
+    classic("softmax_online")((cdiv(N, 4),), (128,), (out, x, np.int32(N), np.int32(C)))
     e = np.exp(x - x.max(axis=1, keepdims=True).astype(np.float64))
     np.testing.assert_allclose(out, e / e.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-9)
 
@@ -377,9 +377,9 @@ def test_blelloch_scan_with_conflict_free_offsets(n):
     x = rng.integers(-20, 20, n).astype(np.float32)  # integers: every order sums exactly
     out, sums = np.zeros(n, np.float32), np.zeros(blocks, np.float32)
     smem = (2 * threads + (2 * threads >> 5)) * 4
-    classic("prescan")(blocks, threads, (out, x, sums, np.int32(n)), shared_mem=smem)
+    classic("prescan")((blocks,), (threads,), (out, x, sums, np.int32(n)), shared_mem=smem)
     offsets = np.concatenate([[0], np.cumsum(sums)[:-1]]).astype(np.float32)
-    classic("add_block_offsets")(blocks, threads, (out, offsets, np.int32(n)))
+    classic("add_block_offsets")((blocks,), (threads,), (out, offsets, np.int32(n)))
     np.testing.assert_array_equal(out, np.concatenate([[0], np.cumsum(x)[:-1]]))
 
 
@@ -397,7 +397,7 @@ def test_bitonic_sort_of_key_value_pairs_in_shared_memory(direction):
     keys = rng.integers(0, 1000, 1024 * blocks).astype(np.uint32)  # repeated keys: the order of values varies
     values = np.arange(keys.size, dtype=np.uint32)
     out_keys, out_values = np.zeros_like(keys), np.zeros_like(values)
-    classic("bitonicSortShared")(blocks, 512, (out_keys, out_values, keys, values, np.uint32(1024), np.uint32(direction)))
+    classic("bitonicSortShared")((blocks,), (512,), (out_keys, out_values, keys, values, np.uint32(1024), np.uint32(direction)))
     for b in range(blocks):
         part = slice(b * 1024, (b + 1) * 1024)
         expected = np.sort(keys[part])
@@ -411,7 +411,7 @@ def test_histogram256_per_warp_sub_histograms():
     words = data.view(np.uint32)
     blocks = 5
     partial = np.zeros((blocks, 256), np.uint32)
-    classic("histogram256Kernel")(blocks, 192, (partial, words, np.uint32(words.size)))
+    classic("histogram256Kernel")((blocks,), (192,), (partial, words, np.uint32(words.size)))
     np.testing.assert_array_equal(partial.sum(axis=0), np.bincount(data, minlength=256))
 
 
@@ -422,7 +422,7 @@ def test_nbody_tiles_of_float4_in_dynamic_shared_memory():
     vel = (rng.standard_normal((n, 4)) * 0.1).astype(np.float32)
     new_pos, new_vel = np.zeros_like(pos), vel.copy()
     dt, damping, soft2 = 0.01, 0.995, 0.01
-    classic("integrateBodies")(cdiv(n, block), block, (new_pos, pos, new_vel, np.float32(dt), np.float32(damping),
+    classic("integrateBodies")((cdiv(n, block),), (block,), (new_pos, pos, new_vel, np.float32(dt), np.float32(damping),
                                                        np.float32(soft2), np.int32(n)), shared_mem=block * 16)
     p = pos.astype(np.float64)
     r = p[None, :, :3] - p[:, None, :3]
@@ -439,7 +439,7 @@ def test_cub_style_block_reduce_with_temp_storage_union(threads, n):
     x = rng.integers(-100, 100, n).astype(np.float32)
     blocks = cdiv(n, threads)
     out = np.zeros(blocks, np.float32)
-    classic(f"block_sum_cub_style<{threads}>")(blocks, threads, (x, out, np.int32(n)))
+    classic(f"block_sum_cub_style<{threads}>")((blocks,), (threads,), (x, out, np.int32(n)))
     np.testing.assert_array_equal(out, [x[b * threads:(b + 1) * threads].sum() for b in range(blocks)])
 
 
@@ -461,7 +461,7 @@ def test_warp_aggregated_atomics_compact_the_positive_values(use_groups):
     n = 1000
     src = rng.integers(-5, 5, n).astype(np.int32)
     dst, count = np.zeros(n, np.int32), np.zeros(1, np.int32)
-    classic("filter_positive")(cdiv(n, 128), 128, (dst, count, src, np.int32(n), np.int32(use_groups)))
+    classic("filter_positive")((cdiv(n, 128),), (128,), (dst, count, src, np.int32(n), np.int32(use_groups)))
     assert count[0] == (src > 0).sum()
     assert sorted(dst[:count[0]]) == sorted(src[src > 0])
 
@@ -469,7 +469,7 @@ def test_warp_aggregated_atomics_compact_the_positive_values(use_groups):
 def test_shared_through_macros_and_a_qualified_aligned_struct():
     x = rng.standard_normal(64).astype(np.float32)
     out = np.zeros(64, np.float32)
-    names_fn("macros_and_qualifiers")(1, 64, (x, out))
+    names_fn("macros_and_qualifiers")((1,), (64,), (x, out))
     r = x[::-1]
     np.testing.assert_array_equal(out, r + np.float32(2) * r + np.float32(63) + np.float32(1000))  # the kernel's order
 
@@ -483,7 +483,7 @@ def test_a_renamed_kernel_keeps_its_own_name_in_compile_errors():
 
 def test_math_constants_header_bit_for_bit():
     f, d = np.zeros(11, np.float32), np.zeros(10, np.float64)
-    module("intrinsics.cu").get_function("constants")(1, 1, (f, d))
+    module("intrinsics.cu").get_function("constants")((1,), (1,), (f, d))
     expected_f = np.array([np.pi, np.pi / 2, np.sqrt(0.5), 1 / np.log(2), np.log(2), np.inf, 0, 0, 0, 0], np.float32)
     expected_f.view(np.uint32)[6:] = [0x7FFFFFFF, 0x80000000, 0x00000001, 0x7F7FFFFF]  # CUDA's NaN_F bits, -0, ...
     np.testing.assert_array_equal(f[:10].view(np.uint32), expected_f.view(np.uint32))
@@ -504,7 +504,7 @@ def test_64_bit_integer_to_double_and_to_unsigned_with_directed_rounding():
     f = d.astype(np.float32)
     n = ll.size
     to_double, to_unsigned = np.zeros((n, 6)), np.zeros((n, 6), np.uint64)
-    module("intrinsics.cu").get_function("conversions")(1, 64, (ll, ull, d, f, to_double, to_unsigned, np.int32(n)))
+    module("intrinsics.cu").get_function("conversions")((1,), (64,), (ll, ull, d, f, to_double, to_unsigned, np.int32(n)))
     for i in range(n):
         for k, value in enumerate([int(ll[i])] * 3 + [int(ull[i])] * 3):
             mode = ("rz", "rd", "ru")[k % 3]
@@ -527,7 +527,7 @@ def test_dpx_min_max_family():
     y[:10] = x[:10]  # ties: the predicates say a won
     n = x.size
     out = np.zeros((n, 36), np.uint32)
-    module("intrinsics.cu").get_function("dpx")(cdiv(n, 64), 64, (x, y, z, out, np.int32(n)))
+    module("intrinsics.cu").get_function("dpx")((cdiv(n, 64),), (64,), (x, y, z, out, np.int32(n)))
     s32 = lambda v: v.view(np.int32).astype(np.int64)
     u32 = lambda v: v.astype(np.int64)
     wrap_s32 = lambda v: ((v + 2**31) % 2**32) - 2**31
@@ -555,7 +555,7 @@ def test_dpx_min_max_family():
 
 def test_shared_struct_with_nested_struct_union_and_member_function():
     out = np.zeros(32, np.float32)
-    names_fn("nested_members")(1, 32, (out,))
+    names_fn("nested_members")((1,), (32,), (out,))
     np.testing.assert_array_equal(out, np.arange(31, -1, -1, dtype=np.float32) + np.float32(0.5))
 
 
@@ -582,7 +582,7 @@ def test_dp4a_and_dp2a_lo_hi_signed_and_unsigned():
     c = rng.integers(-2**31, 2**31, n).astype(np.int32)
     a[:4], b[:4] = [-1, 2**31 - 1, -2**31, 0x7FFF8000], [-1, -1, 0x7F80FF01, -2**31]
     out = np.zeros((n, 6), np.int32)
-    module("intrinsics.cu").get_function("dot_products")(cdiv(n, 64), 64, (a, b, c, out, np.int32(n)))
+    module("intrinsics.cu").get_function("dot_products")((cdiv(n, 64),), (64,), (a, b, c, out, np.int32(n)))
     ua, ub = a.view(np.uint32), b.view(np.uint32)
     wrap = lambda v: (((v + 2**31) % 2**32) - 2**31).astype(np.int32)
     c64 = c.astype(np.int64)
@@ -599,11 +599,11 @@ def test_kernels_in_namespaces():
     n = 100
     x = rng.uniform(0.5, 2.0, n).astype(np.float32)
     out = np.zeros(n, np.float32)
-    names_fn("ns_fill")(1, 128, (out, np.float32(4.0), np.int32(n)))
+    names_fn("ns_fill")((1,), (128,), (out, np.float32(4.0), np.int32(n)))
     np.testing.assert_array_equal(out, np.full(n, 4.0, np.float32))
-    names_fn("ops::twice")(1, 128, (x, out, np.int32(n)))
+    names_fn("ops::twice")((1,), (128,), (x, out, np.int32(n)))
     np.testing.assert_array_equal(out, 2 * x)
-    names_fn("ops::inner::log")(1, 128, (x, out, np.int32(n)))
+    names_fn("ops::inner::log")((1,), (128,), (x, out, np.int32(n)))
     np.testing.assert_allclose(out, np.log(x), rtol=1e-6)
     with pytest.raises(AttributeError, match=r"C\+\+ linkage .* name_expressions=\['ops::twice'\]"):
         names_fn("twice")
@@ -630,6 +630,6 @@ def test_fns_finds_the_nth_set_bit_both_ways():
     base = np.concatenate([[e[1] for e in examples], rng.integers(0, 32, n_random), [5, 31, 0, 0]]).astype(np.uint32)
     offset = np.concatenate([[e[2] for e in examples], rng.integers(-33, 34, n_random), [1, -32, 0, 32]]).astype(np.int32)
     out = np.zeros(mask.size, np.uint32)
-    module("intrinsics.cu").get_function("find_nth_set")(cdiv(mask.size, 128), 128, (mask, base, offset, out, np.int32(mask.size)))
+    module("intrinsics.cu").get_function("find_nth_set")((cdiv(mask.size, 128),), (128,), (mask, base, offset, out, np.int32(mask.size)))
     assert [int(v) for v in out[:4]] == [e[3] for e in examples]
     assert [int(v) for v in out] == [fns_reference(int(m), int(b), int(o)) for m, b, o in zip(mask, base, offset)]

@@ -49,7 +49,7 @@ def test_static_and_dynamic_tiles_reduce_with_plus_and_greater(n, block):
     sums = np.zeros(blocks * block // 16, np.float32)
     maxs = np.zeros_like(sums)
     pos = np.zeros(blocks * block // 8, np.int32)
-    kernel("groups.cu", "tile_stats")(blocks, block, (x, sums, maxs, pos, np.int32(n)))
+    kernel("groups.cu", "tile_stats")((blocks,), (block,), (x, sums, maxs, pos, np.int32(n)))
     padded = np.zeros(blocks * block, np.float64)
     padded[:n] = x
     np.testing.assert_allclose(sums, padded.reshape(-1, 16).sum(1), rtol=1e-5, atol=1e-5)
@@ -63,7 +63,7 @@ def test_static_and_dynamic_tiles_reduce_with_plus_and_greater(n, block):
 def test_labeled_partition_aggregates_atomics_per_key(n):
     keys = rng.integers(-3, 6, n).astype(np.int32)  # negative keys take no part (a divergent branch)
     bins = np.zeros(6, np.uint32)
-    kernel("groups.cu", "aggregated_histogram")(cdiv(n, 128), 128, (keys, np.int32(n), bins))
+    kernel("groups.cu", "aggregated_histogram")((cdiv(n, 128),), (128,), (keys, np.int32(n), bins))
     np.testing.assert_array_equal(bins, np.bincount(keys[keys >= 0], minlength=6))
 
 
@@ -71,7 +71,7 @@ def test_binary_partition_with_invoke_one_and_reduce_over_the_group():
     n = 300
     x = rng.integers(0, 1000, n).astype(np.int32)
     counts, odd_sum = np.zeros(2, np.int32), np.zeros(1, np.int32)
-    kernel("groups.cu", "parity_counts")(cdiv(n, 64), 64, (x, np.int32(n), counts, odd_sum))
+    kernel("groups.cu", "parity_counts")((cdiv(n, 64),), (64,), (x, np.int32(n), counts, odd_sum))
     padded = cdiv(n, 64) * 64 - n  # threads past the end hold 0: even
     np.testing.assert_array_equal(counts, [(x % 2 == 0).sum() + padded, (x % 2 == 1).sum()])
     assert odd_sum[0] == x[x % 2 == 1].sum()
@@ -80,7 +80,7 @@ def test_binary_partition_with_invoke_one_and_reduce_over_the_group():
 def test_tile_match_any_gives_each_lanes_peers():
     keys = rng.integers(0, 5, 96).astype(np.int32)
     peers, leader = np.zeros(96, np.int32), np.zeros(96, np.int32)
-    kernel("groups.cu", "warp_dedupe")(1, 96, (keys, peers, leader))
+    kernel("groups.cu", "warp_dedupe")((1,), (96,), (keys, peers, leader))
     for w in range(3):
         k = keys[32 * w:32 * w + 32]
         np.testing.assert_array_equal(peers[32 * w:32 * w + 32], [(k == v).sum() for v in k])
@@ -91,7 +91,7 @@ def test_tile_match_any_gives_each_lanes_peers():
 def test_online_softmax_merged_by_cg_reduce_with_a_struct_operator(rows, cols):
     x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
     out = np.zeros_like(x)
-    kernel("groups.cu", "softmax_rows_cg")(cdiv(rows, 4), 128, (x, out, np.int32(rows), np.int32(cols)))
+    kernel("groups.cu", "softmax_rows_cg")((cdiv(rows, 4),), (128,), (x, out, np.int32(rows), np.int32(cols)))
     e = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
     np.testing.assert_allclose(out, e / e.sum(1, keepdims=True), rtol=2e-5, atol=1e-7)
 
@@ -99,7 +99,7 @@ def test_online_softmax_merged_by_cg_reduce_with_a_struct_operator(rows, cols):
 def test_shuffles_in_segments_of_8_and_16_lanes():
     x = rng.integers(-50, 50, 64).astype(np.int32)
     down8, xor16, scan8 = (np.zeros(64, np.int32) for _ in range(3))
-    kernel("groups.cu", "segment_shuffles")(1, 64, (x, down8, xor16, scan8))
+    kernel("groups.cu", "segment_shuffles")((1,), (64,), (x, down8, xor16, scan8))
     seg8 = x.reshape(-1, 8)
     # shfl_down in a segment of 8: lane j adds lanes j+d while they stay in the segment (its own value past it)
     expect = []
@@ -117,7 +117,7 @@ def test_reduce_sync_activemask_and_syncwarp_on_a_divergent_branch():
     x = rng.integers(0, 1000, 32).astype(np.uint32)
     sums, mins, masks, swapped = (np.zeros(32, np.uint32) for _ in range(4))
     maxs = np.zeros(32, np.int32)
-    kernel("groups.cu", "branch_reductions")(1, 32, (x, sums, mins, maxs, masks, swapped))
+    kernel("groups.cu", "branch_reductions")((1,), (32,), (x, sums, mins, maxs, masks, swapped))
     odd = (x & 1).astype(bool)
     odd_mask = int(sum(1 << i for i in range(32) if odd[i]))
     np.testing.assert_array_equal(sums, np.where(odd, x[odd].sum(), 0))
@@ -132,7 +132,7 @@ def test_match_any_and_match_all_sync():
     keys[16:] = 6 + (np.arange(16) % 2)  # the upper half matches all once the low bit is dropped
     any_, all_ = np.zeros(32, np.uint32), np.zeros(32, np.uint32)
     pred = np.zeros(32, np.int32)
-    kernel("groups.cu", "match_keys")(1, 32, (keys, any_, all_, pred))
+    kernel("groups.cu", "match_keys")((1,), (32,), (keys, any_, all_, pred))
     np.testing.assert_array_equal(any_, [sum(1 << j for j in range(32) if keys[j] == k) for k in keys])
     low_all = len(set(keys[:16] & ~1)) == 1
     np.testing.assert_array_equal(pred, [int(low_all)] * 16 + [1] * 16)
@@ -144,7 +144,7 @@ def test_grid_sync_in_a_cooperative_launch():
     x = rng.random(n).astype(np.float32)
     partial = np.zeros(8, np.float32)
     y = x.copy()
-    kernel("groups.cu", "grid_normalize", cooperative=True)(8, 128, (y, partial, np.int32(n)))
+    kernel("groups.cu", "grid_normalize", cooperative=True)((8,), (128,), (y, partial, np.int32(n)))
     np.testing.assert_allclose(y, x / x.astype(np.float64).sum(), rtol=1e-5)
 
 
@@ -153,7 +153,7 @@ def test_grid_sync_in_a_cooperative_launch():
 # ------------------------------------------------------------------------------------------------
 def test_ptx_special_registers():
     lane, warp, sm, below = (np.zeros(3 * 64, np.uint32) for _ in range(4))
-    kernel("ptx.cu", "ids")(1, (48, 4), (lane, warp, sm, below))
+    kernel("ptx.cu", "ids")((1,), (48, 4), (lane, warp, sm, below))
     t = np.arange(192)
     np.testing.assert_array_equal(lane, t % 32)
     np.testing.assert_array_equal(warp, t // 32)
@@ -167,7 +167,7 @@ def test_ptx_read_only_vector_loads_and_vector_stores(n4):
     y = np.zeros(4 * n4, np.float32)
     idx = rng.integers(0, 1 << 30, n4).astype(np.int32)
     picked = np.zeros(n4, np.int32)
-    kernel("ptx.cu", "copy_reversed")(cdiv(n4, 32), 32, (x, y, idx, picked, np.int32(n4)))
+    kernel("ptx.cu", "copy_reversed")((cdiv(n4, 32),), (32,), (x, y, idx, picked, np.int32(n4)))
     np.testing.assert_array_equal(y, x[:, ::-1].ravel())
     np.testing.assert_array_equal(picked, idx)
 
@@ -178,7 +178,7 @@ def test_ptx_bf16x2_and_half2_packing():
     x = (rng.standard_normal((n, 2)) * np.exp2(rng.integers(-20, 20, (n, 2)))).astype(np.float32)
     bf, hf, repacked = (np.zeros(n, np.uint32) for _ in range(3))
     lo, hi = np.zeros(n, np.uint16), np.zeros(n, np.uint16)
-    kernel("ptx.cu", "pack_pairs")(cdiv(n, 64), 64, (x, bf, hf, lo, hi, repacked, np.int32(n)))
+    kernel("ptx.cu", "pack_pairs")((cdiv(n, 64),), (64,), (x, bf, hf, lo, hi, repacked, np.int32(n)))
     bits_bf = x.astype(ml_dtypes.bfloat16).view(np.uint16).astype(np.uint32)
     with np.errstate(over="ignore"):
         bits_h = x.astype(np.float16).view(np.uint16).astype(np.uint32)
@@ -193,7 +193,7 @@ def test_ptx_lop3_prmt_bfe_shf_and_predicated_moves():
     n = 500
     a, b, c = (rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32) for _ in range(3))
     out = np.zeros((n, 6), np.uint32)
-    kernel("ptx.cu", "bit_tricks")(cdiv(n, 128), 128, (a, b, c, out, np.int32(n)))
+    kernel("ptx.cu", "bit_tricks")((cdiv(n, 128),), (128,), (a, b, c, out, np.int32(n)))
     np.testing.assert_array_equal(out[:, 0], (a & b) ^ c)
     np.testing.assert_array_equal(out[:, 1], a.byteswap())
     sign = np.zeros(n, np.uint32)
@@ -212,7 +212,7 @@ def test_ptx_shuffle_vote_atomics_and_fma():
     x = rng.standard_normal(128).astype(np.float32)
     sums, total, fmas = np.zeros(4, np.float32), np.zeros(1, np.float32), np.zeros(128, np.float32)
     ballots, ticket = np.zeros(4, np.uint32), np.zeros(1, np.uint32)
-    kernel("ptx.cu", "warp_ptx")(2, 64, (x, sums, ballots, total, ticket, fmas))
+    kernel("ptx.cu", "warp_ptx")((2,), (64,), (x, sums, ballots, total, ticket, fmas))
     np.testing.assert_allclose(sums, x.astype(np.float64).reshape(4, 32).sum(1), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(ballots, [sum(1 << j for j in range(32) if w[j] > 0) for w in x.reshape(4, 32)])
     np.testing.assert_allclose(total, x.astype(np.float64).sum(), rtol=1e-4, atol=1e-4)
@@ -250,7 +250,7 @@ def test_ptx_refusals_apply_only_to_code_the_preprocessor_keeps():
     #endif
     }'''
     out = np.zeros(32, np.uint32)
-    RawModule(code=src).get_function("k")(1, 32, (out,))
+    RawModule(code=src).get_function("k")((1,), (32,), (out,))
     assert (out == 7).all()
 
 
@@ -275,7 +275,7 @@ def test_template_kernels_with_traits_constants_and_a_static_device_ticket(expre
     k = mod.get_function(expression)
     for _ in range(2):  # the ticket wraps around, so a second launch finishes as the first
         out[0] = 0
-        k(blocks, block, (x, partial, out, np.int32(n)))
+        k((blocks,), (block,), (x, partial, out, np.int32(n)))
         expect = (x.astype(np.float64) * weights[np.arange(n) % 8]).sum()
         np.testing.assert_allclose(out[0], expect, rtol=1e-5, atol=1e-4)
     assert mod.get_global("g_blocks_done")[0] == 0
@@ -285,7 +285,7 @@ def test_launch_bounds_of_a_template_parameter_are_checked_per_instance():
     k = module("templates.cu", TEMPLATES).get_function(SUMS[1])  # __launch_bounds__(BLOCK) with BLOCK = 64
     x = np.zeros(8, np.float16)
     with pytest.raises(ValueError, match=r"has 128 threads, but the kernel is declared __launch_bounds__\(64\)"):
-        k(1, 128, (x, np.zeros(1, np.float32), np.zeros(1, np.float32), np.int32(8)))
+        k((1,), (128,), (x, np.zeros(1, np.float32), np.zeros(1, np.float32), np.int32(8)))
 
 
 @pytest.mark.parametrize("expression, tile, rows_per", [(TRANSPOSES[0], 32, 8), (TRANSPOSES[1], 16, 16)])
@@ -309,7 +309,7 @@ def test_half2_fma_gelu_and_conversions():
     n2 = 301
     x, w, b = (rng.standard_normal((n2, 2)).astype(np.float16) for _ in range(3))
     y, wide = np.zeros((n2, 2), np.float16), np.zeros((n2, 2), np.float32)
-    kernel("half_math.cu", "half2_bias_gelu")(cdiv(n2, 64), 64, (x, w, b, y, wide, np.int32(n2)))
+    kernel("half_math.cu", "half2_bias_gelu")((cdiv(n2, 64),), (64,), (x, w, b, y, wide, np.int32(n2)))
     v = (x.astype(np.float64) * w + b).astype(np.float16)  # __hfma2 rounds once (the product is exact in float64)
     np.testing.assert_array_equal(wide, v.astype(np.float32))
     f = v.astype(np.float64)
@@ -323,7 +323,7 @@ def test_bfloat162_arithmetic_rounds_each_lane_once():
     b = bf16(rng.standard_normal((n2, 2)) + 3)
     outs = [np.zeros((n2, 2), a.dtype) for _ in range(5)]
     lows = np.zeros(n2, np.float32)
-    kernel("half_math.cu", "bf162_ops")(cdiv(n2, 128), 128, (a, b, *outs, lows, np.int32(n2)))
+    kernel("half_math.cu", "bf162_ops")((cdiv(n2, 128),), (128,), (a, b, *outs, lows, np.int32(n2)))
     fa, fb = a.astype(np.float64), b.astype(np.float64)
     for got, want in zip(outs, [fa + fb, fa * fb, fa * fb + 1, fa / fb, np.maximum(fa, -fb)]):
         np.testing.assert_array_equal(got.astype(np.float64), bf16(want.astype(np.float32)).astype(np.float64))
@@ -337,7 +337,7 @@ def test_half_comparisons_ordered_and_unordered_as_cuda():
     b = np.array([p[1] for p in pairs], np.float16)
     n2 = len(pairs)
     flags, lanes = np.zeros((n2, 6), np.int32), np.zeros((n2, 2, 2), np.float16)
-    kernel("half_math.cu", "half_compare")(1, 32, (a, b, flags, lanes, np.int32(n2)))
+    kernel("half_math.cu", "half_compare")((1,), (32,), (a, b, flags, lanes, np.int32(n2)))
     with np.errstate(invalid="ignore"):
         ne, neu = (a < b) | (a > b), ~(a == b)
         lt_u, ge_u, eq_u = ~(a >= b), ~(a < b), ~((a < b) | (a > b))
@@ -358,7 +358,7 @@ def test_atomic_add_on_half2_bfloat162_and_double():
     bv = bf16(rng.integers(-3, 4, (n, 2)))  # small integers: exact in bfloat16's 8 bits while |sum| < 256
     dv = rng.standard_normal(n)
     hsum, bsum, dsum = np.zeros((slots, 2), np.float16), np.zeros((slots, 2), bv.dtype), np.zeros(slots)
-    kernel("half_math.cu", "pair_atomics")(cdiv(n, 256), 256, (slot, hv, bv, dv, hsum, bsum, dsum, np.int32(n)))
+    kernel("half_math.cu", "pair_atomics")((cdiv(n, 256),), (256,), (slot, hv, bv, dv, hsum, bsum, dsum, np.int32(n)))
     for s in range(slots):
         np.testing.assert_array_equal(hsum[s], hv[slot == s].astype(np.float64).sum(0))
         np.testing.assert_array_equal(bsum[s].astype(np.float64), bv[slot == s].astype(np.float64).sum(0))
@@ -377,7 +377,7 @@ def test_harris_reductions(name, block, per_thread, n):
     x = rng.integers(-1000, 1000, n).astype(np.int32)
     blocks = cdiv(n, block * per_thread)
     out = np.zeros(blocks, np.int32)
-    kernel("classics.cu", name, name_expressions=REDUCE5)(blocks, block, (x, out, np.uint32(n)), shared_mem=4 * block)
+    kernel("classics.cu", name, name_expressions=REDUCE5)((blocks,), (block,), (x, out, np.uint32(n)), shared_mem=4 * block)
     assert out.sum() == x.sum()
     np.testing.assert_array_equal(out, np.add.reduceat(x, np.arange(0, n, block * per_thread)))
 
@@ -387,7 +387,7 @@ def test_harris_reduce_with_template_block_size_and_unrolled_volatile_warp(expre
     n = 70000
     x = rng.integers(-1000, 1000, n).astype(np.int32)
     out = np.zeros(16, np.int32)
-    kernel("classics.cu", expression, name_expressions=REDUCE5)(16, block, (x, out, np.uint32(n)), shared_mem=4 * block)
+    kernel("classics.cu", expression, name_expressions=REDUCE5)((16,), (block,), (x, out, np.uint32(n)), shared_mem=4 * block)
     assert out.sum() == x.sum()
 
 
@@ -407,7 +407,7 @@ def test_flash_attention_minimal_forward(B, nh, N, d, tile):
     scale = np.float32(1 / np.sqrt(d))
     smem = (3 * tile * d + tile * tile) * 4
     kernel("classics.cu", "forward_kernel", name_expressions=REDUCE5)(
-        (B, nh), tile, (q, k, v, np.int32(N), np.int32(d), np.int32(tc), np.int32(tc), np.int32(tile), np.int32(tile),
+        (B, nh), (tile,), (q, k, v, np.int32(N), np.int32(d), np.int32(tc), np.int32(tc), np.int32(tile), np.int32(tile),
                         scale, l, m, o), shared_mem=smem, check_races=True)
     np.testing.assert_allclose(o, attention_reference(q, k, v, 1 / np.sqrt(d)), rtol=1e-4, atol=1e-5)
 
@@ -422,7 +422,7 @@ def test_llm_c_layernorm_backward(B, T, C):
     dinp, dweight, dbias = np.zeros_like(inp), np.zeros(C, np.float32), np.zeros(C, np.float32)
     block = 128
     kernel("classics.cu", "layernorm_backward_kernel2", name_expressions=REDUCE5)(
-        cdiv(B * T, block // 32), block, (dinp, dweight, dbias, dout, inp, weight, mean.astype(np.float32),
+        (cdiv(B * T, block // 32),), (block,), (dinp, dweight, dbias, dout, inp, weight, mean.astype(np.float32),
                                           rstd.astype(np.float32), np.int32(B), np.int32(T), np.int32(C)),
         shared_mem=2 * C * 4)
     norm = (x - mean[..., None]) * rstd[..., None]
@@ -442,9 +442,9 @@ def test_a_kernel_named_printf_builds_and_device_printf_still_prints(capfd):
     extern "C" __global__ void say(int v) { if (threadIdx.x == 0) printf("value %d\\n", v); }'''
     mod = RawModule(code=src)
     out = np.zeros(32, np.int32)
-    mod.get_function("printf")(1, 32, (out,))
+    mod.get_function("printf")((1,), (32,), (out,))
     np.testing.assert_array_equal(out, np.arange(32))
-    mod.get_function("say")(1, 32, (np.int32(42),))
+    mod.get_function("say")((1,), (32,), (np.int32(42),))
     assert "value 42" in capfd.readouterr().out
 
 
@@ -489,7 +489,7 @@ extern "C" __global__ void k(float* a, float* b, float* c) {
 
 def test_shared_arrays_of_a_class_with_an_empty_constructor_run():
     outs = [np.zeros(32, np.float32) for _ in range(3)]
-    RawModule(code=EMPTY_CONSTRUCTORS).get_function("k")(1, 32, tuple(outs))
+    RawModule(code=EMPTY_CONSTRUCTORS).get_function("k")((1,), (32,), tuple(outs))
     for out in outs:
         np.testing.assert_array_equal(out, np.arange(32)[::-1])
 
@@ -547,7 +547,7 @@ def test_ptx_arithmetic_wraps_saturates_and_compares_as_ptx_defines():
     x[:8] = [0.5, 1.5, 2.5, -2.5, np.nan, 3.0, 1e30, -1e30]
     y[:8] = [0.5, np.nan, 2.5, 1.0, 1.0, 3.0, 0.0, 0.0]
     iout, fout, hout = np.zeros((n, 6), np.int32), np.zeros((n, 2), np.float32), np.zeros((n, 2), np.uint32)
-    kernel("ptx.cu", "ptx_arith")(cdiv(n, 128), 128, (a, b, x, y, iout, fout, hout, np.int32(n)))
+    kernel("ptx.cu", "ptx_arith")((cdiv(n, 128),), (128,), (a, b, x, y, iout, fout, hout, np.int32(n)))
     a64, b64 = a.astype(np.int64), b.astype(np.int64)
     wrap = lambda v: ((v + 2**31) % 2**32 - 2**31).astype(np.int32)  # noqa: E731
     np.testing.assert_array_equal(iout[:, 0], wrap(a64 * b64 + a64))
@@ -582,7 +582,7 @@ def test_special_functions_and_norms_of_the_math_api():
     x = np.concatenate([rng.uniform(-30, 30, 60), [0.0, 1e-3, -1.5, 26.5, 99.0, 150.0, 1e6, -0.3]])
     n = len(x)
     out, outf = np.zeros((n, 8)), np.zeros((n, 2), np.float32)
-    kernel("math_extras.cu", "special_functions")(cdiv(n, 32), 32, (x, out, outf, np.int32(n)))
+    kernel("math_extras.cu", "special_functions")((cdiv(n, 32),), (32,), (x, out, outf, np.int32(n)))
     with np.errstate(over="ignore", divide="ignore"):
         expect = [special.i0(x), special.i1(x), special.erfcx(x), 1 / np.hypot(x, 3.0), np.full(n, np.sqrt(2) * 1e300),
                   1 / np.sqrt(x * x + 14), 1 / np.cbrt(x), np.ones(n)]
@@ -596,7 +596,7 @@ def test_special_functions_and_norms_of_the_math_api():
 
 def test_grid_group_block_queries_and_free_functions():
     out = np.zeros((6, 6), np.uint64)
-    kernel("math_extras.cu", "grid_queries")((3, 2), 64, (out,))
+    kernel("math_extras.cu", "grid_queries")((3, 2), (64,), (out,))
     ranks = np.arange(6)
     bx, by = ranks % 3, ranks // 3
     np.testing.assert_array_equal(out[:, 0], ranks)
@@ -612,7 +612,7 @@ def test_ptx_ordered_loads_and_stores_basic_barrier_and_scheduling_attributes():
     x = rng.integers(0, 1000, n).astype(np.uint32)
     f = rng.integers(0, 50, n).astype(np.float32)
     slots, out = np.zeros(n, np.uint32), np.zeros(n, np.uint32)
-    kernel("ptx.cu", "ordered_exchange")(2, 128, (x, slots, f, out), check_races=True)
+    kernel("ptx.cu", "ordered_exchange")((2,), (128,), (x, slots, f, out), check_races=True)
     neighbour = x.reshape(2, 128)[:, (np.arange(128) + 1) % 128].ravel()
     np.testing.assert_array_equal(slots, 3 * x)
     np.testing.assert_array_equal(out, 3 * x + neighbour + f.astype(np.uint32))
@@ -640,7 +640,7 @@ def test_headers_of_libraries_the_emulator_lacks_are_named(header, library):
 def test_coalesced_group_ballot_match_and_tiles_answer_in_ranks_as_cuda():
     keys = rng.integers(0, 3, 32).astype(np.int32)
     ballots, matches, tiles = (np.zeros(32, np.uint32) for _ in range(3))
-    kernel("groups.cu", "coalesced_ranks")(1, 32, (keys, ballots, matches, tiles))
+    kernel("groups.cu", "coalesced_ranks")((1,), (32,), (keys, ballots, matches, tiles))
     odd = np.arange(1, 32, 2)  # rank r is lane 2r + 1
     ranks = np.arange(16)
     np.testing.assert_array_equal(ballots[odd], sum(1 << int(r) for r in ranks if r % 3 == 0))
@@ -668,7 +668,7 @@ def test_fp8_quantize_in_both_saturation_modes_and_dequantize():
     q4, q5, nosat4, nosat5 = (np.zeros(n, np.uint8) for _ in range(4))
     back4, back5 = np.zeros(n, np.float32), np.zeros(n, np.float32)
     half4 = np.zeros(n, np.float16)
-    kernel("fp8.cu", "fp8_quantize")(cdiv(n, 128), 128, (x, scale, q4, q5, nosat4, nosat5, back4, back5, half4, np.int32(n)))
+    kernel("fp8.cu", "fp8_quantize")((cdiv(n, 128),), (128,), (x, scale, q4, q5, nosat4, nosat5, back4, back5, half4, np.int32(n)))
     e4, e5 = ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2
     with np.errstate(over="ignore", invalid="ignore"):
         # round to nearest even; without saturation E4M3 overflows to NaN and E5M2 to infinity
@@ -694,7 +694,7 @@ def test_fp8_pairs_and_quads_pack_the_first_value_low():
     n4 = 50
     x = (rng.standard_normal((n4, 4)) * 10).astype(np.float32)
     quads, pairs, back = np.zeros((n4, 4), np.uint8), np.zeros((n4, 2), np.uint8), np.zeros((n4, 4), np.float32)
-    kernel("fp8.cu", "fp8_pack")(cdiv(n4, 32), 32, (x, quads, pairs, back, np.int32(n4)))
+    kernel("fp8.cu", "fp8_pack")((cdiv(n4, 32),), (32,), (x, quads, pairs, back, np.int32(n4)))
     np.testing.assert_array_equal(quads, x.astype(ml_dtypes.float8_e4m3fn).view(np.uint8))
     np.testing.assert_array_equal(pairs, x[:, :2].astype(ml_dtypes.float8_e5m2).view(np.uint8))
     np.testing.assert_array_equal(back, x.astype(ml_dtypes.float8_e4m3fn).astype(np.float32))
@@ -705,7 +705,7 @@ def test_ptx_dp4a_signed_and_mixed_with_cvta_and_prefetch():
     a = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
     b = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
     out = np.zeros((n, 2), np.int32)
-    kernel("ptx.cu", "int8_dots")(cdiv(n, 64), 64, (a, b, out, np.int32(n)))
+    kernel("ptx.cu", "int8_dots")((cdiv(n, 64),), (64,), (a, b, out, np.int32(n)))
     sa, sb, ua = a.view(np.int8).reshape(n, 4), b.view(np.int8).reshape(n, 4), a.view(np.uint8).reshape(n, 4)
     np.testing.assert_array_equal(out[:, 0], (sa.astype(np.int64) * sb).sum(1) + np.arange(n))
     np.testing.assert_array_equal(out[:, 1], (ua.astype(np.int64) * sb).sum(1))
@@ -714,7 +714,7 @@ def test_ptx_dp4a_signed_and_mixed_with_cvta_and_prefetch():
 def test_ptx_symbolic_operand_names():
     a, b = rng.integers(-1000, 1000, 32).astype(np.int32), rng.integers(-1000, 1000, 32).astype(np.int32)
     out = np.zeros(32, np.int32)
-    kernel("ptx.cu", "named_operands")(1, 32, (a, b, out))
+    kernel("ptx.cu", "named_operands")((1,), (32,), (a, b, out))
     np.testing.assert_array_equal(out, a * b + a)
 
 
@@ -724,7 +724,7 @@ def test_ptx_cvt_directed_rounding_when_narrowing():
     x[:4] = [1.0, -0.0, 1 + 2.0**-30, -(1 + 2.0**-30)]
     big = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
     out = np.zeros((n, 5), np.float32)
-    kernel("ptx.cu", "cvt_directed")(cdiv(n, 128), 128, (x, big, out, np.int32(n)))
+    kernel("ptx.cu", "cvt_directed")((cdiv(n, 128),), (128,), (x, big, out, np.int32(n)))
     rn, rz, rm, rp, iz = out.T.astype(np.float64)
     np.testing.assert_array_equal(out[:, 0], x.astype(np.float32))
     assert (rm <= x).all() and (x <= rp).all()
@@ -743,7 +743,7 @@ def test_fp8_pairs_through_inline_ptx_cvt():
     x = fp8_values(2 * n).reshape(n, 2)
     e4, e5, e4relu = (np.zeros((n, 2), np.uint8) for _ in range(3))
     halves = np.zeros((n, 2), np.float16)
-    kernel("fp8.cu", "fp8_ptx")(cdiv(n, 64), 64, (x, e4.view(np.uint16), e5.view(np.uint16), e4relu.view(np.uint16),
+    kernel("fp8.cu", "fp8_ptx")((cdiv(n, 64),), (64,), (x, e4.view(np.uint16), e5.view(np.uint16), e4relu.view(np.uint16),
                                                   halves.view(np.uint32), np.int32(n)))  # (byte / half pairs)
     with np.errstate(invalid="ignore"):
         want4 = np.clip(x, -448, 448).astype(ml_dtypes.float8_e4m3fn)

@@ -66,7 +66,7 @@ def as_bf16(x) -> np.ndarray:
 def test_rms_norm_bf16_with_a_static_shared_block_reduce(tokens, hidden):
     x, w = as_bf16(rng.standard_normal((tokens, hidden))), as_bf16(rng.standard_normal(hidden))
     out = np.zeros_like(x)
-    kernel("vllm_style.cu", VLLM[0], VLLM)(tokens, 96, (out, x, w, np.float32(1e-6), np.int32(tokens),
+    kernel("vllm_style.cu", VLLM[0], VLLM)((tokens,), (96,), (out, x, w, np.float32(1e-6), np.int32(tokens),
                                                         np.int32(hidden)))
     xd = x.astype(np.float64)
     rstd = (1 / np.sqrt((xd ** 2).mean(1, keepdims=True) + 1e-6)).astype(np.float32)
@@ -79,7 +79,7 @@ def test_fused_add_rms_norm_over_a_16_byte_vector_of_bf16_pairs():
     inp, res = as_bf16(rng.standard_normal((tokens, hidden))), as_bf16(rng.standard_normal((tokens, hidden)))
     w = as_bf16(rng.standard_normal(hidden))
     got_inp, got_res = inp.copy(), res.copy()
-    kernel("vllm_style.cu", VLLM[1], VLLM)(tokens, 64, (got_inp, got_res, w, np.float32(1e-6), np.int32(tokens),
+    kernel("vllm_style.cu", VLLM[1], VLLM)((tokens,), (64,), (got_inp, got_res, w, np.float32(1e-6), np.int32(tokens),
                                                        np.int32(hidden)))
     s = as_bf16(inp.astype(np.float32) + res.astype(np.float32))
     np.testing.assert_array_equal(got_res.view(np.uint16), s.view(np.uint16))
@@ -92,13 +92,13 @@ def test_act_and_mul_with_the_activation_as_a_function_pointer_template_paramete
     tokens, d = 5, 77
     x = as_bf16(rng.standard_normal((tokens, 2 * d)))
     out = np.zeros((tokens, d), bf16)
-    kernel("vllm_style.cu", VLLM[2], VLLM)(tokens, 64, (out, x, np.int32(d)))
+    kernel("vllm_style.cu", VLLM[2], VLLM)((tokens,), (64,), (out, x, np.int32(d)))
     a, b = x[:, :d].astype(np.float64), x[:, d:].astype(np.float32)
     expect = as_bf16(as_bf16(a / (1 + np.exp(-a))).astype(np.float32) * b)
     np.testing.assert_array_equal(out.view(np.uint16), expect.view(np.uint16))
     xf = rng.standard_normal((tokens, 2 * d)).astype(np.float32)
     out = np.zeros((tokens, d), np.float32)
-    kernel("vllm_style.cu", VLLM[3], VLLM)(tokens, 64, (out, xf, np.int32(d)))
+    kernel("vllm_style.cu", VLLM[3], VLLM)((tokens,), (64,), (out, xf, np.int32(d)))
     a, b = xf[:, :d].astype(np.float64), xf[:, d:].astype(np.float64)
     gelu = 0.5 * b * (1 + np.tanh(np.sqrt(2 / np.pi) * (b + 0.044715 * b ** 3)))
     np.testing.assert_allclose(out, a * gelu, rtol=1e-5, atol=1e-6)
@@ -113,7 +113,7 @@ def test_rotary_embedding_neox_and_gptj_layouts(neox):
         rng.standard_normal((tokens, kv_heads, head_size)).astype(np.float32)
     got_q, got_k = q.copy(), k.copy()
     kernel("vllm_style.cu", VLLM[4] if neox else VLLM[5], VLLM)(
-        tokens, 32, (pos, got_q, got_k, cache, np.int32(rot), np.int64(heads * head_size),
+        (tokens,), (32,), (pos, got_q, got_k, cache, np.int32(rot), np.int64(heads * head_size),
                      np.int64(kv_heads * head_size), np.int32(heads), np.int32(kv_heads), np.int32(head_size)))
 
     def rope(t):
@@ -135,7 +135,7 @@ def test_paged_attention_v1_over_block_tables_with_grouped_kv_heads():
     q = rng.standard_normal((seqs, heads, head_size)).astype(np.float32)
     out = np.zeros_like(q)
     scale = head_size ** -0.5
-    kernel("vllm_style.cu", VLLM[6], VLLM)((heads, seqs), 128, (out, q, k_cache, v_cache, np.int32(kv_heads),
+    kernel("vllm_style.cu", VLLM[6], VLLM)((heads, seqs), (128,), (out, q, k_cache, v_cache, np.int32(kv_heads),
                                                                 np.float32(scale), tables, lens, np.int32(max_blocks)),
                                            shared_mem=4 * int(lens.max()))
     for s in range(seqs):
@@ -158,7 +158,7 @@ def test_grid_constant_parameter_struct_with_cuda_std_clamp():
                                     ("hi", np.float32), ("stride", np.int32)], align=True))
     params["x"], params["y"], params["n"], params["lo"], params["hi"], params["stride"] = \
         x.ctypes.data, y.ctypes.data, n, -0.5, 0.75, 3
-    kernel("modern.cu", "clamp_grid_constant", MODERN)(cdiv(n, 3 * 128), 128, (params[()],))
+    kernel("modern.cu", "clamp_grid_constant", MODERN)((cdiv(n, 3 * 128),), (128,), (params[()],))
     np.testing.assert_array_equal(y, np.clip(x, -0.5, 0.75))
 
 
@@ -168,7 +168,7 @@ def test_row_argmax_with_cuda_std_pair_array_numeric_limits_and_a_lambda():
     x[2, 5] = x[2, 100] = 10  # ties go to the lower index
     x[3] = -np.inf
     best, where = np.zeros(rows, np.float32), np.zeros(rows, np.int32)
-    kernel("modern.cu", MODERN[0], MODERN)(rows, 128, (x, best, where, np.int32(cols)))
+    kernel("modern.cu", MODERN[0], MODERN)((rows,), (128,), (x, best, where, np.int32(cols)))
     np.testing.assert_array_equal(best, x.max(1))
     np.testing.assert_array_equal(where, x.argmax(1))
 
@@ -177,7 +177,7 @@ def test_row_argmax_with_cuda_std_pair_array_numeric_limits_and_a_lambda():
 def test_constexpr_table_and_generic_lambda_unrolled_over_a_template_int(name, dtype, per_thread):
     n = 1001
     x, y = rng.standard_normal(n).astype(dtype), np.zeros(n, dtype)
-    kernel("modern.cu", name, MODERN)(cdiv(n, 64 * per_thread), 64, (x, y, np.int32(n)))
+    kernel("modern.cu", name, MODERN)((cdiv(n, 64 * per_thread),), (64,), (x, y, np.int32(n)))
     xd = x.astype(np.float64)
     np.testing.assert_allclose(y, 1 + xd / 2 + xd ** 2 / 4 + xd ** 3 / 8, rtol=1e-6 if dtype == np.float32 else 1e-13,
                                atol=1e-6 if dtype == np.float32 else 1e-16)
@@ -187,7 +187,7 @@ def test_constexpr_table_and_generic_lambda_unrolled_over_a_template_int(name, d
 def test_stream_compaction_with_cg_exclusive_and_inclusive_scan(n, block):
     x = rng.integers(-5, 5, n).astype(np.int32)
     out, count = np.zeros(n, np.int32), np.zeros(1, np.int32)
-    kernel("modern.cu", "compact_positive", MODERN)(cdiv(n, block), block, (x, out, count, np.int32(n)))
+    kernel("modern.cu", "compact_positive", MODERN)((cdiv(n, block),), (block,), (x, out, count, np.int32(n)))
     assert count[0] == (x > 0).sum()
     # in order within a block; blocks claim their slots in any order
     got = out[:count[0]]
@@ -204,7 +204,7 @@ def test_cuda_std_math_follows_libcu_plus_plus_on_nan_and_signed_zero():
     a = np.array([1, -0.0, np.nan, np.inf, -3, 2.5, 0.0], np.float32)
     b = np.array([2, 1, 0, np.nan, -np.inf, 1, -0.0], np.float32)
     out, flags = np.zeros((7, 3), np.float32), np.zeros(7, np.int32)
-    kernel("modern.cu", "std_math", MODERN)(1, 32, (a, b, out, flags, np.int32(7)))
+    kernel("modern.cu", "std_math", MODERN)((1,), (32,), (a, b, out, flags, np.int32(7)))
     np.testing.assert_array_equal(out[:, 0], np.array([3, 1, np.nan, np.nan, np.inf, 3.5, 1], np.float32))
     # std::min(x, y) is (y < x) ? y : x and std::max(x, y) is (x < y) ? y : x: a NaN first operand wins
     np.testing.assert_array_equal(out[:, 1], [1, 0, np.nan, np.inf, -np.inf, 1, 0])
@@ -221,7 +221,7 @@ def test_last_block_reduction_with_cuda_atomic_ref_ticket_and_float_fetch_max(ch
     result, biggest = np.zeros(1, np.float32), np.full(1, -np.inf, np.float32)
     run = kernel("modern.cu", MODERN[3], MODERN)
     for _ in range(2):  # the last block resets the ticket: a second launch works the same
-        run(blocks, 128, (x, np.int32(n), partials, ticket, result, biggest), check_races=check_races)
+        run((blocks,), (128,), (x, np.int32(n), partials, ticket, result, biggest), check_races=check_races)
         assert ticket[0] == 0
         np.testing.assert_allclose(result[0], x.astype(np.float64).sum(), rtol=1e-5, atol=1e-4)
         assert biggest[0] == x.max()
@@ -232,7 +232,7 @@ def test_last_block_reduction_with_cuda_atomic_ref_ticket_and_float_fetch_max(ch
 
 def test_a_thread_spinning_on_an_atomic_flag_lets_the_producer_run():
     flag, data, seen = np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(2, np.float32)
-    kernel("modern.cu", "flag_handoff", MODERN)(1, 96, (flag, data, seen), timeout=20)  # was a timeout KernelFault
+    kernel("modern.cu", "flag_handoff", MODERN)((1,), (96,), (flag, data, seen), timeout=20)  # was a timeout KernelFault
     np.testing.assert_array_equal(seen, [42, 42])
 
 
@@ -256,7 +256,7 @@ def test_online_softmax_with_exp2f_and_masked_minus_infinity_entries():
     x[1, ::3] = -np.inf
     x[2, 7:] = -np.inf  # lanes 7..31 see only masked entries: their running max stays -INFINITY
     out = np.zeros_like(x)
-    kernel("llmc_style.cu", "softmax_online_exp2", LLMC)(cdiv(rows, 4), 128, (out, x, np.int32(rows), np.int32(cols)))
+    kernel("llmc_style.cu", "softmax_online_exp2", LLMC)((cdiv(rows, 4),), (128,), (out, x, np.int32(rows), np.int32(cols)))
     e = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
     np.testing.assert_allclose(out, e / e.sum(1, keepdims=True), rtol=2e-6, atol=1e-7)
     assert (out[2, 7:] == 0).all()
@@ -269,7 +269,7 @@ def test_welford_layernorm_with_float4_streaming_loads(cols):
     w, b = rng.standard_normal(cols).astype(np.float32), rng.standard_normal(cols).astype(np.float32)
     out, mean, rstd = np.zeros_like(x), np.zeros(rows, np.float32), np.zeros(rows, np.float32)
     kernel("llmc_style.cu", LLMC[0], LLMC)(
-        rows, 128, (out, mean, rstd, x, w, b, np.int32(cols), np.float32(1e-5)))
+        (rows,), (128,), (out, mean, rstd, x, w, b, np.int32(cols), np.float32(1e-5)))
     xd = x.astype(np.float64)
     mu, rs = xd.mean(1), 1 / np.sqrt(xd.var(1) + 1e-5)
     np.testing.assert_allclose(mean, mu, rtol=1e-6)
@@ -284,7 +284,7 @@ def test_float_atomic_max_by_cas_loop_and_by_the_sign_trick():
     segments = cdiv(n, seg)
     by_cas, by_sign = np.full(segments, -np.inf, np.float32), np.full(segments, -np.inf, np.float32)
     abs_sum = np.zeros(1)
-    kernel("llmc_style.cu", "segment_max", LLMC)(4, 64, (x, np.int32(n), np.int32(seg), by_cas, by_sign, abs_sum))
+    kernel("llmc_style.cu", "segment_max", LLMC)((4,), (64,), (x, np.int32(n), np.int32(seg), by_cas, by_sign, abs_sum))
     padded = np.full(segments * seg, -np.inf, np.float32)
     padded[:n] = x
     np.testing.assert_array_equal(by_cas, padded.reshape(segments, seg).max(1))
@@ -301,7 +301,7 @@ def test_nf4_dequantize_from_a_constant_code_book_into_bf16_pairs():
     packed = rng.integers(0, 256, n_bytes).astype(np.uint8)
     absmax = (rng.random(cdiv(2 * n_bytes, 64)) * 3).astype(np.float32)
     out = np.zeros(2 * n_bytes, bf16)
-    kernel("quant.cu", name, QUANT)(cdiv(n_bytes, 128), 128, (packed, absmax, out, np.int32(n_bytes)))
+    kernel("quant.cu", name, QUANT)((cdiv(n_bytes, 128),), (128,), (packed, absmax, out, np.int32(n_bytes)))
     code = module("quant.cu", QUANT).get_global("nf4_code")
     codes = np.stack([packed >> 4, packed & 15], 1).ravel()
     expect = as_bf16(code[codes] * absmax[np.arange(2 * n_bytes) // 64])
@@ -314,7 +314,7 @@ def test_rowwise_int8_quantization_and_half_to_integer_intrinsics():
     x[1, 3], x[2, 5], x[3, 1], x[3, 2] = np.nan, 30000, 2.5, -2.5
     q, scales = np.zeros((rows, cols), np.int8), np.zeros(rows, np.float32)
     floors, truncs, wide = (np.zeros((rows, cols), t) for t in (np.int32, np.int16, np.int64))
-    kernel("quant.cu", "quantize_rowwise_int8", QUANT)(rows, 64, (x, q, scales, floors, truncs, wide, np.int32(cols)))
+    kernel("quant.cu", "quantize_rowwise_int8", QUANT)((rows,), (64,), (x, q, scales, floors, truncs, wide, np.int32(cols)))
     xf = x.astype(np.float32)
     amax = np.nanmax(np.abs(xf), 1)  # fmaxf drops the NaN
     np.testing.assert_array_equal(scales, amax / np.float32(127))
@@ -333,7 +333,7 @@ def test_bf16_hfma2_epilogue_over_int4_loads_with_nan_propagating_max():
     a, b, c = (as_bf16(rng.standard_normal(n)) for _ in range(3))
     a[3] = np.nan
     out = np.zeros(n, bf16)
-    kernel("quant.cu", "bf16_fma_clamp", QUANT)(1, 32, (a, b, c, out, np.float32(-1), np.float32(1.5),
+    kernel("quant.cu", "bf16_fma_clamp", QUANT)((1,), (32,), (a, b, c, out, np.float32(-1), np.float32(1.5),
                                                         np.int32(n // 8)))
     fused = [float(Fraction(float(p)) * Fraction(float(r)) + Fraction(float(s))) if not np.isnan(p) else np.nan
              for p, r, s in zip(a.astype(np.float64), b.astype(np.float64), c.astype(np.float64))]
@@ -353,7 +353,7 @@ def test_block_radix_topk_orders_nan_first_and_ties_by_index():
     x[2, 10:20] = x[2, 3] = 9.0
     x[3, 50], x[3, 51] = np.inf, -np.inf
     values, indices = np.zeros((rows, k), np.float32), np.zeros((rows, k), np.int32)
-    kernel("warp_sort.cu", SORT[0], SORT)(rows, 128, (x, np.int32(n), np.int32(k),
+    kernel("warp_sort.cu", SORT[0], SORT)((rows,), (128,), (x, np.int32(n), np.int32(k),
                                                                                 values, indices))
     for r in range(rows):
         order = sorted(range(n), key=lambda j: (not np.isnan(x[r, j]), -np.nan_to_num(x[r, j], nan=0.0), j))
@@ -367,7 +367,7 @@ def test_match_any_groups_summed_with_reduce_add_over_each_groups_mask(n):
     weights = rng.integers(0, 100, n).astype(np.uint32)
     totals, counts, used = np.zeros(7, np.uint32), np.zeros(7, np.uint32), np.zeros(1, np.uint32)
     kernel("warp_sort.cu", "weighted_histogram", SORT)(
-        cdiv(n, 128), 128, (bins, weights, np.int32(n), totals, counts, used))
+        (cdiv(n, 128),), (128,), (bins, weights, np.int32(n), totals, counts, used))
     np.testing.assert_array_equal(totals, np.bincount(bins, weights, 7))
     np.testing.assert_array_equal(counts, np.bincount(bins, minlength=7))
     assert used[0] == sum(len(set(bins[s:s + 32])) for s in range(0, n, 32))  # one atomic per group
@@ -377,7 +377,7 @@ def test_axpy_in_inline_ptx_vector_loads_fma_streaming_store_and_red_add():
     n4 = 77
     x, y = rng.standard_normal(4 * n4).astype(np.float32), rng.standard_normal(4 * n4).astype(np.float32)
     y0, total = y.copy(), np.zeros(1, np.float32)
-    kernel("warp_sort.cu", "axpy_ptx", SORT)(3, 32, (x, y, np.float32(0.5), np.int32(n4), total))
+    kernel("warp_sort.cu", "axpy_ptx", SORT)((3,), (32,), (x, y, np.float32(0.5), np.int32(n4), total))
     np.testing.assert_array_equal(y, (0.5 * x.astype(np.float64) + y0).astype(np.float32))  # fma: one rounding
     np.testing.assert_allclose(total[0], y.astype(np.float64).sum(), rtol=1e-5, atol=1e-5)
 
@@ -385,7 +385,7 @@ def test_axpy_in_inline_ptx_vector_loads_fma_streaming_store_and_red_add():
 @pytest.mark.parametrize("blocks, threads", [(1, 96), (3, 50)])
 def test_atomic_cas_spin_lock_inside_a_block_and_a_warp(blocks, threads):
     lock, count, items = np.zeros(1, np.int32), np.zeros(1, np.int32), np.full(blocks * threads, -1, np.int32)
-    kernel("warp_sort.cu", "append_under_spin_lock", SORT)(blocks, threads, (lock, count, items), timeout=20)
+    kernel("warp_sort.cu", "append_under_spin_lock", SORT)((blocks,), (threads,), (lock, count, items), timeout=20)
     assert count[0] == blocks * threads and lock[0] == 0
     np.testing.assert_array_equal(np.sort(items), np.arange(blocks * threads))
 
@@ -397,7 +397,7 @@ def test_atomic_cas_spin_lock_inside_a_block_and_a_warp(blocks, threads):
 def test_rms_norm_with_cub_block_reduce_over_blockdim_valid_threads(tokens, hidden):
     x, w = rng.standard_normal((tokens, hidden)).astype(np.float32), rng.standard_normal(hidden).astype(np.float32)
     out = np.zeros_like(x)
-    kernel("vllm_style.cu", CUB[0], VLLM)(tokens, 128, (out, x, w, np.float32(1e-6), np.int32(hidden)))
+    kernel("vllm_style.cu", CUB[0], VLLM)((tokens,), (128,), (out, x, w, np.float32(1e-6), np.int32(hidden)))
     xd = x.astype(np.float64)
     np.testing.assert_allclose(out, xd / np.sqrt((xd ** 2).mean(1, keepdims=True) + 1e-6) * w, rtol=1e-5, atol=1e-6)
 
@@ -407,7 +407,7 @@ def test_top1_gate_with_cub_argmax_over_key_value_pairs_in_a_shared_union():
     logits = rng.standard_normal((tokens, experts)).astype(np.float32)
     logits[2, 10] = logits[2, 20] = 9.0  # a tie: the lower expert wins (cub::ArgMax)
     weight, expert = np.zeros(tokens, np.float32), np.zeros(tokens, np.int32)
-    kernel("vllm_style.cu", CUB[1], VLLM)(tokens, 64, (logits, np.int32(experts), weight, expert))
+    kernel("vllm_style.cu", CUB[1], VLLM)((tokens,), (64,), (logits, np.int32(experts), weight, expert))
     np.testing.assert_array_equal(expert, logits.argmax(1))
     p = np.exp(logits.astype(np.float64) - logits.max(1, keepdims=True))
     np.testing.assert_allclose(weight, 1 / p.sum(1), rtol=1e-5)
@@ -417,7 +417,7 @@ def test_top1_gate_with_cub_argmax_over_key_value_pairs_in_a_shared_union():
 def test_cub_block_scan_of_two_items_per_thread_and_warp_reduce_of_valid_items(valid):
     counts = rng.integers(0, 9, 192).astype(np.int32)
     offsets, total, warp_sums = np.zeros(192, np.int32), np.zeros(1, np.int32), np.zeros(3, np.int32)
-    kernel("vllm_style.cu", CUB[2], VLLM)(1, 96, (counts, offsets, total, warp_sums, np.int32(valid)))
+    kernel("vllm_style.cu", CUB[2], VLLM)((1,), (96,), (counts, offsets, total, warp_sums, np.int32(valid)))
     np.testing.assert_array_equal(offsets, np.concatenate([[0], np.cumsum(counts)[:-1]]))
     assert total[0] == counts.sum()
     np.testing.assert_array_equal(warp_sums, [counts[64 * w:64 * w + 64:2][:valid].sum() for w in range(3)])
@@ -454,7 +454,7 @@ def test_16bit_to_integer_conversions_in_every_rounding_mode():
     bits = np.array([0x3c00, 0x3e00, 0xbe00, 0x7e00, 0x7c00, 0xfc00, 0x7bff, 0x4d00, 0xcd00, 0x8000, 0x3800, 0x4100,
                      0x4500, 0xff80, 0x7fc0], np.uint16)
     out = np.zeros((len(bits), 16), np.int64)
-    kernel("intrinsics.cu", "half_to_int")(1, 32, (bits, out, np.int32(len(bits))))
+    kernel("intrinsics.cu", "half_to_int")((1,), (32,), (bits, out, np.int32(len(bits))))
     i32, u32, i16, u16, i64, u64 = (-2**31, 2**31 - 1), (0, 2**32 - 1), (-2**15, 2**15 - 1), (0, 2**16 - 1), \
         (-2**63, 2**63 - 1), (0, 2**64 - 1)
     columns = [("h", "rn", i32, 0), ("h", "rd", i32, 0), ("h", "ru", u32, 0), ("h", "rz", i16, 0),
@@ -509,7 +509,7 @@ def test_integer_to_16bit_conversions_round_once_in_every_mode():
     ints = np.array([1, 2049, -2049, 4097, 100000, -100000, 2**62 + 1, -(2**40) - 3, 65519, 65520, 0, 257, 2**53 + 3,
                      -(2**63), 2**63 - 1, 2**24 + 2**15 + 1], np.int64)
     out = np.zeros((len(ints), 8), np.uint16)
-    kernel("intrinsics.cu", "int_to_16bit")(1, 32, (ints, out, np.int32(len(ints))))
+    kernel("intrinsics.cu", "int_to_16bit")((1,), (32,), (ints, out, np.int32(len(ints))))
     halves, bfloats = _all_finite(np.float16), _all_finite(bf16)
     for col, (table, dtype, mode, unsigned) in enumerate(
             [(halves, np.float16, m, False) for m in ("rn", "rz", "rd", "ru")] +
@@ -527,7 +527,7 @@ def test_nan_max_min_return_the_canonical_nan_and_mask_compares():
     a = np.array([nan_bits, 0x3C00, 0x0000, 0x8000, 0x3C00], np.uint16)
     b = np.array([0x3C00, nan_bits, 0x8000, 0x0000, 0x4000], np.uint16)
     out, masks = np.zeros((5, 4), np.uint16), np.zeros((5, 3), np.uint32)
-    kernel("intrinsics.cu", "nan_max_and_masks")(1, 32, (a, b, out, masks, np.int32(5)))
+    kernel("intrinsics.cu", "nan_max_and_masks")((1,), (32,), (a, b, out, masks, np.int32(5)))
     np.testing.assert_array_equal(out[:2, :2], np.full((2, 2), 0x7FFF))
     np.testing.assert_array_equal(out[:2, 2:], np.full((2, 2), 0x3C00))  # as bf16, 0xfe01 is a finite -2^125
     np.testing.assert_array_equal(out[2:4, :2], [[0x0000, 0x8000], [0x0000, 0x8000]])  # +0 > -0
@@ -540,7 +540,7 @@ def test_nan_max_min_return_the_canonical_nan_and_mask_compares():
 
 def test_shuffle_offsets_use_their_low_5_bits_as_shfl_sync():
     out = np.zeros((4, 32), np.int32)
-    kernel("intrinsics.cu", "shuffle_offsets")(1, 32, (out,))
+    kernel("intrinsics.cu", "shuffle_offsets")((1,), (32,), (out,))
     lanes = np.arange(32)
     np.testing.assert_array_equal(out[0] - 100, np.where(lanes == 31, 0, lanes))  # -1: lane 31 reads lane 0
     np.testing.assert_array_equal(out[1] - 100, np.minimum(lanes + 1, 31) + (lanes == 31) * 0)
@@ -553,7 +553,7 @@ def test_mul24_ignores_the_top_8_bits():
     a = np.array([0x01000001, -1, 0x00800000, 0x7FFFFFFF, 12345, -0x00800000], np.int32)
     b = np.array([3, 0x00FFFFFF, 2, 0x00400000, -6789, 0x00800000], np.int32)
     s, u = np.zeros(6, np.int32), np.zeros(6, np.uint32)
-    kernel("intrinsics.cu", "mul24")(1, 32, (a, b, s, u, np.int32(6)))
+    kernel("intrinsics.cu", "mul24")((1,), (32,), (a, b, s, u, np.int32(6)))
 
     def low24(v, signed):
         v = int(v) & 0xFFFFFF
@@ -566,7 +566,7 @@ def test_mul24_ignores_the_top_8_bits():
 
 def test_numeric_limits_of_half_and_bfloat16_through_cuda_std():
     out = np.zeros(14, np.uint16)
-    kernel("intrinsics.cu", "limits_16bit")(1, 1, (out,))
+    kernel("intrinsics.cu", "limits_16bit")((1,), (1,), (out,))
     h, b = out[:6].view(np.float16), out[7:13].view(bf16)
     fh, fb = np.finfo(np.float16), ml_dtypes.finfo(bf16)
     np.testing.assert_array_equal(h.astype(np.float64), [fh.min, fh.max, fh.tiny, fh.eps, np.inf, fh.smallest_subnormal])
@@ -579,7 +579,7 @@ def test_16bit_types_built_from_any_integer_type_and_converted_back_by_their_ope
     rows = np.array([[70000, 5, 3000000001, -7], [65519, 2**40 + 1, -(2**20) - 1, 32767], [1, 2, 0, 0],
                      [4097, 2**63 - 1, 65520, -32768]], np.int64)  # unsigned 70000 and size_t: nvcc finds a constructor
     bits, back = np.zeros((len(rows), 8), np.uint16), np.zeros((len(rows), 10), np.int64)
-    kernel("intrinsics.cu", "integer_constructors")(1, 32, (rows, bits, back, np.int32(len(rows))))
+    kernel("intrinsics.cu", "integer_constructors")((1,), (32,), (rows, bits, back, np.int32(len(rows))))
     for col_base, dtype in ((0, np.float16), (4, bf16)):
         finite = _all_finite(dtype)
         for r, (u, s, ll, short) in enumerate(rows):
@@ -597,7 +597,7 @@ def test_min_max_follow_fminf_fmaxf_on_nan_and_take_a_half_as_float():
     b = np.array([1.0, np.nan, 3.0, -5.0, np.nan], np.float32)
     h = np.array([-2.5, 3.0, np.nan, 0.5, 1.0], np.float16)
     out = np.zeros((5, 6), np.float32)
-    kernel("intrinsics.cu", "min_max_overloads")(1, 32, (a, b, h, out, np.int32(5)))
+    kernel("intrinsics.cu", "min_max_overloads")((1,), (32,), (a, b, h, out, np.int32(5)))
     np.testing.assert_array_equal(out[:, 0], np.fmin(a, b))  # min(NaN, 1) was NaN: (b < a ? b : a)
     np.testing.assert_array_equal(out[:, 1], np.fmax(a, b))
     np.testing.assert_array_equal(out[:, 2], np.fmax(h.astype(np.float32), 0))  # max(__half, float) compiled nowhere

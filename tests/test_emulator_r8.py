@@ -88,7 +88,7 @@ def test_inline_ptx_cp_async_macros_over_shared_window_addresses(cols):
     rows = 5
     X, w = rng.standard_normal((rows, cols)).astype(np.float32), rng.standard_normal(cols).astype(np.float32)
     y = np.zeros(rows, np.float32)
-    async_kernel(ASYNC[3])(rows, 64, (X, w, y, np.int32(rows), np.int32(cols)), racecheck=cols == 301)
+    async_kernel(ASYNC[3])((rows,), (64,), (X, w, y, np.int32(rows), np.int32(cols)), racecheck=cols == 301)
     np.testing.assert_allclose(y, X.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
 
 
@@ -97,7 +97,7 @@ def test_cutlass_style_zfill_predicated_and_ignore_src_copies(racecheck):
     rows, cols = 10, 30  # rows of 32 floats, 30 valid: the last 4-float chunk is half zero-filled
     x = rng.standard_normal((rows, 32)).astype(np.float32)
     out = np.full((12, 32), np.nan, np.float32)  # whole tiles: rows 10 and 11 come from ignore-src copies
-    async_kernel("cutlass_style_tile_copy")(cdiv(rows, 4), 32, (x, out, np.int32(rows), np.int32(cols)),
+    async_kernel("cutlass_style_tile_copy")((cdiv(rows, 4),), (32,), (x, out, np.int32(rows), np.int32(cols)),
                                             racecheck=racecheck)
     np.testing.assert_array_equal(out[:rows], np.where(np.arange(32) < cols, 2 * x, 0))
     np.testing.assert_array_equal(out[rows:], 0)
@@ -106,9 +106,9 @@ def test_cutlass_style_zfill_predicated_and_ignore_src_copies(racecheck):
 def test_cooperative_groups_memcpy_async_then_wait():
     x, s = rng.standard_normal((3, 70)).astype(np.float32), rng.standard_normal(70).astype(np.float32)
     out = np.zeros_like(x)
-    async_kernel(ASYNC[4])(3, 64, (x, s, out, np.int32(70)), shared_mem=2 * 70 * 4)
+    async_kernel(ASYNC[4])((3,), (64,), (x, s, out, np.int32(70)), shared_mem=2 * 70 * 4)
     np.testing.assert_array_equal(out, x * s + x[:, ::-1])
-    async_kernel(ASYNC[4])(3, 64, (x, s, out, np.int32(70)), shared_mem=2 * 70 * 4, racecheck=True)
+    async_kernel(ASYNC[4])((3,), (64,), (x, s, out, np.int32(70)), shared_mem=2 * 70 * 4, racecheck=True)
 
 
 @pytest.mark.parametrize("name, issue, read", [
@@ -117,28 +117,28 @@ def test_cooperative_groups_memcpy_async_then_wait():
 def test_a_read_before_the_wait_sees_old_bytes_and_racecheck_names_it(name, issue, read):
     line, issued = line_of(read, after=f"void {name}("), line_of(issue, after=f"void {name}(")
     x, out = rng.standard_normal(64).astype(np.float32), np.zeros(64, np.float32)
-    async_kernel(name)(1, 64, (x, out))
+    async_kernel(name)((1,), (64,), (x, out))
     assert np.isnan(out).all()  # the copy lands at the wait: the read got the poisoned fresh shared memory
     with pytest.raises(RaceError, match=r"differs between the forward and reverse orders.*an asynchronous copy's "
                                         r"destination before waiting for it"):
-        async_kernel(name)(1, 64, (x, out), check_races=True)  # the other orders land copies as they are issued
+        async_kernel(name)((1,), (64,), (x, out), check_races=True)  # the other orders land copies as they are issued
     with pytest.raises(RaceError, match=rf"read of byte 0 of __shared__ 'buf' by thread \(0,0,0\) of block \(0,0,0\) "
                                         rf"of kernel '{name}' at async_matmul\.cu:{line}, while an "
                                         r"asynchronous copy into it is in flight: thread \(0,0,0\) issued it at "
                                         rf"async_matmul\.cu:{issued}"):
-        async_kernel(name)(1, 64, (x, out), racecheck=True)
+        async_kernel(name)((1,), (64,), (x, out), racecheck=True)
 
 
 def test_prefetching_into_the_buffer_a_slower_thread_still_reads_is_named():
     A, B = rng.standard_normal((16, 96)).astype(np.float32), rng.standard_normal((96, 16)).astype(np.float32)
     C = np.zeros((16, 16), np.float32)
     racy = async_kernel(ASYNC[5])
-    racy(1, (16, 16), (C, A, B, np.int32(96), np.int32(16)))  # fibers run in turn: the numbers come out right
+    racy((1,), (16, 16), (C, A, B, np.int32(96), np.int32(16)))  # fibers run in turn: the numbers come out right
     np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-5, atol=1e-5)
     with pytest.raises(RaceError, match=rf"__shared__ 'As' by thread \(\d+,\d+,0\) .* at async_matmul\.cu:{line_of('Csub += As[j]')}, while an "
                                         r"asynchronous copy into it is in flight: thread \(0,0,0\) issued it at "
                                         rf"async_matmul\.cu:{line_of('cuda::memcpy_async(&As[j]')}"):
-        racy(1, (16, 16), (C, A, B, np.int32(96), np.int32(16)), racecheck=True)
+        racy((1,), (16, 16), (C, A, B, np.int32(96), np.int32(16)), racecheck=True)
 
 
 def test_prefetching_as_many_stages_as_buffers_is_named():
@@ -148,15 +148,15 @@ def test_prefetching_as_many_stages_as_buffers_is_named():
     A, B = rng.standard_normal((16, 96)).astype(np.float32), rng.standard_normal((96, 16)).astype(np.float32)
     C = np.zeros((16, 16), np.float32)
     sample = async_kernel(ASYNC[6])
-    sample(1, (16, 16), (C, A, B, np.int32(96), np.int32(16)))  # copies land at their waits: right numbers
+    sample((1,), (16, 16), (C, A, B, np.int32(96), np.int32(16)))  # copies land at their waits: right numbers
     np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-5, atol=1e-5)
     with pytest.raises(RaceError, match=r"differs between the forward and reverse orders"):
-        sample(1, (16, 16), (C, A, B, np.int32(96), np.int32(16)), check_races=True)
+        sample((1,), (16, 16), (C, A, B, np.int32(96), np.int32(16)), check_races=True)
     issue = line_of("cuda::memcpy_async(&As[j]")
     with pytest.raises(RaceError, match=rf"write of byte 0 of __shared__ 'As' by thread \(0,0,0\) .* at async_matmul\.cu:"
                                         rf"{issue}, while an asynchronous copy into it is in flight: thread \(0,0,0\) "
                                         rf"issued it at async_matmul\.cu:{issue}"):
-        sample(1, (16, 16), (C, A, B, np.int32(96), np.int32(16)), racecheck=True)
+        sample((1,), (16, 16), (C, A, B, np.int32(96), np.int32(16)), racecheck=True)
 
 
 def test_a_neighbours_copy_read_without_a_barrier_is_a_hazard():
@@ -166,7 +166,7 @@ def test_a_neighbours_copy_read_without_a_barrier_is_a_hazard():
     with pytest.raises(RaceError, match=rf"write-after-read hazard on __shared__ 'buf' \(byte 4\).*thread \(0,0,0\) "
                                         rf"reads it at async_matmul\.cu:{read}, then thread \(1,0,0\) writes it at "
                                         rf"async_matmul\.cu:{issued}"):
-        async_kernel("reads_neighbour_without_barrier")(1, 64, (x, out), racecheck=True)
+        async_kernel("reads_neighbour_without_barrier")((1,), (64,), (x, out), racecheck=True)
 
 
 def test_async_copy_misuse_is_a_named_fault():
@@ -174,14 +174,14 @@ def test_async_copy_misuse_is_a_named_fault():
     with pytest.raises(KernelFault, match=rf"misaligned address in the asynchronous copy at async_matmul\.cu:"
                                           rf"{line_of('&buf[threadIdx.x * 4 + 1]')}: a "
                                           r"16-byte cp\.async"):
-        async_kernel("misaligned_cp_async")(1, 16, (x, out))
+        async_kernel("misaligned_cp_async")((1,), (16,), (x, out))
     at = line_of("bar.arrive_and_wait();", after="void barrier_without_init(")
     with pytest.raises(KernelFault, match=rf"cuda::barrier used before init\(&bar, count\).* at async_matmul\.cu:{at} "):
-        async_kernel("barrier_without_init")(1, 64, (out,))
+        async_kernel("barrier_without_init")((1,), (64,), (out,))
     # a thread may end with copies in flight: they land in its block's shared memory, not in a later launch's
     for _ in range(2):
         out[:] = 0
-        async_kernel("exits_with_copies_in_flight")(2, 32, (x, out), racecheck=_ == 1)
+        async_kernel("exits_with_copies_in_flight")((2,), (32,), (x, out), racecheck=_ == 1)
         assert (out[:32] == 1).all()
 
 
@@ -202,10 +202,10 @@ extern "C" __global__ void j(const float* x, float* out) {
     mod = RawModule(code=src)
     with pytest.raises(KernelFault, match=r"the shared-memory address 0x\w+ used at k\.cu:5 \(16 bytes\) is outside "
                                           r"every __shared__ array"):
-        mod.get_function("k")(1, 1, (x, out))
+        mod.get_function("k")((1,), (1,), (x, out))
     with pytest.raises(KernelFault, match=r"__cvta_generic_to_shared .* at k\.cu:11 got 0x\w+, which is not in the "
                                           r"block's shared memory"):
-        mod.get_function("j")(1, 1, (x, out))
+        mod.get_function("j")((1,), (1,), (x, out))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_flash_attention_minimal_forward(N):
     O = np.zeros_like(q)
     scale = 1 / np.sqrt(d)
     public = module("public_style.cu", PUBLIC)
-    public.get_function("forward_kernel")((B, nh), Bc, (q, k, v, np.int32(N), np.int32(d), np.int32(Tc), np.int32(Tr),
+    public.get_function("forward_kernel")((B, nh), (Bc,), (q, k, v, np.int32(N), np.int32(d), np.int32(Tc), np.int32(Tr),
                                                         np.int32(Bc), np.int32(Bc), np.float32(scale), l, m, O),
                                           shared_mem=(3 * Bc * d + Bc * Bc) * 4)
     np.testing.assert_allclose(O, attention(q, k, v, scale), rtol=1e-4, atol=1e-5)
@@ -237,7 +237,7 @@ def test_siboehm_warptiling_sgemm_with_float4_loads_on_ragged_m_and_n():
     A, B = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
     C0 = rng.standard_normal((M, N)).astype(np.float32)
     C = C0.copy()
-    public_kernel(PUBLIC[0])((cdiv(N, 64), cdiv(M, 64)), 128, (np.int32(M), np.int32(N), np.int32(K), np.float32(1.5),
+    public_kernel(PUBLIC[0])((cdiv(N, 64), cdiv(M, 64)), (128,), (np.int32(M), np.int32(N), np.int32(K), np.float32(1.5),
                                                                A, B, np.float32(0.5), C))
     np.testing.assert_allclose(C, 1.5 * (A.astype(np.float64) @ B) + 0.5 * C0, rtol=1e-5, atol=1e-5)
 
@@ -246,7 +246,7 @@ def test_siboehm_warptiling_sgemm_with_float4_loads_on_ragged_m_and_n():
 def test_llama_cpp_rms_norm_with_warp_reductions(name, rows, cols, block):
     x = rng.standard_normal((rows, cols)).astype(np.float32)
     out = np.zeros_like(x)
-    public_kernel(name)(rows, (block, 1), (x, out, np.int32(cols), np.float32(1e-6)))
+    public_kernel(name)((rows,), (block, 1), (x, out, np.int32(cols), np.float32(1e-6)))
     xd = x.astype(np.float64)
     np.testing.assert_allclose(out, xd / np.sqrt((xd ** 2).mean(1, keepdims=True) + 1e-6), rtol=2e-5, atol=1e-6)
 
@@ -258,7 +258,7 @@ def test_llama_cpp_soft_max_templates(name, cols, block, masked):
     x = rng.standard_normal((rows, cols)).astype(np.float32)
     mask = np.where(rng.random((rows_y, cols)) < 0.2, -np.inf, rng.standard_normal((rows_y, cols))).astype(np.float32)
     out = np.zeros_like(x)
-    public_kernel(name)(rows, block, (x, mask if masked else None, out, np.int32(cols), np.int32(rows_y),
+    public_kernel(name)((rows,), (block,), (x, mask if masked else None, out, np.int32(cols), np.int32(rows_y),
                                       np.float32(scale)), shared_mem=(32 + cols) * 4)
     logits = x.astype(np.float64) * scale + (mask[np.arange(rows) % rows_y] if masked else 0)
     e = np.exp(logits - logits.max(1, keepdims=True))
@@ -271,7 +271,7 @@ def test_cub_block_load_radix_sort_store_pairs_in_tiles_with_a_partial_last_one(
     keys[::7] = np.round(keys[::7])  # equal keys: the sort is stable
     keys[5], keys[9] = 0.0, -0.0     # -0.0 sorts as +0.0 (CUB's radix digits), so these keep their order
     keys_out, idx_out = np.zeros(n, np.float32), np.zeros(n, np.int32)
-    public_kernel(PUBLIC[6])(cdiv(n, 256), 64, (keys, keys_out, idx_out, np.int32(n)))
+    public_kernel(PUBLIC[6])((cdiv(n, 256),), (64,), (keys, keys_out, idx_out, np.int32(n)))
     order = np.concatenate([lo + np.argsort(keys[lo:lo + 256], kind="stable") for lo in range(0, n, 256)])
     np.testing.assert_array_equal(idx_out, order)
     np.testing.assert_array_equal(keys_out.view(np.uint32), keys[order].view(np.uint32))
@@ -280,7 +280,7 @@ def test_cub_block_load_radix_sort_store_pairs_in_tiles_with_a_partial_last_one(
 def test_cub_radix_sort_descending_on_a_bit_range_to_a_striped_arrangement():
     keys = rng.integers(-1000, 1000, 384).astype(np.int32)
     out = np.zeros_like(keys)
-    public_kernel(PUBLIC[7])(2, 64, (keys, out, np.int32(8)))
+    public_kernel(PUBLIC[7])((2,), (64,), (keys, out, np.int32(8)))
     expect = np.concatenate([seg[np.argsort(255 - (seg & 255), kind="stable")] for seg in keys.reshape(2, 192)])
     np.testing.assert_array_equal(out, expect)
 
@@ -289,7 +289,7 @@ def test_cub_radix_sort_descending_on_a_bit_range_to_a_striped_arrangement():
 def test_cub_block_exchange_striped_to_blocked_then_block_scan(n):
     x = rng.integers(-50, 50, n).astype(np.int32)
     out = np.zeros(n, np.int32)
-    public_kernel(PUBLIC[8])(1, 96, (x, out, np.int32(n)), racecheck=n == 250)
+    public_kernel(PUBLIC[8])((1,), (96,), (x, out, np.int32(n)), racecheck=n == 250)
     np.testing.assert_array_equal(out, np.cumsum(x))
 
 
@@ -298,7 +298,7 @@ def test_half2_hfma2_axpy_with_an_odd_length():
     x, y = rng.standard_normal(n).astype(np.float16), rng.standard_normal(n).astype(np.float16)
     a = np.float16(0.75)
     got = y.copy()
-    module("public_style.cu", PUBLIC).get_function("haxpy_half2")(2, 64, (np.int32(n), a, x, got))
+    module("public_style.cu", PUBLIC).get_function("haxpy_half2")((2,), (64,), (np.int32(n), a, x, got))
     expect = (np.float64(a) * x.astype(np.float64) + y.astype(np.float64)).astype(np.float16)  # one rounding
     np.testing.assert_array_equal(got.view(np.uint16), expect.view(np.uint16))
 
@@ -307,7 +307,7 @@ def test_swiglu_in_nv_bfloat162_pairs():
     pairs = 77
     gate, up = (rng.standard_normal(2 * pairs).astype(np.float32).astype(bf16) for _ in range(2))
     out = np.zeros(2 * pairs, bf16)
-    module("public_style.cu", PUBLIC).get_function("swiglu_bf16x2")(2, 64, (gate, up, out, np.int32(pairs)))
+    module("public_style.cu", PUBLIC).get_function("swiglu_bf16x2")((2,), (64,), (gate, up, out, np.int32(pairs)))
     g = gate.astype(np.float64)
     silu = (g / (1 + np.exp(-g))).astype(np.float32).astype(bf16)  # __float22bfloat162_rn
     expect = (silu.astype(np.float32) * up.astype(np.float32)).astype(bf16)  # __hmul2: one rounding of the product
@@ -318,7 +318,7 @@ def test_histogram_with_shared_memory_atomics():
     data = rng.integers(0, 256, 10007).astype(np.uint8)
     out = np.zeros(37, np.uint32)
     module("public_style.cu", PUBLIC).get_function("histogram_smem_atomics")(
-        8, 128, (data, np.int32(data.size), out, np.int32(37)), shared_mem=37 * 4)
+        (8,), (128,), (data, np.int32(data.size), out, np.int32(37)), shared_mem=37 * 4)
     np.testing.assert_array_equal(out, np.bincount(data % 37, minlength=37))
 
 
@@ -336,7 +336,7 @@ def test_grid_stride_loops_around_a_grid_sync():
     x = rng.standard_normal(n).astype(np.float32)
     y, partial = np.zeros_like(x), np.zeros(4, np.float32)
     module("public_style.cu", PUBLIC, cooperative=True).get_function("grid_rms_normalize")(
-        4, 128, (x, y, partial, np.int32(n)))
+        (4,), (128,), (x, y, partial, np.int32(n)))
     xd = x.astype(np.float64)
     np.testing.assert_allclose(y, xd / np.sqrt((xd ** 2).mean() + 1e-6), rtol=1e-5)
 
@@ -365,13 +365,13 @@ extern "C" __global__ void roles(float* out) {
     for source, offset, what in ((x, 1 << 40, "a wild or freed pointer"), (None, 0, "a null pointer")):
         with pytest.raises(KernelFault, match=r"thread \(0,0,0\) of block \(0,0,0\) of kernel 'wild' crashed landing the "
                                               r"asynchronous copy issued at wild\.cu:6 \(16 bytes from .*SIGSEGV.*" + what):
-            mod.get_function("wild")(1, 16, (source, out, np.int64(offset)))
+            mod.get_function("wild")((1,), (16,), (source, out, np.int64(offset)))
     with pytest.raises(KernelFault, match=r"shared destination of __pipeline_memcpy_async\) at wild\.cu:12 got 0x\w+, which "
                                           r"is not in the block's shared memory"):
-        mod.get_function("to_global")(1, 1, (x, out))
+        mod.get_function("to_global")((1,), (1,), (x, out))
     with pytest.raises(KernelFault, match=r"cuda::make_pipeline with producer/consumer roles \(a partitioned pipeline\) "
                                           r"is not modelled by minilora's CUDA emulator"):
-        mod.get_function("roles")(1, 32, (out,))
+        mod.get_function("roles")((1,), (32,), (out,))
 
 
 def test_ld_st_shared_and_cvta_through_window_addresses():
@@ -388,11 +388,11 @@ def test_ld_st_shared_and_cvta_through_window_addresses():
     x = rng.standard_normal(64).astype(np.float32)
     out = np.zeros(64, np.float32)
     t = np.arange(64)
-    RawModule(code=src).get_function("k")(1, 64, (x, out, np.uint32(31)))
+    RawModule(code=src).get_function("k")((1,), (64,), (x, out, np.uint32(31)))
     np.testing.assert_array_equal(out, 2 * x[2 * (t // 2 % 31) + 2 + (t & 1)])
     with pytest.raises(KernelFault, match=r"the shared-memory address 0x\w+ used at k\.cu:8 \(8 bytes\) is outside every "
                                           r"__shared__ array"):
-        RawModule(code=src).get_function("k")(1, 64, (x, out, np.uint32(32)))  # threads 62, 63 read s[64], s[65]
+        RawModule(code=src).get_function("k")((1,), (64,), (x, out, np.uint32(32)))  # threads 62, 63 read s[64], s[65]
 
 
 def test_asm_in_a_macro_is_translated_and_refused_only_where_it_is_used():
@@ -409,7 +409,7 @@ extern "C" __global__ void j(unsigned* out) {
 }
 #endif'''
     out = np.zeros(64, np.uint32)
-    RawModule(code=src).get_function("k")(1, 64, (out,))
+    RawModule(code=src).get_function("k")((1,), (64,), (out,))
     np.testing.assert_array_equal(out, np.arange(64) % 32)
     with pytest.raises(emu.CompileError, match=r"k\.cu:10: the inline PTX instruction 'fence\.proxy\.tensormap::generic\.release\.cta' "
                                                r"is not modelled"):
@@ -449,7 +449,7 @@ extern "C" __global__ void k(const int* x, int* total, int* sorted, int* scanned
 }'''
     x = rng.integers(-100, 100, 128).astype(np.int32)
     total, sorted_, scanned = np.zeros(1, np.int32), np.zeros(128, np.int32), np.zeros(64, np.int32)
-    RawModule(code=src).get_function("k")(1, 64, (x, total, sorted_, scanned), racecheck=True)
+    RawModule(code=src).get_function("k")((1,), (64,), (x, total, sorted_, scanned), racecheck=True)
     s = np.sort(x)
     assert total[0] == x.sum()
     np.testing.assert_array_equal(sorted_, s)
@@ -485,5 +485,5 @@ extern "C" __global__ void k(const float* x, float* out, int n) {
     kern = RawModule(code=src).get_function("k")
     lanes = (np.arange(128) // 32) * 32 + (np.arange(128) + 1) % 32
     for check in ({}, {"racecheck": True}, {"check_races": True}):
-        kern(1, 128, (x, out, np.int32(n)), **check)
+        kern((1,), (128,), (x, out, np.int32(n)), **check)
         np.testing.assert_allclose(out, x.astype(np.float64).reshape(5, 128)[:, lanes].sum(0), rtol=1e-5, atol=1e-6)

@@ -90,7 +90,7 @@ def test_wmma_shared_memory_gemm_on_ragged_shapes(name):
     out_dtype = np.float16 if name.endswith("half>") else np.float32
     A, B = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
     C = np.full((M, N), np.nan, out_dtype)
-    module("wmma_gemm.cu", WMMA).get_function(name)((2, 2), 128, (bits(A), bits(B), C, np.int32(M), np.int32(N),
+    module("wmma_gemm.cu", WMMA).get_function(name)((2, 2), (128,), (bits(A), bits(B), C, np.int32(M), np.int32(N),
                                                                   np.int32(K)))
     np.testing.assert_array_equal(C, sliced_product(padded(A, M, 48), padded(B, 48, N), 16, out_dtype))
 
@@ -102,7 +102,7 @@ def test_wmma_m32n8k16_m8n32k16_and_double_m8n8k4_tiles(name):
     A, Bt = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((N, K)).astype(dtype)
     C = rng.standard_normal((M, N)).astype(np.float64 if dtype == np.float64 else np.float32)
     out = C.copy()
-    module("wmma_gemm.cu", WMMA).get_function(name)(1, 32, (bits(A), bits(Bt), out))
+    module("wmma_gemm.cu", WMMA).get_function(name)((1,), (32,), (bits(A), bits(Bt), out))
     if dtype == np.float64:  # DMMA: an fma chain in k order, within a few ulps of the float64 product
         np.testing.assert_allclose(out, A @ Bt.T + C, rtol=0, atol=4e-15)
     else:
@@ -114,11 +114,11 @@ def test_wmma_tf32_rounds_inputs_and_int8_accumulates_exactly():
     M, N, K = 32, 48, 24
     A, Bt = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((N, K)).astype(np.float32)
     C = np.full((M, N), np.nan, np.float32)
-    mod.get_function("wmma_tf32")((N // 16, M // 16), 32, (A, Bt, C, np.int32(M), np.int32(N), np.int32(K)))
+    mod.get_function("wmma_tf32")((N // 16, M // 16), (32,), (A, Bt, C, np.int32(M), np.int32(N), np.int32(K)))
     np.testing.assert_array_equal(C, sliced_product(tf32(A), tf32(Bt).T, 8))
     A8, B8 = rng.integers(-128, 128, (M, 32)).astype(np.int8), rng.integers(-128, 128, (N, 32)).astype(np.int8)
     bias, C8 = rng.integers(-1000, 1000, (M, N)).astype(np.int32), np.zeros((M, N), np.int32)
-    mod.get_function("wmma_int8")((N // 16, M // 16), 32, (A8, B8, bias, C8, np.int32(M), np.int32(N), np.int32(32)))
+    mod.get_function("wmma_int8")((N // 16, M // 16), (32,), (A8, B8, bias, C8, np.int32(M), np.int32(N), np.int32(32)))
     np.testing.assert_array_equal(C8, A8.astype(np.int64) @ B8.T.astype(np.int64) + bias)
 
 
@@ -128,7 +128,7 @@ def test_ldmatrix_and_mma_sync_gemm_on_ragged_shapes(name):
     dtype = bf16 if "bfloat16" in name else np.float16
     A, B = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
     C = np.full((M, N), np.nan, np.float32)
-    module("mma_ptx.cu", MMA).get_function(name)((2, 2), 128, (bits(A), bits(B), C, np.int32(M), np.int32(N),
+    module("mma_ptx.cu", MMA).get_function(name)((2, 2), (128,), (bits(A), bits(B), C, np.int32(M), np.int32(N),
                                                               np.int32(K)))
     np.testing.assert_array_equal(C, sliced_product(padded(A, M, 48), padded(B, 48, N), 16))
 
@@ -137,27 +137,27 @@ def test_mma_shapes_follow_the_ptx_isa_fragment_tables():
     mod = module("mma_ptx.cu", MMA)
     A, Bt, C = (rng.standard_normal(s).astype(np.float32) for s in ((16, 8), (8, 8), (16, 8)))
     D = np.full((16, 8), np.nan, np.float32)
-    mod.get_function("mma_tf32_m16n8k8")(1, 32, (A, Bt, C, D))
+    mod.get_function("mma_tf32_m16n8k8")((1,), (32,), (A, Bt, C, D))
     np.testing.assert_array_equal(D, sliced_product(tf32(A), tf32(Bt).T, 8, C=C))
     A, Bt, C = (rng.standard_normal(s).astype(np.float16) for s in ((16, 16), (8, 16), (16, 8)))
     D = np.full((16, 8), np.nan, np.float16)
-    mod.get_function("mma_f16acc_m16n8k16")(1, 32, (A, Bt, C, D))  # one rounding to half: no float32 in between
+    mod.get_function("mma_f16acc_m16n8k16")((1,), (32,), (A, Bt, C, D))  # one rounding to half: no float32 in between
     np.testing.assert_array_equal(D, (A.astype(np.float64) @ Bt.T.astype(np.float64) + C).astype(np.float16))
     A8, Bt8 = rng.integers(-128, 128, (16, 32)).astype(np.int8), rng.integers(-128, 128, (8, 32)).astype(np.int8)
     near_limits = np.where(rng.random((16, 8)) < 0.5, 2**31 - 20_000, -2**31 + 20_000)  # .satfinite clamps some
     C32 = (near_limits + rng.integers(-10_000, 10_000, (16, 8))).astype(np.int32)
     D32 = np.zeros((16, 8), np.int32)
-    mod.get_function("mma_s8_m16n8k32")(1, 32, (A8, Bt8, C32, D32))
+    mod.get_function("mma_s8_m16n8k32")((1,), (32,), (A8, Bt8, C32, D32))
     exact = A8.astype(np.int64) @ Bt8.T.astype(np.int64) + C32
     assert ((exact > 2**31 - 1) | (exact < -2**31)).any()
     np.testing.assert_array_equal(D32, np.clip(exact, -2**31, 2**31 - 1))
     A64, Bt64, C64 = rng.standard_normal((8, 4)), rng.standard_normal((8, 4)), rng.standard_normal((8, 8))
     D64 = np.full((8, 8), np.nan)
-    mod.get_function("mma_f64_m8n8k4")(1, 32, (A64, Bt64, C64, D64))
+    mod.get_function("mma_f64_m8n8k4")((1,), (32,), (A64, Bt64, C64, D64))
     np.testing.assert_allclose(D64, A64 @ Bt64.T + C64, rtol=0, atol=4e-15)
     x = rng.standard_normal((8, 8)).astype(np.float16)
     moved, stored = np.zeros_like(x), np.zeros_like(x)
-    mod.get_function("movmatrix_transpose")(1, 32, (x, moved, stored))
+    mod.get_function("movmatrix_transpose")((1,), (32,), (x, moved, stored))
     np.testing.assert_array_equal(moved, x.T)
     np.testing.assert_array_equal(stored, x.T)
 
@@ -168,7 +168,7 @@ def test_mbarrier_producer_consumer_ring(name, check):
     n_tiles = 7  # over 2 blocks: 4 and 3 tiles through a ring of 2 (or 3) stages, so each wraps
     x = rng.standard_normal(n_tiles * 64).astype(np.float32)
     y, total = np.full_like(x, np.nan), np.zeros(1, np.float32)
-    module("mbarrier_pipeline.cu", PIPE).get_function(name)(2, 96, (x, y, total, np.int32(n_tiles)), timeout=20,
+    module("mbarrier_pipeline.cu", PIPE).get_function(name)((2,), (96,), (x, y, total, np.int32(n_tiles)), timeout=20,
                                                             **check)
     np.testing.assert_array_equal(y, 2 * x + 1)
     np.testing.assert_allclose(total, x.astype(np.float64).sum(), rtol=1e-5, atol=1e-5)
@@ -177,7 +177,7 @@ def test_mbarrier_producer_consumer_ring(name, check):
 @pytest.mark.parametrize("check", [{}, {"racecheck": True}])
 def test_mbarrier_arrive_token_and_test_wait_split_barrier(check):
     x, out = rng.standard_normal(2 * 128).astype(np.float32), np.full(2 * 128, np.nan, np.float32)
-    module("mbarrier_pipeline.cu", PIPE).get_function("split_arrive_wait")(2, 128, (x, out), timeout=20, **check)
+    module("mbarrier_pipeline.cu", PIPE).get_function("split_arrive_wait")((2,), (128,), (x, out), timeout=20, **check)
     blocks = x.reshape(2, 128)
     np.testing.assert_array_equal(out, (3 * blocks + np.roll(blocks, -1, axis=1)).ravel())
 
@@ -186,7 +186,7 @@ def test_racecheck_names_a_consumer_that_reads_a_stage_without_waiting_on_its_mb
     x, y = rng.standard_normal(4 * 64).astype(np.float32), np.zeros(4 * 64, np.float32)
     with pytest.raises(RaceError, match=r"hazard on __shared__ 'buf' .* mbarrier_pipeline\.cu:\d+, then thread "
                                         r"\(32,0,0\) reads it at mbarrier_pipeline\.cu:\d+"):
-        module("mbarrier_pipeline.cu", PIPE).get_function(PIPE[3])(1, 64, (x, y, np.int32(4)), racecheck=True,
+        module("mbarrier_pipeline.cu", PIPE).get_function(PIPE[3])((1,), (64,), (x, y, np.int32(4)), racecheck=True,
                                                                    timeout=20)
 
 
@@ -215,15 +215,15 @@ def test_wmma_misuse_is_named():
     mod = RawModule(code=MISUSE).compile()
     a, c = rng.standard_normal(512).astype(np.float16), np.zeros(256, np.float32)
     with pytest.raises(RaceError, match=r"(read-after-write|write-after-read) hazard on __shared__ 'tile'"):
-        mod.get_function("fill_then_load_unsynchronised")(1, 64, (a, c), racecheck=True)
+        mod.get_function("fill_then_load_unsynchronised")((1,), (64,), (a, c), racecheck=True)
     with pytest.raises(BarrierError, match=r"lanes 0-15|exited|returned|different"):
-        mod.get_function("load")(1, 32, (a, np.int32(16), np.int32(16)))  # half the warp
+        mod.get_function("load")((1,), (32,), (a, np.int32(16), np.int32(16)))  # half the warp
     with pytest.raises(KernelFault, match=r"ldm must be a multiple of 16 bytes"):
-        mod.get_function("load")(1, 32, (a, np.int32(12), np.int32(32)))
+        mod.get_function("load")((1,), (32,), (a, np.int32(12), np.int32(32)))
     with pytest.raises(KernelFault, match=r"256-bit aligned"):
-        mod.get_function("load")(1, 32, (a[1:], np.int32(16), np.int32(32)))
+        mod.get_function("load")((1,), (32,), (a[1:], np.int32(16), np.int32(32)))
     with pytest.raises(KernelFault, match=r"needs a full warp of 32 threads, and warp 1 of this block has 16"):
-        mod.get_function("load")(1, 48, (a, np.int32(16), np.int32(48)))
+        mod.get_function("load")((1,), (48,), (a, np.int32(16), np.int32(48)))
 
 
 @pytest.mark.parametrize("code, match", [

@@ -44,7 +44,7 @@ def a_normal_launch_works():
     a = np.arange(1, 101, dtype=np.int32) * 7
     b = np.arange(1, 101, dtype=np.int32)
     q = np.full(100, -1, np.int32)
-    faults().get_function("int_divide")(4, 32, (a, b, q, np.int32(100)))
+    faults().get_function("int_divide")((4,), (32,), (a, b, q, np.int32(100)))
     np.testing.assert_array_equal(q, a // b)
 
 
@@ -69,7 +69,7 @@ def a_normal_launch_works():
 def test_crash_raises_kernel_fault_and_python_keeps_running(name, args, block, tag, pattern):
     grid = 2 if name == "int_divide" else 1
     with pytest.raises(KernelFault, match=pattern.format(line=line_of(tag))):
-        faults().get_function(name)(grid, block, args())
+        faults().get_function(name)((grid,), (block,), args())
     a_normal_launch_works()
 
 
@@ -77,13 +77,13 @@ def test_stack_follows_the_kernels_needs_and_overflow_hits_the_guard_page():
     big = faults().get_function("big_local_array")
     n = 65536  # a 256 KiB local array per thread: far beyond the old fixed 64 KiB stacks
     out = np.full(4, np.nan, np.float32)
-    big(1, 4, (out, np.int32(n)))  # the default stack comes from the compiler's -fstack-usage report
+    big((1,), (4,), (out, np.int32(n)))  # the default stack comes from the compiler's -fstack-usage report
     per_thread = sum((i % 7) for i in range(n))
     np.testing.assert_array_equal(out, [per_thread * (t + 1) for t in range(4)])
     with pytest.raises(KernelFault, match=r"crashed at faults\.cu:\d+: stack overflow: the thread needs more than "
                                           r"its 65536-byte stack .* larger stack_size="):
-        big(1, 4, (out, np.int32(n)), stack_size=64 * 1024)
-    big(1, 4, (out, np.int32(n)), stack_size=512 * 1024)  # asked for explicitly: enough
+        big((1,), (4,), (out, np.int32(n)), stack_size=64 * 1024)
+    big((1,), (4,), (out, np.int32(n)), stack_size=512 * 1024)  # asked for explicitly: enough
     np.testing.assert_array_equal(out, [per_thread * (t + 1) for t in range(4)])
     a_normal_launch_works()
 
@@ -93,11 +93,11 @@ def test_unbounded_recursion_is_a_stack_overflow(workers, workers_at_once):
     """On any worker's OS thread: each fiber stack has a guard below it, each worker a signal stack."""
     rec = faults().get_function("deep_recursion")
     out = np.zeros(4, np.int32)
-    rec(1, 4, (out, np.int32(100)), workers=workers)
+    rec((1,), (4,), (out, np.int32(100)), workers=workers)
     np.testing.assert_array_equal(out, sum(range(101)))
     with pytest.raises(KernelFault, match=r"thread \(0,0,0\) of block \(0,0,0\) .* crashed at faults\.cu:\d+: "
                                           r"stack overflow"):
-        rec(3, 4, (np.zeros(12, np.int32), np.int32(10 ** 8)), workers=workers)
+        rec((3,), (4,), (np.zeros(12, np.int32), np.int32(10 ** 8)), workers=workers)
     a_normal_launch_works()
 
 
@@ -159,7 +159,7 @@ def oob_line(tag: str) -> int:
 
 def shared_launch(name: str, at: int, reads: bool, workers: int, shared_mem: int = 0, grid: int = 4):
     out = np.full(257, np.nan, np.float32)
-    shared_oob().get_function(name)(grid, 256, (out, np.int32(at), np.int32(reads)), shared_mem=shared_mem,
+    shared_oob().get_function(name)((grid,), (256,), (out, np.int32(at), np.int32(reads)), shared_mem=shared_mem,
                                     workers=workers)
     return out
 
@@ -211,7 +211,7 @@ def test_more_threads_than_shared_elements(workers_at_once):
     with pytest.raises(KernelFault, match=rf"thread \(256,0,0\) of block \(0,0,0\) of kernel 'every_thread_writes' "
                                           rf"crashed at static_oob\.cu:{oob_line('512 threads')}: out-of-bounds "
                                           r"__shared__ access: a write at byte 1024 of __shared__ 'half'"):
-        shared_oob().get_function("every_thread_writes")(2, 512, (np.zeros(512, np.float32),), workers=2)
+        shared_oob().get_function("every_thread_writes")((2,), (512,), (np.zeros(512, np.float32),), workers=2)
     shared_memory_still_works(2)
 
 
@@ -237,12 +237,12 @@ def test_what_alignment_leaves_after_an_array_is_checked_too():
     out = np.zeros(4, np.float32)
     with pytest.raises(KernelFault, match=r"^out-of-bounds write past the end of __shared__ 'three' \(12 bytes, declared "
                                           r"at static_oob\.cu:\d+\): its bytes 12\.\.15 changed"):
-        k(1, 4, (out, np.int32(3)))
+        k((1,), (4,), (out, np.int32(3)))
     with pytest.raises(KernelFault, match=rf"crashed at static_oob\.cu:{oob_line('odd size')}: out-of-bounds __shared__ "
                                           r"access: a write at byte 16 of __shared__ 'three' \(12 bytes, declared at "
                                           r"static_oob\.cu:\d+\), 4 bytes past the end$"):
-        k(1, 4, (out, np.int32(4)))
-    k(1, 4, (out, np.int32(2)))
+        k((1,), (4,), (out, np.int32(4)))
+    k((1,), (4,), (out, np.int32(2)))
     np.testing.assert_array_equal(out, 1.0)
     shared_memory_still_works(1)
 
@@ -251,12 +251,12 @@ def test_shared_overflow_in_a_cooperative_launch():
     """Cooperative launches keep every block's shared memory at once; each array has its own guards."""
     k = RawModule(code=SHARED_OOB, enable_cooperative_groups=True).get_function("static_oob")
     out = np.zeros(257, np.float32)
-    k(3, 256, (out, np.int32(255), np.int32(0)))
+    k((3,), (256,), (out, np.int32(255), np.int32(0)))
     np.testing.assert_array_equal(out[:256], np.arange(256))
     with pytest.raises(KernelFault, match=r"thread \(255,0,0\) of block \(0,0,0\) .* a write at byte 1024 of "
                                           r"__shared__ 's'"):
-        k(3, 256, (out, np.int32(256), np.int32(0)))
-    k(3, 256, (out, np.int32(255), np.int32(0)))
+        k((3,), (256,), (out, np.int32(256), np.int32(0)))
+    k((3,), (256,), (out, np.int32(255), np.int32(0)))
     np.testing.assert_array_equal(out[:256], np.arange(256))
 
 
@@ -272,18 +272,18 @@ extern "C" __global__ void local_past_end(float* out, int n) {
     with pytest.raises(KernelFault, match=r"thread \(0,0,0\) of block \(0,0,0\) .* crashed at local_past_end\.cu:4: "
                                           r"SIGSEGV: an access above the top of the thread's stack, at address 0x[0-9a-f]+ "
                                           r"\(a local array indexed past its end\?\)"):
-        k(1, 4, (np.zeros(4, np.float32), np.int32(1 << 22)))
+        k((1,), (4,), (np.zeros(4, np.float32), np.int32(1 << 22)))
     out = np.zeros(4, np.float32)
-    k(1, 4, (out, np.int32(16)))
+    k((1,), (4,), (out, np.int32(16)))
     np.testing.assert_array_equal(out, 1.0)
 
 
 def test_bad_stack_size_and_timeout_values_are_refused():
     k = faults().get_function("traps")
     with pytest.raises(ValueError, match="stack_size"):
-        k(1, 1, (np.zeros(1, np.int32), np.int32(-1)), stack_size=100)
+        k((1,), (1,), (np.zeros(1, np.int32), np.int32(-1)), stack_size=100)
     with pytest.raises(ValueError, match="timeout"):
-        k(1, 1, (np.zeros(1, np.int32), np.int32(-1)), timeout=0)
+        k((1,), (1,), (np.zeros(1, np.int32), np.int32(-1)), timeout=0)
 
 
 @pytest.mark.parametrize("name, out", [("spins", np.zeros(1, np.int32)), ("spins_in_libm", np.zeros(1, np.float32))])
@@ -292,7 +292,7 @@ def test_timeout_stops_an_endless_kernel(name, out):
     start = time.monotonic()
     with pytest.raises(KernelFault, match=rf"kernel '{name}' did not finish within timeout=0\.2 s; stopped in "
                                           r"thread \(\d,0,0\) of block \(0,0,0\)"):
-        faults().get_function(name)(1, 4, (flag, out), timeout=0.2)
+        faults().get_function(name)((1,), (4,), (flag, out), timeout=0.2)
     assert time.monotonic() - start < 5
     a_normal_launch_works()
 
@@ -312,7 +312,7 @@ def test_a_crash_on_another_os_thread_names_the_first_failing_block(workers_at_o
     for workers in (1, 4):
         with pytest.raises(KernelFault, match=r"thread \(9,0,0\) of block \(3,0,0\) of kernel 'int_divide' crashed at "
                                               rf"faults\.cu:{line_of('int_divide')}: SIGFPE"):
-            faults().get_function("int_divide")(16, 32, (a, b, np.zeros(n, np.int32), np.int32(n)), workers=workers)
+            faults().get_function("int_divide")((16,), (32,), (a, b, np.zeros(n, np.int32), np.int32(n)), workers=workers)
         a_normal_launch_works()
 
 
@@ -321,7 +321,7 @@ def test_timeout_stops_every_os_thread(workers_at_once):
     start = time.monotonic()
     with pytest.raises(KernelFault, match=r"did not finish within timeout=0\.2 s; stopped in thread \(\d,0,0\) of "
                                           r"block \(0,0,0\)"):
-        faults().get_function("spins")(8, 4, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=0.2, workers=4)
+        faults().get_function("spins")((8,), (4,), (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=0.2, workers=4)
     assert time.monotonic() - start < 5
     a_normal_launch_works()
 
@@ -334,7 +334,7 @@ def test_ctrl_c_stops_a_spinning_launch_with_keyboard_interrupt(workers_at_once,
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt, match=r"kernel 'spins' interrupted \(Ctrl-C\) while running thread"):
-            spins(6, 4, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=30, workers=3)  # the bound if Ctrl-C fails
+            spins((6,), (4,), (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=30, workers=3)  # the bound if Ctrl-C fails
     finally:
         timer.cancel()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -348,14 +348,14 @@ def test_handlers_are_restored_after_a_launch():
     faulthandler.enable()
     try:
         with pytest.raises(KernelFault):
-            faults().get_function("null_write")(1, 8, (np.zeros(8, np.float32), np.int32(0)))
+            faults().get_function("null_write")((1,), (8,), (np.zeros(8, np.float32), np.int32(0)))
         # A segfault outside any launch must still reach faulthandler: prove it in a child process.
         code = ("import faulthandler, ctypes, numpy as np\n"
                 "from minilora.emulator import RawModule, KernelFault\n"
                 f"m = RawModule(path={str(KDIR / 'faults.cu')!r})\n"
                 "faulthandler.enable()\n"
                 "try:\n"
-                "    m.get_function('null_write')(1, 8, (np.zeros(8, np.float32), np.int32(0)))\n"
+                "    m.get_function('null_write')((1,), (8,), (np.zeros(8, np.float32), np.int32(0)))\n"
                 "except KernelFault:\n"
                 "    print('caught', flush=True)\n"
                 "ctypes.string_at(0)\n")
@@ -379,7 +379,7 @@ def test_corrupt_cached_library_is_rebuilt(tmp_path):
              "from minilora.emulator import RawModule\n"
              f"m = RawModule(path={str(KDIR / 'faults.cu')!r})\n"
              "a = np.arange(1, 41, dtype=np.int32); q = np.zeros(40, np.int32)\n"
-             "m.get_function('int_divide')(2, 32, (a * 3, a, q, np.int32(40)))\n"
+             "m.get_function('int_divide')((2,), (32,), (a * 3, a, q, np.int32(40)))\n"
              "assert (q == 3).all(), q\n"
              "print('ok')\n")
     res = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
@@ -391,9 +391,9 @@ def test_exit_under_the_sanitizer_is_a_kernel_fault_with_its_line():
     """sanitize=True runs the launch in a child process: exit() there must not pass for success."""
     k = RawModule(path=KDIR / "faults.cu", sanitize=True).get_function("calls_exit")
     with pytest.raises(KernelFault, match=rf"called exit\(3\) at faults\.cu:{line_of('calls_exit')}"):
-        k(1, 8, (np.zeros(8, np.int32), np.int32(2)), timeout=120)
+        k((1,), (8,), (np.zeros(8, np.int32), np.int32(2)), timeout=120)
     out = np.zeros(8, np.int32)
-    k(1, 8, (out, np.int32(-1)), timeout=120)
+    k((1,), (8,), (out, np.int32(-1)), timeout=120)
     np.testing.assert_array_equal(out, 1)
 
 
@@ -401,7 +401,7 @@ def test_sanitizer_launch_follows_timeout():
     k = RawModule(path=KDIR / "faults.cu", sanitize=True).get_function("spins")
     start = time.monotonic()
     with pytest.raises(KernelFault, match=r"did not finish within timeout=1 s under the sanitizer"):
-        k(1, 2, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=1)
+        k((1,), (2,), (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=1)
     assert time.monotonic() - start < 30
 
 
@@ -424,7 +424,7 @@ def test_a_killed_parent_leaves_no_sanitizer_child_spinning():
             "from minilora.emulator import RawModule\n"
             f"k = RawModule(path={str(KDIR / 'faults.cu')!r}, sanitize=True).get_function('spins')\n"
             "print('launching', flush=True)\n"
-            "k(1, 2, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=120)\n")
+            "k((1,), (2,), (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=120)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout.readline().strip() == "launching"

@@ -659,7 +659,7 @@ extern "C" __global__ void staged(const float* src, float* seen) {  // seen [3, 
     src = np.arange(1, 9, dtype=np.float32)
     seen = np.zeros((3, 8), np.float32)
     module = RawModule(path=tmp_path / "async_copy.cu", options=("-I", str(kernels.kernel_dir())))
-    module.get_function("staged")(1, 1, (src, seen))
+    module.get_function("staged")((1,), (1,), (src, seen))
     np.testing.assert_array_equal(seen[0], -1)
     np.testing.assert_array_equal(seen[1], [1, 2, 3, 4, -1, -1, -1, -1])
     np.testing.assert_array_equal(seen[2], [1, 2, 3, 4, 5, 6, 0, 8])

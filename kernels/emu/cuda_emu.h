@@ -536,6 +536,17 @@ inline float __cosf(float x) { return cosf(x); }
 inline float __tanf(float x) { return tanf(x); }
 inline void __sincosf(float x, float* s, float* c) { *s = sinf(x); *c = cosf(x); }
 inline float __powf(float x, float y) { return exp2f(y * log2f(x)); }
+inline float __tanhf(float x) { return tanhf(x); }  // tanh.approx.f32: within its 2^-10.99 relative error
+#ifdef __EMU_FAST_MATH
+// --use_fast_math: nvcc compiles expf as __expf, and so on (std::exp and ::exp of a float too).  The link step
+// redirects the kernel's calls of these C functions here (minilora/emulator.py's _FAST_MATH); the intrinsics call
+// exp2f and log2f, which are not redirected.
+extern "C" float __wrap_expf(float x) { return __expf(x); }
+extern "C" float __wrap_exp10f(float x) { return __exp10f(x); }
+extern "C" float __wrap_logf(float x) { return __logf(x); }
+extern "C" float __wrap_log10f(float x) { return __log10f(x); }
+extern "C" float __wrap_powf(float x, float y) { return __powf(x, y); }
+#endif
 // The GPU's fast division multiplies by an approximate 1/b that flushes to 0 for 2^126 < |b| < 2^128:
 // the quotient is then 0 (with the product's sign), and inf / b is inf * 0 = NaN.
 inline float __fdividef(float a, float b) {
@@ -752,7 +763,11 @@ inline float erfcinvf(float y) { return (float)__emu::erfcinv(y); }
 inline double erfcinv(double y) { return __emu::erfcinv(y); }
 inline float normcdfinvf(float p) { return (float)(-M_SQRT2 * __emu::erfcinv(2.0 * (double)p)); }
 inline double normcdfinv(double p) { return -M_SQRT2 * __emu::erfcinv(2.0 * p); }
+#ifdef __EMU_FAST_MATH
+inline float exp10f(float x) { return __exp10f(x); }  // (inline, so not reached by the link step's redirection)
+#else
 inline float exp10f(float x) { return (float)std::pow(10.0, (double)x); }
+#endif
 inline float __saturatef(float x) { return x != x ? 0.0f : (x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x)); }
 // Float -> integer conversions saturate as the GPU's cvt instructions do: NaN gives 0 and values out of
 // range give the type's limit (a plain C++ cast of those is undefined, and x86 gives INT_MIN).

@@ -1070,7 +1070,38 @@ bool release_coalesced_groups() {
 // Run one block to completion.  Returns false on error.
 enum BlockResult { BLOCK_ERROR = 0, BLOCK_DONE = 1, BLOCK_AT_GRID = 2 };
 
+// -ftz=true (or --use_fast_math): a GPU flushes float subnormals to zero, read or made.  SSE's MXCSR does it for
+// the OS thread running the block's fibers (FTZ bit 15, DAZ bit 6); set per block, restored after it, so the
+// scheduler's own code and the caller's thread run as before.  (SSE flushes double subnormals too; a GPU does not.)
+static bool g_flush_denormals = false;
+
+struct FlushDenormals {
+    unsigned saved = 0;
+    bool on;
+    explicit FlushDenormals(bool flush) : on(flush) {
+#if defined(__x86_64__)
+        if (on) {
+            __asm__ volatile("stmxcsr %0" : "=m"(saved));
+            unsigned flushing = saved | 0x8040u;
+            __asm__ volatile("ldmxcsr %0" : : "m"(flushing));
+        }
+#endif
+    }
+    ~FlushDenormals() {
+#if defined(__x86_64__)
+        if (on) __asm__ volatile("ldmxcsr %0" : : "m"(saved));
+#endif
+    }
+};
+
+static BlockResult run_block_fibers(Worker& w);
+
 BlockResult run_block(Worker& w) {
+    FlushDenormals flushing(g_flush_denormals);
+    return run_block_fibers(w);
+}
+
+static BlockResult run_block_fibers(Worker& w) {
     for (;;) {
         bool ran = false;
         for (size_t pos = 0; pos < w.order.size(); ++pos) {
@@ -2742,6 +2773,7 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
     w.dyn_shared = size_t(cfg[6]);
     w.thread_order = int(cfg[7]);
     w.cooperative = (cfg[11] & 2) != 0;
+    g_flush_denormals = (cfg[11] & 32) != 0;
     g_max_dynamic_attr = size_t(cfg[11] >> 16);
 #ifdef EMU_RACECHECK
     g_initcheck = (cfg[11] & 16) != 0;

@@ -246,7 +246,7 @@ extern "C" __global__ void halve_then_mirror(float* x) {
     x[threadIdx.x] += x[31 - threadIdx.x];
 }''', "halve_then_mirror")
 try:
-    divergent(1, 32, (np.ones(32, np.float32),))
+    divergent((1,), (32,), (np.ones(32, np.float32),))
     raise AssertionError("the divergent barrier was not caught")
 except BarrierError as err:
     print("BarrierError:", err)
@@ -282,7 +282,7 @@ launch_args = lambda mask: (mask, np.uint32(seed), threshold, np.float32(1 / (1 
 start = time.perf_counter()
 oob = RawKernel(MASK.replace("GUARD", "<="), "dropout_mask", options=include, sanitize=True)
 try:
-    oob((n + 255) // 256, 256, launch_args(np.zeros(n, np.float32)))
+    oob(((n + 255) // 256,), (256,), launch_args(np.zeros(n, np.float32)))
     raise AssertionError("the out-of-bounds write was not caught")
 except KernelFault as err:
     print("KernelFault:", str(err).split("; report:")[0])
@@ -299,7 +299,7 @@ print(f"(sanitized build and run: {time.perf_counter() - start:.1f} s)")
 # %%
 good = RawKernel(MASK.replace("GUARD", "<"), "dropout_mask", options=include, sanitize=True)
 mask = np.zeros(n, np.float32)
-good((n + 255) // 256, 256, launch_args(mask))
+good(((n + 255) // 256,), (256,), launch_args(mask))
 numpy_keep = ops.lora_dropout_mask(seed, 1, n, p)[0]
 print("same mask as ops.lora_dropout_mask:", np.array_equal(mask > 0, numpy_keep),
       f"| kept {(mask > 0).mean():.1%} (expected {1 - p:.0%})")
