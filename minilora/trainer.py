@@ -1461,7 +1461,8 @@ class Trainer:
         self._total_loss_scalar, self._globalstep_last_logged = 0.0, self.state.global_step
         self.model.zero_grad()
         self._event("on_train_begin")
-        if args.eval_on_start:
+        # (a resumed run's start evaluation is in its log: transformers evaluates again, logged at the resumed step)
+        if args.eval_on_start and resume_from_checkpoint is None:
             self.evaluate(ignore_keys=ignore_keys_for_eval)
         if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
             epochs_trained = self._resumed_with_nothing_left(resume_from_checkpoint, epochs)

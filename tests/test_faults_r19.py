@@ -57,11 +57,13 @@ def make_trainer(out, **arguments):
     """LoRA with dropout on a shuffled loader, two micro-batches a step: 6 batches, 3 updates an epoch."""
     model = get_peft_model(tiny_llama(0), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.1,
                                                      target_modules=["q_proj", "v_proj"]))
+    eval_dataset = arguments.pop("eval_dataset", None)
     arguments = {**dict(output_dir=str(out), learning_rate=1e-2, per_device_train_batch_size=2,
                         gradient_accumulation_steps=2, max_steps=4, logging_steps=1, save_steps=2,
                         save_total_limit=2, seed=5, lr_scheduler_type="cosine", warmup_steps=1, report_to="none",
                         disable_tqdm=True), **arguments}
-    return ml_trainer.Trainer(model=model, args=ml_trainer.TrainingArguments(**arguments), train_dataset=rows())
+    return ml_trainer.Trainer(model=model, args=ml_trainer.TrainingArguments(**arguments), train_dataset=rows(),
+                              eval_dataset=eval_dataset)
 
 
 def _plain(value):
@@ -131,6 +133,39 @@ def test_a_resume_from_the_checkpoint_of_a_runs_last_epoch_puts_its_generators_b
     resumed = make_trainer(tmp_path, max_steps=6)
     ml.manual_seed(1234)
     resumed.train(resume_from_checkpoint=True)
+    assert_same(outcome(resumed), expected)
+
+
+class CtrlCAtStep(ml_trainer.TrainerCallback):
+    """A Ctrl-C as step ``step`` begins (in a notebook: the run stops, the process lives on)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step + 1 == self.step:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_with_eval_on_start_logs_its_start_evaluation_once(tmp_path):
+    """Before, the resume evaluated again (as transformers does), one more eval_loss logged at the resumed step:
+    the log was not the uninterrupted run's."""
+    options = dict(eval_on_start=True, eval_strategy="steps", eval_steps=2, eval_dataset=rows(3))
+    uninterrupted = make_trainer(tmp_path / "uninterrupted", **options)
+    uninterrupted.train()
+    interrupted = make_trainer(tmp_path / "run", **options)
+    interrupted.add_callback(CtrlCAtStep(4))
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    resumed = make_trainer(tmp_path / "run", **options)
+    resumed.train(resume_from_checkpoint=True)
+
+    def logged(trainer):  # (the evaluations' times aside)
+        return [{k: v for k, v in log.items() if "runtime" not in k and "per_second" not in k}
+                for log in trainer.state.log_history[:-1]]
+    assert logged(resumed) == logged(uninterrupted)
+    expected = outcome(uninterrupted)
+    del expected["logs"]  # (compared above, times aside)
     assert_same(outcome(resumed), expected)
 
 
