@@ -433,18 +433,21 @@ def _move_files(source, target):
         _fsync_dir(place)
 
 
-def _link_missing(old, new, replaces=()):
+def _link_missing(old, new, replaces=(), _under=""):
     """Hard-link (or copy) into ``new`` every entry of ``old`` that ``new`` lacks, folders recursively.
-    The old folder itself is not changed, so it stays whole until the swap."""
+    The old folder itself is not changed, so it stays whole until the swap. A pattern in ``replaces`` matches a
+    top-level entry's name, or, holding a "/", an entry's path in the folder (``second/adapter_model.bin``)."""
     for entry in os.listdir(old):
-        if any(fnmatch.fnmatch(entry, pattern) for pattern in replaces) or _is_temporary(entry):
+        relative = os.path.join(_under, entry)
+        if any(fnmatch.fnmatch(relative, pattern) for pattern in replaces if "/" in pattern or not _under) or \
+                _is_temporary(entry):
             continue
         source, target = os.path.join(old, entry), os.path.join(new, entry)
         if os.path.isdir(source) and not os.path.islink(source):
             if not os.path.exists(target):
                 os.mkdir(target)
             if os.path.isdir(target):
-                _link_missing(source, target)
+                _link_missing(source, target, replaces, relative)
         elif not os.path.lexists(target):
             try:
                 os.link(source, target, follow_symlinks=False)

@@ -152,8 +152,8 @@ def test_save_pretrained_takes_peft_positional_arguments(tmp_path):
                                                  "other"]
     model.save_pretrained(str(tmp_path / "b"), True, ["other"])  # then selected_adapters
     assert sorted(os.listdir(tmp_path / "b")) == ["README.md", "other"]
-    with pytest.raises(NotImplementedError, match="safe_serialization"):
-        model.save_pretrained(str(tmp_path / "c"), False)
+    model.save_pretrained(str(tmp_path / "c"), False)  # PEFT's adapter_model.bin (tests/test_saved_files_r19.py)
+    assert sorted(os.listdir(tmp_path / "c" / "other")) == ["adapter_config.json", "adapter_model.bin"]
     with pytest.raises(TypeError, match="selected_adapters"):
         model.save_pretrained(str(tmp_path / "c"), selected_adapters="other")
     model.save_pretrained(str(tmp_path / "d"), is_main_process=False)  # another process saves

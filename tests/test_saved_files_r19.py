@@ -226,7 +226,29 @@ PEFT_CASES = {
     "two adapters": (dict(target_modules=["q_proj", "v_proj"]), {"second": dict(r=2, target_modules=["k_proj"])}),
     "selected_adapters": (dict(target_modules=["q_proj"]), {"second": dict(r=2, target_modules=["k_proj"]),
                                                             "selected_adapters": ["second"]}),
+    "safe_serialization=False": (dict(target_modules=["q_proj"]), {"second": dict(r=2, target_modules=["k_proj"]),
+                                                                   "safe_serialization": False}),
 }
+
+
+def test_peft_bin_save_replaces_an_older_safetensors_adapter(tmp_path):
+    """safe_serialization=False into a folder holding the same adapter as safetensors: PEFT (and minilora) load
+    adapter_model.safetensors first, so an old one left beside the new adapter_model.bin would be loaded in its place;
+    it goes with the save (subfolder adapters too)."""
+    _, ours = pair()
+    ours = ml_peft.get_peft_model(ours, ml_peft.LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    ours.add_adapter("second", ml_peft.LoraConfig(r=2, target_modules=["k_proj"], init_lora_weights=False))
+    ours.save_pretrained(tmp_path)
+    with ml.no_grad():
+        for name, parameter in ours.named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(0.5)
+    ours.save_pretrained(tmp_path, safe_serialization=False)
+    assert files(tmp_path) == ["README.md", "adapter_config.json", "adapter_model.bin", "second/adapter_config.json",
+                               "second/adapter_model.bin"]
+    for folder in (tmp_path, tmp_path / "second"):
+        loaded = quiet(peft.PeftModel.from_pretrained, pair()[0], str(folder))
+        assert all((value == 0.5).all() for key, value in loaded.state_dict().items() if "lora_B" in key)
 
 
 @pytest.mark.parametrize("case", list(PEFT_CASES))
@@ -259,6 +281,11 @@ def test_peft_save_pretrained_writes_peft_folder(tmp_path, case):
             got, expected = tensors(tmp_path / "ours", name), tensors(tmp_path / "theirs", name)
             for key in expected:
                 np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+        elif name.endswith(".bin"):  # (torch's weights-only loader reads both: no pickled class in either)
+            got, expected = torch.load(mine), torch.load(peft_file)
+            assert {k: (v.dtype, v.shape) for k, v in got.items()} == {k: (v.dtype, v.shape) for k, v in expected.items()}
+            for key in expected:
+                np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=key)
     # each library loads the other's adapter folder into a fresh base: the same adapter tensors
     adapter = "second" if options.get("selected_adapters") else None
     folder = lambda side: str(tmp_path / side / adapter) if adapter else str(tmp_path / side)  # noqa: E731

@@ -1257,16 +1257,13 @@ class PeftModel(_Wrapper):
         (adapter "default" in ``save_directory``, others in ``save_directory/<name>``), and a short model
         card ``README.md`` (kept if one is there already). PEFT's signature and order.
 
-        * ``safe_serialization``: minilora writes safetensors only (False is refused).
+        * ``safe_serialization=False``: ``adapter_model.bin`` in torch.save's format instead, as PEFT writes it.
         * ``save_embedding_layers`` as in PEFT: with "auto", an adapter that targets an embedding layer
           also stores that layer's base table; False leaves it out.
         * ``is_main_process=False`` writes nothing (one process of a distributed run saves).
         * ``overwrite`` (minilora's own): a *different* adapter already saved there (other config,
           tensor names or shapes) is refused unless True; re-saving the same adapter is fine.
         """
-        if not safe_serialization:
-            raise NotImplementedError("save_pretrained(safe_serialization=False): minilora writes safetensors "
-                                      "only (PEFT's default, safe_serialization=True)")
         if kwargs:
             raise NotImplementedError(f"save_pretrained: minilora does not implement PEFT's {sorted(kwargs)}")
         if isinstance(selected_adapters, str):
@@ -1278,7 +1275,7 @@ class PeftModel(_Wrapper):
             save_converted_to_lora(self, save_directory, path_initial_model_for_weight_conversion, selected_adapters)
         else:
             _io.save_adapters(self, save_directory, selected_adapters=selected_adapters, overwrite=overwrite,
-                              save_embedding_layers=save_embedding_layers)
+                              save_embedding_layers=save_embedding_layers, safe_serialization=safe_serialization)
         _io.write_model_card(save_directory, self._card_base_model(), self.active_peft_config.peft_type,
                              isinstance(self, PeftModelForCausalLM))
 

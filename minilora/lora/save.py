@@ -21,7 +21,7 @@ import numpy as np
 from ..checkpoint import (CheckpointError, atomic_folder, atomic_write, load_json, load_weights, read_header,
                           save_file, save_json, warn_non_finite)
 from ..dtypes import is_floating
-from .. import nn
+from .. import nn, serialization
 from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
 from ..size import Size
@@ -349,7 +349,8 @@ def _adapter_dir(save_directory, adapter_name):
     return directory
 
 
-def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=False, save_embedding_layers="auto"):
+def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=False, save_embedding_layers="auto",
+                  safe_serialization=True):
     if os.path.isfile(save_directory):
         raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
     names = list(peft_model.peft_config) if selected_adapters is None else list(selected_adapters)
@@ -370,12 +371,24 @@ def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=
             _refuse_other_adapter(_adapter_dir(save_directory, name), config, tensors)
         files[name] = tensors, config
     # One unit: a full disk or a kill mid-save leaves the old adapter folder whole, never the new
-    # config beside the old weights. Files the save does not write (other adapters) are kept.
-    with atomic_folder(save_directory) as tmp:
+    # config beside the old weights. Files the save does not write (other adapters) are kept, but for a saved
+    # adapter's weights in the other format (a loader takes adapter_model.safetensors first: old weights).
+    weights, other = (WEIGHTS_NAME, TORCH_WEIGHTS_NAME) if safe_serialization else (TORCH_WEIGHTS_NAME, WEIGHTS_NAME)
+    stale = [os.path.relpath(os.path.join(_adapter_dir(save_directory, name), other), save_directory) for name in files]
+    with atomic_folder(save_directory, replaces=stale) as tmp:
         for name, (tensors, config) in files.items():
             directory = _adapter_dir(tmp, name)
-            save_file(tensors, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
+            if safe_serialization:
+                save_file(tensors, os.path.join(directory, weights), metadata={"format": "pt"})
+            else:  # (PEFT's torch.save of the same dict: torch.save's zip format, no pickled class)
+                os.makedirs(directory, exist_ok=True)
+                serialization.save({key: _as_tensor(value) for key, value in tensors.items()},
+                                   os.path.join(directory, weights))
             save_json(config, os.path.join(directory, CONFIG_NAME))
+
+
+def _as_tensor(value):
+    return value if isinstance(value, Tensor) else tensor(value)
 
 
 def _auto_mapping(model):
