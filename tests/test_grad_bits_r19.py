@@ -16,6 +16,9 @@ error (each test compares minilora's forward and gradient bit for bit with torch
 * ``F.cross_entropy`` on [N, C, d1, ...] and ``log_softmax`` along a dim other than the last: torch's kernel adds
   the gradient's sum in order from 0 and fuses ``g - exp(out) sum`` (its scalar loop's exp C's ``expf``); an
   ignored target's row is +0 (``nll_loss``'s and the fused 2-D node's ``-0 * g`` was -0);
+* ``addcmul`` / ``addcdiv`` (found by tests/grad_bits_sweep.py): derivatives.yaml's ``g * (t2 * value)`` and
+  ``g * (value / t2)``, ``-g * ((value t1) / (t2 t2))`` (minilora differentiated its composition: ``(g t2) value``,
+  ``g / t2``, ...);
 * ``i0`` / ``special.i0`` / ``special.i0e`` values (157 of 259 float32 values off): torch's Cephes ``calc_i0`` in the
   input's dtype (Chebyshev series with GCC's fused multiply-adds, C's exp), not float64's i0 rounded.
 
@@ -275,3 +278,10 @@ def test_bessel_i0_values_are_torchs_bits(rng, dtype, name):
             fn = getattr(fn, part)
         return fn(lib.tensor(x)).numpy()
     np.testing.assert_array_equal(value(ml).view(np.uint8), value(torch).view(np.uint8))
+
+
+@pytest.mark.parametrize("value", [1, 3.14])
+@pytest.mark.parametrize("name", ["addcmul", "addcdiv"])
+def test_addcmul_and_addcdiv_gradients_are_torchs_bits(rng, name, value):
+    arrays = _inputs(rng, [(5, 40), (5, 40), (40,)])
+    assert_same_bits(lambda lib, c, a, b: getattr(lib, name)(c, a, b, value=value), arrays, rng)

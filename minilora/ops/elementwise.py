@@ -2244,41 +2244,43 @@ def addcmul(input, tensor1, tensor2, *, value=1):
         return out
     saved = saved_for(tensor1, tensor2), saved_for(tensor2, tensor1)  # what torch's addcmul keeps: each for the other
     input, tensor1, tensor2 = _to_common_dtype(input, tensor1, tensor2)
-    scaled = mul(tensor1, value) if value != 1 else tensor1
     dtype = result_type(input, tensor1, tensor2)
     if dtype in _FUSED_FLOATS:
-        return saves_as_torch(_fused_multiply_add(input, scaled, tensor2, dtype), *saved)
+        return saves_as_torch(_fused_multiply_add(input, tensor1, tensor2, dtype, value), *saved)
+    scaled = mul(tensor1, value) if value != 1 else tensor1
     return saves_as_torch(add(input, mul(scaled, tensor2)), *saved)
 
 
-def _fused_multiply_add(input, a, b, dtype):
-    """``input + a * b`` in float32 (float64) rounded once: torch's addcmul kernel is a fused multiply-add,
+def _fused_multiply_add(input, a, b, dtype, value=1):
+    """``input + value * a * b`` in float32 (float64) rounded once: torch's addcmul kernel is a fused multiply-add,
     ``fmadd(value * tensor1, tensor2, input)`` (``-60000 + 2.5 * -60000 * -60000`` is 8999940096 in float32,
     where rounding the product first gives 8999939072)."""
     operands = [x if x.dtype == dtype else promotion_cast(x, dtype) for x in (input, a, b)]
-    return FusedMulAdd.apply(*operands)
+    return FusedMulAdd.apply(*operands, value=value)
 
 
 class FusedMulAdd(Function):
-    """``c + a * b`` of float32 (float64) arrays rounded once, as an FMA instruction (``fastmath.multiply_add``).
-    The gradients are those of ``c + a * b``: g, g * b and g * a."""
+    """``c + (value a) b`` of float32 (float64) arrays, the product and sum rounded once, as an FMA instruction
+    (``fastmath.multiply_add``). The gradients are torch's addcmul's: g, ``g * (b * value)`` and ``g * (a * value)``."""
 
     @staticmethod
-    def forward(ctx, c, a, b):
-        xp = xp_of(a)
-        ctx.a, ctx.b, ctx.c_shape = a, b, c.shape
+    def forward(ctx, c, a, b, value=1):
+        ctx.a, ctx.b, ctx.c_shape, ctx.value = a, b, c.shape, value
         try:
-            return fastmath.multiply_add(a, b, c)  # (torch's "default" build: two roundings)
-        except ValueError:
+            return fastmath.multiply_add(a * a.dtype.type(value) if value != 1 else a, b, c)  # (torch's "default"
+        except ValueError:  # build: two roundings)
             raise ShapeError(f"addcmul: shapes {c.shape}, {a.shape} and {b.shape} cannot be broadcast "
                              f"together") from None
 
     @staticmethod
     def backward(ctx, g):
         nc, na, nb = ctx.needs_input_grad
+        a, b = ctx.a, ctx.b
+        if ctx.value != 1:
+            a, b = a * a.dtype.type(ctx.value), b * b.dtype.type(ctx.value)
         return (unbroadcast(g, ctx.c_shape) if nc else None,
-                unbroadcast(g * ctx.b, ctx.a.shape) if na else None,
-                unbroadcast(g * ctx.a, ctx.b.shape) if nb else None)
+                unbroadcast(g * b, ctx.a.shape) if na else None,
+                unbroadcast(g * a, ctx.b.shape) if nb else None, None)
 
 
 @_amp.autocasts
@@ -2295,8 +2297,32 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
         return out
     saved = saved_for(tensor1, tensor2), saved_for(tensor2, tensor1, tensor2)  # torch's addcdiv keeps (as its formulas)
     input, tensor1, tensor2 = _to_common_dtype(input, tensor1, tensor2)
+    dtype = result_type(input, tensor1, tensor2)
+    if dtype in _FUSED_FLOATS and all(isinstance(t, Tensor) and t.dtype == dtype for t in (input, tensor1, tensor2)):
+        return saves_as_torch(AddcDiv.apply(input, tensor1, tensor2, value=value), *saved)
     out = add(input, div(mul(tensor1, value), tensor2) if value != 1 else div(tensor1, tensor2))
     return saves_as_torch(out, *saved)
+
+
+class AddcDiv(Function):
+    """``c + (value a) / b`` of float32 (float64) arrays, each step rounded, as torch's kernel; its gradients
+    derivatives.yaml's: g, ``g * (value / b)`` and ``-g * ((value a) / (b b))``."""
+    torch_layout, torch_number_operands = "elementwise", (0, 1, 2)
+
+    @staticmethod
+    def forward(ctx, c, a, b, value=1):
+        ctx.a, ctx.b, ctx.c_shape, ctx.value = a, b, c.shape, a.dtype.type(value)
+        with np.errstate(all="ignore"):
+            return c + (ctx.value * a) / b
+
+    @staticmethod
+    def backward(ctx, g):
+        nc, na, nb = ctx.needs_input_grad
+        a, b, value = ctx.a, ctx.b, ctx.value
+        with np.errstate(all="ignore"):
+            return (unbroadcast(g, ctx.c_shape) if nc else None,
+                    unbroadcast(g * (value / b), a.shape) if na else None,
+                    unbroadcast(-g * ((value * a) / (b * b)), b.shape) if nb else None, None)
 
 
 def _to_common_dtype(*tensors):

@@ -1624,10 +1624,18 @@ def _kept_shape(shape, axes):
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
-def _fused_mul_add(ctx, g):  # c + a * b (float32 addcmul): g, g * b, g * a
-    (c, a, b), (nc, na, nb) = ctx.inputs, ctx.needs_input_grad
-    return (sum_to(g, ctx.c_shape) if nc else None, sum_to(g * b, _shape(a)) if na else None,
-            sum_to(g * a, _shape(b)) if nb else None)
+def _fused_mul_add(ctx, g):  # c + value * a * b (float32 addcmul): g, g * (b * value), g * (a * value)
+    (c, a, b), (nc, na, nb) = ctx.inputs[:3], ctx.needs_input_grad[:3]
+    value = getattr(ctx, "value", 1)
+    return (sum_to(g, ctx.c_shape) if nc else None, sum_to(g * (b * value), _shape(a)) if na else None,
+            sum_to(g * (a * value), _shape(b)) if nb else None)
+
+
+def _addcdiv(ctx, g):  # c + value * a / b: g, g * (value / b), -g * ((value * a) / (b * b))
+    (c, a, b), (nc, na, nb) = ctx.inputs[:3], ctx.needs_input_grad[:3]
+    value = float(ctx.value)
+    return (sum_to(g, ctx.c_shape) if nc else None, sum_to(g * (value / b), _shape(a)) if na else None,
+            sum_to(-g * ((value * a) / (b * b)), _shape(b)) if nb else None)
 
 
 def _add_scaled(ctx, g):  # a + alpha * b (16-bit add/sub with alpha): g, alpha * g
@@ -1791,7 +1799,7 @@ _BACKWARD_GRAPHS = {
                                _constant(g._device.xp.zeros(ctx.shapes[1], g._array.dtype), g)),
     _la.LinalgOutput: _linalg_output,  # (inv, det, solves, the factorizations)
     _la.VectorNorm: _vector_norm,
-    _e.FusedMulAdd: _fused_mul_add, _e.AddScaled: _add_scaled,
+    _e.FusedMulAdd: _fused_mul_add, _e.AddcDiv: _addcdiv, _e.AddScaled: _add_scaled,
     _e.GradientPassesTo: lambda ctx, g: (g, sum_to(g, ctx.shape)),
     _e.ZeroGradientTo: lambda ctx, g: (g, _constant(g._device.xp.zeros(ctx.other_shape, g._array.dtype), g)),
     _s.Unfold: _linear_in_each(_windows_jvp), _s.AsStridedScatter: _linear_in_each(*_as_strided_scatter_jvps()),
