@@ -178,3 +178,19 @@ def test_lora_linear_bias_grad_is_addmms_sum(dtype, rng):
                    "operands disagree, so the broadcast operand's sum adds in another order")
 def test_mul_under_a_transposed_gradient_sums_in_torchs_layout(rng):
     assert_grads_are_torchs(BINARY["mul"], [(37, 300), (300,)], "float32", rng, transposed=True)
+
+
+FILLS = {  # a 0-d value tensor filled into many places: torch sums only the filled elements of the gradient
+    "masked_fill": lambda lib, x, v: x.masked_fill(x > 0.3, v),
+    "masked_fill_broadcast_mask": lambda lib, x, v: x.masked_fill(x[0] > 0, v),
+    "index_fill": lambda lib, x, v: x.index_fill(1, lib.tensor([60, 3, 5, 3, 9, 0, 13, 50, 7]), v),
+}
+
+
+@pytest.mark.parametrize("name, dtype", [(name, dtype) for name in sorted(FILLS) for dtype in ("float32", "bfloat16")
+                                         if (name, dtype) != ("index_fill", "bfloat16")])  # (that one was right)
+def test_a_filled_value_gets_torchs_sum_of_the_selected_gradient(name, dtype, rng):
+    """masked_fill: ``grad.masked_select(mask).sum()``; index_fill: ``grad.index_select(dim, unique(index)).sum()``
+    (minilora summed the whole gradient with the others zeroed, or NumPy's strided selection)."""
+    for shape in [(300, 97), (64, 1000), (2000, 97)]:
+        assert_grads_are_torchs(FILLS[name], [shape, ()], dtype, rng, checked=(1,))

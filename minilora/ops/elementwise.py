@@ -786,21 +786,24 @@ class Where(Function):
     """``where(cond, a, b)``: ``a`` where cond is true, else ``b``; cond carries no gradient.
     ``contiguous``: a C-ordered result (masked_fill, tril: torch fills a contiguous clone), else the
     inputs' layout (torch's where; ``laid_out_from=(2,)``: ``b``'s alone, as threshold's and hardshrink's
-    kernels see only their input: Function.torch_number_operands)."""
+    kernels see only their input: Function.torch_number_operands). ``selected``: ``a`` is masked_fill's 0-d value,
+    whose gradient torch sums as ``grad.masked_select(mask).sum()``, only the selected elements, in its order."""
 
     @staticmethod
-    def forward(ctx, cond, a, b, contiguous=False, laid_out_from=None):
-        ctx.cond, ctx.shapes = cond, (_shape(a), _shape(b))
+    def forward(ctx, cond, a, b, contiguous=False, laid_out_from=None, selected=False):
+        ctx.cond, ctx.shapes, ctx.selected = cond, (_shape(a), _shape(b)), selected
         out = xp_of(cond).where(cond, a, b)
         return xp_of(out).asarray(out, order="C") if contiguous else out
 
     @staticmethod
     def backward(ctx, g):
         _, na, nb = ctx.needs_input_grad
-        zero = g.dtype.type(0)
-        return (None,
-                unbroadcast(xp_of(g).where(ctx.cond, g, zero), ctx.shapes[0]) if na else None,
-                unbroadcast(xp_of(g).where(ctx.cond, zero, g), ctx.shapes[1]) if nb else None)
+        xp, zero = xp_of(g), g.dtype.type(0)
+        if na and ctx.selected:  # (masked_select's result: the selected elements in order, one contiguous row)
+            ga = sum_like_torch(g[xp.broadcast_to(ctx.cond, g.shape)], (0,)).reshape(ctx.shapes[0])
+        else:
+            ga = unbroadcast(xp.where(ctx.cond, g, zero), ctx.shapes[0]) if na else None
+        return None, ga, unbroadcast(xp.where(ctx.cond, zero, g), ctx.shapes[1]) if nb else None
 
 
 class Clone(Function):
@@ -1339,7 +1342,8 @@ def fill_where(a, mask, value, *, contiguous):
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got "
                                f"tensor with {value.ndim} dimension(s).")
         if value.requires_grad:  # the gradient flows to the value too (summed over the mask)
-            return name_node(Where.apply(cond, astype(value, a.dtype), a, contiguous=contiguous), node, a, graph=graph)
+            return name_node(Where.apply(cond, astype(value, a.dtype), a, contiguous=contiguous, selected=True), node, a,
+                             graph=graph)
         value = value.item()
     value = a.dtype.type(checked_number(python_number(value), a.dtype))
     only_a = {} if contiguous else {"laid_out_from": (2,)}  # (threshold's kernel sees only its input)

@@ -593,7 +593,9 @@ class IndexFill(Function):
         grad_a = zeroed_at(g, ctx.where) if needs_a else None
         grad_value = None
         if needs_value:
-            grad_value = g[ctx.where].sum(dtype=compute_dtype(g.dtype)).astype(ctx.value_dtype)
+            # torch's grad.index_select(dim, unique(index)).sum(): the selected slices summed in torch's order
+            selected = xp_of(g).ascontiguousarray(g[ctx.where])  # (index_select's result is contiguous, NumPy's not)
+            grad_value = sum_like_torch(selected, tuple(range(selected.ndim))).reshape(()).astype(ctx.value_dtype)
         return grad_a, grad_value
 
 
