@@ -1723,6 +1723,12 @@ def _scalar_bytes(kernel: str, i: int, p: _Param, value) -> bytes:
     raise TypeError(f"{where} is {_ctype(p)} but got {type(value).__name__} {value!r}")
 
 
+def _typed_argument(what: str, value, kind: type) -> None:
+    """Cython's check of a ``str code`` / ``tuple options`` argument in CuPy's signatures: None or exactly that type."""
+    if value is not None and type(value) is not kind:
+        raise TypeError(f"Argument '{what}' has incorrect type (expected {kind.__name__}, got {_c_type_name(value)})")
+
+
 def _c_type_name(value) -> str:
     """A type's name as CPython's tp_name spells it in Cython's errors: NumPy's scalars carry their module."""
     kind = type(value)
@@ -1803,11 +1809,15 @@ class RawKernel:
     process: an out-of-bounds access raises ``KernelFault`` with the report, and Python survives.
     """
 
-    def __init__(self, code: str, name: str, options=(), backend: str = "nvrtc", translate_cucomplex: bool = False,
-                 *, enable_cooperative_groups: bool = False, jitify: bool = False, sanitize: bool = False,
-                 filename: str | None = None, _module: _Module | None = None, _variant: str | None = None,
-                 _name_expressions: tuple = ()):
-        # CuPy's signature, so that RawKernel(code, name, options, "nvcc") is a backend, not sanitize="nvcc"
+    def __init__(self, code: str, name: str, options: tuple = (), backend: str = "nvrtc", *,
+                 translate_cucomplex: bool = False, enable_cooperative_groups: bool = False, jitify: bool = False,
+                 sanitize: bool = False, filename: str | None = None, _module: _Module | None = None,
+                 _variant: str | None = None, _name_expressions: tuple = ()):
+        # CuPy's signature, __init__(self, str code, str name, tuple options=(), str backend='nvrtc', *, ...): so that
+        # RawKernel(code, name, options, "nvcc") is a backend, and a list of options is Cython's refusal, as there
+        _typed_argument("code", code, str)
+        _typed_argument("name", name, str)
+        _typed_argument("options", options, tuple)
         self.backend, self.jitify = _check_backend(backend, jitify)
         self.translate_cucomplex = bool(translate_cucomplex)  # the stand-in cuComplex.h needs no translation
         self.code, self.name, self.options, self.sanitize = code, name, options, sanitize
@@ -1947,7 +1957,8 @@ class RawKernel:
         use, then cached), with this one's dynamic shared memory limit."""
         if variant not in self._builds:
             self._builds[variant] = RawKernel(self.code, self.name, self.options, self.backend,
-                                              self.translate_cucomplex, jitify=self.jitify, filename=self._filename,
+                                              translate_cucomplex=self.translate_cucomplex, jitify=self.jitify,
+                                              filename=self._filename,
                                               enable_cooperative_groups=self.enable_cooperative_groups,
                                               _variant=variant, _name_expressions=self._name_expressions).compile()
         other = self._builds[variant]
@@ -2415,11 +2426,13 @@ class RawModule:
     found by ``get_function("k<float, 128>")``.
     """
 
-    def __init__(self, code: str | None = None, *, path: str | os.PathLike | None = None, options=(),
+    def __init__(self, *, code: str | None = None, path: str | os.PathLike | None = None, options: tuple = (),
                  backend: str = "nvrtc", translate_cucomplex: bool = False, enable_cooperative_groups: bool = False,
                  name_expressions=None, jitify: bool = False, sanitize: bool = False):
         if (code is None) == (path is None):
-            raise TypeError("give exactly one of code= or path=")
+            raise TypeError("Exactly one of `code` and `path` keyword arguments must be given.")
+        _typed_argument("code", code, str)  # (path= is the emulator's: a .cu file, where CuPy's loads a cubin)
+        _typed_argument("options", options, tuple)
         if isinstance(name_expressions, str) or not all(isinstance(e, str) for e in name_expressions or ()):
             raise TypeError(f"name_expressions must be a sequence of strings, got {name_expressions!r}")
         self.backend, self.jitify = _check_backend(backend, jitify)
@@ -2454,7 +2467,7 @@ class RawModule:
 
     def get_function(self, name: str) -> RawKernel:
         self.compile()
-        return RawKernel(self.code, name, self.options, self.backend, self.translate_cucomplex,
+        return RawKernel(self.code, name, self.options, self.backend, translate_cucomplex=self.translate_cucomplex,
                          sanitize=self.sanitize, filename=self.filename, jitify=self.jitify,
                          enable_cooperative_groups=self.enable_cooperative_groups, _module=self._mod,
                          _name_expressions=self.name_expressions)

@@ -5,6 +5,9 @@
   dropped, a float entry is refused, and ``shared_mem`` is a keyword (``RawKernel.__call__(grid, block, args,
   **kwargs)``; a negative one is Cython's OverflowError for a ``size_t``).  The emulator took ints, lists and a
   positional shared_mem, so code that ran here failed on a GPU.
+* ``RawKernel(code, name, options)`` and ``RawModule(*, code=..., options=...)`` refuse what Cython's typed
+  arguments refuse: options as a list or a string, bytes for the code, ``translate_cucomplex`` by position, the code
+  of a RawModule by position.
 * ``RawKernel.attributes`` and its ten properties: registers, static shared and local memory from ``nvcc
   --resource-usage`` where nvcc is on PATH (-1, CuPy's "unknown", without it), ``__launch_bounds__``, the
   ``__constant__`` bytes, the architecture, ``-dlcm=ca``, a settable carveout.  They did not exist.
@@ -114,6 +117,23 @@ def test_shared_mem_is_keyword_only_and_a_size_t():
         one()((1,), (32,), (y,), shared_mem=16.0)
     one()((1,), (32,), (y,), shared_mem=np.int64(16))
     assert (y == 1).all()
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: RawKernel(ONE, "one", ["-DX=1"]), TypeError, "Argument 'options' has incorrect type (expected tuple, got list)"),
+    (lambda: RawKernel(ONE, "one", "-DX=1"), TypeError, "Argument 'options' has incorrect type (expected tuple, got str)"),
+    (lambda: RawKernel(ONE.encode(), "one"), TypeError, "Argument 'code' has incorrect type (expected str, got bytes)"),
+    (lambda: RawKernel(ONE, "one", (), "nvrtc", True), TypeError, "positional argument"),
+    (lambda: RawModule(ONE), TypeError, "positional argument"),
+    (lambda: RawModule(code=ONE, options=["-DX=1"]), TypeError,
+     "Argument 'options' has incorrect type (expected tuple, got list)"),
+    (lambda: RawModule(), TypeError, "Exactly one of `code` and `path` keyword arguments must be given."),
+])
+def test_constructors_take_cupys_typed_arguments(make, error, message):
+    # CuPy: RawKernel(str code, str name, tuple options=(), str backend='nvrtc', *, translate_cucomplex=False, ...),
+    # RawModule(*, str code=None, str path=None, tuple options=(), ...)
+    with pytest.raises(error, match=re.escape(message)):
+        make()
 
 
 # ---------------------------------------------------------------------------------------- kernel attributes
