@@ -1466,6 +1466,8 @@ class Trainer:
             self.evaluate(ignore_keys=ignore_keys_for_eval)
         if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
             epochs_trained = self._resumed_with_nothing_left(resume_from_checkpoint, epochs)
+        elif resume_from_checkpoint is not None:
+            self._restore_unlogged_loss()
         for epoch in range(epochs_trained, epochs):
             self._event("on_epoch_begin")
             resumed = resume_from_checkpoint if epoch == epochs_trained else None
@@ -1893,7 +1895,29 @@ class Trainer:
                 self.state.stateful_callbacks[name].append(saved)
             else:
                 self.state.stateful_callbacks[name] = saved
+        self._keep_unlogged_loss()
         self.state.save_to_json(os.path.join(staging, TRAINER_STATE_NAME))
+
+    def _keep_unlogged_loss(self):
+        """The losses summed since the last log, and that log's step, go into the checkpoint (its TrainerControl's
+        ``attributes``, which transformers sets on its control and otherwise ignores), so a run resumed there logs
+        the same mean over the steps between two logs as the uninterrupted run. transformers keeps neither: its
+        resumed run's first logged loss is the mean of the steps since the resume only. (Only between two logs: a
+        checkpoint at a logging step is transformers' file, byte for byte.)"""
+        control = self.state.stateful_callbacks.get("TrainerControl")
+        if isinstance(control, dict) and self._globalstep_last_logged != self.state.global_step:
+            control["attributes"] = {**control.get("attributes", {}), "unlogged_loss": float(self._tr_loss),
+                                     "last_logged_step": self._globalstep_last_logged}
+
+    def _restore_unlogged_loss(self):
+        """What ``_keep_unlogged_loss`` kept (a checkpoint transformers wrote has none: the sum starts at zero)."""
+        control = self.state.stateful_callbacks.get("TrainerControl")
+        attributes = control.get("attributes") if isinstance(control, dict) else None
+        kept = (attributes or {}).get("unlogged_loss"), (attributes or {}).get("last_logged_step")
+        if not (isinstance(kept[0], (int, float)) and isinstance(kept[1], int)) or isinstance(kept[1], bool):
+            return
+        self._tr_loss, self._globalstep_last_logged = np.float32(kept[0]), kept[1]
+        self._total_loss_scalar = -float(self._tr_loss)  # (train_loss: this call's steps' losses, as transformers')
 
     def _load_callback_state(self):
         """``restore_callback_states_from_checkpoint``: the checkpoint's stateful callbacks (and control) replace

@@ -169,6 +169,21 @@ def test_a_resumed_run_with_eval_on_start_logs_its_start_evaluation_once(tmp_pat
     assert_same(outcome(resumed), expected)
 
 
+def test_a_run_resumed_between_two_logs_logs_the_uninterrupted_runs_mean_loss(tmp_path):
+    """logging_steps=2 and a checkpoint at step 3: the loss logged at step 4 is the mean of steps 3 and 4. Before
+    (and in transformers, which keeps no unlogged loss in a checkpoint), the resumed run logged step 4's alone."""
+    options = dict(logging_steps=2, save_steps=3)
+    uninterrupted = make_trainer(tmp_path / "uninterrupted", **options)
+    uninterrupted.train()
+    interrupted = make_trainer(tmp_path / "run", **options)
+    interrupted.add_callback(CtrlCAtStep(4))
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    resumed = make_trainer(tmp_path / "run", **options)
+    resumed.train(resume_from_checkpoint=True)
+    assert_same(outcome(resumed), outcome(uninterrupted))
+
+
 # ==================================================================================================
 # A second process training into a folder that a run is writing is refused by name
 # ==================================================================================================
