@@ -194,3 +194,12 @@ def test_a_filled_value_gets_torchs_sum_of_the_selected_gradient(name, dtype, rn
     (minilora summed the whole gradient with the others zeroed, or NumPy's strided selection)."""
     for shape in [(300, 97), (64, 1000), (2000, 97)]:
         assert_grads_are_torchs(FILLS[name], [shape, ()], dtype, rng, checked=(1,))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_16bit_lerp_rounds_one_minus_weight_and_end_minus_start_as_torchs_ops(dtype, rng):
+    """torch's lerp backward: grad * (1 - weight), grad * weight, grad * (end - self), each parenthesis a 16-bit
+    tensor op of its own (rounded), before the product and its sum_to."""
+    for shapes in SHAPES[:4]:
+        assert_grads_are_torchs(TERNARY["lerp"], shapes, dtype, rng)
+    assert_grads_are_torchs(lambda lib, a, b: a.lerp(b, 0.3), SHAPES[1][:2], dtype, rng)

@@ -1921,9 +1921,12 @@ class Lerp(Function):
     def backward(ctx, g):
         ns, ne, nw = ctx.needs_input_grad
         w = ctx.weight
-        return (unbroadcast(g * (1 - w), ctx.shapes[0]) if ns else None,
+        # torch's grad * (1 - weight) and grad * (end - self): on 16-bit tensors 1 - weight and end - self are
+        # tensor ops of their own, each rounded (_step); a number weight's 1 - weight is one double
+        kept = 1 - w if isinstance(w, (int, float)) else _step(ctx, 1 - w)
+        return (unbroadcast(g * kept, ctx.shapes[0]) if ns else None,
                 unbroadcast(g * w, ctx.shapes[1]) if ne else None,
-                unbroadcast(g * ctx.diff, ctx.shapes[2]) if nw else None)
+                unbroadcast(g * _step(ctx, ctx.diff), ctx.shapes[2]) if nw else None)
 
 
 def _lerp_fused(start, end, weight, diff):
