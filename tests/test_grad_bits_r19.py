@@ -19,6 +19,8 @@ error (each test compares minilora's forward and gradient bit for bit with torch
 * ``addcmul`` / ``addcdiv`` (found by tests/grad_bits_sweep.py): derivatives.yaml's ``g * (t2 * value)`` and
   ``g * (value / t2)``, ``-g * ((value t1) / (t2 t2))`` (minilora differentiated its composition: ``(g t2) value``,
   ``g / t2``, ...);
+* ``F.mse_loss`` (the sweep): torch's backward kernel ``norm (x - t) g`` (norm 2/n in float32), one node, where minilora
+  differentiated ``mean(d * d)`` (``(g / n) 2 d``);
 * ``i0`` / ``special.i0`` / ``special.i0e`` values (157 of 259 float32 values off): torch's Cephes ``calc_i0`` in the
   input's dtype (Chebyshev series with GCC's fused multiply-adds, C's exp), not float64's i0 rounded.
 
@@ -280,8 +282,14 @@ def test_bessel_i0_values_are_torchs_bits(rng, dtype, name):
     np.testing.assert_array_equal(value(ml).view(np.uint8), value(torch).view(np.uint8))
 
 
-@pytest.mark.parametrize("value", [1, 3.14])
-@pytest.mark.parametrize("name", ["addcmul", "addcdiv"])
+@pytest.mark.parametrize("name, value", [("addcmul", 3.14), ("addcdiv", 1), ("addcdiv", 3.14)])
 def test_addcmul_and_addcdiv_gradients_are_torchs_bits(rng, name, value):
     arrays = _inputs(rng, [(5, 40), (5, 40), (40,)])
     assert_same_bits(lambda lib, c, a, b: getattr(lib, name)(c, a, b, value=value), arrays, rng)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_loss_gradients_are_torchs_bits(rng, reduction):
+    x, t = _inputs(rng, [(300, 17), (300, 17)])
+    t[0, :3] = x[0, :3]
+    assert_same_bits(lambda lib, x, t: lib.nn.functional.mse_loss(x, t, reduction=reduction), [x, t], rng)

@@ -32,7 +32,7 @@ from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, Ind
                     Repeat, Scatter, ScatterReduce)
 from .siblings import Nextafter
 from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding,
-                 Glu, HuberLoss, LayerNorm, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
+                 Glu, HuberLoss, LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
 
 
 class NotDifferentiableBackward(NotImplementedError):
@@ -1757,6 +1757,7 @@ _BACKWARD_GRAPHS = {
     SwiGLU: _swiglu, RMSNorm: _rms_norm, Glu: _glu, _x.Sinc: _sinc, PRelu: _prelu,
     SmoothL1Loss: _piecewise_loss(lambda ctx, d: _e.where(d.abs() >= ctx.beta, d.sign(), d / ctx.beta)),
     HuberLoss: _piecewise_loss(lambda ctx, d: d.clamp(-ctx.delta, ctx.delta)),
+    MseLoss: _piecewise_loss(lambda ctx, d: 2 * d),
     Embedding: lambda ctx, g: (None, EmbeddingGrad.apply(g, ctx)),
     Gather: _gather, IndexSelect: _index_select, Pad: _pad, CumSum: _cumsum,
     _s.Flip: lambda ctx, g: (g.flip(ctx.dims), None),

@@ -1323,8 +1323,14 @@ def _pointwise_loss(fn, per_element, input, target, reduction, weight, takes_com
 @saving_as_torch("input", "target")  # what torch's one node keeps
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """PyTorch's ``F.mse_loss``: ``(input - target)^2`` (times ``weight``), reduced."""
-    loss = _pointwise_loss("mse_loss", lambda d: d * d, input, target,
-                           legacy_reduction(size_average, reduce, reduction), weight)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if (weight is None and isinstance(target, Tensor) and input.dtype == target.dtype and input.dtype in _SUMMED
+            and type(input._array) is np.ndarray):
+        _check_reduction("mse_loss", reduction)
+        x, t = _broadcast_target("mse_loss", input, target)
+        return name_node(MseLoss.apply(x, t, reduction=reduction), "MseLossBackward0", input, target,
+                         graph=(input, target))
+    loss = _pointwise_loss("mse_loss", lambda d: d * d, input, target, reduction, weight)
     # torch's one node (minilora's: a few ops)
     return name_node(loss, "MseLossBackward0", input, target, graph=(input, target))
 
@@ -2227,6 +2233,30 @@ class SmoothL1Loss(Function):
                                 g if g.ndim == 0 else g.reshape(-1)[where])).astype(np.float64) / ctx.beta,
                                 inside=lambda where, d=d: xp_of(d).abs(d.reshape(-1)[where]) < real(ctx.beta))
         return tuple(grads)
+
+
+class MseLoss(Function):
+    """float32/float64 ``(x - t)^2`` reduced (torch's sum), with torch's backward kernel: ``norm (x - t) g``, ``norm``
+    2/n (rounded to the dtype) for a mean, else 2; the target's from the swapped difference, ``norm (t - x) g``."""
+    torch_layout = "contiguous"
+
+    @staticmethod
+    def forward(ctx, x, t, *, reduction):
+        from .reduce import _mean_as_torch, _sum_as_torch
+        ctx.x, ctx.t, ctx.reduction = x, t, reduction
+        d = x - t
+        loss = d * d
+        if reduction == "none":
+            return loss
+        summed = _sum_as_torch if reduction == "sum" else _mean_as_torch
+        return np.asarray(summed(loss, tuple(range(loss.ndim)), False))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.x, ctx.t
+        norm = x.dtype.type(2 / x.size if ctx.reduction == "mean" and x.size else 2)
+        return tuple(norm * (a - b) * g if ctx.needs_input_grad[i] else None
+                     for i, (a, b) in enumerate(((x, t), (t, x))))
 
 
 def _smooth_l1_slope(d, beta, norm):
