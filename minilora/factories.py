@@ -30,7 +30,7 @@ from . import random as _random
 from .device import xp_of
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
 from . import tensor as _tensor_module
-from .tensor import Function, Tensor, no_forward_formula, refuse_negative_strides
+from .tensor import _NAMED_BY_FIELDS, Function, Tensor, no_forward_formula, refuse_negative_strides, share_node
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "logspace", "is_tensor",
@@ -1347,14 +1347,26 @@ class _NoDerivative(Function):
     implemented (``unique``, ``bincount`` with weights, ``heaviside``): the result requires grad and backward through
     it raises torch's error (no_derivative_error: ``name``, ``error``), rather than silently skipping it."""
 
+    kept_when_freed = _NAMED_BY_FIELDS  # (its name reads ctx.op_name: kept after backward)
+
     @staticmethod
     def forward(ctx, source, *, values, name, error=RuntimeError):
         ctx.op_name, ctx.error = name, error
         return values
 
     @staticmethod
+    def torch_node_name(ctx):
+        """torch's node: named where derivatives.yaml has an entry for the op (``not_implemented`` in it), else its
+        fallback ``NotImplemented`` (heaviside, bincount, histogram, scatter's reduce, bernoulli(p))."""
+        return _NAMED_NO_DERIVATIVE.get(ctx.op_name, "torch::autograd::NotImplemented")
+
+    @staticmethod
     def backward(ctx, grad):
         raise no_derivative_error(ctx.op_name, ctx.error)
+
+
+_NAMED_NO_DERIVATIVE = {"_unique2": "Unique2Backward0", "unique_dim": "UniqueDimBackward0",
+                        "unique_consecutive": "UniqueConsecutiveBackward0"}
 
 
 def _without_derivative(out, source, name):
@@ -1579,7 +1591,7 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
     hist_t = _make(hist, input.dtype, input.device, False)
     edges_t = _make(edges, input.dtype, input.device, False)
     if input.requires_grad and _grad_enabled():
-        hist_t, edges_t = (_without_derivative(t, input, "histogram") for t in (hist_t, edges_t))
+        hist_t, edges_t = share_node(tuple(_without_derivative(t, input, "histogram") for t in (hist_t, edges_t)))
     return _Histogram(hist_t, edges_t)
 
 

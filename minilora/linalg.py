@@ -973,6 +973,7 @@ def lu_unpack(LU_data, LU_pivots, unpack_data=True, unpack_pivots=True, *, out=N
         eye = Tensor(xp.eye(m, k, dtype=LU_data._array.dtype), dtype=LU_data.dtype, device=LU_data.device)
         L = name_node(ops.add(ops.tril(LU_data[..., :, :k], -1), eye), "LuUnpackBackward0", LU_data)
         U = name_node(ops.triu(LU_data[..., :k, :]), "LuUnpackBackward0", LU_data)
+        L, U = share_node((L, U))  # (torch's one node: L its output 0, U 1)
     if unpack_pivots:
         P = _plain(_permutation(LU_pivots._array, m, LU_data._array.dtype), LU_data)
     return _with_out(LUUnpack(P, L, U), out)
@@ -1148,7 +1149,7 @@ def _ldl(name, A):
     xp = xp_of(A._array)
     LD, pivots, info = (xp.asarray(x.reshape(shape)) for x, shape in
                         ((LD, a.shape), (pivots, a.shape[:-1]), (info, a.shape[:-2])))
-    LD_t, = _outputs("NotImplemented", (A,), (LD,), _not_differentiable("linalg_ldl_factor_ex"),
+    LD_t, = _outputs("torch::autograd::NotImplemented", (A,), (LD,), _not_differentiable("linalg_ldl_factor_ex"),
                      column_major=(0,))
     return LD_t, _plain(pivots, A), _plain(info, A)
 
@@ -1169,7 +1170,7 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     b = np.broadcast_to(_host(B._array), batch + B.shape[-2:]).reshape((count,) + B.shape[-2:])
     x = np.stack([_ldl_solve_one(ld[i], piv[i], b[i]) for i in range(len(b))]) if len(b) else b.copy()
     x = xp_of(B._array).asarray(x.reshape(batch + B.shape[-2:]))
-    result, = _outputs("NotImplemented", (LD, B), (x,), _not_differentiable("linalg_ldl_solve"),
+    result, = _outputs("torch::autograd::NotImplemented", (LD, B), (x,), _not_differentiable("linalg_ldl_solve"),
                        column_major=(0,))
     return _with_out(result, out)
 
@@ -1244,8 +1245,9 @@ def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):
     _check_rows("triangular_solve", A, b)
     X = solve_triangular(A.mT if transpose else A, b, upper=upper != transpose, unitriangular=unitriangular)
     batch = tuple(np.broadcast_shapes(A.shape[:-2], b.shape[:-2]))
-    return TriangularSolve(name_node(X, "TriangularSolveBackward0", b, A),
-                           name_node(_relaid(ops.clone(A.expand(batch + A.shape[-2:]))), "TriangularSolveBackward0", A))
+    return TriangularSolve(*share_node((name_node(X, "TriangularSolveBackward0", b, A),  # (torch's one node)
+                                        name_node(_relaid(ops.clone(A.expand(batch + A.shape[-2:]))),
+                                                  "TriangularSolveBackward0", A))))
 
 
 # ---- condition number, tensor inverse / solve ---------------------------------------------------------------
@@ -1548,7 +1550,8 @@ def lstsq(A, B, rcond=None, *, driver=None):
         residuals = residuals.squeeze(-1) if vector else residuals
     if not isinstance(residuals, Tensor):  # (empty, but an output of torch's node all the same: in the graph)
         residuals = X.reshape(-1)[:0]
-    X, residuals = (name_node(t, "LinalgLstsqBackward0", A, B, graph=(A, B)) for t in (X, residuals))  # torch's node
+    X, residuals = share_node(tuple(name_node(t, "LinalgLstsqBackward0", A, B, graph=(A, B))
+                                    for t in (X, residuals)))  # torch's one node, its outputs 0 and 1
     rank_t = _plain(rank, A) if driver != "gels" else _plain(empty(np.int64), A)
     svals = _plain(S, A) if driver in ("gelsd", "gelss") else _plain(empty(a.dtype), A)
     return Lstsq(X, residuals, rank_t, svals)

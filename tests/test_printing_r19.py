@@ -41,6 +41,12 @@ MULTI_OUTPUT_CALLS = {
     "aminmax": lambda L, x: L.aminmax(x, dim=1),
     "max(dim)": lambda L, x: x.max(1),
     "topk": lambda L, x: x.topk(2),
+    "triangular_solve": lambda L, x: L.triangular_solve(x, x.triu()),
+    "linalg.lstsq": lambda L, x: L.linalg.lstsq(x, x),
+    "lu_unpack": lambda L, x: L.lu_unpack(*L.linalg.lu_factor(x)),
+    "split_copy": lambda L, x: L.split_copy(x, 2),
+    "unbind_copy": lambda L, x: L.unbind_copy(x),
+    "histogram (NotImplemented, one node)": lambda L, x: L.histogram(x.reshape(-1), 3),
 }
 
 
@@ -286,14 +292,35 @@ def test_an_empty_dynamic_cache_prints_as_transformers():
     assert repr(DynamicCache()) == repr(transformers.DynamicCache())
 
 
+NO_DERIVATIVE_CALLS = {
+    "unique": lambda L, x: L.unique(x),
+    "unique(dim=0)": lambda L, x: L.unique(x, dim=0),
+    "unique_consecutive": lambda L, x: L.unique_consecutive(x),
+    "heaviside": lambda L, x: L.heaviside(x, x),
+    "bincount(weights=)": lambda L, x: L.bincount(L.tensor([0, 1]), weights=x[:2]),
+    "bernoulli(p)": lambda L, x: L.bernoulli(x, 0.5),
+}
+
+
+@pytest.mark.parametrize("name", NO_DERIVATIVE_CALLS)
+def test_an_op_without_derivative_is_torchs_node_not_an_internal_one(name):
+    """torch's node for an op whose derivative is not implemented: named where derivatives.yaml lists it
+    (Unique2Backward0), else NotImplemented; minilora printed its internal _NoDerivativeBackward0."""
+    def seen(lib):
+        out = NO_DERIVATIVE_CALLS[name](lib, lib.tensor([0.25, 0.25, 0.5], requires_grad=True))
+        with pytest.raises((RuntimeError, NotImplementedError)) as error:
+            out.sum().backward()
+        return type(out.grad_fn).__name__, out.grad_fn.name(), type(error.value).__name__, str(error.value)
+    assert seen(ml) == seen(torch)
+
+
 def test_a_node_torch_has_no_derivative_for_prints_as_not_implemented():
     """linalg.ldl_factor / ldl_solve: torch records a ``NotImplemented`` node, which raises only at backward."""
     def seen(lib):
         A = lib.tensor([[4., 1.], [1., 3.]], requires_grad=True)
         LD, pivots = lib.linalg.ldl_factor(A)
         x = lib.linalg.ldl_solve(LD, pivots, lib.tensor([[1.], [2.]], requires_grad=True))
-        names = [type(LD.grad_fn).__name__, type(x.grad_fn).__name__,
-                 [type(n).__name__ for n, _ in x.grad_fn.next_functions]]
+        names = [type(LD.grad_fn).__name__, x.grad_fn.name(), [type(n).__name__ for n, _ in x.grad_fn.next_functions]]
         with pytest.raises(RuntimeError) as error:
             x.sum().backward()
         return names, str(error.value)

@@ -21,8 +21,8 @@ __all__ = ["alias_copy", "as_strided_copy", "diagonal_copy", "expand_copy", "per
 
 def _copied(view, input):
     """A view op's result as new contiguous tensors, each node named as the view's with ``_copy``."""
-    if isinstance(view, (tuple, list)):
-        return tuple(_copied(piece, input) for piece in view)
+    if isinstance(view, (tuple, list)):  # (split_copy's pieces: torch's one node, as split's)
+        return share_node(tuple(_copied(piece, input) for piece in view))
     copy = view.clone(memory_format=contiguous_format)
     if view is input or view.grad_fn is None:  # (the op handed the input back: no view node to name after)
         return copy
