@@ -301,9 +301,9 @@ def test_config_reads_both_rope_styles_and_round_trips():
     config = LlamaConfig.from_dict(new_style)
     assert config.head_dim == 4 and config.num_key_value_heads == 4
     again = LlamaConfig.from_dict(config.to_dict())
-    assert again == config and again.extra == {"use_cache": True}
+    assert again == config and again.use_cache is True  # (at transformers' default: not kept in extra, written)
     d = config.to_dict()
-    assert d["architectures"] == ["LlamaForCausalLM"] and d["model_type"] == "llama"
+    assert d["architectures"] == ["LlamaForCausalLM"] and d["model_type"] == "llama" and d["use_cache"] is True
 
 
 def test_llama31_config_reads_writes_and_matches_transformers_frequencies():

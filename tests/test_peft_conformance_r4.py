@@ -191,7 +191,7 @@ def test_config_json_string_file_and_diff_dict_read_back_by_transformers(tmp_pat
     assert LlamaConfig.from_json_file(tmp_path / "c.json") == ours
     read_back = LlamaConfig.from_dict(json.loads(reference.to_json_string()))  # theirs, read by minilora
     assert dataclasses.replace(read_back, extra={}) == ours
-    assert read_back.extra == {"use_cache": True, "attention_dropout": 0.0, "pretraining_tp": 1}
+    assert read_back.extra == {}  # (transformers' use_cache, attention_dropout, pretraining_tp: at their defaults)
     for key, value in json.loads(reference.to_json_string()).items():
         if key not in ("transformers_version", "pretraining_tp", "use_cache", "attention_dropout"):
             assert json.loads(text)[key] == value, key

@@ -146,6 +146,9 @@ class LlamaConfig:
     _architecture = "LlamaForCausalLM"  # config.json's "architectures"
     # The variants of nn/llama_family.py change these few rules:
     _per_head_norms = ()  # RMSNorms over each head's features in attention (Qwen3: q_norm, k_norm)
+    # Attributes of transformers' config class that its config.json holds at their defaults too (they are no
+    # dataclass fields here: read through __getattr__); written the same, and not kept in ``extra`` at the default
+    _written_defaults = {"attention_dropout": 0.0, "pretraining_tp": 1, "use_cache": True}
 
     def _biases(self):
         """Which Linear of a decoder layer has a bias: transformers' Llama gives the attention's four
@@ -159,6 +162,9 @@ class LlamaConfig:
             self._attn_implementation = self.extra.pop("attn_implementation")  # the model reads (checked there)
         for name in generation.MODEL_CONFIG_PARAMETERS:  # dropped, as transformers' configs do (a model loaded
             self.extra.pop(name, None)  # from a folder without generation_config.json gets config.json's)
+        for name, default in self._written_defaults.items():  # (one config whether the file wrote them or not)
+            if name in self.extra and self.extra[name] == default and type(self.extra[name]) is type(default):
+                del self.extra[name]
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
@@ -221,6 +227,8 @@ class LlamaConfig:
         """The config.json dict. ``rope_theta`` is written both ways so transformers 4.x and 5.x read it."""
         d = dataclasses.asdict(self)
         d.update(d.pop("extra"))
+        for name, default in self._written_defaults.items():  # (transformers writes them; its version it parses, so
+            d.setdefault(name, default)  # "minilora-..." cannot go there: transformers_version is left out)
         d["architectures"] = [self._architecture]
         d["model_type"] = self.model_type
         scaling = d.pop("rope_scaling") or {"rope_type": "default"}

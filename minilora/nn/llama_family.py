@@ -46,6 +46,7 @@ class _VariantConfig(LlamaConfig):
     """What the three configs share: Llama fields their transformers class does not have are left out
     of config.json unless set to something else (transformers keeps such a key as a plain attribute)."""
     _not_in_transformers = ()
+    _written_defaults = {"attention_dropout": 0.0, "use_cache": True}  # (no pretraining_tp in these classes)
 
     def to_dict(self):
         d = super().to_dict()
