@@ -69,6 +69,7 @@ import json
 import numbers
 import operator
 import os
+import platform
 import re
 import shutil
 import signal
@@ -805,6 +806,7 @@ _FAST_MATH_OPTIONS = ("--use_fast_math", "-use_fast_math")
 _FAST_MATH = ("expf", "exp10f", "logf", "log10f", "powf")
 _FAST_MATH_LINK_FLAGS = [f"-Wl,--wrap={name}" for name in _FAST_MATH]
 _FAST_MATH_MACRO, _FLUSH_DENORMALS_MACRO = "-D__EMU_FAST_MATH=1", "-D__EMU_FTZ=1"
+_FLUSHING_MACHINES = ("x86_64", "amd64", "i386", "i686", "aarch64", "arm64")  # runtime.cpp's FlushDenormals
 # exit() and abort() in device code end the launch, not Python (see runtime.cpp).
 _LINK_FLAGS = ["-Wl,--wrap=exit", "-Wl,--wrap=_exit", "-Wl,--wrap=_Exit", "-Wl,--wrap=quick_exit",
                "-Wl,--wrap=abort"]
@@ -879,6 +881,10 @@ def _translate_options(options) -> list[str]:
         else:
             raise ValueError(f"unsupported compile option {opt!r} (the emulator understands -D, -U, -I, -std=, "
                              "--use_fast_math, -ftz= and ignores GPU-only options such as -arch)")
+    if ftz and platform.machine().lower() not in _FLUSHING_MACHINES:
+        raise ValueError(f"-ftz=true (implied by --use_fast_math): the emulator flushes float subnormals through the "
+                         f"FPU's control register on x86-64 and ARM64 only, not on {platform.machine()!r}; pass "
+                         "-ftz=false to run with subnormals kept")
     modes = [_FAST_MATH_MACRO] * fast_math + [_FLUSH_DENORMALS_MACRO] * bool(ftz)
     return [f"-D__CUDA_ARCH__={arch * 10}"] + modes + out
 

@@ -284,6 +284,16 @@ def test_ftz_keeps_double_subnormals_as_a_gpu_does():
     np.testing.assert_array_equal(e, d * 0.5)
 
 
+def test_a_faulting_ftz_kernel_leaves_pythons_float_math_alone():
+    bad = RawKernel(r'''extern "C" __global__ void bad(float* y, int* p) {
+  y[threadIdx.x] *= 0.5f;
+  if (threadIdx.x == 3) *p = 1;  // a null pointer
+}''', "bad", ("-ftz=true",))
+    with pytest.raises(emu.KernelFault):
+        bad((1,), (8,), (np.full(8, 2e-38, f32), None))
+    assert np.array([2e-38], f32)[0] * f32(0.5) == f32(1e-38)  # the caller's thread keeps its subnormals
+
+
 def test_ftz_needs_true_or_false():
     with pytest.raises(ValueError, match="-ftz takes true or false"):
         RawKernel(FTZ, "ftz", ("-ftz=yes",)).compile()

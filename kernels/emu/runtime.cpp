@@ -1070,26 +1070,35 @@ bool release_coalesced_groups() {
 // Run one block to completion.  Returns false on error.
 enum BlockResult { BLOCK_ERROR = 0, BLOCK_DONE = 1, BLOCK_AT_GRID = 2 };
 
-// -ftz=true (or --use_fast_math): a GPU flushes float subnormals to zero, read or made.  SSE's MXCSR does it for
-// the OS thread running the block's fibers (FTZ bit 15, DAZ bit 6); set per block, restored after it, so the
-// scheduler's own code and the caller's thread run as before.  (SSE flushes double subnormals too; a GPU does not.)
+// -ftz=true (or --use_fast_math): a GPU flushes float subnormals to zero, read or made.  The FPU's control register
+// does it for the OS thread running the block's fibers (SSE's MXCSR: FTZ bit 15, DAZ bit 6; ARM's FPCR: FZ, bit 24);
+// set per block, restored after it, so the scheduler's own code and the caller's thread run as before.  (Both flush
+// double subnormals too; a GPU does not.)
 static bool g_flush_denormals = false;
 
 struct FlushDenormals {
-    unsigned saved = 0;
+    unsigned long long saved = 0;
     bool on;
     explicit FlushDenormals(bool flush) : on(flush) {
-#if defined(__x86_64__)
-        if (on) {
-            __asm__ volatile("stmxcsr %0" : "=m"(saved));
-            unsigned flushing = saved | 0x8040u;
-            __asm__ volatile("ldmxcsr %0" : : "m"(flushing));
-        }
+        if (!on) return;
+#if defined(__x86_64__) || defined(__i386__)
+        unsigned csr = 0;
+        __asm__ volatile("stmxcsr %0" : "=m"(csr));
+        saved = csr;
+        csr |= 0x8040u;
+        __asm__ volatile("ldmxcsr %0" : : "m"(csr));
+#elif defined(__aarch64__)
+        __asm__ volatile("mrs %0, fpcr" : "=r"(saved));
+        __asm__ volatile("msr fpcr, %0" : : "r"(saved | (1ull << 24)));
 #endif
     }
     ~FlushDenormals() {
-#if defined(__x86_64__)
-        if (on) __asm__ volatile("ldmxcsr %0" : : "m"(saved));
+        if (!on) return;
+#if defined(__x86_64__) || defined(__i386__)
+        unsigned csr = unsigned(saved);
+        __asm__ volatile("ldmxcsr %0" : : "m"(csr));
+#elif defined(__aarch64__)
+        __asm__ volatile("msr fpcr, %0" : : "r"(saved));
 #endif
     }
 };
