@@ -21,6 +21,8 @@ error (each test compares minilora's forward and gradient bit for bit with torch
   ``g / t2``, ...);
 * ``F.mse_loss`` (the sweep): torch's backward kernel ``norm (x - t) g`` (norm 2/n in float32), one node, where minilora
   differentiated ``mean(d * d)`` (``(g / n) 2 d``);
+* ``linalg.cross`` / ``cross`` (the sweep): one node whose backward is torch's ``cross(other, g)``, ``cross(g, input)``
+  by the fused kernel (minilora differentiated the kernel's products: 42 of 303 gradient elements off);
 * ``i0`` / ``special.i0`` / ``special.i0e`` values (157 of 259 float32 values off): torch's Cephes ``calc_i0`` in the
   input's dtype (Chebyshev series with GCC's fused multiply-adds, C's exp), not float64's i0 rounded.
 
@@ -293,3 +295,9 @@ def test_mse_loss_gradients_are_torchs_bits(rng, reduction):
     x, t = _inputs(rng, [(300, 17), (300, 17)])
     t[0, :3] = x[0, :3]
     assert_same_bits(lambda lib, x, t: lib.nn.functional.mse_loss(x, t, reduction=reduction), [x, t], rng)
+
+
+@pytest.mark.parametrize("shapes, dim", [([(5, 3), (5, 3)], -1), ([(5, 3, 7), (5, 3, 7)], 1), ([(4, 3), (1, 3)], 1)],
+                         ids=str)
+def test_cross_gradients_are_torchs_bits(rng, shapes, dim):
+    assert_same_bits(lambda lib, a, b: lib.linalg.cross(a, b, dim=dim), _inputs(rng, shapes), rng)

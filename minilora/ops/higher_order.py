@@ -23,7 +23,7 @@ from ..factories import no_derivative_error
 from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, extra as _x, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
-from .matmul import Einsum, Linear, MatMul
+from .matmul import Cross, Einsum, Linear, MatMul
 from .bags import DenseBagGradient
 from .ctc import CTCLoss
 from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d, Fold, MaxPool2d,
@@ -492,6 +492,13 @@ def _piecewise_loss(slope):
         gx = slope(ctx, d) * norm * g
         return gx, -gx
     return backward
+
+
+def _cross_of(a, b, dim):
+    """linalg.cross of two tensors that may differ in shape (broadcast first, as torch's)."""
+    from .matmul import cross
+    shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+    return cross(a.expand(*shape), b.expand(*shape), dim)
 
 
 def _sinc(ctx, g):
@@ -1758,6 +1765,10 @@ _BACKWARD_GRAPHS = {
     SmoothL1Loss: _piecewise_loss(lambda ctx, d: _e.where(d.abs() >= ctx.beta, d.sign(), d / ctx.beta)),
     HuberLoss: _piecewise_loss(lambda ctx, d: d.clamp(-ctx.delta, ctx.delta)),
     MseLoss: _piecewise_loss(lambda ctx, d: 2 * d),
+    Cross: lambda ctx, g: (sum_to(_cross_of(ctx.inputs[1], g, ctx.dim), _shape(ctx.inputs[0])) if ctx.needs_input_grad[0]
+                           else None,
+                           sum_to(_cross_of(g, ctx.inputs[0], ctx.dim), _shape(ctx.inputs[1])) if ctx.needs_input_grad[1]
+                           else None),
     Embedding: lambda ctx, g: (None, EmbeddingGrad.apply(g, ctx)),
     Gather: _gather, IndexSelect: _index_select, Pad: _pad, CumSum: _cumsum,
     _s.Flip: lambda ctx, g: (g.flip(ctx.dims), None),

@@ -681,6 +681,8 @@ def cross(input, other, dim=None):
     if input.shape[dim] != 3 or other.shape[dim] != 3:
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
                            f"{input.shape[dim]} and {other.shape[dim]}")
+    if input.dtype in (np.float32, np.float64) and type(input._array) is np.ndarray:  # torch's kernel, its backward too
+        return name_node(Cross.apply(input, other, dim=dim % len(shape)), "LinalgCrossBackward0", graph=(input, other))
     a0, a1, a2 = input.expand(*shape).unbind(dim)
     b0, b1, b2 = other.expand(*shape).unbind(dim)
     if input.dtype in (np.float32, np.float64):  # ATen's kernel: x * y - z * w compiled to fma(x, y, -(z * w))
@@ -692,6 +694,36 @@ def cross(input, other, dim=None):
             return x * y - z * w
     product = stack([difference(a1, b2, a2, b1), difference(a2, b0, a0, b2), difference(a0, b1, a1, b0)], dim)
     return name_node(product, "LinalgCrossBackward0", graph=(input, other))  # (torch's one node)
+
+
+def _cross_kernel(a, b, axis):
+    """ATen's cross kernel on (broadcast) float arrays along ``axis``: each component ``x * y - z * w``, which GCC
+    compiles to ``fma(x, y, -(z * w))`` (``fastmath.multiply_add``)."""
+    from .. import fastmath
+    a, b = np.broadcast_arrays(a, b)
+    a0, a1, a2 = (np.take(a, i, axis=axis) for i in range(3))
+    b0, b1, b2 = (np.take(b, i, axis=axis) for i in range(3))
+    parts = [fastmath.multiply_add(x, y, -(z * w)) for x, y, z, w in
+             ((a1, b2, a2, b1), (a2, b0, a0, b2), (a0, b1, a1, b0))]
+    return np.stack(parts, axis=axis)
+
+
+class Cross(Function):
+    """float32/float64 ``linalg.cross`` as torch's one node: the kernel (``_cross_kernel``) forward, and backward
+    derivatives.yaml's ``cross(other, g)`` and ``cross(g, input)`` by the same kernel, summed back where broadcast."""
+    torch_layout = "contiguous"
+
+    @staticmethod
+    def forward(ctx, a, b, *, dim):
+        ctx.a, ctx.b, ctx.dim = a, b, dim
+        return _cross_kernel(a, b, dim)
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        a, b, dim = ctx.a, ctx.b, ctx.dim
+        return (unbroadcast(_cross_kernel(b, g, dim), a.shape) if na else None,
+                unbroadcast(_cross_kernel(g, a, dim), b.shape) if nb else None)
 
 
 # ---- products composed of the ones above (their gradients come from matmul, mul and reshape) -------
