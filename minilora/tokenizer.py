@@ -772,8 +772,9 @@ class _Tokenizer:
 
     # --- files -----------------------------------------------------------------------------------
     def save_pretrained(self, save_directory):
-        """Write ``tokenizer.json`` and ``tokenizer_config.json`` (transformers' AutoTokenizer reads
-        them, and so does ``minilora.tokenizer.from_pretrained``). Returns the paths written."""
+        """Write ``tokenizer.json``, ``tokenizer_config.json`` and the chat template's files (transformers'
+        AutoTokenizer reads them, and so does ``minilora.tokenizer.from_pretrained``). Returns the paths written, in
+        transformers' order."""
         from .checkpoint import atomic_folder
         if os.path.isfile(save_directory):
             raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
@@ -799,8 +800,8 @@ class _Tokenizer:
                 os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
                 with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                     f.write(template)
-        files = (os.path.join(save_directory, TOKENIZER_FILE), os.path.join(save_directory, TOKENIZER_CONFIG_FILE))
-        return files
+        # (transformers' order: the config, the template files, then the vocabulary)
+        return tuple(os.path.join(save_directory, name) for name in (TOKENIZER_CONFIG_FILE, *templates, TOKENIZER_FILE))
 
     # --- chat templates --------------------------------------------------------------------------
     def get_chat_template(self, chat_template=None, tools=None):

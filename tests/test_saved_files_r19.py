@@ -349,8 +349,10 @@ def test_chat_templates_saved_and_read_as_transformers_files(tmp_path, template)
     source = _llama2_style_tokenizer(tmp_path / "source")
     theirs, ours = quiet(transformers.AutoTokenizer.from_pretrained, str(source)), ml_tokenizer(source)
     theirs.chat_template = ours.chat_template = template
-    theirs.save_pretrained(str(tmp_path / "theirs"))
-    ours.save_pretrained(tmp_path / "ours")
+    written = theirs.save_pretrained(str(tmp_path / "theirs"))
+    saved = ours.save_pretrained(str(tmp_path / "ours"))
+    assert [os.path.relpath(path, tmp_path / "ours") for path in saved] == \
+        [os.path.relpath(path, tmp_path / "theirs") for path in written]  # (the paths it returns, in its order)
     assert files(tmp_path / "ours") == files(tmp_path / "theirs")
     for name in files(tmp_path / "theirs"):
         if name.endswith(".jinja"):
