@@ -403,7 +403,8 @@ def _files_replaced_one_by_one(directory, replaces):
     """``atomic_folder`` where the folder cannot be swapped: the new files go to a temporary folder inside it and
     are fsynced, then each replaces its old version in one ``os.replace``, and the old version's files that the
     new save did not write (matching ``replaces``) are removed. Each file is whole at every moment; a kill
-    between two replacements leaves some new and some old (as transformers' and PEFT's saves always can)."""
+    between two replacements leaves some new and some old (as transformers' and PEFT's saves always can); a
+    Ctrl-C there lands once every file is replaced."""
     marker = os.path.join(directory, _IN_PLACE)
     remove_leftovers(marker)
     with _naming_the_target(directory, temporary=os.path.join(directory, _temp_prefix(marker))):
@@ -413,11 +414,12 @@ def _files_replaced_one_by_one(directory, replaces):
             yield tmp
             _fsync_tree(tmp)
             written = set(os.listdir(tmp))
-            _move_files(tmp, directory)
-            for entry in os.listdir(directory):  # (an older save's shards, which the new weights replace)
-                stale = entry not in written and any(fnmatch.fnmatch(entry, pattern) for pattern in replaces)
-                if stale and os.path.isfile(os.path.join(directory, entry)):
-                    os.remove(os.path.join(directory, entry))
+            with held_ctrl_c():  # (a Ctrl-C between two replacements would leave some new files and some old)
+                _move_files(tmp, directory)
+                for entry in os.listdir(directory):  # (an older save's shards, which the new weights replace)
+                    stale = entry not in written and any(fnmatch.fnmatch(entry, pattern) for pattern in replaces)
+                    if stale and os.path.isfile(os.path.join(directory, entry)):
+                        os.remove(os.path.join(directory, entry))
             _fsync_dir(directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -507,3 +507,26 @@ def test_a_ctrl_c_while_a_split_op_waits_for_its_helper_stops_after_every_block_
         assert (nxt == 1).all()
     finally:
         parallel.set_num_threads(threads)
+
+
+@posix_only
+def test_a_ctrl_c_while_a_mount_points_files_are_replaced_one_by_one_lands_after_the_last(tmp_path, monkeypatch):
+    """A folder that cannot be swapped (a container's mount point) gets the new files one ``os.replace`` at a time.
+    Before, a Ctrl-C between two of them left the new config.json beside the old weights."""
+    from test_faults_r11 import snapshot
+    from test_train import tiny_llama as model_of
+    expected, folder = str(tmp_path / "expected"), str(tmp_path / "mounted")
+    model_of(1).save_pretrained(expected)
+    model_of(0).save_pretrained(folder)
+    monkeypatch.setattr(checkpoint, "_cannot_swap", lambda directory, parent: True)
+    real_replace = os.replace
+
+    def replace_then_ctrl_c(source, target):
+        real_replace(source, target)
+        if os.path.dirname(os.path.abspath(target)) == folder:  # (after the first file moved in)
+            signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(os, "replace", replace_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        model_of(1).save_pretrained(folder)
+    monkeypatch.undo()
+    assert snapshot(folder) == snapshot(expected) and leftovers(folder) == []
