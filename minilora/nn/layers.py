@@ -2012,9 +2012,8 @@ class _RNNBase(Module):
         return output, state
 
     def _one_onednn_node(self, input, w_hr):
-        """Is this layer one node of torch's graph? torch's CPU LSTM runs each layer and direction as one
-        oneDNN kernel (``mkldnn_rnn_layer``) on float32 inputs, unless ``torch.backends.mkldnn.enabled`` is off
-        or the LSTM has a projection (bfloat16 too on CPUs oneDNN runs it on: not claimed here)."""
+        """Is this layer one node of torch's graph? Not for RNN and GRU: torch runs their steps as ops (its graph
+        is minilora's). LSTM overrides it."""
         return False
 
     def _shown_as_onednn_layer(self, output, state, input, weights, initial):
@@ -2142,6 +2141,9 @@ class LSTM(_RNNBase):
         return state[0]
 
     def _one_onednn_node(self, input, w_hr):
+        """torch's CPU LSTM runs each layer and direction as one oneDNN kernel (``mkldnn_rnn_layer``) on float32
+        inputs, unless ``torch.backends.mkldnn.enabled`` is off or the LSTM has a projection (packed sequences
+        take torch's native loop, as here; bfloat16 too on CPUs oneDNN runs it on: not claimed here)."""
         from .. import backends  # (the flag torch reads; imported here: backends is loaded by nn's users)
         return (w_hr is None and input.dtype == np.float32 and input.device.type == "cpu"
                 and backends.mkldnn.enabled)
