@@ -23,6 +23,9 @@ error (each test compares minilora's forward and gradient bit for bit with torch
   differentiated ``mean(d * d)`` (``(g / n) 2 d``);
 * ``linalg.cross`` / ``cross`` (the sweep): one node whose backward is torch's ``cross(other, g)``, ``cross(g, input)``
   by the fused kernel (minilora differentiated the kernel's products: 42 of 303 gradient elements off);
+* ``logcumsumexp`` (the sweep: up to 272,784 ulps off where the two signs' exps cancel): torch's
+  ``logcumsumexp_backward`` op by op, its reversed scans in double as its forward (minilora's ran in float32), the
+  dtype's lowest number for log 0; bit for bit given torch's MKL exp and log;
 * ``i0`` / ``special.i0`` / ``special.i0e`` values (157 of 259 float32 values off): torch's Cephes ``calc_i0`` in the
   input's dtype (Chebyshev series with GCC's fused multiply-adds, C's exp), not float64's i0 rounded.
 
@@ -152,17 +155,23 @@ def test_cumprod_gradient_is_torchs_bits(rng, shape, dim):
     assert_same_bits(lambda lib, x: lib.cumprod(x, dim), _inputs(rng, [shape]), rng)
 
 
-def test_sinc_is_torchs_bits_where_mkl_rounds_sin_and_cos_correctly(rng, monkeypatch):
-    """The forward is C's sinf (torch's scalar kernel); the backward's cos and sin are MKL's, which minilora rounds
-    correctly (float32_math.vml): with torch's own in their place every bit is torch's."""
+def _use_torchs_vml(monkeypatch, names):
+    """Until ``monkeypatch`` undoes it, ``float32_math.vml(name, a)`` of float32 is torch's own (MKL's: not
+    correctly rounded in some elements, by no formula minilora follows)."""
     from minilora import float32_math
     numpys = float32_math.vml
 
     def torchs(name, a):
-        if name in ("sin", "cos") and a.dtype == np.float32:
+        if name in names and a.dtype == np.float32:
             return getattr(torch, name)(torch.from_numpy(np.ascontiguousarray(a))).numpy()
         return numpys(name, a)
     monkeypatch.setattr(float32_math, "vml", torchs)
+
+
+def test_sinc_is_torchs_bits_where_mkl_rounds_sin_and_cos_correctly(rng, monkeypatch):
+    """The forward is C's sinf (torch's scalar kernel); the backward's cos and sin are MKL's, which minilora rounds
+    correctly (float32_math.vml): with torch's own in their place every bit is torch's."""
+    _use_torchs_vml(monkeypatch, ("sin", "cos"))
     x = np.concatenate([rng.standard_normal(300), [0.0, -0.0, 1e-20, 3.0, 2.5, 1e30]]).astype(np.float32)
     assert_same_bits(lambda lib, x: lib.sinc(x), [x], rng)
 
@@ -301,3 +310,9 @@ def test_mse_loss_gradients_are_torchs_bits(rng, reduction):
                          ids=str)
 def test_cross_gradients_are_torchs_bits(rng, shapes, dim):
     assert_same_bits(lambda lib, a, b: lib.linalg.cross(a, b, dim=dim), _inputs(rng, shapes), rng)
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_logcumsumexp_gradient_is_torchs_bits_given_its_exp_and_log(rng, monkeypatch, dim):
+    _use_torchs_vml(monkeypatch, ("exp", "log"))
+    assert_same_bits(lambda lib, x: lib.logcumsumexp(x, dim), _inputs(rng, [(5, 7, 6)]), rng)

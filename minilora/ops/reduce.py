@@ -1215,9 +1215,7 @@ class LogCumSumExp(Function):
         if a.dtype.kind == "c":
             ctx.out = _complex_log_cumsum_exp(a, axis)
             return ctx.out
-        # torch's scan carries a float32 input's running value in double (acc_type), rounding each output
-        wide = a.astype(np.float64) if a.dtype == np.float32 else a
-        ctx.out = xp_of(a).logaddexp.accumulate(wide, axis=axis).astype(a.dtype) if a.size else a.copy()
+        ctx.out = _log_cumsum_exp_scan(a, axis)
         return ctx.out
 
     @staticmethod
@@ -1230,11 +1228,24 @@ class LogCumSumExp(Function):
             reversed_sums = xp.flip(_complex_log_cumsum_exp(xp.flip(xp.log(xp.conj(g)) - ctx.out, axis), axis), axis)
             return xp.conj(xp.exp(reversed_sums + ctx.a))
 
-        def reversed_logcumsumexp(x):  # log(sum_{j >= i} exp(x_j)), along axis
-            return xp.flip(xp.logaddexp.accumulate(xp.flip(x, axis), axis=axis), axis)
-        positive = reversed_logcumsumexp(xp.log(xp.where(g > 0, g, 0)) - ctx.out)
-        negative = reversed_logcumsumexp(xp.log(xp.where(g < 0, -g, 0)) - ctx.out)
-        return xp.exp(ctx.a + positive) - xp.exp(ctx.a + negative)
+        def reversed_logcumsumexp(x):  # log(sum_{j >= i} exp(x_j)), along axis: torch's scan, reversed
+            return xp.flip(_log_cumsum_exp_scan(xp.flip(x, axis), axis), axis)
+        # torch's logcumsumexp_backward, op by op: log|g| where g has that sign, else the dtype's lowest number
+        lowest = g.dtype.type(np.finfo(g.dtype).min)
+        with np.errstate(divide="ignore"):
+            log_abs = float32_math.vml("log", xp.abs(g))
+        positive = reversed_logcumsumexp(xp.where(g > 0, log_abs, lowest) - ctx.out)
+        negative = reversed_logcumsumexp(xp.where(g < 0, log_abs, lowest) - ctx.out)
+        with np.errstate(over="ignore"):
+            return float32_math.vml("exp", positive + ctx.a) - float32_math.vml("exp", negative + ctx.a)
+
+
+def _log_cumsum_exp_scan(a, axis):
+    """torch's real logcumsumexp scan along ``axis``: a float32 input's running value carried in double (acc_type),
+    each output rounded (NumPy's ``logaddexp.accumulate``); a contiguous result."""
+    a = xp_of(a).asarray(a, order="C")
+    wide = a.astype(np.float64) if a.dtype == np.float32 else a
+    return xp_of(a).logaddexp.accumulate(wide, axis=axis).astype(a.dtype) if a.size else a.copy()
 
 
 def _complex_log_cumsum_exp(a, axis):
