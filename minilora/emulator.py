@@ -1146,11 +1146,12 @@ def _refuse_non_void_kernels(preprocessed: str, masked: str) -> None:
                                    "results through pointer arguments)")
 
 
-def _run_compiler(cmd: list[str], output: Path, what: str, before_rename=None) -> None:
+def _run_compiler(cmd: list[str], output: Path, what: str, before_rename=None) -> str:
     """Run g++ writing to a temporary name, then rename (``native.compile_atomically``): concurrent builds
-    never see half a file. ``before_rename(tmp)`` runs first (e.g. to read the -fstack-usage reports)."""
+    never see half a file. ``before_rename(tmp)`` runs first (e.g. to read the -fstack-usage reports).
+    Returns g++'s warnings."""
     try:
-        compile_atomically(cmd, output, before_rename)
+        return compile_atomically(cmd, output, before_rename)
     except CompileFailed as exc:
         # A kernel renamed away from a C library name (_rename_kernels) shows under the user's name.
         raise CompileError(f"compiling {what} failed:\n{str(exc).replace(_RENAMED_KERNEL, '')}") from None
@@ -1469,6 +1470,9 @@ class _Module:
         def record_stack_usage(tmp: Path) -> None:
             _write_atomic(self._stack_file, str(_stack_usage(tmp)))
 
+        def keep_log(warnings: str) -> None:  # what compile(log_stream=) writes, as CuPy writes NVRTC's log
+            _write_atomic(self.product.parent / "build.log", warnings)
+
         # The kernel is compiled on its own (-c), then linked: the instrumentation goes into the kernel only (no
         # libubsan linked but the sanitizer build's), and every build force-includes the precompiled header made
         # with its own flags -- the sanitizer's too (parsing the header was most of a small kernel's compile).
@@ -1482,14 +1486,14 @@ class _Module:
                "-include", str(header), "-I", str(_INCLUDE), *flags, *instrument, "-c", str(wrapper)]
         what = f"'{name}' for the CUDA emulator ({self.variant})"
         try:
-            _run_compiler(cmd, wrapper_object, what, record_stack_usage)
+            keep_log(_run_compiler(cmd, wrapper_object, what, record_stack_usage))
         except CompileError as e:
             if "PCH" not in str(e):
                 raise
             # a damaged .gch (a full disk, a killed copy) stops g++ ("cannot read PCH file"): without it g++
             # reads the stub's #include instead (and the next build of these flags makes the .gch again)
             header.with_name(header.name + ".gch").unlink(missing_ok=True)
-            _run_compiler(cmd, wrapper_object, what, record_stack_usage)
+            keep_log(_run_compiler(cmd, wrapper_object, what, record_stack_usage))
         # the sanitizer build links AddressSanitizer's and UBSan's runtimes (its flags); a library links none
         link = [_CXX, *_COMMON_FLAGS, *(_VARIANT_FLAGS[self.variant] if self.sanitize else ["-shared"])]
         for attempt in range(2):
@@ -1950,12 +1954,15 @@ class RawKernel:
         self.name = found  # as spelled in name_expressions, like every message of the runtime
         self._index, self.params = self._mod.kernels[found]
 
-    def compile(self) -> "RawKernel":
-        """Build (or fetch from the cache) now rather than at the first launch."""
+    def compile(self, log_stream=None) -> "RawKernel":
+        """Build (or fetch from the cache) now rather than at the first launch.  ``log_stream`` (CuPy's: sys.stdout
+        or a file) receives the compiler's messages -- g++'s warnings on the emulator's source, kept with the
+        cached build; none for a clean source, as NVRTC's log."""
         if self._mod is None:
             self._mod = _get_module(self.code, self.options, self.sanitize, self._filename, self._variant,
                                     self._name_expressions)
             self._bind()
+        _write_build_log(self._mod, log_stream)
         return self
 
     def _build_of(self, variant: str) -> "RawKernel":
@@ -2237,6 +2244,14 @@ class RawKernel:
                     "copy at its wait, the others as it is issued; racecheck=True names the line).")
 
 
+def _write_build_log(module: _Module, log_stream) -> None:
+    """The build's compiler messages to ``log_stream`` (nothing without one, or for a build from before the log was
+    kept)."""
+    log = module.product.parent / "build.log"
+    if log_stream is not None and log.is_file():
+        log_stream.write(log.read_text())
+
+
 def _copy_globals(source: _Module, target: _Module) -> None:
     """Copy the bytes of every __constant__ and __device__ variable from one build of a source to another."""
     for name, raw in source.constants.items():
@@ -2452,10 +2467,12 @@ class RawModule:
         self.options, self.sanitize = options, sanitize
         self._mod: _Module | None = None
 
-    def compile(self) -> "RawModule":
+    def compile(self, log_stream=None) -> "RawModule":
+        """Build (or fetch from the cache) now; ``log_stream`` receives the compiler's messages (RawKernel.compile)."""
         if self._mod is None:
             self._mod = _get_module(self.code, self.options, self.sanitize, self.filename,
                                     name_expressions=self.name_expressions)
+        _write_build_log(self._mod, log_stream)
         return self
 
     @property

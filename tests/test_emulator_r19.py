@@ -7,7 +7,7 @@
   positional shared_mem, so code that ran here failed on a GPU.
 * ``RawKernel(code, name, options)`` and ``RawModule(*, code=..., options=...)`` refuse what Cython's typed
   arguments refuse: options as a list or a string, bytes for the code, ``translate_cucomplex`` by position, the code
-  of a RawModule by position.
+  of a RawModule by position; ``compile(log_stream=...)`` writes the compiler's messages, as CuPy's writes NVRTC's.
 * ``RawKernel.attributes`` and its ten properties: registers, static shared and local memory from ``nvcc
   --resource-usage`` where nvcc is on PATH (-1, CuPy's "unknown", without it), ``__launch_bounds__``, the
   ``__constant__`` bytes, the architecture, ``-dlcm=ca``, a settable carveout.  They did not exist.
@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import re
 import shutil
 import subprocess
@@ -134,6 +135,19 @@ def test_constructors_take_cupys_typed_arguments(make, error, message):
     # RawModule(*, str code=None, str path=None, tuple options=(), ...)
     with pytest.raises(error, match=re.escape(message)):
         make()
+
+
+def test_compile_writes_the_compilers_messages_to_log_stream():
+    # CuPy: kernel.compile(log_stream=sys.stdout) prints NVRTC's log -- nothing for a clean source
+    clean, log = RawKernel(ONE + "\n// log", "one"), io.StringIO()
+    clean.compile(log_stream=log)
+    assert log.getvalue() == ""
+    noisy = r'''extern "C" __global__ void noisy(int* y) { y[threadIdx.x] = 5 / 0; }'''
+    for build in (lambda s: RawKernel(noisy, "noisy").compile(log_stream=s),
+                  lambda s: RawModule(code=noisy).compile(log_stream=s)):
+        log = io.StringIO()
+        build(log)
+        assert "division by zero" in log.getvalue() and "noisy" in log.getvalue()
 
 
 # ---------------------------------------------------------------------------------------- kernel attributes

@@ -60,7 +60,7 @@ def digest(*parts):
 def compile_atomically(cmd, output, before_rename=None):
     """Run the compiler command ``cmd`` writing to a temporary name beside ``output``, then rename it
     there: a concurrent build or load never sees half a file. ``before_rename(tmp)`` runs first.
-    Raises ``CompileFailed`` with the compiler's output."""
+    Returns what the compiler printed (its warnings); raises ``CompileFailed`` with the compiler's output."""
     output = Path(output)
     remove_leftovers(output)
     tmp = output.with_name(f"{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -74,6 +74,7 @@ def compile_atomically(cmd, output, before_rename=None):
         if before_rename is not None:
             before_rename(tmp)
         os.replace(tmp, output)
+        return res.stderr
     finally:  # (a failed compile, a before_rename that raised, Ctrl-C: subprocess.run killed the compiler)
         tmp.unlink(missing_ok=True)
 
