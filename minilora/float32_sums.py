@@ -49,14 +49,16 @@ import math
 
 import numpy as np
 
+import contextlib
 import ctypes
+import threading
 from pathlib import Path
 
 from . import float32_math, native, parallel
 from .dtypes import is_floating
 
 __all__ = ["cascade_sum", "row_sums", "two_norms", "row_moments", "thread_chunk", "welford_moments",
-           "squared_deviation_sum", "sixteen_bit_sum", "torch_order_sum", "sum_like_torch", "GRAIN_SIZE", "SUM_LANES"]
+           "squared_deviation_sum", "sixteen_bit_sum", "torch_order_sum", "sum_like_torch", "sixteen_bit_backward", "GRAIN_SIZE", "SUM_LANES"]
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it one thread runs a reduction
 _ILP = 4  # row_sum's running sums side by side (its ilp_factor)
@@ -621,11 +623,31 @@ def torch_order_sum(a, axes):
     return cascade_sum(_float32_copy(a), axes) if total is None else total  # (None: torch sums a float32 copy)
 
 
+_SIXTEEN_BIT_BACKWARD = threading.local()  # .dtype: see sixteen_bit_backward
+
+
+@contextlib.contextmanager
+def sixteen_bit_backward(dtype):
+    """While a 16-bit op's backward runs in float32 on this thread (``ops.elementwise.backward_in_float32``): the
+    float32 gradients ``sum_like_torch`` sums hold what torch's formula has as 16-bit tensors, so they are rounded
+    to ``dtype`` and summed by torch's 16-bit kernel."""
+    outer = getattr(_SIXTEEN_BIT_BACKWARD, "dtype", None)
+    _SIXTEEN_BIT_BACKWARD.dtype = dtype
+    try:
+        yield
+    finally:
+        _SIXTEEN_BIT_BACKWARD.dtype = outer
+
+
 def sum_like_torch(grad, axes):
     """``grad.sum(axes, keepdims=True)`` in ``grad``'s dtype as torch's CPU sum kernel adds it: autograd's
     ``at::sum_to`` reduces a broadcast input's gradient with that kernel, whose order of additions differs from
     NumPy's pairwise one in the last bit of most float32 sums. (16-bit floats: see ``torch_order_sum``; where
-    it is not modelled, NumPy's sum, 16-bit in float32.)"""
+    it is not modelled, NumPy's sum, 16-bit in float32; inside ``sixteen_bit_backward`` a float32 gradient as
+    the 16-bit tensor it stands for.)"""
+    half = getattr(_SIXTEEN_BIT_BACKWARD, "dtype", None)
+    if half is not None and grad.dtype == np.float32:
+        return sum_like_torch(grad.astype(half), axes).astype(np.float32)
     total = torch_order_sum(grad, axes)
     if total is None:
         wide = np.float32 if grad.itemsize == 2 and is_floating(grad.dtype) else None

@@ -8,12 +8,11 @@ import math
 import warnings
 
 import sys
-import threading
 
 import numpy as np
 
 from .. import amp as _amp, backends, fastmath, float32_math, parallel
-from ..float32_sums import sum_like_torch
+from ..float32_sums import sixteen_bit_backward, sum_like_torch
 from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order, like_view_strides
 from ..device import xp_of
 from ..dtypes import (cast, checked_number, float32, get_default_dtype, int64, is_bfloat16, is_floating,
@@ -32,8 +31,6 @@ __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log
 
 def unbroadcast(grad, shape):
     """Sum ``grad`` over the axes along which an input of ``shape`` was broadcast."""
-    if grad.shape != shape and getattr(_SIXTEEN_BIT_BACKWARD, "dtype", None) is not None and grad.dtype == float32:
-        return unbroadcast(grad.astype(_SIXTEEN_BIT_BACKWARD.dtype), shape).astype(float32)  # torch's 16-bit tensor
     # EXERCISE 1.1: sum grad over the axes along which an input of this shape was broadcast; return that shape
     # BEGIN SOLUTION
     if grad.shape == shape:
@@ -68,12 +65,6 @@ def _upcast_saved(ctx):
     vars(ctx).update(wide)
 
 
-# The 16-bit dtype whose backward runs in float32 on this thread (``backward_in_float32``), else None: a float32
-# gradient unbroadcast there holds what torch's formula gives as a 16-bit tensor, summed by its 16-bit kernel.
-_SIXTEEN_BIT_BACKWARD = threading.local()
-_SIXTEEN_BIT_BACKWARD.dtype = None
-
-
 def backward_in_float32(op):
     """Class decorator for an op whose forward is one NumPy ufunc (already right for 16-bit floats)
     and whose backward formula takes several steps: for a float16/bfloat16 gradient, the backward
@@ -86,12 +77,9 @@ def backward_in_float32(op):
         if g.itemsize != 2 or not _is_16bit_float(g):  # (itemsize first: the float32 path's only cost)
             return backward(ctx, g)
         _upcast_saved(ctx)
-        ctx.step_dtype, outer = g.dtype, getattr(_SIXTEEN_BIT_BACKWARD, "dtype", None)
-        _SIXTEEN_BIT_BACKWARD.dtype = g.dtype
-        try:
+        ctx.step_dtype = g.dtype
+        with sixteen_bit_backward(g.dtype):  # (its sums: of what torch's formula has as 16-bit tensors)
             grads = backward(ctx, g.astype(float32))
-        finally:
-            _SIXTEEN_BIT_BACKWARD.dtype = outer
         if type(grads) is not tuple:
             return grads.astype(g.dtype)
         return tuple(None if grad is None else grad.astype(g.dtype) for grad in grads)
