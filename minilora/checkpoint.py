@@ -43,7 +43,7 @@ from .native import pid_alive as _pid_alive
 from . import torch_format
 
 __all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "FolderInUseError", "atomic_write",
-           "atomic_folder", "writing_alone", "remove_leftovers", "save_json", "load_json", "naming_the_file", "other_format",
+           "atomic_folder", "writing_alone", "remove_leftovers", "put_back_a_cut_swap", "save_json", "load_json", "naming_the_file", "other_format",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
            "SAFE_WEIGHTS_INDEX_NAME", "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "load_weights", "read_weights_header"]
@@ -278,6 +278,32 @@ def remove_leftovers(path):
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(leftover)
+
+
+def put_back_a_cut_swap(path):
+    """A reader's half of ``remove_leftovers``: a folder that is missing because a save was killed between its
+    swap's two renames (a filesystem without an atomic exchange) comes back from the ``.old`` beside it, the
+    previous version, whole. Before, a load found no such folder until the next save put it back. Nothing else
+    is touched; a save still in progress, or a folder that cannot be written, is left as it is."""
+    path = os.path.abspath(os.fspath(path))
+    for candidate in (path, os.path.dirname(path)):  # (the folder, or a file's folder: model/config.json)
+        if os.path.exists(candidate):
+            return
+        parent, name = os.path.split(candidate)
+        prefix = f".{name}{_TEMP_MARK}"
+        try:
+            entries = sorted(os.listdir(parent))
+        except OSError:
+            continue
+        for entry in entries:
+            pid = entry[len(prefix):].split("-", 1)[0]
+            if not (entry.startswith(prefix) and entry.endswith(".old") and pid.isdigit()):
+                continue
+            leftover = os.path.join(parent, entry)
+            if not _in_progress(int(pid), leftover.rsplit(".", 1)[0]):
+                with contextlib.suppress(OSError):
+                    os.rename(leftover, candidate)
+                return
 
 
 def _through_link(path):

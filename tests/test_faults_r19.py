@@ -530,3 +530,53 @@ def test_a_ctrl_c_while_a_mount_points_files_are_replaced_one_by_one_lands_after
         model_of(1).save_pretrained(folder)
     monkeypatch.undo()
     assert snapshot(folder) == snapshot(expected) and leftovers(folder) == []
+
+
+def save_killed_between_the_swaps_renames(folder, what):
+    """(In a subprocess of the test.) Save version 1 of ``what`` over ``folder`` the two-rename way, SIGKILLed once
+    the old folder is set aside."""
+    from test_train import tiny_llama as model_of
+    checkpoint._exchange = lambda a, b: False
+    real_rename = os.rename
+
+    def rename_then_die(source, target):
+        real_rename(source, target)
+        if os.path.abspath(source) == folder:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.rename = rename_then_die
+    _versions_of(what, model_of)[1](folder)
+
+
+def _versions_of(what, model_of):
+    from minilora.tokenizer import ByteTokenizer
+    tokenizers = [ByteTokenizer(), ByteTokenizer()]
+    tokenizers[1].padding_side = "left"
+    return {"model": [lambda p, v=v: model_of(v).save_pretrained(p) for v in (0, 1)],
+            "adapter": [lambda p, v=v: get_peft_model(model_of(v), LoraConfig(r=2, target_modules=["q_proj"]))
+                        .save_pretrained(p) for v in (0, 1)],
+            "tokenizer": [lambda p, t=t: t.save_pretrained(p) for t in tokenizers]}[what]
+
+
+@posix_only
+@pytest.mark.parametrize("what", ["model", "adapter", "tokenizer"])
+def test_a_save_killed_between_its_swaps_two_renames_still_loads_the_old_version(tmp_path, what):
+    """Where a folder cannot be exchanged in one step, a save moves the old folder aside, then the new one in. A
+    kill between the two left no folder there (the old one hidden as ``.NAME.minilora-PID-x.old``, put back by the
+    next save only): ``from_pretrained`` said there was nothing. Now the loaders put it back. (A subprocess: ~2 s.)"""
+    from minilora.lora import PeftConfig
+    from minilora.nn.llama import LlamaForCausalLM
+    from minilora.tokenizer import from_pretrained as tokenizer_from_pretrained
+    from test_faults_r11 import snapshot
+    from test_train import tiny_llama as model_of
+    folder = str(tmp_path / what)
+    _versions_of(what, model_of)[0](folder)
+    before = snapshot(folder)
+    code = f"import test_faults_r19 as t; t.save_killed_between_the_swaps_renames({folder!r}, {what!r})"
+    done = subprocess.run([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    assert not os.path.exists(folder)  # (the old version set aside, the new one not yet in)
+    load = {"model": LlamaForCausalLM.from_pretrained, "adapter": PeftConfig.from_pretrained,
+            "tokenizer": tokenizer_from_pretrained}[what]
+    load(folder)
+    assert snapshot(folder) == before

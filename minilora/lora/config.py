@@ -237,7 +237,9 @@ class _AdapterConfig:
 
         As PEFT, the file's ``peft_type`` picks the class: ``PeftConfig.from_pretrained(folder)`` (the
         docs' first step to find ``base_model_name_or_path``) gives a LoraConfig for a LoRA adapter."""
+        from ..checkpoint import put_back_a_cut_swap
         directory = os.fspath(pretrained_model_name_or_path)
+        put_back_a_cut_swap(directory)  # (a save killed half-way through its folder swap)
         path = os.path.join(directory, subfolder, CONFIG_NAME) if subfolder else os.path.join(directory, CONFIG_NAME)
         data = _read_json(path)
         try:

@@ -30,7 +30,8 @@ import numpy as np
 
 from .. import amp, dtypes, forward_ad, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
-                          load_checkpoint, load_json, read_checkpoint_shapes, read_weights_header, save_file, save_json)
+                          load_checkpoint, load_json, put_back_a_cut_swap, read_checkpoint_shapes, read_weights_header,
+                          save_file, save_json)
 from ..checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from ..checkpoint import _layout as _checkpoint_layout
 from ..checkpoint import naming_the_file as _naming_the_file
@@ -250,6 +251,7 @@ class LlamaConfig:
         name a config attribute override the file; the others are left unused (returned as a dict
         with ``return_unused_kwargs=True``)."""
         path = os.fspath(path)
+        put_back_a_cut_swap(path)
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         if not os.path.isfile(file):
             raise FileNotFoundError(f"no config.json at {path}")
