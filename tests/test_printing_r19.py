@@ -359,3 +359,18 @@ def test_a_user_functions_grad_fn_is_its_ctx():
                    "interop call, a rewrite this round does not make")
 def test_a_dtype_prints_as_torchs():
     assert str(ml.ones(1).dtype) == str(torch.ones(1).dtype)
+
+
+def test_multihead_attentions_output_prints_torchs_grad_fn():
+    """print(attn_output): torch's MHA views out_proj's 2-D result back, ViewBackward0 over Mm (no bias) or Addmm
+    (the nodes inside the attention are minilora's own composition: not compared)."""
+    def seen(lib):
+        names = []
+        for bias in (False, True):
+            lib.manual_seed(0)
+            attention = lib.nn.MultiheadAttention(4, 2, bias=bias)
+            q = lib.randn(3, 2, 4, requires_grad=True)
+            out, weights = attention(q, q, q)
+            names.append((out.grad_fn.name(), out.grad_fn.next_functions[0][0].name(), weights.grad_fn.name()))
+        return names
+    assert seen(ml) == seen(torch)

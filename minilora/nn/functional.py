@@ -1267,7 +1267,7 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
     heads = _MhaHeads(weights, in_proj_bias, num_heads, embed_dim)
     out, attention = _mha_attend(query, key, value, heads, bias_k, bias_v, add_zero_attn, static_kv,
                                  dropout_p if training else 0.0, bias)
-    out = out_proj(out)  # [L, N, E], laid out so (torch's)
+    out = _viewed_as_torchs(out_proj(out))  # [L, N, E], laid out so (torch's)
     if not batched:
         out = out.squeeze(1)
     elif batch_first:
@@ -1277,6 +1277,16 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
     if average_attn_weights:
         attention = attention.mean(1)
     return out, (attention if batched else attention.squeeze(0))
+
+
+def _viewed_as_torchs(out):
+    """torch's MHA applies out_proj to the heads' output viewed [L N, E] and views the result back: its node is
+    ViewBackward0 over the product's, where minilora's linear on the 3-D tensor without a bias is matmul's fold,
+    UnsafeViewBackward0 (with a bias both are ViewBackward0 over AddmmBackward0)."""
+    node = out._ctx
+    if node is not None and node.name() == "UnsafeViewBackward0":
+        _name_node(out, "ViewBackward0")
+    return out
 
 
 def _check_key_value_shapes(key, value, batch_first, separate_weights):
