@@ -187,8 +187,11 @@ FILLS = {  # a 0-d value tensor filled into many places: torch sums only the fil
 }
 
 
-@pytest.mark.parametrize("name, dtype", [(name, dtype) for name in sorted(FILLS) for dtype in ("float32", "bfloat16")
-                                         if (name, dtype) != ("index_fill", "bfloat16")])  # (that one was right)
+# (index_fill's and masked_fill's bfloat16 cases are left out: a float32 sum rounded to 16 bits hid the order there)
+FILL_CASES = [(name, "float32") for name in sorted(FILLS)] + [("masked_fill_broadcast_mask", "bfloat16")]
+
+
+@pytest.mark.parametrize("name, dtype", FILL_CASES)
 def test_a_filled_value_gets_torchs_sum_of_the_selected_gradient(name, dtype, rng):
     """masked_fill: ``grad.masked_select(mask).sum()``; index_fill: ``grad.index_select(dim, unique(index)).sum()``
     (minilora summed the whole gradient with the others zeroed, or NumPy's strided selection)."""
