@@ -237,10 +237,52 @@ class _Joint:
     """What the nodes of one call of a user's Function share: the Function, its ctx, its outputs, and
     the gradients the outputs have received in the current backward pass (None: none yet)."""
 
+    prehooks = posthooks = None  # {handle id: hook} from y.grad_fn.register_prehook / register_hook (_CtxNode)
+
     def __init__(self, cls, user_ctx, outputs):
         self.cls, self.user_ctx, self.outputs = cls, user_ctx, outputs
         self.received = [None] * len(outputs)
         self.output_nodes = [None] * len(outputs)  # in a create_graph=True pass: the output nodes that ran
+
+    def add_hook(self, kind, hook):
+        """A hook on the call's node (``kind``: "prehooks" or "posthooks"): run by _UserCall, which sees every
+        output's gradient at once, as torch's node."""
+        if getattr(self, kind) is None:
+            setattr(self, kind, {})
+        hooks = getattr(self, kind)
+        handle = _tensor.RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def run_prehooks(self, device):
+        """The node's pre-hooks: each sees one gradient per output (None where none arrived, before they are
+        materialized as zeros) and may return replacements. Returns the grad_outputs its post-hooks see."""
+        shown = tuple(None if g is None else Tensor._make(g, device, False, None) for g in self.received)
+        for hook in list((self.prehooks or {}).values()):
+            out = hook(shown)
+            if out is not None:
+                if len(out) != len(shown):
+                    raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has returned an incorrect number "
+                                       f"of values (got {len(out)}, but expected {len(shown)})")
+                shown = tuple(out)
+        self.received = [None if g is None else g._array for g in shown]
+        return shown
+
+    def run_posthooks(self, result, inputs, grad_outputs):
+        """The node's post-hooks: each sees one gradient per tensor input (its next_functions) and the
+        grad_outputs, and may return replacements for the former."""
+        positions = [i for i, x in enumerate(inputs) if isinstance(x, Tensor)]
+        result = list(result)
+        for hook in list(self.posthooks.values()):
+            out = hook(tuple(result[i] for i in positions), grad_outputs)
+            if out is None:
+                continue
+            if len(out) != len(positions):
+                raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has returned an incorrect number of "
+                                   f"values (got {len(out)}, but expected {len(positions)})")
+            for i, r in zip(positions, out):
+                result[i] = r
+        return tuple(result)
 
     def grads_for_backward(self):
         """One gradient per output, as torch hands them to backward: the one received, else zeros
@@ -277,10 +319,14 @@ class _UserCall(_tensor.Function):
     def backward(ctx, token_grad):
         joint = ctx.joint
         cls, user_ctx = joint.cls, joint.user_ctx
+        hooked = joint.prehooks or joint.posthooks
+        grad_outputs = joint.run_prehooks(ctx.device) if hooked else None
         grads = joint.grads_for_backward()
         with no_grad():
             result = cls.backward(user_ctx, *grads)
         result = _checked_result(cls, ctx, user_ctx, result)
+        if joint.posthooks:
+            result = _checked_result(cls, ctx, user_ctx, joint.run_posthooks(result, ctx.inputs, grad_outputs))
         return tuple(None if r is None or not isinstance(x, Tensor) else _gradient_for(r, x, cls, i)
                      for i, (r, x) in enumerate(zip(result, ctx.inputs)))
 
@@ -292,6 +338,10 @@ class _UserCall(_tensor.Function):
         its results refuse to be differentiated again (torch's error, when that happens)."""
         joint = ctx.joint
         cls, user_ctx = joint.cls, joint.user_ctx
+        if joint.prehooks or joint.posthooks:
+            raise NotImplementedError(f"hooks on {cls.__name__}Backward (grad_fn.register_prehook / register_hook) "
+                                      "run in a plain backward only; with create_graph=True hook the output or "
+                                      "input tensors (Tensor.register_hook) instead")
         if getattr(cls.backward, "once_differentiable", False):
             grads = joint.grads_for_backward()
             with no_grad():

@@ -580,10 +580,18 @@ class _CtxNode:
         return self._node.next_functions
 
     def register_hook(self, hook):
-        return self._node.register_hook(hook)
+        """``hook(grad_inputs, grad_outputs)`` after the user's backward (one grad_input per tensor argument)."""
+        return self._joint_hook("posthooks", hook) or self._node.register_hook(hook)
 
     def register_prehook(self, hook):
-        return self._node.register_prehook(hook)
+        """``hook(grad_outputs)`` before the user's backward, one entry per output (None where none arrived)."""
+        return self._joint_hook("prehooks", hook) or self._node.register_prehook(hook)
+
+    def _joint_hook(self, kind, hook):
+        """The hook kept by the call's joint (autograd._Joint), which runs it with every output's gradient at once,
+        as torch's node; None once backward freed the node (its own refusal then answers)."""
+        joint = self._node.__dict__.get("joint")
+        return None if joint is None else joint.add_hook(kind, hook)
 
     @property
     def saved_tensors(self):

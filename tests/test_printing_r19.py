@@ -125,7 +125,8 @@ def test_a_marked_non_differentiable_output_keeps_its_place_in_the_numbering():
 
 def test_hooks_on_a_shared_node_are_refused_by_name():
     """torch's hooks on a node with several outputs see every output's gradient at once (None for an unused
-    one); minilora's engine runs a node per output and cannot hand them over together: refused, not half-run."""
+    one); minilora's engine runs a node per output of a built-in op and cannot hand them over together: refused,
+    not half-run (a user Function's node runs them: test_hooks_on_a_user_functions_node_see_every_output)."""
     x = ml.ones(4, requires_grad=True)
     a, b = x.split(2)
     with pytest.raises(NotImplementedError, match="several outputs"):
@@ -373,4 +374,32 @@ def test_multihead_attentions_output_prints_torchs_grad_fn():
             out, weights = attention(q, q, q)
             names.append((out.grad_fn.name(), out.grad_fn.next_functions[0][0].name(), weights.grad_fn.name()))
         return names
+    assert seen(ml) == seen(torch)
+
+
+def test_hooks_on_a_user_functions_node_see_every_output():
+    """torch's pre-hook on a two-output Function's node gets one gradient per output (None for the unused one,
+    before it is materialized as zeros) and may replace them; its post-hook gets one gradient per tensor input."""
+    def seen(lib):
+        log = []
+
+        class Pair(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, y):
+                return x * 2, x * y
+
+            @staticmethod
+            def backward(ctx, g1, g2):
+                log.append(("backward", g1.tolist(), g2.tolist()))
+                return g1 * 2 + g2, g2
+        x, y = lib.ones(2, requires_grad=True), lib.full((2,), 3.0, requires_grad=True)
+        a, b = Pair.apply(x, y)
+        listed = lambda grads: [None if g is None else g.tolist() for g in grads]  # noqa: E731
+        a.grad_fn.register_prehook(lambda grad_outputs: log.append(("pre", listed(grad_outputs))))
+        b.grad_fn.register_prehook(lambda grad_outputs: (grad_outputs[0], grad_outputs[1] * 10))
+        a.grad_fn.register_hook(lambda grad_inputs, grad_outputs: log.append(("post", listed(grad_inputs),
+                                                                              listed(grad_outputs))))
+        a.grad_fn.register_hook(lambda grad_inputs, grad_outputs: (grad_inputs[0] * 2, None))
+        b.sum().backward()
+        return log, x.grad.tolist(), y.grad
     assert seen(ml) == seen(torch)
