@@ -864,10 +864,35 @@ def _host(t):
 # --------------------------------------------------------------------------------------------------
 # Checkpoint folders (single file or sharded)
 # --------------------------------------------------------------------------------------------------
+_READ_ATTEMPTS = 3
+
+
 def load_checkpoint(directory, safetensors=True):
     """All tensors of a Hugging Face-style folder: ``model.safetensors``, or the shards listed in
     ``model.safetensors.index.json`` (``safetensors=False``: torch.save's files only, as transformers'
-    ``use_safetensors=False``)."""
+    ``use_safetensors=False``). A save that swaps the folder while its shards are read (another process's: a
+    training job saving the model that this one loads) gave some shards of each version, a model of both: the
+    folder is read again, whole (``CheckpointError`` after three such saves in a row)."""
+    for _ in range(_READ_ATTEMPTS):
+        version = _folder_version(directory)
+        tensors = _load_checkpoint_once(directory, safetensors)
+        if _folder_version(directory) == version:
+            return tensors
+    raise CheckpointError(f"{directory}: replaced by another save while it was read, {_READ_ATTEMPTS} times in a "
+                          "row; load it when the process saving there is done")
+
+
+def _folder_version(directory):
+    """What changes when a save swaps ``directory`` (its inode, and its ctime: a new folder may get an old one's
+    inode number), or None if it cannot be told."""
+    try:
+        status = os.stat(directory)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino, status.st_ctime_ns
+
+
+def _load_checkpoint_once(directory, safetensors):
     tensors = {}
     for path in checkpoint_files(directory, safetensors):
         tensors.update(load_weights(path))

@@ -580,3 +580,29 @@ def test_a_save_killed_between_its_swaps_two_renames_still_loads_the_old_version
             "tokenizer": tokenizer_from_pretrained}[what]
     load(folder)
     assert snapshot(folder) == before
+
+
+def test_a_sharded_model_saved_over_while_it_is_read_loads_one_version_whole(tmp_path, monkeypatch):
+    """A training job saving the model (the folder swapped in whole) while another process loads it: before, the
+    loader read the first shard of one version and the second of the next, a model of both, silently. Now the
+    folder is read again when it was replaced meanwhile."""
+    from minilora.nn.llama import LlamaForCausalLM
+    from test_train import tiny_llama as model_of
+    folder = str(tmp_path / "model")
+    versions = [model_of(0), model_of(1)]
+    versions[0].save_pretrained(folder, max_shard_size=6000)
+    real_load_weights = checkpoint.load_weights
+    saved = []
+
+    def saved_over_after_the_first_shard(path):
+        tensors = real_load_weights(path)
+        if not saved:
+            saved.append(path)
+            versions[1].save_pretrained(folder, max_shard_size=6000)
+        return tensors
+    monkeypatch.setattr(checkpoint, "load_weights", saved_over_after_the_first_shard)
+    loaded = LlamaForCausalLM.from_pretrained(folder).state_dict()
+    assert saved and len(checkpoint.checkpoint_files(folder)) > 1  # (sharded, and saved over mid-read)
+    whole = [all(np.array_equal(loaded[k].numpy(), v.numpy()) for k, v in version.state_dict().items())
+             for version in versions]
+    assert whole == [False, True]
