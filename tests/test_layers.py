@@ -13,6 +13,7 @@ LAYERS = [
     ("minilora.blas", 0), ("minilora.parallel", 0), ("minilora.emulator", 0), ("minilora.kernels", 0),
     ("minilora.emulator_kernels", 0), ("minilora.emulator_ptx", 0), ("minilora.emulator_streams", 0),
     ("minilora.emulator_fence", 0), ("minilora.emulator_memory", 0),
+    ("minilora.emulator_attributes", 0), ("minilora.emulator_fusion", 0),  # kernel attributes (nvcc), cupy.fuse
     ("minilora.checkpoint", 0), ("minilora.size", 0),
     ("minilora.interrupts", 0),  # Ctrl-C held back while a backward pass or an optimizer step runs
     ("minilora.torch_format", 0),  # torch.save's file format read and written (NumPy only; callers build Tensors)
