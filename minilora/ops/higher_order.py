@@ -32,7 +32,7 @@ from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, Ind
                     Repeat, Scatter, ScatterReduce)
 from .siblings import Nextafter
 from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding,
-                 Glu, HuberLoss, LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
+                 Glu, HuberLoss, KernelGradients, LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
 
 
 class NotDifferentiableBackward(NotImplementedError):
@@ -1746,7 +1746,9 @@ _BACKWARD_GRAPHS = {
     _e.Cos: lambda ctx, g: -g * ctx.inputs[0].sin(),
     _e.Abs: _abs,
     _e.Erf: lambda ctx, g: g * float(2 / np.sqrt(np.pi)) * (-ctx.inputs[0] * ctx.inputs[0]).exp(),
-    _e.Clone: lambda ctx, g: g, _s.RecordedCopy: lambda ctx, g: _s.RecordedCopy.apply(g),
+    _e.Clone: lambda ctx, g: g,
+    KernelGradients: lambda ctx, g: (g, None, None, None),  # (the composed graph, differentiable again)
+    _s.RecordedCopy: lambda ctx, g: _s.RecordedCopy.apply(g),
     _e.AsType: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
     _e.PromotionCast: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
     _r.Sum: _sum, _r.Mean: _mean, _r.Softmax: _softmax, _r.LogSoftmax: _log_softmax,

@@ -2726,7 +2726,12 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     if bias is not None:
         out = out + _per_channel(bias, input.ndim)
     exact = _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training, eps)
-    return out if exact is None else KernelValues.apply(out, values=exact)
+    if exact is None:
+        return out
+    gradients = _batch_norm_backward_as_aten(input, running_mean, running_var, weight, training, eps)
+    if gradients is None:
+        return KernelValues.apply(out, values=exact)
+    return KernelGradients.apply(out, input, weight, bias, values=exact, gradients=gradients)
 
 
 class KernelValues(Clone):
@@ -2736,6 +2741,70 @@ class KernelValues(Clone):
     @staticmethod
     def forward(ctx, a, values):
         return values
+
+
+class KernelGradients(Function):
+    """``values`` (a torch kernel's bits) in the place of ``composed`` (the same function of ``x``, ``weight`` and
+    ``bias`` composed of minilora's ops), whose inputs get the kernel's own gradients: ``gradients(g, needs)``
+    answers (gx, gw, gb). The composed graph receives none (each input is differentiated once); a recorded pass
+    (create_graph=True, minilora/ops/higher_order.py) differentiates the composed graph instead."""
+
+    @staticmethod
+    def forward(ctx, composed, x, weight, bias, values, gradients):
+        ctx.gradients = gradients
+        return values
+
+    @staticmethod
+    def backward(ctx, g):
+        return (None,) + tuple(ctx.gradients(g, ctx.needs_input_grad[1:]))
+
+
+def _batch_norm_backward_as_aten(input, running_mean, running_var, weight, training, eps):
+    """torch 2.13's ``batch_norm_cpu_backward_contiguous_impl`` for a C-contiguous float32 [N, C, ...] input with
+    more than one element per sample and channel (measured on its AVX-512 build, whose kernel is the AVX2 one:
+    8 floats a vector): per sample and channel ``vec::reduce_all`` of dy and ``map2_reduce_all`` of
+    ``(x - mean) * dy`` (``fastmath.lane_sum``, the partial vector fused), each added into a double; then
+    gb = sum, gw = dotp * invstd in double; dx = fma(-(x - mean), k, dy - sum / N) * invstd * w with
+    k = float(dotp) * invstd * invstd / N in float (training), dy * invstd * w (eval). A function of
+    (g, needs) for ``KernelGradients``, or None where the kernel is another (the composed gradients stand)."""
+    x = input._array
+    n, c = x.shape[:2]
+    if not (x.ndim > 2 and x.size > n * c and float32_math.CPU_CAPABILITY != "default"):
+        return None
+    count = x.size // c
+    if training:
+        mean, var_sum = _aten_batch_stats(x, count)
+        invstd = (1 / np.sqrt((var_sum / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
+    else:
+        mean = running_mean._array
+        invstd = np.float32(1) / np.sqrt(running_var._array + np.float32(eps))
+    w = np.ones(c, np.float32) if weight is None else weight._array
+    shape = (1, c) + (1,) * (x.ndim - 2)
+
+    def gradients(g, needs):
+        if type(g) is not np.ndarray or g.dtype != np.float32:
+            raise TypeError("batch_norm's float32 kernel gradient takes a float32 NumPy gradient")
+        dys, xs = np.ascontiguousarray(g).reshape(n, c, -1), x.reshape(n, c, -1)
+        total, dotp = np.zeros(c), np.zeros(c)
+        for i in range(n):  # (one sample after another, each sample's sums added into doubles)
+            total += fastmath.lane_sum(np.ascontiguousarray(dys[i]), lanes=8)
+            dotp += fastmath.lane_sum(np.ascontiguousarray(xs[i] - mean[:, None]), np.ascontiguousarray(dys[i]),
+                                      fuse_tail=True, lanes=8)
+        gx = None
+        if needs[0]:
+            scale = np.broadcast_to(invstd.reshape(shape), x.shape)
+            if training:
+                k = dotp.astype(np.float32) * invstd * invstd / np.float32(count)
+                centred = x - mean.reshape(shape)
+                shifted = g - (total / count).astype(np.float32).reshape(shape)
+                gx = float32_math.fused_multiply_add(-centred, np.broadcast_to(k.reshape(shape), x.shape), shifted)
+                gx = gx * scale * w.reshape(shape)
+            else:
+                gx = g * scale * w.reshape(shape)
+        gw = (dotp * invstd).astype(np.float32) if needs[1] else None
+        gb = total.astype(np.float32) if needs[2] else None
+        return gx, gw, gb
+    return gradients
 
 
 def _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training, eps):

@@ -1,0 +1,87 @@
+"""A CNN's parameter gradients are torch's float32 bits: BatchNorm's and GroupNorm's weight, bias and input
+gradients, and a convolution's bias gradient.
+
+torch's CPU kernels compute these in an order of their own (batch_norm_cpu_backward_contiguous_impl: per sample
+and channel an 8-float vector sum added into a double; ...). minilora's composed formula summed otherwise and
+differed in the last bits of most elements, so a vision tutorial's loss drifted from torch's after a few steps.
+The oracle is torch itself, on the same inputs, both on two threads.
+"""
+import numpy as np
+import pytest
+import torch
+
+import minilora as ml
+
+pytestmark = pytest.mark.usefixtures("two_threads")
+
+
+def _leaf_pair(values, channels_last=False):
+    """The same float32 values as a torch and a minilora leaf that require grad."""
+    t, m = torch.tensor(values), ml.tensor(values)
+    if channels_last:
+        t, m = t.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=ml.channels_last)
+    return t.requires_grad_(), m.requires_grad_()
+
+
+def _grads_after_backward(lib, call, leaves, upstream):
+    out = call(lib, *leaves)
+    out.backward(lib.tensor(upstream))
+    return [leaf.grad.detach().numpy() if lib is torch else leaf.grad.numpy() for leaf in leaves]
+
+
+def _assert_same_grads(call, arrays, out_shape, channels_last=False, seed=1):
+    pairs = [_leaf_pair(a, channels_last and a.ndim >= 4) for a in arrays]
+    upstream = np.random.default_rng(seed).standard_normal(out_shape).astype(np.float32)
+    expected = _grads_after_backward(torch, call, [p[0] for p in pairs], upstream)
+    got = _grads_after_backward(ml, call, [p[1] for p in pairs], upstream)
+    for name, e, g in zip(("input", "weight", "bias"), expected, got):
+        np.testing.assert_array_equal(g, e, err_msg=f"{name}'s gradient")
+
+
+def _norm_arrays(shape, channels, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(np.float32), rng.standard_normal(channels).astype(np.float32),
+            rng.standard_normal(channels).astype(np.float32)]
+
+
+def _batch_norm(training):
+    def call(lib, x, w, b):
+        c = x.shape[1]
+        running_mean, running_var = lib.full((c,), 0.1), lib.full((c,), 1.3)
+        return lib.nn.functional.batch_norm(x, running_mean, running_var, w, b, training=training)
+    return call
+
+
+BATCH_NORM_SHAPES = [(5, 7, 9, 11), (5, 7, 13), (3, 7, 5, 6, 7), (4, 3, 40), (2, 5, 3, 2)]
+
+
+@pytest.mark.parametrize("shape", BATCH_NORM_SHAPES, ids=str)
+def test_batch_norm_training_gradients_are_torchs_bits(shape):
+    _assert_same_grads(_batch_norm(True), _norm_arrays(shape, shape[1]), shape)
+
+
+@pytest.mark.parametrize("shape", BATCH_NORM_SHAPES[:3], ids=str)
+def test_batch_norm_eval_gradients_are_torchs_bits(shape):
+    _assert_same_grads(_batch_norm(False), _norm_arrays(shape, shape[1]), shape)
+
+
+def test_batchnorm2d_module_after_conv_trains_as_torch():
+    """The tutorial's block: Conv2d into a BatchNorm2d in training mode; two SGD steps give torch's loss and
+    parameters. (The convolution's weight is frozen: its gradient is a matrix product in MKL's or oneDNN's
+    order, which depends on the CPU; with batch 1 its bias gradient is torch's plain sum.)"""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3, 12, 10)).astype(np.float32)
+    results = []
+    for lib in (torch, ml):
+        lib.manual_seed(0)
+        model = lib.nn.Sequential(lib.nn.Conv2d(3, 6, 3, padding=1), lib.nn.BatchNorm2d(6), lib.nn.ReLU())
+        model[0].weight.requires_grad_(False)
+        opt = lib.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        for _ in range(2):
+            opt.zero_grad()
+            loss = (model(lib.tensor(x)) ** 2).mean()
+            loss.backward()
+            opt.step()
+        results.append([loss.item()] + [p.detach().numpy().copy() for p in model.parameters()])
+    for e, g in zip(*results):
+        np.testing.assert_array_equal(g, e)
