@@ -409,8 +409,8 @@ def test_cli_exits_non_zero_on_divergence(byte_model_dir, tmp_path, capsys):
     code, text = run_cli(train_argv(byte_model_dir, str(tmp_path / "run"), "--method", "full", "--lr", "1e6"),
                          capsys)
     assert code == 1
-    # (which check fires first depends on the step's numbers: since RMSNorm's backward is torch's composite, the
-    # gradient of lr 1e6's overflowed weights is NaN before the loss is, as torch's would be)
+    # (which check fires first depends on the step's numbers: since 258480a RMSNorm's backward follows torch's
+    # composite formula, and in this run the gradient norm becomes NaN at step 2 before the loss does)
     assert "stopped at step" in text and ("diverged" in text or "the gradient norm is nan" in text)
     assert "(step 1)" in text and "run the same command with --resume --lr 100000" in text  # the way on
     assert not os.path.exists(tmp_path / "run" / "model")
