@@ -40,6 +40,7 @@ OPS = {
     "square": (lambda L, F, x: L.square(x), [(3, 4)]),
     "sin": (lambda L, F, x: L.sin(x), [(3, 4)]),
     "sinc": (lambda L, F, x: L.sinc(x), [(3, 4)]),
+    "linalg.cross": (lambda L, F, x, y: L.linalg.cross(x, y), [(4, 3), (4, 3)]),
     "cos": (lambda L, F, x: L.cos(x), [(3, 4)]),
     "tan": (lambda L, F, x: L.tan(x), [(3, 4)]),
     "asin": (lambda L, F, x: L.asin(x), [(3, 4)], -0.9, 0.9),

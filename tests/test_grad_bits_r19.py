@@ -26,6 +26,8 @@ error (each test compares minilora's forward and gradient bit for bit with torch
 * ``logcumsumexp`` (the sweep: up to 272,784 ulps off where the two signs' exps cancel): torch's
   ``logcumsumexp_backward`` op by op, its reversed scans in double as its forward (minilora's ran in float32), the
   dtype's lowest number for log 0; bit for bit given torch's MKL exp and log;
+* ``F.binary_cross_entropy``'s input gradient (the sweep): one node with the reduction inside, torch's kernel
+  ``((g (x - y)) / max((1 - x) x, 1e-12)) * weight / n`` (minilora's mean node divided g first);
 * ``i0`` / ``special.i0`` / ``special.i0e`` values (157 of 259 float32 values off): torch's Cephes ``calc_i0`` in the
   input's dtype (Chebyshev series with GCC's fused multiply-adds, C's exp), not float64's i0 rounded.
 
@@ -316,3 +318,21 @@ def test_cross_gradients_are_torchs_bits(rng, shapes, dim):
 def test_logcumsumexp_gradient_is_torchs_bits_given_its_exp_and_log(rng, monkeypatch, dim):
     _use_torchs_vml(monkeypatch, ("exp", "log"))
     assert_same_bits(lambda lib, x: lib.logcumsumexp(x, dim), _inputs(rng, [(5, 7, 6)]), rng)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_binary_cross_entropy_input_gradient_is_torchs_bits(rng, reduction, weighted):
+    """The input's gradient (the target's is ``-logit(x) g``: torch's logit, SLEEF's or MKL's log, is not
+    reproduced in ~10% of elements)."""
+    x = rng.uniform(0.01, 0.99, (7, 37)).astype(np.float32)
+    y, w = (rng.uniform(0, 1, (7, 37)).astype(np.float32) for _ in range(2))
+    grad = rng.standard_normal(() if reduction != "none" else (7, 37)).astype(np.float32)
+    grads = []
+    for lib in (torch, ml):
+        t = lib.tensor(x, requires_grad=True)
+        weight = lib.tensor(w) if weighted else None
+        lib.nn.functional.binary_cross_entropy(t, lib.tensor(y), weight=weight, reduction=reduction).backward(
+            lib.tensor(grad))
+        grads.append(t.grad.numpy())
+    np.testing.assert_array_equal(grads[1].view(np.uint32), grads[0].view(np.uint32))

@@ -31,8 +31,9 @@ from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, Conv
 from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
                     Repeat, Scatter, ScatterReduce)
 from .siblings import Nextafter
-from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding,
-                 Glu, HuberLoss, KernelGradients, LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
+from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyLoss, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy,
+                 Dropout, Embedding, Glu, HuberLoss, KernelGradients, LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm,
+                 Rotary, SmoothL1Loss, SwiGLU)
 
 
 class NotDifferentiableBackward(NotImplementedError):
@@ -628,6 +629,23 @@ def _bce(ctx, g):
     if ny:
         gy = -(x.log() - (-x).log1p()) * g
     return gx, gy
+
+
+def _bce_loss(ctx, g):
+    """BinaryCrossEntropyBackward0 with the reduction inside: the elementwise gradients times weight, over n."""
+    x, y = ctx.inputs[:2]
+    y = _as_tensor(y, g)
+    g = g.expand(*x.shape)  # (a reduction's scalar g: its gradient sums back through the expand)
+    scale = 1 / x.numel() if ctx.reduction == "mean" and x.numel() else 1.0
+    weight = None if ctx.weight is None else _constant(ctx.weight, g)
+    grads = []
+    for needed, formula in ((ctx.needs_input_grad[0], lambda: BinaryCrossEntropyGrad.apply(g, x, y)),
+                            (ctx.needs_input_grad[1], lambda: -(x.log() - (-x).log1p()) * g)):
+        grad = formula() if needed else None
+        if grad is not None:
+            grad = (grad if weight is None else grad * weight) * scale
+        grads.append(grad)
+    return tuple(grads)
 
 
 def _rotary(ctx, g):
@@ -1776,7 +1794,7 @@ _BACKWARD_GRAPHS = {
     _s.Flip: lambda ctx, g: (g.flip(ctx.dims), None),
     Unfold: _unfold, Fold: _fold, Conv2d: _conv2d,
     Dropout: lambda ctx, g: g * _constant(ctx.mask, g), NllLoss: _nll_loss,
-    BinaryCrossEntropyWithLogits: _bce_with_logits, BinaryCrossEntropy: _bce,
+    BinaryCrossEntropyWithLogits: _bce_with_logits, BinaryCrossEntropy: _bce, BinaryCrossEntropyLoss: _bce_loss,
     Attention: _attention, Rotary: _rotary,
     _e.Hardswish: _hardswish, _e.Hardsigmoid: _hardsigmoid, _e.Mish: _mish,
     _e.Atan2: _atan2, _e.Hypot: _hypot, _e.Lerp: _lerp, _e.Logit: _logit, _e.XLogY: _xlogy,

@@ -682,7 +682,9 @@ def cross(input, other, dim=None):
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
                            f"{input.shape[dim]} and {other.shape[dim]}")
     if input.dtype in (np.float32, np.float64) and type(input._array) is np.ndarray:  # torch's kernel, its backward too
-        return name_node(Cross.apply(input, other, dim=dim % len(shape)), "LinalgCrossBackward0", graph=(input, other))
+        out = Cross.apply(input, other, dim=dim % len(shape))  # (torch keeps each input for the other's gradient)
+        out = saves_as_torch(out, saved_for(input, other), saved_for(other, input))
+        return name_node(out, "LinalgCrossBackward0", graph=(input, other))
     a0, a1, a2 = input.expand(*shape).unbind(dim)
     b0, b1, b2 = other.expand(*shape).unbind(dim)
     if input.dtype in (np.float32, np.float64):  # ATen's kernel: x * y - z * w compiled to fma(x, y, -(z * w))

@@ -1515,11 +1515,57 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         values = t.detach().double().numpy(force=True)
         if not ((values >= 0) & (values <= 1)).all():
             raise RuntimeError(f"all elements of {name} should be between 0 and 1")  # (a silent loss once)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if (input.dtype in _SUMMED and type(input._array) is np.ndarray and isinstance(target, Tensor) and
+            (weight is None or (isinstance(weight, Tensor) and weight.dtype == input.dtype and not weight.requires_grad
+                                and tuple(weight.shape) == tuple(input.shape)))):
+        _check_reduction("binary_cross_entropy", reduction)
+        out = BinaryCrossEntropyLoss.apply(input, target, weight=None if weight is None else weight._array,
+                                           reduction=reduction)
+        return name_node(out, "BinaryCrossEntropyBackward0", graph=(input, target) if weight is None else
+                         (input, target, weight))
     loss = BinaryCrossEntropy.apply(input, target)
     if weight is not None:  # torch's loss.mul_(weight): in the promoted dtype, stored in the input's
         loss = loss * weight if weight.dtype == loss.dtype else (loss * weight).to(loss.dtype)
-    return _reduced("binary_cross_entropy", loss, legacy_reduction(size_average, reduce, reduction),
+    return _reduced("binary_cross_entropy", loss, reduction,
                     graph=(input, target) if weight is None else (input, target, weight))
+
+
+class BinaryCrossEntropyLoss(Function):
+    """float32/float64 ``binary_cross_entropy`` as torch's one node, reduction included: the loss as
+    ``BinaryCrossEntropy``'s, times ``weight``, summed or averaged as torch's sum; its backward torch's kernels in
+    their order, ``((g (x - y)) / max((1 - x) x, 1e-12)) * weight / n`` for the input and ``-logit(x) g * weight / n``
+    for the target (``n`` for a mean only)."""
+    torch_layout = "contiguous"
+
+    @staticmethod
+    def forward(ctx, x, y, *, weight, reduction):
+        from .reduce import _mean_as_torch, _sum_as_torch
+        ctx.x, ctx.y, ctx.weight, ctx.reduction = x, y, weight, reduction
+        loss = BinaryCrossEntropy.forward(types.SimpleNamespace(), x, y)
+        if weight is not None:
+            loss = loss * weight
+        if reduction == "none":
+            return loss
+        summed = _sum_as_torch if reduction == "sum" else _mean_as_torch
+        return np.asarray(summed(loss, tuple(range(loss.ndim)), False))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, weight = ctx.x, ctx.y, ctx.weight
+        real = x.dtype.type
+        grads = []
+        with np.errstate(all="ignore"):
+            for needed, formula in ((ctx.needs_input_grad[0], lambda: (g * (x - y)) / np.maximum((real(1) - x) * x,
+                                                                                              real(1e-12))),
+                                    (ctx.needs_input_grad[1], lambda: -float32_math.vml("log", x / (real(1) - x)) * g)):
+                grad = formula() if needed else None
+                if grad is not None and weight is not None:
+                    grad = grad * weight
+                if grad is not None and ctx.reduction == "mean":
+                    grad = grad / real(x.size)
+                grads.append(grad)
+        return tuple(grads)
 
 
 def dropout_noise(array, p, generator=None, channels=False):
