@@ -85,3 +85,21 @@ def test_batchnorm2d_module_after_conv_trains_as_torch():
         results.append([loss.item()] + [p.detach().numpy().copy() for p in model.parameters()])
     for e, g in zip(*results):
         np.testing.assert_array_equal(g, e)
+
+
+# (shape, groups): channels per group under a vector (2), one vector (16), a vector and a tail (20), 3-D, 5-D
+GROUP_NORM_CASES = [((5, 6, 9, 11), 3), ((3, 32, 5, 6), 2), ((3, 20, 5, 6), 1), ((4, 8, 13), 2),
+                    ((2, 6, 4, 4, 3), 2)]
+
+
+@pytest.mark.parametrize("shape, groups", GROUP_NORM_CASES, ids=str)
+def test_group_norm_gradients_are_torchs_bits(shape, groups):
+    def call(lib, x, w, b):
+        return lib.nn.functional.group_norm(x, groups, w, b)
+    _assert_same_grads(call, _norm_arrays(shape, shape[1]), shape)
+
+
+def test_group_norm_without_affine_input_gradient_is_torchs_bits():
+    def call(lib, x):
+        return lib.nn.functional.group_norm(x, 2)
+    _assert_same_grads(call, _norm_arrays((4, 6, 7, 5), 6)[:1], (4, 6, 7, 5))

@@ -3036,7 +3036,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
     out = _group_norm(input, num_groups, weight, bias, eps)  # (torch: one node on the three)
     exact = _group_norm_as_aten(input, num_groups, weight, bias, eps)
     if exact is not None:
-        out = KernelValues.apply(out, values=exact)
+        gradients = _group_norm_backward_as_aten(input, num_groups, weight, eps)
+        out = KernelValues.apply(out, values=exact) if gradients is None else \
+            KernelGradients.apply(out, input, weight, bias, values=exact, gradients=gradients)
     return name_node(out, "NativeGroupNormBackward0", input, graph=(input, weight, bias))
 
 
@@ -3052,8 +3054,7 @@ def _group_norm_as_aten(input, num_groups, weight, bias, eps):
                                                         for t in params)):
         return None
     n, c = x.shape[:2]
-    mean, var = float32_sums.row_moments(x.reshape(n * num_groups, -1))
-    rstd = (1 / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
+    mean, rstd = _group_statistics(x, num_groups, eps)
     per_channel = (n, c) + (1,) * (x.ndim - 2)
     mean, rstd = (np.repeat(v.reshape(n, num_groups), c // num_groups, axis=1).reshape(per_channel)
                   for v in (mean, rstd))
@@ -3064,6 +3065,78 @@ def _group_norm_as_aten(input, num_groups, weight, bias, eps):
         bias._array.reshape((1, c) + (1,) * (x.ndim - 2)), scale.shape)
     shift = float32_math.fused_multiply_add(-scale, mean, shift)
     return float32_math.fused_multiply_add(x, np.broadcast_to(scale, x.shape), np.broadcast_to(shift, x.shape))
+
+
+def _group_statistics(x, num_groups, eps):
+    """Each (sample, group)'s mean and rstd = 1 / sqrt(var + eps) (in double) as torch's kernel keeps them."""
+    mean, var = float32_sums.row_moments(x.reshape(x.shape[0] * num_groups, -1))
+    return mean, (1 / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
+
+
+def _group_norm_backward_as_aten(input, num_groups, weight, eps):
+    """torch 2.13's GroupNormBackwardKernelImplInternal for a C-contiguous float32 input (measured; its AVX2
+    build, 8 floats a vector, which the AVX-512 one runs): per (sample, channel) ds = sum(dy * x) and
+    db = sum(dy) (``fastmath.lane_sum``); dgamma = fma(fma(-db, mean, ds), rstd, dgamma) and dbeta += db, sample
+    after sample; dx = fma(c1, dy, c2 * x) + c3 per group (``_group_input_coefficients``). A function of
+    (g, needs) for ``KernelGradients``, or None where the kernel is another."""
+    x = input._array
+    if float32_math.CPU_CAPABILITY == "default" or x.size == 0:
+        return None
+    n, c = x.shape[:2]
+    size = x.size // (n * c)
+    mean, rstd = (v.reshape(n, num_groups) for v in _group_statistics(x, num_groups, eps))
+    gamma = np.ones(c, np.float32) if weight is None else weight._array
+
+    def gradients(g, needs):
+        dy, rows = np.ascontiguousarray(g).reshape(n * c, size), x.reshape(n * c, size)
+        ds = fastmath.lane_sum(dy, rows, lanes=8).reshape(n, c)
+        db = fastmath.lane_sum(dy, lanes=8).reshape(n, c)
+        per_channel = lambda v: np.repeat(v, c // num_groups, axis=1)  # noqa: E731  ([n, G] -> [n, C])
+        gx = gw = gb = None
+        if needs[0]:
+            c1, c2, c3 = _group_input_coefficients(ds, db, mean, rstd, gamma, size)
+            spread = lambda v: v.reshape(n, c, 1)  # noqa: E731
+            gx = float32_math.fused_multiply_add(spread(c1), dy.reshape(n, c, size),
+                                                 spread(per_channel(c2)) * rows.reshape(n, c, size))
+            gx = (gx + spread(per_channel(c3))).reshape(x.shape)
+        if needs[1]:
+            gw = np.zeros(c, np.float32)
+            for i in range(n):  # (sample after sample, as its GammaBetaBackward)
+                centred = float32_math.fused_multiply_add(-db[i], per_channel(mean)[i], ds[i])
+                gw = float32_math.fused_multiply_add(centred, per_channel(rstd)[i], gw)
+        if needs[2]:
+            gb = np.zeros(c, np.float32)
+            for i in range(n):
+                gb = gb + db[i]
+        return gx, gw, gb
+    return gradients
+
+
+def _group_input_coefficients(ds, db, mean, rstd, gamma, size):
+    """ApplyInputGradientsChannelsFirst's per-group coefficients, dx = c1 * dy + c2 * x + c3: the group's
+    sums of ds * gamma and db * gamma (CalcDsDb: 8 lanes by fused multiply-adds, the lanes added from 0, then
+    the channels after the last whole vector fused one by one), c2 = fma(db_val, mean, -ds_val) * rstd^3 * s and
+    c3 = fma(-(db_val * rstd), s, -(c2 * mean)) with s = 1 / (D * HxW); c1 = rstd * gamma per channel."""
+    n, c = ds.shape
+    groups = mean.shape[1]
+    d = c // groups
+    ds, db, gamma = ds.reshape(n, groups, d), db.reshape(n, groups, d), gamma.reshape(groups, d)
+    inner, fma = d // 8 * 8, float32_math.fused_multiply_add
+    ds_lanes, db_lanes = np.zeros((n, groups, 8), np.float32), np.zeros((n, groups, 8), np.float32)
+    for j in range(0, inner, 8):
+        ds_lanes = fma(ds[..., j:j + 8], np.broadcast_to(gamma[:, j:j + 8], ds_lanes.shape), ds_lanes)
+        db_lanes = fma(db[..., j:j + 8], np.broadcast_to(gamma[:, j:j + 8], db_lanes.shape), db_lanes)
+    ds_val, db_val = np.zeros((n, groups), np.float32), np.zeros((n, groups), np.float32)
+    for k in range(8):  # (std::accumulate: from 0, lane after lane)
+        ds_val, db_val = ds_val + ds_lanes[..., k], db_val + db_lanes[..., k]
+    for j in range(inner, d):
+        ds_val = fma(ds[..., j], np.broadcast_to(gamma[:, j], ds_val.shape), ds_val)
+        db_val = fma(db[..., j], np.broadcast_to(gamma[:, j], db_val.shape), db_val)
+    s = np.float32(1) / np.float32(d * size)
+    c2 = fma(db_val, mean, -ds_val) * rstd * rstd * rstd * s
+    c3 = fma(-(db_val * rstd), np.broadcast_to(s, c2.shape), -(c2 * mean))
+    c1 = (rstd[..., None] * gamma).reshape(n, c)
+    return c1, c2, c3
 
 
 @float32_inside
