@@ -28,6 +28,8 @@ error (each test compares minilora's forward and gradient bit for bit with torch
   dtype's lowest number for log 0; bit for bit given torch's MKL exp and log;
 * ``F.binary_cross_entropy``'s input gradient (the sweep): one node with the reduction inside, torch's kernel
   ``((g (x - y)) / max((1 - x) x, 1e-12)) * weight / n`` (minilora's mean node divided g first);
+* ``F.soft_margin_loss`` (the sweep): torch's backward kernel's order, ``((t z) * -norm) / (z + 1) * g`` with
+  ``z = exp(-t x)``, handed to the input by ``KernelGradients`` (the composed graph stays for create_graph);
 * ``i0`` / ``special.i0`` / ``special.i0e`` values (157 of 259 float32 values off): torch's Cephes ``calc_i0`` in the
   input's dtype (Chebyshev series with GCC's fused multiply-adds, C's exp), not float64's i0 rounded.
 
@@ -336,3 +338,12 @@ def test_binary_cross_entropy_input_gradient_is_torchs_bits(rng, reduction, weig
             lib.tensor(grad))
         grads.append(t.grad.numpy())
     np.testing.assert_array_equal(grads[1].view(np.uint32), grads[0].view(np.uint32))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_soft_margin_loss_gradient_is_torchs_bits_given_its_exp(rng, monkeypatch, reduction):
+    _use_torchs_vml(monkeypatch, ("exp",))
+    x = _inputs(rng, [(7, 37)])[0]
+    target = np.sign(rng.standard_normal((7, 37))).astype(np.float32)
+    assert_same_bits(lambda lib, x: lib.nn.functional.soft_margin_loss(x, lib.tensor(target), reduction=reduction),
+                     [x], rng)

@@ -20,7 +20,7 @@ from ..ops.nn import batch_norm as _batch_norm, group_norm  # noqa: F401
 from ..ops.nn import _floating_only, _reduced, _row_index
 from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import dropout_noise as _dropout_noise, feature_dropout as _feature_dropout
-from ..ops.nn import float32_inside as _float32_inside, Glu as _Glu, PRelu as _PRelu
+from ..ops.nn import float32_inside as _float32_inside, Glu as _Glu, PRelu as _PRelu, KernelGradients as _KernelGradients
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
 from ..ops.conv import one_output_size as _one_output_size
@@ -369,7 +369,26 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
                            f"{list(margin.shape)}")
     if margin.dtype != input.dtype:  # torch's kernel writes into a buffer of the input's dtype
         margin = margin.to(input.dtype)
-    return _reduced("soft_margin_loss", ops.log1p(ops.exp(margin)), reduction, graph=(input,))
+    out = _reduced("soft_margin_loss", ops.log1p(ops.exp(margin)), reduction)
+    if str(input.dtype) in ("float32", "float64") and type(input._array) is np.ndarray and \
+            getattr(target, "dtype", None) == input.dtype:  # torch's backward kernel's bits, the composed graph kept
+        out = _KernelGradients.apply(out, input, None, None, values=out._array,  # for create_graph
+                                     gradients=_soft_margin_gradients(input._array, target._array, reduction))
+    return _name_node(out, "SoftMarginLossBackward0", input, graph=(input,))
+
+
+def _soft_margin_gradients(x, t, reduction):
+    """torch's soft_margin_loss_backward, in its order: ``z = exp(-t x)`` (MKL's), ``((t z) * -norm) / (z + 1) * g``
+    with ``norm`` 1/n for a mean (else 1), a function of (g, needs) for ``KernelGradients``."""
+    from .. import float32_math
+    real = x.dtype.type
+
+    def gradients(g, needs):
+        norm = 1 / x.size if reduction == "mean" and x.size else 1.0
+        z = float32_math.vml("exp", -t * x)
+        with np.errstate(all="ignore"):
+            return (((t * z) * real(-norm)) / (z + real(1))) * g if needs[0] else None, None, None
+    return gradients
 
 
 @_amp.autocasts
