@@ -23,7 +23,8 @@ from minilora.models import LlamaConfig, LlamaForCausalLM
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 B, STEPS, LENGTH = 3, 3, 10           # per-rank batch; the one-process reference uses 2 * B
-BUCKET_CAP_MB = 600 / 2 ** 20         # two of the four LoRA tensors (256 bytes each in float64) a bucket
+BUCKET_CAP_MB = 600 / 2 ** 20         # buckets rebuilt after step 0 close at 600 bytes: 3 + 1 of the four
+                                      # LoRA tensors (256 bytes each in float64), as torch's reducer cuts them
 
 
 # --------------------------------------------------------------------------------------------------
@@ -254,10 +255,10 @@ def test_only_trainable_gradients_cross_in_buckets(ddp_run):
     frozen_bytes = sum(p.numpy(force=True).nbytes for p in model.parameters() if not p.requires_grad)
     assert frozen_bytes > 20 * trainable_bytes  # a LoRA model: so "only trainable" is a real difference
     for rank in ddp_run:
-        assert int(rank["buckets"]) == 2  # 4 tensors of 256 bytes, buckets of 600 bytes
+        assert int(rank["buckets"]) == 1  # torch's first iteration: one bucket, rebuilt after it
         assert int(rank["broadcast_bytes"]) == trainable_bytes
-        for step in range(STEPS):
-            assert int(rank[f"step{step}/calls"]) == 2  # one message per bucket, not one per tensor
+        for step in range(STEPS):  # one message per bucket, not one per tensor: 1 at step 0, then 2
+            assert int(rank[f"step{step}/calls"]) == (1 if step == 0 else 2)
             assert int(rank[f"step{step}/bytes"]) == trainable_bytes
 
 

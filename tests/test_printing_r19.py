@@ -4,6 +4,8 @@ One node for a call with several outputs (split's pieces, eigh's (L, Q), a user 
 share ``grad_fn``, each edge numbered by its ``output_nr``; hook handles numbered by one counter from 0, and a
 module's empty hook dicts printed as torch's ``OrderedDict()``.
 """
+import sys
+
 import numpy as np
 import pytest
 
@@ -185,15 +187,24 @@ def test_a_modules_empty_hook_dict_prints_as_torchs(kind):
 
 
 # ---- DDP's buckets -----------------------------------------------------------------------------------------
-def test_ddp_comm_hooks_are_refused_because_the_buckets_are_not_torchs():
-    """torch's reducer starts with one bucket and rebuilds after the first iteration, its first bucket capped at
-    1 MiB (dist._DEFAULT_FIRST_BUCKET_BYTES); a comm hook would see those GradBuckets. minilora's are cut once,
-    25 MiB each (the averaged numbers are the same): the one way a user would see the cut is refused by name.
-    (Called on the class: building a DDP needs an MPI process group, tests/test_distributed.py's subprocesses.)"""
-    from minilora.nn.parallel import DistributedDataParallel
-    assert torch.distributed._DEFAULT_FIRST_BUCKET_BYTES == 2 ** 20
-    with pytest.raises(NotImplementedError, match="buckets are not torch's"):
-        DistributedDataParallel.register_comm_hook(None, None, lambda state, bucket: None)
+@pytest.mark.parametrize("limits", [[2 ** 20, 25 * 2 ** 20], [600], [sys.maxsize], [100, 300, 2000]])
+def test_ddp_cuts_its_buckets_as_torchs_compute_bucket_assignment_by_size(limits):
+    """DDP's buckets (so what a comm hook's GradBucket holds) are torch's reducer's: one open bucket per dtype,
+    closed once its bytes reach the current limit, sorted by their first tensor; with the ready order given
+    (tensor_indices), kept in the order they closed. tests/test_ddp_hooks_r19.py runs the hooks under MPI."""
+    from minilora.nn.parallel import _assign_buckets
+    shapes = [(300, 300), (7,), (600, 500), (64,), (32, 3), (1000,), (513, 512), (3,)]
+    kinds = ["float32", "float64", "float32", "float32", "float16", "float64", "float32", "float16"]
+    mine = [ml.zeros(*shape, dtype=kind) for shape, kind in zip(shapes, kinds)]
+    theirs = [torch.zeros(*shape, dtype=getattr(torch, kind)) for shape, kind in zip(shapes, kinds)]
+    expected, _ = torch.distributed._compute_bucket_assignment_by_size(theirs, limits)
+    assert _assign_buckets(mine, limits) == expected
+    for ready in ([6, 2, 7, 0, 5, 1, 4, 3], [1, 3, 5, 7, 0, 2, 4, 6], [4, 0, 1, 2, 3, 5, 6, 7], [7, 6, 5, 4, 3, 2, 1, 0]):
+        expected, _ = torch.distributed._compute_bucket_assignment_by_size([theirs[i] for i in ready], limits, [],
+                                                                           ready)
+        mine_cut = _assign_buckets([mine[i] for i in ready], limits, sort=False)
+        assert [[ready[j] for j in bucket] for bucket in mine_cut] == expected, ready
+    assert torch.distributed._DEFAULT_FIRST_BUCKET_BYTES == ml.distributed._DEFAULT_FIRST_BUCKET_BYTES == 2 ** 20
 
 
 # ---- an LSTM's graph ---------------------------------------------------------------------------------------

@@ -13,12 +13,15 @@ gradient of the mean loss over the global batch when every rank's batch has the 
 **trainable** parameters take part: a LoRA model's frozen base never crosses the network, which is
 why LoRA's data parallelism is cheap (Llama-2-7B, q/v at r=8: 4.2M numbers a step against 6.7B).
 
-Gradients travel in *buckets*: the gradients are copied into one flat array per bucket (up to
-``bucket_cap_mb`` MB, torch's default 25), and each bucket is one all-reduce -- one message per
-step for a LoRA model instead of one per tensor, which is what keeps the per-message latency from
-dominating. A bucket is reduced as soon as all of its gradients are ready (each parameter's
-``register_post_accumulate_grad_hook`` marks it). Parameters are bucketed in reverse order, as
-torch does: backward produces the last layers' gradients first.
+Gradients travel in *buckets*: the gradients are copied into one flat array per bucket, and each
+bucket is one all-reduce -- one message per step for a LoRA model instead of one per tensor, which
+is what keeps the per-message latency from dominating. A bucket is reduced as soon as all of its
+gradients are ready (each parameter's ``register_post_accumulate_grad_hook`` marks it), buckets in
+order. The buckets are torch's reducer's: the first iteration has one bucket per dtype and device
+(parameters in registration order; with ``find_unused_parameters=True`` they are cut by size, in
+reverse); the next forward rebuilds them in the order the gradients became ready on the group's
+first rank, each closed once it reaches ``bucket_cap_mb`` MB (torch's default 25), the first one at
+1 MiB when ``bucket_cap_mb`` is left out. A communication hook (``register_comm_hook``) sees them.
 
 Buffers (none in a Llama; running statistics elsewhere) are broadcast from rank 0 at each forward
 when ``broadcast_buffers=True``, torch's default. ``process_group=new_group(ranks)`` runs all of
@@ -35,10 +38,13 @@ still call the same all-reduces in the same order. A parameter no rank used keep
 (None stays None); one that some rank used gets the mean, as in torch.
 """
 import contextlib
+import inspect
+import sys
 
 import numpy as np
 
 from .. import distributed as dist
+from .. import futures
 from ..tensor import Tensor, is_grad_enabled, no_grad
 from .module import Module
 
@@ -91,8 +97,20 @@ class DistributedDataParallel(Module):
         if not named:
             raise RuntimeError("DistributedDataParallel is not needed when a module doesn't have any "
                                "parameter that requires a gradient.")
-        object.__setattr__(self, "_buckets", _make_buckets(named, self.bucket_cap_mb * 2 ** 20))
-        object.__setattr__(self, "_bucket_of", {id(p): b for b in self._buckets for _, p in b.params})
+        cap = int(self.bucket_cap_mb * 2 ** 20)
+        first = dist._DEFAULT_FIRST_BUCKET_BYTES if bucket_cap_mb is None else cap
+        object.__setattr__(self, "_named", named)
+        object.__setattr__(self, "_index_of", {id(p): i for i, (_, p) in enumerate(named)})
+        object.__setattr__(self, "_bucket_limits", [first, cap] if first < cap else [cap])
+        # torch's reducer: a first iteration's ready order is unknown, so one bucket (per dtype and device)
+        # unless unused parameters are looked for; the buckets are rebuilt after it in the ready order.
+        rebuilds = static_graph or not find_unused_parameters
+        initial = _assign_buckets([p for _, p in named], [sys.maxsize] if rebuilds else self._bucket_limits)
+        self._set_buckets(list(reversed(initial)))
+        object.__setattr__(self, "_ready_order", [] if rebuilds else None)  # None: no rebuild (any more)
+        object.__setattr__(self, "_torch_order", {})  # id(parameter) -> when torch's engine has its gradient
+        object.__setattr__(self, "_comm_hook", None)
+        object.__setattr__(self, "_pending_hooks", [])
         object.__setattr__(self, "_require_sync", True)
         object.__setattr__(self, "_next_bucket", 0)  # buckets are reduced in order: the same calls on every rank
         object.__setattr__(self, "_source", dist.get_global_rank(dist.group.WORLD if process_group is None
@@ -100,25 +118,45 @@ class DistributedDataParallel(Module):
         if init_sync:
             self._broadcast_parameters()
         object.__setattr__(self, "_handles", [p.register_post_accumulate_grad_hook(self._grad_ready)
-                                              for bucket in self._buckets for _, p in bucket.params])
+                                              for _, p in named])
+
+    def _set_buckets(self, assignment):
+        """``assignment``: lists of indices into the trainable parameters, in reduction order."""
+        buckets = [_Bucket([self._named[i] for i in indices]) for indices in assignment]
+        object.__setattr__(self, "_buckets", buckets)
+        object.__setattr__(self, "_bucket_of", {id(p): b for b in buckets for _, p in b.params})
+
+    def _rebuild_buckets(self):
+        """After the first synchronised backward, as torch's reducer: the buckets follow the order the
+        gradients became ready on the group's first rank (broadcast, so every rank cuts the same)."""
+        # minilora calls the post-accumulate hooks once the backward is done, in registration order; the
+        # order torch's engine finishes the gradients in was read off the forward's graph (_torch_ready_order)
+        last = len(self._torch_order)
+        order = [sorted(self._ready_order, key=lambda i: self._torch_order.get(id(self._named[i][1]), last))]
+        dist.broadcast_object_list(order, src=self._source, group=self.process_group)
+        order = order[0]
+        if sorted(order) != list(range(len(self._named))):  # some never got a gradient: keep the buckets
+            self._ready_order.clear()
+            return
+        assignment = _assign_buckets([self._named[i][1] for i in order], self._bucket_limits, sort=False)
+        self._set_buckets([[order[j] for j in indices] for indices in assignment])
+        object.__setattr__(self, "_ready_order", None)
 
     @property
     def buckets(self):
-        """The parameter names of each bucket, in the order they are reduced (minilora's own view: torch's
-        reducer puts every parameter in one bucket for the first iteration, then rebuilds them in the order
-        the gradients came, the first capped at ``dist._DEFAULT_FIRST_BUCKET_BYTES``, 1 MiB, when
-        ``bucket_cap_mb`` is left out; the averaged gradients are the same numbers whichever way they are cut)."""
+        """The parameter names of each bucket, in the order they are reduced (a hook's ``bucket.index()``):
+        torch's reducer's buckets, one for the first iteration, rebuilt at the forward after it."""
         return [[name for name, _ in bucket.params] for bucket in self._buckets]
 
     def register_comm_hook(self, state, hook):
-        """torch's communication hooks receive torch's buckets (``GradBucket.index()``, ``buffer()``,
-        ``parameters()``); minilora's are cut otherwise (see ``buckets``), so a hook would see other buckets:
-        refused by name rather than handed them."""
-        raise NotImplementedError(
-            "DistributedDataParallel.register_comm_hook: minilora's buckets are not torch's (25 MiB from the "
-            "first iteration on, where torch's reducer starts with one bucket and rebuilds them after it, the "
-            "first capped at 1 MiB), so a hook would see other GradBucket indices and buffers; compress or "
-            "change gradients in a post-accumulate-grad hook or before optimizer.step() instead")
+        """torch's: ``hook(state, bucket)`` is called when a bucket's gradients are all ready, with a
+        ``dist.GradBucket`` (its flat ``buffer()``, not divided by the world size) and returns a Future of
+        the bucket's new flat gradients, which DDP copies into the parameters' ``.grad`` (cast to their
+        dtype) once the backward's last bucket is in. Once only, as torch's."""
+        _check_comm_hook(hook, self.process_group)
+        if self._comm_hook is not None:
+            raise RuntimeError("register_comm_hook or register_builtin_comm_hook can only be called once.")
+        object.__setattr__(self, "_comm_hook", (hook, state))
 
     def forward(self, *args, **kwargs):
         unfinished = [b for b in self._buckets if b.ready]
@@ -129,11 +167,15 @@ class DistributedDataParallel(Module):
                 f"starting a new one: these trainable parameters got no gradient in the last backward: "
                 f"{missing[:5]}{'...' if len(missing) > 5 else ''}. Freeze them, make the forward use them, or "
                 "pass find_unused_parameters=True to DistributedDataParallel.")
+        if self._ready_order and is_grad_enabled():
+            self._rebuild_buckets()
         if self.broadcast_buffers:  # torch's default: buffers (e.g. running statistics) follow rank 0's
             with no_grad():
                 for _, buffer in self.module.named_buffers():
                     dist.broadcast(buffer, src=self._source, group=self.process_group)
         output = self.module(*args, **kwargs)
+        if self._ready_order is not None and self._require_sync and is_grad_enabled():
+            object.__setattr__(self, "_torch_order", _torch_ready_order(output))
         if self.find_unused_parameters and self._require_sync and is_grad_enabled():
             self._mark_unused(_reachable_leaves(output))
         return output
@@ -169,6 +211,8 @@ class DistributedDataParallel(Module):
     def _grad_ready(self, param):
         if not self._require_sync:
             return
+        if self._ready_order is not None:  # the first synchronised backward: its order rebuilds the buckets
+            self._ready_order.append(self._index_of[id(param)])
         self._bucket_of[id(param)].ready.add(param)
         self._reduce_ready_buckets()
 
@@ -182,10 +226,13 @@ class DistributedDataParallel(Module):
             self._reduce(bucket)
             object.__setattr__(self, "_next_bucket", self._next_bucket + 1)
         object.__setattr__(self, "_next_bucket", 0)  # every bucket done: the next backward starts over
+        self._finish_hooks()
 
     def _reduce(self, bucket):
         """One all-reduce for the whole bucket, then each gradient becomes the mean over the ranks."""
         params = [p for _, p in bucket.params]
+        if self._comm_hook is not None:
+            return self._run_comm_hook(bucket, params)
         if self.find_unused_parameters:  # on every rank, even one that used them all: the same calls
             return self._reduce_with_unused(bucket, params)
         flat = bucket.flatten([p.grad._array for p in params])
@@ -193,6 +240,35 @@ class DistributedDataParallel(Module):
         flat._array /= dist.get_world_size(self.process_group)
         bucket.unflatten(flat, [p.grad for p in params])
         bucket.ready.clear()
+
+    def _run_comm_hook(self, bucket, params):
+        """Hand the hook the bucket's undivided gradients (zeros for a locally unused parameter); its
+        Future is waited for when the last bucket has been handed over, as torch's finalize_backward."""
+        xp = params[0].device.xp
+        unused = bucket.unused if self.find_unused_parameters else set()
+        flat = bucket.flatten([xp.zeros_like(p._array) if p in unused or p.grad is None else p.grad._array
+                               for p in params])
+        used = [True] * len(params)
+        if self.find_unused_parameters:
+            used = self._used_anywhere(params, unused)
+        index = self._buckets.index(bucket)
+        grad_bucket = dist.GradBucket(index, flat, params, index == len(self._buckets) - 1)
+        hook, state = self._comm_hook
+        self._pending_hooks.append((grad_bucket, params, used, hook(state, grad_bucket)))
+        bucket.ready.clear()
+        bucket.unused = set()
+
+    def _finish_hooks(self):
+        pending, self._pending_hooks[:] = list(self._pending_hooks), []
+        for grad_bucket, params, used, future in pending:
+            _write_hook_result(grad_bucket, params, used, future)
+
+    def _used_anywhere(self, params, unused):
+        """Which parameters some rank used (a MAX all-reduce of this rank's flags)."""
+        xp = params[0].device.xp
+        flags = Tensor._make(xp.asarray([float(p not in unused) for p in params]), params[0].device, False, None)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.process_group)
+        return [bool(flag) for flag in flags.tolist()]
 
     def _reduce_with_unused(self, bucket, params):
         """Unused parameters add zeros; a second, tiny all-reduce tells which ones some rank used:
@@ -241,7 +317,47 @@ class _Bucket:
 def _reachable_leaves(output):
     """The ids of the leaf tensors the autograd graph of ``output`` (tensors, possibly inside lists,
     tuples, dicts or a model-output object) reaches: the parameters this forward used."""
-    leaves, seen, nodes = set(), set(), []
+    return _walk_graph(output)[0]
+
+
+def _torch_ready_order(output):
+    """``{id(leaf): rank}``: the order torch's engine has the leaves' gradients in a backward from
+    ``output``. Its engine runs the nodes latest made first (minilora's too: ``ctx.seq``) and a leaf's
+    gradient is accumulated as soon as the last node that uses it has run; inside one minilora node
+    the leaves come in the order of torch's own nodes for that call (``torch_graph``: Linear's bias at
+    addmm, then its weight at ``weight.t()``'s node; PEFT's lora_B before lora_A)."""
+    _, nodes = _walk_graph(output)
+    position, step = {}, 0
+    for node in sorted(nodes, key=lambda ctx: ctx.seq, reverse=True):
+        for leaf in _leaves_in_torch_order(node):
+            position.pop(id(leaf), None)  # a later user: the gradient is complete only then
+            position[id(leaf)] = step
+            step += 1
+    return {key: rank for rank, key in enumerate(sorted(position, key=position.get))}
+
+
+def _leaves_in_torch_order(node):
+    graph = getattr(node, "torch_graph", None)
+    if graph is None:
+        return [x for x, parent in zip(node.inputs, node.parents)
+                if parent is None and isinstance(x, Tensor) and x.requires_grad]
+    runs = []  # the leaves each of torch's nodes for this call takes, in the order the nodes were made
+
+    def visit(children):
+        leaves = []
+        for child in children:
+            if isinstance(child, tuple) and child and isinstance(child[0], str):
+                visit(child[1:])  # a node torch makes before this one (weight.t() before addmm)
+            elif isinstance(child, Tensor) and child._ctx is None and child.requires_grad:
+                leaves.append(child)
+        runs.append(leaves)
+    visit(graph)
+    return [leaf for leaves in reversed(runs) for leaf in leaves]
+
+
+def _walk_graph(output):
+    """The ids of the leaves the graph of ``output`` reaches, and its nodes."""
+    leaves, seen, nodes, visited = set(), set(), [], []
     pending = [output]
     while pending:  # the tensors inside the output structure
         item = pending.pop()
@@ -261,26 +377,77 @@ def _reachable_leaves(output):
         if id(node) in seen:
             continue
         seen.add(id(node))
+        visited.append(node)
         for x, parent in zip(node.inputs, node.parents):
             if parent is not None:
                 nodes.append(parent)
             elif isinstance(x, Tensor) and x.requires_grad:
                 leaves.add(id(x))
-    return leaves
+    return leaves, visited
 
 
-def _make_buckets(named, cap_bytes):
-    """Reverse registration order, cut when a bucket would pass ``cap_bytes`` or the device/dtype
-    changes (a flat array has one of each)."""
-    buckets, current, size = [], [], 0
-    for name, p in reversed(named):
-        nbytes = p._array.size * np.dtype(p.dtype).itemsize
+def _check_comm_hook(hook, process_group):
+    """torch's checks, in its words: a callable whose ``bucket`` and return annotations, when given, are
+    ``dist.GradBucket`` and ``futures.Future[Tensor]``; the bfloat16 hooks only where NCCL runs."""
+    if not callable(hook):
+        raise TypeError("Communication hook must be callable.")
+    sig = inspect.signature(hook)
+    if "bucket" not in sig.parameters:  # torch looks the parameter up by this name (a KeyError there)
+        raise KeyError("bucket: a communication hook's second parameter must be named 'bucket', "
+                       "as torch's signature check reads it (hook(state, bucket))")
+    annotation = sig.parameters["bucket"].annotation
+    if annotation is not inspect.Parameter.empty and annotation != dist.GradBucket:
+        raise ValueError("Communication hook: bucket annotation should be dist.GradBucket.")
+    if sig.return_annotation is not inspect.Signature.empty and \
+            sig.return_annotation != futures.Future[Tensor]:
+        raise ValueError("Communication hook: return annotation should be torch.futures.Future[torch.Tensor].")
+    if hook.__name__ in ("bf16_compress_hook", "bf16_compress_wrapper_hook") and \
+            dist.get_backend(process_group) != "nccl":
+        raise TypeError("BF16 all reduce communication hook required CUDA 11+ and NCCL 2.10+ or XPU and XCCL")
+
+
+def _write_hook_result(grad_bucket, params, used, future):
+    """The Future's flat tensor, cast to each gradient's dtype, into the gradients of the parameters
+    some rank used."""
+    result = future.wait()
+    if not isinstance(result, Tensor):
+        raise RuntimeError(f"DistributedDataParallel: a communication hook's Future must hold one Tensor (the "
+                           f"bucket's new flat gradients), got {type(result).__name__}")
+    if result.numel() != grad_bucket.buffer().numel():
+        raise RuntimeError(f"DistributedDataParallel: the communication hook returned {result.numel()} numbers "
+                           f"for bucket {grad_bucket.index()} of {grad_bucket.buffer().numel()}")
+    flat, offset = result._array.reshape(-1), 0
+    for p, used_somewhere in zip(params, used):
+        n = p._array.size
+        if used_somewhere:
+            if p.grad is None:
+                p.grad = Tensor._make(p.device.xp.zeros_like(p._array), p.device, False, None)
+            p.grad._array[...] = flat[offset:offset + n].reshape(p._array.shape).astype(p.grad._array.dtype)
+            p.grad._bump_version()
+        offset += n
+
+
+def _assign_buckets(params, limits, sort=True):
+    """torch's ``compute_bucket_assignment_by_size``: walk ``params`` in order, one open bucket per
+    (device, dtype), closed once its bytes reach the current limit (the next limit then applies to that
+    kind, the last one for good). Lists of indices into ``params``; ``sort``: by their first index, as
+    torch orders an assignment made from registration order (a rebuilt one keeps the ready order)."""
+    closed, open_buckets, limit_at = [], {}, {}
+    for index, p in enumerate(params):
         kind = (str(p.device), np.dtype(p.dtype))
-        if current and (size + nbytes > cap_bytes or kind != current_kind):
-            buckets.append(_Bucket(current))
-            current, size = [], 0
-        current.append((name, p))
-        current_kind = kind
-        size += nbytes
-    buckets.append(_Bucket(current))
-    return buckets
+        indices, size = open_buckets.get(kind, ([], 0))
+        indices.append(index)
+        size += p._array.size * np.dtype(p.dtype).itemsize
+        at = limit_at.setdefault(kind, 0)
+        if size >= limits[at]:
+            closed.append(indices)
+            open_buckets.pop(kind, None)
+            limit_at[kind] = min(at + 1, len(limits) - 1)
+        else:
+            open_buckets[kind] = (indices, size)
+    # the open ones follow, in the order torch's std::unordered_map of kinds iterates: the kind met last
+    # first (libstdc++ puts a key landing in an empty hash bucket at the front of its list)
+    first_met = list(limit_at)
+    closed.extend(open_buckets[kind][0] for kind in reversed(first_met) if kind in open_buckets)
+    return sorted(closed, key=min) if sort else closed
+

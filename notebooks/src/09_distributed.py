@@ -12,7 +12,7 @@
 # processes started by an MPI launcher (`mpirun -n 2`), and proves that 2 ranks with batch `b` each
 # train exactly the adapter that 1 process trains with batch `2b`.
 #
-# **Read beside it:** `minilora/distributed.py` (`init_process_group`, `all_reduce`, `comm_stats`),
+# **Read beside it:** `minilora/distributed/__init__.py` (`init_process_group`, `all_reduce`, `comm_stats`),
 # `minilora/nn/parallel.py` (`DistributedDataParallel`: broadcast at construction, gradients in
 # buckets), `minilora/data.py` (`DataLoader(..., num_replicas, rank)`: each rank's slice),
 # `minilora/train.py` (`train` with a DDP model), `tests/test_distributed.py`.

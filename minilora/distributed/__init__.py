@@ -58,18 +58,20 @@ import warnings
 
 import numpy as np
 
-from . import dtypes
-from .tensor import Tensor
+from .. import dtypes
+from ..futures import Future
+from ..tensor import Tensor
 
 __all__ = ["ReduceOp", "init_process_group", "destroy_process_group", "is_available", "is_initialized",
            "is_mpi_available", "is_nccl_available", "get_rank", "get_world_size", "get_backend",
            "new_group", "ProcessGroup", "GroupMember", "group", "get_process_group_ranks", "get_global_rank",
-           "get_group_rank", "Work", "Future", "barrier", "monitored_barrier", "all_reduce", "broadcast", "reduce",
+           "get_group_rank", "Work", "Future", "GradBucket", "_DEFAULT_FIRST_BUCKET_BYTES", "barrier", "monitored_barrier", "all_reduce", "broadcast", "reduce",
            "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "gather",
            "scatter", "all_to_all_single", "all_to_all", "send", "recv", "isend", "irecv", "P2POp", "batch_isend_irecv", "all_gather_object",
            "broadcast_object_list", "gather_object", "scatter_object_list", "DistError", "DistBackendError",
            "comm_stats", "reset_comm_stats", "launcher_world_size", "local_world_size", "abort"]
 
+_DEFAULT_FIRST_BUCKET_BYTES = 2 ** 20  # torch's: DDP's first bucket when bucket_cap_mb is left out
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # torch's default for its CPU backends
 
 
@@ -640,35 +642,45 @@ class Work:
 
     def get_future(self):
         """A Future whose ``wait()`` finishes this operation and returns its output tensors."""
-        return Future(lambda: self.wait() and self.result(), self.is_completed)
+        return Future._of(lambda: self.wait() and self.result(), self.is_completed)
 
     def __repr__(self):
         return f"Work({self._what}, {'completed' if self._done else 'in progress'})"
 
 
-class Future:
-    """torch.futures.Future's use in collectives: ``wait()`` (the value, computed once), ``done()``,
-    ``value()`` and ``then(callback)`` (a Future of ``callback(this_future)``)."""
+class GradBucket:
+    """What a DDP communication hook receives (torch's ``dist.GradBucket``): one bucket's gradients
+    as one flat ``buffer()`` (not divided by the world size), its ``index()`` in the reducer's order,
+    and the ``parameters()`` / ``gradients()`` it holds, in the buffer's order."""
 
-    def __init__(self, compute, done=lambda: True):
-        self._compute, self._done, self._has_value, self._value = compute, done, False, None
+    def __init__(self, index, buffer, parameters, is_last):
+        self._index, self._buffer, self._parameters, self._is_last = index, buffer, list(parameters), is_last
 
-    def wait(self):
-        if not self._has_value:
-            self._value, self._has_value = self._compute(), True
-        return self._value
+    def index(self):
+        return self._index
 
-    def done(self):
-        return self._has_value or self._done()
+    def buffer(self):
+        return self._buffer
 
-    def value(self):
-        return self.wait()
+    def set_buffer(self, buffer):
+        """Replace the flat buffer (the 16-bit wrappers hand their hook a cast copy)."""
+        self._buffer = buffer
 
-    def then(self, callback):
-        def chained():
-            self.wait()
-            return callback(self)
-        return Future(chained, self.done)
+    def is_last(self):
+        """Whether this is the last bucket to be reduced (the first parameters of the model)."""
+        return self._is_last
+
+    def parameters(self):
+        return list(self._parameters)
+
+    def gradients(self):
+        """The buffer's pieces, shaped as the parameters: views, so writing one writes the buffer."""
+        pieces, offset = [], 0
+        for p in self._parameters:
+            n = p._array.size
+            pieces.append(self._buffer[offset:offset + n].view(tuple(p.shape)))
+            offset += n
+        return pieces
 
 
 def _start(g, what, requests, finish, result, async_op, nbytes):
