@@ -23,17 +23,20 @@ def _leaf_pair(values, channels_last=False):
     return t.requires_grad_(), m.requires_grad_()
 
 
-def _grads_after_backward(lib, call, leaves, upstream):
+def _grads_after_backward(lib, call, leaves, upstream, upstream_channels_last=False):
     out = call(lib, *leaves)
-    out.backward(lib.tensor(upstream))
+    upstream = lib.tensor(upstream)
+    if upstream_channels_last:
+        upstream = upstream.contiguous(memory_format=lib.channels_last)
+    out.backward(upstream)
     return [leaf.grad.detach().numpy() if lib is torch else leaf.grad.numpy() for leaf in leaves]
 
 
-def _assert_same_grads(call, arrays, out_shape, channels_last=False, seed=1):
+def _assert_same_grads(call, arrays, out_shape, channels_last=False, upstream_channels_last=False, seed=1):
     pairs = [_leaf_pair(a, channels_last and a.ndim >= 4) for a in arrays]
     upstream = np.random.default_rng(seed).standard_normal(out_shape).astype(np.float32)
-    expected = _grads_after_backward(torch, call, [p[0] for p in pairs], upstream)
-    got = _grads_after_backward(ml, call, [p[1] for p in pairs], upstream)
+    expected = _grads_after_backward(torch, call, [p[0] for p in pairs], upstream, upstream_channels_last)
+    got = _grads_after_backward(ml, call, [p[1] for p in pairs], upstream, upstream_channels_last)
     for name, e, g in zip(("input", "weight", "bias"), expected, got):
         np.testing.assert_array_equal(g, e, err_msg=f"{name}'s gradient")
 
@@ -63,6 +66,34 @@ def test_batch_norm_training_gradients_are_torchs_bits(shape):
 @pytest.mark.parametrize("shape", BATCH_NORM_SHAPES[:3], ids=str)
 def test_batch_norm_eval_gradients_are_torchs_bits(shape):
     _assert_same_grads(_batch_norm(False), _norm_arrays(shape, shape[1]), shape)
+
+
+@pytest.mark.parametrize("shape", [(6, 7), (37, 20), (6, 7, 1, 1), (5, 9, 1)], ids=str)
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+def test_batch_norm_of_one_element_per_channel_is_torchs_channels_last_kernel(shape, training):
+    """[N, C] (BatchNorm1d after a Linear) and NC11: ATen's channels-last kernel, its rows cut between threads."""
+    _assert_same_grads(_batch_norm(training), _norm_arrays(shape, shape[1]), shape)
+
+
+@pytest.mark.parametrize("upstream_channels_last", [True, False], ids=["same layout", "contiguous gradient"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+def test_channels_last_batch_norm_gradients_are_torchs_bits(training, upstream_channels_last):
+    """Gradient laid out as the input: the channels-last kernel; otherwise ATen's own loops (torch's sum of dy)."""
+    shape = (3, 20, 5, 4)
+    _assert_same_grads(_batch_norm(training), _norm_arrays(shape, 20), shape, channels_last=True,
+                       upstream_channels_last=upstream_channels_last)
+
+
+def test_batch_norm_of_a_sum_takes_atens_own_loops():
+    """``y.sum().backward()`` hands batch norm an expanded gradient: ATen's own loops, not its kernel."""
+    results = []
+    x, w, b = _norm_arrays((5, 7, 9, 11), 7)
+    for lib in (torch, ml):
+        leaves = [lib.tensor(a).requires_grad_() for a in (x, w, b)]
+        lib.nn.functional.batch_norm(leaves[0], None, None, leaves[1], leaves[2], training=True).sum().backward()
+        results.append([leaf.grad.numpy() for leaf in leaves])
+    for e, g in zip(*results):
+        np.testing.assert_array_equal(g, e)
 
 
 def test_batchnorm2d_module_after_conv_trains_as_torch():

@@ -2645,7 +2645,7 @@ def _running_stats_as_aten(input, running_mean, running_var):
     """Whether ``_update_running_as_aten`` applies: a C-contiguous float32 batch with float32 statistics."""
     stats = [t for t in (running_mean, running_var) if t is not None]
     return (stats and input.dtype == np.float32 and all(t.dtype == np.float32 for t in stats)
-            and isinstance(input._array, np.ndarray) and input._array.flags.c_contiguous)
+            and _aten_kernel_view(input._array) is not None)
 
 
 def _update_running_as_aten(x, count, running_mean, running_var, momentum):
@@ -2654,7 +2654,7 @@ def _update_running_as_aten(x, count, running_mean, running_var, momentum):
     ``running_mean = m * mean + (1 - m) * running_mean`` in float and
     ``running_var = fma(m, var_sum / (n - 1), (1 - m) * running_var)``, m the momentum as a float and 1 - m
     computed in float."""
-    mean, var_sum = _aten_batch_stats(x, count)
+    mean, var_sum = _aten_batch_stats(_aten_kernel_view(x), count)
     m = np.float32(momentum)
     keep = np.float32(1) - m  # (in float: 1 - 1/3 rounds otherwise than float(2/3))
     if running_mean is not None:
@@ -2663,6 +2663,22 @@ def _update_running_as_aten(x, count, running_mean, running_var, momentum):
         unbiased = var_sum / np.float32(count - 1)
         blended = float32_math.fused_multiply_add(m, unbiased, keep * running_var._array)
         running_var.copy_(Tensor._make(blended, running_var._device, False, None))
+
+
+def _aten_kernel_view(x):
+    """The array torch's float32 batch-norm kernels read ``x`` [N, C, ...] as: ``x`` itself where it takes the
+    contiguous kernel (C-contiguous, more than one element per sample and channel), [N * H * W, C] rows where
+    it takes the channels-last one (a channels_last(_3d) input, or one element per sample and channel: [N, C],
+    NC11), None for any other layout."""
+    if type(x) is not np.ndarray or x.ndim < 2:
+        return None
+    n, c = x.shape[:2]
+    if x.flags.c_contiguous and x.size > n * c:
+        return x
+    rows = np.moveaxis(x, 1, -1)
+    if rows.flags.c_contiguous or (x.flags.c_contiguous and x.size == n * c):
+        return np.ascontiguousarray(rows).reshape(-1, c)
+    return None
 
 
 def _aten_batch_stats(x, count):
@@ -2806,51 +2822,123 @@ class KernelGradients(Function):
 
 
 def _batch_norm_backward_as_aten(input, running_mean, running_var, weight, training, eps):
-    """torch 2.13's ``batch_norm_cpu_backward_contiguous_impl`` for a C-contiguous float32 [N, C, ...] input with
-    more than one element per sample and channel (measured on its AVX-512 build, whose kernel is the AVX2 one:
-    8 floats a vector): per sample and channel ``vec::reduce_all`` of dy and ``map2_reduce_all`` of
-    ``(x - mean) * dy`` (``fastmath.lane_sum``, the partial vector fused), each added into a double; then
-    gb = sum, gw = dotp * invstd in double; dx = fma(-(x - mean), k, dy - sum / N) * invstd * w with
-    k = float(dotp) * invstd * invstd / N in float (training), dy * invstd * w (eval). A function of
-    (g, needs) for ``KernelGradients``, or None where the kernel is another (the composed gradients stand)."""
+    """torch 2.13's float32 batch-norm backward (``batch_norm_cpu_backward_kernel``) as a function of (g, needs)
+    for ``KernelGradients``: its contiguous kernel or its channels-last one (``_aten_kernel_view``), with the
+    statistics its forward saved. None where the kernel is another (the composed gradients stand)."""
     x = input._array
-    n, c = x.shape[:2]
-    if not (x.ndim > 2 and x.size > n * c and float32_math.CPU_CAPABILITY != "default"):
+    view = _aten_kernel_view(x)
+    if view is None or float32_math.CPU_CAPABILITY == "default":
         return None
+    c = x.shape[1]
     count = x.size // c
     if training:
-        mean, var_sum = _aten_batch_stats(x, count)
+        mean, var_sum = _aten_batch_stats(view, count)
         invstd = (1 / np.sqrt((var_sum / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
     else:
         mean = running_mean._array
         invstd = np.float32(1) / np.sqrt(running_var._array + np.float32(eps))
     w = np.ones(c, np.float32) if weight is None else weight._array
-    shape = (1, c) + (1,) * (x.ndim - 2)
+    kernel = _batch_norm_backward_contiguous if view is x else _batch_norm_backward_channels_last
 
     def gradients(g, needs):
-        if type(g) is not np.ndarray or g.dtype != np.float32:
-            raise TypeError("batch_norm's float32 kernel gradient takes a float32 NumPy gradient")
-        dys, xs = np.ascontiguousarray(g).reshape(n, c, -1), x.reshape(n, c, -1)
-        total, dotp = np.zeros(c), np.zeros(c)
-        for i in range(n):  # (one sample after another, each sample's sums added into doubles)
-            total += fastmath.lane_sum(np.ascontiguousarray(dys[i]), lanes=8)
-            dotp += fastmath.lane_sum(np.ascontiguousarray(xs[i] - mean[:, None]), np.ascontiguousarray(dys[i]),
-                                      fuse_tail=True, lanes=8)
-        gx = None
-        if needs[0]:
-            scale = np.broadcast_to(invstd.reshape(shape), x.shape)
-            if training:
-                k = dotp.astype(np.float32) * invstd * invstd / np.float32(count)
-                centred = x - mean.reshape(shape)
-                shifted = g - (total / count).astype(np.float32).reshape(shape)
-                gx = float32_math.fused_multiply_add(-centred, np.broadcast_to(k.reshape(shape), x.shape), shifted)
-                gx = gx * scale * w.reshape(shape)
-            else:
-                gx = g * scale * w.reshape(shape)
-        gw = (dotp * invstd).astype(np.float32) if needs[1] else None
-        gb = total.astype(np.float32) if needs[2] else None
-        return gx, gw, gb
+        same_layout = g.flags.c_contiguous if view is x else _aten_kernel_view(g) is not None and (
+            x.flags.c_contiguous == g.flags.c_contiguous)  # (NC11 and [N, C]: both layouts at once)
+        chosen = kernel if same_layout else _batch_norm_backward_serial
+        return chosen(g, needs, x=x, mean=mean, invstd=invstd, w=w, training=training)
     return gradients
+
+
+def _batch_norm_backward_serial(g, needs, x, mean, invstd, w, training):
+    """batch_norm_backward_cpu_template's own loops, where the gradient is laid out otherwise than the input
+    (ATen's kernels want both alike; a gradient expanded from a sum is neither): gb = torch's sum of dy (in dy's
+    layout); dotp the float products (x - mean) * dy added in double, gw = dotp * invstd in double; dx =
+    (dy - gb / n - (x - mean) * k) * invstd * w with k = float(dotp) * invstd * invstd / n, each step rounded
+    (training), dy * invstd * w (eval)."""
+    c = x.shape[1]
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    count = x.size // c
+    centred = x - mean.reshape(shape)
+    total = float32_sums.torch_order_sum(g, axes)
+    dotp = (centred * g).sum(axis=axes, dtype=np.float64)
+    gx = None
+    if needs[0]:
+        if training:
+            k = dotp.astype(np.float32) * invstd * invstd / np.float32(count)
+            gx = (g - (total / np.float32(count)).reshape(shape) - centred * k.reshape(shape))
+            gx = gx * invstd.reshape(shape) * w.reshape(shape)
+        else:
+            gx = g * invstd.reshape(shape) * w.reshape(shape)
+    gw = (dotp * invstd).astype(np.float32) if needs[1] else None
+    return gx, gw, total if needs[2] else None
+
+
+def _batch_norm_backward_contiguous(g, needs, x, mean, invstd, w, training):
+    """``batch_norm_cpu_backward_contiguous_impl`` (measured on torch's AVX-512 build, whose kernel is the AVX2
+    one: 8 floats a vector): per sample and channel ``vec::reduce_all`` of dy and ``map2_reduce_all`` of
+    ``(x - mean) * dy`` (``fastmath.lane_sum``, the partial vector fused), each added into a double; then
+    gb = sum, gw = dotp * invstd in double; dx = fma(-(x - mean), k, dy - sum / N) * invstd * w with
+    k = float(dotp) * invstd * invstd / N in float (training), dy * invstd * w (eval)."""
+    n, c = x.shape[:2]
+    count = x.size // c
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    dys, xs = np.ascontiguousarray(g).reshape(n, c, -1), x.reshape(n, c, -1)
+    total, dotp = np.zeros(c), np.zeros(c)
+    for i in range(n):  # (one sample after another, each sample's sums added into doubles)
+        total += fastmath.lane_sum(np.ascontiguousarray(dys[i]), lanes=8)
+        dotp += fastmath.lane_sum(np.ascontiguousarray(xs[i] - mean[:, None]), np.ascontiguousarray(dys[i]),
+                                  fuse_tail=True, lanes=8)
+    gx = None
+    if needs[0]:
+        scale = np.broadcast_to(invstd.reshape(shape), x.shape)
+        if training:
+            k = dotp.astype(np.float32) * invstd * invstd / np.float32(count)
+            shifted = g - (total / count).astype(np.float32).reshape(shape)
+            gx = float32_math.fused_multiply_add(-(x - mean.reshape(shape)), np.broadcast_to(k.reshape(shape), x.shape),
+                                                 shifted)
+            gx = gx * scale * w.reshape(shape)
+        else:
+            gx = g * scale * w.reshape(shape)
+    gw = (dotp * invstd).astype(np.float32) if needs[1] else None
+    gb = total.astype(np.float32) if needs[2] else None
+    return gx, gw, gb
+
+
+def _batch_norm_backward_channels_last(g, needs, x, mean, invstd, w, training):
+    """``batch_norm_cpu_backward_channels_last_impl`` on [M, C] rows (M = N * H * W): the rows cut into one chunk
+    a thread (``at::parallel_for(0, M, 1)``), each chunk's dy and fma(x - mean, dy, dotp) added row after row in
+    float, the threads' buffers added from 0 in float; gb = sum, gw = dotp * invstd; dx = (dy - sum / M - (x - mean)
+    * k) * invstd * w with k = dotp * invstd * invstd / M, by a fused multiply-add on the channels in whole 8-float
+    vectors, as written on the others (training), dy * invstd * w (eval)."""
+    c = x.shape[1]
+    rows = _aten_kernel_view(x)
+    dys = np.ascontiguousarray(np.moveaxis(g, 1, -1)).reshape(-1, c)  # (the gradient as the same rows)
+    count = len(rows)
+    chunk = float32_sums.thread_chunk(count, grain=1)
+    total, dotp = np.zeros(c, np.float32), np.zeros(c, np.float32)
+    for start in range(0, count, chunk):  # (a thread's buffer: its rows in order)
+        part_sum, part_dot = np.zeros(c, np.float32), np.zeros(c, np.float32)
+        for i in range(start, min(count, start + chunk)):
+            part_sum = part_sum + dys[i]
+            part_dot = float32_math.fused_multiply_add(rows[i] - mean, dys[i], part_dot)
+        total, dotp = total + part_sum, dotp + part_dot
+    gx = None
+    if needs[0]:
+        if training:
+            k = dotp * invstd * invstd / np.float32(count)
+            grad_mean = total / np.float32(count)
+            centred = rows - mean
+            gx = (dys - grad_mean - centred * k) * invstd * w
+            vectors = c - c % 8
+            gx[:, :vectors] = (float32_math.fused_multiply_add(-centred, np.broadcast_to(k, rows.shape),
+                                                               dys - grad_mean) * invstd * w)[:, :vectors]
+        else:
+            gx = dys * invstd * w
+        gx = np.moveaxis(gx.reshape((x.shape[0],) + x.shape[2:] + (c,)), -1, 1)
+        gx = np.ascontiguousarray(gx) if x.flags.c_contiguous else gx  # (laid out as the input)
+    gw = dotp * invstd if needs[1] else None
+    gb = total if needs[2] else None
+    return gx, gw, gb
 
 
 def _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training, eps):
@@ -2862,12 +2950,13 @@ def _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training
     x = input._array
     params = [t for t in (weight, bias) if t is not None]
     stats = [] if training else [running_mean, running_var]
-    if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous
+    if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype == np.float32
+            and _aten_kernel_view(x) is not None
             and all(type(t._array) is np.ndarray and t.dtype == np.float32 for t in params + stats)):
         return None
     count = x.size // x.shape[1]
     if training:
-        mean, var_sum = _aten_batch_stats(x, count)
+        mean, var_sum = _aten_batch_stats(_aten_kernel_view(x), count)
         invstd = (1 / np.sqrt((var_sum / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
     else:
         mean = running_mean._array
