@@ -101,6 +101,24 @@ def worker(out):
     dist.destroy_process_group()
 
 
+def worker_three(out):
+    """Three ranks with the same batch: DDP's mean (no hook) of three equal gradients, and the local one."""
+    from minilora.nn.parallel import DistributedDataParallel as DDP
+    dist.init_process_group("mpi", timeout=60)
+    ml.manual_seed(0)
+    model = small_model(ml.nn)
+    ml.manual_seed(1)
+    x = ml.randn(5, 4)
+    model(x).pow(2).sum().backward()
+    local = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    DDP(model)(x).pow(2).sum().backward()
+    np.savez(os.path.join(out, f"three{dist.get_rank()}.npz"),
+             **{f"local/{n}": g for n, g in local.items()}, **{f"ddp/{n}": p.grad.numpy() for n, p in
+                                                                 model.named_parameters()})
+    dist.destroy_process_group()
+
+
 # --------------------------------------------------------------------------------------------------
 # The tests
 # --------------------------------------------------------------------------------------------------
@@ -113,6 +131,26 @@ def ranks(tmp_path_factory):
                           timeout=120, env=env, cwd=str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     return [json.load(open(out / f"rank{r}.json")) for r in range(2)]
+
+
+@needs_mpi
+def test_without_a_hook_each_gradient_is_scaled_by_one_over_world_size_before_the_sum(tmp_path):
+    """torch's reducer multiplies a gradient by 1/world size (0.33333334f for 3 ranks) as it copies it into
+    the bucket and sums the products; with three equal gradients the sum's order does not matter."""
+    import subprocess
+    env = dict(os.environ, MINILORA_NUM_THREADS="1", PYTHONPATH=ROOT)
+    command = [MPIRUN[0], "-n", "3"] + MPIRUN[3:] + [sys.executable, HERE, "three", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    differs = False
+    for rank in range(3):
+        saved = np.load(tmp_path / f"three{rank}.npz")
+        for name in [k[len("local/"):] for k in saved.files if k.startswith("local/")]:
+            g = saved[f"local/{name}"]
+            third = g * np.float32(1 / 3)
+            np.testing.assert_array_equal(saved[f"ddp/{name}"], (third + third) + third, err_msg=name)
+            differs |= not np.array_equal((g + g + g) / np.float32(3), (third + third) + third)
+    assert differs  # (summing, then dividing, gives other bits for some of them)
 
 
 def torch_buckets():
@@ -280,4 +318,4 @@ def test_future_of_tensor_is_the_annotation_torchs_check_accepts():
 
 
 if __name__ == "__main__":
-    {"worker": worker}[sys.argv[1]](sys.argv[2])
+    {"worker": worker, "three": worker_three}[sys.argv[1]](sys.argv[2])

@@ -229,17 +229,23 @@ class DistributedDataParallel(Module):
         self._finish_hooks()
 
     def _reduce(self, bucket):
-        """One all-reduce for the whole bucket, then each gradient becomes the mean over the ranks."""
+        """One all-reduce for the whole bucket: each gradient becomes the mean over the ranks."""
         params = [p for _, p in bucket.params]
         if self._comm_hook is not None:
             return self._run_comm_hook(bucket, params)
         if self.find_unused_parameters:  # on every rank, even one that used them all: the same calls
             return self._reduce_with_unused(bucket, params)
-        flat = bucket.flatten([p.grad._array for p in params])
+        flat = self._prescaled(bucket.flatten([p.grad._array for p in params]))
         dist.all_reduce(flat, group=self.process_group)
-        flat._array /= dist.get_world_size(self.process_group)
         bucket.unflatten(flat, [p.grad for p in params])
         bucket.ready.clear()
+
+    def _prescaled(self, flat):
+        """``flat`` times 1/world size, before the sum, as torch's reducer copies a gradient into its bucket
+        (``mul_out(bucket_view, grad, 1. / div_factor)``: the factor in the gradients' dtype's op math, so
+        with 3 ranks each gradient is rounded by 0.33333334f first; summing then dividing rounds otherwise)."""
+        with no_grad():
+            return flat.mul_(1.0 / dist.get_world_size(self.process_group))
 
     def _run_comm_hook(self, bucket, params):
         """Hand the hook the bucket's undivided gradients (zeros for a locally unused parameter); its
@@ -276,9 +282,8 @@ class DistributedDataParallel(Module):
         xp = params[0].device.xp
         flat = bucket.flatten([xp.zeros_like(p._array) if p in bucket.unused else p.grad._array for p in params])
         used = Tensor._make(xp.asarray([float(p not in bucket.unused) for p in params]), params[0].device, False, None)
-        dist.all_reduce(flat, group=self.process_group)
+        dist.all_reduce(self._prescaled(flat), group=self.process_group)
         dist.all_reduce(used, op=dist.ReduceOp.MAX, group=self.process_group)
-        flat._array /= dist.get_world_size(self.process_group)
         offset = 0
         for p, used_somewhere in zip(params, used.tolist()):
             n = p._array.size
