@@ -235,7 +235,7 @@ def c_function(name, x):
     return out
 
 
-_C_FUNCTIONS64 = ("exp", "exp2", "log1p", "sin")  # (ml_c_function64's numbering)
+_C_FUNCTIONS64 = ("exp", "exp2", "log1p", "sin", "log")  # (ml_c_function64's numbering)
 
 
 def c_function64(name, x):

@@ -30,6 +30,8 @@ error (each test compares minilora's forward and gradient bit for bit with torch
   ``((g (x - y)) / max((1 - x) x, 1e-12)) * weight / n`` (minilora's mean node divided g first);
 * ``F.soft_margin_loss`` (the sweep): torch's backward kernel's order, ``((t z) * -norm) / (z + 1) * g`` with
   ``z = exp(-t x)``, handed to the input by ``KernelGradients`` (the composed graph stays for create_graph);
+* ``special.entr`` (the sweep): derivatives.yaml's ``g * (-(1 + log(x)))`` (inf at 0, nan below, as torch's), and
+  +0 at -0 (minilora's -0 * 0 was -0);
 * ``i0`` / ``special.i0`` / ``special.i0e`` values (157 of 259 float32 values off): torch's Cephes ``calc_i0`` in the
   input's dtype (Chebyshev series with GCC's fused multiply-adds, C's exp), not float64's i0 rounded.
 
@@ -347,3 +349,18 @@ def test_soft_margin_loss_gradient_is_torchs_bits_given_its_exp(rng, monkeypatch
     target = np.sign(rng.standard_normal((7, 37))).astype(np.float32)
     assert_same_bits(lambda lib, x: lib.nn.functional.soft_margin_loss(x, lib.tensor(target), reduction=reduction),
                      [x], rng)
+
+
+def test_entr_value_and_gradient_are_torchs_bits(rng, monkeypatch):
+    """The value is torch's scalar kernel (C's logf: minilora's correctly rounded log here); the gradient's log is
+    torch's MKL one, put in."""
+    x = np.concatenate([rng.uniform(0, 3, 60), [0.0, -0.0, -1.0, np.inf, np.nan, 1e-30]]).astype(np.float32)
+    values = [lib.special.entr(lib.tensor(x)).numpy() for lib in (torch, ml)]
+    np.testing.assert_array_equal(values[1].view(np.uint32), values[0].view(np.uint32))
+    _use_torchs_vml(monkeypatch, ("log",))
+    grads = []
+    for lib in (torch, ml):
+        t = lib.tensor(x, requires_grad=True)
+        lib.special.entr(t).backward(lib.ones_like(t) * 0.75)
+        grads.append(t.grad.numpy())
+    np.testing.assert_array_equal(grads[1].view(np.uint32), grads[0].view(np.uint32))

@@ -354,6 +354,7 @@ void ml_c_function64(int which, const double *restrict x, double *restrict out, 
     case 1: for (size_t i = 0; i < n; i++) out[i] = exp2(x[i]); break;
     case 2: for (size_t i = 0; i < n; i++) out[i] = log1p(x[i]); break;
     case 3: for (size_t i = 0; i < n; i++) out[i] = sin(x[i]); break;
+    case 4: for (size_t i = 0; i < n; i++) out[i] = log(x[i]); break;
     default: break;
     }
 }

@@ -372,7 +372,7 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
     out = _reduced("soft_margin_loss", ops.log1p(ops.exp(margin)), reduction)
     if str(input.dtype) in ("float32", "float64") and type(input._array) is np.ndarray and \
             getattr(target, "dtype", None) == input.dtype:  # torch's backward kernel's bits, the composed graph kept
-        out = _KernelGradients.apply(out, input, None, None, values=out._array,  # for create_graph
+        out = _KernelGradients.apply(out, input, None, None, values=out._array.copy(),  # for create_graph
                                      gradients=_soft_margin_gradients(input._array, target._array, reduction))
     return _name_node(out, "SoftMarginLossBackward0", input, graph=(input,))
 

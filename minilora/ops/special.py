@@ -613,9 +613,33 @@ def entr(input):
     positive = x > 0
     safe = E.where(positive, x, E.add(E.mul(x, 0), 1))  # (no log of 0 or of a negative in the graph)
     values = E.neg(E.mul(safe, E.log(safe)))
-    values = E.where(positive, values, E.where(x == 0, E.mul(x, 0), E.add(E.mul(x, 0), -math.inf)))
+    values = E.where(positive, values, E.where(x == 0, E.mul(E.abs(x), 0), E.add(E.mul(x, 0), -math.inf)))  # (+0 at
+    # -0, as torch's)
     values = E.where(E.isnan(x), x, values)
+    if _cephes_runs(x._array):  # torch's derivative, grad * (-(1 + log(x))), handed to x (the composed graph
+        from .nn import KernelGradients  # stays for create_graph)
+        values = KernelGradients.apply(values, x, None, None, values=_entr_as_torch(x._array),
+                                       gradients=_entr_gradients(x._array))
     return saves_as_torch(name_node(values, "SpecialEntrBackward0", input), input)  # (torch's node keeps self)
+
+
+def _entr_as_torch(x):
+    """torch's scalar entr kernel on a float32/float64 array: ``-x * log(x)`` with C's log (``logf``) for x > 0, 0 at
+    0, -inf below, nan kept."""
+    positive = x > 0
+    safe = np.where(positive, x, x.dtype.type(1))
+    log = float32_math.c_function("logf", safe) if x.dtype == np.float32 else float32_math.c_function64("log", safe)
+    values = np.where(positive, -x * log.reshape(x.shape), np.where(x == 0, x.dtype.type(0), x.dtype.type(-np.inf)))
+    return np.where(np.isnan(x), x, values)
+
+
+def _entr_gradients(x):
+    """derivatives.yaml's entr gradient, ``g * (-(1 + log(x)))`` (torch's log: ``float32_math.vml``), a function of
+    (g, needs) for ``KernelGradients``."""
+    def gradients(g, needs):
+        with np.errstate(all="ignore"):
+            return (g * -(x.dtype.type(1) + float32_math.vml("log", x)) if needs[0] else None), None, None
+    return gradients
 
 
 class XLog1pY(Function):
