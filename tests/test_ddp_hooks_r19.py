@@ -91,9 +91,23 @@ def _errors():
     return found
 
 
+def _bf16_called_directly():
+    """The bfloat16 hook and wrapper called as functions (register_comm_hook refuses them off NCCL, as torch)."""
+    from minilora.distributed.algorithms.ddp_comm_hooks import default_hooks
+    ml.manual_seed(20 + dist.get_rank())
+    local = ml.randn(64)
+    found = {"local": local.numpy().astype(np.float64).tolist()}
+    for name, hook in (("hook", default_hooks.bf16_compress_hook),
+                       ("wrapper", default_hooks.bf16_compress_wrapper(default_hooks.allreduce_hook))):
+        result = hook(None, dist.GradBucket(0, local.clone(), [], True)).wait()
+        found[name] = [str(result.dtype), result.float().numpy().astype(np.float64).tolist()]
+    return found
+
+
 def worker(out):
     dist.init_process_group("mpi", timeout=60)
     record = {hook: _run(hook, out) for hook in ("allreduce", "fp16", "fp16_wrapper")}
+    record["bf16"] = _bf16_called_directly()
     record["unused"] = _run("allreduce", out, find_unused=True)
     record["errors"] = _errors()
     with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
@@ -252,6 +266,18 @@ def test_fp16_compress_wrapper_of_allreduce_is_fp16_compress_hook(ranks):
 
 
 @needs_mpi
+def test_bf16_hook_and_wrapper_round_as_torchs(ranks):
+    """torch's own ops replay the hook: cast, divide in bfloat16, sum two bfloat16s (one rounding)."""
+    halves = [torch.tensor(rank["bf16"]["local"], dtype=torch.float32).to(torch.bfloat16).div_(2) for rank in ranks]
+    total = halves[0] + halves[1]
+    for rank in ranks:
+        assert rank["bf16"]["hook"][0] == "float32"  # copied back into the float32 buffer
+        assert rank["bf16"]["wrapper"][0] == "bfloat16"  # the wrapper hands DDP its bfloat16 buffer
+        for _, values in (rank["bf16"]["hook"], rank["bf16"]["wrapper"]):
+            np.testing.assert_array_equal(np.array(values, np.float32), total.float().numpy())
+
+
+@needs_mpi
 def test_register_comm_hook_refuses_in_torchs_words(ranks):
     callable_ = ["TypeError", "Communication hook must be callable."]
     bf16 = ["TypeError", "BF16 all reduce communication hook required CUDA 11+ and NCCL 2.10+ or XPU and XCCL"]
@@ -292,6 +318,18 @@ def test_a_lora_layers_B_is_ready_before_its_A_as_peft():
     mine = [names[key].replace("base_model.model.", "") for key in sorted(order, key=order.get)]
     assert mine == ["2.lora_B.default.weight", "2.lora_A.default.weight",
                     "0.lora_B.default.weight", "0.lora_A.default.weight"]
+
+
+def test_grad_bucket_gradients_are_views_of_its_buffer():
+    """torch's GradBucket.gradients(): the buffer's pieces, shaped as the parameters (a write shows in buffer())."""
+    weight, bias = ml.zeros(2, 3, requires_grad=True), ml.zeros(2, requires_grad=True)
+    bucket = dist.GradBucket(1, ml.arange(8.0), [bias, weight], False)
+    pieces = bucket.gradients()
+    assert [tuple(g.shape) for g in pieces] == [(2,), (2, 3)] and bucket.index() == 1 and not bucket.is_last()
+    assert pieces[1].tolist() == [[2.0, 3.0, 4.0], [5.0, 6.0, 7.0]]
+    pieces[1].mul_(10)
+    assert bucket.buffer().tolist() == [0.0, 1.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0]
+    assert [p is q for p, q in zip(bucket.parameters(), [bias, weight])] == [True, True]
 
 
 def test_future_set_then_wait_value_as_torchs():
