@@ -7,7 +7,8 @@ error (each test compares minilora's forward and gradient bit for bit with torch
 * ``F.layer_norm`` (input, weight and bias gradients): ATen's ``LayerNormBackwardKernel`` (``dx = a g w + b x +
   c`` with 8-lane sums and GCC's fused multiply-adds; dgamma and dbeta in one buffer per thread); float64's forward
   (its RowwiseMoments with 4 doubles a vector) too;
-* ``cumprod``: torch's ``reversed_cumsum(out * g) / x`` (its cumsum in float64), not products without ``x_k``;
+* ``cumprod``: torch's ``reversed_cumsum(out * g) / x`` (its cumsum in float64), not products without ``x_k``; with
+  zeros in the input its masked O(n) formula (the first zero's sum of a cumprod's products, times out[z1 - 1]);
 * ``sinc``: C's ``sinf`` in the forward (2 in 259 values), ATen's ``sinc_backward`` op by op;
 * ``F.glu``: ``glu_backward``'s ``(1 - s) s a g`` and ``s g`` (written into one gradient: the composite summed two
   halves, -0 + 0 = +0); ``F.prelu``: the input's ``g`` or ``w g`` chosen, not summed (-0 kept), the weight's sum in
@@ -364,3 +365,16 @@ def test_entr_value_and_gradient_are_torchs_bits(rng, monkeypatch):
         lib.special.entr(t).backward(lib.ones_like(t) * 0.75)
         grads.append(t.grad.numpy())
     np.testing.assert_array_equal(grads[1].view(np.uint32), grads[0].view(np.uint32))
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_cumprod_gradient_with_zeros_is_torchs_bits(rng, dim):
+    x = _inputs(rng, [(4, 9, 5)])[0]
+    x[rng.random(x.shape) < 0.15] = 0
+    assert_same_bits(lambda lib, x: lib.cumprod(x, dim), [x], rng)
+
+
+@pytest.mark.parametrize("shape, dim", [((1, 40), 0), ((60, 1), 1)], ids=str)
+def test_cumprod_along_a_dim_of_size_one_hands_the_gradient_on(rng, shape, dim):
+    """torch's cumprod_backward returns g as it is there ((out * g) / x is not g in ~20% of elements)."""
+    assert_same_bits(lambda lib, x: lib.cumprod(x, dim), _inputs(rng, [shape]), rng)

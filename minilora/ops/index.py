@@ -11,6 +11,7 @@ Ops that return values *and* indices return a named tuple, as ``torch.return_typ
 import numpy as np
 
 from .. import amp as _amp, dtypes, return_types, std_sort
+from .. import float32_sums
 from ..float32_sums import sum_like_torch
 from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
@@ -1084,8 +1085,8 @@ class CumProd(Function):
     """Running products along ``axis``. Input ``k``'s gradient is ``sum_{j>=k} g_j * prod_{i<=j,
     i!=k} a_i``: without a zero in the input, torch's ``reversed_cumsum(out * g) / a`` (its bits: the running
     sum in float64, as its cumsum); with one, computed as it reads (products *without* ``a_k``, not ``out_j /
-    a_k``), so a zero gives torch's finite gradient rather than 0/0 (O(n^2) along the axis; torch's own masked
-    formula there is not followed step by step, so its last bits may differ)."""
+    a_k``), so a zero gives torch's finite gradient rather than 0/0 (float32/float64 on the CPU: torch's own masked
+    formula, ``_cumprod_backward_with_zeros``; elsewhere O(n^2) along the axis)."""
     torch_layout = "contiguous"  # (torch's CPU kernel writes a contiguous result: Function.torch_layout)
 
     @staticmethod
@@ -1097,9 +1098,13 @@ class CumProd(Function):
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
+        if ctx.a.size <= 1 or ctx.a.shape[ctx.axis] == 1:  # (torch's cumprod_backward hands g on as it is)
+            return g
         if not (ctx.a == 0).any():  # torch's cumprod_backward without a zero: reversed_cumsum(out * g) / a
             w = ctx.out * g
             return xp.flip(cumulative(xp.cumsum, xp.flip(w, axis=ctx.axis), ctx.axis), axis=ctx.axis) / ctx.a
+        if type(g) is np.ndarray and g.dtype in (np.float32, np.float64) and g.dtype == ctx.a.dtype:
+            return _cumprod_backward_with_zeros(ctx.a, g, ctx.out, ctx.axis)
         a, g = xp.moveaxis(ctx.a, ctx.axis, -1), xp.moveaxis(g, ctx.axis, -1)
         n = a.shape[-1]
         before = xp.cumprod(xp.concatenate([xp.ones_like(a[..., :1]), a[..., :-1]], -1), -1)
@@ -1108,6 +1113,30 @@ class CumProd(Function):
             after = xp.cumprod(xp.concatenate([xp.ones_like(a[..., :1]), a[..., k + 1:]], -1), -1)
             grad[..., k] = before[..., k] * (g[..., k:] * after).sum(-1)
         return xp.moveaxis(grad, -1, ctx.axis)
+
+
+def _cumprod_backward_with_zeros(a, g, out, axis):
+    """torch's cumprod_backward where the input has zeros (its O(n) masked formula, as autograd runs it): before the
+    first zero ``reversed_cumsum(out * g) / a``; at the first zero ``sum((cumprod of a between the first and second
+    zeros, 1 elsewhere) * g there) * out[z1 - 1]`` (1 when z1 is 0); 0 from there on."""
+    real = a.dtype.type
+    count = np.cumsum(a == 0, axis=axis)
+    grad = np.zeros_like(a)
+    before = count == 0
+    with np.errstate(all="ignore"):
+        part = np.flip(cumulative(np.cumsum, np.flip(np.where(before, out * g, real(0)), axis), axis), axis) / a
+    grad[before] = part[before]
+    between = count == 1
+    first = np.expand_dims(np.argmax(between, axis=axis), axis)  # (torch's max(dim).indices of the mask)
+    first_zero = np.zeros_like(between)
+    np.put_along_axis(first_zero, first, True, axis=axis)
+    first_zero &= between
+    after = between & ~first_zero
+    terms = cumulative(np.cumprod, np.where(after, a, real(1)), axis) * np.where(count != 1, real(0), g)
+    total = np.expand_dims(float32_sums.cascade_sum(np.ascontiguousarray(terms), (axis,)), axis)
+    previous = np.where(first == 0, real(1), np.take_along_axis(out, np.maximum(first - 1, 0), axis=axis))
+    grad[first_zero] = np.broadcast_to(total * previous, a.shape)[first_zero]
+    return grad
 
 
 @_amp.autocasts
