@@ -77,7 +77,8 @@ class DistributedDataParallel(Module):
                  process_group=None, bucket_cap_mb=None, find_unused_parameters=False, check_reduction=False,
                  gradient_as_bucket_view=False, static_graph=False):
         # check_reduction (deprecated in torch), gradient_as_bucket_view and static_graph are torch's
-        # memory and speed options: the gradients are the same without them, so they are accepted as is.
+        # memory and speed options: the gradients are the same without them, so they are accepted as is
+        # (static_graph, as torch's, also rebuilds the buckets when find_unused_parameters=True).
         super().__init__()
         if not dist.is_initialized():
             raise ValueError("DistributedDataParallel: Default process group has not been initialized, please "
