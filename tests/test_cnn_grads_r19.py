@@ -134,3 +134,88 @@ def test_group_norm_without_affine_input_gradient_is_torchs_bits():
     def call(lib, x):
         return lib.nn.functional.group_norm(x, 2)
     _assert_same_grads(call, _norm_arrays((4, 6, 7, 5), 6)[:1], (4, 6, 7, 5))
+
+
+F_CONV = {"conv1d": "conv1d", "conv2d": "conv2d", "conv3d": "conv3d", "conv_transpose2d": "conv_transpose2d",
+          "conv_transpose1d": "conv_transpose1d", "conv_transpose3d": "conv_transpose3d"}
+# (function, input shape, weight shape, keywords): oneDNN's path (batch > 1) with up to 8 output channels (the
+# batch split between the threads), more (the channels split), a transposed one (never split), channels_last
+CONV_CASES = [
+    ("conv2d", (5, 7, 9, 11), (6, 7, 3, 3), {"padding": 1}),
+    ("conv2d", (4, 3, 32, 32), (6, 3, 5, 5), {}),
+    ("conv2d", (4, 6, 14, 14), (16, 6, 5, 5), {}),
+    ("conv2d", (4, 16, 8, 8), (32, 16, 3, 3), {"padding": 1}),
+    ("conv2d", (3, 5, 8, 9), (12, 5, 3, 3), {"stride": 2}),
+    ("conv2d", (16, 7, 6, 5), (8, 7, 1, 1), {}),
+    ("conv1d", (5, 7, 13), (6, 7, 3), {}),
+    ("conv3d", (3, 7, 5, 6, 7), (6, 7, 2, 2, 2), {}),
+    ("conv_transpose2d", (5, 7, 9, 11), (7, 6, 3, 3), {"stride": 2}),
+    ("conv_transpose2d", (4, 64, 8, 8), (64, 32, 4, 4), {"stride": 2, "padding": 1}),
+    ("conv_transpose1d", (3, 4, 10), (4, 5, 3), {"stride": 2}),
+    ("conv_transpose3d", (2, 3, 3, 4, 5), (3, 4, 2, 2, 2), {}),
+]
+
+
+def _conv_bias_grads(lib, name, x, w, b, keywords, channels_last):
+    x, w, b = lib.tensor(x), lib.tensor(w), lib.tensor(b).requires_grad_()
+    if channels_last:
+        x = x.contiguous(memory_format=lib.channels_last)
+    out = getattr(lib.nn.functional, name)(x, w, b, **keywords)
+    upstream = np.random.default_rng(5).standard_normal(tuple(out.shape)).astype(np.float32)
+    out.backward(lib.tensor(upstream))
+    return b.grad.numpy()
+
+
+UNMODELLED = pytest.mark.xfail(strict=True, reason="a channels_last transposed convolution: oneDNN's deconvolution "
+                               "sums the bias in an order not found (none of: in order, by batch halves, 4/8/16 "
+                               "lanes per image); minilora sums as torch's sum kernel (the envelope test below)")
+
+
+def _conv_case_values(name, x_shape, w_shape):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) * 0.2).astype(np.float32)
+    b = rng.standard_normal(w_shape[1] if "transpose" in name else w_shape[0]).astype(np.float32)
+    return x, w, b
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+@pytest.mark.parametrize("name, x_shape, w_shape, keywords", CONV_CASES, ids=lambda v: str(v))
+def test_convolution_bias_gradient_is_onednns_bits(name, x_shape, w_shape, keywords, channels_last, request):
+    if channels_last and len(x_shape) != 4:
+        pytest.skip("channels_last is a 4-D layout")
+    if channels_last and "transpose" in name:
+        request.applymarker(UNMODELLED)
+    x, w, b = _conv_case_values(name, x_shape, w_shape)
+    expected = _conv_bias_grads(torch, name, x, w, b, keywords, channels_last)
+    np.testing.assert_array_equal(_conv_bias_grads(ml, name, x, w, b, keywords, channels_last), expected)
+
+
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[0] == "conv_transpose2d"], ids=lambda c: str(c[1]))
+def test_channels_last_transposed_convolution_bias_gradient_within_a_sums_rounding(case):
+    """Not oneDNN's bits (above): within float32 summation's bound, (n - 1) 2^-24 sum |dy| per channel."""
+    name, x_shape, w_shape, keywords = case
+    x, w, b = _conv_case_values(name, x_shape, w_shape)
+    expected = _conv_bias_grads(torch, name, x, w, b, keywords, True)
+    got = _conv_bias_grads(ml, name, x, w, b, keywords, True)
+    out_shape = tuple(getattr(torch.nn.functional, name)(torch.tensor(x), torch.tensor(w), **keywords).shape)
+    upstream = np.random.default_rng(5).standard_normal(out_shape).astype(np.float32)
+    count = upstream.size // upstream.shape[1]
+    bound = 2 * (count - 1) * 2.0 ** -24 * np.abs(upstream).sum(axis=(0, 2, 3))
+    assert np.all(np.abs(got.astype(np.float64) - expected) <= bound)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[3], CONV_CASES[7]], ids=lambda c: c[0] + str(c[1]))
+def test_convolution_bias_gradient_on_one_thread_is_onednns_bits(case):
+    """One thread: every channel's elements in order, image after image (no slices to add)."""
+    name, x_shape, w_shape, keywords = case
+    x, w, b = _conv_case_values(name, x_shape, w_shape)
+    ml.parallel.set_num_threads(1)
+    torch.set_num_threads(1)
+    try:
+        expected = _conv_bias_grads(torch, name, x, w, b, keywords, False)
+        got = _conv_bias_grads(ml, name, x, w, b, keywords, False)
+    finally:
+        ml.parallel.set_num_threads(2)
+        torch.set_num_threads(2)
+    np.testing.assert_array_equal(got, expected)

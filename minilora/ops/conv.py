@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .. import amp as _amp, dtypes
+from .. import amp as _amp, dtypes, parallel
 from ..factories import composed_layout, composed_layout_unknown, contiguous_format, laid_out_copy, suggested_format
 from ..device import xp_of
 from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, is_grad_enabled, name_node, saving_as_torch
@@ -234,7 +234,91 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
         raise RuntimeError(f"conv2d: the kernel {tuple(weight.shape[2:])} (dilated {dilation}) is larger "
                            f"than the padded input {tuple(input.shape[2:])}")
     out = Conv2d.apply(input, weight, stride=stride, padding=symmetric, dilation=dilation, groups=groups)
-    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    return _add_bias(out, bias, input, weight, stride, dilation, groups)
+
+
+def _add_bias(out, bias, input, weight, stride, dilation, groups, transposed=False):
+    """``out + bias`` per channel; where torch's convolution runs oneDNN (float32, ``_uses_onednn``) the bias's
+    gradient is summed as oneDNN's backward sums it (``ConvBias``), elsewhere as torch's sum kernel."""
+    if bias is None:
+        return out
+    chunks = _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed)
+    if chunks is None:
+        return out + bias.reshape((1, -1) + (1,) * (out.ndim - 2))
+    return ConvBias.apply(out, bias, chunks=chunks)
+
+
+def _uses_onednn(input, weight, stride, dilation, groups):
+    """torch 2.13's ``ConvParams::use_mkldnn`` for a float32 CPU input (a 1-D one seen as [N, C, 1, L], as torch
+    views it): a 1x1 kernel on one thread with a batch under 16, unit stride and dilation takes its own kernel, and
+    so does a batch of 1 with a kernel of at most 3 wide or high, an ungrouped input of at most 20480 elements."""
+    n, c, h, w = input.shape[:4]
+    one_by_one = weight.shape[-1] == 1 and weight.shape[-2] == 1
+    plain = all(s == 1 for s in stride) and all(d == 1 for d in dilation)
+    if one_by_one and plain and n < 16 and parallel.num_threads() == 1:
+        return False
+    return groups > 1 or (weight.shape[-1] > 3 and weight.shape[-2] > 3) or n > 1 or n * c * h * w > 20480
+
+
+def _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed):
+    """How many slices of the batch oneDNN's backward sums a float32 bias gradient in (``ConvBias``), or None
+    where torch does not run oneDNN or runs an order not modelled here (grouped convolutions: its gemm kernel).
+    Measured on torch 2.13 (AVX-512 CPU, oneDNN's jit:avx2 and jit:avx512_core kernels) on one and two threads:
+    one slice on one thread, and for a contiguous transposed convolution (its deconvolution sums the bias itself)
+    or more output channels than one of the kernel's blocks holds (oneDNN's threads split the channels: blocks of
+    16 where it runs jit:avx512_core, a channels_last input or 16+ input channels, else jit:avx2's 8); otherwise
+    the batch split between the threads by oneDNN's balance211 (the first ones one image more). A channels_last
+    transposed convolution sums in an order not found (None: torch's sum, tests/test_cnn_grads_r19.py pins it)."""
+    x = input._array
+    if not (type(x) is np.ndarray and input.dtype == np.float32 and weight.dtype == np.float32):
+        return None
+    if groups > 1 or not input.shape[0] or not _uses_onednn(input, weight, stride, dilation, groups):
+        return None
+    channels_last = not x.flags.c_contiguous and np.moveaxis(x, 1, -1).flags.c_contiguous
+    if transposed:
+        return None if channels_last else 1
+    block = 16 if channels_last or input.shape[1] >= 16 else 8
+    threads = parallel.num_threads()
+    if threads == 1 or weight.shape[0] > block:
+        return 1
+    return min(threads, input.shape[0])
+
+
+def _balance211(count, parts):
+    """oneDNN's balance211: ``count`` items in ``parts`` runs, the first ``count - (ceil - 1) * parts`` of them
+    ``ceil(count / parts)`` long, the others one shorter."""
+    longer = -(-count // parts)
+    long_runs = count - (longer - 1) * parts
+    return [longer if i < long_runs else longer - 1 for i in range(parts)]
+
+
+class ConvBias(Function):
+    """``out + bias`` per channel, whose bias gradient is oneDNN's (torch's convolution backward on its oneDNN
+    path): each channel's elements added one after another in float32, image by image and each image in memory
+    order (whatever its layout: measured), over ``chunks`` slices of the batch (one per thread), the slices'
+    sums then added in order."""
+    torch_layout = "elementwise"  # (as the add it stands for)
+
+    @staticmethod
+    def forward(ctx, out, bias, chunks):
+        ctx.chunks = chunks
+        return out + bias.reshape((1, -1) + (1,) * (out.ndim - 2))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, (_onednn_bias_sum(g, ctx.chunks) if ctx.needs_input_grad[1] else None)
+
+
+def _onednn_bias_sum(g, chunks):
+    channels = g.shape[1]
+    per_channel = np.moveaxis(g, 1, 0).reshape(channels, g.shape[0], -1)
+    total, start = None, 0
+    for length in _balance211(g.shape[0], chunks):
+        rows = per_channel[:, start:start + length].reshape(channels, -1)
+        part = np.cumsum(rows, axis=1, dtype=np.float32)[:, -1]  # (cumsum adds in order, one after another)
+        total = part if total is None else total + part
+        start += length
+    return total
 
 
 def _check_conv_channels(input, weight, groups):
@@ -324,7 +408,7 @@ def _conv3d(input, weight, bias, stride, padding, dilation, groups):
                             dilation=dilation[1:], groups=groups)
         out = part if out is None else out + part
     out = out.reshape(n, depth, weight.shape[0], *sizes[1:]).transpose(1, 2)
-    return out if bias is None else out + bias.reshape(1, -1, 1, 1, 1)
+    return _add_bias(out, bias, input, weight, stride, dilation, groups)
 
 
 def _torch_node(name, inputs=1):
@@ -1295,7 +1379,7 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
                            f"output size per channel: ({sizes[0]} x {sizes[1]}). Output size is too small")
     out = ConvTranspose2d.apply(input, weight, stride=stride, padding=padding, dilation=dilation, groups=groups,
                                 output_padding=output_padding)
-    out = out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    out = _add_bias(out, bias, input, weight, stride, dilation, groups, transposed=True)
     return name_node(out, "ConvolutionBackward0", graph=(input, weight, bias))  # (torch's one node, bias too)
 
 
@@ -1368,7 +1452,7 @@ def _conv_transpose3d(input, weight, bias, stride, padding, output_padding, grou
         part = pad_op(part, (0, 0, 0, 0, first, full - first - spread))
         out = part if out is None else out + part
     out = out[:, :, padding[0]:full - padding[0]]
-    return out if bias is None else out + bias.reshape(1, -1, 1, 1, 1)
+    return _add_bias(out, bias, input, weight, stride, dilation, groups, transposed=True)
 
 
 def _interleave(part, gaps, length):

@@ -26,7 +26,7 @@ from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Cross, Einsum, Linear, MatMul
 from .bags import DenseBagGradient
 from .ctc import CTCLoss
-from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d, Fold, MaxPool2d,
+from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, Fold, MaxPool2d,
                    MaxUnpool2d, Unfold, _windows)
 from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
                     Repeat, Scatter, ScatterReduce)
@@ -1766,6 +1766,7 @@ _BACKWARD_GRAPHS = {
     _e.Erf: lambda ctx, g: g * float(2 / np.sqrt(np.pi)) * (-ctx.inputs[0] * ctx.inputs[0]).exp(),
     _e.Clone: lambda ctx, g: g,
     KernelGradients: lambda ctx, g: (g, None, None, None),  # (the composed graph, differentiable again)
+    ConvBias: lambda ctx, g: (g, g.sum((0,) + tuple(range(2, g.ndim)))),
     _s.RecordedCopy: lambda ctx, g: _s.RecordedCopy.apply(g),
     _e.AsType: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
     _e.PromotionCast: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
