@@ -329,10 +329,13 @@ def test_a_resume_with_other_step_intervals_or_batch_size_warns_as_transformers(
     theirs = transformers.TrainingArguments(output_dir=str(tmp_path / "theirs"), report_to="none", **arguments)
     state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
     transformers.utils.logging.enable_propagation()  # (transformers' loggers do not reach caplog's otherwise)
+    verbosity = transformers.utils.logging.get_verbosity()  # (a test run before may have quieted them)
+    transformers.utils.logging.set_verbosity_warning()
     try:
         with caplog.at_level(logging.WARNING):
             compare_trainer_and_checkpoint_args(theirs, state)
     finally:
+        transformers.utils.logging.set_verbosity(verbosity)
         transformers.utils.logging.disable_propagation()
     expected = _warnings(caplog)
     caplog.clear()
