@@ -205,13 +205,16 @@ def test_channels_last_transposed_convolution_bias_gradient_within_a_sums_roundi
     assert np.all(np.abs(got.astype(np.float64) - expected) <= bound)
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[3], CONV_CASES[7]], ids=lambda c: c[0] + str(c[1]))
-def test_convolution_bias_gradient_on_one_thread_is_onednns_bits(case):
-    """One thread: every channel's elements in order, image after image (no slices to add)."""
+@pytest.mark.parametrize("threads", [1, 3, 4], ids=lambda n: f"{n} threads")
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[1], CONV_CASES[2], CONV_CASES[3], CONV_CASES[7]],
+                         ids=lambda c: c[0] + str(c[1]))
+def test_convolution_bias_gradient_on_other_thread_counts_is_onednns_bits(case, threads):
+    """One thread: every channel's elements in order, image after image; more: oneDNN's threads take the blocks
+    of channels first, the rest split the batch (a 3-channel first layer: its (image, row) items)."""
     name, x_shape, w_shape, keywords = case
     x, w, b = _conv_case_values(name, x_shape, w_shape)
-    ml.parallel.set_num_threads(1)
-    torch.set_num_threads(1)
+    ml.parallel.set_num_threads(threads)
+    torch.set_num_threads(threads)
     try:
         expected = _conv_bias_grads(torch, name, x, w, b, keywords, False)
         got = _conv_bias_grads(ml, name, x, w, b, keywords, False)

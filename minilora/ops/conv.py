@@ -263,12 +263,14 @@ def _uses_onednn(input, weight, stride, dilation, groups):
 def _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed):
     """How many slices of the batch oneDNN's backward sums a float32 bias gradient in (``ConvBias``), or None
     where torch does not run oneDNN or runs an order not modelled here (grouped convolutions: its gemm kernel).
-    Measured on torch 2.13 (AVX-512 CPU, oneDNN's jit:avx2 and jit:avx512_core kernels) on one and two threads:
-    one slice on one thread, and for a contiguous transposed convolution (its deconvolution sums the bias itself)
-    or more output channels than one of the kernel's blocks holds (oneDNN's threads split the channels: blocks of
-    16 where it runs jit:avx512_core, a channels_last input or 16+ input channels, else jit:avx2's 8); otherwise
-    the batch split between the threads by oneDNN's balance211 (the first ones one image more). A channels_last
-    transposed convolution sums in an order not found (None: torch's sum, tests/test_cnn_grads_r19.py pins it)."""
+    Measured on torch 2.13 (AVX-512 CPU, oneDNN's jit:avx2 and jit:avx512_core kernels) on 1, 2, 3, 4 and 8
+    threads: a contiguous transposed convolution in one slice (its deconvolution sums the bias itself); otherwise
+    oneDNN's threads first take the blocks of output channels (16 a block where it runs jit:avx512_core, a
+    channels_last input or 16+ input channels, else jit:avx2's 8), one thread a block, and the threads left for
+    each block split the batch by balance211 (the first slices one image more); a contiguous input of at most 3
+    channels (its "first convolution" kernel) splits the (image, first output dimension) pairs instead. Answers
+    (slices, by rows). Not matched: a channels_last transposed convolution (None: torch's sum; pinned in
+    tests/test_cnn_grads_r19.py)."""
     x = input._array
     if not (type(x) is np.ndarray and input.dtype == np.float32 and weight.dtype == np.float32):
         return None
@@ -276,12 +278,13 @@ def _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed):
         return None
     channels_last = not x.flags.c_contiguous and np.moveaxis(x, 1, -1).flags.c_contiguous
     if transposed:
-        return None if channels_last else 1
+        return None if channels_last else (1, False)
     block = 16 if channels_last or input.shape[1] >= 16 else 8
     threads = parallel.num_threads()
-    if threads == 1 or weight.shape[0] > block:
-        return 1
-    return min(threads, input.shape[0])
+    channel_threads = min(-(-weight.shape[0] // block), threads)  # (one thread a block of channels, at most)
+    if input.shape[1] <= 3 and not channels_last:  # oneDNN's "first convolution": work items (image, out row)
+        return threads // channel_threads, True
+    return max(1, min(input.shape[0], threads // channel_threads)), False
 
 
 def _balance211(count, parts):
@@ -306,17 +309,21 @@ class ConvBias(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g, (_onednn_bias_sum(g, ctx.chunks) if ctx.needs_input_grad[1] else None)
+        return g, (_onednn_bias_sum(g, *ctx.chunks) if ctx.needs_input_grad[1] else None)
 
 
-def _onednn_bias_sum(g, chunks):
+def _onednn_bias_sum(g, slices, by_rows=False):
+    """Each channel's sum of ``g`` in order, its images (or, ``by_rows``, its (image, first output dimension)
+    items) cut into ``slices`` runs by balance211, the runs' sums added from the first."""
     channels = g.shape[1]
-    per_channel = np.moveaxis(g, 1, 0).reshape(channels, g.shape[0], -1)
-    total, start = None, 0
-    for length in _balance211(g.shape[0], chunks):
-        rows = per_channel[:, start:start + length].reshape(channels, -1)
-        part = np.cumsum(rows, axis=1, dtype=np.float32)[:, -1]  # (cumsum adds in order, one after another)
-        total = part if total is None else total + part
+    items = g.shape[0] * (g.shape[2] if by_rows else 1)
+    per_channel = np.moveaxis(g, 1, 0).reshape(channels, items, -1)
+    total, start = np.zeros(channels, np.float32), 0
+    for length in _balance211(items, slices):
+        if length:
+            rows = per_channel[:, start:start + length].reshape(channels, -1)
+            part = np.cumsum(rows, axis=1, dtype=np.float32)[:, -1]  # (cumsum adds in order, one after another)
+            total = part if not start else total + part
         start += length
     return total
 
