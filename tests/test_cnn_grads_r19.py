@@ -222,3 +222,46 @@ def test_convolution_bias_gradient_on_other_thread_counts_is_onednns_bits(case, 
         ml.parallel.set_num_threads(2)
         torch.set_num_threads(2)
     np.testing.assert_array_equal(got, expected)
+
+
+def _with_threads(threads, function):
+    ml.parallel.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    try:
+        return function()
+    finally:
+        ml.parallel.set_num_threads(2)
+        torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("shape", [(6, 7), (37, 20), (300, 9)], ids=str)
+def test_batch_norm_channels_last_kernel_adds_three_threads_buffers_in_double(shape):
+    """Three threads' partial sums (two add alike in float or double) are added in double, then rounded."""
+    _with_threads(3, lambda: _assert_same_grads(_batch_norm(True), _norm_arrays(shape, shape[1]), shape))
+
+
+def test_group_norm_on_three_threads_is_torchs_bits():
+    _with_threads(3, lambda: _assert_same_grads(lambda lib, x, w, b: lib.nn.functional.group_norm(x, 2, w, b),
+                                                _norm_arrays((4, 8, 13), 8), (4, 8, 13)))
+
+
+@pytest.mark.xfail(strict=True, reason="torch's one-thread build adds a group's channels after its last whole "
+                                       "vector otherwise when 4, 5 or 7 are left (not modelled: 1, 2, 3 and 6 "
+                                       "left match); the envelope test below bounds it")
+def test_group_norm_on_one_thread_with_four_channels_left_is_torchs_bits():
+    _with_threads(1, lambda: _assert_same_grads(lambda lib, x, w, b: lib.nn.functional.group_norm(x, 2, w, b),
+                                                _norm_arrays((4, 8, 13), 8), (4, 8, 13)))
+
+
+def test_group_norm_on_one_thread_with_four_channels_left_is_within_a_few_ulps():
+    """The input gradient's difference there is a few ulps of its largest element (measured: < 2^-20 of it)."""
+    def grads():
+        x, w, b = _norm_arrays((4, 8, 13), 8)
+        upstream = np.random.default_rng(1).standard_normal((4, 8, 13)).astype(np.float32)
+        return [_grads_after_backward(lib, lambda lib_, *leaves: lib_.nn.functional.group_norm(leaves[0], 2, *leaves[1:]),
+                                      [p[i] for p in [_leaf_pair(a) for a in (x, w, b)]], upstream)
+                for i, lib in ((0, torch), (1, ml))]
+    expected, got = _with_threads(1, grads)
+    np.testing.assert_array_equal(got[1], expected[1])  # (weight and bias: torch's bits)
+    np.testing.assert_array_equal(got[2], expected[2])
+    assert np.abs(got[0] - expected[0]).max() <= 2.0 ** -20 * np.abs(expected[0]).max()

@@ -2907,7 +2907,7 @@ def _batch_norm_backward_contiguous(g, needs, x, mean, invstd, w, training):
 def _batch_norm_backward_channels_last(g, needs, x, mean, invstd, w, training):
     """``batch_norm_cpu_backward_channels_last_impl`` on [M, C] rows (M = N * H * W): the rows cut into one chunk
     a thread (``at::parallel_for(0, M, 1)``), each chunk's dy and fma(x - mean, dy, dotp) added row after row in
-    float, the threads' buffers added from 0 in float; gb = sum, gw = dotp * invstd; dx = (dy - sum / M - (x - mean)
+    float, the threads' buffers added in double and rounded; gb = sum, gw = dotp * invstd; dx = (dy - sum / M - (x - mean)
     * k) * invstd * w with k = dotp * invstd * invstd / M, by a fused multiply-add on the channels in whole 8-float
     vectors, as written on the others (training), dy * invstd * w (eval)."""
     c = x.shape[1]
@@ -2915,13 +2915,14 @@ def _batch_norm_backward_channels_last(g, needs, x, mean, invstd, w, training):
     dys = np.ascontiguousarray(np.moveaxis(g, 1, -1)).reshape(-1, c)  # (the gradient as the same rows)
     count = len(rows)
     chunk = float32_sums.thread_chunk(count, grain=1)
-    total, dotp = np.zeros(c, np.float32), np.zeros(c, np.float32)
+    total, dotp = np.zeros(c), np.zeros(c)
     for start in range(0, count, chunk):  # (a thread's buffer: its rows in order)
         part_sum, part_dot = np.zeros(c, np.float32), np.zeros(c, np.float32)
         for i in range(start, min(count, start + chunk)):
             part_sum = part_sum + dys[i]
             part_dot = float32_math.fused_multiply_add(rows[i] - mean, dys[i], part_dot)
-        total, dotp = total + part_sum, dotp + part_dot
+        total, dotp = total + part_sum, dotp + part_dot  # (the buffers added in double: 3+ threads tell)
+    total, dotp = total.astype(np.float32), dotp.astype(np.float32)
     gx = None
     if needs[0]:
         if training:
@@ -3167,7 +3168,9 @@ def _group_norm_backward_as_aten(input, num_groups, weight, eps):
     build, 8 floats a vector, which the AVX-512 one runs): per (sample, channel) ds = sum(dy * x) and
     db = sum(dy) (``fastmath.lane_sum``); dgamma = fma(fma(-db, mean, ds), rstd, dgamma) and dbeta += db, sample
     after sample; dx = fma(c1, dy, c2 * x) + c3 per group (``_group_input_coefficients``). A function of
-    (g, needs) for ``KernelGradients``, or None where the kernel is another."""
+    (g, needs) for ``KernelGradients``, or None where the kernel is another. (On one thread torch's build adds
+    the channels after a group's last whole vector otherwise where 4, 5 or 7 are left: dx differs there in the
+    last bits, pinned in tests/test_cnn_grads_r19.py; 2 and more threads measured bit for bit.)"""
     x = input._array
     if float32_math.CPU_CAPABILITY == "default" or x.size == 0:
         return None
