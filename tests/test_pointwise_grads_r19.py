@@ -1,0 +1,57 @@
+"""Pointwise gradients bit for bit with torch's: each derivatives.yaml formula op by op, a 16-bit op's result
+rounded as torch's 16-bit tensor ops round it (hypot's ``grad * self / result``, fmod/remainder's divisor
+``-grad * self.div(other, rounding_mode=...)``), over ragged shapes with a vector tail and broadcasting."""
+import numpy as np
+import pytest
+import torch
+
+import minilora as ml
+
+SHAPES = [((37,), (37,)), ((5, 19), (19,)), ((7, 1), (1, 13))]
+
+
+def _grads_both(torch_fn, ml_fn, dtype, shapes, positive, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = [rng.uniform(0.1 if pos else -3, 3, shape).astype(np.float32) for shape, pos in zip(shapes, positive)]
+    ts = [torch.tensor(a).to(getattr(torch, dtype)).requires_grad_() for a in arrays]
+    ms = [ml.tensor(t.detach().float().numpy()).to(getattr(ml, dtype)).requires_grad_() for t in ts]
+    out = torch_fn(*ts)
+    g = torch.tensor(rng.standard_normal(out.shape).astype(np.float32)).to(out.dtype)
+    out.backward(g)
+    ml_fn(*ms).backward(ml.tensor(g.float().numpy()).to(getattr(ml, dtype)))
+    return [(t.grad.float().numpy(), np.asarray(m.grad.float().numpy())) for t, m in zip(ts, ms)]
+
+
+def _assert_bitwise(pairs):
+    for expected, got in pairs:
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("shapes", SHAPES)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_hypot_16bit_grads_round_the_product_before_dividing_by_the_result(dtype, shapes):
+    _assert_bitwise(_grads_both(torch.hypot, ml.hypot, dtype, shapes, (False, False)))
+
+
+@pytest.mark.parametrize("shapes", SHAPES[1:])  # (summed over broadcast dims: the product rounded first)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("op", ["fmod", "remainder"])
+def test_divisor_grad_16bit_is_torchs_rounded_quotient_times_grad(op, dtype, shapes):
+    pairs = _grads_both(getattr(torch, op), getattr(ml, op), dtype, shapes, (False, True), seed=1)
+    _assert_bitwise(pairs)
+
+
+# (float16's floor of these agrees with float32's floor rounded once: no case that tells them apart found)
+@pytest.mark.parametrize("mode, dtype", [("trunc", "bfloat16"), ("trunc", "float16"), ("floor", "bfloat16")])
+def test_divisor_grad_16bit_quotient_where_rounding_moves_it(mode, dtype):
+    # wide quotients (a / b up to ~3000): bfloat16's trunc(2.996) is 3, floor's c10 steps round too
+    rng = np.random.default_rng(2)
+    a = torch.tensor(rng.uniform(-300, 300, 257).astype(np.float32)).to(getattr(torch, dtype))
+    b = torch.tensor((rng.uniform(0.1, 3, 257) * rng.choice([-1, 1], 257)).astype(np.float32))
+    b = b.to(getattr(torch, dtype)).requires_grad_()
+    op = "fmod" if mode == "trunc" else "remainder"
+    getattr(torch, op)(a, b).backward(torch.ones_like(a))
+    mb = ml.tensor(b.detach().float().numpy()).to(getattr(ml, dtype)).requires_grad_()
+    getattr(ml, op)(ml.tensor(a.float().numpy()).to(getattr(ml, dtype)), mb).backward(
+        ml.ones(257, dtype=getattr(ml, dtype)))
+    np.testing.assert_array_equal(np.asarray(mb.grad.float().numpy()), b.grad.float().numpy())
