@@ -162,6 +162,8 @@ def _native_library():
             library.ml_row_moments.restype = library.ml_lane_sums.restype = None
             library.ml_fma_square_columns.argtypes = [pointer, pointer, size, size]
             library.ml_fma_square_columns.restype = None
+            library.ml_fma_product_columns.argtypes = [pointer, pointer, pointer, size, size]
+            library.ml_fma_product_columns.restype = None
             library.ml_welford_rows.argtypes = [pointer, pointer, pointer, size, size]
             library.ml_welford_rows.restype = None
         _NATIVE.update(tried=True, library=library)
@@ -180,6 +182,24 @@ def fma_square_columns(rows):
     out = np.zeros(rows.shape[1], np.float32)
     for row in rows:
         out = float32_math.fused_multiply_add(row, row, out)
+    return out
+
+
+def fma_product_columns(rows, others):
+    """Each column's products ``rows * others`` (float32, 2-D, one shape) added down the rows by fused
+    multiply-adds from 0, in row order (batch norm's channels-last backward dot product for one thread's chunk):
+    compiled, else a row at a time."""
+    library = _native_library()
+    if library is not None and rows.size:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        others = np.ascontiguousarray(others, dtype=np.float32)
+        out = np.empty(rows.shape[1], np.float32)
+        library.ml_fma_product_columns(native.address(rows), native.address(others), native.address(out),
+                                       rows.shape[0], rows.shape[1])
+        return out
+    out = np.zeros(rows.shape[1], np.float32)
+    for row, other in zip(rows, others):
+        out = float32_math.fused_multiply_add(row, other, out)
     return out
 
 

@@ -252,6 +252,16 @@ void ml_fma_square_columns(const float *x, float *out, size_t rows, size_t width
     }
 }
 
+/* out[c] = x[r, c] * y[r, c] added down the rows by fused multiply-adds, from 0, in row order: one thread's
+ * chunk of batch norm's channels-last backward dot product, sum over rows of (x - mean) * dy. */
+void ml_fma_product_columns(const float *x, const float *y, float *out, size_t rows, size_t width) {
+    for (size_t c = 0; c < width; c++) out[c] = 0.0f;
+    for (size_t r = 0; r < rows; r++) {
+        const float *xrow = x + r * width, *yrow = y + r * width;
+        for (size_t c = 0; c < width; c++) out[c] = fmaf(xrow[c], yrow[c], out[c]);
+    }
+}
+
 /* ---- var/std along dims: WelfordOps (torch 2.13's ATen/native/SharedReduceOps.h) ---------------------- */
 /* mean[r], m2[r] = WelfordOps::reduce down row r of the C-contiguous float64 rows x width array x, from its
  * init (n = 0): the running mean moves by delta / n, M2 gains delta * (x - new mean), both in double and

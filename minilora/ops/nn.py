@@ -2917,10 +2917,9 @@ def _batch_norm_backward_channels_last(g, needs, x, mean, invstd, w, training):
     chunk = float32_sums.thread_chunk(count, grain=1)
     total, dotp = np.zeros(c), np.zeros(c)
     for start in range(0, count, chunk):  # (a thread's buffer: its rows in order)
-        part_sum, part_dot = np.zeros(c, np.float32), np.zeros(c, np.float32)
-        for i in range(start, min(count, start + chunk)):
-            part_sum = part_sum + dys[i]
-            part_dot = float32_math.fused_multiply_add(rows[i] - mean, dys[i], part_dot)
+        piece = slice(start, min(count, start + chunk))
+        part_sum = np.cumsum(dys[piece], axis=0, dtype=np.float32)[-1]  # (cumsum: row after row, in order)
+        part_dot = float32_sums.fma_product_columns(rows[piece] - mean, dys[piece])
         total, dotp = total + part_sum, dotp + part_dot  # (the buffers added in double: 3+ threads tell)
     total, dotp = total.astype(np.float32), dotp.astype(np.float32)
     gx = None
