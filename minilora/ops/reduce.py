@@ -455,6 +455,21 @@ class PNorm(Function):
         return norm_backward(ctx.a, ctx.out, ctx.p, _expand_reduced(g, ctx.axes, ctx.keepdims))
 
 
+def vector_norm_backward(a, norm, p, g, axes):
+    """torch's whole ``norm_backward`` (``norm`` and ``g`` with the reduced ``axes`` kept), its p = 1 and p = inf
+    branches too: ``sgn(self) * grad``; ``sgn(self) * ((grad / mask.sum(dims)) * mask)``, ``mask`` the elements
+    whose magnitude is the norm (or NaN), so a zero of the others keeps the sign of ``grad``'s."""
+    xp = xp_of(g)
+    if p == 1:
+        return _torch_sign(a) * g
+    if p == math.inf:
+        magnitude = xp.abs(a)
+        mask = ((magnitude == norm) | xp.isnan(magnitude)).astype(a.dtype)
+        with np.errstate(all="ignore"):
+            return _torch_sign(a) * ((g / mask.sum(axis=axes, keepdims=True)) * mask)
+    return norm_backward(a, norm, p, g)
+
+
 def norm_backward(a, norm, p, g):
     """torch's norm_backward for a finite ``p`` other than 0 and 1 (``norm`` and ``g`` with the reduced dims kept),
     each branch in its order of tensor ops, the powers torch's pow kernel (``_power_kernel``): p = 2

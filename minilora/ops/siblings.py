@@ -12,10 +12,10 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, dtypes
+from .. import amp as _amp, dtypes, float32_sums
 from ..device import xp_of
 from ..factories import empty, like_view_strides
-from ..tensor import Function, Tensor, name_node, no_complex_autograd, saved_for, saves_as_torch
+from ..tensor import Function, Tensor, name_node, no_grad, no_complex_autograd, saved_for, saves_as_torch
 from . import elementwise as E, reduce as R, shape as S
 
 row_stack = S.vstack
@@ -75,7 +75,38 @@ def renorm(input, p, dim, maxnorm):
     norms = R.norm(input, p, dim=others, keepdim=True, dtype=wide)
     factor = E.where(norms > maxnorm, E.div(maxnorm, E.add(norms, 1e-7)), E.add(E.mul(norms, 0), 1))
     factor = factor.to(input.dtype)
-    return name_node(E.mul(input, factor), "RenormBackward0", input)
+    out = E.mul(input, factor)
+    x = input._array
+    if type(x) is np.ndarray and x.dtype in (np.float32, np.float64):  # torch's renorm_backward, op by op (the
+        from .nn import KernelGradients  # composed graph stays for create_graph)
+        out = KernelGradients.apply(out, input, None, None, values=out._array.copy(order="K"),  # (its own memory)
+                                    gradients=_renorm_gradients(x, float(p), others, maxnorm))
+        return saves_as_torch(name_node(out, "RenormBackward0", input), input)  # (torch's node keeps self alone)
+    return name_node(out, "RenormBackward0", input)
+
+
+def _renorm_gradients(x, p, others, maxnorm):
+    """ATen's ``renorm_backward`` on a float32/float64 array as a function of (g, needs) for ``KernelGradients``:
+    ``where(norm > maxnorm, (maxnorm * invnorm * (g - invnorm * norm_backward(sum(x * g), x, p, norm))).to(g's
+    dtype), g)`` with ``invnorm = 1 / (norm + 1e-7)``. The norm and the sum are taken in CPU's accumulate type,
+    float64 for float32 too, so from there on every step is float64 (``x``'s own powers float32, as its in-place
+    ``pow_``), rounded once at the end: composing the forward's float32 ops instead was an ulp or more off in
+    half the elements."""
+    wide = np.float64
+    with no_grad():
+        norms = R.norm(Tensor(x.astype(wide), dtype=wide, device="cpu"), p, dim=others, keepdim=True)._array
+
+    def gradients(g, needs):
+        if not needs[0]:
+            return None, None, None
+        with np.errstate(all="ignore"):
+            products = np.multiply(x, g, out=np.empty_like(x))  # (laid out as self, TensorIterator's first input)
+            along = float32_sums.sum_like_torch(products.astype(wide), others)  # (sum(dtype=double): a double copy,
+            # preserving its layout)
+            invnorm = 1.0 / (norms + 1e-7)
+            shrunk = (float(maxnorm) * invnorm) * (g - invnorm * R.vector_norm_backward(x, norms, p, along, others))
+            return np.where(norms > float(maxnorm), shrunk.astype(g.dtype), g), None, None
+    return gradients
 
 
 # ---- frexp, nextafter ---------------------------------------------------------------------------------
