@@ -55,3 +55,26 @@ def test_divisor_grad_16bit_quotient_where_rounding_moves_it(mode, dtype):
     getattr(ml, op)(ml.tensor(a.float().numpy()).to(getattr(ml, dtype)), mb).backward(
         ml.ones(257, dtype=getattr(ml, dtype)))
     np.testing.assert_array_equal(np.asarray(mb.grad.float().numpy()), b.grad.float().numpy())
+
+
+@pytest.mark.parametrize("shapes", SHAPES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_xlogy_grads_use_cs_logf_as_torchs_scalar_kernel(dtype, shapes):
+    _assert_bitwise(_grads_both(torch.xlogy, ml.xlogy, dtype, shapes, (False, True)))
+
+
+@pytest.mark.parametrize("dtype", ["float32"])  # (float64: NumPy's log and glibc's agree on these)
+def test_xlogy_float32_forward_is_glibcs_logf_and_keeps_zeros_nans(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-3, 3, 67)
+    y = rng.uniform(0.01, 50, 67)
+    x[:4], y[4:10] = 0, [0, -1, np.nan, np.inf, -0.0, 1]
+    x[4:7] = [0, 0, 0]
+    tx = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
+    ty = torch.tensor(y, dtype=getattr(torch, dtype))
+    mx = ml.tensor(tx.detach().numpy()).requires_grad_()
+    out, mout = torch.xlogy(tx, ty), ml.xlogy(mx, ml.tensor(ty.numpy()))
+    np.testing.assert_array_equal(np.asarray(mout.detach().numpy()), out.detach().numpy())
+    out.sum().backward()
+    mout.sum().backward()
+    np.testing.assert_array_equal(np.asarray(mx.grad.numpy()), tx.grad.numpy())

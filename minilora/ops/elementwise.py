@@ -1991,19 +1991,43 @@ class XLogY(Function):
         if type(y) in _NUMBERS and hasattr(x, "dtype"):  # torch rounds the number to x's dtype, and
             y = x.dtype.type(y)  # its log too, as for a tensor y (NumPy: log(300) in float64)
         ctx.x, ctx.y, ctx.shapes = x, y, (_shape(x), _shape(y))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = xp.where(x == 0, 0, x * xp.log(y))
-        return xp.where(xp.isnan(xp.asarray(y)), xp.nan, out).astype(dtype, copy=False)
+        return _xlogy_as_torch(xp, x, y).astype(dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
+        # derivatives.yaml: self: at::xlogy(grad, other).masked_fill((self == 0.) & (other <= 0.), 0.),
+        # other: grad * self / other (under a 16-bit gradient, the product rounded before the division)
         xp, (nx, ny) = xp_of(g), ctx.needs_input_grad
         x, y = ctx.x, ctx.y
         with np.errstate(divide="ignore", invalid="ignore"):
             undefined = (x == 0) & (y <= 0)
-            gx = unbroadcast(xp.where(undefined, 0, g * xp.log(y)), ctx.shapes[0]) if nx else None
-            gy = unbroadcast(g * x / y, ctx.shapes[1]) if ny else None
+            gx = unbroadcast(xp.where(undefined, 0, _xlogy_as_torch(xp, g, y, ctx)), ctx.shapes[0]) if nx else None
+            gy = unbroadcast(_step(ctx, g * x) / y, ctx.shapes[1]) if ny else None
         return gx, gy
+
+
+def _xlogy_as_torch(xp, x, y, ctx=None):
+    """torch's xlogy kernel (a scalar lambda on every element): NaN where ``y`` is, 0 where ``x`` is 0, else
+    ``x * std::log(y)``: C's ``log`` (glibc's ``logf`` for float32, not NumPy's own SIMD log), a 16-bit ``y``'s
+    log rounded to its dtype before the product (c10's ``std::log`` of a Half/BFloat16 returns one; in a
+    backward ``ctx``'s ``_step`` rounds it, its saved ``y`` widened to float32)."""
+    log_y = _c_log(xp, y) if ctx is None else _step(ctx, _c_log(xp, y))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = xp.where(x == 0, 0, x * log_y)
+    return xp.where(xp.isnan(xp.asarray(y)), xp.nan, out)
+
+
+def _c_log(xp, y):
+    """C's ``log`` of ``y``'s elements, as torch's scalar lambdas call ``std::log`` (NumPy arrays; CuPy's own)."""
+    y = xp.asarray(y)
+    if xp is not np or y.dtype.kind not in "fV" and not is_bfloat16(y.dtype):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.log(y)
+    if y.dtype == np.float64:  # (reshaped: a 0-d y comes back 1-d)
+        return float32_math.c_function64("log", y).reshape(y.shape)
+    if y.dtype == np.float32:
+        return float32_math.c_function("logf", y).reshape(y.shape)
+    return float32_math.c_function("logf", y.astype(float32)).reshape(y.shape).astype(y.dtype)  # (16-bit)
 
 
 def xlogy(input, other):
