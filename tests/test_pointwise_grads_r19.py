@@ -78,3 +78,8 @@ def test_xlogy_float32_forward_is_glibcs_logf_and_keeps_zeros_nans(dtype):
     out.sum().backward()
     mout.sum().backward()
     np.testing.assert_array_equal(np.asarray(mx.grad.numpy()), tx.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_copysign_grad_over_broadcast_dims_is_one_sum_of_grad_times_sign(dtype):
+    _assert_bitwise(_grads_both(torch.copysign, ml.copysign, dtype, SHAPES[2], (False, False)))

@@ -1496,8 +1496,10 @@ def copysign(input, other):
         out = -magnitude if math.copysign(1.0, other) < 0 else magnitude
     else:
         a, b = _promoted(input, other, true_divide=True)  # (int with float16: float16, as torch)
-        magnitude = abs(a)
-        out = where(signbit(b), -magnitude, magnitude)
+        # |a| times b's sign (+-1, a constant): one product, so a's gradient over broadcast dims is one sum of
+        # grad * sign, torch's copysign_tensor_self_backward (grad * result / self) summed, where two branches
+        # of a `where` were two sums added
+        out = abs(a) * (1 - 2 * signbit(b).to(a.dtype))
         if b.requires_grad:
             out = ZeroGradientTo.apply(out, b)
     if not isinstance(other, Tensor):  # (torch's copysign.Scalar: its own node, one edge)
