@@ -1593,11 +1593,8 @@ class VectorNorm(Function):
         with np.errstate(all="ignore"):
             if p == 0:  # (torch's norm_backward: no gradient at all; x.grad stays None, as torch's)
                 return None
-            if p == 1:
-                return xp.sign(x) * grad
-            if math.isinf(p):
-                mask = (xp.abs(x) == norm) | xp.isnan(x)
-                return xp.sign(x) * (grad / mask.sum(axis=dims, keepdims=True)) * mask
+            if p == 1 or math.isinf(p):  # (torch's sgn: 0 at NaN, where NumPy's sign is NaN; a zero of the
+                return ops.reduce.vector_norm_backward(x, norm, p, grad, dims)  # others keeps grad's sign)
             return ops.reduce.norm_backward(x, norm, p, grad).astype(x.dtype, copy=False)  # (torch.norm's too)
 
 

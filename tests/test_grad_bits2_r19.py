@@ -40,3 +40,24 @@ def test_renorm_gradient_of_a_transposed_float64_input_is_torchs_bits():
     x, w = rng.standard_normal((6, 9)), rng.standard_normal((9, 6))
     theirs, ours = _grads(lambda t: torch.renorm(t.T, 2, 0, 0.8), lambda t: ml.renorm(t.T, 2, 0, 0.8), x, w)
     np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("p", [float("inf"), -float("inf")])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_inf_norm_gradient_keeps_the_sign_of_zero_as_torch(p, dim):
+    """torch's norm_backward, sgn(x) * ((g / count) * mask): a zero off the extremes has sign(g) sign(x); abs's
+    backward of amax's +0 gave sign(x)'s alone (a -0 for +0 wherever g < 0)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    w = -np.abs(rng.standard_normal(x.shape[1 - dim])).astype(np.float32)
+    theirs, ours = _grads(lambda t: torch.norm(t, p, dim), lambda t: ml.norm(t, p, dim), x, w)
+    np.testing.assert_array_equal(ours.view(np.int32), theirs.view(np.int32))
+
+
+@pytest.mark.parametrize("p", [1, float("inf")])
+def test_vector_norm_gradient_at_a_nan_is_a_signed_zero_as_torch(p):
+    """torch's sgn(NaN) is 0, so a NaN element's gradient is a zero (NumPy's sign(NaN) is NaN)."""
+    x = np.array([[0.5, np.nan, -2.0], [1.0, -3.0, 0.25]], np.float32)
+    w = np.array([-1.5, 2.0], np.float32)
+    theirs, ours = _grads(lambda t: torch.linalg.vector_norm(t, p, 1), lambda t: ml.linalg.vector_norm(t, p, 1), x, w)
+    np.testing.assert_array_equal(ours.view(np.int32), theirs.view(np.int32))

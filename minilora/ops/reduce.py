@@ -462,7 +462,7 @@ def vector_norm_backward(a, norm, p, g, axes):
     xp = xp_of(g)
     if p == 1:
         return _torch_sign(a) * g
-    if p == math.inf:
+    if math.isinf(p):
         magnitude = xp.abs(a)
         mask = ((magnitude == norm) | xp.isnan(magnitude)).astype(a.dtype)
         with np.errstate(all="ignore"):
@@ -1015,13 +1015,11 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 def _vector_norm(input, p, dim, keepdim):
     from .elementwise import abs as abs_
-    if p == math.inf or p == -math.inf:
-        # a NaN is the largest magnitude: its gradient goes there (times sign(NaN) = 0), as torch's
-        return AMax.apply(abs_(input), axis=dim, keepdims=keepdim, smallest=p < 0, nan_shares=True)
-    if p == 0:  # the count of non-zeros (NaN too): in the graph, with no gradient at all (torch's norm_backward
-        from ..linalg import VectorNorm, _as_dims, _norm_dims  # returns an undefined one: x.grad stays None),
-        dims = _norm_dims(input, _as_dims(dim))  # linalg.vector_norm's node
-        return VectorNorm.apply(input, ord=0.0, dims=dims, keepdim=keepdim)
+    if p == 0 or math.isinf(p):  # linalg.vector_norm's node, torch's norm_backward: p=0 the count of non-zeros
+        from ..linalg import VectorNorm, _as_dims, _norm_dims  # (NaN too) with no gradient at all (x.grad stays
+        dims = _norm_dims(input, _as_dims(dim))  # None); +-inf shared among the extremes (and NaNs), sgn(x) *
+        return VectorNorm.apply(input, ord=float(p), dims=dims, keepdim=keepdim)  # ((g / count) * mask): a zero
+        # of the others keeps g's sign (abs's backward of amax's +0 gave sgn(x)'s)
     if p == 1 and input.dtype not in (np.float32, np.float64):  # (float32/64: PNorm adds in torch's order)
         return sum(abs_(input), dim, keepdim)
     return PNorm.apply(input, p=float(p), axis=dim, keepdims=keepdim)
