@@ -83,3 +83,30 @@ def test_xlogy_float32_forward_is_glibcs_logf_and_keeps_zeros_nans(dtype):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 def test_copysign_grad_over_broadcast_dims_is_one_sum_of_grad_times_sign(dtype):
     _assert_bitwise(_grads_both(torch.copysign, ml.copysign, dtype, SHAPES[2], (False, False)))
+
+
+# Left as they are: float32 formulas whose op is a kernel minilora models only near torch's (float32_math.vml:
+# MKL's exp and log correctly rounded, not MKL's own; float32_math.power: SLEEF's powf correctly rounded, its
+# result in ~98% of elements). The forward ops (torch.exp, torch.log, torch.pow) differ the same way.
+@pytest.mark.xfail(strict=True, reason="logaddexp's grad / (1 + exp(other - self)): torch's exp is MKL's vsExp, "
+                                       "~0.2% of elements an ulp from the correctly rounded exp minilora gives")
+def test_logaddexp_float32_grad_needs_mkls_exp():
+    _assert_bitwise(_grads_both(torch.logaddexp, ml.logaddexp, "float32", SHAPES[0], (False, False)))
+
+
+@pytest.mark.xfail(strict=True, reason="pow's exponent grad, grad * (result * self.log()): torch's log is MKL's "
+                                       "vsLn, ~8% of elements an ulp from the correctly rounded log minilora gives")
+def test_pow_float32_exponent_grad_needs_mkls_log():
+    _assert_bitwise(_grads_both(torch.pow, ml.pow, "float32", SHAPES[1], (True, False)))
+
+
+@pytest.mark.xfail(strict=True, reason="pow's base grad, grad * (exponent * self.pow(exponent - 1)): torch's float32 "
+                                       "pow is SLEEF's powf, not always the correctly rounded power minilora gives")
+def test_pow_float32_base_grad_needs_sleefs_powf():
+    rng = np.random.default_rng(0)
+    a = torch.tensor(rng.uniform(0.1, 3, 300).astype(np.float32), requires_grad=True)
+    b = torch.tensor((np.round(rng.uniform(-3, 3, 300) * 2) / 2).astype(np.float32))
+    torch.pow(a, b).sum().backward()
+    ma = ml.tensor(a.detach().numpy()).requires_grad_()
+    ml.pow(ma, ml.tensor(b.numpy())).sum().backward()
+    np.testing.assert_array_equal(np.asarray(ma.grad.numpy()), a.grad.numpy())
