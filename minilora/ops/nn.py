@@ -2623,9 +2623,12 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
         raise RuntimeError(f"{target_ndim}D target tensor expects {target_ndim + 1}D input tensors, but found "
                            f"inputs with sizes {list(input1.shape)} and {list(input2.shape)}.")
     dim = 1 if input1.ndim == 2 else 0
+    # (in ATen's order, the products' sum first: the order the nodes are made is the order a shared input's
+    # gradients are added in, so another order is an ulp off in some of them)
+    products = (input1 * input2).sum(dim)
     squared1 = (input1 * input1).sum(dim) + 1e-12
     squared2 = (input2 * input2).sum(dim) + 1e-12
-    cos = (input1 * input2).sum(dim) / (squared1 * squared2).sqrt()
+    cos = products / (squared1 * squared2).sqrt()
     _broadcast_or_raise("cosine_embedding_loss", tuple(cos.shape), tuple(np.shape(_array(target))))
     zeros = cos.new_zeros(())
     # (ATen's 1 - cos is a SubBackward0 of a number filled in (no edge) and cos; cos - margin a Tensor-Scalar node)
