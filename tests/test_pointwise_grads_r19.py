@@ -110,3 +110,10 @@ def test_pow_float32_base_grad_needs_sleefs_powf():
     ma = ml.tensor(a.detach().numpy()).requires_grad_()
     ml.pow(ma, ml.tensor(b.numpy())).sum().backward()
     np.testing.assert_array_equal(np.asarray(ma.grad.numpy()), a.grad.numpy())
+
+
+@pytest.mark.parametrize("shapes", SHAPES)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_logaddexp2_16bit_grads_round_each_of_torchs_ops(dtype, shapes):
+    # grad / (1 + pow(2, other - self)), each op's 16-bit result rounded (it was computed all in float32)
+    _assert_bitwise(_grads_both(torch.logaddexp2, ml.logaddexp2, dtype, shapes, (False, False)))

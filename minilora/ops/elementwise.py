@@ -2716,7 +2716,7 @@ def _log_add_exp_grads(ctx, g, power):
                 unbroadcast(g / one_plus_power(ctx.a - ctx.b), ctx.shapes[1]) if nb else None)
 
 
-@backward_in_float32
+@computes_in_float32  # (16-bit: the forward in float32 rounded once; the backward's ops rounded as torch's)
 class LogAddExp2(Function):
     """``log2(2^a + 2^b)`` as torch's kernel: ``max + log1p(2^-|a - b|) * (1 / ln 2)``, the last product and sum
     fused where its build fuses (float32: ``float32_math.logaddexp2``, SLEEF's exp2 and log1p, bit for bit);

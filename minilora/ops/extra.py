@@ -78,8 +78,8 @@ def logaddexp2(input, other):
     dtype = dtypes.result_type(input, other)  # (torch's promotion: a 0-d tensor's dtype yields to a dimensioned one's)
     if not dtypes.is_floating(dtype):
         raise NotImplementedError(f"\"logaddexp2_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
-    wide = dtypes.float32 if dtype.itemsize == 2 else dtype  # (16-bit: computed in float32, rounded once)
-    out = E.LogAddExp2.apply(*E._promoted(input.to(wide), other.to(wide))).to(dtype)
+    # (16-bit: the forward in float32, rounded once; the gradient is torch's 16-bit ops, LogAddExp2's _step)
+    out = E.LogAddExp2.apply(*E._promoted(input, other))
     return name_node(out, "Logaddexp2Backward0", input, other)
 
 
