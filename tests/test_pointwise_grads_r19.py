@@ -117,3 +117,15 @@ def test_pow_float32_base_grad_needs_sleefs_powf():
 def test_logaddexp2_16bit_grads_round_each_of_torchs_ops(dtype, shapes):
     # grad / (1 + pow(2, other - self)), each op's 16-bit result rounded (it was computed all in float32)
     _assert_bitwise(_grads_both(torch.logaddexp2, ml.logaddexp2, dtype, shapes, (False, False)))
+
+
+@pytest.mark.parametrize("shapes", SHAPES)
+def test_xlog1py_float32_uses_cs_log1pf_as_torchs_scalar_kernel(shapes):
+    _assert_bitwise(_grads_both(torch.special.xlog1py, ml.special.xlog1py, "float32", shapes, (False, True)))
+
+
+def test_xlog1py_float32_forward_keeps_zeros_nans_and_minus_one():
+    x = torch.tensor([0.0, 0.0, 1.5, -2.0, 0.0, 3.0] + list(np.linspace(-3, 3, 31)), dtype=torch.float32)
+    y = torch.tensor([-1.0, -2.0, -1.0, np.nan, np.nan, np.inf] + list(np.linspace(-0.9, 40, 31)), dtype=torch.float32)
+    out = ml.special.xlog1py(ml.tensor(x.numpy()), ml.tensor(y.numpy()))
+    np.testing.assert_array_equal(np.asarray(out.numpy()), torch.special.xlog1py(x, y).numpy())

@@ -2008,28 +2008,30 @@ class XLogY(Function):
         return gx, gy
 
 
-def _xlogy_as_torch(xp, x, y, ctx=None):
+def _xlogy_as_torch(xp, x, y, ctx=None, log1p=False):
     """torch's xlogy kernel (a scalar lambda on every element): NaN where ``y`` is, 0 where ``x`` is 0, else
     ``x * std::log(y)``: C's ``log`` (glibc's ``logf`` for float32, not NumPy's own SIMD log), a 16-bit ``y``'s
     log rounded to its dtype before the product (c10's ``std::log`` of a Half/BFloat16 returns one; in a
-    backward ``ctx``'s ``_step`` rounds it, its saved ``y`` widened to float32)."""
-    log_y = _c_log(xp, y) if ctx is None else _step(ctx, _c_log(xp, y))
+    backward ``ctx``'s ``_step`` rounds it, its saved ``y`` widened to float32). ``log1p``: special.xlog1py's
+    kernel, the same with ``std::log1p``."""
+    log_y = _c_log(xp, y, log1p) if ctx is None else _step(ctx, _c_log(xp, y, log1p))
     with np.errstate(divide="ignore", invalid="ignore"):
         out = xp.where(x == 0, 0, x * log_y)
     return xp.where(xp.isnan(xp.asarray(y)), xp.nan, out)
 
 
-def _c_log(xp, y):
-    """C's ``log`` of ``y``'s elements, as torch's scalar lambdas call ``std::log`` (NumPy arrays; CuPy's own)."""
-    y = xp.asarray(y)
+def _c_log(xp, y, log1p=False):
+    """C's ``log`` (``log1p``) of ``y``'s elements, as torch's scalar lambdas call ``std::log`` (NumPy arrays;
+    CuPy's own)."""
+    y, name = xp.asarray(y), "log1p" if log1p else "log"
     if xp is not np or y.dtype.kind not in "fV" and not is_bfloat16(y.dtype):
         with np.errstate(divide="ignore", invalid="ignore"):
-            return xp.log(y)
+            return getattr(xp, name)(y)
     if y.dtype == np.float64:  # (reshaped: a 0-d y comes back 1-d)
-        return float32_math.c_function64("log", y).reshape(y.shape)
+        return float32_math.c_function64(name, y).reshape(y.shape)
     if y.dtype == np.float32:
-        return float32_math.c_function("logf", y).reshape(y.shape)
-    return float32_math.c_function("logf", y.astype(float32)).reshape(y.shape).astype(y.dtype)  # (16-bit)
+        return float32_math.c_function(name + "f", y).reshape(y.shape)
+    return float32_math.c_function(name + "f", y.astype(float32)).reshape(y.shape).astype(y.dtype)  # (16-bit)
 
 
 def xlogy(input, other):

@@ -651,15 +651,14 @@ class XLog1pY(Function):
     def forward(ctx, x, y):
         xp = xp_of(x)
         ctx.x, ctx.y, ctx.shapes = x, y, (x.shape, y.shape)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = xp.where(x == 0, 0, x * xp.log1p(y))
-        return xp.where(xp.isnan(y), xp.nan, out).astype(out.dtype, copy=False)
+        # (torch's scalar kernel: C's log1p, glibc's log1pf for float32, as elementwise.XLogY's C log)
+        return E._xlogy_as_torch(xp, x, y, log1p=True).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         xp, x, y = xp_of(g), ctx.x, ctx.y
         with np.errstate(divide="ignore", invalid="ignore"):
-            gx = xp.where((x == 0) & (y <= -1), 0, g * xp.log1p(y))
+            gx = xp.where((x == 0) & (y <= -1), 0, E._xlogy_as_torch(xp, g, y, log1p=True))  # at::special_xlog1py
             gy = g * x / (1 + y)
         return E.unbroadcast(gx, ctx.shapes[0]), E.unbroadcast(gy, ctx.shapes[1])
 
