@@ -2074,6 +2074,9 @@ def pad(input, pad, mode="constant", value=None):
         if mode != "circular" and len(pad) == 2 and input.ndim in (2, 3) and width < 1:
             raise RuntimeError(f"input (W: {input.shape[-1]}) is too small. Calculated output W: {width}")
         out = _pad_by_index(input, pad, mode)  # torch's reflection/replication pads keep the input
+        if mode != "circular" and type(input._array) is np.ndarray and input.dtype in (np.float32, np.float64):
+            out = KernelGradients.apply(out, input, None, None, values=out._array.copy(order="K"),
+                                        gradients=_pad_gradients(input, pad, mode))
         # (from a channels_last input: torch's reflection/replication kernels' result is channels_last, its
         # circular pad's cat contiguous)
         out = composed_layout(out, input, "contiguous" if mode == "circular" else "suggested")
@@ -2092,6 +2095,26 @@ def pad(input, pad, mode="constant", value=None):
 
 
 _PADDED_RANKS = {2: (2, 3), 4: (3, 4), 6: (4, 5)}  # torch's: (un)batched 1-D, 2-D and 3-D padding
+
+
+def _pad_gradients(input, pad, mode):
+    """ATen's reflection/replication pad backward as a function of (g, needs) for ``KernelGradients``: each
+    output element's gradient added into the input element it was read from, the output in row-major order (its
+    loops over each plane's positions). The composed gather's backward added one padded dimension's copies at a
+    time, another order of additions: an ulp or more off where an element is read three times or more."""
+    from ..tensor import no_grad
+    with no_grad():
+        positions = Tensor(np.arange(input._array.size, dtype=np.int64).reshape(input.shape), dtype=np.int64,
+                           device="cpu")
+        read_from = _pad_by_index(positions, pad, mode)._array.reshape(-1)
+
+    def gradients(g, needs):
+        if not needs[0]:
+            return None, None, None
+        grad = np.zeros(input._array.size, g.dtype)
+        np.add.at(grad, read_from, np.ascontiguousarray(g).reshape(-1))  # (in order, one addition at a time)
+        return grad.reshape(input.shape), None, None
+    return gradients
 
 
 def _circular_pad_graph(input, pad):
