@@ -129,3 +129,12 @@ def test_xlog1py_float32_forward_keeps_zeros_nans_and_minus_one():
     y = torch.tensor([-1.0, -2.0, -1.0, np.nan, np.nan, np.inf] + list(np.linspace(-0.9, 40, 31)), dtype=torch.float32)
     out = ml.special.xlog1py(ml.tensor(x.numpy()), ml.tensor(y.numpy()))
     np.testing.assert_array_equal(np.asarray(out.numpy()), torch.special.xlog1py(x, y).numpy())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_kl_div_target_grad_sums_xlogys_two_gradients_before_the_products(dtype):
+    # ATen's xlogy(target, target) - target * input: the product is made first (GCC's right-to-left operands),
+    # so torch's engine runs xlogy's node first and target's gradient is (xlogy's self + other) + the product's
+    kl = lambda f: lambda a, b: f(a, b, reduction="none")  # noqa: E731
+    _assert_bitwise(_grads_both(kl(torch.nn.functional.kl_div), kl(ml.nn.functional.kl_div), dtype, SHAPES[0],
+                                (False, True)))

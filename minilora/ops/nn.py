@@ -2504,7 +2504,10 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     if log_target:
         loss = target.exp() * (target - input)
     else:
-        loss = xlogy(target, target) - target * input
+        # ATen's `xlogy(target, target) - target * input`, its operands made right to left (as GCC builds torch):
+        # the product's node first, so the engine runs xlogy's first and target's gradient sums in torch's order
+        product = target * input
+        loss = xlogy(target, target) - product
     if reduction == "batchmean":
         total = loss.sum()
         return total / input.shape[0] if input.ndim else total
