@@ -103,3 +103,15 @@ def test_reflection_and_replication_pad_gradients_are_torchs_bits(mode, shape, p
     theirs, ours = _grads(lambda t: torch.nn.functional.pad(t, pad, mode=mode),
                           lambda t: ml.nn.functional.pad(t, pad, mode=mode), x, w)
     np.testing.assert_array_equal(ours.view(np.int32), theirs.view(np.int32))
+
+
+@pytest.mark.parametrize("shape, dim, size, step", [((5, 5, 5, 5), 2, 3, 1), ((5, 5, 5, 5), 3, 3, 1), ((10,), 0, 3, 1),
+                                                     ((4, 11), 1, 4, 2), ((9, 3), 0, 5, 1)])
+def test_unfold_gradient_adds_each_position_windows_in_torchs_order(shape, dim, size, step):
+    """ATen's unfold_backward adds each position's windows first to last (from 0); adding element k of every
+    window for k = 0, 1, ... added them last to first (an ulp or more off where 3+ windows overlap)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(tuple(torch.tensor(x).unfold(dim, size, step).shape)).astype(np.float32)
+    theirs, ours = _grads(lambda t: t.unfold(dim, size, step), lambda t: t.unfold(dim, size, step), x, w)
+    np.testing.assert_array_equal(ours.view(np.int32), theirs.view(np.int32))

@@ -1208,7 +1208,9 @@ class Unfold(Function):
         out = xp.zeros(ctx.shape, dtype=g.dtype)
         count = g.shape[axis]
         prefix = (slice(None),) * axis
-        for k in range(ctx.size):  # element k of every window: positions k, k + step, ...
+        # element k of every window: positions k, k + step, ...; k from the last, so that each position adds its
+        # windows first to last from 0, as ATen's unfold_backward kernel
+        for k in reversed(range(ctx.size)):
             out[prefix + (slice(k, k + step * (count - 1) + 1, step),)] += g[..., k]
         return out
 
