@@ -115,3 +115,20 @@ def test_unfold_gradient_adds_each_position_windows_in_torchs_order(shape, dim, 
     w = rng.standard_normal(tuple(torch.tensor(x).unfold(dim, size, step).shape)).astype(np.float32)
     theirs, ours = _grads(lambda t: t.unfold(dim, size, step), lambda t: t.unfold(dim, size, step), x, w)
     np.testing.assert_array_equal(ours.view(np.int32), theirs.view(np.int32))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_multilabel_margin_loss_gradient_is_torchs_bits(reduction):
+    """ATen's backward adds -s and +s one at a time, target after target (s = 1 / (N C) or 1 / C), then scales
+    by the output's gradient; the composed sum's backward added the same terms in another order."""
+    rng = np.random.default_rng(9)
+    x = rng.uniform(-1, 1, (10, 7)).astype(np.float32)
+    target = np.full((10, 7), -1, np.int64)
+    for n in range(10):
+        target[n, :n % 5 + 1] = rng.choice(7, n % 5 + 1)
+    w = rng.standard_normal(10 if reduction == "none" else ()).astype(np.float32) * 3
+    theirs, ours = _grads(lambda t: torch.nn.functional.multilabel_margin_loss(t, torch.tensor(target),
+                                                                               reduction=reduction),
+                          lambda t: ml.nn.functional.multilabel_margin_loss(t, ml.tensor(target), reduction=reduction),
+                          x, w)
+    np.testing.assert_array_equal(ours.view(np.int32), theirs.view(np.int32))

@@ -794,7 +794,37 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     loss = (margins * others).sum((1, 2)) / classes
     loss = _reduced("multilabel_margin_loss", loss.reshape(()) if input.ndim <= 1 else loss, reduction,
                     graph=(input,))
+    if type(input._array) is np.ndarray and input.dtype in (np.float32, np.float64):
+        loss = _KernelGradients.apply(loss, input, None, None, values=np.array(loss._array, copy=True),
+                                      gradients=_multilabel_margin_gradients(rows._array, labels, listed > 0,
+                                                                             input.shape, reduction))
     return _backward_reads(loss, input)  # (torch's multilabel_margin_loss_backward(grad, self, target, is_target))
+
+
+def _multilabel_margin_gradients(x, labels, is_target, shape, reduction):
+    """ATen's multilabel_margin_loss_backward as a function of (g, needs) for ``KernelGradients``: for each row,
+    each target j in order and each non-target i with ``1 - x[j] + x[i] > 0``, ``-= s`` into j and ``+= s`` into
+    i, one addition at a time (``s`` = 1 / (N C) for 'mean', 1 / C otherwise, rounded once), then times the
+    output's gradient. The composed sum's backward added those terms in another order (an ulp off)."""
+    frames, classes = x.shape
+    step = x.dtype.type(1.0 / (frames * classes) if reduction == "mean" else 1.0 / classes)
+    grad = np.zeros_like(x)
+    for n in range(frames):
+        for j in labels[n]:
+            if j < 0:
+                break
+            with np.errstate(all="ignore"):
+                beaten = ~is_target[n] & ((x.dtype.type(1) - x[n, j] + x[n]) > 0)
+            for i in np.flatnonzero(beaten):  # (j is a target, never one of these)
+                grad[n, j] -= step
+                grad[n, i] += step
+
+    def gradients(g, needs):
+        if not needs[0]:
+            return None, None, None
+        scale = g.reshape(-1, 1) if reduction == "none" and g.ndim else g
+        return (grad * scale).reshape(shape), None, None
+    return gradients
 
 
 def _check_margin_input(input):
