@@ -138,3 +138,28 @@ def test_kl_div_target_grad_sums_xlogys_two_gradients_before_the_products(dtype)
     kl = lambda f: lambda a, b: f(a, b, reduction="none")  # noqa: E731
     _assert_bitwise(_grads_both(kl(torch.nn.functional.kl_div), kl(ml.nn.functional.kl_div), dtype, SHAPES[0],
                                 (False, True)))
+
+
+def _bce_both(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.uniform(0.01, 0.99, 37).astype(np.float32)).to(getattr(torch, dtype))
+    y = torch.tensor(rng.uniform(0, 1, 37).astype(np.float32)).to(x.dtype).requires_grad_()
+    out = torch.nn.functional.binary_cross_entropy(x, y, reduction="none")
+    g = torch.tensor(rng.standard_normal(37).astype(np.float32)).to(x.dtype)
+    out.backward(g)
+    my = ml.tensor(y.detach().float().numpy()).to(getattr(ml, dtype)).requires_grad_()
+    mout = ml.nn.functional.binary_cross_entropy(ml.tensor(x.float().numpy()).to(getattr(ml, dtype)), my,
+                                                 reduction="none")
+    mout.backward(ml.tensor(g.float().numpy()).to(getattr(ml, dtype)))
+    return out, mout, y.grad, my.grad
+
+
+def test_binary_cross_entropy_float32_loss_uses_glibcs_logf_and_log1pf():
+    out, mout, _, _ = _bce_both("float32")
+    np.testing.assert_array_equal(np.asarray(mout.detach().numpy()), out.detach().numpy())
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_binary_cross_entropy_16bit_target_grad_is_minus_logit_times_grad_in_16bit_steps(dtype):
+    _, _, expected, got = _bce_both(dtype)
+    np.testing.assert_array_equal(np.asarray(got.float().numpy()), expected.float().numpy())

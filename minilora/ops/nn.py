@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
 from . import attention16
-from .elementwise import Clone
+from .elementwise import Clone, _c_log
 from ..device import xp_of
 from ..factories import composed_layout, composed_layout_unknown, in_iterator_layout, layout_order, suggested_format
 from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
@@ -1367,8 +1367,8 @@ class BinaryCrossEntropy(Function):
     @staticmethod
     def forward(ctx, x, y):
         xp = xp_of(x)
-        with np.errstate(divide="ignore"):
-            log_x, log_1mx = xp.maximum(xp.log(x), -100), xp.maximum(xp.log1p(-x), -100)
+        with np.errstate(divide="ignore"):  # (torch's scalar kernel: C's log and log1p, glibc's logf for float32)
+            log_x, log_1mx = xp.maximum(_c_log(xp, x), -100), xp.maximum(_c_log(xp, -x, log1p=True), -100)
         ctx.x, ctx.y = x, y
         return (y - 1) * log_1mx - y * log_x  # torch's order: 16-bit floats round each step, as its kernel
 
@@ -1379,7 +1379,13 @@ class BinaryCrossEntropy(Function):
         gx = g * (x - y) / xp.maximum(x * (1 - x), 1e-12) if nx else None
         if not ny:
             return gx, None
-        wide = upcast(x)  # (16 bits: two 16-bit logs would lose their difference)
+        if x.dtype.itemsize == 2 and is_floating(x.dtype):  # torch's -logit(x) * g: logit's 16-bit steps
+            # log(x / (1 - x)), each rounded
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = (x / (1 - x)).astype(float32)  # (NumPy's 16-bit ops round each, as torch's)
+                logit = xp.where(x == 1, np.inf, _c_log(xp, ratio).astype(x.dtype)).astype(x.dtype)
+            return gx, (-logit) * g
+        wide = upcast(x)
         with np.errstate(divide="ignore", invalid="ignore"):  # torch's: the logs unclamped, inf at 0 and 1
             gy = -(xp.log(wide) - xp.log1p(-wide)) * upcast(g)
         return gx, gy.astype(g.dtype, copy=False)
