@@ -163,3 +163,20 @@ def test_binary_cross_entropy_float32_loss_uses_glibcs_logf_and_log1pf():
 def test_binary_cross_entropy_16bit_target_grad_is_minus_logit_times_grad_in_16bit_steps(dtype):
     _, _, expected, got = _bce_both(dtype)
     np.testing.assert_array_equal(np.asarray(got.float().numpy()), expected.float().numpy())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_ldexp_input_grad_is_grad_times_integer_pow_of_two_zero_for_negative_exponents(dtype):
+    # derivatives.yaml: grad * at::pow(2, other), an int64 other's pow in int64: 2 ** -1 is 0 there, as torch gives
+    x = torch.tensor([1.5, -2.0, 0.3, 4.0, -0.7] * 7, dtype=getattr(torch, dtype), requires_grad=True)
+    e = torch.tensor([2, -1, 3, 0, -5] * 7)
+    torch.ldexp(x, e).backward(torch.ones_like(x))
+    mx = ml.tensor(x.detach().float().numpy()).to(getattr(ml, dtype)).requires_grad_()
+    ml.ldexp(mx, ml.tensor(e.numpy())).backward(ml.ones(35, dtype=getattr(ml, dtype)))
+    np.testing.assert_array_equal(np.asarray(mx.grad.float().numpy()), x.grad.float().numpy())
+
+
+@pytest.mark.parametrize("shapes", SHAPES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_ldexp_float_exponent_grad_is_grad_times_result_times_ln2(dtype, shapes):
+    _assert_bitwise(_grads_both(torch.ldexp, ml.ldexp, dtype, shapes, (False, False)))

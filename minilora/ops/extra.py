@@ -155,7 +155,38 @@ def ldexp(input, other):
     power_dtype = next((t.dtype for t in (other, input) if dtypes.is_floating(t.dtype) or t.dtype.kind == "c"),
                        dtypes.get_default_dtype())
     base = input if dtypes.is_floating(input.dtype) else input.to(power_dtype)
-    return name_node(E.mul(base, E.exp2(other.to(power_dtype))), "LdexpBackward0", graph=(input, other))
+    composed = E.mul(base, E.exp2(other.to(power_dtype)))
+    if composed.requires_grad and E.is_grad_enabled() and composed.dtype.kind != "c":  # derivatives.yaml's formulas
+        from .nn import KernelGradients
+        composed = KernelGradients.apply(composed, input, other, None, values=composed._array,
+                                         gradients=_ldexp_gradients(input, other, composed._array))
+    return name_node(composed, "LdexpBackward0", graph=(input, other))
+
+
+def _ldexp_gradients(input, other, result):
+    """derivatives.yaml's ldexp gradients as a function of (g, needs) for ``KernelGradients``: ``grad * pow(2, other)``
+    for input, its power in other's own dtype -- an integer ``other`` makes it integer pow, 0 for a negative exponent,
+    so torch's gradient there is 0, not 2^-k (reproduced: the same numbers) -- and ``grad * result * M_LN2`` for
+    other (the product rounded in a 16-bit dtype; M_LN2 a float32 number for float32 and 16-bit, as torch's
+    Scalar multiply takes it)."""
+    e = other._array
+
+    def gradients(g, needs):
+        gx = go = None
+        if needs[0]:
+            if e.dtype.kind in "iu":
+                power = np.where(e < 0, 0, np.power(e.dtype.type(2), np.maximum(e, 0))).astype(e.dtype)
+            else:
+                power = E._power_kernel(2, e)
+            with np.errstate(over="ignore", invalid="ignore"):
+                gx = g * power.astype(g.dtype) if power.dtype.kind in "iu" else g * power
+        if needs[1]:
+            product = g * result.astype(g.dtype, copy=False)
+            wide = product.astype(np.float64 if product.dtype == np.float64 else np.float32)
+            go = (wide * wide.dtype.type(math.log(2))).astype(product.dtype)
+        return (None if gx is None else E.unbroadcast(gx.astype(input.dtype, copy=False), input.shape),
+                None if go is None else E.unbroadcast(go.astype(e.dtype, copy=False), other.shape), None)
+    return gradients
 
 
 def sinc(input):
