@@ -44,10 +44,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MINILORA_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ml.__file__)))  # (the child runs this one)
 CHILD_ENV = {**ENV, "PYTHONPATH": os.pathsep.join([MINILORA_ROOT, HERE, ENV.get("PYTHONPATH", "")])}
 
+# the Ctrl-C tests need Python's own SIGINT handler: a shell that starts pytest in the background leaves SIGINT
+# ignored, and then Python installs none (conftest's python_sigint)
+pytestmark = pytest.mark.usefixtures("python_sigint")
+
 
 # ==================================================================================================
 # A Trainer killed after its last checkpoint: the resume trains nothing and restores the generators
 # ==================================================================================================
+
 def rows(count=11):
     g = np.random.default_rng(0)
     return [{"input_ids": (ids := g.integers(3, VOCAB, 6).tolist()), "labels": ids} for _ in range(count)]
