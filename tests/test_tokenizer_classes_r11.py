@@ -81,8 +81,12 @@ def _byte_level_folder(folder, tokenizer_class, model_type=None):
 def _both(folder, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        transformers.logging.set_verbosity_error()
-        return transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs), ml_tokenizer(folder, **kwargs)
+        verbosity = transformers.logging.get_verbosity()  # (put back after: a level left at error changes
+        transformers.logging.set_verbosity_error()        # later tests' transformers, e.g. disable_tqdm's default)
+        try:
+            return transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs), ml_tokenizer(folder, **kwargs)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
 
 
 def _assert_same_tokenization(theirs, ours):

@@ -264,8 +264,12 @@ FOLDERS = {
 def _both(folder, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        transformers.logging.set_verbosity_error()
-        return transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs), ml_tokenizer(folder, **kwargs)
+        verbosity = transformers.logging.get_verbosity()  # (put back after: a level left at error changes
+        transformers.logging.set_verbosity_error()        # later tests' transformers, e.g. disable_tqdm's default)
+        try:
+            return transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs), ml_tokenizer(folder, **kwargs)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
 
 
 ATTRIBUTES = ("all_special_tokens", "all_special_ids", "bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
