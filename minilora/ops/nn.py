@@ -1537,6 +1537,16 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
                     graph=(input, target) if weight is None else (input, target, weight))
 
 
+def _reduced_in_kernel(loss, reduction, xp):
+    """A loss kernel's own reduction, as torch's fused loss kernels end: the elementwise loss, or its sum or mean over
+    every element in torch's order."""
+    from .reduce import _mean_as_torch, _sum_as_torch
+    if reduction == "none":
+        return loss
+    summed = _sum_as_torch if reduction == "sum" else _mean_as_torch
+    return xp.asarray(summed(loss, tuple(range(loss.ndim)), False))
+
+
 class BinaryCrossEntropyLoss(Function):
     """float32/float64 ``binary_cross_entropy`` as torch's one node, reduction included: the loss as
     ``BinaryCrossEntropy``'s, times ``weight``, summed or averaged as torch's sum; its backward torch's kernels in
@@ -1546,15 +1556,11 @@ class BinaryCrossEntropyLoss(Function):
 
     @staticmethod
     def forward(ctx, x, y, *, weight, reduction):
-        from .reduce import _mean_as_torch, _sum_as_torch
         ctx.x, ctx.y, ctx.weight, ctx.reduction = x, y, weight, reduction
         loss = BinaryCrossEntropy.forward(types.SimpleNamespace(), x, y)
         if weight is not None:
             loss = loss * weight
-        if reduction == "none":
-            return loss
-        summed = _sum_as_torch if reduction == "sum" else _mean_as_torch
-        return np.asarray(summed(loss, tuple(range(loss.ndim)), False))
+        return _reduced_in_kernel(loss, reduction, np)
 
     @staticmethod
     def backward(ctx, g):
@@ -2283,16 +2289,12 @@ class SmoothL1Loss(Function):
 
     @staticmethod
     def forward(ctx, x, t, *, beta, reduction):
-        from .reduce import _mean_as_torch, _sum_as_torch
         xp, real = xp_of(x), x.dtype.type
         ctx.x, ctx.t, ctx.beta, ctx.reduction = x, t, beta, reduction
         z = xp.abs(x - t)
         with np.errstate(all="ignore"):
             loss = xp.where(z >= real(beta), z - real(0.5) * real(beta), real(0.5) * z * z / real(beta))
-        if reduction == "none":
-            return loss
-        summed = _sum_as_torch if reduction == "sum" else _mean_as_torch
-        return xp.asarray(summed(loss, tuple(range(loss.ndim)), False))
+        return _reduced_in_kernel(loss, reduction, xp)
 
     @staticmethod
     def backward(ctx, g):
@@ -2317,14 +2319,10 @@ class MseLoss(Function):
 
     @staticmethod
     def forward(ctx, x, t, *, reduction):
-        from .reduce import _mean_as_torch, _sum_as_torch
         ctx.x, ctx.t, ctx.reduction = x, t, reduction
         d = x - t
         loss = d * d
-        if reduction == "none":
-            return loss
-        summed = _sum_as_torch if reduction == "sum" else _mean_as_torch
-        return np.asarray(summed(loss, tuple(range(loss.ndim)), False))
+        return _reduced_in_kernel(loss, reduction, np)
 
     @staticmethod
     def backward(ctx, g):
@@ -2445,16 +2443,12 @@ class HuberLoss(Function):
 
     @staticmethod
     def forward(ctx, x, t, *, delta, reduction):
-        from .reduce import _mean_as_torch, _sum_as_torch
         xp, real = xp_of(x), x.dtype.type
         ctx.x, ctx.t, ctx.delta, ctx.reduction = x, t, delta, reduction
         z = xp.abs(x - t)
         with np.errstate(all="ignore"):
             loss = xp.where(z >= real(delta), real(delta) * (z - real(0.5) * real(delta)), real(0.5) * z * z)
-        if reduction == "none":
-            return loss
-        summed = _sum_as_torch if reduction == "sum" else _mean_as_torch
-        return xp.asarray(summed(loss, tuple(range(loss.ndim)), False))
+        return _reduced_in_kernel(loss, reduction, xp)
 
     @staticmethod
     def backward(ctx, g):
