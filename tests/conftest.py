@@ -1,4 +1,5 @@
 """Shared fixtures: every device-aware test runs on cpu, emu and cuda (skipped when not enabled)."""
+import logging
 import os
 import signal
 import sys
@@ -172,3 +173,14 @@ def _torch_one_thread():
     torch = sys.modules.get("torch")  # only once some test has imported it
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _transformers_log_level_put_back():
+    """A test may quiet transformers' logger (``set_verbosity_error``, ``setLevel(ERROR)``); the next test gets it as
+    it was. Its level decides some of transformers' defaults (``TrainingArguments.disable_tqdm``) and which warnings
+    a test can compare: left at error, it failed later tests in a full run, by the order they ran in."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    yield
+    logger.setLevel(level)

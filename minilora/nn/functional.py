@@ -798,6 +798,7 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
         loss = _KernelGradients.apply(loss, input, None, None, values=np.array(loss._array, copy=True),
                                       gradients=_multilabel_margin_gradients(rows._array, labels, listed > 0,
                                                                              input.shape, reduction))
+        loss = _name_node(loss, "MultilabelMarginLossBackward0", input, graph=(input,))  # (torch's one node)
     return _backward_reads(loss, input)  # (torch's multilabel_margin_loss_backward(grad, self, target, is_target))
 
 
@@ -807,7 +808,7 @@ def _multilabel_margin_gradients(x, labels, is_target, shape, reduction):
     i, one addition at a time (``s`` = 1 / (N C) for 'mean', 1 / C otherwise, rounded once), then times the
     output's gradient. The composed sum's backward added those terms in another order (an ulp off)."""
     frames, classes = x.shape
-    step = x.dtype.type(1.0 / (frames * classes) if reduction == "mean" else 1.0 / classes)
+    step = x.dtype.type(1.0 / max(frames * classes, 1) if reduction == "mean" else 1.0 / classes)  # (N = 0: no step)
     grad = np.zeros_like(x)
     for n in range(frames):
         for j in labels[n]:
