@@ -287,6 +287,32 @@ _I0E_B = (
     0.8044904110141088,)
 
 
+# Cephes' Chebyshev coefficients of exp(-x) I1(x) / x on [0, 8] (A) and of exp(-x) sqrt(x) I1(x) on (8, inf) (B), as
+# Cephes prints them; torch's float kernel keeps only the last 17 of A and 7 of B (``_I1E_FLOAT_TERMS``).
+_I1E_A = (
+    2.77791411276104639959E-18, -2.11142121435816608115E-17, 1.55363195773620046921E-16,
+    -1.10559694773538630805E-15, 7.60068429473540693410E-15, -5.04218550472791168711E-14,
+    3.22379336594557470981E-13, -1.98397439776494371520E-12, 1.17361862988909016308E-11,
+    -6.66348972350202774223E-11, 3.62559028155211703701E-10, -1.88724975172282928790E-9,
+    9.38153738649577178388E-9, -4.44505912879632808065E-8, 2.00329475355213526229E-7,
+    -8.56872026469545474066E-7, 3.47025130813767847674E-6, -1.32731636560394358279E-5,
+    4.78156510755005422638E-5, -1.61760815825896745588E-4, 5.12285956168575772895E-4,
+    -1.51357245063125314899E-3, 4.15642294431288815669E-3, -1.05640848946261981558E-2,
+    2.47264490306265168283E-2, -5.29459812080949914269E-2, 1.02643658689847095384E-1,
+    -1.76416518357834055153E-1, 2.52587186443633654823E-1,)
+_I1E_B = (
+    7.51729631084210481353E-18, 4.41434832307170791151E-18, -4.65030536848935832153E-17,
+    -3.20952592199342395980E-17, 2.96262899764595013876E-16, 3.30820231092092828324E-16,
+    -1.88035477551078244854E-15, -3.81440307243700780478E-15, 1.04202769841288027642E-14,
+    4.27244001671195135429E-14, -2.10154184277266431302E-14, -4.08355111109219731823E-13,
+    -7.19855177624590851209E-13, 2.03562854414708950722E-12, 1.41258074366137813316E-11,
+    3.25260358301548823856E-11, -1.89749581235054123450E-11, -5.58974346219658380687E-10,
+    -3.83538038596423702205E-9, -2.63146884688951950684E-8, -2.51223623787020892529E-7,
+    -3.88256480887769039346E-6, -1.10588938762623716291E-4, -9.76109749136146840777E-3,
+    7.78576235018280120474E-1,)
+_I1E_FLOAT_TERMS = (17, 7)  # (float32 cannot hold the smaller terms' contribution: ATen's float tables drop them)
+
+
 def _chebyshev_series(x, coefficients):
     """Cephes' ``chbevl`` as torch's kernels run it in ``x``'s dtype: ``b0 = x b1 - b2 + c``, whose ``x b1 - b2``
     GCC fuses (``fastmath.multiply_add``), then ``0.5 (b0 - b2)``."""
@@ -298,6 +324,12 @@ def _chebyshev_series(x, coefficients):
     return real(0.5) * (b0 - b2)
 
 
+def _c_exp(x):
+    """C's exp of the dtype (``expf`` / ``exp``), which torch's scalar Bessel kernels call (``std::exp``)."""
+    exp = float32_math.c_function("expf", x) if x.dtype == np.float32 else float32_math.c_function64("exp", x)
+    return exp.reshape(x.shape)  # (a 0-d x comes back 1-d)
+
+
 def cephes_i0(a, scaled=False):
     """torch's CPU ``calc_i0`` (``calc_i0e`` with ``scaled``) of a float32 or float64 array, in its dtype: ``|x| <=
     8``: ``exp(x) chbevl(x / 2 - 2, A)``, beyond ``exp(x) chbevl(32 / x - 2, B) / sqrt(x)`` (exp C's, of the dtype)."""
@@ -307,14 +339,32 @@ def cephes_i0(a, scaled=False):
         near = _chebyshev_series(x / real(2) - real(2), _I0E_A)
         far = _chebyshev_series(real(32) / x - real(2), _I0E_B)
         if not scaled:  # (exp(x) chbevl(...) / sqrt(x): the product first)
-            exp = float32_math.c_function("expf", x) if a.dtype == np.float32 else float32_math.c_function64("exp", x)
-            exp = exp.reshape(x.shape)  # (a 0-d x comes back 1-d)
+            exp = _c_exp(x)
             near, far = exp * near, exp * far
         return np.where(x <= real(8), near, far / np.sqrt(x))
 
 
+def cephes_i1(a, scaled=False):
+    """torch's CPU ``calc_i1`` (``calc_i1e`` with ``scaled``), as ``cephes_i0``: ``|x| <= 8``: ``exp(x) x chbevl(x / 2 -
+    2, A)`` (``chbevl(...) x`` scaled), beyond ``exp(x) chbevl(32 / x - 2, B) / sqrt(x)``; odd, the sign put back last."""
+    real = a.dtype.type
+    near_terms, far_terms = (_I1E_A, _I1E_B) if a.dtype == np.float64 else \
+        (_I1E_A[-_I1E_FLOAT_TERMS[0]:], _I1E_B[-_I1E_FLOAT_TERMS[1]:])
+    x = np.abs(a)
+    with np.errstate(all="ignore"):
+        near = _chebyshev_series(x / real(2) - real(2), near_terms)
+        far = _chebyshev_series(real(32) / x - real(2), far_terms)
+        if scaled:
+            near = near * x
+        else:  # (exp(x) x chbevl(...), left to right)
+            exp = _c_exp(x)
+            near, far = exp * x * near, exp * far
+        out = np.where(x <= real(8), near, far / np.sqrt(x))
+        return np.where(a < 0, -out, out)
+
+
 def _cephes_runs(a):
-    """Does torch's Cephes kernel give ``a``'s Bessel values here (a float32/float64 NumPy array)?"""
+    """Is ``a`` a float32/float64 NumPy array, whose values torch's CPU kernels' own steps give here?"""
     return type(a) is np.ndarray and a.dtype in (np.float32, np.float64)
 
 
@@ -383,33 +433,58 @@ class Polygamma(Function):
         return g * _on_host(lambda x: polygamma_f64(ctx.n + 1, x), ctx.a, own_precision=ctx.n < 1), None
 
 
+def _bessel(a, order, scaled=False):
+    """I0 / I1 (``order``; times e^-|x| with ``scaled``) of an array as torch's CPU kernel gives it: its Cephes
+    series for float32/float64 (a GPU array's on the host, so both devices agree), else float64 on the host
+    rounded to a's dtype."""
+    if a.dtype in (np.float32, np.float64):
+        series = cephes_i1 if order else cephes_i0
+        return xp_of(a).asarray(series(_host_array(a), scaled=scaled))
+    f64 = {(0, False): np.i0, (1, False): i1_f64, (0, True): i0e_f64, (1, True): i1e_f64}[order, scaled]
+    return _on_host(f64, a)
+
+
+def _safe_reciprocal_slope(ctx, g, lead, shift):
+    """torch's i1_backward / i1e_backward: ``x`` replaced by eps where ``|x| <= eps`` (``safe``), ``lead(safe) - out
+    * shift(safe)``, and 1/2 (the limit at 0) where x was that small; each step one tensor op of a's dtype."""
+    xp, a = xp_of(g), ctx.a
+    eps = np.finfo(a.dtype).eps
+    not_tiny = xp.abs(a) > eps
+    safe = xp.where(not_tiny, a, a.dtype.type(eps))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = E._step(ctx, lead(safe) - E._step(ctx, ctx.out * E._step(ctx, shift(safe))))
+    return g * xp.where(not_tiny, slope, a.dtype.type(0.5))
+
+
+def _reciprocal(x):
+    return x.dtype.type(1) / x
+
+
 @computes_in_float32
 class I0(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        return cephes_i0(a) if _cephes_runs(a) else _on_host(np.i0, a)
+        return _bessel(a, 0)
 
     @staticmethod
-    def backward(ctx, g):
-        return g * _on_host(i1_f64, ctx.a)
+    def backward(ctx, g):  # torch's grad * at::special_i1(self)
+        return g * _bessel(ctx.a, 1)
 
 
 @computes_in_float32
 class I1(Function):
-    """I1's derivative is I0(x) - I1(x) / x (1/2 at 0)."""
+    """I1's derivative is I0(x) - I1(x) / x (1/2 at 0: torch's i1_backward)."""
 
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        return _on_host(i1_f64, a)
+        ctx.out = _bessel(a, 1)
+        return ctx.out
 
     @staticmethod
     def backward(ctx, g):
-        def derivative(x):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return np.where(x == 0, 0.5, np.i0(x) - i1_f64(x) / x)
-        return g * _on_host(derivative, ctx.a)
+        return _safe_reciprocal_slope(ctx, g, lambda x: _bessel(x, 0), _reciprocal)
 
 
 @computes_in_float32
@@ -419,30 +494,29 @@ class I0e(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        ctx.out = cephes_i0(a, scaled=True) if _cephes_runs(a) else _on_host(i0e_f64, a)
+        ctx.out = _bessel(a, 0, scaled=True)
         return ctx.out
 
     @staticmethod
-    def backward(ctx, g):
-        return g * (_on_host(i1e_f64, ctx.a) - xp_of(g).sign(ctx.a) * ctx.out)
+    def backward(ctx, g):  # torch's grad * (at::special_i1e(self) - self.sgn() * result)
+        sign_times_out = E._step(ctx, xp_of(g).sign(ctx.a) * ctx.out)
+        return g * E._step(ctx, _bessel(ctx.a, 1, scaled=True) - sign_times_out)
 
 
 @computes_in_float32
 class I1e(Function):
-    """I1(x) e^-|x|; derivative i0e(x) - i1e(x) (sign(x) + 1/x), 1/2 at 0."""
+    """I1(x) e^-|x|; derivative i0e(x) - i1e(x) (sign(x) + 1/x), 1/2 at 0 (torch's i1e_backward)."""
 
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        ctx.out = _on_host(i1e_f64, a)
+        ctx.out = _bessel(a, 1, scaled=True)
         return ctx.out
 
     @staticmethod
     def backward(ctx, g):
-        xp, a = xp_of(g), ctx.a
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = _on_host(i0e_f64, a) - ctx.out * (xp.sign(a) + 1 / a)
-        return g * xp.where(a == 0, 0.5, slope)
+        return _safe_reciprocal_slope(ctx, g, lambda x: _bessel(x, 0, scaled=True),
+                                      lambda x: xp_of(x).sign(x) + _reciprocal(x))
 
 
 class Zeta(Function):
