@@ -53,3 +53,46 @@ def test_i0_method_and_gradient_is_i1():
     m.i0().sum().backward()
     _same_bits(t.grad.numpy(), m.grad.numpy())
     _same_bits(torch.special.i1(torch.tensor(x)).numpy(), m.grad.numpy())
+
+
+_GAMMA_POINTS = np.concatenate([np.linspace(-9.3, 25.1, 409), [0.5, 1.0, 10.0, 1e-3, 123.4, -0.75]])
+
+
+def test_digamma_values_and_gradient():
+    # the gradient is polygamma(1, x): torch's trigamma, its series' multiply-adds fused; float64's reflection
+    # (x < 0) takes C's tan
+    for dtype in (np.float32, np.float64):
+        _check(lambda lib, t: lib.digamma(t), _GAMMA_POINTS.astype(dtype))
+    _check(lambda lib, t: lib.digamma(t), np.array([-0.93870791, -1.96107858, -5.09636219]))
+
+
+def test_special_psi_and_polygamma_one():
+    x = _GAMMA_POINTS.astype(np.float32)
+    _same_bits(torch.special.psi(torch.tensor(x)).numpy(), ml.special.psi(ml.tensor(x)).numpy())
+    _same_bits(torch.polygamma(1, torch.tensor(x)).numpy(), ml.polygamma(1, ml.tensor(x)).numpy())
+    t, m = torch.tensor(x.astype(np.float64)), ml.tensor(x.astype(np.float64))
+    _same_bits(t.polygamma(1).numpy(), m.polygamma(1).numpy())
+
+
+def test_lgamma_gradient_is_torchs_digamma():
+    for dtype in (np.float32, np.float64):
+        x = _GAMMA_POINTS.astype(dtype)
+        (_, grad_t), (_, grad_m) = _value_and_grad(lambda lib, t: lib.lgamma(t), x)
+        _same_bits(grad_t, grad_m)
+
+
+@pytest.mark.parametrize("p", [2, 3, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mvlgamma_gradient_and_order_of_sum(p, dtype):
+    x = np.linspace(p / 2 + 0.01, 40, 300).astype(dtype).reshape(20, 15)
+    (value_t, grad_t), (value_m, grad_m) = _value_and_grad(lambda lib, t: lib.mvlgamma(t, p=p), x)
+    _same_bits(grad_t, grad_m)
+    # the values: torch's lgamma is MKL's (vsLGamma), here the correctly rounded one; with torch's own lgamma
+    # values the sum is torch's to the bit
+    steps = np.arange(-p / 2 + 0.5, 0.5, 0.5).astype(dtype)
+    lgammas = torch.lgamma(torch.tensor(steps) + torch.tensor(x).unsqueeze(-1)).numpy()
+    from minilora import float32_sums
+    ordered = float32_sums.torch_order_sum(lgammas, (2,)) + dtype(p * (p - 1) / 4 * np.log(np.pi))
+    _same_bits(value_t, ordered.astype(dtype))
+    np.testing.assert_allclose(value_m, value_t, rtol=4e-7 if dtype == np.float32 else 1e-14,
+                               atol=1e-6 if dtype == np.float32 else 1e-14)

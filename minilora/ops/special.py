@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .. import amp as _amp, dtypes, fastmath, float32_math
+from .. import amp as _amp, dtypes, fastmath, float32_math, float32_sums
 from ..device import xp_of
 from ..tensor import Function, Tensor, name_node, no_forward_formula, saves_as_torch
 from . import elementwise as E
@@ -54,14 +54,14 @@ def digamma_f64(x):
     """torch's calc_digamma, in the array's own precision (float32 arrays as torch's float kernel, whose
     recurrence rounds each step: its float32 digamma is a few ulps from the true value, and so is this):
     +-inf at -+0, nan at the negative integers, the reflection psi(x) = psi(1 - x) - pi / tan(pi x) for
-    x < 0 (the tangent in float64, of x's fractional part), then the recurrence up to x >= 10 and the
-    asymptotic series."""
+    x < 0 (the tangent C's, in float64, of x's fractional part), then the recurrence up to x >= 10 and the
+    asymptotic series (Horner's steps fused, C's log)."""
     x = np.array(x, dtype=x.dtype if getattr(x, "dtype", None) == np.float32 else np.float64)
     negative = x < 0
     with np.errstate(divide="ignore", invalid="ignore"):
         result = _digamma_nonnegative(np.where(negative, 1 - x, x))
         fraction = (x - np.trunc(x)).astype(np.float64)
-        reflection = (math.pi / np.tan(math.pi * fraction)).astype(x.dtype)
+        reflection = (math.pi / c_math("tan", math.pi * fraction)).astype(x.dtype)
         out = np.where(negative, result - reflection, result)
         out[negative & (fraction == 0)] = np.nan
         out[np.isneginf(x)] = np.nan
@@ -71,21 +71,49 @@ def digamma_f64(x):
 
 
 def _digamma_nonnegative(x):
-    one = x.dtype.type(1)
+    real = x.dtype.type
     result = np.zeros_like(x)
     x = x.copy()
     while True:
         small = x < 10
         if not small.any():
             break
-        result[small] -= one / x[small]
-        x[small] += one
-    z = one / (x * x)
+        result[small] -= real(1) / x[small]
+        x[small] += real(1)
+    z = real(1) / (x * x)
     series = np.zeros_like(x)
-    for coefficient in _PSI_SERIES:
-        series = series * z + x.dtype.type(coefficient)
-    series = np.where(x < 1e17, series * z, x.dtype.type(0))
-    return np.where(x == 10, result + x.dtype.type(_PSI_10), result + np.log(x) - x.dtype.type(0.5) / x - series)
+    for coefficient in _PSI_SERIES:  # (Cephes' polevl: GCC fuses its result * z + A[i])
+        series = fastmath.multiply_add(series, z, real(coefficient))
+    series = np.where(x < 1e17, z * series, real(0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log = c_math("log", np.where(np.isnan(x), real(1), x))
+    return np.where(x == 10, result + real(_PSI_10), result + log - real(0.5) / x - series)
+
+
+def c_math(name, x):
+    """C's ``name`` (the double function; its ``f`` twin for a float32 array) of an array, as torch's scalar
+    kernels call them: ``float32_math``'s compiled loop for the functions it has, else each element through ctypes."""
+    x = np.asarray(x)
+    single = x.dtype == np.float32
+    native = float32_math.c_function if single else float32_math.c_function64
+    try:
+        return native(name + "f" if single else name, x).reshape(x.shape)
+    except ValueError:  # (not among the compiled loop's functions)
+        return _ctypes_math(name + "f" if single else name, x)
+
+
+_LIBM = {}
+
+
+def _ctypes_math(name, x):
+    if name not in _LIBM:
+        import ctypes
+        import ctypes.util
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("m")), name)
+        real = ctypes.c_float if name.endswith("f") else ctypes.c_double
+        function.restype, function.argtypes = real, [real]
+        _LIBM[name] = np.frompyfunc(function, 1, 1)
+    return np.asarray(_LIBM[name](x), dtype=x.dtype).reshape(x.shape)
 
 
 # Hurwitz zeta's Euler-Maclaurin terms: (2i+2)! / B_(2i+2) (Cephes' A)
@@ -130,18 +158,25 @@ def zeta_f64(s, q):
 
 
 def trigamma_f64(x):
-    """polygamma(1, x) as torch's calc_trigamma: the reflection below 1/2, six steps of the recurrence,
-    then the asymptotic series (at the negative integers sin(pi x) is not quite 0: large, finite)."""
+    """polygamma(1, x) as torch's trigamma, in the array's own precision: the reflection below 1/2 (C's sin), six
+    steps of the recurrence, then the asymptotic series, its multiply-adds fused as GCC compiles them (at the
+    negative integers sin(pi x) is not quite 0: large, finite)."""
     x = np.array(x, dtype=x.dtype if getattr(x, "dtype", None) == np.float32 else np.float64)
+    real = x.dtype.type
+    fma = fastmath.multiply_add
     with np.errstate(all="ignore"):
         reflect = x < 0.5
-        result = np.where(reflect, -(math.pi ** 2) / np.sin(math.pi * x) ** 2, 0.0)
-        x = np.where(reflect, 1 - x, x)
+        sine = c_math("sin", real(math.pi) * x)
+        result = np.where(reflect, -(real(math.pi) * real(math.pi)) / (sine * sine), real(0))
+        x = np.where(reflect, real(1) - x, x)
         for _ in range(6):
-            result = result + 1 / (x * x)
-            x = x + 1
-        ixx = 1 / (x * x)
-        result = result + (1 + 1 / (2 * x) + ixx * (1 / 6 - ixx * (1 / 30 - ixx * (1 / 42)))) / x
+            result = result + real(1) / (x * x)
+            x = x + real(1)
+        ixx = real(1) / (x * x)
+        inner = fma(-ixx, np.full_like(x, real(1) / real(42)), real(1) / real(30))
+        inner = fma(-ixx, inner, real(1) / real(6))
+        tail = fma(ixx, inner, real(1) + real(1) / (real(2) * x))
+        result = result + tail / x
         return np.where(reflect, -result, result)
 
 
@@ -614,7 +649,36 @@ def mvlgamma(input, p):
     for i in range(1, p):
         total = E.add(total, lgamma(E.sub(x, i / 2)))
     total = total.contiguous()  # (torch's sum over a new last dimension: contiguous whatever the input's layout)
-    return name_node(E.add(total, p * (p - 1) / 4 * math.log(math.pi)), "MvlgammaBackward0", input)
+    constant = p * (p - 1) / 4 * math.log(math.pi)
+    values = E.add(total, constant)
+    if _cephes_runs(x._array):  # torch's order of additions, and its gradient (the composed graph stays for
+        from .nn import KernelGradients  # create_graph)
+        arguments = _mvlgamma_arguments(x._array, p)
+        values = KernelGradients.apply(values, x, None, None, values=_mvlgamma_as_torch(arguments, constant),
+                                       gradients=_mvlgamma_gradients(arguments))
+    return saves_as_torch(name_node(values, "MvlgammaBackward0", input), input)  # (torch's node keeps self)
+
+
+def _mvlgamma_arguments(x, p):
+    """ATen's ``arange(-p / 2 + 1/2, 1/2, 1/2) + x.unsqueeze(-1)``: x - (p - 1)/2, ..., x - 1/2, x along a new last
+    dimension, in x's dtype."""
+    steps = np.arange(-p / 2 + 0.5, 0.5, 0.5).astype(x.dtype)
+    return steps + x[..., None]
+
+
+def _mvlgamma_as_torch(arguments, constant):
+    """torch's ``lgamma_(arguments).sum(-1).add_(constant)``, its sum in torch's order (``float32_sums``)."""
+    real = arguments.dtype.type
+    summed = float32_sums.torch_order_sum(lgamma_f64(arguments).astype(arguments.dtype), (arguments.ndim - 1,))
+    return np.asarray(summed + real(constant), arguments.dtype)
+
+
+def _mvlgamma_gradients(arguments):
+    """derivatives.yaml's ``mvlgamma_backward``: ``grad * digamma_(arguments).sum(-1)``, for ``KernelGradients``."""
+    def gradients(g, needs):
+        summed = float32_sums.torch_order_sum(digamma_f64(arguments), (arguments.ndim - 1,))
+        return (g * np.asarray(summed, arguments.dtype) if needs[0] else None), None, None
+    return gradients
 
 
 def i0(input):
