@@ -115,3 +115,25 @@ def test_ndtri_values_and_gradient(dtype):
     kept = _where_torch_exp_is_ours(value_t * value_t / dtype(2)) & np.isfinite(value_t)
     assert kept.sum() > 400
     _same_bits(grad_t[kept], grad_m[kept])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_ndtr_from_minus_one_up(dtype):
+    # torch's log1p(-erfc(x * M_SQRT1_2) / 2) there (C's erfc and log1p); below -1 it takes Johnson's erfcx table
+    x = np.concatenate([np.linspace(-1, 9, 801), [-1.0, 0.0, 38.5]]).astype(dtype)
+    (value_t, grad_t), (value_m, grad_m) = _value_and_grad(lambda lib, t: lib.special.log_ndtr(t), x)
+    _same_bits(value_t, value_m)
+    kept = _where_torch_exp_is_ours(-(value_t + x * x / dtype(2)))
+    assert kept.sum() > 700
+    _same_bits(grad_t[kept], grad_m[kept])
+
+
+def test_ndtr_scales_by_torchs_sqrt_half():
+    # torch's (1 + erf(x * M_SQRT1_2)) * 0.5: M_SQRT1_2 is 0.7071067811865476, one ulp above 1 / math.sqrt(2); the
+    # elements whose erf torch (MKL) and minilora agree on are compared
+    x = np.linspace(-6, 6, 2001)
+    scaled = torch.tensor(x) * 0.7071067811865476
+    kept = torch.erf(scaled).numpy() == ml.erf(ml.tensor(scaled.numpy())).numpy()
+    assert kept.sum() > 1900
+    t, m = torch.special.ndtr(torch.tensor(x)).numpy(), ml.special.ndtr(ml.tensor(x)).numpy()
+    _same_bits(t[kept], m[kept])

@@ -26,6 +26,7 @@ from .elementwise import _floating, _host_array, computes_in_float32
 _SQRT_PI = math.sqrt(math.pi)
 _SQRT_2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2 * math.pi)
+_FRAC_SQRT_2 = 0.707106781186547524400844362104849039  # (c10::frac_sqrt_2: 1 / math.sqrt(2) is an ulp below)
 
 
 def _elementwise(scalar_function):
@@ -665,12 +666,26 @@ class LogNdtr(Function):
     def forward(ctx, a):
         ctx.a = a
         ctx.out = _on_host(log_ndtr_f64, a)
+        if a.dtype in (np.float32, np.float64):
+            ctx.out = xp_of(a).asarray(_log_ndtr_upper_as_torch(_host_array(a), _host_array(ctx.out)))
         return ctx.out
 
     @staticmethod
-    def backward(ctx, g):
-        a = ctx.a
-        return g * xp_of(g).exp(-a * a / 2 - ctx.out) / _SQRT_2PI
+    def backward(ctx, g):  # torch's grad / std::sqrt(2 * M_PI) * (result + self.pow(2) / 2).neg().exp(), in that order
+        real, a = g.dtype.type, ctx.a
+        return (g / real(_SQRT_2PI)) * _torch_exp(-(ctx.out + a * a / real(2)))
+
+
+def _log_ndtr_upper_as_torch(x, values):
+    """``values`` (log_ndtr of the float32/float64 array x) with torch's calc_log_ndtr in place for x >= -1:
+    ``log1p(-erfc(x / sqrt 2) / 2)``, C's erfc and log1p in x's dtype. (Below -1 torch takes log(erfcx(-t) / 2) - t^2,
+    erfcx from Johnson's 100-piece Chebyshev table, not ported: there the value is the float64 one rounded.)"""
+    real = x.dtype.type
+    upper = x >= real(-1)
+    t = x[upper] * real(_FRAC_SQRT_2)
+    out = values.copy()
+    out[upper] = c_math("log1p", -c_math("erfc", t) / real(2))
+    return out
 
 
 def erfc(input):
@@ -794,7 +809,7 @@ def ndtr(input):
     """``torch.special.ndtr``: the standard normal CDF by torch's formula (1 + erf(x / sqrt 2)) / 2, whose
     lower tail cancels (float32 ndtr(-6.9) is 0; ``log_ndtr`` keeps the tail's digits)."""
     x = _floating(input)  # (ATen's (1 + erf(x * M_SQRT1_2)) * 0.5: Tensor-Scalar nodes, E.aten_scalar)
-    scaled = E.aten_scalar(E.mul(x, 1 / _SQRT_2), x)
+    scaled = E.aten_scalar(E.mul(x, _FRAC_SQRT_2), x)  # (M_SQRT1_2: 1 / sqrt(2) rounds an ulp lower)
     erf = E.erf(scaled)
     shifted = E.aten_scalar(E.add(erf, 1), erf)
     return E.aten_scalar(E.mul(shifted, 0.5), shifted)
