@@ -714,8 +714,7 @@ def layout_is_unknown(array):
 # 3-D convolutions: suggested for 16- and 32-bit floats, contiguous for float64), "contiguous" (avg_pool3d and
 # the adaptive 3-D pools write a contiguous result). composed_layout lays the result out so.
 _COMPOSED_LAYOUTS = {"conv3d": "onednn", "conv_transpose3d": "onednn", "max_pool3d": "suggested",
-                     "group_norm": "suggested", "avg_pool3d": "contiguous", "adaptive_avg_pool3d": "contiguous",
-                     "adaptive_max_pool3d": "contiguous"}
+                     "group_norm": "suggested", "avg_pool3d": "contiguous", "adaptive_max_pool3d": "contiguous"}
 
 
 def composed_layout_unknown(op):

@@ -648,7 +648,8 @@ def _has_edge(x, numbers):
 
 # minilora's ops that torch knows under another name (the same op; print(loss.grad_fn) shows torch's)
 _TORCH_OP_NAMES = {"CrossEntropy": "NllLoss", "MaxPool2d": "MaxPool2DWithIndices", "AvgPool2d": "AvgPool2D",
-                   "AdaptiveAvgPool2d": "AdaptiveAvgPool2D", "Reshape": "View", "AsType": "ToCopy", "PromotionCast": "ToCopy",
+                   "AdaptiveAvgPool2d": "AdaptiveAvgPool2D", "AvgPool3d": "AvgPool3D",
+                   "AdaptiveAvgPool3d": "AdaptiveAvgPool3D", "Reshape": "View", "AsType": "ToCopy", "PromotionCast": "ToCopy",
                    "CumSum": "Cumsum", "LayerNorm": "NativeLayerNorm", "AMax": "Amax", "AMin": "Amin",
                    "Conv1d": "Convolution", "Conv2d": "Convolution", "CumProd": "Cumprod", "Log1p": "Log1P",
                    "LogAddExp": "Logaddexp", "XLogY": "Xlogy", "LogCumSumExp": "Logcumsumexp",

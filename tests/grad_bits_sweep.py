@@ -47,8 +47,10 @@ def _leaves(sample_parts):
     return found
 
 
-def _run(fn, parts):
+def _run(fn, parts, lib):
     first, args, kwargs = parts
+    lib.manual_seed(42)  # (a random op -- dropout, rrelu, normal -- draws the same numbers in both libraries:
+    # op_db wraps the random ones in wrapper_set_seed, which seeds torch with 42)
     out = fn(first, *args, **kwargs)
     outs = _floats(out)
     leaves = _leaves(parts)
@@ -56,7 +58,6 @@ def _run(fn, parts):
     if not outs or not leaves or not any(t.requires_grad for t in outs):
         return values, []
     rng = np.random.default_rng(7)
-    lib = torch if isinstance(outs[0], torch.Tensor) else ml
     total = None
     for t in outs:
         if t.requires_grad:
@@ -104,13 +105,13 @@ def sweep(samples, only):
         for sample in inputs:
             parts = (sample.input, tuple(sample.args), dict(sample.kwargs))
             try:
-                theirs = _run(op.op, parts)
+                theirs = _run(op.op, parts, torch)
             except Exception:  # noqa: BLE001 (a sample torch's op itself refuses)
                 continue
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    ours = _run(fn, to_minilora(parts))
+                    ours = _run(fn, to_minilora(parts), ml)
             except Exception:  # noqa: BLE001
                 tally["errors"] += 1
                 continue

@@ -746,11 +746,11 @@ def adaptive_avg_pool2d(input, output_size):
     input size maps to ``output_size``; ``None`` keeps that dimension."""
     sizes = _adaptive_checks("adaptive_avg_pool2d", input, output_size)
     _dtypes_taken("adaptive_avg_pool2d", input)
-    if sizes == (1, 1) and input.numel() == 0:  # torch's mean (nan over an empty plane; no cells to cut)
-        return input.mean((-2, -1), keepdim=True)
+    if sizes == (1, 1):  # torch computes a 1x1 output as the mean (its order of additions; nan over an empty
+        # plane), from a channels_last input in that layout
+        return composed_layout(input.mean((-2, -1), keepdim=True), input, "suggested")
     rows, cols = _adaptive_cells(input, sizes)
-    node = "MeanBackward1" if sizes == (1, 1) else "AdaptiveAvgPool2DBackward0"  # torch: a 1x1 output is a mean
-    return name_node(_adaptive_avg_pool2d(input, rows, cols, _narrow(input)), node, input)
+    return name_node(_adaptive_avg_pool2d(input, rows, cols, _narrow(input)), "AdaptiveAvgPool2DBackward0", input)
 
 
 def _adaptive_checks(fn, input, output_size):
@@ -1558,25 +1558,73 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
 @float32_inside
 def _avg_pool3d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    from .nn import pad as pad_op
     kernel, stride, padding, _ = _triple_geometry(kernel_size, stride, padding, 1, "avg_pool3d")
     extra = _ceil_extra(input.shape[2:], kernel, stride, padding, (1, 1, 1), ceil_mode)
     out_size = tuple((n + 2 * p + e - k) // s + 1
                      for n, p, e, k, s in zip(input.shape[2:], padding, extra, kernel, stride))
     if min(out_size) <= 0:
         raise RuntimeError(f"avg_pool3d: the output size {list(out_size)} is too small (input {list(input.shape)})")
-    padded = pad_op(input, (0, 0, 0, 0, padding[0], padding[0] + extra[0]))
-    sums = None
-    for images in _depth_slices(padded, out_size[0], kernel[0], stride[0], 1):
-        part = avg_pool2d(images, kernel[1:], stride[1:], padding[1:], ceil_mode, True, 1)  # window sums
-        sums = part if sums is None else sums + part
     divisors = _avg_divisors(input.shape[2:], out_size, kernel, stride, padding, count_include_pad,
                              divisor_override)
-    volume = _as_volume(sums, input.shape[0], out_size[0])
-    divisors = Tensor(divisors.astype(input.dtype), dtype=input.dtype, device=input.device)
-    if input.dtype.kind == "i":  # torch's int64 kernel: C++ integer division, toward zero (as AvgPool2d's)
-        return volume.div(divisors, rounding_mode="trunc")
-    return volume / divisors
+    divisors = xp_of(input._array).asarray(divisors.astype(input.dtype))
+    return AvgPool3d.apply(input, kernel=kernel, stride=stride, padding=padding, extra=extra, divisors=divisors)
+
+
+class AvgPool3d(Function):
+    """3-D average pooling as torch's CPU kernel (``avg_pool3d_out_frame``) computes it: each window's
+    elements added one at a time from 0, in (depth, row, column) order, and the sum divided by the output
+    position's divisor. (Summing the depth slices' 2-D window sums instead rounds otherwise: up to 24 ulps.)
+    Backward adds ``g / divisor`` to every element of each window, output position by output position."""
+    torch_layout = "contiguous"  # (from a channels_last_3d input too: Function.torch_layout)
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, extra, divisors):
+        xp = xp_of(x)
+        padded = xp.pad(x, ((0, 0), (0, 0)) + tuple((p, p + e) for p, e in zip(padding, extra)))
+        windows = _windows3d(xp, padded, kernel, stride)
+        ctx.geometry = (x.shape, padded.shape, stride, padding, windows.shape)
+        ctx.replay = dict(kernel=kernel, stride=stride, padding=padding, extra=extra, divisors=divisors)
+        ctx.divisors, ctx.round_to = divisors, None
+        sums = _sum_block_in_order(windows)
+        if sums.dtype.kind == "i":  # torch's int64 kernel: C++ integer division, toward zero (as AvgPool2d's)
+            return xp.sign(sums) * xp.sign(divisors) * (xp.abs(sums) // xp.abs(divisors))
+        return sums / divisors + 0  # (torch adds the average to a zeroed output: a -0.0 becomes 0.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        shape, padded_shape, stride, padding, window_shape = ctx.geometry
+        shares = xp.broadcast_to((g / ctx.divisors)[..., None, None, None], window_shape)
+        summed = _add_blocks_back(xp, shares, padded_shape, stride)
+        return summed[(slice(None), slice(None)) + tuple(slice(p, p + n) for p, n in zip(padding, shape[2:]))]
+
+
+def _windows3d(xp, padded, kernel, stride):
+    """``[N, C, D_out, H_out, W_out, kd, kh, kw]``: the block under every output position (a view, no copy)."""
+    view = xp.lib.stride_tricks.sliding_window_view(padded, kernel, axis=(2, 3, 4))
+    return view[:, :, ::stride[0], ::stride[1], ::stride[2]]
+
+
+def _sum_block_in_order(blocks):
+    """The sum over ``blocks``' last three axes as torch's 3-D pooling kernels write it: ``sum = 0``, then
+    ``sum += x`` for each element in (depth, row, column) order."""
+    total = xp_of(blocks).zeros(blocks.shape[:-3], blocks.dtype)
+    for offset in np.ndindex(*blocks.shape[-3:]):
+        total += blocks[(Ellipsis,) + offset]
+    return total
+
+
+def _add_blocks_back(xp, grad_blocks, padded_shape, stride):
+    """The adjoint of ``_windows3d``, in torch's order: the kernel offsets last to first, so that an element
+    receives its blocks' gradients in the order of their output positions (as ``_add_windows_back``)."""
+    out = xp.zeros(padded_shape, dtype=grad_blocks.dtype)
+    outs = grad_blocks.shape[2:5]
+    if not all(outs):  # (no blocks: the slices below would end at -1)
+        return out
+    for offset in reversed(list(np.ndindex(*grad_blocks.shape[5:]))):
+        where = tuple(slice(k, k + s * (n - 1) + 1, s) for k, s, n in zip(offset, stride, outs))
+        out[(slice(None), slice(None)) + where] += grad_blocks[(Ellipsis,) + offset]
+    return out
 
 
 def _adaptive_depths(input, output_size, fn):
@@ -1594,18 +1642,59 @@ def _adaptive_depths(input, output_size, fn):
     return sizes, [slice(i * depth // sizes[0], -(-(i + 1) * depth // sizes[0])) for i in range(sizes[0])]
 
 
-@composed_layout_unknown  # (from a channels_last input: Function.torch_layout)
-@_torch_node(lambda out: "MeanBackward1" if tuple(out.shape[-3:]) == (1, 1, 1) else "AdaptiveAvgPool3DBackward0")
-@saving_as_torch("input")  # what torch's node keeps
 def adaptive_avg_pool3d(input, output_size):
-    """PyTorch's ``F.adaptive_avg_pool3d``: ``adaptive_avg_pool2d`` of every depth slice, averaged over
-    each output depth's slices (``floor(i D / d_out)`` to ``ceil((i + 1) D / d_out)``)."""
-    from .shape import stack
+    """PyTorch's ``F.adaptive_avg_pool3d``: output cell ``(i, j, k)`` averages input depths ``floor(i D / d_out)``
+    to ``ceil((i + 1) D / d_out)`` (rows and columns the same way). A 1x1x1 output is the mean over the three
+    dimensions, as torch computes it (from a channels_last_3d input in that layout, as torch's)."""
     sizes, depths = _adaptive_depths(input, output_size, "adaptive_avg_pool3d")
     _dtypes_taken("adaptive_avg_pool3d_cpu", input)
-    planes = adaptive_avg_pool2d(input.flatten(-4, -3) if input.ndim == 5 else input, sizes[1:])
-    planes = planes.reshape(*input.shape[:-2], *sizes[1:])  # [N, C, D, h_out, w_out]
-    return stack([planes[..., d, :, :].mean(-3) for d in depths], -3)
+    if sizes == (1, 1, 1):
+        return composed_layout(input.mean((-3, -2, -1), keepdim=True), input, "suggested")
+    rows, cols = _adaptive_cells(input, sizes[1:])
+    return _adaptive_average3d(input, (tuple(depths), rows, cols), _narrow(input))
+
+
+@saving_as_torch("input")  # what torch's node keeps
+@float32_inside
+def _adaptive_average3d(input, cells, round_to):
+    return AdaptiveAvgPool3d.apply(input, cells=cells, round_to=round_to)
+
+
+class AdaptiveAvgPool3d(Function):
+    """Output cell ``(i, j, k)``: the mean of the input block ``cells[0][i], cells[1][j], cells[2][k]`` (slices),
+    as torch's kernel (``adaptive_avg_pool3d_out_frame``): the block added one element at a time from 0 in
+    (depth, row, column) order, divided by its depth, then its height, then its width. (The mean over depth of
+    the depth slices' 2-D averages rounds otherwise: up to 256 ulps.) Backward adds ``g / depth / height /
+    width`` to every element of the block, cell by cell (in ``round_to``, a 16-bit dtype, each step rounded,
+    as ``AdaptiveAvgPool2d``)."""
+    torch_layout = "contiguous"  # (from a channels_last_3d input too: Function.torch_layout)
+
+    @staticmethod
+    def forward(ctx, x, cells, round_to=None):
+        xp = xp_of(x)
+        out = xp.empty(x.shape[:-3] + tuple(len(c) for c in cells), dtype=x.dtype)
+        for cell in np.ndindex(*out.shape[-3:]):
+            block = tuple(c[i] for c, i in zip(cells, cell))
+            total = _sum_block_in_order(x[(Ellipsis,) + block])
+            for extent in block:
+                total = total / (extent.stop - extent.start)
+            out[(Ellipsis,) + cell] = total
+        ctx.shape, ctx.cells, ctx.round_to = x.shape, cells, round_to
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        gx = xp.zeros(ctx.shape, dtype=g.dtype)
+        keep = (lambda a: _rounded(a, ctx.round_to)) if ctx.round_to is not None else (lambda a: a)
+        for cell in np.ndindex(*g.shape[-3:]):
+            block = tuple(c[i] for c, i in zip(ctx.cells, cell))
+            share = g[(Ellipsis,) + cell]
+            for extent in block:
+                share = keep(share / (extent.stop - extent.start))
+            where = (Ellipsis,) + block
+            gx[where] = keep(gx[where] + share[..., None, None, None])
+        return gx
 
 
 @composed_layout_unknown  # (from a channels_last input: Function.torch_layout)

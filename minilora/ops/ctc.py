@@ -17,6 +17,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name
+from ..float32_math import c_function, c_function64
 from ..tensor import Function, Tensor, name_node, no_forward_formula, saves_as_torch
 
 __all__ = ["ctc_loss"]
@@ -118,13 +119,26 @@ class CTCLoss(Function):
         beta = _beta(lp, labels, input_lengths, target_lengths)
         steps, n, classes = lp.shape
         with np.errstate(invalid="ignore", over="ignore"):
-            log_alpha_beta = _by_class(ctx.alpha + beta, labels, classes)  # [T, N, C], -inf where none
+            log_alpha_beta = _by_class(ctx.alpha + beta, labels, 2 * target_lengths, classes)  # [T, N, C]
             nll = ctx.nll.reshape(1, n, 1)
-            grad = (np.exp(lp) - np.exp(log_alpha_beta + nll - lp)) * np.asarray(g if xp is np else g.get())[:, None]
+            grad = (_exp(lp) - _exp(log_alpha_beta + nll - lp)) * np.asarray(g if xp is np else g.get())[:, None]
         grad[np.arange(steps)[:, None] >= input_lengths[None, :]] = 0  # (past each sample's end)
         if zero_infinity:
             grad[:, ctx.nll == np.inf] = 0
         return xp.asarray(grad.astype(lp.dtype))
+
+
+def _exp(x):
+    """The C library's exp, which ATen's CTC kernel calls (``std::exp``): NumPy's own float32 exp differs from
+    glibc's in the last bit for ~40% of elements, and the gradient's ``exp(lp) - exp(...)`` cancels, so one
+    bit there is thousands of ulps of a small gradient."""
+    return c_function("expf", x) if x.dtype == np.float32 else c_function64("exp", x)
+
+
+def _log(x):
+    """The C library's log (``std::log``), as ``_exp``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return c_function("logf", x) if x.dtype == np.float32 else c_function64("log", x)
 
 
 def _logsumexp3(a, b, c):
@@ -132,7 +146,7 @@ def _logsumexp3(a, b, c):
     top = np.maximum(np.maximum(a, b), c)
     top = np.where(top == -np.inf, 0, top)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.log(np.exp(a - top) + np.exp(b - top) + np.exp(c - top)) + top
+        return _log(_exp(a - top) + _exp(b - top) + _exp(c - top)) + top
 
 
 def _shifted(a, by, fill=-np.inf):
@@ -177,8 +191,8 @@ def _neg_log_likelihood(alpha, input_lengths, target_lengths):
         last, before = alpha[t, b, s], (alpha[t, b, s - 1] if s else -np.inf)
         top = max(last, before)
         top = 0 if top == -np.inf else top
-        with np.errstate(divide="ignore"):
-            nll[b] = -(np.log(np.exp(last - top) + np.exp(before - top)) + top)
+        pair = np.array([last - top, before - top], alpha.dtype)
+        nll[b] = -(_log(_exp(pair).sum(keepdims=True))[0] + top)
     return nll
 
 
@@ -207,14 +221,23 @@ def _beta(lp, labels, input_lengths, target_lengths):
     return beta
 
 
-def _by_class(log_values, labels, classes):
-    """log of the sum of ``exp(log_values)`` [T, N, L] over the positions s of each class: [T, N, C]."""
+def _by_class(log_values, labels, ends, classes):
+    """log of the sum of ``exp(log_values)`` [T, N, L] over the positions s <= ``ends`` [N] of each class:
+    [T, N, C], -inf where none. Added as ATen's kernel adds them, the last position first, each one a two-term
+    log-add shifted by the larger: another order (all at once, shifted by the largest) rounds otherwise."""
     steps, n, width = log_values.shape
-    top = log_values.max(axis=2, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0)
-    sums = np.zeros((steps, n, classes), dtype=log_values.dtype)
-    index = np.broadcast_to(labels, (steps, n, width))
-    t_index, b_index = np.meshgrid(np.arange(steps), np.arange(n), indexing="ij")
-    np.add.at(sums, (t_index[..., None], b_index[..., None], index), np.exp(log_values - top))
-    with np.errstate(divide="ignore"):
-        return np.log(sums) + top
+    sums = np.full((steps, n, classes), -np.inf, dtype=log_values.dtype)
+    for s in range(width - 1, -1, -1):
+        rows = np.flatnonzero(s <= ends)
+        if rows.size:
+            places = (slice(None), rows, labels[rows, s])
+            sums[places] = _log_add(sums[places], log_values[:, rows, s])
+    return sums
+
+
+def _log_add(total, value):
+    """ATen's ``lcab = log(exp(lcab - max) + exp(value - max)) + max``, ``value`` itself while lcab is -inf."""
+    top = np.maximum(total, value)
+    with np.errstate(invalid="ignore"):
+        added = _log(_exp(total - top) + _exp(value - top)) + top
+    return np.where(total == -np.inf, value, added)

@@ -26,8 +26,8 @@ from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Cross, Einsum, Linear, MatMul
 from .bags import DenseBagGradient
 from .ctc import CTCLoss
-from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, Fold, MaxPool2d,
-                   MaxUnpool2d, Unfold, _windows)
+from .conv import (AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool2d, AvgPool2d, AvgPool3d, Conv2d, ConvBias,
+                   ConvTranspose2d, Fold, MaxPool2d, MaxUnpool2d, Unfold, _windows)
 from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
                     Repeat, Scatter, ScatterReduce)
 from .siblings import Nextafter
@@ -845,15 +845,14 @@ class _Scratch:
     """A throwaway ctx for running an op's forward on arrays (what it saves is not needed)."""
 
 
-def _pooling(jvp, op, reads_input=lambda ctx: True):
-    """A pooling's recorded backward; torch's formula reads the input (zeros_like(self)) where
-    ``reads_input(ctx)``."""
+def _pooling(jvp, op):
+    """A pooling's recorded backward; torch's formula reads the input (zeros_like(self))."""
     vjp = _first(op)
 
     def backward_graph(ctx, g):
         if ctx.round_to is not None:  # (16-bit rounding in between: not a linear map to record)
             _refuse(ctx)
-        return LinearPair.apply(g, ctx, jvp, vjp, ctx.inputs[0] if reads_input(ctx) else None)
+        return LinearPair.apply(g, ctx, jvp, vjp, ctx.inputs[0])
     return backward_graph
 
 
@@ -1802,8 +1801,9 @@ _BACKWARD_GRAPHS = {
     _e._Rounding: lambda ctx, g: (_constant(g._device.xp.zeros(ctx.shape, g._array.dtype), g), None, None),
     Einsum: _einsum,
     MaxPool2d: _pooling(_max_pool_jvp, MaxPool2d), AvgPool2d: _pooling(_avg_pool_jvp, AvgPool2d),
-    AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d,  # (torch: a 1x1 output is a mean)
-                                reads_input=lambda ctx: (len(ctx.rows), len(ctx.cols)) != (1, 1)),
+    AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d),
+    AvgPool3d: _pooling(lambda ctx, x: AvgPool3d.forward(_Scratch(), x, **ctx.replay), AvgPool3d),
+    AdaptiveAvgPool3d: _pooling(lambda ctx, x: AdaptiveAvgPool3d.forward(_Scratch(), x, ctx.cells), AdaptiveAvgPool3d),
     LoraLinear: _lora_linear,
     _e.LogAddExp: _logaddexp, _e.LogAddExp2: _logaddexp2,
     _e.LogBase: lambda ctx, g: (g / (ctx.inputs[0] * float(np.log(ctx.base))), None),
