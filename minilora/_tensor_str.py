@@ -177,6 +177,8 @@ def _add_suffixes(text, suffixes, indent):
 
 def tensor_repr(tensor):
     """``repr(tensor)`` in torch's words (see the module docstring)."""
+    if tensor.device.type == "meta":
+        return _meta_repr(tensor)
     values = tensor.detach().cpu().numpy()
     dtype = values.dtype
     if dtype.itemsize == 2 and dtypes.is_floating(dtype):
@@ -202,6 +204,20 @@ def tensor_repr(tensor):
         shown = _summarized(values) if summarize else values
         formatter = _ComplexFormatter(shown) if dtype.kind == "c" else _Formatter(shown)
         body = _nested(values, indent, summarize, formatter)
+    return _add_suffixes(prefix + body, suffixes + _graph_suffixes(tensor), indent)
+
+
+def _meta_repr(tensor):
+    """A meta tensor has no values to show: torch prints ``...``, its size, and its dtype unless the default."""
+    suffixes = ["device='meta'", f"size={tuple(tensor.shape)}"]
+    if tensor.dtype != dtypes.get_default_dtype():
+        suffixes.append(f"dtype=torch.{tensor.dtype.name}")
+    return _add_suffixes("tensor(...", suffixes + _graph_suffixes(tensor), len("tensor("))
+
+
+def _graph_suffixes(tensor):
+    """``grad_fn=<...>`` or ``requires_grad=True``, and an open forward-AD level's ``tangent=``."""
+    suffixes = []
     if tensor.grad_fn is not None:
         # (torch's _tensor_str: a C++ node's name without its namespace, torch::autograd::CopyBackwards as CopyBackwards)
         suffixes.append(f"grad_fn=<{tensor.grad_fn.name().rsplit('::', 1)[-1]}>")
@@ -210,7 +226,7 @@ def tensor_repr(tensor):
     tangent = _dual_tangent(tensor)
     if tangent is not None:  # (a 0-d tangent formats as its number, as torch's f"tangent={tangent}")
         suffixes.append(f"tangent={tangent}")
-    return _add_suffixes(prefix + body, suffixes, indent)
+    return suffixes
 
 
 def _dual_tangent(tensor):

@@ -8,16 +8,27 @@ Three devices, one interface:
   CUDA code is exercised on machines without a GPU. Enabled when a C++ compiler is found.
 * ``cuda`` -- CuPy arrays on an NVIDIA GPU; kernels go through ``cupy.RawModule``. Enabled only when
   CuPy imports *and* a GPU answers.
+* ``meta`` -- torch's device of shapes without values: a tensor there has a shape, a dtype and strides,
+  and no number of it may be read (``item()``, ``numpy()``, a copy to another device refuse, in torch's
+  words). Its arrays are NumPy zeros in pages the OS has not handed out yet (``np.zeros`` is calloc: a
+  page is backed only when written), so a model built there costs no memory, and an op on meta tensors
+  runs NumPy on those zeros for its result's shape and dtype (the time of the op, not its memory for
+  the inputs). See ``_MetaArrays``. Always enabled.
+
+A device is also a context manager, as torch's: ``with minilora.device("meta"): model = Model()`` makes
+every tensor a factory makes without a ``device=`` there (``set_default_device`` for the block, per
+thread, nested blocks restored in order, an exception included).
 
 A device that cannot run says so through ``enabled()`` and ``why_disabled``; nothing fails at import.
 """
 import os
 import shutil
+import threading
 
 import numpy as np
 
 __all__ = ["Device", "device", "default_device", "get_default_device", "set_default_device", "xp_of",
-           "all_devices", "cache_slices", "CHUNK"]
+           "all_devices", "cache_slices", "CHUNK", "META", "NO_DATA"]
 
 
 class UnknownDeviceError(RuntimeError, ValueError):
@@ -125,8 +136,77 @@ class Device:
     def __reduce__(self):  # pickling/copying gives back the same singleton
         return (device, (self.name,))
 
+    # ``with device:`` -- torch's DeviceContext: the default device for the block. The devices are
+    # singletons, so what a block restores is kept on a per-thread stack, not on the object (the same
+    # device may be entered twice, nested).
+    def __enter__(self):
+        _default.entered.append(_default.name)
+        _default.name = self.name
+        return self
 
-_DEVICES = {name: Device(name, uses_kernels=(name != "cpu")) for name in ("cpu", "emu", "cuda")}
+    def __exit__(self, *exc):
+        _default.name = _default.entered.pop()
+        return False
+
+
+NO_DATA = "Cannot copy out of meta tensor; no data!"  # (torch's words, wherever a meta tensor's values would leave)
+
+
+class _MetaArrays:
+    """The meta device's array module: NumPy's, but the arrays it makes from data or shapes are zeros
+    in memory nobody has written (``np.zeros`` asks calloc, whose large blocks are fresh pages the
+    OS backs only when written). Nothing is copied into a meta tensor, and nothing is read out of it:
+    Tensor refuses (``NO_DATA``). Every other name is NumPy's own (``xp.where``, ``xp.ndarray``)."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def zeros(shape, dtype=float, order="C"):
+        return np.zeros(shape, dtype, order)
+
+    @staticmethod
+    def asarray(data, dtype=None, **_):
+        shape, data_dtype = _shape_and_dtype(data)
+        return np.zeros(shape, data_dtype if dtype is None else dtype)
+
+    array = asarray
+    empty = ones = zeros
+
+    @staticmethod
+    def zeros_like(a, dtype=None, **_):
+        return np.zeros(np.shape(a), a.dtype if dtype is None else dtype)
+
+    empty_like = ones_like = zeros_like
+
+    @staticmethod
+    def full(shape, fill_value, dtype=None, **_):
+        return np.zeros(shape, np.asarray(fill_value).dtype if dtype is None else dtype)
+
+
+def _shape_and_dtype(data):
+    """The shape and dtype ``np.asarray(data)`` would have, without copying an array's values."""
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        return tuple(data.shape), data.dtype
+    data = np.asarray(data)
+    return data.shape, data.dtype
+
+
+_DEVICES = {name: Device(name, uses_kernels=(name not in ("cpu", "meta"))) for name in ("cpu", "emu", "cuda", "meta")}
+META = _DEVICES["meta"]
+META._checked, META._xp = True, _MetaArrays()
+
+
+class _DefaultDevice(threading.local):
+    """The default device of this thread, as torch's (set_default_device and ``with device:`` are per
+    thread): ``name`` (None: MINILORA_DEVICE, else cpu) and the names the open ``with`` blocks restore."""
+
+    def __init__(self):
+        self.name = None
+        self.entered = []
+
+
+_default = _DefaultDevice()
 
 
 def all_devices():
@@ -142,7 +222,7 @@ def device(name=None):
     if isinstance(name, Device):
         return name
     if name is None:
-        name = _default_name or os.environ.get("MINILORA_DEVICE", "cpu")
+        name = _default.name or os.environ.get("MINILORA_DEVICE", "cpu")
     given, name = name, str(name).split(":")[0]  # accept 'cuda:0' as PyTorch users write it
     if name not in _DEVICES:
         raise UnknownDeviceError(f"unknown device '{name}': Expected one of {', '.join(sorted(_DEVICES))} device "
@@ -157,14 +237,11 @@ def default_device():
     return device(None)
 
 
-_default_name = None  # set_default_device's choice (None: MINILORA_DEVICE, else cpu)
-
-
 def set_default_device(name):
     """``torch.set_default_device``: the device of new tensors made without a ``device=`` (``None``
-    goes back to the default). A device that cannot run is refused here, saying why."""
-    global _default_name
-    _default_name = None if name is None else device(name).name
+    goes back to the default), in this thread, as torch's. A device that cannot run is refused here,
+    saying why."""
+    _default.name = None if name is None else device(name).name
 
 
 def get_default_device():

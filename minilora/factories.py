@@ -27,7 +27,7 @@ import numpy as np
 
 from . import dtypes, float32_sums, parallel as _parallel, return_types
 from . import random as _random
-from .device import xp_of
+from .device import META, xp_of
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
 from . import tensor as _tensor_module
 from .tensor import _NAMED_BY_FIELDS, Function, Tensor, no_forward_formula, refuse_negative_strides, share_node
@@ -176,6 +176,14 @@ def _tensor_asarray(t, dtype, device, copy, requires_grad):
 def _device_of(device):
     from .device import device as get_device
     return get_device(device)
+
+
+def _undrawn_on_meta(shape, dtype, device, requires_grad=False):
+    """A random factory's result on the meta device (``device``, or the default one), else None: a meta
+    tensor has no values, so nothing is drawn and the generator stays where it was, as torch's."""
+    if _device_of(device) is not META:
+        return None
+    return _make(np.zeros(shape, dtype), dtype, META, requires_grad)
 
 
 # ---- filled with one value -----------------------------------------------------------------------
@@ -882,6 +890,9 @@ def _drawn_in_memory_order(array, draw, batch_in_front=False):
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
     """Uniform on [0, 1): torch's numbers for the same seed."""
     shape = _sizes(size, keywords, "rand")
+    meta = _undrawn_on_meta(shape, _float_dtype(dtype), device, requires_grad)
+    if meta is not None:
+        return meta
     array, dtype = _random_float(lambda d: _gen(generator).uniform(shape, d), dtype, "check_uniform_bounds",
                                  lambda d: _gen(generator).uniform(shape + (2,), d))
     return _make(array, dtype, device, requires_grad)
@@ -895,6 +906,9 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, *
 def _randn(shape, generator, dtype, device, requires_grad, contiguous=True):
     """``randn(shape)``; ``contiguous=False``: as torch's normal_ fills a tensor laid out otherwise (one
     value at a time: its vectorised normal_fill runs on contiguous tensors only)."""
+    meta = _undrawn_on_meta(shape, _float_dtype(dtype), device, requires_grad)
+    if meta is not None:
+        return meta
     gen = _gen(generator)
     array, dtype = _random_float(lambda d: gen.normal(shape, d, contiguous=contiguous), dtype, "normal_kernel_cpu",
                                  lambda d: gen.normal(shape + (2,), d, 0.0, 1 / math.sqrt(2), contiguous=contiguous))
@@ -938,6 +952,9 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=N
     dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
     _check_random_range(low, high, dtype)
     low, high = _representable_range(low, high, dtype)
+    meta = _undrawn_on_meta(_size((size,), "randint"), dtype, device, requires_grad)
+    if meta is not None:
+        return meta
     values = _gen(generator).integers(_size((size,), "randint"), dtype, low, high)
     return _make(values, dtype, device, requires_grad)
 
@@ -1209,6 +1226,9 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
     if n < 0:
         raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
     _check_randperm_fits(n, dtype)
+    meta = _undrawn_on_meta((n,), dtype, device, requires_grad)
+    if meta is not None:
+        return meta
     return Tensor(_gen(generator).randperm(n).astype(dtype), dtype=dtype, device=device,
                   requires_grad=requires_grad)
 
@@ -1241,6 +1261,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     if not dtypes.is_floating(input.dtype):
         raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: "
                            f"{dtypes.torch_name(input.dtype)}")
+    if input.is_meta:  # (nothing to draw from: no draws, as torch's)
+        return _make(np.zeros(tuple(input.shape[:-1]) + (num_samples,), np.int64), dtypes.int64, META, False)
     weights = _host(input)
     if weights.ndim not in (1, 2):
         raise RuntimeError("prob_dist must be 1 or 2 dim")
@@ -1405,11 +1427,16 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
                             "with numbers for mean and std it needs a size: normal(mean, std, size)")
         _check_std(std)
         shape = _size((size,), "normal")
+        meta = _undrawn_on_meta(shape, _float_dtype(dtype), device, requires_grad)
+        if meta is not None:
+            return meta
         array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d, mean, std), dtype,
                                      "normal_kernel_cpu")
         return _make(array, dtype, device, requires_grad)
     like = mean if isinstance(mean, Tensor) else std
     _refuse_integer(like, "normal_kernel_cpu")
+    if like.is_meta:
+        return _make(np.zeros(_broadcast(np.shape(mean), np.shape(std)), like.dtype), like.dtype, META, False)
     if isinstance(std, Tensor):
         if np.any(_host(std) < 0):  # (NaN passes, as in torch)
             raise RuntimeError("normal expects all elements of std >= 0.0")
@@ -1447,6 +1474,8 @@ def bernoulli(input, p=None, *, generator=None):
     """``torch.bernoulli(input)``: 1 with probability ``input[i]`` (each in [0, 1]), else 0, in
     ``input``'s dtype (a floating one). ``bernoulli(input, p)``: a tensor like ``input`` (any dtype)
     drawn with the one probability ``p``."""
+    if input.is_meta:
+        return _make(np.zeros(input.shape, input.dtype), input.dtype, META, False)
     if p is not None:  # (torch's graph of this one has no derivative: backward raises)
         out = _drawn(_bernoulli_draws(p, input.shape, generator), input.dtype, input.device)
         return _without_derivative(out, input, "bernoulli") if input.requires_grad and _grad_enabled() else out
@@ -1481,6 +1510,8 @@ def poisson(input, generator=None):
     torch's sampler (see ``Generator.poisson``). A rate past int64 (infinity too) gives torch's
     -2**63 (its int64 overflow)."""
     _refuse_integer(input, "poisson_cpu")
+    if input.is_meta:
+        return _make(np.zeros(input.shape, input.dtype), input.dtype, META, False)
     rates = _host(input)
     if not np.all(rates >= 0):  # (NaN fails too)
         raise RuntimeError("invalid Poisson rate, expected rate to be non-negative")
@@ -1722,6 +1753,8 @@ def _fill_drawn(self, draw):
     """Write ``draw(shape)`` (drawn on the host in ``self``'s memory order, as torch's iterator fills
     it; any float dtype, cast to self's) into ``self``: a leaf requiring grad refuses; in the graph the
     node stays and the gradient to the old values is zero, as torch's."""
+    if self._device is META:  # (no values to draw: torch's generator does not move)
+        return self._fill_inplace(0)
     values = _drawn_in_memory_order(self._array, draw)
     return self._fill_inplace(self._device.xp.asarray(dtypes.cast(np.asarray(values), self.dtype)))
 

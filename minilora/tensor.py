@@ -53,7 +53,8 @@ import numpy as np
 from . import dtypes, parallel, profiler
 from .interrupts import held_ctrl_c
 from ._tensor_str import tensor_repr
-from .device import Device, all_devices as _all_devices, device as _get_device, xp_of as _xp_of
+from .device import META as _META, NO_DATA as _NO_DATA, Device, all_devices as _all_devices, device as _get_device, \
+    xp_of as _xp_of
 from .size import Size, _from_tuple as _size  # x.shape: torch.Size's tuple with numel()
 from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
@@ -759,6 +760,26 @@ def no_forward_formula(name, *tensors):
         _forward_ad.refuse_duals(name, tensors)
 
 
+_NONZERO_ON_META = ("The register_meta function for torch.nonzero() raises unimplemented by default, as a correct "
+                    "data-independent implementation does not exist. This implementation returns a fake value, "
+                    "assuming all elements of the tensor are non-zero. To enable this registration, please set "
+                    "'torch.fx.experimental._config.meta_nonzero_assume_all_nonzero' to True.")
+
+
+def no_meta_kernel(name, *tensors):
+    """An op whose result's shape (or Python value) depends on the values (nonzero, unique, equal ...): on a
+    meta tensor, whose zeros are no values, torch's NotImplementedError naming its ATen op ``name``."""
+    if not any(isinstance(t, Tensor) and t._device is _META for t in tensors):
+        return
+    if name == "nonzero":
+        raise NotImplementedError(_NONZERO_ON_META)
+    raise NotImplementedError(f"aten::{name}: attempted to run this operator with Meta tensors, but there was no fake "
+                              f"impl or Meta kernel registered. You may have run into this message while using an "
+                              f"operator with PT2 compilation APIs (torch.compile/torch.export); in order to use this "
+                              f"operator with those APIs you'll need to add a fake impl. Please see the following for "
+                              f"next steps:  https://pytorch.org/tutorials/advanced/custom_ops_landing_page.html")
+
+
 def no_complex_autograd(name, dtype, *tensors):
     """torch's refusal of an op whose derivative it has for real numbers only (nan_to_num, slice_scatter,
     embedding ...): a complex result (``dtype``) recorded for backward raises before the op runs."""
@@ -1105,8 +1126,7 @@ class Function:
                 if dev is None:
                     dev = x._device
                 elif x._device is not dev:
-                    raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, "
-                                       f"got {dev.name} and {x._device.name}; move one with .to()")
+                    dev = _device_of_mixed(cls, inputs)
                 array = x._array
                 arrays.append(array)
                 if array.itemsize == 2:
@@ -1172,6 +1192,25 @@ class Function:
         if not fresh:
             _share_storage(result, inputs, cls, options)
         return result
+
+
+def _device_of_mixed(cls, inputs):
+    """The device of an op whose tensors are on more than one (Function.apply's slow path). With ``meta``
+    among them torch's rule: a 0-d CPU tensor goes with any device (as a number would); any other
+    tensor must be on the first one's device, or torch's RuntimeError names both."""
+    tensors = [x for x in inputs if isinstance(x, Tensor)]
+    devices = {x._device for x in tensors}
+    if _META not in devices:
+        first = tensors[0]._device
+        other = next(x._device for x in tensors if x._device is not first)
+        raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, "
+                           f"got {first.name} and {other.name}; move one with .to()")
+    placed = [x for x in tensors if not (x._device.type == "cpu" and x.ndim == 0)] or tensors
+    expected = placed[0]._device
+    for x in placed:
+        if x._device is not expected:
+            raise RuntimeError(f"Tensor on device {x._device.name} is not on the expected device {expected.name}!")
+    return expected
 
 
 _unknown_layouts_made = False  # has factories.unknown_layout marked any array? (_torch_layout's quick exit)
@@ -1664,6 +1703,14 @@ def _saved_arrays(values):
 # ----------------------------------------------------------------------------------------------
 # Tensor
 # ----------------------------------------------------------------------------------------------
+def _refuse_meta_numpy(force):
+    """torch's words for ``numpy()`` of a meta tensor: ``force=True`` copies it to the CPU first (no data)."""
+    if force:
+        raise NotImplementedError(_NO_DATA)
+    raise TypeError("can't convert meta device type tensor to numpy. Use Tensor.cpu() to copy the tensor to "
+                    "host memory first.")
+
+
 def _host(array):
     return array if isinstance(array, np.ndarray) else array.get()
 
@@ -1820,6 +1867,22 @@ class Tensor:
         return self._device.type == "cuda"
 
     @property
+    def is_meta(self):
+        """On the ``meta`` device: a shape and a dtype, no values (see minilora/device.py)."""
+        return self._device is _META
+
+    @property
+    def is_cpu(self):
+        return self._device.type == "cpu"
+
+    def data_ptr(self):
+        """The address of the first element (0 for a meta tensor or an empty one, as torch's)."""
+        if self._device is _META or not self._array.size:
+            return 0
+        return int(self._array.__array_interface__["data"][0] if isinstance(self._array, np.ndarray)
+                   else self._array.data.ptr)
+
+    @property
     def ndim(self):
         return self._array.ndim
 
@@ -1905,7 +1968,7 @@ class Tensor:
 
     def __format__(self, format_spec):
         """``f"{loss:.4f}"`` formats a 0-d tensor's value, as torch does; others as ``object``."""
-        if self._array.ndim == 0:
+        if self._array.ndim == 0 and self._device is not _META:  # (a meta one has no value: torch's object format)
             return self.item().__format__(format_spec)
         return object.__format__(self, format_spec)
 
@@ -1925,6 +1988,8 @@ class Tensor:
         a ``cuda`` tensor; without it, ``cuda`` raises torch's TypeError (a silent device-to-host copy
         is a slow step the user should see in the code). ``emu`` is not refused: torch has no such
         device, and its arrays are NumPy arrays in host memory already -- nothing would be copied."""
+        if self._device is _META:
+            _refuse_meta_numpy(force)
         if force or isinstance(self._array, np.ndarray):
             return _host(self._array)
         raise TypeError(f"can't convert {self._device.name}:0 device type tensor to numpy. "
@@ -1932,6 +1997,8 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         """``np.asarray(t)``: the array itself on the CPU, as with torch's CPU tensors."""
+        if self._device is _META:
+            _refuse_meta_numpy(False)
         if not isinstance(self._array, np.ndarray):
             raise TypeError(f"can't convert {self._device.name}:0 device type tensor to numpy. "
                             f"Use Tensor.cpu() to copy the tensor to host memory first.")
@@ -1945,6 +2012,8 @@ class Tensor:
         NumPy's exporter does not): ``minilora.dtypes.to_torch(t.numpy())`` makes the torch tensor."""
         if self.requires_grad:
             raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+        if self._device is _META:
+            raise BufferError("Cannot pack tensors on meta")
         if _is_bfloat16(self._array.dtype) and isinstance(self._array, np.ndarray):
             raise BufferError("a bfloat16 CPU tensor cannot go through DLPack (NumPy's exporter has no "
                               "bfloat16): use minilora.dtypes.to_torch(t.numpy())")
@@ -1957,9 +2026,13 @@ class Tensor:
         if self._array.size != 1:
             raise RuntimeError(f"a Tensor with {self._array.size} elements cannot be converted to "
                                f"Scalar: item() needs one element, got shape {tuple(self.shape)}")
+        if self._device is _META:
+            raise RuntimeError("Tensor.item() cannot be called on meta tensors")
         return self._array.reshape(()).item()
 
     def tolist(self):
+        if self._device is _META:
+            raise NotImplementedError(_NO_DATA)
         return _host(self._array).tolist()  # (from any device, as torch's)
 
     def detach(self):
@@ -2150,6 +2223,9 @@ class Tensor:
             return self._inplace(_replace_values, Tensor._make(
                 self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None), node=node)
         self._check_inplace()
+        if self._device is _META:  # (no values to write: its pages stay unwritten, so unbacked)
+            self._bump_version()
+            return self
         try:
             self._array[...] = value
         except ValueError as exc:  # (NumPy's bare words, said as _write says them for an expand())
@@ -2421,7 +2497,7 @@ class Tensor:
             if np.broadcast_shapes(values.shape, self.shape) != self.shape:
                 raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
                                    f"broadcast shape {list(np.broadcast_shapes(values.shape, self.shape))}")
-        if values is self._array:
+        if values is self._array or self._device is _META:  # (meta: no values to write)
             return
         if values.dtype != self.dtype and self._array.itemsize == 2:  # float64 into bfloat16: rounded
             values = dtypes.cast(values, self.dtype)  # through float32, as torch's in-place ops write
@@ -2696,6 +2772,8 @@ class Tensor:
     def __bool__(self):
         if self._array.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+        if self._device is _META:
+            raise RuntimeError("Tensor.item() cannot be called on meta tensors")
         return bool(self._array)
 
     def __float__(self):

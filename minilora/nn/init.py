@@ -68,10 +68,11 @@ _skipping = _SkipState()
 
 
 def _skippable(initialiser):
-    """An in-place initialiser that leaves ``tensor`` as it is, and draws nothing, inside skip_init."""
+    """An in-place initialiser that leaves ``tensor`` as it is, and draws nothing, inside skip_init, or
+    on the meta device (no values to set: torch's generator does not move either)."""
     @functools.wraps(initialiser)
     def run(tensor, *args, **kwargs):
-        if _skipping.depth:
+        if _skipping.depth or getattr(tensor, "is_meta", False):
             return tensor
         return initialiser(tensor, *args, **kwargs)
     return run

@@ -992,6 +992,7 @@ class LlamaModel(Module):
         xp, dtype = weight.device.xp, weight.dtype
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        _refuse_meta_inputs(weight, input_ids, attention_mask, position_ids)
         if inputs_embeds is not None:
             shape = _embeds_shape(inputs_embeds, weight.shape[1])
         else:
@@ -1178,10 +1179,21 @@ def _padding_allowed(attention_mask, shape, past):
     return None if mask.all() else mask != 0
 
 
+def _refuse_meta_inputs(weight, *inputs):
+    """torch's error for a meta tensor among the inputs of a model that is not on the meta device (the ids are read
+    on the host here, where torch's embedding would meet the meta tensor)."""
+    if weight.is_meta:
+        return
+    for x in inputs:
+        if isinstance(x, Tensor) and x.is_meta:
+            raise RuntimeError(f"Tensor on device meta is not on the expected device {weight.device.type}!")
+
+
 def _host_numpy(x):
-    """A list, NumPy/CuPy array, minilora or torch tensor as a NumPy array."""
+    """A list, NumPy/CuPy array, minilora or torch tensor as a NumPy array (a meta tensor's zeros: read for
+    their shape only, by a model on the meta device; LlamaModel.forward refuses them for another)."""
     if isinstance(x, Tensor):
-        return x.cpu().numpy()
+        return x._array if x.is_meta else x.cpu().numpy()
     if hasattr(x, "__cuda_array_interface__"):
         return x.get()
     return np.asarray(x.detach() if hasattr(x, "detach") else x)  # (a torch tensor may require grad)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import dtypes, parallel
-from ..device import Device
+from ..device import NO_DATA, Device
 from ..size import Size
 from ..device import device as _get_device
 from ..tensor import Function as _Node
@@ -465,8 +465,20 @@ class Module:
             raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
                             f"dtype={dtype}")
         dev = _get_device(device) if device is not None else None
+        if dev is not None and dev.type != "meta" and any(t.is_meta for t in self._tensors_and_grads()):
+            raise NotImplementedError(f"{NO_DATA} Please use torch.nn.Module.to_empty() instead of torch.nn.Module.to() "
+                                      f"when moving module from meta to a different device.")
         return self._apply_to_tensors(
             lambda t: _move_in_place(t, dev, dtype if dtypes.is_floating(t.dtype) else None))
+
+    def _tensors_and_grads(self):
+        """Every parameter and buffer of this module and its descendants, and their gradients."""
+        for module in self.modules():
+            for t in chain(module._parameters.values(), module._buffers.values()):
+                if t is not None:
+                    yield t
+                    if t._grad is not None:
+                        yield t._grad
 
     def to_empty(self, *, device, recurse=True):
         """Parameters and buffers on ``device`` with their shapes and dtypes but *uninitialized*
@@ -574,7 +586,7 @@ class Module:
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
-        plan = _LoadPlan(OrderedDict(state_dict))
+        plan = _LoadPlan(OrderedDict(state_dict), assign)
         plan.visit(self, plan.state_dict, "")
         if plan.mismatched or plan.messages:
             raise StateDictError(plan.missing if strict else (), plan.unexpected if strict else (),
@@ -958,8 +970,8 @@ class _LoadPlan:
     first part is not a child, or a plain name that is not one of its own tensors), then each child
     with the keys under its prefix."""
 
-    def __init__(self, state_dict):
-        self.state_dict = state_dict
+    def __init__(self, state_dict, assign=False):
+        self.state_dict, self.assign = state_dict, assign
         self.missing, self.unexpected, self.mismatched, self.messages = [], [], [], []
         self.copies, self.extra_states = [], []  # (module, name, target, value), (module, state)
         self.visited = []  # children before parents
@@ -980,7 +992,7 @@ class _LoadPlan:
                 value, shape = value[0], ()
             if shape != tuple(target.shape):
                 self.mismatched.append((key, shape, tuple(target.shape)))
-            else:
+            elif self.assign or not self._meta_copy(key, target, value):
                 self.copies.append((module, name, target, value))
         extra_key = prefix + _EXTRA_STATE_KEY_SUFFIX
         if type(module).set_extra_state is not Module.set_extra_state:
@@ -1000,6 +1012,24 @@ class _LoadPlan:
                 child_prefix = f"{prefix}{name}."
                 self.visit(child, {k: v for k, v in local.items() if k.startswith(child_prefix)}, child_prefix)
         self.visited.append(module)
+
+    def _meta_copy(self, key, target, value):
+        """Is this copy one torch's ``param.copy_(value)`` makes no copy of? Into a meta tensor it writes
+        nothing (torch warns when the value had data: ``assign=True`` was meant); out of a meta
+        tensor there is nothing to copy: torch's error line."""
+        if getattr(target, "is_meta", False):
+            if not getattr(value, "is_meta", False):
+                warnings.warn(f"for {key}: copying from a non-meta parameter in the checkpoint to a meta parameter in "
+                              f"the current model, which is a no-op. (Did you mean to pass `assign=True` to assign "
+                              f"items in the state dictionary to their corresponding key in the module instead of "
+                              f"copying them in place?)", UserWarning, stacklevel=4)
+            return True
+        if getattr(value, "is_meta", False):
+            self.messages.append(f'While copying the parameter named "{key}", whose dimensions in the model are '
+                                 f'{Size(tuple(target.shape))} and whose dimensions in the checkpoint are '
+                                 f'{Size(tuple(value.shape))}, an exception occurred : (\'{NO_DATA}\',).')
+            return True
+        return False
 
     def write(self, assign):
         # Convert everything first: a value that fails to convert changes nothing.

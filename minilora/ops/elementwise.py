@@ -14,11 +14,11 @@ import numpy as np
 from .. import amp as _amp, backends, fastmath, float32_math, parallel
 from ..float32_sums import sixteen_bit_backward, sum_like_torch
 from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order, like_view_strides
-from ..device import xp_of
+from ..device import NO_DATA, xp_of
 from ..dtypes import (cast, checked_number, float32, get_default_dtype, int64, is_bfloat16, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
 from ..tensor import (Function, Tensor, ShapeError, _is_broadcast_error, backward_reads, is_grad_enabled, name_node,
-                      no_complex_autograd, saved_for, saves_as_torch)
+                      no_complex_autograd, no_meta_kernel, saved_for, saves_as_torch)
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
@@ -832,6 +832,8 @@ class ToDevice(Function):
 
     @staticmethod
     def forward(ctx, a, device):
+        if ctx.device.type == "meta":  # (a meta tensor's zeros are no values: torch refuses, in these words)
+            raise NotImplementedError(NO_DATA)
         ctx.source = ctx.device
         ctx.device = device
         return _move(a, device)
@@ -1905,11 +1907,15 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     """A Python bool: every element close (torch.allclose, same tolerances and defaults)."""
-    return bool(isclose(input, other, rtol, atol, equal_nan)._array.all())
+    close = isclose(input, other, rtol, atol, equal_nan)
+    if close.is_meta:  # (torch's all().item(): a meta tensor has no value to answer with)
+        raise RuntimeError("Tensor.item() cannot be called on meta tensors")
+    return bool(close._array.all())
 
 
 def equal(input, other):
     """A Python bool: same shape and the same values (torch.equal)."""
+    no_meta_kernel("equal", input, other)
     a, b = _raw(input), _raw(other)
     return a.shape == b.shape and bool((a == b).all())
 

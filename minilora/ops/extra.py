@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .. import amp as _amp, dtypes, float32_math
-from ..tensor import Function, Tensor, name_node, no_forward_formula, tensor
+from ..tensor import Function, Tensor, name_node, no_forward_formula, no_meta_kernel, tensor
 from . import elementwise as E, index as I, reduce as R, shape as S
 from .nn import _broadcast_or_raise
 from .matmul import (_in_float32, _inner_sizes_check, _is_16bit_float, _one_node, _products_check, _rounded_to,
@@ -545,6 +545,7 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
     if input.dtype.kind == "c":
         raise NotImplementedError(f'"unique" not implemented for \'{dtypes.torch_name(input.dtype)}\'')
     no_forward_formula("unique_consecutive", input)
+    no_meta_kernel("unique_consecutive", input)
     xp = input.device.xp
     a = input._array
     if dim is None:

@@ -17,6 +17,7 @@ from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
 from ..tensor import (Function, Tensor, is_grad_enabled, name_node, no_complex_autograd, no_forward_formula, no_grad,
+                      no_meta_kernel,
                       saves_as_torch)
 from ..factories import _NoDerivative, _broadcast, in_layout_of, known_layout, like_view_strides
 from .elementwise import backward_in_float32, gradient_passes_to, promotion_cast
@@ -290,6 +291,7 @@ class NonZero(Function):
 
 def nonzero(input, *, as_tuple=False):
     """``torch.nonzero``: ``[n, ndim]`` coordinates; ``as_tuple=True``: one index tensor per dim."""
+    no_meta_kernel("nonzero", input)  # (so argwhere, where(condition) and a mask index too)
     if input.ndim == 0:  # torch: ``[n, 0]`` coordinates, or as a tuple one index along one dim
         coords = _no_grad_apply(NonZero, input.reshape(1))
         return (coords[:, 0],) if as_tuple else coords[:, :0]
@@ -1067,6 +1069,7 @@ def masked_select(input, mask):
     True, as a 1-D tensor in row-major order."""
     if mask.dtype != np.bool_:
         raise RuntimeError(f"masked_select: expected BoolTensor for mask, got {mask.dtype}")
+    no_meta_kernel("masked_select", input, mask)
     from .nn import _broadcast_or_raise
     shape = _broadcast_or_raise("masked_select", input.shape, mask.shape)  # (torch: RuntimeError)
     selected = saves_as_torch(input.expand(shape)[mask.expand(shape)._array], input, mask)  # (torch keeps both)
@@ -1177,6 +1180,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     if input.dtype.kind == "c":  # (torch sorts to find them; complex numbers have no order)
         raise NotImplementedError(f'"unique" not implemented for \'{torch_name(input.dtype)}\'')
     no_forward_formula("_unique2" if dim is None else "unique_dim", input)
+    no_meta_kernel("_unique2" if dim is None else "unique_dim", input)
     array = input.detach().cpu().numpy()  # (on the host: a sort; the result's size depends on the values)
     if dim is None:
         values, inverse, counts = np.unique(array.reshape(-1), return_inverse=True, return_counts=True,
@@ -1202,6 +1206,7 @@ def bincount(input, weights=None, minlength=0):
     if input.dtype.kind not in "iub":
         raise NotImplementedError(f"bincount is not implemented for {input.dtype} input (it counts "
                                   f"integers)")
+    no_meta_kernel("bincount", input, weights)
     values = input.detach().cpu().numpy()
     if input.ndim != 1 or (input.numel() and int(values.min()) < 0):
         raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
@@ -1240,6 +1245,10 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
                          f"[-1, 0], but got {dim})")
     dim = _dim(dim, input.ndim, "repeat_interleave")
     size = input.shape[dim] if input.ndim else 1
+    if isinstance(counts, Tensor) and counts.is_meta:  # (no counts to read: torch takes the length it is told)
+        if output_size is None:
+            raise RuntimeError("cannot repeat_interleave a meta tensor without output_size")
+        return index_select(input, dim, Tensor(np.zeros(output_size, np.int64), dtype=np.int64, device=counts.device))
     counts = counts.detach().cpu().numpy() if isinstance(counts, Tensor) else np.asarray(counts)
     if counts.dtype.kind == "f":
         raise NotImplementedError(f'"repeat_interleave_cpu" not implemented for \'{counts.dtype}\'')

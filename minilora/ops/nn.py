@@ -1621,6 +1621,8 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
         return input
     if input.dtype.kind in "biu" and p < 1:  # the 1 / (1 - p) scale has no integer result (complex: the noise's
         _refuse_integer_dropout(input)         # refusal, dropout_noise)
+    if input.is_meta:  # (no values, so no mask: nothing is drawn, as torch's meta kernel draws nothing)
+        return input if inplace else _as_torchs_dropout(input * 1.0, input)
     generator = _generator_for(seed)
     if inplace:  # torch's dropout_: the masked values written into input (see Tensor._inplace)
         return input._inplace(lambda x: Dropout.apply(x, p=p, generator=generator))
@@ -1647,6 +1649,8 @@ def feature_dropout(input, p, training, seed=None):
         return input
     if input.dtype.kind in "biu" and p < 1:
         _refuse_integer_dropout(input)
+    if input.is_meta:  # (no mask drawn: see dropout)
+        return _as_torchs_dropout(input * 1.0, input)
     return _as_torchs_dropout(Dropout.apply(input, p=p, generator=_generator_for(seed), channels=True), input)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from .. import amp as _amp, dtypes
 from ..device import xp_of
 from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
-from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad, share_node
+from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad, no_meta_kernel, share_node
 from ..tensor import _data_address, _is_strided_wrapper, _without_leading_ones  # (where an array's memory lies; as_strided's views)
 from ..factories import share_strides, shared_strides, strides_answer
 from ..factories import (channels_last, contiguous_format, contiguous_strides, in_layout_of, int_sizes, known_strides,
@@ -657,6 +657,8 @@ def _raw_index(index, device=None):
         if device is not None and index.device.type not in ("cpu", device.type):
             raise RuntimeError(f"indices should be either on cpu or on the same device as the indexed "
                                f"tensor ({device.type})")
+        if index.dtype in (np.bool_, np.uint8) and index.is_meta:  # (a mask's count of True is its values)
+            no_meta_kernel("nonzero", index)
         if index.dtype == np.uint8:  # torch still reads a uint8 index as a mask (deprecated), not
             warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype "
                           "torch.bool instead.", UserWarning, stacklevel=3)  # as NumPy's integers
