@@ -210,19 +210,23 @@ _default = _DefaultDevice()
 
 
 def all_devices():
-    """The three devices, enabled or not (tests parametrise over these)."""
-    return list(_DEVICES.values())
+    """The three devices that compute, enabled or not (tests parametrise over these): not ``meta``, which
+    holds no values to compare."""
+    return [dev for dev in _DEVICES.values() if dev is not META]
 
 
 def device(name=None):
-    """``device('cpu' | 'emu' | 'cuda')``; ``None`` gives the default (set_default_device's, else
-    ``MINILORA_DEVICE``, else cpu).
+    """``device('cpu' | 'emu' | 'cuda' | 'meta')``; ``None`` gives the default (this thread's
+    ``with device:`` block's or set_default_device's, else ``MINILORA_DEVICE``, else cpu).
 
     Asking for a device that cannot run raises an error that says why."""
     if isinstance(name, Device):
         return name
     if name is None:
         name = _default.name or os.environ.get("MINILORA_DEVICE", "cpu")
+    dev = _DEVICES.get(name) if type(name) is str else None
+    if dev is not None and dev._checked and dev._why is None:  # (a plain name, probed before: every factory's call)
+        return dev
     given, name = name, str(name).split(":")[0]  # accept 'cuda:0' as PyTorch users write it
     if name not in _DEVICES:
         raise UnknownDeviceError(f"unknown device '{name}': Expected one of {', '.join(sorted(_DEVICES))} device "

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import dtypes, float32_sums, parallel as _parallel, return_types
 from . import random as _random
-from .device import META, xp_of
+from .device import META, device as _get_device, xp_of
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
 from . import tensor as _tensor_module
 from .tensor import _NAMED_BY_FIELDS, Function, Tensor, no_forward_formula, refuse_negative_strides, share_node
@@ -174,15 +174,12 @@ def _tensor_asarray(t, dtype, device, copy, requires_grad):
 
 
 def _device_of(device):
-    from .device import device as get_device
-    return get_device(device)
+    return _get_device(device)
 
 
-def _undrawn_on_meta(shape, dtype, device, requires_grad=False):
-    """A random factory's result on the meta device (``device``, or the default one), else None: a meta
-    tensor has no values, so nothing is drawn and the generator stays where it was, as torch's."""
-    if _device_of(device) is not META:
-        return None
+def _undrawn(shape, dtype, requires_grad=False):
+    """A random factory's result on the meta device: a meta tensor has no values, so nothing is drawn
+    and the generator stays where it was, as torch's."""
     return _make(np.zeros(shape, dtype), dtype, META, requires_grad)
 
 
@@ -890,9 +887,9 @@ def _drawn_in_memory_order(array, draw, batch_in_front=False):
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
     """Uniform on [0, 1): torch's numbers for the same seed."""
     shape = _sizes(size, keywords, "rand")
-    meta = _undrawn_on_meta(shape, _float_dtype(dtype), device, requires_grad)
-    if meta is not None:
-        return meta
+    device = _device_of(device)  # (resolved once: Tensor() below takes the Device as it is)
+    if device is META:
+        return _undrawn(shape, _float_dtype(dtype), requires_grad)
     array, dtype = _random_float(lambda d: _gen(generator).uniform(shape, d), dtype, "check_uniform_bounds",
                                  lambda d: _gen(generator).uniform(shape + (2,), d))
     return _make(array, dtype, device, requires_grad)
@@ -906,9 +903,9 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, *
 def _randn(shape, generator, dtype, device, requires_grad, contiguous=True):
     """``randn(shape)``; ``contiguous=False``: as torch's normal_ fills a tensor laid out otherwise (one
     value at a time: its vectorised normal_fill runs on contiguous tensors only)."""
-    meta = _undrawn_on_meta(shape, _float_dtype(dtype), device, requires_grad)
-    if meta is not None:
-        return meta
+    device = _device_of(device)  # (resolved once: Tensor() below takes the Device as it is)
+    if device is META:
+        return _undrawn(shape, _float_dtype(dtype), requires_grad)
     gen = _gen(generator)
     array, dtype = _random_float(lambda d: gen.normal(shape, d, contiguous=contiguous), dtype, "normal_kernel_cpu",
                                  lambda d: gen.normal(shape + (2,), d, 0.0, 1 / math.sqrt(2), contiguous=contiguous))
@@ -952,9 +949,9 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=N
     dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
     _check_random_range(low, high, dtype)
     low, high = _representable_range(low, high, dtype)
-    meta = _undrawn_on_meta(_size((size,), "randint"), dtype, device, requires_grad)
-    if meta is not None:
-        return meta
+    device = _device_of(device)
+    if device is META:
+        return _undrawn(_size((size,), "randint"), dtype, requires_grad)
     values = _gen(generator).integers(_size((size,), "randint"), dtype, low, high)
     return _make(values, dtype, device, requires_grad)
 
@@ -1226,9 +1223,9 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
     if n < 0:
         raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
     _check_randperm_fits(n, dtype)
-    meta = _undrawn_on_meta((n,), dtype, device, requires_grad)
-    if meta is not None:
-        return meta
+    device = _device_of(device)
+    if device is META:
+        return _undrawn((n,), dtype, requires_grad)
     return Tensor(_gen(generator).randperm(n).astype(dtype), dtype=dtype, device=device,
                   requires_grad=requires_grad)
 
@@ -1427,9 +1424,9 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
                             "with numbers for mean and std it needs a size: normal(mean, std, size)")
         _check_std(std)
         shape = _size((size,), "normal")
-        meta = _undrawn_on_meta(shape, _float_dtype(dtype), device, requires_grad)
-        if meta is not None:
-            return meta
+        device = _device_of(device)
+        if device is META:
+            return _undrawn(shape, _float_dtype(dtype), requires_grad)
         array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d, mean, std), dtype,
                                      "normal_kernel_cpu")
         return _make(array, dtype, device, requires_grad)
