@@ -831,6 +831,8 @@ SKIP.update({n: "randomised low-rank SVD/PCA, stft and its windows (round 14): t
 SKIP.update({"torch.fill": "torch.fill (round 14): tests/test_opinfo_elementwise_r14.py runs op_db's samples through it",
              "torch.histogramdd": "torch.histogramdd (round 14): tests/test_opinfo_reductions_r14.py runs op_db's "
                                   "samples through it"})
+SKIP.update({n: "the meta device (round 20): tests/test_meta_device_r20.py compares them with torch's"
+             for n in ("Tensor.is_meta", "Tensor.is_cpu", "Tensor.data_ptr")})
 
 # test_fuzz_r5's tables draw these (gather, scatter, x[...], operators...): counted by drawing its OPS
 R5_SEEDS = range(40)

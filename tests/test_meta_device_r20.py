@@ -39,7 +39,8 @@ def test_meta_factories_and_repr_as_torchs():
                  lambda T: T.empty_like(T.ones(4, device="meta")),
                  lambda T: T.nn.Linear(2, 3, device="meta").weight,
                  lambda T: T.device("meta"),
-                 lambda T: (T.ones(2, 3, device="meta").t().stride(), T.ones(2, device="meta").is_meta)):
+                 lambda T: (T.ones(2, 3, device="meta").t().stride(), T.ones(2, device="meta").is_meta,
+                            T.ones(2, device="meta").is_cpu, T.ones(2).is_cpu, T.ones(2).is_meta)):
         ours, theirs = _both(make)
         assert ours == theirs
 
