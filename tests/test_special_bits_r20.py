@@ -137,3 +137,32 @@ def test_ndtr_scales_by_torchs_sqrt_half():
     assert kept.sum() > 1900
     t, m = torch.special.ndtr(torch.tensor(x)).numpy(), ml.special.ndtr(ml.tensor(x)).numpy()
     _same_bits(t[kept], m[kept])
+
+
+def test_trace_adds_the_diagonal_in_double():
+    # ATen's trace_cpu accumulates a float32 diagonal in a double, one element after the other, and rounds once
+    rng = np.random.default_rng(3)
+    for n in (7, 64, 301):
+        a = (rng.standard_normal((n, n + 2)) * 10.0 ** rng.uniform(-3, 3, (n, n + 2))).astype(np.float32)
+        for view in (lambda t: t, lambda t: t.T):
+            t, m = torch.tensor(a, requires_grad=True), ml.tensor(a, requires_grad=True)
+            view(t).trace().backward()
+            ml.trace(view(m)).backward()
+            _same_bits(torch.trace(view(torch.tensor(a))).numpy(), ml.trace(view(ml.tensor(a))).numpy())
+            _same_bits(t.grad.numpy(), m.grad.numpy())
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_gaussian_nll_loss_clamps_var_to_eps_exactly(reduction):
+    # torch clamps a copy of var under no_grad: var below eps is eps itself (var + (eps - var) is not, in float32)
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((2, 400, 250)).astype(np.float32)
+    var = (10.0 ** rng.uniform(-12, -5.9, (400, 250))).astype(np.float32)
+    results = []
+    for lib in (torch, ml):
+        leaves = [lib.tensor(a, requires_grad=True) for a in (x, y, var)]
+        loss = lib.nn.functional.gaussian_nll_loss(leaves[0], leaves[1], leaves[2], full=True, reduction=reduction)
+        loss.sum().backward()
+        results.append([loss.detach().numpy()] + [leaf.grad.numpy() for leaf in leaves])
+    for theirs, ours in zip(*results):
+        _same_bits(theirs, ours)

@@ -435,7 +435,9 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
             raise ValueError("var is of incorrect size")
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(reduction + " is not valid")
-    var = var + (eps - var).clamp_min(0).detach()  # torch clamps a copy under no_grad (an inf var stays inf)
+    var = var.clone()  # (torch's steps: the clamp changes the values only, the gradient passes as through the copy)
+    with _no_grad():
+        var.clamp_(min=eps)
     loss = 0.5 * (ops.log(var) + (input - target) ** 2 / var)
     if full:
         loss = loss + 0.5 * math.log(2 * math.pi)

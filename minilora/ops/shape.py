@@ -1116,7 +1116,30 @@ def trace(input):
         raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {input.ndim}")
     if input.dtype == np.bool_:  # (a sum would count the Trues; torch has no bool kernel)
         raise NotImplementedError('"trace" not implemented for \'Bool\'')
-    return name_node(input.diagonal().sum(), "TraceBackward0", input, graph=(input,))  # (torch: one node)
+    total = input.diagonal().sum()
+    if type(input._array) is np.ndarray and input.dtype.kind in "fcV":  # torch's own loop's value (the composed graph
+        from .nn import KernelGradients  # stays for create_graph)
+        total = KernelGradients.apply(total, input, None, None, values=_trace_as_torch(input._array),
+                                      gradients=_trace_gradients(input._array))
+    return name_node(total, "TraceBackward0", input, graph=(input,))  # (torch: one node)
+
+
+def _trace_as_torch(a):
+    """ATen's trace_cpu: the diagonal added in order into its accumulate type (float32's and float64's a double,
+    a 16-bit float's a float32, complex64's a complex128), rounded once to a's dtype."""
+    accumulate = {"f": np.float64, "c": np.complex128}.get(a.dtype.kind, np.float32)
+    diagonal = np.diagonal(a).astype(accumulate)
+    total = np.add.accumulate(diagonal)[-1] if diagonal.size else accumulate(0)  # (accumulate: one by one)
+    return np.asarray(total).astype(a.dtype)
+
+
+def _trace_gradients(a):
+    """trace's gradient: the incoming gradient on the diagonal, zeros elsewhere (for ``KernelGradients``)."""
+    def gradients(g, needs):
+        out = np.zeros(a.shape, g.dtype)
+        np.fill_diagonal(out, g)
+        return (out if needs[0] else None), None, None
+    return gradients
 
 
 def diff(input, n=1, dim=-1, prepend=None, append=None):
