@@ -101,9 +101,11 @@ def calculate_majority_sign_mask(stacked, method="total"):
 
 
 def disjoint_merge(weighted, mask):
-    """The mean over the tensors that agree with the majority sign (entries nobody keeps stay 0)."""
-    kept = mask.sum(axis=0)
-    return (weighted * mask).sum(axis=0) / np.maximum(kept, 1.0)
+    """The mean over the tensors that agree with the majority sign (entries nobody keeps stay 0). PEFT divides
+    by ``torch.clamp(count, min=1.0)``, a float32 tensor (an integer clamped to a float is the default dtype):
+    float32 tensors stay float32 (NumPy's float64 count made ties_svd's factors float64)."""
+    kept = np.maximum(mask.sum(axis=0), 1).astype(np.float32)
+    return (weighted * mask).sum(axis=0) / kept
 
 
 def task_arithmetic(task_tensors, weights):

@@ -324,8 +324,17 @@ class BaseTunerLayer(Module):
                                           "minilora (PEFT runs each adapter's rows with their own offsets)")
 
     def _dropout_p(self, dropout_dict, adapter_name):
+        """The adapter's dropout probability while *its Dropout module* trains: PEFT calls
+        ``self.lora_dropout[name](x)``, so that module's own flag decides, not the layer's. (They part where
+        an adapter is added to a model already in eval mode: its new Dropout trains, and PEFT's outputs are
+        dropped out until the next ``model.eval()``.)"""
         module = dropout_dict[adapter_name]
-        return module.p if self.training and isinstance(module, Dropout) else 0.0
+        return module.p if module.training and isinstance(module, Dropout) else 0.0
+
+    def _dora_dropout_p(self, adapter_name):
+        """DoRA's: PEFT's DoRA variant skips the dropout while the layer is in eval mode
+        (``not module.training``), and otherwise calls the Dropout module, whose flag decides."""
+        return self._dropout_p(self.lora_dropout, adapter_name) if self.training else 0.0
 
     # --- merging: W0 <- W0 + delta, done in place on the base weight -------------------------------
     def merge(self, safe_merge=False, adapter_names=None):
@@ -629,7 +638,7 @@ class Linear(BaseTunerLayer):
             result = result.to(A.dtype) if result is not None else None
         norm = _row_norm(W0._array + s * self._BA(name))  # plain arrays: outside the graph
         mag_scale = self.lora_magnitude_vector[name].weight / norm  # [out], differentiable in m
-        p = self._dropout_p(self.lora_dropout, name)
+        p = self._dora_dropout_p(name)
         if result is None and p == 0:
             h = mag_scale * ops.lora_linear(x, W0, A, B, s)
             return (h + bias if bias is not None else h).to(out_dtype)
@@ -657,7 +666,7 @@ class Linear(BaseTunerLayer):
         result = self.base_layer(x) if result is None else result
         mag_scale = self.lora_magnitude_vector[name].weight / self._dora_norm_16bit(name, dtype)
         xa = x.to(dtype)
-        p = self._dropout_p(self.lora_dropout, name)
+        p = self._dora_dropout_p(name)
         if p == 0:
             base_result = result - bias if bias is not None else result
         else:

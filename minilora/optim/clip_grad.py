@@ -8,38 +8,20 @@ import math
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, linalg
 from ..interrupts import held_ctrl_c
-from ..tensor import Tensor, tensor
+from ..tensor import Tensor, no_grad, tensor
 from .optimizer import write_in_place
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
 
-def _norm(array, norm_type):
-    """The ``norm_type``-norm (any real order, as torch's ``linalg.vector_norm``) of all elements of
-    ``array`` (a 0-d array on its device). A float16/bfloat16 array is summed in float32 and its norm
-    rounded to its dtype once, as torch's ``vector_norm``."""
-    if array.dtype.itemsize == 2 and dtypes.is_floating(array.dtype):
-        return _norm(dtypes.upcast(array), norm_type).astype(array.dtype)
-    flat = array.reshape(-1)
-    if flat.size == 0:
-        if norm_type == math.inf or norm_type < 0:  # a max or a min of nothing
-            raise RuntimeError(f"linalg.vector_norm cannot compute the {norm_type:g} norm on an empty tensor "
-                               f"because the operation does not have an identity")
-        return flat.sum()  # an empty gradient contributes 0
-    if norm_type == math.inf:
-        return abs(flat).max()
-    if norm_type == -math.inf:
-        return abs(flat).min()
-    if norm_type == 0:  # torch's "0-norm": how many elements are not zero
-        return (flat != 0).sum().astype(flat.dtype)
-    if norm_type == 2.0:
-        return (flat @ flat) ** 0.5  # a dot product: no temporary array of squares
-    if norm_type == 1.0:
-        return abs(flat).sum()
-    with np.errstate(divide="ignore"):  # p < 0: |0| ** p is inf, and the norm 0, as torch's
-        return (abs(flat) ** norm_type).sum() ** (1.0 / norm_type)
+def _norm(t, norm_type):
+    """``linalg.vector_norm(t, norm_type)`` of a whole tensor, unrecorded: what torch's ``_foreach_norm`` runs for
+    each tensor on the CPU, so the squares are added in its kernel's order (a dot product's BLAS order is not it:
+    the total norm an ulp off, and every clipped gradient with it)."""
+    with no_grad():
+        return linalg.vector_norm(t, norm_type)
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -67,9 +49,10 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     if not tensors:
         return tensor(0.0)
     xp = tensors[0].device.xp
-    norms = [_norm(t._array, norm_type) for t in tensors]
+    norms = [_norm(t, norm_type)._array for t in tensors]
     dtype = dtypes.result_type(*(n.reshape(1) for n in norms))  # torch.stack promotes: bf16 with fp32 is fp32
-    total = _norm(xp.stack([n.astype(dtype) for n in norms]), norm_type)
+    stacked = Tensor._make(xp.stack([n.astype(dtype) for n in norms]), tensors[0].device, False, None)
+    total = _norm(stacked, norm_type)._array
     if error_if_nonfinite and not math.isfinite(float(total)):
         raise RuntimeError(f"The total norm of order {float(norm_type)} for gradients from `parameters` is "
                            f"non-finite, so it cannot be clipped. To disable this error and scale the gradients "
@@ -95,13 +78,18 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
 
 
 def _clip_coef(max_norm, total):
-    """``min(max_norm / (total + 1e-6), 1)`` in the total norm's dtype: torch computes it with tensor ops,
-    so a bfloat16 total rounds ``total + 1e-6`` and the quotient to bfloat16."""
-    if total.dtype.itemsize == 2 and dtypes.is_floating(total.dtype):
-        denominator = (np.float32(float(total)) + np.float32(1e-6)).astype(total.dtype)
-        coef = (np.float32(max_norm) / np.float32(denominator)).astype(total.dtype)
-        return min(float(coef), 1.0)  # (min keeps a NaN first argument: NaN stays NaN)
-    return min(float(max_norm) / (float(total) + 1e-6), 1.0)
+    """``clamp(max_norm / (total + 1e-6), max=1.0)`` as torch computes it, with tensor ops in the total norm's
+    dtype: ``number / tensor`` is Tensor.__rdiv__, ``tensor.reciprocal() * number``, so the reciprocal is rounded
+    before the product (``max_norm / (total + 1e-6)`` in one float64 division was an ulp off torch's float32
+    coefficient for one total in five). A 16-bit total adds and multiplies in float32, its scalars unrounded,
+    each result rounded to its dtype."""
+    kind = total.dtype
+    compute = np.float32 if kind.itemsize == 2 else kind.type
+    denominator = np.asarray(compute(float(total)) + compute(1e-6)).astype(kind)
+    with np.errstate(divide="ignore"):  # (a zero denominator: inf, as torch's reciprocal)
+        reciprocal = np.asarray(compute(1) / compute(float(denominator))).astype(kind)
+    coef = np.asarray(compute(float(reciprocal)) * compute(float(max_norm))).astype(kind)
+    return min(float(coef), 1.0)  # (min keeps a NaN first argument: NaN stays NaN)
 
 
 def _scaled(grad, coef):
