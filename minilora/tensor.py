@@ -1676,16 +1676,48 @@ def _check_torch_saved(ctx):
             if ctx.out_watch is not None and ctx.out_watch[0][0] != ctx.out_watch[1]:
                 _raise_saved_changed(ctx, "output 0", ctx.out_watch[0][0], ctx.out_watch[1])
         elif entry[0]._version != entry[1]:
-            role = next((f"input {i}" for i, x in enumerate(ctx.inputs) if x is entry[0]), "a saved tensor")
+            role = next((f"input {i}" for i, x in enumerate(ctx.inputs) if x is entry[0]), entry[0])
             _raise_saved_changed(ctx, role, entry[0]._version, entry[1])
 
 
 def _raise_saved_changed(ctx, role, now, then):
-    raise RuntimeError(
-        f"one of the variables needed for gradient computation has been modified by an "
-        f"inplace operation: {role} of {ctx.fn.__name__} is at version {now}; expected "
-        f"version {then} instead. Hint: clone() the tensor before changing it in place, or "
-        f"change a copy.")
+    """torch's error, word for word: the saved tensor's type and sizes, the node that made it (this node, for its
+    own output; an input's current one, which an in-place op replaced: after ``c.add_(1)`` it is Add's), then the
+    hint torch gives in or out of anomaly mode."""
+    if role == "output 0":
+        array, node = _saved_output_array(ctx), ctx
+    else:
+        saved = ctx.inputs[int(role.split()[1])] if isinstance(role, str) else role  # ("input i", or the tensor)
+        array, node = saved._array, saved._own_node()
+    which = "" if node is None else f", which is output {node.__dict__.get('output_nr', 0)} of {_forward_name(node)},"
+    hint = ("the backtrace further above shows the operation that failed to compute its gradient. The variable in "
+            "question was changed in there or anywhere later. Good luck!") if _detect_anomaly else \
+        ("enable anomaly detection to find the operation that failed to compute its gradient, with "
+         "torch.autograd.set_detect_anomaly(True, check_nan=False).")
+    raise RuntimeError(f"one of the variables needed for gradient computation has been modified by an inplace "
+                       f"operation: [{_legacy_type(array)} [{', '.join(map(str, array.shape))}]]{which} is at "
+                       f"version {now}; expected version {then} instead. Hint: {hint}")
+
+
+def _saved_output_array(ctx):
+    """The array a node saved of its own output: what its call said torch saves as the result, else the saved
+    array whose storage is the output's (``out_watch``'s id)."""
+    for entry in ctx.torch_saved or ():
+        if entry[0] is _RESULT:
+            return entry[1]
+    storage = ctx.out_watch[2]
+    return next(a for a in _saved_arrays(ctx.__dict__.values()) if id(_storage(a)) == storage)
+
+
+def _forward_name(node):
+    """The op's name as torch's version error gives it: its node's name without ``Backward0`` (``Sigmoid``)."""
+    name = node.name()
+    return name[:name.rindex("Backward")] if "Backward" in name else name
+
+
+def _legacy_type(array):
+    """torch's legacy type name of an array's dtype, as ``x.type()`` says it (``torch.FloatTensor``)."""
+    return f"torch.{dtypes.torch_name(array.dtype)}Tensor"
 
 
 def _version_of(x):
