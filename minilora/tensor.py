@@ -332,6 +332,8 @@ class Context:
     # classes a node gets when it is shown (_torch_typed), not of Context: a class with a __getattr__ loses
     # CPython's fast attribute access on every ctx field an op reads or writes (+6% on a tiny op chain).
     def _saved_by_torch_name(self, attribute):
+        if attribute.startswith("_raw_saved_"):
+            return self._raw_saved(attribute)
         if not attribute.startswith("_saved_"):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{attribute}'")
         name, names = attribute[len("_saved_"):], self._torch_argument_names()
@@ -347,6 +349,23 @@ class Context:
             if answer is not _UNKNOWN:
                 return answer
         raise self._not_shown(attribute)
+
+    def _raw_saved(self, attribute):
+        """``grad_fn._raw_saved_<name>``: torch's SavedTensor for a tensor this node shows as ``_saved_<name>``."""
+        name, names = attribute[len("_raw_saved_"):], self._torch_argument_names()
+        if name in names:
+            i = names.index(name)
+            x = self.inputs[i] if i < len(self.inputs) else None
+            if isinstance(x, Tensor):
+                return _RawSaved(self, x, lambda: x)
+        if name == _RESULT_AS.get(self.name(), "result") and self._output_array() is not None:
+            return _RawSaved(self, _RESULT, self._output_as_saved)
+        raise self._not_shown(attribute)
+
+    def _output_array(self):
+        """The array this node keeps of its own output, or None."""
+        entry = next((e for e in self.torch_saved or () if e[0] is _RESULT), None)
+        return entry[1] if entry is not None else None if self.torch_saved is not None else self.__dict__.get("out")
 
     def _saved_for_the_other(self, i, attribute):
         """torch's mul saves each operand for the other's gradient only (derivatives.yaml: ``self: grad * other``):
@@ -393,8 +412,7 @@ class Context:
         self._refuse_freed()
         if self.packed is not None and any(p.source is _RESULT for p in self.packed):
             return next(p for p in self.packed if p.source is _RESULT).unpacked()
-        entry = next((e for e in self.torch_saved or () if e[0] is _RESULT), None)
-        array = entry[1] if entry is not None else None if self.torch_saved is not None else self.__dict__.get("out")
+        array = self._output_array()
         if array is None:
             raise self._not_shown("_saved_result")
         return Tensor._make(array, self.device, True, self)
@@ -1337,8 +1355,8 @@ class _hooks_paused:
         _mode.saved_hooks = self.hooks
 
 
-def _pack(ctx, tensor, source, slot, shape, transposed=False):
-    pack, unpack = _mode.saved_hooks[-1]
+def _pack(ctx, tensor, source, slot, shape, transposed=False, hooks=None):
+    pack, unpack = hooks or _mode.saved_hooks[-1]
     entry = _Packed()
     if transposed:  # (torch's linear saves ``weight.t()``: the hooks see that; unpacking turns it back)
         tensor = Tensor._make(tensor._array.T, ctx.device, False, None)
@@ -1350,6 +1368,39 @@ def _pack(ctx, tensor, source, slot, shape, transposed=False):
         ctx.packed = []
     ctx.packed.append(entry)
     return entry
+
+
+class _RawSaved:
+    """torch's SavedTensor, ``y.grad_fn._raw_saved_self`` (autograd mechanics' hooks for one saved tensor):
+    ``register_hooks(pack_hook, unpack_hook)`` packs that tensor now, and the node unpacks it where it reads it
+    (its backward, ``_saved_self``), as a ``saved_tensors_hooks`` pair around the op would have."""
+
+    def __init__(self, node, source, as_saved):
+        self._node, self._source, self._as_saved = node, source, as_saved
+
+    def register_hooks(self, pack_hook, unpack_hook):
+        if not (callable(pack_hook) and callable(unpack_hook)):
+            raise TypeError("register_hooks(): incompatible function arguments. The following argument types are "
+                            "supported:\n    1. (self: torch._C._autograd.SavedTensor, arg0: "
+                            "collections.abc.Callable, arg1: collections.abc.Callable) -> None")
+        node = self._node
+        if node.freed:
+            raise RuntimeError("Calling register_hooks on a saved tensor after it has been freed. Saved intermediate "
+                               "values of the graph are freed when you call .backward() or autograd.grad(). Specify "
+                               "retain_graph=True if you need to backward through the graph a second time or if you "
+                               "need to access saved variables after calling backward.")
+        if any(p.source is self._source for p in node.packed or ()):
+            raise RuntimeError("Calling register_hooks on a saved tensor whose hooks have already been set. Hint: "
+                               "only one pair of hooks is allowed at a time.")
+        global _saved_hooks_used
+        _saved_hooks_used = True  # (backward unpacks a node's packed tensors only once some hook was used)
+        tensor = self._as_saved().detach()  # (torch's hook gets the saved data: a tensor that requires no grad)
+        out = node._output_array()
+        slot = next((slot for slot, array, source in _saved_slots(node, node.inputs, out) if source is self._source
+                     and array.shape == tensor.shape), None)  # (the first array kept of it: torch saves it once)
+        entry = _pack(node, tensor, self._source, slot, tensor._array.shape, hooks=(pack_hook, unpack_hook))
+        if slot is not None:
+            _set_slot(node.__dict__, slot, entry)
 
 
 def _saved_source(array, inputs, out):
@@ -3690,9 +3741,7 @@ def _run_backward(root, gradient, retain_graph, store=None):
             if id(ctx) not in leading:  # (nothing wanted lies past this input: its node does not run)
                 continue
         if ctx.freed:
-            raise RuntimeError(f"Trying to backward through the graph a second time (through "
-                               f"{ctx.fn.__name__}); the saved arrays were freed after the first "
-                               f"backward. Call backward(retain_graph=True) the first time.")
+            ctx._refuse_freed()  # (torch's words: its engine names no node)
         if ctx.seq <= _last_change:  # something changed in place after this node was made
             _check_versions(ctx)
         node_hooks = None
