@@ -353,6 +353,8 @@ class Context:
     def _raw_saved(self, attribute):
         """``grad_fn._raw_saved_<name>``: torch's SavedTensor for a tensor this node shows as ``_saved_<name>``."""
         name, names = attribute[len("_raw_saved_"):], self._torch_argument_names()
+        if self.freed and (name in names or name == _RESULT_AS.get(self.name(), "result")):
+            return _RawSaved(self, None, None)  # (torch's is there: registering hooks on it is the error)
         if name in names:
             i = names.index(name)
             x = self.inputs[i] if i < len(self.inputs) else None
