@@ -8,7 +8,6 @@ corrects for what the nonlinearity does to the variance). ``Linear`` uses
 """
 import functools
 import math
-import threading
 import warnings
 
 import numpy as np
@@ -57,22 +56,12 @@ def calculate_gain(nonlinearity, param=None):
     raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")
 
 
-# torch.nn.utils.skip_init builds a module on the 'meta' device, where initialisers neither write nor
-# draw. minilora has no meta device: skip_init turns the initialisers off while the constructor runs,
-# in its own thread only (a module built meanwhile in another thread is initialised as usual).
-class _SkipState(threading.local):
-    depth = 0  # > 0: inside skip_init (nested calls count)
-
-
-_skipping = _SkipState()
-
-
 def _skippable(initialiser):
-    """An in-place initialiser that leaves ``tensor`` as it is, and draws nothing, inside skip_init, or
-    on the meta device (no values to set: torch's generator does not move either)."""
+    """An in-place initialiser that leaves a tensor on the meta device as it is and draws nothing (it has no
+    values to set: torch's generator does not move either; torch.nn.utils.skip_init builds there)."""
     @functools.wraps(initialiser)
     def run(tensor, *args, **kwargs):
-        if _skipping.depth or getattr(tensor, "is_meta", False):
+        if getattr(tensor, "is_meta", False):
             return tensor
         return initialiser(tensor, *args, **kwargs)
     return run

@@ -47,19 +47,13 @@ def vector_to_parameters(vec, parameters):
 def skip_init(module_cls, *args, **kwargs):
     """``torch.nn.utils.skip_init``: ``module_cls(*args, **kwargs)`` with its parameters and buffers
     left uninitialised (``to_empty``) and nothing drawn from the generator -- for a model whose weights
-    are loaded or written next, where a large model's init would cost minutes. torch builds on the
-    'meta' device; minilora switches ``nn.init``'s initialisers off while the constructor runs."""
+    are loaded or written next, where a large model's init would cost minutes. As torch's: built on the
+    'meta' device (no values: its initialisers neither draw nor write), then given empty storage."""
     import inspect
-    from .. import init
     if "device" not in inspect.signature(module_cls).parameters:
         raise RuntimeError("Module must support a 'device' arg to skip initialization")
     device = kwargs.pop("device", "cpu")
-    init._skipping.depth += 1
-    try:
-        module = module_cls(*args, **kwargs)
-    finally:
-        init._skipping.depth -= 1
-    return module.to_empty(device=device)
+    return module_cls(*args, device="meta", **kwargs).to_empty(device=device)
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
