@@ -218,3 +218,38 @@ def test_dropout_and_random_fills_on_meta_draw_nothing():
         T.nn.init.kaiming_uniform_(x)
         return shapes, T.randn(3).tolist()
     assert draws(ml) == draws(torch)
+
+
+def test_skip_init_builds_on_the_meta_device_as_torchs():
+    def given_device(T):
+        class Recorder(T.nn.Module):
+            def __init__(self, size, device=None):
+                super().__init__()
+                self.seen = str(device)
+                self.weight = T.nn.Parameter(T.empty(size, device=device))
+                T.nn.init.normal_(self.weight)
+        T.manual_seed(5)
+        module = T.nn.utils.skip_init(Recorder, 3)
+        return module.seen, module.weight.device.type, tuple(module.weight.shape), T.randn(2).tolist()
+    assert given_device(ml) == given_device(torch)
+
+
+def test_from_pretrained_builds_a_meta_skeleton_and_loads_the_files_values(monkeypatch):
+    from minilora import models
+    from minilora.nn import llama
+    built_on, build = [], llama.LlamaForCausalLM.__init__
+    monkeypatch.setattr(llama.LlamaForCausalLM, "__init__", lambda self, *args, **kwargs: (
+        built_on.append(ml.get_default_device().type), build(self, *args, **kwargs))[-1])
+    ml.manual_seed(0)
+    model = models.load_base()
+    torch.manual_seed(0)
+    assert ml.randn(3).tolist() == torch.randn(3).tolist()  # (the load drew nothing from the stream seeded above)
+    assert built_on == ["meta"]
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # (the tie kept)
+    in_the_file = llama.load_checkpoint(models.BASE_DIR, True)
+    for name, value in model.state_dict().items():
+        stored = in_the_file["model.embed_tokens.weight" if name == "lm_head.weight" else name]
+        assert value.device.type == "cpu"
+        np.testing.assert_array_equal(value.numpy(), np.asarray(stored))
+    fresh = llama.LlamaForCausalLM(model.config)  # (the rotary buffer is no weight of the file: computed again)
+    np.testing.assert_array_equal(model.model.rotary_emb.inv_freq.numpy(), fresh.model.rotary_emb.inv_freq.numpy())
