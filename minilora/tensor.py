@@ -800,6 +800,13 @@ def no_meta_kernel(name, *tensors):
                               f"next steps:  https://pytorch.org/tutorials/advanced/custom_ops_landing_page.html")
 
 
+def no_meta_positions(into, *indices):
+    """Positions read on the host (an index, embedding ids) from a meta tensor, for a tensor ``into`` that has
+    values: zeros that are no positions would pick real rows, so torch's device error instead."""
+    if into._device is not _META and any(isinstance(t, Tensor) and t._device is _META for t in indices):
+        raise RuntimeError(f"Tensor on device meta is not on the expected device {into._device.name}!")
+
+
 def no_complex_autograd(name, dtype, *tensors):
     """torch's refusal of an op whose derivative it has for real numbers only (nan_to_num, slice_scatter,
     embedding ...): a complex result (``dtype``) recorded for backward raises before the op runs."""

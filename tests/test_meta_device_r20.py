@@ -125,7 +125,8 @@ def test_a_meta_tensors_values_never_leave_it_in_torchs_words():
                  lambda T: T.ones(2).copy_(T.ones(2, device="meta")),
                  lambda T: format(T.ones((), device="meta"), ".3f"),
                  lambda T: T.ones(2, device="meta").__dlpack__(),
-                 lambda T: T.ones(2, device="meta").data_ptr()):
+                 lambda T: T.ones(2, device="meta").data_ptr(),
+                 lambda T: T.ones(2, requires_grad=True).to("meta").sum().backward()):  # (its gradient: meta to cpu)
         ours, theirs = _both(make)
         assert ours == theirs
 
@@ -253,3 +254,15 @@ def test_from_pretrained_builds_a_meta_skeleton_and_loads_the_files_values(monke
         np.testing.assert_array_equal(value.numpy(), np.asarray(stored))
     fresh = llama.LlamaForCausalLM(model.config)  # (the rotary buffer is no weight of the file: computed again)
     np.testing.assert_array_equal(model.model.rotary_emb.inv_freq.numpy(), fresh.model.rotary_emb.inv_freq.numpy())
+
+
+def test_meta_positions_never_pick_real_rows():
+    """Positions from a meta tensor into a tensor with values: torch 2.13 answers rows of uninitialised memory on
+    the CPU (its meta index is read as memory that holds nothing); minilora's meta zeros would pick row 0 as
+    silently, so it raises torch's device error instead."""
+    ids = ml.zeros(2, dtype=ml.int64, device="meta")
+    for call in (lambda: ml.ones(3, 2).index_select(0, ids), lambda: ml.nn.functional.embedding(ids, ml.ones(3, 2)),
+                 lambda: ml.ones(3, 2).index_add(0, ids, ml.ones(2, 2))):
+        with pytest.raises(RuntimeError, match="^Tensor on device meta is not on the expected device cpu!$"):
+            call()
+    assert ml.nn.functional.embedding(ids, ml.ones(3, 2, device="meta")).is_meta

@@ -840,6 +840,8 @@ class ToDevice(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.device.type == "meta":  # (the gradient of a move to meta is meta: no values to move back)
+            raise NotImplementedError(NO_DATA)
         return _move(g, ctx.source)
 
 

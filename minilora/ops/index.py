@@ -17,7 +17,7 @@ from ..device import xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
 from ..tensor import (Function, Tensor, is_grad_enabled, name_node, no_complex_autograd, no_forward_formula, no_grad,
-                      no_meta_kernel,
+                      no_meta_kernel, no_meta_positions,
                       saves_as_torch)
 from ..factories import _NoDerivative, _broadcast, in_layout_of, known_layout, like_view_strides
 from .elementwise import backward_in_float32, gradient_passes_to, promotion_cast
@@ -459,10 +459,11 @@ def _along(axis, index):
     return (slice(None),) * axis + (index,)
 
 
-def _index_vector(index, fn):
-    """``index`` as a 1-D integer array (torch also takes a 0-d index, as one element)."""
+def _index_vector(index, fn, input):
+    """``index`` as a 1-D integer array (torch also takes a 0-d index, as one element), positions in ``input``."""
     if not isinstance(index, Tensor) or index.dtype not in (np.int32, np.int64):
         raise RuntimeError(f"{fn}(): Expected dtype int32/int64 for index")
+    no_meta_positions(input, index)
     if index.ndim > 1:
         raise IndexError(f"{fn}(): Index is supposed to be a vector, got {index.ndim}-D")
     return index._array.reshape(-1)
@@ -517,7 +518,7 @@ def index_select(input, dim, index):
         selected = index_select(input.reshape(1), dim, index).reshape(())
         return name_node(selected, "IndexSelectBackward0", input, graph=(input,))  # (torch's one node)
     dim = _dim(dim, input.ndim, "index_select")
-    positions = _index_vector(index, "index_select")
+    positions = _index_vector(index, "index_select", input)
     if input.shape[dim] == 0 and positions.size and input.ndim > 1:  # (1-D: the IndexError below)
         raise RuntimeError("index_select(): self indexing axis dim should be positive")
     _check_selected(positions, input, dim)
@@ -564,7 +565,7 @@ def index_add(input, dim, index, source, *, alpha=1):
     """``torch.index_add``: a copy of ``input`` with ``alpha * source[i]`` added to slice
     ``index[i]`` along ``dim``. ``x.index_add_(...)`` is the in-place form."""
     dim = _dim(dim, input.ndim, "index_add")
-    positions = _index_vector(index, "index_add")
+    positions = _index_vector(index, "index_add", input)
     _check_index_add_shapes(input, dim, positions.size, source)
     _check_bounds(positions, input.shape[dim] if input.ndim else 1, dim, "index_add", RuntimeError)
     alpha = checked_number(python_number(alpha), input.dtype)  # stored as torch stores it: truncated

@@ -19,7 +19,8 @@ from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_
                       promote_types, refuse_complex, result_type, torch_name, upcast)
 from .. import random as _random
 from ..tensor import (Function, ShapeError, Tensor, backward_reads, forward_ad_open, name_node, no_complex_autograd,
-                      no_forward_formula, no_grad, saved_for, saves_as_torch, saving_as_torch, warn_at_caller)
+                      no_forward_formula, no_grad, no_meta_positions, saved_for, saves_as_torch, saving_as_torch,
+                      warn_at_caller)
 from ..tensor import is_grad_enabled
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -905,6 +906,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     _refuse("embedding", sparse=(sparse, False))
     no_complex_autograd("embedding", weight.dtype, weight)
     _two_dimensional_table(weight)
+    no_meta_positions(weight, input)
     ids = _array(input)
     ids = np.asarray(ids) if isinstance(ids, (list, tuple, int)) else ids
     padding_idx = _row_index("embedding", padding_idx, weight.shape[0])
