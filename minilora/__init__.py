@@ -47,10 +47,7 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=
     start, end, step = bounds
     if dtype == dtypes.bool or dtype.kind == "c":
         raise NotImplementedError(f"\"arange_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
-    if step == 0:
-        raise RuntimeError("step must be nonzero")
-    if (end - start) * step < 0:  # (before int64 truncates the bounds: arange(-0.75, dtype=int64) too)
-        raise RuntimeError("upper bound and lower bound inconsistent with step sign")
+    factories.check_range(start, end, step)  # (before int64 truncates the bounds: arange(-0.75, dtype=int64) too)
     if dtype == dtypes.int64 and not _builtins.all(isinstance(b, _builtins.int) for b in bounds):
         # torch reads int64 bounds as integers first: arange(0.5, 5, 1.5, dtype=int64) is arange(0, 5, 1)
         start, end, step = (_builtins.int(b) for b in bounds)

@@ -1158,6 +1158,22 @@ def _multiply_add(a, b, c):
     return np.where(past_halfway, other, r)
 
 
+def check_range(start, end, step):
+    """torch's checks of arange's / range's bounds (numbers): finite bounds and a step that is not 0 (nor NaN),
+    walking towards ``end`` -- where Python's int() of a NaN or infinite bound raised its own ValueError."""
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise RuntimeError(f"unsupported range: {_scalar_text(start)} -> {_scalar_text(end)}")
+    if step == 0 or math.isnan(step):
+        raise RuntimeError("step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError("upper bound and lower bound inconsistent with step sign")
+
+
+def _scalar_text(x):
+    """A number as torch's c10::Scalar prints it in a message (six significant digits: ``0``, ``1.5``, ``nan``)."""
+    return str(x) if isinstance(x, (int, np.integer)) else format(float(x), "g")
+
+
 def arange_values(start, step, count, dtype):
     """torch's CPU ``arange`` values in a floating ``dtype``, bit for bit. ATen's kernel computes in the
     accumulate type (float64 for float32/float64, float32 for 16-bit floats) as cpu_serial_kernel_vec runs it:

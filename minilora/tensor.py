@@ -3536,18 +3536,50 @@ def _run_hooks(hooks, g, device):
     for hook in list(hooks.values()):
         out = hook(Tensor._make(g, device, False, None))
         if out is not None:
-            new = out._array if isinstance(out, Tensor) else device.xp.asarray(out)
-            _check_hook_result(hook, g, new)
-            g = new
+            g = hook_result(hook, g, out)._array
     return g
 
 
+def hook_result(hook, g, out):
+    """``out``, what a gradient hook returned in place of the gradient ``g`` (an array or a Tensor), checked
+    as torch checks it: a Tensor (a number, a list or a NumPy array is torch's TypeError -- NumPy would take
+    it as an array), of ``g``'s dtype and shape."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"expected Variable, but hook returned '{python_type_name(out)}'")
+    _check_hook_result(hook, g._array if isinstance(g, Tensor) else g, out._array)
+    return out
+
+
+def hook_results(hook, out):
+    """The gradients a node hook returned (``grad_fn.register_hook`` / ``register_prehook``): a tuple of
+    Tensors and Nones, else torch's TypeError (a list is refused too)."""
+    if not isinstance(out, tuple):
+        raise TypeError(f"expected tuple, but hook returned '{python_type_name(out)}'")
+    for value in out:
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"expected Variable, but hook returned '{python_type_name(value)}'")
+    return out
+
+
+def python_type_name(value):
+    """The name torch's C++ prints for a Python object's type (its ``tp_name``): ``int``, ``numpy.ndarray``."""
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _legacy_type_name(dtype):
+    """torch's ``torch.FloatTensor`` for a dtype, the name its hook checks print."""
+    from .ops import _TENSOR_TYPE_NAMES, _TYPE_NAMES_WITHOUT_CLASS  # (ops sits above tensor: imported on error)
+    return "torch." + {**_TENSOR_TYPE_NAMES, **_TYPE_NAMES_WITHOUT_CLASS}.get(str(dtype), str(dtype))
+
+
 def _check_hook_result(hook, g, new):
-    """A hook may change a gradient's values, not its dtype or shape (torch refuses both)."""
-    name = getattr(hook, "__name__", type(hook).__name__)
+    """A hook may change a gradient's values, not its dtype or shape (torch refuses both). ``hook`` is the
+    function, or the name torch's message gives it."""
+    name = hook if isinstance(hook, str) else getattr(hook, "__name__", type(hook).__name__)
     if new.dtype != g.dtype:
-        raise RuntimeError(f"hook '{name}' has changed the type of value (was {dtypes.torch_name(g.dtype)} "
-                           f"got {dtypes.torch_name(new.dtype)})")
+        raise RuntimeError(f"hook '{name}' has changed the type of value (was {_legacy_type_name(g.dtype)} "
+                           f"got {_legacy_type_name(new.dtype)})")
     if new.shape != g.shape:
         raise RuntimeError(f"hook '{name}' has changed the size of value (was {tuple(g.shape)} "
                            f"got {tuple(new.shape)})")
@@ -3568,10 +3600,16 @@ def _run_node_prehooks(ctx, g):
     """``grad_fn.register_prehook`` hooks: each sees ``(grad_output,)`` and may return a replacement."""
     for hook in list(ctx.node_prehooks.values()):
         out = hook((Tensor._make(g, ctx.device, False, None),))
-        if out is not None:
-            new = out[0]._array
-            _check_hook_result(hook, g, new)
-            g = new
+        if out is None:
+            continue
+        out = hook_results(hook, out)
+        if len(out) != 1:
+            raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has returned an incorrect number of "
+                               f"values (got {len(out)}, but expected 1)")
+        if out[0] is None:  # (None,): no gradient flows on from this node, as torch
+            return None
+        _check_hook_result(hook, g, out[0]._array)
+        g = out[0]._array
     return g
 
 
@@ -3587,6 +3625,7 @@ def _run_node_hooks(ctx, hooks, in_grads, g):
         out = hook(shown, grad_output)
         if out is None:
             continue
+        hook_results(hook, out)
         if len(out) != len(slots):
             raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has returned an incorrect number of "
                                f"values (got {len(out)}, but expected {len(slots)})")
@@ -3703,7 +3742,16 @@ def _run_post_accumulate_grad_hooks(watched):
     for leaf, hooks, before in watched:
         if _grad_state(leaf) != before:
             for hook in list(hooks.values()):
-                hook(leaf)
+                _returns_none(hook(leaf))
+
+
+def _returns_none(out):
+    """A post-accumulate-grad hook returns nothing: torch refuses a Tensor (RuntimeError) and anything else
+    (TypeError), where minilora threw the value away and the user's update looked applied."""
+    if isinstance(out, Tensor):
+        raise RuntimeError("Tensor post accumulate grad hooks should return None.")
+    if out is not None:
+        raise TypeError(f"expected Variable, but hook returned '{python_type_name(out)}'")
 
 
 def _node_backward(ctx, g, prof, retain_graph):
@@ -3761,6 +3809,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
                 store.add(ctx.retained(), g)
             if ctx.node_prehooks:
                 g = _run_node_prehooks(ctx, g)
+                if g is None:
+                    continue
             node_hooks = ctx.node_hooks
         # This loop runs once per node (tens of thousands per step): the common case is written inline,
         # the rare ones (complex, 16-bit, profiler, saved-tensor hooks) go through _node_backward.

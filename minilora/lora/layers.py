@@ -342,6 +342,8 @@ class BaseTunerLayer(Module):
 
         ``safe_merge``: compute the merged weight on a copy first and refuse it if it holds NaN/inf.
         """
+        if isinstance(adapter_names, str):  # (PEFT's check: list("default") would merge nothing, silently)
+            raise TypeError(f"adapter_names should be a list of strings, got {adapter_names!r}.")
         names = self.active_adapters if adapter_names is None else list(adapter_names)
         for name in names:
             if name in self.merged_adapters or name not in self.adapter_names():

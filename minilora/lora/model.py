@@ -130,6 +130,16 @@ def _warn_unmatched_patterns(config, targeted):
                           f"{unmatched}.", RuntimeWarning)
 
 
+def _warn_nothing_excluded(config, names):
+    """PEFT's warning when ``exclude_modules`` names no module of the model (of all the module ``names``, as
+    PEFT's check): a typo there adapts the very layers the user meant to leave alone, without a word."""
+    excluded = getattr(config, "exclude_modules", None)
+    if excluded and not any(_matches_list_or_regex(excluded, key) for key in names):
+        shown = excluded if isinstance(excluded, str) else set(excluded)  # (PEFT keeps a set)
+        warnings.warn(f"You have passed exclude_modules={shown} but no modules were excluded. Please check that "
+                      "exclude_modules was set correctly.")
+
+
 def _warn_state_dict_differs(by_config, by_state_dict):
     """PEFT's warning when the layers a state_dict names are not the ones the config targets."""
     more_in_config = sorted(set(by_config) - set(by_state_dict))
@@ -326,6 +336,8 @@ class LoraModel(_Wrapper):
         self._check_matches(config, matched, parameters)
         if from_state_dict is not None:
             _warn_state_dict_differs(by_config, matched)
+        else:
+            _warn_nothing_excluded(config, [key for key, _ in self._candidate_modules()])
         _warn_unmatched_patterns(config, matched + parameters)
         _warn_tied_layer_adapted(self.model, config)
         self.targeted_module_names += [key for key in matched if key not in self.targeted_module_names]
@@ -704,8 +716,7 @@ class LoraModel(_Wrapper):
         ``safe_merge``: every layer's merged weight is checked for NaN/inf *before* any is changed.
         """
         self._own_layers()
-        if isinstance(adapter_names, str):  # list("b") would merge adapters "b"... letter by letter
-            raise TypeError(f"adapter_names should be a list of strings, got {adapter_names!r}.")
+        self._check_merge_names(adapter_names)
         self._check_merge_allowed()
         self._warn_already_merged(adapter_names)
         self._check_bias_mergeable(adapter_names)
@@ -713,6 +724,17 @@ class LoraModel(_Wrapper):
             self._check_merge_is_finite(adapter_names)
         for layer in self.tuner_layers():  # safe_merge: a 16-bit weight adds the delta rounded to its dtype
             layer.merge(safe_merge=safe_merge, adapter_names=adapter_names)
+
+    def _check_merge_names(self, adapter_names):
+        """``adapter_names`` of a merge: None (the active adapters) or a list of this model's adapters. A string
+        would be read letter by letter and a name that is no adapter skipped by every layer: either way the
+        merge folded nothing in, without a word (PEFT refuses the string; minilora the unknown name too)."""
+        if isinstance(adapter_names, str):
+            raise TypeError(f"adapter_names should be a list of strings, got {adapter_names!r}.")
+        unknown = [name for name in adapter_names or () if name not in self.peft_config]
+        if unknown:
+            raise ValueError(f"Adapter {unknown[0]} not found. (adapter_names={list(adapter_names)!r} names no "
+                             f"adapter of this model; adapters: {list(self.peft_config)})")
 
     def _check_merge_is_finite(self, adapter_names):
         for layer in self.tuner_layers():
@@ -785,6 +807,7 @@ class LoraModel(_Wrapper):
         (``progressbar`` is accepted for PEFT compatibility; merging a small model is instant.)
         """
         self._own_layers()
+        self._check_merge_names(adapter_names)
         self._check_merge_allowed()
         self._check_bias_mergeable(adapter_names)
         if safe_merge:

@@ -24,7 +24,7 @@ from ..device import NO_DATA, Device
 from ..size import Size
 from ..device import device as _get_device
 from ..tensor import Function as _Node
-from ..tensor import RemovableHandle, Tensor, _to_dtype, is_grad_enabled, no_grad
+from ..tensor import RemovableHandle, Tensor, _to_dtype, hook_result, is_grad_enabled, no_grad
 
 __all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict",
            "StateDictError", "IncompatibleKeys", "RemovableHandle", "Buffer"]
@@ -901,8 +901,18 @@ def _run_replacing_hooks(hooks, grads, call, error):
             continue
         if len(new) != len(grads):
             raise RuntimeError(f"{error}, got {len(new)}, but expected {len(grads)}")
+        _check_replacements(grads, new)
         grads = new
     return grads
+
+
+def _check_replacements(grads, new):
+    """torch runs a module's backward hooks inside an autograd hook of its own, named 'hook': each gradient
+    a hook returns is a Tensor (or None) of the dtype and shape of the one it replaces, else torch's error
+    (a float64 gradient went on into a float32 layer's backward)."""
+    for before, after in zip(grads, new):
+        if after is not None:
+            hook_result("hook", after if before is None else before, after)
 
 
 class _BackwardHooks:

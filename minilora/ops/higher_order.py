@@ -1925,10 +1925,11 @@ def _fit(g, x):
 
 
 def _run_hooks(hooks, g):
+    """``register_hook`` hooks on a recorded gradient ``g``, each result checked as the plain engine's."""
     for hook in list(hooks.values()):
         out = hook(g)
         if out is not None:
-            g = out
+            g = _t.hook_result(hook, g, out)
     return g
 
 

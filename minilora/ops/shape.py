@@ -648,6 +648,9 @@ def setitem_value(index, value, dtype):
     return value.to(dtype)
 
 
+_INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.bool_))  # (and uint8, a mask: below)
+
+
 def _raw_index(index, device=None):
     """Tensors inside an index become their arrays (indices never carry gradients). As torch, an
     index tensor lives on cpu or on the indexed tensor's ``device`` (NumPy cannot read a CuPy one)."""
@@ -663,6 +666,9 @@ def _raw_index(index, device=None):
             warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype "
                           "torch.bool instead.", UserWarning, stacklevel=3)  # as NumPy's integers
             return index._array.astype(bool)
+        if index.ndim and index.dtype not in _INDEX_DTYPES:  # NumPy would take int8/int16 positions (a 0-d one
+            # is one position, as torch: its __index__)
+            raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
         return index._array
     if isinstance(index, slice) and index.step is not None and index.step <= 0:
         # NumPy would reverse (x[::-1]); torch refuses, and so do we (x.flip(0) is torch's way)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import amp as _amp, dtypes, float32_sums
 from ..device import xp_of
-from ..factories import empty, like_view_strides
+from ..factories import check_range, empty, like_view_strides
 from ..tensor import Function, Tensor, name_node, no_grad, no_complex_autograd, saved_for, saves_as_torch
 from . import elementwise as E, reduce as R, shape as S
 
@@ -293,10 +293,7 @@ def range_(start, end, step=1, *, dtype=None, device=None, requires_grad=False):
     dtype = dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
     if dtype == dtypes.bool or dtype.kind == "c":  # (torch's kernel has no bool or complex: its dispatch refuses
         raise NotImplementedError(f"\"range_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")  # first)
-    if step == 0:
-        raise RuntimeError("step must be nonzero")
-    if (end - start) * step < 0:
-        raise RuntimeError("upper bound and lower bound inconsistent with step sign")
+    check_range(start, end, step)
     count = int(math.floor((end - start) / step)) + 1
     values = start + np.arange(count, dtype=np.float64) * step
     return Tensor(dtypes.cast(values, dtype), dtype=dtype, device=device, requires_grad=requires_grad)

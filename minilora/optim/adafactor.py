@@ -35,6 +35,7 @@ class Adafactor(_StepEach):
     ``col_var`` (2 or more dimensions: shapes ``(..., R, 1)`` and ``(..., 1, C)``) or ``variance`` (a vector).
     ``eps[0]=None`` means the machine epsilon of the parameters' dtype (torch takes the first updated
     parameter's of each group, for the whole group)."""
+    _state_shaped_as_params = False  # (row_var/col_var: factors of the parameter's shape)
 
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
                  foreach=None, maximize=False):

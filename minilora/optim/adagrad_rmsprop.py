@@ -124,6 +124,7 @@ class _StepEach(Optimizer):
     """The step of RMSprop, Adagrad, Adadelta (and adam_variants' Adamax, NAdam, RAdam): each trainable
     parameter with a gradient gets its state on its first step (``_new_state(p)``), then its own update,
     one parameter at a time (``_update(p, arrays, group)``, on the arrays of its state's Tensors)."""
+    _state_shaped_as_params = True
     _steps_are_tensors = True
 
     def step(self, closure=None):

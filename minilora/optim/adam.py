@@ -167,6 +167,7 @@ class Adam(Optimizer):
     keeps a third array, ``max_exp_avg_sq`` (``amsgrad_update``). ``differentiable=True`` is not
     implemented and raises.
     """
+    _state_shaped_as_params = True
     _steps_are_tensors = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,

@@ -37,6 +37,10 @@ class Optimizer:
     """Base class. Subclasses pass their ``defaults``, check a group in ``_check_group`` and
     define ``step()``."""
     _tensors_kept = ("lr", "initial_lr")  # the group entries kept as Tensors when given Tensors (_TENSOR_KEPT)
+    # Whether every state Tensor of a parameter (but 0-d counters: step, ASGD's eta) has the parameter's shape,
+    # as in SGD's momentum and Adam's moments: load_state_dict then checks each (not Adafactor's row/col factors,
+    # LBFGS's flat vectors or a user's own optimizer, whose state may be shaped otherwise)
+    _state_shaped_as_params = False
 
     def __init_subclass__(cls, **kwargs):
         """Every optimizer's ``step`` notes that it ran (``_opt_called``), as torch's does: a learning-rate
@@ -239,6 +243,8 @@ class Optimizer:
             param = by_number[i]
             new_state[param] = state_tensors({name: self._restore_value(value, param, i, name)
                                               for name, value in st.items()}, param.device)
+            if self._state_shaped_as_params:
+                _check_state_shapes(new_state[param], param, i)
         merged = [_loaded_group(saved, own, self.defaults, self._tensors_kept)
                   for saved, own in zip(groups, self.param_groups)]
         with _ranges_unchecked():  # as torch's load: a schedule may have taken an lr below 0 (OneCycleLR's third phase)
@@ -271,6 +277,18 @@ class Optimizer:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+def _check_state_shapes(state, param, index):
+    """A loaded moment of another shape than its parameter is a state dict saved for another model (another
+    rank, another layer order). torch raises at the first step(), or -- where the shapes broadcast, (4, 3) into
+    (1, 3) -- silently updated with the wrong moments in minilora: refused here, in torch's size-mismatch words."""
+    for name, value in state.items():
+        shape = getattr(value, "shape", ())
+        if len(shape) and param.ndim and tuple(shape) != tuple(param.shape):
+            raise RuntimeError(f"size mismatch for state {name!r} of parameter {index}: copying a state with shape "
+                               f"{list(shape)} from checkpoint, the shape in current optimizer is "
+                               f"{list(param.shape)}")
+
+
 def _loaded_group(saved, own, defaults, kept=None):
     """The group ``load_state_dict`` makes, as torch's: the saved group's entries replace the group's (an entry
     the saved group lacks, such as the ``initial_lr`` a scheduler built after the save wrote, is gone), with the

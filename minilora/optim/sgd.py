@@ -23,6 +23,7 @@ class SGD(Optimizer):
     maximize=False, foreach=None, differentiable=False, fused=None)``, as in PyTorch.
     ``foreach``/``fused`` pick among torch's implementations (accepted, one update here);
     ``differentiable=True`` is not implemented and raises."""
+    _state_shaped_as_params = True
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None):

@@ -12,6 +12,7 @@ __all__ = ["SparseAdam"]
 class SparseAdam(Optimizer):
     """``SparseAdam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False)``: torch's signature; always
     raises ``NotImplementedError`` (minilora has no sparse gradients)."""
+    _state_shaped_as_params = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
         raise NotImplementedError("SparseAdam does not support dense gradients, please consider Adam instead: "
