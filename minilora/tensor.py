@@ -2496,7 +2496,10 @@ class Tensor:
             from . import ops
             result = ops.astype(result, self.dtype)
         self._write(result._array, cast)
+        retained = self.retains_grad
         self._ctx, self.requires_grad = result._ctx, result.requires_grad
+        if retained:
+            _move_retain_grad(self, before._ctx)
         if self._ctx is not None:  # the new node's output is now this tensor's storage
             self._ctx.watch_output(self)
             _resave_output(self._ctx, result._array, self._array)
@@ -2567,7 +2570,10 @@ class Tensor:
             new = _write_back(fn, inputs, options, i, parent, new)
         new = _still_in_graph(new, before)
         base._write(new._array, cast)
+        retained = base.retains_grad
         base._ctx, base.requires_grad = new._ctx, new.requires_grad
+        if retained:
+            _move_retain_grad(base, before._ctx)
         if base._ctx is not None:
             base._ctx.watch_output(base)
             _rename(base._ctx, "torch::autograd::CopySlices")  # (torch's node for a write through a view)
@@ -3524,6 +3530,15 @@ class _UnseenGrad(Tensor):
 # id(leaf) -> (weak reference to it, {handle id: hook}); empty unless hooks are registered.
 _post_accumulate_grad_hooks = {}
 _leaf_hooks = {}  # the same, for Tensor.register_hook on leaves
+
+
+def _move_retain_grad(tensor, old_ctx):
+    """torch moves retain_grad() to the node an in-place op gave the tensor: its ``.grad`` is the gradient of the
+    new value (``b.retain_grad(); b.mul_(3)``: of the product, not of the old b), while hooks registered before
+    the change still see the old value's."""
+    old_ctx.retained = _no_tensor if old_ctx.hooks else None
+    if tensor._ctx is not None:
+        tensor._ctx.retained = weakref.ref(tensor)
 
 
 def _no_tensor():

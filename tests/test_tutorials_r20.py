@@ -225,3 +225,28 @@ def _hooks_on_one_saved_tensor(T):
 def test_hooks_on_one_saved_tensor_as_torch():
     expected, got = (_hooks_on_one_saved_tensor(T) for T, _ in BOTH)
     assert got == expected
+
+
+def _retained_then_changed_in_place(T):
+    """retain_grad(), then an in-place op (directly, and through a view of the tensor): torch moves the retained
+    gradient to the new value, and hooks registered before the change still see the old value's."""
+    printed = []
+    a = T.tensor([1., 2., 3.], requires_grad=True)
+    b = a * 2
+    b.retain_grad()
+    b.mul_(3)
+    b.sum().backward()
+    printed.append((b.grad.tolist(), a.grad.tolist(), b.retains_grad))
+    b = a * 2
+    b.retain_grad()
+    b.register_hook(lambda g: printed.append(("hook", g.tolist())))
+    b[1:].mul_(5)
+    (b * b).sum().backward()
+    printed.append((b.grad.tolist(), a.grad.tolist(), b.retains_grad))
+    return printed
+
+
+def test_retain_grad_follows_an_in_place_change_as_torch():
+    """minilora kept the gradient of the old value in .grad ([3, 3, 3] where torch has [1, 1, 1])."""
+    expected, got = (_retained_then_changed_in_place(T) for T, _ in BOTH)
+    assert got == expected
