@@ -166,3 +166,21 @@ def test_gaussian_nll_loss_clamps_var_to_eps_exactly(reduction):
         results.append([loss.detach().numpy()] + [leaf.grad.numpy() for leaf in leaves])
     for theirs, ours in zip(*results):
         _same_bits(theirs, ours)
+
+
+@pytest.mark.parametrize("width", [3, 16, 100, 1000])
+def test_float64_rms_norm_as_torchs_composite(width):
+    # torch's CPU rms_norm is input * rsqrt(pow(input, 2).mean(-1) + eps) * weight: its float64 mean in ATen's
+    # cascade order, the gradient its autograd's steps (Exercise 2.2's formula stays for the other arrays)
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((9, width)) * 3
+    w = rng.standard_normal(width)
+    for eps in (None, 1e-5):
+        results = []
+        for lib in (torch, ml):
+            tx, tw = lib.tensor(x, requires_grad=True), lib.tensor(w, requires_grad=True)
+            out = lib.nn.functional.rms_norm(tx, [width], tw, eps=eps)
+            out.backward(lib.tensor(np.cos(np.arange(x.size)).reshape(x.shape)))
+            results.append((out.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()))
+        for theirs, ours in zip(*results):
+            _same_bits(theirs, ours)

@@ -428,8 +428,9 @@ class RMSNorm(Function):
 
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
     ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
-    float32 on the CPU is torch's bits: its composite's autograd, op by op (``_rms_norm_backward_as_torch``),
-    the squares of a view added in the view's layout (``_strided_mean_of_squares``).
+    float32 and float64 on the CPU are torch's bits: its composite's autograd, op by op
+    (``_rms_norm_backward_as_torch``, next to Exercise 2.2's formula, which runs for the other arrays: its tests call
+    it directly), the squares of a view added in the view's layout (``_strided_mean_of_squares``).
 
     Saved-tensor hooks (``saved_tensors_hooks``, ``save_on_cpu``) see 2 packs, the weight and the
     input, where torch 2.13's composite rms_norm packs 6 (input, rsqrt [..., 1] twice, normalised input,
@@ -453,7 +454,7 @@ class RMSNorm(Function):
             parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, x.dtype.type(eps)),
                           x2, normed, r, out)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
-        ctx.x = x if _as_torch_float32(x2) else None  # (torch's composite differentiates from the input)
+        ctx.x = x if _torch_bits_array(x2) else None  # (torch's composite differentiates from the input)
         ctx.eps = eps  # (create_graph=True recomputes r from the input: minilora/ops/higher_order.py)
         return out.reshape(x.shape)
 
@@ -461,7 +462,7 @@ class RMSNorm(Function):
     def backward(ctx, g):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         g2 = _rows(g, normed.shape[1])
-        if ctx.x is not None and g2.dtype == np.float32:
+        if ctx.x is not None and g2.dtype == ctx.x.dtype:
             gx = _rms_norm_backward_as_torch(g2, _rows(ctx.x, g2.shape[1]), r, w)
         else:
             gx = xp_of(g).empty_like(g2)
@@ -487,23 +488,23 @@ def _rms_norm_rows(x, normed, r, out, weight, eps):
 
 
 def _mean_of_squares(x):
-    """The mean of each row's squares, ``(x * x).mean(axis=1)``; float32 in the order torch adds it (its
-    CPU rms_norm is composite, ``pow(x, 2).mean(-1)``: ATen's cascade sum, ``float32_sums.row_sums``), so
+    """The mean of each row's squares, ``(x * x).mean(axis=1)``; float32 and float64 in the order torch adds it
+    (its CPU rms_norm is composite, ``pow(x, 2).mean(-1)``: ATen's cascade sum, ``float32_sums.row_sums``), so
     F.rms_norm, nn.RMSNorm and the Llama's norms are torch's to the last bit; else ``_row_mean``."""
-    if type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1]:
-        return float32_sums.row_sums(x, squares=True) / np.float32(x.shape[1])
+    if _torch_bits_array(x) and x.shape[1]:
+        return float32_sums.row_sums(x, squares=True) / x.dtype.type(x.shape[1])
     return _row_mean(x, x)
 
 
 def _strided_mean_of_squares(x, width):
-    """``_mean_of_squares`` of a float32 view that is no C-contiguous array (``x.T``, ``x[:, ::2]``) as torch's
+    """``_mean_of_squares`` of a float32/float64 view that is no C-contiguous array (``x.T``, ``x[:, ::2]``) as torch's
     ``pow(x, 2).mean(-1)`` adds it, in the view's layout (``float32_sums.cascade_sum``), one per row; None for
     any other array (the rows' own order is then torch's)."""
-    if not _as_torch_float32(x) or x.flags.c_contiguous or not width:
+    if not _torch_bits_array(x) or x.flags.c_contiguous or not width:
         return None
     dims = next(k for k in range(1, x.ndim + 1) if math.prod(x.shape[x.ndim - k:]) == width)
     sums = float32_sums.cascade_sum(np.square(x), tuple(range(x.ndim - dims, x.ndim)))
-    return None if sums is None else sums.reshape(-1) / np.float32(width)
+    return None if sums is None else sums.reshape(-1) / x.dtype.type(width)
 
 
 def _rms_norm_backward_rows(g, normed, r, gx, weight):
@@ -520,27 +521,27 @@ def _rms_norm_backward_rows(g, normed, r, gx, weight):
 _SUMMED = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _as_torch_float32(a):
-    """Whether ``a`` is a non-empty float32 NumPy array, whose norm gradients follow torch's bits here."""
-    return type(a) is np.ndarray and a.dtype == np.float32 and a.size > 0
+def _torch_bits_array(a):
+    """Whether ``a`` is a non-empty float32 or float64 NumPy array, whose norm gradients follow torch's bits here."""
+    return type(a) is np.ndarray and a.dtype in _SUMMED and a.size > 0
 
 
 def _rms_norm_backward_as_torch(g, x, r, weight):
-    """float32 ``gx`` as torch's autograd differentiates its composite rms_norm, ``(x * rsqrt(s)) * w`` with
+    """float32/float64 ``gx`` as torch's autograd differentiates its composite rms_norm, ``(x * rsqrt(s)) * w`` with
     ``s = pow(x, 2).mean(-1) + eps``, op by op (the formula of 2.2, rounded at torch's steps):
     ``gw = g * w``; the product's ``gw * r`` plus, through rsqrt (``-0.5 * grad * r^3``), the mean (``/ n``)
     and the square (``grad * (2 x)``), ``x * k`` with ``k = -(sum(gw * x) * r^3) / n`` (the factors 2 and
     -0.5 are exact), the row's sum in torch's order."""
     gw = g * weight if weight is not None else g
     r_cubed = r * r * r  # (pow(r, 3): ATen's base * base * base)
-    k = -(float32_sums.row_sums(np.ascontiguousarray(gw * x))[:, None] * r_cubed) / np.float32(x.shape[1])
+    k = -(float32_sums.row_sums(np.ascontiguousarray(gw * x))[:, None] * r_cubed) / x.dtype.type(x.shape[1])
     return gw * r + x * k
 
 
 def _column_sum_as_torch(g, b):
-    """``(g * b).sum(0)``: a weight's gradient summed over the rows, in torch's order for float32
+    """``(g * b).sum(0)``: a weight's gradient summed over the rows, in torch's order for float32 and float64
     (``sum_to_size``'s cascade sum), else ``_column_sum``."""
-    if _as_torch_float32(g) and g.dtype == b.dtype:
+    if _torch_bits_array(g) and g.dtype == b.dtype:
         return float32_sums.cascade_sum(np.ascontiguousarray(g * b), (0,))
     return _column_sum(g, b)
 
