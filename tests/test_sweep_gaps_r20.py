@@ -132,3 +132,55 @@ def test_global_average_pooling_of_channels_last_keeps_torchs_strides():
     theirs = TF.adaptive_avg_pool2d(torch.tensor(x[0]).to(memory_format=torch.channels_last), 1)
     ours = MF.adaptive_avg_pool2d(ml.tensor(x[0]).to(memory_format=ml.channels_last), 1)
     assert ours.stride() == theirs.stride()
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_linear_and_trilinear_resizing_are_torchs_bits(align_corners):
+    rng = np.random.default_rng(8)
+    x1 = rng.standard_normal((2, 3, 13)).astype(np.float32)
+    (theirs, their_grads), (ours, our_grads) = _both(
+        lambda lib, F, t: F.interpolate(t, size=29, mode="linear", align_corners=align_corners), x1)
+    _bits_equal(theirs, ours)
+    _bits_equal(their_grads[0], our_grads[0])
+    x3 = rng.standard_normal((1, 2, 4, 5, 3)).astype(np.float32)
+    (theirs, their_grads), (ours, our_grads) = _both(
+        lambda lib, F, t: F.interpolate(t, None, (1.7, 0.6, 2.5), "trilinear", align_corners), x3)
+    _bits_equal(theirs, ours)
+    _bits_equal(their_grads[0], our_grads[0])
+
+
+@pytest.mark.parametrize("channels", [3, 8, 20])
+def test_bilinear_resizing_is_torchs_bits(channels):
+    # a small output: torch's channels-last kernel (its vectors of 8 channels and the rest each its own way)
+    x = np.random.default_rng(9).standard_normal((1, channels, 9, 9)).astype(np.float32)
+    for call in (lambda lib, F, t: F.interpolate(t, size=(20, 20), mode="bilinear", align_corners=False),
+                 lambda lib, F, t: lib.nn.Upsample(scale_factor=1.5, mode="bilinear", align_corners=True)(t),
+                 lambda lib, F, t: F.upsample_bilinear(t, (13, 5))):
+        (theirs, their_grads), (ours, our_grads) = _both(call, x)
+        _bits_equal(theirs, ours)
+        _bits_equal(their_grads[0], our_grads[0])
+
+
+def test_large_bilinear_and_channels_last_resizing_are_torchs_bits():
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((1, 2, 40, 50)).astype(np.float32)  # output height + width > 128: the generic kernel
+    (theirs, their_grads), (ours, our_grads) = _both(
+        lambda lib, F, t: F.interpolate(t, size=(70, 90), mode="bilinear"), x)
+    _bits_equal(theirs, ours)
+    _bits_equal(their_grads[0], our_grads[0])
+    x = rng.standard_normal((2, 5, 4, 5, 6)).astype(np.float32)
+    (theirs, _), (ours, _) = _both(lambda lib, F, t: F.interpolate(
+        t.contiguous(memory_format=lib.channels_last_3d), size=(6, 7, 5), mode="trilinear"), x)
+    _bits_equal(theirs, ours)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+def test_nearest_resizing_gradient_adds_in_torchs_order(mode):
+    x = np.random.default_rng(11).standard_normal((2, 3, 4, 4, 4)).astype(np.float32)
+    (theirs, their_grads), (ours, our_grads) = _both(
+        lambda lib, F, t: F.interpolate(t, scale_factor=1.7, mode=mode), x)
+    _bits_equal(theirs, ours)
+    _bits_equal(their_grads[0], our_grads[0])
+    x2 = x[0]
+    (_, their_grads), (_, our_grads) = _both(lambda lib, F, t: lib.nn.Upsample((5, 7), mode=mode)(t), x2)
+    _bits_equal(their_grads[0], our_grads[0])

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .. import amp as _amp, dtypes, parallel
+from .. import amp as _amp, dtypes, float32_math, parallel
 from ..factories import composed_layout, composed_layout_unknown, contiguous_format, laid_out_copy, suggested_format
 from ..device import xp_of
 from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, is_grad_enabled, name_node, saving_as_torch
@@ -1139,7 +1139,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                                   f"(torch rounds a uint8 image's interpolation its own way); convert to float first")
     else:
         _dtypes_taken(_upsample_kernel(mode, input.ndim - 2), input)
-    out = _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners))
+    kernel = _linear_kernel(input, sizes) if mode in ("linear", "bilinear", "trilinear") else None
+    out = _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners), kernel)
     out = composed_layout(out, input, "suggested")  # (torch's upsample kernels: channels_last from channels_last)
     return name_node(out, _UPSAMPLE_NODES[mode].format(len(sizes)), input, graph=(input,))  # (torch's one node)
 
@@ -1209,27 +1210,162 @@ def _same_rank(spatial, values, what, given):
                          f"input tensor in (N, C, d1, d2, ...,dK) format and {what} in (o1, o2, ...,oK) format.")
 
 
+def _linear_kernel(input, sizes):
+    """Which of torch's CPU kernels a linear resize runs: "channels_last" (``cpu_upsample_linear_channels_last``)
+    for a channels_last input of more than 3 channels, and for any 2-D one whose output height + width is at most
+    128 (or of 3 channels when torch runs on one thread); else "generic" (``upsample_generic_Nd_kernel_impl``)."""
+    channels, spatial = input.shape[1], input.ndim - 2
+    if spatial > 1 and channels > 3 and suggested_format(input._array) is not contiguous_format:
+        return "channels_last"
+    if spatial == 2 and (sum(sizes) <= 128 or (parallel.num_threads() == 1 and channels == 3)):
+        return "channels_last"
+    return "generic"
+
+
 @float32_inside
-def _interpolate(input, sizes, scales, mode, align_corners):
+def _interpolate(input, sizes, scales, mode, align_corners, kernel=None):
+    if mode in ("linear", "bilinear", "trilinear"):
+        sources = tuple(_linear_sources(n_in, n_out, scale, align_corners, input.dtype)
+                        for n_in, n_out, scale in zip(input.shape[2:], sizes, scales))
+        return LinearResize.apply(input, sources=sources, kernel=kernel)
+    if mode.startswith("nearest"):
+        sources = tuple(_nearest_sources(n_in, n_out, scale, mode == "nearest-exact")
+                        for n_in, n_out, scale in zip(input.shape[2:], sizes, scales))
+        return NearestResize.apply(input, sources=sources)
     out = input
     for axis in reversed(range(len(sizes))):  # the last spatial dimension first, as torch nests them
         dim = 2 + axis
         n_in, n_out = input.shape[dim], sizes[axis]
-        if mode.startswith("nearest"):
-            out = _take(out, dim, _nearest_sources(n_in, n_out, scales[axis], mode == "nearest-exact"))
-            continue
-        if mode == "bicubic":
-            taps = _cubic_sources(n_in, n_out, scales[axis], align_corners, out.dtype)
-            shape = [n_out if d == dim else 1 for d in range(out.ndim)]
-            terms = [_take(out, dim, i) * Tensor(w.reshape(shape), dtype=out.dtype, device=out.device)
-                     for i, w in taps]
-            out = terms[0] + terms[1] + terms[2] + terms[3]
-            continue
-        first, second, w_first, w_second = _linear_sources(n_in, n_out, scales[axis], align_corners, out.dtype)
+        taps = _cubic_sources(n_in, n_out, scales[axis], align_corners, out.dtype)  # (bicubic)
         shape = [n_out if d == dim else 1 for d in range(out.ndim)]
-        weights = [Tensor(w.reshape(shape), dtype=out.dtype, device=out.device) for w in (w_first, w_second)]
-        out = _take(out, dim, first) * weights[0] + _take(out, dim, second) * weights[1]
+        terms = [_take(out, dim, i) * Tensor(w.reshape(shape), dtype=out.dtype, device=out.device) for i, w in taps]
+        out = terms[0] + terms[1] + terms[2] + terms[3]
     return out
+
+
+class LinearResize(Function):
+    """'linear', 'bilinear', 'trilinear' resizing as torch's CPU kernels compute it. ``sources``: per spatial
+    dimension, each output index's two input indices and weights. ``kernel`` "generic" (torch's
+    ``upsample_generic_Nd_kernel_impl``): each dimension blended on its own, the last first, ``t0 * w0 + t1 * w1``
+    one fused multiply-add (GCC contracts it), ``fma(t0, w0, t1 * w1)``; "channels_last" (see ``_linear_kernel``):
+    every corner at once (``_corners_blended``). Backward is torch's ``cpu_upsample_linear_backward`` for both:
+    output position by output position (row-major), its 2^d corners in order, ``grad_in[corner] = fma(w_d * w_h *
+    w_w, g, grad_in[corner])``."""
+
+    @staticmethod
+    def forward(ctx, x, sources, kernel="generic"):
+        ctx.sources, ctx.kernel, ctx.shape, ctx.round_to = sources, kernel, x.shape, None
+        xp, out = xp_of(x), x
+        if kernel == "channels_last":
+            return _corners_blended(xp, x, sources)
+        for axis in reversed(range(len(sources))):
+            first, second, w_first, w_second = sources[axis]
+            shape = [len(first) if d == 2 + axis else 1 for d in range(x.ndim)]
+            out = _multiply_add(xp, xp.take(out, first, 2 + axis), w_first.reshape(shape),
+                                xp.take(out, second, 2 + axis) * w_second.reshape(shape))
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        taps = [((first, w_first), (second, w_second)) for first, second, w_first, w_second in ctx.sources]
+        return _resize_backward(taps, ctx.shape, g)
+
+
+class NearestResize(Function):
+    """'nearest' and 'nearest-exact' resizing: each output element a copy of the input element at ``sources``
+    (per spatial dimension, each output index's input index). Backward is torch's ``cpu_upsample_nearest_backward``:
+    each output's gradient added to its source element, output position by output position (row-major). (Resizing
+    one dimension after the other, as index_select's, would add each row's gradients before the rows' sums.)"""
+
+    @staticmethod
+    def forward(ctx, x, sources):
+        ctx.sources, ctx.shape, ctx.round_to = sources, x.shape, None
+        xp, out = xp_of(x), x
+        for axis, index in enumerate(sources):
+            out = xp.take(out, index, 2 + axis)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return _resize_backward([((index, None),) for index in ctx.sources], ctx.shape, g)
+
+
+def _corners_blended(xp, x, sources):
+    """torch's ``cpu_upsample_linear_channels_last``: the 2^d corners' values times their weights (the product of
+    the corner's per-dimension weights), added in one expression. The channels in whole 256-bit vectors (torch's
+    AVX2 build of the kernel: 8 floats) nest it from the last term, ``fma(x0, w0, fma(x1, w1, ... fma(x_last,
+    w_last, x_before * w_before)))``; the remaining channels add it from the first, ``fma(x_last, w_last, ...
+    fma(x0, w0, x1 * w1))`` (how GCC contracts each)."""
+    terms = []
+    for corner in np.ndindex(*(2,) * len(sources)):
+        value, weight = x, None
+        for axis, (pick, (first, second, w_first, w_second)) in enumerate(zip(corner, sources)):
+            value = xp.take(value, second if pick else first, 2 + axis)
+            w = (w_second if pick else w_first).reshape([-1 if d == axis else 1 for d in range(len(sources))])
+            weight = w if weight is None else (weight * w).astype(x.dtype)
+        terms.append((value, weight))
+    nested = _multiply_add(xp, terms[-1][0], terms[-1][1], terms[-2][0] * terms[-2][1])
+    for value, weight in reversed(terms[:-2]):
+        nested = _multiply_add(xp, value, weight, nested)
+    chained = _multiply_add(xp, terms[0][0], terms[0][1], terms[1][0] * terms[1][1])
+    for value, weight in terms[2:]:
+        chained = _multiply_add(xp, value, weight, chained)
+    vectors = x.shape[1] - x.shape[1] % (32 // x.dtype.itemsize)
+    chained[:, :vectors] = nested[:, :vectors]
+    return chained
+
+
+def _multiply_add(xp, a, b, c):
+    """``a * b + c`` rounded once (torch's kernels are compiled with FMA contraction); plain on a GPU."""
+    if xp is not np:
+        return a * b + c
+    if np.result_type(a, b, c) == np.float64:
+        return float32_math.fused_multiply_add64(a, b, c)
+    return float32_math.fused_multiply_add(a, b, c)
+
+
+def _resize_contributions(taps, spatial, dtype):
+    """Every (input element, output element, weight) term of a resize's backward, in torch's order: output
+    positions row-major, each one's corners in order (a corner: one of each dimension's ``taps``, pairs of input
+    indices and weights, or of indices and None for 'nearest'); a corner's weight the product of its
+    per-dimension weights, rounded after each product, as torch's (None for 'nearest')."""
+    out_sizes = [len(index) for index, _ in (dim_taps[0] for dim_taps in taps)]
+    corners = list(np.ndindex(*(len(dim_taps) for dim_taps in taps)))
+    count = int(np.prod(out_sizes))
+    outputs = np.broadcast_to(np.arange(count)[:, None], (count, len(corners)))
+    targets, weights = np.zeros(outputs.shape, np.int64), None
+    for axis, dim_taps in enumerate(taps):
+        position = np.unravel_index(np.arange(count), out_sizes)[axis]
+        targets = targets * spatial[axis] + np.stack([dim_taps[c[axis]][0][position] for c in corners], 1)
+        if dim_taps[0][1] is not None:
+            weight = np.stack([dim_taps[c[axis]][1][position] for c in corners], 1).astype(dtype)
+            weights = weight if weights is None else (weights * weight).astype(dtype)
+    return targets.reshape(-1), outputs.reshape(-1), None if weights is None else weights.reshape(-1)
+
+
+def _resize_backward(taps, shape, g):
+    """A resize's input gradient as torch's backward kernels add it: zeros, then each term of
+    ``_resize_contributions`` in its order, ``grad += w * g`` one fused multiply-add (``grad += g`` for 'nearest')."""
+    xp = xp_of(g)
+    planes, spatial = int(np.prod(shape[:2])), shape[2:]
+    grad = xp.zeros((planes, int(np.prod(spatial))), g.dtype)
+    flat_g = g.reshape(planes, int(np.prod(g.shape[2:])))
+    targets, outputs, weights = _resize_contributions(taps, spatial, g.dtype)
+    for rank in _ranks_by_target(targets):  # (within a rank each input element receives at most once)
+        received = flat_g[:, outputs[rank]]
+        grad[:, targets[rank]] = grad[:, targets[rank]] + received if weights is None else \
+            _multiply_add(xp, xp.asarray(weights[rank]), received, grad[:, targets[rank]])
+    return grad.reshape(shape)
+
+
+def _ranks_by_target(targets):
+    """The terms (positions in ``targets``, kept in their order) grouped by rank: the r-th group holds each
+    target's r-th term, so that a group's additions touch distinct elements and the groups run in order."""
+    order = np.argsort(targets, kind="stable")
+    sorted_targets = targets[order]
+    starts = np.flatnonzero(np.r_[True, sorted_targets[1:] != sorted_targets[:-1]]) if targets.size else np.zeros(0, int)
+    rank = np.arange(targets.size) - np.repeat(starts, np.diff(np.r_[starts, targets.size]))
+    return [order[rank == r] for r in range(int(rank.max()) + 1 if rank.size else 0)]
 
 
 def _take(t, dim, positions):
@@ -1257,12 +1393,14 @@ def _linear_sources(n_in, n_out, scale, align_corners, dtype):
     """For each output index: its two neighbours in the input and their weights, computed in the
     dtype the op runs in (float32, or float64), as torch's ``compute_indices_weights_linear``."""
     t = np.dtype(dtype).type
+    if n_in == n_out:  # (torch copies: both neighbours the element itself, weights 1 and 0)
+        return np.arange(n_out), np.arange(n_out), np.ones(n_out, t), np.zeros(n_out, t)
     if align_corners:
         step = t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)
         source = step * np.arange(n_out, dtype=t)
-    else:
+    else:  # (scale * (dst + 0.5) - 0.5: one fused multiply-add in torch's compiled kernel)
         step = _source_scale(n_in, n_out, scale, t)
-        source = np.maximum(step * (np.arange(n_out, dtype=t) + t(0.5)) - t(0.5), t(0))
+        source = np.maximum(_multiply_add(np, step, np.arange(n_out, dtype=t) + t(0.5), t(-0.5)), t(0))
     first = np.minimum(np.floor(source).astype(np.int64), n_in - 1)
     w_second = np.clip(source - first.astype(t), t(0), t(1)).astype(t)
     second = first + (first < n_in - 1)

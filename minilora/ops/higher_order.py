@@ -27,7 +27,7 @@ from .matmul import Cross, Einsum, Linear, MatMul
 from .bags import DenseBagGradient
 from .ctc import CTCLoss
 from .conv import (AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool2d, AvgPool2d, AvgPool3d, Conv2d, ConvBias,
-                   ConvTranspose2d, Fold, MaxPool2d, MaxUnpool2d, Unfold, _windows)
+                   ConvTranspose2d, Fold, LinearResize, MaxPool2d, MaxUnpool2d, NearestResize, Unfold, _windows)
 from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
                     Repeat, Scatter, ScatterReduce)
 from .siblings import Nextafter
@@ -1804,6 +1804,10 @@ _BACKWARD_GRAPHS = {
     AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d),
     AvgPool3d: _pooling(lambda ctx, x: AvgPool3d.forward(_Scratch(), x, **ctx.replay), AvgPool3d),
     AdaptiveAvgPool3d: _pooling(lambda ctx, x: AdaptiveAvgPool3d.forward(_Scratch(), x, ctx.cells), AdaptiveAvgPool3d),
+    LinearResize: lambda ctx, g: LinearPair.apply(g, ctx, lambda node, x: LinearResize.forward(_Scratch(), x, node.sources, node.kernel),
+                                                  _first(LinearResize)),  # (torch's formula reads no input)
+    NearestResize: lambda ctx, g: LinearPair.apply(g, ctx, lambda node, x: NearestResize.forward(_Scratch(), x, node.sources),
+                                                   _first(NearestResize)),
     LoraLinear: _lora_linear,
     _e.LogAddExp: _logaddexp, _e.LogAddExp2: _logaddexp2,
     _e.LogBase: lambda ctx, g: (g / (ctx.inputs[0] * float(np.log(ctx.base))), None),
