@@ -184,3 +184,21 @@ def test_float64_rms_norm_as_torchs_composite(width):
             results.append((out.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()))
         for theirs, ours in zip(*results):
             _same_bits(theirs, ours)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, float("inf")])
+def test_pdist_kernel_values_and_gradient(p):
+    # torch's _pdist_forward adds each pair's |x_i - x_j|^p in its AVX2 vectors' order; _pdist_backward adds each
+    # row's pair terms into a zero, the pairs (k, i) subtracted first, then the pairs (i, j) added
+    rng = np.random.default_rng(5)
+    for shape in ((5, 1), (9, 7), (30, 33)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        x[2] = x[1]  # (a zero distance)
+        results = []
+        for lib in (torch, ml):
+            t = lib.tensor(x, requires_grad=True)
+            out = lib.nn.functional.pdist(t, p=p)
+            out.backward(lib.tensor(np.cos(np.arange(out.shape[0])).astype(np.float32)))
+            results.append((out.detach().numpy(), t.grad.numpy()))
+        for theirs, ours in zip(*results):
+            _same_bits(theirs, ours)

@@ -1034,8 +1034,84 @@ def pdist(input, p=2):
     out = (rows(first) - rows(second)).norm(p, -1)
     if p == 0 and out.requires_grad:  # (torch's _pdist_backward gives zeros for p = 0, where norm's gives None)
         out = ops.elementwise.ZeroGradientTo.apply(out.detach(), input)
+    elif p in (1, 2, math.inf) and _pdist_kernel_runs(input._array, p):  # (torch's kernel's values and gradient; the
+        x = np.ascontiguousarray(input._array)  # composed graph stays for create_graph)
+        dist = out._array.copy() if p == math.inf or x.dtype == np.float64 else _pdist_as_torch(x, p)  # (inf: a max,
+        # any order gives its value)
+        out = _KernelGradients.apply(out, input, None, None, values=dist, gradients=_pdist_gradients(x, dist, p))
     return _name_node(_saves_as_torch(out, input, out), "PdistBackward0", graph=(input,))  # (torch's node keeps
     # both)
+
+
+def _pdist_kernel_runs(a, p):
+    """Do torch's pdist kernel's steps run here for ``a`` (``_pdist_as_torch``, ``_pdist_gradients``)? float32 and
+    float64 arrays. (float32's distances are torch's bits; float64's p = 1 and 2 sums are added in an order not found
+    yet: the composed distances stand there, and its p = 2 gradient, built on them, is torch's formula but not bits.)"""
+    return type(a) is np.ndarray and a.dtype in (np.float32, np.float64) and a.shape[0] > 1 and a.shape[1] > 0
+
+
+def _pdist_as_torch(x, p):
+    """torch's ``_pdist_forward`` for p = 1 or 2 (float32/float64): each pair's ``|x_i - x_j|`` (squared for p = 2)
+    added as ``vec::map2_reduce_all`` adds it in the kernel's AVX2 build (8 floats or 4 doubles a vector: the first
+    vector, then each whole vector added lane by lane, the tail into its own lanes, the lanes folded in halves);
+    a row narrower than a vector added in order. The square root last for p = 2."""
+    first, second = np.triu_indices(len(x), 1)
+    terms = np.abs(x[first] - x[second])
+    if p == 2:
+        terms = terms * terms
+    lanes = 32 // x.itemsize
+    width = x.shape[1]
+    if width < lanes:
+        total = np.add.accumulate(terms, axis=1)[:, -1]
+    else:
+        total = terms[:, :lanes].copy()
+        whole = width - width % lanes
+        for start in range(lanes, whole, lanes):
+            total += terms[:, start:start + lanes]
+        total[:, :width - whole] += terms[:, whole:]
+        step = lanes // 2
+        while step:  # (vec_reduce_all: lane i with lane i ^ step)
+            total = total + total[:, np.arange(lanes) ^ step]
+            step //= 2
+        total = total[:, 0]
+    return np.sqrt(total) if p == 2 else total
+
+
+def _pdist_pair_terms(x, dist, grad, p):
+    """ATen's pdist backward term of each pair (i < j, row-major) and column: ``grad * diff / dist`` (p = 2),
+    ``grad * sign(diff)`` (p = 1), ``grad * sign(diff)`` where ``|diff|`` is the distance (p = inf); 0 where the
+    distance is 0 (p = 2), in the input's dtype."""
+    first, second = np.triu_indices(len(x), 1)
+    diff = x[first] - x[second]
+    g, d = grad[:, None], dist[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if p == 2:
+            return np.where(d == 0, diff.dtype.type(0), g * diff / d)
+        sign = np.sign(diff)
+        if p == 1:
+            return g * sign
+        return g * sign * (diff.dtype.type(1) - np.minimum(diff.dtype.type(1), np.ceil(np.abs(np.abs(diff) - d))))
+
+
+def _pdist_gradients(x, dist, p):
+    """torch's ``_pdist_backward`` (``backward_down_column_pdist``) as a function of (g, needs) for ``KernelGradients``:
+    each column on its own, row i's gradient the pairs' terms added into a zero in the kernel's order: minus those of
+    the pairs (k, i), k < i, then plus those of (i, j), j > i."""
+    n = len(x)
+    pair = np.zeros((n, n), np.int64)
+    pair[np.triu_indices(n, 1)] = np.arange(n * (n - 1) // 2)
+    pair = pair + pair.T  # (the pair's index either way round; the diagonal's term is masked to +0 below)
+    sign = np.triu(np.ones((n, n), x.dtype), 1) - np.tril(np.ones((n, n), x.dtype), -1)
+
+    def gradients(g, needs):
+        terms = _pdist_pair_terms(x, dist, np.ascontiguousarray(g), p)
+        result = np.empty_like(x)
+        for row in range(n):
+            signed = terms[pair[row]] * sign[row][:, None]  # (the diagonal: term * 0, made +0 next)
+            signed[row] = 0
+            result[row] = np.add.accumulate(np.concatenate([np.zeros((1, x.shape[1]), x.dtype), signed]))[-1]
+        return (result if needs[0] else None), None, None
+    return gradients
 
 
 def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):
