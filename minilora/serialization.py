@@ -216,8 +216,8 @@ def _tensor_parts(obj):
     if not isinstance(obj, Tensor):
         return None
     from .nn.module import Parameter
-    return torch_format.TensorParts(obj.detach().numpy(force=True), bool(obj.requires_grad), obj.device.name,
-                                    isinstance(obj, Parameter))
+    values = obj._array if obj.is_meta else obj.detach().numpy(force=True)  # (meta: its shape and dtype only)
+    return torch_format.TensorParts(values, bool(obj.requires_grad), obj.device.name, isinstance(obj, Parameter))
 
 
 class _TensorBuilders(torch_format.Builders):

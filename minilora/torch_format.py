@@ -198,6 +198,7 @@ def _allowed_globals(builders):
                     "torch._utils._rebuild_tensor_v3": rebuild.tensor_v3,
                     "torch._utils._rebuild_parameter": rebuild.parameter,
                     "torch._utils._rebuild_parameter_with_state": rebuild.parameter_with_state,
+                    "torch._utils._rebuild_meta_tensor_no_storage": rebuild.meta_tensor,
                     "torch._tensor._rebuild_from_type_v2": rebuild.from_type_v2})
     return _AllowedGlobals(allowed)
 
@@ -241,6 +242,12 @@ class _Rebuilds:
         if not isinstance(dtype, np.dtype):
             raise pickle.UnpicklingError(f"_rebuild_tensor_v3 got dtype {dtype!r}")
         return self._tensor(storage, dtype, offset, size, stride, requires_grad)
+
+    def meta_tensor(self, dtype, size, stride, requires_grad):
+        """A meta tensor: torch saves its dtype, size and strides, and no storage (there are no values)."""
+        if not isinstance(dtype, np.dtype) or not all(isinstance(n, int) and n >= 0 for n in size):
+            raise pickle.UnpicklingError(f"_rebuild_meta_tensor_no_storage got dtype {dtype!r}, size {size!r}")
+        return self.builders.tensor(np.zeros(tuple(size), dtype), bool(requires_grad), "meta")
 
     def parameter(self, data, requires_grad, backward_hooks):
         return self.builders.parameter(data, bool(requires_grad))
@@ -815,6 +822,9 @@ class _TorchPickler(pickle._Pickler):
         return NotImplemented
 
     def _tensor(self, parts, requires_grad):
+        if parts.location == "meta":  # (torch's reduction of a meta tensor: no storage, as it has no values)
+            return _Global("torch._utils", "_rebuild_meta_tensor_no_storage"), (
+                parts.array.dtype, tuple(parts.array.shape), _contiguous_strides(parts.array.shape), bool(requires_grad))
         storage, offset, stride = self._storage(parts.array, parts.location)
         args = (storage, offset, tuple(parts.array.shape), stride, bool(requires_grad), OrderedDict())
         if not _has_typed_storage(parts.array.dtype):  # torch's _rebuild_tensor_v3 names the dtype

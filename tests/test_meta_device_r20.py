@@ -266,3 +266,13 @@ def test_meta_positions_never_pick_real_rows():
         with pytest.raises(RuntimeError, match="^Tensor on device meta is not on the expected device cpu!$"):
             call()
     assert ml.nn.functional.embedding(ids, ml.ones(3, 2, device="meta")).is_meta
+
+
+def test_meta_tensors_go_through_torch_files_both_ways(tmp_path):
+    ours, theirs = tmp_path / "ours.pt", tmp_path / "theirs.pt"
+    ml.save({"w": ml.nn.Linear(2, 3, device="meta").weight, "x": ml.ones(4, dtype=ml.float64, device="meta")}, ours)
+    torch.save({"w": torch.nn.Linear(2, 3, device="meta").weight, "x": torch.ones(4, dtype=torch.float64,
+                                                                                 device="meta")}, theirs)
+    for loaded in (torch.load(ours), ml.load(theirs), ml.load(ours)):
+        assert repr(loaded["w"]) == repr(torch.load(theirs)["w"])
+        assert repr(loaded["x"]) == "tensor(..., device='meta', size=(4,), dtype=torch.float64)"
