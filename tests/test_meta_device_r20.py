@@ -156,6 +156,8 @@ def test_data_dependent_ops_refuse_a_meta_tensor_as_torch():
                  lambda T: T.ones(3, dtype=T.int64, device="meta").bincount(),
                  lambda T: T.equal(T.ones(2, device="meta"), T.ones(2, device="meta")),
                  lambda T: T.allclose(T.ones(2, device="meta"), T.ones(2, device="meta")),
+                 lambda T: T.nn.functional.one_hot(T.zeros(3, dtype=T.int64, device="meta")),
+                 lambda T: T.nn.functional.one_hot(T.zeros(3, dtype=T.int64, device="meta"), 5),
                  lambda T: T.ones(2, 2, device="meta").repeat_interleave(T.tensor([1, 2], device="meta"), dim=0),
                  lambda T: T.ones(2, 2, device="meta").repeat_interleave(T.tensor([1, 2], device="meta"), dim=0,
                                                                           output_size=3)):

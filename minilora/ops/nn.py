@@ -2233,6 +2233,8 @@ def one_hot(input, num_classes=-1):
     if ids.size and ids.min() < 0:
         raise RuntimeError("one_hot: class values must be non-negative")
     if num_classes == -1:
+        if isinstance(input, Tensor) and input.is_meta:  # (torch reads the largest id with .item(): no value)
+            raise RuntimeError("Tensor.item() cannot be called on meta tensors")
         if not ids.size:  # nothing to read the number of classes from
             raise RuntimeError("Can not infer total number of classes from empty tensor.")
         num_classes = int(ids.max()) + 1
