@@ -216,6 +216,9 @@ def test_dropout_and_random_fills_on_meta_draw_nothing():
         T.manual_seed(3)
         x = T.ones(4, 3, device="meta")
         shapes = [tuple(T.nn.functional.dropout(x, 0.5).shape), tuple(T.bernoulli(x).shape),
+                  tuple(T.nn.functional.alpha_dropout(x, 0.5, training=True).shape),
+                  tuple(T.nn.functional.rrelu(x, training=True).shape),
+                  tuple(T.nn.functional.gumbel_softmax(x).shape),
                   tuple(T.multinomial(T.ones(5, device="meta"), 2).shape), tuple(T.rand_like(x).shape)]
         x.uniform_()
         T.nn.init.kaiming_uniform_(x)

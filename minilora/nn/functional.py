@@ -209,6 +209,8 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
         result = leaky_relu(input, (lower + upper) / 2, inplace)
         return result if inplace else result.contiguous()
     _floating_only("rrelu", input)
+    if input.is_meta:  # (no values: no slopes drawn, as torch's meta kernel)
+        return input if inplace else input * 1.0
     result = _in_place_if(inplace, _random_slopes, input, lower, upper)
     if inplace or result._array.flags.c_contiguous and not result._layout_unknown():
         return result
@@ -1310,6 +1312,8 @@ def _alpha_dropout(input, p, training, inplace, channels):
     _dropout_prob(p)
     if not training or p == 0:
         return input
+    if input.is_meta:  # (no values: no noise drawn, as torch's meta kernel)
+        return input if inplace else input * 1.0
     return _in_place_if(inplace, _alpha_dropped, input, p, channels)
 
 
