@@ -184,3 +184,25 @@ def test_nearest_resizing_gradient_adds_in_torchs_order(mode):
     x2 = x[0]
     (_, their_grads), (_, our_grads) = _both(lambda lib, F, t: lib.nn.Upsample((5, 7), mode=mode)(t), x2)
     _bits_equal(their_grads[0], our_grads[0])
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_bicubic_resizing_is_torchs_bits(align_corners):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 3, 9, 30)).astype(np.float32)  # (30 -> 70: the weight of 2 - t is (1 - t) + 1)
+    (theirs, their_grads), (ours, our_grads) = _both(
+        lambda lib, F, t: F.interpolate(t, size=(20, 70), mode="bicubic", align_corners=align_corners), x)
+    _bits_equal(theirs, ours)
+    _bits_equal(their_grads[0], our_grads[0])
+    (theirs, their_grads), (ours, our_grads) = _both(
+        lambda lib, F, t: lib.nn.Upsample(None, 0.6, "bicubic", align_corners)(t), x)
+    _bits_equal(theirs, ours)
+    _bits_equal(their_grads[0], our_grads[0])
+
+
+def test_float64_linear_resizing_takes_torchs_float_index():
+    # torch's floorf rounds a float64 source position to float32 first: 2.9999999999 is index 3
+    x = np.random.default_rng(13).standard_normal((1, 5, 40, 50))
+    theirs = TF.interpolate(torch.tensor(x), size=(70, 90), mode="bilinear", align_corners=True)
+    ours = MF.interpolate(ml.tensor(x), size=(70, 90), mode="bilinear", align_corners=True)
+    np.testing.assert_array_equal(theirs.numpy(), ours.numpy())

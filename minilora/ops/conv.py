@@ -1232,15 +1232,10 @@ def _interpolate(input, sizes, scales, mode, align_corners, kernel=None):
         sources = tuple(_nearest_sources(n_in, n_out, scale, mode == "nearest-exact")
                         for n_in, n_out, scale in zip(input.shape[2:], sizes, scales))
         return NearestResize.apply(input, sources=sources)
-    out = input
-    for axis in reversed(range(len(sizes))):  # the last spatial dimension first, as torch nests them
-        dim = 2 + axis
-        n_in, n_out = input.shape[dim], sizes[axis]
-        taps = _cubic_sources(n_in, n_out, scales[axis], align_corners, out.dtype)  # (bicubic)
-        shape = [n_out if d == dim else 1 for d in range(out.ndim)]
-        terms = [_take(out, dim, i) * Tensor(w.reshape(shape), dtype=out.dtype, device=out.device) for i, w in taps]
-        out = terms[0] + terms[1] + terms[2] + terms[3]
-    return out
+    arguments = [(n_in, n_out, scale, align_corners, input.dtype) for n_in, n_out, scale in zip(input.shape[2:], sizes,
+                                                                                              scales)]  # (bicubic)
+    return CubicResize.apply(input, taps=tuple(_cubic_sources(*a) for a in arguments),
+                             backward_taps=tuple(_cubic_backward_sources(*a) for a in arguments))
 
 
 class LinearResize(Function):
@@ -1315,6 +1310,45 @@ def _corners_blended(xp, x, sources):
     return chained
 
 
+class CubicResize(Function):
+    """'bicubic' resizing as torch's CPU kernels compute it. Forward (``upsample_generic_Nd_kernel_impl``): each
+    dimension blended on its own, the last first, from its four ``taps`` (input indices and Keys' weights,
+    ``_cubic_sources``), ``fma(t3, w3, fma(t2, w2, fma(t0, w0, t1 * w1)))`` as GCC contracts torch's loop. Backward
+    (``upsample_bicubic2d_backward_out_frame``, compiled without fused multiply-adds, its weights from
+    ``backward_taps``): output position by output position, its 16 taps (column tap outer, row tap inner), each
+    adding ``g * w_row * w_column`` to the tap's input element."""
+
+    @staticmethod
+    def forward(ctx, x, taps, backward_taps):
+        ctx.taps, ctx.backward_taps, ctx.shape, ctx.round_to = taps, backward_taps, x.shape, None
+        xp, out = xp_of(x), x
+        for axis in reversed(range(len(taps))):
+            shape = [-1 if d == 2 + axis else 1 for d in range(x.ndim)]
+            terms = [(xp.take(out, index, 2 + axis), weight.reshape(shape)) for index, weight in taps[axis]]
+            out = _multiply_add(xp, terms[0][0], terms[0][1], terms[1][0] * terms[1][1])
+            for value, weight in terms[2:]:
+                out = _multiply_add(xp, value, weight, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        (rows, columns), (n, c, h, w) = ctx.backward_taps, ctx.shape
+        out_h, out_w = g.shape[2:]
+        oy, ox = np.divmod(np.arange(out_h * out_w), out_w)  # (output positions, row-major)
+        corners = [(ii, jj) for ii in range(4) for jj in range(4)]  # (torch's loops: the column tap outer)
+        targets = np.stack([rows[jj][0][oy] * w + columns[ii][0][ox] for ii, jj in corners], 1).reshape(-1)
+        w_rows = np.stack([rows[jj][1][oy] for ii, jj in corners], 1).reshape(-1)
+        w_columns = np.stack([columns[ii][1][ox] for ii, jj in corners], 1).reshape(-1)
+        outputs = np.repeat(np.arange(out_h * out_w), len(corners))
+        grad = xp.zeros((n * c, h * w), g.dtype)
+        flat_g = g.reshape(n * c, out_h * out_w)
+        for rank in _ranks_by_target(targets):  # (within a rank each input element receives at most once)
+            share = (flat_g[:, outputs[rank]] * xp.asarray(w_rows[rank])) * xp.asarray(w_columns[rank])
+            grad[:, targets[rank]] = grad[:, targets[rank]] + share
+        return grad.reshape(ctx.shape)
+
+
 def _multiply_add(xp, a, b, c):
     """``a * b + c`` rounded once (torch's kernels are compiled with FMA contraction); plain on a GPU."""
     if xp is not np:
@@ -1368,11 +1402,6 @@ def _ranks_by_target(targets):
     return [order[rank == r] for r in range(int(rank.max()) + 1 if rank.size else 0)]
 
 
-def _take(t, dim, positions):
-    """The slices of ``t`` at ``positions`` (a host index array) along ``dim``, differentiably."""
-    return t.index_select(dim, Tensor(positions, dtype=np.int64, device=t.device))
-
-
 def _source_scale(n_in, n_out, scale, dtype):
     """torch's ``compute_scales_value``: ``1 / scale_factor`` when one was given, else ``in / out``."""
     return dtype(1.0 / scale) if scale is not None and scale > 0 else dtype(n_in) / dtype(n_out)
@@ -1401,28 +1430,59 @@ def _linear_sources(n_in, n_out, scale, align_corners, dtype):
     else:  # (scale * (dst + 0.5) - 0.5: one fused multiply-add in torch's compiled kernel)
         step = _source_scale(n_in, n_out, scale, t)
         source = np.maximum(_multiply_add(np, step, np.arange(n_out, dtype=t) + t(0.5), t(-0.5)), t(0))
-    first = np.minimum(np.floor(source).astype(np.int64), n_in - 1)
+    first = np.minimum(_floorf(source), n_in - 1)
     w_second = np.clip(source - first.astype(t), t(0), t(1)).astype(t)
     second = first + (first < n_in - 1)
     return first, second, t(1) - w_second, w_second
 
 
 def _cubic_sources(n_in, n_out, scale, align_corners, dtype):
-    """For each output index: its four neighbours (clamped into the input) and their weights, torch's
-    ``get_cubic_upsample_coefficients`` with a = -0.75 (the source position is not clamped at 0)."""
+    """For each output index: its four neighbours (clamped into the input) and their weights, as torch's forward
+    kernel computes them (``compute_indices_weights_cubic``): Keys' cubic with a = -0.75 of the source position's
+    fraction (the position not clamped at 0), the position and the inner steps of each weight's polynomial fused
+    multiply-adds (GCC's contraction; the last step of each is not fused)."""
+    t = np.dtype(dtype).type
+    if align_corners:
+        step = t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)
+        source = step * np.arange(n_out, dtype=t)
+    else:
+        step = _source_scale(n_in, n_out, scale, t)
+        source = _multiply_add(np, step, np.arange(n_out, dtype=t) + t(0.5), t(-0.5))
+    base = _floorf(source)
+    frac = (source - base.astype(t)).astype(t)
+    fused = lambda a, b, c: _multiply_add(np, a, b, t(c))  # noqa: E731
+    near = lambda x: fused(t(1.25), x, -2.25) * x * x + t(1)  # noqa: E731  ((a + 2) x - (a + 3)) x x + 1, |x| <= 1
+    far = lambda x: fused(fused(t(-0.75), x, 3.75), x, -6.0) * x + t(3)  # noqa: E731  ((a x - 5a) x + 8a) x - 4a
+    rest = (1 - frac).astype(t)  # (torch's x2 = 1 - t, then x2 + 1: two roundings)
+    return _cubic_taps(base, [far(frac + 1), near(frac), near(rest), far(rest + 1)], n_in, t)
+
+
+def _cubic_backward_sources(n_in, n_out, scale, align_corners, dtype):
+    """``_cubic_sources`` as torch's backward kernel computes them: no fused multiply-adds, and the position's
+    index at most ``n_in - 1``, its fraction clamped to [0, 1] (``guard_index_and_lambda``)."""
     t = np.dtype(dtype).type
     if align_corners:
         step = t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)
         source = step * np.arange(n_out, dtype=t)
     else:
         source = _source_scale(n_in, n_out, scale, t) * (np.arange(n_out, dtype=t) + t(0.5)) - t(0.5)
-    base = np.floor(source)
-    frac, a = (source - base).astype(t), t(-0.75)
-    near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # noqa: E731  (|x| <= 1)
-    far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # noqa: E731  (1 < |x| < 2)
-    weights = [far(frac + 1), near(frac), near(1 - frac), far(2 - frac)]
-    base = base.astype(np.int64)
-    return [(np.clip(base + k - 1, 0, n_in - 1), w.astype(t)) for k, w in enumerate(weights)]
+    base = np.minimum(_floorf(source), n_in - 1)
+    frac = np.clip(source - base.astype(t), t(0), t(1)).astype(t)
+    a = t(-0.75)
+    near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # noqa: E731
+    far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # noqa: E731
+    rest = (1 - frac).astype(t)
+    return _cubic_taps(base, [far(frac + 1), near(frac), near(rest), far(rest + 1)], n_in, t)
+
+
+def _floorf(position):
+    """C's ``floorf`` of each position, as torch's kernels take a source position's index: a float64 position is
+    rounded to float32 first (2.9999999999 -> 3), so its index and fraction are those of the rounded one."""
+    return np.floor(position.astype(np.float32)).astype(np.int64)
+
+
+def _cubic_taps(base, weights, n_in, t):
+    return [(np.clip(base + k - 1, 0, n_in - 1), np.asarray(w, t)) for k, w in enumerate(weights)]
 
 
 def _area_resize(input, sizes):

@@ -27,7 +27,8 @@ from .matmul import Cross, Einsum, Linear, MatMul
 from .bags import DenseBagGradient
 from .ctc import CTCLoss
 from .conv import (AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool2d, AvgPool2d, AvgPool3d, Conv2d, ConvBias,
-                   ConvTranspose2d, Fold, LinearResize, MaxPool2d, MaxUnpool2d, NearestResize, Unfold, _windows)
+                   ConvTranspose2d, CubicResize, Fold, LinearResize, MaxPool2d, MaxUnpool2d, NearestResize, Unfold,
+                   _windows)
 from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
                     Repeat, Scatter, ScatterReduce)
 from .siblings import Nextafter
@@ -1806,6 +1807,8 @@ _BACKWARD_GRAPHS = {
     AdaptiveAvgPool3d: _pooling(lambda ctx, x: AdaptiveAvgPool3d.forward(_Scratch(), x, ctx.cells), AdaptiveAvgPool3d),
     LinearResize: lambda ctx, g: LinearPair.apply(g, ctx, lambda node, x: LinearResize.forward(_Scratch(), x, node.sources, node.kernel),
                                                   _first(LinearResize)),  # (torch's formula reads no input)
+    CubicResize: lambda ctx, g: LinearPair.apply(
+        g, ctx, lambda node, x: CubicResize.forward(_Scratch(), x, node.taps, node.backward_taps), _first(CubicResize)),
     NearestResize: lambda ctx, g: LinearPair.apply(g, ctx, lambda node, x: NearestResize.forward(_Scratch(), x, node.sources),
                                                    _first(NearestResize)),
     LoraLinear: _lora_linear,
