@@ -1,6 +1,6 @@
 """Devices: where a tensor's numbers live and which code computes on them.
 
-Three devices, one interface:
+Four devices, one interface:
 
 * ``cpu``  -- NumPy arrays, NumPy math. Always enabled.
 * ``emu``  -- NumPy arrays too, but every op that has a hand-written CUDA kernel (the fused LoRA
