@@ -68,6 +68,26 @@ def _run(fn, parts, lib):
     return values, [None if g is None else np.asarray(g.detach().numpy()) for g in grads]
 
 
+def _to_minilora(parts):
+    """``to_minilora(parts)``, a leaf that is a view of a larger tensor (op_db's ``base[5:15].requires_grad_()``)
+    made the same view of the same storage in minilora: ``as_strided`` reads the storage around it, as torch's."""
+    converted = {}
+
+    def walk(value):
+        if isinstance(value, torch.Tensor) and value._base is not None and value.is_leaf:
+            base = to_minilora(value._base.detach())
+            view = base.as_strided(tuple(value.shape), value.stride(), value.storage_offset())
+            converted[id(value)] = (value, view.requires_grad_(value.requires_grad))
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+    walk(parts)
+    return to_minilora(parts, converted)
+
+
 def _off(a, b):
     """(elements whose bits differ, the largest gap in ulps among the finite ones) of two float32 arrays."""
     if a.shape != b.shape:
@@ -111,7 +131,7 @@ def sweep(samples, only):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    ours = _run(fn, to_minilora(parts), ml)
+                    ours = _run(fn, _to_minilora(parts), ml)
             except Exception:  # noqa: BLE001
                 tally["errors"] += 1
                 continue
