@@ -202,3 +202,21 @@ def test_pdist_kernel_values_and_gradient(p):
             results.append((out.detach().numpy(), t.grad.numpy()))
         for theirs, ours in zip(*results):
             _same_bits(theirs, ours)
+
+
+def test_batch_norm_eval_gradient_takes_the_double_root():
+    # in eval mode torch's backward kernel computes 1 / std::sqrt(running_var + eps) with eps a double (its forward
+    # kernel in float): the input's and weight's gradients follow the double root
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 2, 4)).astype(np.float32) * 4
+    stats = [rng.uniform(-1, 1, 2).astype(np.float32), rng.uniform(0.1, 3, 2).astype(np.float32)]
+    w, b = rng.standard_normal((2, 2)).astype(np.float32)
+    results = []
+    for lib in (torch, ml):
+        tx, tw, tb = (lib.tensor(a, requires_grad=True) for a in (x, w, b))
+        out = lib.nn.functional.batch_norm(tx, lib.tensor(stats[0]), lib.tensor(stats[1]), tw, tb, training=False,
+                                           eps=1e-3)
+        out.backward(lib.tensor(np.sin(np.arange(x.size)).reshape(x.shape).astype(np.float32)))
+        results.append((out.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()))
+    for theirs, ours in zip(*results):
+        _same_bits(theirs, ours)

@@ -2873,8 +2873,9 @@ def _batch_norm_backward_as_aten(input, running_mean, running_var, weight, train
         mean, var_sum = _aten_batch_stats(view, count)
         invstd = (1 / np.sqrt((var_sum / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
     else:
-        mean = running_mean._array
-        invstd = np.float32(1) / np.sqrt(running_var._array + np.float32(eps))
+        mean = running_mean._array  # (the backward's 1 / std::sqrt(running_var[c] + eps): eps a double, so the root
+        invstd = (1 / np.sqrt(running_var._array.astype(np.float64) + eps)).astype(np.float32)  # in double, stored
+        # as float, where the forward kernel's is float's)
     w = np.ones(c, np.float32) if weight is None else weight._array
     kernel = _batch_norm_backward_contiguous if view is x else _batch_norm_backward_channels_last
 
