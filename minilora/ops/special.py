@@ -62,7 +62,8 @@ def digamma_f64(x):
     with np.errstate(divide="ignore", invalid="ignore"):
         result = _digamma_nonnegative(np.where(negative, 1 - x, x))
         fraction = (x - np.trunc(x)).astype(np.float64)
-        reflection = (math.pi / c_math("tan", math.pi * fraction)).astype(x.dtype)
+        reflection = np.zeros(x.shape, x.dtype)  # (C's tan through ctypes: only where x < 0 needs it)
+        reflection[negative] = (math.pi / c_math("tan", math.pi * fraction[negative])).astype(x.dtype)
         out = np.where(negative, result - reflection, result)
         out[negative & (fraction == 0)] = np.nan
         out[np.isneginf(x)] = np.nan
