@@ -27,7 +27,10 @@ group. ``async_op=True`` returns a ``Work`` whose ``wait()`` finishes the operat
 meanwhile: the tensors must not be touched until then); ``work.get_future()`` is its Future.
 Non-contiguous tensors travel through a contiguous copy that is written back.
 
-Reductions of float16/bfloat16 add in float32 and round once (MPI has no 16-bit float type); bool
+Floating-point sums and products over three ranks or more are added in the order torch's gloo backend
+adds them (its ring: ``distributed/_ring_order.py``), each step rounded to the tensor's dtype, so they
+have gloo's bits (MPI's own order is its library's choice); with two ranks there is one order. Other
+reductions of float16/bfloat16 run in float32, rounded once (MPI has no 16-bit float type); bool
 tensors reduce as 0/1 (SUM and MAX are "or", PRODUCT and MIN "and"). ``ReduceOp.AVG`` is the SUM
 divided by the group's size (floating-point tensors only); ``BAND``/``BOR``/``BXOR`` need integer
 or bool tensors.
@@ -65,7 +68,7 @@ from ..tensor import Tensor
 __all__ = ["ReduceOp", "init_process_group", "destroy_process_group", "is_available", "is_initialized",
            "is_mpi_available", "is_nccl_available", "get_rank", "get_world_size", "get_backend",
            "new_group", "ProcessGroup", "GroupMember", "group", "get_process_group_ranks", "get_global_rank",
-           "get_group_rank", "Work", "Future", "GradBucket", "_DEFAULT_FIRST_BUCKET_BYTES", "barrier", "monitored_barrier", "all_reduce", "broadcast", "reduce",
+           "get_group_rank", "Work", "Future", "GradBucket", "BuiltinCommHookType", "_DEFAULT_FIRST_BUCKET_BYTES", "barrier", "monitored_barrier", "all_reduce", "broadcast", "reduce",
            "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "gather",
            "scatter", "all_to_all_single", "all_to_all", "send", "recv", "isend", "irecv", "P2POp", "batch_isend_irecv", "all_gather_object",
            "broadcast_object_list", "gather_object", "scatter_object_list", "DistError", "DistBackendError",
@@ -196,8 +199,12 @@ class _MPIBackend:
                 ReduceOp.MAX: MPI.MAX, ReduceOp.BAND: MPI.BAND, ReduceOp.BOR: MPI.BOR, ReduceOp.BXOR: MPI.BXOR}[op]
 
     # ---- collectives (ranks are ranks of this communicator) ----------------------------------------
-    def all_reduce(self, buf, op):
+    def all_reduce(self, buf, op, dtype=None):
+        """``dtype``: the tensor's own (``buf`` may hold a 16-bit one widened). With three ranks or more a
+        floating-point sum or product is added in torch's gloo order (``_ring_order``), not MPI's."""
         from mpi4py import MPI
+        if self.comm.Get_size() >= 3 and op in _ORDER_SENSITIVE and _is_float(dtype or buf.dtype):
+            return [_RingOrderedAllReduce(self.comm, buf, dtype or buf.dtype, op is ReduceOp.PRODUCT)]
         return [self.comm.Iallreduce(MPI.IN_PLACE, buf, op=self._mpi_op(op))]
 
     def broadcast(self, buf, root):
@@ -249,6 +256,31 @@ class _MPIBackend:
 
     def close(self):
         pass
+
+
+_ORDER_SENSITIVE = (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT)
+
+
+def _is_float(dtype):
+    return dtypes.is_floating(dtype) or np.dtype(dtype).kind == "c"
+
+
+class _RingOrderedAllReduce:
+    """An all-reduce of floats over three ranks or more with gloo's bits: every rank's buffer is gathered
+    (one MPI all-gather: p - 1 buffers come in, where a ring moves about two) and each rank adds them in
+    the order gloo's ring would (``_ring_order.ring_ordered_sum``). ``Test()`` as an MPI request's."""
+
+    def __init__(self, comm, buf, dtype, multiply):
+        self.buf, self.dtype, self.multiply, self.done = buf, dtype, multiply, False
+        self.gathered = np.empty((comm.Get_size(), buf.size), buf.dtype)
+        self.request = comm.Iallgather(buf.reshape(-1), self.gathered)
+
+    def Test(self):
+        if not self.done and self.request.Test():
+            from ._ring_order import ring_ordered_sum
+            self.buf.reshape(-1)[...] = ring_ordered_sum(self.gathered, self.dtype, self.multiply)
+            self.done = True
+        return self.done
 
 
 def _to_like(host, array):
@@ -314,7 +346,7 @@ class _NCCLBackend:
             self.comm.abort()  # frees the GPU from the collective that will never complete
             raise
 
-    def all_reduce(self, array, op):
+    def all_reduce(self, array, op, dtype=None):
         self._check(array)
         nccl = self.nccl
         if op in _BITWISE:
@@ -648,6 +680,13 @@ class Work:
         return f"Work({self._what}, {'completed' if self._done else 'in progress'})"
 
 
+class BuiltinCommHookType(enum.IntEnum):
+    """torch's C++ communication hooks, for ``DistributedDataParallel._register_builtin_comm_hook``:
+    ``ALLREDUCE`` computes as ``default_hooks.allreduce_hook``, ``FP16_COMPRESS`` as ``fp16_compress_hook``."""
+    ALLREDUCE = 1
+    FP16_COMPRESS = 2
+
+
 class GradBucket:
     """What a DDP communication hook receives (torch's ``dist.GradBucket``): one bucket's gradients
     as one flat ``buffer()`` (not divided by the world size), its ``index()`` in the reducer's order,
@@ -773,7 +812,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     _check_op(op, tensor._array.dtype, "all_reduce")
     array = tensor._array  # a non-contiguous one is copied and written back, as torch's gloo does
     buf = g.backend.reduction_buffer(array)
-    requests = g.backend.all_reduce(buf, op)
+    requests = g.backend.all_reduce(buf, op, array.dtype)
 
     def finish():
         if op is ReduceOp.AVG:

@@ -159,6 +159,19 @@ class DistributedDataParallel(Module):
             raise RuntimeError("register_comm_hook or register_builtin_comm_hook can only be called once.")
         object.__setattr__(self, "_comm_hook", (hook, state))
 
+    def _register_builtin_comm_hook(self, comm_hook_type):
+        """torch's: one of its C++ hooks by name (``dist.BuiltinCommHookType``), on DDP's own process group;
+        each computes as the Python hook of the same name. Once only, with ``register_comm_hook`` counted."""
+        from ..distributed.algorithms.ddp_comm_hooks import default_hooks
+        if not isinstance(comm_hook_type, dist.BuiltinCommHookType):
+            raise TypeError(f"_register_builtin_comm_hook(): incompatible function arguments: comm_hook_type must "
+                            f"be a dist.BuiltinCommHookType, got {type(comm_hook_type).__name__}")
+        if self._comm_hook is not None:
+            raise RuntimeError("register_comm_hook or register_builtin_comm_hook can only be called once.")
+        hook = {dist.BuiltinCommHookType.ALLREDUCE: default_hooks.allreduce_hook,
+                dist.BuiltinCommHookType.FP16_COMPRESS: default_hooks.fp16_compress_hook}[comm_hook_type]
+        object.__setattr__(self, "_comm_hook", (hook, self.process_group))
+
     def forward(self, *args, **kwargs):
         unfinished = [b for b in self._buckets if b.ready]
         if unfinished:

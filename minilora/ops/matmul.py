@@ -95,6 +95,30 @@ def _product(a, b, matmul=np.matmul):
     return matmul(upcast(a), upcast(b)).astype(a.dtype)
 
 
+# torch's CPU bmm below this many multiply-adds a matrix (contraction * rows * columns) runs ATen's own loop
+_BMM_LOOP_BELOW = 400
+
+
+def _torch_products(a, b):
+    """``a @ b`` as torch's CPU kernels compute it. Two batches (torch's bmm, also what its matmul runs for
+    them) of float32/float64 with fewer than 400 multiply-adds a matrix: ATen's ``baddbmm_cpu_kernel``,
+    which adds the products one after another in the dtype, each product rounded (no fused multiply-add);
+    otherwise BLAS (``parallel.matmul``; torch's MKL may round otherwise)."""
+    if a.ndim >= 3 and b.ndim >= 3 and isinstance(a, np.ndarray) and a.dtype == b.dtype and \
+            a.dtype in (np.float32, np.float64) and a.shape[-1] * a.shape[-2] * b.shape[-1] < _BMM_LOOP_BELOW:
+        return _bmm_loop(a, b)
+    return parallel.matmul(a, b)
+
+
+def _bmm_loop(a, b):
+    """ATen's small-bmm loop: ``acc += a[.., i, k] * b[.., k, j]`` for k in order, from zero."""
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    acc = np.zeros(shape, a.dtype)
+    for k in range(a.shape[-1]):
+        acc += a[..., :, k:k + 1] * b[..., k:k + 1, :]  # (NumPy rounds the product, then the sum)
+    return acc
+
+
 def _matmul_grads(g, a, b, need_a, need_b, matmul=np.matmul):
     """Gradients of ``a @ b`` (``a`` [..., M, K], ``b`` [..., K, N], batch axes broadcasting) for the
     output gradient ``g`` [..., M, N]: ``(ga, gb)`` in the shapes of ``a`` and ``b``, None where not needed.
@@ -147,7 +171,7 @@ class MatMul(Function):
             raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not match: "
                              f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
         ctx.a, ctx.b = a, b
-        return _product(a, b, parallel.matmul)
+        return _product(a, b, _torch_products)
 
     @staticmethod
     def backward(ctx, g):
@@ -163,7 +187,7 @@ class MatMul(Function):
         dtype = g.dtype
         if _is_16bit_float(g) and not _on_cublas(g, a2, b2, products=[a2.shape, b2.shape]):
             g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # as torch: in float32, each gradient rounded once
-        ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=parallel.matmul)  # each product split over threads
+        ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=_torch_products)  # each product split over threads
         return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
                      for grad, shape in ((ga, a.shape), (gb, b.shape)))
 
