@@ -97,6 +97,7 @@ def _scenarios(side, group, local_group):
             group, start_powerSGD_iter=3, orthogonalization_epsilon=1e-8, min_compression_rate=0.5))),
         "checkpoint": (small, checkpointed),
         "batched": (small, hook(psgd.batched_powerSGD_hook, lambda: psgd.PowerSGDState(group, start_powerSGD_iter=2))),
+        "no_hook": (small, lambda ddp: None),  # (each gradient times 1/world size, then summed)
         "builtin_allreduce": (small, lambda ddp: ddp._register_builtin_comm_hook(builtin.ALLREDUCE)),
         "builtin_fp16": (small, lambda ddp: ddp._register_builtin_comm_hook(builtin.FP16_COMPRESS)),
         "post_local": (small, hook(post.post_localSGD_hook, lambda: post.PostLocalSGDState(
@@ -177,24 +178,38 @@ def _one_rank_group(mine_group, theirs_group):
 
 
 def _sums(rank):
-    """all_reduce of float32, float16, float64 and a float32 product: minilora's, gloo's and the inputs."""
+    """all_reduce (float32, float16, float64, a product), reduce, reduce_scatter_tensor and reduce_scatter:
+    minilora's, gloo's, and the inputs."""
     import torch.distributed as tdist
     sums = {}
     for key, n, dtype, op in (("f32", 1001, "float32", "SUM"), ("f16", 500, "float16", "SUM"),
-                              ("f64", 77, "float64", "SUM"), ("prod", 99, "float32", "PRODUCT")):
+                              ("f64", 77, "float64", "SUM"), ("prod", 99, "float32", "PRODUCT"),
+                              ("reduce", 1001, "float32", "SUM"), ("scatter_tensor", 1002, "float32", "SUM"),
+                              ("scatter_list", 1002, "float32", "SUM")):
         rng = np.random.default_rng(10 * rank + n)
         x = (rng.standard_normal(n) * np.exp(3 * rng.standard_normal(n))).astype(dtype)
-        mine, theirs = ml.tensor(x), torch.tensor(x)
-        dist.all_reduce(mine, op=getattr(dist.ReduceOp, op))
-        tdist.all_reduce(theirs, op=getattr(tdist.ReduceOp, op))
-        sums[key] = [mine.numpy().astype(np.float64).tolist(), theirs.numpy().astype(np.float64).tolist(),
-                     x.astype(np.float64).tolist()]
+        results = []
+        for module, make in ((dist, ml.tensor), (tdist, torch.tensor)):
+            t, reduce_op = make(x), getattr(module.ReduceOp, op)
+            if key == "reduce":
+                module.reduce(t, dst=1, op=reduce_op)
+            elif key.startswith("scatter"):
+                out = make(np.zeros(n // 3, dtype))
+                if key == "scatter_tensor":
+                    module.reduce_scatter_tensor(out, t, op=reduce_op)
+                else:
+                    module.reduce_scatter(out, list(t.chunk(3)), op=reduce_op)
+                t = out
+            else:
+                module.all_reduce(t, op=reduce_op)
+            results.append(t.numpy().astype(np.float64).tolist())
+        sums[key] = results + [x.astype(np.float64).tolist()]
     return sums
 
 
 TWO_RANK_SCENARIOS = ["rank1", "rank2_by_shape", "defaults", "epsilon", "checkpoint", "batched", "builtin_allreduce",
                       "builtin_fp16", "post_local"]
-THREE_RANK_SCENARIOS = ["builtin_allreduce", "rank1"]
+THREE_RANK_SCENARIOS = ["no_hook", "builtin_allreduce", "rank1"]
 
 
 def worker(out):
@@ -299,10 +314,12 @@ def test_a_world_of_one_rank_gets_torchs_bits(ranks):
 
 @needs_mpi
 def test_three_ranks_add_in_gloos_ring_order(ranks):
-    """float32, float16 (each addition rounded to float16, as gloo), float64 and products: gloo's bits."""
-    for record in ranks:
+    """all_reduce of float32, float16 (each addition rounded to float16, as gloo), float64 and a product;
+    reduce, reduce_scatter_tensor (the whole input's order) and reduce_scatter (each piece's): gloo's bits."""
+    for rank, record in enumerate(ranks):
         for key, (mine, theirs, _) in record["sums"].items():
-            assert mine == theirs, key
+            if key != "reduce" or rank == 1:  # (gloo leaves partial sums in the other ranks' tensors)
+                assert mine == theirs, key
     x = [np.float32(record["sums"]["f32"][2]) for record in ranks]
     assert not np.array_equal((x[0] + x[1]) + x[2], np.float32(ranks[0]["sums"]["f32"][1]))  # (the order shows)
 
@@ -361,6 +378,8 @@ def test_ring_chunks_follow_gloos_segments():
     assert chunk_bounds(1, 4, 3) == [(0, 1), (1, 1), (1, 1)]
     # 8 MB of float32: nine 1 MiB-bounded segments, three a rank
     assert chunk_bounds(2_000_000, 4, 3) == [(0, 666_669), (666_669, 1_333_338), (1_333_338, 2_000_000)]
+    # gloo's reduce sizes its segments first: 1 MiB each, nine of them
+    assert chunk_bounds(2_000_000, 4, 3, reduce=True) == [(0, 786_432), (786_432, 1_572_864), (1_572_864, 2_000_000)]
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ group. ``async_op=True`` returns a ``Work`` whose ``wait()`` finishes the operat
 meanwhile: the tensors must not be touched until then); ``work.get_future()`` is its Future.
 Non-contiguous tensors travel through a contiguous copy that is written back.
 
-Floating-point sums and products over three ranks or more are added in the order torch's gloo backend
-adds them (its ring: ``distributed/_ring_order.py``), each step rounded to the tensor's dtype, so they
-have gloo's bits (MPI's own order is its library's choice); with two ranks there is one order. Other
+Floating-point sums and products over three ranks or more (``all_reduce``, ``reduce``, the
+``reduce_scatter`` pair) are added in the order torch's gloo backend adds them (its ring:
+``distributed/_ring_order.py``), each step rounded to the tensor's dtype, so they have gloo's bits (MPI's
+own order is its library's choice); with two ranks there is one order. Other
 reductions of float16/bfloat16 run in float32, rounded once (MPI has no 16-bit float type); bool
 tensors reduce as 0/1 (SUM and MAX are "or", PRODUCT and MIN "and"). ``ReduceOp.AVG`` is the SUM
 divided by the group's size (floating-point tensors only); ``BAND``/``BOR``/``BXOR`` need integer
@@ -203,20 +204,43 @@ class _MPIBackend:
         """``dtype``: the tensor's own (``buf`` may hold a 16-bit one widened). With three ranks or more a
         floating-point sum or product is added in torch's gloo order (``_ring_order``), not MPI's."""
         from mpi4py import MPI
-        if self.comm.Get_size() >= 3 and op in _ORDER_SENSITIVE and _is_float(dtype or buf.dtype):
-            return [_RingOrderedAllReduce(self.comm, buf, dtype or buf.dtype, op is ReduceOp.PRODUCT)]
+        dtype = dtype or buf.dtype
+        if _ring_order_applies(self.comm, op, dtype):
+            def fold(gathered):
+                buf.reshape(-1)[...] = _ring_sum(gathered, dtype, op)
+            return [_RingOrdered(self.comm, (buf.size,), buf.dtype,
+                                 lambda gathered: self.comm.Iallgather(buf.reshape(-1), gathered), fold)]
         return [self.comm.Iallreduce(MPI.IN_PLACE, buf, op=self._mpi_op(op))]
 
     def broadcast(self, buf, root):
         return [self.comm.Ibcast(buf, root=root)]
 
-    def reduce(self, buf, root, op):
+    def reduce(self, buf, root, op, dtype=None):
         from mpi4py import MPI
+        dtype = dtype or buf.dtype
+        if _ring_order_applies(self.comm, op, dtype):  # gloo's reduce: its ring, the chunks sent to the root
+            is_root = self.comm.Get_rank() == root
+
+            def fold(gathered):
+                if is_root:
+                    buf.reshape(-1)[...] = _ring_sum(gathered, dtype, op, reduce=True)
+            return [_RingOrdered(self.comm, (buf.size,) if is_root else (0,), buf.dtype, lambda gathered:
+                                 self.comm.Igather(buf.reshape(-1), gathered if is_root else None, root=root), fold)]
         if self.comm.Get_rank() == root:
             return [self.comm.Ireduce(MPI.IN_PLACE, buf, op=self._mpi_op(op), root=root)]
         return [self.comm.Ireduce(buf, None, op=self._mpi_op(op), root=root)]
 
-    def reduce_scatter(self, send, recv, op):
+    def reduce_scatter(self, send, recv, op, dtype=None, whole=False):
+        """Rank r's ``recv`` gets the reduction of every rank's ``send[r]``; ``whole``: gloo's order for
+        those numbers as part of the whole ``send`` buffer (reduce_scatter_tensor), else as a buffer alone."""
+        dtype = dtype or send.dtype
+        if _ring_order_applies(self.comm, op, dtype):
+            where = dict(offset=self.comm.Get_rank() * recv.size, total=send.size) if whole else {}
+
+            def fold(gathered):
+                recv[...] = _ring_sum(gathered, dtype, op, **where)
+            return [_RingOrdered(self.comm, (recv.size,), send.dtype,
+                                 lambda gathered: self.comm.Ialltoall(send, gathered), fold)]
         return [self.comm.Ireduce_scatter_block(send, recv, op=self._mpi_op(op))]
 
     def all_gather(self, send, recv, counts=None):
@@ -265,22 +289,31 @@ def _is_float(dtype):
     return dtypes.is_floating(dtype) or np.dtype(dtype).kind == "c"
 
 
-class _RingOrderedAllReduce:
-    """An all-reduce of floats over three ranks or more with gloo's bits: every rank's buffer is gathered
-    (one MPI all-gather: p - 1 buffers come in, where a ring moves about two) and each rank adds them in
-    the order gloo's ring would (``_ring_order.ring_ordered_sum``). ``Test()`` as an MPI request's."""
+class _RingOrdered:
+    """A reduction of floats over three ranks or more with gloo's bits: the numbers each rank must add are
+    gathered by one MPI call (``start(gathered)``: an all-gather, a gather or an all-to-all; p - 1 buffers
+    come in where a ring moves about two) and ``fold(gathered)`` adds them in gloo's ring order
+    (``_ring_order``). ``Test()`` as an MPI request's."""
 
-    def __init__(self, comm, buf, dtype, multiply):
-        self.buf, self.dtype, self.multiply, self.done = buf, dtype, multiply, False
-        self.gathered = np.empty((comm.Get_size(), buf.size), buf.dtype)
-        self.request = comm.Iallgather(buf.reshape(-1), self.gathered)
+    def __init__(self, comm, shape, dtype, start, fold):
+        self.fold, self.done = fold, False
+        self.gathered = np.empty((comm.Get_size(),) + shape, dtype)
+        self.request = start(self.gathered)
 
     def Test(self):
         if not self.done and self.request.Test():
-            from ._ring_order import ring_ordered_sum
-            self.buf.reshape(-1)[...] = ring_ordered_sum(self.gathered, self.dtype, self.multiply)
+            self.fold(self.gathered)
             self.done = True
         return self.done
+
+
+def _ring_order_applies(comm, op, dtype):
+    return comm.Get_size() >= 3 and op in _ORDER_SENSITIVE and _is_float(dtype)
+
+
+def _ring_sum(gathered, dtype, op, **where):
+    from ._ring_order import ring_ordered_sum
+    return ring_ordered_sum(gathered, dtype, op is ReduceOp.PRODUCT, **where)
 
 
 def _to_like(host, array):
@@ -854,7 +887,7 @@ def reduce(tensor, dst=None, op=ReduceOp.SUM, group=None, async_op=False, group_
             if op is ReduceOp.AVG:
                 buf[...] = buf / g.size()
             _store(tensor, buf)
-    return _start(g, "reduce", engine.reduce(buf, root, op), finish, [tensor], async_op, array.nbytes)
+    return _start(g, "reduce", engine.reduce(buf, root, op, array.dtype), finish, [tensor], async_op, array.nbytes)
 
 
 def all_gather(tensor_list, tensor, group=None, async_op=False):
@@ -919,7 +952,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
     if input.numel() != g.size() * output.numel():
         raise RuntimeError(f"reduce_scatter_tensor: input tensor must be the same size as output size times "
                          f"world size ({g.size()}): got {tuple(input.shape)} for an output of {tuple(output.shape)}")
-    return _reduce_scatter(g, output, input._array, op, async_op, "reduce_scatter_tensor")
+    return _reduce_scatter(g, output, input._array, op, async_op, "reduce_scatter_tensor", whole=True)
 
 
 def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=False):
@@ -935,7 +968,7 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
     return _reduce_scatter(g, output, stacked, op, async_op, "reduce_scatter")
 
 
-def _reduce_scatter(g, output, array, op, async_op, what):
+def _reduce_scatter(g, output, array, op, async_op, what, whole=False):
     engine = _mpi_engine(g, what)
     _check_op(op, output._array.dtype, what)
     send = engine.reduction_buffer(array).reshape(g.size(), -1)
@@ -945,7 +978,8 @@ def _reduce_scatter(g, output, array, op, async_op, what):
         if op is ReduceOp.AVG:
             recv[...] = recv / g.size()
         _store(output, recv)
-    return _start(g, what, engine.reduce_scatter(send, recv, op), finish, [output], async_op, array.nbytes)
+    requests = engine.reduce_scatter(send, recv, op, output._array.dtype, whole)
+    return _start(g, what, requests, finish, [output], async_op, array.nbytes)
 
 
 def gather(tensor, gather_list=None, dst=None, group=None, async_op=False, group_dst=None):
