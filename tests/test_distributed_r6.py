@@ -95,9 +95,9 @@ for _dtype in DTYPES:
 
 
 def _inexact(op, dtype):
-    """Values that round: the ranks' numbers are combined in another order than gloo's ring (and
-    minilora adds 16-bit floats in float32, rounding once, where gloo rounds at each step), so
-    these agree to a few roundings, not bit for bit."""
+    """Values that round: three ranks' numbers are added in gloo's ring order, each step rounded to the
+    dtype (16-bit floats too), so they are gloo's bits (minilora added in MPI's order, 16-bit floats in
+    float32 rounded once, before round 20)."""
     def run(L, D, rank, world):
         t = L.tensor([1.1, 2.7, 100.3, 0.013, -7.77, 1000.1], dtype=getattr(L, dtype)) * (rank + 1.3)
         D.all_reduce(t, op=getattr(D.ReduceOp, op))
@@ -726,10 +726,6 @@ def test_collective_matches_torch_gloo(side_by_side, name):
         theirs, ours = results["torch"][name], results["minilora"][name]
         if theirs[0] == "error":  # the same kind of refusal (the words are minilora's)
             assert ours[0] == "error" and ours[1] == theirs[1], f"rank {rank}: torch {theirs}, minilora {ours}"
-        elif name.endswith("-inexact"):
-            assert ours[1][:3] == theirs[1][:3]
-            eps = {"bfloat16": 2 ** -7, "float16": 2 ** -10, "float32": 2 ** -23}[theirs[1][1]]
-            np.testing.assert_allclose(ours[1][3], theirs[1][3], rtol=WORLD * eps, err_msg=f"rank {rank}")
         else:
             assert ours == theirs, f"rank {rank}"
 

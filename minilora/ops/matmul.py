@@ -111,12 +111,12 @@ def _torch_products(a, b):
 
 
 def _bmm_loop(a, b):
-    """ATen's small-bmm loop: ``acc += a[.., i, k] * b[.., k, j]`` for k in order, from zero."""
-    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
-    acc = np.zeros(shape, a.dtype)
-    for k in range(a.shape[-1]):
-        acc += a[..., :, k:k + 1] * b[..., k:k + 1, :]  # (NumPy rounds the product, then the sum)
-    return acc
+    """ATen's small-bmm loop, ``acc += a[.., i, k] * b[.., k, j]`` for k in order from zero, in two NumPy
+    calls: every product (rounded), then a running sum along k (``cumsum`` adds in order; ``sum`` pairs)."""
+    if a.shape[-1] == 0:
+        return np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), a.dtype)
+    products = a[..., :, None, :] * np.swapaxes(b, -1, -2)[..., None, :, :]  # [..., n, m, k]
+    return np.cumsum(products, axis=-1)[..., -1]
 
 
 def _matmul_grads(g, a, b, need_a, need_b, matmul=np.matmul):
