@@ -281,3 +281,14 @@ def test_meta_tensors_go_through_torch_files_both_ways(tmp_path):
     for loaded in (torch.load(ours), ml.load(theirs), ml.load(ours)):
         assert repr(loaded["w"]) == repr(torch.load(theirs)["w"])
         assert repr(loaded["x"]) == "tensor(..., device='meta', size=(4,), dtype=torch.float64)"
+
+
+def test_layers_built_on_meta_draw_nothing_as_torchs():
+    def after_building(T):
+        T.manual_seed(0)
+        with T.device("meta"):
+            layers = [T.nn.Conv2d(3, 4, 3), T.nn.LSTM(3, 4), T.nn.MultiheadAttention(4, 2),
+                      T.nn.TransformerEncoderLayer(8, 2, 16), T.nn.Bilinear(2, 3, 4), T.nn.BatchNorm1d(3)]
+        devices = {p.device.type for layer in layers for p in list(layer.parameters()) + list(layer.buffers())}
+        return devices, T.randn(3).tolist()
+    assert after_building(ml) == after_building(torch)
