@@ -206,3 +206,37 @@ def test_float64_linear_resizing_takes_torchs_float_index():
     theirs = TF.interpolate(torch.tensor(x), size=(70, 90), mode="bilinear", align_corners=True)
     ours = MF.interpolate(ml.tensor(x), size=(70, 90), mode="bilinear", align_corners=True)
     np.testing.assert_array_equal(theirs.numpy(), ours.numpy())
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_grid_sample_bilinear_2d_is_torchs_bits(padding_mode, align_corners):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    grid = rng.uniform(-1.4, 1.4, (2, 11, 7, 2)).astype(np.float32)  # (points past the edges: padding_mode's work)
+    grid[0, 0, :4] = [[-1, -1], [1, 1], [0.2, -1], [1, 0.5]]  # (corners and borders exactly)
+
+    def call(lib, F, t, g):
+        if align_corners:
+            return F.grid_sample(t, g, "bilinear", padding_mode, True)
+        return F.grid_sample(t, g, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    (theirs, their_grads), (ours, our_grads) = _both(call, x, grid)
+    _bits_equal(theirs, ours)
+    _bits_equal(their_grads[0], our_grads[0])
+    _bits_equal(their_grads[1], our_grads[1])
+
+
+def test_grid_sample_bilinear_gradient_is_torchs_and_differentiates_again():
+    rng = np.random.default_rng(15)
+    x, grid = rng.standard_normal((1, 2, 4, 4)), rng.uniform(-1, 1, (1, 3, 3, 2))
+    (_, their_grads), (_, our_grads) = _both(lambda lib, F, t, g: F.grid_sample(t, g, align_corners=False),
+                                             x.astype(np.float32), grid.astype(np.float32))
+    _bits_equal(their_grads[1], our_grads[1])
+    answers = []
+    for lib in (torch, ml):  # create_graph: minilora's recorded gradient is its composition's (rounded otherwise)
+        t, g = lib.tensor(x, requires_grad=True), lib.tensor(grid, requires_grad=True)
+        gt, gg = lib.autograd.grad((lib.nn.functional.grid_sample(t, g, align_corners=False) ** 2).sum(), (t, g),
+                                   create_graph=True)
+        answers.append([a.detach().numpy() for a in lib.autograd.grad((gt ** 2).sum() + (gg ** 2).sum(), (t, g))])
+    for theirs, ours in zip(*answers):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)

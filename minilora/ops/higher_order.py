@@ -26,6 +26,7 @@ from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Cross, Einsum, Linear, MatMul
 from .bags import DenseBagGradient
 from .ctc import CTCLoss
+from .sampling import GridSampleBilinear2d
 from .conv import (AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool2d, AvgPool2d, AvgPool3d, Conv2d, ConvBias,
                    ConvTranspose2d, CubicResize, Fold, LinearResize, MaxPool2d, MaxUnpool2d, NearestResize, Unfold,
                    _windows)
@@ -670,6 +671,19 @@ def _repeat_heads(t, heads):
 def _sum_heads(t, hkv):
     b, hq, n, d = t.shape
     return t if hq == hkv else t.reshape(b, hkv, hq // hkv, n, d).sum(2)
+
+
+def _grid_sample_bilinear(ctx, g):
+    """grid_sample's gradients recorded: its composition from ops (``sampling._composed``) run again on the node's
+    inputs and differentiated with create_graph (the same derivative as the kernel's, rounded otherwise)."""
+    from ..autograd import grad
+    from .sampling import _composed
+    input, grid = ctx.inputs[:2]
+    with enable_grad():
+        out = _composed(input, grid, "bilinear", ctx.padding_mode, ctx.align_corners)
+    wanted = [t for t, need in zip((input, grid), ctx.needs_input_grad) if need]
+    found = iter(grad(out, wanted, g, create_graph=True, allow_unused=True))
+    return tuple(next(found) if need else None for need in ctx.needs_input_grad[:2])
 
 
 def _attention(ctx, g):
@@ -1807,6 +1821,7 @@ _BACKWARD_GRAPHS = {
     AdaptiveAvgPool3d: _pooling(lambda ctx, x: AdaptiveAvgPool3d.forward(_Scratch(), x, ctx.cells), AdaptiveAvgPool3d),
     LinearResize: lambda ctx, g: LinearPair.apply(g, ctx, lambda node, x: LinearResize.forward(_Scratch(), x, node.sources, node.kernel),
                                                   _first(LinearResize)),  # (torch's formula reads no input)
+    GridSampleBilinear2d: _grid_sample_bilinear,
     CubicResize: lambda ctx, g: LinearPair.apply(
         g, ctx, lambda node, x: CubicResize.forward(_Scratch(), x, node.taps, node.backward_taps), _first(CubicResize)),
     NearestResize: lambda ctx, g: LinearPair.apply(g, ctx, lambda node, x: NearestResize.forward(_Scratch(), x, node.sources),

@@ -10,16 +10,20 @@ halves to even, as torch), 'bilinear' (the 2 or 2^3 neighbours, trilinear in 3-D
 
 Everything is built from differentiable ops: the pixel *indices* are constants, and the gradient
 reaches ``grid`` through the interpolation weights (and the coordinate moves: a clamped coordinate has
-no gradient, a mirrored one a flipped sign), exactly the derivative torch's kernel computes.
+no gradient, a mirrored one a flipped sign), exactly the derivative torch's kernel computes. 2-D bilinear
+sampling on the CPU (the common case) is instead one op with torch's vectorized kernel's roundings,
+``GridSampleBilinear2d``, its recorded gradient (create_graph) the composition's.
 """
 import itertools
 import warnings
 
 import numpy as np
 
+from ..device import xp_of
 from ..dtypes import is_floating
 from ..factories import linspace
-from ..tensor import Tensor, name_node, no_forward_formula, saving_as_torch
+from ..tensor import Function, Tensor, name_node, no_forward_formula, saving_as_torch
+from .conv import _multiply_add, _ranks_by_target
 from .elementwise import where
 
 __all__ = ["grid_sample", "affine_grid"]
@@ -102,6 +106,14 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 
 @saving_as_torch("input", "grid")  # what torch's grid_sampler node keeps
 def _grid_sample(input, grid, mode, padding_mode, align_corners):
+    rank = input.ndim - 2
+    if mode == "bilinear" and rank == 2 and input.device.type == "cpu" and input.dtype in (np.float32, np.float64):
+        return GridSampleBilinear2d.apply(input, grid, padding_mode=padding_mode, align_corners=align_corners)
+    return _composed(input, grid, mode, padding_mode, align_corners)
+
+
+def _composed(input, grid, mode, padding_mode, align_corners):
+    """grid_sample from differentiable ops (its gradients are recorded: create_graph works through them)."""
     sizes = tuple(input.shape[2:])
     rank = len(sizes)
     # pixel coordinates, one tensor [N, *out] per spatial dimension (grid's last component is x: the last one)
@@ -269,3 +281,139 @@ def _tap(position, size, padding_mode, align_corners):
             return np.zeros_like(position)
         return np.clip(_mirror(position, *twice)[0], 0, size - 1)
     return position
+
+
+# ---- 2-D bilinear sampling as torch's vectorized CPU kernel (GridSamplerKernel.cpp's ApplyGridSample) -----------
+class GridSampleBilinear2d(Function):
+    """``grid_sample(mode='bilinear')`` of a [N, C, H, W] input, with torch's kernel's roundings: each point's pixel
+    coordinates (``_kernel_coordinates``), its four neighbours' weights ``nw = (1 - n) * (1 - w)`` ... from the
+    fractions ``w = x - floor(x)``, ``n = y - floor(y)``, blended ``fma(se, w_se, fma(sw, w_sw, fma(ne, w_ne,
+    nw * w_nw)))`` (GCC's contraction). Backward, as the kernel's: the grid points in vectors of 8 floats (its AVX2
+    build; 4 doubles), for each channel each corner's ``g * weight`` added to the input in lane order (that is the
+    order an input element receives them in), and the grid's gradient summed over the channels,
+    ``gx = fma(fma(se - sw, n, (ne - nw) * s), g, gx)``, times the coordinate's derivative."""
+
+    @staticmethod
+    def forward(ctx, input, grid, padding_mode, align_corners):
+        (h, w), dtype = input.shape[2:], input.dtype.type
+        x, x_grad = _kernel_coordinates(grid[..., 0], w, padding_mode, align_corners, dtype)
+        y, y_grad = _kernel_coordinates(grid[..., 1], h, padding_mode, align_corners, dtype)
+        corners, shares = _corners(x, y, h, w)
+        ctx.saved = (input, grid, corners, shares, x_grad, y_grad)
+        ctx.padding_mode, ctx.align_corners = padding_mode, align_corners
+        values = [_gathered(input, index, inside) for index, inside, _ in corners]
+        weights = [weight[:, None] for _, _, weight in corners]
+        out = values[0] * weights[0]
+        for value, weight in zip(values[1:], weights[1:]):  # (nw * w_nw, then each fused onto the sum)
+            out = _multiply_add(np, value, weight, out)
+        return out.reshape(*input.shape[:2], *grid.shape[1:3])
+
+    @staticmethod
+    def backward(ctx, g):
+        input, grid, corners, shares, x_grad, y_grad = ctx.saved
+        n, c, h, w = input.shape
+        points = int(np.prod(g.shape[2:]))
+        flat_g = g.reshape(n, c, points)
+        grad_input = np.zeros((n, c, h * w), input.dtype) if ctx.needs_input_grad[0] else None
+        if grad_input is not None:
+            _scatter_in_kernel_order(grad_input, flat_g, corners, input.dtype.itemsize)
+        gx, gy = _grid_gradient(input, flat_g, corners, shares)
+        grad_grid = np.stack([gx * x_grad.reshape(n, points), gy * y_grad.reshape(n, points)], -1)
+        return (None if grad_input is None else grad_input.reshape(input.shape),
+                grad_grid.reshape(grid.shape).astype(grid.dtype, copy=False))
+
+
+def _kernel_coordinates(coord, size, padding_mode, align_corners, t):
+    """torch's ``ComputeLocation``: the pixel coordinate of each normalised one and its derivative. Unnormalised
+    as ``(c + 1) * (size - 1) / 2`` (``align_corners``) or ``fma(c + 1, size / 2, -0.5)``; 'border' clamps to
+    [0, size - 1] (derivative 0 unless strictly inside), 'reflection' mirrors first (``_kernel_reflection``)."""
+    scale = t(size - 1) / t(2) if align_corners else t(size) / t(2)
+    coord = coord.astype(t, copy=False)
+    pixel = (coord + t(1)) * scale if align_corners else _multiply_add(np, coord + t(1), scale, t(-0.5))
+    grad = np.full(pixel.shape, scale, t)
+    if padding_mode == "reflection":
+        pixel, flip = _kernel_reflection(pixel, size, align_corners, t)
+        grad = flip * grad
+    if padding_mode in ("border", "reflection"):
+        low = np.maximum(pixel, t(0))
+        clipped = np.minimum(low, t(size - 1))
+        inside = (low.view(_INT[t]) != t(0).view(_INT[t])) & (clipped.view(_INT[t]) != t(size - 1).view(_INT[t]))
+        pixel, grad = clipped, np.where(inside, grad, t(0))
+    return pixel, grad
+
+
+_INT = {np.float32: np.int32, np.float64: np.int64}  # (the kernel compares bit patterns: a border is outside)
+
+
+def _kernel_reflection(pixel, size, align_corners, t):
+    """torch's ``reflect_coordinates_get_grad``: ``pixel`` mirrored into [low, low + span] (low 0 or -0.5), and
+    +-1, the mirrored coordinate's derivative."""
+    low, twice_span = (t(0), t(size - 1) * t(2)) if align_corners else (t(-0.5), t(size) * t(2))
+    if twice_span <= 0:
+        return np.zeros_like(pixel), np.zeros_like(pixel)
+    shifted = pixel - low
+    magnitude = np.abs(shifted)
+    flips = np.trunc(magnitude / twice_span)
+    extra = _multiply_add(np, -flips, twice_span, magnitude)  # (abs_in - double_flips * twice_span, fused)
+    reflected = twice_span - extra
+    once_more = extra > reflected
+    return np.where(once_more, reflected, extra) + low, np.where(once_more ^ (shifted < 0), t(-1), t(1))
+
+
+def _corners(x, y, h, w):
+    """The four neighbours nw, ne, sw, se of every point [N, H_out, W_out]: each one's flat index in the H x W plane
+    [N, P], whether it lies inside, and its weight; and the shares (s, n, e, w) [N, P] the weights are made of (n
+    the fraction past the row above, s = 1 - n; w past the column to the left, e = 1 - w)."""
+    west, north = np.floor(x), np.floor(y)
+    past_west, past_north = x - west, y - north
+    east, south = x.dtype.type(1) - past_west, y.dtype.type(1) - past_north
+    n, points = x.shape[0], int(np.prod(x.shape[1:]))
+    corners = []
+    for dy, dx, weight in ((0, 0, south * east), (0, 1, south * past_west), (1, 0, past_north * east),
+                           (1, 1, past_north * past_west)):
+        row, column = north + dy, west + dx
+        with np.errstate(invalid="ignore"):
+            inside = (row >= 0) & (row < h) & (column >= 0) & (column < w)
+        index = np.where(inside, row * w + column, 0).astype(np.int64)
+        corners.append((index.reshape(n, points), inside.reshape(n, points), weight.reshape(n, points)))
+    return corners, tuple(a.reshape(n, points) for a in (south, past_north, east, past_west))
+
+
+def _gathered(input, index, inside):
+    """``input`` [N, C, H, W] at the flat plane indices ``index`` [N, P] (0 where not ``inside``): [N, C, P]."""
+    n, c, h, w = input.shape
+    values = np.take_along_axis(input.reshape(n, c, h * w), np.broadcast_to(index[:, None], (n, c, index.shape[1])), 2)
+    return np.where(inside[:, None], values, input.dtype.type(0))
+
+
+def _scatter_in_kernel_order(grad_input, flat_g, corners, itemsize):
+    """``grad_input[n, c, corner] += g * weight`` in the kernel's order: the points in vectors of 32 bytes, per
+    vector each corner for every lane in turn (an element then receives its terms in (vector, corner, lane)
+    order); the channels apart (each its own plane)."""
+    lanes = 32 // itemsize
+    n, _, points = flat_g.shape
+    order = np.arange(points)
+    sequence = np.concatenate([(order // lanes * 4 + k) * lanes + order % lanes for k in range(4)])
+    for b in range(n):
+        targets = np.concatenate([index[b] for index, _, _ in corners])
+        inside = np.concatenate([inside[b] for _, inside, _ in corners])
+        terms = np.concatenate([flat_g[b] * weight[b] for _, _, weight in corners], 1)  # [C, 4 P]
+        chosen = np.flatnonzero(inside)[np.argsort(sequence[inside], kind="stable")]
+        for rank in _ranks_by_target(targets[chosen]):
+            where = chosen[rank]
+            grad_input[b][:, targets[where]] = grad_input[b][:, targets[where]] + terms[:, where]
+
+
+def _grid_gradient(input, flat_g, corners, shares):
+    """d(loss)/d(pixel x), d(loss)/d(pixel y) of every point [N, P]: over the channels in order,
+    ``gx = fma(fma(se - sw, n, (ne - nw) * s), g, gx)`` and ``gy = fma(fma(se - ne, w, (sw - nw) * e), g, gy)``."""
+    nw, ne, sw, se = (_gathered(input, index, inside) for index, inside, _ in corners)
+    south, north, east, west = shares
+    gx = np.zeros((flat_g.shape[0], flat_g.shape[2]), input.dtype)
+    gy = np.zeros_like(gx)
+    for c in range(flat_g.shape[1]):
+        across = _multiply_add(np, se[:, c] - sw[:, c], north, (ne[:, c] - nw[:, c]) * south)
+        down = _multiply_add(np, se[:, c] - ne[:, c], west, (sw[:, c] - nw[:, c]) * east)
+        gx = _multiply_add(np, across, flat_g[:, c], gx)
+        gy = _multiply_add(np, down, flat_g[:, c], gy)
+    return gx, gy
