@@ -455,6 +455,25 @@ def int_argument(fn, name, value):
     return value
 
 
+def bool_argument(fn, name, value, position=None):
+    """``value`` of the bool parameter ``name`` of torch's ``fn``: True or False only, as torch's argument parser
+    (a NumPy bool, 0/1, None or a string is its TypeError). Python's truth would decide silently otherwise:
+    ``requires_grad_("no")`` required grad, ``sort(descending="no")`` sorted descending."""
+    if value is True or value is False:
+        return value
+    where = "" if position is None else f" (position {position})"
+    raise TypeError(f"{fn + '(): ' if fn else ''}argument '{name}'{where} must be bool, not "
+                    f"{_argument_type_name(value)}")
+
+
+def _argument_type_name(value):
+    """The type torch's argument parser names: ``str``, ``NoneType``, ``numpy.bool``, ``Tensor``."""
+    kind = type(value)
+    if any(k.__name__ == "Tensor" and k.__module__.startswith("minilora") for k in kind.__mro__):
+        return "Tensor"
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+
+
 def int_arguments(fn, name, values):
     """``values`` of the int-tuple parameter ``name`` of torch's ``fn`` (sizes, pads, shifts), as ``int_argument``."""
     for i, value in enumerate(values):

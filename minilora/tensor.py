@@ -139,7 +139,7 @@ class set_grad_enabled(_GradMode):
     ``with set_grad_enabled(False):`` and ``@set_grad_enabled(False)`` restore the mode afterwards."""
 
     def __init__(self, mode):
-        super().__init__(mode)
+        super().__init__(dtypes.bool_argument("set_grad_enabled", "enabled", mode, position=1))
         self.prev, _mode.grad_enabled = _mode.grad_enabled, self.mode
 
     def __enter__(self):
@@ -1862,7 +1862,8 @@ class Tensor:
         if dev.xp is not np:  # (bfloat16 needs CuPy >= 14)
             dev.check_dtype(dtype if dtype is not None else getattr(data, "dtype", None))
         array = dev.xp.asarray(data, dtype=dtype)
-        if requires_grad:
+        if requires_grad is not False:  # (the factories' too: ones(2, requires_grad="no") required grad)
+            dtypes.bool_argument(None, "requires_grad", requires_grad)
             _check_can_require_grad(array.dtype)
         shares = source is not None and array is source._array
         self._array = array
@@ -2189,6 +2190,7 @@ class Tensor:
         return factories.is_laid_out_in(self._array, memory_format)
 
     def requires_grad_(self, requires_grad=True):
+        dtypes.bool_argument("requires_grad_", "requires_grad", requires_grad, position=1)
         if requires_grad:
             _check_can_require_grad(self.dtype)
             if not _mode.inference and self.is_inference():
@@ -3125,6 +3127,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     dtype, in a list too (``[np.float64(1), 2]`` is float64: see ``_inferred_dtype``)."""
     dev = _get_device(device)
     dtype = _to_dtype(dtype)
+    if requires_grad is not False:
+        dtypes.bool_argument("tensor", "requires_grad", requires_grad)
     if isinstance(data, Tensor):
         if not _inside_minilora(sys._getframe(1)):  # (the user's call; minilora's own copies stay quiet)
             warnings.warn("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() "

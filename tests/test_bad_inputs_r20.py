@@ -17,6 +17,10 @@ check belongs:
 * an optimizer state dict whose moments have another shape than the parameters (saved for another model): Adam
   broadcast a (4, 3) moment into a (1, 3) parameter without a word, the others failed in NumPy's words; now a
   RuntimeError at ``load_state_dict`` (torch raises at the first step);
+* a bool parameter given something else -- ``requires_grad_("no")``, ``ones(2, requires_grad="no")``,
+  ``F.dropout(x, training="no")``, ``x.sort(descending="no")``, ``x.sum(1, keepdim="no")``, ``requires_grad_(0)``:
+  Python's truth decided (a non-empty string is true: the gradient was required, dropout ran, the sort descended);
+  now torch's TypeError "argument '...' must be bool, not str" (``dtypes.bool_argument``);
 * ``exclude_modules`` naming no module: PEFT warns, minilora said nothing;
 * ``merge_and_unload(adapter_names="default")`` and a layer's ``merge("default")``: the string read letter by
   letter merged nothing (PEFT's TypeError); an adapter name that is no adapter of the model is refused too (PEFT
@@ -223,6 +227,47 @@ def test_deprecated_range_with_a_nan_bound():
                 lib.range(0, NAN)
 
 
+# --- bool parameters --------------------------------------------------------------------------------------
+def functional(L):
+    return L.nn.functional
+
+
+BOOLS = [
+    ("x.requires_grad_('no')", lambda L: L.ones(2).requires_grad_("no"), "requires_grad"),
+    ("x.requires_grad_(0)", lambda L: L.ones(2).requires_grad_(0), "requires_grad"),
+    ("module.requires_grad_('no')", lambda L: L.nn.Linear(2, 2).requires_grad_("no"), "requires_grad"),
+    ("ones(requires_grad='no')", lambda L: L.ones(2, requires_grad="no"), "requires_grad"),
+    ("tensor(requires_grad='no')", lambda L: L.tensor([1.0], requires_grad="no"), "requires_grad"),
+    ("Parameter(requires_grad='no')", lambda L: L.nn.Parameter(L.ones(2), requires_grad="no"),
+     "requires?_grad"),  # (torch's names its _make_subclass's require_grad)
+    ("set_grad_enabled('no')", lambda L: L.set_grad_enabled("no"), "enabled"),
+    ("dropout(training='no')", lambda L: functional(L).dropout(L.ones(3), 0.5, training="no"), "train"),
+    ("dropout2d(training='no')", lambda L: functional(L).dropout2d(L.ones(1, 2, 3, 3), 0.5, "no"), "train"),
+    ("alpha_dropout(training='no')", lambda L: functional(L).alpha_dropout(L.ones(3), 0.5, "no"), "train"),
+    ("rrelu(training='no')", lambda L: functional(L).rrelu(L.ones(3), training="no"), "training"),
+    ("batch_norm(training='no')",
+     lambda L: functional(L).batch_norm(L.ones(2, 3), L.zeros(3), L.ones(3), training="no"), "training"),
+    ("sort(descending='no')", lambda L: L.tensor([1.0, 3.0, 2.0]).sort(descending="no"), "descending"),
+    ("argsort(stable='no')", lambda L: L.tensor([2, 1]).argsort(stable="no"), "stable"),
+    ("topk(largest='no')", lambda L: L.tensor([1.0, 3.0, 2.0]).topk(1, largest="no"), "largest"),
+    ("unique(sorted='no')", lambda L: L.tensor([2, 1]).unique(sorted="no"), "sorted"),
+    ("sum(keepdim='no')", lambda L: L.ones(2, 3).sum(1, keepdim="no"), "keepdim"),
+    ("sum(1, 'no')", lambda L: L.sum(L.ones(2, 3), 1, "no"), "keepdim"),
+    ("max(keepdim='no')", lambda L: L.ones(2, 3).max(1, keepdim="no"), "keepdim"),
+    ("mean(keepdim=np.True_)", lambda L: L.ones(2, 3).mean(1, keepdim=np.True_), "keepdim"),
+    ("median(keepdim='no')", lambda L: L.ones(2, 3).median(1, keepdim="no"), "keepdim"),
+    ("kthvalue(keepdim='no')", lambda L: L.ones(2, 3).kthvalue(1, 1, "no"), "keepdim"),
+]
+
+
+@pytest.mark.parametrize("name, call, parameter", BOOLS, ids=[row[0] for row in BOOLS])
+def test_bool_parameters_take_only_bools(name, call, parameter):
+    for lib in libraries():
+        words = rf"argument '{parameter}'( \(position \d\))? must be bool, not|expected one of"  # (torch's sort)
+        with pytest.raises(TypeError, match=words):
+            call(lib)
+
+
 # --- optimizer state saved for another model ------------------------------------------------------------
 OPTIMIZERS = ["Adam", "SGD", "RMSprop", "Adagrad", "Rprop"]  # (Adam's and _StepEach's loads; SGD's own)
 
@@ -250,8 +295,9 @@ def test_optimizer_state_of_another_shape_is_refused(name, shapes):
 
 
 def test_optimizer_state_check_names_the_state_and_both_shapes():
-    with pytest.raises(RuntimeError, match=r"size mismatch for state 'exp_avg' of parameter 0: copying a state with "
-                                           r"shape \[4, 3\] from checkpoint, the shape in current optimizer is \[1, 3\]"):
+    words = (r"size mismatch for state 'exp_avg' of parameter 0: copying a state with shape \[4, 3\] from "
+             r"checkpoint, the shape in current optimizer is \[1, 3\]")
+    with pytest.raises(RuntimeError, match=words):
         resume_on_another_shape(ml, "Adam", (4, 3), (1, 3))
 
 

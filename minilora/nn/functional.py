@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import amp as _amp, ops
 from ..dtypes import checked_number as _checked_number, int_argument as _int_argument, torch_name as _torch_name
+from ..dtypes import bool_argument as _bool_argument
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
 from ..ops.nn import cosine_embedding_loss, margin_ranking_loss, pairwise_distance  # noqa: F401
@@ -205,6 +206,8 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     U(lower, upper) (its gradient is that slope); in eval the slope is their mean (torch's leaky_relu)."""
     if lower > upper:
         raise RuntimeError("Lower bound should be less than or equal to the upper bound")
+    if training is not True and training is not False:
+        _bool_argument("rrelu", "training", training, position=4)
     if not training:  # (torch's CPU rrelu writes a contiguous result whatever the input's layout)
         result = leaky_relu(input, (lower + upper) / 2, inplace)
         return result if inplace else result.contiguous()
@@ -606,10 +609,17 @@ def _dropout_prob(p):
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
 
 
+def _training_flag(fn, training):
+    """torch's check of the dropout functions' ``training`` (its kernels' ``train``): a bool, not "no" or 0."""
+    if training is not True and training is not False:
+        _bool_argument(fn, "train", training, position=3)
+
+
 def dropout1d(input, p=0.5, training=True, inplace=False):
     """Whole channels of a [N, C, L] (or [C, L]) input zeroed with probability ``p``, the rest scaled
     by ``1/(1-p)``."""
     _dropout_prob(p)
+    _training_flag("feature_dropout", training)
     if input.ndim not in (2, 3):
         raise RuntimeError(f"dropout1d: Expected 2D or 3D input, but received a {input.ndim}D input. Note that "
                            f"dropout1d exists to provide channel-wise dropout on inputs with 1 spatial dimension, "
@@ -638,6 +648,7 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
     """Whole channels of a [N, C, H, W] input zeroed with probability ``p`` (torch's warnings for
     other ranks; a 3-D input is read as [N, C, L], as torch still does)."""
     _dropout_prob(p)
+    _training_flag("feature_dropout", training)
     if input.ndim not in (3, 4):
         _warn_feature_dropout_rank("dropout2d", input.ndim, spatial=2)
     if input.ndim == 3:
@@ -652,6 +663,7 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
 def dropout3d(input, p=0.5, training=True, inplace=False):
     """Whole channels of a [N, C, D, H, W] (or [C, D, H, W]) input zeroed with probability ``p``."""
     _dropout_prob(p)
+    _training_flag("feature_dropout", training)
     if input.ndim not in (4, 5):
         _warn_feature_dropout_rank("dropout3d", input.ndim, spatial=3)
     return _in_place_if(inplace and training and p > 0, _channel_dropout, input, p, training, 4)
@@ -751,6 +763,8 @@ def _check_shuffle(fn, name, input, factor):
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """torch's ``F.batch_norm``: ATen's batch norm (``ops.nn.batch_norm``; ``torch.batch_norm`` and
     ``instance_norm`` call it directly) after F's own check of ``eps``, which ATen does not make."""
+    if training is not True and training is not False:
+        _bool_argument("batch_norm", "training", training, position=6)
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
@@ -1310,6 +1324,7 @@ def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
 
 def _alpha_dropout(input, p, training, inplace, channels):
     _dropout_prob(p)
+    _training_flag("feature_alpha_dropout" if channels else "alpha_dropout", training)
     if not training or p == 0:
         return input
     if input.is_meta:  # (no values: no noise drawn, as torch's meta kernel)

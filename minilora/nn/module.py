@@ -425,6 +425,7 @@ class Module:
         return self.train(False)
 
     def requires_grad_(self, requires_grad=True):
+        dtypes.bool_argument("requires_grad_", "requires_grad", requires_grad, position=1)  # ("no" is truthy)
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self

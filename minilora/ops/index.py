@@ -209,10 +209,19 @@ def _sortable(a):
     return a
 
 
+def _flags(fn, **flags):
+    """torch's bool parameters of ``fn``: True or False, not a truthy "no" (``sort(descending="no")`` sorted
+    descending without a word)."""
+    for name, value in flags.items():
+        if value is not True and value is not False:
+            dtypes.bool_argument(fn, name, value)
+
+
 def argsort(input, dim=-1, descending=False, stable=False):
     """``torch.argsort``: the int64 indices that sort ``input`` along ``dim``, laid out as ``input`` (as
     torch's, whose sort writes into empty_like(input)). ``stable=False``: equal elements in the order
     torch's CPU sort leaves them (std::sort's), not their original order."""
+    _flags("argsort", descending=descending, stable=stable)
     return like_view_strides(_sort_order(input, dim, descending, laid_out=True, torch_ties=not stable), input)
 
 
@@ -229,6 +238,7 @@ def sort(input, dim=-1, descending=False, *, stable=None):
     """``torch.sort``: ``(values, indices)`` along ``dim``; each value's gradient goes back to where
     it came from. ``stable=False`` (torch's default) leaves equal elements as torch's CPU sort does
     (``std_sort.py``); ``stable=True`` keeps their original order."""
+    _flags("sort", descending=descending, stable=False if stable is None else stable)
     indices = argsort(input, dim, descending, stable=bool(stable))
     node = "SortBackward0" if stable is None else "SortBackward1"  # (torch's sort.stable overload: stable given)
     if input.ndim == 0:
@@ -240,6 +250,7 @@ def sort(input, dim=-1, descending=False, *, stable=None):
 def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's name)
     """``torch.topk``: the ``k`` largest (``largest=False``: smallest) elements along ``dim``, as
     ``(values, indices)``: sorted, or (``sorted=False``) in the order torch's selection leaves them."""
+    _flags("topk", largest=largest, sorted=sorted)
     if input.dtype == np.bool_ or np.dtype(input.dtype).kind == "c":
         if input.dtype == np.bool_:
             raise RuntimeError("topk does not support bool dtypes on CPU")
@@ -1178,6 +1189,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     """``torch.unique``: the distinct elements (``dim``: distinct slices along ``dim``), sorted, as
     torch's CPU kernel returns them also for ``sorted=False``; with ``return_inverse`` the position
     of each input element in that list, with ``return_counts`` how often each occurs (int64)."""
+    _flags("_unique2", sorted=sorted, return_inverse=return_inverse, return_counts=return_counts)
     if input.dtype.kind == "c":  # (torch sorts to find them; complex numbers have no order)
         raise NotImplementedError(f'"unique" not implemented for \'{torch_name(input.dtype)}\'')
     no_forward_formula("_unique2" if dim is None else "unique_dim", input)
@@ -1300,6 +1312,7 @@ class MedianAll(Function):
 def median(input, dim=NO_DIM, keepdim=False):
     """``torch.median``: without ``dim`` the lower median of all elements; with ``dim`` a named tuple
     ``(values, indices)`` along it, each value's gradient to the returned index, as torch."""
+    _flags("median", keepdim=keepdim)
     dim = dim_given("median", dim)
     if dim is None:
         result = MedianAll.apply(input)
@@ -1346,6 +1359,7 @@ def mode(input, dim=-1, keepdim=False):
     As torch's kernel: among equally frequent values the smallest wins, and the index is the last of that
     value's run in ``std::sort``'s (unstable) order, a NaN a run of its own (``std_sort.mode_index``); the
     gradient goes to that index. Counted on the host, row by row."""
+    _flags("mode", keepdim=keepdim)
     dim_ = _dim(dim, input.ndim, "mode")
     if input.dtype.kind == "c":  # (complex numbers have no order to break ties by)
         raise NotImplementedError(f'"mode_cpu" not implemented for \'{torch_name(input.dtype)}\'')
@@ -1372,6 +1386,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     """``torch.kthvalue``: the ``k``-th smallest element along ``dim`` (``k`` from 1) and its index,
     as a named tuple; the gradient goes to that index. NaN counts as the largest value. Among equal values the
     index is the one ATen's quickselect leaves at position k (``std_sort.kthvalue_index``), as torch's CPU."""
+    _flags("kthvalue", keepdim=keepdim)
     dim_ = _dim(dim, input.ndim, "kthvalue")
     size = input.shape[dim_] if input.ndim else 1
     if size == 0:

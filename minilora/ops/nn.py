@@ -15,8 +15,8 @@ from . import attention16
 from .elementwise import Clone, _c_log
 from ..device import xp_of
 from ..factories import composed_layout, composed_layout_unknown, in_iterator_layout, layout_order, suggested_format
-from ..dtypes import (checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating, python_number,
-                      promote_types, refuse_complex, result_type, torch_name, upcast)
+from ..dtypes import (bool_argument, checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating,
+                      python_number, promote_types, refuse_complex, result_type, torch_name, upcast)
 from .. import random as _random
 from ..tensor import (Function, ShapeError, Tensor, backward_reads, forward_ad_open, name_node, no_complex_autograd,
                       no_forward_formula, no_grad, no_meta_positions, saved_for, saves_as_torch, saving_as_torch,
@@ -1620,6 +1620,8 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
     mask (default: drawn from ``minilora.manual_seed``'s generator)."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if training is not True and training is not False:  # ("no" is true: dropout ran where the caller said no)
+        bool_argument("dropout", "train", training, position=3)
     if not training or p == 0:
         return input
     if input.dtype.kind in "biu" and p < 1:  # the 1 / (1 - p) scale has no integer result (complex: the noise's

@@ -20,6 +20,7 @@ Two kinds of max, as in torch:
 """
 import builtins  # this module's `sum`, `max`, `min`, `all`, `any` are ops; the builtins live here
 import functools
+import inspect
 import math
 import operator
 import warnings
@@ -29,7 +30,7 @@ import numpy as np
 from .. import amp as _amp, float32_math, float32_sums, parallel, return_types, std_sort
 from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
-from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
+from ..dtypes import bool_argument, compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, share_node, shows_values
 from .elementwise import (AsType, _is_16bit_float, _power_kernel, _torch_sign, backward_in_float32, complex_logaddexp,
                           computes_in_float32)
@@ -54,9 +55,12 @@ __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmi
 
 
 def _numpy_aliases(fn):
-    """Accept NumPy's ``axis=`` / ``keepdims=`` for torch's ``dim=`` / ``keepdim=``, as torch does.
+    """Accept NumPy's ``axis=`` / ``keepdims=`` for torch's ``dim=`` / ``keepdim=``, as torch does, and check
+    ``keepdim`` as torch's parser does: a bool (``keepdim="no"`` kept the dimension, a truthy string).
 
     ``functools.wraps`` keeps ``fn``'s own signature visible to ``inspect.signature``."""
+    position = _position_of(fn, "keepdim")
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         for alias, name in (("axis", "dim"), ("keepdims", "keepdim")):
@@ -64,8 +68,20 @@ def _numpy_aliases(fn):
                 if name in kwargs:
                     raise TypeError(f"{fn.__name__}() got both '{name}' and its alias '{alias}'")
                 kwargs[name] = kwargs.pop(alias)
+        keepdim = args[position] if position is not None and len(args) > position else kwargs.get("keepdim", False)
+        if keepdim is not False and keepdim is not True:
+            bool_argument(fn.__name__, "keepdim", keepdim)
         return fn(*args, **kwargs)
     return wrapper
+
+
+def _position_of(fn, name):
+    """The index of ``fn``'s parameter ``name`` among its positional ones (None: keyword-only, or none)."""
+    parameters = list(inspect.signature(fn).parameters.values())
+    for i, parameter in enumerate(parameters):
+        if parameter.name == name:
+            return i if parameter.kind is parameter.POSITIONAL_OR_KEYWORD else None
+    return None
 
 
 def _axes(axis, ndim):
@@ -1133,6 +1149,7 @@ def _complex_logsumexp(z, dim, keepdim):
     return out if keepdim else out.squeeze(dim)
 
 
+@_numpy_aliases
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.var_mean``: the tuple ``(var, mean)`` over ``dim``, with ``var``'s arguments."""
     return _one_node("VarMeanBackward0", input,
@@ -1140,6 +1157,7 @@ def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
                      _welford_mean(input, dim if not isinstance(dim, bool) else None, keepdim))
 
 
+@_numpy_aliases
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.std_mean``: the tuple ``(std, mean)`` over ``dim``, with ``std``'s arguments."""
     return _one_node("StdMeanBackward0", input,
@@ -1197,6 +1215,7 @@ def _mean_as_welford(a, axes, keepdims):
 _AminMax = return_types.make("aminmax", ["min", "max"])  # torch.return_types.aminmax
 
 
+@_numpy_aliases
 def aminmax(input, *, dim=None, keepdim=False):
     """``torch.aminmax``: the named tuple ``(min, max)`` over ``dim`` (all elements when None);
     ties share the gradient, as ``amin``/``amax``."""
@@ -1285,6 +1304,7 @@ def logcumsumexp(input, dim):
     return LogCumSumExp.apply(input, axis=axis)
 
 
+@_numpy_aliases
 def nanmedian(input, dim=NO_DIM, keepdim=False):
     """``torch.nanmedian``: ``median`` of the elements that are not NaN (NaN where all are).
     Without ``dim`` the lower median of all elements (ties share the gradient, as ``median``);
