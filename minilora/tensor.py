@@ -571,7 +571,17 @@ def share_node(outputs, numbers=None):
             node.shared_node = first
     if len(nodes) > 1:
         first.outputs_shown = len(nodes)
+        _watch_siblings([t for t in outputs if isinstance(t, Tensor) and t._ctx is not None])
     return outputs
+
+
+def _watch_siblings(outputs):
+    """Each output's node remembers the other outputs as they are now: a node that saved a sibling's array (R's
+    node reads Q) must see that sibling changed in place, as torch's one node, which saved both, does."""
+    watches = [(t._ctx, t._version_counter(), id(_storage(t._array))) for t in outputs]
+    for node, _, _ in watches:
+        node.sibling_watch = [(counter, counter[0], storage, other.output_nr)
+                              for other, counter, storage in watches if other is not node]
 
 
 def _shown_shared(node):
@@ -1721,6 +1731,9 @@ def _check_versions(ctx):
         counter, version, storage = ctx.out_watch
         if counter[0] != version:
             changed.append((counter[0], version, "output 0", storage))
+    for counter, version, storage, output_nr in ctx.__dict__.get("sibling_watch", ()):
+        if counter[0] != version:  # (another output of the call torch records as one node: share_node)
+            changed.append((counter[0], version, (output_nr, storage), storage))
     if not changed:
         return
     saved = {id(_storage(a)) for a in _saved_arrays(ctx.__dict__.values())}
@@ -1746,10 +1759,19 @@ def _raise_saved_changed(ctx, role, now, then):
     hint torch gives in or out of anomaly mode."""
     if role == "output 0":
         array, node = _saved_output_array(ctx), ctx
+    elif isinstance(role, tuple):  # another output of the same torch node: (its output_nr, its storage's id)
+        output_nr, storage = role
+        array = next(a for a in _saved_arrays(ctx.__dict__.values()) if id(_storage(a)) == storage)
+        which = f", which is output {output_nr} of {_forward_name(ctx)},"
+        return _raise_version_error(array, which, now, then)
     else:
         saved = ctx.inputs[int(role.split()[1])] if isinstance(role, str) else role  # ("input i", or the tensor)
         array, node = saved._array, saved._own_node()
     which = "" if node is None else f", which is output {node.__dict__.get('output_nr', 0)} of {_forward_name(node)},"
+    _raise_version_error(array, which, now, then)
+
+
+def _raise_version_error(array, which, now, then):
     hint = ("the backtrace further above shows the operation that failed to compute its gradient. The variable in "
             "question was changed in there or anywhere later. Good luck!") if _detect_anomaly else \
         ("enable anomaly detection to find the operation that failed to compute its gradient, with "
@@ -1776,8 +1798,10 @@ def _forward_name(node):
 
 
 def _legacy_type(array):
-    """torch's legacy type name of an array's dtype, as ``x.type()`` says it (``torch.FloatTensor``)."""
-    return f"torch.{dtypes.torch_name(array.dtype)}Tensor"
+    """torch's name of an array's type in its messages: the legacy class (``torch.FloatTensor``), or for a dtype
+    without one, the backend's type (``CPUComplexFloatType``)."""
+    name = dtypes.torch_name(array.dtype)
+    return f"CPU{name}Type" if array.dtype.kind == "c" else f"torch.{name}Tensor"
 
 
 def _version_of(x):

@@ -151,6 +151,15 @@ def _a_constant_operand_changed(T):
     b.sum().backward()
 
 
+def _another_output_of_the_call_changed(T):
+    """torch's LinalgQrBackward0 saves Q and R: R's gradient needs Q, so changing Q is the error (minilora's node
+    for R read the changed Q: a gradient twice torch's, silently)."""
+    a = T.randn(3, 2, requires_grad=True)
+    q, r = T.linalg.qr(a)
+    q.mul_(2)
+    r.sum().backward()
+
+
 def _output_changed_in_anomaly_mode(T):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (torch warns that anomaly mode slows things down)
@@ -162,7 +171,8 @@ def _output_changed_in_anomaly_mode(T):
 
 
 @pytest.mark.parametrize("case", [_sigmoid_output_changed, _input_changed_after_its_own_in_place_op,
-                                  _a_constant_operand_changed, _output_changed_in_anomaly_mode])
+                                  _a_constant_operand_changed, _another_output_of_the_call_changed,
+                                  _output_changed_in_anomaly_mode])
 def test_a_saved_tensor_changed_in_place_is_reported_in_torchs_words(case):
     messages = []
     for T, _ in BOTH:
