@@ -155,6 +155,30 @@ class Generator:
         self._next_float_normal = float(fields["next_float_normal"]) if fields["float_normal_is_valid"] else None
         return self
 
+    def clone_state(self):
+        """A new Generator in this one's state (torch's ``clone_state``): both draw the same numbers next."""
+        return Generator(self.device).set_state(self.get_state())
+
+    def get_offset(self):
+        raise RuntimeError(self._no_offset())
+
+    def set_offset(self, offset):
+        raise RuntimeError(self._no_offset())
+
+    def _no_offset(self):
+        """An offset is Philox's (torch's CUDA generator): torch's CPU one refuses it in these words; a cuda
+        Generator here is that CPU engine too (Philox is not reproduced), so it says so rather than pretend."""
+        if str(self.device).startswith("cuda"):
+            return ("minilora's cuda Generator is torch's CPU generator (MT19937): torch's CUDA Philox "
+                    "generator, whose offset this is, is not reproduced")
+        return "CPU Generator does not use offset"
+
+    def graphsafe_get_state(self):
+        raise NotImplementedError("graphsafe_get_state is not supported in this Generator")
+
+    def graphsafe_set_state(self, state):
+        raise NotImplementedError("graphsafe_set_state is not supported in this Generator")
+
     # ---- raw words --------------------------------------------------------------------------------
     def random_bits(self, n):
         """``n`` draws of torch's ``random()``: 32-bit words (as uint64)."""
@@ -545,6 +569,12 @@ def initial_seed():
 def resolve(generator=None):
     """The minilora Generator a draw uses: ``generator`` or the global one."""
     return default_generator if generator is None else generator
+
+
+def thread_safe_generator():
+    """``torch.random.thread_safe_generator()``: a thread worker's own generator, else None (the global
+    one). minilora's DataLoader workers are torch's process workers, so None, as torch answers there."""
+    return None
 
 
 def generator():

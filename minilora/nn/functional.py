@@ -21,6 +21,7 @@ from ..ops.nn import batch_norm as _batch_norm, group_norm  # noqa: F401
 from ..ops.nn import _floating_only, _reduced, _row_index
 from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import dropout_noise as _dropout_noise, feature_dropout as _feature_dropout
+from ..ops.nn import _refuse_integer_dropout
 from ..ops.nn import float32_inside as _float32_inside, Glu as _Glu, PRelu as _PRelu, KernelGradients as _KernelGradients
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
@@ -211,7 +212,8 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     if not training:  # (torch's CPU rrelu writes a contiguous result whatever the input's layout)
         result = leaky_relu(input, (lower + upper) / 2, inplace)
         return result if inplace else result.contiguous()
-    _floating_only("rrelu", input)
+    if input.dtype.name not in ("float32", "float64", "bfloat16"):  # (torch's CPU kernel has no float16 one)
+        raise NotImplementedError(f'"rrelu_with_noise_out_cpu" not implemented for \'{_torch_name(input.dtype)}\'')
     if input.is_meta:  # (no values: no slopes drawn, as torch's meta kernel)
         return input if inplace else input * 1.0
     result = _in_place_if(inplace, _random_slopes, input, lower, upper)
@@ -624,12 +626,13 @@ def dropout1d(input, p=0.5, training=True, inplace=False):
         raise RuntimeError(f"dropout1d: Expected 2D or 3D input, but received a {input.ndim}D input. Note that "
                            f"dropout1d exists to provide channel-wise dropout on inputs with 1 spatial dimension, "
                            f"a channel dimension, and an optional batch dimension (i.e. 2D or 3D inputs).")
-    return _in_place_if(inplace and training and p > 0, _channel_dropout, input, p, training, 2)
+    return _in_place_if(inplace and training and p > 0, _channel_dropout, input, p, training, 3)
 
 
-def _channel_dropout(input, p, training, unbatched_ndim):
-    """``feature_dropout`` of ``input``, an unbatched one (``unbatched_ndim`` dimensions) seen as a batch of 1."""
-    if input.ndim == unbatched_ndim:
+def _channel_dropout(input, p, training, batched_ndim):
+    """``feature_dropout`` of ``input``; one of any rank but ``batched_ndim`` is seen as a batch of 1, as torch's
+    dropout1d/dropout3d do (so a 3-D input to dropout3d draws one mask entry per row of its first dimension)."""
+    if input.ndim != batched_ndim:
         return _feature_dropout(input.unsqueeze(0), p, training).squeeze(0)
     return _feature_dropout(input, p, training)
 
@@ -666,7 +669,7 @@ def dropout3d(input, p=0.5, training=True, inplace=False):
     _training_flag("feature_dropout", training)
     if input.ndim not in (4, 5):
         _warn_feature_dropout_rank("dropout3d", input.ndim, spatial=3)
-    return _in_place_if(inplace and training and p > 0, _channel_dropout, input, p, training, 4)
+    return _in_place_if(inplace and training and p > 0, _channel_dropout, input, p, training, 5)
 
 
 # ---- pixel (un)shuffle: channels <-> space (super-resolution's sub-pixel convolution) -----------------
@@ -1323,10 +1326,17 @@ def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
 
 
 def _alpha_dropout(input, p, training, inplace, channels):
+    """torch's _dropout_impl: its shortcuts, then the feature noise's shape check and the integer refusal
+    (its ``noise.add(-1).mul_(alpha * a)`` has no integer result)."""
     _dropout_prob(p)
     _training_flag("feature_alpha_dropout" if channels else "alpha_dropout", training)
-    if not training or p == 0:
+    if not training or p == 0 or input.numel() == 0:
         return input
+    if p < 1 and channels and input.ndim < 2:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+    if p < 1 and not _is_floating(input.dtype) and input.dtype.kind != "c":  # (bool noise: add(-1) made it Long)
+        noise_dtype = np.dtype(np.int64) if input.dtype == np.bool_ else None
+        _refuse_integer_dropout(input, p, channels=channels, noise_dtype=noise_dtype)
     if input.is_meta:  # (no values: no noise drawn, as torch's meta kernel)
         return input if inplace else input * 1.0
     return _in_place_if(inplace, _alpha_dropped, input, p, channels)

@@ -99,6 +99,7 @@ def _uniform_values(tensor, a, b, generator):
     """What ``tensor.uniform_(a, b, generator=generator)`` writes, as an array (torch's numbers, in
     ``tensor``'s memory order, from a minilora Generator or the global one; a
     ``numpy.random.Generator`` draws NumPy's)."""
+    _refuse_integer(tensor, "check_uniform_bounds")
     if a > b:  # torch's RuntimeError, before NumPy's ValueError
         raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
     if isinstance(generator, np.random.Generator):
@@ -109,6 +110,7 @@ def _uniform_values(tensor, a, b, generator):
 def _normal_values(tensor, mean, std, generator):
     """What ``tensor.normal_(mean, std, generator=generator)`` writes, as an array (see
     ``_uniform_values``)."""
+    _refuse_integer(tensor, "normal_kernel_cpu")
     if std < 0:
         raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
     if isinstance(generator, np.random.Generator):
@@ -118,6 +120,14 @@ def _normal_values(tensor, mean, std, generator):
         std = std / math.sqrt(2)
     return _torch_draw(tensor, generator,
                        lambda gen, shape: _parts(tensor, lambda s, dtype: gen.normal(s, dtype, mean, std, contiguous))(shape))
+
+
+def _refuse_integer(tensor, kernel):
+    """torch's error for an integer (or bool) tensor, whose uniform_/normal_ kernels have none (a
+    rejection loop would otherwise never end on values rounded to integers)."""
+    if tensor.dtype.kind != "c":
+        from ..factories import _refuse_integer as refuse
+        refuse(tensor, kernel)
 
 
 def _parts(tensor, draw):
@@ -162,6 +172,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
 def _redrawn_normals(tensor, mean, std, a, b, generator):
     """torch's first regime: normals for the whole tensor; while any lies outside ``[a, b]`` (the
     bounds rounded to the dtype), a whole tensor of fresh normals, of which those places take theirs."""
+    _bounds_fit(tensor.dtype, a, b)
     low, high = (dtypes.cast(np.array(bound), tensor.dtype) for bound in (a, b))
     values = _normal_values(tensor, mean, std, generator)
     outside = (values < low) | (values > high)
@@ -169,6 +180,17 @@ def _redrawn_normals(tensor, mean, std, a, b, generator):
         values = np.where(outside, _normal_values(tensor, mean, std, generator), values)
         outside = (values < low) | (values > high)
     return values
+
+
+def _bounds_fit(dtype, *bounds):
+    """torch's ``tensor.new_tensor(bound).item()``: a bound an integer dtype cannot hold (-2.0 into uint8) is its
+    overflow error, in new_tensor's words (the dtype's name, not the C type's)."""
+    if dtype.kind in "iu":
+        try:
+            for bound in bounds:
+                dtypes.checked_number(bound, dtype)
+        except RuntimeError:
+            raise RuntimeError(f"value cannot be converted to type {dtype.name} without overflow") from None
 
 
 def _uniform_rejection(tensor, mean, std, a, b, generator):
@@ -287,6 +309,8 @@ def orthogonal_(tensor, gain=1, generator=None):
     rows = tensor.shape[0]
     cols = tensor.numel() // rows
     gaussian = _normal_values(empty((rows, cols), dtype=tensor.dtype), 0.0, 1.0, generator)  # (torch's draw)
+    if tensor.dtype.itemsize == 2:  # (after the draw, as torch's: its 16-bit QR has no CPU kernel)
+        raise NotImplementedError(f'"geqrf_cpu" not implemented for \'{dtypes.torch_name(tensor.dtype)}\'')
     if rows < cols:
         gaussian = gaussian.T  # QR gives orthonormal columns: factor the tall one
     q, r = np.linalg.qr(_computable(gaussian))

@@ -1624,18 +1624,23 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
         bool_argument("dropout", "train", training, position=3)
     if not training or p == 0:
         return input
+    generator = _generator_for(seed)
     if input.dtype.kind in "biu" and p < 1:  # the 1 / (1 - p) scale has no integer result (complex: the noise's
-        _refuse_integer_dropout(input)         # refusal, dropout_noise)
+        _refuse_integer_dropout(input, p, generator)  # refusal, dropout_noise)
     if input.is_meta:  # (no values, so no mask: nothing is drawn, as torch's meta kernel draws nothing)
         return input if inplace else _as_torchs_dropout(input * 1.0, input)
-    generator = _generator_for(seed)
     if inplace:  # torch's dropout_: the masked values written into input (see Tensor._inplace)
         return input._inplace(lambda x: Dropout.apply(x, p=p, generator=generator))
     return _as_torchs_dropout(Dropout.apply(input, p=p, generator=generator), input)
 
 
-def _refuse_integer_dropout(input):
-    raise RuntimeError(f"result type Float can't be cast to the desired output type {torch_name(input.dtype)}")
+def _refuse_integer_dropout(input, p, generator=None, channels=False, noise_dtype=None):
+    """torch's error for dropout of an integer tensor, raised where torch's is: its noise (in the input's dtype,
+    ``noise_dtype`` once an op changed it) is drawn, then scaling it by a float fails."""
+    if not input.is_meta:  # (a meta tensor's noise is drawn from nothing)
+        dropout_noise(input._array, p, generator, channels)
+    kind = torch_name(noise_dtype or input.dtype)
+    raise RuntimeError(f"result type Float can't be cast to the desired output type {kind}")
 
 
 def _as_torchs_dropout(out, input):
@@ -1648,12 +1653,13 @@ def feature_dropout(input, p, training, seed=None):
     probability ``p``, the rest scaled by ``1/(1-p)``: ``dropout1d/2d/3d``."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    if input.ndim < 2:
-        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
-    if not training or p == 0:
+    if not training or p == 0 or input.numel() == 0:
         return input
+    # (torch's _dropout_impl: the shortcuts above and p = 1's input * 0 come before the noise's shape check)
+    if input.ndim < 2 and p < 1:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
     if input.dtype.kind in "biu" and p < 1:
-        _refuse_integer_dropout(input)
+        _refuse_integer_dropout(input, p, _generator_for(seed), channels=True)
     if input.is_meta:  # (no mask drawn: see dropout)
         return _as_torchs_dropout(input * 1.0, input)
     return _as_torchs_dropout(Dropout.apply(input, p=p, generator=_generator_for(seed), channels=True), input)
