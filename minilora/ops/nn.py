@@ -641,6 +641,129 @@ def _layer_norm_backward_as_torch(g, x, mean, rstd, weight, needs, shape, weight
             None if gbias is None else gbias.reshape(weight_shape))
 
 
+def _layer_norm_16bit_kernel_runs(input, weight, bias):
+    """A bfloat16/float16 NumPy input whose weight and bias are of its dtype or None: torch's kernel then saves its
+    mean and rstd in that dtype and runs ``layer_norm_backward_frame`` in float32 on 16-bit buffers."""
+    x = input._array
+    return (type(x) is np.ndarray and _is_16bit_float(input) and x.size > 0 and x.ndim >= 1
+            and all(t is None or (type(t._array) is np.ndarray and t.dtype == input.dtype) for t in (weight, bias)))
+
+
+def _layer_norm_16bit_as_torch(x16, weight, bias, eps, width):
+    """torch's 16-bit layer_norm (``layer_norm_kernel_mixed_type<T, T>`` and ``LayerNormBackwardKernelImplInternal<T,
+    T>``): the values ``((x rstd + -rstd mean) w + b)`` in float32 (both multiply-adds fused), rounded to the dtype,
+    and a function of (g, needs) for ``KernelGradients`` giving the gradients from the mean and rstd the forward saves
+    in the dtype: ``dx`` as the float32 kernel's formula on them (``_layer_norm_16bit_input_grad``), ``dgamma`` and
+    ``dbeta`` added row by row into 16-bit buffers, one a thread (``_layer_norm_16bit_parameter_grads``)."""
+    dtype = x16.dtype
+    w, b = (None if t is None else t._array.reshape(-1).astype(np.float32) for t in (weight, bias))
+    x = x16.astype(np.float32).reshape(-1, width)
+    mean, rstd = np.empty(len(x), np.float32), np.empty(len(x), np.float32)
+    if width < 16:  # (narrower than a 16-bit vector: RowwiseMoments' scalar loop, Welford's steps in order)
+        mean[:], variance = _welford_in_order(x)
+        rstd[:] = np.float32(1) / np.sqrt(variance + np.float32(eps))
+    else:
+        _layer_norm_rows_as_torch(x, np.empty_like(x), rstd, np.empty_like(x), mean, None, None, eps)
+    shifted = fastmath.multiply_add(x, rstd[:, None], (-rstd * mean)[:, None])
+    values = fastmath.multiply_add(shifted, np.float32(1) if w is None else w, np.float32(0) if b is None else b)
+    values = values.astype(dtype).reshape(x16.shape)
+    mean, rstd = mean.astype(dtype).astype(np.float32), rstd.astype(dtype).astype(np.float32)
+    w = None if weight is None else weight._array.reshape(-1).astype(np.float32)
+
+    @np.errstate(all="ignore")
+    def gradients(g16, needs):
+        g = np.ascontiguousarray(g16).astype(np.float32).reshape(-1, width)
+        gx = _layer_norm_16bit_input_grad(g, x, mean, rstd, w).astype(dtype).reshape(x16.shape) if needs[0] else None
+        gw, gb = _layer_norm_16bit_parameter_grads(g, x, mean, rstd, dtype, needs[1] and w is not None,
+                                                   needs[2] and b is not None)
+        return (gx, None if gw is None else gw.reshape(weight.shape), None if gb is None else gb.reshape(bias.shape))
+    return values, gradients
+
+
+def _welford_in_order(x):
+    """Each row's mean and biased variance by Welford's update, element after element (float32): ``m1 += d / k``,
+    ``m2 += d (x - m1)`` (fused), as RowwiseMoments' scalar loop."""
+    m1, m2 = np.zeros(len(x), np.float32), np.zeros(len(x), np.float32)
+    for k in range(x.shape[1]):
+        delta = x[:, k] - m1
+        m1 = m1 + delta / np.float32(k + 1)
+        m2 = fastmath.multiply_add(delta, x[:, k] - m1, m2)
+    return m1, m2 / np.float32(x.shape[1])
+
+
+def _layer_norm_16bit_input_grad(g, x, mean, a, w):
+    """The float32 ``dx`` of the 16-bit kernel: ``ds = sum(g x w)``, ``db = sum(g w)`` by ``vec::map*_reduce_all`` on
+    16-bit data (``_half_vector_sums``), then ``b``, ``c`` and ``a g w + b x + c`` as the float32 kernel's."""
+    if w is None:
+        ds, db = _half_vector_sums(g * x, (g, x)), _half_vector_sums(g)
+    else:
+        weights = np.broadcast_to(w, g.shape)
+        ds, db = _half_vector_sums(g * x * weights, (g * x, weights)), _half_vector_sums(g * weights, (g, weights))
+    scale = np.float32(1) / np.float32(x.shape[1])
+    b = fastmath.multiply_add(db, mean, -ds) * a * a * a * scale
+    c = fastmath.multiply_add(-b, mean, -(db * a * scale))
+    ag = a[:, None] * g
+    return fastmath.multiply_add(b[:, None], x, ag if w is None else ag * w) + c[:, None]
+
+
+def _half_vector_sums(terms, factors=None, lanes=8):
+    """Each row's sum of ``terms`` as ATen's reduced-float ``map_reduce_all`` adds them (AVX2: a 16-bit vector is two
+    float vectors of ``lanes``): narrower than a 16-bit vector, the second half added into the first's lanes and the
+    lanes in order; else two running float vectors, the partial last one into its own lanes, their sum's lanes folded
+    in halves. ``factors`` (p, q) with ``terms = p q``: the additions after the first vector are fused, as GCC builds
+    ``acc + p * q``."""
+    def add(acc, part):
+        return acc + terms[:, part] if factors is None else float32_math.fused_multiply_add(
+            factors[0][:, part], factors[1][:, part], acc)
+    width, both = terms.shape[1], 2 * lanes
+    if width < both:
+        first = terms[:, :lanes].copy()
+        if width > lanes:
+            first[:, :width - lanes] = add(first[:, :width - lanes], slice(lanes, width))
+        return np.add.accumulate(first, axis=1)[:, -1]
+    low, high = terms[:, :lanes].copy(), terms[:, lanes:both].copy()
+    start, whole = both, width - width % both
+    for start in range(both, whole, both):
+        low, high = add(low, slice(start, start + lanes)), add(high, slice(start + lanes, start + both))
+    start = whole if whole > both else both
+    rest = width - start
+    if rest > lanes:
+        low = add(low, slice(start, start + lanes))
+        high[:, :rest - lanes] = add(high[:, :rest - lanes], slice(start + lanes, width))
+    elif rest > 0:
+        low[:, :rest] = add(low[:, :rest], slice(start, width))
+    total = low + high
+    step = lanes // 2
+    while step:  # (vec_reduce_all: lane i with lane i ^ step)
+        total = total + total[:, np.arange(lanes) ^ step]
+        step //= 2
+    return total[:, 0]
+
+
+def _layer_norm_16bit_parameter_grads(g, x, mean, a, dtype, need_weight, need_bias):
+    """dgamma and dbeta as the 16-bit kernel adds them: each thread's rows (``at::parallel_for``, one even chunk a
+    thread) into a 16-bit buffer of its own, each row's update rounded to the dtype (dgamma's ``buffer + g (a x + b)``
+    with both multiply-adds fused, ``b = -a mean``), then the buffers added in float32 in thread order and rounded."""
+    rows = len(x)
+    threads = parallel.num_threads()
+    chunk = -(-rows // min(threads, rows))
+    buffers = []
+    for start in range(0, rows, chunk):
+        gamma_buffer = np.zeros(x.shape[1], np.float32)
+        beta_buffer = np.zeros(x.shape[1], np.float32)
+        for i in range(start, min(start + chunk, rows)):
+            if need_weight:
+                shifted = fastmath.multiply_add(np.float32(a[i]), x[i], np.float32(-a[i] * mean[i]))
+                gamma_buffer = fastmath.multiply_add(g[i], shifted, gamma_buffer).astype(dtype).astype(np.float32)
+            if need_bias:
+                beta_buffer = (beta_buffer + g[i]).astype(dtype).astype(np.float32)
+        buffers.append((gamma_buffer, beta_buffer))
+    total = [np.zeros(x.shape[1], np.float32), np.zeros(x.shape[1], np.float32)]
+    for gamma_buffer, beta_buffer in buffers:
+        total[0], total[1] = total[0] + gamma_buffer, total[1] + beta_buffer
+    return (total[0].astype(dtype) if need_weight else None), (total[1].astype(dtype) if need_bias else None)
+
+
 def _layer_norm_input_grad_as_torch(g, x, mean, a, weight):
     """``dx = a g w + b x + c`` per row, with ``a = rstd``, ``ds = sum(g x w)``, ``db = sum(g w)`` (vector
     lanes folded in halves; the partial last vector's products fused into its lanes, as GCC builds it),
@@ -1758,9 +1881,17 @@ def _rms_norm(input, normalized_shape, weight, eps):
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.layer_norm`` over the trailing ``normalized_shape`` dimensions."""
     _check_parameter_dtypes(input, weight, bias)
-    out = backward_reads(_layer_norm(input, normalized_shape, weight, bias, eps), input, weight, zeros=False)
-    if weight is None or bias is None:  # torch's node lists all three, None too (LayerNorm's: the tensors)
-        name_node(out, "NativeLayerNormBackward0", input, graph=(input, weight, bias))
+    out = _layer_norm(input, normalized_shape, weight, bias, eps)
+    sixteen_bit = _layer_norm_16bit_kernel_runs(input, weight, bias)
+    if sixteen_bit:  # (torch's 16-bit kernel's values and gradients; the composed float32 graph stays for
+        width = math.prod(_ints_of_normalized_shape("layer_norm", normalized_shape))  # create_graph)
+        with np.errstate(all="ignore"):  # (a 16-bit overflow is silent, as torch's: see float32_inside)
+            values, gradients = _layer_norm_16bit_as_torch(input._array, weight, bias, eps, width)
+        out = KernelGradients.apply(out, input, weight, bias, values=values, gradients=gradients) \
+            if out.requires_grad else KernelValues.apply(out, values=values)
+    out = backward_reads(out, input, weight, zeros=False)
+    if weight is None or bias is None or sixteen_bit:  # torch's node lists all three, None too (LayerNorm's: the
+        name_node(out, "NativeLayerNormBackward0", input, graph=(input, weight, bias))  # tensors)
     return out
 
 
