@@ -21,6 +21,9 @@ check belongs:
   ``F.dropout(x, training="no")``, ``x.sort(descending="no")``, ``x.sum(1, keepdim="no")``, ``requires_grad_(0)``:
   Python's truth decided (a non-empty string is true: the gradient was required, dropout ran, the sort descended);
   now torch's TypeError "argument '...' must be bool, not str" (``dtypes.bool_argument``);
+* ``PeftModel.from_pretrained(model, folder, is_trainable="False")`` (a command line's string) and ``load_adapter``:
+  loaded trainable (PEFT does the same); ``LoraConfig(ensure_weight_tying="no")`` was kept as true; now TypeErrors,
+  as LoraConfig's other flags;
 * ``exclude_modules`` naming no module: PEFT warns, minilora said nothing;
 * ``merge_and_unload(adapter_names="default")`` and a layer's ``merge("default")``: the string read letter by
   letter merged nothing (PEFT's TypeError); an adapter name that is no adapter of the model is refused too (PEFT
@@ -353,3 +356,20 @@ def test_merge_of_an_adapter_the_model_lacks_is_refused(how):
     layer = model.base_model.model.q_proj
     assert isinstance(layer, mlora.Linear) and layer.merged_adapters == []  # nothing merged or unloaded
     assert ml.equal(layer.base_layer.weight, weight)
+
+
+@pytest.mark.parametrize("how", ["from_pretrained", "load_adapter"])
+def test_is_trainable_takes_only_a_bool(how, tmp_path):
+    adapted(ml, mlora).save_pretrained(tmp_path)
+    model = mlora.get_peft_model(small_model(ml), mlora.LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(TypeError, match="is_trainable must be True or False, got 'False'"):
+        if how == "from_pretrained":
+            mlora.PeftModel.from_pretrained(small_model(ml), str(tmp_path), is_trainable="False")
+        else:
+            model.load_adapter(str(tmp_path), adapter_name="other", is_trainable="False")
+    assert list(model.peft_config) == ["default"]
+
+
+def test_ensure_weight_tying_takes_only_a_bool():
+    with pytest.raises(TypeError, match="ensure_weight_tying must be True or False, got 'no'"):
+        mlora.LoraConfig(r=2, target_modules=["q_proj"], ensure_weight_tying="no")

@@ -462,7 +462,7 @@ class LoraConfig(_AdapterConfig):
         if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be a probability in [0, 1), got {self.lora_dropout!r}")
         self.exclude_modules = _check_names("exclude_modules", self.exclude_modules)
-        for name in ("use_rslora", "use_dora", "use_qalora", "fan_in_fan_out"):
+        for name in ("use_rslora", "use_dora", "use_qalora", "fan_in_fan_out", "ensure_weight_tying"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.init_lora_weights == "loftq":

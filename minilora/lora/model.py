@@ -1318,6 +1318,7 @@ class PeftModel(_Wrapper):
         ``subfolder`` and the Hub's keywords as in PEFT (see ``save.adapter_folder``); ``key_mapping`` as in
         ``load_peft_weights``; ``low_cpu_mem_usage`` changes nothing (see ``PeftModel``)."""
         _refuse_load_options(ephemeral_gpu_offload, "PeftModel.from_pretrained")
+        _check_is_trainable(is_trainable)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT's load_adapter keyword
         model_id = _io.adapter_folder(model_id, kwargs, "PeftModel.from_pretrained")
         config = config if config is not None else config_from_dict(_io.read_adapter_config(model_id))
@@ -1347,6 +1348,7 @@ class PeftModel(_Wrapper):
         unexpected_keys)`` of this adapter's own weights (a mismatch raised already, so both are empty)."""
         _refuse("torch_device", torch_device, None, "load_adapter")
         _refuse_load_options(ephemeral_gpu_offload, "load_adapter")
+        _check_is_trainable(is_trainable)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT reads it from kwargs too
         model_id = _io.adapter_folder(model_id, kwargs, "load_adapter")
         if adapter_name in self.peft_config:  # PEFT: the folder's weights replace that adapter's (a later
@@ -1575,6 +1577,13 @@ def cast_mixed_precision_params(model, dtype):
 def _is_16_bit(dtype):
     """float16 or bfloat16 (PEFT's dtypes_to_convert_to_fp32)."""
     return dtype.itemsize == 2 and dtypes.is_floating(dtype)
+
+
+def _check_is_trainable(is_trainable):
+    """``is_trainable`` is True or False, as LoraConfig's flags: ``is_trainable="False"`` (a command line's
+    string) is true, and PEFT loads the adapter trainable without a word."""
+    if not isinstance(is_trainable, bool):
+        raise TypeError(f"is_trainable must be True or False, got {is_trainable!r}")
 
 
 def _refuse_load_options(ephemeral_gpu_offload, what):
