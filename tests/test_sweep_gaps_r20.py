@@ -240,3 +240,16 @@ def test_grid_sample_bilinear_gradient_is_torchs_and_differentiates_again():
         answers.append([a.detach().numpy() for a in lib.autograd.grad((gt ** 2).sum() + (gg ** 2).sum(), (t, g))])
     for theirs, ours in zip(*answers):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_grid_sample_trilinear_3d_is_torchs_bits(padding_mode):
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((2, 3, 4, 5, 3)).astype(np.float32)
+    grid = rng.uniform(-1.3, 1.3, (2, 3, 4, 5, 3)).astype(np.float32)
+    for align_corners in (True, False):
+        (theirs, their_grads), (ours, our_grads) = _both(
+            lambda lib, F, t, g: F.grid_sample(t, g, padding_mode=padding_mode, align_corners=align_corners), x, grid)
+        np.testing.assert_array_equal(theirs.view(np.int32), ours.view(np.int32))  # (+0.0 where torch's is)
+        _bits_equal(their_grads[0], our_grads[0])
+        _bits_equal(their_grads[1], our_grads[1])

@@ -26,7 +26,7 @@ from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Cross, Einsum, Linear, MatMul
 from .bags import DenseBagGradient
 from .ctc import CTCLoss
-from .sampling import GridSampleBilinear2d
+from .sampling import GridSampleBilinear2d, GridSampleTrilinear3d
 from .conv import (AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool2d, AvgPool2d, AvgPool3d, Conv2d, ConvBias,
                    ConvTranspose2d, CubicResize, Fold, LinearResize, MaxPool2d, MaxUnpool2d, NearestResize, Unfold,
                    _windows)
@@ -1821,7 +1821,7 @@ _BACKWARD_GRAPHS = {
     AdaptiveAvgPool3d: _pooling(lambda ctx, x: AdaptiveAvgPool3d.forward(_Scratch(), x, ctx.cells), AdaptiveAvgPool3d),
     LinearResize: lambda ctx, g: LinearPair.apply(g, ctx, lambda node, x: LinearResize.forward(_Scratch(), x, node.sources, node.kernel),
                                                   _first(LinearResize)),  # (torch's formula reads no input)
-    GridSampleBilinear2d: _grid_sample_bilinear,
+    GridSampleBilinear2d: _grid_sample_bilinear, GridSampleTrilinear3d: _grid_sample_bilinear,
     CubicResize: lambda ctx, g: LinearPair.apply(
         g, ctx, lambda node, x: CubicResize.forward(_Scratch(), x, node.taps, node.backward_taps), _first(CubicResize)),
     NearestResize: lambda ctx, g: LinearPair.apply(g, ctx, lambda node, x: NearestResize.forward(_Scratch(), x, node.sources),

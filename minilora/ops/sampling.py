@@ -11,8 +11,8 @@ halves to even, as torch), 'bilinear' (the 2 or 2^3 neighbours, trilinear in 3-D
 Everything is built from differentiable ops: the pixel *indices* are constants, and the gradient
 reaches ``grid`` through the interpolation weights (and the coordinate moves: a clamped coordinate has
 no gradient, a mirrored one a flipped sign), exactly the derivative torch's kernel computes. 2-D bilinear
-sampling on the CPU (the common case) is instead one op with torch's vectorized kernel's roundings,
-``GridSampleBilinear2d``, its recorded gradient (create_graph) the composition's.
+and 3-D trilinear sampling on the CPU are instead one op each with torch's kernels' roundings
+(``GridSampleBilinear2d``, ``GridSampleTrilinear3d``), their recorded gradients (create_graph) the composition's.
 """
 import itertools
 import warnings
@@ -107,8 +107,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 @saving_as_torch("input", "grid")  # what torch's grid_sampler node keeps
 def _grid_sample(input, grid, mode, padding_mode, align_corners):
     rank = input.ndim - 2
-    if mode == "bilinear" and rank == 2 and input.device.type == "cpu" and input.dtype in (np.float32, np.float64):
-        return GridSampleBilinear2d.apply(input, grid, padding_mode=padding_mode, align_corners=align_corners)
+    if mode == "bilinear" and input.device.type == "cpu" and input.dtype in (np.float32, np.float64):
+        kernel = GridSampleBilinear2d if rank == 2 else GridSampleTrilinear3d
+        return kernel.apply(input, grid, padding_mode=padding_mode, align_corners=align_corners)
     return _composed(input, grid, mode, padding_mode, align_corners)
 
 
@@ -417,3 +418,110 @@ def _grid_gradient(input, flat_g, corners, shares):
         gx = _multiply_add(np, across, flat_g[:, c], gx)
         gy = _multiply_add(np, down, flat_g[:, c], gy)
     return gx, gy
+
+
+# ---- 3-D: torch's scalar CPU kernel (GridSampler.cpp's grid_sampler_3d_cpu_impl), compiled without fused steps ----
+_CORNERS_3D = list(itertools.product((0, 1), repeat=3))  # (dz, dy, dx): tnw, tne, tsw, tse, bnw, bne, bsw, bse
+
+
+class GridSampleTrilinear3d(Function):
+    """``grid_sample(mode='bilinear')`` of a [N, C, D, H, W] input as torch's scalar kernel: each point's pixel
+    coordinates ``_scalar_coordinates``, the eight corners' weights products of their distances (x's, y's, z's),
+    the output ``0 + v_tnw * w_tnw + ...`` over the corners inside, in order. Backward: each point (in order)
+    adds ``w * g`` to its corners, and the grid's gradient ``gix -/+= v * dy * dz * g`` over channels and corners,
+    times the coordinate's derivative."""
+
+    @staticmethod
+    def forward(ctx, input, grid, padding_mode, align_corners):
+        d, h, w = input.shape[2:]
+        coords = [_scalar_coordinates(grid[..., k], size, padding_mode, align_corners, input.dtype.type)
+                  for k, size in enumerate((w, h, d))]  # (x, y, z)
+        corners = _corners_3d([c for c, _ in coords], d, h, w)
+        ctx.saved = (input, grid, corners, [g for _, g in coords])
+        ctx.padding_mode, ctx.align_corners = padding_mode, align_corners
+        n, c = input.shape[:2]
+        out = np.zeros((n, c, corners[0][0].shape[1]), input.dtype)
+        for index, inside, weight, _ in corners:
+            out = np.where(inside[:, None], out + _gathered_3d(input, index) * weight[:, None], out)
+        return out.reshape(n, c, *grid.shape[1:4])
+
+    @staticmethod
+    def backward(ctx, g):
+        input, grid, corners, coordinate_grads = ctx.saved
+        n, c = input.shape[:2]
+        points = corners[0][0].shape[1]
+        flat_g = g.reshape(n, c, points)
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            grad_input = np.zeros((n, c, int(np.prod(input.shape[2:]))), input.dtype)
+            sequence = np.concatenate([np.arange(points) * 8 + k for k in range(8)])  # (point, then corner)
+            for b in range(n):
+                targets = np.concatenate([index[b] for index, _, _, _ in corners])
+                inside = np.concatenate([inside[b] for _, inside, _, _ in corners])
+                terms = np.concatenate([weight[b] * flat_g[b] for _, _, weight, _ in corners], 1)
+                chosen = np.flatnonzero(inside)[np.argsort(sequence[inside], kind="stable")]
+                for rank in _ranks_by_target(targets[chosen]):
+                    where = chosen[rank]
+                    grad_input[b][:, targets[where]] = grad_input[b][:, targets[where]] + terms[:, where]
+        sums = [np.zeros((n, points), input.dtype) for _ in range(3)]  # (gix, giy, giz)
+        for channel in range(c):
+            gout = flat_g[:, channel]
+            for index, inside, _, slopes in corners:
+                value = _gathered_3d(input, index)[:, channel]
+                for k, (sign, (first, second)) in enumerate(slopes):
+                    change = ((value * first) * second) * gout
+                    sums[k] = np.where(inside, sums[k] + change if sign > 0 else sums[k] - change, sums[k])
+        grad_grid = np.stack([m.reshape(n, points) * s for m, s in zip(coordinate_grads, sums)], -1)
+        return (None if grad_input is None else grad_input.reshape(input.shape),
+                grad_grid.reshape(grid.shape).astype(grid.dtype, copy=False))
+
+
+def _scalar_coordinates(coord, size, padding_mode, align_corners, t):
+    """torch's scalar ``grid_sampler_compute_source_index_set_grad``: the pixel coordinate and its derivative."""
+    coord = coord.astype(t, copy=False)
+    if align_corners:
+        pixel, grad = ((coord + t(1)) / t(2)) * t(size - 1), np.full(coord.shape, t(size - 1) / t(2), t)
+    else:
+        pixel, grad = ((coord + t(1)) * t(size) - t(1)) / t(2), np.full(coord.shape, t(size) / t(2), t)
+    if padding_mode == "reflection":
+        twice = (0, 2 * (size - 1)) if align_corners else (-1, 2 * size - 1)
+        if twice[0] == twice[1]:
+            pixel, grad = np.zeros_like(pixel), np.zeros_like(grad)
+        else:
+            pixel, flip = _mirror(pixel, *twice)
+            grad = grad * flip
+    if padding_mode in ("border", "reflection"):
+        inside = (pixel > 0) & (pixel < size - 1)
+        pixel = np.where(pixel <= 0, t(0), np.where(pixel >= size - 1, t(size - 1), pixel)).astype(t)
+        grad = grad * inside.astype(t)  # (times 0, as torch's: a mirrored coordinate's -scale * 0 is -0.0)
+    return pixel, grad
+
+
+def _corners_3d(coords, d, h, w):
+    """The eight corners of every point (``_CORNERS_3D`` order): flat index in the D x H x W volume [N, P], inside,
+    weight (dx * dy * dz, rounded in that order) and, per coordinate, the sign and the two distances whose product
+    is the weight's derivative along it."""
+    x, y, z = coords
+    n, points = x.shape[0], int(np.prod(x.shape[1:]))
+    low = [np.floor(c) for c in (x, y, z)]
+    near = [c - f for c, f in zip((x, y, z), low)]  # (distance past the lower corner)
+    far = [(f + 1) - c for c, f in zip((x, y, z), low)]  # (to the upper one)
+    corners = []
+    for dz, dy, dx in _CORNERS_3D:
+        picks = (dx, dy, dz)
+        dist = [near[k] if picks[k] else far[k] for k in range(3)]
+        weight = (dist[0] * dist[1]) * dist[2]
+        iz, iy, ix = low[2] + dz, low[1] + dy, low[0] + dx
+        with np.errstate(invalid="ignore"):
+            inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h) & (iz >= 0) & (iz < d)
+        index = np.where(inside, (iz * h + iy) * w + ix, 0).astype(np.int64)
+        slopes = [(1 if picks[k] else -1, tuple(dist[j].reshape(n, points) for j in range(3) if j != k))
+                  for k in range(3)]
+        corners.append((index.reshape(n, points), inside.reshape(n, points), weight.reshape(n, points), slopes))
+    return corners
+
+
+def _gathered_3d(input, index):
+    n, c = input.shape[:2]
+    volume = int(np.prod(input.shape[2:]))
+    return np.take_along_axis(input.reshape(n, c, volume), np.broadcast_to(index[:, None], (n, c, index.shape[1])), 2)
