@@ -37,16 +37,18 @@ def make_model(nn):
 # The worker: one side of each comparison per framework, in every rank
 # --------------------------------------------------------------------------------------------------
 def _minilora_side():
-    from minilora.distributed.algorithms.ddp_comm_hooks import post_localSGD_hook as post, powerSGD_hook as psgd
-    return dict(nn=ml.nn, dist=dist, psgd=psgd, post=post, DDP=ml.nn.parallel.DistributedDataParallel,
+    from minilora.distributed.algorithms.ddp_comm_hooks import (
+        post_localSGD_hook as post, powerSGD_hook as psgd, quantization_hooks as quant)
+    return dict(nn=ml.nn, dist=dist, psgd=psgd, post=post, quant=quant, DDP=ml.nn.parallel.DistributedDataParallel,
                 tensor=ml.tensor, no_grad=ml.no_grad)
 
 
 def _torch_side():
     import torch.distributed as tdist
-    from torch.distributed.algorithms.ddp_comm_hooks import post_localSGD_hook as post, powerSGD_hook as psgd
-    return dict(nn=torch.nn, dist=tdist, psgd=psgd, post=post, DDP=torch.nn.parallel.DistributedDataParallel,
-                tensor=torch.tensor, no_grad=torch.no_grad)
+    from torch.distributed.algorithms.ddp_comm_hooks import (
+        post_localSGD_hook as post, powerSGD_hook as psgd, quantization_hooks as quant)
+    return dict(nn=torch.nn, dist=tdist, psgd=psgd, post=post, quant=quant,
+                DDP=torch.nn.parallel.DistributedDataParallel, tensor=torch.tensor, no_grad=torch.no_grad)
 
 
 def _weights():
@@ -70,7 +72,10 @@ def _finished(hook_fn):
 def _scenarios(side, group, local_group):
     """name -> (DDP keywords, a function registering the hook on the DDP model); ``group``: the ranks that
     train, ``local_group``: this rank alone (post-local SGD's subgroup)."""
-    psgd, post, builtin = side["psgd"], side["post"], side["dist"].BuiltinCommHookType
+    psgd, post, quant, builtin = side["psgd"], side["post"], side["quant"], side["dist"].BuiltinCommHookType
+
+    def per_channel_of_16(state, bucket):  # (rows of 16 numbers: several a bucket, the last padded)
+        return quant.quantization_perchannel_hook(state, bucket, bucket_size=16)
 
     def hook(hook_fn, state_fn):
         return lambda ddp: ddp.register_comm_hook(state_fn(), _finished(hook_fn))
@@ -102,6 +107,8 @@ def _scenarios(side, group, local_group):
         "builtin_fp16": (small, lambda ddp: ddp._register_builtin_comm_hook(builtin.FP16_COMPRESS)),
         "post_local": (small, hook(post.post_localSGD_hook, lambda: post.PostLocalSGDState(
             group, local_group, start_localSGD_iter=2))),
+        "quantize_per_tensor": (small, hook(quant.quantization_pertensor_hook, lambda: group)),
+        "quantize_per_channel": (dict(process_group=group), hook(per_channel_of_16, lambda: group)),
     }
 
 
@@ -130,6 +137,31 @@ def _torch_batched_as_documented():
     from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd
     batched = psgd._orthogonalize
     psgd._orthogonalize = lambda m, epsilon=0: batched(m.unsqueeze(0) if m.dim() == 2 else m, epsilon)
+
+
+def _torch_quantization_as_documented():
+    """torch 2.13's quantization hooks read ``fut.wait()[0]`` of an all-gather as every rank's tensors stacked
+    (``[rank, 0, :]``); gloo's Future holds them as a flat list, so the hooks fail (IndexError, TypeError) at
+    their first bucket. Their all-gather here hands them the stack they expect (what minilora's compute with)."""
+    import torch.distributed as tdist
+    from torch.distributed.algorithms.ddp_comm_hooks import quantization_hooks
+
+    class Gathered:
+        def __init__(self, out):
+            self.future = torch.futures.Future()
+            self.future.set_result([torch.stack(out)])
+
+        def get_future(self):
+            return self.future
+
+    class Distributed:
+        def __getattr__(self, name):
+            return getattr(tdist, name)
+
+        def all_gather(self, out, tensor, group=None, async_op=False):
+            tdist.all_gather(out, tensor, group=group)
+            return Gathered(out)
+    quantization_hooks.dist = Distributed()
 
 
 class _TorchBucket:
@@ -208,7 +240,7 @@ def _sums(rank):
 
 
 TWO_RANK_SCENARIOS = ["rank1", "rank2_by_shape", "defaults", "epsilon", "checkpoint", "batched", "builtin_allreduce",
-                      "builtin_fp16", "post_local"]
+                      "builtin_fp16", "post_local", "quantize_per_tensor", "quantize_per_channel"]
 THREE_RANK_SCENARIOS = ["no_hook", "builtin_allreduce", "rank1"]
 
 
@@ -225,6 +257,8 @@ def worker(out):
         for name in TWO_RANK_SCENARIOS:
             if name == "batched":
                 _torch_batched_as_documented()
+            if name.startswith("quantize"):
+                _torch_quantization_as_documented()
             record["two"][name] = {side: _train(make(), name, rank, pair, alone[rank]) for side, make, (pair, *alone)
                                    in (("mine", _minilora_side, groups[0]), ("torch", _torch_side, groups[1]))}
     if rank == 0:
@@ -280,9 +314,13 @@ def test_a_restored_state_carries_on_as_if_never_saved(ranks):
 
 
 @needs_mpi
-@pytest.mark.parametrize("name", ["builtin_allreduce", "builtin_fp16", "post_local"])
-def test_builtin_hooks_and_post_local_sgd_give_torchs_gradients(ranks, name):
+@pytest.mark.parametrize("name", ["builtin_allreduce", "builtin_fp16", "post_local", "quantize_per_tensor",
+                                  "quantize_per_channel"])
+def test_builtin_hooks_post_local_sgd_and_quantization_give_torchs_gradients(ranks, name):
     _same_gradients([r["two"] for r in ranks[:2]], name)
+    if name.startswith("quantize"):  # (8-bit numbers crossed the network: not the plain mean)
+        plain = ranks[0]["two"]["builtin_allreduce"]["mine"][STEPS - 1]["0.weight"]
+        assert ranks[0]["two"][name]["mine"][STEPS - 1]["0.weight"] != plain
 
 
 @needs_mpi
@@ -347,28 +385,27 @@ def test_state_refuses_an_early_start_and_pickles_torchs_fields():
 def test_hook_type_names_are_torchs():
     from minilora.distributed.algorithms import ddp_comm_hooks as mine
     from torch.distributed.algorithms import ddp_comm_hooks as theirs
-    assert [t.name for t in mine.DDPCommHookType] == [t.name for t in theirs.DDPCommHookType
-                                                      if not t.name.startswith("QUANTIZE")]
+    assert [t.name for t in mine.DDPCommHookType] == [t.name for t in theirs.DDPCommHookType]
     assert [(t.name, int(t)) for t in dist.BuiltinCommHookType] == \
         [(n, int(t)) for n, t in torch.distributed.BuiltinCommHookType.__members__.items()]
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 4, 1), (3, 16, 16, 1), (2, 9, 10, 2), (1, 21, 19, 1)])
 def test_a_small_bmm_adds_its_products_in_order_as_torchs(shape):
-    """torch's CPU bmm below 400 multiply-adds a matrix is ATen's loop (no BLAS): its bits, and its gradients'."""
+    """torch's CPU bmm below 400 multiply-adds a matrix is ATen's loop (no BLAS): its bits, and its gradients'
+    (torch's BmmBackward0: ``grad @ mat2^T`` and ``self^T @ grad``, bmm's too)."""
     b, n, m, r = shape
     rng = np.random.default_rng(0)
     a, q = rng.standard_normal((b, n, m)).astype(np.float32), rng.standard_normal((b, m, r)).astype(np.float32)
     g = rng.standard_normal((b, n, r)).astype(np.float32)
     x, y = ml.tensor(a, requires_grad=True), ml.tensor(q, requires_grad=True)
-    tx, ty = torch.tensor(a, requires_grad=True), torch.tensor(q, requires_grad=True)
-    out, expected = ml.bmm(x, y), torch.bmm(tx, ty)
-    np.testing.assert_array_equal(out.numpy(), expected.detach().numpy())
-    np.testing.assert_array_equal((x @ y).numpy(), expected.detach().numpy())
+    ta, tq, tg = torch.tensor(a), torch.tensor(q), torch.tensor(g)
+    out = ml.bmm(x, y)
+    np.testing.assert_array_equal(out.numpy(), torch.bmm(ta, tq).numpy())
+    np.testing.assert_array_equal((x @ y).numpy(), torch.matmul(ta, tq).numpy())
     out.backward(ml.tensor(g))
-    expected.backward(torch.tensor(g))
-    np.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
-    np.testing.assert_array_equal(y.grad.numpy(), ty.grad.numpy())
+    np.testing.assert_array_equal(x.grad.numpy(), torch.bmm(tg, tq.transpose(1, 2)).numpy())
+    np.testing.assert_array_equal(y.grad.numpy(), torch.bmm(ta.transpose(1, 2), tg).numpy())
 
 
 def test_ring_chunks_follow_gloos_segments():

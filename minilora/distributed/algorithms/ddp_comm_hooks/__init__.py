@@ -1,11 +1,11 @@
 """``torch.distributed.algorithms.ddp_comm_hooks``: hooks for ``DistributedDataParallel.register_comm_hook``
-(``default_hooks``, ``powerSGD_hook``, ``post_localSGD_hook``, ``debugging_hooks``), and torch's
+(``default_hooks``, ``powerSGD_hook``, ``post_localSGD_hook``, ``quantization_hooks``, ``debugging_hooks``), and torch's
 ``DDPCommHookType`` / ``register_ddp_comm_hook`` that register one by name."""
 import enum
 from functools import partial
 
 from . import debugging_hooks as debugging, default_hooks as default, powerSGD_hook as powerSGD  # noqa: F401
-from . import post_localSGD_hook  # noqa: F401
+from . import post_localSGD_hook, quantization_hooks as quantization  # noqa: F401
 
 __all__ = ["DDPCommHookType", "register_ddp_comm_hook"]
 
@@ -25,11 +25,13 @@ def _powerSGD_comm_hook_wrapper(comm_hook, model, state, matrix_approximation_ra
 
 
 class DDPCommHookType(enum.Enum):
-    """torch's names for the hooks: ``DDPCommHookType.FP16_COMPRESS.value(model=ddp, state=None)``. (torch's
-    two quantization hooks are not here: minilora has no quantized all-gather.)"""
+    """torch's names for the hooks: ``DDPCommHookType.FP16_COMPRESS.value(model=ddp, state=None)``."""
     ALLREDUCE = _member(partial(_ddp_comm_hook_wrapper, comm_hook=default.allreduce_hook))
     FP16_COMPRESS = _member(partial(_ddp_comm_hook_wrapper, comm_hook=default.fp16_compress_hook))
     BF16_COMPRESS = _member(partial(_ddp_comm_hook_wrapper, comm_hook=default.bf16_compress_hook))
+    QUANTIZE_PER_TENSOR = _member(partial(_ddp_comm_hook_wrapper, comm_hook=quantization.quantization_pertensor_hook))
+    QUANTIZE_PER_CHANNEL = _member(partial(_ddp_comm_hook_wrapper,
+                                           comm_hook=quantization.quantization_perchannel_hook))
     POWER_SGD = _member(partial(_powerSGD_comm_hook_wrapper, comm_hook=powerSGD.powerSGD_hook,
                                     matrix_approximation_rank=1))
     POWER_SGD_RANK2 = _member(partial(_powerSGD_comm_hook_wrapper, comm_hook=powerSGD.powerSGD_hook,
