@@ -1104,6 +1104,10 @@ class Function:
     # True for a cast torch makes inside the op that reads it (an operand's type promotion, an op's dtype=):
     # torch's graph has no node for it, so next_functions shows the cast's input in its place (_input_node)
     shown_as_its_input = False
+    # where torch's op is a custom Function that returns its input as a view (a module's backward hooks'
+    # BackwardHookFunction): ``refuses_inplace(ctx)`` names the output ("Output 0 of BackwardHookFunction"), and
+    # changing it in place is torch's error (its autograd would lose the Function's backward)
+    refuses_inplace = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -2478,6 +2482,12 @@ class Tensor:
         if base is not None and base.requires_grad and base._ctx is None:
             raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
                                "in-place operation.")
+        if self._ctx is not None and self._ctx.fn.refuses_inplace is not None:
+            raise RuntimeError(f"{self._ctx.fn.refuses_inplace(self._ctx)} is a view and is being modified inplace. "
+                               "This view was created inside a custom Function (or because an input was returned "
+                               "as-is) and the autograd logic to handle view+inplace would override the custom "
+                               "backward associated with the custom Function, leading to incorrect gradients. This "
+                               "behavior is forbidden. You can fix this by cloning the output of the custom Function.")
 
     def _check_promoted_fits(self, other, to_float=False):
         """torch's check before an in-place binary op runs: the promoted dtype of ``self`` and ``other``

@@ -260,3 +260,23 @@ def test_retain_grad_follows_an_in_place_change_as_torch():
     """minilora kept the gradient of the old value in .grad ([3, 3, 3] where torch has [1, 1, 1])."""
     expected, got = (_retained_then_changed_in_place(T) for T, _ in BOTH)
     assert got == expected
+
+
+def _grad_cam_with_an_in_place_relu(T):
+    """Grad-CAM's hooks on a conv layer whose ReLU is in place (as torchvision's ResNets build it): torch's
+    BackwardHookFunction returns the layer's output as a view, and the in-place ReLU on it is its error
+    (minilora's hook copied the output, and the ReLU changed the copy quietly)."""
+    T.manual_seed(0)
+    model = T.nn.Sequential(T.nn.Conv2d(1, 2, 3), T.nn.ReLU(inplace=True), T.nn.Flatten(), T.nn.Linear(32, 3))
+    grads = []
+    model[0].register_full_backward_hook(lambda module, grad_input, grad_output: grads.append(grad_output[0]))
+    model(T.randn(1, 1, 6, 6, requires_grad=True))
+
+
+def test_an_in_place_op_on_a_hooked_modules_output_is_refused_as_torch():
+    messages = []
+    for T, _ in BOTH:
+        with pytest.raises(RuntimeError) as error:
+            _grad_cam_with_an_in_place_relu(T)
+        messages.append(str(error.value))
+    assert messages[1] == messages[0]

@@ -844,6 +844,12 @@ class _Carry(_Node):
         return value.copy()
 
     @staticmethod
+    def refuses_inplace(ctx):
+        """torch's BackwardHookFunction returns the module's inputs and outputs as views: one changed in place
+        (a ReLU(inplace=True) after a hooked layer, Grad-CAM's) is torch's error, not a copy changed quietly."""
+        return f"Output {ctx.index} of BackwardHookFunction"
+
+    @staticmethod
     def backward(ctx, grad):
         ctx.state.grads[ctx.index] = grad
         return ctx.device.xp.zeros((), dtype=grad.dtype)
