@@ -249,3 +249,21 @@ def test_16bit_layer_norm_as_torchs_kernel(dtype, width, parameters, two_threads
     # in these float16 cases)
     for theirs, ours in ((value_t, value_m), (dx_t, dx_m)):
         assert (theirs != ours).sum() <= theirs.size // 1000
+
+
+def test_bfloat16_layer_norm_with_float32_parameters(two_threads):
+    # torch's "mixed type" kernel: float32 weight and bias, mean and rstd kept in float32, x (g w) summed for ds, the
+    # parameters' gradients float32 sums of the threads' 16-bit buffers
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((40, 48)) * 2).astype(np.float32)
+    w, b = rng.standard_normal((2, 48)).astype(np.float32)
+    g = rng.standard_normal((40, 48)).astype(np.float32)
+    results = []
+    for lib in (torch, ml):
+        tx = lib.tensor(x).to(lib.bfloat16).requires_grad_()
+        tw, tb = lib.tensor(w, requires_grad=True), lib.tensor(b, requires_grad=True)
+        out = lib.nn.functional.layer_norm(tx, (48,), tw, tb)
+        out.backward(lib.tensor(g).to(lib.bfloat16))
+        results.append([t.float().numpy() for t in (out.detach(), tx.grad, tw.grad, tb.grad)])
+    for theirs, ours in zip(*results):
+        _same_bits(theirs, ours)

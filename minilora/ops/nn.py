@@ -642,11 +642,16 @@ def _layer_norm_backward_as_torch(g, x, mean, rstd, weight, needs, shape, weight
 
 
 def _layer_norm_16bit_kernel_runs(input, weight, bias):
-    """A bfloat16/float16 NumPy input whose weight and bias are of its dtype or None: torch's kernel then saves its
-    mean and rstd in that dtype and runs ``layer_norm_backward_frame`` in float32 on 16-bit buffers."""
+    """A bfloat16/float16 NumPy input whose weight and bias are all of its dtype, or all float32 (torch's "mixed type"),
+    or None: torch's 16-bit kernel, ``layer_norm_backward_frame`` in float32 on 16-bit buffers."""
     x = input._array
-    return (type(x) is np.ndarray and _is_16bit_float(input) and x.size > 0 and x.ndim >= 1
-            and all(t is None or (type(t._array) is np.ndarray and t.dtype == input.dtype) for t in (weight, bias)))
+    params = [t for t in (weight, bias) if t is not None]
+    if not (type(x) is np.ndarray and _is_16bit_float(input) and x.size > 0 and x.ndim >= 1):
+        return False
+    if not all(type(t._array) is np.ndarray for t in params):
+        return False
+    param_dtypes = {t.dtype for t in params}
+    return param_dtypes <= {input.dtype} or param_dtypes == {np.dtype(np.float32)}
 
 
 def _layer_norm_16bit_as_torch(x16, weight, bias, eps, width):
@@ -667,15 +672,17 @@ def _layer_norm_16bit_as_torch(x16, weight, bias, eps, width):
     shifted = fastmath.multiply_add(x, rstd[:, None], (-rstd * mean)[:, None])
     values = fastmath.multiply_add(shifted, np.float32(1) if w is None else w, np.float32(0) if b is None else b)
     values = values.astype(dtype).reshape(x16.shape)
-    mean, rstd = mean.astype(dtype).astype(np.float32), rstd.astype(dtype).astype(np.float32)
-    w = None if weight is None else weight._array.reshape(-1).astype(np.float32)
+    mixed = any(t is not None and t.dtype == np.float32 for t in (weight, bias))  # (mean, rstd and the parameters'
+    if not mixed:  # gradients kept in float32; else saved in the 16-bit dtype)
+        mean, rstd = mean.astype(dtype).astype(np.float32), rstd.astype(dtype).astype(np.float32)
 
     @np.errstate(all="ignore")
     def gradients(g16, needs):
         g = np.ascontiguousarray(g16).astype(np.float32).reshape(-1, width)
-        gx = _layer_norm_16bit_input_grad(g, x, mean, rstd, w).astype(dtype).reshape(x16.shape) if needs[0] else None
+        gx = _layer_norm_16bit_input_grad(g, x, mean, rstd, w, mixed).astype(dtype).reshape(x16.shape) \
+            if needs[0] else None
         gw, gb = _layer_norm_16bit_parameter_grads(g, x, mean, rstd, dtype, needs[1] and w is not None,
-                                                   needs[2] and b is not None)
+                                                   needs[2] and b is not None, np.float32 if mixed else dtype)
         return (gx, None if gw is None else gw.reshape(weight.shape), None if gb is None else gb.reshape(bias.shape))
     return values, gradients
 
@@ -691,14 +698,17 @@ def _welford_in_order(x):
     return m1, m2 / np.float32(x.shape[1])
 
 
-def _layer_norm_16bit_input_grad(g, x, mean, a, w):
+def _layer_norm_16bit_input_grad(g, x, mean, a, w, mixed=False):
     """The float32 ``dx`` of the 16-bit kernel: ``ds = sum(g x w)``, ``db = sum(g w)`` by ``vec::map*_reduce_all`` on
-    16-bit data (``_half_vector_sums``), then ``b``, ``c`` and ``a g w + b x + c`` as the float32 kernel's."""
+    16-bit data (``_half_vector_sums``; a float32 weight's kernel multiplies ``x (g w)``), then ``b``, ``c`` and
+    ``a g w + b x + c`` as the float32 kernel's."""
     if w is None:
         ds, db = _half_vector_sums(g * x, (g, x)), _half_vector_sums(g)
     else:
         weights = np.broadcast_to(w, g.shape)
-        ds, db = _half_vector_sums(g * x * weights, (g * x, weights)), _half_vector_sums(g * weights, (g, weights))
+        gw = g * weights
+        ds = _half_vector_sums(x * gw, (x, gw)) if mixed else _half_vector_sums(g * x * weights, (g * x, weights))
+        db = _half_vector_sums(gw, (g, weights))
     scale = np.float32(1) / np.float32(x.shape[1])
     b = fastmath.multiply_add(db, mean, -ds) * a * a * a * scale
     c = fastmath.multiply_add(-b, mean, -(db * a * scale))
@@ -740,7 +750,7 @@ def _half_vector_sums(terms, factors=None, lanes=8):
     return total[:, 0]
 
 
-def _layer_norm_16bit_parameter_grads(g, x, mean, a, dtype, need_weight, need_bias):
+def _layer_norm_16bit_parameter_grads(g, x, mean, a, dtype, need_weight, need_bias, result_dtype):
     """dgamma and dbeta as the 16-bit kernel adds them: each thread's rows (``at::parallel_for``, one even chunk a
     thread) into a 16-bit buffer of its own, each row's update rounded to the dtype (dgamma's ``buffer + g (a x + b)``
     with both multiply-adds fused, ``b = -a mean``), then the buffers added in float32 in thread order and rounded."""
@@ -761,7 +771,7 @@ def _layer_norm_16bit_parameter_grads(g, x, mean, a, dtype, need_weight, need_bi
     total = [np.zeros(x.shape[1], np.float32), np.zeros(x.shape[1], np.float32)]
     for gamma_buffer, beta_buffer in buffers:
         total[0], total[1] = total[0] + gamma_buffer, total[1] + beta_buffer
-    return (total[0].astype(dtype) if need_weight else None), (total[1].astype(dtype) if need_bias else None)
+    return (total[0].astype(result_dtype) if need_weight else None), (total[1].astype(result_dtype) if need_bias else None)
 
 
 def _layer_norm_input_grad_as_torch(g, x, mean, a, weight):
