@@ -209,6 +209,11 @@ def _one_rank_group(mine_group, theirs_group):
     return found
 
 
+def _as_list(array):
+    """JSON numbers: float64, a complex number as its two parts."""
+    return (array.view(array.real.dtype) if array.dtype.kind == "c" else array).astype(np.float64).tolist()
+
+
 def _sums(rank):
     """all_reduce (float32, float16, float64, a product), reduce, reduce_scatter_tensor and reduce_scatter:
     minilora's, gloo's, and the inputs."""
@@ -216,10 +221,12 @@ def _sums(rank):
     sums = {}
     for key, n, dtype, op in (("f32", 1001, "float32", "SUM"), ("f16", 500, "float16", "SUM"),
                               ("f64", 77, "float64", "SUM"), ("prod", 99, "float32", "PRODUCT"),
+                              ("c64", 333, "complex64", "SUM"),
                               ("reduce", 1001, "float32", "SUM"), ("scatter_tensor", 1002, "float32", "SUM"),
                               ("scatter_list", 1002, "float32", "SUM")):
         rng = np.random.default_rng(10 * rank + n)
-        x = (rng.standard_normal(n) * np.exp(3 * rng.standard_normal(n))).astype(dtype)
+        x = rng.standard_normal(n) * np.exp(3 * rng.standard_normal(n))
+        x = (x + 1j * x[::-1] if key == "c64" else x).astype(dtype)
         results = []
         for module, make in ((dist, ml.tensor), (tdist, torch.tensor)):
             t, reduce_op = make(x), getattr(module.ReduceOp, op)
@@ -234,8 +241,8 @@ def _sums(rank):
                 t = out
             else:
                 module.all_reduce(t, op=reduce_op)
-            results.append(t.numpy().astype(np.float64).tolist())
-        sums[key] = results + [x.astype(np.float64).tolist()]
+            results.append(_as_list(t.numpy()))
+        sums[key] = results + [_as_list(x)]
     return sums
 
 
@@ -352,7 +359,8 @@ def test_a_world_of_one_rank_gets_torchs_bits(ranks):
 
 @needs_mpi
 def test_three_ranks_add_in_gloos_ring_order(ranks):
-    """all_reduce of float32, float16 (each addition rounded to float16, as gloo), float64 and a product;
+    """all_reduce of float32, float16 (each addition rounded to float16, as gloo), float64, complex64 (as its
+    real view: gloo's chunks may cut a number in two) and a product;
     reduce, reduce_scatter_tensor (the whole input's order) and reduce_scatter (each piece's): gloo's bits."""
     for rank, record in enumerate(ranks):
         for key, (mine, theirs, _) in record["sums"].items():

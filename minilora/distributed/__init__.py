@@ -308,12 +308,20 @@ class _RingOrdered:
 
 
 def _ring_order_applies(comm, op, dtype):
-    return comm.Get_size() >= 3 and op in _ORDER_SENSITIVE and _is_float(dtype)
+    """Floats over 3+ ranks, summed or multiplied (a complex product is not gloo's: torch refuses it there)."""
+    complex_product = op is ReduceOp.PRODUCT and np.dtype(dtype).kind == "c"
+    return comm.Get_size() >= 3 and op in _ORDER_SENSITIVE and _is_float(dtype) and not complex_product
 
 
-def _ring_sum(gathered, dtype, op, **where):
+def _ring_sum(gathered, dtype, op, offset=0, total=None, reduce=False):
+    """``_ring_order.ring_ordered_sum`` of ``gathered``; a complex buffer as torch hands it to gloo, as its
+    real view (twice the numbers: gloo's chunks may split a complex number)."""
     from ._ring_order import ring_ordered_sum
-    return ring_ordered_sum(gathered, dtype, op is ReduceOp.PRODUCT, **where)
+    if np.dtype(gathered.dtype).kind == "c":
+        real = gathered.view(gathered.real.dtype)
+        total = None if total is None else 2 * total
+        return ring_ordered_sum(real, real.dtype, False, 2 * offset, total, reduce).view(gathered.dtype)
+    return ring_ordered_sum(gathered, dtype, op is ReduceOp.PRODUCT, offset, total, reduce)
 
 
 def _to_like(host, array):
