@@ -99,6 +99,12 @@ class PowerSGDState:
     def __init__(self, process_group, matrix_approximation_rank=1, start_powerSGD_iter=1_000,
                  min_compression_rate=2, use_error_feedback=True, warm_start=True, orthogonalization_epsilon=0,
                  random_seed=0, compression_stats_logging_frequency=10_000, batch_tensors_with_same_shape=False):
+        logger.info("PowerSGD config: matrix_approximation_rank = %s; start_powerSGD_iter = %s; min_compression_rate = "
+                    "%s; orthogonalization_epsilon = %s; use_error_feedback = %s; warm_start = %s; random_seed = %s; "
+                    "compression_stats_logging_frequency = %s; batch_tensors_with_same_shape = %s",
+                    matrix_approximation_rank, start_powerSGD_iter, min_compression_rate, orthogonalization_epsilon,
+                    use_error_feedback, warm_start, random_seed, compression_stats_logging_frequency,
+                    batch_tensors_with_same_shape)
         if (use_error_feedback or warm_start) and start_powerSGD_iter <= 1:
             # (DDP rebuilds its buckets after the first iteration: a remembered error would not fit them)
             raise ValueError("Expect `start_powerSGD_iter` > 1 if `use_error_feedback` or `warm_start` is enabled, "

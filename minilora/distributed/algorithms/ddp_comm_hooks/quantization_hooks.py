@@ -49,8 +49,8 @@ def _gathered(tensor, group_to_use, world_size):
     return out
 
 
-def _mean_of_dequantized(quantized, scales_and_zeros, world_size):
-    """Each rank's integers mapped back with that rank's parameters, added in rank order, over world size."""
+def _sum_of_dequantized(quantized, scales_and_zeros):
+    """Each rank's integers mapped back with that rank's parameters, added in rank order (float32)."""
     total = zeros(*quantized[0].shape)
     for q, (scale, zero_point) in zip(quantized, scales_and_zeros):
         total += _dequantize(q, scale, zero_point)
@@ -75,7 +75,7 @@ def quantization_pertensor_hook(process_group, bucket):
         all_s_and_z = _gathered(s_and_z, group_to_use, world_size)
         quantized = _gathered(_quantize(tensor, all_s_and_z[rank][0], all_s_and_z[rank][1]), group_to_use,
                               world_size)
-        total = _mean_of_dequantized(quantized, [(sz[0], sz[1]) for sz in all_s_and_z], world_size)
+        total = _sum_of_dequantized(quantized, [(sz[0], sz[1]) for sz in all_s_and_z])
         return _done(total / world_size)
 
 
@@ -93,6 +93,5 @@ def quantization_perchannel_hook(process_group, bucket, bucket_size=512):
         all_s_and_z = _gathered(stack((scales, zero_points)), group_to_use, world_size)
         mine = all_s_and_z[rank]
         quantized = _gathered(_quantize(rows, mine[0][:, None], mine[1][:, None]), group_to_use, world_size)
-        total = _mean_of_dequantized(quantized, [(sz[0][:, None], sz[1][:, None]) for sz in all_s_and_z],
-                                     world_size)
+        total = _sum_of_dequantized(quantized, [(sz[0][:, None], sz[1][:, None]) for sz in all_s_and_z])
         return _done(total.flatten()[:tensor.shape[0]] / world_size)
