@@ -783,6 +783,7 @@ def _adaptive_cells(input, sizes):
 
 
 @float32_inside
+@saving_as_torch("input")  # what torch's node keeps (its backward reads the input's shape from it)
 def _adaptive_avg_pool2d(input, rows, cols, round_to):
     return AdaptiveAvgPool2d.apply(input, rows=rows, cols=cols, round_to=round_to)
 
