@@ -94,6 +94,13 @@ def _float_dtype(dtype):
     return dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
 
 
+def _made_drawn(array, dtype, device, requires_grad):
+    """``_make`` of a random draw: on ``cuda`` it says once that torch's CUDA numbers are not reproduced."""
+    made = _make(array, dtype, device, requires_grad)
+    _random.note_cuda_draw(made.device)
+    return made
+
+
 def _make(array, dtype, device, requires_grad):
     # (np.asarray: a draw of size () is a NumPy scalar, which Tensor() would read as a size if an integer)
     return Tensor(np.asarray(array), dtype=dtype, device=device, requires_grad=requires_grad)
@@ -878,6 +885,8 @@ def _drawn_in_memory_order(array, draw, batch_in_front=False):
     """``draw(shape)`` laid out as ``array`` is in memory: drawn for the axes in memory order (draw_order),
     then put back in index order. ``batch_in_front``: under vmap(randomness='different') the batch's draw
     has its batch dimension in front whatever ``array``'s layout (torch's dropout)."""
+    if type(array).__module__.split(".")[0] == "cupy":  # (an in-place fill, dropout or init of a cuda tensor)
+        _random.note_cuda_draw("cuda")
     order = draw_order(array)
     with contextlib.nullcontext() if batch_in_front else _drawn_like(array, order):
         values = draw(tuple(array.shape[axis] for axis in order))
@@ -892,7 +901,7 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **
         return _undrawn(shape, _float_dtype(dtype), requires_grad)
     array, dtype = _random_float(lambda d: _gen(generator).uniform(shape, d), dtype, "check_uniform_bounds",
                                  lambda d: _gen(generator).uniform(shape + (2,), d))
-    return _make(array, dtype, device, requires_grad)
+    return _made_drawn(array, dtype, device, requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
@@ -909,7 +918,7 @@ def _randn(shape, generator, dtype, device, requires_grad, contiguous=True):
     gen = _gen(generator)
     array, dtype = _random_float(lambda d: gen.normal(shape, d, contiguous=contiguous), dtype, "normal_kernel_cpu",
                                  lambda d: gen.normal(shape + (2,), d, 0.0, 1 / math.sqrt(2), contiguous=contiguous))
-    return _make(array, dtype, device, requires_grad)
+    return _made_drawn(array, dtype, device, requires_grad)
 
 
 def rand_like(input, *, generator=None, dtype=None, device=None, requires_grad=False, memory_format=None):
@@ -953,7 +962,7 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=N
     if device is META:
         return _undrawn(_size((size,), "randint"), dtype, requires_grad)
     values = _gen(generator).integers(_size((size,), "randint"), dtype, low, high)
-    return _make(values, dtype, device, requires_grad)
+    return _made_drawn(values, dtype, device, requires_grad)
 
 
 _C_TYPES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short int", "int32": "int",
@@ -1242,8 +1251,7 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
     device = _device_of(device)
     if device is META:
         return _undrawn((n,), dtype, requires_grad)
-    return Tensor(_gen(generator).randperm(n).astype(dtype), dtype=dtype, device=device,
-                  requires_grad=requires_grad)
+    return _made_drawn(_gen(generator).randperm(n).astype(dtype), dtype, device, requires_grad)
 
 
 _RANDPERM_FLOAT_LIMITS = {"float16": (2049, "2049", "Half"), "float32": (2 ** 24 + 1, "2^24+1", "Float"),
@@ -1356,7 +1364,7 @@ def _drawn(values, dtype, device, sources=()):
     the tensors among ``sources`` that require grad, as torch's sampling ops are."""
     linked = [s for s in sources if isinstance(s, Tensor) and s.requires_grad]
     if not linked or not _grad_enabled():
-        return _make(dtypes.cast(values, dtype), dtype, device, False)
+        return _made_drawn(dtypes.cast(values, dtype), dtype, device, False)
     anchor = sum(s.sum() for s in linked)  # any node that reads them: its values are replaced below
     out = anchor.to(dtype).expand(values.shape).clone()
     return out._fill_inplace(out._device.xp.asarray(dtypes.cast(values, dtype)))
@@ -1445,7 +1453,7 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
             return _undrawn(shape, _float_dtype(dtype), requires_grad)
         array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d, mean, std), dtype,
                                      "normal_kernel_cpu")
-        return _make(array, dtype, device, requires_grad)
+        return _made_drawn(array, dtype, device, requires_grad)
     like = mean if isinstance(mean, Tensor) else std
     _refuse_integer(like, "normal_kernel_cpu")
     if like.is_meta:

@@ -42,10 +42,12 @@ The price is speed: a float32 ``randn`` of 1M values takes a few times NumPy's `
 a float64 one ten times (Python's math, value by value), a dropout mask about twice (two 32-bit words
 per element, as torch draws them).
 On ``cuda`` tensors torch draws from a Philox generator, which minilora does not reproduce: a draw
-on the GPU is this CPU stream's numbers moved there.
+on the GPU is this CPU stream's numbers moved there, and the first such draw (or a ``Generator(device="cuda")``)
+says so in a UserWarning (``note_cuda_draw``), once per process.
 """
 import contextlib
 import math
+import warnings
 
 import numpy as np
 
@@ -90,6 +92,21 @@ _STATE_LAYOUT = np.dtype([("seed", "<u8"), ("left", "<i4"), ("seeded", "<i4"), (
 STATE_SIZE = _STATE_LAYOUT.itemsize  # 5056, as torch.get_rng_state().numel()
 
 
+PHILOX_NOTE = ("torch draws a cuda tensor's random numbers from its CUDA generator (Philox), which minilora does "
+               "not reproduce: minilora's cuda tensors get its CPU generator's numbers (torch's CPU numbers for the "
+               "seed), so a seeded run on cuda draws other numbers than torch's on cuda")
+_philox_noted = False
+
+
+def note_cuda_draw(device):
+    """Say once per process (a UserWarning) that a draw made for a ``cuda`` tensor is not torch's cuda numbers:
+    minilora cannot match them, and says so rather than differ silently."""
+    global _philox_noted
+    if not _philox_noted and str(device).startswith("cuda"):
+        _philox_noted = True
+        warnings.warn(PHILOX_NOTE, stacklevel=3)
+
+
 class Generator:
     """``torch.Generator()`` on the CPU: torch's MT19937 engine and its distribution algorithms (see
     the module's docstring). ``randn(..., generator=g)`` draws from ``g``, the rest from
@@ -97,6 +114,7 @@ class Generator:
 
     def __init__(self, device="cpu"):
         self.device = device
+        note_cuda_draw(device)
         self.manual_seed(67280421310721)  # torch's default seed, so initial_seed() reads as torch's
 
     # ---- seeding and state ----------------------------------------------------------------------
