@@ -24,6 +24,9 @@ check belongs:
 * ``PeftModel.from_pretrained(model, folder, is_trainable="False")`` (a command line's string) and ``load_adapter``:
   loaded trainable (PEFT does the same); ``LoraConfig(ensure_weight_tying="no")`` was kept as true; now TypeErrors,
   as LoraConfig's other flags;
+* ``F.linear(ndarray, w)`` ran on the array (torch's TypeError), ``F.linear(x, w, True)`` and ``F.relu_(5)``
+  (every in-place activation) failed in an AttributeError of minilora's code: now torch's TypeError naming the
+  argument;
 * ``exclude_modules`` naming no module: PEFT warns, minilora said nothing;
 * ``merge_and_unload(adapter_names="default")`` and a layer's ``merge("default")``: the string read letter by
   letter merged nothing (PEFT's TypeError); an adapter name that is no adapter of the model is refused too (PEFT
@@ -267,6 +270,24 @@ BOOLS = [
 def test_bool_parameters_take_only_bools(name, call, parameter):
     for lib in libraries():
         words = rf"argument '{parameter}'( \(position \d\))? must be bool, not|expected one of"  # (torch's sort)
+        with pytest.raises(TypeError, match=words):
+            call(lib)
+
+
+NOT_TENSORS = [
+    ("linear(ndarray, w)", lambda L: functional(L).linear(np.ones((2, 3), np.float32), L.ones(4, 3)),
+     r"linear\(\): argument 'input' \(position 1\) must be Tensor, not numpy.ndarray"),
+    ("linear(x, w, True)", lambda L: functional(L).linear(L.ones(2, 3), L.ones(4, 3), True),
+     r"linear\(\): argument 'bias' \(position 3\) must be Tensor, not bool"),
+    ("relu_(5)", lambda L: functional(L).relu_(5),
+     r"relu_\(\): argument 'input' \(position 1\) must be Tensor, not int"),
+    ("elu_([1.0])", lambda L: functional(L).elu_([1.0]), "must be Tensor, not list"),
+]
+
+
+@pytest.mark.parametrize("name, call, words", NOT_TENSORS, ids=[row[0] for row in NOT_TENSORS])
+def test_functional_arguments_that_are_not_tensors(name, call, words):
+    for lib in libraries():
         with pytest.raises(TypeError, match=words):
             call(lib)
 

@@ -73,6 +73,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` with ``weight`` [out_features, in_features] (PyTorch layout);
     a 1-D ``weight`` [in_features] gives one output per row, without that dimension (torch)."""
+    if not (isinstance(input, _Tensor) and isinstance(weight, _Tensor) and (bias is None or isinstance(bias, _Tensor))):
+        _refuse_non_tensors("linear", input=input, weight=weight, bias=bias)
     if str(input.dtype) == "bool" and weight.ndim == 2 and input.numel() and weight.numel():  # (torch's addmm:
         # no bool kernel; an empty product runs none)
         raise NotImplementedError('"addmm_impl_cpu_" not implemented for \'Bool\'')
@@ -99,6 +101,17 @@ def _linear_with_broadcast_bias(input, weight, bias):
     return ops.linear(input, weight) + bias
 
 
+def _refuse_non_tensors(fn, **arguments):
+    """torch's TypeError for the first of ``arguments`` (in ``fn``'s positional order; None passes, an optional
+    tensor's default) that is not a Tensor: NumPy took an ndarray silently, a number or ``bias=True`` failed in an
+    AttributeError of minilora's code."""
+    for position, (name, value) in enumerate(arguments.items(), start=1):
+        if value is not None and not isinstance(value, _Tensor):
+            kind = type(value)
+            shown = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+            raise TypeError(f"{fn}(): argument '{name}' (position {position}) must be Tensor, not {shown}")
+
+
 def _in_place_if(inplace, fn, input, *args, saves_result=False):
     """``fn(input, *args)``; with torch's ``inplace=True`` the result is written into ``input``, which is
     returned (torch's rules: a leaf that requires grad is refused, a view writes through to its base,
@@ -109,6 +122,8 @@ def _in_place_if(inplace, fn, input, *args, saves_result=False):
     version-counter error."""
     if not inplace:
         return fn(input, *args)
+    if not isinstance(input, _Tensor):  # (F.relu_(5): an AttributeError of _inplace before)
+        _refuse_non_tensors(getattr(fn, "__name__", "").lstrip("_") + "_", input=input)
     return input._inplace(_saving_result(fn) if saves_result else fn, *args)
 
 
