@@ -543,8 +543,15 @@ def _special_token(name, value, own, config):
     config when the model was made, as transformers'). Only a model without a generation_config (not one of
     minilora's) has its config's id read here."""
     if value is not DEFAULT:
-        return value
+        return _plain_ids(value)
     return getattr(own, name) if own is not None else getattr(config, name, None)
+
+
+def _plain_ids(value):
+    """A token id (or ids) given as a tensor or an array, ``eos_token_id=torch.tensor([2, 7])``, as Python
+    ints: transformers makes a tensor of whatever it is given there, so these are its ids too (before: a
+    ValueError from ``int()``). Lists and ints pass as they are."""
+    return value.tolist() if hasattr(value, "tolist") and not isinstance(value, (list, tuple)) else value
 
 
 # generate()'s own arguments, which a GenerationConfig must not hold (transformers' ValueError)
@@ -851,7 +858,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         _refuse_generation_parameters(getattr(model, "config", None))
     own = _call_config(getattr(model, "generation_config", None), generation_config)
     methods = _method_options(kwargs, own)
-    bos_token_id = kwargs.pop("bos_token_id", None)  # (only used when there is no prompt, as there)
+    bos_token_id = _plain_ids(kwargs.pop("bos_token_id", None))  # (only used when there is no prompt, as there)
     _check_call_options({name: value for name, value in kwargs.items() if not _custom_entry(name, own)})
     guided = {name: value if value is not DEFAULT else own.other.get(name, _GUIDED_OPTIONS[name])
               if own is not None else _GUIDED_OPTIONS[name] for name, value in guided.items()}
@@ -2118,6 +2125,7 @@ def _as_int_array(values, name):
 
 def _id_list(ids):
     """The eos id(s) as a list, in the order given (the first one pads finished rows)."""
+    ids = _plain_ids(ids)
     if ids is None:
         return []
     return [int(i) for i in ids] if isinstance(ids, (list, tuple, set)) else [int(ids)]

@@ -1,0 +1,72 @@
+"""generate()'s options swept against transformers 5 on one tiny Llama (round 20), greedy and sampled
+(``torch.manual_seed(s)`` beside ``minilora.manual_seed(s)``: the same tokens drawn).
+
+The sweep (lengths, every sampling filter, the logits processors, eos lists, padding, num_return_sequences,
+scores, stop strings, beams, GenerationConfig objects, invalid combinations and the warnings) agreed
+token for token except for the special token ids given as tensors:
+
+| user call                                        | transformers                   | minilora before            |
+|--------------------------------------------------|--------------------------------|----------------------------|
+| generate(ids, eos_token_id=tensor([4, 7]))       | stops at 4 or 7 (it makes a    | ValueError: only one       |
+|  (a minilora Tensor, a NumPy array, a torch one) |  tensor of whatever it gets)   |  element tensors ...       |
+| forced_eos_token_id=tensor([4, 7])               | forces 4 or 7                  | the same ValueError        |
+| pad_token_id=tensor(0) / bos_token_id=tensor(6)  | as the ints                    | as the ints (checked here) |
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import minilora as ml  # noqa: E402
+
+from test_generate_fuzz_r5 import pair  # noqa: E402,F401
+
+PROMPT = [[5, 9, 3, 17, 22]]
+PADDED = [[0, 0, 5, 9, 3], [4, 8, 6, 1, 13]]
+TENSOR_KINDS = {"minilora": ml.tensor, "numpy": np.array, "torch": torch.tensor}
+
+
+def generate_both(pair, ids, theirs, ours, seed=0, **common):
+    """transformers' generate(ids, **common, **theirs) and minilora's with **ours, each after its library's
+    manual_seed(seed)."""
+    reference, model = pair[0], pair[1]
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        expected = reference.generate(*([] if ids is None else [torch.tensor(ids)]), **common, **theirs)
+    ml.manual_seed(seed)
+    got = model.generate(*([] if ids is None else [np.array(ids)]), **common, **ours)
+    return expected.tolist(), got.tolist()
+
+
+@pytest.mark.parametrize("kind", sorted(TENSOR_KINDS))
+def test_eos_ids_as_a_tensor_stop_as_the_list(pair, kind):
+    to_tensor = TENSOR_KINDS[kind]
+    for eos in ([4, 7], [33, 10]):
+        expected, got = generate_both(pair, PROMPT, dict(eos_token_id=torch.tensor(eos)),
+                                      dict(eos_token_id=to_tensor(eos)), max_new_tokens=8)
+        assert got == expected
+    assert len(expected[0]) < len(PROMPT[0]) + 8  # (33 comes: it did stop early)
+
+
+@pytest.mark.parametrize("kind", sorted(TENSOR_KINDS))
+def test_sampled_batch_with_eos_and_pad_tensors(pair, kind):
+    """A left-padded batch, the mask inferred from a pad id given as a 0-d tensor; sampled, seeded."""
+    to_tensor = TENSOR_KINDS[kind]
+    expected, got = generate_both(pair, PADDED, dict(eos_token_id=torch.tensor([20, 7]), pad_token_id=torch.tensor(0)),
+                                  dict(eos_token_id=to_tensor([20, 7]), pad_token_id=to_tensor(0)), seed=0,
+                                  max_new_tokens=8, do_sample=True)
+    assert got == expected
+    assert expected[0][-1] == 0  # the first row ended (eos 20) and was padded with the tensor's id
+
+
+@pytest.mark.parametrize("kind", sorted(TENSOR_KINDS))
+def test_forced_eos_and_bos_ids_as_tensors(pair, kind):
+    to_tensor = TENSOR_KINDS[kind]
+    # (two forced ids tie at 0: greedy's argmax takes the first, in both)
+    expected, got = generate_both(pair, PROMPT, dict(forced_eos_token_id=torch.tensor([4, 7])),
+                                  dict(forced_eos_token_id=to_tensor([4, 7])), max_new_tokens=3)
+    assert got == expected and got[0][-1] == 4
+    expected, got = generate_both(pair, None, dict(bos_token_id=torch.tensor(6)), dict(bos_token_id=to_tensor(6)),
+                                  max_new_tokens=3)
+    assert got == expected and got[0][0] == 6
