@@ -20,8 +20,13 @@ are a plain all-reduce (DDP rebuilds its buckets after the first one, and early 
 
 Bits: every step is torch's in torch's order (its seeds: a NumPy ``RandomState`` picks a seed per
 draw, torch's generator draws Q; Gram-Schmidt for rank <= 2, QR above; torch's small-bmm loop for
-the products), so a world of 1 or 2 ranks gets torch's gradients; a product of more than 400
-multiply-adds a matrix goes to BLAS where torch calls MKL, and QR is LAPACK's: equal to rounding.
+the products; the all-reduces in gloo's order), so the gradients are torch's over gloo, whatever the
+number of ranks; a product of 400 multiply-adds a matrix or more goes to BLAS where torch calls MKL,
+and QR is LAPACK's: equal to rounding there. The hook runs its all-reduces before it returns (torch
+chains them on gloo's threads, where several buckets in flight can deadlock): the same numbers.
+
+torch 2.13's own ``batched_powerSGD_hook`` hands its 2-D Q to the batched ``_orthogonalize`` and fails its
+assertion at the first compressed step; minilora's runs the hook as torch documents it (a batch of one).
 """
 import logging
 import math

@@ -8,6 +8,8 @@ as ``round(g / scale) + zero_point`` clamped to uint8; every rank maps each rank
 (``scale * (q - zero_point)``), adds them in rank order and divides by the world size. The per-channel hook
 does this for every ``bucket_size`` numbers of the bucket (torch's ``PerChannelMinMaxObserver`` rows).
 torch marks both experimental: an all-gather moves world-size times the data of an all-reduce.
+torch 2.13's own hooks read gloo's all-gather Future as every rank's tensors stacked and fail at their first
+bucket (IndexError, TypeError); minilora's compute what they are written to.
 """
 import numpy as np
 
