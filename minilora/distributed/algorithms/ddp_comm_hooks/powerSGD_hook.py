@@ -248,13 +248,19 @@ def _factor_views(state, bucket_index, batches):
 def powerSGD_hook(state, bucket):
     """torch's ``powerSGD_hook``: the bucket's matrices compressed layer by layer to rank
     ``state.matrix_approximation_rank``; the rest all-reduced as is. A Future of the new flat gradients."""
+    return _after_warm_up(state, bucket, _power_sgd_step)
+
+
+def _after_warm_up(state, bucket, compressed_step):
+    """Both hooks' start: plain all-reduces for the first ``start_powerSGD_iter`` iterations (torch's warm-up,
+    while the gradients change fast), then ``compressed_step`` on the bucket, outside autograd."""
     group_to_use, world_size = _group_and_size(state)
     input_tensor = bucket.buffer()
     if state.iter < state.start_powerSGD_iter:
         state.maybe_increase_iter(bucket)
         return default._allreduce_fut(group_to_use, input_tensor)
     with no_grad():
-        return _power_sgd_step(state, bucket, input_tensor, group_to_use, world_size)
+        return compressed_step(state, bucket, input_tensor, group_to_use, world_size)
 
 
 def _power_sgd_step(state, bucket, input_tensor, group_to_use, world_size):
@@ -314,13 +320,7 @@ def _done(tensor):
 def batched_powerSGD_hook(state, bucket):
     """torch's ``batched_powerSGD_hook``: the flat bucket, padded with zeros to a square s x s matrix,
     compressed as one (faster, and much less accurate above rank 1)."""
-    group_to_use, world_size = _group_and_size(state)
-    input_tensor = bucket.buffer()
-    if state.iter < state.start_powerSGD_iter:
-        state.maybe_increase_iter(bucket)
-        return default._allreduce_fut(group_to_use, input_tensor)
-    with no_grad():
-        return _batched_step(state, bucket, input_tensor, group_to_use, world_size)
+    return _after_warm_up(state, bucket, _batched_step)
 
 
 def _batched_step(state, bucket, input_tensor, group_to_use, world_size):
