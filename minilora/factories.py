@@ -1455,7 +1455,10 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
                                      "normal_kernel_cpu")
         return _made_drawn(array, dtype, device, requires_grad)
     like = mean if isinstance(mean, Tensor) else std
-    _refuse_integer(like, "normal_kernel_cpu")
+    if isinstance(std, Tensor) and std.dtype.kind == "c":
+        raise RuntimeError("normal expects standard deviation to be non-complex")
+    if like.dtype.kind != "c":  # (a complex mean: torch's complex normal_, each part with std / sqrt(2))
+        _refuse_integer(like, "normal_kernel_cpu")
     if like.is_meta:
         return _make(np.zeros(_broadcast(np.shape(mean), np.shape(std)), like.dtype), like.dtype, META, False)
     if isinstance(std, Tensor):
@@ -1471,10 +1474,11 @@ def _normal_tensors(mean, std, dtype, generator):
     shape (with a number ``std``: of that std), then ``mul_(std)`` and ``add_(mean)`` in ``dtype``."""
     means, stds = (v.detach().cpu().numpy() if isinstance(v, Tensor) else v for v in (mean, std))
     shape = _broadcast(np.shape(means), np.shape(stds))
-    if not isinstance(std, Tensor):
-        values = _gen(generator).normal(shape, dtype, 0.0, std)
-    else:
-        values = _gen(generator).normal(shape, dtype)
+    part_std = 1 / math.sqrt(2) if dtype.kind == "c" else 1.0  # (complex: normal_'s std split between the parts)
+    draw = _in_pairs_if_complex(dtype, lambda s, d: _gen(generator).normal(
+        s, d, 0.0, part_std * (1.0 if isinstance(std, Tensor) else std)))
+    values = draw(shape)
+    if isinstance(std, Tensor):
         values = dtypes.cast(dtypes.upcast(values) * dtypes.upcast(dtypes.cast(np.asarray(stds), dtype)), dtype)
     if not isinstance(mean, Tensor):
         means = dtypes.cast(np.asarray(means, np.float64), dtype)

@@ -31,7 +31,10 @@ def _outcome(t, call, seed):
         warnings.simplefilter("ignore")
         try:
             out = call(t)
-            values = [str(out.dtype).split(".")[-1], tuple(out.shape), out.detach().double().tolist()]
+            if out is not None and out.is_complex():
+                out = t.view_as_real(out)
+            values = None if out is None else [str(out.dtype).split(".")[-1], tuple(out.shape),
+                                               out.detach().double().tolist()]
         except Exception as error:  # noqa: BLE001 (torch's own error is what is compared)
             values = [type(error).__name__, str(error)]
     state = np.asarray(t.get_rng_state().numpy()).tobytes()
@@ -132,6 +135,21 @@ def test_orthogonal_of_a_16bit_tensor_draws_then_refuses_as_torch(dtype, shape):
                                                   generator=t.Generator().manual_seed(3)))
 
 
+# ---- torch.normal of a complex mean: torch's complex normal_ (each part with std / sqrt(2)), not a refusal ---------
+@pytest.mark.parametrize("call", [
+    lambda t: t.normal(t.zeros(20, dtype=t.complex64), 2.0),
+    lambda t: t.normal(t.ones(3, dtype=t.complex64), t.ones(3)),
+    lambda t: t.normal(t.ones(3, dtype=t.complex64)),
+    lambda t: t.normal(t.ones(3, dtype=t.complex128) * (1 + 2j), 0.5),
+    lambda t: t.normal(t.ones(3, 4, dtype=t.complex64).t(), 0.5),
+    lambda t: t.normal(mean=t.ones(9, dtype=t.complex64), std=t.full((2, 1), 2.0)),
+    lambda t: t.normal(mean=t.ones(9, dtype=t.complex64), std=3.0, generator=t.Generator().manual_seed(2)),
+    lambda t: t.normal(t.ones(3), t.ones(3, dtype=t.complex64)),
+], ids=["block", "std-tensor", "std-default", "complex128", "transposed", "broadcast", "generator", "complex-std"])
+def test_normal_of_a_complex_mean_is_torchs(call):
+    assert_torchs(call)
+
+
 # ---- the Generator's API --------------------------------------------------------------------------------------
 def test_clone_state_draws_what_the_generator_draws():
     for t in (torch, ml):
@@ -192,3 +210,16 @@ def test_a_draw_on_cuda_says_torchs_philox_numbers_are_not_reproduced(call, fake
     with warnings.catch_warnings():  # (once per process: a training loop is not flooded)
         warnings.simplefilter("error")
         call()
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.cuda.manual_seed(3),
+    lambda t: t.cuda.manual_seed_all(seed=2 ** 70),
+    lambda t: t.cuda.manual_seed("5"),
+    lambda t: t.cuda.manual_seed(None),
+    lambda t: t.cuda.seed(),
+    lambda t: t.cuda.seed_all(),
+], ids=["manual_seed", "manual_seed_all", "str", "None", "seed", "seed_all"])
+def test_cuda_seeding_without_a_gpu_is_torchs(call):
+    """A seed-everything helper's torch.cuda lines: without a GPU torch ignores them (the CPU stream unchanged)."""
+    assert_torchs(call)
