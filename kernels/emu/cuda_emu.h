@@ -178,6 +178,7 @@ void mbarrier_event(const void* bar, int event);
 void* shared_get(int* slot, size_t size, size_t align, const char* name, const char* file, int line);
 void* dynamic_shared();
 void grid_sync(const char* file, int line);  // cooperative_groups::grid_group::sync()
+bool cooperative_launch();  // whether this launch is cooperative (grid_group::is_valid())
 [[noreturn]] void assert_fail(const char* expr, const char* file, int line);
 [[noreturn]] void device_fault(const char* what, const char* file, int line);  // a misuse, named
 int device_printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -202,6 +203,24 @@ inline T shfl(int op, const char* file, int line, unsigned mask, T v, int arg, i
     bits = warp_op(op, file, line, mask, bits, arg, width);
     T r;
     std::memcpy(&r, &bits, sizeof(T));
+    return r;
+}
+// cooperative_groups' shuffles (tile.shfl, shfl_xor, ... and cg::reduce over them) take any trivially copyable
+// value, as CUDA's, which splits a large one into words: here 8 bytes per warp shuffle, in order.
+template <class T>
+inline T shfl_any(int op, const char* file, int line, unsigned mask, T v, int arg, int width = 32) {
+    static_assert(std::is_trivially_copyable<T>::value, "cooperative_groups shuffles move trivially copyable values");
+    unsigned char bytes[sizeof(T)];
+    std::memcpy(bytes, &v, sizeof(T));
+    for (size_t at = 0; at < sizeof(T); at += 8) {
+        const size_t n = sizeof(T) - at < 8 ? sizeof(T) - at : 8;
+        unsigned long long chunk = 0;
+        std::memcpy(&chunk, bytes + at, n);
+        chunk = warp_op(op, file, line, mask, chunk, arg, width);
+        std::memcpy(bytes + at, &chunk, n);
+    }
+    T r = v;
+    std::memcpy(&r, bytes, sizeof(T));
     return r;
 }
 }  // namespace __emu

@@ -2395,6 +2395,8 @@ void grid_sync(const char* file, int line) {
     yield_to_scheduler(f, *f->worker);
 }
 
+bool cooperative_launch() { return current_fiber()->worker->cooperative; }
+
 void exit_thread() { thread_exit(); }
 
 void trap(const char* file, int line) {
@@ -2421,7 +2423,23 @@ void device_fault(const char* what, const char* file, int line) {
                                tid_str(*f).c_str()));
 }
 
+// What CUDA's device printf returns: the number of arguments its format parsed (each conversion and each `*`
+// width or precision), not C's count of characters; -1 for a null format.
+static int printf_arguments(const char* f) {
+    int count = 0;
+    for (const char* p = f; *p; ++p) {
+        if (*p != '%') continue;
+        if (p[1] == '%') { ++p; continue; }
+        while (*++p && !std::strchr("diouxXeEfFgGaAcspn", *p))
+            if (*p == '*') ++count;
+        if (!*p) break;
+        ++count;
+    }
+    return count;
+}
+
 int device_printf(const char* f, ...) {
+    if (f == nullptr) return -1;
     Fiber* fiber = current_fiber();
     Worker& w = *fiber->worker;
     RuntimeSection busy(fiber);
@@ -2433,7 +2451,7 @@ int device_printf(const char* f, ...) {
     w.printing_from = 0;
     va_end(ap);
     if (w.output.size() + g_shared.output_bytes < (16u << 20)) w.output += buf;  // CUDA's printf buffer is finite too
-    return n;
+    return n < 0 ? -2 : printf_arguments(f);
 }
 
 long long clock_ticks() { return ++g_clock; }  // (atomic: workers share it)

@@ -50,53 +50,89 @@ public:
 };
 inline thread_block this_thread_block() { return thread_block(); }
 
-// A tile whose size is known only at run time (what tiled_partition(block, n) returns in CUDA).
+// A tile whose size is known only at run time (what tiled_partition(block, n) returns in CUDA).  As CUDA's, its
+// size() is what the parent has left for it (the last tile of a 48-thread block cut in 32s has 16 threads), and
+// meta_group_rank / meta_group_size are its place among the parent's tiles: a tile of 4 cut from a tile of 16 is
+// one of 4, not one of the block's.
 class thread_group {
 public:
-    explicit thread_group(unsigned n) : n_(n) { __detail::check_tile_size(n); }
+    // Tile `n` of the thread's block.
+    explicit thread_group(unsigned n)
+        : thread_group(checked(n), __detail::block_rank(), __detail::block_threads(),
+                       (__detail::block_threads() + n - 1) / n) {}
+    // Tile `n` of a parent of `parent_size` threads in which this thread has rank `parent_rank`.
+    thread_group(unsigned n, unsigned parent_rank, unsigned parent_size, unsigned meta_size)
+        : n_(checked(n)), size_(parent_size - parent_rank / n * n < n ? parent_size - parent_rank / n * n : n),
+          meta_rank_(parent_rank / n), meta_size_(meta_size) {}
     void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         __emu::warp_op(__emu::W_SYNC, file, line, __detail::tile_mask(n_), 0, 0, 32);
     }
     unsigned int thread_rank() const { return __detail::block_rank() % n_; }
-    unsigned int size() const { return n_; }
-    unsigned int num_threads() const { return n_; }
-    unsigned int meta_group_rank() const { return __detail::block_rank() / n_; }
-    unsigned int meta_group_size() const { return (__detail::block_threads() + n_ - 1) / n_; }
+    unsigned int size() const { return size_; }
+    unsigned int num_threads() const { return size_; }
+    unsigned int meta_group_rank() const { return meta_rank_; }
+    unsigned int meta_group_size() const { return meta_size_; }
 
 protected:
-    unsigned n_;
+    static unsigned checked(unsigned n) { __detail::check_tile_size(n); return n; }
+    unsigned n_, size_, meta_rank_, meta_size_;
 };
-inline thread_group tiled_partition(const thread_block&, unsigned n) { return thread_group(n); }
-inline thread_group tiled_partition(const thread_group& parent, unsigned n) {
+namespace __detail {
+// The caller's tile of `n` threads in a parent group, as CUDA's tiled_partition cuts it.  Of the block: ceil(size
+// / n) tiles.  Of a tile (a thread_block_tile<M>): M / n tiles, ranked within it.  Of a runtime tile: itself when it
+// is no larger than n, else floor(size / n) tiles (CUDA's count for a tiled group).
+inline thread_group tile_of(const thread_block& block, unsigned n) {
+    return thread_group(n, block.thread_rank(), block.size(), (block.size() + n - 1) / n);
+}
+template <class Tile>
+inline thread_group tile_of(const Tile& parent, unsigned n) {
     if (n > parent.size()) __emu::assert_fail("tiled_partition: a tile larger than its parent", __FILE__, __LINE__);
-    return thread_group(n);
+    return thread_group(n, parent.thread_rank(), parent.size(), parent.size() / n);
+}
+inline thread_group tile_of(const thread_group& parent, unsigned n) {
+    if (parent.size() <= n) return parent;
+    return thread_group(n, parent.thread_rank(), parent.size(), parent.size() / n);
+}
+}  // namespace __detail
+inline thread_group tiled_partition(const thread_block& parent, unsigned n) {
+    __detail::check_tile_size(n);
+    return __detail::tile_of(parent, n);
+}
+inline thread_group tiled_partition(const thread_group& parent, unsigned n) {
+    __detail::check_tile_size(n);
+    return __detail::tile_of(parent, n);
 }
 
-// A tile of N threads known at compile time: the warp collectives work on it.
-template <unsigned N>
+// A tile of N threads known at compile time: the warp collectives work on it.  CUDA declares it
+// thread_block_tile<Size, ParentT = void>: tiled_partition<N>(block) is a thread_block_tile<N, thread_block>,
+// which converts to the parent-erased thread_block_tile<N> (both spellings appear in user code).
+template <unsigned N, class ParentT = void>
 class thread_block_tile : public thread_group {
     static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0,
                   "thread_block_tile<N>: N must be a power of two in 1..32 under the emulator");
 
 public:
     thread_block_tile() : thread_group(N) {}
+    explicit thread_block_tile(const thread_group& tile) : thread_group(tile) { size_ = N; }  // N even when partial
+    template <class OtherParent>
+    thread_block_tile(const thread_block_tile<N, OtherParent>& tile) : thread_group(tile) {}
     static constexpr unsigned int num_threads() { return N; }
     static constexpr unsigned int size() { return N; }
     template <class T>
     T shfl(T v, int src, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        return __emu::shfl(__emu::W_SHFL_IDX, file, line, __detail::tile_mask(N), v, src, N);
+        return __emu::shfl_any(__emu::W_SHFL_IDX, file, line, __detail::tile_mask(N), v, src, N);
     }
     template <class T>
     T shfl_down(T v, unsigned delta, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        return __emu::shfl(__emu::W_SHFL_DOWN, file, line, __detail::tile_mask(N), v, int(delta), N);
+        return __emu::shfl_any(__emu::W_SHFL_DOWN, file, line, __detail::tile_mask(N), v, int(delta), N);
     }
     template <class T>
     T shfl_up(T v, unsigned delta, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        return __emu::shfl(__emu::W_SHFL_UP, file, line, __detail::tile_mask(N), v, int(delta), N);
+        return __emu::shfl_any(__emu::W_SHFL_UP, file, line, __detail::tile_mask(N), v, int(delta), N);
     }
     template <class T>
     T shfl_xor(T v, unsigned mask, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        return __emu::shfl(__emu::W_SHFL_XOR, file, line, __detail::tile_mask(N), v, int(mask), N);
+        return __emu::shfl_any(__emu::W_SHFL_XOR, file, line, __detail::tile_mask(N), v, int(mask), N);
     }
     int any(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         return int(__emu::warp_op(__emu::W_ANY, file, line, __detail::tile_mask(N), p ? 1 : 0, 0, 32));
@@ -125,7 +161,9 @@ public:
     }
 };
 template <unsigned N, class Parent>
-thread_block_tile<N> tiled_partition(const Parent&) { return thread_block_tile<N>(); }
+thread_block_tile<N, Parent> tiled_partition(const Parent& parent) {
+    return thread_block_tile<N, Parent>(__detail::tile_of(parent, N));
+}
 
 // The lanes of a warp that reached coalesced_threads() together (see the note at the top).
 class coalesced_group {
@@ -181,7 +219,7 @@ private:
     T shfl_rank(T v, unsigned rank, const char* file, int line) const {
         unsigned m = mask_;
         for (unsigned k = 0; k < rank; ++k) m &= m - 1;
-        return __emu::shfl(__emu::W_SHFL_IDX, file, line, mask_, v, __builtin_ctz(m), 32);
+        return __emu::shfl_any(__emu::W_SHFL_IDX, file, line, mask_, v, __builtin_ctz(m), 32);
     }
     unsigned pack(unsigned lanes) const {
         unsigned packed = 0, rank = 0;
@@ -211,7 +249,7 @@ inline coalesced_group coalesced_threads(const char* file = __builtin_FILE(), in
 // predicate) into coalesced groups, each holding the lanes with the same value.  Collective over the parent.
 namespace __detail {
 inline unsigned lanes_of(const coalesced_group& g) { return g.lane_mask(); }
-template <unsigned N> inline unsigned lanes_of(const thread_block_tile<N>&) { return tile_mask(N); }
+template <unsigned N, class P> inline unsigned lanes_of(const thread_block_tile<N, P>&) { return tile_mask(N); }
 }  // namespace __detail
 template <class Parent>
 inline coalesced_group labeled_partition(const Parent& parent, int label, const char* file = __builtin_FILE(),
@@ -263,7 +301,8 @@ public:
     dim3 dim_blocks() const { return dim3(gridDim.x, gridDim.y, gridDim.z); }
     dim3 group_dim() const { return dim_blocks(); }
     dim3 block_index() const { return dim3(blockIdx.x, blockIdx.y, blockIdx.z); }
-    bool is_valid() const { return true; }
+    // Only a cooperative launch gets the grid's workspace: in an ordinary one CUDA's grid_group is not valid.
+    bool is_valid() const { return __emu::cooperative_launch(); }
     void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const { __emu::grid_sync(file, line); }
 };
 inline grid_group this_grid() { return grid_group(); }

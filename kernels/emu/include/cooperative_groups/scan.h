@@ -5,8 +5,8 @@
 #include "reduce.h"  // plus, less, greater, bit_and, bit_or, bit_xor
 
 namespace cooperative_groups {
-template <unsigned N, class T, class Op = plus<T>>
-T inclusive_scan(const thread_block_tile<N>& tile, T value, Op op = Op()) {
+template <unsigned N, class P, class T, class Op = plus<T>>
+T inclusive_scan(const thread_block_tile<N, P>& tile, T value, Op op = Op()) {
     for (unsigned d = 1; d < N; d *= 2) {
         const T below = tile.shfl_up(value, d);
         // op(own, below) in CUDA's operand order: cg::less(x, NaN) is x but cg::less(NaN, x) is NaN
@@ -16,8 +16,8 @@ T inclusive_scan(const thread_block_tile<N>& tile, T value, Op op = Op()) {
 }
 
 // Thread 0 gets T() (0 for cg::plus), every other thread the inclusive scan of the threads before it.
-template <unsigned N, class T, class Op = plus<T>>
-T exclusive_scan(const thread_block_tile<N>& tile, T value, Op op = Op()) {
+template <unsigned N, class P, class T, class Op = plus<T>>
+T exclusive_scan(const thread_block_tile<N, P>& tile, T value, Op op = Op()) {
     const T inclusive = inclusive_scan(tile, value, op);
     const T before = tile.shfl_up(inclusive, 1);
     return tile.thread_rank() == 0 ? T() : before;
