@@ -1305,7 +1305,8 @@ def _wrapper_source(source_path: Path, rewritten: _Rewritten) -> str:
     lines.append('extern "C" __attribute__((visibility("default"))) const __emu::KernelInfo* '
                  f"emu_kernel_table(int* n) {{ *n = {len(entries)}; return {table}; }}")
     consts = [f'    {{"{c}", (void*)&{c}, sizeof({c}), '
-              f"__emu::describe<std::remove_cv_t<std::remove_all_extents_t<decltype({c})>>>()}},"
+              f"__emu::describe<std::remove_cv_t<std::remove_all_extents_t<decltype({c})>>>(), "
+              f"std::is_const<std::remove_all_extents_t<decltype({c})>>::value}},"
               for c in (rewritten.constants or {})]
     if consts:
         lines += ["static const __emu::ConstantInfo __emu_constant_list[] = {", *consts, "};"]
@@ -1388,7 +1389,7 @@ class _Module:
             self.kernels[kname] = (index, params)
         self._by_spelling = {_spelling(k): k for k in self.kernels}
         for name, raw in self.constants.items():  # unfilled constants read as NaN / -1, never as silent zeros
-            if not self.constant_initialized.get(name, False):
+            if not self.constant_initialized.get(name, False) and raw.flags.writeable:
                 raw[:] = 0xFF
 
     def _translate_inline_ptx(self, text: str) -> str:
@@ -1429,7 +1430,8 @@ class _Module:
         views = []
         for name, raw in getattr(self, "constants", {}).items():
             elem = self._constant_types[name]
-            if elem.code in (_T_PTR, _T_OTHER, _T_U64, _T_I64) and raw.size % 8 == 0 and raw.ctypes.data % 8 == 0:
+            if elem.code in (_T_PTR, _T_OTHER, _T_U64, _T_I64) and raw.size % 8 == 0 and raw.ctypes.data % 8 == 0 \
+                    and raw.flags.writeable:  # (a const table keeps its compiled addresses)
                 views.append(raw.view(np.uint64))
         return views
 
@@ -1553,8 +1555,8 @@ class _Module:
             constants, _, values = constants.partition("--values--\n")
             # The child has its own copy of each constant: the host fills these and every launch sends them.
             self.constants, self._constant_types = {}, {}
-            for (name, _, size, elem), hexed in zip(_parse_constants(constants), values.splitlines()):
-                self.constants[name] = np.frombuffer(bytes.fromhex(hexed), np.uint8).copy()
+            for (name, _, size, elem, read_only), hexed in zip(_parse_constants(constants), values.splitlines()):
+                self.constants[name] = _constant_array(np.frombuffer(bytes.fromhex(hexed), np.uint8).copy(), read_only)
                 self._constant_types[name] = elem
             return kernels
         try:
@@ -1586,8 +1588,9 @@ class _Module:
         self.lib.emu_describe_constants(consts, m)
         # The library's own memory: what the host writes here, the kernels read.
         self.constants, self._constant_types = {}, {}
-        for name, address, size, elem in _parse_constants(consts.value.decode()):
-            self.constants[name] = np.frombuffer((ctypes.c_char * size).from_address(address), np.uint8)
+        for name, address, size, elem, read_only in _parse_constants(consts.value.decode()):
+            self.constants[name] = _constant_array(np.frombuffer((ctypes.c_char * size).from_address(address),
+                                                                 np.uint8), read_only)
             self._constant_types[name] = elem
         return buf.value.decode()
 
@@ -1608,11 +1611,20 @@ class _Module:
 
 
 def _parse_constants(text: str):
-    """(name, address, size, element _Param) per line of emu_describe_constants."""
+    """(name, address, size, element _Param, read-only) per line of emu_describe_constants."""
     for line in text.splitlines():
         name, _, rest = line.partition("\t")
-        address, size, elem = rest.split()
-        yield name, int(address), int(size), _Param("element", *map(int, elem.split(",")))
+        address, size, elem, read_only = rest.split()
+        yield name, int(address), int(size), _Param("element", *map(int, elem.split(","))), read_only == "1"
+
+
+def _constant_array(raw: np.ndarray, read_only: bool) -> np.ndarray:
+    """A __constant__ / __device__ variable's bytes for the host.  A const or constexpr one lies in the library's
+    read-only pages: writing it would crash Python, so its array refuses writes (NumPy's "assignment destination
+    is read-only"), as the variable refuses them in C++."""
+    if read_only:
+        raw.flags.writeable = False
+    return raw
 
 
 class _CorruptCache(Exception):
@@ -2255,7 +2267,8 @@ def _write_build_log(module: _Module, log_stream) -> None:
 def _copy_globals(source: _Module, target: _Module) -> None:
     """Copy the bytes of every __constant__ and __device__ variable from one build of a source to another."""
     for name, raw in source.constants.items():
-        target.constants[name][:] = raw
+        if target.constants[name].flags.writeable:  # a const one holds its compiled bytes in every build
+            target.constants[name][:] = raw
 
 
 def _check_workers(value, what: str) -> int:
@@ -2386,7 +2399,9 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
                     flat = a.reshape(-1).view(np.uint8)
                     flat[:] = np.frombuffer(f.read(flat.size), np.uint8)
             for raw in kernel._mod.constants.values():  # __device__ globals the kernel wrote, in table order
-                raw[:] = np.frombuffer(f.read(raw.size), np.uint8)
+                written = np.frombuffer(f.read(raw.size), np.uint8)
+                if raw.flags.writeable:
+                    raw[:] = written
     return out
 
 

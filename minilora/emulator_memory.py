@@ -50,12 +50,14 @@ class GlobalSymbol(np.ndarray):
     def copy_from_host(self, mem, size) -> None:
         """Copy `size` bytes from the host address `mem` (an int or a ``ctypes.c_void_p``) into the symbol."""
         size = self._checked_size(size, "copy_from_host")
+        self._check_writable("copy_from_host")
         if size:
             ctypes.memmove(self.ptr, _host_address(mem), size)
 
     def copy_from_device(self, src, size) -> None:
         """Copy `size` bytes from device memory (an array, its ``.data``, or another symbol) into the symbol."""
         size = self._checked_size(size, "copy_from_device")
+        self._check_writable("copy_from_device")
         if size:
             source = _device_bytes(src, "copy_from_device")
             _check_source(source, size, "copy_from_device")
@@ -77,6 +79,7 @@ class GlobalSymbol(np.ndarray):
     def memset(self, value, size) -> None:
         """Set the symbol's first `size` bytes to `value` (its low byte, as cudaMemset)."""
         size = self._checked_size(size, "memset")
+        self._check_writable("memset")
         if size:
             ctypes.memset(self.ptr, int(value) & 0xFF, size)
 
@@ -93,6 +96,13 @@ class GlobalSymbol(np.ndarray):
     copy_to_host_async = _async("copy_to_host")
     memset_async = _async("memset")
     del _async
+
+    def _check_writable(self, what: str) -> None:
+        # a const / constexpr variable lies in the library's read-only pages: writing there would crash Python
+        if not self.flags.writeable:
+            raise ValueError(f"{what}: '{self.symbol}' is declared const (or constexpr), so the emulator keeps it "
+                             "read-only (nvcc may fold its values into the code, so a write need not reach the "
+                             "kernel on a GPU either); drop the const to fill it from the host")
 
     def _checked_size(self, size, what: str) -> int:
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:

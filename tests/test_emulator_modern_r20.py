@@ -14,6 +14,9 @@ What was wrong before this round, each fixed in kernels/emu/ and checked here:
 * ``cg::this_grid().is_valid()`` was true in an ordinary launch (CUDA: only a cooperative launch has the grid's
   workspace).
 * Device ``printf`` returned vsnprintf's character count; CUDA's returns the number of arguments parsed.
+* A ``__device__ constexpr`` (or ``const``) table crashed Python (SIGSEGV) in every memcheck / racecheck /
+  initcheck launch: the sanitized build's globals were copied back into the plain build's read-only page.  Such a
+  variable's ``get_global`` array now refuses writes with a ValueError instead of crashing too.
 
 The other kernels (llm.c's layernorm forward and backward, online softmax, GELU, AdamW with stochastic rounding, the
 bf16x2 encoder; every rounding mode of the 16-bit conversions bit for bit; pair arithmetic; integer and warp
@@ -387,6 +390,51 @@ def test_atomics_on_every_type():
     assert f2.tolist() == [n, (v & 1).sum()]
 
 
+# ------------------------------------------------------------------------ const tables in the sanitizer builds
+CONST_TABLES = r"""
+__device__ constexpr float kTaps[5] = {0.0625f, 0.25f, 0.375f, 0.25f, 0.0625f};
+__device__ const int kOffsets[3] = {-1, 0, 1};
+__device__ float scale = 2.0f;
+extern "C" __global__ void smooth(const float* x, float* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float acc = 0.0f;
+    for (int k = 0; k < 5; ++k) {
+        int j = i + k - 2;
+        if (j >= 0 && j < n) acc += kTaps[k] * x[j];
+    }
+    y[i] = scale * acc + kOffsets[i % 3];
+}
+"""
+
+
+def test_constexpr_device_tables_under_memcheck():
+    # The sanitizer build runs in a child process; the launch copied every __device__ variable back into the
+    # plain build's memory afterwards -- into kTaps' read-only page, which crashed Python (SIGSEGV).
+    m = RawModule(code=CONST_TABLES)
+    m.get_global("scale")[...] = 3.0
+    x = np.arange(10, dtype=f32)
+    y = np.zeros(10, f32)
+    m.get_function("smooth")((1,), (32,), (x, y, i32(10)), memcheck=True)
+    expected = 3.0 * np.convolve(x.astype(f64), [0.0625, 0.25, 0.375, 0.25, 0.0625], "same") + np.arange(10) % 3 - 1
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    assert m.get_global("kTaps").tolist() == [0.0625, 0.25, 0.375, 0.25, 0.0625]
+
+
+def test_get_global_refuses_writes_to_a_const_variable():
+    m = RawModule(code=CONST_TABLES)
+    taps, offsets = m.get_global("kTaps"), m.get_global("kOffsets")
+    with pytest.raises(ValueError, match="read-only"):
+        taps[...] = 1.0  # was a segmentation fault
+    with pytest.raises(ValueError, match="'kOffsets' is declared const"):
+        offsets.copy_from_host(np.zeros(3, i32).ctypes.data, 12)
+    with pytest.raises(ValueError, match="'kTaps' is declared const"):
+        taps.memset(0, 4)
+    assert offsets.tolist() == [-1, 0, 1]
+    m.get_global("scale")[...] = 5.0  # the non-const one stays writable
+    assert m.get_global("scale").tolist() == [5.0]
+
+
 # ------------------------------------------------------------------------ templates, shared memory, grid sync
 @pytest.mark.parametrize("dtype, name", [(f32, "carve_and_filter<float, 5>"), (f64, "carve_and_filter<double, 5>")])
 def test_dynamic_shared_memory_carved_into_three_arrays(dtype, name):
@@ -401,6 +449,14 @@ def test_dynamic_shared_memory_carved_into_three_arrays(dtype, name):
     filtered = np.convolve(a.astype(f64), taps, mode="same")
     np.testing.assert_allclose(out, filtered * b[::-1] + c, rtol=1e-6 if dtype is f32 else 1e-14,
                                atol=1e-6 if dtype is f32 else 0)
+
+
+def test_memcpy_async_double_buffered_row_sums():
+    blocks, rows, cols = 3, 4, 75
+    x = rng(15).standard_normal((blocks * rows, cols)).astype(f32)
+    sums = np.zeros(blocks * rows, f32)
+    fn("row_sums_pipelined")((blocks,), (64,), (x, sums, i32(rows), i32(cols)), shared_mem=2 * cols * 4)
+    np.testing.assert_allclose(sums, x.astype(f64).sum(1), rtol=1e-5, atol=1e-5)
 
 
 def test_grid_sync_normalizes_with_grid_stride_loops():

@@ -1720,6 +1720,7 @@ struct ConstantInfo {
     void* address;
     size_t size;
     ParamType element;  // of one element of the (possibly multi-dimensional) array
+    bool read_only;     // const / constexpr: compiled into read-only pages, which no one may write
 };
 
 template <class T> struct scalar_code {

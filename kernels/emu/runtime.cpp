@@ -2854,8 +2854,9 @@ EMU_EXPORT size_t emu_describe_constants(char* buf, size_t n) {
     const ConstantInfo* table = emu_constant_table(&count);
     for (int k = 0; k < count; ++k) {
         const ParamType& e = table[k].element;
-        s += fmt("%s\t%llu %zu %d,%d,%d,%d,%d,%d\n", table[k].name, (unsigned long long)(uintptr_t)table[k].address,
-                 table[k].size, e.code, e.size, e.elem_code, e.elem_size, e.elem_const, e.elem_lanes);
+        s += fmt("%s\t%llu %zu %d,%d,%d,%d,%d,%d %d\n", table[k].name, (unsigned long long)(uintptr_t)table[k].address,
+                 table[k].size, e.code, e.size, e.elem_code, e.elem_size, e.elem_const, e.elem_lanes,
+                 int(table[k].read_only));
     }
     if (buf) snprintf(buf, n, "%s", s.c_str());
     return s.size() + 1;
@@ -2942,7 +2943,8 @@ int main(int argc, char** argv) {
     for (int k = 0; k < count; ++k) {
         uint64_t size = 0;
         if (!read_all(in, &size, 8) || size != constants[k].size) return 65;
-        if (!read_all(in, constants[k].address, size)) return 65;
+        std::vector<char> unchanged(constants[k].read_only ? size : 0);  // a const one keeps its compiled bytes
+        if (!read_all(in, constants[k].read_only ? unchanged.data() : constants[k].address, size)) return 65;
     }
     fclose(in);
     // Tell the parent where each buffer lives, so a sanitizer report can be mapped to an argument.

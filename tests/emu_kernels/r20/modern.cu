@@ -4,6 +4,7 @@
 // packed loads with cache hints, bf16 / half math and conversions, warp intrinsics, atomics on every type, dynamic
 // shared memory carved into several arrays, templates through name_expressions, printf.
 #include <cooperative_groups.h>
+#include <cooperative_groups/memcpy_async.h>
 #include <cooperative_groups/reduce.h>
 #include <cuda/atomic>
 #include <cuda_bf16.h>
@@ -432,6 +433,33 @@ __global__ void __launch_bounds__(BLOCK) grid_normalize(float* __restrict__ x, f
     float total = 0.0f;
     for (unsigned b = 0; b < grid.num_blocks(); ++b) total += partial[b];
     for (unsigned long long i = grid.thread_rank(); i < (unsigned long long)n; i += grid.size()) x[i] /= total;
+}
+
+// ------------------------------------------------------------------------------ cg::memcpy_async, double-buffered
+// Each block sums its rows of `cols` floats: the copy of row r + 1 into the other half of the buffer is in flight
+// while row r is summed (cg::wait_prior<1> lands all but the newest copy), as NVIDIA's blog on asynchronous copies
+// writes it.
+extern "C" __global__ void row_sums_pipelined(const float* __restrict__ x, float* __restrict__ sums, int rows_per_block,
+                                              int cols) {
+    extern __shared__ float stage[];  // two rows
+    cg::thread_block block = cg::this_thread_block();
+    auto warp = cg::tiled_partition<32>(block);
+    const float* rows = x + (size_t)blockIdx.x * rows_per_block * cols;
+    cg::memcpy_async(block, stage, rows, sizeof(float) * cols);
+    for (int r = 0; r < rows_per_block; ++r) {
+        if (r + 1 < rows_per_block) {
+            cg::memcpy_async(block, stage + (r + 1) % 2 * cols, rows + (r + 1) * cols, sizeof(float) * cols);
+            cg::wait_prior<1>(block);
+        } else {
+            cg::wait(block);
+        }
+        const float* row = stage + r % 2 * cols;
+        float s = 0.0f;
+        for (int c = block.thread_rank(); c < cols; c += block.size()) s += row[c];
+        s = cg::reduce(warp, s, cg::plus<float>());
+        if (warp.thread_rank() == 0) atomicAdd(&sums[blockIdx.x * rows_per_block + r], s);
+        block.sync();  // everyone is done with this half before the next copy overwrites it
+    }
 }
 
 // ------------------------------------------------------------------------------ shared memory carving, tables
