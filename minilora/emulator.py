@@ -189,7 +189,7 @@ def _make_cache_folder(folder: Path) -> None:
 # ------------------------------------------------------------------------------------------------
 _COMMENT_OR_STRING = re.compile(r"""//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'""", re.S)
 _IDENT = re.compile(r"[A-Za-z_]\w*")
-_ATTRS = re.compile(r"__align__\s*\([^()]*\)|alignas\s*\([^()]*\)|__attribute__\s*\(\(.*?\)\)", re.S)
+_ATTRS = re.compile(r"__align__\s*\([^()]*\)|alignas\s*\([^()]*\)|__attribute__\s*\(\((?:[^()]|\([^()]*\))*\)\)", re.S)
 _NOT_A_NAME = {"int", "float", "double", "char", "short", "long", "unsigned", "signed", "bool", "void",
                "const", "volatile", "__restrict__", "size_t", "half", "__half", "__nv_bfloat16"}
 
@@ -619,6 +619,19 @@ def _grid_constant_by_reference(src: str) -> str:
     return src
 
 
+def _declared_alignment(text: str) -> str:
+    """The alignment a __shared__ declaration asks with alignas(X), __align__(X) or __attribute__((aligned(X))), as
+    a C++ constant expression (X may be a number or a type: __emu::align_arg takes both); "0" when it asks none."""
+    expr = "0"
+    for attr in _ATTRS.finditer(text):
+        a = attr.group()
+        m = re.fullmatch(r"(?:alignas|__align__)\s*\((.*)\)", a, re.S) or re.search(r"\baligned\s*\(((?:[^()]|\([^()]*\))*)\)", a)
+        arg = m.group(1).strip() if m else ("16" if re.search(r"\baligned\b", a) else "")
+        if arg:
+            expr = f"__emu::align_max({expr}, __emu::align_arg<{arg}>())"
+    return expr
+
+
 def _rewrite_shared(src: str) -> _Rewritten:
     """Replace every __shared__ declaration by per-block storage provided by the runtime.
 
@@ -692,6 +705,7 @@ def _rewrite_shared(src: str) -> _Rewritten:
                 raise CompileError(f"line {line}: cannot parse the __shared__ declarator '{d.strip()}'")
             items.append((base_no_ptr + dm.group(1).replace(" ", ""), dm.group(2), dm.group(3).strip()))
         stmts = []
+        alignment = _declared_alignment(src[start:m.start()] + " " + src[declared_from:end])
         for typ, name, dims in items:
             if is_extern:
                 if dims.replace(" ", "") != "[]":
@@ -699,8 +713,10 @@ def _rewrite_shared(src: str) -> _Rewritten:
                 expr = f"(({typ}*)__emu_dynamic_shared())"
                 decl = f"{typ}* const {name} = {expr};"
             else:
-                expr = f'(__emu_shared_var<{typ} {dims}, {ident}>("{name}", __FILE__, __LINE__))'
-                decl = f"auto& {name} = {expr};"
+                expr = f'(__emu_shared_var<{typ} {dims}, {ident}, {alignment}>("{name}", __FILE__, __LINE__))'
+                # in a function: a lambda marks the spot, one variable per template instantiation and macro expansion
+                local = f'(__emu_shared_local<{typ} {dims}, {alignment}>([] {{}}, "{name}", __FILE__, __LINE__))'
+                decl = f"auto& {name} = {local};"
                 ident += 1
             if file_scope:
                 prelude.append(f"#define {name} {expr}")

@@ -17,6 +17,11 @@ What was wrong before this round, each fixed in kernels/emu/ and checked here:
 * A ``__device__ constexpr`` (or ``const``) table crashed Python (SIGSEGV) in every memcheck / racecheck /
   initcheck launch: the sanitized build's globals were copied back into the plain build's read-only page.  Such a
   variable's ``get_global`` array now refuses writes with a ValueError instead of crashing too.
+* Two instantiations of a ``__device__`` function template (llm.c's ``blockReduce<warpReduceMax>`` and
+  ``blockReduce<warpReduceSum>``) shared their ``__shared__`` array, as did two expansions of one macro: a silent
+  wrong sum where no barrier separates the uses.  Each now has its own, as on a GPU.
+* ``alignas(N)`` / ``__align__(N)`` on a ``__shared__`` array was ignored past 16 bytes, and
+  ``__shared__ __attribute__((aligned(N)))`` did not compile.
 
 The other kernels (llm.c's layernorm forward and backward, online softmax, GELU, AdamW with stochastic rounding, the
 bf16x2 encoder; every rounding mode of the 16-bit conversions bit for bit; pair arithmetic; integer and warp
@@ -433,6 +438,57 @@ def test_get_global_refuses_writes_to_a_const_variable():
     assert offsets.tolist() == [-1, 0, 1]
     m.get_global("scale")[...] = 5.0  # the non-const one stays writable
     assert m.get_global("scale").tolist() == [5.0]
+
+
+# ------------------------------------------------------------------------ __shared__ declarations: one per site
+SHARED_SITES = r"""
+template <int K>
+__device__ float block_sum(float v) {  // a shared-memory tree: the result is read from s[0] after the last barrier
+    __shared__ float s[128];
+    s[threadIdx.x] = v;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (threadIdx.x < stride) s[threadIdx.x] += s[threadIdx.x + stride];
+        __syncthreads();
+    }
+    return s[0];
+}
+#define SCRATCH(name) __shared__ __align__(64) float name[4];
+extern "C" __global__ void two_sums(const float* x, float* out, unsigned long long* misaligned) {
+    float a = block_sum<0>(x[threadIdx.x]);  // two instantiations: two arrays on a GPU
+    float b = block_sum<1>(2.0f * x[threadIdx.x]);
+    SCRATCH(first) SCRATCH(second)  // one macro, two arrays
+    __shared__ alignas(128) float tile[33];
+    __shared__ __attribute__((aligned(256))) float wide[3];
+    if (threadIdx.x < 4) { first[threadIdx.x] = a; second[threadIdx.x] = b; }
+    tile[threadIdx.x % 33] = 0.0f;
+    wide[threadIdx.x % 3] = 0.0f;
+    __syncthreads();
+    out[2 * threadIdx.x] = first[threadIdx.x % 4];
+    out[2 * threadIdx.x + 1] = second[threadIdx.x % 4];
+    if (threadIdx.x == 0) {
+        misaligned[0] = (unsigned long long)(size_t)first % 64 + (size_t)second % 64;
+        misaligned[1] = (unsigned long long)(size_t)tile % 128 + __cvta_generic_to_shared(wide) % 256;
+    }
+}
+"""
+
+
+def test_each_template_instantiation_and_macro_expansion_has_its_own_shared_array():
+    # block_sum<0> and block_sum<1> shared one array (thread 0 wrote its next value into s[0] before the others
+    # read the first sum: 2 instead of 128), and so did the two arrays of one macro
+    x = np.ones(128, f32)
+    out, misaligned = np.zeros((128, 2), f32), np.full(2, 7, np.uint64)
+    RawModule(code=SHARED_SITES).get_function("two_sums")((1,), (128,), (x, out, misaligned))
+    assert (out[:, 0] == 128).all() and (out[:, 1] == 256).all()
+
+
+def test_alignas_and_aligned_attributes_on_shared_arrays_are_honoured():
+    # alignas(128) gave a 16-byte boundary; __attribute__((aligned(256))) did not compile
+    x = np.ones(128, f32)
+    out, misaligned = np.zeros((128, 2), f32), np.full(2, 7, np.uint64)
+    RawModule(code=SHARED_SITES).get_function("two_sums")((1,), (128,), (x, out, misaligned))
+    assert misaligned.tolist() == [0, 0]
 
 
 # ------------------------------------------------------------------------ templates, shared memory, grid sync

@@ -364,10 +364,27 @@ inline void* __cvta_global_to_generic(size_t a) { return (void*)a; }
 #endif
 
 // Shared-memory hooks used by the code emulator.py generates for __shared__ declarations.
-template <class T, int ID>
+// ALIGN: what the declaration's alignas / __align__ / aligned attribute asks (emulator.py writes it), where it
+// exceeds the type's own, so the block's copy lies on that boundary as on a GPU.
+namespace __emu {
+template <size_t N> constexpr size_t align_arg() { return N; }                  // alignas(128)
+template <class T> constexpr size_t align_arg() { return alignof(T); }         // alignas(float4)
+constexpr size_t align_max(size_t a, size_t b) { return a < b ? b : a; }
+}  // namespace __emu
+// A file-scope __shared__ variable: one per module, numbered ID.
+template <class T, int ID, size_t ALIGN = 0>
 inline T& __emu_shared_var(const char* name, const char* file, int line) {
     static int slot = -1;  // index of this declaration in the runtime's table, set on first use
-    return *static_cast<T*>(__emu::shared_get(&slot, sizeof(T), alignof(T), name, file, line));
+    return *static_cast<T*>(__emu::shared_get(&slot, sizeof(T), __emu::align_max(ALIGN, alignof(T)), name, file, line));
+}
+// A __shared__ declaration in a function: `site` is a lambda written at the declaration, whose type is unique to
+// that spot in each instantiation of an enclosing template and in each expansion of a macro.  On a GPU each of
+// those is a variable of its own (blockReduce<warpReduceMax> and blockReduce<warpReduceSum> do not share their
+// array), so each gets its own slot here.
+template <class T, size_t ALIGN, class Site>
+inline T& __emu_shared_local(Site, const char* name, const char* file, int line) {
+    static int slot = -1;  // index of this declaration in the runtime's table, set on first use
+    return *static_cast<T*>(__emu::shared_get(&slot, sizeof(T), __emu::align_max(ALIGN, alignof(T)), name, file, line));
 }
 #define __emu_dynamic_shared() (__emu::dynamic_shared())
 
