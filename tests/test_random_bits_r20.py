@@ -178,9 +178,12 @@ def test_philox_and_graph_methods_are_torchs_cpu_errors(call):
     assert errors[1] == errors[0]
 
 
-def test_a_cuda_generators_offset_says_philox_is_not_reproduced():
+def test_a_cuda_generators_offset_says_philox_is_not_reproduced(monkeypatch):
+    monkeypatch.setattr(ml.random, "_philox_noted", False, raising=False)
+    with pytest.warns(UserWarning, match="Philox"):
+        generator = ml.Generator(device="cuda")
     with pytest.raises(RuntimeError, match="Philox"):
-        ml.Generator(device="cuda").get_offset()
+        generator.get_offset()
 
 
 def test_thread_safe_generator_outside_a_thread_worker_is_none():
@@ -223,3 +226,25 @@ def test_a_draw_on_cuda_says_torchs_philox_numbers_are_not_reproduced(call, fake
 def test_cuda_seeding_without_a_gpu_is_torchs(call):
     """A seed-everything helper's torch.cuda lines: without a GPU torch ignores them (the CPU stream unchanged)."""
     assert_torchs(call)
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.nn.init.trunc_normal_(t.zeros(3, dtype=t.complex64)),
+    lambda t: t.nn.init.trunc_normal_(t.zeros(3, dtype=t.complex128), 0, 1, 3, 4),
+    lambda t: t.nn.init.orthogonal_(t.zeros(3, 3, dtype=t.complex64)),
+], ids=["trunc_normal_", "trunc_normal_-tail", "orthogonal_"])
+def test_init_of_a_complex_tensor_draws_then_is_torchs_error(call):
+    assert_torchs(call)
+
+
+@pytest.mark.parametrize("bounds", [(), (0.0, 1.0, 3.0, 4.0)], ids=["normals", "tail"])
+def test_trunc_normal_of_a_complex_tensor_leaves_torchs_draw_in_it(bounds):
+    written = []
+    for t in (torch, ml):
+        t.manual_seed(1)
+        weight = t.zeros(2, 3, dtype=t.complex64)
+        with pytest.raises(NotImplementedError), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the tail's "more than 2 std" warning, torch's too)
+            t.nn.init.trunc_normal_(weight, *bounds)
+        written.append(t.view_as_real(weight).tolist())
+    assert written[1] == written[0]

@@ -165,7 +165,14 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
         warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
                       "The distribution of values may be incorrect.", stacklevel=2)
     if _normal_cdf((b - mean) / std) - _normal_cdf((a - mean) / std) > 0.3:
+        if tensor.dtype.kind == "c":  # torch's normal_ fills it, then comparing with the bounds has no complex kernel
+            _fill(tensor, _normal_values(tensor, mean, std, generator))
+            raise NotImplementedError(f'"lt_cpu" not implemented for \'{dtypes.torch_name(tensor.dtype)}\'')
         return _fill(tensor, _redrawn_normals(tensor, mean, std, a, b, generator))
+    if tensor.dtype.kind == "c":  # (its uniform_ fill and the acceptance draw, then the comparison fails)
+        _fill(tensor, _uniform_values(tensor, a, b, generator))
+        _uniform_values(tensor, 0.0, 1.0, generator)
+        raise NotImplementedError(f'"gt_cpu" not implemented for \'{dtypes.torch_name(tensor.dtype)}\'')
     return _fill(tensor, _uniform_rejection(tensor, mean, std, a, b, generator))
 
 
@@ -309,6 +316,9 @@ def orthogonal_(tensor, gain=1, generator=None):
     rows = tensor.shape[0]
     cols = tensor.numel() // rows
     gaussian = _normal_values(empty((rows, cols), dtype=tensor.dtype), 0.0, 1.0, generator)  # (torch's draw)
+    if tensor.dtype.kind == "c":  # (torch factors it, then R's diagonal's sign() refuses a complex one)
+        raise NotImplementedError("Unlike NumPy, torch.sign is not intended to support complex numbers. Please use "
+                                  "torch.sgn instead.")
     if tensor.dtype.itemsize == 2:  # (after the draw, as torch's: its 16-bit QR has no CPU kernel)
         raise NotImplementedError(f'"geqrf_cpu" not implemented for \'{dtypes.torch_name(tensor.dtype)}\'')
     if rows < cols:
