@@ -11,6 +11,13 @@ token for token except for the special token ids given as tensors:
 |  (a minilora Tensor, a NumPy array, a torch one) |  tensor of whatever it gets)   |  element tensors ...       |
 | forced_eos_token_id=tensor([4, 7])               | forces 4 or 7                  | the same ValueError        |
 | pad_token_id=tensor(0) / bos_token_id=tensor(6)  | as the ints                    | as the ints (checked here) |
+| generate(do_sample=True, temperature=None)       | samples untempered (the warper | ValueError: temperature    |
+|  (also over a model config's temperature=0.6)    |  is added only for not None)   |  (=None) has to be ...     |
+| repetition_penalty=None,                         | no penalty                     | ValueError                 |
+|  encoder_repetition_penalty=None                 |                                |                            |
+
+Left alone: use_cache=None with sampling (transformers' own logits go wrong from the fourth step: its bug;
+minilora takes None as the default cache, as with greedy decoding, where both agree).
 """
 import numpy as np
 import pytest
@@ -70,3 +77,27 @@ def test_forced_eos_and_bos_ids_as_tensors(pair, kind):
     expected, got = generate_both(pair, None, dict(bos_token_id=torch.tensor(6)), dict(bos_token_id=to_tensor(6)),
                                   max_new_tokens=3)
     assert got == expected and got[0][0] == 6
+
+
+NONE_IS_OFF = [dict(do_sample=True, temperature=None), dict(repetition_penalty=None),
+               dict(do_sample=True, encoder_repetition_penalty=None, top_k=4)]
+
+
+@pytest.mark.parametrize("options", NONE_IS_OFF, ids=[str(o) for o in NONE_IS_OFF])
+def test_a_factor_of_none_is_off_as_in_transformers(pair, options):
+    expected, got = generate_both(pair, PROMPT, options, options, seed=1, max_new_tokens=5)
+    assert got == expected
+    off = {name: 1.0 if value is None else value for name, value in options.items()}
+    assert generate_both(pair, PROMPT, off, off, seed=1, max_new_tokens=5)[1] == got
+
+
+def test_temperature_none_overrides_the_model_config(pair):
+    reference, model = pair[0], pair[1]
+    saved = reference.generation_config.temperature, model.generation_config.temperature
+    reference.generation_config.temperature = model.generation_config.temperature = 0.6
+    try:
+        expected, got = generate_both(pair, PROMPT, {}, {}, seed=2, do_sample=True, temperature=None,
+                                      max_new_tokens=5)
+    finally:
+        reference.generation_config.temperature, model.generation_config.temperature = saved
+    assert got == expected

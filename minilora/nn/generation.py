@@ -794,6 +794,13 @@ def _resolved(name, value, generation_config):
     return own if own is not None else DEFAULTS[name]
 
 
+def _neutral_if_none(factor):
+    """``temperature`` / ``repetition_penalty`` / ``encoder_repetition_penalty`` of None (a call's
+    ``temperature=None``, e.g. a settings dict spread in as keywords): off, as 1.0 -- transformers adds
+    those processors only for a value that ``is not None and != 1.0`` (before: a ValueError here)."""
+    return 1.0 if factor is None else factor
+
+
 def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temperature=DEFAULT, top_k=DEFAULT,
              top_p=DEFAULT, eos_token_id=DEFAULT, pad_token_id=DEFAULT, seed=None, attention_mask=None,
              use_cache=DEFAULT, max_length=None, repetition_penalty=DEFAULT, num_return_sequences=DEFAULT,
@@ -901,6 +908,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         (("do_sample", do_sample), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
          ("min_p", min_p), ("use_cache", use_cache), ("repetition_penalty", repetition_penalty),
          ("num_return_sequences", num_return_sequences)))
+    temperature, repetition_penalty = _neutral_if_none(temperature), _neutral_if_none(repetition_penalty)
+    rarer["encoder_repetition_penalty"] = _neutral_if_none(rarer["encoder_repetition_penalty"])
     no_repeat_ngram_size = _resolved("no_repeat_ngram_size", no_repeat_ngram_size, own)
     if embeds is not None and ids.shape[1] == 0:
         _warn_penalties_miss_the_prompt(repetition_penalty, no_repeat_ngram_size)
