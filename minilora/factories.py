@@ -1506,11 +1506,21 @@ def bernoulli(input, p=None, *, generator=None):
         return _without_derivative(out, input, "bernoulli") if input.requires_grad and _grad_enabled() else out
     dtypes.refuse_complex("bernoulli_tensor_cpu_self_", input)
     _refuse_integer(input, "bernoulli_tensor_cpu_p_")
-    probs = _host(input)
-    if not np.all((probs >= 0) & (probs <= 1)):  # (NaN fails too)
-        raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.")
-    draws = _gen(generator).bernoulli_tensor(dtypes.canonical(input.detach().cpu().numpy()))
+    probs = dtypes.canonical(input.detach().cpu().numpy())
+    _check_probabilities(probs, generator)
+    draws = _gen(generator).bernoulli_tensor(probs)
     return _drawn(draws, input.dtype, input.device, (input,))
+
+
+def _check_probabilities(probs, generator):
+    """torch's check of each probability (in [0, 1]; NaN fails), made element by element as its kernel draws:
+    the elements before the first one outside have drawn their uniforms when it raises."""
+    flat = np.asarray(probs).reshape(-1)
+    outside = np.flatnonzero(~((flat >= 0) & (flat <= 1)))
+    if outside.size:
+        _gen(generator).bernoulli_tensor(flat[:outside[0]])
+        raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.  (Could this error message "
+                           "be improved?  If so, please report an enhancement request to PyTorch.)")  # (torch's words)
 
 
 def _bernoulli_draws(p, shape, generator):
@@ -1519,12 +1529,12 @@ def _bernoulli_draws(p, shape, generator):
     if isinstance(p, Tensor):
         _refuse_integer(p, "bernoulli_tensor_cpu_p_")
         probs = _host(p)
-        if not np.all((probs >= 0) & (probs <= 1)):  # (NaN fails too)
-            raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.")
         if probs.ndim > len(shape) or np.broadcast_shapes(probs.shape, shape) != tuple(shape):
             raise RuntimeError(f"expand({list(probs.shape)}, size={list(shape)}): the probabilities "
                                f"cannot be broadcast to the tensor's shape")
-        return _gen(generator).bernoulli_tensor(np.broadcast_to(dtypes.canonical(p.detach().cpu().numpy()), shape))
+        probs = np.broadcast_to(dtypes.canonical(p.detach().cpu().numpy()), shape)
+        _check_probabilities(probs, generator)
+        return _gen(generator).bernoulli_tensor(probs)
     if not 0 <= p <= 1:
         raise RuntimeError(f"bernoulli_ expects p to be in [0, 1], but got p={_number(p)}")
     return _gen(generator).bernoulli(shape, p)
@@ -1538,7 +1548,9 @@ def poisson(input, generator=None):
     if input.is_meta:
         return _make(np.zeros(input.shape, input.dtype), input.dtype, META, False)
     rates = _host(input)
-    if not np.all(rates >= 0):  # (NaN fails too)
+    negative = np.flatnonzero(~(rates.reshape(-1) >= 0))  # (NaN fails too)
+    if negative.size:  # (torch's kernel checks each rate as it draws: those before it have drawn)
+        _gen(generator).poisson(rates.reshape(-1)[:negative[0]])
         raise RuntimeError("invalid Poisson rate, expected rate to be non-negative")
     return _drawn(_gen(generator).poisson(rates), input.dtype, input.device, (input,))
 
@@ -1815,11 +1827,29 @@ def _uniform_(self, a=0.0, b=1.0, *, generator=None):
     a, b = _scalars(a, b)
     if self.dtype.kind != "c":
         _refuse_integer(self, "check_uniform_bounds")
-    if a > b:
-        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={_number(a)} "
-                           f"> to={_number(b)}")
+    check_uniform_bounds(a, b, self.dtype)
     return _fill_drawn(self, _in_pairs_if_complex(
         self.dtype, lambda shape, dtype: _gen(generator).uniform(shape, dtype, a, b)))
+
+
+_C_FLOAT_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "bfloat16": "c10::BFloat16"}
+
+
+def check_uniform_bounds(low, high, dtype):
+    """torch's checks of ``uniform_(low, high)`` on a tensor of ``dtype`` (a complex one: its parts' dtype): each
+    bound finite and within the dtype's range, ``low <= high``, and ``high - low`` within it too (NumPy would fill
+    the tensor with inf)."""
+    real = np.dtype(np.float32 if dtype == np.complex64 else np.float64) if dtype.kind == "c" else dtype
+    largest = float(dtypes.finfo(real).max)
+    for value, name in ((low, "from"), (high, "to")):
+        if not -largest <= value <= largest:  # (nan too)
+            raise RuntimeError(f"{name} is out of bounds for {_C_FLOAT_NAMES[real.name]}")
+    if low > high:
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={_number(low)} "
+                           f"> to={_number(high)}")
+    if high - low > largest:  # (printed as C++ prints a double: 3e+38, 60000)
+        raise RuntimeError(f"uniform_ expects to-from <= std::numeric_limits<{dtypes.torch_name(real)}>::max(), but "
+                           f"found to={high:g} and from={low:g} which result in to-from to exceed the limit")
 
 
 def _in_pairs_if_complex(dtype, draw):

@@ -150,6 +150,42 @@ def test_normal_of_a_complex_mean_is_torchs(call):
     assert_torchs(call)
 
 
+# ---- bounds and probabilities: torch's checks, and the draws made before its kernel's check fails ---------------
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("low, high, dtype", [
+    (0, INF, "float32"), (0, INF, "float64"), (0, INF, "float16"), (0, INF, "complex64"), (-INF, 0, "float32"),
+    (-INF, 0, "float16"), (NAN, 1, "float32"), (NAN, 1, "float64"), (0, 70000, "float16"), (-60000, 60000, "float16"),
+    (-3e38, 3e38, "float32"), (-3e38, 3e38, "complex64"), (-1e308, 1e308, "float64"), (-1e308, 1e308, "float32"),
+])
+def test_uniform_bounds_past_the_dtypes_range_are_torchs_error(low, high, dtype):
+    assert_torchs(lambda t: t.zeros(3, dtype=getattr(t, dtype)).uniform_(low, high))
+    assert_torchs(lambda t: t.nn.init.uniform_(t.zeros(3, dtype=getattr(t, dtype)), a=low, b=high))
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.bernoulli(t.tensor([0.5, 0.2, 1.5, 0.3])),
+    lambda t: t.bernoulli(t.tensor([0.5, 0.2, 1.5], dtype=t.float64)),
+    lambda t: t.bernoulli(t.tensor([0.5, float("nan")])),
+    lambda t: t.bernoulli(t.tensor([[0.5, 0.2, 0.1], [0.5, 2.0, 0.1]]).t()),
+    lambda t: t.zeros(3).bernoulli_(t.tensor([0.2, 1.5, 0.1])),
+    lambda t: t.zeros(2, 3).bernoulli_(p=t.tensor([0.2, 0.3, 1.1], dtype=t.float64)),
+    lambda t: t.zeros(3, 2).t().bernoulli_(t.tensor([[0.2, 0.3, 0.4], [0.1, 1.1, 0.2]])),
+    lambda t: t.poisson(t.tensor([1.0, 20.0, -1.0, 2.0])),
+    lambda t: t.poisson(t.tensor([3.0, float("nan")])),
+    lambda t: t.poisson(t.tensor([[1.0, 2.0], [-1.0, 3.0]]).t()),
+], ids=["bernoulli", "bernoulli-f64", "bernoulli-nan", "bernoulli-T", "bernoulli_", "bernoulli_-broadcast",
+        "bernoulli_-T", "poisson", "poisson-nan", "poisson-T"])
+def test_a_probability_or_rate_outside_draws_as_far_as_torchs_kernel(call):
+    assert_torchs(call)
+
+
+def test_dropout_probability_outside_is_torchs_error():
+    assert_torchs(lambda t: _functional(t).dropout(t.ones(3), 1.5))
+    assert_torchs(lambda t: t.nn.Dropout(p=-0.1))
+
+
 # ---- the Generator's API --------------------------------------------------------------------------------------
 def test_clone_state_draws_what_the_generator_draws():
     for t in (torch, ml):

@@ -100,8 +100,8 @@ def _uniform_values(tensor, a, b, generator):
     ``tensor``'s memory order, from a minilora Generator or the global one; a
     ``numpy.random.Generator`` draws NumPy's)."""
     _refuse_integer(tensor, "check_uniform_bounds")
-    if a > b:  # torch's RuntimeError, before NumPy's ValueError
-        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
+    from ..factories import check_uniform_bounds
+    check_uniform_bounds(a, b, tensor.dtype)  # (torch's tensor.uniform_ checks: a > b, bounds past the dtype's range)
     if isinstance(generator, np.random.Generator):
         return generator.uniform(a, b, tensor.shape)
     return _torch_draw(tensor, generator, lambda gen, shape: _parts(tensor, lambda s, dtype: gen.uniform(s, dtype, a, b))(shape))

@@ -1752,7 +1752,7 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
     """Inverted dropout (PyTorch's ``F.dropout``), torch's mask for the same seed; ``seed`` fixes the
     mask (default: drawn from ``minilora.manual_seed``'s generator)."""
     if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")  # (torch's words)
     if training is not True and training is not False:  # ("no" is true: dropout ran where the caller said no)
         bool_argument("dropout", "train", training, position=3)
     if not training or p == 0:
