@@ -15,10 +15,14 @@ token for token except for the special token ids given as tensors:
 |  (also over a model config's temperature=0.6)    |  is added only for not None)   |  (=None) has to be ...     |
 | repetition_penalty=None,                         | no penalty                     | ValueError                 |
 |  encoder_repetition_penalty=None                 |                                |                            |
+| generate(max_new_tokens=3, min_length=20)       | UserWarning "Unfeasible length | silent                     |
+|  (also min_new_tokens past the maximum)          |  constraints: ..."             |                            |
 
 Left alone: use_cache=None with sampling (transformers' own logits go wrong from the fourth step: its bug;
 minilora takes None as the default cache, as with greedy decoding, where both agree).
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -101,3 +105,23 @@ def test_temperature_none_overrides_the_model_config(pair):
     finally:
         reference.generation_config.temperature, model.generation_config.temperature = saved
     assert got == expected
+
+
+UNFEASIBLE = [dict(min_length=20), dict(min_new_tokens=5), dict(min_new_tokens=5, min_length=3),
+              dict(min_length=20, max_length=7), dict(min_new_tokens=4, max_length=7, max_new_tokens=None)]
+
+
+@pytest.mark.parametrize("options", UNFEASIBLE, ids=[str(o) for o in UNFEASIBLE])
+def test_a_minimum_past_the_maximum_is_warned_about_as_in_transformers(pair, options):
+    """transformers' "Unfeasible length constraints" UserWarnings, the same ones (none for a minimum that is
+    the maximum itself)."""
+    def unfeasible(lm, ids, options):
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            lm.generate(ids, **{"max_new_tokens": 3, **options})
+        return [str(w.message) for w in caught if "Unfeasible" in str(w.message)]
+    theirs = unfeasible(pair[0], torch.tensor(PROMPT), options)
+    assert theirs and unfeasible(pair[1], np.array(PROMPT), options) == theirs
+    at_the_maximum = dict(min_length=8)  # 5 + 3
+    assert unfeasible(pair[1], np.array(PROMPT), at_the_maximum) == [] == unfeasible(pair[0], torch.tensor(PROMPT),
+                                                                                       at_the_maximum)

@@ -852,6 +852,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     transformers' defaults (``DEFAULTS``) -- the order transformers uses. So do the lengths and the
     eos / pad ids. transformers' other options are accepted at their "off" value and refused otherwise.
     """
+    max_length_passed = max_length is not None  # (transformers' warnings call any other max_length the default)
     rarer = {name: kwargs.pop(name, DEFAULT) for name in _PROCESSOR_OPTIONS}
     given_cache = _the_cache(kwargs.pop("past_key_values", None), kwargs.pop("cache", None))
     user_processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
@@ -952,6 +953,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams,
                             early_stopping)
     _warn_past_positions(config, prompt_length + max_new_tokens)
+    if embeds is None:
+        _warn_unfeasible_minimum(min_length, min_new_tokens, ids.shape[1], max_new_tokens, max_length_passed)
     eos = _id_list(_special_token("eos_token_id", eos_token_id, own, config))
     pad_token_id = _special_token("pad_token_id", pad_token_id, own, config)
     if pad_token_id is None:
@@ -1985,6 +1988,23 @@ def _min_length(min_new_tokens, min_length, prompt_length):
         warnings.warn(f"both min_new_tokens (={min_new_tokens}) and min_length (={min_length}) were given: "
                       "min_new_tokens wins, as in transformers")
     return prompt_length + min_new_tokens
+
+
+def _warn_unfeasible_minimum(min_length, min_new_tokens, prompt_length, max_new_tokens, max_length_passed):
+    """A minimum length past the maximum one: no eos before the maximum, where generation stops anyway.
+    transformers warns (a UserWarning, its words) rather than refuse; so does minilora (before: silent)."""
+    longest = prompt_length + max_new_tokens
+    advice = (" Generation will stop at the defined maximum length. You should decrease the minimum length and/or "
+              "increase the maximum length.")
+    if not max_length_passed:  # (transformers says so also when max_new_tokens set the maximum)
+        advice += f" Note that `max_length` is set to {longest}, its default value."
+    if min_length > longest:  # (min_length is min_new_tokens + the prompt when min_new_tokens is set)
+        warnings.warn(f"Unfeasible length constraints: `min_length` ({min_length}) is larger than the maximum "
+                      f"possible length ({longest})." + advice, UserWarning)
+    if min_new_tokens and prompt_length + min_new_tokens > longest:
+        warnings.warn(f"Unfeasible length constraints: `min_new_tokens` ({min_new_tokens}), when added to the "
+                      f"prompt length ({prompt_length}), is larger than the maximum possible length ({longest})."
+                      + advice, UserWarning)
 
 
 def _warn_unused_sampling_options(**options):
