@@ -17,6 +17,8 @@ token for token except for the special token ids given as tensors:
 |  encoder_repetition_penalty=None                 |                                |                            |
 | generate(max_new_tokens=3, min_length=20)       | UserWarning "Unfeasible length | silent                     |
 |  (also min_new_tokens past the maximum)          |  constraints: ..."             |                            |
+| eos_token_id=-1 (or a list holding a negative id)| "`eos_token_id` should consist | silent                     |
+|                                                  |  of positive integers" (logged)|                            |
 
 Left alone: use_cache=None with sampling (transformers' own logits go wrong from the fourth step: its bug;
 minilora takes None as the default cache, as with greedy decoding, where both agree).
@@ -125,3 +127,12 @@ def test_a_minimum_past_the_maximum_is_warned_about_as_in_transformers(pair, opt
     at_the_maximum = dict(min_length=8)  # 5 + 3
     assert unfeasible(pair[1], np.array(PROMPT), at_the_maximum) == [] == unfeasible(pair[0], torch.tensor(PROMPT),
                                                                                        at_the_maximum)
+
+
+@pytest.mark.parametrize("eos", [-1, [2, -5]])
+def test_a_negative_eos_id_is_warned_about(pair, eos):
+    """No token is a negative id: generation runs to the maximum length. transformers logs a warning; minilora
+    warns with its words, and the tokens are transformers' (the other ids still stop a row)."""
+    with pytest.warns(UserWarning, match="`eos_token_id` should consist of positive integers"):
+        expected, got = generate_both(pair, PROMPT, dict(eos_token_id=eos), dict(eos_token_id=eos), max_new_tokens=4)
+    assert got == expected

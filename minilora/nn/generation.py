@@ -956,6 +956,9 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if embeds is None:
         _warn_unfeasible_minimum(min_length, min_new_tokens, ids.shape[1], max_new_tokens, max_length_passed)
     eos = _id_list(_special_token("eos_token_id", eos_token_id, own, config))
+    if any(i < 0 for i in eos):  # no token is ever a negative id: transformers warns (logs) the same
+        warnings.warn(f"`eos_token_id` should consist of positive integers, but is {eos}. Your generation will not "
+                      "stop until the maximum length is reached. Depending on other flags, it may even crash.")
     pad_token_id = _special_token("pad_token_id", pad_token_id, own, config)
     if pad_token_id is None:
         pad_token_id = eos[0] if eos else 0  # transformers pads finished rows with the first eos id
