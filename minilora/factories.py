@@ -1294,13 +1294,14 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     if weights.shape[-1] == 0:  # (torch's check of the weights fails first, in its aminmax)
         raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the operation "
                            "has no identity")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
     rows = weights.reshape(-1, weights.shape[-1])
-    if np.any(rows.sum(axis=1) <= 0):
+    many_with_replacement = replacement and num_samples > 1  # (torch's kernel checks each row as it draws)
+    if not many_with_replacement and (not np.all(np.isfinite(weights)) or np.any(weights < 0)):
+        raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+    if not many_with_replacement and np.any(rows.sum(axis=1) <= 0):
         raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
     gen, typed = _gen(generator), input.detach().cpu().numpy().reshape(rows.shape)
-    if replacement and num_samples > 1:
+    if many_with_replacement:
         draws = _draw_with_replacement(gen, typed, num_samples)
     else:  # (torch's exponentials fill empty_like(input): in its memory order)
         exponentials = _drawn_in_memory_order(input._array, gen.exponential).reshape(rows.shape)
@@ -1323,10 +1324,22 @@ def _draw_with_replacement(gen, rows, num_samples):
     draws = np.empty((len(rows), num_samples), np.int64)
     for i, row in enumerate(rows.astype(work)):
         cumulative = np.cumsum(row, dtype=work)
+        _check_distribution(row, cumulative[-1])  # (the rows before a bad one have drawn)
         cumulative /= cumulative[-1]
         cumulative[-1] = 1
         draws[i] = np.searchsorted(cumulative.astype(np.float64), gen.uniform((num_samples,), np.float64), "left")
     return draws
+
+
+def _check_distribution(row, total):
+    """torch's checks in its with-replacement kernel: each weight in order (not >= 0, NaN included; then not
+    finite), then the row's sum."""
+    bad = np.flatnonzero(~((row >= 0) & np.isfinite(row)))
+    if bad.size:
+        kind = "< 0" if not row[bad[0]] >= 0 else "= infinity or NaN"
+        raise RuntimeError(f"invalid multinomial distribution (encountering probability entry {kind})")
+    if not total > 0:
+        raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
 
 
 def _draw_by_exponential_race(gen, rows, num_samples, exponentials=None):

@@ -181,6 +181,24 @@ def test_a_probability_or_rate_outside_draws_as_far_as_torchs_kernel(call):
     assert_torchs(call)
 
 
+@pytest.mark.parametrize("weights", [[[1.0, 2.0], [1.0, -1.0]], [[1.0, 2.0], [0.0, 0.0]], [[1.0, 2.0], [1.0, NAN]],
+                                     [[1.0, INF]], [[INF, -1.0]]],
+                         ids=["negative", "zero-sum", "nan", "inf", "inf-first"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_multinomial_with_replacement_checks_each_row_as_torchs_kernel(weights, dtype):
+    """Several samples with replacement: torch's kernel checks a row as it reaches it (the rows before have
+    drawn), in its own words; one sample, or none replaced, keeps the check of the whole tensor first."""
+    assert_torchs(lambda t: t.multinomial(t.tensor(weights, dtype=getattr(t, dtype)), 3, True))
+    assert_torchs(lambda t: t.multinomial(t.tensor(weights, dtype=getattr(t, dtype)), num_samples=4, replacement=True))
+
+
+def test_weighted_random_sampler_with_a_negative_weight_is_torchs_error():
+    def draw(t):
+        data = torch.utils.data if t is torch else ml.utils.data
+        return t.tensor(list(data.WeightedRandomSampler([1.0, -1.0, 2.0], 5)))
+    assert_torchs(draw)
+
+
 def test_dropout_probability_outside_is_torchs_error():
     assert_torchs(lambda t: _functional(t).dropout(t.ones(3), 1.5))
     assert_torchs(lambda t: t.nn.Dropout(p=-0.1))
