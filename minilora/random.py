@@ -63,7 +63,7 @@ def _seed_value(seed):
     """``seed`` (an int) as torch stores it: negatives wrapped to 64 bits; outside ``[-2**63, 2**64)``
     the ValueError torch raises."""
     if not -(1 << 63) <= seed < _SEED_RANGE:
-        raise ValueError(f"Overflow when unpacking long long (seed {seed} is outside [-2**63, 2**64))")
+        raise ValueError("Overflow when unpacking long long")  # (torch's words: the seed is outside [-2**63, 2**64))
     return seed % _SEED_RANGE
 
 
@@ -545,12 +545,15 @@ def _state_bytes(state):
         raise ValueError("this random-generator state is from an older minilora, which drew NumPy's "
                          "PCG64 stream; minilora now draws torch's MT19937 stream and cannot continue "
                          "that one: seed again (manual_seed) instead of restoring it")
-    array = state.numpy() if hasattr(state, "numpy") else np.asarray(state)
-    if array.dtype != np.uint8 or array.size != STATE_SIZE:
-        raise RuntimeError(f"Expected either a THGeneratorState of size {_STATE_LAYOUT.itemsize - 8} or a "
-                           f"CPUGeneratorImplState of size {STATE_SIZE} but found the input RNG state size "
-                           f"to be {array.size}" if array.dtype == np.uint8 else
-                           "RNG state must be a torch.ByteTensor")
+    if not hasattr(state, "numpy") and not isinstance(state, (np.ndarray, bytes)):  # (torch's argument parser)
+        raise TypeError(f"expected a torch.ByteTensor, but got {type(state).__name__}")
+    array = state.numpy() if hasattr(state, "numpy") else np.frombuffer(state, np.uint8) \
+        if isinstance(state, bytes) else np.asarray(state)
+    if array.dtype != np.uint8:
+        raise TypeError("RNG state must be a torch.ByteTensor")
+    if array.size != STATE_SIZE:
+        raise RuntimeError(f"Expected a CPUGeneratorImplState of size {STATE_SIZE} but found the input RNG state "
+                           f"size to be {array.size}")
     return array.tobytes()
 
 

@@ -240,6 +240,26 @@ def test_a_cuda_generators_offset_says_philox_is_not_reproduced(monkeypatch):
         generator.get_offset()
 
 
+@pytest.mark.parametrize("call", [
+    lambda t: t.set_rng_state([1, 2]),
+    lambda t: t.set_rng_state(t.zeros(5056)),
+    lambda t: t.set_rng_state(t.zeros(10, dtype=t.uint8)),
+    lambda t: t.set_rng_state(t.zeros(5048, dtype=t.uint8)),
+    lambda t: t.Generator().set_state(t.ones(7, dtype=t.uint8)),
+    lambda t: t.manual_seed(2 ** 64),
+], ids=["list", "float-tensor", "short", "legacy-size", "generator-short", "seed-overflow"])
+def test_a_bad_state_or_seed_is_torchs_error(call):
+    assert_torchs(call)
+
+
+def test_a_state_as_bytes_sets_the_generator():
+    state = bytes(torch.Generator().manual_seed(8).get_state().numpy())
+    ml.manual_seed(3)
+    ml.set_rng_state(state)
+    torch.set_rng_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    assert ml.rand(3).tolist() == torch.rand(3).tolist()
+
+
 def test_thread_safe_generator_outside_a_thread_worker_is_none():
     assert ml.random.thread_safe_generator() is torch.random.thread_safe_generator() is None
 
