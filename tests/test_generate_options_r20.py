@@ -19,6 +19,7 @@ token for token except for the special token ids given as tensors:
 |  (also min_new_tokens past the maximum)          |  constraints: ..."             |                            |
 | eos_token_id=-1 (or a list holding a negative id)| "`eos_token_id` should consist | silent                     |
 |                                                  |  of positive integers" (logged)|                            |
+| pad_token_id=-1                                  | "not valid flags: pad_token_id"| silent                     |
 
 Left alone: use_cache=None with sampling (transformers' own logits go wrong from the fourth step: its bug;
 minilora takes None as the default cache, as with greedy decoding, where both agree).
@@ -135,4 +136,11 @@ def test_a_negative_eos_id_is_warned_about(pair, eos):
     warns with its words, and the tokens are transformers' (the other ids still stop a row)."""
     with pytest.warns(UserWarning, match="`eos_token_id` should consist of positive integers"):
         expected, got = generate_both(pair, PROMPT, dict(eos_token_id=eos), dict(eos_token_id=eos), max_new_tokens=4)
+    assert got == expected
+
+
+def test_a_negative_pad_id_is_warned_about(pair):
+    options = dict(pad_token_id=-1, eos_token_id=10, do_sample=True)  # the row ends at 10, then -1s
+    with pytest.warns(UserWarning, match="`pad_token_id` should be positive but got -1"):
+        expected, got = generate_both(pair, PADDED, options, options, attention_mask=None, max_new_tokens=6)
     assert got == expected

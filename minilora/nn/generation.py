@@ -960,6 +960,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         warnings.warn(f"`eos_token_id` should consist of positive integers, but is {eos}. Your generation will not "
                       "stop until the maximum length is reached. Depending on other flags, it may even crash.")
     pad_token_id = _special_token("pad_token_id", pad_token_id, own, config)
+    if isinstance(pad_token_id, (int, np.integer)) and pad_token_id < 0:  # transformers' "flags not valid" (logged)
+        warnings.warn(f"`pad_token_id` should be positive but got {pad_token_id}: finished rows are filled with it")
     if pad_token_id is None:
         pad_token_id = eos[0] if eos else 0  # transformers pads finished rows with the first eos id
         if eos and attention_mask is None and ids.shape[0] > 1:
