@@ -32,11 +32,13 @@ from .tensor import refuse_negative_strides as _refuse_negative_strides  # noqa:
 __version__ = "0.1.0"
 
 
-def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+def arange(start=0, end=None, step=1, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False):
     """``arange(5)`` is int64 and ``arange(0, 1, 0.25)`` float32: as torch, the dtype is the default
     float dtype when any bound or the step is a float, else int64. Values are torch's CPU kernel's
     (``factories.arange_values``: ``start + i * step`` by its vectors' bases and lanes, bit for bit), with
     ``ceil((end - start) / step)`` of them; bounds the step walks away from are an error, as torch."""
+    if layout is not None or pin_memory is not False:
+        factories.check_layout("arange", layout, pin_memory, device)
     if end is None:
         start, end = 0, start
     bounds = [b.item() if isinstance(b, Tensor) else b for b in (start, end, step)]
@@ -110,6 +112,8 @@ from .ops import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, 
 from .ops import nanmean, nansum  # noqa: E402,F401
 from .factories import (channels_last, channels_last_3d, contiguous_format,  # noqa: E402,F401
                         memory_format, preserve_format)
+from .factories import (_mkldnn, jagged, layout, sparse_bsc, sparse_bsr, sparse_coo,  # noqa: E402,F401
+                        sparse_csc, sparse_csr, strided)
 from .ops import as_strided, as_strided_, as_strided_scatter  # noqa: E402,F401
 from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
 # torch's functions that are the methods of the same name (torch.t(x) is x.t()) or their other names

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import dtypes, float32_sums, parallel as _parallel, return_types
 from . import random as _random
-from .device import META, device as _get_device, xp_of
+from .device import META, all_devices as _all_devices, device as _get_device, xp_of
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
 from . import tensor as _tensor_module
 from .tensor import _NAMED_BY_FIELDS, Function, Tensor, no_forward_formula, refuse_negative_strides, share_node
@@ -70,9 +70,10 @@ def _size(size, fn):
     """``(2, 3)`` from ``f(2, 3)``, ``f((2, 3))`` or ``f([2, 3])``; torch's error for anything else."""
     size = int_sizes(size, fn)
     for n in size:
-        if int(n) < 0:
-            raise RuntimeError(f"{fn}(): Trying to create tensor with negative dimension {int(n)}: "
-                               f"{list(map(int, size))}")
+        if int(n) < 0:  # (torch names no function here; its zeros alone has a message of its own)
+            if fn == "zeros":
+                raise RuntimeError("zeros: Dimension size must be non-negative.")
+            raise RuntimeError(f"Trying to create tensor with negative dimension {int(n)}: {list(map(int, size))}")
     return tuple(int(n) for n in size)
 
 
@@ -191,19 +192,26 @@ def _undrawn(shape, dtype, requires_grad=False):
 
 
 # ---- filled with one value -----------------------------------------------------------------------
-def zeros(*size, dtype=None, device=None, requires_grad=False, **keywords):
+def zeros(*size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False, **keywords):
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("zeros", layout, pin_memory, device)
     dtype = _float_dtype(dtype)
     return _make(np.zeros(_sizes(size, keywords, "zeros"), dtype), dtype, device, requires_grad)
 
 
-def ones(*size, dtype=None, device=None, requires_grad=False, **keywords):
+def ones(*size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False, **keywords):
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("ones", layout, pin_memory, device)
     dtype = _float_dtype(dtype)
     return _make(np.ones(_sizes(size, keywords, "ones"), dtype), dtype, device, requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False, memory_format=None, **keywords):
+def empty(*size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False, memory_format=None,
+          **keywords):
     """As ``torch.empty``, but zero-filled: a teaching framework shows no stale memory.
     ``memory_format=torch.channels_last``: laid out with the channels innermost."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("empty", layout, pin_memory, device)
     dtype = _float_dtype(dtype)
     result = _make(np.zeros(_sizes(size, keywords, "empty"), dtype), dtype, device, requires_grad)
     if memory_format not in (None, contiguous_format, preserve_format):
@@ -224,8 +232,10 @@ def _fill_dtype(fill_value):
     return dtypes.get_default_dtype()
 
 
-def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
+def full(size, fill_value, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False):
     """A tensor of ``size`` filled with ``fill_value`` (dtype from the value unless given, as torch)."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("full", layout, pin_memory, device)
     dtype = _fill_dtype(fill_value) if dtype is None else dtypes.to_dtype(dtype)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
@@ -240,26 +250,38 @@ def _like(input, dtype, device):
             input.device if device is None else device)
 
 
-def zeros_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+def zeros_like(input, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
+               memory_format=None):
     """Laid out as ``input`` (torch's preserve_format) unless ``memory_format`` says otherwise; so are
     the other ``*_like`` tensors."""
+    if layout is not None or pin_memory is not False:
+        check_layout("zeros_like", layout, pin_memory, device)
     dtype, device = _like(input, dtype, device)
     return _laid_out_like(input, memory_format, lambda shape: _make(np.zeros(shape, dtype), dtype, device,
                                                                     requires_grad))
 
 
-def ones_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+def ones_like(input, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
+              memory_format=None):
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("ones_like", layout, pin_memory, device)
     dtype, device = _like(input, dtype, device)
     return _laid_out_like(input, memory_format, lambda shape: _make(np.ones(shape, dtype), dtype, device,
                                                                     requires_grad))
 
 
-def empty_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+def empty_like(input, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
+               memory_format=None):
     """Zero-filled, like ``empty``."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("empty_like", layout, pin_memory, device)
     return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad, memory_format=memory_format)
 
 
-def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+def full_like(input, fill_value, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
+              memory_format=None):
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("full_like", layout, pin_memory, device)
     dtype, device = _like(input, dtype, device)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
@@ -267,8 +289,10 @@ def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False
                                                                     device, requires_grad))
 
 
-def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+def eye(n, m=None, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False):
     """The ``n x m`` identity (``m`` defaults to ``n``)."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("eye", layout, pin_memory, device)
     for name, value in (("n", n), ("m", m)):
         if value is not None and value < 0:
             raise RuntimeError(f"{name} must be greater or equal to 0, got {value}")
@@ -286,14 +310,18 @@ def _triangle_indices(fn, row, col, offset, dtype, device):
     return _make(np.stack(pick(row, offset, col)).astype(dtype), dtype, device, False)
 
 
-def tril_indices(row, col, offset=0, *, dtype=dtypes.int64, device=None):
+def tril_indices(row, col, offset=0, *, dtype=dtypes.int64, layout=None, device=None, pin_memory=False):
     """``torch.tril_indices``: the ``[2, N]`` coordinates of the lower triangle (on and below
     diagonal ``offset``) of a ``row x col`` matrix, row by row."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("tril_indices", layout, pin_memory, device)
     return _triangle_indices("tril_indices", row, col, offset, dtype, device)
 
 
-def triu_indices(row, col, offset=0, *, dtype=dtypes.int64, device=None):
+def triu_indices(row, col, offset=0, *, dtype=dtypes.int64, layout=None, device=None, pin_memory=False):
     """``torch.triu_indices``: the ``[2, N]`` coordinates of the upper triangle."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("triu_indices", layout, pin_memory, device)
     return _triangle_indices("triu_indices", row, col, offset, dtype, device)
 
 
@@ -334,6 +362,46 @@ class memory_format:
 preserve_format, contiguous_format = memory_format("preserve_format"), memory_format("contiguous_format")
 channels_last, channels_last_3d = memory_format("channels_last"), memory_format("channels_last_3d")
 _CHANNELS_LAST = {channels_last: (4, (0, 2, 3, 1)), channels_last_3d: (5, (0, 2, 3, 4, 1))}
+
+
+# ---- layouts: how a tensor's elements are stored (torch.layout); minilora's are all dense --------------------
+class layout:
+    """``torch.layout``: ``torch.strided`` (dense, every tensor minilora makes) or one of torch's sparse and
+    other layouts (``sparse_coo``, ``sparse_csr`` ...), which minilora names so that code spelling them reads,
+    and refuses when asked to make one."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+strided, sparse_coo, sparse_csr, sparse_csc = (layout(name) for name in ("strided", "sparse_coo", "sparse_csr",
+                                                                         "sparse_csc"))
+sparse_bsr, sparse_bsc, _mkldnn, jagged = (layout(name) for name in ("sparse_bsr", "sparse_bsc", "_mkldnn", "jagged"))
+Tensor.layout = property(lambda self: strided, doc="``x.layout``: always ``torch.strided`` (dense) in minilora.")
+
+_NO_PINNED_MEMORY = ("pin_memory=True requires a CUDA or other accelerator backend; no pinned memory allocator is "
+                     "available on this system.")
+
+
+def check_layout(fn, layout_given, pin_memory, device=None):
+    """torch's factory keywords ``layout=`` and ``pin_memory=``, checked as torch checks them: a layout must be a
+    ``torch.layout`` (a non-strided one is refused: minilora has dense tensors only); ``pin_memory`` a bool, True
+    only where a GPU's pinned host memory exists (CuPy with a GPU: pinning changes speed, not values). The
+    factories call it only when either keyword is not its default, so the common call pays one comparison."""
+    if layout_given is not None and layout_given is not strided:
+        if not isinstance(layout_given, layout):
+            raise TypeError(f"{fn}(): argument 'layout' must be torch.layout, not {type(layout_given).__name__}")
+        raise NotImplementedError(f"{fn}(): layout={layout_given!r} is not supported: minilora has dense "
+                                  f"(torch.strided) tensors only")
+    if pin_memory is None or pin_memory is False:
+        return
+    if not isinstance(pin_memory, bool):
+        raise TypeError(f"{fn}(): argument 'pin_memory' must be bool, not {type(pin_memory).__name__}")
+    if not any(d.name == "cuda" and d.enabled() for d in _all_devices()):
+        raise RuntimeError(_NO_PINNED_MEMORY)
 
 
 def preserved_order(shape, strides):
@@ -893,8 +961,11 @@ def _drawn_in_memory_order(array, draw, batch_in_front=False):
     return values if order == tuple(range(array.ndim)) else values.transpose(np.argsort(order))
 
 
-def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
+def rand(*size, generator=None, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
+         **keywords):
     """Uniform on [0, 1): torch's numbers for the same seed."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("rand", layout, pin_memory, device)
     shape = _sizes(size, keywords, "rand")
     device = _device_of(device)  # (resolved once: Tensor() below takes the Device as it is)
     if device is META:
@@ -904,8 +975,11 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **
     return _made_drawn(array, dtype, device, requires_grad)
 
 
-def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
+def randn(*size, generator=None, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
+          **keywords):
     """Standard normal: torch's numbers for the same seed."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("randn", layout, pin_memory, device)
     return _randn(_sizes(size, keywords, "randn"), generator, dtype, device, requires_grad)
 
 
@@ -921,16 +995,22 @@ def _randn(shape, generator, dtype, device, requires_grad, contiguous=True):
     return _made_drawn(array, dtype, device, requires_grad)
 
 
-def rand_like(input, *, generator=None, dtype=None, device=None, requires_grad=False, memory_format=None):
+def rand_like(input, *, generator=None, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
+              memory_format=None):
     """Drawn in the memory order of ``empty_like(input)``, as torch: ``rand_like(x.t())`` is ``rand`` of
     ``x``'s shape, transposed."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("rand_like", layout, pin_memory, device)
     dtype, device = _like(input, dtype, device)
     return _laid_out_like(input, memory_format, lambda shape: rand(shape, generator=generator, dtype=dtype,
                                                                    device=device, requires_grad=requires_grad),
                           draws=True)
 
 
-def randn_like(input, *, generator=None, dtype=None, device=None, requires_grad=False, memory_format=None):
+def randn_like(input, *, generator=None, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
+               memory_format=None):
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("randn_like", layout, pin_memory, device)
     dtype, device = _like(input, dtype, device)
     order = draw_order(input, memory_format)
     laid_out = [axis for axis in order if input.shape[axis] != 1]
@@ -939,11 +1019,13 @@ def randn_like(input, *, generator=None, dtype=None, device=None, requires_grad=
                                                                      contiguous), draws=True)
 
 
-def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=None,
-            requires_grad=False):
+def randint(low=0, high=None, size=None, *, generator=None, dtype=None, layout=None, device=None,
+            pin_memory=False, requires_grad=False):
     """``randint(high, size)`` or ``randint(low, high, size)``: integers in ``[low, high)``, int64.
 
     (torch writes ``randint(low=0, high, size)``: a two-argument call means ``high, size``.)"""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("randint", layout, pin_memory, device)
     if size is None:  # randint(high, size)
         if high is None:
             raise TypeError("randint() missing the size: call randint(high, size) or "
@@ -1012,9 +1094,11 @@ _FLOAT_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": 
               "float64": 1.7976931348623157e308}
 
 
-def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+def linspace(start, end, steps, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False):
     """``steps`` evenly spaced values from ``start`` to ``end`` inclusive, bit for bit torch's CPU
     kernel: see ``_linspace`` (bfloat16 and float16: ``_linspace_16bit``)."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("linspace", layout, pin_memory, device)
     steps = _check_steps("linspace", steps)
     if dtype is None and any(isinstance(v, complex) or isinstance(v, Tensor) and v.is_complex() for v in (start, end)):
         dtype = np.dtype(np.complex64 if dtypes.get_default_dtype() == np.float32 else np.complex128)  # (torch's)
@@ -1075,12 +1159,15 @@ def _linspace(start, end, steps, dtype):
     return np.where(i < steps // 2, up, down).astype(dtype)
 
 
-def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
+def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=None, pin_memory=False,
+             requires_grad=False):
     """``base ** linspace(start, end, steps)``, bit for bit torch's CPU kernel: the exponents in
     float64 (from ``start`` and ``end`` as values of ``dtype``; the first half counting up from
     ``start``, the second down from ``end``), each power C's ``pow`` (Python's ``math.pow``: NumPy's
     vectorised power can differ in the last bit), rounded to ``dtype``. Integer dtypes truncate, and
     take ``base`` as a float32, as torch does."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("logspace", layout, pin_memory, device)
     steps = _check_steps("logspace", steps)
     dtype = _float_dtype(dtype)
     if dtype.kind == "c":  # (torch's complex pow of each exponent: not reproduced)
@@ -1240,9 +1327,11 @@ def is_floating_point(input):
     return input.is_floating_point()
 
 
-def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
+def randperm(n, *, generator=None, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False):
     """``torch.randperm(n)``: a random permutation of ``0 .. n-1`` (int64 unless ``dtype``), torch's
     for the same seed."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("randperm", layout, pin_memory, device)
     dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
     n = operator.index(n)
     if n < 0:
@@ -1445,11 +1534,14 @@ def _broadcast(a, b):
         raise
 
 
-def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
+def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, layout=None, device=None, pin_memory=False,
+           requires_grad=False):
     """``torch.normal``, its four overloads: ``normal(mean_tensor, std_tensor)`` (broadcast),
     ``normal(mean_tensor, std=1.0)``, ``normal(mean, std_tensor)``, and ``normal(mean, std, size)``
     (with ``dtype``, ``device``, ``requires_grad`` as ``randn``). A tensor result takes ``mean``'s
     dtype (``std``'s when ``mean`` is a number); no gradient flows through the draw."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("normal", layout, pin_memory, device)
     if size is not None:  # normal(mean, std, size): numbers (a 0-d tensor reads as one, as in torch)
         if not isinstance(size, (tuple, list)) or any(isinstance(v, Tensor) and v.ndim for v in (mean, std)):
             raise TypeError("normal() received an invalid combination of arguments: with a size, mean and "
@@ -1568,10 +1660,12 @@ def poisson(input, generator=None):
     return _drawn(_gen(generator).poisson(rates), input.dtype, input.device, (input,))
 
 
-def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=None,
-                 requires_grad=False, memory_format=None):
+def randint_like(input, low=0, high=None, *, generator=None, dtype=None, layout=None, device=None,
+                 pin_memory=False, requires_grad=False, memory_format=None):
     """``randint_like(input, high)`` or ``randint_like(input, low, high)``: integers in
     ``[low, high)`` shaped like ``input``, in its dtype unless told (a float tensor gets whole floats)."""
+    if layout is not None or pin_memory is not False:  # (the common call skips the check)
+        check_layout("randint_like", layout, pin_memory, device)
     if high is None:
         low, high = 0, low
     dtype, device = _like(input, dtype, device)

@@ -8,7 +8,7 @@ import warnings
 
 from . import dtypes, ops
 from .complex_numbers import fft, ifft, irfft, is_complex, rfft, view_as_real
-from .factories import empty, ones
+from .factories import check_layout, empty, ones
 from .tensor import Tensor
 
 __all__ = ["stft", "istft", "hann_window", "hamming_window", "bartlett_window", "blackman_window", "kaiser_window"]
@@ -51,8 +51,10 @@ def _finished(window, periodic, requires_grad):
 
 
 def hamming_window(window_length, periodic=True, alpha=0.54, beta=0.46, *, dtype=None, layout=None, device=None,
-                   requires_grad=False, pin_memory=None):
+                   requires_grad=False, pin_memory=False):
     """``torch.hamming_window``: ``alpha - beta cos(2 pi n / (N - 1))``."""
+    if layout is not None or pin_memory is not False:
+        check_layout("hamming_window", layout, pin_memory, device)
     start = _positions("hamming_window", window_length, periodic, dtype, device, requires_grad)
     if isinstance(start, Tensor):
         return start
@@ -62,8 +64,10 @@ def hamming_window(window_length, periodic=True, alpha=0.54, beta=0.46, *, dtype
 
 
 def hann_window(window_length, periodic=True, *, dtype=None, layout=None, device=None, requires_grad=False,
-                pin_memory=None):
+                pin_memory=False):
     """``torch.hann_window``: ``hamming_window`` with alpha = beta = 1/2 (ATen's own definition)."""
+    if layout is not None or pin_memory is not False:
+        check_layout("hann_window", layout, pin_memory, device)
     trivial = _window_start("hann_window", window_length, dtype, device, requires_grad)[1]
     if trivial is not None:
         return trivial
@@ -71,8 +75,10 @@ def hann_window(window_length, periodic=True, *, dtype=None, layout=None, device
 
 
 def bartlett_window(window_length, periodic=True, *, dtype=None, layout=None, device=None, requires_grad=False,
-                    pin_memory=None):
+                    pin_memory=False):
     """``torch.bartlett_window``: the triangle ``2 n / (N - 1)``, mirrored as ``2 - x`` past its middle."""
+    if layout is not None or pin_memory is not False:
+        check_layout("bartlett_window", layout, pin_memory, device)
     start = _positions("bartlett_window", window_length, periodic, dtype, device, requires_grad)
     if isinstance(start, Tensor):
         return start
@@ -84,8 +90,10 @@ def bartlett_window(window_length, periodic=True, *, dtype=None, layout=None, de
 
 
 def blackman_window(window_length, periodic=True, *, dtype=None, layout=None, device=None, requires_grad=False,
-                    pin_memory=None):
+                    pin_memory=False):
     """``torch.blackman_window``: ``0.42 - 0.5 cos(2 pi n / (N - 1)) + 0.08 cos(4 pi n / (N - 1))``."""
+    if layout is not None or pin_memory is not False:
+        check_layout("blackman_window", layout, pin_memory, device)
     start = _positions("blackman_window", window_length, periodic, dtype, device, requires_grad)
     if isinstance(start, Tensor):
         return start
@@ -97,8 +105,10 @@ def blackman_window(window_length, periodic=True, *, dtype=None, layout=None, de
 
 
 def kaiser_window(window_length, periodic=True, beta=12.0, *, dtype=None, layout=None, device=None,
-                  requires_grad=False, pin_memory=None):
+                  requires_grad=False, pin_memory=False):
     """``torch.kaiser_window``: ``i0(beta sqrt(1 - ((n - a) / a)^2)) / i0(beta)``, a = (N - 1) / 2."""
+    if layout is not None or pin_memory is not False:
+        check_layout("kaiser_window", layout, pin_memory, device)
     start = _positions("kaiser_window", window_length, periodic, dtype, device, requires_grad)
     if isinstance(start, Tensor):
         return start

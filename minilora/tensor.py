@@ -3153,12 +3153,14 @@ def _looks_like_dtype(arg):
     return not (isinstance(arg, Device) or type(arg).__name__ == "device")
 
 
-def tensor(data, dtype=None, device=None, requires_grad=False):
+def tensor(data, dtype=None, device=None, requires_grad=False, *, pin_memory=False):
     """``minilora.tensor([[1., 2.]], dtype=minilora.float64, device='cpu', requires_grad=True)``.
 
     As torch.tensor: always a copy; the dtype is inferred from the data -- Python floats give the
     default dtype (float32), ints int64, bools bool; a NumPy array or scalar or a Tensor keeps its
     dtype, in a list too (``[np.float64(1), 2]`` is float64: see ``_inferred_dtype``)."""
+    if pin_memory is not False:  # (torch's tensor() takes pin_memory=, not layout=: factories.check_layout)
+        sys.modules[__package__ + ".factories"].check_layout("tensor", None, pin_memory, device)
     dev = _get_device(device)
     dtype = _to_dtype(dtype)
     if requires_grad is not False:
@@ -3213,9 +3215,11 @@ def _copy_of_tensor(data, dtype, device, requires_grad):
     return copy
 
 
-def scalar_tensor(s, *, dtype=None, device=None, requires_grad=False):
+def scalar_tensor(s, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False):
     """``torch.scalar_tensor(3)``: a 0-d tensor of the default float dtype, whatever the number
     (``tensor(3)`` would be int64)."""
+    if layout is not None or pin_memory is not False:
+        sys.modules[__package__ + ".factories"].check_layout("scalar_tensor", layout, pin_memory, device)
     return tensor(s, dtype=dtypes.get_default_dtype() if dtype is None else dtype, device=device,
                   requires_grad=requires_grad)
 

@@ -119,7 +119,10 @@ Tensor.T = property(_T)
 def _new(name, fill):
     """``x.new_zeros(size)``-style methods: the dtype and device of ``self`` unless given. The size is read
     as the factories read theirs (``new_zeros(2, 3)``, ``new_zeros((2, 3))``, ``size=``; torch's errors)."""
-    def method(self, *size, dtype=None, device=None, requires_grad=False, **size_keyword):
+    def method(self, *size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
+               **size_keyword):
+        if layout is not None or pin_memory is not False:
+            _factories.check_layout(name, layout, pin_memory, device)
         dtype = self.dtype if dtype is None else dtype
         device = self.device if device is None else device
         array = fill(_factories._sizes(size, size_keyword, name), self.device.xp, dtype)
@@ -127,7 +130,9 @@ def _new(name, fill):
     return method
 
 
-def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
+def new_full(self, size, fill_value, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False):
+    if layout is not None or pin_memory is not False:
+        _factories.check_layout("new_full", layout, pin_memory, device)
     dtype = self.dtype if dtype is None else dtypes.to_dtype(dtype)
     fill_value = dtypes.python_number(fill_value)
     if isinstance(fill_value, (int, float)):  # it must fit, as torch checks (uint8: 300 raises)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import amp as _amp, dtypes, float32_sums
 from ..device import xp_of
-from ..factories import check_range, empty, like_view_strides
+from ..factories import check_layout, check_range, empty, like_view_strides
 from ..tensor import Function, Tensor, name_node, no_grad, no_complex_autograd, saved_for, saves_as_torch
 from . import elementwise as E, reduce as R, shape as S
 
@@ -247,6 +247,8 @@ def _weighted(weights, parts, x, d, weight_dtype):
 def empty_strided(size, stride, *, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False):
     """``torch.empty_strided``: an uninitialised tensor of ``size`` laid out with ``stride`` (in
     elements), over a storage just large enough: a view of a new 1-D tensor, as torch's."""
+    if layout is not None or pin_memory is not False:
+        check_layout("empty_strided", layout, pin_memory, device)
     size, stride = tuple(size), tuple(stride)
     if len(size) != len(stride):
         raise RuntimeError(f"dimensionality of sizes ({len(size)}) must match dimensionality of strides "
@@ -265,14 +267,17 @@ def empty_strided(size, stride, *, dtype=None, layout=None, device=None, require
 def new_empty_strided(self, size, stride, *, dtype=None, layout=None, device=None, requires_grad=False,
                       pin_memory=False):
     """``x.new_empty_strided(size, stride)``: ``empty_strided`` in ``x``'s dtype and device unless given."""
-    return empty_strided(size, stride, dtype=self.dtype if dtype is None else dtype,
-                         device=self.device if device is None else device, requires_grad=requires_grad)
+    return empty_strided(size, stride, dtype=self.dtype if dtype is None else dtype, layout=layout,
+                         device=self.device if device is None else device, pin_memory=pin_memory,
+                         requires_grad=requires_grad)
 
 
 def empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=None, requires_grad=False,
                    pin_memory=False):
     """``torch.empty_permuted``: an uninitialised tensor of ``size`` whose dimensions lie in memory in the order
     ``physical_layout`` (outermost first): a permuted view of a new contiguous tensor, as torch's."""
+    if layout is not None or pin_memory is not False:
+        check_layout("empty_permuted", layout, pin_memory, device)
     size, physical_layout = tuple(size), tuple(physical_layout)
     if len(size) != len(physical_layout):
         raise RuntimeError("Number of dimensions in size does not match the length of the physical_layout")
@@ -284,9 +289,12 @@ def empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=Non
     return out.requires_grad_() if requires_grad else out
 
 
-def range_(start, end, step=1, *, dtype=None, device=None, requires_grad=False):
+def range_(start, end, step=1, *, dtype=None, layout=None, device=None, requires_grad=False):
     """``torch.range`` (deprecated, with torch's warning): ``start`` to ``end`` *inclusive* by ``step``,
-    in the default float dtype unless ``dtype`` says otherwise (``arange`` stops before ``end``)."""
+    in the default float dtype unless ``dtype`` says otherwise (``arange`` stops before ``end``). (torch's
+    takes ``layout=`` but no ``pin_memory=``.)"""
+    if layout is not None:
+        check_layout("range", layout, False)
     warnings.warn("torch.range is deprecated and will be removed in a future release because its behavior is "
                   "inconsistent with Python's range builtin. Instead, use torch.arange, which produces values in "
                   "[start, end).", UserWarning, stacklevel=2)
