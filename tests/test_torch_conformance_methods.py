@@ -768,6 +768,8 @@ def _torch_params(owner, name, is_method):
         names |= {n for n, _ in (_doc_params(fn) or [])}
     if params is not None:
         names |= {n for n, _ in params}
+    if "layout" in names and name != "range":  # torch's parser takes pin_memory= wherever it takes layout=
+        names.add("pin_memory")  # (range aside), though its docstrings leave it out: torch.zeros(2, pin_memory=False)
     return params, names
 
 
