@@ -66,18 +66,18 @@ def int_sizes(size, fn):
     return size
 
 
-def _size(size, fn):
-    """``(2, 3)`` from ``f(2, 3)``, ``f((2, 3))`` or ``f([2, 3])``; torch's error for anything else."""
+def _size(size, fn, negative_words=None):
+    """``(2, 3)`` from ``f(2, 3)``, ``f((2, 3))`` or ``f([2, 3])``; torch's error for anything else: for a
+    negative dimension, torch's words (naming no function) unless ``negative_words`` says others."""
     size = int_sizes(size, fn)
     for n in size:
-        if int(n) < 0:  # (torch names no function here; its zeros alone has a message of its own)
-            if fn == "zeros":
-                raise RuntimeError("zeros: Dimension size must be non-negative.")
-            raise RuntimeError(f"Trying to create tensor with negative dimension {int(n)}: {list(map(int, size))}")
+        if int(n) < 0:
+            raise RuntimeError(negative_words or
+                               f"Trying to create tensor with negative dimension {int(n)}: {list(map(int, size))}")
     return tuple(int(n) for n in size)
 
 
-def _sizes(size, keywords, fn):
+def _sizes(size, keywords, fn, negative_words=None):
     """The shape from ``f(2, 3)``, ``f((2, 3))`` or torch's keyword spelling ``f(size=(2, 3))``
     (which ``**keywords`` holds: Python cannot also name the ``*size`` parameter as a keyword)."""
     if keywords:
@@ -88,7 +88,7 @@ def _sizes(size, keywords, fn):
         size = (keywords["size"],)
     if not size:  # (torch.zeros() is no 0-d tensor: torch.zeros(()) is)
         raise TypeError(f'{fn}() missing 1 required positional arguments: "size"')
-    return _size(size, fn)
+    return _size(size, fn, negative_words)
 
 
 def _float_dtype(dtype):
@@ -192,11 +192,17 @@ def _undrawn(shape, dtype, requires_grad=False):
 
 
 # ---- filled with one value -----------------------------------------------------------------------
+_ZEROS_NEGATIVE = "zeros: Dimension size must be non-negative."  # (torch's zeros kernel's own words; on meta,
+# with no kernel, its factories' "Trying to create tensor with negative dimension ...")
+
+
 def zeros(*size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False, **keywords):
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("zeros", layout, pin_memory, device)
     dtype = _float_dtype(dtype)
-    return _make(np.zeros(_sizes(size, keywords, "zeros"), dtype), dtype, device, requires_grad)
+    on_meta = device is not None and _device_of(device) is META
+    shape = _sizes(size, keywords, "zeros", None if on_meta else _ZEROS_NEGATIVE)
+    return _make(np.zeros(shape, dtype), dtype, device, requires_grad)
 
 
 def ones(*size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False, **keywords):
@@ -400,6 +406,8 @@ def check_layout(fn, layout_given, pin_memory, device=None):
         return
     if not isinstance(pin_memory, bool):
         raise TypeError(f"{fn}(): argument 'pin_memory' must be bool, not {type(pin_memory).__name__}")
+    if device is not None and _device_of(device) is META:  # (torch: nothing to pin on meta, nothing refused)
+        return
     if not any(d.name == "cuda" and d.enabled() for d in _all_devices()):
         raise RuntimeError(_NO_PINNED_MEMORY)
 

@@ -109,8 +109,14 @@ def test_tensor_takes_pin_memory_but_not_layout_range_the_reverse():
 
 @pytest.mark.parametrize("call", ["t.rand(-1)", "t.randn(2, -3)", "t.ones(2, -1)", "t.empty(-3)", "t.zeros(2, -1)",
                                   "t.zeros(-1)", "t.full((2, -1), 1.0)", "t.randint(3, (-1,))",
-                                  "t.normal(0.0, 1.0, (2, -2))", "t.empty(-2, -1)"])
+                                  "t.normal(0.0, 1.0, (2, -2))", "t.empty(-2, -1)", 't.zeros(2, -1, device="meta")'])
 def test_negative_dimension_error_is_torchs(call):
     expected = _raised(torch, call, "")
     assert expected[0] is RuntimeError
     assert _raised(minilora, call, "") == expected
+
+
+def test_pin_memory_true_on_meta_is_accepted_as_torch():
+    ours = minilora.zeros(2, pin_memory=True, device="meta")
+    theirs = torch.zeros(2, pin_memory=True, device="meta")
+    assert ours.device.type == theirs.device.type == "meta" and tuple(ours.shape) == tuple(theirs.shape)
