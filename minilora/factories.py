@@ -364,6 +364,9 @@ class memory_format:
     def __repr__(self):
         return f"torch.{self.name}"
 
+    def __reduce__(self):  # (copied or pickled, it is the same object again, as torch's: checks compare by identity)
+        return self.name
+
 
 preserve_format, contiguous_format = memory_format("preserve_format"), memory_format("contiguous_format")
 channels_last, channels_last_3d = memory_format("channels_last"), memory_format("channels_last_3d")
@@ -381,6 +384,9 @@ class layout:
 
     def __repr__(self):
         return f"torch.{self.name}"
+
+    def __reduce__(self):  # (the same object again after copy.deepcopy or pickle, as torch's)
+        return self.name
 
 
 strided, sparse_coo, sparse_csr, sparse_csc = (layout(name) for name in ("strided", "sparse_coo", "sparse_csr",

@@ -1,5 +1,7 @@
 """torch's factory keywords ``layout=`` and ``pin_memory=``, ``torch.strided`` and ``x.layout``, and the words of
 the negative-dimension error, against torch (a CPU build: no pinned memory allocator)."""
+import copy
+import pickle
 import warnings
 
 import numpy as np
@@ -120,3 +122,14 @@ def test_pin_memory_true_on_meta_is_accepted_as_torch():
     ours = minilora.zeros(2, pin_memory=True, device="meta")
     theirs = torch.zeros(2, pin_memory=True, device="meta")
     assert ours.device.type == theirs.device.type == "meta" and tuple(ours.shape) == tuple(theirs.shape)
+
+
+@pytest.mark.parametrize("name", ["strided", "sparse_coo", "_mkldnn", "channels_last", "contiguous_format",
+                                  "preserve_format"])
+def test_layouts_and_memory_formats_stay_themselves_when_copied(name):
+    """A config deep-copied (or pickled) still holds torch.strided / torch.channels_last, as torch's does:
+    minilora tells them apart by identity."""
+    for library in (torch, minilora):
+        value = getattr(library, name)
+        assert copy.deepcopy(value) is value and pickle.loads(pickle.dumps(value)) is value
+    assert minilora.empty(2, memory_format=copy.deepcopy(minilora.contiguous_format)).is_contiguous()
