@@ -307,6 +307,11 @@ def range_(start, end, step=1, *, dtype=None, layout=None, device=None, requires
     return Tensor(dtypes.cast(values, dtype), dtype=dtype, device=device, requires_grad=requires_grad)
 
 
+# torch.range is this (named range_ here: the builtin range is used in this module); Python's errors name it
+# by __qualname__, so a wrong keyword reads torch's "range() got an unexpected keyword argument 'pin_memory'"
+range_.__name__ = range_.__qualname__ = "range"
+
+
 def _attach_methods():
     """torch's Tensor methods among these: x.diagonal_scatter(src), x.renorm(2, 0, 1.0), x.frexp() ..."""
     def renorm_(self, p, dim, maxnorm):
