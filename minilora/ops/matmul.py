@@ -116,7 +116,7 @@ def _bmm_loop(a, b):
     if a.shape[-1] == 0:
         return np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), a.dtype)
     products = a[..., :, None, :] * np.swapaxes(b, -1, -2)[..., None, :, :]  # [..., n, m, k]
-    return np.cumsum(products, axis=-1)[..., -1]
+    return np.ascontiguousarray(np.cumsum(products, axis=-1)[..., -1])  # (torch's bmm writes a contiguous result)
 
 
 def _matmul_grads(g, a, b, need_a, need_b, matmul=np.matmul):

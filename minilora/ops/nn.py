@@ -428,9 +428,10 @@ class RMSNorm(Function):
 
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
     ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
-    float32 and float64 on the CPU are torch's bits: its composite's autograd, op by op
-    (``_rms_norm_backward_as_torch``, next to Exercise 2.2's formula, which runs for the other arrays: its tests call
-    it directly), the squares of a view added in the view's layout (``_strided_mean_of_squares``).
+    float32 and float64 values on the CPU are torch's bits (the squares added in torch's order, a view's in the
+    view's layout: ``_strided_mean_of_squares``); float32's input gradient is too, torch's composite's autograd op
+    by op (``_rms_norm_backward_as_torch``). float64's input gradient is Exercise 2.2's formula (within rounding of
+    torch's): the exercise's tests grad-check in float64, so a learner's backward is what they run.
 
     Saved-tensor hooks (``saved_tensors_hooks``, ``save_on_cpu``) see 2 packs, the weight and the
     input, where torch 2.13's composite rms_norm packs 6 (input, rsqrt [..., 1] twice, normalised input,
@@ -454,7 +455,8 @@ class RMSNorm(Function):
             parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, x.dtype.type(eps)),
                           x2, normed, r, out)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
-        ctx.x = x if _torch_bits_array(x2) else None  # (torch's composite differentiates from the input)
+        # (torch's composite differentiates from the input; float64 runs Exercise 2.2 instead: see above)
+        ctx.x = x if _torch_bits_array(x2) and x2.dtype == np.float32 else None
         ctx.eps = eps  # (create_graph=True recomputes r from the input: minilora/ops/higher_order.py)
         return out.reshape(x.shape)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ....factories import zeros
 from ....futures import Future
-from ....nn import functional as F
+from ....ops.nn import pad
 from ....ops.shape import stack
 from ....tensor import no_grad, tensor as make_tensor
 from ... import all_gather, get_rank, group
@@ -89,7 +89,7 @@ def quantization_perchannel_hook(process_group, bucket, bucket_size=512):
     world_size = group_to_use.size()
     with no_grad():
         tensor = bucket.buffer()
-        rows = F.pad(tensor, (0, bucket_size - len(tensor) % bucket_size), mode="constant", value=0).view(
+        rows = pad(tensor, (0, bucket_size - len(tensor) % bucket_size), mode="constant", value=0).view(
             -1, bucket_size)
         scales, zero_points = _qparams(rows.min(dim=1).values, rows.max(dim=1).values)
         all_s_and_z = _gathered(stack((scales, zero_points)), group_to_use, world_size)
