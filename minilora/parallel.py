@@ -49,7 +49,7 @@ from . import blas
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
-           "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE"]
+           "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
 # of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
@@ -68,6 +68,13 @@ MACS_PER_ITEM = 32
 # 256K 0.78 ms (5), whole blocks 0.77 ms; AdamW on 1M elements, 2.4 ms on one thread, on two: 32K
 # 3.4 ms, 64K 2.2 ms, 128K 1.6 ms, 256K 1.4 ms. (This CPU's 32 MiB L3 keeps the longer slices.)
 SPLIT_SLICE = 262144
+# One pass of one ufunc (an add, a multiply) is cheaper per element than MIN_ITEMS assumes: 256K float32 adds
+# take 38 us on one core of an AMD EPYC (Zen 4, AVX-512), a block handed to the helper ~30 us. Measured on its
+# 2-vCPU KVM guest (real-time priority, medians of 300, split / whole): 256K elements 100 / 47 us, 688K 174 /
+# 142, 1M 238 / 226, 4M 1010 / 1523. So ``add`` and ``multiply`` split from SINGLE_PASS * MIN_ITEMS elements
+# (1M; read at each call, as MIN_ITEMS is): a Llama step's residual adds and gradient sums of [1024, 256]
+# (25 in a LoRA step at d=256) run whole.
+SINGLE_PASS = 16
 
 
 class _Helper:
@@ -468,7 +475,7 @@ def _elementwise(ufunc, a, b):
     """``ufunc(a, b)`` on flat blocks in parallel, for two large C-contiguous NumPy arrays of one
     shape; ``None`` for anything else (small, broadcasting, strided or GPU arrays: the caller
     computes those whole). The cheap checks come first: the autograd engine calls this per gradient."""
-    if (type(a) is not np.ndarray or a.size < 2 * MIN_ITEMS or type(b) is not np.ndarray
+    if (type(a) is not np.ndarray or a.size < SINGLE_PASS * MIN_ITEMS or type(b) is not np.ndarray
             or a.shape != b.shape or not (a.flags.c_contiguous and b.flags.c_contiguous)):
         return None
     out = np.empty(a.shape, np.result_type(a, b))
@@ -479,7 +486,7 @@ def _elementwise(ufunc, a, b):
 
 def add(a, b):
     """``a + b``, split across threads when both are large arrays of the same shape."""
-    if getattr(a, "size", 0) < 2 * MIN_ITEMS:  # (small, the common case of an op's call: no second call)
+    if getattr(a, "size", 0) < SINGLE_PASS * MIN_ITEMS:  # (small, the common case of an op's call: no second call)
         return a + b
     out = _elementwise(np.add, a, b)
     return a + b if out is None else out
@@ -487,7 +494,7 @@ def add(a, b):
 
 def multiply(a, b):
     """``a * b``, split across threads when both are large arrays of the same shape."""
-    if getattr(a, "size", 0) < 2 * MIN_ITEMS:
+    if getattr(a, "size", 0) < SINGLE_PASS * MIN_ITEMS:
         return a * b
     out = _elementwise(np.multiply, a, b)
     return a * b if out is None else out
