@@ -206,6 +206,12 @@ def _softmax(ctx, g):
     return p * (g - (g * p).sum(axis, keepdim=True))
 
 
+def _safe_softmax(ctx, g):
+    """torch's _safe_softmax: softmax's formula on its zeroed rows (``ops.reduce.SafeSoftmax``)."""
+    p = _r._safe_softmax(ctx.inputs[0], _softmax_axis(ctx))
+    return p * (g - (g * p).sum(_softmax_axis(ctx), keepdim=True))
+
+
 def _log_softmax(ctx, g):
     axis = _softmax_axis(ctx)
     p = ctx.inputs[0].softmax(axis)
@@ -1784,7 +1790,7 @@ _BACKWARD_GRAPHS = {
     _s.RecordedCopy: lambda ctx, g: _s.RecordedCopy.apply(g),
     _e.AsType: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
     _e.PromotionCast: lambda ctx, g: ((g.real if g.is_complex() and ctx.dtype.kind != "c" else g).to(ctx.dtype), None),
-    _r.Sum: _sum, _r.Mean: _mean, _r.Softmax: _softmax, _r.LogSoftmax: _log_softmax,
+    _r.Sum: _sum, _r.Mean: _mean, _r.Softmax: _softmax, _r.SafeSoftmax: _safe_softmax, _r.LogSoftmax: _log_softmax,
     _s.Reshape: _reshape,
     _s.Permute: _permute, _s.GetItem: _getitem, _s.Cat: _cat,
     _s.Expand: _expand,

@@ -112,11 +112,14 @@ def _torch_products(a, b):
 
 def _bmm_loop(a, b):
     """ATen's small-bmm loop, ``acc += a[.., i, k] * b[.., k, j]`` for k in order from zero, in two NumPy
-    calls: every product (rounded), then a running sum along k (``cumsum`` adds in order; ``sum`` pairs)."""
+    calls: every product (rounded), then a running sum along k (``cumsum`` adds in order; ``sum`` pairs). The
+    loop's sum starts at +0, so products that are all -0 (a masked attention weight times a negative number) sum
+    to +0 there: adding +0 last does that and changes no other sum."""
     if a.shape[-1] == 0:
         return np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), a.dtype)
     products = a[..., :, None, :] * np.swapaxes(b, -1, -2)[..., None, :, :]  # [..., n, m, k]
-    return np.ascontiguousarray(np.cumsum(products, axis=-1)[..., -1])  # (torch's bmm writes a contiguous result)
+    sums = np.cumsum(products, axis=-1)[..., -1]
+    return np.add(sums, a.dtype.type(0), order="C")  # (torch's bmm writes a contiguous result)
 
 
 def _matmul_grads(g, a, b, need_a, need_b, matmul=np.matmul):

@@ -1996,6 +1996,7 @@ def _unit_last_stride(a):
 def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=False):
     """The attention after its checks: ``Attention`` (in float32 for 16-bit inputs, torch's math kernel),
     or with ``flash16`` ``attention16.FlashAttention16`` on the 16-bit inputs (a float32 bias)."""
+    math_path = not flash16 and _runs_torchs_math(query, key, value, dropout_p)  # (decided on the caller's ranks)
     if min(query.ndim, key.ndim, value.ndim) < 2:
         raise RuntimeError(f"Expected query, key, and value to all be  at least 2 dimensional, but got query.dim: "
                            f"{query.ndim} key.dim: {key.ndim} and value.dim: {value.ndim} instead.")  # (torch's words)
@@ -2024,7 +2025,10 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
         if batch is None:                                             # meets every key batch)
             raise RuntimeError(f"scaled_dot_product_attention: the batch dimensions of key {key.shape} "
                                f"and query {query.shape} do not broadcast together")
-        query, key, value = (t.expand(*batch, *t.shape[-3:]) for t in (query, key, value))
+        if not math_path:  # (torch's math kernel leaves it to its matmuls: a query's gradient summed, then scaled)
+            query, key, value = (t.expand(*batch, *t.shape[-3:]) for t in (query, key, value))
+    if math_path:
+        return _attention_as_torchs_math(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     bias = _attention_bias(attn_mask, query, tq, tk, is_causal, float32 if flash16 else query.dtype)
     # 3-D inputs: [B, 1, T, E] (each batch element its own block of work), unless dimension 0
     # differs between query and key: then it holds heads (GQA or broadcasting), as torch reads it.
@@ -2044,6 +2048,53 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
         out = kernel.apply(q, k, v, bias, scale=scale)  # torch's CPU math keeps v, for q's and k's gradients
         out = saves_as_torch(out, saved_for(v, q, k))
     return out if query.ndim == 4 else out.reshape(*query.shape[:-1], value.shape[-1])
+
+
+def _runs_torchs_math(query, key, value, dropout_p):
+    """Does torch's CPU dispatcher pick its math kernel here (not its flash one), on arrays minilora computes with
+    NumPy? Then minilora runs that kernel's ops (``_attention_as_torchs_math``), and gets its bits."""
+    return (query._device.name == "cpu" and type(query._array) is np.ndarray
+            and not _cpu_flash_takes(query, key, value, dropout_p))
+
+
+def _attention_as_torchs_math(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """torch's ``_scaled_dot_product_attention_math`` op by op, so its values and gradients are torch's bits (the
+    fused node adds in other orders): q and k^T each scaled by sqrt(scale) before their product (a negative
+    scale's sign on q), the mask added, ``_safe_softmax``, dropout, the product with v. Grouped-query heads:
+    k and v repeated (``repeat_interleave`` along dim -3), so their gradients sum the group as torch's."""
+    from .index import repeat_interleave
+    from .reduce import _safe_softmax
+    factor = math.sqrt(abs(scale)) if scale is not None else math.sqrt(_default_scale_as_torch(query.shape[-1]))
+    if enable_gqa and query.ndim >= 3 and not query.shape[-3] == key.shape[-3] == value.shape[-3]:
+        key = repeat_interleave(key, query.shape[-3] // key.shape[-3], -3)
+        value = repeat_interleave(value, query.shape[-3] // value.shape[-3], -3)
+    q = query * (-factor if scale is not None and scale < 0 else factor)
+    scores = q.matmul(key.transpose(-2, -1) * factor)
+    mask = _mask_as_torchs_math(attn_mask, query, key, is_causal)
+    if mask is not None:
+        scores = scores + mask
+    weights = _safe_softmax(scores, -1)
+    if dropout_p > 0:
+        weights = dropout(weights, dropout_p)
+    return weights.matmul(value)
+
+
+def _default_scale_as_torch(head_dim):
+    """torch's ``1 / sqrt(E)`` (a double; ``E = 0`` gives inf, which only multiplies empty rows)."""
+    return 1 / math.sqrt(head_dim) if head_dim else math.inf
+
+
+def _mask_as_torchs_math(attn_mask, query, key, is_causal):
+    """The mask torch's math kernel adds to the scores: ``is_causal``'s ``ones(L, S).tril()`` or a boolean mask as
+    -inf where False and 0 where True (in the query's dtype), a float mask as it is."""
+    if is_causal:
+        allowed = np.tril(np.ones((query.shape[-2], key.shape[-2]), bool))
+    elif isinstance(attn_mask, Tensor) and attn_mask.dtype == np.bool_:
+        allowed = attn_mask._array
+    else:
+        return attn_mask
+    bias = np.where(allowed, query.dtype.type(0), query.dtype.type(-np.inf))
+    return Tensor._make(bias, query.device, False, None)
 
 
 def _check_causal_with_mask(query, key, value, attn_mask, dropout_p, enable_gqa):

@@ -700,6 +700,25 @@ class Softmax(Function):
         # END SOLUTION
 
 
+class SafeSoftmax(Softmax):
+    """torch's ``_safe_softmax`` (what its math attention runs): softmax, with a row whose every input is -inf
+    zeros instead of NaN. One node, as torch's: its backward is softmax's on the zeroed result, so such a row's
+    gradient is ``0 * g``, a signed zero, as torch's ``_softmax_backward_data``."""
+
+    @staticmethod
+    def forward(ctx, a, axis=-1, round_to=None):
+        out = Softmax.forward(ctx, a, axis, round_to)
+        masked_rows = (a == -np.inf).all(axis=axis, keepdims=True)
+        if masked_rows.any():
+            out[np.broadcast_to(masked_rows, out.shape)] = 0
+        return out
+
+
+def _safe_softmax(input, dim):
+    """``torch._safe_softmax(input, dim)`` of a floating tensor (see SafeSoftmax)."""
+    return SafeSoftmax.apply(input, axis=_one_axis("_safe_softmax", dim, input.ndim))
+
+
 @quiet_float_errors
 @computes_in_float32
 class LogSoftmax(Function):

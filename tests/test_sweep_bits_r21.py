@@ -1,0 +1,70 @@
+"""Round 21's op sweep (tests/grad_bits_sweep.py): float32 values and gradients in torch's bits for the ops LLM
+users call most. Each case is torch's own computation written the way its users call it, compared bit for bit
+(signed zeros included): a float32 value off by an ulp is a silent divergence users see next to torch."""
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _values_and_grads(lib, fn, arrays, **kwargs):
+    """``fn(*arrays, **kwargs)`` and the gradient of ``sum(out * w)`` for each array, as NumPy arrays."""
+    leaves = [lib.tensor(a).requires_grad_() for a in arrays]
+    lib.manual_seed(42)
+    out = fn(*leaves, **{k: lib.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()})
+    w = lib.tensor(np.random.default_rng(7).standard_normal(tuple(out.shape)).astype(np.float32))
+    grads = lib.autograd.grad((out * w.to(out.dtype)).sum(), leaves)
+    return [out.detach().float().numpy()] + [g.float().numpy() for g in grads]
+
+
+def _same_bits(torch_fn, minilora_fn, arrays, **kwargs):
+    theirs = _values_and_grads(torch, torch_fn, arrays, **kwargs)
+    ours = _values_and_grads(ml, minilora_fn, arrays, **kwargs)
+    for name, a, b in zip(("value", *(f"grad {i}" for i in range(len(arrays)))), theirs, ours):
+        assert a.shape == b.shape, name
+        off = (a.view(np.int32) != b.view(np.int32)) & ~(np.isnan(a) & np.isnan(b))
+        assert not off.any(), f"{name}: {int(off.sum())} of {a.size} elements off torch's bits"
+
+
+def _draw(*shapes, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+# ---- scaled_dot_product_attention: where torch's CPU dispatcher runs its math kernel -----------------------------
+@pytest.mark.parametrize("kwargs", [dict(is_causal=True), dict(), dict(dropout_p=0.5), dict(scale=-0.3),
+                                    dict(is_causal=True, dropout_p=0.25)], ids=str)
+def test_sdpa_3d_is_torchs_math_kernel(kwargs):
+    """3-D inputs (op_db's samples; no flash kernel): q and k each scaled by sqrt(scale), _safe_softmax, dropout."""
+    arrays = _draw((4, 3, 8), (4, 6, 8), (4, 6, 8))
+    _same_bits(F.scaled_dot_product_attention, ml.nn.functional.scaled_dot_product_attention, arrays, **kwargs)
+
+
+def test_sdpa_query_broadcast_over_key_batches():
+    """A 3-D query meeting 4-D keys: torch's matmul sums the query's gradient over the batch, then scales it."""
+    arrays = _draw((4, 3, 8), (4, 4, 6, 8), (4, 4, 6, 8), seed=1)
+    _same_bits(F.scaled_dot_product_attention, ml.nn.functional.scaled_dot_product_attention, arrays, is_causal=True)
+
+
+def test_sdpa_dropout_with_grouped_query_heads_and_masks():
+    """4-D with dropout (the math kernel): GQA's repeat_interleave, a boolean mask with a row that sees no key
+    (zeros, and the signed-zero gradients of torch's _safe_softmax), a float mask."""
+    arrays = _draw((2, 4, 3, 8), (2, 2, 5, 8), (2, 2, 5, 8), seed=2)
+    mask = np.random.default_rng(3).random((3, 5)) > 0.4
+    mask[1] = False
+    for attn_mask in (mask, np.where(mask, 0.5, -np.inf).astype(np.float32)):
+        _same_bits(F.scaled_dot_product_attention, ml.nn.functional.scaled_dot_product_attention, arrays,
+                   attn_mask=attn_mask, dropout_p=0.3, enable_gqa=True)
+
+
+def test_sdpa_3d_float16_computes_in_float32_as_torch():
+    """16-bit inputs on the math kernel: its ops in float32, the output (and each gradient) rounded once."""
+    arrays = _draw((4, 9, 16), (4, 12, 16), (4, 12, 16), seed=4)
+
+    def in_float16(lib):
+        return lambda q, k, v: lib.nn.functional.scaled_dot_product_attention(
+            q.to(lib.float16), k.to(lib.float16), v.to(lib.float16), is_causal=True)
+    _same_bits(in_float16(torch), in_float16(ml), arrays)
