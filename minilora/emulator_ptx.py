@@ -62,7 +62,8 @@ SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} pack
              ".e4m3x2/.e5m2x2 FP8 pairs), "
              "add sub mul mad fma div rem min max neg abs and or xor not cnot shl shr shf bfe bfi lop3 prmt popc "
              "clz brev, ex2 lg2 rcp rsqrt sqrt sin cos tanh (.approx), setp selp (predicates, @p guards), "
-             "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync, bar.warp.sync, membar/fence, "
+             "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync (named barriers with a thread count too), "
+             "bar.arrive, bar.warp.sync, membar/fence, "
              "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), dp4a, cvta (global, shared), isspacep (.shared .global .local), "
              "ld/st.shared, cp.async.ca/cg.shared.global, cp.async.commit_group/wait_group/wait_all, "
              "prefetch, nanosleep, trap, exit, mma.sync (f16 bf16 tf32 s8 u8 e4m3 e5m2 f64), ldmatrix/stmatrix (.x1 .x2 .x4, "
@@ -756,12 +757,15 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
                 f"({pred}) ? 1 : 0, 0, 32);")
     if op == "activemask":
         return f"{_dest(args[0], regs)} = __activemask();"
-    if op in ("bar", "barrier") and not any(m in mods for m in ("arrive", "red", "cluster")):
+    if op in ("bar", "barrier") and not any(m in mods for m in ("red", "cluster")):
         if "warp" in mods:
             return f"__syncwarp((unsigned){_value(args[0], regs) if args else '0xffffffffu'});"
-        if len(args) > 1:  # bar.sync id, count: a named barrier for `count` threads, a subset of the block
-            raise PtxError(f"the inline PTX instruction '{head}' with a thread count (a named barrier for part of "
-                           "the block) is not modelled by minilora's CUDA emulator; bar.sync 0 (all threads) is")
+        if len(args) > 1 or "arrive" in mods:  # bar.sync / bar.arrive id, count: a named barrier for `count` threads
+            if len(args) < 2:
+                raise PtxError(f"the inline PTX instruction '{head}' needs a thread count, as PTX's bar.arrive does")
+            wait = "false" if "arrive" in mods else "true"
+            return (f"__emu::named_barrier((int)({_value(args[0], regs)}), (int)({_value(args[1], regs)}), {wait}, "
+                    "__FILE__, __LINE__);")
         return "__syncthreads();"
     if op in ("membar", "fence"):
         # fence.proxy.async (generic writes seen by async copies) and fence.mbarrier_init.release.cluster (an init

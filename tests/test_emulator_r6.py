@@ -618,13 +618,12 @@ def test_ptx_ordered_loads_and_stores_basic_barrier_and_scheduling_attributes():
     np.testing.assert_array_equal(out, 3 * x + neighbour + f.astype(np.uint32))
 
 
+# (Named barriers, bar.sync / bar.arrive with a thread count, run since round 21: tests/test_emulator_others_r21.py.)
 @pytest.mark.parametrize("body, match", [
-    ('asm volatile("bar.sync 1, 64;");', r"'bar\.sync' with a thread count .* is not modelled"),
-    ('asm volatile("barrier.cta.arrive 1, 64;");', r"'barrier\.cta\.arrive' is not modelled"),
     ('namespace cg = cooperative_groups; auto c = cg::this_cluster(); c.sync();',
      r"this_cluster: thread block clusters \(sm_90"),
 ])
-def test_named_barriers_and_clusters_are_refused_by_name(body, match):
+def test_clusters_are_refused_by_name(body, match):
     src = f'#include <cooperative_groups.h>\nextern "C" __global__ void k(float* d) {{\n    {body}\n}}'
     with pytest.raises(CompileError, match=r"k\.cu:3: .*" + match):
         RawModule(code=src).compile()

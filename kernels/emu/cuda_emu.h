@@ -175,6 +175,12 @@ void warp_gather(const void* mine, const void** all, const char* what, const cha
 // racecheck's view of an mbarrier (minilora_mbarrier.h): 0 this thread arrived, 1 the phase completed, 2 this
 // thread saw it complete.
 void mbarrier_event(const void* bar, int event);
+// The sync of a thread_block_tile of more than 32 threads: the `count` threads of the block from rank `first`; each
+// shows `mine` to the others (tile_peer(rank)) until its next sync (runtime.cpp).
+void tile_sync(int first, int count, const void* mine, const char* file, int line);
+const void* tile_peer(int rank);
+// PTX's named barrier `id` for `count` threads: bar.sync (wait) or bar.arrive (runtime.cpp).
+void named_barrier(int id, int count, bool wait, const char* file, int line);
 void* shared_get(int* slot, size_t size, size_t align, const char* name, const char* file, int line);
 void* dynamic_shared();
 void grid_sync(const char* file, int line);  // cooperative_groups::grid_group::sync()

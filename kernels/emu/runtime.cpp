@@ -86,7 +86,9 @@ using namespace __emu;
 // E_COMPILE: what nvcc (ptxas) would have refused at compile time but only shows when the kernel runs here.
 enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3, E_INTERRUPTED = 4, E_TIMEOUT = 5, E_RACE = 6,
                  E_COMPILE = 7 };
-enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED, AT_GRID };  // AT_GRID: in grid.sync() (cooperative launch)
+// AT_GRID: in grid.sync() (cooperative launch); AT_TILE: in the sync of a thread_block_tile of more than 32 threads
+// AT_NAMED: in a named barrier (PTX bar.sync id, count for part of the block)
+enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED, AT_GRID, AT_TILE, AT_NAMED };
 enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_RANDOM = 2 };
 
 // Each fiber's stack is the size the launch asks for (emulator.py sizes it from the compiler's
@@ -202,6 +204,7 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     // first one's site, and the sum of their predicates.
     int bar_waiting = 0, bar_pred = 0;
     bool bar_mixed = false;
+    int named_arrived[16] = {};   // PTX's barriers 1..15 (bar.sync id, count): threads arrived in this phase
     bool rebuild_fibers = false;  // a thread left through thread_exit(): its fiber cannot be resumed
     const char* bar_file = nullptr;
     int bar_line = 0;
@@ -837,6 +840,35 @@ void release_block_barrier(Worker& w) {
     racecheck_block_barrier();
 }
 
+// A thread_block_tile sync that can never complete: which of the tile's threads are missing, and why.
+static bool explain_stuck_tile(const Worker& w, const Fiber& f) {
+    int exited = 0, elsewhere = 0;
+    const Fiber* other = nullptr;
+    for (int t = f.warg; t < f.warg + f.wwidth; ++t) {
+        const Fiber& o = w.fibers[size_t(t)];
+        if (o.state == AT_TILE) continue;
+        if (o.state == EXITED) ++exited; else ++elsewhere;
+        if (!other) other = &o;
+    }
+    const std::string example = !other ? "" : other->state == EXITED ? " (e.g. " + tid_str(*other) + " has exited)"
+                                             : " (e.g. " + tid_str(*other) + " at " + where(other->file, other->line) + ")";
+    set_error(E_BARRIER, fmt("the sync of a thread_block_tile of %d threads at %s in %s (%s) can never complete: %d of "
+                             "its threads have exited and %d wait elsewhere%s; on a GPU the tile waits forever. Every "
+                             "thread of the tile must call the same collective.", f.wwidth,
+                             where(f.file, f.line).c_str(), block_str().c_str(), tid_str(f).c_str(), exited, elsewhere,
+                             example.c_str()));
+    return false;
+}
+
+// A named barrier that can never complete: how many threads it waits for and how many came.
+static bool explain_stuck_named_barrier(const Worker& w, const Fiber& f) {
+    set_error(E_BARRIER, fmt("bar.sync %d, %d at %s in %s (%s) can never complete: %d of its %d threads arrived and "
+                             "no other thread of the block can run on; on a GPU the block waits forever",
+                             f.warg, f.wwidth, where(f.file, f.line).c_str(), block_str().c_str(), tid_str(f).c_str(),
+                             w.named_arrived[f.warg], f.wwidth));
+    return false;
+}
+
 bool release_barrier_or_explain() {
     Worker& w = me();
     if (release_coalesced_groups()) return true;
@@ -846,7 +878,7 @@ bool release_barrier_or_explain() {
     for (const Fiber& f : w.fibers) {
         if (f.state == AT_BARRIER) { ++waiting; if (!first_wait) first_wait = &f; }
         else if (f.state == EXITED) { ++exited; if (!first_exit) first_exit = &f; }
-        else if (f.state == AT_WARP) ++at_warp;
+        else if (f.state == AT_WARP || f.state == AT_TILE || f.state == AT_NAMED) ++at_warp;
     }
     if (at_warp == 0 && waiting > 0) {
         // Since Volta a barrier waits for the block's non-exited threads only: "__syncthreads() [is] enforced
@@ -886,6 +918,10 @@ bool release_barrier_or_explain() {
         set_error(E_BARRIER, msg);
         return false;
     }
+    for (const Fiber& f : w.fibers)
+        if (f.state == AT_TILE) return explain_stuck_tile(w, f);
+    for (const Fiber& f : w.fibers)
+        if (f.state == AT_NAMED) return explain_stuck_named_barrier(w, f);
     // Some lanes wait in a warp collective that can never complete: say which lanes are missing.
     for (const Fiber& f : w.fibers) {
         if (f.state != AT_WARP) continue;
@@ -1630,6 +1666,7 @@ void end_block_shared() {
 
 void init_block_fibers(Worker& w, std::vector<Fiber>& fibers, int first_stack) {
     w.bar_waiting = w.bar_pred = 0;
+    std::fill(std::begin(w.named_arrived), std::end(w.named_arrived), 0);
     w.bar_mixed = false;
     for (int i = 0; i < w.nthreads; ++i) {
         Fiber& f = fibers[i];
@@ -1651,6 +1688,7 @@ void init_block_fibers(Worker& w, std::vector<Fiber>& fibers, int first_stack) {
 // fresh fibers.  ASan builds always build fresh ones (its fiber bookkeeping retires an exited fiber).
 void reuse_block_fibers(Worker& w) {
     w.bar_waiting = w.bar_pred = 0;
+    std::fill(std::begin(w.named_arrived), std::end(w.named_arrived), 0);
     w.bar_mixed = false;
     for (Fiber& f : w.fibers) {
         f.state = RUNNABLE;
@@ -2133,6 +2171,77 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
     f->state = RUNNABLE;
     return f->wresult;
 }
+
+// The sync of a thread_block_tile of more than 32 threads (cooperative_groups' tiled_partition<64..1024>): a barrier
+// for the `count` consecutive threads of the block from `first` (whole warps), which the rest of the block does not
+// wait for.  Each thread shows `mine` (f->exchange) until the next sync of its tile, so the tile's shfl, any, all and
+// cg::reduce read one another's values between two syncs (tile_peer).  racecheck orders the tile's accesses across
+// it as an mbarrier phase whose arrivals are the tile's threads.
+static const void* tile_key(Worker& w, int first) { return &w.fibers[size_t(first)]; }
+void tile_sync(int first, int count, const void* mine, const char* file, int line) {
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    RuntimeSection busy(f);
+    if (count > w.nthreads - first) count = w.nthreads - first;  // a tile cut short by the block's end
+    f->state = AT_TILE;
+    f->file = file;
+    f->line = line;
+    f->warg = first;
+    f->wwidth = count;
+    f->exchange = mine;
+    racecheck_mbarrier(tile_key(w, first), 0);
+    for (int t = first; t < first + count; ++t)
+        if (w.fibers[size_t(t)].state != AT_TILE) {
+            yield_to_scheduler(f, w);  // the last of the tile to arrive releases it
+            racecheck_mbarrier(tile_key(w, first), 2);
+            return;
+        }
+    for (int t = first; t < first + count; ++t) {
+        const Fiber& o = w.fibers[size_t(t)];
+        if (o.warg != first || o.wwidth != count)
+            fail_in_fiber(E_BARRIER, fmt("thread_block_tile sync at %s in %s: %s waits for the %d threads from rank %d, "
+                                         "%s for the %d from rank %d (at %s): threads of one tile cut in different sizes",
+                                         where(file, line).c_str(), block_str().c_str(), tid_str(*f).c_str(), count,
+                                         first, tid_str(o).c_str(), o.wwidth, o.warg, where(o.file, o.line).c_str()));
+    }
+    racecheck_mbarrier(tile_key(w, first), 1);
+    for (int t = first; t < first + count; ++t) w.fibers[size_t(t)].state = RUNNABLE;
+    racecheck_mbarrier(tile_key(w, first), 2);
+}
+// PTX's named barriers, bar.sync id, count / bar.arrive id, count (barrier.sync, barrier.arrive): barrier `id`
+// (1..15; 0 is __syncthreads()') completes when `count` threads have arrived, those that sync waiting for it and
+// those that only arrive (a producer warp) going on at once; it then starts over.  racecheck orders what the
+// arrivals wrote before what the waiting threads read after, as an mbarrier phase.
+static const void* named_key(Worker& w, int id) { return &w.named_arrived[id]; }
+void named_barrier(int id, int count, bool wait, const char* file, int line) {
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    RuntimeSection busy(f);
+    if (id < 0 || id > 15 || count <= 0 || count % 32 || count > ((w.nthreads + 31) & ~31))
+        fail_in_fiber(E_FAULT, fmt("bar.%s %d, %d at %s: the barrier must be 0..15 and the thread count a positive "
+                                   "multiple of 32 no larger than the block (%d threads), as PTX requires",
+                                   wait ? "sync" : "arrive", id, count, where(file, line).c_str(), w.nthreads));
+    racecheck_mbarrier(named_key(w, id), 0);
+    if (++w.named_arrived[id] < count) {
+        if (!wait) return;
+        f->state = AT_NAMED;
+        f->file = file;
+        f->line = line;
+        f->warg = id;
+        f->wwidth = count;
+        yield_to_scheduler(f, w);  // the thread that completes the barrier releases us
+        racecheck_mbarrier(named_key(w, id), 2);
+        return;
+    }
+    w.named_arrived[id] = 0;
+    racecheck_mbarrier(named_key(w, id), 1);
+    for (Fiber& o : w.fibers)
+        if (o.state == AT_NAMED && o.warg == id) o.state = RUNNABLE;
+    if (wait) racecheck_mbarrier(named_key(w, id), 2);
+}
+
+// What thread `t` of the block showed at its tile's last sync.
+const void* tile_peer(int t) { return current_fiber()->worker->fibers[size_t(t)].exchange; }
 
 // An mbarrier event of the running thread, for racecheck's ordering (0: arrived, 1: phase completed, 2: acquired).
 void mbarrier_event(const void* bar, int event) { racecheck_mbarrier(bar, event); }

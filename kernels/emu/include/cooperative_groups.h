@@ -74,7 +74,9 @@ public:
     unsigned int meta_group_size() const { return meta_size_; }
 
 protected:
-    static unsigned checked(unsigned n) { __detail::check_tile_size(n); return n; }
+    // A tile cut at run time has at most 32 threads (tiled_partition(group, n) checks); one of a thread_block_tile<N>
+    // up to 1024, which its class checks at compile time.
+    static unsigned checked(unsigned n) { return n; }
     unsigned n_, size_, meta_rank_, meta_size_;
 };
 namespace __detail {
@@ -103,13 +105,33 @@ inline thread_group tiled_partition(const thread_group& parent, unsigned n) {
     return __detail::tile_of(parent, n);
 }
 
-// A tile of N threads known at compile time: the warp collectives work on it.  CUDA declares it
-// thread_block_tile<Size, ParentT = void>: tiled_partition<N>(block) is a thread_block_tile<N, thread_block>,
-// which converts to the parent-erased thread_block_tile<N> (both spellings appear in user code).
+namespace __detail {
+// The exchange of a tile of more than 32 threads (whole warps; tile_sync in runtime.cpp): every thread shows a pointer
+// to its value at a sync, reads the others' after it, and a second sync keeps the values in place until all have read.
+template <class T, class Read>
+inline auto tile_exchange(unsigned first, unsigned count, const T& mine, Read read, const char* file, int line)
+    -> decltype(read(first)) {
+    __emu::tile_sync(int(first), int(count), &mine, file, line);
+    const auto result = read(first);
+    __emu::tile_sync(int(first), int(count), &mine, file, line);  // still showing it: some may read yet
+    return result;
+}
+template <class T>
+inline const T& tile_value(unsigned rank) { return *static_cast<const T*>(__emu::tile_peer(int(rank))); }
+}  // namespace __detail
+
+// A tile of N threads known at compile time.  CUDA declares it thread_block_tile<Size, ParentT = void>:
+// tiled_partition<N>(block) is a thread_block_tile<N, thread_block>, which converts to the parent-erased
+// thread_block_tile<N> (both spellings appear in user code).  Up to 32 threads it is a slice of a warp and the warp
+// collectives work on it; from 64 to 1024 (CUDA 11.1+: block_tile_memory before sm_80) it is whole warps with a
+// barrier of its own, and CUDA gives it only sync, shfl (every thread naming the same source), any, all and cg::reduce
+// -- the lane-wise ones (shfl_up/down/xor, ballot, match_*) do not compile for it, as with nvcc.
 template <unsigned N, class ParentT = void>
 class thread_block_tile : public thread_group {
-    static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0,
-                  "thread_block_tile<N>: N must be a power of two in 1..32 under the emulator");
+    static_assert(N >= 1 && N <= 1024 && (N & (N - 1)) == 0,
+                  "thread_block_tile<N>: N must be a power of two in 1..1024, as CUDA's");
+    static constexpr bool kWarp = N <= 32;
+    unsigned first() const { return __detail::block_rank() / N * N; }
 
 public:
     thread_block_tile() : thread_group(N) {}
@@ -118,30 +140,44 @@ public:
     thread_block_tile(const thread_block_tile<N, OtherParent>& tile) : thread_group(tile) {}
     static constexpr unsigned int num_threads() { return N; }
     static constexpr unsigned int size() { return N; }
+    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        if constexpr (kWarp) __emu::warp_op(__emu::W_SYNC, file, line, __detail::tile_mask(N), 0, 0, 32);
+        else __emu::tile_sync(int(first()), int(N), nullptr, file, line);
+    }
     template <class T>
     T shfl(T v, int src, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        return __emu::shfl_any(__emu::W_SHFL_IDX, file, line, __detail::tile_mask(N), v, src, N);
+        if constexpr (kWarp) return __emu::shfl_any(__emu::W_SHFL_IDX, file, line, __detail::tile_mask(N), v, src, N);
+        else return __detail::tile_exchange(first(), N, v, [&](unsigned base) {
+                 return __detail::tile_value<T>(base + unsigned(src) % N); }, file, line);
     }
     template <class T>
     T shfl_down(T v, unsigned delta, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        static_assert(kWarp, "thread_block_tile<N>::shfl_down: CUDA has it only for tiles of 32 threads or fewer");
         return __emu::shfl_any(__emu::W_SHFL_DOWN, file, line, __detail::tile_mask(N), v, int(delta), N);
     }
     template <class T>
     T shfl_up(T v, unsigned delta, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        static_assert(kWarp, "thread_block_tile<N>::shfl_up: CUDA has it only for tiles of 32 threads or fewer");
         return __emu::shfl_any(__emu::W_SHFL_UP, file, line, __detail::tile_mask(N), v, int(delta), N);
     }
     template <class T>
     T shfl_xor(T v, unsigned mask, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        static_assert(kWarp, "thread_block_tile<N>::shfl_xor: CUDA has it only for tiles of 32 threads or fewer");
         return __emu::shfl_any(__emu::W_SHFL_XOR, file, line, __detail::tile_mask(N), v, int(mask), N);
     }
     int any(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        return int(__emu::warp_op(__emu::W_ANY, file, line, __detail::tile_mask(N), p ? 1 : 0, 0, 32));
+        if constexpr (kWarp)
+            return int(__emu::warp_op(__emu::W_ANY, file, line, __detail::tile_mask(N), p ? 1 : 0, 0, 32));
+        else return count_true(p, file, line) > 0;
     }
     int all(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        return int(__emu::warp_op(__emu::W_ALL, file, line, __detail::tile_mask(N), p ? 1 : 0, 0, 32));
+        if constexpr (kWarp)
+            return int(__emu::warp_op(__emu::W_ALL, file, line, __detail::tile_mask(N), p ? 1 : 0, 0, 32));
+        else return count_true(p, file, line) == tile_threads();
     }
     // The tile's ballot: bit k is the predicate of the tile's thread of rank k.
     unsigned ballot(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        static_assert(kWarp, "thread_block_tile<N>::ballot: CUDA has it only for tiles of 32 threads or fewer");
         const unsigned m = __detail::tile_mask(N);
         const unsigned b = unsigned(__emu::warp_op(__emu::W_BALLOT, file, line, m, p ? 1 : 0, 0, 32));
         return (b & m) >> (__detail::lane() / N * N % 32);
@@ -149,21 +185,75 @@ public:
     // match_any / match_all (sm_70), in the tile's ranks as ballot: bit k is the tile's thread of rank k.
     template <class T>
     unsigned match_any(T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        static_assert(kWarp, "thread_block_tile<N>::match_any: CUDA has it only for tiles of 32 threads or fewer");
         const unsigned m = __detail::tile_mask(N);
         const unsigned peers = unsigned(__emu::warp_op(__emu::W_MATCH_ANY, file, line, m, __emu::match_bits(v), 0, 32));
         return (peers & m) >> (__detail::lane() / N * N % 32);
     }
     template <class T>
     unsigned match_all(T v, int& pred, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        static_assert(kWarp, "thread_block_tile<N>::match_all: CUDA has it only for tiles of 32 threads or fewer");
         const unsigned m = __detail::tile_mask(N);
         const unsigned same = __emu::match_all(file, line, m, v, &pred);
         return (same & m) >> (__detail::lane() / N * N % 32);
+    }
+    // cg::reduce over a multi-warp tile (reduce.h): each warp's butterfly, then the warps' results in a tree of the
+    // same shape, so every thread gets the same value.
+    template <class T, class Op>
+    T reduce_warps(T v, Op op, const char* file, int line) const {
+        for (unsigned offset = 16; offset > 0; offset /= 2)
+            v = op(v, __emu::shfl_any(__emu::W_SHFL_XOR, file, line, 0xffffffffu, v, int(offset), 32));
+        return __detail::tile_exchange(first(), N, v, [&](unsigned base) {
+            T part[N / 32 > 0 ? N / 32 : 1];
+            const unsigned warps = (tile_threads() + 31) / 32;
+            for (unsigned k = 0; k < warps; ++k) part[k] = __detail::tile_value<T>(base + 32 * k);
+            for (unsigned width = 1; width < warps; width *= 2)
+                for (unsigned k = 0; k + width < warps; k += 2 * width) part[k] = op(part[k], part[k + width]);
+            return part[0];
+        }, file, line);
+    }
+
+private:
+    // The threads the tile has (fewer than N where the block ends inside it).
+    unsigned tile_threads() const {
+        const unsigned left = __detail::block_threads() - first();
+        return left < N ? left : N;
+    }
+    unsigned count_true(int p, const char* file, int line) const {
+        const int mine = p ? 1 : 0;
+        return __detail::tile_exchange(first(), N, mine, [&](unsigned base) {
+            unsigned n = 0;
+            for (unsigned k = 0; k < tile_threads(); ++k) n += __detail::tile_value<int>(base + k) != 0;
+            return n;
+        }, file, line);
     }
 };
 template <unsigned N, class Parent>
 thread_block_tile<N, Parent> tiled_partition(const Parent& parent) {
     return thread_block_tile<N, Parent>(__detail::tile_of(parent, N));
 }
+
+// Before sm_80 a tile of more than 32 threads needs scratch in shared memory, which the block hands over:
+// `__shared__ block_tile_memory<256> scratch; auto block = this_thread_block(scratch);` (CUDA 12; CUDA 11.1-11.8 spell
+// it experimental::block_tile_memory<CommunicationSize, MaxBlockSize>).  The emulator's tiles keep their state in
+// the runtime, so the scratch is only a place holder of CUDA's size and the block is the ordinary one.
+template <unsigned MaxBlockSize = 1024>
+struct block_tile_memory {
+    static_assert(MaxBlockSize >= 1 && MaxBlockSize <= 1024, "block_tile_memory<MaxBlockSize>: at most 1024 threads");
+    alignas(16) unsigned char scratch[16];
+};
+template <unsigned MaxBlockSize>
+inline thread_block this_thread_block(block_tile_memory<MaxBlockSize>&) { return thread_block(); }
+namespace experimental {
+template <unsigned CommunicationSize = 8, unsigned MaxBlockSize = 1024>
+struct block_tile_memory {
+    alignas(16) unsigned char scratch[16];
+};
+template <unsigned C, unsigned M>
+inline thread_block this_thread_block(block_tile_memory<C, M>&) { return thread_block(); }
+using cooperative_groups::this_thread_block;
+using cooperative_groups::tiled_partition;
+}  // namespace experimental
 
 // The lanes of a warp that reached coalesced_threads() together (see the note at the top).
 class coalesced_group {

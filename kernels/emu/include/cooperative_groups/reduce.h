@@ -13,9 +13,14 @@ template <class T> struct bit_or { T operator()(const T& a, const T& b) const { 
 template <class T> struct bit_xor { T operator()(const T& a, const T& b) const { return a ^ b; } };
 
 template <unsigned N, class P, class T, class Op>
-T reduce(const thread_block_tile<N, P>& tile, T value, Op op) {
-    for (unsigned offset = N / 2; offset > 0; offset /= 2) value = op(value, tile.shfl_xor(value, offset));
-    return value;
+T reduce(const thread_block_tile<N, P>& tile, T value, Op op, const char* file = __builtin_FILE(),
+         int line = __builtin_LINE()) {
+    if constexpr (N > 32) {
+        return tile.reduce_warps(value, op, file, line);  // a tile of whole warps
+    } else {
+        for (unsigned offset = N / 2; offset > 0; offset /= 2) value = op(value, tile.shfl_xor(value, offset, file, line));
+        return value;
+    }
 }
 
 namespace __detail {
