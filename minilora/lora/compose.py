@@ -300,6 +300,17 @@ def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sig
     return Vh.reshape((rank,) + A_in.shape[1:]), U.reshape(B_out.shape[:1] + (rank,) + B_out.shape[2:])
 
 
+def _warn_base_factorised_again(adapter_name, first, init_lora_weights):
+    """PEFT builds the new adapter from the first one's config, init included: a PiSSA / OLoRA / CorDA / LoRA-GA
+    init factorises the (already residual) base weights again before the combination overwrites the factors,
+    so the base, and every other adapter's output, changes. minilora does the same (PEFT's numbers), and says so."""
+    warnings.warn(f"add_weighted_adapter: {adapter_name!r} takes init_lora_weights={init_lora_weights!r} from "
+                  f"{first!r}, as PEFT's does, so its init changed the base weights (W_res - s B A once more) "
+                  "before the combination replaced its factors: the base model and the other adapters' outputs "
+                  "changed too. Combine such adapters on a model loaded again, or convert them to plain LoRA "
+                  "first (save_pretrained(path_initial_model_for_weight_conversion=...)).")
+
+
 def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combination_type="svd", svd_rank=None,
                          svd_clamp=None, svd_full_matrices=True, svd_driver=None, density=None,
                          majority_sign_method="total"):
@@ -329,8 +340,8 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
     config = copy.deepcopy(lora_model.peft_config[adapters[0]])
     config.r, config.lora_alpha, config.target_modules = new_rank, new_rank, new_targets
     config.rank_pattern, config.alpha_pattern = {}, {}
-    if is_weight_mutating_init(config.init_lora_weights):  # PEFT would factorise the (residual) base again,
-        config.init_lora_weights = True                    # changing it under the other adapters: not here
+    if is_weight_mutating_init(config.init_lora_weights):
+        _warn_base_factorised_again(adapter_name, adapters[0], config.init_lora_weights)
     masks = None  # DARE's masks: the global generator, after the new adapter's init (PEFT's order)
     active = lora_model.active_adapter
     layer_map = getattr(config, "layer_replication", None)

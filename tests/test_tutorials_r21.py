@@ -1,0 +1,66 @@
+"""Round 21: tutorial code copied as written, run with torch / transformers / PEFT and with minilora from the same
+seed, one test per divergence found:
+
+* PEFT's model-merging guide on PiSSA / OLoRA adapters: ``add_weighted_adapter`` builds the new adapter from the
+  first one's config, init included, so PEFT factorises the (residual) base weights once more before the
+  combination replaces the new factors. minilora made the new adapter with ``init_lora_weights=True`` instead: the
+  base weights, every adapter's output afterwards and the random draws all differed from PEFT's, silently. Now
+  PEFT's numbers, with a warning saying what happened to the base.
+
+Numbers are compared bit for bit where both libraries run the same arithmetic, else to a tolerance (a BLAS or
+LAPACK order)."""
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+import minilora as ml  # noqa: E402
+import minilora.lora as ml_peft  # noqa: E402
+
+BOTH = [(torch, peft), (ml, ml_peft)]
+
+
+def _numbers(t):
+    return t.detach().float().numpy().copy()
+
+
+def _mlp(T):
+    T.manual_seed(0)
+    return T.nn.Sequential(T.nn.Linear(12, 16), T.nn.ReLU(), T.nn.Linear(16, 16), T.nn.ReLU(), T.nn.Linear(16, 3))
+
+
+# ==================================================================================================
+# PEFT's model merging guide, on adapters with a weight-mutating init
+# ==================================================================================================
+def _combined_after_a_weight_mutating_init(T, P, init, combination_type):
+    model = P.get_peft_model(_mlp(T), P.LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"],
+                                                   init_lora_weights=init))
+    model.add_adapter("other", P.LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"], init_lora_weights=False))
+    x = T.linspace(-1, 1, 24).reshape(2, 12)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.add_weighted_adapter(["default", "other"], [0.7, 0.3], "mix", combination_type=combination_type)
+    model.set_adapter("mix")
+    with T.no_grad():
+        mixed = model(x)
+    model.set_adapter("default")
+    with T.no_grad():
+        default = model(x)
+    layer = model.base_model.model[2]
+    return ([_numbers(layer.base_layer.weight), _numbers(mixed), _numbers(default), _numbers(T.rand(3))],
+            [str(w.message) for w in caught])
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+@pytest.mark.parametrize("combination_type", ["cat", "svd"])
+def test_add_weighted_adapter_after_pissa_or_olora_as_peft(init, combination_type):
+    """The new adapter's init factorises the residual base again (rank 4 for "cat", 2 for "svd"), then its factors
+    are replaced: the base, both adapters' outputs and the generator's state afterwards are PEFT's."""
+    (expected, _), (got, said) = (_combined_after_a_weight_mutating_init(T, P, init, combination_type)
+                                  for T, P in BOTH)
+    for what, e, g in zip(("base weight", "mix", "default", "next draws"), expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=what)
+    assert any("changed the base weights" in message for message in said)
