@@ -5,7 +5,10 @@ seed, one test per divergence found:
   first one's config, init included, so PEFT factorises the (residual) base weights once more before the
   combination replaces the new factors. minilora made the new adapter with ``init_lora_weights=True`` instead: the
   base weights, every adapter's output afterwards and the random draws all differed from PEFT's, silently. Now
-  PEFT's numbers, with a warning saying what happened to the base.
+  PEFT's numbers, with a warning saying what happened to the base;
+* the DDP tutorial's ``torch.utils.data.distributed.DistributedSampler`` (and ``torch.utils.data.dataloader.
+  default_collate``, ``torch.utils.data.sampler.SubsetRandomSampler``): torch.utils.data's submodules were missing
+  (``minilora.utils.data.distributed`` was the ``torch.distributed`` package: an AttributeError).
 
 Numbers are compared bit for bit where both libraries run the same arithmetic, else to a tolerance (a BLAS or
 LAPACK order)."""
@@ -64,3 +67,26 @@ def test_add_weighted_adapter_after_pissa_or_olora_as_peft(init, combination_typ
     for what, e, g in zip(("base weight", "mix", "default", "next draws"), expected, got):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=what)
     assert any("changed the base weights" in message for message in said)
+
+
+# ==================================================================================================
+# the DDP tutorial's data loading: torch.utils.data's submodules
+# ==================================================================================================
+def _sharded_epochs(T):
+    data = T.utils.data
+    dataset = data.TensorDataset(T.arange(10), T.arange(10) * 10)
+    sampler = data.distributed.DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=3)
+    loader = data.DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=data.dataloader.default_collate)
+    epochs = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        epochs.append([[x.tolist(), y.tolist()] for x, y in loader])
+    subset = data.sampler.SubsetRandomSampler([1, 4, 6, 8], generator=T.Generator().manual_seed(0))
+    return epochs, list(subset), isinstance(data.dataset.Subset(dataset, [0]), data.Dataset)
+
+
+def test_ddp_tutorials_sampler_through_torch_utils_data_submodules():
+    expected, got = (_sharded_epochs(T) for T, _ in BOTH)
+    assert got == expected
+    from minilora.utils.data.distributed import DistributedSampler  # the tutorial's import line, minilora's name
+    assert DistributedSampler is ml.utils.data.DistributedSampler

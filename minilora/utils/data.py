@@ -26,12 +26,15 @@ import bisect
 import collections.abc
 import itertools
 import math
+import sys
+import types
 import warnings
 from typing import Generic, TypeVar
 
 import numpy as np
 
-from .. import accelerator, distributed, factories, random
+from .. import accelerator, factories, random
+from .. import distributed as _distributed
 from . import data_workers
 from ..ops import stack
 from ..tensor import Tensor, tensor
@@ -327,8 +330,8 @@ class DistributedSampler(Sampler):
     first one's order (as in torch)."""
 
     def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
-        num_replicas = distributed.get_world_size() if num_replicas is None else num_replicas
-        rank = distributed.get_rank() if rank is None else rank
+        num_replicas = _distributed.get_world_size() if num_replicas is None else num_replicas
+        rank = _distributed.get_rank() if rank is None else rank
         if rank >= num_replicas or rank < 0:
             raise ValueError(f"Invalid rank {rank}, rank should be in the interval [0, {num_replicas - 1}]")
         self.dataset, self.num_replicas, self.rank = dataset, num_replicas, rank
@@ -664,3 +667,29 @@ def _check_workers(num_workers, timeout, prefetch_factor, persistent_workers):
                          "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None.")
     if persistent_workers and num_workers == 0:
         raise ValueError("persistent_workers option needs num_workers > 0")
+
+
+# torch.utils.data is a package: its classes live in submodules that tutorials name (``torch.utils.data.distributed.
+# DistributedSampler`` in the DDP tutorial, ``torch.utils.data.dataloader.default_collate``, ``...sampler.
+# SubsetRandomSampler``). Here they are one module; each submodule's name holds the same objects (and imports,
+# ``from minilora.utils.data.sampler import RandomSampler``).
+_SUBMODULES = {
+    "dataset": ["Dataset", "IterableDataset", "TensorDataset", "StackDataset", "ConcatDataset", "ChainDataset",
+                "Subset", "random_split"],
+    "sampler": ["BatchSampler", "RandomSampler", "Sampler", "SequentialSampler", "SubsetRandomSampler",
+                "WeightedRandomSampler"],
+    "dataloader": ["DataLoader", "get_worker_info", "default_collate", "default_convert"],
+    "distributed": ["DistributedSampler"],
+}
+
+
+def _submodule(name, names):
+    module = types.ModuleType(f"{__name__}.{name}", f"torch.utils.data.{name}'s names: {', '.join(names)}.")
+    for attribute in names:
+        setattr(module, attribute, globals()[attribute])
+    module.__all__ = list(names)
+    sys.modules[module.__name__] = module
+    return module
+
+
+dataset, sampler, dataloader, distributed = (_submodule(name, names) for name, names in _SUBMODULES.items())
