@@ -68,3 +68,28 @@ def test_sdpa_3d_float16_computes_in_float32_as_torch():
         return lambda q, k, v: lib.nn.functional.scaled_dot_product_attention(
             q.to(lib.float16), k.to(lib.float16), v.to(lib.float16), is_causal=True)
     _same_bits(in_float16(torch), in_float16(ml), arrays)
+
+
+# ---- the addmm family's gradients: derivatives.yaml's product, then alpha ----------------------------------------
+@pytest.mark.parametrize("input_shape", [(5, 5, 10), (1,), ()], ids=str)
+def test_baddbmm_gradients_scale_after_the_product(input_shape):
+    """Bloom's and GPT-2's attention scores: ``baddbmm(bias, q, k^T, beta=b, alpha=scale)``. torch's batch gradients
+    are ``(g @ other^T) * alpha`` (the small bmm is ATen's loop), the input's ``g * beta`` summed to its shape."""
+    arrays = _draw(input_shape, (5, 5, 5), (5, 5, 10), seed=5)
+    for lib_kwargs in (dict(beta=0.2, alpha=0.6), dict(beta=1, alpha=0.125)):
+        _same_bits(lambda i, a, b: torch.baddbmm(i, a, b, **lib_kwargs),
+                   lambda i, a, b: ml.baddbmm(i, a, b, **lib_kwargs), arrays)
+
+
+def test_addbmm_batch_gradients_are_torchs_bmm():
+    """addbmm's batch gradients: ``bmm(g expanded over the batch, other^T) * alpha`` (its values are MKL's addmm, one
+    batch after another: not compared here)."""
+    inp, b1, b2 = _draw((5, 10), (5, 5, 5), (5, 5, 10), seed=6)
+    w = np.random.default_rng(8).standard_normal((5, 10)).astype(np.float32)
+    grads = []
+    for lib in (torch, ml):
+        leaves = [lib.tensor(a).requires_grad_() for a in (inp, b1, b2)]
+        out = lib.addbmm(leaves[0], leaves[1], leaves[2], beta=0.6, alpha=0.2)
+        grads.append([g.numpy() for g in lib.autograd.grad((out * lib.tensor(w)).sum(), leaves)])
+    for a, b in zip(*grads):
+        assert (a.view(np.int32) == b.view(np.int32)).all()

@@ -18,7 +18,7 @@ from ..tensor import Function, Tensor, name_node, no_forward_formula, no_meta_ke
 from . import elementwise as E, index as I, reduce as R, shape as S
 from .nn import _broadcast_or_raise
 from .matmul import (_in_float32, _inner_sizes_check, _is_16bit_float, _one_node, _products_check, _rounded_to,
-                     _scaled_sum, addmm, bmm, mm, mv, outer)
+                     _scaled_sum, _with_torchs_gradients, addmm, bmm, mm, mv, outer)
 
 # ---- other names: the same op under torch's second spelling --------------------------------------
 arccos, arcsin, arctan = E.acos, E.asin, E.atan
@@ -676,6 +676,7 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
     result = input
     for index in range(batch1.shape[0]):  # ATen: one addmm per batch into the result (a 16-bit one rounds each)
         result = addmm(result, batch1[index], batch2[index], beta=beta if index == 0 else 1, alpha=alpha)
+    result = _with_torchs_gradients(result, input, batch1, batch2, beta, alpha, summed=True)
     return _one_node(result, "AddbmmBackward0", input, batch1, batch2)
 
 

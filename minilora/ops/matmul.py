@@ -666,7 +666,33 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
         result = _in_float32(baddbmm, input, batch1, batch2, beta, alpha)
     else:
         result = _scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha)
+        result = _with_torchs_gradients(result, input, batch1, batch2, beta, alpha, summed=False)
     return _one_node(result, "BaddbmmBackward0", input, batch1, batch2)
+
+
+def _with_torchs_gradients(result, input, batch1, batch2, beta, alpha, summed):
+    """``result`` (baddbmm's, or addbmm's with ``summed``: composed of minilora's ops, its values torch's) given
+    torch's gradients, derivatives.yaml's formulas in their order: ``input`` gets ``maybe_multiply(g, beta)``
+    summed to its shape, each batch the product of ``g`` with the other batch, then times ``alpha`` (the
+    composed graph scales ``g`` before the product: another rounding, seen in most gradients once alpha != 1).
+    float32/float64 NumPy arrays; others keep the composed gradients."""
+    if not (result.requires_grad and result.dtype in (np.float32, np.float64) and type(result._array) is np.ndarray):
+        return result
+    from .nn import KernelGradients  # (ops.nn imports this module: at call time)
+    real = result.dtype.type
+    shape = tuple(input.shape)
+
+    def gradients(g, needs):
+        expanded = np.broadcast_to(g, (batch1.shape[0], *g.shape)) if summed else g
+        scaled = (lambda a: a) if alpha == 1 else (lambda a: a * real(alpha))
+        grad_input = None
+        if needs[0]:
+            grad_input = g if beta == 1 else g * real(beta)
+            grad_input = unbroadcast(grad_input, shape) if grad_input.shape != shape else grad_input
+        grad_1 = scaled(_torch_products(expanded, batch2._array.swapaxes(-1, -2))) if needs[1] else None
+        grad_2 = scaled(_torch_products(batch1._array.swapaxes(-1, -2), expanded)) if needs[2] else None
+        return grad_input, grad_1, grad_2
+    return KernelGradients.apply(result, input, batch1, batch2, values=result._array, gradients=gradients)
 
 
 def _in_float32(fn, input, m1, m2, beta, alpha):
