@@ -12,8 +12,8 @@ Four devices, one interface:
   and no number of it may be read (``item()``, ``numpy()``, a copy to another device refuse, in torch's
   words). Its arrays are NumPy zeros in pages the OS has not handed out yet (``np.zeros`` is calloc: a
   page is backed only when written), so a model built there costs no memory, and an op on meta tensors
-  runs NumPy on those zeros for its result's shape and dtype (the time of the op, not its memory for
-  the inputs). See ``_MetaArrays``. Always enabled.
+  computes its result's shape, dtype and strides without its arithmetic (minilora/meta_ops.py: a shape
+  rule per op family; an op without one runs on those zeros). See ``_MetaArrays``. Always enabled.
 
 A device is also a context manager, as torch's: ``with minilora.device("meta"): model = Model()`` makes
 every tensor a factory makes without a ``device=`` there (``set_default_device`` for the block, per
@@ -41,6 +41,8 @@ class Device:
     def __init__(self, name, uses_kernels):
         self.name = name
         self.uses_kernels = uses_kernels  # True: ops with a .cu kernel launch it
+        # Function.apply runs another forward here: a .cu kernel (emu, cuda), the shape rule (meta: meta_ops.py)
+        self.dispatches = uses_kernels or name == "meta"
         self._checked = False
         self._why = None
         self._xp = None

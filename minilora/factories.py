@@ -483,13 +483,7 @@ def in_iterator_layout(out, inputs):
     of strides, the next one's where it is silent (NumPy's order='K' gives up for inputs that disagree,
     and puts broadcast dimensions outermost)."""
     shape = out.shape
-    operands = []
-    for a in inputs:
-        if getattr(a, "ndim", 0):
-            lead = len(shape) - a.ndim
-            operands.append((0,) * lead + tuple(0 if n == 1 and shape[lead + i] != 1 else s
-                                                for i, (n, s) in enumerate(zip(a.shape, a.strides))))
-    order = iterator_order(shape, operands)
+    order = iterator_order_of(shape, inputs)
     if order == tuple(range(len(shape))):
         return out if out.flags.c_contiguous else xp_of(out).asarray(out, order="C")
     if out.flags.c_contiguous or preserved_order(shape, out.strides) != order:
@@ -498,6 +492,17 @@ def in_iterator_layout(out, inputs):
         laid_out[...] = out
         out = laid_out
     return known_layout(out, order)
+
+
+def iterator_order_of(shape, inputs):
+    """iterator_order for arrays ``inputs`` broadcast to ``shape`` (numbers and 0-d arrays left out)."""
+    operands = []
+    for a in inputs:
+        if getattr(a, "ndim", 0):
+            lead = len(shape) - a.ndim
+            operands.append((0,) * lead + tuple(0 if n == 1 and shape[lead + i] != 1 else s
+                                                for i, (n, s) in enumerate(zip(a.shape, a.strides))))
+    return iterator_order(shape, operands)
 
 
 def iterator_strides(shape, operands):

@@ -1108,6 +1108,14 @@ class Function:
     # BackwardHookFunction): ``refuses_inplace(ctx)`` names the output ("Output 0 of BackwardHookFunction"), and
     # changing it in place is torch's error (its autograd would lose the Function's backward)
     refuses_inplace = None
+    # the meta device's kernel (minilora/meta_ops.py): ``meta_shape(*arrays, **options)`` -> the result's shape
+    # without computing it, or None (inputs the rule does not take: the op runs on the meta zeros, raising its own
+    # error); ``meta_dtype`` the same for the dtype where the op cannot run on one element of each input;
+    # ``meta_small`` the stand-ins it runs on instead; ``meta_order`` how the result is laid out where that is not
+    # C order or torch's TensorIterator's. ``meta_gradients``: on meta, does backward give each input zeros of its
+    # shape without running the op's backward (False for a user's autograd.Function, whose backward torch runs)?
+    meta_shape = meta_dtype = meta_small = meta_order = None
+    meta_gradients = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -1179,8 +1187,8 @@ class Function:
                 needs.append(False)
                 parents.append(None)
         fn = cls
-        if dev is not None and dev.uses_kernels and cls.kernel_forward is not None:
-            fn = _on_kernels(cls, arrays)
+        if dev is not None and dev.dispatches:  # emu/cuda: the op's .cu kernel; meta: its shape rule (meta_ops)
+            fn = _dispatched(cls, dev, arrays)
         needs = tuple(needs)
         if len(needs) <= 4:  # one shared tuple per pattern: see _SHARED_FLAGS
             needs = _SHARED_FLAGS.setdefault(needs, needs)
@@ -1572,6 +1580,14 @@ def _forward(cls, fn, ctx, arrays, options):
     out = fn.forward(ctx, *arrays, **options)
     profiler.active.record(cls.__name__, "forward", time.perf_counter() - start, cls.flops(ctx, arrays, out))
     return out
+
+
+def _dispatched(cls, dev, arrays):
+    """The class whose forward runs ``cls`` on ``dev``: on meta its shape rule's (meta_ops.variant: shapes, not
+    values), on emu/cuda its .cu kernels where it has them (_on_kernels)."""
+    if dev is _META:
+        return _meta_ops.variant(cls)
+    return _on_kernels(cls, arrays) if cls.kernel_forward is not None else cls
 
 
 def _on_kernels(cls, arrays):
@@ -2862,6 +2878,9 @@ class Tensor:
             return NotImplemented
         a = self._array
         b = other._array if isinstance(other, Tensor) else dtypes.python_number(other)
+        meta_shape = None
+        if self._device is _META:  # shapes, not values: the comparison runs on one element of each (meta_ops)
+            meta_shape, a, b = _meta_ops.small_operands(a, b)
         b_dtype = getattr(b, "dtype", None)
         if b_dtype is not None and b_dtype != a.dtype:
             common = dtypes.result_type(a, b)
@@ -2881,6 +2900,8 @@ class Tensor:
             raise ShapeError(f"{op.__name__}: {exc}") from None
         # (a ufunc of 0-d arrays returns a NumPy scalar: as a tensor's array it broke .numpy(), fill_, save)
         out = self._device.xp.asarray(out)
+        if meta_shape is not None:
+            out = _meta_ops.elementwise_result(meta_shape, out.dtype, (self._array, getattr(other, "_array", other)))
         if out.ndim and (_layouts_remembered or self._base is not None
                              or isinstance(other, Tensor) and other._base is not None):
             laid_out = _iterator_result(out, (self, other))  # (a TensorIterator's result, as add's)
@@ -3509,14 +3530,16 @@ class _GradStore:
         grad = t._grad
         if grad is None:
             if getattr(g, "base", None) is not None or id(g) in self.handed_out:
-                g = g.copy()
+                g = _meta_ops.unwritten(g.shape, g.dtype) if t._device is _META else g.copy()
             self.handed_out.add(id(g))
             t._grad = grad = Tensor._make(g, t._device, False, None)
             grad.__class__ = _UnseenGrad
             self.changed.add(id(grad))
             return
         array = grad._array
-        if array.dtype is g.dtype:  # (`is`: the common case, quickly)
+        if t._device is _META and array.shape == g.shape:  # (no values to add: the version still counts)
+            pass
+        elif array.dtype is g.dtype:  # (`is`: the common case, quickly)
             try:
                 array += g
             except ValueError:  # a read-only array (e.g. a .grad the user set to an expand()ed tensor)
@@ -3874,7 +3897,9 @@ def _run_backward(root, gradient, retain_graph, store=None):
         # (`is`: NumPy's float32 and float64 dtypes are singletons; another equal dtype object takes the
         # general path, which gives the same result.)
         dtype = g.dtype
-        if plain and (dtype is _FLOAT32 or dtype is _FLOAT64):
+        if ctx.device is _META and ctx.fn.meta_gradients:  # shapes, not values: no backward arithmetic
+            in_grads = _meta_ops.gradients(ctx)
+        elif plain and (dtype is _FLOAT32 or dtype is _FLOAT64):
             in_grads = ctx.fn.backward(ctx, g)
             if type(in_grads) is not tuple:
                 in_grads = (in_grads,)
@@ -3903,7 +3928,7 @@ def _run_backward(root, gradient, retain_graph, store=None):
                         store.add(x, ig)
                 else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
                     prev = grads.get(parent)
-                    grads[parent] = ig if prev is None else parallel.add(prev, ig)
+                    grads[parent] = ig if prev is None else prev if x._device is _META else parallel.add(prev, ig)
         if not retain_graph:
             ctx.free()
     for leaf, g in hooked.values():
@@ -3913,3 +3938,4 @@ def _run_backward(root, gradient, retain_graph, store=None):
 
 
 from . import ops as _ops  # noqa: E402,F401  (importing ops attaches the operators to Tensor)
+from . import meta_ops as _meta_ops  # noqa: E402  (the meta device's shape rules, attached to the ops just made)

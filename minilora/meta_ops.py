@@ -1,0 +1,323 @@
+"""The meta device's kernels: an op on meta tensors computes its result's shape, dtype and strides, never its values.
+
+A meta tensor's array is NumPy zeros in pages nobody wrote (minilora/device.py), so running an op's NumPy
+forward on it gives the right shape and dtype -- after doing all of the op's arithmetic and writing its whole
+result: a meta Llama 7B forward at 4096 tokens would multiply every matrix and write every attention score.
+torch's meta kernels only infer the result's metadata. Here an op with a shape rule (``Function.meta_shape``,
+attached below per op family) does the same, in three steps (``forward``):
+
+1. the rule gives the result's shape from the inputs' shapes (None: inputs it does not take -- a shape
+   mismatch, an odd argument -- and the op then runs on the meta zeros themselves, raising its own error);
+2. the op's own forward runs on one element of each input (``small``: a 1x1... slice, a view, no copy),
+   which gives the result's dtype and every error that is not about sizes (a dtype mismatch, bool matmul),
+   in the op's words; the rule applied to those stand-ins must agree with what the op gave (else step 1's
+   fallback: a rule that misreads an op costs time, never a wrong shape);
+3. the result is zeros of that shape and dtype that nobody writes (``unwritten``), laid out as the op lays
+   it out (an elementwise op as torch's TensorIterator, ``meta_order`` where the op copies an input's order).
+
+Backward on meta (tensor._run_backward) gives each input that needs one a gradient of zeros of its shape
+and dtype (``gradients``) -- what torch's engine checks every gradient against -- without running the op's
+backward formula; a user's autograd.Function still runs its own backward (``Function.meta_gradients``).
+"""
+import numpy as np
+
+from . import factories
+from .ops.elementwise import Clone, ToDevice
+from .ops.lora import LoraLinear
+from .ops.matmul import Linear, MatMul
+from .ops.nn import Attention, CrossEntropy, Dropout, Embedding, KernelValues, RMSNorm, Rotary, SwiGLU
+from .ops.reduce import LogSoftmax, Mean, Softmax, Sum
+from .ops.shape import Reshape
+from .tensor import Function
+
+__all__ = ["variant", "forward", "gradients", "unwritten", "small_operands", "elementwise_result"]
+
+
+# ---- the dispatch (Function.apply's meta branch) ----------------------------------------------------------
+def variant(cls):
+    """``cls`` as Function.apply runs it on meta tensors: a subclass of the same name (the graph's node
+    shows ``cls``'s name) whose forward is ``forward``'s, made once per op (as tensor._on_kernels' variants)."""
+    found = cls.__dict__.get("_meta_variant")
+    if found is None:
+        def meta_forward(ctx, *arrays, **options):
+            return forward(cls, cls, ctx, arrays, options)
+        found = type(cls.__name__, (cls,), {"forward": staticmethod(meta_forward), "meta_variant_of": cls,
+                                            "__qualname__": cls.__qualname__, "__module__": cls.__module__})
+        cls._meta_variant = found
+    return found
+
+
+def forward(cls, fn, ctx, arrays, options):
+    """``cls``'s result on meta arrays: unwritten zeros of the shape, dtype and layout the op would give."""
+    rule = cls.meta_shape
+    shape = None if rule is None else rule(*arrays, **options)
+    if shape is None:  # (no rule for these inputs: the op itself, on the zeros)
+        return fn.forward(ctx, *arrays, **options)
+    if cls.meta_dtype is not None:
+        dtype = cls.meta_dtype(*arrays, **options)
+    else:
+        dtype = _dtype_from_small_run(cls, fn, ctx, arrays, options)
+        if dtype is None:
+            return fn.forward(ctx, *arrays, **options)
+    return _laid_out(cls, tuple(shape), dtype, arrays, options)
+
+
+def _dtype_from_small_run(cls, fn, ctx, arrays, options):
+    """The op's result dtype from its forward on one element of each input (its non-size errors raise
+    there); None where the rule read the stand-ins otherwise than the op did."""
+    small_arrays, small_options = (cls.meta_small or small)(arrays, options)
+    with np.errstate(all="ignore"):
+        probe = fn.forward(ctx, *small_arrays, **small_options)
+    probe = np.asarray(probe)
+    if tuple(probe.shape) != tuple(cls.meta_shape(*small_arrays, **small_options) or ()) and probe.ndim:
+        return None
+    return probe.dtype
+
+
+def small(arrays, options, keep_last=0):
+    """Each array input (positional or keyword) as its first element along every dimension (a view of
+    the meta zeros: a dimension of size 0 stays 0), but for its last ``keep_last`` dimensions."""
+    def first(a):
+        if not isinstance(a, np.ndarray):
+            return a
+        kept = max(a.ndim - keep_last, 0)
+        return a[(slice(0, 1),) * kept]
+    return [first(a) for a in arrays], {key: first(value) for key, value in options.items()}
+
+
+def _laid_out(cls, shape, dtype, arrays, options):
+    """Unwritten zeros laid out as the op's CPU result (``meta_order``: the order, and whether the op marks it
+    as torch's layout), by default torch's TensorIterator order for elementwise ops, else C order."""
+    order, marked = (cls.meta_order or _default_order)(cls, shape, arrays, options)
+    out = unwritten(shape, dtype, order)
+    return factories.known_layout(out, order) if marked and not out.flags.c_contiguous else out
+
+
+def _default_order(cls, shape, arrays, options):
+    if cls.torch_layout in ("elementwise", "preserve") and not options.get("contiguous"):
+        return iterator_order(cls, shape, arrays, options)
+    return None, False
+
+
+def iterator_order(cls, shape, arrays, options):
+    """torch's TensorIterator: the result in its operands' order of strides (factories.in_iterator_layout)."""
+    return factories.iterator_order_of(shape, [a for a in arrays if isinstance(a, np.ndarray)]), True
+
+
+def empty_like_order(cls, shape, arrays, options):
+    """A result made by NumPy's empty_like of the first input: its order of strides, outermost first."""
+    a = arrays[0]
+    return tuple(sorted(range(a.ndim), key=lambda i: -abs(a.strides[i]))), False
+
+
+def clone_order(cls, shape, arrays, options):
+    """clone(memory_format=...): torch's layout for that format (factories.laid_out_copy)."""
+    memory_format = arrays[1] if len(arrays) > 1 else options.get("memory_format")
+    return factories.layout_order(arrays[0], memory_format), True
+
+
+def unwritten(shape, dtype, order=None):
+    """Zeros of ``shape`` and ``dtype`` nobody writes (calloc's fresh pages: no memory until written),
+    their dimensions laid out outermost first in ``order`` (default: C order)."""
+    if order is None or tuple(order) == tuple(range(len(shape))):
+        return np.zeros(shape, dtype)
+    buffer = np.zeros(tuple(shape[i] for i in order), dtype)
+    return buffer.transpose(tuple(np.argsort(order)))
+
+
+def small_operands(a, b):
+    """A comparison's operands (arrays or numbers) as stand-ins of one element per dimension, and the shape of
+    the result (None where they do not broadcast: then they stay whole, and the comparison raises its error)."""
+    try:
+        shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+    except ValueError:
+        return None, a, b
+    (a, b), _ = small((a, b), {})
+    return shape, a, b
+
+
+def elementwise_result(shape, dtype, operands):
+    """Unwritten zeros for an elementwise result of ``operands`` (arrays and numbers), in torch's
+    TensorIterator layout (marked as known, as factories.in_iterator_layout marks it)."""
+    arrays = [a for a in operands if isinstance(a, np.ndarray)]
+    order = factories.iterator_order_of(shape, arrays)
+    out = unwritten(shape, dtype, order)
+    return out if out.flags.c_contiguous else factories.known_layout(out, order)
+
+
+def gradients(ctx):
+    """A meta node's backward: zeros of each input's shape and dtype where it needs a gradient."""
+    return tuple(unwritten(x._array.shape, x._array.dtype) if need else None
+                 for x, need in zip(ctx.inputs, ctx.needs_input_grad))
+
+
+# ---- shape rules, per op family ---------------------------------------------------------------------------
+def _arrays_of(arrays, options):
+    return [a for a in (*arrays, *options.values()) if isinstance(a, np.ndarray)]
+
+
+def broadcast_shape(*arrays, **options):
+    """An elementwise op (torch's TensorIterator): its array operands broadcast together."""
+    try:
+        return np.broadcast_shapes(*(a.shape for a in _arrays_of(arrays, options)))
+    except ValueError:
+        return None
+
+
+def matmul_shape(a, b):
+    """``a @ b`` (torch.matmul's 1-D and batched cases)."""
+    if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        return None
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        return None
+    return batch + a.shape[-2:-1] + (b.shape[-1:] if b.ndim > 1 else ())
+
+
+def linear_shape(x, w, b=None):
+    """``x @ w.T + b``: [..., in] -> [..., out]."""
+    if x.ndim == 0 or w.ndim != 2 or x.shape[-1] != w.shape[1] or (b is not None and b.shape != w.shape[:1]):
+        return None
+    return x.shape[:-1] + w.shape[:1]
+
+
+def lora_linear_shape(x, W0, A, B, bias=None, *_, mask=None, **__):
+    """The fused LoRA op: ``x @ W0.T + scale * x @ A.T @ B.T (+ bias)``: [..., in] -> [..., out]."""
+    out, inner = W0.shape[0], A.shape[0]
+    if (x.ndim == 0 or x.shape[-1] != W0.shape[1] or A.shape[1:] != W0.shape[1:] or B.shape != (out, inner)
+            or (bias is not None and bias.shape != (out,)) or (mask is not None and mask.shape != x.shape)):
+        return None
+    return x.shape[:-1] + (out,)
+
+
+def embedding_shape(ids, weight, *_, **__):
+    """A row of the table for each id: ids.shape + [dim]."""
+    return ids.shape + weight.shape[1:] if weight.ndim == 2 else None
+
+
+def cross_entropy_shape(logits, targets, *_, reduction="mean", **__):
+    """[N, C] logits, [N] targets: a loss per row ('none') or their sum or mean."""
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        return None
+    return targets.shape if reduction == "none" else ()
+
+
+def same_shapes(a, b):
+    """Two operands of one shape (swiglu's gate and up)."""
+    return a.shape if a.shape == b.shape else None
+
+
+def rotary_shape(x, cos, sin):
+    """RoPE: cos and sin broadcast over x's heads."""
+    return x.shape if broadcast_shape(x, cos, sin) == x.shape else None
+
+
+def attention_shape(q, k, v, bias=None, scale=None):
+    """[B, Hq, Tq, D] queries, [B, Hkv, Tk, D] keys, [B, Hkv, Tk, Dv] values -> [B, Hq, Tq, Dv]."""
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        return None
+    b, hq, tq, d = q.shape
+    hkv, tk = k.shape[1], k.shape[2]
+    if k.shape[:3] != v.shape[:3] or k.shape[0] != b or k.shape[3] != d or (hq % hkv if hkv else hq):
+        return None
+    if bias is not None and broadcast_shape(bias, np.empty((b, hq, tq, tk), np.bool_)) != (b, hq, tq, tk):
+        return None
+    return (b, hq, tq, v.shape[3])
+
+
+def norm_shape(x, weight=None, *_, width, **__):
+    """rms_norm over the last dimensions holding ``width`` numbers (``normalized_shape``)."""
+    if _normalized_dims(x.shape, width) is None or (weight is not None and weight.size != width):
+        return None
+    return x.shape
+
+
+def _normalized_dims(shape, width):
+    """How many trailing dimensions of ``shape`` hold ``width`` numbers (None: none do)."""
+    size = 1
+    for count, n in enumerate(reversed(shape), 1):
+        size *= n
+        if size == width and width:
+            return count
+    return None
+
+
+def norm_small(arrays, options):
+    """rms_norm's stand-ins: one row of ``width`` numbers (the weight as it is)."""
+    x, rest = arrays[0], arrays[1:]
+    kept = _normalized_dims(x.shape, options["width"])
+    return [x[(slice(0, 1),) * (x.ndim - kept)], *rest], options
+
+
+def rotary_small(arrays, options):
+    """RoPE's stand-ins keep the head dimension (the rotation pairs its halves)."""
+    return small(arrays, options, keep_last=1)
+
+
+def reduced_shape(a, axis=None, keepdims=False, *_, **__):
+    """A reduction over ``axis`` (None: all of them), kept as size 1 with ``keepdims``."""
+    if axis is None:
+        axes = set(range(a.ndim))
+    else:
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        if any(not -max(a.ndim, 1) <= ax < max(a.ndim, 1) for ax in axes):
+            return None
+        axes = {ax % max(a.ndim, 1) for ax in axes}
+    return tuple(1 if i in axes else n for i, n in enumerate(a.shape) if keepdims or i not in axes)
+
+
+def softmax_shape(a, axis=-1, *_, **__):
+    """softmax and log_softmax: the input's shape."""
+    return a.shape if -max(a.ndim, 1) <= axis < max(a.ndim, 1) else None
+
+
+def first_shape(a, *_, **__):
+    """An op whose result has its first input's shape (dropout, clone)."""
+    return a.shape
+
+
+def reshape_copy_shape(a, shape, torch_op=None):
+    """A reshape that must copy (its input's strides allow no view): the new shape, -1 inferred. A reshape
+    that is a view: None, so it runs as it is (a view writes nothing)."""
+    try:
+        a.reshape(shape, copy=False)
+        return None
+    except ValueError:
+        pass
+    try:  # (a 0-stride stand-in of the input's size: its reshape never copies, and infers -1 as the op)
+        return np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), (a.size,), (0,)).reshape(shape).shape
+    except ValueError:
+        return None
+
+
+def input_dtype(a, *_, **__):
+    return a.dtype
+
+
+def _attach():
+    """Give the op families their rules (the classes keep them: Function.meta_shape's lookup)."""
+    for cls in _all_functions():
+        if cls.torch_layout in ("elementwise", "preserve"):
+            cls.meta_shape = staticmethod(broadcast_shape)
+    rules = {MatMul: matmul_shape, Linear: linear_shape, LoraLinear: lora_linear_shape, Embedding: embedding_shape,
+             CrossEntropy: cross_entropy_shape, SwiGLU: same_shapes, Rotary: rotary_shape, Attention: attention_shape,
+             RMSNorm: norm_shape, Dropout: first_shape, Sum: reduced_shape, Mean: reduced_shape,
+             Softmax: softmax_shape, LogSoftmax: softmax_shape, Clone: first_shape, Reshape: reshape_copy_shape}
+    for cls, rule in rules.items():
+        cls.meta_shape = staticmethod(rule)
+    Rotary.meta_small, RMSNorm.meta_small = staticmethod(rotary_small), staticmethod(norm_small)
+    Rotary.meta_order, Dropout.meta_order = staticmethod(empty_like_order), staticmethod(iterator_order)
+    Clone.meta_order = staticmethod(clone_order)
+    Reshape.meta_dtype = staticmethod(input_dtype)
+    KernelValues.meta_shape = None  # (Clone's subclass, whose result is another array's)
+    ToDevice.meta_gradients = False  # (a move to meta: its backward is torch's error, no values to move back)
+
+
+def _all_functions(cls=Function):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_functions(sub)
+
+
+_attach()

@@ -1,0 +1,183 @@
+"""The meta device computes shapes, not values (minilora/meta_ops.py): an op on meta tensors gives torch's shape,
+dtype and strides without running its arithmetic on the whole inputs, and backward gives meta gradients without
+running the ops' backward formulas. torch's meta tensors are the oracle, called the way their users write them."""
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora.ops.elementwise import Mul
+from minilora.tensor import Function
+from minilora.ops.matmul import Linear, MatMul
+from minilora.ops.nn import Attention, CrossEntropy, RMSNorm, SwiGLU
+
+torch = pytest.importorskip("torch")
+torch.ones(1, device="meta") * 2  # (torch loads its meta kernels at their first use: here, not in a test)
+
+
+def _described(call):
+    """What a call gave: its result's shape, dtype name and strides (or the refusal), or its error's type."""
+    try:
+        out = call()
+    except Exception as exc:  # (compared with torch's)
+        return type(exc).__name__
+    try:
+        strides = tuple(out.stride())
+    except Exception as exc:
+        strides = type(exc).__name__
+    return tuple(out.shape), str(out.dtype).split(".")[-1], strides
+
+
+def _ones(T, device, *shape, dtype=None):
+    return T.ones(*shape, device=device, dtype=dtype or T.float32)
+
+
+_CALLS = {
+    "broadcast add": lambda T, d: _ones(T, d, 3, 1, 5) + _ones(T, d, 2, 5),
+    "transposed mul": lambda T, d: _ones(T, d, 5, 3).t() * _ones(T, d, 3, 5),
+    "int times float": lambda T, d: _ones(T, d, 4, 5, dtype=T.int64) * 2.5,
+    "permuted cast": lambda T, d: _ones(T, d, 2, 3, 4).permute(2, 0, 1).to(T.float16),
+    "exp of a view": lambda T, d: _ones(T, d, 2, 3, 4, 5).permute(0, 2, 3, 1).exp(),
+    "matrix @ vector": lambda T, d: _ones(T, d, 5, 3) @ _ones(T, d, 3),
+    "vector @ matrix": lambda T, d: T.matmul(_ones(T, d, 3), _ones(T, d, 3, 5)),
+    "batched matmul": lambda T, d: _ones(T, d, 2, 1, 5, 3) @ _ones(T, d, 4, 3, 2),
+    "linear": lambda T, d: T.nn.functional.linear(_ones(T, d, 2, 7, 3), _ones(T, d, 4, 3), _ones(T, d, 4)),
+    "linear, no bias": lambda T, d: T.nn.functional.linear(_ones(T, d, 3), weight=_ones(T, d, 5, 3)),
+    "embedding": lambda T, d: T.nn.functional.embedding(T.zeros(2, 5, dtype=T.int64, device=d), _ones(T, d, 10, 3)),
+    "cross entropy": lambda T, d: T.nn.functional.cross_entropy(_ones(T, d, 6, 5), T.zeros(6, dtype=T.int64, device=d)),
+    "cross entropy none": lambda T, d: T.nn.functional.cross_entropy(
+        _ones(T, d, 6, 5), T.zeros(6, dtype=T.int64, device=d), reduction="none"),
+    "softmax": lambda T, d: _ones(T, d, 2, 3, 4).softmax(dim=1),
+    "log_softmax": lambda T, d: T.log_softmax(_ones(T, d, 4, 5), -1),
+    "sum keepdim": lambda T, d: _ones(T, d, 2, 3, 4).sum(dim=(0, 2), keepdim=True),
+    "mean": lambda T, d: _ones(T, d, 2, 3, 4).mean(-1),
+    "rms_norm": lambda T, d: T.nn.functional.rms_norm(_ones(T, d, 2, 3, 4), (4,), _ones(T, d, 4)),
+    "rms_norm of two dims": lambda T, d: T.nn.functional.rms_norm(_ones(T, d, 2, 3, 4), [3, 4], eps=1e-6),
+    "sdpa causal": lambda T, d: T.nn.functional.scaled_dot_product_attention(
+        _ones(T, d, 1, 4, 6, 8), _ones(T, d, 1, 4, 6, 8), _ones(T, d, 1, 4, 6, 5), is_causal=True),
+    "sdpa mask": lambda T, d: T.nn.functional.scaled_dot_product_attention(
+        _ones(T, d, 2, 4, 6, 8), _ones(T, d, 2, 4, 3, 8), _ones(T, d, 2, 4, 3, 8), attn_mask=_ones(T, d, 6, 3)),
+    "reshape that copies": lambda T, d: _ones(T, d, 3, 4, 5).permute(2, 0, 1).reshape(-1, 4),
+    "flatten that copies": lambda T, d: _ones(T, d, 3, 5).t().flatten(),
+    "contiguous": lambda T, d: _ones(T, d, 3, 5).t().contiguous(),
+    "clone channels_last": lambda T, d: _ones(T, d, 2, 3, 4, 5).clone(memory_format=T.channels_last),
+    "silu times up": lambda T, d: T.nn.functional.silu(_ones(T, d, 3, 6)) * _ones(T, d, 3, 6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CALLS))
+def test_meta_results_have_torchs_shape_dtype_and_strides_without_the_ops_arithmetic(name, monkeypatch):
+    call = _CALLS[name]
+    theirs = _described(lambda: call(torch, "meta"))
+    assert _described(lambda: call(ml, "cpu")) == theirs  # (minilora's CPU result is torch's)
+    seen = _spy_forwards(monkeypatch, _all_functions())
+    assert _described(lambda: call(ml, "meta")) == theirs
+    # every op that computed (not a view) ran on stand-ins: one element per dimension (rms_norm: one row)
+    assert max(seen.values(), default=0) <= 12  # (each call's largest input holds more)
+
+
+def _all_functions():
+    """Every op class with a forward of its own."""
+    found, todo = [], [Function]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if "forward" in sub.__dict__ and "meta_variant_of" not in sub.__dict__:  # (the ops, not their meta runs)
+                found.append(sub)
+            todo.append(sub)
+    return found
+
+
+def _spy_forwards(monkeypatch, classes):
+    """Record the size of the largest array each op's forward is given, where its result is no view of it."""
+    seen = {}
+    for cls in classes:
+        def spy(ctx, *arrays, _forward=cls.forward, _name=cls.__name__, **options):
+            out = _forward(ctx, *arrays, **options)
+            given = [a for a in (*arrays, *options.values()) if isinstance(a, np.ndarray)]
+            if not any(isinstance(out, np.ndarray) and np.may_share_memory(out, a) for a in given):
+                seen[_name] = max(seen.get(_name, 0), 0, *(a.size for a in given))
+            return out
+        monkeypatch.setattr(cls, "forward", staticmethod(spy))
+    return seen
+
+
+def _refuse_backwards(monkeypatch, classes):
+    for cls in classes:
+        def refused(ctx, g, _name=cls.__name__):
+            raise AssertionError(f"{_name}.backward ran on meta")
+        monkeypatch.setattr(cls, "backward", staticmethod(refused))
+
+
+def test_meta_ops_run_on_one_element_of_each_input_and_backward_runs_no_formula(monkeypatch):
+    seen = _spy_forwards(monkeypatch, (MatMul, Linear, Mul, Attention, CrossEntropy))
+    _refuse_backwards(monkeypatch, (MatMul, Linear, Mul, Attention, CrossEntropy))
+    x = ml.ones(64, 48, device="meta", requires_grad=True)
+    w = ml.nn.Parameter(ml.ones(32, 48, device="meta"))
+    h = ml.nn.functional.linear(x, w) * 3.0
+    q = (h @ ml.ones(32, 256, device="meta")).reshape(1, 4, 64, 64)
+    attended = ml.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    loss = ml.nn.functional.cross_entropy(attended.reshape(256, 64), ml.zeros(256, dtype=ml.long, device="meta"))
+    loss.backward()
+    assert seen == {"Linear": 1, "Mul": 1, "MatMul": 1, "Attention": 1, "CrossEntropy": 1}
+    assert (x.grad.shape, x.grad.device.type, w.grad.shape, w.grad.device.type) == ((64, 48), "meta", (32, 48), "meta")
+    for make in (lambda T: T.ones(2, 3, device="meta") @ T.ones(4, 5, device="meta"),  # (shape errors: torch's)
+                 lambda T: T.ones(2, 3, device="meta") + T.ones(4, 5, device="meta"),
+                 lambda T: T.nn.functional.linear(T.ones(2, 3, device="meta"), T.ones(4, 5, device="meta")),
+                 lambda T: T.ones(2, 3, device="meta").sum(dim=5),
+                 lambda T: T.ones(2, 3, device="meta").reshape(4, 2)):
+        with pytest.raises(Exception) as theirs:
+            make(torch)
+        with pytest.raises(theirs.type):
+            make(ml)
+
+
+def test_meta_gradients_are_torchs_without_running_any_backward_formula(monkeypatch):
+    def story(T):
+        x = T.ones(5, 3, device="meta", dtype=T.float64, requires_grad=True)
+        w = T.nn.Parameter(T.ones(4, 3, device="meta"))
+        for _ in range(2):  # (the second pass adds into the meta .grad: no values, one more version)
+            y = (T.nn.functional.linear(x.float(), w).softmax(-1) * x[:, :1]).sum()
+            y.backward()
+        return [(tuple(t.grad.shape), str(t.grad.dtype).split(".")[-1], t.grad.device.type, t.grad._version)
+                for t in (x, w)]
+    theirs = story(torch)
+    _refuse_backwards(monkeypatch, _all_functions())
+    assert story(ml) == theirs
+
+
+def test_a_comparison_of_meta_tensors_compares_one_element(monkeypatch):
+    import sys
+    tensor_module = sys.modules["minilora.tensor"]
+    compared = []
+
+    class NumPyWatched:  # (the NumPy the Tensor's comparisons find: its ufuncs recorded)
+        def __getattr__(self, name):
+            found = getattr(np, name)
+            if name not in ("greater", "equal"):
+                return found
+            def watched(a, b, _ufunc=found):
+                compared.append(max(np.size(a), np.size(b)))
+                return _ufunc(a, b)
+            return watched
+    monkeypatch.setattr(tensor_module, "np", NumPyWatched())
+    x = ml.ones(64, 32, device="meta")
+    masks = [x > 0, x.t() == ml.ones(32, 1, device="meta")]
+    assert compared == [1, 1]
+    assert [(tuple(m.shape), m.dtype, m.device.type, m.stride()) for m in masks] == [
+        ((64, 32), ml.bool, "meta", (32, 1)), ((32, 64), ml.bool, "meta", (1, 32))]  # (torch's strides)
+
+
+def test_a_meta_llama_forward_and_backward_runs_no_matrix_product(monkeypatch):
+    from minilora.nn.llama import LlamaConfig, LlamaForCausalLM
+    seen = _spy_forwards(monkeypatch, (Linear, Attention, RMSNorm, SwiGLU, CrossEntropy))
+    _refuse_backwards(monkeypatch, (Linear, Attention, RMSNorm, SwiGLU, CrossEntropy))
+    config = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    with ml.device("meta"):
+        model = LlamaForCausalLM(config)
+    ids = ml.zeros(2, 64, dtype=ml.long, device="meta")
+    out = model(ids, labels=ids)
+    out.loss.backward()
+    weight = model.model.layers[1].mlp.down_proj.weight
+    assert (tuple(out.logits.shape), out.loss.shape, weight.grad.shape, weight.grad.device.type) == (
+        (2, 64, 1000), (), (256, 512), "meta")
+    assert max(seen.values()) <= 256  # (one row of a stand-in: RMSNorm keeps the hidden size)
