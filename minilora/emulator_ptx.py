@@ -638,6 +638,8 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         a, b = _get(t, _value(args[1], regs)), _get(t, _value(args[2], regs))
         if op in ("mul", "div") and t in _PACKED_OR_16BIT and t in ("__half2", "__nv_bfloat162"):
             return _set(_dest(args[0], regs), t, f"({a} {_ARITH[op]} {b})")
+        if op == "div" and "approx" in mods and t == "float":  # a * (1/b), as __fdividef (cuda_emu.h)
+            return _set(_dest(args[0], regs), t, f"__fdividef({a}, {b})")
         if op == "mul" and ("hi" in mods or "wide" in mods):
             return _set(_dest(args[0], regs), "uint64_t" if "wide" in mods else t,
                         f"__emu::ptx::mul_{'hi' if 'hi' in mods else 'wide'}({a}, {b})")

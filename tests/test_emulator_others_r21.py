@@ -13,6 +13,19 @@ tiny ragged shapes and compared with a float64 NumPy reference.  What failed bef
   producer / consumer kernels) were refused at build time.  Barrier ``id`` now completes when ``count`` threads have
   arrived (runtime.cpp's ``named_barrier``); those that only arrive go on, racecheck orders the arrivals' writes
   before the waiters' reads, and one that can never complete is a BarrierError naming it.
+* ``__fdividef(a, b)`` and PTX ``div.approx.f32`` were ``a / b`` rounded once; the GPU's is "computed as a * (1/b)"
+  (PTX ISA), two roundings, which differ from one in the last bit for about a quarter of all pairs (a silent
+  divergence in every softmax written with ``__fdividef``).  Both are now the product with the rounded reciprocal
+  (the emulator's rule for rcp.approx, which a GPU computes within an ulp of it).
+
+Checked and left as they were: ``__hdiv`` -- bf16's is div.rn.f32 then one rounding to bf16 (CUDA 12's
+cuda_bf16.hpp), which equals the correctly rounded quotient (double rounding through float is innocuous for 8- and
+11-bit formats: 24 >= 2p + 2); half's is ``rcp.approx`` times ``a`` rounded to half (refined by an fma below
+0x008F), which with the reciprocal rounded matched the correctly rounded quotient on 1.5 M random pairs, so the
+emulator's ``float(a) / float(b)`` rounding already gives those bits; what it cannot give is where a GPU's
+rcp.approx itself is an ulp off.  A ``__shared__ struct {...} name;`` in a macro expanded twice gets one variable
+per expansion (round 20's site marking covers it).  Crashes (INT_MIN / -1, wild and null pointers, a bad free, a
+huge memcpy, printf of a non-string, traps) were already KernelFaults naming the kernel and line.
 """
 from __future__ import annotations
 
@@ -221,3 +234,29 @@ def test_named_barrier_of_two_warps_while_the_rest_exited():
 def test_a_named_barrier_short_of_threads_is_named():
     with pytest.raises(emu.BarrierError, match=r"bar\.sync 1, 96 .* 64 of its 96 threads arrived"):
         named_barriers().get_function("too_few_arrive")((1,), (96,), (np.zeros(96, np.float32),))
+
+
+# ---------------------------------------------------------------------------------- fast division
+FAST_DIVISION = r"""
+extern "C" __global__ void fast_divide(const float* a, const float* b, float* intrinsic, float* ptx, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    intrinsic[i] = __fdividef(a[i], b[i]);
+    float d;
+    asm("div.approx.f32 %0, %1, %2;" : "=f"(d) : "f"(a[i]), "f"(b[i]));
+    ptx[i] = d;
+}
+"""
+
+
+def test_fdividef_and_div_approx_multiply_by_the_reciprocal():
+    a, b = rng(6).standard_normal((2, 1000)).astype(np.float32)
+    b[:3] = [2.0 ** 127, -3e38, 4.0]  # the flush to zero above 2^126, and an exact reciprocal
+    intrinsic, ptx = np.zeros_like(a), np.zeros_like(a)
+    RawModule(code=FAST_DIVISION).get_function("fast_divide")((4,), (256,), (a, b, intrinsic, ptx, np.int32(a.size)))
+    with np.errstate(under="ignore"):
+        expected = a * (np.float32(1) / b)  # two float32 roundings, as the GPU's a * rcp(b)
+    expected[:2] = [np.copysign(0.0, a[0]), np.copysign(0.0, -a[1])]
+    np.testing.assert_array_equal(intrinsic, expected)
+    np.testing.assert_array_equal(ptx, expected)
+    assert (intrinsic != a / b).mean() > 0.1  # a / b rounded once is another number for many pairs

@@ -589,12 +589,16 @@ extern "C" float __wrap_logf(float x) { return __logf(x); }
 extern "C" float __wrap_log10f(float x) { return __log10f(x); }
 extern "C" float __wrap_powf(float x, float y) { return __powf(x, y); }
 #endif
-// The GPU's fast division multiplies by an approximate 1/b that flushes to 0 for 2^126 < |b| < 2^128:
-// the quotient is then 0 (with the product's sign), and inf / b is inf * 0 = NaN.
+// The GPU's fast division (div.approx.f32) is "computed as d = a * (1/b)" (PTX ISA): the reciprocal, then a rounded
+// product -- two roundings, so a / b rounded once differs from it in the last bit for about a quarter of all pairs.
+// The reciprocal is rcp.approx's, within an ulp of 1/b; here 1/b rounded, the emulator's rule for the approximate
+// functions.  It flushes to 0 for 2^126 < |b| < 2^128: the quotient is then 0 (with the product's sign), and inf / b
+// is inf * 0 = NaN.
 inline float __fdividef(float a, float b) {
     float mag = fabsf(b);
     if (mag > 0x1p126f && mag < INFINITY) return a * copysignf(0.0f, b);
-    return a / b;
+    const volatile float reciprocal = 1.0f / b;  // volatile: rounded to float here, whatever the compiler folds
+    return a * reciprocal;
 }
 inline float fdividef(float a, float b) { return a / b; }
 inline float __frcp_rn(float x) { return 1.0f / x; }
