@@ -343,10 +343,8 @@ VARIANTS = {
     ],
     "2.2": [
         (M, "weight ignored", """
-            gw = g
-            xp_of(g).multiply(normed, -_row_mean(gw, normed)[:, None], out=gx)
-            gx += gw
-            gx *= r
+            k = -(_row_sum(g * x)[:, None] * (r * r * r)) / x.dtype.type(x.shape[1])
+            gx[...] = g * r + x * k
             """),
         (M, "projection term missing (g w r only)", """
             gw = g * weight if weight is not None else g
@@ -354,7 +352,17 @@ VARIANTS = {
             """),
         (M, "projection with g, not g * weight", """
             gw = g * weight if weight is not None else g
-            xp_of(g).multiply(normed, -_row_mean(g, normed)[:, None], out=gx)
+            k = -(_row_sum(g * x)[:, None] * (r * r * r)) / x.dtype.type(x.shape[1])
+            gx[...] = gw * r + x * k
+            """),
+        (M, "r squared, not cubed, in the projection", """
+            gw = g * weight if weight is not None else g
+            k = -(_row_sum(gw * x)[:, None] * (r * r)) / x.dtype.type(x.shape[1])
+            gx[...] = gw * r + x * k
+            """),
+        (M, "sum, not the mean, of gw * normed", """
+            gw = g * weight if weight is not None else g
+            xp_of(g).multiply(normed, -_row_sum(gw * normed)[:, None], out=gx)
             gx += gw
             gx *= r
             """),
@@ -367,14 +375,20 @@ VARIANTS = {
             gw = g * weight if weight is not None else g
             gx = (gw - normed * _row_mean(gw, normed)[:, None]) * r
             """),
+        (ALT, "from normed: r (gw - normed mean(gw normed))", """
+            gw = g * weight if weight is not None else g
+            xp_of(g).multiply(normed, -_row_mean(gw, normed)[:, None], out=gx)
+            gx += gw
+            gx *= r
+            """),
         (ALT, "one expression, slice assignment", """
             gw = g if weight is None else g * weight
             gx[...] = r * (gw - normed * (gw * normed).mean(axis=1, keepdims=True))
             """),
-        (ALT, "einsum", """
+        (ALT, "einsum on x", """
             gw = g * (1.0 if weight is None else weight)
-            dot = np.einsum("ij,ij->i", gw, normed)[:, None] / g.shape[1]
-            gx[...] = gw * r - normed * dot * r
+            dot = np.einsum("ij,ij->i", gw, x)[:, None] / g.shape[1]
+            gx[...] = gw * r - x * dot * r ** 3
             """),
     ],
     "2.3": [

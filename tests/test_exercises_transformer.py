@@ -51,16 +51,15 @@ def test_rms_norm_backward(rng):
 @pytest.mark.ex2_2
 @pytest.mark.parametrize("with_weight", [True, False])
 def test_rms_norm_backward_rows_against_finite_differences(rng, with_weight):
-    """The region's function on whole arrays, from what 2.1 saved: it must FILL gx with the input's gradient.
-    (On the CPU a float32 or float64 rms_norm differentiates as torch's composite does, rounding at torch's steps:
-    ``_rms_norm_backward_as_torch``; this formula runs for the other arrays, so it is checked here directly.)"""
+    """The region's function on whole arrays, from the input and what 2.1 saved: it must FILL gx with the input's
+    gradient. (Every rms_norm's backward runs this region, float32 and float64 alike.)"""
     from minilora.ops.nn import _rms_norm_backward_rows, _rms_norm_rows
     x, g, eps = rng.standard_normal((4, 6)), rng.standard_normal((4, 6)), 1e-3
     w = rng.standard_normal(6) if with_weight else None
     normed, r, out = np.empty((4, 6)), np.empty((4, 1)), np.empty((4, 6))
     _rms_norm_rows(x, normed, r, out, w, eps)
     gx = np.full((4, 6), np.nan)
-    _rms_norm_backward_rows(g, normed, r, gx, w)
+    _rms_norm_backward_rows(g, x, normed, r, gx, w)
 
     def loss(v):
         return float((g * v / np.sqrt((v ** 2).mean(axis=1, keepdims=True) + eps) * (1.0 if w is None else w)).sum())

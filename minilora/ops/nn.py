@@ -429,9 +429,9 @@ class RMSNorm(Function):
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
     ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
     float32 and float64 values on the CPU are torch's bits (the squares added in torch's order, a view's in the
-    view's layout: ``_strided_mean_of_squares``); float32's input gradient is too, torch's composite's autograd op
-    by op (``_rms_norm_backward_as_torch``). float64's input gradient is Exercise 2.2's formula (within rounding of
-    torch's): the exercise's tests grad-check in float64, so a learner's backward is what they run.
+    view's layout: ``_strided_mean_of_squares``), and so are their gradients: Exercise 2.2's solution computes the
+    input's gradient as torch's composite's autograd does, op by op, from the input ``x``. Every dtype and device
+    runs that one region, so a learner's backward is what the model trains with.
 
     Saved-tensor hooks (``saved_tensors_hooks``, ``save_on_cpu``) see 2 packs, the weight and the
     input, where torch 2.13's composite rms_norm packs 6 (input, rsqrt [..., 1] twice, normalised input,
@@ -458,8 +458,7 @@ class RMSNorm(Function):
             parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, x.dtype.type(eps)),
                           x2, normed, r, out, work_per_row=max(1, x2.shape[1] // 4))
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
-        # (torch's composite differentiates from the input; float64 runs Exercise 2.2 instead: see above)
-        ctx.x = x if _torch_bits_array(x2) and x2.dtype == np.float32 else None
+        ctx.x = x  # (torch's composite differentiates from the input, which its node keeps too: no extra pack)
         ctx.eps = eps  # (create_graph=True recomputes r from the input: minilora/ops/higher_order.py)
         return out.reshape(x.shape)
 
@@ -467,11 +466,9 @@ class RMSNorm(Function):
     def backward(ctx, g):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         g2 = _rows(g, normed.shape[1])
-        if ctx.x is not None and g2.dtype == ctx.x.dtype:
-            gx = _rms_norm_backward_as_torch(g2, _rows(ctx.x, g2.shape[1]), r, w)
-        else:
-            gx = xp_of(g).empty_like(g2)
-            parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, normed, r, gx)
+        gx = xp_of(g).empty_like(g2)
+        parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, _rows(ctx.x, g2.shape[1]), normed, r,
+                      gx)
         gweight = None
         if w is not None and ctx.needs_input_grad[1]:
             gweight = _column_sum_as_torch(g2, normed).reshape(ctx.weight_shape)
@@ -512,14 +509,22 @@ def _strided_mean_of_squares(x, width):
     return None if sums is None else sums.reshape(-1) / x.dtype.type(width)
 
 
-def _rms_norm_backward_rows(g, normed, r, gx, weight):
-    """``gx`` for a block of rows, from the saved ``normed`` and ``r``."""
-    # EXERCISE 2.2: fill gx, the input's gradient, for these rows from g, the saved normed and r, and weight (or none)
+def _rms_norm_backward_rows(g, x, normed, r, gx, weight):
+    """``gx`` for a block of rows, from the input ``x`` and the saved ``normed`` (= x r) and ``r``.
+
+    The solution computes it as torch's autograd differentiates its composite rms_norm, ``(x * rsqrt(s)) * w`` with
+    ``s = pow(x, 2).mean(-1) + eps``, op by op, rounding where torch rounds: ``gw = g * w``; the product's
+    ``gw * r`` plus, through rsqrt (``-0.5 * grad * r^3``), the mean (``/ n``) and the square (``grad * 2x``),
+    ``x * k`` with ``k = -(sum(gw * x) * r^3) / n`` (the factors 2 and -0.5 are exact), the row's sum in torch's
+    order (``_row_sum``). So float32 and float64 gradients are torch's bits, and any right formula passes the
+    exercise's tests (they check the math: ``r (gw - normed mean(gw normed))`` is the same gradient)."""
+    # EXERCISE 2.2: fill gx, the input's gradient, for these rows from g, the input x (or normed = x r), r and weight
     # BEGIN SOLUTION
     gw = g * weight if weight is not None else g
-    xp_of(g).multiply(normed, -_row_mean(gw, normed)[:, None], out=gx)
-    gx += gw
-    gx *= r
+    r_cubed = r * r * r  # (pow(r, 3): ATen's base * base * base)
+    k = -(_row_sum(gw * x)[:, None] * r_cubed) / x.dtype.type(x.shape[1])
+    xp_of(g).multiply(gw, r, out=gx)
+    gx += x * k
     # END SOLUTION
 
 
@@ -531,16 +536,12 @@ def _torch_bits_array(a):
     return type(a) is np.ndarray and a.dtype in _SUMMED and a.size > 0
 
 
-def _rms_norm_backward_as_torch(g, x, r, weight):
-    """float32/float64 ``gx`` as torch's autograd differentiates its composite rms_norm, ``(x * rsqrt(s)) * w`` with
-    ``s = pow(x, 2).mean(-1) + eps``, op by op (the formula of 2.2, rounded at torch's steps):
-    ``gw = g * w``; the product's ``gw * r`` plus, through rsqrt (``-0.5 * grad * r^3``), the mean (``/ n``)
-    and the square (``grad * (2 x)``), ``x * k`` with ``k = -(sum(gw * x) * r^3) / n`` (the factors 2 and
-    -0.5 are exact), the row's sum in torch's order."""
-    gw = g * weight if weight is not None else g
-    r_cubed = r * r * r  # (pow(r, 3): ATen's base * base * base)
-    k = -(float32_sums.row_sums(np.ascontiguousarray(gw * x))[:, None] * r_cubed) / x.dtype.type(x.shape[1])
-    return gw * r + x * k
+def _row_sum(a):
+    """The sum of each row of a 2-D array, in torch's order for float32 and float64 (its cascade sum along the
+    last dim, ``float32_sums.row_sums``), else the array library's own."""
+    if _torch_bits_array(a):
+        return float32_sums.row_sums(np.ascontiguousarray(a))
+    return a.sum(axis=1)
 
 
 def _column_sum_as_torch(g, b):
