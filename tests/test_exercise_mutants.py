@@ -971,8 +971,10 @@ VARIANTS = {
             param *= 1 - lr * weight_decay
             exp_avg[...] = beta1 * exp_avg + (1 - beta1) * grad
             exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * grad ** 2
+            if max_exp_avg_sq is not None:
+                max_exp_avg_sq[...] = np.maximum(max_exp_avg_sq, exp_avg_sq)
             m_hat = exp_avg / (1 - beta1 ** step)
-            v_hat = exp_avg_sq / (1 - beta2 ** step)
+            v_hat = (exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq) / (1 - beta2 ** step)
             param -= lr * m_hat / (np.sqrt(v_hat) + eps)
             """),
         (ALT, "ufuncs with out=", """
@@ -981,8 +983,15 @@ VARIANTS = {
             exp_avg += (1 - beta1) * grad
             np.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
             exp_avg_sq += (1 - beta2) * np.square(grad)
-            denom = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
+            v = exp_avg_sq if max_exp_avg_sq is None else np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+            denom = np.sqrt(v) / math.sqrt(1 - beta2 ** step) + eps
             param -= (lr / (1 - beta1 ** step)) * (exp_avg / denom)
+            """),
+        (M, "amsgrad's running maximum ignored", """
+            param *= 1 - lr * weight_decay
+            exp_avg[...] = beta1 * exp_avg + (1 - beta1) * grad
+            exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * grad ** 2
+            param -= lr * (exp_avg / (1 - beta1 ** step)) / (np.sqrt(exp_avg_sq / (1 - beta2 ** step)) + eps)
             """),
         (M, "second bias correction without its sqrt", """
             bias_correction1 = 1 - beta1 ** step

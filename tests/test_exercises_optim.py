@@ -30,6 +30,19 @@ def _adamw_reference(p, grads, lr, betas, eps, weight_decay, l2=0.0):
     return p
 
 
+def _amsgrad_reference(p, grads, lr, betas, eps, weight_decay):
+    """AdamW with amsgrad: the denominator is the root of the running maximum of v, in float64."""
+    beta1, beta2 = betas
+    p, m, v, v_max = p.astype(np.float64), np.zeros(p.shape), np.zeros(p.shape), np.zeros(p.shape)
+    for t, g in enumerate(grads, start=1):
+        p = p * (1 - lr * weight_decay)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        v_max = np.maximum(v_max, v)
+        p = p - lr * (m / (1 - beta1 ** t)) / (np.sqrt(v_max / (1 - beta2 ** t)) + eps)
+    return p
+
+
 def _run(optimizer_class, p0, grads, **hyper):
     p = Parameter(p0.copy())
     opt = optimizer_class([p], **hyper)
@@ -42,7 +55,7 @@ def _run(optimizer_class, p0, grads, **hyper):
 # ---- 6.1 the AdamW update in NumPy --------------------------------------------------------------------
 @pytest.mark.ex6_1
 def test_adamw_update_matches_the_reference(rng):
-    """The exercise's function on raw arrays (AdamW.step runs its twin rounded as torch's, adamw_update_as_torch)."""
+    """The exercise's function on raw arrays, and AdamW.step, which runs it on every float32/float64 parameter."""
     p0, grads = rng.standard_normal((3, 5)), [rng.standard_normal((3, 5)) for _ in range(3)]
     param, exp_avg, exp_avg_sq = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
     beta1, beta2 = HYPER["betas"]
@@ -67,8 +80,19 @@ def test_adamw_update_without_decay_on_an_l2_gradient_is_adams_update(rng):
     assert_close(param, expected, rtol=1e-12, atol=1e-12, name="adamw_update's parameter")
 
 
+@pytest.mark.ex6_1
+def test_adamw_amsgrad_takes_the_root_of_the_running_maximum(rng):
+    """AdamW(amsgrad=True) hands the update a fourth array, max_exp_avg_sq: kept as the running maximum of v, its
+    root is the denominator (gradients that shrink, so v falls below its maximum)."""
+    p0 = rng.standard_normal((2, 3))
+    grads = [scale * rng.standard_normal((2, 3)) for scale in (3.0, 0.1, 0.1)]
+    expected = _amsgrad_reference(p0, grads, **HYPER)
+    assert_close(_run(AdamW, p0, grads, amsgrad=True, **HYPER), expected, rtol=1e-12, atol=1e-12,
+                 name="AdamW(amsgrad=True) parameter")
+
+
 def test_adam_l2_weight_decay_is_not_decoupled(rng):
-    """(Adam.step runs adamw_update_as_torch, not the exercise's function: this test is not exercise 6.1's.)"""
+    """(Adam.step runs the exercise's function on the gradient plus the L2 term: the test above checks that.)"""
     p0, grads = rng.standard_normal(7), [rng.standard_normal(7) for _ in range(2)]
     p = _run(Adam, p0, grads, **HYPER)
     expected = _adamw_reference(p0, grads, **dict(HYPER, weight_decay=0.0), l2=HYPER["weight_decay"])

@@ -98,7 +98,7 @@ def test_small_parameters_update_gathered_as_each_alone(name, dtype, threads, mo
     grads[1][3] = None  # parameter 3 sits step 2 out: a step count behind the others
     updates = []
     real_update = adam.adamw_update_16bit if dtype != np.float32 else (
-        adam.amsgrad_update if "amsgrad" in name else adam.adamw_update_as_torch)
+        adam.amsgrad_update if "amsgrad" in name else adam.adamw_update)
     monkeypatch.setattr(adam, real_update.__name__,
                         lambda param, *args, **kw: updates.append(param.size) or real_update(param, *args, **kw))
     gathered = _run(OPTIMIZERS[name], start, grads)
@@ -118,8 +118,8 @@ def test_adamw_splits_by_elements_only_where_each_thread_gets_enough(threads, mo
     thread count gives the same bits."""
     threads(2)
     ran_on, slices = set(), []
-    real_update = adam.adamw_update_as_torch  # (float32's; float64 runs the textbook adamw_update)
-    monkeypatch.setattr(adam, "adamw_update_as_torch", lambda param, *args, **kw: ran_on.add(threading.current_thread())
+    real_update = adam.adamw_update  # (exercise 6.1's region: every float32/float64 parameter's update)
+    monkeypatch.setattr(adam, "adamw_update", lambda param, *args, **kw: ran_on.add(threading.current_thread())
                         or slices.append(param.size) or real_update(param, *args, **kw))
     lora = [2048, 2048] * 20 + [5504, 2048] * 8
     _run(OPTIMIZERS["adamw"], [rng.standard_normal(size).astype(np.float32) for size in lora],

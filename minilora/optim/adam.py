@@ -45,82 +45,65 @@ __all__ = ["Adam", "AdamW", "adamw_update"]
 GATHER_BELOW = 8192
 
 
-def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, beta2, eps, weight_decay):
-    """One AdamW step on raw arrays, in place (``torch.optim.AdamW``'s single-tensor update), the textbook way.
+def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, beta2, eps, weight_decay,
+                 max_exp_avg_sq=None, wide=None):
+    """One AdamW step on raw arrays, in place (``torch.optim.AdamW``'s single-tensor update): what ``Adam.step`` and
+    ``AdamW.step`` run on every float32 and float64 parameter (on emu/cuda the fused kernel, exercise 5.2, instead).
 
     ``param``, ``exp_avg``, ``exp_avg_sq`` are updated in place; ``grad`` is only read;
     ``scratch`` is a work array of the same shape (so the step allocates nothing). ``step`` is
     this parameter's step count, starting at 1. With ``weight_decay=0`` this is Adam's update.
-    ``AdamW.step`` runs the same math rounded as torch's, ``adamw_update_as_torch`` (which fuses two of the
-    multiply-adds: this textbook form is within 1e-16 of it in float64).
+    ``max_exp_avg_sq``: ``amsgrad=True``'s running maximum of v (Reddi et al.), kept up to date here, whose root is
+    the denominator instead of v's (torch's ``torch.maximum(max_v, v, out=max_v)``): a weight's step never grows
+    because its gradients got smaller.
+
+    The solution rounds as torch 2.13's CPU loop does, so float64 weights are torch's bits and float32 ones but
+    where MKL's sqrt (not correctly rounded: ~20% of roots) is an ulp off (0.18% of the weights after 3 steps):
+    ``exp_avg.lerp_(grad, 1 - beta1)`` and the ``addcmul_`` of ``v`` are fused multiply-adds where ATen's build fuses
+    (``_multiply_add``, per ``torch_cpu_capability()``: two roundings changed the last bit of 30% of m and 2% of v);
+    addcmul's product is ``((1 - beta2) g) g``, addcdiv's quotient ``(value m) / denom`` in that order. A textbook
+    form is within rounding of it and passes the exercise's tests. ``wide``: a float64 work array of the
+    parameter's shape for the fused multiply-adds (allocated when not given).
     """
-    xp = xp_of(param)
+    xp, number = xp_of(param), param.dtype.type
+    wide = xp.empty(param.shape, np.float64) if wide is None else wide
+    # (with max_exp_avg_sq, amsgrad: keep there the running maximum of v, and take its root instead of v's)
     # EXERCISE 6.1: one AdamW step in place: weight decay, moments m and v, the bias-corrected update (use scratch)
     # BEGIN SOLUTION
     # Decoupled weight decay: shrink every weight by the same factor, before the step.
+    # (torch: a 0-d float64 lr's product rounded to the parameter's dtype first)
     if weight_decay:
-        param *= 1 - lr * weight_decay
+        param *= number(1 - lr * weight_decay)
     # m <- m + (1 - beta1)(g - m), i.e. beta1 m + (1 - beta1) g   (torch: exp_avg.lerp_(grad, 1-beta1))
     xp.subtract(grad, exp_avg, out=scratch)
-    scratch *= 1 - beta1
-    exp_avg += scratch
-    # v <- beta2 v + (1 - beta2) g^2
-    xp.multiply(grad, grad, out=scratch)
-    scratch *= 1 - beta2
-    exp_avg_sq *= beta2
-    exp_avg_sq += scratch
-    # denom = sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - beta2^t) + eps   (eps outside the root)
-    xp.sqrt(exp_avg_sq, out=scratch)
-    scratch /= math.sqrt(1 - beta2 ** step)
-    scratch += eps
-    # p <- p - lr * m_hat / denom, with m_hat = m / (1 - beta1^t)
-    xp.divide(exp_avg, scratch, out=scratch)
-    scratch *= -(lr / (1 - beta1 ** step))
-    param += scratch
-    # END SOLUTION
-
-
-def adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, beta2, eps,
-                          weight_decay, wide=None, max_exp_avg_sq=None):
-    """``adamw_update``'s math rounded as torch 2.13's CPU loop, which is what ``AdamW.step`` runs on
-    float32 and float64 parameters (the textbook form is ``adamw_update``, exercise 6.1): the same formulas, in
-    place, without temporaries, and with torch's roundings --
-
-    * ``exp_avg.lerp_(grad, 1 - beta1)`` and the ``addcmul_`` of ``v`` are fused multiply-adds where
-      ATen's build fuses (``float32_math.multiply_add_into``, per ``torch_cpu_capability()``); two
-      roundings instead changed the last bit of 30% of m and 2% of v (0.6% of the weights after 3 steps);
-    * addcmul's product is ``((1 - beta2) g) g``, addcdiv's quotient ``(value m) / denom`` in that order
-      (``m / denom * value`` changed 0.03% of the weights).
-
-    The weights still differ from torch's by one ulp where torch's float32 ``sqrt`` (MKL's, not correctly
-    rounded: ~20% of roots) does (0.18% of the weights after 3 steps). ``wide``: a float64 work array of
-    the parameter's shape for the fused multiply-adds (allocated when not given). ``max_exp_avg_sq``:
-    ``amsgrad=True``'s running maximum of v (Reddi et al.), whose root is the denominator instead -- torch's
-    ``torch.maximum(max_v, v, out=max_v)`` before ``denom``: a weight's step never grows because its
-    gradients got smaller. Costs ~20% more than two roundings (NumPy's float32<->float64 casts)."""
-    xp, number = xp_of(param), param.dtype.type
-    if weight_decay:  # (torch: a 0-d float64 lr's product rounded to the float32 parameter's dtype first)
-        param *= number(1 - lr * weight_decay)
-    wide = xp.empty(param.shape, np.float64) if wide is None else wide
-    xp.subtract(grad, exp_avg, out=scratch)  # m + w (g - m): torch's lerp for its weight below 0.5
-    float32_math.multiply_add_into(number(1 - beta1), scratch, exp_avg, exp_avg, wide)
+    _multiply_add(number(1 - beta1), scratch, exp_avg, wide)
+    # v <- beta2 v + (1 - beta2) g^2   (torch: exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1-beta2))
     xp.multiply(grad, number(1 - beta2), out=scratch)
     exp_avg_sq *= number(beta2)
-    float32_math.multiply_add_into(grad, scratch, exp_avg_sq, exp_avg_sq, wide)
+    _multiply_add(grad, scratch, exp_avg_sq, wide)
+    # denom = sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - beta2^t) + eps   (eps outside the root; amsgrad: max v's root)
     if max_exp_avg_sq is not None:
         xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
     xp.sqrt(exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq, out=scratch)
     scratch /= math.sqrt(1 - beta2 ** step)
     scratch += eps
-    quotient = wide.reshape(-1).view(param.dtype)[:param.size].reshape(param.shape)  # wide's first half
+    # p <- p - lr * m_hat / denom, with m_hat = m / (1 - beta1^t)   (torch: addcdiv_, (value m) / denom)
+    quotient = wide.reshape(-1).view(param.dtype)[:param.size].reshape(param.shape)  # (wide's first bytes)
     xp.multiply(exp_avg, number(-(lr / (1 - beta1 ** step))), out=quotient)
     quotient /= scratch
     param += quotient
+    # END SOLUTION
+
+
+def _multiply_add(a, b, c, wide):
+    """``c += a * b`` in place, rounded once where torch's build fuses the multiply-add (an FMA), else twice
+    (``float32_math.multiply_add_into``). ``b`` is overwritten; ``wide``: float64 scratch of ``c``'s size."""
+    float32_math.multiply_add_into(a, b, c, c, wide)
 
 
 def amsgrad_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay):
-    """``adamw_update_as_torch`` with ``amsgrad=True`` on whole arrays, in place."""
-    adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, xp_of(param).empty_like(param), step=step, lr=lr,
+    """``adamw_update`` with ``amsgrad=True`` on whole arrays, in place."""
+    adamw_update(param, grad, exp_avg, exp_avg_sq, xp_of(param).empty_like(param), step=step, lr=lr,
                           beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, max_exp_avg_sq=max_exp_avg_sq)
 
 
@@ -277,7 +260,7 @@ class Adam(Optimizer):
             hyper = dict(step=step, lr=learning_rate(group), beta1=beta1, beta2=beta2, eps=group["eps"],
                          weight_decay=wd if decoupled else 0.0)
             # torch's roundings, its fused multiply-adds included: float64 bit for bit, float32 but for MKL's sqrt
-            adamw_update_as_torch(param, grad, exp_avg, exp_avg_sq, scratch, wide=wide, **hyper)
+            adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, wide=wide, **hyper)
 
     def _update_spans(self, tasks, spans):
         """Update one thread's share of the flat ``tasks``: its ``(task, start, stop)`` spans, slice by slice."""
