@@ -429,7 +429,8 @@ class RMSNorm(Function):
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
     ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
     float32 and float64 values on the CPU are torch's bits (the squares added in torch's order, a view's in the
-    view's layout: ``_strided_mean_of_squares``), and so are their gradients: Exercise 2.2's solution computes the
+    view's layout: Exercise 2.1's region gets its rows as a strided view, ``_rms_norm_rows_of_view``), and so are
+    their gradients: Exercise 2.2's solution computes the
     input's gradient as torch's composite's autograd does, op by op, from the input ``x``. Every dtype and device
     runs that one region, so a learner's backward is what the model trains with.
 
@@ -446,17 +447,15 @@ class RMSNorm(Function):
         ctx.weight_shape = None if weight is None else weight.shape  # normalized_shape
         x2, weight = _rows(x, width), _flat(weight)
         normed, r, out = xp.empty_like(x2), xp.empty((len(x2), 1), x.dtype), xp.empty_like(x2)
-        mean_of_squares = _strided_mean_of_squares(x, width)
-        if mean_of_squares is not None:  # (torch adds a view's squares in the view's own layout)
-            r[:, 0] = 1 / np.sqrt(mean_of_squares + x.dtype.type(eps))
-            np.multiply(x2, r, out=normed)
-            np.multiply(normed, 1 if weight is None else weight, out=out)
-        else:
+        eps_x = x.dtype.type(eps)
+        if not _torch_bits_array(x) or x.flags.c_contiguous or not width:
             # a compiled row sum and two multiplies: each element costs a quarter of MIN_ITEMS' pass, so the rows
             # are split from 512K elements (2 vCPUs of an AMD EPYC, medians: [1024, 256] 278 us split, 186
             # whole; [2048, 256] 299 / 308; [1024, 1024] 430 / 498)
-            parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, x.dtype.type(eps)),
-                          x2, normed, r, out, work_per_row=max(1, x2.shape[1] // 4))
+            parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, eps_x), x2, normed, r, out,
+                          work_per_row=max(1, x2.shape[1] // 4))
+        else:  # a view: torch adds its squares in the view's own layout, so the region gets its rows as views
+            _rms_norm_rows_of_view(x, width, normed, r, out, weight, eps_x)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
         ctx.x = x  # (torch's composite differentiates from the input, which its node keeps too: no extra pack)
         ctx.eps = eps  # (create_graph=True recomputes r from the input: minilora/ops/higher_order.py)
@@ -489,24 +488,43 @@ def _rms_norm_rows(x, normed, r, out, weight, eps):
     # END SOLUTION
 
 
+def _rms_norm_rows_of_view(x, width, normed, r, out, weight, eps):
+    """Exercise 2.1's region on a float32/float64 view that is no C-contiguous array (``x.T``, ``x[:, ::2]``,
+    ``x[..., 1:]``): called once on its [rows, width] view of ``x``'s own memory, so ``_mean_of_squares`` adds each
+    row's squares in the view's layout as torch's ``pow(x, 2).mean(-1)`` does. A view whose rows no 2-D view holds
+    (a permuted batch, ``x.permute(1, 0, 2)``: torch's iterator orders the sums by all its dimensions) is the one
+    case whose squares are added outside the region (``_strided_mean_of_squares``), and the values follow."""
+    try:
+        rows = x.reshape((-1, width), copy=False)
+    except ValueError:  # (no view of the rows: NumPy would copy)
+        r[:, 0] = 1 / np.sqrt(_strided_mean_of_squares(x, width) + eps)
+        np.multiply(_rows(x, width), r, out=normed)
+        np.multiply(normed, 1 if weight is None else weight, out=out)
+        return
+    _rms_norm_rows(rows, normed, r, out, weight, eps)
+
+
 def _mean_of_squares(x):
     """The mean of each row's squares, ``(x * x).mean(axis=1)``; float32 and float64 in the order torch adds it
-    (its CPU rms_norm is composite, ``pow(x, 2).mean(-1)``: ATen's cascade sum, ``float32_sums.row_sums``), so
-    F.rms_norm, nn.RMSNorm and the Llama's norms are torch's to the last bit; else ``_row_mean``."""
+    (its CPU rms_norm is composite, ``pow(x, 2).mean(-1)``: ATen's cascade sum, ``float32_sums.row_sums``; a view's
+    rows in the view's own layout, ``float32_sums.cascade_sum``), so F.rms_norm, nn.RMSNorm and the Llama's norms
+    are torch's to the last bit; else ``_row_mean``."""
     if _torch_bits_array(x) and x.shape[1]:
-        return float32_sums.row_sums(x, squares=True) / x.dtype.type(x.shape[1])
+        sums = None if x.flags.c_contiguous else float32_sums.cascade_sum(np.square(x), (1,))
+        if sums is None:
+            sums = float32_sums.row_sums(np.ascontiguousarray(x), squares=True)
+        return sums / x.dtype.type(x.shape[1])
     return _row_mean(x, x)
 
 
 def _strided_mean_of_squares(x, width):
-    """``_mean_of_squares`` of a float32/float64 view that is no C-contiguous array (``x.T``, ``x[:, ::2]``) as torch's
-    ``pow(x, 2).mean(-1)`` adds it, in the view's layout (``float32_sums.cascade_sum``), one per row; None for
-    any other array (the rows' own order is then torch's)."""
-    if not _torch_bits_array(x) or x.flags.c_contiguous or not width:
-        return None
+    """``_mean_of_squares`` of a float32/float64 view whose rows no 2-D view holds, as torch's
+    ``pow(x, 2).mean(-1)`` adds it, in the view's layout (``float32_sums.cascade_sum``), one per row."""
     dims = next(k for k in range(1, x.ndim + 1) if math.prod(x.shape[x.ndim - k:]) == width)
     sums = float32_sums.cascade_sum(np.square(x), tuple(range(x.ndim - dims, x.ndim)))
-    return None if sums is None else sums.reshape(-1) / x.dtype.type(width)
+    if sums is None:  # (a layout float32_sums does not model: the rows' own order)
+        sums = float32_sums.row_sums(_rows(x, width), squares=True)
+    return sums.reshape(-1) / x.dtype.type(width)
 
 
 def _rms_norm_backward_rows(g, x, normed, r, gx, weight):
