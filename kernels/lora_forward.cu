@@ -104,6 +104,8 @@ lora_fwd_u_v1(const float* __restrict__ X, const float* __restrict__ A, float* _
     U[(unsigned long long)m * r + j] = acc * keep_scale;
 }
 
+// v1 is the naive version every other is checked against: kernels.lora_forward(..., version="v1") runs it; a
+// model's forward launches the tiled versions (v2 and up, kernels.pick_version), as it should on a GPU.
 extern "C" __global__ void __launch_bounds__(256)
 lora_fwd_y_v1(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,

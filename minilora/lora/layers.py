@@ -719,7 +719,8 @@ class Linear(BaseTunerLayer):
 
     # --- merging -------------------------------------------------------------------------------
     def get_delta_weight(self, adapter_name):
-        """``s * B @ A`` [out, in]: the full-size update that merging adds to W0."""
+        """``s * B @ A`` [out, in]: the full-size update that merging adds to W0 (merge_and_unload, merge_adapter run
+        it; the forward never forms it: ``W0 x + s B (A x)``, exercise 4.2)."""
         # EXERCISE 7.1: delta = the full-size update s * B @ A, [out, in], that merging adds to W0
         # BEGIN SOLUTION
         delta = self.scaling[adapter_name] * self._BA(adapter_name)
@@ -1149,7 +1150,8 @@ class VeraLinear(BaseTunerLayer):
         return result.to(x.dtype)  # the float32 sum rounded back to the base's dtype once, as PEFT
 
     def get_delta_weight(self, adapter_name):
-        """``diag(lambda_b) B diag(lambda_d) A`` [out, in]."""
+        """``diag(lambda_b) B diag(lambda_d) A`` [out, in], what merging adds to W0. (VeRA's forward, as PEFT's,
+        scales the activations by the vectors instead, never forming the update: ``adapter_forward``.)"""
         # EXERCISE 8.1: VeRA's update diag(lambda_b) B diag(lambda_d) A, without building the diagonal matrices
         # BEGIN SOLUTION
         A, B = (t._array for t in self._projections(adapter_name))

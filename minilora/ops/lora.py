@@ -99,6 +99,9 @@ def _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, s):
     Called on the whole arrays it is the whole forward; ``LoraLinear.forward`` calls it on blocks of
     rows side by side (``minilora.parallel``), each block writing its own rows of ``U`` and ``Y``.
     ``keep`` is dropout's ``[rows, K]`` multiplier, or None for no dropout.
+    Every float32 and float64 LoRA layer on the CPU runs it. Not run, by design: on emu/cuda the CUDA kernels
+    (chapter 5; but with a drawn dropout mask), and for a 16-bit base PEFT's mixed-precision order,
+    ``_half_forward``, whose roundings (the base's output rounded to 16 bits, then the sum) one ``Y`` cannot follow.
     """
     xp = xp_of(X)
     # EXERCISE 4.2: U = dropout(X) A^T and Y = X W0^T + s U B^T (+ bias), never forming B A
@@ -117,6 +120,7 @@ def _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
 
     Called on the whole arrays it is the whole backward; ``LoraLinear.backward`` calls it on blocks
     of rows side by side and adds the blocks' terms up (``minilora.parallel.sum_over_rows``).
+    Run where ``_lora_forward_rows`` is (emu/cuda: the backward kernels; a 16-bit base: ``_half_backward``).
     """
     xp = xp_of(dY)
     # EXERCISE 4.3: dX, dA, dB (None if not needed) via the rank-r V = s dY B; dropout masks only the LoRA part

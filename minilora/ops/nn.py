@@ -265,7 +265,9 @@ def _cross_entropy_backward_rows(probs, targets, valid, g, grad, divisor):
     rounded as torch's log_softmax + nll_loss backward rounds it (there ``probs`` is ``exp(log_softmax)``).
 
     ``valid`` is each row's weight (0 for an ignored target), ``g`` the incoming gradient of each
-    row's loss, ``divisor`` what 'mean' divided by (1 otherwise)."""
+    row's loss, ``divisor`` what 'mean' divided by (1 otherwise). The Llama's loss runs it (``F.cross_entropy``
+    on [N, C] logits); with ``label_smoothing`` or [N, C, d1, ...] logits torch composes the loss from
+    ``log_softmax`` and ``nll_loss``, and so does minilora (exercise 1.7's backward runs there)."""
     # EXERCISE 2.5: fill grad: 0 for ignored targets (valid = 0), each row times g * valid / divisor
     # BEGIN SOLUTION
     share = ((g / divisor) * valid).astype(grad.dtype, copy=False)
@@ -1032,7 +1034,12 @@ def _attention_forward(q, k, v, bias, out, probs, scale):
 
 
 def _attention_backward(g, q, k, v, probs, out, dq, dk, dv, scale):
-    """Gradients of a block of the batch, written into the blocks ``dq``, ``dk``, ``dv``."""
+    """Gradients of a block of the batch, written into the blocks ``dq``, ``dk``, ``dv``.
+
+    The Llama's attention runs it, float32 and float64. Where torch computes attention from separate ops,
+    minilora does too, by design, and exercises 1.4 and 1.6 run instead: attention dropout in training, 3-D or
+    5-D inputs (torch's math kernel), ``output_attentions`` (transformers' eager attention); and a 16-bit
+    model's 4-D attention is torch's flash kernel (``ops/attention16.py``)."""
     xp = xp_of(q)
     hkv = k.shape[1]
     # EXERCISE 2.4: dq, dk, dv from the saved probs and output (query heads sharing a KV head sit side by side)
