@@ -1875,18 +1875,39 @@ def _host_data(data, dtype):
 _pinned_tensors = weakref.WeakValueDictionary()  # {id: tensor} of the tensors pin_memory() made (is_pinned())
 
 
+_UNSET = object()  # (Tensor's constructor: an argument not given)
+
+
+def legacy_device(data, device=_UNSET):
+    """The device of torch's legacy constructor (``Tensor(2, 3)``, ``FloatTensor([1])``): CPU tensors, whatever
+    the default device is, where that is meta (torch's legacy constructors ignore a ``with device("meta")``
+    block) and refusing ``device="meta"`` in torch's words; ``Tensor(t)`` shares ``t``'s storage, on its device."""
+    if len(data) == 1 and isinstance(data[0], Tensor) and device in (_UNSET, None):
+        return data[0]._device
+    if device is _UNSET or device is None:
+        dev = _get_device(None)
+        return _get_device("cpu") if dev is _META else dev
+    dev = _get_device(device)
+    if dev is _META:
+        raise RuntimeError("legacy constructor expects device type: cpu but device type: meta was passed")
+    return dev
+
+
 class Tensor:
     __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
                  "_inference", "__weakref__")
     # NumPy defers to Tensor's reflected operators, so ``array + tensor`` is a Tensor, as with torch.
     __array_priority__ = 1000
 
-    def __init__(self, *data, dtype=None, device=None, requires_grad=False):
+    def __init__(self, *data, dtype=_UNSET, device=_UNSET, requires_grad=False):
         """torch's legacy constructor: ``Tensor([1, 2])`` is float32 (the default dtype) -- unlike
         ``tensor([1, 2])``, which infers int64; ``Tensor(2, 3)`` is a 2x3 tensor (of zeros here;
         torch leaves it uninitialised); ``Tensor(t)`` shares ``t``'s storage. ``dtype=`` (which torch's
-        constructor lacks) keeps the data's own type when given."""
-        dev = _get_device(device)
+        constructor lacks) keeps the data's own type when given; without it the call is torch's, whose
+        device rule is legacy_device's (a ``with device("meta")`` block does not reach it)."""
+        if dtype is _UNSET:
+            dtype, device = None, legacy_device(data, device)
+        dev = _get_device(None if device is _UNSET else device)
         dtype = _to_dtype(dtype)
         source = None
         if len(data) == 1 and isinstance(data[0], Size):  # Tensor(x.shape): a size, as in torch

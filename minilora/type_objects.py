@@ -8,7 +8,7 @@ import numpy as np
 
 from . import dtypes
 from .ops import _TENSOR_TYPE_NAMES
-from .tensor import Tensor
+from .tensor import Tensor, legacy_device
 
 __all__ = ["dtype", "typename", "FloatTensor", "DoubleTensor", "HalfTensor", "BFloat16Tensor", "ByteTensor",
            "CharTensor", "ShortTensor", "IntTensor", "LongTensor", "BoolTensor"]
@@ -39,7 +39,7 @@ class _TensorType(type):
         if len(data) == 1 and isinstance(data[0], Tensor) and data[0].dtype != cls.dtype:
             raise TypeError(f"expected {cls.__name__}'s dtype {cls.dtype} (got {data[0].dtype}): "
                             f"convert with t.to(torch.{cls.dtype})")
-        return Tensor(*data, dtype=cls.dtype, device=device)
+        return Tensor(*data, dtype=cls.dtype, device=legacy_device(data, device))
 
     def __repr__(cls):
         return f"<class 'torch.{cls.__name__}'>"

@@ -181,3 +181,21 @@ def test_a_meta_llama_forward_and_backward_runs_no_matrix_product(monkeypatch):
     assert (tuple(out.logits.shape), out.loss.shape, weight.grad.shape, weight.grad.device.type) == (
         (2, 64, 1000), (), (256, 512), "meta")
     assert max(seen.values()) <= 256  # (one row of a stand-in: RMSNorm keeps the hidden size)
+
+
+def test_legacy_constructors_make_cpu_tensors_inside_a_meta_block_and_refuse_device_meta_as_torchs():
+    def story(T):
+        def outcome(call):
+            try:
+                t = call()
+                return t.device.type, tuple(t.shape), str(t.dtype).split(".")[-1]
+            except Exception as exc:
+                return type(exc).__name__, str(exc)
+        meta = T.ones(2, device="meta")
+        with T.device("meta"):
+            made = [outcome(lambda: T.Tensor(2, 3)), outcome(lambda: T.Tensor([1.0, 2.0])), outcome(lambda: T.Tensor()),
+                    outcome(lambda: T.FloatTensor(2, 3)), outcome(lambda: T.LongTensor([1, 2])),
+                    outcome(lambda: T.Tensor(T.Size([2, 3]))), outcome(lambda: T.tensor([1.0]))]
+        return made + [outcome(lambda: T.Tensor(meta)), outcome(lambda: T.Tensor(2, 3, device="meta")),
+                       outcome(lambda: T.Tensor([1.0], device="meta")), outcome(lambda: T.DoubleTensor(2, device="meta"))]
+    assert story(ml) == story(torch)
