@@ -817,9 +817,10 @@ _IGNORED_PREFIXES = ("-arch", "--gpu-architecture", "-code", "--gpu-code", "-max
 _FAST_MATH_OPTIONS = ("--use_fast_math", "-use_fast_math")
 # With -use_fast_math nvcc compiles these single-precision functions as their intrinsics (expf as __expf: PTX
 # ex2.approx of a rounded product).  The link step redirects every call the kernel's code makes to them, std::exp of
-# a float included, to cuda_emu.h's __wrap_* (the intrinsic).  sinf, cosf, tanf, sincosf, log2f and tanhf map to
-# intrinsics too, but the emulator's are the accurate functions (within the GPU's error), so calls to them are kept.
-_FAST_MATH = ("expf", "exp10f", "logf", "log10f", "powf")
+# a float included, to cuda_emu.h's __wrap_* (the intrinsic); tanf too, whose intrinsic is the fast divide of the
+# other two.  sinf, cosf, sincosf, log2f and tanhf map to intrinsics too, but the emulator's are the accurate functions
+# (within the GPU's error), so calls to them are kept.
+_FAST_MATH = ("expf", "exp10f", "logf", "log10f", "powf", "tanf")
 _FAST_MATH_LINK_FLAGS = [f"-Wl,--wrap={name}" for name in _FAST_MATH]
 _FAST_MATH_MACRO, _FLUSH_DENORMALS_MACRO = "-D__EMU_FAST_MATH=1", "-D__EMU_FTZ=1"
 _FLUSHING_MACHINES = ("x86_64", "amd64", "i386", "i686", "aarch64", "arm64")  # runtime.cpp's FlushDenormals

@@ -16,7 +16,10 @@ tiny ragged shapes and compared with a float64 NumPy reference.  What failed bef
 * ``__fdividef(a, b)`` and PTX ``div.approx.f32`` were ``a / b`` rounded once; the GPU's is "computed as a * (1/b)"
   (PTX ISA), two roundings, which differ from one in the last bit for about a quarter of all pairs (a silent
   divergence in every softmax written with ``__fdividef``).  Both are now the product with the rounded reciprocal
-  (the emulator's rule for rcp.approx, which a GPU computes within an ulp of it).
+  (the emulator's rule for rcp.approx, which a GPU computes within an ulp of it).  Of the same kind: ``__tanf`` was
+  tan rounded once, where CUDA documents the fast divide of ``__sinf`` by ``__cosf`` (another number for ~40% of
+  inputs; ``tanf`` under ``--use_fast_math`` too), and ``__frsqrt_rn`` rounded twice (``1.0f / sqrtf(x)``: ~30% of
+  inputs) where CUDA's rounds once.
 
 Checked and left as they were: ``__hdiv`` -- bf16's is div.rn.f32 then one rounding to bf16 (CUDA 12's
 cuda_bf16.hpp), which equals the correctly rounded quotient (double rounding through float is innocuous for 8- and
@@ -30,6 +33,9 @@ huge memcpy, printf of a non-string, traps) were already KernelFaults naming the
 from __future__ import annotations
 
 from functools import lru_cache
+
+import ctypes
+import ctypes.util
 
 import numpy as np
 import pytest
@@ -260,3 +266,35 @@ def test_fdividef_and_div_approx_multiply_by_the_reciprocal():
     np.testing.assert_array_equal(intrinsic, expected)
     np.testing.assert_array_equal(ptx, expected)
     assert (intrinsic != a / b).mean() > 0.1  # a / b rounded once is another number for many pairs
+
+
+TANGENTS = r"""
+extern "C" __global__ void tangents(const float* x, float* fast_tan, float* tan_f, float* rsqrt_rn, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    fast_tan[i] = __tanf(x[i]);
+    tan_f[i] = tanf(x[i]);
+    rsqrt_rn[i] = __frsqrt_rn(x[i]);
+}
+"""
+
+
+def libm_float(name):
+    fn = getattr(ctypes.CDLL(ctypes.util.find_library("m")), name)  # the C library the emulator's sinf / cosf are
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return np.vectorize(lambda v: fn(float(v)), otypes=[np.float32])
+
+
+@pytest.mark.parametrize("options", [(), ("--use_fast_math",)])
+def test_tanf_is_the_fast_divide_of_sin_by_cos_and_frsqrt_rn_rounds_once(options):
+    x = (rng(7).random(500) * 3 + 0.01).astype(np.float32)
+    fast_tan, tan_f, rsqrt_rn = (np.zeros_like(x) for _ in range(3))
+    kernel = RawModule(code=TANGENTS, options=options).get_function("tangents")
+    kernel((2,), (256,), (x, fast_tan, tan_f, rsqrt_rn, np.int32(x.size)))
+    sin, cos = libm_float("sinf")(x), libm_float("cosf")(x)
+    expected = sin * (np.float32(1) / cos)  # __fdividef(__sinf(x), __cosf(x))
+    np.testing.assert_array_equal(fast_tan, expected)
+    assert (fast_tan != np.tan(x.astype(np.float64)).astype(np.float32)).mean() > 0.1
+    if options:  # --use_fast_math: nvcc compiles tanf as __tanf
+        np.testing.assert_array_equal(tan_f, expected)
+    np.testing.assert_array_equal(rsqrt_rn, (1 / np.sqrt(x.astype(np.float64))).astype(np.float32))

@@ -575,7 +575,6 @@ inline float __log2f(float x) { return log2f(x); }
 inline float __log10f(float x) { return log2f(x) * __emu::FAST_LOG10_2; }
 inline float __sinf(float x) { return sinf(x); }
 inline float __cosf(float x) { return cosf(x); }
-inline float __tanf(float x) { return tanf(x); }
 inline void __sincosf(float x, float* s, float* c) { *s = sinf(x); *c = cosf(x); }
 inline float __powf(float x, float y) { return exp2f(y * log2f(x)); }
 inline float __tanhf(float x) { return tanhf(x); }  // tanh.approx.f32: within its 2^-10.99 relative error
@@ -601,9 +600,16 @@ inline float __fdividef(float a, float b) {
     return a * reciprocal;
 }
 inline float fdividef(float a, float b) { return a / b; }
+// CUDA documents __tanf as the fast divide of __sinf() by __cosf(): three approximations, not tan rounded once.
+inline float __tanf(float x) { return __fdividef(__sinf(x), __cosf(x)); }
+#ifdef __EMU_FAST_MATH
+extern "C" float __wrap_tanf(float x) { return __tanf(x); }  // --use_fast_math: tanf is __tanf
+#endif
 inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float __fsqrt_rn(float x) { return sqrtf(x); }
-inline float __frsqrt_rn(float x) { return 1.0f / sqrtf(x); }
+// 1/sqrt(x) rounded once, as CUDA's __frsqrt_rn (1.0f / sqrtf(x) rounds twice: another last bit for ~30% of x);
+// in double, whose two roundings leave it within 2^-52 of the exact value, far inside the float's half ulp.
+inline float __frsqrt_rn(float x) { return (float)(1.0 / std::sqrt((double)x)); }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
