@@ -123,7 +123,8 @@ _NATIVE_SIGNATURES = {
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
-    "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn"}
+    "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
+    "ml_bf16_pair_products": "ppppnnnn"}
 
 
 def _native_library():

@@ -423,3 +423,30 @@ void ml_c_function2(int which, const float *x, size_t step_x, const float *y, si
     default: break;
     }
 }
+
+/* bfloat16 matrix products in oneDNN's order of additions (minilora/bf16_products.py): a [m, k] and b [k, n]
+   hold bfloat16 values as floats, so every product is exact in float32; c [m, n] gets each sum. The k axis
+   runs in blocks of `block`; in a block each output adds its products a pair at a time, the odd k, then the
+   even one (vdpbf16ps), each addition rounded; the blocks' sums are added in order. */
+void ml_bf16_pair_products(const float *restrict a, const float *restrict b, float *restrict c, float *restrict part,
+                           size_t m, size_t k, size_t n, size_t block) {
+    for (size_t i = 0; i < m; i++) {
+        float *restrict row = c + i * n;
+        const float *arow = a + i * k;
+        for (size_t lo = 0; lo < k; lo += block) {
+            size_t hi = lo + block < k ? lo + block : k;
+            float *restrict acc = lo == 0 ? row : part;
+            for (size_t j = 0; j < n; j++) acc[j] = 0.0f;
+            for (size_t kk = lo; kk < hi; kk += 2) {
+                if (kk + 1 < hi) {
+                    const float x = arow[kk + 1], *restrict brow = b + (kk + 1) * n;
+                    for (size_t j = 0; j < n; j++) acc[j] += x * brow[j];
+                }
+                const float x = arow[kk], *restrict brow = b + kk * n;
+                for (size_t j = 0; j < n; j++) acc[j] += x * brow[j];
+            }
+            if (lo > 0)
+                for (size_t j = 0; j < n; j++) row[j] += part[j];
+        }
+    }
+}

@@ -42,7 +42,7 @@ bfloat16 rounding of the above.
 """
 import numpy as np
 
-from .. import amp as _amp, dtypes, float32_sums, kernels, parallel
+from .. import amp as _amp, bf16_products, dtypes, float32_sums, kernels, parallel
 from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
@@ -189,14 +189,15 @@ def _half_forward(X, keep, W0, A, B, bias, scale):
     branch runs on ``x.to(A.dtype)``: in float32 (autocast adapters) or rounded after every op (16-bit
     adapters); ``result + lora`` promotes to float32 and ``.to(dtype)`` rounds the sum once more."""
     dtype, rnd = X.dtype, _rounder(A.dtype)
+    base_mm, lora_mm = _products(dtype), _products(A.dtype)
     Xf = dtypes.upcast(X)
-    base = Xf @ dtypes.upcast(W0).T
+    base = base_mm(Xf, dtypes.upcast(W0).T)
     if bias is not None:
         base += dtypes.upcast(bias)
     base = base.astype(dtype).astype(np.float32)  # the base layer's output, a 16-bit tensor
     Xd = Xf if keep is None else rnd(Xf * keep)  # dropout(x.to(A.dtype))
-    U = rnd(Xd @ dtypes.upcast(A).T)  # lora_A(x)
-    lora = rnd(rnd(U @ dtypes.upcast(B).T) * np.float32(scale))  # lora_B(lora_A(x)) * scaling
+    U = rnd(lora_mm(Xd, dtypes.upcast(A).T))  # lora_A(x)
+    lora = rnd(rnd(lora_mm(U, dtypes.upcast(B).T)) * np.float32(scale))  # lora_B(lora_A(x)) * scaling
     return (base + lora).astype(dtype), U
 
 
@@ -208,29 +209,36 @@ def _half_backward(g, X, keep, U, W0, A, B, scale, need_dx, need_dA, need_dB):
     adapters; the branch's dX is rounded to the base dtype (the backward of ``x.to(A.dtype)``), the base
     layer's is ``round16(dY W0)``: autograd adds the two to x's gradient, the branch's first."""
     dtype, rnd = X.dtype, _rounder(A.dtype)
+    base_mm, lora_mm = _products(dtype), _products(A.dtype)
     gf = dtypes.upcast(g)
     g_lora = rnd(gf * np.float32(scale))  # the gradient of lora_B's output
-    dB = rnd(g_lora.T @ U).astype(A.dtype) if need_dB else None
+    dB = rnd(lora_mm(g_lora.T, U)).astype(A.dtype) if need_dB else None
     if not (need_dx or need_dA):
         return None, None, None, dB
-    dU = rnd(g_lora @ dtypes.upcast(B))
+    dU = rnd(lora_mm(g_lora, dtypes.upcast(B)))
     Xf = dtypes.upcast(X)
-    dA = rnd(dU.T @ (Xf if keep is None else rnd(Xf * keep))).astype(A.dtype) if need_dA else None
+    dA = rnd(lora_mm(dU.T, Xf if keep is None else rnd(Xf * keep))).astype(A.dtype) if need_dA else None
     if not need_dx:
         return None, None, dA, dB
-    dx_lora = rnd(dU @ dtypes.upcast(A))
+    dx_lora = rnd(lora_mm(dU, dtypes.upcast(A)))
     if keep is not None:  # dropout's backward: the same mask
         dx_lora = rnd(dx_lora * keep)
-    return dx_lora.astype(dtype), (gf @ dtypes.upcast(W0)).astype(dtype), dA, dB
+    return dx_lora.astype(dtype), base_mm(gf, dtypes.upcast(W0)).astype(dtype), dA, dB
 
 
 def _half_base_grads(ctx, dY, dX):
     """``_base_grads`` for a 16-bit base: dW0 and dbias summed in float32 and rounded once, as torch's."""
     _, nw, _, _, nbias = ctx.needs_input_grad[:5]
     gf = dtypes.upcast(dY)
-    dW0 = (gf.T @ dtypes.upcast(ctx.X)).astype(dY.dtype) if nw else None
+    dW0 = _products(dY.dtype)(gf.T, dtypes.upcast(ctx.X)).astype(dY.dtype) if nw else None
     dbias = gf.sum(axis=0).astype(dY.dtype) if nbias else None
     return _in_shape(dX, ctx), dW0, dbias
+
+
+def _products(dtype):
+    """How torch sums a product of ``dtype`` tensors (given here as float32 copies): bfloat16 in oneDNN's order
+    (``bf16_products``), float16 and float32 as NumPy's float32 product."""
+    return bf16_products.matmul if bf16_products.applies(dtype) else np.matmul
 
 
 def bf16_kernel_applies(x, W0, A, B, bias=None, dropout_p=0.0):

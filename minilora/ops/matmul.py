@@ -5,7 +5,8 @@ skips the weight-gradient GEMM when ``W`` is frozen (``ctx.needs_input_grad``) -
 is built on: a frozen ``W0`` costs a forward GEMM and the ``dX`` GEMM, never a ``dW0`` GEMM.
 
 16-bit floats (bfloat16, float16) multiply as torch's CPU kernels do: the products are accumulated
-in float32 and the result is rounded once (``_product``). NumPy alone gets this wrong twice: ``A @ B``
+in float32 and the result is rounded once (``_product``); bfloat16 matrices in oneDNN's order of those
+additions (``_sums16``, ``minilora/bf16_products.py``). NumPy alone gets this wrong twice: ``A @ B``
 on two bfloat16 arrays returns float32, and NumPy's float16 product accumulates in float16.
 """
 import math
@@ -13,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, dtypes, float32_sums, parallel
+from .. import amp as _amp, bf16_products, dtypes, float32_sums, parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..tensor import Function, ShapeError, inputs_not_torchs, name_node, saved_for, saves_as_torch
@@ -92,7 +93,21 @@ def _product(a, b, matmul=np.matmul):
     the test run)."""
     if not _is_16bit_float(a) or _on_cublas(a, b, products=[(a.shape[0], b.shape[-1])]):
         return matmul(a, b)
-    return matmul(upcast(a), upcast(b)).astype(a.dtype)
+    return _sums16(a, b, matmul).astype(a.dtype)
+
+
+def _sums16(a, b, matmul=np.matmul):
+    """The float32 sums of ``a @ b`` for 16-bit values (16-bit arrays or float32 copies of them), before the
+    rounding: bfloat16 matrices as oneDNN adds them where torch runs it (``bf16_products``), otherwise
+    ``matmul`` of float32 copies (float16; vectors, which torch's dot and mv kernels sum)."""
+    if a.ndim >= 2 and b.ndim >= 2 and isinstance(a, np.ndarray) and bf16_products.applies(a.dtype):
+        return bf16_products.matmul(a, b)
+    return matmul(upcast(a), upcast(b))
+
+
+def _bf16_pairs(*arrays):
+    """Whether products of these (16-bit, or their float32 copies) sum in oneDNN's bfloat16 order."""
+    return all(isinstance(a, np.ndarray) for a in arrays) and bf16_products.applies(arrays[0].dtype)
 
 
 # torch's CPU bmm below this many multiply-adds a matrix (contraction * rows * columns) runs ATen's own loop
@@ -188,9 +203,11 @@ class MatMul(Function):
             g = g[..., None, :]
         na, nb = ctx.needs_input_grad
         dtype = g.dtype
+        products = _torch_products  # each product split over threads
         if _is_16bit_float(g) and not _on_cublas(g, a2, b2, products=[a2.shape, b2.shape]):
+            products = bf16_products.matmul if _bf16_pairs(g, a2, b2) else products  # (oneDNN's order)
             g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # as torch: in float32, each gradient rounded once
-        ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=_torch_products)  # each product split over threads
+        ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=products)
         return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
                      for grad, shape in ((ga, a.shape), (gb, b.shape)))
 
@@ -252,6 +269,8 @@ class Linear(Function):
         g2, x2, w = g.reshape(ctx.rows, g.shape[-1]), ctx.x2, ctx.w
         dtype = g2.dtype
         sum_bias_in_float32 = False
+        if _is_16bit_float(g2) and _bf16_pairs(g2, w):  # oneDNN's bfloat16 products
+            return _linear_backward_bf16(ctx, g2, x2, w)
         if _is_16bit_float(g2) and not _on_cublas(g2, w, products=[(g2.shape[0], w.shape[1]), w.shape]):
             g2, x2, w = upcast(g2), None if x2 is None else upcast(x2), upcast(w)  # torch's CPU way: float32
         elif _is_16bit_float(g2):  # cuda: the GEMMs on cuBLAS in 16 bits, but CuPy may sum bf16 in bf16
@@ -287,11 +306,21 @@ def _rows(shape):
     return rows
 
 
+def _linear_backward_bf16(ctx, g2, x2, w):
+    """Linear's gradients in bfloat16 as torch's CPU computes them: dX = dY W and dW = dY^T X, each summed in
+    oneDNN's order (``bf16_products``) and rounded once; the bias's, dY summed over rows in float32."""
+    nx, nw, nb = ctx.needs_input_grad
+    gx = bf16_products.matmul(g2, w).reshape(ctx.x_shape) if nx else None
+    gw = bf16_products.matmul(g2.T, x2) if nw else None
+    gb = upcast(g2).sum(axis=0) if nb else None
+    return tuple(None if grad is None else grad.astype(g2.dtype) for grad in (gx, gw, gb))
+
+
 def _linear_in_float32(x2, w, b):
     """``x2 W^T + b`` of 16-bit NumPy arrays as torch's CPU ``addmm``: product and bias added in
     float32, rounded to the 16-bit dtype once (rounding the product before the bias differs from
     torch in about one element in four)."""
-    out = parallel.matmul(upcast(x2), upcast(w).T)
+    out = _sums16(x2, w.T, parallel.matmul)
     if b is not None:
         out += upcast(b)
     return out.astype(x2.dtype)
