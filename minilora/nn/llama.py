@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import amp, dtypes, forward_ad, linalg, ops, parallel
+from .. import amp, dtypes, float32_math, forward_ad, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, put_back_a_cut_swap, read_checkpoint_shapes, read_weights_header,
                           save_file, save_json)
@@ -571,6 +571,15 @@ def rope_inverse_frequencies(config, seq_len=None):
     return inv_freq
 
 
+def _torch_float32_frequencies(config):
+    """Plain RoPE's ``inv_freq`` as transformers computes it in float32: ``1.0 / (theta ** (arange(0, d, 2) / d))``,
+    the exponents in float32, torch's pow (correctly rounded but in ~2% of elements), then a float32 division.
+    (From the float64 frequencies rounded once, about a third of the entries differ in the last bit.)"""
+    dim = config.head_dim
+    exponents = np.arange(0, dim, 2).astype(np.float32) / np.float32(dim)
+    return np.float32(1.0) / float32_math.power(np.float32(config.rope_theta), exponents)
+
+
 def _yarn_inverse_frequencies(inv_freq, dim, theta, scaling):
     """transformers' ``_compute_yarn_parameters``: between the dimension that turns ``beta_fast`` times over
     the original context and the one that turns ``beta_slow`` times (floored / ceiled unless ``truncate`` is
@@ -614,18 +623,18 @@ class LlamaRotaryEmbedding(Module):
     """cos/sin tables that rotate each (i, i + d/2) pair of q and k by ``position * inv_freq[i]``
     (``rope_inverse_frequencies``: ``theta^(-2i/d)``, scaled as the config says).
 
-    Computed in float64 (they are tiny: positions x head_dim) once per forward, shared by all layers,
-    then rounded once to the model's dtype. transformers computes them in float32 (and casts to a
-    16-bit model's dtype); its ``inv_freq`` comes from torch's float32 ``pow``, which is not correctly
-    rounded (about a fifth of the entries differ from NumPy's float32 ``**`` in the last bit), so no
-    NumPy recipe reproduces its tables bit for bit. Ours are the correctly rounded ones: over 4096
-    positions about 0.5% of the bfloat16 entries differ from transformers', by at most 2^-8 (one unit
-    at magnitude 1; ``tests/test_bf16_llama.py``). The rotation itself is ``ops.rotary_embedding``.
+    Computed once per forward (they are tiny: positions x head_dim), shared by all layers. A float32 or
+    float64 model's come from float64 angles, rounded once to its dtype. transformers computes them in
+    float32 (and casts to a 16-bit model's dtype): float32 angles off by up to position x 2^-24 radians, so
+    a 16-bit model takes its recipe (``_float32_tables``: over 4096 positions 0-4 of 262144 bfloat16
+    entries differ from transformers', where MKL's cos and sin are not correctly rounded; the float64
+    angles moved 2394, from position 43 on, and every logit after them; ``tests/test_bf16_llama.py``).
+    The rotation itself is ``ops.rotary_embedding``.
 
-    ``inv_freq`` is torch's non-persistent float32 buffer: ``model.to(torch.bfloat16)`` (``.half()``) casts it
-    with the weights, and transformers' tables then turn by the 16-bit frequencies; so do these (the float64
-    frequencies rounded to float32, then to the buffer's dtype). A model built or loaded in a 16-bit dtype
-    keeps float32 frequencies, as transformers' ``from_pretrained(dtype=...)``.
+    ``inv_freq`` is torch's non-persistent float32 buffer (plain RoPE's: torch's own float32 values,
+    ``_torch_float32_frequencies``): ``model.to(torch.bfloat16)`` (``.half()``) casts it with the weights, and
+    transformers' tables then turn by the 16-bit frequencies; so do these. A model built or loaded in a
+    16-bit dtype keeps float32 frequencies, as transformers' ``from_pretrained(dtype=...)``.
     """
 
     def __init__(self, config):
@@ -637,9 +646,12 @@ class LlamaRotaryEmbedding(Module):
         self.attention_scaling = rope_attention_scaling(config)
 
     def _set_frequencies(self, inv_freq):
-        """New float64 frequencies, and torch's buffer for them in float32 (as transformers registers it anew)."""
+        """New float64 frequencies, and torch's buffer for them in float32 (as transformers registers it anew:
+        plain RoPE's as transformers computes it, ``_torch_float32_frequencies``)."""
         self.frequencies = inv_freq
-        self.register_buffer("inv_freq", Tensor(inv_freq.astype(np.float32)), persistent=False)
+        plain = (self.config.rope_scaling or {}).get("rope_type", "default") == "default"
+        buffer = _torch_float32_frequencies(self.config) if plain else inv_freq.astype(np.float32)
+        self.register_buffer("inv_freq", Tensor(buffer), persistent=False)
 
     def _turning_frequencies(self):
         """The frequencies the tables use: float64, or the buffer's 16-bit values after a cast of the model."""
@@ -655,12 +667,26 @@ class LlamaRotaryEmbedding(Module):
             self._dynamic_frequency_update(int(position_ids.max()) + 1)
         elif rope_type == "longrope":  # long or short factors, by this call's longest position
             self._set_frequencies(rope_inverse_frequencies(self.config, int(position_ids.max()) + 1))
+        if np.dtype(dtype).itemsize == 2:  # a 16-bit model: transformers' float32 tables, rounded
+            return tuple(xp.asarray(table.astype(dtype)) for table in self._float32_tables(position_ids))
         freqs = position_ids[..., None].astype(np.float64) * self._turning_frequencies()  # [B, T, d/2]
         angles = np.concatenate((freqs, freqs), axis=-1)[:, None]           # [B, 1, T, d]
         cos, sin = np.cos(angles), np.sin(angles)
         if self.attention_scaling != 1.0:
             cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
         return xp.asarray(cos, dtype=dtype), xp.asarray(sin, dtype=dtype)
+
+    def _float32_tables(self, position_ids):
+        """cos and sin as transformers computes them for every dtype: float32 angles (``inv_freq`` times the
+        position, one float32 product each), their cos and sin in float32 (MKL's, taken as correctly rounded),
+        times ``attention_scaling`` in float32. A 16-bit model rounds these: from the float64 angles about 1%
+        of the bfloat16 entries came out a step apart past position ~40 (the float32 angle is off by up to
+        position x 2^-24 radians), which moved every later logit."""
+        inv_freq = _host(self._buffers["inv_freq"]._array).astype(np.float32)  # (a cast model's 16-bit values)
+        freqs = position_ids[..., None].astype(np.float32) * inv_freq  # [B, T, d/2]
+        angles = np.concatenate((freqs, freqs), axis=-1)[:, None]
+        scaling = np.float32(self.attention_scaling)
+        return tuple(float32_math.vml(name, angles) * scaling for name in ("cos", "sin"))
 
     def _dynamic_frequency_update(self, seq_len):
         """transformers' dynamic RoPE state: the frequencies of the longest sequence seen so far
@@ -763,6 +789,7 @@ class LlamaAttention(Module):
 
     def __init__(self, config, layer_idx, dtype=None, device=None):
         super().__init__()
+        self.config = config  # (read at each forward: its _attn_implementation picks the computation, as transformers')
         self.layer_idx = layer_idx
         self.head_dim = config.head_dim
         heads, kv_heads, hidden = config.num_attention_heads, config.num_key_value_heads, config.hidden_size
@@ -795,12 +822,14 @@ class LlamaAttention(Module):
         # the model already holds that (with padding); without one, Tq == Tk is torch's is_causal,
         # one new token sees every key, and a chunk after a cache needs the bottom-right bias.
         tq, tk = q.shape[2], k.shape[2]
-        if mask is None and (1 < tq < tk or (output_attentions and tq > 1)):
+        eager = output_attentions or self._eager_in_16_bits(q)
+        if mask is None and (1 < tq < tk or (eager and tq > 1)):
             mask = causal_bias(tq, tk, q.dtype, q.device.xp)
         dropout = self.attention_dropout if self.training else 0.0
-        if output_attentions:
+        if eager:
             out, weights = _eager_attention(q, k, v, mask, dropout)
-            return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), weights
+            out = self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+            return (out, weights) if output_attentions else out
         groups = q.shape[1] // max(k.shape[1], 1)
         if mask is not None and groups > 1 and tq > 1 and (q.dtype.itemsize == 2 or amp.active):
             # transformers' sdpa repeats the key/value heads where a mask is given (repeat_kv): their 16-bit
@@ -809,6 +838,14 @@ class LlamaAttention(Module):
         out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
                                                dropout_p=dropout, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+    def _eager_in_16_bits(self, q):
+        """Whether transformers' "eager" attention runs here op by op: in bfloat16/float16 (a 16-bit model, or
+        autocast's products) its steps round where torch's flash kernel (sdpa) does not (q k^T rounded to 16
+        bits, then the scaling, the weights before the product with v): 28% of a layer's attention outputs
+        differ. float32 keeps the fused node: there minilora's products are OpenBLAS's, not torch's MKL's, so
+        neither way gives torch's bits."""
+        return (q.dtype.itemsize == 2 or amp.active) and getattr(self.config, "_attn_implementation", None) == "eager"
 
     def _normed_heads(self, q, k):
         """Queries and keys [B, T, heads, D] before RoPE: Llama's as projected (Qwen3 normalizes each head)."""
