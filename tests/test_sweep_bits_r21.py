@@ -93,3 +93,28 @@ def test_addbmm_batch_gradients_are_torchs_bmm():
         grads.append([g.numpy() for g in lib.autograd.grad((out * lib.tensor(w)).sum(), leaves)])
     for a, b in zip(*grads):
         assert (a.view(np.int32) == b.view(np.int32)).all()
+
+
+# ---- elementwise: the kernels torch runs inside its backward formulas ---------------------------------------------
+@pytest.mark.parametrize("name", ["sinh", "cosh"])
+def test_sinh_and_cosh_gradients_take_torchs_kernel_for_the_other(name):
+    """sinh's gradient is ``g * self.cosh()`` (cosh's: ``g * self.sinh()``): torch's kernel, SLEEF's in whole
+    vectors and C's coshf/sinhf in the loop's tail (the last n % 32), not a correctly rounded stand-in."""
+    x, = _draw((20,), seed=9)
+    _same_bits(getattr(torch, name), getattr(ml, name), [x * np.float32(3)])
+
+
+def test_pow_of_a_zero_dim_exponent_differentiates_with_torchs_pow_kernel():
+    """``x ** e`` with ``e`` a 0-d tensor: the gradient's ``x.pow(e - 1)`` is torch's pow kernel of a tensor exponent
+    (C's powf on a short tensor) -- ``e - 1`` stayed a 0-d tensor (it became a NumPy scalar: NumPy's float32 power)."""
+    rng = np.random.default_rng(10)
+    x, e = (rng.random(5) * 9).astype(np.float32), np.array(6.305802, np.float32)
+    _same_bits(torch.pow, ml.pow, [x, e])
+
+
+def test_logit_clamps_to_one_minus_eps_computed_in_float32():
+    """torch's logit kernel clamps to ``[eps, 1 - eps]`` with ``1 - eps`` computed in the dtype (float32(1) - float32(eps)),
+    which here is one ulp below float32(1 - eps): logit(1, eps) differed."""
+    eps = 0.47523184816296765
+    x = torch.tensor([1.0, 0.0, 0.5, 0.9])
+    assert torch.logit(x, eps).numpy().tobytes() == ml.logit(ml.tensor(x.numpy()), eps).numpy().tobytes()

@@ -387,7 +387,7 @@ def _minus_one(b):
     if not hasattr(b, "dtype"):  # (a Python number, complex ones included)
         return b - 1
     xp = xp_of(b)
-    return xp.subtract(b, xp.asarray(1, dtype=b.dtype))
+    return xp.asarray(xp.subtract(b, xp.asarray(1, dtype=b.dtype)))  # (NumPy's ufunc of 0-d arrays: a scalar)
 
 
 def _wide_exponent(b):
@@ -2185,9 +2185,9 @@ class Logit(Function):
     def forward(ctx, a, eps):
         xp = xp_of(a)
         ctx.a, ctx.eps = a, eps
-        # (maximum/minimum, not clip: NumPy's clip of bfloat16 gives float32)
-        z = a if eps is None else xp.minimum(xp.maximum(a, a.dtype.type(eps)), a.dtype.type(1 - eps))
-        with np.errstate(divide="ignore", invalid="ignore"):  # (the log rounded once: torch's is exact)
+        # (maximum/minimum, not clip: NumPy's clip of bfloat16 gives float32; the kernel's hi is 1 - eps in the dtype)
+        z = a if eps is None else xp.minimum(xp.maximum(a, a.dtype.type(eps)), a.dtype.type(1) - a.dtype.type(eps))
+        with np.errstate(divide="ignore", invalid="ignore"):  # (the log: torch.log's, MKL's; rounded once here)
             return xp.log((z / (1 - z)).astype(xp.float64)).astype(a.dtype, copy=False)
 
     @staticmethod
@@ -2574,8 +2574,8 @@ _DERIVATIVES = {  # (in torch's order: each step one op, rounded by r under a 16
     "arcsin": ("input", lambda xp, g, a, r: g * r(1 / xp.sqrt(r(1 - r(a * a))))),
     "arccos": ("input", lambda xp, g, a, r: g * -r(1 / xp.sqrt(r(1 - r(a * a))))),
     "arctan": ("input", lambda xp, g, a, r: g / r(r(a * a) + 1)),
-    "sinh": ("input", lambda xp, g, a, r: g * r(float32_math.vml("cosh", a))),
-    "cosh": ("input", lambda xp, g, a, r: g * r(float32_math.vml("sinh", a))),
+    "sinh": ("input", lambda xp, g, a, r: g * r(float32_math.pointwise("cosh", a))),  # (self.cosh(): torch's kernel,
+    "cosh": ("input", lambda xp, g, a, r: g * r(float32_math.pointwise("sinh", a))),  # C's function in its tail)
     "arcsinh": ("input", lambda xp, g, a, r: g * r(1 / xp.sqrt(r(r(a * a) + 1)))),
     "arccosh": ("input", lambda xp, g, a, r: g * _acosh_derivative(xp, a, r)),
     "arctanh": ("input", lambda xp, g, a, r: g / r(1 - r(a * a))),
