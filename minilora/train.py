@@ -578,13 +578,16 @@ class _EpochLoader:
                 "workers_start": self.workers_start}
 
     def load_state_dict(self, state):
-        """Where the checkpointed run was in its epoch (called after the global generator was restored)."""
+        """Where the checkpointed run was in its epoch (called after the global generators were restored)."""
         if state is None:
             raise ValueError("checkpoint: written by a run whose train_data was not a DataLoader, so it does not say "
                              "where this DataLoader's epoch was; resume with the run's own train_data")
         if state["epoch_start"] is None:
             return
-        generators, now = self._generators(), ml_random.get_rng_state()
+        # Replaying the epoch's first batches runs the dataset's __getitem__ and the collate_fn again, which may
+        # draw from Python's or NumPy's global generator too (a random crop, a masking collator): all three go
+        # back to the checkpoint's states afterwards, or the batches after the replay get other draws.
+        generators, now = self._generators(), generator_states()
         if len(state["epoch_start"]) != len(generators):
             raise ValueError(f"checkpoint: its DataLoader drew from {len(state['epoch_start'])} random generator(s), "
                              f"this one from {len(generators)}: not the same train_data")
@@ -600,7 +603,7 @@ class _EpochLoader:
                 raise ValueError("checkpoint: its DataLoader had taken more batches in this epoch than this "
                                  "train_data has: not the same train_data")
         self.taken = int(state["taken"])
-        ml_random.set_rng_state(now)
+        set_generator_states(now)
 
 
 def _batch_options(loader, grad_accum):
