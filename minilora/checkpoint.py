@@ -43,7 +43,7 @@ from .native import pid_alive as _pid_alive
 from . import torch_format
 
 __all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "FolderInUseError", "atomic_write",
-           "atomic_folder", "writing_alone", "remove_leftovers", "put_back_a_cut_swap", "save_json", "load_json", "naming_the_file", "other_format",
+           "atomic_folder", "writing_alone", "remove_leftovers", "put_back_a_cut_swap", "save_json", "load_json", "naming_the_file", "other_format", "binary_file_kind",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
            "SAFE_WEIGHTS_INDEX_NAME", "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "load_weights", "read_weights_header"]
@@ -631,11 +631,31 @@ def other_format(start):
         return "a web page (a download that saved the page instead of the file? use the file's 'resolve' link)"
     if start.startswith(b"GGUF"):
         return "a GGUF file (llama.cpp's format)"
+    if start.startswith(b"\x1f\x8b"):
+        return "a gzip-compressed file (decompress it first)"
     return None
 
 
-def _refuse_other_format(path, start):
+def binary_file_kind(start):
+    """``other_format``, and for a reader of a binary format (safetensors, a torch.save or training checkpoint)
+    also JSON or plain text: such a file read as binary would be "truncated" by the length its first bytes
+    spell. (Not in ``other_format``: a JSON reader calls that on its own malformed JSON.)"""
     kind = other_format(start)
+    if kind is not None:
+        return kind
+    try:
+        text = start.decode("utf-8")
+    except UnicodeDecodeError as exc:  # (64 bytes may end inside a character: judge the whole ones)
+        text = start[:exc.start].decode("utf-8") if exc.start >= len(start) - 3 else None
+    if not text or not all(c.isprintable() or c in "\t\n\r" for c in text):
+        return None
+    if text.lstrip()[:1] in ("{", "["):
+        return f"a JSON text file (it starts {text.strip()[:40]!r})"
+    return f"a text file (it starts {text.strip()[:40]!r})"
+
+
+def _refuse_other_format(path, start):
+    kind = binary_file_kind(start)
     if kind is not None and "pickle" in kind:
         raise CheckpointError(f"{path} is not a safetensors file: it is {kind}. minilora reads safetensors files "
                               f"only and never unpickles (unpickling can run any code the file contains). Convert "

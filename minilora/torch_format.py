@@ -555,7 +555,7 @@ def kind(path):
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, NotImplementedError):
         return "zip"  # (a truncated archive: read() names the problem)
     if any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
         return "zip"
@@ -588,7 +588,7 @@ class _Archive:
         self.path, self.values = path, values
         try:
             self.zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
             raise RuntimeError(f"{path}: PytorchStreamReader failed reading zip archive: failed finding central "
                                f"directory ({exc}: the file is truncated or is not torch.save's)") from None
         names = self.zip.namelist()
@@ -604,7 +604,8 @@ class _Archive:
         except KeyError:
             raise RuntimeError(f"{self.path}: PytorchStreamReader failed locating file {name}: file not found "
                                "(the archive is incomplete)") from None
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+            # (a flipped bit in an entry's header reads as an unknown zip version or compression, or encryption)
             raise RuntimeError(f"{self.path}: PytorchStreamReader failed reading file {name}: {exc} (the file is "
                                "truncated or corrupted)") from None
 

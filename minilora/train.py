@@ -42,7 +42,7 @@ import numpy as np
 
 from . import parallel
 from . import random as ml_random
-from .checkpoint import atomic_write, other_format, remove_leftovers, writing_alone
+from .checkpoint import atomic_write, binary_file_kind, remove_leftovers, writing_alone
 from .dtypes import is_bfloat16, is_floating, to_dtype
 from .data import IGNORE_INDEX, DataLoader, mean_loss
 from .tensor import Tensor, no_grad
@@ -209,9 +209,13 @@ def _check_is_training_state(path):
     if head.startswith(b"PK") and _zip_names(path) and "__meta__.npy" not in _zip_names(path):
         raise ValueError(f"checkpoint {path!r} is a zip archive without minilora's '__meta__' entry: not a "
                          f"training checkpoint written by minilora.train.save_training_state (a torch.save file?)")
-    if not head.startswith(b"PK") and other_format(head) is not None:  # (never unpickled: np.load refuses it too)
-        raise ValueError(f"checkpoint {path!r} is {other_format(head)}; it is not a training checkpoint written by "
+    kind = None if head.startswith(b"PK") else binary_file_kind(head)
+    if kind is not None:  # (a pickle is never unpickled: np.load refuses it too)
+        raise ValueError(f"checkpoint {path!r} is {kind}; it is not a training checkpoint written by "
                          f"minilora.train.save_training_state")
+    if len(head) >= 2 and not head.startswith(b"PK"):  # (np.load would blame "pickled (object) data" in it)
+        raise ValueError(f"checkpoint {path!r} is corrupted or not a training checkpoint: minilora.train."
+                         f"save_training_state writes a zip archive (NumPy's .npz), and this file starts {head[:8]!r}")
 
 
 def _zip_names(path):
@@ -219,7 +223,7 @@ def _zip_names(path):
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, NotImplementedError):
         return []
 
 
