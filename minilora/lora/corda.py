@@ -57,9 +57,26 @@ def _load(path):
     return load(path)
 
 
+def cached_entry(cache, path, key, shape):
+    """``cache[key]`` of a cache file (CorDA's, LoRA-GA's) that must fit this model's layer: ``shape`` with None
+    where any size goes. A file computed for another model or other target_modules (an entry missing, or of
+    another shape) is refused naming the file, not a bare KeyError or a broadcast error far from it."""
+    again = "delete it (or pass another file name) to compute it for this model"
+    if not isinstance(cache, dict) or key not in cache:
+        raise ValueError(f"{path} has no entry {key!r}: it was computed for another model or other target_modules; "
+                         f"{again}")
+    value = cache[key]
+    got = tuple(getattr(value, "shape", ()))
+    if len(got) != len(shape) or any(want is not None and size != want for size, want in zip(got, shape)):
+        needed = tuple("any" if want is None else want for want in shape)
+        raise ValueError(f"{path}: entry {key!r} has shape {got}, this model's layer needs {needed}: the file was "
+                         f"computed for another model; {again}")
+    return value
+
+
 def _save(obj, path):
     from ..serialization import save
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # (PEFT's makedirs("") fails on a bare file name)
     save(obj, path)
 
 
@@ -75,7 +92,10 @@ def preprocess_corda(model, lora_config, run_model=None, hooked_model=None):
         if _nonempty_file(corda.cache_file):
             cache = _load(corda.cache_file)
             for name, module in _target_modules(model, lora_config):
-                module.eigens = CordaEigens(*(cache[f"{name}.eigens.{part}"] for part in ("S_WC", "U_WC", "V_WC")))
+                out_dim, in_dim = module.weight.shape
+                module.eigens = CordaEigens(*(cached_entry(cache, corda.cache_file, f"{name}.eigens.{part}", shape)
+                                              for part, shape in (("S_WC", (None,)), ("U_WC", (out_dim, None)),
+                                                                  ("V_WC", (in_dim, None)))))
             return
         if corda.corda_method is None:
             raise ValueError("corda_method is required when cache_file is not provided.")
@@ -106,7 +126,8 @@ def _covariances(model, config, run_model, hooked_model, covariance_file):
     if _nonempty_file(covariance_file):
         saved = _load(covariance_file)
         for name, module in _target_modules(model, config):
-            module.covariance_matrix = saved[name]
+            in_dim = module.weight.shape[1]
+            module.covariance_matrix = cached_entry(saved, covariance_file, name, (in_dim, in_dim))
         return
     if run_model is None:
         raise ValueError("run_model must be specified when covariance file and cache file aren't built.")

@@ -16,7 +16,7 @@ B take different pairs, such an adapter is PEFT's with that row of A (and its pa
 import os
 
 from ..tensor import enable_grad, no_grad
-from .corda import _target_modules  # (the target Linears, as PEFT's CorDA and LoRA-GA both pick them)
+from .corda import _target_modules, cached_entry  # (the target Linears, as PEFT's CorDA and LoRA-GA both pick them)
 
 __all__ = ["preprocess_loraga"]
 
@@ -37,12 +37,13 @@ def preprocess_loraga(model, lora_config, train_step, cache_file=None):
             from ..serialization import load
             cache = load(cache_file)
             for name, module in _target_modules(model, lora_config):
-                module._peft_loraga_grad = cache[f"{name}._peft_loraga_grad"]
+                module._peft_loraga_grad = cached_entry(cache, cache_file, f"{name}._peft_loraga_grad",
+                                                        tuple(module.weight.shape))
             return
         _estimate_gradients(model, lora_config, train_step)
         if cache_file is not None:
             from ..serialization import save
-            os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+            os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)  # (PEFT's makedirs("") fails on "a.pt")
             save({f"{name}._peft_loraga_grad": module._peft_loraga_grad
                   for name, module in _target_modules(model, lora_config)}, cache_file)
 
