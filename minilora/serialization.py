@@ -262,11 +262,11 @@ def _load_torch_file(path, map_location, weights_only, mmap):
 
 def _refuse_pickle(path):
     """A file that is no torch.save zip and no safetensors file: a pickle minilora did not write, or another kind
-    of file (JSON, text, a Git LFS pointer), refused by what it is."""
+    of file (JSON, text, a Git LFS pointer: ``checkpoint.read_header`` names those), refused by what it is."""
     from . import checkpoint
     with open(path, "rb") as file:
-        magic = file.read(64)
-    if _is_safetensors(magic[:9], os.path.getsize(path)):
+        magic = file.read(9)
+    if _is_safetensors(magic, os.path.getsize(path)):
         return
     if magic.startswith(b"PK\x03\x04") and _is_npz(path):
         raise checkpoint.CheckpointError(
@@ -279,11 +279,6 @@ def _refuse_pickle(path):
             f"{path} is {kind}, but not in torch.save's format: minilora.load reads torch.save's files (as "
             f"torch.load(weights_only=True) does), safetensors files and its own pickles (minilora.save(model)), "
             f"and never runs another pickle: unpickling can run any code the file contains")
-    kind = checkpoint.binary_file_kind(magic)
-    if kind is not None:  # (read as safetensors, its first bytes would be a header length: "truncated")
-        raise checkpoint.CheckpointError(
-            f"{path} is {kind}, not a file torch.save, minilora.save or safetensors wrote: minilora.load reads "
-            f"those (as torch.load reads torch.save's)")
 
 
 def _is_safetensors(start, size):

@@ -214,7 +214,7 @@ def _check_is_training_state(path):
         raise ValueError(f"checkpoint {path!r} is {kind}; it is not a training checkpoint written by "
                          f"minilora.train.save_training_state")
     if len(head) >= 2 and not head.startswith(b"PK"):  # (np.load would blame "pickled (object) data" in it)
-        raise ValueError(f"checkpoint {path!r} is corrupted or not a training checkpoint: minilora.train."
+        raise ValueError(f"checkpoint {path!r} is truncated or corrupted, or not a training checkpoint: minilora.train."
                          f"save_training_state writes a zip archive (NumPy's .npz), and this file starts {head[:8]!r}")
 
 
