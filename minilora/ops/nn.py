@@ -1269,10 +1269,13 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     else:
         _check_class_weight_dtype(input, weight_given)
         targets = _class_targets("cross_entropy", input, _array(target))
-        logp = logits.log_softmax(-1) if label_smoothing or _is_16bit_float(logits) else None
+        logp = None
         if _is_16bit_float(logits) or label_smoothing:  # torch's two ops, each rounded to 16 bits; with label
             # smoothing torch's graph too: log_softmax's backward runs once, on the nll's and the smoothing's
-            # gradients added (the fused node's softmax - onehot, added to the smoothing's, rounds otherwise)
+            # gradients added (the fused node's softmax - onehot, added to the smoothing's, rounds otherwise).
+            # [N, C, d1, ...] stays in torch's layout, classes on axis 1: its kernels' orders, so its bits
+            logp = input.log_softmax(1) if input.ndim > 2 else logits.log_softmax(-1)
+            targets = targets.reshape(_per_target_shape(input)) if input.ndim > 2 else targets
             loss = nll_loss(logp, targets, weight, ignore_index=ignore_index, reduction=reduction)
         elif input.ndim > 2 and type(input._array) is np.ndarray:  # torch's two kernels along dim 1: their bits
             loss = nll_loss(input.log_softmax(1), target, weight_given, ignore_index=ignore_index, reduction=reduction)
@@ -1314,13 +1317,21 @@ def _smoothing_share(label_smoothing, n_classes):
     return label_smoothing / n_classes if n_classes else math.inf
 
 
+def _per_target_shape(input):
+    """The shape of the targets (and of a 'none' loss) for logits ``input`` [N, C, d1, ...]: [N, d1, ...]."""
+    return (input.shape[0],) + tuple(input.shape[2:])
+
+
 def _smoothing_term(logp, targets, weight, ignore_index, reduction):
-    """``-sum_c w_c log p_c`` per counted row of log-probabilities (PyTorch's smoothing loss),
-    reduced as the main loss."""
+    """``-sum_c w_c log p_c`` at each counted target of the log-probabilities ``logp`` ([N, C] or [N, C, d1, ...]:
+    classes on axis 1, as torch sums them), reduced as the main loss: PyTorch's smoothing loss. An ignored target's
+    term is set to 0 (torch's masked_fill), not multiplied by 0: a -inf logit there (masked logits on a padded
+    position) gives inf * 0 = nan, where torch's loss stays finite."""
     xp = xp_of(logp._array)
-    per_class = logp if weight is None else logp * Tensor._make(weight, logp.device, False, None)
+    class_axis = (1, logp.shape[1]) + (1,) * (logp.ndim - 2)  # (torch's weight.view for broadcasting)
+    per_class = logp if weight is None else logp * Tensor._make(weight.reshape(class_axis), logp.device, False, None)
     valid = targets != ignore_index
-    rows = -per_class.sum(-1) * Tensor._make(valid.astype(logp.dtype), logp.device, False, None)
+    rows = (-per_class.sum(1)).masked_fill(Tensor._make(~valid, logp.device, False, None), 0.0)
     if reduction == "none":
         return rows
     if reduction == "sum":
@@ -1333,7 +1344,7 @@ def _smoothing_term(logp, targets, weight, ignore_index, reduction):
         counted = float(_sum_as_torch(gathered, (0,), False) if gathered.dtype == np.float32
                         else upcast(gathered).sum().astype(weight.dtype))
     if counted == 0:  # nan, with torch's gradient: zeros, nan only in counted rows (weights summing to 0)
-        return rows[xp.flatnonzero(valid)].sum() * float("nan")
+        return rows.flatten()[xp.flatnonzero(valid)].sum() * float("nan")
     return rows.sum() / counted  # a Python number: rows' dtype, the count not rounded to 16 bits
 
 
@@ -1346,15 +1357,19 @@ def _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothin
                            f"{input.shape}, got {tuple(target.shape)}")
     if not isinstance(target, Tensor):
         target = Tensor._make(xp_of(logits._array).asarray(target, dtype=logits.dtype), logits.device, False, None)
-    target = _classes_last(target, "cross_entropy")
+    if input.ndim > 2:  # [N, C, d1, ...] in torch's layout, classes on axis 1: its kernels' orders, so its bits
+        log_probs, class_axis = input.log_softmax(1), (1, input.shape[1]) + (1,) * (input.ndim - 2)
+    else:
+        log_probs, class_axis, target = logits.log_softmax(-1), (logits.shape[1],), _classes_last(target, "")
     n_classes = logits.shape[1]
     if label_smoothing:
         target = target * (1 - label_smoothing) + _smoothing_share(label_smoothing, n_classes)
-    terms = logits.log_softmax(-1) * target  # torch's order (each product rounded in 16-bit dtypes)
+    terms = log_probs * target  # torch's order (each product rounded in 16-bit dtypes)
     if weight is not None:  # a Tensor keeps its dtype (float64 weights: a float64 loss, as torch)
-        terms = terms * (weight if isinstance(weight, Tensor) else Tensor._make(weight, logits.device, False, None))
+        weight = weight if isinstance(weight, Tensor) else Tensor._make(weight, logits.device, False, None)
+        terms = terms * weight.reshape(class_axis)
     if reduction == "none":
-        return -terms.sum(-1)
+        return -terms.sum(1 if input.ndim > 2 else -1)
     # one sum over every term, as torch; 'mean' divides by the number of rows (samples), with or
     # without a weight, as PyTorch
     samples = float(logits.shape[0]) if n_classes else math.nan  # (torch's numel / C: 0 / 0 with no classes)
