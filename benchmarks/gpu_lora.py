@@ -23,7 +23,8 @@ BGMV (kernels/bgmv.cu): per-row adapters at 64 and 1024 rows, 8 adapters of rank
 over the adapters (two CuPy GEMMs each).
 
 AdamW at 1M and 100M parameters (128 equal tensors): one fused ``adamw_multi_tensor`` launch vs
-per-tensor CuPy array code (``minilora.optim.adam.adamw_update``, a dozen kernels per tensor).
+per-tensor CuPy array code (``minilora.optim.adam.adamw_update``, what ``AdamW.step`` runs where the kernel
+does not: torch's rounded steps, its fused multiply-adds through a float64 work array, ~16 kernels per tensor).
 
 Timing (class Timer): the cases of a table interleaved round by round, L2 flushed before every run,
 CUDA events, median and min; the SM clock logged after each table; ``--budget-s`` bounds the whole
@@ -470,6 +471,7 @@ def adamw_cases(cupy, total):
     m = [cupy.zeros(size, cupy.float32) for _ in range(ADAMW_TENSORS)]
     v = [cupy.zeros(size, cupy.float32) for _ in range(ADAMW_TENSORS)]
     scratch = [cupy.empty(size, cupy.float32) for _ in range(ADAMW_TENSORS)]
+    wide = [cupy.empty(size, cupy.float64) for _ in range(ADAMW_TENSORS)]  # (the fused multiply-adds' work array)
     hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
 
     def fused():
@@ -497,7 +499,7 @@ def adamw_cases(cupy, total):
 
     def per_tensor():
         for t in range(ADAMW_TENSORS):
-            adamw_update(p[t], g[t], m[t], v[t], scratch[t], step=10, **hyper)
+            adamw_update(p[t], g[t], m[t], v[t], scratch[t], step=10, wide=wide[t], **hyper)
 
     return {"fused adamw_multi_tensor (1 launch)": fused,
             "fused, resident tables (as optim.AdamW runs it)": fused_resident,
