@@ -56,15 +56,16 @@ def _enclosing_function(tree, line):
 
 
 @functools.lru_cache(maxsize=None)
-def _stub_code(number):
-    """(the live function object holding exercise ``number``'s region, its code with the region a stub)."""
+def _stub_code(number, replacement='raise NotImplementedError("stub")'):
+    """(the live function object holding exercise ``number``'s region, its code with ``replacement`` (lines, at the
+    region's indentation) as the region: by default a stub)."""
     ex = EXERCISES[number]
     module = importlib.import_module(ex.path[:-3].replace("/", "."))
     lines = Path(module.__file__).read_text(encoding="utf-8").splitlines()
     node, classes = _enclosing_function(ast.parse("\n".join(lines)), ex.begin + 1)
     indent = lines[ex.begin][:len(lines[ex.begin]) - len(lines[ex.begin].lstrip())]
-    body = lines[node.lineno - 1:ex.begin] + [f'{indent}raise NotImplementedError("stub")'] + lines[ex.end + 1:
-                                                                                                       node.end_lineno]
+    region = [indent + line for line in textwrap.dedent(replacement).strip("\n").splitlines()]
+    body = lines[node.lineno - 1:ex.begin] + region + lines[ex.end + 1:node.end_lineno]
     # compiled inside a class, so that a method using super() keeps its __class__ cell
     source = "class _Owner:\n" + textwrap.indent(textwrap.dedent("\n".join(body)), "    ")
     [owner] = [c for c in compile(source, module.__file__, "exec").co_consts if isinstance(c, types.CodeType)]
@@ -92,10 +93,10 @@ def _defined_as(function, qualname):
 
 
 @contextlib.contextmanager
-def stubbed(number):
-    """Exercise ``number``'s region replaced by ``raise NotImplementedError`` (the function object's code swapped:
-    every reference to it, imports and methods included, runs the stub)."""
-    function, stub = _stub_code(number)
+def stubbed(number, *replacement):
+    """Exercise ``number``'s region replaced by ``raise NotImplementedError`` (or by ``replacement``: the function
+    object's code swapped, so every reference to it, imports and methods included, runs the stub)."""
+    function, stub = _stub_code(number, *replacement)
     solution, function.__code__ = function.__code__, stub
     try:
         yield
@@ -290,3 +291,25 @@ def test_float64_rms_norm_input_gradient_is_torchs_bits(rng, shape):
         lib.nn.functional.rms_norm(xt, shape[-1:], lib.tensor(w), 1e-6).backward(lib.tensor(g))
         grads.append(xt.grad.numpy())
     np.testing.assert_array_equal(grads[1], grads[0])
+
+
+def test_a_linear_layers_bias_gradient_is_the_regions():
+    """Exercise 1.5 returns the bias's gradient too: float32 and float64 F.linear computed it beside the region
+    (torch's order of additions), so a learner's ``gb`` was dead code there. The region's ``gb`` doubled shows."""
+    doubled = """
+        if gx is not None:
+            xp_of(g).matmul(g, w, out=gx)
+        gw = g.T @ x if need_w else None
+        gb = 2 * _sum_over_rows(g) if need_b else None
+        """
+    for dtype in ("float32", "float64"):
+        for weight_trained in (True, False):
+            def bias_grad():
+                x, w = _t(3, 4), _t(5, 4, grad=weight_trained)
+                b = ml.tensor(np.ones(5, dtype), requires_grad=True)
+                F.linear(x.to(getattr(ml, dtype)), w.to(getattr(ml, dtype)), b).sum().backward()
+                return b.grad.numpy()
+            right = bias_grad()
+            with stubbed("1.5", doubled):
+                np.testing.assert_array_equal(bias_grad(), 2 * right, err_msg=f"{dtype}, weight trained: "
+                                              f"{weight_trained}")

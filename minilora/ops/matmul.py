@@ -163,9 +163,19 @@ def _linear_backward_rows(g, x, gx, w, need_w, need_b):
     if gx is not None:
         xp_of(g).matmul(g, w, out=gx)  # dX = dY W
     gw = g.T @ x if need_w else None  # dW = dY^T X: skipped for a frozen weight
-    gb = g.sum(axis=0) if need_b else None
+    gb = _sum_over_rows(g) if need_b else None
     # END SOLUTION
     return gw, gb
+
+
+def _sum_over_rows(g):
+    """``g.sum(axis=0)``; for float32 and float64 NumPy arrays in torch's order of additions (its addmm's
+    ``sum_to_size``: ATen's cascade sum, ``float32_sums.cascade_sum``), so a bias's gradient is torch's bits."""
+    if type(g) is np.ndarray and g.dtype in (np.float32, np.float64):
+        summed = float32_sums.cascade_sum(g, (0,))
+        if summed is not None:
+            return summed
+    return g.sum(axis=0)
 
 
 def _each_for_the_other(ctx):
@@ -276,14 +286,11 @@ class Linear(Function):
         elif _is_16bit_float(g2):  # cuda: the GEMMs on cuBLAS in 16 bits, but CuPy may sum bf16 in bf16
             sum_bias_in_float32, nb = nb, False
         gx = xp_of(g2).empty((g2.shape[0], w.shape[1]), g2.dtype) if nx else None
-        bias_as_torch = nb and g2.dtype in (np.float32, np.float64) and type(g2) is np.ndarray
         # dX = dY W and dW = dY^T X side by side on threads, each through _linear_backward_rows
-        gw, gb = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, nb and not bias_as_torch)
-        if bias_as_torch:  # float32 and float64: dY.sum(0) in torch's order of additions (its addmm's sum_to_size)
-            gb = float32_sums.cascade_sum(g2, (0,))
-            gb = g2.sum(axis=0) if gb is None else gb
-        if sum_bias_in_float32:
-            gb = upcast(g2).sum(axis=0)
+        gw, _ = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, False)
+        gb = None
+        if nb or sum_bias_in_float32:  # the region again, on all of dY: its sum's order is torch's over the whole
+            _, gb = _linear_backward_rows(upcast(g2) if sum_bias_in_float32 else g2, None, None, w, False, True)
         gx = None if gx is None else gx.reshape(ctx.x_shape)
         return tuple(None if grad is None else grad.astype(dtype, copy=False) for grad in (gx, gw, gb))
 
