@@ -5,12 +5,18 @@ import numpy as np
 import pytest
 
 import minilora as ml
+import minilora.lora as ml_peft
 from minilora.ops.elementwise import Mul
 from minilora.tensor import Function
 from minilora.ops.matmul import Linear, MatMul
 from minilora.ops.nn import Attention, CrossEntropy, RMSNorm, SwiGLU
 
 torch = pytest.importorskip("torch")
+try:
+    import peft  # (imported here, ~10 s, not in a test)
+except ImportError:  # (the PEFT tests below skip)
+    peft = None
+ml.bfloat16  # (minilora loads ml_dtypes, ~1 s, at its first use: here, not in a test)
 torch.ones(1, device="meta") * 2  # (torch loads its meta kernels at their first use: here, not in a test)
 
 
@@ -199,3 +205,101 @@ def test_legacy_constructors_make_cpu_tensors_inside_a_meta_block_and_refuse_dev
         return made + [outcome(lambda: T.Tensor(meta)), outcome(lambda: T.Tensor(2, 3, device="meta")),
                        outcome(lambda: T.Tensor([1.0], device="meta")), outcome(lambda: T.DoubleTensor(2, device="meta"))]
     assert story(ml) == story(torch)
+
+
+# ---- PEFT's low_cpu_mem_usage=True: adapters made on meta, given values by an assigning load -------------------
+_RNG = np.random.default_rng(0)
+_BASE = {"lin.weight": _RNG.standard_normal((3, 4)), "lin.bias": _RNG.standard_normal(3),
+         "out.weight": _RNG.standard_normal((2, 3)), "out.bias": _RNG.standard_normal(2)}
+_ADAPTER = {"base_model.model.lin.lora_A.weight": _RNG.standard_normal((2, 4)),
+            "base_model.model.lin.lora_B.weight": _RNG.standard_normal((3, 2))}
+
+
+def _libraries(T):
+    """(the library, its PEFT) for torch and for minilora."""
+    if peft is None:
+        pytest.skip("PEFT is not installed")
+    if T is torch:
+        return torch, peft
+    return ml, ml_peft
+
+
+def _base_model(T, dtype="float32"):
+    class Model(T.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.out = T.nn.Linear(4, 3), T.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.out(self.lin(x))
+    model = Model()
+    model.load_state_dict({k: T.tensor(v, dtype=T.float32) for k, v in _BASE.items()})
+    return model.to(getattr(T, dtype))
+
+
+def _adapters(model):
+    return {name: (p.device.type, str(p.dtype).split(".")[-1], p.requires_grad)
+            for name, p in model.named_parameters() if "lora" in name}
+
+
+def _output(T, model, dtype="float32"):
+    try:
+        return np.asarray(model(T.ones(1, 4, dtype=getattr(T, dtype))).detach().float().numpy())
+    except RuntimeError as exc:  # (minilora's: torch 2.13's linear of a CPU input and a meta weight reads garbage)
+        return str(exc)
+
+
+def test_get_peft_model_low_cpu_mem_usage_makes_meta_adapters_that_an_assigning_load_fills_as_peft():
+    def story(T):
+        T, tuners = _libraries(T)
+        state = {k: T.tensor(v, dtype=T.float32) for k, v in _ADAPTER.items()}
+        model = tuners.get_peft_model(_base_model(T), tuners.LoraConfig(r=2, target_modules=["lin"]),
+                                    low_cpu_mem_usage=True)
+        made, unloaded = _adapters(model), _output(T, model)
+        with pytest.warns(UserWarning) as caught:  # (a copying load leaves them on meta: torch's warning each)
+            tuners.set_peft_model_state_dict(model, state)
+        warned = sorted(str(w.message) for w in caught if "meta parameter" in str(w.message))
+        result = tuners.set_peft_model_state_dict(model, state, low_cpu_mem_usage=True)
+        return made, unloaded, warned, sorted(result.missing_keys), _adapters(model), _output(T, model)
+    ours, theirs = story(ml), story(torch)
+    assert ours[0] == theirs[0] and ours[2:5] == theirs[2:5]
+    assert ours[1] == "Tensor on device meta is not on the expected device cpu!"  # (torch reads uninitialised memory)
+    np.testing.assert_allclose(ours[5], theirs[5], rtol=1e-6)
+
+
+def test_an_assigning_load_takes_the_base_layers_dtype_and_from_pretrained_casts_it_back_as_peft(tmp_path):
+    _libraries(torch)
+    source = peft.get_peft_model(_base_model(torch), peft.LoraConfig(r=2, target_modules=["lin"],
+                                                                     init_lora_weights=False))
+    source.save_pretrained(tmp_path)
+
+    def story(T):
+        T, tuners = _libraries(T)
+        state = {k: T.tensor(v, dtype=T.float32) for k, v in _ADAPTER.items()}
+        model = tuners.get_peft_model(_base_model(T, "bfloat16"), tuners.LoraConfig(r=2, target_modules=["lin"]),
+                                    low_cpu_mem_usage=True)
+        tuners.set_peft_model_state_dict(model, state, low_cpu_mem_usage=True)
+        loaded = [_adapters(tuners.PeftModel.from_pretrained(_base_model(T), tmp_path, low_cpu_mem_usage=True,
+                                                           is_trainable=trainable)) for trainable in (False, True)]
+        bf16 = tuners.PeftModel.from_pretrained(_base_model(T, "bfloat16"), tmp_path, low_cpu_mem_usage=True)
+        plain = tuners.PeftModel.from_pretrained(_base_model(T), tmp_path, low_cpu_mem_usage=True)
+        return [_adapters(model), *loaded, _adapters(bf16)], _output(T, plain)
+    ours, theirs = story(ml), story(torch)
+    assert ours[0] == theirs[0]
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-6)
+
+
+def test_inject_adapter_in_model_low_cpu_mem_usage_then_load_state_dict_assign_as_peft():
+    def story(T):
+        T, tuners = _libraries(T)
+        model = tuners.inject_adapter_in_model(tuners.LoraConfig(r=2, target_modules=["lin"]), _base_model(T),
+                                             low_cpu_mem_usage=True)
+        made, unloaded = _adapters(model), _output(T, model)
+        state = {k.replace("base_model.model.", "").replace(".weight", ".default.weight"): T.tensor(v, dtype=T.float32)
+                 for k, v in _ADAPTER.items()}
+        result = model.load_state_dict(state, strict=False, assign=True)
+        return made, unloaded, sorted(result.missing_keys), _adapters(model), _output(T, model)
+    ours, theirs = story(ml), story(torch)
+    assert (ours[0], ours[2], ours[3]) == (theirs[0], theirs[2], theirs[3])
+    assert ours[1] == "Tensor on device meta is not on the expected device cpu!"
+    np.testing.assert_allclose(ours[4], theirs[4], rtol=1e-6)

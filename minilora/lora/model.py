@@ -30,6 +30,7 @@ from ..nn import Linear as _NNLinear
 from ..nn import Module, ModuleDict, ModuleList
 from ..nn import MultiheadAttention as _NNMultiheadAttention
 from ..random import Generator, fork_rng
+from ..device import META as _META
 from ..tensor import Tensor
 from . import save as _io
 from .config import TaskType, config_from_dict
@@ -1130,8 +1131,9 @@ class PeftModel(_Wrapper):
     """A model with adapters. Calls go to the wrapped model; adapter methods are PEFT's.
 
     ``low_cpu_mem_usage=True`` (here, in get_peft_model, add_adapter, from_pretrained, load_adapter,
-    inject_adapter_in_model) is accepted and changes nothing: PEFT then makes the adapter weights on the
-    meta device, to be filled by loading; minilora makes real ones at once -- the same model once loaded."""
+    inject_adapter_in_model) makes the new adapter's weights on the meta device, as PEFT's init_empty_weights
+    (``empty_adapter_weights``), to be given values by loading: ``set_peft_model_state_dict(...,
+    low_cpu_mem_usage=True)`` assigns them, as from_pretrained and load_adapter do."""
 
     wrapped = "base_model"
 
@@ -1141,7 +1143,10 @@ class PeftModel(_Wrapper):
         if peft_config.peft_type not in PEFT_TYPE_TO_TUNER:
             raise NotImplementedError(f"adapter type {getattr(peft_config.peft_type, 'value', None)!r} is not "
                                       "supported")
-        self.base_model = self._tuner_class(peft_config)(model, peft_config, adapter_name)
+        with fork_rng(enabled=low_cpu_mem_usage):  # PEFT builds the adapters on the meta device: nothing is drawn
+            self.base_model = self._tuner_class(peft_config)(model, peft_config, adapter_name)
+        if low_cpu_mem_usage:
+            empty_adapter_weights(self.base_model, adapter_name)
         cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
 
     @staticmethod
@@ -1240,7 +1245,10 @@ class PeftModel(_Wrapper):
     # --- several adapters ----------------------------------------------------------------------
     def add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage=False, autocast_adapter_dtype=True):
         """Add another adapter (inactive and frozen until ``set_adapter``)."""
-        self.base_model.inject_adapter(adapter_name, peft_config)
+        with fork_rng(enabled=low_cpu_mem_usage):
+            self.base_model.inject_adapter(adapter_name, peft_config)
+        if low_cpu_mem_usage:
+            empty_adapter_weights(self.base_model, adapter_name)
         cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
         self.base_model.set_adapter(self.active_adapter if self.active_adapter is not None else adapter_name)
         if not peft_config.inference_mode:
@@ -1316,7 +1324,8 @@ class PeftModel(_Wrapper):
         As PEFT: ``PeftModel.from_pretrained`` returns the class of the adapter's ``task_type``
         (``PeftModelForCausalLM`` for "CAUSAL_LM"); loaded for inference unless ``is_trainable``.
         ``subfolder`` and the Hub's keywords as in PEFT (see ``save.adapter_folder``); ``key_mapping`` as in
-        ``load_peft_weights``; ``low_cpu_mem_usage`` changes nothing (see ``PeftModel``)."""
+        ``load_peft_weights``; ``low_cpu_mem_usage``: the adapter is made on meta and its weights assigned (see
+        ``PeftModel``)."""
         _refuse_load_options(ephemeral_gpu_offload, "PeftModel.from_pretrained")
         _check_is_trainable(is_trainable)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT's load_adapter keyword
@@ -1326,9 +1335,13 @@ class PeftModel(_Wrapper):
         config.inference_mode = not is_trainable
         model_cls = _class_for_task(config.task_type) if cls is PeftModel else cls
         trainable = [(param, param.requires_grad) for param in model.parameters()]
-        peft_model = model_cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+        peft_model = model_cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype,
+                               low_cpu_mem_usage=low_cpu_mem_usage)
         try:
-            _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping, ignore_mismatched_sizes)
+            _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping, ignore_mismatched_sizes,
+                                     low_cpu_mem_usage)
+            if low_cpu_mem_usage:  # PEFT's load_adapter casts again after loading (assigned weights took the base's dtype)
+                cast_adapter_dtype(peft_model.base_model, adapter_name, autocast_adapter_dtype)
         except Exception:  # an adapter that does not fit: give the caller's model back as it came
             peft_model.base_model._restore_base_model()
             for param, flag in trainable:
@@ -1353,27 +1366,30 @@ class PeftModel(_Wrapper):
         model_id = _io.adapter_folder(model_id, kwargs, "load_adapter")
         if adapter_name in self.peft_config:  # PEFT: the folder's weights replace that adapter's (a later
             result = _io.load_adapter_weights(self, model_id, adapter_name, key_mapping,  # checkpoint)
-                                              ignore_mismatched_sizes)
+                                              ignore_mismatched_sizes, low_cpu_mem_usage)
         else:
             result = self._load_new_adapter(model_id, adapter_name, is_trainable, autocast_adapter_dtype,
-                                            key_mapping, ignore_mismatched_sizes)
+                                            key_mapping, ignore_mismatched_sizes, low_cpu_mem_usage)
+        if low_cpu_mem_usage:  # (PEFT's load_adapter casts after loading: assigned weights took the base's dtype)
+            cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
         if not is_trainable:
             self.eval()
         prefix = self.base_model.prefix  # PEFT's filter: the keys of this adapter's own weights
         return type(result)([k for k in result.missing_keys if prefix in k and adapter_name in k], [])
 
     def _load_new_adapter(self, model_id, adapter_name, is_trainable, autocast_adapter_dtype, key_mapping,
-                          ignore_mismatched_sizes):
+                          ignore_mismatched_sizes, low_cpu_mem_usage=False):
         """load_adapter under a new name: the folder's config added as ``adapter_name``, then its weights;
         a failed load takes the adapter out again."""
         config = config_from_dict(_io.read_adapter_config(model_id))
         config.inference_mode = not is_trainable
         wrapped = self.base_model.wrapped_layer_names()
-        self.add_adapter(adapter_name, config, autocast_adapter_dtype=autocast_adapter_dtype)
+        self.add_adapter(adapter_name, config, low_cpu_mem_usage, autocast_adapter_dtype=autocast_adapter_dtype)
         if is_trainable:  # add_adapter leaves a new, inactive adapter frozen
             self.set_requires_grad(adapter_name)
         try:
-            return _io.load_adapter_weights(self, model_id, adapter_name, key_mapping, ignore_mismatched_sizes)
+            return _io.load_adapter_weights(self, model_id, adapter_name, key_mapping, ignore_mismatched_sizes,
+                                            low_cpu_mem_usage)
         except Exception:
             self.delete_adapter(adapter_name)  # leave the model as it was: no adapter, no new wrappers
             self.base_model.unwrap_layers_except(wrapped)
@@ -1674,12 +1690,25 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
     if revision is not None:
         peft_config = copy.deepcopy(peft_config)
         peft_config.revision = revision
-    with fork_rng(enabled=low_cpu_mem_usage):  # PEFT builds the adapters on the meta device: nothing is drawn
-        peft_model = model_cls(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
-    if low_cpu_mem_usage:  # their values are a placeholder (PEFT's are meta tensors) until loaded or initialised
-        for layer in peft_model.base_model.tuner_layers():
-            layer.meta_adapters = getattr(layer, "meta_adapters", set()) | {adapter_name}
-    return peft_model
+    return model_cls(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype,
+                     low_cpu_mem_usage=low_cpu_mem_usage)
+
+
+def empty_adapter_weights(tuner, adapter_name):
+    """``low_cpu_mem_usage=True``: the adapter's weights on the meta device, as PEFT makes them (its
+    init_empty_weights): shapes and dtypes without values, until ``set_peft_model_state_dict(...,
+    low_cpu_mem_usage=True)`` assigns loaded ones (``layer.meta_adapters`` names them meanwhile: EVA initialises
+    them). A forward before that raises torch's device error (a CPU input meets a meta weight), where torch 2.13's
+    F.linear returns uninitialised memory."""
+    for layer in tuner.tuner_layers():
+        for table_name in layer.adapter_layer_names:
+            table = getattr(layer, table_name, None)
+            if table is None or adapter_name not in table:
+                continue
+            item = table[adapter_name]
+            for param in item.parameters() if isinstance(item, Module) else (item,):
+                param._array, param._device = _META.xp.zeros(param._array.shape, param._array.dtype), _META
+        layer.meta_adapters = getattr(layer, "meta_adapters", set()) | {adapter_name}
 
 
 def inject_adapter_in_model(peft_config, model, adapter_name="default", low_cpu_mem_usage=False, state_dict=None):
@@ -1688,8 +1717,8 @@ def inject_adapter_in_model(peft_config, model, adapter_name="default", low_cpu_
     train afterwards, as with get_peft_model. VeRA is refused as by PEFT: its shared projections live
     on the tuner, which this API drops. ``state_dict`` (PEFT's): the layers it holds adapter weights for
     are adapted, whatever the config's target_modules (a warning names the difference); its values are
-    not loaded -- ``set_peft_model_state_dict(model, state_dict)`` does that. ``low_cpu_mem_usage`` changes
-    nothing (see ``PeftModel``)."""
+    not loaded -- ``set_peft_model_state_dict(model, state_dict)`` does that. ``low_cpu_mem_usage``: the adapter's
+    weights on meta (see ``PeftModel``)."""
     if peft_config.peft_type not in PEFT_TYPE_TO_TUNER:
         raise ValueError(f"`inject_adapter_in_model` does not support {peft_config.peft_type} yet. "
                          "Please use `get_peft_model`.")
@@ -1700,6 +1729,9 @@ def inject_adapter_in_model(peft_config, model, adapter_name="default", low_cpu_
     if peft_config.peft_type == "ADALORA":  # its rank allocator and saved ranks live on the tuner
         raise NotImplementedError("inject_adapter_in_model is not implemented for ADALORA in minilora: "
                                   "use get_peft_model")
-    tuner = tuner_cls(model, peft_config, adapter_name, state_dict=state_dict)
+    with fork_rng(enabled=low_cpu_mem_usage):
+        tuner = tuner_cls(model, peft_config, adapter_name, state_dict=state_dict)
+    if low_cpu_mem_usage:
+        empty_adapter_weights(tuner, adapter_name)
     model.peft_config = tuner.peft_config  # as PEFT: get/set_peft_model_state_dict(model) read it
     return model

@@ -223,8 +223,8 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     ``IncompatibleKeys(missing_keys, unexpected_keys)``, where ``missing_keys`` is every key of
     ``model.state_dict()`` that was not loaded (the base weights, other adapters) and
     ``unexpected_keys`` is empty (an unexpected key raised above)."""
-    # (low_cpu_mem_usage: PEFT's adapter weights on the meta device, assigned here; minilora's are real from
-    # the start, and are copied into: the same model afterwards)
+    # low_cpu_mem_usage=True: PEFT's load_state_dict(..., assign=True): the given tensors become the weights
+    # (an adapter made on the meta device gets its values so), each adapter then on its base layer's dtype
     entries = _adapter_entries(model, adapter_name)
     given = state = _as_file_keys(model, peft_model_state_dict, entries)
     if ignore_mismatched_sizes:
@@ -246,12 +246,54 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
             raise AdapterMismatchError(f"{source}: size mismatch for {key!r}: copying a param with shape {shape} "
                                        f"from checkpoint, the shape in current model is {tuple(target.shape)}: "
                                        "the adapter was made for another base model (or another rank r)")
+    names = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+    if low_cpu_mem_usage:
+        loaded = model.load_state_dict({names[id(t)]: _as_tensor(state[key]) for key, t in targets.items()},
+                                       strict=False, assign=True)
+        _adapters_to_base_layers(model, adapter_name)
+        return loaded
     for key, target in targets.items():
+        if target.is_meta:  # torch's load_state_dict: a copy into a meta parameter is a no-op, with its warning
+            warnings.warn(f"for {names[id(target)]}: copying from a non-meta parameter in the checkpoint to a meta "
+                          "parameter in the current model, which is a no-op. (Did you mean to pass `assign=True` to "
+                          "assign items in the state dictionary to their corresponding key in the module instead of "
+                          "copying them in place?)")
+            continue
         target._array[...] = _array_for(target, state[key])
         target._bump_version()  # an in-place change, as PEFT's load_state_dict (param.copy_)
     loaded = {id(target) for target in targets.values()}
     missing = [k for k, t in model.state_dict(keep_vars=True).items() if id(t) not in loaded]
     return IncompatibleKeys(missing, [])
+
+
+def _as_tensor(value):
+    """A state dict's value (a Tensor, a NumPy array, a torch tensor) as a Tensor of its own dtype."""
+    if isinstance(value, Tensor):
+        return value
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    return tensor(np.asarray(value))
+
+
+def _adapters_to_base_layers(model, adapter_name):
+    """PEFT's _move_adapter_to_device_of_base_layer after an assigning load: each adapter table (lora_A, ...)
+    none of whose weights is still on meta goes to its base layer's device and floating dtype."""
+    for layer in model.modules():
+        if not isinstance(layer, BaseTunerLayer):
+            continue
+        base = layer
+        while isinstance(getattr(base, "base_layer", None), nn.Module):
+            base = base.base_layer
+        base = getattr(base, "weight", None)
+        if base is None:
+            continue
+        for table_name in layer.adapter_layer_names:
+            table = getattr(layer, table_name, None)
+            if table is None or adapter_name not in table or any(p.is_meta for p in table.parameters()):
+                continue
+            dtype = base.dtype if is_floating(base.dtype) else None
+            table[adapter_name] = table[adapter_name].to(base.device, dtype=dtype)
+        getattr(layer, "meta_adapters", set()).discard(adapter_name)
 
 
 def _as_file_keys(model, state, entries):
@@ -519,7 +561,8 @@ def remap_keys(tensors, key_mapping):
     return out
 
 
-def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None, ignore_mismatched_sizes=False):
+def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None, ignore_mismatched_sizes=False,
+                         low_cpu_mem_usage=False):
     path = _weights_path(directory)
     config = peft_model.peft_config[adapter_name]
     if config.peft_type == "VERA" and not config.save_projection and \
@@ -532,7 +575,8 @@ def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None, 
     tensors = remap_keys(load_weights(path), key_mapping)
     _refuse_integer_tensors(path, tensors)
     warn_non_finite(tensors, f"adapter {path}")  # PEFT loads NaN silently; every output would be NaN
-    return set_peft_model_state_dict(peft_model, tensors, adapter_name, ignore_mismatched_sizes, source=path)
+    return set_peft_model_state_dict(peft_model, tensors, adapter_name, ignore_mismatched_sizes, low_cpu_mem_usage,
+                                     source=path)
 
 
 def _refuse_integer_tensors(path, tensors):
