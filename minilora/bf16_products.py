@@ -21,7 +21,9 @@ Measured on torch 2.13 (oneDNN 3.12), an AMD EPYC with AVX512-BF16: bit for bit 
 otherwise (4-7 of 512 outputs at k = 1500). Where the CPU lacks AVX512-BF16 oneDNN emulates the instruction,
 and where it has AMX (Sapphire Rapids and later) it multiplies tiles: neither order is modelled, and
 there the plain float32 sum stays (``applies``). The sums run compiled where a C compiler is found
-(``native/float32_kernels.c``, ``ml_bf16_pair_products``); the NumPy loop below is the same order.
+(``native/float32_kernels.c``, ``ml_bf16_pair_products``: 4 x 32 outputs in AVX-512 registers, ~64 GFLOP/s
+a core, a third of OpenBLAS's float32 GEMM; a bfloat16 Llama training step, d=256, 4 layers, 8 x 128 tokens,
+0.49 -> 0.63 s on 2 cores); the NumPy loop below is the same order, and what runs without a compiler.
 """
 import numpy as np
 
@@ -85,7 +87,7 @@ def _matrix(a, b):
     block = k_blocks(k)[0][1]
 
     def compiled(rows, out_rows):
-        part = np.empty(n, np.float32)  # (a block's sums before they are added: one row's worth)
+        part = np.empty(4 * 256, np.float32)  # (a later block's sums before they are added: the C loop's tile)
         library.ml_bf16_pair_products(*map(native.address, (rows, b, out_rows, part)), rows.shape[0], k, n, block)
     parallel.rows(compiled, a, out, work_per_row=k * n)
     return out

@@ -228,3 +228,19 @@ def test_autocast_bf16_on_a_float32_llama_with_eager_attention_gives_transformer
     assert str(out.logits.dtype) == "bfloat16"
     assert_same_bits(out.logits, expected.logits, "logits")
     assert out.loss.item() == expected.loss.item()
+
+
+@pytest.mark.parametrize("m, k, n", [(9, 1025, 70), (4, 7, 32), (13, 600, 45)])
+def test_bf16_products_compiled_and_numpy_agree(m, k, n):
+    """The compiled loop (register tiles of 4 x 32 and the edges around them) and the NumPy loop a learner
+    reads add the same products in the same order."""
+    from minilora import bf16_products, float32_math
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((2, m, k)).astype(ml.bfloat16)
+    b = rng.standard_normal((k, n)).astype(ml.bfloat16)
+    compiled = bf16_products.matmul(a, b)
+    with float32_math.numpy_port():
+        port = bf16_products.matmul(a, b)
+    assert compiled.dtype == port.dtype == np.float32 and compiled.shape == (2, m, n)
+    np.testing.assert_array_equal(compiled.view(np.int32), port.view(np.int32))
+    assert bf16_products.k_blocks(k)[-1][1] == k
