@@ -585,6 +585,9 @@ def read_header(path):
     header and for every tensor's byte range, dtypes are known, and each byte range fits its shape.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):  # (not "no such file": the folder is there, the file name is missing)
+        raise IsADirectoryError(f"{path} is a folder, not a safetensors file: pass the file in it (e.g. "
+                                f"{os.path.join(path, SAFE_WEIGHTS_NAME)}), or load the folder with from_pretrained")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such checkpoint file: {path}")
     size = os.path.getsize(path)

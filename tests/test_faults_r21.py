@@ -144,3 +144,8 @@ def test_a_lora_ga_cache_given_a_bare_file_name_is_written_in_the_working_folder
     monkeypatch.chdir(tmp_path)
     _loraga_from_cache(_tiny_model(16, 1), "loraga.pt")
     assert os.path.getsize(tmp_path / "loraga.pt") > 0
+
+
+def test_a_folder_given_as_a_safetensors_file_is_named_as_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"is a folder, not a safetensors file: pass the file in it"):
+        load_file(str(tmp_path))  # (was "no such checkpoint file": the folder is there)
