@@ -20,6 +20,11 @@ tiny ragged shapes and compared with a float64 NumPy reference.  What failed bef
   tan rounded once, where CUDA documents the fast divide of ``__sinf`` by ``__cosf`` (another number for ~40% of
   inputs; ``tanf`` under ``--use_fast_math`` too), and ``__frsqrt_rn`` rounded twice (``1.0f / sqrtf(x)``: ~30% of
   inputs) where CUDA's rounds once.
+* A block that waits for another block (a hand-written grid barrier on a global counter, as code before cooperative
+  groups wrote it; a split-K tile waiting for its predecessor's flag) spun forever: one worker ran the blocks one
+  after another, so the one it waited for never started (Ctrl-C or timeout= the only way out).  A block that spins
+  (2^14 turns and 0.1 s) now gets a worker for every block not started yet, up to 64, as a GPU holds them all
+  resident (runtime.cpp's ``ask_for_help``; not in racecheck, the sanitizer or check_races' other orders).
 
 Checked and left as they were: ``__hdiv`` -- bf16's is div.rn.f32 then one rounding to bf16 (CUDA 12's
 cuda_bf16.hpp), which equals the correctly rounded quotient (double rounding through float is innocuous for 8- and
@@ -298,3 +303,46 @@ def test_tanf_is_the_fast_divide_of_sin_by_cos_and_frsqrt_rn_rounds_once(options
     if options:  # --use_fast_math: nvcc compiles tanf as __tanf
         np.testing.assert_array_equal(tan_f, expected)
     np.testing.assert_array_equal(rsqrt_rn, (1 / np.sqrt(x.astype(np.float64))).astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------- blocks that wait for blocks
+GRID_BARRIER = r"""
+// a sense-reversing grid barrier on a global counter, as code wrote it before cooperative groups
+__device__ void grid_barrier(unsigned* count, volatile unsigned* generation) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned gen = *generation;
+        __threadfence();
+        if (atomicAdd(count, 1) == gridDim.x - 1) {
+            *count = 0;
+            __threadfence();
+            *generation = gen + 1;
+        } else {
+            while (*generation == gen) { }
+        }
+    }
+    __syncthreads();
+}
+
+extern "C" __global__ void sum_then_total(const float* x, float* partial, float* total, unsigned* sync, int n) {
+    float s = 0.f;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) s += x[i];
+    atomicAdd(&partial[blockIdx.x], s);
+    grid_barrier(sync, sync + 1);
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        float t = 0.f;
+        for (int b = 0; b < gridDim.x; ++b) t += partial[b];
+        total[0] = t;
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("blocks, workers", [(6, 1), (12, None)])
+def test_a_hand_written_grid_barrier_meets_instead_of_spinning_forever(blocks, workers):
+    x = rng(8).integers(0, 4, 1000).astype(np.float32)
+    partial, total, sync = np.zeros(blocks, np.float32), np.zeros(1, np.float32), np.zeros(2, np.uint32)
+    kernel = RawModule(code=GRID_BARRIER).get_function("sum_then_total")
+    kernel((blocks,), (64,), (x, partial, total, sync, np.int32(x.size)), workers=workers, timeout=10)
+    assert total[0] == x.sum()
+    assert list(sync) == [0, 1]

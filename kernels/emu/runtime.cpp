@@ -206,6 +206,9 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     bool bar_mixed = false;
     int named_arrived[16] = {};   // PTX's barriers 1..15 (bar.sync id, count): threads arrived in this phase
     bool rebuild_fibers = false;  // a thread left through thread_exit(): its fiber cannot be resumed
+    unsigned spin_turns = 0;      // turns given up spinning (spin_turn) in the current block
+    bool asked_for_help = false;  // in the current block (ask_for_help)
+    timespec block_start{};
     const char* bar_file = nullptr;
     int bar_line = 0;
     int error = E_OK;
@@ -964,7 +967,8 @@ std::string describe_stop(int reason, bool in_thread, uint3 t) {
     return fmt("kernel '%s' did not finish within timeout=%g s; stopped in %s. An endless loop? (A loop that "
                "waits for another thread's plain write never ends here: threads run one at a time until a "
                "barrier, and give the turn on volatile accesses, atomics, __nanosleep and mbarrier waits only; a block that "
-               "waits for another block may never see it run.)", w.kernel->name, g_esc.timeout_s, who.c_str());
+               "waits for another block gets the blocks not started yet run beside it, up to 64, but not under racecheck "
+               "or check_races' other block orders.)", w.kernel->name, g_esc.timeout_s, who.c_str());
 }
 
 // Where a fault address lies in the guard region below a fiber's stack: not there, in its upper half
@@ -1793,7 +1797,8 @@ double seconds_since(const timespec& t0) {
     return double(t.tv_sec - t0.tv_sec) + 1e-9 * double(t.tv_nsec - t0.tv_nsec);
 }
 void run_worker(Worker* wp);
-void start_other_workers() {
+std::mutex g_threads_lock;  // g_threads and g_nworkers, which a spinning worker may grow during the launch
+void start_other_workers_locked() {
     g_one_worker = false;  // from now on fibers find themselves from their stacks (see here())
     for (int k = 1; k < g_nworkers; ++k) {
         try {
@@ -1803,6 +1808,58 @@ void start_other_workers() {
         }
     }
 }
+void start_other_workers() {
+    std::lock_guard<std::mutex> hold(g_threads_lock);
+    if (g_one_worker) start_other_workers_locked();
+}
+// A block that spins (on an atomic, a volatile flag, __nanosleep) for a long time may wait for another block: a
+// hand-written grid barrier, a flag the previous tile of a split-K or chained scan sets.  A GPU runs the grid's blocks
+// side by side, so they meet; one worker running its blocks one after another would spin forever.  So such a worker
+// gets helpers: one more OS thread for each block not started yet (the plain multi-worker launch, grown), up to
+// kMaxWorkers in all.  A block that spins for a thread of its own is unaffected: helpers only run other blocks sooner.  Not in the builds
+// and schedules that need one worker (racecheck, the sanitizer, check_races' other orders, a cooperative launch).
+// Asked after 2^14 turns and 0.1 s in the block: a kernel that merely does many atomics in short blocks never asks.
+constexpr unsigned kSpinTurnsBeforeHelp = 1u << 14;
+constexpr double kSpinSecondsBeforeHelp = 0.1;
+void ask_for_help(const Worker& w) {
+#if defined(EMU_ASAN) || defined(EMU_RACECHECK)
+    (void)w;
+#else
+    if (w.cooperative || w.thread_order != ORDER_FORWARD) return;
+    std::lock_guard<std::mutex> hold(g_threads_lock);
+    if (g_shared.next.load() >= g_shared.block_order.size()) return;  // every block has started already
+    if (g_one_worker && g_nworkers > 1) return start_other_workers_locked();  // the launch's own, not yet started
+    // Every block not started yet gets a worker at once (up to kMaxWorkers), as a GPU holds them all resident.
+    const size_t left = g_shared.block_order.size() - g_shared.next.load();
+    const int target = int(std::min(size_t(kMaxWorkers), size_t(g_nworkers) + left));
+    while (g_nworkers < target) {
+        Worker& o = g_workers[g_nworkers];
+        o.kernel = w.kernel;
+        o.args = w.args;
+        o.grid = w.grid;
+        o.block = w.block;
+        o.dyn_shared = w.dyn_shared;
+        o.thread_order = w.thread_order;
+        o.cooperative = false;
+        o.rng = w.rng + uint64_t(g_nworkers);
+        o.nthreads = w.nthreads;
+        o.error = E_OK;
+        o.message.clear();
+        o.output.clear();
+        o.fault_pc = 0;
+        o.tid = 0;
+        o.running = 0;
+        g_one_worker = false;  // fibers find themselves from their stacks from now on (see here())
+        try {
+            g_threads.emplace_back(run_worker, &o);
+        } catch (const std::system_error&) {  // no more threads: the spin goes on (the launch's timeout= ends it)
+            return;
+        }
+        ++g_nworkers;
+    }
+#endif
+}
+
 void maybe_start_other_workers(size_t blocks_done) {
     if (!g_one_worker || g_nworkers == 1) return;
     const size_t left = g_shared.block_order.size() - std::min(g_shared.next.load(), g_shared.block_order.size());
@@ -1828,6 +1885,9 @@ void run_blocks(Worker& w) {
         if (fresh || w.rebuild_fibers) init_block_fibers(w, w.fibers, 0);
         else reuse_block_fibers(w);
         w.rebuild_fibers = false;
+        w.spin_turns = 0;
+        w.asked_for_help = false;
+        clock_gettime(CLOCK_MONOTONIC, &w.block_start);
         order_threads(w, fresh);
         fresh = false;
         const BlockResult r = run_block(w);
@@ -1919,6 +1979,20 @@ int run_cooperative_launch(Worker& w, const std::vector<size_t>& block_order) {
     return w.error;
 }
 
+// Waits for the other workers, including any that a spinning block started while we waited (ask_for_help).
+void join_workers() {
+    for (;;) {
+        std::thread t;
+        {
+            std::lock_guard<std::mutex> hold(g_threads_lock);
+            if (g_threads.empty()) return;
+            t = std::move(g_threads.back());
+            g_threads.pop_back();
+        }
+        t.join();
+    }
+}
+
 int run_launch(int requested_workers, bool start_workers_at_once) {
     Worker& w = g_workers[0];
     w.nthreads = int(w.block.x * w.block.y * w.block.z);
@@ -1978,8 +2052,7 @@ int run_launch(int requested_workers, bool start_workers_at_once) {
         clock_gettime(CLOCK_MONOTONIC, &g_launch_start);
         if (start_workers_at_once && g_nworkers > 1) start_other_workers();
         run_worker(&w);  // which starts the others when the launch is worth it
-        for (std::thread& t : g_threads) t.join();
-        g_threads.clear();
+        join_workers();
         g_one_worker = true;
         t_worker = &w;
         // The error of the first failed block in block order, as one worker would have reported it.
@@ -2777,6 +2850,12 @@ void __emu::spin_turn() {
     if (!t_worker) return;
     Worker& w = *t_worker;
     if (!w.in_fiber || !w.cur || w.cur->in_runtime || w.cur->state != RUNNABLE) return;
+    if ((++w.spin_turns & (kSpinTurnsBeforeHelp - 1)) == 0 && !w.asked_for_help &&
+        seconds_since(w.block_start) >= kSpinSecondsBeforeHelp) {  // waiting for another block? one more worker runs
+        RuntimeSection busy(w.cur);
+        w.asked_for_help = true;
+        ask_for_help(w);
+    }
     yield_to_scheduler(w.cur, w);
 }
 
