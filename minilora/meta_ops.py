@@ -25,9 +25,11 @@ from . import factories
 from .ops.elementwise import Clone, ToDevice
 from .ops.lora import LoraLinear
 from .ops.matmul import Linear, MatMul
-from .ops.nn import Attention, CrossEntropy, Dropout, Embedding, KernelValues, RMSNorm, Rotary, SwiGLU
-from .ops.reduce import LogSoftmax, Mean, Softmax, Sum
-from .ops.shape import Reshape
+from .ops.index import CumSum, Gather, IndexSelect
+from .ops.nn import (Attention, CrossEntropy, Dropout, Embedding, KernelValues, LayerNorm, MseLoss, NllLoss, RMSNorm,
+                     Rotary, SwiGLU)
+from .ops.reduce import AMax, ArgMax, LogSoftmax, Mean, PNorm, Softmax, Sum, Var
+from .ops.shape import Cat, Flip, Reshape, Roll
 from .tensor import Function
 
 __all__ = ["variant", "forward", "gradients", "unwritten", "small_operands", "elementwise_result"]
@@ -233,6 +235,13 @@ def norm_shape(x, weight=None, *_, width, **__):
     return x.shape
 
 
+def layer_norm_shape(x, weight=None, bias=None, *_, width, **__):
+    """layer_norm over the last dimensions holding ``width`` numbers, with its weight and bias."""
+    if any(p is not None and p.size != width for p in (weight, bias)):
+        return None
+    return norm_shape(x, width=width)
+
+
 def _normalized_dims(shape, width):
     """How many trailing dimensions of ``shape`` hold ``width`` numbers (None: none do)."""
     size = 1
@@ -265,6 +274,42 @@ def reduced_shape(a, axis=None, keepdims=False, *_, **__):
             return None
         axes = {ax % max(a.ndim, 1) for ax in axes}
     return tuple(1 if i in axes else n for i, n in enumerate(a.shape) if keepdims or i not in axes)
+
+
+def norm_of_shape(a, p, axis=None, keepdims=False, *_, **__):
+    """A vector norm over ``axis`` (reduced_shape's rule after the order ``p``)."""
+    return reduced_shape(a, axis, keepdims)
+
+
+def concatenated_shape(*arrays, axis=0):
+    """cat: arrays of one rank, alike but along ``axis``, which adds up."""
+    first = arrays[0]
+    if first.ndim == 0 or not -first.ndim <= axis < first.ndim:
+        return None
+    axis %= first.ndim
+    if any(a.ndim != first.ndim or a.shape[:axis] + a.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]
+           for a in arrays):
+        return None
+    return first.shape[:axis] + (sum(a.shape[axis] for a in arrays),) + first.shape[axis + 1:]
+
+
+def index_select_shape(a, index, axis):
+    """index_select: ``axis`` holds as many entries as the (1-D) index."""
+    if index.ndim > 1 or not -max(a.ndim, 1) <= axis < max(a.ndim, 1) or a.ndim == 0:
+        return None
+    axis %= a.ndim
+    return a.shape[:axis] + (index.size,) + a.shape[axis + 1:]
+
+
+def gather_shape(a, index, axis, *_, **__):
+    """gather: the index's shape (of the input's rank)."""
+    return index.shape if index.ndim == a.ndim else None
+
+
+def loss_shape(x, t, *, reduction):
+    """An elementwise loss (mse): its operands broadcast, or one number when reduced."""
+    shape = broadcast_shape(x, t)
+    return shape if shape is None or reduction == "none" else ()
 
 
 def softmax_shape(a, axis=-1, *_, **__):
@@ -303,10 +348,14 @@ def _attach():
     rules = {MatMul: matmul_shape, Linear: linear_shape, LoraLinear: lora_linear_shape, Embedding: embedding_shape,
              CrossEntropy: cross_entropy_shape, SwiGLU: same_shapes, Rotary: rotary_shape, Attention: attention_shape,
              RMSNorm: norm_shape, Dropout: first_shape, Sum: reduced_shape, Mean: reduced_shape,
-             Softmax: softmax_shape, LogSoftmax: softmax_shape, Clone: first_shape, Reshape: reshape_copy_shape}
+             Softmax: softmax_shape, LogSoftmax: softmax_shape, Clone: first_shape, Reshape: reshape_copy_shape,
+             LayerNorm: layer_norm_shape, AMax: reduced_shape, ArgMax: reduced_shape, Var: reduced_shape,
+             PNorm: norm_of_shape, CumSum: first_shape, Flip: first_shape, Roll: first_shape, Cat: concatenated_shape,
+             IndexSelect: index_select_shape, Gather: gather_shape, MseLoss: loss_shape, NllLoss: cross_entropy_shape}
     for cls, rule in rules.items():
         cls.meta_shape = staticmethod(rule)
-    Rotary.meta_small, RMSNorm.meta_small = staticmethod(rotary_small), staticmethod(norm_small)
+    Rotary.meta_small = staticmethod(rotary_small)
+    RMSNorm.meta_small = LayerNorm.meta_small = staticmethod(norm_small)
     Rotary.meta_order, Dropout.meta_order = staticmethod(empty_like_order), staticmethod(iterator_order)
     Clone.meta_order = staticmethod(clone_order)
     Reshape.meta_dtype = staticmethod(input_dtype)
