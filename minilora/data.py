@@ -629,6 +629,29 @@ class DataCollatorForLanguageModeling:
         inputs[randomized] = draws.token_ids(len(self.tokenizer), randomized)
         return inputs, labels
 
+    def generator_state(self):
+        """minilora's (transformers has no such call): the seeded generator's state, or None (no seed, or no draw
+        yet). ``minilora.train`` keeps it in a checkpoint: the masks go on from epoch to epoch, and replaying the
+        current epoch's batches from a fresh generator would leave it where the run was only in its first epoch."""
+        if self.generator is None:
+            return None
+        if isinstance(self.generator, Generator):
+            return {"pt": self.generator.get_state().numpy()}
+        return {"np": self.generator.bit_generator.state}
+
+    def set_generator_state(self, state):
+        """Put back what ``generator_state`` returned (in the main process: a DataLoader's workers hold copies)."""
+        if state is None:
+            self.generator, self._generator_pid = None, None
+            return
+        (kind, value), = state.items()
+        generator = _TorchDraws.seeded(0) if kind == "pt" else _NumpyDraws.seeded(0)
+        if kind == "pt":
+            generator.set_state(tensor(np.asarray(value, dtype=np.uint8)))
+        else:
+            generator.bit_generator.state = value
+        self.generator, self._generator_pid = generator, (os.getpid(), None)
+
     def _generator(self, return_tensors, draws):
         """The seeded generator (made once per process, ``seed + worker id`` in a DataLoader worker, as
         transformers), or None: the global one."""

@@ -578,8 +578,11 @@ class _EpochLoader:
         return (_as_ids_and_labels(batch) for batch in self.loader)
 
     def state_dict(self):
-        return {"epoch_start": None if self.epoch_start is None else list(self.epoch_start), "taken": self.taken,
-                "workers_start": self.workers_start}
+        state = {"epoch_start": None if self.epoch_start is None else list(self.epoch_start), "taken": self.taken,
+                 "workers_start": self.workers_start}
+        if callable(getattr(self.loader.collate_fn, "generator_state", None)):  # (a seeded masking collator)
+            state["collator"] = self.loader.collate_fn.generator_state()
+        return state
 
     def load_state_dict(self, state):
         """Where the checkpointed run was in its epoch (called after the global generators were restored)."""
@@ -608,6 +611,10 @@ class _EpochLoader:
                                  "train_data has: not the same train_data")
         self.taken = int(state["taken"])
         set_generator_states(now)
+        if "collator" in state and callable(getattr(self.loader.collate_fn, "set_generator_state", None)):
+            # a collate_fn's own seeded generator goes on from epoch to epoch: the replay from a fresh one left it
+            # where the run was in its first epoch only
+            self.loader.collate_fn.set_generator_state(state["collator"])
 
 
 def _batch_options(loader, grad_accum):

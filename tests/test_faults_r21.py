@@ -149,3 +149,36 @@ def test_a_lora_ga_cache_given_a_bare_file_name_is_written_in_the_working_folder
 def test_a_folder_given_as_a_safetensors_file_is_named_as_a_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match=r"is a folder, not a safetensors file: pass the file in it"):
         load_file(str(tmp_path))  # (was "no such checkpoint file": the folder is there)
+
+
+def _masking_tokenizer(folder):
+    tokenizers = pytest.importorskip("tokenizers")
+    from minilora.tokenizer import from_pretrained
+    vocab = {"<unk>": 0, "<s>": 1, "<pad>": 2, **{f"w{i}": i for i in range(3, 15)}, "<mask>": 15}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    backend.add_special_tokens(["<s>", "<pad>", "<mask>"])
+    backend.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "pad_token": "<pad>", "mask_token": "<mask>", "unk_token": "<unk>"}))
+    return from_pretrained(str(folder))
+
+
+@pytest.mark.parametrize("return_tensors", ["pt", "np"])
+def test_a_seeded_masking_collator_resumed_in_a_later_epoch_masks_as_the_uninterrupted_run(tmp_path, return_tensors):
+    from minilora.data import DataCollatorForLanguageModeling
+    tokenizer = _masking_tokenizer(tmp_path)
+
+    def loader():  # 4 batches an epoch; the collator's own generator (seed=7) goes on from epoch to epoch
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.5, seed=7,
+                                                   return_tensors=return_tensors)
+        return DataLoader([row.tolist() for row in ROWS], batch_size=3, shuffle=True, collate_fn=collator)
+
+    options = {**KW, "steps": 10}
+    whole = lora_model()
+    expected = train(whole, loader(), **options)
+    with pytest.raises(Stop):  # the last checkpoint (step 8) ends the second epoch: 8 batches masked so far
+        train(lora_model(), loader(), out_dir=tmp_path / "run", save_every=2, after_optimizer_step=stop_at(9), **options)
+    resumed = lora_model()
+    result = train(resumed, loader(), out_dir=tmp_path / "run", save_every=2, resume=True, **options)
+    assert result.losses == expected.losses
+    assert same_weights(resumed, whole)
