@@ -214,12 +214,8 @@ class CrossEntropy(Function):
         if ctx.probs.size == 0:  # (no classes: every target was ignored, the gradient is empty)
             return xp.zeros_like(ctx.probs), None
         grad = xp.empty_like(ctx.probs)
-        def block(*arrays):
-            _cross_entropy_backward_rows(*arrays, divisor=divisor)
-            _round_target_entries_once(*arrays, divisor=divisor)
-        parallel.rows(block, ctx.probs, ctx.targets, ctx.valid, g_rows, grad)
-        if type(grad) is np.ndarray and not ctx.valid.all():  # an ignored row: torch's log_softmax backward of a
-            grad[~np.asarray(ctx.valid, bool)] = 0  # row of +0s is +0 (g * 0 here could be -0)
+        parallel.rows(lambda *blocks: _cross_entropy_backward_rows(*blocks, divisor=divisor),
+                      ctx.probs, ctx.targets, ctx.valid, g_rows, grad)
         return grad, None
 
 
@@ -271,18 +267,17 @@ def _cross_entropy_backward_rows(probs, targets, valid, g, grad, divisor):
     # EXERCISE 2.5: fill grad: 0 for ignored targets (valid = 0), each row times g * valid / divisor
     # BEGIN SOLUTION
     share = ((g / divisor) * valid).astype(grad.dtype, copy=False)
-    xp_of(grad).multiply(probs, share[:, None], out=grad)  # p * share, and at the target p * share - share
-    grad[xp_of(grad).arange(len(grad)), targets] -= share
+    xp_of(grad).multiply(probs, share[:, None], out=grad)  # p * share, and at the target p * share - share:
+    rows = xp_of(grad).arange(len(grad))
+    grad[rows, targets] = _multiply_add(probs[rows, targets], share, -share)  # (rounded once, as torch's)
+    grad[valid == 0] = 0  # (a row that counts for nothing is +0, as torch's; g * 0 could be -0)
     # END SOLUTION
 
 
-def _round_target_entries_once(probs, targets, valid, g, grad, divisor):
-    """Recompute each row's target entry ``p * share - share`` with one rounding, as torch's
-    log_softmax backward computes it (a fused multiply-add); the exercise's two roundings can differ
-    in the last bit. Outside the exercise: it is about matching torch's rounding, not the math."""
-    share = ((g / divisor) * valid).astype(grad.dtype, copy=False)
-    rows = xp_of(grad).arange(len(grad))
-    grad[rows, targets] = fastmath.multiply_add(probs[rows, targets], share, -share)
+def _multiply_add(a, b, c):
+    """``a * b + c`` rounded once, as torch's log_softmax backward's fused multiply-add computes it (two roundings
+    can differ in the last bit; ``fastmath.multiply_add`` follows torch's build: fused where it fuses)."""
+    return fastmath.multiply_add(a, b, c)
 
 
 class Dropout(Function):
