@@ -293,23 +293,53 @@ def test_float64_rms_norm_input_gradient_is_torchs_bits(rng, shape):
     np.testing.assert_array_equal(grads[1], grads[0])
 
 
-def test_a_linear_layers_bias_gradient_is_the_regions():
-    """Exercise 1.5 returns the bias's gradient too: float32 and float64 F.linear computed it beside the region
-    (torch's order of additions), so a learner's ``gb`` was dead code there. The region's ``gb`` doubled shows."""
-    doubled = """
+def _linear_bias_grad(dtype, weight_trained):
+    x, w = _t(3, 4).to(dtype), _t(5, 4, grad=weight_trained).to(dtype)
+    b = ml.tensor(np.ones(5), dtype=dtype, requires_grad=True)
+    F.linear(x, w, b).sum().backward()
+    return b.grad.numpy()
+
+
+def _cross_entropy_grad(dtype):
+    z = ml.tensor(np.random.default_rng(0).standard_normal((4, 6)), dtype=dtype, requires_grad=True)
+    F.cross_entropy(z, ml.tensor([1, -100, 3, 0])).backward()
+    return z.grad.numpy()
+
+
+WRONG = {  # exercise: (a wrong region, the result it gives from the right one, the float32/float64 call)
+    "1.5 (bias gradient doubled)": ("1.5", """
         if gx is not None:
             xp_of(g).matmul(g, w, out=gx)
         gw = g.T @ x if need_w else None
         gb = 2 * _sum_over_rows(g) if need_b else None
-        """
-    for dtype in ("float32", "float64"):
-        for weight_trained in (True, False):
-            def bias_grad():
-                x, w = _t(3, 4), _t(5, 4, grad=weight_trained)
-                b = ml.tensor(np.ones(5, dtype), requires_grad=True)
-                F.linear(x.to(getattr(ml, dtype)), w.to(getattr(ml, dtype)), b).sum().backward()
-                return b.grad.numpy()
-            right = bias_grad()
-            with stubbed("1.5", doubled):
-                np.testing.assert_array_equal(bias_grad(), 2 * right, err_msg=f"{dtype}, weight trained: "
-                                              f"{weight_trained}")
+        """, lambda right: 2 * right, [functools.partial(_linear_bias_grad, weight_trained=trained)
+                                        for trained in (True, False)]),
+    "2.5 (one-hot added, not subtracted)": ("2.5", """
+        share = ((g / divisor) * valid).astype(grad.dtype, copy=False)
+        grad[...] = probs * share[:, None]
+        grad[xp_of(grad).arange(len(grad)), targets] += share
+        grad[valid == 0] = 0
+        """, None, [_cross_entropy_grad]),
+    "2.5 (ignored rows not zeroed)": ("2.5", """
+        share = (g / divisor).astype(grad.dtype, copy=False)
+        grad[...] = probs * share[:, None]
+        grad[xp_of(grad).arange(len(grad)), targets] -= share
+        """, None, [_cross_entropy_grad]),
+}
+
+
+@pytest.mark.parametrize("case", WRONG)
+def test_what_a_region_computes_is_what_the_op_returns(case):
+    """A region whose results the op recomputed after it (float32 and float64 F.linear summed the bias's gradient
+    beside 1.5's region; F.cross_entropy rewrote 2.5's target entries and ignored rows) made a learner's wrong
+    code pass unseen: with a wrong region in place, the op's result must change (to ``expected``, where given)."""
+    number, wrong, expected, calls = WRONG[case]
+    for dtype in (ml.float32, ml.float64):
+        for call in calls:
+            right = call(dtype)
+            with stubbed(number, wrong):
+                got = call(dtype)
+            if expected is not None:
+                np.testing.assert_array_equal(got, expected(right), err_msg=f"{dtype}")
+            else:
+                assert not np.array_equal(got, right), f"{dtype}: the wrong region left the result unchanged"
