@@ -1941,6 +1941,20 @@ class Tensor:
         self._view = None
         self._inference = _inference_tensors_made and _mode.inference
 
+    def new(self, *data, device=None):
+        """torch's legacy ``x.new(...)``: the legacy constructor in ``x``'s dtype, on ``x``'s device (a meta
+        tensor's is meta): ``new(2, 3)`` of that size (zeros here; torch leaves it uninitialised), ``new([1, 2])``
+        from data, ``new(t)`` sharing ``t``'s storage (of ``x``'s dtype), ``new()`` empty. ``device=`` another
+        device is torch's error."""
+        if device is not None and _get_device(device) is not self._device:
+            raise RuntimeError(f"legacy constructor expects device type: {self._device.name} but device type: "
+                               f"{_get_device(device).name} was passed")
+        if len(data) == 1 and isinstance(data[0], Tensor) and data[0].dtype != self.dtype:
+            raise TypeError(f"new(): expected a tensor of dtype {self.dtype} (got {data[0].dtype}), as x's own")
+        if len(data) == 1 and isinstance(data[0], (float, complex, bool)):
+            raise TypeError(f"new(): data must be a sequence (got {type(data[0]).__name__})")
+        return Tensor(*data, dtype=self.dtype, device=self._device)
+
     @staticmethod
     def _make(array, dev, requires_grad, ctx):
         """Fast constructor used by ops: no conversion, no checks -- but one: a NumPy ufunc of 0-d

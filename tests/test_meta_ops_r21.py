@@ -321,3 +321,23 @@ def test_inject_adapter_in_model_low_cpu_mem_usage_then_load_state_dict_assign_a
     assert (ours[0], ours[2], ours[3]) == (theirs[0], theirs[2], theirs[3])
     assert ours[1] == "Tensor on device meta is not on the expected device cpu!"
     np.testing.assert_allclose(ours[4], theirs[4], rtol=1e-6)
+
+
+def test_tensor_new_is_torchs_legacy_constructor_on_the_tensors_dtype_and_device():
+    def story(T):
+        def outcome(call):
+            try:
+                t = call()
+                values = t.tolist() if t.device.type == "cpu" and t.numel() < 5 and t.dim() == 1 else None
+                return t.device.type, tuple(t.shape), str(t.dtype).split(".")[-1], t.requires_grad, values
+            except Exception as exc:
+                return type(exc).__name__
+        x, meta = T.ones(2, dtype=T.float64, requires_grad=True), T.ones(2, dtype=T.int64, device="meta")
+        return [outcome(lambda: x.new()), outcome(lambda: x.new(2, 3)), outcome(lambda: x.new(T.Size([2, 3]))),
+                outcome(lambda: x.new([1, 2])), outcome(lambda: x.new((1, 2))), outcome(lambda: x.new(np.ones(2))),
+                outcome(lambda: x.new(T.ones(2, dtype=T.float64))), outcome(lambda: x.new(T.ones(2))),
+                outcome(lambda: x.new(2, device="meta")), outcome(lambda: x.new(2.5)), outcome(lambda: meta.new(2, 3)),
+                outcome(lambda: meta.new([1, 2])), outcome(lambda: meta.new(2, device="cpu"))]
+    assert story(ml) == story(torch)
+    shared = ml.ones(2)
+    assert np.shares_memory(shared.new(shared)._array, shared._array)  # (torch's shares its storage too)
