@@ -7,7 +7,7 @@ two bfloat16 numbers is exact in float32, so this order of additions is all ther
 
     k <= 512:           one block          sum = (((0 + p1) + p0) + p3) + p2 ...
     512 < k <= 1024:    blocks of 512      each block summed so, the blocks' sums added in order
-    k > 1024:           blocks of 1024
+    k > 1024:           blocks of 1024     (a product of one row, a decoded token's: of 512)
 
 and the caller rounds the float32 sum to bfloat16 once (after the bias, as torch's addmm does).
 
@@ -17,10 +17,9 @@ the float32 difference reaches a rounding boundary now and then (1 of 6144 gate_
 tests/test_bf16_llama.py's tiny Llama; 5-25% of the outputs of a product built to cancel).
 
 Measured on torch 2.13 (oneDNN 3.12), an AMD EPYC with AVX512-BF16: bit for bit for every shape tried
-(tests/test_bf16_bits_r21.py), but a single row (M = 1, one decoded token) with k > 1024, which blocks k
-otherwise (4-7 of 512 outputs at k = 1500). Where the CPU lacks AVX512-BF16 oneDNN emulates the instruction,
-and where it has AMX (Sapphire Rapids and later) it multiplies tiles: neither order is modelled, and
-there the plain float32 sum stays (``applies``). The sums run compiled where a C compiler is found
+(tests/test_bf16_bits_r21.py). Where the CPU lacks AVX512-BF16 oneDNN emulates the instruction, and where
+it has AMX (Sapphire Rapids and later) it multiplies tiles: neither order is modelled, and there the plain
+float32 sum stays (``applies``). The sums run compiled where a C compiler is found
 (``native/float32_kernels.c``, ``ml_bf16_pair_products``: 4 x 32 outputs in AVX-512 registers, ~64 GFLOP/s
 a core, a third of OpenBLAS's float32 GEMM; a bfloat16 Llama training step, d=256, 4 layers, 8 x 128 tokens,
 0.49 -> 0.63 s on 2 cores); the NumPy loop below is the same order, and what runs without a compiler.
@@ -50,11 +49,12 @@ def applies(dtype):
     return PAIRS and dtypes.is_bfloat16(dtype)
 
 
-def k_blocks(k):
-    """oneDNN's blocks of the contraction axis: ``[(start, stop), ...]``."""
+def k_blocks(k, rows=2):
+    """oneDNN's blocks of the contraction axis for a product of ``rows`` rows: ``[(start, stop), ...]``
+    (one row, one decoded token's, runs blocks of 512 whatever k)."""
     if k <= 512:
         return [(0, k)]
-    size = 512 if k <= 1024 else 1024
+    size = 512 if k <= 1024 or rows == 1 else 1024
     return [(start, min(k, start + size)) for start in range(0, k, size)]
 
 
@@ -64,8 +64,8 @@ def matmul(a, b):
     a, b = dtypes.upcast(a), dtypes.upcast(b)
     if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):  # (CuPy: cuBLAS's own order)
         return a @ b
-    if a.ndim == 2 and b.ndim == 2:
-        return _matrix(a, b)
+    if b.ndim == 2:  # (torch's matmul folds a batch of a into rows of one product: rows decide the blocks)
+        return _matrix(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[1],))
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a = np.broadcast_to(a, batch + a.shape[-2:])
     b = np.broadcast_to(b, batch + b.shape[-2:])
@@ -82,9 +82,9 @@ def _matrix(a, b):
     out = np.empty((m, n), np.float32)
     library = float32_math._native_library()
     if library is None or k == 0:
-        parallel.rows(lambda rows, out_rows: _pairs_in_numpy(rows, b, out_rows), a, out, work_per_row=k * n)
+        parallel.rows(lambda rows, out_rows: _pairs_in_numpy(rows, b, out_rows, m), a, out, work_per_row=k * n)
         return out
-    block = k_blocks(k)[0][1]
+    block = k_blocks(k, m)[0][1]
 
     def compiled(rows, out_rows):
         part = np.empty(4 * 256, np.float32)  # (a later block's sums before they are added: the C loop's tile)
@@ -93,10 +93,11 @@ def _matrix(a, b):
     return out
 
 
-def _pairs_in_numpy(a, b, out):
-    """The sums of ``a @ b`` into ``out``, block by block, in each block a pair of k at a time: odd, then even."""
+def _pairs_in_numpy(a, b, out, rows):
+    """The sums of ``a @ b`` into ``out`` (some of the product's ``rows``), block by block, in each block a pair
+    of k at a time: odd, then even."""
     out[...] = 0
-    for start, stop in k_blocks(a.shape[1]):
+    for start, stop in k_blocks(a.shape[1], rows):
         acc = out if start == 0 else np.zeros_like(out)
         for k in range(start, stop, 2):
             if k + 1 < stop:

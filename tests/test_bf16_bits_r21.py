@@ -162,10 +162,12 @@ def cpu_has_bf16_pairs():
 
 
 @pytest.mark.skipif(not cpu_has_bf16_pairs(), reason="oneDNN's order is modelled for AVX512-BF16 CPUs")
-@pytest.mark.parametrize("m, k, n", [(24, 64, 96), (64, 700, 64), (40, 1376, 48), (3, 2500, 33), (1, 900, 64)])
+@pytest.mark.parametrize("m, k, n", [(24, 64, 96), (64, 700, 64), (40, 1376, 48), (3, 2500, 33), (1, 900, 64),
+                                     (1, 2048, 64)])
 def test_bf16_products_are_onednn_bits(m, k, n):
     """F.linear (with a bias), its input and weight gradients, torch.matmul and bmm on bfloat16 operands: each
-    sum in oneDNN's order (vdpbf16ps pairs; k in blocks of 512 up to 1024, of 1024 beyond)."""
+    sum in oneDNN's order (vdpbf16ps pairs; k in blocks of 512 up to 1024, of 1024 beyond, of 512 for one
+    row); a batch of rows times a matrix is one product (torch's matmul folds it), a decoded token's too."""
     x, w = cancelling(m, k, n)
     bias = torch.randn(n, generator=torch.Generator().manual_seed(1)).bfloat16()
     x.requires_grad_(), w.requires_grad_()
@@ -182,6 +184,15 @@ def test_bf16_products_are_onednn_bits(m, k, n):
     with torch.no_grad():
         assert_same_bits(ml.matmul(ours_x.detach(), ours_w.detach().T), x @ w.T, "matmul")
         assert_same_bits(ml.bmm(ours_x.detach()[None], ours_w.detach().T[None]), torch.bmm(x[None], w.T[None]), "bmm")
+    # [m, 1, k] @ [k, n]: m rows of one product (torch's matmul folds them), forward and backward
+    rows, ours_rows = x.detach().reshape(m, 1, k).requires_grad_(), ours_x.detach().reshape(m, 1, k).requires_grad_()
+    wt, ours_wt = w.detach().T.requires_grad_(), ours_w.detach().T.requires_grad_()
+    (rows @ wt).backward(dy.reshape(m, 1, n))
+    ours = ml.matmul(ours_rows, ours_wt)
+    ours.backward(ml.tensor(bits(dy).view(ml.bfloat16)).reshape(m, 1, n))
+    assert_same_bits(ours, rows @ wt, "matmul of a batch")
+    assert_same_bits(ours_rows.grad, rows.grad, "matmul of a batch: the batch's gradient")
+    assert_same_bits(ours_wt.grad, wt.grad, "matmul of a batch: the matrix's gradient")
 
 
 def test_peft_bf16_adapters_on_an_eager_bf16_llama_bit_for_bit(checkpoint):

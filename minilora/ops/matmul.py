@@ -215,7 +215,10 @@ class MatMul(Function):
         dtype = g.dtype
         products = _torch_products  # each product split over threads
         if _is_16bit_float(g) and not _on_cublas(g, a2, b2, products=[a2.shape, b2.shape]):
-            products = bf16_products.matmul if _bf16_pairs(g, a2, b2) else products  # (oneDNN's order)
+            if _bf16_pairs(g, a2, b2):  # oneDNN's order, on torch's operands: a batch times a matrix is one mm
+                products = bf16_products.matmul
+                if b2.ndim == 2 and a2.ndim > 2:
+                    a2, g = a2.reshape(-1, a2.shape[-1]), g.reshape(-1, g.shape[-1])
             g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # as torch: in float32, each gradient rounded once
         ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=products)
         return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
