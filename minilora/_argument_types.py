@@ -17,7 +17,8 @@ import numpy as np
 
 from .tensor import Tensor, tensor
 
-__all__ = ["TENSOR_PARAMETERS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "check_tensor_arguments"]
+__all__ = ["TENSOR_PARAMETERS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "check_tensor_arguments",
+           "FUNCTIONAL_CHECKS", "check_functional_arguments"]
 
 # the parameters (in order, from position 1) that must be Tensors -> the top-level names with that signature head
 TENSOR_PARAMETERS = {
@@ -253,3 +254,126 @@ def check_tensor_arguments(namespace):
     for name in NUMBER_PAIRS.split():
         if callable(namespace.get(name)):
             namespace[name] = _taking_two_numbers(namespace[name])
+
+
+# ``minilora.nn.functional``: each name's leading parameters that torch 2.13 refuses a non-Tensor for (read off by
+# calling each with a float, None and an ndarray in their place), as "param" where torch's argument parser refuses
+# it (``dropout(): argument 'input' (position 1) must be Tensor, not int``; "logits=input": the parser's name for
+# it) and "param.attribute" where torch's F function is Python that reads that attribute first (``F.tanh(3)``:
+# ``'int' object has no attribute 'tanh'``). Without this, minilora's versions took a number, a list or None and
+# answered (``F.dropout(3)``, ``F.tanh(2.0)``, ``F.mse_loss(x, 0)``) or failed inside in other words.
+# F.linear, F.embedding and the in-place activations check their own arguments.
+FUNCTIONAL_CHECKS = {
+    "input": """
+        adaptive_avg_pool1d adaptive_max_pool1d adaptive_max_pool1d_with_indices alpha_dropout avg_pool1d avg_pool2d
+        avg_pool3d batch_norm celu celu_ channel_shuffle dropout elu elu_ feature_alpha_dropout fold gelu hardshrink
+        hardsigmoid hardswish hardtanh hardtanh_ layer_norm leaky_relu leaky_relu_ logsigmoid max_pool1d
+        max_pool1d_with_indices max_pool2d max_pool2d_with_indices max_pool3d mish multilabel_soft_margin_loss
+        native_channel_shuffle one_hot pad pdist pixel_shuffle pixel_unshuffle relu relu6 relu_ rms_norm rrelu rrelu_
+        selu selu_ silu softplus softshrink threshold threshold_ unfold""",
+    "input.dim": """
+        dropout1d dropout2d dropout3d fractional_max_pool2d fractional_max_pool2d_with_indices fractional_max_pool3d
+        fractional_max_pool3d_with_indices glu group_norm interpolate local_response_norm upsample upsample_bilinear
+        upsample_nearest""",
+    "input.size": """
+        adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool2d adaptive_max_pool2d_with_indices adaptive_max_pool3d
+        adaptive_max_pool3d_with_indices gaussian_nll_loss instance_norm""",
+    "input target": """
+        cross_entropy hinge_embedding_loss kl_div multi_margin_loss multilabel_margin_loss nll_loss poisson_nll_loss
+        soft_margin_loss""",
+    "input.size target.size": """
+        binary_cross_entropy binary_cross_entropy_with_logits huber_loss l1_loss mse_loss smooth_l1_loss""",
+    "input weight": "conv_transpose1d conv_transpose2d conv_transpose3d prelu",
+    "input.pow": "lp_pool1d lp_pool2d lp_pool3d",
+    "x1 x2": "cosine_similarity pairwise_distance",
+    "input.size indices": "max_unpool2d max_unpool3d",
+    "input.softmax": "softmax softmin",
+    "input.tanh": "tanh tanhshrink",
+    "theta.is_floating_point": "affine_grid",
+    "input1 input2 weight": "bilinear",
+    "input weight bias": "conv_tbc",
+    "input1 input2 target": "cosine_embedding_loss",
+    "input.dim weight.dtype": "embedding_bag",
+    "input grid": "grid_sample",
+    "logits=input": "gumbel_softmax",
+    "input.dim linear_weight.dim target.shape": "linear_cross_entropy",
+    "input.log_softmax": "log_softmax",
+    "input1.dim input2.dim target.dim": "margin_ranking_loss",
+    "input.is_cuda": "max_pool3d_with_indices",
+    "input.size indices.unsqueeze": "max_unpool1d",
+    "input.norm": "normalize",
+    "query key value": "scaled_dot_product_attention",
+    "input.sigmoid": "sigmoid",
+    "input.abs": "softsign",
+    "anchor positive negative": "triplet_margin_loss",
+    "anchor.ndim positive.ndim negative.ndim": "triplet_margin_with_distance_loss",
+}
+# the function torch's parser names, where it is not the F name
+FUNCTIONAL_TORCH_NAMES = {
+    "adaptive_max_pool1d_with_indices": "adaptive_max_pool1d", "cross_entropy": "cross_entropy_loss", "fold": "col2im",
+    "grid_sample": "grid_sampler", "gumbel_softmax": "empty_like", "logsigmoid": "log_sigmoid",
+    "multilabel_soft_margin_loss": "log_sigmoid", "nll_loss": "nll_loss_nd", "unfold": "im2col"}
+# conv1d/2d/3d and ctc_loss are overloaded in torch: a non-Tensor there matches no overload
+_CONV = ("(Tensor input, Tensor weight, Tensor bias = None, tuple of ints stride = 1, tuple of ints padding = 0, "
+         "tuple of ints dilation = 1, int groups = 1)",
+         "(Tensor input, Tensor weight, Tensor bias = None, tuple of ints stride = 1, str padding = \"valid\", "
+         "tuple of ints dilation = 1, int groups = 1)")
+_CTC = ("(Tensor log_probs, Tensor targets, tuple of ints input_lengths, tuple of ints target_lengths, int blank = 0, "
+        "int reduction = at::Reduction::Mean, bool zero_infinity = False)",
+        "(Tensor log_probs, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank = 0, "
+        "int reduction = at::Reduction::Mean, bool zero_infinity = False)")
+FUNCTIONAL_OVERLOADS = {"conv1d": (("input", "weight"), _CONV), "conv2d": (("input", "weight"), _CONV),
+                        "conv3d": (("input", "weight"), _CONV), "ctc_loss": (("log_probs", "targets"), _CTC)}
+
+
+def _refusal(name, spec, index):
+    """What to raise for a non-Tensor at parameter ``index``, described by ``spec`` ("param", "param=torch_name" or
+    "param.attribute"): refuse(value, by_position) raises."""
+    parameter, _, attribute = spec.partition(".")
+    parameter, _, torch_parameter = parameter.partition("=")
+    torch_parameter = torch_parameter or parameter
+
+    def refuse(value, by_position):
+        if attribute:  # torch's Python reads value.<attribute> first: Python's own AttributeError, word for word
+            getattr(value, attribute)  # (an ndarray has .size, .shape, .dtype: then torch fails on it otherwise)
+        where = f" (position {index + 1})" if by_position or not attribute else ""
+        raise TypeError(f"{name}(): argument '{torch_parameter}'{where} must be Tensor, not {_type_name(value)}")
+    return parameter, refuse
+
+
+def _functional_checked(function, name, specs):
+    """``function`` refusing a non-Tensor (None included) for the parameters ``specs`` describes, in torch's words."""
+    checks = tuple((index, *_refusal(name, spec, index)) for index, spec in enumerate(specs.split()))
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        given = len(args)
+        for index, parameter, refuse in checks:
+            value = args[index] if index < given else kwargs.get(parameter, _MISSING)
+            if not isinstance(value, Tensor) and value is not _MISSING:
+                refuse(value, index < given)
+        return function(*args, **kwargs)
+    return call
+
+
+def _combination_checked(function, name, parameters, overloads):
+    """``function`` refusing a call whose ``parameters`` are not all Tensors as torch's overloaded parser does."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        values = [args[i] if i < len(args) else kwargs.get(p, _MISSING) for i, p in enumerate(parameters)]
+        if any(v is not _MISSING and not isinstance(v, Tensor) for v in values):
+            got = [_type_name(a) if not isinstance(a, Tensor) else "Tensor" for a in args]
+            got += [f"{k}={'Tensor' if isinstance(v, Tensor) else _type_name(v)}" for k, v in kwargs.items()]
+            raise TypeError(f"{name}() received an invalid combination of arguments - got ({', '.join(got)}), but "
+                            "expected one of:\n" + "".join(f" * {line}\n" for line in overloads))
+        return function(*args, **kwargs)
+    return call
+
+
+def check_functional_arguments(namespace):
+    """Wrap the names of ``FUNCTIONAL_CHECKS`` and ``FUNCTIONAL_OVERLOADS`` in ``namespace`` (``nn.functional``'s)."""
+    for specs, names in FUNCTIONAL_CHECKS.items():
+        for name in names.split():
+            namespace[name] = _functional_checked(namespace[name], FUNCTIONAL_TORCH_NAMES.get(name, name), specs)
+    for name, (parameters, overloads) in FUNCTIONAL_OVERLOADS.items():
+        namespace[name] = _combination_checked(namespace[name], name, parameters, overloads)

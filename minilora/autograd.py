@@ -533,7 +533,7 @@ def _as_output(out, recorded, ctx):
     if any(out is t for t in ctx.dirty):
         if out._ctx is None and out.requires_grad:
             raise RuntimeError("a leaf Variable that requires grad has been used in an in-place operation.")
-        out._ctx, out.requires_grad = recorded._ctx, True
+        out._ctx, out._requires_grad = recorded._ctx, True
         return out
     recorded._counter = out._version_counter()
     return recorded

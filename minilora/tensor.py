@@ -663,7 +663,7 @@ def _with_its_ctx(node):
 def _link(x):
     """What a freed node keeps of a leaf input (or a number) for its next_functions: a leaf that requires
     grad itself (its AccumulateGrad shows it; alive anyway), else a marker, so no data stays alive."""
-    if not isinstance(x, Tensor) or x.requires_grad:
+    if not isinstance(x, Tensor) or x._requires_grad:
         return x
     return _FLOAT_LEAF if _is_float(x._array.dtype) else _NO_EDGE
 
@@ -820,7 +820,7 @@ def no_meta_positions(into, *indices):
 def no_complex_autograd(name, dtype, *tensors):
     """torch's refusal of an op whose derivative it has for real numbers only (nan_to_num, slice_scatter,
     embedding ...): a complex result (``dtype``) recorded for backward raises before the op runs."""
-    if dtype.kind == "c" and _mode.grad_enabled and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+    if dtype.kind == "c" and _mode.grad_enabled and any(isinstance(t, Tensor) and t._requires_grad for t in tensors):
         raise RuntimeError(f"{name} does not support automatic differentiation for outputs with complex dtype.")
 
 
@@ -886,7 +886,7 @@ def backward_reads(result, *inputs, zeros=True):
     none (a bias's gradient, ``sum(grad)``). ops/higher_order.py joins the node's gradients to them."""
     node = result._own_node()
     if node is not None and not any(result is x for x in inputs):
-        reads = tuple(x for x in inputs if isinstance(x, Tensor) and x.requires_grad)
+        reads = tuple(x for x in inputs if isinstance(x, Tensor) and x._requires_grad)
         if reads:
             node.backward_reads = (reads, zeros)
     return result
@@ -939,7 +939,7 @@ def _input_node(x, parent):
         if parent.fn.shown_as_its_input:  # (a cast inside torch's op: its input is the op's edge)
             return _input_node(parent.inputs[0] if parent.inputs else None, parent.parents[0])
         return _torch_typed(parent)
-    return _accumulator(x) if isinstance(x, Tensor) and x.requires_grad else None
+    return _accumulator(x) if isinstance(x, Tensor) and x._requires_grad else None
 
 
 # A leaf's AccumulateGrad, while anyone holds it: one object per leaf, as torch's (a walk over the graph
@@ -1180,7 +1180,7 @@ class Function:
                 arrays.append(array)
                 if array.itemsize == 2:
                     narrow = True
-                needs.append(grad_on and x.requires_grad)
+                needs.append(grad_on and x._requires_grad)
                 parents.append(x._ctx)
             else:  # Python/NumPy scalars and None pass straight through
                 arrays.append(x)
@@ -1701,7 +1701,7 @@ def _refresh_view(view):
     retained = view.retains_grad  # (torch's retain_grad() outlives the view's regenerated grad_fn)
     with set_grad_enabled(True):
         fresh = fn.apply(*inputs, **options)
-    view._ctx, view.requires_grad = fresh._ctx, fresh.requires_grad
+    view._ctx, view._requires_grad = fresh._ctx, fresh._requires_grad
     if view._ctx is not None:
         view._ctx.watch_output(view)
         _rename(view._ctx, "AsStridedBackward0")  # (torch regenerates a view's node as an as_strided)
@@ -1894,7 +1894,7 @@ def legacy_device(data, device=_UNSET):
 
 
 class Tensor:
-    __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
+    __slots__ = ("_array", "_grad", "_requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
                  "_inference", "__weakref__")
     # NumPy defers to Tensor's reflected operators, so ``array + tensor`` is a Tensor, as with torch.
     __array_priority__ = 1000
@@ -1933,7 +1933,7 @@ class Tensor:
         shares = source is not None and array is source._array
         self._array = array
         self._grad = None
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         self._ctx = None
         self._device = dev
         self._counter = source._version_counter() if shares else None
@@ -1964,7 +1964,7 @@ class Tensor:
         t = object.__new__(Tensor)
         t._array = array
         t._grad = None
-        t.requires_grad = requires_grad
+        t._requires_grad = requires_grad
         t._ctx = ctx
         t._device = dev
         t._counter = None  # made by _version_counter() the first time it is needed
@@ -1987,6 +1987,9 @@ class Tensor:
     def data(self, value):
         if not isinstance(value, Tensor):
             raise TypeError(f"data must be a Tensor, got {type(value).__name__}")
+        if self._requires_grad and not (value.dtype.kind in "fc" or _is_bfloat16(value.dtype)):
+            # (else an int64 parameter would still require grad, and its gradient would be an integer)
+            raise RuntimeError("data set to a tensor that requires gradients must be floating point or complex dtype")
         self._array = value._array
         self._device = value._device
 
@@ -2010,6 +2013,8 @@ class Tensor:
             if not isinstance(value, Tensor):
                 raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
                                 f"type {type(value).__name__}")
+            if value is self:  # (the optimizer's step would then change the gradient it reads)
+                raise RuntimeError("can't assign Variable as its own grad")
             if value.dtype != self.dtype:
                 raise RuntimeError(f"attempting to assign a gradient with dtype {value.dtype} to a "
                                    f"tensor of dtype {self.dtype} (assigned grad has data of a "
@@ -2021,6 +2026,30 @@ class Tensor:
                 raise RuntimeError(f"assigned grad has data located on a different device "
                                    f"({value._device.name}, tensor on {self._device.name})")
         self._grad = value
+
+    def _set_requires_grad(self, value):
+        """``x.requires_grad = flag``, checked as torch's setter checks it: only a bool (a string or a number
+        would be kept as the flag and read as true or false by whatever op came next), only on a leaf, and
+        True only on a floating-point or complex tensor."""
+        if value is not True and value is not False:
+            raise RuntimeError("requires_grad must be a bool")
+        if self._ctx is not None:
+            raise RuntimeError("you can only change requires_grad flags of leaf variables." + (
+                "" if value else " If you want to use a computed variable in a subgraph that doesn't require "
+                "differentiation use var_no_grad = var.detach()."))
+        if value and not (self.dtype.kind in "fc" or _is_bfloat16(self.dtype)):
+            raise RuntimeError("only Tensors of floating point and complex dtype can require gradients")
+        if value and not _mode.inference and self.is_inference():
+            raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed.")
+        self._requires_grad = value
+
+    def _refuse_deleting_requires_grad(self):
+        raise RuntimeError("requires_grad must be a bool")  # (torch's answer to ``del x.requires_grad``)
+
+    # A property so that assignments are checked; its getter is C (attrgetter on the slot), but any property
+    # costs a read ~25 ns more than a plain slot, so the engine here reads and writes ``_requires_grad``.
+    requires_grad = property(operator.attrgetter("_requires_grad"), _set_requires_grad,
+                             _refuse_deleting_requires_grad, "Whether autograd records this tensor's uses.")
 
     @property
     def shape(self):
@@ -2076,7 +2105,7 @@ class Tensor:
     def _own_node(self):
         """The node that made this tensor (its own output's, where one node is shown for several: share_node)."""
         view = self._view
-        if view is not None and view[4] != self._counter[0] and (self.requires_grad or self._base.requires_grad):
+        if view is not None and view[4] != self._counter[0] and (self._requires_grad or self._base._requires_grad):
             _refresh_view(self)  # its base changed in place: torch regenerates the node when it is asked for
         return self._ctx
 
@@ -2182,7 +2211,7 @@ class Tensor:
         ``cupy.from_dlpack``): the array's own export, sharing memory, on the CPU or the GPU. As torch,
         refused for a tensor that requires grad. NumPy cannot export bfloat16 (DLPack has the type;
         NumPy's exporter does not): ``minilora.dtypes.to_torch(t.numpy())`` makes the torch tensor."""
-        if self.requires_grad:
+        if self._requires_grad:
             raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
         if self._device is _META:
             raise BufferError("Cannot pack tensors on meta")
@@ -2222,9 +2251,9 @@ class Tensor:
         return getattr(self, "_inference", False)
 
     def detach_(self):
-        if self._base is not None and self._base.requires_grad and _mode.grad_enabled:
+        if self._base is not None and self._base._requires_grad and _mode.grad_enabled:
             raise RuntimeError("detach_() on a view is not allowed; use detach() instead")
-        self._ctx, self.requires_grad = None, False
+        self._ctx, self._requires_grad = None, False
         return self
 
     def clone(self, *, memory_format=None):
@@ -2279,7 +2308,7 @@ class Tensor:
             raise RuntimeError("you can only change requires_grad flags of leaf variables. If you "
                                "want to use a computed variable in a subgraph that doesn't require "
                                "differentiation use var_no_grad = var.detach().")
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         if requires_grad and self._ctx is None:
             # a view made a leaf (x.reshape(2).requires_grad_()) stays one: torch does not rebuild its
             # node from the base after an in-place change (embedding's max_norm), which would drop the flag
@@ -2291,7 +2320,7 @@ class Tensor:
         if self._ctx is not None:
             import weakref
             self._ctx.retained = weakref.ref(self)
-        elif not self.requires_grad:
+        elif not self._requires_grad:
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
 
     @property
@@ -2381,7 +2410,7 @@ class Tensor:
             if value.ndim != 0:
                 raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
                                    f"with {value.ndim} dimensions.")
-            if value.requires_grad and _mode.grad_enabled:
+            if value._requires_grad and _mode.grad_enabled:
                 return self._inplace(_copy_from, value, cast=True)
             value = value.to(self._device)._array  # a 0-d tensor is copied (so it wraps around)
             return self._fill_inplace(dtypes.cast(value, self.dtype))
@@ -2392,7 +2421,7 @@ class Tensor:
         """``node``: torch's name for the fill's node (fill_ of a number: FillBackward2)."""
         if self._array.itemsize == 2 and not hasattr(value, "dtype"):  # a Python number into a 16-bit
             value = dtypes.cast(np.asarray(value), self.dtype)  # float: rounded as torch (dtypes.cast)
-        if _mode.grad_enabled and self.requires_grad:  # a non-leaf in the graph: its gradient stops here
+        if _mode.grad_enabled and self._requires_grad:  # a non-leaf in the graph: its gradient stops here
             return self._inplace(_replace_values, Tensor._make(
                 self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None), node=node)
         self._check_inplace()
@@ -2471,7 +2500,7 @@ class Tensor:
             value = value.reshape(_without_leading_ones(value.shape))  # leading 1s: x[0] = t([5]) fits
         if isinstance(value, Tensor) and value.dtype != self.dtype:  # cast, or torch's index_put_ error
             value = ops.shape.setitem_value(index, value, self.dtype)
-        if _mode.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)) or \
+        if _mode.grad_enabled and (self._requires_grad or (isinstance(value, Tensor) and value._requires_grad)) or \
                 _forward_ad is not None and _forward_ad.writes_dual(self, (value,)):
             self._inplace(ops.index_put, index, value)
             if self._base is None and self._ctx is not None:  # (through a view: _inplace_view's CopySlices)
@@ -2526,11 +2555,11 @@ class Tensor:
         """torch's rule: a leaf that requires grad may change in place only under ``no_grad()``."""
         if not _mode.grad_enabled:
             return
-        if self.requires_grad and self._ctx is None:
+        if self._requires_grad and self._ctx is None:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
                                "operation.")
         base = self._base
-        if base is not None and base.requires_grad and base._ctx is None:
+        if base is not None and base._requires_grad and base._ctx is None:
             raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
                                "in-place operation.")
         if self._ctx is not None and self._ctx.fn.refuses_inplace is not None:
@@ -2561,8 +2590,8 @@ class Tensor:
         if _forward_ad is not None and _forward_ad.writes_dual(self, args):
             return _forward_ad.dual_inplace(self, op, args, kwargs, cast)
         self._check_inplace()
-        graph = _mode.grad_enabled and (self.requires_grad or any(
-            isinstance(a, Tensor) and a.requires_grad for a in args))
+        graph = _mode.grad_enabled and (self._requires_grad or any(
+            isinstance(a, Tensor) and a._requires_grad for a in args))
         if self._base is not None and _self_overlapping(self._array):
             if not graph:
                 return self._inplace_overlapping(op, args, kwargs, cast)
@@ -2584,7 +2613,7 @@ class Tensor:
             result = ops.astype(result, self.dtype)
         self._write(result._array, cast)
         retained = self.retains_grad
-        self._ctx, self.requires_grad = result._ctx, result.requires_grad
+        self._ctx, self._requires_grad = result._ctx, result._requires_grad
         if retained:
             _move_retain_grad(self, before._ctx)
         if self._ctx is not None:  # the new node's output is now this tensor's storage
@@ -2658,7 +2687,7 @@ class Tensor:
         new = _still_in_graph(new, before)
         base._write(new._array, cast)
         retained = base.retains_grad
-        base._ctx, base.requires_grad = new._ctx, new.requires_grad
+        base._ctx, base._requires_grad = new._ctx, new._requires_grad
         if retained:
             _move_retain_grad(base, before._ctx)
         if base._ctx is not None:
@@ -2710,7 +2739,7 @@ class Tensor:
         if create_graph:  # a recorded pass of its own (minilora/ops/higher_order.py): this one stays lean
             from .ops import higher_order
             return higher_order.backward(self, gradient, retain_graph, inputs)
-        if not self.requires_grad:
+        if not self._requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a "
                                "grad_fn")
         xp = self._device.xp
@@ -2744,7 +2773,7 @@ class Tensor:
         may return a replacement (a Tensor) or None. On a leaf it runs before ``.grad`` accumulates,
         once per backward, on the gradient summed over every use. Returns a handle; ``handle.remove()``
         takes the hook out."""
-        if not self.requires_grad:
+        if not self._requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         if self._ctx is not None:
             if self._ctx.hooks is None:
@@ -2967,7 +2996,7 @@ class Tensor:
         return bool(self._array)
 
     def __float__(self):
-        if self.requires_grad and _mode.grad_enabled:  # (torch: not under no_grad, where LBFGS reads its loss)
+        if self._requires_grad and _mode.grad_enabled:  # (torch: not under no_grad, where LBFGS reads its loss)
             _warn_scalar_of_grad_tensor()
         return float(self._real_python_scalar("double"))
 
@@ -3058,7 +3087,7 @@ def _copy_from(dest, src):
 def _snapshot(t):
     """A copy of ``t``'s values that stands for ``t`` before an in-place op: same node, its own
     storage (and so its own version counter, which its node must not mistake for its output's)."""
-    before = Tensor._make(t._array.copy(), t._device, t.requires_grad, t._ctx)
+    before = Tensor._make(t._array.copy(), t._device, t._requires_grad, t._ctx)
     before._counter = [0]
     return before
 
@@ -3067,7 +3096,7 @@ def _still_in_graph(result, before):
     """An in-place result that does not depend on the old values (``copy_`` of a constant, ``fill_``
     through a view of all of it) still has a node when the tensor had one, as torch's CopyBackwards /
     CopySlices: its gradient to the old values is zero."""
-    if result.requires_grad or not before.requires_grad:
+    if result._requires_grad or not before._requires_grad:
         return result
     return _replace_values(before, result, "torch::autograd::CopyBackwards")
 
@@ -3395,7 +3424,7 @@ def _tensor_as_number(t, target):
         raise TypeError("only integer tensors of a single element can be converted to an index")
     if t.numel() != 1:
         raise ValueError("only one element tensors can be converted to Python scalars")
-    if t.requires_grad:  # torch's warning, word for word
+    if t._requires_grad:  # torch's warning, word for word
         warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected "
                       "behavior.\nConsider using tensor.detach() first.", UserWarning, stacklevel=4)
     return t.item()
@@ -3602,7 +3631,7 @@ class _InputsGradStore(_GradStore):
         if not inputs:
             raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
         for t in inputs:
-            if not t.requires_grad:  # (torch's words for it)
+            if not t._requires_grad:  # (torch's words for it)
                 raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         super().__init__(seed)
         self.leaves = {id(t) for t in inputs if t._ctx is None}

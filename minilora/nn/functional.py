@@ -1584,3 +1584,9 @@ def _static_heads(static, n, num_heads, head_dim, name):
     if static.shape[2] != head_dim:
         raise AssertionError(f"expecting static_{name}.size(2) of {head_dim}, but got {static.shape[2]}")
     return static.reshape(n, num_heads, static.shape[1], head_dim)
+
+
+# torch's refusal of a number, a list, None or an array where these functions take a Tensor (_argument_types.py)
+from .._argument_types import check_functional_arguments as _check_functional_arguments  # noqa: E402
+
+_check_functional_arguments(globals())

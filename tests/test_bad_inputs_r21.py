@@ -1,0 +1,105 @@
+"""Round 21: bad inputs that minilora answered where torch refuses, found by a sweep of nn.functional and the
+tensor's writable attributes against torch 2.13 (the sweep: every F name shared with torch, called with a number, a
+list, None, an ndarray or a string in each Tensor parameter, an integer or bool tensor, and bad dims, sizes and
+string options; classified as torch's error class, another class, or a value where torch raises).
+
+* ``x.requires_grad = "no"`` (or 1, or None) was stored as it came, and an int tensor or a non-leaf took any flag;
+  now torch's setter: "requires_grad must be a bool", "only Tensors of floating point and complex dtype can require
+  gradients", "you can only change requires_grad flags of leaf variables";
+* ``x.grad = x``: torch's "can't assign Variable as its own grad"; ``p.data = int_tensor`` for a tensor that
+  requires grad: an int64 parameter still requiring grad; now torch's RuntimeError;
+* a non-Tensor where an F function takes a Tensor: ``F.dropout(3)``, ``F.tanh(2.0)``, ``F.mse_loss(x, 0)`` answered,
+  ~400 others failed in an AttributeError or NumPy's words; now torch's parser TypeError, its "invalid combination
+  of arguments" (conv, ctc_loss), or, where torch's F is Python that reads an attribute first, the same
+  AttributeError (``_argument_types.FUNCTIONAL_CHECKS``).
+
+Each row runs under minilora and torch, which must raise the same exception type with the key words."""
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+
+def x(L, *shape):
+    return L.ones(*shape) if shape else L.ones(2, 3, 6)
+
+
+def assign(obj, name, value):
+    setattr(obj, name, value)
+
+
+ROWS = [
+    # (id, call, exception, phrase)
+    ("requires_grad = str", lambda L: assign(L.ones(2), "requires_grad", "no"), RuntimeError, "must be a bool"),
+    ("requires_grad = 1", lambda L: assign(L.ones(2), "requires_grad", 1), RuntimeError, "must be a bool"),
+    ("requires_grad = None", lambda L: assign(L.ones(2), "requires_grad", None), RuntimeError, "must be a bool"),
+    ("int tensor requires_grad = True", lambda L: assign(L.ones(2, dtype=L.int64), "requires_grad", True),
+     RuntimeError, "floating point"),
+    ("bool tensor requires_grad = True", lambda L: assign(L.ones(2, dtype=L.bool), "requires_grad", True),
+     RuntimeError, "floating point"),
+    ("int Parameter requires_grad = True",
+     lambda L: assign(L.nn.Parameter(L.ones(2, dtype=L.int64), requires_grad=False), "requires_grad", True),
+     RuntimeError, "floating point"),
+    ("non-leaf requires_grad = False", lambda L: assign(L.ones(2, requires_grad=True) * 2, "requires_grad", False),
+     RuntimeError, "leaf variables"),
+    ("non-leaf requires_grad = True", lambda L: assign(L.ones(2, requires_grad=True) * 2, "requires_grad", True),
+     RuntimeError, "leaf variables"),
+    ("del requires_grad", lambda L: delattr(L.ones(2), "requires_grad"), RuntimeError, "must be a bool"),
+    ("grad = itself", lambda L: (lambda t: assign(t, "grad", t))(L.ones(2, requires_grad=True)),
+     RuntimeError, "its own grad"),
+    ("data = int64 on a tensor requiring grad",
+     lambda L: assign(L.nn.Parameter(L.ones(2)), "data", L.ones(2, dtype=L.int64)), RuntimeError, "floating point"),
+    ("F.dropout(int)", lambda L: L.nn.functional.dropout(3), TypeError, "must be Tensor, not int"),
+    ("F.alpha_dropout(list)", lambda L: L.nn.functional.alpha_dropout([1.0, 2.0]), TypeError, "must be Tensor"),
+    ("F.feature_alpha_dropout(None)", lambda L: L.nn.functional.feature_alpha_dropout(None), TypeError,
+     "must be Tensor, not NoneType"),
+    ("F.hardswish(int)", lambda L: L.nn.functional.hardswish(3), TypeError, "must be Tensor, not int"),
+    ("F.gelu(list)", lambda L: L.nn.functional.gelu([1.0]), TypeError, "must be Tensor, not list"),
+    ("F.relu(ndarray)", lambda L: L.nn.functional.relu(np.ones(3, np.float32)), TypeError, "must be Tensor"),
+    ("F.softplus(input=str)", lambda L: L.nn.functional.softplus(input="a"), TypeError, "must be Tensor, not str"),
+    ("F.tanh(int)", lambda L: L.nn.functional.tanh(3), AttributeError, "no attribute 'tanh'"),
+    ("F.sigmoid(float)", lambda L: L.nn.functional.sigmoid(2.0), AttributeError, "no attribute 'sigmoid'"),
+    ("F.mse_loss(x, int)", lambda L: L.nn.functional.mse_loss(x(L, 4), 3), AttributeError, "no attribute 'size'"),
+    ("F.l1_loss(x, int)", lambda L: L.nn.functional.l1_loss(x(L, 4), 3), AttributeError, "no attribute 'size'"),
+    ("F.kl_div(x, int)", lambda L: L.nn.functional.kl_div(x(L, 4), 3, reduction="sum"), TypeError, "argument 'target'"),
+    ("F.soft_margin_loss(x, int)", lambda L: L.nn.functional.soft_margin_loss(x(L, 4), 3), TypeError,
+     "argument 'target'"),
+    ("F.poisson_nll_loss(int, x)", lambda L: L.nn.functional.poisson_nll_loss(3, x(L, 4)), TypeError,
+     "argument 'input'"),
+    ("F.cross_entropy(list, x)", lambda L: L.nn.functional.cross_entropy([1.0], L.tensor([0])), TypeError,
+     "must be Tensor, not list"),
+    ("F.layer_norm(None, [6])", lambda L: L.nn.functional.layer_norm(None, [6]), TypeError, "must be Tensor"),
+    ("F.softmax(str, 0)", lambda L: L.nn.functional.softmax("a", 0), AttributeError, "no attribute 'softmax'"),
+    ("F.conv2d(int, w)", lambda L: L.nn.functional.conv2d(3, x(L, 1, 1, 1, 1)), TypeError,
+     "invalid combination of arguments"),
+    ("F.scaled_dot_product_attention(q, list, v)",
+     lambda L: L.nn.functional.scaled_dot_product_attention(x(L, 1, 2, 3), [1.0], x(L, 1, 2, 3)), TypeError,
+     "argument 'key'"),
+    ("F.pad(int, [1, 1])", lambda L: L.nn.functional.pad(3, [1, 1]), TypeError, "must be Tensor, not int"),
+]
+
+
+@pytest.mark.parametrize("call,error,phrase", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
+def test_refused_as_torch_refuses(call, error, phrase):
+    words = phrase.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(error, match=words):  # (the oracle first: torch refuses it so)
+        call(torch)
+    with pytest.raises(error, match=words):
+        call(ml)
+
+
+def test_flags_are_bools_and_tensors_pass():
+    t = ml.ones(2)
+    t.requires_grad = True
+    t.requires_grad = False  # (a leaf may drop it again)
+    c = ml.ones(2, dtype=ml.complex64)
+    c.requires_grad = True
+    y = ml.ones(2, requires_grad=True) * 2
+    assert y.requires_grad and c.requires_grad and not t.requires_grad
+    assert ml.nn.functional.relu(input=ml.tensor([-1.0, 2.0])).tolist() == [0.0, 2.0]
+    assert ml.nn.functional.batch_norm(ml.ones(2, 3), None, None, training=True).shape == (2, 3)
+    for library in (torch, ml):  # a NumPy bool is no bool to torch's setter either
+        with pytest.raises(RuntimeError, match="must be a bool"):
+            library.ones(2).requires_grad = np.bool_(True)
