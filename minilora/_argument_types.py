@@ -11,6 +11,7 @@ Functions whose torch overloads take numbers in those places (``normal(mean, std
 ``tensordot`` (torch's Python code fails on a number with an AttributeError).
 """
 import functools
+import inspect
 import numbers
 
 import numpy as np
@@ -259,10 +260,11 @@ def check_tensor_arguments(namespace):
 # ``minilora.nn.functional``: each name's leading parameters that torch 2.13 refuses a non-Tensor for (read off by
 # calling each with a float, None and an ndarray in their place), as "param" where torch's argument parser refuses
 # it (``dropout(): argument 'input' (position 1) must be Tensor, not int``; "logits=input": the parser's name for
-# it) and "param.attribute" where torch's F function is Python that reads that attribute first (``F.tanh(3)``:
-# ``'int' object has no attribute 'tanh'``). Without this, minilora's versions took a number, a list or None and
-# answered (``F.dropout(3)``, ``F.tanh(2.0)``, ``F.mse_loss(x, 0)``) or failed inside in other words.
-# F.linear, F.embedding and the in-place activations check their own arguments.
+# it; "#2": the position it gives) and "param.attribute" where torch's F function is Python that reads that
+# attribute first (``F.tanh(3)``: ``'int' object has no attribute 'tanh'``). Without this, minilora's versions
+# took a number, a list or None and answered (``F.dropout(3)``, ``F.tanh(2.0)``, ``F.mse_loss(x, 0)``) or failed
+# inside in other words.
+# F.linear and the in-place activations check their own arguments.
 FUNCTIONAL_CHECKS = {
     "input": """
         adaptive_avg_pool1d adaptive_max_pool1d adaptive_max_pool1d_with_indices alpha_dropout avg_pool1d avg_pool2d
@@ -303,6 +305,7 @@ FUNCTIONAL_CHECKS = {
     "input.size indices.unsqueeze": "max_unpool1d",
     "input.norm": "normalize",
     "query key value": "scaled_dot_product_attention",
+    "input=indices#2 weight#1": "embedding",  # (torch.embedding(weight, indices) under it)
     "input.sigmoid": "sigmoid",
     "input.abs": "softsign",
     "anchor positive negative": "triplet_margin_loss",
@@ -322,46 +325,214 @@ _CTC = ("(Tensor log_probs, Tensor targets, tuple of ints input_lengths, tuple o
         "int reduction = at::Reduction::Mean, bool zero_infinity = False)",
         "(Tensor log_probs, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank = 0, "
         "int reduction = at::Reduction::Mean, bool zero_infinity = False)")
-FUNCTIONAL_OVERLOADS = {"conv1d": (("input", "weight"), _CONV), "conv2d": (("input", "weight"), _CONV),
-                        "conv3d": (("input", "weight"), _CONV), "ctc_loss": (("log_probs", "targets"), _CTC)}
+_CONV_TENSORS = ("input:Tensor", "weight:Tensor")
+FUNCTIONAL_OVERLOADS = {"conv1d": (_CONV_TENSORS, _CONV), "conv2d": (_CONV_TENSORS, _CONV),
+                        "conv3d": (_CONV_TENSORS, _CONV),
+                        "ctc_loss": (("log_probs:Tensor", "targets:Tensor", "input_lengths:lengths",
+                                      "target_lengths:lengths"), _CTC)}
 
 
-def _refusal(name, spec, index):
-    """What to raise for a non-Tensor at parameter ``index``, described by ``spec`` ("param", "param=torch_name" or
-    "param.attribute"): refuse(value, by_position) raises."""
+# ``minilora.nn.functional``'s other parameters that torch's argument parser types, as "param:kind", kind one of
+# torch's words (bool, int, float, Number, ints: "tuple of ints", Tensor), "?" where None passes, "@fn" where
+# torch's message names another function (read off torch 2.13 by passing a string, then None). A string, a float
+# for an int or None was taken here: ``F.max_pool2d(x, 2, ceil_mode="no")`` rounded up, ``F.layer_norm(x, [6],
+# eps="0.5")`` and ``F.elu(x, "0.5")`` converted the string, ``F.cross_entropy(x, t, ignore_index=1.5)`` ignored no
+# target. (A dtype's NumPy name, ``dtype="float64"``, is taken, as everywhere in minilora.)
+FUNCTIONAL_SCALARS = {
+    "adaptive_avg_pool1d": "output_size:ints",
+    "adaptive_max_pool1d": "output_size:ints",
+    "adaptive_max_pool1d_with_indices": "output_size:ints",
+    "affine_grid": "align_corners:bool?@affine_grid_generator",
+    "avg_pool1d": "kernel_size:ints stride:ints? padding:ints ceil_mode:bool count_include_pad:bool",
+    "avg_pool2d": ("kernel_size:ints stride:ints? padding:ints ceil_mode:bool count_include_pad:bool "
+                   "divisor_override:int?"),
+    "avg_pool3d": ("kernel_size:ints stride:ints? padding:ints ceil_mode:bool count_include_pad:bool "
+                   "divisor_override:int?"),
+    "batch_norm": "running_mean:Tensor? running_var:Tensor? weight:Tensor? bias:Tensor? training:bool momentum:float",
+    "bilinear": "bias:Tensor?",
+    "binary_cross_entropy_with_logits": "weight:Tensor? pos_weight:Tensor?",
+    "celu": "alpha:Number",
+    "celu_": "alpha:Number",
+    "channel_shuffle": "groups:int",
+    "conv1d": "bias:Tensor? stride:ints dilation:ints groups:int",
+    "conv2d": "bias:Tensor? stride:ints dilation:ints groups:int",
+    "conv3d": "bias:Tensor? stride:ints dilation:ints groups:int",
+    "conv_tbc": "pad:int",
+    "conv_transpose1d": "bias:Tensor? stride:ints padding:ints output_padding:ints groups:int dilation:ints",
+    "conv_transpose2d": "bias:Tensor? stride:ints padding:ints output_padding:ints groups:int dilation:ints",
+    "conv_transpose3d": "bias:Tensor? stride:ints padding:ints output_padding:ints groups:int dilation:ints",
+    "cosine_embedding_loss": "margin:float",
+    "cosine_similarity": "dim:int eps:float",
+    "cross_entropy": "weight:Tensor? ignore_index:int label_smoothing:float",
+    "ctc_loss": "blank:int zero_infinity:bool",
+    "elu": "alpha:Number",
+    "elu_": "alpha:Number",
+    "embedding": "max_norm:float?@embedding_renorm_ scale_grad_by_freq:bool sparse:bool",
+    "embedding_bag": ("max_norm:float?@embedding_renorm_ scale_grad_by_freq:bool sparse:bool "
+                      "include_last_offset:bool padding_idx:int?"),
+    "fractional_max_pool2d": "kernel_size:ints output_size:ints?",
+    "fractional_max_pool2d_with_indices": ("kernel_size:ints@fractional_max_pool2d "
+                                           "output_size:ints?@fractional_max_pool2d"),
+    "fractional_max_pool3d": "kernel_size:ints output_size:ints?",
+    "fractional_max_pool3d_with_indices": ("kernel_size:ints@fractional_max_pool3d "
+                                           "output_size:ints?@fractional_max_pool3d"),
+    "glu": "dim:int",
+    "grid_sample": "align_corners:bool?",
+    "group_norm": "num_groups:int weight:Tensor? bias:Tensor? eps:float",
+    "fold": "output_size:ints kernel_size:ints dilation:ints padding:ints stride:ints",
+    "unfold": "kernel_size:ints dilation:ints padding:ints stride:ints",
+    "gumbel_softmax": "dim:int@softmax",
+    "hardshrink": "lambd:Number",
+    "hardtanh_": "min_val:Number max_val:Number",
+    "hinge_embedding_loss": "margin:float",
+    "huber_loss": "delta:float",
+    "instance_norm": ("running_mean:Tensor? running_var:Tensor? weight:Tensor? bias:Tensor? use_input_stats:bool "
+                      "momentum:float eps:float"),
+    "kl_div": "log_target:bool",
+    "layer_norm": "normalized_shape:ints weight:Tensor? bias:Tensor? eps:float",
+    "leaky_relu": "negative_slope:Number",
+    "leaky_relu_": "negative_slope:Number",
+    "linear_cross_entropy": ("weight:Tensor?@cross_entropy_loss ignore_index:int?@cross_entropy_loss "
+                             "label_smoothing:float@cross_entropy_loss"),
+    "log_softmax": "dim:int?",
+    "lp_pool1d": "kernel_size:ints@avg_pool1d stride:ints?@avg_pool1d ceil_mode:bool@avg_pool1d",
+    "lp_pool2d": "kernel_size:ints@avg_pool2d stride:ints?@avg_pool2d ceil_mode:bool@avg_pool2d",
+    "lp_pool3d": "stride:ints?@avg_pool3d ceil_mode:bool@avg_pool3d",
+    "margin_ranking_loss": "margin:float",
+    "max_pool1d": "kernel_size:ints stride:ints? padding:ints dilation:ints ceil_mode:bool",
+    "max_pool1d_with_indices": "kernel_size:ints stride:ints? padding:ints dilation:ints ceil_mode:bool",
+    "max_pool2d": "kernel_size:ints stride:ints? padding:ints dilation:ints ceil_mode:bool",
+    "max_pool2d_with_indices": "kernel_size:ints stride:ints? padding:ints dilation:ints ceil_mode:bool",
+    "max_pool3d": "kernel_size:ints stride:ints? padding:ints dilation:ints ceil_mode:bool",
+    "max_pool3d_with_indices": "kernel_size:ints stride:ints? padding:ints dilation:ints ceil_mode:bool",
+    "multi_margin_loss": "margin:Number",
+    "native_channel_shuffle": "groups:int",
+    "nll_loss": "weight:Tensor? ignore_index:int",
+    "normalize": "dim:ints?@linalg_vector_norm",
+    "one_hot": "num_classes:int",
+    "pad": "pad:ints value:float?",
+    "pairwise_distance": "p:float eps:float keepdim:bool",
+    "pdist": "p:float",
+    "pixel_shuffle": "upscale_factor:int",
+    "pixel_unshuffle": "downscale_factor:int",
+    "poisson_nll_loss": "log_input:bool full:bool eps:float",
+    "rms_norm": "normalized_shape:ints weight:Tensor? eps:float?",
+    "rrelu": "lower:Number upper:Number training:bool",
+    "rrelu_": "lower:Number upper:Number training:bool",
+    "scaled_dot_product_attention": "attn_mask:Tensor? dropout_p:float is_causal:bool scale:float? enable_gqa:bool",
+    "smooth_l1_loss": "beta:float",
+    "softmax": "dim:int?",
+    "softmin": "dim:int?@softmax",
+    "softplus": "beta:Number threshold:Number",
+    "softshrink": "lambd:Number",
+    "threshold": "threshold:Number value:Number",
+    "threshold_": "threshold:Number value:Number",
+    "triplet_margin_loss": "p:float eps:float swap:bool",
+}
+_WORDS = {"ints": "tuple of ints"}
+
+
+def _accepts_ints(value):
+    """torch's "tuple of ints": an int, or a sequence of them (a float element is refused by position)."""
+    if isinstance(value, (int, np.integer, Tensor)):
+        return True
+    if isinstance(value, (list, tuple)):
+        for position, element in enumerate(value):
+            if not isinstance(element, (int, np.integer, Tensor)):
+                return position
+        return True
+    return False
+
+
+_ACCEPTS = {
+    "bool": lambda value: value is True or value is False,  # (NumPy's bool too is refused, as torch's parser)
+    "int": lambda value: isinstance(value, (int, np.integer, Tensor)),
+    "float": lambda value: isinstance(value, (numbers.Number, np.generic, Tensor)),
+    "Number": lambda value: isinstance(value, (numbers.Number, np.generic, Tensor)),
+    "Tensor": lambda value: isinstance(value, Tensor),
+    "ints": _accepts_ints,
+    # ctc_loss's lengths: a Tensor or a sequence of ints (a bare int matches no overload)
+    "lengths": lambda value: isinstance(value, Tensor) or (isinstance(value, (list, tuple)) and
+                                                          _accepts_ints(value) is True),
+}
+
+
+# per kind, the classes that pass at once (the common case costs a set lookup); anything else is looked at closer
+_PLAIN = {"bool": {bool}, "int": {int}, "float": {float, int}, "Number": {float, int}, "ints": {int},
+          "Tensor": {Tensor}}
+
+
+def _tensor_refusal(name, spec, index):
+    """(parameter, classes passing, refuse) for a leading Tensor parameter described by ``spec`` ("param",
+    "param=torch_name" or "param.attribute"): refuse(value, by_position) raises torch's error for a non-Tensor."""
+    spec, _, position = spec.partition("#")
     parameter, _, attribute = spec.partition(".")
     parameter, _, torch_parameter = parameter.partition("=")
-    torch_parameter = torch_parameter or parameter
+    torch_parameter, position = torch_parameter or parameter, int(position or index + 1)
 
     def refuse(value, by_position):
-        if attribute:  # torch's Python reads value.<attribute> first: Python's own AttributeError, word for word
-            getattr(value, attribute)  # (an ndarray has .size, .shape, .dtype: then torch fails on it otherwise)
-        where = f" (position {index + 1})" if by_position or not attribute else ""
-        raise TypeError(f"{name}(): argument '{torch_parameter}'{where} must be Tensor, not {_type_name(value)}")
-    return parameter, refuse
+        if not isinstance(value, Tensor):
+            if attribute:  # torch's Python reads value.<attribute> first: Python's own AttributeError, word for word
+                getattr(value, attribute)  # (an ndarray has .size, .shape, .dtype: then torch fails on it otherwise)
+            where = f" (position {position})" if by_position or not attribute else ""
+            raise TypeError(f"{name}(): argument '{torch_parameter}'{where} must be Tensor, not {_type_name(value)}")
+    return parameter, frozenset({Tensor}), refuse
 
 
-def _functional_checked(function, name, specs):
-    """``function`` refusing a non-Tensor (None included) for the parameters ``specs`` describes, in torch's words."""
-    checks = tuple((index, *_refusal(name, spec, index)) for index, spec in enumerate(specs.split()))
+def _scalar_refusal(name, spec, index):
+    """(parameter, classes passing, refuse) for the parameter at ``index`` of FUNCTIONAL_SCALARS described by
+    ``spec`` ("param:kind?@fn")."""
+    spec, _, torch_name = spec.partition("@")
+    parameter, _, kind = spec.partition(":")
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    accepts, word, fn = _ACCEPTS[kind], _WORDS.get(kind, kind), torch_name or name
+
+    def refuse(value, by_position):
+        if value is None and optional:
+            return
+        verdict = accepts(value)
+        if verdict is True:
+            return
+        where = f" (position {index + 1})" if by_position else ""
+        if verdict is not False:  # (a tuple of ints with a float in it: which)
+            raise TypeError(f"{fn}(): argument '{parameter}'{where} must be {word}, but found element of type "
+                            f"{type(value[verdict]).__name__} at pos {verdict}")
+        raise TypeError(f"{fn}(): argument '{parameter}'{where} must be {word}, not {_type_name(value)}")
+    return parameter, frozenset(_PLAIN[kind] | ({type(None)} if optional else set())), refuse
+
+
+def _functional_checked(function, name, tensors, scalars):
+    """``function`` refusing, in torch's words, a non-Tensor for the leading parameters ``tensors`` describes (None
+    included) and a value of another type for those of ``scalars``."""
+    torch_name = FUNCTIONAL_TORCH_NAMES.get(name, name)
+    order = list(inspect.signature(function).parameters)
+    checks = [(index, *_tensor_refusal(torch_name, spec, index)) for index, spec in enumerate(tensors.split())]
+    for spec in scalars.split():
+        index = order.index(spec.partition(":")[0])
+        checks.append((index, *_scalar_refusal(torch_name, spec, index)))
 
     @functools.wraps(function)
     def call(*args, **kwargs):
         given = len(args)
-        for index, parameter, refuse in checks:
+        for index, parameter, plain, refuse in checks:
             value = args[index] if index < given else kwargs.get(parameter, _MISSING)
-            if not isinstance(value, Tensor) and value is not _MISSING:
+            if value.__class__ not in plain and value is not _MISSING:
                 refuse(value, index < given)
         return function(*args, **kwargs)
     return call
 
 
-def _combination_checked(function, name, parameters, overloads):
-    """``function`` refusing a call whose ``parameters`` are not all Tensors as torch's overloaded parser does."""
+def _combination_checked(function, name, specs, overloads):
+    """``function`` refusing, as torch's overloaded parser does, a call whose parameters in ``specs`` ("param:kind")
+    are of another kind."""
+    checks = [(parameter, _ACCEPTS[kind]) for parameter, _, kind in (spec.partition(":") for spec in specs)]
+
     @functools.wraps(function)
     def call(*args, **kwargs):
-        values = [args[i] if i < len(args) else kwargs.get(p, _MISSING) for i, p in enumerate(parameters)]
-        if any(v is not _MISSING and not isinstance(v, Tensor) for v in values):
+        values = [(args[i] if i < len(args) else kwargs.get(p, _MISSING), accepts) for i, (p, accepts) in
+                  enumerate(checks)]
+        if any(v is not _MISSING and accepts(v) is not True for v, accepts in values):
             got = [_type_name(a) if not isinstance(a, Tensor) else "Tensor" for a in args]
             got += [f"{k}={'Tensor' if isinstance(v, Tensor) else _type_name(v)}" for k, v in kwargs.items()]
             raise TypeError(f"{name}() received an invalid combination of arguments - got ({', '.join(got)}), but "
@@ -371,9 +542,11 @@ def _combination_checked(function, name, parameters, overloads):
 
 
 def check_functional_arguments(namespace):
-    """Wrap the names of ``FUNCTIONAL_CHECKS`` and ``FUNCTIONAL_OVERLOADS`` in ``namespace`` (``nn.functional``'s)."""
-    for specs, names in FUNCTIONAL_CHECKS.items():
-        for name in names.split():
-            namespace[name] = _functional_checked(namespace[name], FUNCTIONAL_TORCH_NAMES.get(name, name), specs)
+    """Wrap the names of ``FUNCTIONAL_CHECKS``, ``FUNCTIONAL_SCALARS`` and ``FUNCTIONAL_OVERLOADS`` in ``namespace``
+    (``nn.functional``'s)."""
+    tensors = {name: specs for specs, names in FUNCTIONAL_CHECKS.items() for name in names.split()}
+    for name in sorted(set(tensors) | set(FUNCTIONAL_SCALARS)):
+        namespace[name] = _functional_checked(namespace[name], name, tensors.get(name, ""),
+                                              FUNCTIONAL_SCALARS.get(name, ""))
     for name, (parameters, overloads) in FUNCTIONAL_OVERLOADS.items():
         namespace[name] = _combination_checked(namespace[name], name, parameters, overloads)

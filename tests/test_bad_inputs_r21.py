@@ -11,7 +11,13 @@ string options; classified as torch's error class, another class, or a value whe
 * a non-Tensor where an F function takes a Tensor: ``F.dropout(3)``, ``F.tanh(2.0)``, ``F.mse_loss(x, 0)`` answered,
   ~400 others failed in an AttributeError or NumPy's words; now torch's parser TypeError, its "invalid combination
   of arguments" (conv, ctc_loss), or, where torch's F is Python that reads an attribute first, the same
-  AttributeError (``_argument_types.FUNCTIONAL_CHECKS``).
+  AttributeError (``_argument_types.FUNCTIONAL_CHECKS``);
+* a string, a float or None for a bool, int, float or int-tuple parameter of an F function: ``ceil_mode="no"``
+  rounded up, ``eps="0.5"`` and ``F.elu(x, "0.5")`` converted the string, ``ignore_index=1.5`` ignored nothing, a
+  float list of CTC lengths was truncated; now torch's parser TypeError (``_argument_types.FUNCTIONAL_SCALARS``);
+* integer inputs to losses and unpooling that torch has no kernel for: computed in integers (max_unpool,
+  multi_margin_loss, multilabel_margin_loss), cast silently (soft_margin_loss), or made float
+  (hinge_embedding_loss: torch keeps int64, and its mean is torch's error).
 
 Each row runs under minilora and torch, which must raise the same exception type with the key words."""
 import numpy as np
@@ -78,6 +84,49 @@ ROWS = [
      lambda L: L.nn.functional.scaled_dot_product_attention(x(L, 1, 2, 3), [1.0], x(L, 1, 2, 3)), TypeError,
      "argument 'key'"),
     ("F.pad(int, [1, 1])", lambda L: L.nn.functional.pad(3, [1, 1]), TypeError, "must be Tensor, not int"),
+    ("F.embedding(int, w)", lambda L: L.nn.functional.embedding(3, x(L, 4, 3)), TypeError,
+     "argument 'indices' (position 2) must be Tensor"),
+    ("F.linear(None, w)", lambda L: L.nn.functional.linear(None, x(L, 4, 3)), TypeError,
+     "must be Tensor, not NoneType"),
+    ("F.batch_norm(x, int, None)", lambda L: L.nn.functional.batch_norm(x(L, 2, 3), 3, None, training=True),
+     TypeError, "argument 'running_mean'"),
+    # the other parameters torch's parser types
+    ("F.max_pool2d(ceil_mode=str)", lambda L: L.nn.functional.max_pool2d(x(L, 1, 4, 4), 2, ceil_mode="no"),
+     TypeError, "argument 'ceil_mode'.* must be bool, not str"),
+    ("F.avg_pool1d(count_include_pad=None)",
+     lambda L: L.nn.functional.avg_pool1d(x(L, 1, 4), 2, count_include_pad=None), TypeError, "must be bool"),
+    ("F.avg_pool1d(kernel_size=[1.5])", lambda L: L.nn.functional.avg_pool1d(x(L, 1, 4), [1.5]), TypeError,
+     "must be tuple of ints, but found element of type float"),
+    ("F.layer_norm(eps=str)", lambda L: L.nn.functional.layer_norm(x(L, 2, 6), [6], eps="0.5"), TypeError,
+     "argument 'eps'.* must be float, not str"),
+    ("F.elu(x, str)", lambda L: L.nn.functional.elu(x(L, 4), "0.5"), TypeError, "must be Number, not str"),
+    ("F.cross_entropy(ignore_index=1.5)",
+     lambda L: L.nn.functional.cross_entropy(x(L, 3, 5), L.tensor([0, 4, 2]), ignore_index=1.5), TypeError,
+     "argument 'ignore_index'.* must be int, not float"),
+    ("F.group_norm(x, 1.5)", lambda L: L.nn.functional.group_norm(x(L, 2, 4, 3), 1.5), TypeError, "must be int"),
+    ("F.conv1d(stride=str)", lambda L: L.nn.functional.conv1d(x(L, 1, 2, 5), x(L, 3, 2, 2), stride="1"),
+     TypeError, "stride"),
+    ("F.scaled_dot_product_attention(is_causal=str)",
+     lambda L: L.nn.functional.scaled_dot_product_attention(x(L, 1, 2, 3), x(L, 1, 2, 3), x(L, 1, 2, 3),
+                                                           is_causal="no"), TypeError, "must be bool"),
+    ("F.ctc_loss(float lengths)",
+     lambda L: L.nn.functional.ctc_loss(x(L, 6, 2, 4).log_softmax(2), L.tensor([[1, 2], [3, 1]]), [6.0, 5.0],
+                                        [2, 2]), TypeError, "invalid combination of arguments"),
+    # integer inputs that no torch kernel takes (NumPy computed them)
+    ("F.hinge_embedding_loss(int64)",
+     lambda L: L.nn.functional.hinge_embedding_loss(L.tensor([1, 2, 3]), L.tensor([1.0, -1.0, 1.0])), RuntimeError,
+     "could not infer output dtype"),
+    ("F.soft_margin_loss(int64)", lambda L: L.nn.functional.soft_margin_loss(L.tensor([1, 2]), L.tensor([1.0, -1.0])),
+     RuntimeError, "can't be cast to the desired output type Long"),
+    ("F.multi_margin_loss(int64)",
+     lambda L: L.nn.functional.multi_margin_loss(L.ones(3, 5, dtype=L.int64), L.tensor([0, 4, 2])),
+     NotImplementedError, "multi_margin_loss_cpu_kernel"),
+    ("F.multilabel_margin_loss(int64)",
+     lambda L: L.nn.functional.multilabel_margin_loss(L.ones(2, 4, dtype=L.int64), L.tensor([[0, -1, 0, 0]] * 2)),
+     NotImplementedError, "multilabel_margin_loss_forward_out_frame"),
+    ("F.max_unpool2d(int64)", lambda L: L.nn.functional.max_unpool2d(L.ones(1, 1, 2, 2, dtype=L.int64),
+                                                                    L.zeros(1, 1, 2, 2, dtype=L.int64), 2),
+     NotImplementedError, "max_unpool2d"),
 ]
 
 
@@ -103,3 +152,13 @@ def test_flags_are_bools_and_tensors_pass():
     for library in (torch, ml):  # a NumPy bool is no bool to torch's setter either
         with pytest.raises(RuntimeError, match="must be a bool"):
             library.ones(2).requires_grad = np.bool_(True)
+
+
+def test_hinge_embedding_loss_of_integers_stays_integer():
+    """ATen's ``margin - input`` fills a tensor of the input's dtype: an int64 input's loss is int64 (it was float)."""
+    for reduction in ("sum", "none"):
+        ours = ml.nn.functional.hinge_embedding_loss(ml.tensor([1, 2, 3]), ml.tensor([1.0, -1.0, 1.0]),
+                                                     reduction=reduction)
+        theirs = torch.nn.functional.hinge_embedding_loss(torch.tensor([1, 2, 3]), torch.tensor([1.0, -1.0, 1.0]),
+                                                          reduction=reduction)
+        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "") and ours.tolist() == theirs.tolist()

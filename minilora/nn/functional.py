@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import amp as _amp, ops
 from ..dtypes import checked_number as _checked_number, int_argument as _int_argument, torch_name as _torch_name
-from ..dtypes import bool_argument as _bool_argument
+from ..dtypes import bool_argument as _bool_argument, can_cast as _can_cast
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
 from ..ops.nn import cosine_embedding_loss, margin_ranking_loss, pairwise_distance  # noqa: F401
@@ -74,7 +74,7 @@ def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` with ``weight`` [out_features, in_features] (PyTorch layout);
     a 1-D ``weight`` [in_features] gives one output per row, without that dimension (torch)."""
     if not (isinstance(input, _Tensor) and isinstance(weight, _Tensor) and (bias is None or isinstance(bias, _Tensor))):
-        _refuse_non_tensors("linear", input=input, weight=weight, bias=bias)
+        _refuse_non_tensors("linear", input=input, weight=weight, bias=bias, required=("input", "weight"))
     if str(input.dtype) == "bool" and weight.ndim == 2 and input.numel() and weight.numel():  # (torch's addmm:
         # no bool kernel; an empty product runs none)
         raise NotImplementedError('"addmm_impl_cpu_" not implemented for \'Bool\'')
@@ -101,12 +101,12 @@ def _linear_with_broadcast_bias(input, weight, bias):
     return ops.linear(input, weight) + bias
 
 
-def _refuse_non_tensors(fn, **arguments):
-    """torch's TypeError for the first of ``arguments`` (in ``fn``'s positional order; None passes, an optional
-    tensor's default) that is not a Tensor: NumPy took an ndarray silently, a number or ``bias=True`` failed in an
-    AttributeError of minilora's code."""
+def _refuse_non_tensors(fn, required=("input",), **arguments):
+    """torch's TypeError for the first of ``arguments`` (in ``fn``'s positional order; None passes where it is an
+    optional tensor's default, not for the ``required`` ones) that is not a Tensor: NumPy took an ndarray silently,
+    a number or ``bias=True`` failed in an AttributeError of minilora's code."""
     for position, (name, value) in enumerate(arguments.items(), start=1):
-        if value is not None and not isinstance(value, _Tensor):
+        if (value is not None or name in required) and not isinstance(value, _Tensor):
             kind = type(value)
             shown = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
             raise TypeError(f"{fn}(): argument '{name}' (position {position}) must be Tensor, not {shown}")
@@ -390,6 +390,9 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
         raise RuntimeError(f"output with shape {list(input.shape)} doesn't match the broadcast shape "
                            f"{list(margin.shape)}")
     if margin.dtype != input.dtype:  # torch's kernel writes into a buffer of the input's dtype
+        if not _can_cast(margin.dtype, input.dtype):  # (an int64 input's float margin: was cast to integers)
+            raise RuntimeError(f"result type {_torch_name(margin.dtype)} can't be cast to the desired output type "
+                               f"{_torch_name(input.dtype)}")
         margin = margin.to(input.dtype)
     out = _reduced("soft_margin_loss", ops.log1p(ops.exp(margin)), reduction)
     if str(input.dtype) in ("float32", "float64") and type(input._array) is np.ndarray and \
@@ -419,7 +422,10 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     two parts, so a target that is neither gets both)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     zeros = input.new_zeros(())
-    loss = ops.where(target != 1, (margin - input).clamp_min(0), zeros) + ops.where(target != -1, input, zeros)
+    # ATen's ``margin - self`` fills a tensor of the input's dtype with margin first: an integer input stays integer
+    # (margin truncated; its mean is torch's error), a 16-bit one gets margin rounded before the subtraction
+    margin_clamp = (input.new_full(tuple(input.shape), margin) - input).clamp_min(0)
+    loss = ops.where(target != 1, margin_clamp, zeros) + ops.where(target != -1, input, zeros)
     return _reduced("hinge_embedding_loss", loss, reduction)
 
 
@@ -490,7 +496,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     if weight is not None and weight.ndim != 1:  # torch's Python checks come before its kernel's
         raise ValueError("weight must be one-dimensional")
     _no_forward_formula("multi_margin_loss", input, weight)
-    if input.dtype.itemsize == 2 and input.device.type == "cpu":  # torch's CPU kernel has no 16-bit version
+    if not _is_floating(input.dtype) or (input.dtype.itemsize == 2 and input.device.type == "cpu"):  # torch's CPU
+        # kernel has no 16-bit, integer or bool version (an int64 input was computed in integers)
         raise NotImplementedError(f'"multi_margin_loss_cpu_kernel" not implemented for \'{_torch_name(input.dtype)}\'')
     if weight is not None and weight.dtype != input.dtype:  # (minilora promoted silently)
         raise RuntimeError(f"expected scalar type {_torch_name(input.dtype)} but found {_torch_name(weight.dtype)}")
@@ -819,6 +826,9 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     number of classes (a class listed twice counts twice, as in torch's kernel)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _no_forward_formula("multilabel_margin_loss_forward", input)
+    if not _is_floating(input.dtype):  # (torch's kernel has no integer or bool version: NumPy computed one)
+        raise NotImplementedError(f'"multilabel_margin_loss_forward_out_frame" not implemented for '
+                                  f"'{_torch_name(input.dtype)}'")
     rows, labels = _multilabel_rows(input, target)
     classes = rows.shape[1]
     listed = np.zeros(rows.shape)  # how many times each class is listed as a target

@@ -1021,6 +1021,7 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
     """PyTorch's ``F.max_unpool2d``: the inverse of ``max_pool2d(..., return_indices=True)`` -- the
     pooled values put back at their positions, zeros elsewhere. The output size defaults to
     ``(H - 1) * stride - 2 * padding + kernel``; ``output_size`` picks another within one stride."""
+    _unpool_kernel_dtype("max_unpool2d", input)
     kernel = _pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else _pair(stride, "stride")
     size = _unpool_size(input, kernel, stride, _pair(padding, "padding"), output_size)
@@ -1060,10 +1061,17 @@ def _unpool_size(input, kernel, stride, padding, output_size):
     return tuple(int(n) for n in sizes)
 
 
+def _unpool_kernel_dtype(kernel, input):
+    """torch's unpooling kernels are for floating dtypes only (an integer or bool input was put back as it came)."""
+    if not dtypes.is_floating(input.dtype):
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{dtypes.torch_name(input.dtype)}\'')
+
+
 @_torch_node("MaxUnpool3DBackward0")
 def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     """PyTorch's ``F.max_unpool3d``: the inverse of ``max_pool3d(..., return_indices=True)`` (indices
     are flat in each [D, H, W] volume: ``max_unpool2d``'s writing, on volumes seen as planes)."""
+    _unpool_kernel_dtype("max_unpool3d", input)
     kernel = _ntuple(kernel_size, 3, "kernel_size")
     stride = kernel if stride is None else _ntuple(stride, 3, "stride")
     size = _unpool_size(input, kernel, stride, _ntuple(padding, 3, "padding"), output_size)
