@@ -449,8 +449,9 @@ def _fractional(value):
 
 def int_argument(fn, name, value):
     """``value`` of the int parameter ``name`` of torch's ``fn``. A float is torch's TypeError: ``int()``, NumPy
-    and ``range`` would truncate 2.5 to 2, a silently different answer."""
-    if _fractional(value):
+    and ``range`` would truncate 2.5 to 2, a silently different answer; so is a string or a sequence (``aminmax(x,
+    dim=[0, 1])`` reduced over both)."""
+    if _fractional(value) or isinstance(value, (str, list, tuple, dict, set)):
         raise TypeError(f"{fn}(): argument '{name}' must be int, not {type(value).__name__}")
     return value
 

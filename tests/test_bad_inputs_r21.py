@@ -127,7 +127,25 @@ ROWS = [
     ("F.max_unpool2d(int64)", lambda L: L.nn.functional.max_unpool2d(L.ones(1, 1, 2, 2, dtype=L.int64),
                                                                     L.zeros(1, 1, 2, 2, dtype=L.int64), 2),
      NotImplementedError, "max_unpool2d"),
+    # the top-level functions and Tensor methods (their sweep: bad dims, flags and dtypes)
+    ("aminmax(dim=[0, 1])", lambda L: L.aminmax(x(L, 2, 3), dim=[0, 1]), TypeError, "argument 'dim' must be int"),
+    ("nanmedian(dim=[0, 1])", lambda L: L.nanmedian(x(L, 2, 3), dim=[0, 1]), TypeError, "must be int, not list"),
+    ("x.kthvalue(1.5)", lambda L: x(L, 2, 3).kthvalue(1.5), TypeError, "argument 'k'.* must be int, not float"),
+    ("x.repeat_interleave((1,))", lambda L: x(L, 2, 3).repeat_interleave((1,)), TypeError,
+     "invalid combination of arguments"),
+    ("x.unique_consecutive(1)", lambda L: x(L, 2, 3).unique_consecutive(1), TypeError,
+     "argument 'return_inverse' must be bool"),
+    ("optimizer.step() of a parameter whose .data was reshaped after .grad",
+     lambda L: step_after_reshaping_data(L), RuntimeError, ""),
 ]
+
+
+def step_after_reshaping_data(L):
+    p = L.nn.Parameter(L.ones(3))
+    optimizer = L.optim.Adam([p])
+    p.grad = L.ones(3)
+    p.data = L.ones(4)  # (torch checks a gradient's shape when it is assigned, not when .data changes)
+    optimizer.step()
 
 
 @pytest.mark.parametrize("call,error,phrase", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])

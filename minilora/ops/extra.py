@@ -542,6 +542,8 @@ def msort(input):
 def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
     """``torch.unique_consecutive``: each run of equal consecutive elements (or slices along ``dim``)
     kept once, with the inverse indices and run lengths on request."""
+    for name, flag in (("return_inverse", return_inverse), ("return_counts", return_counts)):
+        dtypes.bool_argument("unique_consecutive", name, flag)  # (x.unique_consecutive(1): a dim taken as a flag)
     if input.dtype.kind == "c":
         raise NotImplementedError(f'"unique" not implemented for \'{dtypes.torch_name(input.dtype)}\'')
     no_forward_formula("unique_consecutive", input)

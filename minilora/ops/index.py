@@ -1251,6 +1251,10 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
         input, dim = Tensor(np.arange(counts.numel()), dtype=np.int64, device=counts.device), 0
     else:
         counts = repeats
+        if not isinstance(repeats, (Tensor, int, np.integer)):  # (a list or tuple was read as counts: torch has
+            # a Tensor overload and an int one only)
+            raise TypeError(f"repeat_interleave() received an invalid combination of arguments - got repeats of type "
+                            f"{type(repeats).__name__}, but expected a Tensor or an int")
     if dim is None:
         input, dim = input.reshape(-1), 0
     elif input.ndim == 0:  # (torch: a 0-d tensor has no dim to repeat along; dim=None flattens it)
@@ -1387,6 +1391,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     as a named tuple; the gradient goes to that index. NaN counts as the largest value. Among equal values the
     index is the one ATen's quickselect leaves at position k (``std_sort.kthvalue_index``), as torch's CPU."""
     _flags("kthvalue", keepdim=keepdim)
+    int_argument("kthvalue", "k", k)  # (a float k was compared, then truncated)
     dim_ = _dim(dim, input.ndim, "kthvalue")
     size = input.shape[dim_] if input.ndim else 1
     if size == 0:

@@ -30,7 +30,8 @@ import numpy as np
 from .. import amp as _amp, float32_math, float32_sums, parallel, return_types, std_sort
 from ..device import xp_of
 from ..fastmath import lane_sum, multiply_add
-from ..dtypes import bool_argument, compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
+from ..dtypes import bool_argument, compute_dtype, get_default_dtype, int_argument, is_floating, promote_types, to_dtype
+from ..dtypes import torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, share_node, shows_values
 from .elementwise import (AsType, _is_16bit_float, _power_kernel, _torch_sign, backward_in_float32, complex_logaddexp,
                           computes_in_float32)
@@ -1240,6 +1241,8 @@ def aminmax(input, *, dim=None, keepdim=False):
     ties share the gradient, as ``amin``/``amax``."""
     if input.dtype.kind == "c":
         raise NotImplementedError(f"\"aminmax_cpu\" not implemented for '{torch_name(input.dtype)}'")
+    if dim is not None:  # (one dim: amin/amax below would take a list and reduce over all of it)
+        int_argument("aminmax", "dim", dim)
     if input.numel() == 0 and dim is None:
         raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the "
                            "operation has no identity.")
@@ -1330,6 +1333,8 @@ def nanmedian(input, dim=NO_DIM, keepdim=False):
     with ``dim`` the named tuple ``(values, indices)``, each value's gradient to its index.
     Shown as torch's one node of the input (NanmedianBackward0, 1 with ``dim``), whichever ops computed it."""
     dim = dim_given("nanmedian", dim)
+    if dim is not None:  # (one dim: a list was read as its first)
+        int_argument("nanmedian", "dim", dim)
     result = _nanmedian(input, dim, keepdim)
     values = result if dim is None else result[0]
     if isinstance(input, Tensor) and is_floating(input.dtype):  # (an integer input: median's own node)

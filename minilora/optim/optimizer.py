@@ -127,9 +127,9 @@ class Optimizer:
         set_to_none=False)`` leaves zeros) keeps being stepped -- momentum and weight decay go on moving it."""
         params = [p for p in group["params"] if p.grad is not None]
         for p in params:
-            if p.grad.shape != p.shape:  # only possible when .grad was set by hand
-                raise ValueError(f"a parameter of shape {p.shape} has a gradient of shape "
-                                 f"{p.grad.shape}")
+            if p.grad.shape != p.shape:  # (.data reshaped after .grad was set: torch's step fails in a RuntimeError)
+                raise RuntimeError(f"a parameter of shape {p.shape} has a gradient of shape "
+                                   f"{p.grad.shape}")
         if group.get("capturable") and not group.get("fused") and any(p.device.type == "cpu" for p in params):
             # (CUDA-graph capture: torch's capturable steps refuse CPU parameters, with an AssertionError)
             raise AssertionError(f"If capturable=True, params and state_steps must be on supported devices: "
