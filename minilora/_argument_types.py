@@ -405,6 +405,9 @@ FUNCTIONAL_SCALARS = {
     "max_pool2d_with_indices": "kernel_size:ints stride:ints? padding:ints dilation:ints ceil_mode:bool",
     "max_pool3d": "kernel_size:ints stride:ints? padding:ints dilation:ints ceil_mode:bool",
     "max_pool3d_with_indices": "kernel_size:ints stride:ints? padding:ints dilation:ints ceil_mode:bool",
+    "max_unpool1d": "kernel_size:ints stride:ints? padding:ints output_size:ints?",  # (torch's Python fails in
+    "max_unpool2d": "kernel_size:ints stride:ints? padding:ints output_size:ints?",  # arithmetic on a string: a
+    "max_unpool3d": "kernel_size:ints stride:ints? padding:ints output_size:ints?",  # TypeError too)
     "multi_margin_loss": "margin:Number",
     "native_channel_shuffle": "groups:int",
     "nll_loss": "weight:Tensor? ignore_index:int",

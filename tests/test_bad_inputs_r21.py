@@ -127,6 +127,14 @@ ROWS = [
     ("F.max_unpool2d(int64)", lambda L: L.nn.functional.max_unpool2d(L.ones(1, 1, 2, 2, dtype=L.int64),
                                                                     L.zeros(1, 1, 2, 2, dtype=L.int64), 2),
      NotImplementedError, "max_unpool2d"),
+    ("F.max_unpool2d(padding=str)", lambda L: L.nn.functional.max_unpool2d(x(L, 1, 1, 2, 2),
+                                                                          L.zeros(1, 1, 2, 2, dtype=L.int64), 2,
+                                                                          padding="1"), TypeError, "str"),
+    ("F.batch_norm(int64)",
+     lambda L: L.nn.functional.batch_norm(L.ones(2, 3, dtype=L.int64), L.zeros(3), L.ones(3)),
+     NotImplementedError, '"batch_norm" not implemented for \'Long\''),
+    ("F.linear(bool, float)", lambda L: L.nn.functional.linear(L.ones(2, 3, dtype=L.bool), x(L, 4, 3)), RuntimeError,
+     "expected m1 and m2 to have the same dtype"),
     # the top-level functions and Tensor methods (their sweep: bad dims, flags and dtypes)
     ("aminmax(dim=[0, 1])", lambda L: L.aminmax(x(L, 2, 3), dim=[0, 1]), TypeError, "argument 'dim' must be int"),
     ("nanmedian(dim=[0, 1])", lambda L: L.nanmedian(x(L, 2, 3), dim=[0, 1]), TypeError, "must be int, not list"),
@@ -136,13 +144,13 @@ ROWS = [
     ("x.unique_consecutive(1)", lambda L: x(L, 2, 3).unique_consecutive(1), TypeError,
      "argument 'return_inverse' must be bool"),
     ("optimizer.step() of a parameter whose .data was reshaped after .grad",
-     lambda L: step_after_reshaping_data(L), RuntimeError, ""),
+     lambda L: step_after_reshaping_data(L), RuntimeError, "size|shape"),
 ]
 
 
 def step_after_reshaping_data(L):
     p = L.nn.Parameter(L.ones(3))
-    optimizer = L.optim.Adam([p])
+    optimizer = L.optim.SGD([p], lr=0.1)  # (SGD: torch's first Adam step takes a second to set up)
     p.grad = L.ones(3)
     p.data = L.ones(4)  # (torch checks a gradient's shape when it is assigned, not when .data changes)
     optimizer.step()

@@ -18,6 +18,7 @@ from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1
 from ..ops.nn import cosine_embedding_loss, margin_ranking_loss, pairwise_distance  # noqa: F401
 from ..ops.nn import triplet_margin_loss as _triplet_margin_loss
 from ..ops.nn import batch_norm as _batch_norm, group_norm  # noqa: F401
+from ..ops.nn import refuse_integer_batch_norm as _refuse_integer_batch_norm
 from ..ops.nn import _floating_only, _reduced, _row_index
 from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import dropout_noise as _dropout_noise, feature_dropout as _feature_dropout
@@ -75,8 +76,9 @@ def linear(input, weight, bias=None):
     a 1-D ``weight`` [in_features] gives one output per row, without that dimension (torch)."""
     if not (isinstance(input, _Tensor) and isinstance(weight, _Tensor) and (bias is None or isinstance(bias, _Tensor))):
         _refuse_non_tensors("linear", input=input, weight=weight, bias=bias, required=("input", "weight"))
-    if str(input.dtype) == "bool" and weight.ndim == 2 and input.numel() and weight.numel():  # (torch's addmm:
-        # no bool kernel; an empty product runs none)
+    if str(input.dtype) == "bool" and weight.dtype == input.dtype and weight.ndim == 2 and input.numel() and \
+            weight.numel():  # (torch's addmm: no bool kernel; an empty product runs none; a float weight is
+        # the mismatch of dtypes below)
         raise NotImplementedError('"addmm_impl_cpu_" not implemented for \'Bool\'')
     if weight.ndim == 1:
         if bias is not None:  # torch refuses this combination too
@@ -802,6 +804,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     """Each sample's channels normalised on their own: torch's way, ``batch_norm`` of the input seen
     as one sample with N * C channels (weight, bias and running statistics repeated N times); the
     running statistics then take the mean over the samples of their updates."""
+    _refuse_integer_batch_norm(input)  # (its mean failed in other words)
     if use_input_stats and int(np.prod(input.shape[2:])) == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(input.shape)}")
     if not use_input_stats and (running_mean is None or running_var is None):

@@ -3002,6 +3002,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return _empty_batch_norm(input, weight, bias)
     if input.ndim < 2:  # torch's RuntimeError (it reads a 1-D input as having no channels)
         raise RuntimeError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
+    refuse_integer_batch_norm(input)
     _check_parameter_dtypes(input, running_mean, running_var, weight, bias)
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                     ("bias", bias)):  # (torch's order)
@@ -3013,6 +3014,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     # empty_like(suggested)); native_batch_norm_backward gives the bias's gradient too, from input and weight
     out = backward_reads(out, input, weight, zeros=False)
     return name_node(out, "NativeBatchNormBackward0", input, graph=(input, weight, bias))
+
+
+def refuse_integer_batch_norm(input):
+    """torch's batch_norm kernel has no integer or bool version (and checks that before the parameters' dtypes)."""
+    if input.dtype.kind in "biu":
+        raise NotImplementedError(f'"batch_norm" not implemented for \'{torch_name(input.dtype)}\'')
 
 
 def _empty_batch_norm(input, weight, bias):
