@@ -22,12 +22,13 @@ backward formula; a user's autograd.Function still runs its own backward (``Func
 import numpy as np
 
 from . import factories
+from .ops.conv import Conv2d, MaxPool2d
 from .ops.elementwise import Clone, ToDevice
 from .ops.lora import LoraLinear
 from .ops.matmul import Linear, MatMul
 from .ops.index import CumSum, Gather, IndexSelect
-from .ops.nn import (Attention, CrossEntropy, Dropout, Embedding, KernelValues, LayerNorm, MseLoss, NllLoss, RMSNorm,
-                     Rotary, SwiGLU)
+from .ops.nn import (Attention, CrossEntropy, Dropout, Embedding, KernelValues, LayerNorm, MseLoss, NllLoss, Pad,
+                     RMSNorm, Rotary, SwiGLU)
 from .ops.reduce import AMax, ArgMax, LogSoftmax, Mean, PNorm, Softmax, Sum, Var
 from .ops.shape import Cat, Flip, Reshape, Roll
 from .tensor import Function
@@ -312,6 +313,58 @@ def loss_shape(x, t, *, reduction):
     return shape if shape is None or reduction == "none" else ()
 
 
+def _window_count(size, kernel, stride, padding, dilation):
+    """How many windows a convolution or pooling fits along one dimension (floor, as torch's default)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv2d_shape(x, weight, stride, padding, dilation, groups):
+    """[N, C, H, W] input, [O, C / groups, kh, kw] weight -> [N, O, H_out, W_out]."""
+    if x.ndim != 4 or weight.ndim != 4 or not groups or x.shape[1] != weight.shape[1] * groups \
+            or weight.shape[0] % groups:
+        return None
+    spatial = tuple(_window_count(n, k, s, p, d) for n, k, s, p, d in
+                    zip(x.shape[2:], weight.shape[2:], stride, padding, dilation))
+    return x.shape[:1] + weight.shape[:1] + spatial if min(spatial) > 0 else None
+
+
+def conv2d_small(arrays, options):
+    """conv2d's stand-ins: one image of one channel per group (the kernel's and the image's sizes kept)."""
+    x, weight = arrays[:2]
+    groups = options["groups"] if "groups" in options else arrays[5]
+    return [x[:1, :groups], weight[:groups, :1], *arrays[2:]], options
+
+
+def pool2d_shape(x, kernel, stride, padding, dilation, *_, **__):
+    """max_pool2d: [N, C, H, W] -> [N, C, H_out, W_out]."""
+    if x.ndim != 4:
+        return None
+    spatial = tuple(_window_count(n, k, s, p, d) for n, k, s, p, d in zip(x.shape[2:], kernel, stride, padding,
+                                                                           dilation))
+    return x.shape[:2] + spatial if min(spatial) > 0 else None
+
+
+def pool2d_small(arrays, options):
+    """max_pool2d's stand-ins: one channel of one image (its sizes kept)."""
+    return [arrays[0][:1, :1], *arrays[1:]], options
+
+
+def pad_shape(a, widths, value):
+    """Constant padding (a negative width crops): each dimension grows by its widths, when no crop cuts past
+    an edge (else the op's error)."""
+    if len(widths) != a.ndim or any(n + min(before, 0) < 0 or n + before + after < 0
+                                    for n, (before, after) in zip(a.shape, widths)):
+        return None
+    return tuple(n + before + after for n, (before, after) in zip(a.shape, widths))
+
+
+def pad_small(arrays, options):
+    """pad's stand-ins: one element along each dimension it does not pad (the padded ones kept)."""
+    a = arrays[0]
+    widths = options["widths"] if "widths" in options else arrays[1]
+    return [a[tuple(slice(None) if any(w) else slice(0, 1) for w in widths)], *arrays[1:]], options
+
+
 def softmax_shape(a, axis=-1, *_, **__):
     """softmax and log_softmax: the input's shape."""
     return a.shape if -max(a.ndim, 1) <= axis < max(a.ndim, 1) else None
@@ -351,11 +404,14 @@ def _attach():
              Softmax: softmax_shape, LogSoftmax: softmax_shape, Clone: first_shape, Reshape: reshape_copy_shape,
              LayerNorm: layer_norm_shape, AMax: reduced_shape, ArgMax: reduced_shape, Var: reduced_shape,
              PNorm: norm_of_shape, CumSum: first_shape, Flip: first_shape, Roll: first_shape, Cat: concatenated_shape,
-             IndexSelect: index_select_shape, Gather: gather_shape, MseLoss: loss_shape, NllLoss: cross_entropy_shape}
+             IndexSelect: index_select_shape, Gather: gather_shape, MseLoss: loss_shape, NllLoss: cross_entropy_shape,
+             Conv2d: conv2d_shape, MaxPool2d: pool2d_shape, Pad: pad_shape}
     for cls, rule in rules.items():
         cls.meta_shape = staticmethod(rule)
     Rotary.meta_small = staticmethod(rotary_small)
     RMSNorm.meta_small = LayerNorm.meta_small = staticmethod(norm_small)
+    Conv2d.meta_small, MaxPool2d.meta_small = staticmethod(conv2d_small), staticmethod(pool2d_small)
+    Pad.meta_small = staticmethod(pad_small)
     Rotary.meta_order, Dropout.meta_order = staticmethod(empty_like_order), staticmethod(iterator_order)
     Clone.meta_order = staticmethod(clone_order)
     Reshape.meta_dtype = staticmethod(input_dtype)

@@ -85,6 +85,13 @@ _CALLS = {
     "nll_loss none": lambda T, d: T.nn.functional.nll_loss(_ones(T, d, 6, 5), T.zeros(6, dtype=T.int64, device=d),
                                                             reduction="none"),
     "group_norm": lambda T, d: T.nn.functional.group_norm(_ones(T, d, 2, 4, 3), 2),
+    "conv2d": lambda T, d: T.nn.functional.conv2d(_ones(T, d, 2, 4, 3, 3), _ones(T, d, 6, 4, 2, 2), stride=2,
+                                                  padding=1),
+    "grouped conv2d": lambda T, d: T.nn.functional.conv2d(_ones(T, d, 2, 4, 3, 2), _ones(T, d, 6, 2, 2, 2), padding=1,
+                                                          groups=2),
+    "max_pool2d": lambda T, d: T.nn.functional.max_pool2d(_ones(T, d, 2, 3, 3, 4), 2, padding=1),
+    "pad": lambda T, d: T.nn.functional.pad(_ones(T, d, 2, 3, 4), (1, 2)),
+    "pad that crops": lambda T, d: T.nn.functional.pad(_ones(T, d, 8, 3), (-1, 2)),
 }
 
 
