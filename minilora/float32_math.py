@@ -119,7 +119,7 @@ _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s"
             "i": ctypes.c_int}
 _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_log", "ml_sigmoid"), "ppn"),
-    "ml_silu": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
+    "ml_silu": "pppn", "ml_pow": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
@@ -307,10 +307,29 @@ def atan2(a, b):
 
 
 def pow_loop(a, b):
-    """torch's float32 ``pow`` kernels (a tensor or number base, a tensor or number exponent, as float32): SLEEF's
-    ``powf_u10`` in the vectorized body (its stand-in the correctly rounded ``power``, 98% SLEEF's), C's ``powf``
-    in the scalar tail and on strided operands (a number operand broadcasts: vectorized)."""
-    return binary_loop(a, b, power, "powf")
+    """torch's float32 ``pow`` kernels of a tensor exponent (a tensor or number base): ``vectorized_pow`` (SLEEF's
+    ``powf_u10``) in the vectorized body, C's ``powf`` in the scalar tail and on strided operands (a number operand
+    broadcasts: vectorized)."""
+    return binary_loop(a, b, vectorized_pow, "powf")
+
+
+def pow_scalar_loop(a, exponent):
+    """torch's float32 ``tensor ** number`` kernel (an exponent it does not compute by multiplication): SLEEF's pow
+    with the exponent as a float32 in the vectorized body, its scalar lambda ``std::pow`` in double (the float32
+    base and the exponent as given, rounded once) in the tail and on a strided input. (torch's "default" build: C's
+    powf of the float32 exponent here, its vectorized body's; its tail's double pow is not modelled.)"""
+    if CPU_CAPABILITY == "default":
+        return c_function2("powf", a, _F32(exponent))
+    return _in_loop(a, lambda v: vectorized_pow(v, _F32(exponent)),
+                    lambda t: np.power(t.astype(_F64), float(exponent)).astype(_F32), layout=a)
+
+
+def vectorized_pow(a, b):
+    """torch's ``Vectorized<float>::pow`` of float32 arrays: SLEEF's ``powf_u10`` (``sleef_pow``); under torch's
+    "default" build C's ``powf``."""
+    if CPU_CAPABILITY == "default":
+        return c_function2("powf", a, b)
+    return sleef_pow(a, b)
 
 
 # torch's float32 kernels of NumPy's functions that are not MKL's (``pointwise``): asinh and acosh map C's function
@@ -370,12 +389,95 @@ def vml(name, a):
     return _in_float64(getattr(np, name), a)  # (no np.errstate: it costs ~1 us a call)
 
 
-def power(a, b):
-    """``a ** b`` of float32 arrays (or ``b`` a number, taken as float32 as torch does) correctly
-    rounded: torch's SLEEF pow (Sleef_powf16_u10) is that result in 98% of elements, NumPy's float32
-    power in 80%. (Exponents torch computes by multiplication, 2, 3, -1, -2, +-0.5, are not for here.)"""
-    with np.errstate(over="ignore"):
-        return np.power(a, b if hasattr(b, "dtype") else _F32(b), dtype=_F64).astype(_F32)
+# ---- Sleef_powf16_u10 ----------------------------------------------------------------------------------------
+# x^y = exp(y log|x|): SLEEF's logkf gives log|x| as a double-float (2 atanh((m - 1) / (m + 1)) + e ln 2, m the
+# mantissa in [0.75, 1.5)), times y as a double-float, and expkf takes that pair back to one float (2^q e^s, its
+# polynomial in s's high part, the sums in double-float); then the sign and IEEE's special cases. torch's
+# Vectorized<float>::pow (AVX2 and AVX-512 builds alike), so its pow kernels' vectorized body.
+_LOGKF_T = [_F32(c) for c in (0.240320354700088500976562, 0.285112679004669189453125, 0.400007992982864379882812)]
+_LOGKF_C = (_F32(0.66666662693023681640625), _F32(3.69183861259614332084311e-09))
+_EXPKF_U = [_F32(c) for c in (0.00136324646882712841033936, 0.00836596917361021041870117, 0.0416710823774337768554688,
+                              0.166665524244308471679688, 0.499999850988388061523438)]
+
+
+def _df_two_sum(x, y):
+    """x + y of two floats as a double-float, SLEEF's dfadd2_vf2_vf_vf."""
+    hi = x + y
+    v = hi - x
+    return hi, (x - (hi - v)) + (y - v)
+
+
+def _df_add_fast(x, y):
+    """(hi, lo) + (hi, lo) where |x| >= |y| (or x a float, lo 0), SLEEF's dfadd: the low parts added last."""
+    hi = x[0] + y[0]
+    return hi, (((x[0] - hi) + y[0]) + x[1]) + y[1]
+
+
+def _sleef_logk(d):
+    """SLEEF's ``logkf(d)``: ln d as a double-float, for d > 0 (AVX-512's getexp/getmant branch; AVX2's gives the
+    same exponent and mantissa)."""
+    e = (np.frexp(d * _F32(1 / 0.75))[1] - 1).astype(_F32)  # getexp: floor(log2 |v|)
+    e = np.where(np.isinf(d), _F32(128), e)
+    fraction = np.frexp(d)[0].astype(_F32)  # in [0.5, 1)
+    m = np.where(fraction < _F32(0.75), fraction * _F32(2), fraction)  # getmant: [0.75, 1.5)
+    x = _df_divide(_df_two_sum(_F32(-1), m), _df_two_sum(_F32(1), m))
+    x2 = _df_square(x)
+    t = _fma32(_fma32(_LOGKF_T[0], x2[0], _LOGKF_T[1]), x2[0], _LOGKF_T[2])
+    series = _df_mul(_df_mul(x2, x), _df_add(_df_mul_float(x2, t), _LOGKF_C))
+    return _df_add(_df_mul_float((_LN2_HI, _LN2_LO), e), _df_add((x[0] * _F32(2), x[1] * _F32(2)), series))
+
+
+def _sleef_expk(d):
+    """SLEEF's ``expkf(d)``: e^(hi + lo) of a double-float, one float."""
+    q = np.rint((d[0] + d[1]) * _R_LN2)
+    k = np.nan_to_num(np.clip(q, -300, 300)).astype(np.int32)
+    q = k.astype(_F32)
+    s = _df_add_float(d, q * _F32(-_L2U))
+    s = _df_add_float(s, q * _F32(-_L2L))
+    hi = s[0] + s[1]  # dfnormalize
+    s = hi, (s[0] - hi) + s[1]
+    u = np.full_like(s[0], _EXPKF_U[0])
+    for c in _EXPKF_U[1:]:
+        u = _fma32(u, s[0], c)
+    t = _df_add_fast(s, _df_mul_float(_df_square(s), u))
+    t = _df_add_fast((_F32(1), _F32(0)), t)
+    return np.where(d[0] < -104, _F32(0), _sleef_ldexp(t[0] + t[1], k))
+
+
+def _sleef_ldexp(x, q):
+    """SLEEF's ``vldexp_vf_vf_vi2``: x 2^q as four products by one power of two and a fifth by another, each rounded
+    (a subnormal result is rounded on the way, not once)."""
+    m = q >> 31
+    m = (((m + q) >> 6) - m) << 4
+    q = q - (m << 2)
+    u = (np.clip(m + 127, 0, 255).astype(np.int32) << 23).view(_F32)
+    x = x * u * u * u * u
+    return x * ((q + 127).astype(np.int32) << 23).view(_F32)
+
+
+def sleef_pow(x, y):
+    """``Sleef_powf16_u10(x, y)`` of float32 arrays (broadcast): ``expkf(logkf(|x|) * y)``, with C99's special cases
+    as SLEEF writes them."""
+    x, y = np.broadcast_arrays(np.asarray(x, _F32), np.asarray(y, _F32))
+    library = _native_library()
+    if library is not None:  # (the same steps in C, one pass)
+        out = np.empty(x.shape, _F32)
+        _native_map(library.ml_pow, [np.ascontiguousarray(v).reshape(-1) for v in (x, y)] + [out.reshape(-1)])
+        return out
+    with np.errstate(all="ignore"):
+        magnitude = np.abs(x)
+        result = _sleef_expk(_df_mul_float(_sleef_logk(np.where(magnitude == 0, _F32(1), magnitude)), y))
+        result = np.where(np.isnan(result), _F32(np.inf), result)
+        whole = (np.trunc(y) == y) | (np.abs(y) > _F32(1 << 23))
+        odd = whole & (np.abs(y) < _F32(1 << 24)) & (np.fmod(np.trunc(y), _F32(2)) != 0)
+        result = result * np.where(x > 0, _F32(1), np.where(whole, np.where(odd, _F32(-1), _F32(1)), _F32(np.nan)))
+        efx = (magnitude - _F32(1)) * np.copysign(_F32(1), y)  # (SLEEF's mulsign: the sign bits xor-ed)
+        result = np.where(np.isinf(y), np.where(efx < 0, _F32(0), np.where(efx == 0, _F32(1), _F32(np.inf))), result)
+        signed_one = np.where(odd, np.copysign(_F32(1), x), _F32(1))
+        result = np.where(np.isinf(x) | (x == 0),
+                          signed_one * np.where(np.where(x == 0, -y, y) < 0, _F32(0), _F32(np.inf)), result)
+        result = np.where(np.isnan(x) | np.isnan(y), _F32(np.nan), result)
+        return np.where((y == 0) | (x == 1), _F32(1), result).astype(_F32, copy=False)
 
 
 def _c_pow(x, y):

@@ -86,8 +86,7 @@ def test_copysign_grad_over_broadcast_dims_is_one_sum_of_grad_times_sign(dtype):
 
 
 # Left as they are: float32 formulas whose op is a kernel minilora models only near torch's (float32_math.vml:
-# MKL's exp and log correctly rounded, not MKL's own; float32_math.power: SLEEF's powf correctly rounded, its
-# result in ~98% of elements). The forward ops (torch.exp, torch.log, torch.pow) differ the same way.
+# MKL's exp and log correctly rounded, not MKL's own). The forward ops (torch.exp, torch.log) differ the same way.
 @pytest.mark.xfail(strict=True, reason="logaddexp's grad / (1 + exp(other - self)): torch's exp is MKL's vsExp, "
                                        "~0.2% of elements an ulp from the correctly rounded exp minilora gives")
 def test_logaddexp_float32_grad_needs_mkls_exp():
@@ -100,9 +99,9 @@ def test_pow_float32_exponent_grad_needs_mkls_log():
     _assert_bitwise(_grads_both(torch.pow, ml.pow, "float32", SHAPES[1], (True, False)))
 
 
-@pytest.mark.xfail(strict=True, reason="pow's base grad, grad * (exponent * self.pow(exponent - 1)): torch's float32 "
-                                       "pow is SLEEF's powf, not always the correctly rounded power minilora gives")
-def test_pow_float32_base_grad_needs_sleefs_powf():
+def test_pow_float32_base_grad_is_sleefs_powf():
+    """pow's base grad, grad * (exponent * self.pow(exponent - 1)): torch's float32 pow is SLEEF's powf (ported in
+    round 21: float32_math.sleef_pow; it was the correctly rounded power, SLEEF's in ~98% of elements)."""
     rng = np.random.default_rng(0)
     a = torch.tensor(rng.uniform(0.1, 3, 300).astype(np.float32), requires_grad=True)
     b = torch.tensor((np.round(rng.uniform(-3, 3, 300) * 2) / 2).astype(np.float32))

@@ -181,6 +181,71 @@ static inline float sleef_log(float d) {
 }
 
 /* ---- the kernels float32_math calls (ctypes releases the GIL around each call) ----------------- */
+/* ---- Sleef_powf16_u10: expkf(logkf(|x|) y), then C99's special cases as SLEEF writes them ------- */
+static inline df df_two_sum(float x, float y) {  /* dfadd2 of two floats */
+    float hi = x + y, v = hi - x;
+    return (df){hi, (x - (hi - v)) + (y - v)};
+}
+static inline df df_add_fast(df x, df y) {  /* dfadd: |x| >= |y|, the low parts added last */
+    float hi = x.hi + y.hi;
+    return (df){hi, (((x.hi - hi) + y.hi) + x.lo) + y.lo};
+}
+static inline df sleef_logk(float d) {  /* ln d as a double-float (d > 0; AVX-512's getexp/getmant) */
+    int exponent, unused;
+    frexpf(d * (1.0f / 0.75f), &exponent);
+    float e = isinf(d) ? 128.0f : (float)(exponent - 1);
+    float fraction = frexpf(d, &unused);
+    float m = fraction < 0.75f ? fraction * 2.0f : fraction;
+    df x = df_divide(df_two_sum(-1.0f, m), df_two_sum(1.0f, m)), x2 = df_square(x);
+    float t = fmaf(fmaf(0.240320354700088500976562f, x2.hi, 0.285112679004669189453125f), x2.hi,
+                   0.400007992982864379882812f);
+    df series = df_mul(df_mul(x2, x), df_add(df_mul_float(x2, t),
+                                              (df){0.66666662693023681640625f, 3.69183861259614332084311e-09f}));
+    return df_add(df_mul_float((df){0.69314718246459960938f, -1.904654323148236017e-09f}, e),
+                  df_add((df){x.hi * 2.0f, x.lo * 2.0f}, series));
+}
+static inline float sleef_ldexp(float x, int32_t q) {  /* x 2^q in five products, as SLEEF's vldexp */
+    int32_t m = q >> 31;
+    m = (((m + q) >> 6) - m) << 4;
+    q = q - m * 4;
+    m += 127;
+    m = m < 0 ? 0 : (m > 255 ? 255 : m);
+    float u = float_of((uint32_t)m << 23);
+    x = x * u * u * u * u;
+    return x * float_of((uint32_t)(q + 127) << 23);
+}
+static inline float sleef_expk(df d) {  /* e^(hi + lo) as one float */
+    float q = rintf((d.hi + d.lo) * R_LN2);
+    q = q != q ? 0.0f : (q < -300.0f ? -300.0f : (q > 300.0f ? 300.0f : q));
+    df s = df_add_float(d, q * -L2U);
+    s = df_add_float(s, q * -L2L);
+    float hi = s.hi + s.lo;
+    s = (df){hi, (s.hi - hi) + s.lo};
+    float u = 0.00136324646882712841033936f;
+    u = fmaf(u, s.hi, 0.00836596917361021041870117f);
+    u = fmaf(u, s.hi, 0.0416710823774337768554688f);
+    u = fmaf(u, s.hi, 0.166665524244308471679688f);
+    u = fmaf(u, s.hi, 0.499999850988388061523438f);
+    df t = df_add_fast(s, df_mul_float(df_square(s), u));
+    t = df_add_fast((df){1.0f, 0.0f}, t);
+    return d.hi < -104.0f ? 0.0f : sleef_ldexp(t.hi + t.lo, (int32_t)q);
+}
+static inline float sleef_pow(float x, float y) {
+    float magnitude = fabsf(x);
+    float result = sleef_expk(df_mul_float(sleef_logk(magnitude == 0.0f ? 1.0f : magnitude), y));
+    result = result != result ? INFINITY : result;
+    int whole = truncf(y) == y || fabsf(y) > 8388608.0f;
+    int odd = whole && fabsf(y) < 16777216.0f && fmodf(truncf(y), 2.0f) != 0.0f;
+    result *= x > 0 ? 1.0f : (whole ? (odd ? -1.0f : 1.0f) : NAN);
+    float efx = (magnitude - 1.0f) * copysignf(1.0f, y);  /* SLEEF's mulsign */
+    if (isinf(y)) result = efx < 0 ? 0.0f : (efx == 0 ? 1.0f : INFINITY);
+    if (isinf(x) || x == 0) result = (odd ? copysignf(1.0f, x) : 1.0f) * ((x == 0 ? -y : y) < 0 ? 0.0f : INFINITY);
+    if (x != x || y != y) result = NAN;
+    return (y == 0 || x == 1) ? 1.0f : result;
+}
+void ml_pow(const float *restrict x, const float *restrict y, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_pow(x[i], y[i]);
+}
 void ml_log(const float *restrict x, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_log(x[i]);
 }

@@ -573,11 +573,12 @@ def rope_inverse_frequencies(config, seq_len=None):
 
 def _torch_float32_frequencies(config):
     """Plain RoPE's ``inv_freq`` as transformers computes it in float32: ``1.0 / (theta ** (arange(0, d, 2) / d))``,
-    the exponents in float32, torch's pow (correctly rounded but in ~2% of elements), then a float32 division.
+    the exponents in float32, torch's pow of a number base (SLEEF's powf in vectors, C's powf in the tail), then a
+    float32 division.
     (From the float64 frequencies rounded once, about a third of the entries differ in the last bit.)"""
     dim = config.head_dim
     exponents = np.arange(0, dim, 2).astype(np.float32) / np.float32(dim)
-    return np.float32(1.0) / float32_math.power(np.float32(config.rope_theta), exponents)
+    return np.float32(1.0) / float32_math.pow_loop(np.float32(config.rope_theta), exponents)
 
 
 def _yarn_inverse_frequencies(inv_freq, dim, theta, scaling):

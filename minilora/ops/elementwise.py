@@ -424,15 +424,14 @@ def _power_as_torch(a, exponent):
 def _float32_power(a, b):
     """A float32 tensor (or a number) to a number or float32 tensor power as torch's kernel: 2, 3, -1, -2 by
     multiplication and division (``_power_as_torch``), a tensor exponent SLEEF's pow in vectors and C's powf in
-    the loop's scalar tail (``float32_math.pow_loop``), a number one SLEEF's pow (``float32_math.power``: the
-    correctly rounded result, 98% SLEEF's); None for other dtypes."""
+    the loop's scalar tail (``float32_math.pow_loop``), a number one SLEEF's pow in vectors and C's double pow in the
+    tail (``float32_math.pow_scalar_loop``); None for other dtypes."""
     if type(a) in _NUMBERS and isinstance(b, np.ndarray) and b.dtype == float32:  # (number ** tensor)
         return float32_math.pow_loop(a, b)
     if not (isinstance(a, np.ndarray) and a.dtype == float32):
         return None
     if type(b) in _NUMBERS:
-        return _power_as_torch(a, b) if b in (1, 2, 3, -1, -2) else float32_math.power(a, b)  # (its scalar
-        # lambda in double: a strided base's powers are the correctly rounded ones)
+        return _power_as_torch(a, b) if b in (1, 2, 3, -1, -2) else float32_math.pow_scalar_loop(a, b)
     if isinstance(b, np.ndarray) and b.dtype == float32:
         return float32_math.pow_loop(a, b)
     return None
