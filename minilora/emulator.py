@@ -495,6 +495,75 @@ def _expand_shared_keyword_macros(src: str) -> str:
     return src
 
 
+# `#define DECLARE(n) __shared__ float n[32];` (a function-like or plain macro that declares shared memory)
+_MACRO_DEFINITION = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)(\([^()]*\))?", re.M)
+
+
+def _shared_declaring_macros(src: str, masked: str) -> dict:
+    """The macros whose body declares __shared__ memory: name -> (parameters or None, body on one line, span)."""
+    macros = {}
+    for m in _MACRO_DEFINITION.finditer(masked):
+        end = _logical_line_end(masked, m.start())
+        if not re.search(r"\b__shared__\b", masked[m.end():end]):
+            continue
+        params = [p.strip() for p in m.group(2)[1:-1].split(",")] if m.group(2) else None
+        macros[m.group(1)] = (params, re.sub(r"\\[ \t]*\r?\n", " ", src[m.end():end]), (m.start(), end))
+    return macros
+
+
+def _enclosing_braces(masked: str, pos: int) -> list[int]:
+    """Where the braces still open at pos were opened, outermost first."""
+    stack = []
+    for m in re.finditer(r"[{}]", masked[:pos]):
+        if m.group(0) == "{":
+            stack.append(m.start())
+        elif stack:
+            stack.pop()
+    return stack
+
+
+def _namespace_depth(masked: str, pos: int) -> int | None:
+    """How many namespace (or extern "C") blocks enclose pos; None when a function's or a class's body does."""
+    braces = _enclosing_braces(masked, pos)
+    for brace in braces:
+        before = masked[max(0, brace - 300):brace]
+        if not re.search(r'(?:\bnamespace(?:\s+[A-Za-z_][\w:]*)?|\bextern\s*"\s*")\s*$', before):
+            return None
+    return len(braces)
+
+
+def _expand_file_scope_shared_macros(src: str) -> str:
+    """Write out, where it is used at file scope, a macro that declares __shared__ memory (`DECLARE(tile)` between
+    two functions), so that the rewriting below sees a file-scope declaration.  Rewritten in the macro's body, it
+    would be a function's statement: a reference bound when the library loads, outside any block (that crashed
+    Python).  Uses inside functions keep the macro (its rewritten body serves them); line numbers are kept."""
+    masked = _mask(src)
+    macros = _shared_declaring_macros(src, masked)
+    if not macros:
+        return src
+    edits = []
+    for m in re.finditer(r"\b(?:" + "|".join(macros) + r")\b", masked):
+        params, body, definition = macros[m.group(0)]
+        if any(a <= m.start() < b for _, _, (a, b) in macros.values()) or _in_macro(masked, m.start()):
+            continue  # a definition, or a use inside another directive
+        if _namespace_depth(masked, m.start()) is None:
+            continue  # inside a function
+        end, text = m.end(), body
+        if params is not None:
+            opening = re.match(r"\s*\(", masked[end:])
+            if not opening:
+                continue
+            close = _close_paren(masked, end + opening.end() - 1)
+            args = _split_top(src[end + opening.end():close]) if src[end + opening.end():close].strip() else []
+            for param, arg in zip(params, args):
+                text = re.sub(rf"\b{re.escape(param)}\b", arg.strip(), text)
+            end = close + 1
+        edits.append((m.start(), end, re.sub(r"\s*##\s*", "", text).strip()))
+    for begin, end, text in reversed(edits):
+        src = src[:begin] + text + src[end:]
+    return src
+
+
 _NOT_AN_INITIALIZED_NAME = {"struct", "union", "class", "enum", "const", "volatile", "noexcept", "override", "final"}
 
 
@@ -642,7 +711,7 @@ def _rewrite_shared(src: str) -> _Rewritten:
     replacement keeps the declaration's line count, so compiler messages and sanitizer reports
     point at the user's lines.
     """
-    src = _expand_shared_keyword_macros(src)
+    src = _expand_file_scope_shared_macros(_expand_shared_keyword_macros(src))
     masked = _mask(src)
     out, prelude, last, ident = [], [], 0, 0
     for m in re.finditer(r"\b__shared__\b", masked):
@@ -672,24 +741,34 @@ def _rewrite_shared(src: str) -> _Rewritten:
         # text, and the declaration then names it; an anonymous one gets a name.
         type_def, declared_from = "", m.end()
         struct = re.match(r"(\s*(?:(?:volatile|const)\s+)*)(struct|union|class)\b((?:\s*(?:alignas|__align__)\s*"
-                          r"\([^()]*\)|\s*__attribute__\s*\(\(.*?\)\))*)(\s*[A-Za-z_]\w*)?[^;{]*\{", masked[m.end():], re.S)
+                          r"\([^()]*\)|\s*__attribute__\s*\(\(.*?\)\))*)(\s*[A-Za-z_]\w*(?:\s*##\s*\w+)*)?[^;{]*\{",
+                          masked[m.end():], re.S)
         if struct and not type_first:
             close = _close_paren(masked, m.end() + struct.end() - 1)
             type_name = (struct.group(4) or "").strip() or f"__emu_shared_{struct.group(2)}_{ident}"
+            if in_macro and not struct.group(4):  # one type per expansion: pasted with the variable's name (which
+                variable = re.match(r"\s*([A-Za-z_]\w*)", masked[close + 1:])  # two expansions must differ in)
+                if variable:
+                    type_name = f"__emu_shared_{struct.group(2)}_ ## {variable.group(1)}"
             name_at = m.end() + struct.end(3)  # after the keyword and its attributes
             type_def = (src[m.end() + struct.end(1):name_at] + ("" if struct.group(4) else " " + type_name)
                         + src[name_at:close + 1] + ";")
             type_first = f"{struct.group(1).strip()} {struct.group(2)} {type_name}".strip()
             declared_from = close + 1
             _check_struct_members(masked[m.end() + struct.end() - 1:close + 1], _line_of(src, m.end()))
-        end = masked.find(";", declared_from)
+        end, ends_with_semicolon = masked.find(";", declared_from), True
+        if in_macro and not 0 <= end < _logical_line_end(masked, declared_from):
+            # `#define SCRATCH(T) __shared__ struct { T v[32]; } s` with the ';' written where the macro is used:
+            # the declaration ends with the macro (the use's ';' then ends an empty statement)
+            end, ends_with_semicolon = _logical_line_end(masked, declared_from), False
         _check_shared_declaration(masked[declared_from:end] if end >= 0 else "", line)
         quals = _ATTRS.sub(" ", masked[start:m.start()])
         body = (type_first + " " + _ATTRS.sub(" ", masked[declared_from:end])).strip()
         cv = " ".join(q for q in ("volatile", "const") if re.search(rf"\b{q}\b", quals))
         is_extern = re.search(r"\bextern\b", quals) is not None
         # A macro's declaration is taken as a statement: the macro is most likely used inside a function.
-        file_scope = not in_macro and masked.count("{", 0, start) - masked.count("}", 0, start) <= 0
+        namespaces = None if in_macro else _namespace_depth(masked, start)
+        file_scope = namespaces is not None
         decls = _split_top(body)
         first = re.fullmatch(r"(.*?)\b([A-Za-z_]\w*)\s*((?:\[[^\]]*\]\s*)*)", decls[0].strip(), re.S)
         if not first or not first.group(1).strip():
@@ -718,16 +797,21 @@ def _rewrite_shared(src: str) -> _Rewritten:
                 local = f'(__emu_shared_local<{typ} {dims}, {alignment}>([] {{}}, "{name}", __FILE__, __LINE__))'
                 decl = f"auto& {name} = {local};"
                 ident += 1
-            if file_scope:
+            if file_scope and namespaces:
+                # in a namespace: an accessor there, so that `tiles::q[i]` still names it (a #define of the
+                # expression would read tiles::(...)), and a reference bound at load time crashed Python
+                stmts.append(f"inline decltype(auto) __emu_shared_{name}() {{ return {expr}; }}")
+                prelude.append(f"#define {name} __emu_shared_{name}()")
+            elif file_scope:
                 prelude.append(f"#define {name} {expr}")
             else:
                 stmts.append(decl)
-        original = src[start:end + 1]
+        original = src[start:end + ends_with_semicolon]
         newlines = original.count("\n") - type_def.count("\n")
         tail = (" \\\n" if "\\\n" in original else "\n") * newlines
         out.append(src[last:start])
         out.append(type_def + " ".join(stmts) + tail)
-        last = end + 1
+        last = end + ends_with_semicolon
     out.append(src[last:])
     return _Rewritten("".join(out), "\n".join(prelude), _find_kernels(masked))
 

@@ -25,6 +25,13 @@ tiny ragged shapes and compared with a float64 NumPy reference.  What failed bef
   after another, so the one it waited for never started (Ctrl-C or timeout= the only way out).  A block that spins
   (2^14 turns and 0.1 s) now gets a worker for every block not started yet, up to 64, as a GPU holds them all
   resident (runtime.cpp's ``ask_for_help``; not in racecheck, the sanitizer or check_races' other orders).
+* ``__shared__`` declared through macros, as people write them: ``#define SCRATCH(T) __shared__ struct {...} s`` with
+  the ``;`` where the macro is used was "cannot parse this __shared__ declaration"; an anonymous (or ``S_##n``)
+  struct in a macro expanded twice in one scope or at file scope was a redefinition (one name for every expansion;
+  the struct is now named after the variable, per expansion); and a macro expanded at file scope, or a
+  ``__shared__`` variable in a ``namespace``, crashed Python with SIGSEGV when the library loaded (a reference bound
+  outside any block).  File-scope uses of such macros are written out first; a namespace's variable is an accessor
+  function there, so ``tiles::q[i]`` still names it.
 
 Checked and left as they were: ``__hdiv`` -- bf16's is div.rn.f32 then one rounding to bf16 (CUDA 12's
 cuda_bf16.hpp), which equals the correctly rounded quotient (double rounding through float is innocuous for 8- and
@@ -41,6 +48,8 @@ from functools import lru_cache
 
 import ctypes
 import ctypes.util
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -346,3 +355,88 @@ def test_a_hand_written_grid_barrier_meets_instead_of_spinning_forever(blocks, w
     kernel((blocks,), (64,), (x, partial, total, sync, np.int32(x.size)), workers=workers, timeout=10)
     assert total[0] == x.sum()
     assert list(sync) == [0, 1]
+
+
+# ---------------------------------------------------------------------------------- __shared__ through macros
+SHARED_MACROS = r"""
+#define SUM_SCRATCH(T) __shared__ struct { T buf[32]; T total; } scratch
+#define DECLARE_PAIR(n) __shared__ struct { float v[4]; int c; } n;
+#define DECLARE_NAMED(n) __shared__ struct S_##n { int k[2]; } n;
+
+template <typename T>
+__device__ T block_sum(T v) {
+    SUM_SCRATCH(T);  // the ';' is the use's
+    scratch.buf[threadIdx.x] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        T t = 0;
+        for (int i = 0; i < 32; ++i) t += scratch.buf[i];
+        scratch.total = t;
+    }
+    __syncthreads();
+    const T r = scratch.total;
+    __syncthreads();
+    return r;
+}
+
+extern "C" __global__ void macro_declarations(float* sums, unsigned long long* where) {
+    DECLARE_PAIR(first)
+    DECLARE_PAIR(second)  // the same anonymous struct text twice in one scope
+    DECLARE_NAMED(a) DECLARE_NAMED(b)
+    const float f = block_sum<float>(threadIdx.x);
+    const int i = block_sum<int>(1);
+    const double d = block_sum<double>(0.25);
+    if (threadIdx.x == 0) {
+        first.v[0] = 1.f; second.v[0] = 2.f; a.k[0] = 3; b.k[0] = 4;
+        sums[0] = f; sums[1] = i; sums[2] = d; sums[3] = first.v[0] + second.v[0] + a.k[0] + b.k[0];
+        where[0] = (unsigned long long)&first; where[1] = (unsigned long long)&second;
+        where[2] = (unsigned long long)&a; where[3] = (unsigned long long)&b;
+    }
+}
+"""
+
+
+def test_shared_declared_through_macros_with_the_semicolon_at_the_use_and_twice_in_one_scope():
+    sums, where = np.zeros(4, np.float32), np.zeros(4, np.uint64)
+    RawModule(code=SHARED_MACROS).get_function("macro_declarations")((1,), (32,), (sums, where))
+    np.testing.assert_array_equal(sums, [496, 32, 8, 10])
+    assert len(set(where.tolist())) == 4
+
+
+# Each crashed Python with SIGSEGV when the module loaded: run in a child, so that a crash is a failure, not the end
+# of the test session.
+SHARED_AT_FILE_SCOPE = r"""
+#define DECLARE_TILE(n) __shared__ float n[4];
+#define DECLARE_PAIR(n) __shared__ struct { float v[4]; int c; } n;
+DECLARE_TILE(tile)
+DECLARE_PAIR(fa)
+DECLARE_PAIR(fb)
+namespace stage {
+__shared__ int q[4];
+DECLARE_TILE(r)
+}
+extern "C" __global__ void file_scope(float* out) {
+    const int t = threadIdx.x;
+    tile[t] = t;
+    stage::q[t] = 10 * t;
+    stage::r[t] = 100 * t;
+    fa.v[t] = 1000 * t;
+    fb.v[t] = 2000 * t;
+    __syncthreads();
+    out[t] = tile[3 - t] + stage::q[3 - t] + stage::r[3 - t] + fa.v[3 - t] + fb.v[3 - t];
+}
+"""
+CHILD = """
+import sys, numpy as np
+from minilora.emulator import RawModule
+out = np.zeros(4, np.float32)
+RawModule(code=sys.stdin.read()).get_function("file_scope")((2,), (4,), (out,))
+print(out.tolist())
+"""
+
+
+def test_shared_at_file_scope_through_a_macro_and_in_a_namespace_does_not_crash_python():
+    child = subprocess.run([sys.executable, "-c", CHILD], input=SHARED_AT_FILE_SCOPE, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip().splitlines()[-1] == str([3111.0 * (3 - t) for t in range(4)])
