@@ -537,7 +537,12 @@ def _unpickle(file, builders, persistent_load):
     except pickle.UnpicklingError as exc:
         raise pickle.UnpicklingError(weights_only_message(str(exc))) from None
     except (IndexError, KeyError, TypeError, ValueError, AttributeError, struct.error, EOFError) as exc:
-        raise pickle.UnpicklingError(f"the pickle is corrupted ({type(exc).__name__}: {exc})") from None
+        raise CorruptedPickle(f"the pickle is corrupted ({type(exc).__name__}: {exc})") from None
+
+
+class CorruptedPickle(pickle.UnpicklingError):
+    """A pickle that does not parse (a truncated or damaged file), not one torch's weights-only rules refuse:
+    ``read`` names the file (a refusal keeps torch's own words, which name none)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -569,16 +574,19 @@ def read(path, builders=None, mmap=False, values=True):
     tensor's dtype and shape."""
     builders = builders or Builders()
     found = kind(path)
-    if found == "legacy":
-        if mmap:
-            raise RuntimeError("mmap can only be used with files saved with `torch.save(_use_new_zipfile_serialization"
-                               f"=True), please torch.save your checkpoint with this option in order to use mmap. "
-                               f"({path} was written by torch < 1.6's format)")
-        return _read_legacy(path, builders)
+    if found == "legacy" and mmap:
+        raise RuntimeError("mmap can only be used with files saved with `torch.save(_use_new_zipfile_serialization"
+                           f"=True), please torch.save your checkpoint with this option in order to use mmap. "
+                           f"({path} was written by torch < 1.6's format)")
     if found == "torchscript":
         raise RuntimeError(f"{path} is a TorchScript archive (torch.jit.save): it holds a program, not data; "
                            "torch.jit.load reads it, minilora does not")
-    return _read_zip(path, builders, mmap, values)
+    try:
+        return _read_legacy(path, builders) if found == "legacy" else _read_zip(path, builders, mmap, values)
+    except (CorruptedPickle, RuntimeError) as exc:  # (a damaged pickle, a view past its storage: torch's setStorage)
+        if str(path) in str(exc):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 class _Archive:

@@ -11,6 +11,7 @@ broadcast error inside the initialisation.
 import gzip
 import json
 import os
+import pickle
 import random
 import sys
 
@@ -182,3 +183,33 @@ def test_a_seeded_masking_collator_resumed_in_a_later_epoch_masks_as_the_uninter
     result = train(resumed, loader(), out_dir=tmp_path / "run", save_every=2, resume=True, **options)
     assert result.losses == expected.losses
     assert same_weights(resumed, whole)
+
+
+def _legacy_torch_file(obj_pickle):
+    """torch < 1.6's stream, made without torch: its magic number, protocol and sys_info pickled, then the object."""
+    head = [0x1950a86a20f9469cfc6c, 1001, {"protocol_version": 1001, "little_endian": True,
+                                           "type_sizes": {"short": 2, "int": 4, "long": 4}}]
+    return b"".join(pickle.dumps(value, protocol=2) for value in head) + obj_pickle + pickle.dumps([], protocol=2)
+
+
+def _zip_torch_file(obj_pickle):
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", obj_pickle)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("layout", [_legacy_torch_file, _zip_torch_file])
+def test_a_torch_file_whose_pickle_is_cut_short_names_the_file(tmp_path, layout):
+    path = tmp_path / "checkpoint.pt"
+    whole = pickle.dumps({"epoch": 3, "loss": 0.25}, protocol=2)
+    path.write_bytes(layout(whole))
+    assert ml.load(str(path)) == {"epoch": 3, "loss": 0.25}
+    path.write_bytes(layout(whole)[:-20] if layout is _legacy_torch_file else layout(whole[:-4]))
+    with pytest.raises(pickle.UnpicklingError, match="the pickle is corrupted") as caught:
+        ml.load(str(path))
+    assert str(path) in str(caught.value)
