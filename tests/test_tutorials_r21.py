@@ -13,7 +13,11 @@ seed, one test per divergence found:
   position): minilora's smoothing term multiplied the ignored rows by 0 (inf * 0 = nan: a nan loss where torch's
   masked_fill gives a finite one); and over [N, C, d] logits (a segmentation or a [B, C, T] sequence tutorial),
   label smoothing and probability targets ran log_softmax and the sums on the rows moved to the last axis, where
-  torch runs them along axis 1 (values and gradients an ulp or two off).
+  torch runs them along axis 1 (values and gradients an ulp or two off); ``reduction="none"`` (then ``(loss *
+  mask).sum() / mask.sum()``, as many tutorials write it) gave an ignored row with a -inf logit at class 0 a nan
+  loss (its class 0's loss times 0) where torch's is 0, in cross_entropy and nll_loss alike;
+* ``nn.TransformerEncoder`` in eval with a ``src_key_padding_mask`` (torch's nested-tensor path): the padded
+  positions were the output times 0, -0.0 under a negative value (printed ``-0.0000``) where torch's are +0.
 
 Numbers are compared bit for bit where both libraries run the same arithmetic, else to a tolerance (a BLAS or
 LAPACK order)."""
@@ -152,3 +156,42 @@ def test_cross_entropy_over_classes_on_axis_1_is_torchs_bits(case, dtype_name):
     expected, got = (_nd_cross_entropy(T, dict(options), probabilities, dtype_name) for T, _ in BOTH)
     for what, e, g in zip(("loss", "gradient"), expected, got):
         np.testing.assert_array_equal(g, e, err_msg=what)
+
+
+def _none_loss_of_a_masked_padded_row(T, loss, dtype_name):
+    F = T.nn.functional
+    logits = T.tensor([[1.0, 2.0, 0.3], [float("-inf"), 0.5, 0.1], [0.2, 0.1, 0.7]],
+                      dtype=getattr(T, dtype_name), requires_grad=True)  # class 0 masked out at the padded row
+    labels = T.tensor([1, -100, 0])
+    per_token = F.cross_entropy(logits, labels, reduction="none") if loss == "cross_entropy" else \
+        F.nll_loss(F.log_softmax(logits, dim=-1), labels, reduction="none")
+    mask = (labels != -100).to(per_token.dtype)
+    mean = (per_token * mask).sum() / mask.sum()
+    mean.backward()
+    return [_numbers(per_token), _numbers(mean), _numbers(logits.grad)]
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_an_ignored_row_with_a_masked_class_0_loses_0_as_torch(loss, dtype_name):
+    expected, got = (_none_loss_of_a_masked_padded_row(T, loss, dtype_name) for T, _ in BOTH)
+    assert np.isfinite(expected[1])
+    for what, e, g in zip(("per token", "masked mean", "gradient"), expected, got):
+        np.testing.assert_array_equal(g, e, err_msg=what)
+
+
+def _encoded_padded_batch(T):
+    T.manual_seed(0)
+    layer = T.nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, batch_first=True)
+    encoder = T.nn.TransformerEncoder(layer, num_layers=2).eval()
+    x = T.randn(2, 4, 8)
+    padding = T.tensor([[False, False, True, True], [False, False, False, False]])
+    with T.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (torch's nested-tensor prototype warning)
+        return _numbers(encoder(x, src_key_padding_mask=padding))
+
+
+def test_transformer_encoders_padded_positions_are_positive_zeros_as_torch():
+    expected, got = (_encoded_padded_batch(T) for T, _ in BOTH)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

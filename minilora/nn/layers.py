@@ -2373,7 +2373,8 @@ class TransformerEncoder(Module):
         if self._torch_would_nest(src, mask, src_key_padding_mask):
             keep = ~src_key_padding_mask.bool() if src_key_padding_mask.dtype == np.bool_ else \
                 src_key_padding_mask == 0  # (a float mask: 0 means "take part")
-            output = output * keep.unsqueeze(-1).to(output.dtype)
+            output = output.masked_fill(~keep.unsqueeze(-1), 0.0)  # torch's to_padded_tensor(0.): +0 (times 0 gave
+            # -0.0 under a negative value, and nan under a nan)
         if self.norm is not None:
             output = self.norm(output)
         return output

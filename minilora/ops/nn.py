@@ -192,6 +192,8 @@ class CrossEntropy(Function):
         probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], logits.dtype)
         if logits.size:
             parallel.rows(_cross_entropy_rows, logits, safe_targets, valid, probs, losses)
+            losses[~ctx.counted] = 0  # an ignored row's loss is torch's 0, not its class 0's loss times 0 (a -inf
+            # logit there, masked logits at a padded position, made inf * 0 = nan in a 'none' loss)
         else:  # no rows, or no classes (then every target was ignored: checked above): no losses
             losses[:] = 0
         ctx.probs, ctx.targets, ctx.valid, ctx.reduction = probs, safe_targets, valid, reduction
@@ -1382,6 +1384,7 @@ class NllLoss(Function):
         row_weight = xp.where(valid, 1 if weight is None else _weight_of(weight, safe), 0).astype(logp.dtype)
         picked = logp[xp.arange(len(logp)), safe] if logp.shape[1] else xp.zeros(len(logp), logp.dtype)
         losses = -picked * row_weight  # (no classes: every target was ignored, nothing to pick)
+        losses[~valid] = 0  # torch's 0 for an ignored row (its class 0's -inf times 0 would be nan)
         ctx.shape, ctx.safe, ctx.row_weight, ctx.reduction = logp.shape, safe, row_weight, reduction
         ctx.counted = valid
         if reduction == "none":
