@@ -258,6 +258,8 @@ def _base_model(T, dtype="float32"):
         def forward(self, x):
             return self.out(self.lin(x))
     model = Model()
+    if dtype is None:  # (as made: on meta inside a meta block)
+        return model
     model.load_state_dict({k: T.tensor(v, dtype=T.float32) for k, v in _BASE.items()})
     return model.to(getattr(T, dtype))
 
@@ -348,3 +350,16 @@ def test_tensor_new_is_torchs_legacy_constructor_on_the_tensors_dtype_and_device
     assert story(ml) == story(torch)
     shared = ml.ones(2)
     assert np.shares_memory(shared.new(shared)._array, shared._array)  # (torch's shares its storage too)
+
+
+def test_lora_dropout_of_a_meta_model_draws_nothing_as_peft():
+    def story(T):
+        T, tuners = _libraries(T)
+        with T.device("meta"):
+            model = tuners.get_peft_model(_base_model(T, None), tuners.LoraConfig(r=2, target_modules=["lin"],
+                                                                                  lora_dropout=0.5))
+        model.train()
+        T.manual_seed(0)
+        out = model(T.ones(3, 4, device="meta"))
+        return tuple(out.shape), out.device.type, T.rand(2).tolist()  # (the generator untouched)
+    assert story(ml) == story(torch)

@@ -453,7 +453,7 @@ def _lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None, x_base
     if not 0 <= dropout_p < 1:
         raise ValueError(f"lora_linear: dropout_p must be in [0, 1), got {dropout_p}")
     mask = None
-    if dropout_p > 0 and seed is None:
+    if dropout_p > 0 and seed is None and not x.is_meta:  # (meta: no values, no mask, nothing drawn: torch's dropout)
         if x.device.type != "cuda":
             mask = dropout_noise(x._array, dropout_p)
         else:
