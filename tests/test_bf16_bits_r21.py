@@ -4,8 +4,11 @@ Both sides load the same bfloat16 checkpoint with ``from_pretrained(dtype=bfloat
 Measured step by step (hooks on every module; the tiny config of tests/test_bf16_llama.py, and a wider one:
 hidden 512, MLP 1376, 8 heads, 200 tokens):
 
-* embeddings, RMSNorm, RoPE's tables (to 200 positions) and rotation, sdpa (torch's CPU flash kernel,
-  ``ops/attention16.py``), SiLU * up, the residual adds were torch's bits already;
+* embeddings, RMSNorm, the rotation, sdpa (torch's CPU flash kernel, ``ops/attention16.py``), SiLU * up,
+  the residual adds were torch's bits already;
+* RoPE's tables came from float64 angles, rounded once; transformers' from float32 angles (off by up to
+  position x 2^-24 radians) and a float32 inv_freq: 2394 of 262144 bfloat16 entries over 4096 positions
+  differed, from position 43 on (tests/test_bf16_llama.py). A 16-bit model now takes transformers' recipe;
 * "eager" attention was computed by sdpa's kernel: in 16 bits transformers' eager steps round elsewhere
   (q k^T rounded, then the scaling, the weights before the product with v): 28% of the first layer's
   attention outputs and 78% of the logits were a step or more off. It now runs transformers' ops;
@@ -21,9 +24,11 @@ while its minilora model was built in bfloat16 (float32 frequencies). Loaded ali
 
 Not bit for bit (measured, left): PEFT's default float32 adapters' gradients are float32 products, MKL's
 order in torch and OpenBLAS's here (most elements differ in their last float32 bit; the forward and the
-bfloat16 gradients are equal); sdpa over long sequences (7 of 153600 outputs at 600 keys: the flash
-kernel's own products); a single row (one decoded token) with k > 1024; RoPE's tables past ~1000
-positions (transformers' float32 angles); float16 (ATen's own products, not oneDNN's).
+bfloat16 gradients are equal); sdpa decoding one token over a KV cache (torch's flash kernel with one
+query: 36 of 30720 outputs at 100 keys; the whole step's logits then differ, 2 of 12 steps of a
+hidden-1536 model, its greedy tokens equal; eager decoding is bit for bit); sdpa over long prompts
+(7 of 153600 outputs at 600 keys); RoPE's tables where MKL's cos and sin are not correctly rounded
+(0-4 of 262144 entries over 4096 positions); float16 (ATen's own products, not oneDNN's).
 """
 import numpy as np
 import pytest
@@ -255,3 +260,18 @@ def test_bf16_products_compiled_and_numpy_agree(m, k, n):
     assert compiled.dtype == port.dtype == np.float32 and compiled.shape == (2, m, n)
     np.testing.assert_array_equal(compiled.view(np.int32), port.view(np.int32))
     assert bf16_products.k_blocks(k)[-1][1] == k
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_bf16_llama_far_positions_are_transformers_bits(tmp_path, attn):
+    """Tokens at positions 3000-3011 (a long context's end, cheaply: position_ids given): RoPE's tables there
+    are transformers' float32 ones rounded, so the logits stay bit for bit (from float64 angles they were not)."""
+    config = tiny_config(max_position_embeddings=4096, rope_theta=500000.0, hidden_size=128, num_attention_heads=2,
+                         num_key_value_heads=1)
+    theirs, ours = both(save_checkpoint(tmp_path, config), attn)
+    ids, _ = ids_and_labels()
+    positions = np.arange(3000, 3012)[None].repeat(2, axis=0)
+    with torch.no_grad():
+        expected = theirs(torch.as_tensor(ids), position_ids=torch.as_tensor(positions)).logits
+    with ml.no_grad():
+        assert_same_bits(ours(ids, position_ids=positions).logits, expected, "logits")
