@@ -17,7 +17,8 @@ seed, one test per divergence found:
   mask).sum() / mask.sum()``, as many tutorials write it) gave an ignored row with a -inf logit at class 0 a nan
   loss (its class 0's loss times 0) where torch's is 0, in cross_entropy and nll_loss alike;
 * ``nn.TransformerEncoder`` in eval with a ``src_key_padding_mask`` (torch's nested-tensor path): the padded
-  positions were the output times 0, -0.0 under a negative value (printed ``-0.0000``) where torch's are +0.
+  positions were the output times 0, -0.0 under a negative value (printed ``-0.0000``) where torch's are +0;
+* PEFT's ``delete_adapter`` of the active adapter warns which adapter it activates instead (minilora was silent).
 
 Numbers are compared bit for bit where both libraries run the same arithmetic, else to a tolerance (a BLAS or
 LAPACK order)."""
@@ -195,3 +196,22 @@ def test_transformer_encoders_padded_positions_are_positive_zeros_as_torch():
     expected, got = (_encoded_padded_batch(T) for T, _ in BOTH)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _warned_when_the_active_adapter_is_deleted(P):
+    model = P.get_peft_model(_mlp_of(P), P.LoraConfig(r=2, target_modules=["0"]))
+    model.add_adapter("other", P.LoraConfig(r=2, target_modules=["0"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.delete_adapter("default")
+    return sorted({str(w.message) for w in caught}), model.active_adapter
+
+
+def _mlp_of(P):
+    return _mlp(torch if P is peft else ml)
+
+
+def test_deleting_the_active_adapter_warns_as_peft():
+    expected, got = (_warned_when_the_active_adapter_is_deleted(P) for _, P in BOTH)
+    assert got == expected == (["Adapter default was active which is now deleted. Setting active adapter to other."],
+                               "other")

@@ -675,6 +675,9 @@ class LoraModel(_Wrapper):
         if adapter_name in self.active_adapters:  # the other active ones stay; else the first left
             still_active = [name for name in self.active_adapters if name != adapter_name]
             remaining = still_active or sorted(self.peft_config)[:1]
+            if not still_active and remaining:  # PEFT's words (each of its layers says it)
+                warnings.warn(f"Adapter {adapter_name} was active which is now deleted. Setting active adapter to "
+                              f"{remaining[0]}.")
             self.active_adapter = None
             if remaining:
                 self.set_adapter(remaining if len(remaining) > 1 else remaining[0])
