@@ -68,6 +68,7 @@ def rng(seed=0):
 BIG_TILES = r'''
 #include <cooperative_groups.h>
 #include <cooperative_groups/reduce.h>
+#include <cooperative_groups/scan.h>
 namespace cg = cooperative_groups;
 
 // CUDA samples' reduction, multi_warp_cg_reduce: a grid-stride sum, then cg::reduce over tiles of several warps
@@ -129,6 +130,14 @@ extern "C" __global__ void tile_with_a_missing_thread(float* out) {
     out[threadIdx.x] = 1.f;
 }
 
+// scans over tiles of 128 threads (four warps each)
+extern "C" __global__ void tile_scans(const int* x, int* inclusive, int* exclusive) {
+    auto tile = cg::tiled_partition<128>(cg::this_thread_block());
+    const int v = x[threadIdx.x];
+    inclusive[threadIdx.x] = cg::inclusive_scan(tile, v);
+    exclusive[threadIdx.x] = cg::exclusive_scan(tile, v, cg::plus<int>());
+}
+
 // reads the other tile's stage: this tile's sync does not order it
 extern "C" __global__ void reads_across_tiles(int* out) {
     __shared__ int stage[128];
@@ -174,6 +183,15 @@ def test_cuda11_experimental_spelling_and_a_tile_alone():
     out = np.zeros(1, np.float32)
     big_tiles().get_function("first_tile_only")((1,), (96,), (x, out))
     np.testing.assert_allclose(out[0], x[:64].astype(np.float64).sum(), rtol=1e-6)
+
+
+def test_inclusive_and_exclusive_scans_over_tiles_of_four_warps():
+    x = rng(9).integers(-9, 9, 256).astype(np.int32)
+    inclusive, exclusive = np.zeros_like(x), np.zeros_like(x)
+    big_tiles().get_function("tile_scans")((1,), (256,), (x, inclusive, exclusive))
+    tiles = x.reshape(2, 128)
+    np.testing.assert_array_equal(inclusive.reshape(2, 128), np.cumsum(tiles, axis=1))
+    np.testing.assert_array_equal(exclusive.reshape(2, 128), np.cumsum(tiles, axis=1) - tiles)
 
 
 def test_a_tile_thread_that_exited_is_named_not_a_hang():

@@ -213,6 +213,36 @@ public:
         }, file, line);
     }
 
+    // cg::inclusive_scan / exclusive_scan over a multi-warp tile (scan.h): each warp's Kogge-Stone scan by shfl_up,
+    // then the totals of the warps before this one folded in, op(own, below) as in CUDA's operand order.
+    template <class T, class Op>
+    T scan_warps(T v, Op op, bool inclusive, const char* file, int line) const {
+        const unsigned lane = __detail::lane();
+        for (unsigned d = 1; d < 32; d *= 2) {
+            const T below = __emu::shfl_any(__emu::W_SHFL_UP, file, line, 0xffffffffu, v, int(d), 32);
+            if (lane >= d) v = op(v, below);
+        }
+        const unsigned rank = thread_rank();
+        return __detail::tile_exchange(first(), N, v, [&](unsigned base) {
+            T mine = v;
+            if (rank >= 32) {  // the lower warps' totals, nearest first: op(own, op(previous warp, ...))
+                T lower = __detail::tile_value<T>(base + rank / 32 * 32 - 1);
+                for (unsigned w = rank / 32 - 1; w-- > 0;) lower = op(lower, __detail::tile_value<T>(base + 32 * w + 31));
+                mine = op(mine, lower);
+            }
+            if (inclusive) return mine;
+            if (rank == 0) return T();
+            T before = __detail::tile_value<T>(base + rank - 1);  // the previous rank's inclusive value
+            if ((rank - 1) / 32 > 0) {
+                T lower = __detail::tile_value<T>(base + (rank - 1) / 32 * 32 - 1);
+                for (unsigned w = (rank - 1) / 32 - 1; w-- > 0;)
+                    lower = op(lower, __detail::tile_value<T>(base + 32 * w + 31));
+                before = op(before, lower);
+            }
+            return before;
+        }, file, line);
+    }
+
 private:
     // The threads the tile has (fewer than N where the block ends inside it).
     unsigned tile_threads() const {
