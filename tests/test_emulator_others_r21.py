@@ -8,7 +8,8 @@ tiny ragged shapes and compared with a float64 NumPy reference.  What failed bef
   stand-in stopped at 32 and had no ``block_tile_memory``.  Such a tile is now whole warps with a barrier of its own
   (runtime.cpp's ``tile_sync``: the rest of the block does not wait, racecheck orders the tile's accesses across it),
   with CUDA's ``shfl`` from one source, ``any``, ``all`` and ``cg::reduce``; a tile thread that exits before the
-  tile's sync is a BarrierError (a GPU hangs).
+  tile's sync is a BarrierError (a GPU hangs).  CUDA 12's split barrier (``block.barrier_arrive()`` /
+  ``barrier_wait(std::move(token))``, grid_group's too) did not compile; the whole barrier is now at the wait.
 * PTX's named barriers (``bar.sync id, count`` / ``bar.arrive id, count``: CUTLASS's NamedBarrier, warp-specialized
   producer / consumer kernels) were refused at build time.  Barrier ``id`` now completes when ``count`` threads have
   arrived (runtime.cpp's ``named_barrier``); those that only arrive go on, racecheck orders the arrivals' writes
@@ -138,6 +139,17 @@ extern "C" __global__ void tile_scans(const int* x, int* inclusive, int* exclusi
     exclusive[threadIdx.x] = cg::exclusive_scan(tile, v, cg::plus<int>());
 }
 
+// CUDA 12's split block barrier: independent work between the arrive and the wait
+extern "C" __global__ void split_barrier(const float* x, float* out) {
+    __shared__ float s[64];
+    auto block = cg::this_thread_block();
+    s[block.thread_rank()] = x[block.thread_rank()];
+    auto token = block.barrier_arrive();
+    const float independent = 2.f * x[block.thread_rank()];
+    block.barrier_wait(std::move(token));
+    out[block.thread_rank()] = s[63 - block.thread_rank()] + independent;
+}
+
 // reads the other tile's stage: this tile's sync does not order it
 extern "C" __global__ void reads_across_tiles(int* out) {
     __shared__ int stage[128];
@@ -192,6 +204,13 @@ def test_inclusive_and_exclusive_scans_over_tiles_of_four_warps():
     tiles = x.reshape(2, 128)
     np.testing.assert_array_equal(inclusive.reshape(2, 128), np.cumsum(tiles, axis=1))
     np.testing.assert_array_equal(exclusive.reshape(2, 128), np.cumsum(tiles, axis=1) - tiles)
+
+
+def test_split_block_barrier_arrive_then_wait():
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros_like(x)
+    big_tiles().get_function("split_barrier")((1,), (64,), (x, out), racecheck=True)
+    np.testing.assert_array_equal(out, x[::-1] + 2 * x)
 
 
 def test_a_tile_thread_that_exited_is_named_not_a_hang():

@@ -40,6 +40,14 @@ public:
     void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         __emu::syncthreads(__emu::BAR_PLAIN, 0, file, line);
     }
+    // CUDA 12's split barrier: sync() is barrier_wait(barrier_arrive()).  Here the whole barrier is at the wait,
+    // which every thread must reach on a GPU too: the same numbers, but racecheck also counts what a thread writes
+    // between its arrive and its wait as ordered (a GPU does not promise that).
+    struct arrival_token {};
+    arrival_token barrier_arrive() const { return arrival_token{}; }
+    void barrier_wait(arrival_token&&, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        sync(file, line);
+    }
     unsigned int thread_rank() const { return __detail::block_rank(); }
     unsigned int size() const { return __detail::block_threads(); }
     unsigned int num_threads() const { return __detail::block_threads(); }
@@ -424,6 +432,12 @@ public:
     // Only a cooperative launch gets the grid's workspace: in an ordinary one CUDA's grid_group is not valid.
     bool is_valid() const { return __emu::cooperative_launch(); }
     void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const { __emu::grid_sync(file, line); }
+    // The split grid barrier (CUDA 12): the whole barrier at the wait, as thread_block's.
+    struct arrival_token {};
+    arrival_token barrier_arrive() const { return arrival_token{}; }
+    void barrier_wait(arrival_token&&, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        sync(file, line);
+    }
 };
 inline grid_group this_grid() { return grid_group(); }
 
