@@ -363,3 +363,17 @@ def test_lora_dropout_of_a_meta_model_draws_nothing_as_peft():
         out = model(T.ones(3, 4, device="meta"))
         return tuple(out.shape), out.device.type, T.rand(2).tolist()  # (the generator untouched)
     assert story(ml) == story(torch)
+
+
+def test_casting_a_meta_model_writes_nothing():
+    with ml.device("meta"):
+        model = ml.nn.Linear(8192, 4096)
+    before = _resident_bytes()
+    model.to(ml.bfloat16)  # (64 MiB of bfloat16 zeros, were they written)
+    assert _resident_bytes() - before < 16 << 20
+    assert (model.weight.dtype, model.weight.device.type, tuple(model.weight.shape)) == (ml.bfloat16, "meta", (4096, 8192))
+
+
+def _resident_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096

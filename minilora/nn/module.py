@@ -1142,9 +1142,9 @@ def _array(value):
     return value
 
 
-def _convert(array, dev, dtype):
-    if dtype is not None and array.dtype != dtype:
-        array = dtypes.cast(array, dtype)
+def _convert(array, dev, dtype, meta=False):
+    if dtype is not None and array.dtype != dtype:  # (a meta tensor's cast: zeros nobody writes, see meta_ops.py)
+        array = np.zeros(array.shape, dtype) if meta else dtypes.cast(array, dtype)
     if dev is not None:
         if dev.xp is np:
             array = array if isinstance(array, np.ndarray) else array.get()
@@ -1159,9 +1159,10 @@ def _move_in_place(t, dev, dtype):
     dev = dev if dev is not t.device else None
     if dtype is not None:
         (dev or t.device).check_dtype(dtype)  # bfloat16 on cuda needs CuPy >= 14
-    t._array = _convert(t._array, dev, dtype)
+    meta = t.is_meta and (dev is None or dev.type == "meta")
+    t._array = _convert(t._array, dev, dtype, meta)
     if t.grad is not None:
-        t.grad._array = _convert(t.grad._array, dev, dtype)
+        t.grad._array = _convert(t.grad._array, dev, dtype, meta)
         if dev is not None:
             t.grad._device = dev
     if dev is not None:

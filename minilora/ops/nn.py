@@ -2180,7 +2180,9 @@ def _mask_bias(attn_mask, query, tq, tk, dtype):
     False)."""
     xp = xp_of(query._array)
     mask = xp.asarray(_array(attn_mask))
-    if mask.dtype == np.bool_:
+    if query.is_meta and (mask.dtype == np.bool_ or is_floating(mask.dtype)):  # (shapes only: zeros nobody writes)
+        mask = np.zeros(mask.shape, dtype)
+    elif mask.dtype == np.bool_:
         mask = xp.where(mask, dtype.type(0), dtype.type(-np.inf))
     elif is_floating(mask.dtype):
         mask = mask.astype(dtype, copy=False)
