@@ -18,7 +18,11 @@ seed, one test per divergence found:
   loss (its class 0's loss times 0) where torch's is 0, in cross_entropy and nll_loss alike;
 * ``nn.TransformerEncoder`` in eval with a ``src_key_padding_mask`` (torch's nested-tensor path): the padded
   positions were the output times 0, -0.0 under a negative value (printed ``-0.0000``) where torch's are +0;
-* PEFT's ``delete_adapter`` of the active adapter warns which adapter it activates instead (minilora was silent).
+* PEFT's ``delete_adapter`` of the active adapter warns which adapter it activates instead (minilora was silent);
+* "add a pad token, ``resize_token_embeddings``, then LoRA" on a checkpoint whose config says
+  ``tie_word_embeddings`` but holds two different tables (transformers loads them untied): transformers 5 resizes
+  the head too (drawing its Linear's init and its new rows) and then ties it; minilora drew no head, so every draw
+  after it (the LoRA init) was other numbers than transformers'.
 
 Numbers are compared bit for bit where both libraries run the same arithmetic, else to a tolerance (a BLAS or
 LAPACK order)."""
@@ -215,3 +219,30 @@ def test_deleting_the_active_adapter_warns_as_peft():
     expected, got = (_warned_when_the_active_adapter_is_deleted(P) for _, P in BOTH)
     assert got == expected == (["Adapter default was active which is now deleted. Setting active adapter to other."],
                                "other")
+
+
+# ==================================================================================================
+# new tokens: resize_token_embeddings on a checkpoint that says "tied" but holds two tables
+# ==================================================================================================
+def _resized_then_drawn(T, model_class, folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (both say the tables differ, so they are not tied)
+        model = model_class.from_pretrained(str(folder), tie_word_embeddings=True)
+    T.manual_seed(5)
+    model.resize_token_embeddings(24)
+    return [_numbers(model.get_input_embeddings().weight), _numbers(model.get_output_embeddings().weight),
+            model.get_output_embeddings().weight is model.get_input_embeddings().weight, _numbers(T.randn(4))]
+
+
+def test_resizing_an_untied_head_draws_as_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from minilora import models
+    config = transformers.LlamaConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(tmp_path))
+    expected = _resized_then_drawn(torch, transformers.LlamaForCausalLM, tmp_path)
+    got = _resized_then_drawn(ml, models.LlamaForCausalLM, tmp_path)
+    assert got[2] is expected[2] is True
+    for what, e, g in zip(("embedding", "head", "next draws"), expected[:2] + expected[3:], got[:2] + got[3:]):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=what)

@@ -1799,9 +1799,10 @@ class LlamaForCausalLM(Module):
             raise ValueError(f"new_num_tokens must be an integer >= 1, got {new_num_tokens!r}")
         if n == old.num_embeddings:
             return old
-        # transformers resizes the head only without config.tie_word_embeddings (read now, set after the model was
-        # made too) and then ties the head to the embedding again
-        tied = self.lm_head.weight is old.weight or self.config.tie_word_embeddings
+        # transformers 5 resizes a head that does not share the embedding's table (drawing its Linear's init and its
+        # new rows), whatever config.tie_word_embeddings says, then ties the two again if the config says so (read
+        # now: set after the model was made too)
+        tied = self.lm_head.weight is old.weight
         std = self.config.initializer_range
         fresh = Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
                           dtype=old.weight.dtype, device=old.weight.device)
@@ -1820,6 +1821,8 @@ class LlamaForCausalLM(Module):
             _resize_into(head, self.lm_head.weight._array, std, mean_resizing)
             head.weight.requires_grad_(self.lm_head.weight.requires_grad)
             self.lm_head = head
+            if self.config.tie_word_embeddings:  # (a checkpoint that said so, with two different tables)
+                self.lm_head.weight = old.weight
         self.config.vocab_size = n
         return old
 
