@@ -40,13 +40,23 @@ class Device:
 
     def __init__(self, name, uses_kernels):
         self.name = name
-        self.uses_kernels = uses_kernels  # True: ops with a .cu kernel launch it
-        # Function.apply runs another forward here: a .cu kernel (emu, cuda), the shape rule (meta: meta_ops.py)
-        self.dispatches = uses_kernels or name == "meta"
+        self.uses_kernels = uses_kernels  # True: ops with a .cu kernel launch it (sets .dispatches too)
         self._checked = False
         self._why = None
         self._xp = None
         self._bfloat16_refused = None  # (xp, why) once asked: does this CuPy make bfloat16 arrays?
+
+    @property
+    def uses_kernels(self):
+        return self._uses_kernels
+
+    @uses_kernels.setter
+    def uses_kernels(self, value):
+        # (a setter, not a property for .dispatches: Function.apply reads that on every op. The CUDA stand-in's
+        # tests turn kernels off on 'cuda', and .dispatches must follow)
+        self._uses_kernels = value
+        # Function.apply runs another forward here: a .cu kernel (emu, cuda), the shape rule (meta: meta_ops.py)
+        self.dispatches = value or self.name == "meta"
 
     # Probing is lazy: importing minilora must never import CuPy or touch a GPU.
     def _probe(self):
