@@ -60,6 +60,19 @@ def test_sdpa_dropout_with_grouped_query_heads_and_masks():
                    attn_mask=attn_mask, dropout_p=0.3, enable_gqa=True)
 
 
+def test_sdpa_4d_with_a_learned_mask_is_torchs_math_kernel():
+    """A mask that requires grad (ALiBi's slopes, T5's relative bias) sends torch's 4-D call to its math kernel (even
+    under no_grad): its values and every gradient, the mask's included, are that kernel's."""
+    arrays = _draw((2, 3, 5, 8), (2, 3, 5, 8), (2, 3, 5, 8), (5, 5), seed=14)
+    _same_bits(F.scaled_dot_product_attention, ml.nn.functional.scaled_dot_product_attention, arrays)
+    q, k, v, mask = arrays
+    with torch.no_grad():
+        theirs = F.scaled_dot_product_attention(*map(torch.tensor, (q, k, v)), torch.tensor(mask).requires_grad_())
+    with ml.no_grad():
+        ours = ml.nn.functional.scaled_dot_product_attention(*map(ml.tensor, (q, k, v)), ml.tensor(mask).requires_grad_())
+    assert theirs.numpy().tobytes() == ours.numpy().tobytes()
+
+
 def test_sdpa_3d_float16_computes_in_float32_as_torch():
     """16-bit inputs on the math kernel: its ops in float32, the output (and each gradient) rounded once."""
     arrays = _draw((4, 9, 16), (4, 12, 16), (4, 12, 16), seed=4)

@@ -2004,14 +2004,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                            f"attn_mask.dtype: {mask_dtype} and  query.dtype: {query.dtype} instead.")
     # torch's CPU flash kernel (else its math one): no forward-mode formula; on 16-bit inputs its own roundings
-    if forward_ad_open() and _cpu_flash_takes(query, key, value, dropout_p):
+    flash = _cpu_flash_takes(query, key, value, dropout_p, attn_mask)
+    if forward_ad_open() and flash:
         no_forward_formula(FLASH_ATTENTION_CPU, query, key, value, attn_mask)
-    if attention16.takes(query, key, value) and _cpu_flash_takes(query, key, value, dropout_p):
+    if attention16.takes(query, key, value) and flash:
         out = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=True)
     else:
         out = _attention_in_float32(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
-    if query.ndim == 4 and dropout_p == 0 and query.device.type == "cpu" and query.dtype != np.float64:
-        # torch's CPU kernel for this case is one node on the three inputs
+    if flash and query.dtype != np.float64:  # torch's CPU kernel for this case is one node on the three inputs
         name_node(out, "ScaledDotProductFlashAttentionForCpuBackward0", query, key, value, graph=(query, key, value))
     return out
 
@@ -2019,11 +2019,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 FLASH_ATTENTION_CPU = "_scaled_dot_product_flash_attention_for_cpu"  # torch's kernel (it has no forward formula)
 
 
-def _cpu_flash_takes(query, key, value, dropout_p):
+def _cpu_flash_takes(query, key, value, dropout_p, attn_mask=None):
     """Does torch's CPU dispatcher pick its flash-attention kernel (over the math one)? 4-D inputs, no dropout,
-    rows laid out with stride 1 in their last dimension, and no empty sequence."""
+    rows laid out with stride 1 in their last dimension, no empty sequence, and no mask that requires grad (a
+    learned bias: the math kernel, even under no_grad)."""
     q, k, v = query._array, key._array, value._array  # (the arrays' own fields: this runs on every call)
     if dropout_p != 0 or q.ndim != 4 or k.ndim != 4 or v.ndim != 4 or query._device.name != "cpu":
+        return False
+    if attn_mask is not None and getattr(attn_mask, "requires_grad", False):
         return False
     return q.shape[2] > 0 and k.shape[2] > 0 and _unit_last_stride(q) and _unit_last_stride(k) and _unit_last_stride(v)
 
@@ -2035,7 +2038,7 @@ def _unit_last_stride(a):
 def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=False):
     """The attention after its checks: ``Attention`` (in float32 for 16-bit inputs, torch's math kernel),
     or with ``flash16`` ``attention16.FlashAttention16`` on the 16-bit inputs (a float32 bias)."""
-    math_path = not flash16 and _runs_torchs_math(query, key, value, dropout_p)  # (decided on the caller's ranks)
+    math_path = not flash16 and _runs_torchs_math(query, key, value, dropout_p, attn_mask)  # (decided on the caller's ranks)
     if min(query.ndim, key.ndim, value.ndim) < 2:
         raise RuntimeError(f"Expected query, key, and value to all be  at least 2 dimensional, but got query.dim: "
                            f"{query.ndim} key.dim: {key.ndim} and value.dim: {value.ndim} instead.")  # (torch's words)
@@ -2089,11 +2092,11 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     return out if query.ndim == 4 else out.reshape(*query.shape[:-1], value.shape[-1])
 
 
-def _runs_torchs_math(query, key, value, dropout_p):
+def _runs_torchs_math(query, key, value, dropout_p, attn_mask):
     """Does torch's CPU dispatcher pick its math kernel here (not its flash one), on arrays minilora computes with
     NumPy? Then minilora runs that kernel's ops (``_attention_as_torchs_math``), and gets its bits."""
     return (query._device.name == "cpu" and type(query._array) is np.ndarray
-            and not _cpu_flash_takes(query, key, value, dropout_p))
+            and not _cpu_flash_takes(query, key, value, dropout_p, attn_mask))
 
 
 def _attention_as_torchs_math(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
