@@ -624,12 +624,13 @@ class LlamaRotaryEmbedding(Module):
     """cos/sin tables that rotate each (i, i + d/2) pair of q and k by ``position * inv_freq[i]``
     (``rope_inverse_frequencies``: ``theta^(-2i/d)``, scaled as the config says).
 
-    Computed once per forward (they are tiny: positions x head_dim), shared by all layers. A float32 or
-    float64 model's come from float64 angles, rounded once to its dtype. transformers computes them in
-    float32 (and casts to a 16-bit model's dtype): float32 angles off by up to position x 2^-24 radians, so
-    a 16-bit model takes its recipe (``_float32_tables``: over 4096 positions 0-4 of 262144 bfloat16
-    entries differ from transformers', where MKL's cos and sin are not correctly rounded; the float64
-    angles moved 2394, from position 43 on, and every logit after them; ``tests/test_bf16_llama.py``).
+    Computed once per forward (they are tiny: positions x head_dim), shared by all layers. transformers
+    computes them in float32 (and casts to a 16-bit model's dtype): float32 angles, off by up to position x
+    2^-24 radians. float32 and 16-bit models take that recipe (``_float32_tables``: over 4096 positions 0-4 of
+    262144 bfloat16 entries, and 5% of the float32 ones by an ulp, differ from transformers', where MKL's cos
+    and sin are not correctly rounded; the float64 angles moved 2394 bfloat16 entries, from position 43 on,
+    and every logit after them, and float32 ones by up to 2.4e-4 at position 4000; tests/test_bf16_llama.py,
+    tests/test_bf16_bits_r21.py). A float64 model keeps float64 angles (gradient checks need them exact).
     The rotation itself is ``ops.rotary_embedding``.
 
     ``inv_freq`` is torch's non-persistent float32 buffer (plain RoPE's: torch's own float32 values,
@@ -668,7 +669,7 @@ class LlamaRotaryEmbedding(Module):
             self._dynamic_frequency_update(int(position_ids.max()) + 1)
         elif rope_type == "longrope":  # long or short factors, by this call's longest position
             self._set_frequencies(rope_inverse_frequencies(self.config, int(position_ids.max()) + 1))
-        if np.dtype(dtype).itemsize == 2:  # a 16-bit model: transformers' float32 tables, rounded
+        if np.dtype(dtype) != np.float64:  # float32 and 16-bit models: transformers' float32 tables (rounded)
             return tuple(xp.asarray(table.astype(dtype)) for table in self._float32_tables(position_ids))
         freqs = position_ids[..., None].astype(np.float64) * self._turning_frequencies()  # [B, T, d/2]
         angles = np.concatenate((freqs, freqs), axis=-1)[:, None]           # [B, 1, T, d]
@@ -680,9 +681,7 @@ class LlamaRotaryEmbedding(Module):
     def _float32_tables(self, position_ids):
         """cos and sin as transformers computes them for every dtype: float32 angles (``inv_freq`` times the
         position, one float32 product each), their cos and sin in float32 (MKL's, taken as correctly rounded),
-        times ``attention_scaling`` in float32. A 16-bit model rounds these: from the float64 angles about 1%
-        of the bfloat16 entries came out a step apart past position ~40 (the float32 angle is off by up to
-        position x 2^-24 radians), which moved every later logit."""
+        times ``attention_scaling`` in float32; a 16-bit model rounds these."""
         inv_freq = _host(self._buffers["inv_freq"]._array).astype(np.float32)  # (a cast model's 16-bit values)
         freqs = position_ids[..., None].astype(np.float32) * inv_freq  # [B, T, d/2]
         angles = np.concatenate((freqs, freqs), axis=-1)[:, None]
