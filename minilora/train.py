@@ -27,6 +27,7 @@ checkpoint" the error names is one to resume from (with a lower ``lr`` or ``clip
 """
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -627,6 +628,30 @@ def _batch_options(loader, grad_accum):
     return options
 
 
+def _frozen_fingerprint(model):
+    """A digest of the weights training does not change: each frozen parameter's name, shape, dtype and the first
+    elements of its first and last rows (a few bytes each: a run's start and each resume read them once). A LoRA
+    checkpoint holds only the adapter, so a resume onto another base model of the same shapes trained the adapter
+    on weights it never saw, without a word."""
+    digest = hashlib.sha256()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            continue
+        rows = p._array[:1], p._array[-1:]  # (views: no copy of a large weight)
+        ends = [np.ravel(_to_numpy(row))[:16] for row in rows] if p._array.ndim else [np.ravel(_to_numpy(p._array))]
+        digest.update(f"{name}{tuple(p.shape)}{p._array.dtype}".encode())
+        for values in ends:
+            digest.update(np.ascontiguousarray(values).view(np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+def _say_other_base(path, saved, now):
+    if saved is not None and saved != now:  # (checkpoints from before they held one: nothing to compare)
+        warnings.warn(f"resume from {path}: the model's frozen weights are not the ones this run was trained on "
+                      "(another base model, or its files changed since): the trained weights go on from the "
+                      "checkpoint on a model they never saw, which is not the run that was saved", stacklevel=4)
+
+
 def _say_other_batches(path, saved, now):
     changed = [f"{name}={now[name]!r} (the run had {saved[name]!r})" for name in now
                if isinstance(saved, dict) and name in saved and saved[name] != now[name]]
@@ -781,6 +806,7 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
     ckpt_path = os.path.join(out_dir, CHECKPOINT_NAME) if out_dir else None
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
+    frozen = _frozen_fingerprint(model) if out_dir or resume else None
 
     ml_random.manual_seed(seed)  # dropout masks: same seed, same run
     start, losses, history = 0, [], {}
@@ -801,6 +827,7 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
             if isinstance(loader, _EpochLoader):
                 loader.load_state_dict(state.get("data"))
             _say_other_batches(path, state.get("batches"), _batch_options(loader, grad_accum))
+            _say_other_base(path, state.get("frozen"), frozen)
         except (ValueError, TypeError) as exc:  # name the file: the message alone does not say which run it was
             raise ResumeError(f"resume from {path}: {exc}") from None
         except KeyError as exc:  # a file save_training_state did not write (or an edited one)
@@ -858,6 +885,7 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
         if isinstance(loader, _EpochLoader):
             state["data"] = loader.state_dict()
         state["batches"] = _batch_options(loader, grad_accum)
+        state["frozen"] = frozen
         bad = _non_finite_arrays(state)
         if bad:  # never let a broken state become "the last good checkpoint"
             stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "

@@ -213,3 +213,17 @@ def test_a_torch_file_whose_pickle_is_cut_short_names_the_file(tmp_path, layout)
     with pytest.raises(pickle.UnpicklingError, match="the pickle is corrupted") as caught:
         ml.load(str(path))
     assert str(path) in str(caught.value)
+
+
+def test_a_resume_onto_another_base_model_says_so(tmp_path):
+    from minilora.lora import get_peft_model as peft
+    from test_faults_r8 import tiny_model
+    train(lora_model(), ROWS, out_dir=tmp_path, save_every=2, **{**KW, "steps": 2})
+    other_base = peft(tiny_model(seed=1), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.3,
+                                                     target_modules=["q_proj", "v_proj"]))
+    import warnings
+    with warnings.catch_warnings():  # the run's own base: nothing to say
+        warnings.simplefilter("error")
+        train(lora_model(), ROWS, out_dir=tmp_path, resume=True, **{**KW, "steps": 3})
+    with pytest.warns(UserWarning, match=r"the model's frozen weights are not the ones this run was trained on"):
+        train(other_base, ROWS, out_dir=tmp_path, resume=True, **{**KW, "steps": 4})
