@@ -33,7 +33,7 @@ from .ops.reduce import AMax, ArgMax, LogSoftmax, Mean, PNorm, Softmax, Sum, Var
 from .ops.shape import Cat, Flip, Reshape, Roll
 from .tensor import Function
 
-__all__ = ["variant", "forward", "gradients", "unwritten", "small_operands", "elementwise_result"]
+__all__ = ["variant", "forward", "restore_saved", "gradients", "unwritten", "small_operands", "elementwise_result"]
 
 
 # ---- the dispatch (Function.apply's meta branch) ----------------------------------------------------------
@@ -62,7 +62,19 @@ def forward(cls, fn, ctx, arrays, options):
         dtype = _dtype_from_small_run(cls, fn, ctx, arrays, options)
         if dtype is None:
             return fn.forward(ctx, *arrays, **options)
+    ctx.meta_call = (fn, arrays, options)  # (what ctx saved is the stand-ins': see restore_saved)
     return _laid_out(cls, tuple(shape), dtype, arrays, options)
+
+
+def restore_saved(ctx):
+    """A recorded backward (create_graph=True: ops/higher_order.py) reads what the op's forward saved, which the
+    stand-ins' run saved here: the forward runs again, on the meta zeros themselves (the op's time, as before the
+    shape rules), once, for this pass."""
+    call = ctx.__dict__.pop("meta_call", None)
+    if call is not None:
+        fn, arrays, options = call
+        with np.errstate(all="ignore"):
+            fn.forward(ctx, *arrays, **options)
 
 
 def _dtype_from_small_run(cls, fn, ctx, arrays, options):

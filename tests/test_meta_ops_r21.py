@@ -160,6 +160,16 @@ def test_meta_ops_run_on_one_element_of_each_input_and_backward_runs_no_formula(
         with pytest.raises(theirs.type):
             make(ml)
 
+    def twice_differentiated(T):  # (create_graph=True: the recorded backward reads what forward saved)
+        x = T.ones(3, 4, device="meta", requires_grad=True)
+        w = T.ones(5, 4, device="meta", requires_grad=True)
+        y = (T.nn.functional.linear(x, w).tanh() ** 2).softmax(-1).sum()
+        g, = T.autograd.grad(y, x, create_graph=True)
+        g.sum().backward()
+        return tuple(g.shape), g.device.type, g.requires_grad, tuple(w.grad.shape), w.grad.device.type
+    monkeypatch.undo()
+    assert twice_differentiated(ml) == twice_differentiated(torch)
+
 
 def test_meta_gradients_are_torchs_without_running_any_backward_formula(monkeypatch):
     def story(T):
@@ -228,7 +238,8 @@ def test_legacy_constructors_make_cpu_tensors_inside_a_meta_block_and_refuse_dev
                     outcome(lambda: T.FloatTensor(2, 3)), outcome(lambda: T.LongTensor([1, 2])),
                     outcome(lambda: T.Tensor(T.Size([2, 3]))), outcome(lambda: T.tensor([1.0]))]
         return made + [outcome(lambda: T.Tensor(meta)), outcome(lambda: T.Tensor(2, 3, device="meta")),
-                       outcome(lambda: T.Tensor([1.0], device="meta")), outcome(lambda: T.DoubleTensor(2, device="meta"))]
+                       outcome(lambda: T.Tensor([1.0], device="meta")),
+                       outcome(lambda: T.DoubleTensor(2, device="meta"))]
     assert story(ml) == story(torch)
 
 
@@ -371,9 +382,11 @@ def test_casting_a_meta_model_writes_nothing():
     before = _resident_bytes()
     model.to(ml.bfloat16)  # (64 MiB of bfloat16 zeros, were they written)
     assert _resident_bytes() - before < 16 << 20
-    assert (model.weight.dtype, model.weight.device.type, tuple(model.weight.shape)) == (ml.bfloat16, "meta", (4096, 8192))
+    weight = model.weight
+    assert (weight.dtype, weight.device.type, tuple(weight.shape)) == (ml.bfloat16, "meta", (4096, 8192))
 
 
 def _resident_bytes():
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096
+

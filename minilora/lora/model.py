@@ -1343,7 +1343,7 @@ class PeftModel(_Wrapper):
         try:
             _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping, ignore_mismatched_sizes,
                                      low_cpu_mem_usage)
-            if low_cpu_mem_usage:  # PEFT's load_adapter casts again after loading (assigned weights took the base's dtype)
+            if low_cpu_mem_usage:  # (PEFT's load_adapter casts after loading: assigned weights took the base's dtype)
                 cast_adapter_dtype(peft_model.base_model, adapter_name, autocast_adapter_dtype)
         except Exception:  # an adapter that does not fit: give the caller's model back as it came
             peft_model.base_model._restore_base_model()

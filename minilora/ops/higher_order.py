@@ -2017,6 +2017,8 @@ def _run_nodes(nodes, leading, wanted, roots, seeds, retain_graph, store):
             if ctx.seq <= _t._last_change:  # something changed in place after this node was made
                 _check_versions(ctx)
                 _refuse_changed_inputs(ctx)
+            if ctx.device is _t._META:  # (its forward ran on stand-ins: what it saves, made for this pass)
+                _t._meta_ops.restore_saved(ctx)
             in_grads = _in_grads(ctx, g, retain_graph)
             for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
                 if not need or ig is None:
