@@ -895,7 +895,7 @@ def backward_reads(result, *inputs, zeros=True):
 def saved_for(x, *others):
     """``x`` where one of ``others`` requires grad, else None: torch saves an operand only for the
     gradients that read it (``x @ w`` keeps ``x`` for ``w``'s gradient: not when ``w`` is frozen)."""
-    return x if any(getattr(o, "requires_grad", False) for o in others) else None
+    return x if any(getattr(o, "_requires_grad", False) for o in others) else None
 
 
 def saving_as_torch(*names):
