@@ -126,7 +126,9 @@ _MISSING = object()
 
 
 def _type_name(value):
-    """A type as torch's parser names it: ``float``, ``list``, ``numpy.ndarray``."""
+    """A type as torch's parser names it: ``float``, ``list``, ``numpy.ndarray``, ``Tensor``."""
+    if isinstance(value, Tensor):
+        return "Tensor"
     kind = type(value)
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__qualname__}"
 
@@ -333,11 +335,12 @@ FUNCTIONAL_OVERLOADS = {"conv1d": (_CONV_TENSORS, _CONV), "conv2d": (_CONV_TENSO
 
 
 # ``minilora.nn.functional``'s other parameters that torch's argument parser types, as "param:kind", kind one of
-# torch's words (bool, int, float, Number, ints: "tuple of ints", Tensor), "?" where None passes, "@fn" where
-# torch's message names another function (read off torch 2.13 by passing a string, then None). A string, a float
-# for an int or None was taken here: ``F.max_pool2d(x, 2, ceil_mode="no")`` rounded up, ``F.layer_norm(x, [6],
-# eps="0.5")`` and ``F.elu(x, "0.5")`` converted the string, ``F.cross_entropy(x, t, ignore_index=1.5)`` ignored no
-# target. (A dtype's NumPy name, ``dtype="float64"``, is taken, as everywhere in minilora.)
+# torch's words (bool, int, float, Number, ints: "tuple of ints", pairs: the same after torch's Python made a tuple
+# of it, Tensor), "?" where None passes, "@fn" where torch's message names another function (read off torch 2.13 by
+# passing a string, then None). A string, a float for an int, None or a tensor of several numbers was taken here:
+# ``F.max_pool2d(x, 2, ceil_mode="no")`` rounded up, ``F.layer_norm(x, [6], eps="0.5")`` and ``F.elu(x, "0.5")``
+# converted the string, ``F.cross_entropy(x, t, ignore_index=1.5)`` ignored no target, ``F.avg_pool2d(x,
+# tensor([2, 2]))`` pooled. (A dtype's NumPy name, ``dtype="float64"``, is taken, as everywhere in minilora.)
 FUNCTIONAL_SCALARS = {
     "adaptive_avg_pool1d": "output_size:ints",
     "adaptive_max_pool1d": "output_size:ints",
@@ -379,8 +382,8 @@ FUNCTIONAL_SCALARS = {
     "glu": "dim:int",
     "grid_sample": "align_corners:bool?",
     "group_norm": "num_groups:int weight:Tensor? bias:Tensor? eps:float",
-    "fold": "output_size:ints kernel_size:ints dilation:ints padding:ints stride:ints",
-    "unfold": "kernel_size:ints dilation:ints padding:ints stride:ints",
+    "fold": "output_size:pairs kernel_size:pairs dilation:pairs padding:pairs stride:pairs",
+    "unfold": "kernel_size:pairs dilation:pairs padding:pairs stride:pairs",
     "gumbel_softmax": "dim:int@softmax",
     "hardshrink": "lambd:Number",
     "hardtanh_": "min_val:Number max_val:Number",
@@ -388,6 +391,8 @@ FUNCTIONAL_SCALARS = {
     "huber_loss": "delta:float",
     "instance_norm": ("running_mean:Tensor? running_var:Tensor? weight:Tensor? bias:Tensor? use_input_stats:bool "
                       "momentum:float eps:float"),
+    "interpolate": "size:ints?",  # (torch's upsample kernels' "invalid combination" for a tensor of sizes)
+    "upsample": "size:ints?", "upsample_nearest": "size:ints?", "upsample_bilinear": "size:ints?",
     "kl_div": "log_target:bool",
     "layer_norm": "normalized_shape:ints weight:Tensor? bias:Tensor? eps:float",
     "leaky_relu": "negative_slope:Number",
@@ -432,28 +437,46 @@ FUNCTIONAL_SCALARS = {
     "threshold_": "threshold:Number value:Number",
     "triplet_margin_loss": "p:float eps:float swap:bool",
 }
-_WORDS = {"ints": "tuple of ints"}
+_WORDS = {"ints": "tuple of ints", "pairs": "tuple of ints"}
+
+
+def _one_int(value, shapes=((),)):
+    """An int as torch's parser takes one: a Python or NumPy int, or an integer tensor of one of ``shapes`` (0-d;
+    a tuple-of-ints element may be [1] too). A float, a string, a list, a tensor of several elements is not."""
+    if isinstance(value, Tensor):
+        return value.dtype.kind in "iu" and tuple(value.shape) in shapes
+    return isinstance(value, (int, np.integer))
 
 
 def _accepts_ints(value):
     """torch's "tuple of ints": an int, or a sequence of them (a float element is refused by position)."""
-    if isinstance(value, (int, np.integer, Tensor)):
+    if _one_int(value, ((), (1,))):
         return True
     if isinstance(value, (list, tuple)):
         for position, element in enumerate(value):
-            if not isinstance(element, (int, np.integer, Tensor)):
+            if not _one_int(element, ((), (1,))):
                 return position
         return True
     return False
 
 
+def _one_number(value):
+    """A float or Number as torch's parser takes one: a Python or NumPy number, or a 0-d tensor."""
+    if isinstance(value, Tensor):
+        return value.ndim == 0
+    return isinstance(value, (numbers.Number, np.generic))
+
+
 _ACCEPTS = {
     "bool": lambda value: value is True or value is False,  # (NumPy's bool too is refused, as torch's parser)
-    "int": lambda value: isinstance(value, (int, np.integer, Tensor)),
-    "float": lambda value: isinstance(value, (numbers.Number, np.generic, Tensor)),
-    "Number": lambda value: isinstance(value, (numbers.Number, np.generic, Tensor)),
+    "int": _one_int,
+    "float": _one_number,
+    "Number": _one_number,
     "Tensor": lambda value: isinstance(value, Tensor),
     "ints": _accepts_ints,
+    # fold's and unfold's sizes, which torch's Python turns into a tuple first (``_pair``): a 1-D tensor of ints too
+    "pairs": lambda value: _accepts_ints(value) is True or (isinstance(value, Tensor) and value.ndim == 1 and
+                                                           value.dtype.kind in "iu"),
     # ctc_loss's lengths: a Tensor or a sequence of ints (a bare int matches no overload)
     "lengths": lambda value: isinstance(value, Tensor) or (isinstance(value, (list, tuple)) and
                                                           _accepts_ints(value) is True),
@@ -462,7 +485,7 @@ _ACCEPTS = {
 
 # per kind, the classes that pass at once (the common case costs a set lookup); anything else is looked at closer
 _PLAIN = {"bool": {bool}, "int": {int}, "float": {float, int}, "Number": {float, int}, "ints": {int},
-          "Tensor": {Tensor}}
+          "pairs": {int}, "Tensor": {Tensor}}
 
 
 def _tensor_refusal(name, spec, index):

@@ -112,6 +112,12 @@ ROWS = [
     ("F.ctc_loss(float lengths)",
      lambda L: L.nn.functional.ctc_loss(x(L, 6, 2, 4).log_softmax(2), L.tensor([[1, 2], [3, 1]]), [6.0, 5.0],
                                         [2, 2]), TypeError, "invalid combination of arguments"),
+    ("F.avg_pool2d(x, tensor([2, 2]))", lambda L: L.nn.functional.avg_pool2d(x(L, 1, 4, 4), L.tensor([2, 2])),
+     TypeError, "must be tuple of ints, not Tensor"),
+    ("F.one_hot(t, num_classes=tensor([3]))", lambda L: L.nn.functional.one_hot(L.tensor([0, 1]), L.tensor([3])),
+     TypeError, "must be int, not Tensor"),
+    ("F.layer_norm(eps=tensor([1e-5]))", lambda L: L.nn.functional.layer_norm(x(L, 2, 6), [6], eps=L.tensor([1e-5])),
+     TypeError, "must be float, not Tensor"),
     # integer inputs that no torch kernel takes (NumPy computed them)
     ("F.hinge_embedding_loss(int64)",
      lambda L: L.nn.functional.hinge_embedding_loss(L.tensor([1, 2, 3]), L.tensor([1.0, -1.0, 1.0])), RuntimeError,
@@ -188,3 +194,15 @@ def test_hinge_embedding_loss_of_integers_stays_integer():
         theirs = torch.nn.functional.hinge_embedding_loss(torch.tensor([1, 2, 3]), torch.tensor([1.0, -1.0, 1.0]),
                                                           reduction=reduction)
         assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "") and ours.tolist() == theirs.tolist()
+
+
+def test_sizes_and_numbers_as_torchs_parser_takes_them():
+    """A 0-d tensor is a number to torch's parser; ``ignore_index`` of a 0-d tensor made the mask a Tensor, which the
+    kernel took for a CuPy array."""
+    logits, targets = ml.tensor([[1.0, 2.0, 3.0], [0.5, 0.1, 2.0]]), ml.tensor([0, 1])
+    loss = ml.nn.functional.cross_entropy(logits, targets, ignore_index=ml.tensor(1))
+    theirs = torch.nn.functional.cross_entropy(torch.tensor(logits.numpy()), torch.tensor(targets.numpy()),
+                                               ignore_index=torch.tensor(1))
+    assert abs(loss.item() - theirs.item()) < 1e-6
+    assert ml.nn.functional.elu(ml.tensor([-1.0]), ml.tensor(2.0)).item() == pytest.approx(
+        torch.nn.functional.elu(torch.tensor([-1.0]), torch.tensor(2.0)).item())

@@ -1250,6 +1250,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction("cross_entropy", reduction)
     _floating_only("cross_entropy", input)
+    ignore_index = _plain_index(ignore_index)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     logits = _classes_last(input, "cross_entropy")
@@ -1463,12 +1464,19 @@ def _cascade_sum(values, positions, n, levels=8):
 
 @_amp.autocasts
 @saving_as_torch("input", "target", "weight")  # what torch's one node keeps
+def _plain_index(ignore_index):
+    """A 0-d tensor's ``ignore_index`` as the int torch's parser reads from it (compared with the targets' array it
+    made a Tensor of the mask, which the kernels took for a CuPy array)."""
+    return int(ignore_index) if isinstance(ignore_index, Tensor) else ignore_index
+
+
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
              reduction="mean"):
     """PyTorch's ``F.nll_loss``: ``input`` holds log-probabilities ([N, C], [N, C, d1, ...] or [C])."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction("nll_loss", reduction)
     _floating_only("nll_loss", input)
+    ignore_index = _plain_index(ignore_index)
     _check_class_weight_dtype(input, weight)
     logp = _classes_last(input, "nll_loss")
     targets = _class_targets("nll_loss", input, _array(target))
