@@ -332,6 +332,8 @@ class Context:
     # classes a node gets when it is shown (_torch_typed), not of Context: a class with a __getattr__ loses
     # CPython's fast attribute access on every ctx field an op reads or writes (+6% on a tiny op chain).
     def _saved_by_torch_name(self, attribute):
+        if "meta_call" in self.__dict__:  # (a meta op's forward saved its stand-ins': the op's own, first)
+            _meta_ops.restore_saved(self)
         if attribute.startswith("_raw_saved_"):
             return self._raw_saved(attribute)
         if not attribute.startswith("_saved_"):

@@ -170,6 +170,11 @@ def test_meta_ops_run_on_one_element_of_each_input_and_backward_runs_no_formula(
     monkeypatch.undo()
     assert twice_differentiated(ml) == twice_differentiated(torch)
 
+    def saved_results(T):  # (grad_fn._saved_result: the op's own, not its stand-in's)
+        x = T.ones(3, 4, device="meta", requires_grad=True)
+        return [tuple(y.grad_fn._saved_result.shape) for y in (x.exp(), x.softmax(-1), x.tanh())]
+    assert saved_results(ml) == saved_results(torch)
+
 
 def test_meta_gradients_are_torchs_without_running_any_backward_formula(monkeypatch):
     def story(T):
