@@ -5,7 +5,8 @@ seed, one test per divergence found:
   first one's config, init included, so PEFT factorises the (residual) base weights once more before the
   combination replaces the new factors. minilora made the new adapter with ``init_lora_weights=True`` instead: the
   base weights, every adapter's output afterwards and the random draws all differed from PEFT's, silently. Now
-  PEFT's numbers, with a warning saying what happened to the base;
+  PEFT's numbers, with a warning saying what happened to the base; the same for adapters made with
+  ``layer_replication``: PEFT replicates the (already replicated) layers once more, minilora did not;
 * the DDP tutorial's ``torch.utils.data.distributed.DistributedSampler`` (and ``torch.utils.data.dataloader.
   default_collate``, ``torch.utils.data.sampler.SubsetRandomSampler``): torch.utils.data's submodules were missing
   (``minilora.utils.data.distributed`` was the ``torch.distributed`` package: an AttributeError);
@@ -38,6 +39,7 @@ import minilora as ml  # noqa: E402
 import minilora.lora as ml_peft  # noqa: E402
 
 BOTH = [(torch, peft), (ml, ml_peft)]
+ml.bfloat16  # (ml_dtypes' first import, ~0.7 s, at collection rather than inside the first bfloat16 test)
 
 
 def _numbers(t):
@@ -246,3 +248,42 @@ def test_resizing_an_untied_head_draws_as_transformers(tmp_path):
     assert got[2] is expected[2] is True
     for what, e, g in zip(("embedding", "head", "next draws"), expected[:2] + expected[3:], got[:2] + got[3:]):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=what)
+
+
+# ==================================================================================================
+# add_weighted_adapter of adapters made with layer_replication
+# ==================================================================================================
+def _replicated_then_combined(T, model_class, P, folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = model_class.from_pretrained(str(folder))
+    T.manual_seed(0)
+    config = dict(r=2, target_modules=["q_proj"], layer_replication=[[0, 2], [1, 2]], init_lora_weights=False)
+    model = P.get_peft_model(base, P.LoraConfig(**config))
+    model.add_adapter("other", P.LoraConfig(**config))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.add_weighted_adapter(["default", "other"], [0.5, 0.5], "mix", combination_type="linear")
+    x = T.tensor([[1, 5, 9, 13]])
+    logits = []
+    for name in ("mix", "default"):
+        model.set_adapter(name)
+        with T.no_grad():
+            logits.append(_numbers(model(x).logits))
+    layers = model.base_model.model.model.layers
+    return logits, [layers[1] is layers[2]], [str(w.message) for w in caught]
+
+
+def test_add_weighted_adapter_after_layer_replication_as_peft(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from minilora import models
+    config = transformers.LlamaConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(tmp_path))
+    expected = _replicated_then_combined(torch, transformers.LlamaForCausalLM, peft, tmp_path)
+    got = _replicated_then_combined(ml, models.LlamaForCausalLM, ml_peft, tmp_path)
+    for what, e, g in zip(("mix", "default"), expected[0], got[0]):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=what)
+    assert got[1] == expected[1]
+    assert any("replicated by it again" in message for message in got[2])

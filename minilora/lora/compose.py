@@ -311,6 +311,14 @@ def _warn_base_factorised_again(adapter_name, first, init_lora_weights):
                   "first (save_pretrained(path_initial_model_for_weight_conversion=...)).")
 
 
+def _warn_layers_replicated_again(adapter_name, first, layer_map):
+    """PEFT's new adapter takes the first one's ``layer_replication`` too, and its injection replicates the (already
+    replicated) layers by that map once more: the model's layers change under every adapter. As PEFT, and said."""
+    warnings.warn(f"add_weighted_adapter: {adapter_name!r} takes layer_replication={layer_map!r} from {first!r}, as "
+                  "PEFT's does, so the model's (already replicated) layers were replicated by it again: the "
+                  "layers, and every adapter's output, changed.")
+
+
 def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combination_type="svd", svd_rank=None,
                          svd_clamp=None, svd_full_matrices=True, svd_driver=None, density=None,
                          majority_sign_method="total"):
@@ -344,12 +352,9 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
         _warn_base_factorised_again(adapter_name, adapters[0], config.init_lora_weights)
     masks = None  # DARE's masks: the global generator, after the new adapter's init (PEFT's order)
     active = lora_model.active_adapter
-    layer_map = getattr(config, "layer_replication", None)
-    if layer_map is not None:  # PEFT would replicate the (already replicated) layers again here
-        config.layer_replication = None
+    if getattr(config, "layer_replication", None) is not None:
+        _warn_layers_replicated_again(adapter_name, adapters[0], config.layer_replication)
     lora_model.inject_adapter(adapter_name, config)
-    if layer_map is not None:
-        config.layer_replication = layer_map  # the file says how to rebuild the layers it was made on
     lora_model.set_adapter(active)  # the new adapter stays inactive and frozen
     for layer in lora_model.tuner_layers():
         if not isinstance(layer, (Linear, Embedding)) or _factors(layer, adapter_name) is None:
