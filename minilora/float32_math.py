@@ -118,7 +118,8 @@ _native_state = {"library": None, "tried": False, "off": False}  # off: inside n
 _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s": ctypes.c_size_t,
             "i": ctypes.c_int}
 _NATIVE_SIGNATURES = {
-    **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_log", "ml_sigmoid"), "ppn"),
+    **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_log", "ml_sigmoid",
+                     "ml_sinh", "ml_cosh"), "ppn"),
     "ml_silu": "pppn", "ml_pow": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
@@ -334,8 +335,8 @@ def vectorized_pow(a, b):
 
 # torch's float32 kernels of NumPy's functions that are not MKL's (``pointwise``): asinh and acosh map C's function
 # over every element (Vectorized<float>::asinh is map(std::asinh)); sinh, cosh, atanh and exp2 run SLEEF's in the
-# vectorized body (exp2 ported: sleef_exp2; the others' stand-in is the correctly rounded result, 99.7-99.98%
-# SLEEF's) and C's in the scalar tail and on strided inputs.
+# vectorized body (exp2, sinh and cosh ported: sleef_exp2, sleef_sinh_or_cosh; atanh's stand-in is the correctly
+# rounded result) and C's in the scalar tail and on strided inputs.
 _C_EVERYWHERE = {"arcsinh": "asinhf", "arccosh": "acoshf"}
 _SLEEF_IN_LOOP = {"sinh": "sinhf", "cosh": "coshf", "arctanh": "atanhf", "exp2": "exp2f"}
 
@@ -347,7 +348,8 @@ def pointwise(name, a):
         return vml(name, a)
     if name in _C_EVERYWHERE:
         return c_function(_C_EVERYWHERE[name], a)
-    vectorized = sleef_exp2 if name == "exp2" else (lambda v: vml(name, v))
+    vectorized = {"exp2": sleef_exp2, "sinh": lambda v: sleef_sinh_or_cosh(v, cosh=False),
+                  "cosh": lambda v: sleef_sinh_or_cosh(v, cosh=True)}.get(name, lambda v: vml(name, v))
     return _in_loop(a, vectorized, lambda t: c_function(_SLEEF_IN_LOOP[name], t))
 
 
@@ -1092,6 +1094,27 @@ def loop_expm1(x, layout=None):
     vectorized body, C's in the scalar tail (``c_function``; ``layout``: the kernel's input, where ``x`` was
     computed from it)."""
     return _in_loop(x, sleef_expm1, lambda t: c_function("expm1f", t), layout)
+
+
+def sleef_sinh_or_cosh(x, cosh):
+    """``Sleef_sinhf16_u10`` (``cosh``: ``Sleef_coshf16_u10``) of a float32 array: ``(e -+ 1/e) / 2`` with ``e =
+    expk2f(|x|)`` and the reciprocal and the sum in double-float, infinite past |x| = 89 (SLEEF's bound, below
+    float32's overflow at 89.4), the sign put back for sinh."""
+    compiled = _natively("ml_cosh" if cosh else "ml_sinh", x)
+    if compiled is not None:
+        return compiled
+    x = np.asarray(x, _F32)
+    y = np.abs(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = _expk2(y)
+        r = _df_reciprocal(e)
+        r = r if cosh else (-r[0], -r[1])
+        hi = e[0] + r[0]  # SLEEF's dfadd / dfsub: the low parts added last
+        out = (hi + ((((e[0] - hi) + r[0]) + e[1]) + r[1])) * _F32(0.5)
+        out = np.where((y > _F32(89)) | np.isnan(out), _F32(np.inf), out)
+    if not cosh:
+        out = np.copysign(out, x)
+    return np.where(np.isnan(x), x, out).astype(_F32, copy=False)
 
 
 # ---- Sleef_tanhf16_u10 -----------------------------------------------------------------------------

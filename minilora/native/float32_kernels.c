@@ -246,6 +246,23 @@ static inline float sleef_pow(float x, float y) {
 void ml_pow(const float *restrict x, const float *restrict y, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_pow(x[i], y[i]);
 }
+/* ---- Sleef_sinhf16_u10 / Sleef_coshf16_u10: (e -+ 1/e) / 2, e = expk2f(|x|), in double-float ------- */
+static inline float sleef_sinh_or_cosh(float x, int cosh) {
+    float y = fabsf(x);
+    df e = expk2(y), r = df_reciprocal(e);
+    float hi = cosh ? e.hi + r.hi : e.hi - r.hi;  /* SLEEF's dfadd / dfsub: the low parts added last */
+    float lo = cosh ? (((e.hi - hi) + r.hi) + e.lo) + r.lo : (((e.hi - hi) - r.hi) + e.lo) - r.lo;
+    float out = (hi + lo) * 0.5f;
+    out = (y > 89.0f || out != out) ? INFINITY : out;
+    out = cosh ? out : copysignf(out, x);
+    return x != x ? x : out;
+}
+void ml_sinh(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_sinh_or_cosh(x[i], 0);
+}
+void ml_cosh(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_sinh_or_cosh(x[i], 1);
+}
 void ml_log(const float *restrict x, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_log(x[i]);
 }
