@@ -24,6 +24,7 @@ from . import tensor as _tensor
 from .ops import higher_order
 from .interrupts import held_ctrl_c
 from .tensor import Tensor, _run_backward, enable_grad, inference_mode, no_grad, set_grad_enabled  # noqa: F401
+from .tensor import refuse_string_flag
 
 
 class _VariableType(type):
@@ -114,6 +115,8 @@ def _seed(output, grad_output):
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
          allow_unused=None, is_grads_batched=False, materialize_grads=False):
     """torch.autograd.grad: the sum of d(outputs)/d(inputs), as a tuple, without touching ``.grad``."""
+    if str in (retain_graph.__class__, create_graph.__class__, allow_unused.__class__):
+        refuse_string_flag()
     if is_grads_batched:
         raise NotImplementedError("grad(is_grads_batched=True) is not supported")
     if materialize_grads and allow_unused is False:

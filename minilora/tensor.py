@@ -1895,6 +1895,12 @@ def legacy_device(data, device=_UNSET):
     return dev
 
 
+def refuse_string_flag():
+    """torch's engine reads its flags (retain_graph, create_graph, allow_unused) as C ints: a string is its TypeError
+    (a truthy "no" retained the graph, or recorded a second one)."""
+    raise TypeError("'str' object cannot be interpreted as an integer")
+
+
 class Tensor:
     __slots__ = ("_array", "_grad", "_requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
                  "_inference", "__weakref__")
@@ -1992,6 +1998,9 @@ class Tensor:
         if self._requires_grad and not (value.dtype.kind in "fc" or _is_bfloat16(value.dtype)):
             # (else an int64 parameter would still require grad, and its gradient would be an integer)
             raise RuntimeError("data set to a tensor that requires gradients must be floating point or complex dtype")
+        if (value._device.type == "meta") != (self._device.type == "meta"):  # (a meta tensor has no values to share)
+            raise RuntimeError("Attempted to call `variable.set_data(tensor)`, but `variable` and `tensor` have "
+                               "incompatible tensor type.")
         self._array = value._array
         self._device = value._device
 
@@ -2738,6 +2747,8 @@ class Tensor:
             return self._backward(gradient, retain_graph, create_graph, inputs)
 
     def _backward(self, gradient, retain_graph, create_graph, inputs):
+        if create_graph.__class__ is str or retain_graph.__class__ is str:
+            refuse_string_flag()
         if create_graph:  # a recorded pass of its own (minilora/ops/higher_order.py): this one stays lean
             from .ops import higher_order
             return higher_order.backward(self, gradient, retain_graph, inputs)

@@ -7,7 +7,9 @@ string options; classified as torch's error class, another class, or a value whe
   now torch's setter: "requires_grad must be a bool", "only Tensors of floating point and complex dtype can require
   gradients", "you can only change requires_grad flags of leaf variables";
 * ``x.grad = x``: torch's "can't assign Variable as its own grad"; ``p.data = int_tensor`` for a tensor that
-  requires grad: an int64 parameter still requiring grad; now torch's RuntimeError;
+  requires grad: an int64 parameter still requiring grad; ``x.data = meta_tensor``: values gone; now torch's
+  RuntimeErrors; ``backward(retain_graph="no")`` / ``create_graph="no"`` / ``grad(allow_unused="no")``: a truthy
+  string kept the graph or recorded a second one; now torch's TypeError;
 * a non-Tensor where an F function takes a Tensor: ``F.dropout(3)``, ``F.tanh(2.0)``, ``F.mse_loss(x, 0)`` answered,
   ~400 others failed in an AttributeError or NumPy's words; now torch's parser TypeError, its "invalid combination
   of arguments" (conv, ctc_loss), or, where torch's F is Python that reads an attribute first, the same
@@ -53,6 +55,15 @@ ROWS = [
     ("non-leaf requires_grad = True", lambda L: assign(L.ones(2, requires_grad=True) * 2, "requires_grad", True),
      RuntimeError, "leaf variables"),
     ("del requires_grad", lambda L: delattr(L.ones(2), "requires_grad"), RuntimeError, "must be a bool"),
+    ("backward(retain_graph=str)", lambda L: (L.ones(2, requires_grad=True) * 2).sum().backward(retain_graph="no"),
+     TypeError, "'str' object cannot be interpreted as an integer"),
+    ("backward(create_graph=str)", lambda L: (L.ones(2, requires_grad=True) * 2).sum().backward(create_graph="no"),
+     TypeError, "'str' object cannot be interpreted as an integer"),
+    ("autograd.grad(allow_unused=str)",
+     lambda L: (lambda t: L.autograd.grad((t * 2).sum(), t, allow_unused="no"))(L.ones(2, requires_grad=True)),
+     TypeError, "'str' object cannot be interpreted as an integer"),
+    ("data = a meta tensor", lambda L: assign(L.ones(2), "data", L.ones(2, device="meta")), RuntimeError,
+     "incompatible tensor type"),
     ("grad = itself", lambda L: (lambda t: assign(t, "grad", t))(L.ones(2, requires_grad=True)),
      RuntimeError, "its own grad"),
     ("data = int64 on a tensor requiring grad",
