@@ -24,6 +24,8 @@ seed, one test per divergence found:
   ``tie_word_embeddings`` but holds two different tables (transformers loads them untied): transformers 5 resizes
   the head too (drawing its Linear's init and its new rows) and then ties it; minilora drew no head, so every draw
   after it (the LoRA init) was other numbers than transformers'.
+* transformers 5's ``model(input_ids, labels=..., shift_labels=...)`` (targets already shifted: context-parallel
+  training's, TRL's) was a TypeError.
 
 Numbers are compared bit for bit where both libraries run the same arithmetic, else to a tolerance (a BLAS or
 LAPACK order)."""
@@ -287,3 +289,38 @@ def test_add_weighted_adapter_after_layer_replication_as_peft(tmp_path):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=what)
     assert got[1] == expected[1]
     assert any("replicated by it again" in message for message in got[2])
+
+
+# ==================================================================================================
+# the causal LM's loss with shift_labels
+# ==================================================================================================
+def _losses_with_shift_labels(T, model_class, folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = model_class.from_pretrained(str(folder))
+    ids = T.tensor([[1, 5, 9, 13, 0, 0], [1, 7, 7, 3, 11, 6]])
+    labels = ids.clone()
+    labels[0, 4:] = -100
+    shift_labels = T.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+    shift_labels[1, 0] = -100  # (not labels shifted: these are the targets)
+    results = [model(input_ids=ids, shift_labels=shift_labels).loss is None]  # (no labels: no loss, as there)
+    for options in ({"shift_labels": shift_labels}, {"shift_labels": shift_labels, "num_items_in_batch": 6}):
+        loss = model(input_ids=ids, labels=labels, **options).loss
+        loss.backward()
+        results += [_numbers(loss), _numbers(model.model.embed_tokens.weight.grad)]
+        model.zero_grad()
+    return results
+
+
+def test_causal_lm_loss_takes_shift_labels_as_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from minilora import models
+    config = transformers.LlamaConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(tmp_path))
+    expected = _losses_with_shift_labels(torch, transformers.LlamaForCausalLM, tmp_path)
+    got = _losses_with_shift_labels(ml, models.LlamaForCausalLM, tmp_path)
+    assert got[0] is expected[0] is True
+    for e, g in zip(expected[1:], got[1:]):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)

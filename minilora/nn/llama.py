@@ -52,7 +52,7 @@ from .outputs import ModelOutput as _ModelOutput
 # The keywords transformers 5's model forwards take through ``**kwargs`` (its TransformersKwargs), which
 # minilora's forwards name one by one, and ``past_key_values``, the old name of the 4th parameter, ``cache``.
 _TAKEN_THROUGH_KWARGS = ("past_key_values", "num_items_in_batch", "return_dict", "output_hidden_states",
-                         "output_attentions", "cache_position")
+                         "output_attentions", "cache_position", "shift_labels")
 
 
 def _signature_as_transformers(forward):
@@ -1613,8 +1613,9 @@ def _check_labels_dtype(labels):
         raise RuntimeError(f"expected target dtype to be Long or Byte, but got {_TORCH_DTYPE_NAMES.get(name, name)}")
 
 
-def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
-    """Next-token cross-entropy: position t predicts ``labels[t + 1]``; ``-100`` labels are skipped.
+def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean", shift_labels=None):
+    """Next-token cross-entropy: position t predicts ``labels[t + 1]`` (or ``shift_labels[t]``, targets already
+    shifted, as transformers' ForCausalLMLoss takes them); ``-100`` labels are skipped.
 
     As transformers: labels are shifted left and padded with ``ignore_index`` (so the logits need no
     slicing copy), and 16-bit logits are upcast first (``logits.float()``): the loss of a bfloat16 or
@@ -1623,13 +1624,18 @@ def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
     computes a float64 model in float64 throughout (transformers also keeps its norms, softmax and RoPE
     tables in float32 there), so that it can serve as the float64 truth the gradient checks need.
     """
+    name = "labels" if shift_labels is None else "shift_labels"
+    labels = labels if shift_labels is None else shift_labels
     _check_labels_dtype(labels)
-    labels = _as_ids(labels, "labels")
+    labels = _as_ids(labels, name)
     if labels.shape != logits.shape[:2]:
-        raise ValueError(f"labels have shape {labels.shape}, logits {logits.shape}: expected labels "
+        raise ValueError(f"{name} have shape {labels.shape}, logits {logits.shape}: expected {name} "
                          "[batch, seq_len] matching the input_ids")
-    shifted = np.full_like(labels, ignore_index)
-    shifted[:, :-1] = labels[:, 1:]
+    if shift_labels is None:
+        shifted = np.full_like(labels, ignore_index)
+        shifted[:, :-1] = labels[:, 1:]
+    else:
+        shifted = labels
     targets = logits.device.xp.asarray(shifted.reshape(-1))
     logits = logits.to(dtypes.compute_dtype(logits.dtype))  # itself unless 16-bit
     return ops.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets,
@@ -1690,7 +1696,7 @@ class LlamaForCausalLM(Module):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, *, cache=None,
                 num_items_in_batch=None, return_dict=None, output_hidden_states=None, output_attentions=None,
-                cache_position=None):
+                cache_position=None, shift_labels=None):
         """transformers' argument order: ``model(ids, mask)`` passes the attention mask.
 
         As transformers 5: ``cache=`` is the new name of ``past_key_values=``; ``logits_to_keep=k``
@@ -1702,7 +1708,9 @@ class LlamaForCausalLM(Module):
         loop; ``num_items_in_batch`` (the Trainer's, under gradient accumulation) makes the loss the sum
         over the labelled tokens divided by it, not their mean; ``return_dict=False`` gives a tuple
         (loss, logits, cache, hidden_states, attentions: those that are set). ``return_dict`` and the
-        outputs left at None follow the config, as transformers."""
+        outputs left at None follow the config, as transformers. ``shift_labels`` (already shifted, [batch, seq_len]:
+        context-parallel training's) are the targets instead of ``labels`` shifted, and, as transformers' loss
+        function, only when ``labels`` are given too."""
         _body_returns_an_output(self.config)
         if return_dict is None:
             return_dict = bool(self.config.extra.get("return_dict", True))
@@ -1714,7 +1722,8 @@ class LlamaForCausalLM(Module):
         loss = None
         if labels is not None:
             _vocab_size_is_the_heads(self.config, logits)
-            loss = causal_lm_loss(logits, labels, reduction="mean" if num_items_in_batch is None else "sum")
+            loss = causal_lm_loss(logits, labels, reduction="mean" if num_items_in_batch is None else "sum",
+                                  shift_labels=shift_labels)
             loss = loss if num_items_in_batch is None else loss / num_items_in_batch
         out = CausalLMOutputWithPast(loss=loss, logits=logits, cache=body.cache, hidden_states=body.hidden_states,
                                      attentions=body.attentions)
