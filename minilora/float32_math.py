@@ -119,7 +119,7 @@ _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s"
             "i": ctypes.c_int}
 _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_log", "ml_sigmoid",
-                     "ml_sinh", "ml_cosh"), "ppn"),
+                     "ml_sinh", "ml_cosh", "ml_atanh"), "ppn"),
     "ml_silu": "pppn", "ml_pow": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
@@ -335,8 +335,8 @@ def vectorized_pow(a, b):
 
 # torch's float32 kernels of NumPy's functions that are not MKL's (``pointwise``): asinh and acosh map C's function
 # over every element (Vectorized<float>::asinh is map(std::asinh)); sinh, cosh, atanh and exp2 run SLEEF's in the
-# vectorized body (exp2, sinh and cosh ported: sleef_exp2, sleef_sinh_or_cosh; atanh's stand-in is the correctly
-# rounded result) and C's in the scalar tail and on strided inputs.
+# vectorized body (ported: sleef_exp2, sleef_sinh_or_cosh, sleef_atanh) and C's in the scalar tail and on strided
+# inputs.
 _C_EVERYWHERE = {"arcsinh": "asinhf", "arccosh": "acoshf"}
 _SLEEF_IN_LOOP = {"sinh": "sinhf", "cosh": "coshf", "arctanh": "atanhf", "exp2": "exp2f"}
 
@@ -349,7 +349,8 @@ def pointwise(name, a):
     if name in _C_EVERYWHERE:
         return c_function(_C_EVERYWHERE[name], a)
     vectorized = {"exp2": sleef_exp2, "sinh": lambda v: sleef_sinh_or_cosh(v, cosh=False),
-                  "cosh": lambda v: sleef_sinh_or_cosh(v, cosh=True)}.get(name, lambda v: vml(name, v))
+                  "cosh": lambda v: sleef_sinh_or_cosh(v, cosh=True), "arctanh": sleef_atanh}.get(
+                      name, lambda v: vml(name, v))
     return _in_loop(a, vectorized, lambda t: c_function(_SLEEF_IN_LOOP[name], t))
 
 
@@ -1115,6 +1116,38 @@ def sleef_sinh_or_cosh(x, cosh):
     if not cosh:
         out = np.copysign(out, x)
     return np.where(np.isnan(x), x, out).astype(_F32, copy=False)
+
+
+_LOGK2_T = [_F32(c) for c in (0.2392828464508056640625, 0.28518211841583251953125, 0.400005877017974853515625,
+                              0.666666686534881591796875)]
+
+
+def _sleef_logk2(d):
+    """SLEEF's ``logk2f``: ln of a double-float, as one (the exponent of its high part by getexp, the double-float
+    scaled to a mantissa in [0.75, 1.5), 2 atanh((m - 1) / (m + 1)) by its series, plus e ln 2)."""
+    e = (np.frexp(d[0] * _F32(1 / 0.75))[1] - 1).astype(_F32)
+    scale = np.exp2(-e).astype(_F32)
+    m = d[0] * scale, d[1] * scale
+    x = _df_divide(_df_add_float(m, _F32(-1)), _df_add_float(m, _F32(1)))
+    x2 = _df_square(x)
+    t = _fma32(_fma32(_fma32(_LOGK2_T[0], x2[0], _LOGK2_T[1]), x2[0], _LOGK2_T[2]), x2[0], _LOGK2_T[3])
+    return _df_add(_df_mul_float((_LN2_HI, _LN2_LO), e), _df_add((x[0] * _F32(2), x[1] * _F32(2)),
+                                                               _df_mul_float(_df_mul(x2, x), t)))
+
+
+def sleef_atanh(x):
+    """``Sleef_atanhf16_u10`` of a float32 array: ``logk2f((1 + |x|) / (1 - |x|)) / 2`` in double-float, the sign put
+    back; NaN past 1 (and at infinity), infinite at 1."""
+    compiled = _natively("ml_atanh", x)
+    if compiled is not None:
+        return compiled
+    x = np.asarray(x, _F32)
+    y = np.abs(x)
+    with np.errstate(all="ignore"):
+        d = _sleef_logk2(_df_divide(_df_two_sum(_F32(1), y), _df_two_sum(_F32(1), -y)))
+        out = np.where(y > 1, _F32(np.nan), np.where(y == 1, _F32(np.inf), (d[0] + d[1]) * _F32(0.5)))
+        out = np.where(np.isinf(x) | np.isnan(out), _F32(np.nan), out)
+    return np.where(np.isnan(x), x, np.copysign(out, x)).astype(_F32, copy=False)
 
 
 # ---- Sleef_tanhf16_u10 -----------------------------------------------------------------------------

@@ -263,6 +263,29 @@ void ml_sinh(const float *restrict x, float *restrict out, size_t n) {
 void ml_cosh(const float *restrict x, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_sinh_or_cosh(x[i], 1);
 }
+/* ---- Sleef_atanhf16_u10: logk2f((1 + y) / (1 - y)) / 2 in double-float ------------------------------- */
+static inline df sleef_logk2(df d) {  /* ln of a double-float (AVX-512's getexp of its high part) */
+    int exponent;
+    frexpf(d.hi * (1.0f / 0.75f), &exponent);
+    float e = (float)(exponent - 1), scale = float_of((uint32_t)(127 - (exponent - 1)) << 23);
+    df m = {d.hi * scale, d.lo * scale};
+    df x = df_divide(df_add_float(m, -1.0f), df_add_float(m, 1.0f)), x2 = df_square(x);
+    float t = fmaf(fmaf(fmaf(0.2392828464508056640625f, x2.hi, 0.28518211841583251953125f), x2.hi,
+                        0.400005877017974853515625f), x2.hi, 0.666666686534881591796875f);
+    return df_add(df_mul_float((df){0.69314718246459960938f, -1.904654323148236017e-09f}, e),
+                  df_add((df){x.hi * 2.0f, x.lo * 2.0f}, df_mul_float(df_mul(x2, x), t)));
+}
+static inline float sleef_atanh(float x) {
+    float y = fabsf(x);
+    df d = sleef_logk2(df_divide(df_two_sum(1.0f, y), df_two_sum(1.0f, -y)));
+    float out = y > 1.0f ? NAN : (y == 1.0f ? INFINITY : (d.hi + d.lo) * 0.5f);
+    out = (isinf(x) || out != out) ? NAN : out;
+    out = copysignf(out, x);
+    return x != x ? x : out;
+}
+void ml_atanh(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_atanh(x[i]);
+}
 void ml_log(const float *restrict x, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_log(x[i]);
 }
