@@ -1797,6 +1797,25 @@ double seconds_since(const timespec& t0) {
     return double(t.tv_sec - t0.tv_sec) + 1e-9 * double(t.tv_nsec - t0.tv_nsec);
 }
 void run_worker(Worker* wp);
+// Worker k gets its own copy of the launch's configuration (from worker 0, or from a spinning one that asks).
+Worker& configure_worker(int k, const Worker& w) {
+    Worker& o = g_workers[k];
+    o.kernel = w.kernel;
+    o.args = w.args;
+    o.grid = w.grid;
+    o.block = w.block;
+    o.dyn_shared = w.dyn_shared;
+    o.thread_order = w.thread_order;
+    o.cooperative = false;
+    o.rng = g_workers[0].rng + uint64_t(k);
+    o.nthreads = w.nthreads;
+    o.error = E_OK;
+    o.message.clear();
+    o.output.clear();
+    o.fault_pc = 0;
+    o.tid = 0;
+    return o;
+}
 std::mutex g_threads_lock;  // g_threads and g_nworkers, which a spinning worker may grow during the launch
 void start_other_workers_locked() {
     g_one_worker = false;  // from now on fibers find themselves from their stacks (see here())
@@ -1833,22 +1852,7 @@ void ask_for_help(const Worker& w) {
     const size_t left = g_shared.block_order.size() - g_shared.next.load();
     const int target = int(std::min(size_t(kMaxWorkers), size_t(g_nworkers) + left));
     while (g_nworkers < target) {
-        Worker& o = g_workers[g_nworkers];
-        o.kernel = w.kernel;
-        o.args = w.args;
-        o.grid = w.grid;
-        o.block = w.block;
-        o.dyn_shared = w.dyn_shared;
-        o.thread_order = w.thread_order;
-        o.cooperative = false;
-        o.rng = w.rng + uint64_t(g_nworkers);
-        o.nthreads = w.nthreads;
-        o.error = E_OK;
-        o.message.clear();
-        o.output.clear();
-        o.fault_pc = 0;
-        o.tid = 0;
-        o.running = 0;
+        Worker& o = configure_worker(g_nworkers, w);
         g_one_worker = false;  // fibers find themselves from their stacks from now on (see here())
         try {
             g_threads.emplace_back(run_worker, &o);
@@ -2031,23 +2035,7 @@ int run_launch(int requested_workers, bool start_workers_at_once) {
         keep_output(w);
     } else {
         g_nworkers = workers_for(requested_workers, nblocks, w);
-        for (int k = 1; k < g_nworkers; ++k) {  // each worker gets its own copy of the configuration
-            Worker& o = g_workers[k];
-            o.kernel = w.kernel;
-            o.args = w.args;
-            o.grid = w.grid;
-            o.block = w.block;
-            o.dyn_shared = w.dyn_shared;
-            o.thread_order = w.thread_order;
-            o.cooperative = false;
-            o.rng = w.rng + uint64_t(k);
-            o.nthreads = w.nthreads;
-            o.error = E_OK;
-            o.message.clear();
-            o.output.clear();
-            o.fault_pc = 0;
-            o.tid = 0;
-        }
+        for (int k = 1; k < g_nworkers; ++k) configure_worker(k, w);
         g_one_worker = true;
         clock_gettime(CLOCK_MONOTONIC, &g_launch_start);
         if (start_workers_at_once && g_nworkers > 1) start_other_workers();
