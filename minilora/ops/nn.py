@@ -1462,14 +1462,14 @@ def _cascade_sum(values, positions, n, levels=8):
     return total
 
 
-@_amp.autocasts
-@saving_as_torch("input", "target", "weight")  # what torch's one node keeps
 def _plain_index(ignore_index):
     """A 0-d tensor's ``ignore_index`` as the int torch's parser reads from it (compared with the targets' array it
     made a Tensor of the mask, which the kernels took for a CuPy array)."""
     return int(ignore_index) if isinstance(ignore_index, Tensor) else ignore_index
 
 
+@_amp.autocasts
+@saving_as_torch("input", "target", "weight")  # what torch's one node keeps
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
              reduction="mean"):
     """PyTorch's ``F.nll_loss``: ``input`` holds log-probabilities ([N, C], [N, C, d1, ...] or [C])."""
