@@ -120,7 +120,7 @@ _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s"
 _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_log", "ml_sigmoid",
                      "ml_sinh", "ml_cosh", "ml_atanh"), "ppn"),
-    "ml_silu": "pppn", "ml_pow": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
+    "ml_silu": "pppn", "ml_pow": "pppn", "ml_atan2": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
@@ -301,10 +301,69 @@ def binary_loop(a, b, vectorized, scalar_name):
 
 
 def atan2(a, b):
-    """torch's float32 ``atan2``: SLEEF's ``atan2f_u10`` in the vectorized body (its stand-in here the correctly
-    rounded angle, 97.6% of random elements SLEEF's; NumPy's float32 arctan2 62%), C's ``atan2f`` in the scalar tail
-    and on strided operands."""
-    return binary_loop(a, b, lambda a, b: np.arctan2(a, b, dtype=_F64).astype(_F32), "atan2f")
+    """torch's float32 ``atan2``: SLEEF's ``atan2f_u10`` in the vectorized body (``sleef_atan2``; under torch's
+    "default" build C's), C's ``atan2f`` in the scalar tail and on strided operands."""
+    vectorized = (lambda a, b: c_function2("atan2f", a, b)) if CPU_CAPABILITY == "default" else sleef_atan2
+    return binary_loop(a, b, vectorized, "atan2f")
+
+
+# ---- Sleef_atan2f16_u10 (SLEEF's xatan2f_u1) ----------------------------------------------------------------
+# atan(y / x) = q pi/2 + s + s t p(t) with s = min/max of |y|, |x| as a double-float quotient, t = s^2 and p a
+# degree-8 polynomial in t's high part; the quadrant's q pi/2 added in double-float; then IEEE's special cases.
+_ATAN2_U = [_F32(c) for c in (-0.00176397908944636583328247, 0.0107900900766253471374512, -0.0309564601629972457885742,
+                              0.0577365085482597351074219, -0.0838950723409652709960938, 0.109463557600975036621094,
+                              -0.142626821994781494140625, 0.199983194470405578613281)]
+_HALF_PI = _F32(np.pi / 2)
+
+
+def _mulsign(a, b):
+    """SLEEF's mulsign: a with its sign flipped where b's sign bit is set."""
+    return a * np.copysign(_F32(1), b)
+
+
+def _sleef_atan2k(y, x):
+    """SLEEF's ``atan2kf_u1`` of float32 y >= 0 and x: the angle as a double-float."""
+    q = np.where(x < 0, _F32(-2), _F32(0))
+    x = np.abs(x)
+    swap = x < y
+    q = np.where(swap, q + _F32(1), q)
+    zero = np.zeros_like(y)
+    s = _df_divide((np.where(swap, -x, y), zero), (np.where(swap, y, x), zero))
+    t = _df_square(s)
+    hi = t[0] + t[1]  # dfnormalize
+    t = hi, (t[0] - hi) + t[1]
+    u = np.full_like(y, _ATAN2_U[0])
+    for c in _ATAN2_U[1:]:
+        u = _fma32(u, t[0], c)
+    t = _df_mul(t, _df_two_sum_fast(_F32(-0.333332866430282592773438), u * t[0]))
+    hi = _F32(1) + t[0]
+    t = _df_mul(s, (hi, ((_F32(1) - hi) + t[0]) + t[1]))
+    return _df_add(_df_mul_float((_F32(1.5707963705062866211), _F32(-4.3711388286737928865e-08)), q), t)
+
+
+def _df_two_sum_fast(x, y):
+    """x + y of two floats, |x| >= |y|, as a double-float (SLEEF's dfadd_vf2_vf_vf)."""
+    hi = x + y
+    return hi, (x - hi) + y
+
+
+def sleef_atan2(y, x):
+    """``Sleef_atan2f16_u10(y, x)`` of float32 arrays (broadcast); compiled where it can be."""
+    y, x = np.broadcast_arrays(np.asarray(y, _F32), np.asarray(x, _F32))
+    library = _native_library()
+    if library is not None:
+        out = np.empty(y.shape, _F32)
+        _native_map(library.ml_atan2, [np.ascontiguousarray(v).reshape(-1) for v in (y, x)] + [out.reshape(-1)])
+        return out
+    with np.errstate(all="ignore"):
+        tiny = np.abs(x) < _F32(2.9387372783541830947e-39)  # (both scaled up by 2^24 first)
+        xs, ys = np.where(tiny, x * _F32(1 << 24), x), np.where(tiny, y * _F32(1 << 24), y)
+        d = _sleef_atan2k(np.abs(ys), xs)
+        r = _mulsign(d[0] + d[1], xs)
+        r = np.where(np.isinf(x) | (x == 0), _HALF_PI - np.where(np.isinf(x), _mulsign(_HALF_PI, x), _F32(0)), r)
+        r = np.where(np.isinf(y), _HALF_PI - np.where(np.isinf(x), _mulsign(_F32(np.pi / 4), x), _F32(0)), r)
+        r = np.where(y == 0, np.where(np.signbit(x), _F32(np.pi), _F32(0)), r)
+        return np.where(np.isnan(x) | np.isnan(y), _F32(np.nan), _mulsign(r, y)).astype(_F32, copy=False)
 
 
 def pow_loop(a, b):

@@ -209,3 +209,17 @@ def test_atanh_values_are_sleefs():
     assert theirs.tobytes() == ml.atanh(ml.tensor(x)).numpy().tobytes()
     with float32_math.numpy_port():
         assert theirs.tobytes() == ml.atanh(ml.tensor(x)).numpy().tobytes()
+
+
+def test_atan2_values_are_sleefs():
+    """torch.atan2 of float32: SLEEF's atan2f_u10 (a double-float quotient and polynomial, the quadrant added in
+    double-float) on whole vectors, C's atan2f in the tail; the correctly rounded stand-in was 2.4% of randn's
+    elements an ulp off. Special cases (signed zeros, infinities, subnormal x) included; compiled and port alike."""
+    from minilora import float32_math
+    rng = np.random.default_rng(17)
+    y, x = (rng.standard_normal(4096 + 21).astype(np.float32) for _ in range(2))
+    y[:9], x[:9] = [0, -0.0, np.inf, -np.inf, 1, 0, np.inf, 1e-40, -0.0], [-1, -0.0, np.inf, -np.inf, 0, 0, 1, 1e-40, 2]
+    theirs = torch.atan2(torch.from_numpy(y), torch.from_numpy(x)).numpy()
+    assert theirs.tobytes() == ml.atan2(ml.tensor(y), ml.tensor(x)).numpy().tobytes()
+    with float32_math.numpy_port():
+        assert theirs.tobytes() == ml.atan2(ml.tensor(y), ml.tensor(x)).numpy().tobytes()

@@ -286,6 +286,42 @@ static inline float sleef_atanh(float x) {
 void ml_atanh(const float *restrict x, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_atanh(x[i]);
 }
+/* ---- Sleef_atan2f16_u10 (xatan2f_u1): q pi/2 + atan of the smaller over the larger, in double-float --- */
+static const float atan2_u[8] = {-0.00176397908944636583328247f, 0.0107900900766253471374512f,
+    -0.0309564601629972457885742f, 0.0577365085482597351074219f, -0.0838950723409652709960938f,
+    0.109463557600975036621094f, -0.142626821994781494140625f, 0.199983194470405578613281f};
+static inline float mulsign(float a, float b) { return a * copysignf(1.0f, b); }
+static inline df sleef_atan2k(float y, float x) {  /* y >= 0 */
+    float q = x < 0 ? -2.0f : 0.0f;
+    x = fabsf(x);
+    int swap = x < y;
+    q = swap ? q + 1.0f : q;
+    df s = df_divide((df){swap ? -x : y, 0.0f}, (df){swap ? y : x, 0.0f}), t = df_square(s);
+    float hi = t.hi + t.lo;
+    t = (df){hi, (t.hi - hi) + t.lo};
+    float u = atan2_u[0];
+    for (int i = 1; i < 8; i++) u = fmaf(u, t.hi, atan2_u[i]);
+    float a = -0.333332866430282592773438f, b = u * t.hi, h = a + b;
+    t = df_mul(t, (df){h, (a - h) + b});
+    h = 1.0f + t.hi;
+    t = df_mul(s, (df){h, ((1.0f - h) + t.hi) + t.lo});
+    return df_add(df_mul_float((df){1.5707963705062866211f, -4.3711388286737928865e-08f}, q), t);
+}
+static inline float sleef_atan2(float y, float x) {
+    const double m_pi = 3.14159265358979323846;  /* (C99 has no M_PI) */
+    const float half_pi = (float)(m_pi / 2), quarter_pi = (float)(m_pi / 4), pi = (float)m_pi;
+    int tiny = fabsf(x) < 2.9387372783541830947e-39f;
+    float xs = tiny ? x * 16777216.0f : x, ys = tiny ? y * 16777216.0f : y;
+    df d = sleef_atan2k(fabsf(ys), xs);
+    float r = mulsign(d.hi + d.lo, xs);
+    if (isinf(x) || x == 0) r = half_pi - (isinf(x) ? mulsign(half_pi, x) : 0.0f);
+    if (isinf(y)) r = half_pi - (isinf(x) ? mulsign(quarter_pi, x) : 0.0f);
+    if (y == 0) r = signbit(x) ? pi : 0.0f;
+    return (x != x || y != y) ? NAN : mulsign(r, y);
+}
+void ml_atan2(const float *restrict y, const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_atan2(y[i], x[i]);
+}
 void ml_log(const float *restrict x, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_log(x[i]);
 }
