@@ -513,11 +513,15 @@ def measure_activations(model, batch, trace_peak=True):
       sees every NumPy allocation; its peak over forward + backward, above what was allocated
       before, includes temporaries and the gradients. Only on NumPy devices (``None`` on cuda).
 
-    The step leaves no trace: gradients that existed before are put back, new ones are dropped.
+    The step is a training step (``model.train()``: dropout, gradient checkpointing) whatever mode the model is in
+    (``from_pretrained`` returns it in eval mode, as transformers). It leaves no trace: each module's mode and the
+    gradients that existed before are put back, new ones are dropped.
     """
     from .tensor import Tensor, tensor
     params = list(model.parameters())
     old_grads = [p.grad for p in params]
+    old_modes = [(module, module.training) for module in model.modules()]
+    model.train()
     for p in params:
         p.grad = None
     ids, labels = (x if isinstance(x, Tensor) else tensor(np.asarray(x)) for x in _split_batch(batch))
@@ -541,6 +545,8 @@ def measure_activations(model, batch, trace_peak=True):
             tracemalloc.stop()
         for p, g in zip(params, old_grads):
             p.grad = g
+        for module, training in old_modes:
+            module.training = training
     return ActivationStats(graph, by_op, peak, grads, nodes, value)
 
 

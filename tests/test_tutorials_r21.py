@@ -24,6 +24,9 @@ seed, one test per divergence found:
   ``tie_word_embeddings`` but holds two different tables (transformers loads them untied): transformers 5 resizes
   the head too (drawing its Linear's init and its new rows) and then ties it; minilora drew no head, so every draw
   after it (the LoRA init) was other numbers than transformers'.
+* the token-classification tutorial's inference (``AutoModelForTokenClassification.from_pretrained(...)``, then
+  ``with torch.no_grad(): logits = model(**inputs).logits``): transformers' ``from_pretrained`` returns the model in
+  eval mode; minilora's left it training, so the head's dropout (0.1) dropped out: other logits on each call;
 * transformers 5's ``model(input_ids, labels=..., shift_labels=...)`` (targets already shifted: context-parallel
   training's, TRL's) was a TypeError.
 
@@ -324,3 +327,34 @@ def test_causal_lm_loss_takes_shift_labels_as_transformers(tmp_path):
     assert got[0] is expected[0] is True
     for e, g in zip(expected[1:], got[1:]):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
+
+
+# ==================================================================================================
+# from_pretrained returns a model in eval mode
+# ==================================================================================================
+def _loaded_token_classifier_infers(T, auto_class, folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (both report the new head as missing)
+        T.manual_seed(0)
+        model = auto_class.from_pretrained(str(folder), num_labels=3)
+    ids = T.tensor([[1, 5, 9, 13], [1, 7, 3, 0]])
+    with T.no_grad():
+        logits = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    return [model.training, _numbers(logits)]
+
+
+def test_from_pretrained_returns_an_eval_model_as_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from minilora import models
+    config = transformers.LlamaConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(tmp_path))
+    expected = _loaded_token_classifier_infers(torch, transformers.AutoModelForTokenClassification, tmp_path)
+    got = _loaded_token_classifier_infers(ml, models.AutoModelForTokenClassification, tmp_path)
+    assert got[0] is expected[0] is False
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-5, atol=1e-6)
+    for name in ("LlamaForCausalLM", "LlamaForSequenceClassification"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert getattr(models, name).from_pretrained(tmp_path).training is False

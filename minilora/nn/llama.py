@@ -1927,6 +1927,7 @@ class LlamaForCausalLM(Module):
             model.config._attn_implementation = attn_implementation
         model.generation_config = _generation_config(path, model.config)
         model = model.to(device=device) if device is not None else model
+        model.eval()  # as transformers: a loaded model infers (dropout off) until model.train() (a Trainer's own)
         if output_loading_info:  # transformers' report: here only the layers a smaller config left out
             return model, {"missing_keys": set(), "unexpected_keys": set(everything) - set(state) - {k for k, _, _ in mismatched},
                            "mismatched_keys": set(mismatched), "error_msgs": []}
@@ -2184,6 +2185,7 @@ class _LlamaWithHead(Module):
         model.model = causal.model
         _init_weights([model.score], causal.config.initializer_range)
         model.name_or_path = causal.name_or_path
+        model.eval()  # as transformers: its dropout off until model.train()
         if not output_loading_info:
             return model
         head = {f"score.{name}" for name, _ in model.score.named_parameters()}
