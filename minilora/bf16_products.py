@@ -64,6 +64,8 @@ def matmul(a, b):
     a, b = dtypes.upcast(a), dtypes.upcast(b)
     if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):  # (CuPy: cuBLAS's own order)
         return a @ b
+    if a.size == 0 or b.size == 0:  # (nothing to sum, or no result: no order; a [0, 0] @ [0, 0] cannot fold rows)
+        return a @ b
     if b.ndim == 2:  # (torch's matmul folds a batch of a into rows of one product: rows decide the blocks)
         return _matrix(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[1],))
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])

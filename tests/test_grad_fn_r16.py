@@ -253,12 +253,16 @@ KNOWN_MISMATCHES = {
     "nanmean": (["saved_wrong:_saved_other"], "torch divides by an int64 count, minilora by a float one"),
     **{name: (["name"], COMPOSED) for name in (
         "combinations", "cholesky", "stft", "quantile", "nanquantile",
-        "nn.functional.rrelu", "nn.functional.scaled_dot_product_attention", "einsum", "logdet", "nn.functional.embedding_bag",
+        "nn.functional.rrelu", "einsum", "logdet", "nn.functional.embedding_bag",
         "nn.functional.ctc_loss", "nn.functional.nll_loss", "repeat_interleave", "nn.functional.pairwise_distance",
         "linalg.vecdot", "linalg.cond", "linalg.multi_dot", "linalg.tensorinv")},
     **{name: (["edges"], COMPOSED) for name in (
         "nn.functional.bilinear", "inner", "nn.functional.multi_head_attention_forward",
         "linalg.vander")},
+    "nn.functional.scaled_dot_product_attention": (
+        ["edges", "saved_wrong:_saved_self_sym_sizes", "saved_extra:_saved_self", "saved_extra:_saved_other"],
+        "3-D inputs run torch's math kernel's ops (round 21): its last matmul is torch's expand, view, bmm and "
+        "_unsafe_view nodes, minilora's matmul one node under the last one's name (it saves both operands)"),
     "normal": (["name"], "torch's random ops are nodes of their input (NormalBackward3); minilora fills a new tensor"),
     "bernoulli": (["name"], "torch's random ops are nodes of their input (BernoulliBackward0); minilora fills one"),
 }
