@@ -125,7 +125,8 @@ _NATIVE_SIGNATURES = {
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
     "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
-    "ml_bf16_pair_products": "ppppnnnn"}
+    "ml_bf16_pair_products": "ppppnnnn", "ml_row_max": "ppnn"}
+_NATIVE_RESULTS = {"ml_row_max": ctypes.c_int}  # (the others return nothing)
 
 
 def _native_library():
@@ -137,7 +138,7 @@ def _native_library():
         if library is not None:
             for name, arguments in _NATIVE_SIGNATURES.items():
                 getattr(library, name).argtypes = [_C_TYPES[a] for a in arguments]
-                getattr(library, name).restype = None
+                getattr(library, name).restype = _NATIVE_RESULTS.get(name)
         _native_state.update(library=library, tried=True)
     return _native_state["library"]
 
@@ -166,6 +167,21 @@ def _native_map(kernel, arrays, *numbers):
     def call(*parts):
         kernel(*map(native.address, parts), parts[0].size, *numbers)
     parallel.rows(call, *arrays, work_per_row=2)
+
+
+def row_max(a):
+    """``a.max(axis=-1, keepdims=True)``, the same bits: softmax's shift. NumPy's max along the contiguous
+    axis of short rows is slow (~0.5 ns an element on rows of 128, twice its sum); a C-contiguous float32
+    array goes through the compiled ``ml_row_max`` (~4x faster) unless a row holds a NaN or has a zero max
+    (NumPy's choice of NaN, or of -0 or +0, is its own): then, or for any other array, NumPy's max."""
+    library = _native_library()
+    if (library is None or type(a) is not np.ndarray or a.dtype != _F32 or not a.flags.c_contiguous
+            or a.ndim == 0 or a.shape[-1] == 0):
+        return a.max(axis=-1, keepdims=True)
+    out = np.empty(a.shape[:-1] + (1,), _F32)
+    if library.ml_row_max(native.address(a), native.address(out), a.size // a.shape[-1], a.shape[-1]):
+        return a.max(axis=-1, keepdims=True)
+    return out
 
 
 def _natively(name, x):

@@ -657,3 +657,47 @@ void ml_bf16_pair_products(const float *restrict a, const float *restrict b, flo
     ml_bf16_pairs_region(a, b, c, part, 0, m4, n32, n, k, n, block);  /* the columns right of the tiles */
     ml_bf16_pairs_region(a, b, c, part, m4, m, 0, n, k, n, block);    /* the rows below them */
 }
+
+/* ---- a row's max (softmax's shift), which NumPy's max(axis=-1) finds at ~0.5 ns an element on rows of 128:
+ * here two 8-lane running maxima a row, in GCC's vector extension (clang's too), so that it compiles to vector
+ * compares and selects on any target. A NaN never wins `v > top`: the row's NaNs are only noted, and the
+ * function returns 1 where some row held one, or where a row's max is a zero (which of -0 and +0 is NumPy's
+ * depends on its lanes), for the caller to take NumPy's max instead: the same bits either way. */
+typedef float ml_vfloat __attribute__((vector_size(32)));
+typedef int32_t ml_vmask __attribute__((vector_size(32)));
+#define ML_MAX_LANES 8
+
+static inline ml_vfloat ml_larger(ml_vfloat v, ml_vfloat top) {  /* v > top ? v : top, lane by lane */
+    ml_vmask greater = v > top;
+    return (ml_vfloat)(((ml_vmask)v & greater) | ((ml_vmask)top & ~greater));
+}
+
+int ml_row_max(const float *restrict x, float *restrict out, size_t rows, size_t width) {
+    int numpy_decides = 0;  /* a NaN or a zero max seen */
+    for (size_t r = 0; r < rows; r++, x += width) {
+        ml_vfloat top0, top1, v0, v1;
+        ml_vmask nan = {0};
+        size_t i = 0;
+        for (int j = 0; j < ML_MAX_LANES; j++) top0[j] = top1[j] = -INFINITY;
+        for (; i + 2 * ML_MAX_LANES <= width; i += 2 * ML_MAX_LANES) {
+            memcpy(&v0, x + i, sizeof v0);  /* (unaligned loads) */
+            memcpy(&v1, x + i + ML_MAX_LANES, sizeof v1);
+            top0 = ml_larger(v0, top0);
+            top1 = ml_larger(v1, top1);
+            nan |= (v0 != v0) | (v1 != v1);
+        }
+        top0 = ml_larger(top1, top0);
+        float top = -INFINITY;
+        for (; i < width; i++) {  /* the row's last width % 16 */
+            top = x[i] > top ? x[i] : top;
+            numpy_decides |= x[i] != x[i];
+        }
+        for (int j = 0; j < ML_MAX_LANES; j++) {
+            top = top0[j] > top ? top0[j] : top;
+            numpy_decides |= nan[j] != 0;
+        }
+        out[r] = top;
+        numpy_decides |= top == 0;
+    }
+    return numpy_decides;
+}

@@ -404,7 +404,7 @@ def _cross_entropy_rows(logits, targets, valid, probs, losses):
     """Softmax probabilities and losses of a block of rows (a numerically stable log-softmax)."""
     xp = xp_of(logits)
     shifted = probs  # computed in place: shifted logits -> exp -> probabilities
-    xp.subtract(logits, logits.max(axis=1, keepdims=True), out=shifted)
+    xp.subtract(logits, float32_math.row_max(logits), out=shifted)
     target_logit = shifted[xp.arange(len(shifted)), targets]
     if logits.dtype == float32 and xp is np:  # as torch's log_softmax: SLEEF's exp, lane sums, log; and
         # the probabilities as its backward gets them, exp(log_softmax)
@@ -1019,9 +1019,9 @@ def _attention_forward(q, k, v, bias, out, probs, scale):
     peak = None
     if bias is not None:
         scores += bias
-        peak = scores.max(axis=-1, keepdims=True)
+        peak = float32_math.row_max(scores)
         peak[peak == -np.inf] = 0  # a row with no key left: exp(-inf) = 0 everywhere, not NaN
-    scores -= scores.max(axis=-1, keepdims=True) if peak is None else peak  # softmax without overflow
+    scores -= float32_math.row_max(scores) if peak is None else peak  # softmax without overflow
     xp.exp(scores, out=scores)
     total = scores.sum(axis=-1, keepdims=True)
     if bias is not None:
