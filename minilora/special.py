@@ -7,7 +7,7 @@ from .ops import special as _special
 
 __all__ = ["erf", "erfc", "erfinv", "expit", "logit", "gammaln", "digamma", "psi", "polygamma", "multigammaln",
            "xlogy", "xlog1py", "log_softmax", "softmax", "i0", "i1", "sinc", "entr", "ndtr", "ndtri", "log_ndtr",
-           "logsumexp", "round", "expm1", "exp2", "log1p", "i0e", "i1e", "zeta"]
+           "erfcx", "logsumexp", "round", "expm1", "exp2", "log1p", "i0e", "i1e", "zeta"]
 
 
 def _softmax(input, dim, *, dtype=None):
@@ -36,7 +36,8 @@ _FUNCTIONS = {
     "multigammaln": _multigammaln, "xlogy": ops.xlogy, "xlog1py": _special.xlog1py, "i0": _special.i0,
     "i1": _special.i1, "i0e": _special.i0e, "i1e": _special.i1e, "zeta": _special.zeta, "sinc": ops.extra.sinc,
     "entr": _special.entr, "ndtr": _special.ndtr,
-    "ndtri": _special.ndtri, "log_ndtr": _special.log_ndtr, "logsumexp": ops.logsumexp, "round": _round,
+    "ndtri": _special.ndtri, "log_ndtr": _special.log_ndtr,
+    "erfcx": _special.erfcx, "logsumexp": ops.logsumexp, "round": _round,
     "expm1": ops.expm1, "exp2": ops.exp2, "log1p": ops.log1p}
 globals().update({name: ops._with_out(fn, name) for name, fn in _FUNCTIONS.items()})
 # two numbers (special.zeta(2, 3)) are no overload of torch's: its TypeError listing them

@@ -1,6 +1,6 @@
 """Special functions with gradients: ``torch.erfc``, ``erfinv``, ``lgamma``, ``digamma``, ``polygamma``,
 ``mvlgamma``, ``i0`` and the ``torch.special`` ones built on them (``ndtr``, ``ndtri``, ``log_ndtr``,
-``entr``, ``i1`` ...).
+``entr``, ``i1``, ``erfcx`` ...).
 
 SciPy is not a dependency, so the values come from NumPy and Python's ``math`` module: ``math.erfc``
 and ``math.lgamma`` applied elementwise, ``numpy.i0``, and for the rest the series torch's own CPU
@@ -22,6 +22,7 @@ from ..device import xp_of
 from ..tensor import Function, Tensor, name_node, no_forward_formula, saves_as_torch
 from . import elementwise as E
 from .elementwise import _floating, _host_array, computes_in_float32
+from .faddeeva import erfcx_as_torch
 
 _SQRT_PI = math.sqrt(math.pi)
 _SQRT_2 = math.sqrt(2.0)
@@ -666,9 +667,10 @@ class LogNdtr(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        ctx.out = _on_host(log_ndtr_f64, a)
         if a.dtype in (np.float32, np.float64):
-            ctx.out = xp_of(a).asarray(_log_ndtr_upper_as_torch(_host_array(a), _host_array(ctx.out)))
+            ctx.out = xp_of(a).asarray(_log_ndtr_as_torch(_host_array(a)))
+        else:
+            ctx.out = _on_host(log_ndtr_f64, a)
         return ctx.out
 
     @staticmethod
@@ -677,16 +679,30 @@ class LogNdtr(Function):
         return (g / real(_SQRT_2PI)) * _torch_exp(-(ctx.out + a * a / real(2)))
 
 
-def _log_ndtr_upper_as_torch(x, values):
-    """``values`` (log_ndtr of the float32/float64 array x) with torch's calc_log_ndtr in place for x >= -1:
-    ``log1p(-erfc(x / sqrt 2) / 2)``, C's erfc and log1p in x's dtype. (Below -1 torch takes log(erfcx(-t) / 2) - t^2,
-    erfcx from Johnson's 100-piece Chebyshev table, not ported: there the value is the float64 one rounded.)"""
+@computes_in_float32
+class Erfcx(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        ctx.out = xp_of(a).asarray(erfcx_as_torch(_host_array(a)))
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):  # torch's (2.0 * self * result - 2.0 / sqrt(M_PI)) * grad, in that order
+        real = g.dtype.type
+        return (real(2) * ctx.a * ctx.out - real(2 / _SQRT_PI)) * g
+
+
+def _log_ndtr_as_torch(x):
+    """torch's ``calc_log_ndtr`` of a float32/float64 array, in its dtype, with t = x / sqrt 2: from -1 up
+    ``log1p(-erfc(t) / 2)`` (C's erfc and log1p); below, where erfc(-t) would underflow, ``log(erfcx(-t) / 2) - t^2``
+    (Johnson's erfcx as ATen's, ``faddeeva.erfcx_as_torch``; C's log)."""
     real = x.dtype.type
-    upper = x >= real(-1)
-    t = x[upper] * real(_FRAC_SQRT_2)
-    out = values.copy()
-    out[upper] = c_math("log1p", -c_math("erfc", t) / real(2))
-    return out
+    t = x * real(_FRAC_SQRT_2)
+    with np.errstate(all="ignore"):
+        upper = c_math("log1p", -c_math("erfc", t) / real(2))
+        lower = c_math("log", erfcx_as_torch(-t) / real(2)) - t * t
+    return np.where(x < real(-1), lower, upper)
 
 
 def erfc(input):
@@ -817,7 +833,7 @@ def ndtr(input):
 
 
 def _no_16bit(name, input):
-    """torch's CPU kernels of ndtri and log_ndtr take float32 and float64 only (no complex, no 16-bit)."""
+    """torch's CPU kernels of ndtri, log_ndtr and erfcx take float32 and float64 only (no complex, no 16-bit)."""
     dtypes.refuse_complex(f"{name}_cpu", input)
     if input.dtype.itemsize == 2 and input.dtype.kind in "fV":
         raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtypes.torch_name(input.dtype)}'")
@@ -833,6 +849,13 @@ def log_ndtr(input):
     """``torch.special.log_ndtr``: log of the normal CDF, accurate far into the lower tail."""
     _no_16bit("log_ndtr", input)
     return name_node(LogNdtr.apply(_floating(input)), "SpecialLogNdtrBackward0", input)
+
+
+def erfcx(input):
+    """``torch.special.erfcx``: the scaled complementary error function exp(x^2) erfc(x), finite where erfc
+    underflows (erfcx(30) is 0.0188; inf below -26.7)."""
+    _no_16bit("erfcx", input)
+    return name_node(Erfcx.apply(_floating(input)), "SpecialErfcxBackward0", input)
 
 
 def entr(input):
