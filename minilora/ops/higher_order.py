@@ -1851,6 +1851,7 @@ _BACKWARD_GRAPHS = {
     _sp.Ndtri: lambda ctx, g: g * float(np.sqrt(2 * np.pi)) * (_sp.ndtri(ctx.inputs[0]) ** 2 / 2).exp(),
     _sp.LogNdtr: lambda ctx, g: g / float(np.sqrt(2 * np.pi)) * (
         -(_sp.log_ndtr(ctx.inputs[0]) + ctx.inputs[0] ** 2 / 2)).exp(),
+    _sp.Erfcx: lambda ctx, g: (2.0 * ctx.inputs[0] * _sp.erfcx(ctx.inputs[0]) - 2 / float(np.sqrt(np.pi))) * g,
     _sp.XLog1pY: _xlog1py, _sp.Zeta: _zeta,
     _r.Prod: _prod, CumProd: _cumprod, _r.LogCumSumExp: _logcumsumexp,
     ConvTranspose2d: _conv_transpose2d,
