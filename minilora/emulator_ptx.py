@@ -768,6 +768,10 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
             wait = "false" if "arrive" in mods else "true"
             return (f"__emu::named_barrier((int)({_value(args[0], regs)}), (int)({_value(args[1], regs)}), {wait}, "
                     "__FILE__, __LINE__);")
+        if args and args[0].strip() not in ("0", "0x0"):
+            # bar.sync id without a count: barrier `id` for all the block's threads ("If no thread count is
+            # specified, all threads in the CTA participate", PTX ISA) -- not barrier 0, __syncthreads()'
+            return f"__emu::named_barrier_of_block((int)({_value(args[0], regs)}), __FILE__, __LINE__);"
         return "__syncthreads();"
     if op in ("membar", "fence"):
         # fence.proxy.async (generic writes seen by async copies) and fence.mbarrier_init.release.cluster (an init

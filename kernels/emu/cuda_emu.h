@@ -181,6 +181,8 @@ void tile_sync(int first, int count, const void* mine, const char* file, int lin
 const void* tile_peer(int rank);
 // PTX's named barrier `id` for `count` threads: bar.sync (wait) or bar.arrive (runtime.cpp).
 void named_barrier(int id, int count, bool wait, const char* file, int line);
+// bar.sync id without a thread count: barrier `id` for every thread of the block that has not exited.
+void named_barrier_of_block(int id, const char* file, int line);
 void* shared_get(int* slot, size_t size, size_t align, const char* name, const char* file, int line);
 void* dynamic_shared();
 void grid_sync(const char* file, int line);  // cooperative_groups::grid_group::sync()

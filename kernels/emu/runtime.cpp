@@ -205,6 +205,7 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     int bar_waiting = 0, bar_pred = 0;
     bool bar_mixed = false;
     int named_arrived[16] = {};   // PTX's barriers 1..15 (bar.sync id, count): threads arrived in this phase
+    int named_count[16] = {};     // the thread count the phase's first arrival gave (0: none yet; -1: the block)
     bool rebuild_fibers = false;  // a thread left through thread_exit(): its fiber cannot be resumed
     unsigned spin_turns = 0;      // turns given up spinning (spin_turn) in the current block
     bool asked_for_help = false;  // in the current block (ask_for_help)
@@ -328,6 +329,7 @@ void set_error(int code, const std::string& msg) {
 }
 // racecheck's clocks (see "racecheck" below; empty unless built with -DEMU_RACECHECK).
 void racecheck_block_barrier();
+void racecheck_mbarrier(const void* bar, int event);
 void racecheck_warp_sync(int warp);
 
 // ---- Escapes: crashes, Ctrl-C and timeouts become errors, not a dead Python -----------------------
@@ -825,6 +827,22 @@ void order_threads(Worker& w, bool fresh) {
 }
 
 // ---- barriers ------------------------------------------------------------------------------------
+// `bar.sync id` without a thread count: "all threads in the CTA participate" (PTX ISA), which since Volta means
+// the block's threads that have not exited, as barrier 0 (__syncthreads()).
+constexpr int kWholeBlock = -1;
+static int live_threads(const Worker& w) {
+    int n = 0;
+    for (const Fiber& o : w.fibers) n += o.state != EXITED;
+    return n;
+}
+// racecheck orders a named barrier's phases by this key, as an mbarrier's.
+static const void* named_key(Worker& w, int id) { return &w.named_arrived[id]; }
+static void release_named_barrier(Worker& w, int id) {
+    w.named_arrived[id] = w.named_count[id] = 0;
+    racecheck_mbarrier(named_key(w, id), 1);
+    for (Fiber& o : w.fibers)
+        if (o.state == AT_NAMED && o.warg == id) o.state = RUNNABLE;
+}
 // Called by the scheduler when no fiber can run.  Either releases a complete __syncthreads(),
 // or explains why the block is stuck.  Returns false when the block cannot continue.
 bool release_coalesced_groups();
@@ -865,16 +883,30 @@ static bool explain_stuck_tile(const Worker& w, const Fiber& f) {
 
 // A named barrier that can never complete: how many threads it waits for and how many came.
 static bool explain_stuck_named_barrier(const Worker& w, const Fiber& f) {
-    set_error(E_BARRIER, fmt("bar.sync %d, %d at %s in %s (%s) can never complete: %d of its %d threads arrived and "
-                             "no other thread of the block can run on; on a GPU the block waits forever",
-                             f.warg, f.wwidth, where(f.file, f.line).c_str(), block_str().c_str(), tid_str(f).c_str(),
-                             w.named_arrived[f.warg], f.wwidth));
+    const std::string what = f.wwidth == kWholeBlock ? fmt("bar.sync %d", f.warg) : fmt("bar.sync %d, %d", f.warg, f.wwidth);
+    const std::string of = f.wwidth == kWholeBlock ? fmt("the block's %d threads that have not exited", live_threads(w))
+                                                   : fmt("its %d threads", f.wwidth);
+    set_error(E_BARRIER, fmt("%s at %s in %s (%s) can never complete: %d of %s arrived and no other thread of the "
+                             "block can run on; on a GPU the block waits forever", what.c_str(),
+                             where(f.file, f.line).c_str(), block_str().c_str(), tid_str(f).c_str(),
+                             w.named_arrived[f.warg], of.c_str()));
+    return false;
+}
+
+// A whole-block named barrier (bar.sync id without a count) that the last exits completed: release it.
+static bool release_whole_block_named_barriers(Worker& w) {
+    for (int id = 1; id < 16; ++id)
+        if (w.named_count[id] == kWholeBlock && w.named_arrived[id] >= live_threads(w)) {
+            release_named_barrier(w, id);
+            return true;
+        }
     return false;
 }
 
 bool release_barrier_or_explain() {
     Worker& w = me();
     if (release_coalesced_groups()) return true;
+    if (release_whole_block_named_barriers(w)) return true;
     int waiting = 0, exited = 0, at_warp = 0;
     const Fiber* first_wait = nullptr;
     const Fiber* first_exit = nullptr;
@@ -1671,6 +1703,7 @@ void end_block_shared() {
 void init_block_fibers(Worker& w, std::vector<Fiber>& fibers, int first_stack) {
     w.bar_waiting = w.bar_pred = 0;
     std::fill(std::begin(w.named_arrived), std::end(w.named_arrived), 0);
+    std::fill(std::begin(w.named_count), std::end(w.named_count), 0);
     w.bar_mixed = false;
     for (int i = 0; i < w.nthreads; ++i) {
         Fiber& f = fibers[i];
@@ -1693,6 +1726,7 @@ void init_block_fibers(Worker& w, std::vector<Fiber>& fibers, int first_stack) {
 void reuse_block_fibers(Worker& w) {
     w.bar_waiting = w.bar_pred = 0;
     std::fill(std::begin(w.named_arrived), std::end(w.named_arrived), 0);
+    std::fill(std::begin(w.named_count), std::end(w.named_count), 0);
     w.bar_mixed = false;
     for (Fiber& f : w.fibers) {
         f.state = RUNNABLE;
@@ -2271,34 +2305,70 @@ void tile_sync(int first, int count, const void* mine, const char* file, int lin
 }
 // PTX's named barriers, bar.sync id, count / bar.arrive id, count (barrier.sync, barrier.arrive): barrier `id`
 // (1..15; 0 is __syncthreads()') completes when `count` threads have arrived, those that sync waiting for it and
-// those that only arrive (a producer warp) going on at once; it then starts over.  racecheck orders what the
-// arrivals wrote before what the waiting threads read after, as an mbarrier phase.
-static const void* named_key(Worker& w, int id) { return &w.named_arrived[id]; }
-void named_barrier(int id, int count, bool wait, const char* file, int line) {
+// those that only arrive (a producer warp) going on at once; it then starts over.  Without a count (bar.sync id,
+// count == kWholeBlock) it waits for every thread of the block that has not exited.  Threads of one phase that
+// name different counts are an error (compute-sanitizer's synccheck reports it; a GPU's behaviour is undefined).
+// racecheck orders what the arrivals wrote before what the waiting threads read after, as an mbarrier phase.
+static std::string named_barrier_str(bool wait, int id, int count) {
+    return count == kWholeBlock ? fmt("bar.sync %d", id) : fmt("bar.%s %d, %d", wait ? "sync" : "arrive", id, count);
+}
+static int warps_of_block(const Worker& w) { return (w.nthreads + 31) & ~31; }
+static void check_same_count(Worker& w, int id, int count, bool wait, const char* file, int line) {
+    const int phase = w.named_count[id];
+    // no count and the block's own size (in whole warps) name the same barrier: `bar.sync 1` meets `bar.arrive 1, 96`
+    auto threads = [&](int c) { return c == kWholeBlock ? warps_of_block(w) : c; };
+    if (phase == 0 || threads(phase) == threads(count)) return;
+    fail_in_fiber(E_BARRIER, fmt("%s at %s in %s (%s): barrier %d's phase in progress was started by threads that "
+                                 "gave %s, and %d of them have arrived; every thread of one phase of a named "
+                                 "barrier must give the same thread count (none: the whole block)",
+                                 named_barrier_str(wait, id, count).c_str(), where(file, line).c_str(),
+                                 block_str().c_str(), tid_str(*current_fiber()).c_str(), id,
+                                 phase == kWholeBlock ? "no count (the whole block)" : fmt("%d", phase).c_str(),
+                                 w.named_arrived[id]));
+}
+static void arrive_at_named_barrier(int id, int count, bool wait, const char* file, int line) {
     Fiber* f = current_fiber();
     Worker& w = *f->worker;
-    RuntimeSection busy(f);
-    if (id < 0 || id > 15 || count <= 0 || count % 32 || count > ((w.nthreads + 31) & ~31))
-        fail_in_fiber(E_FAULT, fmt("bar.%s %d, %d at %s: the barrier must be 0..15 and the thread count a positive "
-                                   "multiple of 32 no larger than the block (%d threads), as PTX requires",
-                                   wait ? "sync" : "arrive", id, count, where(file, line).c_str(), w.nthreads));
+    check_same_count(w, id, count, wait, file, line);
+    if (w.named_count[id] == 0) w.named_count[id] = count;  // the phase's first arrival says how many complete it
     racecheck_mbarrier(named_key(w, id), 0);
-    if (++w.named_arrived[id] < count) {
+    const int needed = w.named_count[id] == kWholeBlock ? live_threads(w) : w.named_count[id];
+    if (++w.named_arrived[id] < needed) {
         if (!wait) return;
         f->state = AT_NAMED;
         f->file = file;
         f->line = line;
         f->warg = id;
         f->wwidth = count;
-        yield_to_scheduler(f, w);  // the thread that completes the barrier releases us
+        yield_to_scheduler(f, w);  // the thread that completes the barrier (or the scheduler) releases us
         racecheck_mbarrier(named_key(w, id), 2);
         return;
     }
-    w.named_arrived[id] = 0;
-    racecheck_mbarrier(named_key(w, id), 1);
-    for (Fiber& o : w.fibers)
-        if (o.state == AT_NAMED && o.warg == id) o.state = RUNNABLE;
+    release_named_barrier(w, id);
     if (wait) racecheck_mbarrier(named_key(w, id), 2);
+}
+void named_barrier(int id, int count, bool wait, const char* file, int line) {
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    RuntimeSection busy(f);
+    if (id < 0 || id > 15 || count <= 0 || count % 32 || count > warps_of_block(w))
+        fail_in_fiber(E_FAULT, fmt("bar.%s %d, %d at %s: the barrier must be 0..15 and the thread count a positive "
+                                   "multiple of 32 no larger than the block (%d threads), as PTX requires",
+                                   wait ? "sync" : "arrive", id, count, where(file, line).c_str(), w.nthreads));
+    arrive_at_named_barrier(id, count, wait, file, line);
+}
+// bar.sync id / barrier.sync id without a count: barrier `id` for the whole block (barrier 0 is __syncthreads()).
+void named_barrier_of_block(int id, const char* file, int line) {
+    if (id == 0) {
+        syncthreads(BAR_PLAIN, 0, file, line);
+        return;
+    }
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    if (id < 0 || id > 15)
+        fail_in_fiber(E_FAULT, fmt("bar.sync %d at %s: the barrier must be 0..15, as PTX requires", id,
+                                   where(file, line).c_str()));
+    arrive_at_named_barrier(id, kWholeBlock, true, file, line);
 }
 
 // What thread `t` of the block showed at its tile's last sync.
