@@ -95,3 +95,37 @@ def test_threads_of_one_phase_giving_different_counts_are_named():
     with pytest.raises(emu.BarrierError, match=r"bar\.sync 1, 64 at .*same thread count"):
         barriers().get_function("counts_disagree")((1,), (96,), (np.zeros(96, np.float32),))
 
+
+
+# ------------------------------------------------------------------------------ runtime tiles
+RUNTIME_TILES = r"""
+#include <cooperative_groups.h>
+namespace cg = cooperative_groups;
+
+extern "C" __global__ void runtime_tile(int n, int* out) {
+    cg::thread_group tile = cg::tiled_partition(cg::this_thread_block(), n);
+    out[threadIdx.x] = tile.thread_rank() * 100 + tile.size();
+}
+
+extern "C" __global__ void runtime_tile_of_coalesced(int n, int* out) {
+    cg::coalesced_group active = cg::coalesced_threads();
+    cg::coalesced_group tile = cg::tiled_partition(active, n);
+    out[threadIdx.x] = tile.thread_rank() * 100 + tile.size();
+}
+"""
+
+
+@lru_cache(maxsize=None)
+def runtime_tiles() -> RawModule:
+    return RawModule(code=RUNTIME_TILES)
+
+
+@pytest.mark.parametrize("kernel", ["runtime_tile", "runtime_tile_of_coalesced"])
+@pytest.mark.parametrize("n", [64, 12])
+def test_runtime_tile_outside_cudas_native_sizes_traps_at_the_kernels_line(kernel, n):
+    out = np.zeros(128, np.int32)
+    with pytest.raises(emu.KernelFault, match=rf"tiled_partition\(group, {n}\) at runtime_tile\.cu:\d+ .*'{kernel}'.*1/2/4/8/16/32"
+                                              r".*CUDA_ERROR_ILLEGAL_INSTRUCTION"):
+        runtime_tiles().get_function(kernel)((1,), (128,), (np.int32(n), out))
+    runtime_tiles().get_function(kernel)((1,), (32,), (np.int32(8), out))  # a native size cuts as CUDA's
+    np.testing.assert_array_equal(out[:32], np.arange(32) % 8 * 100 + 8)

@@ -189,6 +189,8 @@ void grid_sync(const char* file, int line);  // cooperative_groups::grid_group::
 bool cooperative_launch();  // whether this launch is cooperative (grid_group::is_valid())
 [[noreturn]] void assert_fail(const char* expr, const char* file, int line);
 [[noreturn]] void device_fault(const char* what, const char* file, int line);  // a misuse, named
+// cooperative_groups::tiled_partition(group, n) with n not a power of two in 1..32: CUDA's header traps.
+[[noreturn]] void bad_runtime_tile(unsigned n, const char* file, int line);
 int device_printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 long long clock_ticks();
 // Asynchronous global -> shared copies (runtime.cpp, "asynchronous copies"): recorded when issued, landed by a wait.

@@ -2663,6 +2663,18 @@ void device_fault(const char* what, const char* file, int line) {
                                tid_str(*f).c_str()));
 }
 
+// tiled_partition(group, n) of a size CUDA's cooperative_groups does not cut at run time: its header calls
+// __trap(), so the launch fails as a trap does.
+void bad_runtime_tile(unsigned n, const char* file, int line) {
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    fail_in_fiber(E_FAULT, fmt("cooperative_groups::tiled_partition(group, %u) at %s in %s, %s: a tile cut at run time "
+                               "must be a power of two in 1..32 (CUDA: \"limited to native hardware sizes, "
+                               "1/2/4/8/16/32\"; a tile of 64..1024 threads is tiled_partition<N>(block)), and CUDA's "
+                               "header traps (on a GPU: CUDA_ERROR_ILLEGAL_INSTRUCTION: an illegal instruction was "
+                               "encountered)", n, where(file, line).c_str(), block_str().c_str(), tid_str(*f).c_str()));
+}
+
 // What CUDA's device printf returns: the number of arguments its format parsed (each conversion and each `*`
 // width or precision), not C's count of characters; -1 for a null format.
 static int printf_arguments(const char* f) {

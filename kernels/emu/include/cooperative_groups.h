@@ -28,10 +28,12 @@ inline unsigned tile_mask(unsigned n) {
     const unsigned bits = n >= 32 ? 0xffffffffu : ((1u << n) - 1u);
     return n >= 32 ? bits : bits << (lane() / n * n);
 }
-inline void check_tile_size(unsigned n) {
+// CUDA's tiled_partition(group, n) cuts only "native hardware sizes, 1/2/4/8/16/32" (cooperative_groups.h); any
+// other n traps (its _get_tiled_threads calls __trap()), which the GPU reports as an illegal instruction.  Tiles of
+// 64..1024 threads exist only as thread_block_tile<N> (tiled_partition<N>(block)).
+inline void check_tile_size(unsigned n, const char* file, int line) {
     if (n == 0 || n > 32 || (n & (n - 1)))
-        __emu::assert_fail("tiled_partition: the tile size must be a power of two in 1..32 (larger tiles are "
-                           "not modelled)", __builtin_FILE(), __builtin_LINE());
+        __emu::bad_runtime_tile(n, file, line);
 }
 }  // namespace __detail
 
@@ -104,12 +106,14 @@ inline thread_group tile_of(const thread_group& parent, unsigned n) {
     return thread_group(n, parent.thread_rank(), parent.size(), parent.size() / n);
 }
 }  // namespace __detail
-inline thread_group tiled_partition(const thread_block& parent, unsigned n) {
-    __detail::check_tile_size(n);
+inline thread_group tiled_partition(const thread_block& parent, unsigned n, const char* file = __builtin_FILE(),
+                                    int line = __builtin_LINE()) {
+    __detail::check_tile_size(n, file, line);
     return __detail::tile_of(parent, n);
 }
-inline thread_group tiled_partition(const thread_group& parent, unsigned n) {
-    __detail::check_tile_size(n);
+inline thread_group tiled_partition(const thread_group& parent, unsigned n, const char* file = __builtin_FILE(),
+                                    int line = __builtin_LINE()) {
+    __detail::check_tile_size(n, file, line);
     return __detail::tile_of(parent, n);
 }
 
@@ -358,8 +362,9 @@ private:
     unsigned mask_, meta_rank_, meta_size_;
 };
 // tiled_partition of a coalesced group: its threads in rank order, n at a time (the last tile may be short).
-inline coalesced_group tiled_partition(const coalesced_group& parent, unsigned n) {
-    __detail::check_tile_size(n);
+inline coalesced_group tiled_partition(const coalesced_group& parent, unsigned n,
+                                       const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    __detail::check_tile_size(n, file, line);
     const unsigned first = parent.thread_rank() / n * n;
     unsigned mask = 0, rank = 0;
     for (unsigned lane = 0; lane < 32; ++lane) {
