@@ -25,12 +25,13 @@ from . import factories
 from .ops.conv import Conv2d, MaxPool2d
 from .ops.elementwise import Clone, ToDevice
 from .ops.lora import LoraLinear
-from .ops.matmul import Linear, MatMul
-from .ops.index import CumSum, Gather, IndexSelect
+from .ops.matmul import Einsum, Linear, MatMul, _torch_einsum_layout
+from .ops.index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, Scatter,
+                        ScatterReduce, TopKOrder)
 from .ops.nn import (Attention, CrossEntropy, Dropout, Embedding, KernelValues, LayerNorm, MseLoss, NllLoss, Pad,
                      RMSNorm, Rotary, SwiGLU)
-from .ops.reduce import AMax, ArgMax, LogSoftmax, Mean, PNorm, Softmax, Sum, Var
-from .ops.shape import Cat, Flip, Reshape, Roll
+from .ops.reduce import AMax, ArgMax, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
+from .ops.shape import Cat, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
 from .tensor import Function
 
 __all__ = ["variant", "forward", "restore_saved", "gradients", "unwritten", "small_operands", "elementwise_result"]
@@ -123,6 +124,11 @@ def empty_like_order(cls, shape, arrays, options):
     """A result made by NumPy's empty_like of the first input: its order of strides, outermost first."""
     a = arrays[0]
     return tuple(sorted(range(a.ndim), key=lambda i: -abs(a.strides[i]))), False
+
+
+def preserved_order(cls, shape, arrays, options):
+    """A clone of the first input (index_put, index_fill): torch's preserve_format layout of it."""
+    return factories.layout_order(arrays[0], None), True
 
 
 def clone_order(cls, shape, arrays, options):
@@ -319,6 +325,109 @@ def gather_shape(a, index, axis, *_, **__):
     return index.shape if index.ndim == a.ndim else None
 
 
+def indexed_shape(a, index):
+    """``a[index]`` with an integer-array index (a gather, which copies): the index taken from a tensor of
+    ``a``'s shape whose elements hold no bytes (NumPy's 'V0'), with zeros of each index array's shape (a
+    meta index's values), so nothing is read or written. None for basic slicing (a view, which writes
+    nothing, runs as it is), a mask (its shape is its values'), or an input whose layout the copy follows."""
+    parts = index if type(index) is tuple else (index,)
+    arrays = [i for i in parts if isinstance(i, np.ndarray)]
+    if not arrays or any(i.dtype == np.bool_ for i in arrays) or not a.flags.c_contiguous:
+        return None
+    no_bytes = np.lib.stride_tricks.as_strided(np.zeros(1, "V0"), a.shape, (0,) * a.ndim)
+    zeros = tuple(np.broadcast_to(np.zeros((), i.dtype), i.shape) if isinstance(i, np.ndarray) else i
+                  for i in parts)
+    try:
+        return take_indexed(no_bytes, _without_empty_ellipsis(zeros if type(index) is tuple else zeros[0],
+                                                               a.ndim)).shape
+    except (IndexError, ValueError, TypeError):  # (the op's own error, from its run on the zeros)
+        return None
+
+
+def _first_elements(index):
+    """An index's arrays as their first element along every dimension, and its integers as 0 (``small``'s
+    inputs hold one element along each dimension)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    firsts, _ = small(parts, {})
+    firsts = [0 if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else i for i in firsts]
+    return tuple(firsts) if isinstance(index, tuple) else firsts[0]
+
+
+def indexed_small(arrays, options):
+    """An index op's stand-ins: one element of the input and of each index array (and values)."""
+    (a, *rest), options = small(arrays, options)
+    positional = [_first_elements(x) if isinstance(x, tuple) else x for x in rest]
+    return [a, *positional], {k: _first_elements(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+def overwritten_shape(a, *_, **__):
+    """An op that writes into a copy of its first input (index_put, index_add/copy/fill): the input's shape."""
+    return a.shape
+
+
+def scatter_shape(a, src, index, axis, *_, **__):
+    """scatter / scatter_add / scatter_reduce: ``a``'s shape, where the index (of ``a``'s rank) fits in ``src``
+    and, but along ``axis``, in ``a`` (torch's check; else the op's own error)."""
+    if index.size == 0:
+        return a.shape
+    if index.ndim != a.ndim or not -max(a.ndim, 1) <= axis < max(a.ndim, 1):
+        return None
+    axis %= max(a.ndim, 1)
+    if any(n > m for d, (n, m) in enumerate(zip(index.shape, a.shape)) if d != axis):
+        return None
+    if isinstance(src, np.ndarray) and (src.ndim != a.ndim or any(n > m for n, m in zip(index.shape, src.shape))):
+        return None
+    return a.shape
+
+
+def topk_shape(a, k, axis, *_, **__):
+    """topk's indices: ``k`` of them along ``axis`` (topk checked k against the size before)."""
+    if a.ndim == 0 or not 0 <= k <= a.shape[axis]:
+        return None
+    return a.shape[:axis] + (k,) + a.shape[axis + 1:]
+
+
+def topk_small(arrays, options):
+    """topk's stand-ins: one row along its axis, whole (the k it picks must fit in it)."""
+    a, axis = arrays[0], options["axis"]
+    return [a[tuple(slice(None) if d == axis else slice(0, 1) for d in range(a.ndim))], *arrays[1:]], options
+
+
+def sort_order(cls, shape, arrays, options):
+    """sort's indices (``laid_out``): in its input's layout, as torch's empty_like; argsort's contiguous."""
+    laid_out = options["laid_out"] if "laid_out" in options else len(arrays) > 3 and arrays[3]
+    return (factories.layout_order(arrays[0]), True) if laid_out else (None, False)
+
+
+def gather_order(cls, shape, arrays, options):
+    """gather's values (``like_index``: sort's, laid out as their indices) or contiguous."""
+    like_index = options["like_index"] if "like_index" in options else len(arrays) > 3 and arrays[3]
+    return (factories.layout_order(arrays[1]), True) if like_index else (None, False)
+
+
+def einsum_shape(*arrays, subs, output):
+    """einsum of two operands that contracts a label (torch's one bmm, whose layout ``einsum_order`` gives):
+    each output label's size, a label of size 1 broadcasting. None for the other equations (their NumPy
+    layout is kept: they run as they are)."""
+    if len(arrays) != len(subs) or _torch_einsum_layout(subs, output) is None:
+        return None
+    sizes = {}
+    for a, labels in zip(arrays, subs):
+        if a.ndim != len(labels):
+            return None
+        for label, n in zip(labels, a.shape):
+            if sizes.get(label, 1) not in (1, n) and n != 1:
+                return None
+            sizes[label] = n if sizes.get(label, 1) == 1 else sizes[label]
+    return tuple(sizes[label] for label in output)
+
+
+def einsum_order(cls, shape, arrays, options):
+    """torch's einsum result: its bmm's layout, permuted to the output's labels (_torch_einsum_layout)."""
+    layout, output = _torch_einsum_layout(options["subs"], options["output"]), options["output"]
+    return tuple(output.index(label) for label in layout), True
+
+
 def loss_shape(x, t, *, reduction):
     """An elementwise loss (mse): its operands broadcast, or one number when reduced."""
     shape = broadcast_shape(x, t)
@@ -417,13 +526,22 @@ def _attach():
              LayerNorm: layer_norm_shape, AMax: reduced_shape, ArgMax: reduced_shape, Var: reduced_shape,
              PNorm: norm_of_shape, CumSum: first_shape, Flip: first_shape, Roll: first_shape, Cat: concatenated_shape,
              IndexSelect: index_select_shape, Gather: gather_shape, MseLoss: loss_shape, NllLoss: cross_entropy_shape,
-             Conv2d: conv2d_shape, MaxPool2d: pool2d_shape, Pad: pad_shape}
+             Conv2d: conv2d_shape, MaxPool2d: pool2d_shape, Pad: pad_shape, GetItem: indexed_shape,
+             IndexPut: overwritten_shape, IndexAdd: overwritten_shape, IndexCopy: overwritten_shape,
+             IndexFill: overwritten_shape, Scatter: scatter_shape, ScatterReduce: scatter_shape, Einsum: einsum_shape,
+             ArgSort: first_shape, CumProd: first_shape, LogSumExp: reduced_shape, Prod: reduced_shape,
+             TopKOrder: topk_shape}
     for cls, rule in rules.items():
         cls.meta_shape = staticmethod(rule)
     Rotary.meta_small = staticmethod(rotary_small)
     RMSNorm.meta_small = LayerNorm.meta_small = staticmethod(norm_small)
     Conv2d.meta_small, MaxPool2d.meta_small = staticmethod(conv2d_small), staticmethod(pool2d_small)
     Pad.meta_small = staticmethod(pad_small)
+    GetItem.meta_small = IndexPut.meta_small = staticmethod(indexed_small)
+    IndexPut.meta_order = IndexFill.meta_order = staticmethod(preserved_order)
+    Einsum.meta_order = staticmethod(einsum_order)
+    TopKOrder.meta_small = staticmethod(topk_small)
+    ArgSort.meta_order, Gather.meta_order = staticmethod(sort_order), staticmethod(gather_order)
     Rotary.meta_order, Dropout.meta_order = staticmethod(empty_like_order), staticmethod(iterator_order)
     Clone.meta_order = staticmethod(clone_order)
     Reshape.meta_dtype = staticmethod(input_dtype)

@@ -1071,7 +1071,8 @@ def take_along_dim(input, indices, dim=None):
                            f"{tuple(indices.shape)} do not broadcast away from dim {dim}") from None
     def grown(t):
         return t.expand(others[:dim] + (t.shape[dim],) + others[dim + 1:])
-    if indices.numel() and int(indices.min()) < 0:  # torch's take_along_dim counts -1 from the end
+    if indices.numel() and not indices.is_meta and int(indices.min()) < 0:  # torch's counts -1 from the end
+        # (a meta index has no values to count from: torch's meta kernel gathers as they are)
         indices = indices + (indices < 0).to(indices.dtype) * input.shape[dim]  # (gather would refuse it)
     return gather(grown(input), dim, grown(indices))
 

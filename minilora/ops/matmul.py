@@ -17,6 +17,7 @@ import numpy as np
 from .. import amp as _amp, bf16_products, dtypes, float32_sums, parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
+from ..factories import known_layout
 from ..tensor import Function, ShapeError, inputs_not_torchs, name_node, saved_for, saves_as_torch
 from .elementwise import unbroadcast
 from .shape import stack
@@ -438,7 +439,8 @@ class Einsum(Function):
         if layout is None:
             return out
         out = out if out.flags.c_contiguous else out.copy()  # (np.ascontiguousarray makes a 0-d array 1-d)
-        return out.transpose([layout.index(c) for c in output])
+        # (marked as torch's layout: stride() reports the bmm's permuted strides, as torch's)
+        return known_layout(out.transpose([layout.index(c) for c in output]), [output.index(c) for c in layout])
 
     @staticmethod
     def backward(ctx, g):
