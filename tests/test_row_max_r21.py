@@ -89,3 +89,27 @@ def test_attention_and_cross_entropy_shift_by_row_max(monkeypatch):
     assert len(calls) >= 3  # (masked attention, causal attention, the loss's rows)
     for x, y in zip(before, after):
         assert same_bits(np.asarray(x, np.float32), np.asarray(y, np.float32))
+
+
+def softmax_family(seed):
+    """softmax, log_softmax and logsumexp along the last dim (rows with -inf, a NaN row), and their gradients."""
+    rng = np.random.default_rng(seed)
+    data = (rng.standard_normal((6, 5, 40)) * 5).astype(np.float32)
+    data[0, 0, 3:] = -np.inf
+    data[1, 2, 7] = np.nan
+    x = ml.tensor(data, requires_grad=True)
+    outs = [x.softmax(-1), F.log_softmax(x, dim=-1), ml.logsumexp(x, -1), ml.softmax(x[2], 1)]
+    sum(o.nan_to_num(0.0, 0.0, 0.0).sum() for o in outs).backward()
+    return [o.detach().numpy() for o in outs] + [x.grad.numpy()]
+
+
+def test_softmax_log_softmax_logsumexp_shift_by_row_max(monkeypatch):
+    with float32_math.numpy_port():
+        before = softmax_family(5)
+    calls = []
+    original = float32_math.row_max
+    monkeypatch.setattr(float32_math, "row_max", lambda a: calls.append(a.shape) or original(a))
+    after = softmax_family(5)
+    assert len(calls) >= 4
+    for x, y in zip(before, after):
+        assert same_bits(x, y)

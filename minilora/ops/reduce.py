@@ -523,6 +523,8 @@ def _max_for_shift(a, axis):
     if a.size == 0 and _count(a.shape, axes) == 0:
         kept = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
         return xp_of(a).zeros(kept, dtype=a.dtype)
+    if axes == (a.ndim - 1,):  # (the last axis, contiguous rows: compiled for float32, the same bits)
+        return float32_math.row_max(a)
     return a.max(axis=axes, keepdims=True)
 
 
@@ -606,7 +608,7 @@ def _softmax_rows_as_torch(rows):
     ``_vec_softmax_lastdim``: SLEEF's ``exp(x - max)`` (``Vectorized<float>::exp``), summed as
     ``vec::reduce_all`` (``fastmath.lane_sum``), times the sum's reciprocal (dividing instead gives
     other last bits in a quarter of the elements)."""
-    e = _exp_as_vectorized(rows - rows.max(axis=1, keepdims=True))
+    e = _exp_as_vectorized(rows - float32_math.row_max(rows))
     e *= (np.float32(1) / lane_sum(e))[:, None]
     return e
 
