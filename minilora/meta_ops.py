@@ -22,16 +22,17 @@ backward formula; a user's autograd.Function still runs its own backward (``Func
 import numpy as np
 
 from . import factories
-from .ops.conv import Conv2d, MaxPool2d
+from .ops.conv import AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, CubicResize, LinearResize, MaxPool2d, NearestResize
 from .ops.elementwise import Clone, ToDevice
 from .ops.lora import LoraLinear
 from .ops.matmul import Einsum, Linear, MatMul, _torch_einsum_layout
 from .ops.index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, Scatter,
-                        ScatterReduce, TopKOrder)
-from .ops.nn import (Attention, CrossEntropy, Dropout, Embedding, KernelValues, LayerNorm, MseLoss, NllLoss, Pad,
-                     RMSNorm, Rotary, SwiGLU)
+                        Repeat, ScatterReduce, TopKOrder)
+from .ops.nn import (Attention, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding, KernelValues,
+                     LayerNorm, MseLoss, NllLoss, Pad, RMSNorm, Rotary, SwiGLU)
 from .ops.reduce import AMax, ArgMax, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
-from .ops.shape import Cat, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
+from .ops.shape import Cat, DiagEmbed, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
+from .linalg import VectorNorm
 from .tensor import Function
 
 __all__ = ["variant", "forward", "restore_saved", "gradients", "unwritten", "small_operands", "elementwise_result"]
@@ -486,6 +487,100 @@ def pad_small(arrays, options):
     return [a[tuple(slice(None) if any(w) else slice(0, 1) for w in widths)], *arrays[1:]], options
 
 
+def conv_transpose2d_shape(x, weight, stride, padding, dilation, groups, output_padding):
+    """[N, C, H, W] input, [C, O / groups, kh, kw] weight -> [N, O, H_out, W_out], each input pixel spread
+    over its window: ``(n - 1) * stride + dilation * (k - 1) + 1 + output_padding - 2 * padding``."""
+    if x.ndim != 4 or weight.ndim != 4 or not groups or x.shape[1] != weight.shape[0] or x.shape[1] % groups:
+        return None
+    spatial = tuple((n - 1) * s + d * (k - 1) + 1 + extra - 2 * p for n, k, s, p, d, extra in
+                    zip(x.shape[2:], weight.shape[2:], stride, padding, dilation, output_padding))
+    return x.shape[:1] + (weight.shape[1] * groups,) + spatial if min(spatial) > 0 else None
+
+
+def conv_transpose2d_small(arrays, options):
+    """conv_transpose2d's stand-ins: one image of one channel per group (the kernel's and the image's sizes kept)."""
+    x, weight = arrays[:2]
+    groups = options["groups"]
+    return [x[:1, :groups], weight[:groups, :1], *arrays[2:]], options
+
+
+def conv_bias_shape(out, bias, *_, **__):
+    """A convolution's bias, one per channel (dimension 1), added to its result."""
+    return out.shape if out.ndim >= 2 and bias.shape == out.shape[1:2] else None
+
+
+def conv_bias_order(cls, shape, arrays, options):
+    """The bias add's result in the convolution result's order (the per-channel bias is broadcast into it)."""
+    return factories.iterator_order_of(shape, arrays[:1]), True
+
+
+def avg_pool2d_shape(x, kernel, stride, padding, extra, divisors, *_, **__):
+    """avg_pool2d: [N, C, H, W] -> [N, C] + the divisors' [H_out, W_out] (one per window)."""
+    return x.shape[:2] + divisors.shape if x.ndim == 4 and divisors.ndim == 2 else None
+
+
+def resized_shape(x, *, sources=None, taps=None, **__):
+    """interpolate: [N, C, *spatial] -> [N, C] + each spatial dimension's count of output positions (``sources``:
+    per dimension, nearest's input index or linear's (first, second, weights...); bicubic's ``taps``)."""
+    per_dimension = sources if sources is not None else taps
+    if len(per_dimension) != x.ndim - 2 or not x.flags.c_contiguous:
+        return None  # (a channels_last input's layout: the op's run)
+    return x.shape[:2] + tuple(len(_first_index(entry)) for entry in per_dimension)
+
+
+def _first_index(entry):
+    """An index array of one dimension's resizing entry (nearest's index; linear's or bicubic's tuple of them)."""
+    while isinstance(entry, (tuple, list)):
+        entry = entry[0]
+    return entry
+
+
+def resized_small(arrays, options):
+    """interpolate's stand-ins: one element of the input, and each dimension's indices and weights cut to their
+    first output position, reading input index 0."""
+    def first(entry):
+        if isinstance(entry, (tuple, list)):
+            return type(entry)(first(e) for e in entry)
+        return np.zeros(1, entry.dtype) if entry.dtype.kind in "iu" else entry[:1]
+    (x,), _ = small(arrays[:1], {})
+    return [x, *arrays[1:]], {k: first(v) if k in ("sources", "taps") else v for k, v in options.items()}
+
+
+def repeat_shape(a, sizes):
+    """repeat: ``a`` (with leading dimensions of size 1 to ``sizes``' length) times ``sizes``."""
+    if len(sizes) < a.ndim or any(n < 0 for n in sizes):
+        return None
+    padded = (1,) * (len(sizes) - a.ndim) + a.shape
+    return tuple(n * times for n, times in zip(padded, sizes))
+
+
+def repeat_small(arrays, options):
+    """repeat's stand-ins: one element, repeated once along each dimension."""
+    (a,), _ = small(arrays[:1], {})
+    sizes = options["sizes"] if "sizes" in options else arrays[1]
+    ones = tuple(min(n, 1) for n in sizes)
+    return ([a], {**options, "sizes": ones}) if "sizes" in options else ([a, ones], options)
+
+
+def diag_embed_shape(a, offset):
+    """diag_embed: each vector along the last dimension on the ``offset`` diagonal of a square matrix."""
+    if a.ndim == 0:
+        return None
+    n = a.shape[-1] + abs(offset)
+    return a.shape[:-1] + (n, n)
+
+
+def vector_norm_shape(x, *, ord, dims, keepdim):
+    """linalg.vector_norm over ``dims`` (None: all)."""
+    return reduced_shape(x, dims, keepdim)
+
+
+def bce_with_logits_shape(x, y, weight, pos_weight, reduction):
+    """binary_cross_entropy_with_logits: a loss per element ('none': its operands broadcast) or one number."""
+    shape = broadcast_shape(x, y, weight, pos_weight)
+    return shape if shape is None or reduction == "none" else ()
+
+
 def softmax_shape(a, axis=-1, *_, **__):
     """softmax and log_softmax: the input's shape."""
     return a.shape if -max(a.ndim, 1) <= axis < max(a.ndim, 1) else None
@@ -530,7 +625,10 @@ def _attach():
              IndexPut: overwritten_shape, IndexAdd: overwritten_shape, IndexCopy: overwritten_shape,
              IndexFill: overwritten_shape, Scatter: scatter_shape, ScatterReduce: scatter_shape, Einsum: einsum_shape,
              ArgSort: first_shape, CumProd: first_shape, LogSumExp: reduced_shape, Prod: reduced_shape,
-             TopKOrder: topk_shape}
+             TopKOrder: topk_shape, ConvBias: conv_bias_shape, ConvTranspose2d: conv_transpose2d_shape, AvgPool2d: avg_pool2d_shape,
+             NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
+             Repeat: repeat_shape, DiagEmbed: diag_embed_shape, VectorNorm: vector_norm_shape,
+             BinaryCrossEntropyWithLogits: bce_with_logits_shape}
     for cls, rule in rules.items():
         cls.meta_shape = staticmethod(rule)
     Rotary.meta_small = staticmethod(rotary_small)
@@ -541,6 +639,11 @@ def _attach():
     IndexPut.meta_order = IndexFill.meta_order = staticmethod(preserved_order)
     Einsum.meta_order = staticmethod(einsum_order)
     TopKOrder.meta_small = staticmethod(topk_small)
+    ConvTranspose2d.meta_small = staticmethod(conv_transpose2d_small)
+    AvgPool2d.meta_small = staticmethod(pool2d_small)
+    ConvBias.meta_order = staticmethod(conv_bias_order)
+    NearestResize.meta_small = LinearResize.meta_small = CubicResize.meta_small = staticmethod(resized_small)
+    Repeat.meta_small = staticmethod(repeat_small)
     ArgSort.meta_order, Gather.meta_order = staticmethod(sort_order), staticmethod(gather_order)
     Rotary.meta_order, Dropout.meta_order = staticmethod(empty_like_order), staticmethod(iterator_order)
     Clone.meta_order = staticmethod(clone_order)

@@ -1,6 +1,7 @@
 """Shape rules for the meta ops that still computed on the meta zeros (minilora/meta_ops.py): integer-array
 indexing (a sequence classifier's last-token pick), index_put / index_add / index_copy / index_fill, scatter,
-scatter_add, scatter_reduce, einsum, sort / argsort / topk, cumprod, prod, logsumexp. Each gives torch's meta
+scatter_add, scatter_reduce, einsum, sort / argsort / topk, cumprod, prod, logsumexp, interpolate,
+conv_transpose, avg_pool, repeat, diag_embed, vector_norm, binary_cross_entropy_with_logits. Each gives torch's meta
 shape, dtype and strides while the op's forward runs on one element of each input only; a bad shape raises
 as torch's. torch's meta tensors are the oracle, called the way their users write them."""
 import numpy as np
@@ -73,6 +74,32 @@ _CALLS = {
     "prod": lambda T, d: _ones(T, d, 16, 8).prod(0, keepdim=True),
     "prod of ints": lambda T, d: _ids(T, d, 16, 8).to(T.int32).prod(1),
     "logsumexp": lambda T, d: T.logsumexp(_ones(T, d, 2, 16, 8), dim=(0, 2)),
+    "interpolate nearest": lambda T, d: T.nn.functional.interpolate(_ones(T, d, 1, 2, 4, 4), scale_factor=2),
+    "interpolate bilinear": lambda T, d: T.nn.functional.interpolate(_ones(T, d, 1, 2, 4, 4), size=(7, 9),
+                                                                     mode="bilinear"),
+    "interpolate bilinear, generic kernel": lambda T, d: T.nn.functional.interpolate(
+        _ones(T, d, 1, 2, 4, 4), size=(70, 90), mode="bilinear", align_corners=True),
+    "interpolate bicubic": lambda T, d: T.nn.functional.interpolate(_ones(T, d, 1, 2, 4, 4), scale_factor=1.5,
+                                                                    mode="bicubic"),
+    "interpolate linear": lambda T, d: T.nn.functional.interpolate(_ones(T, d, 2, 3, 5), size=8, mode="linear"),
+    "conv_transpose2d": lambda T, d: T.nn.functional.conv_transpose2d(_ones(T, d, 2, 4, 3, 3), _ones(T, d, 4, 3, 2, 2),
+                                                                      stride=2, output_padding=1),
+    "grouped conv_transpose2d": lambda T, d: T.nn.functional.conv_transpose2d(
+        _ones(T, d, 1, 4, 3, 2), _ones(T, d, 4, 3, 2, 2), groups=2, dilation=2),
+    "conv_transpose1d": lambda T, d: T.nn.functional.conv_transpose1d(_ones(T, d, 2, 4, 5), _ones(T, d, 4, 3, 3),
+                                                                      _ones(T, d, 3), stride=3),
+    "avg_pool2d": lambda T, d: T.nn.functional.avg_pool2d(_ones(T, d, 2, 3, 5, 3), 2, ceil_mode=True),
+    "avg_pool1d": lambda T, d: T.nn.functional.avg_pool1d(_ones(T, d, 2, 3, 9), 3, stride=2, padding=1),
+    "repeat": lambda T, d: _ones(T, d, 2, 3).repeat(2, 4, 1),
+    "diag_embed": lambda T, d: T.diag_embed(_ones(T, d, 2, 5), offset=-1),
+    "diag of a vector": lambda T, d: T.diag(_ones(T, d, 5), 2),
+    "vector_norm": lambda T, d: T.linalg.vector_norm(_ones(T, d, 3, 16), ord=3, dim=-1, keepdim=True),
+    "bce with logits": lambda T, d: T.nn.functional.binary_cross_entropy_with_logits(_ones(T, d, 3, 16),
+                                                                                     _ones(T, d, 3, 16)),
+    "conv1d with a bias": lambda T, d: T.nn.functional.conv1d(_ones(T, d, 2, 4, 9), _ones(T, d, 6, 4, 3),
+                                                              _ones(T, d, 6)),
+    "bce with logits none": lambda T, d: T.nn.functional.binary_cross_entropy_with_logits(
+        _ones(T, d, 3, 16), _ones(T, d, 3, 16), pos_weight=_ones(T, d, 16), reduction="none"),
 }
 
 # the same ops given a bad shape: the error torch's meta kernel raises (minilora's op raises it from its own run).
@@ -88,6 +115,11 @@ _BAD_SHAPES = {
     "int and index": lambda T, d: _ones(T, d, 6, 16, 8)[6, :, _ids(T, d, 3)],
     "index_add": lambda T, d: _ones(T, d, 16, 8).index_add(0, _ids(T, d, 3), _ones(T, d, 4, 8)),
     "index_fill of a transpose": lambda T, d: _ones(T, d, 8, 16).t().index_fill(0, _ids(T, d, 3, 1), -1.0),
+    "conv_transpose2d": lambda T, d: T.nn.functional.conv_transpose2d(_ones(T, d, 2, 4, 3, 3),
+                                                                      _ones(T, d, 4, 3, 2, 2), padding=3),
+    "repeat": lambda T, d: _ones(T, d, 2, 3).repeat(4, 1),
+    "bce with logits": lambda T, d: T.nn.functional.binary_cross_entropy_with_logits(_ones(T, d, 3, 16),
+                                                                                     _ones(T, d, 3, 15)),
 }
 
 
