@@ -170,3 +170,31 @@ def test_a_meta_sequence_classifier_picks_its_last_tokens_from_one_element(monke
     out.loss.backward()
     assert (tuple(out.logits.shape), out.logits.device.type, model.score.weight.grad.shape) == ((2, 3), "meta", (3, 64))
     assert seen.get("GetItem", 0) <= 1  # (the pick of each row's last token: one element of the logits)
+
+
+_NORMS = {  # (torch's own kernels' bits, which minilora computes aside on the CPU: not on meta)
+    "group_norm": lambda T, d: T.nn.functional.group_norm(_ones(T, d, 8, 64, 32, 32), 8, _ones(T, d, 64),
+                                                          _ones(T, d, 64)),
+    "batch_norm training": lambda T, d: T.nn.functional.batch_norm(
+        _ones(T, d, 8, 64, 32, 32), T.zeros(64, device=d), _ones(T, d, 64), _ones(T, d, 64), _ones(T, d, 64),
+        training=True),
+    "batch_norm eval": lambda T, d: T.nn.functional.batch_norm(_ones(T, d, 8, 64, 32, 32), T.zeros(64, device=d),
+                                                               _ones(T, d, 64)),
+    "layer_norm of bfloat16": lambda T, d: T.nn.functional.layer_norm(_ones(T, d, 512, 1024, dtype=T.bfloat16), (1024,)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_NORMS))
+def test_meta_norms_compute_no_kernel_values(name):
+    import tracemalloc
+    call = _NORMS[name]
+    assert _described(lambda: call(ml, "meta")) == _described(lambda: call(torch, "meta"))
+    tracemalloc.start()
+    try:
+        out = call(ml, "meta")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the composed float32 ops' unwritten results (three of the output's size at most), where the kernels' bits
+    # took 9 times as much (float64 copies of the whole input)
+    assert peak < 5 * out.numel() * 4

@@ -669,8 +669,8 @@ def _layer_norm_16bit_kernel_runs(input, weight, bias):
     or None: torch's 16-bit kernel, ``layer_norm_backward_frame`` in float32 on 16-bit buffers."""
     x = input._array
     params = [t for t in (weight, bias) if t is not None]
-    if not (type(x) is np.ndarray and _is_16bit_float(input) and x.size > 0 and x.ndim >= 1):
-        return False
+    if not (type(x) is np.ndarray and _is_16bit_float(input) and x.size > 0 and x.ndim >= 1) or input.is_meta:
+        return False  # (meta: shapes only, the composed ops' meta rules give them)
     if not all(type(t._array) is np.ndarray for t in params):
         return False
     param_dtypes = {t.dtype for t in params}
@@ -2942,7 +2942,7 @@ def _running_stats_as_aten(input, running_mean, running_var):
     """Whether ``_update_running_as_aten`` applies: a C-contiguous float32 batch with float32 statistics."""
     stats = [t for t in (running_mean, running_var) if t is not None]
     return (stats and input.dtype == np.float32 and all(t.dtype == np.float32 for t in stats)
-            and _aten_kernel_view(input._array) is not None)
+            and not input.is_meta and _aten_kernel_view(input._array) is not None)  # (meta: no statistics to read)
 
 
 def _update_running_as_aten(x, count, running_mean, running_var, momentum):
@@ -3255,8 +3255,8 @@ def _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training
     x = input._array
     params = [t for t in (weight, bias) if t is not None]
     stats = [] if training else [running_mean, running_var]
-    if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype == np.float32
-            and _aten_kernel_view(x) is not None
+    if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype == np.float32 and not input.is_meta
+            and _aten_kernel_view(x) is not None  # (meta: shapes only, the composed ops' meta rules give them)
             and all(type(t._array) is np.ndarray and t.dtype == np.float32 for t in params + stats)):
         return None
     count = x.size // x.shape[1]
@@ -3444,6 +3444,7 @@ def _group_norm_as_aten(input, num_groups, weight, bias, eps):
     x = input._array
     params = [t for t in (weight, bias) if t is not None]
     if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 2
+            and not input.is_meta  # (meta: shapes only, the composed ops' meta rules give them)
             and x.flags.c_contiguous and x.size and all(type(t._array) is np.ndarray and t.dtype == np.float32
                                                         for t in params)):
         return None
