@@ -1,9 +1,10 @@
 """Shape rules for the meta ops that still computed on the meta zeros (minilora/meta_ops.py): integer-array
 indexing (a sequence classifier's last-token pick), index_put / index_add / index_copy / index_fill, scatter,
 scatter_add, scatter_reduce, einsum, sort / argsort / topk, cumprod, prod, logsumexp, interpolate,
-conv_transpose, avg_pool, repeat, diag_embed, vector_norm, binary_cross_entropy_with_logits. Each gives torch's meta
-shape, dtype and strides while the op's forward runs on one element of each input only; a bad shape raises
-as torch's. torch's meta tensors are the oracle, called the way their users write them."""
+conv_transpose, avg_pool, repeat, diag_embed, vector_norm, binary_cross_entropy_with_logits, embedding_bag
+(which refused meta ids). Each gives torch's meta shape, dtype and strides while the op's forward runs on one
+element of each input only; a bad shape raises as torch's. The norms' meta results compute none of torch's
+kernels' bits. torch's meta tensors are the oracle, called the way their users write them."""
 import numpy as np
 import pytest
 
@@ -96,6 +97,9 @@ _CALLS = {
     "vector_norm": lambda T, d: T.linalg.vector_norm(_ones(T, d, 3, 16), ord=3, dim=-1, keepdim=True),
     "bce with logits": lambda T, d: T.nn.functional.binary_cross_entropy_with_logits(_ones(T, d, 3, 16),
                                                                                      _ones(T, d, 3, 16)),
+    "embedding_bag of rows": lambda T, d: T.nn.functional.embedding_bag(_ids(T, d, 2, 3), _ones(T, d, 10, 4)),
+    "embedding_bag at offsets": lambda T, d: T.nn.functional.embedding_bag(
+        _ids(T, d, 7), _ones(T, d, 10, 4, dtype=T.float64), _ids(T, d, 3), mode="max", include_last_offset=True),
     "conv1d with a bias": lambda T, d: T.nn.functional.conv1d(_ones(T, d, 2, 4, 9), _ones(T, d, 6, 4, 3),
                                                               _ones(T, d, 6)),
     "bce with logits none": lambda T, d: T.nn.functional.binary_cross_entropy_with_logits(
@@ -120,6 +124,8 @@ _BAD_SHAPES = {
     "repeat": lambda T, d: _ones(T, d, 2, 3).repeat(4, 1),
     "bce with logits": lambda T, d: T.nn.functional.binary_cross_entropy_with_logits(_ones(T, d, 3, 16),
                                                                                      _ones(T, d, 3, 15)),
+    "embedding_bag of rows": lambda T, d: T.nn.functional.embedding_bag(_ids(T, d, 2, 3), _ones(T, d, 10, 4),
+                                                                        _ids(T, d, 2)),
 }
 
 

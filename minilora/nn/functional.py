@@ -1209,6 +1209,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     if per_sample_weights is not None and tuple(per_sample_weights.shape) != tuple(input.shape):
         raise ValueError(f"embedding_bag: If per_sample_weights ({tuple(per_sample_weights.shape)}) is not None, "
                          f"then it must have the same shape as the input ({tuple(input.shape)})")
+    if ids is None:  # meta ids (or offsets): one row of the table's width per bag, as torch's meta kernel
+        return embedding(input.new_zeros((len(starts),)), weight)  # (an embedding of one id per bag: its shape)
     flat = ids.reshape(-1)
     ends = list(starts[1:]) + [flat.size]
     kept = [[i for i in range(a, b) if flat[i] != padding_idx] for a, b in zip(starts, ends)]
@@ -1320,6 +1322,8 @@ def _bags(input, offsets, include_last_offset):
         if offsets is not None:
             raise ValueError(f"if input is 2D, then offsets has to be None, as input is treated is a mini-batch of "
                              f"fixed length sequences. However, found offsets of type {type(offsets)}")
+        if input.is_meta:  # (no ids to read: the bags' count, for the result's shape; see embedding_bag)
+            return None, [0] * input.shape[0]
         ids = input.numpy(force=True)
         return ids, list(range(0, ids.size, ids.shape[1])) if ids.shape[1] else [0] * ids.shape[0]
     if input.ndim != 1:
@@ -1328,6 +1332,8 @@ def _bags(input, offsets, include_last_offset):
         raise ValueError("offsets has to be a 1D Tensor but got None")
     if offsets.ndim != 1:
         raise ValueError("offsets has to be a 1D Tensor")
+    if input.is_meta or offsets.is_meta:  # (no offsets to read or check: one bag per offset, as torch's meta kernel)
+        return None, [0] * max(offsets.shape[0] - bool(include_last_offset), 0)
     ids, starts = input.numpy(force=True), [int(o) for o in offsets.numpy(force=True)]
     if starts and starts[0] != 0:
         raise RuntimeError(f"offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
