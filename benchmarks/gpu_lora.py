@@ -471,7 +471,7 @@ def adamw_cases(cupy, total):
     m = [cupy.zeros(size, cupy.float32) for _ in range(ADAMW_TENSORS)]
     v = [cupy.zeros(size, cupy.float32) for _ in range(ADAMW_TENSORS)]
     scratch = [cupy.empty(size, cupy.float32) for _ in range(ADAMW_TENSORS)]
-    wide = [cupy.empty(size, cupy.float64) for _ in range(ADAMW_TENSORS)]  # (the fused multiply-adds' work array)
+    wide = [cupy.empty(size, "float64") for _ in range(ADAMW_TENSORS)]  # (the fused multiply-adds' work array)
     hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
 
     def fused():

@@ -264,18 +264,16 @@ def _vector_norm_gradients(p, dim, x):
 def test_fractional_p_norm_gradient_is_torchs_formula_given_its_pow_and_sqrt(rng, monkeypatch, p, dim):
     """Pinned (passes before this round too): torch's norm_backward op by op. Its |x|^(p-1) and norm^(p-1) are
     torch's pow kernel: MKL's sqrt for the exponent 0.5 (1 ulp off the correctly rounded root in ~15% of elements
-    on this CPU, by no formula minilora can follow across CPUs) and SLEEF's powf for others (minilora rounds
-    correctly); with torch's own sqrt and pow put in, every bit is torch's."""
-    from minilora import float32_math
+    on this CPU, by no formula minilora can follow across CPUs) and SLEEF's powf for others (minilora's port of
+    it since round 21: float32_math.sleef_pow); with torch's own sqrt put in, every bit is torch's."""
     from mkl_vml import use_torchs
     use_torchs(monkeypatch, "sqrt", np.float32)
-    monkeypatch.setattr(float32_math, "power", lambda a, b: torch.from_numpy(np.ascontiguousarray(a)).pow(b).numpy())
     theirs, ours = _vector_norm_gradients(p, dim, _inputs(rng, [(7, 37)])[0])
     np.testing.assert_array_equal(ours.view(np.uint32), theirs.view(np.uint32))
 
 
 def test_fractional_p_norm_gradient_is_within_4_ulps_of_torchs(rng):
-    """Pinned: with minilora's correctly rounded sqrt and pow the gradients differ from torch's in up to ~95% of
+    """Pinned: with minilora's correctly rounded sqrt (and, before round 21, pow) the gradients differ from torch's in up to ~95% of
     the elements, by at most 4 ulps (a sum of a few 1-ulp roundings)."""
     x = _inputs(rng, [(7, 37)])[0]
     worst = 0
