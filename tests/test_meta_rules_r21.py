@@ -204,3 +204,15 @@ def test_meta_norms_compute_no_kernel_values(name):
     # the composed float32 ops' unwritten results (three of the output's size at most), where the kernels' bits
     # took 9 times as much (float64 copies of the whole input)
     assert peak < 5 * out.numel() * 4
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_meta_reflection_and_replication_pads_are_laid_out_as_torchs_meta_kernels(mode):
+    def padded(T):  # (torch's CPU kernels keep a channels_last input's layout, their meta kernels do not)
+        x = _ones(T, "meta", 2, 3, 8, 8, dtype=T.float64).requires_grad_()
+        outs = [T.nn.functional.pad(x, (2, 1, 1, 2), mode=mode),
+                T.nn.functional.pad(x.contiguous(memory_format=T.channels_last), (2, 1, 1, 2), mode=mode),
+                T.nn.functional.pad(_ones(T, "meta", 3, 8), (3, 3), mode=mode)]
+        outs[0].sum().backward()
+        return [(tuple(t.shape), str(t.dtype).split(".")[-1], tuple(t.stride())) for t in outs + [x.grad]]
+    assert padded(ml) == padded(torch)

@@ -2352,12 +2352,13 @@ def pad(input, pad, mode="constant", value=None):
         if mode != "circular" and len(pad) == 2 and input.ndim in (2, 3) and width < 1:
             raise RuntimeError(f"input (W: {input.shape[-1]}) is too small. Calculated output W: {width}")
         out = _pad_by_index(input, pad, mode)  # torch's reflection/replication pads keep the input
-        if mode != "circular" and type(input._array) is np.ndarray and input.dtype in (np.float32, np.float64):
+        if mode != "circular" and type(input._array) is np.ndarray and input.dtype in (np.float32, np.float64) \
+                and not input.is_meta:  # (meta: no values to copy, no kernel to stand for)
             out = KernelGradients.apply(out, input, None, None, values=out._array.copy(order="K"),
                                         gradients=_pad_gradients(input, pad, mode))
         # (from a channels_last input: torch's reflection/replication kernels' result is channels_last, its
-        # circular pad's cat contiguous)
-        out = composed_layout(out, input, "contiguous" if mode == "circular" else "suggested")
+        # circular pad's cat contiguous; their meta kernels' result is contiguous)
+        out = composed_layout(out, input, "contiguous" if mode == "circular" or input.is_meta else "suggested")
         if mode == "circular":  # (torch composes it of copies into slices: no node of its own)
             return name_node(out, "torch::autograd::CopySlices", graph=_circular_pad_graph(input, pad))
         kernel = {"reflect": "ReflectionPad", "replicate": "ReplicationPad"}[mode]
