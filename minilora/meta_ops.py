@@ -28,9 +28,9 @@ from .ops.lora import LoraLinear
 from .ops.matmul import Einsum, Linear, MatMul, _torch_einsum_layout
 from .ops.index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, Scatter,
                         Repeat, ScatterReduce, TopKOrder)
-from .ops.nn import (Attention, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding, KernelValues,
-                     LayerNorm, MseLoss, NllLoss, Pad, RMSNorm, Rotary, SwiGLU)
-from .ops.reduce import AMax, ArgMax, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
+from .ops.nn import (Attention, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
+                     LayerNorm, MseLoss, NllLoss, Pad, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
+from .ops.reduce import AMax, ArgMax, Logical, LogCumSumExp, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
 from .ops.shape import Cat, DiagEmbed, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
 from .linalg import VectorNorm
 from .tensor import Function
@@ -429,8 +429,8 @@ def einsum_order(cls, shape, arrays, options):
     return tuple(output.index(label) for label in layout), True
 
 
-def loss_shape(x, t, *, reduction):
-    """An elementwise loss (mse): its operands broadcast, or one number when reduced."""
+def loss_shape(x, t, *, reduction, **__):
+    """An elementwise loss (mse, smooth_l1): its operands broadcast, or one number when reduced."""
     shape = broadcast_shape(x, t)
     return shape if shape is None or reduction == "none" else ()
 
@@ -581,6 +581,25 @@ def bce_with_logits_shape(x, y, weight, pos_weight, reduction):
     return shape if shape is None or reduction == "none" else ()
 
 
+def logical_shape(a, kind, axis=None, keepdims=False):
+    """any / all: a reduction over ``axis`` (None: all of them)."""
+    return reduced_shape(a, axis, keepdims)
+
+
+def glu_shape(x, *, dim):
+    """glu: ``dim`` halved (its first half gated by its second; an odd size is the op's error)."""
+    if x.ndim == 0 or not -x.ndim <= dim < x.ndim or x.shape[dim] % 2:
+        return None
+    dim %= x.ndim
+    return x.shape[:dim] + (x.shape[dim] // 2,) + x.shape[dim + 1:]
+
+
+def glu_small(arrays, options):
+    """glu's stand-ins: one element of each half (two along ``dim``)."""
+    x, dim = arrays[0], options["dim"] % arrays[0].ndim
+    return [x[tuple(slice(0, 2) if d == dim else slice(0, 1) for d in range(x.ndim))]], options
+
+
 def softmax_shape(a, axis=-1, *_, **__):
     """softmax and log_softmax: the input's shape."""
     return a.shape if -max(a.ndim, 1) <= axis < max(a.ndim, 1) else None
@@ -628,7 +647,8 @@ def _attach():
              TopKOrder: topk_shape, ConvBias: conv_bias_shape, ConvTranspose2d: conv_transpose2d_shape, AvgPool2d: avg_pool2d_shape,
              NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
              Repeat: repeat_shape, DiagEmbed: diag_embed_shape, VectorNorm: vector_norm_shape,
-             BinaryCrossEntropyWithLogits: bce_with_logits_shape}
+             BinaryCrossEntropyWithLogits: bce_with_logits_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
+             Glu: glu_shape, LogCumSumExp: first_shape}
     for cls, rule in rules.items():
         cls.meta_shape = staticmethod(rule)
     Rotary.meta_small = staticmethod(rotary_small)
@@ -643,7 +663,7 @@ def _attach():
     AvgPool2d.meta_small = staticmethod(pool2d_small)
     ConvBias.meta_order = staticmethod(conv_bias_order)
     NearestResize.meta_small = LinearResize.meta_small = CubicResize.meta_small = staticmethod(resized_small)
-    Repeat.meta_small = staticmethod(repeat_small)
+    Repeat.meta_small, Glu.meta_small = staticmethod(repeat_small), staticmethod(glu_small)
     ArgSort.meta_order, Gather.meta_order = staticmethod(sort_order), staticmethod(gather_order)
     Rotary.meta_order, Dropout.meta_order = staticmethod(empty_like_order), staticmethod(iterator_order)
     Clone.meta_order = staticmethod(clone_order)

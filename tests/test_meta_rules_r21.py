@@ -1,10 +1,11 @@
 """Shape rules for the meta ops that still computed on the meta zeros (minilora/meta_ops.py): integer-array
 indexing (a sequence classifier's last-token pick), index_put / index_add / index_copy / index_fill, scatter,
 scatter_add, scatter_reduce, einsum, sort / argsort / topk, cumprod, prod, logsumexp, interpolate,
-conv_transpose, avg_pool, repeat, diag_embed, vector_norm, binary_cross_entropy_with_logits, embedding_bag
-(which refused meta ids). Each gives torch's meta shape, dtype and strides while the op's forward runs on one
-element of each input only; a bad shape raises as torch's. The norms' meta results compute none of torch's
-kernels' bits. torch's meta tensors are the oracle, called the way their users write them."""
+conv_transpose, avg_pool, repeat, diag_embed, vector_norm, binary_cross_entropy_with_logits, any / all,
+smooth_l1_loss, glu, logcumsumexp (embedding_bag, kthvalue and mode refused meta tensors). Each gives torch's
+meta shape, dtype and strides while the op's forward runs on one element of each input only; a bad shape raises
+as torch's. The norms' meta results compute none of torch's kernels' bits. torch's meta tensors are the oracle,
+called the way their users write them."""
 import numpy as np
 import pytest
 
@@ -98,6 +99,13 @@ _CALLS = {
     "bce with logits": lambda T, d: T.nn.functional.binary_cross_entropy_with_logits(_ones(T, d, 3, 16),
                                                                                      _ones(T, d, 3, 16)),
     "embedding_bag of rows": lambda T, d: T.nn.functional.embedding_bag(_ids(T, d, 2, 3), _ones(T, d, 10, 4)),
+    "any along a dim": lambda T, d: (_ones(T, d, 4, 8) > 0).any(1),
+    "all": lambda T, d: T.all(_ones(T, d, 4, 8, dtype=T.int64)),
+    "smooth_l1_loss": lambda T, d: T.nn.functional.smooth_l1_loss(_ones(T, d, 3, 8), _ones(T, d, 3, 8), beta=0.5),
+    "glu": lambda T, d: T.nn.functional.glu(_ones(T, d, 3, 8), dim=-1),
+    "logcumsumexp": lambda T, d: _ones(T, d, 3, 8).logcumsumexp(0),
+    "kthvalue": lambda T, d: _ones(T, d, 3, 8).kthvalue(2, 1),
+    "mode of a transpose": lambda T, d: T.mode(_ones(T, d, 8, 3).t(), 0, keepdim=True),
     "embedding_bag at offsets": lambda T, d: T.nn.functional.embedding_bag(
         _ids(T, d, 7), _ones(T, d, 10, 4, dtype=T.float64), _ids(T, d, 3), mode="max", include_last_offset=True),
     "conv1d with a bias": lambda T, d: T.nn.functional.conv1d(_ones(T, d, 2, 4, 9), _ones(T, d, 6, 4, 3),
@@ -126,6 +134,8 @@ _BAD_SHAPES = {
                                                                                      _ones(T, d, 3, 15)),
     "embedding_bag of rows": lambda T, d: T.nn.functional.embedding_bag(_ids(T, d, 2, 3), _ones(T, d, 10, 4),
                                                                         _ids(T, d, 2)),
+    "glu": lambda T, d: T.nn.functional.glu(_ones(T, d, 3, 7)),
+    "kthvalue": lambda T, d: _ones(T, d, 3, 8).kthvalue(9, 1),
 }
 
 

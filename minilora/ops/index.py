@@ -1382,6 +1382,8 @@ def mode(input, dim=-1, keepdim=False):
 def _picked_index(input, dim_, pick):
     """The index ``pick`` (a ``std_sort`` function: (rows, n) keys -> (rows,) indices) chooses along ``dim_``, as
     an int64 Tensor keeping ``dim_`` (size 1): torch's CPU algorithms, run on the host."""
+    if input.is_meta:  # (no values to pick from: zeros nobody writes, of the index's shape, as torch's meta kernel)
+        return input.new_zeros(input.shape[:dim_] + (1,) + input.shape[dim_ + 1:], dtype=np.int64)
     index = _along_last(lambda rows: pick(rows)[:, None], input.detach().cpu().numpy(), dim_)
     return Tensor(np.ascontiguousarray(index), dtype=np.int64, device=input.device)
 
