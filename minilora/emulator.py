@@ -854,8 +854,10 @@ _VARIANT_FLAGS = {
 # runtime.cpp implements the __ubsan_handle_* hooks; the sanitizer build uses libubsan's.
 _UB_CHECKS = ["-fsanitize=shift-exponent,float-cast-overflow,alignment"]
 # For the kernel's file only.  -fno-exceptions: throw/try in device code is a compile error at the user's line,
-# as nvcc's (a throw ended the launch in abort(), with no line).
-_KERNEL_FLAGS = ["-fno-exceptions"]
+# as nvcc's (a throw ended the launch in abort(), with no line).  -fno-optimize-sibling-calls: a call the
+# runtime names by its return address (a kernel's last `free(p)`, a double free) keeps the kernel's line there
+# (as a tail call it returned into the runtime's fiber loop).
+_KERNEL_FLAGS = ["-fno-exceptions", "-fno-optimize-sibling-calls"]
 # Compiled into the kernel only (not the runtime, not the link): GCC's thread-sanitizer instrumentation,
 # whose __tsan_read/__tsan_write hooks runtime.cpp implements itself; libtsan is never linked.
 _RACECHECK_INSTRUMENT = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0"]
@@ -911,6 +913,10 @@ _FLUSHING_MACHINES = ("x86_64", "amd64", "i386", "i686", "aarch64", "arm64")  # 
 # exit() and abort() in device code end the launch, not Python (see runtime.cpp).
 _LINK_FLAGS = ["-Wl,--wrap=exit", "-Wl,--wrap=_exit", "-Wl,--wrap=_Exit", "-Wl,--wrap=quick_exit",
                "-Wl,--wrap=abort"]
+# The device heap: malloc, free and the plain new / delete (mangled), so that runtime.cpp names a double free
+# in device code at its line (compute-sanitizer's memcheck) rather than glibc aborting or freeing silently.
+_HEAP_LINK_FLAGS = [f"-Wl,--wrap={name}" for name in ("malloc", "free", "_Znwm", "_Znam", "_ZdlPv", "_ZdaPv",
+                                                       "_ZdlPvm", "_ZdaPvm")]
 _BASE_STACK = 64 * 1024  # per thread, on top of the kernel's own frames (printf, libm, ...)
 _MAX_WORKERS = 64  # runtime.cpp's kMaxWorkers
 # The runtime starts the other workers only once a launch looks long enough to repay them; tests set
@@ -1602,7 +1608,8 @@ class _Module:
         for attempt in range(2):
             try:
                 fast_math = _FAST_MATH_LINK_FLAGS if _FAST_MATH_MACRO in flags else []
-                return _run_compiler([*link, str(wrapper_object), str(runtime), *_LINK_FLAGS, *fast_math],
+                heap = [] if self.sanitize else _HEAP_LINK_FLAGS  # (AddressSanitizer's allocator names it there)
+                return _run_compiler([*link, str(wrapper_object), str(runtime), *_LINK_FLAGS, *fast_math, *heap],
                                      self.product, f"'{name}' for the CUDA emulator")
             except CompileError as e:
                 if attempt or str(runtime) not in str(e):

@@ -1,5 +1,10 @@
 """Round 21's emulator leftovers: what a GPU or compute-sanitizer does, where the emulator ran on silently.
 
+* A double ``free()`` / ``delete`` of device-heap memory in a kernel was glibc's business: an abort named as a crash
+  "inside libc.so.6 (the kernel's line that called it is unknown)", or, once the block had been handed out again,
+  nothing at all.  runtime.cpp now keeps the kernel's allocations (malloc/free and new/delete, linked with
+  ``--wrap``) and names a second free at its line, as compute-sanitizer's memcheck does, by default.
+
 * ``bar.sync id`` (inline PTX) without a thread count was ``__syncthreads()`` for every id.  PTX: "If no thread
   count is specified, all threads in the CTA participate in the barrier" -- barrier ``id``, not barrier 0.  So
   ``bar.sync 1`` meets a producer's ``bar.arrive 1, 96`` (was a false divergent-__syncthreads error), the same
@@ -129,3 +134,55 @@ def test_runtime_tile_outside_cudas_native_sizes_traps_at_the_kernels_line(kerne
         runtime_tiles().get_function(kernel)((1,), (128,), (np.int32(n), out))
     runtime_tiles().get_function(kernel)((1,), (32,), (np.int32(8), out))  # a native size cuts as CUDA's
     np.testing.assert_array_equal(out[:32], np.arange(32) % 8 * 100 + 8)
+
+
+# ------------------------------------------------------------------------------ the device heap
+HEAP = r"""
+__device__ int* kept;
+
+extern "C" __global__ void free_twice(int* out) {
+    int* p = (int*)malloc(4 * sizeof(int));
+    p[0] = threadIdx.x;
+    out[threadIdx.x] = p[0];
+    free(p);
+    if (threadIdx.x == 1) free(p);
+}
+
+extern "C" __global__ void delete_twice(int* out) {
+    int* p = new int[4];
+    p[0] = 7;
+    out[threadIdx.x] = p[0];
+    delete[] p;
+    delete[] p;
+}
+
+extern "C" __global__ void keep(int* out) {  // one launch allocates, a later one frees: the heap outlives launches
+    kept = (int*)malloc(64 * sizeof(int));
+    kept[0] = 5;
+    out[0] = kept[0];
+}
+
+extern "C" __global__ void release(int* out) {
+    out[0] = kept[0];
+    free(kept);
+}
+"""
+
+
+@lru_cache(maxsize=None)
+def heap() -> RawModule:
+    return RawModule(code=HEAP)
+
+
+@pytest.mark.parametrize("memcheck", [False, True])
+def test_a_double_free_in_device_code_is_named_at_its_line(memcheck):
+    out = np.zeros(4, np.int32)
+    with pytest.raises(emu.KernelFault, match=r"thread \(1,0,0\) .*'free_twice' called free\(\) at \w+\.cu:9 .*double free"):
+        heap().get_function("free_twice")((1,), (4,), (out,), memcheck=memcheck)
+    with pytest.raises(emu.KernelFault, match=r"'delete_twice' called delete\[\] at \w+\.cu:17 .*double free"):
+        heap().get_function("delete_twice")((1,), (1,), (out,), memcheck=memcheck)
+    heap().get_function("keep")((1,), (1,), (out,))  # freed once in a later launch: fine
+    heap().get_function("release")((1,), (1,), (out,))
+    assert out[0] == 5
+    with pytest.raises(emu.KernelFault, match=r"'release' called free\(\) at \w+\.cu:28 .*already freed"):
+        heap().get_function("release")((1,), (1,), (out,))

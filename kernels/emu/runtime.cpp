@@ -2747,6 +2747,109 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
 }
 }
 
+// ---- the device heap: malloc/free and new/delete in device code -----------------------------------
+// The kernel is linked with -Wl,--wrap=malloc, free and the plain operators new / delete (emulator.py's
+// _HEAP_LINK_FLAGS).  What the kernel's own code allocates (a fiber outside the runtime) is remembered until it
+// is freed, and what it freed until something reuses the address: freeing such a pointer again is a double
+// free, a KernelFault at the kernel's line -- the error compute-sanitizer's memcheck reports, where glibc
+// either aborted with "double free detected" (no line) or, once the block was handed out again, freed another
+// allocation under its owner, silently.  The heap is the process's, so an address a launch left live is still
+// live in the next, as on a GPU.  Everything else (the runtime's own allocations, host code) passes straight on.
+namespace {
+std::mutex g_heap_lock;
+std::unordered_map<void*, bool> g_device_heap;  // address -> still allocated (false: freed by device code)
+std::atomic<bool> g_device_heap_used{false};     // no bookkeeping at all until device code first allocates
+thread_local bool t_keeping_books = false;       // the map's own nodes come through operator new too: pass them
+// Holds the heap's lock, marking this thread as in the books (their own allocations pass straight on).
+struct HeapBooks {
+    std::lock_guard<std::mutex> hold{g_heap_lock};
+    HeapBooks() { t_keeping_books = true; }
+    ~HeapBooks() { t_keeping_books = false; }
+};
+bool device_code_running() { return in_fiber() && me().cur && !me().cur->in_runtime; }
+void note_allocation(void* p) {
+    if (!p || t_keeping_books) return;
+    if (!device_code_running()) {
+        if (!g_device_heap_used.load(std::memory_order_relaxed)) return;
+        HeapBooks books;
+        g_device_heap.erase(p);  // an address device code freed, now the runtime's or the host's
+        return;
+    }
+    RuntimeSection busy(me().cur);  // a Ctrl-C or timeout must not jump out while the lock is held
+    g_device_heap_used.store(true, std::memory_order_relaxed);
+    HeapBooks books;
+    g_device_heap[p] = true;
+}
+// A second free of what device code allocated: the launch stops at the call's line.
+[[noreturn]] void refuse_double_free(const char* call, void* p, uintptr_t return_address) {
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    f->worker->fault_pc = return_address - 1;  // inside the call instruction: addr2line names its line
+    fail_in_fiber(E_FAULT, fmt("%s of %s called %s" kLocationMark " on %p, which device code had already freed: a "
+                               "double free of device-heap memory (compute-sanitizer's memcheck reports it; on a GPU "
+                               "the heap is corrupted)", tid_str(*f).c_str(), block_str().c_str(), call, p));
+}
+void note_free(const char* call, void* p, uintptr_t return_address) {
+    if (!p || t_keeping_books || !g_device_heap_used.load(std::memory_order_relaxed) || !device_code_running()) return;
+    bool twice = false;
+    {
+        RuntimeSection busy(me().cur);
+        HeapBooks books;
+        auto it = g_device_heap.find(p);
+        if (it == g_device_heap.end()) return;  // not the kernel's allocation: the real free judges it
+        twice = !it->second;
+        it->second = false;
+    }
+    if (twice) refuse_double_free(call, p, return_address);
+}
+}  // namespace
+extern "C" {
+void* __real_malloc(size_t);
+void __real_free(void*);
+void* __wrap_malloc(size_t n) {
+    void* p = __real_malloc(n);
+    note_allocation(p);
+    return p;
+}
+void __wrap_free(void* p) {
+    note_free("free()", p, uintptr_t(__builtin_return_address(0)));
+    __real_free(p);
+}
+// operator new(size_t), new[](size_t), delete(void*), delete[](void*) and the sized deletes, by their mangled names
+void* __real__Znwm(size_t);
+void* __real__Znam(size_t);
+void __real__ZdlPv(void*);
+void __real__ZdaPv(void*);
+void __real__ZdlPvm(void*, size_t);
+void __real__ZdaPvm(void*, size_t);
+void* __wrap__Znwm(size_t n) {
+    void* p = __real__Znwm(n);
+    note_allocation(p);
+    return p;
+}
+void* __wrap__Znam(size_t n) {
+    void* p = __real__Znam(n);
+    note_allocation(p);
+    return p;
+}
+void __wrap__ZdlPv(void* p) {
+    note_free("delete", p, uintptr_t(__builtin_return_address(0)));
+    __real__ZdlPv(p);
+}
+void __wrap__ZdaPv(void* p) {
+    note_free("delete[]", p, uintptr_t(__builtin_return_address(0)));
+    __real__ZdaPv(p);
+}
+void __wrap__ZdlPvm(void* p, size_t n) {
+    note_free("delete", p, uintptr_t(__builtin_return_address(0)));
+    __real__ZdlPvm(p, n);
+}
+void __wrap__ZdaPvm(void* p, size_t n) {
+    note_free("delete[]", p, uintptr_t(__builtin_return_address(0)));
+    __real__ZdaPvm(p, n);
+}
+}
+
 #ifndef EMU_ASAN
 // ---- undefined behaviour the GPU and the CPU resolve differently ----------------------------------
 // Kernels are compiled with -fsanitize=shift-exponent,float-cast-overflow,alignment (emulator.py's
