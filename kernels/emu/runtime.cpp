@@ -2755,6 +2755,8 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
 // either aborted with "double free detected" (no line) or, once the block was handed out again, freed another
 // allocation under its owner, silently.  The heap is the process's, so an address a launch left live is still
 // live in the next, as on a GPU.  Everything else (the runtime's own allocations, host code) passes straight on.
+// Not in the sanitizer build: AddressSanitizer's allocator reports a double free there itself.
+#ifndef EMU_ASAN
 namespace {
 std::mutex g_heap_lock;
 std::unordered_map<void*, bool> g_device_heap;  // address -> still allocated (false: freed by device code)
@@ -2849,6 +2851,7 @@ void __wrap__ZdaPvm(void* p, size_t n) {
     __real__ZdaPvm(p, n);
 }
 }
+#endif  // EMU_ASAN
 
 #ifndef EMU_ASAN
 // ---- undefined behaviour the GPU and the CPU resolve differently ----------------------------------
