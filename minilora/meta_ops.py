@@ -93,12 +93,15 @@ def _dtype_from_small_run(cls, fn, ctx, arrays, options):
 
 def small(arrays, options, keep_last=0):
     """Each array input (positional or keyword) as its first element along every dimension (a view of
-    the meta zeros: a dimension of size 0 stays 0), but for its last ``keep_last`` dimensions."""
+    the meta zeros: a dimension of size 0 stays 0), but for its last ``keep_last`` dimensions. An integer
+    array as zeros: a CPU index of a meta tensor (torch's gather, scatter, x[i] take one) holds values, which
+    would point past its stand-in's one element."""
     def first(a):
         if not isinstance(a, np.ndarray):
             return a
         kept = max(a.ndim - keep_last, 0)
-        return a[(slice(0, 1),) * kept]
+        stand_in = a[(slice(0, 1),) * kept]
+        return np.zeros(stand_in.shape, a.dtype) if a.dtype.kind in "iu" and stand_in.any() else stand_in
     return [first(a) for a in arrays], {key: first(value) for key, value in options.items()}
 
 
@@ -331,7 +334,7 @@ def indexed_shape(a, index):
     ``a``'s shape whose elements hold no bytes (NumPy's 'V0'), with zeros of each index array's shape (a
     meta index's values), so nothing is read or written. None for basic slicing (a view, which writes
     nothing, runs as it is), a mask (its shape is its values'), or an input whose layout the copy follows."""
-    parts = index if type(index) is tuple else (index,)
+    parts = _listed_as_arrays(index if type(index) is tuple else (index,))
     arrays = [i for i in parts if isinstance(i, np.ndarray)]
     if not arrays or any(i.dtype == np.bool_ for i in arrays) or not a.flags.c_contiguous:
         return None
@@ -345,10 +348,15 @@ def indexed_shape(a, index):
         return None
 
 
+def _listed_as_arrays(parts):
+    """An index's parts with its lists (``x[:, [6, 7]]``) as the integer arrays NumPy reads them as."""
+    return tuple(np.asarray(i) if isinstance(i, list) else i for i in parts)
+
+
 def _first_elements(index):
-    """An index's arrays as their first element along every dimension, and its integers as 0 (``small``'s
-    inputs hold one element along each dimension)."""
-    parts = index if isinstance(index, tuple) else (index,)
+    """An index's arrays as their first element along every dimension (``small``), its integers as 0 (the
+    stand-in holds one element along each dimension)."""
+    parts = _listed_as_arrays(index if isinstance(index, tuple) else (index,))
     firsts, _ = small(parts, {})
     firsts = [0 if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else i for i in firsts]
     return tuple(firsts) if isinstance(index, tuple) else firsts[0]
