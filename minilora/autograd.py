@@ -312,7 +312,7 @@ class _UserCall(_tensor.Function):
     token that every output node (``_UserOutput``) takes as input. The output nodes were made after
     it, so the engine runs all of them first: each leaves its gradient in the ``_Joint``, and this
     node then calls the user's backward once, with every output's gradient (torch's rule)."""
-    meta_gradients = False  # (on meta too, torch runs this backward: minilora/meta_ops.py)
+    meta_gradients = False  # (on meta too, torch runs this backward: minilora/ops/meta.py)
 
     @staticmethod
     def forward(ctx, *arrays, joint):
@@ -435,7 +435,7 @@ def _gradient_for(r, x, cls, index, shape_only=False):
 class _UserOutput(_tensor.Function):
     """The engine's node for one output of a user's Function: forward hands back the output the
     user's forward already computed; backward keeps its gradient for the call node (``_UserCall``)."""
-    meta_gradients = False  # (on meta too, torch runs this backward: minilora/meta_ops.py)
+    meta_gradients = False  # (on meta too, torch runs this backward: minilora/ops/meta.py)
 
     @staticmethod
     def forward(ctx, token, *, joint, index):

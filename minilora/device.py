@@ -12,7 +12,7 @@ Four devices, one interface:
   and no number of it may be read (``item()``, ``numpy()``, a copy to another device refuse, in torch's
   words). Its arrays are NumPy zeros in pages the OS has not handed out yet (``np.zeros`` is calloc: a
   page is backed only when written), so a model built there costs no memory, and an op on meta tensors
-  computes its result's shape, dtype and strides without its arithmetic (minilora/meta_ops.py: a shape
+  computes its result's shape, dtype and strides without its arithmetic (minilora/ops/meta.py: a shape
   rule per op family; an op without one runs on those zeros). See ``_MetaArrays``. Always enabled.
 
 A device is also a context manager, as torch's: ``with minilora.device("meta"): model = Model()`` makes
@@ -55,7 +55,7 @@ class Device:
         # (a setter, not a property for .dispatches: Function.apply reads that on every op. The CUDA stand-in's
         # tests turn kernels off on 'cuda', and .dispatches must follow)
         self._uses_kernels = value
-        # Function.apply runs another forward here: a .cu kernel (emu, cuda), the shape rule (meta: meta_ops.py)
+        # Function.apply runs another forward here: a .cu kernel (emu, cuda), the shape rule (meta: ops/meta.py)
         self.dispatches = value or self.name == "meta"
 
     # Probing is lazy: importing minilora must never import CuPy or touch a GPU.

@@ -1110,7 +1110,7 @@ class Function:
     # BackwardHookFunction): ``refuses_inplace(ctx)`` names the output ("Output 0 of BackwardHookFunction"), and
     # changing it in place is torch's error (its autograd would lose the Function's backward)
     refuses_inplace = None
-    # the meta device's kernel (minilora/meta_ops.py): ``meta_shape(*arrays, **options)`` -> the result's shape
+    # the meta device's kernel (minilora/ops/meta.py): ``meta_shape(*arrays, **options)`` -> the result's shape
     # without computing it, or None (inputs the rule does not take: the op runs on the meta zeros, raising its own
     # error); ``meta_dtype`` the same for the dtype where the op cannot run on one element of each input;
     # ``meta_small`` the stand-ins it runs on instead; ``meta_order`` how the result is laid out where that is not
@@ -1189,7 +1189,7 @@ class Function:
                 needs.append(False)
                 parents.append(None)
         fn = cls
-        if dev is not None and dev.dispatches:  # emu/cuda: the op's .cu kernel; meta: its shape rule (meta_ops)
+        if dev is not None and dev.dispatches:  # emu/cuda: the op's .cu kernel; meta: its shape rule (ops/meta.py)
             fn = _dispatched(cls, dev, arrays)
         needs = tuple(needs)
         if len(needs) <= 4:  # one shared tuple per pattern: see _SHARED_FLAGS
@@ -1585,7 +1585,7 @@ def _forward(cls, fn, ctx, arrays, options):
 
 
 def _dispatched(cls, dev, arrays):
-    """The class whose forward runs ``cls`` on ``dev``: on meta its shape rule's (meta_ops.variant: shapes, not
+    """The class whose forward runs ``cls`` on ``dev``: on meta its shape rule's (ops/meta.py's variant: shapes, not
     values), on emu/cuda its .cu kernels where it has them (_on_kernels)."""
     if dev is _META:
         return _meta_ops.variant(cls)
@@ -2956,7 +2956,7 @@ class Tensor:
         a = self._array
         b = other._array if isinstance(other, Tensor) else dtypes.python_number(other)
         meta_shape = None
-        if self._device is _META:  # shapes, not values: the comparison runs on one element of each (meta_ops)
+        if self._device is _META:  # shapes, not values: the comparison runs on one element of each (ops/meta.py)
             meta_shape, a, b = _meta_ops.small_operands(a, b)
         b_dtype = getattr(b, "dtype", None)
         if b_dtype is not None and b_dtype != a.dtype:
@@ -4015,4 +4015,4 @@ def _run_backward(root, gradient, retain_graph, store=None):
 
 
 from . import ops as _ops  # noqa: E402,F401  (importing ops attaches the operators to Tensor)
-from . import meta_ops as _meta_ops  # noqa: E402  (the meta device's shape rules, attached to the ops just made)
+from .ops import meta as _meta_ops  # noqa: E402  (the meta device's shape rules, attached to the ops just made)

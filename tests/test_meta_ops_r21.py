@@ -1,4 +1,4 @@
-"""The meta device computes shapes, not values (minilora/meta_ops.py): an op on meta tensors gives torch's shape,
+"""The meta device computes shapes, not values (minilora/ops/meta.py): an op on meta tensors gives torch's shape,
 dtype and strides without running its arithmetic on the whole inputs, and backward gives meta gradients without
 running the ops' backward formulas. torch's meta tensors are the oracle, called the way their users write them."""
 import numpy as np

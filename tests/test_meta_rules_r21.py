@@ -1,4 +1,4 @@
-"""Shape rules for the meta ops that still computed on the meta zeros (minilora/meta_ops.py): integer-array
+"""Shape rules for the meta ops that still computed on the meta zeros (minilora/ops/meta.py): integer-array
 indexing (a sequence classifier's last-token pick), index_put / index_add / index_copy / index_fill, scatter,
 scatter_add, scatter_reduce, einsum, sort / argsort / topk, cumprod, prod, logsumexp, interpolate,
 conv_transpose, avg_pool, repeat, diag_embed, vector_norm, binary_cross_entropy_with_logits, any / all,

@@ -123,7 +123,7 @@ def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwar
 class _Recompute(Function):
     """The checkpoint node. Its inputs are the segment's tensor arguments and trainable parameters (a
     Module's, or the leaves a function closes over)."""
-    meta_gradients = False  # (on meta too, torch runs this backward: minilora/meta_ops.py)
+    meta_gradients = False  # (on meta too, torch runs this backward: minilora/ops/meta.py)
 
     @staticmethod
     def forward(ctx, *arrays, fn, args, n_inputs, reentrant, rng_state, region, first):

@@ -1143,7 +1143,7 @@ def _array(value):
 
 
 def _convert(array, dev, dtype, meta=False):
-    if dtype is not None and array.dtype != dtype:  # (a meta tensor's cast: zeros nobody writes, see meta_ops.py)
+    if dtype is not None and array.dtype != dtype:  # (a meta tensor's cast: zeros nobody writes, see ops/meta.py)
         array = np.zeros(array.shape, dtype) if meta else dtypes.cast(array, dtype)
     if dev is not None:
         if dev.xp is np:

@@ -21,19 +21,19 @@ backward formula; a user's autograd.Function still runs its own backward (``Func
 """
 import numpy as np
 
-from . import factories
-from .ops.conv import AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, CubicResize, LinearResize, MaxPool2d, NearestResize
-from .ops.elementwise import Clone, ToDevice
-from .ops.lora import LoraLinear
-from .ops.matmul import Einsum, Linear, MatMul, _torch_einsum_layout
-from .ops.index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, Scatter,
+from .. import factories
+from .conv import AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, CubicResize, LinearResize, MaxPool2d, NearestResize
+from .elementwise import Clone, ToDevice
+from .lora import LoraLinear
+from .matmul import Einsum, Linear, MatMul, _torch_einsum_layout
+from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, Scatter,
                         Repeat, ScatterReduce, TopKOrder)
-from .ops.nn import (Attention, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
+from .nn import (Attention, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
                      LayerNorm, MseLoss, NllLoss, Pad, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
-from .ops.reduce import AMax, ArgMax, Logical, LogCumSumExp, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
-from .ops.shape import Cat, DiagEmbed, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
-from .linalg import VectorNorm
-from .tensor import Function
+from .reduce import AMax, ArgMax, Logical, LogCumSumExp, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
+from .shape import Cat, DiagEmbed, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
+from ..linalg import VectorNorm
+from ..tensor import Function
 
 __all__ = ["variant", "forward", "restore_saved", "gradients", "unwritten", "small_operands", "elementwise_result"]
 
