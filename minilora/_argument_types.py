@@ -199,12 +199,17 @@ def _overloaded(function, name, overloads):
     @functools.wraps(function)
     def call(*args, **kwargs):
         if not _overload_taken(overloads, args, kwargs):
-            got = [_type_name(a) if not isinstance(a, Tensor) else "Tensor" for a in args]
-            got += [f"{k}={'Tensor' if isinstance(v, Tensor) else _type_name(v)}" for k, v in kwargs.items()]
-            raise TypeError(f"{name}() received an invalid combination of arguments - got ({', '.join(got)}), but "
-                            "expected one of:\n" + "".join(f" * {line}\n" for line in overloads))
+            raise _invalid_combination(name, args, kwargs, overloads)
         return function(*args, **kwargs)
     return call
+
+
+def _invalid_combination(name, args, kwargs, overloads):
+    """torch's TypeError for a call none of ``overloads`` (their signatures, as torch prints them) takes."""
+    got = [_type_name(a) if not isinstance(a, Tensor) else "Tensor" for a in args]
+    got += [f"{k}={'Tensor' if isinstance(v, Tensor) else _type_name(v)}" for k, v in kwargs.items()]
+    return TypeError(f"{name}() received an invalid combination of arguments - got ({', '.join(got)}), but "
+                     "expected one of:\n" + "".join(f" * {line}\n" for line in overloads))
 
 
 # torch's arithmetic also takes two Python numbers, each a "wrapped number" tensor: torch.add(2, 3) is tensor(5),
@@ -559,10 +564,7 @@ def _combination_checked(function, name, specs, overloads):
         values = [(args[i] if i < len(args) else kwargs.get(p, _MISSING), accepts) for i, (p, accepts) in
                   enumerate(checks)]
         if any(v is not _MISSING and accepts(v) is not True for v, accepts in values):
-            got = [_type_name(a) if not isinstance(a, Tensor) else "Tensor" for a in args]
-            got += [f"{k}={'Tensor' if isinstance(v, Tensor) else _type_name(v)}" for k, v in kwargs.items()]
-            raise TypeError(f"{name}() received an invalid combination of arguments - got ({', '.join(got)}), but "
-                            "expected one of:\n" + "".join(f" * {line}\n" for line in overloads))
+            raise _invalid_combination(name, args, kwargs, overloads)
         return function(*args, **kwargs)
     return call
 
