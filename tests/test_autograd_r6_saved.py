@@ -66,6 +66,7 @@ OPS = {
     "special.zeta": (lambda L, F, q: L.special.zeta(2.5, q), [(3, 4)], 0.5, 2),
     "special.ndtri": (lambda L, F, x: L.special.ndtri(x), [(3, 4)], 0.1, 0.9),
     "special.log_ndtr": (lambda L, F, x: L.special.log_ndtr(x), [(3, 4)]),
+    "special.erfcx": (lambda L, F, x: L.special.erfcx(x), [(3, 4)]),
     "special.xlog1py": (lambda L, F, x, y: L.special.xlog1py(x, y), [(3, 4), (3, 4)], 0.5, 2),
     "nextafter": (lambda L, F, x, y: L.nextafter(x, y), [(3, 4), (3, 4)]),
     "mvlgamma": (lambda L, F, x: L.mvlgamma(x, 2), [(3, 4)], 1.5, 3),

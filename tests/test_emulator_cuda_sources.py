@@ -73,7 +73,7 @@ def test_cg_runtime_sized_tile(tile):
 
 
 def test_cg_runtime_tile_of_a_bad_size_is_refused():
-    with pytest.raises(KernelFault, match="tile size must be a power of two"):
+    with pytest.raises(KernelFault, match="tile cut at run time must be a power of two in 1..32"):
         fn("cg_reduce.cu", "cg_runtime_tile")((1,), (64,), (np.zeros(64, np.int32), np.zeros(64, np.int32), np.int32(12)))
 
 

@@ -335,8 +335,9 @@ def trained_report(model):
     optimizer.zero_grad()
     return memory.report(model, optimizer, batch)
 
-full_model = load_base()
-lora_model = get_peft_model(load_base(), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+# (from_pretrained returns a model in eval mode, as transformers: training code calls .train() first)
+full_model = load_base().train()
+lora_model = get_peft_model(load_base().train(), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
 measured = {"full fine-tuning": trained_report(full_model), "LoRA r=8, all-linear": trained_report(lora_model)}
 print(memory.comparison_table(measured))
 
@@ -411,8 +412,8 @@ assert lora_row.activation_bytes > 0.9 * lora_row.total_bytes   # activations do
 import time
 
 kept = {}
-ckpt_model = get_peft_model(load_base(), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
-ckpt_model.gradient_checkpointing_enable()
+ckpt_model = get_peft_model(load_base().train(), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+ckpt_model.gradient_checkpointing_enable()  # (active in training mode only, as transformers': hence .train())
 
 def step_seconds(model, repeats=3):
     """The least CPU time (``time.process_time``: this process only, so less disturbed by whatever else
@@ -466,7 +467,7 @@ def step_flops(model):
     model.zero_grad()
     return prof.flops(direction="forward"), prof.flops(direction="backward")
 
-full_ckpt = load_base()
+full_ckpt = load_base().train()
 full_ckpt.gradient_checkpointing_enable()
 flops = {"full": step_flops(full_model), "full + checkpointing": step_flops(full_ckpt),
          "LoRA": step_flops(lora_model), "LoRA + checkpointing": step_flops(ckpt_model)}
