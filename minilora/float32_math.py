@@ -120,7 +120,7 @@ _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s"
 _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_log", "ml_sigmoid",
                      "ml_sinh", "ml_cosh", "ml_atanh"), "ppn"),
-    "ml_silu": "pppn", "ml_pow": "pppn", "ml_atan2": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
+    "ml_silu": "pppn", "ml_pow": "pppn", "ml_pow_scalar": "ppnf", "ml_atan2": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
@@ -377,7 +377,8 @@ def sleef_atan2(y, x):
         d = _sleef_atan2k(np.abs(ys), xs)
         r = _mulsign(d[0] + d[1], xs)
         r = np.where(np.isinf(x) | (x == 0), _HALF_PI - np.where(np.isinf(x), _mulsign(_HALF_PI, x), _F32(0)), r)
-        r = np.where(np.isinf(y), _HALF_PI - np.where(np.isinf(x), _mulsign(_F32(np.pi / 4), x), _F32(0)), r)
+        # (the scaled y, as SLEEF's: a huge y over a tiny x overflows to inf there, and the answer is +-pi/2, not NaN)
+        r = np.where(np.isinf(ys), _HALF_PI - np.where(np.isinf(x), _mulsign(_F32(np.pi / 4), x), _F32(0)), r)
         r = np.where(y == 0, np.where(np.signbit(x), _F32(np.pi), _F32(0)), r)
         return np.where(np.isnan(x) | np.isnan(y), _F32(np.nan), _mulsign(r, y)).astype(_F32, copy=False)
 
@@ -536,9 +537,14 @@ def _sleef_ldexp(x, q):
 def sleef_pow(x, y):
     """``Sleef_powf16_u10(x, y)`` of float32 arrays (broadcast): ``expkf(logkf(|x|) * y)``, with C99's special cases
     as SLEEF writes them."""
-    x, y = np.broadcast_arrays(np.asarray(x, _F32), np.asarray(y, _F32))
+    x, y = np.asarray(x, _F32), np.asarray(y, _F32)
     library = _native_library()
-    if library is not None:  # (the same steps in C, one pass)
+    if library is not None and y.ndim == 0:  # one exponent (x ** 1.7): no array of copies of it
+        out = np.empty(x.shape, _F32)
+        _native_map(library.ml_pow_scalar, [np.ascontiguousarray(x).reshape(-1), out.reshape(-1)], float(y))
+        return out
+    x, y = np.broadcast_arrays(x, y)
+    if library is not None:  # (the same steps in C)
         out = np.empty(x.shape, _F32)
         _native_map(library.ml_pow, [np.ascontiguousarray(v).reshape(-1) for v in (x, y)] + [out.reshape(-1)])
         return out

@@ -13,7 +13,15 @@
 #include <stddef.h>
 #include <string.h>
 
-typedef struct { float hi, lo; } df;  /* a double-float: the unevaluated sum hi + lo */
+typedef struct { float hi, lo; } df;
+
+/* A function the loops must have inlined to vectorize: GCC's size heuristics leave pow's log and exp as calls
+ * otherwise (a call in the loop body: scalar, ~10x slower) */
+#if defined(__GNUC__)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE static inline
+#endif  /* a double-float: the unevaluated sum hi + lo */
 
 static inline uint32_t bits_of(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
 static inline float float_of(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
@@ -157,13 +165,29 @@ static inline float sleef_log1p(float d) {
     return keep_negative_zero_and_nan(d, out);
 }
 
+/* frexpf's exponent and fraction from the bits, as selects: frexpf itself is a call per element, which keeps GCC
+ * from vectorizing a loop (8-13x slower). As glibc's: 0, inf and NaN give exponent 0 and themselves (NaN quieted,
+ * as its x + x), a subnormal is normalized (scaled by 2^24 first, exactly). */
+#define FLOAT_MIN_NORMAL 1.17549435082228750797e-38f
+#define FLOAT_MAX 3.40282346638528859812e+38f
+static inline float frexp_exponent(float v) {  /* (a float: GCC vectorizes these selects, not int ones) */
+    float a = fabsf(v);
+    int tiny = a < FLOAT_MIN_NORMAL;
+    float biased = (float)(int32_t)(bits_of(tiny ? a * 16777216.0f : a) >> 23);
+    return ((a == 0.0f) | !(a <= FLOAT_MAX)) ? 0.0f : biased - (tiny ? 150.0f : 126.0f);
+}
+static inline float frexp_fraction(float v) {
+    float a = fabsf(v);
+    uint32_t b = bits_of(a < FLOAT_MIN_NORMAL ? v * 16777216.0f : v);
+    float fraction = float_of((b & 0x807fffffu) | 0x3f000000u);  /* the sign and mantissa, exponent -1 */
+    return (a == 0.0f || !(a <= FLOAT_MAX)) ? v + v : fraction;
+}
+
 /* Sleef_logf16_u10 (the port's sleef_log): e from getexp(d / 0.75), m = getmant(d) in [0.75, 1.5) (frexpf: its
  * fraction in [0.5, 1), doubled below 0.75), t = (m - 1) / (m + 1) in double-float, then as log1p above */
 static inline float sleef_log(float d) {
-    int k, j;
-    frexpf(d * (float)(1 / 0.75), &k);
-    float e = isinf(d) ? 128.0f : (float)(k - 1);
-    float fraction = frexpf(d, &j);
+    float e = isinf(d) ? 128.0f : frexp_exponent(d * (float)(1 / 0.75)) - 1.0f;
+    float fraction = frexp_fraction(d);
     float m = fabsf(fraction) < 0.75f ? fraction * 2.0f : fraction;
     df s = df_mul_float((df){0.69314718246459960938f, -1.904654323148236017e-09f}, e);
     float denominator = 1.0f + m, v = denominator - 1.0f;
@@ -190,11 +214,9 @@ static inline df df_add_fast(df x, df y) {  /* dfadd: |x| >= |y|, the low parts 
     float hi = x.hi + y.hi;
     return (df){hi, (((x.hi - hi) + y.hi) + x.lo) + y.lo};
 }
-static inline df sleef_logk(float d) {  /* ln d as a double-float (d > 0; AVX-512's getexp/getmant) */
-    int exponent, unused;
-    frexpf(d * (1.0f / 0.75f), &exponent);
-    float e = isinf(d) ? 128.0f : (float)(exponent - 1);
-    float fraction = frexpf(d, &unused);
+ALWAYS_INLINE df sleef_logk(float d) {  /* ln d as a double-float (d > 0; AVX-512's getexp/getmant) */
+    float e = isinf(d) ? 128.0f : frexp_exponent(d * (1.0f / 0.75f)) - 1.0f;
+    float fraction = frexp_fraction(d);
     float m = fraction < 0.75f ? fraction * 2.0f : fraction;
     df x = df_divide(df_two_sum(-1.0f, m), df_two_sum(1.0f, m)), x2 = df_square(x);
     float t = fmaf(fmaf(0.240320354700088500976562f, x2.hi, 0.285112679004669189453125f), x2.hi,
@@ -214,7 +236,7 @@ static inline float sleef_ldexp(float x, int32_t q) {  /* x 2^q in five products
     x = x * u * u * u * u;
     return x * float_of((uint32_t)(q + 127) << 23);
 }
-static inline float sleef_expk(df d) {  /* e^(hi + lo) as one float */
+ALWAYS_INLINE float sleef_expk(df d) {  /* e^(hi + lo) as one float */
     float q = rintf((d.hi + d.lo) * R_LN2);
     q = q != q ? 0.0f : (q < -300.0f ? -300.0f : (q > 300.0f ? 300.0f : q));
     df s = df_add_float(d, q * -L2U);
@@ -230,21 +252,49 @@ static inline float sleef_expk(df d) {  /* e^(hi + lo) as one float */
     t = df_add_fast((df){1.0f, 0.0f}, t);
     return d.hi < -104.0f ? 0.0f : sleef_ldexp(t.hi + t.lo, (int32_t)q);
 }
-static inline float sleef_pow(float x, float y) {
-    float magnitude = fabsf(x);
-    float result = sleef_expk(df_mul_float(sleef_logk(magnitude == 0.0f ? 1.0f : magnitude), y));
-    result = result != result ? INFINITY : result;
-    int whole = truncf(y) == y || fabsf(y) > 8388608.0f;
-    int odd = whole && fabsf(y) < 16777216.0f && fmodf(truncf(y), 2.0f) != 0.0f;
-    result *= x > 0 ? 1.0f : (whole ? (odd ? -1.0f : 1.0f) : NAN);
-    float efx = (magnitude - 1.0f) * copysignf(1.0f, y);  /* SLEEF's mulsign */
-    if (isinf(y)) result = efx < 0 ? 0.0f : (efx == 0 ? 1.0f : INFINITY);
-    if (isinf(x) || x == 0) result = (odd ? copysignf(1.0f, x) : 1.0f) * ((x == 0 ? -y : y) < 0 ? 0.0f : INFINITY);
-    if (x != x || y != y) result = NAN;
-    return (y == 0 || x == 1) ? 1.0f : result;
+/* pow's special cases, as SLEEF writes them, on its result r of x^y = e^(y ln|x|): each a float select on one
+ * comparison (fmodf(y, 2) would be a call, and int flags or selects of combined conditions kept GCC from vectorizing) */
+static inline float pow_special_cases(float x, float y, float r) {
+    float x_magnitude = fabsf(x), y_magnitude = fabsf(y), whole_y = truncf(y);
+    r = r != r ? INFINITY : r;
+    float whole = whole_y == y ? 1.0f : 0.0f;
+    whole = y_magnitude > 8388608.0f ? 1.0f : whole;  /* (every float beyond 2^23 is whole) */
+    float odd = truncf(y * 0.5f) * 2.0f != whole_y ? whole : 0.0f;
+    odd = y_magnitude < 16777216.0f ? odd : 0.0f;
+    r *= x > 0 ? 1.0f : (whole != 0.0f ? (odd != 0.0f ? -1.0f : 1.0f) : NAN);
+    float efx = (x_magnitude - 1.0f) * copysignf(1.0f, y);  /* SLEEF's mulsign */
+    r = y_magnitude == INFINITY ? (efx < 0 ? 0.0f : (efx == 0 ? 1.0f : INFINITY)) : r;
+    float sign = odd != 0.0f ? copysignf(1.0f, x) : 1.0f;  /* (SLEEF: ((x == 0 ? -y : y) < 0 ? 0 : inf)) */
+    r = x_magnitude == INFINITY ? sign * (y < 0 ? 0.0f : INFINITY) : r;
+    r = x == 0 ? sign * (y > 0 ? 0.0f : INFINITY) : r;
+    r = x != x ? NAN : r;
+    r = y != y ? NAN : r;
+    r = y == 0 ? 1.0f : r;
+    return x == 1 ? 1.0f : r;
+}
+/* x^y in blocks, each in three loops over the block (ln|x| as a double-float; times y, e^ that; the special cases):
+ * one loop with all three steps was too much for GCC, which left it scalar (~10x slower). y_step 0: one exponent. */
+#define POW_BLOCK 512
+static void pow_blocks(const float *restrict x, const float *restrict y, size_t y_step, float *restrict out, size_t n) {
+    float hi[POW_BLOCK], lo[POW_BLOCK];
+    for (size_t start = 0; start < n; start += POW_BLOCK) {
+        size_t m = n - start < POW_BLOCK ? n - start : POW_BLOCK;
+        const float *xb = x + start, *yb = y + start * y_step;
+        float *ob = out + start;
+        for (size_t i = 0; i < m; i++) {
+            df l = sleef_logk(fabsf(xb[i]));  /* (SLEEF takes ln 1 where x is 0: any value does, a special case) */
+            hi[i] = l.hi;
+            lo[i] = l.lo;
+        }
+        for (size_t i = 0; i < m; i++) ob[i] = sleef_expk(df_mul_float((df){hi[i], lo[i]}, yb[i * y_step]));
+        for (size_t i = 0; i < m; i++) ob[i] = pow_special_cases(xb[i], yb[i * y_step], ob[i]);
+    }
 }
 void ml_pow(const float *restrict x, const float *restrict y, float *restrict out, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = sleef_pow(x[i], y[i]);
+    pow_blocks(x, y, 1, out, n);
+}
+void ml_pow_scalar(const float *restrict x, float *restrict out, size_t n, float y) {
+    pow_blocks(x, &y, 0, out, n);
 }
 /* ---- Sleef_sinhf16_u10 / Sleef_coshf16_u10: (e -+ 1/e) / 2, e = expk2f(|x|), in double-float ------- */
 static inline float sleef_sinh_or_cosh(float x, int cosh) {
@@ -265,8 +315,7 @@ void ml_cosh(const float *restrict x, float *restrict out, size_t n) {
 }
 /* ---- Sleef_atanhf16_u10: logk2f((1 + y) / (1 - y)) / 2 in double-float ------------------------------- */
 static inline df sleef_logk2(df d) {  /* ln of a double-float (AVX-512's getexp of its high part) */
-    int exponent;
-    frexpf(d.hi * (1.0f / 0.75f), &exponent);
+    int exponent = (int)frexp_exponent(d.hi * (1.0f / 0.75f));
     float e = (float)(exponent - 1), scale = float_of((uint32_t)(127 - (exponent - 1)) << 23);
     df m = {d.hi * scale, d.lo * scale};
     df x = df_divide(df_add_float(m, -1.0f), df_add_float(m, 1.0f)), x2 = df_square(x);
@@ -299,8 +348,14 @@ static inline df sleef_atan2k(float y, float x) {  /* y >= 0 */
     df s = df_divide((df){swap ? -x : y, 0.0f}, (df){swap ? y : x, 0.0f}), t = df_square(s);
     float hi = t.hi + t.lo;
     t = (df){hi, (t.hi - hi) + t.lo};
-    float u = atan2_u[0];
-    for (int i = 1; i < 8; i++) u = fmaf(u, t.hi, atan2_u[i]);
+    float u = atan2_u[0];  /* (Horner's steps written out: GCC left the loop a loop, and the kernel scalar) */
+    u = fmaf(u, t.hi, atan2_u[1]);
+    u = fmaf(u, t.hi, atan2_u[2]);
+    u = fmaf(u, t.hi, atan2_u[3]);
+    u = fmaf(u, t.hi, atan2_u[4]);
+    u = fmaf(u, t.hi, atan2_u[5]);
+    u = fmaf(u, t.hi, atan2_u[6]);
+    u = fmaf(u, t.hi, atan2_u[7]);
     float a = -0.333332866430282592773438f, b = u * t.hi, h = a + b;
     t = df_mul(t, (df){h, (a - h) + b});
     h = 1.0f + t.hi;
@@ -314,10 +369,10 @@ static inline float sleef_atan2(float y, float x) {
     float xs = tiny ? x * 16777216.0f : x, ys = tiny ? y * 16777216.0f : y;
     df d = sleef_atan2k(fabsf(ys), xs);
     float r = mulsign(d.hi + d.lo, xs);
-    if (isinf(x) || x == 0) r = half_pi - (isinf(x) ? mulsign(half_pi, x) : 0.0f);
-    if (isinf(y)) r = half_pi - (isinf(x) ? mulsign(quarter_pi, x) : 0.0f);
-    if (y == 0) r = signbit(x) ? pi : 0.0f;
-    return (x != x || y != y) ? NAN : mulsign(r, y);
+    r = (isinf(x) | (x == 0)) ? half_pi - (isinf(x) ? mulsign(half_pi, x) : 0.0f) : r;
+    r = isinf(ys) ? half_pi - (isinf(x) ? mulsign(quarter_pi, x) : 0.0f) : r;  /* (the scaled y, as SLEEF's) */
+    r = y == 0 ? (signbit(x) ? pi : 0.0f) : r;
+    return ((x != x) | (y != y)) ? NAN : mulsign(r, y);
 }
 void ml_atan2(const float *restrict y, const float *restrict x, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_atan2(y[i], x[i]);
