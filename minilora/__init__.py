@@ -149,6 +149,9 @@ from .factories import (empty, empty_like, eye, full, full_like, is_tensor, lins
                         normal, bernoulli, poisson, randint_like, histc, histogram, histogramdd,
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
                         randn_like, tril_indices, triu_indices, zeros, zeros_like)
+from .ops.gamma import (binomial, dirichlet_grad as _dirichlet_grad,  # noqa: E402,F401
+                        sample_dirichlet as _sample_dirichlet, standard_gamma as _standard_gamma,
+                        standard_gamma_grad as _standard_gamma_grad)
 from . import amp  # noqa: E402,F401  (torch.amp: autocast, GradScaler)
 from .amp import (autocast, clear_autocast_cache, get_autocast_dtype, is_autocast_cache_enabled,  # noqa: E402,F401
                   is_autocast_enabled, set_autocast_cache_enabled, set_autocast_dtype, set_autocast_enabled)

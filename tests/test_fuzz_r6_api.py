@@ -715,8 +715,8 @@ _RANDOM = "random: the values depend on the generator (tests/test_random*.py com
 _STATE = "global state: changing it in a fuzzer would leak into other tests"
 SKIP = {
     **{n: _RANDOM for n in shared_names() if "dropout" in n or "rrelu" in n},
-    **{n: _RANDOM for n in ["torch.bernoulli", "torch.multinomial", "torch.normal", "torch.poisson", "torch.rand",
-                            "torch.rand_like", "torch.randint", "torch.randint_like", "torch.randn", "torch.randn_like",
+    **{n: _RANDOM for n in ["torch.bernoulli", "torch.binomial", "torch.multinomial", "torch.normal", "torch.poisson",
+                            "torch.rand", "torch.rand_like", "torch.randint", "torch.randint_like", "torch.randn", "torch.randn_like",
                             "torch.randperm", "Tensor.bernoulli", "Tensor.bernoulli_", "Tensor.multinomial",
                             "Tensor.cauchy_", "Tensor.exponential_", "Tensor.geometric_", "Tensor.log_normal_",
                             "Tensor.normal_", "Tensor.random_", "Tensor.uniform_"]},

@@ -1,25 +1,43 @@
-"""torch.distributions: the distributions RL, VAE and sampling code draws from, each drawing its
+"""torch.distributions: the distributions RL, VAE, Bayesian and sampling code draws from, each drawing its
 numbers as torch does (a seeded ``Categorical(logits).sample()`` prints torch's actions), with
 ``rsample``/``log_prob``/``entropy`` differentiable, ``validate_args`` errors worded as torch's,
 and ``kl_divergence`` for the pairs torch registers among them."""
 from . import constraints, transforms
 from .bernoulli import Bernoulli
+from .binomial import Binomial
+from .cauchy import Cauchy
 from .categorical import Categorical
+from .dirichlet import Beta, Dirichlet
 from .distribution import Distribution, ExponentialFamily
 from .exponential import Exponential
+from .gamma import Chi2, Gamma
+from .geometric import Geometric
+from .gumbel import Gumbel
+from .half_normal import HalfNormal
 from .independent import Independent
 from .kl import kl_divergence, register_kl
+from .kumaraswamy import Kumaraswamy
 from .laplace import Laplace
+from .lowrank_multivariate_normal import LowRankMultivariateNormal
+from .mixture_same_family import MixtureSameFamily
+from .multinomial import Multinomial
 from .multivariate_normal import MultivariateNormal
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical, OneHotCategoricalStraightThrough
+from .poisson import Poisson
+from .relaxed_bernoulli import RelaxedBernoulli
+from .relaxed_categorical import RelaxedOneHotCategorical
+from .student_t import StudentT
 from .transformed_distribution import LogNormal, TransformedDistribution
-from .transforms import (AbsTransform, AffineTransform, ComposeTransform, ExpTransform, SigmoidTransform,
-                         SoftplusTransform, TanhTransform, Transform)
+from .transforms import (AbsTransform, AffineTransform, ComposeTransform, ExpTransform, PowerTransform,
+                         SigmoidTransform, SoftplusTransform, TanhTransform, Transform)
 from .uniform import Uniform
 
-__all__ = ["Bernoulli", "Categorical", "Distribution", "ExponentialFamily", "Exponential", "Independent",
-           "Laplace", "MultivariateNormal", "Normal", "OneHotCategorical", "OneHotCategoricalStraightThrough",
-           "Uniform", "constraints", "kl_divergence", "register_kl", "LogNormal", "TransformedDistribution",
-           "transforms", "AbsTransform", "AffineTransform", "ComposeTransform", "ExpTransform", "SigmoidTransform",
+__all__ = ["Bernoulli", "Beta", "Binomial", "Categorical", "Cauchy", "Chi2", "Dirichlet", "Distribution",
+           "Exponential", "ExponentialFamily", "Gamma", "Geometric", "Gumbel", "HalfNormal",
+           "Independent", "Kumaraswamy", "Laplace", "LogNormal", "LowRankMultivariateNormal",
+           "MixtureSameFamily", "Multinomial", "MultivariateNormal", "Normal", "OneHotCategorical",
+           "OneHotCategoricalStraightThrough", "Poisson", "RelaxedBernoulli", "RelaxedOneHotCategorical", "StudentT",
+           "TransformedDistribution", "Uniform", "constraints", "kl_divergence", "register_kl", "transforms",
+           "AbsTransform", "AffineTransform", "ComposeTransform", "ExpTransform", "PowerTransform", "SigmoidTransform",
            "SoftplusTransform", "TanhTransform", "Transform"]

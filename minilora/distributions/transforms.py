@@ -9,7 +9,7 @@ from ..ops import softplus
 from . import constraints
 from .utils import _Number, _sum_rightmost, lazy_property
 
-__all__ = ["AbsTransform", "AffineTransform", "ComposeTransform", "ExpTransform", "SigmoidTransform",
+__all__ = ["AbsTransform", "AffineTransform", "ComposeTransform", "ExpTransform", "PowerTransform", "SigmoidTransform",
            "SoftplusTransform", "TanhTransform", "Transform", "identity_transform"]
 
 
@@ -402,3 +402,46 @@ class AffineTransform(Transform):
 
     def inverse_shape(self, shape):
         return self._broadcast(shape)
+
+
+class PowerTransform(Transform):
+    """``y = x ** exponent`` on the positive reals (Kumaraswamy's pair of powers)."""
+    domain = constraints.positive
+    codomain = constraints.positive
+    bijective = True
+
+    def __init__(self, exponent, cache_size=0):
+        super().__init__(cache_size=cache_size)
+        from .utils import broadcast_all
+        (self.exponent,) = broadcast_all(exponent)
+
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return PowerTransform(self.exponent, cache_size=cache_size)
+
+    @lazy_property
+    def sign(self):
+        return self.exponent.sign()
+
+    def __eq__(self, other):
+        if not isinstance(other, PowerTransform):
+            return False
+        return self.exponent.eq(other.exponent).all().item()
+
+    __hash__ = object.__hash__
+
+    def _call(self, x):
+        return x.pow(self.exponent)
+
+    def _inverse(self, y):
+        return y.pow(1 / self.exponent)
+
+    def log_abs_det_jacobian(self, x, y):
+        return (self.exponent * y / x).abs().log()
+
+    def forward_shape(self, shape):
+        return broadcast_shapes(tuple(shape), tuple(getattr(self.exponent, "shape", ())))
+
+    def inverse_shape(self, shape):
+        return broadcast_shapes(tuple(shape), tuple(getattr(self.exponent, "shape", ())))
