@@ -315,12 +315,15 @@ class Context:
         requires grad, ``None`` for one that does not. Where minilora makes of several ops what torch makes
         of one (mse_loss, a convolution with bias), the last one's node shows torch's inputs (its
         ``torch_graph``, see name_node). Kept when backward frees the node, as torch's."""
-        graph = self.__dict__.get("torch_graph")
-        if graph is not None:  # (a number among torch's inputs has no entry, as in torch's nodes)
-            shown = {}  # (one node per entry met twice: a circular pad's copies read the tensor they write)
-            return tuple(_edge(_shown_node(x, shown)) for x in graph if not isinstance(x, (int, float, complex)))
-        if "edges" in self.__dict__:  # a freed node that had a torch_graph
+        saved = self.__dict__
+        graph = saved.get("torch_graph")
+        if graph is not None:
+            return _edges_of(graph)
+        if "edges" in saved:  # a freed node that had a torch_graph
             return self.edges
+        if "frozen_graph" in saved:  # freed, not asked yet: its graph's nodes are made now, once
+            self.edges = edges = _edges_of(saved.pop("frozen_graph"))
+            return edges
         numbers = self.fn.__name__ in _WRAPPED_NUMBERS
         inputs = self.inputs or (None,) * len(self.parents)  # (a freed node whose inputs all had nodes)
         return tuple(_edge(_input_node(x, parent)) for x, parent in zip(inputs, self.parents)
@@ -407,7 +410,8 @@ class Context:
             return names
         # a node shown with other inputs than its own (name_node's graph: the last of several ops) has inputs
         # that are not torch's arguments: it shows none of them
-        shown_otherwise = "torch_graph" in self.__dict__ or "edges" in self.__dict__
+        saved = self.__dict__
+        shown_otherwise = "torch_graph" in saved or "edges" in saved or "frozen_graph" in saved
         return () if shown_otherwise else self.fn.torch_inputs
 
     def _output_as_saved(self):
@@ -513,7 +517,10 @@ class Context:
         """free() of a node whose shown name, edges or saved sizes and scalars read fields it clears: they are
         kept, as torch's node keeps its name, edges and non-tensor saved values after backward."""
         node_name = self.name()  # (read once, before the fields a name may be read from go; kept as it is)
-        edges = self.next_functions if "torch_graph" in saved else None
+        # (the graph's tensors, activations maybe, go; the nodes torch shows are made only if asked for: building
+        # them here, for every LoRA layer's node in every step, was ~1-2 ms of a Llama LoRA step)
+        graph = saved.get("torch_graph")
+        frozen = None if graph is None else _frozen_graph(graph, {})
         output_nr = saved.get("output_nr")  # (a numbered output is a named node: kept at no cost to others)
         shared, outputs_shown = saved.get("shared_node"), saved.get("outputs_shown")
         user_ctx, shown_as = saved.get("user_ctx"), saved.get("shown_as")  # (a user Function's: see _CtxNode)
@@ -524,8 +531,8 @@ class Context:
         self.node_name = node_name
         if module is not None:  # (a user Function's node prints its module after backward too)
             self.python_module = module
-        if edges is not None:
-            self.edges = edges
+        if frozen is not None:
+            self.frozen_graph = frozen
         if output_nr is not None:
             self.output_nr = output_nr
         if shared is not None:
@@ -668,6 +675,33 @@ def _link(x):
     if not isinstance(x, Tensor) or x._requires_grad:
         return x
     return _FLOAT_LEAF if _is_float(x._array.dtype) else _NO_EDGE
+
+
+def _edges_of(graph):
+    """next_functions of a node shown as ``graph`` (a torch_graph, or a freed node's frozen one)."""
+    shown = {}  # (one node per entry met twice: a circular pad's copies read the tensor they write)
+    # (a number among torch's inputs has no entry, as in torch's nodes)
+    return tuple(_edge(_shown_node(x, shown)) for x in graph if not isinstance(x, (int, float, complex)))
+
+
+def _frozen_graph(entry, frozen):
+    """A torch_graph entry as a freed node keeps it: each tensor replaced by what its edge shows, found now (the
+    node it came from, past casts torch makes inside an op, as _input_node; a leaf that requires grad, for its
+    AccumulateGrad; else None), so no activation stays alive; _shown_node makes the nodes if next_functions
+    is asked. ``frozen``: {id of a tuple: its frozen copy}, so an entry met twice stays one."""
+    if isinstance(entry, tuple):
+        copy = frozen.get(id(entry))
+        if copy is None:
+            copy = frozen[id(entry)] = (entry[0], *[_frozen_graph(x, frozen) for x in entry[1:]])
+        return copy
+    if not isinstance(entry, Tensor):
+        return entry  # (a node, a number, None)
+    x, parent = entry, entry._own_node()
+    while parent is not None and parent.fn.shown_as_its_input:
+        x, parent = (parent.inputs[0] if parent.inputs else None), parent.parents[0]
+    if parent is not None:
+        return parent
+    return x if isinstance(x, Tensor) and x._requires_grad else None
 
 
 def _has_edge(x, numbers):

@@ -1,10 +1,14 @@
 """Round 22's faster paths keep their bits: each new path against the reference it replaced (NumPy's port of
 torch's kernel, or torch itself).
 
+* A freed node's torch-shown graph (a LoRA Linear's, PEFT's nodes) keeps the nodes its tensors came from and makes
+  the shown nodes when next_functions is asked, not at every backward.
 * float32_kernels.c's pow, log, atanh and atan2 loops vectorize now (frexpf and fmodf as bit operations and
   selects; pow in three loops over a block): x ** 1.7 on 1M float32 ~34 -> ~4.3 ms on one core of a Zen 4.
   A number exponent has its own kernel, ``ml_pow_scalar`` (no array of copies of it).
 """
+import importlib
+
 import numpy as np
 import pytest
 
@@ -58,3 +62,37 @@ def test_atan2_of_a_huge_y_over_a_tiny_x_is_torchs():
     assert _same_bits(ml.atan2(ml.tensor(y), ml.tensor(x)).numpy(), theirs)
     with float32_math.numpy_port():
         assert _same_bits(ml.atan2(ml.tensor(y), ml.tensor(x)).numpy(), theirs)
+
+
+def _lora_linear():
+    ml.manual_seed(0)
+    model = ml.nn.Sequential(ml.nn.Linear(8, 6))
+    config = ml.lora.LoraConfig(r=2, lora_alpha=4, target_modules=["0"], init_lora_weights=False)
+    return ml.lora.get_peft_model(model, config).train()
+
+
+def _names(node, depth):
+    """A node's name and its next_functions' names (and whether each leaf's AccumulateGrad holds that leaf)."""
+    if node is None or depth == 0:
+        return None if node is None else node.name()
+    leaf = getattr(node, "variable", None)
+    return (node.name(), None if leaf is None else id(leaf), [_names(n, depth - 1) for n, _ in node.next_functions])
+
+
+def test_backward_makes_torchs_shown_nodes_only_when_asked(monkeypatch):
+    """A LoRA Linear's node is shown as PEFT's graph (AddBackward0 of the base's addmm and the branch's mul):
+    backward no longer builds those shown nodes when it frees the node (~1-2 ms a Llama LoRA step); asked for
+    afterwards, next_functions shows what it showed before backward, the same objects each time."""
+    tensor_module = importlib.import_module("minilora.tensor")  # (minilora.tensor is also the function)
+    model, x = _lora_linear(), ml.randn(3, 8, requires_grad=True)
+    out = model(x)
+    before = _names(out.grad_fn, 5)
+    built = []
+    shown_node = tensor_module._shown_node
+    monkeypatch.setattr(tensor_module, "_shown_node", lambda *a: built.append(1) or shown_node(*a))
+    out.sum().backward()
+    assert built == []
+    monkeypatch.setattr(tensor_module, "_shown_node", shown_node)
+    assert _names(out.grad_fn, 5) == before
+    first = out.grad_fn.next_functions
+    assert all(a[0] is b[0] for a, b in zip(first, out.grad_fn.next_functions))
