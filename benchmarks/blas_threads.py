@@ -13,7 +13,10 @@ ONE process, switching the way before each timed step (so the machine's noise hi
 
 Every other op is the same in both. ``ratio`` = split / openblas: below 1.0, minilora's way is faster.
 The difference is OpenBLAS's idle workers, which spin for ~0.1 s after each product and take the
-cores from the threads running the elementwise ops between products.
+cores from the threads running the elementwise ops between products -- and from any other process.
+Run it on a quiet machine and on a busy one: on 2 vCPUs of a Zen 4 EPYC the ratio was 1.08-1.11 idle
+(OpenBLAS's threads faster) and 0.59-1.13 from run to run with other processes on the cores
+(minilora/parallel.py).
 
     python benchmarks/blas_threads.py
 """

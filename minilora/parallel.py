@@ -14,10 +14,16 @@ Blocks of the output are disjoint views, so the threads never write the same mem
 Why not let the BLAS library thread its matrix products, as PyTorch's does? OpenBLAS's worker
 threads keep spinning on their cores for ~0.1 s after each product, waiting for the next one: a
 transformer step alternates products with elementwise ops every millisecond, so those workers
-would compete with the threads running the elementwise work. Instead minilora runs BLAS single-
-threaded and splits the products itself: one set of helper threads for everything, and idle
-helpers sleep. (A Llama training step on 2 cores: 13-18% faster than with OpenBLAS's own
-threading for the products; ``python benchmarks/blas_threads.py``.)
+compete with the threads running the elementwise work, and with every other process on the
+machine. Instead minilora runs BLAS single-threaded and splits the products itself: one set of
+helper threads for everything, and idle helpers sleep. Which is faster depends on the machine and
+on what else runs on it (``python benchmarks/blas_threads.py``, a full fine-tuning step of a small
+Llama on 2 cores, split / OpenBLAS's threads): 0.82-0.87 on the machine this was first measured on;
+on 2 vCPUs of an AMD EPYC (Zen 4, OpenBLAS 0.3.31) 1.08-1.11 while nothing else ran, and anywhere
+from 0.59 to 1.13 (median 0.9 of 6 runs) while other processes shared the two cores (load average
+7-10): spinning workers cost most when something else wants their core. So neither wins
+everywhere; the split stays, for full fine-tuning and LoRA alike (one scheme, and the LoRA step of
+benchmarks/lora_step.py is measured with it): at worst ~10% slower on an idle machine of that kind.
 
 Nothing of this touches the process at ``import minilora``. BLAS runs on one thread only *while
 minilora computes* -- ``with computing():`` around a module's forward, a backward pass and every
