@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -32,21 +31,36 @@ def is_production(kernel):
     return not kernel.endswith("_v1")  # v1 is the naive teaching version, never picked by pick_version
 
 
-@pytest.fixture(scope="module")
-def ptxas(tmp_path_factory):
-    """{(file, arch): CompletedProcess} -- all compiles at once, in parallel (nvcc is slow)."""
-    out = tmp_path_factory.mktemp("cubin")
+def compile_all(out):
+    """{(file, arch): CompletedProcess} of ``nvcc -cubin --resource-usage`` on every source for every arch, one
+    after the other, each cubin written to the folder ``out``: the session's background run (tests/background_runs.py),
+    on the core the main process leaves idle, as nvcc is slow (~30 s of CI's main process when run here)."""
     folder = kernels.kernel_dir()
+    return {(name, arch): subprocess.run(
+        ["nvcc", "-cubin", f"-arch={arch}", "--resource-usage", "-I", str(folder), str(folder / name),
+         "-o", os.path.join(out, f"{name}.{arch}.cubin")], capture_output=True, text=True)
+        for name in SOURCES for arch in ARCHS}
 
-    def compile_one(job):
-        name, arch = job
-        cmd = ["nvcc", "-cubin", f"-arch={arch}", "--resource-usage", "-I", str(folder), str(folder / name),
-               "-o", str(out / f"{name}.{arch}.cubin")]
-        return subprocess.run(cmd, capture_output=True, text=True)
 
-    jobs = [(name, arch) for name in SOURCES for arch in ARCHS]
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        return dict(zip(jobs, pool.map(compile_one, jobs)))
+def _submit(runs):
+    """Queue the compiles (a no-op when queued already) ahead of the session's later runs: this file runs early."""
+    runs.submit(RUN, __name__, "compile_all", str(runs.folder("cubin")))
+
+
+RUN = "nvcc --resource-usage of kernels/*.cu"
+
+
+def start_background_runs(items, runs):
+    if shutil.which("nvcc") is not None and any(getattr(getattr(item, "module", None), "__name__", None) == __name__
+                                                 for item in items):
+        _submit(runs)
+
+
+@pytest.fixture(scope="module")
+def ptxas(background):
+    """{(file, arch): CompletedProcess} -- every compile, from the background run (or one started here)."""
+    _submit(background)
+    return background.result(RUN)
 
 
 def test_every_kernel_file_is_checked():
