@@ -63,7 +63,7 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
            "onednn_gelu_erf_derivative", "aten_gelu_erf_derivative", "onednn_runs_gelu_erf",
            "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2",
-           "silu_and_sigmoid", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
+           "silu_and_sigmoid", "relooped", "SIGMOID", "MISH_TANH", "GELU_TANH", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
            "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]
 
@@ -1640,10 +1640,10 @@ def scalar_tail(n, threads=None, step=_VECTOR_STEP):
 def scalar_positions(*operands, step=_VECTOR_STEP, grain=None):
     """Where torch's ``cpu_kernel_vec`` runs its scalar lambda on operands of one shape (NumPy arrays, or numbers),
     as indices into the result's C order: a list of slices, or of one index array. C-contiguous operands: the
-    tails of ``scalar_tail``. Other layouts as TensorIterator loops them: the dims in memory order (sorted by the
-    operands' strides), those of size 1 dropped, neighbours stepping through memory as one merged; an innermost
-    dim along which an operand is not contiguous (``x[::2]``, ``x[:, ::2]``) takes ``basic_loop``, the scalar
-    lambda on every element; else each row of that dim (a thread's chunk cut at row ends) its last
+    tails of ``scalar_tail``. Other layouts as TensorIterator loops them: the dims in its order (reorder_dimensions'
+    insertion sort by the operands' strides, where a broadcast stride of 0 decides nothing), those of size 1 dropped, neighbours stepping through memory as one merged; an innermost
+    dim along which an operand is not contiguous (``x[::2]``, ``x[:, ::2]``), or two operands broadcast (stride 0:
+    ``is_contiguous_scalar`` takes one), takes ``basic_loop``, the scalar lambda on every element; else each row of that dim (a thread's chunk cut at row ends) its last
     ``len % step`` (a transpose of a contiguous tensor: one row, in memory order)."""
     first = operands[0]
     if len(operands) == 1 and type(first) is np.ndarray and first.flags.c_contiguous and first.size < _GRAIN_SIZE:
@@ -1654,8 +1654,9 @@ def scalar_positions(*operands, step=_VECTOR_STEP, grain=None):
     if n == 0 or all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays) or CPU_CAPABILITY == "default":
         return [slice(start, stop) for start, stop in scalar_tail(n, step=step)]
     shape = arrays[0].shape
-    dims = sorted((d for d in range(len(shape)) if shape[d] > 1),
-                  key=lambda d: -max(abs(a.strides[d]) for a in arrays))  # (outermost first; 0: broadcast)
+    from .float32_sums import sort_dimensions  # (reorder_dimensions: a broadcast stride 0 has no say in the order)
+    order = sort_dimensions(reversed(range(len(shape))), shape, [a.strides for a in arrays])  # (innermost first)
+    dims = [d for d in reversed(order) if shape[d] > 1]  # (outermost first)
     rows = [[d] for d in dims[-1:]]
     for d in reversed(dims[:-1]):  # (merge d into the row inside it where every operand steps on through it)
         inner = rows[-1][0]
@@ -1666,8 +1667,9 @@ def scalar_positions(*operands, step=_VECTOR_STEP, grain=None):
     if not rows:
         return [slice(start, stop) for start, stop in scalar_tail(n, step=step)]
     inner = rows[0][-1]
-    if not all(a.strides[inner] in (0, a.itemsize) for a in arrays):
-        return [slice(0, n)]  # (basic_loop)
+    steps = [a.strides[inner] for a in arrays]
+    if not all(step in (0, a.itemsize) for step, a in zip(steps, arrays)) or steps.count(0) > 1:
+        return [slice(0, n)]  # (basic_loop: the vectorized loop takes one operand broadcast along the row, no more)
     row = int(np.prod([shape[d] for d in rows[0]]))
     rank = np.zeros(shape, np.intp)  # each element's place in the iterator's (memory) order
     multiplier = 1
@@ -1680,6 +1682,42 @@ def scalar_positions(*operands, step=_VECTOR_STEP, grain=None):
     piece_stop = np.minimum(np.minimum(piece_start - piece_start % row + row, in_order - in_order % chunk + chunk), n)
     scalar = in_order >= piece_stop - (piece_stop - piece_start) % step
     return [np.flatnonzero(scalar[rank.reshape(-1)])]
+
+
+def _one_loop(forward, backward):
+    """Do two loops over arrays of one shape run their scalar lambda on the same elements? (Yes where every operand
+    is C-contiguous, or a broadcast number: each loop's tail is the last ``n % step`` of the whole.)"""
+    return all(not np.ndim(a) or a.flags.c_contiguous or not any(a.strides) for a in (*forward, *backward))
+
+
+def relooped(saved, x, forward, backward, lambdas):
+    """``saved``, a value minilora's forward computed for each element of ``x`` in the forward kernel's loop (over
+    the operands ``forward``), as the backward kernel's loop (over ``backward``: the gradient, then ``x``) computes
+    it again: silu's sigmoid, mish's and gelu's tanh, which torch's backward recomputes rather than saves. Where
+    the loops take ``x``'s elements in other orders (a transposed input beside a contiguous gradient: basic_loop,
+    all scalar), an element one computed with its vectorized lambda and the other with its scalar one (C's
+    functions) is recomputed by the backward's: ``lambdas`` (vectorized, scalar) of those elements (``SIGMOID``,
+    ``MISH_TANH``, ``GELU_TANH``). C order, ``x``'s shape."""
+    if CPU_CAPABILITY == "default" or _one_loop(forward, backward):
+        return saved
+    was, now = _scalar_mask(forward, x.size), _scalar_mask(backward, x.size)
+    changed = was != now
+    if not changed.any():
+        return saved
+    out = np.array(saved, _F32, order="C")
+    flat, values = out.reshape(-1), np.ascontiguousarray(x, _F32).reshape(-1)
+    vector, scalar = lambdas
+    for positions, formula in ((changed & now, scalar), (changed & was, vector)):
+        if positions.any():
+            flat[positions] = formula(values[positions])
+    return out
+
+
+def _scalar_mask(operands, n):
+    mask = np.zeros(n, bool)
+    for where in scalar_positions(*operands):
+        mask[where] = True
+    return mask
 
 
 def _thread_chunk(n, threads=None, grain=None):
@@ -1817,12 +1855,11 @@ def sleef_exp2(x):
 
 def mish(x):
     """torch's float32 ``mish`` and its tanh: ``x tanh(log1p(exp(x)))``, SLEEF's three (C's in the tail)."""
-    def scalar(v):
-        return c_function("tanhf", c_function("log1pf", c_function("expf", v)))
+    scalar = _scalar_mish_tanh
     compiled = _loop_natively("ml_mish", [x], _two_like(x), (), lambda v: (v * scalar(v), scalar(v)))
     if compiled is not None:
         return tuple(compiled)
-    t = _in_loop(x, lambda v: sleef_tanh(sleef_log1p(sleef_exp(v))), scalar)
+    t = _in_loop(x, _vector_mish_tanh, scalar)
     return x * t, t
 
 
@@ -1917,6 +1954,26 @@ def sigmoid(x):
 def _scalar_sigmoid(x):
     """sigmoid in torch's scalar tail: C's ``expf``."""
     return _EXP_C["one"] / (_EXP_C["one"] + c_function("expf", -x))
+
+
+def _vector_sigmoid(x):
+    """sigmoid in torch's vectorized body: SLEEF's exp."""
+    return _EXP_C["one"] / (_EXP_C["one"] + sleef_exp(np.negative(x)))
+
+
+def _vector_mish_tanh(x):
+    return sleef_tanh(sleef_log1p(sleef_exp(x)))
+
+
+def _scalar_mish_tanh(x):
+    return c_function("tanhf", c_function("log1pf", c_function("expf", x)))
+
+
+# (vectorized, scalar) lambdas of the values a backward kernel recomputes from its input (``relooped``)
+SIGMOID = (_vector_sigmoid, _scalar_sigmoid)
+MISH_TANH = (_vector_mish_tanh, _scalar_mish_tanh)
+GELU_TANH = (lambda x: _gelu_tanh_formula(x, sleef_tanh)[1],
+             lambda x: _gelu_tanh_formula(x, lambda inner: c_function("tanhf", inner))[1])
 
 
 def mish_backward(g, x, t):

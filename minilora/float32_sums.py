@@ -329,7 +329,9 @@ def serial_sums(a, axes, squares=False):
     each rounded (NormTwoOps' ``acc + x * x``: not fused, checked against torch on AVX-512)."""
     axes = tuple(sorted(axis % a.ndim for axis in axes))
     kept = [axis for axis in range(a.ndim) if axis not in axes]
-    reduced = sorted(axes, key=lambda axis: -a.strides[axis])  # (outermost first: the iterator's memory order)
+    inner_first = [dim[3] for dim in _iterator_dims(a, axes) if not dim[2]]  # (a broadcast dim decides nothing)
+    reduced = [axis for axes_ in reversed(inner_first) for axis in reversed(axes_)]  # (outermost first)
+    reduced += [axis for axis in axes if a.shape[axis] == 1]
     rows = np.transpose(a, kept + reduced).reshape([a.shape[axis] for axis in kept] + [-1])
     count = rows.shape[-1]
     chunk = thread_chunk(count) if rows.size == count else count  # (several outputs: split among threads)
@@ -668,6 +670,8 @@ def sum_like_torch(grad, axes):
     half = getattr(_SIXTEEN_BIT_BACKWARD, "dtype", None)
     if half is not None and grad.dtype == np.float32:
         return sum_like_torch(grad.astype(half), axes).astype(np.float32)
+    if type(grad) is np.ndarray and any(step < 0 for step in grad.strides):  # (a backward's flipped view, cumsum's:
+        grad = grad.copy(order="K")  # torch's flip is a copy, its strides positive in the same order)
     total = torch_order_sum(grad, axes)
     if total is None:
         wide = np.float32 if grad.itemsize == 2 and is_floating(grad.dtype) else None

@@ -664,8 +664,10 @@ class Silu(Function):
     @staticmethod
     def backward(ctx, g):
         gx = xp_of(g).empty(g.shape, g.dtype)  # C order, as in forward
-        # gx = g * s * (1 + a * (1 - s))
-        parallel.rows(fastmath.silu_backward, g.reshape(-1), ctx.a.reshape(-1), ctx.s.reshape(-1),
+        s = ctx.s  # gx = g * s * (1 + a * (1 - s)); torch's kernel recomputes s, in its own loop over (g, a)
+        if _numpy_float32(g):
+            s = float32_math.relooped(s, ctx.a, (ctx.a,), (g, ctx.a), float32_math.SIGMOID)
+        parallel.rows(fastmath.silu_backward, g.reshape(-1), ctx.a.reshape(-1), s.reshape(-1),
                       gx.reshape(-1), work_per_row=1)
         return gx
 
@@ -748,10 +750,13 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.approximate == "tanh":
-            compiled = float32_math.gelu_tanh_backward(g, ctx.a, ctx.t) if _numpy_float32(g) else None
+            t = ctx.t  # (torch's kernel recomputes the tanh, in its own loop over (g, a))
+            if _numpy_float32(g):
+                t = float32_math.relooped(t, ctx.a, (ctx.a,), (g, ctx.a), float32_math.GELU_TANH)
+            compiled = float32_math.gelu_tanh_backward(g, ctx.a, t) if _numpy_float32(g) else None
             if compiled is not None:  # (float32: the formula below, compiled, one pass)
                 return compiled
-            return float32_math.in_cache_slices(lambda g, a, t: g * _gelu_tanh_derivative(a, t), g, ctx.a, ctx.t)
+            return float32_math.in_cache_slices(lambda g, a, t: g * _gelu_tanh_derivative(a, t), g, ctx.a, t)
         if ctx.deriv is None:  # (torch's GeluBackwardKernelImpl over (grad, input): see aten_gelu_erf_derivative)
             return parallel.multiply(g, float32_math.aten_gelu_erf_derivative(ctx.aten_input, g))
         return parallel.multiply(g, ctx.deriv)
@@ -2544,10 +2549,15 @@ class Mish(Function):
     @staticmethod
     def backward(ctx, g):
         a, t = ctx.a, ctx.t  # torch's mish_backward: g * (t + (a * sigmoid(a)) * (1 - t * t)), two FMAs
+        if _numpy_float32(g):  # (torch's kernel recomputes t, in its own loop over (g, a))
+            t = float32_math.relooped(t, a, (a,), (g, a), float32_math.MISH_TANH)
         compiled = float32_math.mish_backward(g, a, t) if _numpy_float32(g) else None
         if compiled is not None:  # (float32: the formula below, compiled, one pass)
             return compiled
-        sigmoid = float32_math.sigmoid(a) if _numpy_float32(a) else _sigmoid(xp_of(g), a)  # (torch's kernel's)
+        if _numpy_float32(a):  # (torch's kernel's, in its loop over (g, a))
+            sigmoid = float32_math.relooped(float32_math.sigmoid(a), a, (a,), (g, a), float32_math.SIGMOID)
+        else:
+            sigmoid = _sigmoid(xp_of(g), a)
         return float32_math.in_cache_slices(
             lambda g, a, s, t: g * fastmath.multiply_add(a * s, fastmath.multiply_add(-t, t, 1), t), g, a, sigmoid, t)
 

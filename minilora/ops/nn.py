@@ -189,7 +189,9 @@ class CrossEntropy(Function):
         ctx.counted = valid  # (which rows count at all: see backward)
         if weight is not None:  # each row counts with its class's weight (0 when ignored)
             valid = xp.where(valid, _weight_of(weight, safe_targets), 0).astype(logits.dtype, copy=False)
-        probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], logits.dtype)
+        # (C order, as torch's log_softmax result, whatever the logits' layout: empty_like lays an expanded one's
+        # out column-major, and the gradient with it)
+        probs, losses = xp.empty(logits.shape, logits.dtype), xp.empty(logits.shape[0], logits.dtype)
         if logits.size:
             parallel.rows(_cross_entropy_rows, logits, safe_targets, valid, probs, losses)
             losses[~ctx.counted] = 0  # an ignored row's loss is torch's 0, not its class 0's loss times 0 (a -inf
@@ -352,13 +354,21 @@ class Glu(Function):
         xp = xp_of(x)
         half = x.shape[dim] // 2
         a, b = xp.split(x, 2, axis=dim) if x.shape[dim] else (x, x)
-        s = float32_math.sigmoid(b) if type(b) is np.ndarray and b.dtype == np.float32 else 1 / (1 + xp.exp(-b))
-        ctx.a, ctx.s, ctx.dim, ctx.half = a, s, dim, half
+        if type(b) is np.ndarray and b.dtype == np.float32:  # (torch's loop runs over (a, b), not b alone)
+            s = float32_math.relooped(float32_math.sigmoid(b), b, (b,), (a, b), float32_math.SIGMOID)
+        else:
+            s = 1 / (1 + xp.exp(-b))
+        ctx.a, ctx.b, ctx.s, ctx.dim, ctx.half = a, b, s, dim, half
         return xp.ascontiguousarray(a * s)
 
     @staticmethod
     def backward(ctx, g):
         xp, a, s = xp_of(g), ctx.a, ctx.s
+        if type(g) is np.ndarray and s.dtype == np.float32:  # (torch's sigmoid_out into the gradient's first half)
+            dim = ctx.dim % g.ndim
+            into = np.empty(g.shape[:dim] + (2 * ctx.half,) + g.shape[dim + 1:], np.float32)
+            into = np.split(into, 2, axis=dim)[0]  # (a view of a new contiguous gradient: its strides)
+            s = float32_math.relooped(s, ctx.b, (ctx.b,), (into, ctx.b), float32_math.SIGMOID)
         return xp.concatenate([s * g, (1 - s) * s * a * g], axis=ctx.dim)
 
 

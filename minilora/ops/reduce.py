@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import amp as _amp, float32_math, float32_sums, parallel, return_types, std_sort
 from ..device import xp_of
+from ..factories import in_iterator_layout
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import bool_argument, compute_dtype, get_default_dtype, int_argument, is_floating, promote_types, to_dtype
 from ..dtypes import torch_name
@@ -192,7 +193,10 @@ class Mean(Function):
             g = (g.astype(wide, copy=False) / wide.type(ctx.count)).astype(g.dtype, copy=False)
         else:
             g = g * np.nan
-        return _spread(g, ctx.shape).astype(g.dtype, copy=False)
+        spread = _spread(g, ctx.shape)
+        # torch divides the expanded gradient: a new tensor in its iterator's layout, not a broadcast view (an
+        # expanded input's gradient then sums that tensor, in its order: x.expand(3, 4).mean(1))
+        return in_iterator_layout(spread, [spread]) if type(spread) is np.ndarray else spread
 
 
 def _mean_as_torch(a, axes, keepdims):
@@ -260,9 +264,11 @@ class Prod(Function):
     @staticmethod
     def forward(ctx, a, axis, keepdims=False):
         ctx.a, ctx.axis, ctx.keepdims = a, axis, keepdims
-        if a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.flags.c_contiguous \
-                and axis % a.ndim == a.ndim - 1:
-            out = _row_products_as_torch(a.reshape(-1, a.shape[-1])).reshape(a.shape[:-1] + (1,))
+        if a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.strides[axis] == a.itemsize:
+            # (the product runs along contiguous memory: a row's, a transpose's column, an expanded row's)
+            rows = np.moveaxis(a, axis, -1)
+            out = _row_products_as_torch(rows.reshape(-1, a.shape[axis])).reshape(rows.shape[:-1] + (1,))
+            out = np.moveaxis(out, -1, axis)
         elif a.itemsize != 2 or not is_floating(a.dtype) or a.shape[axis] == 0:
             out = a.prod(axis=axis, keepdims=True, dtype=a.dtype)  # (NumPy: int8 -> int64, bool -> int64)
         else:
