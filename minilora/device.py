@@ -10,8 +10,8 @@ Four devices, one interface:
   CuPy imports *and* a GPU answers.
 * ``meta`` -- torch's device of shapes without values: a tensor there has a shape, a dtype and strides,
   and no number of it may be read (``item()``, ``numpy()``, a copy to another device refuse, in torch's
-  words). Its arrays are NumPy zeros in pages the OS has not handed out yet (``np.zeros`` is calloc: a
-  page is backed only when written), so a model built there costs no memory, and an op on meta tensors
+  words). Its arrays are zeros in pages the OS has not handed out yet (``unwritten_zeros``: a page is
+  backed only when written), so a model built there costs no memory, and an op on meta tensors
   computes its result's shape, dtype and strides without its arithmetic (minilora/ops/meta.py: a shape
   rule per op family; an op without one runs on those zeros). See ``_MetaArrays``. Always enabled.
 
@@ -21,6 +21,7 @@ thread, nested blocks restored in order, an exception included).
 
 A device that cannot run says so through ``enabled()`` and ``why_disabled``; nothing fails at import.
 """
+import mmap
 import os
 import shutil
 import threading
@@ -164,36 +165,78 @@ class Device:
 NO_DATA = "Cannot copy out of meta tensor; no data!"  # (torch's words, wherever a meta tensor's values would leave)
 
 
+class _UnwrittenPages:
+    """Memory for meta arrays that no page of is ever backed: each array a range of its own in a large anonymous
+    mapping nobody writes (its pages cost nothing until touched). ``np.zeros`` would not do: calloc serves a block
+    under glibc's mmap threshold (128 KiB, raised up to 32 MiB once a larger block is freed) from the heap, which
+    it clears by writing -- 100k small meta tensors cost their whole size. An array of ``OWN_MAPPING`` bytes or
+    more gets a mapping of its own; smaller ones share a ``REGION``, which goes back to the OS once its last
+    array is gone. Each array's ``base`` is an array of its own bytes, so no two meta arrays look like
+    views of one storage (tensor._share_storage)."""
+
+    REGION = 1 << 30  # (address space, not memory: MAP_NORESERVE, no commit charge either)
+    OWN_MAPPING = 1 << 24
+    _FLAGS = mmap.MAP_PRIVATE | getattr(mmap, "MAP_NORESERVE", 0x4000)
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._region, self._used = None, self.REGION
+
+    def zeros(self, shape, dtype=float, order="C"):
+        dtype = np.dtype(dtype)
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        if dtype.hasobject or nbytes <= 0 or min(shape, default=0) < 0:  # (NumPy's own zeros, or its error)
+            return np.zeros(shape, dtype, order)
+        mapping, start = self._place(nbytes)
+        # (the bytes as an array of their own -- the base of the result, a view of them -- so that no two meta
+        # arrays have one base)
+        return np.frombuffer(mapping, np.uint8, nbytes, start).view(dtype).reshape(shape, order=order)
+
+    def _place(self, nbytes):
+        """A mapping, and where in it ``nbytes`` never-written bytes start (aligned to 64, as NumPy's own)."""
+        if nbytes >= self.OWN_MAPPING:
+            return mmap.mmap(-1, nbytes, flags=self._FLAGS), 0
+        with self._lock:
+            if self._used + nbytes > self.REGION:
+                self._region, self._used = mmap.mmap(-1, self.REGION, flags=self._FLAGS), 0
+            start, self._used = self._used, self._used + -(-nbytes // 64) * 64
+            return self._region, start
+
+
+unwritten_zeros = _UnwrittenPages().zeros
+
+
 class _MetaArrays:
     """The meta device's array module: NumPy's, but the arrays it makes from data or shapes are zeros
-    in memory nobody has written (``np.zeros`` asks calloc, whose large blocks are fresh pages the
-    OS backs only when written). Nothing is copied into a meta tensor, and nothing is read out of it:
-    Tensor refuses (``NO_DATA``). Every other name is NumPy's own (``xp.where``, ``xp.ndarray``)."""
+    in memory nobody has written (``unwritten_zeros``: pages the OS backs only when written). Nothing is copied
+    into a meta tensor, and nothing is read out of it: Tensor refuses (``NO_DATA``). Every other name is NumPy's
+    own (``xp.where``, ``xp.ndarray``)."""
 
     def __getattr__(self, name):
         return getattr(np, name)
 
     @staticmethod
     def zeros(shape, dtype=float, order="C"):
-        return np.zeros(shape, dtype, order)
+        return unwritten_zeros(shape, dtype, order)
 
     @staticmethod
     def asarray(data, dtype=None, **_):
         shape, data_dtype = _shape_and_dtype(data)
-        return np.zeros(shape, data_dtype if dtype is None else dtype)
+        return unwritten_zeros(shape, data_dtype if dtype is None else dtype)
 
     array = asarray
     empty = ones = zeros
 
     @staticmethod
     def zeros_like(a, dtype=None, **_):
-        return np.zeros(np.shape(a), a.dtype if dtype is None else dtype)
+        return unwritten_zeros(np.shape(a), a.dtype if dtype is None else dtype)
 
     empty_like = ones_like = zeros_like
 
     @staticmethod
     def full(shape, fill_value, dtype=None, **_):
-        return np.zeros(shape, np.asarray(fill_value).dtype if dtype is None else dtype)
+        return unwritten_zeros(shape, np.asarray(fill_value).dtype if dtype is None else dtype)
 
 
 def _shape_and_dtype(data):
@@ -251,6 +294,12 @@ def device(name=None):
 
 def default_device():
     return device(None)
+
+
+def default_is_meta():
+    """Is this thread's default device meta (set_default_device, a ``with device("meta")`` block)? A quick
+    look (factories ask it for every tensor): MINILORA_DEVICE=meta is not read here."""
+    return _default.name == "meta"
 
 
 def set_default_device(name):

@@ -28,6 +28,7 @@ import numpy as np
 from . import dtypes, float32_sums, parallel as _parallel, return_types
 from . import random as _random
 from .device import META, all_devices as _all_devices, device as _get_device, xp_of
+from .device import default_is_meta as _default_is_meta, unwritten_zeros as _unwritten
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
 from . import tensor as _tensor_module
 from .tensor import _NAMED_BY_FIELDS, Function, Tensor, no_forward_formula, refuse_negative_strides, share_node
@@ -185,10 +186,16 @@ def _device_of(device):
     return _get_device(device)
 
 
+def _for_meta(device):
+    """Is a factory's result going to the meta device (named, or this thread's ``with device("meta")`` block)?
+    Its values are then never made, not even for a moment: unwritten zeros stand for them (device.py)."""
+    return _default_is_meta() if device is None else _device_of(device) is META
+
+
 def _undrawn(shape, dtype, requires_grad=False):
     """A random factory's result on the meta device: a meta tensor has no values, so nothing is drawn
     and the generator stays where it was, as torch's."""
-    return _make(np.zeros(shape, dtype), dtype, META, requires_grad)
+    return _make(_unwritten(shape, dtype), dtype, META, requires_grad)
 
 
 # ---- filled with one value -----------------------------------------------------------------------
@@ -200,16 +207,17 @@ def zeros(*size, dtype=None, layout=None, device=None, pin_memory=False, require
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("zeros", layout, pin_memory, device)
     dtype = _float_dtype(dtype)
-    on_meta = device is not None and _device_of(device) is META
+    on_meta = _for_meta(device)
     shape = _sizes(size, keywords, "zeros", None if on_meta else _ZEROS_NEGATIVE)
-    return _make(np.zeros(shape, dtype), dtype, device, requires_grad)
+    return _make((_unwritten if on_meta else np.zeros)(shape, dtype), dtype, device, requires_grad)
 
 
 def ones(*size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False, **keywords):
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("ones", layout, pin_memory, device)
     dtype = _float_dtype(dtype)
-    return _make(np.ones(_sizes(size, keywords, "ones"), dtype), dtype, device, requires_grad)
+    return _make((_unwritten if _for_meta(device) else np.ones)(_sizes(size, keywords, "ones"), dtype), dtype,
+                 device, requires_grad)
 
 
 def empty(*size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False, memory_format=None,
@@ -219,7 +227,8 @@ def empty(*size, dtype=None, layout=None, device=None, pin_memory=False, require
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("empty", layout, pin_memory, device)
     dtype = _float_dtype(dtype)
-    result = _make(np.zeros(_sizes(size, keywords, "empty"), dtype), dtype, device, requires_grad)
+    result = _make((_unwritten if _for_meta(device) else np.zeros)(_sizes(size, keywords, "empty"), dtype), dtype,
+                   device, requires_grad)
     if memory_format not in (None, contiguous_format, preserve_format):
         result._array = laid_out_copy(result._array, memory_format)  # (a fresh leaf)
     return result
@@ -248,6 +257,9 @@ def full(size, fill_value, *, dtype=None, layout=None, device=None, pin_memory=F
     if not isinstance(size, (tuple, list)):  # torch's full, unlike ones/zeros, takes no bare number
         raise TypeError(f"full(): argument 'size' (position 1) must be tuple of ints, not {type(size).__name__}")
     size = _size((size,), "full")
+    if _for_meta(device):
+        _filled((), fill_value, dtype)  # (the value is checked against the dtype all the same, as torch's)
+        return _make(_unwritten(size, dtype), dtype, device, requires_grad)
     return _make(_filled(size, fill_value, dtype), dtype, device, requires_grad)
 
 
@@ -263,8 +275,8 @@ def zeros_like(input, *, dtype=None, layout=None, device=None, pin_memory=False,
     if layout is not None or pin_memory is not False:
         check_layout("zeros_like", layout, pin_memory, device)
     dtype, device = _like(input, dtype, device)
-    return _laid_out_like(input, memory_format, lambda shape: _make(np.zeros(shape, dtype), dtype, device,
-                                                                    requires_grad))
+    fill = _unwritten if _for_meta(device) else np.zeros
+    return _laid_out_like(input, memory_format, lambda shape: _make(fill(shape, dtype), dtype, device, requires_grad))
 
 
 def ones_like(input, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
@@ -272,8 +284,8 @@ def ones_like(input, *, dtype=None, layout=None, device=None, pin_memory=False, 
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("ones_like", layout, pin_memory, device)
     dtype, device = _like(input, dtype, device)
-    return _laid_out_like(input, memory_format, lambda shape: _make(np.ones(shape, dtype), dtype, device,
-                                                                    requires_grad))
+    fill = _unwritten if _for_meta(device) else np.ones
+    return _laid_out_like(input, memory_format, lambda shape: _make(fill(shape, dtype), dtype, device, requires_grad))
 
 
 def empty_like(input, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False,
@@ -1391,7 +1403,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
         raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: "
                            f"{dtypes.torch_name(input.dtype)}")
     if input.is_meta:  # (nothing to draw from: no draws, as torch's)
-        return _make(np.zeros(tuple(input.shape[:-1]) + (num_samples,), np.int64), dtypes.int64, META, False)
+        return _make(_unwritten(tuple(input.shape[:-1]) + (num_samples,), np.int64), dtypes.int64, META, False)
     weights = _host(input)
     if weights.ndim not in (1, 2):
         raise RuntimeError("prob_dist must be 1 or 2 dim")
@@ -1584,7 +1596,7 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, layout=None,
     if like.dtype.kind != "c":  # (a complex mean: torch's complex normal_, each part with std / sqrt(2))
         _refuse_integer(like, "normal_kernel_cpu")
     if like.is_meta:
-        return _make(np.zeros(_broadcast(np.shape(mean), np.shape(std)), like.dtype), like.dtype, META, False)
+        return _make(_unwritten(_broadcast(np.shape(mean), np.shape(std)), like.dtype), like.dtype, META, False)
     if isinstance(std, Tensor):
         if np.any(_host(std) < 0):  # (NaN passes, as in torch)
             raise RuntimeError("normal expects all elements of std >= 0.0")
@@ -1624,7 +1636,7 @@ def bernoulli(input, p=None, *, generator=None):
     ``input``'s dtype (a floating one). ``bernoulli(input, p)``: a tensor like ``input`` (any dtype)
     drawn with the one probability ``p``."""
     if input.is_meta:
-        return _make(np.zeros(input.shape, input.dtype), input.dtype, META, False)
+        return _make(_unwritten(input.shape, input.dtype), input.dtype, META, False)
     if p is not None:  # (torch's graph of this one has no derivative: backward raises)
         out = _drawn(_bernoulli_draws(p, input.shape, generator), input.dtype, input.device)
         return _without_derivative(out, input, "bernoulli") if input.requires_grad and _grad_enabled() else out
@@ -1670,7 +1682,7 @@ def poisson(input, generator=None):
     -2**63 (its int64 overflow)."""
     _refuse_integer(input, "poisson_cpu")
     if input.is_meta:
-        return _make(np.zeros(input.shape, input.dtype), input.dtype, META, False)
+        return _make(_unwritten(input.shape, input.dtype), input.dtype, META, False)
     rates = _host(input)
     negative = np.flatnonzero(~(rates.reshape(-1) >= 0))  # (NaN fails too)
     if negative.size:  # (torch's kernel checks each rate as it draws: those before it have drawn)

@@ -32,6 +32,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from . import dtypes
+from .device import unwritten_zeros
 
 __all__ = ["Builders", "kind", "read", "write_zip", "weights_only_message", "unsupported_global", "NotTorchData",
            "NotRebuilt", "TensorParts"]
@@ -247,7 +248,7 @@ class _Rebuilds:
         """A meta tensor: torch saves its dtype, size and strides, and no storage (there are no values)."""
         if not isinstance(dtype, np.dtype) or not all(isinstance(n, int) and n >= 0 for n in size):
             raise pickle.UnpicklingError(f"_rebuild_meta_tensor_no_storage got dtype {dtype!r}, size {size!r}")
-        return self.builders.tensor(np.zeros(tuple(size), dtype), bool(requires_grad), "meta")
+        return self.builders.tensor(unwritten_zeros(tuple(size), dtype), bool(requires_grad), "meta")
 
     def parameter(self, data, requires_grad, backward_hooks):
         return self.builders.parameter(data, bool(requires_grad))

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import dtypes, parallel
-from ..device import NO_DATA, Device
+from ..device import NO_DATA, Device, unwritten_zeros
 from ..size import Size
 from ..device import device as _get_device
 from ..tensor import Function as _Node
@@ -1144,7 +1144,7 @@ def _array(value):
 
 def _convert(array, dev, dtype, meta=False):
     if dtype is not None and array.dtype != dtype:  # (a meta tensor's cast: zeros nobody writes, see ops/meta.py)
-        array = np.zeros(array.shape, dtype) if meta else dtypes.cast(array, dtype)
+        array = unwritten_zeros(array.shape, dtype) if meta else dtypes.cast(array, dtype)
     if dev is not None:
         if dev.xp is np:
             array = array if isinstance(array, np.ndarray) else array.get()

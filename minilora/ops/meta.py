@@ -22,6 +22,7 @@ backward formula; a user's autograd.Function still runs its own backward (``Func
 import numpy as np
 
 from .. import factories
+from ..device import unwritten_zeros
 from .conv import AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, CubicResize, LinearResize, MaxPool2d, NearestResize
 from .elementwise import Clone, ToDevice
 from .lora import LoraLinear
@@ -142,11 +143,11 @@ def clone_order(cls, shape, arrays, options):
 
 
 def unwritten(shape, dtype, order=None):
-    """Zeros of ``shape`` and ``dtype`` nobody writes (calloc's fresh pages: no memory until written),
+    """Zeros of ``shape`` and ``dtype`` nobody writes (device.unwritten_zeros: no memory until written),
     their dimensions laid out outermost first in ``order`` (default: C order)."""
     if order is None or tuple(order) == tuple(range(len(shape))):
-        return np.zeros(shape, dtype)
-    buffer = np.zeros(tuple(shape[i] for i in order), dtype)
+        return unwritten_zeros(shape, dtype)
+    buffer = unwritten_zeros(tuple(shape[i] for i in order), dtype)
     return buffer.transpose(tuple(np.argsort(order)))
 
 

@@ -2186,7 +2186,7 @@ def _attention_bias(attn_mask, query, tq, tk, is_causal, dtype):
     xp = xp_of(query._array)
     causal = None
     if is_causal and query.is_meta:  # (a meta query's scores have no values: the bias is for their shape only,
-        causal = np.zeros((tq, tk), dtype)  # zeros nobody writes, as minilora/ops/meta.py's results)
+        causal = xp.zeros((tq, tk), dtype)  # zeros nobody writes, as minilora/ops/meta.py's results)
     elif is_causal:  # top-left: query i sees keys 0..i
         allowed = np.arange(tk)[None, :] <= np.arange(tq)[:, None]
         causal = xp.asarray(np.where(allowed, 0, -np.inf).astype(dtype))
