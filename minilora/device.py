@@ -29,7 +29,7 @@ import threading
 import numpy as np
 
 __all__ = ["Device", "device", "default_device", "get_default_device", "set_default_device", "xp_of",
-           "all_devices", "cache_slices", "CHUNK", "META", "NO_DATA"]
+           "all_devices", "cache_slices", "CHUNK", "META", "NO_DATA", "unwritten_zeros", "holds_no_values"]
 
 
 class UnknownDeviceError(RuntimeError, ValueError):
@@ -165,6 +165,18 @@ class Device:
 NO_DATA = "Cannot copy out of meta tensor; no data!"  # (torch's words, wherever a meta tensor's values would leave)
 
 
+class _UnwrittenMapping(mmap.mmap):
+    """An anonymous mapping of meta storage (its own type: ``holds_no_values`` tells it from a file's)."""
+
+
+def holds_no_values(array):
+    """Is ``array`` meta storage (or a view of it): zeros that stand for values nobody has? A check that reads
+    values (an index's bounds) skips it, as torch's meta kernels check no values."""
+    while isinstance(array, np.ndarray):
+        array = array.base
+    return isinstance(getattr(array, "obj", None), _UnwrittenMapping)  # (NumPy's memoryview of the mapping)
+
+
 class _UnwrittenPages:
     """Memory for meta arrays that no page of is ever backed: each array a range of its own in a large anonymous
     mapping nobody writes (its pages cost nothing until touched). ``np.zeros`` would not do: calloc serves a block
@@ -196,10 +208,10 @@ class _UnwrittenPages:
     def _place(self, nbytes):
         """A mapping, and where in it ``nbytes`` never-written bytes start (aligned to 64, as NumPy's own)."""
         if nbytes >= self.OWN_MAPPING:
-            return mmap.mmap(-1, nbytes, flags=self._FLAGS), 0
+            return _UnwrittenMapping(-1, nbytes, flags=self._FLAGS), 0
         with self._lock:
             if self._used + nbytes > self.REGION:
-                self._region, self._used = mmap.mmap(-1, self.REGION, flags=self._FLAGS), 0
+                self._region, self._used = _UnwrittenMapping(-1, self.REGION, flags=self._FLAGS), 0
             start, self._used = self._used, self._used + -(-nbytes // 64) * 64
             return self._region, start
 

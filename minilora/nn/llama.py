@@ -1119,10 +1119,14 @@ def _as_ids(ids, name):
     ids = _host_numpy(ids)
     if name == "attention_mask" and ids.dtype.kind == "f":  # transformers reads a float mask as mask != 0
         ids = ids != 0
-    if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iub"):
-        raise ValueError(f"{name} must be integers of shape [batch, seq_len], got shape {ids.shape} "
-                         f"and dtype {ids.dtype} (wrap one sequence as [ids])")
+    _check_ids(ids.shape, ids.dtype, name)
     return ids.astype(np.int64, copy=False)
+
+
+def _check_ids(shape, dtype, name):
+    if len(shape) != 2 or (0 not in shape and dtype.kind not in "iub"):
+        raise ValueError(f"{name} must be integers of shape [batch, seq_len], got shape {tuple(shape)} "
+                         f"and dtype {dtype} (wrap one sequence as [ids])")
 
 
 def causal_bias(tq, tk, dtype, xp):
@@ -1155,6 +1159,8 @@ def _attention_bias(attention_mask, shape, past, dtype, xp, implementation=None,
     such a row attends evenly to ALL keys of its sequence, later real tokens included. The last
     padding position's logits predict the first real token, so this reaches the loss.
     A 4-D mask (``[B, 1, T, past + T]``, boolean or additive) is the user's, used as it is."""
+    if isinstance(attention_mask, Tensor) and attention_mask.is_meta:
+        return _meta_attention_bias(attention_mask._array, shape, past, dtype, xp)
     attention_mask = None if attention_mask is None else _host_numpy(attention_mask)
     if attention_mask is not None and attention_mask.ndim == 4:
         return _user_4d_mask(attention_mask, shape, past, dtype, xp)
@@ -1205,15 +1211,30 @@ def _attention_at_forward(implementation):
     return _attention_kind(implementation)
 
 
+def _meta_attention_bias(mask, shape, past, dtype, xp):
+    """A meta ``attention_mask`` has no values to read: its bias is a meta array of the shape a padded batch's
+    would have (the mask checked as one with values is), and nothing of its size is made on the host."""
+    if mask.ndim == 4:
+        _check_4d_mask(mask.shape, mask.dtype, shape, past)
+        return xp.zeros(mask.shape, dtype)
+    _check_ids(mask.shape, np.dtype(bool) if mask.dtype.kind == "f" else mask.dtype, "attention_mask")
+    _check_mask_shape(mask.shape, shape, past)
+    return xp.zeros((shape[0], 1, shape[1], past + shape[1]), dtype)
+
+
+def _check_mask_shape(mask_shape, shape, past):
+    if tuple(mask_shape) != (shape[0], past + shape[1]):
+        raise ValueError(f"attention_mask has shape {tuple(mask_shape)}, expected [batch, past + seq_len] = "
+                         f"{(shape[0], past + shape[1])}")
+
+
 def _padding_allowed(attention_mask, shape, past):
     """``attention_mask`` [B, past + T] of 1 (attend) / 0 (padding) as booleans; ``None`` when
     there is no mask or nothing is padded (which costs nothing)."""
     if attention_mask is None:
         return None
     mask = _as_ids(attention_mask, "attention_mask")
-    if mask.shape != (shape[0], past + shape[1]):
-        raise ValueError(f"attention_mask has shape {mask.shape}, expected [batch, past + seq_len] = "
-                         f"{(shape[0], past + shape[1])}")
+    _check_mask_shape(mask.shape, shape, past)
     return None if mask.all() else mask != 0
 
 
@@ -1240,16 +1261,20 @@ def _host_numpy(x):
 def _user_4d_mask(mask, shape, past, dtype, xp):
     """``mask``, a 4-D NumPy array, taken as transformers takes one: already prepared, boolean
     (True = attend) or float (added to the scores), causality included, combined with nothing."""
-    expected = (shape[0], 1, shape[1], past + shape[1])
-    if mask.shape[2:] != expected[2:] or mask.shape[0] not in (1, shape[0]):
-        raise ValueError(f"a 4-D attention_mask must have shape [batch, 1, seq_len, past + seq_len] = "
-                         f"{expected}, got {mask.shape}")
+    _check_4d_mask(mask.shape, mask.dtype, shape, past)
     if mask.dtype == np.bool_:  # torch's SDPA reading a boolean mask (True = attend)
         mask = np.where(mask, np.array(0, dtype), np.array(-np.inf, dtype))
-    elif mask.dtype.kind in "iu":  # torch's SDPA refuses it too
-        raise RuntimeError(f"a 4-D attention_mask is used as it is: boolean (True = attend) or float (added "
-                           f"to the scores), got {mask.dtype} (pass a 0/1 padding mask as [batch, seq_len])")
     return xp.asarray(mask.astype(dtype, copy=False))
+
+
+def _check_4d_mask(mask_shape, mask_dtype, shape, past):
+    expected = (shape[0], 1, shape[1], past + shape[1])
+    if tuple(mask_shape[2:]) != expected[2:] or mask_shape[0] not in (1, shape[0]):
+        raise ValueError(f"a 4-D attention_mask must have shape [batch, 1, seq_len, past + seq_len] = "
+                         f"{expected}, got {tuple(mask_shape)}")
+    if mask_dtype.kind in "iu":  # torch's SDPA refuses it too
+        raise RuntimeError(f"a 4-D attention_mask is used as it is: boolean (True = attend) or float (added "
+                           f"to the scores), got {mask_dtype} (pass a 0/1 padding mask as [batch, seq_len])")
 
 
 # ==================================================================================================

@@ -13,7 +13,7 @@ import numpy as np
 from .. import amp as _amp, dtypes, return_types, std_sort
 from .. import float32_sums
 from ..float32_sums import sum_like_torch
-from ..device import xp_of
+from ..device import holds_no_values, xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
 from ..tensor import (Function, Tensor, is_grad_enabled, name_node, no_complex_autograd, no_forward_formula, no_grad,
@@ -127,7 +127,10 @@ def _check_index(input, dim, index, fn):
 
 
 def first_out_of_bounds(positions, low, size):
-    """The first of ``positions`` (in C order, as torch's kernels meet them) outside ``[low, size)``, or None."""
+    """The first of ``positions`` (in C order, as torch's kernels meet them) outside ``[low, size)``, or None
+    (always for a meta index: no values to check, as torch's meta kernels check none)."""
+    if holds_no_values(positions):
+        return None
     flat = positions.reshape(-1)
     outside = (flat < low) | (flat >= size)
     if not bool(outside.any()):

@@ -290,7 +290,7 @@ def rotary_small(arrays, options):
 
 def reduced_shape(a, axis=None, keepdims=False, *_, **__):
     """A reduction over ``axis`` (None: all of them), kept as size 1 with ``keepdims``."""
-    if axis is None:
+    if axis is None or (isinstance(axis, (tuple, list)) and not axis):  # (dim=(): all of them, as torch's)
         axes = set(range(a.ndim))
     else:
         axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
