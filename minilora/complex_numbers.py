@@ -35,6 +35,7 @@ import types
 import numpy as np
 
 from . import dtypes, ops
+from .ops import meta as _meta_ops
 from .device import xp_of
 from .tensor import Function, Tensor, _storage, name_node
 
@@ -425,6 +426,10 @@ class FFT(Function):
                 index[axes[-1]] = slice(1, 1 + doubled)
                 g[tuple(index)] *= 2
         return _resized(g, list(axes), ctx.in_sizes)
+
+
+FFT.meta_shape, FFT.meta_dtype = staticmethod(_meta_ops.fft_shape), staticmethod(_meta_ops.fft_dtype)
+FFT.meta_order = staticmethod(_meta_ops.fft_order)
 
 
 def _transform(name, kind, inverse, input, s, dim, norm):

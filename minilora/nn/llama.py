@@ -35,7 +35,7 @@ from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, ato
 from ..checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from ..checkpoint import _layout as _checkpoint_layout
 from ..checkpoint import naming_the_file as _naming_the_file
-from ..device import device as _device
+from ..device import META, device as _device
 from ..factories import randn
 from ..ops.nn import FLASH_ATTENTION_CPU, binary_cross_entropy_with_logits, mse_loss
 from ..random import fork_rng
@@ -669,6 +669,9 @@ class LlamaRotaryEmbedding(Module):
             self._dynamic_frequency_update(int(position_ids.max()) + 1)
         elif rope_type == "longrope":  # long or short factors, by this call's longest position
             self._set_frequencies(rope_inverse_frequencies(self.config, int(position_ids.max()) + 1))
+        if xp is META.xp:  # (a meta model's tables: their shape, no cos or sin computed on the host)
+            shape = (position_ids.shape[0], 1, position_ids.shape[-1], 2 * self._buffers["inv_freq"].shape[0])
+            return xp.zeros(shape, dtype), xp.zeros(shape, dtype)
         if np.dtype(dtype) != np.float64:  # float32 and 16-bit models: transformers' float32 tables (rounded)
             return tuple(xp.asarray(table.astype(dtype)) for table in self._float32_tables(position_ids))
         freqs = position_ids[..., None].astype(np.float64) * self._turning_frequencies()  # [B, T, d/2]

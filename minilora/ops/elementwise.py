@@ -14,7 +14,7 @@ import numpy as np
 from .. import amp as _amp, backends, fastmath, float32_math, parallel
 from ..float32_sums import sixteen_bit_backward, sum_like_torch
 from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order, like_view_strides
-from ..device import NO_DATA, xp_of
+from ..device import META as _META, NO_DATA, xp_of
 from ..dtypes import (cast, checked_number, float32, get_default_dtype, int64, is_bfloat16, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
 from ..tensor import (Function, Tensor, ShapeError, _is_broadcast_error, backward_reads, is_grad_enabled, name_node,
@@ -1688,6 +1688,27 @@ def computed(result, *inputs, like=False):
         return (ComputedLike if like else Computed).apply(*inputs, result=result)
 
 
+def shapes_not_values(op):
+    """An elementwise op that computes its result outside Function.apply (then ``computed``), as a meta tensor
+    needs it: on meta tensors it runs on one element of each (its dtype, its own errors) and gives unwritten
+    zeros of the broadcast shape, laid out as torch's TensorIterator (ops/meta.py's elementwise_result);
+    operands that do not broadcast run as they are, for the op's own error."""
+    def run(*operands, **options):
+        tensors = [x for x in operands if isinstance(x, Tensor)]
+        if not any(x._device is _META for x in tensors):
+            return op(*operands, **options)
+        try:
+            shape = np.broadcast_shapes(*(x._array.shape for x in tensors))
+        except ValueError:
+            return op(*operands, **options)
+        probe = op(*(x[(slice(0, 1),) * x.ndim] if isinstance(x, Tensor) else x for x in operands), **options)
+        meta = sys.modules[__package__ + ".meta"]
+        out = meta.elementwise_result(shape, probe.dtype, [getattr(x, "_array", x) for x in operands])
+        return computed(out, *operands)
+    run.__name__, run.__qualname__, run.__doc__ = op.__name__, op.__qualname__, op.__doc__
+    return run
+
+
 def _elementwise_test(input, test):
     from ..tensor import no_grad
     with no_grad():
@@ -1781,8 +1802,8 @@ def _logical(name):
                 raise
             raise ShapeError(f"{name}: {exc}") from None
         return computed(out, input, other)
-    op.__name__ = name
-    return op
+    op.__name__ = op.__qualname__ = name
+    return shapes_not_values(op)
 
 
 bitwise_and = _logical("bitwise_and")
@@ -1815,14 +1836,15 @@ def _shift(name, left):
         signed_right = not left and dtype.kind == "i"
         beyond = xp.right_shift(a, dtype.type(bits - 1)) if signed_right else xp.zeros_like(shifted)
         return computed(xp.where(outside, beyond, shifted), input, other)
-    op.__name__ = name
-    return op
+    op.__name__ = op.__qualname__ = name
+    return shapes_not_values(op)
 
 
 bitwise_left_shift = _shift("bitwise_left_shift", left=True)
 bitwise_right_shift = _shift("bitwise_right_shift", left=False)
 
 
+@shapes_not_values
 def bitwise_not(input):
     """``~mask``: logical not of a bool tensor, bitwise not of an integer one (as torch)."""
     if input.dtype.kind not in "biu":
@@ -1831,6 +1853,7 @@ def bitwise_not(input):
     return computed(xp_of(input._array).invert(input._array), input)
 
 
+@shapes_not_values
 def logical_not(input):
     return computed(xp_of(input._array).logical_not(input._array), input)
 
@@ -1891,6 +1914,7 @@ def round(input, *, decimals=None):  # noqa: A001  (torch.round)
     return _Rounding.apply(input, how="round", decimals=decimals)
 
 
+@shapes_not_values
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     """``|input - other| <= atol + rtol * |other|`` elementwise (torch.isclose; no gradient). Two
     tensors must share a dtype, as in torch (which raises rather than promote here)."""

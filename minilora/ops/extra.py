@@ -97,6 +97,7 @@ def float_power(input, exponent):
     return E.pow(cast(input), cast(exponent))
 
 
+@E.shapes_not_values
 def heaviside(input, values):
     """``torch.heaviside``: 0 where x < 0, ``values`` where x == 0, 1 where x > 0 (no gradient, as torch)."""
     if input.dtype.kind == "c" or values.dtype.kind == "c":
@@ -254,6 +255,7 @@ def _no_complex_infinity_sign(name, input):
         raise RuntimeError(f"{name} does not support complex inputs.")
 
 
+@E.shapes_not_values
 def isreal(input):
     """``torch.isreal``: True everywhere for a real dtype (minilora's complex tensors: imag == 0)."""
     a = input._array

@@ -23,10 +23,11 @@ import numpy as np
 
 from .. import factories
 from ..device import unwritten_zeros
-from .conv import AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, CubicResize, LinearResize, MaxPool2d, NearestResize
+from .conv import (AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, CubicResize, Fold, LinearResize, MaxPool2d,
+                   NearestResize, Unfold)
 from .elementwise import Clone, ToDevice
 from .lora import LoraLinear
-from .matmul import Einsum, Linear, MatMul, _torch_einsum_layout
+from .matmul import Cross, Einsum, Linear, MatMul, _torch_einsum_layout
 from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, Scatter,
                         Repeat, ScatterReduce, TopKOrder)
 from .nn import (Attention, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
@@ -110,6 +111,8 @@ def _laid_out(cls, shape, dtype, arrays, options):
     """Unwritten zeros laid out as the op's CPU result (``meta_order``: the order, and whether the op marks it
     as torch's layout), by default torch's TensorIterator order for elementwise ops, else C order."""
     order, marked = (cls.meta_order or _default_order)(cls, shape, arrays, options)
+    if order == "unknown":  # (the op's CPU result is NumPy's layout, which stride() does not claim as torch's)
+        return factories.unknown_layout(unwritten(shape, dtype))
     out = unwritten(shape, dtype, order)
     return factories.known_layout(out, order) if marked and not out.flags.c_contiguous else out
 
@@ -182,6 +185,13 @@ def _arrays_of(arrays, options):
     return [a for a in (*arrays, *options.values()) if isinstance(a, np.ndarray)]
 
 
+def _broadcast_shapes(*shapes):
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        return None
+
+
 def broadcast_shape(*arrays, **options):
     """An elementwise op (torch's TensorIterator): its array operands broadcast together."""
     try:
@@ -247,7 +257,7 @@ def attention_shape(q, k, v, bias=None, scale=None):
     hkv, tk = k.shape[1], k.shape[2]
     if k.shape[:3] != v.shape[:3] or k.shape[0] != b or k.shape[3] != d or (hq % hkv if hkv else hq):
         return None
-    if bias is not None and broadcast_shape(bias, np.empty((b, hq, tq, tk), np.bool_)) != (b, hq, tq, tk):
+    if bias is not None and _broadcast_shapes(bias.shape, (b, hq, tq, tk)) != (b, hq, tq, tk):
         return None
     return (b, hq, tq, v.shape[3])
 
@@ -416,10 +426,9 @@ def gather_order(cls, shape, arrays, options):
 
 
 def einsum_shape(*arrays, subs, output):
-    """einsum of two operands that contracts a label (torch's one bmm, whose layout ``einsum_order`` gives):
-    each output label's size, a label of size 1 broadcasting. None for the other equations (their NumPy
-    layout is kept: they run as they are)."""
-    if len(arrays) != len(subs) or _torch_einsum_layout(subs, output) is None:
+    """einsum: each output label's size, a label of size 1 broadcasting. None for one operand keeping every label
+    (a permutation or a diagonal: NumPy's view, which runs as it is)."""
+    if len(arrays) != len(subs) or (len(subs) == 1 and set(subs[0]) <= set(output)):
         return None
     sizes = {}
     for a, labels in zip(arrays, subs):
@@ -435,7 +444,66 @@ def einsum_shape(*arrays, subs, output):
 def einsum_order(cls, shape, arrays, options):
     """torch's einsum result: its bmm's layout, permuted to the output's labels (_torch_einsum_layout)."""
     layout, output = _torch_einsum_layout(options["subs"], options["output"]), options["output"]
+    if layout is None:  # (NumPy's einsum result: C order)
+        return None, False
     return tuple(output.index(label) for label in layout), True
+
+
+def cross_shape(a, b, *, dim):
+    """linalg.cross: its operands broadcast (each with 3 along ``dim``, checked before)."""
+    return broadcast_shape(a, b)
+
+
+def cross_small(arrays, options):
+    """cross's stand-ins: the three components along its dim, one element along the others."""
+    dim = options["dim"]
+    return [a[tuple(slice(None) if d == dim else slice(0, 1) for d in range(a.ndim))] for a in arrays], options
+
+
+def unfold_shape(x, *, kernel, stride, padding, dilation, round_to=None):
+    """F.unfold (im2col): [N, C, H, W] -> [N, C * kh * kw, blocks] (the wrapper checked that blocks fit)."""
+    if x.ndim != 4:
+        return None
+    blocks = [_window_count(n, k, s, p, d) for n, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation)]
+    return (x.shape[0], x.shape[1] * kernel[0] * kernel[1], blocks[0] * blocks[1]) if min(blocks) > 0 else None
+
+
+def fold_shape(x, size, kernel, *_, **__):
+    """F.fold (col2im): [N, C * kh * kw, blocks] -> [N, C, *output_size] (the wrapper checked the blocks)."""
+    window = kernel[0] * kernel[1]
+    return (x.shape[0], x.shape[1] // window) + tuple(size) if x.ndim == 3 and x.shape[1] % window == 0 else None
+
+
+def fold_small(arrays, options):
+    """fold's stand-ins: one image's one channel (its kh * kw rows, every block kept), all of them its first
+    element (a broadcast: the rows' memory is never read)."""
+    x, rest = arrays[0], arrays[1:]
+    kernel = options["kernel"] if "kernel" in options else rest[1]
+    return [np.broadcast_to(x[:1, :1, :1], (1, kernel[0] * kernel[1], x.shape[2])), *rest], options
+
+
+def fft_shape(x, *, kind, inverse, axes, sizes, norm):
+    """torch.fft (complex_numbers.FFT, which attaches it: that module comes after this one): each transformed axis the size asked; a real-to-complex transform keeps the last one's
+    non-negative frequencies (n // 2 + 1)."""
+    shape = list(x.shape)
+    for axis, n in zip(axes, sizes):
+        shape[axis] = n
+    if kind == "r2c":
+        shape[axes[-1]] = sizes[-1] // 2 + 1
+    return tuple(shape)
+
+
+def fft_order(cls, shape, arrays, options):
+    """A transform's result: C order from an input in C order (NumPy's, and torch's CPU kernels'), else a layout
+    stride() refuses to claim, as for the CPU result (NumPy's pocketfft follows its input's strides)."""
+    return (None, False) if arrays[0].flags.c_contiguous else ("unknown", False)
+
+
+def fft_dtype(x, *, kind, **_):
+    """The transform's result dtype, without a transform: complex but for complex-to-real's."""
+    if kind == "c2r":
+        return np.empty(0, x.dtype).real.dtype
+    return np.result_type(x.dtype, np.complex64)
 
 
 def loss_shape(x, t, *, reduction, **__):
@@ -657,7 +725,7 @@ def _attach():
              NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
              Repeat: repeat_shape, DiagEmbed: diag_embed_shape, VectorNorm: vector_norm_shape,
              BinaryCrossEntropyWithLogits: bce_with_logits_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
-             Glu: glu_shape, LogCumSumExp: first_shape}
+             Glu: glu_shape, LogCumSumExp: first_shape, Cross: cross_shape, Unfold: unfold_shape, Fold: fold_shape}
     for cls, rule in rules.items():
         cls.meta_shape = staticmethod(rule)
     Rotary.meta_small = staticmethod(rotary_small)
@@ -676,6 +744,8 @@ def _attach():
     ArgSort.meta_order, Gather.meta_order = staticmethod(sort_order), staticmethod(gather_order)
     Rotary.meta_order, Dropout.meta_order = staticmethod(empty_like_order), staticmethod(iterator_order)
     Clone.meta_order = staticmethod(clone_order)
+    Cross.meta_small, Unfold.meta_small = staticmethod(cross_small), staticmethod(pool2d_small)
+    Fold.meta_small = staticmethod(fold_small)
     Reshape.meta_dtype = staticmethod(input_dtype)
     KernelValues.meta_shape = None  # (Clone's subclass, whose result is another array's)
     ToDevice.meta_gradients = False  # (a move to meta: its backward is torch's error, no values to move back)

@@ -13,7 +13,7 @@ import numpy as np
 from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
 from . import attention16
 from .elementwise import Clone, _c_log
-from ..device import xp_of
+from ..device import unwritten_zeros, xp_of
 from ..factories import composed_layout, composed_layout_unknown, in_iterator_layout, layout_order, suggested_format
 from ..dtypes import (bool_argument, checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating,
                       python_number, promote_types, refuse_complex, result_type, torch_name, upcast)
@@ -2193,6 +2193,8 @@ def _attention_bias(attn_mask, query, tq, tk, is_causal, dtype):
     if attn_mask is None:
         return causal
     mask = _mask_bias(attn_mask, query, tq, tk, dtype)
+    if causal is not None and query.is_meta:  # (no values to add: the sum's shape, unwritten)
+        return unwritten_zeros(np.broadcast_shapes(mask.shape, causal.shape), dtype)
     return mask if causal is None else mask + causal
 
 
@@ -2202,7 +2204,7 @@ def _mask_bias(attn_mask, query, tq, tk, dtype):
     xp = xp_of(query._array)
     mask = xp.asarray(_array(attn_mask))
     if query.is_meta and (mask.dtype == np.bool_ or is_floating(mask.dtype)):  # (shapes only: zeros nobody writes)
-        mask = np.zeros(mask.shape, dtype)
+        mask = unwritten_zeros(mask.shape, dtype)
     elif mask.dtype == np.bool_:
         mask = xp.where(mask, dtype.type(0), dtype.type(-np.inf))
     elif is_floating(mask.dtype):

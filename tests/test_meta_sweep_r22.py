@@ -1,0 +1,136 @@
+"""The meta device touches nothing of size (round 22; benchmarks/meta_sweep.py is the sweep that found these):
+each meta array is a range of never-written pages (device.unwritten_zeros), and an op on meta tensors reads
+none of them past the first page its one-element stand-in run reads -- cross, unfold / fold, the FFTs, einsum
+of one or three operands, the logical and bitwise ops, isclose, and the checks that read an index's values
+(gather, sort, take_along_dim) among the ones that computed there. ``mincore`` tells which pages of an input the
+OS had to back. torch's meta tensors are the oracle for shapes, dtypes and strides."""
+import ctypes
+import mmap
+import sys
+
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+torch.ones(1, device="meta") * 2  # (torch loads its meta kernels at their first use: here, not in a test)
+ml_device = sys.modules["minilora.device"]  # (minilora.device is the function)
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+@pytest.fixture
+def own_mappings(monkeypatch):
+    """Every meta array made in the test in a mapping of its own (page-aligned), all of them listed."""
+    made = []
+
+    def place(self, nbytes):
+        made.append(ml_device._UnwrittenMapping(-1, max(nbytes, 1), flags=self._FLAGS))
+        return made[-1], 0
+    monkeypatch.setattr(ml_device._UnwrittenPages, "_place", place)
+    return made
+
+
+def _backed_pages(mapping):
+    """How many of ``mapping``'s pages the OS has backed (read or written)."""
+    pages = -(-len(mapping) // mmap.PAGESIZE)
+    found = (ctypes.c_ubyte * pages)()
+    address = np.frombuffer(mapping, np.uint8).ctypes.data
+    assert _LIBC.mincore(ctypes.c_void_p(address), ctypes.c_size_t(len(mapping)), found) == 0
+    return sum(v & 1 for v in found)
+
+
+def _ones(T, d, *shape, dtype=None):
+    return T.ones(*shape, device=d, dtype=dtype or T.float32)
+
+
+def _ids(T, d, *shape):
+    return T.zeros(*shape, device=d, dtype=T.int64)
+
+
+_CALLS = {  # (each input 16 pages or more)
+    "cross": lambda T, d: T.cross(_ones(T, d, 4096, 3), _ones(T, d, 4096, 3), dim=1),
+    "linalg.cross broadcast": lambda T, d: T.linalg.cross(_ones(T, d, 3, 4096), _ones(T, d, 3, 1), dim=0),
+    "unfold": lambda T, d: T.nn.functional.unfold(_ones(T, d, 2, 8, 32, 32), 3, padding=1),
+    "fold": lambda T, d: T.nn.functional.fold(_ones(T, d, 2, 36, 1024), (32, 32), 3, padding=1),
+    "fft": lambda T, d: T.fft.fft(_ones(T, d, 16, 1024)),
+    "rfft2": lambda T, d: T.fft.rfft2(_ones(T, d, 16, 32, 32, dtype=T.float64)),
+    "irfft": lambda T, d: T.fft.irfft(_ones(T, d, 16, 1024, dtype=T.complex64), n=100),
+    "ifftn": lambda T, d: T.fft.ifftn(_ones(T, d, 16, 32, 32), s=(8, 40)),
+    "einsum trace": lambda T, d: T.einsum("bii->b", _ones(T, d, 16, 32, 32)),
+    "einsum sum": lambda T, d: T.einsum("bij->j", _ones(T, d, 16, 32, 32)),
+    "einsum of three": lambda T, d: T.einsum("bij,bjk,bkl->bil", _ones(T, d, 4, 32, 32), _ones(T, d, 4, 32, 32),
+                                             _ones(T, d, 4, 32, 32)),
+    "einsum outer": lambda T, d: T.einsum("i,j->ij", _ones(T, d, 4096), _ones(T, d, 8)),
+    "logical_and": lambda T, d: T.logical_and(_ones(T, d, 16, 1024), _ones(T, d, 16, 1024)),
+    "logical_not of a transpose": lambda T, d: T.logical_not(_ones(T, d, 1024, 16).t()),
+    "bitwise_not": lambda T, d: ~_ids(T, d, 16, 1024),
+    "bitwise_xor": lambda T, d: _ids(T, d, 16, 1024) ^ _ids(T, d, 1024).to(T.int32),
+    "isclose": lambda T, d: T.isclose(_ones(T, d, 16, 1024), _ones(T, d, 16, 1024)),
+    "gather": lambda T, d: T.gather(_ones(T, d, 16, 1024), 1, _ids(T, d, 16, 512)),
+    "sort": lambda T, d: T.sort(_ones(T, d, 16, 1024), dim=-1),
+    "take_along_dim": lambda T, d: T.take_along_dim(_ones(T, d, 16, 1024), _ids(T, d, 16, 512), 1),
+    "index_select": lambda T, d: _ones(T, d, 16, 1024).index_select(1, _ids(T, d, 4096)),
+}
+
+
+def _described(out):
+    outs = out if isinstance(out, tuple) else (out,)
+    return [(tuple(t.shape), str(t.dtype).split(".")[-1], tuple(t.stride())) for t in outs]
+
+
+@pytest.mark.parametrize("name", sorted(_CALLS))
+def test_meta_ops_read_no_page_past_their_stand_ins(name, own_mappings):
+    call = _CALLS[name]
+    out = call(ml, "meta")
+    assert _described(out) == _described(call(torch, "meta"))
+    backed = {len(m): _backed_pages(m) for m in own_mappings if len(m) >= 4 * mmap.PAGESIZE}
+    assert backed and max(backed.values()) <= 1, backed  # (the stand-ins: one element of each, on its first page)
+
+
+def test_a_transform_of_a_transpose_claims_no_strides_on_meta_as_on_the_cpu():
+    # (NumPy's pocketfft follows its input's strides: minilora's CPU result does not claim torch's layout (1, 129),
+    # and a meta one claimed C order's (64, 1) instead)
+    for device in ("cpu", "meta"):
+        out = ml.fft.rfft(_ones(ml, device, 64, 256).t(), dim=0)
+        assert (tuple(out.shape), out.dtype) == ((129, 64), ml.complex64)
+        with pytest.raises(NotImplementedError):
+            out.stride()
+
+
+@pytest.mark.parametrize("call", [lambda T: T.amax(_ones(T, "meta", 4, 8)), lambda T: _ones(T, "meta", 4, 8).amin(),
+                                  lambda T: _ones(T, "meta", 4, 8).sum(dim=())])
+def test_reductions_over_every_dim_are_0d_on_meta(call):
+    assert _described(call(ml)) == _described(call(torch))  # (was the input's whole shape)
+
+
+def test_small_meta_tensors_cost_no_memory_of_their_size():
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * mmap.PAGESIZE
+    before = rss()
+    kept = [ml.empty(16, 64, device="meta") for _ in range(5000)]  # (4 KiB each: calloc cleared them by writing)
+    grown = rss() - before
+    assert len(kept) == 5000 and grown < 5000 * 4096 / 4, grown  # (Python's objects only)
+
+
+def test_a_meta_attention_mask_builds_no_bias_on_the_host():
+    import tracemalloc
+    from minilora.nn.llama import LlamaConfig, LlamaModel
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    with ml.device("meta"):
+        model = LlamaModel(config)
+    ids, mask = _ids(ml, "meta", 2, 512), _ids(ml, "meta", 2, 512)
+    tracemalloc.start()
+    try:
+        out = model(ids, attention_mask=mask)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tuple(out.last_hidden_state.shape), out.last_hidden_state.device.type) == ((2, 512, 32), "meta")
+    assert peak < 512 * 512  # (a [2, 1, 512, 512] float32 bias and its boolean masks were 3 MiB on the host)
+    with pytest.raises(ValueError, match="attention_mask has shape"):  # (the mask is checked all the same)
+        model(ids, attention_mask=_ids(ml, "meta", 2, 511))
+    with pytest.raises(RuntimeError, match="used as it is"):  # (a 4-D integer one refused as with values)
+        model(ids, attention_mask=_ids(ml, "meta", 2, 1, 512, 512))
