@@ -71,6 +71,13 @@ _CALLS = {  # (each input 16 pages or more)
     "sort": lambda T, d: T.sort(_ones(T, d, 16, 1024), dim=-1),
     "take_along_dim": lambda T, d: T.take_along_dim(_ones(T, d, 16, 1024), _ids(T, d, 16, 512), 1),
     "index_select": lambda T, d: _ones(T, d, 16, 1024).index_select(1, _ids(T, d, 4096)),
+    "cdist p=1": lambda T, d: T.cdist(_ones(T, d, 4, 64, 32), _ones(T, d, 1, 48, 32), p=1),
+    "trace": lambda T, d: T.trace(_ones(T, d, 128, 128)),
+    "flip of a permuted view": lambda T, d: _ones(T, d, 16, 32, 32).permute(1, 2, 0).flip(-1),  # (its layout kept)
+    "interpolate channels_last": lambda T, d: T.nn.functional.interpolate(
+        _ones(T, d, 2, 8, 32, 32).contiguous(memory_format=T.channels_last), scale_factor=2),
+    "interpolate bilinear channels_last": lambda T, d: T.nn.functional.interpolate(
+        _ones(T, d, 2, 8, 32, 32).contiguous(memory_format=T.channels_last), size=(7, 9), mode="bilinear"),
 }
 
 
@@ -86,16 +93,6 @@ def test_meta_ops_read_no_page_past_their_stand_ins(name, own_mappings):
     assert _described(out) == _described(call(torch, "meta"))
     backed = {len(m): _backed_pages(m) for m in own_mappings if len(m) >= 4 * mmap.PAGESIZE}
     assert backed and max(backed.values()) <= 1, backed  # (the stand-ins: one element of each, on its first page)
-
-
-def test_a_transform_of_a_transpose_claims_no_strides_on_meta_as_on_the_cpu():
-    # (NumPy's pocketfft follows its input's strides: minilora's CPU result does not claim torch's layout (1, 129),
-    # and a meta one claimed C order's (64, 1) instead)
-    for device in ("cpu", "meta"):
-        out = ml.fft.rfft(_ones(ml, device, 64, 256).t(), dim=0)
-        assert (tuple(out.shape), out.dtype) == ((129, 64), ml.complex64)
-        with pytest.raises(NotImplementedError):
-            out.stride()
 
 
 @pytest.mark.parametrize("call", [lambda T: T.amax(_ones(T, "meta", 4, 8)), lambda T: _ones(T, "meta", 4, 8).amin(),
@@ -134,3 +131,15 @@ def test_a_meta_attention_mask_builds_no_bias_on_the_host():
         model(ids, attention_mask=_ids(ml, "meta", 2, 511))
     with pytest.raises(RuntimeError, match="used as it is"):  # (a 4-D integer one refused as with values)
         model(ids, attention_mask=_ids(ml, "meta", 2, 1, 512, 512))
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_3d_convolution_and_max_pooling_results_are_in_torchs_c_order(device):
+    # (the depth slices' results were a transpose: stride() claimed (.., 196, 1568, ..), and .view(-1) refused)
+    def results(T, d):
+        x = _ones(T, d, 2, 4, 8, 8, 8)
+        return [T.nn.functional.conv3d(x, _ones(T, d, 6, 4, 3, 3, 3), _ones(T, d, 6), padding=1),
+                T.nn.functional.max_pool3d(x, 2), T.nn.functional.conv3d(x[0], _ones(T, d, 6, 4, 3, 3, 3))]
+    ours = results(ml, device)
+    assert _described(tuple(ours)) == _described(tuple(results(torch, device)))
+    assert all(t.is_contiguous() for t in ours) and ours[0].view(-1).shape == (2 * 6 * 512,)

@@ -414,7 +414,7 @@ def _conv3d(input, weight, bias, stride, padding, dilation, groups):
         part = Conv2d.apply(images, weight[:, :, k], stride=stride[1:], padding=symmetric[1:],
                             dilation=dilation[1:], groups=groups)
         out = part if out is None else out + part
-    out = out.reshape(n, depth, weight.shape[0], *sizes[1:]).transpose(1, 2)
+    out = out.reshape(n, depth, weight.shape[0], *sizes[1:]).transpose(1, 2).contiguous()  # (torch's C order)
     return _add_bias(out, bias, input, weight, stride, dilation, groups)
 
 
@@ -1704,8 +1704,9 @@ def _depth_slices(padded, depth_out, kernel, stride, dilation):
 
 
 def _as_volume(images, n, depth_out):
-    """[N * D_out, C, H, W] -> [N, C, D_out, H, W]."""
-    return images.reshape(n, depth_out, *images.shape[1:]).transpose(1, 2)
+    """[N * D_out, C, H, W] -> [N, C, D_out, H, W], in C order as torch's kernels write it (the transpose's
+    strides were what stride() reported, and .view() refused)."""
+    return images.reshape(n, depth_out, *images.shape[1:]).transpose(1, 2).contiguous()
 
 
 @composed_layout_unknown  # (from a channels_last input: Function.torch_layout)
@@ -1742,7 +1743,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                                                                                      device=input.device)
     plane = input.shape[3] * input.shape[4]
     indices = chosen * plane + planes.reshape(n, depth_out, *planes.shape[1:])
-    return _as_volume(values, n, depth_out), indices.transpose(1, 2)
+    return _as_volume(values, n, depth_out), indices.transpose(1, 2).contiguous()
 
 
 @composed_layout_unknown  # (from a channels_last input: Function.torch_layout)

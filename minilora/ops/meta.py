@@ -30,7 +30,7 @@ from .lora import LoraLinear
 from .matmul import Cross, Einsum, Linear, MatMul, _torch_einsum_layout
 from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, Scatter,
                         Repeat, ScatterReduce, TopKOrder)
-from .nn import (Attention, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
+from .nn import (Attention, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
                      LayerNorm, MseLoss, NllLoss, Pad, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
 from .reduce import AMax, ArgMax, Logical, LogCumSumExp, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
 from .shape import Cat, DiagEmbed, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
@@ -135,7 +135,8 @@ def empty_like_order(cls, shape, arrays, options):
 
 
 def preserved_order(cls, shape, arrays, options):
-    """A clone of the first input (index_put, index_fill): torch's preserve_format layout of it."""
+    """A clone of the first input (index_put, index_fill) or an empty_like of it (flip): torch's preserve_format
+    layout of it."""
     return factories.layout_order(arrays[0], None), True
 
 
@@ -506,6 +507,14 @@ def fft_dtype(x, *, kind, **_):
     return np.result_type(x.dtype, np.complex64)
 
 
+def cdist_shape(x1, x2, *, p):
+    """cdist: [..., P, M] and [..., R, M] -> [..., P, R], the batch dimensions broadcast."""
+    if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
+        return None
+    batch = _broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+    return None if batch is None else batch + (x1.shape[-2], x2.shape[-2])
+
+
 def loss_shape(x, t, *, reduction, **__):
     """An elementwise loss (mse, smooth_l1): its operands broadcast, or one number when reduced."""
     shape = broadcast_shape(x, t)
@@ -600,9 +609,19 @@ def resized_shape(x, *, sources=None, taps=None, **__):
     """interpolate: [N, C, *spatial] -> [N, C] + each spatial dimension's count of output positions (``sources``:
     per dimension, nearest's input index or linear's (first, second, weights...); bicubic's ``taps``)."""
     per_dimension = sources if sources is not None else taps
-    if len(per_dimension) != x.ndim - 2 or not x.flags.c_contiguous:
-        return None  # (a channels_last input's layout: the op's run)
+    if len(per_dimension) != x.ndim - 2 or not (x.flags.c_contiguous or _channels_last(x)):
+        return None  # (another layout: the op's run)
     return x.shape[:2] + tuple(len(_first_index(entry)) for entry in per_dimension)
+
+
+def _channels_last(x):
+    return factories.suggested_format(x) is not factories.contiguous_format
+
+
+def resized_order(cls, shape, arrays, options):
+    """interpolate's result: C order, or a channels_last input's layout (torch's kernels keep it)."""
+    x = arrays[0]
+    return (None, False) if x.flags.c_contiguous else (factories.layout_order(x, None), True)
 
 
 def _first_index(entry):
@@ -725,7 +744,7 @@ def _attach():
              NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
              Repeat: repeat_shape, DiagEmbed: diag_embed_shape, VectorNorm: vector_norm_shape,
              BinaryCrossEntropyWithLogits: bce_with_logits_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
-             Glu: glu_shape, LogCumSumExp: first_shape, Cross: cross_shape, Unfold: unfold_shape, Fold: fold_shape}
+             Glu: glu_shape, LogCumSumExp: first_shape, Cross: cross_shape, Cdist: cdist_shape, Unfold: unfold_shape, Fold: fold_shape}
     for cls, rule in rules.items():
         cls.meta_shape = staticmethod(rule)
     Rotary.meta_small = staticmethod(rotary_small)
@@ -733,13 +752,14 @@ def _attach():
     Conv2d.meta_small, MaxPool2d.meta_small = staticmethod(conv2d_small), staticmethod(pool2d_small)
     Pad.meta_small = staticmethod(pad_small)
     GetItem.meta_small = IndexPut.meta_small = staticmethod(indexed_small)
-    IndexPut.meta_order = IndexFill.meta_order = staticmethod(preserved_order)
+    IndexPut.meta_order = IndexFill.meta_order = Flip.meta_order = staticmethod(preserved_order)
     Einsum.meta_order = staticmethod(einsum_order)
     TopKOrder.meta_small = staticmethod(topk_small)
     ConvTranspose2d.meta_small = staticmethod(conv_transpose2d_small)
     AvgPool2d.meta_small = staticmethod(pool2d_small)
     ConvBias.meta_order = staticmethod(conv_bias_order)
     NearestResize.meta_small = LinearResize.meta_small = CubicResize.meta_small = staticmethod(resized_small)
+    NearestResize.meta_order = LinearResize.meta_order = CubicResize.meta_order = staticmethod(resized_order)
     Repeat.meta_small, Glu.meta_small = staticmethod(repeat_small), staticmethod(glu_small)
     ArgSort.meta_order, Gather.meta_order = staticmethod(sort_order), staticmethod(gather_order)
     Rotary.meta_order, Dropout.meta_order = staticmethod(empty_like_order), staticmethod(iterator_order)

@@ -1123,8 +1123,9 @@ def trace(input):
     if input.dtype == np.bool_:  # (a sum would count the Trues; torch has no bool kernel)
         raise NotImplementedError('"trace" not implemented for \'Bool\'')
     total = input.diagonal().sum()
-    if type(input._array) is np.ndarray and input.dtype.kind in "fcV":  # torch's own loop's value (the composed graph
-        from .nn import KernelGradients  # stays for create_graph)
+    # torch's own loop's value (the composed graph stays for create_graph; a meta input has none)
+    if type(input._array) is np.ndarray and input.dtype.kind in "fcV" and not input.is_meta:
+        from .nn import KernelGradients
         total = KernelGradients.apply(total, input, None, None, values=_trace_as_torch(input._array),
                                       gradients=_trace_gradients(input._array))
     return name_node(total, "TraceBackward0", input, graph=(input,))  # (torch: one node)
