@@ -26,6 +26,7 @@ def own_mappings(monkeypatch):
 
     def place(self, nbytes):
         made.append(ml_device._UnwrittenMapping(-1, max(nbytes, 1), flags=self._FLAGS))
+        made[-1].madvise(mmap.MADV_NOHUGEPAGE)  # (one read of a huge zero page would back 512 pages at once)
         return made[-1], 0
     monkeypatch.setattr(ml_device._UnwrittenPages, "_place", place)
     return made
@@ -70,6 +71,7 @@ _CALLS = {  # (each input 16 pages or more)
     "gather": lambda T, d: T.gather(_ones(T, d, 16, 1024), 1, _ids(T, d, 16, 512)),
     "sort": lambda T, d: T.sort(_ones(T, d, 16, 1024), dim=-1),
     "take_along_dim": lambda T, d: T.take_along_dim(_ones(T, d, 16, 1024), _ids(T, d, 16, 512), 1),
+    "take": lambda T, d: T.take(_ones(T, d, 16, 1024), _ids(T, d, 4096)),
     "index_select": lambda T, d: _ones(T, d, 16, 1024).index_select(1, _ids(T, d, 4096)),
     "cdist p=1": lambda T, d: T.cdist(_ones(T, d, 4, 64, 32), _ones(T, d, 1, 48, 32), p=1),
     "trace": lambda T, d: T.trace(_ones(T, d, 128, 128)),

@@ -1005,7 +1005,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True):
             n != m for d, (n, m) in enumerate(zip(self_shape, source_shape)) if d != dim):
         raise RuntimeError(f"source tensor shape must match self tensor shape, excluding the specified "
                            f"dimension. Got self.shape = {list(input.shape)} source.shape = {list(source.shape)}")
-    if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= self_shape[dim]):
+    if first_out_of_bounds(positions, 0, self_shape[dim]) is not None:
         raise IndexError("index out of range in self")
     along = [1] * len(source_shape)
     along[dim] = positions.size
@@ -1033,7 +1033,7 @@ def take(input, index):
     _long_index("take", index)
     flat, positions = input.reshape(-1), index._array
     n = flat.shape[0]
-    if positions.size and (int(positions.min()) < -n or int(positions.max()) >= n):
+    if positions.size and not holds_no_values(positions) and (int(positions.min()) < -n or int(positions.max()) >= n):
         bad = int(positions.max()) if int(positions.max()) >= n else int(positions.min())
         raise IndexError(f"out of range: tried to access index {bad} on a tensor of {n} elements.")
     return name_node(flat[index], "TakeBackward0", input, graph=(input,))
