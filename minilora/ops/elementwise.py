@@ -1694,19 +1694,24 @@ def shapes_not_values(op):
     zeros of the broadcast shape, laid out as torch's TensorIterator (ops/meta.py's elementwise_result);
     operands that do not broadcast run as they are, for the op's own error."""
     def run(*operands, **options):
-        tensors = [x for x in operands if isinstance(x, Tensor)]
-        if not any(x._device is _META for x in tensors):
-            return op(*operands, **options)
-        try:
-            shape = np.broadcast_shapes(*(x._array.shape for x in tensors))
-        except ValueError:
-            return op(*operands, **options)
-        probe = op(*(x[(slice(0, 1),) * x.ndim] if isinstance(x, Tensor) else x for x in operands), **options)
-        meta = sys.modules[__package__ + ".meta"]
-        out = meta.elementwise_result(shape, probe.dtype, [getattr(x, "_array", x) for x in operands])
-        return computed(out, *operands)
+        for x in operands:  # (a loop, not any(): the CPU call pays one attribute read per operand)
+            if getattr(x, "_device", None) is _META:
+                return _on_stand_ins(op, operands, options)
+        return op(*operands, **options)
     run.__name__, run.__qualname__, run.__doc__ = op.__name__, op.__qualname__, op.__doc__
     return run
+
+
+def _on_stand_ins(op, operands, options):
+    tensors = [x for x in operands if isinstance(x, Tensor)]
+    try:
+        shape = np.broadcast_shapes(*(x._array.shape for x in tensors))
+    except ValueError:
+        return op(*operands, **options)
+    probe = op(*(x[(slice(0, 1),) * x.ndim] if isinstance(x, Tensor) else x for x in operands), **options)
+    meta = sys.modules[__package__ + ".meta"]
+    out = meta.elementwise_result(shape, probe.dtype, [getattr(x, "_array", x) for x in operands])
+    return computed(out, *operands)
 
 
 def _elementwise_test(input, test):
