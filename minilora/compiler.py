@@ -36,7 +36,7 @@ def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mo
     from .nn.compiled import OptimizedModule  # (a layer up: only a module gets the wrapper)
     from .nn.module import Module
     if isinstance(model, Module):
-        return OptimizedModule(model)
+        return OptimizedModule(model, _inductor=backend == "inductor" and not disable)
 
     @functools.wraps(model)
     def compiled(*args, **kwargs):

@@ -247,6 +247,9 @@ class SequentialSampler(Sampler):
         return len(self.data_source)
 
 
+_DRAWS_PER_CHUNK = 32  # (RandomSampler(replacement=True)'s randint calls, as torch's)
+
+
 class RandomSampler(Sampler):
     """A fresh permutation each epoch (``replacement=True``: ``num_samples`` independent draws)."""
 
@@ -268,8 +271,10 @@ class RandomSampler(Sampler):
         # as torch: without a generator, each epoch seeds a fresh one from the global generator (so
         # an epoch takes two words of the global stream, whatever its length)
         generator = self.generator if self.generator is not None else random.Generator().manual_seed(_drawn_seed())
-        if self.replacement:
-            yield from factories.randint(0, n, (self.num_samples,), generator=generator).tolist()
+        if self.replacement:  # (torch draws 32 at a time, lazily: minGPT's num_samples=int(1e10) never ends)
+            for _ in range(self.num_samples // _DRAWS_PER_CHUNK):
+                yield from factories.randint(0, n, (_DRAWS_PER_CHUNK,), generator=generator).tolist()
+            yield from factories.randint(0, n, (self.num_samples % _DRAWS_PER_CHUNK,), generator=generator).tolist()
             return
         for _ in range(self.num_samples // n):
             yield from factories.randperm(n, generator=generator).tolist()
