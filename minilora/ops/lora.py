@@ -134,7 +134,7 @@ def _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
         else:
             dX += (V @ A) * keep
     dA = V.T @ (X if keep is None else X * keep) if need_dA else None  # dA = V^T dropout(X)
-    dB = s * (dY.T @ U) if need_dB else None  # dB = s dY^T U
+    dB = s * (U.T @ dY).T if need_dB else None  # dB = s dY^T U, as (U^T dY)^T: the same numbers, faster in OpenBLAS
     return dA, dB
     # END SOLUTION
 
@@ -259,6 +259,12 @@ def _in_shape(dX, ctx):
     return None if dX is None else dX.reshape(ctx.x_shape)
 
 
+def _in_c_order(grad):
+    """An adapter's gradient laid out as torch's (C order: B.grad.stride() answers), whatever layout the rows'
+    products gave it (dB is computed as (U^T dY)^T); a C-ordered one as it is."""
+    return grad if grad is None or grad.flags.c_contiguous else xp_of(grad).ascontiguousarray(grad)
+
+
 def _base_grads(ctx, dY, dX):
     """What both backward paths share: dW0 (full fine-tuning only), dbias, and dX back in x's shape."""
     _, nw, _, _, nbias = ctx.needs_input_grad[:5]
@@ -364,6 +370,7 @@ class LoraLinear(Function):
         dA, dB = parallel.sum_over_rows(lambda *rows: _lora_backward_rows(*rows, W0, A, B, s, na, nb),
                                         dY, X, U, keep, V, dX,
                                         work_per_row=parallel.product_work(W0.size if nx else B.size))
+        dA, dB = _in_c_order(dA), _in_c_order(dB)
         dX, dW0, dbias = _base_grads(ctx, dY, dX)
         return dX, dW0, dA, dB, dbias
 
