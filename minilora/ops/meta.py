@@ -23,15 +23,15 @@ import numpy as np
 
 from .. import factories
 from ..device import unwritten_zeros
-from .conv import (AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, CubicResize, Fold, LinearResize, MaxPool2d,
+from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, CubicResize, Fold, LinearResize, MaxPool2d,
                    NearestResize, Unfold)
-from .elementwise import Clone, ToDevice
+from .elementwise import Clone, LogSigmoid, ToDevice
 from .lora import LoraLinear
 from .matmul import Cross, Einsum, Linear, MatMul, _torch_einsum_layout
 from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, Scatter,
                         Repeat, ScatterReduce, TopKOrder)
 from .nn import (Attention, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
-                     LayerNorm, MseLoss, NllLoss, Pad, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
+                     LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
 from .reduce import AMax, ArgMax, Logical, LogCumSumExp, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
 from .shape import Cat, DiagEmbed, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
 from ..linalg import VectorNorm
@@ -507,6 +507,21 @@ def fft_dtype(x, *, kind, **_):
     return np.result_type(x.dtype, np.complex64)
 
 
+def adaptive_pool2d_shape(x, *, rows, cols, round_to=None):
+    """adaptive_avg_pool2d / adaptive_max_pool2d: [..., H, W] -> [..., len(rows), len(cols)] (a window each)."""
+    return x.shape[:-2] + (len(rows), len(cols)) if x.ndim >= 2 else None
+
+
+def adaptive_pool2d_small(arrays, options):
+    """The adaptive pools' stand-ins: one image's one channel, its rows and columns kept (the windows read them)."""
+    return small(arrays, options, keep_last=2)
+
+
+def prelu_shape(x, w):
+    """prelu: ``x``'s shape (the weight broadcast to it)."""
+    return x.shape if _broadcast_shapes(x.shape, w.shape) == x.shape else None
+
+
 def cdist_shape(x1, x2, *, p):
     """cdist: [..., P, M] and [..., R, M] -> [..., P, R], the batch dimensions broadcast."""
     if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
@@ -744,7 +759,9 @@ def _attach():
              NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
              Repeat: repeat_shape, DiagEmbed: diag_embed_shape, VectorNorm: vector_norm_shape,
              BinaryCrossEntropyWithLogits: bce_with_logits_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
-             Glu: glu_shape, LogCumSumExp: first_shape, Cross: cross_shape, Cdist: cdist_shape, Unfold: unfold_shape, Fold: fold_shape}
+             Glu: glu_shape, LogCumSumExp: first_shape, Cross: cross_shape, Cdist: cdist_shape,
+             LogSigmoid: first_shape, PRelu: prelu_shape, AdaptiveAvgPool2d: adaptive_pool2d_shape,
+             AdaptiveMaxPool2d: adaptive_pool2d_shape, Unfold: unfold_shape, Fold: fold_shape}
     for cls, rule in rules.items():
         cls.meta_shape = staticmethod(rule)
     Rotary.meta_small = staticmethod(rotary_small)
@@ -766,6 +783,8 @@ def _attach():
     Clone.meta_order = staticmethod(clone_order)
     Cross.meta_small, Unfold.meta_small = staticmethod(cross_small), staticmethod(pool2d_small)
     Fold.meta_small = staticmethod(fold_small)
+    AdaptiveAvgPool2d.meta_small = AdaptiveMaxPool2d.meta_small = staticmethod(adaptive_pool2d_small)
+    PRelu.meta_order = staticmethod(iterator_order)
     Reshape.meta_dtype = staticmethod(input_dtype)
     KernelValues.meta_shape = None  # (Clone's subclass, whose result is another array's)
     ToDevice.meta_gradients = False  # (a move to meta: its backward is torch's error, no values to move back)
