@@ -58,6 +58,7 @@ class BackgroundRuns:
         self._helper = None
         self._runs = {}  # key -> (future, call)
         self._folder = None
+        self._command_folders = {}  # key -> the working directory of submit_commands' run
         self._answers = itertools.count()
 
     def submit(self, key, module_name, function_name, *args, last=False):
@@ -69,6 +70,16 @@ class BackgroundRuns:
         with self._wakeup:
             heapq.heappush(self._queue, (bool(last), next(self._order), key))
             self._wakeup.notify()
+
+    def submit_commands(self, key, commands_in, timeout, last=False):
+        """Queue ``run_commands(commands_in(folder), folder, timeout)`` under ``key``, ``folder`` a new folder of its
+        own (a second call is a no-op): that folder, the commands' working directory, where they leave their files
+        for the test to read once ``result(key)`` has their [(exit code, stdout, stderr)]."""
+        if key not in self._command_folders:
+            self._command_folders[key] = folder = self.folder("commands")
+            self.submit(key, "background_runs", "run_commands", tuple(commands_in(folder)), str(folder), timeout,
+                        last=last)
+        return self._command_folders[key]
 
     def start(self):
         """Start the helper thread on the queued runs: once every file has submitted its runs (``start_all``),

@@ -136,29 +136,45 @@ def worker_three(out):
 # --------------------------------------------------------------------------------------------------
 # The tests
 # --------------------------------------------------------------------------------------------------
+RUN = "test_ddp_hooks_r19: mpirun -n 2, the hooks' records"
+RUN_THREE = "test_ddp_hooks_r19: mpirun -n 3, gradients scaled by 1/3"
+_ENV = {"MINILORA_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+
+
+def _submit(runs):
+    """Queue both mpiruns (a no-op when queued already) as background runs (tests/background_runs.py), on the core
+    CI's main process leaves idle, with the regular runs (this file comes early): their folders."""
+    two = runs.submit_commands(RUN, lambda out: [(MPIRUN + [sys.executable, HERE, "worker", str(out)], _ENV)],
+                               timeout=120)
+    three = runs.submit_commands(RUN_THREE, lambda out: [
+        ([MPIRUN[0], "-n", "3"] + MPIRUN[3:] + [sys.executable, HERE, "three", str(out)], _ENV)], timeout=120)
+    return two, three
+
+
+def start_background_runs(items, runs):
+    if MPIRUN is not None and any(getattr(getattr(item, "module", None), "__name__", None) == __name__
+                                  for item in items):
+        _submit(runs)
+
+
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    import subprocess
-    out = tmp_path_factory.mktemp("hooks")
-    env = dict(os.environ, MINILORA_NUM_THREADS="1", PYTHONPATH=ROOT)
-    done = subprocess.run(MPIRUN + [sys.executable, HERE, "worker", str(out)], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=str(out))
-    assert done.returncode == 0, done.stdout + done.stderr
+def ranks(background):
+    out, _ = _submit(background)
+    [(returncode, stdout, stderr)] = background.result(RUN)
+    assert returncode == 0, stdout + stderr
     return [json.load(open(out / f"rank{r}.json")) for r in range(2)]
 
 
 @needs_mpi
-def test_without_a_hook_each_gradient_is_scaled_by_one_over_world_size_before_the_sum(tmp_path):
+def test_without_a_hook_each_gradient_is_scaled_by_one_over_world_size_before_the_sum(background):
     """torch's reducer multiplies a gradient by 1/world size (0.33333334f for 3 ranks) as it copies it into
     the bucket and sums the products; with three equal gradients the sum's order does not matter."""
-    import subprocess
-    env = dict(os.environ, MINILORA_NUM_THREADS="1", PYTHONPATH=ROOT)
-    command = [MPIRUN[0], "-n", "3"] + MPIRUN[3:] + [sys.executable, HERE, "three", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
-    assert done.returncode == 0, done.stdout + done.stderr
+    _, out = _submit(background)
+    [(returncode, stdout, stderr)] = background.result(RUN_THREE)
+    assert returncode == 0, stdout + stderr
     differs = False
     for rank in range(3):
-        saved = np.load(tmp_path / f"three{rank}.npz")
+        saved = np.load(out / f"three{rank}.npz")
         for name in [k[len("local/"):] for k in saved.files if k.startswith("local/")]:
             g = saved[f"local/{name}"]
             third = g * np.float32(1 / 3)

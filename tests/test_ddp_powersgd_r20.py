@@ -283,14 +283,29 @@ def worker(out):
 # --------------------------------------------------------------------------------------------------
 # The tests
 # --------------------------------------------------------------------------------------------------
+RUN = "test_ddp_powersgd_r20: mpirun -n 3, torch's DDP hooks and minilora's"
+
+
+def _submit(runs):
+    """Queue the mpirun (a no-op when queued already) as a background run (tests/background_runs.py), on the core
+    CI's main process leaves idle, with the regular runs (this file comes early): its folder."""
+    def commands(out):
+        return [([MPIRUN[0], "-n", "3"] + MPIRUN[3:] + [sys.executable, HERE, "worker", str(out)],
+                 {"MINILORA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT})]
+    return runs.submit_commands(RUN, commands, timeout=300)
+
+
+def start_background_runs(items, runs):
+    if MPIRUN is not None and any(getattr(getattr(item, "module", None), "__name__", None) == __name__ and
+                                  "ranks" in getattr(item, "fixturenames", ()) for item in items):
+        _submit(runs)
+
+
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    import subprocess
-    out = tmp_path_factory.mktemp("powersgd")
-    env = dict(os.environ, MINILORA_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    command = [MPIRUN[0], "-n", "3"] + MPIRUN[3:] + [sys.executable, HERE, "worker", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=str(out))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def ranks(background):
+    out = _submit(background)
+    [(returncode, stdout, stderr)] = background.result(RUN)
+    assert returncode == 0, stdout[-3000:] + stderr[-3000:]
     return [json.load(open(out / f"rank{r}.json")) for r in range(3)]
 
 

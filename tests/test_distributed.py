@@ -22,6 +22,8 @@ from minilora.models import LlamaConfig, LlamaForCausalLM
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+import background_runs  # noqa: E402  (tests/, on the path just above)
 B, STEPS, LENGTH = 3, 3, 10           # per-rank batch; the one-process reference uses 2 * B
 BUCKET_CAP_MB = 600 / 2 ** 20         # buckets rebuilt after step 0 close at 600 bytes: 3 + 1 of the four
                                       # LoRA tensors (256 bytes each in float64), as torch's reducer cuts them
@@ -203,11 +205,45 @@ def launch(scenario, out, timeout=60, args=None):
     return done, time.monotonic() - start
 
 
+# The mpiruns whose time is not what their test checks run as background runs (tests/background_runs.py), on the
+# core CI's main process leaves idle, with the regular runs (this file comes early): ~20 s of CI's main process
+_ENV = {"MINILORA_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+DDP_RUN = "test_distributed: mpirun -n 2, DDP's steps"
+TRAIN_RUNS = "test_distributed: minilora train, alone and under mpirun"
+TRAIN = ["-m", "minilora", "train", "--batch-size", "4", "--eval-n", "2", "--eval-every", "0", "--no-progress"]
+
+
+def _submit_ddp(runs):
+    return runs.submit_commands(DDP_RUN, lambda out: [(MPIRUN + [sys.executable, HERE, "ddp", str(out)], _ENV)],
+                                timeout=60)
+
+
+def _submit_train(runs):
+    """`minilora train` for 4 steps (one), the same under mpirun (two), 2 steps under mpirun then resumed by
+    one process to 4 (resumed), one after the other in one folder."""
+    return runs.submit_commands(TRAIN_RUNS, lambda out: [
+        ([sys.executable] + TRAIN + ["--steps", "4", "--out", "one"], _ENV),
+        (MPIRUN + [sys.executable] + TRAIN + ["--steps", "4", "--out", "two"], _ENV),
+        (MPIRUN + [sys.executable] + TRAIN + ["--steps", "2", "--out", "resumed"], _ENV),
+        ([sys.executable] + TRAIN + ["--steps", "4", "--out", "resumed", "--resume"], _ENV)], timeout=60)
+
+
+def start_background_runs(items, runs):
+    if MPIRUN is None:
+        return
+    if any("ddp_run" in getattr(item, "fixturenames", ()) and getattr(item, "module", None) is sys.modules[__name__]
+           for item in items):
+        _submit_ddp(runs)
+    if background_runs.selected(
+            items, __name__, "test_minilora_train_under_mpirun_matches_one_process_and_resumes_with_another_world_size"):
+        _submit_train(runs)
+
+
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    done, _ = launch("ddp", out)
-    assert done.returncode == 0, done.stdout + done.stderr
+def ddp_run(background):
+    out = _submit_ddp(background)
+    [(returncode, stdout, stderr)] = background.result(DDP_RUN)
+    assert returncode == 0, stdout + stderr
     return [dict(np.load(out / f"rank{r}.npz")) for r in range(2)]
 
 
@@ -319,28 +355,21 @@ def _adapter(folder):
 
 
 @needs_mpi
-def test_minilora_train_under_mpirun_matches_one_process_and_resumes_with_another_world_size(tmp_path):
+def test_minilora_train_under_mpirun_matches_one_process_and_resumes_with_another_world_size(background):
     """`mpirun -n 2 minilora train` = `minilora train` (same global --batch-size) to float32
     rounding; a 2-rank run resumed by 1 process ends where a straight 1-process run does; one rank
     prints and writes."""
-    common = ["-m", "minilora", "train", "--batch-size", "4", "--eval-n", "2", "--eval-every", "0",
-              "--no-progress"]
-    env = dict(os.environ, MINILORA_NUM_THREADS="1", PYTHONPATH=ROOT)
-    one = subprocess.run([sys.executable] + common + ["--steps", "4", "--out", "one"], capture_output=True,
-                         text=True, env=env, cwd=str(tmp_path), timeout=60)
-    assert one.returncode == 0, one.stderr
-    two, _ = launch(None, tmp_path, args=common + ["--steps", "4", "--out", "two"])
-    assert two.returncode == 0, two.stdout + two.stderr
-    assert two.stdout.count("saved ") == 1 and two.stdout.count("before:") == 1  # rank 0 reports alone
-    assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
-    half, _ = launch(None, tmp_path, args=common + ["--steps", "2", "--out", "resumed"])
-    assert half.returncode == 0, half.stdout + half.stderr
-    resumed = subprocess.run([sys.executable] + common + ["--steps", "4", "--out", "resumed", "--resume"],
-                             capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=60)
-    assert resumed.returncode == 0, resumed.stderr  # (warmup 20 steps: the lr of steps 1-4 ignores --steps)
-    reference = _adapter(tmp_path / "one")
+    out = _submit_train(background)
+    one, two, half, resumed = background.result(TRAIN_RUNS)  # each (exit code, stdout, stderr)
+    assert one[0] == 0, one[2]
+    assert two[0] == 0, two[1] + two[2]
+    assert two[1].count("saved ") == 1 and two[1].count("before:") == 1  # rank 0 reports alone
+    assert sorted(os.listdir(out / "two")) == sorted(os.listdir(out / "one"))
+    assert half[0] == 0, half[1] + half[2]
+    assert resumed[0] == 0, resumed[2]  # (warmup 20 steps: the lr of steps 1-4 ignores --steps)
+    reference = _adapter(out / "one")
     for folder in ("two", "resumed"):
-        adapter = _adapter(tmp_path / folder)
+        adapter = _adapter(out / folder)
         for name, value in reference.items():
             np.testing.assert_allclose(adapter[name], value, rtol=0, atol=1e-6, err_msg=f"{folder}: {name}")
 

@@ -700,18 +700,34 @@ def _launcher():
 
 
 sys.path.insert(0, os.path.dirname(HERE))
+import background_runs  # noqa: E402  (tests/, on the path just above)
 MPIRUN3, SKIP = _launcher() if __name__ != "__main__" else (None, "")  # (the worker needs no launcher)
 needs_mpi_and_torch = pytest.mark.skipif(MPIRUN3 is None, reason=SKIP or "")
 
 
+RUN = "test_distributed_r6: mpirun -n 3, torch's collectives and minilora's"
+
+
+def _submit(runs):
+    """Queue the mpirun (a no-op when queued already) as a background run (tests/background_runs.py), on the core
+    CI's main process leaves idle, with the regular runs (this file comes early): its folder."""
+    def commands(out):
+        return [(MPIRUN3 + [sys.executable, HERE, str(out)],
+                 {"MINILORA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT})]
+    return runs.submit_commands(RUN, commands, timeout=120)
+
+
+def start_background_runs(items, runs):
+    if MPIRUN3 is not None and background_runs.selected(items, __name__, "test_collective_matches_torch_gloo"):
+        _submit(runs)
+
+
 @pytest.fixture(scope="module")
-def side_by_side(tmp_path_factory):
-    out = tmp_path_factory.mktemp("r6")
-    env = dict(os.environ, MINILORA_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    done = subprocess.run(MPIRUN3 + [sys.executable, HERE, str(out)], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=str(out))
+def side_by_side(background):
+    out = _submit(background)
+    [(returncode, stdout, stderr)] = background.result(RUN)
     errors = "".join(path.read_text() for path in out.glob("rank*.error"))
-    assert done.returncode == 0, errors + done.stdout[-3000:] + done.stderr[-3000:]
+    assert returncode == 0, errors + stdout[-3000:] + stderr[-3000:]
     ranks = []
     for r in range(WORLD):
         with open(out / f"rank{r}.pkl", "rb") as f:
