@@ -64,6 +64,7 @@ How it works (details in kernels/README.md):
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import json
 import numbers
@@ -192,6 +193,21 @@ _IDENT = re.compile(r"[A-Za-z_]\w*")
 _ATTRS = re.compile(r"__align__\s*\([^()]*\)|alignas\s*\([^()]*\)|__attribute__\s*\(\((?:[^()]|\([^()]*\))*\)\)", re.S)
 _NOT_A_NAME = {"int", "float", "double", "char", "short", "long", "unsigned", "signed", "bool", "void",
                "const", "volatile", "__restrict__", "size_t", "half", "__half", "__nv_bfloat16"}
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _words(pattern: str, text: str):
+    """re.finditer(r"\b" + pattern, text) for a pattern that starts with a word: re jumps from one occurrence of a
+    pattern's literal first word to the next, but not when a \b comes first -- then it tries every character, ~50x
+    slower on a preprocessed source's ~1 MB of headers.  The \b is checked here instead, and after a match that
+    fails it the search goes on from the next character, as re's would."""
+    compiled, pos = re.compile(pattern), 0
+    while (m := compiled.search(text, pos)) is not None:
+        if m.start() and _WORD_CHAR.match(text, m.start() - 1):
+            pos = m.start() + 1
+            continue
+        yield m
+        pos = max(m.end(), m.start() + 1)
 
 
 def _mask(src: str) -> str:
@@ -204,17 +220,22 @@ def _mask(src: str) -> str:
     return _COMMENT_OR_STRING.sub(blank, src)
 
 
+# One pattern per kind of bracket, matching its opener and closer only: _close_paren visits those two characters
+# (the regex engine skips the rest), not every character of a preprocessed source's megabytes of headers
+_BRACKETS = {opener: re.compile("[" + re.escape(opener + closer) + "]") for opener, closer in
+             (("(", ")"), ("[", "]"), ("{", "}"), ("<", ">"))}
+
+
 def _close_paren(text: str, i: int) -> int:
     """Index of the bracket closing the one at text[i]."""
-    pairs = {"(": ")", "[": "]", "{": "}", "<": ">"}
-    opener, closer, depth = text[i], pairs[text[i]], 0
-    for j in range(i, len(text)):
-        if text[j] == opener:
+    opener, depth = text[i], 0
+    for m in _BRACKETS[opener].finditer(text, i):
+        if m.group() == opener:
             depth += 1
-        elif text[j] == closer:
+        else:
             depth -= 1
             if depth == 0:
-                return j
+                return m.start()
     raise CompileError(f"unbalanced '{opener}' at offset {i}")
 
 
@@ -244,7 +265,7 @@ def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = No
     the namespace of each kernel declared in one ("a::b")."""
     kernels: dict[str, list[str]] = {}
     where: dict[str, int] = {}
-    for m in re.finditer(r"\b__global__\b", masked):
+    for m in _words(r"__global__\b", masked):
         line_start = masked.rfind("\n", 0, m.start()) + 1
         if masked[line_start:m.start()].lstrip().startswith("#"):
             continue  # inside a macro definition
@@ -315,8 +336,11 @@ def _instance_bound(bound, expression: str) -> int | None:
 def _find_constants(masked: str) -> dict[str, bool]:
     """File-scope __constant__ variables of a preprocessed source: name -> whether it has an initializer."""
     found: dict[str, bool] = {}
-    for m in re.finditer(r"\b__constant__\b", masked):
-        if masked.count("{", 0, m.start()) != masked.count("}", 0, m.start()):
+    depth, pos = 0, 0  # the braces open at pos, counted on from the previous match (not from the start each time)
+    for m in _words(r"__constant__\b", masked):
+        depth += masked.count("{", pos, m.start()) - masked.count("}", pos, m.start())
+        pos = m.start()
+        if depth:
             continue  # inside a namespace or a function: not reachable by name from the wrapper
         end = masked.find(";", m.end())
         decl = masked[m.end():end]
@@ -333,7 +357,7 @@ def _namespaces_at(masked: str, positions: list[int]) -> list[str]:
     # (one character class, not nested repeats: on the megabytes of preprocessed standard headers, a pattern
     # like (?:\w*\s*(?:::)?)* backtracks exponentially wherever a `namespace` is not followed by `{`)
     opened_by_namespace = {m.end() - 1: re.sub(r"\s+", "", m.group(1)).strip(":")
-                           for m in re.finditer(r"\bnamespace\b([\w\s:]*)\{", masked)}
+                           for m in _words(r"namespace\b([\w\s:]*)\{", masked)}
     stack, found, targets = [], {}, iter(sorted(set(positions)))
     target = next(targets, None)
     for brace in re.finditer(r"[{}]", masked):
@@ -355,10 +379,10 @@ def _cpp_linkage_kernels(masked: str) -> list[str]:
     either): their symbol is a mangled C++ name, so CuPy finds them by their plain name only through
     name_expressions.  (String contents are blanked in `masked`: extern "C" reads extern " ".)"""
     c_blocks = []
-    for m in re.finditer(r'\bextern\s*"\s*"\s*\{', masked):
+    for m in _words(r'extern\s*"\s*"\s*\{', masked):
         c_blocks.append((m.end(), _close_paren(masked, m.end() - 1)))
     found = []
-    for m in re.finditer(r"\b__global__\b", masked):
+    for m in _words(r"__global__\b", masked):
         line_start = masked.rfind("\n", 0, m.start()) + 1
         if masked[line_start:m.start()].lstrip().startswith("#"):
             continue
@@ -380,7 +404,7 @@ def _find_device_globals(masked: str) -> dict[str, bool]:
     does __constant__ ones.  They count as initialized: C++ and PTX start them at zero, as a GPU does."""
     found: dict[str, bool] = {}
     depth, pos = 0, 0
-    for m in re.finditer(r"\b__device__\b", masked):
+    for m in _words(r"__device__\b", masked):
         depth += masked.count("{", pos, m.start()) - masked.count("}", pos, m.start())
         pos = m.start()
         if depth:
@@ -1052,26 +1076,54 @@ def _missing_header_hint(stderr: str) -> str:
             "cuda/std/..., cuda/atomic, cuda/barrier, cuda/pipeline, cuda/cmath, cuda_pipeline.h, cub/cub.cuh, mma.h)")
 
 
+# A line marker of g++'s preprocessed output (`# 12 "kernel.cu" 2`): the lines after it are that file's, from 12 on
+_LINE_MARKER = re.compile(r'^# (\d+) "([^"]*)"[^\n]*(\n?)', re.M)
+
+
+def _file_spans(preprocessed: str):
+    """(file, number of its first line, start, end) of each run of lines between `# LINE "file"` markers of a
+    preprocessed source (end: before the run's last newline; runs of no lines left out), in order.  One regex pass
+    over the markers: the lines of the headers (most of the text) are never visited one by one."""
+    current, line, start = "", 0, 0
+    for marker in _LINE_MARKER.finditer(preprocessed):
+        if marker.start() > start:
+            yield current, line, start, marker.start() - 1
+        current, line, start = marker.group(2), int(marker.group(1)), marker.end()
+        if not marker.group(3):  # the last line of the text is a marker: no lines follow
+            return
+    yield current, line, start, len(preprocessed)
+
+
 def _user_code_with_offsets(preprocessed: str, masked: str):
-    """(file, line number, masked text, offset of the line in `masked`) of the user's lines, as _user_code."""
-    offset, current, line = 0, "", 0
-    for raw, text in zip(preprocessed.split("\n"), masked.split("\n")):
-        start, offset = offset, offset + len(text) + 1
-        marker = re.match(r'# (\d+) "([^"]*)"', raw)
-        if marker:
-            line, current = int(marker.group(1)), marker.group(2)
-            continue
-        if _is_user_file(current):
-            yield current, line, text, start
-        line += 1
+    """(file, line number, masked text, offset of the line in `masked`) of each line of a preprocessed source that
+    comes from the user's files (masked: the same text with comments and strings blanked, line for line)."""
+    for file, line, start, end in _file_spans(preprocessed):
+        if _is_user_file(file):
+            for text in masked[start:end].split("\n"):
+                yield file, line, text, start
+                line, start = line + 1, start + len(text) + 1
+
+
+def _brace_positions(masked: str) -> list[int]:
+    """Offsets of every { and } of a masked source, for _enclosing_function's walks: found once per source (the
+    last one is kept, with its source: one tuple, read and replaced whole, as builds may run on several threads),
+    not once per walk."""
+    global _braces_seen
+    seen = _braces_seen
+    if seen[0] is not masked:
+        seen = _braces_seen = (masked, [m.start() for m in _BRACKETS["{"].finditer(masked)])
+    return seen[1]
+
+
+_braces_seen: tuple = (None, [])
 
 
 def _enclosing_function(masked: str, pos: int) -> tuple[str, bool]:
     """(name, whether it is device code) of the function whose body holds `pos` in a masked source; ("", False)
     at file scope.  Blocks of if/for/while, lambdas and class bodies on the way out are stepped over."""
-    depth, i = 0, pos
-    while i > 0:
-        i -= 1
+    depth, braces = 0, _brace_positions(masked)
+    for k in range(bisect.bisect_left(braces, pos) - 1, -1, -1):  # the braces before pos, nearest first
+        i = braces[k]
         ch = masked[i]
         if ch == "}":
             depth += 1
@@ -1089,33 +1141,15 @@ def _enclosing_function(masked: str, pos: int) -> tuple[str, bool]:
     return "", False
 
 
-def _code_lines(preprocessed: str, masked: str):
-    """(file, line number, masked text) of each line of a preprocessed source, following the `# LINE "file"`
-    markers."""
-    current, line = "", 0
-    for raw, text in zip(preprocessed.split("\n"), masked.split("\n")):
-        marker = re.match(r'# (\d+) "([^"]*)"', raw)
-        if marker:
-            line, current = int(marker.group(1)), marker.group(2)
-            continue
-        yield current, line, text
-        line += 1
-
-
 def _is_user_file(file: str) -> bool:
     """Not the emulator's stand-in headers nor the system's (nor the compiler's <built-in>)."""
     return bool(file) and not file.startswith((str(EMU_DIR), "/usr/", "<"))
 
 
-def _user_code(preprocessed: str, masked: str):
-    """(file, line number, masked text) of the lines of a preprocessed source that come from the user's files."""
-    return ((file, line, text) for file, line, text in _code_lines(preprocessed, masked) if _is_user_file(file))
-
-
 def _names_taken_by_headers(preprocessed: str, masked: str, names) -> set[str]:
     """Which of `names` the headers under the kernel (the C and C++ libraries, the emulator's own) also declare:
     a kernel called abs, exp or copy would clash with them on the CPU, where nvcc's device code has no libc."""
-    library = "\n".join(text for file, _, text in _code_lines(preprocessed, masked) if not _is_user_file(file))
+    library = "\n".join(masked[start:end] for file, _, start, end in _file_spans(preprocessed) if not _is_user_file(file))
     # A declaration: `extern double exp (double __x) ...`, `extern long timezone;` (glibc), `using std::abs;`
     # (libstdc++'s <math.h>) or an inline function (the emulator's min, max, atomicAdd, ...).  A mere mention (a
     # parameter called k) is no clash.
@@ -1132,7 +1166,7 @@ def _rename_kernels(text: str, names: set[str]) -> str:
     if not names:
         return text
     masked, edits = _mask(text), []
-    for m in re.finditer(r"\b__global__\b", masked):
+    for m in _words(r"__global__\b", masked):
         j = m.end()
         while True:
             mm = re.compile(r"([A-Za-z_]\w*)\s*[(<]").search(masked, j)
@@ -1629,8 +1663,9 @@ class _Module:
         masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
         _refuse_unsupported(res.stdout, masked, self._ptx_refusals)
         _refuse_non_void_kernels(res.stdout, masked)
-        self._constants = {**_find_device_globals(masked), **_find_constants(masked)}
-        self._constant_memory = tuple(_find_constants(masked))
+        constants = _find_constants(masked)
+        self._constants = {**_find_device_globals(masked), **constants}
+        self._constant_memory = tuple(constants)
         self.cpp_linkage = _cpp_linkage_kernels(masked)
         self._namespaces = {}
         kernels = _find_kernels(masked, bounds=self._bounds, namespaces=self._namespaces)
