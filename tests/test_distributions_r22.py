@@ -235,3 +235,22 @@ def _error(fn):
 def test_validate_args_errors_are_torchs(case):
     want, got = _error(lambda: case(torch)), _error(lambda: case(ml))
     assert want is not None and got == want
+
+
+@pytest.mark.parametrize("case", [
+    lambda T: T._standard_gamma(T.ones(2, dtype=T.float16)),
+    lambda T: T._standard_gamma(T.ones(2, dtype=T.int64)),
+    lambda T: T._sample_dirichlet(T.ones(2, dtype=T.bfloat16)),
+    lambda T: T.binomial(T.ones(2), T.ones(3) * 0.5),
+    lambda T: T.binomial(T.ones(2), T.ones(2, dtype=T.float64) * 0.5),
+    lambda T: T._standard_gamma_grad(T.ones(2), T.ones(2, dtype=T.float64)),
+    lambda T: T._dirichlet_grad(T.ones(2), T.ones(2), T.ones(2, dtype=T.float64)),
+])
+def test_sampling_kernels_refuse_as_aten(case):
+    """The kernels' dtype dispatch (float and double only, one dtype) and shape errors, in ATen's words."""
+    outcomes = []
+    for T in (torch, ml):
+        with pytest.raises((RuntimeError, NotImplementedError)) as caught:
+            case(T)
+        outcomes.append((type(caught.value), str(caught.value)))
+    assert outcomes[1] == outcomes[0]

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .. import float32_math
+from .. import dtypes, float32_math
 from ..tensor import Function, Tensor
 
 __all__ = ["standard_gamma", "standard_gamma_grad", "sample_dirichlet", "dirichlet_grad", "binomial"]
@@ -31,14 +31,15 @@ _SQUEEZE_F = float(_F32(0.0331))  # the squeeze test's 0.0331f
 
 
 def _refuse_16bit(name, *tensors):
-    """ATen dispatches these kernels on float and double only."""
+    """ATen dispatches these kernels on float and double only (16-bit and integer tensors: its
+    NotImplementedError), and on tensors of one dtype (a second one: its RuntimeError)."""
     for t in tensors:
         if t.dtype.name not in ("float32", "float64"):
-            raise RuntimeError(f'"{name}" not implemented for \'{_torch_dtype_name(t)}\'')
-
-
-def _torch_dtype_name(t):
-    return {"float16": "Half", "bfloat16": "BFloat16"}.get(t.dtype.name, str(t.dtype).split(".")[-1].title())
+            raise NotImplementedError(f'"{name}" not implemented for \'{dtypes.torch_name(t.dtype)}\'')
+    for t in tensors[1:]:
+        if t.dtype != tensors[0].dtype:
+            raise RuntimeError(f"Found dtype {dtypes.torch_name(t.dtype)} but expected "
+                               f"{dtypes.torch_name(tensors[0].dtype)}")
 
 
 def sample_gamma_one(alpha, single, uniform, normal):
@@ -211,7 +212,7 @@ def _gamma_grad_array(alpha, x):
 
 def standard_gamma_grad(input, output):
     """``torch._standard_gamma_grad(alpha, x)``: torch's approximation of d x / d alpha."""
-    _refuse_16bit("_standard_gamma_grad_cpu", input)
+    _refuse_16bit("_standard_gamma_grad_cpu", input, output)
     return Tensor(_gamma_grad_array(input.detach().cpu().numpy(), output.detach().cpu().numpy()),
                   dtype=input.dtype, device=input.device)
 
@@ -360,7 +361,7 @@ def _dirichlet_grad_array(x, alpha, total):
 
 def dirichlet_grad(x, alpha, total):
     """``torch._dirichlet_grad(x, alpha, total)``."""
-    _refuse_16bit("_dirichlet_grad_cpu", x)
+    _refuse_16bit("_dirichlet_grad_cpu", x, alpha, total)
     arrays = [t.detach().cpu().numpy() for t in (x, alpha, total)]
     return Tensor(_dirichlet_grad_array(*arrays), dtype=x.dtype, device=x.device)
 
@@ -441,7 +442,9 @@ def sample_binomial_one(count, prob, real, uniform):
 def binomial(count, prob, generator=None):
     """``torch.binomial(count, prob)``: one Binomial(count, prob) draw per element (floats)."""
     from ..factories import _drawn
-    _refuse_16bit("binomial_cpu", count)
+    from ..factories import _broadcast
+    _refuse_16bit("binomial_cpu", count, prob)
+    _broadcast(tuple(count.shape), tuple(prob.shape))  # (torch's RuntimeError naming the first mismatch)
     counts, probs = np.broadcast_arrays(count.detach().cpu().numpy(), prob.detach().cpu().numpy())
     real = _F32 if counts.dtype == np.float32 else float
     uniform, _ = _samplers(_gen(generator))
