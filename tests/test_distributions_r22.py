@@ -2,7 +2,8 @@
 Dirichlet, StudentT (Marsaglia-Tsang draws: torch's uniform and normal draws, bit for bit, and the
 implicit-reparameterization gradients of torch's ``_standard_gamma_grad`` / ``_dirichlet_grad``),
 Binomial and Multinomial (torch's inversion / BTRS sampler), NegativeBinomial, Poisson, Geometric, Cauchy,
-HalfCauchy, Gumbel, HalfNormal, InverseGamma, Weibull, Pareto, FisherSnedecor, Kumaraswamy, RelaxedBernoulli, RelaxedOneHotCategorical, MixtureSameFamily and
+HalfCauchy, Gumbel, HalfNormal, InverseGamma, Weibull, Pareto, FisherSnedecor, ContinuousBernoulli (its Taylor
+branch near 1/2 too), Kumaraswamy, RelaxedBernoulli, RelaxedOneHotCategorical, MixtureSameFamily and
 LowRankMultivariateNormal: samples, log_prob / entropy / moments / cdf / icdf, kl_divergence pairs,
 expand, shapes and validate_args errors.
 
@@ -135,6 +136,7 @@ _D = {  # name -> (constructor on the library, parameters, a value in the suppor
     "FisherSnedecor": (lambda T, a, b: T.distributions.FisherSnedecor(a, b), ([1.0, 6.0], [3.0, 7.0]), [0.3, 2.0]),
     "NegativeBinomial": (lambda T, p: T.distributions.NegativeBinomial(T.tensor([3.0, 10.0]), probs=p), ([0.3, 0.8],),
                          [0.0, 4.0]),
+    "ContinuousBernoulli": (lambda T, p: T.distributions.ContinuousBernoulli(probs=p), ([0.2, 0.4995],), [0.1, 0.8]),
     "MixtureSameFamily": (lambda T, w: T.distributions.MixtureSameFamily(
         T.distributions.Categorical(w), T.distributions.Normal(T.tensor([-1.0, 0.0, 2.0]), T.tensor([1.0, 0.5, 2.0]))),
         ([0.2, 0.7, 0.1],), [0.3, -1.0]),
@@ -194,7 +196,8 @@ _KL_PAIRS = [("Gamma", "Gamma"), ("Beta", "Beta"), ("Dirichlet", "Dirichlet"), (
              ("Gumbel", "Gumbel"), ("HalfNormal", "HalfNormal"), ("Poisson", "Poisson"), ("Geometric", "Geometric"),
              ("Binomial", "Binomial"), ("LowRankMultivariateNormal", "LowRankMultivariateNormal"),
              ("Gamma", "Gumbel"), ("Beta", "Gamma"), ("Pareto", "Pareto"), ("Pareto", "Gamma"),
-             ("HalfCauchy", "HalfCauchy")]
+             ("HalfCauchy", "HalfCauchy"), ("ContinuousBernoulli", "ContinuousBernoulli"),
+             ("Beta", "ContinuousBernoulli")]
 
 
 @pytest.mark.parametrize("p,q", _KL_PAIRS)
