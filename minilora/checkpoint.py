@@ -34,6 +34,7 @@ import stat
 import struct
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -243,7 +244,7 @@ def _locked_folder(folder, what):
     except (ImportError, OSError):
         return None
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_now_or_soon(descriptor, fcntl.LOCK_EX)
     except BlockingIOError:
         os.close(descriptor)
         raise FolderInUseError(errno.EWOULDBLOCK, f"another process is writing to {folder} (another {what}?): wait "
@@ -252,6 +253,41 @@ def _locked_folder(folder, what):
         os.close(descriptor)
         return None
     return descriptor
+
+
+def _flock_now_or_soon(descriptor, operation, attempts=3, pause=0.05):
+    """``flock`` without blocking, tried again twice a moment later: a save asks whether a run holds a folder by
+    taking its lock for an instant (``_held_by_a_run``), which a run starting just then must not take for a run."""
+    import fcntl
+    for attempt in range(attempts):
+        try:
+            return fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(pause)
+
+
+def _held_by_a_run(directory):
+    """Whether a run writes into ``directory`` now (``writing_alone``, in this process or another). Such a folder
+    is never swapped for a new one: the run's later files would go into the new folder, its lock would stay on the
+    old one (so a second run would no longer be refused), and a checkpoint it swapped in meanwhile would be lost."""
+    if os.path.realpath(directory) in _WRITING_ALONE:
+        return True
+    try:
+        import fcntl
+        descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)  # (released with the descriptor)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:  # (a filesystem without locks: no run could hold it either)
+        return False
+    finally:
+        os.close(descriptor)
 
 
 def remove_leftovers(path):
@@ -265,6 +301,8 @@ def remove_leftovers(path):
         return
     prefix = f".{name}{_TEMP_MARK}"
     for entry in sorted(os.listdir(parent)):
+        if entry == f".{name}{_LOCK_MARK}":
+            _remove_if_unheld(os.path.join(parent, entry))
         if not entry.startswith(prefix) or not entry.endswith((".tmp", ".old")):
             continue
         pid = entry[len(prefix):].split("-", 1)[0]
@@ -374,11 +412,13 @@ def atomic_folder(directory, replaces=()):
     try:
         with _writing(tmp), _naming_the_target(directory, tmp):
             yield tmp
-            if os.path.isdir(directory):
-                _link_missing(directory, tmp, replaces)
-            os.chmod(tmp, _permissions(directory, 0o777 & ~_UMASK))  # mkdtemp makes 0700 folders
-            _fsync_tree(tmp)
-            _swap_in(tmp, directory)
+            _fsync_tree(tmp)  # (the new files reach the disk before the lock: it is held for the swap alone)
+            with _publishing(directory):
+                if os.path.isdir(directory):
+                    _link_missing(directory, tmp, replaces)
+                os.chmod(tmp, _permissions(directory, 0o777 & ~_UMASK))  # mkdtemp makes 0700 folders
+                _fsync_tree(tmp)  # (the links)
+                _swap_in(tmp, directory)
     finally:
         if os.path.isdir(tmp):  # the new files after an error, or the old folder after the swap
             shutil.rmtree(tmp, ignore_errors=True)
@@ -409,14 +449,99 @@ def files_replaced_in(directory, replaces=()):
 
 
 def _is_temporary(entry):
-    """A save's temporary file or folder (a killed one's leftover): never carried into the new version."""
-    return _TEMP_MARK in entry and entry.endswith((".tmp", ".old"))
+    """A save's temporary file or folder (a killed one's leftover) or lock file: never carried into the new version."""
+    return _TEMP_MARK in entry and entry.endswith((".tmp", ".old", _LOCK_MARK))
+
+
+# Two saves into one folder at once (a model's save_pretrained and a tokenizer's, from two processes) each link the
+# old folder's files they did not write beside their own, then swap: the later swap brought back the old version of
+# what the earlier one had just saved, silently. The link-and-swap step of a folder is done by one save at a time:
+# it holds ``flock`` on a lock file beside the folder (inside it where its parent cannot be written: then no save
+# swaps it), so the second save links in the first one's files. The lock is a file of its own, never the folder:
+# a run holds its output folder's lock for hours (``writing_alone``) and saves into it meanwhile. huggingface_hub
+# locks its downloads the same way (``.lock`` files, through the filelock package); transformers and PEFT write
+# into the folder itself, unlocked.
+_LOCK_MARK = ".minilora-lock"
+
+
+def _lock_path(directory):
+    parent, name = os.path.split(directory)
+    if os.access(parent, os.W_OK | os.X_OK):
+        return os.path.join(parent, f".{name}{_LOCK_MARK}")
+    return os.path.join(directory, f".{_IN_PLACE}{_LOCK_MARK}")
+
+
+@contextlib.contextmanager
+def _publishing(directory):
+    """Hold the lock of ``directory``'s link-and-swap step (waiting for another save's to end). The lock file is
+    removed while still held, so none is left beside the folder; a waiter that then gets the lock of the removed
+    file takes the next one instead (``_locked_file``)."""
+    path = _lock_path(directory)
+    descriptor = _locked_file(path)
+    try:
+        yield
+    finally:
+        if descriptor is not None:
+            try:
+                os.remove(path)
+            except OSError:  # (left: the next save takes it, and removes it)
+                pass
+            finally:  # (whatever stops the removal, a Ctrl-C included, the lock goes)
+                os.close(descriptor)
+
+
+def _remove_if_unheld(path):
+    """Remove the lock file a save killed while it held it left (no process holds it now), as that save would have;
+    one a save holds is left to it."""
+    try:
+        import fcntl
+        descriptor = os.open(path, os.O_RDWR)
+    except (ImportError, OSError):
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(descriptor), os.stat(path)):
+            os.remove(path)
+    except OSError:  # (held: a save is swapping now; or removed meanwhile)
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _locked_file(path):
+    """A descriptor of the file at ``path`` (created if missing) holding its exclusive lock, or None where there is
+    no lock to take (no ``fcntl``, a folder that cannot be written: the save's own writes name it, a filesystem
+    without locks). The lock counts only if ``path`` still names the locked file: a holder removes it when done."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(descriptor), os.stat(path)):
+                return descriptor
+        except FileNotFoundError:  # (removed by the save that held it: the next lock file is the one)
+            pass
+        except OSError:  # (ENOLCK, EOPNOTSUPP: a filesystem without locks)
+            os.close(descriptor)
+            return None
+        except BaseException:  # (a Ctrl-C while waiting)
+            os.close(descriptor)
+            raise
+        os.close(descriptor)
 
 
 def _cannot_swap(directory, parent):
     """A folder that cannot be swapped for a sibling: a mount point (a container's volume, ``docker run -v
-    $PWD/out:/out``: renaming it is EBUSY), or one whose parent this process cannot write (no sibling there)."""
-    return os.path.isdir(directory) and (os.path.ismount(directory) or not os.access(parent, os.W_OK | os.X_OK))
+    $PWD/out:/out``: renaming it is EBUSY), one whose parent this process cannot write (no sibling there), or one a
+    run is writing (``_held_by_a_run``)."""
+    return os.path.isdir(directory) and (os.path.ismount(directory) or not os.access(parent, os.W_OK | os.X_OK)
+                                         or _held_by_a_run(directory))
 
 
 # The temporary folder of a save that replaces files one by one is made inside the folder it saves into:
@@ -440,10 +565,10 @@ def _files_replaced_one_by_one(directory, replaces):
             yield tmp
             _fsync_tree(tmp)
             written = set(os.listdir(tmp))
-            with held_ctrl_c():  # (a Ctrl-C between two replacements would leave some new files and some old)
-                _move_files(tmp, directory)
+            with _publishing(directory), held_ctrl_c():  # (a Ctrl-C between two replacements would leave some
+                _move_files(tmp, directory)  # new files and some old)
                 for entry in os.listdir(directory):  # (an older save's shards, which the new weights replace)
-                    stale = entry not in written and any(fnmatch.fnmatch(entry, pattern) for pattern in replaces)
+                    stale = entry not in written and not _is_temporary(entry) and any(fnmatch.fnmatch(entry, pattern) for pattern in replaces)
                     if stale and os.path.isfile(os.path.join(directory, entry)):
                         os.remove(os.path.join(directory, entry))
             _fsync_dir(directory)
@@ -609,6 +734,8 @@ def read_header(path):
         raise CheckpointError(f"{path}: corrupted safetensors header ({exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupted safetensors header (not a JSON object)")
+    if "__metadata__" in header and header["__metadata__"] is None:  # (JSON's null: safetensors reads no metadata)
+        del header["__metadata__"]
     metadata = header.get("__metadata__", {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError(f"{path}: corrupted safetensors header (__metadata__ must map names to "

@@ -42,7 +42,8 @@ def same_weights(a, b):
 
 
 def leftovers(folder):
-    return [e for e in os.listdir(folder) if ".minilora-" in e]
+    # (a swap's lock file whose removal failed is left: empty, and taken and removed by the next save)
+    return [e for e in os.listdir(folder) if ".minilora-" in e and not e.endswith(".minilora-lock")]
 
 
 # ==================================================================================================
