@@ -125,6 +125,14 @@ def _is_file_object(f, method):
     return not isinstance(f, (str, bytes, os.PathLike)) and callable(getattr(f, method, None))
 
 
+def _name_the_stream(exc, path, stream):
+    """An error about the temporary file a stream was read into names the stream instead (its file's name, or
+    "the BytesIO object"): the user never saw that file."""
+    name = getattr(stream, "name", None)
+    name = name if isinstance(name, str) else f"the {type(stream).__name__} object"
+    exc.args = tuple(arg.replace(path, name) if isinstance(arg, str) else arg for arg in exc.args)
+
+
 def _through_a_temporary_file(data=None, suffix=".tmp"):
     """A path in the temporary folder (holding ``data`` if given), removed by the caller."""
     import tempfile
@@ -172,7 +180,18 @@ def save(obj, f, pickle_module=None, pickle_protocol=2, _use_new_zipfile_seriali
             os.remove(path)
         return
     path = _path(f, "save")
-    _save(obj, path, pickle_protocol, os.path.basename(path).split(".")[0] or "archive", byteorder)
+    _save(obj, path, pickle_protocol, _archive_name(path), byteorder)
+
+
+def _archive_name(path):
+    """The folder torch.save's zip archive holds its records in: the file's name without its last extension
+    (``model.v2.pt``: ``model.v2``, PyTorchStreamWriter's basename). A path that is not ASCII (``données.pt``, a
+    name with undecodable bytes) torch writes through a Python stream, which names it "archive"; so does minilora
+    for a name with nothing before its extension (``.pt``), which torch refuses."""
+    if not path.isascii():
+        return "archive"
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return (name.rsplit(".", 1)[0] if "." in name else name) or "archive"
 
 
 def _save(obj, path, pickle_protocol, archive_name, byteorder=True):
@@ -376,6 +395,9 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
         path = _through_a_temporary_file(f.read())
         try:
             return load(path, map_location, weights_only=weights_only)
+        except Exception as exc:
+            _name_the_stream(exc, path, f)
+            raise
         finally:
             os.remove(path)
     path = _path(f, "load")

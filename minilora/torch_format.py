@@ -600,6 +600,12 @@ class _Archive:
         except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
             raise RuntimeError(f"{path}: PytorchStreamReader failed reading zip archive: failed finding central "
                                f"directory ({exc}: the file is truncated or is not torch.save's)") from None
+        start = min((info.header_offset for info in self.zip.infolist()), default=0)
+        if start:  # (zipfile reads the archive that the file's END describes, wherever it starts)
+            raise RuntimeError(f"{path}: PytorchStreamReader failed reading zip archive: invalid header or archive is "
+                               f"corrupted (the archive the file ends with starts at byte {start}, after other data: "
+                               f"two torch.save archives written one after the other into one file? Each is read "
+                               f"from its own file, or from a stream at its start)")
         names = self.zip.namelist()
         self.prefix = names[0].split("/")[0] + "/" if names and "/" in names[0] else ""
         self.map = _mapped(path) if mmap else None
