@@ -1,0 +1,162 @@
+"""Faults, round 22: two writers in one folder, and the faults nobody had tried.
+
+Two processes saving different things into one folder at once (a model's ``save_pretrained`` and a tokenizer's, two
+adapters): each save is staged in a folder of its own, which then takes the old folder's place with the files it
+did not write linked in. Two such swaps at once each linked the old folder's files, so the later one brought back
+the other's old files in place of the ones it had just saved, silently. Now the link-and-swap step holds a lock
+(``flock`` on a lock file beside the folder, held for that step only, never for a whole run), so the second save
+links in the first one's files: both are there, whole. A folder a run is writing (``writing_alone``) is never
+swapped: its files are replaced one by one, so the run keeps its lock and its checkpoints.
+
+What was left to try. Two ``minilora.save`` calls into one stream (or a file opened for appending) read back as the
+SECOND object, silently: zipfile reads the archive the file ends with; torch refuses such a file, and so does
+minilora now, naming the stream, not the temporary file it was read into. A file name with a byte that is not UTF-8
+(``os.fsdecode(b"w\xff.pt")``) crashed ``minilora.save`` with a UnicodeEncodeError from its archive name; the
+archive is now named as torch names it ("archive" for a name that is not ASCII, the name without its last extension
+otherwise). A safetensors header with ``"__metadata__": null`` (safetensors reads it as no metadata) was refused.
+"""
+import io
+import json
+import os
+import struct
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import checkpoint
+from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.tokenizer import ByteTokenizer
+
+
+def _tokenizer(padding_side):
+    tokenizer = ByteTokenizer()
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def _tiny_llama(seed):
+    ml.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=16))
+
+
+def _same_weights(model, folder):
+    loaded = LlamaForCausalLM.from_pretrained(folder).state_dict()
+    return all(np.array_equal(loaded[k].numpy(), v.numpy()) for k, v in model.state_dict().items())
+
+
+def _forked(work):
+    """Run ``work(wait)`` in a child process (forked: nothing imported again); ``wait()`` inside it tells this
+    process it got there and blocks until ``go()``. Returns (reached, go, finish)."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            def wait():
+                os.write(ready_w, b"r")
+                os.read(go_r, 1)
+            work(wait)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(go_r)
+
+    def reached():
+        return os.read(ready_r, 1) == b"r"
+
+    def go():
+        os.write(go_w, b"g")
+
+    def finish():
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return reached, go, finish
+
+
+def test_two_processes_saving_into_one_folder_at_once_keep_both_saves(tmp_path):
+    folder = str(tmp_path / "out")
+    _tiny_llama(0).save_pretrained(folder)
+    _tokenizer("right").save_pretrained(folder)
+    new_model = _tiny_llama(1)
+
+    def save_the_model_pausing_before_its_swap(wait):
+        swap = checkpoint._swap_in
+        checkpoint._swap_in = lambda tmp, directory: (wait(), swap(tmp, directory))
+        new_model.save_pretrained(folder)
+    reached, go, finish = _forked(save_the_model_pausing_before_its_swap)
+    assert reached()  # the model's files are staged, the old tokenizer linked beside them
+    tokenizer_save = threading.Thread(target=_tokenizer("left").save_pretrained, args=(folder,))
+    tokenizer_save.start()
+    tokenizer_save.join(0.3)  # (before: done by now, the old model linked beside the new tokenizer)
+    go()
+    assert finish() == 0
+    tokenizer_save.join()
+    assert _same_weights(new_model, folder)
+    assert ml.tokenizer.from_pretrained(folder).padding_side == "left"
+
+
+def test_a_save_into_the_folder_a_run_writes_keeps_the_run_s_lock_and_files(tmp_path):
+    """A merged model exported into the folder another process's run writes (``writing_alone``): the folder was
+    swapped for a new one, so the run's lock stayed on the old one and a second run into it was no longer refused
+    (and a checkpoint the run swapped in meanwhile was lost). A run's folder now has its files replaced one by one."""
+    folder = str(tmp_path / "run")
+    os.makedirs(folder)
+    def a_run(wait):
+        with checkpoint.writing_alone(folder, "minilora train"):
+            wait()
+    reached, go, finish = _forked(a_run)
+    assert reached()
+    inode = os.stat(folder).st_ino
+    _tiny_llama(1).save_pretrained(folder)
+    try:
+        assert os.stat(folder).st_ino == inode
+        with pytest.raises(checkpoint.FolderInUseError, match="another process is writing"):
+            with checkpoint.writing_alone(folder, "minilora train"):
+                pass
+    finally:
+        go()
+        assert finish() == 0
+    assert _same_weights(_tiny_llama(1), folder)
+
+
+def test_two_saves_into_one_stream_are_refused_not_read_as_the_second(tmp_path):
+    stream = io.BytesIO()
+    ml.save({"first": ml.ones(2)}, stream)
+    ml.save({"second": ml.zeros(2)}, stream)
+    stream.seek(0)
+    with pytest.raises(RuntimeError, match="the BytesIO object: PytorchStreamReader failed reading zip archive"):
+        ml.load(stream)  # (before: {"second": ...})
+    appended = str(tmp_path / "log.pt")
+    for value in (1.0, 2.0):
+        with open(appended, "ab") as file:
+            ml.save({"w": ml.full((2,), value)}, file)
+            ends = file.tell()  # (the second: where its archive starts)
+    with pytest.raises(RuntimeError, match="starts at byte"):
+        ml.load(appended)
+    with open(appended, "rb") as file:  # (a stream at an archive's start reads that archive, as torch's)
+        file.seek(ends // 2)
+        assert ml.load(file)["w"].tolist() == [2.0, 2.0]
+
+
+def test_a_file_name_that_is_not_utf8_saves_and_the_archive_is_named_as_torch_names_it(tmp_path):
+    names = {os.fsdecode(b"w\xff.pt"): "archive", "données.pt": "archive", "model.v2.pt": "model.v2",
+             "noext": "noext", ".pt": "archive"}
+    for name, archive in names.items():
+        path = os.path.join(str(tmp_path), name)
+        ml.save({"w": ml.ones(2)}, path)  # (before: UnicodeEncodeError for the first)
+        assert zipfile.ZipFile(path).namelist()[0] == f"{archive}/data.pkl"
+        assert ml.load(path)["w"].tolist() == [1.0, 1.0]
+
+
+def test_safetensors_metadata_null_reads_as_no_metadata(tmp_path):
+    path = str(tmp_path / "null.safetensors")
+    header = json.dumps({"__metadata__": None, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(header)) + header + np.ones(2, np.float32).tobytes())
+    assert ml.load(path)["w"].tolist() == [1.0, 1.0]
+    assert checkpoint.load_file(path)["w"].tolist() == [1.0, 1.0]
