@@ -659,10 +659,10 @@ def _softmax_along_as_torch(a, axis, round_to=None):
     stores each exp in the 16-bit output before dividing it by the (float32) sum."""
     blocks = _blocks_along(a, axis)
     outer, size, inner = blocks.shape
-    if round_to is None:
-        scalar = ~_vector_positions(outer * inner, inner, builtins.max(float32_sums.GRAIN_SIZE // size, 1))
-    else:  # (grain 0: an even share a thread)
-        scalar = ~_vector_positions(outer * inner, inner, 1, lanes=2 * float32_math.FLOAT_LANES)
+    # (grain 1: an even share a thread, whatever the size; ATen's float kernel asks std::min(GRAIN_SIZE / size, 1),
+    # its 16-bit one 0: measured, a [37, 70] softmax(0) on 2 threads runs two ranges of 35 positions)
+    lanes = float32_math.FLOAT_LANES if round_to is None else 2 * float32_math.FLOAT_LANES
+    scalar = ~_vector_positions(outer * inner, inner, 1, lanes=lanes)
     scalar = scalar.reshape(outer, 1, inner)
     e, total = _exps_and_sums(blocks - blocks.max(axis=1, keepdims=True), scalar)
     if round_to is not None and scalar.any():
