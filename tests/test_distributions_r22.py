@@ -137,6 +137,8 @@ _D = {  # name -> (constructor on the library, parameters, a value in the suppor
     "NegativeBinomial": (lambda T, p: T.distributions.NegativeBinomial(T.tensor([3.0, 10.0]), probs=p), ([0.3, 0.8],),
                          [0.0, 4.0]),
     "ContinuousBernoulli": (lambda T, p: T.distributions.ContinuousBernoulli(probs=p), ([0.2, 0.4995],), [0.1, 0.8]),
+    "LogisticNormal": (lambda T, loc, s: T.distributions.LogisticNormal(loc, s), ([0.2, -0.5, 1.0], [1.0, 0.5, 2.0]),
+                       [0.2, 0.3, 0.1, 0.4]),
     "MixtureSameFamily": (lambda T, w: T.distributions.MixtureSameFamily(
         T.distributions.Categorical(w), T.distributions.Normal(T.tensor([-1.0, 0.0, 2.0]), T.tensor([1.0, 0.5, 2.0]))),
         ([0.2, 0.7, 0.1],), [0.3, -1.0]),
@@ -257,3 +259,41 @@ def test_sampling_kernels_refuse_as_aten(case):
             case(T)
         outcomes.append((type(caught.value), str(caught.value)))
     assert outcomes[1] == outcomes[0]
+
+
+_CONSTRAINTS = {  # name -> (the constraint on the library, an unconstrained value)
+    "positive": (lambda C: C.positive, [0.3, -2.0]), "nonnegative": (lambda C: C.nonnegative, [0.3, -2.0]),
+    "greater_than": (lambda C: C.greater_than(3.0), [0.3, -2.0]), "less_than": (lambda C: C.less_than(-1.0), [0.3, 2.0]),
+    "unit_interval": (lambda C: C.unit_interval, [0.3, -2.0]), "interval": (lambda C: C.interval(-2.0, 5.0), [0.3, -2.0]),
+    "real": (lambda C: C.real, [0.3, -2.0]), "simplex": (lambda C: C.simplex, [[0.3, -2.0, 1.0]]),
+    "independent": (lambda C: C.independent(C.positive, 1), [[0.3, -2.0]]),
+    "lower_cholesky": (lambda C: C.lower_cholesky, [[0.3, -2.0], [1.0, 0.5]]),
+    "positive_definite": (lambda C: C.positive_definite, [[0.3, -2.0], [1.0, 0.5]]),
+}
+
+
+@pytest.mark.parametrize("registry", ["biject_to", "transform_to"])
+@pytest.mark.parametrize("name", list(_CONSTRAINTS))
+def test_biject_to_and_transform_to_as_torch(registry, name):
+    """The transform onto each constraint (its repr, values, inverse, log |det J| and gradient), or torch's
+    NotImplementedError where torch registers none (biject_to of lower_cholesky, positive_definite)."""
+    def run(T):
+        constraint, x = _CONSTRAINTS[name]
+        try:
+            transform = getattr(T.distributions, registry)(constraint(T.distributions.constraints))
+        except NotImplementedError as e:
+            return str(e)
+        x = T.tensor(x, dtype=T.float64, requires_grad=True)
+        y = transform(x)
+        y.sum().backward()
+        out = [repr(transform), y.detach().numpy(), transform.inv(y).detach().numpy(), x.grad.numpy()]
+        if transform.bijective:
+            out.append(transform.log_abs_det_jacobian(x, y).detach().numpy())
+        return out
+    want, got = run(torch), run(ml)
+    if isinstance(want, str):
+        assert got == want
+        return
+    assert got[0] == want[0]
+    for w, g in zip(want[1:], got[1:]):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
