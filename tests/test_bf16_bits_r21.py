@@ -232,8 +232,9 @@ def test_peft_float32_adapters_on_an_eager_bf16_llama_give_its_logits(checkpoint
 def test_autocast_bf16_on_a_float32_llama_with_eager_attention_gives_transformers_logits(tmp_path):
     """``torch.autocast("cpu", dtype=torch.bfloat16)`` on a float32 Llama: RoPE promotes q and k to float32,
     and eager attention's products autocast to bfloat16 (transformers' ops), where the fused kernel ran.
-    Logits and loss are torch's bits (sdpa's were already); the float32 gradients are not all: the embedding's
-    (186 of 4096: torch's order of adding a repeated token's rows) and one of down_proj's 6144."""
+    Logits and loss are torch's bits (sdpa's were already); so are the float32 gradients since round 22
+    (tests/test_half_bits_r22.py: the embedding's 186 of 4096 were the RMSNorm input's gradient parts added in
+    another order, not the embedding's own backward)."""
     save_checkpoint(tmp_path, tiny_config())
     theirs = transformers.LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32, attn_implementation="eager")
     ours = LlamaForCausalLM.from_pretrained(tmp_path, dtype="float32", attn_implementation="eager")

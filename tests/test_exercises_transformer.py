@@ -51,15 +51,16 @@ def test_rms_norm_backward(rng):
 @pytest.mark.ex2_2
 @pytest.mark.parametrize("with_weight", [True, False])
 def test_rms_norm_backward_rows_against_finite_differences(rng, with_weight):
-    """The region's function on whole arrays, from the input and what 2.1 saved: it must FILL gx with the input's
-    gradient. (Every rms_norm's backward runs this region, float32 and float64 alike.)"""
+    """The region's function on whole arrays, from the input and what 2.1 saved: it must FILL gx and gx_mean, the
+    input's gradient's two parts (along x * r, and through r). (Every rms_norm's backward runs this region.)"""
     from minilora.ops.nn import _rms_norm_backward_rows, _rms_norm_rows
     x, g, eps = rng.standard_normal((4, 6)), rng.standard_normal((4, 6)), 1e-3
     w = rng.standard_normal(6) if with_weight else None
     normed, r, out = np.empty((4, 6)), np.empty((4, 1)), np.empty((4, 6))
     _rms_norm_rows(x, normed, r, out, w, eps)
-    gx = np.full((4, 6), np.nan)
-    _rms_norm_backward_rows(g, x, normed, r, gx, w)
+    gx, gx_mean = np.full((4, 6), np.nan), np.full((4, 6), np.nan)
+    _rms_norm_backward_rows(g, x, normed, r, gx, gx_mean, w)
+    assert_close(gx, g * (1.0 if w is None else w) * r, rtol=1e-12, atol=1e-12, name="gx, along x * r")
 
     def loss(v):
         return float((g * v / np.sqrt((v ** 2).mean(axis=1, keepdims=True) + eps) * (1.0 if w is None else w)).sum())
@@ -68,7 +69,7 @@ def test_rms_norm_backward_rows_against_finite_differences(rng, with_weight):
         step = np.zeros_like(x)
         step[index] = 1e-6
         numeric[index] = (loss(x + step) - loss(x - step)) / 2e-6
-    assert_close(gx, numeric, rtol=1e-6, atol=1e-8, name="gx, the input's gradient")
+    assert_close(gx + gx_mean, numeric, rtol=1e-6, atol=1e-8, name="gx + gx_mean, the input's gradient")
 
 
 @pytest.mark.ex2_2

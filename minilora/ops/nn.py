@@ -117,31 +117,37 @@ class Embedding(Function):
 
     @staticmethod
     def backward(ctx, g):
+        # torch's CPU kernel (embedding_dense_backward_cpu): for each position in order, grad[id].add_(g[i],
+        # alpha=scale), in the gradient's own dtype: a 16-bit row is rounded after every addition (summed in float32
+        # and rounded once, a frequent bfloat16 token's row was off in 2 of 3 elements), and under
+        # scale_grad_by_freq the scale 1/count is add's alpha, fused into its multiply-add (dividing first, then
+        # adding, was off in 2 of 3 too)
         xp = xp_of(g)
-        # 16-bit floats: the rows of one id summed in float32, rounded once. (torch's CPU kernel adds
-        # them one by one in 16 bits: a frequent token's gradient drifts; within torch's tolerance.)
         ids = ctx.ids.reshape(-1)
         g2 = upcast(g.reshape(ids.size, ctx.weight_shape[1]))  # (not -1: embedding_dim may be 0)
         grad = xp.zeros(ctx.weight_shape, dtype=g2.dtype)
+        scales = None
         if ctx.scale_grad_by_freq:  # counted over every position, padding included (torch's)
             counts = xp.bincount(ids, minlength=ctx.weight_shape[0])
-            g2 = g2 / counts[ids][:, None].astype(g2.dtype)
+            scales = (1.0 / counts[ids]).astype(g2.dtype)  # (torch: a double, add's alpha in the math dtype)
         if ctx.padding_idx is not None:  # padding positions contribute nothing
             keep = ids != ctx.padding_idx
             ids, g2 = ids[keep], g2[keep]
+            scales = None if scales is None else scales[keep]
         if xp is not np:
-            xp.add.at(grad, ids, g2)
+            xp.add.at(grad, ids, g2 if scales is None else g2 * scales[:, None])
             return None, grad.astype(g.dtype, copy=False)
         if len(ids):
-            _add_rows_in_order(grad, ids, g2)
+            _add_rows_in_order(grad, ids, g2, scales, g.dtype)
         return None, grad.astype(g.dtype, copy=False)
 
 
-def _add_rows_in_order(grad, ids, rows):
+def _add_rows_in_order(grad, ids, rows, scales=None, dtype=None):
     """``np.add.at(grad, ids, rows)``: each id's rows added one after another in their order, as torch's
     embedding backward adds them (a pairwise sum, NumPy's reduceat, rounds otherwise: 2 elements of 3
     of a repeated token's gradient). add.at goes row by row; here every id's first rows are added in one
-    vectorised step, then every id's second rows, ...: as many steps as the most frequent id has rows."""
+    vectorised step, then every id's second rows, ...: as many steps as the most frequent id has rows.
+    ``scales``: each row's factor, add's alpha; ``dtype``: a 16-bit gradient's, to which every step rounds."""
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     run_starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
@@ -149,9 +155,31 @@ def _add_rows_in_order(grad, ids, rows):
     occurrence = np.arange(len(ids)) - np.repeat(run_starts, run_lengths)  # 0 for an id's first row, ...
     by_occurrence = order[np.argsort(occurrence, kind="stable")]
     bounds = np.concatenate(([0], np.cumsum(np.bincount(occurrence))))
+    sixteen_bit = dtype is not None and np.dtype(dtype).itemsize == 2
+    if sixteen_bit and scales is not None:  # (add's alpha in the 16-bit kernel is a 16-bit number)
+        scales = scales.astype(dtype).astype(grad.dtype)
     for start, stop in zip(bounds[:-1], bounds[1:]):
         step = by_occurrence[start:stop]  # (distinct ids: no two of these rows meet)
-        grad[ids[step]] += rows[step]
+        if sixteen_bit:
+            grad[ids[step]] = _add_rows16(grad[ids[step]], rows[step], None if scales is None else scales[step], dtype)
+        elif scales is None:
+            grad[ids[step]] += rows[step]
+        else:  # add's fused multiply-add: acc + alpha * row rounded once
+            alpha = np.ascontiguousarray(np.broadcast_to(scales[step, None], (len(step), rows.shape[1])))
+            grad[ids[step]] = fastmath.multiply_add(rows[step], alpha, grad[ids[step]])
+
+
+def _add_rows16(acc, rows, alpha, dtype):
+    """``acc.add_(rows, alpha=alpha)`` of 16-bit rows (float32 arrays holding 16-bit values, each row's alpha a 16-bit
+    number or None), as ATen's 16-bit add kernel: vectors of ``2 * FLOAT_LANES`` elements in float32, rounded once
+    (the product of two 16-bit numbers is exact in float32), the rest of a row element by element in 16-bit
+    arithmetic: the product rounded, then the sum."""
+    if alpha is None:
+        return (acc + rows).astype(dtype).astype(acc.dtype)
+    products = rows * alpha[:, None]
+    whole = rows.shape[1] - rows.shape[1] % (2 * float32_math.FLOAT_LANES)
+    products[:, whole:] = products[:, whole:].astype(dtype).astype(acc.dtype)
+    return (acc + products).astype(dtype).astype(acc.dtype)
 
 
 def _counted_targets(xp, targets, n_classes, ignore_index, name):
@@ -443,6 +471,12 @@ class RMSNorm(Function):
     input's gradient as torch's composite's autograd does, op by op, from the input ``x``. Every dtype and device
     runs that one region, so a learner's backward is what the model trains with.
 
+    torch's composite uses the input twice (``pow(x, 2)`` and ``x * rsqrt(...)``), so its autograd adds x's gradient
+    in parts: whatever a later node gave x first (a Llama's residual add), then the product's part, then the part
+    through the mean. A float32/float64 CPU input comes a second time (``x_again``, as ``ops/lora.py``'s LoraLinear):
+    its first slot takes the product's part, the second the mean's, and the engine adds them in that order (one
+    sum, ``prev + (product + mean)``, put a float32 Llama's embedding gradient off torch's in ~5% of its elements).
+
     Saved-tensor hooks (``saved_tensors_hooks``, ``save_on_cpu``) see 2 packs, the weight and the
     input, where torch 2.13's composite rms_norm packs 6 (input, rsqrt [..., 1] twice, normalised input,
     weight, ...): this one node keeps its normalised input and ``r`` as arrays of its own, not packed
@@ -451,7 +485,7 @@ class RMSNorm(Function):
     torch_layout = "suggested"
 
     @staticmethod
-    def forward(ctx, x, weight, *, eps, width):
+    def forward(ctx, x, weight, x_again=None, *, eps, width):
         xp = xp_of(x)
         ctx.weight_shape = None if weight is None else weight.shape  # normalized_shape
         x2, weight = _rows(x, width), _flat(weight)
@@ -474,12 +508,15 @@ class RMSNorm(Function):
     def backward(ctx, g):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         g2 = _rows(g, normed.shape[1])
-        gx = xp_of(g).empty_like(g2)
+        gx, gx_mean = xp_of(g).empty_like(g2), xp_of(g).empty_like(g2)
         parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, _rows(ctx.x, g2.shape[1]), normed, r,
-                      gx)
+                      gx, gx_mean)
         gweight = None
         if w is not None and ctx.needs_input_grad[1]:
             gweight = _column_sum_as_torch(g2, normed).reshape(ctx.weight_shape)
+        if len(ctx.inputs) > 2:  # x_again: the two parts, for the engine to add (class docstring)
+            return gx.reshape(g.shape), gweight, gx_mean.reshape(g.shape)
+        gx += gx_mean
         return gx.reshape(g.shape), gweight
 
 
@@ -536,8 +573,10 @@ def _strided_mean_of_squares(x, width):
     return sums.reshape(-1) / x.dtype.type(width)
 
 
-def _rms_norm_backward_rows(g, x, normed, r, gx, weight):
-    """``gx`` for a block of rows, from the input ``x`` and the saved ``normed`` (= x r) and ``r``.
+def _rms_norm_backward_rows(g, x, normed, r, gx, gx_mean, weight):
+    """The input's gradient for a block of rows, from the input ``x`` and the saved ``normed`` (= x r) and ``r``, in
+    torch's two parts: ``gx`` along the product ``x * r`` (r held fixed), ``gx_mean`` through ``r`` (the mean of
+    squares); their sum is the gradient, and the node hands them to the engine apart (``RMSNorm``'s docstring).
 
     The solution computes it as torch's autograd differentiates its composite rms_norm, ``(x * rsqrt(s)) * w`` with
     ``s = pow(x, 2).mean(-1) + eps``, op by op, rounding where torch rounds: ``gw = g * w``; the product's
@@ -545,13 +584,14 @@ def _rms_norm_backward_rows(g, x, normed, r, gx, weight):
     ``x * k`` with ``k = -(sum(gw * x) * r^3) / n`` (the factors 2 and -0.5 are exact), the row's sum in torch's
     order (``_row_sum``). So float32 and float64 gradients are torch's bits, and any right formula passes the
     exercise's tests (they check the math: ``r (gw - normed mean(gw normed))`` is the same gradient)."""
-    # EXERCISE 2.2: fill gx, the input's gradient, for these rows from g, the input x (or normed = x r), r and weight
+    # (the input's gradient in its two parts: gx along the product x * r, r held fixed; gx_mean through r)
+    # EXERCISE 2.2: fill gx and gx_mean for these rows from g, the input x (or normed = x r), r and weight
     # BEGIN SOLUTION
     gw = g * weight if weight is not None else g
     r_cubed = r * r * r  # (pow(r, 3): ATen's base * base * base)
     k = -(_row_sum(gw * x)[:, None] * r_cubed) / x.dtype.type(x.shape[1])
     xp_of(g).multiply(gw, r, out=gx)
-    gx += x * k
+    xp_of(g).multiply(x, k, out=gx_mean)
     # END SOLUTION
 
 
@@ -1940,7 +1980,9 @@ def _complex_rms_norm(input, normalized_shape, weight, eps):
 def _rms_norm(input, normalized_shape, weight, eps):
     _floating_only("rms_norm", input)
     width = _normalized_width("rms_norm", input, normalized_shape, weight=weight)
-    out = RMSNorm.apply(input, weight, eps=eps, width=width)
+    two_parts = input.requires_grad and input.device.type == "cpu" and _torch_bits_array(input._array)
+    again = (input,) if two_parts else ()  # (RMSNorm's x_again)
+    out = RMSNorm.apply(input, weight, *again, eps=eps, width=width)
     # torch's F.rms_norm is composite on the CPU: input * rsqrt(pow(input, 2).mean(dims) + eps), times weight
     scale = ("RsqrtBackward0", ("AddBackward1", ("MeanBackward1", ("PowBackward0", input))))
     graph = (input, scale) if weight is None else (("MulBackward0", input, scale), weight)

@@ -1,0 +1,117 @@
+"""16-bit (and float32) gradients that torch's autograd adds in parts, bit for bit with torch/transformers.
+
+Measured against torch 2.13 on the CPU (round 22):
+
+* a float32 Llama under ``torch.autocast("cpu", dtype=torch.bfloat16)``: the embedding's gradient was off in 186 of
+  4096 entries (and down_proj's in 1 of 6144). Not the embedding's own backward: transformers' RMSNorm uses its
+  input twice (``pow(x, 2)`` and ``x * rsqrt(...)``), so torch's autograd adds x's gradient in three parts, the
+  residual's first, then the product's, then the mean's; minilora's one RMSNorm node added the last two first
+  (``ops/nn.py``'s RMSNorm: ``x_again``). Any float32 ``F.rms_norm`` whose input feeds something else too, a
+  residual stream, showed it (505 of 1536 input-gradient elements below);
+* ``F.embedding``'s backward on 16-bit weights: torch adds each position's row into its id's row in the 16-bit
+  gradient itself, rounding after every addition; minilora summed in float32 and rounded once (2 of 3 elements of a
+  frequent token's row off); under ``scale_grad_by_freq`` 1/count is add's alpha (float32: fused into the
+  addition; 16-bit: a 16-bit number, and the last ``dim % 32`` elements of a row are computed in 16-bit
+  arithmetic), where minilora divided first: 2 of 3 elements off in every dtype.
+"""
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora.models import LlamaForCausalLM
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+_STEP_CONFIG = dict(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=64)
+
+
+def bits(t):
+    """The bit patterns of a torch or minilora tensor, for exact comparison."""
+    if isinstance(t, ml.Tensor):
+        array = t.detach().numpy()
+    else:
+        t = t.detach()
+        array = t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
+    return array.view({2: np.int16, 4: np.int32, 8: np.int64}[array.dtype.itemsize])
+
+
+def from_torch(t):
+    return ml.tensor(bits(t).view(ml.bfloat16)) if t.dtype == torch.bfloat16 else ml.tensor(t.detach().numpy())
+
+
+@pytest.fixture(scope="module")
+def float32_llamas(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("float32_llama")
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**_STEP_CONFIG))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if name.endswith("norm.weight") else 0.3 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    theirs = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
+    ours = LlamaForCausalLM.from_pretrained(folder, dtype="float32", attn_implementation="eager")
+    return theirs, ours
+
+
+def test_autocast_bf16_llama_gradients_are_transformers_bits(float32_llamas):
+    """Every float32 parameter's gradient of a training step under bfloat16 autocast, the embedding's included."""
+    theirs, ours = float32_llamas
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 64, size=(2, 12))
+    labels = ids.copy()
+    labels[0, :2] = -100
+    theirs.zero_grad(), ours.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = theirs(torch.as_tensor(ids), labels=torch.as_tensor(labels))
+    expected.loss.backward()
+    with ml.autocast("cpu", dtype=ml.bfloat16):
+        out = ours(ids, labels=labels)
+    out.loss.backward()
+    assert out.loss.item() == expected.loss.item()
+    ours_grads = dict(ours.named_parameters())
+    for name, p in theirs.named_parameters():
+        np.testing.assert_array_equal(bits(ours_grads[name].grad), bits(p.grad), err_msg=name)
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_float32_rms_norm_on_a_residual_stream_gives_torchs_input_gradient(module):
+    """``h = x + f(rms_norm(x))``, as a pre-norm block: x's gradient is three parts added in torch's order."""
+    g = torch.Generator().manual_seed(0)
+    x, w, up = torch.randn(24, 64, generator=g), 1 + 0.1 * torch.randn(64, generator=g), torch.randn(24, 64, generator=g)
+    theirs_x = x.clone().requires_grad_()
+    if module:
+        norm = torch.nn.RMSNorm(64, eps=1e-6)
+        with torch.no_grad():
+            norm.weight.copy_(w)
+        ours_norm = ml.nn.RMSNorm(64, eps=1e-6)
+        ours_norm.weight.data = from_torch(w)
+        theirs_h, ours_norm_fn = theirs_x + norm(theirs_x) * up, ours_norm
+    else:
+        theirs_h = theirs_x + torch.nn.functional.rms_norm(theirs_x, (64,), w, 1e-6) * up
+        ours_norm_fn = (lambda v: ml.nn.functional.rms_norm(v, normalized_shape=(64,), weight=from_torch(w), eps=1e-6))
+    theirs_h.sum().backward()
+    ours_x = from_torch(x).requires_grad_()
+    (ours_x + ours_norm_fn(ours_x) * from_torch(up)).sum().backward()
+    np.testing.assert_array_equal(bits(ours_x.grad), bits(theirs_x.grad))
+
+
+_BY_FREQUENCY = [dict(scale_grad_by_freq=True), dict(scale_grad_by_freq=True, padding_idx=2)]
+
+
+@pytest.mark.parametrize("dtype, options", [(d, o) for d in ("bfloat16", "float16")
+                                            for o in [dict(), dict(padding_idx=1)] + _BY_FREQUENCY]
+                         + [(d, o) for d in ("float32", "float64") for o in _BY_FREQUENCY])
+def test_embedding_gradient_of_repeated_ids_is_torchs(dtype, options):
+    """40 positions over 10 ids (each id ~24 times), rows of 37 (a 16-bit row: one vector of 32, a tail of 5).
+    (float32 and float64 without scale_grad_by_freq were torch's bits already.)"""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 10, (6, 40), generator=g)
+    weight = torch.randn(10, 37, generator=g).to(getattr(torch, dtype))
+    grad = torch.randn(6, 40, 37, generator=g).to(getattr(torch, dtype))
+    theirs = weight.clone().requires_grad_()
+    torch.nn.functional.embedding(ids, theirs, **options).backward(grad)
+    ours = from_torch(weight).requires_grad_()
+    ml.nn.functional.embedding(ml.tensor(ids.numpy()), ours, **options).backward(from_torch(grad))
+    np.testing.assert_array_equal(bits(ours.grad), bits(theirs.grad))
