@@ -250,9 +250,12 @@ def test_validate_args_errors_are_torchs(case):
     lambda T: T.binomial(T.ones(2), T.ones(2, dtype=T.float64) * 0.5),
     lambda T: T._standard_gamma_grad(T.ones(2), T.ones(2, dtype=T.float64)),
     lambda T: T._dirichlet_grad(T.ones(2), T.ones(2), T.ones(2, dtype=T.float64)),
+    lambda T: T._sample_dirichlet(T.ones(2, device="meta")),
+    lambda T: T.binomial(T.ones(2, device="meta"), T.ones(2, device="meta")),
 ])
 def test_sampling_kernels_refuse_as_aten(case):
-    """The kernels' dtype dispatch (float and double only, one dtype) and shape errors, in ATen's words."""
+    """The kernels' dtype dispatch (float and double only, one dtype), shape errors and meta refusals, in
+    ATen's words."""
     outcomes = []
     for T in (torch, ml):
         with pytest.raises((RuntimeError, NotImplementedError)) as caught:
@@ -297,3 +300,19 @@ def test_biject_to_and_transform_to_as_torch(registry, name):
     assert got[0] == want[0]
     for w, g in zip(want[1:], got[1:]):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
+
+
+def test_standard_gamma_on_meta_and_emu_tensors():
+    """A meta alpha gives a meta result of its shape (torch's meta kernel; nothing drawn); the emulated
+    device draws torch's CPU numbers and differentiates there."""
+    alpha = ml.tensor([2.0, 0.5], device="meta", requires_grad=True)
+    x = ml.distributions.Gamma(alpha, 1.0, validate_args=False).rsample((3,))
+    assert (x.device.type, tuple(x.shape), x.requires_grad) == ("meta", (3, 2), True)
+    torch.manual_seed(0)
+    want = torch._standard_gamma(torch.tensor([2.0, 0.5]))
+    ml.manual_seed(0)
+    alpha = ml.tensor([2.0, 0.5], device="emu", requires_grad=True)
+    got = ml._standard_gamma(alpha)
+    got.sum().backward()
+    assert got.device.type == alpha.grad.device.type == "emu"
+    np.testing.assert_array_equal(got.detach().cpu().numpy(), want.numpy())

@@ -21,7 +21,8 @@ import math
 import numpy as np
 
 from .. import dtypes, float32_math
-from ..tensor import Function, Tensor
+from ..device import xp_of
+from ..tensor import Function, Tensor, no_meta_kernel
 
 __all__ = ["standard_gamma", "standard_gamma_grad", "sample_dirichlet", "dirichlet_grad", "binomial"]
 
@@ -90,22 +91,26 @@ class StandardGamma(Function):
 
     @staticmethod
     def forward(ctx, alpha, generator):
-        host = np.asarray(alpha.get() if hasattr(alpha, "get") else alpha)
+        host = np.asarray(alpha.get() if hasattr(alpha, "get") else alpha)  # (drawn on the host, as torch's CPU)
         single = host.dtype == np.float32
         draws = gamma_draws(generator, host.astype(np.float64), single).astype(host.dtype)
         tiny = np.finfo(host.dtype).tiny  # (std::max(numeric_limits<scalar_t>::min(), sample))
         out = np.maximum(draws, tiny) if draws.size else draws
         ctx.alpha, ctx.out = host, out
-        return out
+        return xp_of(alpha).asarray(out)
 
     @staticmethod
     def backward(ctx, g):
-        return g * _gamma_grad_array(ctx.alpha, ctx.out), None
+        return g * xp_of(g).asarray(_gamma_grad_array(ctx.alpha, ctx.out)), None
 
 
 def standard_gamma(input, generator=None):
     """``torch._standard_gamma(alpha)``: one Gamma(alpha, 1) draw per element, differentiable in alpha."""
+    from ..random import note_cuda_draw
     _refuse_16bit("gamma_cpu", input)
+    if input.is_meta:  # (torch's has a meta kernel: the shape, nothing drawn)
+        return input.detach().new_empty(tuple(input.shape)).requires_grad_(input.requires_grad)
+    note_cuda_draw(input.device)
     return StandardGamma.apply(input, _gen(generator))
 
 
@@ -222,8 +227,9 @@ def sample_dirichlet(input, generator=None):
     """``torch._sample_dirichlet(alpha)``: Gamma draws in double (alpha cast to double, torch's guard
     against underflow), each row divided by its sum (torch's double sum), then clamped into
     [tiny, the float below 1] of alpha's dtype. Not differentiable (torch's Dirichlet wraps it)."""
-    _refuse_16bit("dirichlet", input)
     from .. import tensor as make_tensor
+    _refuse_16bit("dirichlet", input)
+    no_meta_kernel("_sample_dirichlet", input)
     host = input.detach().cpu().numpy()
     gammas = gamma_draws(_gen(generator), host.astype(np.float64), single=False)
     gammas = np.maximum(gammas, np.finfo(np.float64).tiny) if gammas.size else gammas
@@ -444,6 +450,7 @@ def binomial(count, prob, generator=None):
     from ..factories import _drawn
     from ..factories import _broadcast
     _refuse_16bit("binomial_cpu", count, prob)
+    no_meta_kernel("binomial", count, prob)
     _broadcast(tuple(count.shape), tuple(prob.shape))  # (torch's RuntimeError naming the first mismatch)
     counts, probs = np.broadcast_arrays(count.detach().cpu().numpy(), prob.detach().cpu().numpy())
     real = _F32 if counts.dtype == np.float32 else float
