@@ -22,6 +22,9 @@ from minilora.device import all_devices
 from minilora.ops.lora import lora_dropout_mask
 from minilora.testing import assert_close
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import background_runs  # noqa: E402  (tests/, on the path just above)
+
 KERNEL_DEVICES = [pytest.param(d.name, id=d.name,
                                marks=pytest.mark.skipif(not d.enabled(), reason=f"{d.name}: {d.why_disabled}"))
                   for d in all_devices() if d.uses_kernels]
@@ -559,16 +562,38 @@ def test_gpu_benchmark_parses_and_explains_a_missing_gpu():
         assert res.returncode != 0 and "needs CuPy and an NVIDIA GPU" in res.stderr, res.stderr
 
 
-def test_gpu_train_step_dry_run_on_cpu():
+# The two benchmark scripts run as background runs (tests/background_runs.py), queued last (this file comes ~780 s
+# into CI), on the core the main process leaves idle: ~13 s of CI's main process
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPTS = {"test_gpu_train_step_dry_run_on_cpu": (
+               [sys.executable, str(BENCH / "gpu_train_step.py"), "--device", "cpu", "--tiny", "--layers", "1",
+                "--repeats", "1"], 300),
+           "test_gpu_tile_sweep_variants_are_correct_on_the_emulator": (
+               [sys.executable, str(BENCH / "gpu_tile_sweep.py"), "--device", "emu"], 600)}
+
+
+def _script_run(runs, test_name):
+    """Queue (a no-op when queued already) the script of ``test_name``: its key."""
+    argv, timeout = SCRIPTS[test_name]
+    runs.submit(test_name, "background_runs", "run_commands", ((argv, {}),), str(BENCH.parent), timeout, last=True)
+    return test_name
+
+
+def start_background_runs(items, runs):
+    for test_name in SCRIPTS:
+        if background_runs.selected(items, __name__, test_name):
+            _script_run(runs, test_name)
+
+
+def test_gpu_train_step_dry_run_on_cpu(background):
     """benchmarks/gpu_train_step.py end to end on a tiny model on the CPU, so the one GPU run of the ~1B
     model does not fail on the script itself: every row is there, and the first-step losses of minilora's
     and PEFT's LoRA agree in fp32 and in bf16 (the same weights)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    bench = Path(__file__).resolve().parent.parent / "benchmarks"
-    res = subprocess.run([sys.executable, str(bench / "gpu_train_step.py"), "--device", "cpu", "--tiny",
-                          "--layers", "1", "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    [res] = (subprocess.CompletedProcess(None, *done) for done in
+             background.result(_script_run(background, "test_gpu_train_step_dry_run_on_cpu")))
     assert res.returncode == 0, res.stdout + res.stderr
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in res.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| step")}
@@ -585,12 +610,11 @@ def test_gpu_train_step_dry_run_on_cpu():
     assert abs(ours - peft) < 2e-2, res.stdout
 
 
-def test_gpu_tile_sweep_variants_are_correct_on_the_emulator():
+def test_gpu_tile_sweep_variants_are_correct_on_the_emulator(background):
     """benchmarks/gpu_tile_sweep.py's GEMM variants (tile shapes, stages, warp tiles) on a ragged
     shape, each checked against NumPy: the sweep stays runnable for the next GPU session."""
-    bench = Path(__file__).resolve().parent.parent / "benchmarks"
-    res = subprocess.run([sys.executable, str(bench / "gpu_tile_sweep.py"), "--device", "emu"],
-                         capture_output=True, text=True, timeout=600)
+    [res] = (subprocess.CompletedProcess(None, *done) for done in
+             background.result(_script_run(background, "test_gpu_tile_sweep_variants_are_correct_on_the_emulator")))
     assert res.returncode == 0, res.stdout + res.stderr
     rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
     assert len(rows) >= 9 and all("e-0" in row.split("|")[-2] for row in rows), res.stdout
