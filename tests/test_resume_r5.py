@@ -26,7 +26,8 @@ from minilora.nn.llama import causal_lm_loss
 from minilora.lora import AdaLoraConfig, LoraConfig, get_peft_model
 from minilora.train import load_training_state, train
 
-from test_faults import ENV, ROOT, byte_model_dir, leftovers, posix_only  # noqa: F401 (a fixture)
+import background_runs  # (tests/, on the path as for conftest.py)
+from test_faults import ENV, ROOT, byte_model_dir, leftovers, posix_only, save_byte_model  # noqa: F401 (a fixture)
 from test_train import DropoutLM, counting_rows, crash_at, tiny_llama
 
 STEPS = 8
@@ -276,13 +277,17 @@ def files_of(out):
     return {name: open(os.path.join(adapter, name), "rb").read() for name in sorted(os.listdir(adapter))}
 
 
-@posix_only
-def test_cli_adalora_killed_with_sigkill_resumes_to_the_same_adapter(byte_model_dir, tmp_path):
-    reference_out = str(tmp_path / "reference")
-    done = cli(byte_model_dir, reference_out)
-    assert done.returncode == 0, done.stderr
-    out = str(tmp_path / "killed")
-    child = subprocess.Popen([sys.executable, "-m", "minilora", "train", "--model", byte_model_dir, "--out", out,
+def adalora_killed_and_resumed(folder):
+    """A reference AdaLoRA `minilora train` run, one SIGKILLed after its step-4 checkpoint, and its resume: what
+    the test checks of them.  A background run (tests/background_runs.py) on the core CI's main process leaves
+    idle: ~7 s of subprocesses."""
+    model_dir = save_byte_model(os.path.join(folder, "byte_model"))
+    reference_out = os.path.join(folder, "reference")
+    done = cli(model_dir, reference_out)
+    if done.returncode != 0:
+        return {"reference": (done.returncode, done.stderr)}
+    out = os.path.join(folder, "killed")
+    child = subprocess.Popen([sys.executable, "-m", "minilora", "train", "--model", model_dir, "--out", out,
                               *ADALORA_ARGV], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     start = time.perf_counter()
@@ -293,13 +298,39 @@ def test_cli_adalora_killed_with_sigkill_resumes_to_the_same_adapter(byte_model_
         time.sleep(0.002)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    assert not os.path.isdir(os.path.join(out, "adapter")), "killed too late: the run had finished"
-    again = cli(byte_model_dir, out, "--resume")
-    assert again.returncode == 0, again.stderr
-    assert "resume: continuing" in again.stdout
-    assert files_of(out) == files_of(reference_out)
-    assert train_records(out) == train_records(reference_out)
-    assert leftovers(out) == []
+    finished = os.path.isdir(os.path.join(out, "adapter"))
+    again = cli(model_dir, out, "--resume")
+    ok = again.returncode == 0
+    return {"reference": (0, ""), "finished_before_the_kill": finished,
+            "resume": (again.returncode, again.stdout, again.stderr),
+            "files": (files_of(out) if ok else None, files_of(reference_out)),
+            "records": (train_records(out) if ok else None, train_records(reference_out)),
+            "leftovers": leftovers(out)}
+
+
+KILLED = "test_resume_r5: an AdaLoRA minilora train killed and resumed"
+
+
+def start_background_runs(items, runs):
+    if os.name == "posix" and background_runs.selected(
+            items, __name__, "test_cli_adalora_killed_with_sigkill_resumes_to_the_same_adapter"):
+        runs.submit(KILLED, __name__, "adalora_killed_and_resumed", str(runs.folder("adalora")), last=True)
+
+
+@posix_only
+def test_cli_adalora_killed_with_sigkill_resumes_to_the_same_adapter(background):
+    if KILLED not in background:  # (queued by start_background_runs, unless the session selected it otherwise)
+        background.submit(KILLED, __name__, "adalora_killed_and_resumed", str(background.folder("adalora")), last=True)
+    got = background.result(KILLED)
+    returncode, stderr = got["reference"]
+    assert returncode == 0, stderr
+    assert not got["finished_before_the_kill"], "killed too late: the run had finished"
+    returncode, stdout, stderr = got["resume"]
+    assert returncode == 0, stderr
+    assert "resume: continuing" in stdout
+    assert got["files"][0] == got["files"][1]
+    assert got["records"][0] == got["records"][1]
+    assert got["leftovers"] == []
 
 
 def test_cli_adalora_resume_with_other_budget_options_is_refused(byte_model_dir, tmp_path, capsys):
