@@ -3,7 +3,7 @@ Dirichlet, StudentT (Marsaglia-Tsang draws: torch's uniform and normal draws, bi
 implicit-reparameterization gradients of torch's ``_standard_gamma_grad`` / ``_dirichlet_grad``),
 Binomial and Multinomial (torch's inversion / BTRS sampler), NegativeBinomial, Poisson, Geometric, Cauchy,
 HalfCauchy, Gumbel, HalfNormal, InverseGamma, Weibull, Pareto, FisherSnedecor, ContinuousBernoulli (its Taylor
-branch near 1/2 too), Kumaraswamy, RelaxedBernoulli, RelaxedOneHotCategorical, MixtureSameFamily and
+branch near 1/2 too), VonMises (its rejection sampler's rounds of draws), Kumaraswamy, RelaxedBernoulli, RelaxedOneHotCategorical, MixtureSameFamily and
 LowRankMultivariateNormal: samples, log_prob / entropy / moments / cdf / icdf, kl_divergence pairs,
 expand, shapes and validate_args errors.
 
@@ -139,6 +139,8 @@ _D = {  # name -> (constructor on the library, parameters, a value in the suppor
     "ContinuousBernoulli": (lambda T, p: T.distributions.ContinuousBernoulli(probs=p), ([0.2, 0.4995],), [0.1, 0.8]),
     "LogisticNormal": (lambda T, loc, s: T.distributions.LogisticNormal(loc, s), ([0.2, -0.5, 1.0], [1.0, 0.5, 2.0]),
                        [0.2, 0.3, 0.1, 0.4]),
+    "VonMises": (lambda T, loc, k: T.distributions.VonMises(loc, k), ([0.5, -2.0, 3.0], [1.0, 0.01, 20.0]),
+                 [0.1, 1.0, 2.9]),
     "MixtureSameFamily": (lambda T, w: T.distributions.MixtureSameFamily(
         T.distributions.Categorical(w), T.distributions.Normal(T.tensor([-1.0, 0.0, 2.0]), T.tensor([1.0, 0.5, 2.0]))),
         ([0.2, 0.7, 0.1],), [0.3, -1.0]),
