@@ -3,9 +3,10 @@ Dirichlet, StudentT (Marsaglia-Tsang draws: torch's uniform and normal draws, bi
 implicit-reparameterization gradients of torch's ``_standard_gamma_grad`` / ``_dirichlet_grad``),
 Binomial and Multinomial (torch's inversion / BTRS sampler), NegativeBinomial, Poisson, Geometric, Cauchy,
 HalfCauchy, Gumbel, HalfNormal, InverseGamma, Weibull, Pareto, FisherSnedecor, ContinuousBernoulli (its Taylor
-branch near 1/2 too), VonMises (its rejection sampler's rounds of draws), Kumaraswamy, RelaxedBernoulli, RelaxedOneHotCategorical, MixtureSameFamily and
-LowRankMultivariateNormal: samples, log_prob / entropy / moments / cdf / icdf, kl_divergence pairs,
-expand, shapes and validate_args errors.
+branch near 1/2 too), VonMises (its rejection sampler's rounds of draws), Kumaraswamy, RelaxedBernoulli,
+RelaxedOneHotCategorical, LogisticNormal, MixtureSameFamily and LowRankMultivariateNormal: samples, log_prob /
+entropy / moments / cdf / icdf, kl_divergence pairs, expand, shapes and validate_args errors; biject_to /
+transform_to onto each constraint.
 
 Where a value goes through ``lgamma`` or ``exp`` torch calls MKL's vector math, which is not correctly
 rounded (ARCHITECTURE.md: minilora keeps the correctly rounded value), so those are compared to 1e-6
@@ -165,7 +166,8 @@ def answers():
             for what in ("mean", "variance", "entropy", "cdf", "icdf"):
                 try:
                     row[what] = {"mean": lambda: d.mean, "variance": lambda: d.variance, "entropy": d.entropy,
-                                 "cdf": lambda: d.cdf(T.tensor(value)), "icdf": lambda: d.icdf(T.tensor([0.2, 0.9]))}[what]()
+                                 "cdf": lambda: d.cdf(T.tensor(value)),
+                                 "icdf": lambda: d.icdf(T.tensor([0.2, 0.9]))}[what]()
                 except NotImplementedError:
                     row[what] = None
             if d.has_rsample:
@@ -177,7 +179,8 @@ def answers():
 
 # (draws pushed through log / exp: torch's MKL vector math is an ulp off the correctly rounded value now and then)
 _DRAWS_THROUGH_VML = {"Gumbel", "RelaxedOneHotCategorical", "Pareto"}
-_NO_GAMMAINC = {"Gamma", "Chi2", "InverseGamma"}  # (their cdf is torch.special.gammainc, which minilora lacks: refused by name)
+# (their cdf is torch.special.gammainc, which minilora lacks: refused by name)
+_NO_GAMMAINC = {"Gamma", "Chi2", "InverseGamma"}
 
 
 @pytest.mark.parametrize("name", list(_D))
@@ -268,8 +271,10 @@ def test_sampling_kernels_refuse_as_aten(case):
 
 _CONSTRAINTS = {  # name -> (the constraint on the library, an unconstrained value)
     "positive": (lambda C: C.positive, [0.3, -2.0]), "nonnegative": (lambda C: C.nonnegative, [0.3, -2.0]),
-    "greater_than": (lambda C: C.greater_than(3.0), [0.3, -2.0]), "less_than": (lambda C: C.less_than(-1.0), [0.3, 2.0]),
-    "unit_interval": (lambda C: C.unit_interval, [0.3, -2.0]), "interval": (lambda C: C.interval(-2.0, 5.0), [0.3, -2.0]),
+    "greater_than": (lambda C: C.greater_than(3.0), [0.3, -2.0]),
+    "less_than": (lambda C: C.less_than(-1.0), [0.3, 2.0]),
+    "unit_interval": (lambda C: C.unit_interval, [0.3, -2.0]),
+    "interval": (lambda C: C.interval(-2.0, 5.0), [0.3, -2.0]),
     "real": (lambda C: C.real, [0.3, -2.0]), "simplex": (lambda C: C.simplex, [[0.3, -2.0, 1.0]]),
     "independent": (lambda C: C.independent(C.positive, 1), [[0.3, -2.0]]),
     "lower_cholesky": (lambda C: C.lower_cholesky, [[0.3, -2.0], [1.0, 0.5]]),

@@ -64,7 +64,8 @@ def _mingpt(T):
         def __init__(self, c):
             super().__init__()
             self.ln_1, self.attn, self.ln_2 = nn.LayerNorm(c.n_embd), CausalSelfAttention(c), nn.LayerNorm(c.n_embd)
-            self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(c.n_embd, 4 * c.n_embd), c_proj=nn.Linear(4 * c.n_embd, c.n_embd),
+            self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(c.n_embd, 4 * c.n_embd),
+                                          c_proj=nn.Linear(4 * c.n_embd, c.n_embd),
                                           act=NewGELU(), dropout=nn.Dropout(c.resid_pdrop)))
             m = self.mlp
             self.mlpf = lambda x: m.dropout(m.c_proj(m.act(m.c_fc(x))))
