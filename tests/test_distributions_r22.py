@@ -323,3 +323,18 @@ def test_standard_gamma_on_meta_and_emu_tensors():
     got.sum().backward()
     assert got.device.type == alpha.grad.device.type == "emu"
     np.testing.assert_array_equal(got.detach().cpu().numpy(), want.numpy())
+
+
+def test_reshape_and_cumulative_distribution_transforms_as_torch():
+    def run(T):
+        D = T.distributions
+        reshape = D.ReshapeTransform((4,), (2, 2))
+        T.manual_seed(0)
+        td = D.TransformedDistribution(D.Independent(D.Normal(T.zeros(4), T.ones(4)), 1), [reshape])
+        x = td.sample((3,))
+        cdf = D.CumulativeDistributionTransform(D.Normal(0.0, 2.0))
+        z = T.tensor([0.3, -1.0])
+        return (x, td.log_prob(x), T.tensor(list(td.event_shape)), T.tensor(list(reshape.inverse_shape((3, 2, 2)))),
+                cdf(z), cdf.inv(cdf(z)), cdf.log_abs_det_jacobian(z, cdf(z)))
+    want, got = _seeded(run)
+    _same(want, got, exact=False)
