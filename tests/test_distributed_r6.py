@@ -15,7 +15,6 @@ against torch's. Skipped, with the reason, without mpi4py/mpirun or torch.
 """
 import os
 import pickle
-import subprocess
 import sys
 import time
 import warnings
