@@ -4,9 +4,9 @@ implicit-reparameterization gradients of torch's ``_standard_gamma_grad`` / ``_d
 Binomial and Multinomial (torch's inversion / BTRS sampler), NegativeBinomial, Poisson, Geometric, Cauchy,
 HalfCauchy, Gumbel, HalfNormal, InverseGamma, Weibull, Pareto, FisherSnedecor, ContinuousBernoulli (its Taylor
 branch near 1/2 too), VonMises (its rejection sampler's rounds of draws), Kumaraswamy, RelaxedBernoulli,
-RelaxedOneHotCategorical, LogisticNormal, MixtureSameFamily and LowRankMultivariateNormal: samples, log_prob /
-entropy / moments / cdf / icdf, kl_divergence pairs, expand, shapes and validate_args errors; biject_to /
-transform_to onto each constraint.
+RelaxedOneHotCategorical, LogisticNormal, LKJCholesky, MixtureSameFamily and LowRankMultivariateNormal: samples,
+log_prob / entropy / moments / cdf / icdf, kl_divergence pairs, expand, shapes and validate_args errors;
+biject_to / transform_to onto each constraint.
 
 Where a value goes through ``lgamma`` or ``exp`` torch calls MKL's vector math, which is not correctly
 rounded (ARCHITECTURE.md: minilora keeps the correctly rounded value), so those are compared to 1e-6
@@ -142,6 +142,8 @@ _D = {  # name -> (constructor on the library, parameters, a value in the suppor
                        [0.2, 0.3, 0.1, 0.4]),
     "VonMises": (lambda T, loc, k: T.distributions.VonMises(loc, k), ([0.5, -2.0, 3.0], [1.0, 0.01, 20.0]),
                  [0.1, 1.0, 2.9]),
+    "LKJCholesky": (lambda T, c: T.distributions.LKJCholesky(3, c), ([0.5, 2.0],),
+                    [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8]]),
     "MixtureSameFamily": (lambda T, w: T.distributions.MixtureSameFamily(
         T.distributions.Categorical(w), T.distributions.Normal(T.tensor([-1.0, 0.0, 2.0]), T.tensor([1.0, 0.5, 2.0]))),
         ([0.2, 0.7, 0.1],), [0.3, -1.0]),
@@ -178,7 +180,7 @@ def answers():
 
 
 # (draws pushed through log / exp: torch's MKL vector math is an ulp off the correctly rounded value now and then)
-_DRAWS_THROUGH_VML = {"Gumbel", "RelaxedOneHotCategorical", "Pareto"}
+_DRAWS_THROUGH_VML = {"Gumbel", "RelaxedOneHotCategorical", "Pareto", "LKJCholesky"}  # (LKJ's: a sqrt)
 # (their cdf is torch.special.gammainc, which minilora lacks: refused by name)
 _NO_GAMMAINC = {"Gamma", "Chi2", "InverseGamma"}
 
