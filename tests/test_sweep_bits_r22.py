@@ -116,3 +116,13 @@ def test_softmax_along_the_first_dim_is_torchs_bits(shape, two_threads):
     size (its float grain is min(GRAIN_SIZE / size, 1)), each range's last positions its scalar loop; with one
     range taken for a few positions, 70 of 19200 values were off (and 154 gradients)."""
     _same_bits(lambda lib, x: lib.softmax(x, 0), [_draw(*shape, seed=3)], [lambda x: x])
+
+
+@pytest.mark.parametrize("name", ["maximum", "where"])
+def test_broadcast_operand_beside_a_transposed_one_is_torchs_bits(name):
+    """maximum(x.t(), y[37, 1]), where(x.t() > 0, x.t(), y): torch's where lays its result out by the condition's
+    strides (x.t()'s, column-major), and y's gradient sums that tensor over its rows; NumPy's where made it C order
+    (23 to 29 of y's 37 gradients off)."""
+    ops = {"maximum": lambda lib, x, y: lib.maximum(x.t(), y),
+           "where": lambda lib, x, y: lib.where(x.t() > 0, x.t(), y)}
+    _same_bits(ops[name], [_draw(COLS, ROWS, seed=4), _draw(ROWS, 1, seed=5)], [lambda x: x, lambda y: y])

@@ -794,8 +794,15 @@ class Where(Function):
         if na and ctx.selected:  # (masked_select's result: the selected elements in order, one contiguous row)
             ga = sum_like_torch(g[xp.broadcast_to(ctx.cond, g.shape)], (0,)).reshape(ctx.shapes[0])
         else:
-            ga = unbroadcast(xp.where(ctx.cond, g, zero), ctx.shapes[0]) if na else None
-        return None, ga, unbroadcast(xp.where(ctx.cond, zero, g), ctx.shapes[1]) if nb else None
+            ga = unbroadcast(_where_laid_out(xp, ctx.cond, g, zero), ctx.shapes[0]) if na else None
+        return None, ga, unbroadcast(_where_laid_out(xp, ctx.cond, zero, g), ctx.shapes[1]) if nb else None
+
+
+def _where_laid_out(xp, cond, a, b):
+    """``where(cond, a, b)`` laid out as torch's where lays it out (its iterator: the condition's strides first),
+    so that a broadcast input's gradient sums it in torch's order (NumPy's where takes C order where they differ)."""
+    out = xp.where(cond, a, b)
+    return out if getattr(out, "ndim", 0) < 2 else _iterator_laid_out(out, (cond, a, b))
 
 
 class Clone(Function):
@@ -1395,6 +1402,8 @@ class Maximum(Function):
         ctx.shapes = (_shape(a), _shape(b))
         ctx.a_wins, ctx.b_wins = (a < b, b < a) if smallest else (a > b, b > a)
         ctx.tie = a == b  # (neither wins nor ties where either is NaN: both get all of g, as torch's)
+        if getattr(ctx.tie, "ndim", 0) > 1:  # (torch's self == other: laid out by its iterator, as where's result)
+            ctx.tie = _iterator_laid_out(ctx.tie, (a, b))
         return (xp.minimum if smallest else xp.maximum)(a, b)
 
     @staticmethod
@@ -1403,9 +1412,11 @@ class Maximum(Function):
         # for a negative, inf or NaN g (g * share gave -0 and NaN there)
         na, nb = ctx.needs_input_grad
         xp, zero = xp_of(g), g.dtype.type(0)
-        shared = xp.where(ctx.tie, g / 2, g)
-        return (unbroadcast(xp.where(ctx.b_wins, zero, shared), ctx.shapes[0]) if na else None,
-                unbroadcast(xp.where(ctx.a_wins, zero, shared), ctx.shapes[1]) if nb else None)
+        # (where's result laid out by the condition's strides, masked_fill_ writing into it: a broadcast input's
+        # gradient sums that layout)
+        shared = _where_laid_out(xp, ctx.tie, g / 2, g)
+        return (unbroadcast(_where_laid_out(xp, ctx.b_wins, zero, shared), ctx.shapes[0]) if na else None,
+                unbroadcast(_where_laid_out(xp, ctx.a_wins, zero, shared), ctx.shapes[1]) if nb else None)
 
 
 def maximum(input, other):
