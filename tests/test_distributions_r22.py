@@ -4,7 +4,8 @@ implicit-reparameterization gradients of torch's ``_standard_gamma_grad`` / ``_d
 Binomial and Multinomial (torch's inversion / BTRS sampler), NegativeBinomial, Poisson, Geometric, Cauchy,
 HalfCauchy, Gumbel, HalfNormal, InverseGamma, Weibull, Pareto, FisherSnedecor, ContinuousBernoulli (its Taylor
 branch near 1/2 too), VonMises (its rejection sampler's rounds of draws), Kumaraswamy, RelaxedBernoulli,
-RelaxedOneHotCategorical, LogisticNormal, LKJCholesky, MixtureSameFamily and LowRankMultivariateNormal: samples,
+RelaxedOneHotCategorical, LogisticNormal, LKJCholesky, Wishart (torch's second round of Bartlett draws and its
+"Singular sample detected." warning included), MixtureSameFamily and LowRankMultivariateNormal: samples,
 log_prob / entropy / moments / cdf / icdf, kl_divergence pairs, expand, shapes and validate_args errors;
 biject_to / transform_to onto each constraint.
 
@@ -144,6 +145,8 @@ _D = {  # name -> (constructor on the library, parameters, a value in the suppor
                  [0.1, 1.0, 2.9]),
     "LKJCholesky": (lambda T, c: T.distributions.LKJCholesky(3, c), ([0.5, 2.0],),
                     [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8]]),
+    "Wishart": (lambda T, df: T.distributions.Wishart(df, covariance_matrix=T.tensor([[2.0, 0.3], [0.3, 1.0]])),
+                ([4.0, 6.5],), [[1.0, 0.2], [0.2, 2.0]]),
     "MixtureSameFamily": (lambda T, w: T.distributions.MixtureSameFamily(
         T.distributions.Categorical(w), T.distributions.Normal(T.tensor([-1.0, 0.0, 2.0]), T.tensor([1.0, 0.5, 2.0]))),
         ([0.2, 0.7, 0.1],), [0.3, -1.0]),
@@ -179,8 +182,9 @@ def answers():
     return collect(torch), collect(ml)
 
 
-# (draws pushed through log / exp: torch's MKL vector math is an ulp off the correctly rounded value now and then)
-_DRAWS_THROUGH_VML = {"Gumbel", "RelaxedOneHotCategorical", "Pareto", "LKJCholesky"}  # (LKJ's: a sqrt)
+# (draws pushed through log / exp / sqrt: torch's MKL vector math is an ulp off the correctly rounded value now and
+# then; Wishart's through matrix products, MKL's sgemm order)
+_DRAWS_THROUGH_VML = {"Gumbel", "RelaxedOneHotCategorical", "Pareto", "LKJCholesky", "Wishart"}
 # (their cdf is torch.special.gammainc, which minilora lacks: refused by name)
 _NO_GAMMAINC = {"Gamma", "Chi2", "InverseGamma"}
 
