@@ -400,11 +400,12 @@ def _cpp_linkage_kernels(masked: str) -> list[str]:
 
 
 def _find_device_globals(masked: str) -> dict[str, bool]:
-    """File-scope __device__ variables (not functions): name -> True.  CuPy's get_global reaches them as it
-    does __constant__ ones.  They count as initialized: C++ and PTX start them at zero, as a GPU does."""
+    """File-scope __device__ (and __managed__, which are __device__ variables too) variables, not functions:
+    name -> True.  CuPy's get_global reaches them as it does __constant__ ones.  They count as initialized: C++ and
+    PTX start them at zero, as a GPU does."""
     found: dict[str, bool] = {}
     depth, pos = 0, 0
-    for m in _words(r"__device__\b", masked):
+    for m in _words(r"__(?:device|managed)__\b", masked):
         depth += masked.count("{", pos, m.start()) - masked.count("}", pos, m.start())
         pos = m.start()
         if depth:
@@ -937,10 +938,14 @@ _FLUSHING_MACHINES = ("x86_64", "amd64", "i386", "i686", "aarch64", "arm64")  # 
 # exit() and abort() in device code end the launch, not Python (see runtime.cpp).
 _LINK_FLAGS = ["-Wl,--wrap=exit", "-Wl,--wrap=_exit", "-Wl,--wrap=_Exit", "-Wl,--wrap=quick_exit",
                "-Wl,--wrap=abort"]
-# The device heap: malloc, free and the plain new / delete (mangled), so that runtime.cpp names a double free
-# in device code at its line (compute-sanitizer's memcheck) rather than glibc aborting or freeing silently.
-_HEAP_LINK_FLAGS = [f"-Wl,--wrap={name}" for name in ("malloc", "free", "_Znwm", "_Znam", "_ZdlPv", "_ZdaPv",
-                                                       "_ZdlPvm", "_ZdaPvm")]
+# The device heap: malloc, free and new / delete (mangled: plain, sized, aligned and nothrow), so that runtime.cpp
+# names a double free, or a free of what the heap never returned, in device code at its line (compute-sanitizer's
+# memcheck) rather than glibc aborting or freeing silently.
+_HEAP_LINK_FLAGS = [f"-Wl,--wrap={name}" for name in (
+    "malloc", "free", "_Znwm", "_Znam", "_ZdlPv", "_ZdaPv", "_ZdlPvm", "_ZdaPvm",
+    "_ZnwmSt11align_val_t", "_ZnamSt11align_val_t", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t",
+    "_ZnwmSt11align_val_tRKSt9nothrow_t", "_ZnamSt11align_val_tRKSt9nothrow_t",
+    "_ZdlPvSt11align_val_t", "_ZdaPvSt11align_val_t", "_ZdlPvmSt11align_val_t", "_ZdaPvmSt11align_val_t")]
 _BASE_STACK = 64 * 1024  # per thread, on top of the kernel's own frames (printf, libm, ...)
 _MAX_WORKERS = 64  # runtime.cpp's kMaxWorkers
 # The runtime starts the other workers only once a launch looks long enough to repay them; tests set
@@ -1302,15 +1307,38 @@ def _stack_usage(tmp: Path) -> int:
     """Bytes of stack the kernel file's functions can need together, from g++'s -fstack-usage reports
     (removed after reading).  Their sum bounds every call chain without recursion, so it is a safe
     size for a fiber's stack; a frame marked 'dynamic' (alloca, variable-length arrays) adds 64 KiB."""
-    total = 0
+    total, too_large = 0, []
     # g++ names the report <output>-<source>.su when it links, <output without extension>.su with -c.
     for report in [*tmp.parent.glob(tmp.name + "-*.su"), *tmp.parent.glob(tmp.stem + ".su")]:
         for line in report.read_text(errors="replace").splitlines():
             fields = line.rsplit("\t", 2)
             if len(fields) == 3 and fields[1].isdigit():
                 total += int(fields[1]) + (64 * 1024 if "dynamic" in fields[2] else 0)
+                if int(fields[1]) > _MAX_LOCAL:
+                    too_large.append((fields[0], int(fields[1])))
         report.unlink(missing_ok=True)
+    if too_large:
+        raise _too_much_local_data(*too_large[0])
     return total
+
+
+# CUDA's limit on a thread's local memory (its stack frame: local arrays, spills), 512 KiB since compute capability
+# 2.0 (the programming guide's "Maximum amount of local memory per thread").  ptxas refuses a kernel past it, so the
+# GPU never launches one; the emulator's fibers would have reserved that much per thread (16 GiB for a 16 MiB array
+# in a block of 1024) and crashed or slowed to a crawl instead.
+_MAX_LOCAL = 0x80000
+
+
+def _too_much_local_data(where: str, size: int) -> CompileError:
+    """CompileError for a function whose frame (g++'s -fstack-usage report, `file:line:column:signature`) is over
+    CUDA's local memory limit, in ptxas's words."""
+    signature = where.split(":", 3)[-1]
+    name = re.sub(r"\(.*", "", signature).split()[-1] if signature.strip() else signature
+    location = ":".join(where.split(":", 3)[:2]).rsplit("/", 1)[-1]
+    return CompileError(f"ptxas error   : Entry function '{name}' uses too much local data (0x{size:x} bytes, "
+                        f"0x{_MAX_LOCAL:x} max): a thread's local arrays exceed CUDA's 512 KiB of local memory per "
+                        f"thread (the function at {location}); keep large arrays in global memory (an argument "
+                        f"array, or malloc in device code) or in __shared__ memory")
 
 
 def _stand_in_headers() -> list[bytes]:

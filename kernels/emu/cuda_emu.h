@@ -55,8 +55,8 @@
 #ifndef __EMU_FIND_KERNELS  // kept there too: emulator.py lists the __constant__ and __device__ variables
 #define __constant__       // for get_global
 #define __device__
+#define __managed__        // (a __managed__ variable is a __device__ one that host code may also touch)
 #endif
-#define __managed__
 #define __forceinline__ inline __attribute__((always_inline))
 // __noinline__ as a macro clashes with newer glibc/libstdc++ headers, which spell their own attribute
 // __attribute__((__noinline__)): a standard header included AFTER this file fails to compile with a
@@ -175,6 +175,10 @@ void warp_gather(const void* mine, const void** all, const char* what, const cha
 // racecheck's view of an mbarrier (minilora_mbarrier.h): 0 this thread arrived, 1 the phase completed, 2 this
 // thread saw it complete.
 void mbarrier_event(const void* bar, int event);
+// A split barrier's arrive and wait (cuda::barrier, cooperative groups' barrier_arrive / barrier_wait): the phase
+// completes at the wait; racecheck orders what the thread accesses in between by the next barrier only.
+void split_barrier_arrive();
+void split_barrier_wait(const char* file, int line);
 // The sync of a thread_block_tile of more than 32 threads: the `count` threads of the block from rank `first`; each
 // shows `mine` to the others (tile_peer(rank)) until its next sync (runtime.cpp).
 void tile_sync(int first, int count, const void* mine, const char* file, int line);
@@ -234,6 +238,10 @@ inline T shfl_any(int op, const char* file, int line, unsigned mask, T v, int ar
     return r;
 }
 }  // namespace __emu
+// CUDA's __nv_aligned_device_malloc(size, align): device-heap memory on a power-of-two boundary, freed by free();
+// NULL for any other alignment, as CUDA's (runtime.cpp keeps it in the device heap's books).
+extern "C" void* emu_aligned_device_malloc(size_t size, size_t align);
+inline void* __nv_aligned_device_malloc(size_t size, size_t align) { return emu_aligned_device_malloc(size, align); }
 
 #define __syncthreads() ((void)__emu::syncthreads(__emu::BAR_PLAIN, 0, __FILE__, __LINE__))
 #define __syncthreads_count(p) __emu::syncthreads(__emu::BAR_COUNT, (p) ? 1 : 0, __FILE__, __LINE__)
@@ -1447,18 +1455,24 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
     inline H __hmax_nan(H a, H b) { return __hisnan(a) || __hisnan(b) ? H(NAN) : __hmax(a, b); }        \
     inline H __hmin_nan(H a, H b) { return __hisnan(a) || __hisnan(b) ? H(NAN) : __hmin(a, b); }        \
     inline H __hsub_sat(H a, H b) { return H(__saturatef(float(a - b))); }                              \
-    inline H hexp(H a) { return H(expf(float(a))); }                                                    \
-    inline H hlog(H a) { return H(logf(float(a))); }                                                    \
+    /* The exponentials and logarithms round once, from double: CUDA's headers compute them with an approximate  \
+       instruction (ex2.approx / lg2.approx, whose exact bits PTX does not document) and a float step, then patch  \
+       by hand the inputs where that misses the correctly rounded result (cuda_fp16.hpp's __SPEC_CASE, bf16's      \
+       hexp10 at 0xBC95).  Rounding through float first (expf, then to half) was one ulp off on a few inputs, the  \
+       patched ones among them (hexp 0x1F79, 0x25CF; hlog10 0x338F, 0x33F8, 0x57E1, 0x719D): the emulator's        \
+       choice is the correctly rounded value, which CUDA's patches aim for.  hsin / hcos keep sinf / cosf. */      \
+    inline H hexp(H a) { return H(std::exp((double)float(a))); }                                        \
+    inline H hlog(H a) { return H(std::log((double)float(a))); }                                        \
     inline H hsqrt(H a) { return H(sqrtf(float(a))); }                                                  \
-    inline H hrsqrt(H a) { return H(1.0f / sqrtf(float(a))); }                                          \
+    inline H hrsqrt(H a) { return H(1.0 / std::sqrt((double)float(a))); }                               \
     inline H htanh(H a) { return H(tanhf(float(a))); }                                                  \
     inline H htanh_approx(H a) { return htanh(a); }  /* tanh.approx: within its error */             \
     inline H hsin(H a) { return H(sinf(float(a))); }                                                    \
     inline H hcos(H a) { return H(cosf(float(a))); }                                                    \
-    inline H hexp2(H a) { return H(exp2f(float(a))); }                                                  \
+    inline H hexp2(H a) { return H(std::exp2((double)float(a))); }                                      \
     inline H hexp10(H a) { return H(std::pow(10.0, (double)float(a))); }                                \
-    inline H hlog2(H a) { return H(log2f(float(a))); }                                                  \
-    inline H hlog10(H a) { return H(log10f(float(a))); }                                                \
+    inline H hlog2(H a) { return H(std::log2((double)float(a))); }                                      \
+    inline H hlog10(H a) { return H(std::log10((double)float(a))); }                                    \
     inline H hrcp(H a) { return H(1.0f / float(a)); }                                                   \
     inline H hceil(H a) { return H(ceilf(float(a))); }                                                  \
     inline H hfloor(H a) { return H(floorf(float(a))); }                                                \

@@ -49,6 +49,7 @@
 #include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -157,6 +158,9 @@ struct alignas(64) Fiber {
     unsigned wmask = 0;
     unsigned long long wval = 0, wresult = 0;
     const void* exchange = nullptr;  // what this lane shows its warp in a warp_gather (tensor-core fragments)
+    // Between a split barrier's arrive and its wait (cuda::barrier, cg's barrier_arrive): racecheck orders what this
+    // thread accesses there neither before nor after the barrier's phase (see "racecheck").
+    bool split_arrived = false;
     char* stack = nullptr;
     Worker* worker = nullptr;  // the OS thread running this fiber's block
 #ifdef EMU_ASAN
@@ -1302,6 +1306,10 @@ struct Access {
     uint32_t barrier = 0, warp_sync = 0;
     uint32_t released = 0;  // the thread's mbarrier arrivals before this access (see "mbarriers" below)
     uintptr_t pc = 0;
+    // Made between the thread's arrive and wait of a split barrier: the phase it arrived at does not order it
+    // before other threads' accesses after their waits (on a GPU the wait only promises the arrivals' pasts), so
+    // only the barrier after that one does.
+    bool floating = false;
 };
 struct ShadowByte { Access write, read[2]; };
 struct TrackedArray { uintptr_t lo, hi; std::string name; };
@@ -1361,6 +1369,7 @@ void merge_clock(std::vector<uint32_t>& into, const std::vector<uint32_t>& from)
 }
 void racecheck_mbarrier(const void* bar, int event) {  // 0: arrived (or completed tx), 1: phase completed, 2: acquired
     if (!t_worker || !me().cur) return;
+    RuntimeSection busy(me().cur);  // (the clocks' allocations are the runtime's, not the kernel's device heap)
     mbarrier_clocks();
     MbarrierPhases& phases = g_mbarrier_phases[uintptr_t(bar)];
     const size_t t = size_t(me().cur->linear);
@@ -1443,6 +1452,7 @@ void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
     if (!t_worker) return;
     Worker& w = *t_worker;
     if (!w.in_fiber || !w.cur || w.cur->in_runtime) return;
+    RuntimeSection busy(w.cur);  // the shadow's own allocations are the runtime's, not the kernel's device heap
     racecheck_record(p, n, write, pc);
 }
 // The access of the running CUDA thread (also the runtime's own on its behalf: an asynchronous copy's).
@@ -1459,9 +1469,10 @@ void racecheck_record(const void* p, size_t n, bool write, uintptr_t pc) {
     if (!g_async_pending.empty()) check_async_pending(*array, a, n, write, pc);
     if (g_initcheck) return initcheck_access(*array, a, n, write, pc);
     const int t = w.cur->linear, warp = t / 32;
-    const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], g_released.empty() ? 0u : g_released[size_t(t)], pc};
+    const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], g_released.empty() ? 0u : g_released[size_t(t)], pc,
+                     w.cur->split_arrived};
     auto ordered = [&](const Access& e) {
-        return e.thread < 0 || e.thread == t || e.barrier != now.barrier ||
+        return e.thread < 0 || e.thread == t || now.barrier - e.barrier >= (e.floating ? 2u : 1u) ||
                (e.thread / 32 == warp && e.warp_sync != now.warp_sync) ||
                (!g_acquired.empty() && e.released < g_acquired[size_t(t)][size_t(e.thread)]);
     };
@@ -1730,6 +1741,7 @@ void reuse_block_fibers(Worker& w) {
     w.bar_mixed = false;
     for (Fiber& f : w.fibers) {
         f.state = RUNNABLE;
+        f.split_arrived = false;
         f.line = 0;
         f.file = "";
         set_block_of(w, f);
@@ -2125,6 +2137,15 @@ int syncthreads(int kind, int pred, const char* file, int line) {
         case BAR_OR: return w.bar_result > 0;
         default: return 0;
     }
+}
+
+// A split barrier (cuda::barrier's arrive() / wait(token), cooperative groups' barrier_arrive / barrier_wait): the
+// phase completes at the wait, as __syncthreads() (every thread reaches it on a GPU too, or has exited), and what a
+// thread accesses between its arrive and its wait floats for racecheck: ordered by the next barrier only.
+void split_barrier_arrive() { current_fiber()->split_arrived = true; }
+void split_barrier_wait(const char* file, int line) {
+    syncthreads(BAR_PLAIN, 0, file, line);
+    current_fiber()->split_arrived = false;
 }
 
 // Computes lane `l`'s result once every lane in the mask has deposited its value.
@@ -2791,17 +2812,32 @@ void note_allocation(void* p) {
                                "double free of device-heap memory (compute-sanitizer's memcheck reports it; on a GPU "
                                "the heap is corrupted)", tid_str(*f).c_str(), block_str().c_str(), call, p));
 }
+// A free of what device code never allocated (an argument array, a local or __shared__ address, a pointer into an
+// allocation): glibc aborted with "free(): invalid pointer" and no line, or took the address into its free lists.
+[[noreturn]] void refuse_foreign_free(const char* call, void* p, uintptr_t return_address) {
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    f->worker->fault_pc = return_address - 1;
+    fail_in_fiber(E_FAULT, fmt("%s of %s called %s" kLocationMark " on %p, which the device heap never returned (an "
+                               "argument array, a local or __shared__ address, or a pointer into an allocation: only "
+                               "what malloc() / new returned in device code may be freed; compute-sanitizer's "
+                               "memcheck reports an invalid free, and on a GPU the heap is corrupted)",
+                               tid_str(*f).c_str(), block_str().c_str(), call, p));
+}
 void note_free(const char* call, void* p, uintptr_t return_address) {
-    if (!p || t_keeping_books || !g_device_heap_used.load(std::memory_order_relaxed) || !device_code_running()) return;
-    bool twice = false;
+    if (!p || t_keeping_books || !device_code_running()) return;
+    bool twice = false, foreign = false;
     {
         RuntimeSection busy(me().cur);
         HeapBooks books;
         auto it = g_device_heap.find(p);
-        if (it == g_device_heap.end()) return;  // not the kernel's allocation: the real free judges it
-        twice = !it->second;
-        it->second = false;
+        foreign = it == g_device_heap.end();  // every allocation device code made is in the books
+        if (!foreign) {
+            twice = !it->second;
+            it->second = false;
+        }
     }
+    if (foreign) refuse_foreign_free(call, p, return_address);
     if (twice) refuse_double_free(call, p, return_address);
 }
 }  // namespace
@@ -2850,6 +2886,55 @@ void __wrap__ZdaPvm(void* p, size_t n) {
     note_free("delete[]", p, uintptr_t(__builtin_return_address(0)));
     __real__ZdaPvm(p, n);
 }
+// The aligned (a type declared alignas(N) over 16: C++17's align_val_t) and nothrow forms, which device code reaches
+// with `new T` of such a type and `new (std::nothrow) T`.
+void* __real__ZnwmSt11align_val_t(size_t, std::align_val_t);
+void* __real__ZnamSt11align_val_t(size_t, std::align_val_t);
+void* __real__ZnwmRKSt9nothrow_t(size_t, const std::nothrow_t&) noexcept;
+void* __real__ZnamRKSt9nothrow_t(size_t, const std::nothrow_t&) noexcept;
+void* __real__ZnwmSt11align_val_tRKSt9nothrow_t(size_t, std::align_val_t, const std::nothrow_t&) noexcept;
+void* __real__ZnamSt11align_val_tRKSt9nothrow_t(size_t, std::align_val_t, const std::nothrow_t&) noexcept;
+void __real__ZdlPvSt11align_val_t(void*, std::align_val_t);
+void __real__ZdaPvSt11align_val_t(void*, std::align_val_t);
+void __real__ZdlPvmSt11align_val_t(void*, size_t, std::align_val_t);
+void __real__ZdaPvmSt11align_val_t(void*, size_t, std::align_val_t);
+#define EMU_WRAP_NEW(MANGLED, PARAMS, ARGS)    \
+    void* __wrap_##MANGLED PARAMS {            \
+        void* p = __real_##MANGLED ARGS;       \
+        note_allocation(p);                    \
+        return p;                              \
+    }
+EMU_WRAP_NEW(_ZnwmSt11align_val_t, (size_t n, std::align_val_t a), (n, a))
+EMU_WRAP_NEW(_ZnamSt11align_val_t, (size_t n, std::align_val_t a), (n, a))
+EMU_WRAP_NEW(_ZnwmRKSt9nothrow_t, (size_t n, const std::nothrow_t& t) noexcept, (n, t))
+EMU_WRAP_NEW(_ZnamRKSt9nothrow_t, (size_t n, const std::nothrow_t& t) noexcept, (n, t))
+EMU_WRAP_NEW(_ZnwmSt11align_val_tRKSt9nothrow_t, (size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept, (n, a, t))
+EMU_WRAP_NEW(_ZnamSt11align_val_tRKSt9nothrow_t, (size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept, (n, a, t))
+#undef EMU_WRAP_NEW
+#define EMU_WRAP_DELETE(MANGLED, CALL, PARAMS, ARGS)                   \
+    void __wrap_##MANGLED PARAMS {                                     \
+        note_free(CALL, p, uintptr_t(__builtin_return_address(0)));    \
+        __real_##MANGLED ARGS;                                         \
+    }
+EMU_WRAP_DELETE(_ZdlPvSt11align_val_t, "delete", (void* p, std::align_val_t a), (p, a))
+EMU_WRAP_DELETE(_ZdaPvSt11align_val_t, "delete[]", (void* p, std::align_val_t a), (p, a))
+EMU_WRAP_DELETE(_ZdlPvmSt11align_val_t, "delete", (void* p, size_t n, std::align_val_t a), (p, n, a))
+EMU_WRAP_DELETE(_ZdaPvmSt11align_val_t, "delete[]", (void* p, size_t n, std::align_val_t a), (p, n, a))
+#undef EMU_WRAP_DELETE
+// CUDA's __nv_aligned_device_malloc(size, align): `align` a power of two (else NULL, as CUDA's), freed by free().
+void* emu_aligned_device_malloc(size_t size, size_t align) {
+    if (align == 0 || (align & (align - 1))) return nullptr;
+    void* p = nullptr;
+    if (posix_memalign(&p, align < sizeof(void*) ? sizeof(void*) : align, size ? size : 1) != 0) return nullptr;
+    note_allocation(p);
+    return p;
+}
+}
+#else
+extern "C" void* emu_aligned_device_malloc(size_t size, size_t align) {
+    if (align == 0 || (align & (align - 1))) return nullptr;
+    void* p = nullptr;
+    return posix_memalign(&p, align < sizeof(void*) ? sizeof(void*) : align, size ? size : 1) == 0 ? p : nullptr;
 }
 #endif  // EMU_ASAN
 

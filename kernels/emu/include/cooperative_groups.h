@@ -43,12 +43,15 @@ public:
         __emu::syncthreads(__emu::BAR_PLAIN, 0, file, line);
     }
     // CUDA 12's split barrier: sync() is barrier_wait(barrier_arrive()).  Here the whole barrier is at the wait,
-    // which every thread must reach on a GPU too: the same numbers, but racecheck also counts what a thread writes
-    // between its arrive and its wait as ordered (a GPU does not promise that).
+    // which every thread must reach on a GPU too; racecheck orders what a thread accesses between its arrive and
+    // its wait by the next barrier only (a GPU's wait promises only what the others did before arriving).
     struct arrival_token {};
-    arrival_token barrier_arrive() const { return arrival_token{}; }
+    arrival_token barrier_arrive() const {
+        __emu::split_barrier_arrive();
+        return arrival_token{};
+    }
     void barrier_wait(arrival_token&&, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        sync(file, line);
+        __emu::split_barrier_wait(file, line);
     }
     unsigned int thread_rank() const { return __detail::block_rank(); }
     unsigned int size() const { return __detail::block_threads(); }
