@@ -1303,10 +1303,12 @@ def _run_compiler(cmd: list[str], output: Path, what: str, before_rename=None) -
         raise CompileError(f"compiling {what} failed:\n{str(exc).replace(_RENAMED_KERNEL, '')}") from None
 
 
-def _stack_usage(tmp: Path) -> int:
+def _stack_usage(tmp: Path) -> tuple[int, str]:
     """Bytes of stack the kernel file's functions can need together, from g++'s -fstack-usage reports
     (removed after reading).  Their sum bounds every call chain without recursion, so it is a safe
-    size for a fiber's stack; a frame marked 'dynamic' (alloca, variable-length arrays) adds 64 KiB."""
+    size for a fiber's stack; a frame marked 'dynamic' (alloca, variable-length arrays) adds 64 KiB.  Also ptxas's
+    refusal of a frame over CUDA's local memory limit ("" when none is), which the build keeps beside the product:
+    loading it raises the CompileError, so the refusal is as quick as a cached build."""
     total, too_large = 0, []
     # g++ names the report <output>-<source>.su when it links, <output without extension>.su with -c.
     for report in [*tmp.parent.glob(tmp.name + "-*.su"), *tmp.parent.glob(tmp.stem + ".su")]:
@@ -1317,9 +1319,7 @@ def _stack_usage(tmp: Path) -> int:
                 if int(fields[1]) > _MAX_LOCAL:
                     too_large.append((fields[0], int(fields[1])))
         report.unlink(missing_ok=True)
-    if too_large:
-        raise _too_much_local_data(*too_large[0])
-    return total
+    return total, str(_too_much_local_data(*too_large[0])) if too_large else ""
 
 
 # CUDA's limit on a thread's local memory (its stack frame: local arrays, spills), 512 KiB since compute capability
@@ -1329,16 +1329,16 @@ def _stack_usage(tmp: Path) -> int:
 _MAX_LOCAL = 0x80000
 
 
-def _too_much_local_data(where: str, size: int) -> CompileError:
-    """CompileError for a function whose frame (g++'s -fstack-usage report, `file:line:column:signature`) is over
-    CUDA's local memory limit, in ptxas's words."""
+def _too_much_local_data(where: str, size: int) -> str:
+    """ptxas's refusal of a function whose frame (g++'s -fstack-usage report, `file:line:column:signature`) is over
+    CUDA's local memory limit, in its words."""
     signature = where.split(":", 3)[-1]
     name = re.sub(r"\(.*", "", signature).split()[-1] if signature.strip() else signature
     location = ":".join(where.split(":", 3)[:2]).rsplit("/", 1)[-1]
-    return CompileError(f"ptxas error   : Entry function '{name}' uses too much local data (0x{size:x} bytes, "
-                        f"0x{_MAX_LOCAL:x} max): a thread's local arrays exceed CUDA's 512 KiB of local memory per "
-                        f"thread (the function at {location}); keep large arrays in global memory (an argument "
-                        f"array, or malloc in device code) or in __shared__ memory")
+    return (f"ptxas error   : Entry function '{name}' uses too much local data (0x{size:x} bytes, "
+            f"0x{_MAX_LOCAL:x} max): a thread's local arrays exceed CUDA's 512 KiB of local memory per "
+            f"thread (the function at {location}); keep large arrays in global memory (an argument "
+            f"array, or malloc in device code) or in __shared__ memory")
 
 
 def _stand_in_headers() -> list[bytes]:
@@ -1534,8 +1534,12 @@ class _Module:
         self.product = folder / ("runner" if self.sanitize else "module.so")
         self._stack_file = folder / "stack_usage"  # written before the product, so it exists with it
         self._kernels_file = folder / "kernels.json"  # likewise
+        self._refusal_file = folder / "ptxas_refusal"  # likewise: what ptxas refuses that g++ compiles
         if not self.product.is_file():
             self._build(rewritten, name, flags, runtime)
+        refusal = self._refusal_file.read_text() if self._refusal_file.is_file() else ""
+        if refusal:
+            raise CompileError(refusal)
         try:
             description = self._load()
         except _CorruptCache:
@@ -1639,7 +1643,9 @@ class _Module:
         _write_atomic(wrapper, _wrapper_source(self.source_path, rewritten))
 
         def record_stack_usage(tmp: Path) -> None:
-            _write_atomic(self._stack_file, str(_stack_usage(tmp)))
+            total, refusal = _stack_usage(tmp)
+            _write_atomic(self._refusal_file, refusal)
+            _write_atomic(self._stack_file, str(total))
 
         def keep_log(warnings: str) -> None:  # what compile(log_stream=) writes, as CuPy writes NVRTC's log
             _write_atomic(self.product.parent / "build.log", warnings)

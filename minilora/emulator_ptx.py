@@ -606,9 +606,11 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
             raise PtxError(f"the inline PTX instruction '{head}': {op} from .local/.param/.shared::cluster addresses is "
                            "not modelled by minilora's CUDA emulator; use the pointer in C++ instead")
         width = 4 if "v4" in mods else 8 if "v8" in mods else 2 if "v2" in mods else 1
-        # .volatile / .relaxed / .acquire / .release: a real atomic access, so a spin loop on a flag that another
-        # block sets re-reads memory (a plain copy could be hoisted out of the loop by the compiler)
-        ordered = "true" if any(m in mods for m in ("volatile", "relaxed", "acquire", "release")) else "false"
+        # .volatile / .relaxed / .acquire / .release, and the cache operators that read past L1 (.cv "fetch again",
+        # .cg): a real atomic access, so a spin loop on a flag that another block sets re-reads memory (a plain
+        # copy could be hoisted out of the loop by the compiler) and gives the setter a turn
+        ordered = "true" if any(m in mods for m in ("volatile", "relaxed", "acquire", "release", "cv", "cg")) \
+            else "false"
         shared = "shared" in mods
         if op == "ld":
             dests = _vector(args[0]) or [args[0]]

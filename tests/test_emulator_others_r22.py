@@ -16,6 +16,9 @@ float64 NumPy reference.  What failed at the round's start, and the fix (in the 
 * Silent under racecheck: what a thread wrote between a split barrier's arrive and its wait (``cuda::barrier``'s
   ``arrive()`` / ``wait(token)``, ``block.barrier_arrive()`` / ``barrier_wait``) counted as ordered before the
   other threads' reads after their waits; a GPU promises only what each thread did before arriving.
+* Hangs: a loop polling a flag with ``__ldcv`` ("fetch again", CUDA's own polling load), ``__ldcg`` or inline
+  PTX ``ld.global.cv`` spun until the timeout: a plain load, hoisted out of the loop, and the thread (or block) that
+  sets the flag never got a turn.  They are real loads now, giving a turn as an atomic does.
 * Crashes: ``free()`` of a pointer device malloc never returned aborted inside glibc ("the kernel's line that called
   it is unknown"); now a KernelFault at the line.  ``new`` / ``delete`` of over-aligned types and ``new
   (std::nothrow)`` bypassed the device heap's books (a double ``delete`` of an ``alignas(64)`` object aborted in
@@ -71,7 +74,7 @@ def math_module() -> RawModule:
     return RawModule(code=MATH)
 
 
-def test_half_exponentials_and_logarithms_are_correctly_rounded_on_every_input():
+def test_half_math_is_correctly_rounded_and_fast_float_math_within_cudas_bounds():
     bits = np.arange(65536, dtype=np.uint16)
     out = np.zeros(6 * bits.size, np.uint16)
     math_module().get_function("half_math")((256,), (256,), (bits, out, np.int32(bits.size)))
@@ -82,15 +85,7 @@ def test_half_exponentials_and_logarithms_are_correctly_rounded_on_every_input()
     for name, got, want in zip(["hexp", "hexp2", "hexp10", "hlog", "hlog2", "hlog10"], out.reshape(6, -1), exact):
         differ = (got != want.view(np.uint16)) & ~(np.isnan(want) & np.isnan(got.view(np.float16)))
         assert not differ.any(), f"{name} at {[hex(b) for b in bits[differ][:5]]}"
-
-
-def ulps(got, exact):
-    """|got - exact| in units of the float32 spacing at exact."""
-    spacing = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
-    return np.abs(got.astype(np.float64) - exact) / spacing
-
-
-def test_fast_intrinsics_stay_within_cudas_documented_bounds():
+    # the float intrinsics: an instruction sequence around an approximate instruction, computed exactly here
     x = (rng(1).random(3001) * 40 - 20).astype(np.float32)
     y = np.concatenate([rng(2).random(1500) * 1.5 + 0.5, rng(3).random(1501) * 1e4 + 2]).astype(np.float32)
     out = np.zeros(3 * x.size, np.float32)
@@ -104,6 +99,12 @@ def test_fast_intrinsics_stay_within_cudas_documented_bounds():
     assert (np.abs(logf[inside] - np.log(yd[inside])) <= 2 ** -21.41).all()
     assert (ulps(logf[~inside], np.log(yd[~inside])) <= 3).all()
     assert (ulps(div, xd / yd) <= 2).all()
+
+
+def ulps(got, exact):
+    """|got - exact| in units of the float32 spacing at exact."""
+    spacing = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - exact) / spacing
 
 
 # ---------------------------------------------------------------------------------- split barriers, pipelines
@@ -180,6 +181,36 @@ extern "C" __global__ void cg_split_racy(const float* x, float* out) {
     block.barrier_wait(std::move(token));
     out[block.thread_rank()] = s[63 - block.thread_rank()];
 }
+// block 0 polls a flag block 1 sets, with __ldcv ("fetch again"), as code wrote it before cuda::atomic_ref
+extern "C" __global__ void ldcv_across_blocks(int* flag, int* out) {
+    if (blockIdx.x == 0) {
+        if (threadIdx.x == 0) {
+            while (__ldcv(flag) == 0) { }
+            out[0] = __ldcv(flag + 1);
+        }
+    } else if (threadIdx.x == 0) {
+        __stcg(flag + 1, 42);
+        __threadfence();
+        atomicExch(flag, 1);
+    }
+}
+
+// thread 0 polls with inline PTX's ld.global.cv and __ldcg while warp 1 publishes
+extern "C" __global__ void polls_within_a_block(int* flag, int* out) {
+    if (threadIdx.x == 0) {
+        int v;
+        do { asm volatile("ld.global.cv.s32 %0, [%1];" : "=r"(v) : "l"(flag)); } while (v == 0);
+        while (__ldcg(flag + 1) == 0) { }
+        const int4 q = __ldcg(reinterpret_cast<const int4*>(out + 4));  // (16 bytes: a plain load)
+        out[0] = v + __ldcg(flag + 1) + q.y;
+    }
+    if (threadIdx.x == 40) {
+        out[5] = 100;
+        __threadfence();
+        atomicExch(flag, 5);
+        atomicExch(flag + 1, 7);
+    }
+}
 """
 
 
@@ -210,6 +241,16 @@ def test_racecheck_orders_a_split_barrier_by_what_came_before_the_arrive():
         kernel((1,), (64,), (x, out, np.int32(1)), racecheck=True)
     with pytest.raises(emu.RaceError, match=r"hazard on __shared__ 's'"):
         sync_module().get_function("cg_split_racy")((1,), (64,), (x, out), racecheck=True)
+
+
+def test_a_flag_polled_with_ldcv_ldcg_or_ld_global_cv_arrives():
+    module = sync_module()
+    flag, out = np.zeros(2, np.int32), np.zeros(8, np.int32)
+    module.get_function("ldcv_across_blocks")((2,), (32,), (flag, out), timeout=5)
+    assert out[0] == 42
+    flag, out = np.zeros(2, np.int32), np.zeros(8, np.int32)
+    module.get_function("polls_within_a_block")((1,), (64,), (flag, out), timeout=5)
+    assert out[0] == 112
 
 
 # ---------------------------------------------------------------------------------- device heap, globals, virtuals

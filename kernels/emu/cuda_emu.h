@@ -1252,11 +1252,34 @@ template <class T>
 inline T __ldcs(const T* p) { return *p; }
 template <class T>
 inline void __stcs(T* p, T v) { *p = v; }
-// The other cache hints: plain loads and stores here (no caches to steer).
-template <class T> inline T __ldcg(const T* p) { return *p; }
+// The other cache hints: plain loads and stores here (no caches to steer), but for the two that read past the SM's
+// L1 -- __ldcv ("fetch again") and __ldcg (cache in L2 only) -- which code polls a flag with, another thread or
+// block setting it: those are real loads with a turn for the block's other threads (as an atomic's), or the loop
+// spun forever here (a plain load is hoisted out of it, and the thread that sets the flag never ran).
+namespace __emu {
+template <class T>
+inline T fetch_again(const T* p) {
+    if constexpr (std::is_trivially_copyable<T>::value && (sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4 ||
+                                                           sizeof(T) == 8)) {
+        using U = std::conditional_t<sizeof(T) == 1, uint8_t, std::conditional_t<sizeof(T) == 2, uint16_t,
+                  std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>>;
+        atomic_turn();
+        const U bits = __atomic_load_n(reinterpret_cast<const U*>(p), __ATOMIC_RELAXED);
+        T v;
+        std::memcpy(&v, &bits, sizeof(T));
+        return v;
+    } else {
+        asm volatile("" ::: "memory");  // (read anew each time: the compiler may not keep an earlier copy)
+        T v;
+        std::memcpy(&v, p, sizeof(T));
+        return v;
+    }
+}
+}  // namespace __emu
+template <class T> inline T __ldcg(const T* p) { return __emu::fetch_again(p); }
 template <class T> inline T __ldca(const T* p) { return *p; }
 template <class T> inline T __ldlu(const T* p) { return *p; }
-template <class T> inline T __ldcv(const T* p) { return *p; }
+template <class T> inline T __ldcv(const T* p) { return __emu::fetch_again(p); }
 template <class T> inline void __stwb(T* p, T v) { *p = v; }
 template <class T> inline void __stcg(T* p, T v) { *p = v; }
 template <class T> inline void __stwt(T* p, T v) { *p = v; }
