@@ -5,9 +5,9 @@ Binomial and Multinomial (torch's inversion / BTRS sampler), NegativeBinomial, P
 HalfCauchy, Gumbel, HalfNormal, InverseGamma, Weibull, Pareto, FisherSnedecor, ContinuousBernoulli (its Taylor
 branch near 1/2 too), VonMises (its rejection sampler's rounds of draws), Kumaraswamy, RelaxedBernoulli,
 RelaxedOneHotCategorical, LogisticNormal, LKJCholesky, Wishart (torch's second round of Bartlett draws and its
-"Singular sample detected." warning included), MixtureSameFamily and LowRankMultivariateNormal: samples,
-log_prob / entropy / moments / cdf / icdf, kl_divergence pairs, expand, shapes and validate_args errors;
-biject_to / transform_to onto each constraint.
+"Singular sample detected." warning included), GeneralizedPareto, MixtureSameFamily and
+LowRankMultivariateNormal: samples, log_prob / entropy / moments / cdf / icdf, kl_divergence pairs, expand,
+shapes and validate_args errors; biject_to / transform_to onto each constraint.
 
 Where a value goes through ``lgamma`` or ``exp`` torch calls MKL's vector math, which is not correctly
 rounded (ARCHITECTURE.md: minilora keeps the correctly rounded value), so those are compared to 1e-6
@@ -149,6 +149,8 @@ _D = {  # name -> (constructor on the library, parameters, a value in the suppor
                     [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8]]),
     "Wishart": (lambda T, df: T.distributions.Wishart(df, covariance_matrix=T.tensor([[2.0, 0.3], [0.3, 1.0]])),
                 ([4.0, 6.5],), [[1.0, 0.2], [0.2, 2.0]]),
+    "GeneralizedPareto": (lambda T, loc, s, c: T.distributions.GeneralizedPareto(loc, s, c),
+                          ([0.0, -1.0], [1.0, 0.5], [0.0, -0.2]), [0.5, -0.5]),
     "MixtureSameFamily": (lambda T, w: T.distributions.MixtureSameFamily(
         T.distributions.Categorical(w), T.distributions.Normal(T.tensor([-1.0, 0.0, 2.0]), T.tensor([1.0, 0.5, 2.0]))),
         ([0.2, 0.7, 0.1],), [0.3, -1.0]),
@@ -171,8 +173,8 @@ def answers():
             with warnings.catch_warnings(record=True) as caught:  # (Wishart's "Singular sample detected.")
                 warnings.simplefilter("always")
                 row = {"sample": d.sample((2,)), "expand": d.expand((3,) + tuple(d.batch_shape)).sample()}
-            row.update(warned=[str(w.message) for w in caught if w.category is UserWarning], shape=(tuple(d.batch_shape), tuple(d.event_shape)),
-                       log_prob=d.log_prob(T.tensor(value)))
+            row.update(warned=[str(w.message) for w in caught if w.category is UserWarning],
+                       shape=(tuple(d.batch_shape), tuple(d.event_shape)), log_prob=d.log_prob(T.tensor(value)))
             for what in ("mean", "variance", "entropy", "cdf", "icdf"):
                 try:
                     row[what] = {"mean": lambda: d.mean, "variance": lambda: d.variance, "entropy": d.entropy,
