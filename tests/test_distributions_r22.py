@@ -295,6 +295,7 @@ _CONSTRAINTS = {  # name -> (the constraint on the library, an unconstrained val
     "independent": (lambda C: C.independent(C.positive, 1), [[0.3, -2.0]]),
     "lower_cholesky": (lambda C: C.lower_cholesky, [[0.3, -2.0], [1.0, 0.5]]),
     "positive_definite": (lambda C: C.positive_definite, [[0.3, -2.0], [1.0, 0.5]]),
+    "corr_cholesky": (lambda C: C.corr_cholesky, [[0.3, -1.2, 0.5], [2.0, 0.1, -0.4]]),
 }
 
 

@@ -1,13 +1,13 @@
 """torch.distributions.utils: parameter broadcasting, probs <-> logits, lazy properties, and the
 standard-normal draw every reparameterized sampler starts from."""
-from .. import broadcast_tensors, dtypes, empty, enable_grad, ops, tensor
+from .. import arange, broadcast_tensors, dtypes, empty, enable_grad, ops, tensor
 from ..ops.special import erfinv  # noqa: F401  (Normal.icdf's; torch.erfinv)
 from ..tensor import Tensor
 
 euler_constant = 0.57721566490153286060  # Euler-Mascheroni constant
 
-__all__ = ["broadcast_all", "logits_to_probs", "clamp_probs", "probs_to_logits", "lazy_property",
-           "euler_constant"]
+__all__ = ["broadcast_all", "logits_to_probs", "clamp_probs", "probs_to_logits", "lazy_property", "tril_matrix_to_vec",
+           "vec_to_tril_matrix", "euler_constant"]
 
 _Number = (bool, int, float)
 
@@ -74,3 +74,29 @@ class lazy_property:
         return value
 
 
+
+
+def tril_matrix_to_vec(mat, diag=0):
+    """The lower-triangular entries (below diagonal ``diag``) of each matrix, in row order."""
+    n = mat.shape[-1]
+    if diag < -n or diag >= n:
+        raise ValueError(f"diag ({diag}) provided is outside [{-n}, {n - 1}].")
+    indices = arange(n, device=mat.device)
+    tril_mask = indices < indices.view(-1, 1) + (diag + 1)
+    return mat[..., tril_mask]
+
+
+def vec_to_tril_matrix(vec, diag=0):
+    """The inverse of ``tril_matrix_to_vec``: vectors laid into the lower triangle of zero matrices."""
+    # (the positive root of D**2 + (1 + 2 diag) D - |diag| (diag + 1) - 2 len = 0)
+    n = (-(1 + 2 * diag) + ((1 + 2 * diag) ** 2 + 8 * vec.shape[-1] + 4 * abs(diag) * (diag + 1)) ** 0.5) / 2
+    eps = dtypes.finfo(vec.dtype).eps
+    if round(n) - n > eps:
+        raise ValueError(f"The size of last dimension is {vec.shape[-1]} which cannot be expressed as "
+                         "the lower triangular part of a square D x D matrix.")
+    n = round(n)
+    mat = vec.new_zeros(tuple(vec.shape[:-1]) + (n, n))
+    indices = arange(n, device=vec.device)
+    tril_mask = indices < indices.view(-1, 1) + (diag + 1)
+    mat[..., tril_mask] = vec
+    return mat
