@@ -106,3 +106,17 @@ def test_enclosing_function_steps_over_blocks_and_lambdas_after_a_long_header():
     assert emu._enclosing_function(masked, masked.rindex("HERE")) == ("g", False)
     assert emu._enclosing_function(masked, masked.index("__global__")) == ("", False)  # file scope
     assert emu._enclosing_function(masked, masked.index("return 1")) == ("f", False)
+
+
+DECLARED_BY_ONE_REGEX = r"(?:\b(?:extern|inline)\b[^;{}()=]*?[\s*&]|\busing\s+(?:std\s*)?::\s*)"
+
+
+@pytest.mark.parametrize("library", [
+    "extern double exp (double __x) throw ();", "extern long timezone;", "using std::abs;", "using ::copy ;",
+    "static inline __device__ int min(int a, int b) { return a; }", "int k(float exp); float y = exp(2.0);",
+    "extern int x; exp(1);", "extern\nfloat *\ncopy(", "externx copy(", "x inline_copy(", "a &copy;",
+    "extern int (*exp)(int);", "usingstd::abs;", "using  std ::\nabs\t(", "inline auto f() -> int; abs;"])
+def test_declared_names_are_the_one_regexs(library):
+    for name in ("exp", "timezone", "abs", "copy", "min", "k", "f"):
+        expected = re.search(DECLARED_BY_ONE_REGEX + re.escape(name) + r"\s*[(;]", library) is not None
+        assert emu._declares(library, name) == expected, (library, name)
