@@ -296,6 +296,9 @@ _CONSTRAINTS = {  # name -> (the constraint on the library, an unconstrained val
     "lower_cholesky": (lambda C: C.lower_cholesky, [[0.3, -2.0], [1.0, 0.5]]),
     "positive_definite": (lambda C: C.positive_definite, [[0.3, -2.0], [1.0, 0.5]]),
     "corr_cholesky": (lambda C: C.corr_cholesky, [[0.3, -1.2, 0.5], [2.0, 0.1, -0.4]]),
+    "positive_semidefinite": (lambda C: C.positive_semidefinite, [[0.3, -2.0], [1.0, 0.5]]),
+    "cat": (lambda C: C.cat([C.positive, C.real, C.unit_interval], dim=-1, lengths=[1, 2, 1]), [[0.3, -1.2, 0.5, 2.0]]),
+    "stack": (lambda C: C.stack([C.positive, C.interval(-1.0, 1.0)], dim=-1), [[0.3, -1.2], [2.0, 0.1]]),
 }
 
 

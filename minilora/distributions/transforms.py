@@ -11,11 +11,11 @@ from ..ops.nn import pad
 from . import constraints
 from .utils import _Number, _sum_rightmost, lazy_property, tril_matrix_to_vec, vec_to_tril_matrix
 
-__all__ = ["AbsTransform", "AffineTransform", "ComposeTransform", "CorrCholeskyTransform",
-           "CumulativeDistributionTransform", "ExpTransform",
-           "IndependentTransform", "LowerCholeskyTransform", "PositiveDefiniteTransform", "PowerTransform",
-           "ReshapeTransform", "SigmoidTransform", "SoftmaxTransform", "SoftplusTransform", "StickBreakingTransform",
-           "TanhTransform", "Transform", "identity_transform"]
+__all__ = ["AbsTransform", "AffineTransform", "CatTransform", "ComposeTransform", "CorrCholeskyTransform",
+           "CumulativeDistributionTransform", "ExpTransform", "IndependentTransform", "LowerCholeskyTransform",
+           "PositiveDefiniteTransform", "PowerTransform", "ReshapeTransform", "SigmoidTransform", "SoftmaxTransform",
+           "SoftplusTransform", "StackTransform", "StickBreakingTransform", "TanhTransform", "Transform",
+           "identity_transform"]
 
 
 class Transform:
@@ -742,3 +742,137 @@ class CorrCholeskyTransform(Transform):
             raise ValueError("Input is not square")
         d = shape[-1]
         return tuple(shape[:-2]) + (d * (d - 1) // 2,)
+
+
+class CatTransform(Transform):
+    """``transforms`` applied to consecutive slices of dim ``dim`` (``lengths`` long each), joined by cat."""
+
+    def __init__(self, tseq, dim=0, lengths=None, cache_size=0):
+        if not all(isinstance(t, Transform) for t in tseq):
+            raise AssertionError("All elements of tseq must be Transform instances")
+        if cache_size:
+            tseq = [t.with_cache(cache_size) for t in tseq]
+        super().__init__(cache_size=cache_size)
+        self.transforms = list(tseq)
+        self.lengths = [1] * len(self.transforms) if lengths is None else list(lengths)
+        if len(self.lengths) != len(self.transforms):
+            raise AssertionError(f"lengths ({len(self.lengths)}) must match transforms ({len(self.transforms)})")
+        self.dim = dim
+
+    @lazy_property
+    def event_dim(self):
+        return max(t.event_dim for t in self.transforms)
+
+    @lazy_property
+    def length(self):
+        return sum(self.lengths)
+
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return CatTransform(self.transforms, self.dim, self.lengths, cache_size)
+
+    def _checked(self, t, name, short):
+        """torch's AssertionErrors: ``dim`` within range, the joined length along it."""
+        if not -t.dim() <= self.dim < t.dim():
+            raise AssertionError(f"dim {self.dim} out of range for {name} with {t.dim()} dimensions")
+        if t.size(self.dim) != self.length:
+            raise AssertionError(f"{short}.size({self.dim}) = {t.size(self.dim)} must equal length {self.length}")
+
+    def _slices(self, t):
+        start = 0
+        for transform, length in zip(self.transforms, self.lengths):
+            yield transform, t.narrow(self.dim, start, length)
+            start = start + length
+
+    def _call(self, x):
+        from .. import cat
+        self._checked(x, "tensor", "x")
+        return cat([t(piece) for t, piece in self._slices(x)], dim=self.dim)
+
+    def _inverse(self, y):
+        from .. import cat
+        self._checked(y, "tensor", "y")
+        return cat([t.inv(piece) for t, piece in self._slices(y)], dim=self.dim)
+
+    def log_abs_det_jacobian(self, x, y):
+        from .. import cat
+        self._checked(x, "x", "x")
+        self._checked(y, "y", "y")
+        logdetjacs = []
+        for (transform, xslice), (_, yslice) in zip(self._slices(x), self._slices(y)):
+            logdetjac = transform.log_abs_det_jacobian(xslice, yslice)
+            if transform.event_dim < self.event_dim:
+                logdetjac = _sum_rightmost(logdetjac, self.event_dim - transform.event_dim)
+            logdetjacs.append(logdetjac)
+        dim = (self.dim - x.dim() if self.dim >= 0 else self.dim) + self.event_dim
+        return cat(logdetjacs, dim=dim) if dim < 0 else sum(logdetjacs)  # (dims summed into the event: added)
+
+    @property
+    def bijective(self):
+        return all(t.bijective for t in self.transforms)
+
+    @constraints.dependent_property
+    def domain(self):
+        return constraints.cat([t.domain for t in self.transforms], self.dim, self.lengths)
+
+    @constraints.dependent_property
+    def codomain(self):
+        return constraints.cat([t.codomain for t in self.transforms], self.dim, self.lengths)
+
+
+class StackTransform(Transform):
+    """``transforms`` applied to the slices along dim ``dim``, joined by stack."""
+
+    def __init__(self, tseq, dim=0, cache_size=0):
+        if not all(isinstance(t, Transform) for t in tseq):
+            raise AssertionError("All elements of tseq must be Transform instances")
+        if cache_size:
+            tseq = [t.with_cache(cache_size) for t in tseq]
+        super().__init__(cache_size=cache_size)
+        self.transforms = list(tseq)
+        self.dim = dim
+
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return StackTransform(self.transforms, self.dim, cache_size)
+
+    def _slice(self, z):
+        return [z.select(self.dim, i) for i in range(z.size(self.dim))]
+
+    def _checked(self, t, name, short):
+        if not -t.dim() <= self.dim < t.dim():
+            raise AssertionError(f"dim {self.dim} out of range for {name} with {t.dim()} dimensions")
+        if t.size(self.dim) != len(self.transforms):
+            raise AssertionError(f"{short}.size({self.dim}) = {t.size(self.dim)} must equal len(transforms) "
+                                 f"{len(self.transforms)}")
+
+    def _call(self, x):
+        from .. import stack
+        self._checked(x, "tensor", "x")
+        return stack([t(piece) for piece, t in zip(self._slice(x), self.transforms)], dim=self.dim)
+
+    def _inverse(self, y):
+        from .. import stack
+        self._checked(y, "tensor", "y")
+        return stack([t.inv(piece) for piece, t in zip(self._slice(y), self.transforms)], dim=self.dim)
+
+    def log_abs_det_jacobian(self, x, y):
+        from .. import stack
+        self._checked(x, "x", "x")
+        self._checked(y, "y", "y")
+        return stack([t.log_abs_det_jacobian(xs, ys) for xs, ys, t in zip(self._slice(x), self._slice(y),
+                                                                           self.transforms)], dim=self.dim)
+
+    @property
+    def bijective(self):
+        return all(t.bijective for t in self.transforms)
+
+    @constraints.dependent_property
+    def domain(self):
+        return constraints.stack([t.domain for t in self.transforms], self.dim)
+
+    @constraints.dependent_property
+    def codomain(self):
+        return constraints.stack([t.codomain for t in self.transforms], self.dim)
