@@ -1541,7 +1541,8 @@ class _NoDerivative(Function):
 
 
 _NAMED_NO_DERIVATIVE = {"_unique2": "Unique2Backward0", "unique_dim": "UniqueDimBackward0",
-                        "unique_consecutive": "UniqueConsecutiveBackward0"}
+                        "unique_consecutive": "UniqueConsecutiveBackward0",
+                        "_standard_gamma_grad": "StandardGammaGradBackward0"}
 
 
 def _without_derivative(out, source, name):

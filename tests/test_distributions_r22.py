@@ -358,3 +358,20 @@ def test_reshape_and_cumulative_distribution_transforms_as_torch():
                 cdf(z), cdf.inv(cdf(z)), cdf.log_abs_det_jacobian(z, cdf(z)))
     want, got = _seeded(run)
     _same(want, got, exact=False)
+
+
+@pytest.mark.parametrize("op", ["_sample_dirichlet", "_dirichlet_grad", "binomial", "_standard_gamma_grad"])
+def test_kernels_without_derivatives_refuse_backward_as_torch(op):
+    """torch records these with a node whose backward is not implemented: a gradient through them is its error,
+    never a silent zero."""
+    def run(T):
+        a = T.tensor([2.0, 3.0], requires_grad=True)
+        call = {"_sample_dirichlet": lambda: T._sample_dirichlet(a),
+                "_dirichlet_grad": lambda: T._dirichlet_grad(a, a.detach(), a.detach() * 2),
+                "binomial": lambda: T.binomial(a, a.detach() * 0 + 0.5),
+                "_standard_gamma_grad": lambda: T._standard_gamma_grad(a, a.detach())}[op]
+        out = call()
+        with pytest.raises((RuntimeError, NotImplementedError)) as caught:
+            out.sum().backward()
+        return out.grad_fn.name(), type(caught.value), str(caught.value)
+    assert run(ml) == run(torch)

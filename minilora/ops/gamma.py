@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import dtypes, float32_math
 from ..device import xp_of
-from ..tensor import Function, Tensor, no_meta_kernel
+from ..tensor import Function, Tensor, is_grad_enabled, no_meta_kernel
 
 __all__ = ["standard_gamma", "standard_gamma_grad", "sample_dirichlet", "dirichlet_grad", "binomial"]
 
@@ -218,8 +218,9 @@ def _gamma_grad_array(alpha, x):
 def standard_gamma_grad(input, output):
     """``torch._standard_gamma_grad(alpha, x)``: torch's approximation of d x / d alpha."""
     _refuse_16bit("_standard_gamma_grad_cpu", input, output)
-    return Tensor(_gamma_grad_array(input.detach().cpu().numpy(), output.detach().cpu().numpy()),
-                  dtype=input.dtype, device=input.device)
+    out = Tensor(_gamma_grad_array(input.detach().cpu().numpy(), output.detach().cpu().numpy()),
+                 dtype=input.dtype, device=input.device)
+    return _refusing_derivative(out, [input, output], "_standard_gamma_grad", NotImplementedError)
 
 
 # ---- Dirichlet ----------------------------------------------------------------------------------
@@ -237,8 +238,18 @@ def sample_dirichlet(input, generator=None):
     dtype = host.dtype
     ratios = (gammas / sums).astype(dtype)
     below_one = np.nextafter(dtype.type(1), dtype.type(0))
-    return Tensor(np.minimum(below_one, np.maximum(np.finfo(dtype).tiny, ratios)), dtype=input.dtype,
-                  device=input.device)
+    out = Tensor(np.minimum(below_one, np.maximum(np.finfo(dtype).tiny, ratios)), dtype=input.dtype,
+                 device=input.device)
+    return _refusing_derivative(out, [input], "_sample_dirichlet")
+
+
+def _refusing_derivative(out, inputs, name, error=RuntimeError):
+    """``out`` in its inputs' graph through a node whose backward raises torch's error, as torch records it."""
+    from ..factories import _NoDerivative
+    linked = [t for t in inputs if t.requires_grad]
+    if not linked or not is_grad_enabled():
+        return out
+    return _NoDerivative.apply(linked[0], values=out._array, name=name, error=error)
 
 
 def _beta_grad_alpha_small(x, alpha, beta, real):
@@ -369,7 +380,8 @@ def dirichlet_grad(x, alpha, total):
     """``torch._dirichlet_grad(x, alpha, total)``."""
     _refuse_16bit("_dirichlet_grad_cpu", x, alpha, total)
     arrays = [t.detach().cpu().numpy() for t in (x, alpha, total)]
-    return Tensor(_dirichlet_grad_array(*arrays), dtype=x.dtype, device=x.device)
+    out = Tensor(_dirichlet_grad_array(*arrays), dtype=x.dtype, device=x.device)
+    return _refusing_derivative(out, [x, alpha, total], "_dirichlet_grad")
 
 
 # ---- binomial -----------------------------------------------------------------------------------
@@ -447,8 +459,7 @@ def sample_binomial_one(count, prob, real, uniform):
 
 def binomial(count, prob, generator=None):
     """``torch.binomial(count, prob)``: one Binomial(count, prob) draw per element (floats)."""
-    from ..factories import _drawn
-    from ..factories import _broadcast
+    from ..factories import _broadcast, _drawn
     _refuse_16bit("binomial_cpu", count, prob)
     no_meta_kernel("binomial", count, prob)
     _broadcast(tuple(count.shape), tuple(prob.shape))  # (torch's RuntimeError naming the first mismatch)
@@ -456,4 +467,5 @@ def binomial(count, prob, generator=None):
     real = _F32 if counts.dtype == np.float32 else float
     uniform, _ = _samplers(_gen(generator))
     values = [sample_binomial_one(n, p, real, uniform) for n, p in zip(counts.ravel().tolist(), probs.ravel().tolist())]
-    return _drawn(np.array(values, np.float64).reshape(counts.shape), count.dtype, count.device, (count, prob))
+    out = _drawn(np.array(values, np.float64).reshape(counts.shape), count.dtype, count.device)
+    return _refusing_derivative(out, [count, prob], "binomial")  # (torch's node has no derivative, not a zero one)
