@@ -106,6 +106,7 @@ def atomic_write(path, mode="wb"):
     path = _through_link(os.fspath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write {path}: it is a folder, not a file")
+    _refuse_a_protected_file(path)
     folder = os.path.dirname(os.path.abspath(path))
     _make_folder(folder, path)
     remove_leftovers(path)
@@ -125,6 +126,27 @@ def atomic_write(path, mode="wb"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def _refuse_a_protected_file(path):
+    """A file the user may not write (``chmod a-w model.pt``: kept from being overwritten) is refused in the words of
+    ``open(path, "wb")``, which torch.save and transformers' save_pretrained call: the rename that replaces a file
+    needs only its folder's permission, so a save overwrote what the user had protected."""
+    if os.path.isfile(path) and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+
+def _refuse_protected_files(directory, new):
+    """``_refuse_a_protected_file`` for each file of the old ``directory`` that a file of the new folder ``new``
+    replaces, and for the folder itself where it may not be written (where transformers' save cannot create a file):
+    checked before anything is replaced."""
+    if not os.path.isdir(directory):
+        return
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), directory)
+    for root, _dirs, files in os.walk(new):
+        for name in files:
+            _refuse_a_protected_file(os.path.join(directory, os.path.relpath(os.path.join(root, name), new)))
 
 
 @contextlib.contextmanager
@@ -414,6 +436,7 @@ def atomic_folder(directory, replaces=()):
             yield tmp
             _fsync_tree(tmp)  # (the new files reach the disk before the lock: it is held for the swap alone)
             with _publishing(directory):
+                _refuse_protected_files(directory, tmp)
                 if os.path.isdir(directory):
                     _link_missing(directory, tmp, replaces)
                 os.chmod(tmp, _permissions(directory, 0o777 & ~_UMASK))  # mkdtemp makes 0700 folders
@@ -566,7 +589,8 @@ def _files_replaced_one_by_one(directory, replaces):
             _fsync_tree(tmp)
             written = set(os.listdir(tmp))
             with _publishing(directory), held_ctrl_c():  # (a Ctrl-C between two replacements would leave some
-                _move_files(tmp, directory)  # new files and some old)
+                _refuse_protected_files(directory, tmp)  # new files and some old)
+                _move_files(tmp, directory)
                 for entry in os.listdir(directory):  # (an older save's shards, which the new weights replace)
                     stale = entry not in written and not _is_temporary(entry) and any(fnmatch.fnmatch(entry, pattern) for pattern in replaces)
                     if stale and os.path.isfile(os.path.join(directory, entry)):

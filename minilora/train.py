@@ -625,7 +625,18 @@ def _batch_options(loader, grad_accum):
     options = {"batch_size": own.batch_size, "grad_accum": grad_accum}
     if isinstance(loader, DataLoader):
         options.update(seed=loader.seed, shuffle=bool(loader.shuffle))
+    examples = _count_of(own.items if isinstance(loader, DataLoader) else own.dataset)
+    if examples is not None:  # (a dataset grown or cut since: other batches, and the epoch ends elsewhere)
+        options["examples"] = examples
     return options
+
+
+def _count_of(dataset):
+    """How many examples ``dataset`` holds, or None for one without a length (an iterable dataset)."""
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
 
 
 def _frozen_fingerprint(model):
@@ -653,11 +664,12 @@ def _say_other_base(path, saved, now):
 
 
 def _say_other_batches(path, saved, now):
-    changed = [f"{name}={now[name]!r} (the run had {saved[name]!r})" for name in now
+    changed = [(f"train_data holds {now[name]!r} examples" if name == "examples" else f"{name}={now[name]!r}")
+               + f" (the run had {saved[name]!r})" for name in now
                if isinstance(saved, dict) and name in saved and saved[name] != now[name]]
     if changed:
         warnings.warn(f"resume from {path}: {', '.join(changed)}: the steps from here on train on other batches than "
-                      f"the run would have (pass the run's own values to continue it exactly)", stacklevel=4)
+                      f"the run would have (pass the run's own data and values to continue it exactly)", stacklevel=4)
 
 
 def _as_ids_and_labels(batch):

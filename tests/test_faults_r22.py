@@ -160,3 +160,46 @@ def test_safetensors_metadata_null_reads_as_no_metadata(tmp_path):
         file.write(struct.pack("<Q", len(header)) + header + np.ones(2, np.float32).tobytes())
     assert ml.load(path)["w"].tolist() == [1.0, 1.0]
     assert checkpoint.load_file(path)["w"].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("rows", [7, 15])
+def test_a_run_resumed_on_a_dataset_of_another_size_says_so(tmp_path, rows):
+    """A list run resumed on a dataset grown or cut since trained on other batches without a word (a DataLoader's
+    cut short was refused: its epoch could not be replayed)."""
+    from minilora.lora import LoraConfig, get_peft_model
+    from minilora.train import train
+    data = np.array([[(i * 3 + j) % 13 + 3 for j in range(8)] for i in range(15)], np.int64)
+
+    def model():
+        return get_peft_model(_tiny_llama(0), LoraConfig(r=2, target_modules=["q_proj"]))
+    options = dict(steps=3, lr=1e-2, progress=False, plot=False, batch_size=4)
+    train(model(), data[:10], out_dir=str(tmp_path), save_every=2, **{**options, "steps": 2})
+    with pytest.warns(UserWarning, match=rf"train_data holds {rows} examples \(the run had 10\).*other batches"):
+        train(model(), data[:rows], out_dir=str(tmp_path), resume=True, **options)
+
+
+def _read_only(monkeypatch, path):
+    """``chmod a-w path``, and, for root (whom nothing is refused), ``os.access`` answering as for its owner."""
+    os.chmod(path, 0o444)
+    if os.geteuid() == 0:
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.path.abspath(p) == path and
+                            mode & os.W_OK else access(p, mode, **kw))
+
+
+def test_a_save_over_a_file_the_user_may_not_write_is_refused_as_open_refuses_it(tmp_path, monkeypatch):
+    """A rename needs only the folder's permission: ``ml.save`` and ``save_pretrained`` replaced a file the user had
+    made read-only (torch.save and transformers' save_pretrained open it: PermissionError). Now the same error, and
+    nothing changed."""
+    path = str(tmp_path / "model.pt")
+    ml.save({"w": ml.ones(2)}, path)
+    _read_only(monkeypatch, path)
+    with pytest.raises(PermissionError, match=r"\[Errno 13\] Permission denied: '.*model.pt'"):
+        ml.save({"w": ml.zeros(2)}, path)
+    assert ml.load(path)["w"].tolist() == [1.0, 1.0]
+    folder = str(tmp_path / "model")
+    _tiny_llama(0).save_pretrained(folder)
+    _read_only(monkeypatch, os.path.join(folder, "model.safetensors"))
+    with pytest.raises(PermissionError, match="model.safetensors"):
+        _tiny_llama(1).save_pretrained(folder)
+    assert _same_weights(_tiny_llama(0), folder)
