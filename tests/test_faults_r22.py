@@ -14,6 +14,16 @@ minilora now, naming the stream, not the temporary file it was read into. A file
 (``os.fsdecode(b"w\xff.pt")``) crashed ``minilora.save`` with a UnicodeEncodeError from its archive name; the
 archive is now named as torch names it ("archive" for a name that is not ASCII, the name without its last extension
 otherwise). A safetensors header with ``"__metadata__": null`` (safetensors reads it as no metadata) was refused.
+A save over a file the user made read-only replaced it (a rename needs only the folder's permission), where
+torch.save and transformers raise open()'s PermissionError. A list run resumed on a dataset of another size trained
+on other batches without a word.
+
+Tried and found right (no test added): the weights-only refusals of torch 2.13's allow-list (a Namespace, a
+NumPy array, a slice, a module, a date, a defaultdict; zip and legacy format) in torch's words; legacy-format
+files (views, shared storages, Parameters, integer, bool, complex, float16 and float64 tensors); safetensors
+files with overlapping, gapped or out-of-order tensors, trailing bytes, a header claiming more bytes than the
+file holds; unicode, spaces and newlines in folder and file names; a KeyboardInterrupt at each system call of
+the model, sharded, tokenizer and training-state saves; a pipe given to ``minilora.load`` (torch needs seek).
 """
 import io
 import json
