@@ -509,8 +509,16 @@ def _publishing(directory):
                 os.remove(path)
             except OSError:  # (left: the next save takes it, and removes it)
                 pass
-            finally:  # (whatever stops the removal, a Ctrl-C included, the lock goes)
-                os.close(descriptor)
+            finally:  # (whatever stops the removal, a Ctrl-C included, the lock goes; unlocked, not only closed:
+                _unlock(descriptor)  # a process forked meanwhile, a DataLoader worker, holds a copy of it)
+
+
+def _unlock(descriptor):
+    import fcntl
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 def _remove_if_unheld(path):
@@ -518,7 +526,7 @@ def _remove_if_unheld(path):
     one a save holds is left to it."""
     try:
         import fcntl
-        descriptor = os.open(path, os.O_RDWR)
+        descriptor = os.open(path, os.O_RDONLY)
     except (ImportError, OSError):
         return
     try:
@@ -541,7 +549,7 @@ def _locked_file(path):
         return None
     while True:
         try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # (read: another user's lock file locks too)
         except OSError:
             return None
         try:
