@@ -1724,6 +1724,8 @@ def histc(input, bins=100, min=0, max=0, *, out=None):
     _refuse_integer(input, "histogram_cpu")
     if bins <= 0:
         raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+    if input.is_meta:  # (no values to count: the counts' shape, as torch's meta kernel)
+        return _make(_unwritten((bins,), input.dtype), input.dtype, input.device, False)
     values = input.detach().cpu().numpy().reshape(-1)
     left, right = _histc_range(values, float(min), float(max))
     edges = linspace(left, right, bins + 1, dtype=input.dtype).numpy()

@@ -2532,6 +2532,7 @@ class Tensor:
         from . import ops
         if index is False:  # torch's THPVariable_setitem: nothing at all (no write, no node, no version)
             return
+        index = ops.shape.sequence_as_tuple(index)
         if isinstance(value, (list, tuple, np.ndarray)):  # torch takes a tensor or a number only
             name = "numpy.ndarray" if isinstance(value, np.ndarray) else type(value).__name__
             raise TypeError(f"can't assign a {name} to a torch.{dtypes.torch_name(self.dtype)}Tensor "

@@ -76,6 +76,17 @@ _CALLS = {  # (each input 16 pages or more)
                                                                    _ones(T, d, 128)),
     "adaptive_avg_pool2d": lambda T, d: T.nn.functional.adaptive_avg_pool2d(_ones(T, d, 2, 8, 32, 32), (5, 7)),
     "adaptive_max_pool2d": lambda T, d: T.nn.functional.adaptive_max_pool2d(_ones(T, d, 16, 32, 32), 3),
+    "index of a transpose": lambda T, d: _ones(T, d, 64, 256).t()[_ids(T, d, 3, 5)],
+    "indices apart in a permuted view": lambda T, d: _ones(T, d, 16, 32, 32).permute(2, 0, 1)[_ids(T, d, 3), :,
+                                                                                          _ids(T, d, 3)],
+    "binary_cross_entropy": lambda T, d: T.nn.functional.binary_cross_entropy(_ones(T, d, 16, 1024),
+                                                                              _ones(T, d, 16, 1024)),
+    "median": lambda T, d: T.median(_ones(T, d, 16, 1024)),
+    "median along a dim": lambda T, d: _ones(T, d, 16, 1024).median(1, keepdim=True),
+    "searchsorted": lambda T, d: T.searchsorted(_ones(T, d, 16, 1024), _ones(T, d, 16, 5), out_int32=True),
+    "bucketize": lambda T, d: T.bucketize(_ones(T, d, 16, 1024), _ones(T, d, 4096)),
+    "histc": lambda T, d: T.histc(_ones(T, d, 16, 1024), bins=7),
+    "quantile": lambda T, d: T.quantile(_ones(T, d, 16, 1024), _ones(T, d, 3), dim=1),
     "take": lambda T, d: T.take(_ones(T, d, 16, 1024), _ids(T, d, 4096)),
     "index_select": lambda T, d: _ones(T, d, 16, 1024).index_select(1, _ids(T, d, 4096)),
     "cdist p=1": lambda T, d: T.cdist(_ones(T, d, 4, 64, 32), _ones(T, d, 1, 48, 32), p=1),
@@ -150,3 +161,17 @@ def test_3d_convolution_and_max_pooling_results_are_in_torchs_c_order(device):
     ours = results(ml, device)
     assert _described(tuple(ours)) == _described(tuple(results(torch, device)))
     assert all(t.is_contiguous() for t in ours) and ours[0].view(-1).shape == (2 * 6 * 512,)
+
+
+def test_a_list_index_is_read_as_torch_reads_it():
+    # torch (as NumPy once did) reads a list holding a sequence, slice, tensor, ... or None as a tuple: x[[[1], [2]]]
+    # is x[[1], [2]], one element, where NumPy read one [2, 1] array of rows (minilora gave [2, 1, 6]: no error)
+    for T in (torch, ml):
+        x = T.arange(24.0).reshape(4, 6)
+        with pytest.warns(UserWarning, match="non-tuple sequence for multidimensional indexing"):
+            picked = x[[[1, 2], [0, 3]]]
+        with pytest.warns(UserWarning):
+            x[[[1], [2]]] = -1.0
+        assert (tuple(picked.shape), picked.tolist(), x[1, 2].item()) == ((2,), [6.0, 15.0], -1.0)
+    for T in (torch, ml):  # (a list of numbers stays one integer array, on meta too: it raised IndexError there)
+        assert tuple(T.ones(4, 6, device="meta")[[1, 2]].shape) == (2, 6)

@@ -13,7 +13,7 @@ import numpy as np
 from .. import amp as _amp, dtypes, return_types, std_sort
 from .. import float32_sums
 from ..float32_sums import sum_like_torch
-from ..device import holds_no_values, xp_of
+from ..device import META, holds_no_values, xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
 from ..tensor import (Function, Tensor, is_grad_enabled, name_node, no_complex_autograd, no_forward_formula, no_grad,
@@ -1333,9 +1333,11 @@ def median(input, dim=NO_DIM, keepdim=False):
     _refuse_bool("median", input.dtype)
     dtypes.refuse_complex("median_out", input)  # (torch's kernel along a dim)
     xp = xp_of(input._array)
-    order = _sort_order(input, dim_)._array
-    middle = xp.take(order, xp.asarray([(input.shape[dim_] - 1) // 2]), axis=dim_)
-    if is_floating(input.dtype):  # a row holding NaN has median NaN, at its first NaN (torch)
+    if input.is_meta:  # (no values: the middle's place, unwritten)
+        middle = META.xp.zeros(input.shape[:dim_] + (1,) + input.shape[dim_ + 1:], np.int64)
+    else:
+        middle = xp.take(_sort_order(input, dim_)._array, xp.asarray([(input.shape[dim_] - 1) // 2]), axis=dim_)
+    if is_floating(input.dtype) and not input.is_meta:  # a row holding NaN has median NaN, at its first NaN (torch)
         nan = xp.isnan(input._array)
         middle = xp.where(nan.any(axis=dim_, keepdims=True),
                           nan.argmax(axis=dim_, keepdims=True), middle)
@@ -1498,25 +1500,33 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     if isinstance(values, Tensor):  # (torch's kernel has no complex version: NumPy's would order lexicographically)
         dtypes.refuse_complex("searchsorted_out_cpu", np.result_type(sorted_sequence.dtype, values.dtype))
     dtypes.refuse_complex("searchsorted_out_cpu", sorted_sequence)
+    dtype = np.dtype(np.int32 if out_int32 else np.int64)
+    if sorted_sequence.is_meta and (not isinstance(values, Tensor) or values.is_meta):  # (shapes, not a search)
+        _check_searched_rows(sorted_sequence.shape, None if isinstance(values, Tensor) else (), values)
+        return Tensor(META.xp.zeros(np.shape(values), dtype), dtype=dtype, device=sorted_sequence.device)
     sequence = sorted_sequence.detach().cpu().numpy()
     if sorter is not None:
         sequence = np.take_along_axis(sequence, sorter.detach().cpu().numpy(), axis=-1)
     scalar = not isinstance(values, Tensor)
     values = np.asarray(values) if scalar else values.detach().cpu().numpy()
+    _check_searched_rows(sequence.shape, () if scalar else None, values)
     if sequence.ndim == 1:
         found = np.searchsorted(sequence, values, side=side)
     else:
-        if scalar or sequence.shape[:-1] != values.shape[:-1]:
-            raise RuntimeError(f"torch.searchsorted(): boundaries tensor should be 1 dimension or the "
-                               f"first N-1 dimensions of boundaries tensor and input value tensor must "
-                               f"match, but we got boundaries tensor {list(sequence.shape)} and input "
-                               f"value tensor {list(values.shape)}")
         leading = int(np.prod(sequence.shape[:-1]))  # (not -1: NumPy cannot infer it from 0 elements)
         rows, wanted = sequence.reshape(leading, sequence.shape[-1]), values.reshape(leading, values.shape[-1])
         found = np.array([np.searchsorted(row, v, side=side) for row, v in zip(rows, wanted)],  # (not stack:
                          dtype=np.int64).reshape(values.shape)  # no rows, or a zero width, is an empty answer)
-    dtype = np.dtype(np.int32 if out_int32 else np.int64)
     return Tensor(np.asarray(found, dtype=dtype), dtype=dtype, device=sorted_sequence.device)
+
+
+def _check_searched_rows(sequence_shape, scalar, values):
+    """An N-D sequence is searched row by row: the values' leading dimensions are its (a number has none)."""
+    if len(sequence_shape) > 1 and (scalar is not None or tuple(sequence_shape[:-1]) != tuple(values.shape[:-1])):
+        raise RuntimeError(f"torch.searchsorted(): boundaries tensor should be 1 dimension or the "
+                           f"first N-1 dimensions of boundaries tensor and input value tensor must "
+                           f"match, but we got boundaries tensor {list(sequence_shape)} and input "
+                           f"value tensor {list(np.shape(values))}")
 
 
 def bucketize(input, boundaries, *, out_int32=False, right=False):

@@ -28,9 +28,9 @@ from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, Conv
 from .elementwise import Clone, LogSigmoid, ToDevice
 from .lora import LoraLinear
 from .matmul import Cross, Einsum, Linear, MatMul, _torch_einsum_layout
-from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, Scatter,
+from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MedianAll, Scatter,
                         Repeat, ScatterReduce, TopKOrder)
-from .nn import (Attention, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
+from .nn import (Attention, BinaryCrossEntropyLoss, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
                      LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
 from .reduce import AMax, ArgMax, Logical, LogCumSumExp, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
 from .shape import Cat, DiagEmbed, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
@@ -345,10 +345,11 @@ def indexed_shape(a, index):
     """``a[index]`` with an integer-array index (a gather, which copies): the index taken from a tensor of
     ``a``'s shape whose elements hold no bytes (NumPy's 'V0'), with zeros of each index array's shape (a
     meta index's values), so nothing is read or written. None for basic slicing (a view, which writes
-    nothing, runs as it is), a mask (its shape is its values'), or an input whose layout the copy follows."""
+    nothing, runs as it is) or a mask (its shape is its values'). A non-contiguous input's result is laid out
+    as NumPy lays out the CPU's (``indexed_order``)."""
     parts = _listed_as_arrays(index if type(index) is tuple else (index,))
     arrays = [i for i in parts if isinstance(i, np.ndarray)]
-    if not arrays or any(i.dtype == np.bool_ for i in arrays) or not a.flags.c_contiguous:
+    if not arrays or any(i.dtype == np.bool_ for i in arrays):
         return None
     no_bytes = np.lib.stride_tricks.as_strided(np.zeros(1, "V0"), a.shape, (0,) * a.ndim)
     zeros = tuple(np.broadcast_to(np.zeros((), i.dtype), i.shape) if isinstance(i, np.ndarray) else i
@@ -358,6 +359,32 @@ def indexed_shape(a, index):
                                                                a.ndim)).shape
     except (IndexError, ValueError, TypeError):  # (the op's own error, from its run on the zeros)
         return None
+
+
+def indexed_order(cls, shape, arrays, options):
+    """``a[index]``'s layout: C order from a contiguous input (GetItem's copy, as torch's); from another, NumPy's
+    layout of the CPU's result (which Function.apply then lays out as torch's, or leaves unclaimed), found on a
+    probe of at most 2 along each dimension in the input's order of strides, indexed alike."""
+    a = arrays[0]
+    index = arrays[1] if len(arrays) > 1 else options["index"]
+    if a.flags.c_contiguous:
+        return None, False
+    outer_first = sorted(range(a.ndim), key=lambda d: -abs(a.strides[d]))
+    probe = np.empty([min(a.shape[d], 2) for d in outer_first], np.int8).transpose(np.argsort(outer_first))
+    parts = tuple(_probe_part(p) for p in _listed_as_arrays(index if type(index) is tuple else (index,)))
+    out = take_indexed(probe, _without_empty_ellipsis(parts if type(index) is tuple else parts[0], a.ndim))
+    if out.ndim != len(shape):
+        return None, False
+    return tuple(sorted(range(out.ndim), key=lambda d: -out.strides[d])), False
+
+
+def _probe_part(part):
+    """An index part for indexed_order's probe: an array cut to 2 along each dimension, a slice whole, an int 0."""
+    if isinstance(part, np.ndarray):
+        return np.zeros(tuple(min(n, 2) for n in part.shape), part.dtype)
+    if isinstance(part, slice):
+        return slice(None)
+    return 0 if isinstance(part, (int, np.integer)) and not isinstance(part, bool) else part
 
 
 def _listed_as_arrays(parts):
@@ -377,8 +404,9 @@ def _first_elements(index):
 def indexed_small(arrays, options):
     """An index op's stand-ins: one element of the input and of each index array (and values)."""
     (a, *rest), options = small(arrays, options)
-    positional = [_first_elements(x) if isinstance(x, tuple) else x for x in rest]
-    return [a, *positional], {k: _first_elements(v) if isinstance(v, tuple) else v for k, v in options.items()}
+    # (an index is a tuple of parts, or one part: a list (x[[1, 2]]) is one integer array)
+    positional = [_first_elements(x) if isinstance(x, (tuple, list)) else x for x in rest]
+    return [a, *positional], {k: _first_elements(v) if isinstance(v, (tuple, list)) else v for k, v in options.items()}
 
 
 def overwritten_shape(a, *_, **__):
@@ -686,6 +714,13 @@ def vector_norm_shape(x, *, ord, dims, keepdim):
     return reduced_shape(x, dims, keepdim)
 
 
+def bce_shape(x, y, *, weight, reduction):
+    """binary_cross_entropy's one node: a loss per element ('none') or one number."""
+    if x.shape != y.shape or (weight is not None and weight.shape != x.shape):
+        return None
+    return x.shape if reduction == "none" else ()
+
+
 def bce_with_logits_shape(x, y, weight, pos_weight, reduction):
     """binary_cross_entropy_with_logits: a loss per element ('none': its operands broadcast) or one number."""
     shape = broadcast_shape(x, y, weight, pos_weight)
@@ -714,6 +749,11 @@ def glu_small(arrays, options):
 def softmax_shape(a, axis=-1, *_, **__):
     """softmax and log_softmax: the input's shape."""
     return a.shape if -max(a.ndim, 1) <= axis < max(a.ndim, 1) else None
+
+
+def whole_shape(a, *_, **__):
+    """An op that reduces every element to one (the median of all)."""
+    return ()
 
 
 def first_shape(a, *_, **__):
@@ -758,7 +798,8 @@ def _attach():
              TopKOrder: topk_shape, ConvBias: conv_bias_shape, ConvTranspose2d: conv_transpose2d_shape, AvgPool2d: avg_pool2d_shape,
              NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
              Repeat: repeat_shape, DiagEmbed: diag_embed_shape, VectorNorm: vector_norm_shape,
-             BinaryCrossEntropyWithLogits: bce_with_logits_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
+             BinaryCrossEntropyWithLogits: bce_with_logits_shape, BinaryCrossEntropyLoss: bce_shape,
+             MedianAll: whole_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
              Glu: glu_shape, LogCumSumExp: first_shape, Cross: cross_shape, Cdist: cdist_shape,
              LogSigmoid: first_shape, PRelu: prelu_shape, AdaptiveAvgPool2d: adaptive_pool2d_shape,
              AdaptiveMaxPool2d: adaptive_pool2d_shape, Unfold: unfold_shape, Fold: fold_shape}
@@ -770,6 +811,7 @@ def _attach():
     Pad.meta_small = staticmethod(pad_small)
     GetItem.meta_small = IndexPut.meta_small = staticmethod(indexed_small)
     IndexPut.meta_order = IndexFill.meta_order = Flip.meta_order = staticmethod(preserved_order)
+    GetItem.meta_order = staticmethod(indexed_order)
     Einsum.meta_order = staticmethod(einsum_order)
     TopKOrder.meta_small = staticmethod(topk_small)
     ConvTranspose2d.meta_small = staticmethod(conv_transpose2d_small)

@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, float32_math, float32_sums, parallel, return_types, std_sort
-from ..device import xp_of
+from ..device import META as _META, xp_of
 from ..factories import in_iterator_layout
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import bool_argument, compute_dtype, get_default_dtype, int_argument, is_floating, promote_types, to_dtype
@@ -1404,6 +1404,8 @@ def _quantile_q(name, input, q):
             raise RuntimeError(f"{name}() q must be a scalar or 1D tensor")
         if q.dtype != input.dtype:
             raise RuntimeError(f"{name}() q tensor must be same dtype as the input tensor")
+        if q.is_meta:  # (no values to check: as many quantiles, as torch's meta kernel)
+            return np.zeros(q.numel()), q.ndim == 0
         values, scalar = np.asarray(q.detach().cpu().numpy(), dtype=np.float64), q.ndim == 0
     else:
         values, scalar = np.asarray(float(q)), True
@@ -1430,16 +1432,21 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
     axis = None if dim is None else _axes(dim, input.ndim)[0]
     rows = input.reshape(-1) if axis is None else movedim(input, axis, -1)
     ordered = sort(rows, dim=-1).values  # (NaN sorts last)
-    ranks = _quantile_ranks(ordered, qs.astype(input.dtype), ignore_nan)  # (..., len(q)), in input's
-    # dtype as torch's (q * (n - 1) and the weights rounded to float32 for float32), outside the graph
-    below, above = np.floor(ranks), np.ceil(ranks)
-    if interpolation == "nearest":
-        below = above = np.round(ranks)  # (half to even, as torch's round)
-    weights = {"lower": 0.0 * ranks, "higher": 1.0 + 0.0 * ranks, "midpoint": 0.5 + 0.0 * ranks
-               }.get(interpolation, ranks - below)
-    take = lambda idx: _gather(ordered, -1, Tensor(idx.astype(np.int64), dtype=np.int64,  # noqa: E731
+    if input.is_meta:  # (no values to rank: the places and weights of the ranks' shape, unwritten)
+        shape = tuple(ordered.shape[:-1]) + (len(qs),)
+        below = above = _META.xp.zeros(shape, np.int64)
+        weights = _META.xp.zeros(shape, input.dtype)
+    else:
+        ranks = _quantile_ranks(ordered, qs.astype(input.dtype), ignore_nan)  # (..., len(q)), in input's
+        # dtype as torch's (q * (n - 1) and the weights rounded to float32 for float32), outside the graph
+        below, above = np.floor(ranks), np.ceil(ranks)
+        if interpolation == "nearest":
+            below = above = np.round(ranks)  # (half to even, as torch's round)
+        weights = {"lower": 0.0 * ranks, "higher": 1.0 + 0.0 * ranks, "midpoint": 0.5 + 0.0 * ranks
+                   }.get(interpolation, ranks - below)
+    take = lambda idx: _gather(ordered, -1, Tensor(idx.astype(np.int64, copy=False), dtype=np.int64,  # noqa: E731
                                                   device=input.device))
-    weight = Tensor(weights.astype(input.dtype), dtype=input.dtype, device=input.device)
+    weight = Tensor(weights.astype(input.dtype, copy=False), dtype=input.dtype, device=input.device)
     if interpolation in ("lower", "higher", "nearest"):  # one element, taken as it is (torch: no lerp,
         out = take(above if interpolation == "higher" else below)  # so an inf there is no inf - inf)
     else:

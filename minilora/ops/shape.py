@@ -441,7 +441,28 @@ def transpose(input, dim0, dim1):
     return name_node(Permute.apply(input, axes=tuple(axes)), "TransposeBackward0")
 
 
+_SEQUENCE_AS_TUPLE = ("Using a non-tuple sequence for multidimensional indexing is deprecated and will be changed in "
+                      "pytorch 2.9; use x[tuple(seq)] instead of x[seq]. In pytorch 2.9 this will be interpreted as "
+                      "tensor index, x[torch.tensor(seq)], which will result either in an error or a different "
+                      "result")
+
+
+def sequence_as_tuple(index):
+    """A list index as torch reads it (python_variable_indexing.cpp's treatSequenceAsTuple, NumPy's old rule): a
+    list of fewer than 32 entries that holds a sequence, a slice, a tensor, ``...`` or None is the tuple of its
+    entries, with torch's deprecation warning -- ``x[[[1], [2]]]`` is ``x[[1], [2]]``, one element, where NumPy
+    reads one [2, 1] integer array --; any other list is one integer array."""
+    if type(index) is not list or len(index) >= 32:
+        return index
+    for entry in index:
+        if isinstance(entry, (list, tuple, range, slice, Tensor, np.ndarray)) or entry is Ellipsis or entry is None:
+            warnings.warn(_SEQUENCE_AS_TUPLE, UserWarning, stacklevel=3)
+            return tuple(index)
+    return index
+
+
 def getitem(input, index):
+    index = sequence_as_tuple(index)
     try:
         out = GetItem.apply(input, index=_raw_index(index, input.device))
     except IndexError as error:
