@@ -32,6 +32,7 @@ from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, Index
                         Repeat, ScatterReduce, TopKOrder)
 from .nn import (Attention, BinaryCrossEntropyLoss, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
                      LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
+from .sampling import GridSampleBilinear2d, GridSampleTrilinear3d
 from .reduce import AMax, ArgMax, Logical, LogCumSumExp, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
 from .shape import Cat, DiagEmbed, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
 from ..linalg import VectorNorm
@@ -550,6 +551,18 @@ def prelu_shape(x, w):
     return x.shape if _broadcast_shapes(x.shape, w.shape) == x.shape else None
 
 
+def grid_sample_shape(x, grid, *_, **__):
+    """grid_sample: [N, C, *spatial] read at [N, *out, rank] -> [N, C, *out]."""
+    if grid.ndim != x.ndim or grid.shape[0] != x.shape[0] or grid.shape[-1] != x.ndim - 2:
+        return None
+    return x.shape[:2] + grid.shape[1:-1]
+
+
+def grid_sample_small(arrays, options):
+    """grid_sample's stand-ins: one element of each, the grid's coordinates kept."""
+    return small(arrays, options, keep_last=1)
+
+
 def cdist_shape(x1, x2, *, p):
     """cdist: [..., P, M] and [..., R, M] -> [..., P, R], the batch dimensions broadcast."""
     if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
@@ -799,7 +812,7 @@ def _attach():
              NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
              Repeat: repeat_shape, DiagEmbed: diag_embed_shape, VectorNorm: vector_norm_shape,
              BinaryCrossEntropyWithLogits: bce_with_logits_shape, BinaryCrossEntropyLoss: bce_shape,
-             MedianAll: whole_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
+             MedianAll: whole_shape, GridSampleBilinear2d: grid_sample_shape, GridSampleTrilinear3d: grid_sample_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
              Glu: glu_shape, LogCumSumExp: first_shape, Cross: cross_shape, Cdist: cdist_shape,
              LogSigmoid: first_shape, PRelu: prelu_shape, AdaptiveAvgPool2d: adaptive_pool2d_shape,
              AdaptiveMaxPool2d: adaptive_pool2d_shape, Unfold: unfold_shape, Fold: fold_shape}
@@ -826,6 +839,7 @@ def _attach():
     Cross.meta_small, Unfold.meta_small = staticmethod(cross_small), staticmethod(pool2d_small)
     Fold.meta_small = staticmethod(fold_small)
     AdaptiveAvgPool2d.meta_small = AdaptiveMaxPool2d.meta_small = staticmethod(adaptive_pool2d_small)
+    GridSampleBilinear2d.meta_small = GridSampleTrilinear3d.meta_small = staticmethod(grid_sample_small)
     PRelu.meta_order = staticmethod(iterator_order)
     Reshape.meta_dtype = staticmethod(input_dtype)
     KernelValues.meta_shape = None  # (Clone's subclass, whose result is another array's)

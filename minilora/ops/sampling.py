@@ -107,7 +107,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 @saving_as_torch("input", "grid")  # what torch's grid_sampler node keeps
 def _grid_sample(input, grid, mode, padding_mode, align_corners):
     rank = input.ndim - 2
-    if mode == "bilinear" and input.device.type == "cpu" and input.dtype in (np.float32, np.float64):
+    # (on meta every mode's result is the bilinear kernel's shape and dtype: its shape rule, ops/meta.py; the
+    # composed modes read the grid's values on the host)
+    if input.is_meta or mode == "bilinear" and input.device.type == "cpu" and input.dtype in (np.float32, np.float64):
         kernel = GridSampleBilinear2d if rank == 2 else GridSampleTrilinear3d
         return kernel.apply(input, grid, padding_mode=padding_mode, align_corners=align_corners)
     return _composed(input, grid, mode, padding_mode, align_corners)
