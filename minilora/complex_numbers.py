@@ -430,6 +430,9 @@ class FFT(Function):
 
 FFT.meta_shape, FFT.meta_dtype = staticmethod(_meta_ops.fft_shape), staticmethod(_meta_ops.fft_dtype)
 FFT.meta_order = staticmethod(_meta_ops.fft_order)
+# (this module comes after ops/meta.py, whose _attach gave the elementwise ops before it their rule)
+Angle.meta_shape = Polar.meta_shape = staticmethod(_meta_ops.broadcast_shape)
+Conj.meta_shape, Conj.meta_order = staticmethod(_meta_ops.first_shape), staticmethod(_meta_ops.empty_like_order)
 
 
 def _transform(name, kind, inverse, input, s, dim, norm):

@@ -1453,6 +1453,9 @@ def _running_extreme(name, input, dim, smallest):
         return _picked_of_0d(name, input)
     if input.numel() == 0:  # (torch's cummax_out returns its empty results before it reads dim)
         return _picked(name, input, RecordedCopy.apply(input), input.new_zeros(input.shape, dtype=np.int64))
+    if input.is_meta:  # (no values: the latest places' shape, unwritten)
+        indices = Tensor(META.xp.zeros(input.shape, np.int64), dtype=np.int64, device=input.device)
+        return _picked(name, input, saves_as_torch(_gather(input, dim_, indices), input, indices), indices)
     xp = xp_of(input._array)
     a = xp.moveaxis(input._array, dim_, -1)
     running = _accumulate(xp, xp.minimum if smallest else xp.maximum, a)  # NaN propagates

@@ -33,6 +33,7 @@ from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, Index
 from .nn import (Attention, BinaryCrossEntropyLoss, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
                      LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
 from .sampling import GridSampleBilinear2d, GridSampleTrilinear3d
+from .special import Erfcx
 from .reduce import AMax, ArgMax, Logical, LogCumSumExp, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
 from .shape import Cat, DiagEmbed, Flip, GetItem, IndexPut, Reshape, Roll, take_indexed, _without_empty_ellipsis
 from ..linalg import VectorNorm
@@ -812,7 +813,7 @@ def _attach():
              NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
              Repeat: repeat_shape, DiagEmbed: diag_embed_shape, VectorNorm: vector_norm_shape,
              BinaryCrossEntropyWithLogits: bce_with_logits_shape, BinaryCrossEntropyLoss: bce_shape,
-             MedianAll: whole_shape, GridSampleBilinear2d: grid_sample_shape, GridSampleTrilinear3d: grid_sample_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
+             MedianAll: whole_shape, Erfcx: first_shape, GridSampleBilinear2d: grid_sample_shape, GridSampleTrilinear3d: grid_sample_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
              Glu: glu_shape, LogCumSumExp: first_shape, Cross: cross_shape, Cdist: cdist_shape,
              LogSigmoid: first_shape, PRelu: prelu_shape, AdaptiveAvgPool2d: adaptive_pool2d_shape,
              AdaptiveMaxPool2d: adaptive_pool2d_shape, Unfold: unfold_shape, Fold: fold_shape}

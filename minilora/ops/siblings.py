@@ -118,10 +118,13 @@ def frexp(input):
     in [0.5, 1) in magnitude and the exponent int32; the mantissa's gradient is ``grad / 2 ** exponent``."""
     if not dtypes.is_floating(input.dtype):
         raise RuntimeError("torch.frexp() only supports floating-point dtypes")
-    host = input._array.get() if hasattr(input._array, "get") else input._array
-    _, exponent = np.frexp(np.asarray(dtypes.upcast(host)))
-    exponent = np.asarray(exponent)  # (NumPy gives a scalar for a 0-d array)
-    exponent = E.computed(input.device.xp.asarray(exponent.astype(np.int32)), input, like=True)  # (empty_like(input))
+    if input.is_meta:  # (no values: the exponents' shape, unwritten)
+        exponent = input.device.xp.zeros(input.shape, np.int32)
+    else:
+        host = input._array.get() if hasattr(input._array, "get") else input._array
+        _, exponent = np.frexp(np.asarray(dtypes.upcast(host)))
+        exponent = input.device.xp.asarray(np.asarray(exponent).astype(np.int32))  # (a 0-d one: NumPy's scalar)
+    exponent = E.computed(exponent, input, like=True)  # (empty_like(input))
     scale = E.exp2(exponent.to(input.dtype))  # (a power of two: the division is exact)
     mantissa = name_node(E.div(input, scale), "FrexpBackward0", input)
     mantissa = like_view_strides(mantissa, input)  # (torch's is empty_like(input): its strides of size-1 dims too)

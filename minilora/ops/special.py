@@ -18,7 +18,7 @@ from fractions import Fraction
 import numpy as np
 
 from .. import amp as _amp, dtypes, fastmath, float32_math, float32_sums
-from ..device import xp_of
+from ..device import holds_no_values, xp_of
 from ..tensor import Function, Tensor, name_node, no_forward_formula, saves_as_torch
 from . import elementwise as E
 from .elementwise import _floating, _host_array, computes_in_float32
@@ -463,8 +463,9 @@ def cephes_i1(a, scaled=False):
 
 
 def _cephes_runs(a):
-    """Is ``a`` a float32/float64 NumPy array, whose values torch's CPU kernels' own steps give here?"""
-    return type(a) is np.ndarray and a.dtype in (np.float32, np.float64)
+    """Is ``a`` a float32/float64 NumPy array, whose values torch's CPU kernels' own steps give here? (Not a meta
+    one: no values, and the composed graph's shapes are the result's.)"""
+    return type(a) is np.ndarray and a.dtype in (np.float32, np.float64) and not holds_no_values(a)
 
 
 # ---- the ops --------------------------------------------------------------------------------------
