@@ -100,6 +100,10 @@ _CALLS = {  # (each input 16 pages or more)
     "erfcx": lambda T, d: T.special.erfcx(_ones(T, d, 16, 1024, dtype=T.float64)),
     "cummax": lambda T, d: _ones(T, d, 16, 1024).cummax(1),
     "pdist": lambda T, d: T.nn.functional.pdist(_ones(T, d, 64, 256)),
+    "max_pool2d with indices, channels_last": lambda T, d: T.nn.functional.max_pool2d(
+        _ones(T, d, 2, 8, 32, 32).contiguous(memory_format=T.channels_last), 2, return_indices=True),
+    "adaptive_max_pool1d with indices": lambda T, d: T.nn.functional.adaptive_max_pool1d(_ones(T, d, 16, 8, 128), 5,
+                                                                                         return_indices=True),
     "take": lambda T, d: T.take(_ones(T, d, 16, 1024), _ids(T, d, 4096)),
     "index_select": lambda T, d: _ones(T, d, 16, 1024).index_select(1, _ids(T, d, 4096)),
     "cdist p=1": lambda T, d: T.cdist(_ones(T, d, 4, 64, 32), _ones(T, d, 1, 48, 32), p=1),

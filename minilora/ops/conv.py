@@ -24,7 +24,8 @@ import math
 import numpy as np
 
 from .. import amp as _amp, dtypes, float32_math, parallel
-from ..factories import composed_layout, composed_layout_unknown, contiguous_format, laid_out_copy, suggested_format
+from ..factories import (composed_layout, composed_layout_unknown, contiguous_format, known_layout, laid_out_copy,
+                         layout_order, suggested_format)
 from ..device import xp_of
 from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, is_grad_enabled, name_node, saving_as_torch
 from .nn import _is_16bit_float, float32_inside
@@ -569,6 +570,16 @@ def _max_indices(input, kernel, stride, padding, dilation, extra):
     return _indices_like_values((rows * x.shape[-1] + cols).astype(np.int64), input)
 
 
+def _meta_indices(values):
+    """A meta pool's indices: no maxima to find, unwritten int64s laid out as its values (ops/meta.py)."""
+    from . import meta
+    order = layout_order(values._array, None)  # (torch's preserve_format: the values' order of strides)
+    indices = meta.unwritten(tuple(values.shape), np.int64, order)
+    # (_make: the array as it is; Tensor() would take a meta array's shape only, in C order)
+    return values._make(indices if indices.flags.c_contiguous else known_layout(indices, order), values._device,
+                        False, None)
+
+
 def _indices_like_values(indices, input):
     """A pool's indices (int64 on the host) as a Tensor laid out as torch's: like its values, in the input's
     suggested memory format (channels_last from a channels_last input)."""
@@ -604,7 +615,8 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     if any(extra):  # (ceil_mode's extra window: torch's kernel reads past the edge, its node is of the input)
         out = name_node(out, "MaxPool2DWithIndicesBackward0", input)
     if return_indices:
-        return out, _max_indices(input, kernel, stride, padding, dilation, extra)
+        return out, _meta_indices(out) if input.is_meta else _max_indices(input, kernel, stride, padding, dilation,
+                                                                          extra)
     return out
 
 
@@ -834,7 +846,8 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     rows, cols = _adaptive_cells(input, sizes)
     out = _adaptive_max_pool2d(input, rows, cols, _narrow(input))
     if return_indices:
-        return out, _indices_like_values(_adaptive_max_indices(input, rows, cols), input)
+        return out, _meta_indices(out) if input.is_meta else _indices_like_values(
+            _adaptive_max_indices(input, rows, cols), input)
     return out
 
 

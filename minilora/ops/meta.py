@@ -109,6 +109,13 @@ def small(arrays, options, keep_last=0):
     return [first(a) for a in arrays], {key: first(value) for key, value in options.items()}
 
 
+def first_spread(a):
+    """``a``'s first element spread over ``a``'s shape (a broadcast, read-only): a stand-in that keeps some sizes
+    whole (a kernel's, an image's) reads one element, where a slice of a channels_last or transposed input would
+    read a page of each row."""
+    return np.broadcast_to(a[(slice(0, 1),) * a.ndim], a.shape) if a.size else a
+
+
 def _laid_out(cls, shape, dtype, arrays, options):
     """Unwritten zeros laid out as the op's CPU result (``meta_order``: the order, and whether the op marks it
     as torch's layout), by default torch's TensorIterator order for elementwise ops, else C order."""
@@ -122,6 +129,12 @@ def _laid_out(cls, shape, dtype, arrays, options):
 def _default_order(cls, shape, arrays, options):
     if cls.torch_layout in ("elementwise", "preserve") and not options.get("contiguous"):
         return iterator_order(cls, shape, arrays, options)
+    if cls.torch_layout == "suggested" and arrays and isinstance(arrays[0], np.ndarray) and arrays[0].ndim == len(shape):
+        # (the first input's memory format, channels_last from a channels_last input: made so, not copied into it by
+        # Function.apply, which would write the whole result)
+        format = factories.suggested_format(arrays[0])
+        if format is not factories.contiguous_format:
+            return factories.layout_order(arrays[0], format), True
     return None, False
 
 
@@ -544,7 +557,8 @@ def adaptive_pool2d_shape(x, *, rows, cols, round_to=None):
 
 def adaptive_pool2d_small(arrays, options):
     """The adaptive pools' stand-ins: one image's one channel, its rows and columns kept (the windows read them)."""
-    return small(arrays, options, keep_last=2)
+    (x,), _ = small(arrays, {}, keep_last=2)
+    return [first_spread(x)], options
 
 
 def prelu_shape(x, w):
@@ -597,7 +611,7 @@ def conv2d_small(arrays, options):
     """conv2d's stand-ins: one image of one channel per group (the kernel's and the image's sizes kept)."""
     x, weight = arrays[:2]
     groups = options["groups"] if "groups" in options else arrays[5]
-    return [x[:1, :groups], weight[:groups, :1], *arrays[2:]], options
+    return [first_spread(x[:1, :groups]), first_spread(weight[:groups, :1]), *arrays[2:]], options
 
 
 def pool2d_shape(x, kernel, stride, padding, dilation, *_, **__):
@@ -611,7 +625,7 @@ def pool2d_shape(x, kernel, stride, padding, dilation, *_, **__):
 
 def pool2d_small(arrays, options):
     """max_pool2d's stand-ins: one channel of one image (its sizes kept)."""
-    return [arrays[0][:1, :1], *arrays[1:]], options
+    return [first_spread(arrays[0][:1, :1]), *arrays[1:]], options
 
 
 def pad_shape(a, widths, value):
@@ -644,7 +658,7 @@ def conv_transpose2d_small(arrays, options):
     """conv_transpose2d's stand-ins: one image of one channel per group (the kernel's and the image's sizes kept)."""
     x, weight = arrays[:2]
     groups = options["groups"]
-    return [x[:1, :groups], weight[:groups, :1], *arrays[2:]], options
+    return [first_spread(x[:1, :groups]), first_spread(weight[:groups, :1]), *arrays[2:]], options
 
 
 def conv_bias_shape(out, bias, *_, **__):
