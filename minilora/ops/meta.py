@@ -23,15 +23,16 @@ import numpy as np
 
 from .. import factories
 from ..device import unwritten_zeros
-from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvBias, ConvTranspose2d, CubicResize, Fold, LinearResize, MaxPool2d,
-                   NearestResize, Unfold)
+from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, AvgPool3d, Conv2d, ConvBias, ConvTranspose2d,
+                   CubicResize, Fold, LinearResize, MaxPool2d, NearestResize, Unfold)
 from .elementwise import Clone, LogSigmoid, ToDevice
 from .lora import LoraLinear
 from .matmul import Cross, Einsum, Linear, MatMul, _torch_einsum_layout
 from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MedianAll, Scatter,
                         Repeat, ScatterReduce, TopKOrder)
-from .nn import (Attention, BinaryCrossEntropyLoss, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout, Embedding, Glu, KernelValues,
-                     LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss, SwiGLU)
+from .nn import (Attention, BinaryCrossEntropyLoss, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout,
+                 Embedding, Glu, KernelValues, LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm, Rotary, SmoothL1Loss,
+                 SwiGLU)
 from .sampling import GridSampleBilinear2d, GridSampleTrilinear3d
 from .special import Erfcx
 from .reduce import AMax, ArgMax, Logical, LogCumSumExp, LogSoftmax, LogSumExp, Mean, PNorm, Prod, Softmax, Sum, Var
@@ -566,6 +567,11 @@ def prelu_shape(x, w):
     return x.shape if _broadcast_shapes(x.shape, w.shape) == x.shape else None
 
 
+def avg_pool3d_shape(x, *, divisors, **__):
+    """avg_pool3d: [N, C, D, H, W] -> [N, C] + the divisors' [D_out, H_out, W_out] (one per window)."""
+    return x.shape[:2] + divisors.shape if x.ndim == 5 and divisors.ndim == 3 else None
+
+
 def grid_sample_shape(x, grid, *_, **__):
     """grid_sample: [N, C, *spatial] read at [N, *out, rank] -> [N, C, *out]."""
     if grid.ndim != x.ndim or grid.shape[0] != x.shape[0] or grid.shape[-1] != x.ndim - 2:
@@ -826,11 +832,13 @@ def _attach():
              TopKOrder: topk_shape, ConvBias: conv_bias_shape, ConvTranspose2d: conv_transpose2d_shape, AvgPool2d: avg_pool2d_shape,
              NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
              Repeat: repeat_shape, DiagEmbed: diag_embed_shape, VectorNorm: vector_norm_shape,
-             BinaryCrossEntropyWithLogits: bce_with_logits_shape, BinaryCrossEntropyLoss: bce_shape,
-             MedianAll: whole_shape, Erfcx: first_shape, GridSampleBilinear2d: grid_sample_shape, GridSampleTrilinear3d: grid_sample_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
-             Glu: glu_shape, LogCumSumExp: first_shape, Cross: cross_shape, Cdist: cdist_shape,
-             LogSigmoid: first_shape, PRelu: prelu_shape, AdaptiveAvgPool2d: adaptive_pool2d_shape,
-             AdaptiveMaxPool2d: adaptive_pool2d_shape, Unfold: unfold_shape, Fold: fold_shape}
+             BinaryCrossEntropyWithLogits: bce_with_logits_shape, Logical: logical_shape, SmoothL1Loss: loss_shape,
+             Glu: glu_shape, LogCumSumExp: first_shape,
+             # round 22 (benchmarks/meta_sweep.py found them computing on the meta zeros)
+             Cross: cross_shape, Cdist: cdist_shape, Unfold: unfold_shape, Fold: fold_shape, LogSigmoid: first_shape,
+             PRelu: prelu_shape, AdaptiveAvgPool2d: adaptive_pool2d_shape, AdaptiveMaxPool2d: adaptive_pool2d_shape,
+             BinaryCrossEntropyLoss: bce_shape, MedianAll: whole_shape, Erfcx: first_shape, AvgPool3d: avg_pool3d_shape,
+             GridSampleBilinear2d: grid_sample_shape, GridSampleTrilinear3d: grid_sample_shape}
     for cls, rule in rules.items():
         cls.meta_shape = staticmethod(rule)
     Rotary.meta_small = staticmethod(rotary_small)
@@ -843,7 +851,7 @@ def _attach():
     Einsum.meta_order = staticmethod(einsum_order)
     TopKOrder.meta_small = staticmethod(topk_small)
     ConvTranspose2d.meta_small = staticmethod(conv_transpose2d_small)
-    AvgPool2d.meta_small = staticmethod(pool2d_small)
+    AvgPool2d.meta_small = AvgPool3d.meta_small = staticmethod(pool2d_small)
     ConvBias.meta_order = staticmethod(conv_bias_order)
     NearestResize.meta_small = LinearResize.meta_small = CubicResize.meta_small = staticmethod(resized_small)
     NearestResize.meta_order = LinearResize.meta_order = CubicResize.meta_order = staticmethod(resized_order)

@@ -2546,6 +2546,8 @@ def one_hot(input, num_classes=-1):
     xp = xp_of(ids)
     if getattr(ids, "dtype", None) is None or ids.dtype.kind not in "iu":
         raise RuntimeError("one_hot is only applicable to index tensor (an integer tensor)")
+    if isinstance(input, Tensor) and input.is_meta and num_classes != -1:  # (no values to check or compare)
+        return Tensor._make(xp.zeros(ids.shape + (num_classes,), np.int64), input.device, False, None)
     if ids.size and ids.min() < 0:
         raise RuntimeError("one_hot: class values must be non-negative")
     if num_classes == -1:
