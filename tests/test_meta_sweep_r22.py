@@ -106,6 +106,7 @@ _CALLS = {  # (each input 16 pages or more)
                                                                                          return_indices=True),
     "avg_pool3d": lambda T, d: T.nn.functional.avg_pool3d(_ones(T, d, 2, 4, 16, 16, 16), 2),
     "one_hot": lambda T, d: T.nn.functional.one_hot(_ids(T, d, 16, 1024), 5),
+    "isin": lambda T, d: T.isin(_ones(T, d, 16, 1024), _ones(T, d, 4096)),
     "take": lambda T, d: T.take(_ones(T, d, 16, 1024), _ids(T, d, 4096)),
     "index_select": lambda T, d: _ones(T, d, 16, 1024).index_select(1, _ids(T, d, 4096)),
     "cdist p=1": lambda T, d: T.cdist(_ones(T, d, 4, 64, 32), _ones(T, d, 1, 48, 32), p=1),

@@ -279,6 +279,8 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
         raise RuntimeError(f"Unsupported input type encountered for isin(): {dtypes.torch_name(dtype)}")
     like = elements if isinstance(elements, Tensor) else test_elements
     xp = like.device.xp
+    if like.is_meta:  # (no values to look for: one answer per element, unwritten)
+        return Tensor(xp.zeros(np.shape(as_array(elements)), np.bool_), dtype=np.bool_, device=like.device)
     result = xp.isin(as_array(elements), as_array(test_elements).reshape(-1), invert=invert)
     return Tensor(xp.asarray(result), dtype=np.bool_, device=like.device)
 
