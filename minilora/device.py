@@ -308,6 +308,12 @@ def default_device():
     return device(None)
 
 
+def default_is_set():
+    """Has this thread a default device set (set_default_device, a ``with device:`` block)? torch's then fills
+    every factory's device=, ``tensor(t)``'s too; without one ``tensor(t)`` stays on t's device."""
+    return _default.name is not None
+
+
 def default_is_meta():
     """Is this thread's default device meta (set_default_device, a ``with device("meta")`` block)? A quick
     look (factories ask it for every tensor): MINILORA_DEVICE=meta is not read here."""

@@ -3303,7 +3303,10 @@ def tensor(data, dtype=None, device=None, requires_grad=False, *, pin_memory=Fal
             warnings.warn("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() "
                           "or sourceTensor.detach().clone().requires_grad_(True), rather than "
                           "torch.tensor(sourceTensor).", UserWarning, stacklevel=2)
-        return _copy_of_tensor(data, dtype, dev, requires_grad)
+        # (without device= or a default device set, the copy stays on the tensor's device, as torch's
+        # internal_new_from_data: a meta tensor's copy is meta, not a refused copy out of it to the cpu)
+        stays = device is None and not sys.modules[__package__ + ".device"].default_is_set()
+        return _copy_of_tensor(data, dtype, data._device if stays else dev, requires_grad)
     source = data
     if isinstance(data, np.ndarray):
         refuse_negative_strides(data)

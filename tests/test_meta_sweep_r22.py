@@ -195,3 +195,15 @@ def test_a_list_index_is_read_as_torch_reads_it():
         assert (tuple(picked.shape), picked.tolist(), x[1, 2].item()) == ((2,), [6.0, 15.0], -1.0)
     for T in (torch, ml):  # (a list of numbers stays one integer array, on meta too: it raised IndexError there)
         assert tuple(T.ones(4, 6, device="meta")[[1, 2]].shape) == (2, 6)
+
+
+def test_tensor_of_a_tensor_stays_on_its_device_unless_a_default_is_set():
+    # (torch's internal_new_from_data: the copy of a meta tensor is meta; minilora copied it to the default cpu,
+    # which refused: 'Cannot copy out of meta tensor')
+    def copies(T):
+        with pytest.warns(UserWarning, match="copy construct"):
+            kept = T.tensor(T.ones(3, 4, device="meta").t())
+        with T.device("meta"):
+            moved = T.tensor(T.ones(2, device="cpu"))
+        return [(t.device.type, tuple(t.shape), tuple(t.stride())) for t in (kept, moved)]
+    assert copies(ml) == copies(torch) == [("meta", (4, 3), (1, 4)), ("meta", (2,), (1,))]
