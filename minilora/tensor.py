@@ -1244,7 +1244,8 @@ class Function:
         except ValueError as exc:  # NumPy's broadcast error in any op: torch's RuntimeError (ShapeError)
             if not _is_broadcast_error(exc):
                 raise
-            raise ShapeError(f"{cls.__name__}: {exc}") from None
+            shapes = [a.shape for a in arrays if isinstance(a, np.ndarray)]
+            raise ShapeError(torch_broadcast_message(shapes) or f"{cls.__name__}: {exc}") from None
         if type(out) is not np.ndarray and isinstance(out, np.generic):  # NumPy turns 0-d results
             out = np.asarray(out)  # into scalars; keep arrays
         if out.ndim > 3 or (strided or not out.size) and out.ndim:  # (channels_last is 4-D or 5-D; an empty
@@ -1600,6 +1601,25 @@ def _without_leading_ones(shape):
     while shape and shape[0] == 1:
         shape = shape[1:]
     return shape
+
+
+def torch_broadcast_message(shapes):
+    """torch's error for operands that do not broadcast (TensorIterator's infer_size, operand after operand): the
+    last dimension, numbered in the broadcast shape, where neither size is 1 and they differ; None if they fit."""
+    shape = ()
+    for other in shapes:
+        ndim = max(len(shape), len(other))
+        result = []
+        for i in range(ndim - 1, -1, -1):
+            offset = ndim - 1 - i
+            n = shape[-1 - offset] if offset < len(shape) else 1
+            m = other[-1 - offset] if offset < len(other) else 1
+            if n != m and n != 1 and m != 1:
+                return (f"The size of tensor a ({n}) must match the size of tensor b ({m}) at non-singleton "
+                        f"dimension {i}")
+            result.append(m if n == 1 else n)
+        shape = tuple(reversed(result))
+    return None
 
 
 def _is_broadcast_error(exc):

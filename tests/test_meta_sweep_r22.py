@@ -207,3 +207,20 @@ def test_tensor_of_a_tensor_stays_on_its_device_unless_a_default_is_set():
             moved = T.tensor(T.ones(2, device="cpu"))
         return [(t.device.type, tuple(t.shape), tuple(t.stride())) for t in (kept, moved)]
     assert copies(ml) == copies(torch) == [("meta", (4, 3), (1, 4)), ("meta", (2,), (1,))]
+
+
+_SHAPE_ERRORS = {  # (the errors a tutorial's first shape mistakes meet, on the CPU and on meta alike)
+    "mm": lambda T, d: _ones(T, d, 3, 4) @ _ones(T, d, 5, 6),
+    "linear of a batch": lambda T, d: T.nn.functional.linear(_ones(T, d, 2, 7, 3), _ones(T, d, 4, 5)),
+    "broadcast": lambda T, d: _ones(T, d, 7, 2, 3) - _ones(T, d, 4, 1, 3),
+    "view": lambda T, d: _ones(T, d, 3, 4).view(5, -1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SHAPE_ERRORS))
+def test_shape_errors_are_torchs_on_the_cpu_and_on_meta(name):
+    def raised(T, d):
+        with pytest.raises(RuntimeError) as caught:
+            _SHAPE_ERRORS[name](T, d)
+        return str(caught.value)
+    assert raised(ml, "cpu") == raised(ml, "meta") == raised(torch, "cpu")

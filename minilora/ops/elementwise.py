@@ -3,6 +3,7 @@
 Broadcasting rule for backward: an input that was broadcast up to the output's shape receives the
 output gradient summed back down over the broadcast axes (``unbroadcast``).
 """
+import functools
 import inspect
 import math
 import warnings
@@ -17,7 +18,7 @@ from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_
 from ..device import META as _META, NO_DATA, xp_of
 from ..dtypes import (cast, checked_number, float32, get_default_dtype, int64, is_bfloat16, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
-from ..tensor import (Function, Tensor, ShapeError, _is_broadcast_error, backward_reads, is_grad_enabled, name_node,
+from ..tensor import (Function, Tensor, ShapeError, _is_broadcast_error, torch_broadcast_message, backward_reads, is_grad_enabled, name_node,
                       no_complex_autograd, no_meta_kernel, saved_for, saves_as_torch)
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
@@ -155,7 +156,11 @@ def _number_as_float32(x, other):
 
 
 def _broadcast_error(name, a, b):
-    return ShapeError(f"{name}: shapes {_shape(a)} and {_shape(b)} cannot be broadcast together")
+    """torch's infer_size error: the last dimension (from the right, numbered in the broadcast result) where
+    neither size is 1 and they differ."""
+    shape_a, shape_b = tuple(_shape(a)), tuple(_shape(b))
+    return ShapeError(torch_broadcast_message([shape_a, shape_b])
+                      or f"{name}: shapes {shape_a} and {shape_b} cannot be broadcast together")
 
 
 # ---- arithmetic ----------------------------------------------------------------------------------
@@ -1709,8 +1714,7 @@ def shapes_not_values(op):
             if getattr(x, "_device", None) is _META:
                 return _on_stand_ins(op, operands, options)
         return op(*operands, **options)
-    run.__name__, run.__qualname__, run.__doc__ = op.__name__, op.__qualname__, op.__doc__
-    return run
+    return functools.wraps(op)(run)  # (its name, docstring and signature: inspect.signature follows __wrapped__)
 
 
 def _on_stand_ins(op, operands, options):

@@ -197,6 +197,9 @@ class MatMul(Function):
             # (and/or); torch has no product kernel for them (an empty operand runs none, but for dot)
             raise NotImplementedError(f'"{_bool_kernel_name(a.ndim, b.ndim)}" not implemented for \'Bool\'')
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            if a.ndim == b.ndim == 2:  # (torch's mm)
+                raise ShapeError(f"mat1 and mat2 shapes cannot be multiplied ({a.shape[0]}x{a.shape[1]} and "
+                                 f"{b.shape[0]}x{b.shape[1]})")
             raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not match: "
                              f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
         ctx.a, ctx.b = a, b
@@ -262,9 +265,9 @@ class Linear(Function):
         if b is not None and b.dtype != w.dtype:  # (torch's addmm: the bias is its self)
             raise DTypeMismatchError(f"self and mat2 must have the same dtype, but got {torch_name(b.dtype)} and "
                                f"{torch_name(w.dtype)}")
-        if x.shape[-1] != w.shape[1]:
-            raise ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
-                             f"the weight expects {w.shape[1]} (weight shape {w.shape}, [out, in])")
+        if x.shape[-1] != w.shape[1]:  # (torch's addmm of the input's rows and the weight's transpose)
+            raise ShapeError(f"mat1 and mat2 shapes cannot be multiplied ({_rows(x.shape)}x{x.shape[-1]} and "
+                             f"{w.shape[1]}x{w.shape[0]})")
         x2 = x.reshape(_rows(x.shape), x.shape[-1])
         if _is_16bit_float(x) and not (_on_cublas(x2, w, products=[(x2.shape[0], w.shape[0])]) and b is None):
             out = _linear_in_float32(x2, w, b)  # (cuda: a 16-bit product rounded before the bias would round twice)

@@ -21,7 +21,7 @@ from .. import random as _random
 from ..tensor import (Function, ShapeError, Tensor, backward_reads, forward_ad_open, name_node, no_complex_autograd,
                       no_forward_formula, no_grad, no_meta_positions, saved_for, saves_as_torch, saving_as_torch,
                       warn_at_caller)
-from ..tensor import is_grad_enabled
+from ..tensor import is_grad_enabled, torch_broadcast_message
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -2273,11 +2273,11 @@ def _broadcast_shape(*shapes):
 
 def _broadcast_or_raise(fn, *shapes):
     """The common shape of ``shapes``; where there is none, torch's RuntimeError (a ShapeError, also
-    the ValueError NumPy would raise) naming the shapes."""
+    the ValueError NumPy would raise) in torch's words (tensor.torch_broadcast_message)."""
     shape = _broadcast_shape(*shapes)
     if shape is None:
-        raise ShapeError(f"{fn}: shapes {', '.join(str(tuple(s)) for s in shapes)} cannot be broadcast "
-                         f"together")
+        raise ShapeError(torch_broadcast_message([tuple(s) for s in shapes])
+                         or f"{fn}: shapes {', '.join(str(tuple(s)) for s in shapes)} cannot be broadcast together")
     return shape
 
 

@@ -58,8 +58,7 @@ class Reshape(Function):
             out = a.reshape(shape)
         except ValueError:
             _check_inferred_sizes(shape)
-            raise ShapeError(f"reshape: cannot reshape a tensor of shape {a.shape} "
-                             f"({a.size} elements) into {tuple(shape)}") from None
+            raise ShapeError(f"shape '{list(shape)}' is invalid for input of size {a.size}") from None
         if out.shape != shape:  # an inferred size (NumPy reads any negative one so): torch's checks
             _check_inferred_sizes(shape)
         return out
