@@ -225,8 +225,9 @@ from .spectral import (bartlett_window, blackman_window, hamming_window, hann_wi
 # torch's second names and small functions (torch.arccos, torch.greater, torch.cov ...: minilora/ops/extra.py)
 from .ops.extra import (absolute, addbmm, addmv, addr, arccos, arccosh, arcsin, arcsinh, arctan,  # noqa: E402,F401
                         arctanh, argwhere, block_diag, broadcast_shapes, broadcast_tensors, cartesian_prod,
-                        combinations, corrcoef, cov, cumulative_trapezoid, deg2rad, diagflat, fill, fix, float_power,
-                        frac,
+                        chain_matmul, combinations, corrcoef, cov, cumulative_trapezoid, deg2rad, diagflat, fill, fix, float_power,
+                        frac, frobenius_norm, is_conj, is_inference, is_neg, is_nonzero, is_same_size, is_signed,
+                        nuclear_norm, detach,
                         gcd, greater, greater_equal, heaviside, isin, isneginf, isposinf, isreal, lcm, ldexp, less,
                         less_equal, logaddexp2, msort, not_equal, positive, rad2deg, sinc, trapezoid, trapz,
                         unique_consecutive, unravel_index, vander)
@@ -234,10 +235,10 @@ from .ops import split_with_sizes  # noqa: E402,F401
 from . import _functional_names  # noqa: E402,F401
 from ._functional_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d, batch_norm,  # noqa: E402,F401
                                 binary_cross_entropy_with_logits, bilinear, cdist, channel_shuffle, conv1d, conv2d,
-                                conv_transpose1d, conv_transpose2d, cosine_embedding_loss, cosine_similarity,
+                                conv3d, constant_pad_nd, conv_transpose1d, conv_transpose2d, conv_transpose3d, cosine_embedding_loss, cosine_similarity,
                                 embedding, feature_dropout, feature_dropout_, group_norm, hardshrink,
                                 hinge_embedding_loss, instance_norm, kl_div, layer_norm, margin_ranking_loss,
-                                max_pool1d, max_pool2d,
+                                max_pool1d, max_pool2d, max_pool3d, pdist,
                                 pairwise_distance, pixel_shuffle, pixel_unshuffle, poisson_nll_loss, prelu, rms_norm,
                                 triplet_margin_loss)
 addmv_, negative_, fill_ = Tensor.addmv_, Tensor.negative_, Tensor.fill_  # (torch's top-level in-place forms)
@@ -258,6 +259,8 @@ from .compiler import compile, jit, dynamo as _dynamo  # noqa: E402,F401,A004
 from . import func  # noqa: E402
 from .func import vmap  # noqa: E402,F401
 from .parallel import num_threads as get_num_threads  # noqa: E402,F401  (torch.get_num_threads)
+from .buffer_sharing import frombuffer, from_dlpack  # noqa: E402,F401
+from .cpu_switches import get_num_interop_threads, set_flush_denormal, set_num_interop_threads  # noqa: E402,F401
 from .type_objects import dtype, typename  # noqa: E402,F401  (torch.dtype: isinstance(float32, dtype))
 from .type_objects import (BFloat16Tensor, BoolTensor, ByteTensor, CharTensor, DoubleTensor,  # noqa: E402,F401
                            FloatTensor, HalfTensor, IntTensor, LongTensor, ShortTensor)  # (torch's legacy types)

@@ -2277,7 +2277,7 @@ class Tensor:
         refused for a tensor that requires grad. NumPy cannot export bfloat16 (DLPack has the type;
         NumPy's exporter does not): ``minilora.dtypes.to_torch(t.numpy())`` makes the torch tensor."""
         if self._requires_grad:
-            raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+            raise BufferError("Can't export tensors that require gradient, use tensor.detach()")  # (torch's type)
         if self._device is _META:
             raise BufferError("Cannot pack tensors on meta")
         if _is_bfloat16(self._array.dtype) and isinstance(self._array, np.ndarray):

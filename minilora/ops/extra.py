@@ -736,3 +736,106 @@ METHODS = {
 }
 for _name, _fn in METHODS.items():
     setattr(Tensor, _name, _fn)
+
+
+# ---- top-level spellings of Tensor methods and of ops torch keeps for old code -------------------
+def detach(input):
+    """``torch.detach(x)``: ``x.detach()``, the same storage outside the graph."""
+    return input.detach()
+
+
+def is_nonzero(input):
+    """``torch.is_nonzero(x)``: the truth of a one-element tensor (any shape), torch's error otherwise."""
+    if input.numel() == 0:
+        raise RuntimeError("Boolean value of Tensor with no values is ambiguous")
+    if input.numel() > 1:
+        raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
+    return bool(input.item())  # (NaN is nonzero, as C's `x != 0`)
+
+
+def is_same_size(input, other):
+    return tuple(input.shape) == tuple(other.shape)
+
+
+def is_signed(input):
+    return input.is_signed()
+
+
+def is_conj(input):
+    """False: minilora conjugates eagerly (``conj()`` copies), so no tensor carries torch's lazy conj bit."""
+    return False
+
+
+def is_neg(input):
+    """False: no tensor carries torch's lazy negation bit (``conj()`` of a real view sets none either)."""
+    return False
+
+
+def is_inference(input):
+    return input.is_inference()
+
+
+_warned_once = set()
+
+
+def _warn_once(key, message):
+    """ATen's TORCH_WARN_ONCE: the first call in the process warns."""
+    if key not in _warned_once:
+        _warned_once.add(key)
+        import warnings
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def chain_matmul(*matrices, out=None):
+    """``torch.chain_matmul(a, b, c)``: ``linalg.multi_dot`` of the matrices (ATen's: one is cloned, two
+    multiplied, more in multi_dot's order), with torch's deprecation warning."""
+    from .. import linalg
+    _warn_once("chain_matmul", "torch.chain_matmul is deprecated and will be removed in a future PyTorch release. "
+               "Use torch.linalg.multi_dot instead, which accepts a list of two or more tensors rather than "
+               "multiple parameters.")
+    if not matrices:
+        raise RuntimeError("chain_matmul(): Expected one or more matrices")
+    for m in matrices:
+        if m.ndim != 2:
+            raise RuntimeError(f"Tensor dimension is {m.ndim}, expected 2 instead.")
+    if len(matrices) == 1:
+        result = matrices[0].clone()
+    elif len(matrices) == 2:
+        result = mm(*matrices)
+    else:
+        result = linalg.multi_dot(list(matrices))
+    return result if out is None else out.resize_(result.shape).copy_(result)
+
+
+def nuclear_norm(input, dim=None, keepdim=False):
+    """``torch.nuclear_norm(A)`` (the last two dimensions) or ``(A, dim)``: ``linalg.matrix_norm(A, 'nuc')``,
+    with ATen's deprecation warning. ``nuclear_norm(A, True)`` is torch's keepdim overload."""
+    from .. import linalg
+    _warn_once("nuclear_norm", "at::nuclear_norm is deprecated and it is just left for JIT compatibility. It will "
+               "be removed in a future PyTorch release. Please use `linalg.matrix_norm(A, 'nuc', dim, keepdim)` "
+               "instead")
+    if isinstance(dim, bool):  # (the overload nuclear_norm(input, keepdim))
+        dim, keepdim = None, dim
+    return linalg.matrix_norm(input, "nuc", dim=(-2, -1) if dim is None else tuple(dim), keepdim=keepdim)
+
+
+def frobenius_norm(input, dim, keepdim=False):
+    """``torch.frobenius_norm(A, dim)``: ``linalg.vector_norm(A, 2, dim)`` over at most two dimensions, with
+    ATen's deprecation warning."""
+    from .. import linalg
+    _warn_once("frobenius_norm", "at::frobenius_norm is deprecated and it is just left for JIT compatibility. It "
+               "will be removed in a future PyTorch release. Please use `linalg.vector_norm(A, 2., dim, keepdim)` "
+               "instead")
+    dim = (dim,) if isinstance(dim, int) else tuple(dim)
+    if len(dim) > 2:
+        raise RuntimeError(f"Expected at most 2 dimensions, but got {len(dim)} dimensions instead.")
+    return linalg.vector_norm(input, 2, dim=dim or None, keepdim=keepdim)
+
+
+def _attach_methods():
+    """torch's Tensor methods of the same names: ``x.is_nonzero()``, ``x.is_same_size(y)``, ``x.is_conj()``,
+    ``x.is_neg()``."""
+    Tensor.is_nonzero, Tensor.is_same_size, Tensor.is_conj, Tensor.is_neg = is_nonzero, is_same_size, is_conj, is_neg
+
+
+_attach_methods()

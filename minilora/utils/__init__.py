@@ -1,9 +1,9 @@
 """The names of ``torch.utils`` that minilora has: ``minilora.utils.data`` (datasets, samplers,
 ``DataLoader``), ``minilora.utils.hooks`` (``RemovableHandle``) and ``minilora.utils.checkpoint`` (gradient
 checkpointing, which belongs to the nn layer above: loaded on first use, as ``minilora.utils.checkpoint`` or ``import minilora.utils.checkpoint``)."""
-from . import data, hooks
+from . import data, dlpack, hooks
 
-__all__ = ["checkpoint", "data", "hooks"]
+__all__ = ["checkpoint", "data", "dlpack", "hooks"]
 
 
 def __getattr__(name):
