@@ -45,13 +45,15 @@ TENSOR_PARAMETERS = {
         scatter_add scatter_reduce select selu selu_ sgn sigmoid sigmoid_ sign signbit sin sin_ sinc sinc_
         sinh sinh_ slogdet softmax sort split_with_sizes sqrt sqrt_ square square_ squeeze sum svd swapaxes
         swapdims t tan tan_ tanh tanh_ threshold threshold_ tile topk trace transpose tril triu trunc trunc_
-        unbind unflatten unique unique_consecutive unsqueeze view_as_complex view_as_real zero_ zeros_like""",
+        unbind unflatten unique unique_consecutive unsqueeze view_as_complex view_as_real zero_ zeros_like
+        detach is_nonzero is_signed is_conj is_neg is_inference nuclear_norm frobenius_norm pdist max_pool3d
+        constant_pad_nd""",
     ('input', 'other'): """
         allclose arctan2 atan2 cross dist equal fmax fmin gcd gcd_ hypot inner isclose kron lcm lcm_ ldexp
         ldexp_ logaddexp logaddexp2 logical_and logical_or logical_xor matmul maximum minimum nextafter
-        vdot""",
+        vdot is_same_size""",
     ('input', 'src'): "as_strided_scatter diagonal_scatter select_scatter slice_scatter",
-    ('input', 'weight', 'bias'): "batch_norm conv_transpose1d conv_transpose2d instance_norm",
+    ('input', 'weight', 'bias'): "batch_norm conv_transpose1d conv_transpose2d conv_transpose3d instance_norm",
     ('input', 'target'): "hinge_embedding_loss kl_div poisson_nll_loss",
     ('x1', 'x2'): "cdist cosine_similarity pairwise_distance",
     ('y',): "cumulative_trapezoid trapezoid trapz",

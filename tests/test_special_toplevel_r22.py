@@ -161,3 +161,10 @@ def test_flush_denormal_really_flushes_as_torch():
         assert minilora.set_flush_denormal(False) is True
         torch.set_flush_denormal(False)
     assert minilora.tensor([1e-39]).item() != 0.0
+
+
+@pytest.mark.parametrize("source", ["L.detach(2.0)", "L.is_signed(2.0)", "L.pdist(2.0)", "L.is_same_size(x, 2.0)",
+                                    "L.conv_transpose3d(x, 2.0)", "L.constant_pad_nd(2.0, [1, 1])"])
+def test_a_number_for_a_tensor_refused_in_torchs_words(source):
+    outcomes = [_error(lambda: eval(source, {"L": lib, "x": lib.ones(2, 2)})) for lib in (torch, minilora)]
+    assert outcomes[1] == outcomes[0]
