@@ -126,3 +126,10 @@ def test_broadcast_operand_beside_a_transposed_one_is_torchs_bits(name):
     ops = {"maximum": lambda lib, x, y: lib.maximum(x.t(), y),
            "where": lambda lib, x, y: lib.where(x.t() > 0, x.t(), y)}
     _same_bits(ops[name], [_draw(COLS, ROWS, seed=4), _draw(ROWS, 1, seed=5)], [lambda x: x, lambda y: y])
+
+
+def test_glu_gradient_of_an_expanded_input_is_torchs_bits():
+    """glu(x[37, 1].expand(37, 70)): both halves broadcast along the row, so torch's forward is all scalar loop,
+    while its backward's sigmoid_out (into the gradient's first half) is vectorized; the saved sigmoid is
+    recomputed where the two differ, from the forward's loop over both halves (2 of 37 gradients were off)."""
+    _same_bits(ACTIVATIONS["glu"], [_draw(ROWS, 1, seed=1)], [expanded_columns])

@@ -396,7 +396,7 @@ class Glu(Function):
             dim = ctx.dim % g.ndim
             into = np.empty(g.shape[:dim] + (2 * ctx.half,) + g.shape[dim + 1:], np.float32)
             into = np.split(into, 2, axis=dim)[0]  # (a view of a new contiguous gradient: its strides)
-            s = float32_math.relooped(s, ctx.b, (ctx.b,), (into, ctx.b), float32_math.SIGMOID)
+            s = float32_math.relooped(s, ctx.b, (a, ctx.b), (into, ctx.b), float32_math.SIGMOID)
         return xp.concatenate([s * g, (1 - s) * s * a * g], axis=ctx.dim)
 
 
