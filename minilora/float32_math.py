@@ -63,7 +63,8 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
            "onednn_gelu_erf_derivative", "aten_gelu_erf_derivative", "onednn_runs_gelu_erf",
            "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2",
-           "silu_and_sigmoid", "relooped", "SIGMOID", "MISH_TANH", "GELU_TANH", "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
+           "silu_and_sigmoid", "relooped", "SIGMOID", "MISH_TANH", "GELU_TANH",
+           "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
            "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]
 
@@ -1640,11 +1641,13 @@ def scalar_tail(n, threads=None, step=_VECTOR_STEP):
 def scalar_positions(*operands, step=_VECTOR_STEP, grain=None):
     """Where torch's ``cpu_kernel_vec`` runs its scalar lambda on operands of one shape (NumPy arrays, or numbers),
     as indices into the result's C order: a list of slices, or of one index array. C-contiguous operands: the
-    tails of ``scalar_tail``. Other layouts as TensorIterator loops them: the dims in its order (reorder_dimensions'
-    insertion sort by the operands' strides, where a broadcast stride of 0 decides nothing), those of size 1 dropped, neighbours stepping through memory as one merged; an innermost
-    dim along which an operand is not contiguous (``x[::2]``, ``x[:, ::2]``), or two operands broadcast (stride 0:
-    ``is_contiguous_scalar`` takes one), takes ``basic_loop``, the scalar lambda on every element; else each row of that dim (a thread's chunk cut at row ends) its last
-    ``len % step`` (a transpose of a contiguous tensor: one row, in memory order)."""
+    tails of ``scalar_tail``. Other layouts as TensorIterator loops them: the dims in its order
+    (reorder_dimensions' insertion sort by the operands' strides, where a broadcast stride of 0 decides nothing),
+    those of size 1 dropped, neighbours stepping through memory as one merged; an innermost dim along which an
+    operand is not contiguous (``x[::2]``, ``x[:, ::2]``), or two operands broadcast (stride 0:
+    ``is_contiguous_scalar`` takes one), takes ``basic_loop``, the scalar lambda on every element; else each row
+    of that dim (a thread's chunk cut at row ends) its last ``len % step`` (a transpose of a contiguous tensor:
+    one row, in memory order)."""
     first = operands[0]
     if len(operands) == 1 and type(first) is np.ndarray and first.flags.c_contiguous and first.size < _GRAIN_SIZE:
         n = first.size  # (the common case first: one C-contiguous operand, one chunk)

@@ -93,7 +93,8 @@ REDUCTIONS = {
 
 
 @pytest.mark.parametrize("name, view", [
-    ("mean(-1)", expanded_rows), ("mean(-1)", expanded_columns), ("mean()", expanded_columns), ("norm()", expanded_rows),
+    ("mean(-1)", expanded_rows), ("mean(-1)", expanded_columns), ("mean()", expanded_columns),
+    ("norm()", expanded_rows),
     ("prod(-1)", expanded_rows), ("cumsum(-1)", expanded_rows), ("cumsum(-1)", expanded_columns),
     ("cumsum(0)", expanded_rows), ("cumsum(0)", expanded_columns), ("cross_entropy", expanded_rows)], ids=lambda v: getattr(v, "__name__", v))
 def test_reduction_of_an_expanded_input_is_torchs_bits(name, view):
