@@ -84,6 +84,7 @@ from pathlib import Path
 import numpy as np
 
 from . import emulator_attributes as _attributes
+from . import emulator_runtime  # cupy.cuda.runtime's limits: the device heap's size, handed to each launch
 from .emulator_memory import GlobalSymbol, ndarray
 from .emulator_ptx import PtxError, split_top_level, translate_asm
 from .native import CompileFailed, compile_atomically, digest as _digest, remove_leftovers
@@ -882,7 +883,9 @@ _UB_CHECKS = ["-fsanitize=shift-exponent,float-cast-overflow,alignment"]
 # as nvcc's (a throw ended the launch in abort(), with no line).  -fno-optimize-sibling-calls: a call the
 # runtime names by its return address (a kernel's last `free(p)`, a double free) keeps the kernel's line there
 # (as a tail call it returned into the runtime's fiber loop).
-_KERNEL_FLAGS = ["-fno-exceptions", "-fno-optimize-sibling-calls"]
+# -fcheck-new: device code's `new` answers NULL when the device heap is full (runtime.cpp), as a GPU's, so a
+# constructor must not run on it and the kernel's own `if (p)` must stay.
+_KERNEL_FLAGS = ["-fno-exceptions", "-fno-optimize-sibling-calls", "-fcheck-new"]
 # Compiled into the kernel only (not the runtime, not the link): GCC's thread-sanitizer instrumentation,
 # whose __tsan_read/__tsan_write hooks runtime.cpp implements itself; libtsan is never linked.
 _RACECHECK_INSTRUMENT = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0"]
@@ -1772,6 +1775,8 @@ class _Module:
             raise _CorruptCache(str(e)) from None
         self.lib.emu_release_stacks.restype = None
         self.lib.emu_release_stacks.argtypes = []
+        self.lib.emu_set_heap_limit.argtypes = [ctypes.c_size_t]
+        self.lib.emu_set_heap_limit.restype = None
         self.lib.emu_launch.restype = ctypes.c_int
         self.lib.emu_launch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_char_p, ctypes.c_size_t]
@@ -2407,6 +2412,7 @@ class RawKernel:
                         self._mod.lib.emu_racecheck_track_global(
                             ctypes.c_void_p(a.ctypes.data), ctypes.c_size_t(a.nbytes),
                             f"argument {i} ('{self.params[i].name}')".encode())
+                self._mod.lib.emu_set_heap_limit(emulator_runtime.heap_limit())  # cudaLimitMallocHeapSize
                 rc = self._mod.lib.emu_launch(self._index, packed.argv.ctypes.data, cfg.ctypes.data, err, len(err))
                 n = self._mod.lib.emu_output_size()
                 buf = ctypes.create_string_buffer(n + 1)

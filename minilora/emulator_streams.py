@@ -29,7 +29,10 @@ from .emulator import EmulatorError
 # what RawModule.get_global answers, so that ``isinstance(p, cupy.cuda.MemoryPointer)`` holds of it
 from .emulator_memory import GlobalSymbol as MemoryPointer
 
-__all__ = ["Stream", "Event", "get_elapsed_time", "get_current_stream", "stream_of", "MemoryPointer"]
+# ``cupy.cuda.runtime``'s limits (deviceSetLimit / deviceGetLimit: the device heap's size)
+from . import emulator_runtime as runtime  # noqa: E402
+
+__all__ = ["Stream", "Event", "get_elapsed_time", "get_current_stream", "stream_of", "MemoryPointer", "runtime"]
 
 _handles = itertools.count(1)  # stand-ins for the driver's handles (``ptr``): distinct and non-zero
 _current = threading.local()  # as CUDA's: the current stream is per host thread

@@ -22,7 +22,9 @@ float64 NumPy reference.  What failed at the round's start, and the fix (in the 
 * Crashes: ``free()`` of a pointer device malloc never returned aborted inside glibc ("the kernel's line that called
   it is unknown"); now a KernelFault at the line.  ``new`` / ``delete`` of over-aligned types and ``new
   (std::nothrow)`` bypassed the device heap's books (a double ``delete`` of an ``alignas(64)`` object aborted in
-  glibc).  A 16 MiB local array ran (16 GiB of fiber stacks for a block of 1024); ptxas refuses a thread's local
+  glibc).  The device heap was the host's: a kernel allocating past CUDA's 8 MiB (cudaLimitMallocHeapSize) got
+  memory a GPU refuses (NULL), a terabyte request overcommitted the host; the limit now holds, and
+  ``emulator.cuda.runtime.deviceSetLimit`` raises it as CuPy's does.  A 16 MiB local array ran (16 GiB of fiber stacks for a block of 1024); ptxas refuses a thread's local
   memory past 512 KiB, and so does the emulator now, at build time, in ptxas's words.
 
 Ran as written and matched the float64 reference (no test: they passed at the round's start): CUTLASS-style
@@ -290,6 +292,19 @@ extern "C" __global__ void aligned_and_nothrow(unsigned long long* out) {
     free(p);
 }
 
+// every thread holds its share of the device heap at the barrier: what does not fit is NULL, as on a GPU
+extern "C" __global__ void hold_the_heap(int* got, unsigned long long bytes) {
+    char* p = (char*)malloc(bytes);
+    float* q = new float[4];
+    got[threadIdx.x] = (p != nullptr) + 2 * (q != nullptr);
+    __syncthreads();
+    if (p) {
+        p[bytes - 1] = 1;
+        free(p);
+    }
+    delete[] q;
+}
+
 extern "C" __global__ void free_an_argument(float* x) {
     x[0] = 1.f;
     free(x + 1);
@@ -335,6 +350,24 @@ def test_aligned_and_nothrow_new_and_aligned_device_malloc():
     out = np.zeros(2, np.uint64)
     heap_module().get_function("aligned_and_nothrow")((1,), (4,), (out,))
     np.testing.assert_array_equal(out, [0, 5])
+
+
+def test_the_device_heap_holds_cudas_8_mib_until_the_limit_is_raised():
+    got = np.zeros(64, np.int32)
+    kernel = heap_module().get_function("hold_the_heap")
+    share = (256 << 10) - 64  # with each thread's 16-byte new[], 32 shares fit in 8 MiB, 33 do not
+    kernel((1,), (64,), (got, np.uint64(share)))
+    np.testing.assert_array_equal(got, [3] * 32 + [2] * 32)
+    runtime = emu.cuda.runtime  # cupy.cuda.runtime
+    assert runtime.deviceGetLimit(runtime.cudaLimitMallocHeapSize) == 8 << 20
+    runtime.deviceSetLimit(runtime.cudaLimitMallocHeapSize, 64 << 20)
+    try:
+        kernel((1,), (64,), (got, np.uint64(share)))
+        np.testing.assert_array_equal(got, 3)
+    finally:
+        runtime.deviceSetLimit(runtime.cudaLimitMallocHeapSize, 8 << 20)
+    kernel((1,), (1,), (got, np.uint64(1 << 40)))  # a terabyte: NULL, not the host's memory overcommitted
+    assert got[0] == 2
 
 
 def test_freeing_what_the_device_heap_never_returned_is_named_at_its_line():

@@ -13,6 +13,7 @@ LAYERS = [
     ("minilora.blas", 0), ("minilora.parallel", 0), ("minilora.emulator", 0), ("minilora.kernels", 0),
     ("minilora.emulator_kernels", 0), ("minilora.emulator_ptx", 0), ("minilora.emulator_streams", 0),
     ("minilora.emulator_fence", 0), ("minilora.emulator_memory", 0),
+    ("minilora.emulator_runtime", 0),  # cupy.cuda.runtime's limits (the device heap's size)
     ("minilora.emulator_attributes", 0), ("minilora.emulator_fusion", 0),  # kernel attributes (nvcc), cupy.fuse
     ("minilora.checkpoint", 0), ("minilora.size", 0),
     ("minilora.interrupts", 0),  # Ctrl-C held back while a backward pass or an optimizer step runs

@@ -2780,7 +2780,13 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
 #ifndef EMU_ASAN
 namespace {
 std::mutex g_heap_lock;
-std::unordered_map<void*, bool> g_device_heap;  // address -> still allocated (false: freed by device code)
+std::unordered_map<void*, size_t> g_device_heap;  // address -> bytes while allocated (0: freed by device code)
+// CUDA's device heap is finite: cudaLimitMallocHeapSize, 8 MiB unless the program sets it (emulator.cuda.runtime.
+// deviceSetLimit, emu_set_heap_limit), and a malloc / new past it returns NULL on a GPU.  Here the same, counting
+// the bytes asked for (a GPU's allocator adds its own overhead): a kernel that checks for NULL takes the GPU's
+// branch, and one that allocates gigabytes no longer has the host's memory overcommitted until the OOM killer ends
+// Python.  (The books are this module's: another module's kernels count their own.)
+size_t g_heap_live = 0, g_heap_limit = size_t(8) << 20;
 std::atomic<bool> g_device_heap_used{false};     // no bookkeeping at all until device code first allocates
 thread_local bool t_keeping_books = false;       // the map's own nodes come through operator new too: pass them
 // Holds the heap's lock, marking this thread as in the books (their own allocations pass straight on).
@@ -2790,7 +2796,7 @@ struct HeapBooks {
     ~HeapBooks() { t_keeping_books = false; }
 };
 bool device_code_running() { return in_fiber() && me().cur && !me().cur->in_runtime; }
-void note_allocation(void* p) {
+void note_allocation(void* p, size_t n) {
     if (!p || t_keeping_books) return;
     if (!device_code_running()) {
         if (!g_device_heap_used.load(std::memory_order_relaxed)) return;
@@ -2801,7 +2807,15 @@ void note_allocation(void* p) {
     RuntimeSection busy(me().cur);  // a Ctrl-C or timeout must not jump out while the lock is held
     g_device_heap_used.store(true, std::memory_order_relaxed);
     HeapBooks books;
-    g_device_heap[p] = true;
+    g_device_heap[p] = n ? n : 1;
+    g_heap_live += n;
+}
+// Whether device code may have `n` more bytes of the heap (always, for the runtime's and the host's allocations).
+bool heap_has_room(size_t n) {
+    if (t_keeping_books || !device_code_running()) return true;
+    RuntimeSection busy(me().cur);
+    HeapBooks books;
+    return n <= g_heap_limit && g_heap_live <= g_heap_limit - n;
 }
 // A second free of what device code allocated: the launch stops at the call's line.
 [[noreturn]] void refuse_double_free(const char* call, void* p, uintptr_t return_address) {
@@ -2833,8 +2847,9 @@ void note_free(const char* call, void* p, uintptr_t return_address) {
         auto it = g_device_heap.find(p);
         foreign = it == g_device_heap.end();  // every allocation device code made is in the books
         if (!foreign) {
-            twice = !it->second;
-            it->second = false;
+            twice = it->second == 0;
+            g_heap_live -= it->second;
+            it->second = 0;
         }
     }
     if (foreign) refuse_foreign_free(call, p, return_address);
@@ -2845,8 +2860,9 @@ extern "C" {
 void* __real_malloc(size_t);
 void __real_free(void*);
 void* __wrap_malloc(size_t n) {
+    if (!heap_has_room(n)) return nullptr;
     void* p = __real_malloc(n);
-    note_allocation(p);
+    note_allocation(p, n);
     return p;
 }
 void __wrap_free(void* p) {
@@ -2861,13 +2877,15 @@ void __real__ZdaPv(void*);
 void __real__ZdlPvm(void*, size_t);
 void __real__ZdaPvm(void*, size_t);
 void* __wrap__Znwm(size_t n) {
+    if (!heap_has_room(n)) return nullptr;  // a GPU's new answers NULL (device code has no exceptions)
     void* p = __real__Znwm(n);
-    note_allocation(p);
+    note_allocation(p, n);
     return p;
 }
 void* __wrap__Znam(size_t n) {
+    if (!heap_has_room(n)) return nullptr;  // a GPU's new answers NULL (device code has no exceptions)
     void* p = __real__Znam(n);
-    note_allocation(p);
+    note_allocation(p, n);
     return p;
 }
 void __wrap__ZdlPv(void* p) {
@@ -2900,8 +2918,9 @@ void __real__ZdlPvmSt11align_val_t(void*, size_t, std::align_val_t);
 void __real__ZdaPvmSt11align_val_t(void*, size_t, std::align_val_t);
 #define EMU_WRAP_NEW(MANGLED, PARAMS, ARGS)    \
     void* __wrap_##MANGLED PARAMS {            \
+        if (!heap_has_room(n)) return nullptr; \
         void* p = __real_##MANGLED ARGS;       \
-        note_allocation(p);                    \
+        note_allocation(p, n);                 \
         return p;                              \
     }
 EMU_WRAP_NEW(_ZnwmSt11align_val_t, (size_t n, std::align_val_t a), (n, a))
@@ -2923,14 +2942,20 @@ EMU_WRAP_DELETE(_ZdaPvmSt11align_val_t, "delete[]", (void* p, size_t n, std::ali
 #undef EMU_WRAP_DELETE
 // CUDA's __nv_aligned_device_malloc(size, align): `align` a power of two (else NULL, as CUDA's), freed by free().
 void* emu_aligned_device_malloc(size_t size, size_t align) {
-    if (align == 0 || (align & (align - 1))) return nullptr;
+    if (align == 0 || (align & (align - 1)) || !heap_has_room(size)) return nullptr;
     void* p = nullptr;
     if (posix_memalign(&p, align < sizeof(void*) ? sizeof(void*) : align, size ? size : 1) != 0) return nullptr;
-    note_allocation(p);
+    note_allocation(p, size);
     return p;
 }
 }
+// cudaDeviceSetLimit(cudaLimitMallocHeapSize, bytes), as emulator.py passes it before each launch.
+EMU_EXPORT void emu_set_heap_limit(size_t bytes) {
+    std::lock_guard<std::mutex> hold{g_heap_lock};
+    g_heap_limit = bytes;
+}
 #else
+EMU_EXPORT void emu_set_heap_limit(size_t) {}  // (AddressSanitizer's allocator keeps no CUDA limit)
 extern "C" void* emu_aligned_device_malloc(size_t size, size_t align) {
     if (align == 0 || (align & (align - 1))) return nullptr;
     void* p = nullptr;
