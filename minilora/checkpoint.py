@@ -411,8 +411,9 @@ def atomic_folder(directory, replaces=()):
     shards), everything is fsynced, and the two folders are swapped. A reader sees the old folder or
     the new one, never a mix; on an error (a full disk, a kill) the old folder is untouched and the
     temporary one is removed (now, or by the next save if the process was killed). A folder that cannot be
-    swapped (a mount point, a parent this process cannot write) has its files replaced one by one instead,
-    each whole (``_files_replaced_one_by_one``).
+    swapped (a mount point, a parent this process cannot write) or that a run is writing (``writing_alone``) has its
+    files replaced one by one instead, each whole (``_files_replaced_one_by_one``). The link-and-swap step holds the
+    folder's lock (``_publishing``): a second save at once waits, then links in the first one's files.
     """
     directory = os.path.abspath(os.fspath(directory))
     if _is_staging(directory):  # another save's temporary folder (a checkpoint's, Trainer.save_model's): that
