@@ -125,6 +125,14 @@ def _is_file_object(f, method):
     return not isinstance(f, (str, bytes, os.PathLike)) and callable(getattr(f, method, None))
 
 
+def _leave_after_the_object(stream, path, read):
+    """A stream of torch < 1.6's objects, one after another (torch.save's legacy format appends): the stream is left
+    where the object read ends, as torch.load leaves it, so the next load reads the next object (it was at the end:
+    the next load found nothing)."""
+    if torch_format.kind(path) == "legacy" and callable(getattr(stream, "seekable", None)) and stream.seekable():
+        stream.seek(torch_format.legacy_end(path) - read, os.SEEK_CUR)
+
+
 def _name_the_stream(exc, path, stream):
     """An error about the temporary file a stream was read into names the stream instead (its file's name, or
     "the BytesIO object"): the user never saw that file."""
@@ -392,9 +400,12 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     if _is_file_object(f, "read"):
         if mmap:
             raise ValueError("f must be a file path in order to use the mmap argument")
-        path = _through_a_temporary_file(f.read())
+        data = f.read()
+        path = _through_a_temporary_file(data)
         try:
-            return load(path, map_location, weights_only=weights_only)
+            loaded = load(path, map_location, weights_only=weights_only)
+            _leave_after_the_object(f, path, len(data))
+            return loaded
         except Exception as exc:
             _name_the_stream(exc, path, f)
             raise

@@ -698,33 +698,48 @@ def _read_legacy(path, builders):
     as NumPy views of zero-filled storages (never touched: no memory) to learn each storage's size, then the
     storages are read, then the object is rebuilt from them."""
     with open(path, "rb") as file:
-        if _unpickle(file, builders, _no_storage) != _LEGACY_MAGIC:
-            raise RuntimeError(f"{path}: Invalid magic number; corrupt file?")
-        protocol = _unpickle(file, builders, _no_storage)
-        if protocol != _LEGACY_PROTOCOL:
-            raise RuntimeError(f"{path}: Invalid protocol version: {protocol}")
-        sys_info = _unpickle(file, builders, _no_storage)
-        if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
-            raise RuntimeError(f"{path}: written on a big-endian machine (sys_info {sys_info!r:.80}); minilora "
-                               "reads little-endian legacy files only")
-        object_start, file_size = file.tell(), os.fstat(file.fileno()).st_size
-        sizes = {}
-
-        def placeholder(key, nbytes):
-            if nbytes > file_size:
-                raise RuntimeError(f"{path}: storage {key} claims {nbytes} bytes, more than the whole file "
-                                   "(truncated or corrupted)")
-            sizes[key] = nbytes
-            return np.zeros(nbytes, dtype=np.uint8)
-
-        _unpickle(file, Builders(), _storage_loader(placeholder, False))
-        keys = _unpickle(file, builders, _no_storage)
-        if not isinstance(keys, list) or sorted(map(_text, keys)) != sorted(sizes):
-            raise pickle.UnpicklingError(f"{path}: the storage key list {keys!r:.80} is not the object's storages "
-                                         f"({sorted(sizes)!r:.80}): a corrupted file")
+        object_start, sizes, keys = _legacy_layout(path, file, builders)
         data = {_text(key): _legacy_storage(path, file, _text(key), sizes[_text(key)]) for key in keys}
         file.seek(object_start)
         return _unpickle(file, builders, _storage_loader(lambda key, nbytes: data[key], False))
+
+
+def legacy_end(path):
+    """The byte where the object a torch < 1.6 file starts with ends: a stream may hold several, one after another,
+    and torch.load leaves a file object after the one it read."""
+    with open(path, "rb") as file:
+        _start, sizes, keys = _legacy_layout(path, file, Builders())
+        return file.tell() + sum(8 + sizes[_text(key)] for key in keys)
+
+
+def _legacy_layout(path, file, builders):
+    """A legacy file's header checked, read up to its storages: where the object's pickle starts, each storage's
+    size in bytes and the storage keys in the order their bytes follow."""
+    if _unpickle(file, builders, _no_storage) != _LEGACY_MAGIC:
+        raise RuntimeError(f"{path}: Invalid magic number; corrupt file?")
+    protocol = _unpickle(file, builders, _no_storage)
+    if protocol != _LEGACY_PROTOCOL:
+        raise RuntimeError(f"{path}: Invalid protocol version: {protocol}")
+    sys_info = _unpickle(file, builders, _no_storage)
+    if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
+        raise RuntimeError(f"{path}: written on a big-endian machine (sys_info {sys_info!r:.80}); minilora "
+                           "reads little-endian legacy files only")
+    object_start, file_size = file.tell(), os.fstat(file.fileno()).st_size
+    sizes = {}
+
+    def placeholder(key, nbytes):
+        if nbytes > file_size:
+            raise RuntimeError(f"{path}: storage {key} claims {nbytes} bytes, more than the whole file "
+                               "(truncated or corrupted)")
+        sizes[key] = nbytes
+        return np.zeros(nbytes, dtype=np.uint8)
+
+    _unpickle(file, Builders(), _storage_loader(placeholder, False))
+    keys = _unpickle(file, builders, _no_storage)
+    if not isinstance(keys, list) or sorted(map(_text, keys)) != sorted(sizes):
+        raise pickle.UnpicklingError(f"{path}: the storage key list {keys!r:.80} is not the object's storages "
+                                     f"({sorted(sizes)!r:.80}): a corrupted file")
+    return object_start, sizes, keys
 
 
 def _no_storage(pid):

@@ -14,6 +14,8 @@ minilora now, naming the stream, not the temporary file it was read into. A file
 (``os.fsdecode(b"w\xff.pt")``) crashed ``minilora.save`` with a UnicodeEncodeError from its archive name; the
 archive is now named as torch names it ("archive" for a name that is not ASCII, the name without its last extension
 otherwise). A safetensors header with ``"__metadata__": null`` (safetensors reads it as no metadata) was refused.
+A stream of torch < 1.6 objects one after another (torch.save's legacy format, appended) read its first object
+and left the stream at its end, where torch.load leaves it after that object (the next load found nothing).
 A save over a file the user made read-only replaced it (a rename needs only the folder's permission), where
 torch.save and transformers raise open()'s PermissionError. A list run resumed on a dataset of another size trained
 on other batches without a word.
@@ -28,6 +30,7 @@ the model, sharded, tokenizer and training-state saves; a pipe given to ``minilo
 import io
 import json
 import os
+import pickle
 import struct
 import threading
 import zipfile
@@ -213,3 +216,18 @@ def test_a_save_over_a_file_the_user_may_not_write_is_refused_as_open_refuses_it
     with pytest.raises(PermissionError, match="model.safetensors"):
         _tiny_llama(1).save_pretrained(folder)
     assert _same_weights(_tiny_llama(0), folder)
+
+
+def _legacy_stream(obj):
+    """What torch.save(obj, f, _use_new_zipfile_serialization=False) writes for plain data, made without torch
+    (importing it takes seconds): its magic number, protocol, system info, the object, and no storage keys."""
+    header = (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True,
+                                             "type_sizes": {"short": 2, "int": 4, "long": 8}})
+    return b"".join(pickle.dumps(part, protocol=2) for part in (*header, obj, []))
+
+
+def test_objects_saved_one_after_another_in_torch_s_legacy_format_load_one_by_one():
+    first = _legacy_stream({"epoch": 3})
+    stream = io.BytesIO(first + _legacy_stream([1, 2]))
+    assert ml.load(stream) == {"epoch": 3} and stream.tell() == len(first)
+    assert ml.load(stream) == [1, 2]  # (before: nothing left to read)
