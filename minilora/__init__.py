@@ -225,9 +225,9 @@ from .spectral import (bartlett_window, blackman_window, hamming_window, hann_wi
 # torch's second names and small functions (torch.arccos, torch.greater, torch.cov ...: minilora/ops/extra.py)
 from .ops.extra import (absolute, addbmm, addmv, addr, arccos, arccosh, arcsin, arcsinh, arctan,  # noqa: E402,F401
                         arctanh, argwhere, block_diag, broadcast_shapes, broadcast_tensors, cartesian_prod,
-                        chain_matmul, combinations, corrcoef, cov, cumulative_trapezoid, deg2rad, diagflat, fill, fix, float_power,
-                        frac, frobenius_norm, is_conj, is_inference, is_neg, is_nonzero, is_same_size, is_signed,
-                        nuclear_norm, detach,
+                        chain_matmul, combinations, corrcoef, cov, cumulative_trapezoid, deg2rad, detach, diagflat,
+                        fill, fix, float_power, frac, frobenius_norm, get_device, is_conj, is_inference, is_neg,
+                        is_nonzero, is_same_size, is_signed, nuclear_norm,
                         gcd, greater, greater_equal, heaviside, isin, isneginf, isposinf, isreal, lcm, ldexp, less,
                         less_equal, logaddexp2, msort, not_equal, positive, rad2deg, sinc, trapezoid, trapz,
                         unique_consecutive, unravel_index, vander)
@@ -235,7 +235,8 @@ from .ops import split_with_sizes  # noqa: E402,F401
 from . import _functional_names  # noqa: E402,F401
 from ._functional_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d, batch_norm,  # noqa: E402,F401
                                 binary_cross_entropy_with_logits, bilinear, cdist, channel_shuffle, conv1d, conv2d,
-                                conv3d, constant_pad_nd, conv_transpose1d, conv_transpose2d, conv_transpose3d, cosine_embedding_loss, cosine_similarity,
+                                conv3d, constant_pad_nd, conv_transpose1d, conv_transpose2d, conv_transpose3d,
+                                cosine_embedding_loss, cosine_similarity,
                                 embedding, feature_dropout, feature_dropout_, group_norm, hardshrink,
                                 hinge_embedding_loss, instance_norm, kl_div, layer_norm, margin_ranking_loss,
                                 max_pool1d, max_pool2d, max_pool3d, pdist,

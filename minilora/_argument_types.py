@@ -46,7 +46,7 @@ TENSOR_PARAMETERS = {
         sinh sinh_ slogdet softmax sort split_with_sizes sqrt sqrt_ square square_ squeeze sum svd swapaxes
         swapdims t tan tan_ tanh tanh_ threshold threshold_ tile topk trace transpose tril triu trunc trunc_
         unbind unflatten unique unique_consecutive unsqueeze view_as_complex view_as_real zero_ zeros_like
-        detach is_nonzero is_signed is_conj is_neg is_inference nuclear_norm frobenius_norm pdist max_pool3d
+        detach get_device is_nonzero is_signed is_conj is_neg is_inference nuclear_norm frobenius_norm pdist max_pool3d
         constant_pad_nd""",
     ('input', 'other'): """
         allclose arctan2 atan2 cross dist equal fmax fmin gcd gcd_ hypot inner isclose kron lcm lcm_ ldexp

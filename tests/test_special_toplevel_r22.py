@@ -43,6 +43,7 @@ def test_queries_answer_as_torch():
         assert minilora.detach(ours).requires_grad is False
         assert minilora.is_same_size(ours, ours[:1]) == torch.is_same_size(theirs, theirs[:1])
         assert ours.is_same_size(ours) and ours.is_conj() is False and ours.is_neg() is False
+        assert minilora.get_device(ours) == ours.get_device() == torch.get_device(theirs) == -1
     for value in ([[3]], [0.0], [float("nan")], [], [1, 2]):
         assert _error(lambda: minilora.is_nonzero(minilora.tensor(value))) == \
             _error(lambda: torch.is_nonzero(torch.tensor(value)))
@@ -163,7 +164,7 @@ def test_flush_denormal_really_flushes_as_torch():
     assert minilora.tensor([1e-39]).item() != 0.0
 
 
-@pytest.mark.parametrize("source", ["L.detach(2.0)", "L.is_signed(2.0)", "L.pdist(2.0)", "L.is_same_size(x, 2.0)",
+@pytest.mark.parametrize("source", ["L.detach(2.0)", "L.get_device(2.0)", "L.is_signed(2.0)", "L.pdist(2.0)", "L.is_same_size(x, 2.0)",
                                     "L.conv_transpose3d(x, 2.0)", "L.constant_pad_nd(2.0, [1, 1])"])
 def test_a_number_for_a_tensor_refused_in_torchs_words(source):
     outcomes = [_error(lambda: eval(source, {"L": lib, "x": lib.ones(2, 2)})) for lib in (torch, minilora)]

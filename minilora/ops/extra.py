@@ -775,6 +775,13 @@ def is_inference(input):
     return input.is_inference()
 
 
+def get_device(input):
+    """``torch.get_device(x)`` / ``x.get_device()``: the GPU's ordinal, -1 for a tensor on the CPU (or meta).
+    minilora has one GPU, 0; ``emu`` stands for it (its tensors run its CUDA kernels)."""
+    device = input.device
+    return -1 if device.type in ("cpu", "meta") else (device.index or 0)
+
+
 _warned_once = set()
 
 
@@ -834,8 +841,9 @@ def frobenius_norm(input, dim, keepdim=False):
 
 def _attach_methods():
     """torch's Tensor methods of the same names: ``x.is_nonzero()``, ``x.is_same_size(y)``, ``x.is_conj()``,
-    ``x.is_neg()``."""
+    ``x.is_neg()``, ``x.get_device()``."""
     Tensor.is_nonzero, Tensor.is_same_size, Tensor.is_conj, Tensor.is_neg = is_nonzero, is_same_size, is_conj, is_neg
+    Tensor.get_device = get_device
 
 
 _attach_methods()
