@@ -263,6 +263,7 @@ from .parallel import num_threads as get_num_threads  # noqa: E402,F401  (torch.
 from .buffer_sharing import frombuffer, from_dlpack  # noqa: E402,F401
 from .cpu_switches import get_num_interop_threads, set_flush_denormal, set_num_interop_threads  # noqa: E402,F401
 from .type_objects import dtype, typename  # noqa: E402,F401  (torch.dtype: isinstance(float32, dtype))
+from .type_objects import set_default_tensor_type  # noqa: E402,F401  (deprecated, tutorials call it)
 from .type_objects import (BFloat16Tensor, BoolTensor, ByteTensor, CharTensor, DoubleTensor,  # noqa: E402,F401
                            FloatTensor, HalfTensor, IntTensor, LongTensor, ShortTensor)  # (torch's legacy types)
 # special functions (minilora/ops/special.py) at top level with torch's out=, and torch.special

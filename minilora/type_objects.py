@@ -82,3 +82,35 @@ def typename(obj):
     else:
         module, qualname = type(obj).__module__ or "", type(obj).__qualname__
     return qualname if module in ("", "builtins") else f"{module}.{qualname}"
+
+
+_warned_deprecated = []
+
+
+def set_default_tensor_type(t):
+    """``torch.set_default_tensor_type(torch.DoubleTensor)`` (or its name, ``"torch.DoubleTensor"``): the
+    default dtype becomes the type's, with torch's deprecation warning (once, as ATen's). Only floating types;
+    the ``torch.cuda.*`` legacy types are not minilora's (``set_default_device("cuda")`` is)."""
+    import warnings
+    if not _warned_deprecated:
+        _warned_deprecated.append(True)
+        warnings.warn("torch.set_default_tensor_type() is deprecated as of PyTorch 2.1, please use "
+                      "torch.set_default_dtype() and torch.set_default_device() as alternatives.",
+                      UserWarning, stacklevel=2)
+    if isinstance(t, str):
+        t = _tensor_type_named(t)
+    if not isinstance(t, _TensorType):
+        raise TypeError("invalid type object: only floating-point types are supported as the default type")
+    if not dtypes.is_floating(t.dtype):
+        raise TypeError("only floating-point types are supported as the default type")
+    dtypes.set_default_dtype(t.dtype)
+
+
+def _tensor_type_named(name):
+    module, _, type_name = name.rpartition(".")
+    if module in ("torch", "minilora") and type_name in _TYPES:
+        return _TYPES[type_name]
+    if module in ("torch.cuda", "minilora.cuda"):
+        raise TypeError(f"type {name} not available: minilora has no legacy CUDA tensor types "
+                        f"(torch.set_default_dtype() and torch.set_default_device('cuda') are its alternatives)")
+    raise ModuleNotFoundError(f"No module named '{name}'")

@@ -169,3 +169,21 @@ def test_flush_denormal_really_flushes_as_torch():
 def test_a_number_for_a_tensor_refused_in_torchs_words(source):
     outcomes = [_error(lambda: eval(source, {"L": lib, "x": lib.ones(2, 2)})) for lib in (torch, minilora)]
     assert outcomes[1] == outcomes[0]
+
+
+def test_set_default_tensor_type_as_torch():
+    import minilora.type_objects as types
+    types._warned_deprecated.clear()
+    try:
+        with pytest.warns(UserWarning, match=r"set_default_tensor_type\(\) is deprecated as of PyTorch 2.1"):
+            minilora.set_default_tensor_type("torch.DoubleTensor")
+        assert minilora.tensor([1.5]).dtype == minilora.float64 and minilora.ones(1).dtype == minilora.float64
+        minilora.set_default_tensor_type(minilora.FloatTensor)
+        assert minilora.get_default_dtype() == minilora.float32
+        for ours, theirs in (("torch.IntTensor", "torch.IntTensor"), (minilora.float64, torch.float64),
+                             ("foo", "foo"), (minilora.LongTensor, torch.LongTensor)):
+            assert _error(lambda: minilora.set_default_tensor_type(ours)) == \
+                _error(lambda: torch.set_default_tensor_type(theirs))
+    finally:
+        minilora.set_default_dtype(minilora.float32)
+        torch.set_default_dtype(torch.float32)
