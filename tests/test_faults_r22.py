@@ -61,6 +61,9 @@ def _same_weights(model, folder):
     return all(np.array_equal(loaded[k].numpy(), v.numpy()) for k, v in model.state_dict().items())
 
 
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork() and flock()")
+
+
 def _forked(work):
     """Run ``work(wait)`` in a child process (forked: nothing imported again); ``wait()`` inside it tells this
     process it got there and blocks until ``go()``. Returns (reached, go, finish)."""
@@ -91,6 +94,7 @@ def _forked(work):
     return reached, go, finish
 
 
+@needs_fork
 def test_two_processes_saving_into_one_folder_at_once_keep_both_saves(tmp_path):
     folder = str(tmp_path / "out")
     _tiny_llama(0).save_pretrained(folder)
@@ -113,6 +117,7 @@ def test_two_processes_saving_into_one_folder_at_once_keep_both_saves(tmp_path):
     assert ml.tokenizer.from_pretrained(folder).padding_side == "left"
 
 
+@needs_fork
 def test_a_save_into_the_folder_a_run_writes_keeps_the_run_s_lock_and_files(tmp_path):
     """A merged model exported into the folder another process's run writes (``writing_alone``): the folder was
     swapped for a new one, so the run's lock stayed on the old one and a second run into it was no longer refused
