@@ -167,7 +167,7 @@ def start_all(session, runs):
     all, where the tests use the CUDA emulator, ``warm_emulator_cache``."""
     if session.config.option.collectonly:
         return
-    if "minilora.emulator" in sys.modules:  # (imported by a collected test file: `import minilora` does not)
+    if _builds_kernels(session.items):
         runs.submit("emulator cache", "background_runs", "warm_emulator_cache")
     modules = []
     for item in session.items:
@@ -177,6 +177,25 @@ def start_all(session, runs):
     for module in modules:
         module.start_background_runs(session.items, runs)
     runs.start()
+
+
+def _builds_kernels(items):
+    """Whether some collected test launches CUDA kernels on the emulator: it runs on the `emu` device (the `device`
+    or `kernel_device` fixture), or its file imported the emulator or a name of it."""
+    emulator, seen = sys.modules.get("minilora.emulator"), set()
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(isinstance(value, str) and value == "emu" for value in params.values()) \
+                or "kernel_device" in getattr(item, "fixturenames", ()):
+            return True
+        module = getattr(item, "module", None)
+        if emulator is None or module is None or id(module) in seen:
+            continue
+        seen.add(id(module))
+        if any(value is emulator or getattr(value, "__module__", None) == emulator.__name__
+               for value in vars(module).values()):
+            return True
+    return False
 
 
 def warm_emulator_cache():
