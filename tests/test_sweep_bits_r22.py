@@ -134,3 +134,9 @@ def test_glu_gradient_of_an_expanded_input_is_torchs_bits():
     while its backward's sigmoid_out (into the gradient's first half) is vectorized; the saved sigmoid is
     recomputed where the two differ, from the forward's loop over both halves (2 of 37 gradients were off)."""
     _same_bits(ACTIVATIONS["glu"], [_draw(ROWS, 1, seed=1)], [expanded_columns])
+
+
+def test_softmax_scalar_loop_calls_glibcs_expf(two_threads):
+    """softmax(x[:, ::2], 0): the positions of _vec_softmax's scalar loop take C's expf, glibc's (not correctly
+    rounded everywhere: the correctly rounded stand-in left this draw's one value, and its gradients, off)."""
+    _same_bits(lambda lib, x: lib.softmax(x[:, ::2], 0), [_draw(ROWS, 2 * COLS, seed=4)], [lambda x: x])

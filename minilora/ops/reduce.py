@@ -638,13 +638,13 @@ def _blocks_along(a, axis):
 
 
 def _exps_and_sums(shifted, scalar):
-    """SLEEF's exp of [outer, size, inner] ``shifted`` (C's ``expf``, taken as correctly rounded, where
-    ``scalar`` [outer or 1, 1, inner] is set: torch's scalar loop), and each (outer, inner) position's
+    """SLEEF's exp of [outer, size, inner] ``shifted`` (C's ``expf`` where ``scalar`` [outer or 1, 1, inner] is set:
+    torch's scalar loop; glibc's, which is not correctly rounded everywhere), and each (outer, inner) position's
     exps added in order from 0, as torch's kernels along a dim other than the last add them."""
     e = _exp_as_vectorized(shifted)
     if scalar.any():
         where = np.broadcast_to(scalar, e.shape)
-        e[where] = float32_math.correctly_rounded(np.exp, shifted[where])
+        e[where] = float32_math.c_function("expf", shifted[where])
     total = e[:, 0].copy()
     for d in range(1, e.shape[1]):  # (in order: NumPy's reduction would add pairwise where inner is 1)
         total += e[:, d]
