@@ -8,8 +8,10 @@ number is only stored and read back, with torch's rules: a positive int, set at 
 zero, on input (DAZ) and on output (FTZ): torch sets the two bits of the SSE control register MXCSR, and so
 do we, through the C library's ``fegetenv``/``fesetenv`` (x86-64 glibc keeps MXCSR in the last four bytes of
 its 32-byte ``fenv_t``). NumPy's loops run under that register, so ``tensor([1e-39])`` is 0 afterwards, as
-in torch. As torch's, it holds in the calling thread only; where the CPU or C library is another
-(not x86-64 Linux) it changes nothing and returns False, torch's answer on a CPU without the bits.
+in torch. It holds in the calling thread only (MXCSR is per thread): the blocks of a big op that
+``parallel.py`` hands to its helper threads are computed without flushing (not yet handled: a helper would
+have to set its own register before each block). Where the CPU or C library is another (not x86-64 Linux) it
+changes nothing and returns False, torch's answer on a CPU without the bits.
 """
 import ctypes
 import numbers
