@@ -213,6 +213,8 @@ _SHAPE_ERRORS = {  # (the errors a tutorial's first shape mistakes meet, on the 
     "mm": lambda T, d: _ones(T, d, 3, 4) @ _ones(T, d, 5, 6),
     "linear of a batch": lambda T, d: T.nn.functional.linear(_ones(T, d, 2, 7, 3), _ones(T, d, 4, 5)),
     "broadcast": lambda T, d: _ones(T, d, 7, 2, 3) - _ones(T, d, 4, 1, 3),
+    "broadcast of three": lambda T, d: T.addcmul(_ones(T, d, 3, 4), _ones(T, d, 3, 4), _ones(T, d, 2, 4)),
+    "a loss's broadcast": lambda T, d: T.nn.functional.mse_loss(_ones(T, d, 4, 5), _ones(T, d, 3, 5)),
     "view": lambda T, d: _ones(T, d, 3, 4).view(5, -1),
 }
 

@@ -2372,8 +2372,8 @@ class FusedMulAdd(Function):
         try:
             return fastmath.multiply_add(a * a.dtype.type(value) if value != 1 else a, b, c)  # (torch's "default"
         except ValueError:  # build: two roundings)
-            raise ShapeError(f"addcmul: shapes {c.shape}, {a.shape} and {b.shape} cannot be broadcast "
-                             f"together") from None
+            raise ShapeError(torch_broadcast_message([c.shape, a.shape, b.shape]) or f"addcmul: shapes {c.shape}, "
+                             f"{a.shape} and {b.shape} cannot be broadcast together") from None
 
     @staticmethod
     def backward(ctx, g):
