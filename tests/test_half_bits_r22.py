@@ -115,3 +115,60 @@ def test_embedding_gradient_of_repeated_ids_is_torchs(dtype, options):
     ours = from_torch(weight).requires_grad_()
     ml.nn.functional.embedding(ml.tensor(ids.numpy()), ours, **options).backward(from_torch(grad))
     np.testing.assert_array_equal(bits(ours.grad), bits(theirs.grad))
+
+
+def cancelling16(m, k, seed):
+    """float16 rows whose products cancel (the second half of k nearly undoes the first): the order shows."""
+    g = torch.Generator().manual_seed(seed)
+    half = k // 2
+    u = torch.randn(m, k - half, generator=g)
+    return torch.cat([u, -1.001 * u[:, :half] + 0.001 * torch.randn(m, half, generator=g)], 1).half()
+
+
+@pytest.mark.parametrize("m, k, n", [(24, 64, 96), (16, 1000, 32), (7, 333, 77)])
+def test_float16_products_are_atens_loops(m, k, n):
+    """F.linear (with a bias) and its gradients, and x @ B with B row-major and its gradients: each sum in ATen's
+    order for the operands' layout (minilora/half_products.py); float32 BLAS sums were off in 3-14 outputs each."""
+    x, w, dy, b = cancelling16(m, k, 1), cancelling16(n, k, 2), cancelling16(m, n, 3), cancelling16(k, n, 4)
+    bias = torch.randn(n, generator=torch.Generator().manual_seed(5)).half()
+    x_t, w_t, b_t = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
+    linear_t = torch.nn.functional.linear(x_t, w_t, bias)
+    linear_t.backward(dy)
+    x_o, w_o = from_torch(x).requires_grad_(), from_torch(w).requires_grad_()
+    linear_o = ml.nn.functional.linear(x_o, w_o, bias=from_torch(bias))
+    linear_o.backward(from_torch(dy))
+    for ours, theirs, what in ((linear_o, linear_t, "linear"), (x_o.grad, x_t.grad, "dX"), (w_o.grad, w_t.grad, "dW")):
+        np.testing.assert_array_equal(bits(ours), bits(theirs), err_msg=what)
+    x_t.grad = None
+    product_t = torch.matmul(x_t, b_t)
+    product_t.backward(dy)
+    x_o2, b_o = from_torch(x).requires_grad_(), from_torch(b).requires_grad_()
+    product_o = x_o2 @ b_o
+    product_o.backward(from_torch(dy))
+    for ours, theirs, what in ((product_o, product_t, "x @ B"), (x_o2.grad, x_t.grad, "its dX"), (b_o.grad, b_t.grad,
+                                                                                                "its dB")):
+        np.testing.assert_array_equal(bits(ours), bits(theirs), err_msg=what)
+
+
+def test_float16_sdpa_llama_logits_and_greedy_tokens_are_transformers(tmp_path):
+    """A float16 checkpoint loaded with ``dtype=torch.float16`` (sdpa attention): logits and greedy tokens bit for
+    bit. Left (measured): its gradients (the embedding's 14 of 6144 differ), and eager attention's logits (33 of
+    1536: its float16 bmm products, ATen's batched loops, still sum float32 copies in OpenBLAS's order)."""
+    config = dict(_STEP_CONFIG, intermediate_size=160, hidden_size=96, num_hidden_layers=1)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if name.endswith("norm.weight") else 0.3 * torch.randn_like(p))
+    model.half().save_pretrained(tmp_path)
+    theirs = transformers.LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float16, attn_implementation="sdpa")
+    ours = LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float16, attn_implementation="sdpa").eval()
+    ids = np.random.default_rng(1).integers(0, 64, size=(2, 12))
+    with torch.no_grad():
+        expected = theirs(torch.as_tensor(ids)).logits
+        tokens = theirs.generate(torch.as_tensor(ids[:1, :5]), max_new_tokens=8, do_sample=False, eos_token_id=None,
+                                 pad_token_id=0)
+    with ml.no_grad():
+        np.testing.assert_array_equal(bits(ours(ids).logits), bits(expected), err_msg="logits")
+    assert ours.generate(ids[:1, :5], max_new_tokens=8, do_sample=False,
+                         eos_token_id=None).numpy().tolist() == tokens.numpy().tolist()

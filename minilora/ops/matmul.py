@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, bf16_products, dtypes, float32_sums, parallel
+from .. import amp as _amp, bf16_products, dtypes, float32_sums, half_products, parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..factories import known_layout
@@ -103,6 +103,8 @@ def _sums16(a, b, matmul=np.matmul):
     ``matmul`` of float32 copies (float16; vectors, which torch's dot and mv kernels sum)."""
     if a.ndim >= 2 and b.ndim >= 2 and isinstance(a, np.ndarray) and bf16_products.applies(a.dtype):
         return bf16_products.matmul(a, b)
+    if a.ndim >= 2 and half_products.applies(b) and b.dtype == a.dtype:  # float16 times a matrix: ATen's loops
+        return half_products.matmul(a, b)
     return matmul(upcast(a), upcast(b))
 
 
@@ -223,6 +225,12 @@ class MatMul(Function):
                 products = bf16_products.matmul
                 if b2.ndim == 2 and a2.ndim > 2:
                     a2, g = a2.reshape(-1, a2.shape[-1]), g.reshape(-1, g.shape[-1])
+            elif half_products.applies(b2) and a.ndim >= 2 and g.dtype == b2.dtype:  # float16: ATen's loops, by
+                products = half_products.matmul  # the operands' layouts (on the 16-bit arrays themselves)
+                a2, g = a2.reshape(-1, a2.shape[-1]), g.reshape(-1, g.shape[-1])
+                ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=products)
+                return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
+                             for grad, shape in ((ga, a.shape), (gb, b.shape)))
             g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # as torch: in float32, each gradient rounded once
         ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=products)
         return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
@@ -288,6 +296,8 @@ class Linear(Function):
         sum_bias_in_float32 = False
         if _is_16bit_float(g2) and _bf16_pairs(g2, w):  # oneDNN's bfloat16 products
             return _linear_backward_bf16(ctx, g2, x2, w)
+        if half_products.applies(g2, w):  # float16: ATen's loops (dY @ W and dY^T X: 4 partial sums)
+            return _linear_backward_half(ctx, g2, x2, w)
         if _is_16bit_float(g2) and not _on_cublas(g2, w, products=[(g2.shape[0], w.shape[1]), w.shape]):
             g2, x2, w = upcast(g2), None if x2 is None else upcast(x2), upcast(w)  # torch's CPU way: float32
         elif _is_16bit_float(g2):  # cuda: the GEMMs on cuBLAS in 16 bits, but CuPy may sum bf16 in bf16
@@ -327,6 +337,16 @@ def _linear_backward_bf16(ctx, g2, x2, w):
     gx = bf16_products.matmul(g2, w).reshape(ctx.x_shape) if nx else None
     gw = bf16_products.matmul(g2.T, x2) if nw else None
     gb = upcast(g2).sum(axis=0) if nb else None
+    return tuple(None if grad is None else grad.astype(g2.dtype) for grad in (gx, gw, gb))
+
+
+def _linear_backward_half(ctx, g2, x2, w):
+    """Linear's gradients in float16 as torch's CPU computes them (``half_products``): dX = dY W (4 partial sums) and
+    dW = dY^T X (added row after row), each rounded once; the bias's as the float32 path sums it."""
+    nx, nw, nb = ctx.needs_input_grad
+    gx = half_products.ilp4_products(g2, w).reshape(ctx.x_shape) if nx else None
+    gw = half_products.sequential_products(g2.T, x2) if nw else None
+    gb = _linear_backward_rows(upcast(g2), None, None, w, False, True)[1] if nb else None
     return tuple(None if grad is None else grad.astype(g2.dtype) for grad in (gx, gw, gb))
 
 

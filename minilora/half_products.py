@@ -1,0 +1,147 @@
+"""float16 matrix products as torch computes them on a CPU without AVX512-FP16: ATen's own loops.
+
+torch hands a float16 product to oneDNN only where the CPU multiplies float16 itself (AVX512-FP16, Sapphire
+Rapids on); elsewhere ``at::native::cpublas::gemm`` runs ATen's loops (``cpu/BlasKernel.cpp``), each output a sum
+of products in float32 (a product of two float16 numbers is exact in float32), rounded to float16 once (after the
+bias, addmm's ``beta * c + alpha * dot``). The order of the float32 additions depends on the operands' layout, as
+torch's column-major call sees them (the result is computed transposed: ``a`` is the right operand, ``b`` the left):
+
+* the right operand a transposed view of a row-major matrix, the left one row-major -- ``F.linear``'s ``x @ W.T``,
+  a decoded token's too -- ``gemm_transa_``: one dot product per output, ``fp16_dot_with_fp32_arith``: 8 float32
+  registers of 8 lanes take k in blocks of 64 (register r, lane l: k = 64 j + 8 r + l), folded register by register
+  (r + r^4, ^2, ^1) and then lane by lane (l + l^4, ^2, ^1); then whole 16-element pieces into one more 8-lane
+  register, folded so; then the last ``k % 16`` products one by one (``dot_products``);
+* the left operand a transposed view, the right one row-major -- ``dY.T @ X``, linear's weight gradient --
+  ``gemm_transb_``: a float32 buffer adds the products k after k (``sequential_products``);
+* anything else -- ``x @ B`` with B row-major (linear's input gradient ``dY @ W``) -- ``gemm_notrans_`` (and
+  ``gemm_transab_``): ATen's ``sum`` with 4 partial sums, k = 4 j + p into sum p, the last ``k % 4`` into sum 0,
+  then sum 0 + 1, + 2, + 3 (``ilp4_products``).
+
+The sums of OpenBLAS's float32 GEMM on float32 copies (what minilora did before) round to other float16 results
+where a sum cancels: 1 in ~2000 outputs of tests/test_half_bits_r22.py's products, most of a float16 Llama's
+logits' last bits once they pass through a few layers. Measured on torch 2.13, an AMD EPYC (AVX-512, no
+AVX512-FP16). Written for clarity on NumPy: the products of a block of outputs are formed whole (exact), then added
+in the kernel's order, so the cost is k times the outputs' in memory traffic (blocks of ~4M products).
+"""
+import numpy as np
+
+from . import dtypes
+
+__all__ = ["applies", "matmul", "dot_products", "ilp4_products", "sequential_products"]
+
+_LANES = 8  # Vectorized<float>::size() of the kernel torch dispatches to here (8 lanes, also on AVX-512 CPUs)
+_REGISTERS = 8
+_BLOCK = _LANES * _REGISTERS
+_PRODUCTS_AT_ONCE = 1 << 22
+
+
+def _cpu_has_fp16_arithmetic():
+    """AVX512-FP16 (NumPy's AVX512_SPR feature group), where torch's float16 GEMM is oneDNN's instead."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # (NumPy 1.x)
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    return bool(features.get("AVX512_SPR"))
+
+
+_ONEDNN = _cpu_has_fp16_arithmetic()
+
+
+def applies(*arrays):
+    """Whether a product of these NumPy float16 matrices (2-D) sums in ATen's order here."""
+    return (not _ONEDNN and all(type(a) is np.ndarray and a.ndim == 2 for a in arrays)
+            and arrays[0].dtype == np.float16)
+
+
+def matmul(a, b):
+    """``a @ b`` of float16 arrays (``[..., M, K] @ [K, N]``) as a float32 array of sums in ATen's order, not yet
+    rounded: a batch of rows times one matrix is one product (torch's matmul folds it); the right operand's layout
+    picks the loop (module docstring)."""
+    rows = a.reshape(-1, a.shape[-1])
+    if _transposed(b) and not _transposed(rows):
+        out = dot_products(rows, b.T)
+    elif _transposed(rows) and not _transposed(b):
+        out = sequential_products(rows, b)
+    else:
+        out = ilp4_products(rows, b)
+    return out.reshape(a.shape[:-1] + (b.shape[1],))
+
+
+def _transposed(matrix):
+    """Whether a [R, C] matrix is the transposed view of a row-major [C, R] one (its columns contiguous)."""
+    return matrix.shape[0] > 1 and matrix.strides[0] == matrix.itemsize
+
+
+def _blocks_of_rows(a, n, k):
+    rows = max(1, _PRODUCTS_AT_ONCE // max(1, n * k))
+    return range(0, a.shape[0], rows), rows
+
+
+def dot_products(a, b_rows):
+    """``a @ b_rows.T`` (a [M, K], b_rows [N, K]), each output ATen's ``fp16_dot_with_fp32_arith`` of two rows."""
+    m, k, n = a.shape[0], a.shape[1], b_rows.shape[0]
+    a32, b32 = dtypes.upcast(a), dtypes.upcast(b_rows)
+    out = np.empty((m, n), np.float32)
+    starts, rows = _blocks_of_rows(a, n, k)
+    for start in starts:
+        products = a32[start:start + rows, None, :] * b32[None, :, :]  # exact in float32
+        out[start:start + rows] = _dot_in_order(products)
+    return out
+
+
+def _dot_in_order(p):
+    """The sums of ``p`` [..., K] along K in the dot kernel's order (module docstring)."""
+    k = p.shape[-1]
+    whole = k - k % _BLOCK
+    registers = _running_sum(p[..., :whole], _BLOCK).reshape(p.shape[:-1] + (_REGISTERS, _LANES))
+    for half in (4, 2, 1):
+        registers = registers[..., :half, :] + registers[..., half:2 * half, :]
+    total = _fold_lanes(registers[..., 0, :])
+    pieces = k - k % (2 * _LANES)
+    total = total + _fold_lanes(_running_sum(p[..., whole:pieces], _LANES))
+    for j in range(pieces, k):
+        total = total + p[..., j]
+    return total
+
+
+def _running_sum(p, width):
+    """``p`` [..., n * width] cut into n pieces of ``width``, added piece after piece from zero: [..., width]."""
+    if p.shape[-1] == 0:
+        return np.zeros(p.shape[:-1] + (width,), np.float32)
+    pieces = p.reshape(p.shape[:-1] + (-1, width))
+    return np.cumsum(pieces, axis=-2, dtype=np.float32)[..., -1, :]  # (cumsum adds in order; sum pairs)
+
+
+def _fold_lanes(lanes):
+    """A register's lanes added as ``vec_reduce_all``: lane l + lane l^4, then ^2, then ^1."""
+    for shift in (4, 2, 1):
+        lanes = lanes + lanes[..., np.arange(_LANES) ^ shift]
+    return lanes[..., 0]
+
+
+def ilp4_products(a, b):
+    """``a @ b`` (a [M, K], b [K, N]), each output ATen's ``sum`` with 4 partial sums."""
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    a32, b32 = dtypes.upcast(a), dtypes.upcast(b).T
+    out = np.empty((m, n), np.float32)
+    starts, rows = _blocks_of_rows(a, n, k)
+    whole = k - k % 4
+    for start in starts:
+        products = a32[start:start + rows, None, :] * b32[None, :, :]
+        partial = _running_sum(products[..., :whole], 4)
+        first = partial[..., 0]
+        for j in range(whole, k):
+            first = first + products[..., j]
+        out[start:start + rows] = ((first + partial[..., 1]) + partial[..., 2]) + partial[..., 3]
+    return out
+
+
+def sequential_products(a, b):
+    """``a @ b`` (a [M, K], b [K, N]), each output's products added k after k from zero (``gemm_transb_``)."""
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    a32, b32 = dtypes.upcast(a), dtypes.upcast(b).T
+    out = np.empty((m, n), np.float32)
+    starts, rows = _blocks_of_rows(a, n, k)
+    for start in starts:
+        out[start:start + rows] = _running_sum(a32[start:start + rows, None, :] * b32[None, :, :], 1)[..., 0]
+    return out
