@@ -48,23 +48,37 @@ _ONEDNN = _cpu_has_fp16_arithmetic()
 
 
 def applies(*arrays):
-    """Whether a product of these NumPy float16 matrices (2-D) sums in ATen's order here."""
-    return (not _ONEDNN and all(type(a) is np.ndarray and a.ndim == 2 for a in arrays)
+    """Whether a product of these NumPy float16 arrays (matrices, or batches of them) sums in ATen's order here."""
+    return (not _ONEDNN and all(type(a) is np.ndarray and a.ndim >= 2 for a in arrays)
             and arrays[0].dtype == np.float16)
 
 
 def matmul(a, b):
-    """``a @ b`` of float16 arrays (``[..., M, K] @ [K, N]``) as a float32 array of sums in ATen's order, not yet
-    rounded: a batch of rows times one matrix is one product (torch's matmul folds it); the right operand's layout
-    picks the loop (module docstring)."""
-    rows = a.reshape(-1, a.shape[-1])
+    """``a @ b`` of float16 arrays (``[..., M, K] @ [K, N]``, or batches of matrices) as a float32 array of sums in
+    ATen's order, not yet rounded: a batch of rows times one matrix is one product (torch's matmul folds it); the
+    operands' layout picks the loop (module docstring). Batches are torch's bmm: one product a matrix, ATen's own
+    loop (k after k) below 400 multiply-adds a matrix."""
+    if b.ndim == 2:
+        return _matrix(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[1],))
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a, b = np.broadcast_to(a, batch + a.shape[-2:]), np.broadcast_to(b, batch + b.shape[-2:])
+    out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.float32)
+    small = a.shape[-2] * a.shape[-1] * b.shape[-1] < _BMM_LOOP_BELOW
+    for index in np.ndindex(*batch):
+        out[index] = sequential_products(a[index], b[index]) if small else _matrix(a[index], b[index])
+    return out
+
+
+_BMM_LOOP_BELOW = 400  # (ops/matmul.py's: torch's bmm runs baddbmm_cpu_kernel below this many multiply-adds)
+
+
+def _matrix(rows, b):
+    """One product ``rows @ b`` by ATen's loop for these layouts."""
     if _transposed(b) and not _transposed(rows):
-        out = dot_products(rows, b.T)
-    elif _transposed(rows) and not _transposed(b):
-        out = sequential_products(rows, b)
-    else:
-        out = ilp4_products(rows, b)
-    return out.reshape(a.shape[:-1] + (b.shape[1],))
+        return dot_products(rows, b.T)
+    if _transposed(rows) and not _transposed(b):
+        return sequential_products(rows, b)
+    return ilp4_products(rows, b)
 
 
 def _transposed(matrix):

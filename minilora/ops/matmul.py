@@ -103,7 +103,7 @@ def _sums16(a, b, matmul=np.matmul):
     ``matmul`` of float32 copies (float16; vectors, which torch's dot and mv kernels sum)."""
     if a.ndim >= 2 and b.ndim >= 2 and isinstance(a, np.ndarray) and bf16_products.applies(a.dtype):
         return bf16_products.matmul(a, b)
-    if a.ndim >= 2 and half_products.applies(b) and b.dtype == a.dtype:  # float16 times a matrix: ATen's loops
+    if half_products.applies(a, b) and b.dtype == a.dtype:  # float16 matrices: ATen's loops
         return half_products.matmul(a, b)
     return matmul(upcast(a), upcast(b))
 
@@ -225,9 +225,11 @@ class MatMul(Function):
                 products = bf16_products.matmul
                 if b2.ndim == 2 and a2.ndim > 2:
                     a2, g = a2.reshape(-1, a2.shape[-1]), g.reshape(-1, g.shape[-1])
-            elif half_products.applies(b2) and a.ndim >= 2 and g.dtype == b2.dtype:  # float16: ATen's loops, by
-                products = half_products.matmul  # the operands' layouts (on the 16-bit arrays themselves)
-                a2, g = a2.reshape(-1, a2.shape[-1]), g.reshape(-1, g.shape[-1])
+            elif half_products.applies(a2, b2) and g.dtype == b2.dtype and (b2.ndim == 2 or a2.shape[:-2] == b2.shape[
+                    :-2]):  # float16: ATen's loops, by the operands' layouts (on the 16-bit arrays themselves)
+                products = half_products.matmul
+                if b2.ndim == 2:  # (torch's matmul folds a batch times a matrix into one mm)
+                    a2, g = a2.reshape(-1, a2.shape[-1]), g.reshape(-1, g.shape[-1])
                 ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=products)
                 return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
                              for grad, shape in ((ga, a.shape), (gb, b.shape)))
