@@ -29,7 +29,8 @@ bfloat16 gradients are equal); sdpa decoding one token over a KV cache (torch's 
 query: 36 of 30720 outputs at 100 keys; the whole step's logits then differ, 2 of 12 steps of a
 hidden-1536 model, its greedy tokens equal; eager decoding is bit for bit); sdpa over long prompts
 (7 of 153600 outputs at 600 keys); RoPE's tables where MKL's cos and sin are not correctly rounded
-(0-4 of 262144 entries over 4096 positions); float16 (ATen's own products, not oneDNN's).
+(0-4 of 262144 entries over 4096 positions); float16 (ATen's own products, not oneDNN's: round 22's
+minilora/half_products.py, tests/test_half_bits_r22.py).
 """
 import numpy as np
 import pytest

@@ -12,7 +12,14 @@ Measured against torch 2.13 on the CPU (round 22):
   gradient itself, rounding after every addition; minilora summed in float32 and rounded once (2 of 3 elements of a
   frequent token's row off); under ``scale_grad_by_freq`` 1/count is add's alpha (float32: fused into the
   addition; 16-bit: a 16-bit number, and the last ``dim % 32`` elements of a row are computed in 16-bit
-  arithmetic), where minilora divided first: 2 of 3 elements off in every dtype.
+  arithmetic), where minilora divided first: 2 of 3 elements off in every dtype;
+* float16 products (``minilora/half_products.py``): torch's CPU without AVX512-FP16 runs ATen's own loops, their
+  order picked by the operands' layout; minilora summed float32 copies in OpenBLAS's order.
+
+Left open (measured, not modelled): bfloat16/float16 sdpa decoding over a KV cache (torch's flash kernel hands its
+products to MKL's bf16bf16f32/f16f16f32 GEMM, whose order on this AMD EPYC matched none of sequential, vdpbf16ps
+pairs, 8/16/32 lanes: 6 of 6144 outputs of a 1-query, head-size-128 attention off; head size 64 matched), and so a
+float16 sdpa Llama's gradients.
 """
 import numpy as np
 import pytest
