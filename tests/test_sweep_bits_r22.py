@@ -140,3 +140,16 @@ def test_softmax_scalar_loop_calls_glibcs_expf(two_threads):
     """softmax(x[:, ::2], 0): the positions of _vec_softmax's scalar loop take C's expf, glibc's (not correctly
     rounded everywhere: the correctly rounded stand-in left this draw's one value, and its gradients, off)."""
     _same_bits(lambda lib, x: lib.softmax(x[:, ::2], 0), [_draw(ROWS, 2 * COLS, seed=4)], [lambda x: x])
+
+
+def test_whole_product_with_two_zeros_has_positive_zero_gradients():
+    """-x.prod() of a tensor holding two zeros: torch's prod_backward answers zeros_like(input) (grad mode is off
+    in backward), +0; the product of the other factors times a negative gradient gave -0 (op_db's prod samples
+    with zeros: 50-74 of 125 gradients off in their sign bit)."""
+    x = _draw(5, 5, seed=6)
+    x[1, 2] = x[3, 4] = 0
+    _same_bits(lambda lib, x: x.prod().reshape(1), [x], [lambda x: x])
+    for lib in (torch, ml):  # (and with a negative gradient, explicitly)
+        leaf = lib.tensor(x, requires_grad=True)
+        grad, = lib.autograd.grad(-leaf.prod(), [leaf])
+        assert not np.signbit(grad.numpy()).any(), lib.__name__

@@ -262,8 +262,8 @@ class Prod(Function):
     rounds the same way."""
 
     @staticmethod
-    def forward(ctx, a, axis, keepdims=False):
-        ctx.a, ctx.axis, ctx.keepdims = a, axis, keepdims
+    def forward(ctx, a, axis, keepdims=False, whole=False):
+        ctx.a, ctx.axis, ctx.keepdims, ctx.whole = a, axis, keepdims, whole
         if a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.strides[axis] == a.itemsize:
             # (the product runs along contiguous memory: a row's, a transpose's column, an expanded row's)
             rows = np.moveaxis(a, axis, -1)
@@ -284,8 +284,11 @@ class Prod(Function):
         if a.shape[axis] == 0:  # an empty product (1) has no factors to send a gradient to
             return xp.zeros(a.shape, dtype=g.dtype)
         g = _expand_reduced(g, (axis,), ctx.keepdims)
-        if not (a == 0).any():
+        zeros = xp.count_nonzero(a == 0)
+        if not zeros:
             return g * (ctx.out / a)
+        if ctx.whole and zeros > 1:  # (torch's whole-tensor prod_backward, grad mode off: zeros_like, +0 where
+            return xp.zeros(a.shape, dtype=g.dtype)  # g * 0 would be -0 for a negative g)
         ones = xp.ones_like(a.take([0], axis=axis))
         before = cumulative(xp.cumprod, xp.concatenate([ones, a.take(range(a.shape[axis] - 1), axis=axis)], axis), axis)
         flipped = xp.flip(a, axis=axis)
@@ -872,7 +875,8 @@ def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     if dim is None and input.ndim == 0:  # (torch's prod_backward hands a 0-d input the gradient itself)
         return name_node(input.clone(), "ProdBackward0", input)
     if dim is None:  # (torch: one ProdBackward0 on the input, no views around it)
-        return name_node(Prod.apply(input.reshape(-1), axis=0).reshape(()), "ProdBackward0", input, graph=(input,))
+        return name_node(Prod.apply(input.reshape(-1), axis=0, whole=True).reshape(()), "ProdBackward0", input,
+                         graph=(input,))
     if isinstance(dim, (tuple, list)):
         raise TypeError("prod(): dim must be a single int (torch.prod reduces one dimension)")
     axis = _axes(dim, input.ndim)
