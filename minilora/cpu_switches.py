@@ -8,9 +8,8 @@ number is only stored and read back, with torch's rules: a positive int, set at 
 zero, on input (DAZ) and on output (FTZ): torch sets the two bits of the SSE control register MXCSR, and so
 do we, through the C library's ``fegetenv``/``fesetenv`` (x86-64 glibc keeps MXCSR in the last four bytes of
 its 32-byte ``fenv_t``). NumPy's loops run under that register, so ``tensor([1e-39])`` is 0 afterwards, as
-in torch. It holds in the calling thread only (MXCSR is per thread): the blocks of a big op that
-``parallel.py`` hands to its helper threads are computed without flushing (not yet handled: a helper would
-have to set its own register before each block). Where the CPU or C library is another (not x86-64 Linux) it
+in torch. MXCSR is per thread: the blocks of a big op that ``parallel.py`` hands to its helper threads
+carry the caller's ``flushing()``, and a helper sets its own register to match before computing. Where the CPU or C library is another (not x86-64 Linux) it
 changes nothing and returns False, torch's answer on a CPU without the bits.
 """
 import ctypes
@@ -18,8 +17,10 @@ import numbers
 import os
 import platform
 import sys
+import threading
 
 _NOT_SET = None
+_thread = threading.local()  # .flushing: what set_flush_denormal last set in this thread
 _interop = {"threads": _NOT_SET}
 _FTZ_DAZ = 0x8000 | 0x0040  # MXCSR's flush-to-zero and denormals-are-zero bits
 _FENV_BYTES, _MXCSR_OFFSET = 32, 28
@@ -65,4 +66,12 @@ def set_flush_denormal(mode):
     mxcsr = int.from_bytes(bytes(environment[_MXCSR_OFFSET:]), "little")
     mxcsr = mxcsr | _FTZ_DAZ if mode else mxcsr & ~_FTZ_DAZ
     environment[_MXCSR_OFFSET:] = list(mxcsr.to_bytes(4, "little"))
-    return libm.fesetenv(environment) == 0
+    if libm.fesetenv(environment) != 0:
+        return False
+    _thread.flushing = mode
+    return True
+
+
+def flushing():
+    """Does this thread flush denormals (``set_flush_denormal(True)`` called here)?"""
+    return getattr(_thread, "flushing", False)

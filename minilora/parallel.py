@@ -51,7 +51,7 @@ import threading
 
 import numpy as np
 
-from . import blas
+from . import blas, cpu_switches
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
@@ -98,7 +98,9 @@ class _Helper:
         _local.helper = _local.beside_others = True
         while True:
             self.start.acquire()  # sleeps until run() hands over a job
-            fn, block, errors = self.job
+            fn, block, errors, flush = self.job
+            if flush != cpu_switches.flushing():  # (the caller's set_flush_denormal: MXCSR is per thread)
+                cpu_switches.set_flush_denormal(flush)
             try:
                 with np.errstate(**errors):  # the caller's: a 16-bit op silences overflow warnings
                     fn(*block)
@@ -107,7 +109,7 @@ class _Helper:
             self.done.release()
 
     def run(self, fn, block):
-        self.job = (fn, block, np.geterr())  # (NumPy's error settings are per thread)
+        self.job = (fn, block, np.geterr(), cpu_switches.flushing())  # (NumPy's error settings, MXCSR: per thread)
         self.start.release()
 
     def wait(self):

@@ -164,6 +164,20 @@ def test_flush_denormal_really_flushes_as_torch():
     assert minilora.tensor([1e-39]).item() != 0.0
 
 
+def test_flush_denormal_reaches_the_blocks_of_a_split_op():
+    saved = minilora.get_num_threads()
+    tiny = minilora.full((1 << 21,), 1e-39)  # (denormal, made before flushing; 2M: parallel.add splits it)
+    try:
+        minilora.set_num_threads(2)
+        minilora.set_flush_denormal(True)
+        assert minilora.count_nonzero(tiny + tiny).item() == 0  # (add splits its halves across threads)
+        minilora.set_flush_denormal(False)
+        assert minilora.count_nonzero(tiny + tiny).item() == 1 << 21
+    finally:
+        minilora.set_flush_denormal(False)
+        minilora.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("source", ["L.detach(2.0)", "L.get_device(2.0)", "L.is_signed(2.0)", "L.pdist(2.0)", "L.is_same_size(x, 2.0)",
                                     "L.conv_transpose3d(x, 2.0)", "L.constant_pad_nd(2.0, [1, 1])"])
 def test_a_number_for_a_tensor_refused_in_torchs_words(source):
