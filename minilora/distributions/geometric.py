@@ -3,12 +3,12 @@ from .. import Size, dtypes, empty, no_grad, zeros_like
 from ..ops.nn import binary_cross_entropy_with_logits
 from . import constraints
 from .distribution import Distribution
-from .utils import _Number, broadcast_all, lazy_property, logits_to_probs, probs_to_logits
+from .utils import BinaryProbsOrLogits, _Number, broadcast_all
 
 __all__ = ["Geometric"]
 
 
-class Geometric(Distribution):
+class Geometric(BinaryProbsOrLogits, Distribution):
     """Geometric(probs=None, logits=None). ``sample`` inverts the cdf of ``uniform_(tiny, 1)`` draws,
     torch's draw."""
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
@@ -53,14 +53,6 @@ class Geometric(Distribution):
     @property
     def variance(self):
         return (1.0 / self.probs - 1.0) / self.probs
-
-    @lazy_property
-    def logits(self):
-        return probs_to_logits(self.probs, is_binary=True)
-
-    @lazy_property
-    def probs(self):
-        return logits_to_probs(self.logits, is_binary=True)
 
     def sample(self, sample_shape=Size()):
         shape = tuple(self._extended_shape(sample_shape))

@@ -6,7 +6,7 @@ from ..tensor import Tensor
 
 euler_constant = 0.57721566490153286060  # Euler-Mascheroni constant
 
-__all__ = ["broadcast_all", "logits_to_probs", "clamp_probs", "probs_to_logits", "lazy_property", "tril_matrix_to_vec",
+__all__ = ["broadcast_all", "logits_to_probs", "clamp_probs", "probs_to_logits", "lazy_property", "BinaryProbsOrLogits", "tril_matrix_to_vec",
            "vec_to_tril_matrix", "euler_constant"]
 
 _Number = (bool, int, float)
@@ -74,6 +74,40 @@ class lazy_property:
         return value
 
 
+
+
+class BinaryProbsOrLogits:
+    """The parameter of a two-outcome distribution (Bernoulli, Binomial, Geometric, NegativeBinomial,
+    LogitRelaxedBernoulli), given as ``probs`` or as ``logits``: the other is computed when first read.
+    torch writes these lines out in each of those classes; here they are written once."""
+
+    @lazy_property
+    def logits(self):
+        return probs_to_logits(self.probs, is_binary=True)
+
+    @lazy_property
+    def probs(self):
+        return logits_to_probs(self.logits, is_binary=True)
+
+    def _set_count_and_param(self, total_count, probs, logits):
+        """Binomial's and NegativeBinomial's ``__init__``: ``total_count`` broadcast with the given parameter,
+        in its dtype; ``_param`` is the parameter given."""
+        if (probs is None) == (logits is None):
+            raise ValueError("Either `probs` or `logits` must be specified, but not both.")
+        if probs is not None:
+            self.total_count, self.probs = broadcast_all(total_count, probs)
+            self._param = self.probs
+        else:
+            self.total_count, self.logits = broadcast_all(total_count, logits)
+            self._param = self.logits
+        self.total_count = self.total_count.type_as(self._param)
+
+    def _expand_param_into(self, new, batch_shape):
+        """``expand``'s part for the parameter: whichever of probs/logits this instance holds, expanded."""
+        if "probs" in self.__dict__:
+            new.probs = new._param = self.probs.expand(batch_shape)
+        if "logits" in self.__dict__:
+            new.logits = new._param = self.logits.expand(batch_shape)
 
 
 def tril_matrix_to_vec(mat, diag=0):
