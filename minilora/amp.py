@@ -100,6 +100,8 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of i
                      "multilabel_margin_loss", "binary_cross_entropy_with_logits", "cdist"], FP32),
     **dict.fromkeys(["cat", "stack", "index_copy"], PROMOTE),
     "addbmm": LOWER, "vecdot": LOWER, "tensordot": THROUGH, "multi_dot": THROUGH,
+    # (torch's composites of mm / multi_dot / the linalg norms, hooked for the CUDA list)
+    "chain_matmul": THROUGH, "nuclear_norm": THROUGH, "frobenius_norm": THROUGH,
 }
 # torch's CUDA tables (aten/src/ATen/autocast_mode.h: AT_FORALL_LOWER_PRECISION_FP, AT_FORALL_FP32,
 # AT_FORALL_FP32_SET_OPT_DTYPE, AT_FORALL_DIFFERENT_REDISPATCH_SIGNATURE, AT_FORALL_PROMOTE), for minilora's
@@ -109,7 +111,7 @@ _CUDA_TABLE = {
     **dict.fromkeys(["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "prelu", "addmm", "addmv", "addr",
                      "conv3d", "conv_transpose3d",
                      "matmul", "einsum", "einsum_no_contraction", "mm", "mv", "vecdot", "multi_dot", "linear",
-                     "addbmm", "baddbmm", "bmm",
+                     "addbmm", "baddbmm", "bmm", "chain_matmul",
                      "scaled_dot_product_attention", "lora_linear", "conv_tbc",
                      "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"], LOWER),
     **dict.fromkeys(["acos", "asin", "cosh", "exp", "expm1", "log", "log10", "log2", "log1p",
@@ -118,7 +120,7 @@ _CUDA_TABLE = {
                      "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss", "mse_loss",
                      "margin_ranking_loss", "multilabel_margin_loss", "soft_margin_loss", "triplet_margin_loss",
                      "multi_margin_loss", "binary_cross_entropy_with_logits", "logsumexp", "dist", "cdist",
-                     "pdist", "erfinv", "renorm",
+                     "pdist", "erfinv", "renorm", "nuclear_norm", "frobenius_norm",
                      # torch's cross_entropy is not on the list but is log_softmax (fp32_set_opt_dtype) then
                      # nll_loss (fp32): the whole loss runs in float32
                      "cross_entropy",

@@ -48,8 +48,9 @@ _ONEDNN = _cpu_has_fp16_arithmetic()
 
 
 def applies(*arrays):
-    """Whether a product of these NumPy float16 arrays (matrices, or batches of them) sums in ATen's order here."""
-    return (not _ONEDNN and all(type(a) is np.ndarray and a.ndim >= 2 for a in arrays)
+    """Whether a product of these NumPy float16 arrays (matrices, or batches of them) sums in ATen's order here.
+    (An empty operand has no sums to order: NumPy's product gives its zeros or its empty result.)"""
+    return (not _ONEDNN and all(type(a) is np.ndarray and a.ndim >= 2 and a.size for a in arrays)
             and arrays[0].dtype == np.float16)
 
 

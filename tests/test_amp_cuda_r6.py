@@ -212,7 +212,8 @@ ATEN = {"conv_transpose1d": "conv_transpose1d", "conv_transpose2d": "conv_transp
         "conv_transpose3d": "conv_transpose3d.input",
         "pow": "pow.Tensor_Scalar", "softmax": "softmax.int", "log_softmax": "log_softmax.int",
         "norm": "norm.Scalar", "vector_norm": "linalg_vector_norm", "matrix_norm": "linalg_matrix_norm",
-        "multi_dot": "linalg_multi_dot", "vecdot": "linalg_vecdot"}
+        "multi_dot": "linalg_multi_dot", "vecdot": "linalg_vecdot",
+        "frobenius_norm": "frobenius_norm.dim"}
 # minilora's names for what torch builds from listed ops (see amp._CUDA_TABLE)
 COMPOSITES = {"cross_entropy": "cross_entropy_loss", "lora_linear": None, "einsum_no_contraction": None}
 

@@ -835,6 +835,13 @@ SKIP.update({"torch.fill": "torch.fill (round 14): tests/test_opinfo_elementwise
                                   "samples through it"})
 SKIP.update({n: "the meta device (round 20): tests/test_meta_device_r20.py compares them with torch's"
              for n in ("Tensor.is_meta", "Tensor.is_cpu", "Tensor.data_ptr")})
+SKIP.update({n: "torch's top-level names tutorials call (round 22): tests/test_special_toplevel_r22.py compares each "
+             "with torch (values, errors, warnings, shared memory)" for n in shared_names() - set(SKIP)
+             if n.split(".", 1)[1] in {
+                 "get_device", "is_conj", "is_neg", "is_nonzero", "is_same_size", "chain_matmul", "constant_pad_nd",
+                 "conv3d", "conv_transpose3d", "frobenius_norm", "from_dlpack", "frombuffer", "max_pool3d",
+                 "nuclear_norm", "pdist", "get_num_interop_threads", "set_num_interop_threads",
+                 "set_default_tensor_type", "set_flush_denormal"}})
 
 # test_fuzz_r5's tables draw these (gather, scatter, x[...], operators...): counted by drawing its OPS
 R5_SEEDS = range(40)

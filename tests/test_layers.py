@@ -23,6 +23,7 @@ LAYERS = [
     ("minilora.float32_sums", 0),  # torch's float32 summation order (parallel: the thread count)
     ("minilora.glibc_math", 0),  # C's float32 functions, as torch's "default" build calls them (NumPy only)
     ("minilora.std_sort", 0),  # torch's sort/topk tie order: libstdc++'s algorithms (native/std_sort.cpp, or a port)
+    ("minilora.cpu_switches", 0),  # torch.set_flush_denormal / interop threads (stdlib only; parallel reads it)
     ("minilora.native", 0),  # compile C, cache, load with ctypes: float32_math's kernels, the emulator's builds
     ("minilora.tensor", 1), ("minilora._tensor_str", 1), ("minilora.factories", 1), ("minilora.serialization", 1),
     ("minilora.pickled", 1),  # torch.save(model): a whole module pickled (serialization's pickle path)

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, ops
-from ..device import holds_no_values
+from ..device import holds_no_values as _holds_no_values
 from ..dtypes import checked_number as _checked_number, int_argument as _int_argument, torch_name as _torch_name
 from ..dtypes import bool_argument as _bool_argument, can_cast as _can_cast
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
@@ -1096,7 +1096,7 @@ def _pdist_kernel_runs(a, p):
     float64 arrays. (float32's distances are torch's bits; float64's p = 1 and 2 sums are added in an order not found
     yet: the composed distances stand there, and its p = 2 gradient, built on them, is torch's formula but not bits.)"""
     return type(a) is np.ndarray and a.dtype in (np.float32, np.float64) and a.shape[0] > 1 and a.shape[1] > 0 \
-        and not holds_no_values(a)  # (a meta input: no values, the composed graph's shapes)
+        and not _holds_no_values(a)  # (a meta input: no values, the composed graph's shapes)
 
 
 def _pdist_as_torch(x, p):

@@ -793,6 +793,7 @@ def _warn_once(key, message):
         warnings.warn(message, UserWarning, stacklevel=3)
 
 
+@_amp.autocasts
 def chain_matmul(*matrices, out=None):
     """``torch.chain_matmul(a, b, c)``: ``linalg.multi_dot`` of the matrices (ATen's: one is cloned, two
     multiplied, more in multi_dot's order), with torch's deprecation warning."""
@@ -814,6 +815,7 @@ def chain_matmul(*matrices, out=None):
     return result if out is None else out.resize_(result.shape).copy_(result)
 
 
+@_amp.autocasts
 def nuclear_norm(input, dim=None, keepdim=False):
     """``torch.nuclear_norm(A)`` (the last two dimensions) or ``(A, dim)``: ``linalg.matrix_norm(A, 'nuc')``,
     with ATen's deprecation warning. ``nuclear_norm(A, True)`` is torch's keepdim overload."""
@@ -826,6 +828,7 @@ def nuclear_norm(input, dim=None, keepdim=False):
     return linalg.matrix_norm(input, "nuc", dim=(-2, -1) if dim is None else tuple(dim), keepdim=keepdim)
 
 
+@_amp.autocasts
 def frobenius_norm(input, dim, keepdim=False):
     """``torch.frobenius_norm(A, dim)``: ``linalg.vector_norm(A, 2, dim)`` over at most two dimensions, with
     ATen's deprecation warning."""

@@ -2982,7 +2982,8 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     squared1 = (input1 * input1).sum(dim) + 1e-12
     squared2 = (input2 * input2).sum(dim) + 1e-12
     cos = products / (squared1 * squared2).sqrt()
-    _broadcast_or_raise("cosine_embedding_loss", tuple(cos.shape), tuple(np.shape(_array(target))))
+    # (ATen's first broadcast is of the target with the cosine: the target is tensor a of its message)
+    _broadcast_or_raise("cosine_embedding_loss", tuple(np.shape(_array(target))), tuple(cos.shape))
     zeros = cos.new_zeros(())
     # (ATen's 1 - cos is a SubBackward0 of a number filled in (no edge) and cos; cos - margin a Tensor-Scalar node)
     agreeing = name_node(1 - cos, "SubBackward0", graph=(None, cos))
