@@ -25,9 +25,10 @@ import warnings
 import numpy as np
 
 from . import amp as _amp, dtypes, ops, return_types
-from .device import xp_of
+from .device import holds_no_values as _holds_no_values, unwritten_zeros as _unwritten_zeros, xp_of
 from .factories import contiguous_format, known_layout
 from .tensor import Function, Tensor, name_node, no_forward_formula, share_node
+from .tensor import no_meta_kernel as _no_meta_kernel
 
 __all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eigvalsh", "norm", "vector_norm",
            "matrix_norm", "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular",
@@ -135,6 +136,26 @@ def _plain(array, like):
     return Tensor(array, dtype=array.dtype, device=like.device)
 
 
+# ---- meta: the results' shapes, never a factorization -------------------------------------------------
+# A meta matrix's zeros stand for values nobody has, and LAPACK would read every page of them: each factorization
+# below asks ``_meta`` first and makes its results as unwritten zeros of torch's meta kernels' shapes and dtypes
+# (``_outputs`` then lays them out as torch's, without a copy). The check walks an array's bases, nothing beside
+# an O(n^3) factorization; Function.apply never sees these computations, so Device.dispatches cannot route them.
+def _meta(*arrays):
+    return any(_holds_no_values(a) for a in arrays)
+
+
+def _unwritten(*shapes, dtype):
+    """Unwritten zeros (meta storage) of each shape."""
+    made = tuple(_unwritten_zeros(tuple(shape), np.dtype(dtype)) for shape in shapes)
+    return made if len(made) > 1 else made[0]
+
+
+def _batch(*arrays):
+    """The broadcast batch shape of (batches of) matrices."""
+    return tuple(np.broadcast_shapes(*(a.shape[:-2] for a in arrays)))
+
+
 # ---- the nodes: one per output, torch's derivative of that output ------------------------------
 class LinalgOutput(Function):
     """One output of a factorization computed beforehand (``outputs``): the node returns
@@ -182,7 +203,9 @@ def _outputs(name, inputs, outputs, derivative, differentiable=None, column_majo
 def _contiguous(array, like):
     """A fresh C-ordered array (LAPACK hands back Fortran-ordered views; NumPy 0-d results are scalars)."""
     array = xp_of(like).asarray(array)
-    return array if array.flags.c_contiguous and array.base is None else array.copy()
+    if array.flags.c_contiguous and (array.base is None or _holds_no_values(array)):
+        return array
+    return array.copy()
 
 
 def _column_major(array, like, rows=None):
@@ -194,7 +217,10 @@ def _column_major(array, like, rows=None):
     if array.ndim < 2:
         return _contiguous(array, like)
     m = array.shape[-2]
-    buffer = xp_of(like).empty(array.shape[:-2] + (array.shape[-1], max(m, rows or m)), array.dtype)
+    shape = array.shape[:-2] + (array.shape[-1], max(m, rows or m))
+    if _holds_no_values(array):  # (meta: the layout, no values to copy into it)
+        return known_layout(_unwritten(shape, dtype=array.dtype).swapaxes(-1, -2)[..., :m, :])
+    buffer = xp_of(like).empty(shape, array.dtype)
     laid_out = buffer.swapaxes(-1, -2)[..., :m, :]
     laid_out[...] = array
     return known_layout(laid_out)
@@ -245,6 +271,11 @@ def _svd_backward(A, U, S, Vh, gU, gS, gVh):
 
 def _svd_arrays(a, full_matrices):
     xp = xp_of(a)
+    if _meta(a):
+        batch, (m, n) = a.shape[:-2], a.shape[-2:]
+        k = min(m, n)
+        return _unwritten(batch + (m, m if full_matrices else k), batch + (k,),
+                          batch + (n if full_matrices else k, n), dtype=a.dtype)
     if a.size == 0:  # LAPACK refuses empty matrices; torch returns empty factors
         m, n = a.shape[-2:]
         k = min(m, n)
@@ -279,7 +310,8 @@ def svd(A, full_matrices=True, *, driver=None, out=None):
         gU = None if grads[0] is None else grads[0][..., :k]
         gVh = None if grads[2] is None else grads[2][..., :k, :]
         return _svd_backward(arrays[0], Ur, outputs[1], Vhr, gU, grads[1], gVh)
-    return _with_out(SVD(*_outputs("LinalgSvdBackward0", (A,), (U, S, Vh), derivative, column_major=(0, 2))), out)
+    laid_out = (0,) if A.is_meta else (0, 2)  # (torch's meta kernel makes Vh row-major, its LAPACK column-major)
+    return _with_out(SVD(*_outputs("LinalgSvdBackward0", (A,), (U, S, Vh), derivative, column_major=laid_out)), out)
 
 
 def svdvals(A, *, driver=None, out=None):
@@ -338,7 +370,7 @@ def qr(A, mode="reduced", *, out=None):
                            f"'r', or 'complete'")
     xp = xp_of(A._array)
     m, n = A.shape[-2:]
-    Q, R = xp.linalg.qr(A._array, mode="complete" if mode == "complete" else "reduced")
+    Q, R = _qr_arrays(A._array, "complete" if mode == "complete" else "reduced")
     if mode == "r":
         Q = xp.zeros((0,), A._array.dtype)
 
@@ -347,6 +379,14 @@ def qr(A, mode="reduced", *, out=None):
         return _qr_backward(arrays[0], outputs[0], outputs[1], grads[0], grads[1])
     derivative.mode = mode  # (create_graph=True's refusals read it)
     return _with_out(QR(*_outputs("LinalgQrBackward0", (A,), (Q, R), derivative, (mode != "r", True), (0, 1))), out)
+
+
+def _qr_arrays(a, mode):
+    if _meta(a):
+        batch, (m, n) = a.shape[:-2], a.shape[-2:]
+        rows = m if mode == "complete" else min(m, n)
+        return _unwritten(batch + (m, rows), batch + (rows, n), dtype=a.dtype)
+    return xp_of(a).linalg.qr(a, mode=mode)
 
 
 def _check_qr_differentiable(without_q, complete_and_tall):
@@ -383,12 +423,18 @@ def _eigh_backward(L, V, gL, gV):
     return V @ (inner @ _mT(V))
 
 
+def _eigh_arrays(a, UPLO):
+    if _meta(a):
+        return _unwritten(a.shape[:-1], a.shape, dtype=a.dtype)
+    return xp_of(a).linalg.eigh(a, UPLO=UPLO)
+
+
 def eigh(A, UPLO="L", *, out=None):
     """``torch.linalg.eigh``: ``(eigenvalues, eigenvectors)`` of a symmetric matrix (ascending values),
     reading its ``UPLO`` triangle only. Each eigenvector's sign is LAPACK's choice (as torch's)."""
     _check("linalg.eigh", A, square=True)
     UPLO = _check_uplo(UPLO)
-    values, vectors = xp_of(A._array).linalg.eigh(A._array, UPLO=UPLO)
+    values, vectors = _eigh_arrays(A._array, UPLO)
 
     def derivative(arrays, outputs, grads):
         return _eigh_backward(outputs[0], outputs[1], grads[0], grads[1])
@@ -400,7 +446,7 @@ def eigvalsh(A, UPLO="L", *, out=None):
     """``torch.linalg.eigvalsh``: the eigenvalues of a symmetric matrix, ascending."""
     _check("linalg.eigh", A, square=True)
     UPLO = _check_uplo(UPLO)
-    values, vectors = xp_of(A._array).linalg.eigh(A._array, UPLO=UPLO)
+    values, vectors = _eigh_arrays(A._array, UPLO)
 
     def derivative(arrays, outputs, grads):
         return _eigh_backward(outputs[0], vectors, grads[0], None)
@@ -421,6 +467,8 @@ def _eig_arrays(name, A):
                                   f"the cpu (A.cpu()), or use linalg.eigh for a symmetric one")
     if a.size == 0:
         return xp.zeros(a.shape[:-1], ctype), xp.zeros(a.shape, ctype)
+    if _meta(a):
+        return _unwritten(a.shape[:-1], a.shape, dtype=ctype)
     if not bool(xp.isfinite(a).all()):
         raise RuntimeError(f"torch.{name}: input tensor should not contain infs or NaNs.")
     values, vectors = xp.linalg.eig(a)  # (NumPy returns real arrays when every eigenvalue is real)
@@ -468,7 +516,9 @@ def eig(A, *, out=None):
 
     def derivative(arrays, outputs, grads):
         return _eig_backward(outputs[0], outputs[1], grads[0], grads[1])
-    return _with_out(Eig(*_outputs("LinalgEigBackward0", (A,), (values, vectors), derivative, column_major=(1,))), out)
+    laid_out = () if A.is_meta else (1,)  # (torch's meta kernel makes the vectors row-major, its LAPACK column-major)
+    return _with_out(Eig(*_outputs("LinalgEigBackward0", (A,), (values, vectors), derivative, column_major=laid_out)),
+                     out)
 
 
 def eigvals(A, *, out=None):
@@ -498,6 +548,8 @@ def _singular(name, a):
 
 def _inv_array(a, name="linalg.inv"):
     xp = xp_of(a)
+    if _meta(a):
+        return _unwritten(a.shape, dtype=a.dtype)
     try:
         inverse = _lapack(xp.linalg.inv, a)
     except np.linalg.LinAlgError:
@@ -524,9 +576,9 @@ def inv_ex(A, *, check_errors=False, out=None):
     ``check_errors``)."""
     _check("linalg.inv", A, square=True)  # (torch's checks name linalg.inv)
     xp = xp_of(A._array)
-    info = xp.zeros(A.shape[:-2], xp.int32)
+    info = _unwritten(A.shape[:-2], dtype=np.int32) if A.is_meta else xp.zeros(A.shape[:-2], xp.int32)
     try:
-        inverse = _lapack(xp.linalg.inv, A._array)
+        inverse = _inv_array(A._array) if A.is_meta else _lapack(xp.linalg.inv, A._array)
     except np.linalg.LinAlgError:
         if check_errors:
             raise _singular("linalg.inv_ex", A._array) from None
@@ -563,7 +615,8 @@ def _det_derivative(arrays, outputs, grads):
 def det(A, *, out=None):
     """``torch.linalg.det`` (``torch.det``, ``x.det()``); differentiable at singular matrices too."""
     _check("linalg.det", A, square=True)
-    value = xp_of(A._array).linalg.det(A._array)
+    a = A._array
+    value = _unwritten(a.shape[:-2], dtype=a.dtype) if _meta(a) else xp_of(a).linalg.det(a)
     return _with_out(_outputs("LinalgDetBackward0", (A,), (value,), _det_derivative)[0], out)
 
 
@@ -595,11 +648,17 @@ def _inv_or_nan(matrix):
         return xp_of(matrix).full(matrix.shape, np.nan, matrix.dtype)
 
 
+def _slogdet_arrays(a):
+    if _meta(a):
+        return _unwritten(a.shape[:-2], a.shape[:-2], dtype=a.dtype)
+    return xp_of(a).linalg.slogdet(a)
+
+
 def slogdet(A, *, out=None):
     """``torch.linalg.slogdet``: ``(sign, logabsdet)``; the gradient flows through logabsdet (sign is in the
     graph too, as torch's, but passes no gradient)."""
     _check("linalg.slogdet", A, square=True)
-    sign, logabsdet = xp_of(A._array).linalg.slogdet(A._array)
+    sign, logabsdet = _slogdet_arrays(A._array)
     return _with_out(SlogDet(*_outputs("LinalgSlogdetBackward0", (A,), (sign, logabsdet), _logdet_derivative)), out)
 
 
@@ -607,8 +666,8 @@ def logdet(input):
     """``torch.logdet``: log(det), nan for a negative determinant, -inf for a singular matrix."""
     _check("logdet", input, square=True, arg="input")
     xp = xp_of(input._array)
-    sign, logabsdet = xp.linalg.slogdet(input._array)
-    value = xp.where(sign < 0, xp.nan, logabsdet).astype(input._array.dtype)
+    sign, logabsdet = _slogdet_arrays(input._array)
+    value = logabsdet if _meta(sign) else xp.where(sign < 0, xp.nan, logabsdet).astype(input._array.dtype)
     return _outputs("LogdetBackward0", (input,), (value,), _logdet_of_positive_derivative)[0]
 
 
@@ -651,7 +710,7 @@ def _solve(name, A, B, *, left, check_errors):
     b = xp.broadcast_to(b, batch + b.shape[-2:])
     info = xp.zeros(batch, xp.int32)
     try:
-        x = _lapack(xp.linalg.solve, a, b)
+        x = _unwritten(b.shape, dtype=b.dtype) if _meta(a, b) else _lapack(xp.linalg.solve, a, b)
     except np.linalg.LinAlgError:
         x, info = _lu_solve_arrays(a, b)  # (per matrix: inf/nan and info where singular, as torch)
         if check_errors:
@@ -721,6 +780,8 @@ def _cholesky_arrays(a):
     definite (0: all are), and that matrix's L is what LAPACK leaves: the columns before it factored, the
     failing pivot's value on the diagonal, the rest of A's lower triangle as it was (torch returns it)."""
     xp = xp_of(a)
+    if _meta(a):
+        return _unwritten(a.shape, dtype=a.dtype), _unwritten(a.shape[:-2], dtype=np.int32)
     try:
         return _lapack(xp.linalg.cholesky, a), xp.zeros(a.shape[:-2], xp.int32)
     except np.linalg.LinAlgError:
@@ -764,7 +825,7 @@ def cholesky_ex(A, *, upper=False, check_errors=False, out=None):
 
 
 def _raise_not_positive_definite(name, info):
-    if _host(info._array).any():
+    if not info.is_meta and _host(info._array).any():  # (meta: no values to check, as torch's meta kernel)
         batch, order = _first_failure(info._array)
         raise LinAlgError(f"{name}: {batch}The factorization could not be completed because the input is not "
                           f"positive-definite (the leading minor of order {order} is not positive-definite).")
@@ -785,6 +846,8 @@ def _tri_solve(a, b, *, upper, left=True, unit=False):
     diagonal taken as 1 where ``unit``); batches broadcast. A zero on T's diagonal gives inf/nan, as torch's
     trsm (NumPy's solve would refuse the singular matrix)."""
     xp = xp_of(a)
+    if _meta(a, b):
+        return _unwritten(_batch(a, b) + b.shape[-2:], dtype=np.result_type(a.dtype, b.dtype))
     t = xp.triu(a) if upper else xp.tril(a)
     if unit:
         n = t.shape[-1]
@@ -821,6 +884,8 @@ def _lu_arrays(a):
     m, n = a.shape[-2:]
     k = min(m, n)
     batch = a.shape[:-2]
+    if _meta(a):
+        return _unwritten(a.shape, dtype=a.dtype), *_unwritten(batch + (k,), batch, dtype=np.int32)
     count = math.prod(batch)
     work = a.reshape((count, m, n)).copy()
     rows = xp.arange(count)
@@ -861,6 +926,9 @@ def _unpack_arrays(LU, pivots):
     xp = xp_of(LU)
     m, n = LU.shape[-2:]
     k = min(m, n)
+    if _meta(LU):
+        batch = _batch(LU)
+        return _unwritten(batch + (m, m), batch + (m, k), batch + (k, n), dtype=LU.dtype)
     L = xp.tril(LU[..., :, :k], -1) + xp.eye(m, k, dtype=LU.dtype)
     return _permutation(pivots, m, LU.dtype), L, xp.triu(LU[..., :k, :])
 
@@ -1138,17 +1206,25 @@ def _raise_singular_ldl(name, info):
                       f"{flat[first]} is zero: the matrix is singular")
 
 
-def _ldl(name, A):
-    _check("torch.linalg.ldl_factor_ex", A, square=True)  # (torch names the _ex function for both)
-    a = _host(A._array)
+def _ldl_arrays(a):
+    """LAPACK's sytrf on each (host) matrix: (LD, pivots, info)."""
     n = a.shape[-1]
     flat = a.reshape((math.prod(a.shape[:-2]), n, n))
     LD, pivots, info = np.zeros(flat.shape, a.dtype), np.zeros(flat.shape[:-1], np.int32), np.zeros(len(flat), np.int32)
     for i, matrix in enumerate(flat):
         LD[i], pivots[i], info[i] = _ldl_one(matrix)
-    xp = xp_of(A._array)
-    LD, pivots, info = (xp.asarray(x.reshape(shape)) for x, shape in
-                        ((LD, a.shape), (pivots, a.shape[:-1]), (info, a.shape[:-2])))
+    return LD.reshape(a.shape), pivots.reshape(a.shape[:-1]), info.reshape(a.shape[:-2])
+
+
+def _ldl(name, A):
+    _check("torch.linalg.ldl_factor_ex", A, square=True)  # (torch names the _ex function for both)
+    a = _host(A._array)
+    if _meta(a):
+        LD, (pivots, info) = _unwritten(a.shape, dtype=a.dtype), _unwritten(a.shape[:-1], a.shape[:-2], dtype=np.int32)
+    else:
+        LD, pivots, info = _ldl_arrays(a)
+        xp = xp_of(A._array)
+        LD, pivots, info = (xp.asarray(x) for x in (LD, pivots, info))
     LD_t, = _outputs("torch::autograd::NotImplemented", (A,), (LD,), _not_differentiable("linalg_ldl_factor_ex"),
                      column_major=(0,))
     return LD_t, _plain(pivots, A), _plain(info, A)
@@ -1164,6 +1240,10 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     _check_same_dtype(LD, B)
     n = LD.shape[-1]
     batch = tuple(np.broadcast_shapes(LD.shape[:-2], pivots.shape[:-1], B.shape[:-2]))
+    if _meta(LD._array, B._array):
+        x = _unwritten(batch + B.shape[-2:], dtype=B._array.dtype)
+        return _with_out(_outputs("torch::autograd::NotImplemented", (LD, B), (x,),
+                                  _not_differentiable("linalg_ldl_solve"), column_major=(0,))[0], out)
     count = math.prod(batch)
     ld = np.broadcast_to(_host(LD._array), batch + (n, n)).reshape((count, n, n))
     piv = np.broadcast_to(_host(pivots._array), batch + (n,)).reshape((count, n))
@@ -1209,10 +1289,7 @@ def cholesky_solve(B, L, upper=False, *, out=None):
     return _with_out(_outputs("CholeskySolveBackward0", (B, L), (x,), derivative, column_major=(0,))[0], out)
 
 
-def cholesky_inverse(L, upper=False, *, out=None):
-    """``torch.cholesky_inverse``: ``(L L^T)^-1`` from the Cholesky factor L (``(U^T U)^-1`` if ``upper``); a zero
-    on L's diagonal raises LinAlgError, as torch."""
-    _check("cholesky_inverse", L, square=True)
+def _refuse_zero_diagonal(L):
     xp = xp_of(L._array)
     n = L.shape[-1]
     zero = (L._array[..., xp.arange(n), xp.arange(n)] == 0).reshape(math.prod(L.shape[:-2]), n)
@@ -1220,6 +1297,16 @@ def cholesky_inverse(L, upper=False, *, out=None):
         first = int(xp.argmax(zero[xp.argmax(zero.any(1))])) + 1
         raise LinAlgError(f"cholesky_inverse: The diagonal element {first} is zero, the inversion could not be "
                           f"completed because the input matrix is singular.")
+
+
+def cholesky_inverse(L, upper=False, *, out=None):
+    """``torch.cholesky_inverse``: ``(L L^T)^-1`` from the Cholesky factor L (``(U^T U)^-1`` if ``upper``); a zero
+    on L's diagonal raises LinAlgError, as torch."""
+    _check("cholesky_inverse", L, square=True)
+    xp = xp_of(L._array)
+    n = L.shape[-1]
+    if not L.is_meta:  # (meta: no values to check, as torch's meta kernel)
+        _refuse_zero_diagonal(L)
     eye = xp.broadcast_to(xp.eye(n, dtype=L._array.dtype), L.shape)
     inverse = _cholesky_solve_arrays(eye, L._array, upper)
 
@@ -1312,6 +1399,7 @@ def geqrf(input, *, out=None):
     backward raises too)."""
     if input.ndim < 2:
         raise RuntimeError("torch.geqrf: input must have at least 2 dimensions.")
+    _no_meta_kernel("geqrf", input)
     _check_dtype("geqrf", input)
     xp = xp_of(input._array)
     m, n = input.shape[-2:]
@@ -1465,7 +1553,9 @@ def pinv(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
         rtol = rcond
     a = A._array
     xp = xp_of(a)
-    if _eigh_applies(A, hermitian):
+    if _meta(a):
+        p = _unwritten(a.shape[:-2] + a.shape[-2:][::-1], dtype=a.dtype)
+    elif _eigh_applies(A, hermitian):
         L, V = xp.linalg.eigh(a)
         absL = xp.abs(L)
         tol = _tolerances(_largest(absL), A.shape, a.dtype, atol, rtol, xp)
@@ -1478,7 +1568,8 @@ def pinv(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
         keep = S > tol
         inv_S = xp.where(keep, 1 / xp.where(keep, S, 1), 0).astype(a.dtype)
         p = (_mT(Vh) * inv_S[..., None, :]) @ _mT(U)
-    return _with_out(_outputs("LinalgPinvBackward0", (A,), (p.astype(a.dtype),), _pinv_derivative)[0], out)
+    p = p if p.dtype == a.dtype else p.astype(a.dtype)
+    return _with_out(_outputs("LinalgPinvBackward0", (A,), (p,), _pinv_derivative)[0], out)
 
 
 def _eigh_applies(A, hermitian):
@@ -1504,7 +1595,7 @@ def matrix_rank(A, tol=None, hermitian=False, *, atol=None, rtol=None, out=None)
     a = A._array
     xp = xp_of(a)
     if _eigh_applies(A, hermitian):
-        S = xp.abs(xp.linalg.eigvalsh(a))
+        S = xp.abs(_eigh_arrays(a, "L")[0])
     else:
         S = _svd_arrays(a, False)[1]
     tol_ = _tolerances(_largest(S), A.shape, a.dtype, atol, rtol, xp)
@@ -1524,6 +1615,7 @@ def lstsq(A, B, rcond=None, *, driver=None):
             if t.dtype.kind == "c":
                 _check_dtype("linalg.lstsq", t)
             raise RuntimeError("This function doesn't handle types other than float and double")
+    _no_meta_kernel("linalg_lstsq.out", A, B)  # (torch has none: its solution's rank is the values')
     if A.ndim < 2:
         raise RuntimeError("torch.linalg.lstsq: input must have at least 2 dimensions.")
     driver = "gelsy" if driver is None else driver
@@ -1777,6 +1869,8 @@ def _expm(a):
     xp = xp_of(a)
     if a.size == 0:
         return a.copy()
+    if _meta(a):
+        return _unwritten(a.shape, dtype=a.dtype)
     b = (64764752532480000., 32382376266240000., 7771770303897600., 1187353796428800., 129060195264000.,
          10559470521600., 670442572800., 33522128640., 1323241920., 40840800., 960960., 16380., 182., 1.)
     norm1 = xp.abs(a).sum(-2).max(-1) if a.size else xp.zeros(a.shape[:-2])
@@ -1834,6 +1928,8 @@ def cross(input, other, *, dim=-1, out=None):
 def multi_dot(tensors, *, out=None):
     """``torch.linalg.multi_dot``: the chain product, the first tensor may be a row vector and the last a
     column vector (1-D), multiplied in the cheapest order (torch's dynamic programme)."""
+    if isinstance(tensors, Tensor):  # (a Tensor iterates over its rows: torch's parser refuses it)
+        raise TypeError("linalg_multi_dot(): argument 'tensors' (position 1) must be tuple of Tensors, not Tensor")
     tensors = list(tensors)
     if len(tensors) < 2:
         raise RuntimeError(f"multi_dot(): expected at least 2 tensors but got {len(tensors)}")
