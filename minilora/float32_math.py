@@ -66,7 +66,7 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "silu_and_sigmoid", "relooped", "SIGMOID", "MISH_TANH", "GELU_TANH",
            "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
-           "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward"]
+           "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward", "rotary", "rotary_compiles"]
 
 _F32, _F64 = np.float32, np.float64
 
@@ -126,7 +126,7 @@ _NATIVE_SIGNATURES = {
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
     "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
-    "ml_bf16_pair_products": "ppppnnnn", "ml_row_max": "ppnn"}
+    "ml_bf16_pair_products": "ppppnnnn", "ml_row_max": "ppnn", "ml_rotary": "ppppppn"}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int}  # (the others return nothing)
 
 
@@ -183,6 +183,30 @@ def row_max(a):
     if library.ml_row_max(native.address(a), native.address(out), a.size // a.shape[-1], a.shape[-1]):
         return a.max(axis=-1, keepdims=True)
     return out
+
+
+def rotary_compiles(x, cos, sin, out):
+    """Whether ``rotary`` takes these arrays: float32 NumPy arrays [B, H, T, D] of one shape, D even and
+    contiguous, any steps along B, H, T (a transposed [B, T, H, D] view, a broadcast ``cos``), ``out`` writable
+    and apart from the inputs (written in place, a row would be read after some of it was written), and at
+    least ROTARY_FROM elements (a decoded token's: the NumPy passes, whose Python is cheaper than these checks)."""
+    arrays = (x, cos, sin, out)
+    return (x.ndim == 4 and x.size >= ROTARY_FROM and not x.shape[3] % 2 and _native_library() is not None
+            and all(type(a) is np.ndarray and a.dtype == _F32 and a.shape == x.shape and a.strides[3] == 4
+                    and not any(step % 4 for step in a.strides) for a in arrays)
+            and out.flags.writeable and not any(np.may_share_memory(out, a) for a in arrays[:3]))
+
+
+ROTARY_FROM = 4096
+
+
+def rotary(x, cos, sin, out):
+    """RoPE's forward ``out[...] = x * cos + rotate_half(x) * sin`` in one compiled pass (``ml_rotary``) over
+    arrays that ``rotary_compiles`` took (or blocks of their first axis): the same bits as ops/nn.py's five NumPy
+    passes (each product rounded, then the sum), ~3x faster."""
+    sizes = np.array(x.shape[:3], np.uintp)
+    steps = np.array([a.strides[k] // 4 for a in (x, cos, sin, out) for k in range(3)], np.intp)
+    _native_library().ml_rotary(*map(native.address, (x, cos, sin, out, sizes, steps)), x.shape[3])
 
 
 def _natively(name, x):

@@ -756,3 +756,25 @@ int ml_row_max(const float *restrict x, float *restrict out, size_t rows, size_t
     }
     return numpy_decides;
 }
+
+/* ---- RoPE's forward, x * cos + rotate_half(x) * sin, in one pass (ops/nn.py's Rotary computes it in five NumPy
+ * passes: the product, the half negated, the halves concatenated, the second product, the sum). Each element is
+ * rounded as there: both products rounded, then their sum (no fused multiply-add: -ffp-contract=off), and the
+ * rotated half is the negated element times sin, as NumPy multiplies the concatenated -x2 by sin. The arrays are
+ * [outer, d] with d contiguous: row k of each starts at its own step times k (cos and sin broadcast along the
+ * batch and heads with step 0 there), so a transposed [B, H, T, D] view of [B, T, H, D] memory needs no copy. The
+ * rows are (b, h, t) with their sizes and each array's steps (in floats) in sizes[3], steps[4][3]. */
+void ml_rotary(const float *x, const float *c, const float *s, float *out, const size_t *sizes,
+               const ptrdiff_t *steps, size_t d) {
+    size_t half = d / 2;
+    for (ptrdiff_t i = 0; i < (ptrdiff_t)sizes[0]; i++)
+        for (ptrdiff_t j = 0; j < (ptrdiff_t)sizes[1]; j++)
+            for (ptrdiff_t k = 0; k < (ptrdiff_t)sizes[2]; k++) {
+                const float *restrict xr = x + i * steps[0] + j * steps[1] + k * steps[2];
+                const float *restrict cr = c + i * steps[3] + j * steps[4] + k * steps[5];
+                const float *restrict sr = s + i * steps[6] + j * steps[7] + k * steps[8];
+                float *restrict o = out + i * steps[9] + j * steps[10] + k * steps[11];
+                for (size_t e = 0; e < half; e++) o[e] = xr[e] * cr[e] + (-xr[e + half]) * sr[e];
+                for (size_t e = half; e < d; e++) o[e] = xr[e] * cr[e] + xr[e - half] * sr[e];
+            }
+}
