@@ -941,7 +941,8 @@ def _rotate_half_transposed(g):
 
 class Rotary(Function):
     """RoPE: ``x * cos + rotate_half(x) * sin``; a rotation, so backward rotates back.
-    Blocks of the batch run in parallel. The node keeps ``cos`` and ``sin`` as given: saved-tensor
+    Blocks of the batch run in parallel; a float32 forward is one compiled pass (``float32_math.rotary``, the
+    same bits as ``_rotate_rows``' NumPy passes). The node keeps ``cos`` and ``sin`` as given: saved-tensor
     hooks pack those two, as torch's two products (``x * cos``, ``rotate_half(x) * sin``) do."""
 
     @staticmethod
