@@ -109,23 +109,24 @@ def atomic_write(path, mode="wb"):
     _refuse_a_protected_file(path)
     folder = os.path.dirname(os.path.abspath(path))
     _make_folder(folder, path)
-    remove_leftovers(path)
-    with _naming_the_target(path):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=".tmp")
-    try:
-        encoding = {} if "b" in mode else {"encoding": "utf-8"}
-        with _writing(tmp), _naming_the_target(path, tmp), os.fdopen(fd, mode, **encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-            # mkstemp makes 0600 files: give the old file's permissions (open(path, "w") keeps them), or the usual ones
-            os.chmod(tmp, _permissions(path, 0o666 & ~_UMASK))
-            os.replace(tmp, path)
-        _fsync_dir(folder)  # the rename itself reaches the disk
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    with _kept_in_place(folder):  # (no save swaps the folder meanwhile: the file would go with its old version)
+        remove_leftovers(path)
+        with _naming_the_target(path):
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=".tmp")
+        try:
+            encoding = {} if "b" in mode else {"encoding": "utf-8"}
+            with _writing(tmp), _naming_the_target(path, tmp), os.fdopen(fd, mode, **encoding) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+                # mkstemp makes 0600 files: give the old file's permissions (open(path, "w") keeps them), or the usual
+                os.chmod(tmp, _permissions(path, 0o666 & ~_UMASK))
+                os.replace(tmp, path)
+            _fsync_dir(folder)  # the rename itself reaches the disk
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
 
 
 def _refuse_a_protected_file(path):
@@ -425,6 +426,14 @@ def atomic_folder(directory, replaces=()):
         raise NotADirectoryError(f"cannot save into {directory}: it is a file, not a folder")
     parent = os.path.dirname(directory)
     _make_folder(parent, directory)
+    with _kept_in_place(parent):  # (the temporary folder goes there; a swap of a folder around it would take it)
+        with _swapped_in_whole(directory, parent, replaces) as tmp:
+            yield tmp
+
+
+@contextlib.contextmanager
+def _swapped_in_whole(directory, parent, replaces):
+    """``atomic_folder``'s save of ``directory`` (a folder, or none yet) into a temporary sibling swapped in whole."""
     if _cannot_swap(directory, parent):
         with _files_replaced_one_by_one(directory, replaces) as tmp:
             yield tmp
@@ -468,7 +477,7 @@ def files_replaced_in(directory, replaces=()):
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(f"cannot save into {directory}: it is a file, not a folder")
     _make_folder(directory, directory)
-    with _files_replaced_one_by_one(directory, replaces) as tmp:
+    with _kept_in_place(os.path.dirname(directory)), _files_replaced_one_by_one(directory, replaces) as tmp:
         yield tmp
 
 
@@ -540,10 +549,53 @@ def _remove_if_unheld(path):
         os.close(descriptor)
 
 
-def _locked_file(path):
-    """A descriptor of the file at ``path`` (created if missing) holding its exclusive lock, or None where there is
-    no lock to take (no ``fcntl``, a folder that cannot be written: the save's own writes name it, a filesystem
-    without locks). The lock counts only if ``path`` still names the locked file: a holder removes it when done."""
+# A save writes inside folders that another save may swap: ``save_pretrained("out/adapter")`` puts its temporary
+# folder in ``out`` and swaps ``out/adapter``, while ``save_pretrained("out")`` in another process links the old
+# ``out``'s files (the old adapter among them) beside its own and swaps ``out``. Unordered, the adapter just saved
+# was replaced by the old one, or its temporary folder went away with the old ``out`` mid-save. So a save holds,
+# from its start to its end, the shared lock of every folder it writes inside (``_enclosing_folders``: the lock a
+# swap of that folder holds exclusively, ``_publishing``): a swap of ``out`` waits for the saves inside it, and a
+# save inside waits for a swap under way. Locks are taken outermost first (a swap holds its enclosing folders'
+# too), so two saves never wait for each other in a circle.
+def _enclosing_folders(folder):
+    """``folder`` and the folders around it that a save could swap, outermost first: up to the first whose parent
+    this process cannot write (no save of it can swap it, so none needs ordering: ``_cannot_swap``) or a mount
+    point's; never a top-level folder (/tmp, /home: no save swaps one, and its lock file would go in /).
+    A save's own temporary folder is no folder to order (nobody else swaps it)."""
+    folders = []
+    folder = os.path.realpath(folder)
+    while True:
+        parent = os.path.dirname(folder)
+        if os.path.dirname(parent) == parent or os.path.ismount(folder) or not os.access(parent, os.W_OK | os.X_OK):
+            return folders[::-1]
+        if not _is_staging(folder):
+            folders.append(folder)
+        folder = parent
+
+
+@contextlib.contextmanager
+def _kept_in_place(folder):
+    """Hold the shared lock of ``folder`` and of each folder around it (``_enclosing_folders``) for the block: no
+    other save swaps one of them meanwhile. Each lock file is removed afterwards unless another save holds it."""
+    held = []
+    try:
+        for enclosing in _enclosing_folders(folder):
+            path = _lock_path(enclosing)
+            descriptor = _locked_file(path, shared=True)
+            if descriptor is not None:
+                held.append((path, descriptor))
+        yield
+    finally:
+        for path, descriptor in reversed(held):
+            _unlock(descriptor)
+            _remove_if_unheld(path)
+
+
+def _locked_file(path, shared=False):
+    """A descriptor of the file at ``path`` (created if missing) holding its exclusive lock (``shared``: its shared
+    one), or None where there is no lock to take (no ``fcntl``, a folder that cannot be written: the save's own
+    writes name it, a filesystem without locks). The lock counts only if ``path`` still names the locked file: a
+    holder removes it when done."""
     try:
         import fcntl
     except ImportError:
@@ -554,7 +606,7 @@ def _locked_file(path):
         except OSError:
             return None
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            fcntl.flock(descriptor, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             if os.path.samestat(os.fstat(descriptor), os.stat(path)):
                 return descriptor
         except FileNotFoundError:  # (removed by the save that held it: the next lock file is the one)

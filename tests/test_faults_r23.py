@@ -1,0 +1,109 @@
+"""Faults, round 23: a save inside a folder another process swaps, names torch refuses, and saves that were not one unit.
+
+A save into a subfolder (``peft_model.save_pretrained("out/adapter")``) and a save of the folder around it
+(``model.save_pretrained("out")``) from two processes took two different locks (each folder's own), so nothing
+ordered them: the swap of ``out`` linked the old ``out/adapter`` beside the new model, and an adapter saved in the
+meantime was replaced by its old version when ``out`` was swapped in; a subfolder save still writing its temporary
+folder inside ``out`` lost it with the old ``out``. Now a save holds the shared lock of each folder it writes inside
+from its start to its end, the lock a swap of that folder holds exclusively: the two take turns, and both are kept.
+"""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import checkpoint
+from minilora.lora import LoraConfig, PeftModel, get_peft_model
+from minilora.models import LlamaConfig, LlamaForCausalLM
+
+from test_faults_r22 import _forked, needs_fork
+
+
+def _tiny_llama(seed):
+    ml.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=16))
+
+
+def _adapter(seed):
+    peft_model = get_peft_model(_tiny_llama(0), LoraConfig(r=2, target_modules=["q_proj"]))
+    rng = np.random.default_rng(seed)
+    for name, parameter in peft_model.named_parameters():
+        if "lora_" in name:
+            parameter.data = ml.tensor(rng.standard_normal(parameter.shape).astype(np.float32))
+    return peft_model
+
+
+def _weights(state):
+    return {k: v.numpy().copy() for k, v in state.items()}
+
+
+def _same(expected, folder, load):
+    got = _weights(load(folder))
+    return expected.keys() <= got.keys() and all(np.array_equal(got[k], v) for k, v in expected.items())
+
+
+def _model_state(folder):
+    return LlamaForCausalLM.from_pretrained(folder).state_dict()
+
+
+def _adapter_state(folder):
+    loaded = PeftModel.from_pretrained(_tiny_llama(0), folder)
+    return {k: v for k, v in loaded.state_dict().items() if "lora_" in k}
+
+
+def _lora(peft_model):
+    return _weights({k: v for k, v in peft_model.state_dict().items() if "lora_" in k})
+
+
+def _pause_at(name, wait):
+    """Make ``checkpoint.<name>`` call ``wait()`` first (in the forked child only)."""
+    original = getattr(checkpoint, name)
+    setattr(checkpoint, name, lambda *args, **kwargs: (wait(), original(*args, **kwargs))[1])
+
+
+@needs_fork
+def test_a_subfolder_saved_while_another_process_swaps_its_folder_keeps_both_saves(tmp_path):
+    folder, subfolder = str(tmp_path / "out"), str(tmp_path / "out" / "adapter")
+    _tiny_llama(0).save_pretrained(folder)
+    _adapter(0).save_pretrained(subfolder)
+    new_model, new_adapter = _tiny_llama(1), _adapter(1)
+
+    def save_the_model_pausing_before_its_swap(wait):  # (the old adapter is linked beside the new model by then)
+        _pause_at("_swap_in", wait)
+        new_model.save_pretrained(folder)
+    reached, go, finish = _forked(save_the_model_pausing_before_its_swap)
+    assert reached()
+    adapter_save = threading.Thread(target=new_adapter.save_pretrained, args=(subfolder,))
+    adapter_save.start()
+    adapter_save.join(0.3)  # (before: done by now, and undone by the model's swap)
+    go()
+    assert finish() == 0
+    adapter_save.join()
+    assert _same(_weights(new_model.state_dict()), folder, _model_state)
+    assert _same(_lora(new_adapter), subfolder, _adapter_state)  # (before: the old adapter)
+
+
+@needs_fork
+def test_a_folder_swapped_while_another_process_saves_inside_it_waits_for_that_save(tmp_path):
+    folder, subfolder = str(tmp_path / "out"), str(tmp_path / "out" / "adapter")
+    _tiny_llama(0).save_pretrained(folder)
+    new_model, new_adapter = _tiny_llama(1), _adapter(1)
+
+    def save_the_adapter_pausing_before_its_swap(wait):  # (its temporary folder is inside "out", written)
+        _pause_at("_publishing", wait)
+        new_adapter.save_pretrained(subfolder)
+    reached, go, finish = _forked(save_the_adapter_pausing_before_its_swap)
+    assert reached()
+    model_save = threading.Thread(target=new_model.save_pretrained, args=(folder,))
+    model_save.start()
+    model_save.join(0.3)  # (before: "out" swapped by now, the adapter's temporary folder gone with the old one)
+    go()
+    assert finish() == 0  # (before: FileNotFoundError in the adapter's save)
+    model_save.join()
+    assert _same(_weights(new_model.state_dict()), folder, _model_state)
+    assert _same(_lora(new_adapter), subfolder, _adapter_state)
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # (no lock file left beside it)
+    assert sorted(os.listdir(folder)) == sorted(set(os.listdir(folder)) - {".adapter.minilora-lock"})
