@@ -188,18 +188,24 @@ def save(obj, f, pickle_module=None, pickle_protocol=2, _use_new_zipfile_seriali
             os.remove(path)
         return
     path = _path(f, "save")
-    _save(obj, path, pickle_protocol, _archive_name(path), byteorder)
+    archive_name = None if path.endswith(".safetensors") else _archive_name(path)  # (a zip archive's only)
+    _save(obj, path, pickle_protocol, archive_name, byteorder)
 
 
 def _archive_name(path):
     """The folder torch.save's zip archive holds its records in: the file's name without its last extension
-    (``model.v2.pt``: ``model.v2``, PyTorchStreamWriter's basename). A path that is not ASCII (``données.pt``, a
-    name with undecodable bytes) torch writes through a Python stream, which names it "archive"; so does minilora
-    for a name with nothing before its extension (``.pt``), which torch refuses."""
+    (``model.v2.pt``: ``model.v2``, PyTorchStreamWriter's basename; "/" and "\\" both end a folder). A path that is
+    not ASCII (``données.pt``, a name with undecodable bytes) torch writes through a Python stream, which names it
+    "archive". An ASCII name with nothing before its last dot (``.pt``, ``.hidden``, ``dir/.x``) leaves no name, and
+    torch refuses it before writing anything (its RuntimeError: minilora wrote the archive as "archive/")."""
     if not path.isascii():
         return "archive"
     name = path.replace("\\", "/").rsplit("/", 1)[-1]
-    return (name.rsplit(".", 1)[0] if "." in name else name) or "archive"
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    if not stem:
+        raise RuntimeError(f"invalid file name: {path} (torch.save names the archive inside after the file's name "
+                           "without its extension, and this name has none before its last dot)")
+    return stem
 
 
 def _save(obj, path, pickle_protocol, archive_name, byteorder=True):

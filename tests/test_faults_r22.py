@@ -163,7 +163,7 @@ def test_two_saves_into_one_stream_are_refused_not_read_as_the_second(tmp_path):
 
 def test_a_file_name_that_is_not_utf8_saves_and_the_archive_is_named_as_torch_names_it(tmp_path):
     names = {os.fsdecode(b"w\xff.pt"): "archive", "données.pt": "archive", "model.v2.pt": "model.v2",
-             "noext": "noext", ".pt": "archive"}
+             "noext": "noext", ".hidden.pt": ".hidden"}  # (".pt": torch refuses it, test_faults_r23.py)
     for name, archive in names.items():
         path = os.path.join(str(tmp_path), name)
         ml.save({"w": ml.ones(2)}, path)  # (before: UnicodeEncodeError for the first)

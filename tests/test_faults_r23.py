@@ -8,7 +8,9 @@ folder inside ``out`` lost it with the old ``out``. Now a save holds the shared 
 from its start to its end, the lock a swap of that folder holds exclusively: the two take turns, and both are kept.
 """
 import os
+import re
 import threading
+import zipfile
 
 import numpy as np
 import pytest
@@ -107,3 +109,28 @@ def test_a_folder_swapped_while_another_process_saves_inside_it_waits_for_that_s
     assert _same(_lora(new_adapter), subfolder, _adapter_state)
     assert sorted(os.listdir(tmp_path)) == ["out"]  # (no lock file left beside it)
     assert sorted(os.listdir(folder)) == sorted(set(os.listdir(folder)) - {".adapter.minilora-lock"})
+
+
+# ==================================================================================================
+# A file name torch.save cannot name its archive after
+# ==================================================================================================
+# What torch 2.13's torch.save does with each name: the folder its archive's records are in, or None: refused with
+# RuntimeError("[enforce fail at inline_container.cc:720] . invalid file name: <path>"), nothing written. (A table, not
+# torch itself: importing torch costs this file seconds.)
+TORCHS_ARCHIVE = {".pt": None, ".hidden": None, "dir/.x": None, "dir/": None, ".hidden.pt": ".hidden", "..pt": ".",
+                  "...": "..", "x.": "x", "a..pt": "a.", "dir/.x.pt": ".x", ".a.b": ".a", ".é": "archive"}
+
+
+def test_a_name_with_nothing_before_its_last_dot_is_refused_as_torch_save_refuses_it(tmp_path):
+    """torch.save names the folder inside its zip after the file's name without its last extension; ``.pt``,
+    ``.hidden``, ``dir/.x`` leave no name and torch raises, writing nothing. minilora wrote an ``archive/``."""
+    os.makedirs(tmp_path / "dir")
+    for name, archive in TORCHS_ARCHIVE.items():
+        path = os.path.join(str(tmp_path), name)
+        if archive is None:
+            with pytest.raises(RuntimeError, match=f"^invalid file name: {re.escape(path)} "):
+                ml.save({"w": ml.ones(2)}, path)  # (before: saved, its records in "archive/")
+            assert not os.path.isfile(path)
+        else:
+            ml.save({"w": ml.ones(2)}, path)
+            assert zipfile.ZipFile(path).namelist()[0] == f"{archive}/data.pkl", name
