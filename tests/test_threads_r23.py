@@ -87,7 +87,7 @@ def test_two_threads_split_big_batches_with_one_threads_bits(kernel_calls, threa
     q, cos, sin = _llama_q(32, 128, 4, 64, seed=1)  # 1M elements: split from here (ops/nn.py Rotary.forward)
     threads(2)
     split = ml.ops.nn.rotary_embedding(ml.tensor(q), cos, sin).numpy()
-    assert len(set(kernel_calls)) == 2  # the helper took a block
+    assert len(kernel_calls) == 2  # two blocks (the helper's, or the caller's where the helper started late)
     threads(1)
     kernel_calls.clear()
     whole = ml.ops.nn.rotary_embedding(ml.tensor(q), cos, sin).numpy()
