@@ -19,13 +19,15 @@ one rounding per block of queries (32, 64 or 256 by the query length, as torch's
     A = exp(S - lse);  dv += round16(A)^T dO;  dS = round16(A * (dO v^T - rowsum(dO * out)))
     dq += scale * dS k;  dk += scale * dS^T q
 
-What is not reproduced: the float32 summation order of oneDNN's matrix products (a product lands on a
-16-bit rounding boundary in about one output in 10^4), and the fused multiply-add a compiler may make of
-the running sum's rescaling past 512 keys.
+The products are MKL's 16-bit GEMMs with float32 results; for a query block of one row (decoding over a KV
+cache) their order of additions is MKL's (``minilora/mkl_half_gemm.py``, on the CPU it was measured on). What is
+not reproduced: the order of a block of several rows (MKL picks other kernels by shape; a product lands on a
+16-bit rounding boundary in about one output in 10^4), the backward's products, and the fused multiply-add a
+compiler may make of the running sum's rescaling past 512 keys.
 """
 import numpy as np
 
-from .. import float32_math
+from .. import float32_math, mkl_half_gemm, parallel
 from ..device import xp_of
 from ..tensor import Function
 
@@ -94,9 +96,33 @@ def _q_block(tq):
     return 256 if tq >= 768 else 64 if tq >= 192 else 32
 
 
-def _scores(q, k, scale, bias):
-    """``(q k^T) * scale + bias`` in float32 (as the kernel: scaled after the product)."""
+def _one_row_block(tq):
+    """The query row torch's kernel computes as a block of its own (its GEMMs with ``n == 1``, a decoded token's),
+    where MKL's order of additions is modelled (``mkl_half_gemm``); else None."""
+    return tq - 1 if mkl_half_gemm.APPLIES and tq % _q_block(tq) == 1 else None
+
+
+def _unaligned_outputs(batch, heads, tq, tk, head_size):
+    """How many of the one-row block's outputs lie before its ``dst`` row's first 16-byte boundary, per (batch, head):
+    MKL's float16 kernel sums those otherwise (``mkl_half_gemm.halves_of_8``). ``dst`` sits in a 64-byte-aligned
+    buffer of ``qSplitSize * (kvSplitSize + 2 + head_size)`` floats a thread, after the scores, max and sum;
+    ``at::parallel_for`` hands the (batch, head, query block) items to torch's threads in equal runs."""
+    step, kv = min(_q_block(tq), tq), min(_KV_BLOCK, tk)
+    q_blocks = -(-tq // step)
+    items = batch * heads * q_blocks
+    threads = max(1, min(parallel.num_threads(), items))
+    item = np.arange(batch * heads) * q_blocks + q_blocks - 1  # each (batch, head)'s last query block
+    thread = item // -(-items // threads)
+    offset = thread * step * (kv + 2 + head_size) + step * kv + 2 * step  # floats from the buffer's start
+    return ((-offset) % 4).reshape(batch, heads)
+
+
+def _scores(q, k, scale, bias, dtype=None, row=None):
+    """``(q k^T) * scale + bias`` in float32 (as the kernel: scaled after the product); query ``row``'s products
+    summed in MKL's order."""
     s = np.matmul(q, k.swapaxes(-1, -2))
+    if row is not None:
+        s[..., row:row + 1, :] = mkl_half_gemm.one_query_scores(q[..., row:row + 1, :], k, dtype)
     s *= scale
     if bias is not None:
         s += bias
@@ -140,9 +166,11 @@ def _flash_forward(q, k, v, bias, scale, dtype):
     top = np.full(rows, -np.inf, _F32)
     total = np.zeros(rows, _F32)
     dst = np.zeros((*rows, v.shape[-1]), _F32)
+    row = _one_row_block(q.shape[2])
+    unaligned = None if row is None else _unaligned_outputs(*q.shape[:3], k.shape[2], q.shape[3])
     for n in range(0, k.shape[2], _KV_BLOCK):
         block = slice(n, n + _KV_BLOCK)
-        s = _scores(q, k[:, :, block], scale, None if bias is None else bias[..., block])
+        s = _scores(q, k[:, :, block], scale, None if bias is None else bias[..., block], dtype, row)
         new_top = np.maximum(top, s.max(-1))
         live = new_top != -np.inf  # a row with no key yet: its weights stay 0, its max and sum as they were
         e, block_total = _exp_and_lane_sum(s - np.where(live, new_top, 0)[..., None])
@@ -152,7 +180,12 @@ def _flash_forward(q, k, v, bias, scale, dtype):
         top = new_top
         if n:
             dst *= np.where(live, rescale, 1)[..., None]
-        dst += np.matmul(e.astype(dtype).astype(_F32), v[:, :, block])
+        weights = e.astype(dtype).astype(_F32)
+        dst_before = dst[..., row:row + 1, :].copy() if row is not None else None
+        dst += np.matmul(weights, v[:, :, block])
+        if row is not None:
+            dst[..., row:row + 1, :] = mkl_half_gemm.one_query_values(dst_before, weights[..., row:row + 1, :],
+                                                                       v[:, :, block], dtype, unaligned)
     top[top == -np.inf] = 0
     total[total == 0] = 1  # a row that saw no key: output 0, as torch
     out = (dst * (_F32(1) / total)[..., None]).astype(dtype)

@@ -1,0 +1,102 @@
+"""16-bit attention and LoRA bit for bit with torch/PEFT on the CPU (round 23).
+
+* ``F.scaled_dot_product_attention`` decoding over a KV cache (one query row) in bfloat16/float16: torch's flash
+  kernel hands its two products to MKL's ``gemm_bf16bf16f32`` / ``gemm_f16f16f32`` with ``n == 1``, whose order of
+  float32 additions (found with crafted operands, ``minilora/mkl_half_gemm.py``) is 4 lanes over the head size for
+  the scores and quads of keys (bfloat16) or keys in order (float16) for the weighted values. minilora summed in
+  OpenBLAS's float32 order: 30 of 1024 bfloat16 outputs off at head size 128 and 40 keys, 32 of 1024 float16 ones
+  at 600 keys. Measured on an AMD EPYC (AVX-512, MKL 2024.2); elsewhere MKL's order is not claimed (skipped).
+"""
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def bits(t):
+    """The bit patterns of a torch or minilora tensor, for exact comparison."""
+    if isinstance(t, ml.Tensor):
+        array = t.detach().numpy()
+    else:
+        t = t.detach()
+        array = t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
+    return array.view({2: np.int16, 4: np.int32, 8: np.int64}[array.dtype.itemsize])
+
+
+def from_torch(t):
+    return ml.tensor(bits(t).view(ml.bfloat16)) if t.dtype == torch.bfloat16 else ml.tensor(t.detach().numpy())
+
+
+def _measured_cpu():
+    """MKL picks its kernels by CPU maker and features; its orders were found on an AMD EPYC with AVX-512."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return "AuthenticAMD" in info.read(4096) and torch.backends.cpu.get_cpu_capability() == "AVX512"
+    except OSError:
+        return False
+
+
+measured_cpu = pytest.mark.skipif(not _measured_cpu(), reason="MKL's order measured on an AMD EPYC (AVX-512)")
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    """minilora and torch on 1 or 2 threads: float16's sums depend on which thread's buffer holds a head's output
+    (MKL sums the outputs before a 16-byte boundary otherwise), and torch hands heads to threads in equal runs."""
+    before = ml.parallel.num_threads()
+    ml.parallel.set_num_threads(request.param)
+    torch.set_num_threads(request.param)
+    yield request.param
+    ml.parallel.set_num_threads(before)
+    torch.set_num_threads(1)
+
+
+@measured_cpu
+def test_float16_sdpa_decoding_over_a_kv_cache_is_torchs_bits(threads):
+    """One new token's query against 40 and 600 cached keys (two blocks of 512: the running sum starts the second
+    block's sums), grouped heads and a float mask included. (bfloat16's 8 bits hide the order in random ones.)"""
+    dt = torch.float16
+    g = torch.Generator().manual_seed(0)
+    for keys, kv_heads, masked in ((40, 4, False), (600, 2, True)):
+        q = (2 * torch.randn(2, 4, 1, 128, generator=g)).to(dt)
+        k = (2 * torch.randn(2, kv_heads, keys, 128, generator=g)).to(dt)
+        v = torch.randn(2, kv_heads, keys, 128, generator=g).to(dt)
+        mask = torch.randn(2, 1, 1, keys, generator=g).to(dt) if masked else None
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=kv_heads != 4)
+        ours = ml.nn.functional.scaled_dot_product_attention(
+            from_torch(q), from_torch(k), from_torch(v), attn_mask=None if mask is None else from_torch(mask),
+            enable_gqa=kv_heads != 4)
+        np.testing.assert_array_equal(bits(ours), bits(expected), err_msg=f"{keys} keys")
+
+
+def _planted(rows, length, rng, big):
+    """Rows of ones with +big and -big (2^25 or more) planted at two random places: a float32 sum keeps the ones added
+    after the two big ones cancelled and loses those added to either before, so the sum says its order."""
+    a = np.ones((rows, length), np.float32)
+    for row in a:
+        plus, minus = rng.choice(length, 2, replace=False)
+        row[plus], row[minus] = big, -big
+    return a
+
+
+@measured_cpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_sdpa_decoding_orders_its_additions_as_mkl(dtype, threads):
+    """Crafted operands (powers of two) where another order of additions gives another number: the scores q.k with
+    products of +-2^12 among 2^-13s (q all ones; scale 2^10 spreads them), and the weighted values with values of
+    +-2^15 among 2^-10s (q zero: every weight 1)."""
+    dt, rng = getattr(torch, dtype), np.random.default_rng(0)
+    k = torch.as_tensor(_planted(2 * 24, 64, rng, 2.0 ** 25) * 2.0 ** -13).reshape(1, 2, 24, 64).to(dt)
+    v = torch.randn(1, 2, 24, 64, generator=torch.Generator().manual_seed(0)).to(dt)
+    q = torch.ones(1, 2, 1, 64, dtype=dt)
+    expected = F.scaled_dot_product_attention(q, k, v, scale=2.0 ** 10)
+    ours = ml.nn.functional.scaled_dot_product_attention(from_torch(q), from_torch(k), from_torch(v), scale=2.0 ** 10)
+    np.testing.assert_array_equal(bits(ours), bits(expected), err_msg="scores")
+    v = torch.as_tensor(_planted(2 * 64, 24, rng, 2.0 ** 25) * 2.0 ** -10).reshape(1, 2, 64, 24).to(dt)
+    v = v.transpose(-1, -2).contiguous()
+    expected = F.scaled_dot_product_attention(0 * q, k, v)
+    ours = ml.nn.functional.scaled_dot_product_attention(from_torch(0 * q), from_torch(k), from_torch(v))
+    np.testing.assert_array_equal(bits(ours), bits(expected), err_msg="weighted values")
