@@ -242,6 +242,10 @@ from ._functional_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_po
                                 max_pool1d, max_pool2d, max_pool3d, pdist,
                                 pairwise_distance, pixel_shuffle, pixel_unshuffle, poisson_nll_loss, prelu, rms_norm,
                                 triplet_margin_loss)
+# torch's native_* ops: the norms' and dropout's outputs with their saved statistics (minilora/ops/native_forms.py)
+from ._functional_names import native_channel_shuffle  # noqa: E402,F401
+from .ops.native_forms import (batch_norm_update_stats, native_batch_norm, native_dropout,  # noqa: E402,F401
+                               native_group_norm, native_layer_norm, native_norm, norm_except_dim)
 addmv_, negative_, fill_ = Tensor.addmv_, Tensor.negative_, Tensor.fill_  # (torch's top-level in-place forms)
 arccos_, arcsin_, arctan_, arccosh_, arcsinh_, arctanh_ = (Tensor.arccos_, Tensor.arcsin_, Tensor.arctan_,
                                                            Tensor.arccosh_, Tensor.arcsinh_, Tensor.arctanh_)

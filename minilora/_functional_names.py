@@ -225,6 +225,11 @@ def channel_shuffle(input, groups):
     return _F().channel_shuffle(input, groups)
 
 
+def native_channel_shuffle(input, groups):
+    """``torch.native_channel_shuffle``: the same shuffle as ``channel_shuffle``."""
+    return _F().channel_shuffle(input, groups)
+
+
 def max_pool1d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
     return _F().max_pool1d(input, kernel_size, stride or None, padding, dilation, ceil_mode)
 

@@ -736,12 +736,7 @@ def _layer_norm_16bit_as_torch(x16, weight, bias, eps, width):
     dtype = x16.dtype
     w, b = (None if t is None else t._array.reshape(-1).astype(np.float32) for t in (weight, bias))
     x = x16.astype(np.float32).reshape(-1, width)
-    mean, rstd = np.empty(len(x), np.float32), np.empty(len(x), np.float32)
-    if width < 16:  # (narrower than a 16-bit vector: RowwiseMoments' scalar loop, Welford's steps in order)
-        mean[:], variance = _welford_in_order(x)
-        rstd[:] = np.float32(1) / np.sqrt(variance + np.float32(eps))
-    else:
-        _layer_norm_rows_as_torch(x, np.empty_like(x), rstd, np.empty_like(x), mean, None, None, eps)
+    mean, rstd = _layer_norm_16bit_statistics(x, eps)
     shifted = fastmath.multiply_add(x, rstd[:, None], (-rstd * mean)[:, None])
     values = fastmath.multiply_add(shifted, np.float32(1) if w is None else w, np.float32(0) if b is None else b)
     values = values.astype(dtype).reshape(x16.shape)
@@ -758,6 +753,18 @@ def _layer_norm_16bit_as_torch(x16, weight, bias, eps, width):
                                                    needs[2] and b is not None, np.float32 if mixed else dtype)
         return (gx, None if gw is None else gw.reshape(weight.shape), None if gb is None else gb.reshape(bias.shape))
     return values, gradients
+
+
+def _layer_norm_16bit_statistics(x, eps):
+    """Each row's mean and rstd (float32) of a 16-bit input upcast to float32 ``x`` [rows, width], as torch's 16-bit
+    kernel computes them (before it rounds them to the dtype, where its parameters are 16-bit too)."""
+    mean, rstd = np.empty(len(x), np.float32), np.empty(len(x), np.float32)
+    if x.shape[1] < 16:  # (narrower than a 16-bit vector: RowwiseMoments' scalar loop, Welford's steps in order)
+        mean[:], variance = _welford_in_order(x)
+        rstd[:] = np.float32(1) / np.sqrt(variance + np.float32(eps))
+    else:
+        _layer_norm_rows_as_torch(x, np.empty_like(x), rstd, np.empty_like(x), mean, None, None, eps)
+    return mean, rstd
 
 
 def _welford_in_order(x):
@@ -3046,6 +3053,14 @@ def _aten_kernel_view(x):
     return None
 
 
+def aten_training_statistics(view, count, eps):
+    """The batch's mean and invstd per channel that torch's float32 kernel normalises by (and native_batch_norm
+    returns): ATen's mean and var_sum of ``view`` (``_aten_kernel_view``'s), invstd = 1 / sqrt(var_sum / n + eps)
+    with the quotient in float, the rest in double."""
+    mean, var_sum = _aten_batch_stats(view, count)
+    return mean, (1 / np.sqrt((var_sum / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
+
+
 def _aten_batch_stats(x, count):
     """(mean, var_sum) of each channel of a C-contiguous float32 [N, C, ...] batch as ATen computes them. With
     more than one element per sample and channel (batch_norm_cpu_collect_stats_contiguous_impl): the sum in
@@ -3204,8 +3219,7 @@ def _batch_norm_backward_as_aten(input, running_mean, running_var, weight, train
     c = x.shape[1]
     count = x.size // c
     if training:
-        mean, var_sum = _aten_batch_stats(view, count)
-        invstd = (1 / np.sqrt((var_sum / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
+        mean, invstd = aten_training_statistics(view, count, eps)
     else:
         mean = running_mean._array  # (the backward's 1 / std::sqrt(running_var[c] + eps): eps a double, so the root
         invstd = (1 / np.sqrt(running_var._array.astype(np.float64) + eps)).astype(np.float32)  # in double, stored
@@ -3329,8 +3343,7 @@ def _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training
         return None
     count = x.size // x.shape[1]
     if training:
-        mean, var_sum = _aten_batch_stats(_aten_kernel_view(x), count)
-        invstd = (1 / np.sqrt((var_sum / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
+        mean, invstd = aten_training_statistics(_aten_kernel_view(x), count, eps)
     else:
         mean = running_mean._array
         invstd = np.float32(1) / np.sqrt(running_var._array + np.float32(eps))

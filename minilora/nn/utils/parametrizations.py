@@ -17,14 +17,9 @@ __all__ = ["weight_norm", "spectral_norm"]
 
 def _norm_except_dim(v, dim):
     """torch's ``norm_except_dim(v, 2, dim)``: the 2-norm over every dimension but ``dim``, kept as size 1
-    (``dim=-1``: over all)."""
-    if dim == -1:
-        return v.norm(2)
-    moved = v.movedim(dim, 0)
-    norms = moved.reshape(moved.shape[0], -1).norm(2, 1)
-    shape = [1] * v.ndim
-    shape[dim] = v.shape[dim]
-    return norms.reshape(shape)
+    (``dim=-1``: over all); ``torch.norm_except_dim`` itself, ATen's transposes and views (ops/native_forms.py)."""
+    from ...ops.native_forms import norm_except_dim
+    return norm_except_dim(v, 2, dim)
 
 
 class _WeightNorm(Module):

@@ -1,0 +1,177 @@
+"""torch's ``native_*`` ops: the norms and dropout as ATen's kernels return them, with what they keep for backward.
+
+    out, mean, rstd = torch.native_layer_norm(x, [4], w, b, 1e-5)      # mean, rstd: [*, 1]
+    out, save_mean, save_invstd = torch.native_batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5)
+    out, mask = torch.native_dropout(x, 0.1, True)                     # mask: bool, True = kept
+
+The outputs are the functional ops' own (``F.layer_norm``, ``F.batch_norm``, ``F.group_norm``: the same
+values and gradients, under the same node names); the statistics are computed as those ops' torch-bit paths
+compute theirs (``ops/nn.py``: ``float32_sums.row_moments`` for layer and group norm, ``aten_training_statistics``
+for batch norm), so a float32 mean or rstd is torch's bits. Like torch's, the statistics carry no gradient.
+``batch_norm_update_stats`` is SyncBatchNorm's piece torch's CPU build has; the others (``batch_norm_stats``,
+``batch_norm_elemt``, ``batch_norm_gather_stats*``, ``batch_norm_backward_*``) are torch's CUDA kernels' maths
+on any device (``sync_batch_norm_pieces``).
+"""
+import math
+
+import numpy as np
+
+from .. import float32_sums
+from ..device import xp_of
+from ..dtypes import compute_dtype, float32, torch_name
+from ..tensor import Tensor, name_node, no_grad
+from . import nn as _nn
+
+
+def _stat(array, like):
+    """A statistic (no gradient) on ``like``'s device."""
+    return Tensor._make(array, like._device, False, None)
+
+
+# ---- layer norm ------------------------------------------------------------------------------------
+def native_layer_norm(input, normalized_shape, weight, bias, eps):
+    """``(out, mean, rstd)``: ``F.layer_norm``'s output, and each row's mean and 1 / sqrt(var + eps) shaped
+    ``input.shape[:axis] + (1,) * len(normalized_shape)``."""
+    out = _nn.layer_norm(input, list(normalized_shape), weight, bias, eps)
+    width = math.prod(normalized_shape)
+    axis = input.ndim - len(normalized_shape)
+    mean, rstd = _layer_norm_statistics(input, width, eps, weight, bias)
+    shape = tuple(input.shape[:axis]) + (1,) * len(normalized_shape)
+    return out, _stat(mean.reshape(shape), input), _stat(rstd.reshape(shape), input)
+
+
+def _layer_norm_statistics(input, width, eps, weight, bias):
+    x = input._array
+    rows = _nn._rows(x, width)
+    if type(x) is np.ndarray and x.dtype in (np.float32, np.float64) and rows.size:
+        mean, variance = float32_sums.row_moments(np.ascontiguousarray(rows))
+        return mean, 1 / np.sqrt(variance + x.dtype.type(eps))
+    if type(x) is np.ndarray and compute_dtype(x.dtype) != x.dtype and rows.size:  # (16-bit: its own kernel)
+        mean, rstd = _nn._layer_norm_16bit_statistics(rows.astype(np.float32), eps)
+        mixed = any(t is not None and t.dtype == float32 for t in (weight, bias))  # (float32 parameters: kept in
+        return (mean, rstd) if mixed else (mean.astype(x.dtype), rstd.astype(x.dtype))  # float32, as torch's)
+    return _plain_row_statistics(rows, eps)
+
+
+def _plain_row_statistics(rows, eps):
+    """Each row's mean and 1 / sqrt(biased var + eps) in the compute dtype, rounded to the rows' (the devices
+    whose kernels are not torch's CPU ones, and empty rows)."""
+    xp, dtype = xp_of(rows), rows.dtype
+    wide = rows.astype(compute_dtype(dtype))
+    mean = wide.mean(axis=1) if rows.shape[1] else xp.full(len(rows), np.nan, wide.dtype)
+    variance = ((wide - mean[:, None]) ** 2).mean(axis=1) if rows.shape[1] else mean
+    return mean.astype(dtype), (1 / xp.sqrt(variance + wide.dtype.type(eps))).astype(dtype)
+
+
+# ---- batch norm ------------------------------------------------------------------------------------
+def native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps):
+    """``(out, save_mean, save_invstd)``: ``F.batch_norm``'s output (the running statistics updated in training),
+    and in training the batch's mean and 1 / sqrt(biased var + eps) per channel; in eval two empty tensors, as
+    torch's CPU kernel returns."""
+    out = _nn.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    if not training:
+        empty = xp_of(input._array).empty(0, input.dtype)
+        return out, _stat(empty, input), _stat(empty.copy(), input)
+    mean, variance = _batch_statistics(input)
+    dtype = input.dtype if _nn._is_16bit_float(input) and _all_16bit(input, weight, bias, running_mean,
+                                                                      running_var) else variance.dtype
+    invstd = (1 / xp_of(variance).sqrt(variance.astype(np.float64) + eps)).astype(dtype)
+    return out, _stat(mean.astype(dtype), input), _stat(invstd, input)
+
+
+def _all_16bit(input, *params):
+    return all(p.dtype == input.dtype for p in params if p is not None)
+
+
+def _batch_statistics(input):
+    """Each channel's batch mean and biased variance as torch's kernel takes them: ATen's float32 ones
+    (``_aten_batch_stats``, the variance ``var_sum / n`` in float), else in the compute dtype."""
+    x = input._array
+    count = x.size // x.shape[1] if x.ndim >= 2 and x.shape[1] else 0
+    view = _nn._aten_kernel_view(x) if x.dtype == np.float32 else None
+    if view is not None and count:
+        mean, var_sum = _nn._aten_batch_stats(view, count)
+        return mean, var_sum / np.float32(count)
+    axes = (0,) + tuple(range(2, x.ndim))
+    wide = x.astype(compute_dtype(x.dtype))
+    mean = wide.mean(axis=axes)
+    centred = wide - mean.reshape((1, -1) + (1,) * (x.ndim - 2))
+    return mean, (centred * centred).mean(axis=axes)
+
+
+def batch_norm_update_stats(input, running_mean, running_var, momentum):
+    """``(mean, var)``: the batch's mean and biased variance per channel in the input's dtype, the running
+    statistics blended in place (``momentum`` of the batch's mean and unbiased variance), as torch's CPU kernel."""
+    mean, variance = _batch_statistics(input)
+    count = input.numel() // input.shape[1]
+    with no_grad():
+        if count and _nn._running_stats_as_aten(input, running_mean, running_var):
+            _nn._update_running_as_aten(input._array, count, running_mean, running_var, momentum)
+        else:
+            for stat, new in ((running_mean, mean), (running_var, variance * (count / max(count - 1, 1)))):
+                if stat is not None:
+                    _nn._blend_(stat, _stat(new, input), momentum)
+    return _stat(mean.astype(input.dtype), input), _stat(variance.astype(input.dtype), input)
+
+
+# ---- group norm ------------------------------------------------------------------------------------
+def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
+    """``(out, mean, rstd)``: ``F.group_norm``'s output and each (sample, group)'s mean and rstd, [N, group]."""
+    if input.numel() != N * C * HxW:
+        raise RuntimeError("Expected X.numel() == N * C * HxW to be true, but got false.  (Could this error message "
+                           "be improved?  If so, please report an enhancement request to PyTorch.)")
+    out = _nn.group_norm(input, group, weight, bias, eps)
+    x = input._array
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.size:
+        mean, rstd = _nn._group_statistics(x, group, eps)  # (what the float32 kernel normalises by)
+    elif type(x) is np.ndarray and x.dtype == np.float64 and x.size:
+        mean, variance = float32_sums.row_moments(np.ascontiguousarray(x).reshape(N * group, -1))
+        rstd = 1 / np.sqrt(variance + eps)
+    else:
+        mean, rstd = _plain_row_statistics(xp_of(x).ascontiguousarray(x).reshape(N * group, -1), eps)
+    return out, _stat(mean.reshape(N, group), input), _stat(rstd.reshape(N, group), input)
+
+
+# ---- dropout ---------------------------------------------------------------------------------------
+def native_dropout(input, p, train):
+    """``(out, mask)``: in training the mask torch draws (``bernoulli_(1 - p)``, the same draws as
+    ``F.dropout``'s) and ``input * mask * scale`` with ATen's ``scale = 1 / (1 - p)`` computed in double (where
+    F.dropout divides the noise by ``1 - p`` in the dtype: the two differ in the last bit for some p); out of
+    training (or ``train=None``) a copy and a mask of ones. The gradient is ``grad * mask * scale``."""
+    if train is not None and not train:
+        return _native_dropout_node(input.clone(), input), _stat(xp_of(input._array).ones(input.shape, bool), input)
+    if not 0 <= 1 - p <= 1:
+        raise RuntimeError(f"bernoulli_ expects p to be in [0, 1], but got p={1 - p}")
+    keep = _nn.dropout_noise(input._array, p) if input.numel() else xp_of(input._array).zeros(input.shape, bool)
+    mask = _stat(keep, input)
+    if input.dtype.kind in "biu":  # (torch's input.mul(mask) then .mul_(scale): the float scale into an integer)
+        raise RuntimeError(f"result type Float can't be cast to the desired output type "
+                           f"{torch_name(input.dtype)}")
+    scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
+    out = (input * mask) * scale  # (mask is 0 or 1: (g * scale) * mask is torch's (g * mask) * scale)
+    return _native_dropout_node(out, input), mask
+
+
+def _native_dropout_node(out, input):
+    return name_node(out, "NativeDropoutBackward0", input, graph=(input,))
+
+
+# ---- small ones ------------------------------------------------------------------------------------
+def native_norm(input, *args, **kwargs):
+    """torch's native_norm is a sparse tensor's op: a dense (CPU) tensor is its dispatcher's error."""
+    overload = "" if not args and not kwargs else ".ScalarOpt_dim_dtype"
+    raise NotImplementedError(f"Could not run 'aten::native_norm{overload}' with arguments from the "
+                              f"'{input.device.type.upper()}' backend. native_norm is a sparse tensor's op "
+                              f"(minilora's tensors are dense): use torch.linalg.vector_norm")
+
+
+def norm_except_dim(v, pow=2, dim=0):
+    """The ``pow``-norm of ``v`` over every dimension but ``dim``, kept as size-1 dimensions (weight_norm's g):
+    ATen's ``norm_except_dim``, the same ops (``dim=-1``: the whole tensor's norm)."""
+    if dim == -1:
+        return v.norm(pow)
+    if dim == 0:
+        return v.contiguous().view(v.shape[0], -1).norm(pow, 1).view((v.shape[0],) + (1,) * (v.ndim - 1))
+    if dim == v.ndim - 1:
+        return v.contiguous().view(-1, v.shape[-1]).norm(pow, 0).view((1,) * (v.ndim - 1) + (v.shape[-1],))
+    return norm_except_dim(v.transpose(0, dim), pow, 0).transpose(0, dim)
