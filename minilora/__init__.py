@@ -246,6 +246,10 @@ from ._functional_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_po
 from ._functional_names import native_channel_shuffle  # noqa: E402,F401
 from .ops.native_forms import (batch_norm_update_stats, native_batch_norm, native_dropout,  # noqa: E402,F401
                                native_group_norm, native_layer_norm, native_norm, norm_except_dim)
+# torch's functional recurrent cells and layers (torch.lstm_cell, torch.gru ...: minilora/ops/recurrent.py, which
+# nn.LSTM / GRU / RNN run)
+from .ops.recurrent import (gru, gru_cell, lstm, lstm_cell, rnn_relu, rnn_relu_cell, rnn_tanh,  # noqa: E402,F401
+                            rnn_tanh_cell)
 addmv_, negative_, fill_ = Tensor.addmv_, Tensor.negative_, Tensor.fill_  # (torch's top-level in-place forms)
 arccos_, arcsin_, arctan_, arccosh_, arcsinh_, arctanh_ = (Tensor.arccos_, Tensor.arcsin_, Tensor.arctan_,
                                                            Tensor.arccosh_, Tensor.arcsinh_, Tensor.arctanh_)

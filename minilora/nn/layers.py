@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import amp as _amp, ops
 from ..dtypes import get_default_dtype, is_floating, to_dtype
+from ..ops import recurrent
 from ..ops.nn import EmbeddingArgumentError, _refuse, _row_index, legacy_reduction
 from ..tensor import name_node, no_grad, share_node, warn_at_caller
 from . import functional as F
@@ -1961,21 +1962,16 @@ class _RNNBase(Module):
 
     def _run(self, input, hx, batch_sizes=None):
         """The layers in turn over ``input`` [L, N, features] (or a PackedSequence's data [sum of lengths,
-        features] and its ``batch_sizes``): ``(output, h_n)``."""
+        features] and its ``batch_sizes``): ``(output, h_n)``, computed by torch.lstm's / gru's / rnn_tanh's own
+        loop (``ops/recurrent.py``), as torch's module calls them."""
         self._check_dtype(input)
         states = self._initial_state(input, hx, batch_sizes[0] if batch_sizes else input.shape[1])
-        finals, directions = [], 2 if self.bidirectional else 1
-        for layer in range(self.num_layers):
-            outputs = []
-            for d, suffix in enumerate(("", "_reverse")[:directions]):
-                sequence, last = self._direction(input, states[layer * directions + d], layer, suffix, d == 1,
-                                                 batch_sizes)
-                outputs.append(sequence)
-                finals.append(last)
-            input = outputs[0] if directions == 1 else ops.cat(outputs, -1)
-            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                input = F.dropout(input, self.dropout)
-        return input, self._stack_states(finals)
+        suffixes = ("", "_reverse")[:2 if self.bidirectional else 1]
+        weights = [self._weights(layer, suffix) + (getattr(self, f"weight_hr_l{layer}{suffix}", None),)
+                   for layer in range(self.num_layers) for suffix in suffixes]
+        output, finals = recurrent.run_layers(self._kind(), input, states, weights, self.num_layers, self.dropout,
+                                              self.training, self.bidirectional, batch_sizes)
+        return output, self._stack_states(finals)
 
     @staticmethod
     def _stack_states(finals):
@@ -1990,63 +1986,6 @@ class _RNNBase(Module):
             if getattr(self, name) != default:
                 text += f", {name}={getattr(self, name)}"
         return text
-
-    def _direction(self, input, state, layer, suffix, reverse, batch_sizes=None):
-        """One layer in one direction: the outputs [L, N, H] (in time order) and the last state."""
-        w_ih, w_hh, b_ih, b_hh = self._weights(layer, suffix)
-        w_hr = getattr(self, f"weight_hr_l{layer}{suffix}", None)
-        extra = {} if w_hr is None else {"w_hr": w_hr}  # (LSTM's proj_size)
-        projected = F.linear(input, w_ih, b_ih)  # every step's input projection at once
-        if batch_sizes is not None:
-            cell = lambda x, s: self._cell(x, s, w_hh, b_hh, **extra)  # noqa: E731
-            return self._packed_direction(projected.split(batch_sizes), state, cell, reverse)
-        projected, initial = projected.unbind(0), state
-        steps = range(len(projected) - 1, -1, -1) if reverse else range(len(projected))
-        outputs = [None] * len(projected)
-        for t in steps:
-            state = self._cell(projected[t], state, w_hh, b_hh, **extra)
-            outputs[t] = self._output(state)
-        output = ops.stack(outputs, 0)
-        if self._one_onednn_node(input, w_hr):
-            self._shown_as_onednn_layer(output, state, input, (w_ih, w_hh, b_ih, b_hh), initial)
-        return output, state
-
-    def _one_onednn_node(self, input, w_hr):
-        """Is this layer one node of torch's graph? Not for RNN and GRU: torch runs their steps as ops (its graph
-        is minilora's). LSTM overrides it."""
-        return False
-
-    def _shown_as_onednn_layer(self, output, state, input, weights, initial):
-        """The layer's graph shown as torch's: ``output`` is MkldnnRnnLayerBackward0 on (input, w_ih, w_hh,
-        b_ih, b_hh, hx, cx), and the last (h, c) its outputs 1 and 2 (``h_n.grad_fn.next_functions``)."""
-        name_node(output, "MkldnnRnnLayerBackward0", graph=(input, *weights, *initial))
-        share_node((output, *state))
-
-    def _packed_direction(self, steps, state, cell, reverse):
-        """One layer in one direction over a PackedSequence (``steps[t]``: the projected inputs of the
-        sequences still running at step t, longest first), as ATen's PackedLayer and ReversedPackedLayer:
-        going forward, the rows of the sequences that have ended are set aside, their state final; going
-        backwards, a sequence joins, from its initial state, at its last step. Returns the outputs
-        [sum of lengths, H] in the packed order and every sequence's last state."""
-        rows = lambda s, start, stop: self._map_state(s, lambda t: t[start:stop])  # noqa: E731
-        size = lambda s: len(self._output(s))  # noqa: E731
-        outputs = [None] * len(steps)
-        if not reverse:
-            ended = []
-            for t, x in enumerate(steps):
-                if len(x) < size(state):
-                    ended.append(rows(state, len(x), size(state)))
-                    state = rows(state, 0, len(x))
-                state = cell(x, state)
-                outputs[t] = self._output(state)
-            return ops.cat(outputs, 0), self._cat_states([state] + ended[::-1])
-        initial, state = state, rows(state, 0, len(steps[-1]))
-        for t in range(len(steps) - 1, -1, -1):
-            if len(steps[t]) > size(state):
-                state = self._cat_states([state, rows(initial, size(state), len(steps[t]))])
-            state = cell(steps[t], state)
-            outputs[t] = self._output(state)
-        return ops.cat(outputs, 0), state
 
 
 def _refuse_proj_size(kwargs):
@@ -2066,9 +2005,8 @@ class RNN(_RNNBase):
                          device, dtype, **others)
         self.nonlinearity = nonlinearity
 
-    def _cell(self, projected, h, w_hh, b_hh):
-        pre = F.linear(h, w_hh, b_hh) + projected
-        return pre.tanh() if self.nonlinearity == "tanh" else pre.relu()
+    def _kind(self):
+        return f"rnn_{self.nonlinearity}"
 
     def _output(self, state):
         return state
@@ -2084,12 +2022,8 @@ class GRU(_RNNBase):
         _refuse_proj_size(kwargs)
         super().__init__(*args, **kwargs)
 
-    def _cell(self, projected, h, w_hh, b_hh):
-        x_r, x_z, x_n = projected.chunk(3, -1)
-        h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, -1)
-        reset, update = (h_r + x_r).sigmoid(), (h_z + x_z).sigmoid()
-        new = (x_n + h_n * reset).tanh()
-        return (h - new) * update + new
+    def _kind(self):
+        return "gru"
 
     def _output(self, state):
         return state
@@ -2128,25 +2062,11 @@ class LSTM(_RNNBase):
     def _cat_states(states):
         return ops.cat([h for h, _ in states], 0), ops.cat([c for _, c in states], 0)
 
-    def _cell(self, projected, state, w_hh, b_hh, w_hr=None):
-        h, c = state
-        gates = F.linear(h, w_hh, b_hh) + projected
-        i, f, g, o = gates.chunk(4, -1)
-        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-        c = f * c + i * g
-        h = o * c.tanh()
-        return (h if w_hr is None else F.linear(h, w_hr)), c
+    def _kind(self):
+        return "lstm"
 
     def _output(self, state):
         return state[0]
-
-    def _one_onednn_node(self, input, w_hr):
-        """torch's CPU LSTM runs each layer and direction as one oneDNN kernel (``mkldnn_rnn_layer``) on float32
-        inputs, unless ``torch.backends.mkldnn.enabled`` is off or the LSTM has a projection (packed sequences
-        take torch's native loop, as here; bfloat16 too on CPUs oneDNN runs it on: not claimed here)."""
-        from .. import backends  # (the flag torch reads; imported here: backends is loaded by nn's users)
-        return (w_hr is None and input.dtype == np.float32 and input.device.type == "cpu"
-                and backends.mkldnn.enabled)
 
 
 # ---- transformer encoder ----------------------------------------------------------------------------
@@ -2165,7 +2085,7 @@ class _RNNCellBase(Module):
     """torch's ``RNNCellBase``: ``weight_ih`` [gates * H, input], ``weight_hh`` [gates * H, H],
     ``bias_ih``/``bias_hh`` (``bias=True``), all U(-1/sqrt(H), 1/sqrt(H)); ``forward(input, hx=None)``
     on [N, input] or an unbatched [input], ``hx`` zeros by default. The step is the recurrent layer's
-    own (``RNN._cell``, ``GRU._cell``, ``LSTM._cell``): the same numbers as one step of it."""
+    own (``ops/recurrent.py``'s steps, which torch.rnn_tanh_cell ... lstm_cell run): the same numbers as one step of it."""
 
     _gates = 1
 
@@ -2251,20 +2171,20 @@ class RNNCell(_RNNCellBase):
     def _step(self, projected, state):
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        return RNN._cell(self, projected, state, self.weight_hh, self.bias_hh)
+        return recurrent.STEPS[f"rnn_{self.nonlinearity}"](projected, state, self.weight_hh, self.bias_hh)
 
 
 class GRUCell(_RNNCellBase):
     _gates = 3
     _torch_op = "gru_cell"
-    _cell = GRU._cell
+    _cell = staticmethod(recurrent.gru_step)
 
 
 class LSTMCell(_RNNCellBase):
     """Returns ``(h', c')``; ``hx`` is the pair ``(h, c)``."""
 
     _gates = 4
-    _cell = LSTM._cell
+    _cell = staticmethod(recurrent.lstm_step)
     _torch_op = "lstm_cell"
 
     def _initial(self, input):
