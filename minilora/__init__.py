@@ -250,6 +250,10 @@ from .ops.native_forms import (batch_norm_update_stats, native_batch_norm, nativ
 # nn.LSTM / GRU / RNN run)
 from .ops.recurrent import (gru, gru_cell, lstm, lstm_cell, rnn_relu, rnn_relu_cell, rnn_tanh,  # noqa: E402,F401
                             rnn_tanh_cell)
+from ._functional_names import (affine_grid_generator, conv_tbc, convolution, ctc_loss, embedding_bag,  # noqa: E402,F401
+                                embedding_renorm_, grid_sampler, grid_sampler_2d, grid_sampler_3d,
+                                max_pool1d_with_indices)
+from .ops.segments import segment_reduce  # noqa: E402,F401
 addmv_, negative_, fill_ = Tensor.addmv_, Tensor.negative_, Tensor.fill_  # (torch's top-level in-place forms)
 arccos_, arcsin_, arctan_, arccosh_, arcsinh_, arctanh_ = (Tensor.arccos_, Tensor.arcsin_, Tensor.arctan_,
                                                            Tensor.arccosh_, Tensor.arcsinh_, Tensor.arctanh_)

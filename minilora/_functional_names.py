@@ -267,6 +267,132 @@ def bilinear(input1, input2, weight, bias=None):
     return _F().bilinear(input1, input2, weight, bias)
 
 
+# ---- ATen's spellings of convolution, sampling, bags, CTC and pooling (torch.convolution, torch.grid_sampler ...)
+def convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """``torch.convolution``: ATen's one entry for every convolution, the rank read off the input (3-D: 1-d, 4-D: 2-d,
+    5-D: 3-d), ``transposed`` choosing ``conv_transpose*d`` (with ``output_padding``)."""
+    rank = input.ndim - 2
+    if rank not in (1, 2, 3):
+        raise RuntimeError(f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "
+                           f"{list(input.shape)}" if rank < 1 else
+                           f"convolution: expected a 3-D, 4-D or 5-D input, got {input.ndim}-D")
+    if transposed:
+        return getattr(_F(), f"conv_transpose{rank}d")(input, weight, bias, stride, padding, output_padding, groups,
+                                                       dilation)
+    return getattr(_F(), f"conv{rank}d")(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_tbc(input, weight, bias, pad=0):
+    return _F().conv_tbc(input, weight, bias, pad)
+
+
+_BAG_MODES = {0: "sum", 1: "mean", 2: "max"}
+
+
+def embedding_bag(weight, indices, offsets, scale_grad_by_freq=False, mode=0, sparse=False, per_sample_weights=None,
+                  include_last_offset=False, padding_idx=None):
+    """``torch.embedding_bag(weight, indices, offsets, ...)``: the weight first, ``mode`` ATen's int (0 sum, 1 mean,
+    2 max), and ATen's four results: ``(output, offset2bag, bag_size, max_indices)`` (``_bag_bookkeeping``)."""
+    from .tensor import Tensor
+    if not isinstance(offsets, Tensor):
+        raise TypeError(f"embedding_bag(): argument 'offsets' (position 3) must be Tensor, not "
+                        f"{type(offsets).__name__}")
+    if mode not in _BAG_MODES:
+        raise RuntimeError(f"embedding_bag: mode must be 0 (sum), 1 (mean) or 2 (max), got {mode}")
+    output = _F().embedding_bag(indices, weight, offsets, scale_grad_by_freq=scale_grad_by_freq,
+                                mode=_BAG_MODES[mode], sparse=sparse, per_sample_weights=per_sample_weights,
+                                include_last_offset=include_last_offset, padding_idx=padding_idx)
+    return (output, *_bag_bookkeeping(weight, indices, offsets, mode, include_last_offset, padding_idx))
+
+
+def _bag_bookkeeping(weight, indices, offsets, mode, include_last_offset, padding_idx):
+    """ATen's CPU ``offset2bag`` (each index's bag; empty on the 'sum' fast path: float or 16-bit, no padding_idx), ``bag_size`` (the
+    bags' sizes without padding, the last one up to the end of ``indices`` even with ``include_last_offset``; zeros
+    in 'sum' mode) and ``max_indices`` (each bag's and column's first arg max in 'max' mode, ``bag_size`` in 'mean'
+    mode, zeros in 'sum' mode)."""
+    import numpy as np
+    from .tensor import Tensor
+    ids, starts = indices.numpy().astype(np.int64).reshape(-1), offsets.numpy().astype(np.int64).reshape(-1)
+    n, bags = len(ids), len(starts) - (1 if include_last_offset else 0)
+    make = lambda a: Tensor(np.asarray(a, np.int64), dtype=np.int64, device=weight.device)  # noqa: E731
+    if mode == 0:
+        table = weight._array
+        fast = str(weight.dtype) in ("float32", "float16", "bfloat16") and padding_idx is None and table.ndim == 2 \
+            and (table.strides[1] == table.itemsize or table.shape[1] <= 1)
+        marks = _bag_of_each(n, starts[:bags])
+        return make([] if fast else marks), make(np.zeros(len(starts))), make(np.zeros(len(starts)))
+    offset2bag = _bag_of_each(n, starts[:bags])
+    ends = np.append(starts[1:bags], n) if bags else starts[:0]
+    kept = ids != padding_idx if padding_idx is not None else np.ones(n, bool)
+    sizes = np.array([kept[a:b].sum() for a, b in zip(starts[:bags], ends)], np.int64)
+    if mode == 1:
+        return make(offset2bag), make(sizes), make(sizes.copy())
+    table = weight.detach().numpy()
+    arg = np.zeros((bags, table.shape[1]), np.int64)
+    for bag, (a, b) in enumerate(zip(starts[:bags], ends)):
+        rows = [i for i in ids[a:b] if padding_idx is None or i != padding_idx]
+        for k, row in enumerate(rows):  # (ATen's loop: a later row replaces only a strictly greater value)
+            if k == 0:
+                arg[bag] = row
+            else:
+                arg[bag] = np.where(table[row] > table[arg[bag], np.arange(table.shape[1])], row, arg[bag])
+    return make(offset2bag), make(sizes), make(arg)
+
+
+def _bag_of_each(n, starts):
+    """ATen's offset2bag: a 1 added at each bag's start (in n + 1 places), the running sum less 1, cut to n."""
+    import numpy as np
+    marks = np.zeros(n + 1, np.int64)
+    np.add.at(marks, np.clip(starts, 0, n), 1)
+    return np.cumsum(marks)[:n] - 1
+
+
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction=0, zero_infinity=False):
+    """``torch.ctc_loss``: ``F.ctc_loss`` with ATen's int ``reduction`` (default 0, none)."""
+    return _F().ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, _reduction(reduction),
+                         zero_infinity)
+
+
+def max_pool1d_with_indices(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    return _F().max_pool1d(input, kernel_size, stride or None, padding, dilation, ceil_mode, return_indices=True)
+
+
+_INTERPOLATIONS, _PADDINGS = ("bilinear", "nearest", "bicubic"), ("zeros", "border", "reflection")
+
+
+def grid_sampler(input, grid, interpolation_mode, padding_mode, align_corners):
+    """``torch.grid_sampler``: ``F.grid_sample`` with ATen's ints (0 bilinear, 1 nearest, 2 bicubic; 0 zeros,
+    1 border, 2 reflection)."""
+    return _F().grid_sample(input, grid, _INTERPOLATIONS[interpolation_mode], _PADDINGS[padding_mode],
+                            align_corners)
+
+
+def grid_sampler_2d(input, grid, interpolation_mode, padding_mode, align_corners):
+    if input.ndim != 4:
+        raise RuntimeError(f"grid_sampler(): expected 4D input and grid with same number of dimensions, but got "
+                           f"input with sizes {list(input.shape)} and grid with sizes {list(grid.shape)}")
+    return grid_sampler(input, grid, interpolation_mode, padding_mode, align_corners)
+
+
+def grid_sampler_3d(input, grid, interpolation_mode, padding_mode, align_corners):
+    if input.ndim != 5:
+        raise RuntimeError(f"grid_sampler(): expected 5D input and grid with same number of dimensions, but got "
+                           f"input with sizes {list(input.shape)} and grid with sizes {list(grid.shape)}")
+    return grid_sampler(input, grid, interpolation_mode, padding_mode, align_corners)
+
+
+def affine_grid_generator(theta, size, align_corners):
+    return _F().affine_grid(theta, list(size), align_corners)
+
+
+def embedding_renorm_(input, indices, max_norm, norm_type):
+    """``torch.embedding_renorm_(weight, indices, max_norm, norm_type)``: each row named in ``indices`` whose norm
+    exceeds ``max_norm`` scaled down to it, in place (what ``F.embedding(max_norm=...)`` does first); the weight."""
+    from .ops.nn import _renormalise_rows_
+    _renormalise_rows_(input, indices._array, max_norm, norm_type)
+    return input
+
+
 def _attach_methods():
     """``x.hardshrink(0.5)`` and ``x.prelu(weight)``: torch's Tensor methods for these two."""
     from .tensor import Tensor
