@@ -254,6 +254,10 @@ from ._functional_names import (affine_grid_generator, conv_tbc, convolution, ct
                                 embedding_renorm_, grid_sampler, grid_sampler_2d, grid_sampler_3d,
                                 max_pool1d_with_indices)
 from .ops.segments import segment_reduce  # noqa: E402,F401
+from .device import AcceleratorError, OutOfMemoryError  # noqa: E402,F401  (torch.cuda.OutOfMemoryError too)
+# torch.sym_int ... sym_sum on plain numbers, torch.cond / while_loop / fork / wait run eagerly
+from .control_flow import (cond, fork, sym_float, sym_int, sym_ite, sym_max, sym_min, sym_not,  # noqa: E402,F401
+                           sym_sqrt, sym_sum, wait, while_loop)
 addmv_, negative_, fill_ = Tensor.addmv_, Tensor.negative_, Tensor.fill_  # (torch's top-level in-place forms)
 arccos_, arcsin_, arctan_, arccosh_, arcsinh_, arctanh_ = (Tensor.arccos_, Tensor.arcsin_, Tensor.arctan_,
                                                            Tensor.arccosh_, Tensor.arcsinh_, Tensor.arctanh_)

@@ -6,10 +6,10 @@ Asking never fails and never imports CuPy at ``import minilora`` time: the ``cud
 once, on first use (see ``minilora.device``).
 """
 from .amp import cuda_amp as amp  # noqa: F401  (torch.cuda.amp's deprecated autocast / GradScaler)
-from .device import all_devices
+from .device import OutOfMemoryError, all_devices  # noqa: F401  (torch.cuda.OutOfMemoryError is torch's class)
 
 __all__ = ["is_available", "device_count", "current_device", "synchronize", "manual_seed", "manual_seed_all",
-           "seed", "seed_all"]
+           "seed", "seed_all", "OutOfMemoryError"]
 
 
 def _cuda():

@@ -32,6 +32,17 @@ __all__ = ["Device", "device", "default_device", "get_default_device", "set_defa
            "all_devices", "cache_slices", "CHUNK", "META", "NO_DATA", "unwritten_zeros", "holds_no_values"]
 
 
+class OutOfMemoryError(RuntimeError):
+    """``torch.OutOfMemoryError`` (``torch.cuda.OutOfMemoryError`` is the same class): a device ran out of memory.
+    One class under both names, so ``except torch.OutOfMemoryError`` and ``except torch.cuda.OutOfMemoryError``
+    catch the same errors. (CuPy's own ``cupy.cuda.memory.OutOfMemoryError`` is another class: minilora does not
+    translate it.)"""
+
+
+class AcceleratorError(RuntimeError):
+    """``torch.AcceleratorError``: an accelerator's runtime reported an error."""
+
+
 class UnknownDeviceError(RuntimeError, ValueError):
     """A device name minilora does not know: torch's RuntimeError, and the ValueError minilora raised before."""
 
