@@ -246,6 +246,8 @@ from ._functional_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_po
 from ._functional_names import native_channel_shuffle  # noqa: E402,F401
 from .ops.native_forms import (batch_norm_update_stats, native_batch_norm, native_dropout,  # noqa: E402,F401
                                native_group_norm, native_layer_norm, native_norm, norm_except_dim)
+from .ops.native_forms import (batch_norm_backward_elemt, batch_norm_backward_reduce, batch_norm_elemt,  # noqa: E402,F401
+                               batch_norm_gather_stats, batch_norm_gather_stats_with_counts, batch_norm_stats)
 # torch's functional recurrent cells and layers (torch.lstm_cell, torch.gru ...: minilora/ops/recurrent.py, which
 # nn.LSTM / GRU / RNN run)
 from .ops.recurrent import (gru, gru_cell, lstm, lstm_cell, rnn_relu, rnn_relu_cell, rnn_tanh,  # noqa: E402,F401

@@ -175,3 +175,89 @@ def norm_except_dim(v, pow=2, dim=0):
     if dim == v.ndim - 1:
         return v.contiguous().view(-1, v.shape[-1]).norm(pow, 0).view((1,) * (v.ndim - 1) + (v.shape[-1],))
     return norm_except_dim(v.transpose(0, dim), pow, 0).transpose(0, dim)
+
+
+# ---- SyncBatchNorm's pieces (torch's CUDA kernels' maths, on any device) --------------------------------
+# torch's SyncBatchNorm runs these inside its own autograd.Function: per process ``batch_norm_stats``, an all-gather,
+# ``batch_norm_gather_stats_with_counts`` to combine, ``batch_norm_elemt`` to normalise; backward
+# ``batch_norm_backward_reduce``, an all-reduce, ``batch_norm_backward_elemt``. torch builds them for CUDA only (its
+# CPU build refuses them); here they compute wherever the tensors are, in float64 for float64 inputs and float32
+# (torch's accumulation type) for the others, and carry no gradient (as torch's are used).
+def _channels_array(t):
+    """``t`` [N, C, *] as an array [C, N * *] in its accumulation dtype."""
+    x = t._array
+    wide = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
+    return xp_of(x).moveaxis(wide, 1, 0).reshape(x.shape[1], -1)
+
+
+def _per_channel_of(values, ndim):
+    return values.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def batch_norm_stats(input, eps):
+    """``(mean, invstd)`` of each channel of this process's batch, ``invstd = 1 / sqrt(biased var + eps)``."""
+    x = _channels_array(input)
+    mean = x.mean(axis=1)
+    variance = ((x - mean[:, None]) ** 2).mean(axis=1)
+    return _stat(mean, input), _stat(1 / xp_of(x).sqrt(variance + eps), input)
+
+
+def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
+    """``(x - mean) * invstd * weight + bias`` per channel, in the input's dtype."""
+    x = input._array
+    wide = x.astype(mean.dtype)
+    out = (wide - _per_channel_of(mean._array, x.ndim)) * _per_channel_of(invstd._array, x.ndim)
+    if weight is not None:
+        out = out * _per_channel_of(weight._array.astype(mean.dtype), x.ndim)
+    if bias is not None:
+        out = out + _per_channel_of(bias._array.astype(mean.dtype), x.ndim)
+    return _stat(out.astype(x.dtype), input)
+
+
+def batch_norm_gather_stats_with_counts(input, mean, invstd, running_mean, running_var, momentum, eps, counts):
+    """The processes' ``mean``, ``invstd`` [world, C] and batch ``counts`` [world] combined (each variance recovered
+    as ``1 / invstd^2 - eps``; Chan's parallel merge): the whole batch's ``(mean, invstd)``, and the running
+    statistics blended in place (``momentum`` of the mean and of the unbiased variance)."""
+    xp = xp_of(mean._array)
+    n = counts._array.astype(mean.dtype)[:, None]
+    means, variances = mean._array, 1 / (invstd._array * invstd._array) - eps
+    total = n.sum(axis=0)
+    combined = (n * means).sum(axis=0) / total
+    variance = (n * (variances + (means - combined) ** 2)).sum(axis=0) / total
+    with no_grad():
+        for stat, new in ((running_mean, combined), (running_var, variance * total / (total - 1))):
+            if stat is not None:
+                blended = (1 - momentum) * stat._array.astype(new.dtype) + momentum * new
+                stat._array[...] = blended.astype(stat.dtype)
+                stat._bump_version()
+    return _stat(combined, input), _stat(1 / xp.sqrt(variance + eps), input)
+
+
+def batch_norm_gather_stats(input, mean, invstd, running_mean, running_var, momentum, eps, count):
+    """``batch_norm_gather_stats_with_counts`` with every process's batch of ``count`` elements per channel."""
+    counts = _stat(xp_of(mean._array).full(mean.shape[0], count, mean.dtype), input)
+    return batch_norm_gather_stats_with_counts(input, mean, invstd, running_mean, running_var, momentum, eps, counts)
+
+
+def batch_norm_backward_reduce(grad_out, input, mean, invstd, weight, input_g, weight_g, bias_g):
+    """``(sum_dy, sum_dy_xmu, grad_weight, grad_bias)`` per channel: ``sum(dy)``, ``sum(dy (x - mean))``, the latter
+    times invstd and the former, each None where its flag is off (sums: ``input_g``)."""
+    dy, x = _channels_array(grad_out), _channels_array(input)
+    sum_dy = dy.sum(axis=1)
+    sum_dy_xmu = (dy * (x - mean._array[:, None])).sum(axis=1)
+    param_dtype = (weight if weight is not None else mean).dtype
+    return (_stat(sum_dy, input) if input_g else None, _stat(sum_dy_xmu, input) if input_g else None,
+            _stat((sum_dy_xmu * invstd._array).astype(param_dtype), input) if weight_g else None,
+            _stat(sum_dy.astype(param_dtype), input) if bias_g else None)
+
+
+def batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count):
+    """The input's gradient from the all-reduced sums: ``(dy - sum_dy / N - (x - mean) invstd^2 sum_dy_xmu / N)
+    invstd weight``, N the whole batch's count per channel (``count``: each process's, summed)."""
+    x = input._array
+    total = float(count._array.astype(np.float64).sum())
+    per = lambda v: _per_channel_of(v, x.ndim)  # noqa: E731
+    dy, wide = grad_out._array.astype(mean.dtype), x.astype(mean.dtype)
+    scale = invstd._array if weight is None else invstd._array * weight._array.astype(mean.dtype)
+    centred = (wide - per(mean._array)) * per(invstd._array * invstd._array * sum_dy_xmu._array / total)
+    return _stat(((dy - per(sum_dy._array / total) - centred) * per(scale)).astype(x.dtype), input)
