@@ -313,3 +313,9 @@ _check_tensor_arguments(globals())
 # deprecated_signatures.py), wrapped outside the check above: its TypeError for a number is their cue
 from .ops.deprecated_signatures import install as _install_deprecated_signatures  # noqa: E402
 _install_deprecated_signatures(globals())
+# torch's storages (minilora/storage.py): x.untyped_storage(), x.storage(), set_, share_memory_, the legacy classes
+from .storage import LEGACY_CLASSES as _LEGACY_STORAGES, TypedStorage, UntypedStorage, is_storage  # noqa: E402,F401
+globals().update(_LEGACY_STORAGES)  # (FloatStorage, LongStorage, ...)
+Storage = _LEGACY_STORAGES["FloatStorage"]  # (torch.Storage is torch.FloatStorage)
+from .ops.rare_methods import SPARSE_FUNCTIONS as _SPARSE_FUNCTIONS  # noqa: E402
+globals().update(_SPARSE_FUNCTIONS)  # (torch.sparse_coo_tensor, ...: refused by name, minilora has no sparse tensors)

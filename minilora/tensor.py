@@ -3146,10 +3146,24 @@ def _copy_from(dest, src):
     """``dest.copy_(src)`` as an op: the result is ``src`` broadcast to ``dest``'s shape (and dtype);
     the gradient goes to ``src`` only (``dest``'s old values are gone)."""
     from . import ops
+    if src.shape != dest.shape:
+        _check_copy_shapes(dest.shape, src.shape)
     out = ops.expand(src, *dest.shape) if src.shape != dest.shape else src
     out = ops.astype(out, dest.dtype) if out.dtype != dest.dtype else out
     out = out if out is not src else ops.clone(src)
     return name_node(out, "torch::autograd::CopyBackwards", src, graph=(dest, src))  # (torch's node: both edges)
+
+
+def _check_copy_shapes(dest, src):
+    """torch's copy_ errors (TensorIterator's): shapes that do not broadcast, or that broadcast past ``dest``."""
+    message = torch_broadcast_message([tuple(dest), tuple(src)])
+    if message is not None:
+        raise ShapeError(message)
+    ndim = max(len(dest), len(src))
+    padded_dest, padded_src = (1,) * (ndim - len(dest)) + tuple(dest), (1,) * (ndim - len(src)) + tuple(src)
+    shape = [n if m == 1 else m for n, m in zip(padded_dest, padded_src)]
+    if tuple(shape) != tuple(dest):
+        raise ShapeError(f"output with shape {list(dest)} doesn't match the broadcast shape {shape}")
 
 
 def _snapshot(t):

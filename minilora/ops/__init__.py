@@ -602,3 +602,6 @@ from .elementwise import copysign, fmax, fmin, hypot, sgn, signbit  # noqa: E402
 from .reduce import logcumsumexp, nanmedian  # noqa: E402
 for _name in _OUT_FUNCTIONS:
     globals()[_name] = _with_out(globals()[_name], _name)
+
+# Tensor methods that are not ops (fill_diagonal_, dim_order, apply_, is_sparse, ...; minilora/ops/rare_methods.py)
+from . import rare_methods  # noqa: E402,F401

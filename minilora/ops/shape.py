@@ -295,13 +295,23 @@ class Expand(Function):
         try:
             out = xp_of(a).broadcast_to(a, shape)
         except ValueError:
-            raise ShapeError(f"expand: cannot expand shape {a.shape} to {shape}") from None
+            raise ShapeError(_expand_mismatch(a.shape, shape)) from None
         return out if _overlaps(out) else _writable(a, out)
 
     @staticmethod
     def backward(ctx, g):
         from .elementwise import unbroadcast
         return unbroadcast(g, ctx.shape)
+
+
+def _expand_mismatch(shape, sizes):
+    """torch's words (infer_expand_geometry, from the last dimension on) for a size expand cannot reach."""
+    new = len(sizes) - len(shape)
+    for i in reversed(range(new, len(sizes))):
+        if shape[i - new] != 1 and shape[i - new] != sizes[i]:
+            return (f"The expanded size of the tensor ({sizes[i]}) must match the existing size ({shape[i - new]}) at "
+                    f"non-singleton dimension {i}.  Target sizes: {list(sizes)}.  Tensor sizes: {list(shape)}")
+    return f"expand: cannot expand shape {shape} to {sizes}"
 
 
 def _overlaps(view):
