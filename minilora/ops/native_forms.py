@@ -19,6 +19,7 @@ import numpy as np
 from .. import float32_sums
 from ..device import xp_of
 from ..dtypes import compute_dtype, float32, torch_name
+from ..factories import empty
 from ..tensor import Tensor, name_node, no_grad
 from . import nn as _nn
 
@@ -28,6 +29,11 @@ def _stat(array, like):
     return Tensor._make(array, like._device, False, None)
 
 
+def _unread(shape, dtype, like):
+    """A meta input's statistic: its shape and dtype, no value computed (nor a page of the input read)."""
+    return empty(shape, dtype=dtype, device=like.device)
+
+
 # ---- layer norm ------------------------------------------------------------------------------------
 def native_layer_norm(input, normalized_shape, weight, bias, eps):
     """``(out, mean, rstd)``: ``F.layer_norm``'s output, and each row's mean and 1 / sqrt(var + eps) shaped
@@ -35,8 +41,12 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
     out = _nn.layer_norm(input, list(normalized_shape), weight, bias, eps)
     width = math.prod(normalized_shape)
     axis = input.ndim - len(normalized_shape)
-    mean, rstd = _layer_norm_statistics(input, width, eps, weight, bias)
     shape = tuple(input.shape[:axis]) + (1,) * len(normalized_shape)
+    if input.is_meta:
+        mixed = any(t is not None and t.dtype == float32 for t in (weight, bias))
+        dtype = float32 if mixed and compute_dtype(input.dtype) != input.dtype else input.dtype
+        return out, _unread(shape, dtype, input), _unread(shape, dtype, input)
+    mean, rstd = _layer_norm_statistics(input, width, eps, weight, bias)
     return out, _stat(mean.reshape(shape), input), _stat(rstd.reshape(shape), input)
 
 
@@ -70,8 +80,9 @@ def native_batch_norm(input, weight, bias, running_mean, running_var, training, 
     torch's CPU kernel returns."""
     out = _nn.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     if not training:
-        empty = xp_of(input._array).empty(0, input.dtype)
-        return out, _stat(empty, input), _stat(empty.copy(), input)
+        return out, _unread((0,), input.dtype, input), _unread((0,), input.dtype, input)
+    if input.is_meta:
+        return out, _unread((input.shape[1],), input.dtype, input), _unread((input.shape[1],), input.dtype, input)
     mean, variance = _batch_statistics(input)
     dtype = input.dtype if _nn._is_16bit_float(input) and _all_16bit(input, weight, bias, running_mean,
                                                                       running_var) else variance.dtype
@@ -122,6 +133,8 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
                            "be improved?  If so, please report an enhancement request to PyTorch.)")
     out = _nn.group_norm(input, group, weight, bias, eps)
     x = input._array
+    if input.is_meta:
+        return out, _unread((N, group), input.dtype, input), _unread((N, group), input.dtype, input)
     if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.size:
         mean, rstd = _nn._group_statistics(x, group, eps)  # (what the float32 kernel normalises by)
     elif type(x) is np.ndarray and x.dtype == np.float64 and x.size:
@@ -142,8 +155,10 @@ def native_dropout(input, p, train):
         return _native_dropout_node(input.clone(), input), _stat(xp_of(input._array).ones(input.shape, bool), input)
     if not 0 <= 1 - p <= 1:
         raise RuntimeError(f"bernoulli_ expects p to be in [0, 1], but got p={1 - p}")
-    keep = _nn.dropout_noise(input._array, p) if input.numel() else xp_of(input._array).zeros(input.shape, bool)
-    mask = _stat(keep, input)
+    if input.numel() and not input.is_meta:
+        mask = _stat(_nn.dropout_noise(input._array, p), input)
+    else:  # (nothing to draw: a meta tensor draws nothing, as torch's meta kernel)
+        mask = _unread(tuple(input.shape), np.dtype(bool), input)
     if input.dtype.kind in "biu":  # (torch's input.mul(mask) then .mul_(scale): the float scale into an integer)
         raise RuntimeError(f"result type Float can't be cast to the desired output type "
                            f"{torch_name(input.dtype)}")
