@@ -93,6 +93,13 @@ def test_native_group_norm_and_its_checks(x):
                                                                                                  1e-5))
     close(ml.native_group_norm(M(t).double(), None, None, 4, 3, 8, 1, 1e-5),
           torch.native_group_norm(t.double(), None, None, 4, 3, 8, 1, 1e-5))
+    td = t.double().requires_grad_()  # (torch differentiates group norm's mean and rstd too)
+    mine_input = M(td, True)
+    theirs, mine = torch.native_group_norm(td, None, None, 4, 3, 8, 3, 1e-5), ml.native_group_norm(
+        mine_input, None, None, 4, 3, 8, 3, 1e-5)
+    (theirs[0] * theirs[0]).sum().add(theirs[1].sum() * 2 + theirs[2].sum()).backward()
+    (mine[0] * mine[0]).sum().add(mine[1].sum() * 2 + mine[2].sum()).backward()
+    close(mine_input.grad, td.grad)
     raises_same(lambda: ml.native_group_norm(M(t), None, None, 4, 3, 9, 3, 1e-5),
                 lambda: torch.native_group_norm(t, None, None, 4, 3, 9, 3, 1e-5))
 

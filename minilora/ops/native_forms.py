@@ -20,7 +20,7 @@ from .. import float32_sums
 from ..device import xp_of
 from ..dtypes import compute_dtype, float32, torch_name
 from ..factories import empty
-from ..tensor import Tensor, name_node, no_grad
+from ..tensor import Tensor, is_grad_enabled, name_node, no_grad
 from . import nn as _nn
 
 
@@ -142,7 +142,20 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
         rstd = 1 / np.sqrt(variance + eps)
     else:
         mean, rstd = _plain_row_statistics(xp_of(x).ascontiguousarray(x).reshape(N * group, -1), eps)
-    return out, _stat(mean.reshape(N, group), input), _stat(rstd.reshape(N, group), input)
+    mean, rstd = _stat(mean.reshape(N, group), input), _stat(rstd.reshape(N, group), input)
+    if input.requires_grad and is_grad_enabled():  # (torch differentiates group norm's statistics too, unlike
+        mean, rstd = _differentiable_group_statistics(input, N, group, eps, mean, rstd)  # layer and batch norm's)
+    return out, mean, rstd
+
+
+def _differentiable_group_statistics(input, n, group, eps, mean, rstd):
+    """The statistics' values in the place of the same statistics composed of ops, whose gradients reach the input
+    (``KernelValues``: the values are the kernel's, the gradient the composition's)."""
+    grouped = input.reshape(n, group, input.numel() // (n * group) if n * group else 0)
+    composed_mean = grouped.mean(-1)
+    composed_rstd = (grouped.var(-1, correction=0) + eps).rsqrt()
+    return (name_node(_nn.KernelValues.apply(composed_mean, values=mean._array), "NativeGroupNormBackward0", input),
+            name_node(_nn.KernelValues.apply(composed_rstd, values=rstd._array), "NativeGroupNormBackward0", input))
 
 
 # ---- dropout ---------------------------------------------------------------------------------------
