@@ -31,7 +31,7 @@ import numpy as np
 from . import dtypes
 from .device import META, device as _get_device
 from .ops import shape as _shape
-from .tensor import Tensor, _is_strided_wrapper, tensor
+from .tensor import Tensor, tensor
 
 # ---- the deprecation warning, once a process as torch's (torch/storage.py's _warn_typed_storage_removal) ------
 _TYPED_STORAGE_WARNING = ("TypedStorage is deprecated. It will be removed in the future and UntypedStorage will be "
@@ -58,18 +58,6 @@ def _reset_warn_typed_storage_removal():
 class _SharedMemory(mmap.mmap):
     """An anonymous MAP_SHARED mapping (Python's ``mmap(-1, n)``): memory a forked child process writes into
     for its parent too, which is what torch's ``share_memory_`` gives a storage."""
-
-
-def _memory_owner(array):
-    """The array owning ``array``'s memory (ops.shape._owner, stopping at arrays: a meta array's base is a
-    memoryview of its mapping)."""
-    while True:
-        base = getattr(array, "base", None)
-        if _is_strided_wrapper(base):
-            base = base.base  # (NumPy's as_strided: the array it viewed)
-        if base is None or not hasattr(base, "flags"):
-            return array
-        array = base
 
 
 def _owner_bytes(owner):
@@ -248,7 +236,7 @@ class UntypedStorage(_StorageBase):
     @classmethod
     def _of_tensor(cls, tensor):
         """``tensor``'s storage: its owner array's bytes, one storage object per owner."""
-        owner = _memory_owner(tensor._array)
+        owner = _shape._owner(tensor._array)
         storage = cls._of_owner.get(id(owner))
         if storage is None:
             storage = cls._over(_owner_bytes(owner), tensor._device)
@@ -367,7 +355,7 @@ class UntypedStorage(_StorageBase):
 
 def _is_shared(memory):
     """Does ``memory`` lie in a mapping share_memory_ made (NumPy's base of it: a memoryview of the mapping)?"""
-    base = getattr(_memory_owner(memory), "base", None)
+    base = getattr(_shape._owner(memory), "base", None)
     return isinstance(getattr(base, "obj", base), _SharedMemory)
 
 
@@ -384,7 +372,7 @@ def _refuse_if_viewed(holder, slot, what):
     owner or another view of it (another tensor, a storage, a value saved for backward): NumPy arrays cannot be
     re-pointed, so they would stay on the old memory and silently stop sharing it. Counted by references."""
     array = getattr(holder, slot)
-    owner = _memory_owner(array)
+    owner = _shape._owner(array)
     # (this frame's names and getrefcount's argument: 3 for the owner; the array's slot too where it is the owner)
     if sys.getrefcount(owner) > (4 if owner is array else 3) or owner is not array and sys.getrefcount(array) > 3:
         raise NotImplementedError(f"{what}(): minilora cannot move memory that other tensors or storages view "
@@ -612,7 +600,7 @@ def share_memory_(self):
                                   "call share_memory_() on the tensor it views, before making views of it")
     _refuse_if_viewed(self, "_array", "share_memory_")
     sizes, strides, offset = _shape._geometry(self._array)  # (kept: a transposed tensor stays transposed)
-    memory = _shared_copy(_owner_bytes(_memory_owner(self._array)))
+    memory = _shared_copy(_owner_bytes(_shape._owner(self._array)))
     elements = memory.view(np.uint16).view(self.dtype) if dtypes.is_bfloat16(self.dtype) else memory.view(self.dtype)
     self._array = _shape._strided(elements, sizes, strides, offset)
     return self
@@ -671,7 +659,7 @@ def _over_storage(self, storage, offset, size, stride):
 def is_set_to(self, tensor):
     """``x.is_set_to(y)``: the same memory, sizes and strides (``x[:]`` is set to ``x``; ``x.view(3, 2)`` is not)."""
     a, b = self._array, tensor._array
-    if _memory_owner(a) is not _memory_owner(b) or a.shape != b.shape:
+    if _shape._owner(a) is not _shape._owner(b) or a.shape != b.shape:
         return False
     if not a.size:
         return True

@@ -2142,9 +2142,12 @@ class Tensor:
         return self._device.type == "cpu"
 
     def data_ptr(self):
-        """The address of the first element (0 for a meta tensor or an empty one, as torch's)."""
-        if self._device is _META or not self._array.size:
+        """The address of the first element (0 for an empty tensor, as torch's; a meta tensor's storage starts at
+        address 0, so its view's is the offset in bytes)."""
+        if not self._array.size:
             return 0
+        if self._device is _META:
+            return self.storage_offset() * self._array.itemsize
         return int(self._array.__array_interface__["data"][0] if isinstance(self._array, np.ndarray)
                    else self._array.data.ptr)
 

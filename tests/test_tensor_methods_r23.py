@@ -422,6 +422,24 @@ def test_removed_and_sparse_only_methods_refuse_as_torch(call):
     same(call)
 
 
+@pytest.mark.parametrize("call", [lambda t: t.zeros(2).xpu(), lambda t: t.zeros(2).ipu(), lambda t: t.zeros(2).mtia(),
+                                  lambda t: t.zeros(2).reinforce(1), lambda t: (t.zeros(2).volatile, t.zeros(2).name),
+                                  lambda t: setattr(t.zeros(2), "volatile", True)])
+def test_other_devices_and_removed_attributes_as_torch(call):
+    same(call)
+
+
+@pytest.mark.parametrize("call", [lambda: ml.zeros(2).to_mkldnn(), lambda: ml.zeros(2).to_padded_tensor(0.)])
+def test_mkldnn_and_nested_layouts_are_refused_by_name(call):
+    with pytest.raises(NotImplementedError, match="mkldnn|nested"):
+        call()
+
+
+def test_a_meta_views_storage_offset_and_storage_as_torch():
+    same(lambda t: (lambda x: (x[1:].storage_offset(), x[1:].untyped_storage().nbytes(), x[1:].data_ptr(),
+                               x.as_strided((2,), (2,), 1).shape))(t.zeros(4, device="meta")))
+
+
 def test_dense_answers_as_torch():
     same(lambda t: (lambda x: (x.to_dense() is x, x.to_dense(dtype=t.float64), x.dequantize() is x,
                                t.arange(3).dequantize()))(t.arange(6.).reshape(2, 3)))

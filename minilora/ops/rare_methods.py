@@ -412,6 +412,59 @@ def _removed(name, advice):
     return refuse
 
 
+_NO_BACKEND = {  # (torch's words on a build without these devices)
+    "xpu": (AssertionError, "Torch not compiled with XPU enabled"),
+    "ipu": (RuntimeError, "PyTorch is not linked with support for ipu devices"),
+    "mtia": (AssertionError, "Torch not compiled with MTIA enabled. Ensure you have `import "
+                             "mtia.host_runtime.torch_mtia.dynamic_library` in your python src file and include "
+                             "`//mtia/host_runtime/torch_mtia:torch_mtia` as your target dependency!"),
+}
+
+
+def _no_backend(name):
+    kind, message = _NO_BACKEND[name]
+
+    def refuse(self, *args, **kwargs):
+        raise kind(message)
+    refuse.__name__ = name
+    return refuse
+
+
+def to_mkldnn(self, dtype=None):
+    """``x.to_mkldnn()``: oneDNN's opaque layout, which minilora does not have: refused by name."""
+    raise NotImplementedError("to_mkldnn(): minilora has no mkldnn (oneDNN) tensors: every tensor is dense, "
+                              "torch.strided")
+
+
+def to_padded_tensor(self, padding, output_size=None):
+    """``x.to_padded_tensor(0.)``: a nested tensor's; a dense tensor has none (torch's error, named)."""
+    raise NotImplementedError(f"Could not run 'aten::to_padded_tensor' with arguments from the "
+                              f"'{self._device.type.upper()}' backend: it takes a nested tensor, which minilora does "
+                              f"not have")
+
+
+_REINFORCE = ("reinforce() was removed.\nUse torch.distributions instead.\nSee "
+              "https://pytorch.org/docs/main/distributions.html\n\nInstead of:\n\nprobs = policy_network(state)\n"
+              "action = probs.multinomial()\nnext_state, reward = env.step(action)\naction.reinforce(reward)\n"
+              "action.backward()\n\nUse:\n\nprobs = policy_network(state)\n# NOTE: categorical is equivalent to "
+              "what used to be called multinomial\nm = torch.distributions.Categorical(probs)\naction = m.sample()\n"
+              "next_state, reward = env.step(action)\nloss = -m.log_prob(action) * reward\nloss.backward()\n")
+
+
+def reinforce(self, reward):
+    raise RuntimeError(_REINFORCE)
+
+
+def _volatile(self):
+    warnings.warn("volatile was removed (Variable.volatile is always False)", UserWarning, stacklevel=2)
+    return False
+
+
+def _set_volatile(self, value):
+    warnings.warn("volatile was removed and now has no effect. Use `with torch.no_grad():` instead.", UserWarning,
+                  stacklevel=2)
+
+
 def _install():
     methods = {"fill_diagonal_": fill_diagonal_, "const_data_ptr": const_data_ptr, "dim_order": dim_order,
                "as_subclass": as_subclass, "chalf": chalf, "apply_": apply_, "map_": map_, "map2_": map2_,
@@ -423,12 +476,16 @@ def _install():
     methods.update({name: _no_sparse(f"Tensor.{name}") for name in _SPARSE_METHODS})
     methods.update({name: _not_quantized(name) for name in _QUANTIZED})
     methods.update({name: _removed(name, advice) for name, advice in _REMOVED.items()})
+    methods.update({name: _no_backend(name) for name in _NO_BACKEND})
+    methods.update({"to_mkldnn": to_mkldnn, "to_padded_tensor": to_padded_tensor, "reinforce": reinforce})
     for name, method in methods.items():
         setattr(Tensor, name, method)
     for name in _FALSE_PROPERTIES:
         setattr(Tensor, name, property(_false, doc=f"``x.{name}``: False (minilora's tensors are dense, on cpu, emu "
                                                    f"or cuda), as torch's for a dense CPU tensor."))
     Tensor.grad_dtype = property(_grad_dtype, _set_grad_dtype, doc=_grad_dtype.__doc__)
+    Tensor.volatile = property(_volatile, _set_volatile, doc="Removed from torch: False, with its warning.")
+    Tensor.name = property(lambda self: None, doc="A named tensor's name: None (minilora has no named tensors).")
 
 
 _install()

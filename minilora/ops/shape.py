@@ -1519,7 +1519,7 @@ def _owner(array):
         base = getattr(array, "base", None)
         if _is_strided_wrapper(base):
             base = base.base  # (as_strided's wrapper: the array it viewed)
-        if base is None or not hasattr(base, "strides"):
+        if base is None or not hasattr(base, "flags"):  # (not an array: a buffer, a meta array's memoryview)
             return array
         array = base
 
