@@ -869,7 +869,8 @@ SKIP.update({n: "Tensor methods and storages that are not ops (round 23): tests/
                  "sparse_resize_and_clear_", "sspaddmm", "storage", "storage_type", "symeig", "to_dense", "to_sparse",
                  "to_sparse_bsc", "to_sparse_bsr", "to_sparse_coo", "to_sparse_csc", "to_sparse_csr",
                  "untyped_storage", "values", "is_storage", "sparse_bsc_tensor", "sparse_bsr_tensor",
-                 "sparse_compressed_tensor", "sparse_coo_tensor", "sparse_csc_tensor", "sparse_csr_tensor"}})
+                 "sparse_compressed_tensor", "sparse_coo_tensor", "sparse_csc_tensor", "sparse_csr_tensor", "xpu", "ipu",
+                 "mtia", "reinforce", "volatile", "name", "to_mkldnn", "to_padded_tensor"}})
 
 # test_fuzz_r5's tables draw these (gather, scatter, x[...], operators...): counted by drawing its OPS
 R5_SEEDS = range(40)
