@@ -290,6 +290,7 @@ erfc, erfinv, lgamma, digamma, polygamma, mvlgamma, i0 = (ops._with_out(getattr(
                                                           ("erfc", "erfinv", "lgamma", "digamma", "polygamma",
                                                            "mvlgamma", "i0"))
 erfc_, erfinv_, lgamma_, i0_ = Tensor.erfc_, Tensor.erfinv_, Tensor.lgamma_, Tensor.i0_
+igamma, igammac = (ops._with_out(getattr(ops.incomplete_gamma, _fn), _fn) for _fn in ("igamma", "igammac"))
 # small siblings of existing ops (minilora/ops/siblings.py); out= where torch's take it
 from .ops.siblings import (diagonal_scatter, empty_strided, gradient, range_ as range, row_stack,  # noqa: E402,F401,A004
                            select_scatter, slice_scatter)

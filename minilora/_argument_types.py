@@ -49,8 +49,8 @@ TENSOR_PARAMETERS = {
         detach get_device is_nonzero is_signed is_conj is_neg is_inference nuclear_norm frobenius_norm pdist max_pool3d
         constant_pad_nd""",
     ('input', 'other'): """
-        allclose arctan2 atan2 cross dist equal fmax fmin gcd gcd_ hypot inner isclose kron lcm lcm_ ldexp
-        ldexp_ logaddexp logaddexp2 logical_and logical_or logical_xor matmul maximum minimum nextafter
+        allclose arctan2 atan2 cross dist equal fmax fmin gcd gcd_ hypot igamma igammac inner isclose kron lcm
+        lcm_ ldexp ldexp_ logaddexp logaddexp2 logical_and logical_or logical_xor matmul maximum minimum nextafter
         vdot is_same_size""",
     ('input', 'src'): "as_strided_scatter diagonal_scatter select_scatter slice_scatter",
     ('input', 'weight', 'bias'): "batch_norm conv_transpose1d conv_transpose2d conv_transpose3d instance_norm",

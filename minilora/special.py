@@ -3,7 +3,11 @@ lgamma, ``multigammaln`` mvlgamma ...), each taking torch's ``out=``. The new ma
 ``minilora/ops/special.py``; the rest are minilora's existing ops under these names."""
 from . import dtypes, ops
 from ._argument_types import _overloaded
-from .ops import special as _special
+from .device import holds_no_values
+from .factories import empty
+from .ops import bessel as _bessel, incomplete_gamma as _incomplete_gamma, special as _special
+from .ops.elementwise import _host_array
+from .tensor import Tensor
 
 __all__ = ["erf", "erfc", "erfinv", "expit", "logit", "gammaln", "digamma", "psi", "polygamma", "multigammaln",
            "xlogy", "xlog1py", "log_softmax", "softmax", "i0", "i1", "sinc", "entr", "ndtr", "ndtri", "log_ndtr",
@@ -67,3 +71,83 @@ modified_bessel_i0 = _values_only(_special.i0, "modified_bessel_i0")
 modified_bessel_i1 = _values_only(_special.i1, "modified_bessel_i1")
 __all__ += ["modified_bessel_i0", "modified_bessel_i1"]
 softmax, log_softmax = _softmax, _log_softmax  # (torch.special's softmax takes no out=)
+
+
+# the regularized incomplete gamma functions (minilora/ops/incomplete_gamma.py): torch.igamma / igammac
+def gammainc(input, other, *, out=None):
+    """``torch.special.gammainc(a, x)``: P(a, x), the regularized lower incomplete gamma function."""
+    _incomplete_gamma.tensors_only("special_gammainc", ("input", input), ("other", other))
+    return ops._with_out(_incomplete_gamma.igamma, "special_gammainc")(input, other, out=out)
+
+
+def gammaincc(input, other, *, out=None):
+    """``torch.special.gammaincc(a, x)``: Q(a, x) = 1 - P(a, x), the upper one."""
+    _incomplete_gamma.tensors_only("special_gammaincc", ("input", input), ("other", other))
+    return ops._with_out(_incomplete_gamma.igammac, "special_gammaincc")(input, other, out=out)
+
+
+# the Bessel and Airy functions (minilora/ops/bessel.py): values only, as torch records no gradient for them
+def _kernel_values(kernel, name, parameter, input, out):
+    """``kernel``'s values of ``input`` as torch's ``{name}_cpu``: float32 and float64 (integers and bool in the
+    default float dtype; complex and 16-bit refused), detached, written into ``out`` if given."""
+    _incomplete_gamma.tensors_only(f"special_{name}", (parameter, input))
+    dtype = input.dtype
+    if dtype.kind == "c" or dtypes.is_floating(dtype) and dtype.itemsize == 2:
+        raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
+    if not dtypes.is_floating(dtype):
+        dtype = dtypes.get_default_dtype()
+    if holds_no_values(input._array):  # (meta: the shape and dtype only)
+        result = empty(input.shape, dtype=dtype, device=input.device)
+    else:
+        host = _host_array(input._array).astype(dtype, copy=False)
+        result = Tensor(input.device.xp.asarray(kernel(host)), dtype=dtype, device=input.device)
+    return result if out is None else out.copy_(result)
+
+
+def bessel_j0(input, *, out=None):
+    """``torch.special.bessel_j0``: the Bessel function of the first kind, order 0."""
+    return _kernel_values(_bessel.bessel_j0, "bessel_j0", "input", input, out)
+
+
+def bessel_j1(input, *, out=None):
+    """``torch.special.bessel_j1``: the Bessel function of the first kind, order 1."""
+    return _kernel_values(_bessel.bessel_j1, "bessel_j1", "input", input, out)
+
+
+def bessel_y0(input, *, out=None):
+    """``torch.special.bessel_y0``: the Bessel function of the second kind, order 0 (-inf at 0, nan below)."""
+    return _kernel_values(_bessel.bessel_y0, "bessel_y0", "input", input, out)
+
+
+def bessel_y1(input, *, out=None):
+    """``torch.special.bessel_y1``: the Bessel function of the second kind, order 1."""
+    return _kernel_values(_bessel.bessel_y1, "bessel_y1", "input", input, out)
+
+
+def modified_bessel_k0(input, *, out=None):
+    """``torch.special.modified_bessel_k0``: the modified Bessel function of the second kind, order 0."""
+    return _kernel_values(_bessel.modified_bessel_k0, "modified_bessel_k0", "input", input, out)
+
+
+def modified_bessel_k1(input, *, out=None):
+    """``torch.special.modified_bessel_k1``: order 1."""
+    return _kernel_values(_bessel.modified_bessel_k1, "modified_bessel_k1", "input", input, out)
+
+
+def scaled_modified_bessel_k0(x, *, out=None):
+    """``torch.special.scaled_modified_bessel_k0``: K0(x) e^x (finite where K0 underflows)."""
+    return _kernel_values(_bessel.scaled_modified_bessel_k0, "scaled_modified_bessel_k0", "x", x, out)
+
+
+def scaled_modified_bessel_k1(x, *, out=None):
+    """``torch.special.scaled_modified_bessel_k1``: K1(x) e^x."""
+    return _kernel_values(_bessel.scaled_modified_bessel_k1, "scaled_modified_bessel_k1", "x", x, out)
+
+
+def airy_ai(x, *, out=None):
+    """``torch.special.airy_ai``: the Airy function Ai (0 beyond 103.892, nan at +-inf)."""
+    return _kernel_values(_bessel.airy_ai, "airy_ai", "x", x, out)
+
+
+__all__ += ["gammainc", "gammaincc", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "modified_bessel_k0",
+            "modified_bessel_k1", "scaled_modified_bessel_k0", "scaled_modified_bessel_k1", "airy_ai"]

@@ -872,6 +872,10 @@ SKIP.update({n: "Tensor methods and storages that are not ops (round 23): tests/
                  "sparse_compressed_tensor", "sparse_coo_tensor", "sparse_csc_tensor", "sparse_csr_tensor", "xpu", "ipu",
                  "mtia", "reinforce", "volatile", "name", "to_mkldnn", "to_padded_tensor"}})
 
+SKIP.update({n: "the incomplete gamma functions (round 23): tests/test_special_gamma_bessel_r23.py compares them "
+             "with torch bit for bit" for n in shared_names() - set(SKIP)
+             if n.split(".", 1)[1] in {"igamma", "igammac", "igamma_", "igammac_"}})
+
 # test_fuzz_r5's tables draw these (gather, scatter, x[...], operators...): counted by drawing its OPS
 R5_SEEDS = range(40)
 

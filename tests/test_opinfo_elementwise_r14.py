@@ -40,8 +40,6 @@ def key(op):
 
 # OpInfos minilora does not implement: each is refused by name (an AttributeError naming it)
 REFUSED = {
-    "igamma": "the regularized incomplete gamma function: not a training or tutorial op",
-    "igammac": "the regularized incomplete gamma function: not a training or tutorial op",
     "chalf": "complex32 (ComplexHalf): torch's own support is experimental; minilora has no such dtype",
 }
 # torch.cuda.jiterator's ops: CUDA kernels compiled from a C++ string at run time, never run on a CPU

@@ -32,12 +32,9 @@ OPINFOS = [op for op in op_db if op.name.split(".")[0] in ("linalg", "fft", "spe
            or op.name in TOP_LEVEL]
 SAMPLES = 3  # per dtype: the first few (torch's samples start with the plain cases, then batches and keywords)
 
-_MISSING_SPECIAL = ("airy_ai bessel_j0 bessel_j1 bessel_y0 bessel_y1 modified_bessel_k0 modified_bessel_k1 "
-                    "scaled_modified_bessel_k0 scaled_modified_bessel_k1").split()
 # OpInfos minilora does not run: each is refused, by a missing name (an AttributeError, as for any name minilora
-# lacks: no LoRA or tutorial code calls these) or by name when called: {name: (exception, why)}
-REFUSED = {**{f"special.{name}": (AttributeError, "not in minilora (torch.special's Bessel and Airy functions "
-                                                  "Cephes' tables)") for name in _MISSING_SPECIAL}}
+# lacks) or by name when called: {name: (exception, why)}
+REFUSED = {}
 # dtypes minilora may refuse for an OpInfo torch runs in them: {name: (dtypes, exception, words in the message)}
 # (a sample either equals torch's answer or is refused so; e.g. matrix_power's positive powers of a complex
 # matrix are products and run, its negative ones need an inverse and are refused)

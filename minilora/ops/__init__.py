@@ -59,6 +59,7 @@ from .reduce import nanmean, nansum
 from . import view_copies  # noqa: F401  (torch's *_copy twins of the view ops; unsafe_split/chunk)
 from . import extra  # noqa: F401  (torch's other names, arccos/greater/fix ..., and their Tensor methods)
 from . import special  # noqa: F401  (erfc, lgamma, digamma, polygamma, i0 ... and their Tensor methods)
+from . import incomplete_gamma  # noqa: F401  (igamma / igammac and their Tensor methods)
 from . import siblings  # noqa: F401  (the *_scatter ops, renorm, frexp, nextafter ... and their Tensor methods)
 
 
