@@ -488,19 +488,18 @@ def igamma_as_torch(a, x, lower=True, sixteen_bit=False):
     rounds.
 
     Which multiply-adds are fused depends on where torch's loop calls the function. calc_igammac is inlined into
-    both of its kernel's lambdas, compiled for the FMA build, and so is calc_igamma into the vectorized one
-    (``Vectorized::igamma``, an element at a time); but igamma's scalar lambda (the tail of each row,
-    ``float32_math.scalar_positions``) calls calc_igamma out of line, and so does calc_igamma where P is 1 - Q:
-    an inline function compiled into several of ATen's files is one symbol, and the copy the linker kept is one
-    built without FMA (measured: every step of it rounded twice). ``sixteen_bit``: float32 arrays of a float16 or
-    bfloat16 op, whose calc_igamma (the 16-bit one, calling the float one) is out of line in both lambdas."""
+    its kernel's loops, compiled for the FMA build, and so is calc_igamma into igamma's vectorized lambda
+    (``Vectorized::igamma``, an element at a time) and into ``basic_loop`` (the loop of a strided layout); but the
+    scalar tail of each row of the vectorized loop calls calc_igamma out of line, and so does calc_igamma where P
+    is 1 - Q: an inline function compiled into several of ATen's files is one symbol, and the copy the linker kept
+    is one built without FMA (measured: every step of it rounded twice). ``sixteen_bit``: float32 arrays of a
+    float16 or bfloat16 op, whose calc_igamma (the 16-bit one, calling the float one) is out of line everywhere."""
     a, x = np.broadcast_arrays(a, x)
-    step = float32_math.FLOAT_LANES if a.dtype == np.float64 else 2 * float32_math.FLOAT_LANES
     out_of_line = np.zeros(a.size, bool)
     if not float32_math.FUSED_MULTIPLY_ADD or lower and sixteen_bit:
         out_of_line[:] = True
     elif lower:
-        for where in float32_math.scalar_positions(a, x, step=step):
+        for where in _vectorized_tails(a, x):
             out_of_line[where] = True
     flat_a, flat_x = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(x).reshape(-1)
     out = np.empty(flat_a.shape, a.dtype)
@@ -508,6 +507,17 @@ def igamma_as_torch(a, x, lower=True, sixteen_bit=False):
         if chosen.any():
             out[chosen] = _calc_igamma(flat_a[chosen], flat_x[chosen], lower, inlined)
     return out.reshape(a.shape)
+
+
+def _vectorized_tails(a, x):
+    """The elements of igamma's vectorized loop its scalar lambda takes (each row's last ``len % step``:
+    ``float32_math.scalar_positions``; a double vector holds half a float one's lanes), none where the layout
+    sends the whole loop to ``basic_loop`` (the positions that stay scalar with a step of 1)."""
+    whole = float32_math.scalar_positions(a, x, step=1)
+    if any(np.arange(a.size)[where].size for where in whole):
+        return []
+    lanes = float32_math.FLOAT_LANES
+    return float32_math.scalar_positions(a, x, step=lanes if a.dtype == np.float64 else 2 * lanes)
 
 
 def _calc_igamma(a, x, lower, inlined):
