@@ -36,8 +36,12 @@ microseconds. (More in a VM whose idle vCPUs halt at once, KVM's ``guest_halt_po
 region that does nothing took ~55 us there, 2 vCPUs of an AMD EPYC; sleeping helpers are also why the
 first training step after an idle pause ran ~15% slower than the next ones there, where torch's
 spinning OpenMP workers lose ~3%. Helpers spinning in C before they sleep cut the empty region to
-~38 us but left the step's time unchanged within its noise: not done. ``benchmarks/lora_step.py``
-reports a step after idle and steps in a run apart.) GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
+~38 us but left the step's time unchanged within its noise: not done. Nor passing the turn both ways
+through counters in C that the waiting thread spins on with the GIL given up (round 23, a LoRA step's 89
+split regions): the caller saw a block done ~12 us after it was instead of ~35 (median), but a helper still
+started ~60-80 us after the hand-over, waiting for the GIL the caller holds while it starts its own block,
+and the step's time stayed within its noise, with more CPU time. ``benchmarks/lora_step.py`` reports a step
+after idle and steps in a run apart.) GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
 again (helpers run their block whole), and while one thread is splitting work, another thread's
 ops run unsplit.
 """
