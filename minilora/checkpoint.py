@@ -44,7 +44,7 @@ from .native import pid_alive as _pid_alive
 from . import torch_format
 
 __all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "FolderInUseError", "atomic_write",
-           "atomic_folder", "writing_alone", "remove_leftovers", "put_back_a_cut_swap", "save_json", "load_json", "naming_the_file", "other_format", "binary_file_kind",
+           "atomic_folder", "one_version_of", "writing_alone", "remove_leftovers", "put_back_a_cut_swap", "save_json", "load_json", "naming_the_file", "other_format", "binary_file_kind",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
            "SAFE_WEIGHTS_INDEX_NAME", "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "load_weights", "read_weights_header"]
@@ -589,6 +589,20 @@ def _kept_in_place(folder):
         for path, descriptor in reversed(held):
             _unlock(descriptor)
             _remove_if_unheld(path)
+
+
+@contextlib.contextmanager
+def one_version_of(folder):
+    """``with one_version_of(d): <read d's files>`` -- a loader that reads several files of a folder (an adapter's
+    config, then the weights it describes) reads them from one version of it: it holds the folder's shared lock
+    (``_kept_in_place``), so another process's save swaps the folder before the first read or after the last,
+    never between (a server loading an adapter that training saves meanwhile took the old adapter_config.json's
+    lora_alpha with the new weights, silently). Not a folder (a Hub id, a missing one): nothing is held."""
+    if not isinstance(folder, (str, os.PathLike)) or not os.path.isdir(folder):
+        yield
+        return
+    with _kept_in_place(os.fspath(folder)):
+        yield
 
 
 def _locked_file(path, shared=False):

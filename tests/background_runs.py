@@ -27,12 +27,14 @@ With ``$MINILORA_BACKGROUND_LOG`` set, each run appends a line to that file: its
 seconds since the session started, and who ran it (``helper``: the helper thread; ``test``: the test itself,
 which got there before the helper did) -- the timeline to check that the idle core is used.
 """
+import contextlib
 import heapq
 import importlib
 import itertools
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -93,12 +95,14 @@ class BackgroundRuns:
 
     def result(self, key):
         """The call's return value (or its exception, raised): from the helper thread, or -- when the
-        helper has not started it yet -- from a process started here, beside the helper's."""
+        helper has not started it yet -- from a process started here, beside the helper's. The test's own timeout
+        stops meanwhile (``_test_timeout_stopped``): the run has its own, from its start (``RUN_TIMEOUT``)."""
         self.start()  # (a session that did not go through start_all)
         future, call = self._runs[key]
-        if future.cancel():
-            return self._timed(key, "test", call)
-        return future.result()
+        with _test_timeout_stopped():
+            if future.cancel():
+                return self._timed(key, "test", call)
+            return future.result()
 
     def folder(self, name):
         """A new empty folder for a run's files, removed at the end of the session."""
@@ -150,8 +154,13 @@ class BackgroundRuns:
 
     def _call(self, module_name, function_name, args):
         answer = self._session_folder() / f"answer-{next(self._answers)}.pickle"
-        done = subprocess.run([sys.executable, __file__, str(answer)], input=pickle.dumps(
-            (module_name, function_name, args)), capture_output=True, cwd=HERE, env=self.environ)
+        try:
+            done = subprocess.run([sys.executable, __file__, str(answer)], input=pickle.dumps(
+                (module_name, function_name, args)), capture_output=True, cwd=HERE, env=self.environ,
+                timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired as expired:
+            raise RuntimeError(f"{module_name}.{function_name} ran past RUN_TIMEOUT ({RUN_TIMEOUT} s from its start; "
+                               f"stuck?):\n{(expired.stderr or b'').decode(errors='replace')[-3000:]}") from None
         if not answer.is_file():
             raise RuntimeError(f"{module_name}.{function_name}{args!r} died (exit code {done.returncode}):\n"
                                f"{done.stderr.decode(errors='replace')[-3000:]}")
@@ -160,6 +169,30 @@ class BackgroundRuns:
         if ok:
             return value
         raise value
+
+
+# A run's last-resort limit, from the run's own start: a stuck run fails its test with its stderr. Generous: on a
+# machine at load 17 a run of exercise checks (a pytest subprocess per exercise, kernels compiled) takes ten times as
+# long as on an idle one.
+RUN_TIMEOUT = 3600
+
+
+@contextlib.contextmanager
+def _test_timeout_stopped():
+    """The per-test timeout (pytest-timeout's SIGALRM timer, conftest's PER_TEST_TIMEOUT) stopped while a test waits
+    for a run, and started again with the time it had left: the wait is the run's time, not the test's. A test
+    taking a run that the helper thread had started minutes before (or that queued behind other runs) waited that
+    long on its own clock, and on a loaded machine ran past 300 s without being stuck (test_exercises' stub tests,
+    test_kernels_bf16's race checks). The thread method's timer (no SIGALRM) cannot be stopped: it keeps running."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    left, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        yield
+    finally:
+        if left:
+            signal.setitimer(signal.ITIMER_REAL, left)
 
 
 def start_all(session, runs):

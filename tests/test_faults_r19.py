@@ -192,19 +192,24 @@ def test_a_run_resumed_between_two_logs_logs_the_uninterrupted_runs_mean_loss(tm
 # ==================================================================================================
 # A second process training into a folder that a run is writing is refused by name
 # ==================================================================================================
-def hold_a_run_in(out, ready, go):
-    """(In a subprocess of the test.) ``train`` into ``out``, stopping after step 1 until ``go`` exists."""
+def hold_a_run_in(out):
+    """(In a subprocess of the test.) ``train`` into ``out``, stopping after step 1 -- it says "ready" on stdout --
+    until the test writes a line to its stdin, or ends (end of file: no run outlives its test)."""
     from minilora.train import train
     from test_train import DropoutLM, counting_rows
 
     def wait_for_go(step):
         if step == 1:
-            open(ready, "w").close()
-            deadline = time.monotonic() + 60
-            while not os.path.exists(go) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            print("ready", flush=True)
+            sys.stdin.readline()
     train(DropoutLM(), counting_rows(16), steps=3, batch_size=4, save_every=1, out_dir=out, progress=False,
           plot=False, after_optimizer_step=wait_for_go)
+
+
+def _said_ready(child):
+    """Wait for the child to say "ready" (True), or to end without saying it (False): no clock (the child took
+    over a minute to start at load 17, and a 60 s deadline failed a test that was not stuck)."""
+    return any(line.strip() == "ready" for line in child.stdout)
 
 
 def _metrics_steps(out):
@@ -220,15 +225,12 @@ def test_a_second_process_training_into_a_folder_a_run_is_writing_is_refused_by_
     from minilora.cli import main as cli
     from minilora.train import train
     from test_train import DropoutLM, counting_rows
-    out, ready, go = tmp_path / "run", tmp_path / "ready", tmp_path / "go"
-    code = f"import test_faults_r19 as t; t.hold_a_run_in({str(out)!r}, {str(ready)!r}, {str(go)!r})"
-    child = subprocess.Popen([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT,
-                             stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "run"
+    code = f"import test_faults_r19 as t; t.hold_a_run_in({str(out)!r})"
+    child = subprocess.Popen([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert ready.exists(), child.stderr.read() if child.poll() is not None else "the run never started"
+        assert _said_ready(child), child.stderr.read()
         with pytest.raises(OSError, match=f"another process is writing to {tmp_path}"):
             train(DropoutLM(1), counting_rows(16), steps=3, batch_size=4, save_every=1, out_dir=str(out),
                   progress=False, plot=False)
@@ -237,8 +239,8 @@ def test_a_second_process_training_into_a_folder_a_run_is_writing_is_refused_by_
         with pytest.raises(OSError, match="another process is writing to"):
             make_trainer(out).train()
     finally:
-        go.touch()
-        assert child.wait(60) == 0, child.stderr.read()
+        _, stderr = child.communicate("go\n")  # (no timeout: the run's two steps left take what the machine gives)
+    assert child.returncode == 0, stderr
     assert _metrics_steps(out) == [1, 2, 3]  # (the first run's lines only)
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.jsonl"]
 

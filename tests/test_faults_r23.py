@@ -9,6 +9,7 @@ from its start to its end, the lock a swap of that folder holds exclusively: the
 """
 import os
 import re
+import signal
 import threading
 import zipfile
 
@@ -111,6 +112,55 @@ def test_a_folder_swapped_while_another_process_saves_inside_it_waits_for_that_s
     assert sorted(os.listdir(folder)) == sorted(set(os.listdir(folder)) - {".adapter.minilora-lock"})
 
 
+def _adapter_with_alpha(seed, alpha):
+    peft_model = get_peft_model(_tiny_llama(0), LoraConfig(r=2, lora_alpha=alpha, target_modules=["q_proj"]))
+    rng = np.random.default_rng(seed)
+    for name, parameter in peft_model.named_parameters():
+        if "lora_" in name:
+            parameter.data = ml.tensor(rng.standard_normal(parameter.shape).astype(np.float32))
+    return peft_model
+
+
+def _loaded_while_saved_over(monkeypatch, folder, new, load):
+    """``load()``, with ``new.save_pretrained(folder)`` started in a thread after the adapter's config was read."""
+    from minilora.lora import save as adapter_io
+    load_weights, saves = adapter_io.load_adapter_weights, []
+
+    def saved_over_first(*args, **kwargs):
+        saves.append(threading.Thread(target=new.save_pretrained, args=(folder,), kwargs={"overwrite": True}))
+        saves[-1].start()
+        saves[-1].join(0.3)  # (before: swapped in by now)
+        return load_weights(*args, **kwargs)
+    monkeypatch.setattr(adapter_io, "load_adapter_weights", saved_over_first)
+    try:
+        return load()
+    finally:
+        monkeypatch.setattr(adapter_io, "load_adapter_weights", load_weights)
+        for save in saves:
+            save.join()
+
+
+def test_an_adapter_loaded_while_another_save_swaps_its_folder_is_one_save_s_config_and_weights(tmp_path,
+                                                                                                monkeypatch):
+    """A server loading an adapter (``PeftModel.from_pretrained``, ``load_adapter``) that training saves meanwhile
+    read adapter_config.json, then the weights: a swap between the two gave the old lora_alpha with the new
+    weights, silently. The load now holds the folder's shared lock (``checkpoint.one_version_of``)."""
+    folder = str(tmp_path / "adapter")
+    old, new = _adapter_with_alpha(0, 4), _adapter_with_alpha(1, 16)
+    old.save_pretrained(folder)
+    loaded = _loaded_while_saved_over(monkeypatch, folder, new, lambda: PeftModel.from_pretrained(_tiny_llama(0),
+                                                                                                  folder))
+    assert loaded.peft_config["default"].lora_alpha == 4
+    assert _same(_lora(old), None, lambda _: loaded.state_dict())  # (before: the second save's weights)
+    old.save_pretrained(folder, overwrite=True)
+    served = get_peft_model(_tiny_llama(0), LoraConfig(r=2, target_modules=["q_proj"]))
+    _loaded_while_saved_over(monkeypatch, folder, new, lambda: served.load_adapter(folder, adapter_name="served"))
+    assert served.peft_config["served"].lora_alpha == 4
+    got = {k.replace(".served.", ".default."): v for k, v in _lora(served).items() if ".served." in k}
+    assert got.keys() == _lora(old).keys() and all(np.array_equal(v, _lora(old)[k]) for k, v in got.items())
+    assert _same(_lora(new), folder, _adapter_state)  # (and the second save is done, whole)
+
+
 # ==================================================================================================
 # A file name torch.save cannot name its archive after
 # ==================================================================================================
@@ -134,3 +184,35 @@ def test_a_name_with_nothing_before_its_last_dot_is_refused_as_torch_save_refuse
         else:
             ml.save({"w": ml.ones(2)}, path)
             assert zipfile.ZipFile(path).namelist()[0] == f"{archive}/data.pkl", name
+
+
+# ==================================================================================================
+# Tests that failed on a loaded machine without being stuck
+# ==================================================================================================
+def test_a_test_waiting_for_its_background_run_stops_its_own_timeout_meanwhile():
+    """A test taking a run of tests/background_runs.py (an exercise check, a race check under the sanitizer) waited
+    for it on its own 300 s clock (pytest-timeout's SIGALRM timer): the helper thread may have started that run
+    minutes before, and at load 17 the stub test [1.2] and a bf16 race-check test ran out of time without being
+    stuck. The timer now stops for the wait and goes on after it; the run has its own limit, from its start."""
+    from background_runs import BackgroundRuns
+    seen = []
+
+    class Runs(BackgroundRuns):
+        def _call(self, module_name, function_name, args):  # (the run: what the test's timer shows meanwhile)
+            seen.append(signal.getitimer(signal.ITIMER_REAL)[0])
+            return "done"
+    runs = Runs()
+    runs._helper = threading.current_thread()  # (no helper thread: the test takes the run itself)
+    runs.submit("key", "module", "function")
+    handler = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the test's timeout ran out"))
+    previous = signal.setitimer(signal.ITIMER_REAL, 1000)  # (pytest-timeout's, set for this test)
+    try:
+        assert runs.result("key") == "done"
+        left = signal.getitimer(signal.ITIMER_REAL)[0]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+        if previous[0]:
+            signal.setitimer(signal.ITIMER_REAL, *previous)
+    assert seen == [0.0]  # (before: ~1000, counting down through the run)
+    assert 900 < left <= 1000  # (and running again after it)

@@ -23,6 +23,7 @@ import weakref
 import numpy as np
 
 from .. import dtypes
+from ..checkpoint import one_version_of
 from ..nn import Conv1d as _NNConv1d
 from ..nn import Conv2d as _NNConv2d
 from ..nn import Embedding as _NNEmbedding
@@ -1333,23 +1334,24 @@ class PeftModel(_Wrapper):
         _check_is_trainable(is_trainable)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT's load_adapter keyword
         model_id = _io.adapter_folder(model_id, kwargs, "PeftModel.from_pretrained")
-        config = config if config is not None else config_from_dict(_io.read_adapter_config(model_id))
-        config = copy.deepcopy(config)
-        config.inference_mode = not is_trainable
-        model_cls = _class_for_task(config.task_type) if cls is PeftModel else cls
-        trainable = [(param, param.requires_grad) for param in model.parameters()]
-        peft_model = model_cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype,
-                               low_cpu_mem_usage=low_cpu_mem_usage)
-        try:
-            _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping, ignore_mismatched_sizes,
-                                     low_cpu_mem_usage)
-            if low_cpu_mem_usage:  # (PEFT's load_adapter casts after loading: assigned weights took the base's dtype)
-                cast_adapter_dtype(peft_model.base_model, adapter_name, autocast_adapter_dtype)
-        except Exception:  # an adapter that does not fit: give the caller's model back as it came
-            peft_model.base_model._restore_base_model()
-            for param, flag in trainable:
-                param.requires_grad = flag
-            raise
+        with one_version_of(model_id):  # (the config and the weights of one save, whatever another process saves)
+            config = config if config is not None else config_from_dict(_io.read_adapter_config(model_id))
+            config = copy.deepcopy(config)
+            config.inference_mode = not is_trainable
+            model_cls = _class_for_task(config.task_type) if cls is PeftModel else cls
+            trainable = [(param, param.requires_grad) for param in model.parameters()]
+            peft_model = model_cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype,
+                                   low_cpu_mem_usage=low_cpu_mem_usage)
+            try:
+                _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping, ignore_mismatched_sizes,
+                                         low_cpu_mem_usage)
+                if low_cpu_mem_usage:  # (PEFT's load_adapter casts after loading: assigned weights took the base's
+                    cast_adapter_dtype(peft_model.base_model, adapter_name, autocast_adapter_dtype)  # dtype)
+            except Exception:  # an adapter that does not fit: give the caller's model back as it came
+                peft_model.base_model._restore_base_model()
+                for param, flag in trainable:
+                    param.requires_grad = flag
+                raise
         if not is_trainable:
             peft_model.eval()
         return peft_model
@@ -1367,12 +1369,13 @@ class PeftModel(_Wrapper):
         _check_is_trainable(is_trainable)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT reads it from kwargs too
         model_id = _io.adapter_folder(model_id, kwargs, "load_adapter")
-        if adapter_name in self.peft_config:  # PEFT: the folder's weights replace that adapter's (a later
-            result = _io.load_adapter_weights(self, model_id, adapter_name, key_mapping,  # checkpoint)
-                                              ignore_mismatched_sizes, low_cpu_mem_usage)
-        else:
-            result = self._load_new_adapter(model_id, adapter_name, is_trainable, autocast_adapter_dtype,
-                                            key_mapping, ignore_mismatched_sizes, low_cpu_mem_usage)
+        with one_version_of(model_id):  # (the config and the weights of one save: a server's reload mid-training)
+            if adapter_name in self.peft_config:  # PEFT: the folder's weights replace that adapter's (a later
+                result = _io.load_adapter_weights(self, model_id, adapter_name, key_mapping,  # checkpoint)
+                                                  ignore_mismatched_sizes, low_cpu_mem_usage)
+            else:
+                result = self._load_new_adapter(model_id, adapter_name, is_trainable, autocast_adapter_dtype,
+                                                key_mapping, ignore_mismatched_sizes, low_cpu_mem_usage)
         if low_cpu_mem_usage:  # (PEFT's load_adapter casts after loading: assigned weights took the base's dtype)
             cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
         if not is_trainable:
