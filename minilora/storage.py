@@ -322,10 +322,12 @@ class UntypedStorage(_StorageBase):
         size = int(size)
         if size < 0:
             raise RuntimeError(f"Trying to resize storage to negative size {size}")
-        if not self._resizable:
-            raise RuntimeError("Trying to resize storage that is not resizable")
         if self.is_shared():
-            raise RuntimeError("Trying to resize storage that is not resizable")
+            raise RuntimeError("Trying to resize storage that is not resizable")  # (torch's, for shared memory)
+        if not self._resizable:
+            raise NotImplementedError("resize_(): minilora cannot resize a tensor's storage: its tensors are NumPy "
+                                      "arrays over that memory, which cannot follow it to a new size as torch's "
+                                      "tensors follow their storage")
         _refuse_if_viewed(self, "_bytes", "resize_")
         resized = self._device.xp.zeros(size, np.uint8)
         kept = min(size, self._bytes.size)
