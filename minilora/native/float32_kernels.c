@@ -778,3 +778,37 @@ void ml_rotary(const float *x, const float *c, const float *s, float *out, const
                 for (size_t e = half; e < d; e++) o[e] = xr[e] * cr[e] + xr[e - half] * sr[e];
             }
 }
+
+/* ---- float16 products as ATen's fp16_dot_with_fp32_arith adds them (half_products.py's dot_products, the same
+ * order): c[i][j] = the dot product of rows a[i] and b[j] (float32 copies of float16 values: each product exact).
+ * 8 registers of 8 lanes take k in blocks of 64, folded register r + r^4, ^2, ^1, then lane l + l^4, ^2, ^1; whole
+ * 16-element pieces into one more 8-lane register, folded so; the last k % 16 products one by one. */
+static float ml_fold_lanes(const float *lanes) {
+    float x[8], y[4];
+    for (int l = 0; l < 8; l++) x[l] = lanes[l] + lanes[l ^ 4];
+    for (int l = 0; l < 4; l++) y[l] = x[l] + x[l ^ 2];
+    return y[0] + y[1];
+}
+
+void ml_half_dot_products(const float *restrict a, const float *restrict b, float *restrict c,
+                          size_t m, size_t k, size_t n) {
+    size_t whole = k - k % 64, pieces = k - k % 16;
+    for (size_t i = 0; i < m; i++) {
+        const float *row = a + i * k;
+        for (size_t j = 0; j < n; j++) {
+            const float *col = b + j * k;
+            float regs[64] = {0}, piece[8] = {0};
+            for (size_t s = 0; s < whole; s += 64)
+                for (int t = 0; t < 64; t++) regs[t] += row[s + t] * col[s + t];
+            for (int half = 4; half >= 1; half /= 2)
+                for (int r = 0; r < half; r++)
+                    for (int l = 0; l < 8; l++) regs[8 * r + l] = regs[8 * r + l] + regs[8 * (r + half) + l];
+            float total = ml_fold_lanes(regs);
+            for (size_t s = whole; s < pieces; s += 8)
+                for (int l = 0; l < 8; l++) piece[l] += row[s + l] * col[s + l];
+            total = total + ml_fold_lanes(piece);
+            for (size_t s = pieces; s < k; s++) total = total + row[s] * col[s];
+            c[i * n + j] = total;
+        }
+    }
+}
