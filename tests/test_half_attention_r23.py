@@ -6,6 +6,13 @@
   the scores and quads of keys (bfloat16) or keys in order (float16) for the weighted values. minilora summed in
   OpenBLAS's float32 order: 30 of 1024 bfloat16 outputs off at head size 128 and 40 keys, 32 of 1024 float16 ones
   at 600 keys. Measured on an AMD EPYC (AVX-512, MKL 2024.2); elsewhere MKL's order is not claimed (skipped).
+* float16 ``F.linear`` (ATen's 8-lane dot products) ran in NumPy, k products an output: compiled now.
+
+Left open (measured): a query block of several rows (prefill, training) takes other MKL kernels by shape (for 32
+rows and 16+ keys the scores add k in order; for 3 rows 4 lanes; fewer keys neither), so float16/bfloat16 sdpa
+gradients stay off in a few elements; PEFT LoRA on a float16 Llama: logits off in 276 of 1536 with down_proj
+adapted (0 with q_proj or v_proj only), every adapter gradient off in the last bits: the float32 adapter products
+are MKL's sgemm (x @ A^T with 4 outputs a row: neither k order nor NumPy's), which minilora does not model.
 """
 import numpy as np
 import pytest
@@ -56,11 +63,11 @@ def threads(request):
 
 @measured_cpu
 def test_float16_sdpa_decoding_over_a_kv_cache_is_torchs_bits(threads):
-    """One new token's query against 40 and 600 cached keys (two blocks of 512: the running sum starts the second
+    """One new token's query against 40 and 520 cached keys (two blocks of 512: the running sum starts the second
     block's sums), grouped heads and a float mask included. (bfloat16's 8 bits hide the order in random ones.)"""
     dt = torch.float16
     g = torch.Generator().manual_seed(0)
-    for keys, kv_heads, masked in ((40, 4, False), (600, 2, True)):
+    for keys, kv_heads, masked in ((40, 4, False), (520, 2, True)):
         q = (2 * torch.randn(2, 4, 1, 128, generator=g)).to(dt)
         k = (2 * torch.randn(2, kv_heads, keys, 128, generator=g)).to(dt)
         v = torch.randn(2, kv_heads, keys, 128, generator=g).to(dt)

@@ -19,7 +19,8 @@ Measured against torch 2.13 on the CPU (round 22):
 Left open (measured, not modelled): bfloat16/float16 sdpa decoding over a KV cache (torch's flash kernel hands its
 products to MKL's bf16bf16f32/f16f16f32 GEMM, whose order on this AMD EPYC matched none of sequential, vdpbf16ps
 pairs, 8/16/32 lanes: 6 of 6144 outputs of a 1-query, head-size-128 attention off; head size 64 matched), and so a
-float16 sdpa Llama's gradients.
+float16 sdpa Llama's gradients. (Decoding's order found in round 23: tests/test_half_attention_r23.py; a block of
+several query rows, and so the gradients, still open.)
 """
 import numpy as np
 import pytest
