@@ -56,20 +56,6 @@ globals().update({name: getattr(_polynomials, name) for name in _polynomials.__a
 __all__ += _polynomials.__all__
 
 
-def _values_only(function, name):
-    """torch's second spelling of a function minilora has (``modified_bessel_i0`` is ``i0``), which torch
-    records without a gradient: the same values, detached."""
-    def values(input, *, out=None):
-        dtypes.refuse_complex(f"{name}_cpu", input)  # (torch's kernel has this name, not the first spelling's)
-        result = function(input).detach()
-        return result if out is None else out.copy_(result)
-    values.__name__, values.__doc__ = name, f"``torch.special.{name}``: {function.__name__}'s values, no gradient."
-    return values
-
-
-modified_bessel_i0 = _values_only(_special.i0, "modified_bessel_i0")
-modified_bessel_i1 = _values_only(_special.i1, "modified_bessel_i1")
-__all__ += ["modified_bessel_i0", "modified_bessel_i1"]
 softmax, log_softmax = _softmax, _log_softmax  # (torch.special's softmax takes no out=)
 
 
@@ -144,10 +130,27 @@ def scaled_modified_bessel_k1(x, *, out=None):
     return _kernel_values(_bessel.scaled_modified_bessel_k1, "scaled_modified_bessel_k1", "x", x, out)
 
 
+def modified_bessel_i0(input, *, out=None):
+    """``torch.special.modified_bessel_i0``: I0 by ATen's own kernel for this spelling (``i0``'s values)."""
+    return _kernel_values(_bessel.modified_bessel_i0, "modified_bessel_i0", "input", input, out)
+
+
+def modified_bessel_i1(input, *, out=None):
+    """``torch.special.modified_bessel_i1``: I1 by ATen's kernel for this spelling, which is not ``i1``'s (its float
+    series keeps every term; its product is taken in another order)."""
+    return _kernel_values(_bessel.modified_bessel_i1, "modified_bessel_i1", "input", input, out)
+
+
+def spherical_bessel_j0(x, *, out=None):
+    """``torch.special.spherical_bessel_j0``: sin(x) / x, by its Taylor series below |x| = 1/2, 0 at +-inf."""
+    return _kernel_values(_bessel.spherical_bessel_j0, "spherical_bessel_j0", "x", x, out)
+
+
 def airy_ai(x, *, out=None):
     """``torch.special.airy_ai``: the Airy function Ai (0 beyond 103.892, nan at +-inf)."""
     return _kernel_values(_bessel.airy_ai, "airy_ai", "x", x, out)
 
 
 __all__ += ["gammainc", "gammaincc", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "modified_bessel_k0",
-            "modified_bessel_k1", "scaled_modified_bessel_k0", "scaled_modified_bessel_k1", "airy_ai"]
+            "modified_bessel_k1", "scaled_modified_bessel_k0", "scaled_modified_bessel_k1", "airy_ai",
+            "modified_bessel_i0", "modified_bessel_i1", "spherical_bessel_j0"]

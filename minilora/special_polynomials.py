@@ -1,8 +1,8 @@
 """torch.special's classical orthogonal polynomials of degree n at x: Chebyshev T, U, V, W, Hermite H and He,
-Laguerre L, Legendre P. Each follows torch's kernel: n truncated to an integer (negative: 0), the closed forms
-torch takes at x = +-1 (and, for Chebyshev of high degree inside (-1, 1), its trigonometric form), otherwise the
-three-term recurrence, in the result's dtype (x and n promoted, integers to the default float dtype). torch
-records no gradient for them, and neither does minilora."""
+Laguerre L, Legendre P (spherical_bessel_j0, sin(x) / x, is ops/bessel.py's). Each follows torch's kernel: n
+truncated to an integer (negative: 0), the closed forms torch takes at x = +-1 (and, for Chebyshev of high degree
+inside (-1, 1), its trigonometric form), otherwise the three-term recurrence, in the result's dtype (x and n
+promoted, integers to the default float dtype). torch records no gradient for them, and neither does minilora."""
 import numpy as np
 
 from . import dtypes
@@ -11,7 +11,7 @@ from .tensor import Tensor
 __all__ = ["chebyshev_polynomial_t", "chebyshev_polynomial_u", "chebyshev_polynomial_v", "chebyshev_polynomial_w",
            "shifted_chebyshev_polynomial_t", "shifted_chebyshev_polynomial_u", "shifted_chebyshev_polynomial_v",
            "shifted_chebyshev_polynomial_w", "hermite_polynomial_h", "hermite_polynomial_he", "laguerre_polynomial_l",
-           "legendre_polynomial_p", "spherical_bessel_j0"]
+           "legendre_polynomial_p"]
 
 
 def _operands(name, x, n):
@@ -176,20 +176,3 @@ def legendre_polynomial_p(input, n, *, out=None):
     values = _low_degrees(x, degree, x, values)
     edge = np.where((x > 0) | (degree % 2 == 0), 1, -1)
     return _result(np.where((np.abs(x) == 1) & (degree >= 0), edge, values), x, like, out)
-
-
-def spherical_bessel_j0(input, *, out=None):
-    """``torch.special.spherical_bessel_j0``: sin(x) / x, by its Taylor series below |x| = 1/2 (as torch: the
-    terms to x^12, each coefficient 1/(2k+1)! divided out in the dtype), 0 at +-inf."""
-    dtypes.refuse_complex("spherical_bessel_j0_cpu", input)
-    x = input.detach().numpy()
-    if not dtypes.is_floating(input.dtype):
-        x = x.astype(dtypes.get_default_dtype())
-    t = x.dtype.type
-    squared = x * x
-    series = t(0)
-    for k in range(6, 0, -1):  # Horner from x^12 down: (-1)^k / (2k + 1)!
-        series = squared * (t((-1) ** k) / t(np.prod(np.arange(1, 2 * k + 2, dtype=np.float64))) + series)
-    with np.errstate(all="ignore"):
-        values = np.where(np.abs(x) < 0.5, t(1) + series, np.sin(x) / x)
-    return _result(np.where(np.isinf(x), 0, values), x, input, out)

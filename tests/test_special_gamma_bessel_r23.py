@@ -67,7 +67,9 @@ _BESSEL_POINTS = np.concatenate([
      9.0, 30.0, 103.892, 104.0, 700.0, 1e10, np.inf, -np.inf, np.nan, -1.0, -4.0, -7.5, -30.0, -1e3],
     np.linspace(-12, 12, 241), 10 ** np.linspace(-8, 3, 45)])
 _BESSEL = ["bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "modified_bessel_k0", "modified_bessel_k1",
-           "scaled_modified_bessel_k0", "scaled_modified_bessel_k1", "airy_ai"]
+           "scaled_modified_bessel_k0", "scaled_modified_bessel_k1", "airy_ai",
+           # (their siblings, which were i0's and i1's values, and sin(x) / x by NumPy's sin: ATen's own kernels)
+           "modified_bessel_i0", "modified_bessel_i1", "spherical_bessel_j0"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -122,6 +124,8 @@ _ERRORS = [
     lambda t: t.special.airy_ai(t.tensor([1.0]).half()),
     lambda t: t.special.bessel_y0(t.tensor([1.0]).to(t.bfloat16)),
     lambda t: t.special.modified_bessel_k0(t.tensor([1.0]).to(t.complex64)),
+    lambda t: t.special.modified_bessel_i1(t.tensor([1.0]).half()),  # (were computed in float16)
+    lambda t: t.special.spherical_bessel_j0(t.tensor([1.0]).to(t.bfloat16)),
 ]
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import fastmath, float32_math
 from .incomplete_gamma import libm
+from .special import _I0E_A, _I0E_B, _I1E_A, _I1E_B
 
 _F64 = np.float64
 
@@ -224,19 +225,40 @@ _K1_B = (-5.75674448366501715755e-18, 1.79405087314755922667e-17, -5.68946255844
 
 
 def _i0_near(x):
-    """ATen's ``modified_bessel_i0_forward`` for 0 < x <= 2 (all K0 asks of it): e^x times its Chebyshev series in
-    x / 2 - 2 (the same table as ``special.cephes_i0``'s, all 30 terms in either dtype)."""
-    from .special import _I0E_A
+    """ATen's ``modified_bessel_i0_forward`` for 0 <= x <= 8: e^x times its Chebyshev series in x / 2 - 2 (the same
+    table as ``special.cephes_i0``'s, all 30 terms in either dtype)."""
     real = x.dtype.type
     return libm("exp", x) * _clenshaw(_I0E_A, x / real(2) - real(2))
 
 
 def _i1_near(x):
-    """ATen's ``modified_bessel_i1_forward`` for 0 < x <= 2: 0.5 (a - p) x e^x, left to right (all 29 terms: the
+    """ATen's ``modified_bessel_i1_forward`` for 0 <= x <= 8: 0.5 (a - p) x e^x, left to right (all 29 terms: the
     float kernel keeps them, unlike calc_i1's)."""
-    from .special import _I1E_A
     real = x.dtype.type
     return _clenshaw(_I1E_A, x / real(2) - real(2)) * x * libm("exp", x)
+
+
+def _modified_bessel_i(x, order):
+    """ATen's ``modified_bessel_i0_forward`` / ``i1_forward`` (torch.special's spellings: not calc_i0 / calc_i1,
+    whose float kernel drops I1's small terms and multiplies in another order): of |x|, up to 8 ``_i0_near`` /
+    ``_i1_near``, beyond e^x 0.5 (b - p) / sqrt(x) with the series in 32 / x - 2; I1 odd."""
+    real = x.dtype.type
+    ax = np.abs(x)
+    with np.errstate(all="ignore"):
+        near = _i1_near(ax) if order else _i0_near(ax)
+        far = libm("exp", ax) * _clenshaw(_I1E_B if order else _I0E_B, real(32) / ax - real(2)) / np.sqrt(ax)
+        values = np.where(ax <= real(8), near, far)
+    return np.where(x < 0, -values, values) if order else values
+
+
+def modified_bessel_i0(x):
+    """torch's ``modified_bessel_i0_forward``."""
+    return _modified_bessel_i(_run(x, "modified_bessel_i0")[0], 0)
+
+
+def modified_bessel_i1(x):
+    """torch's ``modified_bessel_i1_forward``."""
+    return _modified_bessel_i(_run(x, "modified_bessel_i1")[0], 1)
 
 
 def _k_series(x, order, scaled):
@@ -357,6 +379,19 @@ def _ai_maclaurin(x):
         m[rows], n[rows], k[rows] = mi, ni, ki
         going[rows] = np.abs(mi / f[rows]) > eps
     return _fma(real(_AI_0), f, -(real(_AI_PRIME_0) * g))
+
+
+def spherical_bessel_j0(x):
+    """torch's ``spherical_bessel_j0_forward``: sin(x) / x (C's sin), below |x| = 1/2 its Taylor series to x^12 by
+    Horner's rule in x^2 (each step fused), 0 at +-inf."""
+    x, real = _run(x, "spherical_bessel_j0")
+    square = x * x
+    series = real(1) / real(6227020800.0)
+    for k in range(5, -1, -1):  # (the coefficients (-1)^k / (2k + 1)!, each a division of two of the dtype's)
+        series = _fma(square, series, real((-1) ** k) / real(math.factorial(2 * k + 1)))
+    with np.errstate(all="ignore"):
+        values = np.where(np.abs(x) < real(0.5), series, libm("sin", x) / x)
+    return np.where(np.isinf(x), real(0), values)
 
 
 def airy_ai(x):
