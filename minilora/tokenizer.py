@@ -3279,13 +3279,14 @@ def vocab_mismatch(tokenizer, model_vocab_size):
 def from_pretrained(pretrained_model_name_or_path, **kwargs):
     """A tokenizer folder as transformers saves it (``tokenizer.json`` + ``tokenizer_config.json``).
     ``kwargs``: ``bos_token``, ``eos_token``, ``pad_token``, ``padding_side``, ... (as for ``from_file``)."""
-    from .checkpoint import put_back_a_cut_swap
+    from .checkpoint import one_version_of, put_back_a_cut_swap
     path = os.fspath(pretrained_model_name_or_path)
     put_back_a_cut_swap(path)  # (a save killed half-way through its folder swap)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path!r} is not a folder: minilora loads tokenizers from a local folder with "
                                 f"{TOKENIZER_FILE} (it does not download from the Hugging Face Hub)")
-    tokenizer = from_file(path, **kwargs)
+    with one_version_of(path):  # (tokenizer.json, its config and chat template of one save, whoever saves meanwhile)
+        tokenizer = from_file(path, **kwargs)
     tokenizer.name_or_path = path  # (transformers' attribute: the folder it was loaded from)
     return tokenizer
 

@@ -161,6 +161,32 @@ def test_an_adapter_loaded_while_another_save_swaps_its_folder_is_one_save_s_con
     assert _same(_lora(new), folder, _adapter_state)  # (and the second save is done, whole)
 
 
+def test_a_model_loaded_while_another_save_swaps_its_folder_is_one_save_s_config_and_weights(tmp_path, monkeypatch):
+    """``from_pretrained`` read config.json, then the weights: a swap between gave one save's config (its
+    rms_norm_eps) with the other's weights, silently. It now reads the folder's files under its shared lock."""
+    from minilora.nn import llama
+    folder = str(tmp_path / "model")
+    old = _tiny_llama(0)
+    old.save_pretrained(folder)
+    ml.manual_seed(1)
+    new = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                       num_attention_heads=2, max_position_embeddings=16, rms_norm_eps=1e-3))
+    fits, saves = llama._check_checkpoint_fits, []
+
+    def saved_over_first(*args, **kwargs):  # (config.json is read by now)
+        saves.append(threading.Thread(target=new.save_pretrained, args=(folder,)))
+        saves[-1].start()
+        saves[-1].join(0.3)  # (before: swapped in by now)
+        return fits(*args, **kwargs)
+    monkeypatch.setattr(llama, "_check_checkpoint_fits", saved_over_first)
+    try:
+        loaded = LlamaForCausalLM.from_pretrained(folder)
+    finally:
+        saves[-1].join()
+    assert loaded.config.rms_norm_eps == old.config.rms_norm_eps != new.config.rms_norm_eps
+    assert _same(_weights(old.state_dict()), None, lambda _: loaded.state_dict())  # (before: the second's)
+
+
 # ==================================================================================================
 # A file name torch.save cannot name its archive after
 # ==================================================================================================

@@ -30,8 +30,8 @@ import numpy as np
 
 from .. import amp, dtypes, float32_math, forward_ad, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
-                          load_checkpoint, load_json, put_back_a_cut_swap, read_checkpoint_shapes, read_weights_header,
-                          save_file, save_json)
+                          load_checkpoint, load_json, one_version_of, put_back_a_cut_swap, read_checkpoint_shapes,
+                          read_weights_header, save_file, save_json)
 from ..checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from ..checkpoint import _layout as _checkpoint_layout
 from ..checkpoint import naming_the_file as _naming_the_file
@@ -1917,6 +1917,15 @@ class LlamaForCausalLM(Module):
         TypeError from the model's ``__init__``.
         """
         path = os.path.join(os.fspath(path), subfolder) if subfolder else path
+        with one_version_of(path):  # (config.json, the weights and generation_config.json of one save: another
+            return cls._from_folder(path, dtype, device, torch_dtype, config, device_map,  # process's swap waits)
+                                    attn_implementation, use_safetensors, output_loading_info,
+                                    ignore_mismatched_sizes, config_overrides)
+
+    @classmethod
+    def _from_folder(cls, path, dtype, device, torch_dtype, config, device_map, attn_implementation, use_safetensors,
+                     output_loading_info, ignore_mismatched_sizes, config_overrides):
+        """``from_pretrained``'s load of the folder ``path``, its loading options checked."""
         config_file = os.path.join(os.fspath(path), "config.json") if config is None else "the config passed"
         config = _config_to_load(cls, path, config, config_overrides)  # first: a missing folder is named as such
         device = _device_from_map(device, device_map)
