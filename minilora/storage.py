@@ -597,15 +597,26 @@ def share_memory_(self):
     if self._device.type != "cpu" or is_shared(self):
         return self
     if self._base is not None:
-        raise NotImplementedError("share_memory_(): minilora cannot move a view's memory into shared memory (the "
-                                  "tensor it views would keep the old memory, where torch moves their one storage); "
-                                  "call share_memory_() on the tensor it views, before making views of it")
+        _let_go_of_base(self)
     _refuse_if_viewed(self, "_array", "share_memory_")
     sizes, strides, offset = _shape._geometry(self._array)  # (kept: a transposed tensor stays transposed)
     memory = _shared_copy(_owner_bytes(_shape._owner(self._array)))
     elements = memory.view(np.uint16).view(self.dtype) if dtypes.is_bfloat16(self.dtype) else memory.view(self.dtype)
     self._array = _shape._strided(elements, sizes, strides, offset)
     return self
+
+
+def _let_go_of_base(self):
+    """``Parameter(t)`` and ``Tensor(t)`` keep ``t`` as their base, only to share its memory: where nothing else
+    holds ``t`` (and ``self`` is no view op's result), ``self`` lets go of it and owns the memory alone. A real
+    view is refused: the tensor it views would keep the old memory, where torch moves their one storage."""
+    base = self._base
+    # (references to base: self's slot, this frame's name, getrefcount's argument)
+    if self._view is not None or base._array is not self._array or sys.getrefcount(base) > 3:
+        raise NotImplementedError("share_memory_(): minilora cannot move a view's memory into shared memory (the "
+                                  "tensor it views would keep the old memory, where torch moves their one storage); "
+                                  "call share_memory_() on the tensor it views, before making views of it")
+    self._base = None
 
 
 def set_(self, source=None, storage_offset=0, size=None, stride=None):

@@ -262,6 +262,37 @@ def test_share_memory_is_seen_by_a_forked_child():
     assert x.tolist() == [0., 5., 0.]
 
 
+def test_a_shared_models_weights_are_trained_by_a_forked_child_as_torchs():
+    """Hogwild's start: model.share_memory(), then a forked process steps the optimizer on the same weights."""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+
+    def run(t):
+        t.manual_seed(0)
+        net = t.nn.Sequential(t.nn.Linear(3, 2), t.nn.BatchNorm1d(2))
+        shared = net.share_memory() is net and all(p.is_shared() for p in [*net.parameters(), *net.buffers()])
+        pid = os.fork()
+        if pid == 0:
+            optimizer = t.optim.SGD(net[0].parameters(), lr=0.1)
+            x = t.arange(12.).reshape(4, 3)
+            (net[0](x) * t.tensor([1., -2.])).sum().backward()
+            optimizer.step()
+            net[1](x[:, :2])  # (a training forward: the running statistics, buffers, change)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        # (the running mean to 4 places: minilora's batch-norm statistics are 1 ulp from torch's here)
+        return shared, [p.detach() for p in net.parameters()], (net[1].running_mean * 1e4).round()
+    same(run)
+
+
+def test_share_memory_of_a_parameter_and_its_refusals():
+    p = ml.nn.Parameter(ml.ones(3))  # (its base, the ones, is held by nothing else: the parameter lets go of it)
+    assert p.share_memory_() is p and p.is_shared() and type(p) is ml.nn.Parameter
+    t = ml.ones(3)
+    with pytest.raises(NotImplementedError, match="view's memory"):
+        ml.nn.Parameter(t).share_memory_()  # (t still shows the memory)
+
+
 def test_moving_memory_that_others_view_is_refused_by_name():
     """NumPy cannot re-point an array: moving memory another tensor views would silently stop sharing it."""
     x = ml.zeros(3)

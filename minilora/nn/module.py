@@ -514,8 +514,14 @@ class Module:
         return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
     def share_memory(self):
-        raise NotImplementedError("Module.share_memory(): minilora has no torch.multiprocessing shared "
-                                  "memory; its arrays are NumPy/CuPy arrays owned by one process")
+        """torch's ``model.share_memory()``: each parameter, gradient and buffer moved into shared memory
+        (``Tensor.share_memory_``, minilora/storage.py), so processes forked afterwards update the same weights
+        (Hogwild training: the optimizers write in place). A tensor another array views is refused by name."""
+        for tensor in [*self.parameters(), *self.buffers()]:
+            tensor.share_memory_()
+            if tensor.grad is not None:
+                tensor.grad.share_memory_()
+        return self
 
     def compile(self, *args, **kwargs):
         """torch's in-place ``model.compile(mode=...)``: the arguments checked as ``torch.compile``'s;
