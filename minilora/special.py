@@ -60,22 +60,23 @@ softmax, log_softmax = _softmax, _log_softmax  # (torch.special's softmax takes 
 
 
 # the regularized incomplete gamma functions (minilora/ops/incomplete_gamma.py): torch.igamma / igammac
-def gammainc(input, other, *, out=None):
+# (each public function below takes torch's out= too: wrapped at the end of the file, as _FUNCTIONS above)
+def gammainc(input, other):
     """``torch.special.gammainc(a, x)``: P(a, x), the regularized lower incomplete gamma function."""
     _incomplete_gamma.tensors_only("special_gammainc", ("input", input), ("other", other))
-    return ops._with_out(_incomplete_gamma.igamma, "special_gammainc")(input, other, out=out)
+    return _incomplete_gamma.igamma(input, other)
 
 
-def gammaincc(input, other, *, out=None):
+def gammaincc(input, other):
     """``torch.special.gammaincc(a, x)``: Q(a, x) = 1 - P(a, x), the upper one."""
     _incomplete_gamma.tensors_only("special_gammaincc", ("input", input), ("other", other))
-    return ops._with_out(_incomplete_gamma.igammac, "special_gammaincc")(input, other, out=out)
+    return _incomplete_gamma.igammac(input, other)
 
 
 # the Bessel and Airy functions (minilora/ops/bessel.py): values only, as torch records no gradient for them
-def _kernel_values(kernel, name, parameter, input, out):
+def _kernel_values(kernel, name, parameter, input):
     """``kernel``'s values of ``input`` as torch's ``{name}_cpu``: float32 and float64 (integers and bool in the
-    default float dtype; complex and 16-bit refused), detached, written into ``out`` if given."""
+    default float dtype; complex and 16-bit refused), detached."""
     _incomplete_gamma.tensors_only(f"special_{name}", (parameter, input))
     dtype = input.dtype
     if dtype.kind == "c" or dtypes.is_floating(dtype) and dtype.itemsize == 2:
@@ -87,70 +88,72 @@ def _kernel_values(kernel, name, parameter, input, out):
     else:
         host = _host_array(input._array).astype(dtype, copy=False)
         result = Tensor(input.device.xp.asarray(kernel(host)), dtype=dtype, device=input.device)
-    return result if out is None else out.copy_(result)
+    return result
 
 
-def bessel_j0(input, *, out=None):
+def bessel_j0(input):
     """``torch.special.bessel_j0``: the Bessel function of the first kind, order 0."""
-    return _kernel_values(_bessel.bessel_j0, "bessel_j0", "input", input, out)
+    return _kernel_values(_bessel.bessel_j0, "bessel_j0", "input", input)
 
 
-def bessel_j1(input, *, out=None):
+def bessel_j1(input):
     """``torch.special.bessel_j1``: the Bessel function of the first kind, order 1."""
-    return _kernel_values(_bessel.bessel_j1, "bessel_j1", "input", input, out)
+    return _kernel_values(_bessel.bessel_j1, "bessel_j1", "input", input)
 
 
-def bessel_y0(input, *, out=None):
+def bessel_y0(input):
     """``torch.special.bessel_y0``: the Bessel function of the second kind, order 0 (-inf at 0, nan below)."""
-    return _kernel_values(_bessel.bessel_y0, "bessel_y0", "input", input, out)
+    return _kernel_values(_bessel.bessel_y0, "bessel_y0", "input", input)
 
 
-def bessel_y1(input, *, out=None):
+def bessel_y1(input):
     """``torch.special.bessel_y1``: the Bessel function of the second kind, order 1."""
-    return _kernel_values(_bessel.bessel_y1, "bessel_y1", "input", input, out)
+    return _kernel_values(_bessel.bessel_y1, "bessel_y1", "input", input)
 
 
-def modified_bessel_k0(input, *, out=None):
+def modified_bessel_k0(input):
     """``torch.special.modified_bessel_k0``: the modified Bessel function of the second kind, order 0."""
-    return _kernel_values(_bessel.modified_bessel_k0, "modified_bessel_k0", "input", input, out)
+    return _kernel_values(_bessel.modified_bessel_k0, "modified_bessel_k0", "input", input)
 
 
-def modified_bessel_k1(input, *, out=None):
+def modified_bessel_k1(input):
     """``torch.special.modified_bessel_k1``: order 1."""
-    return _kernel_values(_bessel.modified_bessel_k1, "modified_bessel_k1", "input", input, out)
+    return _kernel_values(_bessel.modified_bessel_k1, "modified_bessel_k1", "input", input)
 
 
-def scaled_modified_bessel_k0(x, *, out=None):
+def scaled_modified_bessel_k0(x):
     """``torch.special.scaled_modified_bessel_k0``: K0(x) e^x (finite where K0 underflows)."""
-    return _kernel_values(_bessel.scaled_modified_bessel_k0, "scaled_modified_bessel_k0", "x", x, out)
+    return _kernel_values(_bessel.scaled_modified_bessel_k0, "scaled_modified_bessel_k0", "x", x)
 
 
-def scaled_modified_bessel_k1(x, *, out=None):
+def scaled_modified_bessel_k1(x):
     """``torch.special.scaled_modified_bessel_k1``: K1(x) e^x."""
-    return _kernel_values(_bessel.scaled_modified_bessel_k1, "scaled_modified_bessel_k1", "x", x, out)
+    return _kernel_values(_bessel.scaled_modified_bessel_k1, "scaled_modified_bessel_k1", "x", x)
 
 
-def modified_bessel_i0(input, *, out=None):
+def modified_bessel_i0(input):
     """``torch.special.modified_bessel_i0``: I0 by ATen's own kernel for this spelling (``i0``'s values)."""
-    return _kernel_values(_bessel.modified_bessel_i0, "modified_bessel_i0", "input", input, out)
+    return _kernel_values(_bessel.modified_bessel_i0, "modified_bessel_i0", "input", input)
 
 
-def modified_bessel_i1(input, *, out=None):
+def modified_bessel_i1(input):
     """``torch.special.modified_bessel_i1``: I1 by ATen's kernel for this spelling, which is not ``i1``'s (its float
     series keeps every term; its product is taken in another order)."""
-    return _kernel_values(_bessel.modified_bessel_i1, "modified_bessel_i1", "input", input, out)
+    return _kernel_values(_bessel.modified_bessel_i1, "modified_bessel_i1", "input", input)
 
 
-def spherical_bessel_j0(x, *, out=None):
+def spherical_bessel_j0(x):
     """``torch.special.spherical_bessel_j0``: sin(x) / x, by its Taylor series below |x| = 1/2, 0 at +-inf."""
-    return _kernel_values(_bessel.spherical_bessel_j0, "spherical_bessel_j0", "x", x, out)
+    return _kernel_values(_bessel.spherical_bessel_j0, "spherical_bessel_j0", "x", x)
 
 
-def airy_ai(x, *, out=None):
+def airy_ai(x):
     """``torch.special.airy_ai``: the Airy function Ai (0 beyond 103.892, nan at +-inf)."""
-    return _kernel_values(_bessel.airy_ai, "airy_ai", "x", x, out)
+    return _kernel_values(_bessel.airy_ai, "airy_ai", "x", x)
 
 
-__all__ += ["gammainc", "gammaincc", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "modified_bessel_k0",
+_KERNELS = ["gammainc", "gammaincc", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "modified_bessel_k0",
             "modified_bessel_k1", "scaled_modified_bessel_k0", "scaled_modified_bessel_k1", "airy_ai",
             "modified_bessel_i0", "modified_bessel_i1", "spherical_bessel_j0"]
+globals().update({name: ops._with_out(globals()[name], f"special_{name}") for name in _KERNELS})
+__all__ += _KERNELS

@@ -126,6 +126,8 @@ _ERRORS = [
     lambda t: t.special.modified_bessel_k0(t.tensor([1.0]).to(t.complex64)),
     lambda t: t.special.modified_bessel_i1(t.tensor([1.0]).half()),  # (were computed in float16)
     lambda t: t.special.spherical_bessel_j0(t.tensor([1.0]).to(t.bfloat16)),
+    lambda t: t.special.bessel_j0(t.tensor([1.0]), out=t.empty(1, dtype=t.int64)),  # (was written, truncated)
+    lambda t: t.igammac(t.tensor([1.0]), t.tensor([1.0]), out=t.empty(1, dtype=t.int64)),
 ]
 
 
