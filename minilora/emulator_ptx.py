@@ -372,7 +372,7 @@ def _instruction(text: str, registers: set[str]) -> str:
     op, mods = parts[0], parts[1:]
     args = _split_operands(rest)
     try:
-        code = _emit(op, mods, args, registers, head)
+        code = _emit_flushing(op, mods, args, registers, head) if "ftz" in mods else _emit(op, mods, args, registers, head)
     except IndexError:
         raise PtxError(f"the inline PTX instruction '{text}' has too few operands") from None
     return guard + "{ " + code + " }"
@@ -565,6 +565,35 @@ def _mbarrier(mods: list[str], args: list[str], regs: set[str], head: str) -> st
     raise PtxError(f"the inline PTX instruction '{head}' is not modelled by minilora's CUDA emulator (of mbarrier it "
                    "runs init, inval, arrive, arrive.expect_tx, arrive_drop, expect_tx, complete_tx, test_wait, "
                    "try_wait and their .parity forms)")
+
+
+# How many source operands an instruction with .ftz reads as floats (setp's optional last one is a predicate).
+_FLOAT_SOURCES = {"add": 2, "sub": 2, "mul": 2, "div": 2, "min": 2, "max": 2, "setp": 2, "fma": 3, "mad": 3}
+_FLUSHABLE = {"f32": "flush_f32", "f16": "flush_f16", "f16x2": "flush_f16x2"}  # .ftz is for these types only
+
+
+def _emit_flushing(op: str, mods: list[str], args: list[str], regs: set[str], head: str) -> str:
+    """An instruction with .ftz (add.ftz.f32, fma.rn.ftz.f32, ex2.approx.ftz.f32, setp.lt.ftz.f32, cvt.rn.ftz.f32.f64,
+    add.ftz.f16x2, ...): its subnormal .f32 / .f16 inputs are read as zero of the same sign, and a subnormal result is
+    written as one -- the GPU's flush-to-zero, which -ftz=true (--use_fast_math) sets for every float op nvcc emits
+    and kernels ask for by name in inline PTX.  The instruction itself runs on the flushed copies."""
+    types = _types(mods)
+    if not types:
+        raise PtxError(f"the inline PTX instruction '{head}' has .ftz but no type")
+    source_type, result_type = (types[1], types[0]) if op == "cvt" and len(types) == 2 else (types[-1], types[-1])
+    if op == "cvt":  # cvt's .ftz is about its .f32 side only (a subnormal half widens to a normal float)
+        source_type, result_type = (t if t == "f32" else "" for t in (source_type, result_type))
+    code = []
+    sources = list(args)
+    for k in range(1, 1 + _FLOAT_SOURCES.get(op, 1)):
+        if source_type in _FLUSHABLE and k < len(args) and not _vector(args[k]):
+            code.append(f"uint64_t __ptxftz{k} = __emu::ptx::{_FLUSHABLE[source_type]}({_value(args[k], regs)});")
+            sources[k] = f"__ptxftz{k}"
+    code.append(_emit(op, [m for m in mods if m != "ftz"], sources, regs, head))
+    if op != "setp" and result_type in _FLUSHABLE and not _vector(args[0]):
+        dest = _dest(args[0], regs)
+        code.append(f"{dest} = __emu::ptx::{_FLUSHABLE[result_type]}({dest});")
+    return " ".join(code)
 
 
 def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) -> str:

@@ -1483,15 +1483,15 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
        by hand the inputs where that misses the correctly rounded result (cuda_fp16.hpp's __SPEC_CASE, bf16's      \
        hexp10 at 0xBC95).  Rounding through float first (expf, then to half) was one ulp off on a few inputs, the  \
        patched ones among them (hexp 0x1F79, 0x25CF; hlog10 0x338F, 0x33F8, 0x57E1, 0x719D): the emulator's        \
-       choice is the correctly rounded value, which CUDA's patches aim for.  hsin / hcos keep sinf / cosf. */      \
+       choice is the correctly rounded value, which CUDA's patches aim for.  hsin / hcos follow the types, below. */ \
     inline H hexp(H a) { return H(std::exp((double)float(a))); }                                        \
     inline H hlog(H a) { return H(std::log((double)float(a))); }                                        \
     inline H hsqrt(H a) { return H(sqrtf(float(a))); }                                                  \
-    inline H hrsqrt(H a) { return H(1.0 / std::sqrt((double)float(a))); }                               \
+    /* rsqrt.approx.ftz.f32, then cvt.rn to 16 bits (cuda_fp16.hpp): rounded to float first, as each approximate \
+       instruction here, so a float result on a 16-bit tie rounds as the GPU's does */                       \
+    inline H hrsqrt(H a) { return H(__frsqrt_rn(float(a))); }                                           \
     inline H htanh(H a) { return H(tanhf(float(a))); }                                                  \
     inline H htanh_approx(H a) { return htanh(a); }  /* tanh.approx: within its error */             \
-    inline H hsin(H a) { return H(sinf(float(a))); }                                                    \
-    inline H hcos(H a) { return H(cosf(float(a))); }                                                    \
     inline H hexp2(H a) { return H(std::exp2((double)float(a))); }                                      \
     inline H hexp10(H a) { return H(std::pow(10.0, (double)float(a))); }                                \
     inline H hlog2(H a) { return H(std::log2((double)float(a))); }                                      \
@@ -1512,6 +1512,49 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
 __EMU_HALF_TYPE(__half, __emu::float_to_half_bits, __emu::half_bits_to_float)
 __EMU_HALF_TYPE(__nv_bfloat16, __emu::float_to_bf16_bits, __emu::bf16_bits_to_float)
 #undef __EMU_HALF_TYPE
+// hsin / hcos of a __half are cuda_fp16.hpp's own float code -- no approximate instruction, so bit for bit: a
+// two-step reduction by pi/2 (fmaf), a degree-8 polynomial (fmaf), rounded to half, then two inputs of hsin and
+// one of hcos patched by an ulp (its __SPEC_CASE).  On every half input that is the correctly rounded value; sinf /
+// cosf rounded to half (two roundings) missed it at the patched inputs (+-0x32B3, +-0x5CB0, hcos +-0x2B7C).  bf16's
+// are sinf / cosf rounded (cuda_bf16.hpp), which --use_fast_math makes __sinf / __cosf, accurate here.
+namespace __emu {
+inline float fp16_simple_sin_cos(float a, bool cosine) {  // __float_simpl_sinf / __float_simpl_cosf
+    const float shifted = fmaf(a, 0.636619772f, 12582912.0f);  // 1.5 * 2^23: the quadrant lands in the low bits
+    unsigned quadrant;
+    std::memcpy(&quadrant, &shifted, sizeof quadrant);
+    const float j = shifted - 12582912.0f;
+    float x = fmaf(j, -1.5707962512969971e+000f, a);
+    x = fmaf(j, -7.5497894158615964e-008f, x);
+    if (cosine) quadrant = (quadrant & 3u) + 1u;
+    const float x2 = x * x;
+    const bool odd = quadrant & 1u;  // the cosine's polynomial
+    float z = fmaf(odd ? 2.44331571e-5f : -1.95152959e-4f, x2, odd ? -1.38873163e-3f : 8.33216087e-3f);
+    z = fmaf(z, x2, odd ? 4.16666457e-2f : -1.66666546e-1f);
+    z = fmaf(z, x2, odd ? -5.00000000e-1f : 0.0f);
+    z = fmaf(z, odd ? x2 : x, odd ? 1.0f : x);
+    return (quadrant & 2u) ? -z : z;
+}
+// __SPEC_CASE: where |input| has these bits, the rounded result moves by the half `ulp` (fma.rn.f16 r, 1, ulp, r)
+inline __half fp16_patched(__half r, unsigned short magnitude, unsigned short special, unsigned short ulp_bits) {
+    if (magnitude != special) return r;
+    __half ulp;
+    ulp.__x = ulp_bits;
+    return r + ulp;
+}
+}  // namespace __emu
+inline __half hsin(__half a) {
+    __half r = __half(__emu::fp16_simple_sin_cos(float(a), false));
+    const unsigned short sign = r.__x & 0x8000u, magnitude = a.__x & 0x7fffu;
+    r.__x &= 0x7fffu;
+    r = __emu::fp16_patched(__emu::fp16_patched(r, magnitude, 0x32B3u, 0x0800u), magnitude, 0x5CB0u, 0x9000u);
+    r.__x |= sign;
+    return r;
+}
+inline __half hcos(__half a) {
+    return __emu::fp16_patched(__half(__emu::fp16_simple_sin_cos(float(a), true)), a.__x & 0x7fffu, 0x2B7Cu, 0x1000u);
+}
+inline __nv_bfloat16 hsin(__nv_bfloat16 a) { return __nv_bfloat16(sinf(float(a))); }
+inline __nv_bfloat16 hcos(__nv_bfloat16 a) { return __nv_bfloat16(cosf(float(a))); }
 typedef __half half;
 typedef __nv_bfloat16 nv_bfloat16;
 

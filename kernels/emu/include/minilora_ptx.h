@@ -184,6 +184,11 @@ inline D convert(S v, const char* mode, bool sat) {
         return D(v);
     }
 }
+// .ftz (PTX ISA: "subnormal inputs and results are flushed to sign-preserving zero"), on an operand's bits:
+// a .f32 value whose exponent field is 0 keeps only its sign; .f16 / .f16x2 the same in each 16-bit half.
+inline uint64_t flush_f32(uint64_t bits) { return (bits & 0x7f800000u) ? bits : bits & 0x80000000u; }
+inline uint64_t flush_f16(uint64_t bits) { return (bits & 0x7c00u) ? bits : bits & 0x8000u; }
+inline uint64_t flush_f16x2(uint64_t bits) { return flush_f16(bits & 0xffffu) | flush_f16(bits >> 16) << 16; }
 // .sat: an integer result clamps to its type's range; a float one to [0, 1] (NaN -> 0).
 template <class T>
 inline T saturate(double x) {

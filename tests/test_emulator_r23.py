@@ -1,0 +1,123 @@
+"""Round 23: CUDA written by others on the emulator -- flush-to-zero, fast-math division, half sine and cosine,
+the device heap's limit, barriers that exited threads never reach.
+
+What failed at the round's start, and the fix (in the emulator, never the kernel):
+
+* Wrong numbers, silently: inline PTX's ``.ftz`` (``add.ftz.f32``, ``fma.rn.ftz.f32``, ``ex2.approx.ftz.f32``,
+  ``setp.gt.ftz.f32``, ``cvt.rn.ftz.f32.f64``, ``add.ftz.f16x2`` ...) was ignored: a subnormal input or result
+  near 1e-38 was kept where the GPU reads and writes a zero of the same sign.
+* Wrong numbers, silently: ``hsin`` / ``hcos`` of a ``__half`` were ``sinf`` / ``cosf`` rounded to half (two
+  roundings); cuda_fp16.hpp computes them with fmaf only (no approximate instruction), bit for bit reproducible,
+  and patches three inputs by an ulp -- the correctly rounded half on every input.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from minilora import emulator as emu
+from minilora.emulator import RawModule
+
+pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
+
+TINY = np.float32(3e-39)  # subnormal: the smallest normal float32 is 1.18e-38
+
+# ---------------------------------------------------------------------------------------------- PTX .ftz
+FTZ = r"""
+#include <cuda_fp16.h>
+__device__ float add_ftz(float a, float b) { float r; asm("add.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
+__device__ float add_kept(float a, float b) { float r; asm("add.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
+extern "C" __global__ void flush(const float* x, const double* d, const unsigned* h2, float* out, unsigned* bits) {
+    const float a = x[0], b = x[1];  // a subnormal, b = 1e-20
+    float r;
+    out[0] = add_ftz(a, -0.0f);
+    out[1] = add_kept(a, -0.0f);
+    asm("mul.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(b), "f"(b)); out[2] = r;          // 1e-40: made subnormal
+    asm("mul.f32 %0, %1, %2;" : "=f"(r) : "f"(b), "f"(b)); out[3] = r;
+    asm("fma.rn.ftz.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a), "f"(2.0f), "f"(1.0f)); out[4] = r - 1.0f;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(-130.0f)); out[5] = r;
+    asm("ex2.approx.f32 %0, %1;" : "=f"(r) : "f"(-130.0f)); out[6] = r;
+    asm("neg.ftz.f32 %0, %1;" : "=f"(r) : "f"(a)); out[7] = r;                        // -0: the sign is kept
+    asm("cvt.rn.ftz.f32.f64 %0, %1;" : "=f"(r) : "d"(d[0])); out[8] = r;
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(a)); out[9] = r;                 // log2(0): -inf
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(0x1p127f)); out[10] = r;        // 2^-127 flushed: the
+    asm("max.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(0.0f)); out[11] = r;       // __fdividef rule
+    unsigned p;
+    asm("{.reg .pred q; setp.gt.ftz.f32 q, %1, 0f00000000; selp.u32 %0, 1, 0, q;}" : "=r"(p) : "f"(a)); bits[0] = p;
+    asm("{.reg .pred q; setp.gt.f32 q, %1, 0f00000000; selp.u32 %0, 1, 0, q;}" : "=r"(p) : "f"(a)); bits[1] = p;
+    asm("add.ftz.f16x2 %0, %1, %2;" : "=r"(bits[2]) : "r"(h2[0]), "r"(0x80008000u));           // half subnormals too
+    asm("add.f16x2 %0, %1, %2;" : "=r"(bits[3]) : "r"(h2[0]), "r"(0x80008000u));
+    asm("cvt.ftz.f32.f16 %0, %1;" : "=f"(out[12]) : "h"((unsigned short)(h2[0] & 0xffff)));  // f16 side: kept
+}
+"""
+
+
+@lru_cache(maxsize=None)
+def ftz_module() -> RawModule:
+    return RawModule(code=FTZ)
+
+
+def test_ftz_in_inline_ptx_flushes_subnormal_inputs_and_results_to_signed_zero():
+    x = np.array([-TINY, 1e-20], np.float32)
+    d = np.array([1e-39], np.float64)
+    h2 = np.array([0x8001_0001], np.uint32)  # two half subnormals: +2^-24 (low) and -2^-24 (high)
+    out, bits = np.full(13, 7.0, np.float32), np.zeros(4, np.uint32)
+    ftz_module().get_function("flush")((1,), (1,), (x, d, h2, out, bits))
+    f = out.view(np.uint32)
+    assert f[0] == 0x8000_0000 and out[1] == -TINY           # -subnormal + -0 -> -0; kept without .ftz
+    assert f[2] == 0 and out[3] == np.float32(1e-20) * np.float32(1e-20) != 0
+    assert out[4] == 0.0                                    # 2 * flushed + 1 == 1 exactly
+    assert f[5] == 0 and out[6] == np.float32(2.0 ** -130)
+    assert f[7] == 0 and out[8] == 0.0                      # neg(-0) = +0; the double's 1e-39 made 0
+    assert out[9] == -np.inf and f[10] == 0 and f[11] == 0
+    assert list(bits[:2]) == [0, 0]                         # -TINY > 0 is false either way
+    assert bits[2] == 0x8000_0000 and bits[3] == 0x8001_0001
+    assert out[12] == np.float32(2.0 ** -24)                # cvt.ftz.f32.f16: a half subnormal widens unflushed
+
+
+def test_ftz_setp_reads_a_subnormal_as_zero():
+    # setp.gt.ftz of +TINY > 0 is false on a GPU (TINY reads as 0); without .ftz it is true
+    src = r"""extern "C" __global__ void k(const float* x, unsigned* out) {
+        unsigned p;
+        asm("{.reg .pred q; setp.gt.ftz.f32 q, %1, 0f00000000; selp.u32 %0, 1, 0, q;}" : "=r"(p) : "f"(x[0])); out[0] = p;
+        asm("{.reg .pred q; setp.gt.f32 q, %1, 0f00000000; selp.u32 %0, 1, 0, q;}" : "=r"(p) : "f"(x[0])); out[1] = p;
+    }"""
+    out = np.full(2, 9, np.uint32)
+    RawModule(code=src).get_function("k")((1,), (1,), (np.array([TINY], np.float32), out))
+    assert list(out) == [0, 1]
+
+
+# ------------------------------------------------------------------------------------------ half sin / cos
+HALF_TRIG = r"""
+#include <cuda_fp16.h>
+extern "C" __global__ void trig(const unsigned short* bits, unsigned short* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const __half x = __ushort_as_half(bits[i]);
+    out[i] = __half_as_ushort(hsin(x));
+    out[n + i] = __half_as_ushort(hcos(x));
+    const __half2 pair = h2sin(__halves2half2(x, x));
+    out[2 * n + i] = __half_as_ushort(__high2half(pair));
+}
+"""
+
+
+def test_hsin_hcos_are_cudas_float_code_the_correctly_rounded_half():
+    bits = np.arange(65536, dtype=np.uint16)
+    out = np.zeros(3 * 65536, np.uint16)
+    RawModule(code=HALF_TRIG).get_function("trig")((256,), (256,), (bits, out, np.int32(65536)))
+    x = bits.view(np.float16).astype(np.float64)
+    finite = np.isfinite(x)
+    with np.errstate(invalid="ignore"):
+        want = [np.sin(x).astype(np.float16).view(np.uint16), np.cos(x).astype(np.float16).view(np.uint16)]
+    got = out.reshape(3, 65536)
+    for k in range(2):
+        np.testing.assert_array_equal(got[k][finite], want[k][finite])
+        assert np.isnan(got[k].view(np.float16)[~finite]).all()
+    np.testing.assert_array_equal(got[2], got[0])
+    # the inputs cuda_fp16.hpp patches: sinf / cosf rounded to half missed them by an ulp
+    for b in (0x32B3, 0x5CB0, 0xB2B3):
+        assert got[0][b] == want[0][b]
+    assert got[1][0x2B7C] == want[1][0x2B7C]
