@@ -121,3 +121,54 @@ def test_hsin_hcos_are_cudas_float_code_the_correctly_rounded_half():
     for b in (0x32B3, 0x5CB0, 0xB2B3):
         assert got[0][b] == want[0][b]
     assert got[1][0x2B7C] == want[1][0x2B7C]
+
+
+# ------------------------------------------------------------------------- cuda::barrier and exited threads
+BARRIER = r"""
+#include <cuda/barrier>
+#include <utility>
+extern "C" __global__ void early_return(const float* x, float* out, int n) {
+    __shared__ cuda::barrier<cuda::thread_scope_block> bar;
+    __shared__ float s[64];
+    if (threadIdx.x == 0) init(&bar, blockDim.x);
+    __syncthreads();
+    const int i = threadIdx.x;
+    if (i >= n) return;  // the tail leaves: it never arrives
+    s[i] = x[i];
+    bar.arrive_and_wait();
+    out[i] = s[(i + 1) % n];
+}
+extern "C" __global__ void arrive_then_leave(float* out) {
+    __shared__ cuda::barrier<cuda::thread_scope_block> bar;
+    __shared__ float s[64];
+    if (threadIdx.x == 0) init(&bar, blockDim.x);
+    __syncthreads();
+    s[threadIdx.x] = threadIdx.x;
+    auto token = bar.arrive();
+    if (threadIdx.x % 2) return;  // arrived, then left: the phase still completes on a GPU
+    bar.wait(std::move(token));
+    out[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
+}
+"""
+
+
+@lru_cache(maxsize=None)
+def barrier_module() -> RawModule:
+    return RawModule(code=BARRIER)
+
+
+def test_cuda_barrier_that_returned_threads_never_reach_is_a_named_deadlock():
+    x, out = np.arange(64, dtype=np.float32), np.zeros(64, np.float32)
+    kernel = barrier_module().get_function("early_return")
+    kernel((1,), (64,), (x, out, np.int32(64)))  # every thread arrives: fine
+    np.testing.assert_array_equal(out, np.roll(x, -1))
+    with pytest.raises(emu.BarrierError, match=r"deadlock: cuda::barrier's wait at .*:12 .* 14 of the block's 64 "
+                                               r"threads exited before arriving"):
+        kernel((1,), (64,), (x, out, np.int32(50)))
+
+
+def test_cuda_barrier_arrive_then_return_still_completes():
+    out = np.zeros(64, np.float32)
+    barrier_module().get_function("arrive_then_leave")((1,), (64,), (out,))
+    even = np.arange(0, 64, 2)
+    np.testing.assert_array_equal(out[even], even + 1)

@@ -179,6 +179,9 @@ void mbarrier_event(const void* bar, int event);
 // completes at the wait; racecheck orders what the thread accesses in between by the next barrier only.
 void split_barrier_arrive();
 void split_barrier_wait(const char* file, int line);
+// After a barrier that counts arrivals (cuda::barrier) has released: a BarrierError naming the deadlock a GPU would
+// have if threads of the block exited before arriving.
+void barrier_arrivals_complete(const char* what, const char* file, int line);
 // The sync of a thread_block_tile of more than 32 threads: the `count` threads of the block from rank `first`; each
 // shows `mine` to the others (tile_peer(rank)) until its next sync (runtime.cpp).
 void tile_sync(int first, int count, const void* mine, const char* file, int line);

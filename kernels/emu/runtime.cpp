@@ -2148,6 +2148,30 @@ void split_barrier_wait(const char* file, int line) {
     current_fiber()->split_arrived = false;
 }
 
+// cuda::barrier counts arrivals, up to the expected count its init() was given (the block's thread count): a thread
+// that returned before arriving never arrives, so on a GPU the phase never completes and the block hangs.  The
+// block barrier beneath it here waits for the non-exited threads only (as __syncthreads() does since Volta), so
+// once it has released, the threads that exited without arriving are the ones a GPU would still wait for.
+void barrier_arrivals_complete(const char* what, const char* file, int line) {
+    Worker& w = me();
+    int missing = 0;
+    const Fiber* example = nullptr;
+    for (const Fiber& f : w.fibers)
+        if (f.state == EXITED && !f.split_arrived) {
+            ++missing;
+            if (!example) example = &f;
+        }
+    if (!missing) return;
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    fail_in_fiber(E_BARRIER, fmt("deadlock: %s at %s in %s can never complete on a GPU: %d of the block's %d threads "
+                                 "exited before arriving (e.g. %s), and its expected count is all %d, so the others "
+                                 "wait forever. Keep every thread in the kernel until the barrier (guard the work "
+                                 "with `if`, not an early `return`), or init the barrier with the number of threads "
+                                 "that arrive", what, where(file, line).c_str(), block_str().c_str(), missing,
+                                 w.nthreads, tid_str(*example).c_str(), w.nthreads));
+}
+
 // Computes lane `l`'s result once every lane in the mask has deposited its value.
 // The lane a shuffle reads for lane `l`.  Past the end of its width-segment CUDA defines the result
 // as the caller's own value, so that is `l` itself.  As shfl.sync, only the low 5 bits of the lane offset
