@@ -1028,6 +1028,31 @@ def _translate_options(options) -> list[str]:
     return [f"-D__CUDA_ARCH__={arch * 10}"] + modes + out
 
 
+_DIVISION = re.compile(r"(?<![/*])/(=?)(?![/*])")
+_LAUNCH_BOUNDS = re.compile(r"\b__launch_bounds__\s*\(")
+
+
+def _fast_division(src: str) -> str:
+    """--use_fast_math: the source's `x / y` becomes `x / __emu::fast_div() / y` and `x /= y` becomes
+    `x /= __emu::fast_div() = y` (same precedence, same lines), which cuda_emu.h computes as __fdividef when the
+    quotient is a float and as the plain `/` otherwise -- nvcc compiles a float `x/y` as `__fdividef(x,y)` under the
+    flag, and only the compiler knows the operands' types.  Left alone: comments and strings, `operator/`,
+    preprocessor conditions and includes (a #define's body is rewritten where it is used), __launch_bounds__."""
+    masked = _mask(src)
+    skipped = [(m.start(), _close_paren(masked, m.end() - 1)) for m in _LAUNCH_BOUNDS.finditer(masked)]
+    out, last = [], 0
+    for m in _DIVISION.finditer(masked):
+        pos = m.start()
+        directive = masked[_logical_line_start(masked, pos):pos].lstrip()
+        if directive.startswith("#") and not re.match(r"#\s*define\b", directive):
+            continue
+        if re.search(r"\boperator\s*$", masked[max(0, pos - 40):pos]) or any(a < pos < b for a, b in skipped):
+            continue
+        out += [src[last:m.end()], " __emu::fast_div() =" if m.group(1) else " __emu::fast_div() /"]
+        last = m.end()
+    return "".join(out + [src[last:]])
+
+
 def _compiler_id() -> str:
     if not _compiler_id_cache:
         try:
@@ -1553,6 +1578,8 @@ class _Module:
         self._ptx_refusals: list[str] = []
         rewritten = _rewrite_shared(_grid_constant_by_reference(self._translate_inline_ptx(
             _expand_local_includes(code, shown, Path(filename).parent if filename else None, _include_dirs(flags)))))
+        if _FAST_MATH_MACRO in flags:  # nvcc's --use_fast_math: a float `/` is __fdividef
+            rewritten.text = _fast_division(rewritten.text)
         if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
             rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
         if self.variant in ("fast", "memcheck") and _uses_volatile(_mask(rewritten.text)):

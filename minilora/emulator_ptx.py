@@ -675,6 +675,8 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
             return _set(_dest(args[0], regs), "uint64_t" if "wide" in mods else t,
                         f"__emu::ptx::mul_{'hi' if 'hi' in mods else 'wide'}({a}, {b})")
         expr = f"({t})({a} {_ARITH[op]} {b})"
+        if op == "div":  # a call, not `/`: --use_fast_math's rewrite of the source's `/` must not reach div.rn
+            expr = f"__emu::ptx::quotient<{t}>({a}, {b})"
         if op in ("add", "sub", "mul") and t in _SIGNED:  # PTX wraps around; C++'s signed overflow is undefined
             expr = f"({t})(({_SIGNED[t]}){a} {_ARITH[op]} ({_SIGNED[t]}){b})"
         if "sat" in mods:
@@ -708,7 +710,7 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         a = _get(t, _value(args[1], regs))
         expr = {"neg": f"({t})(-{a})", "abs": f"({t})({a} < 0 ? -{a} : {a})", "not": f"({t})(~{a})",
                 "cnot": f"({t})({a} == 0)", "popc": f"__emu::ptx::popc({a})", "clz": f"__emu::ptx::clz({a})",
-                "brev": f"__emu::ptx::brev({a})", "rcp": f"({t})(({t})1 / {a})"}.get(op)
+                "brev": f"__emu::ptx::brev({a})", "rcp": f"__emu::ptx::quotient<{t}>(({t})1, {a})"}.get(op)
         if expr is None:
             expr = f"({t}){_UNARY_MATH[op]}({a})"
         out_t = "uint32_t" if op in ("popc", "clz") else t

@@ -172,3 +172,71 @@ def test_cuda_barrier_arrive_then_return_still_completes():
     barrier_module().get_function("arrive_then_leave")((1,), (64,), (out,))
     even = np.arange(0, 64, 2)
     np.testing.assert_array_equal(out[even], even + 1)
+
+
+# ------------------------------------------------------------------------------------ --use_fast_math's `/`
+DIVIDE = r"""
+#define HALF_OF(n) ((n) / 2)
+template <int N> struct Tile { float v[N / 2]; };
+extern "C" __global__ void divide(const float* x, const float* y, const int* k, float* out, int* iout, double* dout) {
+    const int i = threadIdx.x;
+    __shared__ float s[HALF_OF(64)];  // integer constants still size arrays
+    Tile<8> tile;
+    tile.v[i % 4] = x[i] / y[i];
+    out[i] = tile.v[i % 4];
+    float a = x[i];
+    a /= y[i];
+    out[32 + i] = a;
+    out[64 + i] = fdividef(x[i], y[i]);
+    constexpr float third = 1.0f / 3.0f;
+    s[i] = third;
+    out[96 + i] = s[i];
+    out[128 + i] = x[i] / k[i];          // float / int: a float quotient
+    iout[i] = 96 / k[i];                 // ints: the integer division
+    dout[i] = (double)x[i] / y[i];       // doubles: IEEE
+}
+"""
+
+
+@lru_cache(maxsize=None)
+def divide_module(fast: bool) -> RawModule:
+    return RawModule(code=DIVIDE, options=("--use_fast_math",) if fast else ())
+
+
+def run_divide(fast: bool, x, y, k):
+    out, iout, dout = np.zeros(160, np.float32), np.zeros(32, np.int32), np.zeros(32, np.float64)
+    divide_module(fast).get_function("divide")((1,), (32,), (x, y, k, out, iout, dout))
+    return out.reshape(5, 32), iout, dout
+
+
+def fdividef(x, y):
+    """__fdividef: x * (1/y), each rounded to float32; 0 for 2^126 < |y| < 2^128 (CUDA's documented rule)."""
+    with np.errstate(all="ignore"):
+        q = x * (np.float32(1) / y)
+    return np.where((np.abs(y) > 2.0 ** 126) & np.isfinite(y), x * np.float32(0) * np.sign(y), q).astype(np.float32)
+
+
+def test_use_fast_math_makes_a_float_division_fdividef_as_nvcc_does():
+    g = np.random.default_rng(0)
+    x = g.uniform(-10, 10, 32).astype(np.float32)
+    y = g.uniform(0.5, 3, 32).astype(np.float32)
+    x[0], y[0] = 2.0 ** 100, 2.0 ** 127  # past 2^126 the fast divide gives 0, IEEE's 2^-27
+    k = np.arange(1, 33, dtype=np.int32)
+    fast, slow = run_divide(True, x, y, k), run_divide(False, x, y, k)
+    want = fdividef(x, y)
+    assert (want != x / y).sum() >= 3  # the pairs tell the two divisions apart
+    for row in range(3):  # x / y, x /= y, fdividef(x, y)
+        np.testing.assert_array_equal(fast[0][row], want)
+        np.testing.assert_array_equal(slow[0][row], x / y)
+    assert fast[0][0][0] == 0 and slow[0][0][0] == 2.0 ** -27
+    np.testing.assert_array_equal(fast[0][3], fdividef(np.float32(1), np.float32(3)))
+    np.testing.assert_array_equal(fast[0][4], fdividef(x, k.astype(np.float32)))
+    np.testing.assert_array_equal(fast[1], 96 // k)
+    np.testing.assert_array_equal(fast[2], x.astype(np.float64) / y.astype(np.float64))
+
+
+def test_use_fast_math_integer_division_by_zero_is_still_named_at_its_line():
+    x = y = np.ones(32, np.float32)
+    k = np.zeros(32, np.int32)
+    with pytest.raises(emu.KernelFault, match=r"divide\.cu:18: SIGFPE: integer division by zero"):
+        run_divide(True, x, y, k)

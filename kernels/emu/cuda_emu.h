@@ -608,13 +608,49 @@ extern "C" float __wrap_powf(float x, float y) { return __powf(x, y); }
 // The reciprocal is rcp.approx's, within an ulp of 1/b; here 1/b rounded, the emulator's rule for the approximate
 // functions.  It flushes to 0 for 2^126 < |b| < 2^128: the quotient is then 0 (with the product's sign), and inf / b
 // is inf * 0 = NaN.
-inline float __fdividef(float a, float b) {
-    float mag = fabsf(b);
-    if (mag > 0x1p126f && mag < INFINITY) return a * copysignf(0.0f, b);
-    const volatile float reciprocal = 1.0f / b;  // volatile: rounded to float here, whatever the compiler folds
-    return a * reciprocal;
+// (constexpr: under --use_fast_math a float `/` is this, in constant expressions too -- see fast_div below.)
+namespace __emu {
+constexpr float fast_quotient(float a, float b) {
+    const float mag = b < 0.0f ? -b : b;
+    if (mag > 0x1p126f && mag < __builtin_inff()) return a * (b < 0.0f ? -0.0f : 0.0f);
+    return a * (1.0f / b);  // each step rounded to float (SSE; GCC folds constants with the same rounding)
 }
+}  // namespace __emu
+constexpr float __fdividef(float a, float b) { return __emu::fast_quotient(a, b); }
+#ifdef __EMU_FAST_MATH
+// --use_fast_math: "x/y" is "__fdividef(x,y)" (CUDA C++ Programming Guide, the functions -use_fast_math maps to
+// their intrinsics), and so is fdividef, which CUDA documents as the fast divide under that flag.  The emulator's
+// build rewrites each `/` of the source as `/ __emu::fast_div() /` (each `/=` as `/= __emu::fast_div() =`:
+// minilora/emulator.py, _fast_division): the left operand is wrapped, and the division by the right one looks at
+// the operands' types -- a float quotient (after C++'s usual conversions: float / int too) is __fdividef's, any
+// other (ints, doubles, __half, a user's vector type) the plain `/` it was.  All constexpr, so `N / 2` still sizes
+// an array.  (A bit-field left of `/=` does not bind to the reference and fails to build.)
+namespace __emu {
+template <class A, class B>
+constexpr bool float_quotient = std::is_arithmetic<A>::value && std::is_arithmetic<B>::value &&
+                                std::is_same<decltype(A() / B()), float>::value;
+template <class A> struct fast_div_left { A a; };
+template <class B> struct fast_div_right { B b; };
+struct fast_div {
+    template <class B> constexpr fast_div_right<B> operator=(B b) const { return {b}; }
+};
+template <class A> constexpr fast_div_left<A> operator/(A a, fast_div) { return {a}; }
+template <class A, class B>
+__attribute__((always_inline)) constexpr decltype(auto) operator/(fast_div_left<A> left, B b) {
+    if constexpr (float_quotient<A, B>) return fast_quotient(float(left.a), float(b));
+    else return left.a / b;  // (inlined: a fault here is named at the user's line)
+}
+template <class X, class B>
+__attribute__((always_inline)) constexpr X& operator/=(X& x, fast_div_right<B> right) {
+    if constexpr (float_quotient<std::remove_cv_t<X>, B>) x = fast_quotient(float(x), float(right.b));
+    else x /= right.b;
+    return x;
+}
+}  // namespace __emu
+inline float fdividef(float a, float b) { return __fdividef(a, b); }
+#else
 inline float fdividef(float a, float b) { return a / b; }
+#endif
 // CUDA documents __tanf as the fast divide of __sinf() by __cosf(): three approximations, not tan rounded once.
 inline float __tanf(float x) { return __fdividef(__sinf(x), __cosf(x)); }
 #ifdef __EMU_FAST_MATH

@@ -184,6 +184,9 @@ inline D convert(S v, const char* mode, bool sat) {
         return D(v);
     }
 }
+// div (.rn, .full, integers) and rcp: the IEEE quotient, as a call (see emulator_ptx.py's div).
+template <class T>
+inline T quotient(T a, T b) { return a / b; }
 // .ftz (PTX ISA: "subnormal inputs and results are flushed to sign-preserving zero"), on an operand's bits:
 // a .f32 value whose exponent field is 0 keeps only its sign; .f16 / .f16x2 the same in each 16-bit half.
 inline uint64_t flush_f32(uint64_t bits) { return (bits & 0x7f800000u) ? bits : bits & 0x80000000u; }
