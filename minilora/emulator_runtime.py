@@ -6,19 +6,35 @@ Code that allocates in device code raises the device heap first, as CUDA needs::
     cuda.runtime.deviceSetLimit(cuda.runtime.cudaLimitMallocHeapSize, 64 << 20)
 
 The heap's limit (8 MiB by default, as CUDA's) is the emulator's too: a device ``malloc`` or ``new`` past it answers
-NULL, as on a GPU (runtime.cpp's device-heap books).  The stack and printf limits are kept and read back, but change
-nothing: the emulator sizes each thread's stack from the compiler's report and keeps up to 16 MiB of printf output.
+NULL, as on a GPU (runtime.cpp's device-heap books).  The heap is the context's, as CUDA's: every module's kernels
+draw on the same one, and what a kernel allocates and never frees stays taken for all of them, launch after launch,
+until ``deviceReset()`` (``deviceHeapInUse()``, the emulator's own, says how many bytes device code holds: a leak
+shows there).  As CUDA's, the limit is fixed once a kernel has used the heap: setting it then is
+``CUDARuntimeError: cudaErrorInvalidValue``, where code that raised it late ran on the emulator and failed on a GPU.
+The stack and printf limits are kept and read back, but change nothing: the emulator sizes each thread's stack from
+the compiler's report and keeps up to 16 MiB of printf output.
 """
 from __future__ import annotations
 
 import numbers
 
 __all__ = ["cudaLimitStackSize", "cudaLimitPrintfFifoSize", "cudaLimitMallocHeapSize", "deviceSetLimit",
-           "deviceGetLimit"]
+           "deviceGetLimit", "deviceReset", "deviceHeapInUse", "CUDARuntimeError"]
+
+
+class CUDARuntimeError(RuntimeError):
+    """``cupy.cuda.runtime.CUDARuntimeError``: the message starts with the runtime's error name."""
 
 # cudaLimit's values (driver_types.h)
 cudaLimitStackSize, cudaLimitPrintfFifoSize, cudaLimitMallocHeapSize = 0x00, 0x01, 0x02
-_limits = {cudaLimitStackSize: 1024, cudaLimitPrintfFifoSize: 1 << 20, cudaLimitMallocHeapSize: 8 << 20}
+_DEFAULT_LIMITS = {cudaLimitStackSize: 1024, cudaLimitPrintfFifoSize: 1 << 20, cudaLimitMallocHeapSize: 8 << 20}
+_limits = dict(_DEFAULT_LIMITS)
+# The context's device heap: each loaded module's bytes held by device code (its runtime keeps the books), and whether
+# a kernel has used the heap yet (then its size is fixed).  A module that is gone leaves its bytes held, as a GPU's
+# heap keeps what an unloaded module allocated.
+_held_by_module: dict[int, int] = {}
+_heap_libraries: dict = {}  # token -> the module's ctypes library (never unloaded), for deviceReset
+_heap_fixed = False
 
 
 def _check_limit(limit) -> int:
@@ -33,6 +49,12 @@ def deviceSetLimit(limit: int, value: int) -> None:
     limit = _check_limit(limit)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise OverflowError(f"can't convert {value!r} to size_t")
+    if limit == cudaLimitMallocHeapSize and _heap_fixed:
+        # CUDA: "Setting cudaLimitMallocHeapSize must be performed before launching any kernel that uses the
+        # malloc() or free() device system calls, otherwise cudaErrorInvalidValue will be returned."
+        raise CUDARuntimeError("cudaErrorInvalidValue: invalid argument (cudaLimitMallocHeapSize is fixed once a "
+                               "kernel has used the device heap: set it before the first launch that allocates, "
+                               "or after deviceReset())")
     _limits[limit] = int(value)
 
 
@@ -44,3 +66,35 @@ def deviceGetLimit(limit: int) -> int:
 def heap_limit() -> int:
     """The device heap's size in bytes, which each launch hands the kernel's runtime."""
     return _limits[cudaLimitMallocHeapSize]
+
+
+def deviceReset() -> None:
+    """``cudaDeviceReset()``: a new context -- default limits, an empty device heap (what device code held is gone:
+    freeing it later is an invalid free), its size settable again."""
+    global _heap_fixed
+    for library in _heap_libraries.values():
+        library.emu_heap_reset()
+    _held_by_module.clear()
+    _limits.update(_DEFAULT_LIMITS)
+    _heap_fixed = False
+
+
+def deviceHeapInUse() -> int:
+    """The emulator's own: bytes of the device heap that device code has allocated and not freed, over every
+    module's kernels -- a kernel that leaks shows here, launch after launch."""
+    return sum(_held_by_module.values())
+
+
+def heap_room(token: int) -> int:
+    """What a launch of the module `token` may hold of the device heap: the limit less the other modules' bytes."""
+    others = sum(held for t, held in _held_by_module.items() if t != token)
+    return max(0, heap_limit() - others)
+
+
+def heap_launched(token: int, library, held: int, used: bool) -> None:
+    """After a launch: the bytes its module's device code now holds; a kernel that allocated fixes the heap's size."""
+    global _heap_fixed
+    if used:
+        _heap_fixed = True
+        _held_by_module[token] = held
+        _heap_libraries[token] = library

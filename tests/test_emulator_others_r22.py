@@ -356,16 +356,18 @@ def test_the_device_heap_holds_cudas_8_mib_until_the_limit_is_raised():
     got = np.zeros(64, np.int32)
     kernel = heap_module().get_function("hold_the_heap")
     share = (256 << 10) - 64  # with each thread's 16-byte new[], 32 shares fit in 8 MiB, 33 do not
+    runtime = emu.cuda.runtime  # cupy.cuda.runtime
+    runtime.deviceReset()  # a fresh context: the heap's size is fixed once a kernel has used it (round 23)
     kernel((1,), (64,), (got, np.uint64(share)))
     np.testing.assert_array_equal(got, [3] * 32 + [2] * 32)
-    runtime = emu.cuda.runtime  # cupy.cuda.runtime
     assert runtime.deviceGetLimit(runtime.cudaLimitMallocHeapSize) == 8 << 20
+    runtime.deviceReset()
     runtime.deviceSetLimit(runtime.cudaLimitMallocHeapSize, 64 << 20)
     try:
         kernel((1,), (64,), (got, np.uint64(share)))
         np.testing.assert_array_equal(got, 3)
     finally:
-        runtime.deviceSetLimit(runtime.cudaLimitMallocHeapSize, 8 << 20)
+        runtime.deviceReset()
     kernel((1,), (1,), (got, np.uint64(1 << 40)))  # a terabyte: NULL, not the host's memory overcommitted
     assert got[0] == 2
 

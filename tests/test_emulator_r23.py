@@ -240,3 +240,40 @@ def test_use_fast_math_integer_division_by_zero_is_still_named_at_its_line():
     k = np.zeros(32, np.int32)
     with pytest.raises(emu.KernelFault, match=r"divide\.cu:18: SIGFPE: integer division by zero"):
         run_divide(True, x, y, k)
+
+
+# ------------------------------------------------------------------------------- the context's device heap
+LEAK = r"""extern "C" __global__ void leak(unsigned long long bytes, int* got) {
+    got[0] = malloc(bytes) != nullptr;  // never freed
+}"""
+TAKE = r"""extern "C" __global__ void take(unsigned long long bytes, int* got) {
+    void* p = malloc(bytes);
+    got[0] = p != nullptr;
+    free(p);
+}"""
+
+
+def test_the_device_heap_is_the_contexts_a_leak_stays_taken_and_its_size_is_fixed_once_used():
+    runtime = emu.cuda.runtime  # cupy.cuda.runtime
+    leak, take = RawModule(code=LEAK).get_function("leak"), RawModule(code=TAKE).get_function("take")
+    got = np.zeros(1, np.int32)
+    runtime.deviceReset()
+    try:
+        take((1,), (1,), (np.uint64(5 << 20), got))
+        assert got[0] == 1 and runtime.deviceHeapInUse() == 0
+        leak((1,), (1,), (np.uint64(5 << 20), got))
+        assert got[0] == 1 and runtime.deviceHeapInUse() == 5 << 20  # the leak shows
+        take((1,), (1,), (np.uint64(5 << 20), got))
+        assert got[0] == 0  # another module's leak holds 5 of the context's 8 MiB, as on a GPU
+        with pytest.raises(runtime.CUDARuntimeError, match="^cudaErrorInvalidValue"):
+            runtime.deviceSetLimit(runtime.cudaLimitMallocHeapSize, 64 << 20)  # too late: a kernel used the heap
+    finally:
+        runtime.deviceReset()
+    assert runtime.deviceHeapInUse() == 0
+    runtime.deviceSetLimit(runtime.cudaLimitMallocHeapSize, 16 << 20)  # before any launch: fine
+    try:
+        take((1,), (1,), (np.uint64(12 << 20), got))
+        assert got[0] == 1
+    finally:
+        runtime.deviceReset()
+    assert runtime.deviceGetLimit(runtime.cudaLimitMallocHeapSize) == 8 << 20

@@ -2809,7 +2809,8 @@ std::unordered_map<void*, size_t> g_device_heap;  // address -> bytes while allo
 // deviceSetLimit, emu_set_heap_limit), and a malloc / new past it returns NULL on a GPU.  Here the same, counting
 // the bytes asked for (a GPU's allocator adds its own overhead): a kernel that checks for NULL takes the GPU's
 // branch, and one that allocates gigabytes no longer has the host's memory overcommitted until the OOM killer ends
-// Python.  (The books are this module's: another module's kernels count their own.)
+// Python.  The books are this module's; emulator_runtime.py adds every module's up into the context's heap, and
+// hands each launch the limit less what the other modules hold (emu_set_heap_limit).
 size_t g_heap_live = 0, g_heap_limit = size_t(8) << 20;
 std::atomic<bool> g_device_heap_used{false};     // no bookkeeping at all until device code first allocates
 thread_local bool t_keeping_books = false;       // the map's own nodes come through operator new too: pass them
@@ -2978,8 +2979,28 @@ EMU_EXPORT void emu_set_heap_limit(size_t bytes) {
     std::lock_guard<std::mutex> hold{g_heap_lock};
     g_heap_limit = bytes;
 }
+// The bytes this module's device code holds (allocated, not freed, across launches), and whether it allocated at
+// all: minilora/emulator_runtime.py adds the modules' up into the context's heap.
+EMU_EXPORT size_t emu_heap_live() {
+    std::lock_guard<std::mutex> hold{g_heap_lock};
+    return g_heap_live;
+}
+EMU_EXPORT int emu_heap_used() { return g_device_heap_used.load() ? 1 : 0; }
+// cudaDeviceReset: the context's heap is gone; what device code held is forgotten (a free of it is then an invalid
+// free, as on a GPU), its memory left to the host.
+EMU_EXPORT void emu_heap_reset() {
+    std::lock_guard<std::mutex> hold{g_heap_lock};
+    t_keeping_books = true;
+    g_device_heap.clear();
+    t_keeping_books = false;
+    g_heap_live = 0;
+    g_device_heap_used.store(false);
+}
 #else
 EMU_EXPORT void emu_set_heap_limit(size_t) {}  // (AddressSanitizer's allocator keeps no CUDA limit)
+EMU_EXPORT size_t emu_heap_live() { return 0; }
+EMU_EXPORT int emu_heap_used() { return 0; }
+EMU_EXPORT void emu_heap_reset() {}
 extern "C" void* emu_aligned_device_malloc(size_t size, size_t align) {
     if (align == 0 || (align & (align - 1))) return nullptr;
     void* p = nullptr;
