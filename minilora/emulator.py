@@ -2461,6 +2461,8 @@ class RawKernel:
                 buf = ctypes.create_string_buffer(n + 1)
                 self._mod.lib.emu_output_take(buf, n)
                 out = buf.raw[:n].decode(errors="replace")
+                if n:
+                    emulator_runtime.printed()
                 offset = self._mod.lib.emu_fault_location(where, len(where)) if rc == _E_FAULT else 0
             if rc:
                 if echo and out:

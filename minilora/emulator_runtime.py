@@ -9,8 +9,9 @@ The heap's limit (8 MiB by default, as CUDA's) is the emulator's too: a device `
 NULL, as on a GPU (runtime.cpp's device-heap books).  The heap is the context's, as CUDA's: every module's kernels
 draw on the same one, and what a kernel allocates and never frees stays taken for all of them, launch after launch,
 until ``deviceReset()`` (``deviceHeapInUse()``, the emulator's own, says how many bytes device code holds: a leak
-shows there).  As CUDA's, the limit is fixed once a kernel has used the heap: setting it then is
-``CUDARuntimeError: cudaErrorInvalidValue``, where code that raised it late ran on the emulator and failed on a GPU.
+shows there).  As CUDA's, the limit is fixed once a kernel has used the heap (the printf FIFO's once a kernel has
+printed): setting it then is ``CUDARuntimeError: cudaErrorInvalidValue``, where code that raised it late ran on the
+emulator and failed on a GPU.
 The stack and printf limits are kept and read back, but change nothing: the emulator sizes each thread's stack from
 the compiler's report and keeps up to 16 MiB of printf output.
 """
@@ -35,6 +36,7 @@ _limits = dict(_DEFAULT_LIMITS)
 _held_by_module: dict[int, int] = {}
 _heap_libraries: dict = {}  # token -> the module's ctypes library (never unloaded), for deviceReset
 _heap_fixed = False
+_printf_fixed = False  # a kernel has printed: the printf FIFO's size is fixed too
 
 
 def _check_limit(limit) -> int:
@@ -49,12 +51,16 @@ def deviceSetLimit(limit: int, value: int) -> None:
     limit = _check_limit(limit)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise OverflowError(f"can't convert {value!r} to size_t")
-    if limit == cudaLimitMallocHeapSize and _heap_fixed:
-        # CUDA: "Setting cudaLimitMallocHeapSize must be performed before launching any kernel that uses the
-        # malloc() or free() device system calls, otherwise cudaErrorInvalidValue will be returned."
-        raise CUDARuntimeError("cudaErrorInvalidValue: invalid argument (cudaLimitMallocHeapSize is fixed once a "
-                               "kernel has used the device heap: set it before the first launch that allocates, "
-                               "or after deviceReset())")
+    # CUDA: "Setting cudaLimitMallocHeapSize must be performed before launching any kernel that uses the malloc()
+    # or free() device system calls, otherwise cudaErrorInvalidValue will be returned" (cudaLimitPrintfFifoSize the
+    # same, for printf)
+    fixed = {cudaLimitMallocHeapSize: (_heap_fixed, "used the device heap", "allocates"),
+             cudaLimitPrintfFifoSize: (_printf_fixed, "called printf", "prints")}
+    if fixed.get(limit, (False,))[0]:
+        _, used, does = fixed[limit]
+        name = "cudaLimitMallocHeapSize" if limit == cudaLimitMallocHeapSize else "cudaLimitPrintfFifoSize"
+        raise CUDARuntimeError(f"cudaErrorInvalidValue: invalid argument ({name} is fixed once a kernel has {used}: "
+                               f"set it before the first launch that {does}, or after deviceReset())")
     _limits[limit] = int(value)
 
 
@@ -71,12 +77,12 @@ def heap_limit() -> int:
 def deviceReset() -> None:
     """``cudaDeviceReset()``: a new context -- default limits, an empty device heap (what device code held is gone:
     freeing it later is an invalid free), its size settable again."""
-    global _heap_fixed
+    global _heap_fixed, _printf_fixed
     for library in _heap_libraries.values():
         library.emu_heap_reset()
     _held_by_module.clear()
     _limits.update(_DEFAULT_LIMITS)
-    _heap_fixed = False
+    _heap_fixed = _printf_fixed = False
 
 
 def deviceHeapInUse() -> int:
@@ -89,6 +95,12 @@ def heap_room(token: int) -> int:
     """What a launch of the module `token` may hold of the device heap: the limit less the other modules' bytes."""
     others = sum(held for t, held in _held_by_module.items() if t != token)
     return max(0, heap_limit() - others)
+
+
+def printed() -> None:
+    """After a launch that printed: the printf FIFO's size is fixed."""
+    global _printf_fixed
+    _printf_fixed = True
 
 
 def heap_launched(token: int, library, held: int, used: bool) -> None:

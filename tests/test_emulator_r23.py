@@ -65,17 +65,12 @@ extern "C" __global__ void flush(const float* x, const double* d, const unsigned
 """
 
 
-@lru_cache(maxsize=None)
-def ftz_module() -> RawModule:
-    return RawModule(code=FTZ)
-
-
 def test_ftz_in_inline_ptx_flushes_subnormal_inputs_and_results_to_signed_zero():
     x = np.array([-TINY, 1e-20], np.float32)
     d = np.array([1e-39], np.float64)
     h2 = np.array([0x8001_0001], np.uint32)  # two half subnormals: +2^-24 (low) and -2^-24 (high)
     out, bits = np.full(13, 7.0, np.float32), np.zeros(2, np.uint32)
-    ftz_module().get_function("flush")((1,), (1,), (x, d, h2, out, bits))
+    base_module().get_function("flush")((1,), (1,), (x, d, h2, out, bits))
     f = out.view(np.uint32)
     assert f[0] == 0x8000_0000 and out[1] == -TINY           # -subnormal + -0 -> -0; kept without .ftz
     assert f[2] == 0 and out[3] == np.float32(1e-20) * np.float32(1e-20) != 0
@@ -87,15 +82,19 @@ def test_ftz_in_inline_ptx_flushes_subnormal_inputs_and_results_to_signed_zero()
     assert out[12] == np.float32(2.0 ** -24)                # cvt.ftz.f32.f16: a half subnormal widens unflushed
 
 
+SETP = r"""
+extern "C" __global__ void setp(const float* x, unsigned* out) {
+    unsigned p;
+    asm("{.reg .pred q; setp.gt.ftz.f32 q, %1, 0f00000000; selp.u32 %0, 1, 0, q;}" : "=r"(p) : "f"(x[0])); out[0] = p;
+    asm("{.reg .pred q; setp.gt.f32 q, %1, 0f00000000; selp.u32 %0, 1, 0, q;}" : "=r"(p) : "f"(x[0])); out[1] = p;
+}
+"""
+
+
 def test_ftz_setp_reads_a_subnormal_as_zero():
     # setp.gt.ftz of +TINY > 0 is false on a GPU (TINY reads as 0); without .ftz it is true
-    src = r"""extern "C" __global__ void k(const float* x, unsigned* out) {
-        unsigned p;
-        asm("{.reg .pred q; setp.gt.ftz.f32 q, %1, 0f00000000; selp.u32 %0, 1, 0, q;}" : "=r"(p) : "f"(x[0])); out[0] = p;
-        asm("{.reg .pred q; setp.gt.f32 q, %1, 0f00000000; selp.u32 %0, 1, 0, q;}" : "=r"(p) : "f"(x[0])); out[1] = p;
-    }"""
     out = np.full(2, 9, np.uint32)
-    RawModule(code=src).get_function("k")((1,), (1,), (np.array([TINY], np.float32), out))
+    base_module().get_function("setp")((1,), (1,), (np.array([TINY], np.float32), out))
     assert list(out) == [0, 1]
 
 
@@ -117,7 +116,7 @@ extern "C" __global__ void trig(const unsigned short* bits, unsigned short* out,
 def test_hsin_hcos_are_cudas_float_code_the_correctly_rounded_half():
     bits = np.arange(65536, dtype=np.uint16)
     out = np.zeros(3 * 65536, np.uint16)
-    RawModule(code=HALF_TRIG).get_function("trig")((256,), (256,), (bits, out, np.int32(65536)))
+    base_module().get_function("trig")((256,), (256,), (bits, out, np.int32(65536)))
     x = bits.view(np.float16).astype(np.float64)
     finite = np.isfinite(x)
     with np.errstate(invalid="ignore"):
@@ -162,21 +161,17 @@ extern "C" __global__ void arrive_then_leave(float* out) {
 """
 
 
-@lru_cache(maxsize=None)
-def barrier_module() -> RawModule:
-    return RawModule(code=BARRIER)
-
-
 def test_cuda_barrier_that_returned_threads_never_reach_is_a_named_deadlock():
     x, out = np.arange(64, dtype=np.float32), np.zeros(64, np.float32)
-    kernel = barrier_module().get_function("early_return")
+    kernel = base_module().get_function("early_return")
     kernel((1,), (64,), (x, out, np.int32(64)))  # every thread arrives: fine
     np.testing.assert_array_equal(out, np.roll(x, -1))
-    with pytest.raises(emu.BarrierError, match=r"deadlock: cuda::barrier's wait at .*:12 .* 14 of the block's 64 "
-                                               r"threads exited before arriving"):
+    line = line_of(SOURCE, "bar.arrive_and_wait")
+    with pytest.raises(emu.BarrierError, match=rf"deadlock: cuda::barrier's wait at flush\.cu:{line} .* 14 of the "
+                                               r"block's 64 threads exited before arriving"):
         kernel((1,), (64,), (x, out, np.int32(50)))
     out = np.zeros(64, np.float32)
-    barrier_module().get_function("arrive_then_leave")((1,), (64,), (out,))  # arrived, then returned: no deadlock
+    base_module().get_function("arrive_then_leave")((1,), (64,), (out,))  # arrived, then returned: no deadlock
     even = np.arange(0, 64, 2)
     np.testing.assert_array_equal(out[even], even + 1)
 
@@ -207,7 +202,7 @@ extern "C" __global__ void divide(const float* x, const float* y, const int* k, 
 
 @lru_cache(maxsize=None)
 def divide_module(fast: bool) -> RawModule:
-    return RawModule(code=DIVIDE, options=("--use_fast_math",) if fast else ())
+    return RawModule(code=DIVIDE, options=("--use_fast_math",)) if fast else base_module()
 
 
 def run_divide(fast: bool, x, y, k):
@@ -248,16 +243,30 @@ def test_use_fast_math_makes_a_float_division_fdividef_as_nvcc_does():
 LEAK = r"""extern "C" __global__ void leak(unsigned long long bytes, int* got) {
     got[0] = malloc(bytes) != nullptr;  // never freed
 }"""
-TAKE = r"""extern "C" __global__ void take(unsigned long long bytes, int* got) {
+TAKE = r"""
+extern "C" __global__ void take(unsigned long long bytes, int* got) {
     void* p = malloc(bytes);
     got[0] = p != nullptr;
     free(p);
-}"""
+}
+extern "C" __global__ void say(int x) { printf("%d\n", x); }
+"""
+SOURCE = FTZ + SETP + HALF_TRIG + BARRIER + DIVIDE + TAKE
+
+
+def line_of(source: str, text: str) -> int:
+    return source[:source.index(text)].count("\n") + 1
+
+
+@lru_cache(maxsize=None)
+def base_module() -> RawModule:
+    """The kernels built once, as one source (a build is most of a test's time)."""
+    return RawModule(code=SOURCE)
 
 
 def test_the_device_heap_is_the_contexts_a_leak_stays_taken_and_its_size_is_fixed_once_used():
     runtime = emu.cuda.runtime  # cupy.cuda.runtime
-    leak, take = RawModule(code=LEAK).get_function("leak"), RawModule(code=TAKE).get_function("take")
+    leak, take = RawModule(code=LEAK).get_function("leak"), base_module().get_function("take")
     got = np.zeros(1, np.int32)
     runtime.deviceReset()
     try:
@@ -279,3 +288,11 @@ def test_the_device_heap_is_the_contexts_a_leak_stays_taken_and_its_size_is_fixe
     finally:
         runtime.deviceReset()
     assert runtime.deviceGetLimit(runtime.cudaLimitMallocHeapSize) == 8 << 20
+    runtime.deviceSetLimit(runtime.cudaLimitPrintfFifoSize, 2 << 20)
+    try:
+        base_module().get_function("say")((1,), (1,), (np.int32(7),))
+        with pytest.raises(runtime.CUDARuntimeError, match="^cudaErrorInvalidValue"):
+            runtime.deviceSetLimit(runtime.cudaLimitPrintfFifoSize, 4 << 20)  # a kernel has printed
+    finally:
+        runtime.deviceReset()
+    assert runtime.deviceGetLimit(runtime.cudaLimitPrintfFifoSize) == 1 << 20
