@@ -137,6 +137,17 @@ class _StorageBase:
     def __copy__(self):
         return self.clone()
 
+    def __deepcopy__(self, memo):
+        """A copy of the bytes (torch's: a storage deep-copied once per memo, so tensors sharing it still do)."""
+        copied = memo.get(id(self))
+        if copied is None:
+            copied = memo[id(self)] = self.clone()
+        return copied
+
+    def __reduce__(self):
+        """Pickled as its bytes and device (and dtype), rebuilt as a storage of its own, as torch's."""
+        return _rebuild_storage, (self._untyped()._host_bytes(), str(self._device), getattr(self, "dtype", None))
+
     def cpu(self):
         return self if self._device.type == "cpu" else self.to(device="cpu")
 
@@ -193,6 +204,11 @@ class _StorageBase:
             return self
         values = self._as_tensor().to(dtype)
         return TypedStorage(wrap_storage=values.untyped_storage(), dtype=dtype, _internal=True)
+
+
+def _rebuild_storage(data, device, dtype):
+    untyped = UntypedStorage(data, device=device)
+    return untyped if dtype is None else TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
 
 
 def _untyped_of(storage):
@@ -301,6 +317,9 @@ class UntypedStorage(_StorageBase):
     def tolist(self):
         self._refuse_meta()
         return [int(v) for v in self._bytes.tolist()]
+
+    def _host_bytes(self):
+        return bytes(len(self)) if self._device is META else self._as_tensor().cpu().numpy().tobytes()
 
     def fill_(self, value):
         self[:] = value

@@ -3,7 +3,9 @@ minilora/ops/rare_methods.py): fill_diagonal_, untyped_storage()/storage() as vi
 set_/is_set_to, share_memory_, dim_order, apply_/map_/map2_, resize/resize_as, slice_inverse, module_load,
 the boolean properties libraries query and the refusals (sparse, quantized, removed functions), each
 compared with torch as its users call it (positional and keyword)."""
+import copy
 import os
+import pickle
 import sys
 import warnings
 
@@ -188,6 +190,17 @@ def test_storage_classes_and_printing_as_torch():
                 repr(x.storage()), str(x[:1].untyped_storage()), repr(t.zeros(2, device="meta").untyped_storage()),
                 repr(t.empty(0).untyped_storage()), x.storage_type().__name__,
                 t.TypedStorage(wrap_storage=t.zeros(3).untyped_storage(), dtype=t.float16).size())
+    same(run)
+
+
+def test_storages_copy_and_pickle_as_torch():
+    def run(t):
+        x = t.arange(4.)
+        s = x.untyped_storage()
+        deep = copy.deepcopy([s, s])
+        typed = pickle.loads(pickle.dumps(x.storage()))
+        return (deep[0] is deep[1], deep[0].data_ptr() != s.data_ptr(), deep[0].tolist() == s.tolist(),
+                type(typed).__name__, typed.dtype, typed.tolist(), copy.deepcopy(x.storage()).tolist())
     same(run)
 
 
