@@ -31,7 +31,7 @@ import numpy as np
 from . import dtypes
 from .device import META, device as _get_device
 from .ops import shape as _shape
-from .tensor import Tensor, tensor
+from .tensor import Function, Tensor, is_grad_enabled, name_node, tensor
 
 # ---- the deprecation warning, once a process as torch's (torch/storage.py's _warn_typed_storage_removal) ------
 _TYPED_STORAGE_WARNING = ("TypedStorage is deprecated. It will be removed in the future and UntypedStorage will be "
@@ -656,9 +656,28 @@ def set_(self, source=None, storage_offset=0, size=None, stride=None):
         memory = _over_storage(self, _untyped_of(source), storage_offset, size, stride)
     else:
         raise TypeError(f"set_(): argument 'source' must be Tensor or Storage, not {type(source).__name__}")
+    recorded = is_grad_enabled() and (self._requires_grad or isinstance(source, Tensor) and source._requires_grad)
+    if recorded:  # (torch records set_ with a node whose backward is not implemented)
+        before = Tensor._make(self._array, self._device, self._requires_grad, self._ctx)
+        sources = (source,) if isinstance(source, Tensor) else ()
+        node = name_node(_SetInGraph.apply(before, *sources, memory=memory), "NotImplemented")
+        self._ctx, self._requires_grad = node._ctx, True
     self._array, self._base, self._view = memory, None, None
     self._bump_version()
     return self
+
+
+class _SetInGraph(Function):
+    """``set_`` of a tensor in the graph (or from one): the new memory, with a node whose backward raises, as
+    torch's (it has no derivative for set_)."""
+
+    @staticmethod
+    def forward(ctx, a, *sources, memory):
+        return memory
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError("derivative for set_ is not implemented")
 
 
 def _over_storage(self, storage, offset, size, stride):

@@ -237,6 +237,20 @@ SET_ERRORS = [
 ]
 
 
+SET_IN_GRAPH = [
+    lambda t: (lambda y: (y.set_(t.ones(2)), type(y.grad_fn).__name__, y.requires_grad))(t.arange(3.).requires_grad_() * 2),
+    lambda t: (lambda y: (y.set_(t.ones(2)), y.sum().backward()))(t.arange(3.).requires_grad_() * 2),
+    lambda t: (lambda y: (y.set_(t.ones(2, requires_grad=True)), type(y.grad_fn).__name__))(t.zeros(3)),
+    lambda t: (lambda y: (y.set_(t.ones(2)), y.grad_fn, y.requires_grad))(t.zeros(3)),
+    lambda t: t.zeros(3).detach().set_(t.ones(2)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(SET_IN_GRAPH)))
+def test_set_in_the_graph_as_torch(case):
+    same(SET_IN_GRAPH[case])
+
+
 @pytest.mark.parametrize("case", range(len(SET_ERRORS)))
 def test_set_errors_as_torch(case):
     same(SET_ERRORS[case])
