@@ -369,6 +369,14 @@ def test_const_data_ptr_as_subclass_and_chalf():
     p[0, 0] = 9.
     assert x[0, 0].item() == 9.
     same(lambda t: t.zeros(2).as_subclass(int))
+
+    def graph(t):
+        w = t.ones(2, requires_grad=True)
+        p = w.as_subclass(t.Tensor)
+        q = (w * 2).as_subclass(t.nn.Parameter)
+        ((p * 3).sum() + (q * 5).sum()).backward()
+        return p.is_leaf, type(p.grad_fn).__name__, type(q).__name__, q.is_leaf, type(q.grad_fn).__name__, w.grad
+    same(graph)
     with pytest.raises(NotImplementedError, match="complex32"):
         x.chalf()
 

@@ -136,17 +136,19 @@ def _logical_to_physical(tensor, check):
 
 
 def as_subclass(self, cls):
-    """``x.as_subclass(cls)``: a tensor of class ``cls`` (a Tensor subclass) over ``x``'s memory, in ``x``'s graph
-    (torch's: no copy; ``x`` itself is left as it is)."""
+    """``x.as_subclass(cls)``: a tensor of class ``cls`` (a Tensor subclass) over ``x``'s memory: torch's alias of
+    ``x`` (``x[...]``: a view, its node AliasBackward0, so gradients reach ``x``), re-classed."""
     if not (isinstance(cls, type) and issubclass(cls, Tensor)):
         raise TypeError("Creating a Tensor subclass from a class that does not inherit from Tensor is not possible. "
                         "Make sure your class inherits from Tensor.")
-    alias = object.__new__(cls)
+    alias = self[...]
+    if cls is Tensor:
+        return alias
+    made = object.__new__(cls)  # (a subclass may have a __dict__ Tensor's slots lack: no __class__ assignment)
     for slot in Tensor.__slots__:
-        if slot != "__weakref__" and hasattr(self, slot):
-            setattr(alias, slot, getattr(self, slot))
-    alias._counter = self._version_counter()  # (one memory: one version count)
-    return alias
+        if slot != "__weakref__" and hasattr(alias, slot):
+            setattr(made, slot, getattr(alias, slot))
+    return made
 
 
 def chalf(self, memory_format=None):
