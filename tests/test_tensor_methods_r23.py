@@ -394,6 +394,11 @@ APPLY = [
     lambda t: t.zeros(2).apply_(lambda v: 1 + 1j),
     lambda t: t.arange(3).apply_(lambda v: 2 ** 70),
     lambda t: t.ones(2, dtype=t.int64).apply_(lambda v: 1.5 + 0j),
+    lambda t: t.arange(3, dtype=t.int8).apply_(lambda v: 127.9),  # (c10's overflow check, on the float)
+    lambda t: t.arange(3, dtype=t.uint8).apply_(lambda v: 256),
+    lambda t: t.arange(3).apply_(lambda v: 2.0 ** 63),  # (in range as a double: cast, wraps)
+    lambda t: t.arange(3).apply_(lambda v: float("nan")),
+    lambda t: t.zeros(2).apply_(lambda v: 1e40),
     lambda t: t.ones(3, requires_grad=True).apply_(float),
     lambda t: t.zeros(3, device="meta").apply_(float).shape,
     lambda t: t.arange(6.).reshape(2, 3).map_(t.ones(3), lambda a, b: a + b),

@@ -209,10 +209,13 @@ def _as_element(value, dtype):
     if dtype.kind == "b":
         return bool(value)
     if dtype.kind in "iu":
-        value = int(value) if isinstance(value, (float, np.floating)) else operator.index(value)
-        if not -2 ** 63 <= value < 2 ** 63:
+        value = float(value) if isinstance(value, (float, np.floating)) else operator.index(value)
+        if isinstance(value, int) and not -2 ** 63 <= value < 2 ** 63:
             raise ValueError("Overflow when unpacking long long")
-        return value
+        try:  # (c10's overflow rule: a float past the type's range, or nan, refused; uint8 takes -1 as 255)
+            return dtypes.checked_number(value, dtype)
+        except RuntimeError:
+            raise RuntimeError(f"value cannot be converted to type {dtype.name} without overflow") from None
     if not isinstance(value, (numbers.Real, np.bool_)):
         raise TypeError(f"must be real number, not {type(value).__name__}")
     return float(value)
