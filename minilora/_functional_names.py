@@ -268,6 +268,7 @@ def bilinear(input1, input2, weight, bias=None):
 
 
 # ---- ATen's spellings of convolution, sampling, bags, CTC and pooling (torch.convolution, torch.grid_sampler ...)
+@_amp.autocasts  # (on no autocast list, torch's or its CUDA's: one kernel, run as called, not cast)
 def convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
     """``torch.convolution``: ATen's one entry for every convolution, the rank read off the input (3-D: 1-d, 4-D: 2-d,
     5-D: 3-d), ``transposed`` choosing ``conv_transpose*d`` (with ``output_padding``)."""
@@ -347,6 +348,7 @@ def _bag_of_each(n, starts):
     return np.cumsum(marks)[:n] - 1
 
 
+@_amp.autocasts
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction=0, zero_infinity=False):
     """``torch.ctc_loss``: ``F.ctc_loss`` with ATen's int ``reduction`` (default 0, none)."""
     return _F().ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, _reduction(reduction),
@@ -360,6 +362,7 @@ def max_pool1d_with_indices(input, kernel_size, stride=(), padding=0, dilation=1
 _INTERPOLATIONS, _PADDINGS = ("bilinear", "nearest", "bicubic"), ("zeros", "border", "reflection")
 
 
+@_amp.autocasts
 def grid_sampler(input, grid, interpolation_mode, padding_mode, align_corners):
     """``torch.grid_sampler``: ``F.grid_sample`` with ATen's ints (0 bilinear, 1 nearest, 2 bicubic; 0 zeros,
     1 border, 2 reflection)."""
@@ -367,6 +370,7 @@ def grid_sampler(input, grid, interpolation_mode, padding_mode, align_corners):
                             align_corners)
 
 
+@_amp.autocasts
 def grid_sampler_2d(input, grid, interpolation_mode, padding_mode, align_corners):
     if input.ndim != 4:
         raise RuntimeError(f"grid_sampler(): expected 4D input and grid with same number of dimensions, but got "

@@ -102,6 +102,10 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of i
     "addbmm": LOWER, "vecdot": LOWER, "tensordot": THROUGH, "multi_dot": THROUGH,
     # (torch's composites of mm / multi_dot / the linalg norms, hooked for the CUDA list)
     "chain_matmul": THROUGH, "nuclear_norm": THROUGH, "frobenius_norm": THROUGH,
+    # (F.grid_sample is torch.grid_sampler, F.ctc_loss torch.ctc_loss: both on the list)
+    "grid_sampler": FP32, "grid_sampler_2d": FP32, "ctc_loss": FP32,
+    # (torch's CPU RNN cells are composites of linear: CUDA lists them whole)
+    "lstm_cell": THROUGH, "gru_cell": THROUGH, "rnn_tanh_cell": THROUGH, "rnn_relu_cell": THROUGH,
 }
 # torch's CUDA tables (aten/src/ATen/autocast_mode.h: AT_FORALL_LOWER_PRECISION_FP, AT_FORALL_FP32,
 # AT_FORALL_FP32_SET_OPT_DTYPE, AT_FORALL_DIFFERENT_REDISPATCH_SIGNATURE, AT_FORALL_PROMOTE), for minilora's
@@ -113,14 +117,14 @@ _CUDA_TABLE = {
                      "matmul", "einsum", "einsum_no_contraction", "mm", "mv", "vecdot", "multi_dot", "linear",
                      "addbmm", "baddbmm", "bmm", "chain_matmul",
                      "scaled_dot_product_attention", "lora_linear", "conv_tbc",
-                     "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"], LOWER),
+                     "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell", "convolution"], LOWER),
     **dict.fromkeys(["acos", "asin", "cosh", "exp", "expm1", "log", "log10", "log2", "log1p",
                      "reciprocal", "rsqrt", "sinh", "tan", "pow", "softplus", "layer_norm", "group_norm",
                      "rms_norm", "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss", "nll_loss",
                      "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss", "mse_loss",
                      "margin_ranking_loss", "multilabel_margin_loss", "soft_margin_loss", "triplet_margin_loss",
                      "multi_margin_loss", "binary_cross_entropy_with_logits", "logsumexp", "dist", "cdist",
-                     "pdist", "erfinv", "renorm", "nuclear_norm", "frobenius_norm",
+                     "pdist", "erfinv", "renorm", "nuclear_norm", "frobenius_norm", "native_layer_norm", "grid_sampler",
                      # torch's cross_entropy is not on the list but is log_softmax (fp32_set_opt_dtype) then
                      # nll_loss (fp32): the whole loss runs in float32
                      "cross_entropy",

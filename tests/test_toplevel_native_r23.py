@@ -401,3 +401,34 @@ def test_fork_wait_and_the_out_of_memory_classes():
         raise ml.cuda.OutOfMemoryError("CUDA out of memory")
     except ml.OutOfMemoryError as caught:  # (users write `except torch.OutOfMemoryError`)
         assert str(caught) == "CUDA out of memory"
+
+
+def test_autocast_casts_the_new_names_as_torchs_cpu_lists():
+    """torch.convolution is on no CPU list (float32 stays float32, where conv2d is bfloat16); grid_sampler and
+    ctc_loss are float32 (F.grid_sample and F.ctc_loss are them: a bfloat16 input works); the RNN cells and layers
+    are their linears (the LSTM layer oneDNN's, cast whole)."""
+    g = torch.Generator().manual_seed(9)
+    image, weight = torch.randn(1, 2, 5, 5, generator=g), torch.randn(3, 2, 2, 2, generator=g)
+    grid = torch.rand(1, 2, 2, 2, generator=g) * 2 - 1
+    log_probs, targets = torch.randn(6, 2, 4, generator=g).log_softmax(-1), torch.tensor([[1, 2], [3, 1]])
+    x, h, c = torch.randn(3, 4, generator=g), torch.randn(1, 3, 5, generator=g), torch.randn(1, 3, 5, generator=g)
+    params = [torch.randn(20, 4, generator=g), torch.randn(20, 5, generator=g), torch.randn(20, generator=g),
+              torch.randn(20, generator=g)]
+    calls = [lambda lib, t: lib.convolution(t(image), t(weight), None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1),
+             lambda lib, t: lib.nn.functional.grid_sample(t(image).bfloat16(), t(grid), align_corners=False),
+             lambda lib, t: lib.grid_sampler(t(image).bfloat16(), t(grid).bfloat16(), 0, 0, False),
+             lambda lib, t: lib.nn.functional.ctc_loss(t(log_probs).bfloat16(), t(targets), [6, 5], [2, 1]),
+             lambda lib, t: lib.lstm_cell(t(x), (t(h[0]), t(c[0])), *(t(p) for p in params)),
+             lambda lib, t: lib.lstm(t(x)[:, None], [t(h[:, :1]), t(c[:, :1])], [t(p) for p in params], True, 1, 0.0,
+                                     False, False, False)]
+    for call in calls:
+        with torch.autocast("cpu"):
+            theirs = call(torch, lambda v: v)
+        with ml.autocast("cpu"):
+            mine = call(ml, M)
+        mine, theirs = (mine if isinstance(mine, tuple) else (mine,)), (theirs if isinstance(theirs, tuple) else
+                                                                        (theirs,))
+        for m, t in zip(mine, theirs):  # (the dtype is the point; the values: MKL's and oneDNN's sums aside)
+            assert str(m.dtype) == str(t.dtype).replace("torch.", "")
+            np.testing.assert_allclose(m.float().numpy(), t.float().numpy(), atol=1e-5 if t.dtype == torch.float32
+                                       else 0.05)

@@ -15,6 +15,7 @@ which is the gradient with respect to the *logits* behind a ``log_softmax`` (the
 """
 import numpy as np
 
+from .. import amp as _amp
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name
 from ..float32_math import c_function, c_function64
@@ -23,6 +24,7 @@ from ..tensor import Function, Tensor, name_node, no_forward_formula, saves_as_t
 __all__ = ["ctc_loss"]
 
 
+@_amp.autocasts
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
     """``log_probs`` [T, N, C] (log-softmax outputs; unbatched [T, C]), ``targets`` [N, S] padded or
     1-D (all targets one after another), ``input_lengths`` / ``target_lengths`` [N] (tensors or

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .. import float32_sums
+from .. import amp as _amp, float32_sums
 from ..device import xp_of
 from ..dtypes import compute_dtype, float32, torch_name
 from ..factories import empty
@@ -35,6 +35,7 @@ def _unread(shape, dtype, like):
 
 
 # ---- layer norm ------------------------------------------------------------------------------------
+@_amp.autocasts  # (on torch's CUDA list, float32; on no CPU list: run as called)
 def native_layer_norm(input, normalized_shape, weight, bias, eps):
     """``(out, mean, rstd)``: ``F.layer_norm``'s output, and each row's mean and 1 / sqrt(var + eps) shaped
     ``input.shape[:axis] + (1,) * len(normalized_shape)``."""

@@ -10,7 +10,7 @@ before the loop, as torch's CPU kernel does) and combines it with ``W_hh h + b_h
 so the roundings are torch's. ``nn.RNN``/``GRU``/``LSTM`` and their cells run these functions: one place computes.
 A state is ``h``, or the pair ``(h, c)`` for an LSTM.
 """
-from .. import backends
+from .. import amp as _amp, backends
 from ..tensor import Tensor, name_node, share_node
 from .matmul import linear
 from .nn import dropout
@@ -84,21 +84,25 @@ def _check_cell(input, hidden, w_ih, w_hh):
                                f"{w_hh.shape[1]}")
 
 
+@_amp.autocasts
 def rnn_tanh_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     _check_cell(input, (hx,), w_ih, w_hh)
     return tanh_step(linear(input, w_ih, b_ih), hx, w_hh, b_hh)
 
 
+@_amp.autocasts
 def rnn_relu_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     _check_cell(input, (hx,), w_ih, w_hh)
     return relu_step(linear(input, w_ih, b_ih), hx, w_hh, b_hh)
 
 
+@_amp.autocasts
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     _check_cell(input, (hx,), w_ih, w_hh)
     return gru_step(linear(input, w_ih, b_ih), hx, w_hh, b_hh)
 
 
+@_amp.autocasts
 def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     """``(h', c')`` from ``hx = (h, c)``."""
     if len(hx) != 2:
@@ -213,6 +217,8 @@ def _recurrent(kind, args):
         batch_sizes = None
         if batch_first:
             input = input.transpose(0, 1)
+    if kind == "lstm" and batch_sizes is None and _amp.used and _amp.state.active:  # torch's CPU LSTM: one oneDNN
+        input, hx = _amp.cast_args("mkldnn_rnn_layer", input, hx)  # kernel a layer, autocast as a whole (as nn.LSTM)
     hidden = list(hx) if kind == "lstm" else [hx]
     if kind == "lstm" and len(hidden) != 2:
         raise RuntimeError("lstm expects two hidden states")

@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from .. import amp as _amp
 from ..device import xp_of
 from ..dtypes import is_floating
 from ..factories import linspace
@@ -88,6 +89,7 @@ def _linspace_from_neg_one(steps, align_corners, theta):
 
 
 # ---- grid_sample -------------------------------------------------------------------------------------
+@_amp.autocasts(name_of=lambda *args, **kwargs: "grid_sampler")  # (torch's F.grid_sample is torch.grid_sampler)
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
     """``input`` [N, C, H, W] (or [N, C, D, H, W]) read at ``grid`` [N, H_out, W_out, 2] (or
     [N, D_out, H_out, W_out, 3]): [N, C, H_out, W_out] (or [N, C, D_out, H_out, W_out])."""
