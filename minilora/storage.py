@@ -239,7 +239,7 @@ class UntypedStorage(_StorageBase):
                 raise RuntimeError(f"Trying to create a storage of negative size {data}")
             memory = dev.xp.zeros(int(data), np.uint8)
         else:
-            memory = dev.xp.asarray(np.array([int(v) % 256 for v in data], np.uint8))
+            memory = dev.xp.asarray(np.array([int(v) % 256 for v in _byte_values(data)], np.uint8))
         self._bytes, self._device, self._resizable = memory, dev, True
 
     @classmethod
@@ -291,8 +291,11 @@ class UntypedStorage(_StorageBase):
         """A byte (an int, 0..255), or for a slice the storage of those bytes (a view, as torch's)."""
         self._refuse_meta()
         if isinstance(index, slice):
-            return UntypedStorage._over(self._bytes[index], self._device)
+            return UntypedStorage._over(self._bytes[_unit_step(index)], self._device)
         position = self._position(index)
+        if position is None:
+            raise IndexError(f"index {index + self._bytes.size if index < 0 else index} out of range for storage "
+                             f"of size {self._bytes.size}")
         return int(self._bytes[position])
 
     def __setitem__(self, index, value):
@@ -301,18 +304,20 @@ class UntypedStorage(_StorageBase):
             raise RuntimeError(f"can only set storage content with a int types, but got {type(value).__name__} "
                                f"instead")
         if isinstance(index, slice):
-            self._bytes[index] = int(value) % 256
-        else:
-            self._bytes[self._position(index)] = int(value) % 256
+            self._bytes[_unit_step(index)] = int(value) % 256
+            return
+        position = self._position(index)
+        if position is None:
+            raise RuntimeError("out of bounds")
+        self._bytes[position] = int(value) % 256
 
     def _position(self, index):
+        """The byte ``index`` (negative: from the end) names, or None past either end."""
         if isinstance(index, bool) or not isinstance(index, numbers.Integral):
             raise TypeError(f"can't index a torch.UntypedStorage with {type(index).__name__}")
         size = self._bytes.size
         position = int(index) + size if index < 0 else int(index)
-        if not 0 <= position < size:
-            raise IndexError(f"index {index} out of range for storage of size {size}")
-        return position
+        return position if 0 <= position < size else None
 
     def tolist(self):
         self._refuse_meta()
@@ -372,6 +377,25 @@ class UntypedStorage(_StorageBase):
         """``UntypedStorage.from_buffer(b"...")``: a copy of a buffer's bytes (as torch's)."""
         data = np.frombuffer(buffer, np.uint8, count=count, offset=offset)
         return cls._over(data.copy(), _get_device("cpu"), resizable=True)
+
+
+def _unit_step(index):
+    """A storage slice steps by one byte (torch's rule)."""
+    if index.step is not None and index.step != 1:
+        raise RuntimeError(f"Trying to slice with a step of {index.step}, but only a step of 1 is supported")
+    return index
+
+
+def _byte_values(data):
+    """``UntypedStorage(data)``'s items, ints only (torch's words for anything else)."""
+    if not isinstance(data, (list, tuple)):
+        raise RuntimeError(f"torch.UntypedStorage(): Expected a sequence type, but got {type(data).__name__}")
+    for value in data:
+        if not isinstance(value, numbers.Integral):
+            raise RuntimeError(f"torch.UntypedStorage(): tried to construct a storage from a sequence "
+                               f"({type(data).__name__}), but one of the items was of type {type(value).__name__} "
+                               f"instead of int")
+    return data
 
 
 def _is_shared(memory):
