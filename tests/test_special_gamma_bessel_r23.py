@@ -184,3 +184,16 @@ def test_gamma_family_cdfs_are_gammainc(case):
                 "Chi2": lambda: D.Chi2(lib.tensor([1.0, 3.0, 4.0, 50.0]))}[case]()
         made[lib] = dist.cdf(lib.tensor(value))
     assert made[ml].tolist() == made[torch].tolist()
+
+
+def test_gradient_differentiates_again_under_create_graph():
+    a = [0.5, 3.0, 2.0]
+    for name in ("gammainc", "gammaincc"):
+        answers = []
+        for lib in (torch, ml):
+            x = lib.tensor([1.0, 2.0, 0.5], dtype=lib.float64, requires_grad=True)
+            first, = lib.autograd.grad(getattr(lib.special, name)(lib.tensor(a, dtype=lib.float64), x).sum(), x,
+                                       create_graph=True)
+            second, = lib.autograd.grad(first.sum(), x)
+            answers.append((first.tolist(), second.tolist()))
+        np.testing.assert_allclose(np.array(answers[1]), np.array(answers[0]), rtol=1e-14)

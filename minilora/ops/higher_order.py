@@ -21,7 +21,7 @@ import numpy as np
 from .. import linalg as _la, tensor as _t
 from ..factories import no_derivative_error
 from ..tensor import Function, Tensor, _check_versions, enable_grad
-from . import elementwise as _e, extra as _x, reduce as _r, shape as _s, special as _sp
+from . import elementwise as _e, extra as _x, incomplete_gamma as _ig, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
 from .matmul import Cross, Einsum, Linear, MatMul
 from .bags import DenseBagGradient
@@ -1007,6 +1007,15 @@ def _zeta(ctx, g):  # other: grad * -self * special_zeta(self + 1., other); self
     return None, sum_to(g * -x * _sp.zeta(x + 1, q), _shape(q))
 
 
+def _igamma(ctx, g):  # other: +-grad * exp((self - 1) * log(other) - other - lgamma(self)); self: not implemented
+    a, x = ctx.inputs[0], ctx.inputs[1]
+    if ctx.needs_input_grad[0]:
+        raise NotImplementedError(f"the derivative for '{'igamma' if ctx.lower else 'igammac'}: input' is not "
+                                  "implemented.")
+    density = ((a - 1) * x.log() - x - a.lgamma()).exp()
+    return None, sum_to((g if ctx.lower else -g) * density, _shape(x)), None, None
+
+
 def _prod(ctx, g):
     """prod_backward: ``grad * result / input`` without zeros; with one, prod_safe_zeros_backward: the
     products of the elements before and after each (exclusive cumulative products). An empty input has no zero:
@@ -1852,7 +1861,7 @@ _BACKWARD_GRAPHS = {
     _sp.LogNdtr: lambda ctx, g: g / float(np.sqrt(2 * np.pi)) * (
         -(_sp.log_ndtr(ctx.inputs[0]) + ctx.inputs[0] ** 2 / 2)).exp(),
     _sp.Erfcx: lambda ctx, g: (2.0 * ctx.inputs[0] * _sp.erfcx(ctx.inputs[0]) - 2 / float(np.sqrt(np.pi))) * g,
-    _sp.XLog1pY: _xlog1py, _sp.Zeta: _zeta,
+    _sp.XLog1pY: _xlog1py, _sp.Zeta: _zeta, _ig.Igamma: _igamma,
     _r.Prod: _prod, CumProd: _cumprod, _r.LogCumSumExp: _logcumsumexp,
     ConvTranspose2d: _conv_transpose2d,
     _e.Remainder: _remainder,  # (and Fmod, its subclass)
