@@ -615,16 +615,21 @@ def test_serve_engine_on_a_bf16_base(tmp_path):
     engine, _ = load_engine(None, [("ad", str(tmp_path / "ad"))], max_batch_size=2, dtype="bfloat16")
     assert {str(p.dtype) for n, p in engine.model.named_parameters() if "lora_" not in n} == {"bfloat16"}
     assert {str(p.dtype) for n, p in engine.model.named_parameters() if "lora_" in n} == {"float32"}
-    tok, done = ByteTokenizer(), []
+    import threading
+    tok, done, both_done = ByteTokenizer(), [], threading.Event()
+
+    def emit(kind, value):
+        if kind == "done":
+            done.append(value)
+            if len(done) == 2:
+                both_done.set()
     for adapter in ("ad", None):
         engine.submit(Request(tok.encode("hello", add_special_tokens=False), adapter, max_tokens=3, temperature=0,
-                              emit=lambda kind, value: done.append(value) if kind == "done" else None))
+                              emit=emit))
     engine.start()
-    try:
-        import time
-        deadline = time.time() + 60
-        while len(done) < 2 and time.time() < deadline:
-            time.sleep(0.05)
+    try:  # (no deadline a loaded machine crosses: the requests end, or the engine's thread does)
+        while not both_done.wait(0.05):
+            assert engine._thread.is_alive(), "the engine's thread ended before the two requests"
     finally:
         engine.shutdown()
     assert len(done) == 2
