@@ -197,3 +197,17 @@ def test_gradient_differentiates_again_under_create_graph():
             second, = lib.autograd.grad(first.sum(), x)
             answers.append((first.tolist(), second.tolist()))
         np.testing.assert_allclose(np.array(answers[1]), np.array(answers[0]), rtol=1e-14)
+
+
+@pytest.mark.parametrize("call", ["lib.special.gammaincc(lib.tensor([0.5, 3.0]), dual)", "dual.igamma_(lib.ones(2))",
+                                  "lib.igamma(dual, lib.ones(2))"])
+def test_forward_mode_is_refused_as_torch(call):
+    words = []
+    for lib in (torch, ml):
+        forward_ad = lib.autograd.forward_ad
+        with forward_ad.dual_level():
+            dual = forward_ad.make_dual(lib.tensor([1.0, 2.0]), lib.tensor([1.0, 0.5]))  # noqa: F841  (in call)
+            with pytest.raises(NotImplementedError) as error:
+                eval(call)
+            words.append(str(error.value).splitlines()[0])
+    assert words[0] == words[1]

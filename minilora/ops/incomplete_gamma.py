@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import dtypes, fastmath, float32_math
 from ..device import xp_of
-from ..tensor import Function, Tensor, name_node
+from ..tensor import Function, Tensor, name_node, no_forward_formula
 from .elementwise import _host_array, _promoted, _step, computes_in_float32, unbroadcast
 from .special import _torch_exp as torch_exp, lgamma_f64
 
@@ -604,6 +604,7 @@ def _operands(name, input, other):
     """input and other promoted to torch's result dtype, which must be floating (igamma has no integer, bool or
     complex kernel: an integer pair is refused, an integer beside a float promotes)."""
     tensors_only(name, ("input", input), ("other", other))
+    no_forward_formula(name, input, other)  # (torch has none for either argument)
     a, x = _promoted(input, other)
     dtype = a.dtype
     if dtype.kind == "c" or not dtypes.is_floating(dtype):
@@ -631,6 +632,7 @@ def _method(function, in_place):
 
     def method(self, other):
         tensors_only(name, ("other", other))
+        no_forward_formula(name, self, other)
         return self._inplace(function, other) if in_place else function(self, other)
     method.__name__ = name
     return method
