@@ -135,7 +135,21 @@ def test_hsin_hcos_are_cudas_float_code_the_correctly_rounded_half():
 # ------------------------------------------------------------------------- cuda::barrier and exited threads
 BARRIER = r"""
 #include <cuda/barrier>
+#include <cuda/pipeline>
+#include <cooperative_groups.h>
 #include <utility>
+extern "C" __global__ void staged(const float* x, float* out, int n) {
+    __shared__ cuda::pipeline_shared_state<cuda::thread_scope_block, 2> state;
+    __shared__ float s[64];
+    auto pipe = cuda::make_pipeline(cooperative_groups::this_thread_block(), &state);
+    if ((int)threadIdx.x >= n) return;  // libcu++'s stage barriers count the whole block
+    pipe.producer_acquire();
+    cuda::memcpy_async(&s[threadIdx.x], &x[threadIdx.x], sizeof(float), pipe);
+    pipe.producer_commit();
+    pipe.consumer_wait();
+    out[threadIdx.x] = s[(threadIdx.x + 1) % n];
+    pipe.consumer_release();
+}
 extern "C" __global__ void early_return(const float* x, float* out, int n) {
     __shared__ cuda::barrier<cuda::thread_scope_block> bar;
     __shared__ float s[64];
@@ -174,6 +188,11 @@ def test_cuda_barrier_that_returned_threads_never_reach_is_a_named_deadlock():
     base_module().get_function("arrive_then_leave")((1,), (64,), (out,))  # arrived, then returned: no deadlock
     even = np.arange(0, 64, 2)
     np.testing.assert_array_equal(out[even], even + 1)
+    staged = base_module().get_function("staged")  # a block-scoped cuda::pipeline: the same barriers inside
+    staged((1,), (64,), (x, out, np.int32(64)))
+    np.testing.assert_array_equal(out, np.roll(x, -1))
+    with pytest.raises(emu.BarrierError, match=r"deadlock: cuda::pipeline's consumer_wait at .* 14 of the block's 64"):
+        staged((1,), (64,), (x, out, np.int32(50)))
 
 
 # ------------------------------------------------------------------------------------ --use_fast_math's `/`

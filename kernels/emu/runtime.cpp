@@ -207,6 +207,8 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     // complete barrier is released without scanning the fibers: how many wait, whether all at the
     // first one's site, and the sum of their predicates.
     int bar_waiting = 0, bar_pred = 0;
+    // Block barriers released, and the release whose arrivals were last checked (barrier_arrivals_complete)
+    unsigned long long bar_releases = 0, bar_releases_checked = 0;
     bool bar_mixed = false;
     int named_arrived[16] = {};   // PTX's barriers 1..15 (bar.sync id, count): threads arrived in this phase
     int named_count[16] = {};     // the thread count the phase's first arrival gave (0: none yet; -1: the block)
@@ -853,6 +855,7 @@ bool release_coalesced_groups();
 
 // Every thread of the block waits at the same __syncthreads(): let them all pass.
 void release_block_barrier(Worker& w) {
+    ++w.bar_releases;
     w.bar_result = w.bar_pred;
     for (Fiber& f : w.fibers)
         if (f.state != EXITED) f.state = RUNNABLE;
@@ -2148,12 +2151,16 @@ void split_barrier_wait(const char* file, int line) {
     current_fiber()->split_arrived = false;
 }
 
-// cuda::barrier counts arrivals, up to the expected count its init() was given (the block's thread count): a thread
-// that returned before arriving never arrives, so on a GPU the phase never completes and the block hangs.  The
-// block barrier beneath it here waits for the non-exited threads only (as __syncthreads() does since Volta), so
-// once it has released, the threads that exited without arriving are the ones a GPU would still wait for.
+// cuda::barrier (and a block-scoped cuda::pipeline, built on such barriers in libcu++) counts arrivals, up to the
+// expected count its init() was given (the block's thread count): a thread that returned before arriving never
+// arrives, so on a GPU the phase never completes and the block hangs.  The block barrier beneath it here waits for
+// the non-exited threads only (as __syncthreads() does since Volta), so once it has released, the threads that
+// exited without arriving are the ones a GPU would still wait for.  The first thread out of each release checks
+// (the others have not run on yet: none has exited since).
 void barrier_arrivals_complete(const char* what, const char* file, int line) {
     Worker& w = me();
+    if (w.bar_releases_checked == w.bar_releases) return;
+    w.bar_releases_checked = w.bar_releases;
     int missing = 0;
     const Fiber* example = nullptr;
     for (const Fiber& f : w.fibers)
