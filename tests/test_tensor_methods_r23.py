@@ -544,3 +544,24 @@ def test_every_name_this_round_adds_is_torchs():
     assert all(hasattr(torch.Tensor, n) for n in added)
     assert sys.modules["minilora.storage"].UntypedStorage is ml.UntypedStorage
     assert np.dtype(ml.FloatStorage.dtype) == np.float32
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
+def test_storages_on_cupy_arrays(monkeypatch):
+    """The cuda path (CuPy arrays) through tests/fake_cupy.py's stand-in: the same answers as the CPU's (but
+    addresses: the stand-in has no device memory to point at, so no data_ptr, storage_offset, fill_diagonal_)."""
+    import fake_cupy
+    fake_cupy.install(monkeypatch)
+
+    def run(device):
+        x = ml.arange(6., device=device).reshape(2, 3)
+        s = x.untyped_storage()
+        s[0:4] = 0
+        typed = x.storage()
+        typed[1] = 9.
+        y = ml.empty(0, device=device).set_(s, 1, (2, 2), (1, 2))
+        return (s.nbytes(), x[1].untyped_storage() is s, x.clone().untyped_storage() is s,
+                x.t().untyped_storage() is s, s.tolist()[:8], typed.tolist(), str(s.device), y.tolist(), x.dim_order(),
+                x.t().dim_order(), x.record_stream(None) if device == "cuda" else None)
+    assert run("cuda")[:6] == run("cpu")[:6] and run("cuda")[7:] == run("cpu")[7:]
+    assert run("cuda")[6] == "cuda"
