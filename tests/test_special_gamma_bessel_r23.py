@@ -1,9 +1,10 @@
 """torch.special's incomplete gamma, Bessel and Airy functions against torch, bit for bit: gammainc / gammaincc
 (torch.igamma / igammac, x.igamma(_), x.igammac(_)) on a grid that takes every route of ATen's calc_igamma (the
-edges, Temme's expansion, both series, the continued fraction) in the vectorized loop and in its scalar tail, and
-bessel_j0/j1/y0/y1, modified_bessel_k0/k1, scaled_modified_bessel_k0/k1, airy_ai on every branch; their
-gradients (igamma's for x only, as derivatives.yaml; none for the Bessel functions), the errors torch raises, and
-the distributions whose cdf is gammainc."""
+edges, Temme's expansion, both series, the continued fraction) in the vectorized loop, its scalar tail and
+basic_loop, and bessel_j0/j1/y0/y1, modified_bessel_k0/k1, scaled_modified_bessel_k0/k1, airy_ai (and the siblings
+modified_bessel_i0/i1, spherical_bessel_j0) on every branch; their gradients (igamma's for x only, as
+derivatives.yaml, also under create_graph; none for the Bessel functions; no forward mode), the errors torch raises,
+and the distributions whose cdf is gammainc."""
 import numpy as np
 import pytest
 
@@ -98,6 +99,8 @@ def test_bessel_spellings_dtypes_and_no_gradient():
         assert not result.requires_grad and result.grad_fn is None
     meta = ml.special.scaled_modified_bessel_k0(ml.empty(2, 3, device="meta"))
     assert meta.device.type == "meta" and tuple(meta.shape) == (2, 3)
+    meta = ml.special.gammaincc(ml.empty(3, device="meta"), ml.empty(2, 1, device="meta", dtype=ml.float64))
+    assert meta.device.type == "meta" and tuple(meta.shape) == (2, 3) and meta.dtype == ml.float64
 
 
 def _raised(call, lib):
