@@ -256,6 +256,7 @@ from ._functional_names import (affine_grid_generator, conv_tbc, convolution, ct
                                 embedding_renorm_, grid_sampler, grid_sampler_2d, grid_sampler_3d,
                                 max_pool1d_with_indices)
 from .ops.segments import segment_reduce  # noqa: E402,F401
+from .lobpcg import lobpcg  # noqa: E402,F401  (torch._lobpcg's algorithm: minilora/lobpcg.py)
 from .device import AcceleratorError, OutOfMemoryError  # noqa: E402,F401  (torch.cuda.OutOfMemoryError too)
 # torch.sym_int ... sym_sum on plain numbers, torch.cond / while_loop / fork / wait run eagerly
 from .control_flow import (cond, fork, sym_float, sym_int, sym_ite, sym_max, sym_min, sym_not,  # noqa: E402,F401

@@ -432,3 +432,20 @@ def test_autocast_casts_the_new_names_as_torchs_cpu_lists():
             assert str(m.dtype) == str(t.dtype).replace("torch.", "")
             np.testing.assert_allclose(m.float().numpy(), t.float().numpy(), atol=1e-5 if t.dtype == torch.float32
                                        else 0.05)
+
+
+def test_lobpcg_finds_torchs_eigenpairs_from_torchs_draws():
+    g = torch.Generator().manual_seed(10)
+    Q = torch.linalg.qr(torch.randn(30, 30, dtype=torch.float64, generator=g)).Q
+    A = Q @ torch.diag(torch.linspace(1, 10, 30, dtype=torch.float64)) @ Q.T
+    for kwargs in ({"k": 3}, {"k": 2, "largest": False, "method": "basic"}, {"k": 2, "B": 2 * torch.eye(30,
+                                                                                         dtype=torch.float64)}):
+        torch.manual_seed(0)
+        E, X = torch.lobpcg(A, **kwargs)
+        ml.manual_seed(0)
+        mE, mX = ml.lobpcg(M(A), **{k: M(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
+        close(mE, E, atol=1e-10)
+        close(mX.abs(), X.abs(), atol=1e-8)  # (a vector's sign is LAPACK's)
+    raises_same(lambda: ml.lobpcg(ml.randn(5, 5), k=2), lambda: torch.lobpcg(torch.randn(5, 5), k=2))
+    with pytest.raises(NotImplementedError, match="lobpcg: A requires grad"):
+        ml.lobpcg(M(A, True), k=2)
