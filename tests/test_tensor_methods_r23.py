@@ -364,6 +364,10 @@ DIM_ORDER = [
     lambda t: t.zeros(3, 2, 4).permute(2, 0, 1).dim_order(ambiguity_check=True),
     lambda t: (t.tensor(1.).dim_order(), t.zeros(4)[::2].dim_order()),
     lambda t: t.zeros(2, 3).dim_order(ambiguity_check=[t.channels_last]),
+    lambda t: t.zeros(1, 2, 1, 4, 4).permute(1, 4, 3, 0, 2).dim_order(),  # (5-D: prims asks channels_last only)
+    lambda t: t.zeros(4, 3, 1, 1, 1).permute(3, 1, 0, 4, 2).dim_order(),
+    lambda t: t.zeros(1, 2, 1, 2, 1).permute(2, 4, 0, 1, 3).dim_order(ambiguity_check=[t.contiguous_format,
+                                                                                      t.channels_last]),
 ]
 
 

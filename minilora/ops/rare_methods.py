@@ -100,8 +100,8 @@ def _logical_to_physical(tensor, check):
         return list(range(ndim)), False
     from .. import factories
     contiguous = tensor.is_contiguous()
-    channels_last = tensor.is_contiguous(memory_format=factories.channels_last) if ndim == 4 else \
-        tensor.is_contiguous(memory_format=factories.channels_last_3d) if ndim == 5 else False
+    # (prims asks channels_last only, which a tensor of other than 4 dimensions is not, channels_last_3d aside)
+    channels_last = ndim == 4 and tensor.is_contiguous(memory_format=factories.channels_last)
     if contiguous and not channels_last:
         return list(range(ndim)), False
     if channels_last and not contiguous:
