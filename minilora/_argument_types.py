@@ -47,7 +47,8 @@ TENSOR_PARAMETERS = {
         swapdims t tan tan_ tanh tanh_ threshold threshold_ tile topk trace transpose tril triu trunc trunc_
         unbind unflatten unique unique_consecutive unsqueeze view_as_complex view_as_real zero_ zeros_like
         detach get_device is_nonzero is_signed is_conj is_neg is_inference nuclear_norm frobenius_norm pdist max_pool3d
-        constant_pad_nd""",
+        constant_pad_nd native_layer_norm native_dropout native_batch_norm native_group_norm native_channel_shuffle
+        batch_norm_update_stats max_pool1d_with_indices embedding_renorm_ lstm_cell""",
     ('input', 'other'): """
         allclose arctan2 atan2 cross dist equal fmax fmin gcd gcd_ hypot igamma igammac inner isclose kron lcm
         lcm_ ldexp ldexp_ logaddexp logaddexp2 logical_and logical_or logical_xor matmul maximum minimum nextafter
@@ -89,6 +90,12 @@ TENSOR_PARAMETERS = {
     ('repeats',): "repeat_interleave",
     ('weight', 'indices'): "embedding",
     ('x',): "vander",
+    ('input', 'grid'): "grid_sampler grid_sampler_2d grid_sampler_3d",
+    ('input', 'hx', 'w_ih', 'w_hh'): "gru_cell rnn_tanh_cell rnn_relu_cell",
+    ('input', 'weight'): "convolution conv_tbc",
+    ('data',): "segment_reduce",
+    ('v',): "norm_except_dim",
+    ('theta',): "affine_grid_generator",
 }
 # torch's positional-argument limit of the names above that have one signature (read off torch 2.13: a call with
 # more positional arguments is refused before any type is looked at, ``atan2() takes 2 positional arguments but 3

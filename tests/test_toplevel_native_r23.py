@@ -449,3 +449,14 @@ def test_lobpcg_finds_torchs_eigenpairs_from_torchs_draws():
     raises_same(lambda: ml.lobpcg(ml.randn(5, 5), k=2), lambda: torch.lobpcg(torch.randn(5, 5), k=2))
     with pytest.raises(NotImplementedError, match="lobpcg: A requires grad"):
         ml.lobpcg(M(A, True), k=2)
+
+
+def test_a_number_for_a_tensor_is_torchs_type_error():
+    calls = ["native_layer_norm(2.0, [1], None, None, 1e-5)", "native_dropout(2.0, 0.5, True)",
+             "native_group_norm(2.0, None, None, 1, 1, 1, 1, 1e-5)", "lstm_cell(2.0, (lib.ones(1, 1),), lib.ones(1, 1),"
+             " lib.ones(1, 1))", "gru_cell(lib.ones(1, 1), 2.0, lib.ones(1, 1), lib.ones(1, 1))",
+             "convolution(2.0, lib.ones(1, 1, 1), None, [1], [0], [1], False, [0], 1)", "segment_reduce(2.0, 'sum')",
+             "norm_except_dim(2.0)", "grid_sampler(lib.ones(1), 3, 0, 0, False)", "affine_grid_generator(2.0, [1], "
+             "False)", "conv_tbc(lib.ones(1), 2, lib.ones(1))"]
+    for call in calls:
+        raises_same(lambda: eval("lib." + call, {"lib": ml}), lambda: eval("lib." + call, {"lib": torch}))
