@@ -254,7 +254,7 @@ class UntypedStorage(_StorageBase):
         """``tensor``'s storage: its owner array's bytes, one storage object per owner."""
         owner = _shape._owner(tensor._array)
         storage = cls._of_owner.get(id(owner))
-        if storage is None:
+        if storage is None or _shape._owner(storage._bytes) is not owner:  # (none, or one resize_ moved away)
             storage = cls._over(_owner_bytes(owner), tensor._device)
             cls._of_owner[id(owner)] = storage
         return storage
