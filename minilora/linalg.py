@@ -1655,7 +1655,7 @@ class VectorNorm(Function):
     gradient shared among the maxima, p=0 none (``ops.reduce.norm_backward``, as torch.norm's)."""
 
     @staticmethod
-    def forward(ctx, x, *, ord, dims, keepdim):
+    def forward(ctx, x, *, ord, dims, keepdim, number_along_dim=False):
         xp = xp_of(x)
         a = xp.abs(x)
         if x.size == 0 and (dims is None or any(x.shape[d] == 0 for d in dims)):  # (the empty sum: 0)
@@ -1666,6 +1666,8 @@ class VectorNorm(Function):
             out = a.min(axis=dims, keepdims=keepdim)
         elif ord == 0:
             out = (a != 0).sum(axis=dims, keepdims=keepdim).astype(x.dtype)
+        elif number_along_dim:  # (a 0-d x given dim=0: torch's kernel runs, not |x|)
+            out = ops.reduce.number_norm_along_its_dim(x, ord)
         else:  # (torch's norm kernel, as torch.norm's: its order of additions)
             axes = tuple(range(x.ndim)) if dims is None else tuple(sorted(d % x.ndim for d in dims))
             with np.errstate(divide="ignore"):
@@ -1753,12 +1755,13 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     x = _norm_dtype("linalg.vector_norm", x, dtype, inside=True)
     ord = float(ord)
     dims = _norm_dims(x, _as_dims(dim))
+    along = x.ndim == 0 and bool(_as_dims(dim))  # (torch.linalg.vector_norm(tensor(3.), 3, dim=0))
     if x.numel() == 0 and (ord < 0 or ord == math.inf):
         _refuse_empty_norm(x, ord, dims)
     if x.dtype.itemsize == 2:  # float16 / bfloat16: computed in float32 and rounded once, as torch's kernel
-        result = VectorNorm.apply(x.float(), ord=ord, dims=dims, keepdim=keepdim).to(x.dtype)
+        result = VectorNorm.apply(x.float(), ord=ord, dims=dims, keepdim=keepdim, number_along_dim=along).to(x.dtype)
     else:
-        result = VectorNorm.apply(x, ord=ord, dims=dims, keepdim=keepdim)
+        result = VectorNorm.apply(x, ord=ord, dims=dims, keepdim=keepdim, number_along_dim=along)
     return _with_out(name_node(result, "LinalgVectorNormBackward0", x), out)
 
 

@@ -743,7 +743,7 @@ def diag_embed_shape(a, offset):
     return a.shape[:-1] + (n, n)
 
 
-def vector_norm_shape(x, *, ord, dims, keepdim):
+def vector_norm_shape(x, *, ord, dims, keepdim, number_along_dim=False):
     """linalg.vector_norm over ``dims`` (None: all)."""
     return reduced_shape(x, dims, keepdim)
 
