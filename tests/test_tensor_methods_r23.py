@@ -288,6 +288,14 @@ def test_storage_resize_and_share_memory_as_torch():
         ml.UntypedStorage(4).share_memory_().resize_(2)
 
 
+def test_a_storage_moved_off_an_address_is_not_handed_out_for_it():
+    """What a resize_ leaves when its old memory's address is reused: a cache entry for another memory."""
+    x = ml.zeros(3)
+    stranger = ml.UntypedStorage(12)
+    ml.UntypedStorage._of_owner[id(x._array)] = stranger
+    assert x.untyped_storage() is not stranger and x.untyped_storage().data_ptr() == x.data_ptr()
+
+
 def test_share_memory_is_seen_by_a_forked_child():
     if not hasattr(os, "fork"):
         pytest.skip("needs fork")
