@@ -79,6 +79,7 @@ class Imag(Function):
 
 class Conj(Function):
     complex_grad = True
+    torch_layout = "elementwise"  # (torch's conj is a view, conj_physical an iterator's copy: the input's strides)
 
     @staticmethod
     def forward(ctx, z):
@@ -110,6 +111,16 @@ class Angle(Function):
             return xp.zeros_like(z)
         with np.errstate(all="ignore"):
             return xp.where(z == 0, 0, grad * z / (z.real ** 2 + z.imag ** 2) * 1j).astype(z.dtype)
+
+
+class ComplexAngle(Angle):
+    """angle of a complex tensor: torch's kernel writes a contiguous result (its real one follows the input)."""
+    torch_layout = "contiguous"
+    meta_shape = staticmethod(lambda z: z.shape)  # (ops/meta.py's rules are given before this class exists)
+
+    @staticmethod
+    def forward(ctx, z):
+        return xp_of(z).ascontiguousarray(Angle.forward(ctx, z))  # (NumPy's angle keeps z's order)
 
 
 class ViewAsReal(Function):
@@ -214,7 +225,7 @@ def angle(input, *, out=None):
     """``torch.angle``: the argument of each element, in radians (0 or pi for real numbers)."""
     if not dtypes.is_floating(input.dtype) and not is_complex(input):
         input = input.to(dtypes.get_default_dtype())  # (torch: integers give the default float dtype)
-    result = name_node(Angle.apply(input), "AngleBackward0", input)
+    result = name_node((ComplexAngle if is_complex(input) else Angle).apply(input), "AngleBackward0", input)
     return result if out is None else ops._write_out(lambda: result, "angle", (), {}, out)
 
 

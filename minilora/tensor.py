@@ -1622,6 +1622,42 @@ def torch_broadcast_message(shapes):
     return None
 
 
+def with_note(exc, note):
+    """``exc`` (in torch's words, which users and tests compare) with minilora's hint as a PEP 678 note: Python
+    shows it under the message in a traceback; ``str(exc)`` stays torch's. (Before Python 3.11: the bare error.)"""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    return exc
+
+
+def torch_expand_message(shape, sizes):
+    """torch's error for ``expand(sizes)`` of a tensor of ``shape`` (ATen's infer_expand_geometry: the last
+    dimension, numbered in ``sizes``, whose size is neither 1 nor the target); None if it expands. The words of
+    every op that expands an operand to a shape (broadcast_to, expand_as, addmm's input, linear's bias, x[i] = v)."""
+    for i in range(len(sizes) - 1, -1, -1):
+        dim = i - (len(sizes) - len(shape))
+        size = shape[dim] if dim >= 0 else 1
+        target = size if sizes[i] == -1 else sizes[i]
+        if size != target and size != 1:
+            return (f"The expanded size of the tensor ({target}) must match the existing size ({size}) at "
+                    f"non-singleton dimension {i}.  Target sizes: {list(sizes)}.  Tensor sizes: {list(shape)}")
+    return None
+
+
+def torch_cat_message(shapes, dim):
+    """torch's error for tensors that ``cat`` cannot join along ``dim`` (check_cat_shape_except_dim: against the
+    first tensor, each in turn); None if they fit."""
+    first = shapes[0]
+    for number, shape in enumerate(shapes[1:], 1):
+        if len(shape) != len(first):
+            return f"Tensors must have same number of dimensions: got {len(first)} and {len(shape)}"
+        for d, (expected, got) in enumerate(zip(first, shape)):
+            if d != dim and expected != got:
+                return (f"Sizes of tensors must match except in dimension {dim}. Expected size {expected} but got "
+                        f"size {got} for tensor number {number} in the list.")
+    return None
+
+
 def _is_broadcast_error(exc):
     """Is this NumPy's ValueError for shapes that do not broadcast? (torch's is a RuntimeError.)"""
     message = str(exc)  # (ufuncs say "could not be broadcast", np.broadcast_shapes "cannot be broadcast")
@@ -2595,7 +2631,7 @@ class Tensor:
                              f"x[{index!r}]") from None
         except ValueError as exc:
             if "broadcast" in str(exc) or "with a sequence" in str(exc):  # torch: RuntimeError (ShapeError
-                raise ShapeError(f"__setitem__: {exc}") from None  # is a ValueError too)
+                raise ShapeError(_setitem_message(self._array, raw, value) or f"__setitem__: {exc}") from None
             if "read-only" not in str(exc):
                 raise
             if not _put_through_expanded(self._array, raw, value):
@@ -3155,6 +3191,16 @@ def _copy_from(dest, src):
     out = ops.astype(out, dest.dtype) if out.dtype != dest.dtype else out
     out = out if out is not src else ops.clone(src)
     return name_node(out, "torch::autograd::CopyBackwards", src, graph=(dest, src))  # (torch's node: both edges)
+
+
+def _setitem_message(array, raw, value):
+    """torch's words for ``x[index] = value`` where value does not broadcast to the place: copy_'s expand for a
+    slice, index_put's for an index of tensors or a mask."""
+    place = np.shape(array[raw])  # (an error path: an advanced index's copy costs nothing that matters)
+    if any(hasattr(p, "shape") or isinstance(p, list) for p in (raw if isinstance(raw, tuple) else (raw,))):
+        return (f"shape mismatch: value tensor of shape {list(np.shape(value))} cannot be broadcast to indexing "
+                f"result of shape {list(place)}")
+    return torch_expand_message(np.shape(value), place)
 
 
 def _check_copy_shapes(dest, src):

@@ -45,9 +45,8 @@ def _unruled(T):
 
 
 UNKNOWN = {  # results minilora does not lay out as torch (channels_last there): their draws must refuse
-    # (max_pool3d's and conv3d's were these until round 16, roll's and erfinv's until round 17)
-    "bce_with_logits": lambda T: T.nn.functional.binary_cross_entropy_with_logits(
-        *[T.from_numpy(DATA5.copy()).contiguous(memory_format=T.channels_last_3d)] * 2, reduction="none"),
+    # (max_pool3d's and conv3d's were these until round 16, roll's and erfinv's until round 17, bce_with_logits'
+    # reduction='none' until round 23: tests/test_meta_errors_r23.py)
     "unruled": _unruled,
 }
 FOLLOWED = {  # ops whose result minilora now lays out (or finds laid out) as torch's: they were marked unknown

@@ -86,3 +86,129 @@ def test_linalg_ops_without_a_meta_kernel_in_torch_refuse_meta(call):
     with pytest.raises(NotImplementedError) as ours:
         call(ml)
     assert str(ours.value).split(":")[:2] == str(theirs.value).split(":")[:2]
+
+
+# ---- torch's words for shape errors ---------------------------------------------------------------------------------
+def _o(T, *shape, **kwargs):
+    return T.ones(*shape, **kwargs)
+
+
+def _F(T):
+    return T.nn.functional
+
+
+_BAD_SHAPES = {
+    "cat sizes": lambda T: T.cat([_o(T, 2, 3), _o(T, 2, 4)]),
+    "cat ranks": lambda T: T.cat([_o(T, 2, 3), _o(T, 3)], dim=1),
+    "cat of nothing": lambda T: T.cat([]),
+    "hstack": lambda T: T.hstack([_o(T, 2, 3), _o(T, 3, 3)]),
+    "expand": lambda T: _o(T, 2, 3).expand(4, 3, 5),
+    "expand -1": lambda T: _o(T, 2, 3).expand(-1, 4),
+    "expand to fewer dims": lambda T: _o(T, 2, 3).expand(3),
+    "expand_as": lambda T: _o(T, 2, 3).expand_as(_o(T, 2, 4)),
+    "broadcast_to": lambda T: T.broadcast_to(_o(T, 2, 3), (2, 4)),
+    "copy_": lambda T: _o(T, 2, 3).copy_(_o(T, 4)),
+    "copy_ growing the output": lambda T: _o(T, 2, 1).copy_(_o(T, 3)),
+    "x[0] = v": lambda T: _o(T, 2, 3).__setitem__(0, _o(T, 4)),
+    "x[tensor] = v": lambda T: _o(T, 2, 3).__setitem__(T.tensor([0, 1]), _o(T, 4)),
+    "bmm batch": lambda T: T.bmm(_o(T, 2, 3, 4), _o(T, 3, 4, 5)),
+    "bmm inner": lambda T: T.bmm(_o(T, 2, 3, 4), _o(T, 2, 5, 5)),
+    "baddbmm": lambda T: T.baddbmm(_o(T, 2, 2, 5), _o(T, 2, 2, 3), _o(T, 2, 4, 5)),
+    "baddbmm input": lambda T: T.baddbmm(_o(T, 2, 3, 5), _o(T, 2, 2, 3), _o(T, 2, 3, 5)),
+    "addbmm": lambda T: T.addbmm(_o(T, 2, 5), _o(T, 2, 2, 3), _o(T, 2, 4, 5)),
+    "addmm": lambda T: T.addmm(_o(T, 2, 5), _o(T, 2, 3), _o(T, 4, 5)),
+    "addmm input": lambda T: T.addmm(_o(T, 3, 5), _o(T, 2, 3), _o(T, 3, 5)),
+    "addmv input": lambda T: T.addmv(_o(T, 2, 1), _o(T, 2, 3), _o(T, 3)),
+    "dot": lambda T: T.dot(_o(T, 3), _o(T, 4)),
+    "mv": lambda T: T.mv(_o(T, 2, 3), _o(T, 4)),
+    "matmul vector @ matrix": lambda T: T.matmul(_o(T, 3), _o(T, 4, 5)),
+    "matmul batch @ matrix": lambda T: _o(T, 2, 2, 3) @ _o(T, 4, 5),
+    "matmul batch @ vector": lambda T: _o(T, 2, 2, 3) @ _o(T, 4),
+    "matmul batches": lambda T: _o(T, 2, 2, 3) @ _o(T, 2, 4, 5),
+    "matmul batches broadcast": lambda T: _o(T, 6, 2, 2, 3) @ _o(T, 2, 4, 5),
+    "matmul batches that do not broadcast": lambda T: _o(T, 1, 2, 2, 3) @ _o(T, 3, 3, 5),
+    "matmul matrix (grad) @ batch": lambda T: _o(T, 2, 3, requires_grad=True) @ _o(T, 2, 4, 5),
+    "matmul a permuted batch @ vector": lambda T: _o(T, 2, 3, 4).transpose(0, 1) @ _o(T, 5),
+    "linear bias": lambda T: _F(T).linear(_o(T, 2, 3), _o(T, 5, 3), _o(T, 4)),
+    "linear bias of a vector input": lambda T: _F(T).linear(_o(T, 3), _o(T, 5, 3), _o(T, 4)),
+    "linear 2-D bias": lambda T: _F(T).linear(_o(T, 2, 2, 3), _o(T, 5, 3), _o(T, 3, 5)),
+    "transpose": lambda T: _o(T, 2, 3).transpose(0, 2),
+    "embedding id": lambda T: _F(T).embedding(T.tensor([0, 7]), _o(T, 5, 3)),
+    "Embedding id": lambda T: T.nn.Embedding(5, 3)(T.tensor([5])),
+    "embedding float ids": lambda T: _F(T).embedding(_o(T, 2), _o(T, 5, 3)),
+    "embedding bool ids": lambda T: _F(T).embedding(_o(T, 2, dtype=T.bool), _o(T, 5, 3)),
+    "cross_entropy batch": lambda T: _F(T).cross_entropy(_o(T, 4, 5), T.zeros(3, dtype=T.int64)),
+    "cross_entropy target": lambda T: _F(T).cross_entropy(_o(T, 4, 5), T.tensor([0, 1, 7, 2])),
+    "cross_entropy 2-D float target": lambda T: _F(T).cross_entropy(_o(T, 4, 5), _o(T, 4, 6)),
+    "cross_entropy int32 target": lambda T: _F(T).cross_entropy(_o(T, 4, 5), T.zeros(4, dtype=T.int32)),
+    "cross_entropy [B, C, T] target": lambda T: _F(T).cross_entropy(_o(T, 2, 5, 3), _o(T, 2, 4)),
+    "nll_loss batch": lambda T: _F(T).nll_loss(_o(T, 4, 5), T.zeros(3, dtype=T.int64)),
+    "sdpa head dim": lambda T: _F(T).scaled_dot_product_attention(_o(T, 1, 2, 4, 8), _o(T, 1, 2, 5, 7),
+                                                                  _o(T, 1, 2, 5, 8)),
+    "sdpa heads": lambda T: _F(T).scaled_dot_product_attention(_o(T, 1, 2, 4, 8), _o(T, 1, 3, 5, 8),
+                                                               _o(T, 1, 3, 5, 8)),
+    "sdpa mask": lambda T: _F(T).scaled_dot_product_attention(_o(T, 1, 2, 4, 8), _o(T, 1, 2, 5, 8),
+                                                              _o(T, 1, 2, 5, 8), attn_mask=_o(T, 3, 5)),
+    "layer_norm": lambda T: _F(T).layer_norm(_o(T, 2, 3), (4,)),
+    "layer_norm weight": lambda T: _F(T).layer_norm(_o(T, 2, 3), (3,), _o(T, 4)),
+    "rms_norm": lambda T: _F(T).rms_norm(_o(T, 2, 3), (4,)),
+    "conv2d kernel": lambda T: _F(T).conv2d(_o(T, 1, 3, 2, 2), _o(T, 4, 3, 3, 3)),
+    "conv1d kernel": lambda T: _F(T).conv1d(_o(T, 1, 3, 2), _o(T, 4, 3, 3)),
+    "repeat": lambda T: _o(T, 2, 3).repeat(2),
+    "scatter": lambda T: _o(T, 2, 3).scatter(0, T.zeros(2, dtype=T.int64), 1.0),
+    "gather": lambda T: _o(T, 2, 3).gather(0, T.zeros(2, dtype=T.int64)),
+    "tensordot": lambda T: T.tensordot(_o(T, 2, 3), _o(T, 4, 5), dims=1),
+    "einsum": lambda T: T.einsum("ij,jk->ik", _o(T, 2, 3)),
+    "topk": lambda T: _o(T, 3).topk(5),
+    "kthvalue": lambda T: _o(T, 3).kthvalue(5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BAD_SHAPES))
+def test_bad_shapes_raise_torchs_exception_and_words(name):
+    call = _BAD_SHAPES[name]
+    with pytest.raises(Exception) as theirs:
+        call(torch)
+    with pytest.raises(Exception) as ours:
+        call(ml)
+    assert isinstance(ours.value, type(theirs.value)), (type(ours.value), type(theirs.value))
+    assert str(ours.value) == str(theirs.value)
+
+
+# ---- CPU results' strides as torch's ------------------------------------------------------------------------------------
+def _laid_out(T, kind):
+    x = T.arange(120, dtype=T.float32).reshape(2, 3, 4, 5) / 7 + 0.5
+    return {"channels_last": lambda: x.contiguous(memory_format=T.channels_last),
+            "permuted": lambda: x.permute(0, 2, 3, 1), "transposed": lambda: x[0, 0].t()}[kind]()
+
+
+_ALL = ("channels_last", "permuted", "transposed")
+_STRIDED = {  # (name: call, the inputs' layouts whose result's strides were not torch's, or refused)
+    "quantile keepdim": (lambda T, x: T.quantile(x, 0.5, dim=1, keepdim=True), ("permuted",)),
+    "nanquantile keepdim": (lambda T, x: T.nanquantile(x, 0.3, dim=0, keepdim=True), ("channels_last", "permuted")),
+    "angle of a complex": (lambda T, x: T.angle(x.to(T.complex64)), _ALL),
+    "conj": (lambda T, x: x.to(T.complex64).conj(), _ALL),
+    "prelu": (lambda T, x: T.nn.functional.prelu(x, T.ones(1) * 0.25), _ALL),
+    "matmul": (lambda T, x: x @ T.ones(x.shape[-1], 3), ("channels_last",)),
+    "scatter": (lambda T, x: x.scatter(0, T.zeros(1, *x.shape[1:], dtype=T.int64), 1.0), ("channels_last",)),
+    "index_add": (lambda T, x: x.index_add(0, T.tensor([0]), x[:1]), ("channels_last",)),
+    "masked_scatter": (lambda T, x: x.masked_scatter(x > 1, T.zeros(x.numel())), ("channels_last",)),
+    "renorm": (lambda T, x: x.renorm(2, 1, 1.0), _ALL),
+    "mvlgamma": (lambda T, x: T.mvlgamma(x + 2, 2), ("channels_last",)),
+    "special.entr": (lambda T, x: T.special.entr(x), _ALL),
+    "glu": (lambda T, x: T.nn.functional.glu(T.cat([x, x], -1), -1), ("channels_last",)),
+    "mse_loss none": (lambda T, x: T.nn.functional.mse_loss(x, x * 2, reduction="none"), _ALL),
+    "bce_with_logits none": (lambda T, x: T.nn.functional.binary_cross_entropy_with_logits(x, x / 10,
+                                                                                          reduction="none"), _ALL),
+}
+
+
+def _strides(T, y):
+    channels_last = y.is_contiguous(memory_format=T.channels_last) if y.ndim == 4 else None
+    return tuple(y.shape), tuple(y.stride()), y.is_contiguous(), channels_last
+
+
+@pytest.mark.parametrize("name, kind", [(name, kind) for name, (_, kinds) in sorted(_STRIDED.items()) for kind in kinds])
+def test_results_strides_are_torchs(name, kind):
+    call = _STRIDED[name][0]
+    assert _strides(ml, call(ml, _laid_out(ml, kind))) == _strides(torch, call(torch, _laid_out(torch, kind)))

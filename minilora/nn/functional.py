@@ -46,6 +46,8 @@ from ..tensor import no_grad as _no_grad
 from ..ops.bags import DenseBagGradient as _DenseBagGradient
 from ..tensor import name_node as _name_node, saved_for as _saved_for, saves_as_torch as _saves_as_torch
 from ..tensor import backward_reads as _backward_reads
+from ..tensor import torch_broadcast_message as _torch_broadcast_message, torch_expand_message as _torch_expand_message
+from ..tensor import with_note as _with_note
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -90,6 +92,14 @@ def linear(input, weight, bias=None):
     return _linear_with_broadcast_bias(input, weight, bias)
 
 
+def _linear_bias_message(input, bias, out_shape):
+    """torch's words for a bias that does not fit: ATen's linear adds a 1-D bias in addmm (an input of up to 3
+    dimensions, its rows folded: expand's words), any other after the product (the broadcast's words)."""
+    if bias.ndim == 1 and input.ndim <= 3:
+        return _torch_expand_message(tuple(bias.shape), [math.prod(out_shape[:-1]), out_shape[-1]])
+    return _torch_broadcast_message([out_shape, tuple(bias.shape)])
+
+
 def _linear_with_broadcast_bias(input, weight, bias):
     """A bias of another shape that broadcasts to the output (a 0-d or [1] bias): added as its own op,
     so that its gradient is summed back to its shape (the fused node expects [out_features])."""
@@ -99,8 +109,8 @@ def _linear_with_broadcast_bias(input, weight, bias):
     except ValueError:
         fits = False
     if not fits:
-        raise RuntimeError(f"linear: the bias of shape {tuple(bias.shape)} does not broadcast to the "
-                           f"output's shape {out_shape}")
+        hint = f"linear: the bias of shape {tuple(bias.shape)} does not broadcast to the output's shape {out_shape}"
+        raise _with_note(RuntimeError(_linear_bias_message(input, bias, out_shape) or hint), hint)
     return ops.linear(input, weight) + bias
 
 

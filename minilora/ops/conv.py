@@ -199,6 +199,14 @@ def _conv_padding(padding, kernel, dilation, stride):
 
 @_amp.autocasts
 @saving_as_torch("input", "weight")  # what torch's convolution node keeps (not the bias)
+def _kernel_too_large(sizes, kernel, padding, dilation):
+    """torch's error for a (dilated) kernel larger than the padded input, each sized per spatial dimension."""
+    padded = " x ".join(str(n + 2 * p) for n, p in zip(sizes, padding))
+    dilated = " x ".join(str(d * (k - 1) + 1) for k, d in zip(kernel, dilation))
+    return RuntimeError(f"Calculated padded input size per channel: ({padded}). Kernel size: ({dilated}). Kernel size "
+                        f"can't be greater than actual input size")
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """PyTorch's ``F.conv2d``: ``input`` [N, C, H, W] (or unbatched [C, H, W]) with ``weight``
     [O, C / groups, kh, kw], plus ``bias`` [O]."""
@@ -232,8 +240,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     sizes = [_out_size(n, k, s, p, d) for n, k, s, p, d in
              zip(input.shape[2:], weight.shape[2:], stride, symmetric, dilation)]
     if min(sizes) <= 0:
-        raise RuntimeError(f"conv2d: the kernel {tuple(weight.shape[2:])} (dilated {dilation}) is larger "
-                           f"than the padded input {tuple(input.shape[2:])}")
+        raise _kernel_too_large(input.shape[2:], weight.shape[2:], symmetric, dilation)
     out = Conv2d.apply(input, weight, stride=stride, padding=symmetric, dilation=dilation, groups=groups)
     return _add_bias(out, bias, input, weight, stride, dilation, groups)
 
@@ -359,7 +366,12 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if not isinstance(padding, str):
         padding = (0, padding if isinstance(padding, int) else padding[0])
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
-    out = conv2d(_as_image(input), _as_image(weight), bias, one(stride), padding, one(dilation), groups)
+    try:
+        out = conv2d(_as_image(input), _as_image(weight), bias, one(stride), padding, one(dilation), groups)
+    except RuntimeError as exc:  # (conv2d's words name the height of 1: torch's conv1d names the length only)
+        if "Calculated padded input size" not in str(exc) or isinstance(padding, str):
+            raise
+        raise _kernel_too_large(input.shape[-1:], weight.shape[-1:], padding[1:], one(dilation)[1:]) from None
     return _conv_named(out.squeeze(-2), input, weight, bias, batched_ndim=3)
 
 
@@ -399,10 +411,7 @@ def _conv3d(input, weight, bias, stride, padding, dilation, groups):
     sizes = [_out_size(n, k, s, p, d) for n, k, s, p, d in
              zip(input.shape[2:], weight.shape[2:], stride, symmetric, dilation)]
     if min(sizes) <= 0:
-        raise RuntimeError(f"Calculated padded input size per channel: "
-                           f"({' x '.join(str(n + 2 * p) for n, p in zip(input.shape[2:], symmetric))}). Kernel "
-                           f"size: ({' x '.join(str(d * (k - 1) + 1) for k, d in zip(weight.shape[2:], dilation))})."
-                           f" Kernel size can't be greater than actual input size")
+        raise _kernel_too_large(input.shape[2:], weight.shape[2:], symmetric, dilation)
     if symmetric[0]:
         input = pad_op(input, (0, 0, 0, 0, symmetric[0], symmetric[0]))
     n, c, _, h, w = input.shape

@@ -610,7 +610,9 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
         raise RuntimeError(f"addmv input tensors must have the same dtype, but got {a}, {b}, and {c}")
     if mat.dtype == np.bool_ and mat.numel():  # (an empty product runs no kernel: torch has no refusal then)
         raise NotImplementedError("\"addmv_impl_cpu\" not implemented for 'Bool'")
-    if mat.shape[1] != vec.shape[0]:
+    if input.ndim > 1:
+        raise RuntimeError(f"vector + matrix @ vector expected, got {input.ndim}, {mat.ndim}, {vec.ndim}")
+    if mat.shape[1] != vec.shape[0] or input.shape not in ((), (1,), (mat.shape[0],)):  # (torch's one check)
         raise RuntimeError(f"size mismatch, got input ({input.shape[0] if input.ndim else 1}), mat "
                            f"({mat.shape[0]}x{mat.shape[1]}), vec ({vec.shape[0]})")
     if _is_16bit_float(mat):  # torch's 16-bit gemv: beta and alpha cast to the dtype, beta * y + alpha * dot in

@@ -112,8 +112,8 @@ def _check_index(input, dim, index, fn):
     if index.dtype not in (np.int32, np.int64):
         raise RuntimeError(f"{fn}(): Expected dtype int32/int64 for index, got {index.dtype}")
     if index.ndim != max(input.ndim, 1) and not (index.ndim <= 1 and input.ndim <= 1):
-        raise RuntimeError(f"{fn}(): Index tensor must have the same number of dimensions as "
-                           f"input tensor ({index.ndim} vs {input.ndim})")
+        named = "input" if fn == "gather" else "self"  # (torch's gather and scatter name it so)
+        raise RuntimeError(f"Index tensor must have the same number of dimensions as {named} tensor")
     for d, (n, m) in enumerate(zip(index.shape, input.shape)):
         if d != dim and n > m:
             raise RuntimeError(f"{fn}(): Size does not match at dimension {d}: index has size {n} "
@@ -262,8 +262,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's n
     dim_ = _dim(dim, input.ndim, "topk")
     size = input.shape[dim_] if input.ndim else 1
     if not 0 <= k <= size:
-        raise RuntimeError(f"topk(): selected index k out of range (k={k}, dimension {dim} has "
-                           f"size {size})")
+        raise RuntimeError("selected index k out of range")
     if input.ndim == 0:
         return return_type("topk")(name_node(RecordedCopy.apply(input), "TopkBackward0", input),
                                    _sort_order(input, dim_, descending=largest))
@@ -437,8 +436,8 @@ def repeat(input, *repeats, **by_name):
     if not repeats:
         raise TypeError("repeat() missing 1 required positional argument: 'repeats'")
     if len(sizes) < input.ndim:
-        raise RuntimeError(f"repeat(): Number of dimensions of repeat dims ({len(sizes)}) can not be "
-                           f"smaller than number of dimensions of tensor ({input.ndim})")
+        raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions of "
+                           "tensor")
     if any(int(s) < 0 for s in sizes):
         raise RuntimeError(f"repeat(): repeats must be non-negative, got {tuple(sizes)}")
     return Repeat.apply(input, sizes=tuple(int(s) for s in sizes))
@@ -541,6 +540,7 @@ def index_select(input, dim, index):
 
 class IndexAdd(Function):
     """``a`` with ``alpha * source`` added at positions ``index`` along ``axis`` (repeats add up)."""
+    torch_layout = "contiguous"  # (torch's out-of-place form writes a contiguous copy, from channels_last too)
 
     @staticmethod
     def forward(ctx, a, source, index, axis, alpha):
@@ -647,6 +647,7 @@ class Scatter(Function):
     ``out[i][index[i][j]] = src[i][j]`` for ``axis=1``. Where an index repeats, plain scatter keeps
     one of the writes (torch: unspecified which); gradient-wise ``src`` gets ``g`` gathered back
     at its index and ``a`` gets ``g`` except where it was overwritten (torch's formulas)."""
+    torch_layout = "contiguous"  # (torch's out-of-place form writes a contiguous copy, from channels_last too)
 
     @staticmethod
     def forward(ctx, a, src, index, axis, add):
@@ -788,6 +789,7 @@ class MaskedScatter(Function):
     """``a`` with the positions where ``mask`` is True filled, in row-major order, by ``source``'s
     first elements; the gradient reaches ``a`` where the mask is False and those first elements of
     ``source`` from the positions they filled."""
+    torch_layout = "contiguous"  # (torch's out-of-place form writes a contiguous copy, from channels_last too)
 
     @staticmethod
     def forward(ctx, a, source, mask):
@@ -1407,7 +1409,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     _refuse_bool("kthvalue", input.dtype)
     dtypes.refuse_complex("kthvalue_cpu", input)  # (NumPy would order complex numbers lexicographically)
     if not 1 <= k <= size:
-        raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {dim}")
+        raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {dim_}")
     if input.ndim == 0:
         return _picked_of_0d("kthvalue", input)
     indices = _picked_index(input, dim_, lambda rows: std_sort.kthvalue_index(rows, k))

@@ -19,6 +19,8 @@ from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..factories import known_layout
 from ..tensor import Function, ShapeError, inputs_not_torchs, name_node, saved_for, saves_as_torch
+from ..tensor import torch_broadcast_message as _torch_broadcast_message, torch_expand_message as _torch_expand_message
+from ..tensor import with_note
 from .elementwise import unbroadcast
 from .shape import stack
 
@@ -186,8 +188,74 @@ def _each_for_the_other(ctx):
     return [i for i, other in ((0, 1), (1, 0)) if ctx.needs_input_grad[other]]
 
 
+def _batches_differ(a, b):
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        return False
+    except ValueError:
+        return True
+
+
+def _mm_message(a_shape, b_shape):
+    return f"mat1 and mat2 shapes cannot be multiplied ({a_shape[0]}x{a_shape[1]} and {b_shape[0]}x{b_shape[1]})"
+
+
+def _mv_message(rows, columns, vector):
+    return f"size mismatch, got input ({rows}), mat ({rows}x{columns}), vec ({vector})"
+
+
+def _bmm_message(a_shape, b_shape):
+    return (f"Expected size for first two dimensions of batch2 tensor to be: [{a_shape[0]}, {a_shape[2]}] but got: "
+            f"[{b_shape[0]}, {b_shape[1]}].")
+
+
+def _torch_matmul_message(a, b, needs):
+    """torch's words for operands ``matmul`` cannot multiply: ATen's matmul picks dot, mv, mm, a folded mm/mv (the
+    larger operand's batch folded into its rows, where that needs no copy or the other needs a gradient) or a
+    broadcast bmm, and the error is that kernel's. ``needs``: which operand requires grad."""
+    if a.ndim == b.ndim == 1:
+        return (f"inconsistent tensor size, expected tensor [{a.shape[0]}] and src [{b.shape[0]}] to have the same "
+                f"number of elements, but got {a.shape[0]} and {b.shape[0]} elements respectively")
+    if a.ndim <= 2 and b.ndim <= 2:
+        if b.ndim == 1:
+            return _mv_message(a.shape[0], a.shape[1], b.shape[0])
+        return _mm_message(a.shape if a.ndim == 2 else (1,) + a.shape, b.shape)
+    if _folds(a, b, needs):
+        if a.ndim >= b.ndim:  # (a's batch and rows as one dimension)
+            rows = int(np.prod(a.shape[:-1]))
+            return _mv_message(rows, a.shape[-1], b.shape[0]) if b.ndim == 1 else _mm_message((rows, a.shape[-1]), b.shape)
+        bt = b.swapaxes(-1, -2)  # (a @ b as (b^T @ a^T)^T: b^T's batch and rows folded)
+        rows = int(np.prod(bt.shape[:-1]))
+        return (_mv_message(rows, bt.shape[-1], a.shape[0]) if a.ndim == 1
+                else _mm_message((rows, bt.shape[-1]), a.shape[::-1]))
+    batch_a, batch_b = a.shape[:-2], b.shape[:-2]
+    try:
+        batch = np.broadcast_shapes(batch_a, batch_b)
+    except ValueError:
+        return _torch_broadcast_message([batch_a, batch_b])
+    count = int(np.prod(batch))
+    rows, inner = (a.shape[-2] if a.ndim > 1 else 1), a.shape[-1]
+    return _bmm_message((count, rows, inner), (count,) + (b.shape[-2:] if b.ndim > 1 else (b.shape[0], 1)))
+
+
+def _folds(a, b, needs):
+    """ATen's should_fold: the operand of 3 or more dimensions folded into a matrix when the other has 1 or 2."""
+    larger, other, other_needs = (a, b, needs[1]) if a.ndim >= b.ndim else (b.swapaxes(-1, -2), a, needs[0])
+    if not (larger.ndim >= 3 and other.ndim <= 2):
+        return False
+    if other_needs:
+        return True
+    if a.ndim == 2:
+        return False
+    if larger.size == 0:
+        return True
+    shape, strides = larger.shape, larger.strides
+    return all(strides[i] == strides[i + 1] * shape[i + 1] for i in range(larger.ndim - 2))
+
+
 class MatMul(Function):
     torch_saves = staticmethod(_each_for_the_other)
+    torch_layout = "contiguous"  # (ATen's mm/bmm write a new contiguous result, from channels_last operands too)
 
     @staticmethod
     def forward(ctx, a, b):
@@ -199,13 +267,14 @@ class MatMul(Function):
             # (and/or); torch has no product kernel for them (an empty operand runs none, but for dot)
             raise NotImplementedError(f'"{_bool_kernel_name(a.ndim, b.ndim)}" not implemented for \'Bool\'')
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-            if a.ndim == b.ndim == 2:  # (torch's mm)
-                raise ShapeError(f"mat1 and mat2 shapes cannot be multiplied ({a.shape[0]}x{a.shape[1]} and "
-                                 f"{b.shape[0]}x{b.shape[1]})")
-            raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not match: "
-                             f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
+            raise ShapeError(_torch_matmul_message(a, b, ctx.needs_input_grad))
         ctx.a, ctx.b = a, b
-        return _product(a, b, _torch_products)
+        try:
+            return _product(a, b, _torch_products)
+        except ValueError:  # (batches that do not broadcast: NumPy's words, on the error path only)
+            if not _batches_differ(a, b):
+                raise
+            raise ShapeError(_torch_matmul_message(a, b, ctx.needs_input_grad)) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -425,7 +494,9 @@ def _einsum_subscripts(equation, ndims):
     inputs, arrow, output = equation.partition("->")
     subs = inputs.split(",")
     if len(subs) != len(ndims):
-        raise RuntimeError(f"einsum(): {len(subs)} operands in the equation, {len(ndims)} given")
+        many = "fewer" if len(ndims) < len(subs) else "more"
+        raise with_note(RuntimeError(f"einsum(): {many} operands were provided than specified in the equation"),
+                        f"einsum(): {len(subs)} operands in the equation, {len(ndims)} given")
     free = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in equation]
     n_ellipsis = max((n - len(s.replace("...", "")) for s, n in zip(subs, ndims) if "..." in s),
                      default=0)
@@ -657,8 +728,7 @@ def bmm(input, mat2):
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("bmm", bmm, input, mat2)
     _products_check("bmm", (3, 3), input, mat2)
-    if input.shape[0] != mat2.shape[0]:
-        raise RuntimeError(f"bmm: batch sizes differ: {input.shape[0]} and {mat2.shape[0]}")
+    _bmm_sizes_check(input, mat2)
     return name_node(matmul(input, mat2), "BmmBackward0", input, mat2)
 
 
@@ -693,9 +763,9 @@ def _scaled_sum(name, input, product, beta, alpha):
         shape = np.broadcast_shapes(tuple(input.shape), tuple(product.shape))
     except ValueError:
         shape = None
-    if shape != tuple(product.shape):
-        raise RuntimeError(f"{name}: input of shape {tuple(input.shape)} does not broadcast to the "
-                           f"product's shape {tuple(product.shape)}")
+    if shape != tuple(product.shape):  # (torch expands input to the product's shape: its words)
+        hint = f"{name}: input of shape {tuple(input.shape)} does not broadcast to the product's shape {tuple(product.shape)}"
+        raise with_note(RuntimeError(_torch_expand_message(tuple(input.shape), tuple(product.shape)) or hint), hint)
     _check_dtypes(name, input, product)
     if product.dtype == np.bool_:  # (torch casts the scalars to the product's dtype first)
         alpha, beta = bool(alpha), bool(beta)
@@ -712,10 +782,21 @@ def _scaled_sum(name, input, product, beta, alpha):
 
 
 def _inner_sizes_check(name, a, b):
-    """torch's RuntimeError for matrices that cannot be multiplied (``matmul`` raises ValueError)."""
+    """torch's RuntimeError for matrices that cannot be multiplied: addmm's are mm's words, baddbmm's bmm's, addbmm's
+    its own."""
+    if name == "baddbmm":
+        return _bmm_sizes_check(a, b)
     if a.shape[-1] != b.shape[-2]:
-        raise RuntimeError(f"{name}: mat1 and mat2 shapes cannot be multiplied "
-                           f"({'x'.join(map(str, a.shape[-2:]))} and {'x'.join(map(str, b.shape[-2:]))})")
+        if name == "addbmm":
+            raise ShapeError(f"Incompatible matrix sizes for bmm ({a.shape[-2]}x{a.shape[-1]} and "
+                             f"{b.shape[-2]}x{b.shape[-1]})")
+        raise ShapeError(_mm_message(a.shape[-2:], b.shape[-2:]))
+
+
+def _bmm_sizes_check(batch1, batch2):
+    """torch's bmm check: batch2's first two sizes are batch1's batch and columns."""
+    if (batch2.shape[0], batch2.shape[1]) != (batch1.shape[0], batch1.shape[2]):
+        raise ShapeError(_bmm_message(batch1.shape, batch2.shape))
 
 
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):
@@ -896,21 +977,21 @@ def tensordot(a, b, dims=2):
     if isinstance(dims, int):
         if dims < 0:
             raise RuntimeError(f"tensordot expects dims >= 0, but got dims={dims}")
-        dims_a, dims_b = list(range(a.ndim - dims, a.ndim)), list(range(dims))
+        given_a, given_b = list(range(-dims, 0)), list(range(dims))  # (torch's: a's dims counted from the end)
     else:
-        dims_a, dims_b = ([d] if isinstance(d, int) else list(d) for d in dims)
-    dims_a = [d % a.ndim for d in dims_a]
-    dims_b = [d % b.ndim for d in dims_b]
+        given_a, given_b = ([d] if isinstance(d, int) else list(d) for d in dims)
+    dims_a = [d % a.ndim for d in given_a]
+    dims_b = [d % b.ndim for d in given_b]
     if len(dims_a) != len(dims_b):
         raise RuntimeError("both dimension lists should have same length")
-    for da, db in zip(dims_a, dims_b):  # (a size-1 side broadcasts: ATen sums the other side's dim first)
-        if b.shape[db] == 1 and a.shape[da] != 1:
+    for da, db, named_a, named_b in zip(dims_a, dims_b, given_a, given_b):  # (a size-1 side broadcasts: ATen
+        if b.shape[db] == 1 and a.shape[da] != 1:                           # sums the other side's dim first)
             a = a.sum(da, keepdim=True, dtype=a.dtype)
         elif a.shape[da] == 1 and b.shape[db] != 1:
             b = b.sum(db, keepdim=True, dtype=b.dtype)
         elif a.shape[da] != b.shape[db]:
             raise RuntimeError(f"contracted dimensions need to match, but first has size "
-                               f"{a.shape[da]} in dim {da} and second has size {b.shape[db]} in dim {db}")
+                               f"{a.shape[da]} in dim {named_a} and second has size {b.shape[db]} in dim {named_b}")
     free_a = [d for d in range(a.ndim) if d not in dims_a]
     free_b = [d for d in range(b.ndim) if d not in dims_b]
     k = 1

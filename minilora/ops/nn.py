@@ -13,15 +13,17 @@ import numpy as np
 from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
 from . import attention16
 from .elementwise import Clone, _c_log
+from .matmul import _bmm_message
 from ..device import unwritten_zeros, xp_of
-from ..factories import composed_layout, composed_layout_unknown, in_iterator_layout, layout_order, suggested_format
+from ..factories import composed_layout, composed_layout_unknown, in_iterator_layout, in_layout_of, layout_order
+from ..factories import known_strides, laid_out_in_strides, layout_is_known, suggested_format
 from ..dtypes import (bool_argument, checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating,
                       python_number, promote_types, refuse_complex, result_type, torch_name, upcast)
 from .. import random as _random
 from ..tensor import (Function, ShapeError, Tensor, backward_reads, forward_ad_open, name_node, no_complex_autograd,
                       no_forward_formula, no_grad, no_meta_positions, saved_for, saves_as_torch, saving_as_torch,
                       warn_at_caller)
-from ..tensor import is_grad_enabled, torch_broadcast_message
+from ..tensor import is_grad_enabled, torch_broadcast_message, with_note, _legacy_type
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -106,9 +108,9 @@ class Embedding(Function):
     @staticmethod
     def forward(ctx, ids, weight, padding_idx=None, scale_grad_by_freq=False):
         if ids.dtype not in (np.int64, np.int32):  # (torch's RuntimeError, for bytes and bools too)
+            kind = f"CPU{torch_name(ids.dtype)}Type" if ids.dtype.kind in "cbV" else _legacy_type(ids)  # (no class)
             raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following scalar "
-                               f"types: Long, Int; but got {torch_name(ids.dtype)} instead (while checking "
-                               f"arguments for embedding)")
+                               f"types: Long, Int; but got {kind} instead (while checking arguments for embedding)")
         if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
             raise _ids_out_of_range(ids, weight.shape[0])
         ctx.ids, ctx.weight_shape, ctx.padding_idx = ids, weight.shape, padding_idx
@@ -189,7 +191,9 @@ def _counted_targets(xp, targets, n_classes, ignore_index, name):
     safe = xp.where(valid, targets, 0)
     if safe.size and (safe.min() < 0 or safe.max() >= n_classes) and (n_classes or valid.any()):
         # (no classes and every target ignored: the safe class 0 is never read)
-        raise IndexError(f"{name}: targets must lie in [0, {n_classes}) or equal ignore_index={ignore_index}")
+        first = safe.reshape(-1)[xp.argmax(((safe < 0) | (safe >= n_classes)).reshape(-1))]  # (torch's loop's first)
+        raise with_note(IndexError(f"Target {int(first)} is out of bounds."),
+                        f"{name}: targets must lie in [0, {n_classes}) or equal ignore_index={ignore_index}")
     return valid, safe
 
 
@@ -374,8 +378,9 @@ class SwiGLU(Function):
 class Glu(Function):
     """``a * sigmoid(b)`` for the halves ``a``, ``b`` of ``dim``, one node as torch's (GluBackward0); its backward
     ATen's ``glu_backward``: ``s = sigmoid(b)``, the second half's gradient ``(1 - s) s a g`` (each product rounded,
-    left to right), the first's ``s g``, both written into one gradient (no -0 + 0 of two halves' sum)."""
-    torch_layout = "contiguous"
+    left to right), the first's ``s g``, both written into one gradient (no -0 + 0 of two halves' sum). Its result
+    is laid out as the halves (torch's TensorIterator over them: a channels_last or transposed input's order)."""
+    torch_layout = "own"
 
     @staticmethod
     def forward(ctx, x, *, dim):
@@ -387,7 +392,7 @@ class Glu(Function):
         else:
             s = 1 / (1 + xp.exp(-b))
         ctx.a, ctx.b, ctx.s, ctx.dim, ctx.half = a, b, s, dim, half
-        return xp.ascontiguousarray(a * s)
+        return in_layout_of(a * s, a)
 
     @staticmethod
     def backward(ctx, g):
@@ -405,6 +410,7 @@ class PRelu(Function):
     its backward ATen's ``_prelu_kernel_backward``: the input's gradient ``g`` or ``w g`` chosen per element (never
     a sum of two masked parts, so ``w g = -0`` stays -0), the weight's ``x g`` where ``x <= 0`` (+0 elsewhere)
     summed to the weight's shape in torch's order (``float32_sums.cascade_sum``)."""
+    torch_layout = "elementwise"  # (a TensorIterator kernel over x and the broadcast w: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, x, w):
@@ -1156,10 +1162,10 @@ def _ids_out_of_range(ids, rows):
     """torch's error for ids outside the table: an IndexError, or (a table with no rows) index_select's
     RuntimeError."""
     if rows == 0:
-        return RuntimeError(f"index_select(): self indexing axis dim should be positive (embedding: the table "
-                            f"has no rows, got ids from {int(ids.min())} to {int(ids.max())})")
-    return IndexError(f"index out of range in self (embedding: ids must lie in [0, {rows}), got values from "
-                      f"{int(ids.min())} to {int(ids.max())})")
+        return with_note(RuntimeError("index_select(): self indexing axis dim should be positive"),
+                         f"embedding: the table has no rows, got ids from {int(ids.min())} to {int(ids.max())}")
+    return with_note(IndexError("index out of range in self"),
+                     f"embedding: ids must lie in [0, {rows}), got values from {int(ids.min())} to {int(ids.max())}")
 
 
 def _renormalise_rows_(weight, ids, max_norm, norm_type):
@@ -1274,7 +1280,7 @@ def _check_target_batch(fn, input, target_shape):
     """torch's ValueError when a batch of logits and its targets (indices, or probabilities not shaped as
     the input) disagree on the batch size."""
     if input.ndim >= 2 and (not target_shape or target_shape[0] != input.shape[0]):
-        raise ValueError(f"{fn}: Expected input batch_size ({input.shape[0]}) to match target "
+        raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target "
                          f"batch_size ({target_shape[0] if target_shape else 'a scalar'}).")
 
 
@@ -1283,19 +1289,29 @@ def _class_targets(fn, input, targets):
     xp = xp_of(input._array)
     targets = xp.asarray(targets)
     _check_target_batch(fn, input, targets.shape)  # (first: torch's ValueError whatever the dtype)
-    if targets.dtype not in (np.int64, np.uint8):  # torch's rule: no int32 (or other) class indices
-        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {torch_name(targets.dtype)} ({fn}: "
-                           f"class indices are int64 or uint8; class probabilities, a float target shaped as "
-                           f"the input {tuple(input.shape)})")
     expected = () if input.ndim == 1 else (input.shape[0],) + input.shape[2:]
+    if input.ndim <= 2 and targets.ndim > 1:  # (torch's nll_loss checks the target's rank before its dtype)
+        raise with_note(RuntimeError("0D or 1D target tensor expected, multi-target not supported"),
+                        f"{fn}: class indices are one per row; class probabilities, a float target shaped as the "
+                        f"input {tuple(input.shape)}")
+    if input.ndim > 2 and targets.shape != expected:  # (nll_loss2d's: the shape before the dtype)
+        raise _target_size_error(fn, input, targets, expected)
+    if targets.dtype not in (np.int64, np.uint8):  # torch's rule: no int32 (or other) class indices
+        raise with_note(RuntimeError(f"expected target dtype to be Long or Byte, but got {torch_name(targets.dtype)}"),
+                        f"{fn}: class indices are int64 or uint8; class probabilities, a float target shaped as "
+                        f"the input {tuple(input.shape)}")
     if targets.shape != expected:
-        hint = ""
-        if input.ndim == 3 and targets.shape == input.shape[:2]:
-            hint = (" (PyTorch reads [B, T, C] logits as classes on axis 1: pass "
-                    "logits.reshape(-1, C) and targets.reshape(-1), as transformers does)")
-        raise RuntimeError(f"Expected target size {list(expected)}, got {list(targets.shape)} ({fn}: the input "
-                           f"{list(input.shape)} has its classes on axis 1{hint})")
+        raise _target_size_error(fn, input, targets, expected)
     return targets.reshape(-1)
+
+
+def _target_size_error(fn, input, targets, expected):
+    hint = ""
+    if input.ndim == 3 and targets.shape == input.shape[:2]:
+        hint = (" (PyTorch reads [B, T, C] logits as classes on axis 1: pass "
+                "logits.reshape(-1, C) and targets.reshape(-1), as transformers does)")
+    return with_note(RuntimeError(f"Expected target size {list(expected)}, got {list(targets.shape)}"),
+                     f"{fn}: the input {list(input.shape)} has its classes on axis 1{hint}")
 
 
 @_amp.autocasts
@@ -1663,6 +1679,7 @@ class BinaryCrossEntropyWithLogits(Function):
     without p) for x and ``d = logsigmoid(-x) - p logsigmoid(x)`` (``-x``) for y -- not the
     composition's, whose two terms nearly cancel in 16 bits. (pos_weight and weight get no
     gradient here, as in torch.)"""
+    torch_layout = "elementwise"  # (reduction='none': torch's TensorIterator result)
 
     @staticmethod
     def forward(ctx, x, y, weight, pos_weight, reduction):
@@ -1946,12 +1963,13 @@ def _normalized_width(fn, input, normalized_shape, **params):
     if not shape:
         raise RuntimeError(f"{fn}: expected normalized_shape to be at least 1-dimensional")
     if tuple(input.shape[-len(shape):]) != shape or input.ndim < len(shape):
-        raise RuntimeError(f"{fn}: given normalized_shape={list(shape)}, expected input with shape "
-                           f"[*, {', '.join(map(str, shape))}], but got input of size {list(input.shape)}")
+        star = "*, " if fn == "layer_norm" else "*"  # (torch's two kernels write it so)
+        raise RuntimeError(f"Given normalized_shape={list(shape)}, expected input with shape "
+                           f"[{star}{', '.join(map(str, shape))}], but got input of size{list(input.shape)}")
     for name, param in params.items():
         if param is not None and tuple(param.shape) != shape:
-            raise RuntimeError(f"{fn}: expected {name} to be of same shape as normalized_shape "
-                               f"{list(shape)}, but got {name} of shape {list(param.shape)}")
+            raise RuntimeError(f"Expected {name} to be of same shape as normalized_shape, but got {name} of shape "
+                               f"{list(param.shape)} and normalized_shape = {list(shape)}")
     return math.prod(shape)
 
 
@@ -2133,9 +2151,13 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     tq, tk = query.shape[-2], key.shape[-2]
     hq, hkv = (query.shape[-3], key.shape[-3]) if query.ndim >= 3 else (1, 1)
     if hq != hkv and not (enable_gqa and hq % hkv == 0) and hkv != 1:
-        raise RuntimeError(f"scaled_dot_product_attention: query has {hq} heads and key/value {hkv} "
-                           f"(dimension -3); grouped-query attention needs enable_gqa=True and a "
-                           f"multiple of the key/value heads")
+        hint = (f"scaled_dot_product_attention: query has {hq} heads and key/value {hkv} (dimension -3); "
+                f"grouped-query attention needs enable_gqa=True and a multiple of the key/value heads")
+        words = None if enable_gqa else torch_broadcast_message([query.shape[:-2], key.shape[:-2]])
+        raise with_note(RuntimeError(words or hint), hint)  # (torch's: its kernels broadcast the heads, and fail)
+    if query.shape[-1] != key.shape[-1]:  # (torch's: its q @ k^T, a bmm of the flattened batches)
+        count = math.prod(query.shape[:-2])
+        raise RuntimeError(_bmm_message((count, tq, query.shape[-1]), (count, key.shape[-1], tk)))
     if key.shape[:-1] != value.shape[:-1]:
         raise RuntimeError(f"scaled_dot_product_attention: key {key.shape} and value {value.shape} must "
                            f"agree in all but the last dimension")
@@ -2273,8 +2295,9 @@ def _mask_bias(attn_mask, query, tq, tk, dtype):
                            f"got {mask.dtype}")
     scores_shape = (*query.shape[:-2], tq, tk)
     if _broadcast_shape(mask.shape, scores_shape) != scores_shape:  # checked here, not deep in NumPy
-        raise RuntimeError(f"scaled_dot_product_attention: attn_mask of shape {tuple(mask.shape)} does not "
-                           f"broadcast to the attention scores' shape {scores_shape} ([..., L, S])")
+        hint = (f"scaled_dot_product_attention: attn_mask of shape {tuple(mask.shape)} does not broadcast to the "
+                f"attention scores' shape {scores_shape} ([..., L, S])")
+        raise with_note(RuntimeError(torch_broadcast_message([scores_shape, tuple(mask.shape)]) or hint), hint)
     return mask
 
 
@@ -2657,7 +2680,7 @@ class SmoothL1Loss(Function):
 class MseLoss(Function):
     """float32/float64 ``(x - t)^2`` reduced (torch's sum), with torch's backward kernel: ``norm (x - t) g``, ``norm``
     2/n (rounded to the dtype) for a mean, else 2; the target's from the swapped difference, ``norm (t - x) g``."""
-    torch_layout = "contiguous"
+    torch_layout = "elementwise"  # (reduction='none': torch's TensorIterator result, a channels_last input's layout)
 
     @staticmethod
     def forward(ctx, x, t, *, reduction):
@@ -3196,11 +3219,18 @@ class KernelGradients(Function):
     """``values`` (a torch kernel's bits) in the place of ``composed`` (the same function of ``x``, ``weight`` and
     ``bias`` composed of minilora's ops), whose inputs get the kernel's own gradients: ``gradients(g, needs)``
     answers (gx, gw, gb). The composed graph receives none (each input is differentiated once); a recorded pass
-    (create_graph=True, minilora/ops/higher_order.py) differentiates the composed graph instead."""
+    (create_graph=True, minilora/ops/higher_order.py) differentiates the composed graph instead. ``values`` are laid
+    out as ``composed`` (whose ops laid it out as torch's: a channels_last or transposed input's order), unless the
+    kernel laid them out itself (known_layout: batch norm's channels_last kernel)."""
+    torch_layout = "own"
 
     @staticmethod
     def forward(ctx, composed, x, weight, bias, values, gradients):
         ctx.gradients = gradients
+        if type(values) is np.ndarray and not (values.flags.c_contiguous and composed.flags.c_contiguous) \
+                and not layout_is_known(values) and layout_is_known(composed):
+            strides = known_strides(composed)
+            values = laid_out_in_strides(values, strides or tuple(s // composed.itemsize for s in composed.strides))
         return values
 
     @staticmethod

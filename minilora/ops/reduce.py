@@ -1467,7 +1467,8 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
                    }.get(interpolation, ranks - below)
     take = lambda idx: _gather(ordered, -1, Tensor(idx.astype(np.int64, copy=False), dtype=np.int64,  # noqa: E731
                                                   device=input.device))
-    weight = Tensor(weights.astype(input.dtype, copy=False), dtype=input.dtype, device=input.device)
+    weight = Tensor(xp_of(weights).ascontiguousarray(weights, dtype=input.dtype), dtype=input.dtype,  # (torch's: a new
+                    device=input.device)  # tensor, where NumPy's ranks kept the sorted rows' order)
     if interpolation in ("lower", "higher", "nearest"):  # one element, taken as it is (torch: no lerp,
         out = take(above if interpolation == "higher" else below)  # so an inf there is no inf - inf)
     else:

@@ -9,6 +9,7 @@ from .. import amp as _amp, dtypes
 from ..device import xp_of
 from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad, no_meta_kernel, share_node
+from ..tensor import torch_cat_message, torch_expand_message, _legacy_type
 from ..tensor import _data_address, _is_strided_wrapper, _without_leading_ones  # (where an array's memory lies; as_strided's views)
 from ..factories import share_strides, shared_strides, strides_answer
 from ..factories import (channels_last, contiguous_format, contiguous_strides, in_layout_of, int_sizes, known_strides,
@@ -269,12 +270,13 @@ class Cat(Function):
     @staticmethod
     def forward(ctx, *arrays, axis=0):
         ctx.axis = axis
-        ctx.sizes = [a.shape[axis] for a in arrays]
         try:
             out = xp_of(arrays[0]).concatenate(arrays, axis=axis)
-        except ValueError:
+        except (ValueError, IndexError):  # (NumPy's AxisError is both)
             shapes = ", ".join(str(a.shape) for a in arrays)
-            raise ShapeError(f"cat: shapes {shapes} must match except along axis {axis}") from None
+            raise ShapeError(torch_cat_message([a.shape for a in arrays], axis)
+                             or f"cat: shapes {shapes} must match except along axis {axis}") from None
+        ctx.sizes = [a.shape[axis] for a in arrays]
         # torch's cat is contiguous (NumPy's kept transposed inputs' layout), channels-last for such inputs
         if out.ndim == 4 and all(a.ndim == 4 and not a.flags.c_contiguous and layout_order(a) == (0, 2, 3, 1)
                                  for a in arrays):
@@ -290,28 +292,19 @@ class Cat(Function):
 class Expand(Function):
     @staticmethod
     def forward(ctx, a, shape):
-        shape = _expanded_shape(a.shape, shape)
+        sizes, shape = shape, _expanded_shape(a, shape)
         ctx.shape = a.shape
         try:
             out = xp_of(a).broadcast_to(a, shape)
         except ValueError:
-            raise ShapeError(_expand_mismatch(a.shape, shape)) from None
+            raise ShapeError(torch_expand_message(a.shape, sizes)
+                             or f"expand: cannot expand shape {a.shape} to {shape}") from None
         return out if _overlaps(out) else _writable(a, out)
 
     @staticmethod
     def backward(ctx, g):
         from .elementwise import unbroadcast
         return unbroadcast(g, ctx.shape)
-
-
-def _expand_mismatch(shape, sizes):
-    """torch's words (infer_expand_geometry, from the last dimension on) for a size expand cannot reach."""
-    new = len(sizes) - len(shape)
-    for i in reversed(range(new, len(sizes))):
-        if shape[i - new] != 1 and shape[i - new] != sizes[i]:
-            return (f"The expanded size of the tensor ({sizes[i]}) must match the existing size ({shape[i - new]}) at "
-                    f"non-singleton dimension {i}.  Target sizes: {list(sizes)}.  Tensor sizes: {list(shape)}")
-    return f"expand: cannot expand shape {shape} to {sizes}"
 
 
 def _overlaps(view):
@@ -329,14 +322,16 @@ def _writable(a, view):
     return np.lib.stride_tricks.as_strided(a, view.shape, view.strides)
 
 
-def _expanded_shape(shape, sizes):
-    """The shape ``expand(*sizes)`` asks for, ``-1`` replaced by the size it keeps; torch's errors for
-    fewer sizes than dimensions and for ``-1`` in a new leading dimension (which has no size to
+def _expanded_shape(a, sizes):
+    """The shape ``expand(*sizes)`` of array ``a`` asks for, ``-1`` replaced by the size it keeps; torch's errors
+    for fewer sizes than dimensions and for ``-1`` in a new leading dimension (which has no size to
     keep: indexing from the end would pick some other dimension's size)."""
+    shape = a.shape
     new = len(sizes) - len(shape)  # leading dimensions that expand adds
     if new < 0:
-        raise ShapeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or "
-                         f"equal to the number of dimensions in the tensor ({len(shape)})")
+        raise ShapeError(f"expand({_legacy_type(a)}{{{list(shape)}}}, size={list(sizes)}): the number of sizes "
+                         f"provided ({len(sizes)}) must be greater or equal to the number of dimensions in the tensor "
+                         f"({len(shape)})")
     out = []
     for i, n in enumerate(sizes):
         if n == -1 and i >= new:
@@ -446,7 +441,11 @@ def transpose(input, dim0, dim1):
         _dims((dim0, dim1), 0)
         return reshape(input, ())
     axes = list(range(input.ndim))
-    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    try:
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    except IndexError:  # (a dim out of range: torch's words, checked on this path only)
+        _dims((dim0, dim1), input.ndim)
+        raise
     return name_node(Permute.apply(input, axes=tuple(axes)), "TransposeBackward0")
 
 
@@ -720,7 +719,7 @@ def cat(tensors, dim=0, *, axis=None):
     Mixed dtypes join in torch's result type (int64 with float32 is float32, not NumPy's float64)."""
     tensors = _tensor_list(tensors, "cat")
     if not tensors:
-        raise ValueError("cat(): expected a non-empty list of Tensors")
+        raise ValueError("torch.cat(): expected a non-empty list of Tensors")
     if any(t.dtype != tensors[0].dtype for t in tensors):
         dtype = result_type(*tensors)
         from .elementwise import promotion_cast  # (elementwise imports shape; only mixed dtypes get here)

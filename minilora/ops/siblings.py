@@ -75,7 +75,7 @@ def renorm(input, p, dim, maxnorm):
     norms = R.norm(input, p, dim=others, keepdim=True, dtype=wide)
     factor = E.where(norms > maxnorm, E.div(maxnorm, E.add(norms, 1e-7)), E.add(E.mul(norms, 0), 1))
     factor = factor.to(input.dtype)
-    out = E.mul(input, factor)
+    out = E.mul(input, factor).contiguous()  # (torch's renorm writes a contiguous result, whatever the input's layout)
     x = input._array
     if type(x) is np.ndarray and x.dtype in (np.float32, np.float64):  # torch's renorm_backward, op by op (the
         from .nn import KernelGradients  # composed graph stays for create_graph)
