@@ -2,7 +2,12 @@
 minilora/complex_numbers.py, where complex tensors are explained)."""
 from .complex_numbers import (fft, fft2, fftfreq, fftn, fftshift, ifft, ifft2, ifftn, ifftshift, irfft,  # noqa: F401
                               irfft2, irfftn, rfft, rfft2, rfftfreq, rfftn)
+import numpy as _np  # noqa: E402
+
 from . import dtypes  # noqa: E402
+from .device import holds_no_values as _holds_no_values, unwritten_zeros as _unwritten_zeros  # noqa: E402
+from .device import xp_of as _xp_of  # noqa: E402
+from .factories import known_layout as _known_layout  # noqa: E402
 from .complex_numbers import conj_physical, is_complex  # noqa: E402
 
 # torch's Hermitian transforms, as torch defines them: hfft is the inverse real transform of the conjugate
@@ -18,7 +23,33 @@ def _hermitian(name, real_transform, to_real, input, sizes, dim, norm, out):
     if to_real:
         return real_transform(conj_physical(input) if is_complex(input) else input, sizes, dim, norm, out=out)
     result = conj_physical(real_transform(input, sizes, dim, norm))
+    if name != "ihfft" and result.ndim > 1:
+        _laid_out_as_torchs(result, _transformed_dims(input.ndim, sizes, dim))
     return result if out is None else out.copy_(result)
+
+
+def _transformed_dims(ndim, sizes, dim):
+    """The dimensions an n-D transform runs over, as torch resolves ``s`` and ``dim``."""
+    if dim is None:
+        dim = range(ndim - len(sizes), ndim) if sizes is not None else range(ndim)
+    return [d % ndim for d in ((dim,) if isinstance(dim, int) else dim)]
+
+
+def _laid_out_as_torchs(result, dims):
+    """ihfft2 / ihfftn's result (just made by conj_physical, handed to no one) in torch's layout: ATen's ihfftn
+    leaves the dimensions it did not transform outermost, then the halved one, then the other transformed ones
+    (ascending), innermost (stride() answers so: a transposed pair for ihfft2)."""
+    order = (tuple(d for d in range(result.ndim) if d not in dims) + (dims[-1],)
+             + tuple(sorted(d for d in dims[:-1])))
+    array = result._array
+    if order != tuple(range(array.ndim)):
+        shape = tuple(array.shape[i] for i in order)
+        meta = _holds_no_values(array)  # (a meta result: the layout, no values to copy)
+        buffer = _unwritten_zeros(shape, array.dtype) if meta else _xp_of(array).empty(shape, array.dtype)
+        laid_out = buffer.transpose(tuple(_np.argsort(order)))
+        if not meta:
+            laid_out[...] = array
+        result._array = _known_layout(laid_out, order)
 
 
 def hfft(input, n=None, dim=-1, norm=None, *, out=None):

@@ -212,3 +212,21 @@ def _strides(T, y):
 def test_results_strides_are_torchs(name, kind):
     call = _STRIDED[name][0]
     assert _strides(ml, call(ml, _laid_out(ml, kind))) == _strides(torch, call(torch, _laid_out(torch, kind)))
+
+
+_IHFFTN = {
+    "ihfft2": lambda T, d: T.fft.ihfft2(_ones(T, d, 2, 3, 4, 5)),
+    "ihfft2 of a matrix": lambda T, d: T.fft.ihfft2(_ones(T, d, 4, 5)),
+    "ihfftn": lambda T, d: T.fft.ihfftn(_ones(T, d, 2, 3, 4, 5)),
+    "ihfftn dims out of order": lambda T, d: T.fft.ihfftn(_ones(T, d, 2, 3, 4, 5), dim=(2, 0, 3)),
+    "ihfftn with s": lambda T, d: T.fft.ihfftn(_ones(T, d, 2, 3, 4, 5), s=(3, 4)),
+}
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("name", sorted(_IHFFTN))
+def test_ihfftn_results_are_laid_out_as_torchs(name, device):
+    # (ATen's ihfftn: the dimensions not transformed outermost, then the halved one, then the other transformed
+    # ones; minilora answered C order)
+    call = _IHFFTN[name]
+    assert _described(call(ml, device)) == _described(call(torch, device))
