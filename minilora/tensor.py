@@ -3185,9 +3185,11 @@ def _copy_from(dest, src):
     """``dest.copy_(src)`` as an op: the result is ``src`` broadcast to ``dest``'s shape (and dtype);
     the gradient goes to ``src`` only (``dest``'s old values are gone)."""
     from . import ops
-    if src.shape != dest.shape:
+    try:
+        out = ops.expand(src, *dest.shape) if src.shape != dest.shape else src
+    except ShapeError:  # (expand's words are not copy_'s: torch's, worked out only on the way out)
         _check_copy_shapes(dest.shape, src.shape)
-    out = ops.expand(src, *dest.shape) if src.shape != dest.shape else src
+        raise
     out = ops.astype(out, dest.dtype) if out.dtype != dest.dtype else out
     out = out if out is not src else ops.clone(src)
     return name_node(out, "torch::autograd::CopyBackwards", src, graph=(dest, src))  # (torch's node: both edges)

@@ -475,6 +475,14 @@ OTHERS = [
 ]
 
 
+@pytest.mark.parametrize("sizes", [((2, 3), (3, 2)), ((2, 3), (4,)), ((2, 3), (2, 2, 3)), ((2, 3), (5, 1, 3)),
+                                   ((1, 3), (2, 3)), ((2, 3), (1, 1, 3)), ((2, 3), (1, 3))])
+def test_copy_and_expand_shape_errors_as_torch(sizes):
+    """module_load is copy_: its shape errors are torch's (TensorIterator's), as expand's are."""
+    same(lambda t: t.zeros(*sizes[0]).copy_(t.ones(*sizes[1])))
+    same(lambda t: t.ones(*sizes[1]).expand(*sizes[0]))
+
+
 @pytest.mark.parametrize("case", range(len(OTHERS)))
 def test_slice_inverse_module_load_grad_dtype_record_stream_as_torch(case):
     same(OTHERS[case], warned=case != 9)  # (torch's grad_dtype setter warns as a non-leaf's .grad read, then refuses)
