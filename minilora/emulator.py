@@ -959,12 +959,6 @@ _LAUNCH_LOCK = threading.Lock()  # the runtime keeps one launch's state in globa
 _stack_holder = None  # the module whose runtime last launched: it keeps its fibers' stacks for the next one
 
 
-def _library_token(lib) -> int:
-    """One number per loaded shared library (ctypes loads a path once: two modules of the same build share its
-    globals, the device heap's books among them)."""
-    return int(lib._handle)
-
-
 def _hold_stacks(module):
     """Before ``module`` launches (under _LAUNCH_LOCK): the module that launched last gives its fiber stacks
     back. Each module keeps a pool for reuse, two memory mappings per thread slot; a test session loads
@@ -1816,7 +1810,11 @@ class _Module:
         self.lib.emu_heap_used.argtypes = []
         self.lib.emu_heap_reset.restype = None
         self.lib.emu_heap_reset.argtypes = []
-        self.heap_token = _library_token(self.lib)  # the context's heap counts each loaded library once
+        self.lib.emu_heap_books.restype = ctypes.c_void_p
+        self.lib.emu_heap_books.argtypes = []
+        self.lib.emu_share_heap.restype = None
+        self.lib.emu_share_heap.argtypes = [ctypes.c_void_p]
+        emulator_runtime.join_context(self.lib)  # the device heap is the context's, shared by every module
         self.lib.emu_launch.restype = ctypes.c_int
         self.lib.emu_launch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_char_p, ctypes.c_size_t]
@@ -2452,11 +2450,10 @@ class RawKernel:
                         self._mod.lib.emu_racecheck_track_global(
                             ctypes.c_void_p(a.ctypes.data), ctypes.c_size_t(a.nbytes),
                             f"argument {i} ('{self.params[i].name}')".encode())
-                lib = self._mod.lib  # cudaLimitMallocHeapSize, less what other modules' kernels hold of the heap
-                lib.emu_set_heap_limit(emulator_runtime.heap_room(self._mod.heap_token))
+                lib = self._mod.lib
+                lib.emu_set_heap_limit(emulator_runtime.heap_limit())  # cudaLimitMallocHeapSize
                 rc = lib.emu_launch(self._index, packed.argv.ctypes.data, cfg.ctypes.data, err, len(err))
-                emulator_runtime.heap_launched(self._mod.heap_token, lib, lib.emu_heap_live(),
-                                               bool(lib.emu_heap_used()))
+                emulator_runtime.heap_launched(bool(lib.emu_heap_used()))
                 n = self._mod.lib.emu_output_size()
                 buf = ctypes.create_string_buffer(n + 1)
                 self._mod.lib.emu_output_take(buf, n)

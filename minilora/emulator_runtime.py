@@ -30,11 +30,10 @@ class CUDARuntimeError(RuntimeError):
 cudaLimitStackSize, cudaLimitPrintfFifoSize, cudaLimitMallocHeapSize = 0x00, 0x01, 0x02
 _DEFAULT_LIMITS = {cudaLimitStackSize: 1024, cudaLimitPrintfFifoSize: 1 << 20, cudaLimitMallocHeapSize: 8 << 20}
 _limits = dict(_DEFAULT_LIMITS)
-# The context's device heap: each loaded module's bytes held by device code (its runtime keeps the books), and whether
-# a kernel has used the heap yet (then its size is fixed).  A module that is gone leaves its bytes held, as a GPU's
-# heap keeps what an unloaded module allocated.
-_held_by_module: dict[int, int] = {}
-_heap_libraries: dict = {}  # token -> the module's ctypes library (never unloaded), for deviceReset
+# The context's device heap: its books live in the first module loaded (runtime.cpp's DeviceHeap), and every module
+# loaded after it keeps its books there too (join_context); whether a kernel has used the heap yet (then its size is
+# fixed).
+_context_library = None
 _heap_fixed = False
 _printf_fixed = False  # a kernel has printed: the printf FIFO's size is fixed too
 
@@ -78,9 +77,8 @@ def deviceReset() -> None:
     """``cudaDeviceReset()``: a new context -- default limits, an empty device heap (what device code held is gone:
     freeing it later is an invalid free), its size settable again."""
     global _heap_fixed, _printf_fixed
-    for library in _heap_libraries.values():
-        library.emu_heap_reset()
-    _held_by_module.clear()
+    if _context_library is not None:
+        _context_library.emu_heap_reset()
     _limits.update(_DEFAULT_LIMITS)
     _heap_fixed = _printf_fixed = False
 
@@ -88,13 +86,17 @@ def deviceReset() -> None:
 def deviceHeapInUse() -> int:
     """The emulator's own: bytes of the device heap that device code has allocated and not freed, over every
     module's kernels -- a kernel that leaks shows here, launch after launch."""
-    return sum(_held_by_module.values())
+    return 0 if _context_library is None else int(_context_library.emu_heap_live())
 
 
-def heap_room(token: int) -> int:
-    """What a launch of the module `token` may hold of the device heap: the limit less the other modules' bytes."""
-    others = sum(held for t, held in _held_by_module.items() if t != token)
-    return max(0, heap_limit() - others)
+def join_context(library) -> None:
+    """A module's library, just loaded: the first one's device heap is the context's, the others keep theirs in it
+    (so kernels of different modules share the limit and may free each other's allocations, as on a GPU)."""
+    global _context_library
+    if _context_library is None:
+        _context_library = library
+    else:
+        library.emu_share_heap(_context_library.emu_heap_books())
 
 
 def printed() -> None:
@@ -103,10 +105,7 @@ def printed() -> None:
     _printf_fixed = True
 
 
-def heap_launched(token: int, library, held: int, used: bool) -> None:
-    """After a launch: the bytes its module's device code now holds; a kernel that allocated fixes the heap's size."""
+def heap_launched(used: bool) -> None:
+    """After a launch: a kernel that has allocated fixes the heap's size."""
     global _heap_fixed
-    if used:
-        _heap_fixed = True
-        _held_by_module[token] = held
-        _heap_libraries[token] = library
+    _heap_fixed = _heap_fixed or used

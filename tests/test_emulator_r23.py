@@ -15,9 +15,9 @@ What failed at the round's start, and the fix (in the emulator, never the kernel
   at was released as ``__syncthreads()`` is; a GPU's counts arrivals and waits forever.  Now a BarrierError naming
   the deadlock.  (``__syncthreads()`` itself keeps waiting only for the non-exited threads: CUDA documents that
   since Volta.)
-* Runs here, fails on a GPU: the device heap was each module's own 8 MiB, and its size could be raised after a
-  kernel had used it; CUDA's heap is the context's, and ``cudaDeviceSetLimit(cudaLimitMallocHeapSize)`` after such
-  a launch is cudaErrorInvalidValue.
+* Runs here, fails on a GPU: the device heap was each module's own 8 MiB (and a free of what another module's
+  kernel allocated was refused), and its size could be raised after a kernel had used it; CUDA's heap is the
+  context's, and ``cudaDeviceSetLimit(cudaLimitMallocHeapSize)`` after such a launch is cudaErrorInvalidValue.
 
 Ran as a GPU does (no test: they passed at the round's start): a tail warp's ``__shfl_down_sync`` under a ballot
 mask reading a lane outside the mask (a KernelFault naming the lanes: CUDA leaves the value undefined),
@@ -259,8 +259,10 @@ def test_use_fast_math_makes_a_float_division_fdividef_as_nvcc_does():
 
 
 # ------------------------------------------------------------------------------- the context's device heap
-LEAK = r"""extern "C" __global__ void leak(unsigned long long bytes, int* got) {
-    got[0] = malloc(bytes) != nullptr;  // never freed
+LEAK = r"""extern "C" __global__ void leak(unsigned long long bytes, int* got, unsigned long long* where) {
+    void* p = malloc(bytes);  // not freed here
+    got[0] = p != nullptr;
+    where[0] = (unsigned long long)p;
 }"""
 TAKE = r"""
 extern "C" __global__ void take(unsigned long long bytes, int* got) {
@@ -269,6 +271,7 @@ extern "C" __global__ void take(unsigned long long bytes, int* got) {
     free(p);
 }
 extern "C" __global__ void say(int x) { printf("%d\n", x); }
+extern "C" __global__ void give_back(const unsigned long long* where) { free((void*)where[0]); }
 """
 SOURCE = FTZ + SETP + HALF_TRIG + BARRIER + DIVIDE + TAKE
 
@@ -291,10 +294,16 @@ def test_the_device_heap_is_the_contexts_a_leak_stays_taken_and_its_size_is_fixe
     try:
         take((1,), (1,), (np.uint64(5 << 20), got))
         assert got[0] == 1 and runtime.deviceHeapInUse() == 0
-        leak((1,), (1,), (np.uint64(5 << 20), got))
+        where = np.zeros(1, np.uint64)
+        leak((1,), (1,), (np.uint64(5 << 20), got, where))
         assert got[0] == 1 and runtime.deviceHeapInUse() == 5 << 20  # the leak shows
         take((1,), (1,), (np.uint64(5 << 20), got))
         assert got[0] == 0  # another module's leak holds 5 of the context's 8 MiB, as on a GPU
+        base_module().get_function("give_back")((1,), (1,), (where,))  # freed by the other module: fine on a GPU
+        assert runtime.deviceHeapInUse() == 0
+        take((1,), (1,), (np.uint64(5 << 20), got))
+        assert got[0] == 1
+        leak((1,), (1,), (np.uint64(1 << 20), got, where))
         with pytest.raises(runtime.CUDARuntimeError, match="^cudaErrorInvalidValue"):
             runtime.deviceSetLimit(runtime.cudaLimitMallocHeapSize, 64 << 20)  # too late: a kernel used the heap
     finally:

@@ -2810,20 +2810,26 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
 // Not in the sanitizer build: AddressSanitizer's allocator reports a double free there itself.
 #ifndef EMU_ASAN
 namespace {
-std::mutex g_heap_lock;
-std::unordered_map<void*, size_t> g_device_heap;  // address -> bytes while allocated (0: freed by device code)
 // CUDA's device heap is finite: cudaLimitMallocHeapSize, 8 MiB unless the program sets it (emulator.cuda.runtime.
 // deviceSetLimit, emu_set_heap_limit), and a malloc / new past it returns NULL on a GPU.  Here the same, counting
 // the bytes asked for (a GPU's allocator adds its own overhead): a kernel that checks for NULL takes the GPU's
 // branch, and one that allocates gigabytes no longer has the host's memory overcommitted until the OOM killer ends
-// Python.  The books are this module's; emulator_runtime.py adds every module's up into the context's heap, and
-// hands each launch the limit less what the other modules hold (emu_set_heap_limit).
-size_t g_heap_live = 0, g_heap_limit = size_t(8) << 20;
-std::atomic<bool> g_device_heap_used{false};     // no bookkeeping at all until device code first allocates
+// Python.  The heap is the context's, as CUDA's: every module loaded after the first keeps its books in the first
+// one's (emu_share_heap, from emulator_runtime.py), so kernels of different modules share the limit, see each
+// other's leaks, and may free what another module's kernel allocated.  (One launch runs at a time, and the books'
+// lock is the shared one; their map's nodes come from whichever module's code inserts them, all on the C heap.)
+struct DeviceHeap {
+    std::mutex lock;
+    std::unordered_map<void*, size_t> blocks;  // address -> bytes while allocated (0: freed by device code)
+    size_t live = 0, limit = size_t(8) << 20;
+    std::atomic<bool> used{false};              // no bookkeeping at all until device code first allocates
+};
+DeviceHeap g_own_heap;
+DeviceHeap* g_heap = &g_own_heap;
 thread_local bool t_keeping_books = false;       // the map's own nodes come through operator new too: pass them
 // Holds the heap's lock, marking this thread as in the books (their own allocations pass straight on).
 struct HeapBooks {
-    std::lock_guard<std::mutex> hold{g_heap_lock};
+    std::lock_guard<std::mutex> hold{g_heap->lock};
     HeapBooks() { t_keeping_books = true; }
     ~HeapBooks() { t_keeping_books = false; }
 };
@@ -2831,23 +2837,23 @@ bool device_code_running() { return in_fiber() && me().cur && !me().cur->in_runt
 void note_allocation(void* p, size_t n) {
     if (!p || t_keeping_books) return;
     if (!device_code_running()) {
-        if (!g_device_heap_used.load(std::memory_order_relaxed)) return;
+        if (!g_heap->used.load(std::memory_order_relaxed)) return;
         HeapBooks books;
-        g_device_heap.erase(p);  // an address device code freed, now the runtime's or the host's
+        g_heap->blocks.erase(p);  // an address device code freed, now the runtime's or the host's
         return;
     }
     RuntimeSection busy(me().cur);  // a Ctrl-C or timeout must not jump out while the lock is held
-    g_device_heap_used.store(true, std::memory_order_relaxed);
+    g_heap->used.store(true, std::memory_order_relaxed);
     HeapBooks books;
-    g_device_heap[p] = n ? n : 1;
-    g_heap_live += n;
+    g_heap->blocks[p] = n ? n : 1;
+    g_heap->live += n;
 }
 // Whether device code may have `n` more bytes of the heap (always, for the runtime's and the host's allocations).
 bool heap_has_room(size_t n) {
     if (t_keeping_books || !device_code_running()) return true;
     RuntimeSection busy(me().cur);
     HeapBooks books;
-    return n <= g_heap_limit && g_heap_live <= g_heap_limit - n;
+    return n <= g_heap->limit && g_heap->live <= g_heap->limit - n;
 }
 // A second free of what device code allocated: the launch stops at the call's line.
 [[noreturn]] void refuse_double_free(const char* call, void* p, uintptr_t return_address) {
@@ -2876,11 +2882,11 @@ void note_free(const char* call, void* p, uintptr_t return_address) {
     {
         RuntimeSection busy(me().cur);
         HeapBooks books;
-        auto it = g_device_heap.find(p);
-        foreign = it == g_device_heap.end();  // every allocation device code made is in the books
+        auto it = g_heap->blocks.find(p);
+        foreign = it == g_heap->blocks.end();  // every allocation device code made is in the books
         if (!foreign) {
             twice = it->second == 0;
-            g_heap_live -= it->second;
+            g_heap->live -= it->second;
             it->second = 0;
         }
     }
@@ -2983,31 +2989,36 @@ void* emu_aligned_device_malloc(size_t size, size_t align) {
 }
 // cudaDeviceSetLimit(cudaLimitMallocHeapSize, bytes), as emulator.py passes it before each launch.
 EMU_EXPORT void emu_set_heap_limit(size_t bytes) {
-    std::lock_guard<std::mutex> hold{g_heap_lock};
-    g_heap_limit = bytes;
+    std::lock_guard<std::mutex> hold{g_heap->lock};
+    g_heap->limit = bytes;
 }
 // The bytes this module's device code holds (allocated, not freed, across launches), and whether it allocated at
 // all: minilora/emulator_runtime.py adds the modules' up into the context's heap.
 EMU_EXPORT size_t emu_heap_live() {
-    std::lock_guard<std::mutex> hold{g_heap_lock};
-    return g_heap_live;
+    std::lock_guard<std::mutex> hold{g_heap->lock};
+    return g_heap->live;
 }
-EMU_EXPORT int emu_heap_used() { return g_device_heap_used.load() ? 1 : 0; }
+EMU_EXPORT int emu_heap_used() { return g_heap->used.load() ? 1 : 0; }
+// This module's own books, and (for a module loaded later) the context's to keep its books in instead.
+EMU_EXPORT void* emu_heap_books() { return &g_own_heap; }
+EMU_EXPORT void emu_share_heap(void* books) { g_heap = static_cast<DeviceHeap*>(books); }
 // cudaDeviceReset: the context's heap is gone; what device code held is forgotten (a free of it is then an invalid
 // free, as on a GPU), its memory left to the host.
 EMU_EXPORT void emu_heap_reset() {
-    std::lock_guard<std::mutex> hold{g_heap_lock};
+    std::lock_guard<std::mutex> hold{g_heap->lock};
     t_keeping_books = true;
-    g_device_heap.clear();
+    g_heap->blocks.clear();
     t_keeping_books = false;
-    g_heap_live = 0;
-    g_device_heap_used.store(false);
+    g_heap->live = 0;
+    g_heap->used.store(false);
 }
 #else
 EMU_EXPORT void emu_set_heap_limit(size_t) {}  // (AddressSanitizer's allocator keeps no CUDA limit)
 EMU_EXPORT size_t emu_heap_live() { return 0; }
 EMU_EXPORT int emu_heap_used() { return 0; }
 EMU_EXPORT void emu_heap_reset() {}
+EMU_EXPORT void* emu_heap_books() { return nullptr; }
+EMU_EXPORT void emu_share_heap(void*) {}
 extern "C" void* emu_aligned_device_malloc(size_t size, size_t align) {
     if (align == 0 || (align & (align - 1))) return nullptr;
     void* p = nullptr;
