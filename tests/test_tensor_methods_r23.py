@@ -470,6 +470,7 @@ OTHERS = [
     lambda t: t.ones(2, requires_grad=True).module_load(t.zeros(2)),
     lambda t: (t.zeros(2).grad_dtype, t.ones(2, requires_grad=True).grad_dtype, t.arange(2).grad_dtype),
     lambda t: setattr(t.ones(2, requires_grad=True) * 2, "grad_dtype", t.float32),
+    lambda t: (t.ones(2, requires_grad=True) * 2).grad_dtype,
     lambda t: t.zeros(2).record_stream(None),
     lambda t: t.zeros(2).record_stream(1),
 ]

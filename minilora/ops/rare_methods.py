@@ -280,7 +280,9 @@ def module_load(self, other, assign=False):
 
 
 def _grad_dtype(self):
-    """``x.grad_dtype``: the dtype ``x.grad`` takes: ``x``'s own in minilora."""
+    """``x.grad_dtype``: the dtype ``x.grad`` takes: ``x``'s own in minilora (a leaf's only, as torch's)."""
+    if self._ctx is not None:
+        raise RuntimeError("grad_dtype can only be accessed on leaf tensors.")
     return self.dtype
 
 
