@@ -81,10 +81,6 @@ def _address(array):
     return int(array.data.ptr)
 
 
-def _device_name(dev):
-    return str(_get_device(dev)) if dev is not None else "cpu"
-
-
 class _StorageBase:
     """What both storage classes answer from the bytes (``_bytes``) and the device (``_device``)."""
 
@@ -456,11 +452,11 @@ class TypedStorage(_StorageBase):
                             " * (Sequence data, *, torch.device device, torch.dtype dtype)\n"
                             " * (*, UntypedStorage wrap_storage, torch.dtype dtype)")
         data = args[0] if args else 0
+        dev = _get_device("cpu" if device is None else device)
         if isinstance(data, numbers.Integral) and not isinstance(data, bool):
-            values = Tensor._make(_get_device(_device_name(device)).xp.zeros(int(data), dtype),
-                                  _get_device(_device_name(device)), False, None)
+            values = Tensor._make(dev.xp.zeros(int(data), dtype), dev, False, None)
         else:
-            values = tensor(list(data), dtype=dtype, device=_device_name(device))
+            values = tensor(list(data), dtype=dtype, device=dev)
         self._untyped_storage, self.dtype = UntypedStorage._of_tensor(values), dtype
         self._untyped_storage._resizable = True
 

@@ -168,7 +168,7 @@ STORAGE_ERRORS = [
     lambda t: t.zeros(6).storage().__setitem__(0, "a"),
     lambda t: t.zeros(2, device="meta").untyped_storage()[0],
     lambda t: t.zeros(2, device="meta").untyped_storage().tolist(),
-    lambda t: (t.zeros(2, device="meta").untyped_storage().data_ptr(), t.zeros(2, device="meta").untyped_storage().nbytes()),
+    lambda t: (lambda s: (s.data_ptr(), s.nbytes()))(t.zeros(2, device="meta").untyped_storage()),
     lambda t: t.zeros(6).untyped_storage().copy_(t.zeros(3).untyped_storage()),
     lambda t: t.zeros(6).storage().copy_(t.ones(6, dtype=t.int64).storage()),
     lambda t: t.zeros(3).untyped_storage().copy_(t.ones(3).untyped_storage()).tolist(),
@@ -249,7 +249,8 @@ SET_ERRORS = [
 
 
 SET_IN_GRAPH = [
-    lambda t: (lambda y: (y.set_(t.ones(2)), type(y.grad_fn).__name__, y.requires_grad))(t.arange(3.).requires_grad_() * 2),
+    lambda t: (lambda y: (y.set_(t.ones(2)), type(y.grad_fn).__name__, y.requires_grad))(
+        t.arange(3.).requires_grad_() * 2),
     lambda t: (lambda y: (y.set_(t.ones(2)), y.sum().backward()))(t.arange(3.).requires_grad_() * 2),
     lambda t: (lambda y: (y.set_(t.ones(2, requires_grad=True)), type(y.grad_fn).__name__))(t.zeros(3)),
     lambda t: (lambda y: (y.set_(t.ones(2)), y.grad_fn, y.requires_grad))(t.zeros(3)),

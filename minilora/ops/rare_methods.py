@@ -188,7 +188,8 @@ def _map_elements(self, name, fn, others):
     for label, other in others:
         if other.dtype != self.dtype:
             where = f"'{label}'" if name == "map_" else f"argument '{label}'"
-            raise TypeError(f"{name}: expected {_legacy_name(self.dtype)} for {where} (got {_legacy_name(other.dtype)})")
+            raise TypeError(f"{name}: expected {_legacy_name(self.dtype)} for {where} "
+                            f"(got {_legacy_name(other.dtype)})")
     operands = [other.expand(self.shape) for _, other in others]
     if self._device.type == "meta":  # (no values to call it on: torch's meta tensor comes back as it was)
         return self
