@@ -109,7 +109,8 @@ class _StorageBase:
         return False
 
     def is_shared(self):
-        return _is_shared(self._raw())
+        """In shared memory (share_memory_); always, for CUDA memory, as torch says."""
+        return self._device.type == "cuda" or _is_shared(self._raw())
 
     def resizable(self):
         return self._untyped()._resizable
@@ -625,8 +626,9 @@ def storage_type(self):
 
 
 def is_shared(self):
-    """``x.is_shared()``: is ``x``'s memory in shared memory (``share_memory_()``)?"""
-    return self._device.type == "cpu" and _is_shared(self._array)
+    """``x.is_shared()``: is ``x``'s memory in shared memory (``share_memory_()``)? Always for a CUDA tensor,
+    as torch's."""
+    return self._device.type == "cuda" or self._device.type == "cpu" and _is_shared(self._array)
 
 
 def share_memory_(self):

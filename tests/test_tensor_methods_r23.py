@@ -584,6 +584,7 @@ def test_storages_on_cupy_arrays(monkeypatch):
         y = ml.empty(0, device=device).set_(s, 1, (2, 2), (1, 2))
         return (s.nbytes(), x[1].untyped_storage() is s, x.clone().untyped_storage() is s,
                 x.t().untyped_storage() is s, s.tolist()[:8], typed.tolist(), str(s.device), y.tolist(), x.dim_order(),
-                x.t().dim_order(), x.record_stream(None) if device == "cuda" else None)
+                x.t().dim_order(), x.record_stream(None) if device == "cuda" else None,
+                x.is_shared() == (device == "cuda"), s.is_shared() == (device == "cuda"))
     assert run("cuda")[:6] == run("cpu")[:6] and run("cuda")[7:] == run("cpu")[7:]
     assert run("cuda")[6] == "cuda"
