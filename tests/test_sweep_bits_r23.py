@@ -2,8 +2,9 @@
 values and gradients in torch's bits.
 
 An einsum of one operand that sums labels away ("bij->bj", "ij->") is torch's ``sum`` over the operand permuted to
-the output's labels, so it adds in the sum kernel's order (NumPy's einsum added in its own); the p-norm of a 0-d
-tensor along dim 0 runs torch's norm kernel, pow(pow(|x|, p), 1/p), where without a dim it is |x|."""
+the output's labels, so it adds in the sum kernel's order (NumPy's einsum added in its own); one of several operands
+is ATen's left-to-right contraction (``bmm`` per pair); the p-norm of a 0-d tensor along dim 0 runs torch's norm
+kernel, pow(pow(|x|, p), 1/p), where without a dim it is |x|."""
 import numpy as np
 import pytest
 
@@ -44,6 +45,37 @@ def test_einsum_of_one_operand_sums_as_torch(equation, shape):
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     theirs, ours = _same_bits(lambda lib, t: lib.einsum(equation, t), x)
     assert ours.grad_fn.name() == theirs.grad_fn.name() == "SumBackward1"
+
+
+def _same_bits_and_layout(equation, shapes):
+    arrays = [np.random.default_rng(i).standard_normal(shape).astype(np.float32) for i, shape in enumerate(shapes)]
+    results = []
+    for lib in (torch, ml):
+        leaves = [lib.tensor(a, requires_grad=True) for a in arrays]
+        out = lib.einsum(equation, *leaves)
+        weight = lib.tensor(np.random.default_rng(7).standard_normal(tuple(out.shape)).astype(np.float32))
+        results.append((out, lib.autograd.grad((out * weight).sum(), leaves)))
+    (theirs, their_grads), (ours, our_grads) = results
+    assert tuple(ours.stride()) == tuple(theirs.stride())
+    for name, a, b in [("value", theirs.detach(), ours.detach())] + [
+            (f"grad {i}", x, y) for i, (x, y) in enumerate(zip(their_grads, our_grads))]:
+        off = int((_bits(a.numpy()) != _bits(b.numpy())).sum())
+        assert off == 0, f"{name}: {off} of {a.numel()} elements not torch's bits"
+
+
+@pytest.mark.parametrize("equation, shapes", [
+    ("bij,bij->bi", [(4, 7, 30), (4, 7, 30)]), ("bi,bi->b", [(5, 30), (5, 30)]), ("i,j->ij", [(5,), (7,)]),
+    ("bhqk,bhkd->bqhd", [(2, 3, 4, 6), (2, 3, 6, 5)]), ("ij,jk->ki", [(5, 6), (6, 7)]),
+    ("ij,jk,kl->il", [(3, 4), (4, 5), (5, 2)]), ("bi,bj,bk->bijk", [(2, 3), (2, 4), (2, 5)]),
+    ("bn,anm,bm->ba", [(2, 3), (4, 3, 5), (2, 5)])])
+def test_einsum_of_operands_contracts_as_torch(equation, shapes):
+    """torch.einsum("bij,bij->bi", x, y): ATen contracts left to right, a label both operands hold and no later one
+    by one ``bmm`` ([b i, 1, j] by [b i, j, 1]: its own loop, adding j in order), a label one holds summed first;
+    NumPy's einsum added in its own order (114 of 148 values off), three operands multiplied once
+    ("bi,bj,bk->bijk": torch rounds (bi * bj) before * bk, 45 of 120 off), and the product's broadcast gradients
+    ("i,j->ij") are mul's, summed as torch sums them; the result laid out as torch's (``"ij,jk->ki"``: strides
+    (5, 1), were (1, 7))."""
+    _same_bits_and_layout(equation, shapes)
 
 
 NUMBERS = np.random.default_rng(1).standard_normal(40)

@@ -27,6 +27,7 @@ from ..ops.nn import _refuse_integer_dropout
 from ..ops.nn import float32_inside as _float32_inside, Glu as _Glu, PRelu as _PRelu, KernelGradients as _KernelGradients
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
+from ..ops.matmul import einsum_at_once as _einsum_at_once
 from ..ops.conv import one_output_size as _one_output_size
 from ..ops.conv import conv3d, conv_transpose3d  # noqa: F401
 from ..ops.conv import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d, max_unpool3d  # noqa: F401
@@ -959,7 +960,7 @@ def bilinear(input1, input2, weight, bias=None):
         raise RuntimeError(f"bilinear(): bias size does not match weight size: got {bias.shape[-1]} but expected "
                            f"{weight.shape[0]}")
     _no_complex_autograd("_trilinear", np.result_type(input1.dtype, weight.dtype, input2.dtype), input1, weight, input2)
-    out = ops.einsum("...i,oij,...j->...o", input1, weight, input2)
+    out = _einsum_at_once("...i,oij,...j->...o", input1, weight, input2)
     return out if bias is None else out + bias
 
 
