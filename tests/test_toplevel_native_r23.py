@@ -19,6 +19,7 @@ def same_bits(mine, theirs):
     assert len(mine) == len(theirs)
     for m, t in zip(mine, theirs):
         assert tuple(m.shape) == tuple(t.shape) and str(m.dtype) == str(t.dtype).replace("torch.", "")
+        m, t = m.detach(), t.detach()
         a, b = m.float().numpy() if "bfloat16" in str(m.dtype) else m.numpy(), \
             t.float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
         np.testing.assert_array_equal(a, b)
@@ -112,6 +113,18 @@ def test_native_dropout_draws_torchs_mask_and_scales_by_atens_double_reciprocal(
         ml.manual_seed(5)
         mine = ml.native_dropout(M(t), p, True)
         same_bits(mine, theirs)
+    for p in (0.15, 0.3):  # (16-bit: the forward's scale rounded to the dtype, the backward's not: ATen's mul_, mul)
+        x16 = t.bfloat16().requires_grad_()
+        mine_input = M(t).bfloat16().requires_grad_()
+        torch.manual_seed(5)
+        theirs = torch.native_dropout(x16, p, True)
+        ml.manual_seed(5)
+        mine = ml.native_dropout(mine_input, p, True)
+        same_bits(mine, theirs)
+        g = torch.randn(t.shape).bfloat16()
+        theirs[0].backward(g)
+        mine[0].backward(M(g.float()).bfloat16())
+        same_bits(mine_input.grad, x16.grad)
     out, mask = ml.native_dropout(M(t), 0.5, False)
     assert out.numpy().tolist() == t.detach().numpy().tolist() and mask.numpy().all() and str(mask.dtype) == "bool"
     raises_same(lambda: ml.native_dropout(M(t), 1.5, True), lambda: torch.native_dropout(t, 1.5, True))

@@ -20,7 +20,7 @@ from .. import amp as _amp, float32_sums
 from ..device import xp_of
 from ..dtypes import compute_dtype, float32, torch_name
 from ..factories import empty
-from ..tensor import Tensor, is_grad_enabled, name_node, no_grad
+from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad
 from . import nn as _nn
 
 
@@ -177,8 +177,26 @@ def native_dropout(input, p, train):
         raise RuntimeError(f"result type Float can't be cast to the desired output type "
                            f"{torch_name(input.dtype)}")
     scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
-    out = (input * mask) * scale  # (mask is 0 or 1: (g * scale) * mask is torch's (g * mask) * scale)
-    return _native_dropout_node(out, input), mask
+    return _native_dropout_node(NativeDropout.apply(input, mask=mask._array, scale=scale), input), mask
+
+
+class NativeDropout(Function):
+    """ATen's ``input.mul(mask).mul_(scale)``: the in-place product takes ``scale`` rounded to the input's dtype (a
+    16-bit input: bfloat16's 1 / 0.85, then the product in float, rounded); its backward ``grad * mask * scale`` is
+    a new tensor's product, the scale in float (double for float64). The two differ for 16-bit dtypes only."""
+
+    @staticmethod
+    def forward(ctx, x, mask, scale):
+        ctx.mask, ctx.scale = mask, scale
+        wide = compute_dtype(x.dtype)
+        kept = (x * mask).astype(x.dtype)
+        return (kept.astype(wide) * wide.type(x.dtype.type(scale))).astype(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        wide = compute_dtype(g.dtype)
+        kept = (g * ctx.mask).astype(g.dtype)
+        return ((kept.astype(wide) * wide.type(ctx.scale)).astype(g.dtype),)
 
 
 def _native_dropout_node(out, input):
