@@ -136,14 +136,14 @@ def _prefactor(a, x, fma):
         return np.where(far, from_logs, np.where(below, res_below, res_beyond))
 
 
-def _iterate(active, step, state):
-    """Run ``step(state, rows)`` (rows: the indices still iterating) until it reports every element done (it returns
-    the rows' done mask), at most ``_MAXITER`` times, as each element's C loop."""
+def _iterate(active, step):
+    """Run ``step(rows, i)`` (rows: the indices still iterating, i the round) until it reports every element done (it
+    returns the rows' done mask), at most ``_MAXITER`` times, as each element's C loop."""
     rows = np.flatnonzero(active)
     for i in range(_MAXITER):
         if not rows.size:
             break
-        done = step(state, rows, i)
+        done = step(rows, i)
         rows = rows[~done]
 
 
@@ -155,14 +155,14 @@ def _lower_series(a, x, fma):
     ax = _prefactor(a, x, fma)
     r, c, ans = a.copy(), np.ones_like(a), np.ones_like(a)
 
-    def step(_, rows, i):
+    def step(rows, i):
         r[rows] += real(1)
         c[rows] *= x[rows] / r[rows]
         ans[rows] += c[rows]
         return c[rows] <= machep * ans[rows]
 
     with np.errstate(all="ignore"):
-        _iterate(ax != 0, step, None)
+        _iterate(ax != 0, step)
         return np.where(ax == 0, real(0), ans * ax / a)
 
 
@@ -173,7 +173,7 @@ def _upper_series(a, x, fma):
     machep = _machine(real)[0]
     fac, total = np.ones_like(a), np.zeros_like(a)
 
-    def step(_, rows, i):
+    def step(rows, i):
         n = real(i + 1)
         fac[rows] *= -x[rows] / n
         term = fac[rows] / (a[rows] + n)
@@ -181,7 +181,7 @@ def _upper_series(a, x, fma):
         return np.abs(term) <= machep * np.abs(total[rows])
 
     with np.errstate(all="ignore"):
-        _iterate(np.ones(a.shape, bool), step, None)
+        _iterate(np.ones(a.shape, bool), step)
         logx = libm("log", x)
         term = -libm("expm1", fma(a, logx, -libm("lgamma", real(1) + a)))
         return fma(-libm("exp", fma(a, logx, -libm("lgamma", a))), total, term)
@@ -201,7 +201,7 @@ def _upper_continued_fraction(a, x, fma):
         pkm1, qkm1 = _in_double(x.astype(_F64) + 1.0, real), z * x
         ans = pkm1 / qkm1
 
-        def step(_, rows, i):
+        def step(rows, i):
             c[rows] += real(1)
             y[rows] += real(1)
             z[rows] += real(2)
@@ -218,7 +218,7 @@ def _upper_continued_fraction(a, x, fma):
                 convergent[rows[rescale]] *= biginv
             return t <= machep
 
-        _iterate(ax != 0, step, None)
+        _iterate(ax != 0, step)
         return np.where(ax == 0, real(0), ans * ax)
 
 
