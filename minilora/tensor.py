@@ -2116,10 +2116,15 @@ class Tensor:
                                 f"type {type(value).__name__}")
             if value is self:  # (the optimizer's step would then change the gradient it reads)
                 raise RuntimeError("can't assign Variable as its own grad")
-            if value.dtype != self.dtype:
-                raise RuntimeError(f"attempting to assign a gradient with dtype {value.dtype} to a "
-                                   f"tensor of dtype {self.dtype} (assigned grad has data of a "
-                                   f"different type)")
+            allowed = _grad_dtype_of(self)  # (its dtype, unless grad_dtype chose another or None: any)
+            if allowed is not None and value.dtype != allowed:
+                from .ops import _c_name  # (ops sits above tensor: imported on error)
+                raise RuntimeError(f"attempting to assign a gradient with dtype '{_c_name(value.dtype)}' to a tensor "
+                                   f"with grad_dtype '{dtypes.torch_name(allowed)}'. The gradient must match the "
+                                   f"tensor's grad_dtype (defaults to the tensor's dtype). You can set the tensor's "
+                                   f"grad_dtype attribute with a specific dtype, or None to allow any dtype. Set "
+                                   f"grad_dtype with caution. Diverging the dtypes of a tensor and its gradient may "
+                                   f"break downstream systems that assume they match.")
             if value.shape != self.shape:
                 raise RuntimeError(f"assigned grad has data of a different size ({tuple(value.shape)}"
                                    f" for a tensor of shape {tuple(self.shape)})")
@@ -3727,6 +3732,8 @@ class _GradStore:
         self.changed = set()  # the .grad tensors this pass made or added into
 
     def add(self, t, g):
+        if _grad_dtypes:  # (a leaf's grad_dtype: the incoming gradient cast to it, as torch's engine does)
+            g = _cast_to_grad_dtype(t, g)
         grad = t._grad
         if grad is None:
             if getattr(g, "base", None) is not None or id(g) in self.handed_out:
@@ -3744,8 +3751,8 @@ class _GradStore:
                 array += g
             except ValueError:  # a read-only array (e.g. a .grad the user set to an expand()ed tensor)
                 grad._array = array + g
-        else:
-            grad._array = array + g
+        else:  # (added in place as torch's: the .grad keeps its dtype, whatever grad_dtype=None let in)
+            grad._array = dtypes.cast(array + g, array.dtype)
         if id(grad) in self.changed:
             return  # this pass already counted its change
         self.changed.add(id(grad))
@@ -3790,6 +3797,24 @@ class _UnseenGrad(Tensor):
     as in torch, but no op can have saved it, so backward's checks need not look (``_last_change``
     stays): accumulating a weight's gradient many times in one backward stays cheap."""
     __slots__ = ()
+
+
+# id(leaf) -> (weak reference to it, the dtype its .grad takes or None for any): ``x.grad_dtype = ...``
+# (ops/rare_methods.py); empty unless one was set, so the engine pays one test of an empty dict.
+_grad_dtypes = {}
+
+
+def _grad_dtype_of(t):
+    """The dtype ``t.grad`` must have: ``t``'s own, another its ``grad_dtype`` chose, or None (any)."""
+    entry = _grad_dtypes.get(id(t)) if _grad_dtypes else None
+    if entry is None or entry[0]() is not t:
+        return t._array.dtype
+    return entry[1]
+
+
+def _cast_to_grad_dtype(t, g):
+    dtype = _grad_dtype_of(t)
+    return g if dtype is None or g.dtype == dtype else dtypes.cast(g, dtype)
 
 
 # id(leaf) -> (weak reference to it, {handle id: hook}); empty unless hooks are registered.

@@ -490,11 +490,30 @@ def test_slice_inverse_module_load_grad_dtype_record_stream_as_torch(case):
     same(OTHERS[case], warned=case != 9)  # (torch's grad_dtype setter warns as a non-leaf's .grad read, then refuses)
 
 
-def test_grad_dtype_other_than_the_tensors_is_refused_by_name():
-    w = ml.ones(2, requires_grad=True)
-    w.grad_dtype = ml.float32  # (its own: nothing changes)
-    with pytest.raises(NotImplementedError, match="grad_dtype"):
-        w.grad_dtype = ml.float64
+def test_grad_dtype_casts_gradients_and_checks_assignments_as_torch():
+    def run(t):
+        w = t.ones(2, requires_grad=True)
+        refused = []
+        for value in (t.zeros(2, dtype=t.float64), t.zeros(2, dtype=t.int64), t.zeros(2, dtype=t.bfloat16)):
+            try:
+                w.grad = value
+            except RuntimeError as e:
+                refused.append(str(e))
+        w.grad_dtype = t.float16
+        w.grad = t.zeros(2, dtype=t.float16)
+        w.grad = None
+        (w * 3).sum().backward()
+        first = w.grad.clone()
+        (w * 3).sum().backward()  # (added in float16)
+        chosen = w.grad_dtype
+        w.grad_dtype = None  # (any dtype: a float64 .grad keeps its dtype as float32 gradients add into it)
+        w.grad = t.zeros(2, dtype=t.float64)
+        (w * 3).sum().backward()
+        x = t.ones(2)
+        x.grad_dtype = t.float64
+        return refused, first, chosen, w.grad, w.grad_dtype, x.grad_dtype, t.ones(2).grad_dtype
+    same(run)
+    same(lambda t: setattr(t.ones(2, requires_grad=True), "grad_dtype", "float"))
 
 
 # ---- what libraries ask before they pick a path, and what a dense tensor refuses -------------------------------

@@ -14,11 +14,12 @@ import math
 import numbers
 import operator
 import warnings
+import weakref
 
 import numpy as np
 
 from .. import dtypes
-from ..tensor import Function, Tensor, name_node
+from ..tensor import Function, Tensor, _grad_dtype_of, _grad_dtypes, name_node
 
 # ---- fill_diagonal_ ---------------------------------------------------------------------------------------------
 
@@ -281,18 +282,23 @@ def module_load(self, other, assign=False):
 
 
 def _grad_dtype(self):
-    """``x.grad_dtype``: the dtype ``x.grad`` takes: ``x``'s own in minilora (a leaf's only, as torch's)."""
+    """``x.grad_dtype``: the dtype ``x.grad`` takes: ``x``'s own unless set (a leaf's only, as torch's)."""
     if self._ctx is not None:
         raise RuntimeError("grad_dtype can only be accessed on leaf tensors.")
-    return self.dtype
+    return _grad_dtype_of(self)
 
 
 def _set_grad_dtype(self, dtype):
+    """``x.grad_dtype = torch.float64`` (or None: any dtype): the backward pass casts the gradients reaching
+    ``x`` to it, and ``x.grad = g`` must have it, as torch's. Set on a leaf only."""
     if self._ctx is not None:
         raise RuntimeError("grad_dtype can only be set on leaf tensors.")
-    if dtype != self.dtype:
-        raise NotImplementedError(f"grad_dtype: minilora's gradients take their tensor's dtype ({self.dtype}); a "
-                                  f"gradient of another dtype (or of any, None) is not supported")
+    if dtype is not None and not isinstance(dtype, np.dtype):
+        raise RuntimeError(f"grad_dtype must be a torch.dtype or None, but got {type(dtype).__name__}")
+    if dtype == self.dtype:
+        _grad_dtypes.pop(id(self), None)
+        return
+    _grad_dtypes[id(self)] = (weakref.ref(self, lambda _, key=id(self): _grad_dtypes.pop(key, None)), dtype)
 
 
 def record_stream(self, s):
