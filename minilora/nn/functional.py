@@ -528,8 +528,69 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         terms = terms * weight[labels.reshape(-1)].reshape(-1, 1)
     loss = terms.sum(1) / rows.shape[1]
     loss = loss.reshape(tuple(target.shape)) if input.ndim <= 1 else loss  # one sample: the target's shape
-    loss = _reduced("multi_margin_loss", loss, reduction, graph=(input,) if weight is None else (input, weight))
+    graph = (input,) if weight is None else (input, weight)
+    loss = _reduced("multi_margin_loss", loss, reduction, graph=graph)
+    if type(input._array) is np.ndarray and input.dtype in (np.float32, np.float64) and input.numel() \
+            and not _holds_no_values(input._array):  # (a meta input: no values, the composed graph's shapes)
+        kernel = _MultiMarginKernel(rows._array, labels._array.reshape(-1), p, margin,
+                                    None if weight is None else weight._array, reduction)
+        loss = _KernelGradients.apply(loss, input, None, None, values=kernel.values(tuple(loss.shape)),
+                                      gradients=kernel.gradients(tuple(input.shape)))
+        loss = _name_node(loss, "MultiMarginLossBackward0", *graph, graph=graph)  # (torch's one node)
     return _backward_reads(loss, input)  # (torch's multi_margin_loss_backward(grad, self, target, ...))
+
+
+class _MultiMarginKernel:
+    """ATen's CPU multi_margin_loss kernels (LossMultiMargin.cpp) on [N, C] rows: each row's terms ``z = (margin -
+    x[y]) + x[d]`` where ``z > 0``, in class order, in the dtype (z or z * z, times weight[y]), the row's sum
+    divided by C; 'sum' and 'mean' add the rows in double (acc_type). The backward's terms are ``g`` (1 / (N C)
+    for 'mean', else 1 / C, rounded once) or ``2 g z``, times weight[y], x[y]'s gradient their running negative,
+    then all times the output's gradient. The composed ops added and scaled in other orders (an ulp off)."""
+
+    def __init__(self, x, target, p, margin, weight, reduction):
+        self.x, self.target, self.p, self.reduction = x, target, p, reduction
+        self.margin, self.kind = x.dtype.type(margin), x.dtype.type
+        self.target_weight = None if weight is None else weight[target]
+        self.x_target = x[np.arange(x.shape[0]), target]
+
+    def _terms(self, d):
+        """(z > 0 and d is not the row's target, z) of every row for class d."""
+        z = (self.margin - self.x_target) + self.x[:, d]
+        return (z > 0) & (self.target != d), z
+
+    def values(self, shape):
+        total = np.zeros(self.x.shape[0], self.x.dtype)
+        with np.errstate(all="ignore"):
+            for d in range(self.x.shape[1]):
+                active, z = self._terms(d)
+                h = z if self.p == 1 else z * z
+                h = h if self.target_weight is None else h * self.target_weight
+                total = np.where(active, total + h, total)
+            total = total / self.kind(self.x.shape[1])
+        if self.reduction == "none":
+            return total.reshape(shape)
+        summed = np.cumsum(total.astype(np.float64))[-1]  # (accscalar_t: double, row after row)
+        return np.asarray(summed / total.size if self.reduction == "mean" else summed).astype(self.x.dtype)
+
+    def gradients(self, shape):
+        frames, classes = self.x.shape
+        step = self.kind(1.0 / (frames * classes) if self.reduction == "mean" else 1.0 / classes)
+        grad, at_target = np.zeros_like(self.x), np.zeros(frames, self.x.dtype)
+        with np.errstate(all="ignore"):
+            for d in range(classes):
+                active, z = self._terms(d)
+                h = np.broadcast_to(step, z.shape) if self.p == 1 else (self.kind(2) * step) * z
+                h = h if self.target_weight is None else h * self.target_weight
+                grad[:, d] = np.where(active, h, self.kind(0))
+                at_target = np.where(active, at_target - h, at_target)
+        grad[np.arange(frames), self.target] = at_target
+
+        def kernel_gradients(g, needs):
+            if not needs[0]:
+                return None, None, None
+            scale = g.reshape(-1, 1) if self.reduction == "none" and g.ndim else g.reshape(())
+            return (grad * scale).reshape(shape), None, None
+        return kernel_gradients
 
 
 def _check_multi_margin_shapes(input, target, weight):
