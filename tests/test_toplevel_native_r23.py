@@ -83,6 +83,11 @@ def test_native_batch_norm_training_and_eval(x):
         mine = ml.native_batch_norm(M(t), None, M(b), mrm2, mrv2, training, 0.1, 1e-5)
         same_bits(mine, theirs)  # (eval: two empty statistics)
         same_bits((mrm2, mrv2), (rm2, rv2))
+    rm, rv = torch.zeros(3).bfloat16(), torch.ones(3).bfloat16()  # (bfloat16's kernel keeps bfloat16 statistics)
+    mrm, mrv = M(rm.float()).bfloat16(), M(rv.float()).bfloat16()
+    same_bits(ml.native_batch_norm(M(t).bfloat16(), None, None, mrm, mrv, True, 0.1, 1e-5),
+              torch.native_batch_norm(t.bfloat16(), None, None, rm, rv, True, 0.1, 1e-5))
+    same_bits((mrm, mrv), (rm, rv))
     close(ml.native_batch_norm(M(t).double(), None, None, None, None, True, 0.1, 1e-5),
           torch.native_batch_norm(t.double(), None, None, None, None, True, 0.1, 1e-5))
 

@@ -84,15 +84,14 @@ def native_batch_norm(input, weight, bias, running_mean, running_var, training, 
         return out, _unread((0,), input.dtype, input), _unread((0,), input.dtype, input)
     if input.is_meta:
         return out, _unread((input.shape[1],), input.dtype, input), _unread((input.shape[1],), input.dtype, input)
+    if _nn._is_16bit_float(input) and type(input._array) is np.ndarray:  # (torch's two 16-bit kernels' own)
+        mixed = not _nn._all_16bit_parameters(input, running_mean, running_var, weight, bias)
+        stats = _nn.batch_norm_16bit_statistics(input, eps, mixed)
+        dtype = float32 if mixed else input.dtype
+        return out, _stat(stats.short_mean.astype(dtype), input), _stat(stats.invstd.astype(dtype), input)
     mean, variance = _batch_statistics(input)
-    dtype = input.dtype if _nn._is_16bit_float(input) and _all_16bit(input, weight, bias, running_mean,
-                                                                      running_var) else variance.dtype
-    invstd = (1 / xp_of(variance).sqrt(variance.astype(np.float64) + eps)).astype(dtype)
-    return out, _stat(mean.astype(dtype), input), _stat(invstd, input)
-
-
-def _all_16bit(input, *params):
-    return all(p.dtype == input.dtype for p in params if p is not None)
+    invstd = (1 / xp_of(variance).sqrt(variance.astype(np.float64) + eps)).astype(variance.dtype)
+    return out, _stat(mean.astype(variance.dtype), input), _stat(invstd, input)
 
 
 def _batch_statistics(input):

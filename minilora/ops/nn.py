@@ -3410,20 +3410,35 @@ def _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, m
     arithmetic); with float32 parameters (``mixed``, autocast's case) it keeps them in float32 and
     updates in float32. Then ``x * alpha + beta`` in float32, rounded once. Bit for bit torch's
     numbers in the first case, running stats included."""
-    xp, dtype = xp_of(input._array), input.dtype
-    axes = (0,) + tuple(range(2, input.ndim))
     count = input.numel() // input.shape[1]
     if count == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                          f"{list(input.shape)}")
+    stats = batch_norm_16bit_statistics(input, eps, mixed)
+    with no_grad():
+        if mixed:
+            _update_running_float32(running_mean, running_var, stats.mean, stats.squares / np.float32(count - 1),
+                                    momentum)
+        else:
+            _update_running_16bit(running_mean, running_var, stats.mean, stats.short_mean, stats.squares, count,
+                                  momentum)
+    return BatchNorm16.apply(input, weight, bias, mean=stats.short_mean, invstd=stats.invstd)
+
+
+def batch_norm_16bit_statistics(input, eps, mixed):
+    """A 16-bit batch's statistics as torch's two CPU kernels keep them (float32 arrays): ``mean`` (float32, sum / N),
+    ``short_mean`` (the mean the kernel normalises by: rounded to the dtype, ``mean`` itself when ``mixed``),
+    ``squares`` (the squared deviations' sum) and ``invstd``. float16 sums the squares about the rounded mean;
+    bfloat16 about the float32 mean, rounded, then divides in bfloat16 (the count rounded too)."""
+    xp, dtype = xp_of(input._array), input.dtype
+    axes = (0,) + tuple(range(2, input.ndim))
+    count = input.numel() // input.shape[1]
     x = input._array.astype(np.float32)
     mean = (x.sum(axes, dtype=np.float64) / count).astype(np.float32)  # float32, as torch's sum / N
     if mixed:
         squares = ((x - _per_channel_array(mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
         invstd = (1 / xp.sqrt(squares / np.float32(count) + np.float32(eps))).astype(np.float32)
-        with no_grad():
-            _update_running_float32(running_mean, running_var, mean, squares / np.float32(count - 1), momentum)
-        return BatchNorm16.apply(input, weight, bias, mean=mean, invstd=invstd)
+        return types.SimpleNamespace(mean=mean, short_mean=mean, squares=squares, invstd=invstd)
     short_mean = _round(mean, dtype)
     if dtype == np.float16:  # the squares' sum about the rounded mean, kept in float32
         squares = ((x - _per_channel_array(short_mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
@@ -3433,9 +3448,7 @@ def _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, m
         squares = _round(squares, dtype)
         variance = _round(squares / _round(np.float32(count), dtype), dtype)
         invstd = _round(1 / xp.sqrt(variance + np.float32(eps)), dtype)
-    with no_grad():
-        _update_running_16bit(running_mean, running_var, mean, short_mean, squares, count, momentum)
-    return BatchNorm16.apply(input, weight, bias, mean=short_mean, invstd=invstd)
+    return types.SimpleNamespace(mean=mean, short_mean=short_mean, squares=squares, invstd=invstd)
 
 
 def _per_channel_array(a, ndim):
