@@ -1032,6 +1032,20 @@ _DIVISION = re.compile(r"(?<![/*])/(=?)(?![/*])")
 _LAUNCH_BOUNDS = re.compile(r"\b__launch_bounds__\s*\(")
 
 
+def _macros_in_conditions(masked: str) -> set[str]:
+    """The names #if / #elif conditions read, and the names in the bodies of those macros, and so on."""
+    conditions = re.findall(r"^[ \t]*#[ \t]*(?:if|elif)\b((?:[^\n]*\\\n)*[^\n]*)", masked, re.M)
+    names = set(re.findall(r"[A-Za-z_]\w*", " ".join(conditions)))
+    bodies = dict(re.findall(r"^[ \t]*#[ \t]*define[ \t]+(\w+)((?:[^\n]*\\\n)*[^\n]*)", masked, re.M))
+    pending = list(names)
+    while pending:
+        for name in re.findall(r"[A-Za-z_]\w*", bodies.get(pending.pop(), "")):
+            if name not in names:
+                names.add(name)
+                pending.append(name)
+    return names
+
+
 def _fast_division(src: str) -> str:
     """--use_fast_math: the source's `x / y` becomes `x / __emu::fast_div() / y` and `x /= y` becomes
     `x /= __emu::fast_div() = y` (same precedence, same lines), which cuda_emu.h computes as __fdividef when the
@@ -1040,12 +1054,14 @@ def _fast_division(src: str) -> str:
     preprocessor conditions and includes (a #define's body is rewritten where it is used), __launch_bounds__."""
     masked = _mask(src)
     skipped = [(m.start(), _close_paren(masked, m.end() - 1)) for m in _LAUNCH_BOUNDS.finditer(masked)]
+    in_conditions = _macros_in_conditions(masked)
     out, last = [], 0
     for m in _DIVISION.finditer(masked):
         pos = m.start()
         directive = masked[_logical_line_start(masked, pos):pos].lstrip()
-        if directive.startswith("#") and not re.match(r"#\s*define\b", directive):
-            continue
+        define = re.match(r"#\s*define\s+(\w+)", directive)
+        if directive.startswith("#") and (not define or define.group(1) in in_conditions):
+            continue  # (a macro an #if reads must stay arithmetic the preprocessor can evaluate)
         if re.search(r"\boperator\s*$", masked[max(0, pos - 40):pos]) or any(a < pos < b for a, b in skipped):
             continue
         out += [src[last:m.end()], " __emu::fast_div() =" if m.group(1) else " __emu::fast_div() /"]
