@@ -11,9 +11,8 @@ draw on the same one, and what a kernel allocates and never frees stays taken fo
 until ``deviceReset()`` (``deviceHeapInUse()``, the emulator's own, says how many bytes device code holds: a leak
 shows there).  As CUDA's, the limit is fixed once a kernel has used the heap (the printf FIFO's once a kernel has
 printed): setting it then is ``CUDARuntimeError: cudaErrorInvalidValue``, where code that raised it late ran on the
-emulator and failed on a GPU.
-The stack and printf limits are kept and read back, but change nothing: the emulator sizes each thread's stack from
-the compiler's report and keeps up to 16 MiB of printf output.
+emulator and failed on a GPU.  The stack and printf limits' values are kept and read back, but change nothing: the
+emulator sizes each thread's stack from the compiler's report and keeps up to 16 MiB of printf output.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from .emulator import EmulatorError
 # what RawModule.get_global answers, so that ``isinstance(p, cupy.cuda.MemoryPointer)`` holds of it
 from .emulator_memory import GlobalSymbol as MemoryPointer
 
-# ``cupy.cuda.runtime``'s limits (deviceSetLimit / deviceGetLimit: the device heap's size)
+# ``cupy.cuda.runtime``'s limits (deviceSetLimit / deviceGetLimit: the device heap's size) and deviceReset
 from . import emulator_runtime as runtime  # noqa: E402
 
 __all__ = ["Stream", "Event", "get_elapsed_time", "get_current_stream", "stream_of", "MemoryPointer", "runtime"]
