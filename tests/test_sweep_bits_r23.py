@@ -126,3 +126,42 @@ def test_multi_margin_loss_is_atens_kernel(kwargs):
     (value, grad, node), (our_value, our_grad, our_node) = results
     assert np.array_equal(_bits(value), _bits(our_value)) and node == our_node
     assert int((_bits(grad) != _bits(our_grad)).sum()) == 0
+
+
+@pytest.fixture
+def torchs_vml(monkeypatch):
+    """torch's own float32 exp and log (MKL's VML, whose last bit minilora does not model) in minilora's place, so a
+    test checks the order of everything else."""
+    from minilora import float32_math
+    own = float32_math.vml
+
+    def vml(name, a):
+        if type(a) is np.ndarray and a.dtype == np.float32 and name in ("exp", "log"):
+            return getattr(torch, name)(torch.from_numpy(np.ascontiguousarray(a))).numpy()
+        return own(name, a)
+    monkeypatch.setattr(float32_math, "vml", vml)
+
+
+@pytest.mark.parametrize("log_input", [False, True])
+def test_poisson_nll_loss_target_gradients_add_in_torchs_order(torchs_vml, log_input):
+    """F.poisson_nll_loss(x, y, full=True): ATen's ``y * log(y) - y + 0.5 * log(2 pi y)`` -- GCC evaluates the +'s
+    right operand first, so its nodes are made first and run last, and y's five gradients add in that order (made
+    left to right: 6-18 of 125 of y's gradients an ulp off)."""
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0.1, 3, (5, 5, 5)).astype(np.float32), rng.uniform(0.2, 4, (5, 5, 5)).astype(np.float32)
+    results = []
+    for lib in (torch, ml):
+        leaves = [lib.tensor(x, requires_grad=True), lib.tensor(y, requires_grad=True)]
+        out = lib.nn.functional.poisson_nll_loss(*leaves, log_input=log_input, full=True, reduction="none")
+        weight = lib.tensor(np.random.default_rng(7).standard_normal(x.shape).astype(np.float32))
+        results.append([out.detach().numpy()] + [g.numpy() for g in lib.autograd.grad((out * weight).sum(), leaves)])
+    for name, a, b in zip(("value", "grad x", "grad y"), *results):
+        assert int((_bits(a) != _bits(b)).sum()) == 0, name
+
+
+def test_norm_gradient_of_a_number_takes_torchs_pow():
+    """linalg.vector_norm(x, -2.1) of a 0-d x: norm_backward's |x| ** (p - 1) of a 0-d array is a NumPy scalar, which
+    the pow kernel's model passed to NumPy's ``**`` (3 ulps off torch's powf for x = -8.478374)."""
+    for v in [np.float32(-8.478374)] + list(NUMBERS[:10].astype(np.float32)):
+        for p in (-2.1, 0.5, 6):
+            _same_bits(lambda lib, t: lib.linalg.vector_norm(t, p), v)

@@ -453,8 +453,10 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(reduction + " is not a valid value for reduction")
     loss = ops.exp(input) - target * input if log_input else input - target * ops.log(input + eps)
-    if full:
-        stirling = target * ops.log(target) - target + 0.5 * ops.log(2 * math.pi * target)
+    if full:  # (ATen's ``t * log(t) - t + 0.5 * log(2 pi t)``: GCC evaluates the + operator's right operand first,
+        # so its nodes are made first and the engine runs them last: the order target's 5 gradients are added in)
+        half_log = 0.5 * ops.log(2 * math.pi * target)
+        stirling = target * ops.log(target) - target + half_log
         loss = loss + stirling.masked_fill(target <= 1, 0)
     return _reduced("poisson_nll_loss", loss, reduction)
 

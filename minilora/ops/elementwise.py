@@ -362,7 +362,8 @@ class Pow(Function):
 
 def _power_kernel(a, b):
     """``a ** b`` (arrays or a Python number on either side) as torch's pow kernel for their dtype."""
-    try:
+    a, b = (np.asarray(v) if isinstance(v, np.generic) else v for v in (a, b))  # (NumPy's 0-d results are scalars:
+    try:  # a 0-d tensor's power, not NumPy's ``**``; norm_backward's |x| ** (p - 1) of a 0-d x was off)
         out = _half_powers(a, b)
         if out is None:
             out = _float32_power(a, b)
