@@ -34,6 +34,7 @@ import stat
 import struct
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -510,6 +511,11 @@ def _publishing(directory):
     removed while still held, so none is left beside the folder; a waiter that then gets the lock of the removed
     file takes the next one instead (``_locked_file``)."""
     path = _lock_path(directory)
+    mine = _held_here().get(path)
+    if mine is not None:  # (this thread reads the folder, or saves inside it, and swaps it now: waiting for its own
+        with _made_exclusive(mine[0]):  # shared lock would never end; that lock becomes exclusive for the swap)
+            yield
+        return
     descriptor = _locked_file(path)
     try:
         yield
@@ -521,6 +527,18 @@ def _publishing(directory):
                 pass
             finally:  # (whatever stops the removal, a Ctrl-C included, the lock goes; unlocked, not only closed:
                 _unlock(descriptor)  # a process forked meanwhile, a DataLoader worker, holds a copy of it)
+
+
+@contextlib.contextmanager
+def _made_exclusive(descriptor):
+    """The shared lock held on ``descriptor`` made exclusive for the block (waiting for the other holders), then
+    shared again."""
+    import fcntl
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(descriptor, fcntl.LOCK_SH)
 
 
 def _unlock(descriptor):
@@ -576,19 +594,36 @@ def _enclosing_folders(folder):
 @contextlib.contextmanager
 def _kept_in_place(folder):
     """Hold the shared lock of ``folder`` and of each folder around it (``_enclosing_folders``) for the block: no
-    other save swaps one of them meanwhile. Each lock file is removed afterwards unless another save holds it."""
-    held = []
+    other save swaps one of them meanwhile. Each lock file is removed afterwards unless another save holds it. A
+    lock this thread holds already is held once more (``_held_here``), never taken on a second descriptor."""
+    held, taken = _held_here(), []
     try:
         for enclosing in _enclosing_folders(folder):
             path = _lock_path(enclosing)
-            descriptor = _locked_file(path, shared=True)
-            if descriptor is not None:
-                held.append((path, descriptor))
+            if path not in held:
+                descriptor = _locked_file(path, shared=True)
+                if descriptor is None:
+                    continue
+                held[path] = [descriptor, 0]
+            held[path][1] += 1
+            taken.append(path)
         yield
     finally:
-        for path, descriptor in reversed(held):
-            _unlock(descriptor)
-            _remove_if_unheld(path)
+        for path in reversed(taken):
+            held[path][1] -= 1
+            if not held[path][1]:
+                _unlock(held.pop(path)[0])
+                _remove_if_unheld(path)
+
+
+_THIS_THREAD = threading.local()
+
+
+def _held_here():
+    """{lock file: [descriptor, times held]} of the shared locks this thread holds (``_kept_in_place``)."""
+    if not hasattr(_THIS_THREAD, "shared"):
+        _THIS_THREAD.shared = {}
+    return _THIS_THREAD.shared
 
 
 @contextlib.contextmanager

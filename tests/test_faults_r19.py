@@ -21,6 +21,7 @@ The interruptions are real SIGINTs (``signal.raise_signal``), sent from a profil
 Python's handler runs where the signal lands, at every point of the pass in turn.
 """
 import json
+import linecache
 import os
 import signal
 import subprocess
@@ -474,17 +475,33 @@ def test_a_ctrl_c_between_the_two_renames_of_a_folder_swap_leaves_the_new_folder
 # ==================================================================================================
 # A Ctrl-C while an op split across threads waits for a helper's block
 # ==================================================================================================
-def _helper_slow(started):
-    """A block function: the helper's block signals that it began and takes a while; the caller's own block waits
-    for that start, so the caller is then certainly waiting for the helper (in ``_Helper.wait``)."""
+def _helper_held(started, ctrl_c, caller_back):
+    """A block function: the helper's block says it began, waits for the Ctrl-C (``ctrl_c``: raised in the caller),
+    then for the caller to be back from the op (``caller_back``; 0.2 s at most: a caller that waits, as it must,
+    is back only after this block), and writes; the caller's own block waits for that start, so the caller then
+    certainly waits for the helper (in ``_Helper.wait``). No clock decides what the test sees: a caller that gave
+    up waiting is back before the helper's block is written, on any machine."""
     def fn(block):
         if threading.current_thread() is threading.main_thread():
-            started.wait(2)
+            started.wait()
         else:
             started.set()
-            time.sleep(0.15)
+            ctrl_c.wait()
+            caller_back.wait(0.2)
         block += 1
     return fn
+
+
+def _blocked_waiting_for_a_helper(ident):
+    """Whether the thread ``ident`` is at ``_Helper.wait``'s acquire (the state a Ctrl-C must find it in: no clock
+    says so on a loaded machine, where a 50 ms pause once was not enough to get there)."""
+    frame = sys._current_frames().get(ident)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "wait" and code.co_filename == parallel.__file__:
+            return "done.acquire()" in linecache.getline(code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return False
 
 
 @posix_only
@@ -495,24 +512,36 @@ def test_a_ctrl_c_while_a_split_op_waits_for_its_helper_stops_after_every_block_
     not interruptible: the op finishes, then the KeyboardInterrupt comes.)"""
     threads = parallel.num_threads()
     parallel.set_num_threads(2)
-    try:
-        main, started = threading.main_thread().ident, threading.Event()
+    main, started, ctrl_c, over = threading.main_thread().ident, threading.Event(), threading.Event(), threading.Event()
 
-        def ctrl_c_while_the_caller_waits():
-            started.wait(2)
-            time.sleep(0.05)
-            signal.pthread_kill(main, signal.SIGINT)
-        sender = threading.Thread(target=ctrl_c_while_the_caller_waits)
+    def keyboard_interrupt(*_):
+        ctrl_c.set()
+        raise KeyboardInterrupt
+    handler = signal.signal(signal.SIGINT, keyboard_interrupt)
+
+    def ctrl_c_while_the_caller_waits():
+        started.wait()
+        while not _blocked_waiting_for_a_helper(main) and not over.is_set():
+            time.sleep(0.001)
+        signal.pthread_kill(main, signal.SIGINT)
+    sender = threading.Thread(target=ctrl_c_while_the_caller_waits)
+    try:
         sender.start()
-        interrupted = np.zeros((2, parallel.MIN_ITEMS), np.float32)
+        interrupted, back = np.zeros((2, parallel.MIN_ITEMS), np.float32), threading.Event()
         with pytest.raises(KeyboardInterrupt):
-            parallel.rows(_helper_slow(started), interrupted)
-        sender.join()
-        assert (interrupted == 1).all()  # (every block written when the KeyboardInterrupt came, none after)
-        nxt = np.zeros((2, parallel.MIN_ITEMS), np.float32)
-        parallel.rows(_helper_slow(threading.Event()), nxt)
-        assert (nxt == 1).all()
+            parallel.rows(_helper_held(started, ctrl_c, back), interrupted)
+        seen = interrupted.copy()
+        back.set()
+        assert (seen == 1).all()  # (every block written when the KeyboardInterrupt came, none after)
+        nxt, back = np.zeros((2, parallel.MIN_ITEMS), np.float32), threading.Event()
+        parallel.rows(_helper_held(threading.Event(), ctrl_c, back), nxt)
+        seen = nxt.copy()
+        back.set()
+        assert (seen == 1).all()  # (the next op waited for its own helper's block)
     finally:
+        over.set()
+        sender.join()
+        signal.signal(signal.SIGINT, handler)
         parallel.set_num_threads(threads)
 
 
