@@ -189,7 +189,8 @@ _SUBMODULES = {"nn", "optim", "lora", "cuda", "models", "memory", "data", "train
                "emulator", "kernels", "checkpoint", "testing", "exercises", "serialization", "futures"}
 # Names whose module loads on first use: bfloat16 imports ml_dtypes (~0.7 s), torch.save/torch.load's
 # file formats (serialization, torch_format) ~40 ms that a program not saving anything need not pay.
-_LAZY_NAMES = {"bfloat16": "dtypes", "load": "serialization", "save": "serialization"}
+_LAZY_NAMES = {"bfloat16": "dtypes", "load": "serialization", "save": "serialization",
+               "BFloat16Storage": "storage"}
 
 
 def __getattr__(name):

@@ -587,19 +587,22 @@ def _legacy_dtype(name):
     return getattr(name, "dtype", name)
 
 
-def _legacy_classes():
-    classes = {}
-    for name in _LEGACY_DTYPES:
-        if name == "bfloat16" and dtypes.bfloat16_if_installed() is None:
-            continue
-        dtype = np.dtype(dtypes.to_dtype(name))
-        class_name = _legacy_class_name(dtype)
-        classes[class_name] = _LegacyStorageMeta(class_name, (_LegacyStorage,), {
-            "dtype": dtype, "__module__": "torch", "__qualname__": class_name, "__slots__": ()})
-    return classes
+def _legacy_class(dtype):
+    class_name = _legacy_class_name(dtype)
+    return _LegacyStorageMeta(class_name, (_LegacyStorage,), {
+        "dtype": dtype, "__module__": "torch", "__qualname__": class_name, "__slots__": ()})
 
 
-LEGACY_CLASSES = _legacy_classes()  # (minilora/__init__.py exports them under their names)
+# (minilora/__init__.py exports them under their names). BFloat16Storage is made on first use, as bfloat16 itself:
+# building it would import ml_dtypes (~0.7 s) in every `import minilora`.
+LEGACY_CLASSES = {_legacy_class_name(np.dtype(name)): _legacy_class(np.dtype(name))
+                  for name in _LEGACY_DTYPES if name != "bfloat16"}
+
+
+def __getattr__(name):
+    if name == "BFloat16Storage" and dtypes.bfloat16_if_installed() is not None:
+        return LEGACY_CLASSES.setdefault(name, _legacy_class(np.dtype(dtypes.bfloat16)))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_storage(obj):
@@ -622,7 +625,8 @@ def storage(self):
 def storage_type(self):
     """``x.storage_type()``: the legacy storage class of ``x``'s dtype (``torch.FloatStorage``)."""
     _warn_typed_storage_removal()
-    return LEGACY_CLASSES[_legacy_class_name(self.dtype)]
+    name = _legacy_class_name(self.dtype)
+    return LEGACY_CLASSES[name] if name in LEGACY_CLASSES else __getattr__(name)
 
 
 def is_shared(self):
