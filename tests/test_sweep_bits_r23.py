@@ -165,3 +165,15 @@ def test_norm_gradient_of_a_number_takes_torchs_pow():
     for v in [np.float32(-8.478374)] + list(NUMBERS[:10].astype(np.float32)):
         for p in (-2.1, 0.5, 6):
             _same_bits(lambda lib, t: lib.linalg.vector_norm(t, p), v)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_multilabel_margin_loss_values_are_atens_kernel(reduction):
+    """F.multilabel_margin_loss: ATen adds each row's hinge terms in double and rounds the row's sum once; 'mean' and
+    'sum' add the rows in double too (the composed float32 sums: ~60% of these losses an ulp off)."""
+    rng = np.random.default_rng(0)
+    x, target = rng.standard_normal((6, 25)).astype(np.float32) * 2, rng.integers(-1, 25, (6, 25))
+    target[:, :2] = rng.integers(0, 25, (6, 1))  # (a class listed twice counts twice)
+    values = [lib.nn.functional.multilabel_margin_loss(lib.tensor(x), lib.tensor(target), reduction=reduction)
+              for lib in (torch, ml)]
+    assert np.array_equal(_bits(values[0].numpy()), _bits(values[1].numpy()))

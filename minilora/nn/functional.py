@@ -5,6 +5,7 @@ and with the same defaults (``tests/test_torch_conformance_nn.py`` compares the 
 option minilora does not implement (``sparse=True``) raises rather than being ignored; ``inplace=True``
 writes the result into the input, with torch's autograd rules (``_in_place_if``).
 """
+import functools
 import math
 import warnings
 
@@ -919,11 +920,35 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     loss = _reduced("multilabel_margin_loss", loss.reshape(()) if input.ndim <= 1 else loss, reduction,
                     graph=(input,))
     if type(input._array) is np.ndarray and input.dtype in (np.float32, np.float64):
-        loss = _KernelGradients.apply(loss, input, None, None, values=np.array(loss._array, copy=True),
+        values = _multilabel_margin_values(rows._array, labels, listed > 0, reduction, tuple(loss.shape))
+        loss = _KernelGradients.apply(loss, input, None, None, values=values,
                                       gradients=_multilabel_margin_gradients(rows._array, labels, listed > 0,
                                                                              input.shape, reduction))
         loss = _name_node(loss, "MultilabelMarginLossBackward0", input, graph=(input,))  # (torch's one node)
     return _backward_reads(loss, input)  # (torch's multilabel_margin_loss_backward(grad, self, target, is_target))
+
+
+def _multilabel_margin_values(x, labels, is_target, reduction, shape):
+    """ATen's multilabel_margin_loss forward: each row's terms ``(1 - x[j]) + x[i]`` (in the dtype) for each target j
+    in order and each non-target i with a positive term, added in double and rounded to the dtype per row; the rows
+    then added in double and divided by C (and N for 'mean') there, or, for 'none', each row divided by C in the
+    dtype. The composed ops summed in the dtype (an ulp off)."""
+    kind, classes = x.dtype.type, x.shape[1]
+    row_sums = np.zeros(x.shape[0], x.dtype)
+    for n, row in enumerate(labels):
+        total = 0.0  # (accscalar_t: a Python float is C's double)
+        for j in row:
+            if j < 0:
+                break
+            with np.errstate(all="ignore"):
+                terms = (kind(1) - x[n, j]) + x[n]
+            total = functools.reduce(float.__add__, terms[~is_target[n] & (terms > 0)].tolist(), total)
+        row_sums[n] = total
+    if reduction == "none" and shape:
+        return (row_sums / kind(classes)).reshape(shape)
+    total = np.float64(functools.reduce(float.__add__, row_sums.tolist(), 0.0)) / classes
+    with np.errstate(invalid="ignore"):  # (no rows: 0 / 0, NaN as torch's)
+        return np.asarray(total / x.shape[0] if reduction == "mean" else total).astype(x.dtype).reshape(shape)
 
 
 def _multilabel_margin_gradients(x, labels, is_target, shape, reduction):
