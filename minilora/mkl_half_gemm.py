@@ -23,7 +23,7 @@ order is not claimed: ``applies`` is False and the float32 BLAS sum stands.
 """
 import numpy as np
 
-from . import dtypes, float32_math
+from . import dtypes, float32_math, native, parallel
 
 _F32 = np.float32
 
@@ -115,3 +115,27 @@ def one_query_values(dst, weights, values, dtype, unaligned=0):
         peeled = np.arange(products.shape[-2]) < np.asarray(unaligned)[..., None]  # [..., D]
         total = np.where(peeled, halves_of_8(start, products), total)
     return total[..., None, :]
+
+
+def narrow_sgemm_applies(rows, k, outputs):
+    """Whether MKL's float32 ``x @ a.T`` (``F.linear`` of a float32 ``x`` [rows, k] and ``a`` [outputs, k]) sums as
+    ``lanes_of_4`` here: measured for 4 and 8 outputs a row (LoRA's ``lora_A`` at r = 4, 8), more than one row and
+    ``k % 4 == 0`` (other shapes take other kernels: one row, 16 or more outputs, a tail of k)."""
+    return APPLIES and outputs in (4, 8) and rows > 1 and k % 4 == 0
+
+
+def narrow_sgemm(x, a):
+    """``x @ a.T`` (float32 [M, K] and [R, K]) in MKL's order where ``narrow_sgemm_applies``: 4 lanes over k
+    (compiled where a C compiler is found, ``native/float32_kernels.c``'s ``ml_lanes4_products``: the same order)."""
+    out = np.empty((x.shape[0], a.shape[0]), _F32)
+    library = float32_math._native_library()
+    if library is not None:
+        x, a = np.ascontiguousarray(x, _F32), np.ascontiguousarray(a, _F32)
+        parallel.rows(lambda rows, out_rows: library.ml_lanes4_products(
+            *map(native.address, (rows, a, out_rows)), rows.shape[0], x.shape[1], a.shape[0]),
+            x, out, work_per_row=a.size)
+        return out
+    step = max(1, (1 << 22) // max(1, a.size))  # (rows of products at once: ~16 MB)
+    for start in range(0, x.shape[0], step):
+        out[start:start + step] = lanes_of_4(x[start:start + step, None, :] * a[None, :, :])
+    return out

@@ -812,3 +812,22 @@ void ml_half_dot_products(const float *restrict a, const float *restrict b, floa
         }
     }
 }
+
+/* ---- MKL's float32 order for x @ a^T with a few outputs a row (mkl_half_gemm.py's lanes_of_4): 4 lanes take
+ * k = 4 j + l, each from zero; folded (l0 + l2) + (l1 + l3); the last k % 4 products one by one. */
+void ml_lanes4_products(const float *restrict a, const float *restrict b, float *restrict c,
+                        size_t m, size_t k, size_t n) {
+    size_t whole = k - k % 4;
+    for (size_t i = 0; i < m; i++) {
+        const float *row = a + i * k;
+        for (size_t j = 0; j < n; j++) {
+            const float *col = b + j * k;
+            float lanes[4] = {0};
+            for (size_t s = 0; s < whole; s += 4)
+                for (int l = 0; l < 4; l++) lanes[l] += row[s + l] * col[s + l];
+            float total = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
+            for (size_t s = whole; s < k; s++) total = total + row[s] * col[s];
+            c[i * n + j] = total;
+        }
+    }
+}

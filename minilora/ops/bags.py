@@ -6,7 +6,8 @@ gradient up in another order than torch. torch's ``_embedding_bag_dense_backward
 (``indices.sort()``: unstable, ties in ``std::sort``'s order, ``std_sort.sort_order``) and, for each occurrence in
 that order, adds ``scale * grad[bag]`` to the id's row with ATen's ``axpy`` kernel (a fused multiply-add per
 element where its build fuses, ``fastmath.multiply_add``), ``scale`` being 1, the sample's weight, or
-``1 / bag_size`` computed in double and rounded to the dtype. ``DenseBagGradient`` carries the forward's values
+``1 / bag_size`` computed in double and rounded to the dtype (16-bit: through float; the product rounded to 16 bits
+before it is added, and the sum again: the 16-bit ``+=`` takes a 16-bit number). ``DenseBagGradient`` carries the forward's values
 and runs that loop as its backward: torch's bits in float32 and float64 (differentiating the ops left up to a
 quarter of the elements 1 ulp off). A ``per_sample_weights`` gradient is each sample's dot product of its bag's
 gradient and its row (torch's BLAS ``dot``, whose order is MKL's own: here a float64 sum, rounded).
@@ -55,6 +56,8 @@ def _accumulated_rows(ctx, g, kept):
     if ctx.mean:
         sizes = ctx.bag_sizes[ctx.bag_of[order]]
         scale = np.where(sizes != 0, scale / np.maximum(sizes, 1), scale)
+    if g.dtype.itemsize == 2:  # (16-bit: ``(scalar_t)scale`` goes through float)
+        scale = scale.astype(np.float32)
     scale = scale.astype(g.dtype)[:, None]
     first = np.r_[True, ids[1:] != ids[:-1]] if ids.size else np.zeros(0, bool)
     rank = np.arange(ids.size) - np.maximum.accumulate(np.where(first, np.arange(ids.size), 0))  # k of each
@@ -62,5 +65,15 @@ def _accumulated_rows(ctx, g, kept):
     for k in range(int(rank.max()) + 1 if rank.size else 0):
         step = rank == k
         rows = ids[step]
-        grad_weight[rows] = fastmath.multiply_add(scale[step], g[ctx.bag_of[order[step]]], grad_weight[rows])
+        grad_weight[rows] = _axpy(scale[step], g[ctx.bag_of[order[step]]], grad_weight[rows])
     return grad_weight
+
+
+def _axpy(a, x, y):
+    """ATen's ``y[i] += a * x[i]``: fused where its build fuses; on 16-bit numbers the product is float32 (``a`` the
+    opmath float) rounded to the 16-bit type before the addition (``+=`` takes a ``BFloat16``/``Half``), and the
+    sum rounded again."""
+    if x.dtype.itemsize != 2:
+        return fastmath.multiply_add(a, x, y)
+    product = (a.astype(np.float32) * x.astype(np.float32)).astype(x.dtype)
+    return (y.astype(np.float32) + product.astype(np.float32)).astype(x.dtype)

@@ -42,7 +42,7 @@ bfloat16 rounding of the above.
 """
 import numpy as np
 
-from .. import amp as _amp, bf16_products, dtypes, float32_sums, kernels, parallel
+from .. import amp as _amp, bf16_products, dtypes, float32_sums, half_products, kernels, mkl_half_gemm, parallel
 from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
@@ -196,9 +196,17 @@ def _half_forward(X, keep, W0, A, B, bias, scale):
         base += dtypes.upcast(bias)
     base = base.astype(dtype).astype(np.float32)  # the base layer's output, a 16-bit tensor
     Xd = Xf if keep is None else rnd(Xf * keep)  # dropout(x.to(A.dtype))
-    U = rnd(lora_mm(Xd, dtypes.upcast(A).T))  # lora_A(x)
+    U = rnd(_lora_a_product(Xd, dtypes.upcast(A), lora_mm))  # lora_A(x)
     lora = rnd(rnd(lora_mm(U, dtypes.upcast(B).T)) * np.float32(scale))  # lora_B(lora_A(x)) * scaling
     return (base + lora).astype(dtype), U
+
+
+def _lora_a_product(x, a, products):
+    """``lora_A(x)``: float32 adapters' product is MKL's sgemm in torch, whose order is modelled for LoRA's usual
+    ranks (``mkl_half_gemm.narrow_sgemm``); else ``products``' (16-bit adapters: their own order)."""
+    if a.dtype == np.float32 and type(x) is np.ndarray and mkl_half_gemm.narrow_sgemm_applies(*x.shape, a.shape[0]):
+        return mkl_half_gemm.narrow_sgemm(x, a)
+    return products(x, a.T)
 
 
 def _half_backward(g, X, keep, U, W0, A, B, scale, need_dx, need_dA, need_dB):
@@ -237,8 +245,18 @@ def _half_base_grads(ctx, dY, dX):
 
 def _products(dtype):
     """How torch sums a product of ``dtype`` tensors (given here as float32 copies): bfloat16 in oneDNN's order
-    (``bf16_products``), float16 and float32 as NumPy's float32 product."""
-    return bf16_products.matmul if bf16_products.applies(dtype) else np.matmul
+    (``bf16_products``), float16 in ATen's loops (``half_products``, by the operands' layout, as PEFT's base layer's
+    ``F.linear`` and its gradients), float32 as NumPy's float32 product."""
+    if bf16_products.applies(dtype):
+        return bf16_products.matmul
+    if dtype == np.float16 and not half_products._ONEDNN:
+        return _half_loops
+    return np.matmul
+
+
+def _half_loops(a, b):
+    """``a @ b`` of float32 copies of float16 values, summed as ATen's float16 loops (NumPy's where one is empty)."""
+    return half_products.matmul(a, b) if a.size and b.size else np.matmul(a, b)
 
 
 def bf16_kernel_applies(x, W0, A, B, bias=None, dropout_p=0.0):
