@@ -23,7 +23,7 @@ import pytest
 
 import fake_cupy
 import minilora as ml
-from minilora import kernels, ops
+from minilora import kernels, mkl_half_gemm, ops
 from minilora.device import device as _device
 from minilora.lora import LoraConfig, get_peft_model
 from minilora.models import LlamaConfig, LlamaForCausalLM
@@ -79,11 +79,13 @@ def train_two_steps(device, lora):
 
 @contextlib.contextmanager
 def without_cpu_kernel_roundings():
-    """cpu without the two roundings only torch's CPU kernels make (the flash attention kernel, PEFT's two parts
-    of x's gradient): what is left is the math the cuda stand-in runs too."""
+    """cpu without the orders and roundings only torch's CPU kernels make (the flash attention kernel, PEFT's two
+    parts of x's gradient, MKL's order for lora_A(x): mkl_half_gemm): what is left is the math the cuda stand-in
+    runs too."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(attention16, "takes", lambda *args: False)
         patch.setattr(lora_ops, "x_grad_in_two_parts", lambda x: False)
+        patch.setattr(mkl_half_gemm, "APPLIES", False)
         yield
 
 
