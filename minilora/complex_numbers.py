@@ -34,9 +34,9 @@ import types
 
 import numpy as np
 
-from . import dtypes, ops
+from . import dtypes, factories, ops
 from .ops import meta as _meta_ops
-from .device import xp_of
+from .device import holds_no_values, xp_of
 from .tensor import Function, Tensor, _storage, name_node
 
 complex64 = cfloat = np.dtype("complex64")
@@ -299,7 +299,22 @@ def complex(real, imag, *, out=None):  # noqa: A001  (torch's name)
     pairs = ops.stack([real.expand(shape), imag.expand(shape)], -1).contiguous()  # (a transposed input too)
     result = ViewAsComplex.apply(pairs)
     result = name_node(result, "ComplexBackward0", real, imag, graph=(real, imag))
-    return _written_exactly(result, out, "complex")
+    return _written_exactly(_in_iterator_layout(result, real, imag), out, "complex")
+
+
+def _in_iterator_layout(result, *inputs):
+    """``result`` (a new tensor this module composed, handed to no one yet) laid out as torch's TensorIterator lays
+    out an elementwise result of ``inputs`` (torch.complex's kernel is one: a channels_last or transposed pair keeps
+    its order; the composed pairs above are C order)."""
+    array = result._array
+    order = factories.iterator_order_of(array.shape, [x._array for x in inputs])
+    if order != tuple(range(array.ndim)) and array.size > 1:
+        if holds_no_values(array):  # (meta: the layout, no values to copy)
+            laid_out = _meta_ops.unwritten(array.shape, array.dtype, order)
+        else:
+            laid_out = factories.in_iterator_layout(array, [x._array for x in inputs])
+        result._array = factories.known_layout(laid_out, order)
+    return result
 
 
 def _written_exactly(result, out, name):

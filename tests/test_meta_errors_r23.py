@@ -161,6 +161,19 @@ _BAD_SHAPES = {
     "einsum": lambda T: T.einsum("ij,jk->ik", _o(T, 2, 3)),
     "topk": lambda T: _o(T, 3).topk(5),
     "kthvalue": lambda T: _o(T, 3).kthvalue(5),
+    "gather index larger": lambda T: _o(T, 2, 3).gather(1, T.zeros(3, 3, dtype=T.int64)),
+    "scatter src smaller": lambda T: _o(T, 2, 3).scatter(1, T.zeros(2, 3, dtype=T.int64), _o(T, 2, 2)),
+    "index_select 2-D index": lambda T: _o(T, 2, 3).index_select(0, T.zeros(1, 1, dtype=T.int64)),
+    "one_hot": lambda T: _F(T).one_hot(T.tensor([5]), 3),
+    "nll_loss weight": lambda T: _F(T).nll_loss(_o(T, 4, 5), T.zeros(4, dtype=T.int64), weight=_o(T, 3)),
+    "pad odd": lambda T: _F(T).pad(_o(T, 2, 3), (1,)),
+    "pad reflect": lambda T: _F(T).pad(_o(T, 1, 2, 3), (3, 3), mode="reflect"),
+    "glu odd": lambda T: _F(T).glu(_o(T, 2, 3)),
+    "sum dims twice": lambda T: _o(T, 2, 3).sum((0, 0)),
+    "einsum output label": lambda T: T.einsum("ij,jk->il", _o(T, 2, 3), _o(T, 3, 4)),
+    "mask shape": lambda T: _o(T, 2, 3)[T.ones(3, dtype=T.bool)],
+    "repeat_interleave": lambda T: _o(T, 3).repeat_interleave(T.tensor([1, 2])),
+    "interpolate 2-D": lambda T: _F(T).interpolate(_o(T, 4, 4), scale_factor=2),
 }
 
 
@@ -188,6 +201,7 @@ _STRIDED = {  # (name: call, the inputs' layouts whose result's strides were not
     "nanquantile keepdim": (lambda T, x: T.nanquantile(x, 0.3, dim=0, keepdim=True), ("channels_last", "permuted")),
     "angle of a complex": (lambda T, x: T.angle(x.to(T.complex64)), _ALL),
     "conj": (lambda T, x: x.to(T.complex64).conj(), _ALL),
+    "torch.complex": (lambda T, x: T.complex(x, x * 2), _ALL),
     "prelu": (lambda T, x: T.nn.functional.prelu(x, T.ones(1) * 0.25), _ALL),
     "matmul": (lambda T, x: x @ T.ones(x.shape[-1], 3), ("channels_last",)),
     "scatter": (lambda T, x: x.scatter(0, T.zeros(1, *x.shape[1:], dtype=T.int64), 1.0), ("channels_last",)),

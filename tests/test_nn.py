@@ -69,8 +69,9 @@ def test_embedding_padding_idx_matches_torch(padding_idx):
     with torch.no_grad():
         twin.weight[padding_idx] = 1.5
     _compare_with_torch(layer, twin, np.array([[0, 3, 3, 6], [6, 1, 3, 0]]))
-    with pytest.raises(ValueError, match=r"padding_idx must lie in \[-7, 7\), got 7"):
+    with pytest.raises(ValueError, match=r"padding_idx must lie in \[-7, 7\), got 7") as refused:  # (a note)
         nn.Embedding(7, 4, padding_idx=7)
+    assert str(refused.value) == "Padding_idx must be within num_embeddings"  # (torch's words)
 
 
 def test_rmsnorm_matches_torch(rng):

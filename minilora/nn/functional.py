@@ -317,7 +317,7 @@ def glu(input, dim=-1):
         raise RuntimeError("glu does not support scalars because halving size must be even")
     size = input.shape[dim]
     if size % 2:
-        raise RuntimeError(f"Halving dimension must be even, but dimension {dim} is size {size}")
+        raise RuntimeError(f"Halving dimension must be even, but dimension {dim % input.ndim} is size {size}")
     return _name_node(_Glu.apply(input, dim=dim % input.ndim), "GluBackward0", graph=(input,))  # (torch's one node)
 
 

@@ -1202,7 +1202,7 @@ def _check_interpolate_call(input, mode, antialias):
                                   f"minilora (without antialias every mode is)")
     if mode not in _INTERPOLATE_MODES or input.ndim not in (3, 4, 5):
         raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) "
-                                  f"for the modes: nearest | linear | bilinear | bicubic | trilinear | area | "
+                                  f"for the modes: nearest | linear | bilinear | bicubic | trilinear | lanczos | area | "
                                   f"nearest-exact (got {mode})")
     rank = _INTERPOLATE_MODES[mode]
     if rank is not None and input.ndim != rank:

@@ -16,6 +16,7 @@ from ..float32_sums import sum_like_torch
 from ..device import META, holds_no_values, xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
                       torch_name, upcast)
+from ..tensor import with_note
 from ..tensor import (Function, Tensor, is_grad_enabled, name_node, no_complex_autograd, no_forward_formula, no_grad,
                       no_meta_kernel, no_meta_positions,
                       saves_as_torch)
@@ -116,9 +117,8 @@ def _check_index(input, dim, index, fn):
         raise RuntimeError(f"Index tensor must have the same number of dimensions as {named} tensor")
     for d, (n, m) in enumerate(zip(index.shape, input.shape)):
         if d != dim and n > m:
-            raise RuntimeError(f"{fn}(): Size does not match at dimension {d}: index has size {n} "
-                               f"but input has size {m} (index may only be smaller away from dim "
-                               f"{dim})")
+            raise RuntimeError(f"Size does not match at dimension {d} expected index {list(index.shape)} to be no "
+                               f"larger than self {list(input.shape)} apart from dimension {dim}")
     if index.numel():
         size = input.shape[dim] if input.ndim else 1
         bad = first_out_of_bounds(index._array, 0, size)  # (torch takes no negative index here: -1 is out)
@@ -478,7 +478,7 @@ def _index_vector(index, fn, input):
         raise RuntimeError(f"{fn}(): Expected dtype int32/int64 for index")
     no_meta_positions(input, index)
     if index.ndim > 1:
-        raise IndexError(f"{fn}(): Index is supposed to be a vector, got {index.ndim}-D")
+        raise IndexError(f"{fn}(): Index is supposed to be a vector")
     return index._array.reshape(-1)
 
 
@@ -695,9 +695,8 @@ def _scatter(fn, input, dim, index, src, add):
     _check_index(input, dim, index, fn)
     if isinstance(src, Tensor):
         if src.ndim != index.ndim or any(n > m for n, m in zip(index.shape, src.shape)):
-            raise RuntimeError(f"{fn}(): Expected index {tuple(index.shape)} to be smaller than "
-                               f"src {tuple(src.shape)} apart from dimension {dim} and to have the "
-                               f"same number of dimensions")
+            raise RuntimeError(f"Expected index {list(index.shape)} to be no larger than self {list(input.shape)} "
+                               f"apart from dimension {dim} and to be no larger size than src {list(src.shape)}")
         if src.dtype != input.dtype:
             raise RuntimeError(f"{fn}(): Expected self.dtype to be equal to src.dtype "
                                f"({input.dtype} vs {src.dtype})")
@@ -1276,8 +1275,11 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     if counts.dtype.kind == "f":
         raise NotImplementedError(f'"repeat_interleave_cpu" not implemented for \'{counts.dtype}\'')
     if counts.dtype.kind not in "iu" or counts.ndim > 1 or counts.size not in (1, size):
-        raise RuntimeError(f"repeat_interleave: repeats must be an int or a 1-D integer tensor of "
-                           f"{size} counts (or one), got shape {tuple(counts.shape)}")
+        words = (f"repeats must have the same size as input along dim, but got repeats.size(0) = {counts.size} and "
+                 f"input.size(0) = {size}" if counts.ndim == 1 and counts.dtype.kind in "iu"
+                 else "repeats must be 0-dim or 1-dim tensor")
+        raise with_note(RuntimeError(words), f"repeat_interleave: repeats must be an int or a 1-D integer tensor of "
+                                             f"{size} counts (or one), got shape {tuple(counts.shape)}")
     if counts.size and int(counts.min()) < 0:
         raise RuntimeError("repeat_interleave: repeats can not be negative")
     positions = np.repeat(np.arange(size), np.broadcast_to(counts.reshape(-1), (size,)))

@@ -512,6 +512,10 @@ def _einsum_subscripts(equation, ndims):
         if repeated is not None:
             raise RuntimeError(f"einsum(): output subscript {repeated} appears more than once in the "
                                f"output")
+        missing = next((c for c in output if not any(c in s for s in subs)), None)
+        if missing is not None:
+            raise RuntimeError(f"einsum(): output subscript {missing} does not appear in the equation for any input "
+                               f"operand")
     else:
         labels = "".join(subs)
         output = ellipsis + "".join(sorted(c for c in set(labels) if labels.count(c) == 1

@@ -1240,8 +1240,8 @@ def _row_index(fn, index, rows):
     if index is None:
         return None
     if not -rows <= int(index) < rows:
-        raise EmbeddingArgumentError(f"Padding_idx must be within num_embeddings ({fn}: padding_idx must "
-                                     f"lie in [-{rows}, {rows}), got {index})")
+        raise with_note(EmbeddingArgumentError("Padding_idx must be within num_embeddings"),
+                        f"{fn}: padding_idx must lie in [-{rows}, {rows}), got {index}")
     return int(index) % rows
 
 
@@ -1387,7 +1387,7 @@ def _class_weight(fn, weight, logits):
     weight = _array(weight)
     if weight is not None and tuple(weight.shape) != (logits.shape[1],):
         raise RuntimeError(f"weight tensor should be defined either for all {logits.shape[1]} classes or no classes "
-                           f"but got weight tensor of shape: {list(weight.shape)} ({fn})")
+                           f"but got weight tensor of shape: {list(weight.shape)}")
     return None if weight is None else xp_of(logits._array).asarray(weight, dtype=logits.dtype)
 
 
@@ -2434,7 +2434,7 @@ def pad(input, pad, mode="constant", value=None):
                                   f"'replicate' or 'circular')")
     pad = tuple(int(p) for p in int_arguments("pad", "pad", pad))
     if len(pad) % 2:  # RuntimeErrors with torch's words, as torch
-        raise RuntimeError(f"Padding length must be divisible by 2, got {len(pad)}")
+        raise RuntimeError("Padding length must be divisible by 2")
     if len(pad) // 2 > input.ndim:
         raise RuntimeError(f"Padding length should be less than or equal to two times the input dimension "
                            f"but got padding length {len(pad)} and input of dimension {input.ndim}")
@@ -2533,7 +2533,7 @@ def _pad_by_index(input, pad, mode):
             # input (its checks too): pad(x, (-1, 2), 'reflect') of [0, 1, 2] is [1, 2, 1, 0], and
             # pad(x, (-3, 2), 'replicate') of [0, 1, 2] is [2, 2]
             if mode == "reflect" and max(before, after) >= size:
-                raise RuntimeError(f"Padding size should be less than the corresponding input dimension, "
+                raise RuntimeError(f"Argument #4: Padding size should be less than the corresponding input dimension, "
                                    f"but got: padding ({before}, {after}) at dimension {dim} of input "
                                    f"{list(input.shape)}")
             positions = _padded_positions(mode, size, before, after)
@@ -2595,7 +2595,7 @@ def one_hot(input, num_classes=-1):
             raise RuntimeError("Can not infer total number of classes from empty tensor.")
         num_classes = int(ids.max()) + 1
     if ids.size and ids.max() >= num_classes:
-        raise RuntimeError(f"one_hot: class values must be smaller than num_classes ({num_classes})")
+        raise RuntimeError("Class values must be smaller than num_classes.")
     out = (ids[..., None] == xp.arange(num_classes)).astype(np.int64)
     return Tensor._make(out, input.device, False, None) if isinstance(input, Tensor) else Tensor(out)
 

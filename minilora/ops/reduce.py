@@ -106,7 +106,7 @@ def _axes(axis, ndim):
     normalised = tuple(sorted(ax % rank for ax in axes))
     if len(set(normalised)) != len(normalised):
         repeated = next(d for d in normalised if normalised.count(d) > 1)
-        raise RuntimeError(f"dim {repeated} appears multiple times in the list of dims {axis!r}")
+        raise RuntimeError(f"dim {repeated} appears multiple times in the list of dims")
     return normalised
 
 

@@ -492,12 +492,33 @@ def torch_index_error(error, input, index):
     message = str(error)
     if " is out of bounds for axis " in message:  # (NumPy's axis is torch's dimension, the words otherwise torch's)
         return IndexError(message.replace(" for axis ", " for dimension "))
+    if message.startswith("boolean index did not match indexed array along axis "):
+        return _mask_shape_error(message, input, index) or error
     if not message.startswith("too many indices for array"):
         return error
     if input.ndim == 0 and isinstance(index, (int, np.integer)) and not isinstance(index, bool):
         return IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or `tensor.item<T>()` "
                           "in C++ to convert a 0-dim tensor to a number")
     return IndexError(f"too many indices for tensor of dimension {input.ndim}")
+
+
+def _mask_shape_error(message, input, index):
+    """torch's words for a boolean mask whose shape is not the indexed dimensions' (NumPy names the tensor's axis);
+    None where the mask is not found simply (after an Ellipsis)."""
+    axis = int(message.split("along axis ")[1].split(";")[0])
+    start = 0
+    for part in index if isinstance(index, tuple) else (index,):
+        shape = getattr(part, "shape", None)
+        if shape is not None and getattr(part, "dtype", None) in (bool, np.bool_):
+            if start <= axis < start + len(shape):
+                return IndexError(f"The shape of the mask {list(shape)} at index {axis - start} does not match the "
+                                  f"shape of the indexed tensor {list(input.shape)} at index {axis}")
+            start += len(shape)
+        elif part is Ellipsis:
+            return None
+        elif part is not None:
+            start += max(len(shape), 1) if shape is not None else 1
+    return None
 
 
 def _indexing_node(index):
