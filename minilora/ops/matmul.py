@@ -828,7 +828,8 @@ def bmm(input, mat2):
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("bmm", bmm, input, mat2)
     _products_check("bmm", (3, 3), input, mat2)
-    _bmm_sizes_check(input, mat2)
+    if input.shape[0] != mat2.shape[0]:  # (other sizes: MatMul's check, in the same words)
+        raise ShapeError(_bmm_message(input.shape, mat2.shape))
     return name_node(matmul(input, mat2), "BmmBackward0", input, mat2)
 
 
