@@ -7,7 +7,8 @@ import numpy as _np  # noqa: E402
 from . import dtypes  # noqa: E402
 from .device import holds_no_values as _holds_no_values, unwritten_zeros as _unwritten_zeros  # noqa: E402
 from .device import xp_of as _xp_of  # noqa: E402
-from .factories import known_layout as _known_layout  # noqa: E402
+from .factories import contiguous_format as _contiguous_format, known_layout as _known_layout  # noqa: E402
+from .factories import suggested_format as _suggested_format, unknown_layout as _unknown_layout  # noqa: E402
 from .complex_numbers import conj_physical, is_complex  # noqa: E402
 
 # torch's Hermitian transforms, as torch defines them: hfft is the inverse real transform of the conjugate
@@ -24,7 +25,10 @@ def _hermitian(name, real_transform, to_real, input, sizes, dim, norm, out):
         return real_transform(conj_physical(input) if is_complex(input) else input, sizes, dim, norm, out=out)
     result = conj_physical(real_transform(input, sizes, dim, norm))
     if name != "ihfft" and result.ndim > 1:
-        _laid_out_as_torchs(result, _transformed_dims(input.ndim, sizes, dim))
+        if _suggested_format(input._array) is not _contiguous_format:  # (a channels_last input: torch's transform
+            _unknown_layout(result._array)  # orders its dimensions otherwise, by no rule found: stride() refuses)
+        else:
+            _laid_out_as_torchs(result, _transformed_dims(input.ndim, sizes, dim))
     return result if out is None else out.copy_(result)
 
 
