@@ -647,34 +647,36 @@ def _contracted_as_torch(operands, subs, output):
     from .reduce import sum as sum_
     from .shape import reshape
     labels = output + "".join(sorted(set("".join(subs)) - set(output), key=_torch_label_order))
-    aligned = []
-    for x, sub in zip(operands, subs):
-        shape = [x.shape[sub.index(label)] if label in sub else 1 for label in labels]
+    aligned, shapes = [], [tuple(x.shape) for x in operands]  # (a Tensor's shape is a new Size each time: read once)
+    for x, shape, sub in zip(operands, shapes, subs):
         order = sorted(sub, key=labels.index)
-        aligned.append(_arranged(x, [sub.index(label) for label in order], shape))
-    holders = {label: sum(1 for x, sub in zip(operands, subs) if label in sub and x.shape[sub.index(label)] != 1)
+        aligned.append(_arranged(x, [sub.index(label) for label in order],
+                                 [shape[sub.index(label)] if label in sub else 1 for label in labels]))
+    holders = {label: sum(1 for shape, sub in zip(shapes, subs) if label in sub and shape[sub.index(label)] != 1)
                for label in labels}
     while len(aligned) > 1:
         a, b = aligned.pop(0), aligned.pop(0)
         summed, a_alone, b_alone = [], [], []
+        a_shape, b_shape = tuple(a.shape), tuple(b.shape)
         for d in range(len(output), len(labels)):
             label = labels[d]
-            if a.shape[d] != 1 and b.shape[d] != 1:
+            if a_shape[d] != 1 and b_shape[d] != 1:
                 holders[label] -= 1
                 if holders[label] == 1:
                     summed.append(d)
                     holders[label] = 0
             elif holders[label] == 1:
-                if a.shape[d] != 1:
+                if a_shape[d] != 1:
                     a_alone.append(d)
                     holders[label] = 0
-                elif b.shape[d] != 1:
+                elif b_shape[d] != 1:
                     b_alone.append(d)
                     holders[label] = 0
         a = sum_(a, a_alone, keepdim=True) if a_alone else a
         b = sum_(b, b_alone, keepdim=True) if b_alone else b
         aligned.insert(0, _sumproduct_pair(a, b, summed))
-    return reshape(aligned[0], aligned[0].shape[:len(output)])
+    result = aligned[0]
+    return _arranged(result, range(result.ndim), tuple(result.shape)[:len(output)])
 
 
 def _sumproduct_pair(left, right, summed):
@@ -686,31 +688,34 @@ def _sumproduct_pair(left, right, summed):
     if not summed:
         return mul(left, right)
     shared, left_own, right_own = [], [], []
-    for d in range(left.ndim):
+    left_shape, right_shape = tuple(left.shape), tuple(right.shape)
+    for d in range(len(left_shape)):
         if d in summed:
             continue
-        if left.shape[d] != 1 and right.shape[d] != 1:
+        if left_shape[d] != 1 and right_shape[d] != 1:
             shared.append(d)
-        elif left.shape[d] != 1:
+        elif left_shape[d] != 1:
             left_own.append(d)
         else:
             right_own.append(d)
     if left_own and right_own and right_own[-1] < left_own[0]:  # (ATen's swap_lo_ro: the same products, laid out
         left, right, left_own, right_own = right, left, right_own, left_own  # as the output's labels come)
-    size = lambda dims, x: math.prod(x.shape[d] for d in dims)  # noqa: E731
+        left_shape, right_shape = right_shape, left_shape
+    size = lambda dims, shape: math.prod(shape[d] for d in dims)  # noqa: E731
     left_matrices = _arranged(left, shared + left_own + summed + right_own,
-                              [size(shared, left), size(left_own, left), size(summed, left)])
+                              [size(shared, left_shape), size(left_own, left_shape), size(summed, left_shape)])
     right_matrices = _arranged(right, shared + summed + right_own + left_own,
-                               [size(shared, left), size(summed, left), size(right_own, right)])
-    out_shape = [left.shape[d] for d in shared + left_own] + [1] * len(summed) + [right.shape[d] for d in right_own]
+                               [size(shared, left_shape), size(summed, left_shape), size(right_own, right_shape)])
+    out_shape = [left_shape[d] for d in shared + left_own] + [1] * len(summed) + [right_shape[d] for d in right_own]
     placed = shared + left_own + summed + right_own
-    return _arranged(reshape(bmm(left_matrices, right_matrices), out_shape), [placed.index(d) for d in range(left.ndim)])
+    return _arranged(reshape(bmm(left_matrices, right_matrices), out_shape), [placed.index(d) for d in range(len(left_shape))])
 
 
 def _arranged(x, order, shape=None):
     """``x.permute(order).reshape(shape)``, leaving out a step that changes nothing (each op costs ~10 us here)."""
     from .shape import permute, reshape
-    if list(order) != list(range(x.ndim)):
+    order = list(order)
+    if order != list(range(len(order))):
         x = permute(x, order)
     return x if shape is None or tuple(shape) == tuple(x.shape) else reshape(x, shape)
 
