@@ -362,8 +362,9 @@ class Pow(Function):
 
 def _power_kernel(a, b):
     """``a ** b`` (arrays or a Python number on either side) as torch's pow kernel for their dtype."""
-    a, b = (np.asarray(v) if isinstance(v, np.generic) else v for v in (a, b))  # (NumPy's 0-d results are scalars:
-    try:  # a 0-d tensor's power, not NumPy's ``**``; norm_backward's |x| ** (p - 1) of a 0-d x was off)
+    if isinstance(a, np.generic):  # (NumPy's 0-d results are scalars: a 0-d tensor's power, not NumPy's ``**``;
+        a = np.asarray(a)  # norm_backward's |x| ** (p - 1) of a 0-d x was off)
+    try:
         out = _half_powers(a, b)
         if out is None:
             out = _float32_power(a, b)
