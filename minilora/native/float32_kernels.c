@@ -831,3 +831,36 @@ void ml_lanes4_products(const float *restrict a, const float *restrict b, float 
         }
     }
 }
+
+/* ---- one query row's weighted values in MKL's order (mkl_half_gemm.py's one_query_values): dst[c] += the sum over
+ * the block's keys j of w[j] * v[j][c], from dst[c]. quads != 0 (bfloat16): each 4 keys (p0 + p2) + (p1 + p3), in
+ * order, then the last keys % 4 from the last one back; else (float16) key after key, but the first `unaligned`
+ * outputs each 8 keys as 4 added in order then 4 summed apart and added, the last keys % 8 in order. */
+void ml_one_row_values(const float *restrict w, const float *restrict v, float *restrict dst,
+                       size_t keys, size_t d, int quads, size_t unaligned) {
+    size_t whole = keys - keys % (quads ? 4 : 8);
+    if (quads) {
+        for (size_t s = 0; s < whole; s += 4) {
+            const float *v0 = v + s * d, *v1 = v0 + d, *v2 = v1 + d, *v3 = v2 + d;
+            for (size_t c = 0; c < d; c++)
+                dst[c] += (w[s] * v0[c] + w[s + 2] * v2[c]) + (w[s + 1] * v1[c] + w[s + 3] * v3[c]);
+        }
+        for (size_t j = keys; j-- > whole;)
+            for (size_t c = 0; c < d; c++) dst[c] += w[j] * v[j * d + c];
+        return;
+    }
+    size_t peeled = unaligned < d ? unaligned : d;
+    for (size_t c = 0; c < peeled; c++) {
+        float total = dst[c];
+        for (size_t s = 0; s < whole; s += 8) {
+            float apart = 0;
+            for (size_t j = s; j < s + 4; j++) total += w[j] * v[j * d + c];
+            for (size_t j = s + 4; j < s + 8; j++) apart += w[j] * v[j * d + c];
+            total += apart;
+        }
+        for (size_t j = whole; j < keys; j++) total += w[j] * v[j * d + c];
+        dst[c] = total;
+    }
+    for (size_t j = 0; j < keys; j++)
+        for (size_t c = peeled; c < d; c++) dst[c] += w[j] * v[j * d + c];
+}
