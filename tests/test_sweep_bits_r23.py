@@ -177,3 +177,21 @@ def test_multilabel_margin_loss_values_are_atens_kernel(reduction):
     values = [lib.nn.functional.multilabel_margin_loss(lib.tensor(x), lib.tensor(target), reduction=reduction)
               for lib in (torch, ml)]
     assert np.array_equal(_bits(values[0].numpy()), _bits(values[1].numpy()))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("equation, shapes", [("bi,bj,bk->bijk", [(2, 3), (2, 4), (2, 5)]), ("i,j->ij", [(5,), (7,)]),
+                                              ("ij,jk,kl->il", [(3, 4), (4, 5), (5, 2)])])
+def test_einsum_of_16bit_operands_rounds_each_pair_as_torch(dtype, equation, shapes):
+    """torch.einsum("bi,bj,bk->bijk") of bfloat16 operands: ATen's pairs each give a 16-bit result, rounded before the
+    next product (one NumPy einsum in float32 rounded once: 28 of 120 values off); "i,j->ij"'s gradients are mul's."""
+    arrays = [np.random.default_rng(i).standard_normal(shape).astype(np.float32) for i, shape in enumerate(shapes)]
+    results = []
+    for lib in (torch, ml):
+        leaves = [lib.tensor(a).to(getattr(lib, dtype)).requires_grad_() for a in arrays]
+        out = lib.einsum(equation, *leaves)
+        weight = lib.tensor(np.random.default_rng(7).standard_normal(tuple(out.shape)).astype(np.float32))
+        grads = lib.autograd.grad((out * weight.to(out.dtype)).sum(), leaves)
+        results.append([out.detach().float().numpy()] + [g.float().numpy() for g in grads])
+    for name, a, b in zip(["value"] + [f"grad {i}" for i in range(len(arrays))], *results):
+        assert int((_bits(a) != _bits(b)).sum()) == 0, name

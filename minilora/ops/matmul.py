@@ -586,8 +586,8 @@ def _torch_einsum_layout(subs, output):
 
 def einsum(equation, *operands):
     """``torch.einsum("bij,bjk->bik", a, b)`` (operands also as one list, as torch accepts), or in
-    the sublist format ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` (integers for letters). float32/float64 operands
-    are summed and contracted as torch's einsum does it (``_one_operand_summed``, ``_contracted_as_torch``)."""
+    the sublist format ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` (integers for letters). Floating operands are summed
+    and contracted as torch's einsum does it (``_one_operand_summed``, ``_contracted_as_torch``)."""
     return _einsum(equation, operands, as_torch=True)
 
 
@@ -633,9 +633,9 @@ def _one_operand_summed(operand, sub, output):
 
 
 def _contracts_as_torch(operands):
-    """Does ``_contracted_as_torch`` follow torch's einsum of these operands (two or more float32/float64 ones, none
-    empty)?"""
-    return len(operands) > 1 and operands[0].dtype in (np.float32, np.float64) and all(x.numel() for x in operands)
+    """Does ``_contracted_as_torch`` follow torch's einsum of these operands (two or more floating ones, 16-bit too:
+    its ``bmm`` rounds after each pair, where one NumPy einsum in float32 rounded once; none empty)?"""
+    return len(operands) > 1 and is_floating(operands[0].dtype) and all(x.numel() for x in operands)
 
 
 def _contracted_as_torch(operands, subs, output):
