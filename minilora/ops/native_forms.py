@@ -7,10 +7,11 @@
 The outputs are the functional ops' own (``F.layer_norm``, ``F.batch_norm``, ``F.group_norm``: the same
 values and gradients, under the same node names); the statistics are computed as those ops' torch-bit paths
 compute theirs (``ops/nn.py``: ``float32_sums.row_moments`` for layer and group norm, ``aten_training_statistics``
-for batch norm), so a float32 mean or rstd is torch's bits. Like torch's, the statistics carry no gradient.
-``batch_norm_update_stats`` is SyncBatchNorm's piece torch's CPU build has; the others (``batch_norm_stats``,
-``batch_norm_elemt``, ``batch_norm_gather_stats*``, ``batch_norm_backward_*``) are torch's CUDA kernels' maths
-on any device (``sync_batch_norm_pieces``).
+for batch norm, ``batch_norm_16bit_statistics`` for its 16-bit kernels), so a float32 mean or rstd is torch's bits.
+As torch's, layer and batch norm's statistics carry no gradient, group norm's do. ``native_dropout`` draws
+F.dropout's mask and scales as ATen's kernel. ``batch_norm_update_stats`` is SyncBatchNorm's piece torch's CPU
+build has; the others (``batch_norm_stats``, ``batch_norm_elemt``, ``batch_norm_gather_stats*``,
+``batch_norm_backward_*``) are torch's CUDA kernels' maths on any device (the last section).
 """
 import math
 
