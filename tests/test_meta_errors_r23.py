@@ -174,6 +174,10 @@ _BAD_SHAPES = {
     "mask shape": lambda T: _o(T, 2, 3)[T.ones(3, dtype=T.bool)],
     "repeat_interleave": lambda T: _o(T, 3).repeat_interleave(T.tensor([1, 2])),
     "interpolate 2-D": lambda T: _F(T).interpolate(_o(T, 4, 4), scale_factor=2),
+    "conv2d bias": lambda T: _F(T).conv2d(_o(T, 1, 3, 5, 5), _o(T, 4, 3, 3, 3), _o(T, 5)),
+    "conv1d bias": lambda T: _F(T).conv1d(_o(T, 1, 3, 5), _o(T, 4, 3, 3), _o(T, 5)),
+    "conv2d bias of 4 x 1": lambda T: _F(T).conv2d(_o(T, 1, 3, 5, 5), _o(T, 4, 3, 3, 3), _o(T, 4, 1)),
+    "linear 3-D weight": lambda T: _F(T).linear(_o(T, 2, 3), _o(T, 4, 5, 3)),
 }
 
 

@@ -90,8 +90,18 @@ def linear(input, weight, bias=None):
             raise RuntimeError("linear: a bias needs a 2-D weight (mat2 must be a matrix, got 1-D tensor)")
         return ops.matmul(input, weight)
     if bias is None or tuple(bias.shape) == (weight.shape[0],):  # the fused node (the common case)
-        return ops.linear(input, weight, bias)
+        try:
+            return ops.linear(input, weight, bias)
+        except RuntimeError:  # (the error path only: torch transposes the weight first, and says so)
+            _refuse_weight_rank(weight)
+            raise
+    _refuse_weight_rank(weight)
     return _linear_with_broadcast_bias(input, weight, bias)
+
+
+def _refuse_weight_rank(weight):
+    if weight.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {weight.ndim}D")
 
 
 def _linear_bias_message(input, bias, out_shape):

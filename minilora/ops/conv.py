@@ -250,10 +250,18 @@ def _add_bias(out, bias, input, weight, stride, dilation, groups, transposed=Fal
     gradient is summed as oneDNN's backward sums it (``ConvBias``), elsewhere as torch's sum kernel."""
     if bias is None:
         return out
+    if not transposed and (bias.ndim != 1 or bias.shape[0] != out.shape[1]):
+        raise RuntimeError(_bias_size_message(weight, bias))
     chunks = _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed)
     if chunks is None:
         return out + bias.reshape((1, -1) + (1,) * (out.ndim - 2))
     return ConvBias.apply(out, bias, chunks=chunks)
+
+
+def _bias_size_message(weight, bias):
+    """torch's words for a convolution's bias that is not one value per output channel."""
+    return (f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with {weight.shape[0]} "
+            f"elements, but got bias of size {list(bias.shape)} instead")
 
 
 def _uses_onednn(input, weight, stride, dilation, groups):
@@ -366,6 +374,8 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if not isinstance(padding, str):
         padding = (0, padding if isinstance(padding, int) else padding[0])
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
+    if bias is not None and (bias.ndim != 1 or bias.shape[0] != weight.shape[0]):  # (conv2d's words would name the
+        raise RuntimeError(_bias_size_message(weight, bias))                        # image-shaped weight)
     try:
         out = conv2d(_as_image(input), _as_image(weight), bias, one(stride), padding, one(dilation), groups)
     except RuntimeError as exc:  # (conv2d's words name the height of 1: torch's conv1d names the length only)
