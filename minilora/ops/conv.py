@@ -197,8 +197,6 @@ def _conv_padding(padding, kernel, dilation, stride):
     return _spatial(padding, rank, "padding"), None
 
 
-@_amp.autocasts
-@saving_as_torch("input", "weight")  # what torch's convolution node keeps (not the bias)
 def _kernel_too_large(sizes, kernel, padding, dilation):
     """torch's error for a (dilated) kernel larger than the padded input, each sized per spatial dimension."""
     padded = " x ".join(str(n + 2 * p) for n, p in zip(sizes, padding))
@@ -207,6 +205,8 @@ def _kernel_too_large(sizes, kernel, padding, dilation):
                         f"can't be greater than actual input size")
 
 
+@_amp.autocasts
+@saving_as_torch("input", "weight")  # what torch's convolution node keeps (not the bias)
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """PyTorch's ``F.conv2d``: ``input`` [N, C, H, W] (or unbatched [C, H, W]) with ``weight``
     [O, C / groups, kh, kw], plus ``bias`` [O]."""
