@@ -178,6 +178,7 @@ _BAD_SHAPES = {
     "conv1d bias": lambda T: _F(T).conv1d(_o(T, 1, 3, 5), _o(T, 4, 3, 3), _o(T, 5)),
     "conv2d bias of 4 x 1": lambda T: _F(T).conv2d(_o(T, 1, 3, 5, 5), _o(T, 4, 3, 3, 3), _o(T, 4, 1)),
     "linear 3-D weight": lambda T: _F(T).linear(_o(T, 2, 3), _o(T, 4, 5, 3)),
+    "masked_select": lambda T: T.masked_select(_o(T, 2, 3), T.ones(4, dtype=T.bool)),
 }
 
 

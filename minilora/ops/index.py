@@ -1088,7 +1088,7 @@ def masked_select(input, mask):
         raise RuntimeError(f"masked_select: expected BoolTensor for mask, got {mask.dtype}")
     no_meta_kernel("masked_select", input, mask)
     from .nn import _broadcast_or_raise
-    shape = _broadcast_or_raise("masked_select", input.shape, mask.shape)  # (torch: RuntimeError)
+    shape = _broadcast_or_raise("masked_select", mask.shape, input.shape)  # (torch's: the mask is its tensor a)
     selected = saves_as_torch(input.expand(shape)[mask.expand(shape)._array], input, mask)  # (torch keeps both)
     return name_node(selected, "MaskedSelectBackward0", input, graph=(input,))
 
