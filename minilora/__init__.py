@@ -45,7 +45,7 @@ def arange(start=0, end=None, step=1, *, dtype=None, layout=None, device=None, p
     if dtype is None:
         floating = _builtins.any(isinstance(b, _builtins.float) for b in bounds)
         dtype = dtypes.get_default_dtype() if floating else dtypes.int64
-    dtype = _to_dtype(dtype)
+    dtype = dtypes.dtype_argument("arange", dtype)
     start, end, step = bounds
     if dtype == dtypes.bool or dtype.kind == "c":
         raise NotImplementedError(f"\"arange_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")

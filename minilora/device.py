@@ -23,6 +23,7 @@ A device that cannot run says so through ``enabled()`` and ``why_disabled``; not
 """
 import mmap
 import os
+import re
 import shutil
 import threading
 
@@ -293,6 +294,10 @@ def all_devices():
     return [dev for dev in _DEVICES.values() if dev is not META]
 
 
+# c10's device string grammar: a type of letters and underscores, then an optional index without leading zeros
+_DEVICE_STRING = re.compile(r"[a-zA-Z_]+(:(0|[1-9][0-9]*))?")
+
+
 def device(name=None):
     """``device('cpu' | 'emu' | 'cuda' | 'meta')``; ``None`` gives the default (this thread's
     ``with device:`` block's or set_default_device's, else ``MINILORA_DEVICE``, else cpu).
@@ -306,6 +311,8 @@ def device(name=None):
     if dev is not None and dev._checked and dev._why is None:  # (a plain name, probed before: every factory's call)
         return dev
     given, name = name, str(name).split(":")[0]  # accept 'cuda:0' as PyTorch users write it
+    if type(given) is str and not _DEVICE_STRING.fullmatch(given):  # x.to('float64'): torch reads a device
+        raise UnknownDeviceError(f"Invalid device string: '{given}'")
     if name not in _DEVICES:
         raise UnknownDeviceError(f"unknown device '{name}': Expected one of {', '.join(sorted(_DEVICES))} device "
                                  f"type at start of device string: {given}")

@@ -92,8 +92,11 @@ def _sizes(size, keywords, fn, negative_words=None):
     return _size(size, fn, negative_words)
 
 
-def _float_dtype(dtype):
-    return dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
+def _float_dtype(dtype, fn=None):
+    """``dtype`` or the default float dtype; given the public ``fn``, checked as torch's parser checks it."""
+    if dtype is None:
+        return dtypes.get_default_dtype()
+    return dtypes.to_dtype(dtype) if fn is None else dtypes.dtype_argument(fn, dtype)
 
 
 def _made_drawn(array, dtype, device, requires_grad):
@@ -124,12 +127,13 @@ def as_tensor(data, dtype=None, device=None):
     asked dtype and device comes back as it is (otherwise converted with ``.to``, which autograd
     follows); a NumPy array of the asked dtype shares its memory when the device keeps NumPy arrays
     (cpu, emu); anything else is copied, its dtype inferred as ``tensor(data)`` does."""
+    dtype = dtypes.dtype_argument("as_tensor", dtype)
     if isinstance(data, Tensor):
         return data if dtype is None and device is None else data.to(device=device, dtype=dtype)
     if isinstance(data, np.ndarray):
         refuse_negative_strides(data)
         data = dtypes.canonical(data)  # (an equal copy of bfloat16's dtype: the registered one)
-        return Tensor(data, dtype=data.dtype if dtype is None else dtypes.to_dtype(dtype), device=device)
+        return Tensor(data, dtype=data.dtype if dtype is None else dtype, device=device)
     from .tensor import tensor
     return tensor(data, dtype=dtype, device=device)
 
@@ -143,7 +147,7 @@ def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
     that keeps NumPy arrays (cpu, emu). ``copy=False`` where a copy is unavoidable (another dtype or
     device, a Python sequence) raises ValueError instead of copying silently. A copy follows the
     graph only with ``requires_grad=True``."""
-    dtype = dtypes.to_dtype(dtype)
+    dtype = dtypes.dtype_argument("asarray", dtype)
     if isinstance(obj, Tensor):
         return _tensor_asarray(obj, dtype, device, copy, requires_grad)
     if isinstance(obj, np.ndarray):
@@ -206,7 +210,7 @@ _ZEROS_NEGATIVE = "zeros: Dimension size must be non-negative."  # (torch's zero
 def zeros(*size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False, **keywords):
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("zeros", layout, pin_memory, device)
-    dtype = _float_dtype(dtype)
+    dtype = _float_dtype(dtype, "zeros")
     on_meta = _for_meta(device)
     shape = _sizes(size, keywords, "zeros", None if on_meta else _ZEROS_NEGATIVE)
     return _make((_unwritten if on_meta else np.zeros)(shape, dtype), dtype, device, requires_grad)
@@ -215,7 +219,7 @@ def zeros(*size, dtype=None, layout=None, device=None, pin_memory=False, require
 def ones(*size, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False, **keywords):
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("ones", layout, pin_memory, device)
-    dtype = _float_dtype(dtype)
+    dtype = _float_dtype(dtype, "ones")
     return _make((_unwritten if _for_meta(device) else np.ones)(_sizes(size, keywords, "ones"), dtype), dtype,
                  device, requires_grad)
 
@@ -226,7 +230,7 @@ def empty(*size, dtype=None, layout=None, device=None, pin_memory=False, require
     ``memory_format=torch.channels_last``: laid out with the channels innermost."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("empty", layout, pin_memory, device)
-    dtype = _float_dtype(dtype)
+    dtype = _float_dtype(dtype, "empty")
     result = _make((_unwritten if _for_meta(device) else np.zeros)(_sizes(size, keywords, "empty"), dtype), dtype,
                    device, requires_grad)
     if memory_format not in (None, contiguous_format, preserve_format):
@@ -251,7 +255,7 @@ def full(size, fill_value, *, dtype=None, layout=None, device=None, pin_memory=F
     """A tensor of ``size`` filled with ``fill_value`` (dtype from the value unless given, as torch)."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("full", layout, pin_memory, device)
-    dtype = _fill_dtype(fill_value) if dtype is None else dtypes.to_dtype(dtype)
+    dtype = _fill_dtype(fill_value) if dtype is None else dtypes.dtype_argument("full", dtype)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     if not isinstance(size, (tuple, list)):  # torch's full, unlike ones/zeros, takes no bare number
@@ -263,8 +267,8 @@ def full(size, fill_value, *, dtype=None, layout=None, device=None, pin_memory=F
     return _make(_filled(size, fill_value, dtype), dtype, device, requires_grad)
 
 
-def _like(input, dtype, device):
-    return (input.dtype if dtype is None else dtypes.to_dtype(dtype),
+def _like(input, dtype, device, fn):
+    return (input.dtype if dtype is None else dtypes.dtype_argument(fn, dtype),
             input.device if device is None else device)
 
 
@@ -274,7 +278,7 @@ def zeros_like(input, *, dtype=None, layout=None, device=None, pin_memory=False,
     the other ``*_like`` tensors."""
     if layout is not None or pin_memory is not False:
         check_layout("zeros_like", layout, pin_memory, device)
-    dtype, device = _like(input, dtype, device)
+    dtype, device = _like(input, dtype, device, "zeros_like")
     fill = _unwritten if _for_meta(device) else np.zeros
     return _laid_out_like(input, memory_format, lambda shape: _make(fill(shape, dtype), dtype, device, requires_grad))
 
@@ -283,7 +287,7 @@ def ones_like(input, *, dtype=None, layout=None, device=None, pin_memory=False, 
               memory_format=None):
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("ones_like", layout, pin_memory, device)
-    dtype, device = _like(input, dtype, device)
+    dtype, device = _like(input, dtype, device, "ones_like")
     fill = _unwritten if _for_meta(device) else np.ones
     return _laid_out_like(input, memory_format, lambda shape: _make(fill(shape, dtype), dtype, device, requires_grad))
 
@@ -293,6 +297,7 @@ def empty_like(input, *, dtype=None, layout=None, device=None, pin_memory=False,
     """Zero-filled, like ``empty``."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("empty_like", layout, pin_memory, device)
+    dtype = dtypes.dtype_argument("empty_like", dtype)  # (before zeros_like, which takes any spelling from here)
     return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad, memory_format=memory_format)
 
 
@@ -300,7 +305,7 @@ def full_like(input, fill_value, *, dtype=None, layout=None, device=None, pin_me
               memory_format=None):
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("full_like", layout, pin_memory, device)
-    dtype, device = _like(input, dtype, device)
+    dtype, device = _like(input, dtype, device, "full_like")
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     return _laid_out_like(input, memory_format, lambda shape: _make(_filled(shape, fill_value, dtype), dtype,
@@ -314,7 +319,7 @@ def eye(n, m=None, *, dtype=None, layout=None, device=None, pin_memory=False, re
     for name, value in (("n", n), ("m", m)):
         if value is not None and value < 0:
             raise RuntimeError(f"{name} must be greater or equal to 0, got {value}")
-    dtype = _float_dtype(dtype)
+    dtype = _float_dtype(dtype, "eye")
     return _make(np.eye(n, n if m is None else m, dtype=dtype), dtype, device, requires_grad)
 
 
@@ -997,6 +1002,7 @@ def rand(*size, generator=None, dtype=None, layout=None, device=None, pin_memory
     """Uniform on [0, 1): torch's numbers for the same seed."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("rand", layout, pin_memory, device)
+    dtype = dtypes.dtype_argument("rand", dtype)
     shape = _sizes(size, keywords, "rand")
     device = _device_of(device)  # (resolved once: Tensor() below takes the Device as it is)
     if device is META:
@@ -1011,6 +1017,7 @@ def randn(*size, generator=None, dtype=None, layout=None, device=None, pin_memor
     """Standard normal: torch's numbers for the same seed."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("randn", layout, pin_memory, device)
+    dtype = dtypes.dtype_argument("randn", dtype)
     return _randn(_sizes(size, keywords, "randn"), generator, dtype, device, requires_grad)
 
 
@@ -1032,7 +1039,7 @@ def rand_like(input, *, generator=None, dtype=None, layout=None, device=None, pi
     ``x``'s shape, transposed."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("rand_like", layout, pin_memory, device)
-    dtype, device = _like(input, dtype, device)
+    dtype, device = _like(input, dtype, device, "rand_like")
     return _laid_out_like(input, memory_format, lambda shape: rand(shape, generator=generator, dtype=dtype,
                                                                    device=device, requires_grad=requires_grad),
                           draws=True)
@@ -1042,7 +1049,7 @@ def randn_like(input, *, generator=None, dtype=None, layout=None, device=None, p
                memory_format=None):
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("randn_like", layout, pin_memory, device)
-    dtype, device = _like(input, dtype, device)
+    dtype, device = _like(input, dtype, device, "randn_like")
     order = draw_order(input, memory_format)
     laid_out = [axis for axis in order if input.shape[axis] != 1]
     contiguous = laid_out == sorted(laid_out)  # (torch's is_contiguous: dimensions of size 1 aside)
@@ -1068,7 +1075,7 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, layout=N
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= "
                            f"to={high}")
-    dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
+    dtype = dtypes.int64 if dtype is None else dtypes.dtype_argument("randint", dtype)
     _check_random_range(low, high, dtype)
     low, high = _representable_range(low, high, dtype)
     device = _device_of(device)
@@ -1133,7 +1140,7 @@ def linspace(start, end, steps, *, dtype=None, layout=None, device=None, pin_mem
     steps = _check_steps("linspace", steps)
     if dtype is None and any(isinstance(v, complex) or isinstance(v, Tensor) and v.is_complex() for v in (start, end)):
         dtype = np.dtype(np.complex64 if dtypes.get_default_dtype() == np.float32 else np.complex128)  # (torch's)
-    dtype = _float_dtype(dtype)
+    dtype = _float_dtype(dtype, "linspace")
     if steps == 0:  # (torch converts neither end then)
         return _make(np.zeros(0, dtype), dtype, device, requires_grad)
     if dtype.itemsize == 2 and dtypes.is_floating(dtype):
@@ -1200,7 +1207,7 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=No
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("logspace", layout, pin_memory, device)
     steps = _check_steps("logspace", steps)
-    dtype = _float_dtype(dtype)
+    dtype = _float_dtype(dtype, "logspace")
     if dtype.kind == "c":  # (torch's complex pow of each exponent: not reproduced)
         raise NotImplementedError(f"logspace of a complex dtype ({dtypes.torch_name(dtype)}) is not implemented in "
                                   f"minilora: take base ** linspace(start, end, steps, dtype=...) instead")
@@ -1700,7 +1707,7 @@ def randint_like(input, low=0, high=None, *, generator=None, dtype=None, layout=
         check_layout("randint_like", layout, pin_memory, device)
     if high is None:
         low, high = 0, low
-    dtype, device = _like(input, dtype, device)
+    dtype, device = _like(input, dtype, device, "randint_like")
     return _laid_out_like(input, memory_format, lambda shape: randint(
         low, high, shape, generator=generator, dtype=dtype, device=device, requires_grad=requires_grad), draws=True)
 

@@ -3340,40 +3340,41 @@ def _replace_values(dest, values, node):
     return name_node(filled, node, dest, graph=(dest, None) if copies else (dest,))
 
 
+# torch's three signatures of Tensor.to, by what comes first: a Tensor, a dtype, else a device (a string too:
+# x.to('float64') is torch's "Invalid device string"); non_blocking and copy follow by position or keyword
+_TO_SIGNATURES = {"other": ("other", "non_blocking", "copy"), "dtype": ("dtype", "non_blocking", "copy"),
+                  "device": ("device", "dtype", "non_blocking", "copy")}
+
+
 def _parse_to(args, kwargs):
-    """torch's ``Tensor.to`` overloads -> ``(device, dtype, copy)``."""
-    device = kwargs.pop("device", None)
-    dtype = kwargs.pop("dtype", None)
-    copy = kwargs.pop("copy", False)
-    kwargs.pop("non_blocking", None)
-    if kwargs:
-        raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-    flags = [arg for arg in args if isinstance(arg, bool)]  # to(dtype, non_blocking, copy): the bools come last
-    if len(flags) == 2:
-        copy = flags[1]
-    for arg in args:
-        if isinstance(arg, Tensor):
-            device, dtype = arg._device, arg.dtype
-        elif isinstance(arg, bool):
-            continue
-        elif _looks_like_dtype(arg):
-            dtype = arg
-        else:
-            device = arg
-    dtype = _to_dtype(dtype)
-    return (None if device is None else _get_device(device)), dtype, copy
+    """torch's ``Tensor.to`` overloads -> ``(device, dtype, copy)``; a call none of them takes is torch's
+    "invalid combination of arguments"."""
+    first = args[0] if args else None
+    kind = ("other" if isinstance(first, Tensor) else "dtype" if dtypes.is_dtype_object(first) else "device")
+    names = _TO_SIGNATURES[kind]
+    given = dict(zip(names, args))
+    if len(args) > len(names) or any(name in given or name not in names for name in kwargs):
+        raise _to_invalid_combination(args, kwargs)
+    given.update(kwargs)
+    for flag in ("non_blocking", "copy"):
+        if not isinstance(given.get(flag, False), bool):
+            raise _to_invalid_combination(args, kwargs)
+    device, dtype = given.get("device"), given.get("dtype")
+    if kind == "other":
+        device, dtype = first._device, first.dtype
+    dtype = dtypes.dtype_argument("to", dtype)
+    return (None if device is None else _get_device(device)), dtype, given.get("copy", False)
 
 
-def _looks_like_dtype(arg):
-    """Tell ``to('cuda')`` from ``to('float32')``: a string names a dtype only if it is a dtype's name
-    (anything else is read as a device, refused in torch's words: ``to('bogus')``)."""
-    if isinstance(arg, str):
-        try:
-            _to_dtype(arg)
-        except TypeError:
-            return False
-        return True
-    return not (isinstance(arg, Device) or type(arg).__name__ == "device")
+def _to_invalid_combination(args, kwargs):
+    got = [dtypes._argument_type_name(a) if not dtypes.is_dtype_object(a) else "torch.dtype" for a in args]
+    got += [f"{k}={dtypes._argument_type_name(v)}" for k, v in kwargs.items()]
+    return TypeError(f"to() received an invalid combination of arguments - got ({', '.join(got)}), but expected one "
+                     "of:\n * (torch.device device = None, torch.dtype dtype = None, bool non_blocking = False, "
+                     "bool copy = False, *, torch.memory_format memory_format = None)\n * (torch.dtype dtype, bool "
+                     "non_blocking = False, bool copy = False, *, torch.memory_format memory_format = None)\n * "
+                     "(Tensor tensor, bool non_blocking = False, bool copy = False, *, torch.memory_format "
+                     "memory_format = None)\n")
 
 
 def tensor(data, dtype=None, device=None, requires_grad=False, *, pin_memory=False):
@@ -3385,7 +3386,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False, *, pin_memory=Fal
     if pin_memory is not False:  # (torch's tensor() takes pin_memory=, not layout=: factories.check_layout)
         sys.modules[__package__ + ".factories"].check_layout("tensor", None, pin_memory, device)
     dev = _get_device(device)
-    dtype = _to_dtype(dtype)
+    dtype = dtypes.dtype_argument("tensor", dtype)
     if requires_grad is not False:
         dtypes.bool_argument("tensor", "requires_grad", requires_grad)
     if isinstance(data, Tensor):

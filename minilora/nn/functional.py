@@ -14,7 +14,7 @@ import numpy as np
 from .. import amp as _amp, ops
 from ..device import holds_no_values as _holds_no_values
 from ..dtypes import checked_number as _checked_number, int_argument as _int_argument, torch_name as _torch_name
-from ..dtypes import bool_argument as _bool_argument, can_cast as _can_cast
+from ..dtypes import bool_argument as _bool_argument, can_cast as _can_cast, dtype_argument as _dtype_argument
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
 from ..ops.nn import cosine_embedding_loss, margin_ranking_loss, pairwise_distance  # noqa: F401
@@ -366,14 +366,14 @@ def _softmax_dim(fn, ndim, dim):
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
     """Softmax along ``dim`` (cast to ``dtype`` first, if given)."""
     if dtype is not None:
-        input = ops.astype(input, _to_dtype(dtype))
+        input = ops.astype(input, _dtype_argument("softmax", dtype))
     return ops.softmax(input, _softmax_dim("softmax", input.ndim, dim))
 
 
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     """Log-softmax along ``dim`` (cast to ``dtype`` first, if given)."""
     if dtype is not None:
-        input = ops.astype(input, _to_dtype(dtype))
+        input = ops.astype(input, _dtype_argument("log_softmax", dtype))
     return ops.log_softmax(input, _softmax_dim("log_softmax", input.ndim, dim))
 
 

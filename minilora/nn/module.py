@@ -458,8 +458,8 @@ class Module:
     def to(self, *args, **kwargs):
         """``to(device=None, dtype=None, non_blocking=False)``, ``to(dtype, non_blocking=False)`` or
         ``to(tensor, non_blocking=False)``, as torch: moves every parameter and buffer, and casts the
-        floating-point ones (integer buffers keep their dtype). minilora also takes a dtype's name,
-        ``model.to("float64")``. ``non_blocking`` changes nothing here (every copy is synchronous);
+        floating-point ones (integer buffers keep their dtype). A dtype's name is torch's error
+        (``model.to("float64")`` reads a device). ``non_blocking`` changes nothing here (every copy is synchronous);
         ``memory_format`` is not supported."""
         device, dtype = _parse_to(args, kwargs)
         if dtype is not None and not dtypes.is_floating(dtype):
@@ -496,13 +496,13 @@ class Module:
         return self._apply_to_tensors(lambda t: _move_in_place(t, None, dtype))
 
     def float(self):
-        return self.to(dtype="float32")
+        return self.to(dtype=dtypes.float32)
 
     def double(self):
-        return self.to(dtype="float64")
+        return self.to(dtype=dtypes.float64)
 
     def half(self):
-        return self.to(dtype="float16")
+        return self.to(dtype=dtypes.float16)
 
     def bfloat16(self):
         return self.to(dtype="bfloat16")  # (without ml_dtypes: a clear error naming the fix)
@@ -1093,16 +1093,9 @@ def _typename(value):
 
 
 def _is_dtype(value):
-    """Is ``value`` a dtype (``"float64"``, ``np.float32``) rather than a device name?"""
-    if isinstance(value, Device):
-        return False
-    if str(value).removeprefix("torch.") == "bfloat16":
-        return True  # a dtype minilora lacks: to() then says so
-    try:
-        _to_dtype(value)
-    except TypeError:
-        return False
-    return True
+    """Is ``value`` a dtype rather than a device? A string never is: ``model.to("float64")`` is torch's
+    "Invalid device string"."""
+    return dtypes.is_dtype_object(value)
 
 
 def _parse_to(args, kwargs):
@@ -1130,7 +1123,7 @@ def _parse_to(args, kwargs):
         args.pop(0)  # non_blocking: every copy here is synchronous, so the result is the same
     if args:
         raise TypeError(f"to() received an invalid combination of arguments: {args!r} left over")
-    return device, (_to_dtype(dtype) if dtype is not None else None)
+    return device, dtypes.dtype_argument("to", dtype)
 
 
 def _empty_in_place(t, dev):

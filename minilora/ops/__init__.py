@@ -124,7 +124,7 @@ def _new(name, fill):
                **size_keyword):
         if layout is not None or pin_memory is not False:
             _factories.check_layout(name, layout, pin_memory, device)
-        dtype = self.dtype if dtype is None else dtype
+        dtype = self.dtype if dtype is None else dtypes.dtype_argument(name, dtype)
         device = self.device if device is None else device
         array = fill(_factories._sizes(size, size_keyword, name), self.device.xp, dtype)
         return Tensor(array, dtype=dtype, device=device, requires_grad=requires_grad)
@@ -134,7 +134,7 @@ def _new(name, fill):
 def new_full(self, size, fill_value, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False):
     if layout is not None or pin_memory is not False:
         _factories.check_layout("new_full", layout, pin_memory, device)
-    dtype = self.dtype if dtype is None else dtypes.to_dtype(dtype)
+    dtype = self.dtype if dtype is None else dtypes.dtype_argument("new_full", dtype)
     fill_value = dtypes.python_number(fill_value)
     if isinstance(fill_value, (int, float)):  # it must fit, as torch checks (uint8: 300 raises)
         fill_value = dtypes.checked_number(fill_value, dtype)
@@ -149,7 +149,8 @@ def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
         _warnings.warn("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() or "
                       "sourceTensor.detach().clone().requires_grad_(True), rather than "
                       "tensor.new_tensor(sourceTensor).", UserWarning, stacklevel=2)
-    return tensor(data, dtype=self.dtype if dtype is None else dtype,  # (numbers too: 0-d, as torch)
+    dtype = self.dtype if dtype is None else dtypes.dtype_argument("new_tensor", dtype)
+    return tensor(data, dtype=dtype,  # (numbers too: 0-d, as torch)
                   device=self.device if device is None else device, requires_grad=requires_grad)
 
 
@@ -228,12 +229,14 @@ def _type(self, dtype=None, non_blocking=False):
         name = dtype.rpartition(".")[2]
         if name not in by_name:
             raise ValueError(f"invalid type: {dtype!r}")
-        dtype = by_name[name]
-    elif isinstance(dtype, str):  # a dtype's name ('float64'; torch takes type names only), else torch's error
-        try:
-            dtype = dtypes.to_dtype(dtype)
-        except TypeError:
-            raise ValueError(f"invalid type: {dtype!r}") from None
+        dtype = dtypes.to_dtype(by_name[name])
+    elif isinstance(dtype, type) and dtype.__name__.endswith("Tensor") and hasattr(dtype, "dtype"):
+        dtype = dtype.dtype  # torch.DoubleTensor
+    elif isinstance(dtype, str):  # torch takes a type's name only: 'float64' is its error
+        raise ValueError(f"invalid type: {dtype!r}")
+    elif isinstance(dtype, type):  # float, np.float64: named as torch names them
+        where = "" if dtype.__module__ == "builtins" else dtype.__module__ + "."
+        raise ValueError(f"invalid type: '{where}{dtype.__name__}'")
     return self.to(dtype)
 
 

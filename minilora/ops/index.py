@@ -385,7 +385,7 @@ def _running(op, name, input, dim, dtype):
     """cumsum / cumprod: ``dtype`` first if given, integers and bools as int64 (torch), a 0-d input
     returned as a copy."""
     if dtype is not None:
-        input = cast_to_dtype_argument(input, dtype)
+        input = cast_to_dtype_argument(input, dtypes.dtype_argument(name, dtype))
         if input.dtype == np.bool_:  # (NumPy would run it as logical or/and; torch has no bool kernel)
             raise NotImplementedError(f'"{name}_out_cpu" not implemented for \'Bool\'')
     elif input.dtype.kind in "biu":

@@ -32,7 +32,7 @@ from ..device import META as _META, xp_of
 from ..factories import in_iterator_layout
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import bool_argument, compute_dtype, get_default_dtype, int_argument, is_floating, promote_types, to_dtype
-from ..dtypes import torch_name
+from ..dtypes import dtype_argument, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, share_node, shows_values
 from .elementwise import (AsType, _is_16bit_float, _power_kernel, _torch_sign, backward_in_float32, complex_logaddexp,
                           computes_in_float32)
@@ -814,10 +814,10 @@ class LogSumExp(Function):
 
 
 # ---- wrappers: torch's signatures ----------------------------------------------------------------
-def _cast(input, dtype):
+def _cast(input, dtype, fn):
     """``dtype=``: convert before reducing, as torch does (so the sum itself runs in that dtype), inside the op:
     torch's graph has no node for it."""
-    return input if dtype is None else cast_to_dtype_argument(input, dtype)
+    return input if dtype is None else cast_to_dtype_argument(input, dtype_argument(fn, dtype))
 
 
 def _no_grad_apply(op, *args, **options):
@@ -834,7 +834,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
     """Sum over ``dim`` (int, tuple, or None for all). Integer and bool tensors sum as int64 (torch)."""
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("sum", sum, input, dim, keepdim, dtype=dtype)
-    input = _cast(input, dtype)
+    input = _cast(input, dtype, "sum")
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
     if dim is None:  # (Sum's own name, SumBackward0: unnamed, free() keeps its sizes by Function.kept_when_freed)
@@ -846,6 +846,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
 @_numpy_aliases
 def nansum(input, dim=None, keepdim=False, *, dtype=None):
     """``torch.nansum``: ``sum`` with every NaN counted as zero (and given no gradient)."""
+    dtype = dtype_argument("nansum", dtype)
     if input.dtype.kind == "c":  # (torch's CPU kernel has none for complex numbers)
         raise RuntimeError("nansum on CPU does not support complex inputs")
     from .elementwise import isnan, where
@@ -858,6 +859,7 @@ def nanmean(input, dim=None, keepdim=False, *, dtype=None):
     """``torch.nanmean``: the mean of the elements that are not NaN, as torch composes it:
     ``nansum / count of non-NaN``."""
     from .elementwise import isnan, logical_not
+    dtype = dtype_argument("nanmean", dtype)
     if dtype is not None and not is_floating(to_dtype(dtype)):
         raise RuntimeError(f"nanmean(): could not infer output dtype. Optional dtype must be either a "
                            f"floating point or complex dtype. Got: {torch_name(to_dtype(dtype))}")
@@ -871,7 +873,7 @@ def nanmean(input, dim=None, keepdim=False, *, dtype=None):
 
 @_numpy_aliases
 def mean(input, dim=None, keepdim=False, *, dtype=None):
-    input = _cast(input, dtype)
+    input = _cast(input, dtype, "mean")
     if not is_floating(input.dtype) and input.dtype.kind != "c":  # (complex: linalg.eig's results)
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
                            f"floating point or complex dtype. Got: {input.dtype}")
@@ -886,7 +888,7 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
 def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     """Product of all elements, or along one ``dim`` (an int, as in torch)."""
     dim = dim_given("prod", dim)
-    input = _cast(input, dtype)
+    input = _cast(input, dtype, "prod")
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
     if dim is None and input.ndim == 0:  # (torch's prod_backward hands a 0-d input the gradient itself)
@@ -1061,7 +1063,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
         raise RuntimeError(f"linalg.vector_norm: the dtype of the input ({torch_name(input.dtype)}) "
                            f"should be convertible without narrowing to the specified dtype "
                            f"({torch_name(to_dtype(dtype))})")
-    input = _cast(input, dtype)
+    input = _cast(input, dtype, "norm")
     if isinstance(p, str):
         if p != "fro":
             raise RuntimeError(f"linalg.matrix_norm: Order {p} not supported.")
@@ -1165,7 +1167,8 @@ def _float_input(name, input, dtype, dim):
     """``input`` cast to ``dtype``; an integer tensor without a float ``dtype`` is refused, as in
     torch (``x.softmax(0, dtype=torch.float32)`` is its way), not computed in NumPy's float64.
     An empty one is returned as it is: torch's kernel never runs on no element (an empty int64 result)."""
-    input = input if dtype is None else cast_to_dtype_argument(input, dtype, inside=False)  # (torch's .to)
+    if dtype is not None:  # (torch's .to)
+        input = cast_to_dtype_argument(input, dtype_argument(name, dtype), inside=False)
     if input.dtype.kind == "c" and input.numel():  # (torch's kernel over the last dim, or its general one)
         last = not isinstance(dim, int) or input.ndim <= 1 or dim % input.ndim == input.ndim - 1
         kernel = f"{name}_lastdim_kernel_impl" if last else f"{name}_kernel_impl"

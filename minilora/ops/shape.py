@@ -362,12 +362,24 @@ def one_by_one(fn, given, by_name, name):
 
 def reshape(input, *shape, **by_name):
     """``torch.reshape(input, shape)`` and ``x.reshape(*shape)``: a view when the layout allows."""
-    return _reshape(input, one_by_one("reshape", shape, by_name, "shape") if by_name else shape)
+    return _reshape(input, one_by_one("reshape", shape, by_name, "shape") if by_name else shape, fn="reshape")
 
 
-def _reshape(input, shape, torch_op="view"):
+def _refused_shape(fn, value):
+    """torch's TypeError for what neither of view's signatures (a dtype, a size) nor reshape's (a size) takes."""
+    kind = dtypes._argument_type_name(value)
+    if fn == "reshape":
+        return TypeError(f"reshape(): argument 'shape' (position 1) must be tuple of ints, not {kind}")
+    return TypeError(f"view() received an invalid combination of arguments - got ({kind}), but expected one of:\n"
+                     " * (torch.dtype dtype)\n * (tuple of ints size)\n")
+
+
+def _reshape(input, shape, torch_op="view", fn="view"):
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, np.integer, Tensor)):
-        int_arguments("view", "size", shape)  # (x.view(5.0): torch's TypeError)
+        int_arguments(fn, "size", shape)  # (x.view(5.0): torch's TypeError)
+        if fn == "reshape" or not dtypes.is_dtype_object(shape[0]) or isinstance(shape[0], type) and issubclass(
+                shape[0], np.generic):  # x.view('float32'), x.reshape(torch.int32): no overload takes them
+            raise _refused_shape(fn, shape[0])
         # x.view(torch.int32) reinterprets the bytes in torch; minilora does not do that
         raise NotImplementedError(f"view/reshape to a dtype ({shape[0]}) reinterprets bits in torch "
                                   f"and is not supported by minilora; x.to(dtype) converts the values")
