@@ -159,44 +159,28 @@ def to_dtype(dtype):
 # (``torch.zeros(2, dtype=float)`` is float64 whatever the default dtype, ``int`` int64)
 _PYTHON_TYPE_DTYPES = {builtins.float: float64, builtins.int: int64, builtins.bool: bool,
                        builtins.complex: np.dtype("complex128")}
-_PACKAGE_DIR = __file__.rpartition("/")[0] + "/"
 # torch's functions with several signatures, whose parser answers a bad dtype with "invalid combination"
 _OVERLOADED = frozenset("sum mean prod arange rand randn randint eye linspace logspace rand_like randn_like "
                         "randint_like to view".split())
 
 
 def dtype_argument(fn, dtype):
-    """``dtype`` given to the public ``fn``, by torch's rule: a minilora dtype (or torch's), or ``float``, ``int``,
-    ``bool``, ``complex``. A name (``'float32'``) or a NumPy scalar type (``np.float32``) is torch's TypeError:
-    code that works here and fails in torch teaches the wrong API. minilora's own code may still pass them
-    (``to_dtype`` reads every spelling); the frames are looked at on the refusing path only, so the ops pay
-    nothing. (``numpy.dtype('float32')`` *is* ``minilora.float32``, so it cannot be told apart and passes.)"""
+    """``dtype`` given to the public ``fn``: a minilora dtype (or torch's), or ``float``, ``int``, ``bool``,
+    ``complex`` (torch's parser reads them as float64, int64, bool, complex128); anything else that names no
+    dtype (``dtype=[1]``, ``dtype=2``) is torch's TypeError in its words. A dtype's name (``'float32'``) and a
+    NumPy scalar type (``np.float32``), which torch refuses too, are still read here: minilora's tests, notebooks
+    and own modules pass them, and move to dtype objects before they are refused."""
     if dtype is None or isinstance(dtype, np.dtype):
         return dtype
     if isinstance(dtype, type) and dtype in _PYTHON_TYPE_DTYPES:
         return _PYTHON_TYPE_DTYPES[dtype]
-    if isinstance(dtype, UnsupportedDType) or type(dtype).__module__ == "torch" or _called_from_minilora(fn):
+    if is_dtype_object(dtype) or isinstance(dtype, str):
         return to_dtype(dtype)
     name = _argument_type_name(dtype)
     if fn in _OVERLOADED:
         raise TypeError(f"{fn}() received an invalid combination of arguments - got (dtype={name}), but "
                         f"expected dtype to be torch.dtype")
     raise TypeError(f"{fn}(): argument 'dtype' must be torch.dtype, not {name}")
-
-
-_WRAPPER_NAMES = ("call", "wrapper", "wrapped", "inner", "op", "method")  # (amp's hooks, the argument checks)
-
-
-def _called_from_minilora(fn):
-    """Whether the nearest frame of the function named ``fn`` was called by minilora's own code (past the
-    wrappers that check a call's arguments): ``Module.half()`` calls ``self.to(dtype="float16")``."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_name != fn:
-        frame = frame.f_back
-    caller = frame and frame.f_back
-    while caller is not None and caller.f_code.co_name in (fn, *_WRAPPER_NAMES):
-        caller = caller.f_back
-    return caller is not None and caller.f_code.co_filename.startswith(_PACKAGE_DIR)
 
 
 def is_dtype_object(value):

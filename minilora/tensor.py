@@ -3360,6 +3360,10 @@ def _parse_to(args, kwargs):
         if not isinstance(given.get(flag, False), bool):
             raise _to_invalid_combination(args, kwargs)
     device, dtype = given.get("device"), given.get("dtype")
+    if not (device is None or isinstance(device, (str, int, Device)) or type(device).__name__ == "device"):
+        raise _to_invalid_combination(args, kwargs)  # x.to([1])
+    if kind == "device" and len(args) > 1 and not (args[1] is None or dtypes.is_dtype_object(args[1])):
+        raise _to_invalid_combination(args, kwargs)  # x.to('cpu', 'float64'): a dtype by position is a dtype
     if kind == "other":
         device, dtype = first._device, first.dtype
     dtype = dtypes.dtype_argument("to", dtype)

@@ -188,7 +188,7 @@ def test_op_dtype_as_torch_cuda_and_values_as_cpu_casts(label, call, specs, low)
     assert dtype_name(ours.dtype) == expected, label
     if not ml.is_floating_point(ours):
         return
-    on_cpu = [t.cpu() if t.dtype in (ml.float64, ml.int64) else t.cpu().to(expected) for t in inputs]
+    on_cpu = [t.cpu() if t.dtype in (ml.float64, ml.int64) else t.cpu().to(getattr(ml, expected)) for t in inputs]
     reference = call(ml, MF, *on_cpu)
     assert dtype_name(reference.dtype) == expected
     np.testing.assert_allclose(ours.cpu().double().numpy(), reference.double().numpy(),

@@ -21,7 +21,7 @@ def pair(*shape, dtype="float32", low=None):
     """The same random values as a torch and a minilora tensor of ``dtype``."""
     values = RNG.standard_normal(shape).astype(np.float32) if low is None else RNG.uniform(low, 1, shape).astype(
         np.float32)
-    return torch.tensor(values).to(getattr(torch, dtype)), ml.tensor(values).to(dtype)
+    return torch.tensor(values).to(getattr(torch, dtype)), ml.tensor(values).to(getattr(ml, dtype))
 
 
 def numpy_of(t):

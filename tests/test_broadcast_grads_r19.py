@@ -36,7 +36,7 @@ def _pair(rng, shape, dtype):
     """The same values as a torch and a minilora leaf of ``dtype`` that require grad."""
     values = rng.standard_normal(shape).astype(np.float64 if dtype == "float64" else np.float32)
     return (torch.tensor(values).to(TORCH_DTYPES[dtype]).requires_grad_(),
-            ml.tensor(values).to(dtype).requires_grad_())
+            ml.tensor(values).to(getattr(ml, dtype)).requires_grad_())
 
 
 def _weights(rng, shape, dtype, transposed):
@@ -44,7 +44,7 @@ def _weights(rng, shape, dtype, transposed):
     reversed permute, so its gradient is a non-contiguous view."""
     values = rng.standard_normal(shape[::-1] if transposed else shape).astype(np.float64 if dtype == "float64"
                                                                                else np.float32)
-    return torch.tensor(values).to(TORCH_DTYPES[dtype]), ml.tensor(values).to(dtype)
+    return torch.tensor(values).to(TORCH_DTYPES[dtype]), ml.tensor(values).to(getattr(ml, dtype))
 
 
 def _backward(lib, op, inputs, weight, transposed):

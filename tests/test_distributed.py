@@ -40,7 +40,7 @@ def tiny_lora(seed):
     cfg = LlamaConfig(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                       num_attention_heads=2, max_position_embeddings=32, bos_token_id=0,
                       eos_token_id=1, pad_token_id=2)
-    model = get_peft_model(LlamaForCausalLM(cfg).to("float64"),
+    model = get_peft_model(LlamaForCausalLM(cfg).to(ml.float64),
                            LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
     rng = np.random.default_rng(seed)
     with ml.no_grad():

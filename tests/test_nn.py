@@ -318,7 +318,7 @@ def test_train_eval_requires_grad_zero_grad():
 def test_to_dtype_keeps_parameter_objects():
     net = Net()
     params = list(net.parameters())
-    net.to("float64")
+    net.to(ml.float64)
     assert all(p.dtype == np.float64 for p in net.parameters())
     assert all(a is b for a, b in zip(params, net.parameters()))
     assert net.layers[0].scale.dtype == np.float64

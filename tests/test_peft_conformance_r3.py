@@ -107,7 +107,7 @@ def test_adalora_ranknum_dtype_layer_output_and_delta_as_peft(dtype, autocast):
     x = torch.randn(64, TINY.hidden_size, generator=torch.Generator().manual_seed(1)).to(getattr(torch, dtype))
     with torch.no_grad():
         expected, expected_delta = layer(theirs)(x), layer(theirs).get_delta_weight("default")
-    got = layer(ours)(ml.tensor(x.float().numpy(force=True)).to(dtype))
+    got = layer(ours)(ml.tensor(x.float().numpy(force=True)).to(getattr(ml, dtype)))
     if dtype == "float32":  # float32 GEMMs sum in the BLAS's own order: within two summations' error
         np.testing.assert_array_less(np.abs(as_numpy(got) - as_numpy(expected)), float32_envelope(layer(theirs), x))
     else:

@@ -405,16 +405,16 @@ def test_bfloat16_huber_loss_is_torchs_bit_for_bit(rng, reduction, delta, weight
     w = rng.random(shape).astype(np.float32) if weighted else None
     tensors, tensors_t = [], []
     for a in (x, y):
-        tensors.append(ml.tensor(a).to("bfloat16").requires_grad_())
+        tensors.append(ml.tensor(a).to(ml.bfloat16).requires_grad_())
         tensors_t.append(torch.tensor(a).bfloat16().requires_grad_())
-    weight = None if w is None else ml.tensor(w).to("bfloat16")
+    weight = None if w is None else ml.tensor(w).to(ml.bfloat16)
     tweight = None if w is None else torch.tensor(w).bfloat16()
     out = F.huber_loss(*tensors, reduction, delta, weight)
     tout = TF.huber_loss(*tensors_t, reduction=reduction, delta=delta, weight=tweight)
     assert out.dtype == ml.bfloat16
     np.testing.assert_array_equal(out.float().numpy(), tout.float().detach().numpy())
     g = rng.standard_normal(tuple(tout.shape)).astype(np.float32)
-    out.backward(ml.tensor(g).to("bfloat16"))
+    out.backward(ml.tensor(g).to(ml.bfloat16))
     tout.backward(torch.tensor(g).bfloat16())
     for ours, theirs in zip(tensors, tensors_t):
         np.testing.assert_array_equal(ours.grad.float().numpy(), theirs.grad.float().numpy())
