@@ -391,7 +391,7 @@ def test_from_pretrained_needs_a_2d_table():
 def test_embedding_max_norm_on_16_bit_tables_is_torchs_bit_for_bit(rng, dtype):
     table, ids = rng.standard_normal((8, 16)).astype(np.float32) * 3, rng.integers(0, 8, (10,))
     for norm_type in (1.0, 2.0, 3.0):
-        ours, theirs = ml.tensor(table).to(dtype), torch.tensor(table).to(getattr(torch, dtype))
+        ours, theirs = ml.tensor(table).to(getattr(ml, dtype)), torch.tensor(table).to(getattr(torch, dtype))
         F.embedding(ml.tensor(ids), ours, max_norm=1.5, norm_type=norm_type)
         TF.embedding(torch.tensor(ids), theirs, max_norm=1.5, norm_type=norm_type)
         np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
