@@ -10,6 +10,7 @@ world size is a power of two). The 16-bit hooks cast the buffer first and divide
 gradient is rounded to float16 (bfloat16) twice before the sum, and the sum is rounded once more.
 """
 from ... import Future, all_reduce, get_world_size, group  # noqa: F401 - Future: hooks' annotation
+from .... import dtypes
 
 __all__ = ["allreduce_hook", "fp16_compress_hook", "bf16_compress_hook", "fp16_compress_wrapper",
            "bf16_compress_wrapper"]
@@ -47,12 +48,11 @@ def _compress_hook(dtype, process_group, bucket):
 
 def fp16_compress_hook(process_group, bucket):
     """Gradients all-reduced in float16: the buffer cast to float16, divided by the world size, summed."""
-    return _compress_hook("float16", process_group, bucket)
+    return _compress_hook(dtypes.float16, process_group, bucket)
 
 
 def bf16_compress_hook(process_group, bucket):
     """Gradients all-reduced in bfloat16 (torch allows it with NCCL only: register_comm_hook checks)."""
-    from .... import dtypes
     return _compress_hook(dtypes.bfloat16, process_group, bucket)
 
 
@@ -73,10 +73,9 @@ def _compress_wrapper(dtype_of, hook, name):
 def fp16_compress_wrapper(hook):
     """``hook`` run on a float16 copy of the buffer; its result cast back. ``fp16_compress_wrapper(
     allreduce_hook)`` is ``fp16_compress_hook``'s numbers."""
-    return _compress_wrapper(lambda: "float16", hook, "fp16_compress_wrapper_hook")
+    return _compress_wrapper(lambda: dtypes.float16, hook, "fp16_compress_wrapper_hook")
 
 
 def bf16_compress_wrapper(hook):
     """``hook`` run on a bfloat16 copy of the buffer (torch allows it with NCCL only)."""
-    from .... import dtypes
     return _compress_wrapper(lambda: dtypes.bfloat16, hook, "bf16_compress_wrapper_hook")

@@ -13,6 +13,7 @@ bucket (IndexError, TypeError); minilora's compute what they are written to.
 """
 import numpy as np
 
+from .... import dtypes
 from ....factories import zeros
 from ....futures import Future
 from ....ops.nn import pad
@@ -37,7 +38,7 @@ def _qparams(min_val, max_val):
 
 
 def _quantize(x, scale, zero_point):
-    return ((x / scale).round() + zero_point).clamp(_QUANT_MIN, _QUANT_MAX).to("uint8")
+    return ((x / scale).round() + zero_point).clamp(_QUANT_MIN, _QUANT_MAX).to(dtypes.uint8)
 
 
 def _dequantize(q, scale, zero_point):
