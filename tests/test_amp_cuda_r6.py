@@ -169,7 +169,7 @@ def minilora_inputs(specs, low, device):
             inputs.append(ml.tensor(RNG.integers(0, kind[0], shape), device=device))
             continue
         values = (RNG.uniform(0.05, 0.45, shape) if kind else RNG.standard_normal(shape)).astype(np.float32)
-        inputs.append(ml.tensor(values, device=device).to(low if dtype == LOW else dtype))
+        inputs.append(ml.tensor(values, device=device).to(low if dtype == LOW else getattr(ml, dtype)))
     return inputs
 
 

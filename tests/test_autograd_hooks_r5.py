@@ -1207,11 +1207,25 @@ def test_inference_tensor_refusals_name_inference_mode():
 
 
 def test_node_hook_refused_where_minilora_node_is_several_ops():
-    # (mse_loss's and soft_margin_loss's nodes are torch's kernels since round 19: their hooks run, as torch's)
-    x = minilora.tensor([[1., -2.], [3., 4.]], requires_grad=True)
-    loss = minilora.nn.functional.multi_margin_loss(x, minilora.tensor([0, 1]))
-    with pytest.raises(NotImplementedError, match="MultiMarginLossBackward0.*Tensor.register_hook"):
-        loss.grad_fn.register_hook(lambda gi, go: None)
+    # (mse_loss's and soft_margin_loss's nodes are torch's kernels since round 19, multi_margin_loss's since round 23:
+    # their hooks run, as torch's; block_diag is still copies into a zero matrix, one Add node per block)
+    x, y = (minilora.tensor([[1., -2.], [3., 4.]], requires_grad=True) for _ in range(2))
+    out = minilora.block_diag(x, y)
+    with pytest.raises(NotImplementedError, match="BlockDiagBackward0.*Tensor.register_hook"):
+        out.grad_fn.register_hook(lambda gi, go: None)
+
+
+def test_multi_margin_loss_node_hook_sees_torchs_gradients():
+    torch = pytest.importorskip("torch")
+    seen = {}
+    for lib in (minilora, torch):
+        x = lib.tensor([[1., -2.], [3., 4.]], requires_grad=True)
+        loss = lib.nn.functional.multi_margin_loss(x, lib.tensor([0, 1]), margin=5.0)
+        def hook(grad_inputs, grad_outputs, name=lib.__name__):
+            seen[name] = (grad_inputs[0].tolist(), grad_outputs[0].tolist())
+        loss.grad_fn.register_hook(hook)
+        loss.backward()
+    assert seen["minilora"] == seen["torch"]
 
 
 def test_next_functions_after_backward_keep_no_activation():

@@ -329,7 +329,9 @@ def test_an_assigning_load_takes_the_base_layers_dtype_and_from_pretrained_casts
         return [_adapters(model), *loaded, _adapters(bf16)], _output(T, plain)
     ours, theirs = story(ml), story(torch)
     assert ours[0] == theirs[0]
-    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-6)
+    # (float32 products summed in BLAS's orders: an output near zero is a difference of terms the size of the
+    # largest, so its error is a few ulps of that; the adapter's init_lora_weights=False draws are unseeded)
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-6, atol=4e-7 * np.abs(theirs[1]).max())
 
 
 def test_inject_adapter_in_model_low_cpu_mem_usage_then_load_state_dict_assign_as_peft():

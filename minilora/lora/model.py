@@ -1593,7 +1593,7 @@ def prepare_model_for_kbit_training(model, use_gradient_checkpointing=True, grad
 def cast_mixed_precision_params(model, dtype):
     """PEFT's: parameters that do not train to ``dtype`` (float16 / bfloat16), trained ones to float32."""
     for param in model.parameters():
-        param.data = param.data.to(dtype if not param.requires_grad else "float32")
+        param.data = param.data.to(dtype if not param.requires_grad else dtypes.float32)
 
 
 def _is_16_bit(dtype):
