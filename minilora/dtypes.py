@@ -183,21 +183,6 @@ def dtype_argument(fn, dtype):
     raise TypeError(f"{fn}(): argument 'dtype' must be torch.dtype, not {name}")
 
 
-_PACKAGE_DIR = __file__.rpartition("/")[0] + "/"
-
-
-def named_inside_minilora(value, caller):
-    """The dtype a string names where minilora's own code (the frame ``caller``) passed it to ``to()`` by
-    position (``buffer.to("float16")``), else None: torch reads it as a device, so a user's call is refused, while
-    the library's older spellings keep working. Looked at on the way to that error only."""
-    if not (isinstance(value, str) and caller.f_code.co_filename.startswith(_PACKAGE_DIR)):
-        return None
-    try:
-        return to_dtype(value)
-    except TypeError:
-        return None
-
-
 def is_dtype_object(value):
     """Is ``value`` something that stands for a dtype (``Tensor.to``'s first argument read as a dtype, not a
     device)? A string never is: torch reads ``x.to('float64')`` as a device."""

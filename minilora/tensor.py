@@ -3346,18 +3346,11 @@ _TO_SIGNATURES = {"other": ("other", "non_blocking", "copy"), "dtype": ("dtype",
                   "device": ("device", "dtype", "non_blocking", "copy")}
 
 
-_DEVICE_NAMES = frozenset(("cpu", "cuda", "emu", "meta"))
-
-
 def _parse_to(args, kwargs):
     """torch's ``Tensor.to`` overloads -> ``(device, dtype, copy)``; a call none of them takes is torch's
     "invalid combination of arguments"."""
     first = args[0] if args else None
     kind = ("other" if isinstance(first, Tensor) else "dtype" if dtypes.is_dtype_object(first) else "device")
-    if kind == "device" and isinstance(first, str) and first not in _DEVICE_NAMES:
-        named = dtypes.named_inside_minilora(first, sys._getframe(2))  # (the caller of Tensor.to)
-        if named is not None:
-            args, kind = (named,) + tuple(args[1:]), "dtype"
     names = _TO_SIGNATURES[kind]
     given = dict(zip(names, args))
     if len(args) > len(names) or any(name in given or name not in names for name in kwargs):

@@ -27,19 +27,7 @@ transformers = pytest.importorskip("transformers")  # (imported with the file, n
 peft = pytest.importorskip("peft")
 F = torch.nn.functional
 
-
-def bits(t):
-    """The bit patterns of a torch or minilora tensor, for exact comparison."""
-    if isinstance(t, ml.Tensor):
-        array = t.detach().numpy()
-    else:
-        t = t.detach()
-        array = t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
-    return array.view({2: np.int16, 4: np.int32, 8: np.int64}[array.dtype.itemsize])
-
-
-def from_torch(t):
-    return ml.tensor(bits(t).view(ml.bfloat16)) if t.dtype == torch.bfloat16 else ml.tensor(t.detach().numpy())
+from test_half_bits_r22 import bits, from_torch  # noqa: E402  (bit patterns of either library's tensor)
 
 
 def _measured_cpu():

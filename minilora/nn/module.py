@@ -11,7 +11,6 @@ keep_vars=)``, ``load_state_dict(state_dict, strict, assign)`` returning ``Incom
 hooks (the full backward hooks too). What minilora cannot do (the deprecated ``register_backward_hook``,
 ``compile``) raises ``NotImplementedError`` saying so.
 """
-import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -1116,8 +1115,6 @@ def _parse_to(args, kwargs):
         device, dtype = other.device, other.dtype
     elif args and _is_dtype(args[0]):
         dtype = args.pop(0)
-    elif args and dtypes.named_inside_minilora(args[0], sys._getframe(2)) is not None:
-        dtype = args.pop(0)  # (minilora's own model.to("float16"): see named_inside_minilora)
     elif args:
         device = args.pop(0)
         if args and _is_dtype(args[0]):
