@@ -303,10 +303,11 @@ def embedding_bag(weight, indices, offsets, scale_grad_by_freq=False, mode=0, sp
     output = _F().embedding_bag(indices, weight, offsets, scale_grad_by_freq=scale_grad_by_freq,
                                 mode=_BAG_MODES[mode], sparse=sparse, per_sample_weights=per_sample_weights,
                                 include_last_offset=include_last_offset, padding_idx=padding_idx)
-    return (output, *_bag_bookkeeping(weight, indices, offsets, mode, include_last_offset, padding_idx))
+    return (output, *_bag_bookkeeping(weight, indices, offsets, mode, include_last_offset, padding_idx,
+                                      per_sample_weights))
 
 
-def _bag_bookkeeping(weight, indices, offsets, mode, include_last_offset, padding_idx):
+def _bag_bookkeeping(weight, indices, offsets, mode, include_last_offset, padding_idx, per_sample_weights):
     """ATen's CPU ``offset2bag`` (each index's bag; empty on the 'sum' fast path: float or 16-bit, no padding_idx), ``bag_size`` (the
     bags' sizes without padding, the last one up to the end of ``indices`` even with ``include_last_offset``; zeros
     in 'sum' mode) and ``max_indices`` (each bag's and column's first arg max in 'max' mode, ``bag_size`` in 'mean'
@@ -317,9 +318,7 @@ def _bag_bookkeeping(weight, indices, offsets, mode, include_last_offset, paddin
     n, bags = len(ids), len(starts) - (1 if include_last_offset else 0)
     make = lambda a: Tensor(np.asarray(a, np.int64), dtype=np.int64, device=weight.device)  # noqa: E731
     if mode == 0:
-        table = weight._array
-        fast = str(weight.dtype) in ("float32", "float16", "bfloat16") and padding_idx is None and table.ndim == 2 \
-            and (table.strides[1] == table.itemsize or table.shape[1] <= 1)
+        fast = _F().torchs_fast_bag_path(weight, per_sample_weights, padding_idx)
         marks = _bag_of_each(n, starts[:bags])
         return make([] if fast else marks), make(np.zeros(len(starts))), make(np.zeros(len(starts)))
     offset2bag = _bag_of_each(n, starts[:bags])

@@ -1299,7 +1299,7 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     ``input`` are bags, or a 1-D ``input`` is cut into bags at ``offsets``; each bag's embeddings are
     summed, averaged or max-pooled (``padding_idx`` entries left out; an empty bag gives zeros),
     ``per_sample_weights`` scaling each one in 'sum' mode."""
-    ids, starts = _bags(input, offsets, include_last_offset)
+    ids, starts, stop = _bags(input, offsets, include_last_offset)
     _no_forward_formula("_embedding_bag", weight, per_sample_weights)
     if weight.ndim != 2:
         raise ValueError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
@@ -1325,25 +1325,36 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     flat = ids.reshape(-1)
     ends = list(starts[1:]) + [flat.size]
     kept = [[i for i in range(a, b) if flat[i] != padding_idx] for a, b in zip(starts, ends)]
+    added = _added_by_torchs_kernel(kept, stop, mode, weight, per_sample_weights, padding_idx)
     if mode != "max" and max_norm is None and not sparse and _grad_as_torch_kernel(weight, per_sample_weights):
         with _no_grad():  # the values from the ops below; the gradient from torch's own loop (ops/bags.py)
             value = embedding_bag(input, weight, offsets, mode=mode, per_sample_weights=per_sample_weights,
                                   include_last_offset=include_last_offset, padding_idx=padding_idx)
         bag_of = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, flat.size]).astype(np.int64))
         inputs = (weight,) if per_sample_weights is None else (weight, per_sample_weights.reshape(-1))
+        # (torch's backward reaches every id offset2bag puts in a bag: in 'sum' mode only those its fast path added)
+        reached = np.zeros(flat.size, bool)
+        reached[[i for bag in (kept if mode == "mean" else added) for i in bag]] = True
         out = _DenseBagGradient.apply(*inputs, value=value._array, ids=flat.astype(np.int64), bag_of=bag_of,
                                       bag_sizes=np.array([len(bag) for bag in kept]), mean=mode == "mean",
-                                      padding_idx=padding_idx)
+                                      reached=reached)
         # torch's node keeps the sample weights, and the weight only for the sample weights' gradient
         return _saves_as_torch(out, _saved_for(weight, per_sample_weights), per_sample_weights)
+    if added is not kept and mode == "mean" and _grad_asked(weight, per_sample_weights):
+        raise NotImplementedError("embedding_bag: a gradient of mode='mean' with include_last_offset=True and "
+                                  "offsets[-1] < len(input) (torch's sums stop at offsets[-1], its gradient "
+                                  "does not) is implemented in minilora without max_norm or sparse only")
     rows = embedding(ops.tensor(flat, device=weight.device), weight, None, max_norm, norm_type, scale_grad_by_freq,
                      sparse)
+    sizes = [len(bag) for bag in kept]  # (what 'mean' divides by: offset2bag's count, whatever was added)
+    fbgemm = torchs_fast_bag_path(weight, per_sample_weights, padding_idx)
     if str(rows.dtype) == "bfloat16" and mode != "max" and not _grad_asked(weight, per_sample_weights):
-        return _bfloat16_bag_sums(rows, per_sample_weights, kept, mode == "mean", half_away=padding_idx is None)
-    if per_sample_weights is not None and padding_idx is None and rows.dtype == np.float32:  # (torch's FBGEMM
-        return _weighted_bag_sums(rows, per_sample_weights.reshape(-1), kept)  # path: float32, no padding_idx)
+        return _bfloat16_bag_sums(rows, per_sample_weights, added, sizes if mode == "mean" else None,
+                                  half_away=fbgemm)
+    if per_sample_weights is not None and fbgemm and rows.dtype == np.float32:  # (torch's FBGEMM path)
+        return _weighted_bag_sums(rows, per_sample_weights.reshape(-1), added)
     if per_sample_weights is not None and not _grad_asked(weight, per_sample_weights) and rows.device.type == "cpu":
-        return _scaled_bag_sums(rows, per_sample_weights.reshape(-1), kept)
+        return _scaled_bag_sums(rows, per_sample_weights.reshape(-1), added)
     if per_sample_weights is not None:  # (its other path: each product rounded, then added)
         rows = rows * per_sample_weights.reshape(-1, 1)
     if mode == "max":
@@ -1352,16 +1363,40 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         return ops.stack(maxima, 0) if maxima else rows[:0]  # (no bags: an empty batch, still in the graph)
     if not _grad_asked(weight) and type(rows._array) is np.ndarray and rows.dtype in (np.float32, np.float64):
         # torch's kernel adds each bag's rows one by one (a matrix product's BLAS order rounded otherwise: 21 of 185)
-        sums = ops.tensor(_sums_in_bag_order(rows._array, kept), dtype=rows.dtype, device=rows.device)
+        sums = ops.tensor(_sums_in_bag_order(rows._array, added), dtype=rows.dtype, device=rows.device)
     else:
-        share = np.zeros((len(kept), flat.size))
-        for b, bag in enumerate(kept):
+        share = np.zeros((len(added), flat.size))
+        for b, bag in enumerate(added):
             share[b, bag] = 1.0
         sums = ops.tensor(share, dtype=rows.dtype, device=rows.device) @ rows
     if mode == "sum":
         return sums
-    counts = np.array([max(len(bag), 1) for bag in kept], dtype=np.float64).reshape(-1, 1)
+    counts = np.maximum(sizes, 1).astype(np.float64).reshape(-1, 1)
     return sums / ops.tensor(counts, dtype=rows.dtype, device=rows.device)  # (torch divides the bag's sum)
+
+
+def _added_by_torchs_kernel(kept, stop, mode, weight, per_sample_weights, padding_idx):
+    """The positions each bag's sum adds on torch's CPU: ``kept`` (each bag's positions, padding left out), but
+    where its fast path runs ('sum' and 'mean'), which reads each bag's end from the offsets, the last bag ends at
+    ``stop`` (``offsets[-1]`` with ``include_last_offset``): the ids after it are left out, where every other path
+    (float64, a padding_idx, 'max', a strided table) puts them in the last bag by offset2bag, as CUDA's kernel does
+    (``kept`` itself is returned then)."""
+    if mode == "max" or weight.device.type != "cpu" or not torchs_fast_bag_path(weight, per_sample_weights,
+                                                                                  padding_idx):
+        return kept
+    if not kept or not kept[-1] or kept[-1][-1] < stop:  # (nothing after offsets[-1])
+        return kept
+    return [[i for i in bag if i < stop] for bag in kept]
+
+
+def torchs_fast_bag_path(weight, per_sample_weights, padding_idx):
+    """ATen's ``is_fast_path`` for embedding_bag on the CPU: a float32 or 16-bit table with contiguous rows (and
+    contiguous sample weights), no padding_idx. Its 'sum' mode reads the bags' bounds from the offsets and makes no
+    offset2bag."""
+    table = weight._array
+    contiguous = lambda a: a.shape[-1] <= 1 or a.strides[-1] == a.itemsize  # noqa: E731
+    return ((str(weight.dtype) in ("float32", "float16", "bfloat16")) and padding_idx is None and table.ndim == 2
+            and contiguous(table) and (per_sample_weights is None or contiguous(per_sample_weights._array)))
 
 
 def _grad_as_torch_kernel(weight, per_sample_weights):
@@ -1378,12 +1413,12 @@ def _grad_asked(*tensors):
     return ops.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _bfloat16_bag_sums(rows, weights, kept, mean, half_away):
+def _bfloat16_bag_sums(rows, weights, kept, sizes, half_away):
     """torch's bfloat16 bags (sum and mean; where no gradient is asked, else the ops below, within a bfloat16 step
     of these): each bag's rows (times their sample weights, in float32) added one by one in float32 and the sum
     rounded to bfloat16 once, half away from zero on FBGEMM's path (no padding_idx) or to nearest even on ATen's
-    own; 'mean' then divides that bfloat16 sum by the bag's size in float32 and rounds again, as ATen divides its
-    bfloat16 output."""
+    own; 'mean' (``sizes`` given) then divides that bfloat16 sum by the bag's size in float32 and rounds again, as
+    ATen divides its bfloat16 output."""
     values = rows.numpy(force=True).astype(np.float32)
     if weights is not None:
         values = values * weights.reshape(-1).numpy(force=True).astype(np.float32)[:, None]
@@ -1391,9 +1426,8 @@ def _bfloat16_bag_sums(rows, weights, kept, mean, half_away):
     if half_away:  # FBGEMM's float32 -> bfloat16: add half a step to the bits, then cut
         sums = ((sums.view(np.uint32).astype(np.uint64) + 0x8000) & 0xFFFF0000).astype(np.uint32).view(np.float32)
     out = sums.astype(rows.dtype)
-    if mean:
-        sizes = np.array([max(len(bag), 1) for bag in kept], dtype=np.float32).reshape(-1, 1)
-        out = (out.astype(np.float32) / sizes).astype(rows.dtype)
+    if sizes is not None:
+        out = (out.astype(np.float32) / np.maximum(sizes, 1).astype(np.float32).reshape(-1, 1)).astype(rows.dtype)
     return ops.tensor(out, dtype=rows.dtype, device=rows.device)
 
 
@@ -1438,15 +1472,16 @@ def _weighted_bag_sums(rows, weights, kept):
 
 
 def _bags(input, offsets, include_last_offset):
-    """The ids (a host array) and where each bag starts, checked as torch checks them."""
+    """The ids (a host array), where each bag starts, checked as torch checks them, and where the offsets say the
+    last bag ends (``offsets[-1]`` with ``include_last_offset``, else the end of the ids)."""
     if input.ndim == 2:
         if offsets is not None:
             raise ValueError(f"if input is 2D, then offsets has to be None, as input is treated is a mini-batch of "
                              f"fixed length sequences. However, found offsets of type {type(offsets)}")
         if input.is_meta:  # (no ids to read: the bags' count, for the result's shape; see embedding_bag)
-            return None, [0] * input.shape[0]
+            return None, [0] * input.shape[0], 0
         ids = input.numpy(force=True)
-        return ids, list(range(0, ids.size, ids.shape[1])) if ids.shape[1] else [0] * ids.shape[0]
+        return ids, list(range(0, ids.size, ids.shape[1])) if ids.shape[1] else [0] * ids.shape[0], ids.size
     if input.ndim != 1:
         raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {input.ndim}")
     if offsets is None:
@@ -1454,7 +1489,7 @@ def _bags(input, offsets, include_last_offset):
     if offsets.ndim != 1:
         raise ValueError("offsets has to be a 1D Tensor")
     if input.is_meta or offsets.is_meta:  # (no offsets to read or check: one bag per offset, as torch's meta kernel)
-        return None, [0] * max(offsets.shape[0] - bool(include_last_offset), 0)
+        return None, [0] * max(offsets.shape[0] - bool(include_last_offset), 0), 0
     ids, starts = input.numpy(force=True), [int(o) for o in offsets.numpy(force=True)]
     if starts and starts[0] != 0:
         raise RuntimeError(f"offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
@@ -1462,7 +1497,9 @@ def _bags(input, offsets, include_last_offset):
     if starts and starts[-1] > ids.size:
         raise RuntimeError(f"offsets[-1] can not be greater than input's length {ids.size} but got offsets[-1] of "
                            f"{starts[-1]}")
-    return ids, starts[:-1] if include_last_offset else starts
+    if include_last_offset and starts:
+        return ids, starts[:-1], starts[-1]
+    return ids, starts, ids.size
 
 
 # ---- alpha dropout: dropout that keeps SELU's zero mean and unit variance ---------------------------

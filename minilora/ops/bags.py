@@ -21,24 +21,26 @@ __all__ = ["DenseBagGradient"]
 
 
 class DenseBagGradient(Function):
-    """``apply(weight[, per_sample_weights], value=, ids=, bag_of=, bag_sizes=, mean=, padding_idx=)``: the
-    forward returns ``value`` (the bags, computed by the caller from the same inputs); the backward is torch's."""
+    """``apply(weight[, per_sample_weights], value=, ids=, bag_of=, bag_sizes=, mean=, reached=)``: the forward
+    returns ``value`` (the bags, computed by the caller from the same inputs); the backward is torch's, and gives
+    the ids that ``reached`` (a mask) leaves out (padding_idx; after the last offset, where torch's 'sum' stops)
+    no gradient."""
 
     @staticmethod
-    def forward(ctx, weight, *per_sample_weights, value, ids, bag_of, bag_sizes, mean, padding_idx):
+    def forward(ctx, weight, *per_sample_weights, value, ids, bag_of, bag_sizes, mean, reached):
         ctx.weight, ctx.weights = weight, per_sample_weights[0] if per_sample_weights else None
-        ctx.ids, ctx.bag_of, ctx.bag_sizes, ctx.mean, ctx.padding_idx = ids, bag_of, bag_sizes, mean, padding_idx
+        ctx.ids, ctx.bag_of, ctx.bag_sizes, ctx.mean, ctx.reached = ids, bag_of, bag_sizes, mean, reached
         return value
 
     @staticmethod
     def backward(ctx, g):
         g = np.ascontiguousarray(g, dtype=ctx.weight.dtype)
-        kept = ctx.ids != (-1 if ctx.padding_idx is None else ctx.padding_idx)
+        kept = ctx.reached
         grad_weight = _accumulated_rows(ctx, g, kept) if ctx.needs_input_grad[0] else None
         if ctx.weights is None:
             return (grad_weight,)
         grad_weights = None
-        if ctx.needs_input_grad[1]:  # each sample's <grad of its bag, its row>, 0 at padding_idx
+        if ctx.needs_input_grad[1]:  # each sample's <grad of its bag, its row>, 0 where not reached
             products = g[ctx.bag_of].astype(np.float64) * ctx.weight[ctx.ids].astype(np.float64)
             grad_weights = np.where(kept, products.sum(axis=1), 0).astype(ctx.weights.dtype).reshape(ctx.weights.shape)
         return grad_weight, grad_weights

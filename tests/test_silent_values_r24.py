@@ -1,0 +1,112 @@
+"""Round 24: values minilora computed differently from torch without an error, and their kind.
+
+embedding_bag's include_last_offset (torch's fast path stops the last bag at offsets[-1]) and the path choice by the
+table's strides; (more below as they are found).
+"""
+import numpy as np
+import pytest
+
+import minilora as ml
+import minilora.nn.functional as MF
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _bits(t):
+    return t.detach().float().numpy()
+
+
+# ---- embedding_bag: include_last_offset with offsets[-1] < len(input) ----------------------------------------------
+_W = np.random.RandomState(0).randn(12, 5)
+_IDS = np.array([1, 2, 3, 4, 5, 6, 7, 8])  # rows 9..11 are never read; rows 5..8 only after offsets[-1] = 4
+
+
+def _bag(lib, Fm, dtype, offsets, mode="sum", padding_idx=None, sample_weights=None, strided=False, module=False):
+    table = lib.tensor(_W.T.copy() if strided else _W, dtype=getattr(lib, dtype), requires_grad=True)
+    weight = table.t() if strided else table
+    weights = None if sample_weights is None else lib.tensor(sample_weights, dtype=getattr(lib, dtype),
+                                                             requires_grad=True)
+    if module:
+        bag = lib.nn.EmbeddingBag(12, 5, mode=mode, include_last_offset=True, padding_idx=padding_idx,
+                                  dtype=getattr(lib, dtype))
+        with lib.no_grad():
+            bag.weight.copy_(lib.tensor(_W))
+        out, grad_of = bag(lib.tensor(_IDS), lib.tensor(offsets), per_sample_weights=weights), bag.weight
+    else:
+        out = Fm.embedding_bag(lib.tensor(_IDS), weight, lib.tensor(offsets), mode=mode, include_last_offset=True,
+                               padding_idx=padding_idx, per_sample_weights=weights)
+        grad_of = table
+    out.backward(lib.tensor(np.arange(out.numel()).reshape(out.shape) % 7 - 3.0, dtype=out.dtype))
+    grad = grad_of.grad.t() if strided else grad_of.grad
+    return _bits(out), _bits(grad), None if weights is None else _bits(weights.grad)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("offsets", [[0, 2, 4], [0, 0, 3, 3], [0, 2, 2]], ids=["cut", "empty_bags", "empty_last"])
+def test_embedding_bag_sum_stops_at_the_last_offset(dtype, offsets):
+    """torch's fast path (float32/16-bit table, contiguous rows, no padding_idx) adds the last bag up to
+    offsets[-1]; the ids after it get no gradient (torch's reads memory nobody wrote: minilora's are zeros)."""
+    out, grad, _ = _bag(ml, MF, dtype, offsets)
+    want_out, want_grad, _ = _bag(torch, F, dtype, offsets)
+    np.testing.assert_array_equal(out, want_out)
+    tail = sorted(set(_IDS[offsets[-1]:]))
+    want_grad[tail] = 0
+    np.testing.assert_array_equal(grad, want_grad)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_embedding_bag_sample_weights_stop_at_the_last_offset(dtype):
+    weights = np.linspace(-1, 1, 8)
+    out, grad, wgrad = _bag(ml, MF, dtype, [0, 2, 4], sample_weights=weights)
+    want_out, want_grad, want_wgrad = _bag(torch, F, dtype, [0, 2, 4], sample_weights=weights)
+    np.testing.assert_array_equal(out, want_out)
+    want_grad[5:9] = 0
+    np.testing.assert_array_equal(grad, want_grad)
+    assert not wgrad[4:].any()  # (torch's: its dot with a bag that does not exist)
+    np.testing.assert_allclose(wgrad[:4], want_wgrad[:4], rtol=1e-2 if dtype == "bfloat16" else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_embedding_bag_mean_divides_by_the_count_to_the_end(dtype):
+    """'mean' on the fast path: the sum stops at offsets[-1], its divisor (offset2bag's bag size) and its gradient
+    run to the end of the ids, as torch's."""
+    out, grad, _ = _bag(ml, MF, dtype, [0, 2, 4], mode="mean")
+    want_out, want_grad, _ = _bag(torch, F, dtype, [0, 2, 4], mode="mean")
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(grad, want_grad)
+
+
+@pytest.mark.parametrize("case", [dict(dtype="float64"), dict(dtype="float32", padding_idx=3),
+                                  dict(dtype="float32", strided=True), dict(dtype="float32", mode="max"),
+                                  dict(dtype="bfloat16", padding_idx=7, mode="mean")],
+                         ids=["float64", "padding_idx", "strided_table", "max", "bf16_mean_padding"])
+def test_embedding_bag_other_paths_add_to_the_end(case):
+    out, grad, _ = _bag(ml, MF, offsets=[0, 2, 4], **case)
+    want_out, want_grad, _ = _bag(torch, F, offsets=[0, 2, 4], **case)
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(grad, want_grad)
+
+
+def test_embedding_bag_module_stops_at_the_last_offset():
+    out, grad, _ = _bag(ml, MF, "float32", [0, 2, 4], module=True)
+    want_out, want_grad, _ = _bag(torch, F, "float32", [0, 2, 4], module=True)
+    np.testing.assert_array_equal(out, want_out)
+    want_grad[5:9] = 0
+    np.testing.assert_array_equal(grad, want_grad)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_embedding_bag_strided_table_takes_atens_own_loop(dtype):
+    """A table whose rows are not contiguous is not FBGEMM's: bfloat16 sums rounded to nearest even (not half
+    away), float32 sample-weighted rows multiplied then added (not fused)."""
+    weights = np.linspace(-1.3, 0.7, 8) if dtype == "float32" else None
+    ids, offsets = [_IDS, [0, 3]]
+    table = np.random.RandomState(3).randn(5, 12)
+    results = []
+    for lib, Fm in ((ml, MF), (torch, F)):
+        w = lib.tensor(table, dtype=getattr(lib, dtype)).t()
+        sw = None if weights is None else lib.tensor(weights, dtype=getattr(lib, dtype))
+        results.append(_bits(Fm.embedding_bag(lib.tensor(ids), w, lib.tensor(offsets), mode="sum",
+                                              per_sample_weights=sw)))
+    np.testing.assert_array_equal(*results)
