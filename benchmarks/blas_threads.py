@@ -49,7 +49,7 @@ def main(repeats=12):
     config = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                          num_attention_heads=4, max_position_embeddings=2048)
     ml.manual_seed(0)
-    model = LlamaForCausalLM(config, dtype="float32")
+    model = LlamaForCausalLM(config, dtype=ml.float32)
     opt = AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     ids = np.random.default_rng(0).integers(0, 512, size=(8, 128))
 

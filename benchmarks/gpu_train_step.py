@@ -107,7 +107,7 @@ def build_minilora(config, device):
     """Built without its init (``skip_init``: torch's exact normals for 1.1B weights take over a minute on
     the host), then filled with N(0, initializer_range) from NumPy's fast generator, norms 1: the same
     weights at every call (the LoRA, bf16 and full rows start alike). The timing does not depend on them."""
-    model = skip_init(LlamaForCausalLM, config, dtype="float32", device=device)
+    model = skip_init(LlamaForCausalLM, config, dtype=ml.float32, device=device)
     rng = np.random.default_rng(0)
     with ml.no_grad():
         for name, p in model.named_parameters():

@@ -53,7 +53,7 @@ from minilora.optim import AdamW  # noqa: E402
 
 def build_minilora(config):
     ml.manual_seed(0)
-    model = LlamaForCausalLM(config, dtype="float32")
+    model = LlamaForCausalLM(config, dtype=ml.float32)
     return model, AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
 

@@ -979,7 +979,7 @@ class LabelSmoother:
             labels = labels.unsqueeze(-1)
         padding = labels.eq(self.ignore_index)
         nll = log_probs.gather(dim=-1, index=labels.clamp(min=0)).masked_fill(padding, 0.0)
-        smoothed = log_probs.sum(dim=-1, keepdim=True, dtype="float32").masked_fill(padding, 0.0)
+        smoothed = log_probs.sum(dim=-1, keepdim=True, dtype=np.dtype("float32")).masked_fill(padding, 0.0)
         denominator = padding.numel() - padding.long().sum() if num_items_in_batch is None else num_items_in_batch
         return (1 - self.epsilon) * (nll.sum() / denominator) + \
             self.epsilon * (smoothed.sum() / (denominator * log_probs.shape[-1]))

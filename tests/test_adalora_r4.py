@@ -119,7 +119,7 @@ def test_ranknum_trains_on_the_bases_where_peft_s_does(dtype, autocast):
     from test_llama import hf_model
     import transformers
     reference = hf_model(transformers, CONFIG, dtype=dtype)
-    model = ml.models.LlamaForCausalLM(CONFIG, dtype=dtype)
+    model = ml.models.LlamaForCausalLM(CONFIG, dtype=getattr(ml, dtype))
     model.load_state_dict(reference.state_dict())
     theirs = peft.get_peft_model(reference, peft.AdaLoraConfig(**OPTIONS), autocast_adapter_dtype=autocast)
     ours = get_peft_model(model, AdaLoraConfig(**OPTIONS), autocast_adapter_dtype=autocast)
@@ -285,6 +285,6 @@ def test_memory_estimate_counts_ranknum_where_peft_trains_it(dtype):
     config = AdaLoraConfig(**OPTIONS)
     theirs = peft.get_peft_model(hf_model(transformers, CONFIG, dtype=dtype), peft.AdaLoraConfig(**OPTIONS))
     assert memory.estimate(CONFIG, config, dtype=dtype).trainable_params == theirs.get_nb_trainable_parameters()[0]
-    ours = get_peft_model(ml.models.LlamaForCausalLM(CONFIG, dtype=dtype), config)
+    ours = get_peft_model(ml.models.LlamaForCausalLM(CONFIG, dtype=getattr(ml, dtype)), config)
     layout = {p.name: (tuple(p.shape), p.trainable) for p in memory.peft_layout(CONFIG, config, dtype=dtype)}
     assert layout == {n: (tuple(p.shape), p.requires_grad) for n, p in ours.named_parameters()}

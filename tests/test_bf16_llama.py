@@ -138,7 +138,7 @@ def test_torch_dtype_objects_are_understood(torch, tmp_path):
 def test_cast_a_float32_model_to_bfloat16(cast):
     model = LlamaForCausalLM(tiny_config())
     before = {n: p.numpy().copy() for n, p in model.named_parameters()}
-    model = {"to": lambda m: m.to(ml.bfloat16), "to_keyword": lambda m: m.to(dtype="bfloat16"),
+    model = {"to": lambda m: m.to(ml.bfloat16), "to_keyword": lambda m: m.to(dtype=ml.bfloat16),
              "method": lambda m: m.bfloat16()}[cast](model)
     assert model.dtype == ml.bfloat16
     for name, p in model.named_parameters():
@@ -239,12 +239,12 @@ def test_rms_norm_and_mlp_equal_transformers(transformers, torch, dtype):
     theirs = modeling_llama.LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps).to(x.dtype)
     with torch.no_grad():
         theirs.weight.copy_(1 + 0.1 * torch.randn(config.hidden_size))
-    ours = ml_llama.LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype)
+    ours = ml_llama.LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=getattr(ml, dtype))
     ours.load_state_dict(theirs.state_dict())
     np.testing.assert_array_equal(f64(ours(ml.tensor(x))), f64(theirs(x)))
 
     theirs = modeling_llama.LlamaMLP(hf_config).to(x.dtype)
-    ours = ml_llama.LlamaMLP(config, dtype=dtype)
+    ours = ml_llama.LlamaMLP(config, dtype=getattr(ml, dtype))
     ours.load_state_dict(theirs.state_dict())
     gate, up = theirs.gate_proj(x), theirs.up_proj(x)
     hidden = theirs.act_fn(gate) * up  # elementwise, one rounding each: bit for bit on every CPU

@@ -18,7 +18,7 @@ class Block(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.lin = nn.Linear(5, 5, dtype="float64")
+        self.lin = nn.Linear(5, 5, dtype=ml.float64)
         self.drop = nn.Dropout(0.5)
 
     def forward(self, x, scale):

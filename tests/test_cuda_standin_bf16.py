@@ -377,11 +377,11 @@ def test_16bit_losses_on_cuda(cuda14, dtype, reduction):
     target[3] = -100
     results = {}
     for dev in ("cpu", "cuda"):
-        x = ml.tensor(logits, dtype=dtype, device=dev, requires_grad=True)
+        x = ml.tensor(logits, dtype=getattr(ml, dtype), device=dev, requires_grad=True)
         loss = ml.nn.functional.cross_entropy(x, ml.tensor(target, device=dev), reduction=reduction)
         loss.sum().backward()
         rows = ml.nn.functional.cross_entropy(x.detach(), ml.tensor(target, device=dev), reduction="none")
-        y = ml.tensor(logits > 0, dtype=dtype, device=dev)
+        y = ml.tensor(logits > 0, dtype=getattr(ml, dtype), device=dev)
         bce = ml.nn.functional.binary_cross_entropy_with_logits(x.detach(), y, reduction=reduction)
         results[dev] = [t.float().cpu().numpy() for t in (loss, x.grad, rows, bce)]
     cpu, cuda = results["cpu"], results["cuda"]

@@ -75,7 +75,7 @@ def worker_ddp(out):
     dist.init_process_group("mpi", timeout=60)
     rank, world = dist.get_rank(), dist.get_world_size()
     model = tiny_lora(seed=100 + rank)
-    model.register_buffer("marker", ml.tensor([10.0 + rank], dtype="float64"))  # broadcast_buffers: rank 0's
+    model.register_buffer("marker", ml.tensor([10.0 + rank], dtype=ml.float64))  # broadcast_buffers: rank 0's
     ddp = DDP(model, bucket_cap_mb=BUCKET_CAP_MB)
     record = {"buckets": np.array(len(ddp.buckets)),
               "broadcast_bytes": np.array(dist.comm_stats()["broadcast"]["bytes"])}

@@ -14,7 +14,7 @@ from minilora.testing import assert_close, grad_check
 def _t(rng, *shape, requires_grad=True, low=None):
     """A float64 tensor of standard normal values (or uniform in [low, low + 1])."""
     data = rng.standard_normal(shape) if low is None else low + rng.random(shape)
-    return ml.tensor(data, dtype="float64", requires_grad=requires_grad)
+    return ml.tensor(data, dtype=ml.float64, requires_grad=requires_grad)
 
 
 def _unbroadcast_reference(grad, shape):

@@ -17,7 +17,7 @@ from minilora.testing import assert_close, grad_check
 
 
 def _t(rng, *shape, requires_grad=True):
-    return ml.tensor(rng.standard_normal(shape), dtype="float64", requires_grad=requires_grad)
+    return ml.tensor(rng.standard_normal(shape), dtype=ml.float64, requires_grad=requires_grad)
 
 
 class _OneLayer(nn.Module):
@@ -25,7 +25,7 @@ class _OneLayer(nn.Module):
 
     def __init__(self, d_in=6, d_out=5):
         super().__init__()
-        self.q_proj = nn.Linear(d_in, d_out, dtype="float64")
+        self.q_proj = nn.Linear(d_in, d_out, dtype=ml.float64)
 
     def forward(self, x):
         return self.q_proj(x)

@@ -12,7 +12,7 @@ from minilora.testing import assert_close, grad_check
 
 
 def _t(rng, *shape, requires_grad=True):
-    return ml.tensor(rng.standard_normal(shape), dtype="float64", requires_grad=requires_grad)
+    return ml.tensor(rng.standard_normal(shape), dtype=ml.float64, requires_grad=requires_grad)
 
 
 # ---- 2.1 / 2.2 RMSNorm ---------------------------------------------------------------------------

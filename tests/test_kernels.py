@@ -265,7 +265,7 @@ def test_adamw_optimizer_on_emu_matches_cpu(monkeypatch):
     monkeypatch.setattr(kernels, "_launch", lambda *a: launches.append(a[2]) or real_launch(*a))
     result = {}
     for dev in ("cpu", "emu"):
-        ps = [ml.tensor(v, dtype="float32", device=dev, requires_grad=True) for v in values]
+        ps = [ml.tensor(v, dtype=ml.float32, device=dev, requires_grad=True) for v in values]
         opt = optim.AdamW([{"params": ps[:2]}, {"params": ps[2:], "lr": 0.1, "weight_decay": 0.0}], lr=1e-2)
         for step_grads in grads:
             for p, g in zip(ps, step_grads):
@@ -311,7 +311,7 @@ def test_adamw_tables_rebuild_only_when_the_parameter_set_changes():
     values = [rng.standard_normal(s) for s in [(5, 3), (4100,), (2,)]]
     trajectories = {}
     for dev in ("cpu", "emu"):
-        ps = [ml.tensor(v, dtype="float32", device=dev, requires_grad=True) for v in values]
+        ps = [ml.tensor(v, dtype=ml.float32, device=dev, requires_grad=True) for v in values]
         opt = optim.AdamW(ps, lr=1e-2)
         rebuilds = []
         step_rng = np.random.default_rng(1)
@@ -502,7 +502,7 @@ def test_lora_linear_op_on_emu_uses_the_kernels_and_matches_cpu(monkeypatch):
     monkeypatch.setattr(kernels, "_launch", lambda *a: launches.append(a[2]) or real_launch(*a))
     result = {}
     for dev in ("cpu", "emu"):
-        x, W0, A, B, b = (ml.tensor(v, dtype="float32", device=dev, requires_grad=True) for v in values)
+        x, W0, A, B, b = (ml.tensor(v, dtype=ml.float32, device=dev, requires_grad=True) for v in values)
         W0.requires_grad = False
         out = ml.ops.lora_linear(x, W0, A, B, 0.5, bias=b, dropout_p=0.3, seed=3)
         (out * out).sum().backward()

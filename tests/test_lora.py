@@ -511,7 +511,7 @@ def test_works_on_a_plain_module_tree():
 
     ml.manual_seed(0)
     model = get_peft_model(Toy(), LoraConfig(r=2, target_modules=["encoder"], init_lora_weights=False))
-    x = ml.tensor(np.random.default_rng(0).standard_normal((4, 6)), dtype="float32")
+    x = ml.tensor(np.random.default_rng(0).standard_normal((4, 6)), dtype=ml.float32)
     out = model(x)
     assert out.shape == (4, 3)
     assert isinstance(model.base_model.model.encoder, LoraLinear)

@@ -12,7 +12,7 @@ from minilora.testing import assert_close, grad_check
 M_SHAPE, K, N, R = (2, 3), 5, 4, 2  # ragged on purpose: nothing is a multiple of a tile
 
 
-def make_inputs(device, dtype="float32", seed=0, bias=True, W0_trainable=False):
+def make_inputs(device, dtype=ml.float32, seed=0, bias=True, W0_trainable=False):
     rng = np.random.default_rng(seed)
     x = ml.tensor(rng.standard_normal(M_SHAPE + (K,)), dtype=dtype, device=device, requires_grad=True)
     W0 = ml.tensor(rng.standard_normal((N, K)), dtype=dtype, device=device, requires_grad=W0_trainable)
@@ -41,7 +41,7 @@ def test_forward_and_backward_match_reference(device, p):
     x, W0, A, B, b = make_inputs(device)
     out = ops.lora_linear(x, W0, A, B, 0.75, bias=b, dropout_p=p, seed=11)
     dY = np.random.default_rng(5).standard_normal(out.shape)
-    out.backward(ml.tensor(dY, dtype="float32", device=device))
+    out.backward(ml.tensor(dY, dtype=ml.float32, device=device))
     Y, grads = reference(x, W0, A, B, b, 0.75, p, 11, dY)
     assert_close(out, Y, rtol=1e-5, atol=1e-5, name="Y")
     for name, t in (("x", x), ("A", A), ("B", B), ("bias", b)):
@@ -57,14 +57,14 @@ def test_grad_check_float64(p, split, request):
     also with the op's products split into blocks of rows across threads."""
     if split:
         request.getfixturevalue("split_into_blocks")
-    x, W0, A, B, b = make_inputs("cpu", dtype="float64", seed=1, W0_trainable=split)
+    x, W0, A, B, b = make_inputs("cpu", dtype=ml.float64, seed=1, W0_trainable=split)
     grad_check(lambda x, W0, A, B, b: ops.lora_linear(x, W0, A, B, 1.3, bias=b, dropout_p=p, seed=7),
                x, W0, A, B, b)
 
 
 def test_trainable_W0_gets_its_gradient():
     """If a caller does make W0 trainable (full fine-tuning) its gradient is right too."""
-    x, W0, A, B, b = make_inputs("cpu", dtype="float64", seed=2, W0_trainable=True)
+    x, W0, A, B, b = make_inputs("cpu", dtype=ml.float64, seed=2, W0_trainable=True)
     grad_check(lambda x, W0, A, B, b: ops.lora_linear(x, W0, A, B, 0.5, bias=b), x, W0, A, B, b)
 
 

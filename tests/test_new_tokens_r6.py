@@ -196,7 +196,7 @@ def test_new_token_recipe_end_to_end(hf, tokenizer_folder, tmp_path, monkeypatch
     reloaded_tok = from_pretrained(folder)
     assert reloaded_tok(text, padding=True).input_ids == ids.tolist()
     assert transformers.AutoTokenizer.from_pretrained(str(folder))(text, padding=True).input_ids == ids.tolist()
-    fresh = ml.models.LlamaForCausalLM(fuzz.TINY, dtype="float64")  # vocab_size: the resized one
+    fresh = ml.models.LlamaForCausalLM(fuzz.TINY, dtype=ml.float64)  # vocab_size: the resized one
     assert fresh.config.vocab_size == len(reloaded_tok)
     fresh.load_state_dict(base_state)
     np.testing.assert_allclose(fuzz.logits(ml_peft.PeftModel.from_pretrained(fresh, folder), ids), expected,

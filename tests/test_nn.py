@@ -42,7 +42,7 @@ def _compare_with_torch(module, torch_module, x, seed_grad=0):
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_torch(bias, rng):
     torch = pytest.importorskip("torch")
-    layer = nn.Linear(5, 3, bias=bias, dtype="float64")
+    layer = nn.Linear(5, 3, bias=bias, dtype=ml.float64)
     assert layer.weight.shape == (3, 5) and (layer.bias is None) == (not bias)
     twin = _torch_copy(layer, torch.nn.Linear(5, 3, bias=bias, dtype=torch.float64))
     _compare_with_torch(layer, twin, rng.standard_normal((2, 4, 5)))
@@ -50,7 +50,7 @@ def test_linear_matches_torch(bias, rng):
 
 def test_embedding_matches_torch():
     torch = pytest.importorskip("torch")
-    layer = nn.Embedding(7, 4, dtype="float64")
+    layer = nn.Embedding(7, 4, dtype=ml.float64)
     twin = _torch_copy(layer, torch.nn.Embedding(7, 4, dtype=torch.float64))
     ids = np.array([[0, 3, 3, 6], [6, 1, 3, 0]])  # repeats: their gradients must add up
     _compare_with_torch(layer, twin, ids)
@@ -60,7 +60,7 @@ def test_embedding_matches_torch():
 def test_embedding_padding_idx_matches_torch(padding_idx):
     """torch.nn.Embedding(padding_idx=...): the row starts at zero and padding positions give it no gradient."""
     torch = pytest.importorskip("torch")
-    layer = nn.Embedding(7, 4, padding_idx=padding_idx, dtype="float64")
+    layer = nn.Embedding(7, 4, padding_idx=padding_idx, dtype=ml.float64)
     assert layer.padding_idx == padding_idx % 7 and not layer.weight.numpy(force=True)[padding_idx].any()
     assert f"padding_idx={padding_idx % 7}" in repr(layer)
     twin = _torch_copy(layer, torch.nn.Embedding(7, 4, padding_idx=padding_idx, dtype=torch.float64))
@@ -76,7 +76,7 @@ def test_embedding_padding_idx_matches_torch(padding_idx):
 
 def test_rmsnorm_matches_torch(rng):
     torch = pytest.importorskip("torch")
-    layer = nn.RMSNorm(6, eps=1e-6, dtype="float64")
+    layer = nn.RMSNorm(6, eps=1e-6, dtype=ml.float64)
     init.normal_(layer.weight)  # not all ones, so the weight's gradient is tested too
     twin = _torch_copy(layer, torch.nn.RMSNorm(6, eps=1e-6, dtype=torch.float64))
     _compare_with_torch(layer, twin, rng.standard_normal((3, 2, 6)))
@@ -85,7 +85,7 @@ def test_rmsnorm_matches_torch(rng):
 @pytest.mark.parametrize("affine, bias", [(True, True), (True, False), (False, False)])
 def test_layernorm_matches_torch(affine, bias, rng):
     torch = pytest.importorskip("torch")
-    layer = nn.LayerNorm(6, elementwise_affine=affine, bias=bias, dtype="float64")
+    layer = nn.LayerNorm(6, elementwise_affine=affine, bias=bias, dtype=ml.float64)
     for p in layer.parameters():
         init.normal_(p)
     twin = _torch_copy(layer, torch.nn.LayerNorm(6, elementwise_affine=affine, bias=bias,
@@ -324,10 +324,10 @@ def test_to_dtype_keeps_parameter_objects():
     assert net.layers[0].scale.dtype == np.float64
     net.float()
     assert net.embed.weight.dtype == np.float32
-    net.to(dtype=np.float16)
+    net.to(dtype=ml.float16)
     assert net.heads["lm"].bias.dtype == np.float16
     with pytest.raises(TypeError, match="only accepts floating point"):
-        net.to(dtype="int32")
+        net.to(dtype=ml.int32)
 
 
 def test_to_device(device):

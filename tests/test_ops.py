@@ -366,7 +366,7 @@ def test_matches_torch(case):
 def test_float32_forward_is_float32_and_close_to_float64(case):
     """float32 in, float32 out (no silent upcast), within float32 rounding of the float64 result."""
     inputs = case.inputs(case_rng(case, 0))
-    out32 = case.ours(*[as_minilora(a, dtype="float32") for a in inputs])
+    out32 = case.ours(*[as_minilora(a, dtype=ml.float32) for a in inputs])
     out64 = case.ours(*[as_minilora(a) for a in inputs])
     assert out32.dtype == np.float32, f"{case.name}: float32 inputs gave {out32.dtype}"
     assert_close(out32, out64.numpy(force=True), rtol=1e-4, atol=1e-5, name=f"{case.name} float32")

@@ -17,9 +17,9 @@ class TinyNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.fc1 = nn.Linear(4, 6, dtype="float64")
-        self.norm = nn.LayerNorm(6, dtype="float64")
-        self.fc2 = nn.Linear(6, 3, dtype="float64")
+        self.fc1 = nn.Linear(4, 6, dtype=ml.float64)
+        self.norm = nn.LayerNorm(6, dtype=ml.float64)
+        self.fc2 = nn.Linear(6, 3, dtype=ml.float64)
 
     def forward(self, x):
         return self.fc2(self.norm(self.fc1(x)).tanh())

@@ -99,11 +99,11 @@ def test_stepwise_optimizers_match_torch(name, dtype):
 def test_stepwise_optimizers_in_16_bits_match_torch_bit_for_bit(name, kwargs, shape, dtype):
     rng = np.random.default_rng(3)
     start = rng.standard_normal(shape)
-    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    p, t = nn.Parameter(ml.tensor(start, dtype=getattr(ml, dtype))), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
     opt, topt = getattr(optim, name)([p], **kwargs), getattr(torch.optim, name)([t], **kwargs)
     for _ in range(8):
         g = rng.standard_normal(shape)
-        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        p.grad, t.grad = ml.tensor(g, dtype=getattr(ml, dtype)), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
         np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
@@ -284,7 +284,7 @@ def test_lbfgs_in_16_bits_is_refused_not_approximated(dtype):
     """torch runs LBFGS on 16-bit parameters with its own rounding of every vector op and dot product; minilora
     does not reproduce it (bfloat16 steps came out different), so it refuses."""
     with pytest.raises(NotImplementedError, match=f"LBFGS on {dtype} parameters is not implemented"):
-        optim.LBFGS([nn.Parameter(ml.zeros(3, dtype=dtype)), nn.Parameter(ml.zeros(2))])
+        optim.LBFGS([nn.Parameter(ml.zeros(3, dtype=getattr(ml, dtype))), nn.Parameter(ml.zeros(2))])
 
 
 def test_lbfgs_at_a_minimum_returns_at_once_as_torch():
@@ -322,7 +322,7 @@ MUONS = {"defaults": {}, "positional": (0.02, 0.05, 0.9, False, (3.0, -4.0, 2.0)
 def _muon_twins(shapes, dtype, arguments):
     rng = np.random.default_rng(0)
     values = [rng.standard_normal(s) for s in shapes]
-    ours = [nn.Parameter(ml.tensor(v, dtype=dtype)) for v in values]
+    ours = [nn.Parameter(ml.tensor(v, dtype=getattr(ml, dtype))) for v in values]
     theirs = [torch.nn.Parameter(torch.tensor(v).to(getattr(torch, dtype))) for v in values]
     args, kwargs = (arguments, {}) if isinstance(arguments, tuple) else ((), arguments)
     return ours, theirs, optim.Muon(ours, *args, **kwargs), torch.optim.Muon(theirs, *args, **kwargs), rng
@@ -337,7 +337,7 @@ def test_muon_matches_torch(case, dtype):
     for _ in range(5):
         for p, t in zip(ours, theirs):
             g = rng.standard_normal(tuple(t.shape))
-            p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+            p.grad, t.grad = ml.tensor(g, dtype=getattr(ml, dtype)), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
     for p, t in zip(ours, theirs):
@@ -354,7 +354,7 @@ def test_muon_on_a_large_matrix_agrees_to_a_bfloat16_rounding():
     the steps agree within 2% of the largest one."""
     ours, theirs, opt, topt, rng = _muon_twins(((64, 128),), "float32", {"lr": 0.02})
     g = rng.standard_normal((64, 128))
-    ours[0].grad, theirs[0].grad = ml.tensor(g, dtype="float32"), torch.tensor(g, dtype=torch.float32)
+    ours[0].grad, theirs[0].grad = ml.tensor(g, dtype=ml.float32), torch.tensor(g, dtype=torch.float32)
     start = ours[0].numpy(force=True).copy()
     opt.step()
     topt.step()
@@ -381,8 +381,8 @@ def test_16_bit_lerp_of_the_optimizers_is_torchs(dtype, weight):
     from minilora.optim.adagrad_rmsprop import _Arithmetic
     rng = np.random.default_rng(0)
     start, end = rng.standard_normal(512), rng.standard_normal(512)
-    ops = _Arithmetic(ml.tensor(start, dtype=dtype).dtype)
-    mine = ops.lerp(ops.load(ml.tensor(start, dtype=dtype)._array), ops.load(ml.tensor(end, dtype=dtype)._array), weight)
+    ops = _Arithmetic(ml.tensor(start, dtype=getattr(ml, dtype)).dtype)
+    mine = ops.lerp(ops.load(ml.tensor(start, dtype=getattr(ml, dtype))._array), ops.load(ml.tensor(end, dtype=getattr(ml, dtype))._array), weight)
     theirs = torch.tensor(start).to(getattr(torch, dtype)).lerp(torch.tensor(end).to(getattr(torch, dtype)), weight)
     np.testing.assert_array_equal(mine, theirs.float().numpy())
 

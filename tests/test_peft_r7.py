@@ -441,7 +441,7 @@ def test_has_active_enabled_adapter_and_base_model_torch_dtype_as_peft():
     assert ours.base_model_torch_dtype is theirs.base_model_torch_dtype is None  # a model without .dtype
     llama = ml_peft.get_peft_model(ml.models.LlamaForCausalLM(ml.models.LlamaConfig(
         vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2), dtype="float64"), ml_peft.LoraConfig(target_modules=["q_proj"]))
+        num_key_value_heads=2), dtype=ml.float64), ml_peft.LoraConfig(target_modules=["q_proj"]))
     assert llama.base_model_torch_dtype == ml.float64
 
 

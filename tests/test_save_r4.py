@@ -35,7 +35,7 @@ SCHEDULERS = {
 
 def _params(dtype):
     rng = np.random.default_rng(0)
-    return [nn.Parameter(ml.tensor(rng.standard_normal(s), dtype=dtype)) for s in ((4, 3), (5,))]
+    return [nn.Parameter(ml.tensor(rng.standard_normal(s), dtype=getattr(ml, dtype))) for s in ((4, 3), (5,))]
 
 
 def _train(params, opt, sched, steps):

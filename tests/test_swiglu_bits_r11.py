@@ -100,7 +100,7 @@ def test_llama_mlp_activation_is_transformers():
     """LlamaMLP's ``act_fn(gate_proj(x)) * up_proj(x)`` (down_proj's input), the projections exact in any
     summation order (weights and inputs on a coarse grid), against transformers' forward written in torch."""
     config = ml.models.LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=1, num_attention_heads=4)
-    mlp = ml.nn.llama.LlamaMLP(config, dtype="float32")
+    mlp = ml.nn.llama.LlamaMLP(config, dtype=ml.float32)
     rng = np.random.default_rng(3)
     for linear in (mlp.gate_proj, mlp.up_proj):
         linear.weight.data = ml.tensor(rng.integers(-8, 9, (172, 64)).astype(np.float32) / 64)

@@ -14,7 +14,7 @@ def enabled(name):
 
 
 def t64(rng, *shape, requires_grad=True):
-    return ml.tensor(rng.standard_normal(shape), dtype="float64", requires_grad=requires_grad)
+    return ml.tensor(rng.standard_normal(shape), dtype=ml.float64, requires_grad=requires_grad)
 
 
 # ---- backward and gradient accumulation -------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_gradient_of_a_diamond_graph_is_summed_once_per_path(rng):
 
 
 def test_a_long_chain_needs_no_recursion():
-    x = ml.tensor([0.5], dtype="float64", requires_grad=True)
+    x = ml.tensor([0.5], dtype=ml.float64, requires_grad=True)
     y = x
     for _ in range(5000):
         y = y * 1.0001
@@ -146,11 +146,11 @@ def test_numpy_item_shape_dtype_device():
     with pytest.raises(RuntimeError, match=r"one element.*\(1, 3\)"):  # RuntimeError, as torch
         x.item()
     assert ml.tensor([1, 2]).dtype == np.int64  # Python ints stay integers
-    assert ml.tensor([1.0], dtype="float64").dtype == np.float64
+    assert ml.tensor([1.0], dtype=ml.float64).dtype == np.float64
 
 
 def test_float16_storage_stays_float16(rng):
-    h = ml.tensor(rng.standard_normal(4), dtype="float16", requires_grad=True)
+    h = ml.tensor(rng.standard_normal(4), dtype=ml.float16, requires_grad=True)
     y = (h * 2 + 1).exp().sum()
     y.backward()
     assert y.dtype == np.float16 and h.grad.dtype == np.float16
@@ -267,9 +267,9 @@ def test_mismatched_dtypes_name_both_dtypes():
     """torch's words and class (RuntimeError); still a TypeError too, as minilora raised before."""
     for error in (RuntimeError, TypeError):
         with pytest.raises(error, match="expected m1 and m2 to have the same dtype, but got: float != double"):
-            ml.tensor(np.ones((2, 3)), dtype="float32") @ ml.tensor(np.ones((3, 2)))
+            ml.tensor(np.ones((2, 3)), dtype=ml.float32) @ ml.tensor(np.ones((3, 2)))
         with pytest.raises(error, match="expected m1 and m2 to have the same dtype, but got: double != float"):
-            ops.linear(ml.tensor(np.ones((1, 3))), ml.tensor(np.ones((2, 3)), dtype="float32"))
+            ops.linear(ml.tensor(np.ones((1, 3))), ml.tensor(np.ones((2, 3)), dtype=ml.float32))
 
 
 # ---- a composite model against PyTorch ---------------------------------------------------------------
@@ -299,8 +299,8 @@ def test_rng_state_round_trip_replays_the_same_draws():
     """ml.get_rng_state / set_rng_state (torch.get_rng_state): gradient checkpointing replays dropout with it."""
     ml.manual_seed(11)
     state = ml.get_rng_state()
-    first = ml.randn(4, dtype="float64").numpy(force=True)
+    first = ml.randn(4, dtype=ml.float64).numpy(force=True)
     ml.set_rng_state(state)
-    again = ml.randn(4, dtype="float64").numpy(force=True)
+    again = ml.randn(4, dtype=ml.float64).numpy(force=True)
     np.testing.assert_array_equal(again, first)
-    assert not np.array_equal(ml.randn(4, dtype="float64").numpy(force=True), first)  # the state moved on
+    assert not np.array_equal(ml.randn(4, dtype=ml.float64).numpy(force=True), first)  # the state moved on

@@ -268,10 +268,10 @@ def test_rms_norm_reads_torchs_arguments_and_eps_none(rng):
 
 def test_norm_modules_match_torch(rng):
     x = rng.standard_normal((2, 3, 4))
-    for ours, theirs in [(nn.RMSNorm(4, dtype="float64"), tnn.RMSNorm(4, dtype=torch.float64)),
-                         (nn.RMSNorm((3, 4), eps=1e-3, dtype="float64"), tnn.RMSNorm((3, 4), eps=1e-3, dtype=torch.float64)),
-                         (nn.LayerNorm([3, 4], dtype="float64"), tnn.LayerNorm([3, 4], dtype=torch.float64)),
-                         (nn.LayerNorm(4, 1e-3, True, False, None, "float64"),
+    for ours, theirs in [(nn.RMSNorm(4, dtype=ml.float64), tnn.RMSNorm(4, dtype=torch.float64)),
+                         (nn.RMSNorm((3, 4), eps=1e-3, dtype=ml.float64), tnn.RMSNorm((3, 4), eps=1e-3, dtype=torch.float64)),
+                         (nn.LayerNorm([3, 4], dtype=ml.float64), tnn.LayerNorm([3, 4], dtype=torch.float64)),
+                         (nn.LayerNorm(4, 1e-3, True, False, None, ml.float64),
                           tnn.LayerNorm(4, 1e-3, True, False, None, torch.float64))]:
         assert ours.eps == theirs.eps and tuple(ours.normalized_shape) == tuple(theirs.normalized_shape)
         np.testing.assert_allclose(ours(ml.tensor(x)).numpy(), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-12)
@@ -566,7 +566,7 @@ def test_softmax_implicit_dim_and_dtype_as_torch(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         np.testing.assert_allclose(ours.numpy(), TF.softmax(torch.tensor(x)).numpy(), rtol=1e-6)  # dim 1 for 2-D
-    out = F.log_softmax(ml.tensor(x), dim=0, dtype="float64")
+    out = F.log_softmax(ml.tensor(x), dim=0, dtype=ml.float64)
     assert out.dtype == np.float64
     np.testing.assert_allclose(out.numpy(), TF.log_softmax(torch.tensor(x), 0, dtype=torch.float64).numpy(), rtol=1e-12)
 
@@ -593,7 +593,7 @@ def test_linear_and_embedding_match_torch(rng):
 
 # ---- modules ------------------------------------------------------------------------------------------
 def test_linear_argument_order_and_from_pretrained(rng):
-    layer = nn.Linear(3, 2, False, None, "float64")  # (in, out, bias, device, dtype), positionally
+    layer = nn.Linear(3, 2, False, None, ml.float64)  # (in, out, bias, device, dtype), positionally
     assert layer.bias is None and layer.weight.dtype == np.float64
     table = rng.standard_normal((5, 3))
     ours, theirs = nn.Embedding.from_pretrained(ml.tensor(table)), tnn.Embedding.from_pretrained(torch.tensor(table))
@@ -674,7 +674,7 @@ def test_clip_grad_as_torch(rng):
 
 
 def test_checkpoint_use_reentrant(rng):
-    layer = nn.Linear(3, 3, dtype="float64")
+    layer = nn.Linear(3, 3, dtype=ml.float64)
     x = ml.tensor(rng.standard_normal((2, 3)), requires_grad=True)
     out = nn.checkpoint(layer, x, use_reentrant=False)
     np.testing.assert_allclose(out.numpy(), layer(x).numpy())

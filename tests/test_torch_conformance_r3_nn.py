@@ -228,7 +228,7 @@ def test_calculate_gain_refuses_what_torch_refuses(nonlinearity, param):
 
 
 def _blank(shape):
-    return ml.zeros(*shape, dtype="float64"), torch.zeros(*shape, dtype=torch.float64)
+    return ml.zeros(*shape, dtype=ml.float64), torch.zeros(*shape, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("shape, gain", [((30, 50), 1.0), ((50, 30), 2.0), ((6, 2, 2, 2), 1.0), ((4, 4), 0.5)])

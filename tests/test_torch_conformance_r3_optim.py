@@ -147,10 +147,10 @@ def test_amsgrad_in_16_bits_matches_torch(dtype):
     """torch keeps a 16-bit parameter's state (max_exp_avg_sq too) in its dtype, every op rounded once."""
     rng = np.random.default_rng(4)
     start, grads = rng.standard_normal(64), [rng.standard_normal(64) for _ in range(6)]
-    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    p, t = nn.Parameter(ml.tensor(start, dtype=getattr(ml, dtype))), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
     opt, topt = optim.AdamW([p], lr=0.01, eps=1e-4, amsgrad=True), torch.optim.AdamW([t], lr=0.01, eps=1e-4, amsgrad=True)
     for g in grads:
-        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        p.grad, t.grad = ml.tensor(g, dtype=getattr(ml, dtype)), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
     np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
@@ -417,10 +417,10 @@ def test_rmsprop_and_adagrad_match_torch(make):
 def test_rmsprop_and_adagrad_in_16_bits_match_torch_bit_for_bit(dtype, name, kwargs):
     rng = np.random.default_rng(4)
     start, grads = rng.standard_normal(64), [rng.standard_normal(64) for _ in range(6)]
-    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    p, t = nn.Parameter(ml.tensor(start, dtype=getattr(ml, dtype))), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
     opt, topt = getattr(optim, name)([p], **kwargs), getattr(torch.optim, name)([t], **kwargs)
     for g in grads:
-        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        p.grad, t.grad = ml.tensor(g, dtype=getattr(ml, dtype)), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
         np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
@@ -849,10 +849,10 @@ def test_adam_variants_match_torch(name):
 def test_adam_variants_in_16_bits_match_torch_bit_for_bit(dtype, name):
     rng = np.random.default_rng(7)
     start, grads = rng.standard_normal(128), [rng.standard_normal(128) * 0.1 for _ in range(10)]
-    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    p, t = nn.Parameter(ml.tensor(start, dtype=getattr(ml, dtype))), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
     opt, topt = ADAM_VARIANTS[name](optim, [p]), ADAM_VARIANTS[name](torch.optim, [t])
     for g in grads:
-        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        p.grad, t.grad = ml.tensor(g, dtype=getattr(ml, dtype)), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
         np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
@@ -894,10 +894,10 @@ def test_adadelta_matches_torch(make):
 def test_adadelta_in_16_bits_matches_torch_bit_for_bit(dtype):
     rng = np.random.default_rng(7)
     start, grads = rng.standard_normal(128), [rng.standard_normal(128) for _ in range(8)]
-    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    p, t = nn.Parameter(ml.tensor(start, dtype=getattr(ml, dtype))), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
     opt, topt = optim.Adadelta([p], 0.5, 0.8, 1e-3, 0.1), torch.optim.Adadelta([t], 0.5, 0.8, 1e-3, 0.1)
     for g in grads:
-        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        p.grad, t.grad = ml.tensor(g, dtype=getattr(ml, dtype)), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
         np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
@@ -933,10 +933,10 @@ def test_a_large_eps_in_16_bits_is_added_as_torch_adds_it(dtype, name, kwargs):
     bfloat16's 0.010009765625 for eps=0.01): with a large eps the weights differed by an ulp here and there."""
     rng = np.random.default_rng(7)
     start, grads = rng.standard_normal(256), [rng.standard_normal(256) * 0.1 for _ in range(10)]
-    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    p, t = nn.Parameter(ml.tensor(start, dtype=getattr(ml, dtype))), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
     opt, topt = getattr(optim, name)([p], **kwargs), getattr(torch.optim, name)([t], **kwargs)
     for g in grads:
-        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        p.grad, t.grad = ml.tensor(g, dtype=getattr(ml, dtype)), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
     np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))

@@ -121,8 +121,8 @@ CLIP_GRADS = [[0.0, 2.0, -3.0, 0.1003, 0.09998, -0.1002], np.linspace(-3, 3, 300
 def _clip_twins(grads, dtype):
     ours, theirs = [], []
     for g in grads:
-        p, t = nn.Parameter(ml.zeros(len(g), dtype=dtype)), torch.nn.Parameter(torch.zeros(len(g), dtype=getattr(torch, dtype)))
-        p.grad, t.grad = ml.tensor(np.asarray(g), dtype=dtype), torch.tensor(np.asarray(g)).to(getattr(torch, dtype))
+        p, t = nn.Parameter(ml.zeros(len(g), dtype=getattr(ml, dtype))), torch.nn.Parameter(torch.zeros(len(g), dtype=getattr(torch, dtype)))
+        p.grad, t.grad = ml.tensor(np.asarray(g), dtype=getattr(ml, dtype)), torch.tensor(np.asarray(g)).to(getattr(torch, dtype))
         ours.append(p)
         theirs.append(t)
     return ours, theirs
@@ -240,11 +240,11 @@ def test_nadam_resumed_in_16_bits_as_torch(dtype):
     finals = []
     for lib in (ml, torch):
         def param(values):
-            return (nn.Parameter(ml.tensor(values, dtype=dtype)) if lib is ml else
+            return (nn.Parameter(ml.tensor(values, dtype=getattr(ml, dtype))) if lib is ml else
                     torch.nn.Parameter(torch.tensor(values).to(getattr(torch, dtype))))
 
         def grad(values):
-            return ml.tensor(values, dtype=dtype) if lib is ml else torch.tensor(values).to(getattr(torch, dtype))
+            return ml.tensor(values, dtype=getattr(ml, dtype)) if lib is ml else torch.tensor(values).to(getattr(torch, dtype))
         p = param(start)
         opt = _module(lib).NAdam([p], lr=0.01)
         for g in grads[:3]:

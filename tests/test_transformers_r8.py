@@ -368,7 +368,7 @@ def test_embeddings_helpers_and_num_parameters(hf):
     reference, model = pair(hf)
     torch.manual_seed(3)
     new = torch.nn.Embedding(40, 16).double()
-    ours_new = ml.nn.Embedding(40, 16, dtype="float64")
+    ours_new = ml.nn.Embedding(40, 16, dtype=ml.float64)
     ours_new.load_state_dict({"weight": new.weight.detach().numpy()})
     reference.set_input_embeddings(new), model.set_input_embeddings(ours_new)
     assert model.get_input_embeddings() is ours_new and model.model.embed_tokens is ours_new

@@ -274,7 +274,7 @@ def _random_slopes(input, lower, upper):
     # (u * (upper - lower) + lower in two roundings: this kernel's compiled code fuses no multiply-add)
     slopes[drawn] = _random.default_generator.uniform((int(drawn.sum()),), np.float64) * (upper - lower) + lower
     if input.dtype.itemsize == 2:  # (bfloat16, float16: torch's kernel multiplies in float32, rounds once)
-        slopes = ops.tensor(slopes, dtype=np.float32, device=input.device)
+        slopes = ops.tensor(slopes, dtype=np.dtype("float32"), device=input.device)
         return _backward_reads(ops.where(input > 0, input, (input.float() * slopes).to(input.dtype)), input)
     slopes = ops.tensor(slopes, dtype=input.dtype, device=input.device)  # (torch's rrelu_with_noise_backward:)
     return _backward_reads(ops.where(input > 0, input, input * slopes), input)
@@ -1187,7 +1187,7 @@ def pdist(input, p=2):
     if p < 0:
         raise RuntimeError("pdist only supports non-negative p values")
     first, second = np.triu_indices(input.shape[0], 1)
-    rows = lambda index: input[ops.tensor(index, dtype=np.int64, device=input.device)]  # noqa: E731
+    rows = lambda index: input[ops.tensor(index, dtype=np.dtype("int64"), device=input.device)]  # noqa: E731
     out = (rows(first) - rows(second)).norm(p, -1)
     if p == 0 and out.requires_grad:  # (torch's _pdist_backward gives zeros for p = 0, where norm's gives None)
         out = ops.elementwise.ZeroGradientTo.apply(out.detach(), input)
@@ -1607,7 +1607,7 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
     extra = int(bias_k is not None) + int(add_zero_attn)  # keys every query sees besides the given ones
     if is_causal and key_padding_mask is None and not need_weights:
         # torch then trusts the hint: the mask given is set aside for SDPA's causal one (top-left)
-        causal = ops.triu(query.new_ones((length, source + extra), dtype=np.bool_), 1)
+        causal = ops.triu(query.new_ones((length, source + extra), dtype=np.dtype("bool")), 1)
         bias = _mha_scores_bias(causal, None, n, num_heads, length, source + extra, query.dtype)
     else:
         bias = _mha_scores_bias(attn_mask, key_padding_mask, n, num_heads, length, source, query.dtype)

@@ -217,7 +217,7 @@ class _LazyNormMixin(_LazyMixin):
         if track_running_stats:
             self.running_mean = UninitializedBuffer(device=device, dtype=dtype)
             self.running_var = UninitializedBuffer(device=device, dtype=dtype)
-            self.num_batches_tracked = ops.tensor(0, dtype=np.int64, device=device)
+            self.num_batches_tracked = ops.tensor(0, dtype=np.dtype("int64"), device=device)
         self._lazy_hooks()
 
     def reset_parameters(self):

@@ -1324,7 +1324,7 @@ def _rows_around_the_mean(rows, added):
     scale_tril, info = linalg.cholesky_ex(scaled)
     if info.item() != 0:
         return np.broadcast_to(mean, (added, rows.shape[1]))
-    eps = randn(added, rows.shape[1], dtype="float32", device="cpu")
+    eps = randn(added, rows.shape[1], dtype=dtypes.float32, device="cpu")
     return mean + (scale_tril @ eps.unsqueeze(-1)).squeeze(-1).numpy()
 
 

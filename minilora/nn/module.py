@@ -505,7 +505,7 @@ class Module:
         return self.to(dtype=dtypes.float16)
 
     def bfloat16(self):
-        return self.to(dtype="bfloat16")  # (without ml_dtypes: a clear error naming the fix)
+        return self.to(dtype=dtypes.bfloat16)  # (without ml_dtypes: a clear error naming the fix)
 
     def cpu(self):
         return self.to("cpu")

@@ -1103,7 +1103,7 @@ def _refuse_bools(name, input, other):
 def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
     input, exponent = python_number(input), python_number(exponent)
     if type(exponent) is bool and _is_bool(input):  # torch: x ** True is x, x ** False all True
-        return input.clone() if exponent else input.new_ones(input.shape, dtype=np.bool_)
+        return input.clone() if exponent else input.new_ones(input.shape, dtype=np.dtype("bool"))
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("pow", pow, input, exponent)
     _refuse_bools("pow", input, exponent)

@@ -234,7 +234,7 @@ def sample_dirichlet(input, generator=None):
     host = input.detach().cpu().numpy()
     gammas = gamma_draws(_gen(generator), host.astype(np.float64), single=False)
     gammas = np.maximum(gammas, np.finfo(np.float64).tiny) if gammas.size else gammas
-    sums = make_tensor(gammas, dtype=np.float64).sum(-1, keepdim=True).numpy() if gammas.ndim else gammas
+    sums = make_tensor(gammas, dtype=dtypes.float64).sum(-1, keepdim=True).numpy() if gammas.ndim else gammas
     dtype = host.dtype
     ratios = (gammas / sums).astype(dtype)
     below_one = np.nextafter(dtype.type(1), dtype.type(0))

@@ -1186,7 +1186,7 @@ def _empty_unique(input, return_inverse, return_counts, name):
     """unique along an empty ``dim``: torch's empty result of the input's shape, empty inverse and counts."""
     out = _NoDerivative.apply(input, values=input.device.xp.empty(input.shape, input.dtype), name=name,
                               error=NotImplementedError)
-    extras = [input.new_zeros((0,), dtype=np.int64) for wanted in (return_inverse, return_counts) if wanted]
+    extras = [input.new_zeros((0,), dtype=dtypes.int64) for wanted in (return_inverse, return_counts) if wanted]
     return (out, *extras) if extras else out
 
 
@@ -1360,7 +1360,7 @@ _PICKED_NODES = {"median": "MedianBackward1", "mode": "ModeBackward0", "kthvalue
 def _picked_of_0d(name, input):
     """A selection along a dim of a 0-d tensor: the value itself (a RecordedCopy: torch scatters its gradient
     into zeros) and index 0."""
-    return _picked(name, input, RecordedCopy.apply(input), input.new_zeros((), dtype=np.int64))
+    return _picked(name, input, RecordedCopy.apply(input), input.new_zeros((), dtype=dtypes.int64))
 
 
 def _picked(name, input, values, indices):
@@ -1392,7 +1392,7 @@ def _picked_index(input, dim_, pick):
     """The index ``pick`` (a ``std_sort`` function: (rows, n) keys -> (rows,) indices) chooses along ``dim_``, as
     an int64 Tensor keeping ``dim_`` (size 1): torch's CPU algorithms, run on the host."""
     if input.is_meta:  # (no values to pick from: zeros nobody writes, of the index's shape, as torch's meta kernel)
-        return input.new_zeros(input.shape[:dim_] + (1,) + input.shape[dim_ + 1:], dtype=np.int64)
+        return input.new_zeros(input.shape[:dim_] + (1,) + input.shape[dim_ + 1:], dtype=dtypes.int64)
     index = _along_last(lambda rows: pick(rows)[:, None], input.detach().cpu().numpy(), dim_)
     return Tensor(np.ascontiguousarray(index), dtype=np.int64, device=input.device)
 
@@ -1456,7 +1456,7 @@ def _running_extreme(name, input, dim, smallest):
     if input.ndim == 0:
         return _picked_of_0d(name, input)
     if input.numel() == 0:  # (torch's cummax_out returns its empty results before it reads dim)
-        return _picked(name, input, RecordedCopy.apply(input), input.new_zeros(input.shape, dtype=np.int64))
+        return _picked(name, input, RecordedCopy.apply(input), input.new_zeros(input.shape, dtype=dtypes.int64))
     if input.is_meta:  # (no values: the latest places' shape, unwritten)
         indices = Tensor(META.xp.zeros(input.shape, np.int64), dtype=np.int64, device=input.device)
         return _picked(name, input, saves_as_torch(_gather(input, dim_, indices), input, indices), indices)

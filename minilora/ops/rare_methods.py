@@ -345,7 +345,7 @@ def to_dense(self, dtype=None, *, masked_grad=None):
 def dequantize(self):
     """``x.dequantize()`` of a tensor that is not quantized: itself as float32 (torch's rule: a float32 tensor
     comes back as it is)."""
-    return self if self.dtype == np.float32 else self.to(np.float32)
+    return self if self.dtype == np.float32 else self.to(dtypes.float32)
 
 
 def _layout_refusal(name, expected):

@@ -836,7 +836,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
         return _amp.autocast_op("sum", sum, input, dim, keepdim, dtype=dtype)
     input = _cast(input, dtype, "sum")
     if dtype is None and input.dtype.kind in "biu":
-        input = input.to(dtype="int64")
+        input = input.to(dtype=np.dtype("int64"))
     if dim is None:  # (Sum's own name, SumBackward0: unnamed, free() keeps its sizes by Function.kept_when_freed)
         return Sum.apply(input, axis=dim, keepdims=keepdim)
     return shows_values(name_node(Sum.apply(input, axis=dim, keepdims=keepdim), "SumBackward1"), dim=dim,
@@ -890,7 +890,7 @@ def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     dim = dim_given("prod", dim)
     input = _cast(input, dtype, "prod")
     if dtype is None and input.dtype.kind in "biu":
-        input = input.to(dtype="int64")
+        input = input.to(dtype=np.dtype("int64"))
     if dim is None and input.ndim == 0:  # (torch's prod_backward hands a 0-d input the gradient itself)
         return name_node(input.clone(), "ProdBackward0", input)
     if dim is None:  # (torch: one ProdBackward0 on the input, no views around it)

@@ -13,6 +13,7 @@ import copy
 import itertools
 import math
 
+from .. import dtypes
 from ..nn.layers import _BatchNorm
 from ..nn.module import Module
 from ..tensor import Tensor, no_grad, tensor
@@ -95,7 +96,7 @@ class AveragedModel(Module):
         self.module = copy.deepcopy(model)
         if device is not None:
             self.module = self.module.to(device)
-        self.register_buffer("n_averaged", tensor(0, dtype="int64", device=device))
+        self.register_buffer("n_averaged", tensor(0, dtype=dtypes.int64, device=device))
         self.avg_fn, self.multi_avg_fn, self.use_buffers = avg_fn, multi_avg_fn, use_buffers
 
     def forward(self, *args, **kwargs):

@@ -313,7 +313,7 @@ class WeightedRandomSampler(Sampler):
             raise ValueError(f"num_samples should be a positive integer value, but got num_samples={num_samples}")
         if not isinstance(replacement, bool):
             raise ValueError(f"replacement should be a boolean value, but got replacement={replacement}")
-        weights = factories.as_tensor(weights, dtype="float64")
+        weights = factories.as_tensor(weights, dtype=np.dtype("float64"))
         if weights.ndim != 1:
             raise ValueError(f"weights should be a 1d sequence but given weights have shape {tuple(weights.shape)}")
         self.weights, self.num_samples, self.replacement, self.generator = weights, num_samples, replacement, generator
@@ -420,7 +420,7 @@ def default_collate(batch):
     if isinstance(elem, int):
         return tensor(batch)  # int64 (bool if every sample is a bool)
     if isinstance(elem, float):
-        return tensor(batch, dtype="float64")
+        return tensor(batch, dtype=np.dtype("float64"))
     if isinstance(elem, (str, bytes)):
         return batch
     if isinstance(elem, collections.abc.Mapping):

@@ -226,13 +226,13 @@ def buggy_softplus(x):
     return BuggySoftplus.apply(x)
 
 
-z = ml.randn(3, 4, dtype="float64", requires_grad=True)
+z = ml.randn(3, 4, dtype=ml.float64, requires_grad=True)
 print(f"softplus: worst error {grad_check(softplus, z):.1e}")
 try:
     grad_check(buggy_softplus, z)
 except GradCheckError as err:
     print(err)
-at_zero = ml.zeros(1, dtype="float64", requires_grad=True)     # sigmoid(0) = sigmoid(-0) = 1/2
+at_zero = ml.zeros(1, dtype=ml.float64, requires_grad=True)     # sigmoid(0) = sigmoid(-0) = 1/2
 print(f"checked at x = 0 alone, the buggy backward passes: worst error {grad_check(buggy_softplus, at_zero):.1e}")
 
 # %% [markdown]
@@ -243,10 +243,10 @@ print(f"checked at x = 0 alone, the buggy backward passes: worst error {grad_che
 # correct op -- about 1e-3, 1e-6 or 1e-10?
 
 # %%
-A = ml.randn(3, 5, dtype="float64", requires_grad=True)
-B = ml.randn(5, 2, dtype="float64", requires_grad=True)
-v = ml.randn(2, 5, dtype="float64", requires_grad=True)
-bias = ml.randn(2, dtype="float64", requires_grad=True)
+A = ml.randn(3, 5, dtype=ml.float64, requires_grad=True)
+B = ml.randn(5, 2, dtype=ml.float64, requires_grad=True)
+v = ml.randn(2, 5, dtype=ml.float64, requires_grad=True)
+bias = ml.randn(2, dtype=ml.float64, requires_grad=True)
 checks = {
     "matmul": (lambda a, b: a @ b, A, B),
     "mul with broadcasting": (lambda a, b: a * b[0], A, v),
@@ -302,7 +302,7 @@ assert 1e-3 < at_1e6["float32"] < 1e-1 and at_1e6["float64"] < 1e-9
 assert 1e-7 < eps[int(np.argmin(err64))] < 1e-4   # float64's balance point: near 1e-6, grad_check's eps
 assert 1e-7 < min(err32) < 1e-5 and 1e-3 < eps[int(np.argmin(err32))] < 1e-1
 try:
-    grad_check(softplus, ml.randn(3, dtype="float32", requires_grad=True))
+    grad_check(softplus, ml.randn(3, dtype=ml.float32, requires_grad=True))
 except TypeError as err:
     print("float32 refused:", str(err)[:80], "...")
 

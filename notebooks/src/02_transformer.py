@@ -54,7 +54,7 @@ np.set_printoptions(precision=4, suppress=True)
 
 # %%
 B, H, T, D = 1, 2, 6, 8
-q, k, v = (ml.tensor(rng.standard_normal((B, H, T, D)), dtype="float64") for _ in range(3))
+q, k, v = (ml.tensor(rng.standard_normal((B, H, T, D)), dtype=ml.float64) for _ in range(3))
 
 def attention_numpy(q, k, v):
     scores = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
@@ -90,8 +90,8 @@ plt.show()
 # **Predict:** equal exactly, or only to rounding?
 
 # %%
-q4 = ml.tensor(rng.standard_normal((1, 4, T, D)), dtype="float64")
-k2, v2 = (ml.tensor(rng.standard_normal((1, 2, T, D)), dtype="float64") for _ in range(2))
+q4 = ml.tensor(rng.standard_normal((1, 4, T, D)), dtype=ml.float64)
+k2, v2 = (ml.tensor(rng.standard_normal((1, 2, T, D)), dtype=ml.float64) for _ in range(2))
 gqa = ops.scaled_dot_product_attention(q4, k2, v2, is_causal=True, enable_gqa=True)
 repeated, _ = attention_numpy(q4.numpy(), np.repeat(k2.numpy(), 2, axis=1), np.repeat(v2.numpy(), 2, axis=1))
 copied = ops.scaled_dot_product_attention(q4, *(ml.tensor(np.repeat(t.numpy(), 2, axis=1)) for t in (k2, v2)),
@@ -112,7 +112,7 @@ assert same and gqa_gap < 1e-12
 # **Predict:** for a correct backward in float64, about how large is the worst error?
 
 # %%
-qs, ks, vs = (ml.tensor(rng.standard_normal((1, 4 if i == 0 else 2, 3, 4)), dtype="float64", requires_grad=True)
+qs, ks, vs = (ml.tensor(rng.standard_normal((1, 4 if i == 0 else 2, 3, 4)), dtype=ml.float64, requires_grad=True)
               for i in range(3))
 causal_gqa = lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 print(f"attention backward, worst error: {grad_check(causal_gqa, qs, ks, vs):.1e}")
@@ -130,7 +130,7 @@ print(f"attention backward, worst error: {grad_check(causal_gqa, qs, ks, vs):.1e
 # **Predict:** three random rows scaled by 0.1, 1 and 30 go in. What RMS comes out of each?
 
 # %%
-x = ml.tensor(rng.standard_normal((3, 16)) * [[0.1], [1.0], [30.0]], dtype="float64")
+x = ml.tensor(rng.standard_normal((3, 16)) * [[0.1], [1.0], [30.0]], dtype=ml.float64)
 y = ops.rms_norm(x, (16,), eps=1e-6)   # torch's F.rms_norm(input, normalized_shape, weight, eps)
 print("RMS of the input rows: ", np.sqrt((x.numpy() ** 2).mean(-1)))
 print("RMS of the output rows:", np.sqrt((y.numpy() ** 2).mean(-1)))
@@ -138,8 +138,8 @@ scale_change = np.abs(ops.rms_norm(x * 5.0, (16,), eps=1e-6).numpy() - y.numpy()
 print(f"max |rms_norm(5 x) - rms_norm(x)| = {scale_change:.1e}")
 assert np.allclose(np.sqrt((y.numpy() ** 2).mean(-1)), 1, atol=1e-3) and scale_change < 1e-3
 
-xg = ml.tensor(rng.standard_normal((2, 5)), dtype="float64", requires_grad=True)
-wg = ml.tensor(rng.standard_normal(5), dtype="float64", requires_grad=True)
+xg = ml.tensor(rng.standard_normal((2, 5)), dtype=ml.float64, requires_grad=True)
+wg = ml.tensor(rng.standard_normal(5), dtype=ml.float64, requires_grad=True)
 print(f"rms_norm backward (x and w), worst error: {grad_check(lambda x, w: ops.rms_norm(x, (5,), w), xg, wg):.1e}")
 
 # %% [markdown]

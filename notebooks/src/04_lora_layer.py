@@ -97,10 +97,10 @@ assert np.allclose(h, x.numpy() @ (W0 + s * B @ A).T, atol=1e-5)
 # **Predict:** how large is the worst error of a correct backward in float64?
 
 # %%
-x64 = ml.randn(3, 6, dtype="float64", requires_grad=True)
-W064 = ml.randn(5, 6, dtype="float64")                         # frozen: no gradient asked for
-A64 = ml.randn(2, 6, dtype="float64", requires_grad=True)
-B64 = ml.randn(5, 2, dtype="float64", requires_grad=True)
+x64 = ml.randn(3, 6, dtype=ml.float64, requires_grad=True)
+W064 = ml.randn(5, 6, dtype=ml.float64)                         # frozen: no gradient asked for
+A64 = ml.randn(2, 6, dtype=ml.float64, requires_grad=True)
+B64 = ml.randn(5, 2, dtype=ml.float64, requires_grad=True)
 def lora_op(x, A, B):
     return ops.lora_linear(x, W064, A, B, scale=2.0)
 print(f"lora_linear backward, worst error: {grad_check(lora_op, x64, A64, B64):.1e}")

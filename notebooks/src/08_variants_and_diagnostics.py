@@ -98,7 +98,7 @@ dora.zero_grad()
 m_col = ml.tensor(m[:, None], requires_grad=True)                      # its magnitude, [out, 1]
 A_l, B_l = ml.tensor(A, requires_grad=True), ml.tensor(B, requires_grad=True)
 W0_t = ml.tensor(W0.astype(np.float32))
-x1 = ml.tensor(np.random.default_rng(1).standard_normal((1, 128)), dtype="float32")   # (the global generator untouched)
+x1 = ml.tensor(np.random.default_rng(1).standard_normal((1, 128)), dtype=ml.float32)   # (the global generator untouched)
 lora_update = (x1 @ A_l.T @ B_l.T) * s                                 # an activation, not a weight
 updated_weight = W0_t / W0_t.norm(p=2, dim=1, keepdim=True) + lora_update.T.detach()
 direction = updated_weight / updated_weight.norm(p=2, dim=1, keepdim=True)

@@ -10,7 +10,7 @@ running, a sequence's last state taken at its own length) and answer a ``PackedS
 """
 from typing import NamedTuple
 
-from ... import factories, ops
+from ... import dtypes, factories, ops
 from ...tensor import Tensor, tensor
 
 __all__ = ["pad_sequence", "unpad_sequence", "pack_padded_sequence", "pad_packed_sequence",
@@ -73,28 +73,28 @@ class PackedSequence(NamedTuple):
         return self.to("cuda")
 
     def double(self):
-        return self.to(dtype="float64")
+        return self.to(dtype=dtypes.float64)
 
     def float(self):
-        return self.to(dtype="float32")
+        return self.to(dtype=dtypes.float32)
 
     def half(self):
-        return self.to(dtype="float16")
+        return self.to(dtype=dtypes.float16)
 
     def long(self):
-        return self.to(dtype="int64")
+        return self.to(dtype=dtypes.int64)
 
     def int(self):
-        return self.to(dtype="int32")
+        return self.to(dtype=dtypes.int32)
 
     def short(self):
-        return self.to(dtype="int16")
+        return self.to(dtype=dtypes.int16)
 
     def char(self):
-        return self.to(dtype="int8")
+        return self.to(dtype=dtypes.int8)
 
     def byte(self):
-        return self.to(dtype="uint8")
+        return self.to(dtype=dtypes.uint8)
 
     @property
     def is_cuda(self):
