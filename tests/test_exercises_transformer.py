@@ -130,7 +130,7 @@ def test_cross_entropy_backward(rng, reduction):
 def test_llama_mlp_forward(rng):
     config = LlamaConfig(vocab_size=8, hidden_size=4, intermediate_size=6, num_hidden_layers=1,
                          num_attention_heads=2)
-    mlp = LlamaMLP(config, dtype="float64")
+    mlp = LlamaMLP(config, dtype=ml.float64)
     x = rng.standard_normal((2, 3, 4))
     gate, up, down = (m.weight.numpy() for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
     a = x @ gate.T

@@ -631,7 +631,7 @@ def test_forward_hooks_as_torch(rng):
     x = rng.standard_normal((2, 3))
     results = []
     for lib, T in (("ml", ml.tensor), ("torch", torch.tensor)):
-        mod = (nn if lib == "ml" else tnn).Linear(3, 3, dtype="float64" if lib == "ml" else torch.float64)
+        mod = (nn if lib == "ml" else tnn).Linear(3, 3, dtype=ml.float64 if lib == "ml" else torch.float64)
         with (ml.no_grad() if lib == "ml" else torch.no_grad()):
             for p in mod.parameters():
                 p.copy_(T(np.eye(3) if p.ndim == 2 else np.zeros(3)))
