@@ -23,6 +23,7 @@ from ..dtypes import compute_dtype, float32, torch_name
 from ..factories import empty
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad
 from . import nn as _nn
+from .shape import stack
 
 
 def _stat(array, like):
@@ -136,8 +137,18 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
     x = input._array
     if input.is_meta:
         return out, _unread((N, group), input.dtype, input), _unread((N, group), input.dtype, input)
+    mixed = compute_dtype(x.dtype) != x.dtype and any(t is not None and t.dtype == float32 for t in (weight, bias))
     if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.size:
         mean, rstd = _nn._group_statistics(x, group, eps)  # (what the float32 kernel normalises by)
+    elif type(x) is np.ndarray and mixed and x.size:  # (a 16-bit input with float32 parameters: torch's mixed
+        # kernel keeps its float32 statistics unrounded; its 16-bit RowwiseMoments' vector order is not modelled:
+        # the float32 kernel's, within an ulp or two; a row narrower than a 16-bit vector is Welford's in order)
+        wide = np.ascontiguousarray(x, np.float32)
+        if x.size // (N * group) < 16:
+            mean, variance = _nn._welford_in_order(wide.reshape(N * group, -1))
+            rstd = (1 / np.sqrt(variance.astype(np.float64) + eps)).astype(np.float32)
+        else:
+            mean, rstd = _nn._group_statistics(wide, group, eps)
     elif type(x) is np.ndarray and x.dtype == np.float64 and x.size:
         mean, variance = float32_sums.row_moments(np.ascontiguousarray(x).reshape(N * group, -1))
         rstd = 1 / np.sqrt(variance + eps)
@@ -151,12 +162,58 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
 
 def _differentiable_group_statistics(input, n, group, eps, mean, rstd):
     """The statistics' values in the place of the same statistics composed of ops, whose gradients reach the input
-    (``KernelValues``: the values are the kernel's, the gradient the composition's)."""
+    (the values are the kernel's, the gradient the composition's), but only where both statistics get a gradient:
+    torch's backward (infinitely_differentiable_native_group_norm_backward) adds their part to the input's
+    gradient when dmean and drstd are both defined, and ignores either alone (``mean.sum().backward()`` leaves
+    ``x.grad`` None; ``(out + mean).sum()`` differentiates ``out`` only)."""
     grouped = input.reshape(n, group, input.numel() // (n * group) if n * group else 0)
-    composed_mean = grouped.mean(-1)
-    composed_rstd = (grouped.var(-1, correction=0) + eps).rsqrt()
-    return (name_node(_nn.KernelValues.apply(composed_mean, values=mean._array), "NativeGroupNormBackward0", input),
-            name_node(_nn.KernelValues.apply(composed_rstd, values=rstd._array), "NativeGroupNormBackward0", input))
+    arrived = [False, False]
+    both = BothStatistics.apply(stack([grouped.mean(-1), (grouped.var(-1, correction=0) + eps).rsqrt()]),
+                                arrived=arrived)
+    return tuple(name_node(OneStatistic.apply(both, k=k, values=value._array, arrived=arrived),
+                           "NativeGroupNormBackward0", input) for k, value in enumerate((mean, rstd)))
+
+
+class BothStatistics(Function):
+    """The two statistics composed (stacked), passed on to their ``OneStatistic`` nodes; its backward runs after
+    theirs (it was recorded first) and passes their gradient on only where both arrived (``arrived``, which they
+    mark)."""
+
+    @staticmethod
+    def forward(ctx, stacked, arrived):
+        ctx.arrived = arrived
+        return stacked
+
+    @staticmethod
+    def backward(ctx, g):
+        both = all(ctx.arrived)
+        ctx.arrived[:] = [False, False]  # (ready for the next pass: retain_graph)
+        return g if both else None
+
+    backward_graph = backward  # (create_graph=True: the same rule on the recorded gradient)
+
+
+class OneStatistic(Function):
+    """Statistic ``k`` of ``BothStatistics``' stack, with the kernel's ``values``; its backward marks that a gradient
+    arrived and hands it on in its place of the stack."""
+
+    @staticmethod
+    def forward(ctx, both, k, values, arrived):
+        ctx.k, ctx.arrived, ctx.shape = k, arrived, both.shape
+        return values
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.arrived[ctx.k] = True
+        placed = xp_of(g).zeros(ctx.shape, g.dtype)
+        placed[ctx.k] = g
+        return placed
+
+    @staticmethod
+    def backward_graph(ctx, g):  # (create_graph=True: placed by ops, so recorded)
+        ctx.arrived[ctx.k] = True
+        zeros = g.new_zeros(g.shape)
+        return stack([g, zeros] if ctx.k == 0 else [zeros, g])
 
 
 # ---- dropout ---------------------------------------------------------------------------------------

@@ -3437,7 +3437,8 @@ def batch_norm_16bit_statistics(input, eps, mixed):
     mean = (x.sum(axes, dtype=np.float64) / count).astype(np.float32)  # float32, as torch's sum / N
     if mixed:
         squares = ((x - _per_channel_array(mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
-        invstd = (1 / xp.sqrt(squares / np.float32(count) + np.float32(eps))).astype(np.float32)
+        # (ATen's InvStd: the float32 variance plus the double eps, the root and division in double)
+        invstd = (1 / xp.sqrt((squares / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
         return types.SimpleNamespace(mean=mean, short_mean=mean, squares=squares, invstd=invstd)
     short_mean = _round(mean, dtype)
     if dtype == np.float16:  # the squares' sum about the rounded mean, kept in float32
