@@ -21,10 +21,12 @@ thread, nested blocks restored in order, an exception included).
 
 A device that cannot run says so through ``enabled()`` and ``why_disabled``; nothing fails at import.
 """
+import contextlib
 import mmap
 import os
 import re
 import shutil
+import sys
 import threading
 
 import numpy as np
@@ -36,8 +38,63 @@ __all__ = ["Device", "device", "default_device", "get_default_device", "set_defa
 class OutOfMemoryError(RuntimeError):
     """``torch.OutOfMemoryError`` (``torch.cuda.OutOfMemoryError`` is the same class): a device ran out of memory.
     One class under both names, so ``except torch.OutOfMemoryError`` and ``except torch.cuda.OutOfMemoryError``
-    catch the same errors. (CuPy's own ``cupy.cuda.memory.OutOfMemoryError`` is another class: minilora does not
-    translate it.)"""
+    catch the same errors. CuPy's own ``cupy.cuda.memory.OutOfMemoryError`` met where minilora allocates on
+    ``cuda`` (an op, a backward pass, an optimizer step, a copy to the GPU) is raised as this class
+    (``raise_out_of_memory_as_torch``), in torch's words."""
+
+
+_BOTH_CLASSES = {}  # CuPy's OutOfMemoryError class -> the class that is it and OutOfMemoryError too
+
+
+def raise_out_of_memory_as_torch(exc):
+    """``except MemoryError as exc: raise_out_of_memory_as_torch(exc); raise`` -- CuPy's out-of-memory error
+    (a MemoryError, "Out of memory allocating 2,147,483,648 bytes (allocated so far: ...)") raised again as
+    torch's ``OutOfMemoryError`` ("CUDA out of memory. Tried to allocate 2.00 GiB. ..."), so a user's
+    ``except torch.cuda.OutOfMemoryError`` (halve the batch and retry) catches it; before, it missed it and the
+    run died. The error is an instance of CuPy's class too (a class made of both), so code that catches
+    CuPy's own keeps catching it. Any other MemoryError (NumPy's, on the CPU) returns, to be raised as it is."""
+    cupy_class = _cupy_out_of_memory_class()
+    if cupy_class is None or not isinstance(exc, cupy_class) or isinstance(exc, OutOfMemoryError):
+        return
+    both = _BOTH_CLASSES.get(cupy_class)
+    if both is None:
+        both = _BOTH_CLASSES[cupy_class] = type("OutOfMemoryError", (OutOfMemoryError, cupy_class), {
+            "__init__": RuntimeError.__init__, "__module__": OutOfMemoryError.__module__,
+            "__reduce__": lambda self: (OutOfMemoryError, self.args)})  # (unpickled as torch's class alone)
+    raise both(_torch_out_of_memory_message(exc)) from exc
+
+
+@contextlib.contextmanager
+def out_of_memory_as_torch():
+    """``raise_out_of_memory_as_torch`` for a block (a backward pass, an optimizer step)."""
+    try:
+        yield
+    except MemoryError as exc:
+        raise_out_of_memory_as_torch(exc)
+        raise
+
+
+def _cupy_out_of_memory_class():
+    """``cupy.cuda.memory.OutOfMemoryError`` if CuPy was imported (never imported here), else None."""
+    memory = getattr(getattr(sys.modules.get("cupy"), "cuda", None), "memory", None)
+    return getattr(memory, "OutOfMemoryError", None)
+
+
+def _torch_out_of_memory_message(exc):
+    """torch's opening words (c10's CUDACachingAllocator), the size in its ``format_size`` units, then CuPy's own
+    words, which say what was allocated so far (torch's per-GPU totals are its own allocator's books)."""
+    size = re.search(r"allocating ([\d,]+) bytes", str(exc))  # (CuPy's words: its attributes are private)
+    tried = f" Tried to allocate {_format_size(int(size[1].replace(',', '')))}." if size else ""
+    return f"CUDA out of memory.{tried} (CuPy: {exc})"
+
+
+def _format_size(size):
+    """c10's ``format_size``: bytes up to 1 KiB, then KiB, MiB, GiB with two decimals (1 MiB exactly is "1024.00
+    KiB", as there)."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size > scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{size} bytes"
 
 
 class AcceleratorError(RuntimeError):

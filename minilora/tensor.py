@@ -54,7 +54,7 @@ from . import dtypes, parallel, profiler
 from .interrupts import held_ctrl_c
 from ._tensor_str import tensor_repr
 from .device import META as _META, NO_DATA as _NO_DATA, Device, all_devices as _all_devices, device as _get_device, \
-    xp_of as _xp_of
+    out_of_memory_as_torch, raise_out_of_memory_as_torch, xp_of as _xp_of
 from .size import Size, _from_tuple as _size  # x.shape: torch.Size's tuple with numel()
 from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
@@ -1246,6 +1246,9 @@ class Function:
                 raise
             shapes = [a.shape for a in arrays if isinstance(a, np.ndarray)]
             raise ShapeError(torch_broadcast_message(shapes) or f"{cls.__name__}: {exc}") from None
+        except MemoryError as exc:  # CuPy's out-of-memory error: torch's OutOfMemoryError
+            raise_out_of_memory_as_torch(exc)
+            raise
         if type(out) is not np.ndarray and isinstance(out, np.generic):  # NumPy turns 0-d results
             out = np.asarray(out)  # into scalars; keep arrays
         if out.ndim > 3 or (strided or not out.size) and out.ndim:  # (channels_last is 4-D or 5-D; an empty
@@ -2024,7 +2027,8 @@ class Tensor:
             data = np.zeros(data or (0,), dtype=dtype or dtypes.get_default_dtype())
         if dev.xp is not np:  # (bfloat16 needs CuPy >= 14)
             dev.check_dtype(dtype if dtype is not None else getattr(data, "dtype", None))
-        array = dev.xp.asarray(data, dtype=dtype)
+        with out_of_memory_as_torch():
+            array = dev.xp.asarray(data, dtype=dtype)
         if requires_grad is not False:  # (the factories' too: ones(2, requires_grad="no") required grad)
             dtypes.bool_argument(None, "requires_grad", requires_grad)
             _check_can_require_grad(array.dtype)
@@ -2842,7 +2846,9 @@ class Tensor:
         A scalar needs no ``gradient``; any other tensor needs one of its own shape (the vector in
         the vector-Jacobian product). The graph is freed afterwards unless ``retain_graph=True``.
         """
-        with held_ctrl_c():  # (a Ctrl-C lands after the pass, as in torch's C++ engine: every .grad, or none)
+        # (a Ctrl-C lands after the pass, as in torch's C++ engine: every .grad, or none; CuPy's out-of-memory
+        # error is torch's)
+        with held_ctrl_c(), out_of_memory_as_torch():
             return self._backward(gradient, retain_graph, create_graph, inputs)
 
     def _backward(self, gradient, retain_graph, create_graph, inputs):
@@ -3417,7 +3423,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False, *, pin_memory=Fal
         data = data.get()  # a CuPy array, to the CPU
     elif dev.xp is not np:  # (bfloat16 needs CuPy >= 14)
         dev.check_dtype(dtype if dtype is not None else getattr(data, "dtype", None))
-    array = dev.xp.array(data, dtype=dtype, copy=True)
+    with out_of_memory_as_torch():
+        array = dev.xp.array(data, dtype=dtype, copy=True)
     if isinstance(source, np.ndarray) and dev.xp is np and source.ndim > 1:  # (C-contiguous by NumPy's flags may
         # still have a dimension of size 1 whose stride torch keeps)
         from .factories import numpy_layout_kept

@@ -393,10 +393,12 @@ class ndarray:
     def __init__(self, shape, dtype=float, memptr=None, strides=None, order="C"):
         self._a = np.empty(shape, dtype, order=order)
         _check_dtype(self._a.dtype)
+        _POOL.check(self._a)
 
     @classmethod
     def _of(cls, array):
         _check_dtype(array.dtype)
+        _POOL.check(array)  # (every new device array is made here: the one place memory is "allocated")
         obj = cls.__new__(cls)
         obj._a = array
         _WRAPPER_OF[id(array)] = obj
@@ -777,8 +779,56 @@ def _quiet_linalg():
     return quiet
 
 
+class OutOfMemoryError(MemoryError):
+    """``cupy.cuda.memory.OutOfMemoryError``: CuPy 13's class and words (cupy/cuda/memory.pyx)."""
+
+    def __init__(self, size, total, limit=0):
+        self._size, self._total, self._limit = size, total, limit
+        limit_text = f", limit set to: {limit:,} bytes" if limit else ""
+        super().__init__(f"Out of memory allocating {size:,} bytes (allocated so far: {total:,} bytes{limit_text}).")
+
+    def __reduce__(self):
+        return type(self), (self._size, self._total, self._limit)
+
+
+OutOfMemoryError.__module__ = "cupy.cuda.memory"
+
+
+class MemoryPool:
+    """CuPy's default memory pool, for its ``set_limit``: an array larger than the limit is refused with CuPy's
+    OutOfMemoryError, as a GPU that lacks the memory refuses it (the stand-in keeps no books of what is held: each
+    new array is checked alone)."""
+
+    def __init__(self):
+        self._limit = 0
+
+    def set_limit(self, size=None, fraction=None):
+        self._limit = int(size or 0)
+
+    def get_limit(self):
+        return self._limit
+
+    def used_bytes(self):
+        return 0
+
+    def total_bytes(self):
+        return 0
+
+    def free_all_blocks(self, stream=None):
+        return None
+
+    def check(self, array):
+        if self._limit and array.base is None and array.nbytes > self._limit:
+            raise OutOfMemoryError(array.nbytes, 0, self._limit)
+
+
+_POOL = MemoryPool()
+
+
 def _cuda_module():
     cuda = types.ModuleType("cupy.cuda")
+    cuda.memory = types.ModuleType("cupy.cuda.memory")
+    cuda.memory.OutOfMemoryError, cuda.memory.MemoryPool = OutOfMemoryError, MemoryPool
     cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, deviceSynchronize=lambda: None,
                                          runtimeGetVersion=lambda: 13000, CUDARuntimeError=RuntimeError)
     cuda.Device = Device
@@ -832,6 +882,7 @@ def _build():
         a.get(order=order, out=out) if isinstance(a, ndarray) else np.asarray(a, order=order))
     module.get_array_module = lambda *args: module if any(isinstance(a, ndarray) for a in args) else np
     module.is_available = lambda: True
+    module.get_default_memory_pool = lambda: _POOL
     module.cuda = _cuda_module()
     module.lib = types.ModuleType("cupy.lib")
     module.lib.stride_tricks = types.ModuleType("cupy.lib.stride_tricks")
@@ -863,7 +914,7 @@ _MODULE = _build()
 
 def modules():
     """``{name: module}`` to put in ``sys.modules``: cupy, its submodules, cupyx.scipy.special."""
-    found = {"cupy": _MODULE, "cupy.cuda": _MODULE.cuda, "cupy.linalg": _MODULE.linalg,
+    found = {"cupy": _MODULE, "cupy.cuda": _MODULE.cuda, "cupy.cuda.memory": _MODULE.cuda.memory, "cupy.linalg": _MODULE.linalg,
              "cupy.fft": _MODULE.fft, "cupy.random": _MODULE.random, "cupy.lib": _MODULE.lib,
              "cupy.lib.stride_tricks": _MODULE.lib.stride_tricks}
     found.update(_build_cupyx())
@@ -880,5 +931,6 @@ def install(monkeypatch, version="13.3.0"):
     cuda = _DEVICES["cuda"]
     for attr, value in (("_checked", False), ("_why", None), ("_xp", None), ("_bfloat16_refused", None)):
         monkeypatch.setattr(cuda, attr, value)
+    monkeypatch.setattr(_POOL, "_limit", 0)  # (a test's set_limit ends with it)
     assert cuda.enabled() and cuda.xp is _MODULE, cuda.why_disabled
     return _MODULE
