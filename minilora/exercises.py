@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,7 +257,11 @@ def build(dest, source=None, only=None, items=COPIED):
     ``only``: stub just these exercise numbers (``["1.2"]``), leaving the other solutions in place.
     ``items``: which top-level entries to copy (tests copy less to stay fast). ``dest`` must not exist
     or be empty; the copy is assembled next to it and renamed into place, so it is never half written.
+    The temporary copy is named as minilora's saves name theirs (``.DEST.minilora-<pid>-....tmp``), so the
+    one a killed build left (a whole project copy) is removed by the next build of ``dest``
+    (``checkpoint.remove_leftovers``), while a build still running in another process is left alone.
     """
+    from .checkpoint import _UMASK, _temp_prefix, _writing, remove_leftovers
     source = Path(source) if source is not None else repo_root()
     dest = Path(dest)
     for needed in ("minilora", "kernels", "tests"):
@@ -272,28 +275,35 @@ def build(dest, source=None, only=None, items=COPIED):
     if not chosen:
         raise ValueError(f"{source} has no solution regions to stub (is it already a student copy?)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
-    work.mkdir()
+    remove_leftovers(dest)
+    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=_temp_prefix(dest), suffix=".tmp"))
     try:
-        for name in items:
-            src = source / name
-            if src.is_dir():
-                shutil.copytree(src, work / name, ignore=IGNORED)
-            elif src.is_file():
-                shutil.copy2(src, work / name)
-        by_file = {}
-        for ex in chosen:
-            by_file.setdefault(ex.path, []).append(ex)
-        for rel, exs in by_file.items():
-            text = (source / rel).read_text(encoding="utf-8")
-            (work / rel).write_text(stub_source(text, rel, exs), encoding="utf-8")
-        if dest.exists():
-            dest.rmdir()  # empty, checked above
-        os.replace(work, dest)
+        with _writing(str(work)):  # (a build of the same folder in another thread leaves it alone meanwhile)
+            _write_student_copy(source, work, items, chosen)
+            work.chmod(0o777 & ~_UMASK)  # (mkdtemp makes a private 0700 folder; a copy is the usual kind)
+            if dest.exists():
+                dest.rmdir()  # empty, checked above
+            os.replace(work, dest)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return chosen
+
+
+def _write_student_copy(source, work, items, chosen):
+    """The ``items`` of ``source`` copied into the folder ``work``, the ``chosen`` exercises' regions stubbed."""
+    for name in items:
+        src = source / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=IGNORED)
+        elif src.is_file():
+            shutil.copy2(src, work / name)
+    by_file = {}
+    for ex in chosen:
+        by_file.setdefault(ex.path, []).append(ex)
+    for rel, exs in by_file.items():
+        text = (source / rel).read_text(encoding="utf-8")
+        (work / rel).write_text(stub_source(text, rel, exs), encoding="utf-8")
 
 
 # ==================================================================================================
