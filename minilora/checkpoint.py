@@ -404,7 +404,7 @@ def _fsync_dir(folder):
 
 
 @contextlib.contextmanager
-def atomic_folder(directory, replaces=()):
+def atomic_folder(directory, replaces=(), links_only=False):
     """``with atomic_folder(d) as tmp: <write files into tmp>`` -- ``d`` then holds them, as one unit.
 
     The files go to a temporary sibling folder; when the block finishes, files of the old ``d`` that
@@ -416,6 +416,9 @@ def atomic_folder(directory, replaces=()):
     swapped (a mount point, a parent this process cannot write) or that a run is writing (``writing_alone``) has its
     files replaced one by one instead, each whole (``_files_replaced_one_by_one``). The link-and-swap step holds the
     folder's lock (``_publishing``): a second save at once waits, then links in the first one's files.
+    ``links_only``: where the old folder's other files cannot be hard-linked (a filesystem without hard links), they
+    are not copied either (a run's output folder holds every checkpoint: a full copy of the run per save); the new
+    files replace their old versions one by one there.
     """
     directory = os.path.abspath(os.fspath(directory))
     if _is_staging(directory):  # another save's temporary folder (a checkpoint's, Trainer.save_model's): that
@@ -428,12 +431,12 @@ def atomic_folder(directory, replaces=()):
     parent = os.path.dirname(directory)
     _make_folder(parent, directory)
     with _kept_in_place(parent):  # (the temporary folder goes there; a swap of a folder around it would take it)
-        with _swapped_in_whole(directory, parent, replaces) as tmp:
+        with _swapped_in_whole(directory, parent, replaces, links_only) as tmp:
             yield tmp
 
 
 @contextlib.contextmanager
-def _swapped_in_whole(directory, parent, replaces):
+def _swapped_in_whole(directory, parent, replaces, links_only=False):
     """``atomic_folder``'s save of ``directory`` (a folder, or none yet) into a temporary sibling swapped in whole."""
     if _cannot_swap(directory, parent):
         with _files_replaced_one_by_one(directory, replaces) as tmp:
@@ -448,8 +451,11 @@ def _swapped_in_whole(directory, parent, replaces):
             _fsync_tree(tmp)  # (the new files reach the disk before the lock: it is held for the swap alone)
             with _publishing(directory):
                 _refuse_protected_files(directory, tmp)
-                if os.path.isdir(directory):
-                    _link_missing(directory, tmp, replaces)
+                own = set(os.listdir(tmp))
+                if os.path.isdir(directory) and not _link_missing(directory, tmp, replaces, copies=not links_only):
+                    _unlinked(tmp, own)  # (no hard links here: the save's own files go in one by one)
+                    _replace_each(tmp, directory, replaces)
+                    return
                 os.chmod(tmp, _permissions(directory, 0o777 & ~_UMASK))  # mkdtemp makes 0700 folders
                 _fsync_tree(tmp)  # (the links)
                 _swap_in(tmp, directory)
@@ -461,25 +467,6 @@ def _swapped_in_whole(directory, parent, replaces):
 def _is_staging(directory):
     """Whether ``directory`` is the temporary folder of a save this process is writing now."""
     return directory.endswith(".tmp") and directory[:-len(".tmp")] in _WRITING
-
-
-@contextlib.contextmanager
-def files_replaced_in(directory, replaces=()):
-    """``with files_replaced_in(d) as tmp: <write files into tmp>`` -- each file then replaces its namesake in ``d``
-    whole (one ``os.replace``), the old files matching a glob in ``replaces`` that the save did not write are
-    removed, and ``d``'s other entries are left as they are (not copied, not moved). For a save into a folder that
-    holds more than its own files, as transformers' ``Trainer.save_model`` writes the model beside the run's
-    ``checkpoint-N`` folders: swapping the folder (``atomic_folder``) would carry every checkpoint into the new one.
-    A kill leaves some files new and some old, never half of one."""
-    directory = os.path.abspath(os.fspath(directory))
-    if _is_staging(directory):  # (a checkpoint's new folder, published whole by its own save)
-        yield directory
-        return
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise NotADirectoryError(f"cannot save into {directory}: it is a file, not a folder")
-    _make_folder(directory, directory)
-    with _kept_in_place(os.path.dirname(directory)), _files_replaced_one_by_one(directory, replaces) as tmp:
-        yield tmp
 
 
 def _is_temporary(entry):
@@ -697,17 +684,26 @@ def _files_replaced_one_by_one(directory, replaces):
         with _writing(tmp), _naming_the_target(directory, tmp):
             yield tmp
             _fsync_tree(tmp)
-            written = set(os.listdir(tmp))
-            with _publishing(directory), held_ctrl_c():  # (a Ctrl-C between two replacements would leave some
-                _refuse_protected_files(directory, tmp)  # new files and some old)
-                _move_files(tmp, directory)
-                for entry in os.listdir(directory):  # (an older save's shards, which the new weights replace)
-                    stale = entry not in written and not _is_temporary(entry) and any(fnmatch.fnmatch(entry, pattern) for pattern in replaces)
-                    if stale and os.path.isfile(os.path.join(directory, entry)):
-                        os.remove(os.path.join(directory, entry))
-            _fsync_dir(directory)
+            with _publishing(directory):
+                _replace_each(tmp, directory, replaces)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_each(tmp, directory, replaces):
+    """Each file of the folder ``tmp`` replaces its namesake in ``directory`` (one ``os.replace`` each), and the old
+    files matching ``replaces`` that ``tmp`` did not hold are removed (an older save's shards, which the new weights
+    replace). A Ctrl-C between two replacements would leave some new files and some old: it lands at the end."""
+    written = set(os.listdir(tmp))
+    with held_ctrl_c():
+        _refuse_protected_files(directory, tmp)
+        _move_files(tmp, directory)
+        for entry in os.listdir(directory):
+            stale = entry not in written and not _is_temporary(entry) and any(
+                fnmatch.fnmatch(entry, pattern) for pattern in replaces)
+            if stale and os.path.isfile(os.path.join(directory, entry)):
+                os.remove(os.path.join(directory, entry))
+    _fsync_dir(directory)
 
 
 def _move_files(source, target):
@@ -720,10 +716,11 @@ def _move_files(source, target):
         _fsync_dir(place)
 
 
-def _link_missing(old, new, replaces=(), _under=""):
+def _link_missing(old, new, replaces=(), _under="", copies=True):
     """Hard-link (or copy) into ``new`` every entry of ``old`` that ``new`` lacks, folders recursively.
     The old folder itself is not changed, so it stays whole until the swap. A pattern in ``replaces`` matches a
-    top-level entry's name, or, holding a "/", an entry's path in the folder (``second/adapter_model.bin``)."""
+    top-level entry's name, or, holding a "/", an entry's path in the folder (``second/adapter_model.bin``).
+    ``copies=False``: where a hard link cannot be made, nothing is copied: False is returned at once (else True)."""
     for entry in os.listdir(old):
         relative = os.path.join(_under, entry)
         if any(fnmatch.fnmatch(relative, pattern) for pattern in replaces if "/" in pattern or not _under) or \
@@ -733,13 +730,25 @@ def _link_missing(old, new, replaces=(), _under=""):
         if os.path.isdir(source) and not os.path.islink(source):
             if not os.path.exists(target):
                 os.mkdir(target)
-            if os.path.isdir(target):
-                _link_missing(source, target, replaces, relative)
+            if os.path.isdir(target) and not _link_missing(source, target, replaces, relative, copies):
+                return False
         elif not os.path.lexists(target):
             try:
                 os.link(source, target, follow_symlinks=False)
             except OSError:  # a filesystem without hard links
+                if not copies:
+                    return False
                 shutil.copy2(source, target, follow_symlinks=False)
+    return True
+
+
+def _unlinked(tmp, own):
+    """Remove from the folder ``tmp`` the top-level entries ``_link_missing`` put there (those not in ``own``). A file
+    it linked inside one of the save's own folders is the old file itself: replacing it by itself changes nothing."""
+    for entry in os.listdir(tmp):
+        if entry not in own:
+            path = os.path.join(tmp, entry)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
 
 
 def _fsync_tree(folder):

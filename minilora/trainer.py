@@ -1836,13 +1836,17 @@ class Trainer:
     # -- saving and resuming ---------------------------------------------------------------------
     def save_model(self, output_dir=None, _internal_call=False):
         """``save_pretrained`` into ``output_dir`` (a PEFT model: its adapter files), the tokenizer beside it,
-        and the arguments in ``training_args.bin``, written into the folder as transformers writes them: each file
-        replaces its old version whole (``files_replaced_in``), an older save's weight files the new one does not
-        write are removed, and everything else there (the run's ``checkpoint-N`` folders, logs) is left alone."""
-        from .checkpoint import files_replaced_in
+        and the arguments in ``training_args.bin``, the names transformers writes there, as one unit: the folder is
+        swapped for a new one holding the new files, the old folder's others hard-linked in (the run's
+        ``checkpoint-N`` folders, logs, a user's notes: the same files, never copies), so a kill or a full disk
+        mid-save leaves the previous save whole, never new weights beside the old config or arguments (transformers
+        writes file after file into the folder). An older save's weight files the new one does not write are left
+        out. Where the folder cannot be swapped (a run holds it, a mount point) or hard links cannot be made, each
+        file replaces its old version whole instead (``atomic_folder(links_only=True)``)."""
+        from .checkpoint import atomic_folder
         output_dir = self.args.output_dir if output_dir is None else output_dir
         stale = []  # (filled once the new files are known: read after the block)
-        with files_replaced_in(output_dir, replaces=stale) as staging:
+        with atomic_folder(output_dir, replaces=stale, links_only=True) as staging:
             self._save(staging)
             if any(fnmatch.fnmatch(name, pattern) for name in os.listdir(staging) for pattern in _MODEL_WEIGHTS):
                 stale.extend(_MODEL_WEIGHTS)  # (an adapter's save leaves a full model's files alone, as there)
