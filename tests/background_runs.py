@@ -253,10 +253,69 @@ def selected(items, module_name, test_name):
 def run_commands(commands, cwd, timeout):
     """[(exit code, stdout, stderr)] of each ``(argv, changes to the session's environment)`` of ``commands``,
     one after the other, in ``cwd``: a run for a test whose heavy part is a command (this module, with no
-    imports of its own to wait for, is what the run's process imports)."""
+    imports of its own to wait for, is what the run's process imports). ``timeout``: each command's limit in
+    seconds of an unloaded machine (``run_process``)."""
     return [(done.returncode, done.stdout, done.stderr) for done in (
-        subprocess.run(argv, env={**os.environ, **changes}, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-        for argv, changes in commands)]
+        run_process(argv, env={**os.environ, **changes}, cwd=cwd, timeout=timeout) for argv, changes in commands)]
+
+
+# A command's limit stretches with the machine's load, up to this many times its own: CI's two cores shared with
+# another job (load 4) give a command half the time its limit was set for, and an MPI run's ranks, each stuck
+# behind the other, much less. A deadlocked command still ends, at worst this many limits later.
+MOST_STRETCH = 6
+
+
+def run_process(argv, env, cwd, timeout):
+    """``subprocess.run(argv, capture_output=True, text=True)`` with a limit that holds on a loaded machine and
+    leaves no process behind. ``timeout`` is counted in seconds of a CPU the command can have: each second of
+    wall time counts as 1 / (load per core) when the machine is busier than its cores (``os.getloadavg``),
+    never past ``MOST_STRETCH`` times the limit. The command runs in a session of its own; when it exits, or
+    runs past its limit, everything left in that session is killed (an MPI rank whose launcher ended, a
+    worker of a DataLoader), and output goes to files, not pipes, so a grandchild holding one open cannot make
+    the wait last forever. Past the limit: a RuntimeError naming the command, the time and the load, with the
+    ends of its output (before, subprocess.run's TimeoutExpired after a fixed wall-clock time, which a loaded CI
+    crossed, and mpirun's ranks left running)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, text=True,
+                                   start_new_session=True)
+        try:
+            waited = _wait_on_a_loaded_machine(process, timeout)
+        finally:
+            _kill_session(process)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if waited is not None:
+        raise RuntimeError(f"{' '.join(map(str, argv))} ran past its limit of {timeout} s of CPU ({waited:.0f} s "
+                           f"of wall time, load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; stuck?); it "
+                           f"was killed with every process it started.\nstdout: {stdout[-3000:]}\n"
+                           f"stderr: {stderr[-3000:]}")
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
+def _wait_on_a_loaded_machine(process, timeout):
+    """Wait for ``process`` to end; None if it did, else the wall time waited when it ran past ``timeout``."""
+    start = last = time.monotonic()
+    counted = 0.0
+    while process.poll() is None:
+        try:
+            process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        busy = os.getloadavg()[0] / (os.cpu_count() or 1) if hasattr(os, "getloadavg") else 1.0
+        counted += (now - last) / max(1.0, busy)
+        last = now
+        if process.poll() is None and (counted > timeout or now - start > MOST_STRETCH * timeout):
+            return now - start
+    return None
+
+
+def _kill_session(process):
+    """SIGKILL to every process still in ``process``'s session (its own group: ``start_new_session``), then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _run_one_call(answer):

@@ -201,7 +201,8 @@ def launch(scenario, out, timeout=60, args=None):
     env = dict(os.environ, MINILORA_NUM_THREADS="1", PYTHONPATH=ROOT)
     command = MPIRUN + [sys.executable] + (args or [HERE, scenario, str(out)])
     start = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(out))
+    done = background_runs.run_process(command, env=env, cwd=str(out), timeout=timeout)  # (a limit a loaded CI
+    # keeps, and no rank left running)
     return done, time.monotonic() - start
 
 
