@@ -21,7 +21,7 @@ import numpy as np
 
 from . import parallel, testing
 from . import tensor as _tensor
-from .device import out_of_memory_as_torch
+from .device import device_errors_as_torch
 from .ops import higher_order
 from .interrupts import held_ctrl_c
 from .tensor import Tensor, _run_backward, enable_grad, inference_mode, no_grad, set_grad_enabled  # noqa: F401
@@ -145,7 +145,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         return _grad_results(inputs, store.grads, allow_unused, materialize_grads)
     store = _CaptureStore(inputs)
     last = len(outputs) - 1
-    with parallel.computing(), _tensor.backward_over_inputs(True), out_of_memory_as_torch():
+    with parallel.computing(), _tensor.backward_over_inputs(True), device_errors_as_torch():
         for k, (out, go) in enumerate(zip(outputs, grad_outputs)):
             _refuse_no_grad_fn(out, k)
             # the graph may be shared by the outputs: free it only after the last one

@@ -38,46 +38,59 @@ __all__ = ["Device", "device", "default_device", "get_default_device", "set_defa
 class OutOfMemoryError(RuntimeError):
     """``torch.OutOfMemoryError`` (``torch.cuda.OutOfMemoryError`` is the same class): a device ran out of memory.
     One class under both names, so ``except torch.OutOfMemoryError`` and ``except torch.cuda.OutOfMemoryError``
-    catch the same errors. CuPy's own ``cupy.cuda.memory.OutOfMemoryError`` met where minilora allocates on
-    ``cuda`` (an op, a backward pass, an optimizer step, a copy to the GPU) is raised as this class
-    (``raise_out_of_memory_as_torch``), in torch's words."""
+    catch the same errors. CuPy's own ``cupy.cuda.memory.OutOfMemoryError`` met where minilora works on ``cuda``
+    is raised as this class, in torch's words (``raise_device_error_as_torch``)."""
 
 
-_BOTH_CLASSES = {}  # CuPy's OutOfMemoryError class -> the class that is it and OutOfMemoryError too
+class AcceleratorError(RuntimeError):
+    """``torch.AcceleratorError``: an accelerator's runtime reported an error. CuPy's
+    ``cupy.cuda.runtime.CUDARuntimeError`` met where minilora works on ``cuda`` is raised as this class."""
 
 
-def raise_out_of_memory_as_torch(exc):
-    """``except MemoryError as exc: raise_out_of_memory_as_torch(exc); raise`` -- CuPy's out-of-memory error
-    (a MemoryError, "Out of memory allocating 2,147,483,648 bytes (allocated so far: ...)") raised again as
-    torch's ``OutOfMemoryError`` ("CUDA out of memory. Tried to allocate 2.00 GiB. ..."), so a user's
-    ``except torch.cuda.OutOfMemoryError`` (halve the batch and retry) catches it; before, it missed it and the
-    run died. The error is an instance of CuPy's class too (a class made of both), so code that catches
-    CuPy's own keeps catching it. Any other MemoryError (NumPy's, on the CPU) returns, to be raised as it is."""
-    cupy_class = _cupy_out_of_memory_class()
-    if cupy_class is None or not isinstance(exc, cupy_class) or isinstance(exc, OutOfMemoryError):
-        return
-    both = _BOTH_CLASSES.get(cupy_class)
-    if both is None:
-        both = _BOTH_CLASSES[cupy_class] = type("OutOfMemoryError", (OutOfMemoryError, cupy_class), {
-            "__init__": RuntimeError.__init__, "__module__": OutOfMemoryError.__module__,
-            "__reduce__": lambda self: (OutOfMemoryError, self.args)})  # (unpickled as torch's class alone)
-    raise both(_torch_out_of_memory_message(exc)) from exc
+# Where minilora works on ``cuda`` -- an op (Function.apply), a backward pass, an optimizer step, a copy to the GPU --
+# CuPy's own errors are raised again as torch's classes, so a user's ``except torch.cuda.OutOfMemoryError`` (halve
+# the batch and retry) or ``except torch.AcceleratorError`` catches them; before, it missed them and the run died.
+# Each error raised is an instance of CuPy's class too (a class made of both), so code catching CuPy's keeps
+# catching it; any other error (NumPy's MemoryError on the CPU, minilora's own RuntimeErrors) passes unchanged.
+_BOTH_CLASSES = {}  # (CuPy's class, torch's) -> the class that is both
+
+
+def raise_device_error_as_torch(exc):
+    """``except (MemoryError, RuntimeError) as exc: raise_device_error_as_torch(exc); raise`` -- CuPy's
+    out-of-memory error ("Out of memory allocating 2,147,483,648 bytes (allocated so far: ...)") raised as
+    ``OutOfMemoryError`` ("CUDA out of memory. Tried to allocate 2.00 GiB. ..."), a CUDA runtime error
+    ("cudaErrorIllegalAddress: an illegal memory access was encountered") as ``AcceleratorError`` ("CUDA error: an
+    illegal memory access was encountered ..."); returns for any other error, to be raised as it is."""
+    for cupy_class, torch_class, words in ((_cupy_class("memory", "OutOfMemoryError"), OutOfMemoryError,
+                                            _torch_out_of_memory_message),
+                                           (_cupy_class("runtime", "CUDARuntimeError"), AcceleratorError,
+                                            _torch_cuda_error_message)):
+        if cupy_class is not None and isinstance(exc, cupy_class) and not isinstance(exc, torch_class):
+            raise _both(cupy_class, torch_class)(words(exc)) from exc
 
 
 @contextlib.contextmanager
-def out_of_memory_as_torch():
-    """``raise_out_of_memory_as_torch`` for a block (a backward pass, an optimizer step)."""
+def device_errors_as_torch():
+    """``raise_device_error_as_torch`` for a block (a backward pass, an optimizer step, a copy to the GPU)."""
     try:
         yield
-    except MemoryError as exc:
-        raise_out_of_memory_as_torch(exc)
+    except (MemoryError, RuntimeError) as exc:
+        raise_device_error_as_torch(exc)
         raise
 
 
-def _cupy_out_of_memory_class():
-    """``cupy.cuda.memory.OutOfMemoryError`` if CuPy was imported (never imported here), else None."""
-    memory = getattr(getattr(sys.modules.get("cupy"), "cuda", None), "memory", None)
-    return getattr(memory, "OutOfMemoryError", None)
+def _cupy_class(module, name):
+    """``cupy.cuda.<module>.<name>`` if CuPy was imported (never imported here), else None."""
+    return getattr(getattr(getattr(sys.modules.get("cupy"), "cuda", None), module, None), name, None)
+
+
+def _both(cupy_class, torch_class):
+    both = _BOTH_CLASSES.get((cupy_class, torch_class))
+    if both is None:
+        both = _BOTH_CLASSES[cupy_class, torch_class] = type(torch_class.__name__, (torch_class, cupy_class), {
+            "__init__": RuntimeError.__init__, "__module__": torch_class.__module__,
+            "__reduce__": lambda self: (torch_class, self.args)})  # (unpickled as torch's class alone)
+    return both
 
 
 def _torch_out_of_memory_message(exc):
@@ -97,8 +110,13 @@ def _format_size(size):
     return f"{size} bytes"
 
 
-class AcceleratorError(RuntimeError):
-    """``torch.AcceleratorError``: an accelerator's runtime reported an error."""
+def _torch_cuda_error_message(exc):
+    """c10's ``C10_CUDA_CHECK`` words: "CUDA error: <the runtime's description>" and its note that a kernel's error
+    may be reported at a later call (CuPy's words start with the error's name: "cudaErrorIllegalAddress: ...")."""
+    name, _, description = str(exc).partition(": ")
+    return (f"CUDA error: {description or name}\nCUDA kernel errors might be asynchronously reported at some other "
+            f"API call, so the stacktrace below might be incorrect.\nFor debugging consider passing "
+            f"CUDA_LAUNCH_BLOCKING=1 (CuPy: {exc})")
 
 
 class UnknownDeviceError(RuntimeError, ValueError):

@@ -54,7 +54,7 @@ from . import dtypes, parallel, profiler
 from .interrupts import held_ctrl_c
 from ._tensor_str import tensor_repr
 from .device import META as _META, NO_DATA as _NO_DATA, Device, all_devices as _all_devices, device as _get_device, \
-    out_of_memory_as_torch, raise_out_of_memory_as_torch, xp_of as _xp_of
+    device_errors_as_torch, raise_device_error_as_torch, xp_of as _xp_of
 from .size import Size, _from_tuple as _size  # x.shape: torch.Size's tuple with numel()
 from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
@@ -1246,8 +1246,8 @@ class Function:
                 raise
             shapes = [a.shape for a in arrays if isinstance(a, np.ndarray)]
             raise ShapeError(torch_broadcast_message(shapes) or f"{cls.__name__}: {exc}") from None
-        except MemoryError as exc:  # CuPy's out-of-memory error: torch's OutOfMemoryError
-            raise_out_of_memory_as_torch(exc)
+        except (MemoryError, RuntimeError) as exc:  # CuPy's out-of-memory and CUDA errors: torch's classes
+            raise_device_error_as_torch(exc)
             raise
         if type(out) is not np.ndarray and isinstance(out, np.generic):  # NumPy turns 0-d results
             out = np.asarray(out)  # into scalars; keep arrays
@@ -2027,7 +2027,7 @@ class Tensor:
             data = np.zeros(data or (0,), dtype=dtype or dtypes.get_default_dtype())
         if dev.xp is not np:  # (bfloat16 needs CuPy >= 14)
             dev.check_dtype(dtype if dtype is not None else getattr(data, "dtype", None))
-        with out_of_memory_as_torch():
+        with device_errors_as_torch():
             array = dev.xp.asarray(data, dtype=dtype)
         if requires_grad is not False:  # (the factories' too: ones(2, requires_grad="no") required grad)
             dtypes.bool_argument(None, "requires_grad", requires_grad)
@@ -2848,7 +2848,7 @@ class Tensor:
         """
         # (a Ctrl-C lands after the pass, as in torch's C++ engine: every .grad, or none; CuPy's out-of-memory
         # error is torch's)
-        with held_ctrl_c(), out_of_memory_as_torch():
+        with held_ctrl_c(), device_errors_as_torch():
             return self._backward(gradient, retain_graph, create_graph, inputs)
 
     def _backward(self, gradient, retain_graph, create_graph, inputs):
@@ -3423,7 +3423,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False, *, pin_memory=Fal
         data = data.get()  # a CuPy array, to the CPU
     elif dev.xp is not np:  # (bfloat16 needs CuPy >= 14)
         dev.check_dtype(dtype if dtype is not None else getattr(data, "dtype", None))
-    with out_of_memory_as_torch():
+    with device_errors_as_torch():
         array = dev.xp.array(data, dtype=dtype, copy=True)
     if isinstance(source, np.ndarray) and dev.xp is np and source.ndim > 1:  # (C-contiguous by NumPy's flags may
         # still have a dimension of size 1 whose stride torch keeps)

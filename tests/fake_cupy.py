@@ -825,12 +825,24 @@ class MemoryPool:
 _POOL = MemoryPool()
 
 
+class CUDARuntimeError(RuntimeError):
+    """``cupy.cuda.runtime.CUDARuntimeError``: its words start with the runtime's error name
+    ("cudaErrorIllegalAddress: an illegal memory access was encountered")."""
+
+    def __init__(self, status, name="cudaErrorIllegalAddress", description="an illegal memory access was encountered"):
+        self.status = status
+        super().__init__(f"{name}: {description}")
+
+
+CUDARuntimeError.__module__ = "cupy_backends.cuda.api.runtime"
+
+
 def _cuda_module():
     cuda = types.ModuleType("cupy.cuda")
     cuda.memory = types.ModuleType("cupy.cuda.memory")
     cuda.memory.OutOfMemoryError, cuda.memory.MemoryPool = OutOfMemoryError, MemoryPool
     cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, deviceSynchronize=lambda: None,
-                                         runtimeGetVersion=lambda: 13000, CUDARuntimeError=RuntimeError)
+                                         runtimeGetVersion=lambda: 13000, CUDARuntimeError=CUDARuntimeError)
     cuda.Device = Device
     cuda.Event = Event
     cuda.get_elapsed_time = lambda start, end: (end.time - start.time) * 1e3  # milliseconds, as CuPy's

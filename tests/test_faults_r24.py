@@ -59,10 +59,25 @@ def test_backward_and_optimizer_step_out_of_memory_are_torchs_error(small_gpu):
     _refused(optimizer.step)
 
 
-def test_other_memory_errors_pass_unchanged():
-    """NumPy's own MemoryError on the CPU is not a CUDA error (torch's CPU allocator raises its own words)."""
-    from minilora.device import raise_out_of_memory_as_torch
-    assert raise_out_of_memory_as_torch(MemoryError("host")) is None
+def test_a_cuda_runtime_error_is_torchs_accelerator_error(small_gpu, monkeypatch):
+    x = ml.ones(3, device="cuda", dtype=ml.float64)
+
+    def faulted(*args, **kwargs):  # (a kernel's illegal address, reported at the next call)
+        raise small_gpu.cuda.runtime.CUDARuntimeError(700)
+    monkeypatch.setattr(small_gpu, "exp", faulted)
+    with pytest.raises(ml.AcceleratorError) as caught:
+        x.exp()
+    assert str(caught.value).startswith("CUDA error: an illegal memory access was encountered\nCUDA kernel errors "
+                                        "might be asynchronously reported")
+    assert isinstance(caught.value, small_gpu.cuda.runtime.CUDARuntimeError)
+
+
+def test_other_errors_pass_unchanged():
+    """NumPy's own MemoryError on the CPU is not a CUDA error (torch's CPU allocator raises its own words), nor is
+    minilora's own RuntimeError."""
+    from minilora.device import raise_device_error_as_torch
+    assert raise_device_error_as_torch(MemoryError("host")) is None
+    assert raise_device_error_as_torch(RuntimeError("shapes")) is None
 
 
 def test_the_translated_error_pickles_as_torchs_class(small_gpu):

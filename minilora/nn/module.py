@@ -22,7 +22,7 @@ import numpy as np
 from .. import dtypes, parallel
 from ..device import NO_DATA, Device, unwritten_zeros
 from ..size import Size
-from ..device import device as _get_device, out_of_memory_as_torch
+from ..device import device as _get_device, device_errors_as_torch
 from ..tensor import Function as _Node
 from ..tensor import RemovableHandle, Tensor, _to_dtype, hook_result, is_grad_enabled, no_grad
 
@@ -1149,7 +1149,7 @@ def _convert(array, dev, dtype, meta=False):
             array = array if isinstance(array, np.ndarray) else array.get()
         else:
             dev.check_dtype(array.dtype)  # bfloat16 needs CuPy >= 14
-            with out_of_memory_as_torch():
+            with device_errors_as_torch():
                 array = dev.xp.asarray(array)
     return array
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import dtypes, fastmath
 from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS, _in_16_bit_steps_at_tail
-from ..device import out_of_memory_as_torch
+from ..device import device_errors_as_torch
 from ..interrupts import held_ctrl_c
 from ..tensor import Tensor, enable_grad
 
@@ -350,7 +350,7 @@ def _step_with_hooks(self, step, args, kwargs):
     self._opt_called = True
     _hyperparameters_as_numbers(self)
     closure = args[1] if len(args) > 1 else kwargs.get("closure")
-    with held_ctrl_c() if closure is None else contextlib.nullcontext(), out_of_memory_as_torch():
+    with held_ctrl_c() if closure is None else contextlib.nullcontext(), device_errors_as_torch():
         out = step(*args, **kwargs)
     for hook in list(self._hooks("step_post").values()):
         hook(self, args, kwargs)
