@@ -1943,7 +1943,12 @@ def _refuse_meta_numpy(force):
 
 
 def _host(array):
-    return array if isinstance(array, np.ndarray) else array.get()
+    """The values of ``array`` on the CPU. A GPU array's copy is where a kernel's error surfaces (the first call
+    that waits for the GPU, ``loss.item()`` mostly): torch's error there (``device_errors_as_torch``)."""
+    if isinstance(array, np.ndarray):
+        return array
+    with device_errors_as_torch():
+        return array.get()
 
 
 def _check_can_require_grad(dtype):
@@ -2342,7 +2347,7 @@ class Tensor:
                                f"Scalar: item() needs one element, got shape {tuple(self.shape)}")
         if self._device is _META:
             raise RuntimeError("Tensor.item() cannot be called on meta tensors")
-        return self._array.reshape(()).item()
+        return _host(self._array.reshape(())).item()
 
     def tolist(self):
         if self._device is _META:

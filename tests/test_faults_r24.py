@@ -72,6 +72,18 @@ def test_a_cuda_runtime_error_is_torchs_accelerator_error(small_gpu, monkeypatch
     assert isinstance(caught.value, small_gpu.cuda.runtime.CUDARuntimeError)
 
 
+def test_a_kernel_error_surfacing_at_item_is_torchs(small_gpu, monkeypatch):
+    """``loss.item()``, the first call that waits for the GPU, is where an earlier kernel's error is reported."""
+    loss = ml.ones(3, device="cuda", dtype=ml.float64).sum()
+
+    def faulted(self, *args, **kwargs):
+        raise small_gpu.cuda.runtime.CUDARuntimeError(700)
+    monkeypatch.setattr(fake_cupy.ndarray, "get", faulted)
+    for call in (loss.item, loss.tolist, lambda: loss.numpy(force=True), loss.cpu):
+        with pytest.raises(ml.AcceleratorError):
+            call()
+
+
 def test_other_errors_pass_unchanged():
     """NumPy's own MemoryError on the CPU is not a CUDA error (torch's CPU allocator raises its own words), nor is
     minilora's own RuntimeError."""
