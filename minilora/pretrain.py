@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from . import data
-from .checkpoint import atomic_write, save_json
+from .checkpoint import atomic_folder, atomic_write, save_json
 from .models import BASE_DIR, LlamaConfig, LlamaForCausalLM
 from .random import manual_seed
 from .tokenizer import ByteTokenizer
@@ -71,7 +71,6 @@ def pretrain(steps=PRETRAIN_DEFAULTS["steps"], out=BASE_DIR, run_dir="minilora-p
                    eval_every=max(1, steps // 5), save_every=100, out_dir=run_dir, seed=seed,
                    resume=resume, progress=progress)
     minutes = (time.perf_counter() - start) / 60
-    model.save_pretrained(out)
     meta = {"command": "python -m minilora.pretrain " + " ".join(sys.argv[1:]) if __name__ == "__main__"
             else f"minilora.pretrain.pretrain(steps={steps}, seed={seed})",
             "steps": steps, "seed": seed, "batch_size": batch_size, "block_size": block_size,
@@ -84,11 +83,13 @@ def pretrain(steps=PRETRAIN_DEFAULTS["steps"], out=BASE_DIR, run_dir="minilora-p
             "environment": {"numpy": np.__version__,
                             "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")},
             "scores_before_fine_tuning": score(model, tokenizer)}
-    meta["file_bytes"] = os.path.getsize(os.path.join(out, "model.safetensors"))
-    save_json(meta, os.path.join(out, "pretrain.json"))
-    _write_readme(out, meta)
-    for name in os.listdir(out):  # temp-file writes are private (0600); package data must be readable
-        os.chmod(os.path.join(out, name), 0o644)
+    with atomic_folder(out) as staging:  # (one unit: a kill never leaves new weights beside the old scores)
+        model.save_pretrained(staging)
+        meta["file_bytes"] = os.path.getsize(os.path.join(staging, "model.safetensors"))
+        save_json(meta, os.path.join(staging, "pretrain.json"))
+        _write_readme(staging, meta)
+        for name in os.listdir(staging):  # temp-file writes are private (0600); package data must be readable
+            os.chmod(os.path.join(staging, name), 0o644)
     return meta
 
 
