@@ -118,12 +118,12 @@ exercises.build(sys.argv[1], source=sys.argv[2])
 
 
 def _run_killed(script, *args):
-    import subprocess
     import sys
+    import background_runs
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, timeout=120)
-    assert done.returncode == -9
+    done = background_runs.run_process([sys.executable, "-c", script, *map(str, args)], env, None, timeout=120)
+    assert done.returncode == -9, done.stderr[-3000:]
 
 
 def _tiny_project(root):
