@@ -108,11 +108,9 @@ def test_torchs_size_units():
 _KILLED_BUILD = """
 import os, signal, sys
 from minilora import exercises
-real = exercises._write_student_copy
-def killed_half_way(source, work, items, chosen):
-    real(source, work, items, chosen)
-    os.kill(os.getpid(), signal.SIGKILL)  # (as a Ctrl-\\\\ or the OOM killer ends it: nothing cleans up)
-exercises._write_student_copy = killed_half_way
+def killed_half_way(*args):  # (the copy made, its first stub about to be written)
+    os.kill(os.getpid(), signal.SIGKILL)  # (as the OOM killer ends it: nothing cleans up)
+exercises.stub_source = killed_half_way
 exercises.build(sys.argv[1], source=sys.argv[2])
 """
 
@@ -139,7 +137,7 @@ def test_a_killed_exercises_build_is_cleaned_by_the_next(tmp_path):
     from minilora import exercises
     source, dest = _tiny_project(tmp_path / "source"), tmp_path / "out" / "student"
     _run_killed(_KILLED_BUILD, dest, source)
-    left = [entry for entry in os.listdir(dest.parent) if entry.startswith(".student.minilora-")]
+    left = [entry for entry in os.listdir(dest.parent) if entry.startswith(".student.")]
     assert len(left) == 1 and not dest.exists()  # (the half-made copy, never the destination)
     exercises.build(dest, source=source)
     assert os.listdir(dest.parent) == ["student"]
