@@ -624,13 +624,15 @@ constexpr float __fdividef(float a, float b) { return __emu::fast_quotient(a, b)
 // minilora/emulator.py, _fast_division): the left operand is wrapped, and the division by the right one looks at
 // the operands' types -- a float quotient (after C++'s usual conversions: float / int too) is __fdividef's, any
 // other (ints, doubles, __half, a user's vector type) the plain `/` it was.  All constexpr, so `N / 2` still sizes
-// an array.  (A bit-field left of `/=` does not bind to the reference and fails to build.)
+// an array.  (An integer bit-field divided by a float, `bits /= 2.0f`, does not bind to the reference: a build error.)
 namespace __emu {
 template <class A, class B>
 constexpr bool float_quotient = std::is_arithmetic<A>::value && std::is_arithmetic<B>::value &&
                                 std::is_same<decltype(A() / B()), float>::value;
 template <class A> struct fast_div_left { A a; };
-template <class B> struct fast_div_right { B b; };
+// (converts to its value: an integer left of `/=` -- a bit-field's too, which binds to no reference -- takes the
+// built-in `/=` through it, the plain division it was)
+template <class B> struct fast_div_right { B b; constexpr operator B() const { return b; } };
 struct fast_div {
     template <class B> constexpr fast_div_right<B> operator=(B b) const { return {b}; }
 };
@@ -640,7 +642,7 @@ __attribute__((always_inline)) constexpr decltype(auto) operator/(fast_div_left<
     if constexpr (float_quotient<A, B>) return fast_quotient(float(left.a), float(b));
     else return left.a / b;  // (inlined: a fault here is named at the user's line)
 }
-template <class X, class B>
+template <class X, class B, class = std::enable_if_t<!std::is_integral<X>::value || float_quotient<X, B>>>
 __attribute__((always_inline)) constexpr X& operator/=(X& x, fast_div_right<B> right) {
     if constexpr (float_quotient<std::remove_cv_t<X>, B>) x = fast_quotient(float(x), float(right.b));
     else x /= right.b;
