@@ -1836,6 +1836,8 @@ class _Module:
                                         ctypes.c_char_p, ctypes.c_size_t]
         self.lib.emu_output_size.restype = ctypes.c_size_t
         self.lib.emu_output_take.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        self.lib.emu_undefined_shuffle.restype = ctypes.c_size_t
+        self.lib.emu_undefined_shuffle.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
         self.lib.emu_describe.restype = ctypes.c_size_t
         self.lib.emu_describe.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
         self.lib.emu_describe_constants.restype = ctypes.c_size_t
@@ -2477,6 +2479,8 @@ class RawKernel:
                 if n:
                     emulator_runtime.printed()
                 offset = self._mod.lib.emu_fault_location(where, len(where)) if rc == _E_FAULT else 0
+                undefined = ctypes.create_string_buffer(1024)
+                lib.emu_undefined_shuffle(undefined, len(undefined))
             if rc:
                 if echo and out:
                     sys.stdout.write(out)
@@ -2488,8 +2492,23 @@ class RawKernel:
                 message = re.sub("\x01PC:([0-9a-f]+)\x01",  # racecheck's code addresses -> file:line
                                  lambda m: self._mod.source_line(int(m.group(1), 16)) or "an unknown line", message)
                 raise _error_class(rc, message)(message)
+            self._check_undefined_shuffles(undefined.value.decode(errors="replace"), packed)
         if echo and out:
             sys.stdout.write(out)
+
+    def _check_undefined_shuffles(self, shuffle: str, packed: _Packed) -> None:
+        """A shuffle that read a lane outside its mask gave that lane all-ones bits (runtime.cpp, warp_op): a NaN
+        for a float, which arithmetic carries.  The launch is a KernelFault if such a NaN reached a floating-point
+        argument array; a kernel that never uses the undefined value (CUDA's reduce6 sample) runs as on a GPU."""
+        if not shuffle:
+            return
+        for i, array in packed.arrays:
+            if array.dtype.kind not in "fc":
+                continue
+            words = array.reshape(-1).view(f"u{array.dtype.itemsize // (2 if array.dtype.kind == 'c' else 1)}")
+            if (words == np.iinfo(words.dtype).max).any():
+                raise KernelFault(f"{shuffle}; that undefined value (NaN here) reached argument {i} "
+                                  f"('{self.params[i].name}') of kernel '{self.name}'")
 
     def _fault_location(self, offset: int, elsewhere: str) -> str:
         """' at file.cu:LINE' for a crash or an exit() call, from the faulting instruction's offset."""

@@ -133,6 +133,84 @@ def test_histogram_with_shared_atomics_counts_every_byte():
     np.testing.assert_array_equal(hist, np.bincount(data, minlength=256))
 
 
+# The CUDA samples' reduce6: the dynamic shared memory behind SharedMemory<T>'s conversion (a double
+# specialisation), a ballot mask for the warps' sums -- whose lanes 2 and 3 shuffle from lanes 4 and 5, outside
+# the mask: an undefined value only lane 0's never-used partners read.
+REDUCE6 = r"""
+#include <cooperative_groups.h>
+namespace cg = cooperative_groups;
+template <class T> struct SharedMemory {
+    __device__ inline operator T*() { extern __shared__ int __smem[]; return (T*)__smem; }
+    __device__ inline operator const T*() const { extern __shared__ int __smem[]; return (T*)__smem; }
+};
+template <> struct SharedMemory<double> {
+    __device__ inline operator double*() { extern __shared__ double __smem_d[]; return (double*)__smem_d; }
+    __device__ inline operator const double*() const { extern __shared__ double __smem_d[]; return (double*)__smem_d; }
+};
+template <class T, unsigned int blockSize, bool nIsPow2>
+__global__ void reduce6(const T* __restrict__ g_idata, T* __restrict__ g_odata, unsigned int n) {
+    cg::thread_block cta = cg::this_thread_block();
+    T* sdata = SharedMemory<T>();
+    unsigned int tid = threadIdx.x;
+    unsigned int gridSize = blockSize * gridDim.x;
+    unsigned int maskLength = (blockSize & 31);
+    maskLength = (maskLength > 0) ? (32 - maskLength) : maskLength;
+    const unsigned int mask = (0xffffffff) >> maskLength;
+    T mySum = 0;
+    if (nIsPow2) {
+        unsigned int i = blockIdx.x * blockSize * 2 + threadIdx.x;
+        gridSize = gridSize << 1;
+        while (i < n) {
+            mySum += g_idata[i];
+            if ((i + blockSize) < n) mySum += g_idata[i + blockSize];
+            i += gridSize;
+        }
+    } else {
+        unsigned int i = blockIdx.x * blockSize + threadIdx.x;
+        while (i < n) { mySum += g_idata[i]; i += gridSize; }
+    }
+    for (int offset = warpSize / 2; offset > 0; offset /= 2) mySum += __shfl_down_sync(mask, mySum, offset);
+    if ((tid % warpSize) == 0) sdata[tid / warpSize] = mySum;
+    cg::sync(cta);
+    const unsigned int shmem_extent = (blockSize / warpSize) > 0 ? (blockSize / warpSize) : 1;
+    const unsigned int ballot_result = __ballot_sync(mask, tid < shmem_extent);
+    if (tid < shmem_extent) {
+        mySum = sdata[tid];
+        for (int offset = blockDim.x / warpSize / 2; offset > 0; offset /= 2)
+            mySum += __shfl_down_sync(ballot_result, mySum, offset);
+    }
+    if (tid == 0) g_odata[blockIdx.x] = mySum;
+#ifdef KEEP_EVERY_LANE
+    if (tid < shmem_extent) g_odata[gridDim.x + tid] = mySum;  // lanes 2 and 3 hold the undefined sums
+#endif
+}
+"""
+REDUCE6_INSTANCES = ("reduce6<float, 128, true>", "reduce6<double, 64, false>")
+
+
+@pytest.mark.parametrize("expression,dtype,block", [(REDUCE6_INSTANCES[0], np.float32, 128),
+                                                    (REDUCE6_INSTANCES[1], np.float64, 64)])
+def test_cuda_samples_reduce6_runs_though_idle_lanes_shuffle_from_outside_the_mask(expression, dtype, block):
+    n, blocks = 5000, 8
+    x = rng.standard_normal(n).astype(dtype)
+    partial = np.zeros(blocks, dtype)
+    kernel = module(REDUCE6, name_expressions=REDUCE6_INSTANCES).get_function(expression)
+    kernel((blocks,), (block,), (x, partial, np.uint32(n)), shared_mem=block * x.itemsize)
+    np.testing.assert_allclose(partial.astype(np.float64).sum(), x.astype(np.float64).sum(), rtol=0, atol=1e-3)
+
+
+def test_an_undefined_shuffle_value_that_reaches_memory_is_a_kernel_fault():
+    x = rng.standard_normal(1000).astype(np.float32)
+    out = np.zeros(2 + 4, np.float32)
+    kernel = module(REDUCE6, ("-DKEEP_EVERY_LANE",), REDUCE6_INSTANCES).get_function(REDUCE6_INSTANCES[0])
+    with pytest.raises(KernelFault, match=r"__shfl_down_sync at .*lane 2 reads lane 4, which is not in the mask "
+                                          r"\(mask 0x0000000f\).*reached argument 1 \('g_odata'\)"):
+        kernel((2,), (128,), (x, out, np.uint32(1000)), shared_mem=128 * 4)
+    kernel = module(REDUCE6, (), REDUCE6_INSTANCES).get_function(REDUCE6_INSTANCES[0])
+    with pytest.raises(KernelFault, match=r"lane 2 reads lane 4"):  # initcheck: any read of an undefined value
+        kernel((2,), (128,), (x, out[:2], np.uint32(1000)), shared_mem=128 * 4, initcheck=True)
+
+
 # ---------------------------------------------------------------------------- scans, transposes, loads
 LAYOUT = r"""
 #define NUM_BANKS 32

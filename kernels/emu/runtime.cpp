@@ -1522,6 +1522,7 @@ void racecheck_atomic(const volatile void* p, size_t n, bool reads, uintptr_t pc
     racecheck_access(const_cast<const void*>(p), n, true, pc);
 }
 #else
+constexpr bool g_initcheck = false;  // (initcheck runs in the racecheck build)
 inline void track_shared(const char*, size_t, const std::string&) {}
 inline void racecheck_async_issue(const void*, size_t, const char*, int, uintptr_t) {}
 inline void racecheck_async_land(const void*, size_t, uintptr_t) {}
@@ -2250,6 +2251,19 @@ static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
     return lanes[src].wval;
 }
 
+// The first shuffle of the launch that read a lane outside its mask, described (several workers may meet one).
+static std::mutex g_undefined_shuffle_lock;
+static std::string g_undefined_shuffle;
+static void note_undefined_shuffle(const std::string& what) {
+    std::lock_guard<std::mutex> hold(g_undefined_shuffle_lock);
+    if (g_undefined_shuffle.empty()) g_undefined_shuffle = what;
+}
+EMU_EXPORT size_t emu_undefined_shuffle(char* buf, size_t n) {
+    std::lock_guard<std::mutex> hold(g_undefined_shuffle_lock);
+    if (buf && n) snprintf(buf, n, "%s", g_undefined_shuffle.c_str());
+    return g_undefined_shuffle.size();
+}
+
 unsigned long long warp_op(int op, const char* file, int line, unsigned mask, unsigned long long value,
                            int arg, int width) {
     Fiber* f = current_fiber();
@@ -2296,22 +2310,31 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
                                          where(file, line).c_str(), mask, where(lanes[l].file, lanes[l].line).c_str(),
                                          lanes[l].wmask));
     }
-    if (op >= W_SHFL_IDX && op <= W_SHFL_XOR)  // reading a lane outside the mask is undefined in CUDA
+    unsigned undefined = 0;  // the lanes reading a lane outside the mask: CUDA leaves their value undefined
+    if (op >= W_SHFL_IDX && op <= W_SHFL_XOR)
         for (int l = 0; l < nlanes; ++l) {
             const int src = (mask >> l & 1u) ? shuffle_source(lanes[l], l) : l;
             if (src == l || (src < nlanes && (mask >> src & 1u))) continue;
             static const char* const names[] = {"", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync",
                                                 "__shfl_xor_sync"};
-            fail_in_fiber(E_FAULT, fmt("%s at %s in warp %d of %s: lane %d reads lane %d, which %s (mask 0x%08x). "
-                                       "CUDA leaves that value undefined (it is not the lane's own value); "
-                                       "shuffle only from lanes in the mask, e.g. guard the read with the lane "
-                                       "index or use a narrower width", names[op], where(file, line).c_str(),
-                                       f->linear / 32, block_str().c_str(), l, src,
-                                       src < nlanes ? "is not in the mask" : "does not exist (past the block's "
-                                                                             "last thread)", mask));
+            const std::string what = fmt("%s at %s in warp %d of %s: lane %d reads lane %d, which %s (mask 0x%08x). "
+                                         "CUDA leaves that value undefined (it is not the lane's own value); "
+                                         "shuffle only from lanes in the mask, e.g. guard the read with the lane "
+                                         "index or use a narrower width", names[op], where(file, line).c_str(),
+                                         f->linear / 32, block_str().c_str(), l, src,
+                                         src < nlanes ? "is not in the mask" : "does not exist (past the block's "
+                                                                               "last thread)", mask);
+            if (g_initcheck) fail_in_fiber(E_FAULT, what);  // initcheck=True: every read of an undefined value
+            note_undefined_shuffle(what);
+            undefined |= 1u << l;
         }
+    // A correct kernel may read an undefined value it never uses (the CUDA samples' reduce6: lanes 2 and 3 of a
+    // 4-lane ballot mask add lanes 4 and 5, and only lane 0's sum is kept), so it is no error by itself.  Those
+    // lanes get all-ones bits instead: a NaN for a float, double or half, which arithmetic carries along, and
+    // the launch is a KernelFault naming this shuffle if that NaN reaches a floating-point argument array
+    // (emulator.py, _check_undefined_shuffles).
     for (int l = 0; l < nlanes; ++l)
-        if (mask >> l & 1u) lanes[l].wresult = warp_result(lanes, nlanes, l);
+        if (mask >> l & 1u) lanes[l].wresult = (undefined >> l & 1u) ? ~0ull : warp_result(lanes, nlanes, l);
     for (int l = 0; l < nlanes; ++l)
         if (mask >> l & 1u) lanes[l].state = RUNNABLE;
     racecheck_warp_sync(f->linear / 32);
@@ -3326,6 +3349,10 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
     w.message.clear();
     w.output.clear();
     g_output.clear();
+    {
+        std::lock_guard<std::mutex> hold(g_undefined_shuffle_lock);
+        g_undefined_shuffle.clear();
+    }
     if (kernel_index < 0 || kernel_index >= count) {
         snprintf(err, errlen, "no kernel with index %d", kernel_index);
         return E_INTERNAL;
