@@ -937,7 +937,10 @@ _FAST_MATH_OPTIONS = ("--use_fast_math", "-use_fast_math")
 _FAST_MATH = ("expf", "exp10f", "logf", "log10f", "powf", "tanf")
 _FAST_MATH_LINK_FLAGS = [f"-Wl,--wrap={name}" for name in _FAST_MATH]
 _FAST_MATH_MACRO, _FLUSH_DENORMALS_MACRO = "-D__EMU_FAST_MATH=1", "-D__EMU_FTZ=1"
-_FLUSHING_MACHINES = ("x86_64", "amd64", "i386", "i686", "aarch64", "arm64")  # runtime.cpp's FlushDenormals
+_X86_64 = ("x86_64", "amd64")
+# runtime.cpp's FlushDenormals and _keep_double_subnormals: per-type flushing is x86-64's (ARM's FPCR.FZ would flush
+# doubles too, with nothing in the build to keep them)
+_FLUSHING_MACHINES = _X86_64
 # exit() and abort() in device code end the launch, not Python (see runtime.cpp).
 _LINK_FLAGS = ["-Wl,--wrap=exit", "-Wl,--wrap=_exit", "-Wl,--wrap=_Exit", "-Wl,--wrap=quick_exit",
                "-Wl,--wrap=abort"]
@@ -1021,8 +1024,8 @@ def _translate_options(options) -> list[str]:
             raise ValueError(f"unsupported compile option {opt!r} (the emulator understands -D, -U, -I, -std=, "
                              "--use_fast_math, -ftz= and ignores GPU-only options such as -arch)")
     if ftz and platform.machine().lower() not in _FLUSHING_MACHINES:
-        raise ValueError(f"-ftz=true (implied by --use_fast_math): the emulator flushes float subnormals through the "
-                         f"FPU's control register on x86-64 and ARM64 only, not on {platform.machine()!r}; pass "
+        raise ValueError(f"-ftz=true (implied by --use_fast_math): the emulator flushes float subnormals (and keeps "
+                         f"double ones) through SSE's control register on x86-64 only, not on {platform.machine()!r}; pass "
                          "-ftz=false to run with subnormals kept")
     modes = [_FAST_MATH_MACRO] * fast_math + [_FLUSH_DENORMALS_MACRO] * bool(ftz)
     return [f"-D__CUDA_ARCH__={arch * 10}"] + modes + out
@@ -1067,6 +1070,50 @@ def _fast_division(src: str) -> str:
         out += [src[last:m.end()], " __emu::fast_div() =" if m.group(1) else " __emu::fast_div() /"]
         last = m.end()
     return "".join(out + [src[last:]])
+
+
+# -ftz=true flushes float subnormals only (PTX's .ftz exists for .f32 and .f16; a GPU's doubles keep theirs), but
+# SSE's FTZ and DAZ, which runtime.cpp sets while blocks run, flush doubles too.  So the kernel of an -ftz build is
+# compiled to assembly, and each instruction whose operands and result are doubles (the scalar and packed `sd` / `pd`
+# arithmetic, compares, FMAs), and each call of a libm double function, runs between `ldmxcsr emu_csr_kept` (FTZ and
+# DAZ clear) and `ldmxcsr emu_csr_flushing` (runtime.cpp).  Conversions stay flushed: a float argument of
+# cvtss2sd is read as a GPU's cvt.ftz.f64.f32 reads it, a float result of cvtsd2ss is written as cvt.rn.ftz.f32.f64.
+_DOUBLE_INSTRUCTION = re.compile(
+    r"\s+v?(?:(?:add|sub|mul|div|sqrt|min|max|hadd|hsub|addsub|round)(?:sd|pd)|u?comisd|cmp\w*(?:sd|pd)|dppd"
+    r"|vf(?:n?m(?:add|sub)|maddsub|msubadd)\d{3}(?:sd|pd)|vrange(?:sd|pd)|vreduce(?:sd|pd)|vgetexp(?:sd|pd)"
+    r"|vgetmant(?:sd|pd)|vscalef(?:sd|pd)|vrndscale(?:sd|pd))\s")
+_LIBM_DOUBLE = ("exp", "exp2", "exp10", "expm1", "log", "log2", "log10", "log1p", "logb", "ilogb", "pow", "sqrt",
+                "cbrt", "hypot", "sin", "cos", "tan", "sincos", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh",
+                "asinh", "acosh", "atanh", "erf", "erfc", "lgamma", "lgamma_r", "tgamma", "j0", "j1", "jn", "y0", "y1",
+                "yn", "fma", "fmod", "remainder", "remquo", "ldexp", "scalbn", "scalbln", "frexp", "modf", "nextafter",
+                "nexttoward", "floor", "ceil", "trunc", "round", "rint", "nearbyint", "lrint", "llrint", "lround",
+                "llround", "fdim", "fmax", "fmin")
+_LIBM_DOUBLE_CALL = re.compile(rf"\s+call\s+(?:{'|'.join(_LIBM_DOUBLE)})(?:@PLT)?\s*$")
+# rounded_as sets its own rounding mode and clears FTZ and DAZ itself (cuda_emu.h): the plain ldmxcsr would undo it
+_OWN_CSR_FUNCTION = re.compile(r"rounded_as|__d(?:add|sub|mul|div|rcp|sqrt)_r[zdu]|__fma_r[zdu]")
+# inline PTX's f32 instructions without .ftz (minilora_ptx.h): the whole function runs with subnormals kept
+_KEEPING_FUNCTION = re.compile(r"keep_subnormals")
+
+
+def _keep_double_subnormals(assembly: str) -> str:
+    """The -ftz build's assembly with its double arithmetic run as a GPU's, subnormals kept (see above)."""
+    out, skipping, keeping = [".hidden emu_csr_kept", ".hidden emu_csr_flushing"], False, False
+    for line in assembly.splitlines():
+        function = re.match(r"\s+\.type\s+([^,]+),\s*@function", line)
+        if function:
+            skipping = _OWN_CSR_FUNCTION.search(function.group(1)) is not None
+            keeping = _KEEPING_FUNCTION.search(function.group(1)) is not None
+        if keeping:
+            if re.match(r"\s+ret\b", line):
+                out.append("\tldmxcsr emu_csr_flushing(%rip)")
+            out.append(line)
+            if re.match(r"\s+\.cfi_startproc\b", line):
+                out.append("\tldmxcsr emu_csr_kept(%rip)")
+        elif not skipping and (_DOUBLE_INSTRUCTION.match(line + " ") or _LIBM_DOUBLE_CALL.match(line)):
+            out += ["\tldmxcsr emu_csr_kept(%rip)", line, "\tldmxcsr emu_csr_flushing(%rip)"]
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def _compiler_id() -> str:
@@ -1735,18 +1782,24 @@ class _Module:
         header = _precompiled_header([*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS,
                                       "-I", str(_INCLUDE), *header_options, *instrument])
         wrapper_object = self.product.parent / "wrapper.o"
+        per_type_flush = self.flushes_denormals and platform.machine().lower() in _X86_64  # (-ftz=true)
+        compiled = wrapper_object.with_suffix(".s") if per_type_flush else wrapper_object
         cmd = [_CXX, *_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS, "-fstack-usage",
-               "-include", str(header), "-I", str(_INCLUDE), *flags, *instrument, "-c", str(wrapper)]
+               "-include", str(header), "-I", str(_INCLUDE), *flags, *instrument,
+               "-S" if per_type_flush else "-c", str(wrapper)]
         what = f"'{name}' for the CUDA emulator ({self.variant})"
         try:
-            keep_log(_run_compiler(cmd, wrapper_object, what, record_stack_usage))
+            keep_log(_run_compiler(cmd, compiled, what, record_stack_usage))
         except CompileError as e:
             if "PCH" not in str(e):
                 raise
             # a damaged .gch (a full disk, a killed copy) stops g++ ("cannot read PCH file"): without it g++
             # reads the stub's #include instead (and the next build of these flags makes the .gch again)
             header.with_name(header.name + ".gch").unlink(missing_ok=True)
-            keep_log(_run_compiler(cmd, wrapper_object, what, record_stack_usage))
+            keep_log(_run_compiler(cmd, compiled, what, record_stack_usage))
+        if per_type_flush:
+            _write_atomic(compiled, _keep_double_subnormals(compiled.read_text()))
+            _run_compiler([_CXX, "-c", str(compiled)], wrapper_object, what)
         # the sanitizer build links AddressSanitizer's and UBSan's runtimes (its flags); a library links none
         link = [_CXX, *_COMMON_FLAGS, *(_VARIANT_FLAGS[self.variant] if self.sanitize else ["-shared"])]
         for attempt in range(2):

@@ -372,7 +372,12 @@ def _instruction(text: str, registers: set[str]) -> str:
     op, mods = parts[0], parts[1:]
     args = _split_operands(rest)
     try:
-        code = _emit_flushing(op, mods, args, registers, head) if "ftz" in mods else _emit(op, mods, args, registers, head)
+        if "ftz" in mods:
+            code = _emit_flushing(op, mods, args, registers, head)
+        else:
+            code = _emit(op, mods, args, registers, head)
+            if op in _FLOAT_ARITHMETIC and "f32" in _types(mods):  # no .ftz: subnormals kept even under -ftz=true
+                code = f"__emu::ptx::keep_subnormals([&]() {{ {code} }});"
     except IndexError:
         raise PtxError(f"the inline PTX instruction '{text}' has too few operands") from None
     return guard + "{ " + code + " }"
@@ -567,6 +572,10 @@ def _mbarrier(mods: list[str], args: list[str], regs: set[str], head: str) -> st
                    "try_wait and their .parity forms)")
 
 
+# The f32 instructions that flush with .ftz and keep subnormals without it, under -ftz=true too (whose SSE flags
+# runtime.cpp sets while blocks run): these run in __emu::ptx::keep_subnormals, which clears them (minilora_ptx.h).
+_FLOAT_ARITHMETIC = {"add", "sub", "mul", "div", "fma", "mad", "min", "max", "sqrt", "rsqrt", "rcp", "sin", "cos",
+                     "lg2", "ex2", "tanh", "setp", "set", "cvt", "testp"}
 # How many source operands an instruction with .ftz reads as floats (setp's optional last one is a predicate).
 _FLOAT_SOURCES = {"add": 2, "sub": 2, "mul": 2, "div": 2, "min": 2, "max": 2, "setp": 2, "fma": 3, "mad": 3}
 _FLUSHABLE = {"f32": "flush_f32", "f16": "flush_f16", "f16x2": "flush_f16x2"}  # .ftz is for these types only

@@ -595,3 +595,38 @@ def test_a_bit_field_left_of_divide_assign_builds_under_fast_math():
     assert list(packed & 15) == list(level // 2) and list(packed >> 4 & 4095) == list(count // 3)
     assert list((packed >> 16 & 0xFF).astype(np.uint8).view(np.int8)) == [64, -63, 1, -2]  # C's truncation
     np.testing.assert_array_equal(f, np.array([1, 2, 3, 10], np.float32) * (np.float32(1) / np.float32(3)))
+
+
+# ------------------------------------------------------------ round 23's gaps: -ftz=true flushes floats only
+FTZ = r"""
+extern "C" __global__ void mixed(const float* f, const double* d, float* fo, double* dout) {
+    const float a = f[0];        // a float subnormal
+    const double x = d[0], y = d[1];
+    fo[0] = f[1] * f[1];         // 1e-40: a float result flushed
+    dout[0] = y * 1e-10;         // 1e-310: a double subnormal result, kept
+    dout[1] = x + x;             // a double subnormal input, kept
+    dout[2] = exp(-710.0);       // libm's double function: its subnormal result kept
+    dout[3] = sqrt(x);
+    dout[4] = __dadd_rd(x, x);   // a directed rounding, kept
+    dout[5] = fma(y, 1e-10, x);
+    dout[6] = x > 0.0 ? 1.0 : -1.0;
+    dout[7] = (double)a;         // cvt.f64.f32 of a float subnormal: read as 0 under -ftz
+    float r;
+    asm("add.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(-0.0f)); fo[1] = r;      // no .ftz: kept
+    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(f[1]), "f"(f[1])); fo[2] = r;
+    asm("add.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(-0.0f)); fo[3] = r;  // .ftz: flushed
+    asm("cvt.f64.f32 %0, %1;" : "=d"(dout[8]) : "f"(a));                         // no .ftz: kept
+}
+"""
+
+
+@pytest.mark.parametrize("options", [("-ftz=true",), ("--use_fast_math",)])
+def test_ftz_flushes_float_subnormals_and_keeps_double_ones(options):
+    f, d = np.array([-3e-39, 1e-20], np.float32), np.array([4e-310, 1e-300])
+    fo, dout = np.full(4, 7, np.float32), np.full(9, 7.0)
+    module(FTZ, options).get_function("mixed")((1,), (1,), (f, d, fo, dout))
+    x, y = d
+    assert fo[0] == 0 and fo[3] == 0 and np.signbit(fo[3])
+    assert fo[1] == f[0] and fo[2] == np.float32(1e-20) * np.float32(1e-20) != 0
+    np.testing.assert_array_equal(dout, [y * 1e-10, 2 * x, np.exp(-710.0), np.sqrt(x), 2 * x, y * 1e-10 + x, 1.0,
+                                         0.0, np.float64(f[0])])

@@ -754,14 +754,33 @@ inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
 // The empty asm statements pin the operands and the result inside the window where the mode is set (g++
 // assumes round-to-nearest and would otherwise be free to move the arithmetic out of it); no fiber can
 // switch in between, so no other CUDA thread ever runs in the directed mode.
+// Under -ftz=true on x86-64 the window also clears FTZ and DAZ (doubles keep their subnormals there, as on a GPU),
+// and the build leaves this function's instructions as they are (emulator.py, _keep_double_subnormals: its
+// ldmxcsr of round-to-nearest would undo the mode); hence noinline, a function of its own in the assembly.
+#if defined(__EMU_FTZ) && defined(__x86_64__)
+#define __EMU_ROUNDED_AS_INLINE __attribute__((noinline))
+#define __EMU_KEEP_DOUBLE_SUBNORMALS(saved_csr)                                                 \
+    unsigned saved_csr, __emu_csr;                                                              \
+    asm volatile("stmxcsr %0" : "=m"(saved_csr));                                               \
+    asm volatile("stmxcsr %0" : "=m"(__emu_csr));                                               \
+    __emu_csr &= ~0x8040u;                                                                      \
+    asm volatile("ldmxcsr %0" : : "m"(__emu_csr))
+#define __EMU_RESTORE_CSR(saved_csr) asm volatile("ldmxcsr %0" : : "m"(saved_csr))
+#else
+#define __EMU_ROUNDED_AS_INLINE inline
+#define __EMU_KEEP_DOUBLE_SUBNORMALS(saved_csr)
+#define __EMU_RESTORE_CSR(saved_csr)
+#endif
 namespace __emu {
 template <class Op>
-inline double rounded_as(int mode, Op op, double a, double b = 0.0, double c = 0.0) {
+__EMU_ROUNDED_AS_INLINE double rounded_as(int mode, Op op, double a, double b = 0.0, double c = 0.0) {
     const int saved = std::fegetround();
     std::fesetround(mode);
+    __EMU_KEEP_DOUBLE_SUBNORMALS(saved_csr);
     asm volatile("" : "+m"(a), "+m"(b), "+m"(c) : : "memory");
     double r = op(a, b, c);
     asm volatile("" : "+m"(r) : : "memory");
+    __EMU_RESTORE_CSR(saved_csr);
     std::fesetround(saved);
     return r;
 }

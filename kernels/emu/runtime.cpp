@@ -1151,9 +1151,25 @@ enum BlockResult { BLOCK_ERROR = 0, BLOCK_DONE = 1, BLOCK_AT_GRID = 2 };
 
 // -ftz=true (or --use_fast_math): a GPU flushes float subnormals to zero, read or made.  The FPU's control register
 // does it for the OS thread running the block's fibers (SSE's MXCSR: FTZ bit 15, DAZ bit 6; ARM's FPCR: FZ, bit 24);
-// set per block, restored after it, so the scheduler's own code and the caller's thread run as before.  (Both flush
-// double subnormals too; a GPU does not.)
+// set per block, restored after it, so the scheduler's own code and the caller's thread run as before.  Both flush
+// double subnormals too, where a GPU's -ftz is for floats only: on x86-64 the build (emulator.py,
+// _keep_double_subnormals) runs each of the kernel's double instructions and libm double calls between
+// `ldmxcsr emu_csr_kept` (FTZ and DAZ clear) and `ldmxcsr emu_csr_flushing`, the two set by each launch and equal
+// outside one (a static constructor of the kernel's runs before any launch, on Python's thread).
 static bool g_flush_denormals = false;
+extern "C" {
+__attribute__((visibility("hidden"))) unsigned emu_csr_kept = 0x1F80, emu_csr_flushing = 0x1F80;
+}
+static void set_kept_and_flushing_csr(bool flushing) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned csr = 0;
+    __asm__ volatile("stmxcsr %0" : "=m"(csr));
+    emu_csr_kept = csr & ~0x8040u;
+    emu_csr_flushing = flushing ? emu_csr_kept | 0x8040u : emu_csr_kept;
+#else
+    (void)flushing;
+#endif
+}
 
 struct FlushDenormals {
     unsigned long long saved = 0;
@@ -3377,7 +3393,9 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
 #ifndef EMU_ASAN
     install_escapes(double(cfg[10]) * 1e-6, (cfg[11] & 1) != 0);
 #endif
+    set_kept_and_flushing_csr(g_flush_denormals);
     const int rc = run_launch(int((cfg[11] >> 8) & 0xFF), (cfg[11] & 4) != 0);
+    set_kept_and_flushing_csr(false);
 #ifndef EMU_ASAN
     remove_escapes();
 #endif

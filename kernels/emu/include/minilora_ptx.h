@@ -187,6 +187,16 @@ inline D convert(S v, const char* mode, bool sat) {
 // div (.rn, .full, integers) and rcp: the IEEE quotient, as a call (see emulator_ptx.py's div).
 template <class T>
 inline T quotient(T a, T b) { return a / b; }
+// An f32 instruction without .ftz keeps subnormals, under -ftz=true too: the build of such a kernel runs this
+// function between `ldmxcsr emu_csr_kept` and `ldmxcsr emu_csr_flushing` (emulator.py, _keep_double_subnormals,
+// which finds it by its name: hence noinline), and whatever it calls with it.
+#ifdef __EMU_FTZ
+template <class Instruction>
+__attribute__((noinline)) void keep_subnormals(Instruction&& instruction) { instruction(); }
+#else
+template <class Instruction>
+inline void keep_subnormals(Instruction&& instruction) { instruction(); }
+#endif
 // .ftz (PTX ISA: "subnormal inputs and results are flushed to sign-preserving zero"), on an operand's bits:
 // a .f32 value whose exponent field is 0 keeps only its sign; .f16 / .f16x2 the same in each 16-bit half.
 inline uint64_t flush_f32(uint64_t bits) { return (bits & 0x7f800000u) ? bits : bits & 0x80000000u; }
