@@ -1805,8 +1805,8 @@ class _Module:
         for attempt in range(2):
             try:
                 fast_math = _FAST_MATH_LINK_FLAGS if _FAST_MATH_MACRO in flags else []
-                heap = [] if self.sanitize else _HEAP_LINK_FLAGS  # (AddressSanitizer's allocator names it there)
-                return _run_compiler([*link, str(wrapper_object), str(runtime), *_LINK_FLAGS, *fast_math, *heap],
+                return _run_compiler([*link, str(wrapper_object), str(runtime), *_LINK_FLAGS, *fast_math,
+                                      *_HEAP_LINK_FLAGS],
                                      self.product, f"'{name}' for the CUDA emulator")
             except CompileError as e:
                 if attempt or str(runtime) not in str(e):
@@ -2714,6 +2714,7 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
             for raw in kernel._mod.constants.values():  # in table order (dicts keep insertion order)
                 f.write(np.uint64(raw.size).tobytes())
                 f.write(raw.tobytes())
+            f.write(np.array([emulator_runtime.heap_limit(), emulator_runtime.deviceHeapInUse()], np.uint64).tobytes())
         try:
             res = subprocess.run([str(kernel._mod.product), launch, result], capture_output=True,
                                  env=_sanitizer_env(), timeout=limit)
@@ -2724,6 +2725,11 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
         err = res.stderr.decode(errors="replace")
         regions = {int(m.group(2), 16): int(m.group(1)) for m in re.finditer(r"^EMU_ARG (\d+) (0x[0-9a-f]+) \d+$", err, re.M)}
         err = re.sub(r"^EMU_ARG .*\n", "", err, flags=re.M)
+        heap = re.search(r"^EMU_HEAP (\d) (\d+)\n", err, re.M)  # the device heap's books after the launch
+        if heap:
+            emulator_runtime.heap_launched(heap.group(1) == "1")
+            emulator_runtime.sanitizer_launch_holds(int(heap.group(2)) - emulator_runtime.deviceHeapInUse())
+            err = err.replace(heap.group(0), "")
         pc = re.search(r"^EMU_FAULT_PC ([0-9a-f]+)\n", err, re.M)
         err = re.sub(r"^EMU_FAULT_PC .*\n", "", err, flags=re.M)
         if res.returncode - 70 in _ERRORS:

@@ -35,6 +35,9 @@ _limits = dict(_DEFAULT_LIMITS)
 _context_library = None
 _heap_fixed = False
 _printf_fixed = False  # a kernel has printed: the printf FIFO's size is fixed too
+# What sanitize=True launches left allocated: each runs in a child process, handed the limit and the bytes held
+# (its books start there), which reports what its kernel left live; counted here, as their memory died with it.
+_sanitizer_live = 0
 
 
 def _check_limit(limit) -> int:
@@ -75,17 +78,24 @@ def heap_limit() -> int:
 def deviceReset() -> None:
     """``cudaDeviceReset()``: a new context -- default limits, an empty device heap (what device code held is gone:
     freeing it later is an invalid free), its size settable again."""
-    global _heap_fixed, _printf_fixed
+    global _heap_fixed, _printf_fixed, _sanitizer_live
     if _context_library is not None:
         _context_library.emu_heap_reset()
     _limits.update(_DEFAULT_LIMITS)
     _heap_fixed = _printf_fixed = False
+    _sanitizer_live = 0
 
 
 def deviceHeapInUse() -> int:
     """The emulator's own: bytes of the device heap that device code has allocated and not freed, over every
     module's kernels -- a kernel that leaks shows here, launch after launch."""
-    return 0 if _context_library is None else int(_context_library.emu_heap_live())
+    return _sanitizer_live + (0 if _context_library is None else int(_context_library.emu_heap_live()))
+
+
+def sanitizer_launch_holds(leaked: int) -> None:
+    """After a sanitize=True launch: the bytes its kernel allocated and did not free (its child's books)."""
+    global _sanitizer_live
+    _sanitizer_live += max(leaked, 0)
 
 
 def join_context(library) -> None:

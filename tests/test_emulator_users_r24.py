@@ -630,3 +630,31 @@ def test_ftz_flushes_float_subnormals_and_keeps_double_ones(options):
     assert fo[1] == f[0] and fo[2] == np.float32(1e-20) * np.float32(1e-20) != 0
     np.testing.assert_array_equal(dout, [y * 1e-10, 2 * x, np.exp(-710.0), np.sqrt(x), 2 * x, y * 1e-10 + x, 1.0,
                                          0.0, np.float64(f[0])])
+
+
+# ---------------------------------------------------- round 23's gaps: the device heap in the sanitizer's build
+HEAP = r"""
+extern "C" __global__ void heap(int* out, int mode) {
+    if (threadIdx.x != 0) return;
+    if (mode == 0) { char* p = (char*)malloc(16 << 20); out[0] = p == nullptr; free(p); }    // past 8 MiB: NULL
+    if (mode == 1) { int* p = (int*)malloc(64); p[0] = 5; out[0] = p[0]; free(p); free(p); } // a double free
+    if (mode == 2) { int* p = new int[256]; out[0] = p != nullptr; }                          // 1 KiB leaked
+}
+"""
+
+
+def test_the_sanitizer_build_keeps_the_device_heaps_books():
+    from minilora.emulator import cuda
+    cuda.runtime.deviceReset()
+    kernel, out = emu.RawKernel(HEAP, "heap", sanitize=True), np.zeros(1, np.int32)
+    try:
+        kernel((1,), (32,), (out, np.int32(0)))
+        assert out[0] == 1  # a malloc past cudaLimitMallocHeapSize answers NULL, as on a GPU
+        with pytest.raises(KernelFault, match=r"called free\(\) at heap\.cu:5 .* already freed: a double free"):
+            kernel((1,), (32,), (out, np.int32(1)))
+        kernel((1,), (32,), (out, np.int32(2)))
+        assert out[0] == 1 and cuda.runtime.deviceHeapInUse() == 1024  # the leak stays taken
+        with pytest.raises(cuda.runtime.CUDARuntimeError, match="cudaErrorInvalidValue"):
+            cuda.runtime.deviceSetLimit(cuda.runtime.cudaLimitMallocHeapSize, 64 << 20)  # fixed once used
+    finally:
+        cuda.runtime.deviceReset()

@@ -2846,8 +2846,9 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
 // either aborted with "double free detected" (no line) or, once the block was handed out again, freed another
 // allocation under its owner, silently.  The heap is the process's, so an address a launch left live is still
 // live in the next, as on a GPU.  Everything else (the runtime's own allocations, host code) passes straight on.
-// Not in the sanitizer build: AddressSanitizer's allocator reports a double free there itself.
-#ifndef EMU_ASAN
+// The sanitizer build keeps the same books over AddressSanitizer's allocator (the runner is handed the limit and the
+// bytes the context holds, and reports what its launch left: see main below), so a double free is named the same
+// way there and a malloc past the limit is NULL there too.
 namespace {
 // CUDA's device heap is finite: cudaLimitMallocHeapSize, 8 MiB unless the program sets it (emulator.cuda.runtime.
 // deviceSetLimit, emu_set_heap_limit), and a malloc / new past it returns NULL on a GPU.  Here the same, counting
@@ -3051,19 +3052,6 @@ EMU_EXPORT void emu_heap_reset() {
     g_heap->live = 0;
     g_heap->used.store(false);
 }
-#else
-EMU_EXPORT void emu_set_heap_limit(size_t) {}  // (AddressSanitizer's allocator keeps no CUDA limit)
-EMU_EXPORT size_t emu_heap_live() { return 0; }
-EMU_EXPORT int emu_heap_used() { return 0; }
-EMU_EXPORT void emu_heap_reset() {}
-EMU_EXPORT void* emu_heap_books() { return nullptr; }
-EMU_EXPORT void emu_share_heap(void*) {}
-extern "C" void* emu_aligned_device_malloc(size_t size, size_t align) {
-    if (align == 0 || (align & (align - 1))) return nullptr;
-    void* p = nullptr;
-    return posix_memalign(&p, align < sizeof(void*) ? sizeof(void*) : align, size ? size : 1) == 0 ? p : nullptr;
-}
-#endif  // EMU_ASAN
 
 #ifndef EMU_ASAN
 // ---- undefined behaviour the GPU and the CPU resolve differently ----------------------------------
@@ -3528,12 +3516,18 @@ int main(int argc, char** argv) {
         std::vector<char> unchanged(constants[k].read_only ? size : 0);  // a const one keeps its compiled bytes
         if (!read_all(in, constants[k].read_only ? unchanged.data() : constants[k].address, size)) return 65;
     }
+    // Then the device heap's limit and the bytes the context holds (its books are the parent's, launch to launch)
+    uint64_t heap[2];
+    if (!read_all(in, heap, sizeof heap)) return 65;
+    g_heap->limit = size_t(heap[0]);
+    g_heap->live = size_t(heap[1]);
     fclose(in);
     // Tell the parent where each buffer lives, so a sanitizer report can be mapped to an argument.
     for (uint64_t i = 0; i < nargs; ++i)
         if (kinds[i] == 1) fprintf(stderr, "EMU_ARG %llu %p %llu\n", (unsigned long long)i, values[i], (unsigned long long)sizes[i]);
     char err[8192] = "";
     const int rc = emu_launch(int(head[1]), argv_ptrs.data(), head + 2, err, sizeof err);
+    fprintf(stderr, "EMU_HEAP %d %llu\n", emu_heap_used(), (unsigned long long)emu_heap_live());  // for the parent's books
     std::vector<char> out(emu_output_size() + 1);
     emu_output_take(out.data(), out.size());
     fwrite(out.data(), 1, out.size() - 1, stdout);
