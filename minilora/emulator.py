@@ -2730,6 +2730,8 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
             emulator_runtime.heap_launched(heap.group(1) == "1")
             emulator_runtime.sanitizer_launch_holds(int(heap.group(2)) - emulator_runtime.deviceHeapInUse())
             err = err.replace(heap.group(0), "")
+        shuffle = re.search(r"^EMU_UNDEFINED_SHUFFLE (.*)\n", err, re.M)  # (see RawKernel._check_undefined_shuffles)
+        err = err.replace(shuffle.group(0), "") if shuffle else err
         pc = re.search(r"^EMU_FAULT_PC ([0-9a-f]+)\n", err, re.M)
         err = re.sub(r"^EMU_FAULT_PC .*\n", "", err, flags=re.M)
         if res.returncode - 70 in _ERRORS:
@@ -2751,6 +2753,7 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
                 written = np.frombuffer(f.read(raw.size), np.uint8)
                 if raw.flags.writeable:
                     raw[:] = written
+    kernel._check_undefined_shuffles(shuffle.group(1) if shuffle else "", packed)
     return out
 
 

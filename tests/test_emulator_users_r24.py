@@ -99,8 +99,9 @@ extern "C" __global__ void histogram256(const unsigned char* data, unsigned int*
 
 
 @lru_cache(maxsize=None)
-def module(source: str, options: tuple = (), name_expressions: tuple = ()) -> RawModule:
-    return RawModule(code=source, options=options, name_expressions=list(name_expressions) or None).compile()
+def module(source: str, options: tuple = (), name_expressions: tuple = (), sanitize: bool = False) -> RawModule:
+    return RawModule(code=source, options=options, name_expressions=list(name_expressions) or None,
+                     sanitize=sanitize).compile()
 
 
 def test_shared_memory_reduction_with_warp_shuffles_over_a_grid_stride_loop():
@@ -199,13 +200,16 @@ def test_cuda_samples_reduce6_runs_though_idle_lanes_shuffle_from_outside_the_ma
     np.testing.assert_allclose(partial.astype(np.float64).sum(), x.astype(np.float64).sum(), rtol=0, atol=1e-3)
 
 
-def test_an_undefined_shuffle_value_that_reaches_memory_is_a_kernel_fault():
+@pytest.mark.parametrize("sanitize", [False, True])
+def test_an_undefined_shuffle_value_that_reaches_memory_is_a_kernel_fault(sanitize):
     x = rng.standard_normal(1000).astype(np.float32)
     out = np.zeros(2 + 4, np.float32)
-    kernel = module(REDUCE6, ("-DKEEP_EVERY_LANE",), REDUCE6_INSTANCES).get_function(REDUCE6_INSTANCES[0])
+    kernel = module(REDUCE6, ("-DKEEP_EVERY_LANE",), REDUCE6_INSTANCES, sanitize).get_function(REDUCE6_INSTANCES[0])
     with pytest.raises(KernelFault, match=r"__shfl_down_sync at .*lane 2 reads lane 4, which is not in the mask "
                                           r"\(mask 0x0000000f\).*reached argument 1 \('g_odata'\)"):
         kernel((2,), (128,), (x, out, np.uint32(1000)), shared_mem=128 * 4)
+    if sanitize:
+        return
     kernel = module(REDUCE6, (), REDUCE6_INSTANCES).get_function(REDUCE6_INSTANCES[0])
     with pytest.raises(KernelFault, match=r"lane 2 reads lane 4"):  # initcheck: any read of an undefined value
         kernel((2,), (128,), (x, out[:2], np.uint32(1000)), shared_mem=128 * 4, initcheck=True)

@@ -3528,6 +3528,9 @@ int main(int argc, char** argv) {
     char err[8192] = "";
     const int rc = emu_launch(int(head[1]), argv_ptrs.data(), head + 2, err, sizeof err);
     fprintf(stderr, "EMU_HEAP %d %llu\n", emu_heap_used(), (unsigned long long)emu_heap_live());  // for the parent's books
+    std::vector<char> shuffle(emu_undefined_shuffle(nullptr, 0) + 1);
+    emu_undefined_shuffle(shuffle.data(), shuffle.size());
+    if (shuffle.size() > 1) fprintf(stderr, "EMU_UNDEFINED_SHUFFLE %s\n", shuffle.data());
     std::vector<char> out(emu_output_size() + 1);
     emu_output_take(out.data(), out.size());
     fwrite(out.data(), 1, out.size() - 1, stdout);
