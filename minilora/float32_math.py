@@ -66,7 +66,7 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "silu_and_sigmoid", "relooped", "SIGMOID", "MISH_TANH", "GELU_TANH",
            "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
-           "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward", "rotary", "rotary_compiles"]
+           "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward", "rotary", "rotary_backward", "rotary_compiles"]
 
 _F32, _F64 = np.float32, np.float64
 
@@ -126,7 +126,8 @@ _NATIVE_SIGNATURES = {
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
     "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
-    "ml_bf16_pair_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn"}
+    "ml_bf16_pair_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
+    "ml_rotary_backward": "ppppppn"}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int}  # (the others return nothing)
 
 
@@ -204,9 +205,21 @@ def rotary(x, cos, sin, out):
     """RoPE's forward ``out[...] = x * cos + rotate_half(x) * sin`` in one compiled pass (``ml_rotary``) over
     arrays that ``rotary_compiles`` took (or blocks of their first axis): the same bits as ops/nn.py's five NumPy
     passes (each product rounded, then the sum), ~3x faster."""
+    _rows_natively(_native_library().ml_rotary, x, cos, sin, out)
+
+
+def rotary_backward(g, cos, sin, out):
+    """RoPE's backward ``out[...] = g * cos + R^T (g * sin)`` (``R^T [t1, t2] = [t2, -t1]``, rotate_half's
+    transpose) in one compiled pass (``ml_rotary_backward``) over arrays that ``rotary_compiles`` took: the same bits
+    as ops/nn.py's NumPy passes (each product rounded, then the sum)."""
+    _rows_natively(_native_library().ml_rotary_backward, g, cos, sin, out)
+
+
+def _rows_natively(kernel, x, cos, sin, out):
+    """Call a RoPE kernel on [B, H, T, D] arrays: the sizes of the rows (b, h, t) and each array's steps in floats."""
     sizes = np.array(x.shape[:3], np.uintp)
     steps = np.array([a.strides[k] // 4 for a in (x, cos, sin, out) for k in range(3)], np.intp)
-    _native_library().ml_rotary(*map(native.address, (x, cos, sin, out, sizes, steps)), x.shape[3])
+    kernel(*map(native.address, (x, cos, sin, out, sizes, steps)), x.shape[3])
 
 
 def _natively(name, x):

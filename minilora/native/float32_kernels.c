@@ -779,6 +779,26 @@ void ml_rotary(const float *x, const float *c, const float *s, float *out, const
             }
 }
 
+/* ---- RoPE's backward, g * cos + R^T (g * sin) with R^T [t1, t2] = [t2, -t1], in one pass (ops/nn.py's
+ * _rotate_back_rows: the two products, the halves swapped and one negated, the sum), rounded as there: each
+ * product, then the sum. The negated product is written as the negated element times sin: the same bits as
+ * NumPy's -(g * sin), a NaN gradient's sign included, where GCC turns "a + -(b * c)" into "a - b * c" (whose
+ * NaN keeps its sign). The arrays and their steps as ml_rotary's. */
+void ml_rotary_backward(const float *g, const float *c, const float *s, float *out, const size_t *sizes,
+                        const ptrdiff_t *steps, size_t d) {
+    size_t half = d / 2;
+    for (ptrdiff_t i = 0; i < (ptrdiff_t)sizes[0]; i++)
+        for (ptrdiff_t j = 0; j < (ptrdiff_t)sizes[1]; j++)
+            for (ptrdiff_t k = 0; k < (ptrdiff_t)sizes[2]; k++) {
+                const float *restrict gr = g + i * steps[0] + j * steps[1] + k * steps[2];
+                const float *restrict cr = c + i * steps[3] + j * steps[4] + k * steps[5];
+                const float *restrict sr = s + i * steps[6] + j * steps[7] + k * steps[8];
+                float *restrict o = out + i * steps[9] + j * steps[10] + k * steps[11];
+                for (size_t e = 0; e < half; e++) o[e] = gr[e] * cr[e] + gr[e + half] * sr[e + half];
+                for (size_t e = half; e < d; e++) o[e] = gr[e] * cr[e] + (-gr[e - half]) * sr[e - half];
+            }
+}
+
 /* ---- float16 products as ATen's fp16_dot_with_fp32_arith adds them (half_products.py's dot_products, the same
  * order): c[i][j] = the dot product of rows a[i] and b[j] (float32 copies of float16 values: each product exact).
  * 8 registers of 8 lanes take k in blocks of 64, folded register r + r^4, ^2, ^1, then lane l + l^4, ^2, ^1; whole

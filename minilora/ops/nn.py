@@ -955,30 +955,33 @@ def _rotate_half_transposed(g):
 class Rotary(Function):
     """RoPE: ``x * cos + rotate_half(x) * sin``; a rotation, so backward rotates back.
     Blocks of the batch run in parallel; a float32 forward is one compiled pass (``float32_math.rotary``, the
-    same bits as ``_rotate_rows``' NumPy passes). The node keeps ``cos`` and ``sin`` as given: saved-tensor
+    same bits as ``_rotate_rows``' NumPy passes), and so is its backward (``float32_math.rotary_backward``,
+    ``_rotate_back_rows``'). The node keeps ``cos`` and ``sin`` as given: saved-tensor
     hooks pack those two, as torch's two products (``x * cos``, ``rotate_half(x) * sin``) do."""
 
     @staticmethod
     def forward(ctx, x, cos, sin):
-        xp = xp_of(x)
         ctx.cos, ctx.sin = cos, sin
-        out = xp.empty_like(x)  # in x's memory order (see Attention): no copy when it is transposed back
-        cos, sin = _with_batch_axis(cos, x.shape), _with_batch_axis(sin, x.shape)
-        # float32's one compiled pass (float32_math.rotary) is ~3x faster than the NumPy passes, and handing half
-        # of it to a helper costs more than it saves below ~1M elements (2 vCPUs of an AMD EPYC, real-time
-        # priority, [8, 4, 128, 64]: 87 us whole, 150-165 us split; the NumPy passes 255 / 200 us)
-        if float32_math.rotary_compiles(x, cos, sin, out):
-            parallel.rows(float32_math.rotary, x, cos, sin, out, work_per_row=max(1, x[0].size // 8))
-        else:
-            parallel.rows(_rotate_rows, x, cos, sin, out)
-        return out
+        return _rotated(float32_math.rotary, _rotate_rows, x, cos, sin)
 
     @staticmethod
     def backward(ctx, g):
-        gx = xp_of(g).empty_like(g)
-        parallel.rows(_rotate_back_rows, g, _with_batch_axis(ctx.cos, g.shape), _with_batch_axis(ctx.sin, g.shape),
-                      gx)
-        return gx, None, None
+        return _rotated(float32_math.rotary_backward, _rotate_back_rows, g, ctx.cos, ctx.sin), None, None
+
+
+def _rotated(compiled, numpy_rows, x, cos, sin):
+    """RoPE's forward or backward pass over ``x`` (or the gradient): ``compiled`` (float32_math's one pass) where it
+    takes the arrays, else ``numpy_rows``' NumPy passes; blocks of the batch side by side where that pays."""
+    out = xp_of(x).empty_like(x)  # in x's memory order (see Attention): no copy when it is transposed back
+    cos, sin = _with_batch_axis(cos, x.shape), _with_batch_axis(sin, x.shape)
+    # float32's one compiled pass is ~3x faster than the NumPy passes, and handing half of it to a helper costs
+    # more than it saves below ~1M elements (2 vCPUs of an AMD EPYC, real-time priority, [8, 4, 128, 64]: 87 us
+    # whole, 150-165 us split; the NumPy passes 255 / 200 us)
+    if float32_math.rotary_compiles(x, cos, sin, out):
+        parallel.rows(compiled, x, cos, sin, out, work_per_row=max(1, x[0].size // 8))
+    else:
+        parallel.rows(numpy_rows, x, cos, sin, out)
+    return out
 
 
 def _with_batch_axis(a, shape):
