@@ -757,46 +757,45 @@ int ml_row_max(const float *restrict x, float *restrict out, size_t rows, size_t
     return numpy_decides;
 }
 
-/* ---- RoPE's forward, x * cos + rotate_half(x) * sin, in one pass (ops/nn.py's Rotary computes it in five NumPy
- * passes: the product, the half negated, the halves concatenated, the second product, the sum). Each element is
- * rounded as there: both products rounded, then their sum (no fused multiply-add: -ffp-contract=off), and the
- * rotated half is the negated element times sin, as NumPy multiplies the concatenated -x2 by sin. The arrays are
- * [outer, d] with d contiguous: row k of each starts at its own step times k (cos and sin broadcast along the
- * batch and heads with step 0 there), so a transposed [B, H, T, D] view of [B, T, H, D] memory needs no copy. The
- * rows are (b, h, t) with their sizes and each array's steps (in floats) in sizes[3], steps[4][3]. */
-void ml_rotary(const float *x, const float *c, const float *s, float *out, const size_t *sizes,
-               const ptrdiff_t *steps, size_t d) {
+/* ---- RoPE's forward, x * cos + rotate_half(x) * sin, and its backward, g * cos + R^T (g * sin) with
+ * R^T [t1, t2] = [t2, -t1], each in one pass (ops/nn.py's Rotary computes them in NumPy passes: the products, the
+ * half negated, the halves concatenated, the sum). Each element is rounded as there: both products rounded, then
+ * their sum (no fused multiply-add: -ffp-contract=off), and the negated half is the negated element times sin, as
+ * NumPy multiplies the concatenated -x2 by sin (the backward's -(g * sin) has those bits too, a NaN gradient's sign
+ * included, where GCC turns "a + -(b * c)" into "a - b * c", whose NaN keeps its sign). The arrays are [outer, d]
+ * with d contiguous: row k of each starts at its own step times k (cos and sin broadcast along the batch and heads
+ * with step 0 there), so a transposed [B, H, T, D] view of [B, T, H, D] memory needs no copy. The rows are
+ * (b, h, t) with their sizes and each array's steps (in floats) in sizes[3], steps[4][3]. */
+static inline void ml_rotate_row(const float *restrict x, const float *restrict c, const float *restrict s,
+                                 float *restrict o, size_t d, int backward) {
     size_t half = d / 2;
-    for (ptrdiff_t i = 0; i < (ptrdiff_t)sizes[0]; i++)
-        for (ptrdiff_t j = 0; j < (ptrdiff_t)sizes[1]; j++)
-            for (ptrdiff_t k = 0; k < (ptrdiff_t)sizes[2]; k++) {
-                const float *restrict xr = x + i * steps[0] + j * steps[1] + k * steps[2];
-                const float *restrict cr = c + i * steps[3] + j * steps[4] + k * steps[5];
-                const float *restrict sr = s + i * steps[6] + j * steps[7] + k * steps[8];
-                float *restrict o = out + i * steps[9] + j * steps[10] + k * steps[11];
-                for (size_t e = 0; e < half; e++) o[e] = xr[e] * cr[e] + (-xr[e + half]) * sr[e];
-                for (size_t e = half; e < d; e++) o[e] = xr[e] * cr[e] + xr[e - half] * sr[e];
-            }
+    if (!backward) {
+        for (size_t e = 0; e < half; e++) o[e] = x[e] * c[e] + (-x[e + half]) * s[e];
+        for (size_t e = half; e < d; e++) o[e] = x[e] * c[e] + x[e - half] * s[e];
+    } else {
+        for (size_t e = 0; e < half; e++) o[e] = x[e] * c[e] + x[e + half] * s[e + half];
+        for (size_t e = half; e < d; e++) o[e] = x[e] * c[e] + (-x[e - half]) * s[e - half];
+    }
 }
 
-/* ---- RoPE's backward, g * cos + R^T (g * sin) with R^T [t1, t2] = [t2, -t1], in one pass (ops/nn.py's
- * _rotate_back_rows: the two products, the halves swapped and one negated, the sum), rounded as there: each
- * product, then the sum. The negated product is written as the negated element times sin: the same bits as
- * NumPy's -(g * sin), a NaN gradient's sign included, where GCC turns "a + -(b * c)" into "a - b * c" (whose
- * NaN keeps its sign). The arrays and their steps as ml_rotary's. */
-void ml_rotary_backward(const float *g, const float *c, const float *s, float *out, const size_t *sizes,
-                        const ptrdiff_t *steps, size_t d) {
-    size_t half = d / 2;
+static inline void ml_rotate_rows(const float *x, const float *c, const float *s, float *out, const size_t *sizes,
+                                  const ptrdiff_t *steps, size_t d, int backward) {
     for (ptrdiff_t i = 0; i < (ptrdiff_t)sizes[0]; i++)
         for (ptrdiff_t j = 0; j < (ptrdiff_t)sizes[1]; j++)
-            for (ptrdiff_t k = 0; k < (ptrdiff_t)sizes[2]; k++) {
-                const float *restrict gr = g + i * steps[0] + j * steps[1] + k * steps[2];
-                const float *restrict cr = c + i * steps[3] + j * steps[4] + k * steps[5];
-                const float *restrict sr = s + i * steps[6] + j * steps[7] + k * steps[8];
-                float *restrict o = out + i * steps[9] + j * steps[10] + k * steps[11];
-                for (size_t e = 0; e < half; e++) o[e] = gr[e] * cr[e] + gr[e + half] * sr[e + half];
-                for (size_t e = half; e < d; e++) o[e] = gr[e] * cr[e] + (-gr[e - half]) * sr[e - half];
-            }
+            for (ptrdiff_t k = 0; k < (ptrdiff_t)sizes[2]; k++)
+                ml_rotate_row(x + i * steps[0] + j * steps[1] + k * steps[2], c + i * steps[3] + j * steps[4] + k * steps[5],
+                              s + i * steps[6] + j * steps[7] + k * steps[8],
+                              out + i * steps[9] + j * steps[10] + k * steps[11], d, backward);
+}
+
+void ml_rotary(const float *x, const float *c, const float *s, float *out, const size_t *sizes,
+               const ptrdiff_t *steps, size_t d) {
+    ml_rotate_rows(x, c, s, out, sizes, steps, d, 0);
+}
+
+void ml_rotary_backward(const float *g, const float *c, const float *s, float *out, const size_t *sizes,
+                        const ptrdiff_t *steps, size_t d) {
+    ml_rotate_rows(g, c, s, out, sizes, steps, d, 1);
 }
 
 /* ---- float16 products as ATen's fp16_dot_with_fp32_arith adds them (half_products.py's dot_products, the same
