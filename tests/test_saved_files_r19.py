@@ -472,9 +472,10 @@ def test_training_arguments_to_json_string_as_transformers():
 
 
 def test_save_model_writes_into_output_dir_leaving_the_rest_alone(tmp_path, monkeypatch):
-    """transformers' save_model writes the model's files into output_dir; minilora swapped the whole folder for a
-    new one, hard-linking -- on a filesystem without hard links copying -- every checkpoint into it. Now the
-    checkpoints, the folder itself and a user's file stay as they are; a previous save's shards go."""
+    """On a filesystem without hard links, save_model does not copy every checkpoint into a new output_dir (a full
+    copy of the run per save): its files replace their old versions in the folder, as transformers writes them, and
+    the checkpoints, the folder itself and a user's file stay as they are; a previous save's shards go. (With hard
+    links the folder is swapped as one unit: test_faults_r24.)"""
     base = save_tiny_llama(tmp_path / "base")
     trainer = run_trainer(ml_trainer, tmp_path / "out", base)
     out = tmp_path / "out"
