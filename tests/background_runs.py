@@ -312,9 +312,10 @@ def _wait_on_a_loaded_machine(process, timeout):
 
 
 def _kill_session(process):
-    """SIGKILL to every process still in ``process``'s session (its own group: ``start_new_session``), then reap it."""
+    """SIGKILL to every process still in ``process``'s session (its own group: ``start_new_session``), then reap it
+    (without process groups, not POSIX: the process alone)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL) if hasattr(os, "killpg") else process.kill()
     process.wait()
 
 

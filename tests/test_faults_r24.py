@@ -189,3 +189,23 @@ def test_save_model_publishes_model_and_arguments_together(tmp_path, monkeypatch
     assert _saved_version(out) == (2.0, 2.0)
     assert os.stat(out / "checkpoint-1" / "optimizer.pt").st_ino == kept  # (linked into the new folder, not copied)
     assert sorted(os.listdir(tmp_path)) == ["out"]  # (no temporary folder or lock left beside it)
+
+
+# -- a test's command: a limit a loaded machine keeps, and nothing left running -------------------------------------
+def _running(marker):
+    import subprocess
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX's")
+def test_a_command_past_its_limit_is_named_and_leaves_no_process(tmp_path):
+    """mpirun's ranks outlived the launcher subprocess.run killed at its timeout; now the whole session goes, and the
+    error names the command, the time and the load (the limit stretches with the load, at most 6 times)."""
+    import background_runs
+    marker = f"sleep 60.{os.getpid()}"  # (a command line no other process has)
+    with pytest.raises(RuntimeError, match=r"ran past its limit of 0.2 s of CPU \(\d+ s of wall time, load "):
+        background_runs.run_process(["sh", "-c", f"{marker} & wait"], os.environ, tmp_path, 0.2)
+    assert _running(marker) == []
+    done = background_runs.run_process(["sh", "-c", f"{marker} & echo started"], os.environ,
+                                       tmp_path, 30)  # (ends at once, leaving a child behind)
+    assert (done.returncode, done.stdout) == (0, "started\n") and _running(marker) == []
