@@ -111,7 +111,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "10"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates; 10: a kernel called as a function is refused)
+_VERSION = "11"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates; 10: a kernel called as a function is refused; 11: -ftz=true's assembly keeps double subnormals in stretches)
 
 
 class EmulatorError(RuntimeError):
@@ -1081,7 +1081,7 @@ def _fast_division(src: str) -> str:
 _DOUBLE_INSTRUCTION = re.compile(
     r"\s+v?(?:(?:add|sub|mul|div|sqrt|min|max|hadd|hsub|addsub|round)(?:sd|pd)|u?comisd|cmp\w*(?:sd|pd)|dppd"
     r"|vf(?:n?m(?:add|sub)|maddsub|msubadd)\d{3}(?:sd|pd)|vrange(?:sd|pd)|vreduce(?:sd|pd)|vgetexp(?:sd|pd)"
-    r"|vgetmant(?:sd|pd)|vscalef(?:sd|pd)|vrndscale(?:sd|pd))\s")
+    r"|vgetmant(?:sd|pd)|vscalef(?:sd|pd)|vrndscale(?:sd|pd)|v?cvtsi2sd[lq]?)\s")
 _LIBM_DOUBLE = ("exp", "exp2", "exp10", "expm1", "log", "log2", "log10", "log1p", "logb", "ilogb", "pow", "sqrt",
                 "cbrt", "hypot", "sin", "cos", "tan", "sincos", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh",
                 "asinh", "acosh", "atanh", "erf", "erfc", "lgamma", "lgamma_r", "tgamma", "j0", "j1", "jn", "y0", "y1",
@@ -1095,9 +1095,17 @@ _OWN_CSR_FUNCTION = re.compile(r"rounded_as|__d(?:add|sub|mul|div|rcp|sqrt)_r[zd
 _KEEPING_FUNCTION = re.compile(r"keep_subnormals")
 
 
+# What a kept stretch may run across (SSE's FTZ and DAZ change none of them): assembler directives, integer and
+# memory instructions.  A label, jump, call or return ends it (code elsewhere runs flushing), and so does any other
+# floating-point instruction (a float's: ss / ps / sh / ph, a conversion, a move of either: kept out to be safe).
+_NEUTRAL_LINE = re.compile(r"\s+(?:\.(?:loc|cfi_\w+)\b|(?!j|call|ret|cvt|vcvt)[a-z]\w*(?<!ss)(?<!ps)(?<!sh)(?<!ph)\s)")
+
+
 def _keep_double_subnormals(assembly: str) -> str:
-    """The -ftz build's assembly with its double arithmetic run as a GPU's, subnormals kept (see above)."""
-    out, skipping, keeping = [".hidden emu_csr_kept", ".hidden emu_csr_flushing"], False, False
+    """The -ftz build's assembly with its double arithmetic run as a GPU's, subnormals kept (see above): each
+    stretch of double instructions (with only neutral ones between) in one `ldmxcsr emu_csr_kept` ... `ldmxcsr
+    emu_csr_flushing` window."""
+    out, skipping, keeping, kept = [".hidden emu_csr_kept", ".hidden emu_csr_flushing"], False, False, False
     for line in assembly.splitlines():
         function = re.match(r"\s+\.type\s+([^,]+),\s*@function", line)
         if function:
@@ -1109,10 +1117,18 @@ def _keep_double_subnormals(assembly: str) -> str:
             out.append(line)
             if re.match(r"\s+\.cfi_startproc\b", line):
                 out.append("\tldmxcsr emu_csr_kept(%rip)")
-        elif not skipping and (_DOUBLE_INSTRUCTION.match(line + " ") or _LIBM_DOUBLE_CALL.match(line)):
-            out += ["\tldmxcsr emu_csr_kept(%rip)", line, "\tldmxcsr emu_csr_flushing(%rip)"]
-        else:
-            out.append(line)
+            continue
+        double = not skipping and (_DOUBLE_INSTRUCTION.match(line + " ") or _LIBM_DOUBLE_CALL.match(line))
+        if kept and not double and not _NEUTRAL_LINE.match(line + " "):
+            out.append("\tldmxcsr emu_csr_flushing(%rip)")
+            kept = False
+        if double and not kept:
+            out.append("\tldmxcsr emu_csr_kept(%rip)")
+            kept = True
+        out.append(line)
+        if kept and _LIBM_DOUBLE_CALL.match(line):  # (a call ends the stretch: what follows may be a label's)
+            out.append("\tldmxcsr emu_csr_flushing(%rip)")
+            kept = False
     return "\n".join(out) + "\n"
 
 
