@@ -2,6 +2,20 @@
 against a float64 NumPy reference; then the round-23 gaps: -ftz=true flushing floats only, a bit-field left of
 `/=` under --use_fast_math, the device heap's books in the sanitizer's build.
 
+What failed at the round's start, and the fix (in the emulator, never the kernel):
+
+* Refused where a GPU runs it: the CUDA samples' reduce6, whose lanes 2 and 3 of a 4-lane ballot mask shuffle from
+  lanes 4 and 5 (outside the mask; CUDA leaves the value undefined, and only lane 0's sum is kept), was a
+  KernelFault.  Now such a lane reads all-ones bits (a NaN), and the launch is a KernelFault naming the shuffle only
+  when that NaN reaches a floating-point argument array (in the sanitizer's build too); initcheck=True refuses the
+  read itself.
+* Wrong numbers, silently: under -ftz=true (--use_fast_math) SSE's FTZ/DAZ flushed double subnormals and inline
+  PTX f32 without .ftz too; a GPU flushes floats only.  The kernel is now compiled to assembly and its double
+  instructions and libm double calls run with FTZ/DAZ cleared; PTX f32 without .ftz as well.
+* Did not build: a bit-field left of `/=` under --use_fast_math (the fast division's operator/= takes a reference).
+* Under sanitize=True the device heap kept no books: a malloc past cudaLimitMallocHeapSize succeeded, a double free
+  was AddressSanitizer's report, a leak did not count in deviceHeapInUse.
+
 The kernels (written for this file, in the styles of the CUDA samples and the CUDA C++ guide): a shared-memory
 reduction finished by warp shuffles over a grid-stride loop, cooperative groups' thread_block / tiled_partition /
 cg::reduce, a Blelloch (work-efficient) exclusive scan in dynamic shared memory with bank-conflict padding, a tiled
