@@ -318,7 +318,7 @@ def _bag_bookkeeping(weight, indices, offsets, mode, include_last_offset, paddin
     n, bags = len(ids), len(starts) - (1 if include_last_offset else 0)
     make = lambda a: Tensor(np.asarray(a, np.int64), dtype=np.int64, device=weight.device)  # noqa: E731
     if mode == 0:
-        fast = _F().torchs_fast_bag_path(weight, per_sample_weights, padding_idx)
+        fast = _F()._torchs_fast_bag_path(weight, per_sample_weights, padding_idx)
         marks = _bag_of_each(n, starts[:bags])
         return make([] if fast else marks), make(np.zeros(len(starts))), make(np.zeros(len(starts)))
     offset2bag = _bag_of_each(n, starts[:bags])

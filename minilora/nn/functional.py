@@ -657,18 +657,36 @@ def softshrink(input, lambd=0.5):
     _float_kernel_only("softshrink_check", input)  # (torch's kernel checks lambda in the input's dtype first)
     if lambd < 0:
         raise RuntimeError(f"lambda must be in range [0, inf) for input dtype {input.dtype}, but found {lambd}")
-    shrunk = _name_node(_softshrink(input, lambd), "SoftshrinkBackward0", input, graph=(input,))
+    scalar = _scalar_lambda_positions(input)
+    shrunk = _name_node(_softshrink(input, lambd, scalar), "SoftshrinkBackward0", input, graph=(input,))
     return _backward_reads(shrunk, input)  # (torch's softshrink_backward(grad, self))
 
 
 @_float32_inside
-def _softshrink(input, lambd):
-    # (torch's kernel gives x * 0 between the bounds: -0.0 for a negative x, nan for nan). Its backward is
-    # ``0 between the bounds, else grad``: +0 there, however negative or infinite the gradient (the gradient of
-    # x * 0 was g * 0: -0.0, or NaN for an inf), and all of it at a NaN x (which no bound holds)
+def _softshrink(input, lambd, scalar):
+    # (torch's scalar lambda gives x * 0 between the bounds: -0.0 for a negative x; its vectorized body a masked
+    # +0; both nan for nan). Its backward is ``0 between the bounds, else grad``: +0 there, however negative or
+    # infinite the gradient (the gradient of x * 0 was g * 0: -0.0, or NaN for an inf), and all of it at a NaN x
     between = input.detach() * 0
+    if scalar is not None:
+        between = ops.where(ops.tensor(scalar), between, 0.0)
     return ops.where(input > lambd, input - lambd,
                      ops.where(input < -lambd, input + lambd, ops.where(input != input, input, between)))
+
+
+def _scalar_lambda_positions(input):
+    """A mask of the elements torch's CPU softshrink kernel gives to its scalar lambda (the rest go through its
+    vectorized body, a vector a step: 16 floats or 8 doubles with AVX-512, 32 16-bit numbers; measured), or None
+    where every element does (off the CPU's NumPy arrays: all taken as the scalar lambda's)."""
+    from .. import float32_math
+    x = input._array
+    if type(x) is not np.ndarray or not x.size:
+        return None
+    step = float32_math.HALF_STEP if x.itemsize == 2 else float32_math.FLOAT_LANES * 4 // x.itemsize
+    mask = np.zeros(x.size, bool)
+    for where in float32_math.scalar_positions(x, step=step):
+        mask[where] = True
+    return mask.reshape(x.shape)
 
 
 def tanhshrink(input):
@@ -1347,7 +1365,7 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     rows = embedding(ops.tensor(flat, device=weight.device), weight, None, max_norm, norm_type, scale_grad_by_freq,
                      sparse)
     sizes = [len(bag) for bag in kept]  # (what 'mean' divides by: offset2bag's count, whatever was added)
-    fbgemm = torchs_fast_bag_path(weight, per_sample_weights, padding_idx)
+    fbgemm = _torchs_fast_bag_path(weight, per_sample_weights, padding_idx)
     if str(rows.dtype) == "bfloat16" and mode != "max" and not _grad_asked(weight, per_sample_weights):
         return _bfloat16_bag_sums(rows, per_sample_weights, added, sizes if mode == "mean" else None,
                                   half_away=fbgemm)
@@ -1381,7 +1399,7 @@ def _added_by_torchs_kernel(kept, stop, mode, weight, per_sample_weights, paddin
     ``stop`` (``offsets[-1]`` with ``include_last_offset``): the ids after it are left out, where every other path
     (float64, a padding_idx, 'max', a strided table) puts them in the last bag by offset2bag, as CUDA's kernel does
     (``kept`` itself is returned then)."""
-    if mode == "max" or weight.device.type != "cpu" or not torchs_fast_bag_path(weight, per_sample_weights,
+    if mode == "max" or weight.device.type != "cpu" or not _torchs_fast_bag_path(weight, per_sample_weights,
                                                                                   padding_idx):
         return kept
     if not kept or not kept[-1] or kept[-1][-1] < stop:  # (nothing after offsets[-1])
@@ -1389,7 +1407,7 @@ def _added_by_torchs_kernel(kept, stop, mode, weight, per_sample_weights, paddin
     return [[i for i in bag if i < stop] for bag in kept]
 
 
-def torchs_fast_bag_path(weight, per_sample_weights, padding_idx):
+def _torchs_fast_bag_path(weight, per_sample_weights, padding_idx):
     """ATen's ``is_fast_path`` for embedding_bag on the CPU: a float32 or 16-bit table with contiguous rows (and
     contiguous sample weights), no padding_idx. Its 'sum' mode reads the bags' bounds from the offsets and makes no
     offset2bag."""
