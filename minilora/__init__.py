@@ -39,6 +39,9 @@ def arange(start=0, end=None, step=1, *, dtype=None, layout=None, device=None, p
     ``ceil((end - start) / step)`` of them; bounds the step walks away from are an error, as torch."""
     if layout is not None or pin_memory is not False:
         factories.check_layout("arange", layout, pin_memory, device)
+    if end is None and not (isinstance(step, _builtins.int) and step == 1):  # (torch's arange(end) has no step)
+        raise TypeError("arange() received an invalid combination of arguments: a step goes with arange(start, end, "
+                        "step), not arange(end)")
     if end is None:
         start, end = 0, start
     bounds = [b.item() if isinstance(b, Tensor) else b for b in (start, end, step)]

@@ -18,7 +18,8 @@ import numpy as np
 
 from .tensor import Tensor, tensor
 
-__all__ = ["TENSOR_PARAMETERS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "check_tensor_arguments",
+__all__ = ["TENSOR_PARAMETERS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "SCALARS", "SCALAR_OVERLOADS",
+           "check_tensor_arguments",
            "FUNCTIONAL_CHECKS", "check_functional_arguments"]
 
 # the parameters (in order, from position 1) that must be Tensors -> the top-level names with that signature head
@@ -83,7 +84,6 @@ TENSOR_PARAMETERS = {
     ('input', 'values'): "heaviside",
     ('input', 'vec'): "mv",
     ('input', 'vec1', 'vec2'): "addr",
-    ('input', 'weight'): "prelu",
     ('input', 'weights'): "bincount",
     ('input1', 'input2', 'weight'): "bilinear",
     ('real', 'imag'): "complex",
@@ -92,7 +92,7 @@ TENSOR_PARAMETERS = {
     ('x',): "vander",
     ('input', 'grid'): "grid_sampler grid_sampler_2d grid_sampler_3d",
     ('input', 'hx', 'w_ih', 'w_hh'): "gru_cell rnn_tanh_cell rnn_relu_cell",
-    ('input', 'weight'): "convolution conv_tbc",
+    ('input', 'weight'): "prelu convolution conv_tbc",
     ('data',): "segment_reduce",
     ('v',): "norm_except_dim",
     ('theta',): "affine_grid_generator",
@@ -132,6 +132,10 @@ POSITIONAL_LIMITS = {
 _LIMITS = {name: int(limit) for limit, names in POSITIONAL_LIMITS.items() for name in names.split()}
 _TORCH_NAMES = {"lu": "_lu_with_info", "unique": "_unique2"}  # the name torch's message gives, where another
 _MISSING = object()
+# the Tensor parameters above that torch takes None for (an optional Tensor left out); None is refused elsewhere
+_OPTIONAL_TENSORS = {"batch_norm": {"weight", "bias"}, "instance_norm": {"weight", "bias"},
+                     "conv_transpose1d": {"bias"}, "conv_transpose2d": {"bias"}, "conv_transpose3d": {"bias"},
+                     "binary_cross_entropy_with_logits": {"weight"}, "bincount": {"weights"}}
 
 
 def _type_name(value):
@@ -146,6 +150,7 @@ def _checked(function, name, parameters, after=0):
     """``function`` refusing a non-Tensor for any of ``parameters`` (given by position or keyword), in torch's words.
     ``after=1``: a method, whose ``self`` comes before them (torch counts positions from the first one)."""
     limit = _LIMITS.get(name, _LIMITS.get(name.rstrip("_")))  # (an in-place method: its function's)
+    optional = _OPTIONAL_TENSORS.get(name, ())
 
     @functools.wraps(function)
     def call(*args, **kwargs):
@@ -156,8 +161,8 @@ def _checked(function, name, parameters, after=0):
         for position, parameter in enumerate(parameters, 1):
             given_by_position = len(args) >= position + after
             value = args[position + after - 1] if given_by_position else kwargs.get(parameter, _MISSING)
-            if value is not _MISSING and value is not None and not isinstance(value, Tensor):  # (None: an optional
-                # Tensor left out, as bincount's weights; a required one is refused by the function itself)
+            if value is not _MISSING and not isinstance(value, Tensor) and (value is not None or
+                                                                             parameter not in optional):
                 where = f" (position {position})" if given_by_position else ""
                 raise TypeError(f"{name}(): argument '{parameter}'{where} must be Tensor, not {_type_name(value)}")
         return function(*args, **kwargs)
@@ -189,15 +194,17 @@ OVERLOADS = {
              "(Tensor input, Tensor end, Number weight, *, Tensor out = None)"),
     "masked_fill": ("(Tensor input, Tensor mask, Tensor value)", "(Tensor input, Tensor mask, Number value)"),
     "rsub": ("(Tensor input, Tensor other, *, Number alpha = 1)", "(Tensor input, Number other, Number alpha = 1)"),
+    "bucketize": ("(Tensor input, Tensor boundaries, *, bool out_int32 = False, bool right = False, Tensor out = None)",
+                  "(Number self, Tensor boundaries, *, bool out_int32 = False, bool right = False)"),
 }
 
 
 def _overload_taken(overloads, args, kwargs):
     """Whether torch's parser finds an overload: ``input`` a Tensor, or (where one overload has a Number
     ``self``) a number by position followed by a Tensor (a keyword ``input=2`` names no Number overload)."""
-    if isinstance(args[0] if args else kwargs.get("input"), Tensor):
-        return True
-    second = args[1] if len(args) > 1 else kwargs.get("other", kwargs.get("exponent"))
+    second = args[1] if len(args) > 1 else kwargs.get("other", kwargs.get("exponent", _MISSING))
+    if isinstance(args[0] if args else kwargs.get("input"), Tensor):  # (then a binary op's other: Tensor or Number)
+        return overloads is not _BINARY or second is _MISSING or isinstance(second, (Tensor, numbers.Number, np.generic))
     number_self = any(line.startswith("(Number self") for line in overloads)
     number = bool(args) and isinstance(args[0], (numbers.Number, np.bool_))  # (NumPy's scalars are torch's Numbers)
     return number_self and number and isinstance(second, Tensor)
@@ -213,11 +220,13 @@ def _overloaded(function, name, overloads):
     return call
 
 
-def _invalid_combination(name, args, kwargs, overloads):
-    """torch's TypeError for a call none of ``overloads`` (their signatures, as torch prints them) takes."""
-    got = [_type_name(a) if not isinstance(a, Tensor) else "Tensor" for a in args]
-    got += [f"{k}={'Tensor' if isinstance(v, Tensor) else _type_name(v)}" for k, v in kwargs.items()]
-    return TypeError(f"{name}() received an invalid combination of arguments - got ({', '.join(got)}), but "
+def _invalid_combination(name, args, kwargs, overloads, method=False):
+    """torch's TypeError for a call none of ``overloads`` (their signatures, as torch prints them) takes; a
+    ``method``'s arguments (self left out) as torch's method parser prints them, keywords alone ending in ", "."""
+    got = [_type_name(a) for a in args]
+    keywords = [f"{k}={_type_name(v)}" for k, v in kwargs.items()]
+    listed = ", ".join(keywords) + ", " if method and keywords and not got else ", ".join(got + keywords)
+    return TypeError(f"{name}() received an invalid combination of arguments - got ({listed}), but "
                      "expected one of:\n" + "".join(f" * {line}\n" for line in overloads))
 
 
@@ -248,7 +257,22 @@ _METHOD_GROUPS = (("input", "other"), ("input", "values"), ("input", "tensor1", 
 # y / 2 added: torch's refusal; the deprecated x.addcmul_(value, t1, t2) is tried after it, ops/deprecated_signatures)
 
 
+def _binary_method_checked(method, name):
+    """A comparison method (``x.eq(None)``, ``x.ne("a")``) refusing an ``other`` that is neither a Tensor nor a
+    number, as torch's parser does (minilora's ops compared an object array)."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        other = args[0] if args else kwargs.get("other", _MISSING)
+        if other is not _MISSING and not isinstance(other, (Tensor, numbers.Number, np.generic)):
+            raise _invalid_combination(name, args, kwargs, ("(Tensor other)", "(Number other)"), method=True)
+        return method(self, *args, **kwargs)
+    return call
+
+
 def _check_method_arguments():
+    for name, overloads in OVERLOADS.items():
+        if overloads is _BINARY and callable(getattr(Tensor, name, None)):
+            setattr(Tensor, name, _binary_method_checked(getattr(Tensor, name), name))
     for group in _METHOD_GROUPS:
         for name in TENSOR_PARAMETERS[group].split():
             for method_name in {name, name.rstrip("_"), name.rstrip("_") + "_"} - {"matmul"}:
@@ -257,10 +281,94 @@ def _check_method_arguments():
                     setattr(Tensor, method_name, _checked(method, method_name, group[1:], after=1))
 
 
+# The top-level functions' and Tensor methods' later parameters that torch's parser types, in FUNCTIONAL_SCALARS'
+# notation (read off torch 2.13 by passing a string, then None): ``torch.svd(x, some="no")``, ``x.qr(some=None)``,
+# ``x.allclose(y, equal_nan="no")``, ``x.addcmul_(a, b, value="1")``, ``torch.hann_window(4.5)`` were taken here (a
+# string's truth, a converted string, a truncated float). "+" marks a parameter torch's overloads differ in: its
+# parser refuses the call with "invalid combination", listing SCALAR_OVERLOADS (a method's without ``Tensor input``).
+SCALARS = {
+    **dict.fromkeys(["addcdiv", "addcmul", "addcdiv_", "addcmul_"], "value:Number"),
+    **dict.fromkeys(["allclose", "isclose"], "rtol:float atol:float equal_nan:bool"),
+    **dict.fromkeys(["cholesky", "cholesky_inverse", "cholesky_solve"], "upper:bool"),
+    **dict.fromkeys(["bartlett_window", "blackman_window", "hamming_window", "hann_window"],
+                    "window_length:int periodic:bool+"),
+    "kaiser_window": "window_length:int periodic:bool+ beta:float+",
+    **dict.fromkeys(["bucketize", "searchsorted"], "out_int32:bool+ right:bool+"),
+    **dict.fromkeys(["histogram", "histogramdd"], "density:bool+"),
+    "isin": "assume_unique:bool+ invert:bool+",
+    **dict.fromkeys(["std", "var", "std_mean", "var_mean"], "unbiased:bool?+"),
+    "nuclear_norm": "keepdim:bool+", "frobenius_norm": "keepdim:bool",
+    "combinations": "r:int with_replacement:bool",
+    "cov": "correction:int",
+    "full_like": "fill_value:Number",
+    "gather": "sparse_grad:bool",
+    "group_norm": "cudnn_enabled:bool", "layer_norm": "cudnn_enable:bool",
+    "histc": "bins:int min:Number max:Number",
+    "lu": "pivot:bool",  # (get_infos: torch's Python reads its truth)
+    "nonzero": "as_tuple:bool",
+    "norm_except_dim": "pow:int dim:int",
+    "pinverse": "rcond:float",
+    "qr": "some:bool",
+    "svd": "some:bool compute_uv:bool",
+    "triangular_solve": "upper:bool transpose:bool unitriangular:bool",
+    "triplet_margin_loss": "margin:float p:float eps:float swap:bool",
+    "vander": "N:int? increasing:bool",
+    "tensor": "requires_grad:bool pin_memory:bool",
+    # (methods only)
+    "cauchy_": "median:float sigma:float", "log_normal_": "mean:float std:float", "normal_": "mean:float std:float",
+    "copy_": "non_blocking:bool", "type": "non_blocking:bool",
+    "slice_inverse": "dim:int start:int? end:int? step:int",
+}
+_WINDOW = ["(int window_length, *, torch.dtype dtype = None, torch.layout layout = None, torch.device device = None, "
+           "bool pin_memory = False, bool requires_grad = False)",
+           "(int window_length, bool periodic, *, torch.dtype dtype = None, torch.layout layout = None, "
+           "torch.device device = None, bool pin_memory = False, bool requires_grad = False)"]
+_SEARCH = ("*, bool out_int32 = False, bool right = False, str side = None, Tensor sorter = None, Tensor out = None)")
+_SPREAD = ("(Tensor input, tuple of ints dim, bool unbiased = True, bool keepdim = False, *, Tensor out = None)",
+           "(Tensor input, tuple of ints dim = None, *, Number correction = None, bool keepdim = False, "
+           "Tensor out = None)", "(Tensor input, bool unbiased = True)")
+_SPREAD_MEAN = tuple(line.replace(", *, Tensor out = None)", ")") for line in _SPREAD)
+_HISTOGRAMDD = "tuple of floats range = None, Tensor weight = None, bool density = False)"
+SCALAR_OVERLOADS = {
+    **dict.fromkeys(["bartlett_window", "blackman_window", "hamming_window", "hann_window"], tuple(_WINDOW)),
+    "kaiser_window": tuple(_WINDOW) + (_WINDOW[1].replace("bool periodic,", "bool periodic, float beta,"),),
+    "bucketize": OVERLOADS["bucketize"],
+    "searchsorted": (f"(Tensor sorted_sequence, Tensor input, {_SEARCH}",
+                     f"(Tensor sorted_sequence, Number self, {_SEARCH}"),
+    "histogram": ("(Tensor input, Tensor bins, *, Tensor weight = None, bool density = False, tuple of Tensors out = "
+                  "None)", "(Tensor input, int bins = 100, *, tuple of floats range = None, Tensor weight = None, "
+                  "bool density = False, tuple of Tensors out = None)"),
+    "histogramdd": tuple(f"(Tensor input, {bins} bins, {_HISTOGRAMDD}" for bins in
+                         ("int", "tuple of ints", "tuple of Tensors")),
+    "isin": tuple(f"({first}, {second}, *, bool assume_unique = False, bool invert = False, Tensor out = None)" for
+                  first, second in (("Tensor elements", "Tensor test_elements"),
+                                    ("Number element", "Tensor test_elements"),
+                                    ("Tensor elements", "Number test_element"))),
+    "std": _SPREAD, "var": _SPREAD, "std_mean": _SPREAD_MEAN, "var_mean": _SPREAD_MEAN,
+    "nuclear_norm": ("(Tensor input, tuple of ints dim, bool keepdim = False, *, Tensor out = None)",
+                     "(Tensor input, bool keepdim = False, *, Tensor out = None)"),
+}
+
+
+def _scalars_checked(function, name, after):
+    """``function`` (a method where ``after`` is 1) refusing a value of another type for the parameters SCALARS
+    lists for ``name``, in torch's words."""
+    overloads = SCALAR_OVERLOADS.get(name)
+    if overloads and after:  # (a method's overloads, as torch prints them, have no leading Tensor)
+        overloads = tuple(line.replace("(Tensor input, ", "(").replace("(Tensor input)", "()") for line in overloads)
+    return _functional_checked(function, _TORCH_NAMES.get(name, name), "", SCALARS[name], after, overloads)
+
+
 def check_tensor_arguments(namespace):
-    """Wrap every name of ``TENSOR_PARAMETERS`` and ``OVERLOADS`` found in ``namespace`` (the ``minilora`` module's
-    dict), and the arithmetic of ``NUMBER_PAIRS``; and the Tensor methods of ``_METHOD_GROUPS``."""
+    """Wrap every name of ``TENSOR_PARAMETERS``, ``OVERLOADS`` and ``SCALARS`` found in ``namespace`` (the
+    ``minilora`` module's dict), and the arithmetic of ``NUMBER_PAIRS``; and the Tensor methods of ``_METHOD_GROUPS``
+    and ``SCALARS``."""
     _check_method_arguments()
+    for name in SCALARS:
+        if callable(getattr(Tensor, name, None)):
+            setattr(Tensor, name, _scalars_checked(getattr(Tensor, name), name, after=1))
+        if callable(namespace.get(name)):
+            namespace[name] = _scalars_checked(namespace[name], name, after=0)
     for parameters, names in TENSOR_PARAMETERS.items():
         for name in names.split():
             if callable(namespace.get(name)):
@@ -519,11 +627,13 @@ def _tensor_refusal(name, spec, index):
     return parameter, frozenset({Tensor}), refuse
 
 
-def _scalar_refusal(name, spec, index):
+def _scalar_refusal(name, spec, index, after=0):
     """(parameter, classes passing, refuse) for the parameter at ``index`` of FUNCTIONAL_SCALARS described by
-    ``spec`` ("param:kind?@fn")."""
+    ``spec`` ("param:kind?@fn"); ``after=1``: a method's, whose position torch counts after self."""
     spec, _, torch_name = spec.partition("@")
     parameter, _, kind = spec.partition(":")
+    overloaded = kind.endswith("+")
+    kind = kind.rstrip("+")
     optional = kind.endswith("?")
     kind = kind.rstrip("?")
     accepts, word, fn = _ACCEPTS[kind], _WORDS.get(kind, kind), torch_name or name
@@ -534,23 +644,24 @@ def _scalar_refusal(name, spec, index):
         verdict = accepts(value)
         if verdict is True:
             return
-        where = f" (position {index + 1})" if by_position else ""
+        where = f" (position {index + 1 - after})" if by_position else ""
         if verdict is not False:  # (a tuple of ints with a float in it: which)
             raise TypeError(f"{fn}(): argument '{parameter}'{where} must be {word}, but found element of type "
                             f"{type(value[verdict]).__name__} at pos {verdict}")
         raise TypeError(f"{fn}(): argument '{parameter}'{where} must be {word}, not {_type_name(value)}")
+    refuse.overloaded = overloaded
     return parameter, frozenset(_PLAIN[kind] | ({type(None)} if optional else set())), refuse
 
 
-def _functional_checked(function, name, tensors, scalars):
+def _functional_checked(function, torch_name, tensors, scalars, after=0, overloads=None):
     """``function`` refusing, in torch's words, a non-Tensor for the leading parameters ``tensors`` describes (None
-    included) and a value of another type for those of ``scalars``."""
-    torch_name = FUNCTIONAL_TORCH_NAMES.get(name, name)
+    included) and a value of another type for those of ``scalars`` (``torch_name``: the name torch's message gives;
+    ``after=1``: a method's parameters; ``overloads``: torch's, whose parser refuses the call as a whole)."""
     order = list(inspect.signature(function).parameters)
     checks = [(index, *_tensor_refusal(torch_name, spec, index)) for index, spec in enumerate(tensors.split())]
     for spec in scalars.split():
         index = order.index(spec.partition(":")[0])
-        checks.append((index, *_scalar_refusal(torch_name, spec, index)))
+        checks.append((index, *_scalar_refusal(torch_name, spec, index, after)))
 
     @functools.wraps(function)
     def call(*args, **kwargs):
@@ -558,7 +669,12 @@ def _functional_checked(function, name, tensors, scalars):
         for index, parameter, plain, refuse in checks:
             value = args[index] if index < given else kwargs.get(parameter, _MISSING)
             if value.__class__ not in plain and value is not _MISSING:
-                refuse(value, index < given)
+                try:
+                    refuse(value, index < given)
+                except TypeError:
+                    if not getattr(refuse, "overloaded", False):
+                        raise
+                    raise _invalid_combination(torch_name, args[after:], kwargs, overloads, bool(after)) from None
         return function(*args, **kwargs)
     return call
 
@@ -583,7 +699,7 @@ def check_functional_arguments(namespace):
     (``nn.functional``'s)."""
     tensors = {name: specs for specs, names in FUNCTIONAL_CHECKS.items() for name in names.split()}
     for name in sorted(set(tensors) | set(FUNCTIONAL_SCALARS)):
-        namespace[name] = _functional_checked(namespace[name], name, tensors.get(name, ""),
-                                              FUNCTIONAL_SCALARS.get(name, ""))
+        namespace[name] = _functional_checked(namespace[name], FUNCTIONAL_TORCH_NAMES.get(name, name),
+                                              tensors.get(name, ""), FUNCTIONAL_SCALARS.get(name, ""))
     for name, (parameters, overloads) in FUNCTIONAL_OVERLOADS.items():
         namespace[name] = _combination_checked(namespace[name], name, parameters, overloads)

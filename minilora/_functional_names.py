@@ -120,9 +120,14 @@ def _cdist_by_products(x1, x2, p, compute_mode):
     return p == 2 and (compute_mode == "use_mm_for_euclid_dist" or by_default) and not empty
 
 
+_CDIST_MODES = (None, "use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist", "donot_use_mm_for_euclid_dist")
+
+
 @_amp.autocasts
 def cdist(x1, x2, p=2.0, compute_mode=None):
     """``torch.cdist``: the p-norm distance between each row of ``x1`` and each row of ``x2`` (batched)."""
+    if compute_mode not in _CDIST_MODES:  # (another string ran as the default, as the Python of torch's would not)
+        raise ValueError(f"{compute_mode} is not a valid value for compute_mode")
     from . import linalg
     from .dtypes import is_floating, torch_name
     from .ops import _c_name
@@ -231,19 +236,19 @@ def native_channel_shuffle(input, groups):
 
 
 def max_pool1d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    return _F().max_pool1d(input, kernel_size, stride or None, padding, dilation, ceil_mode)
+    return _F().max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def max_pool2d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    return _F().max_pool2d(input, kernel_size, stride or None, padding, dilation, ceil_mode)
+    return _F().max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def max_pool3d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    return _F().max_pool3d(input, kernel_size, stride or None, padding, dilation, ceil_mode)
+    return _F().max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def avg_pool1d(input, kernel_size, stride=(), padding=0, ceil_mode=False, count_include_pad=True):
-    return _F().avg_pool1d(input, kernel_size, stride or None, padding, ceil_mode, count_include_pad)
+    return _F().avg_pool1d(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
 
 
 def adaptive_avg_pool1d(input, output_size):
@@ -355,7 +360,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
 
 
 def max_pool1d_with_indices(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    return _F().max_pool1d(input, kernel_size, stride or None, padding, dilation, ceil_mode, return_indices=True)
+    return _F().max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
 
 
 _INTERPOLATIONS, _PADDINGS = ("bilinear", "nearest", "bicubic"), ("zeros", "border", "reflection")

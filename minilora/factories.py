@@ -354,8 +354,7 @@ def _gen(generator):
     if generator is None:
         return _random.default_generator
     if not isinstance(generator, _random.Generator):
-        raise TypeError(f"generator must be a minilora Generator (minilora.Generator()), not "
-                        f"{type(generator).__module__}.{type(generator).__name__}")
+        raise TypeError(f"argument 'generator' must be torch.Generator, not {type(generator).__name__}")
     return generator
 
 
@@ -1598,6 +1597,10 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, layout=None,
         array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d, mean, std), dtype,
                                      "normal_kernel_cpu")
         return _made_drawn(array, dtype, device, requires_grad)
+    if (dtype, layout, device, pin_memory, requires_grad) != (None, None, None, False, False):
+        # (only the size overload takes them: a tensor mean or std's result was made as they asked, torch refuses)
+        raise TypeError("normal() received an invalid combination of arguments: dtype, layout, device, pin_memory "
+                        "and requires_grad go with normal(mean, std, size) of numbers only")
     like = mean if isinstance(mean, Tensor) else std
     if isinstance(std, Tensor) and std.dtype.kind == "c":
         raise RuntimeError("normal expects standard deviation to be non-complex")

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import autograd, factories, forward_ad, random
 from .ops import stack
+from .size import torch_spelling
 from .tensor import Tensor, enable_grad, is_grad_enabled
 
 __all__ = ["functional_call", "stack_module_state", "grad", "grad_and_value", "vjp", "jacrev", "jacfwd", "hessian",
@@ -387,8 +388,8 @@ def linearize(func, *primals):
         flat_tangents = _leaves_of(tangents)
         for k, (p, t) in enumerate(zip(flat_leaves, flat_tangents)):
             if tuple(p.shape) != tuple(t.shape):
-                raise RuntimeError(f"tangent:{k} with shape torch.Size({list(t.shape)}) in flattened pytree doesn't "
-                                   f"match the shape torch.Size({list(p.shape)}) of the corresponding primal.")
+                raise RuntimeError(f"tangent:{k} with shape {torch_spelling(t.shape)} in flattened pytree doesn't "
+                                   f"match the shape {torch_spelling(p.shape)} of the corresponding primal.")
         flat_tangents = [t.to(p.dtype) for p, t in zip(flat_leaves, flat_tangents)]
         products = autograd._filled(autograd._grads_of(transposed, dummies, flat_tangents, False), outputs,
                                     False, "jvp")

@@ -17,7 +17,7 @@ text is what you would type to make one again after ``import minilora``.
 import functools
 import operator
 
-__all__ = ["Size"]
+__all__ = ["Size", "torch_spelling"]
 
 
 class Size(tuple):
@@ -61,6 +61,12 @@ class Size(tuple):
 
     def __reduce__(self):  # pickle/deepcopy give a Size back
         return (Size, (tuple(self),))
+
+
+def torch_spelling(size):
+    """A shape as torch's messages print one, ``torch.Size([2, 3])``: where minilora repeats a torch message word for
+    word, a learner comparing the two sees torch's class named, not this library's."""
+    return f"torch.Size({list(size)})"
 
 
 def _as_int(i, size):

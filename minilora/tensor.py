@@ -2507,6 +2507,8 @@ class Tensor:
 
     def is_pinned(self, device=None):
         """Whether ``pin_memory()`` made this tensor (False for every other: torch's answer without a GPU)."""
+        if device is not None:
+            _get_device(device)  # (a device it cannot name is torch's error too)
         return _pinned_tensors.get(id(self)) is self
 
     def type_as(self, other):
@@ -2514,9 +2516,9 @@ class Tensor:
 
     # --- in-place ops (torch's rules: see _check_inplace and _inplace) -----------------------
     def copy_(self, src, non_blocking=False):
-        if not isinstance(src, Tensor):
-            src = Tensor._make(self._device.xp.asarray(src), self._device, False, None)
-        elif src._device is not self._device:
+        if not isinstance(src, Tensor):  # (torch's parser: a None, a number or a list was written in as an array)
+            raise TypeError(f"copy_(): argument 'other' (position 1) must be Tensor, not {type(src).__name__}")
+        if src._device is not self._device:
             src = src.to(self._device)
         return self._inplace(_copy_from, src, cast=True)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import amp as _amp, ops
 from ..device import holds_no_values as _holds_no_values
+from ..size import torch_spelling as _torch_spelling
 from ..dtypes import checked_number as _checked_number, int_argument as _int_argument, torch_name as _torch_name
 from ..dtypes import bool_argument as _bool_argument, can_cast as _can_cast, dtype_argument as _dtype_argument
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
@@ -1715,7 +1716,7 @@ def _mha_scores_bias(attn_mask, key_padding_mask, n, num_heads, length, source, 
     if attn_mask is not None:
         expected = {2: (length, source), 3: (n * num_heads, length, source)}[attn_mask.ndim]  # (ranks checked)
         if tuple(attn_mask.shape) != expected:
-            raise RuntimeError(f"The shape of the {attn_mask.ndim}D attn_mask is torch.Size({list(attn_mask.shape)}), "
+            raise RuntimeError(f"The shape of the {attn_mask.ndim}D attn_mask is {_torch_spelling(attn_mask.shape)}, "
                                f"but should be {expected}.")
         bias = _mha_mask_as_float(attn_mask, dtype)
         if attn_mask.ndim == 3:

@@ -205,15 +205,67 @@ def _kernel_too_large(sizes, kernel, padding, dilation):
                         f"can't be greater than actual input size")
 
 
+def _legacy_type_name(dtype):
+    """The tensor type torch's 16-bit convolution message names: torch.HalfTensor, CPUBFloat16Type, torch.FloatTensor."""
+    if dtypes.is_bfloat16(dtype):
+        return "CPUBFloat16Type"
+    return f"torch.{dtypes.torch_name(dtype)}Tensor"
+
+
+def _geometry(stride, padding, dilation, output_padding=None):
+    """(label, value) pairs of a convolution's geometry, in the order ATen checks their lengths."""
+    pairs = [("stride", stride), ("padding", padding), ("dilation", dilation)]
+    return pairs + [("output_padding", output_padding)] * (output_padding is not None)
+
+
+def _check_convolution_call(name, dims, input, weight, bias, geometry, bias_words=True):
+    """torch's first refusals of a convolution call, in ATen's order, before minilora reshapes anything: the input's
+    rank (F's batchify), the weight's, a stride/padding/dilation (``geometry``: (label, value) pairs) of neither one
+    value nor one per kernel dimension (an int spreads to ``dims``), the batched input's rank against the weight's,
+    then the dtypes (the bias's in ``Input type (float) and bias type (double)`` words unless ``bias_words`` is False,
+    where torch's kernel names the scalar types)."""
+    if input.ndim not in (dims + 1, dims + 2):
+        raise RuntimeError(f"Expected {dims + 1}D (unbatched) or {dims + 2}D (batched) input to {name}, but got "
+                           f"input of size: {list(input.shape)}")
+    if weight.ndim < 3:
+        raise RuntimeError("weight should have at least three dimensions")
+    kernel_dims = weight.ndim - 2
+    by_mode = any(isinstance(value, str) for _, value in geometry)  # padding="same": ATen's other path, unchecked
+    for label, value in geometry:
+        if by_mode:
+            break
+        values = [value] * dims if isinstance(value, int) else list(value)
+        if len(values) not in (1, kernel_dims):
+            raise RuntimeError(f"expected {label} to be a single integer value or a list of {kernel_dims} values to "
+                               f"match the convolution dimensions, but got {label}={values}")
+    batched = [1] * (input.ndim == dims + 1) + list(input.shape)
+    if len(batched) != weight.ndim:
+        raise RuntimeError(f"Expected {weight.ndim}-dimensional input for {weight.ndim}-dimensional weight"
+                           f"{'' if by_mode else ' '}{list(weight.shape)}, but got {len(batched)}-dimensional input of size {batched} instead")
+    if input.dtype != weight.dtype:
+        if _is_16bit_float(input):
+            raise RuntimeError(f"Input type ({_legacy_type_name(input.dtype)}) and weight type "
+                               f"({_legacy_type_name(weight.dtype)}) should be the same or input should be a MKLDNN "
+                               f"tensor and weight is a dense tensor")
+        raise RuntimeError(f"expected scalar type {dtypes.torch_name(input.dtype)} but found "
+                           f"{dtypes.torch_name(weight.dtype)}")
+    if bias is not None and bias.dtype != input.dtype:
+        if not bias_words:
+            raise RuntimeError(f"expected scalar type {dtypes.torch_name(input.dtype)} but found "
+                               f"{dtypes.torch_name(bias.dtype)}")
+        from . import _c_name
+        raise RuntimeError(f"Input type ({_c_name(input.dtype)}) and bias type ({_c_name(bias.dtype)}) should be "
+                           f"the same")
+
+
 @_amp.autocasts
 @saving_as_torch("input", "weight")  # what torch's convolution node keeps (not the bias)
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """PyTorch's ``F.conv2d``: ``input`` [N, C, H, W] (or unbatched [C, H, W]) with ``weight``
     [O, C / groups, kh, kw], plus ``bias`` [O]."""
-    if input.dtype != weight.dtype:  # checked before a 16-bit input is computed in float32
-        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
-    if bias is not None and bias.dtype != input.dtype:  # (adding it would promote the result silently)
-        raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
+    # (the dtypes checked before a 16-bit input is computed in float32; a bias of another dtype would promote
+    # the result silently)
+    _check_convolution_call("conv2d", 2, input, weight, bias, _geometry(stride, padding, dilation))
     out = _conv2d(input, weight, bias, stride, padding, dilation, groups)
     return _conv_named(out, input, weight, bias, batched_ndim=4)
 
@@ -371,6 +423,7 @@ def _as_image(t):
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """PyTorch's ``F.conv1d``: ``input`` [N, C, L] (or [C, L]) with ``weight`` [O, C / groups, k]:
     ``conv2d`` on images of height 1."""
+    _check_convolution_call("conv1d", 1, input, weight, bias, _geometry(stride, padding, dilation))
     if not isinstance(padding, str):
         padding = (0, padding if isinstance(padding, int) else padding[0])
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
@@ -393,10 +446,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     [O, C / groups, kd, kh, kw]: the sum, over the kernel's ``kd`` depth offsets, of ``conv2d`` of the
     depth slices that offset reads (every output depth at once, as a batch of images), with the
     kernel's slice at that depth."""
-    if input.dtype != weight.dtype:
-        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
-    if bias is not None and bias.dtype != input.dtype:
-        raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
+    _check_convolution_call("conv3d", 3, input, weight, bias, _geometry(stride, padding, dilation))
     out = _conv3d(input, weight, bias, stride, padding, dilation, groups)
     return _conv_named(out, input, weight, bias, batched_ndim=5)
 
@@ -511,25 +561,55 @@ class MaxPool2d(Function):
         return _unpad(summed, padding)
 
 
-def _pool_geometry(kernel_size, stride, padding, dilation, fn):
-    """Kernel, stride (default: the kernel), padding and dilation as pairs, with torch's checks."""
-    kernel = _spatial(kernel_size, 2, "kernel_size")
-    stride = kernel if stride is None or _empty_list(stride) else _spatial(stride, 2, "stride")
-    padding, dilation = _spatial(padding, 2, "padding"), _spatial(dilation, 2, "dilation")
-    if min(stride) == 0:  # (a zero kernel is a zero default stride: torch's first complaint too)
-        raise RuntimeError(f"{fn}: stride should not be zero")
-    if min(stride) < 0:
-        raise RuntimeError(f"{fn}: stride should be greater than zero, but got stride={stride}")
-    if min(kernel) <= 0:
-        raise RuntimeError(f"{fn}: kernel size should be greater than zero, but got kernel_size={kernel}")
-    if min(padding) < 0:
-        raise RuntimeError(f"{fn}: pad must be non-negative, but got pad: {padding}")
-    if min(dilation) <= 0:
-        raise RuntimeError(f"{fn}: dilation should be greater than zero, but got dilation={dilation}")
-    if any(2 * p > k for p, k in zip(padding, kernel)):
-        raise RuntimeError(f"{fn}: pad should be at most half of effective kernel size, but got "
-                           f"pad={padding}, kernel_size={kernel}")
+def _pool_geometry(kernel_size, stride, padding, dilation, rank=2):
+    """Kernel, stride (default: the kernel), padding and dilation as ``rank`` ints each, with torch's checks."""
+    kernel = _spatial(kernel_size, rank, "kernel_size")
+    stride = kernel if stride is None or _empty_list(stride) else _spatial(stride, rank, "stride")
+    padding, dilation = _spatial(padding, rank, "padding"), _spatial(dilation, rank, "dilation")
+    _check_pool_geometry(kernel, stride, padding, dilation)
     return kernel, stride, padding, dilation
+
+
+def _check_pool_geometry(kernel, stride, padding, dilation):
+    """ATen's refusals in its order and words: pooling_output_shape's, dimension by dimension from the outermost
+    (it runs first: a zero kernel is a zero default stride), then pool2d/pool3d_shape_check's, all at once."""
+    for k, s, p, d in zip(kernel, stride, padding, dilation):
+        if s == 0:
+            raise RuntimeError("stride should not be zero")
+        if p < 0:
+            raise RuntimeError(f"pad must be non-negative, but got pad: {p}")
+        if p > int(((k - 1) * d + 1) / 2):  # (C's division, toward zero)
+            raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={p}, "
+                               f"kernel_size={k} and dilation={d}")
+    axes = "THW"[-len(kernel):]
+    for what, name, values in (("kernel size", "k", kernel), ("stride", "d", stride),
+                               ("dilation", "dilation", dilation)):
+        if min(values) <= 0:
+            got = " ".join(f"{name}{axis}: {v}" for axis, v in zip(axes, values))
+            raise RuntimeError(f"{what} should be greater than zero, but got {got}")
+
+
+def _one_pool_size(value, name, fn):
+    """A 1-D pool's size or stride given as a list or tuple: its one int (an int passes), refused in torch's words
+    (``fn``: max_pool1d's or avg_pool1d's) where it holds another number of them, not its first taken silently."""
+    if isinstance(value, (int, np.integer)) or len(value) == 1:
+        return value
+    if fn == "avg_pool1d":
+        raise RuntimeError(f"avg_pool1d() argument '{name}' should contain one int (got {len(value)})")
+    forms = "None, an int, list of ints, or tuple of ints" if name == "stride" else "an int, list of ints or tuple of ints"
+    raise RuntimeError(f"max_pool1d() {name} must be {forms} of size 1 but got size {len(value)}")
+
+
+def _check_max_pool1d(kernel, stride, padding, dilation):
+    """torch's own 1-D max pooling kernel's refusals (max_pool1d without indices), one int each."""
+    for name, value, least in (("kernel_size", kernel, 1), ("stride", stride, 1), ("padding", padding, 0),
+                               ("dilation", dilation, 1)):
+        if value < least:
+            rule = "non-negative" if least == 0 else "greater than zero"
+            raise RuntimeError(f"max_pool1d() {name} must be {rule}, but got {value}")
+        if name == "padding" and padding > kernel // 2:
+            raise RuntimeError(f"max_pool1d() padding should be at most half of kernel size, but got padding="
+                               f"{padding} and kernel_size={kernel}")
 
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -625,7 +705,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 @float32_inside
 def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, round_to):
-    kernel, stride, padding, dilation = _pool_geometry(kernel_size, stride, padding, dilation, "max_pool2d")
+    kernel, stride, padding, dilation = _pool_geometry(kernel_size, stride, padding, dilation)
     extra = _ceil_extra(input.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     _check_output_size(input, [(n + 2 * p + e - d * (k - 1) - 1) // s_ + 1 for n, p, e, d, k, s_ in
                                zip(input.shape[2:], padding, extra, dilation, kernel, stride)])
@@ -648,10 +728,15 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if not return_indices and not (input.requires_grad and is_grad_enabled()):
         _dtypes_taken("max_pool1d_impl", input)  # (torch's own 1-D kernel, floats only; with indices or a gradient
         # to keep torch runs max_pool2d's, which takes integers too)
-    one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
-    stride = None if stride is None or _empty_list(stride) else one(stride)
-    out = max_pool2d(_as_image(input), one(kernel_size), stride, (0, one(padding)[1]), one(dilation), ceil_mode,
-                     return_indices)
+    kernel_size, padding, dilation = (_one_pool_size(v, name, "max_pool1d") for v, name in
+                                      ((kernel_size, "kernel_size"), (padding, "padding"), (dilation, "dilation")))
+    stride = None if stride is None or _empty_list(stride) else _one_pool_size(stride, "stride", "max_pool1d")
+    one = lambda v: (1, v if isinstance(v, (int, np.integer)) else v[0])  # noqa: E731
+    if not return_indices:  # (with indices torch runs max_pool2d's kernel, and its checks)
+        _check_max_pool1d(one(kernel_size)[1], one(kernel_size if stride is None else stride)[1],
+                          one(padding)[1], one(dilation)[1])
+    out = max_pool2d(_as_image(input), one(kernel_size), stride and one(stride), (0, one(padding)[1]),
+                     one(dilation), ceil_mode, return_indices)
     return tuple(t.squeeze(-2) for t in out) if return_indices else out.squeeze(-2)
 
 
@@ -720,7 +805,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, round_to):
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("divisor must be not zero")
-    kernel, stride, padding, _ = _pool_geometry(kernel_size, stride, padding, 1, "avg_pool2d")
+    kernel, stride, padding, _ = _pool_geometry(kernel_size, stride, padding, 1)
     extra = _ceil_extra(input.shape[2:], kernel, stride, padding, (1, 1), ceil_mode)
     out_size = tuple((n + 2 * p + e - k) // s + 1
                      for n, p, e, k, s in zip(input.shape[2:], padding, extra, kernel, stride))
@@ -737,9 +822,12 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     if input.ndim not in (2, 3):
         raise RuntimeError(f"Expected 2 to 3 dimensions, but got {input.ndim}-dimensional tensor for argument "
                            f"#1 'self' (while checking arguments for avg_pool1d)")
-    one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
-    stride = None if stride is None or _empty_list(stride) else one(stride)
-    out = avg_pool2d(_as_image(input), one(kernel_size), stride, (0, one(padding)[1]), ceil_mode, count_include_pad)
+    kernel_size, padding = (_one_pool_size(v, name, "avg_pool1d") for v, name in
+                            ((kernel_size, "kernel_size"), (padding, "padding")))
+    stride = None if stride is None or _empty_list(stride) else _one_pool_size(stride, "stride", "avg_pool1d")
+    one = lambda v: (1, v if isinstance(v, (int, np.integer)) else v[0])  # noqa: E731
+    out = avg_pool2d(_as_image(input), one(kernel_size), stride and one(stride), (0, one(padding)[1]), ceil_mode,
+                     count_include_pad)
     return out.squeeze(-2)
 
 
@@ -1581,8 +1669,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """PyTorch's ``F.conv_transpose2d`` ("deconvolution", the upsampling layer of DCGAN's generator):
     ``input`` [N, C_in, H, W] (or [C_in, H, W]) with ``weight`` [C_in, C_out / groups, kh, kw];
     output size ``(H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1``."""
-    if input.dtype != weight.dtype:
-        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
+    _check_convolution_call("conv_transpose2d", 2, input, weight, None,
+                            _geometry(stride, padding, dilation, output_padding))
     if bias is None or bias.dtype == input.dtype:
         out = _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
         return backward_reads(out, input, weight, zeros=False)  # (convolution_backward: the bias's gradient too)
@@ -1632,6 +1720,8 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
 @_amp.autocasts
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """PyTorch's ``F.conv_transpose1d`` over [N, C_in, L]: ``conv_transpose2d`` of height 1."""
+    _check_convolution_call("conv_transpose1d", 1, input, weight, None,
+                            _geometry(stride, padding, dilation, output_padding))
     one = lambda v: (v if isinstance(v, int) else v[0])  # noqa: E731
     out = conv_transpose2d(_as_image(input), _as_image(weight), bias, (1, one(stride)), (0, one(padding)),
                            (0, one(output_padding)), groups, (1, one(dilation)))
@@ -1645,10 +1735,8 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """PyTorch's ``F.conv_transpose3d`` over [N, C_in, D, H, W] (or [C_in, D, H, W]) with ``weight``
     [C_in, C_out / groups, kd, kh, kw]: each kernel depth offset ``k`` is a ``conv_transpose2d`` of
     every input depth slice, whose results land ``stride`` apart from depth ``k * dilation`` on."""
-    if input.dtype != weight.dtype:
-        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
-    if bias is not None and bias.dtype != input.dtype:
-        raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
+    _check_convolution_call("conv_transpose3d", 3, input, weight, bias,
+                            _geometry(stride, padding, dilation, output_padding), bias_words=False)
     out = _conv_transpose3d(input, weight, bias, stride, padding, output_padding, groups, dilation)
     return _conv_named(out, input, weight, bias, batched_ndim=5)
 
@@ -1710,16 +1798,6 @@ def _interleave(part, gaps, length):
 
 
 # ---- 3-D pooling: the 2-D pooling of every depth slice a depth offset reads, combined over the offsets ------
-def _triple_geometry(kernel_size, stride, padding, dilation, fn):
-    """``_pool_geometry``'s checks for (depth, height, width)."""
-    kernel = _spatial(kernel_size, 3, "kernel_size")
-    stride = kernel if stride is None or _empty_list(stride) else _spatial(stride, 3, "stride")
-    padding, dilation = _spatial(padding, 3, "padding"), _spatial(dilation, 3, "dilation")
-    _pool_geometry(kernel[1:], stride[1:], padding[1:], dilation[1:], fn)  # (its errors, for height and width)
-    _pool_geometry(kernel[0], stride[0], padding[0], dilation[0], fn)  # (and for depth)
-    return kernel, stride, padding, dilation
-
-
 def _check_pool3d_input(fn, input):
     if input.ndim not in (4, 5) or 0 in tuple(input.shape[-4:]):
         raise RuntimeError(f"{fn}: non-empty 4D or 5D (batch mode) tensor expected for input, got "
@@ -1755,7 +1833,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if input.ndim == 4:
         out = max_pool3d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
         return tuple(t.squeeze(0) for t in out) if return_indices else out.squeeze(0)
-    kernel, stride, padding, dilation = _triple_geometry(kernel_size, stride, padding, dilation, "max_pool3d")
+    kernel, stride, padding, dilation = _pool_geometry(kernel_size, stride, padding, dilation, rank=3)
     extra = _ceil_extra(input.shape[2:3], kernel, stride, padding, dilation, ceil_mode)[0]
     depth = input.shape[2]
     depth_out = (depth + 2 * padding[0] + extra - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
@@ -1798,7 +1876,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
 @float32_inside
 def _avg_pool3d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    kernel, stride, padding, _ = _triple_geometry(kernel_size, stride, padding, 1, "avg_pool3d")
+    kernel, stride, padding, _ = _pool_geometry(kernel_size, stride, padding, 1, rank=3)
     extra = _ceil_extra(input.shape[2:], kernel, stride, padding, (1, 1, 1), ceil_mode)
     out_size = tuple((n + 2 * p + e - k) // s + 1
                      for n, p, e, k, s in zip(input.shape[2:], padding, extra, kernel, stride))

@@ -111,7 +111,7 @@ def _check_index(input, dim, index, fn):
     if not index.numel():  # ATen checks a non-empty index only (its dtype and shape too)
         return
     if index.dtype not in (np.int32, np.int64):
-        raise RuntimeError(f"{fn}(): Expected dtype int32/int64 for index, got {index.dtype}")
+        raise RuntimeError(f"{fn}(): Expected dtype int32/int64 for index")
     if index.ndim != max(input.ndim, 1) and not (index.ndim <= 1 and input.ndim <= 1):
         named = "input" if fn == "gather" else "self"  # (torch's gather and scatter name it so)
         raise RuntimeError(f"Index tensor must have the same number of dimensions as {named} tensor")
@@ -438,9 +438,15 @@ def repeat(input, *repeats, **by_name):
     if len(sizes) < input.ndim:
         raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions of "
                            "tensor")
-    if any(int(s) < 0 for s in sizes):
-        raise RuntimeError(f"repeat(): repeats must be non-negative, got {tuple(sizes)}")
-    return Repeat.apply(input, sizes=tuple(int(s) for s in sizes))
+    sizes = tuple(int(s) for s in sizes)
+    if any(s < 0 for s in sizes):  # (torch makes the result's sizes first: a negative one is its factory's error, and
+        # a negative repeat of an empty dimension an empty one)
+        shape = (1,) * (len(sizes) - input.ndim) + tuple(input.shape)
+        result = [r * n for r, n in zip(sizes, shape)]
+        if min(result) < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {min(result)}: {result}")
+        sizes = tuple(max(r, 0) for r in sizes)
+    return Repeat.apply(input, sizes=sizes)
 
 
 # ---- triangles -----------------------------------------------------------------------------------
@@ -684,6 +690,24 @@ def _refuse_src_larger_than_index(ctx, src_shape):
                            f"{list(_index_shape(ctx))} but expected shape compatible with {list(src_shape)}")
 
 
+def _check_scatter_src(input, dim, index, src):
+    """ATen's scatter_shape_check on a Tensor ``src``, in its order: the index no larger than ``src`` along each of
+    self's dimensions (reading one ``src`` lacks is torch's IndexError: a 1-D src of a 2-D scatter), then ``src`` of
+    the index's rank (a larger ``src`` was taken by its leading block here)."""
+    if index.numel():
+        src_dims = max(src.ndim, 1)
+        for d in range(max(input.ndim, 1)):
+            if d >= src_dims:
+                raise IndexError(f"Dimension out of range (expected to be in range of [{-src_dims}, {src_dims - 1}], "
+                                 f"but got {d})")
+            if (index.shape[d] if index.ndim else 1) > (src.shape[d] if src.ndim else 1):
+                raise RuntimeError(f"Expected index {list(index.shape)} to be no larger than self "
+                                   f"{list(input.shape)} apart from dimension {dim} and to be no larger size than src "
+                                   f"{list(src.shape)}")
+    if max(src.ndim, 1) != max(index.ndim, 1):
+        raise RuntimeError("Index tensor must have the same number of dimensions as src tensor")
+
+
 def _scatter(fn, input, dim, index, src, add):
     dim = _dim(dim, input.ndim, fn)
     if not index.numel() and index.ndim != max(input.ndim, 1):  # (ATen takes an empty index of any rank)
@@ -692,14 +716,11 @@ def _scatter(fn, input, dim, index, src, add):
     if input.ndim == 1:  # torch reads a 0-d index or src as one position (the one-hot of a label)
         index = index.reshape(1) if index.ndim == 0 else index
         src = src.reshape(1) if isinstance(src, Tensor) and src.ndim == 0 else src
+    if isinstance(src, Tensor) and src.dtype != input.dtype:  # (ATen's dtype checks come before its shape checks)
+        raise RuntimeError("scatter(): Expected self.dtype to be equal to src.dtype")  # (scatter_add's too)
     _check_index(input, dim, index, fn)
     if isinstance(src, Tensor):
-        if src.ndim != index.ndim or any(n > m for n, m in zip(index.shape, src.shape)):
-            raise RuntimeError(f"Expected index {list(index.shape)} to be no larger than self {list(input.shape)} "
-                               f"apart from dimension {dim} and to be no larger size than src {list(src.shape)}")
-        if src.dtype != input.dtype:
-            raise RuntimeError(f"{fn}(): Expected self.dtype to be equal to src.dtype "
-                               f"({input.dtype} vs {src.dtype})")
+        _check_scatter_src(input, dim, index, src)
     else:  # a number must fit, as torch checks (uint8: 300 raises, -1 is 255)
         src = checked_number(python_number(src), input.dtype)
     if input.ndim == 0:
@@ -954,10 +975,10 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
     if not index.numel() and index.ndim != max(input.ndim, 1):  # (ATen takes an empty index of any rank)
         index = _empty_index(index, input.ndim)
         src = _empty_src(src, index)
-    _check_index(input, dim, index, "scatter_reduce")
     if not isinstance(src, Tensor) or src.dtype != input.dtype:
-        raise RuntimeError(f"scatter_reduce(): Expected self.dtype to be equal to src.dtype "
-                           f"({input.dtype} vs {getattr(src, 'dtype', type(src).__name__)})")
+        raise RuntimeError("scatter(): Expected self.dtype to be equal to src.dtype")  # (ATen's words for all three)
+    _check_index(input, dim, index, "scatter_reduce")
+    _check_scatter_src(input, dim, index, src)
     if reduce == "mean" and input.dtype == np.bool_:  # (torch has no bool kernel for the division)
         raise NotImplementedError('"scatter_gather_tensor_cpu_reduce_mean" not implemented for \'Bool\'')
     if reduce in ("amax", "amin"):  # (no order of complex numbers: torch has no such kernel)
@@ -1221,9 +1242,8 @@ def bincount(input, weights=None, minlength=0):
     """``torch.bincount``: how often each value 0, 1, ... occurs in the 1-D non-negative integer
     ``input`` (with ``weights``: the sum of their weights -- float32 for float32 weights, added one by
     one in float32 as torch's CPU kernel does; float64 for any other weights, bfloat16 included, as torch)."""
-    if input.dtype.kind not in "iub":
-        raise NotImplementedError(f"bincount is not implemented for {input.dtype} input (it counts "
-                                  f"integers)")
+    if input.dtype.kind not in "iu":  # (a bool input too: torch has no kernel, where NumPy counts False and True)
+        raise NotImplementedError(f'"bincount_cpu" not implemented for \'{dtypes.torch_name(input.dtype)}\'')
     no_meta_kernel("bincount", input, weights)
     values = input.detach().cpu().numpy()
     if input.ndim != 1 or (input.numel() and int(values.min()) < 0):

@@ -15,6 +15,7 @@ from . import attention16
 from .elementwise import Clone, _c_log
 from .matmul import _bmm_message
 from ..device import unwritten_zeros, xp_of
+from ..size import torch_spelling
 from ..factories import composed_layout, composed_layout_unknown, in_iterator_layout, in_layout_of, layout_order
 from ..factories import known_strides, laid_out_in_strides, layout_is_known, suggested_format
 from ..dtypes import (bool_argument, checked_number, compute_dtype, float32, int_argument, int_arguments, is_floating,
@@ -1740,7 +1741,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     results are torch's bit for bit (each op rounds once, as each of torch's does)."""
     _binary_dtypes("binary_cross_entropy_with_logits", input, target)
     if tuple(target.shape) != tuple(input.shape):
-        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
+        raise ValueError(f"Target size ({torch_spelling(target.shape)}) must be the same as input size "
+                         f"({torch_spelling(input.shape)})")
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction("binary_cross_entropy_with_logits", reduction)
     for name, tensor in (("weight", weight), ("pos_weight", pos_weight)):
@@ -1787,8 +1789,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if isinstance(target, Tensor) and target.dtype != input.dtype:  # torch's kernel: one dtype, no promotion
         raise RuntimeError(f"Found dtype {torch_name(target.dtype)} but expected {torch_name(input.dtype)}")
     if tuple(target.shape) != tuple(input.shape):
-        raise ValueError(f"Using a target size ({target.size()}) that is different to the "
-                         f"input size ({input.size()}) is deprecated. Please ensure they "
+        raise ValueError(f"Using a target size ({torch_spelling(target.shape)}) that is different to the "
+                         f"input size ({torch_spelling(input.shape)}) is deprecated. Please ensure they "
                          f"have the same size.")
     for name, t in (("input", input), ("target", target)):  # (a nan is outside too: torch's check)
         if t.is_meta:  # (no values to check, as torch's meta kernel)
@@ -2608,8 +2610,8 @@ def _broadcast_target(fn, input, target):
     """Both broadcast to one shape, with torch's warning when the sizes differ (usually a bug: a model's
     [N, 1] output against [N] targets is an N x N loss)."""
     if tuple(target.shape) != tuple(input.shape):
-        warn_at_caller(f"Using a target size ({target.size()}) that is different to the input size "
-                       f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
+        warn_at_caller(f"Using a target size ({torch_spelling(target.shape)}) that is different to the input size "
+                       f"({torch_spelling(input.shape)}). This will likely lead to incorrect results due to broadcasting. "
                        f"Please ensure they have the same size.")
         shape = _broadcast_or_raise(fn, tuple(input.shape), tuple(target.shape))
         input, target = input.expand(shape), target.expand(shape)

@@ -336,9 +336,15 @@ def _expanded_shape(a, sizes):
     for i, n in enumerate(sizes):
         if n == -1 and i >= new:
             n = shape[i - new]
-        elif n < 0:
-            where = "a leading, non-existing dimension" if i < new else "dimension"
-            raise ShapeError(f"The expanded size of the tensor ({n}) isn't allowed in {where} {i}")
+        elif n < 0 and i < new:
+            raise ShapeError(f"The expanded size of the tensor ({n}) isn't allowed in a leading, non-existing "
+                             f"dimension {i}")
+        elif n < 0 and shape[i - new] != 1:
+            raise ShapeError(f"The expanded size of the tensor ({n}) must match the existing size ({shape[i - new]}) "
+                             f"at non-singleton dimension {i}.  Target sizes: {list(sizes)}.  Tensor sizes: "
+                             f"{list(shape)}")
+        elif n < 0:  # (torch takes the size for a dimension of 1, then fails counting the elements)
+            raise ShapeError("numel: integer multiplication overflow")
         out.append(int(n))
     return tuple(out)
 

@@ -750,6 +750,8 @@ def mvlgamma(input, p):
         raise TypeError(f"mvlgamma(): argument 'p' (position 2) must be int, not {type(p).__name__}")
     if p < 1:
         raise RuntimeError("p has to be greater than or equal to 1")
+    if input.dtype == np.bool_:  # (torch's check: lgamma of False and True would answer)
+        raise RuntimeError("The input tensor may not be a boolean tensor.")
     if input.dtype.kind == "c":  # (torch's sum runs over an arange in the input's dtype, which has no complex kernel)
         raise NotImplementedError(f"\"arange_cpu\" not implemented for '{dtypes.torch_name(input.dtype)}'")
     x = _floating(input)

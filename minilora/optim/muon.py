@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import dtypes
 from ..device import xp_of
+from ..size import torch_spelling
 from .adagrad_rmsprop import _Arithmetic, _StepEach
 from .optimizer import check_one_element, learning_rate
 
@@ -55,7 +56,7 @@ class Muon(_StepEach):
         for p in group["params"]:
             if p.ndim != 2:
                 raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter with size: "
-                                 f"torch.Size({list(p.shape)})")
+                                 f"{torch_spelling(p.shape)}")
 
     @staticmethod
     def _new_state(p, group):

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
 from ... import factories, ops
+from ...size import torch_spelling
 from ...tensor import Tensor
 
 __all__ = ["BasePruningMethod", "PruningContainer", "Identity", "RandomUnstructured", "L1Unstructured",
@@ -392,7 +393,7 @@ def _validate_pruning_amount(amount, tensor_size):
 def _validate_structured_pruning(t):
     if t.ndim <= 1:
         raise ValueError(f"Structured pruning can only be applied to multidimensional tensors. Found tensor of shape "
-                         f"{t.shape} with {t.ndim} dims")
+                         f"{torch_spelling(t.shape)} with {t.ndim} dims")
 
 
 def _compute_nparams_toprune(amount, tensor_size):
@@ -401,4 +402,4 @@ def _compute_nparams_toprune(amount, tensor_size):
 
 def _validate_pruning_dim(t, dim):
     if dim >= t.ndim:
-        raise IndexError(f"Invalid index {dim} for tensor of size {t.shape}")
+        raise IndexError(f"Invalid index {dim} for tensor of size {torch_spelling(t.shape)}")

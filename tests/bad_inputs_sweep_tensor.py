@@ -1,0 +1,38 @@
+"""The round-24 sweep of bad inputs over ``minilora.Tensor``'s methods against ``torch.Tensor``'s (a script).
+
+    python tests/bad_inputs_sweep_tensor.py             # every method shared with torch
+    python tests/bad_inputs_sweep_tensor.py tile expand # only these
+
+The sibling of ``bad_inputs_sweep.py`` (nn.functional): each shared method is called on a float32 (2, 3, 4) tensor
+(or the first of ``bad_inputs_core.CANDIDATES`` whose first argument is a tensor, as its self) with the rest of
+that candidate, then with one thing changed, classed as in ``bad_inputs_core``; ``dtype`` is left out.
+Counts before -> after round 24: see the end of this docstring.
+"""
+import sys
+import warnings
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+import torch  # noqa: E402
+
+import minilora as ml  # noqa: E402
+from bad_inputs_core import parameter_names, sweep  # noqa: E402
+
+warnings.simplefilter("ignore")
+
+# memory, files, threads, devices and hooks: not for a sweep of bad values
+SKIP = {"share_memory_", "pin_memory", "cuda", "to", "register_hook", "register_post_accumulate_grad_hook",
+        "backward", "record_stream", "new_empty_strided", "storage", "untyped_storage", "set_", "resize_",
+        "resize_as_", "apply_", "map_", "map2_", "tolist", "numpy", "item", "data_ptr"}
+
+
+def method(L, name):
+    """The unbound method: called with the candidate's first argument as its self."""
+    return getattr(L.Tensor, name)
+
+
+if __name__ == "__main__":
+    names = sorted(n for n in dir(ml.Tensor) if not n.startswith("_") and hasattr(torch.Tensor, n)
+                   and callable(getattr(ml.Tensor, n)) and not isinstance(getattr(ml.Tensor, n), type))
+    only = sys.argv[1:]
+    sweep([n for n in names if not only or n in only], method, "Tensor.",
+          lambda n: parameter_names([getattr(ml.Tensor, n)]), SKIP, kept=1)

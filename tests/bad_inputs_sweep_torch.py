@@ -1,0 +1,42 @@
+"""The round-24 sweep of bad inputs over the top-level ``minilora.*`` functions against ``torch.*`` (a script).
+
+    python tests/bad_inputs_sweep_torch.py            # every top-level function shared with torch
+    python tests/bad_inputs_sweep_torch.py tile cat   # only these
+
+The sibling of ``bad_inputs_sweep.py`` (nn.functional): each shared name is called with the first of
+``bad_inputs_core.CANDIDATES`` both libraries answer, then with one thing changed (a Tensor argument made a number,
+a list, None, an ndarray or a string, or int64 or bool; a bad dim, size, option or a value of another type for a
+parameter with a default; ``dtype`` is left out), classed as in ``bad_inputs_core``.
+Counts before -> after round 24: see the end of this docstring.
+"""
+import inspect
+import sys
+import warnings
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+import torch  # noqa: E402
+
+import minilora as ml  # noqa: E402
+from bad_inputs_core import parameter_names, sweep  # noqa: E402
+
+warnings.simplefilter("ignore")
+
+# global state, files, threads, the clock, the interpreter: not for a sweep of bad values
+SKIP = {"manual_seed", "seed", "initial_seed", "save", "load", "compile", "set_default_dtype", "set_default_device",
+        "set_default_tensor_type", "set_num_threads", "set_num_interop_threads", "set_printoptions", "set_grad_enabled",
+        "set_rng_state", "use_deterministic_algorithms", "set_flush_denormal", "set_float32_matmul_precision",
+        "set_deterministic_debug_mode", "set_warn_always", "fork", "wait", "cond", "while_loop", "vmap",
+        "set_anomaly_enabled", "autocast", "from_file", "frombuffer", "from_numpy", "from_dlpack", "get_rng_state"}
+
+
+def top_level(L, name):
+    return getattr(L, name)
+
+
+if __name__ == "__main__":
+    names = sorted(n for n in dir(ml) if not n.startswith("_") and hasattr(torch, n) and callable(getattr(ml, n))
+                   and not inspect.isclass(getattr(ml, n)) and not inspect.ismodule(getattr(ml, n))
+                   and not n.startswith("set_"))
+    only = sys.argv[1:]
+    sweep([n for n in names if not only or n in only], top_level, "torch.",
+          lambda n: parameter_names([getattr(torch, n), getattr(ml, n)]), SKIP)
