@@ -49,11 +49,15 @@ TENSOR_PARAMETERS = {
         unbind unflatten unique unique_consecutive unsqueeze view_as_complex view_as_real zero_ zeros_like
         detach get_device is_nonzero is_signed is_conj is_neg is_inference nuclear_norm frobenius_norm pdist max_pool3d
         constant_pad_nd native_layer_norm native_dropout native_batch_norm native_group_norm native_channel_shuffle
-        batch_norm_update_stats max_pool1d_with_indices embedding_renorm_ lstm_cell""",
+        batch_norm_update_stats max_pool1d_with_indices embedding_renorm_ lstm_cell
+        alias_copy diagonal_copy expand_copy select_copy slice_copy split_copy squeeze_copy t_copy transpose_copy
+        unbind_copy unfold_copy unsafe_chunk unsafe_split unsqueeze_copy view_copy all any dsplit hsplit vsplit
+        tensor_split moveaxis movedim quantile nanquantile narrow fill fill_ randint_like std std_mean var var_mean
+        clamp_ clamp_max_ clamp_min_ clip_ xlogy_ histogramdd""",
     ('input', 'other'): """
         allclose arctan2 atan2 cross dist equal fmax fmin gcd gcd_ hypot igamma igammac inner isclose kron lcm
         lcm_ ldexp ldexp_ logaddexp logaddexp2 logical_and logical_or logical_xor matmul maximum minimum nextafter
-        vdot is_same_size""",
+        vdot is_same_size expand_as view_as reshape_as type_as""",
     ('input', 'src'): "as_strided_scatter diagonal_scatter select_scatter slice_scatter",
     ('input', 'weight', 'bias'): "batch_norm conv_transpose1d conv_transpose2d conv_transpose3d instance_norm",
     ('input', 'target'): "hinge_embedding_loss kl_div poisson_nll_loss",
@@ -80,7 +84,7 @@ TENSOR_PARAMETERS = {
     ('input', 'mask', 'source'): "masked_scatter",
     ('input', 'mat1', 'mat2'): "addmm",
     ('input', 'target', 'weight'): "binary_cross_entropy_with_logits",
-    ('input', 'tensor'): "dot",
+    ('input', 'tensor'): "dot is_set_to",
     ('input', 'values'): "heaviside",
     ('input', 'vec'): "mv",
     ('input', 'vec1', 'vec2'): "addr",
@@ -96,6 +100,8 @@ TENSOR_PARAMETERS = {
     ('data',): "segment_reduce",
     ('v',): "norm_except_dim",
     ('theta',): "affine_grid_generator",
+    ('count', 'prob'): "binomial",
+    ('input', 'the_template'): "resize_as_",
 }
 # torch's positional-argument limit of the names above that have one signature (read off torch 2.13: a call with
 # more positional arguments is refused before any type is looked at, ``atan2() takes 2 positional arguments but 3
@@ -199,12 +205,28 @@ OVERLOADS = {
 }
 
 
+def _second_taken(overloads, second):
+    """Whether an overload whose first parameter is a Tensor takes ``second`` as its second parameter: a Tensor, a
+    number where one has a Number there, None where one defaults it to None (clamp's min)."""
+    for line in overloads:
+        first, _, rest = line.strip("()").partition(", ")
+        kind = rest.split(" ")[0]
+        if not first.startswith("Tensor") or kind not in ("Tensor", "Number"):
+            continue
+        if isinstance(second, Tensor) or (second is None and rest.split(",")[0].endswith("= None")) or \
+                (kind == "Number" and isinstance(second, (numbers.Number, np.generic))):
+            return True
+    return False
+
+
 def _overload_taken(overloads, args, kwargs):
-    """Whether torch's parser finds an overload: ``input`` a Tensor, or (where one overload has a Number
-    ``self``) a number by position followed by a Tensor (a keyword ``input=2`` names no Number overload)."""
-    second = args[1] if len(args) > 1 else kwargs.get("other", kwargs.get("exponent", _MISSING))
-    if isinstance(args[0] if args else kwargs.get("input"), Tensor):  # (then a binary op's other: Tensor or Number)
-        return overloads is not _BINARY or second is _MISSING or isinstance(second, (Tensor, numbers.Number, np.generic))
+    """Whether torch's parser finds an overload: ``input`` a Tensor and the second argument of a kind an overload
+    takes, or (where one overload has a Number ``self``) a number by position followed by a Tensor (a keyword
+    ``input=2`` names no Number overload)."""
+    names = {line.strip("()").split(", ")[1].split(" ")[-1].split("=")[0] for line in overloads if ", " in line}
+    second = args[1] if len(args) > 1 else next((kwargs[n] for n in names if n in kwargs), _MISSING)
+    if isinstance(args[0] if args else kwargs.get("input"), Tensor):
+        return second is _MISSING or _second_taken(overloads, second)
     number_self = any(line.startswith("(Number self") for line in overloads)
     number = bool(args) and isinstance(args[0], (numbers.Number, np.bool_))  # (NumPy's scalars are torch's Numbers)
     return number_self and number and isinstance(second, Tensor)
@@ -253,8 +275,10 @@ def _taking_two_numbers(function):
 # minilora's methods, the ``ops`` functions, would answer (maximum, isclose, allclose, dist, inner, logaddexp) or
 # fail inside. The library's own calls go to ``ops`` and pay nothing; ``matmul`` (an AttributeError, not an
 # answer) is left out so attention code's ``q.matmul(k)`` pays nothing either.
-_METHOD_GROUPS = (("input", "other"), ("input", "values"), ("input", "tensor1", "tensor2"))  # (x.addcdiv(y, 2): not
-# y / 2 added: torch's refusal; the deprecated x.addcmul_(value, t1, t2) is tried after it, ops/deprecated_signatures)
+# Every group whose head is ``input`` followed by other Tensors (x.addmm(None, m), x.dot(3), x.expand_as([1]),
+# x.cholesky_solve("a") failed in an AttributeError). (x.addcdiv(y, 2): not y / 2 added: torch's refusal; the
+# deprecated x.addcmul_(value, t1, t2) is tried after it, ops/deprecated_signatures)
+_METHOD_GROUPS = tuple(group for group in TENSOR_PARAMETERS if group[0] == "input" and len(group) > 1)
 
 
 def _binary_method_checked(method, name):
@@ -270,12 +294,13 @@ def _binary_method_checked(method, name):
 
 
 def _check_method_arguments():
-    for name, overloads in OVERLOADS.items():
-        if overloads is _BINARY and callable(getattr(Tensor, name, None)):
-            setattr(Tensor, name, _binary_method_checked(getattr(Tensor, name), name))
+    for name in (name for name, overloads in OVERLOADS.items() if overloads is _BINARY):
+        for method_name in (name, name + "_"):  # (the in-place form too: x.eq_("a"))
+            if callable(getattr(Tensor, method_name, None)):
+                setattr(Tensor, method_name, _binary_method_checked(getattr(Tensor, method_name), method_name))
     for group in _METHOD_GROUPS:
         for name in TENSOR_PARAMETERS[group].split():
-            for method_name in {name, name.rstrip("_"), name.rstrip("_") + "_"} - {"matmul"}:
+            for method_name in {name, name.rstrip("_"), name.rstrip("_") + "_"} - {"matmul", "resize_as"}:
                 method = getattr(Tensor, method_name, None)
                 if callable(method):
                     setattr(Tensor, method_name, _checked(method, method_name, group[1:], after=1))
@@ -293,15 +318,16 @@ SCALARS = {
     **dict.fromkeys(["bartlett_window", "blackman_window", "hamming_window", "hann_window"],
                     "window_length:int periodic:bool+"),
     "kaiser_window": "window_length:int periodic:bool+ beta:float+",
-    **dict.fromkeys(["bucketize", "searchsorted"], "out_int32:bool+ right:bool+"),
-    **dict.fromkeys(["histogram", "histogramdd"], "density:bool+"),
+    "bucketize": "boundaries:Tensor+ out_int32:bool+ right:bool+",
+    "searchsorted": "sorted_sequence:Tensor+ out_int32:bool+ right:bool+",
+    **dict.fromkeys(["histogram", "histogramdd"], "weight:Tensor?+ density:bool+"),
     "isin": "assume_unique:bool+ invert:bool+",
     **dict.fromkeys(["std", "var", "std_mean", "var_mean"], "unbiased:bool?+"),
     "nuclear_norm": "keepdim:bool+", "frobenius_norm": "keepdim:bool",
     "combinations": "r:int with_replacement:bool",
     "cov": "correction:int",
     "full_like": "fill_value:Number",
-    "gather": "sparse_grad:bool",
+    "gather": "index:Tensor sparse_grad:bool",
     "group_norm": "cudnn_enabled:bool", "layer_norm": "cudnn_enable:bool",
     "histc": "bins:int min:Number max:Number",
     "lu": "pivot:bool",  # (get_infos: torch's Python reads its truth)
@@ -314,10 +340,12 @@ SCALARS = {
     "triplet_margin_loss": "margin:float p:float eps:float swap:bool",
     "vander": "N:int? increasing:bool",
     "tensor": "requires_grad:bool pin_memory:bool",
+    "dist": "p:Number", "logit": "eps:float?", "roll": "shifts:ints", "scalar_tensor": "s:Number",
     # (methods only)
     "cauchy_": "median:float sigma:float", "log_normal_": "mean:float std:float", "normal_": "mean:float std:float",
     "copy_": "non_blocking:bool", "type": "non_blocking:bool",
-    "slice_inverse": "dim:int start:int? end:int? step:int",
+    "slice_inverse": "src:Tensor dim:int start:int? end:int? step:int",
+    "logit_": "eps:float?", **dict.fromkeys(["lerp", "lerp_"], "end:Tensor+"),
 }
 _WINDOW = ["(int window_length, *, torch.dtype dtype = None, torch.layout layout = None, torch.device device = None, "
            "bool pin_memory = False, bool requires_grad = False)",
@@ -332,7 +360,7 @@ _HISTOGRAMDD = "tuple of floats range = None, Tensor weight = None, bool density
 SCALAR_OVERLOADS = {
     **dict.fromkeys(["bartlett_window", "blackman_window", "hamming_window", "hann_window"], tuple(_WINDOW)),
     "kaiser_window": tuple(_WINDOW) + (_WINDOW[1].replace("bool periodic,", "bool periodic, float beta,"),),
-    "bucketize": OVERLOADS["bucketize"],
+    "bucketize": OVERLOADS["bucketize"], "lerp": OVERLOADS["lerp"], "lerp_": OVERLOADS["lerp"],
     "searchsorted": (f"(Tensor sorted_sequence, Tensor input, {_SEARCH}",
                      f"(Tensor sorted_sequence, Number self, {_SEARCH}"),
     "histogram": ("(Tensor input, Tensor bins, *, Tensor weight = None, bool density = False, tuple of Tensors out = "

@@ -40,6 +40,7 @@ import functools
 import inspect
 import itertools
 import math
+import numbers
 import operator
 import os
 import sys
@@ -2516,7 +2517,9 @@ class Tensor:
 
     # --- in-place ops (torch's rules: see _check_inplace and _inplace) -----------------------
     def copy_(self, src, non_blocking=False):
-        if not isinstance(src, Tensor):  # (torch's parser: a None, a number or a list was written in as an array)
+        if isinstance(src, (numbers.Number, np.generic)):  # (a number fills, as torch's)
+            src = Tensor._make(self._device.xp.asarray(src), self._device, False, None)
+        elif not isinstance(src, Tensor):  # (torch's parser: a None, a string or a list was written in as an array)
             raise TypeError(f"copy_(): argument 'other' (position 1) must be Tensor, not {type(src).__name__}")
         if src._device is not self._device:
             src = src.to(self._device)

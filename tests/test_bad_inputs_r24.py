@@ -15,6 +15,8 @@
   size, but got pad=2, kernel_size=2 and dilation=1``);
 * ``x.expand(2, -2)``, ``x.tile(-1)``: torch's words; a scatter's ``src`` of another rank: torch's IndexError or
   "same number of dimensions as src"; ``torch.Size`` in binary_cross_entropy's messages, not ``minilora.Size``;
+* a non-Tensor where a function or method takes one after its first (``x.dot(3)``, ``x.addmm(None, m)``,
+  ``gather(x, 0, [0])``, ``lerp(x, 3, w)``, ``clamp_min(x, None)``): an AttributeError or NumPy's words;
 * a bool tensor to bincount or mvlgamma, ``cdist(compute_mode="bogus")``, ``bucketize([1, 2], b)``,
   ``normal(mean_tensor, requires_grad="no")``, ``arange(3, step=1.5)``: answered; now torch's refusals.
 
@@ -61,6 +63,22 @@ ROWS = [
     ("torch.cdist(x, None)", lambda L: L.cdist(x(L, 2, 3), None)),
     ("x.copy_(None)", lambda L: x(L).copy_(None)),
     ("x.copy_(list)", lambda L: x(L, 2).copy_([1.0, 2.0])),
+    ("torch.unsqueeze_copy(None, 0)", lambda L: L.unsqueeze_copy(None, 0)),
+    ("torch.binomial(3, p)", lambda L: L.binomial(3, x(L, 2))),
+    ("x.dot(3)", lambda L: x(L, 2).dot(3)),
+    ("x.addmm(None, m)", lambda L: x(L, 2, 2).addmm(None, x(L, 2, 2))),
+    ("x.expand_as([1])", lambda L: x(L, 2).expand_as([1])),
+    ("x.cholesky_solve('a')", lambda L: x(L, 2, 2).cholesky_solve("a")),
+    ("x.slice_inverse(None)", lambda L: x(L, 2).slice_inverse(None)),
+    ("torch.gather(x, 0, [0])", lambda L: L.gather(x(L, 2), 0, [0])),
+    ("x.gather(0, 1.5)", lambda L: x(L, 2).gather(0, 1.5)),
+    ("torch.dist(p='a')", lambda L: L.dist(x(L, 2), x(L, 2), "a")),
+    ("torch.roll(x, 'a')", lambda L: L.roll(x(L, 2), "a")),
+    ("torch.logit(eps='a')", lambda L: L.logit(x(L, 2), eps="a")),
+    ("torch.scalar_tensor(None)", lambda L: L.scalar_tensor(None)),
+    ("torch.tensordot(dims=1.5)", lambda L: L.tensordot(x(L, 2, 2), x(L, 2, 2), 1.5)),
+    ("torch.binomial of an int64 count", lambda L: L.binomial(x(L, 2).long(), x(L, 2))),
+    ("torch.div(rounding_mode='bogus')", lambda L: L.div(x(L, 2), x(L, 2), rounding_mode="bogus")),
     # convolutions
     ("conv2d of a 3-D weight", lambda L: F(L).conv2d(x(L, 1, 3, 4, 4), x(L, 2, 3, 2))),
     ("conv2d of a 5-D weight", lambda L: F(L).conv2d(x(L, 1, 3, 4, 4), x(L, 2, 3, 2, 2, 2))),
@@ -126,6 +144,18 @@ PHRASES = [
      "normal() received an invalid combination of arguments"),
     ("torch.arange(3, step=1.5)", lambda L: L.arange(3, step=1.5), TypeError,
      "arange() received an invalid combination of arguments"),
+    ("torch.lerp(x, 3, w)", lambda L: L.lerp(x(L, 2), 3, x(L, 2)), TypeError,
+     "lerp() received an invalid combination of arguments - got (Tensor, int, Tensor)"),
+    ("x.lerp_(None, w)", lambda L: x(L, 2).lerp_(None, x(L, 2)), TypeError,
+     "lerp_() received an invalid combination of arguments - got (NoneType, Tensor)"),
+    ("torch.clamp_min(x, None)", lambda L: L.clamp_min(x(L, 2), None), TypeError,
+     "clamp_min() received an invalid combination of arguments - got (Tensor, NoneType)"),
+    ("torch.float_power(x, 'a')", lambda L: L.float_power(x(L, 2), "a"), TypeError,
+     "float_power() received an invalid combination of arguments - got (Tensor, str)"),
+    ("x.eq_('a')", lambda L: x(L, 2).eq_("a"), TypeError, "eq_() received an invalid combination of arguments"),
+    ("torch.searchsorted([1.0], x)", lambda L: L.searchsorted([1.0], x(L, 2)), TypeError,
+     "searchsorted() received an invalid combination of arguments - got (list, Tensor)"),
+    ("torch.std(None)", lambda L: L.std(None), TypeError, "std()"),
     ("x.is_pinned('bogus')", lambda L: x(L).is_pinned("bogus"), RuntimeError,
      "device type at start of device string: bogus"),
     ("x.normal_(generator=3)", lambda L: x(L).normal_(generator=3), TypeError,
@@ -168,4 +198,7 @@ def test_the_calls_torch_takes_still_answer():
     assert ml.hann_window(4, False).shape == (4,)
     assert ml.batch_norm(ml.ones(2, 3), None, None, None, None, True, 0.1, 1e-5, False).shape == (2, 3)
     target = ml.zeros(2)
-    assert target.copy_(ml.ones(2)).tolist() == [1.0, 1.0]
+    assert target.copy_(ml.ones(2)).tolist() == [1.0, 1.0] and target.copy_(3).tolist() == [3.0, 3.0]
+    assert ml.clamp(ml.ones(2), None, 0.5).tolist() == [0.5, 0.5] and ml.lerp(ml.ones(2), ml.zeros(2), 0.5)[0] == 0.5
+    assert ml.tensordot(ml.ones(2, 2), ml.ones(2, 2), ([0, 1], [0, 1])).item() == 4.0
+    assert ml.gather(ml.ones(2), 0, ml.tensor([1])).tolist() == [1.0]

@@ -1081,7 +1081,7 @@ def div(input, other, *, rounding_mode=None):
             return DivByScalarTensor.apply(a, astype(other, float32))
         return Div.apply(a, b)
     if rounding_mode not in ("trunc", "floor"):
-        raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
+        raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
                          f"found '{rounding_mode}'")
     _refuse_bools(f"div_{rounding_mode}", input, other)
     other = int(other) if type(other) is bool else other  # (a Python bool divides as 1 or 0)

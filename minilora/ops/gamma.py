@@ -460,6 +460,9 @@ def sample_binomial_one(count, prob, real, uniform):
 def binomial(count, prob, generator=None):
     """``torch.binomial(count, prob)``: one Binomial(count, prob) draw per element (floats)."""
     from ..factories import _broadcast, _drawn
+    if count.dtype.kind not in "fc":  # (torch's Python check, before its kernel's)
+        raise ValueError(f"binomial only supports floating-point dtypes for count, got: "
+                         f"{dtypes.torch_name(count.dtype)}")
     _refuse_16bit("binomial_cpu", count, prob)
     no_meta_kernel("binomial", count, prob)
     _broadcast(tuple(count.shape), tuple(prob.shape))  # (torch's RuntimeError naming the first mismatch)

@@ -1084,8 +1084,11 @@ def tensordot(a, b, dims=2):
         if dims < 0:
             raise RuntimeError(f"tensordot expects dims >= 0, but got dims={dims}")
         given_a, given_b = list(range(-dims, 0)), list(range(dims))  # (torch's: a's dims counted from the end)
-    else:
+    elif isinstance(dims, (list, tuple)):  # (of another length: Python's ValueError unpacking it, as torch's)
         given_a, given_b = ([d] if isinstance(d, int) else list(d) for d in dims)
+    else:  # (a float or a string was iterated here)
+        raise RuntimeError(f"tensordot expects dims to be int or tuple[list[int], list[int]] or list[list[int]] "
+                           f"containing two lists, but got dims={dims}")
     dims_a = [d % a.ndim for d in given_a]
     dims_b = [d % b.ndim for d in given_b]
     if len(dims_a) != len(dims_b):
