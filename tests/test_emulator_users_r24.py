@@ -537,6 +537,13 @@ extern "C" __global__ void scale_off_by_one(float* y, int n) {
     if (i <= n) y[i] = 2.0f * y[i];
 }
 
+// a lookup in a local table with an unchecked index
+extern "C" __global__ void local_table(float* out, int k) {
+    float table[8];
+    for (int j = 0; j < 8; ++j) table[j] = j * 0.5f;
+    out[threadIdx.x] = table[k + threadIdx.x];
+}
+
 // a block sum that forgets the __syncthreads() between the tree's steps
 extern "C" __global__ void racy_sum(const float* x, float* out) {
     __shared__ float s[128];
@@ -570,6 +577,14 @@ def test_an_out_of_bounds_write_is_a_python_error_naming_the_argument():
     y = np.ones(64, np.float32)
     with pytest.raises(KernelFault, match="y"):
         module(DIAGNOSTICS).get_function("scale_off_by_one")((1,), (128,), (y, np.int32(64)))
+
+
+def test_a_local_array_indexed_far_past_its_end_is_named_so():
+    out = np.zeros(4, np.float32)
+    module(DIAGNOSTICS).get_function("local_table")((1,), (4,), (out, np.int32(2)))
+    np.testing.assert_array_equal(out, [1.0, 1.5, 2.0, 2.5])
+    with pytest.raises(KernelFault, match=r"local_table.*above the top of the thread's stack.*local array indexed"):
+        module(DIAGNOSTICS).get_function("local_table")((1,), (4,), (out, np.int32(100000)))
 
 
 def test_a_missing_syncthreads_is_a_race_under_racecheck():

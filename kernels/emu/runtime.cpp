@@ -1065,6 +1065,13 @@ std::string describe_fault() {
     } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr) == PAST_STACK_TOP) {
         what = fmt("%s: an access above the top of the thread's stack, at address 0x%lx (a local array "
                    "indexed past its end?)", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS", (unsigned long)addr);
+    } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr) == GREW_INTO_GUARD && w.cur &&
+               (addr - uintptr_t(w.stack_pool)) / g_slot_size !=
+                   (uintptr_t(w.cur->stack) - uintptr_t(w.stack_pool)) / g_slot_size) {
+        // the guard below another thread's stack, not this thread's own: an index, not the stack's growth
+        what = fmt("%s: an access above the top of the thread's stack, at address 0x%lx, in another thread's stack "
+                   "guard (a local array indexed far past its end?)", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
+                   (unsigned long)addr);
     } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr) == GREW_INTO_GUARD) {
         what = fmt("stack overflow: the thread needs more than its %zu-byte stack (large local arrays or deep "
                    "recursion); launch with a larger stack_size= (bytes per thread)", g_stack_size);
