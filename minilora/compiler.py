@@ -91,5 +91,9 @@ dynamo.disable = disable
 dynamo.list_backends = _list_backends
 dynamo.config = types.SimpleNamespace(suppress_errors=False, cache_size_limit=8, recompile_limit=8,
                                       capture_scalar_outputs=False, optimize_ddp=True)
-for _module in (jit, dynamo):
+# torch._dynamo.exc: the errors its tracer raises, which torch.cond / while_loop raise in eager code too
+from .control_flow import TorchRuntimeError, UncapturedHigherOrderOpError  # noqa: E402
+dynamo.exc = types.ModuleType("minilora._dynamo.exc", "torch._dynamo.exc: the tracer's errors cond/while_loop raise.")
+dynamo.exc.UncapturedHigherOrderOpError, dynamo.exc.TorchRuntimeError = UncapturedHigherOrderOpError, TorchRuntimeError
+for _module in (jit, dynamo, dynamo.exc):
     sys.modules[_module.__name__] = _module  # (``import minilora.jit``, ``import minilora._dynamo`` as torch's)

@@ -1,8 +1,13 @@
-"""Round 24: values minilora computed differently from torch without an error, and their kind.
+"""Round 24: values minilora computed differently from torch without an error, and their kind, and what torch
+refuses that minilora ran.
 
 embedding_bag's include_last_offset (torch's fast path stops the last bag at offsets[-1]) and the path choice by the
-table's strides; (more below as they are found).
+table's strides; native_group_norm's mixed-dtype statistics and their gradient; native_batch_norm's mixed invstd;
+the 16-bit unary ops tests/half_bits_sweep.py found (erf, softshrink's zeros); torch.cond / while_loop's tracer
+refusals.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -199,3 +204,71 @@ def test_softshrink_zero_sign_follows_torchs_loop(dtype, n):
         np.testing.assert_array_equal(np.isnan(mine), np.isnan(theirs))
         numbers = ~np.isnan(theirs)  # (a NaN's sign bit aside)
         np.testing.assert_array_equal(np.signbit(mine[numbers]), np.signbit(theirs[numbers]))
+
+
+# ---- torch.cond / while_loop refuse what torch's tracer refuses -------------------------------------------------
+# (torch compiles these, seconds a call: its words are pinned here from torch 2.13's runs, not rerun)
+_COND_REFUSED = [
+    ("aliasing", lambda v: v, lambda v: v + 1, "UncapturedHigherOrderOpError", "Encountered aliasing during"),
+    ("a view", lambda v: v[:1], lambda v: v[1:], "UncapturedHigherOrderOpError", "Encountered aliasing during"),
+    ("mutation", lambda v: v.add_(1), lambda v: v + 1, "UncapturedHigherOrderOpError",
+     "Encountered input mutation during"),
+    ("dtypes", lambda v: v + 1, lambda v: v.double() + 1, "TorchRuntimeError",
+     "expected same dtype but got torch.float32 and torch.float64"),
+    ("structures", lambda v: (v + 1, v + 2), lambda v: (v + 1,), "UncapturedHigherOrderOpError",
+     "torch.cond: differing branch outputs"),
+    ("None", lambda v: None, lambda v: None, "UncapturedHigherOrderOpError",
+     "Constants returned from branches must be ints."),
+    ("strides", lambda v: (v.reshape(2, 1) * ml.ones(1, 3)).contiguous(),
+     lambda v: (v.reshape(2, 1) * ml.ones(1, 3)).t().contiguous().t(), "TorchRuntimeError",
+     "The sorted order of strides of the two branches' output doesn't match"),
+]
+
+
+@pytest.mark.parametrize("case", _COND_REFUSED, ids=[c[0] for c in _COND_REFUSED])
+def test_cond_refuses_what_torchs_tracer_refuses(case):
+    _, true_fn, false_fn, kind, words = case
+    x = ml.tensor([1.0, -2.0])
+    with pytest.raises(RuntimeError, match=words) as refused:
+        ml.cond(ml.tensor(True), true_fn, false_fn, (x,))
+    assert type(refused.value).__name__ == kind and type(refused.value) is getattr(ml._dynamo.exc, kind)
+    assert x.tolist() == [1.0, -2.0]  # (nothing ran on the operands themselves)
+
+
+def test_cond_runs_what_torch_runs_and_draws_once():
+    """Shapes that differ, int constants, lists and dicts run (torch unifies shapes symbolically); a branch's draws
+    happen once (the checks' runs put the generator back)."""
+    x = ml.tensor([1.0, -2.0, 3.0])
+    assert ml.cond(ml.tensor(True), lambda v: v + 1, lambda v: (v + 1)[:2].clone(), (x,)).tolist() == [2, -1, 4]
+    assert ml.cond(ml.tensor(0), lambda v: (v * 2, 3), lambda v: (v * 3, 4), (x,))[1] == 4
+    assert ml.cond(ml.tensor([1.0]), lambda v: {"a": v + 1}, lambda v: {"a": v - 1}, (x,))["a"].tolist() == [2, -1, 4]
+    ml.manual_seed(0)
+    drawn = ml.cond(ml.tensor(True), lambda v: v + ml.randn(3), lambda v: v - ml.randn(3), (x,))
+    ml.manual_seed(0)
+    assert drawn.tolist() == (x + ml.randn(3)).tolist()
+
+
+_LOOP_REFUSED = [
+    ("shape", lambda i, v: (i + 1, ml.cat([v, v])), "pair[1] differ in 'shape: torch.Size([4]) vs torch.Size([2])'"),
+    ("dtype", lambda i, v: ((i + 1).int(), v * 2), "pair[0] differ in 'dtype: torch.int32 vs torch.int64'"),
+    ("count", lambda i, v: (i + 1,), "to have same number of outputs"),
+    ("kind", lambda i, v: (4, v * 2), "pair[0] differ in type"),
+    ("aliasing", lambda i, v: (i + 1, v), "Encountered aliasing during"),
+]
+
+
+@pytest.mark.parametrize("case", _LOOP_REFUSED, ids=[c[0] for c in _LOOP_REFUSED])
+def test_while_loop_refuses_a_body_torchs_tracer_refuses(case):
+    _, body, words = case
+    words = re.escape(words)
+    with pytest.raises(ml._dynamo.exc.UncapturedHigherOrderOpError, match=words):
+        ml.while_loop(lambda i, v: i < 3, body, (ml.tensor(0), ml.tensor([1.0, 2.0])))
+    with pytest.raises(ml._dynamo.exc.UncapturedHigherOrderOpError, match=words):  # (a body that never runs too)
+        ml.while_loop(lambda i, v: i < 0, body, (ml.tensor(0), ml.tensor([1.0, 2.0])))
+
+
+def test_while_loop_condition_and_list_body_as_torchs():
+    with pytest.raises(ml._dynamo.exc.UncapturedHigherOrderOpError, match=r"but got torch.Size\(\[1\]\)"):
+        ml.while_loop(lambda i: (i < 3).reshape(1), lambda i: (i + 1,), (ml.tensor(0),))
+    out = ml.while_loop(lambda i, v: i < 3, lambda i, v: [i + 1, v * 2], (ml.tensor(0), ml.tensor([1.0])))
+    assert isinstance(out, list) and out[1].tolist() == [8.0]  # (torch returns the body's list)

@@ -404,7 +404,7 @@ def test_cond_and_while_loop_run_eagerly_with_torchs_checks():
     assert isinstance(done, tuple) and done[0].numpy().tolist() == x.tolist()
     with pytest.raises(RuntimeError, match="Expect cond_fn and body_fn to be callable."):
         ml.while_loop(lambda i: i < 3, 3, (ml.tensor(0),))
-    with pytest.raises(RuntimeError, match="cond_fn must return a boolean scalar tensor or a boolean"):
+    with pytest.raises(RuntimeError, match="unsupported cond_fn return type"):  # (torch's tracer's words)
         ml.while_loop(lambda i: (i < 3).float(), lambda i: (i + 1,), (ml.tensor(0),))
     with pytest.raises(AssertionError, match="can only be of"):
         ml.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v), (ml.tensor(0), 2.0))
