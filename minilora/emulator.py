@@ -1159,6 +1159,9 @@ _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the ho
                            "BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, "
                            "BlockRunLengthDecode, WarpReduce, WarpScan, WarpLoad/Store/Exchange, WarpMergeSort)",
                    "thrust/": "Thrust",
+                   "cupy/complex.cuh": "CuPy's complex.cuh (thrust::complex: the emulator has no complex types)",
+                   "cupy/": "CuPy's headers beyond the emulator's <cupy/math_constants.h> and <cupy/carray.cuh> "
+                            "(its float16) stand-ins",
                    "cuda/std/": "libcu++ beyond the emulator's <cuda/std/...> stand-ins ({})",
                    "cuda/": "libcu++ (cuda::annotated_ptr, cuda::ptx, cuda::memory_resource, ...; of libcu++ the emulator has "
                             "<cuda/std/...>, <cuda/atomic>'s atomic_ref, <cuda/barrier>, <cuda/pipeline> and <cuda/cmath>'s "

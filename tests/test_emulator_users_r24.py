@@ -691,3 +691,30 @@ def test_the_sanitizer_build_keeps_the_device_heaps_books():
             cuda.runtime.deviceSetLimit(cuda.runtime.cudaLimitMallocHeapSize, 64 << 20)  # fixed once used
     finally:
         cuda.runtime.deviceReset()
+
+
+# ---------------------------------------------------------------------------- CuPy's own headers in kernels
+CUPY_HEADERS = r"""
+#include <cupy/carray.cuh>
+#include <cupy/math_constants.h>
+extern "C" __global__ void clamp_inf(const float16* x, float* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __hisinf(x[i]) ? CUDART_NAN_F : (float)x[i];
+}
+"""
+
+
+def test_cupys_bundled_headers_in_raw_and_reduction_kernels():
+    x = np.array([1.5, np.inf, -2.0, -np.inf], np.float16)
+    y = np.zeros(4, np.float32)
+    module(CUPY_HEADERS).get_function("clamp_inf")((1,), (32,), (x, y, np.int32(4)))
+    np.testing.assert_array_equal(y, [1.5, np.nan, -2.0, np.nan])
+    amax = ReductionKernel("T x", "T y", "x", "max(a, b)", "y = a", "-CUDART_INF_F", "amax_r24",
+                           preamble="#include <cupy/math_constants.h>")
+    a = rng.standard_normal((3, 7)).astype(np.float32)
+    np.testing.assert_array_equal(amax(a, axis=1), a.max(1))
+    with pytest.raises(emu.CompileError, match=r"CUDART_PI_F"):  # not among CuPy's four
+        RawModule(code="#include <cupy/math_constants.h>\n"
+                       "extern \"C\" __global__ void k(float* y) { y[0] = CUDART_PI_F; }").compile()
+    with pytest.raises(emu.CompileError, match=r"thrust::complex"):
+        RawModule(code="#include <cupy/complex.cuh>\nextern \"C\" __global__ void k(float* y) {}").compile()
