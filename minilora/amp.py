@@ -243,7 +243,7 @@ def get_autocast_dtype(device_type):
 
 
 def set_autocast_dtype(device_type, dtype):
-    state.fast_dtype[_device_type(device_type)] = dtypes.to_dtype(dtype)
+    state.fast_dtype[_device_type(device_type)] = dtypes.dtype_argument("set_autocast_dtype", dtype, position=2)
 
 
 def _stored_dtype(device):
@@ -338,8 +338,10 @@ class autocast:  # noqa: N801  (torch's name)
     def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
         if not isinstance(device_type, str):
             raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
-        # (None: the CPU's default, bfloat16, not looked up yet -- see fast_dtype)
-        self._fast_dtype = _stored_dtype(_device_type(device_type)) if dtype is None else dtypes.to_dtype(dtype)
+        # (None: the CPU's default, bfloat16, not looked up yet -- see fast_dtype. A dtype's name is kept as
+        # given, as torch keeps it: the region warns and is disabled, and entering it is torch's TypeError)
+        self._fast_dtype = _stored_dtype(_device_type(device_type)) if dtype is None else \
+            dtypes.to_dtype(dtype) if dtypes.is_dtype_object(dtype) and not isinstance(dtype, type) else dtype
         self.device = _device_type(device_type)
         self._cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else cache_enabled
         self._enabled = enabled and self._supported()
@@ -362,7 +364,8 @@ class autocast:  # noqa: N801  (torch's name)
             warnings.warn("CUDA is not available or torch_xla is imported. Disabling autocast.", stacklevel=3)
             return False
         fast = self.fast_dtype  # (bfloat16's placeholder without ml_dtypes passes: entering raises its error)
-        if isinstance(fast, np.dtype) and not (fast.itemsize == 2 and dtypes.is_floating(fast)):  # not 16-bit
+        if not isinstance(fast, dtypes.UnsupportedDType) and not (  # not a 16-bit float dtype
+                isinstance(fast, np.dtype) and fast.itemsize == 2 and dtypes.is_floating(fast)):
             warnings.warn(f"In {name} autocast, but the target dtype is not supported. Disabling autocast.\n"
                           f"{name} Autocast only supports dtypes of torch.bfloat16, torch.float16 currently.",
                           stacklevel=3)
@@ -402,13 +405,18 @@ class autocast:  # noqa: N801  (torch's name)
         return decorate_autocast
 
 
+_DEFAULT = object()
+
+
 def _deprecated_autocast(device_type, default_dtype):
-    """``torch.cpu.amp.autocast`` / ``torch.cuda.amp.autocast``: the same region, with torch's FutureWarning."""
+    """``torch.cpu.amp.autocast`` / ``torch.cuda.amp.autocast``: the same region, with torch's FutureWarning.
+    ``default_dtype()`` is the dtype when none is given (bfloat16 on the CPU: looked up then, not at import)."""
 
     class _autocast(autocast):  # noqa: N801
-        def __init__(self, enabled=True, dtype=default_dtype, cache_enabled=True):
+        def __init__(self, enabled=True, dtype=_DEFAULT, cache_enabled=True):
             warnings.warn(f"`torch.{device_type}.amp.autocast(args...)` is deprecated. Please use "
                           f"`torch.amp.autocast('{device_type}', args...)` instead.", FutureWarning, stacklevel=2)
+            dtype = default_dtype() if dtype is _DEFAULT else dtype
             super().__init__(device_type, enabled=enabled, dtype=dtype, cache_enabled=cache_enabled)
 
     _autocast.__name__ = _autocast.__qualname__ = "autocast"
@@ -855,5 +863,5 @@ class _Namespace:
         self.GradScaler = _deprecated_grad_scaler(device_type)
 
 
-cpu_amp = _Namespace("cpu", "bfloat16")  # (the name: dtypes.bfloat16 itself would import ml_dtypes now)
-cuda_amp = _Namespace("cuda", dtypes.float16)
+cpu_amp = _Namespace("cpu", lambda: dtypes.bfloat16)  # (dtypes.bfloat16 itself would import ml_dtypes now)
+cuda_amp = _Namespace("cuda", lambda: dtypes.float16)

@@ -33,7 +33,8 @@ def frombuffer(buffer, *, dtype, count=-1, offset=0, requires_grad=False):
         view = memoryview(buffer)
     except TypeError:
         raise ValueError("object does not implement Python buffer protocol.") from None
-    length, itemsize = view.nbytes, np.dtype(dtype).itemsize
+    dtype = dtypes.dtype_argument("frombuffer", dtype)
+    length, itemsize = view.nbytes, dtype.itemsize
     if not (length > 0 and count != 0):
         raise ValueError(f"both buffer length ({length}) and count ({count}) must not be 0")
     if not 0 <= offset < length:

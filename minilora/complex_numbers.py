@@ -536,17 +536,22 @@ fftn, ifftn, rfftn, irfftn = (_many_dims(n, k, i, None) for n, k, i in (
 
 def fftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False):
     """``torch.fft.fftfreq``: the sample frequencies ``[0, 1, ..., -2, -1] / (d n)``."""
+    dtype = _float_dtype_argument("fft_fftfreq", dtype)
     return _frequencies(np.fft.fftfreq(n) * n, n, d, dtype, device, requires_grad)
 
 
 def rfftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False):
     """``torch.fft.rfftfreq``: the non-negative sample frequencies ``[0, 1, ..., n // 2] / (d n)``."""
+    dtype = _float_dtype_argument("fft_rfftfreq", dtype)
     return _frequencies(np.arange(n // 2 + 1), n, d, dtype, device, requires_grad)
+
+
+def _float_dtype_argument(fn, dtype):
+    return dtypes.get_default_dtype() if dtype is None else dtypes.dtype_argument(fn, dtype)
 
 
 def _frequencies(steps, n, d, dtype, device, requires_grad):
     # torch: arange in the dtype, then times 1 / (n d) rounded to the dtype (a float32 product for float32)
-    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
     values = steps.astype(dtype) * np.asarray(1.0 / (n * d), dtype=dtype)
     return Tensor(values, dtype=dtype, device=device, requires_grad=requires_grad)
 

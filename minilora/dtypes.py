@@ -161,26 +161,35 @@ _PYTHON_TYPE_DTYPES = {builtins.float: float64, builtins.int: int64, builtins.bo
                        builtins.complex: np.dtype("complex128")}
 # torch's functions with several signatures, whose parser answers a bad dtype with "invalid combination"
 _OVERLOADED = frozenset("sum mean prod arange rand randn randint eye linspace logspace rand_like randn_like "
-                        "randint_like to view".split())
+                        "randint_like to view randperm normal linalg_norm linalg_matrix_norm hann_window "
+                        "hamming_window bartlett_window blackman_window kaiser_window".split())
 
 
-def dtype_argument(fn, dtype):
+def dtype_argument(fn, dtype, position=None, overloaded=None, name="dtype"):
     """``dtype`` given to the public ``fn``: a minilora dtype (or torch's), or ``float``, ``int``, ``bool``,
-    ``complex`` (torch's parser reads them as float64, int64, bool, complex128); anything else that names no
-    dtype (``dtype=[1]``, ``dtype=2``) is torch's TypeError in its words. A dtype's name (``'float32'``) and a
-    NumPy scalar type (``np.float32``), which torch refuses too, are still read here: minilora's tests, notebooks
-    and own modules pass them, and move to dtype objects before they are refused."""
+    ``complex`` (torch's parser reads them as float64, int64, bool, complex128). Anything else is torch's
+    TypeError in its words: a dtype's name (``'float32'``), a NumPy scalar type (``np.float32``, a ``type``
+    to torch's parser), ``dtype=2``, ``dtype=[1]``. minilora's dtypes *are* NumPy dtype objects, so
+    ``np.dtype('float32')`` is ``minilora.float32`` and passes."""
     if dtype is None or isinstance(dtype, np.dtype):
         return dtype
     if isinstance(dtype, type) and dtype in _PYTHON_TYPE_DTYPES:
         return _PYTHON_TYPE_DTYPES[dtype]
-    if is_dtype_object(dtype) or isinstance(dtype, str):
+    if isinstance(dtype, UnsupportedDType) or type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
         return to_dtype(dtype)
-    name = _argument_type_name(dtype)
-    if fn in _OVERLOADED:
-        raise TypeError(f"{fn}() received an invalid combination of arguments - got (dtype={name}), but "
-                        f"expected dtype to be torch.dtype")
-    raise TypeError(f"{fn}(): argument 'dtype' must be torch.dtype, not {name}")
+    raise not_a_dtype(fn, dtype, position, overloaded, name)
+
+
+def not_a_dtype(fn, value, position=None, overloaded=None, name="dtype"):
+    """torch's parser's TypeError for a ``dtype`` argument of ``fn`` that is no torch.dtype; for a function
+    with several signatures the call could match (``overloaded``: by default those of ``_OVERLOADED``) it
+    says no signature matched."""
+    kind = _argument_type_name(value)
+    if fn in _OVERLOADED if overloaded is None else overloaded:
+        return TypeError(f"{fn}() received an invalid combination of arguments - got ({name}={kind}), but "
+                         f"expected {name} to be torch.dtype")
+    where = "" if position is None else f" (position {position})"
+    return TypeError(f"{fn}(): argument '{name}'{where} must be torch.dtype, not {kind}")
 
 
 def is_dtype_object(value):
@@ -292,7 +301,7 @@ class finfo:
     dtype, the default dtype's."""
 
     def __init__(self, type=None):  # noqa: A002  (torch's argument name)
-        dtype = get_default_dtype() if type is None else to_dtype(type)
+        dtype = get_default_dtype() if type is None else dtype_argument("finfo", type, 1, name="type")
         if dtype.kind == "c":  # a complex dtype: its parts' float dtype (as torch: complex64 is float32's)
             dtype = np.dtype(np.float32 if dtype == np.complex64 else np.float64)
         if not is_floating(dtype):
@@ -314,7 +323,7 @@ class iinfo:
     """``torch.iinfo(dtype)``: ``bits``, ``min``, ``max`` (Python ints) of an integer dtype."""
 
     def __init__(self, type):  # noqa: A002  (torch's argument name)
-        dtype = to_dtype(type)
+        dtype = dtype_argument("iinfo", type, 1, name="type")
         if dtype.kind not in "iu":
             raise TypeError(f"torch.{dtype.name} is not supported by torch.iinfo")
         info = np.iinfo(dtype)
@@ -337,7 +346,7 @@ def promote_types(a, b):
     """torch.promote_types: within a category the wider type; across categories the higher one as it
     is (``int64`` with ``float16`` is float16 -- NumPy would say float64). uint16/32/64 promote with
     nothing but a float or themselves, as in torch."""
-    a, b = to_dtype(a), to_dtype(b)
+    a, b = dtype_argument("promote_types", a, 1, name="type1"), dtype_argument("promote_types", b, 2, name="type2")
     ca, cb = _category(a), _category(b)
     if a != b and ca <= 1 and cb <= 1 and (a in _UNPROMOTED or b in _UNPROMOTED):
         raise RuntimeError(f"Promotion for uint16, uint32, uint64 types is not supported, attempted "
@@ -354,7 +363,8 @@ def can_cast(from_, to):
     of dtype ``to``: never down a category (float into an integer, an integer into bool), any width
     within one (int64 into uint8 wraps, float64 into bfloat16 rounds; NumPy's "same_kind" refuses
     int64 into uint8)."""
-    return _category(to_dtype(from_)) <= _category(to_dtype(to))
+    from_, to = dtype_argument("can_cast", from_, 1, name="from_"), dtype_argument("can_cast", to, 2, name="to")
+    return _category(from_) <= _category(to)
 
 
 _UINT64 = np.dtype("uint64")

@@ -247,7 +247,7 @@ def _fill_dtype(fill_value):
     if isinstance(fill_value, (int, np.integer)):
         return dtypes.int64
     if isinstance(fill_value, complex):  # the default float dtype's complex type, as torch
-        return dtypes.promote_types(dtypes.get_default_dtype(), np.complex64)
+        return dtypes.promote_types(dtypes.get_default_dtype(), np.dtype("complex64"))
     return dtypes.get_default_dtype()
 
 
@@ -338,14 +338,14 @@ def tril_indices(row, col, offset=0, *, dtype=dtypes.int64, layout=None, device=
     diagonal ``offset``) of a ``row x col`` matrix, row by row."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("tril_indices", layout, pin_memory, device)
-    return _triangle_indices("tril_indices", row, col, offset, dtype, device)
+    return _triangle_indices("tril_indices", row, col, offset, dtypes.dtype_argument("tril_indices", dtype), device)
 
 
 def triu_indices(row, col, offset=0, *, dtype=dtypes.int64, layout=None, device=None, pin_memory=False):
     """``torch.triu_indices``: the ``[2, N]`` coordinates of the upper triangle."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("triu_indices", layout, pin_memory, device)
-    return _triangle_indices("triu_indices", row, col, offset, dtype, device)
+    return _triangle_indices("triu_indices", row, col, offset, dtypes.dtype_argument("triu_indices", dtype), device)
 
 
 # ---- random ------------------------------------------------------------------------------------
@@ -1369,7 +1369,7 @@ def randperm(n, *, generator=None, dtype=None, layout=None, device=None, pin_mem
     for the same seed."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("randperm", layout, pin_memory, device)
-    dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
+    dtype = dtypes.int64 if dtype is None else dtypes.dtype_argument("randperm", dtype)
     n = operator.index(n)
     if n < 0:
         raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
@@ -1580,6 +1580,7 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, layout=None,
     dtype (``std``'s when ``mean`` is a number); no gradient flows through the draw."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("normal", layout, pin_memory, device)
+    dtype = dtype if dtype is None else dtypes.dtype_argument("normal", dtype)
     if size is not None:  # normal(mean, std, size): numbers (a 0-d tensor reads as one, as in torch)
         if not isinstance(size, (tuple, list)) or any(isinstance(v, Tensor) and v.ndim for v in (mean, std)):
             raise TypeError("normal() received an invalid combination of arguments: with a size, mean and "

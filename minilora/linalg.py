@@ -1745,6 +1745,7 @@ def _as_dims(dim):
 @_amp.autocasts
 def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     """``torch.linalg.vector_norm``: ``sum(|x|^ord)^(1/ord)`` over ``dim`` (all if None; inf, -inf, 0 too)."""
+    dtype = None if dtype is None else dtypes.dtype_argument("linalg_vector_norm", dtype)
     if not isinstance(x, Tensor):
         raise TypeError(f"linalg_vector_norm(): argument 'input' (position 1) must be Tensor, not {type(x).__name__}")
     if isinstance(ord, (str, bool)) or not isinstance(ord, (int, float)):
@@ -1768,6 +1769,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
 @_amp.autocasts
 def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
     """``torch.linalg.matrix_norm``: 'fro', 'nuc', inf, -inf, 1, -1, 2, -2 over the two ``dim``."""
+    dtype = None if dtype is None else dtypes.dtype_argument("linalg_matrix_norm", dtype)
     if not isinstance(A, Tensor):
         raise TypeError(f"linalg_matrix_norm(): argument 'input' (position 1) must be Tensor, not {type(A).__name__}")
     _check_dtype("linalg.matrix_norm", A, low_precision=True)
@@ -1818,6 +1820,7 @@ def _singular_norm(A, d0, d1, keepdim, reduce):
 def norm(A, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
     """``torch.linalg.norm``: a vector norm or a matrix norm, chosen as torch does (a string ord or two
     dims: matrix; one dim: vector; neither ord nor dim: the 2-norm of the flattened tensor)."""
+    dtype = None if dtype is None else dtypes.dtype_argument("linalg_norm", dtype)
     if not isinstance(A, Tensor):
         raise TypeError(f"linalg_norm(): argument 'input' (position 1) must be Tensor, not {type(A).__name__}")
     dims = _as_dims(dim)

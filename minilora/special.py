@@ -15,11 +15,12 @@ __all__ = ["erf", "erfc", "erfinv", "expit", "logit", "gammaln", "digamma", "psi
 
 
 def _softmax(input, dim, *, dtype=None):
-    return ops.softmax(input, dim, dtype=dtype)
+    return ops.softmax(input, dim, dtype=None if dtype is None else dtypes.dtype_argument("special_softmax", dtype))
 
 
 def _log_softmax(input, dim, *, dtype=None):
-    return ops.log_softmax(input, dim, dtype=dtype)
+    return ops.log_softmax(input, dim, dtype=None if dtype is None else dtypes.dtype_argument("special_log_softmax",
+                                                                                                dtype))
 
 
 def _round(input, *, decimals=0):

@@ -17,7 +17,7 @@ __all__ = ["stft", "istft", "hann_window", "hamming_window", "bartlett_window", 
 # ---- window factories (ATen's TensorFactories.cpp) ---------------------------------------------------------
 def _window_start(name, window_length, dtype, device, requires_grad):
     """ATen's ``window_function_checks`` and the two trivial windows; None where the formula runs."""
-    dtype = dtypes.get_default_dtype() if dtype is None else dtype
+    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.dtype_argument(name, dtype)
     if not dtypes.is_floating(dtype):
         raise RuntimeError(f"{name} expects floating point dtypes, got: {dtypes.torch_name(dtype)}")
     if window_length < 0:

@@ -437,6 +437,8 @@ class TypedStorage(_StorageBase):
     def __init__(self, *args, device=None, dtype=None, wrap_storage=None, _internal=False):
         if not _internal:
             _warn_typed_storage_removal()
+        if dtype is not None and (isinstance(dtype, type) or not dtypes.is_dtype_object(dtype)):
+            raise RuntimeError(f"expected torch.dtype, but got {type(dtype)}")  # (float and 'float32' too)
         dtype = np.dtype(dtypes.to_dtype(dtype) if dtype is not None else dtypes.get_default_dtype())
         if wrap_storage is not None:
             if args or device is not None:

@@ -3468,8 +3468,8 @@ def scalar_tensor(s, *, dtype=None, layout=None, device=None, pin_memory=False, 
     (``tensor(3)`` would be int64)."""
     if layout is not None or pin_memory is not False:
         sys.modules[__package__ + ".factories"].check_layout("scalar_tensor", layout, pin_memory, device)
-    return tensor(s, dtype=dtypes.get_default_dtype() if dtype is None else dtype, device=device,
-                  requires_grad=requires_grad)
+    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.dtype_argument("scalar_tensor", dtype)
+    return tensor(s, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def _from_python(data, dtype):

@@ -11,7 +11,8 @@ bool, and each parameter with a default given a value of another type (a string 
 torch takes) or ``WORST`` (minilora answers where torch raises: a silent divergence); all but ``same`` are printed,
 then the counts. Round 21 started at {'same': 1302, 'diff': 484, 'WORST': 115, 'torch-ok': 15} and left
 {'same': 1871, 'diff': 27, 'WORST': 3, 'torch-ok': 15}: the three are ``F.softmax(x, dim, dtype="float32")`` and its
-two siblings, a NumPy dtype name minilora takes everywhere. tests/test_bad_inputs_r21.py keeps rows of what it found.
+two siblings, a NumPy dtype name minilora took everywhere (refused in torch's words since round 24:
+tests/test_dtype_arguments_r24.py). tests/test_bad_inputs_r21.py keeps rows of what it found.
 """
 import collections
 import inspect

@@ -725,7 +725,7 @@ def test_bfloat16_without_ml_dtypes_is_a_clear_error():
 import minilora as ml
 assert not ml.dtypes.HAS_BFLOAT16
 for make in (lambda: ml.ones(2, dtype=ml.bfloat16), lambda: ml.ones(2).to(ml.bfloat16),
-             lambda: ml.tensor([1.0], dtype="bfloat16"), lambda: ml.ones(2).bfloat16(),
+             lambda: ml.tensor([1.0], dtype=ml.bfloat16), lambda: ml.ones(2).bfloat16(),
              lambda: ml.nn.Linear(2, 2).bfloat16(), lambda: ml.set_default_dtype(ml.bfloat16)):
     try:
         make()

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import amp as _amp, ops
-from ..dtypes import get_default_dtype, is_floating, to_dtype
+from ..dtypes import dtype_argument, get_default_dtype, is_floating, to_dtype
 from ..ops import recurrent
 from ..ops.nn import EmbeddingArgumentError, _refuse, _row_index, legacy_reduction
 from ..tensor import name_node, no_grad, share_node, warn_at_caller
@@ -45,9 +45,9 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
 
 
 def _float_dtype(dtype):
-    """A layer's ``dtype=`` (any name for one: ``ml.bfloat16``, ``'bfloat16'``, ``torch.bfloat16``), or
-    the default dtype, as torch's layers."""
-    return get_default_dtype() if dtype is None else to_dtype(dtype)
+    """A layer's ``dtype=`` (``ml.bfloat16``, ``torch.bfloat16``), or the default dtype, as torch's layers; a
+    dtype's name is the TypeError of the ``torch.empty`` call torch's layers make their parameters with."""
+    return get_default_dtype() if dtype is None else dtype_argument("empty", dtype)
 
 
 def _nonnegative(shape):

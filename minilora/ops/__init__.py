@@ -413,24 +413,26 @@ def dist(input, other, p=2):  # noqa: A002
 
 
 def _cumsum_(self, dim, *, dtype=None):
-    _no_bool_running_kernel("cumsum", self, dtype)
+    dtype = _no_bool_running_kernel("cumsum", self, dtype)
     return self._inplace(cumsum, dim, dtype=dtype, cast=True)  # (int32 stays int32, as torch)
 
 
 def _cumprod_(self, dim, *, dtype=None):
-    _no_bool_running_kernel("cumprod", self, dtype)
+    dtype = _no_bool_running_kernel("cumprod", self, dtype)
     return self._inplace(cumprod, dim, dtype=dtype, cast=True)
 
 
 def _no_bool_running_kernel(name, self, dtype):
     """torch's in-place cumsum_/cumprod_ of a bool tensor runs its kernel in bool, which it lacks
     (the out-of-place forms count in int64); NumPy would count and cast back to bool. (A 0-d or
-    empty tensor runs no kernel: torch copies it.)"""
-    if dtype is not None and dtypes.to_dtype(dtype) != self.dtype:  # (torch's in-place writes no other dtype)
+    empty tensor runs no kernel: torch copies it.) Returns ``dtype`` read as torch's parser reads it."""
+    dtype = None if dtype is None else dtypes.dtype_argument(name + "_", dtype)
+    if dtype is not None and dtype != self.dtype:  # (torch's in-place writes no other dtype)
         raise RuntimeError(f"Bad in-place call: input tensor dtype {dtypes.torch_name(self.dtype)} and output "
-                           f"tensor dtype {dtypes.torch_name(dtypes.to_dtype(dtype))} should match")
-    if self.ndim and self.numel() and (self.dtype if dtype is None else dtypes.to_dtype(dtype)) == dtypes.bool:
+                           f"tensor dtype {dtypes.torch_name(dtype)} should match")
+    if self.ndim and self.numel() and (self.dtype if dtype is None else dtype) == dtypes.bool:
         raise NotImplementedError(f'"{name}_out_cpu" not implemented for \'Bool\'')
+    return dtype
 
 
 def _addmm_(self, mat1, mat2, *, beta=1, alpha=1):

@@ -339,7 +339,7 @@ def dense_dim(self):
 
 def to_dense(self, dtype=None, *, masked_grad=None):
     """``x.to_dense()``: a dense tensor is its own (cast to ``dtype`` where given)."""
-    return self if dtype is None else self.to(dtype)
+    return self if dtype is None else self.to(dtypes.dtype_argument("to_dense", dtype))
 
 
 def dequantize(self):

@@ -814,10 +814,13 @@ class LogSumExp(Function):
 
 
 # ---- wrappers: torch's signatures ----------------------------------------------------------------
-def _cast(input, dtype, fn):
+def _cast(input, dtype, fn, dim=None):
     """``dtype=``: convert before reducing, as torch does (so the sum itself runs in that dtype), inside the op:
-    torch's graph has no node for it."""
-    return input if dtype is None else cast_to_dtype_argument(input, dtype_argument(fn, dtype))
+    torch's graph has no node for it. With a ``dim``, one of sum's (mean's, prod's) signatures is left, so torch's
+    parser names the argument that does not fit instead of the combination."""
+    if dtype is None:
+        return input
+    return cast_to_dtype_argument(input, dtype_argument(fn, dtype, overloaded=None if dim is None else False))
 
 
 def _no_grad_apply(op, *args, **options):
@@ -834,7 +837,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
     """Sum over ``dim`` (int, tuple, or None for all). Integer and bool tensors sum as int64 (torch)."""
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("sum", sum, input, dim, keepdim, dtype=dtype)
-    input = _cast(input, dtype, "sum")
+    input = _cast(input, dtype, "sum", dim)
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype=np.dtype("int64"))
     if dim is None:  # (Sum's own name, SumBackward0: unnamed, free() keeps its sizes by Function.kept_when_freed)
@@ -873,7 +876,7 @@ def nanmean(input, dim=None, keepdim=False, *, dtype=None):
 
 @_numpy_aliases
 def mean(input, dim=None, keepdim=False, *, dtype=None):
-    input = _cast(input, dtype, "mean")
+    input = _cast(input, dtype, "mean", dim)
     if not is_floating(input.dtype) and input.dtype.kind != "c":  # (complex: linalg.eig's results)
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
                            f"floating point or complex dtype. Got: {input.dtype}")
@@ -888,7 +891,7 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
 def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     """Product of all elements, or along one ``dim`` (an int, as in torch)."""
     dim = dim_given("prod", dim)
-    input = _cast(input, dtype, "prod")
+    input = _cast(input, dtype, "prod", dim)
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype=np.dtype("int64"))
     if dim is None and input.ndim == 0:  # (torch's prod_backward hands a 0-d input the gradient itself)
@@ -1051,6 +1054,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     ``p`` is a number (2, 1, 3.5 ...), ``float('inf')`` / ``-inf`` (largest / smallest magnitude, ties
     share the gradient as in torch), 0 (the count of non-zeros), or ``'fro'`` (the 2-norm over at
     most two dims)."""
+    dtype = None if dtype is None else dtype_argument("linalg_vector_norm", dtype)  # (torch.norm calls it)
     if isinstance(p, str) and p == "nuc":  # linalg.matrix_norm's nuclear norm, over a matrix's two dims by default
         from .. import linalg
         dims = tuple(range(input.ndim)) if dim is None else dim

@@ -252,6 +252,7 @@ def empty_strided(size, stride, *, dtype=None, layout=None, device=None, require
     elements), over a storage just large enough: a view of a new 1-D tensor, as torch's."""
     if layout is not None or pin_memory is not False:
         check_layout("empty_strided", layout, pin_memory, device)
+    dtype = dtype if dtype is None else dtypes.dtype_argument("empty_strided", dtype)
     size, stride = tuple(size), tuple(stride)
     if len(size) != len(stride):
         raise RuntimeError(f"dimensionality of sizes ({len(size)}) must match dimensionality of strides "
@@ -270,7 +271,8 @@ def empty_strided(size, stride, *, dtype=None, layout=None, device=None, require
 def new_empty_strided(self, size, stride, *, dtype=None, layout=None, device=None, requires_grad=False,
                       pin_memory=False):
     """``x.new_empty_strided(size, stride)``: ``empty_strided`` in ``x``'s dtype and device unless given."""
-    return empty_strided(size, stride, dtype=self.dtype if dtype is None else dtype, layout=layout,
+    dtype = self.dtype if dtype is None else dtypes.dtype_argument("new_empty_strided", dtype)
+    return empty_strided(size, stride, dtype=dtype, layout=layout,
                          device=self.device if device is None else device, pin_memory=pin_memory,
                          requires_grad=requires_grad)
 
@@ -281,6 +283,7 @@ def empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=Non
     ``physical_layout`` (outermost first): a permuted view of a new contiguous tensor, as torch's."""
     if layout is not None or pin_memory is not False:
         check_layout("empty_permuted", layout, pin_memory, device)
+    dtype = dtype if dtype is None else dtypes.dtype_argument("empty_permuted", dtype)
     size, physical_layout = tuple(size), tuple(physical_layout)
     if len(size) != len(physical_layout):
         raise RuntimeError("Number of dimensions in size does not match the length of the physical_layout")
@@ -301,7 +304,7 @@ def range_(start, end, step=1, *, dtype=None, layout=None, device=None, requires
     warnings.warn("torch.range is deprecated and will be removed in a future release because its behavior is "
                   "inconsistent with Python's range builtin. Instead, use torch.arange, which produces values in "
                   "[start, end).", UserWarning, stacklevel=2)
-    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
+    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.dtype_argument("range", dtype)
     if dtype == dtypes.bool or dtype.kind == "c":  # (torch's kernel has no bool or complex: its dispatch refuses
         raise NotImplementedError(f"\"range_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")  # first)
     check_range(start, end, step)

@@ -4,8 +4,10 @@ and float64 (torch's rule); a window of length 0 is empty, of length 1 a one."""
 import math
 from collections.abc import Iterable
 
+import numpy as np
+
 from .. import ops
-from ..dtypes import float32, float64, get_default_dtype
+from ..dtypes import float32, float64, get_default_dtype, is_dtype_object, to_dtype
 from .. import arange, empty, linspace, ones, tensor  # (loaded on first use, after the package itself)
 
 __all__ = ["bartlett", "blackman", "cosine", "exponential", "gaussian", "general_cosine", "general_hamming", "hamming",
@@ -15,12 +17,15 @@ __all__ = ["bartlett", "blackman", "cosine", "exponential", "gaussian", "general
 def _checks(function_name, M, dtype, layout):
     """torch's ``_window_function_checks``: the default dtype resolved, then checked."""
     dtype = get_default_dtype() if dtype is None else dtype
+    if is_dtype_object(dtype) and not isinstance(dtype, type):  # (torch.float64 too; a name or a type is not one)
+        dtype = to_dtype(dtype)
     if M < 0:
         raise ValueError(f"{function_name} requires non-negative window length, got M={M}")
     if layout is not None and str(layout) != "torch.strided":
         raise ValueError(f"{function_name} is implemented for strided tensors only, got: {layout}")
-    if dtype not in (float32, float64):
-        raise ValueError(f"{function_name} expects float32 or float64 dtypes, got: torch.{dtype}")
+    if not (isinstance(dtype, np.dtype) and dtype in (float32, float64)):  # ('float32' == float32 in NumPy)
+        got = f"torch.{dtype}" if isinstance(dtype, np.dtype) else dtype
+        raise ValueError(f"{function_name} expects float32 or float64 dtypes, got: {got}")
     return dtype
 
 
