@@ -17,36 +17,76 @@ the float32 difference reaches a rounding boundary now and then (1 of 6144 gate_
 tests/test_bf16_llama.py's tiny Llama; 5-25% of the outputs of a product built to cancel).
 
 Measured on torch 2.13 (oneDNN 3.12), an AMD EPYC with AVX512-BF16: bit for bit for every shape tried
-(tests/test_bf16_bits_r21.py). Where the CPU lacks AVX512-BF16 oneDNN emulates the instruction, and where
-it has AMX (Sapphire Rapids and later) it multiplies tiles: neither order is modelled, and there the plain
-float32 sum stays (``applies``). The sums run compiled where a C compiler is found
-(``native/float32_kernels.c``, ``ml_bf16_pair_products``: 4 x 32 outputs in AVX-512 registers, ~64 GFLOP/s
-a core, a third of OpenBLAS's float32 GEMM; a bfloat16 Llama training step, d=256, 4 layers, 8 x 128 tokens,
-0.49 -> 0.63 s on 2 cores); the NumPy loop below is the same order, and what runs without a compiler.
+(tests/test_bf16_bits_r21.py). The sums run compiled where a C compiler is found (``native/float32_kernels.c``,
+``ml_bf16_pair_products``: 4 x 32 outputs in AVX-512 registers, ~64 GFLOP/s a core, a third of OpenBLAS's float32
+GEMM; a bfloat16 Llama training step, d=256, 4 layers, 8 x 128 tokens, 0.49 -> 0.63 s on 2 cores); the NumPy loop
+below is the same order, and what runs without a compiler.
+
+Where the CPU has AMX (Sapphire Rapids and later: oneDNN's ``brg_matmul:avx10_1_512_amx``) the products are
+``tdpbf16ps`` tile instructions, and the order is another one, found through torch with planted operands (two
+products of +-2^40 among ones: which ones survive says where the two partial sums met), on an Intel Xeon
+(Sapphire Rapids class, KVM guest), torch 2.13:
+
+    k in tiles of 32:   in each tile the even k summed in order from zero, the odd k likewise, apart;
+                        the tile's sum is even + odd, added to the running sum (from zero): no blocks of k
+
+and the tile unit flushes: a bfloat16 input below 2^-126 counts as zero, and every sum (each step of a chain, the
+tile's even + odd, the running sum) that falls below 2^-126 becomes a zero of its sign. Bit for bit on 1-33 rows,
+k = 8..4096 and every layout linear, matmul, bmm and their gradients call (``tests/test_intel_bits_r24.py``), with
+two exceptions measured and not modelled: a k that is not a multiple of 32 on some shapes (k = 130: [33, 130] @ [130, n]
+for every n tried, [8, 130] @ [130, 16]; planted operands only, ~13% of them: where the tail meets the tiles is
+oneDNN's blocking by shape), and a product of one column (torch's matrix-vector kernel, not oneDNN: the float32 sum
+stands there, ~40% of planted operands off; random ones round to the same bfloat16); a bmm of small matrices (k = 12,
+4 x 12 x 8 each) is neither the tile order nor ATen's loop (9% of planted outputs off with the tiles). A product of at most 16^3 multiply-adds is
+ATen's own loops there (torch's cpublas hands only larger ones to oneDNN): ``half_products.aten_loop``. It runs
+compiled where a C compiler is found (``native/float32_kernels.c``'s ``ml_amx_tile_products``, the same order), else
+as the NumPy loop ``_tiles_in_numpy``. Without AVX512-BF16 oneDNN emulates the instruction: not modelled, the plain float32 sum stays
+(``applies`` is False).
 """
 import numpy as np
 
 from . import dtypes, float32_math, native, parallel
 
-__all__ = ["applies", "matmul", "k_blocks"]
+__all__ = ["applies", "matmul", "k_blocks", "ORDER"]
 
 
-def _cpu_multiplies_bf16_pairs():
-    """Whether this CPU has vdpbf16ps (AVX512-BF16) and no AMX tiles oneDNN would use instead (NumPy's feature
-    table: AVX512_SPR stands for Sapphire Rapids' feature set, AMX's generation)."""
+def _cpu_features():
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # (NumPy 1.x)
         from numpy.core._multiarray_umath import __cpu_features__ as features
-    return bool(features.get("AVX512BF16")) and not features.get("AVX512_SPR")
+    return features
 
 
-PAIRS = _cpu_multiplies_bf16_pairs()
+def cpu_has_amx_bf16():
+    """Whether the CPU has AMX's bfloat16 tiles, which oneDNN prefers (Linux's cpuinfo flags: NumPy does not list
+    AMX)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags and "amx_tile" in flags
+
+
+def _onednn_order():
+    """``"tiles"`` where oneDNN multiplies AMX tiles, ``"pairs"`` where vdpbf16ps (AVX512-BF16 without the Sapphire
+    Rapids feature set), None where neither order is modelled (an AVX512_SPR CPU without AMX, AVX512-BF16 missing)."""
+    features = _cpu_features()
+    if not features.get("AVX512BF16"):
+        return None
+    if cpu_has_amx_bf16():
+        return "tiles"
+    return None if features.get("AVX512_SPR") else "pairs"
+
+
+ORDER = _onednn_order()
+PAIRS = ORDER == "pairs"
 
 
 def applies(dtype):
-    """Whether a product of ``dtype`` arrays sums in oneDNN's pair order here: bfloat16 on such a CPU."""
-    return PAIRS and dtypes.is_bfloat16(dtype)
+    """Whether a product of ``dtype`` arrays sums in one of oneDNN's modelled orders here: bfloat16 on such a CPU."""
+    return ORDER is not None and dtypes.is_bfloat16(dtype)
 
 
 def k_blocks(k, rows=2):
@@ -72,13 +112,17 @@ def matmul(a, b):
     a = np.broadcast_to(a, batch + a.shape[-2:])
     b = np.broadcast_to(b, batch + b.shape[-2:])
     out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.float32)
+    count = int(np.prod(batch))
     for index in np.ndindex(*batch):
-        out[index] = _matrix(a[index], b[index])
+        out[index] = _matrix(a[index], b[index], count)
     return out
 
 
-def _matrix(a, b):
-    """One 2-D product ``[M, K] @ [K, N]`` of float32 arrays, in the pair order; rows split over threads."""
+def _matrix(a, b, batch=1):
+    """One 2-D product ``[M, K] @ [K, N]`` (of ``batch``) of float32 arrays, in this CPU's order; rows split over
+    threads."""
+    if ORDER == "tiles":
+        return _tiles_matrix(a, b, batch)
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     out = np.empty((m, n), np.float32)
@@ -95,6 +139,29 @@ def _matrix(a, b):
     return out
 
 
+def _tiles_matrix(a, b, batch=1):
+    """One 2-D product (of ``batch``) as torch sums it on an AMX CPU: ATen's loops (by the operands' layout) at most
+    16^3 multiply-adds in all, the float32 sum for one column, AMX's tile order otherwise."""
+    from . import half_products  # (a sibling that imports this module: read when called)
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    if n == 1:  # (one column: torch's matrix-vector kernel, not oneDNN's tiles; its order is not modelled)
+        return np.matmul(a, b)
+    if batch * m * k * n <= half_products.ONEDNN_ABOVE:  # torch's cpublas keeps small products in ATen's loops
+        return half_products.aten_loop(a, b)
+    a, b = np.ascontiguousarray(_flushed(a)), np.ascontiguousarray(_flushed(b))
+    out = np.empty((m, n), np.float32)
+    library = float32_math._native_library()
+    if library is None:
+        parallel.rows(lambda rows, out_rows: _tiles_in_numpy(rows, b, out_rows), a, out, work_per_row=k * n)
+        return out
+
+    def compiled(rows, out_rows):
+        chains = np.empty(2 * n, np.float32)
+        library.ml_amx_tile_products(*map(native.address, (rows, b, out_rows, chains)), rows.shape[0], k, n)
+    parallel.rows(compiled, a, out, work_per_row=k * n)
+    return out
+
+
 def _pairs_in_numpy(a, b, out, rows):
     """The sums of ``a @ b`` into ``out`` (some of the product's ``rows``), block by block, in each block a pair
     of k at a time: odd, then even."""
@@ -107,3 +174,27 @@ def _pairs_in_numpy(a, b, out, rows):
             acc += a[:, k, None] * b[k]
         if start:
             out += acc
+
+
+_TILE_K = 32  # bfloat16 k a tdpbf16ps takes (64 bytes of a tile row: 16 pairs)
+_SMALLEST_NORMAL = np.float32(np.finfo(np.float32).tiny)
+
+
+def _flushed(x):
+    """``x`` with its subnormal values made zeros of their sign, as AMX's tile unit does (not MXCSR's FTZ)."""
+    tiny = np.abs(x) < _SMALLEST_NORMAL
+    if tiny.any():
+        x = np.where(tiny, x * np.float32(0), x)
+    return x
+
+
+def _tiles_in_numpy(a, b, out):
+    """The sums of ``a @ b`` into ``out`` in AMX's tile order: per 32 k, the even k and the odd k in two chains from
+    zero, their sum added to the running one; every sum flushed below 2^-126, subnormal inputs read as zeros."""
+    a, b = _flushed(a), _flushed(b)
+    out[...] = 0
+    for start in range(0, a.shape[1], _TILE_K):
+        chains = [np.zeros_like(out), np.zeros_like(out)]
+        for k in range(start, min(a.shape[1], start + _TILE_K)):
+            chains[k % 2] = _flushed(chains[k % 2] + a[:, k, None] * b[k])
+        out[...] = _flushed(out + _flushed(chains[0] + chains[1]))

@@ -1,4 +1,4 @@
-"""float16 matrix products as torch computes them on a CPU without AVX512-FP16: ATen's own loops.
+"""float16 matrix products as torch computes them on the CPU: ATen's own loops, or oneDNN's where the CPU has AVX512-FP16.
 
 torch hands a float16 product to oneDNN only where the CPU multiplies float16 itself (AVX512-FP16, Sapphire
 Rapids on); elsewhere ``at::native::cpublas::gemm`` runs ATen's loops (``cpu/BlasKernel.cpp``), each output a sum
@@ -24,12 +24,22 @@ AVX512-FP16). Written for clarity on NumPy: the products of a block of outputs a
 in the kernel's order, so the cost is k times the outputs' in memory traffic (blocks of ~4M products). The dot products
 (``F.linear``'s, every forward layer's) run compiled where a C compiler is found (``native/float32_kernels.c``'s
 ``ml_half_dot_products``, the same order: a float16 Llama's forward was 49x torch's time, now under it).
+
+Where the CPU has AVX512-FP16 (Sapphire Rapids on: ``_ONEDNN``) torch hands the product to oneDNN
+(``brg_matmul:avx10_1_512``, float16 converted to float32 and multiplied-added there). Found through torch with planted
+operands (two products of +-2^26 among small ones) on an Intel Xeon (Sapphire Rapids class), torch 2.13: whatever the
+layout, each output adds its products k after k from zero, in oneDNN's blocks of k (``bf16_products.k_blocks``: one
+block to 512, blocks of 512 to 1024, of 1024 above; the blocks' sums added in order) -- ``onednn_blocks``, bit for bit
+on 2-33 rows, k = 8..3000. Not modelled there (the float32 BLAS sum stands): one row (a decoded token's ``x @ W.T``:
+oneDNN's one-row kernel sums k in lanes of 32 folded pairwise, and more, by no rule found in the time: ~45% of planted
+operands off at k = 2048) and one column (torch's matrix-vector kernel).
 """
 import numpy as np
 
-from . import dtypes, float32_math, native, parallel
+from . import bf16_products, dtypes, float32_math, native, parallel
 
-__all__ = ["applies", "matmul", "dot_products", "ilp4_products", "sequential_products"]
+__all__ = ["applies", "matmul", "dot_products", "ilp4_products", "sequential_products", "onednn_blocks",
+           "linear_gradient_orders"]
 
 _LANES = 8  # Vectorized<float>::size() of the kernel torch dispatches to here (8 lanes, also on AVX-512 CPUs)
 _REGISTERS = 8
@@ -50,10 +60,10 @@ _ONEDNN = _cpu_has_fp16_arithmetic()
 
 
 def applies(*arrays):
-    """Whether a product of these NumPy float16 arrays (matrices, or batches of them) sums in ATen's order here.
+    """Whether a product of these NumPy float16 arrays (matrices, or batches of them) sums in torch's order here:
+    ATen's loops, or oneDNN's blocks on an AVX512-FP16 CPU (there one row or one column keeps the float32 sum).
     (An empty operand has no sums to order: NumPy's product gives its zeros or its empty result.)"""
-    return (not _ONEDNN and all(type(a) is np.ndarray and a.ndim >= 2 and a.size for a in arrays)
-            and arrays[0].dtype == np.float16)
+    return all(type(a) is np.ndarray and a.ndim >= 2 and a.size for a in arrays) and arrays[0].dtype == np.float16
 
 
 def matmul(a, b):
@@ -66,17 +76,37 @@ def matmul(a, b):
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a, b = np.broadcast_to(a, batch + a.shape[-2:]), np.broadcast_to(b, batch + b.shape[-2:])
     out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.float32)
-    small = a.shape[-2] * a.shape[-1] * b.shape[-1] < _BMM_LOOP_BELOW
+    small = a.shape[-2] * a.shape[-1] * b.shape[-1] < _BMM_LOOP_BELOW  # (before oneDNN too: ATen's check comes first)
+    count = int(np.prod(batch))
     for index in np.ndindex(*batch):
-        out[index] = sequential_products(a[index], b[index]) if small else _matrix(a[index], b[index])
+        out[index] = sequential_products(a[index], b[index]) if small else _matrix(a[index], b[index], count)
     return out
 
 
 _BMM_LOOP_BELOW = 400  # (ops/matmul.py's: torch's bmm runs baddbmm_cpu_kernel below this many multiply-adds)
 
 
-def _matrix(rows, b):
-    """One product ``rows @ b`` by ATen's loop for these layouts."""
+# torch hands a 16-bit GEMM to oneDNN only above this many multiply-adds (cpublas' mkldnn_bf16_gemm and
+# mkldnn_fp16_gemm refuse m * n * k <= 16 * 16 * 16; bmm's checksize counts the whole batch): smaller ones are ATen's
+# loops on every CPU
+ONEDNN_ABOVE = 16 * 16 * 16
+
+
+def _onednn_runs(a, b, batch=1):
+    """Whether torch hands this product (one of ``batch`` matrices: bmm counts them all) to oneDNN here."""
+    return _ONEDNN and batch * a.shape[0] * a.shape[1] * b.shape[1] > ONEDNN_ABOVE
+
+
+def _matrix(rows, b, batch=1):
+    """One product ``rows @ b`` (of ``batch``) by ATen's loop for these layouts (oneDNN's blocks on an AVX512-FP16
+    CPU)."""
+    if _onednn_runs(rows, b, batch):
+        return onednn_blocks(rows, b)
+    return aten_loop(rows, b)
+
+
+def aten_loop(rows, b):
+    """``rows @ b`` by the ATen loop torch's cpublas picks for the operands' layouts (module docstring)."""
     if _transposed(b) and not _transposed(rows):
         return dot_products(rows, b.T)
     if _transposed(rows) and not _transposed(b):
@@ -170,3 +200,42 @@ def sequential_products(a, b):
     for start in starts:
         out[start:start + rows] = _running_sum(a32[start:start + rows, None, :] * b32[None, :, :], 1)[..., 0]
     return out
+
+
+def onednn_blocks(a, b):
+    """``a @ b`` (a [M, K], b [K, N]) as oneDNN sums it on an AVX512-FP16 CPU: k after k from zero in ``k_blocks``,
+    the blocks' sums added in order. One row or one column: not modelled, the float32 BLAS sum (module docstring)."""
+    a32, b32 = dtypes.upcast(a), dtypes.upcast(b)
+    if a.shape[0] == 1 or b.shape[1] == 1:
+        return np.matmul(a32, b32)
+    blocks = bf16_products.k_blocks(a.shape[1], a.shape[0])
+    library = float32_math._native_library()
+    if library is not None:  # (compiled: the same order, vectorized along each row of b)
+        a32, b32 = np.ascontiguousarray(a32), np.ascontiguousarray(b32)
+        n, k, size = b.shape[1], a.shape[1], blocks[0][1]
+        out = np.empty((a.shape[0], n), np.float32)
+
+        def compiled(rows, out_rows):
+            part = np.empty(n, np.float32)
+            library.ml_sequential_products(*map(native.address, (rows, b32, out_rows, part)), rows.shape[0], k, n,
+                                           size)
+        parallel.rows(compiled, a32, out, work_per_row=k * n)
+        return out
+    out = None
+    for start, stop in blocks:
+        block = sequential_products(a32[:, start:stop], b32[start:stop])
+        out = block if out is None else out + block
+    return out
+
+
+def linear_gradient_orders():
+    """The orders of linear's float16 gradients here: (dX = dY W, dW = dY^T X) -- ATen's 4 partial sums and k after
+    k, or oneDNN's blocks on an AVX512-FP16 CPU."""
+    return _above_threshold_onednn(ilp4_products), _above_threshold_onednn(sequential_products)
+
+
+def _above_threshold_onednn(aten_order):
+    """``aten_order``, or oneDNN's blocks where torch hands the product to oneDNN here."""
+    def order(a, b):
+        return onednn_blocks(a, b) if _onednn_runs(a, b) else aten_order(a, b)
+    return order

@@ -8,6 +8,7 @@
  *
  * Each kernel maps n contiguous floats; the caller (float32_math) splits big arrays across threads and
  * redoes torch's scalar tail (C's functions, not SLEEF's) in NumPy. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -711,6 +712,55 @@ void ml_bf16_pair_products(const float *restrict a, const float *restrict b, flo
 #endif
     ml_bf16_pairs_region(a, b, c, part, 0, m4, n32, n, k, n, block);  /* the columns right of the tiles */
     ml_bf16_pairs_region(a, b, c, part, m4, m, 0, n, k, n, block);    /* the rows below them */
+}
+
+/* 16-bit products in the orders of torch's oneDNN kernels on an Intel CPU (Sapphire Rapids class): a [m, k] and
+   b [k, n] hold 16-bit values as floats, c [m, n] gets each float32 sum; `part` is n floats of scratch. The inner
+   loops run over a row of b, so GCC vectorizes them; the additions are the models' own, in their order.
+   ml_sequential_products (half_products.onednn_blocks, float16 on AVX512-FP16): k after k from zero in blocks of
+   `block`, the blocks' sums added in order.
+   ml_amx_tile_products (bf16_products' AMX order): per 32 k the even k and the odd k in two chains from zero, their
+   sum added to the running one; every sum below 2^-126 a zero of its sign (the tile unit's flush; the caller
+   flushes subnormal inputs). `part` holds 2 n floats there. */
+static inline float ml_flush(float x) { return fabsf(x) < FLT_MIN ? x * 0.0f : x; }
+
+void ml_sequential_products(const float *restrict a, const float *restrict b, float *restrict c, float *restrict part,
+                            size_t m, size_t k, size_t n, size_t block) {
+    for (size_t i = 0; i < m; i++) {
+        float *restrict row = c + i * n;
+        for (size_t lo = 0; lo < k; lo += block) {
+            size_t hi = lo + block < k ? lo + block : k;
+            float *restrict acc = lo == 0 ? row : part;
+            for (size_t j = 0; j < n; j++) acc[j] = 0.0f;
+            for (size_t kk = lo; kk < hi; kk++) {
+                const float x = a[i * k + kk];
+                const float *restrict brow = b + kk * n;
+                for (size_t j = 0; j < n; j++) acc[j] += x * brow[j];
+            }
+            if (lo > 0)
+                for (size_t j = 0; j < n; j++) row[j] += part[j];
+        }
+    }
+}
+
+void ml_amx_tile_products(const float *restrict a, const float *restrict b, float *restrict c, float *restrict part,
+                          size_t m, size_t k, size_t n) {
+    float *restrict even = part, *restrict odd = part + n;
+    for (size_t i = 0; i < m; i++) {
+        float *restrict row = c + i * n;
+        for (size_t j = 0; j < n; j++) row[j] = 0.0f;
+        for (size_t lo = 0; lo < k; lo += 32) {
+            size_t hi = lo + 32 < k ? lo + 32 : k;
+            for (size_t j = 0; j < n; j++) even[j] = odd[j] = 0.0f;
+            for (size_t kk = lo; kk < hi; kk++) {
+                const float x = a[i * k + kk];
+                const float *restrict brow = b + kk * n;
+                float *restrict chain = kk % 2 ? odd : even;
+                for (size_t j = 0; j < n; j++) chain[j] = ml_flush(chain[j] + x * brow[j]);
+            }
+            for (size_t j = 0; j < n; j++) row[j] = ml_flush(row[j] + ml_flush(even[j] + odd[j]));
+        }
+    }
 }
 
 /* ---- a row's max (softmax's shift), which NumPy's max(axis=-1) finds at ~0.5 ns an element on rows of 128:

@@ -249,7 +249,7 @@ def _products(dtype):
     ``F.linear`` and its gradients), float32 as NumPy's float32 product."""
     if bf16_products.applies(dtype):
         return bf16_products.matmul
-    if dtype == np.float16 and not half_products._ONEDNN:
+    if dtype == np.float16:
         return _half_loops
     return np.matmul
 

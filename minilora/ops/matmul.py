@@ -415,8 +415,9 @@ def _linear_backward_half(ctx, g2, x2, w):
     """Linear's gradients in float16 as torch's CPU computes them (``half_products``): dX = dY W (4 partial sums) and
     dW = dY^T X (added row after row), each rounded once; the bias's as the float32 path sums it."""
     nx, nw, nb = ctx.needs_input_grad
-    gx = half_products.ilp4_products(g2, w).reshape(ctx.x_shape) if nx else None
-    gw = half_products.sequential_products(g2.T, x2) if nw else None
+    input_order, weight_order = half_products.linear_gradient_orders()
+    gx = input_order(g2, w).reshape(ctx.x_shape) if nx else None
+    gw = weight_order(g2.T, x2) if nw else None
     gb = _linear_backward_rows(upcast(g2), None, None, w, False, True)[1] if nb else None
     return tuple(None if grad is None else grad.astype(g2.dtype) for grad in (gx, gw, gb))
 
