@@ -1476,7 +1476,7 @@ def aten_erf(x):
     return np.where(np.signbit(x), -erf, erf)
 
 
-def gelu_erf(x, onednn=True):
+def gelu_erf(x, onednn=True, positions=None):
     """torch's float32 ``F.gelu(x)`` (the exact form): oneDNN's kernel for a C-contiguous array of 2+ elements
     on an AVX-512 machine (``onednn_gelu_erf``) while ``onednn`` (torch.backends.mkldnn.enabled), else ATen's loop (``aten_erf`` in the vectorized body, C's
     erff in the scalar tail: ``scalar_positions``, with GeluKernelImpl's grain).
@@ -1490,7 +1490,7 @@ def gelu_erf(x, onednn=True):
     erf = c_function("erff", scaled) if CPU_CAPABILITY == "default" else aten_erf(scaled)
     flat_erf, flat = erf.reshape(-1), np.ascontiguousarray(scaled).reshape(-1)
     grain = x.size // parallel.num_threads() if x.size > _GELU_MULTI_THREADING else None  # (GeluKernelImpl's)
-    for where in scalar_positions(x, grain=grain):
+    for where in scalar_positions(x, grain=grain) if positions is None else positions:
         flat_erf[where] = c_function("erff", flat[where])
     with np.errstate(invalid="ignore"):
         return half_x * (_F32(1) + erf)

@@ -272,3 +272,20 @@ def test_while_loop_condition_and_list_body_as_torchs():
         ml.while_loop(lambda i: (i < 3).reshape(1), lambda i: (i + 1,), (ml.tensor(0),))
     out = ml.while_loop(lambda i, v: i < 3, lambda i, v: [i + 1, v * 2], (ml.tensor(0), ml.tensor([1.0])))
     assert isinstance(out, list) and out[1].tolist() == [8.0]  # (torch returns the body's list)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "one"])
+def test_16bit_gelu_takes_torchs_kernel_by_the_16bit_layout(dtype, layout):
+    """A 16-bit F.gelu: a contiguous input of 2+ numbers is oneDNN's (bfloat16 stored by vcvtneps2bf16, which flushes a
+    float32 subnormal to zero: gelu(2e-38) is 0), any other ATen's loop, whose scalar lambda runs where the 16-bit
+    input's layout puts it (the float32 copy minilora computes on is contiguous: float16 [::2] was 377 numbers off,
+    gelu(6e-8) 6e-8 for torch's 0; bfloat16 near 1.7e38 inf for torch's finite value)."""
+    values = np.array([5.960464477539063e-08, 1.1920928955078125e-07, 2e-38, -2e-38, 3e-38, 9.18e-41, 1.7e38,
+                       -2.0546875, 0.7, -0.3, 3.0] * 3)
+    results = []
+    for lib, Fm in ((ml, MF), (torch, F)):
+        x = lib.tensor(np.repeat(values, 2), dtype=getattr(lib, dtype))
+        x = {"contiguous": x[::2].clone(), "strided": x[::2], "one": x[6:7]}[layout]
+        results.append(Fm.gelu(x).float().numpy())
+    np.testing.assert_array_equal(*results)

@@ -112,6 +112,7 @@ def computes_in_float32(op):
                 break
         else:  # float32, float64, integers: unchanged
             return forward(ctx, *args, **options)
+        ctx.sixteen_bit_input = x  # (for a forward that picks torch's kernel by the 16-bit input's layout: Gelu)
         out = forward(ctx, *(upcast(x) if hasattr(x, "dtype") else x for x in args), **options)
         rounded = out.astype(dtype)
         saved = vars(ctx)
@@ -754,6 +755,15 @@ class Gelu(Function):
         # out = a * Phi(a), deriv = Phi(a) + a * phi(a)
         onednn = backends.mkldnn.enabled and a.flags.c_contiguous  # (torch's use_mkldnn: is_contiguous(), the
         exact = float32_math.gelu_erf(a_, onednn=onednn) if _numpy_float32(a) else None  # memory format's order aside)
+        sixteen = getattr(ctx, "sixteen_bit_input", None)
+        if exact is not None and sixteen is not None and not float32_math.onednn_runs_gelu_erf(sixteen, onednn):
+            # (a 16-bit input oneDNN does not take, a strided one or a single number, runs ATen's loop, its scalar
+            # lambda where the 16-bit input's layout puts it: the float32 copy's contiguity is not torch's)
+            exact = float32_math.gelu_erf(a_, onednn=False, positions=float32_math.scalar_positions(
+                np.asarray(sixteen).transpose(layout_order(sixteen)), step=float32_math.HALF_STEP))
+        elif exact is not None and sixteen is not None and is_bfloat16(sixteen.dtype):  # (oneDNN's bfloat16 store,
+            tiny = np.abs(exact) < np.float32(2.0 ** -126)  # vcvtneps2bf16, flushes a float32 subnormal to zero)
+            exact = np.where(tiny, np.copysign(np.float32(0), exact), exact)
         if exact is None:
             parallel.rows(fastmath.gelu_and_derivative, a_.reshape(-1), out.reshape(-1),
                           None if deriv is None else deriv.reshape(-1), work_per_row=1)
