@@ -289,3 +289,18 @@ def test_16bit_gelu_takes_torchs_kernel_by_the_16bit_layout(dtype, layout):
         x = {"contiguous": x[::2].clone(), "strided": x[::2], "one": x[6:7]}[layout]
         results.append(Fm.gelu(x).float().numpy())
     np.testing.assert_array_equal(*results)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16bit_entr_below_zero_and_its_gradient(dtype):
+    """A 16-bit special.entr: -inf at -inf (the composed ``x * 0 - inf`` was nan), and torch's derivative
+    ``g * -(1 + log(x))`` in 16-bit steps: nan below 0, inf at 0 (minilora's composed graph gave 0 there)."""
+    values = [-np.inf, -1.0, 0.0, 0.5, 1.15, 2.9, np.inf, np.nan]
+    results = []
+    for lib in (ml, torch):
+        x = lib.tensor(values, dtype=getattr(lib, dtype), requires_grad=True)
+        y = lib.special.entr(x)
+        y.backward(lib.ones_like(y))
+        results.append((y.float().detach().numpy(), x.grad.float().numpy()))
+    for mine, theirs in zip(*results):
+        np.testing.assert_array_equal(mine, theirs)

@@ -871,20 +871,27 @@ def entr(input):
     values = E.where(positive, values, E.where(x == 0, E.mul(E.abs(x), 0), E.add(E.mul(x, 0), -math.inf)))  # (+0 at
     # -0, as torch's)
     values = E.where(E.isnan(x), x, values)
-    if _cephes_runs(x._array):  # torch's derivative, grad * (-(1 + log(x))), handed to x (the composed graph
-        from .nn import KernelGradients  # stays for create_graph)
-        values = KernelGradients.apply(values, x, None, None, values=_entr_as_torch(x._array),
-                                       gradients=_entr_gradients(x._array))
+    a = x._array
+    if _cephes_runs(a) or (type(a) is np.ndarray and E._is_16bit_float(a) and not holds_no_values(a)):
+        from .nn import KernelGradients  # (torch's derivative, grad * (-(1 + log(x))), handed to x; the composed
+        values = KernelGradients.apply(values, x, None, None, values=_entr_as_torch(a),  # graph stays for
+                                       gradients=_entr_gradients(a))  # create_graph)
     return saves_as_torch(name_node(values, "SpecialEntrBackward0", input), input)  # (torch's node keeps self)
 
 
 def _entr_as_torch(x):
-    """torch's scalar entr kernel on a float32/float64 array: ``-x * log(x)`` with C's log (``logf``) for x > 0, 0 at
-    0, -inf below, nan kept."""
+    """torch's scalar entr kernel on a NumPy array: ``-x * log(x)`` with C's log (``logf``) for x > 0, 0 at 0, -inf
+    below (a 16-bit -inf too, where the composed ops' ``x * 0 - inf`` is nan), nan kept."""
     positive = x > 0
     safe = np.where(positive, x, x.dtype.type(1))
-    log = float32_math.c_function("logf", safe) if x.dtype == np.float32 else float32_math.c_function64("log", safe)
-    values = np.where(positive, -x * log.reshape(x.shape), np.where(x == 0, x.dtype.type(0), x.dtype.type(-np.inf)))
+    if x.itemsize == 2:  # (16-bit: its log a 16-bit number, then the product rounded: c10's Half arithmetic)
+        log = float32_math.c_function("logf", safe.astype(np.float32)).astype(x.dtype)
+        product = (-x.astype(np.float32) * log.reshape(x.shape).astype(np.float32)).astype(x.dtype)
+    else:
+        log = float32_math.c_function("logf", safe) if x.dtype == np.float32 else \
+            float32_math.c_function64("log", safe)
+        product = -x * log.reshape(x.shape)
+    values = np.where(positive, product, np.where(x == 0, x.dtype.type(0), x.dtype.type(-np.inf)))
     return np.where(np.isnan(x), x, values)
 
 
@@ -892,8 +899,14 @@ def _entr_gradients(x):
     """derivatives.yaml's entr gradient, ``g * (-(1 + log(x)))`` (torch's log: ``float32_math.vml``), a function of
     (g, needs) for ``KernelGradients``."""
     def gradients(g, needs):
+        if not needs[0]:
+            return None, None, None
         with np.errstate(all="ignore"):
-            return (g * -(x.dtype.type(1) + float32_math.vml("log", x)) if needs[0] else None), None, None
+            if x.itemsize == 2:  # (16-bit: torch's log, 1 +, neg and product each a 16-bit tensor op, rounded)
+                step = lambda v: v.astype(x.dtype).astype(np.float32)  # noqa: E731
+                factor = -step(1 + step(np.log(x.astype(np.float32))))
+                return (g.astype(np.float32) * factor).astype(x.dtype), None, None
+            return g * -(x.dtype.type(1) + float32_math.vml("log", x)), None, None
     return gradients
 
 
