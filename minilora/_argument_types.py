@@ -490,7 +490,7 @@ FUNCTIONAL_OVERLOADS = {"conv1d": (_CONV_TENSORS, _CONV), "conv2d": (_CONV_TENSO
 # passing a string, then None). A string, a float for an int, None or a tensor of several numbers was taken here:
 # ``F.max_pool2d(x, 2, ceil_mode="no")`` rounded up, ``F.layer_norm(x, [6], eps="0.5")`` and ``F.elu(x, "0.5")``
 # converted the string, ``F.cross_entropy(x, t, ignore_index=1.5)`` ignored no target, ``F.avg_pool2d(x,
-# tensor([2, 2]))`` pooled. (A dtype's NumPy name, ``dtype="float64"``, is taken, as everywhere in minilora.)
+# tensor([2, 2]))`` pooled. (``dtype=`` is not here: dtypes.dtype_argument reads it, a name refused as torch's.)
 FUNCTIONAL_SCALARS = {
     "adaptive_avg_pool1d": "output_size:ints",
     "adaptive_max_pool1d": "output_size:ints",
