@@ -20,6 +20,7 @@ import builtins
 import contextlib
 import functools
 import math
+import numbers
 import operator
 import weakref
 
@@ -255,6 +256,8 @@ def full(size, fill_value, *, dtype=None, layout=None, device=None, pin_memory=F
     """A tensor of ``size`` filled with ``fill_value`` (dtype from the value unless given, as torch)."""
     if layout is not None or pin_memory is not False:  # (the common call skips the check)
         check_layout("full", layout, pin_memory, device)
+    if not isinstance(fill_value, (numbers.Number, np.generic, Tensor)):  # (NumPy would broadcast a list)
+        raise TypeError(f"full(): argument 'fill_value' (position 2) must be Number, not {type(fill_value).__name__}")
     dtype = _fill_dtype(fill_value) if dtype is None else dtypes.dtype_argument("full", dtype)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()

@@ -3469,6 +3469,8 @@ def scalar_tensor(s, *, dtype=None, layout=None, device=None, pin_memory=False, 
     if layout is not None or pin_memory is not False:
         sys.modules[__package__ + ".factories"].check_layout("scalar_tensor", layout, pin_memory, device)
     dtype = dtypes.get_default_dtype() if dtype is None else dtypes.dtype_argument("scalar_tensor", dtype)
+    if isinstance(s, complex):  # (torch stores it as a Scalar: 1j into a real dtype overflows, 1+0j is 1.0)
+        s = dtypes.checked_number(s, dtype)
     return tensor(s, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
@@ -3479,6 +3481,8 @@ def _from_python(data, dtype):
     refused (RuntimeError) rather than wrapped around; -1 into uint8 is 255, as in torch."""
     inferred = _inferred_dtype(data)
     target = inferred if dtype is None else dtype
+    if inferred is not None and inferred.kind == "c" and target.kind not in "cb":  # (bfloat16 is kind V)
+        _refuse_python_complex(data, target)
     array = np.asarray(_storable_items(data, target))
     if inferred is not None and array.dtype.kind == "O" and dtype is not None:  # ints past uint64:
         if dtype == dtypes.bool:  # any number fits a bool (torch: nonzero is True)
@@ -3501,6 +3505,16 @@ def _from_python(data, dtype):
                 dtypes.checked_number(item, target)
             return dtypes.cast(np.asarray(_storable_items(data, target), dtype=object).astype(np.int64), target)
     return array if array.dtype == target else dtypes.cast(array, target)
+
+
+def _refuse_python_complex(data, target):
+    """torch reads each Python number of ``tensor([...], dtype=)`` as the dtype's C type, through Python's
+    ``__index__`` or ``float()``, which a complex number refuses (TypeError), whatever its imaginary part;
+    NumPy would drop the imaginary part (``tensor(1j, dtype=int8)`` was 0). A bool dtype takes it (nonzero)."""
+    items = _numbers_in(data) if isinstance(data, (list, tuple, range)) else (data,)
+    if any(isinstance(item, complex) for item in items):
+        raise TypeError("'complex' object cannot be interpreted as an integer" if target.kind in "iu"
+                        else "must be real number, not complex")
 
 
 def _numbers_in(data):
