@@ -304,3 +304,17 @@ def test_16bit_entr_below_zero_and_its_gradient(dtype):
         results.append((y.float().detach().numpy(), x.grad.float().numpy()))
     for mine, theirs in zip(*results):
         np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
+@pytest.mark.parametrize("n", [1, 40])
+def test_clamp_by_a_number_keeps_the_inputs_signed_zero(dtype, n):
+    """torch's clamp by a number is std::min(std::max(x, low), high): a tie keeps x, so relu6(-0.0) and
+    hardtanh(-0.0, 0, 6) are -0.0 (minilora's NumPy maximum gave the bound's +0: the sweep's bfloat16 relu6)."""
+    values = [-0.0, 0.0, 1.0, -2.0, 7.0] * n
+    calls = [lambda L, x: L.clamp(x, 0.0, 6.0), lambda L, x: L.clamp_max(x, -0.0),
+             lambda L, x: L.nn.functional.relu6(x), lambda L, x: L.nn.functional.hardtanh(x, 0.0, 6.0)]
+    for call in calls:
+        mine, theirs = (call(lib, lib.tensor(values, dtype=getattr(lib, dtype))).float().numpy() for lib in (ml, torch))
+        np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_array_equal(np.signbit(mine), np.signbit(theirs))

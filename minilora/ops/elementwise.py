@@ -1597,9 +1597,9 @@ class Clamp(Function):
             a > high, False if low is None else low > high)
         out = a
         if low is not None:
-            out = xp.maximum(out, low)
+            out = _keeping_signed_zeros(xp.maximum(out, low), a, low)
         if high is not None:
-            out = xp.minimum(out, high)
+            out = _keeping_signed_zeros(xp.minimum(out, high), a, high)
         return out
 
     @staticmethod
@@ -1609,6 +1609,15 @@ class Clamp(Function):
         return (unbroadcast(xp.where(ctx.inside, g, zero), ctx.shapes[0]) if na else None,
                 unbroadcast(xp.where(ctx.low_wins, g, zero), ctx.shapes[1]) if nl else None,
                 unbroadcast(xp.where(ctx.high_wins, g, zero), ctx.shapes[2]) if nh else None)
+
+
+def _keeping_signed_zeros(out, a, bound):
+    """torch's clamp by a number is ``std::min(std::max(a, low), high)`` (its vector code alike): a tie keeps ``a``,
+    so -0.0 clamped at 0.0 stays -0.0 (relu6, hardtanh), where NumPy's maximum gives the bound's zero. Only a zero
+    bound can tie with another zero; a tensor bound is torch's maximum/minimum, NumPy's here."""
+    if np.ndim(bound) or bound != 0 or not is_floating(out.dtype):
+        return out
+    return xp_of(out).where(out == a, a, out)
 
 
 def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
