@@ -59,6 +59,7 @@ class BackgroundRuns:
         self._closing = False
         self._helper = None
         self._runs = {}  # key -> (future, call)
+        self._taken = {}  # key -> the future of a run a test took over (its own future cancelled for the helper)
         self._folder = None
         self._command_folders = {}  # key -> the working directory of submit_commands' run
         self._answers = itertools.count()
@@ -100,9 +101,13 @@ class BackgroundRuns:
         self.start()  # (a session that did not go through start_all)
         future, call = self._runs[key]
         with _test_timeout_stopped():
-            if future.cancel():
-                return self._timed(key, "test", call)
-            return future.result()
+            if key not in self._taken and future.cancel():  # kept for the key's next test: run once, as the helper
+                self._taken[key] = Future()
+                try:
+                    self._taken[key].set_result(self._timed(key, "test", call))
+                except BaseException as error:  # noqa: BLE001  (raised below, and to the key's next test)
+                    self._taken[key].set_exception(error)
+            return self._taken.get(key, future).result()
 
     def folder(self, name):
         """A new empty folder for a run's files, removed at the end of the session."""
@@ -202,6 +207,8 @@ def start_all(session, runs):
         return
     if _builds_kernels(session.items):
         runs.submit("emulator cache", "background_runs", "warm_emulator_cache")
+    if _launches_project_kernels(session.items):
+        runs.submit("kernels/*.cu builds", "background_runs", "warm_project_kernels")
     modules = []
     for item in session.items:
         module = getattr(item, "module", None)
@@ -215,18 +222,32 @@ def start_all(session, runs):
 def _builds_kernels(items):
     """Whether some collected test launches CUDA kernels on the emulator: it runs on the `emu` device (the `device`
     or `kernel_device` fixture), or its file imported the emulator or a name of it."""
-    emulator, seen = sys.modules.get("minilora.emulator"), set()
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if any(isinstance(value, str) and value == "emu" for value in params.values()) \
                 or "kernel_device" in getattr(item, "fixturenames", ()):
             return True
+    return _some_file_imported(items, "minilora.emulator")
+
+
+def _launches_project_kernels(items):
+    """Whether some collected test launches minilora's own kernels (kernels/*.cu): it runs on the `kernel_device`
+    fixture, or its file imported ``minilora.kernels`` or a name of it."""
+    return any("kernel_device" in getattr(item, "fixturenames", ()) for item in items) \
+        or _some_file_imported(items, "minilora.kernels")
+
+
+def _some_file_imported(items, module_name):
+    """Whether the test file of some of ``items`` holds the module ``module_name`` (once imported) or a name of it."""
+    wanted, seen = sys.modules.get(module_name), set()
+    if wanted is None:
+        return False
+    for item in items:
         module = getattr(item, "module", None)
-        if emulator is None or module is None or id(module) in seen:
+        if module is None or id(module) in seen:
             continue
         seen.add(id(module))
-        if any(value is emulator or getattr(value, "__module__", None) == emulator.__name__
-               for value in vars(module).values()):
+        if any(value is wanted or getattr(value, "__module__", None) == module_name for value in vars(module).values()):
             return True
     return False
 
@@ -242,6 +263,23 @@ def warm_emulator_cache():
     for variant in ("fast", "memcheck", "lockstep", "racecheck", "ucontext"):
         emulator.RawKernel(source, "warm", _variant=variant).compile()
     emulator.RawKernel(source, "warm", sanitize=True).compile()  # the sanitizer's build, AddressSanitizer's runtime
+
+
+def warm_project_kernels():
+    """Build each of minilora's kernel files (kernels/*.cu: ``minilora.kernels.KERNEL_FILES``) into the session's kernel
+    cache, on the helper's core, right after the runtime (``warm_emulator_cache``), in each build the tests launch: the
+    main process compiled each at its first launch, CI's cache being empty -- g++ on a few thousand lines of templated
+    tiles per file and build, while the helper's core sat idle. A test that gets to a file before its build is done
+    compiles it itself, as before (the cache's files are written atomically)."""
+    from minilora import emulator, kernels
+    if not emulator.is_available():
+        return
+    sources = [kernels.source(filename) for filename in kernels.KERNEL_FILES]  # the text kernels._module compiles
+    plain = [emulator.RawModule(code=code).compile() for code in sources]  # kernels._module's build
+    for code in sources:  # kernels.checking(sanitize=True)'s build: AddressSanitizer's
+        emulator.RawModule(code=code, sanitize=True).compile()
+    for code, module in zip(sources, plain):  # racecheck=True's build of a kernel (RawKernel._build_of): the file's
+        emulator.RawKernel(code, module.kernel_names[0], _variant="racecheck").compile()
 
 
 def selected(items, module_name, test_name):
