@@ -1626,7 +1626,7 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if input.dtype.kind == "c":  # (complex numbers have no order; NumPy's is lexicographic)
         raise NotImplementedError("clamp is not supported for complex types")
-    min, max = _clamp_bounds(python_number(min), python_number(max))
+    min, max = _real_bounds(input, *_clamp_bounds(python_number(min), python_number(max)))
     dtype = result_type(*(x for x in (input, min, max) if x is not None))
     if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
         input = promotion_cast(input, dtype)
@@ -1645,6 +1645,25 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
 
 
 clip = clamp  # torch.clip is an alias of clamp
+
+
+def _real_bounds(input, min, max):  # noqa: A002
+    """clamp's bounds, refused where complex as torch refuses them (NumPy would order complex numbers
+    lexicographically: clamp(x, min=complex tensor) was a complex answer). A complex tensor bound makes a
+    complex result type, which ATen's kernel (maximum, minimum or clamp) has no loop for; a Python complex
+    number is read as a double for a floating input (1+0j is 1.0) and refused by an integer or bool one."""
+    tensors = [b for b in (min, max) if isinstance(b, Tensor)]
+    if any(b.dtype.kind == "c" for b in tensors):
+        kernel = "clamp" if len(tensors) == 2 else "maximum" if isinstance(min, Tensor) else "minimum"
+        name = torch_name(result_type(input, *tensors))
+        raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{name}'")
+    if not any(isinstance(b, complex) for b in (min, max)):
+        return min, max
+    if not is_floating(input.dtype):
+        raise NotImplementedError("clamp is not supported for complex types")
+    if any(isinstance(b, complex) and b.imag for b in (min, max)):
+        raise RuntimeError("value cannot be converted to type double without overflow")
+    return tuple(b.real if isinstance(b, complex) else b for b in (min, max))
 
 
 def _clamp_bounds(min, max):  # noqa: A002

@@ -139,9 +139,17 @@ def gcd(input, other):
 
 
 def lcm(input, other):
+    """``torch.lcm``: ATen's ``abs(a / gcd(a, b) * b)`` in C's int arithmetic, so a product past its range wraps and
+    then loses its sign (int32 lcm(2**31 - 1, 100) is 100 where NumPy's lcm says -100; int8's product is an int,
+    narrowed after abs: lcm(-4, 31) is -124)."""
     a, b, dtype = _integer_pair("lcm", input, other)
     xp = input.device.xp
-    return Tensor(xp.asarray(xp.lcm(a, b), dtype=dtype), dtype=dtype, device=input.device)
+    if dtype.itemsize < 4:  # (C computes a 8- or 16-bit product in int, so it takes its sign before narrowing)
+        a, b = a.astype(np.int32), b.astype(np.int32)
+    g = xp.gcd(a, b)
+    with np.errstate(over="ignore"):
+        values = xp.abs(xp.where(g == 0, 0, a // xp.where(g == 0, 1, g) * b))
+    return Tensor(xp.asarray(values, dtype=dtype), dtype=dtype, device=input.device)
 
 
 def ldexp(input, other):
@@ -155,13 +163,31 @@ def ldexp(input, other):
         raise NotImplementedError("\"ldexp_cpu_exp\" not implemented for 'Bool'")
     power_dtype = next((t.dtype for t in (other, input) if dtypes.is_floating(t.dtype) or t.dtype.kind == "c"),
                        dtypes.get_default_dtype())
-    base = input if dtypes.is_floating(input.dtype) else input.to(power_dtype)
+    if input.dtype.kind == "c":  # a complex input's power is complex too (2^inf is nan+nanj there, not inf)
+        power_dtype = dtypes.result_type(input, other)
+    keeps_input = dtypes.is_floating(input.dtype) or input.dtype.kind == "c"  # (a complex input stays complex)
+    base = input if keeps_input else input.to(power_dtype)
     composed = E.mul(base, E.exp2(other.to(power_dtype)))
+    values = composed._array
+    if other.dtype.kind in "iu" and dtypes.is_floating(input.dtype):  # torch's kernel scales a float by an integer
+        values = _scaled_by_power_of_two(base, other, composed.dtype)  # exponent exactly (std::ldexp)
     if composed.requires_grad and E.is_grad_enabled() and composed.dtype.kind != "c":  # derivatives.yaml's formulas
         from .nn import KernelGradients
-        composed = KernelGradients.apply(composed, input, other, None, values=composed._array,
-                                         gradients=_ldexp_gradients(input, other, composed._array))
+        composed = KernelGradients.apply(composed, input, other, None, values=values,
+                                         gradients=_ldexp_gradients(input, other, values))
+    elif values is not composed._array:
+        composed = Tensor(values, dtype=composed.dtype, device=composed.device)
     return name_node(composed, "LdexpBackward0", graph=(input, other))
+
+
+def _scaled_by_power_of_two(x, exponent, dtype):
+    """``x * 2**exponent`` rounded once into ``dtype``, without the power itself overflowing or flushing to
+    zero first: ldexp(-0.0, 200) is -0.0 and ldexp(2**-10, 130) 2**120 in float32, where 2**200 as a float32 is inf
+    (-0.0 * inf nan). 16-bit floats scale in float32 (exact there) and round once, as torch's kernel."""
+    xp = x.device.xp
+    wide = dtypes.upcast(x._array.astype(dtype))
+    exponent = xp.clip(exponent._array.astype(np.int64), -4000, 4000).astype(np.int32)  # (past these: 0 or inf)
+    return dtypes.cast(xp.asarray(xp.ldexp(wide, exponent)), dtype)
 
 
 def _ldexp_gradients(input, other, result):
