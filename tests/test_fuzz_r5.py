@@ -890,7 +890,7 @@ DELIBERATE_REFUSALS = [
     # every mixed product, in the words of torch's kernel for those ranks (dot, addmv, mm, bmm)
     "expected both operands to have the same dtype", "dot : expected both vectors to have same dtype",
     "addmv input tensors must have the same dtype", "expected m1 and m2 to have the same dtype",
-    "expected scalar type",
+    "expected scalar type", "must have the same dtype", "Input dtypes must be the same",
 ]
 # torch checks internal overlap in its elementwise kernels only; masked_fill_, tril_, index_fill_ ...
 # write into an expand()ed tensor (one element seen in several places), whichever write comes last

@@ -18,7 +18,7 @@ from ..tensor import Function, Tensor, name_node, no_forward_formula, no_meta_ke
 from . import elementwise as E, index as I, reduce as R, shape as S
 from .nn import _broadcast_or_raise
 from .matmul import (_in_float32, _inner_sizes_check, _is_16bit_float, _one_node, _products_check, _rounded_to,
-                     _scaled_sum, _with_torchs_gradients, addmm, bmm, mm, mv, outer)
+                     _scaled_sum, _with_torchs_gradients, addmm, bmm, mm, mv, outer, refuse_mixed_addmm)
 
 # ---- other names: the same op under torch's second spelling --------------------------------------
 arccos, arcsin, arctan = E.acos, E.asin, E.atan
@@ -699,6 +699,7 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
             raise IndexError(f"Dimension out of range (expected to be in range of [{-builtins.max(t.ndim, 1)}, "
                              f"{builtins.max(t.ndim, 1) - 1}], but got 2)")
     _products_check("addbmm", (3, 3), batch1, batch2)
+    refuse_mixed_addmm("addbmm", input, batch1, batch2)
     if batch1.shape[0] != batch2.shape[0]:  # (the loop below would stop at the shorter one)
         raise RuntimeError(f"batch1 and batch2 must have same number of batches, got {batch1.shape[0]} and "
                            f"{batch2.shape[0]}")

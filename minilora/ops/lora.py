@@ -47,7 +47,7 @@ from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function
-from .matmul import linear_saves
+from .matmul import linear_saves, refuse_as_linear
 from .nn import dropout_noise, dropout_scale
 
 __all__ = ["lora_linear", "lora_dropout_mask", "LoraLinear"]
@@ -142,9 +142,9 @@ def _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
 def _check_shapes(x, W0, A, B, bias):
     K = x.shape[-1]
     r = A.shape[0]
-    if W0.ndim != 2 or W0.shape[1] != K:
-        raise ValueError(f"lora_linear: x has {K} features (shape {x.shape}) but W0 has shape "
-                         f"{W0.shape}; W0 must be [out, in] = [N, {K}]")
+    if W0.ndim != 2:
+        raise ValueError(f"lora_linear: W0 has shape {W0.shape}; W0 must be [out, in] = [N, {K}]")
+    refuse_as_linear(x, W0, bias)  # (PEFT's LoRA layer runs its base layer first: F.linear's refusals)
     if A.ndim != 2 or A.shape[1] != K:
         raise ValueError(f"lora_linear: A (lora_A.weight) has shape {A.shape}, expected [r, {K}]")
     if B.ndim != 2 or B.shape != (W0.shape[0], r):

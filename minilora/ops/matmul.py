@@ -334,19 +334,41 @@ def linear_saves(need_x, need_w, x, w, with_bias):
     return saves[0] + saves[1] if with_bias else saves[1] + saves[0]
 
 
+def refuse_as_linear(x, w, b=None):
+    """torch's refusals of ``F.linear(x, w, b)`` (anything with shape and dtype: a Tensor or an array): with a
+    bias ATen runs ``addmm(b, x, w.t())`` (its dtype checks, bias first), without one ``matmul`` (mm's words);
+    then the sizes, in mm's words either way."""
+    if b is not None:
+        refuse_mixed_addmm("addmm", b, x, w.T)
+    elif x.dtype != w.dtype:
+        raise DTypeMismatchError(_mm_dtype_message(x, w))
+    if x.shape[-1] != w.shape[1]:  # (torch's addmm of the input's rows and the weight's transpose)
+        raise ShapeError(f"mat1 and mat2 shapes cannot be multiplied ({_rows(x.shape)}x{x.shape[-1]} and "
+                         f"{w.shape[1]}x{w.shape[0]})")
+
+
+def refuse_mixed_addmm(name, input, first, second):
+    """torch's dtype refusals of ``addmm``/``addbmm``/``baddbmm(input, first, second)``, in ATen's order: addmm
+    and addbmm compare ``input`` ("self") with ``second`` ("mat2"), then the two factors; baddbmm compares
+    ``input`` with ``first``, then leaves the factors to bmm (its words)."""
+    if name == "baddbmm":
+        if input.dtype != first.dtype:
+            i, b1, b2 = (_CPP_NAMES.get(str(t.dtype), str(t.dtype)) for t in (input, first, second))
+            raise DTypeMismatchError(f"Input dtypes must be the same, got: input {i}, batch1: {b1}, batch2: {b2}")
+        _refuse_mixed_product(first, second)
+        return
+    for label, operand in (("self", input), ("mat1", first)):
+        if operand.dtype != second.dtype:
+            raise DTypeMismatchError(f"{label} and mat2 must have the same dtype, but got "
+                                     f"{torch_name(operand.dtype)} and {torch_name(second.dtype)}")
+
+
 class Linear(Function):
     torch_saves = staticmethod(_linear_saves)  # (it keeps the weight anyway, for its shape)
 
     @staticmethod
     def forward(ctx, x, w, b=None):
-        if x.dtype != w.dtype:  # (torch's addmm/matmul: its mm check)
-            raise DTypeMismatchError(_mm_dtype_message(x, w))
-        if b is not None and b.dtype != w.dtype:  # (torch's addmm: the bias is its self)
-            raise DTypeMismatchError(f"self and mat2 must have the same dtype, but got {torch_name(b.dtype)} and "
-                               f"{torch_name(w.dtype)}")
-        if x.shape[-1] != w.shape[1]:  # (torch's addmm of the input's rows and the weight's transpose)
-            raise ShapeError(f"mat1 and mat2 shapes cannot be multiplied ({_rows(x.shape)}x{x.shape[-1]} and "
-                             f"{w.shape[1]}x{w.shape[0]})")
+        refuse_as_linear(x, w, b)
         x2 = x.reshape(_rows(x.shape), x.shape[-1])
         if _is_16bit_float(x) and not (_on_cublas(x2, w, products=[(x2.shape[0], w.shape[0])]) and b is None):
             out = _linear_in_float32(x2, w, b)  # (cuda: a 16-bit product rounded before the bias would round twice)
@@ -912,6 +934,7 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("addmm", addmm, input, mat1, mat2, beta=beta, alpha=alpha)
     _products_check("addmm", (2, 2), mat1, mat2)
+    refuse_mixed_addmm("addmm", input, mat1, mat2)
     _inner_sizes_check("addmm", mat1, mat2)
     if _is_16bit_float(mat1) and mat1.dtype == mat2.dtype == input.dtype:
         result = _in_float32(addmm, input, mat1, mat2, beta, alpha)
@@ -932,6 +955,7 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("baddbmm", baddbmm, input, batch1, batch2, beta=beta, alpha=alpha)
     _products_check("baddbmm", (3, 3), batch1, batch2)
+    refuse_mixed_addmm("baddbmm", input, batch1, batch2)
     _inner_sizes_check("baddbmm", batch1, batch2)
     if _is_16bit_float(batch1) and batch1.dtype == batch2.dtype == input.dtype:
         result = _in_float32(baddbmm, input, batch1, batch2, beta, alpha)
