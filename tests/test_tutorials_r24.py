@@ -2,7 +2,7 @@
 (``import minilora as torch``, ``minilora.lora`` for peft) from the same seed; every printed or returned number
 compared (float64 where the snippet allows, float32 within 1e-5 relative: a wrong formula moves far more).
 
-61 snippets the way the docs write them: nn.TransformerEncoderLayer / TransformerDecoder / MultiheadAttention
+69 snippets the way the docs write them: nn.TransformerEncoderLayer / TransformerDecoder / MultiheadAttention
 training (kdim/vdim, add_bias_kv, padding masks, per-head weights), LSTM/GRU on pack_padded_sequence (bidirectional,
 proj_size, enforce_sorted=False, total_length), a CNN with BatchNorm2d + Dropout in train and eval, torch.func
 (vmap with in_dims/out_dims/chunk_size, grad with has_aux, jacrev/jacfwd/hessian, functional_call with (params,
@@ -23,7 +23,8 @@ One diverged, on a path every tutorial's first mistake takes: an input of the wr
   ('expected m1 and m2 ...: double != float'), and addmm / addbmm / baddbmm with an ``input`` of another dtype in
   minilora's ('addmm: expected both operands to have the same dtype'); now ATen's checks in ATen's order
   (``ops/matmul.py``'s ``refuse_as_linear``, ``refuse_mixed_addmm``).
-Not changed: ``str(x.dtype)`` prints 'float32' (a NumPy dtype) where torch prints 'torch.float32'; PiSSA/OLoRA on a
+Not changed: ``str(x.dtype)`` prints 'float32' (a NumPy dtype) where torch prints 'torch.float32', and
+``str(x.shape)`` 'minilora.Size([3, 4])' (``size.py``: deliberate); PiSSA/OLoRA on a
 float64 base factorise in float64 where PEFT refuses (``lora/inits.py`` says so: a deliberate extension); a conv
 bias followed by BatchNorm has a gradient of rounding noise only, which Adam amplifies to 1e-3 (the snippet's conv
 has ``bias=False``, as ResNet's).
@@ -952,3 +953,91 @@ def test_generate_scores_as_torch(T, P):
     g = m.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=True, top_k=4, output_scores=True, output_logits=True, return_dict_in_generate=True, pad_token_id=0)
     sc = m.compute_transition_scores(g.sequences, g.scores, normalize_logits=True)
     return [g.sequences, [s for s in g.scores], [l for l in g.logits], sc]
+
+
+@compared()
+def test_full_transformer_as_torch(T, P):
+    T.manual_seed(0)
+    tr = T.nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16, dropout=0.1, batch_first=True)
+    src = T.randn(2, 5, 8); tgt = T.randn(2, 4, 8)
+    out = tr(src, tgt, tgt_mask=tr.generate_square_subsequent_mask(4), src_key_padding_mask=T.tensor([[False]*5, [False]*4+[True]]))
+    out.sum().backward()
+    return [out, tr.encoder.layers[0].linear1.weight.grad]
+
+@compared()
+def test_clip_foreach_false_l1_as_torch(T, P):
+    T.manual_seed(0)
+    m = T.nn.Sequential(T.nn.Linear(3, 4), T.nn.Linear(4, 2))
+    m(T.randn(5, 3)).pow(2).sum().backward()
+    n = T.nn.utils.clip_grad_norm_(m.parameters(), 0.3, 1, foreach=False)
+    n2 = T.nn.utils.clip_grad_norm_([p for p in m.parameters()], max_norm=0.1, norm_type=3.0)
+    return [n, n2] + [p.grad for p in m.parameters()]
+
+@compared()
+def test_optimizer_foreach_fused_flags_as_torch(T, P):
+    out = []
+    for kw in [dict(foreach=False), dict(foreach=True), dict(fused=True), dict(capturable=False, differentiable=False)]:
+        T.manual_seed(0)
+        m = T.nn.Linear(3, 2)
+        opt = T.optim.AdamW(m.parameters(), lr=1e-2, **kw)
+        for _ in range(2):
+            opt.zero_grad(); m(T.ones(2, 3)).sum().backward(); opt.step()
+        out += [m.weight]
+    return out
+
+@compared()
+def test_lstm_seq_classifier_batch_first_train_as_torch(T, P):
+    T.manual_seed(0)
+    class Net(T.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = T.nn.Embedding(20, 6, padding_idx=0); self.lstm = T.nn.LSTM(6, 5, batch_first=True, dropout=0.2, num_layers=2)
+            self.fc = T.nn.Linear(5, 2); self.drop = T.nn.Dropout(0.5)
+        def forward(self, ids, lens):
+            packed = T.nn.utils.rnn.pack_padded_sequence(self.emb(ids), lens.cpu(), batch_first=True, enforce_sorted=False)
+            _, (h, _) = self.lstm(packed)
+            return self.fc(self.drop(h[-1]))
+    net = Net(); opt = T.optim.Adam(net.parameters(), lr=0.01)
+    ids = T.tensor([[3, 4, 5, 0], [6, 7, 0, 0], [8, 9, 10, 11]]); lens = T.tensor([3, 2, 4]); y = T.tensor([0, 1, 1])
+    out = []
+    for _ in range(3):
+        opt.zero_grad(); loss = T.nn.functional.cross_entropy(net(ids, lens), y); loss.backward(); opt.step(); out.append(loss.item())
+    net.eval()
+    with T.no_grad(): p = net(ids, lens).softmax(-1)
+    return out + [p]
+
+@compared()
+def test_embedding_bag_offsets_as_torch(T, P):
+    T.manual_seed(0)
+    eb = T.nn.EmbeddingBag(10, 3, mode="mean")
+    out = eb(T.tensor([1, 2, 4, 5, 4, 3, 2, 9]), T.tensor([0, 4]))
+    eb2 = T.nn.EmbeddingBag(10, 3, mode="sum", padding_idx=2)
+    o2 = eb2(T.tensor([[1, 2], [2, 2]]), per_sample_weights=T.tensor([[0.5, 1.0], [1.0, 2.0]]))
+    return [out, o2]
+
+@compared(rtol=1e-10)  # (float64)
+def test_interpolate_and_pixel_shuffle_as_torch(T, P):
+    T.manual_seed(0)
+    x = T.randn(1, 4, 3, 3, dtype=T.float64)
+    return [T.nn.PixelShuffle(2)(x), T.nn.functional.interpolate(x, scale_factor=1.5, mode="bicubic", align_corners=True),
+            T.nn.functional.interpolate(x, scale_factor=2, mode="nearest-exact"), T.nn.functional.unfold(x, kernel_size=2, stride=1)]
+
+@compared()
+def test_tensor_methods_printing_as_torch(T, P):
+    T.manual_seed(0)
+    x = T.randn(3, 4)
+    r = []
+    r.append(tuple(x.shape)); r.append(str(x.size(1))); r.append(repr(x[0, :2])); r.append(str(x.mean().item())[:8])
+    r.append(str(T.arange(6).view(2, 3))); r.append(str(T.zeros(2, dtype=T.bool))); r.append(str(T.tensor([1e-8, 1.0])))
+    r.append(str(T.tensor([[1.5, 2.0], [3.0, 4.25]], dtype=T.float64)))
+    r.append(str(T.tensor([1, 2]).float() / 3))
+    return r
+
+@compared()
+def test_cross_entropy_3d_and_weights_as_torch(T, P):
+    T.manual_seed(0)
+    logits = T.randn(2, 5, 4, requires_grad=True); tgt = T.randint(0, 5, (2, 4)); tgt[0, 1] = -100
+    l1 = T.nn.functional.cross_entropy(logits, tgt, weight=T.rand(5), label_smoothing=0.2)
+    l2 = T.nn.CrossEntropyLoss(reduction="sum")(logits.transpose(1, 2).reshape(-1, 5), tgt.view(-1))
+    (l1 + l2).backward()
+    return [l1, l2, logits.grad]
