@@ -212,10 +212,14 @@ def start_all(session, runs):
     modules = []
     for item in session.items:
         module = getattr(item, "module", None)
-        if module is not None and module not in modules and hasattr(module, "start_background_runs"):
+        if module is not None and module not in modules:
             modules.append(module)
     for module in modules:
-        module.start_background_runs(session.items, runs)
+        if hasattr(module, "EMULATOR_BUILDS"):
+            runs.submit(("emulator builds", module.__name__), "background_runs", "build_emulator_modules",
+                        module.EMULATOR_BUILDS)
+        if hasattr(module, "start_background_runs"):
+            module.start_background_runs(session.items, runs)
     runs.start()
 
 
@@ -280,6 +284,30 @@ def warm_project_kernels():
         emulator.RawModule(code=code, sanitize=True).compile()
     for code, module in zip(sources, plain):  # racecheck=True's build of a kernel (RawKernel._build_of): the file's
         emulator.RawKernel(code, module.kernel_names[0], _variant="racecheck").compile()
+
+
+def build_emulator_modules(builds):
+    """Compile each ``RawModule(**keywords)`` of ``builds`` [(keywords, changes to the environment)] into the session's
+    kernel cache: a test file's big sources (its ``EMULATOR_BUILDS``, the keywords its tests build them with; the
+    changes: MINILORA_EMU_MEMCHECK=1 where its tests launch under memcheck), built on the helper's core while the
+    main process runs the files before it, which then finds them compiled (seconds of g++ each)."""
+    from minilora import emulator
+    if not emulator.is_available():
+        return
+    for keywords, changes in builds:
+        with _environment_changed(changes):
+            emulator.RawModule(**keywords).compile()
+
+
+@contextlib.contextmanager
+def _environment_changed(changes):
+    saved = dict(os.environ)
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def selected(items, module_name, test_name):

@@ -41,9 +41,14 @@ TEMPLATES = ("cub_sum<128>", "reduce_samples<float>", "reduce_samples<double>", 
 i32, f32 = np.int32, np.float32
 
 
+TUTORIALS = dict(path=R11 / "tutorials.cu", name_expressions=list(TEMPLATES))
+# built on the session's helper core meanwhile (tests/background_runs.py), as memcheck_every_launch has it
+EMULATOR_BUILDS = [(TUTORIALS, {"MINILORA_EMU_MEMCHECK": "1"})]
+
+
 @lru_cache(maxsize=None)
 def module() -> RawModule:
-    return RawModule(path=R11 / "tutorials.cu", name_expressions=list(TEMPLATES)).compile()
+    return RawModule(**TUTORIALS).compile()
 
 
 def fn(name: str):

@@ -47,9 +47,13 @@ TEMPLATES = ("grid_normalize<64>", "carve_and_filter<float, 5>", "carve_and_filt
 bf16, f16, f32, f64, i32, u32 = ml_dtypes.bfloat16, np.float16, np.float32, np.float64, np.int32, np.uint32
 
 
+MODULE = dict(code=SOURCE.read_text(), name_expressions=TEMPLATES)
+EMULATOR_BUILDS = [(MODULE, {})]  # built on the session's helper core meanwhile (tests/background_runs.py)
+
+
 @lru_cache(maxsize=None)
 def module(cooperative: bool = False) -> RawModule:
-    return RawModule(code=SOURCE.read_text(), name_expressions=TEMPLATES, enable_cooperative_groups=cooperative)
+    return RawModule(**MODULE, enable_cooperative_groups=cooperative)
 
 
 def fn(name, cooperative=False):

@@ -61,14 +61,19 @@ def cdiv(a, b):
     return -(-a // b)
 
 
+SAMPLES = dict(code=R19.read_text(), name_expressions=TEMPLATES)
+PLAIN = dict(code=SAMPLES["code"])  # (no name expressions: another build)
+EMULATOR_BUILDS = [(SAMPLES, {}), (PLAIN, {})]  # built on the session's helper core meanwhile (background_runs.py)
+
+
 @lru_cache(maxsize=None)
 def samples() -> RawModule:
-    return RawModule(code=R19.read_text(), name_expressions=TEMPLATES)
+    return RawModule(**SAMPLES)
 
 
 @lru_cache(maxsize=None)
 def cooperative() -> RawModule:
-    return RawModule(code=R19.read_text(), enable_cooperative_groups=True)
+    return RawModule(**PLAIN, enable_cooperative_groups=True)
 
 
 def fn(name):
@@ -475,7 +480,7 @@ def test_templates_through_name_expressions():
 
 @pytest.mark.parametrize("n", [1000, 97])
 def test_warp_shuffle_scan_and_cg_reduce(n):
-    module = RawModule(code=R19.read_text())
+    module = RawModule(**PLAIN)
     v = rng(19).integers(-5, 6, n).astype(i32)
     out, sums = np.zeros(n, i32), np.zeros(cdiv(n, 256), i32)
     module.get_function("shfl_scan_block")((sums.size,), (256,), (v, out, sums, i32(n)), shared_mem=8 * 4)

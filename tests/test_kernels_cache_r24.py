@@ -68,3 +68,21 @@ def test_a_run_two_tests_take_before_the_helper_gets_to_it_runs_once(monkeypatch
         assert runs.result("pid") == runs.result("pid")  # one process
     finally:
         runs.close()
+
+
+@pytest.mark.skipif(not emulator.is_available(), reason="the CUDA emulator needs a C++ compiler")
+@pytest.mark.parametrize("file_name, build", [("test_emulator_modern_r20", lambda file: file.module.__wrapped__(True)),
+                                              ("test_emulator_kernels_r11", lambda file: file.module.__wrapped__())])
+def test_a_files_emulator_builds_are_the_ones_its_tests_build(file_name, build, background, builds_refused,
+                                                              monkeypatch):
+    """A test file's ``EMULATOR_BUILDS``, compiled by the helper (background_runs.build_emulator_modules), are found
+    by its own fixtures' builds (test_emulator_kernels_r11's under memcheck_every_launch's MINILORA_EMU_MEMCHECK)."""
+    file = pytest.importorskip(file_name)
+    key = ("emulator builds", file_name)
+    if key not in background:
+        background.submit(key, "background_runs", "build_emulator_modules", file.EMULATOR_BUILDS)
+    background.result(key)
+    for _, changes in file.EMULATOR_BUILDS:
+        for name, value in changes.items():
+            monkeypatch.setenv(name, value)
+    build(file).compile()
