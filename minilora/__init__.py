@@ -32,13 +32,18 @@ from .tensor import refuse_negative_strides as _refuse_negative_strides  # noqa:
 __version__ = "0.1.0"
 
 
-def arange(start=0, end=None, step=1, *, dtype=None, layout=None, device=None, pin_memory=False, requires_grad=False):
+def arange(start=None, end=None, step=1, *, dtype=None, layout=None, device=None, pin_memory=False,
+           requires_grad=False):
     """``arange(5)`` is int64 and ``arange(0, 1, 0.25)`` float32: as torch, the dtype is the default
     float dtype when any bound or the step is a float, else int64. Values are torch's CPU kernel's
     (``factories.arange_values``: ``start + i * step`` by its vectors' bases and lanes, bit for bit), with
     ``ceil((end - start) / step)`` of them; bounds the step walks away from are an error, as torch."""
     if layout is not None or pin_memory is not False:
         factories.check_layout("arange", layout, pin_memory, device)
+    if start is None and end is None:  # (arange() was an empty tensor)
+        raise TypeError("arange() received an invalid combination of arguments - got (), but expected (Number end) "
+                        "or (Number start, Number end, Number step)")
+    start = 0 if start is None else start  # (arange(end=3), as torch)
     if end is None and not (isinstance(step, _builtins.int) and step == 1):  # (torch's arange(end) has no step)
         raise TypeError("arange() received an invalid combination of arguments: a step goes with arange(start, end, "
                         "step), not arange(end)")
@@ -63,6 +68,8 @@ def arange(start=0, end=None, step=1, *, dtype=None, layout=None, device=None, p
     exact = dtype == dtypes.int64  # torch counts int64 ranges in integers, every other dtype's in float64
     count = _builtins.max(0, -((start - end) // step) if exact else
                          _math.ceil((_builtins.float(end) - _builtins.float(start)) / _builtins.float(step)))
+    if count * dtype.itemsize >= 2 ** 63:  # (NumPy's arange of such a count was empty)
+        raise RuntimeError(f"Storage size calculation overflowed with sizes=[{count}]")
     if dtype.kind in "iu":  # the count from the real bounds, the values from start and step cut to
         # integers, wrapped into the dtype as torch's kernel casts them (uint8 from 250 by 10: 250, 4, 14 ...)
         values = (_builtins.int(start) + _np.arange(count, dtype=_np.int64) * _builtins.int(step)).astype(dtype)

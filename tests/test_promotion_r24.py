@@ -97,3 +97,28 @@ def test_lcm_wraps_and_takes_the_sign_as_atens_int_arithmetic(dtype):
 def test_clamp_with_complex_bounds_refuses_as_torch(call):
     # a complex tensor bound gave NumPy's lexicographic clamp, a complex result torch has no kernel for
     _same_as_torch(call, torch.tensor([1.0, -2.0, 5.0]), torch.tensor([1j, 2, 3]))
+
+
+@pytest.mark.parametrize("name", ["logical_and", "logical_or", "logical_xor"])
+def test_logical_ops_of_float16_and_a_complex_scalar_tensor_refuse_as_torch(name):
+    # their common dtype is complex32, which torch's kernel refuses (minilora answered bools)
+    _same_as_torch(lambda m, a, b: getattr(m, name)(a, b), torch.tensor([0.0, 1.5], dtype=torch.float16),
+                   torch.tensor(1j))
+    _same_as_torch(lambda m, a, b: getattr(m, name)(a, b), torch.tensor([0.0, 1.5], dtype=torch.bfloat16),
+                   torch.tensor(1j))
+
+
+def test_arange_without_bounds_is_refused():
+    with pytest.raises(TypeError):
+        torch.arange()
+    with pytest.raises(TypeError, match="invalid combination"):
+        ml.arange()  # (was an empty int64 tensor)
+    assert ml.arange(end=3).tolist() == torch.arange(end=3).tolist()
+
+
+def test_arange_past_the_addressable_size_is_refused():
+    for end in (2 ** 63 - 1, 2 ** 62):
+        with pytest.raises(RuntimeError):
+            torch.arange(end)
+        with pytest.raises(RuntimeError, match="overflowed"):
+            ml.arange(end)  # (NumPy's arange of that count was empty: a tensor of no elements)

@@ -1930,19 +1930,24 @@ def logical_not(input):
     return computed(xp_of(input._array).logical_not(input._array), input)
 
 
-def _tensor_operand(name, other):
-    """torch's logical_and/or/xor take a tensor, not a number (NumPy would take 1 as True)."""
+def _tensor_operand(name, input, other):
+    """torch's logical_and/or/xor take a tensor, not a number (NumPy would take 1 as True), and run in the
+    operands' common dtype: float16 with a 0-d complex tensor is complex32, which the kernel refuses."""
     if not isinstance(other, Tensor):
         raise TypeError(f"{name}(): argument 'other' (position 2) must be Tensor, not {type(other).__name__}")
+    try:
+        result_type(input, other)
+    except NotImplementedError:  # (minilora's words for complex32: torch's kernel names its own)
+        raise NotImplementedError(f"\"{name}_cpu\" not implemented for 'ComplexHalf'") from None
     return other
 
 
 def logical_and(input, other):
-    return bitwise_and(input != 0, _tensor_operand("logical_and", other) != 0)
+    return bitwise_and(input != 0, _tensor_operand("logical_and", input, other) != 0)
 
 
 def logical_or(input, other):
-    return bitwise_or(input != 0, _tensor_operand("logical_or", other) != 0)
+    return bitwise_or(input != 0, _tensor_operand("logical_or", input, other) != 0)
 
 
 # ---- rounding (piecewise constant: zero gradient, as torch) and closeness tests -------------------
@@ -2352,7 +2357,7 @@ def _saved_for_the_divisor(out, input, other):
 
 
 def logical_xor(input, other):
-    return bitwise_xor(input != 0, _tensor_operand("logical_xor", other) != 0)
+    return bitwise_xor(input != 0, _tensor_operand("logical_xor", input, other) != 0)
 
 
 def _in_float32(op, input, tensor1, tensor2, value):
