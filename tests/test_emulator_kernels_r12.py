@@ -46,9 +46,12 @@ PLAIN = ("sgemm_naive", "flash_attn_forward", "layernorm_forward_kernel3", "soft
 i32, f32 = np.int32, np.float32
 
 
+SGEMM_MODULE = dict(path=R12 / "sgemm_attention.cu", name_expressions=[*SGEMM, *PLAIN])
+
+
 @lru_cache(maxsize=None)
 def sgemm_module() -> RawModule:
-    return RawModule(path=R12 / "sgemm_attention.cu", name_expressions=[*SGEMM, *PLAIN]).compile()
+    return RawModule(**SGEMM_MODULE).compile()
 
 
 def fn(name: str):
@@ -181,11 +184,15 @@ def test_llmc_crossentropy_forward_backward_and_adamw():
 CLASSIC_TEMPLATES = ("reduce5<128>", "reduce5<64>", "reduce6<128, false>", "reduce6<256, true>")
 
 
+CLASSICS = dict(path=R12 / "classics.cu", name_expressions=list(CLASSIC_TEMPLATES))
+# built on the session's helper core meanwhile (tests/background_runs.py), as memcheck_every_launch has it
+EMULATOR_BUILDS = [(SGEMM_MODULE, {"MINILORA_EMU_MEMCHECK": "1"}), (CLASSICS, {"MINILORA_EMU_MEMCHECK": "1"})]
+
+
 @lru_cache(maxsize=None)
 def classics(cooperative: bool = False) -> RawModule:
     # one compile: a cooperative RawModule of the same source and options shares the built module
-    return RawModule(path=R12 / "classics.cu", name_expressions=list(CLASSIC_TEMPLATES),
-                     enable_cooperative_groups=cooperative).compile()
+    return RawModule(**CLASSICS, enable_cooperative_groups=cooperative).compile()
 
 
 def classic(name: str, cooperative: bool = False):

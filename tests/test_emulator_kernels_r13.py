@@ -76,9 +76,12 @@ def test_read_checks_are_opt_in_as_compute_sanitizers_memcheck(monkeypatch):
         kernel((1,), (64,), (y, x, i32(64)))
 
 
+PUBLIC = dict(path=R13 / "public.cu", name_expressions=list(TEMPLATES))
+
+
 @lru_cache(maxsize=None)
 def public() -> RawModule:
-    return RawModule(path=R13 / "public.cu", name_expressions=list(TEMPLATES)).compile()
+    return RawModule(**PUBLIC).compile()
 
 
 def fn(name: str):
@@ -291,9 +294,14 @@ def test_device_printf_and_a_failed_device_assert(capfd):
 SAMPLES = ("reduce_samples<float, 128, false>", "reduce_samples<double, 256, true>", "reduce_samples<int, 64, false>")
 
 
+CORNERS = dict(path=R13 / "corners.cu", name_expressions=list(SAMPLES))
+# built on the session's helper core meanwhile (tests/background_runs.py), as memcheck_every_launch has it
+EMULATOR_BUILDS = [(PUBLIC, {"MINILORA_EMU_MEMCHECK": "1"}), (CORNERS, {"MINILORA_EMU_MEMCHECK": "1"})]
+
+
 @lru_cache(maxsize=None)
 def corners() -> RawModule:
-    return RawModule(path=R13 / "corners.cu", name_expressions=list(SAMPLES)).compile()
+    return RawModule(**CORNERS).compile()
 
 
 def corner(name: str):

@@ -66,10 +66,15 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+# as a CuPy user builds it: C++17, fast math, a -D'd block size, name expressions, Jitify for the C++ headers
+STYLES = dict(code=(R18 / "styles.cu").read_text(), options=OPTS, name_expressions=TEMPLATES, jitify=True)
+# built on the session's helper core meanwhile (tests/background_runs.py), as memcheck_every_launch has it
+EMULATOR_BUILDS = [(STYLES, {"MINILORA_EMU_MEMCHECK": "1"})]
+
+
 @lru_cache(maxsize=None)
 def module() -> RawModule:
-    # as a CuPy user builds it: C++17, fast math, a -D'd block size, name expressions, Jitify for the C++ headers
-    return RawModule(code=(R18 / "styles.cu").read_text(), options=OPTS, name_expressions=TEMPLATES, jitify=True)
+    return RawModule(**STYLES)
 
 
 def fn(name: str) -> RawKernel:

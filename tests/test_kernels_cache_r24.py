@@ -71,12 +71,17 @@ def test_a_run_two_tests_take_before_the_helper_gets_to_it_runs_once(monkeypatch
 
 
 @pytest.mark.skipif(not emulator.is_available(), reason="the CUDA emulator needs a C++ compiler")
-@pytest.mark.parametrize("file_name, build", [("test_emulator_modern_r20", lambda file: file.module.__wrapped__(True)),
-                                              ("test_emulator_kernels_r11", lambda file: file.module.__wrapped__())])
+@pytest.mark.parametrize("file_name, build", [  # each file's fixtures, past their lru_cache
+    ("test_emulator_modern_r20", lambda file: [file.module.__wrapped__(True)]),
+    ("test_emulator_r19", lambda file: [file.samples.__wrapped__(), file.cooperative.__wrapped__()]),
+    ("test_emulator_kernels_r11", lambda file: [file.module.__wrapped__()]),
+    ("test_emulator_kernels_r12", lambda file: [file.sgemm_module.__wrapped__(), file.classics.__wrapped__(True)]),
+    ("test_emulator_kernels_r13", lambda file: [file.public.__wrapped__(), file.corners.__wrapped__()]),
+    ("test_emulator_kernels_r18", lambda file: [file.module.__wrapped__()])])
 def test_a_files_emulator_builds_are_the_ones_its_tests_build(file_name, build, background, builds_refused,
                                                               monkeypatch):
     """A test file's ``EMULATOR_BUILDS``, compiled by the helper (background_runs.build_emulator_modules), are found
-    by its own fixtures' builds (test_emulator_kernels_r11's under memcheck_every_launch's MINILORA_EMU_MEMCHECK)."""
+    by its own fixtures' builds (test_emulator_kernels_r1*'s under memcheck_every_launch's MINILORA_EMU_MEMCHECK)."""
     file = pytest.importorskip(file_name)
     key = ("emulator builds", file_name)
     if key not in background:
@@ -85,4 +90,5 @@ def test_a_files_emulator_builds_are_the_ones_its_tests_build(file_name, build, 
     for _, changes in file.EMULATOR_BUILDS:
         for name, value in changes.items():
             monkeypatch.setenv(name, value)
-    build(file).compile()
+    for module in build(file):
+        module.compile()
