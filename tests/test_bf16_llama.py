@@ -359,7 +359,7 @@ def test_padding_mask_in_bfloat16():
     rng = np.random.default_rng(0)
     with ml.no_grad():  # weights large enough that attention is far from uniform
         for p in model.parameters():
-            p.copy_(0.3 * rng.standard_normal(p.shape) + (1.0 if p.ndim == 1 else 0.0))
+            p.copy_(ml.tensor(0.3 * rng.standard_normal(p.shape) + (1.0 if p.ndim == 1 else 0.0)))
     long, short = [5, 9, 2, 30, 7], [11, 4, 8]
     mask = np.array([[1] * 5, [0, 0, 1, 1, 1]])
     positions = np.maximum(mask.cumsum(axis=1) - 1, 0)

@@ -20,7 +20,7 @@ def model():
     with ml.no_grad():
         for name, p in model.named_parameters():
             if not name.endswith("norm.weight"):
-                p.copy_(rng.standard_normal(p.shape) * 0.5)
+                p.copy_(ml.tensor(rng.standard_normal(p.shape) * 0.5))
     return model
 
 

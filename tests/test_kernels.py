@@ -532,7 +532,7 @@ def test_lora_training_step_of_a_tiny_llama_on_emu_matches_cpu():
         with ml.no_grad():  # PEFT starts B at zero; random B makes every gradient non-trivial
             for name, p in model.named_parameters():
                 if "lora_B" in name:
-                    p.copy_(0.1 * rng.standard_normal(p.shape))
+                    p.copy_(ml.tensor(0.1 * rng.standard_normal(p.shape)))
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         opt = AdamW([p for _, p in trainable], lr=1e-2)
         out = model(ml.tensor(ids, device=dev), labels=ml.tensor(ids, device=dev))

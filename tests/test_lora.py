@@ -26,7 +26,7 @@ def tiny_llama(dtype="float64", seed=0, **overrides):
     with ml.no_grad():  # weights well away from zero, so every adapter visibly changes the output
         for name, p in model.named_parameters():
             if not name.endswith("norm.weight"):
-                p.copy_(0.3 * rng.standard_normal(p.shape))
+                p.copy_(ml.tensor(0.3 * rng.standard_normal(p.shape)))
     return model
 
 
@@ -248,7 +248,7 @@ def test_embedding_lora_formula_init_padding_and_gradients():
     assert A.shape == (3, 64) and B.shape == (16, 3) and not A.numpy().any() and B.numpy().std() > 0.5
     assert_close(logits(model, ids()), base_logits, rtol=0, atol=0, name="A = 0 starts at the base")
     with ml.no_grad():
-        A.copy_(np.random.default_rng(1).standard_normal(A.shape))
+        A.copy_(ml.tensor(np.random.default_rng(1).standard_normal(A.shape)))
     tokens = np.array([[5, 3, 5, 9]])
     want = layer.base_layer.weight.numpy()[tokens] + 2.0 * A.numpy().T[tokens] @ B.numpy().T
     assert_close(layer(tokens), want, rtol=1e-12, atol=1e-12, name="embedding LoRA output")

@@ -161,7 +161,7 @@ def test_vera_matches_peft_and_files_go_both_ways(hf, tmp_path):
     with ml.no_grad():  # trained-looking lambdas, so the file carries real numbers
         for p in mine.parameters():
             if p.requires_grad:
-                p.copy_(rng.standard_normal(p.shape))
+                p.copy_(ml.tensor(rng.standard_normal(p.shape)))
     mine.save_pretrained(tmp_path / "ours")
     reference, _ = base_pair(hf)
     loaded = peft.PeftModel.from_pretrained(reference, tmp_path / "ours")

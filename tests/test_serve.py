@@ -26,7 +26,7 @@ def base_model(dtype="float64", seed=0):
     with ml.no_grad():  # large weights: sharp logits, so greedy choices are far from ties
         for name, p in model.named_parameters():
             if not name.endswith("norm.weight"):
-                p.copy_(0.5 * rng.standard_normal(p.shape))
+                p.copy_(ml.tensor(0.5 * rng.standard_normal(p.shape)))
     return model
 
 

@@ -77,7 +77,7 @@ print("scale s = lora_alpha / r =", layer.scaling["default"])
 
 # %%
 with ml.no_grad():
-    layer.lora_B["default"].weight.copy_(rng.standard_normal((48, 4)) * 0.1)
+    layer.lora_B["default"].weight.copy_(ml.tensor(rng.standard_normal((48, 4)) * 0.1))
 x = ml.randn(5, 64)
 W0, A, B = base.weight.numpy(), layer.lora_A["default"].weight.numpy(), layer.lora_B["default"].weight.numpy()
 s = layer.scaling["default"]
