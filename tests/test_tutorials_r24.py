@@ -147,6 +147,7 @@ def test_transformer_encoder_layer_train_as_torch(T, P):
         y = layer(x, src_key_padding_mask=T.tensor([[False]*5, [False]*3+[True]*2]))
     return losses + y[0].tolist()
 
+
 @compared()
 def test_transformer_encoder_layer_norm_first_gelu_as_torch(T, P):
     T.manual_seed(1)
@@ -156,6 +157,7 @@ def test_transformer_encoder_layer_norm_first_gelu_as_torch(T, P):
     y = layer(x, src_mask=mask, is_causal=True)
     y.sum().backward()
     return [y, layer.self_attn.in_proj_weight.grad]
+
 
 @compared()
 def test_multihead_attention_weights_as_torch(T, P):
@@ -167,13 +169,16 @@ def test_multihead_attention_weights_as_torch(T, P):
     (out.sum() + out2.sum()).backward()
     return [out, w, out2, w2, mha.out_proj.weight.grad]
 
+
 @compared()
 def test_mha_kdim_vdim_as_torch(T, P):
     T.manual_seed(3)
-    mha = T.nn.MultiheadAttention(embed_dim=6, num_heads=3, kdim=4, vdim=5, bias=False, add_bias_kv=True, add_zero_attn=True)
+    mha = T.nn.MultiheadAttention(embed_dim=6, num_heads=3, kdim=4, vdim=5, bias=False, add_bias_kv=True,
+                                  add_zero_attn=True)
     q = T.randn(3, 1, 6); k = T.randn(2, 1, 4); v = T.randn(2, 1, 5)
     out, w = mha(q, k, v)
     return [out, w]
+
 
 @compared()
 def test_lstm_packed_as_torch(T, P):
@@ -190,6 +195,7 @@ def test_lstm_packed_as_torch(T, P):
     loss.backward()
     return [unp, lens.tolist(), h, c, lstm.weight_hh_l1_reverse.grad]
 
+
 @compared()
 def test_gru_packed_unsorted_as_torch(T, P):
     T.manual_seed(0)
@@ -200,6 +206,7 @@ def test_gru_packed_unsorted_as_torch(T, P):
     unp, lens = T.nn.utils.rnn.pad_packed_sequence(out, padding_value=-1.0, total_length=5)
     return [unp, lens, h, packed.sorted_indices, packed.batch_sizes]
 
+
 @compared()
 def test_pack_sequence_lstm_proj_as_torch(T, P):
     T.manual_seed(4)
@@ -207,6 +214,7 @@ def test_pack_sequence_lstm_proj_as_torch(T, P):
     pk = T.nn.utils.rnn.pack_sequence([T.randn(4, 3), T.randn(2, 3)])
     out, (h, c) = lstm(pk)
     return [out.data, h, c]
+
 
 @compared()
 def test_cnn_bn_dropout_train_eval_as_torch(T, P):
@@ -227,6 +235,7 @@ def test_cnn_bn_dropout_train_eval_as_torch(T, P):
         out = net(x)
     return [losses, out, net[1].running_mean, net[1].running_var, net[1].num_batches_tracked]
 
+
 @compared()
 def test_batchnorm_momentum_none_as_torch(T, P):
     T.manual_seed(0)
@@ -234,6 +243,7 @@ def test_batchnorm_momentum_none_as_torch(T, P):
     for _ in range(3): bn(T.randn(4, 3))
     bn2 = T.nn.BatchNorm2d(2, track_running_stats=False)
     return [bn.running_mean, bn.running_var, bn2.eval()(T.randn(2, 2, 3, 3))]
+
 
 @compared()
 def test_func_vmap_grad_as_torch(T, P):
@@ -248,6 +258,7 @@ def test_func_vmap_grad_as_torch(T, P):
     g = from_.vmap(from_.grad(loss_fn), in_dims=(None, 0, 0))(params, x, y)
     return [g["weight"], g["bias"]]
 
+
 @compared(rtol=1e-10)  # (float64)
 def test_func_jacrev_hessian_as_torch(T, P):
     from_ = T.func
@@ -255,6 +266,7 @@ def test_func_jacrev_hessian_as_torch(T, P):
     f = lambda x: (x.sin() * x.exp()).sum()
     return [from_.jacrev(lambda x: x.sin() * x.cos())(x), from_.hessian(f)(x), from_.grad(f)(x),
             from_.jacrev(lambda a, b: a * b, argnums=(0, 1))(x, x * 2)]
+
 
 @compared()
 def test_func_grad_has_aux_as_torch(T, P):
@@ -266,6 +278,7 @@ def test_func_grad_has_aux_as_torch(T, P):
     gv = from_.grad_and_value(lambda x: x.square().sum())(T.arange(3.0))
     out, vjp_fn = from_.vjp(T.tanh, T.tensor([0.5, 1.0]))
     return [g, aux["y"], aux["x2"], gv, out, vjp_fn(T.ones(2))]
+
 
 @compared()
 def test_seq_lr_as_torch(T, P):
@@ -279,6 +292,7 @@ def test_seq_lr_as_torch(T, P):
         opt.step(); sch.step(); lrs.append(sch.get_last_lr()[0])
     return lrs
 
+
 @compared()
 def test_one_cycle_as_torch(T, P):
     p = [T.nn.Parameter(T.zeros(1))]
@@ -288,11 +302,13 @@ def test_one_cycle_as_torch(T, P):
     for _ in range(10):
         opt.step(); sch.step(); lrs.append(opt.param_groups[0]["lr"]); moms.append(opt.param_groups[0]["momentum"])
     opt2 = T.optim.Adam(p, lr=0.1)
-    sch2 = T.optim.lr_scheduler.OneCycleLR(opt2, 0.5, epochs=2, steps_per_epoch=4, anneal_strategy="linear", three_phase=True)
+    sch2 = T.optim.lr_scheduler.OneCycleLR(opt2, 0.5, epochs=2, steps_per_epoch=4, anneal_strategy="linear",
+                                           three_phase=True)
     l2 = []
     for _ in range(8):
         opt2.step(); sch2.step(); l2.append(opt2.param_groups[0]["lr"]); l2.append(opt2.param_groups[0]["betas"][0])
     return lrs + moms + l2
+
 
 @compared()
 def test_cosine_warm_restarts_as_torch(T, P):
@@ -308,6 +324,7 @@ def test_cosine_warm_restarts_as_torch(T, P):
         sch.step(); lrs.append(opt.param_groups[0]["lr"])
     return lrs
 
+
 @compared()
 def test_chained_scheduler_and_plateau_as_torch(T, P):
     p = [T.nn.Parameter(T.zeros(1))]
@@ -317,10 +334,12 @@ def test_chained_scheduler_and_plateau_as_torch(T, P):
     lrs = []
     for _ in range(5): opt.step(); sch.step(); lrs.append(sch.get_last_lr()[0])
     opt2 = T.optim.SGD(p, lr=1.0)
-    pl = T.optim.lr_scheduler.ReduceLROnPlateau(opt2, mode="min", factor=0.5, patience=1, threshold=0.1, cooldown=1, min_lr=0.1)
+    pl = T.optim.lr_scheduler.ReduceLROnPlateau(opt2, mode="min", factor=0.5, patience=1, threshold=0.1, cooldown=1,
+                                                min_lr=0.1)
     for v in [1.0, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95]:
         pl.step(v); lrs.append(opt2.param_groups[0]["lr"])
     return lrs
+
 
 @compared()
 def test_lambda_multiplicative_polynomial_as_torch(T, P):
@@ -337,6 +356,7 @@ def test_lambda_multiplicative_polynomial_as_torch(T, P):
         for _ in range(7): opt.step(); s.step(); out.append(s.get_last_lr()[0])
     return out
 
+
 @compared()
 def test_grad_accumulation_as_torch(T, P):
     T.manual_seed(0)
@@ -348,10 +368,12 @@ def test_grad_accumulation_as_torch(T, P):
         loss = T.nn.functional.mse_loss(model(X[2*i:2*i+2]), Y[2*i:2*i+2]) / accum
         loss.backward()
         if (i + 1) % accum == 0:
-            n = T.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5, norm_type=2.0, error_if_nonfinite=True, foreach=True)
+            n = T.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5, norm_type=2.0, error_if_nonfinite=True,
+                                           foreach=True)
             out.append(n.item())
             opt.step(); opt.zero_grad(set_to_none=True)
     return out + [p for p in model.parameters()]
+
 
 @compared()
 def test_clip_grad_inf_norm_and_value_as_torch(T, P):
@@ -362,6 +384,7 @@ def test_clip_grad_inf_norm_and_value_as_torch(T, P):
     T.nn.utils.clip_grad_value_(m.parameters(), clip_value=0.05)
     g = T.nn.utils.get_total_norm([p.grad for p in m.parameters()], norm_type=1.0)
     return [n, m.weight.grad, m.bias.grad, g]
+
 
 @compared()
 def test_clip_grad_nonfinite_as_torch(T, P):
@@ -375,6 +398,7 @@ def test_clip_grad_nonfinite_as_torch(T, P):
     n = T.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
     return [r, n, m.weight.grad, m.bias.grad]
 
+
 @compared()
 def test_dataloader_sampler_collate_as_torch(T, P):
     from_ = T.utils.data
@@ -382,7 +406,8 @@ def test_dataloader_sampler_collate_as_torch(T, P):
     g = T.Generator().manual_seed(42)
     dl = from_.DataLoader(ds, batch_size=3, shuffle=True, drop_last=True, generator=g)
     out = [b for b in dl] + [b for b in dl]
-    ws = from_.WeightedRandomSampler([0.1, 0.5, 0.2, 0.2], num_samples=6, replacement=True, generator=T.Generator().manual_seed(1))
+    ws = from_.WeightedRandomSampler([0.1, 0.5, 0.2, 0.2], num_samples=6, replacement=True,
+                                     generator=T.Generator().manual_seed(1))
     out.append(list(ws))
     sub = from_.SubsetRandomSampler([1, 3, 5, 7], generator=T.Generator().manual_seed(3))
     out.append(list(sub))
@@ -391,11 +416,13 @@ def test_dataloader_sampler_collate_as_torch(T, P):
     def collate(batch):
         xs, ys = zip(*batch)
         return T.stack(xs).sum(), list(ys)
-    dl2 = from_.DataLoader(ds, batch_size=4, collate_fn=collate, sampler=from_.RandomSampler(ds, generator=T.Generator().manual_seed(5)))
+    sampler = from_.RandomSampler(ds, generator=T.Generator().manual_seed(5))
+    dl2 = from_.DataLoader(ds, batch_size=4, collate_fn=collate, sampler=sampler)
     for a, b in dl2: out.append(a); out.append([int(v) for v in b])
     tr, te = from_.random_split(ds, [0.7, 0.3], generator=T.Generator().manual_seed(0))
     out.append(list(tr.indices)); out.append(list(te.indices))
     return out
+
 
 @compared()
 def test_dataloader_global_seed_as_torch(T, P):
@@ -405,6 +432,7 @@ def test_dataloader_global_seed_as_torch(T, P):
     a = [b for b in dl]
     r = T.rand(2)
     return a + [r]
+
 
 @compared()
 def test_weight_init_as_torch(T, P):
@@ -426,6 +454,7 @@ def test_weight_init_as_torch(T, P):
     nn.init.constant_(w, 0.3); out.append(w.clone())
     return out
 
+
 @compared()
 def test_module_apply_init_as_torch(T, P):
     T.manual_seed(0)
@@ -440,6 +469,7 @@ def test_module_apply_init_as_torch(T, P):
     net = nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 3), nn.Conv2d(1, 2, 3), nn.LSTM(3, 2), nn.GRUCell(2, 3))
     net.apply(init_weights)
     return [p for p in net.parameters()]
+
 
 @compared()
 def test_autocast_cpu_bf16_as_torch(T, P):
@@ -457,31 +487,41 @@ def test_autocast_cpu_bf16_as_torch(T, P):
     return [out.dtype == T.bfloat16, loss.dtype == T.float32, out, loss, m[0].weight.grad, o2.dtype == T.bfloat16, o2,
             s.dtype == T.float32, s, o3]
 
+
 @compared()
 def test_lora_custom_mlp_regex_as_torch(T, P):
     T.manual_seed(0)
     class MLP(T.nn.Module):
         def __init__(self):
             super().__init__()
-            self.seq = T.nn.Sequential(T.nn.Linear(10, 12), T.nn.ReLU(), T.nn.Linear(12, 12), T.nn.ReLU(), T.nn.Linear(12, 2))
+            self.seq = T.nn.Sequential(T.nn.Linear(10, 12), T.nn.ReLU(), T.nn.Linear(12, 12), T.nn.ReLU(),
+                                       T.nn.Linear(12, 2))
         def forward(self, x): return self.seq(x)
-    model = P.get_peft_model(MLP(), P.LoraConfig(r=4, lora_alpha=8, target_modules=r".*seq\.(0|2)$", modules_to_save=["seq.4"], lora_dropout=0.0, init_lora_weights="gaussian"))
+    config = P.LoraConfig(r=4, lora_alpha=8, target_modules=r".*seq\.(0|2)$", modules_to_save=["seq.4"],
+                          lora_dropout=0.0, init_lora_weights="gaussian")
+    model = P.get_peft_model(MLP(), config)
     opt = T.optim.SGD(model.parameters(), lr=0.1)
     x = T.randn(6, 10); y = T.tensor([0, 1, 1, 0, 1, 0])
     losses = []
     for _ in range(3):
-        loss = T.nn.functional.cross_entropy(model(x), y); opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+        loss = T.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     merged = model.merge_and_unload()
     with T.no_grad(): o = merged(x)
     return losses + [n, o, sorted(k for k, _ in merged.named_parameters())]
+
 
 @compared()
 def test_lora_multi_adapter_as_torch(T, P):
     T.manual_seed(0)
     base = T.nn.Sequential(T.nn.Linear(6, 6), T.nn.Tanh(), T.nn.Linear(6, 3))
     model = P.get_peft_model(base, P.LoraConfig(r=2, target_modules=["0", "2"], init_lora_weights=False))
-    model.add_adapter("other", P.LoraConfig(r=3, lora_alpha=6, target_modules=["0"], use_rslora=True, init_lora_weights=False))
+    model.add_adapter("other", P.LoraConfig(r=3, lora_alpha=6, target_modules=["0"], use_rslora=True,
+                                            init_lora_weights=False))
     x = T.randn(2, 6)
     out = [model(x)]
     model.set_adapter("other"); out.append(model(x))
@@ -492,11 +532,13 @@ def test_lora_multi_adapter_as_torch(T, P):
     with model.disable_adapter(): out.append(model(x))
     return out
 
+
 @compared()
 def test_lora_dora_train_as_torch(T, P):
     T.manual_seed(0)
     base = T.nn.Sequential(T.nn.Linear(5, 7), T.nn.ReLU(), T.nn.Linear(7, 2))
-    model = P.get_peft_model(base, P.LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"], use_dora=True, lora_dropout=0.0))
+    model = P.get_peft_model(base, P.LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"], use_dora=True,
+                                                lora_dropout=0.0))
     opt = T.optim.Adam(model.parameters(), lr=1e-2)
     x = T.randn(4, 5)
     ls = []
@@ -505,6 +547,7 @@ def test_lora_dora_train_as_torch(T, P):
     with T.no_grad(): pre = model(x)
     merged = model.merge_and_unload()
     return ls + [pre, merged(x)]
+
 
 @compared()
 def test_lora_init_variants_as_torch(T, P):
@@ -517,11 +560,13 @@ def test_lora_init_variants_as_torch(T, P):
         out.append(m(x)); out.append(m.base_model.model[0].lora_B["default"].weight.abs().sum())
     return out
 
+
 @compared()
 def test_lora_merge_unmerge_safe_as_torch(T, P):
     T.manual_seed(0)
     base = T.nn.Sequential(T.nn.Linear(4, 4), T.nn.Linear(4, 2))
-    m = P.get_peft_model(base, P.LoraConfig(r=2, lora_alpha=16, target_modules=["0", "1"], init_lora_weights=False, lora_dropout=0.1))
+    m = P.get_peft_model(base, P.LoraConfig(r=2, lora_alpha=16, target_modules=["0", "1"], init_lora_weights=False,
+                                            lora_dropout=0.1))
     m.eval()
     x = T.randn(3, 4)
     a = m(x)
@@ -531,6 +576,7 @@ def test_lora_merge_unmerge_safe_as_torch(T, P):
     c = m(x)
     sd = P.get_peft_model_state_dict(m)
     return [a, b, c, sorted(sd.keys())]
+
 
 @compared()
 def test_lora_on_an_embedding_and_a_linear_as_torch(T, P):
@@ -543,13 +589,17 @@ def test_lora_on_an_embedding_and_a_linear_as_torch(T, P):
     m = P.get_peft_model(Net(), P.LoraConfig(r=2, target_modules=["emb", "lin"], init_lora_weights=False))
     return [m(T.tensor([[1, 2, 3]])), m.print_trainable_parameters() or 0]
 
+
 @compared(rtol=1e-10)  # (float64)
 def test_optimizers_with_their_options_as_torch(T, P):
     T.manual_seed(0)
     out = []
-    for mk in [lambda p: T.optim.AdamW(p, lr=1e-2, amsgrad=True), lambda p: T.optim.RMSprop(p, lr=1e-2, momentum=0.9, centered=True),
-               lambda p: T.optim.Adagrad(p, lr=0.1, lr_decay=0.01), lambda p: T.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
-               lambda p: T.optim.Adam(p, lr=1e-2, maximize=True), lambda p: T.optim.NAdam(p, lr=1e-2), lambda p: T.optim.RAdam(p, lr=1e-2, decoupled_weight_decay=True, weight_decay=0.1),
+    for mk in [lambda p: T.optim.AdamW(p, lr=1e-2, amsgrad=True),
+               lambda p: T.optim.RMSprop(p, lr=1e-2, momentum=0.9, centered=True),
+               lambda p: T.optim.Adagrad(p, lr=0.1, lr_decay=0.01),
+               lambda p: T.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+               lambda p: T.optim.Adam(p, lr=1e-2, maximize=True), lambda p: T.optim.NAdam(p, lr=1e-2),
+               lambda p: T.optim.RAdam(p, lr=1e-2, decoupled_weight_decay=True, weight_decay=0.1),
                lambda p: T.optim.Adamax(p), lambda p: T.optim.Adadelta(p)]:
         T.manual_seed(0)
         m = T.nn.Linear(3, 2, dtype=T.float64)
@@ -559,6 +609,7 @@ def test_optimizers_with_their_options_as_torch(T, P):
             opt.zero_grad(); m(x).pow(2).sum().backward(); opt.step()
         out += [m.weight, m.bias]
     return out
+
 
 @compared(rtol=1e-10)  # (float64)
 def test_param_groups_with_their_own_lr_as_torch(T, P):
@@ -571,6 +622,7 @@ def test_param_groups_with_their_own_lr_as_torch(T, P):
     sd = opt.state_dict()
     return [list(m.parameters()), [g["lr"] for g in opt.param_groups], sd["param_groups"][1]["params"]]
 
+
 @compared()
 def test_tensor_inplace_chain_as_torch(T, P):
     T.manual_seed(0)
@@ -581,11 +633,13 @@ def test_tensor_inplace_chain_as_torch(T, P):
     v = x.masked_fill(x < 0, 0.0).argmax(dim=1)
     return [y, z, w, v, x.std(), x.var(unbiased=False), x.norm(p=1), x.max(dim=0).values, x.topk(2).indices, x.median()]
 
+
 @compared()
 def test_printing_as_torch(T, P):
     T.manual_seed(0)
     x = T.randn(2, 3)
     return [str(x), repr(x.int()), str(x.requires_grad_()), str(x * 2), str(T.tensor(3.5)), str(x.sum())]
+
 
 @compared()
 def test_embedding_bag_and_padding_as_torch(T, P):
@@ -595,6 +649,7 @@ def test_embedding_bag_and_padding_as_torch(T, P):
     out = e(ids)
     out.sum().backward()
     return [out, e.weight.grad, e.weight]
+
 
 @compared(rtol=1e-10)  # (float64)
 def test_conv_transpose_groups_as_torch(T, P):
@@ -606,6 +661,7 @@ def test_conv_transpose_groups_as_torch(T, P):
     y.sum().backward()
     return [y, c.weight.grad, d.bias.grad]
 
+
 @compared(rtol=1e-10)  # (float64)
 def test_adaptive_pool_upsample_as_torch(T, P):
     T.manual_seed(0)
@@ -615,6 +671,7 @@ def test_adaptive_pool_upsample_as_torch(T, P):
     c = T.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)(x)
     d = T.nn.functional.interpolate(x, size=(4, 4), mode="nearest")
     return [a, b, c, d]
+
 
 @compared()
 def test_gumbel_and_multinomial_as_torch(T, P):
@@ -628,6 +685,7 @@ def test_gumbel_and_multinomial_as_torch(T, P):
     f = T.randint(0, 10, (5,))
     g = T.randperm(6)
     return [a, b, c, d, e, f, g, T.rand(1)]
+
 
 @compared(rtol=1e-10)  # (float64)
 def test_losses_with_their_options_as_torch(T, P):
@@ -646,6 +704,7 @@ def test_losses_with_their_options_as_torch(T, P):
     sum(out).backward()
     return out + [x.grad]
 
+
 @compared(rtol=1e-10)  # (float64)
 def test_gradient_checkpoint_and_hooks_as_torch(T, P):
     T.manual_seed(0)
@@ -657,6 +716,7 @@ def test_gradient_checkpoint_and_hooks_as_torch(T, P):
     (y ** 2).sum().backward()
     h.remove()
     return [y, x.grad, grads[0], lin.weight.grad]
+
 
 @compared()
 def test_rnn_cells_loop_as_torch(T, P):
@@ -671,13 +731,16 @@ def test_rnn_cells_loop_as_torch(T, P):
     o2, h2 = rnn(x)
     return [out, o2, h2]
 
+
 @compared()
 def test_transformer_decoder_as_torch(T, P):
     T.manual_seed(0)
-    dec = T.nn.TransformerDecoder(T.nn.TransformerDecoderLayer(d_model=8, nhead=2, dim_feedforward=12, dropout=0.0, batch_first=True), num_layers=2)
+    dec = T.nn.TransformerDecoder(T.nn.TransformerDecoderLayer(d_model=8, nhead=2, dim_feedforward=12, dropout=0.0,
+                                                               batch_first=True), num_layers=2)
     mem = T.randn(2, 4, 8); tgt = T.randn(2, 3, 8)
     m = T.nn.Transformer.generate_square_subsequent_mask(3)
-    y = dec(tgt, mem, tgt_mask=m, tgt_is_causal=True, memory_key_padding_mask=T.tensor([[False]*4, [False, False, True, True]]))
+    y = dec(tgt, mem, tgt_mask=m, tgt_is_causal=True, memory_key_padding_mask=T.tensor([[False]*4, [False, False, True,
+                                                                                                    True]]))
     y.mean().backward()
     return [y, dec.layers[0].multihead_attn.in_proj_weight.grad]
 @compared()
@@ -686,8 +749,10 @@ def test_dropout_variants_train_as_torch(T, P):
     x = T.ones(2, 3, 4, 4)
     a = T.nn.Dropout(0.5)(x); b = T.nn.Dropout2d(p=0.25)(x); c = T.nn.functional.dropout(x[0, 0], 0.2, training=True)
     d = T.nn.AlphaDropout(0.2)(T.randn(3, 4)); e = T.nn.functional.dropout1d(T.ones(2, 3, 4), 0.5)
-    f = T.nn.functional.scaled_dot_product_attention(T.randn(1, 2, 3, 4), T.randn(1, 2, 3, 4), T.randn(1, 2, 3, 4), dropout_p=0.3, is_causal=True)
+    f = T.nn.functional.scaled_dot_product_attention(T.randn(1, 2, 3, 4), T.randn(1, 2, 3, 4), T.randn(1, 2, 3, 4),
+                                                     dropout_p=0.3, is_causal=True)
     return [a, b, c, d, e, f]
+
 
 @compared(rtol=1e-10)  # (float64)
 def test_norms_as_torch(T, P):
@@ -701,6 +766,7 @@ def test_norms_as_torch(T, P):
     inn.eval()
     return out + [x.grad, inn.running_mean, inn.running_var, inn(x)]
 
+
 @compared()
 def test_grad_modes_as_torch(T, P):
     x = T.tensor([1.0, 2.0], requires_grad=True)
@@ -713,7 +779,9 @@ def test_grad_modes_as_torch(T, P):
         z = x * 4
     with T.set_grad_enabled(False):
         w = x * 5
-    return [f(x).requires_grad, y.requires_grad, z.requires_grad, w.requires_grad, T.is_grad_enabled(), z.is_inference()]
+    return [f(x).requires_grad, y.requires_grad, z.requires_grad, w.requires_grad, T.is_grad_enabled(),
+            z.is_inference()]
+
 
 @compared()
 def test_distributions_sample_and_score_as_torch(T, P):
@@ -730,6 +798,7 @@ def test_distributions_sample_and_score_as_torch(T, P):
     return [s, lp, ent, kl, ms, mvn.log_prob(ms), b, u, c.sample((5,)), c.entropy(), D.Beta(2.0, 3.0).sample((2,)),
             D.Independent(n, 1).log_prob(s)]
 
+
 @compared()
 def test_generator_state_as_torch(T, P):
     g = T.Generator().manual_seed(123)
@@ -738,10 +807,22 @@ def test_generator_state_as_torch(T, P):
     b = T.rand(2, generator=g)
     g.set_state(st)
     c = T.rand(2, generator=g)
-    T.manual_seed(5); s = T.get_rng_state(); d = T.randint(0, 100, (4,)); T.set_rng_state(s); e = T.randint(0, 100, (4,))
-    T.manual_seed(5); f = T.randn(2, 3).normal_(2.0, 0.5); h = T.empty(4).uniform_(-1, 1); i = T.empty(3).exponential_(); j = T.empty(5).random_(0, 7)
-    k = T.empty(4).bernoulli_(0.4); l = T.empty(3).geometric_(0.3); m = T.empty(3).log_normal_(); n = T.empty(3).cauchy_()
+    T.manual_seed(5)
+    s = T.get_rng_state()
+    d = T.randint(0, 100, (4,))
+    T.set_rng_state(s)
+    e = T.randint(0, 100, (4,))
+    T.manual_seed(5)
+    f = T.randn(2, 3).normal_(2.0, 0.5)
+    h = T.empty(4).uniform_(-1, 1)
+    i = T.empty(3).exponential_()
+    j = T.empty(5).random_(0, 7)
+    k = T.empty(4).bernoulli_(0.4)
+    l = T.empty(3).geometric_(0.3)
+    m = T.empty(3).log_normal_()
+    n = T.empty(3).cauchy_()
     return [a, b, c, d, e, f, h, i, j, k, l, m, n, g.initial_seed()]
+
 
 @compared()
 def test_scheduler_state_resume_as_torch(T, P):
@@ -759,14 +840,18 @@ def test_scheduler_state_resume_as_torch(T, P):
     for _ in range(3): opt3.step(); sch3.step(); out.append(opt3.param_groups[0]["lr"])
     return out + [sch.last_epoch, sd["_step_count"]]
 
+
 @compared()
 def test_hf_warmup_schedules_as_torch(T, P):
     lib = transformers if T is torch else T.optim.lr_scheduler
     out = []
     for name, kw in [("get_linear_schedule_with_warmup", dict(num_warmup_steps=2, num_training_steps=8)),
-                     ("get_cosine_schedule_with_warmup", dict(num_warmup_steps=2, num_training_steps=8, num_cycles=0.5)),
-                     ("get_cosine_with_hard_restarts_schedule_with_warmup", dict(num_warmup_steps=1, num_training_steps=8, num_cycles=2)),
-                     ("get_polynomial_decay_schedule_with_warmup", dict(num_warmup_steps=2, num_training_steps=8, lr_end=1e-4, power=2.0)),
+                     ("get_cosine_schedule_with_warmup", dict(num_warmup_steps=2, num_training_steps=8,
+                                                              num_cycles=0.5)),
+                     ("get_cosine_with_hard_restarts_schedule_with_warmup", dict(num_warmup_steps=1,
+                                                                                 num_training_steps=8, num_cycles=2)),
+                     ("get_polynomial_decay_schedule_with_warmup", dict(num_warmup_steps=2, num_training_steps=8,
+                                                                        lr_end=1e-4, power=2.0)),
                      ("get_inverse_sqrt_schedule", dict(num_warmup_steps=2)),
                      ("get_constant_schedule_with_warmup", dict(num_warmup_steps=3))]:
         p = [T.nn.Parameter(T.zeros(1))]
@@ -775,12 +860,15 @@ def test_hf_warmup_schedules_as_torch(T, P):
         for _ in range(9): opt.step(); s.step(); out.append(s.get_last_lr()[0])
     return out
 
+
 @compared()
 def test_pad_sequence_left_and_embedding_pretrained_as_torch(T, P):
-    a = T.nn.utils.rnn.pad_sequence([T.tensor([1, 2, 3]), T.tensor([4])], batch_first=True, padding_value=0, padding_side="left")
+    a = T.nn.utils.rnn.pad_sequence([T.tensor([1, 2, 3]), T.tensor([4])], batch_first=True, padding_value=0,
+                                    padding_side="left")
     e = T.nn.Embedding.from_pretrained(T.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), freeze=True, padding_idx=0)
     b = T.nn.utils.rnn.unpad_sequence(T.tensor([[1, 2, 0], [3, 0, 0]]).t(), T.tensor([2, 1]))
     return [a, e(T.tensor([2, 0])), e.weight.requires_grad, b]
+
 
 @compared()
 def test_trainer_style_loop_with_warmup_label_smoothing_and_clipping_as_torch(T, P):
@@ -788,12 +876,15 @@ def test_trainer_style_loop_with_warmup_label_smoothing_and_clipping_as_torch(T,
     class Model(T.nn.Module):
         def __init__(self):
             super().__init__()
-            self.emb = T.nn.Embedding(11, 8); self.rnn = T.nn.GRU(8, 8, batch_first=True); self.head = T.nn.Linear(8, 11)
+            self.emb = T.nn.Embedding(11, 8)
+            self.rnn = T.nn.GRU(8, 8, batch_first=True)
+            self.head = T.nn.Linear(8, 11)
         def forward(self, ids, labels=None):
             h, _ = self.rnn(self.emb(ids)); logits = self.head(h)
             loss = None
             if labels is not None:
-                loss = T.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=0.1)(logits.view(-1, logits.size(-1)), labels.view(-1))
+                loss = T.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=0.1)(logits.view(-1, logits.size(-1)),
+                                                                                     labels.view(-1))
             return loss, logits
     model = Model()
     ids = T.randint(0, 11, (4, 6)); labels = ids.clone(); labels[:, :2] = -100
@@ -814,6 +905,7 @@ def test_trainer_style_loop_with_warmup_label_smoothing_and_clipping_as_torch(T,
         acc = (preds == ids).float().mean().item()
     return out + [acc, preds.tolist()]
 
+
 @compared()
 def test_func_vmap_options_as_torch(T, P):
     from_ = T.func
@@ -826,6 +918,7 @@ def test_func_vmap_options_as_torch(T, P):
     f = from_.vmap(from_.jacrev(lambda v: (v ** 2).sum() * v))(x)
     return [a, b, c, d, e, f]
 
+
 @compared()
 def test_func_functional_call_strict_tied_as_torch(T, P):
     T.manual_seed(0)
@@ -835,6 +928,7 @@ def test_func_functional_call_strict_tied_as_torch(T, P):
     out = T.func.functional_call(m, (new, bufs), (T.randn(3, 2),))
     out2 = T.func.functional_call(m, new, T.randn(3, 2), strict=False)
     return [out, out2, m[1].running_mean]
+
 
 @compared()
 def test_peft_more_options_as_torch(T, P):
@@ -846,8 +940,9 @@ def test_peft_more_options_as_torch(T, P):
         def forward(self, x):
             for l in self.layers: x = T.relu(l(x))
             return self.out(x)
-    cfg = P.LoraConfig(r=4, lora_alpha=8, target_modules=["layers.0", "layers.1", "layers.2"], exclude_modules=["layers.1"],
-                       rank_pattern={"layers.2": 2}, alpha_pattern={"layers.2": 16}, bias="lora_only", init_lora_weights=False, lora_dropout=0.2)
+    cfg = P.LoraConfig(r=4, lora_alpha=8, target_modules=["layers.0", "layers.1", "layers.2"],
+                       exclude_modules=["layers.1"], rank_pattern={"layers.2": 2}, alpha_pattern={"layers.2": 16},
+                       bias="lora_only", init_lora_weights=False, lora_dropout=0.2)
     m = P.get_peft_model(Net(), cfg)
     x = T.randn(3, 6)
     m.train(); a = m(x)
@@ -857,6 +952,7 @@ def test_peft_more_options_as_torch(T, P):
     c = m.unload()(x)
     return [a, b, tr, tot, names, c]
 
+
 @compared()
 def test_peft_weighted_linear_ties_dare_as_torch(T, P):
     T.manual_seed(0)
@@ -864,13 +960,15 @@ def test_peft_weighted_linear_ties_dare_as_torch(T, P):
     m = P.get_peft_model(base, P.LoraConfig(r=2, target_modules=["0", "1"], init_lora_weights=False), adapter_name="a")
     m.add_adapter("b", P.LoraConfig(r=2, target_modules=["0", "1"], init_lora_weights=False))
     x = T.randn(2, 5); out = []
-    for ct, kw in [("linear", {}), ("ties", dict(density=0.5)), ("dare_linear", dict(density=0.5)), ("magnitude_prune", dict(density=0.4)),
+    for ct, kw in [("linear", {}), ("ties", dict(density=0.5)), ("dare_linear", dict(density=0.5)), ("magnitude_prune",
+                                                                                                     dict(density=0.4)),
                    ("ties_svd", dict(density=0.5)), ("dare_ties", dict(density=0.5, majority_sign_method="frequency"))]:
         T.manual_seed(1)
         m.add_weighted_adapter(["a", "b"], [0.6, 0.8], ct, combination_type=ct, **kw)
         m.set_adapter(ct); out.append(m(x))
     m.delete_adapter("linear")
     return out + [sorted(m.peft_config.keys())]
+
 
 @compared()
 def test_peft_trainable_token_indices_train_as_torch(T, P):
@@ -880,23 +978,27 @@ def test_peft_trainable_token_indices_train_as_torch(T, P):
         def __init__(self):
             super().__init__(); self.emb = T.nn.Embedding(8, 4); self.fc = T.nn.Linear(4, 3)
         def forward(self, ids): return self.fc(self.emb(ids))
-    m = P.get_peft_model(Net(), P.LoraConfig(r=2, target_modules=["fc"], trainable_token_indices={"emb": [1, 3]}, init_lora_weights=False))
+    m = P.get_peft_model(Net(), P.LoraConfig(r=2, target_modules=["fc"], trainable_token_indices={"emb": [1, 3]},
+                                             init_lora_weights=False))
     ids = T.tensor([[1, 2, 3]])
     opt = T.optim.SGD(m.parameters(), lr=0.5)
     l = m(ids).sum(); l.backward(); opt.step()
     o = m(ids)
     return [o, sorted(n for n, p in m.named_parameters() if p.requires_grad)]
 
+
 @compared()
 def test_peft_lora_dropout_train_draws_as_torch(T, P):
     T.manual_seed(0)
     base = T.nn.Sequential(T.nn.Linear(4, 4), T.nn.GELU(), T.nn.Linear(4, 4))
-    m = P.get_peft_model(base, P.LoraConfig(r=2, target_modules=["0", "2"], lora_dropout=0.5, init_lora_weights=False, use_rslora=True))
+    m = P.get_peft_model(base, P.LoraConfig(r=2, target_modules=["0", "2"], lora_dropout=0.5, init_lora_weights=False,
+                                            use_rslora=True))
     x = T.randn(3, 4)
     a = m(x); b = m(x)
     m.merge_adapter(); c = m(x); m.unmerge_adapter()
     d = m.merge_and_unload(safe_merge=True)(x)
     return [a, b, c, d]
+
 
 @compared()
 def test_peft_dora_on_a_conv_and_a_linear_as_torch(T, P):
@@ -905,10 +1007,12 @@ def test_peft_dora_on_a_conv_and_a_linear_as_torch(T, P):
         def __init__(self):
             super().__init__(); self.conv = T.nn.Conv2d(2, 3, 3); self.fc = T.nn.Linear(3 * 2 * 1, 2)
         def forward(self, x): return self.fc(self.conv(x).flatten(1))
-    m = P.get_peft_model(Net(), P.LoraConfig(r=2, target_modules=["conv", "fc"], use_dora=True, init_lora_weights=False))
+    m = P.get_peft_model(Net(), P.LoraConfig(r=2, target_modules=["conv", "fc"], use_dora=True,
+                                             init_lora_weights=False))
     x = T.randn(2, 2, 4, 3)
     o = m(x); o.sum().backward()
     return [o, m.base_model.model.conv.lora_A["default"].weight.grad, m.merge_and_unload()(x)]
+
 
 def _llama_pair():
     from minilora.models import LlamaConfig, LlamaForCausalLM
@@ -919,10 +1023,16 @@ def _llama_pair():
     mine = LlamaForCausalLM(cfg, dtype="float32")
     mine.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
     return ref, mine.eval()
-_PAIR = []
+
+
+_PAIR = []  # (made once, on first use: a transformers Llama and minilora's with its weights)
+
+
 def _model(T):
-    if not _PAIR: _PAIR.extend(_llama_pair())
+    if not _PAIR:
+        _PAIR.extend(_llama_pair())
     return _PAIR[0] if T is torch else _PAIR[1]
+
 
 @compared()
 def test_generate_sampling_options_as_torch(T, P):
@@ -946,11 +1056,13 @@ def test_generate_sampling_options_as_torch(T, P):
             out.append(type(e).__name__)
     return out
 
+
 @compared()
 def test_generate_scores_as_torch(T, P):
     m = _model(T); ids = T.tensor([[5, 9, 3, 17], [0, 4, 8, 2]]); mask = T.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
     T.manual_seed(0)
-    g = m.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=True, top_k=4, output_scores=True, output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+    g = m.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=True, top_k=4, output_scores=True,
+                   output_logits=True, return_dict_in_generate=True, pad_token_id=0)
     sc = m.compute_transition_scores(g.sequences, g.scores, normalize_logits=True)
     return [g.sequences, [s for s in g.scores], [l for l in g.logits], sc]
 
@@ -958,11 +1070,14 @@ def test_generate_scores_as_torch(T, P):
 @compared()
 def test_full_transformer_as_torch(T, P):
     T.manual_seed(0)
-    tr = T.nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16, dropout=0.1, batch_first=True)
+    tr = T.nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16,
+                          dropout=0.1, batch_first=True)
     src = T.randn(2, 5, 8); tgt = T.randn(2, 4, 8)
-    out = tr(src, tgt, tgt_mask=tr.generate_square_subsequent_mask(4), src_key_padding_mask=T.tensor([[False]*5, [False]*4+[True]]))
+    padding = T.tensor([[False] * 5, [False] * 4 + [True]])
+    out = tr(src, tgt, tgt_mask=tr.generate_square_subsequent_mask(4), src_key_padding_mask=padding)
     out.sum().backward()
     return [out, tr.encoder.layers[0].linear1.weight.grad]
+
 
 @compared()
 def test_clip_foreach_false_l1_as_torch(T, P):
@@ -972,6 +1087,7 @@ def test_clip_foreach_false_l1_as_torch(T, P):
     n = T.nn.utils.clip_grad_norm_(m.parameters(), 0.3, 1, foreach=False)
     n2 = T.nn.utils.clip_grad_norm_([p for p in m.parameters()], max_norm=0.1, norm_type=3.0)
     return [n, n2] + [p.grad for p in m.parameters()]
+
 
 @compared()
 def test_optimizer_foreach_fused_flags_as_torch(T, P):
@@ -985,26 +1101,34 @@ def test_optimizer_foreach_fused_flags_as_torch(T, P):
         out += [m.weight]
     return out
 
+
 @compared()
 def test_lstm_seq_classifier_batch_first_train_as_torch(T, P):
     T.manual_seed(0)
     class Net(T.nn.Module):
         def __init__(self):
             super().__init__()
-            self.emb = T.nn.Embedding(20, 6, padding_idx=0); self.lstm = T.nn.LSTM(6, 5, batch_first=True, dropout=0.2, num_layers=2)
+            self.emb = T.nn.Embedding(20, 6, padding_idx=0)
+            self.lstm = T.nn.LSTM(6, 5, batch_first=True, dropout=0.2, num_layers=2)
             self.fc = T.nn.Linear(5, 2); self.drop = T.nn.Dropout(0.5)
         def forward(self, ids, lens):
-            packed = T.nn.utils.rnn.pack_padded_sequence(self.emb(ids), lens.cpu(), batch_first=True, enforce_sorted=False)
+            packed = T.nn.utils.rnn.pack_padded_sequence(self.emb(ids), lens.cpu(), batch_first=True,
+                                                         enforce_sorted=False)
             _, (h, _) = self.lstm(packed)
             return self.fc(self.drop(h[-1]))
     net = Net(); opt = T.optim.Adam(net.parameters(), lr=0.01)
     ids = T.tensor([[3, 4, 5, 0], [6, 7, 0, 0], [8, 9, 10, 11]]); lens = T.tensor([3, 2, 4]); y = T.tensor([0, 1, 1])
     out = []
     for _ in range(3):
-        opt.zero_grad(); loss = T.nn.functional.cross_entropy(net(ids, lens), y); loss.backward(); opt.step(); out.append(loss.item())
+        opt.zero_grad()
+        loss = T.nn.functional.cross_entropy(net(ids, lens), y)
+        loss.backward()
+        opt.step()
+        out.append(loss.item())
     net.eval()
     with T.no_grad(): p = net(ids, lens).softmax(-1)
     return out + [p]
+
 
 @compared()
 def test_embedding_bag_offsets_as_torch(T, P):
@@ -1015,12 +1139,16 @@ def test_embedding_bag_offsets_as_torch(T, P):
     o2 = eb2(T.tensor([[1, 2], [2, 2]]), per_sample_weights=T.tensor([[0.5, 1.0], [1.0, 2.0]]))
     return [out, o2]
 
+
 @compared(rtol=1e-10)  # (float64)
 def test_interpolate_and_pixel_shuffle_as_torch(T, P):
     T.manual_seed(0)
     x = T.randn(1, 4, 3, 3, dtype=T.float64)
-    return [T.nn.PixelShuffle(2)(x), T.nn.functional.interpolate(x, scale_factor=1.5, mode="bicubic", align_corners=True),
-            T.nn.functional.interpolate(x, scale_factor=2, mode="nearest-exact"), T.nn.functional.unfold(x, kernel_size=2, stride=1)]
+    return [T.nn.PixelShuffle(2)(x), T.nn.functional.interpolate(x, scale_factor=1.5, mode="bicubic",
+                                                                 align_corners=True),
+            T.nn.functional.interpolate(x, scale_factor=2, mode="nearest-exact"),
+            T.nn.functional.unfold(x, kernel_size=2, stride=1)]
+
 
 @compared()
 def test_tensor_methods_printing_as_torch(T, P):
@@ -1032,6 +1160,7 @@ def test_tensor_methods_printing_as_torch(T, P):
     r.append(str(T.tensor([[1.5, 2.0], [3.0, 4.25]], dtype=T.float64)))
     r.append(str(T.tensor([1, 2]).float() / 3))
     return r
+
 
 @compared()
 def test_cross_entropy_3d_and_weights_as_torch(T, P):

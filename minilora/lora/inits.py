@@ -65,6 +65,7 @@ def svd_lowrank(A, q, niter=2):
 def _torch_randn(shape, dtype=None):
     """``torch.randn(shape, dtype=dtype)``'s numbers (the global generator; the default dtype) as a
     host array: PEFT draws its random starts and bare adapter tables this way."""
+    dtype = None if dtype is None else np.dtype(dtype)  # (torch.randn takes a dtype object, not NumPy's type)
     return randn(shape, dtype=dtype, device="cpu")._array  # (on the host whatever the default device)
 
 
