@@ -42,8 +42,9 @@ def _same_as_torch(fn, *torch_args):
     """fn(module, *args) in both libraries: the same dtype and values (NaN where torch has NaN), or the same
     refusal (type and message)."""
     from torch_db import to_minilora
+    ours = to_minilora(torch_args)  # (before torch's call: an in-place op changes its arguments)
     expected = _outcome(torch, lambda m: fn(m, *torch_args))
-    got = _outcome(ml, lambda m: fn(m, *to_minilora(torch_args)))
+    got = _outcome(ml, lambda m: fn(m, *ours))
     if expected[0] in ("bfloat16", "float16", "float32", "float64", "complex64", "complex128"):
         assert got[0] == expected[0]
         assert repr(got[1]) == repr(expected[1])  # (nan == nan by its repr)
@@ -122,3 +123,15 @@ def test_arange_past_the_addressable_size_is_refused():
             torch.arange(end)
         with pytest.raises(RuntimeError, match="overflowed"):
             ml.arange(end)  # (NumPy's arange of that count was empty: a tensor of no elements)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, a, b, r: a + b, lambda m, a, b, r: a - b, lambda m, a, b, r: a + b[0], lambda m, a, b, r: 1 - b,
+    lambda m, a, b, r: r + b, lambda m, a, b, r: b - r, lambda m, a, b, r: a.add_(b), lambda m, a, b, r: m.sub(a, b),
+], ids=["add", "sub", "0-d", "rsub number", "real + complex", "complex - real", "add_", "torch.sub"])
+def test_complex_add_multiplies_the_other_operand_by_alpha_as_torch(call):
+    # ATen adds a + alpha * b with a complex alpha: an infinite part of b makes a NaN (inf+nanj), NumPy's sum did not
+    inf = float("inf")
+    a = torch.tensor([1 + 1j, 2 - 0j, -0.0 + 0j, 0j])
+    b = torch.tensor([inf + 100j, complex(-0.0, -3), complex(0.0, -0.0), complex(-0.0, 0.0)])
+    _same_as_torch(call, a, b, torch.tensor([1.0, -0.0, 3.0, inf]))

@@ -197,6 +197,7 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))  # a scalar: ()
+        b = _times_complex_one(b, 1)
         try:
             return parallel.add(a, b)  # a + b; large arrays of one shape split across threads
         except ValueError:
@@ -213,12 +214,28 @@ class Add(Function):
         return out.size
 
 
+def _is_complex(value):
+    return isinstance(value, complex) or getattr(getattr(value, "dtype", None), "kind", "") == "c"
+
+
+def _times_complex_one(b, sign):
+    """``b`` as ATen's complex add kernel takes it: ``a + alpha * b`` with alpha a complex number (1, or -1 for
+    sub), multiplied as complex numbers, so an infinite part makes a NaN: (inf+100j) * (1+0j) is inf+nanj, and
+    torch's 1 + (inf+100j) tensor is inf+nanj where NumPy's sum is inf+100j. A real ``b`` is returned as is."""
+    if not _is_complex(b):
+        return b
+    with np.errstate(invalid="ignore"):
+        return b * complex(sign, 0)
+
+
 @iterator_layout
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))  # a scalar: ()
         try:
+            if _is_complex(b):
+                return a + _times_complex_one(b, -1)
             return a - b
         except ValueError:
             raise _broadcast_error("sub", a, b) from None
