@@ -34,6 +34,13 @@ def module(filename: str, sanitize: bool = False) -> RawModule:
     return RawModule(path=KDIR / filename, sanitize=sanitize)
 
 
+# module()'s builds, compiled on the session's helper core meanwhile (tests/background_runs.py)
+EMULATOR_BUILDS = [(dict(path=KDIR / filename, sanitize=sanitize), {}) for filename, sanitize in (
+    ("buggy.cu", False), ("buggy.cu", True), ("dynamic_smem.cu", False), ("half_convert.cu", False),
+    ("histogram.cu", False), ("matmul_tiled.cu", False), ("matmul_tiled.cu", True), ("reduce_shared.cu", False),
+    ("vector_add.cu", False), ("warp_reduce.cu", False))]
+
+
 def kernel(filename: str, name: str, sanitize: bool = False) -> RawKernel:
     return module(filename, sanitize).get_function(name)
 

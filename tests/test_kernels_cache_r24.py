@@ -77,7 +77,10 @@ def test_a_run_two_tests_take_before_the_helper_gets_to_it_runs_once(monkeypatch
     ("test_emulator_kernels_r11", lambda file: [file.module.__wrapped__()]),
     ("test_emulator_kernels_r12", lambda file: [file.sgemm_module.__wrapped__(), file.classics.__wrapped__(True)]),
     ("test_emulator_kernels_r13", lambda file: [file.public.__wrapped__(), file.corners.__wrapped__()]),
-    ("test_emulator_kernels_r18", lambda file: [file.module.__wrapped__()])])
+    ("test_emulator_kernels_r18", lambda file: [file.module.__wrapped__()]),
+    ("test_emulator", lambda file: [file.module.__wrapped__(keywords["path"].name, keywords["sanitize"])
+                                    for keywords, _ in file.EMULATOR_BUILDS]),
+    ("test_emulator_r4", lambda file: [file.samples.__wrapped__()])])
 def test_a_files_emulator_builds_are_the_ones_its_tests_build(file_name, build, background, builds_refused,
                                                               monkeypatch):
     """A test file's ``EMULATOR_BUILDS``, compiled by the helper (background_runs.build_emulator_modules), are found
