@@ -23,6 +23,11 @@ the subprocess-heavy parts of tests late in the session (emulator launches under
 as subprocesses), which would otherwise keep the main process waiting while the helper's core sits idle
 once the notebooks are done; the notebooks never wait for them.
 
+A test file may also list, in ``EMULATOR_BUILDS``, the emulator modules its fixtures build ([(RawModule's keywords,
+changes to the environment)]): the helper compiles them into the session's kernel cache, in file order, before the
+notebooks, so that the main process finds them built (``build_emulator_modules``); minilora's own kernels/*.cu are
+built first of all (``warm_project_kernels``).
+
 With ``$MINILORA_BACKGROUND_LOG`` set, each run appends a line to that file: its key, its start and end in
 seconds since the session started, and who ran it (``helper``: the helper thread; ``test``: the test itself,
 which got there before the helper did) -- the timeline to check that the idle core is used.
