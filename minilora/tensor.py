@@ -3173,10 +3173,20 @@ class Tensor:
 _new_tensor = Tensor._make  # (a plain function: Function.apply calls it once per op, without a lookup on the class)
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_ARGUMENT_CHECKS_FILE = os.path.join(_PACKAGE_DIR, "_argument_types.py")
 
 
 def _inside_minilora(frame):
     return os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR)
+
+
+def _called_from_minilora(frame):
+    """Is the call that reached ``frame``'s function made by minilora's own code? The frames of the checks
+    ``_argument_types`` wraps public functions in are passed over: they are the user's call, checked."""
+    caller = frame.f_back
+    while caller is not None and os.path.abspath(caller.f_code.co_filename) == _ARGUMENT_CHECKS_FILE:
+        caller = caller.f_back
+    return caller is not None and _inside_minilora(caller)
 
 
 def warn_at_caller(message, category=UserWarning):
@@ -3410,10 +3420,10 @@ def tensor(data, dtype=None, device=None, requires_grad=False, *, pin_memory=Fal
     if requires_grad is not False:
         dtypes.bool_argument("tensor", "requires_grad", requires_grad)
     if isinstance(data, Tensor):
-        if not _inside_minilora(sys._getframe(1)):  # (the user's call; minilora's own copies stay quiet)
-            warnings.warn("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() "
-                          "or sourceTensor.detach().clone().requires_grad_(True), rather than "
-                          "torch.tensor(sourceTensor).", UserWarning, stacklevel=2)
+        if not _called_from_minilora(sys._getframe(0)):  # (the user's call; minilora's own copies stay quiet)
+            warn_at_caller("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() "
+                           "or sourceTensor.detach().clone().requires_grad_(True), rather than "
+                           "torch.tensor(sourceTensor).")
         # (without device= or a default device set, the copy stays on the tensor's device, as torch's
         # internal_new_from_data: a meta tensor's copy is meta, not a refused copy out of it to the cpu)
         stays = device is None and not sys.modules[__package__ + ".device"].default_is_set()
