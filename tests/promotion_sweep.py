@@ -9,7 +9,13 @@ examples of each kind.
     PYTHONPATH=. python tests/promotion_sweep.py [--only NAME,...] [--examples 3]
 
 Round 24 wrote it to find what the earlier dtype tests (test_opinfo_elementwise_r14, test_torch_conformance_r4_dtype,
-test_fuzz_r6_api) did not reach."""
+test_fuzz_r6_api) did not reach. Counts (torch 2.13, all parts), before -> after round 24's fixes:
+    same 82183 -> 82777, ACCEPTS 326 -> 2, DTYPE 32 -> 0, VALUE 470 -> 194, REFUSES 92, errtype 622 -> 660.
+Left: VALUE only where a complex operand holds inf/nan (pow/**/float_power/pow_ 22 each, logaddexp 56, addcdiv 14,
+ldexp 13) and gcd(int8 -128, 127) (torch -1); REFUSES: float16 with a complex 0-d tensor or number (torch's
+complex32, which minilora has not); errtype: both refuse, checked in another order (an in-place op's output shape
+or cast before the kernel's dtype: 494 of them 'output with shape [] doesn't match the broadcast shape'), and
+ldexp(complex, float16 tensor) is accepted where torch's pow has no ComplexHalf kernel."""
 import argparse
 import collections
 import sys
