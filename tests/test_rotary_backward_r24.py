@@ -17,20 +17,14 @@ from minilora.ops import nn
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not float32_math.native_available(), reason="no compiled kernels here")
 
-from test_threads_r23 import _bits, _llama_q  # noqa: E402  (a Llama's q layout with NaN, inf, -0; bit patterns)
+from test_threads_r23 import _bits, _llama_q, threads_calling  # noqa: E402  (a Llama's q layout with NaN, inf, -0;
+#                                                               bit patterns; the threads a kernel ran on)
 
 
 @pytest.fixture
 def backward_calls(monkeypatch):
     """The threads that ran ``float32_math.rotary_backward`` on blocks, one entry per call."""
-    calls = []
-    compiled = float32_math.rotary_backward
-
-    def recorded(*blocks):
-        calls.append(threading.get_ident())
-        compiled(*blocks)
-    monkeypatch.setattr(float32_math, "rotary_backward", recorded)
-    return calls
+    return threads_calling(monkeypatch, "rotary_backward")
 
 
 def _numpy_passes(g, cos, sin):

@@ -40,17 +40,22 @@ def _bits(a):
     return np.ascontiguousarray(a).view(np.uint32)
 
 
-@pytest.fixture
-def kernel_calls(monkeypatch):
-    """The threads that ran ``float32_math.rotary`` on blocks, one entry per call."""
+def threads_calling(monkeypatch, kernel):
+    """The threads that ran ``float32_math.<kernel>`` on blocks, one entry per call, from now on."""
     calls = []
-    compiled = float32_math.rotary
+    compiled = getattr(float32_math, kernel)
 
     def recorded(*blocks):
         calls.append(threading.get_ident())
         compiled(*blocks)
-    monkeypatch.setattr(float32_math, "rotary", recorded)
+    monkeypatch.setattr(float32_math, kernel, recorded)
     return calls
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """The threads that ran ``float32_math.rotary`` on blocks, one entry per call."""
+    return threads_calling(monkeypatch, "rotary")
 
 
 @pytest.fixture
