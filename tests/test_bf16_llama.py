@@ -379,8 +379,8 @@ def test_resize_token_embeddings_averages_in_float32():
                                          num_hidden_layers=1, num_attention_heads=2), dtype="bfloat16")
     rows = 3 + 0.01 * np.random.default_rng(0).standard_normal((4096, 16))
     with ml.no_grad():
-        model.model.embed_tokens.weight.copy_(rows)
-        model.lm_head.weight.copy_(rows)
+        model.model.embed_tokens.weight.copy_(ml.tensor(rows))
+        model.lm_head.weight.copy_(ml.tensor(rows))
     old = model.model.embed_tokens.weight.numpy().astype(np.float32)
     model.resize_token_embeddings(4100)
     expected = old.mean(axis=0).astype(ml.bfloat16)
