@@ -490,7 +490,7 @@ def test_clip_grad_norm_on_bf16_gradients_as_torch(dtypes_, norm_type):
     grads = [torch.from_numpy(rng.standard_normal((100, 7)).astype(np.float32) * 3).to(getattr(torch, d))
              for d in dtypes_]
     params_t = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-    params = [ml.nn.Parameter(ml.zeros(100, 7, dtype=d)) for d in dtypes_]
+    params = [ml.nn.Parameter(ml.zeros(100, 7, dtype=getattr(ml, d))) for d in dtypes_]
     for p_t, p, g in zip(params_t, params, grads):
         p_t.grad, p.grad = g.clone(), ml.tensor(as_numpy(g))
     total_t = torch.nn.utils.clip_grad_norm_(params_t, 1.0, norm_type=norm_type)
