@@ -18,7 +18,7 @@ import numpy as np
 
 from .tensor import Tensor, tensor
 
-__all__ = ["TENSOR_PARAMETERS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "SCALARS", "SCALAR_OVERLOADS",
+__all__ = ["TENSOR_PARAMETERS", "INPUT_OVERLOADS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "SCALARS", "SCALAR_OVERLOADS",
            "check_tensor_arguments",
            "FUNCTIONAL_CHECKS", "check_functional_arguments"]
 
@@ -152,6 +152,97 @@ def _type_name(value):
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__qualname__}"
 
 
+# The names of TENSOR_PARAMETERS that torch's parser knows by several signatures (torch 2.13's, as it prints them):
+# a call none takes is its "invalid combination of arguments", listing them, not "argument 'input' must be Tensor"
+INPUT_OVERLOADS = {
+    'view_copy': ('(Tensor input, torch.dtype dtype, *, Tensor out = None)',
+        '(Tensor input, tuple of ints size, *, Tensor out = None)'),
+    'all': ('(Tensor input, *, Tensor out = None)',
+        '(Tensor input, tuple of ints dim = None, bool keepdim = False, *, Tensor out = None)',
+        '(Tensor input, int dim, bool keepdim = False, *, Tensor out = None)'),
+    'any': ('(Tensor input, *, Tensor out = None)',
+        '(Tensor input, tuple of ints dim = None, bool keepdim = False, *, Tensor out = None)',
+        '(Tensor input, int dim, bool keepdim = False, *, Tensor out = None)'),
+    'dsplit': ('(Tensor input, int sections)',
+        '(Tensor input, tuple of ints indices)'),
+    'hsplit': ('(Tensor input, int sections)',
+        '(Tensor input, tuple of ints indices)'),
+    'vsplit': ('(Tensor input, int sections)',
+        '(Tensor input, tuple of ints indices)'),
+    'tensor_split': ('(Tensor input, tuple of ints indices, int dim = 0)',
+        '(Tensor input, Tensor tensor_indices_or_sections, int dim = 0)',
+        '(Tensor input, int sections, int dim = 0)'),
+    'moveaxis': ('(Tensor input, int source, int destination)',
+        '(Tensor input, tuple of ints source, tuple of ints destination)'),
+    'movedim': ('(Tensor input, int source, int destination)',
+        '(Tensor input, tuple of ints source, tuple of ints destination)'),
+    'quantile': ('(Tensor input, Tensor q, int dim = None, bool keepdim = False, *, str interpolation = "linear", '
+        'Tensor out = None)',
+        '(Tensor input, float q, int dim = None, bool keepdim = False, *, str interpolation = "linear", '
+        'Tensor out = None)'),
+    'nanquantile': ('(Tensor input, Tensor q, int dim = None, bool keepdim = False, *, str interpolation = "linear", '
+        'Tensor out = None)',
+        '(Tensor input, float q, int dim = None, bool keepdim = False, *, str interpolation = "linear", '
+        'Tensor out = None)'),
+    'narrow': ('(Tensor input, int dim, Tensor start, int length)',
+        '(Tensor input, int dim, int start, int length)'),
+    'fill': ('(Tensor input, Tensor value)',
+        '(Tensor input, Number value)'),
+    'fill_': ('(Tensor input, Tensor value)',
+        '(Tensor input, Number value)'),
+    'randint_like': ('(Tensor input, int low, int high, *, torch.Generator generator, '
+        'torch.memory_format memory_format = None, torch.dtype dtype = None, torch.layout layout = None, '
+        'torch.device device = None, bool pin_memory = False, bool requires_grad = False)',
+        '(Tensor input, int low, int high, *, torch.memory_format memory_format = None, '
+        'torch.dtype dtype = None, torch.layout layout = None, torch.device device = None, '
+        'bool pin_memory = False, bool requires_grad = False)',
+        '(Tensor input, Tensor high, *, torch.Generator generator, '
+        'torch.memory_format memory_format = None, torch.dtype dtype = None, torch.layout layout = None, '
+        'torch.device device = None, bool pin_memory = False, bool requires_grad = False)',
+        '(Tensor input, Tensor high, *, torch.memory_format memory_format = None, '
+        'torch.dtype dtype = None, torch.layout layout = None, torch.device device = None, '
+        'bool pin_memory = False, bool requires_grad = False)',
+        '(Tensor input, int high, *, torch.Generator generator, '
+        'torch.memory_format memory_format = None, torch.dtype dtype = None, torch.layout layout = None, '
+        'torch.device device = None, bool pin_memory = False, bool requires_grad = False)',
+        '(Tensor input, int high, *, torch.memory_format memory_format = None, torch.dtype dtype = None, '
+        'torch.layout layout = None, torch.device device = None, bool pin_memory = False, '
+        'bool requires_grad = False)'),
+    'std': ('(Tensor input, tuple of ints dim, bool unbiased = True, bool keepdim = False, *, '
+        'Tensor out = None)',
+        '(Tensor input, tuple of ints dim = None, *, Number correction = None, bool keepdim = False, '
+        'Tensor out = None)',
+        '(Tensor input, bool unbiased = True)'),
+    'std_mean': ('(Tensor input, tuple of ints dim, bool unbiased = True, bool keepdim = False)',
+        '(Tensor input, tuple of ints dim = None, *, Number correction = None, bool keepdim = False)',
+        '(Tensor input, bool unbiased = True)'),
+    'var': ('(Tensor input, tuple of ints dim, bool unbiased = True, bool keepdim = False, *, '
+        'Tensor out = None)',
+        '(Tensor input, tuple of ints dim = None, *, Number correction = None, bool keepdim = False, '
+        'Tensor out = None)',
+        '(Tensor input, bool unbiased = True)'),
+    'var_mean': ('(Tensor input, tuple of ints dim, bool unbiased = True, bool keepdim = False)',
+        '(Tensor input, tuple of ints dim = None, *, Number correction = None, bool keepdim = False)',
+        '(Tensor input, bool unbiased = True)'),
+    'clamp_': ('(Tensor input, Tensor min = None, Tensor max = None)',
+        '(Tensor input, Number min = None, Number max = None)'),
+    'clamp_max_': ('(Tensor input, Tensor max)',
+        '(Tensor input, Number max)'),
+    'clamp_min_': ('(Tensor input, Tensor min)',
+        '(Tensor input, Number min)'),
+    'clip_': ('(Tensor input, Tensor min = None, Tensor max = None)',
+        '(Tensor input, Number min = None, Number max = None)'),
+    'xlogy_': ('(Tensor input, Tensor other)',
+        '(Tensor input, Number other)'),
+    'histogramdd': ('(Tensor input, int bins, tuple of floats range = None, Tensor weight = None, '
+        'bool density = False)',
+        '(Tensor input, tuple of ints bins, tuple of floats range = None, Tensor weight = None, '
+        'bool density = False)',
+        '(Tensor input, tuple of Tensors bins, tuple of floats range = None, Tensor weight = None, '
+        'bool density = False)'),
+}
+
+
 def _checked(function, name, parameters, after=0):
     """``function`` refusing a non-Tensor for any of ``parameters`` (given by position or keyword), in torch's words.
     ``after=1``: a method, whose ``self`` comes before them (torch counts positions from the first one)."""
@@ -169,6 +260,8 @@ def _checked(function, name, parameters, after=0):
             value = args[position + after - 1] if given_by_position else kwargs.get(parameter, _MISSING)
             if value is not _MISSING and not isinstance(value, Tensor) and (value is not None or
                                                                              parameter not in optional):
+                if name in INPUT_OVERLOADS:
+                    raise _invalid_combination(name, args[after:], kwargs, INPUT_OVERLOADS[name], bool(after))
                 where = f" (position {position})" if given_by_position else ""
                 raise TypeError(f"{name}(): argument '{parameter}'{where} must be Tensor, not {_type_name(value)}")
         return function(*args, **kwargs)

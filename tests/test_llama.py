@@ -41,7 +41,7 @@ def randomize(model, seed=0, std=0.3):
     with ml.no_grad():
         for name, p in model.named_parameters():
             values = rng.standard_normal(p.shape) * (0.1 if name.endswith("norm.weight") else std)
-            p.copy_(values + (1.0 if name.endswith("norm.weight") else 0.0))
+            p.copy_(ml.tensor(values + (1.0 if name.endswith("norm.weight") else 0.0)))
     return model
 
 

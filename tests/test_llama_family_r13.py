@@ -128,7 +128,7 @@ def test_lora_step_gradients_equal_peft(hf, tmp_path, case):
         for name, p in theirs.items():  # B = 0 would leave A without a gradient
             values = 0.3 * rng.standard_normal(tuple(p.shape))
             p.copy_(torch.tensor(values))
-            ours[name].copy_(values)
+            ours[name].copy_(ml.tensor(values))
     ids, mask = prompts()
     logits = reference(torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
     labels = torch.tensor(np.where(mask == 1, ids, -100))

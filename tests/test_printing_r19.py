@@ -195,7 +195,7 @@ def test_ddp_cuts_its_buckets_as_torchs_compute_bucket_assignment_by_size(limits
     from minilora.nn.parallel import _assign_buckets
     shapes = [(300, 300), (7,), (600, 500), (64,), (32, 3), (1000,), (513, 512), (3,)]
     kinds = ["float32", "float64", "float32", "float32", "float16", "float64", "float32", "float16"]
-    mine = [ml.zeros(*shape, dtype=kind) for shape, kind in zip(shapes, kinds)]
+    mine = [ml.zeros(*shape, dtype=getattr(ml, kind)) for shape, kind in zip(shapes, kinds)]
     theirs = [torch.zeros(*shape, dtype=getattr(torch, kind)) for shape, kind in zip(shapes, kinds)]
     expected, _ = torch.distributed._compute_bucket_assignment_by_size(theirs, limits)
     assert _assign_buckets(mine, limits) == expected

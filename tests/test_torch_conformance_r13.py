@@ -193,6 +193,8 @@ def test_every_top_level_tensor_parameter_as_torch():
         assert _outcome(accepted) == ("ok", "")
     for parameters, names in TENSOR_PARAMETERS.items():
         for name in names.split():
+            if not hasattr(torch, name):  # (a Tensor method only, x.expand_as: tests/test_bad_inputs_r24.py)
+                continue
             for lib in (torch, ml):  # the last parameter given a float, the ones before it tensors
                 args = [lib.ones(2, 2)] * (len(parameters) - 1) + [2.0]
                 outcome = _outcome(lambda: getattr(lib, name)(*args))
