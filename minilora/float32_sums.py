@@ -781,26 +781,33 @@ def _chunk_moments(chunks, fma):
     return m1, m2
 
 
-def _row_moments_port(x, lanes, fused):
-    """torch's RowwiseMoments in NumPy (see ``row_moments``), every row at once."""
+def _row_moments_port(x, lanes, fused, sixteen_bit=None):
+    """torch's RowwiseMoments in NumPy (see ``row_moments``), every row at once. ``sixteen_bit`` (bfloat16 or
+    float16): its 16-bit form (``x`` their float32 values): a vector holds ``2 lanes`` 16-bit numbers, read as two
+    float vectors, each half its own Welford chain in a chunk, the two merged into the cascade one after the other;
+    the scalar loop's M2 update is fused for float16 (measured; bfloat16's, like float32's, is not)."""
     fma = _multiply_add(fused, x.dtype)
     real = x.dtype.type
     rows, width = x.shape
-    n = width // lanes
+    halves = 1 if sixteen_bit is None else 2
+    n = width // (lanes * halves)
     count = -(-n // _CHUNK)
     depth = _ceil_log2(count)
-    vectors = x[:, :n * lanes].reshape(rows, n, lanes)
+    vectors = x[:, :n * lanes * halves].reshape(rows, n, halves, lanes)
     whole = n // _CHUNK
-    m1, m2 = _chunk_moments(vectors[:, :whole * _CHUNK].reshape(rows, whole, _CHUNK, lanes), fma)
-    sizes = [_CHUNK] * whole
-    if whole < count:
-        last = _chunk_moments(vectors[:, None, whole * _CHUNK:], fma)
-        m1, m2 = np.concatenate([m1, last[0]], axis=1), np.concatenate([m2, last[1]], axis=1)
-        sizes.append(n - whole * _CHUNK)
+    sizes = [_CHUNK] * whole + ([n - whole * _CHUNK] if whole < count else [])
+    chunks = []  # per half: (m1, m2) [rows, chunks, lanes]
+    for half in range(halves):
+        m1, m2 = _chunk_moments(vectors[:, :whole * _CHUNK, half].reshape(rows, whole, _CHUNK, lanes), fma)
+        if whole < count:
+            last = _chunk_moments(vectors[:, None, whole * _CHUNK:, half], fma)
+            m1, m2 = np.concatenate([m1, last[0]], axis=1), np.concatenate([m2, last[1]], axis=1)
+        chunks.append((m1, m2))
     zero = np.zeros((rows, lanes), real)
     stack = [[0, zero, zero] for _ in range(depth)]
     for i, size in enumerate(sizes):  # the binary cascade of chunks
-        _merge_lanes(size, m1[:, i], m2[:, i], stack[0], fma)
+        for m1, m2 in chunks:
+            _merge_lanes(size, m1[:, i], m2[:, i], stack[0], fma)
         level, mask = 1, i + 1
         while level < depth and mask & 1 == 0:
             _merge_lanes(*stack[level - 1], stack[level], fma)
@@ -808,21 +815,31 @@ def _row_moments_port(x, lanes, fused):
             level, mask = level + 1, mask >> 1
     for level in stack[1:]:
         _merge_lanes(*level, stack[0], fma)
+    tail_m2 = fma if sixteen_bit == np.float16 else _multiply_add(False)
     seen, mean, m2_total = 0, np.zeros(rows, real), np.zeros(rows, real)
-    for k in range(n * lanes, width):  # scalar Welford on the elements after the last vector
+    for k in range(n * lanes * halves, width):  # scalar Welford on the elements after the last vector
         value = x[:, k]
         delta = value - mean
         seen += 1
         mean = mean + delta / real(seen)
-        m2_total = m2_total + delta * (value - mean)  # (not fused in torch's build either)
+        m2_total = tail_m2(delta, value - mean, m2_total)
+    per_lane = n * halves
     for lane in range(lanes):  # AddMoments: each lane's moments into the row's
-        total = seen + n
-        c = real(n) / real(total) if total else real(0)
+        total = seen + per_lane
+        c = real(per_lane) / real(total) if total else real(0)
         delta = stack[0][1][:, lane] - mean
         mean = fma(np.full_like(delta, c), delta, mean)
         m2_total = m2_total + fma(delta * delta * c, np.full_like(delta, real(seen)), stack[0][2][:, lane])
         seen = total
     return mean, m2_total / real(width)
+
+
+def sixteen_bit_row_moments(x, dtype):
+    """The mean and biased variance of each row of float32 [rows, width] ``x`` (values of the 16-bit ``dtype``) as
+    torch's 16-bit RowwiseMoments computes them (group_norm's 16-bit kernel; ``_row_moments_port``): measured bit
+    for bit, widths 9 to 5000, both dtypes, where the float32 order missed 1 mean in 3."""
+    return _row_moments_port(np.ascontiguousarray(x, np.float32), SUM_LANES, float32_math.FUSED_MULTIPLY_ADD,
+                             sixteen_bit=np.dtype(dtype))
 
 
 def row_moments(x, port=False):
@@ -988,3 +1005,76 @@ def squared_deviation_sum(a, mean):
             sums = [np.cumsum(squares[b:e])[-1] for b, e in zip(bounds[:-1], bounds[1:])]
         total += float(np.cumsum(np.concatenate([[0.0], sums]))[-1])  # (a cumulative sum adds in order)
     return total
+
+
+# ---- the 16-bit batch-norm kernels' per-channel sums ------------------------------------------------------------
+# ATen's bfloat16/float16 batch norm (batch_norm_kernel.cpp's *_internal<scalar_t, param_t>) sums each channel's
+# terms in float32, in an order that shows in a float32 mean or variance (the "mixed" kernel, float32 parameters:
+# autocast's) and now and then in a 16-bit one. Its kernels are REGISTER_DISPATCH'ed, so an AVX-512 CPU runs the AVX2
+# build: a float vector holds 8 lanes and a 16-bit one 16 (two float vectors). Found with planted inputs (+-2^30
+# among ones: what survives says where the two met), torch 2.13 on an Intel Xeon (AVX-512), all terms unfused.
+_BATCH_NORM_LANES = 8
+
+
+def _in_order_from_zero(steps):
+    """``steps`` [k, ...] added one after another from +0 (NumPy's reduction over a leading axis adds row after row;
+    the final ``+ 0`` makes an all -0 sum +0, as a sum that starts from 0)."""
+    if not len(steps):
+        return np.zeros(steps.shape[1:], np.float32)
+    return np.add.reduce(steps, axis=0) + np.float32(0)
+
+
+def _lanes_one_by_one(lanes):
+    """``vec_reduce_all(op, v, size)``: lane 0, plus lane 1, plus lane 2, ... (a scalar loop, not a tree)."""
+    total = lanes[..., 0]
+    for lane in range(1, lanes.shape[-1]):
+        total = total + lanes[..., lane]
+    return total
+
+
+def batch_norm_contiguous_sums(terms, times=None, fused_rest=True):
+    """Each channel's sum of ``terms`` (float32 [N, C, S]: a contiguous batch's per-element terms, S the image), or
+    with ``times`` (the same shape) of ``terms * times`` by fused multiply-adds (the backward's dot product: its
+    build fuses that loop, not the statistics' squares), as ``batch_norm_cpu_collect_stats_contiguous_internal`` and
+    the backward's add them: for each sample, each whole 16 of the image into 8 lanes (elements 0-7, then 8-15, each
+    lane its own running sum across samples); the rest of each image (S % 16) into one scalar sum, sample after
+    sample (``fused_rest``: by fused multiply-adds there too; measured: float16's scalar loop fuses, bfloat16's does
+    not); the result is that scalar + the lanes added one by one."""
+    n, c, s = terms.shape
+    whole = s - s % (2 * _BATCH_NORM_LANES)
+
+    def body(a):  # [steps, C, 8]: sample after sample, 8 elements a step
+        return a[:, :, :whole].reshape(n, c, -1, _BATCH_NORM_LANES).transpose(0, 2, 1, 3).reshape(-1, c, _BATCH_NORM_LANES)
+
+    def rest(a):  # [steps, C]: the elements after each image's whole 16s
+        return a[:, :, whole:].transpose(0, 2, 1).reshape(-1, c)
+    if times is None:
+        return _in_order_from_zero(rest(terms)) + _lanes_one_by_one(_in_order_from_zero(body(terms)))
+    scalar = _fused_in_order(rest(terms), rest(times)) if fused_rest else _in_order_from_zero(rest(terms * times))
+    return scalar + _lanes_one_by_one(_fused_in_order(body(terms), body(times)))
+
+
+def _fused_in_order(a, b):
+    """``a[0] * b[0] + a[1] * b[1] + ...`` from +0, each step one fused multiply-add."""
+    total = np.zeros(a.shape[1:], np.float32)
+    for x, y in zip(a, b):
+        total = float32_math.fused_multiply_add(np.ascontiguousarray(x), np.ascontiguousarray(y), total)
+    return total
+
+
+def batch_norm_channels_last_sums(rows, times=None, few_rows_serial=True):
+    """Each column's sum of ``rows`` (float32 [M, C]: a channels-last batch, M = N * H * W), or with ``times`` of
+    ``rows * times`` (var_sum: the centred rows times themselves; the backward's dot product), as the channels-last
+    kernels (``batch_norm_cpu_collect_stats_channels_last_internal``, the backward's) add them: the rows cut into one
+    chunk a thread (``at::parallel_for(0, M, 1)``), each chunk's rows added in order into its own float32 sums (a
+    product by a fused multiply-add: its build fuses that loop, not the contiguous kernel's), the chunks' sums added
+    in order from 0. The statistics kernel (``few_rows_serial``) adds no more rows than threads in one plain loop."""
+    if len(rows) <= parallel.num_threads() and few_rows_serial:
+        return _in_order_from_zero(rows if times is None else rows * times)
+    chunk = thread_chunk(len(rows), grain=1)
+    starts = range(0, len(rows), chunk)
+    if times is None:
+        parts = [_in_order_from_zero(rows[s:s + chunk]) for s in starts]
+    else:
+        parts = [fma_product_columns(rows[s:s + chunk], times[s:s + chunk]) for s in starts]
+    return _in_order_from_zero(np.stack(parts))

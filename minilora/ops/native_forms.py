@@ -60,7 +60,7 @@ def _layer_norm_statistics(input, width, eps, weight, bias):
         mean, variance = float32_sums.row_moments(np.ascontiguousarray(rows))
         return mean, 1 / np.sqrt(variance + x.dtype.type(eps))
     if type(x) is np.ndarray and compute_dtype(x.dtype) != x.dtype and rows.size:  # (16-bit: its own kernel)
-        mean, rstd = _nn._layer_norm_16bit_statistics(rows.astype(np.float32), eps)
+        mean, rstd = _nn._layer_norm_16bit_statistics(rows.astype(np.float32), eps, x.dtype)
         mixed = any(t is not None and t.dtype == float32 for t in (weight, bias))  # (float32 parameters: kept in
         return (mean, rstd) if mixed else (mean.astype(x.dtype), rstd.astype(x.dtype))  # float32, as torch's)
     return _plain_row_statistics(rows, eps)
@@ -140,15 +140,10 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
     mixed = compute_dtype(x.dtype) != x.dtype and any(t is not None and t.dtype == float32 for t in (weight, bias))
     if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.size:
         mean, rstd = _nn._group_statistics(x, group, eps)  # (what the float32 kernel normalises by)
-    elif type(x) is np.ndarray and mixed and x.size:  # (a 16-bit input with float32 parameters: torch's mixed
-        # kernel keeps its float32 statistics unrounded; its 16-bit RowwiseMoments' vector order is not modelled:
-        # the float32 kernel's, within an ulp or two; a row narrower than a 16-bit vector is Welford's in order)
-        wide = np.ascontiguousarray(x, np.float32)
-        if x.size // (N * group) < 16:
-            mean, variance = _nn._welford_in_order(wide.reshape(N * group, -1))
-            rstd = (1 / np.sqrt(variance.astype(np.float64) + eps)).astype(np.float32)
-        else:
-            mean, rstd = _nn._group_statistics(wide, group, eps)
+    elif type(x) is np.ndarray and compute_dtype(x.dtype) != x.dtype and x.flags.c_contiguous and x.size:
+        mean, rstd = _nn.group_norm_16bit_statistics(x, group, eps)  # (torch's 16-bit kernel: float32 statistics,
+        if not mixed:  # kept as they are with float32 parameters, else rounded to the dtype)
+            mean, rstd = mean.astype(x.dtype), rstd.astype(x.dtype)
     elif type(x) is np.ndarray and x.dtype == np.float64 and x.size:
         mean, variance = float32_sums.row_moments(np.ascontiguousarray(x).reshape(N * group, -1))
         rstd = 1 / np.sqrt(variance + eps)

@@ -743,7 +743,7 @@ def _layer_norm_16bit_as_torch(x16, weight, bias, eps, width):
     dtype = x16.dtype
     w, b = (None if t is None else t._array.reshape(-1).astype(np.float32) for t in (weight, bias))
     x = x16.astype(np.float32).reshape(-1, width)
-    mean, rstd = _layer_norm_16bit_statistics(x, eps)
+    mean, rstd = _layer_norm_16bit_statistics(x, eps, dtype)
     shifted = fastmath.multiply_add(x, rstd[:, None], (-rstd * mean)[:, None])
     values = fastmath.multiply_add(shifted, np.float32(1) if w is None else w, np.float32(0) if b is None else b)
     values = values.astype(dtype).reshape(x16.shape)
@@ -762,27 +762,12 @@ def _layer_norm_16bit_as_torch(x16, weight, bias, eps, width):
     return values, gradients
 
 
-def _layer_norm_16bit_statistics(x, eps):
+def _layer_norm_16bit_statistics(x, eps, dtype):
     """Each row's mean and rstd (float32) of a 16-bit input upcast to float32 ``x`` [rows, width], as torch's 16-bit
-    kernel computes them (before it rounds them to the dtype, where its parameters are 16-bit too)."""
-    mean, rstd = np.empty(len(x), np.float32), np.empty(len(x), np.float32)
-    if x.shape[1] < 16:  # (narrower than a 16-bit vector: RowwiseMoments' scalar loop, Welford's steps in order)
-        mean[:], variance = _welford_in_order(x)
-        rstd[:] = np.float32(1) / np.sqrt(variance + np.float32(eps))
-    else:
-        _layer_norm_rows_as_torch(x, np.empty_like(x), rstd, np.empty_like(x), mean, None, None, eps)
-    return mean, rstd
-
-
-def _welford_in_order(x):
-    """Each row's mean and biased variance by Welford's update, element after element (float32): ``m1 += d / k``,
-    ``m2 += d (x - m1)`` (fused), as RowwiseMoments' scalar loop."""
-    m1, m2 = np.zeros(len(x), np.float32), np.zeros(len(x), np.float32)
-    for k in range(x.shape[1]):
-        delta = x[:, k] - m1
-        m1 = m1 + delta / np.float32(k + 1)
-        m2 = fastmath.multiply_add(delta, x[:, k] - m1, m2)
-    return m1, m2 / np.float32(x.shape[1])
+    kernel computes them (before it rounds them to the dtype, where its parameters are 16-bit too): RowwiseMoments'
+    16-bit form (``float32_sums.sixteen_bit_row_moments``), rstd = 1 / sqrt(var + eps) in float32."""
+    mean, variance = float32_sums.sixteen_bit_row_moments(x, dtype)
+    return mean, np.float32(1) / np.sqrt(variance + np.float32(eps))
 
 
 def _layer_norm_16bit_input_grad(g, x, mean, a, w, mixed=False):
@@ -3433,28 +3418,51 @@ def _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, m
 def batch_norm_16bit_statistics(input, eps, mixed):
     """A 16-bit batch's statistics as torch's two CPU kernels keep them (float32 arrays): ``mean`` (float32, sum / N),
     ``short_mean`` (the mean the kernel normalises by: rounded to the dtype, ``mean`` itself when ``mixed``),
-    ``squares`` (the squared deviations' sum) and ``invstd``. float16 sums the squares about the rounded mean;
-    bfloat16 about the float32 mean, rounded, then divides in bfloat16 (the count rounded too)."""
+    ``squares`` (the squared deviations' sum) and ``invstd``. The sums are the kernel's float32 ones
+    (``_batch_16bit_sums``); bfloat16 rounds the squares' sum, then divides in bfloat16 (the count rounded too)."""
     xp, dtype = xp_of(input._array), input.dtype
-    axes = (0,) + tuple(range(2, input.ndim))
     count = input.numel() // input.shape[1]
-    x = input._array.astype(np.float32)
-    mean = (x.sum(axes, dtype=np.float64) / count).astype(np.float32)  # float32, as torch's sum / N
+    mean, squares = _batch_16bit_sums(input._array, mixed)
     if mixed:
-        squares = ((x - _per_channel_array(mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
         # (ATen's InvStd: the float32 variance plus the double eps, the root and division in double)
         invstd = (1 / xp.sqrt((squares / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
         return types.SimpleNamespace(mean=mean, short_mean=mean, squares=squares, invstd=invstd)
     short_mean = _round(mean, dtype)
-    if dtype == np.float16:  # the squares' sum about the rounded mean, kept in float32
-        squares = ((x - _per_channel_array(short_mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
+    if dtype == np.float16:  # the squares' sum kept in float32
         invstd = _round(1 / xp.sqrt(squares / np.float32(count) + np.float32(eps)), dtype)
-    else:  # bfloat16: the sum about the float32 mean, rounded; divided in bfloat16 (count rounded too)
-        squares = ((x - _per_channel_array(mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
+    else:  # bfloat16: the squares' sum rounded; divided in bfloat16 (count rounded too)
         squares = _round(squares, dtype)
         variance = _round(squares / _round(np.float32(count), dtype), dtype)
         invstd = _round(1 / xp.sqrt(variance + np.float32(eps)), dtype)
     return types.SimpleNamespace(mean=mean, short_mean=short_mean, squares=squares, invstd=invstd)
+
+
+def _batch_16bit_sums(x, mixed):
+    """(mean, squared deviations' sum) per channel of a 16-bit batch [N, C, ...], float32, added as torch's kernel
+    for its layout adds them (``float32_sums.batch_norm_contiguous_sums`` / ``batch_norm_channels_last_sums``: the
+    order of the additions is what makes a float32 mean's last bit). The contiguous kernel centres on the float32
+    mean; the channels-last one on the mean as stored (rounded to the dtype, unless ``mixed``). Other layouts (and
+    CuPy arrays): sums in float64, rounded once (torch's TensorIterator loops there: not modelled)."""
+    count = x.size // x.shape[1]
+    view = _aten_kernel_view(x)
+    if view is None:
+        axes = (0,) + tuple(range(2, x.ndim))
+        xf = x.astype(np.float32)
+        mean = (xf.sum(axes, dtype=np.float64) / count).astype(np.float32)
+        squares = ((xf - _per_channel_array(mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
+        return mean, squares
+    if view is x:  # contiguous, more than one element per sample and channel
+        terms = x.astype(np.float32).reshape(x.shape[0], x.shape[1], -1)
+        mean = float32_sums.batch_norm_contiguous_sums(terms) / np.float32(count)
+        centred = terms - mean[:, None]
+        return mean, float32_sums.batch_norm_contiguous_sums(centred * centred)
+    rows = view.astype(np.float32)
+    mean = float32_sums.batch_norm_channels_last_sums(rows) / np.float32(count)
+    stored = mean if mixed else _round(mean, x.dtype)
+    if x.dtype == np.float16 and len(rows) <= parallel.num_threads():  # (its serial loop, measured: about the
+        stored = mean  # float32 mean, 1 of [2, 102]'s channels, a tie; bfloat16's about the stored one)
+    centred = rows - stored
+    return mean, float32_sums.batch_norm_channels_last_sums(centred, centred)
 
 
 def _per_channel_array(a, ndim):
@@ -3508,6 +3516,24 @@ def _blend_bfloat16(old, new, momentum, dtype, keep_product):
     return moved + kept
 
 
+def _batch_16bit_gradient_sums(centred, g, dtype):
+    """(sum of ``g``, sum of ``centred * g``) per channel, float32, as torch's ``dtype`` backward kernel for the layout
+    adds them (the same orders as ``_batch_16bit_sums``; channels-last always by threads' chunks). Gradients laid out
+    otherwise than the input: sums in float64, rounded once (torch's TensorIterator loops there: not modelled)."""
+    view, g_view = _aten_kernel_view(centred), _aten_kernel_view(g)
+    if view is None or g_view is None or (view is centred) != (g_view is g):
+        axes = (0,) + tuple(range(2, g.ndim))
+        return (g.sum(axes, dtype=np.float64).astype(np.float32),
+                (centred * g).sum(axes, dtype=np.float64).astype(np.float32))
+    if view is centred:
+        shape = (g.shape[0], g.shape[1], -1)
+        return (float32_sums.batch_norm_contiguous_sums(g.reshape(shape)),
+                float32_sums.batch_norm_contiguous_sums(centred.reshape(shape), g.reshape(shape),
+                                                        fused_rest=dtype == np.float16))
+    return (float32_sums.batch_norm_channels_last_sums(g_view, few_rows_serial=False),
+            float32_sums.batch_norm_channels_last_sums(view, g_view, few_rows_serial=False))
+
+
 class BatchNorm16(Function):
     """``x * alpha + beta`` per channel with ``alpha = invstd * weight`` and ``beta = bias - mean *
     alpha`` (float32, fused multiply-add where torch's build fuses), rounded to the 16-bit dtype; in training the batch's
@@ -3522,7 +3548,11 @@ class BatchNorm16(Function):
         w = weight.astype(np.float32) if weight is not None else np.float32(1)
         b = bias.astype(np.float32) if bias is not None else np.float32(0)
         alpha = (invstd * w).astype(np.float32)
-        beta = (b - mean * alpha).astype(np.float32)
+        mixed = any(p is not None and p.dtype == np.float32 for p in (weight, bias))
+        if mixed:  # (float32 parameters: ATen's build fuses bias - mean * alpha; a 16-bit bias: measured unfused)
+            beta = fastmath.multiply_add(-mean, alpha, np.float32(b))
+        else:
+            beta = (b - mean * alpha).astype(np.float32)
         # (x * alpha + beta: one fused multiply-add where torch's build fuses, two roundings in its default one)
         out = fastmath.multiply_add(xf, _per_channel_array(alpha, nd), _per_channel_array(beta, nd))
         ctx.x, ctx.w, ctx.mean, ctx.invstd = xf, w, mean, invstd
@@ -3532,15 +3562,20 @@ class BatchNorm16(Function):
     @staticmethod
     def backward(ctx, g):
         dtype, gf, x, nd = g.dtype, g.astype(np.float32), ctx.x, ctx.x.ndim
-        axes = (0,) + tuple(range(2, nd))
         count = x.size // x.shape[1]
-        total = gf.sum(axes, dtype=np.float64).astype(np.float32)
         centred = x - _per_channel_array(ctx.mean, nd)
-        dotp = (centred * gf).sum(axes, dtype=np.float64).astype(np.float32)
+        total, dotp = _batch_16bit_gradient_sums(centred, gf, dtype)
         k = dotp * ctx.invstd * ctx.invstd / np.float32(count)
         per = lambda a: _per_channel_array(a, nd)  # noqa: E731
         if ctx.training:
-            dx = (gf - per(total / np.float32(count)) - centred * per(k)) * per(ctx.invstd) * per(ctx.w)
+            # (dy - mean(dy)) - centred * k: one fused multiply-add where ATen's build fuses it (measured: all but
+            # bfloat16's channels-last kernel)
+            centred_k = np.broadcast_to(per(k), centred.shape)
+            if dtype == np.float16 or _aten_kernel_view(centred) is centred:
+                dx = fastmath.multiply_add(-centred, centred_k, gf - per(total / np.float32(count)))
+            else:
+                dx = gf - per(total / np.float32(count)) - centred * centred_k
+            dx = dx * per(ctx.invstd) * per(ctx.w)
         else:  # the running statistics are constants: a per-channel scale
             dx = gf * per(ctx.invstd) * per(ctx.w)
         gx = dx.astype(dtype) if ctx.needs_input_grad[0] else None
@@ -3558,6 +3593,10 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
     bias`` per channel."""
     _check_parameter_dtypes(input, weight, bias)
     out = _group_norm(input, num_groups, weight, bias, eps)  # (torch: one node on the three)
+    if _group_norm_16bit_kernel_runs(input, weight, bias):
+        exact, gradients = _group_norm_16bit_as_torch(input, num_groups, weight, bias, eps)
+        return name_node(KernelGradients.apply(out, input, weight, bias, values=exact, gradients=gradients),
+                         "NativeGroupNormBackward0", input, graph=(input, weight, bias))
     exact = _group_norm_as_aten(input, num_groups, weight, bias, eps)
     if exact is not None:
         gradients = _group_norm_backward_as_aten(input, num_groups, weight, eps)
@@ -3578,18 +3617,65 @@ def _group_norm_as_aten(input, num_groups, weight, bias, eps):
             and x.flags.c_contiguous and x.size and all(type(t._array) is np.ndarray and t.dtype == np.float32
                                                         for t in params)):
         return None
-    n, c = x.shape[:2]
     mean, rstd = _group_statistics(x, num_groups, eps)
+    return _group_norm_values(x, num_groups, mean, rstd, *(None if t is None else t._array for t in (weight, bias)))
+
+
+def _group_norm_values(x, num_groups, mean, rstd, weight, bias):
+    """The kernel's float32 output from each group's float32 ``mean`` and ``rstd`` ([N * G]): ``(x - mean) * rstd``
+    without weight and bias, else scale = rstd * weight, bias' = fma(-scale, mean, bias) per channel and
+    fma(x, scale, bias')."""
+    n, c = x.shape[:2]
     per_channel = (n, c) + (1,) * (x.ndim - 2)
     mean, rstd = (np.repeat(v.reshape(n, num_groups), c // num_groups, axis=1).reshape(per_channel)
                   for v in (mean, rstd))
-    if not params:
+    if weight is None and bias is None:
         return (x - mean) * rstd
-    scale = rstd if weight is None else rstd * weight._array.reshape((1, c) + (1,) * (x.ndim - 2))
+    scale = rstd if weight is None else rstd * weight.astype(np.float32).reshape((1, c) + (1,) * (x.ndim - 2))
     shift = np.zeros_like(scale) if bias is None else np.broadcast_to(
-        bias._array.reshape((1, c) + (1,) * (x.ndim - 2)), scale.shape)
+        bias.astype(np.float32).reshape((1, c) + (1,) * (x.ndim - 2)), scale.shape)
     shift = float32_math.fused_multiply_add(-scale, mean, shift)
     return float32_math.fused_multiply_add(x, np.broadcast_to(scale, x.shape), np.broadcast_to(shift, x.shape))
+
+
+def _group_norm_16bit_kernel_runs(input, weight, bias):
+    """A C-contiguous bfloat16/float16 NumPy input, its weight and bias all of its dtype or all float32: torch's 16-bit
+    group-norm kernel (``GroupNormKernelImplInternal<T, PT>``) on a layout modelled here (channels-last: not)."""
+    return (_layer_norm_16bit_kernel_runs(input, weight, bias) and input.ndim >= 2 and input._array.flags.c_contiguous
+            and float32_math.FUSED_MULTIPLY_ADD and float32_math.CPU_CAPABILITY != "default")
+
+
+def group_norm_16bit_statistics(x, num_groups, eps):
+    """Each (sample, group)'s float32 mean and rstd of a 16-bit C-contiguous array [N, C, ...] as torch's 16-bit
+    kernel computes them: RowwiseMoments' 16-bit form, rstd = 1 / sqrt(var + eps) in double."""
+    rows = x.astype(np.float32).reshape(x.shape[0] * num_groups, -1)
+    mean, variance = float32_sums.sixteen_bit_row_moments(rows, x.dtype)
+    return mean, (1 / np.sqrt(np.maximum(variance, 0).astype(np.float64) + eps)).astype(np.float32)
+
+
+def _group_norm_16bit_as_torch(input, num_groups, weight, bias, eps):
+    """torch's 16-bit group norm: the float32 kernel's output (``_group_norm_values``) from the 16-bit statistics,
+    rounded once to the dtype, and a function of (g, needs) for ``KernelGradients``: the float32 kernel's backward
+    (``_group_norm_gradients``) from the statistics as the forward saves them (rounded to the dtype, unless the
+    parameters are float32) and ds, db summed as its 16-bit ``ComputeInternalGradients`` adds them."""
+    x16, dtype = input._array, input.dtype
+    w, b = (None if t is None else t._array for t in (weight, bias))
+    mean, rstd = group_norm_16bit_statistics(x16, num_groups, eps)
+    x = x16.astype(np.float32)
+    values = _group_norm_values(x, num_groups, mean, rstd, w, b).astype(dtype)
+    mixed = any(t is not None and t.dtype == np.float32 for t in (weight, bias))
+    if not mixed:
+        mean, rstd = _round(mean, dtype), _round(rstd, dtype)
+    gamma = np.ones(x.shape[1], np.float32) if w is None else w.astype(np.float32)
+    param_dtype = np.float32 if mixed else dtype
+
+    def gradients(g16, needs):
+        g = np.ascontiguousarray(g16).astype(np.float32)
+        gx, gw, gb = _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, _sixteen_bit_ds_db(dtype),
+                                           fuse_x=dtype == np.float16)
+        return (None if gx is None else gx.astype(dtype), None if gw is None else gw.astype(param_dtype),
+                None if gb is None else gb.astype(param_dtype))
+    return values, gradients
 
 
 def _group_statistics(x, num_groups, eps):
@@ -3609,34 +3695,70 @@ def _group_norm_backward_as_aten(input, num_groups, weight, eps):
     x = input._array
     if float32_math.CPU_CAPABILITY == "default" or x.size == 0:
         return None
+    mean, rstd = _group_statistics(x, num_groups, eps)
+    gamma = np.ones(x.shape[1], np.float32) if weight is None else weight._array
+    return lambda g, needs: _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, _float32_ds_db)
+
+
+def _float32_ds_db(dy, rows):
+    """Each (sample, channel)'s ds = sum(dy * x) and db = sum(dy) as the float32 kernel adds them (8 lanes)."""
+    return fastmath.lane_sum(dy, rows, lanes=8), fastmath.lane_sum(dy, lanes=8)
+
+
+def _sixteen_bit_ds_db(dtype):
+    """ds, db as the 16-bit ``ComputeInternalGradients`` adds them: each 16-bit vector of 16 read as two float vectors
+    of 8, both added into the same 8 lanes (ds by fused multiply-adds), the lanes from 0 in order, then the elements
+    after the last whole 16 (ds fused for float16, not for bfloat16: measured, as its other scalar loops)."""
+    fma = float32_math.fused_multiply_add
+
+    def sums(dy, rows):
+        width = dy.shape[1]
+        whole = width - width % 16
+        ds_lanes, db_lanes = np.zeros((len(dy), 8), np.float32), np.zeros((len(dy), 8), np.float32)
+        for j in range(0, whole, 8):
+            ds_lanes = fma(np.ascontiguousarray(dy[:, j:j + 8]), np.ascontiguousarray(rows[:, j:j + 8]), ds_lanes)
+            db_lanes = db_lanes + dy[:, j:j + 8]
+        ds, db = np.zeros(len(dy), np.float32), np.zeros(len(dy), np.float32)
+        for lane in range(8):  # (std::accumulate: from 0, lane after lane)
+            ds, db = ds + ds_lanes[:, lane], db + db_lanes[:, lane]
+        for j in range(whole, width):
+            ds = fma(dy[:, j], rows[:, j], ds) if dtype == np.float16 else ds + dy[:, j] * rows[:, j]
+            db = db + dy[:, j]
+        return ds, db
+    return sums
+
+
+def _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, ds_db, fuse_x=False):
+    """(gx, gw, gb) of the kernel from float32 ``g`` and ``x`` [N, C, ...], each group's ``mean`` and ``rstd``
+    ([N * G]) and float32 ``gamma``; ``ds_db(dy, rows)``: the per-(sample, channel) sums; ``fuse_x``: dx's
+    multiply-add fuses c2 * x (else c1 * dy)."""
     n, c = x.shape[:2]
     size = x.size // (n * c)
-    mean, rstd = (v.reshape(n, num_groups) for v in _group_statistics(x, num_groups, eps))
-    gamma = np.ones(c, np.float32) if weight is None else weight._array
-
-    def gradients(g, needs):
-        dy, rows = np.ascontiguousarray(g).reshape(n * c, size), x.reshape(n * c, size)
-        ds = fastmath.lane_sum(dy, rows, lanes=8).reshape(n, c)
-        db = fastmath.lane_sum(dy, lanes=8).reshape(n, c)
-        per_channel = lambda v: np.repeat(v, c // num_groups, axis=1)  # noqa: E731  ([n, G] -> [n, C])
-        gx = gw = gb = None
-        if needs[0]:
-            c1, c2, c3 = _group_input_coefficients(ds, db, mean, rstd, gamma, size)
-            spread = lambda v: v.reshape(n, c, 1)  # noqa: E731
-            gx = float32_math.fused_multiply_add(spread(c1), dy.reshape(n, c, size),
-                                                 spread(per_channel(c2)) * rows.reshape(n, c, size))
-            gx = (gx + spread(per_channel(c3))).reshape(x.shape)
-        if needs[1]:
-            gw = np.zeros(c, np.float32)
-            for i in range(n):  # (sample after sample, as its GammaBetaBackward)
-                centred = float32_math.fused_multiply_add(-db[i], per_channel(mean)[i], ds[i])
-                gw = float32_math.fused_multiply_add(centred, per_channel(rstd)[i], gw)
-        if needs[2]:
-            gb = np.zeros(c, np.float32)
-            for i in range(n):
-                gb = gb + db[i]
-        return gx, gw, gb
-    return gradients
+    mean, rstd = mean.reshape(n, num_groups), rstd.reshape(n, num_groups)
+    dy, rows = np.ascontiguousarray(g).reshape(n * c, size), x.reshape(n * c, size)
+    ds, db = (v.reshape(n, c) for v in ds_db(dy, rows))
+    per_channel = lambda v: np.repeat(v, c // num_groups, axis=1)  # noqa: E731  ([n, G] -> [n, C])
+    gx = gw = gb = None
+    if needs[0]:
+        c1, c2, c3 = _group_input_coefficients(ds, db, mean, rstd, gamma, size)
+        spread = lambda v: v.reshape(n, c, 1)  # noqa: E731
+        a, b = spread(c1) * np.ones(size, np.float32), spread(per_channel(c2)) * np.ones(size, np.float32)
+        dy3, x3 = dy.reshape(n, c, size), rows.reshape(n, c, size)
+        if fuse_x:  # c1 dy + c2 x: GCC fuses the one product or the other (float16's kernel: c2 x, measured)
+            gx = float32_math.fused_multiply_add(b, x3, a * dy3)
+        else:
+            gx = float32_math.fused_multiply_add(a, dy3, b * x3)
+        gx = (gx + spread(per_channel(c3))).reshape(x.shape)
+    if needs[1]:
+        gw = np.zeros(c, np.float32)
+        for i in range(n):  # (sample after sample, as its GammaBetaBackward)
+            centred = float32_math.fused_multiply_add(-db[i], per_channel(mean)[i], ds[i])
+            gw = float32_math.fused_multiply_add(centred, per_channel(rstd)[i], gw)
+    if needs[2]:
+        gb = np.zeros(c, np.float32)
+        for i in range(n):
+            gb = gb + db[i]
+    return gx, gw, gb
 
 
 def _group_input_coefficients(ds, db, mean, rstd, gamma, size):
