@@ -23,7 +23,7 @@ import numpy as np
 
 from .dtypes import is_floating, upcast
 
-__all__ = ["gemm", "addmm_", "has_direct_gemm", "get_num_threads", "set_num_threads"]
+__all__ = ["gemm", "addmm_", "has_direct_gemm", "gemm_address", "operand_form", "get_num_threads", "set_num_threads"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -104,12 +104,19 @@ def _cblas_gemm(dtype):
     return None
 
 
+def gemm_address(dtype):
+    """The address of the CBLAS ``?gemm`` for float32/float64 (for C code that calls it: native/gemm_pool.c),
+    or None."""
+    fn = _cblas_gemm(dtype)
+    return None if fn is None else ctypes.cast(fn, ctypes.c_void_p).value
+
+
 def has_direct_gemm(dtype=np.float32):
     """Whether ``gemm`` calls BLAS directly for this dtype (else it falls back to NumPy)."""
     return _cblas_gemm(dtype) is not None
 
 
-def _operand(a):
+def operand_form(a):
     """``(transpose flag, leading dimension)`` of a 2-D operand as CBLAS row-major sees it, or None
     when its memory is neither rows nor columns of a dense matrix (a strided view)."""
     rows_stride, cols_stride = (s // a.itemsize for s in a.strides)
@@ -131,7 +138,7 @@ def gemm(a, b, out, alpha=1.0, beta=0.0):
         raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} -> {out.shape} do not match")
     if not _direct_gemm_applies(a, b, out):
         return _gemm_with_operators(a, b, out, alpha, beta)
-    ops = _operand(a), _operand(b)
+    ops = operand_form(a), operand_form(b)
     if None in ops:
         return _gemm_with_operators(a, b, out, alpha, beta)
     fn = _cblas_gemm(out.dtype)

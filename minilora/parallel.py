@@ -41,7 +41,9 @@ through counters in C that the waiting thread spins on with the GIL given up (ro
 split regions): the caller saw a block done ~12 us after it was instead of ~35 (median), but a helper still
 started ~60-80 us after the hand-over, waiting for the GIL the caller holds while it starts its own block,
 and the step's time stayed within its noise, with more CPU time. ``benchmarks/lora_step.py`` reports a step
-after idle and steps in a run apart.) GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
+after idle and steps in a run apart.) A LoRA layer's blocks (3 products forward, 5 backward) go further:
+``minilora.gemm_pool`` runs a block's whole list of products in C threads, which meet the caller once per
+layer, not at the GIL after every product (same calls, same numbers). GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
 again (helpers run their block whole), and while one thread is splitting work, another thread's
 ops run unsplit.
 """
@@ -59,7 +61,7 @@ from . import blas, cpu_switches
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
-           "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS"]
+           "parts_for", "run_split", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
 # of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
@@ -277,13 +279,12 @@ def rows(fn, *arrays, work_per_row=None):
     n = len(arrays[0])
     if work_per_row is None:
         work_per_row = arrays[0][0].size if n else 0
-    pieces = (n * work_per_row) // MIN_ITEMS  # how many blocks the work is worth
-    if pieces < 2 or _threads == 1:  # the common small case first: decoding runs it per op
+    parts = parts_for(n, work_per_row)
+    if parts < 2:  # the common small case first: decoding runs it per op
         fn(*arrays)
         return
-    parts = min(_threads, n, pieces)  # threads to use
     on_cpu = all(a is None or isinstance(a, (np.ndarray, list)) for a in arrays)
-    if parts <= 1 or not on_cpu or getattr(_local, "helper", False) or not _region.acquire(False):
+    if not on_cpu or getattr(_local, "helper", False) or not _region.acquire(False):
         fn(*arrays)
         return
     _enter()  # BLAS on one thread while the blocks run side by side
@@ -319,6 +320,28 @@ def rows(fn, *arrays, work_per_row=None):
         _local.beside_others = False
         _leave()
         _region.release()
+
+
+def parts_for(n, work_per_row):
+    """Into how many blocks ``rows`` cuts ``n`` rows of ``work_per_row`` items each: one per thread, fewer
+    when the work is small (1: run whole)."""
+    pieces = (n * work_per_row) // MIN_ITEMS  # how many blocks the work is worth
+    return 1 if pieces < 2 or _threads == 1 else min(_threads, n, pieces)
+
+
+def run_split(fn):
+    """Run ``fn()`` as this thread's split region, for work that splits itself in other threads
+    (``minilora.gemm_pool``'s C threads): False, without calling it, where ``rows`` would run its work
+    whole -- in a helper's block, or while another thread's region runs."""
+    if getattr(_local, "helper", False) or not _region.acquire(False):
+        return False
+    _enter()  # BLAS on one thread: the C threads split the work
+    try:
+        fn()
+    finally:
+        _leave()
+        _region.release()
+    return True
 
 
 def slice_elements():

@@ -21,9 +21,10 @@ import threading
 from pathlib import Path
 
 __all__ = ["cache_dir", "digest", "compile_atomically", "remove_leftovers", "pid_alive", "CompileFailed", "load",
-           "why_unavailable", "FLOAT32_KERNELS", "address"]
+           "why_unavailable", "FLOAT32_KERNELS", "GEMM_POOL", "address"]
 
 FLOAT32_KERNELS = Path(__file__).with_name("float32_kernels.c")
+GEMM_POOL = Path(__file__).with_name("gemm_pool.c")  # minilora.gemm_pool's threads
 # IEEE arithmetic as written: no contraction of a * b + c into an FMA (the source calls fmaf() where
 # SLEEF fuses), no -ffast-math reassociation or dropped signed zeros and NaNs. -fno-trapping-math (no FP
 # exception is ever unmasked here) only lets GCC turn the ternaries into vector selects; -O3 vectorizes.

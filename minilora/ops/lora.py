@@ -40,9 +40,12 @@ On ``emu``/``cuda`` a bfloat16 base with float32 adapters and no dropout runs th
 (kernels/lora_bf16.cu), which add the LoRA term before the one rounding of Y (and of dX): within one
 bfloat16 rounding of the above.
 """
+import functools
+import operator
+
 import numpy as np
 
-from .. import amp as _amp, bf16_products, dtypes, float32_sums, half_products, kernels, mkl_half_gemm, parallel
+from .. import amp as _amp, bf16_products, dtypes, float32_sums, gemm_pool, half_products, kernels, mkl_half_gemm, parallel
 from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
@@ -137,6 +140,45 @@ def _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
     dB = s * (U.T @ dY).T if need_dB else None  # dB = s dY^T U, as (U^T dY)^T: the same numbers, faster in OpenBLAS
     return dA, dB
     # END SOLUTION
+
+
+# The same products as _lora_forward_rows / _lora_backward_rows, as lists that minilora.gemm_pool runs on
+# the blocks of rows in C threads, without the GIL between them. Each is the CBLAS call the NumPy code makes
+# on the same block, and dropout's elementwise multiplications are the same on the whole arrays, so the
+# numbers are the same to the bit (tests/test_gemm_pool_r25.py); the NumPy functions stay the definition
+# (and the exercise).
+def _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
+    """U = dropout(X) A^T, Y = X W0^T, Y += s U B^T on blocks of rows in C threads; False: not done."""
+    if not gemm_pool.worth_it(len(X), work):
+        return False
+    P = gemm_pool.Product
+    dropped = X if keep is None else X * keep
+    return gemm_pool.run(len(X), [P(dropped, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)], work)
+
+
+def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work):
+    """``(dA, dB)`` of _lora_backward_rows (and V, dX filled) from C threads; None: not done."""
+    if not gemm_pool.worth_it(len(dY), work):
+        return None
+    P = gemm_pool.Product
+    parts = parallel.parts_for(len(dY), work)
+    dA_parts = np.empty((parts,) + A.shape, A.dtype) if need_dA else None  # each block's term of the sum
+    dB_parts = np.empty((parts,) + B.shape[::-1], B.dtype) if need_dB else None
+    products = [P(dY, B, V), P(None, None, V, alpha=s, split="scale")]  # V = s dY B
+    lora_dX = None if dX is None or keep is None else np.empty_like(dX)  # V A, for dropout's mask
+    if dX is not None:  # dX = dY W0 + V A (masked by dropout)
+        products += [P(dY, W0, dX), P(V, A, dX, beta=1.0) if keep is None else P(V, A, lora_dX)]
+    if need_dA:
+        products.append(P(V.T, X if keep is None else X * keep, dA_parts, split="sum"))
+    if need_dB:
+        products.append(P(U.T, dY, dB_parts, split="sum"))
+    if not gemm_pool.run(len(dY), products, work):
+        return None
+    if lora_dX is not None:
+        dX += lora_dX * keep
+    dA = None if dA_parts is None else functools.reduce(operator.add, dA_parts)  # in the order of the blocks
+    dB = None if dB_parts is None else functools.reduce(operator.add, [s * part.T for part in dB_parts])
+    return dA, dB
 
 
 def _check_shapes(x, W0, A, B, bias):
@@ -360,8 +402,13 @@ class LoraLinear(Function):
         Y = xp.empty((X.shape[0], W0.shape[0]), X.dtype)
         U = xp.empty((X.shape[0], A.shape[0]), X.dtype)
         s = X.dtype.type(scale)
-        parallel.rows(lambda *rows: _lora_forward_rows(*rows, W0, A, B, bias, s), X, keep, U, Y,
-                      work_per_row=parallel.product_work(W0.size))
+        work = parallel.product_work(W0.size)
+        if _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
+            if bias is not None:
+                Y += bias
+        else:
+            parallel.rows(lambda *rows: _lora_forward_rows(*rows, W0, A, B, bias, s), X, keep, U, Y,
+                          work_per_row=work)
         _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed, mask)
         return Y.reshape(x.shape[:-1] + (W0.shape[0],))
 
@@ -385,9 +432,12 @@ class LoraLinear(Function):
         V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
         dX = xp.empty(X.shape, X.dtype) if nx else None
         s = dY.dtype.type(ctx.scale)
-        dA, dB = parallel.sum_over_rows(lambda *rows: _lora_backward_rows(*rows, W0, A, B, s, na, nb),
-                                        dY, X, U, keep, V, dX,
-                                        work_per_row=parallel.product_work(W0.size if nx else B.size))
+        work = parallel.product_work(W0.size if nx else B.size)
+        grads = _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work)
+        if grads is None:
+            grads = parallel.sum_over_rows(lambda *rows: _lora_backward_rows(*rows, W0, A, B, s, na, nb),
+                                           dY, X, U, keep, V, dX, work_per_row=work)
+        dA, dB = grads
         dA, dB = _in_c_order(dA), _in_c_order(dB)
         dX, dW0, dbias = _base_grads(ctx, dY, dX)
         return dX, dW0, dA, dB, dbias

@@ -1,0 +1,141 @@
+"""Products split across threads in C: the blocks of a LoRA layer run without Python's GIL.
+
+``minilora.parallel`` splits an op's rows between Python threads; each thread's NumPy calls give the GIL
+up while they compute and take it back after. A LoRA layer's block makes 3 BLAS calls forward and 5
+backward, and each time a thread wants the GIL back while the other holds it, it sleeps and is woken:
+~50 us a time on a 2-vCPU KVM guest, where a block computes for 300-1500 us. ``native/gemm_pool.c``
+holds the same products as a list and runs the whole list on each block in C threads that never touch
+Python (and spin briefly between jobs, as PyTorch's OpenMP workers do), so the threads meet once per
+layer instead of several times per block.
+
+    done = gemm_pool.run(rows, [Product(X, A.T, U), Product(X, W0.T, Y), Product(U, B.T, Y, alpha=s, beta=1)],
+                         work_per_row=parallel.product_work(W0.size))
+
+``run`` returns False when it did nothing -- one thread, work too small to split, no compiler
+(``MINILORA_NATIVE=0``), an operand BLAS cannot take (a strided view, a dtype other than float32/64),
+``MINILORA_GEMM_POOL=0`` -- and the caller runs its NumPy code, which computes the same numbers: each
+product is the CBLAS call ``np.matmul`` / ``blas.gemm`` makes on the same block of rows (same shapes,
+strides and order), so the results agree to the bit (tests/test_gemm_pool_r25.py).
+
+Measured (``benchmarks/lora_step.py``, 2 vCPUs of an Intel Xeon, KVM): see ``SPIN_US`` and the
+benchmark's notes in the module docstring of ``ops/lora.py``.
+"""
+import ctypes
+import os
+
+import numpy as np
+
+from . import blas, cpu_switches, native, parallel
+
+__all__ = ["Product", "run", "worth_it", "available", "SPIN_US"]
+
+ROWS, SUM, SCALE = 0, 1, 2  # gemm_pool.c's SPLIT_ROWS, SPLIT_SUM, SCALE_ROWS
+# How long a worker spins for the next job before it sleeps. Between the LoRA layers of one transformer
+# block come ~20-200 us of other ops; a sleeping worker takes ~30-50 us to wake (KVM guest).
+SPIN_US = 200
+
+
+class _Product(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64) for name in
+                ("split", "is_double", "trans_a", "trans_b", "M", "N", "K", "lda", "ldb", "ldc", "c_part")] + [
+        ("alpha", ctypes.c_double), ("beta", ctypes.c_double),
+        ("a", ctypes.c_void_p), ("b", ctypes.c_void_p), ("c", ctypes.c_void_p)]
+
+
+_MAX_OPS = 8
+
+
+class _Job(ctypes.Structure):
+    _fields_ = [("sgemm", ctypes.c_void_p), ("dgemm", ctypes.c_void_p), ("n_ops", ctypes.c_int64),
+                ("rows", ctypes.c_int64), ("parts", ctypes.c_int64), ("ops", _Product * _MAX_OPS)]
+
+
+class Product:
+    """One step of a block: ``out = alpha * a @ b + beta * out`` (``split="rows"``: a's and out's rows are
+    the block's), the block's share of a sum over rows into ``out[block]`` (``split="sum"``: a is
+    ``[M, rows]``, b ``[rows, N]``, out ``[parts, M, N]``), or ``out[rows] *= alpha`` (``split="scale"``)."""
+
+    __slots__ = ("a", "b", "out", "alpha", "beta", "split")
+
+    def __init__(self, a, b, out, alpha=1.0, beta=0.0, split="rows"):
+        self.a, self.b, self.out, self.alpha, self.beta, self.split = a, b, out, alpha, beta, split
+
+
+_library = None
+_loaded = False
+
+
+def _pool():
+    """gemm_pool.c's library, compiled on first use; None where it cannot be."""
+    global _library, _loaded
+    if not _loaded:
+        _loaded = True
+        library = native.load(native.GEMM_POOL)
+        if library is not None:
+            library.ml_pool_start.argtypes = [ctypes.c_int, ctypes.c_int64]
+            library.ml_pool_run.argtypes = [ctypes.c_void_p]
+            library.ml_pool_run.restype = None
+            _library = library
+    return _library
+
+
+def available():
+    """Whether ``run`` can split products here (OpenBLAS's CBLAS found, the C file compiled)."""
+    return (os.environ.get("MINILORA_GEMM_POOL", "1") != "0" and blas.has_direct_gemm(np.float32)
+            and _pool() is not None)
+
+
+def _fill(op, p, rows, dtype):
+    """``_Product`` fields for ``p``; False when an operand is not one CBLAS takes as it is."""
+    arrays = (p.out,) if p.split == "scale" else (p.a, p.b, p.out)
+    if any(type(x) is not np.ndarray or x.dtype != dtype or not x.flags.aligned for x in arrays):
+        return False
+    out = p.out[0] if p.split == "sum" else p.out
+    if out.ndim != 2 or not out.flags.c_contiguous or (p.split == "sum" and not p.out.flags.c_contiguous):
+        return False
+    op.split = {"rows": ROWS, "sum": SUM, "scale": SCALE}[p.split]
+    op.is_double = dtype == np.float64
+    op.M, op.N = out.shape
+    op.ldc, op.c_part, op.c = out.shape[1], out.size, p.out.ctypes.data
+    op.alpha, op.beta = float(p.alpha), float(p.beta)
+    if p.split == "scale":
+        return op.M == rows
+    forms = blas.operand_form(p.a), blas.operand_form(p.b)
+    if None in forms or np.may_share_memory(p.out, p.a) or np.may_share_memory(p.out, p.b):
+        return False
+    (op.trans_a, op.lda), (op.trans_b, op.ldb) = forms
+    op.K, op.a, op.b = p.a.shape[1], p.a.ctypes.data, p.b.ctypes.data
+    if p.a.shape[0] != op.M or p.b.shape != (op.K, op.N):
+        return False
+    # A one-row or one-column product is a matrix-vector product in NumPy (gemv): not the same call.
+    return min(op.N, op.M if p.split == "sum" else 2, op.K if p.split == "rows" else 2) >= 2 and (
+        op.M == rows if p.split == "rows" else op.K == rows)
+
+
+def worth_it(rows, work_per_row):
+    """Whether ``run`` may split this work (checked before building its operands): more than one block,
+    and the pool at hand."""
+    return parallel.parts_for(rows, work_per_row) > 1 and not cpu_switches.flushing() and available()
+
+
+def run(rows, products, work_per_row):
+    """Run ``products`` (a list of ``Product``) on blocks of ``rows`` rows in the C threads, as
+    ``parallel.rows`` would split them; False (nothing done) when the pool does not apply."""
+    parts = parallel.parts_for(rows, work_per_row)
+    if parts < 2 or len(products) > _MAX_OPS or cpu_switches.flushing() or not available():
+        return False  # (flush-to-zero is per thread: the C threads would compute without it)
+    dtype = products[0].out.dtype
+    if dtype not in (np.float32, np.float64) or min(rows // parts, 2) < 2:
+        return False
+    job = _Job(sgemm=blas.gemm_address(np.float32), dgemm=blas.gemm_address(np.float64), n_ops=len(products),
+               rows=rows, parts=parts)
+    for op, p in zip(job.ops, products):
+        if not _fill(op, p, rows, dtype):
+            return False
+    return parallel.run_split(lambda: _run_job(job, parts))
+
+
+def _run_job(job, parts):
+    pool = _pool()
+    pool.ml_pool_start(parts - 1, SPIN_US * 1000)
+    pool.ml_pool_run(ctypes.byref(job))

@@ -1,0 +1,210 @@
+/* A pool of threads that runs lists of BLAS products on blocks of rows, without Python's GIL.
+ *
+ * minilora.parallel splits work between Python threads. Each NumPy call in a block gives the GIL up and
+ * takes it back; when the other thread holds it just then, the caller sleeps and is woken, and so is a
+ * helper handed a block: on a KVM guest each such wake-up costs ~20 us to the thread that wakes and
+ * ~30 us of latency to the one woken (2 vCPUs of an Intel Xeon: a split region of two 280 us products
+ * took ~420 us, not ~290). A LoRA layer's block is 3 products forward and 5 backward, so its threads
+ * meet at the GIL several times per block.
+ *
+ * Here the whole block -- its list of products -- runs in C. ``ml_pool_run`` is called through ctypes
+ * (which gives the GIL up once for the whole call); the calling thread runs block 0 and each worker
+ * thread its own block. Workers spin on a counter for a while after a job (``spin_ns``) before they
+ * sleep, as OpenMP's workers do in PyTorch: the next layer's job usually comes within that time, and a
+ * spinning worker starts within a microsecond. Each product is the same CBLAS call on the same block
+ * of rows that minilora/ops/lora.py's NumPy code makes, so the numbers are the same to the bit.
+ *
+ * Correctness of the hand-over: a job is published by bumping ``generation``; the caller runs its own
+ * block, then every block nobody has claimed yet (a worker that is slow to start), and returns only
+ * when every worker has seen the job (``acked``), so no worker can read a job's arrays after the
+ * caller returned and Python freed them.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <time.h>
+
+#define MAX_WORKERS 63
+#define MAX_OPS 8
+
+typedef void (*sgemm_fn)(int, int, int, int64_t, int64_t, int64_t, float, const void *, int64_t, const void *,
+                         int64_t, float, void *, int64_t);
+typedef void (*dgemm_fn)(int, int, int, int64_t, int64_t, int64_t, double, const void *, int64_t, const void *,
+                         int64_t, double, void *, int64_t);
+
+enum { ROW_MAJOR = 101, NO_TRANS = 111 };
+enum { SPLIT_ROWS = 0,  /* block i computes rows [n i / parts, n (i+1) / parts) of C (rows of op(A)) */
+       SPLIT_SUM = 1,   /* block i sums over k in that range into its own partial C: c + i * c_part */
+       SCALE_ROWS = 2   /* block i multiplies those rows of C by alpha (no product: M, N give C's shape) */
+};
+
+/* One product C = alpha op(A) op(B) + beta C, as CBLAS (row-major) takes it, and how blocks split it. */
+typedef struct {
+    int64_t split, is_double, trans_a, trans_b;
+    int64_t M, N, K, lda, ldb, ldc, c_part;
+    double alpha, beta;
+    char *a, *b, *c;
+} ml_product;
+
+typedef struct {
+    void *sgemm, *dgemm;
+    int64_t n_ops, rows, parts;
+    ml_product ops[MAX_OPS];
+} ml_job;
+
+static ml_job *job;
+static int64_t generation, acked, claimed[MAX_WORKERS + 1];
+static int workers, sleepers;
+static int64_t spin_ns = 200000;
+static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void pause_cpu(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Operand offsets: the first row of op(A) (or of C), and the k-th term of the sum. */
+static char *a_row(const ml_product *p, int64_t i, int64_t size) {
+    return p->a + (p->trans_a == NO_TRANS ? i * p->lda : i) * size;
+}
+static char *a_term(const ml_product *p, int64_t k, int64_t size) {
+    return p->a + (p->trans_a == NO_TRANS ? k : k * p->lda) * size;
+}
+static char *b_term(const ml_product *p, int64_t k, int64_t size) {
+    return p->b + (p->trans_b == NO_TRANS ? k * p->ldb : k) * size;
+}
+
+static void gemm(const ml_job *j, const ml_product *p, int64_t M, int64_t K, const char *a, const char *b, char *c) {
+    if (p->is_double)
+        ((dgemm_fn)j->dgemm)(ROW_MAJOR, (int)p->trans_a, (int)p->trans_b, M, p->N, K, p->alpha, a, p->lda, b,
+                             p->ldb, p->beta, c, p->ldc);
+    else
+        ((sgemm_fn)j->sgemm)(ROW_MAJOR, (int)p->trans_a, (int)p->trans_b, M, p->N, K, (float)p->alpha, a, p->lda,
+                             b, p->ldb, (float)p->beta, c, p->ldc);
+}
+
+static void scale_rows(const ml_product *p, int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; i++) {
+        if (p->is_double) {
+            double *row = (double *)(p->c + i * p->ldc * 8);
+            for (int64_t k = 0; k < p->N; k++) row[k] = row[k] * p->alpha;
+        } else {  /* NumPy's float32 multiply: the scale rounded to float32 once, each product rounded */
+            float *row = (float *)(p->c + i * p->ldc * 4), s = (float)p->alpha;
+            for (int64_t k = 0; k < p->N; k++) row[k] = row[k] * s;
+        }
+    }
+}
+
+/* Block ``part`` of every product of the job, in order (a later product may read an earlier one's rows). */
+static void run_block(const ml_job *j, int64_t part) {
+    int64_t first = j->rows * part / j->parts, last = j->rows * (part + 1) / j->parts;
+    if (last == first) return;
+    for (int64_t o = 0; o < j->n_ops; o++) {
+        const ml_product *p = &j->ops[o];
+        int64_t size = p->is_double ? 8 : 4;
+        if (p->split == SCALE_ROWS)
+            scale_rows(p, first, last);
+        else if (p->split == SPLIT_ROWS)
+            gemm(j, p, last - first, p->K, a_row(p, first, size), p->b, p->c + first * p->ldc * size);
+        else
+            gemm(j, p, p->M, last - first, a_term(p, first, size), b_term(p, first, size),
+                 p->c + part * p->c_part * size);
+    }
+}
+
+static int claim(int64_t part, int64_t gen) {  /* 1 for the one thread that runs this block of job gen */
+    int64_t before = __atomic_exchange_n(&claimed[part], gen, __ATOMIC_ACQ_REL);
+    return before != gen;
+}
+
+static int64_t wait_for_job(int64_t seen) {
+    int64_t gen, until = now_ns() + spin_ns;
+    for (unsigned i = 1;; i++) {  /* spin first: a job usually follows within spin_ns */
+        gen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+        if (gen != seen) return gen;
+        pause_cpu();
+        if ((i & 63) == 0) {  /* now and then: let another thread ready on this core run (a Python helper) */
+            if (now_ns() > until) break;
+            sched_yield();
+        }
+    }
+    pthread_mutex_lock(&mutex);  /* then sleep; see ml_pool_run for why no wake-up is lost */
+    __atomic_add_fetch(&sleepers, 1, __ATOMIC_SEQ_CST);
+    while ((gen = __atomic_load_n(&generation, __ATOMIC_SEQ_CST)) == seen) pthread_cond_wait(&wake, &mutex);
+    __atomic_sub_fetch(&sleepers, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&mutex);
+    return gen;
+}
+
+static int64_t first_seen[MAX_WORKERS + 1];  /* the generation when each worker was started */
+
+static void *worker(void *arg) {
+    int64_t me = (int64_t)(intptr_t)arg, seen = first_seen[me];  /* jobs before it was started are not its */
+    for (;;) {
+        seen = wait_for_job(seen);
+        const ml_job *j = job;
+        if (me < j->parts && claim(me, seen)) run_block(j, me);
+        __atomic_add_fetch(&acked, 1, __ATOMIC_ACQ_REL);  /* done with this job's arrays */
+    }
+    return 0;
+}
+
+/* A forked child has only the thread that forked: no workers, and the locks as they were then. */
+static void after_fork_in_child(void) {
+    workers = sleepers = 0;
+    pthread_mutex_init(&mutex, NULL);
+    pthread_cond_init(&wake, NULL);
+}
+
+/* Start worker threads until there are ``count`` (never stopped: they sleep when idle). 0 on success.
+ * Called by the thread that calls ml_pool_run, between jobs. */
+int ml_pool_start(int count, int64_t spin) {
+    static int fork_handler;
+    if (!fork_handler) fork_handler = !pthread_atfork(NULL, NULL, after_fork_in_child);
+    spin_ns = spin;
+    if (count > MAX_WORKERS) count = MAX_WORKERS;
+    while (workers < count) {
+        first_seen[workers + 1] = generation;
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int failed = pthread_create(&t, &attr, worker, (void *)(intptr_t)(workers + 1));
+        pthread_attr_destroy(&attr);
+        if (failed) return failed;
+        workers++;
+    }
+    return 0;
+}
+
+int ml_pool_workers(void) { return workers; }
+
+int ml_pool_max_ops(void) { return MAX_OPS; }
+
+/* Run ``j`` on its ``parts`` blocks: block 0 here, block i on worker i (or here, if it is slow to start).
+ * Called by one thread at a time (minilora.parallel's region lock). */
+void ml_pool_run(ml_job *j) {
+    int64_t gen = generation + 1;
+    job = j;
+    __atomic_store_n(&acked, 0, __ATOMIC_SEQ_CST);
+    /* A sleeping worker counted itself in ``sleepers`` before it last read ``generation``: either it sees
+     * the new value, or this load sees it counted and the broadcast wakes it. */
+    __atomic_store_n(&generation, gen, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&sleepers, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&mutex);
+        pthread_cond_broadcast(&wake);
+        pthread_mutex_unlock(&mutex);
+    }
+    for (int64_t part = 0; part < j->parts; part++)  /* its own block, then any nobody has taken */
+        if (claim(part, gen)) run_block(j, part);
+    while (__atomic_load_n(&acked, __ATOMIC_ACQUIRE) < workers) pause_cpu();
+}
