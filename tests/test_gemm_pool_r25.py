@@ -101,10 +101,10 @@ def test_workers_asleep_after_a_pause_wake_for_the_next_job(threads, monkeypatch
     X, W0, A, B, dY = _layer(np.random.default_rng(3), 900, 64, 80, 4, np.float32)
     expected = _numpy_way(X, W0, A, B, dY, np.float32(2))
     import time
-    for i in range(30):
+    pauses = np.random.default_rng(9).choice([0, 0.5, 2], size=200) * gemm_pool.SPIN_US * 1e-6
+    for pause in pauses:  # none, within the spin, past it (the worker sleeps on its condition)
         _assert_same(_pool_way(X, W0, A, B, dY, np.float32(2)), expected)
-        if i % 3 == 0:
-            time.sleep(2 * gemm_pool.SPIN_US * 1e-6)  # past the spin: the worker sleeps on its condition
+        time.sleep(pause)
 
 
 def test_two_python_threads_at_once_get_their_own_numbers(threads):

@@ -14,10 +14,12 @@
  * spinning worker starts within a microsecond. Each product is the same CBLAS call on the same block
  * of rows that minilora/ops/lora.py's NumPy code makes, so the numbers are the same to the bit.
  *
- * Correctness of the hand-over: a job is published by bumping ``generation``; the caller runs its own
- * block, then every block nobody has claimed yet (a worker that is slow to start), and returns only
- * when every worker has seen the job (``acked``), so no worker can read a job's arrays after the
- * caller returned and Python freed them.
+ * The hand-over: a job is published by bumping ``generation``. A block runs in the one thread that
+ * claims it (``claimed[block]`` raised to the job's generation); the caller runs its own block, then every
+ * block nobody has claimed yet (a worker that is slow to start, or asleep), waits for the blocks that
+ * workers run, and before it returns raises every ``claimed`` to the job's generation: a worker that
+ * wakes late for that job can claim nothing, so no thread reads a job's arrays after the caller
+ * returned and Python freed them, and no block runs twice.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -54,7 +56,8 @@ typedef struct {
 } ml_job;
 
 static ml_job *job;
-static int64_t generation, acked, claimed[MAX_WORKERS + 1];
+static int64_t job_parts;  /* job->parts, read before a claim (job itself only after one) */
+static int64_t generation, blocks_done, claimed[MAX_WORKERS + 1];
 static int workers, sleepers;
 static int64_t spin_ns = 200000;
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -121,9 +124,13 @@ static void run_block(const ml_job *j, int64_t part) {
     }
 }
 
-static int claim(int64_t part, int64_t gen) {  /* 1 for the one thread that runs this block of job gen */
-    int64_t before = __atomic_exchange_n(&claimed[part], gen, __ATOMIC_ACQ_REL);
-    return before != gen;
+/* 1 for the one thread that runs this block of job ``gen``; 0 once it is taken or the job is over. */
+static int claim(int64_t part, int64_t gen) {
+    int64_t before = __atomic_load_n(&claimed[part], __ATOMIC_ACQUIRE);
+    while (before < gen)
+        if (__atomic_compare_exchange_n(&claimed[part], &before, gen, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return 1;
+    return 0;
 }
 
 static int64_t wait_for_job(int64_t seen) {
@@ -151,9 +158,10 @@ static void *worker(void *arg) {
     int64_t me = (int64_t)(intptr_t)arg, seen = first_seen[me];  /* jobs before it was started are not its */
     for (;;) {
         seen = wait_for_job(seen);
-        const ml_job *j = job;
-        if (me < j->parts && claim(me, seen)) run_block(j, me);
-        __atomic_add_fetch(&acked, 1, __ATOMIC_ACQ_REL);  /* done with this job's arrays */
+        if (me < __atomic_load_n(&job_parts, __ATOMIC_ACQUIRE) && claim(me, seen)) {
+            run_block(job, me);  /* (claimed: the caller waits for this block, so the job is alive) */
+            __atomic_add_fetch(&blocks_done, 1, __ATOMIC_ACQ_REL);
+        }
     }
     return 0;
 }
@@ -193,9 +201,10 @@ int ml_pool_max_ops(void) { return MAX_OPS; }
 /* Run ``j`` on its ``parts`` blocks: block 0 here, block i on worker i (or here, if it is slow to start).
  * Called by one thread at a time (minilora.parallel's region lock). */
 void ml_pool_run(ml_job *j) {
-    int64_t gen = generation + 1;
+    int64_t gen = generation + 1, ran_here = 0;
     job = j;
-    __atomic_store_n(&acked, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&job_parts, j->parts, __ATOMIC_RELEASE);
+    __atomic_store_n(&blocks_done, 0, __ATOMIC_SEQ_CST);
     /* A sleeping worker counted itself in ``sleepers`` before it last read ``generation``: either it sees
      * the new value, or this load sees it counted and the broadcast wakes it. */
     __atomic_store_n(&generation, gen, __ATOMIC_SEQ_CST);
@@ -205,6 +214,13 @@ void ml_pool_run(ml_job *j) {
         pthread_mutex_unlock(&mutex);
     }
     for (int64_t part = 0; part < j->parts; part++)  /* its own block, then any nobody has taken */
-        if (claim(part, gen)) run_block(j, part);
-    while (__atomic_load_n(&acked, __ATOMIC_ACQUIRE) < workers) pause_cpu();
+        if (claim(part, gen)) {
+            run_block(j, part);
+            ran_here++;
+        }
+    for (unsigned i = 1; __atomic_load_n(&blocks_done, __ATOMIC_ACQUIRE) < j->parts - ran_here; i++) {
+        pause_cpu();  /* the blocks workers took */
+        if ((i & 63) == 0) sched_yield();
+    }
+    for (int64_t part = 0; part < j->parts || part <= workers; part++) claim(part, gen);  /* the job is over */
 }
