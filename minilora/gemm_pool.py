@@ -1,4 +1,4 @@
-"""Products split across threads in C: the blocks of a LoRA layer run without Python's GIL.
+"""Products split across threads in C: a LoRA layer's blocks of rows without Python's GIL.
 
 ``minilora.parallel`` splits an op's rows between Python threads; each thread's NumPy calls give the GIL
 up while they compute and take it back after. A LoRA layer's block makes 3 BLAS calls forward and 5
@@ -8,26 +8,25 @@ holds the same products as a list and runs the whole list on each block in C thr
 Python (and spin briefly between jobs, as PyTorch's OpenMP workers do), so the threads meet once per
 layer instead of several times per block.
 
-    done = gemm_pool.run(rows, [Product(X, A.T, U), Product(X, W0.T, Y), Product(U, B.T, Y, alpha=s, beta=1)],
-                         work_per_row=parallel.product_work(W0.size))
+    P = gemm_pool.Product
+    done = parallel.products(len(X), [P(X, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)],
+                             work_per_row=parallel.product_work(W0.size))
 
-``run`` returns False when it did nothing -- one thread, work too small to split, no compiler
-(``MINILORA_NATIVE=0``), an operand BLAS cannot take (a strided view, a dtype other than float32/64),
-``MINILORA_GEMM_POOL=0`` -- and the caller runs its NumPy code, which computes the same numbers: each
-product is the CBLAS call ``np.matmul`` / ``blas.gemm`` makes on the same block of rows (same shapes,
-strides and order), so the results agree to the bit (tests/test_gemm_pool_r25.py).
-
-Measured (``benchmarks/lora_step.py``, 2 vCPUs of an Intel Xeon, KVM): see ``SPIN_US`` and the
-benchmark's notes in the module docstring of ``ops/lora.py``.
+``parallel.products`` decides whether to split (as ``parallel.rows`` does) and calls ``run`` here, which
+returns False when it did nothing -- no compiler (``MINILORA_NATIVE=0``), ``MINILORA_GEMM_POOL=0``, an
+operand BLAS cannot take as it is (a strided view, a dtype other than float32/64, a one-column product,
+which NumPy computes as a matrix-vector product) -- and the caller runs its NumPy code, which computes the
+same numbers: each product is the CBLAS call ``np.matmul`` / ``blas.gemm`` makes on the same block of rows
+(same shapes, strides and order), so the results agree to the bit (tests/test_gemm_pool_r25.py).
 """
 import ctypes
 import os
 
 import numpy as np
 
-from . import blas, cpu_switches, native, parallel
+from . import blas, native
 
-__all__ = ["Product", "run", "worth_it", "available", "SPIN_US"]
+__all__ = ["Product", "run", "available", "SPIN_US"]
 
 ROWS, SUM, SCALE = 0, 1, 2  # gemm_pool.c's SPLIT_ROWS, SPLIT_SUM, SCALE_ROWS
 # How long a worker spins for the next job before it sleeps. Between the LoRA layers of one transformer
@@ -112,30 +111,19 @@ def _fill(op, p, rows, dtype):
         op.M == rows if p.split == "rows" else op.K == rows)
 
 
-def worth_it(rows, work_per_row):
-    """Whether ``run`` may split this work (checked before building its operands): more than one block,
-    and the pool at hand."""
-    return parallel.parts_for(rows, work_per_row) > 1 and not cpu_switches.flushing() and available()
-
-
-def run(rows, products, work_per_row):
-    """Run ``products`` (a list of ``Product``) on blocks of ``rows`` rows in the C threads, as
-    ``parallel.rows`` would split them; False (nothing done) when the pool does not apply."""
-    parts = parallel.parts_for(rows, work_per_row)
-    if parts < 2 or len(products) > _MAX_OPS or cpu_switches.flushing() or not available():
-        return False  # (flush-to-zero is per thread: the C threads would compute without it)
+def run(rows, parts, products):
+    """Run ``products`` (a list of ``Product``) on ``parts`` blocks of ``rows`` rows, block 0 in the calling
+    thread, the others in the C threads; False (nothing done) when the products are not ones the pool runs.
+    One caller at a time (``parallel.products`` holds the split region)."""
     dtype = products[0].out.dtype
-    if dtype not in (np.float32, np.float64) or min(rows // parts, 2) < 2:
+    if len(products) > _MAX_OPS or dtype not in (np.float32, np.float64) or rows // parts < 2:
         return False
     job = _Job(sgemm=blas.gemm_address(np.float32), dgemm=blas.gemm_address(np.float64), n_ops=len(products),
                rows=rows, parts=parts)
     for op, p in zip(job.ops, products):
         if not _fill(op, p, rows, dtype):
             return False
-    return parallel.run_split(lambda: _run_job(job, parts))
-
-
-def _run_job(job, parts):
     pool = _pool()
     pool.ml_pool_start(parts - 1, SPIN_US * 1000)
     pool.ml_pool_run(ctypes.byref(job))
+    return True

@@ -41,9 +41,10 @@ through counters in C that the waiting thread spins on with the GIL given up (ro
 split regions): the caller saw a block done ~12 us after it was instead of ~35 (median), but a helper still
 started ~60-80 us after the hand-over, waiting for the GIL the caller holds while it starts its own block,
 and the step's time stayed within its noise, with more CPU time. ``benchmarks/lora_step.py`` reports a step
-after idle and steps in a run apart.) A LoRA layer's blocks (3 products forward, 5 backward) go further:
-``minilora.gemm_pool`` runs a block's whole list of products in C threads, which meet the caller once per
-layer, not at the GIL after every product (same calls, same numbers). GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
+after idle and steps in a run apart.) Products go further
+(``products``): ``minilora.gemm_pool`` runs a block's whole list of BLAS calls -- a LoRA layer's 3 forward
+and 5 backward, a Linear's one -- in C threads, which meet the caller once per op, not at the GIL after
+every call (same calls, same numbers). GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
 again (helpers run their block whole), and while one thread is splitting work, another thread's
 ops run unsplit.
 """
@@ -57,11 +58,11 @@ import threading
 
 import numpy as np
 
-from . import blas, cpu_switches
+from . import blas, cpu_switches, gemm_pool
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
-           "parts_for", "run_split", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS"]
+           "parts_for", "products", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
 # of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
@@ -329,19 +330,23 @@ def parts_for(n, work_per_row):
     return 1 if pieces < 2 or _threads == 1 else min(_threads, n, pieces)
 
 
-def run_split(fn):
-    """Run ``fn()`` as this thread's split region, for work that splits itself in other threads
-    (``minilora.gemm_pool``'s C threads): False, without calling it, where ``rows`` would run its work
-    whole -- in a helper's block, or while another thread's region runs."""
+def products(n, products, work_per_row):
+    """Run ``products`` (``gemm_pool.Product``s: BLAS calls on rows of the same ``n``-row arrays) on blocks of
+    rows in ``gemm_pool``'s C threads, as ``rows`` would cut them; False (nothing done) where ``rows`` would
+    run its work whole (small work, one thread, in a helper's block, while another thread's region runs),
+    with ``set_flush_denormal(True)`` (per thread: the C threads would not flush), or where the pool cannot
+    take the products: the caller then runs its NumPy code (the same numbers)."""
+    parts = parts_for(n, work_per_row)
+    if parts < 2 or cpu_switches.flushing() or not gemm_pool.available():
+        return False
     if getattr(_local, "helper", False) or not _region.acquire(False):
         return False
     _enter()  # BLAS on one thread: the C threads split the work
     try:
-        fn()
+        return gemm_pool.run(n, parts, products)
     finally:
         _leave()
         _region.release()
-    return True
 
 
 def slice_elements():
@@ -421,8 +426,9 @@ def matmul(a, b):
     if b.ndim == 2:  # every row of a gives one row of the result, independently
         a2 = a.reshape(-1, a.shape[-1])
         out = np.empty((len(a2), b.shape[1]), dtype)
-        rows(lambda a_rows, out_rows: np.matmul(a_rows, b, out=out_rows), a2, out,
-             work_per_row=product_work(b.size))
+        work = product_work(b.size)
+        if not products(len(a2), [gemm_pool.Product(a2, b, out)], work):  # (mixed dtypes: declined)
+            rows(lambda a_rows, out_rows: np.matmul(a_rows, b, out=out_rows), a2, out, work_per_row=work)
         return out.reshape(a.shape[:-1] + b.shape[1:])
     if a.shape[:-2] == b.shape[:-2]:  # a stack of independent products
         out = np.empty(a.shape[:-1] + b.shape[-1:], dtype)

@@ -205,3 +205,17 @@ def test_a_forked_child_runs_the_pool_with_workers_of_its_own(threads):
         os.kill(pid, 9)
     os.waitpid(pid, 0)
     assert answer == b"1"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_matmul_from_c_threads_is_numpys_to_the_bit(threads, dtype, monkeypatch):
+    threads(2)
+    rng = np.random.default_rng(10)
+    a, w = rng.standard_normal((3, 700, 96)).astype(dtype), rng.standard_normal((130, 96)).astype(dtype)
+    ran = []
+    real_run = gemm_pool.run
+    monkeypatch.setattr(gemm_pool, "run", lambda *args: ran.append(real_run(*args)) or ran[-1])
+    got = parallel.matmul(a, w.T)  # a Linear's forward: x @ W^T by blocks of rows
+    assert ran == [True]
+    np.testing.assert_array_equal(got, np.concatenate([blk @ w.T for blk in np.array_split(a.reshape(-1, 96), 2)]).reshape(3, 700, 130), strict=True)
+    assert parallel.matmul(a.astype(np.float32), w.T.astype(np.float64)).dtype == np.float64  # mixed: NumPy's way

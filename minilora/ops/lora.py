@@ -149,19 +149,19 @@ def _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
 # (and the exercise).
 def _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
     """U = dropout(X) A^T, Y = X W0^T, Y += s U B^T on blocks of rows in C threads; False: not done."""
-    if not gemm_pool.worth_it(len(X), work):
+    if parallel.parts_for(len(X), work) < 2:
         return False
     P = gemm_pool.Product
     dropped = X if keep is None else X * keep
-    return gemm_pool.run(len(X), [P(dropped, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)], work)
+    return parallel.products(len(X), [P(dropped, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)], work)
 
 
 def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work):
     """``(dA, dB)`` of _lora_backward_rows (and V, dX filled) from C threads; None: not done."""
-    if not gemm_pool.worth_it(len(dY), work):
+    parts = parallel.parts_for(len(dY), work)
+    if parts < 2:
         return None
     P = gemm_pool.Product
-    parts = parallel.parts_for(len(dY), work)
     dA_parts = np.empty((parts,) + A.shape, A.dtype) if need_dA else None  # each block's term of the sum
     dB_parts = np.empty((parts,) + B.shape[::-1], B.dtype) if need_dB else None
     products = [P(dY, B, V), P(None, None, V, alpha=s, split="scale")]  # V = s dY B
@@ -172,7 +172,7 @@ def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB,
         products.append(P(V.T, X if keep is None else X * keep, dA_parts, split="sum"))
     if need_dB:
         products.append(P(U.T, dY, dB_parts, split="sum"))
-    if not gemm_pool.run(len(dY), products, work):
+    if not parallel.products(len(dY), products, work):
         return None
     if lora_dX is not None:
         dX += lora_dX * keep
