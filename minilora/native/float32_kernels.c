@@ -480,6 +480,28 @@ void ml_mish_backward(const float *g, const float *restrict x, const float *rest
     }
 }
 
+/* ---- one AdamW step over n float32 weights, in one pass --------------------------------------------------
+ * The order and roundings of optim/adam.py's adamw_update (exercise 6.1; torch's single-tensor AdamW), which
+ * makes ~14 passes of NumPy calls over each slice: every float32 operation rounded as written, and the two
+ * multiply-adds torch fuses (lerp's fmadd, addcmul's) rounded once through double where ``fused`` -- the
+ * product of two floats is exact in double, then the sum, as adamw_update's float64 ``wide`` array does. */
+void ml_adamw(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+              int decay, float shrink, float one_minus_beta1, float one_minus_beta2, float beta2, float bias2_root,
+              float eps, float step_size, int fused) {
+    for (size_t i = 0; i < n; i++) {
+        float w = decay ? p[i] * shrink : p[i];  /* decoupled weight decay */
+        float d = g[i] - m[i];  /* m <- m + (1 - beta1)(g - m): exp_avg.lerp_(grad, 1 - beta1) */
+        float mi = fused ? (float)((double)d * (double)one_minus_beta1 + (double)m[i]) : m[i] + d * one_minus_beta1;
+        float s = g[i] * one_minus_beta2;  /* v <- beta2 v + ((1 - beta2) g) g */
+        float vi = v[i] * beta2;
+        vi = fused ? (float)((double)s * (double)g[i] + (double)vi) : vi + s * g[i];
+        float denom = sqrtf(vi) / bias2_root + eps;
+        p[i] = w + mi * step_size / denom;  /* p <- p + (-lr / (1 - beta1^t)) m / denom */
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
 /* ---- a fused multiply-add, one rounding (torch's FMAs in backward formulas); a step of 0 repeats a
  * number's one element ------------------------------------------------------------------------------ */
 void ml_fma(const float *a, size_t step_a, const float *b, size_t step_b, const float *c, size_t step_c,
