@@ -812,6 +812,7 @@ __EMU_DIRECTED_DOUBLE(rd, FE_DOWNWARD)
 __EMU_DIRECTED_DOUBLE(ru, FE_UPWARD)
 #undef __EMU_DIRECTED_DOUBLE
 
+
 // sin(pi x) and cos(pi x), exact at integers and half-integers as CUDA's: x is reduced exactly to
 // x = n/2 + f with |f| <= 1/4, then sin/cos of pi*f in double pick the quadrant's value.
 namespace __emu {
@@ -1400,6 +1401,47 @@ inline float bf16_bits_to_float(uint16_t b) {
     std::memcpy(&f, &x, 4);
     return f;
 }
+// bf16 arithmetic keeps subnormals under -ftz=true too, as sm_90's bf16 instructions (add/sub/mul/fma/min/max/setp
+// .bf16 have no .ftz): a bf16 subnormal is a float subnormal, which the -ftz build's float arithmetic (SSE's FTZ and
+// DAZ) flushes, but a normal double.  So bf16 computes in double, widened and rounded back by integer code alone
+// (a float <-> double conversion would flush too); double's 53 bits round +, -, *, / once, as float's 24 did.
+inline double bf16_bits_to_double(uint16_t b) {
+    const uint64_t sign = (uint64_t)(b & 0x8000u) << 48;
+    const uint64_t exp = (b >> 7) & 0xffu, mant = b & 0x7fu;
+    uint64_t x;
+    if (exp == 0xffu) {
+        x = sign | 0x7ff0000000000000ull | mant << 45;          // inf / NaN
+    } else if (exp != 0) {
+        x = sign | (exp + 896u) << 52 | mant << 45;             // normal: rebias 127 -> 1023
+    } else {
+        const double d = (double)mant * 0x1p-133;               // subnormal (or zero): a normal double
+        std::memcpy(&x, &d, 8);
+        x |= sign;
+    }
+    double d;
+    std::memcpy(&d, &x, 8);
+    return d;
+}
+inline uint16_t double_to_bf16_bits(double d) {  // round to nearest even, subnormals kept
+    uint64_t x;
+    std::memcpy(&x, &d, 8);
+    const uint16_t sign = (uint16_t)(x >> 48) & 0x8000u;
+    const uint64_t ax = x & 0x7fffffffffffffffull;
+    if (ax > 0x7ff0000000000000ull) return 0x7fffu;                         // NaN
+    const int exp = (int)(ax >> 52);
+    if (exp >= 1023 - 126) {                                                  // bf16's normal range, or beyond
+        const uint64_t rounded = (ax + (1ull << 44) - 1u + ((ax >> 45) & 1u)) >> 45;
+        const uint64_t bits = rounded - ((uint64_t)(1023 - 127) << 7);       // rebias 1023 -> 127
+        return sign | (uint16_t)(bits >= 0x7f80u ? 0x7f80u : bits);           // past the largest: infinity
+    }
+    const int shift = 942 - exp;                                              // in units of 2^-133, bf16's least
+    if (shift >= 54) return sign;                                             // below half of it: zero
+    const uint64_t mant = (ax & 0xfffffffffffffull) | 1ull << 52;
+    uint64_t q = mant >> shift;
+    const uint64_t rem = mant & ((1ull << shift) - 1u), halfway = 1ull << (shift - 1);
+    if (rem > halfway || (rem == halfway && (q & 1u))) ++q;                   // (128 carries into the normals)
+    return sign | (uint16_t)q;
+}
 }  // namespace __emu
 
 // Rounding to a 16-bit float through float32 rounds twice, which can land on a tie and break it the
@@ -1432,6 +1474,20 @@ inline float fma_to_odd(float a, float b, float c) {
     }
     return f;
 }
+// the same in double, for bf16 (whose a*b is exact in double too): a*b + c rounded to odd in double
+inline double fma_to_odd(double a, double b, double c) {
+    const double p = a * b, s = p + c;
+    if (!std::isfinite(s)) return s;
+    const double bb = s - p, err = (p - (s - bb)) + (c - bb);
+    uint64_t bits;
+    std::memcpy(&bits, &s, 8);
+    if (err != 0.0 && !(bits & 1u)) return std::nextafter(s, err > 0.0 ? INFINITY : -INFINITY);
+    return s;
+}
+// __half's arithmetic rounds a float result (exact widening: float_to_half_bits's inverse), a double one (an
+// integer's, a double's conversion) through float rounded to odd
+inline uint16_t narrow_half(float f) { return float_to_half_bits(f); }
+inline uint16_t narrow_half(double d) { return float_to_half_bits(float_to_odd(d)); }
 }  // namespace __emu
 
 // A 16-bit float to an integer type (the conversion intrinsics below and the types' conversion operators): NaN
@@ -1453,12 +1509,12 @@ typedef __emu::raw16 __half_raw;
 typedef __emu::raw16 __nv_bfloat16_raw;
 typedef __emu::raw16x2 __half2_raw;
 typedef __emu::raw16x2 __nv_bfloat162_raw;
-#define __EMU_HALF_TYPE(H, TO_BITS, FROM_BITS)                                                          \
+#define __EMU_HALF_TYPE(H, TO_BITS, FROM_BITS, WIDEN, NARROW)                                           \
     struct __attribute__((aligned(2))) H {                                                              \
         unsigned short __x;                                                                             \
-        H() = default; /* trivial, so __shared__ H buf[32] is plain storage */                         \
+        H() = default; /* trivial, so __shared__ H buf[32] is plain storage */                          \
         H(float f) : __x(TO_BITS(f)) {}                                                                 \
-        H(double f) : __x(TO_BITS(__emu::float_to_odd(f))) {}                                          \
+        H(double f) : __x(NARROW(f)) {}                                                                 \
         /* from every integer type and back (toward zero, saturating), as cuda_fp16.hpp / cuda_bf16.hpp: */ \
         /* with only H(int) and operator float, `__half h = 3u` or `(int)h` of inf would not do what nvcc does */ \
         H(short i) : __x(TO_BITS((float)i)) {}                                                          \
@@ -1480,55 +1536,58 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
         operator unsigned long() const { return __emu::from_16bit<unsigned long>(*this, __emu::I_RZ); } \
         operator long long() const { return __emu::from_16bit<long long>(*this, __emu::I_RZ); }         \
         operator unsigned long long() const { return __emu::from_16bit<unsigned long long>(*this, __emu::I_RZ); } \
-        constexpr operator bool() const { return (__x & 0x7fffu) != 0; } /* NaN is true, +-0 false */     \
+        constexpr operator bool() const { return (__x & 0x7fffu) != 0; } /* NaN is true, +-0 false */   \
         H(__emu::raw16 r) : __x(r.x) {}                                                                 \
         operator __emu::raw16() const { return __emu::raw16{__x}; }                                     \
         operator float() const { return FROM_BITS(__x); }                                               \
-        H& operator+=(H o) { return *this = H(float(*this) + float(o)); }                               \
-        H& operator-=(H o) { return *this = H(float(*this) - float(o)); }                               \
-        H& operator*=(H o) { return *this = H(float(*this) * float(o)); }                               \
-        H& operator/=(H o) { return *this = H(float(*this) / float(o)); }                               \
+        /* the value widened exactly for arithmetic, and a result rounded back once (see bf16_bits_to_double) */ \
+        auto __wide() const { return WIDEN(__x); }                                                      \
+        static H __narrowed(decltype(WIDEN(0)) w) { H r; r.__x = NARROW(w); return r; }                 \
+        H& operator+=(H o) { return *this = __narrowed(__wide() + o.__wide()); }                        \
+        H& operator-=(H o) { return *this = __narrowed(__wide() - o.__wide()); }                        \
+        H& operator*=(H o) { return *this = __narrowed(__wide() * o.__wide()); }                        \
+        H& operator/=(H o) { return *this = __narrowed(__wide() / o.__wide()); }                        \
     };                                                                                                  \
-    inline H operator+(H a, H b) { return H(float(a) + float(b)); }                                    \
-    inline H operator-(H a, H b) { return H(float(a) - float(b)); }                                    \
-    inline H operator*(H a, H b) { return H(float(a) * float(b)); }                                    \
-    inline H operator/(H a, H b) { return H(float(a) / float(b)); }                                    \
-    inline H operator-(H a) { H r; r.__x = a.__x ^ 0x8000u; return r; }                                \
-    inline bool operator==(H a, H b) { return float(a) == float(b); }                                  \
-    inline bool operator!=(H a, H b) { return float(a) != float(b); }                                  \
-    inline bool operator<(H a, H b) { return float(a) < float(b); }                                    \
-    inline bool operator>(H a, H b) { return float(a) > float(b); }                                    \
-    inline bool operator<=(H a, H b) { return float(a) <= float(b); }                                  \
-    inline bool operator>=(H a, H b) { return float(a) >= float(b); }                                  \
+    inline H operator+(H a, H b) { return H::__narrowed(a.__wide() + b.__wide()); }                     \
+    inline H operator-(H a, H b) { return H::__narrowed(a.__wide() - b.__wide()); }                     \
+    inline H operator*(H a, H b) { return H::__narrowed(a.__wide() * b.__wide()); }                     \
+    inline H operator/(H a, H b) { return H::__narrowed(a.__wide() / b.__wide()); }                     \
+    inline H operator-(H a) { H r; r.__x = a.__x ^ 0x8000u; return r; }                                 \
+    inline bool operator==(H a, H b) { return a.__wide() == b.__wide(); }                               \
+    inline bool operator!=(H a, H b) { return a.__wide() != b.__wide(); }                               \
+    inline bool operator<(H a, H b) { return a.__wide() < b.__wide(); }                                 \
+    inline bool operator>(H a, H b) { return a.__wide() > b.__wide(); }                                 \
+    inline bool operator<=(H a, H b) { return a.__wide() <= b.__wide(); }                               \
+    inline bool operator>=(H a, H b) { return a.__wide() >= b.__wide(); }                               \
     inline H __hadd(H a, H b) { return a + b; }                                                         \
     inline H __hsub(H a, H b) { return a - b; }                                                         \
     inline H __hmul(H a, H b) { return a * b; }                                                         \
     inline H __hdiv(H a, H b) { return a / b; }                                                         \
     inline H __hneg(H a) { return -a; }                                                                 \
-    inline H __habs(H a) { H r; r.__x = a.__x & 0x7fffu; return r; }                                   \
-    inline H __hfma(H a, H b, H c) { H r; r.__x = TO_BITS(__emu::fma_to_odd(a, b, c)); return r; }      \
+    inline H __habs(H a) { H r; r.__x = a.__x & 0x7fffu; return r; }                                    \
+    inline H __hfma(H a, H b, H c) { return H::__narrowed(__emu::fma_to_odd(a.__wide(), b.__wide(), c.__wide())); } \
     inline bool __hisnan(H a) { return float(a) != float(a); }                                          \
-    /* NaN gives the other input (two NaNs: the canonical NaN); of two zeros +0 is the larger, as CUDA    \
-       documents (glibc's fmaxf answers by operand order: fmaxf(+0, -0) is -0 on x86) */                    \
+    /* NaN gives the other input (two NaNs: the canonical NaN); of two zeros +0 is the larger, as CUDA  \
+       documents (glibc's fmaxf answers by operand order: fmaxf(+0, -0) is -0 on x86) */                \
     inline H __hmax(H a, H b) {                                                                         \
         if (__hisnan(a) || __hisnan(b)) return __hisnan(a) && __hisnan(b) ? H(NAN) : __hisnan(a) ? b : a; \
-        if (float(a) == float(b)) return (a.__x & 0x8000u) ? b : a;                                     \
-        return float(a) > float(b) ? a : b;                                                             \
+        if (a.__wide() == b.__wide()) return (a.__x & 0x8000u) ? b : a;                                 \
+        return a.__wide() > b.__wide() ? a : b;                                                         \
     }                                                                                                   \
     inline H __hmin(H a, H b) {                                                                         \
         if (__hisnan(a) || __hisnan(b)) return __hisnan(a) && __hisnan(b) ? H(NAN) : __hisnan(a) ? b : a; \
-        if (float(a) == float(b)) return (a.__x & 0x8000u) ? a : b;                                     \
-        return float(a) < float(b) ? a : b;                                                             \
+        if (a.__wide() == b.__wide()) return (a.__x & 0x8000u) ? a : b;                                 \
+        return a.__wide() < b.__wide() ? a : b;                                                         \
     }                                                                                                   \
     inline bool __heq(H a, H b) { return a == b; }                                                      \
     /* __hne is an ordered compare (false with a NaN), as CUDA's; the ...u forms are unordered (true) */ \
-    inline bool __hne(H a, H b) { return float(a) < float(b) || float(a) > float(b); }                \
-    inline bool __hequ(H a, H b) { return !__hne(a, b); }                                              \
-    inline bool __hneu(H a, H b) { return float(a) != float(b); }                                      \
-    inline bool __hltu(H a, H b) { return !(float(a) >= float(b)); }                                   \
-    inline bool __hleu(H a, H b) { return !(float(a) > float(b)); }                                    \
-    inline bool __hgtu(H a, H b) { return !(float(a) <= float(b)); }                                   \
-    inline bool __hgeu(H a, H b) { return !(float(a) < float(b)); }                                    \
+    inline bool __hne(H a, H b) { return a.__wide() < b.__wide() || a.__wide() > b.__wide(); }          \
+    inline bool __hequ(H a, H b) { return !__hne(a, b); }                                               \
+    inline bool __hneu(H a, H b) { return a.__wide() != b.__wide(); }                                   \
+    inline bool __hltu(H a, H b) { return !(a.__wide() >= b.__wide()); }                                \
+    inline bool __hleu(H a, H b) { return !(a.__wide() > b.__wide()); }                                 \
+    inline bool __hgtu(H a, H b) { return !(a.__wide() <= b.__wide()); }                                \
+    inline bool __hgeu(H a, H b) { return !(a.__wide() < b.__wide()); }                                 \
     inline bool __hlt(H a, H b) { return a < b; }                                                       \
     inline bool __hle(H a, H b) { return a <= b; }                                                      \
     inline bool __hgt(H a, H b) { return a > b; }                                                       \
@@ -1538,20 +1597,20 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
     inline H __hmax_nan(H a, H b) { return __hisnan(a) || __hisnan(b) ? H(NAN) : __hmax(a, b); }        \
     inline H __hmin_nan(H a, H b) { return __hisnan(a) || __hisnan(b) ? H(NAN) : __hmin(a, b); }        \
     inline H __hsub_sat(H a, H b) { return H(__saturatef(float(a - b))); }                              \
-    /* The exponentials and logarithms round once, from double: CUDA's headers compute them with an approximate  \
-       instruction (ex2.approx / lg2.approx, whose exact bits PTX does not document) and a float step, then patch  \
-       by hand the inputs where that misses the correctly rounded result (cuda_fp16.hpp's __SPEC_CASE, bf16's      \
-       hexp10 at 0xBC95).  Rounding through float first (expf, then to half) was one ulp off on a few inputs, the  \
-       patched ones among them (hexp 0x1F79, 0x25CF; hlog10 0x338F, 0x33F8, 0x57E1, 0x719D): the emulator's        \
+    /* The exponentials and logarithms round once, from double: CUDA's headers compute them with an approximate \
+       instruction (ex2.approx / lg2.approx, whose exact bits PTX does not document) and a float step, then patch \
+       by hand the inputs where that misses the correctly rounded result (cuda_fp16.hpp's __SPEC_CASE, bf16's \
+       hexp10 at 0xBC95).  Rounding through float first (expf, then to half) was one ulp off on a few inputs, the \
+       patched ones among them (hexp 0x1F79, 0x25CF; hlog10 0x338F, 0x33F8, 0x57E1, 0x719D): the emulator's \
        choice is the correctly rounded value, which CUDA's patches aim for.  hsin / hcos follow the types, below. */ \
     inline H hexp(H a) { return H(std::exp((double)float(a))); }                                        \
     inline H hlog(H a) { return H(std::log((double)float(a))); }                                        \
     inline H hsqrt(H a) { return H(sqrtf(float(a))); }                                                  \
     /* rsqrt.approx.ftz.f32, then cvt.rn to 16 bits (cuda_fp16.hpp): rounded to float first, as each approximate \
-       instruction here, so a float result on a 16-bit tie rounds as the GPU's does */                       \
+       instruction here, so a float result on a 16-bit tie rounds as the GPU's does */                  \
     inline H hrsqrt(H a) { return H(__frsqrt_rn(float(a))); }                                           \
     inline H htanh(H a) { return H(tanhf(float(a))); }                                                  \
-    inline H htanh_approx(H a) { return htanh(a); }  /* tanh.approx: within its error */             \
+    inline H htanh_approx(H a) { return htanh(a); }  /* tanh.approx: within its error */                \
     inline H hexp2(H a) { return H(std::exp2((double)float(a))); }                                      \
     inline H hexp10(H a) { return H(std::pow(10.0, (double)float(a))); }                                \
     inline H hlog2(H a) { return H(std::log2((double)float(a))); }                                      \
@@ -1567,10 +1626,12 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
     inline H __hadd_sat(H a, H b) { return H(__saturatef(float(a + b))); }                              \
     inline H __hmul_sat(H a, H b) { return H(__saturatef(float(a * b))); }                              \
     inline H __hfma_sat(H a, H b, H c) { return H(__saturatef(float(__hfma(a, b, c)))); }               \
-    inline H __hfma_relu(H a, H b, H c) { H r = __hfma(a, b, c); return float(r) < 0.0f ? H(0.0f) : r; }
+    inline H __hfma_relu(H a, H b, H c) { H r = __hfma(a, b, c); return r.__wide() < 0 ? H(0.0f) : r; }
 
-__EMU_HALF_TYPE(__half, __emu::float_to_half_bits, __emu::half_bits_to_float)
-__EMU_HALF_TYPE(__nv_bfloat16, __emu::float_to_bf16_bits, __emu::bf16_bits_to_float)
+__EMU_HALF_TYPE(__half, __emu::float_to_half_bits, __emu::half_bits_to_float, __emu::half_bits_to_float,
+                __emu::narrow_half)
+__EMU_HALF_TYPE(__nv_bfloat16, __emu::float_to_bf16_bits, __emu::bf16_bits_to_float, __emu::bf16_bits_to_double,
+                __emu::double_to_bf16_bits)
 #undef __EMU_HALF_TYPE
 // hsin / hcos of a __half are cuda_fp16.hpp's own float code -- no approximate instruction, so bit for bit: a
 // two-step reduction by pi/2 (fmaf), a degree-8 polynomial (fmaf), rounded to half, then two inputs of hsin and
