@@ -60,13 +60,18 @@ def raise_device_error_as_torch(exc):
     out-of-memory error ("Out of memory allocating 2,147,483,648 bytes (allocated so far: ...)") raised as
     ``OutOfMemoryError`` ("CUDA out of memory. Tried to allocate 2.00 GiB. ..."), a CUDA runtime error
     ("cudaErrorIllegalAddress: an illegal memory access was encountered") as ``AcceleratorError`` ("CUDA error: an
-    illegal memory access was encountered ..."); returns for any other error, to be raised as it is."""
+    illegal memory access was encountered ..."), and so the CPU emulator's (``emu``'s KernelFault); returns for any
+    other error, to be raised as it is."""
     for cupy_class, torch_class, words in ((_cupy_class("memory", "OutOfMemoryError"), OutOfMemoryError,
                                             _torch_out_of_memory_message),
                                            (_cupy_class("runtime", "CUDARuntimeError"), AcceleratorError,
                                             _torch_cuda_error_message)):
         if cupy_class is not None and isinstance(exc, cupy_class) and not isinstance(exc, torch_class):
             raise _both(cupy_class, torch_class)(words(exc)) from exc
+    emulated = _emulator_runtime_error()
+    if emulated is not None and isinstance(exc, emulated) and not isinstance(exc, AcceleratorError):
+        # a kernel's fault on ``emu``: torch's class, and still the emulator's own (KernelFault)
+        raise _both(type(exc), AcceleratorError)(_torch_emulated_message(exc)) from exc
 
 
 @contextlib.contextmanager
@@ -82,6 +87,12 @@ def device_errors_as_torch():
 def _cupy_class(module, name):
     """``cupy.cuda.<module>.<name>`` if CuPy was imported (never imported here), else None."""
     return getattr(getattr(getattr(sys.modules.get("cupy"), "cuda", None), module, None), name, None)
+
+
+def _emulator_runtime_error():
+    """The CPU emulator's ``cuda.runtime.CUDARuntimeError`` (a kernel's fault on ``emu``: KernelFault) if the
+    emulator was imported (never imported here: it is a layer above), else None."""
+    return getattr(sys.modules.get(f"{__package__}.emulator_runtime"), "CUDARuntimeError", None)
 
 
 def _both(cupy_class, torch_class):
@@ -108,6 +119,12 @@ def _format_size(size):
         if size > scale:
             return f"{size / scale:.2f} {unit}"
     return f"{size} bytes"
+
+
+def _torch_emulated_message(exc):
+    """On ``emu`` a kernel's fault is reported at its launch, in the emulator's words (the fault, the thread, the
+    block and the source line): torch's opening words before them."""
+    return f"CUDA error: {exc}"
 
 
 def _torch_cuda_error_message(exc):

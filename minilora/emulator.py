@@ -91,7 +91,8 @@ from .native import CompileFailed, compile_atomically, digest as _digest, remove
 
 __all__ = [
     "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
-    "KernelFault", "CUDADriverError", "KERNELS_DIR", "EMU_DIR", "cache_dir", "is_available", "default_workers",
+    "KernelFault", "CUDADriverError", "DriverError", "KERNELS_DIR", "EMU_DIR", "cache_dir", "is_available",
+    "default_workers",
 ]
 
 
@@ -130,13 +131,22 @@ class RaceError(EmulatorError):
     """The kernel's result depends on the order in which threads or blocks run."""
 
 
-class KernelFault(EmulatorError):
+class DriverError(EmulatorError):
+    """What the emulator's ``cuda.driver.CUDADriverError`` names, as ``cupy.cuda.driver.CUDADriverError``: a launch
+    the driver refuses (CUDADriverError) and a kernel's fault (KernelFault), which on a GPU the next launch reports
+    in the driver's words (CUDA_ERROR_ILLEGAL_ADDRESS, CUDA_ERROR_ASSERT, ...)."""
+
+
+class KernelFault(DriverError, emulator_runtime.CUDARuntimeError):
     """The kernel accessed memory out of bounds, failed an assert, crashed (a bad pointer, an integer
     division by zero, a stack overflow, exit() or abort(): the message names the signal, the thread,
-    the block and the source line), or ran past its ``timeout=``."""
+    the block and the source line), or ran past its ``timeout=``.  On a GPU such a fault is reported by a later
+    call, as ``cupy.cuda.runtime.CUDARuntimeError`` (a synchronize, a copy: cudaErrorIllegalAddress, ...) or
+    ``cupy.cuda.driver.CUDADriverError`` (the next launch): so it is the emulator's ``cuda.runtime.
+    CUDARuntimeError`` and ``cuda.driver.CUDADriverError`` too, and code catching either on a GPU catches it here."""
 
 
-class CUDADriverError(EmulatorError, ValueError):
+class CUDADriverError(DriverError, ValueError):
     """A launch CUDA's driver refuses before any thread runs, as ``cupy.cuda.driver.CUDADriverError``: the message
     starts with the driver's error name (``CUDA_ERROR_INVALID_VALUE: invalid argument`` for a block of more than
     1024 threads, a grid dimension past its limit or more shared memory than allowed;

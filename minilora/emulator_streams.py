@@ -24,15 +24,21 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import types
 
-from .emulator import EmulatorError
+from .emulator import DriverError, EmulatorError
 # what RawModule.get_global answers, so that ``isinstance(p, cupy.cuda.MemoryPointer)`` holds of it
 from .emulator_memory import GlobalSymbol as MemoryPointer
 
-# ``cupy.cuda.runtime``'s limits (deviceSetLimit / deviceGetLimit: the device heap's size) and deviceReset
+# ``cupy.cuda.runtime``'s limits (deviceSetLimit / deviceGetLimit: the device heap's size) and deviceReset, and its
+# CUDARuntimeError (a KernelFault is one: what a GPU reports after a kernel's fault)
 from . import emulator_runtime as runtime  # noqa: E402
+# ``cupy.cuda.driver.CUDADriverError``: a launch the driver refuses (a block of 2048 threads, too much shared memory),
+# and a kernel's fault, which a GPU's next launch reports so
+driver = types.SimpleNamespace(CUDADriverError=DriverError)
 
-__all__ = ["Stream", "Event", "get_elapsed_time", "get_current_stream", "stream_of", "MemoryPointer", "runtime"]
+__all__ = ["Stream", "Event", "get_elapsed_time", "get_current_stream", "stream_of", "MemoryPointer", "runtime",
+           "driver"]
 
 _handles = itertools.count(1)  # stand-ins for the driver's handles (``ptr``): distinct and non-zero
 _current = threading.local()  # as CUDA's: the current stream is per host thread

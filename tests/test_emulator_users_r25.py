@@ -93,3 +93,48 @@ def test_bf16_arithmetic_keeps_subnormals_under_ftz_as_sm90s_bf16_instructions()
     assert cmp.tolist() == [v for p, q in zip(x, y) for v in (int(p < q), int(p == q), int(p > 0))]
     np.testing.assert_array_equal(f, [0.0 if abs(v) < 2.0**-126 else v for v in x.tolist()])
     np.testing.assert_array_equal(total, want.reshape(n, 9)[:, 0])
+
+
+# ------------------------------------------ a kernel's fault is caught as CuPy users catch it on a GPU
+FAULTS = r"""
+#include <cassert>
+extern "C" __global__ void scale(float* y, int n) {   // launched with more threads than n: a write past y
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    y[i] *= 2.0f;
+}
+extern "C" __global__ void positive_sqrt(const float* x, float* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) { assert(x[i] >= 0.0f); y[i] = sqrtf(x[i]); }
+}
+"""
+
+
+def test_a_kernels_fault_is_cupys_runtime_error_and_a_refused_launch_its_driver_error():
+    from minilora.emulator import cuda  # in place of cupy.cuda
+    y = np.ones(64, f32)
+    for caught_as in (cuda.runtime.CUDARuntimeError, cuda.driver.CUDADriverError):  # (a synchronize's, a launch's)
+        with pytest.raises(caught_as, match=r"past the end of argument 0 \('y'\).*CUDA_ERROR_ILLEGAL_ADDRESS"):
+            module(FAULTS).get_function("scale")((1,), (128,), (y, i32(64)))
+    x = np.array([1.0, -4.0], f32)
+    try:  # code written for CuPy, unchanged but for the import
+        module(FAULTS).get_function("positive_sqrt")((1,), (32,), (x, y, i32(2)))
+    except (cuda.driver.CUDADriverError, cuda.runtime.CUDARuntimeError) as caught:
+        assert isinstance(caught, KernelFault) and "x[i] >= 0.0f" in str(caught)
+    else:
+        raise AssertionError("the failed assert was not raised")
+    with pytest.raises(cuda.driver.CUDADriverError, match="CUDA_ERROR_INVALID_VALUE"):
+        module(FAULTS).get_function("scale")((1,), (2048,), (y, i32(64)))
+
+
+def test_a_kernels_fault_in_an_op_on_emu_is_torchs_accelerator_error(monkeypatch):
+    import minilora as ml
+    w = ml.ones(4, device="emu", requires_grad=True)
+    w.grad = ml.ones(4, device="emu")
+    optimizer = ml.optim.AdamW([w])  # (on emu its step is one launch of kernels/adamw.cu)
+
+    def faulted(self, *args, **kwargs):
+        raise KernelFault(f"kernel '{self.name}': write of 4 bytes past argument 0 at adamw.cu:1")
+    monkeypatch.setattr(emu.RawKernel, "__call__", faulted)
+    with pytest.raises(ml.AcceleratorError, match=r"^CUDA error: kernel 'adamw\w*': write of 4 bytes") as caught:
+        optimizer.step()
+    assert isinstance(caught.value, KernelFault) and isinstance(caught.value, emu.cuda.runtime.CUDARuntimeError)
