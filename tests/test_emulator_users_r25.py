@@ -138,3 +138,71 @@ def test_a_kernels_fault_in_an_op_on_emu_is_torchs_accelerator_error(monkeypatch
     with pytest.raises(ml.AcceleratorError, match=r"^CUDA error: kernel 'adamw\w*': write of 4 bytes") as caught:
         optimizer.step()
     assert isinstance(caught.value, KernelFault) and isinstance(caught.value, emu.cuda.runtime.CUDARuntimeError)
+
+
+# --------------------------------------------------- intrinsics that did not build: __fmaf_ieee_*, __hcmadd, ...
+IEEE_FMA = r"""
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+// the four roundings of the fma that ignores -ftz=true, and the same products through fmaf (flushed under -ftz)
+extern "C" __global__ void ieee_fma(const float* a, const float* b, const float* c, float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    __prof_trigger(0);
+    float* o = out + 5 * i;
+    o[0] = __fmaf_ieee_rn(a[i], b[i], c[i]); o[1] = __fmaf_ieee_rz(a[i], b[i], c[i]);
+    o[2] = __fmaf_ieee_rd(a[i], b[i], c[i]); o[3] = __fmaf_ieee_ru(a[i], b[i], c[i]);
+    o[4] = fmaf(a[i], b[i], c[i]);
+}
+// complex multiply-accumulate on (real, imaginary) pairs
+extern "C" __global__ void cmadd(const __half2* a, const __half2* b, const __half2* c, __half2* out,
+                                 const __nv_bfloat162* p, const __nv_bfloat162* q, __nv_bfloat162* bout, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    out[i] = __hcmadd(a[i], b[i], c[i]);
+    bout[i] = __hcmadd(p[i], q[i], p[i]);
+}
+"""
+
+
+def rounded_four_ways(exact: float) -> list:
+    """float32 of an exact double in the four modes (nearest, toward zero, down, up), subnormals kept."""
+    nearest = np.float32(exact)
+    down = nearest if nearest <= exact else np.nextafter(nearest, f32(-np.inf))
+    up = nearest if nearest >= exact else np.nextafter(nearest, f32(np.inf))
+    return [nearest, down if exact >= 0 else up, down, up]
+
+
+@pytest.mark.parametrize("options", [(), ("-ftz=true",)])
+def test_fmaf_ieee_keeps_subnormals_in_all_four_roundings(options):
+    a = np.array([5 * 2.0**-132, 1.5, -(2.0**-127), 3.0], f32)     # subnormal products, then normal ones
+    b = np.array([1 / 3, 1 / 3, 0.7, -1 / 3], f32)
+    c = np.array([-(2.0**-149), 2.0**-20, 2.0**-140, 1.0], f32)
+    out = np.zeros(5 * len(a), f32)
+    module(IEEE_FMA, options).get_function("ieee_fma")((1,), (32,), (a, b, c, out, i32(len(a))))
+    got = out.reshape(-1, 5)
+    for k, (x, y, z) in enumerate(zip(a.astype(f64), b.astype(f64), c.astype(f64))):
+        exact = x * y + z  # (exact in double for these operands)
+        np.testing.assert_array_equal(got[k, :4], rounded_four_ways(exact))
+        flushed = options and k in (0, 2)  # fmaf follows -ftz=true: its subnormal operands read as 0
+        assert got[k, 4] == (0.0 if flushed else np.float32(exact)), k
+
+
+def test_hcmadd_multiplies_complex_halves_with_four_fmas():
+    torch = pytest.importorskip("torch")
+    n = 64
+    a, b, c = (rng(20 + k).standard_normal(2 * n).astype(f16) for k in range(3))
+    p, q = (torch.randn(2 * n, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(k)) for k in (1, 2))
+    out, bout = np.zeros(2 * n, f16), np.zeros(2 * n, np.uint16)
+    module(IEEE_FMA).get_function("cmadd")((1,), (64,), (a, b, c, out, bf16_bits(p), bf16_bits(q), bout, i32(n)))
+
+    def cmadd(x, y, z, fma):
+        re = fma(-x[1::2], y[1::2], fma(x[0::2], y[0::2], z[0::2]))
+        im = fma(x[1::2], y[0::2], fma(x[0::2], y[1::2], z[1::2]))
+        return re, im
+    re, im = cmadd(a, b, c, lambda x, y, z: (x.astype(f64) * y + z).astype(f16))  # (each fma rounded once)
+    np.testing.assert_array_equal(out[0::2], re)
+    np.testing.assert_array_equal(out[1::2], im)
+    re, im = cmadd(p, q, p, lambda x, y, z: (x.double() * y.double() + z.double()).to(torch.bfloat16))
+    np.testing.assert_array_equal(bout[0::2], bf16_bits(re))
+    np.testing.assert_array_equal(bout[1::2], bf16_bits(im))

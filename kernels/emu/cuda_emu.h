@@ -349,6 +349,8 @@ namespace __emu { [[noreturn]] void exit_thread(); }
 #define __assume(...) ((void)sizeof(static_cast<bool>(__VA_ARGS__)))
 #define __brkpt() (__emu::trap(__FILE__, __LINE__))
 inline long long clock64() { return __emu::clock_ticks(); }
+// __prof_trigger(counter): a profiler's hardware counter, which nothing reads here
+inline void __prof_trigger(int) {}
 // Address-space conversions: a shared pointer <-> its 32-bit window address (what cp.async and ld.shared take).
 inline size_t __cvta_generic_to_shared(const void* p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
     return (size_t)__emu::shared_window_of(p, file, line);
@@ -812,6 +814,23 @@ __EMU_DIRECTED_DOUBLE(rd, FE_DOWNWARD)
 __EMU_DIRECTED_DOUBLE(ru, FE_UPWARD)
 #undef __EMU_DIRECTED_DOUBLE
 
+// __fmaf_ieee_rn / _rz / _rd / _ru: the float fma that "ignores the -ftz=true compiler flag" (CUDA's Math API):
+// subnormal operands and results are kept in every build.  Under -ftz=true its window clears FTZ and DAZ as
+// rounded_as's does (and shares that name, so the build leaves its instructions as they are).
+namespace __emu {
+__EMU_ROUNDED_AS_INLINE float rounded_as_ieee_fmaf(float a, float b, float c, int mode) {
+    __EMU_KEEP_DOUBLE_SUBNORMALS(saved_csr);
+    asm volatile("" : "+m"(a), "+m"(b), "+m"(c) : : "memory");
+    float r = mode < 0 ? fmaf(a, b, c) : fma_dir(a, b, c, (Directed)mode);
+    asm volatile("" : "+m"(r) : : "memory");
+    __EMU_RESTORE_CSR(saved_csr);
+    return r;
+}
+}  // namespace __emu
+inline float __fmaf_ieee_rn(float a, float b, float c) { return __emu::rounded_as_ieee_fmaf(a, b, c, -1); }
+inline float __fmaf_ieee_rz(float a, float b, float c) { return __emu::rounded_as_ieee_fmaf(a, b, c, __emu::RZ); }
+inline float __fmaf_ieee_rd(float a, float b, float c) { return __emu::rounded_as_ieee_fmaf(a, b, c, __emu::RD); }
+inline float __fmaf_ieee_ru(float a, float b, float c) { return __emu::rounded_as_ieee_fmaf(a, b, c, __emu::RU); }
 
 // sin(pi x) and cos(pi x), exact at integers and half-integers as CUDA's: x is reduced exactly to
 // x = n/2 + f with |f| <= 1/4, then sin/cos of pi*f in double pick the quadrant's value.
@@ -1765,6 +1784,11 @@ typedef __nv_bfloat16 nv_bfloat16;
     inline H2 __hadd2_rn(H2 a, H2 b) { return a + b; }                                                  \
     inline H2 __hmul2_rn(H2 a, H2 b) { return a * b; }                                                  \
     inline H2 __hfma2_relu(H2 a, H2 b, H2 c) { return H2(__hfma_relu(a.x, b.x, c.x), __hfma_relu(a.y, b.y, c.y)); } \
+    /* a*b + c of complex numbers (x real, y imaginary), four roundings as cuda_fp16.hpp's: the real part     \
+       (a.x*b.x + c.x) - a.y*b.y, the imaginary (a.x*b.y + c.y) + a.y*b.x, each step an fma */             \
+    inline H2 __hcmadd(H2 a, H2 b, H2 c) {                                                              \
+        return H2(__hfma(__hneg(a.y), b.y, __hfma(a.x, b.x, c.x)), __hfma(a.y, b.x, __hfma(a.x, b.y, c.y))); \
+    }                                                                                                   \
     inline H2 __hne2(H2 a, H2 b) { return H2(H(__hne(a.x, b.x) ? 1.0f : 0.0f), H(__hne(a.y, b.y) ? 1.0f : 0.0f)); } \
     inline H2 __hequ2(H2 a, H2 b) { return H2(H(__hequ(a.x, b.x) ? 1.0f : 0.0f), H(__hequ(a.y, b.y) ? 1.0f : 0.0f)); } \
     inline H2 __hneu2(H2 a, H2 b) { return H2(H(__hneu(a.x, b.x) ? 1.0f : 0.0f), H(__hneu(a.y, b.y) ? 1.0f : 0.0f)); } \
