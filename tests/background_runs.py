@@ -336,18 +336,24 @@ def run_commands(commands, cwd, timeout):
 MOST_STRETCH = 6
 
 
-def run_process(argv, env, cwd, timeout):
-    """``subprocess.run(argv, capture_output=True, text=True)`` with a limit that holds on a loaded machine and
-    leaves no process behind. ``timeout`` is counted in seconds of a CPU the command can have: each second of
-    wall time counts as 1 / (load per core) when the machine is busier than its cores (``os.getloadavg``),
+def run_process(argv, env=None, cwd=None, timeout=None, input=None):
+    """``subprocess.run(argv, input=input, capture_output=True, text=True)`` with a limit that holds on a loaded
+    machine and leaves no process behind. ``timeout`` is counted in seconds of a CPU the command can have: each
+    second of wall time counts as 1 / (load per core) when the machine is busier than its cores (``os.getloadavg``),
     never past ``MOST_STRETCH`` times the limit. The command runs in a session of its own; when it exits, or
     runs past its limit, everything left in that session is killed (an MPI rank whose launcher ended, a
     worker of a DataLoader), and output goes to files, not pipes, so a grandchild holding one open cannot make
     the wait last forever. Past the limit: a RuntimeError naming the command, the time and the load, with the
     ends of its output (before, subprocess.run's TimeoutExpired after a fixed wall-clock time, which a loaded CI
-    crossed, and mpirun's ranks left running)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, text=True,
+    crossed, and mpirun's ranks left running). Every test's command with a limit runs here: a limit in wall seconds
+    is a flaky test on CI's shared cores (tests/test_ci_time_r25.py checks that none is left)."""
+    if timeout is None:
+        raise TypeError("run_process needs a timeout: the seconds of CPU after which the command counts as stuck")
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.TemporaryFile("w+") as stdin:
+        stdin.write(input or "")
+        stdin.seek(0)
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=stdin, stdout=out, stderr=err, text=True,
                                    start_new_session=True)
         try:
             waited = _wait_on_a_loaded_machine(process, timeout)

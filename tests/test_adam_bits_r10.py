@@ -6,12 +6,12 @@ build; ``param.addcdiv_(m, denom, value=-step_size)`` is ``(value * m) / denom``
 compared with torch's own sqrt put in for NumPy's, the moments (which no sqrt touches) as they are."""
 import contextlib
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from mkl_vml import use_torchs
 
@@ -97,7 +97,7 @@ def test_default_build_rounds_twice():
     """ATEN_CPU_CAPABILITY=default: ATen's build without FMA, torch's lerp and addcmul round twice (minilora
     follows ``float32_math.torch_cpu_capability()``)."""
     env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
-    out = subprocess.run([sys.executable, "-c", CHILD.format(tests=os.path.dirname(__file__))], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = background_runs.run_process([sys.executable, "-c", CHILD.format(tests=os.path.dirname(__file__))],
+                                      env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[-2] == str([[0, 0, 0]] * len(DEFAULT_BUILD_CASES))

@@ -10,13 +10,13 @@ makes that choice as torch does, without importing torch; each capability is che
 torch run under it (a subprocess with ``ATEN_CPU_CAPABILITY`` set, as a user on that CPU runs it).
 """
 import os
-import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+import background_runs
 import minilora
 from minilora import float32_math
 
@@ -131,6 +131,6 @@ def test_models_follow_torch_under_each_capability(capability):
     if not _supported(capability):
         pytest.skip(f"this CPU cannot run torch's {capability} kernels")
     env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
-    run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    run = background_runs.run_process([sys.executable, "-c", SCRIPT], env=env, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["ok", capability]

@@ -15,6 +15,7 @@ import types
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora import distributed as dist
 from minilora.data import DataLoader
@@ -427,8 +428,7 @@ def test_nccl_backend_on_cuda_with_one_rank(tmp_path):
     """benchmarks/gpu_check.sh runs this (its -k selects 'cuda'): NCCL's multi-rank logic is the
     MPI path's, tested above; here the NCCL calls themselves run."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, HERE, "nccl", str(tmp_path)], capture_output=True, text=True,
-                          timeout=120, env=env)
+    done = background_runs.run_process([sys.executable, HERE, "nccl", str(tmp_path)], env=env, timeout=120)
     assert done.returncode == 0 and "nccl ok" in done.stdout, done.stdout + done.stderr
 
 

@@ -49,12 +49,12 @@ from functools import lru_cache
 
 import ctypes
 import ctypes.util
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import background_runs
 from minilora import emulator as emu
 from minilora.emulator import RawModule
 
@@ -473,7 +473,6 @@ print(out.tolist())
 
 
 def test_shared_at_file_scope_through_a_macro_and_in_a_namespace_does_not_crash_python():
-    child = subprocess.run([sys.executable, "-c", CHILD], input=SHARED_AT_FILE_SCOPE, capture_output=True, text=True,
-                           timeout=300)
+    child = background_runs.run_process([sys.executable, "-c", CHILD], timeout=300, input=SHARED_AT_FILE_SCOPE)
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.strip().splitlines()[-1] == str([3111.0 * (3 - t) for t in range(4)])

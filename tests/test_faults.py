@@ -19,6 +19,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora.checkpoint import CheckpointError, load_checkpoint, read_header, save_file
 from minilora.cli import main as cli
@@ -57,8 +58,7 @@ def same_weights(a, b):
 
 
 def run_python(code, timeout=60):
-    return subprocess.run([sys.executable, "-c", code], env=ENV, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return background_runs.run_process([sys.executable, "-c", code], env=ENV, cwd=ROOT, timeout=timeout)
 
 
 def leftovers(folder):
@@ -299,8 +299,8 @@ def killed_and_resumed(folder):
     model_dir = save_byte_model(os.path.join(folder, "byte_model"))
     reference = os.path.join(folder, "reference")
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "minilora", *train_argv(model_dir, reference)], env=ENV,
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = background_runs.run_process([sys.executable, "-m", "minilora", *train_argv(model_dir, reference)],
+                                       env=ENV, cwd=ROOT, timeout=120)
     duration = time.perf_counter() - start
     if done.returncode != 0:
         return {"reference": (done.returncode, done.stderr, None, None), "killed": []}
@@ -313,8 +313,8 @@ def killed_and_resumed(folder):
         kill_train_run(train_argv(model_dir, out), rng, **when)
         for _ in range(2):  # resume (or start over if it died before the first checkpoint)
             resume = ["--resume"] if os.path.isfile(os.path.join(out, "checkpoint.npz")) else []
-            again = subprocess.run([sys.executable, "-m", "minilora", *train_argv(model_dir, out, *resume)],
-                                   env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
+            again = background_runs.run_process([sys.executable, "-m", "minilora",
+                                                 *train_argv(model_dir, out, *resume)], env=ENV, cwd=ROOT, timeout=120)
             if again.returncode == 0:
                 break
         state = f"killed {when}; left {sorted(os.listdir(out))}; resume said: {again.stdout + again.stderr}"
@@ -802,8 +802,8 @@ def test_set_num_threads_takes_an_int_only(value):
 
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5"])
 def test_bad_minilora_num_threads_is_named_at_import(value):
-    done = subprocess.run([sys.executable, "-c", "import minilora"], env={**ENV, "MINILORA_NUM_THREADS": value},
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = background_runs.run_process([sys.executable, "-c", "import minilora"],
+                                       env={**ENV, "MINILORA_NUM_THREADS": value}, cwd=ROOT, timeout=60)
     assert done.returncode != 0 and f"MINILORA_NUM_THREADS must be a whole number >= 1, got '{value}'" in done.stderr
 
 

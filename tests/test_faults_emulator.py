@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import background_runs
 from minilora import emulator as emu
 from minilora.emulator import KernelFault, RawModule
 
@@ -359,7 +360,7 @@ def test_handlers_are_restored_after_a_launch():
                 "except KernelFault:\n"
                 "    print('caught', flush=True)\n"
                 "ctypes.string_at(0)\n")
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        res = background_runs.run_process([sys.executable, "-c", code], timeout=120)
         assert res.stdout.strip() == "caught"
         assert res.returncode == -signal.SIGSEGV and "Fatal Python error: Segmentation fault" in res.stderr
     finally:
@@ -377,7 +378,8 @@ def test_corrupt_cached_library_is_rebuilt(tmp_path):
     env = dict(os.environ, MINILORA_CACHE_DIR=str(tmp_path))
     code = ("from minilora.emulator import RawModule\n"
             f"RawModule(path={str(KDIR / 'faults.cu')!r}).compile()\n")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)  # fills the cache
+    filled = background_runs.run_process([sys.executable, "-c", code], env=env, timeout=300)  # fills the cache
+    assert filled.returncode == 0, filled.stderr[-2000:]
     (library,) = tmp_path.glob("*/module.so")
     library.write_bytes(library.read_bytes()[:200])  # this process never mapped it, so it may change
     check = ("import numpy as np\n"
@@ -387,7 +389,7 @@ def test_corrupt_cached_library_is_rebuilt(tmp_path):
              "m.get_function('int_divide')((2,), (32,), (a * 3, a, q, np.int32(40)))\n"
              "assert (q == 3).all(), q\n"
              "print('ok')\n")
-    res = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+    res = background_runs.run_process([sys.executable, "-c", check], env=env, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
     assert library.stat().st_size > 200
 

@@ -16,12 +16,12 @@ import json
 import os
 import signal
 import struct
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora import train as train_mod
 from minilora.checkpoint import CheckpointError, load_file, read_header
@@ -226,16 +226,16 @@ def test_a_pissa_conversion_killed_mid_save_leaves_the_old_adapter_whole(tmp_pat
     # Before, the rank-2r weights replaced the old file and the kill left the old rank-r config beside them:
     # a folder that no longer loads (size mismatch), where the user had a working adapter.
     code = CONVERT_CHILD.format(config=CONFIG)
-    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path), "kill"], env=ENV, cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    killed = background_runs.run_process([sys.executable, "-c", code, str(tmp_path), "kill"], env=ENV, cwd=ROOT,
+                                         timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     out = tmp_path / "out"
     assert snapshot(out) == snapshot(tmp_path / "before")  # the old adapter, whole
     config = json.loads((out / "adapter_config.json").read_text())
     assert load_file(str(out / "adapter_model.safetensors"))[
         "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"].shape[0] == config["r"] == 2
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), "again"], env=ENV, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = background_runs.run_process([sys.executable, "-c", code, str(tmp_path), "again"], env=ENV, cwd=ROOT,
+                                       timeout=120)
     assert done.returncode == 0, done.stderr
     assert snapshot(out) == snapshot(tmp_path / "reference")  # as if it had never been killed
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4

@@ -19,13 +19,13 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import warnings
 
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora import trainer as ml_trainer
 from minilora.lora import LoraConfig, get_peft_model
@@ -145,7 +145,7 @@ KILLS = {
 def _killed(out, where):
     code = f"import sys; sys.path.insert(0, {HERE!r}); import test_faults_r18 as t; t.run_killed({str(out)!r}, " \
            f"{where!r})"
-    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=300)
+    done = background_runs.run_process([sys.executable, "-c", code], env=ENV, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
 
 

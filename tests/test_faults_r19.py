@@ -32,6 +32,7 @@ import time
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora import checkpoint, nn, parallel
 from minilora import trainer as ml_trainer
@@ -119,8 +120,7 @@ def test_a_trainer_killed_after_its_last_checkpoint_resumes_to_the_uninterrupted
     expected = outcome(uninterrupted)
     out = tmp_path / "killed"
     code = f"import test_faults_r19 as t; t.run_killed_after_the_last_checkpoint({str(out)!r}, 4)"
-    done = subprocess.run([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = background_runs.run_process([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     resumed = make_trainer(out)
     ml.manual_seed(1234)  # (whatever the resuming process drew before)
@@ -608,8 +608,7 @@ def test_a_save_killed_between_its_swaps_two_renames_still_loads_the_old_version
     _versions_of(what, model_of)[0](folder)
     before = snapshot(folder)
     code = f"import test_faults_r19 as t; t.save_killed_between_the_swaps_renames({folder!r}, {what!r})"
-    done = subprocess.run([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = background_runs.run_process([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     assert not os.path.exists(folder)  # (the old version set aside, the new one not yet in)
     load = {"model": LlamaForCausalLM.from_pretrained, "adapter": PeftConfig.from_pretrained,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import background_runs
 import minilora as ml
 from minilora import nn
 from minilora.data import DataLoader
@@ -148,13 +149,12 @@ def test_python_dash_m_minilora_cli_reports_usage_errors_in_one_line(tmp_path):
     """`python -m minilora.cli` ran the file as __main__, whose UsageError is another class than the one
     the commands raise (minilora.cli's): every usage error found late was a traceback with exit 1."""
     import os
-    import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     (tmp_path / "a_file").write_text("")
-    done = subprocess.run([sys.executable, "-m", "minilora.cli", "train", "--out", str(tmp_path / "a_file"),
-                           "--steps", "1"], capture_output=True, text=True, env=env, timeout=120)
+    done = background_runs.run_process([sys.executable, "-m", "minilora.cli", "train", "--out",
+                                        str(tmp_path / "a_file"), "--steps", "1"], env=env, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "minilora train: error: --out" in done.stderr
 

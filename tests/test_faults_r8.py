@@ -9,13 +9,13 @@ import errno
 import os
 import pickle
 import signal
-import subprocess
 import sys
 import zipfile
 
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora import checkpoint
 from minilora.checkpoint import CheckpointError, atomic_write, load_file, save_file
@@ -501,7 +501,7 @@ def test_a_run_on_a_shuffled_dataloader_killed_resumes_bit_for_bit(tmp_path):
     whole = lora_model()
     expected = train(whole, shuffled_loader(False), **KW)
     code = KILLED_CHILD.format(root=ROOT, tests=os.path.join(ROOT, "tests"), kill_at=7, out=str(tmp_path))
-    child = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    child = background_runs.run_process([sys.executable, "-c", code], cwd=ROOT, timeout=120)
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert load_training_state(tmp_path / "checkpoint.npz")["step"] == 6
     resumed = lora_model()

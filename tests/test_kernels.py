@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora import kernels
 from minilora.device import all_devices
@@ -557,8 +558,7 @@ def test_gpu_benchmark_parses_and_explains_a_missing_gpu():
     if shutil.which("bash"):
         assert subprocess.run(["bash", "-n", str(bench / "gpu_check.sh")]).returncode == 0
     if not any(d.name == "cuda" and d.enabled() for d in all_devices()):
-        res = subprocess.run([sys.executable, str(bench / "gpu_lora.py"), "--quick"], capture_output=True,
-                             text=True, timeout=120)
+        res = background_runs.run_process([sys.executable, str(bench / "gpu_lora.py"), "--quick"], timeout=120)
         assert res.returncode != 0 and "needs CuPy and an NVIDIA GPU" in res.stderr, res.stderr
 
 

@@ -2,7 +2,6 @@
 launched on the emulator, torch on the CPU, tiny shapes.  The numbers mean nothing; what is tested is that
 the one run a GPU session gets does not die on the script itself (every table is built and RESULTS.md
 written).  A real GPU run is benchmarks/gpu_check.sh."""
-import subprocess
 import sys
 import tempfile
 import types
@@ -86,9 +85,9 @@ def dry_run():
         (folder / "cupy" / "__init__.py").write_text(FAKE_CUPY)
         (folder / "dry.py").write_text(DRIVER.format(FAKE_DIR=str(folder), BENCH=str(BENCH)))
         out, choice = folder / "RESULTS.md", folder / "gpu_choice.json"
-        res = subprocess.run([sys.executable, str(folder / "dry.py"), "--quick", "--repeats", "1", "--warmup", "0",
-                              "--out", str(out), "--choice-out", str(choice)], capture_output=True, text=True,
-                             timeout=600)
+        res = background_runs.run_process([sys.executable, str(folder / "dry.py"), "--quick", "--repeats", "1",
+                                           "--warmup", "0", "--out", str(out), "--choice-out", str(choice)],
+                                          timeout=600)
         written = [f.read_text() if f.is_file() else None for f in (out, choice)]
     return (res.returncode, res.stdout, res.stderr, *written)
 

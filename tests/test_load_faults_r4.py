@@ -7,13 +7,13 @@ import os
 import shutil
 import signal
 import struct
-import subprocess
 import sys
 import warnings
 
 import numpy as np
 import pytest
 
+import background_runs
 import minilora as ml
 from minilora import checkpoint
 from minilora.checkpoint import CheckpointError
@@ -548,8 +548,8 @@ def test_sigkill_mid_save_leaves_the_old_files_whole(tmp_path, what):
         _ml_base().save_pretrained(folder)
     before = _snapshot(folder)
     code = KILLED_SAVE.format(root=ROOT, adapter=what == "adapter", folder=folder)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
-    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    done = background_runs.run_process([sys.executable, "-c", code], timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     assert _snapshot(folder) == before
     loaded = _ml_load(folder) if what == "adapter" else LlamaForCausalLM.from_pretrained(folder)
     assert loaded is not None

@@ -246,14 +246,12 @@ def test_notebook_kernels_start_with_malloc_keeping_freed_memory():
     """The kernels are all minilora's, as ``minilora train``'s process: glibc keeps freed memory for the next op
     (parallel.keep_freed_memory's settings, which glibc reads from the environment at start), not handing each
     op's arrays back to the OS to fault their pages in again (17% of notebook 8's CPU time)."""
-    import subprocess
     import sys
     if not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None:
         pytest.skip("glibc's malloc settings")
     plain = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     for env, mmapped in ((plain, "1"), (builder.kernel_env(), "0")):
-        done = subprocess.run([sys.executable, "-c", _MMAPPED_BLOCKS], capture_output=True, text=True, env=env,
-                              timeout=60)
+        done = background_runs.run_process([sys.executable, "-c", _MMAPPED_BLOCKS], env=env, timeout=60)
         assert done.stdout.strip() == mmapped, (done.stdout, done.stderr)  # (the first: the probe can tell)
 
 

@@ -330,11 +330,9 @@ print(json.dumps(out))
 
 def import_probe(*flags):
     """(exit code, stdout, stderr) of _IMPORT_PROBE: a background run, as imports_with_thread_count."""
-    import subprocess
     import sys
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *flags], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = background_runs.run_process([sys.executable, "-c", _IMPORT_PROBE, *flags], env=env, timeout=120)
     return done.returncode, done.stdout, done.stderr
 
 

@@ -468,13 +468,12 @@ def minilora_commands(*commands):
     """[(exit code, stdout, stderr)] of ``python -m minilora *argv`` for each argv of ``commands``, one after the
     other in one new folder: a background run (tests/background_runs.py), behind the session's others, on the
     core the main process leaves idle."""
-    import subprocess
     import sys
     import tempfile
     with tempfile.TemporaryDirectory(prefix="minilora-cli-") as folder:
         return [(done.returncode, done.stdout, done.stderr) for done in (
-            subprocess.run([sys.executable, "-m", "minilora", *argv], cwd=folder, capture_output=True, text=True,
-                           timeout=300) for argv in commands)]
+            background_runs.run_process([sys.executable, "-m", "minilora", *argv], cwd=folder, timeout=300)
+            for argv in commands)]
 
 
 CLI_TRAIN = ["train", "--eval-n", "2", "--eval-every", "2", "--no-progress", "--out", "run", "--r", "2"]

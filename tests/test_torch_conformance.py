@@ -10,6 +10,8 @@ own at the end, each with the reason.
 import numpy as np
 import pytest
 
+import background_runs
+
 torch = pytest.importorskip("torch")
 
 import minilora as ml  # noqa: E402
@@ -711,10 +713,9 @@ def test_bfloat16_is_a_dtype_with_ml_dtypes():
 def run_without_ml_dtypes(body):
     """Run ``body`` (Python source that prints "ok" at the end) in a fresh interpreter where
     ``import ml_dtypes`` raises ImportError, as on a machine without it; fail with its stderr."""
-    import subprocess
     import sys
     script = 'import sys\nsys.modules["ml_dtypes"] = None  # `import ml_dtypes` now raises ImportError\n' + body
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = background_runs.run_process([sys.executable, "-c", script], timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
