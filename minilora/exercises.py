@@ -309,7 +309,7 @@ def _write_student_copy(source, work, items, chosen):
 # ==================================================================================================
 # Checking: one pytest run over the marked tests, this module as a plugin recording the outcomes
 # ==================================================================================================
-_REPORT_ENV = "MINILORA_EXERCISES_REPORT"
+REPORT_ENV = "MINILORA_EXERCISES_REPORT"  # set in the pytest sessions ``check`` starts: where they report
 _markers_of = {}   # nodeid -> [exercise markers], filled at collection (plugin side)
 _outcomes = {}     # nodeid -> {"outcome": ..., "message": ...}
 
@@ -337,7 +337,7 @@ def _short_message(report):
 
 
 def pytest_sessionfinish(session):
-    path = os.environ.get(_REPORT_ENV)
+    path = os.environ.get(REPORT_ENV)
     if path:
         data = {nodeid: dict(_outcomes.get(nodeid, {"outcome": "not run", "message": ""}), markers=marks)
                 for nodeid, marks in _markers_of.items()}
@@ -386,7 +386,7 @@ def check(root=None, only=None):
             report = Path(tmp) / "report.json"
             cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "minilora.exercises",
                    "-m", " or ".join(e.marker for e in wanted), *test_files]
-            env = dict(subprocess_env(root), **{_REPORT_ENV: str(report)})
+            env = dict(subprocess_env(root), **{REPORT_ENV: str(report)})
             proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
             if proc.returncode not in (0, 1, 5) or not report.exists():  # 0 passed, 1 failed, 5 none ran
                 raise RuntimeError(f"pytest did not run (exit code {proc.returncode}):\n"

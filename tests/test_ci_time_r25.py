@@ -4,12 +4,16 @@
   which stretches with the machine's load and kills what the command left behind), never under
   ``subprocess.run(..., timeout=<wall seconds>)``: on CI's two cores, shared with another job, a child that imports
   torch took longer than a 60 s wall-clock limit without being stuck, and the test failed for nothing.
+* ``minilora exercises check``'s pytest sessions (test_exercises.py: one per exercise, on CI's helper core, which
+  the main process waited for) do not warm every kernel build of their copy (``background_runs.start_all``).
 """
 import ast
 import sys
+import types
 from pathlib import Path
 
 import background_runs
+from minilora import exercises
 
 TESTS = Path(__file__).resolve().parent
 # Not tests: the runner itself (its RUN_TIMEOUT is an hour, the last resort for a stuck run) and a script run by hand
@@ -41,3 +45,36 @@ def test_run_process_feeds_input_and_takes_the_defaults_of_subprocess_run(tmp_pa
     done = background_runs.run_process([sys.executable, "-c", "import os; print(os.getcwd())"], cwd=tmp_path,
                                        timeout=60)
     assert done.stdout.strip() == str(tmp_path)
+
+
+class _Recorder:
+    """Stands for BackgroundRuns in ``start_all``: the keys submitted."""
+
+    def __init__(self):
+        self.keys = []
+
+    def submit(self, key, *call, **options):
+        self.keys.append(key)
+
+    def start(self):
+        pass
+
+
+def _submitted_for_a_kernel_test(monkeypatch, environ):
+    item = types.SimpleNamespace(fixturenames=("kernel_device",), module=None)
+    session = types.SimpleNamespace(items=[item], config=types.SimpleNamespace(option=types.SimpleNamespace(
+        collectonly=False)))
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    runs = _Recorder()
+    background_runs.start_all(session, runs)
+    return runs.keys
+
+
+def test_an_exercise_check_session_does_not_warm_every_kernel_build(monkeypatch, tmp_path):
+    """``minilora exercises check``'s sessions run a copy whose kernels' text names the copy (no build of the cache's
+    is theirs): warming all of them cost ~30 s of CPU per CUDA or optimizer exercise, most of those checks' time."""
+    monkeypatch.delenv(exercises.REPORT_ENV, raising=False)
+    assert "kernels/*.cu builds" in _submitted_for_a_kernel_test(monkeypatch, {})  # a test session: warmed
+    keys = _submitted_for_a_kernel_test(monkeypatch, {exercises.REPORT_ENV: str(tmp_path / "report.json")})
+    assert "kernels/*.cu builds" not in keys and "emulator cache" in keys  # (the runtime's builds are shared)
