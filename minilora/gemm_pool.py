@@ -9,7 +9,7 @@ Python (and spin briefly between jobs, as PyTorch's OpenMP workers do), so the t
 layer instead of several times per block.
 
     P = gemm_pool.Product
-    done = parallel.products(len(X), [P(X, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)],
+    done = parallel.products_run(len(X), [P(X, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)],
                              work_per_row=parallel.product_work(W0.size))
 
 ``parallel.products`` decides whether to split (as ``parallel.rows`` does) and calls ``run`` here, which
@@ -28,7 +28,7 @@ from . import blas, native
 
 __all__ = ["Product", "run", "available", "SPIN_US"]
 
-ROWS, SUM, SCALE = 0, 1, 2  # gemm_pool.c's SPLIT_ROWS, SPLIT_SUM, SCALE_ROWS
+SPLITS = {"rows": 0, "sum": 1, "scale": 2, "whole": 3}  # gemm_pool.c's SPLIT_ROWS, SPLIT_SUM, SCALE_ROWS, WHOLE
 # How long a worker spins for the next job before it sleeps. Between the LoRA layers of one transformer
 # block come ~20-200 us of other ops; a sleeping worker takes ~30-50 us to wake (KVM guest).
 SPIN_US = 200
@@ -36,7 +36,7 @@ SPIN_US = 200
 
 class _Product(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in
-                ("split", "is_double", "trans_a", "trans_b", "M", "N", "K", "lda", "ldb", "ldc", "c_part")] + [
+                ("split", "is_double", "trans_a", "trans_b", "M", "N", "K", "lda", "ldb", "ldc", "c_part", "block")] + [
         ("alpha", ctypes.c_double), ("beta", ctypes.c_double),
         ("a", ctypes.c_void_p), ("b", ctypes.c_void_p), ("c", ctypes.c_void_p)]
 
@@ -52,12 +52,13 @@ class _Job(ctypes.Structure):
 class Product:
     """One step of a block: ``out = alpha * a @ b + beta * out`` (``split="rows"``: a's and out's rows are
     the block's), the block's share of a sum over rows into ``out[block]`` (``split="sum"``: a is
-    ``[M, rows]``, b ``[rows, N]``, out ``[parts, M, N]``), or ``out[rows] *= alpha`` (``split="scale"``)."""
+    ``[M, rows]``, b ``[rows, N]``, out ``[parts, M, N]``), ``out[rows] *= alpha`` (``split="scale"``), or
+    the whole product in block ``block`` alone (``split="whole"``: products that run side by side)."""
 
-    __slots__ = ("a", "b", "out", "alpha", "beta", "split")
+    __slots__ = ("a", "b", "out", "alpha", "beta", "split", "block")
 
-    def __init__(self, a, b, out, alpha=1.0, beta=0.0, split="rows"):
-        self.a, self.b, self.out, self.alpha, self.beta, self.split = a, b, out, alpha, beta, split
+    def __init__(self, a, b, out, alpha=1.0, beta=0.0, split="rows", block=0):
+        self.a, self.b, self.out, self.alpha, self.beta, self.split, self.block = a, b, out, alpha, beta, split, block
 
 
 _library = None
@@ -84,7 +85,7 @@ def available():
             and _pool() is not None)
 
 
-def _fill(op, p, rows, dtype):
+def _fill(op, p, rows, parts, dtype):
     """``_Product`` fields for ``p``; False when an operand is not one CBLAS takes as it is."""
     arrays = (p.out,) if p.split == "scale" else (p.a, p.b, p.out)
     if any(type(x) is not np.ndarray or x.dtype != dtype or not x.flags.aligned for x in arrays):
@@ -92,7 +93,9 @@ def _fill(op, p, rows, dtype):
     out = p.out[0] if p.split == "sum" else p.out
     if out.ndim != 2 or not out.flags.c_contiguous or (p.split == "sum" and not p.out.flags.c_contiguous):
         return False
-    op.split = {"rows": ROWS, "sum": SUM, "scale": SCALE}[p.split]
+    op.split, op.block = SPLITS[p.split], p.block
+    if p.split == "whole" and not 0 <= p.block < parts or p.split != "whole" and rows // parts < 2:
+        return False
     op.is_double = dtype == np.float64
     op.M, op.N = out.shape
     op.ldc, op.c_part, op.c = out.shape[1], out.size, p.out.ctypes.data
@@ -107,6 +110,8 @@ def _fill(op, p, rows, dtype):
     if p.a.shape[0] != op.M or p.b.shape != (op.K, op.N):
         return False
     # A one-row or one-column product is a matrix-vector product in NumPy (gemv): not the same call.
+    if p.split == "whole":
+        return min(op.M, op.N, op.K) >= 2
     return min(op.N, op.M if p.split == "sum" else 2, op.K if p.split == "rows" else 2) >= 2 and (
         op.M == rows if p.split == "rows" else op.K == rows)
 
@@ -116,12 +121,12 @@ def run(rows, parts, products):
     thread, the others in the C threads; False (nothing done) when the products are not ones the pool runs.
     One caller at a time (``parallel.products`` holds the split region)."""
     dtype = products[0].out.dtype
-    if len(products) > _MAX_OPS or dtype not in (np.float32, np.float64) or rows // parts < 2:
+    if len(products) > _MAX_OPS or dtype not in (np.float32, np.float64):
         return False
     job = _Job(sgemm=blas.gemm_address(np.float32), dgemm=blas.gemm_address(np.float64), n_ops=len(products),
                rows=rows, parts=parts)
     for op, p in zip(job.ops, products):
-        if not _fill(op, p, rows, dtype):
+        if not _fill(op, p, rows, parts, dtype):
             return False
     pool = _pool()
     pool.ml_pool_start(parts - 1, SPIN_US * 1000)

@@ -42,7 +42,7 @@ split regions): the caller saw a block done ~12 us after it was instead of ~35 (
 started ~60-80 us after the hand-over, waiting for the GIL the caller holds while it starts its own block,
 and the step's time stayed within its noise, with more CPU time. ``benchmarks/lora_step.py`` reports a step
 after idle and steps in a run apart.) Products go further
-(``products``): ``minilora.gemm_pool`` runs a block's whole list of BLAS calls -- a LoRA layer's 3 forward
+(``products_run``): ``minilora.gemm_pool`` runs a block's whole list of BLAS calls -- a LoRA layer's 3 forward
 and 5 backward, a Linear's one -- in C threads, which meet the caller once per op, not at the GIL after
 every call (same calls, same numbers). GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
 again (helpers run their block whole), and while one thread is splitting work, another thread's
@@ -62,7 +62,7 @@ from . import blas, cpu_switches, gemm_pool
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
-           "parts_for", "products", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS"]
+           "parts_for", "products_run", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
 # of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
@@ -330,7 +330,7 @@ def parts_for(n, work_per_row):
     return 1 if pieces < 2 or _threads == 1 else min(_threads, n, pieces)
 
 
-def products(n, products, work_per_row):
+def products_run(n, products, work_per_row):
     """Run ``products`` (``gemm_pool.Product``s: BLAS calls on rows of the same ``n``-row arrays) on blocks of
     rows in ``gemm_pool``'s C threads, as ``rows`` would cut them; False (nothing done) where ``rows`` would
     run its work whole (small work, one thread, in a helper's block, while another thread's region runs),
@@ -427,7 +427,7 @@ def matmul(a, b):
         a2 = a.reshape(-1, a.shape[-1])
         out = np.empty((len(a2), b.shape[1]), dtype)
         work = product_work(b.size)
-        if not products(len(a2), [gemm_pool.Product(a2, b, out)], work):  # (mixed dtypes: declined)
+        if not products_run(len(a2), [gemm_pool.Product(a2, b, out)], work):  # (mixed dtypes: declined)
             rows(lambda a_rows, out_rows: np.matmul(a_rows, b, out=out_rows), a2, out, work_per_row=work)
         return out.reshape(a.shape[:-1] + b.shape[1:])
     if a.shape[:-2] == b.shape[:-2]:  # a stack of independent products
@@ -467,7 +467,7 @@ def matmuls(*pairs):
     return [None if pair is None else next(results) for pair in pairs]
 
 
-def input_and_weight_grads(fn, g, x, gx, w, need_w, need_b):
+def input_and_weight_grads(fn, g, x, gx, w, need_w, need_b, as_products=None):
     """A linear layer's backward with ``dX = dY W`` and ``dW = dY^T X`` computed side by side, as
     ``matmuls`` does: ``fn(g, x, gx, w, need_w, need_b)`` is the serial backward (it fills ``gx``,
     unless None, and returns ``(gw, gb)``); this calls it on pieces and returns ``(gw, gb)``.
@@ -478,6 +478,8 @@ def input_and_weight_grads(fn, g, x, gx, w, need_w, need_b):
     two threads each thread computes one whole product, and no block's ``gw`` has to be added to
     another's (``sum_over_rows`` would split both products by rows: ~5% slower on a Llama step's
     products, ``benchmarks/gemm.py``). Small work, GPU arrays and one thread: one call of ``fn``.
+    ``as_products(g, x, gx, w, gw)``: ``fn``'s products as ``gemm_pool.Product``s (``gw``: where the weight
+    gradient goes, or None), so the same calls run in gemm_pool's C threads (``_side_by_side``).
     """
     products = (gx is not None) + bool(need_w)
     work = product_work(len(g) * w.size * products)
@@ -492,6 +494,10 @@ def input_and_weight_grads(fn, g, x, gx, w, need_w, need_b):
     if need_w or need_b:
         for start, stop in _bounds(g.shape[1], blocks_each if need_w else 1):
             calls.append(functools.partial(fn, g[:, start:stop], x, None, w, need_w, need_b))
+    if as_products is not None and not need_b:
+        done = _side_by_side(as_products, g, x, gx, w, need_w, calls[:first_weight_call], blocks_each, work)
+        if done is not None:
+            return done, None
     results = [None] * len(calls)
 
     def run(some):
@@ -503,6 +509,24 @@ def input_and_weight_grads(fn, g, x, gx, w, need_w, need_b):
         return None, None
     return tuple(None if blocks[0] is None else blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
                  for blocks in zip(*parts))
+
+
+def _side_by_side(as_products, g, x, gx, w, need_w, input_calls, blocks_each, work):
+    """``input_and_weight_grads``' calls as whole products in gemm_pool's C threads, each in the block the
+    Python threads would run it in; the weight gradient, or None where the pool did not run them."""
+    gw = np.empty((g.shape[1], x.shape[1]), g.dtype) if need_w else None
+    pieces = [as_products(g[start:stop], None, gx[start:stop], w, None) for start, stop in
+              _bounds(len(g), blocks_each)] if input_calls else []
+    if need_w:
+        pieces += [as_products(g[:, start:stop], x, None, w, gw[start:stop])
+                   for start, stop in _bounds(g.shape[1], blocks_each)]
+    parts = parts_for(len(pieces), work // len(pieces))
+    for block, (start, stop) in enumerate(_bounds(len(pieces), parts)):  # as rows() cuts the list of calls
+        for piece in pieces[start:stop]:
+            for product in piece:
+                product.split, product.block = "whole", block
+    every = [product for piece in pieces for product in piece]
+    return gw if products_run(len(pieces), every, work // len(pieces)) else None
 
 
 def _bounds(n, count):

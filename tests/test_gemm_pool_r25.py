@@ -5,6 +5,7 @@ of ops/lora.py (_lora_forward_rows / _lora_backward_rows under minilora.parallel
 between. These tests hold them to that, and to the hand-over's corner cases: workers asleep after a pause,
 a thread count that changes, two Python threads at once, a forked child, the cases the pool declines.
 """
+import importlib
 import os
 import threading
 
@@ -219,3 +220,23 @@ def test_parallel_matmul_from_c_threads_is_numpys_to_the_bit(threads, dtype, mon
     assert ran == [True]
     np.testing.assert_array_equal(got, np.concatenate([blk @ w.T for blk in np.array_split(a.reshape(-1, 96), 2)]).reshape(3, 700, 130), strict=True)
     assert parallel.matmul(a.astype(np.float32), w.T.astype(np.float64)).dtype == np.float64  # mixed: NumPy's way
+
+
+@pytest.mark.parametrize("count", [2, 3, 4])
+@pytest.mark.parametrize("need", [(True, True), (True, False), (False, True)])
+def test_a_linear_backward_side_by_side_in_c_threads_is_numpys_to_the_bit(threads, monkeypatch, count, need):
+    M = importlib.import_module("minilora.ops.matmul")  # (minilora.ops.matmul is also a function)
+    threads(count)
+    rng = np.random.default_rng(11)
+    g, x, w = (rng.standard_normal(shape).astype(np.float32) for shape in ((900, 130), (900, 70), (130, 70)))
+    need_x, need_w = need
+    ran = []
+    real_run = gemm_pool.run
+    monkeypatch.setattr(gemm_pool, "run", lambda *args: ran.append(real_run(*args)) or ran[-1])
+    gx = np.empty((900, 70), np.float32) if need_x else None
+    gw, _ = parallel.input_and_weight_grads(M._linear_backward_rows, g, x, gx, w, need_w, False,
+                                            as_products=M._linear_backward_products)
+    assert ran == [True]
+    gx_numpy = np.empty((900, 70), np.float32) if need_x else None
+    gw_numpy, _ = parallel.input_and_weight_grads(M._linear_backward_rows, g, x, gx_numpy, w, need_w, False)
+    _assert_same((gx, gw), (gx_numpy, gw_numpy))

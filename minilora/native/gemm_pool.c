@@ -38,13 +38,14 @@ typedef void (*dgemm_fn)(int, int, int, int64_t, int64_t, int64_t, double, const
 enum { ROW_MAJOR = 101, NO_TRANS = 111 };
 enum { SPLIT_ROWS = 0,  /* block i computes rows [n i / parts, n (i+1) / parts) of C (rows of op(A)) */
        SPLIT_SUM = 1,   /* block i sums over k in that range into its own partial C: c + i * c_part */
-       SCALE_ROWS = 2   /* block i multiplies those rows of C by alpha (no product: M, N give C's shape) */
+       SCALE_ROWS = 2,  /* block i multiplies those rows of C by alpha (no product: M, N give C's shape) */
+       WHOLE = 3        /* the whole product, in block ``block`` only (products that run side by side) */
 };
 
 /* One product C = alpha op(A) op(B) + beta C, as CBLAS (row-major) takes it, and how blocks split it. */
 typedef struct {
     int64_t split, is_double, trans_a, trans_b;
-    int64_t M, N, K, lda, ldb, ldc, c_part;
+    int64_t M, N, K, lda, ldb, ldc, c_part, block;
     double alpha, beta;
     char *a, *b, *c;
 } ml_product;
@@ -114,7 +115,9 @@ static void run_block(const ml_job *j, int64_t part) {
     for (int64_t o = 0; o < j->n_ops; o++) {
         const ml_product *p = &j->ops[o];
         int64_t size = p->is_double ? 8 : 4;
-        if (p->split == SCALE_ROWS)
+        if (p->split == WHOLE) {
+            if (p->block == part) gemm(j, p, p->M, p->K, p->a, p->b, p->c);
+        } else if (p->split == SCALE_ROWS)
             scale_rows(p, first, last);
         else if (p->split == SPLIT_ROWS)
             gemm(j, p, last - first, p->K, a_row(p, first, size), p->b, p->c + first * p->ldc * size);

@@ -153,7 +153,7 @@ def _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
         return False
     P = gemm_pool.Product
     dropped = X if keep is None else X * keep
-    return parallel.products(len(X), [P(dropped, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)], work)
+    return parallel.products_run(len(X), [P(dropped, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)], work)
 
 
 def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work):
@@ -172,7 +172,7 @@ def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB,
         products.append(P(V.T, X if keep is None else X * keep, dA_parts, split="sum"))
     if need_dB:
         products.append(P(U.T, dY, dB_parts, split="sum"))
-    if not parallel.products(len(dY), products, work):
+    if not parallel.products_run(len(dY), products, work):
         return None
     if lora_dX is not None:
         dX += lora_dX * keep

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, bf16_products, dtypes, float32_sums, half_products, parallel
+from .. import amp as _amp, bf16_products, dtypes, float32_sums, gemm_pool, half_products, parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..factories import known_layout
@@ -171,6 +171,14 @@ def _linear_backward_rows(g, x, gx, w, need_w, need_b):
     gb = _sum_over_rows(g) if need_b else None
     # END SOLUTION
     return gw, gb
+
+
+def _linear_backward_products(g, x, gx, w, gw):
+    """``_linear_backward_rows``' products (dX = dY W into ``gx``, dW = dY^T X into ``gw``; None: not wanted) as
+    ``gemm_pool.Product``s: ``parallel.input_and_weight_grads`` runs them side by side in C threads, the same
+    CBLAS calls as the NumPy code's, so the same bits (tests/test_gemm_pool_r25.py)."""
+    return ([gemm_pool.Product(g, w, gx)] if gx is not None else []) + (
+        [gemm_pool.Product(g.T, x, gw)] if gw is not None else [])
 
 
 def _sum_over_rows(g):
@@ -397,7 +405,8 @@ class Linear(Function):
             sum_bias_in_float32, nb = nb, False
         gx = xp_of(g2).empty((g2.shape[0], w.shape[1]), g2.dtype) if nx else None
         # dX = dY W and dW = dY^T X side by side on threads, each through _linear_backward_rows
-        gw, _ = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, False)
+        gw, _ = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, False,
+                                                as_products=_linear_backward_products)
         gb = None
         if nb or sum_bias_in_float32:  # the region again, on all of dY: its sum's order is torch's over the whole
             _, gb = _linear_backward_rows(upcast(g2) if sum_bias_in_float32 else g2, None, None, w, False, True)
