@@ -46,6 +46,7 @@ input (``gelu_erf``: its AVX-512 minimax erf ported; its AVX2 formula is not), a
 (``onednn_gelu_erf_derivative``; ATen's ``aten_gelu_erf_derivative`` for the other inputs).
 Not reproduced: MKL's own errors, softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
 """
+import functools
 import contextlib
 import ctypes
 import math
@@ -341,24 +342,59 @@ def c_function2(name, x, y):
     return out
 
 
-def binary_loop(a, b, vectorized, scalar_name):
+def binary_loop(a, b, vectorized, scalar_name, step=None):
     """A torch float32 binary kernel whose vectorized lambda is SLEEF's function (``vectorized``: a stand-in of
-    the broadcast arrays) and whose scalar one is C's ``scalar_name`` (``c_function2``), on each row's tail and on
-    every element of operands strided along their innermost dim (``scalar_positions``). C order."""
+    the broadcast arrays) and whose scalar one is C's ``scalar_name`` (``c_function2``; or a NumPy function that
+    computes the same), on each row's tail and on every element of operands strided along their innermost dim
+    (``scalar_positions``; ``step``: the vectorized loop's). C order."""
     a, b = np.broadcast_arrays(np.asarray(a, _F32), np.asarray(b, _F32))
     out = np.array(vectorized(a, b), _F32, order="C")  # (a 0-d result stays 0-d)
     flat, flat_a, flat_b = out.reshape(-1), np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
-    for where in scalar_positions(a, b):
+    for where in scalar_positions(a, b, step=step or _VECTOR_STEP):
         if flat_a[where].size:
-            flat[where] = c_function2(scalar_name, flat_a[where], flat_b[where])
+            scalar = scalar_name if callable(scalar_name) else functools.partial(c_function2, scalar_name)
+            flat[where] = scalar(flat_a[where], flat_b[where])
     return out
 
 
-def atan2(a, b):
+_FMOD_STEP = 16  # fmod's kernel is REGISTER_DISPATCH'ed: AVX2's build on AVX-512 too, two vectors of 8 floats
+
+
+def fmod(a, b, step=_FMOD_STEP):
+    """torch's float32 ``fmod`` (and the fmod inside ``remainder``; its 16-bit kernels' too, on their float32
+    values with ``step=HALF_STEP``): SLEEF's ``fmodf`` in the vectorized body, C's exact ``fmodf`` in the scalar
+    tail and on strided operands (``binary_loop``). The two agree but where SLEEF's first quotient overflows."""
+    if CPU_CAPABILITY == "default":
+        with np.errstate(all="ignore"):
+            return np.fmod(np.asarray(a, _F32), np.asarray(b, _F32))
+    return binary_loop(a, b, sleef_fmod, np.fmod, step=step)  # (C's fmodf is exact: NumPy's fmod)
+
+
+def sleef_fmod(a, b):
+    """SLEEF's ``fmodf``: exact, as C's, but NaN where its first quotient overflows: it scales a subnormal
+    divisor and |a| by 2^25, takes the reciprocal of |b| rounded toward zero, and its first step's quotient
+    trunc(prev(|a|) * (1 / |b|)) (``toward0f``: one ulp toward zero) becomes inf beyond FLT_MAX -- |a| / |b| past
+    ~3.4e38 (bfloat16's fmod(239616, 7e-34); torch's NaN, C's the remainder)."""
+    a, b = np.asarray(a, _F32), np.asarray(b, _F32)
+    with np.errstate(all="ignore"):
+        exact = np.fmod(a, b)
+        nu, de = np.abs(a), np.abs(b)
+        tiny = de < _F32(np.finfo(_F32).tiny)
+        nu, de = np.where(tiny, nu * _F32(2 ** 25), nu), np.where(tiny, de * _F32(2 ** 25), de)
+        reciprocal = (1 / de.astype(_F64))
+        rde = reciprocal.astype(_F32)
+        rde = np.where(rde.astype(_F64) > reciprocal, np.nextafter(rde, _F32(0)), rde)  # (rounded toward zero)
+        first = np.trunc(np.nextafter(nu, _F32(0)) * rde)
+        overflows = np.isinf(first) & (nu >= de) & (de != 0)
+    return np.where(overflows, _F32(np.nan), exact)
+
+
+def atan2(a, b, step=None):
     """torch's float32 ``atan2``: SLEEF's ``atan2f_u10`` in the vectorized body (``sleef_atan2``; under torch's
-    "default" build C's), C's ``atan2f`` in the scalar tail and on strided operands."""
+    "default" build C's), C's ``atan2f`` in the scalar tail and on strided operands (``step``: the 16-bit kernel's
+    ``HALF_STEP``)."""
     vectorized = (lambda a, b: c_function2("atan2f", a, b)) if CPU_CAPABILITY == "default" else sleef_atan2
-    return binary_loop(a, b, vectorized, "atan2f")
+    return binary_loop(a, b, vectorized, "atan2f", step=step)
 
 
 # ---- Sleef_atan2f16_u10 (SLEEF's xatan2f_u1) ----------------------------------------------------------------
@@ -458,6 +494,8 @@ _SLEEF_IN_LOOP = {"sinh": "sinhf", "cosh": "coshf", "arctanh": "atanhf", "exp2":
 def pointwise(name, a):
     """NumPy's function ``name`` of an array as torch's kernel computes it: ``_C_EVERYWHERE``'s and
     ``_SLEEF_IN_LOOP``'s for float32 NumPy arrays, else ``vml``'s."""
+    if _is_16bit_array(a) and not (a.dtype == np.float16 and name in _NUMPY_FLOAT16):  # (torch's 16-bit kernels:
+        return pointwise(name, a.astype(_F32)).astype(a.dtype)  # its float32 lambdas on the widened values, rounded)
     if type(a) is not np.ndarray or a.dtype != _F32 or not (name in _C_EVERYWHERE or name in _SLEEF_IN_LOOP):
         return vml(name, a)
     if name in _C_EVERYWHERE:
@@ -495,10 +533,23 @@ def _in_float64(fn, a):
     return out
 
 
+# float16 functions whose torch kernel NumPy's float16 loop matches on all 65536 numbers where the float32 model
+# rounded does not: sin (torch's float16 sin is not its float32 one rounded, at +-300), arcsin (the float32 model
+# is MKL's within an ulp; rounded, 2 numbers off). Measured, torch 2.13 (tests/half_bits_sweep.py).
+_NUMPY_FLOAT16 = {"sin", "arcsin"}
+
+
+def _is_16bit_array(a):
+    """A bfloat16/float16 NumPy array (whose value torch's CPU kernels compute in float32)."""
+    return type(a) is np.ndarray and (a.dtype == np.float16 or a.dtype.name == "bfloat16")
+
+
 def vml(name, a):
     """The NumPy function ``name`` (``"exp"``, ``"tanh"``, ...) of an array as torch's MKL kernel
     gives it, as near as an open formula gets: float32 correctly rounded, other dtypes (and CuPy
     arrays) NumPy's own (MKL's float64 results are not reproduced either)."""
+    if _is_16bit_array(a) and not (a.dtype == np.float16 and name in _NUMPY_FLOAT16):  # (float16 exp(0.0073) is
+        return vml(name, a.astype(_F32)).astype(a.dtype)  # a float32 tie: rounded from float32, as torch's)
     if type(a) is not np.ndarray or a.dtype != _F32:
         return getattr(xp_of(a), name)(a)
     if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)

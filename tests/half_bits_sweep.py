@@ -19,6 +19,15 @@ in 1-28 numbers; bfloat16 fmod/remainder NaN where x / y overflows float32 in to
 numbers: torch's NaN, minilora's exact remainder), fmax/fmin of 126 of the 254 NaN patterns (torch keeps the NaN).
 Not swept: clamp/maximum/minimum/hardtanh's sign of zero (torch keeps x's -0.0 where minilora gives the bound's
 +0; maximum/minimum by loop position), float32 (where most of these ops have tests of their own).
+
+Round 25 (tests/test_half_elementwise_bits_r25.py): minilora's operands are now the same 16 bits (a signaling NaN
+too; a trip through float32 had quieted it), and the binary grid adds each dtype's edges (``special_16bit_numbers``:
++-0, +-1, +-inf, a quiet and a signaling NaN, the largest, the smallest normal, subnormals). Fixed: a 16-bit unary op
+is torch's float32 kernel rounded once (not NumPy's float16 loop, nor float64 rounded straight to 16 bits), float16
+atan2/logaddexp likewise, SLEEF's fmod NaN, fmax/fmin of a signaling NaN. Left (8 unary forms, 18 binary, 1-2
+numbers each but the sNaN ones): float16 expm1(0.0343), lgamma(2.26), logit(0.0053); bfloat16 lgamma near 4e36;
+pow(sNaN, 0) and hypot(sNaN, inf) (torch's vectorized SLEEF gives 1 and inf, minilora NaN); the sign of a zero in
+maximum/minimum (float16), fmax/fmin (bfloat16) and nextafter(-0.0, 0.0).
 """
 import argparse
 import sys
@@ -59,6 +68,24 @@ def every_16bit_number(dtype_name):
     return torch.from_numpy(bits.view(np.int16).copy()).view(getattr(torch, dtype_name))
 
 
+def special_16bit_numbers(dtype_name):
+    """The edges of a 16-bit dtype, for the binary grid: +-0, +-1, +-inf, a quiet and a signaling NaN, the largest
+    number, the smallest normal and the smallest and largest subnormal (and their negatives)."""
+    exponent_bits = 5 if dtype_name == "float16" else 8
+    mantissa = 15 - exponent_bits
+    top = ((1 << exponent_bits) - 1) << mantissa  # (inf's bits)
+    one = ((1 << (exponent_bits - 1)) - 1) << mantissa
+    patterns = [0, one, top, top | (1 << (mantissa - 1)), top | 1, top - 1, 1 << mantissa, 1, (1 << mantissa) - 1]
+    bits = np.array(patterns + [p | 0x8000 for p in patterns], np.uint16)
+    return torch.from_numpy(bits.view(np.int16).copy()).view(getattr(torch, dtype_name))
+
+
+def _as_minilora(t, dtype_name):
+    """The same 16-bit numbers, bit for bit (a signaling NaN too: a trip through float32 would quiet it)."""
+    bits = t.detach().contiguous().view(torch.int16).numpy()
+    return ml.tensor(bits.view(np.dtype(getattr(ml, dtype_name))))
+
+
 def _as_torch(t):
     array = np.ascontiguousarray(t.detach().numpy())
     if str(t.dtype) == "bfloat16":
@@ -97,7 +124,7 @@ def compare(name, where, dtype_name, x, kwargs, other=None):
             theirs = theirs_fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001  (torch refuses this dtype: minilora should too)
             theirs = e
-        mine_args = tuple(ml.tensor(a.float().numpy()).to(getattr(ml, dtype_name)) for a in args)  # (exact)
+        mine_args = tuple(_as_minilora(a, dtype_name) for a in args)
         try:
             mine = mine_fn(*mine_args, **kwargs)
         except Exception as e:  # noqa: BLE001
@@ -130,7 +157,8 @@ def main():
     for dtype_name in ("float16", "bfloat16"):
         x = every_16bit_number(dtype_name)
         if options.binary:
-            others = x[np.random.RandomState(0).choice(65536, 8, replace=False)]
+            others = torch.cat([x[np.random.RandomState(0).choice(65536, 8, replace=False)],
+                                special_16bit_numbers(dtype_name)])
             for name in BINARY:
                 if only and name not in only:
                     continue

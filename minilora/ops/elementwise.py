@@ -1592,7 +1592,32 @@ def _nan_ignoring(name, input, other, larger):
     a, b = _promoted(input, other)
     keeps_input = (a >= b if larger else a <= b) | isnan(b)
     out = saves_as_torch(where(keeps_input, a, b), a, b)  # torch's fmax/fmin keep both
+    signaling = _signaling_nan(a._array) | _signaling_nan(b._array)
+    if signaling is not False and signaling.any():
+        out._array[np.broadcast_to(signaling, out.shape)] = np.nan
     return name_node(out, f"{name.capitalize()}Backward0", graph=(input, other))
+
+
+_QUIET_BIT = {np.dtype(np.float32): (np.uint32, 0x7F800000, 0x00400000),
+              np.dtype(np.float64): (np.uint64, 0x7FF0000000000000, 0x0008000000000000)}
+
+
+def _signaling_nan(array):
+    """Where ``array`` holds a signaling NaN (exponent all ones, quiet bit clear, some payload), or False: C's
+    fmax/fmin, which torch's kernels call on float32, float64 and bfloat16 (widened by a shift, which keeps the
+    NaN signaling), answer NaN for one, not the other operand (IEEE 754-2008's maxNum). float16's conversion
+    (F16C) quiets it: there fmax(sNaN, y) is y. (Measured against torch 2.13, every bfloat16 NaN pattern.)"""
+    if type(array) is not np.ndarray or not array.size:
+        return False
+    if is_bfloat16(array.dtype):
+        bits, exponent, quiet = array.view(np.uint16), 0x7F80, 0x0040
+    elif array.dtype in _QUIET_BIT:
+        kind, exponent, quiet = _QUIET_BIT[array.dtype]
+        bits = array.view(kind)
+    else:
+        return False
+    word = bits.dtype.type
+    return ((bits & word(exponent)) == exponent) & ((bits & word(quiet)) == 0) & ((bits & word(quiet - 1)) != 0)
 
 
 class Clamp(Function):
@@ -1824,9 +1849,14 @@ class Remainder(Function):
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
         if xp.result_type(a, b).kind in "iu":
             _refuse_integer_zero_division(xp, a, b)
-        elif cls.remainder == "mod":  # floats: torch's rule, fmod moved to the divisor's side; a zero
-            mod = xp.fmod(a, b)  # keeps a's sign (NumPy's remainder gives it b's: -0.0 % 1 is 0.0)
-            return xp.where((mod != 0) & ((xp.asarray(b) < 0) != (mod < 0)), mod + b, mod)
+        else:  # (16-bit floats: in float32, rounded once, as torch's kernels)
+            dtype = xp.result_type(*(v for v in (a, b) if hasattr(v, "dtype")))  # (_promoted: the tensor's dtype)
+            a, b = (upcast(xp.asarray(v, dtype)) for v in (a, b))  # (a number: in the dtype first, as torch's)
+            mod = _float_fmod(xp, a, b, sixteen_bit=_is_16bit_dtype(dtype))
+            if cls.remainder == "mod":  # torch's rule: fmod moved to the divisor's side; a zero keeps a's sign
+                # (NumPy's remainder gives it b's: -0.0 % 1 is 0.0)
+                mod = xp.where((mod != 0) & ((xp.asarray(b) < 0) != (mod < 0)), mod + b, mod)
+            return mod.astype(dtype)
         return getattr(xp, cls.remainder)(a, b)
 
     @classmethod
@@ -1844,6 +1874,17 @@ class Remainder(Function):
         return (unbroadcast(g, ctx.shapes[0]) if na else None,
                 unbroadcast((-g * quotient).astype(g.dtype), ctx.shapes[1]) if nb else None)  # (torch sums
     # its 16-bit product over broadcast dims, as a 16-bit gradient is summed)
+
+
+def _float_fmod(xp, a, b, sixteen_bit=False):
+    """``fmod(a, b)`` of floating arrays (16-bit ones given as float32: ``sixteen_bit``) as torch's CPU kernel:
+    float32 by ``float32_math.fmod`` (SLEEF's in the vectorized body: NaN where its first quotient overflows,
+    ``HALF_STEP`` elements a step for a 16-bit kernel), float64 and other devices exactly."""
+    with np.errstate(all="ignore"):
+        if xp is not np or xp.result_type(a, b) != float32:
+            return xp.fmod(a, b)
+        step = float32_math.HALF_STEP if sixteen_bit else float32_math._FMOD_STEP
+        return float32_math.fmod(a, b, step=step)
 
 
 def _rounded_quotient_16bit(xp, a, b, rounding, dtype):
@@ -2772,7 +2813,9 @@ class Atan2(Function):
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
         if _numpy_float32(a) and _numpy_float32(b):  # (torch's loop: SLEEF's in vectors, C's atan2f otherwise)
             return float32_math.atan2(a, b)
-        return xp_of(a if hasattr(a, "shape") else b).arctan2(a, b)
+        if all(type(v) is np.ndarray and _is_16bit_dtype(v.dtype) for v in (a, b)) and a.dtype == b.dtype:
+            return float32_math.atan2(upcast(a), upcast(b), step=float32_math.HALF_STEP).astype(a.dtype)  # (in
+        return xp_of(a if hasattr(a, "shape") else b).arctan2(a, b)  # float32, as its 16-bit kernel, rounded once)
 
     @staticmethod
     def backward(ctx, g):
@@ -2816,6 +2859,8 @@ class LogAddExp(Function):
             return complex_logaddexp(xp, a, b)
         if xp is np and a.dtype == float32 and b.dtype == float32:  # (any layout: float32_math's loop model)
             return float32_math.logaddexp(a, b)  # (torch's SLEEF formula, bit for bit)
+        if xp is np and _is_16bit_dtype(a.dtype) and a.dtype == b.dtype:  # (its 16-bit kernel: the float32
+            return float32_math.logaddexp(upcast(a), upcast(b)).astype(a.dtype)  # formula, rounded once)
         if xp is np and a.dtype == np.float64 and b.dtype == np.float64:  # (C's functions where torch's loop
             return float32_math.logaddexp64(a, b)  # calls them)
         return xp.logaddexp(a, b)
