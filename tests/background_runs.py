@@ -62,6 +62,7 @@ class BackgroundRuns:
         self._order = itertools.count()
         self._wakeup = threading.Condition()
         self._closing = False
+        self._held = False  # (``held``)
         self._helper = None
         self._runs = {}  # key -> (future, call)
         self._taken = {}  # key -> the future of a run a test took over (its own future cancelled for the helper)
@@ -95,6 +96,20 @@ class BackgroundRuns:
         if self._helper is None:
             self._helper = threading.Thread(target=self._help, name="background-run", daemon=True)
             self._helper.start()
+
+    @contextlib.contextmanager
+    def held(self):
+        """The helper takes no new run meanwhile (the one it runs goes on): ``start_all`` queues the session's runs
+        with the helper already busy (``start_warming``), and a ``last`` run must not start before a regular one
+        queued after it."""
+        with self._wakeup:
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._wakeup:
+                self._held = False
+                self._wakeup.notify()
 
     def __contains__(self, key):
         return key in self._runs
@@ -132,7 +147,7 @@ class BackgroundRuns:
         """The helper thread: the queued runs one at a time, skipping those a test took over (cancelled)."""
         while True:
             with self._wakeup:
-                while not self._queue and not self._closing:
+                while (not self._queue or self._held) and not self._closing:
                     self._wakeup.wait()
                 if self._closing:
                     return
@@ -210,6 +225,12 @@ def start_all(session, runs):
     all, where the tests use the CUDA emulator, ``warm_emulator_cache``."""
     if session.config.option.collectonly:
         return
+    with runs.held():
+        _submit_all(session, runs)
+    runs.start()
+
+
+def _submit_all(session, runs):
     if _builds_kernels(session.items):
         runs.submit("emulator cache", "background_runs", "warm_emulator_cache")
     if _launches_project_kernels(session.items) and not _an_exercise_check():
@@ -225,7 +246,29 @@ def start_all(session, runs):
                         module.EMULATOR_BUILDS)
         if hasattr(module, "start_background_runs"):
             module.start_background_runs(session.items, runs)
-    runs.start()
+
+
+def start_warming(config, runs):
+    """Start building the emulator's runtime and minilora's kernels (``warm_emulator_cache``, ``warm_project_kernels``)
+    at ``pytest_configure``, before the tests are collected, when the session runs every test of this folder (CI's
+    ``python -m pytest -q tests``): collecting ~37,000 tests kept CI's main process ~30 s, the helper's core idle, and
+    every run behind these builds started that much later (the main process waited 34 s for three of them). A session
+    of a few files or a selection (-k, -m) waits for its collection, as before: it may launch no kernel at all."""
+    if _runs_every_test(config) and not _an_exercise_check():
+        runs.submit("emulator cache", "background_runs", "warm_emulator_cache")
+        runs.submit("kernels/*.cu builds", "background_runs", "warm_project_kernels")
+        runs.start()
+
+
+def _runs_every_test(config):
+    """Whether the session collects every test of this folder, unselected: it names it, or a folder above it."""
+    option = config.option
+    if option.collectonly or option.keyword or option.markexpr or getattr(option, "lf", False) \
+            or getattr(option, "deselect", None):
+        return False
+    here = config.invocation_params.dir
+    named = [(here / str(arg).split("::")[0]).resolve() for arg in config.args]
+    return any(folder.is_dir() and (folder == HERE or folder in HERE.parents) for folder in named)
 
 
 def _an_exercise_check():

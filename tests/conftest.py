@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minilora as ml
-from background_runs import BackgroundRuns, start_all
+from background_runs import BackgroundRuns, start_all, start_warming
 from minilora.device import all_devices
 
 os.environ.setdefault("MINILORA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache"))
@@ -45,6 +45,7 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", r"ignore:(divide by zero|invalid value|overflow|underflow) "
                                               r"encountered:RuntimeWarning:minilora\.")
     config.stash[BACKGROUND] = BackgroundRuns()
+    start_warming(config, config.stash[BACKGROUND])
 
 
 # Runs in processes of their own (notebooks, exercise checks) go on one helper thread as soon as the tests are

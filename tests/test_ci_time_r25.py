@@ -6,9 +6,12 @@
   torch took longer than a 60 s wall-clock limit without being stuck, and the test failed for nothing.
 * ``minilora exercises check``'s pytest sessions (test_exercises.py: one per exercise, on CI's helper core, which
   the main process waited for) do not warm every kernel build of their copy (``background_runs.start_all``).
+* A session of every test starts the kernel builds before collecting (``background_runs.start_warming``).
 """
 import ast
+import contextlib
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -59,6 +62,10 @@ class _Recorder:
     def start(self):
         pass
 
+    @contextlib.contextmanager
+    def held(self):
+        yield
+
 
 def _submitted_for_a_kernel_test(monkeypatch, environ):
     item = types.SimpleNamespace(fixturenames=("kernel_device",), module=None)
@@ -78,3 +85,46 @@ def test_an_exercise_check_session_does_not_warm_every_kernel_build(monkeypatch,
     assert "kernels/*.cu builds" in _submitted_for_a_kernel_test(monkeypatch, {})  # a test session: warmed
     keys = _submitted_for_a_kernel_test(monkeypatch, {exercises.REPORT_ENV: str(tmp_path / "report.json")})
     assert "kernels/*.cu builds" not in keys and "emulator cache" in keys  # (the runtime's builds are shared)
+
+
+def _config(*args, **options):
+    option = types.SimpleNamespace(**{"collectonly": False, "keyword": "", "markexpr": "", **options})
+    return types.SimpleNamespace(args=list(args), option=option,
+                                 invocation_params=types.SimpleNamespace(dir=TESTS.parent))
+
+
+def test_the_kernel_builds_start_before_collection_when_every_test_runs(monkeypatch):
+    """CI collects ~37,000 tests in ~30 s of its main process; the helper's core builds meanwhile."""
+    monkeypatch.delenv(exercises.REPORT_ENV, raising=False)
+    started = {}
+    for args, options in [(("tests",), {}), ((str(TESTS),), {}), ((".",), {}), (("tests/test_ops.py",), {}),
+                          (("tests/test_ops.py::test_add", "tests"), {}), (("tests",), {"keyword": "lora"}),
+                          (("tests",), {"markexpr": "ex1_1"}), (("tests",), {"collectonly": True})]:
+        runs = _Recorder()
+        background_runs.start_warming(_config(*args, **options), runs)
+        started[args, tuple(options)] = runs.keys
+    every = ["emulator cache", "kernels/*.cu builds"]
+    assert started == {(("tests",), ()): every, ((str(TESTS),), ()): every, ((".",), ()): every,
+                       (("tests/test_ops.py",), ()): [], (("tests/test_ops.py::test_add", "tests"), ()): every,
+                       (("tests",), ("keyword",)): [], (("tests",), ("markexpr",)): [],
+                       (("tests",), ("collectonly",)): []}
+
+
+def test_a_last_run_waits_for_the_regular_runs_queued_while_the_helper_is_held(monkeypatch):
+    """``start_all`` queues the session's runs with the helper already busy: none starts before all are queued."""
+    monkeypatch.delenv("MINILORA_BACKGROUND_LOG", raising=False)  # (these runs are no session's)
+    runs = background_runs.BackgroundRuns()
+    ran = []
+    monkeypatch.setattr(runs, "_call", lambda module_name, function_name, args: ran.append(function_name))
+    try:
+        with runs.held():
+            runs.start()
+            runs.submit("late", "m", "late", last=True)
+            time.sleep(0.2)  # (the helper, not held, took it here)
+            runs.submit("early", "m", "early")
+        deadline = time.monotonic() + 60
+        while len(ran) < 2 and time.monotonic() < deadline:  # (the helper's order: no test takes a run over)
+            time.sleep(0.01)
+        assert ran == ["early", "late"]
+    finally:
+        runs.close()
