@@ -29,13 +29,15 @@ products of +-2^40 among ones: which ones survive says where the two partial sum
 
     k in tiles of 32:   in each tile the even k summed in order from zero, the odd k likewise, apart;
                         the tile's sum is even + odd, added to the running sum (from zero): no blocks of k
+    k not a multiple    ceil(k / 32) equal tiles where they can be equal and even, up to 4 (``tile_k``:
+    of 32:              48 = 24 + 24, 90 = 3 x 30), else 32s and a shorter last tile (34, 62, 88, 100)
 
 and the tile unit flushes: a bfloat16 input below 2^-126 counts as zero, and every sum (each step of a chain, the
 tile's even + odd, the running sum) that falls below 2^-126 becomes a zero of its sign. Bit for bit on 1-33 rows,
 k = 8..4096 and every layout linear, matmul, bmm and their gradients call (``tests/test_intel_bits_r24.py``), with
-two exceptions measured and not modelled: a k that is not a multiple of 32 on some shapes (k = 130: [33, 130] @ [130, n]
-for every n tried, [8, 130] @ [130, 16]; planted operands only, ~13% of them: where the tail meets the tiles is
-oneDNN's blocking by shape), and a product of one column (torch's matrix-vector kernel, not oneDNN: the float32 sum
+two exceptions measured and not modelled: a k past 128 that splits into 5 or more equal even tiles, on some shapes
+(k = 130 as 5 x 26, 196 as 7 x 28: oneDNN takes those for up to 80 columns, and for 33 or 48 rows, else 32s; the
+32s are modelled; round 24 saw it as [33, 130] @ [130, n] and [8, 130] @ [130, 16] off), and a product of one column (torch's matrix-vector kernel, not oneDNN: the float32 sum
 stands there, ~40% of planted operands off; random ones round to the same bfloat16); a bmm of small matrices (k = 12,
 4 x 12 x 8 each) is neither the tile order nor ATen's loop (9% of planted outputs off with the tiles). A product of at most 16^3 multiply-adds is
 ATen's own loops there (torch's cpublas hands only larger ones to oneDNN): ``half_products.aten_loop``. It runs
@@ -47,7 +49,7 @@ import numpy as np
 
 from . import dtypes, float32_math, native, parallel
 
-__all__ = ["applies", "matmul", "k_blocks", "ORDER"]
+__all__ = ["applies", "matmul", "k_blocks", "tile_k", "ORDER"]
 
 
 def _cpu_features():
@@ -150,14 +152,15 @@ def _tiles_matrix(a, b, batch=1):
         return half_products.aten_loop(a, b)
     a, b = np.ascontiguousarray(_flushed(a)), np.ascontiguousarray(_flushed(b))
     out = np.empty((m, n), np.float32)
+    tile = tile_k(k)
     library = float32_math._native_library()
     if library is None:
-        parallel.rows(lambda rows, out_rows: _tiles_in_numpy(rows, b, out_rows), a, out, work_per_row=k * n)
+        parallel.rows(lambda rows, out_rows: _tiles_in_numpy(rows, b, out_rows, tile), a, out, work_per_row=k * n)
         return out
 
     def compiled(rows, out_rows):
         chains = np.empty(2 * n, np.float32)
-        library.ml_amx_tile_products(*map(native.address, (rows, b, out_rows, chains)), rows.shape[0], k, n)
+        library.ml_amx_tile_products(*map(native.address, (rows, b, out_rows, chains)), rows.shape[0], k, n, tile)
     parallel.rows(compiled, a, out, work_per_row=k * n)
     return out
 
@@ -177,6 +180,20 @@ def _pairs_in_numpy(a, b, out, rows):
 
 
 _TILE_K = 32  # bfloat16 k a tdpbf16ps takes (64 bytes of a tile row: 16 pairs)
+
+
+def tile_k(k):
+    """The k of each of oneDNN's AMX tiles for a product over ``k``: 32, but where k is no multiple of 32 and its
+    ceil(k / 32) tiles can be equal and even, up to 4 of them (k <= 128), those: k = 48 runs 24 + 24, 40 runs
+    20 + 20, 90 runs 30 + 30 + 30; k = 34, 62, 88 or 100 (odd or unequal shares) run 32s and a tail. Found with
+    planted operands, [2-96 rows, k, 16-256 columns], torch 2.13 on the Intel Xeon. (Past 128 -- k = 130 as 5 x
+    26, 196 as 7 x 28 -- oneDNN picks the equal tiles or the 32s by the product's shape: up to 80 columns the
+    equal ones, for 33 or 48 rows too; not modelled: 32s.)"""
+    if k % _TILE_K == 0:
+        return _TILE_K
+    tiles = -(-k // _TILE_K)
+    share = k // tiles
+    return share if tiles <= 4 and share * tiles == k and share % 2 == 0 else _TILE_K
 _SMALLEST_NORMAL = np.float32(np.finfo(np.float32).tiny)
 
 
@@ -188,13 +205,14 @@ def _flushed(x):
     return x
 
 
-def _tiles_in_numpy(a, b, out):
-    """The sums of ``a @ b`` into ``out`` in AMX's tile order: per 32 k, the even k and the odd k in two chains from
-    zero, their sum added to the running one; every sum flushed below 2^-126, subnormal inputs read as zeros."""
+def _tiles_in_numpy(a, b, out, tile=_TILE_K):
+    """The sums of ``a @ b`` into ``out`` in AMX's tile order: per ``tile`` k (``tile_k``), the even k and the odd k
+    in two chains from zero, their sum added to the running one; every sum flushed below 2^-126, subnormal inputs
+    read as zeros."""
     a, b = _flushed(a), _flushed(b)
     out[...] = 0
-    for start in range(0, a.shape[1], _TILE_K):
+    for start in range(0, a.shape[1], tile):
         chains = [np.zeros_like(out), np.zeros_like(out)]
-        for k in range(start, min(a.shape[1], start + _TILE_K)):
+        for k in range(start, min(a.shape[1], start + tile)):
             chains[k % 2] = _flushed(chains[k % 2] + a[:, k, None] * b[k])
         out[...] = _flushed(out + _flushed(chains[0] + chains[1]))

@@ -127,7 +127,7 @@ _NATIVE_SIGNATURES = {
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
     "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
-    "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
+    "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
     "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffi"}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int}  # (the others return nothing)
 

@@ -741,7 +741,7 @@ void ml_bf16_pair_products(const float *restrict a, const float *restrict b, flo
    loops run over a row of b, so GCC vectorizes them; the additions are the models' own, in their order.
    ml_sequential_products (half_products.onednn_blocks, float16 on AVX512-FP16): k after k from zero in blocks of
    `block`, the blocks' sums added in order.
-   ml_amx_tile_products (bf16_products' AMX order): per 32 k the even k and the odd k in two chains from zero, their
+   ml_amx_tile_products (bf16_products' AMX order): per tile of k (32, or bf16_products.tile_k's) the even k and the odd k in two chains from zero, their
    sum added to the running one; every sum below 2^-126 a zero of its sign (the tile unit's flush; the caller
    flushes subnormal inputs). `part` holds 2 n floats there. */
 static inline float ml_flush(float x) { return fabsf(x) < FLT_MIN ? x * 0.0f : x; }
@@ -766,13 +766,13 @@ void ml_sequential_products(const float *restrict a, const float *restrict b, fl
 }
 
 void ml_amx_tile_products(const float *restrict a, const float *restrict b, float *restrict c, float *restrict part,
-                          size_t m, size_t k, size_t n) {
+                          size_t m, size_t k, size_t n, size_t tile) {
     float *restrict even = part, *restrict odd = part + n;
     for (size_t i = 0; i < m; i++) {
         float *restrict row = c + i * n;
         for (size_t j = 0; j < n; j++) row[j] = 0.0f;
-        for (size_t lo = 0; lo < k; lo += 32) {
-            size_t hi = lo + 32 < k ? lo + 32 : k;
+        for (size_t lo = 0; lo < k; lo += tile) {  /* (tile: bf16_products.tile_k, an even k per tile) */
+            size_t hi = lo + tile < k ? lo + tile : k;
             for (size_t j = 0; j < n; j++) even[j] = odd[j] = 0.0f;
             for (size_t kk = lo; kk < hi; kk++) {
                 const float x = a[i * k + kk];
