@@ -28,7 +28,7 @@ from . import blas, native
 
 __all__ = ["Product", "run", "available", "SPIN_US"]
 
-SPLITS = {"rows": 0, "sum": 1, "scale": 2, "whole": 3}  # gemm_pool.c's SPLIT_ROWS, SPLIT_SUM, SCALE_ROWS, WHOLE
+SPLITS = {"rows": 0, "sum": 1, "scale": 2, "whole": 3, "add": 4, "multiply": 5}  # gemm_pool.c's kinds
 # How long a worker spins for the next job before it sleeps. Between the LoRA layers of one transformer
 # block come ~20-200 us of other ops; a sleeping worker takes ~30-50 us to wake (KVM guest).
 SPIN_US = 200
@@ -52,8 +52,9 @@ class _Job(ctypes.Structure):
 class Product:
     """One step of a block: ``out = alpha * a @ b + beta * out`` (``split="rows"``: a's and out's rows are
     the block's), the block's share of a sum over rows into ``out[block]`` (``split="sum"``: a is
-    ``[M, rows]``, b ``[rows, N]``, out ``[parts, M, N]``), ``out[rows] *= alpha`` (``split="scale"``), or
-    the whole product in block ``block`` alone (``split="whole"``: products that run side by side)."""
+    ``[M, rows]``, b ``[rows, N]``, out ``[parts, M, N]``), ``out[rows] *= alpha`` (``split="scale"``),
+    the whole product in block ``block`` alone (``split="whole"``: products that run side by side), or no
+    product: ``out = a + b`` / ``a * b`` on the block's elements of flat arrays (``split="add"``, ``"multiply"``)."""
 
     __slots__ = ("a", "b", "out", "alpha", "beta", "split", "block")
 
@@ -90,6 +91,13 @@ def _fill(op, p, rows, parts, dtype):
     arrays = (p.out,) if p.split == "scale" else (p.a, p.b, p.out)
     if any(type(x) is not np.ndarray or x.dtype != dtype or not x.flags.aligned for x in arrays):
         return False
+    if p.split in ("add", "multiply"):  # flat arrays of ``rows`` elements
+        if not (p.a.ndim == p.b.ndim == p.out.ndim == 1 and p.a.size == p.b.size == p.out.size == rows
+                and all(x.flags.c_contiguous for x in arrays)) or np.may_share_memory(p.out, p.a):
+            return False
+        op.split, op.is_double = SPLITS[p.split], dtype == np.float64
+        op.a, op.b, op.c = p.a.ctypes.data, p.b.ctypes.data, p.out.ctypes.data
+        return not np.may_share_memory(p.out, p.b)
     out = p.out[0] if p.split == "sum" else p.out
     if out.ndim != 2 or not out.flags.c_contiguous or (p.split == "sum" and not p.out.flags.c_contiguous):
         return False

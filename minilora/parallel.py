@@ -62,7 +62,7 @@ from . import blas, cpu_switches, gemm_pool
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
-           "parts_for", "products_run", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS"]
+           "parts_for", "products_run", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS", "C_PASS_FROM"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
 # of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
@@ -88,6 +88,12 @@ SPLIT_SLICE = 262144
 # (1M; read at each call, as MIN_ITEMS is): a Llama step's residual adds and gradient sums of [1024, 256]
 # (25 in a LoRA step at d=256) run whole.
 SINGLE_PASS = 16
+# In gemm_pool's C threads a hand-over costs microseconds, not the ~100 us of a Python helper's, so float32
+# and float64 adds and multiplies go there from C_PASS_FROM elements (a [1024, 256] activation: a Llama step's
+# residual adds and gradient sums). Measured on 2 vCPUs of an Intel Xeon (KVM, real-time priority, medians,
+# arrays in cache / not): 256K elements 87 / 116 us in the C threads, 126 / 142 whole; 704K 282 / 286 vs
+# 325 / 331; 1M 361 vs 466-481 (a Python helper's split: 467). 128K: 42-65 vs 41-71, no gain.
+C_PASS_FROM = 262144
 
 
 class _Helper:
@@ -540,18 +546,23 @@ def _elementwise(ufunc, a, b):
     """``ufunc(a, b)`` on flat blocks in parallel, for two large C-contiguous NumPy arrays of one
     shape; ``None`` for anything else (small, broadcasting, strided or GPU arrays: the caller
     computes those whole). The cheap checks come first: the autograd engine calls this per gradient."""
-    if (type(a) is not np.ndarray or a.size < SINGLE_PASS * MIN_ITEMS or type(b) is not np.ndarray
-            or a.shape != b.shape or not (a.flags.c_contiguous and b.flags.c_contiguous)):
+    if (type(a) is not np.ndarray or a.size < C_PASS_FROM or type(b) is not np.ndarray
+            or a.shape != b.shape or not (a.flags.c_contiguous and b.flags.c_contiguous)
+            or (a.size < SINGLE_PASS * MIN_ITEMS and not gemm_pool.available())):
         return None
     out = np.empty(a.shape, np.result_type(a, b))
-    rows(lambda x, y, o: ufunc(x, y, out=o), a.reshape(-1), b.reshape(-1), out.reshape(-1),
-         work_per_row=1)
+    flat = (a.reshape(-1), b.reshape(-1), out.reshape(-1))
+    if products_run(a.size, [gemm_pool.Product(*flat, split=ufunc.__name__)], work_per_row=MIN_ITEMS):
+        return out  # (in gemm_pool's C threads: a hand-over of microseconds)
+    if a.size < SINGLE_PASS * MIN_ITEMS:
+        return ufunc(a, b, out=out)  # (whole: a Python helper's hand-over costs more than it saves)
+    rows(lambda x, y, o: ufunc(x, y, out=o), *flat, work_per_row=1)
     return out
 
 
 def add(a, b):
     """``a + b``, split across threads when both are large arrays of the same shape."""
-    if getattr(a, "size", 0) < SINGLE_PASS * MIN_ITEMS:  # (small, the common case of an op's call: no second call)
+    if getattr(a, "size", 0) < C_PASS_FROM:  # (small, the common case of an op's call: no second call)
         return a + b
     out = _elementwise(np.add, a, b)
     return a + b if out is None else out
@@ -559,7 +570,7 @@ def add(a, b):
 
 def multiply(a, b):
     """``a * b``, split across threads when both are large arrays of the same shape."""
-    if getattr(a, "size", 0) < SINGLE_PASS * MIN_ITEMS:
+    if getattr(a, "size", 0) < C_PASS_FROM:
         return a * b
     out = _elementwise(np.multiply, a, b)
     return a * b if out is None else out

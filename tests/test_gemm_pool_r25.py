@@ -240,3 +240,23 @@ def test_a_linear_backward_side_by_side_in_c_threads_is_numpys_to_the_bit(thread
     gx_numpy = np.empty((900, 70), np.float32) if need_x else None
     gw_numpy, _ = parallel.input_and_weight_grads(M._linear_backward_rows, g, x, gx_numpy, w, need_w, False)
     _assert_same((gx, gw), (gx_numpy, gw_numpy))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["add", "multiply"])
+def test_large_adds_and_multiplies_in_c_threads_are_numpys_to_the_bit(threads, monkeypatch, dtype, name):
+    threads(2)
+    rng = np.random.default_rng(12)
+    n = parallel.C_PASS_FROM + 1001
+    a, b = (rng.standard_normal(n).astype(dtype) * np.exp(rng.uniform(-60, 60, n)).astype(dtype) for _ in range(2))
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, np.finfo(dtype).tiny / 4, np.finfo(dtype).max], dtype)
+    a[:7], b[:7], b[7:14] = specials, specials[::-1], specials  # NaN, infinities, signed zeros, subnormals, overflow
+    ran = []
+    real_run = gemm_pool.run
+    monkeypatch.setattr(gemm_pool, "run", lambda *args: ran.append(real_run(*args)) or ran[-1])
+    got = getattr(parallel, name)(a, b)
+    assert ran == [True]
+    np.testing.assert_array_equal(got, getattr(np, name)(a, b), strict=True)
+    assert np.array_equal(np.signbit(got), np.signbit(getattr(np, name)(a, b)))
+    mixed = getattr(parallel, name)(a.astype(np.float32), b.astype(np.float64))  # another dtype out: NumPy's way
+    np.testing.assert_array_equal(mixed, getattr(np, name)(a.astype(np.float32), b.astype(np.float64)), strict=True)

@@ -7,7 +7,7 @@
  * took ~420 us, not ~290). A LoRA layer's block is 3 products forward and 5 backward, so its threads
  * meet at the GIL several times per block.
  *
- * Here the whole block -- its list of products -- runs in C. ``ml_pool_run`` is called through ctypes
+ * Here the whole block -- its list of products (or a large elementwise add) -- runs in C. ``ml_pool_run`` is called through ctypes
  * (which gives the GIL up once for the whole call); the calling thread runs block 0 and each worker
  * thread its own block. Workers spin on a counter for a while after a job (``spin_ns``) before they
  * sleep, as OpenMP's workers do in PyTorch: the next layer's job usually comes within that time, and a
@@ -39,7 +39,9 @@ enum { ROW_MAJOR = 101, NO_TRANS = 111 };
 enum { SPLIT_ROWS = 0,  /* block i computes rows [n i / parts, n (i+1) / parts) of C (rows of op(A)) */
        SPLIT_SUM = 1,   /* block i sums over k in that range into its own partial C: c + i * c_part */
        SCALE_ROWS = 2,  /* block i multiplies those rows of C by alpha (no product: M, N give C's shape) */
-       WHOLE = 3        /* the whole product, in block ``block`` only (products that run side by side) */
+       WHOLE = 3,       /* the whole product, in block ``block`` only (products that run side by side) */
+       ADD_ROWS = 4,    /* c = a + b over block i's elements of flat arrays (no product) */
+       MULTIPLY_ROWS = 5  /* c = a * b, likewise */
 };
 
 /* One product C = alpha op(A) op(B) + beta C, as CBLAS (row-major) takes it, and how blocks split it. */
@@ -96,6 +98,20 @@ static void gemm(const ml_job *j, const ml_product *p, int64_t M, int64_t K, con
                              b, p->ldb, (float)p->beta, c, p->ldc);
 }
 
+/* NumPy's add / multiply of two flat arrays, on elements [first, last): IEEE operations, the same numbers. */
+static void elementwise(const ml_product *p, int64_t first, int64_t last) {
+    int add = p->split == ADD_ROWS;
+    if (p->is_double) {
+        const double *a = (const double *)p->a, *b = (const double *)p->b;
+        double *c = (double *)p->c;
+        for (int64_t i = first; i < last; i++) c[i] = add ? a[i] + b[i] : a[i] * b[i];
+    } else {
+        const float *a = (const float *)p->a, *b = (const float *)p->b;
+        float *c = (float *)p->c;
+        for (int64_t i = first; i < last; i++) c[i] = add ? a[i] + b[i] : a[i] * b[i];
+    }
+}
+
 static void scale_rows(const ml_product *p, int64_t first, int64_t last) {
     for (int64_t i = first; i < last; i++) {
         if (p->is_double) {
@@ -117,7 +133,9 @@ static void run_block(const ml_job *j, int64_t part) {
         int64_t size = p->is_double ? 8 : 4;
         if (p->split == WHOLE) {
             if (p->block == part) gemm(j, p, p->M, p->K, p->a, p->b, p->c);
-        } else if (p->split == SCALE_ROWS)
+        } else if (p->split == ADD_ROWS || p->split == MULTIPLY_ROWS)
+            elementwise(p, first, last);
+        else if (p->split == SCALE_ROWS)
             scale_rows(p, first, last);
         else if (p->split == SPLIT_ROWS)
             gemm(j, p, last - first, p->K, a_row(p, first, size), p->b, p->c + first * p->ldc * size);
