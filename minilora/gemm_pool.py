@@ -3,21 +3,25 @@
 ``minilora.parallel`` splits an op's rows between Python threads; each thread's NumPy calls give the GIL
 up while they compute and take it back after. A LoRA layer's block makes 3 BLAS calls forward and 5
 backward, and each time a thread wants the GIL back while the other holds it, it sleeps and is woken:
-~50 us a time on a 2-vCPU KVM guest, where a block computes for 300-1500 us. ``native/gemm_pool.c``
-holds the same products as a list and runs the whole list on each block in C threads that never touch
-Python (and spin briefly between jobs, as PyTorch's OpenMP workers do), so the threads meet once per
-layer instead of several times per block.
+~50 us a time on a 2-vCPU KVM guest, where a block computes for 300-1500 us; handing a block to a
+sleeping Python helper and getting it back costs ~100 us more (2 vCPUs of an Intel Xeon: a region of two
+280 us products took ~420 us). ``native/gemm_pool.c`` holds the same products as a list and runs the whole
+list on each block in C threads that never touch Python (and spin ~0.2 ms for the next job before they
+sleep, as PyTorch's OpenMP workers do), so the threads meet once per layer, within microseconds.
 
     P = gemm_pool.Product
     done = parallel.products_run(len(X), [P(X, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)],
-                             work_per_row=parallel.product_work(W0.size))
+                                 work_per_row=parallel.product_work(W0.size))
 
-``parallel.products`` decides whether to split (as ``parallel.rows`` does) and calls ``run`` here, which
-returns False when it did nothing -- no compiler (``MINILORA_NATIVE=0``), ``MINILORA_GEMM_POOL=0``, an
-operand BLAS cannot take as it is (a strided view, a dtype other than float32/64, a one-column product,
-which NumPy computes as a matrix-vector product) -- and the caller runs its NumPy code, which computes the
-same numbers: each product is the CBLAS call ``np.matmul`` / ``blas.gemm`` makes on the same block of rows
-(same shapes, strides and order), so the results agree to the bit (tests/test_gemm_pool_r25.py).
+Its users: a LoRA layer's forward and backward (``ops/lora.py``), a Linear's forward (``parallel.matmul``)
+and backward (``parallel.input_and_weight_grads``: dX and dW side by side, ``split="whole"``), and large
+adds and multiplies (``parallel.add``: the autograd engine's gradient sums). ``parallel.products_run``
+decides whether to split (as ``parallel.rows`` does) and calls ``run`` here, which returns False when it
+did nothing -- no compiler (``MINILORA_NATIVE=0``), ``MINILORA_GEMM_POOL=0``, an operand BLAS cannot take
+as it is (a strided view, a dtype other than float32/64, a one-column product, which NumPy computes as a
+matrix-vector product) -- and the caller runs its NumPy code, which computes the same numbers: each
+product is the CBLAS call ``np.matmul`` / ``blas.gemm`` makes on the same block of rows (same shapes,
+strides and order), so the results agree to the bit (tests/test_gemm_pool_r25.py).
 """
 import ctypes
 import os
