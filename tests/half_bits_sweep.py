@@ -24,10 +24,11 @@ Round 25 (tests/test_half_elementwise_bits_r25.py): minilora's operands are now 
 too; a trip through float32 had quieted it), and the binary grid adds each dtype's edges (``special_16bit_numbers``:
 +-0, +-1, +-inf, a quiet and a signaling NaN, the largest, the smallest normal, subnormals). Fixed: a 16-bit unary op
 is torch's float32 kernel rounded once (not NumPy's float16 loop, nor float64 rounded straight to 16 bits), float16
-atan2/logaddexp likewise, SLEEF's fmod NaN, fmax/fmin of a signaling NaN. Left (8 unary forms, 18 binary, 1-2
-numbers each but the sNaN ones): float16 expm1(0.0343), lgamma(2.26), logit(0.0053); bfloat16 lgamma near 4e36;
-pow(sNaN, 0) and hypot(sNaN, inf) (torch's vectorized SLEEF gives 1 and inf, minilora NaN); the sign of a zero in
-maximum/minimum (float16), fmax/fmin (bfloat16) and nextafter(-0.0, 0.0).
+atan2/logaddexp likewise, SLEEF's fmod NaN, fmax/fmin of a signaling NaN, float16 nextafter(-0.0, 0.0). Left
+(8 unary forms, 16 binary, 1-2 numbers each but the sNaN ones): float16 expm1(0.0343), lgamma(2.26), logit(0.0053);
+bfloat16 lgamma near 4e36; pow(sNaN, 0) and hypot(sNaN, inf) (torch's vectorized SLEEF gives 1 and inf, its scalar
+tail and minilora NaN); the sign of a zero in maximum/minimum (float16) and fmax/fmin (bfloat16): torch's vector
+max answers the second operand of two equal ones, its scalar tail the first (loop position, not modelled).
 """
 import argparse
 import sys

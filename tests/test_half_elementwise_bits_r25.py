@@ -95,3 +95,10 @@ def _check_signaling_nan(name, dtype):
     other = torch.full_like(x, -3.0)
     assert_same_bits(getattr(ml, name)(mine(x), mine(other)), getattr(torch, name)(x, other))
     assert_same_bits(getattr(ml, name)(mine(other), mine(x)), getattr(torch, name)(other, x))
+
+
+def test_float16_nextafter_of_equal_numbers_is_the_target():
+    # C's nextafter(x, y) is y where x == y: nextafter(-0.0, 0.0) is 0.0 (NumPy's float16 loop kept -0.0)
+    x = torch.tensor([-0.0, 0.0, 1.0, -2.0] * 20, dtype=torch.float16)
+    y = torch.tensor([0.0, -0.0, 1.0, 3.0] * 20, dtype=torch.float16)
+    assert_same_bits(ml.nextafter(mine(x), mine(y)), torch.nextafter(x, y))

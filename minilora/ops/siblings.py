@@ -139,7 +139,8 @@ class Nextafter(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes, ctx.moves = (a.shape, b.shape), a != b
-        return xp_of(a).nextafter(a, b)
+        xp = xp_of(a)  # (where a == b, C's nextafter answers b: nextafter(-0.0, 0.0) is 0.0, as torch's; NumPy's
+        return xp.where(ctx.moves, xp.nextafter(a, b), b).astype(a.dtype)  # float16 loop keeps a's -0.0)
 
     @staticmethod
     def backward(ctx, g):
