@@ -178,6 +178,32 @@ def _call(function, args_and_kwargs):
     return function(*args, **kwargs)
 
 
+def _candidates(kept):
+    """The CANDIDATES a function (``kept``: a method, whose first argument is a tensor) is tried with."""
+    return [build for build in CANDIDATES if not kept or (build(_torch())[0] and hasattr(build(_torch())[0][0], "shape"))]
+
+
+def _torch():
+    import torch
+    return torch
+
+
+def accepted_calls(name, target, label, kept=0):
+    """The CANDIDATES calls of ``name`` that minilora answers and torch refuses (``x.view_copy(2, 2)``: torch wants the
+    sizes as one tuple), printed as ``accepts`` rows: a silent acceptance teaches a call torch will not take."""
+    import minilora as ml
+    torch = _torch()
+    found = 0
+    for build in _candidates(kept):
+        theirs = outcome(lambda: target(torch, name)(*build(torch)[0], **build(torch)[1]), 3)
+        if theirs[0] != "OK" and theirs[0] != "TimeoutError" and \
+                outcome(lambda: target(ml, name)(*build(ml)[0], **build(ml)[1]), 3)[0] == "OK":
+            args = ", ".join(type(a).__name__ for a in build(torch)[0])
+            print(f"accepts  {label}{name}({args}): torch={theirs[:2]}", flush=True)
+            found += 1
+    return found
+
+
 def sweep(names, target, label, parameters_of, skip=(), kept=0):
     """Each of ``names``: the first CANDIDATES call both libraries answer (``target(L, name)`` gives the callable),
     then each mutation; prints all but ``same`` and returns the counts."""
@@ -188,13 +214,12 @@ def sweep(names, target, label, parameters_of, skip=(), kept=0):
         if name in skip:
             continue
         base = None
-        for build in CANDIDATES:
-            if kept and not (build(torch)[0] and hasattr(build(torch)[0][0], "shape")):
-                continue
+        for build in _candidates(kept):
             if outcome(lambda: target(ml, name)(*build(ml)[0], **build(ml)[1]), 3)[0] == "OK" and \
                outcome(lambda: target(torch, name)(*build(torch)[0], **build(torch)[1]), 3)[0] == "OK":
                 base = build
                 break
+        counts["accepts"] += accepted_calls(name, target, label, kept)
         if base is None:
             counts["no-base"] += 1
             continue
