@@ -2000,6 +2000,19 @@ def refuse_string_flag():
     raise TypeError("'str' object cannot be interpreted as an integer")
 
 
+
+def _checked_bounds(*bounds):
+    """clamp's bounds for the in-place pre-check: a complex Python number is clamp's own refusal first (torch's
+    "clamp is not supported for complex types"), before any cast is looked at."""
+    return [None if bound.__class__ is complex else bound for bound in bounds]
+
+
+def _keeps_dtype(number, dtype):
+    """Whether a Python number leaves a tensor of ``dtype`` its dtype in torch's promotion (``x * 0.9`` of a float
+    tensor, ``x + 1`` of an integer one): the common case, told without computing the promotion."""
+    kind = number.__class__
+    return kind is bool or (kind is int and dtype.kind in "iufc") or (kind is float and dtype.kind in "fc")
+
 class Tensor:
     __slots__ = ("_array", "_grad", "_requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
                  "_inference", "__weakref__")
@@ -2570,22 +2583,27 @@ class Tensor:
 
     def add_(self, other, *, alpha=1):
         from . import ops
+        self._check_elementwise_inplace(other)
         return self._inplace(ops.add, other, alpha=alpha)
 
     def sub_(self, other, *, alpha=1):
         from . import ops
+        self._check_elementwise_inplace(other)
         return self._inplace(ops.sub, other, alpha=alpha)
 
     def mul_(self, other):
         from . import ops
+        self._check_elementwise_inplace(other)
         return self._inplace(ops.mul, other)
 
     def div_(self, other, *, rounding_mode=None):
         from . import ops
+        self._check_elementwise_inplace(other)
         return self._inplace(ops.div, other, rounding_mode=rounding_mode)
 
     def pow_(self, exponent):
         from . import ops
+        self._check_elementwise_inplace(exponent)
         return self._inplace(ops.pow, exponent)
 
     def neg_(self):
@@ -2598,6 +2616,7 @@ class Tensor:
 
     def clamp_(self, min=None, max=None):
         from . import ops
+        self._check_elementwise_inplace(*_checked_bounds(min, max))
         return self._inplace(ops.clamp, min, max)
 
     clip_ = clamp_
@@ -2693,16 +2712,47 @@ class Tensor:
                                "backward associated with the custom Function, leading to incorrect gradients. This "
                                "behavior is forbidden. You can fix this by cloning the output of the custom Function.")
 
-    def _check_promoted_fits(self, other, to_float=False):
-        """torch's check before an in-place binary op runs: the promoted dtype of ``self`` and ``other``
+    def _check_promoted_fits(self, *others, to_float=False):
+        """torch's check before an in-place binary op runs: the promoted dtype of ``self`` and ``others``
         must be castable to ``self``'s (``int_tensor &= 2.5`` is this RuntimeError, not the kernel's
         NotImplementedError for floats). ``to_float``: an op that computes integers in the default float dtype."""
-        promoted = dtypes.result_type(self, other)
+        try:
+            promoted = dtypes.result_type(self, *others)
+        except NotImplementedError:  # float16 with a complex number: torch's ComplexHalf, which no real self holds
+            raise RuntimeError(f"result type ComplexHalf can't be cast to the desired output type "
+                               f"{dtypes.torch_name(self.dtype)}") from None
         if to_float and promoted.kind in "biu":
             promoted = dtypes.get_default_dtype()
         if not dtypes.can_cast(promoted, self.dtype):
             raise RuntimeError(f"result type {dtypes.torch_name(promoted)} can't be cast to the "
                                f"desired output type {dtypes.torch_name(self.dtype)}")
+
+    def _check_elementwise_inplace(self, *operands, to_float=False, promoted=True):
+        """torch's checks before an in-place elementwise op's kernel looks at the dtypes, in its order (TensorIterator
+        builds the output first): the operands broadcast to ``self``'s shape (``zero_d &= tensor`` is "output with
+        shape [] doesn't match the broadcast shape [16]", whatever the dtypes), then (``promoted``) the promoted dtype
+        fits ``self`` (``bool_tensor.clamp_min_(complex)``: "result type ComplexFloat can't be cast to ... Bool", not
+        clamp's NotImplementedError). Operands of self's shape and dtype (an optimizer's ``add_``) pass at once."""
+        array, plain = self._array, True
+        for operand in operands:
+            if isinstance(operand, Tensor):
+                if operand._array.shape != array.shape:
+                    self._check_broadcast_fits(operand)
+                plain = plain and operand._array.dtype == array.dtype
+            elif operand is not None:
+                plain = plain and _keeps_dtype(operand, array.dtype)
+        if promoted and not plain:
+            self._check_promoted_fits(*(o for o in operands if o is not None), to_float=to_float)
+
+    def _check_broadcast_fits(self, operand):
+        """torch's refusal of an in-place op whose operand would broadcast ``self`` to a larger shape (operands that do
+        not broadcast at all are left to the op's own words)."""
+        try:
+            shape = np.broadcast_shapes(self._array.shape, operand._array.shape)
+        except ValueError:
+            return
+        if shape != self._array.shape:
+            raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(shape)}")
 
     def _inplace(self, op, *args, cast=False, **kwargs):
         """Run ``op(self, *args)`` and write the result into ``self``'s storage.
@@ -2990,7 +3040,13 @@ class Tensor:
         dtype, as atan2's): torch refuses a result self cannot hold before its kernel looks at the dtype
         (bool.hypot_(uint8): "result type Byte can't be cast to the desired output type Bool", not hypot's
         NotImplementedError for Byte)."""
-        self._check_promoted_fits(other, to_float)
+        self._check_elementwise_inplace(other, to_float=to_float)
+        return self._unary_(name, other)
+
+    def _comparing_(self, name, other):
+        """An in-place comparison or logical op: its bool result is written in ``self``'s dtype (no promotion to
+        fit), but ``other`` must still broadcast to ``self``'s shape."""
+        self._check_elementwise_inplace(other, promoted=False)
         return self._unary_(name, other)
 
     def exp_(self): return self._unary_("exp")
@@ -3014,8 +3070,12 @@ class Tensor:
     def sign_(self): return self._unary_("sign")
     def log1p_(self): return self._unary_("log1p")
     def expm1_(self): return self._unary_("expm1")
-    def clamp_min_(self, min): return self._unary_("clamp_min", min)  # noqa: A002  (torch's names)
-    def clamp_max_(self, max): return self._unary_("clamp_max", max)  # noqa: A002
+    def clamp_min_(self, min):  # noqa: A002  (torch's names)
+        self._check_elementwise_inplace(*_checked_bounds(min))
+        return self._unary_("clamp_min", min)
+    def clamp_max_(self, max):  # noqa: A002
+        self._check_elementwise_inplace(*_checked_bounds(max))
+        return self._unary_("clamp_max", max)
 
     # (more of torch's in-place forms, each the op written into self)
     def acos_(self): return self._unary_("acos")
@@ -3040,15 +3100,15 @@ class Tensor:
     def xlogy_(self, other): return self._promoting_("xlogy", other, to_float=True)
     def copysign_(self, other): return self._promoting_("copysign", other, to_float=True)
     def hypot_(self, other): return self._promoting_("hypot", other)
-    def logical_and_(self, other): return self._unary_("logical_and", other)
-    def logical_or_(self, other): return self._unary_("logical_or", other)
-    def logical_xor_(self, other): return self._unary_("logical_xor", other)
-    def eq_(self, other): return self._unary_("eq", other)
-    def ne_(self, other): return self._unary_("ne", other)
-    def lt_(self, other): return self._unary_("lt", other)
-    def le_(self, other): return self._unary_("le", other)
-    def gt_(self, other): return self._unary_("gt", other)
-    def ge_(self, other): return self._unary_("ge", other)
+    def logical_and_(self, other): return self._comparing_("logical_and", other)
+    def logical_or_(self, other): return self._comparing_("logical_or", other)
+    def logical_xor_(self, other): return self._comparing_("logical_xor", other)
+    def eq_(self, other): return self._comparing_("eq", other)
+    def ne_(self, other): return self._comparing_("ne", other)
+    def lt_(self, other): return self._comparing_("lt", other)
+    def le_(self, other): return self._comparing_("le", other)
+    def gt_(self, other): return self._comparing_("gt", other)
+    def ge_(self, other): return self._comparing_("ge", other)
     def tril_(self, diagonal=0): return self._unary_("tril", diagonal)
     def triu_(self, diagonal=0): return self._unary_("triu", diagonal)
     arctan2_ = atan2_

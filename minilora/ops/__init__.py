@@ -267,7 +267,7 @@ def _in_place(op):
     """``x //= y``, ``x %= y``, ``mask |= other`` ... write into ``x`` as torch does (without these
     methods Python would fall back to ``x = x // y``: a new tensor, and a view's base unchanged)."""
     def method(self, other):
-        self._check_promoted_fits(other)  # (before the op: torch's RuntimeError for int &= 2.5)
+        self._check_elementwise_inplace(other)  # (before the op: torch's RuntimeError for int &= 2.5)
         return self._inplace(op, other)
     return method
 
@@ -322,14 +322,17 @@ def scatter_add_(self, dim, index, src):
 
 
 def lerp_(self, end, weight):
+    self._check_elementwise_inplace(end, weight if isinstance(weight, Tensor) else None)
     return self._inplace(lerp, end, weight)
 
 
 def addcmul_(self, tensor1, tensor2, *, value=1):
+    self._check_elementwise_inplace(tensor1, tensor2)
     return self._inplace(addcmul, tensor1, tensor2, value=value)
 
 
 def addcdiv_(self, tensor1, tensor2, *, value=1):
+    self._check_elementwise_inplace(tensor1, tensor2)
     return self._inplace(addcdiv, tensor1, tensor2, value=value)
 
 

@@ -325,7 +325,7 @@ def _attach_methods():
         return self._inplace(renorm, p, dim, maxnorm)
 
     def nextafter_(self, other):
-        self._check_promoted_fits(other)  # (torch's cast error first: bool.nextafter_(uint8))
+        self._check_elementwise_inplace(other)  # (torch's cast error first: bool.nextafter_(uint8))
         return self._inplace(nextafter, other)
     for name, fn in {"diagonal_scatter": diagonal_scatter, "select_scatter": select_scatter,
                      "slice_scatter": slice_scatter, "renorm": renorm, "renorm_": renorm_, "frexp": frexp,
