@@ -1952,10 +1952,11 @@ def _host(array):
         return array.get()
 
 
-def _check_can_require_grad(dtype):
-    """torch's rule: only floating-point (and complex) tensors can require gradients."""
+def _check_can_require_grad(dtype, words="Only Tensors of floating point and complex dtype can require gradients"):
+    """torch's rule: only floating-point (and complex) tensors can require gradients; ``words``: torch's, which differ
+    by where it is checked (a factory's or a Parameter's these, ``requires_grad_()``'s its own)."""
     if not (dtype.kind in "fc" or _is_bfloat16(dtype)):
-        raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got {dtype}")
+        raise RuntimeError(words)
 
 
 def _host_data(data, dtype):
@@ -2167,7 +2168,7 @@ class Tensor:
                 "" if value else " If you want to use a computed variable in a subgraph that doesn't require "
                 "differentiation use var_no_grad = var.detach()."))
         if value and not (self.dtype.kind in "fc" or _is_bfloat16(self.dtype)):
-            raise RuntimeError("only Tensors of floating point and complex dtype can require gradients")
+            raise RuntimeError("Only Tensors of floating point and complex dtype can require gradients")
         if value and not _mode.inference and self.is_inference():
             raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed.")
         self._requires_grad = value
@@ -2432,7 +2433,7 @@ class Tensor:
     def requires_grad_(self, requires_grad=True):
         dtypes.bool_argument("requires_grad_", "requires_grad", requires_grad, position=1)
         if requires_grad:
-            _check_can_require_grad(self.dtype)
+            _check_can_require_grad(self.dtype, "only Tensors of floating point dtype can require gradients")
             if not _mode.inference and self.is_inference():
                 raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is "
                                    "not allowed; clone() it outside inference_mode() first")

@@ -237,6 +237,8 @@ def _type(self, dtype=None, non_blocking=False):
     elif isinstance(dtype, type):  # float, np.float64: named as torch names them
         where = "" if dtype.__module__ == "builtins" else dtype.__module__ + "."
         raise ValueError(f"invalid type: '{where}{dtype.__name__}'")
+    elif isinstance(dtype, (Tensor, int, float, list, tuple)):  # (x.type(y) is no type_as: torch's refusal)
+        raise TypeError("dtype must be a type, str, or dtype object")
     return self.to(dtype)
 
 
