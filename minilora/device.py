@@ -51,7 +51,8 @@ class AcceleratorError(RuntimeError):
 # CuPy's own errors are raised again as torch's classes, so a user's ``except torch.cuda.OutOfMemoryError`` (halve
 # the batch and retry) or ``except torch.AcceleratorError`` catches them; before, it missed them and the run died.
 # Each error raised is an instance of CuPy's class too (a class made of both), so code catching CuPy's keeps
-# catching it; any other error (NumPy's MemoryError on the CPU, minilora's own RuntimeErrors) passes unchanged.
+# catching it. NumPy's MemoryError for an array the CPU cannot hold is torch's CPU allocator's RuntimeError in its
+# words (a MemoryError too); any other error (minilora's own RuntimeErrors) passes unchanged.
 _BOTH_CLASSES = {}  # (CuPy's class, torch's) -> the class that is both
 
 
@@ -60,8 +61,14 @@ def raise_device_error_as_torch(exc):
     out-of-memory error ("Out of memory allocating 2,147,483,648 bytes (allocated so far: ...)") raised as
     ``OutOfMemoryError`` ("CUDA out of memory. Tried to allocate 2.00 GiB. ..."), a CUDA runtime error
     ("cudaErrorIllegalAddress: an illegal memory access was encountered") as ``AcceleratorError`` ("CUDA error: an
-    illegal memory access was encountered ..."), and so the CPU emulator's (``emu``'s KernelFault); returns for any
-    other error, to be raised as it is."""
+    illegal memory access was encountered ..."), and so the CPU emulator's (``emu``'s KernelFault); NumPy's for an
+    array too large for the CPU's memory as torch's RuntimeError ("DefaultCPUAllocator: can't allocate memory: you
+    tried to allocate N bytes"); returns for any other error, to be raised as it is."""
+    size = getattr(exc, "_total_size", None)  # (NumPy's _ArrayMemoryError: the bytes it was asked for)
+    if isinstance(exc, MemoryError) and size is not None and not isinstance(exc, RuntimeError):
+        raise _both(MemoryError, RuntimeError)(
+            f"[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+            f"allocate {size} bytes. Error code 12 (Cannot allocate memory)") from exc
     for cupy_class, torch_class, words in ((_cupy_class("memory", "OutOfMemoryError"), OutOfMemoryError,
                                             _torch_out_of_memory_message),
                                            (_cupy_class("runtime", "CUDARuntimeError"), AcceleratorError,

@@ -29,7 +29,7 @@ import numpy as np
 from . import dtypes, float32_sums, parallel as _parallel, return_types
 from . import random as _random
 from .device import META, all_devices as _all_devices, device as _get_device, xp_of
-from .device import default_is_meta as _default_is_meta, unwritten_zeros as _unwritten
+from .device import default_is_meta as _default_is_meta, raise_device_error_as_torch, unwritten_zeros as _unwritten
 from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
 from . import tensor as _tensor_module
 from .tensor import _NAMED_BY_FIELDS, Function, Tensor, no_forward_formula, refuse_negative_strides, share_node
@@ -2174,14 +2174,18 @@ def with_out(factory):
 
     @functools.wraps(factory)
     def call(*args, out=None, **kwargs):
-        if out is None:
-            return factory(*args, **kwargs)
-        _check_out(factory.__name__, out)
-        dtype = kwargs.pop("dtype", None)
-        if dtype is not None and dtypes.to_dtype(dtype) != out.dtype:
-            raise RuntimeError(f"dtype {dtypes.torch_name(dtypes.to_dtype(dtype))} does not match dtype "
-                               f"of out parameter ({dtypes.torch_name(out.dtype)})")
-        return _write_into(out, factory(*args, dtype=out.dtype, **kwargs))
+        try:  # (NumPy's MemoryError for torch.empty(2**40): torch's CPU allocator's RuntimeError; free when none)
+            if out is None:
+                return factory(*args, **kwargs)
+            _check_out(factory.__name__, out)
+            dtype = kwargs.pop("dtype", None)
+            if dtype is not None and dtypes.to_dtype(dtype) != out.dtype:
+                raise RuntimeError(f"dtype {dtypes.torch_name(dtypes.to_dtype(dtype))} does not match dtype "
+                                   f"of out parameter ({dtypes.torch_name(out.dtype)})")
+            return _write_into(out, factory(*args, dtype=out.dtype, **kwargs))
+        except MemoryError as exc:
+            raise_device_error_as_torch(exc)
+            raise
     return call
 
 
