@@ -317,6 +317,11 @@ from .ops.view_copies import (alias_copy, as_strided_copy, diagonal_copy, expand
 renorm, frexp, nextafter = (ops._with_out(getattr(ops.siblings, _fn), _fn) for _fn in ("renorm", "frexp", "nextafter"))
 for _fn in "deg2rad rad2deg frac sinc float_power ldexp logaddexp2 heaviside gcd lcm isin isposinf isneginf".split():
     globals()[_fn] = ops._with_out(globals()[_fn], _fn)  # (ops/extra.py's, with torch's out=)
+# torch's storages (minilora/storage.py): x.untyped_storage(), x.storage(), set_, share_memory_, the legacy classes
+# (imported before the check below, which then covers x.is_set_to(3))
+from .storage import LEGACY_CLASSES as _LEGACY_STORAGES, TypedStorage, UntypedStorage, is_storage  # noqa: E402,F401
+globals().update(_LEGACY_STORAGES)  # (FloatStorage, LongStorage, ...)
+Storage = _LEGACY_STORAGES["FloatStorage"]  # (torch.Storage is torch.FloatStorage)
 # last, over every name above: torch's TypeError for a number, list or array where a top-level function takes a
 # Tensor (torch.exp(2.0), torch.maximum(x, 5)); so do the binary methods (x.maximum(5)); the ops the library calls
 # are not wrapped
@@ -326,9 +331,5 @@ _check_tensor_arguments(globals())
 # deprecated_signatures.py), wrapped outside the check above: its TypeError for a number is their cue
 from .ops.deprecated_signatures import install as _install_deprecated_signatures  # noqa: E402
 _install_deprecated_signatures(globals())
-# torch's storages (minilora/storage.py): x.untyped_storage(), x.storage(), set_, share_memory_, the legacy classes
-from .storage import LEGACY_CLASSES as _LEGACY_STORAGES, TypedStorage, UntypedStorage, is_storage  # noqa: E402,F401
-globals().update(_LEGACY_STORAGES)  # (FloatStorage, LongStorage, ...)
-Storage = _LEGACY_STORAGES["FloatStorage"]  # (torch.Storage is torch.FloatStorage)
 from .ops.rare_methods import SPARSE_FUNCTIONS as _SPARSE_FUNCTIONS  # noqa: E402
 globals().update(_SPARSE_FUNCTIONS)  # (torch.sparse_coo_tensor, ...: refused by name, minilora has no sparse tensors)

@@ -16,9 +16,10 @@ import numbers
 
 import numpy as np
 
+from . import dtypes
 from .tensor import Tensor, tensor
 
-__all__ = ["TENSOR_PARAMETERS", "INPUT_OVERLOADS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "SCALARS", "SCALAR_OVERLOADS",
+__all__ = ["TENSOR_PARAMETERS", "OPTIONAL_REQUIRES_GRAD", "FUNCTION_SCALARS", "TENSOR_SEQUENCES", "VARARG_SIZES", "INPUT_OVERLOADS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "SCALARS", "SCALAR_OVERLOADS",
            "check_tensor_arguments",
            "FUNCTIONAL_CHECKS", "check_functional_arguments"]
 
@@ -51,7 +52,7 @@ TENSOR_PARAMETERS = {
         constant_pad_nd native_layer_norm native_dropout native_batch_norm native_group_norm native_channel_shuffle
         batch_norm_update_stats max_pool1d_with_indices embedding_renorm_ lstm_cell
         alias_copy diagonal_copy expand_copy select_copy slice_copy split_copy squeeze_copy t_copy transpose_copy
-        unbind_copy unfold_copy unsafe_chunk unsafe_split unsqueeze_copy view_copy all any dsplit hsplit vsplit
+        unbind_copy unfold_copy unsafe_chunk unsafe_split unsqueeze_copy view_copy permute_copy all any dsplit hsplit vsplit
         tensor_split moveaxis movedim quantile nanquantile narrow fill fill_ randint_like std std_mean var var_mean
         clamp_ clamp_max_ clamp_min_ clip_ xlogy_ histogramdd""",
     ('input', 'other'): """
@@ -123,7 +124,7 @@ POSITIONAL_LIMITS = {
         cumprod cumsum dot equal flip fmax fmin full_like gcd gcd_ ger heaviside hypot inner kron lcm lcm_ ldexp
         ldexp_ logaddexp logaddexp2 logcumsumexp logical_and logical_or logical_xor masked_select matmul
         matrix_power maximum minimum mv mvlgamma nextafter orgqr outer permute pixel_shuffle pixel_unshuffle
-        polar prelu reshape take tile unsqueeze vdot""",
+        polar prelu reshape take tile unsqueeze vdot permute_copy resize_as_""",
     3: """
         alpha_dropout alpha_dropout_ dropout dropout_ feature_alpha_dropout feature_alpha_dropout_
         feature_dropout feature_dropout_ gather index_select lu_solve masked_scatter select swapaxes swapdims
@@ -248,9 +249,12 @@ def _checked(function, name, parameters, after=0):
     ``after=1``: a method, whose ``self`` comes before them (torch counts positions from the first one)."""
     limit = _LIMITS.get(name, _LIMITS.get(name.rstrip("_")))  # (an in-place method: its function's)
     optional = _OPTIONAL_TENSORS.get(name, ())
+    overloaded_most = _positional_range(INPUT_OVERLOADS[name])[1] + after if name in INPUT_OVERLOADS else None
 
     @functools.wraps(function)
     def call(*args, **kwargs):
+        if overloaded_most is not None and len(args) > overloaded_most:  # (view_copy(x, 2, 2): its sizes are one tuple in every overload)
+            raise _invalid_combination(name, args[after:], kwargs, INPUT_OVERLOADS[name], bool(after))
         if limit is not None and len(args) > limit:  # (torch counts before it types; a method's self is args[0])
             given, most = len(args) - after, limit - after
             raise TypeError(f"{name}() takes {most} positional argument{'' if most == 1 else 's'} but {given} "
@@ -295,16 +299,29 @@ OVERLOADS = {
     "rsub": ("(Tensor input, Tensor other, *, Number alpha = 1)", "(Tensor input, Number other, Number alpha = 1)"),
     "bucketize": ("(Tensor input, Tensor boundaries, *, bool out_int32 = False, bool right = False, Tensor out = None)",
                   "(Number self, Tensor boundaries, *, bool out_int32 = False, bool right = False)"),
+    "result_type": ("(Tensor tensor, Tensor other)", "(Number scalar, Tensor tensor)", "(Tensor tensor, Number other)",
+                    "(Number scalar1, Number scalar2)"),
 }
 
 
-def _second_taken(overloads, second):
-    """Whether an overload whose first parameter is a Tensor takes ``second`` as its second parameter: a Tensor, a
-    number where one has a Number there, None where one defaults it to None (clamp's min)."""
+def _positional_range(overloads):
+    """(fewest, most) positional arguments torch's ``overloads`` take: those before ``*`` without a default, and all
+    of them (``eq(x)`` and ``result_type(x, y, z)`` match none)."""
+    counts = []
+    for line in overloads:
+        parameters = [p for p in line.strip("()").split(", ") if p]
+        positional = parameters[:parameters.index("*")] if "*" in parameters else parameters
+        counts.append((sum(" = " not in p for p in positional), len(positional)))
+    return min(fewest for fewest, _ in counts), max(most for _, most in counts)
+
+
+def _second_taken(overloads, second, first_kind="Tensor"):
+    """Whether an overload whose first parameter is of ``first_kind`` (Tensor, Number) takes ``second`` as its second
+    parameter: a Tensor, a number where one has a Number there, None where one defaults it to None (clamp's min)."""
     for line in overloads:
         first, _, rest = line.strip("()").partition(", ")
         kind = rest.split(" ")[0]
-        if not first.startswith("Tensor") or kind not in ("Tensor", "Number"):
+        if not first.startswith(first_kind) or kind not in ("Tensor", "Number"):
             continue
         if isinstance(second, Tensor) or (second is None and rest.split(",")[0].endswith("= None")) or \
                 (kind == "Number" and isinstance(second, (numbers.Number, np.generic))):
@@ -313,16 +330,18 @@ def _second_taken(overloads, second):
 
 
 def _overload_taken(overloads, args, kwargs):
-    """Whether torch's parser finds an overload: ``input`` a Tensor and the second argument of a kind an overload
-    takes, or (where one overload has a Number ``self``) a number by position followed by a Tensor (a keyword
-    ``input=2`` names no Number overload)."""
+    """Whether torch's parser finds an overload: as many positional arguments as one takes, ``input`` a Tensor and
+    the second argument of a kind an overload takes, or (where an overload has a Number first) a number by position
+    followed by what that overload takes (a keyword ``input=2`` names no Number overload)."""
+    fewest, most = _positional_range(overloads)
+    if len(args) > most or len(args) + len(kwargs) < fewest:
+        return False
     names = {line.strip("()").split(", ")[1].split(" ")[-1].split("=")[0] for line in overloads if ", " in line}
     second = args[1] if len(args) > 1 else next((kwargs[n] for n in names if n in kwargs), _MISSING)
     if isinstance(args[0] if args else kwargs.get("input"), Tensor):
         return second is _MISSING or _second_taken(overloads, second)
-    number_self = any(line.startswith("(Number self") for line in overloads)
     number = bool(args) and isinstance(args[0], (numbers.Number, np.bool_))  # (NumPy's scalars are torch's Numbers)
-    return number_self and number and isinstance(second, Tensor)
+    return number and second is not _MISSING and _second_taken(overloads, second, "Number")
 
 
 def _overloaded(function, name, overloads):
@@ -439,7 +458,19 @@ SCALARS = {
     "copy_": "non_blocking:bool", "type": "non_blocking:bool",
     "slice_inverse": "src:Tensor dim:int start:int? end:int? step:int",
     "logit_": "eps:float?", **dict.fromkeys(["lerp", "lerp_"], "end:Tensor+"),
+    # (round 25's sweep of the calls minilora answered and torch refuses: x.as_strided(2, 2), x.nan_to_num(tensor),
+    # x.index_put(1, v), torch.bernoulli(x, tensor), torch.trapezoid(y, 1) (dx is keyword-only))
+    **dict.fromkeys(["as_strided", "as_strided_"], "size:sizes stride:sizes storage_offset:int?"),
+    **dict.fromkeys(["nan_to_num", "nan_to_num_"], "nan:float? posinf:float? neginf:float?"),
+    **dict.fromkeys(["celu", "celu_"], "alpha:Number"),
+    **dict.fromkeys(["index_put", "index_put_"], "indices:tensors values:Tensor accumulate:bool"),
+    "native_dropout": "p:float train:bool?", "batch_norm_stats": "eps:float", "bernoulli": "p:float+",
+    **dict.fromkeys(["trapezoid", "trapz"], "x:Tensor?+"), "new_full": "size:sizes",
+    **dict.fromkeys(["softmax", "log_softmax"], "dtype:dtype?"),  # (torch's position in its words: softmax(x, 0, 3))
 }
+# the top-level functions' parameters of SCALARS' kinds whose Tensor method reads them otherwise: torch.flip(x, 0)
+# and torch.tile(x, 2) are refused (an int[] after input takes no bare int), x.flip(0) and x.tile(2) are not
+FUNCTION_SCALARS = {"flip": "dims:sizes", "tile": "dims:sizes"}
 _WINDOW = ["(int window_length, *, torch.dtype dtype = None, torch.layout layout = None, torch.device device = None, "
            "bool pin_memory = False, bool requires_grad = False)",
            "(int window_length, bool periodic, *, torch.dtype dtype = None, torch.layout layout = None, "
@@ -466,18 +497,113 @@ SCALAR_OVERLOADS = {
                                     ("Number element", "Tensor test_elements"),
                                     ("Tensor elements", "Number test_element"))),
     "std": _SPREAD, "var": _SPREAD, "std_mean": _SPREAD_MEAN, "var_mean": _SPREAD_MEAN,
+    "bernoulli": ("(Tensor input, *, torch.Generator generator = None, Tensor out = None)",
+                  "(Tensor input, float p, *, torch.Generator generator = None)"),
+    "trapezoid": ("(Tensor y, Tensor x, *, int dim = -1)", "(Tensor y, *, Number dx = 1, int dim = -1)"),
+    "trapz": ("(Tensor y, *, float dx = 1, int dim = -1)", "(Tensor y, Tensor x, *, int dim = -1)"),
     "nuclear_norm": ("(Tensor input, tuple of ints dim, bool keepdim = False, *, Tensor out = None)",
                      "(Tensor input, bool keepdim = False, *, Tensor out = None)"),
 }
 
 
-def _scalars_checked(function, name, after):
+def _scalars_checked(function, name, after, specs=None):
     """``function`` (a method where ``after`` is 1) refusing a value of another type for the parameters SCALARS
-    lists for ``name``, in torch's words."""
+    (or ``specs``) lists for ``name``, in torch's words."""
     overloads = SCALAR_OVERLOADS.get(name)
     if overloads and after:  # (a method's overloads, as torch prints them, have no leading Tensor)
         overloads = tuple(line.replace("(Tensor input, ", "(").replace("(Tensor input)", "()") for line in overloads)
-    return _functional_checked(function, _TORCH_NAMES.get(name, name), "", SCALARS[name], after, overloads)
+    return _functional_checked(function, _TORCH_NAMES.get(name, name), "", specs or SCALARS[name], after, overloads)
+
+
+# Functions taking Tensors one by one from a position (torch's Python packs them into one "tuple of Tensors"):
+# name -> (that position, whether one list or tuple there is read as the Tensors themselves). A number, None or a
+# list among them is torch's TypeError naming the element, where minilora's code failed on ``.ndim`` (an
+# AttributeError) or took the list as a tensor (``broadcast_tensors([x])``)
+TENSOR_SEQUENCES = {"meshgrid": (0, True), "einsum": (1, True), "atleast_1d": (0, True), "atleast_2d": (0, True),
+                    "atleast_3d": (0, True), "broadcast_tensors": (0, False), "cartesian_prod": (0, False),
+                    "chain_matmul": (0, False), "block_diag": (0, False)}
+
+
+def _sequence_checked(function, first, unpacks):
+    """``function`` refusing, in torch's words, a non-Tensor among the Tensors it takes from position ``first``."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        values = args[first:]
+        if unpacks and len(values) == 1 and isinstance(values[0], (list, tuple)):
+            values = values[0]
+        for position, value in enumerate(values):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"expected Tensor as element {position} in argument {first}, but got "
+                                f"{_type_name(value)}")
+        return function(*args, **kwargs)
+    return call
+
+
+# Tensor methods whose one parameter is an ``int[]`` given whole or one int at a time (``x.repeat(2, 1)``,
+# ``x.repeat((2, 1))``): method -> the parameter's name. A non-int is torch's parser's TypeError, in its three
+# phrasings, where minilora's code raised int()'s ValueError or a ShapeError (x.permute(1.5, 0, 2)).
+VARARG_SIZES = {"repeat": "repeats", "permute": "dims", "tile": "dims", "flip": "dims"}
+
+
+def _unpack_refusal(name, parameter, index, value):
+    return TypeError(f"{name}(): argument '{parameter}' failed to unpack the object at pos {index + 1} with error "
+                     f'"type must be tuple of ints,but got {type(value).__name__}"')
+
+
+def _first_non_int(values):
+    return next((index for index, value in enumerate(values) if not _one_int(value, ((), (1,)))), None)
+
+
+def _varargs_checked(method, name, parameter):
+    """``method`` refusing a non-int among its sizes as torch's parser does: a lone value that is neither an int nor
+    a sequence (position 1), a first value that is not an int (torch then reads the rest as extra arguments, or a
+    lone sequence as no tuple of ints), or a later element that is not an int (by its 1-based position)."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if not all(arg.__class__ is int for arg in args):
+            sizes = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+            if len(args) == 1 and sizes is args and not _one_int(args[0]):
+                raise TypeError(f"{name}(): argument '{parameter}' (position 1) must be tuple of ints, not "
+                                f"{_type_name(args[0])}")
+            if len(args) > 1 and not _one_int(args[0]):
+                raise TypeError(f"{name}() takes 1 positional argument but {len(args)} were given")
+            bad = _first_non_int(sizes)
+            if bad == 0:  # (one sequence whose first element is no int: torch's parser does not take it as ints)
+                raise TypeError(f"{name}(): argument '{parameter}' (position 1) must be tuple of ints, but found "
+                                f"element of type {type(sizes[0]).__name__} at pos 0")
+            if bad is not None:
+                raise _unpack_refusal(name, parameter, bad, sizes[bad])
+        return method(self, *args, **kwargs)
+    return call
+
+
+# torch's factories that take TensorOptions read ``requires_grad=None`` as False (their parser's ``bool?``): the
+# names below (read off torch 2.13 by passing None); torch.tensor, torch.range and x.new_tensor refuse it, as minilora
+# does everywhere else (a leaf's flag is True or False: dtypes.bool_argument); normal reads it itself (only its size
+# overload has the keyword: normal(mean_tensor, requires_grad=None) is refused)
+OPTIONAL_REQUIRES_GRAD = """
+    arange asarray bartlett_window blackman_window empty empty_like empty_strided eye full full_like hamming_window
+    hann_window kaiser_window linspace logspace ones ones_like rand rand_like randint randint_like randn
+    randn_like randperm scalar_tensor zeros zeros_like"""
+OPTIONAL_REQUIRES_GRAD_METHODS = "new_empty new_empty_strided new_full new_ones new_zeros"
+
+
+def _none_requires_grad(factory):
+    """``factory`` reading ``requires_grad=None`` as False, as torch's TensorOptions factories do."""
+    @functools.wraps(factory)
+    def call(*args, **kwargs):
+        if kwargs.get("requires_grad", False) is None:
+            kwargs["requires_grad"] = False
+        return factory(*args, **kwargs)
+    return call
+
+
+def _take_optional_requires_grad(namespace):
+    for name in OPTIONAL_REQUIRES_GRAD.split():
+        if callable(namespace.get(name)):
+            namespace[name] = _none_requires_grad(namespace[name])
+    for name in OPTIONAL_REQUIRES_GRAD_METHODS.split():
+        setattr(Tensor, name, _none_requires_grad(getattr(Tensor, name)))
 
 
 def check_tensor_arguments(namespace):
@@ -490,6 +616,8 @@ def check_tensor_arguments(namespace):
             setattr(Tensor, name, _scalars_checked(getattr(Tensor, name), name, after=1))
         if callable(namespace.get(name)):
             namespace[name] = _scalars_checked(namespace[name], name, after=0)
+    for name, specs in FUNCTION_SCALARS.items():
+        namespace[name] = _scalars_checked(namespace[name], name, 0, specs)
     for parameters, names in TENSOR_PARAMETERS.items():
         for name in names.split():
             if callable(namespace.get(name)):
@@ -500,6 +628,11 @@ def check_tensor_arguments(namespace):
     for name in NUMBER_PAIRS.split():
         if callable(namespace.get(name)):
             namespace[name] = _taking_two_numbers(namespace[name])
+    _take_optional_requires_grad(namespace)
+    for name, parameter in VARARG_SIZES.items():
+        setattr(Tensor, name, _varargs_checked(getattr(Tensor, name), name, parameter))
+    for name, (first, unpacks) in TENSOR_SEQUENCES.items():
+        namespace[name] = _sequence_checked(namespace[name], first, unpacks)
 
 
 # ``minilora.nn.functional``: each name's leading parameters that torch 2.13 refuses a non-Tensor for (read off by
@@ -680,7 +813,8 @@ FUNCTIONAL_SCALARS = {
     "threshold_": "threshold:Number value:Number",
     "triplet_margin_loss": "p:float eps:float swap:bool",
 }
-_WORDS = {"ints": "tuple of ints", "pairs": "tuple of ints"}
+_WORDS = {"ints": "tuple of ints", "pairs": "tuple of ints", "sizes": "tuple of ints", "tensors": "tuple of Tensors",
+          "dtype": "torch.dtype"}
 
 
 def _one_int(value, shapes=((),)):
@@ -710,8 +844,32 @@ def _one_number(value):
     return isinstance(value, (numbers.Number, np.generic))
 
 
+def _is_dtype(value):
+    """A dtype as torch's parser takes one (``dtypes.dtype_argument``'s: a dtype, or float, int, bool, complex)."""
+    try:
+        dtypes.dtype_argument(None, value)
+    except TypeError:
+        return False
+    return True
+
+
+def _accepts_sizes(value):
+    """torch's "tuple of ints" for an ``int[]`` of no fixed length after the first argument: a sequence of ints (a
+    bare int is refused: ``torch.flip(x, 0)``, ``x.as_strided(2, 2)``)."""
+    return _accepts_ints(value) if isinstance(value, (list, tuple)) else False
+
+
+def _first_non_tensor(values):
+    """True where every one of ``values`` is a Tensor, else the position of the first that is not (torch's "tuple of
+    Tensors": ``index_put(x, (i, None), v)`` is refused)."""
+    return next((position for position, value in enumerate(values) if not isinstance(value, Tensor)), True)
+
+
 _ACCEPTS = {
     "bool": lambda value: value is True or value is False,  # (NumPy's bool too is refused, as torch's parser)
+    "sizes": _accepts_sizes,
+    "dtype": lambda value: _is_dtype(value),
+    "tensors": lambda value: _first_non_tensor(value) if isinstance(value, (list, tuple)) else False,
     "int": _one_int,
     "float": _one_number,
     "Number": _one_number,
@@ -728,7 +886,8 @@ _ACCEPTS = {
 
 # per kind, the classes that pass at once (the common case costs a set lookup); anything else is looked at closer
 _PLAIN = {"bool": {bool}, "int": {int}, "float": {float, int}, "Number": {float, int}, "ints": {int},
-          "pairs": {int}, "Tensor": {Tensor}}
+          "pairs": {int}, "Tensor": {Tensor}, "sizes": set(), "tensors": set(),
+          "dtype": set()}
 
 
 def _tensor_refusal(name, spec, index):
@@ -766,6 +925,9 @@ def _scalar_refusal(name, spec, index, after=0):
         if verdict is True:
             return
         where = f" (position {index + 1 - after})" if by_position else ""
+        if verdict is not False and kind == "tensors":  # (a tuple of Tensors with a None in it: which, as torch)
+            raise TypeError(f"expected Tensor as element {verdict} in argument {index - after}, but got "
+                            f"{_type_name(value[verdict])}")
         if verdict is not False:  # (a tuple of ints with a float in it: which)
             raise TypeError(f"{fn}(): argument '{parameter}'{where} must be {word}, but found element of type "
                             f"{type(value[verdict]).__name__} at pos {verdict}")

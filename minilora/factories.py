@@ -1070,9 +1070,11 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, layout=N
         if high is None:
             raise TypeError("randint() missing the size: call randint(high, size) or "
                             "randint(low, high, size)")
+        _refuse_bare_size(high, " (position 2)")
         low, high, size = 0, low, high
     elif high is None:  # randint(high, size=...)
         low, high = 0, low
+    _refuse_bare_size(size)
     dtypes.int_argument("randint", "low", low), dtypes.int_argument("randint", "high", high)
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= "
@@ -1085,6 +1087,12 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, layout=N
         return _undrawn(_size((size,), "randint"), dtype, requires_grad)
     values = _gen(generator).integers(_size((size,), "randint"), dtype, low, high)
     return _made_drawn(values, dtype, device, requires_grad)
+
+
+def _refuse_bare_size(size, where=""):
+    """randint's size is a tuple of ints in every torch overload: ``randint(3, 3)`` is refused, not 3 draws below 3."""
+    if not isinstance(size, (tuple, list)):
+        raise TypeError(f"randint(): argument 'size'{where} must be tuple of ints, not {type(size).__name__}")
 
 
 _C_TYPES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short int", "int32": "int",
@@ -1594,6 +1602,7 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, layout=None,
             raise TypeError("normal() received an invalid combination of arguments - got (float, float): "
                             "with numbers for mean and std it needs a size: normal(mean, std, size)")
         _check_std(std)
+        requires_grad = requires_grad or False  # (None: False, as the other factories read it: _argument_types)
         shape = _size((size,), "normal")
         device = _device_of(device)
         if device is META:

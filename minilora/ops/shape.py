@@ -1164,6 +1164,8 @@ def meshgrid(*tensors, indexing=None):
         warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the "
                       "indexing argument.", UserWarning, stacklevel=2)
         indexing = "ij"
+    if not tensors:
+        raise RuntimeError("meshgrid expects a non-empty TensorList")
     if indexing not in ("ij", "xy"):
         raise RuntimeError(f"torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but received: "
                            f"{indexing}")
@@ -1833,6 +1835,8 @@ def resize_as_(self, the_template, memory_format=None):
 def sum_to_size(self, *sizes):
     """``x.sum_to_size(1, 3)``: ``x`` summed down to a shape it broadcasts from (the gradient's reduction of a
     broadcast operand): over its leading dimensions and where ``sizes`` has a 1; ``x`` itself at its own shape."""
+    if not sizes:  # (torch's parser: x.sum_to_size(()) sums everything, x.sum_to_size() is refused)
+        raise TypeError('sum_to_size() missing 1 required positional arguments: "size"')
     size = _size_arguments("sum_to_size", sizes)
     lead = self.ndim - len(size)
     if lead < 0 or any(s != 1 and s != d for s, d in zip(size, self.shape[lead:])):
