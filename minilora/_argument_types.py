@@ -528,6 +528,8 @@ def _sequence_checked(function, first, unpacks):
     """``function`` refusing, in torch's words, a non-Tensor among the Tensors it takes from position ``first``."""
     @functools.wraps(function)
     def call(*args, **kwargs):
+        if first and not (args and isinstance(args[0], str)):  # (einsum(x, [0, 1], y, [1]): its sublist form)
+            return function(*args, **kwargs)
         values = args[first:]
         if unpacks and len(values) == 1 and isinstance(values[0], (list, tuple)):
             values = values[0]
