@@ -541,6 +541,11 @@ def _sequence_checked(function, first, unpacks):
     return call
 
 
+# Top-level functions that are Python in torch and read an attribute of a Tensor argument first, in
+# FUNCTIONAL_CHECKS' notation: torch.unravel_index(3, (4,)) is Python's AttributeError there, where minilora answered
+PYTHON_TENSOR_CHECKS = {"unravel_index": "indices.is_complex"}
+
+
 # Tensor methods whose one parameter is an ``int[]`` given whole or one int at a time (``x.repeat(2, 1)``,
 # ``x.repeat((2, 1))``): method -> the parameter's name. A non-int is torch's parser's TypeError, in its three
 # phrasings, where minilora's code raised int()'s ValueError or a ShapeError (x.permute(1.5, 0, 2)).
@@ -635,6 +640,8 @@ def check_tensor_arguments(namespace):
         setattr(Tensor, name, _varargs_checked(getattr(Tensor, name), name, parameter))
     for name, (first, unpacks) in TENSOR_SEQUENCES.items():
         namespace[name] = _sequence_checked(namespace[name], first, unpacks)
+    for name, specs in PYTHON_TENSOR_CHECKS.items():
+        namespace[name] = _functional_checked(namespace[name], name, specs, "")
 
 
 # ``minilora.nn.functional``: each name's leading parameters that torch 2.13 refuses a non-Tensor for (read off by

@@ -1810,6 +1810,9 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
     if input.dtype not in (dtypes.float32, dtypes.float64):
         raise NotImplementedError(f"\"histogramdd\" not implemented for '{dtypes.torch_name(input.dtype)}'")
     no_forward_formula("aten::histogram", input, weight)
+    if isinstance(bins, Tensor) and bins.ndim != 1:  # (edges are a list: a matrix of them was read flattened)
+        raise RuntimeError(f"torch.histogramdd: bins tensor should have one dimension, but got {bins.ndim} "
+                           "dimensions in the bins tensor for dimension 0")
     values = input.detach().cpu().numpy().reshape(-1)
     edges = _histogram_edges(input, values, bins, range)
     counts_weight = _histogram_weight(input, weight)

@@ -1482,6 +1482,9 @@ def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
     for label, t in (("input", input), ("other", other)):
         if t.ndim < 2:
             raise RuntimeError(f"torch.ormqr: {label} must have at least 2 dimensions.")
+    if tau.ndim != input.ndim - 1:  # (one tau per matrix of the batch: a matrix of them is no reflector list)
+        raise RuntimeError(f"torch.ormqr: Expected tau to have one dimension less than input, but got tau.ndim equal "
+                           f"to {tau.ndim} and input.ndim is equal to {input.ndim}")
     if other.ndim != input.ndim:
         raise RuntimeError(f"torch.ormqr: Expected other to have the same number of dimensions as input, but got "
                            f"other.ndim equal to {other.ndim} and input.ndim is equal to {input.ndim}")

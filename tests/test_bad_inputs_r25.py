@@ -81,6 +81,9 @@ REFUSED_BY_TORCH = {
     "randint size= a bare int": lambda L: L.randint(3, size=3),
     "x.type of a tensor": lambda L: X(L, 2, 3).type(X(L, 2, 3)),
     "x.sum_to_size no size": lambda L: X(L, 2, 3).sum_to_size(),
+    "unravel_index of an int": lambda L: L.unravel_index(3, (4,)),
+    "histogram 2-d bins": lambda L: X(L, 2, 3).histogram(X(L, 2, 2)),
+    "ormqr 2-d tau": lambda L: L.ormqr(X(L, 3, 3), X(L, 3, 3), X(L, 3, 3)),
 }
 
 
