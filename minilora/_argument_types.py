@@ -19,9 +19,9 @@ import numpy as np
 from . import dtypes
 from .tensor import Tensor, tensor
 
-__all__ = ["TENSOR_PARAMETERS", "OPTIONAL_REQUIRES_GRAD", "FUNCTION_SCALARS", "TENSOR_SEQUENCES", "VARARG_SIZES", "INPUT_OVERLOADS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "SCALARS", "SCALAR_OVERLOADS",
-           "check_tensor_arguments",
-           "FUNCTIONAL_CHECKS", "check_functional_arguments"]
+__all__ = ["TENSOR_PARAMETERS", "OPTIONAL_REQUIRES_GRAD", "FUNCTION_SCALARS", "TENSOR_SEQUENCES", "VARARG_SIZES",
+           "INPUT_OVERLOADS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "SCALARS", "SCALAR_OVERLOADS",
+           "check_tensor_arguments", "FUNCTIONAL_CHECKS", "check_functional_arguments"]
 
 # the parameters (in order, from position 1) that must be Tensors -> the top-level names with that signature head
 TENSOR_PARAMETERS = {
@@ -52,7 +52,8 @@ TENSOR_PARAMETERS = {
         constant_pad_nd native_layer_norm native_dropout native_batch_norm native_group_norm native_channel_shuffle
         batch_norm_update_stats max_pool1d_with_indices embedding_renorm_ lstm_cell
         alias_copy diagonal_copy expand_copy select_copy slice_copy split_copy squeeze_copy t_copy transpose_copy
-        unbind_copy unfold_copy unsafe_chunk unsafe_split unsqueeze_copy view_copy permute_copy all any dsplit hsplit vsplit
+        unbind_copy unfold_copy unsafe_chunk unsafe_split unsqueeze_copy view_copy permute_copy all any dsplit hsplit
+        vsplit
         tensor_split moveaxis movedim quantile nanquantile narrow fill fill_ randint_like std std_mean var var_mean
         clamp_ clamp_max_ clamp_min_ clip_ xlogy_ histogramdd""",
     ('input', 'other'): """
@@ -253,7 +254,7 @@ def _checked(function, name, parameters, after=0):
 
     @functools.wraps(function)
     def call(*args, **kwargs):
-        if overloaded_most is not None and len(args) > overloaded_most:  # (view_copy(x, 2, 2): its sizes are one tuple in every overload)
+        if overloaded_most is not None and len(args) > overloaded_most:  # (view_copy(x, 2, 2): sizes are one tuple)
             raise _invalid_combination(name, args[after:], kwargs, INPUT_OVERLOADS[name], bool(after))
         if limit is not None and len(args) > limit:  # (torch counts before it types; a method's self is args[0])
             given, most = len(args) - after, limit - after

@@ -180,7 +180,8 @@ def _call(function, args_and_kwargs):
 
 def _candidates(kept):
     """The CANDIDATES a function (``kept``: a method, whose first argument is a tensor) is tried with."""
-    return [build for build in CANDIDATES if not kept or (build(_torch())[0] and hasattr(build(_torch())[0][0], "shape"))]
+    return [build for build in CANDIDATES
+            if not kept or (build(_torch())[0] and hasattr(build(_torch())[0][0], "shape"))]
 
 
 def _torch():

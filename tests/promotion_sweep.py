@@ -15,7 +15,11 @@ Left: VALUE only where a complex operand holds inf/nan (pow/**/float_power/pow_ 
 ldexp 13) and gcd(int8 -128, 127) (torch -1); REFUSES: float16 with a complex 0-d tensor or number (torch's
 complex32, which minilora has not); errtype: both refuse, checked in another order (an in-place op's output shape
 or cast before the kernel's dtype: 494 of them 'output with shape [] doesn't match the broadcast shape'), and
-ldexp(complex, float16 tensor) is accepted where torch's pow has no ComplexHalf kernel."""
+ldexp(complex, float16 tensor) is accepted where torch's pow has no ComplexHalf kernel.
+Round 25: errtype 660 -> 28 (an in-place op checks its output's shape, then the promoted dtype's fit, before the
+kernel: Tensor._check_elementwise_inplace; arange(2**40) is torch's allocator RuntimeError). Left: float16 with a
+complex 0-d tensor in maximum/minimum (complex32), clamp_min_(float16, 1j) and arange/range of a complex number
+(the Scalar conversion's words as a TypeError)."""
 import argparse
 import collections
 import sys

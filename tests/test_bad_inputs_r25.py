@@ -7,7 +7,7 @@ class and first line of words where both refuse, torch's answer where torch answ
   (view_copy, as_strided, flip, tile, new_full), a Tensor for a float (nan_to_num, celu), overloads no call
   matches (result_type(x), bernoulli(x, t), trapezoid(y, 1)), index_put's indices, native_dropout's train;
 - an in-place elementwise op checks its output's shape, then the promoted dtype's fit, before the kernel looks at
-  the dtypes (Tensor._check_elementwise_inplace: promotion_sweep's errtype 660 -> 22);
+  the dtypes (Tensor._check_elementwise_inplace: promotion_sweep's errtype 660 -> 28);
 - torch's words: Tensors one by one (einsum, meshgrid, ...), x.repeat/permute/tile/flip's non-ints, x.is_set_to(3),
   softmax's positional dtype, a non-float Parameter, and NumPy's MemoryError as torch's CPU allocator's RuntimeError.
 """
