@@ -458,7 +458,7 @@ SCALARS = {
     "cauchy_": "median:float sigma:float", "log_normal_": "mean:float std:float", "normal_": "mean:float std:float",
     "copy_": "non_blocking:bool", "type": "non_blocking:bool",
     "slice_inverse": "src:Tensor dim:int start:int? end:int? step:int",
-    "logit_": "eps:float?", **dict.fromkeys(["lerp", "lerp_"], "end:Tensor+"),
+    "logit_": "eps:float?", **dict.fromkeys(["lerp", "lerp_"], "end:Tensor+ weight:TensorOrNumber+"),
     # (round 25's sweep of the calls minilora answered and torch refuses: x.as_strided(2, 2), x.nan_to_num(tensor),
     # x.index_put(1, v), torch.bernoulli(x, tensor), torch.trapezoid(y, 1) (dx is keyword-only))
     **dict.fromkeys(["as_strided", "as_strided_"], "size:sizes stride:sizes storage_offset:int?"),
@@ -468,6 +468,11 @@ SCALARS = {
     "native_dropout": "p:float train:bool?", "batch_norm_stats": "eps:float", "bernoulli": "p:float+",
     **dict.fromkeys(["trapezoid", "trapz"], "x:Tensor?+"), "new_full": "size:sizes",
     **dict.fromkeys(["softmax", "log_softmax"], "dtype:dtype?"),  # (torch's position in its words: softmax(x, 0, 3))
+    # (a Tensor or a number, one overload each: None, a list or a string matches neither: x.clamp_min(None),
+    # x.quantile("a"), x.float_power("2"))
+    **dict.fromkeys(["clamp_min", "clamp_min_"], "min:TensorOrNumber+"),
+    **dict.fromkeys(["clamp_max", "clamp_max_"], "max:TensorOrNumber+"),
+    **dict.fromkeys(["quantile", "nanquantile"], "q:TensorOrNumber+"), "float_power": "exponent:TensorOrNumber+",
 }
 # the top-level functions' parameters of SCALARS' kinds whose Tensor method reads them otherwise: torch.flip(x, 0)
 # and torch.tile(x, 2) are refused (an int[] after input takes no bare int), x.flip(0) and x.tile(2) are not
@@ -502,6 +507,8 @@ SCALAR_OVERLOADS = {
                   "(Tensor input, float p, *, torch.Generator generator = None)"),
     "trapezoid": ("(Tensor y, Tensor x, *, int dim = -1)", "(Tensor y, *, Number dx = 1, int dim = -1)"),
     "trapz": ("(Tensor y, *, float dx = 1, int dim = -1)", "(Tensor y, Tensor x, *, int dim = -1)"),
+    **{name: OVERLOADS[name] for name in ("clamp_min", "clamp_max", "float_power")},
+    **{name: INPUT_OVERLOADS[name] for name in ("clamp_min_", "clamp_max_", "quantile", "nanquantile")},
     "nuclear_norm": ("(Tensor input, tuple of ints dim, bool keepdim = False, *, Tensor out = None)",
                      "(Tensor input, bool keepdim = False, *, Tensor out = None)"),
 }
@@ -879,6 +886,7 @@ _ACCEPTS = {
     "bool": lambda value: value is True or value is False,  # (NumPy's bool too is refused, as torch's parser)
     "sizes": _accepts_sizes,
     "dtype": lambda value: _is_dtype(value),
+    "TensorOrNumber": lambda value: isinstance(value, (Tensor, numbers.Number, np.generic)),
     "tensors": lambda value: _first_non_tensor(value) if isinstance(value, (list, tuple)) else False,
     "int": _one_int,
     "float": _one_number,
@@ -897,7 +905,7 @@ _ACCEPTS = {
 # per kind, the classes that pass at once (the common case costs a set lookup); anything else is looked at closer
 _PLAIN = {"bool": {bool}, "int": {int}, "float": {float, int}, "Number": {float, int}, "ints": {int},
           "pairs": {int}, "Tensor": {Tensor}, "sizes": set(), "tensors": set(),
-          "dtype": set()}
+          "dtype": set(), "TensorOrNumber": {Tensor, int, float}}
 
 
 def _tensor_refusal(name, spec, index):

@@ -85,9 +85,18 @@ REFUSED_BY_TORCH = {
     "histogram 2-d bins": lambda L: X(L, 2, 3).histogram(X(L, 2, 2)),
     "ormqr 2-d tau": lambda L: L.ormqr(X(L, 3, 3), X(L, 3, 3), X(L, 3, 3)),
 }
+REFUSED_BY_TORCH_OTHERWISE = {  # (minilora refused too, in another class)
+    "x.clamp_min None": lambda L: X(L, 2, 3).clamp_min(None),
+    "clamp_max_ None": lambda L: L.clamp_max_(X(L, 2, 3), None),
+    "x.quantile str": lambda L: X(L, 2, 3).quantile("a"),
+    "nanquantile str": lambda L: L.nanquantile(X(L, 2, 3), "a"),
+    "x.float_power str": lambda L: X(L, 2, 3).float_power("abc"),
+    "lerp list weight": lambda L: L.lerp(X(L, 2, 3), X(L, 2, 3), [1.0, 2.0]),
+}
 
 
-@pytest.mark.parametrize("call", REFUSED_BY_TORCH.values(), ids=REFUSED_BY_TORCH.keys())
+@pytest.mark.parametrize("call", [*REFUSED_BY_TORCH.values(), *REFUSED_BY_TORCH_OTHERWISE.values()],
+                         ids=[*REFUSED_BY_TORCH, *REFUSED_BY_TORCH_OTHERWISE])
 def test_calls_torch_refuses_are_refused_in_its_words(call):
     assert _outcome(call, torch)[0] != "OK"
     _same_as_torch(call)
