@@ -11,7 +11,7 @@ left {'same': 2170, 'words': 332, 'no-base': 113, 'diff': 44}: of the diffs, ``x
 attention code's hot call), ``x.repeat``/``x.permute`` of a float (ValueError/ShapeError where torch's parser says
 TypeError) and the old linalg names' integer inputs. ``tests/test_bad_inputs_r24.py`` keeps rows (~1 min here).
 Round 25 (with the ``accepts`` pass) went from {'same': 2174, 'words': 332, 'no-base': 112, 'accepts': 44, 'diff': 44}
-to {'same': 2204, 'words': 314, 'no-base': 112, 'diff': 32, 'accepts': 1} (x.repeat_interleave() without repeats).
+to {'same': 2233, 'words': 294, 'no-base': 112, 'diff': 23, 'accepts': 1} (x.repeat_interleave() without repeats).
 """
 import sys
 import warnings

@@ -15,7 +15,7 @@ NotImplementedError, minilora's linalg RuntimeError) and the overloads whose lis
 q, gradient's edge_order). ``tests/test_bad_inputs_r24.py`` keeps rows of what it found (~2 min here).
 Round 25 added the ``accepts`` pass (bad_inputs_core.accepted_calls: every candidate call minilora answers and torch
 refuses) and went from {'same': 4191, 'words': 397, 'no-base': 130, 'accepts': 82, 'diff': 56, 'torch-ok': 16} to
-{'same': 4245, 'words': 380, 'no-base': 130, 'diff': 35, 'accepts': 11}: left, as_strided_copy's sizes one by one
+{'same': 4259, 'words': 371, 'no-base': 130, 'diff': 30, 'accepts': 11}: left, as_strided_copy's sizes one by one
 (its twin takes ``*args``), batch_norm_stats on the CPU (torch has no CPU kernel), broadcast_shapes of a tensor,
 device(), histogramdd without bins; ``tests/test_bad_inputs_r25.py`` keeps rows.
 """
