@@ -6,7 +6,7 @@ backward, and each time a thread wants the GIL back while the other holds it, it
 ~50 us a time on a 2-vCPU KVM guest, where a block computes for 300-1500 us; handing a block to a
 sleeping Python helper and getting it back costs ~100 us more (2 vCPUs of an Intel Xeon: a region of two
 280 us products took ~420 us). ``native/gemm_pool.c`` holds the same products as a list and runs the whole
-list on each block in C threads that never touch Python (and spin ~0.2 ms for the next job before they
+list on each block in C threads that never touch Python (and spin ~50 us for the next job before they
 sleep, as PyTorch's OpenMP workers do), so the threads meet once per layer, within microseconds.
 
     P = gemm_pool.Product
@@ -32,10 +32,12 @@ from . import blas, native
 
 __all__ = ["Product", "run", "available", "SPIN_US"]
 
-SPLITS = {"rows": 0, "sum": 1, "scale": 2, "whole": 3, "add": 4, "multiply": 5}  # gemm_pool.c's kinds
-# How long a worker spins for the next job before it sleeps. Between the LoRA layers of one transformer
-# block come ~20-200 us of other ops; a sleeping worker takes ~30-50 us to wake (KVM guest).
-SPIN_US = 200
+# How long a worker spins for the next job before it sleeps. The LoRA layers of one block follow each other
+# within ~20-50 us of Python (q, k, v; gate, up), and waking a sleeping worker costs ~20 us to the caller and
+# ~30 us of latency. On benchmarks/lora_step.py (2 vCPUs of an Intel Xeon, real-time priority, two runs of
+# 3 rounds each) 0, 50 and 200 us gave the same step within the noise (LoRA / PEFT 1.06-1.09, 1.06-1.12,
+# 1.06-1.19); longer spins cost CPU time that another process (a test run's other worker) could use.
+SPIN_US = 50
 
 
 class _Product(ctypes.Structure):

@@ -62,7 +62,7 @@ static ml_job *job;
 static int64_t job_parts;  /* job->parts, read before a claim (job itself only after one) */
 static int64_t generation, blocks_done, claimed[MAX_WORKERS + 1];
 static int workers, sleepers;
-static int64_t spin_ns = 200000;
+static int64_t spin_ns = 50000;  /* (set by ml_pool_start: gemm_pool.SPIN_US) */
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 
