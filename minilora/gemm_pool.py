@@ -32,6 +32,7 @@ from . import blas, native
 
 __all__ = ["Product", "run", "available", "SPIN_US"]
 
+SPLITS = {"rows": 0, "sum": 1, "scale": 2, "whole": 3, "add": 4, "multiply": 5}  # gemm_pool.c's kinds
 # How long a worker spins for the next job before it sleeps. The LoRA layers of one block follow each other
 # within ~20-50 us of Python (q, k, v; gate, up), and waking a sleeping worker costs ~20 us to the caller and
 # ~30 us of latency. On benchmarks/lora_step.py (2 vCPUs of an Intel Xeon, real-time priority, two runs of
