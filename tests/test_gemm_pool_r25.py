@@ -244,6 +244,7 @@ def test_a_linear_backward_side_by_side_in_c_threads_is_numpys_to_the_bit(thread
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["add", "multiply"])
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
 def test_large_adds_and_multiplies_in_c_threads_are_numpys_to_the_bit(threads, monkeypatch, dtype, name):
     threads(2)
     rng = np.random.default_rng(12)
