@@ -25,10 +25,11 @@ too; a trip through float32 had quieted it), and the binary grid adds each dtype
 +-0, +-1, +-inf, a quiet and a signaling NaN, the largest, the smallest normal, subnormals). Fixed: a 16-bit unary op
 is torch's float32 kernel rounded once (not NumPy's float16 loop, nor float64 rounded straight to 16 bits), float16
 atan2/logaddexp likewise, SLEEF's fmod NaN, fmax/fmin of a signaling NaN, float16 nextafter(-0.0, 0.0). Left
-(8 unary forms, 16 binary, 1-2 numbers each but the sNaN ones): float16 expm1(0.0343), lgamma(2.26), logit(0.0053);
+(8 unary forms, 12 binary, 1-2 numbers each but the sNaN ones): float16 expm1(0.0343), lgamma(2.26), logit(0.0053);
 bfloat16 lgamma near 4e36; pow(sNaN, 0) and hypot(sNaN, inf) (torch's vectorized SLEEF gives 1 and inf, its scalar
-tail and minilora NaN); the sign of a zero in maximum/minimum (float16) and fmax/fmin (bfloat16): torch's vector
-max answers the second operand of two equal ones, its scalar tail the first (loop position, not modelled).
+tail and minilora NaN); the sign of a zero in fmax/fmin (bfloat16: torch's answers the second of -0.0 and 0.0 in
+both loops, float16's and float32's the first). maximum/minimum's zeros follow the loop (round 25: the vectorized
+body answers the second operand, the scalar tail the first).
 """
 import argparse
 import sys

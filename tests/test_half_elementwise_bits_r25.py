@@ -102,3 +102,15 @@ def test_float16_nextafter_of_equal_numbers_is_the_target():
     x = torch.tensor([-0.0, 0.0, 1.0, -2.0] * 20, dtype=torch.float16)
     y = torch.tensor([0.0, -0.0, 1.0, 3.0] * 20, dtype=torch.float16)
     assert_same_bits(ml.nextafter(mine(x), mine(y)), torch.nextafter(x, y))
+
+
+@vectorized
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_maximum_and_minimum_of_signed_zeros_follow_the_loop(dtype):
+    # -0.0 and 0.0 tie: torch's vectorized body answers the second operand (vmaxps), its scalar tail the first
+    # (std::max); 70 elements: 64 in the body, 6 in the tail
+    x = torch.tensor([-0.0, 0.0, 1.0, -0.0, 0.0] * 14, dtype=getattr(torch, dtype))
+    y = torch.tensor([0.0, -0.0, 1.0, -0.0, 0.0] * 14, dtype=getattr(torch, dtype))
+    for name in ("maximum", "minimum"):
+        assert_same_bits(getattr(ml, name)(mine(x), mine(y)), getattr(torch, name)(x, y))
+        assert_same_bits(getattr(ml, name)(mine(x[:5]), mine(y[:5])), getattr(torch, name)(x[:5], y[:5]))

@@ -1450,7 +1450,8 @@ class Maximum(Function):
         ctx.tie = a == b  # (neither wins nor ties where either is NaN: both get all of g, as torch's)
         if getattr(ctx.tie, "ndim", 0) > 1:  # (torch's self == other: laid out by its iterator, as where's result)
             ctx.tie = _iterator_laid_out(ctx.tie, (a, b))
-        return (xp.minimum if smallest else xp.maximum)(a, b)
+        out = (xp.minimum if smallest else xp.maximum)(a, b)
+        return _zero_ties_as_torch(a, b, out) if xp is np else out
 
     @staticmethod
     def backward(ctx, g):
@@ -1463,6 +1464,26 @@ class Maximum(Function):
         shared = _where_laid_out(xp, ctx.tie, g / 2, g)
         return (unbroadcast(_where_laid_out(xp, ctx.b_wins, zero, shared), ctx.shapes[0]) if na else None,
                 unbroadcast(_where_laid_out(xp, ctx.a_wins, zero, shared), ctx.shapes[1]) if nb else None)
+
+
+def _zero_ties_as_torch(a, b, out):
+    """``out`` where a == b: only -0.0 and 0.0 tie with other bits. torch's float32 and 16-bit max/min answer b there
+    in their vectorized body (``vmaxps`` gives its second operand) and a in the scalar tail (``std::max``): its loop
+    positions (``float32_math.scalar_positions``)."""
+    dtype = np.result_type(out)
+    if not (dtype == float32 or _is_16bit_dtype(dtype)) or not np.ndim(out):
+        return out
+    a, b = np.broadcast_arrays(np.asarray(a, dtype), np.asarray(b, dtype))
+    signs_differ = (a == b) & (np.signbit(a) != np.signbit(b))
+    if not signs_differ.any():
+        return out
+    step = float32_math.HALF_STEP if _is_16bit_dtype(dtype) else float32_math._VECTOR_STEP
+    picked = np.ascontiguousarray(b).reshape(-1).copy()
+    for where in float32_math.scalar_positions(a, b, step=step):
+        picked[where] = np.ascontiguousarray(a).reshape(-1)[where]
+    out = np.array(out, copy=True)
+    out[signs_differ] = picked.reshape(out.shape)[signs_differ]
+    return out
 
 
 def maximum(input, other):
