@@ -103,6 +103,21 @@ GROUP_CASES = [((4, 102, 5, 5), 6), ((8, 102, 3), 51), ((2, 102, 8, 8), 34), ((3
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_channels_last_16bit_group_norm_is_torchs(dtype):
+    # torch's channels-last kernel sums in another float32 order, which rounds to the same 16-bit numbers but for
+    # a few (measured over 5 seeds: float16 1-3 of 6400 outputs and 0-1 of dx, bfloat16 0-1 outputs) -- the
+    # composed float32 ops minilora ran there before left ~30% of dx an ulp off
+    rng = np.random.default_rng(0)
+    (mx, tx) = tensors((rng.standard_normal((4, 64, 5, 5)) * 2 - 0.5).astype(np.float32), dtype, channels_last=True)
+    (mg, tg) = tensors(rng.standard_normal((4, 64, 5, 5)).astype(np.float32), dtype, channels_last=True)
+    mx.requires_grad_(), tx.requires_grad_()
+    my, ty = ml.nn.functional.group_norm(mx, 8), torch.nn.functional.group_norm(tx, 8)
+    my.backward(mg), ty.backward(tg)
+    assert int((bits(my) != bits(ty)).sum()) <= 3
+    assert int((bits(mx.grad) != bits(tx.grad)).sum()) <= 1
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("mixed", [False, True], ids=["16bit_params", "float32_params"])
 def test_group_norm_statistics_output_and_gradients_are_torchs(mixed, dtype):
     for shape, groups in GROUP_CASES:
