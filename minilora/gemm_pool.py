@@ -82,7 +82,7 @@ def _pool():
         if library is not None:
             library.ml_pool_start.argtypes = [ctypes.c_int, ctypes.c_int64]
             library.ml_pool_run.argtypes = [ctypes.c_void_p]
-            library.ml_pool_run.restype = None
+            library.ml_pool_run.restype = ctypes.c_int
             _library = library
     return _library
 
@@ -106,7 +106,10 @@ def _fill(op, p, rows, parts, dtype):
         op.a, op.b, op.c = p.a.ctypes.data, p.b.ctypes.data, p.out.ctypes.data
         return not np.may_share_memory(p.out, p.b)
     out = p.out[0] if p.split == "sum" else p.out
-    if out.ndim != 2 or not out.flags.c_contiguous or (p.split == "sum" and not p.out.flags.c_contiguous):
+    # (a sum's out has one slab per block: the caller counted the blocks before parallel.products_run did, and
+    # another thread's set_num_threads in between would leave slabs unwritten or blocks writing past the end)
+    if out.ndim != 2 or not out.flags.c_contiguous or (p.split == "sum" and (not p.out.flags.c_contiguous
+                                                                             or len(p.out) != parts)):
         return False
     op.split, op.block = SPLITS[p.split], p.block
     if p.split == "whole" and not 0 <= p.block < parts or p.split != "whole" and rows // parts < 2:
@@ -118,7 +121,8 @@ def _fill(op, p, rows, parts, dtype):
     if p.split == "scale":
         return op.M == rows
     forms = blas.operand_form(p.a), blas.operand_form(p.b)
-    if None in forms or np.may_share_memory(p.out, p.a) or np.may_share_memory(p.out, p.b):
+    if (None in forms or np.may_share_memory(p.out, p.a) or np.may_share_memory(p.out, p.b)
+            or _numpy_calls_syrk(p, rows, parts)):
         return False
     (op.trans_a, op.lda), (op.trans_b, op.ldb) = forms
     op.K, op.a, op.b = p.a.shape[1], p.a.ctypes.data, p.b.ctypes.data
@@ -131,13 +135,31 @@ def _fill(op, p, rows, parts, dtype):
         op.M == rows if p.split == "rows" else op.K == rows)
 
 
+def _numpy_calls_syrk(p, rows, parts):
+    """Whether NumPy's matmul computes one of ``p``'s blocks as a matrix times its own transpose (the same
+    memory, the strides swapped: a Linear's dW = dY^T X where dY is X), which it hands to BLAS's syrk (one
+    triangle, mirrored), not gemm: other sums, other roundings. The pool declines those; NumPy runs them."""
+    a, b = p.a, p.b
+    if a.strides != b.strides[::-1]:  # (almost every product stops here)
+        return False
+    blocks = [(rows * i // parts, rows * (i + 1) // parts) for i in range(parts)]  # as gemm_pool.c's run_block
+    if p.split == "whole":
+        starts = [(0, 0, len(a))]  # (a's offset, b's offset, a's rows) of each NumPy call
+    elif p.split == "rows":
+        starts = [(first * a.strides[0], 0, last - first) for first, last in blocks]
+    else:  # "sum": block i's terms of the sum, columns of a and rows of b
+        starts = [(first * a.strides[1], first * b.strides[0], len(a)) for first, _ in blocks]
+    return any(a.ctypes.data + at_a == b.ctypes.data + at_b and m == b.shape[1] for at_a, at_b, m in starts)
+
+
 def run(rows, parts, products):
     """Run ``products`` (a list of ``Product``) on ``parts`` blocks of ``rows`` rows, block 0 in the calling
     thread, the others in the C threads; False (nothing done) when the products are not ones the pool runs.
-    One caller at a time (``parallel.products`` holds the split region)."""
+    One caller at a time (``parallel.products_run`` holds the split region); a second one, or more blocks than
+    the pool has threads for (65), is refused: False."""
     dtype = products[0].out.dtype
-    if len(products) > _MAX_OPS or dtype not in (np.float32, np.float64):
-        return False
+    if not available() or len(products) > _MAX_OPS or dtype not in (np.float32, np.float64):
+        return False  # (available: MINILORA_GEMM_POOL=0, no compiler, or another thread still compiling it)
     job = _Job(sgemm=blas.gemm_address(np.float32), dgemm=blas.gemm_address(np.float64), n_ops=len(products),
                rows=rows, parts=parts)
     for op, p in zip(job.ops, products):
@@ -145,5 +167,4 @@ def run(rows, parts, products):
             return False
     pool = _pool()
     pool.ml_pool_start(parts - 1, SPIN_US * 1000)
-    pool.ml_pool_run(ctypes.byref(job))
-    return True
+    return pool.ml_pool_run(ctypes.byref(job)) == 0  # (1: refused, nothing done: too many blocks, or busy)

@@ -22,6 +22,7 @@
  * returned and Python freed them, and no block runs twice.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -62,6 +63,7 @@ static ml_job *job;
 static int64_t job_parts;  /* job->parts, read before a claim (job itself only after one) */
 static int64_t generation, blocks_done, claimed[MAX_WORKERS + 1];
 static int workers, sleepers;
+static int running;  /* 1 while a thread is inside ml_pool_start or ml_pool_run (``enter``) */
 static int64_t spin_ns = 50000;  /* (set by ml_pool_start: gemm_pool.SPIN_US) */
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
@@ -189,14 +191,33 @@ static void *worker(void *arg) {
 
 /* A forked child has only the thread that forked: no workers, and the locks as they were then. */
 static void after_fork_in_child(void) {
-    workers = sleepers = 0;
+    workers = sleepers = running = 0;  /* (the forking thread is not inside ml_pool_run) */
     pthread_mutex_init(&mutex, NULL);
     pthread_cond_init(&wake, NULL);
 }
 
-/* Start worker threads until there are ``count`` (never stopped: they sleep when idle). 0 on success.
- * Called by the thread that calls ml_pool_run, between jobs. */
+/* One thread at a time in ml_pool_start and ml_pool_run: minilora.parallel's region lock orders its callers,
+ * and a second caller (gemm_pool.run from two threads) is refused -- 0 here -- rather than mixed into the job
+ * in flight (its reset of blocks_done, its claims closing the other's blocks: a hang, or rows never written). */
+static int enter(void) {
+    int idle = 0;
+    return __atomic_compare_exchange_n(&running, &idle, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+static void leave(void) { __atomic_store_n(&running, 0, __ATOMIC_RELEASE); }
+
+static int start_workers(int count, int64_t spin);
+
+/* Start worker threads until there are ``count`` (never stopped: they sleep when idle). 0 on success,
+ * EBUSY while another thread is in the pool (the workers there are run its blocks; the caller runs the rest). */
 int ml_pool_start(int count, int64_t spin) {
+    if (!enter()) return EBUSY;
+    int failed = start_workers(count, spin);
+    leave();
+    return failed;
+}
+
+static int start_workers(int count, int64_t spin) {
     static int fork_handler;
     if (!fork_handler) fork_handler = !pthread_atfork(NULL, NULL, after_fork_in_child);
     spin_ns = spin;
@@ -219,9 +240,13 @@ int ml_pool_workers(void) { return workers; }
 
 int ml_pool_max_ops(void) { return MAX_OPS; }
 
-/* Run ``j`` on its ``parts`` blocks: block 0 here, block i on worker i (or here, if it is slow to start).
- * Called by one thread at a time (minilora.parallel's region lock). */
-void ml_pool_run(ml_job *j) {
+/* Run ``j`` on its ``parts`` blocks: block 0 here, block i on worker i (or here, if it is slow to start); 0.
+ * Refused (1, nothing done) where the job does not fit -- more blocks than ``claimed`` has slots
+ * (set_num_threads(65)), more products than ``ops`` -- or another thread is in the pool (``enter``): the caller
+ * then runs its NumPy code. */
+int ml_pool_run(ml_job *j) {
+    if (j->parts < 1 || j->parts > MAX_WORKERS + 1 || j->n_ops < 0 || j->n_ops > MAX_OPS || !enter())
+        return 1;
     int64_t gen = generation + 1, ran_here = 0;
     job = j;
     __atomic_store_n(&job_parts, j->parts, __ATOMIC_RELEASE);
@@ -244,4 +269,6 @@ void ml_pool_run(ml_job *j) {
         if ((i & 63) == 0) sched_yield();
     }
     for (int64_t part = 0; part < j->parts || part <= workers; part++) claim(part, gen);  /* the job is over */
+    leave();
+    return 0;
 }
