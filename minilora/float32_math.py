@@ -129,7 +129,7 @@ _NATIVE_SIGNATURES = {
     "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
     "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
     "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffi"}
-_NATIVE_RESULTS = {"ml_row_max": ctypes.c_int}  # (the others return nothing)
+_NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
 
 
 def _native_library():
@@ -1011,15 +1011,16 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, decay, shrink, one_minus_bet
                eps, step_size):
     """One AdamW step over flat C-contiguous float32 arrays in one compiled pass (``ml_adamw``): the same
     bits as ``optim.adam.adamw_update``'s NumPy calls given the same float32 numbers (its multiply-adds fused
-    where ``FUSED_MULTIPLY_ADD``), ~3x faster; False, doing nothing, where the kernels are not built."""
+    where ``FUSED_MULTIPLY_ADD``), ~3x faster; False, doing nothing, where the kernels are not built or two of the
+    arrays overlap (a gradient that IS the weight, ``p.grad = p.detach()``: the NumPy update, as torch's, shrinks
+    it with the weight before the moments read it)."""
     library = _native_library()
     arrays = (param, grad, exp_avg, exp_avg_sq)
     if library is None or not all(type(a) is np.ndarray and a.dtype == _F32 and a.ndim == 1 and a.flags.c_contiguous
                                   and a.size == param.size for a in arrays):
         return False
-    library.ml_adamw(*map(native.address, arrays), param.size, int(decay), shrink, one_minus_beta1, one_minus_beta2,
-                     beta2, bias2_root, eps, step_size, int(FUSED_MULTIPLY_ADD))
-    return True
+    return library.ml_adamw(*map(native.address, arrays), param.size, int(decay), shrink, one_minus_beta1,
+                            one_minus_beta2, beta2, bias2_root, eps, step_size, int(FUSED_MULTIPLY_ADD)) == 0
 
 
 def multiply_add_into(a, b, c, out, wide):

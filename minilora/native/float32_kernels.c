@@ -484,10 +484,17 @@ void ml_mish_backward(const float *g, const float *restrict x, const float *rest
  * The order and roundings of optim/adam.py's adamw_update (exercise 6.1; torch's single-tensor AdamW), which
  * makes ~14 passes of NumPy calls over each slice: every float32 operation rounded as written, and the two
  * multiply-adds torch fuses (lerp's fmadd, addcmul's) rounded once through double where ``fused`` -- the
- * product of two floats is exact in double, then the sum, as adamw_update's float64 ``wide`` array does. */
-void ml_adamw(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
-              int decay, float shrink, float one_minus_beta1, float one_minus_beta2, float beta2, float bias2_root,
-              float eps, float step_size, int fused) {
+ * product of two floats is exact in double, then the sum, as adamw_update's float64 ``wide`` array does.
+ * 0; 1, nothing done, where two of the arrays overlap (``restrict`` would not hold; a gradient that IS the weight is
+ * shrunk with it before the moments read it in adamw_update, as in torch's). */
+int ml_adamw(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+             int decay, float shrink, float one_minus_beta1, float one_minus_beta2, float beta2, float bias2_root,
+             float eps, float step_size, int fused) {
+    const uintptr_t at[4] = {(uintptr_t)p, (uintptr_t)g, (uintptr_t)m, (uintptr_t)v};
+    for (int a = 0; a < 4; a++)
+        for (int b = a + 1; b < 4; b++)
+            if ((at[a] < at[b] ? at[b] - at[a] : at[a] - at[b]) < n * sizeof(float))
+                return 1;
     for (size_t i = 0; i < n; i++) {
         float w = decay ? p[i] * shrink : p[i];  /* decoupled weight decay */
         float d = g[i] - m[i];  /* m <- m + (1 - beta1)(g - m): exp_avg.lerp_(grad, 1 - beta1) */
@@ -500,6 +507,7 @@ void ml_adamw(float *restrict p, const float *restrict g, float *restrict m, flo
         m[i] = mi;
         v[i] = vi;
     }
+    return 0;
 }
 
 /* ---- a fused multiply-add, one rounding (torch's FMAs in backward formulas); a step of 0 repeats a
