@@ -26,18 +26,12 @@ from minilora.optim import AdamW
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import background_runs  # noqa: E402  (tests/, on the path just above)
+from test_gemm_pool_r25 import threads  # noqa: E402,F401  (the fixture: set_num_threads, the count put back)
 
 pytestmark = pytest.mark.skipif(not gemm_pool.available(), reason="no OpenBLAS CBLAS or no C compiler here")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-@pytest.fixture
-def threads():
-    before = parallel.num_threads()
-    yield parallel.set_num_threads
-    parallel.set_num_threads(before)
 
 
 def _in_a_child(code):
