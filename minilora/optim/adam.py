@@ -314,6 +314,22 @@ class Adam(Optimizer):
 _NUMPY_SQRT = np.sqrt  # the one pass's sqrtf rounds as NumPy's does
 
 
+_IMPORTED_CODE = adamw_update.__code__  # (as this file defines it; a test may swap in another)
+
+
+@functools.lru_cache(maxsize=None)
+def _solution_code():
+    """``adamw_update``'s code as imported where its exercise region (6.1) is the shipped solution, else None: in
+    a student copy the region is the learner's (no ``BEGIN SOLUTION`` marker), and what the learner writes is what
+    AdamW must train with -- the one pass computes the solution's numbers, so it runs only in its place."""
+    import inspect
+    try:
+        solved = "# BEGIN SOLUTION" in inspect.getsource(_IMPORTED_CODE)
+    except (OSError, TypeError):  # (no source at hand: a frozen build)
+        solved = False
+    return _IMPORTED_CODE if solved else None
+
+
 def _in_one_pass(arrays, state, group):
     """``adamw_update`` of flat float32 ``(param, grad, exp_avg, exp_avg_sq)`` in one compiled pass over the
     arrays (``float32_math.adamw_step``, the same bits from the same float32 numbers as the exercise's ~14
@@ -321,8 +337,10 @@ def _in_one_pass(arrays, state, group):
     ``amsgrad`` go the NumPy way); False where it does not apply. On a 3.4M-parameter Llama's full fine-tuning
     step (benchmarks/train_step.py) AdamW took 23 ms on 2 threads, torch's 8.8 ms (Intel Xeon, 2 vCPUs)."""
     if (len(arrays) != 4 or arrays[0].dtype != np.float32 or group["maximize"]
-            or (group["weight_decay"] and not group["decoupled_weight_decay"]) or np.sqrt is not _NUMPY_SQRT):
-        return False  # (np.sqrt replaced: tests/mkl_vml.py gives it MKL's rounding, which torch's sqrt has)
+            or (group["weight_decay"] and not group["decoupled_weight_decay"]) or np.sqrt is not _NUMPY_SQRT
+            or adamw_update.__code__ is not _solution_code()):
+        return False  # (np.sqrt replaced: tests/mkl_vml.py gives it MKL's rounding, which torch's sqrt has; the
+        # region's code swapped: tests/test_exercise_paths_r21.py stubs it, and the stub must be what runs)
     beta1, beta2 = group["betas"]
     lr, wd, step, number = learning_rate(group), group["weight_decay"], float(state["step"]), np.float32
     return float32_math.adamw_step(
