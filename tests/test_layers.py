@@ -27,6 +27,7 @@ LAYERS = [
     ("minilora.cpu_switches", 0),  # torch.set_flush_denormal / interop threads (stdlib only; parallel reads it)
     ("minilora.native", 0),  # compile C, cache, load with ctypes: float32_math's kernels, the emulator's builds
     ("minilora.gemm_pool", 0),  # lists of BLAS calls on blocks of rows in C threads (blas, native; parallel calls it)
+    ("minilora.solutions", 0),  # whether an exercise region is the shipped solution (its fast twins ask; stdlib)
     ("minilora.tensor", 1), ("minilora._tensor_str", 1), ("minilora.factories", 1), ("minilora.serialization", 1),
     ("minilora.pickled", 1),  # torch.save(model): a whole module pickled (serialization's pickle path)
     ("minilora.testing", 1),

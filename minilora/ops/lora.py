@@ -45,7 +45,7 @@ import operator
 
 import numpy as np
 
-from .. import amp as _amp, bf16_products, dtypes, float32_sums, gemm_pool, half_products, kernels, mkl_half_gemm, parallel
+from .. import amp as _amp, bf16_products, dtypes, float32_sums, gemm_pool, half_products, kernels, mkl_half_gemm, parallel, solutions
 from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
@@ -147,9 +147,13 @@ def _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
 # on the same block, and dropout's elementwise multiplications are the same on the whole arrays, so the
 # numbers are the same to the bit (tests/test_gemm_pool_r25.py); the NumPy functions stay the definition
 # (and the exercise).
+_forward_is_the_solution = solutions.solution_check(_lora_forward_rows)  # (else the learner's code runs)
+_backward_is_the_solution = solutions.solution_check(_lora_backward_rows)
+
+
 def _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
     """U = dropout(X) A^T, Y = X W0^T, Y += s U B^T on blocks of rows in C threads; False: not done."""
-    if parallel.parts_for(len(X), work) < 2:
+    if parallel.parts_for(len(X), work) < 2 or not _forward_is_the_solution():
         return False
     P = gemm_pool.Product
     dropped = X if keep is None else X * keep
@@ -159,7 +163,7 @@ def _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
 def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work):
     """``(dA, dB)`` of _lora_backward_rows (and V, dX filled) from C threads; None: not done."""
     parts = parallel.parts_for(len(dY), work)
-    if parts < 2:
+    if parts < 2 or not _backward_is_the_solution():
         return None
     P = gemm_pool.Product
     dA_parts = np.empty((parts,) + A.shape, A.dtype) if need_dA else None  # each block's term of the sum

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from .. import fastmath, float32_math, kernels, parallel
+from .. import fastmath, float32_math, kernels, parallel, solutions
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
 from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, add_scaled, add_scaled_16bit_rounded,
@@ -314,20 +314,7 @@ class Adam(Optimizer):
 _NUMPY_SQRT = np.sqrt  # the one pass's sqrtf rounds as NumPy's does
 
 
-_IMPORTED_CODE = adamw_update.__code__  # (as this file defines it; a test may swap in another)
-
-
-@functools.lru_cache(maxsize=None)
-def _solution_code():
-    """``adamw_update``'s code as imported where its exercise region (6.1) is the shipped solution, else None: in
-    a student copy the region is the learner's (no ``BEGIN SOLUTION`` marker), and what the learner writes is what
-    AdamW must train with -- the one pass computes the solution's numbers, so it runs only in its place."""
-    import inspect
-    try:
-        solved = "# BEGIN SOLUTION" in inspect.getsource(_IMPORTED_CODE)
-    except (OSError, TypeError):  # (no source at hand: a frozen build)
-        solved = False
-    return _IMPORTED_CODE if solved else None
+_runs_the_solution = solutions.solution_check(adamw_update)  # (exercise 6.1's region as shipped)
 
 
 def _in_one_pass(arrays, state, group):
@@ -338,9 +325,9 @@ def _in_one_pass(arrays, state, group):
     step (benchmarks/train_step.py) AdamW took 23 ms on 2 threads, torch's 8.8 ms (Intel Xeon, 2 vCPUs)."""
     if (len(arrays) != 4 or arrays[0].dtype != np.float32 or group["maximize"]
             or (group["weight_decay"] and not group["decoupled_weight_decay"]) or np.sqrt is not _NUMPY_SQRT
-            or adamw_update.__code__ is not _solution_code()):
+            or not _runs_the_solution()):
         return False  # (np.sqrt replaced: tests/mkl_vml.py gives it MKL's rounding, which torch's sqrt has; the
-        # region's code swapped: tests/test_exercise_paths_r21.py stubs it, and the stub must be what runs)
+        # region not the shipped solution: a learner's, or a test's stub, must be what runs)
     beta1, beta2 = group["betas"]
     lr, wd, step, number = learning_rate(group), group["weight_decay"], float(state["step"]), np.float32
     return float32_math.adamw_step(
