@@ -187,3 +187,36 @@ def test_the_pool_switched_off_or_missing_runs_nothing(monkeypatch):
     monkeypatch.setattr(gemm_pool, "_loaded", True)
     assert gemm_pool.run(600, 2, [gemm_pool.Product(a, b, out)]) is False
     assert not out.any()
+
+
+def _large_lora_layer_step():
+    from minilora.lora import LoraConfig, get_peft_model
+    from minilora.models import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=64, hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+                         num_attention_heads=4, max_position_embeddings=512)
+    model = get_peft_model(LlamaForCausalLM(config, dtype=ml.float32), LoraConfig(r=4, target_modules="all-linear"))
+    ids = np.random.default_rng(4).integers(0, 64, size=(4, 256))
+    model(ids, labels=ids).loss.backward()
+
+
+def test_a_large_lora_layer_runs_the_learners_region_not_the_c_threads(threads, monkeypatch):
+    """Exercise 4.2's and 4.3's regions stubbed (as a student copy's are the learner's): the C threads, which
+    compute the solution's products, must step aside for them in a layer large enough to split."""
+    paths = pytest.importorskip("test_exercise_paths_r21")
+    threads(2)
+    ran = []
+    real = gemm_pool.run
+    monkeypatch.setattr(gemm_pool, "run", lambda *args: ran.append(real(*args)) or ran[-1])
+    _large_lora_layer_step()
+    assert any(ran)  # (the layer is large enough for the C threads, as shipped)
+    with paths.stubbed("4.2"), pytest.raises(NotImplementedError, match="stub"):
+        _large_lora_layer_step()
+    X, W0, A, B, dY = _layer(np.random.default_rng(5), 1600, 128, 96, 4)
+    with paths.stubbed("4.3"):
+        assert _lora_backward_in_c_threads(X, W0, A, B, dY) is None
+
+
+def _lora_backward_in_c_threads(X, W0, A, B, dY):
+    V, dX = np.empty((len(X), len(A)), np.float32), np.empty(X.shape, np.float32)
+    return L._backward_in_c_threads(dY, X, X @ A.T, None, V, dX, W0, A, B, np.float32(2), True, True,
+                                    parallel.product_work(W0.size))
