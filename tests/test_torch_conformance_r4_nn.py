@@ -191,11 +191,15 @@ def _batch_norm_pair(rng, shape, dtype, params_dtype, affine=True):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(4, 3, 5, 2), (300, 3), (2, 3, 129)], ids=str)
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
-def test_batch_norm_16bit_as_torch_running_stats_included(rng, dtype, params_dtype, training, shape, affine):
+def test_batch_norm_16bit_as_torch_running_stats_included(rng, dtype, params_dtype, training, shape, affine,
+                                                          two_threads):
     """torch's CPU batch norm with everything in bfloat16 (or float16) keeps the batch mean and 1/std
     in 16 bits and updates the running statistics in 16-bit arithmetic: minilora gives its bits, the
     output, every gradient and the updated running_mean / running_var. With float32 parameters
-    (torch's "mixed" kernel) it computes in float32 and rounds once."""
+    (torch's "mixed" kernel) it computes in float32 and rounds once. (Both on 2 threads: a [N, C] batch is
+    summed by torch's channels-last kernel in chunks per thread, which minilora's sums follow for its own
+    thread count, tests/test_norm_bits_r25.py: torch on 1 thread, minilora on 2, a float16 (300, 3) output
+    was a subnormal ulp off.)"""
     params_dtype = dtype if params_dtype == "same" else params_dtype
     (x, tx), ours, theirs = _batch_norm_pair(rng, shape, dtype, params_dtype, affine)
     exact = params_dtype == dtype  # float32 parameters: torch sums in its own order (float32 last bits)
