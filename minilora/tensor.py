@@ -2004,7 +2004,11 @@ def refuse_string_flag():
 
 def _checked_bounds(*bounds):
     """clamp's bounds for the in-place pre-check: a complex Python number is clamp's own refusal first (torch's
-    "clamp is not supported for complex types"), before any cast is looked at."""
+    "clamp is not supported for complex types"), before any cast is looked at; a Tensor beside a number is torch's
+    argument parser's refusal first ("invalid combination of arguments", ops.clamp's words), so no pre-check."""
+    given = [bound for bound in bounds if bound is not None]
+    if any(isinstance(b, Tensor) for b in given) and not all(isinstance(b, Tensor) for b in given):
+        return []
     return [None if bound.__class__ is complex else bound for bound in bounds]
 
 
