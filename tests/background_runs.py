@@ -441,11 +441,43 @@ def _wait_on_a_loaded_machine(process, timeout):
 
 
 def _kill_session(process):
-    """SIGKILL to every process still in ``process``'s session (its own group: ``start_new_session``), then reap it
-    (without process groups, not POSIX: the process alone)."""
+    """SIGKILL to every process still in ``process``'s session (its own group: ``start_new_session``), reap it, and
+    wait until the group's last member has died (without process groups, not POSIX: the process alone)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL) if hasattr(os, "killpg") else process.kill()
     process.wait()
+    _wait_until_group_dead(process.pid)
+
+
+def _wait_until_group_dead(group, most_seconds=30.0):
+    """SIGKILL is delivered, not done: an orphan of the group dies when it is next scheduled, which on a loaded CI
+    machine came after the caller had looked for it (a failed CI: ``pgrep`` still saw the killed ``sleep``). Wait
+    until no live process is left in ``group``; a zombie waiting for init to reap it counts as dead."""
+    deadline = time.monotonic() + most_seconds
+    while _live_members(group) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _live_members(group):
+    """The pids of the processes in process group ``group`` that have not exited (Linux's /proc; elsewhere, whether
+    ``killpg(group, 0)`` still finds one)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError, AttributeError):
+            return []
+        return [group]
+    live = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # (the name in parentheses may hold spaces)
+        except (OSError, IndexError):
+            continue  # (it ended while we looked)
+        state, process_group = fields[0], int(fields[2])
+        if process_group == group and state not in ("Z", "X"):
+            live.append(int(stat.parent.name))
+    return live
 
 
 def _run_one_call(answer):
