@@ -54,7 +54,7 @@ import ctypes
 import threading
 from pathlib import Path
 
-from . import float32_math, native, parallel
+from . import float32_math, gemm_pool, native, parallel
 from .dtypes import is_floating
 
 __all__ = ["cascade_sum", "row_sums", "two_norms", "row_moments", "thread_chunk", "welford_moments",
@@ -166,8 +166,70 @@ def _native_library():
             library.ml_fma_product_columns.restype = None
             library.ml_welford_rows.argtypes = [pointer, pointer, pointer, size, size]
             library.ml_welford_rows.restype = None
+            for name in ("ml_rms_norm_rows", "ml_rms_norm_backward_rows"):
+                for kernel in (getattr(library, name + "_f32"), getattr(library, name + "_f64")):
+                    kernel.argtypes, kernel.restype = [pointer, ctypes.c_int64, ctypes.c_int64], None
         _NATIVE.update(tried=True, library=library)
     return _NATIVE["library"]
+
+
+class _RmsNormArgs(ctypes.Structure):  # float32_sums.c's rms_norm_args
+    _fields_ = [(name, ctypes.c_void_p) for name in ("x", "weight", "normed", "r", "out")] + [
+        ("width", ctypes.c_int64), ("eps", ctypes.c_double)]
+
+
+class _RmsNormBackwardArgs(ctypes.Structure):  # float32_sums.c's rms_norm_backward_args
+    _fields_ = [(name, ctypes.c_void_p) for name in ("g", "x", "r", "weight", "gx", "gx_mean")] + [
+        ("width", ctypes.c_int64)]
+
+
+def rms_norm_rows(x, weight, eps, normed, r, out):
+    """RMSNorm's forward of the C-contiguous float32/float64 rows ``x`` [rows, width] into ``normed``, ``r``
+    [rows, 1] and ``out``, compiled (float32_sums.c's ``ml_rms_norm_rows``: exercise 2.1's solution, the same
+    operations, one pass a row) and split among gemm_pool's C threads; False (nothing done) where it cannot be:
+    no compiler, another layout or dtype, rows narrower than two vectors (``row_sums``' short form)."""
+    kernel = _rms_norm_kernel("ml_rms_norm_rows", x, (normed, r, out), weight)
+    if kernel is None:
+        return False
+    args = _RmsNormArgs(x=native.address(x), weight=None if weight is None else native.address(weight),
+                        normed=native.address(normed), r=native.address(r), out=native.address(out),
+                        width=x.shape[1], eps=float(eps))
+    parallel.kernel_rows(len(x), gemm_pool.RowKernel(kernel, args), work_per_row=x.shape[1])
+    return True
+
+
+def rms_norm_backward_rows(g, x, r, weight, gx, gx_mean=None):
+    """RMSNorm's input gradient (exercise 2.2's solution, compiled: ``ml_rms_norm_backward_rows``) from the
+    output gradient ``g``, the input ``x`` and ``r`` into ``gx`` and ``gx_mean`` (its two parts), or their sum into
+    ``gx`` (``gx_mean`` None); False (nothing done) where ``rms_norm_rows`` would be."""
+    kernel = _rms_norm_kernel("ml_rms_norm_backward_rows", x, (g, r, gx) + ((gx_mean,) if gx_mean is not None
+                                                                            else ()), weight)
+    if kernel is None or g.shape != x.shape:
+        return False
+    args = _RmsNormBackwardArgs(g=native.address(g), x=native.address(x), r=native.address(r),
+                                weight=None if weight is None else native.address(weight), gx=native.address(gx),
+                                gx_mean=None if gx_mean is None else native.address(gx_mean), width=x.shape[1])
+    parallel.kernel_rows(len(x), gemm_pool.RowKernel(kernel, args), work_per_row=2 * x.shape[1])
+    return True
+
+
+def _rms_norm_kernel(name, x, arrays, weight):
+    """The compiled RMSNorm kernel ``name`` for ``x``'s dtype, or None where its arrays are not ones it takes:
+    C-contiguous NumPy arrays of x's dtype (``r``: one value a row), rows of at least two vectors, a weight of
+    one value a column or None."""
+    library = _native_library()
+    if (library is None or type(x) is not np.ndarray or x.ndim != 2 or x.dtype not in _NATIVE_DTYPES
+            or x.shape[1] < 2 * sum_lanes(x.dtype) or not x.flags.c_contiguous):
+        return None
+    for a in arrays + (() if weight is None else (weight,)):
+        if type(a) is not np.ndarray or a.dtype != x.dtype or not a.flags.c_contiguous or not a.flags.aligned:
+            return None
+    if any(a.size not in (x.size, len(x)) for a in arrays) or weight is not None and weight.size != x.shape[1]:
+        return None
+    return getattr(library, name + ("_f32" if x.dtype == np.float32 else "_f64"))
+
+
+_NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def fma_square_columns(rows):

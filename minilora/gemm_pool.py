@@ -14,8 +14,10 @@ sleep, as PyTorch's OpenMP workers do), so the threads meet once per layer, with
                                  work_per_row=parallel.product_work(W0.size))
 
 Its users: a LoRA layer's forward and backward (``ops/lora.py``), a Linear's forward (``parallel.matmul``)
-and backward (``parallel.input_and_weight_grads``: dX and dW side by side, ``split="whole"``), and large
-adds and multiplies (``parallel.add``: the autograd engine's gradient sums). ``parallel.products_run``
+and backward (``parallel.input_and_weight_grads``: dX and dW side by side, ``split="whole"``), large
+adds and multiplies (``parallel.add``: the autograd engine's gradient sums), and compiled row kernels
+(``RowKernel``, through ``parallel.kernel_rows``: RMSNorm's forward and backward, ``float32_sums``), which
+gain most: a Python helper's hand-over (~100 us) cost more than such a kernel's whole [1024, 256] block. ``parallel.products_run``
 decides whether to split (as ``parallel.rows`` does) and calls ``run`` here, which returns False when it
 did nothing -- no compiler (``MINILORA_NATIVE=0``), ``MINILORA_GEMM_POOL=0``, an operand BLAS cannot take
 as it is (a strided view, a dtype other than float32/64, a one-column product, which NumPy computes as a
@@ -30,9 +32,9 @@ import numpy as np
 
 from . import blas, native
 
-__all__ = ["Product", "run", "available", "SPIN_US"]
+__all__ = ["Product", "RowKernel", "run", "available", "SPIN_US"]
 
-SPLITS = {"rows": 0, "sum": 1, "scale": 2, "whole": 3, "add": 4, "multiply": 5}  # gemm_pool.c's kinds
+SPLITS = {"rows": 0, "sum": 1, "scale": 2, "whole": 3, "add": 4, "multiply": 5, "kernel": 6}  # gemm_pool.c's kinds
 # How long a worker spins for the next job before it sleeps. The LoRA layers of one block follow each other
 # within ~20-50 us of Python (q, k, v; gate, up), and waking a sleeping worker costs ~20 us to the caller and
 # ~30 us of latency. On benchmarks/lora_step.py (2 vCPUs of an Intel Xeon, real-time priority, two runs of
@@ -45,7 +47,8 @@ class _Product(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in
                 ("split", "is_double", "trans_a", "trans_b", "M", "N", "K", "lda", "ldb", "ldc", "c_part", "block")] + [
         ("alpha", ctypes.c_double), ("beta", ctypes.c_double),
-        ("a", ctypes.c_void_p), ("b", ctypes.c_void_p), ("c", ctypes.c_void_p)]
+        ("a", ctypes.c_void_p), ("b", ctypes.c_void_p), ("c", ctypes.c_void_p),
+        ("kernel", ctypes.c_void_p), ("kernel_args", ctypes.c_void_p)]
 
 
 _MAX_OPS = 8
@@ -67,6 +70,20 @@ class Product:
 
     def __init__(self, a, b, out, alpha=1.0, beta=0.0, split="rows", block=0):
         self.a, self.b, self.out, self.alpha, self.beta, self.split, self.block = a, b, out, alpha, beta, split, block
+
+
+class RowKernel:
+    """A compiled C function of another native library, ``void f(const void *args, int64_t first, int64_t
+    last)``, that computes rows [first, last) of an op from ``args`` (a ctypes structure of its own: arrays'
+    addresses, sizes): the pool calls it on each block's rows; called as ``kernel(first, last)``, it runs here."""
+
+    __slots__ = ("function", "args")
+
+    def __init__(self, function, args):
+        self.function, self.args = function, args
+
+    def __call__(self, first, last):
+        self.function(ctypes.byref(self.args), first, last)
 
 
 _library = None
@@ -95,6 +112,10 @@ def available():
 
 def _fill(op, p, rows, parts, dtype):
     """``_Product`` fields for ``p``; False when an operand is not one CBLAS takes as it is."""
+    if isinstance(p, RowKernel):  # (the kernel's own checks were made where its arguments were)
+        op.split = SPLITS["kernel"]
+        op.kernel, op.kernel_args = ctypes.cast(p.function, ctypes.c_void_p).value, ctypes.addressof(p.args)
+        return True
     arrays = (p.out,) if p.split == "scale" else (p.a, p.b, p.out)
     if any(type(x) is not np.ndarray or x.dtype != dtype or not x.flags.aligned for x in arrays):
         return False
@@ -157,7 +178,7 @@ def run(rows, parts, products):
     thread, the others in the C threads; False (nothing done) when the products are not ones the pool runs.
     One caller at a time (``parallel.products_run`` holds the split region); a second one, or more blocks than
     the pool has threads for (65), is refused: False."""
-    dtype = products[0].out.dtype
+    dtype = next((p.out.dtype for p in products if isinstance(p, Product)), np.dtype(np.float32))
     if not available() or len(products) > _MAX_OPS or dtype not in (np.float32, np.float64):
         return False  # (available: MINILORA_GEMM_POOL=0, no compiler, or another thread still compiling it)
     job = _Job(sgemm=blas.gemm_address(np.float32), dgemm=blas.gemm_address(np.float64), n_ops=len(products),

@@ -62,7 +62,7 @@ from . import blas, cpu_switches, gemm_pool
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
-           "parts_for", "products_run", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS", "C_PASS_FROM"]
+           "parts_for", "products_run", "kernel_rows", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS", "C_PASS_FROM"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
 # of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
@@ -353,6 +353,14 @@ def products_run(n, products, work_per_row):
     finally:
         _leave()
         _region.release()
+
+
+def kernel_rows(n, kernel, work_per_row):
+    """Run ``kernel`` (a ``gemm_pool.RowKernel``: compiled C that computes rows [first, last) of an op) on rows
+    [0, n): on blocks in ``gemm_pool``'s C threads where ``rows`` would split the work (``products_run``), else
+    whole in this thread (one call; the same numbers either way, each row's alone)."""
+    if not products_run(n, [kernel], work_per_row):
+        kernel(0, n)
 
 
 def slice_elements():

@@ -7,7 +7,8 @@
  * took ~420 us, not ~290). A LoRA layer's block is 3 products forward and 5 backward, so its threads
  * meet at the GIL several times per block.
  *
- * Here the whole block -- its list of products (or a large elementwise add) -- runs in C. ``ml_pool_run`` is called through ctypes
+ * Here the whole block -- its list of products (or a large elementwise add, or a compiled row kernel: an
+ * RMSNorm's rows) -- runs in C. ``ml_pool_run`` is called through ctypes
  * (which gives the GIL up once for the whole call); the calling thread runs block 0 and each worker
  * thread its own block. Workers spin on a counter for a while after a job (``spin_ns``) before they
  * sleep, as OpenMP's workers do in PyTorch: the next layer's job usually comes within that time, and a
@@ -42,8 +43,12 @@ enum { SPLIT_ROWS = 0,  /* block i computes rows [n i / parts, n (i+1) / parts) 
        SCALE_ROWS = 2,  /* block i multiplies those rows of C by alpha (no product: M, N give C's shape) */
        WHOLE = 3,       /* the whole product, in block ``block`` only (products that run side by side) */
        ADD_ROWS = 4,    /* c = a + b over block i's elements of flat arrays (no product) */
-       MULTIPLY_ROWS = 5  /* c = a * b, likewise */
+       MULTIPLY_ROWS = 5, /* c = a * b, likewise */
+       ROW_KERNEL = 6     /* kernel(kernel_args, first, last): a compiled function of another library on the block's rows */
 };
+
+/* A row kernel computes rows [first, last) of an op from the arguments it is handed (its own struct). */
+typedef void (*row_kernel_fn)(const void *args, int64_t first, int64_t last);
 
 /* One product C = alpha op(A) op(B) + beta C, as CBLAS (row-major) takes it, and how blocks split it. */
 typedef struct {
@@ -51,6 +56,7 @@ typedef struct {
     int64_t M, N, K, lda, ldb, ldc, c_part, block;
     double alpha, beta;
     char *a, *b, *c;
+    void *kernel, *kernel_args;  /* (ROW_KERNEL only) */
 } ml_product;
 
 typedef struct {
@@ -133,7 +139,9 @@ static void run_block(const ml_job *j, int64_t part) {
     for (int64_t o = 0; o < j->n_ops; o++) {
         const ml_product *p = &j->ops[o];
         int64_t size = p->is_double ? 8 : 4;
-        if (p->split == WHOLE) {
+        if (p->split == ROW_KERNEL) {
+            ((row_kernel_fn)p->kernel)(p->kernel_args, first, last);
+        } else if (p->split == WHOLE) {
             if (p->block == part) gemm(j, p, p->M, p->K, p->a, p->b, p->c);
         } else if (p->split == ADD_ROWS || p->split == MULTIPLY_ROWS)
             elementwise(p, first, last);

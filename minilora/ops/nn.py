@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel
+from .. import amp as _amp, fastmath, float32_math, float32_sums, parallel, solutions
 from . import attention16
 from .elementwise import Clone, _c_log
 from .matmul import _bmm_message
@@ -499,11 +499,14 @@ class RMSNorm(Function):
         normed, r, out = xp.empty_like(x2), xp.empty((len(x2), 1), x.dtype), xp.empty_like(x2)
         eps_x = x.dtype.type(eps)
         if not _torch_bits_array(x) or x.flags.c_contiguous or not width:
+            # The solution's operations compiled, one pass a row, in gemm_pool's C threads: [1024, 256] float32
+            # 300 us -> ~40 us (Intel Xeon); else (a learner's region, no compiler, float16) the region itself:
             # a compiled row sum and two multiplies: each element costs a quarter of MIN_ITEMS' pass, so the rows
             # are split from 512K elements (2 vCPUs of an AMD EPYC, medians: [1024, 256] 278 us split, 186
             # whole; [2048, 256] 299 / 308; [1024, 1024] 430 / 498)
-            parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, eps_x), x2, normed, r, out,
-                          work_per_row=max(1, x2.shape[1] // 4))
+            if not (_rms_norm_is_the_solution() and float32_sums.rms_norm_rows(x2, weight, eps_x, normed, r, out)):
+                parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, eps_x), x2, normed, r, out,
+                              work_per_row=max(1, x2.shape[1] // 4))
         else:  # a view: torch adds its squares in the view's own layout, so the region gets its rows as views
             _rms_norm_rows_of_view(x, width, normed, r, out, weight, eps_x)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
@@ -514,16 +517,20 @@ class RMSNorm(Function):
     @staticmethod
     def backward(ctx, g):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
-        g2 = _rows(g, normed.shape[1])
-        gx, gx_mean = xp_of(g).empty_like(g2), xp_of(g).empty_like(g2)
-        parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, _rows(ctx.x, g2.shape[1]), normed, r,
-                      gx, gx_mean)
+        g2, x_rows = _rows(g, normed.shape[1]), _rows(ctx.x, normed.shape[1])
+        in_parts = len(ctx.inputs) > 2  # (x_again: the two parts, for the engine to add; class docstring)
+        gx, gx_mean = xp_of(g).empty_like(g2), xp_of(g).empty_like(g2) if in_parts else None
+        if not (_rms_norm_backward_is_the_solution()
+                and float32_sums.rms_norm_backward_rows(g2, x_rows, r, w, gx, gx_mean)):  # (compiled: forward's)
+            gx_mean = xp_of(g).empty_like(g2) if gx_mean is None else gx_mean
+            parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, x_rows, normed, r, gx, gx_mean)
+            if not in_parts:
+                gx += gx_mean
         gweight = None
         if w is not None and ctx.needs_input_grad[1]:
             gweight = _column_sum_as_torch(g2, normed).reshape(ctx.weight_shape)
-        if len(ctx.inputs) > 2:  # x_again: the two parts, for the engine to add (class docstring)
+        if in_parts:
             return gx.reshape(g.shape), gweight, gx_mean.reshape(g.shape)
-        gx += gx_mean
         return gx.reshape(g.shape), gweight
 
 
@@ -539,6 +546,9 @@ def _rms_norm_rows(x, normed, r, out, weight, eps):
     else:
         xp.multiply(normed, weight, out=out)
     # END SOLUTION
+
+
+_rms_norm_is_the_solution = solutions.solution_check(_rms_norm_rows)  # (else the learner's code runs)
 
 
 def _rms_norm_rows_of_view(x, width, normed, r, out, weight, eps):
@@ -602,6 +612,7 @@ def _rms_norm_backward_rows(g, x, normed, r, gx, gx_mean, weight):
     # END SOLUTION
 
 
+_rms_norm_backward_is_the_solution = solutions.solution_check(_rms_norm_backward_rows)
 _SUMMED = (np.dtype(np.float32), np.dtype(np.float64))
 
 

@@ -1,0 +1,127 @@
+"""Round 26: compiled row kernels in gemm_pool's C threads (``gemm_pool.RowKernel``, ``parallel.kernel_rows``).
+
+RMSNorm's forward and backward ran as NumPy passes over the whole array (exercise 2.1's and 2.2's solutions): at a
+Llama's [1024, 256] float32 activations ~300 us a call on one thread, four passes, and below the size a Python
+helper's hand-over (~100 us) pays for, so unsplit: ~13 ms of a LoRA step's serial time at d=256.
+``float32_sums.rms_norm_rows`` / ``rms_norm_backward_rows`` run the solutions' operations, in their order, once
+per row (float32_sums.c), on blocks of rows in gemm_pool's C threads. These tests pin that they are the regions'
+bits for every split, and torch's for the op, and that they decline what they do not take."""
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import float32_sums, gemm_pool
+from minilora.ops import nn as nn_ops
+
+compiled = pytest.mark.skipif(float32_sums._native_library() is None, reason="no C compiler: the regions run")
+SHAPES = [(1, 16), (3, 17), (5, 33), (257, 300), (1024, 256), (64, 4096)]
+
+
+@pytest.fixture(params=[1, 2, 3])
+def threads(request):
+    before = ml.parallel.num_threads()
+    ml.parallel.set_num_threads(request.param)
+    yield request.param
+    ml.parallel.set_num_threads(before)
+
+
+def _inputs(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * rng.uniform(0.01, 30, shape[:-1] + (1,))).astype(dtype)
+    return x, rng.standard_normal(shape[-1]).astype(dtype), rng.standard_normal(shape).astype(dtype)
+
+
+def _forward_of_region(x, weight, eps):
+    normed, r, out = np.empty_like(x), np.empty((len(x), 1), x.dtype), np.empty_like(x)
+    nn_ops._rms_norm_rows(x, normed, r, out, weight, eps)
+    return normed, r, out
+
+
+@compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("weighted", [True, False])
+def test_compiled_rms_norm_is_the_regions_bits(threads, dtype, shape, weighted):
+    x, w, g = _inputs(shape, dtype)
+    weight = w if weighted else None
+    eps = dtype(1e-6)
+    expected = _forward_of_region(x, weight, eps)
+    got = np.full_like(x, np.nan), np.full((len(x), 1), np.nan, dtype), np.full_like(x, np.nan)
+    assert float32_sums.rms_norm_rows(x, weight, eps, *got)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    normed, r, _ = expected
+    gx, gx_mean = np.empty_like(x), np.empty_like(x)
+    nn_ops._rms_norm_backward_rows(g, x, normed, r, gx, gx_mean, weight)
+    parts = np.full_like(x, np.nan), np.full_like(x, np.nan)
+    assert float32_sums.rms_norm_backward_rows(g, x, r, weight, *parts)
+    np.testing.assert_array_equal(parts[0], gx)
+    np.testing.assert_array_equal(parts[1], gx_mean)
+    summed = np.full_like(x, np.nan)
+    assert float32_sums.rms_norm_backward_rows(g, x, r, weight, summed)
+    np.testing.assert_array_equal(summed, gx + gx_mean)
+
+
+@compiled
+@pytest.mark.parametrize("case", ["narrow rows", "float16", "a view", "weight of another dtype", "short weight"])
+def test_what_the_kernels_do_not_take_is_declined_untouched(case):
+    x, w, _ = _inputs((8, 64), np.float32)
+    if case == "narrow rows":
+        x, w = x[:, :15].copy(), w[:15].copy()
+    elif case == "float16":
+        x, w = x.astype(np.float16), w.astype(np.float16)
+    elif case == "a view":
+        x = x[:, ::2]
+        w = w[:32].copy()
+    elif case == "weight of another dtype":
+        w = w.astype(np.float64)
+    else:
+        w = w[:-1].copy()
+    outs = np.zeros(x.shape, x.dtype), np.zeros((len(x), 1), x.dtype), np.zeros(x.shape, x.dtype)
+    assert float32_sums.rms_norm_rows(x, w, x.dtype.type(1e-6), *outs) is False
+    assert not any(o.any() for o in outs)
+
+
+@compiled
+def test_a_row_kernel_fills_every_block_for_any_thread_count():
+    x, w, _ = _inputs((1000, 64), np.float64)
+    expected = _forward_of_region(x, w, 1e-6)
+    before = ml.parallel.num_threads()
+    try:
+        for count in (2, 3, 5, 8):
+            ml.parallel.set_num_threads(count)
+            got = np.full_like(x, np.nan), np.full((len(x), 1), np.nan), np.full_like(x, np.nan)
+            assert float32_sums.rms_norm_rows(x, w, 1e-6, *got)
+            np.testing.assert_array_equal(got[2], expected[2])
+    finally:
+        ml.parallel.set_num_threads(before)
+
+
+@compiled
+def test_the_pool_runs_a_row_kernel_on_its_blocks():
+    """The pool calls the kernel once per block, rows [n i / parts, n (i + 1) / parts), as its products."""
+    if not gemm_pool.available():
+        pytest.skip("no CBLAS: the pool is off")
+    x, w, _ = _inputs((90, 32), np.float32)
+    library = float32_sums._native_library()
+    out = np.full_like(x, np.nan), np.full((90, 1), np.nan, np.float32), np.full_like(x, np.nan)
+    args = float32_sums._RmsNormArgs(x=x.ctypes.data, weight=w.ctypes.data, normed=out[0].ctypes.data,
+                                     r=out[1].ctypes.data, out=out[2].ctypes.data, width=32, eps=1e-6)
+    assert gemm_pool.run(90, 3, [gemm_pool.RowKernel(library.ml_rms_norm_rows_f32, args)])
+    np.testing.assert_array_equal(out[2], _forward_of_region(x, w, np.float32(1e-6))[2])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rms_norm_split_in_c_threads_is_torchs_bits(two_threads, dtype):
+    """A [1024, 256] Llama activation, the size that splits: values and both gradients are torch's bits."""
+    torch = pytest.importorskip("torch")
+    x, w, g = _inputs((4, 256, 256), dtype, seed=3)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    mx, mw = ml.tensor(x, requires_grad=True), ml.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.rms_norm(tx, (256,), tw, 1e-6)
+    my = ml.nn.functional.rms_norm(mx, (256,), mw, 1e-6)
+    np.testing.assert_array_equal(my.detach().numpy(), ty.detach().numpy())
+    ty.backward(torch.tensor(g))
+    my.backward(ml.tensor(g))
+    np.testing.assert_array_equal(mx.grad.numpy(), tx.grad.numpy())
+    np.testing.assert_array_equal(mw.grad.numpy(), tw.grad.numpy())
