@@ -55,7 +55,7 @@ import warnings
 
 import numpy as np
 
-from . import native, parallel
+from . import gemm_pool, native, parallel
 from .device import CHUNK, cache_slices, xp_of
 
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
@@ -130,6 +130,17 @@ _NATIVE_SIGNATURES = {
     "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
     "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffi"}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
+# The kernels with a ``<name>_blocks`` twin in float32_kernels.c: the kernel on a block of elements (RoPE's: of rows),
+# ``f(args, first, last)``, which gemm_pool's C threads call on each thread's block (``_native_map``, ``rotary``).
+_BLOCK_KERNELS = ("ml_sinh", "ml_cosh", "ml_atanh", "ml_log", "ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh",
+                  "ml_log1p", "ml_sigmoid", "ml_gelu_erf_onednn_derivative", "ml_pow", "ml_atan2", "ml_silu", "ml_mish",
+                  "ml_swiglu", "ml_silu_backward", "ml_mish_backward", "ml_swiglu_backward", "ml_rotary",
+                  "ml_rotary_backward")
+
+
+class _BlockArgs(ctypes.Structure):  # float32_kernels.c's block_args
+    _fields_ = [("arrays", ctypes.c_void_p * 6), ("sizes", ctypes.c_void_p), ("steps", ctypes.c_void_p),
+                ("d", ctypes.c_size_t)]
 
 
 def _native_library():
@@ -142,6 +153,9 @@ def _native_library():
             for name, arguments in _NATIVE_SIGNATURES.items():
                 getattr(library, name).argtypes = [_C_TYPES[a] for a in arguments]
                 getattr(library, name).restype = _NATIVE_RESULTS.get(name)
+            for name in _BLOCK_KERNELS:
+                blocks = getattr(library, name + "_blocks")
+                blocks.argtypes, blocks.restype = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64], None
         _native_state.update(library=library, tried=True)
     return _native_state["library"]
 
@@ -166,9 +180,16 @@ def numpy_port():
 
 def _native_map(kernel, arrays, *numbers):
     """``kernel(*arrays, n, *numbers)`` for flat C-contiguous float32 arrays of n elements (its inputs,
-    then its outputs), split across ``parallel``'s threads where big."""
+    then its outputs; None for an output not wanted), split across threads where big: gemm_pool's C threads
+    for a kernel with a ``_blocks`` twin (``_BLOCK_KERNELS``: a hand-over of microseconds), else ``parallel``'s."""
+    if not numbers and kernel.__name__ in _BLOCK_KERNELS:
+        args = _BlockArgs(arrays=(ctypes.c_void_p * 6)(*[None if a is None else native.address(a) for a in arrays]))
+        blocks = getattr(_native_state["library"], kernel.__name__ + "_blocks")  # (loaded: kernel is its)
+        parallel.kernel_rows(arrays[0].size, gemm_pool.RowKernel(blocks, args), work_per_row=2)
+        return
+
     def call(*parts):
-        kernel(*map(native.address, parts), parts[0].size, *numbers)
+        kernel(*(None if a is None else native.address(a) for a in parts), parts[0].size, *numbers)
     parallel.rows(call, *arrays, work_per_row=2)
 
 
@@ -204,23 +225,28 @@ ROTARY_FROM = 4096
 
 def rotary(x, cos, sin, out):
     """RoPE's forward ``out[...] = x * cos + rotate_half(x) * sin`` in one compiled pass (``ml_rotary``) over
-    arrays that ``rotary_compiles`` took (or blocks of their first axis): the same bits as ops/nn.py's five NumPy
-    passes (each product rounded, then the sum), ~3x faster."""
-    _rows_natively(_native_library().ml_rotary, x, cos, sin, out)
+    arrays that ``rotary_compiles`` took, blocks of their first axis in gemm_pool's C threads: the same bits as
+    ops/nn.py's five NumPy passes (each product rounded, then the sum), ~3x faster."""
+    _rows_natively("ml_rotary", x, cos, sin, out)
 
 
 def rotary_backward(g, cos, sin, out):
     """RoPE's backward ``out[...] = g * cos + R^T (g * sin)`` (``R^T [t1, t2] = [t2, -t1]``, rotate_half's
     transpose) in one compiled pass (``ml_rotary_backward``) over arrays that ``rotary_compiles`` took: the same bits
     as ops/nn.py's NumPy passes (each product rounded, then the sum)."""
-    _rows_natively(_native_library().ml_rotary_backward, g, cos, sin, out)
+    _rows_natively("ml_rotary_backward", g, cos, sin, out)
 
 
-def _rows_natively(kernel, x, cos, sin, out):
-    """Call a RoPE kernel on [B, H, T, D] arrays: the sizes of the rows (b, h, t) and each array's steps in floats."""
+def _rows_natively(name, x, cos, sin, out):
+    """Run the RoPE kernel ``name`` on [B, H, T, D] arrays (the sizes of the rows (b, h, t) and each array's steps
+    in floats), blocks of B in gemm_pool's C threads where that pays: from [4, 128, 64] per batch row on 2 threads
+    (2 vCPUs of an Intel Xeon, medians, real-time priority: [8, 4, 128, 64] 106 us whole, ~60 us split)."""
     sizes = np.array(x.shape[:3], np.uintp)
     steps = np.array([a.strides[k] // 4 for a in (x, cos, sin, out) for k in range(3)], np.intp)
-    kernel(*map(native.address, (x, cos, sin, out, sizes, steps)), x.shape[3])
+    args = _BlockArgs(arrays=(ctypes.c_void_p * 6)(*map(native.address, (x, cos, sin, out))),
+                      sizes=native.address(sizes), steps=native.address(steps), d=x.shape[3])
+    blocks = getattr(_native_state["library"], name + "_blocks")  # (loaded: rotary_compiles said so)
+    parallel.kernel_rows(len(x), gemm_pool.RowKernel(blocks, args), work_per_row=x[0].size // 2)
 
 
 def _natively(name, x):
@@ -2150,12 +2176,8 @@ def swiglu_backward(g, gate, up, d, up_needs_grad=True):
     arrays = [np.asarray(v, order="C") for v in (g, gate, up, d)]  # (a broadcast g: copied, the kernel runs)
     if library is not None and FUSED_MULTIPLY_ADD and all(v.dtype == _F32 and v.shape == d.shape for v in arrays):
         dgate, dup = np.empty(d.shape, _F32), np.empty(d.shape, _F32) if up_needs_grad else None
-
-        def call(*parts):
-            library.ml_swiglu_backward(*map(native.address, parts[:5]),
-                                       None if parts[5] is None else native.address(parts[5]), parts[0].size)
-        parallel.rows(call, *(v.reshape(-1) for v in arrays), dgate.reshape(-1),
-                      None if dup is None else dup.reshape(-1), work_per_row=2)
+        _native_map(library.ml_swiglu_backward, [*(v.reshape(-1) for v in arrays), dgate.reshape(-1),
+                                                 None if dup is None else dup.reshape(-1)])
         return dgate, dup
     g, gate, up, d = (v.reshape(-1) for v in arrays)  # (flat: a 0-d d would make NumPy scalars)
     one = _EXP_C["one"]

@@ -36,11 +36,14 @@ __all__ = ["Product", "RowKernel", "run", "available", "SPIN_US"]
 
 SPLITS = {"rows": 0, "sum": 1, "scale": 2, "whole": 3, "add": 4, "multiply": 5, "kernel": 6}  # gemm_pool.c's kinds
 # How long a worker spins for the next job before it sleeps. The LoRA layers of one block follow each other
-# within ~20-50 us of Python (q, k, v; gate, up), and waking a sleeping worker costs ~20 us to the caller and
-# ~30 us of latency. On benchmarks/lora_step.py (2 vCPUs of an Intel Xeon, real-time priority, two runs of
-# 3 rounds each) 0, 50 and 200 us gave the same step within the noise (LoRA / PEFT 1.06-1.09, 1.06-1.12,
-# 1.06-1.19); longer spins cost CPU time that another process (a test run's other worker) could use.
-SPIN_US = 50
+# within ~20-50 us of Python (q, k, v; gate, up), the row kernels (RMSNorm, RoPE, SwiGLU) within ~30-150 us of
+# the ops between them, and waking a sleeping worker costs ~20 us to the caller and ~30 us of latency -- so long
+# that the caller often ran the worker's block itself. With only the products in the pool (round 25) 0, 50 and
+# 200 us gave the same step within the noise; with the row kernels too (round 26; benchmarks/lora_step.py, 2 vCPUs
+# of an Intel Xeon, real-time priority, LoRA / PEFT in a run, two runs each): 50 us 1.08-1.09, 300 us 1.02,
+# 1000 us 1.02-1.03; F.rms_norm of [8, 128, 256] in a loop 205 -> 130 us. (PyTorch's OpenMP workers spin longer.)
+# A longer spin costs CPU time that another process could use: at most this much after each split op.
+SPIN_US = 300
 
 
 class _Product(ctypes.Structure):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minilora as ml
-from minilora import float32_sums, gemm_pool
+from minilora import float32_math, float32_sums, gemm_pool
 from minilora.ops import nn as nn_ops
 
 compiled = pytest.mark.skipif(float32_sums._native_library() is None, reason="no C compiler: the regions run")
@@ -125,3 +125,68 @@ def test_rms_norm_split_in_c_threads_is_torchs_bits(two_threads, dtype):
     my.backward(ml.tensor(g))
     np.testing.assert_array_equal(mx.grad.numpy(), tx.grad.numpy())
     np.testing.assert_array_equal(mw.grad.numpy(), tw.grad.numpy())
+
+
+# ---- float32_math's compiled elementwise kernels and RoPE, on blocks in the C threads ------------------------------
+def _kernel_arrays(name, n, rng):
+    """Inputs in each kernel's own range, outputs empty, as the kernel's signature lists them (float32_math)."""
+    arity = float32_math._NATIVE_SIGNATURES[name].count("p")
+    inputs = {"ml_swiglu": 2, "ml_swiglu_backward": 4, "ml_silu_backward": 3, "ml_mish_backward": 3,
+              "ml_pow": 2, "ml_atan2": 2}.get(name, 1)
+    values = [rng.uniform(-3, 3, n).astype(np.float32) for _ in range(inputs)]
+    if name in ("ml_log", "ml_log1p", "ml_pow"):
+        values[0] = np.abs(values[0]) + np.float32(0.1)
+    if name == "ml_atanh":
+        values[0] = values[0] / np.float32(3.5)
+    if name == "ml_swiglu_backward":
+        values[3] = np.float32(1) + np.exp(-values[1])
+    return values + [np.full(n, np.nan, np.float32) for _ in range(arity - inputs)]
+
+
+needs_kernels = pytest.mark.skipif(float32_math._native_library() is None, reason="no C compiler")
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", [n for n in float32_math._BLOCK_KERNELS if "rotary" not in n])
+def test_an_elementwise_kernel_split_in_c_threads_is_the_whole_calls_bits(name):
+    rng = np.random.default_rng(7)
+    n = 3 * 65536 + 37  # (blocks that start off a vector's edge)
+    arrays = _kernel_arrays(name, n, rng)
+    kernel = getattr(float32_math._native_library(), name)
+    whole = [a.copy() for a in arrays]
+    kernel(*(w.ctypes.data for w in whole), n)
+    before = ml.parallel.num_threads()
+    try:
+        for count in (2, 3):
+            ml.parallel.set_num_threads(count)
+            split = [a.copy() for a in arrays]
+            float32_math._native_map(kernel, split)
+            for got, expected in zip(split, whole):
+                np.testing.assert_array_equal(got, expected, err_msg=f"{name} on {count} threads")
+    finally:
+        ml.parallel.set_num_threads(before)
+
+
+@needs_kernels
+def test_swiglu_backward_without_the_up_gradient_leaves_it_none_in_blocks():
+    rng = np.random.default_rng(8)
+    gate, up, g = (rng.standard_normal((8, 128, 688)).astype(np.float32) for _ in range(3))
+    out, d = float32_math.swiglu(gate, up)
+    both = float32_math.swiglu_backward(g, gate, up, d, True)
+    alone = float32_math.swiglu_backward(g, gate, up, d, False)
+    assert alone[1] is None
+    np.testing.assert_array_equal(alone[0], both[0])
+
+
+@needs_kernels
+@pytest.mark.parametrize("backward", [False, True])
+def test_rotary_split_in_c_threads_is_the_numpy_passes_bits(threads, backward):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((8, 128, 4, 64)).astype(np.float32).transpose(0, 2, 1, 3)  # (a Llama's q: a view)
+    cos, sin = (rng.standard_normal((1, 1, 128, 64)).astype(np.float32) for _ in range(2))
+    compiled, numpy_rows = ((float32_math.rotary_backward, nn_ops._rotate_back_rows) if backward
+                            else (float32_math.rotary, nn_ops._rotate_rows))
+    got = nn_ops._rotated(compiled, numpy_rows, x, cos, sin)
+    expected = np.empty_like(got)
+    numpy_rows(x, np.broadcast_to(cos, x.shape), np.broadcast_to(sin, x.shape), expected)
+    np.testing.assert_array_equal(got, expected)

@@ -963,3 +963,46 @@ void ml_one_row_values(const float *restrict w, const float *restrict v, float *
     for (size_t j = 0; j < keys; j++)
         for (size_t c = peeled; c < d; c++) dst[c] += w[j] * v[j * d + c];
 }
+
+/* ---- the kernels above on a block, for minilora/gemm_pool.py's C threads -----------------------------------
+ * gemm_pool.c calls a row kernel as f(args, first, last) on each thread's block (gemm_pool.RowKernel). For an
+ * elementwise kernel, kernel##_blocks runs it on elements [first, last) of each flat float32 array in
+ * block_args (its inputs, then its outputs, as the kernel takes them; NULL stays NULL): each element gets the
+ * same bits wherever a block starts. RoPE's blocks are rows of its first axis (the batch). */
+typedef struct {
+    float *arrays[6];
+    const size_t *sizes;     /* (RoPE: the sizes and steps of ml_rotary, and d) */
+    const ptrdiff_t *steps;
+    size_t d;
+} block_args;
+
+static inline float *from(float *array, int64_t first) { return array ? array + first : 0; }
+
+#define BLOCK_OF(args, first, last) \
+    float *const *a = ((const block_args *)(args))->arrays; size_t n = (size_t)((last) - (first))
+#define ON_BLOCKS_2(kernel) void kernel##_blocks(const void *args, int64_t first, int64_t last) { \
+    BLOCK_OF(args, first, last); kernel(from(a[0], first), from(a[1], first), n); }
+#define ON_BLOCKS_3(kernel) void kernel##_blocks(const void *args, int64_t first, int64_t last) { \
+    BLOCK_OF(args, first, last); kernel(from(a[0], first), from(a[1], first), from(a[2], first), n); }
+#define ON_BLOCKS_4(kernel) void kernel##_blocks(const void *args, int64_t first, int64_t last) { \
+    BLOCK_OF(args, first, last); kernel(from(a[0], first), from(a[1], first), from(a[2], first), from(a[3], first), n); }
+#define ON_BLOCKS_6(kernel) void kernel##_blocks(const void *args, int64_t first, int64_t last) { \
+    BLOCK_OF(args, first, last); kernel(from(a[0], first), from(a[1], first), from(a[2], first), from(a[3], first), \
+                                        from(a[4], first), from(a[5], first), n); }
+
+ON_BLOCKS_2(ml_sinh) ON_BLOCKS_2(ml_cosh) ON_BLOCKS_2(ml_atanh) ON_BLOCKS_2(ml_log) ON_BLOCKS_2(ml_exp)
+ON_BLOCKS_2(ml_exp_of_negative) ON_BLOCKS_2(ml_expm1) ON_BLOCKS_2(ml_tanh) ON_BLOCKS_2(ml_log1p)
+ON_BLOCKS_2(ml_sigmoid) ON_BLOCKS_2(ml_gelu_erf_onednn_derivative)
+ON_BLOCKS_3(ml_pow) ON_BLOCKS_3(ml_atan2) ON_BLOCKS_3(ml_silu) ON_BLOCKS_3(ml_mish)
+ON_BLOCKS_4(ml_swiglu) ON_BLOCKS_4(ml_silu_backward) ON_BLOCKS_4(ml_mish_backward)
+ON_BLOCKS_6(ml_swiglu_backward)
+
+static void rotary_block(const void *args, int64_t first, int64_t last, int backward) {
+    const block_args *b = args;
+    const ptrdiff_t *steps = b->steps;
+    size_t sizes[3] = {(size_t)(last - first), b->sizes[1], b->sizes[2]};
+    ml_rotate_rows(b->arrays[0] + first * steps[0], b->arrays[1] + first * steps[3], b->arrays[2] + first * steps[6],
+                   b->arrays[3] + first * steps[9], sizes, steps, b->d, backward);
+}
+void ml_rotary_blocks(const void *args, int64_t first, int64_t last) { rotary_block(args, first, last, 0); }
+void ml_rotary_backward_blocks(const void *args, int64_t first, int64_t last) { rotary_block(args, first, last, 1); }

@@ -971,11 +971,11 @@ def _rotated(compiled, numpy_rows, x, cos, sin):
     takes the arrays, else ``numpy_rows``' NumPy passes; blocks of the batch side by side where that pays."""
     out = xp_of(x).empty_like(x)  # in x's memory order (see Attention): no copy when it is transposed back
     cos, sin = _with_batch_axis(cos, x.shape), _with_batch_axis(sin, x.shape)
-    # float32's one compiled pass is ~3x faster than the NumPy passes, and handing half of it to a helper costs
-    # more than it saves below ~1M elements (2 vCPUs of an AMD EPYC, real-time priority, [8, 4, 128, 64]: 87 us
-    # whole, 150-165 us split; the NumPy passes 255 / 200 us)
+    # float32's one compiled pass is ~3x faster than the NumPy passes (2 vCPUs of an AMD EPYC, real-time priority,
+    # [8, 4, 128, 64]: 87 us, the NumPy passes 255 us whole, 200 us split) and splits itself in gemm_pool's C
+    # threads (a Python helper's hand-over cost more than it saved below ~1M elements: 150-165 us split)
     if float32_math.rotary_compiles(x, cos, sin, out):
-        parallel.rows(compiled, x, cos, sin, out, work_per_row=max(1, x[0].size // 8))
+        compiled(x, cos, sin, out)
     else:
         parallel.rows(numpy_rows, x, cos, sin, out)
     return out
