@@ -34,9 +34,13 @@ static inline float round_to_int(float x) { return (x + 12582912.0f) - 12582912.
 static inline float pow2(float k) { return float_of((uint32_t)((int32_t)k + 127) << 23); }
 
 /* SLEEF's ldexp2kf: x 2^k in two steps (each factor a normal float), k clipped to [-150, 150] first
- * (NaN: 0); the halves as an arithmetic shift right (floor), as the port's k >> 1 */
+ * (NaN: 0); the halves as an arithmetic shift right (floor), as the port's k >> 1. The clip is a min and a max:
+ * written as "q > 150 ? 150 : q < -150 ? -150 : q", GCC turned each case into its own constant products,
+ * computed in every vector lane, and x 2^-75 2^-75 underflowed in each vector: a microcode assist a vector,
+ * which made an exp of 704K floats take 2.3 ms instead of ~0.4 (2 vCPUs of an Intel Xeon, AVX-512). */
 static inline float scale_by_pow2(float x, float q) {
-    int32_t k = (int32_t)(q > 150.0f ? 150.0f : q < -150.0f ? -150.0f : q == q ? q : 0.0f);
+    float at_most = q > 150.0f ? 150.0f : q, clipped = at_most < -150.0f ? -150.0f : at_most;  /* (max, min) */
+    int32_t k = (int32_t)(q == q ? clipped : 0.0f);
     int32_t half = k >> 1;
     return x * pow2((float)half) * pow2((float)(k - half));
 }
