@@ -179,11 +179,17 @@ def _numpy_calls_syrk(p, rows, parts):
 def run(rows, parts, products):
     """Run ``products`` (a list of ``Product``) on ``parts`` blocks of ``rows`` rows, block 0 in the calling
     thread, the others in the C threads; False (nothing done) when the products are not ones the pool runs.
-    One caller at a time (``parallel.products_run`` holds the split region); a second one, or more blocks than
-    the pool has threads for (65), is refused: False."""
+    One caller at a time (``parallel.products_run`` holds the split region); a second one, more blocks than
+    the pool has threads for (65), or products while OpenBLAS's own threads are on (``products_run`` turns them
+    off), is refused: False."""
     dtype = next((p.out.dtype for p in products if isinstance(p, Product)), np.dtype(np.float32))
     if not available() or len(products) > _MAX_OPS or dtype not in (np.float32, np.float64):
         return False  # (available: MINILORA_GEMM_POOL=0, no compiler, or another thread still compiling it)
+    if any(isinstance(p, Product) for p in products) and blas.get_num_threads() not in (None, 1):
+        # Each block's BLAS call must run on its one thread (parallel.products_run sets BLAS to one thread). Called
+        # with OpenBLAS's own threads on, every block's call started them: 2 x 2 threads on 2 cores, and under a
+        # real-time scheduler (chrt -f) the spinning threads never let each other run: a hang at 200% CPU.
+        return False
     job = _Job(sgemm=blas.gemm_address(np.float32), dgemm=blas.gemm_address(np.float64), n_ops=len(products),
                rows=rows, parts=parts)
     for op, p in zip(job.ops, products):

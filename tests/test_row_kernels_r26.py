@@ -190,3 +190,29 @@ def test_rotary_split_in_c_threads_is_the_numpy_passes_bits(threads, backward):
     expected = np.empty_like(got)
     numpy_rows(x, np.broadcast_to(cos, x.shape), np.broadcast_to(sin, x.shape), expected)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_products_are_declined_while_openblas_runs_its_own_threads():
+    """gemm_pool.run called directly (not through parallel.products_run, which puts BLAS on one thread) with
+    OpenBLAS on 2 threads: each block's sgemm started OpenBLAS's threads too, and under ``chrt -f 99`` the first
+    call hung at 200% CPU. Now the products are declined (False, nothing written); a row kernel still runs."""
+    from minilora import blas
+    if not gemm_pool.available() or blas.get_num_threads() is None:
+        pytest.skip("no pool or no OpenBLAS thread control here")
+    x, w, _ = _inputs((64, 32), np.float32)
+    out = np.zeros((64, 32), np.float32)
+    before = blas.get_num_threads()
+    blas.set_num_threads(2)
+    try:
+        assert gemm_pool.run(64, 2, [gemm_pool.Product(x, w.reshape(32, 1) * np.ones((1, 32), np.float32), out)]) \
+            is False
+        assert not out.any()
+        library = float32_sums._native_library()
+        if library is not None:
+            outs = np.full_like(x, np.nan), np.full((64, 1), np.nan, np.float32), np.full_like(x, np.nan)
+            args = float32_sums._RmsNormArgs(x=x.ctypes.data, weight=w.ctypes.data, normed=outs[0].ctypes.data,
+                                             r=outs[1].ctypes.data, out=outs[2].ctypes.data, width=32, eps=1e-6)
+            assert gemm_pool.run(64, 2, [gemm_pool.RowKernel(library.ml_rms_norm_rows_f32, args)])
+            assert not np.isnan(outs[2]).any()
+    finally:
+        blas.set_num_threads(before)
