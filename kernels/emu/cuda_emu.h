@@ -1516,7 +1516,7 @@ namespace __emu {
 enum IntRound { I_RN, I_RZ, I_RD, I_RU };
 template <class I, class H>
 inline I from_16bit(H h, IntRound m) {
-    const double f = float(h);
+    const double f = h.__wide();  // (a bf16 subnormal widened by integer code: cvt.rpi.s32.bf16 has no .ftz)
     if (f != f) return sizeof(I) == 8 ? (I)(1ull << 63) : I(0);
     return saturate_to<I>(m == I_RN ? nearbyint(f) : m == I_RZ ? trunc(f) : m == I_RD ? floor(f) : ceil(f));
 }
@@ -1615,43 +1615,59 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
     /* the _nan forms return the canonical NaN (0x7fff) when either input is NaN, whatever its bits */  \
     inline H __hmax_nan(H a, H b) { return __hisnan(a) || __hisnan(b) ? H(NAN) : __hmax(a, b); }        \
     inline H __hmin_nan(H a, H b) { return __hisnan(a) || __hisnan(b) ? H(NAN) : __hmin(a, b); }        \
-    inline H __hsub_sat(H a, H b) { return H(__saturatef(float(a - b))); }                              \
     /* The exponentials and logarithms round once, from double: CUDA's headers compute them with an approximate \
        instruction (ex2.approx / lg2.approx, whose exact bits PTX does not document) and a float step, then patch \
        by hand the inputs where that misses the correctly rounded result (cuda_fp16.hpp's __SPEC_CASE, bf16's \
        hexp10 at 0xBC95).  Rounding through float first (expf, then to half) was one ulp off on a few inputs, the \
        patched ones among them (hexp 0x1F79, 0x25CF; hlog10 0x338F, 0x33F8, 0x57E1, 0x719D): the emulator's \
        choice is the correctly rounded value, which CUDA's patches aim for.  hsin / hcos follow the types, below. */ \
-    inline H hexp(H a) { return H(std::exp((double)float(a))); }                                        \
-    inline H hlog(H a) { return H(std::log((double)float(a))); }                                        \
-    inline H hsqrt(H a) { return H(sqrtf(float(a))); }                                                  \
-    /* rsqrt.approx.ftz.f32, then cvt.rn to 16 bits (cuda_fp16.hpp): rounded to float first, as each approximate \
-       instruction here, so a float result on a 16-bit tie rounds as the GPU's does */                  \
-    inline H hrsqrt(H a) { return H(__frsqrt_rn(float(a))); }                                           \
+    /* Each reads the value widened (__wide: a bf16 subnormal is a normal double there), not float(a): the \
+       headers' bf16 functions are inline asm (sqrt / rsqrt / rcp / ex2 / lg2 .approx.f32, cvt.rpi / .rmi) \
+       with no .ftz, which -ftz=true does not touch, while the -ftz build's float code here reads a bf16 \
+       subnormal as 0 (DAZ): hsqrt gave 0, hlog -inf, hceil 0 where the GPU gives 2^-65, -90.1, 1. */    \
+    inline H hexp(H a) { return H(std::exp((double)a.__wide())); }                                      \
+    inline H hlog(H a) { return H(std::log((double)a.__wide())); }                                      \
+    inline H hsqrt(H a) { return H(std::sqrt(a.__wide())); }                                            \
+    /* rsqrt.approx.f32, then cvt.rn to 16 bits (cuda_fp16.hpp, cuda_bf16.hpp): rounded to float first, as each \
+       approximate instruction here, so a float result on a 16-bit tie rounds as the GPU's does */      \
+    inline H hrsqrt(H a) { return H((float)(1.0 / std::sqrt((double)a.__wide()))); }                    \
     inline H htanh(H a) { return H(tanhf(float(a))); }                                                  \
     inline H htanh_approx(H a) { return htanh(a); }  /* tanh.approx: within its error */                \
-    inline H hexp2(H a) { return H(std::exp2((double)float(a))); }                                      \
-    inline H hexp10(H a) { return H(std::pow(10.0, (double)float(a))); }                                \
-    inline H hlog2(H a) { return H(std::log2((double)float(a))); }                                      \
-    inline H hlog10(H a) { return H(std::log10((double)float(a))); }                                    \
-    inline H hrcp(H a) { return H(1.0f / float(a)); }                                                   \
-    inline H hceil(H a) { return H(ceilf(float(a))); }                                                  \
-    inline H hfloor(H a) { return H(floorf(float(a))); }                                                \
-    inline H htrunc(H a) { return H(truncf(float(a))); }                                                \
-    inline H hrint(H a) { return H(nearbyintf(float(a))); }                                             \
+    inline H hexp2(H a) { return H(std::exp2((double)a.__wide())); }                                    \
+    inline H hexp10(H a) { return H(std::pow(10.0, (double)a.__wide())); }                              \
+    inline H hlog2(H a) { return H(std::log2((double)a.__wide())); }                                    \
+    inline H hlog10(H a) { return H(std::log10((double)a.__wide())); }                                  \
+    inline H hrcp(H a) { return H(1 / a.__wide()); }                                                    \
+    inline H hceil(H a) { return H(std::ceil(a.__wide())); }                                            \
+    inline H hfloor(H a) { return H(std::floor(a.__wide())); }                                          \
+    inline H htrunc(H a) { return H(std::trunc(a.__wide())); }                                          \
+    inline H hrint(H a) { return H(std::nearbyint(a.__wide())); }                                       \
     inline H __hadd_rn(H a, H b) { return a + b; }  /* _rn: never contracted into an fma */             \
     inline H __hsub_rn(H a, H b) { return a - b; }                                                      \
     inline H __hmul_rn(H a, H b) { return a * b; }                                                      \
-    inline H __hadd_sat(H a, H b) { return H(__saturatef(float(a + b))); }                              \
-    inline H __hmul_sat(H a, H b) { return H(__saturatef(float(a * b))); }                              \
-    inline H __hfma_sat(H a, H b, H c) { return H(__saturatef(float(__hfma(a, b, c)))); }               \
+    inline H __hadd_sat(H a, H b) { return __emu_clamp01(a + b); }                                      \
+    inline H __hsub_sat(H a, H b) { return __emu_clamp01(a - b); }                                      \
+    inline H __hmul_sat(H a, H b) { return __emu_clamp01(a * b); }                                      \
+    inline H __hfma_sat(H a, H b, H c) { return __emu_clamp01(__hfma(a, b, c)); }                       \
     inline H __hfma_relu(H a, H b, H c) { H r = __hfma(a, b, c); return r.__wide() < 0 ? H(0.0f) : r; }
 
+// The saturating ops clamp the rounded result to [+0, 1], NaN to +0 (defined below, once both types exist).
+struct __half;
+struct __nv_bfloat16;
+inline __half __emu_clamp01(__half r);
+inline __nv_bfloat16 __emu_clamp01(__nv_bfloat16 r);
 __EMU_HALF_TYPE(__half, __emu::float_to_half_bits, __emu::half_bits_to_float, __emu::half_bits_to_float,
                 __emu::narrow_half)
 __EMU_HALF_TYPE(__nv_bfloat16, __emu::float_to_bf16_bits, __emu::bf16_bits_to_float, __emu::bf16_bits_to_double,
                 __emu::double_to_bf16_bits)
 #undef __EMU_HALF_TYPE
+// __half's are the .sat of add / sub / mul / fma .f16 (a half is a normal float: no flush to mind).  bf16 has no .sat
+// in PTX: cuda_bf16.hpp rounds an fma.rn.bf16, then takes max.bf16 with +0 and min.bf16 with 1, none with .ftz -- so
+// -0 and a negative subnormal give +0 in every build (a float clamp under -ftz=true read them as 0 and kept them).
+inline __half __emu_clamp01(__half r) { return __half(__saturatef(float(r))); }
+inline __nv_bfloat16 __emu_clamp01(__nv_bfloat16 r) {
+    return __hmin(__hmax(r, __nv_bfloat16(0.0f)), __nv_bfloat16(1.0f));
+}
 // hsin / hcos of a __half are cuda_fp16.hpp's own float code -- no approximate instruction, so bit for bit: a
 // two-step reduction by pi/2 (fmaf), a degree-8 polynomial (fmaf), rounded to half, then two inputs of hsin and
 // one of hcos patched by an ulp (its __SPEC_CASE).  On every half input that is the correctly rounded value; sinf /
@@ -1733,6 +1749,9 @@ typedef __nv_bfloat16 nv_bfloat16;
     inline H2 __hmax2_nan(H2 a, H2 b) { return H2(__hmax_nan(a.x, b.x), __hmax_nan(a.y, b.y)); }        \
     inline H2 __hmin2_nan(H2 a, H2 b) { return H2(__hmin_nan(a.x, b.x), __hmin_nan(a.y, b.y)); }        \
     inline H2 __hsub2_sat(H2 a, H2 b) { return H2(__hsub_sat(a.x, b.x), __hsub_sat(a.y, b.y)); }        \
+    inline H2 __hadd2_sat(H2 a, H2 b) { return H2(__hadd_sat(a.x, b.x), __hadd_sat(a.y, b.y)); }        \
+    inline H2 __hmul2_sat(H2 a, H2 b) { return H2(__hmul_sat(a.x, b.x), __hmul_sat(a.y, b.y)); }        \
+    inline H2 __hfma2_sat(H2 a, H2 b, H2 c) { return H2(__hfma_sat(a.x, b.x, c.x), __hfma_sat(a.y, b.y, c.y)); } \
     inline H2 __hsub2_rn(H2 a, H2 b) { return a - b; }                                                  \
     /* the _mask compares (CUDA 12): 0xffff in each lane's half of the result where it holds */         \
     inline unsigned __heq2_mask(H2 a, H2 b) { return (a.x == b.x ? 0xffffu : 0u) | (a.y == b.y ? 0xffff0000u : 0u); } \
@@ -1751,16 +1770,6 @@ typedef __nv_bfloat16 nv_bfloat16;
     inline H2 h2tanh_approx(H2 a) { return h2tanh(a); }                                                 \
     inline H2 h2exp10(H2 a) { return H2(hexp10(a.x), hexp10(a.y)); }                                    \
     inline H2 h2log10(H2 a) { return H2(hlog10(a.x), hlog10(a.y)); }                                    \
-    inline H2 __hadd2_sat(H2 a, H2 b) {                                                                 \
-        return H2(H(__saturatef(float(a.x + b.x))), H(__saturatef(float(a.y + b.y))));                  \
-    }                                                                                                   \
-    inline H2 __hmul2_sat(H2 a, H2 b) {                                                                 \
-        return H2(H(__saturatef(float(a.x * b.x))), H(__saturatef(float(a.y * b.y))));                  \
-    }                                                                                                   \
-    inline H2 __hfma2_sat(H2 a, H2 b, H2 c) {                                                           \
-        const H2 r = __hfma2(a, b, c);                                                                  \
-        return H2(H(__saturatef(float(r.x))), H(__saturatef(float(r.y))));                              \
-    }                                                                                                   \
     inline bool __hbeq2(H2 a, H2 b) { return a.x == b.x && a.y == b.y; }                                \
     inline H2 __heq2(H2 a, H2 b) { return H2(H(a.x == b.x ? 1.0f : 0.0f), H(a.y == b.y ? 1.0f : 0.0f)); } \
     inline H2 __hlt2(H2 a, H2 b) { return H2(H(a.x < b.x ? 1.0f : 0.0f), H(a.y < b.y ? 1.0f : 0.0f)); }   \
@@ -1883,14 +1892,22 @@ inline H step_16bit(H h, bool up) {
     else h.__x = sign ? (unsigned short)(h.__x + 1) : (mag ? (unsigned short)(h.__x - 1) : (unsigned short)0x8001u);
     return h;
 }
+// A float's place in the order of floats, read from its bits (-0 and +0 alike): under -ftz=true a float compare reads
+// a subnormal as 0 (DAZ), where cvt.rz / .rm / .rp .f16 / .bf16 .f32, the headers' inline asm, keep it.
+inline int32_t float_order(float f) {
+    int32_t bits;
+    std::memcpy(&bits, &f, 4);
+    return bits < 0 ? -(bits & 0x7fffffff) : bits;
+}
 template <class H>
 inline H round_16bit(float x, int mode) {  // mode: 0 toward zero, 1 down, 2 up
     H h(x);
     const float r = float(h);
-    if (r != r || r == x) return h;
-    if (mode == 0 && std::fabs(r) > std::fabs(x)) return step_16bit(h, r < 0.0f);
-    if (mode == 1 && r > x) return step_16bit(h, false);
-    if (mode == 2 && r < x) return step_16bit(h, true);
+    const int32_t nearest = float_order(r), exact = float_order(x);
+    if (r != r || nearest == exact) return h;
+    if (mode == 0 && std::abs(nearest) > std::abs(exact)) return step_16bit(h, nearest < 0);
+    if (mode == 1 && nearest > exact) return step_16bit(h, false);
+    if (mode == 2 && nearest < exact) return step_16bit(h, true);
     return h;
 }
 }  // namespace __emu
