@@ -271,15 +271,21 @@ struct SyncwarpAt {
 // already exited, are not active here), formed as cooperative_groups::coalesced_threads() is.
 #define __activemask() ((unsigned)__emu::warp_op(__emu::W_COALESCE, __FILE__, __LINE__, 0xffffffffu, 0, 0, 32))
 
-// __match_any_sync / __match_all_sync (sm_70): lanes are compared by the bits of a 4- or 8-byte value.
+// __match_any_sync / __match_all_sync (sm_70): lanes are compared by the bits of a 4- or 8-byte value.  A bool, char,
+// short or unscoped enum is promoted (+v), as C++ picks CUDA's int overload for it -- and cooperative groups'
+// match_any / labeled_partition, templates that pass the value on, take a bool predicate that way.
 namespace __emu {
 template <class T>
 inline unsigned long long match_bits(T v) {
-    static_assert((sizeof(T) == 4 || sizeof(T) == 8) && std::is_arithmetic<T>::value,
-                  "__match_*_sync takes int, unsigned, long long, unsigned long long, float or double");
-    unsigned long long bits = 0;
-    std::memcpy(&bits, &v, sizeof(T));
-    return bits;
+    if constexpr (std::is_enum<T>::value || (std::is_integral<T>::value && sizeof(T) < 4)) {
+        return match_bits(+v);
+    } else {
+        static_assert((sizeof(T) == 4 || sizeof(T) == 8) && std::is_arithmetic<T>::value,
+                      "__match_*_sync takes int, unsigned, long long, unsigned long long, float or double");
+        unsigned long long bits = 0;
+        std::memcpy(&bits, &v, sizeof(T));
+        return bits;
+    }
 }
 template <class T>
 inline unsigned match_all(const char* file, int line, unsigned mask, T v, int* pred) {
