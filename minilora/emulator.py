@@ -930,14 +930,26 @@ def _uses_volatile(masked: str) -> bool:
     """Whether kernel code (comments and strings blanked) declares something volatile; `asm volatile` aside."""
     return re.search(r"\bvolatile\b", re.sub(r"\b(?:asm|__asm__|__asm)\s+(?:volatile|__volatile__)", "", masked)) is not None
 _IGNORED_OPTIONS = ("-lineinfo", "--generate-line-info", "-G",
-                    "--device-debug", "-restrict", "--restrict", "-dopt", "-dlto", "-rdc", "--relocatable")
+                    "--device-debug", "-restrict", "--restrict", "-dopt", "-dlto", "-rdc", "--relocatable",
+                    # NVRTC's and nvcc's options that change no value a kernel computes: which lambdas and
+                    # constexpr calls compile (g++ takes both as they are), diagnostics, what code is generated
+                    "--extended-lambda", "-extended-lambda", "--expt-extended-lambda", "-expt-extended-lambda",
+                    "--expt-relaxed-constexpr", "-expt-relaxed-constexpr", "--device-int128", "-device-int128",
+                    "--extra-device-vectorization", "-extra-device-vectorization", "--extensible-whole-program",
+                    "-ewp", "--device-as-default-execution-space", "-err-no", "--display-error-number",
+                    "-no-err-no", "--no-display-error-number")
 # -prec-div=false, -prec-sqrt=false and -fmad=true change the last bits of `/`, sqrtf and a*b+c on a GPU: g++ keeps
 # them IEEE-exact and unfused here (kernels/README.md, "Rounding details"); what the emulator models of fast math
 # is _FAST_MATH below.
 _IGNORED_PREFIXES = ("-arch", "--gpu-architecture", "-code", "--gpu-code", "-maxrregcount", "--maxrregcount",
                      "-prec-div", "--prec-div", "-prec-sqrt", "--prec-sqrt", "-fmad", "--fmad",
                      "-Xptxas", "--ptxas-options", "-default-device", "--default-device", "-rdc=",
-                     "--relocatable-device-code")
+                     "--relocatable-device-code", "--dopt", "--modify-stack-limit", "-modify-stack-limit",
+                     "--diag-suppress", "-diag-suppress", "--diag-warn", "-diag-warn", "--diag-error", "-diag-error",
+                     "--brief-diagnostics", "-brief-diag", "--split-compile", "-split-compile")
+# NVRTC's long spellings of the options g++ shares: --define-macro=N=4 is -DN=4
+_LONG_SPELLINGS = {"--define-macro": "-D", "--undefine-macro": "-U", "--include-path": "-I",
+                   "--pre-include": "-include"}
 _FAST_MATH_OPTIONS = ("--use_fast_math", "-use_fast_math")
 # With -use_fast_math nvcc compiles these single-precision functions as their intrinsics (expf as __expf: PTX
 # ex2.approx of a rounded product).  The link step redirects every call the kernel's code makes to them, std::exp of
@@ -991,6 +1003,15 @@ def _arch_of(options) -> int:
     return int(_translate_options(options)[0].split("=")[1]) // 10
 
 
+def _short_spelling(opt: str) -> str:
+    """-D, -U, -I, -include for NVRTC's --define-macro=, --undefine-macro=, --include-path=, --pre-include=."""
+    name, sep, value = opt.partition("=")
+    short = _LONG_SPELLINGS.get(name)
+    if short is None:
+        return opt
+    return f"-include={value}" if short == "-include" else short + value if sep else short
+
+
 def _translate_options(options) -> list[str]:
     """Map CuPy/NVRTC options onto g++: -D/-U/-I/-std pass through, GPU-only ones are ignored, and
     __CUDA_ARCH__ is defined as nvcc defines it in device code (from -arch=sm_XY, default sm_90)."""
@@ -1001,6 +1022,7 @@ def _translate_options(options) -> list[str]:
     for opt in it:
         if not isinstance(opt, str):
             raise TypeError(f"options must be strings, got {opt!r}")
+        opt = _short_spelling(opt)
         m = re.fullmatch(r"(?:-arch|--gpu-architecture)[= ]?(?:sm|compute)_(\d+)a?", opt)
         if m:
             arch = int(m.group(1))
@@ -1012,10 +1034,14 @@ def _translate_options(options) -> list[str]:
                 raise ValueError(f"unsupported architecture {value!r} (expected e.g. sm_80)")
             arch = int(m.group(1))
             continue
-        if opt in ("-D", "-U", "-I"):
+        if opt in ("-D", "-U", "-I", "-include"):
             out += [opt, next(it, "")]
+        elif opt.startswith("-include="):
+            out += ["-include", opt.split("=", 1)[1]]
         elif opt.startswith(("-D", "-U", "-I")):
             out.append(opt)
+        elif opt in ("-w", "--disable-warnings"):
+            out.append("-w")
         elif opt.startswith(("-std=", "--std=")):
             std = opt.split("=", 1)[1]
             out.append("-std=" + (std if std in ("c++17", "c++20", "gnu++17", "gnu++20") else "c++17"))
