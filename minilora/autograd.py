@@ -496,7 +496,7 @@ class Function:
     @classmethod
     def _apply(cls, args, kwargs):
         """(the outputs, recorded when an input requires grad; the ctx)"""
-        grad_on = _tensor.is_grad_enabled()
+        grad_on = _tensor._mode.grad_enabled  # (recording: grad mode on, inference mode off)
         needs = tuple(grad_on and isinstance(a, Tensor) and a.requires_grad for a in args)
         ctx = FunctionCtx(needs)
         with no_grad():

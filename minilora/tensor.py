@@ -84,11 +84,16 @@ class _ThreadMode(threading.local):
     """torch's autograd state is per thread: a ``with no_grad():`` in one thread (a server's request,
     a DataLoader worker) leaves every other thread recording. Each thread starts with grad on, outside
     inference mode, with no hooks on saved tensors (torch's). ``Function.apply`` reads
-    ``_mode.grad_enabled`` once per op: one attribute of a threading.local (~25 ns of a ~5 us op)."""
+    ``_mode.grad_enabled`` once per op: one attribute of a threading.local (~25 ns of a ~5 us op).
+
+    Two switches, as torch's: grad mode (``no_grad``, ``enable_grad``, ``set_grad_enabled``) and inference
+    mode; ops record a graph only with grad mode on and inference mode off (``grad_enabled``, kept by
+    ``_set_modes``): ``enable_grad()`` inside ``inference_mode()`` turns grad mode on and records nothing."""
 
     def __init__(self):
-        self.grad_enabled = True
+        self.grad_mode = True
         self.inference = False
+        self.grad_enabled = True  # grad_mode and not inference: what every op reads
         self.saved_hooks = ()  # (pack, unpack) pairs of saved_tensors_hooks, innermost last (autograd.py)
         self.hooks_refused = None  # disable_saved_tensors_hooks' message while it is in force
         self.inputs_chosen = False  # a backward pass over chosen inputs is running (see backward_over_inputs)
@@ -114,7 +119,13 @@ class backward_over_inputs:
 
 
 def is_grad_enabled():
-    return _mode.grad_enabled
+    """torch's grad mode, as set (True under ``enable_grad()`` inside ``inference_mode()``, which records nothing)."""
+    return _mode.grad_mode
+
+
+def _set_modes(grad_mode, inference):
+    _mode.grad_mode, _mode.inference = grad_mode, inference
+    _mode.grad_enabled = grad_mode and not inference
 
 
 class _GradMode:
@@ -124,10 +135,11 @@ class _GradMode:
         self.mode = bool(mode)
 
     def __enter__(self):
-        self.prev, _mode.grad_enabled = _mode.grad_enabled, self.mode
+        self.prev = _mode.grad_mode
+        _set_modes(self.mode, _mode.inference)
 
     def __exit__(self, *exc):
-        _mode.grad_enabled = self.prev
+        _set_modes(self.prev, _mode.inference)
         return False
 
     def __call__(self, fn):
@@ -141,13 +153,14 @@ class set_grad_enabled(_GradMode):
 
     def __init__(self, mode):
         super().__init__(dtypes.bool_argument("set_grad_enabled", "enabled", mode, position=1))
-        self.prev, _mode.grad_enabled = _mode.grad_enabled, self.mode
+        self.prev = _mode.grad_mode
+        _set_modes(self.mode, _mode.inference)
 
     def __enter__(self):
-        _mode.grad_enabled = self.mode  # self.prev: the mode before the call set it
+        _set_modes(self.mode, _mode.inference)  # self.prev: the mode before the call set it
 
     def __call__(self, fn):
-        _mode.grad_enabled = self.prev  # as decorator, the call above changes nothing now
+        _set_modes(self.prev, _mode.inference)  # as decorator, the call above changes nothing now
         return super().__call__(fn)
 
 
@@ -209,6 +222,11 @@ class enable_grad(_GradModeDecorator):
         super().__init__(True)
 
 
+# torch's words (c10's checks), word for word: a learner searching for the message finds torch's answers
+_INFERENCE_REQUIRES_GRAD = "Setting requires_grad=True on inference tensor outside InferenceMode is not allowed."
+_INFERENCE_IN_PLACE = ("Inplace update to inference tensor outside InferenceMode is not allowed.You can make a "
+                       "clone to get a normal tensor before doing inplace update.See "
+                       "https://github.com/pytorch/rfcs/pull/17 for more details.")
 _inference_tensors_made = False  # has inference_mode() been entered in any thread? (then ops check
 # what they save, and new tensors read the thread's mode: see Tensor._make)
 
@@ -220,7 +238,8 @@ def is_inference_mode_enabled():
 class inference_mode(_GradMode):
     """``with inference_mode():`` as torch: no graph, and the tensors made inside are inference tensors
     (``is_inference()``; outside, they refuse ``requires_grad_()``, in-place changes and being saved for
-    backward, as torch's). ``inference_mode(False)`` leaves grad mode as it is."""
+    backward, as torch's). Like torch's, ``inference_mode(mode)`` sets grad mode to ``not mode``:
+    ``inference_mode(False)`` turns grad mode on, also inside ``no_grad()``."""
 
     def __new__(cls, mode=True):
         self = super().__new__(cls)
@@ -231,19 +250,16 @@ class inference_mode(_GradMode):
 
     def __init__(self, mode=True):
         self.inference = bool(mode)
-        super().__init__(not self.inference and _mode.grad_enabled)
+        super().__init__(not self.inference)
 
     def __enter__(self):
         global _inference_tensors_made
-        self.prev_inference, _mode.inference = _mode.inference, self.inference
+        self.prev_modes = (_mode.grad_mode, _mode.inference)
         _inference_tensors_made = _inference_tensors_made or self.inference
-        if self.inference:
-            super().__enter__()
+        _set_modes(self.mode, self.inference)
 
     def __exit__(self, *exc):
-        if self.inference:
-            super().__exit__(*exc)
-        _mode.inference = self.prev_inference
+        _set_modes(*self.prev_modes)
         return False
 
     def __call__(self, fn):
@@ -2174,7 +2190,7 @@ class Tensor:
         if value and not (self.dtype.kind in "fc" or _is_bfloat16(self.dtype)):
             raise RuntimeError("Only Tensors of floating point and complex dtype can require gradients")
         if value and not _mode.inference and self.is_inference():
-            raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed.")
+            raise RuntimeError(_INFERENCE_REQUIRES_GRAD)
         self._requires_grad = value
 
     def _refuse_deleting_requires_grad(self):
@@ -2266,8 +2282,7 @@ class Tensor:
         """Count one in-place change of this tensor's storage, for torch's checks at backward."""
         global _last_change
         if not _mode.inference and self.is_inference():
-            raise RuntimeError("Inplace update to inference tensor outside InferenceMode is not allowed: "
-                               "clone() it outside inference_mode() first")
+            raise RuntimeError(_INFERENCE_IN_PLACE)
         self._version_counter()[0] += 1
         _last_change = next(_sequence)
 
@@ -2439,8 +2454,7 @@ class Tensor:
         if requires_grad:
             _check_can_require_grad(self.dtype, "only Tensors of floating point dtype can require gradients")
             if not _mode.inference and self.is_inference():
-                raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is "
-                                   "not allowed; clone() it outside inference_mode() first")
+                raise RuntimeError(_INFERENCE_REQUIRES_GRAD)
         if not requires_grad and self._ctx is not None:
             raise RuntimeError("you can only change requires_grad flags of leaf variables. If you "
                                "want to use a computed variable in a subgraph that doesn't require "
@@ -2977,6 +2991,8 @@ class Tensor:
         """torch's: ``hook(tensor)`` runs after a backward pass has accumulated this leaf's ``.grad``
         (once per backward, when the pass is done). ``DistributedDataParallel`` all-reduces with it.
         Returns a handle; ``handle.remove()`` takes the hook out."""
+        if not self._requires_grad:  # (torch's first check, as register_hook's)
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         if self._ctx is not None:
             raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
         entry = _post_accumulate_grad_hooks.setdefault(id(self), (weakref.ref(self), {}))
