@@ -31,6 +31,8 @@ under ``autograd.grad`` or ``backward(inputs=...)`` at all, in torch's words.
 import warnings
 from functools import partial
 
+import numpy as np
+
 from .. import amp
 from ..random import get_rng_state, set_rng_state
 from ..tensor import Function, Tensor, _mode, enable_grad, is_grad_enabled, no_grad
@@ -41,8 +43,8 @@ __all__ = ["checkpoint", "checkpoint_sequential"]
 
 def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism_check="default",
                debug=False, early_stop=True, **kwargs):
-    """``function(*args, **kwargs)`` -- a Tensor -- with its activations recomputed in backward
-    instead of stored (``torch.utils.checkpoint.checkpoint``; see the module docstring for the two
+    """``function(*args, **kwargs)`` -- a Tensor, or a tuple holding them -- with its activations recomputed
+    in backward instead of stored (``torch.utils.checkpoint.checkpoint``; see the module docstring for the two
     variants and ``preserve_rng_state``).
 
     ``function`` is a Module (its trainable parameters get their gradients) or any function: the tensors
@@ -73,13 +75,14 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
         params = [p for p in function.parameters() if p.requires_grad]
     else:  # the leaves it closes over: from a recorded first run (its activations freed with its graph)
         first = fn(*args)
-        first = first if isinstance(first, Tensor) else None  # (not one Tensor: _Recompute's error below)
-        params = [] if first is None else _leaves_reached(first, inputs)
+        params = _leaves_reached(_Outputs.tensors_in(first), inputs)
     if not any(t.requires_grad for t in inputs + params):
         return fn(*args) if first is None else first
-    return _Recompute.apply(*inputs, *params, fn=fn, args=args, n_inputs=len(inputs), reentrant=use_reentrant,
-                            rng_state=rng_state, region=amp.region_now(),
-                            first=None if first is None else first.detach())
+    packing = []  # (_Recompute.forward leaves the _Outputs here: how to take its one array apart again)
+    flat = _Recompute.apply(*inputs, *params, fn=fn, args=args, n_inputs=len(inputs), reentrant=use_reentrant,
+                            rng_state=rng_state, region=amp.region_now(), packing=packing,
+                            first=None if first is None else _Outputs.detached(first))
+    return packing[0].unpack(flat)
 
 
 def _reentrant(use_reentrant, name):
@@ -120,23 +123,88 @@ def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwar
     return run(end + 1, len(functions) - 1)(input)
 
 
+class _Outputs:
+    """A segment's outputs as the checkpoint node's one output array. One Tensor is that array; a tuple or list
+    (a block that returns ``(hidden, attention)``, a tensor with a count or a name beside it, as torch's
+    checkpoint takes; a list only without ``use_reentrant``, as torch) has its floating tensors packed end to end into one flat array, which ``unpack`` cuts
+    back into views (the gradient reaches the node as one flat array, cut the same way by ``split``); the
+    other items, and an output that is no Tensor at all, pass through as they are (no gradient, as in torch)."""
+
+    def __init__(self, out, fn, reentrant):
+        if isinstance(out, dict) and not reentrant:  # (torch's non-reentrant one differentiates through a dict)
+            raise NotImplementedError(f"checkpoint: {fn!r} returns a dict; minilora's checkpoint differentiates "
+                                      f"through a Tensor or a tuple or list of them (return a tuple)")
+        # (torch's reentrant node is an autograd.Function: a tuple is its outputs, a list one opaque object)
+        self.one = not (isinstance(out, tuple) or isinstance(out, list) and not reentrant)
+        self.items = [out] if self.one else list(out)
+        self.places = [i for i, item in enumerate(self.items) if isinstance(item, Tensor)
+                       and (item.is_floating_point() or self.one)]
+        kinds = {(self.items[i].dtype, self.items[i].device) for i in self.places}
+        if len(kinds) > 1:
+            raise NotImplementedError(f"checkpoint: {fn!r} returns floating tensors of several dtypes or devices "
+                                      f"{sorted(map(str, kinds))}; minilora's checkpoint packs them into one array")
+        self.shapes = [tuple(self.items[i].shape) for i in self.places]
+        self.type = type(out)
+
+    @staticmethod
+    def tensors_in(out):
+        return [t for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, Tensor)]
+
+    @staticmethod
+    def detached(out):
+        if isinstance(out, (tuple, list)):
+            return type(out)(t.detach() if isinstance(t, Tensor) else t for t in out)
+        return out.detach() if isinstance(out, Tensor) else out
+
+    def flat(self):
+        """The node's output array: the floating tensors' values end to end (none: an empty one)."""
+        arrays = [self.items[i]._array for i in self.places]
+        if self.one or not arrays:
+            return arrays[0] if arrays else np.zeros(0, np.float32)
+        return self.items[self.places[0]]._device.xp.concatenate([a.reshape(-1) for a in arrays])
+
+    def split(self, flat):
+        """``flat`` (an array or a Tensor: the node's output or its gradient) cut into one piece per tensor."""
+        if self.one:
+            return [flat] if self.places else []
+        pieces, start = [], 0
+        for shape in self.shapes:
+            size = int(np.prod(shape, dtype=np.int64))
+            pieces.append(flat[start:start + size].reshape(shape))
+            start += size
+        return pieces
+
+    def unpack(self, flat):
+        """What the caller gets: the items, the floating tensors now views of the node's output ``flat``."""
+        items = list(self.items)
+        if self.places:
+            for place, piece in zip(self.places, self.split(flat)):
+                items[place] = piece
+        return items[0] if self.one else self.type(items)
+
+    def rerun_tensors(self, out):
+        """The floating tensors of a recomputed run, in packing order."""
+        items = [out] if self.one else out
+        return [items[i] for i in self.places]
+
+
 class _Recompute(Function):
     """The checkpoint node. Its inputs are the segment's tensor arguments and trainable parameters (a
     Module's, or the leaves a function closes over)."""
     meta_gradients = False  # (on meta too, torch runs this backward: minilora/ops/meta.py)
 
     @staticmethod
-    def forward(ctx, *arrays, fn, args, n_inputs, reentrant, rng_state, region, first):
+    def forward(ctx, *arrays, fn, args, n_inputs, reentrant, rng_state, region, first, packing):
         if first is not None:  # (the function's recorded run already gave the output)
             out = first
         else:
             with no_grad():
                 out = fn(*args)
-        if not isinstance(out, Tensor):
-            raise TypeError(f"checkpoint: {fn!r} must return one Tensor, got {type(out).__name__}")
+        ctx.outputs = _Outputs(out, fn, reentrant)
+        packing.append(ctx.outputs)
         ctx.segment, ctx.args, ctx.n_inputs, ctx.rng_state, ctx.region = fn, args, n_inputs, rng_state, region
         ctx.reentrant = reentrant
-        return out._array
+        return ctx.outputs.flat()
 
     @staticmethod
     def backward(ctx, grad):
@@ -154,7 +222,8 @@ class _Recompute(Function):
             p.grad = None
         try:
             out = _rerun(ctx, [leaves.get(id(a), a) if isinstance(a, Tensor) else a for a in ctx.args])
-            out.backward(grad)
+            outs, grads = _reached(ctx.outputs.rerun_tensors(out), ctx.outputs.split(grad))
+            _autograd_backward(outs, [Tensor._make(g, t._device, False, None) for t, g in zip(outs, grads)])
             grads = [leaves[id(t)].grad for t in tensors] + [p.grad for p in params]
             grads = [None if g is None else g._array for g in grads]
         finally:
@@ -173,9 +242,9 @@ class _Recompute(Function):
             return tuple(None if g is None else Tensor._make(g, grad._device, False, None)
                          for g in _Recompute.backward(ctx, grad._array))
         from ..autograd import grad as gradients_of
-        out = _rerun(ctx, ctx.args)
+        outs, grads = _reached(ctx.outputs.rerun_tensors(_rerun(ctx, ctx.args)), ctx.outputs.split(grad))
         wanted = [t for t, need in zip(ctx.inputs, ctx.needs_input_grad) if need]
-        found = iter(gradients_of(out, wanted, grad, create_graph=True, allow_unused=True))
+        found = iter(gradients_of(outs, wanted, grads, create_graph=True, allow_unused=True))
         return tuple(next(found) if need else None for need in ctx.needs_input_grad)
 
 
@@ -193,11 +262,22 @@ def _rerun(ctx, args):
             set_rng_state(now)
 
 
-def _leaves_reached(out, inputs):
-    """The leaves that require grad which ``out``'s graph reaches other than through ``inputs`` (what the
+def _autograd_backward(tensors, grad_tensors):
+    from ..autograd import backward  # (autograd imports nn's neighbours: at call time)
+    backward(tensors, grad_tensors)
+
+
+def _reached(outs, grads):
+    """The recomputed outputs that a gradient can flow through, with their gradients."""
+    kept = [(t, g) for t, g in zip(outs, grads) if t.requires_grad]
+    return [t for t, _ in kept], [g for _, g in kept]
+
+
+def _leaves_reached(outs, inputs):
+    """The leaves that require grad which the graphs of ``outs`` reach other than through ``inputs`` (what the
     segment's function closes over); the walk stops at the inputs, whose own graphs lie outside."""
     stop, seen, found = {id(t) for t in inputs}, set(), {}
-    stack = [] if out._ctx is None or id(out) in stop else [out._ctx]  # (an input handed back: nothing inside)
+    stack = [t._ctx for t in outs if t._ctx is not None and id(t) not in stop]  # (an input handed back: nothing inside)
     while stack:
         node = stack.pop()
         for x, parent in zip(node.inputs, node.parents):
