@@ -40,6 +40,14 @@ def weight_norm(module, name="weight", dim=0):
     return module
 
 
+def weight_matrix(weight, dim):
+    """The weight as the matrix whose largest singular value spectral norm divides by: ``dim`` first, the rest
+    flattened (the hook-based ``spectral_norm`` in ``spectral_norm.py`` uses it too)."""
+    if dim != 0:
+        weight = weight.permute(dim, *(d for d in range(weight.ndim) if d != dim))
+    return weight.flatten(1)
+
+
 class _SpectralNorm(Module):
     def __init__(self, weight, n_power_iterations=1, dim=0, eps=1e-12):
         super().__init__()
@@ -63,9 +71,7 @@ class _SpectralNorm(Module):
             self._power_method(weight_mat, 15)
 
     def _reshape_weight_to_matrix(self, weight):
-        if self.dim != 0:
-            weight = weight.permute(self.dim, *(d for d in range(weight.ndim) if d != self.dim))
-        return weight.flatten(1)
+        return weight_matrix(weight, self.dim)
 
     def _power_method(self, weight_mat, n_power_iterations):
         with no_grad():
