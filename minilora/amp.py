@@ -823,11 +823,14 @@ class GradScaler:
 def _new_scale_value(new_scale, device):
     if isinstance(new_scale, float):
         return new_scale
+    if not isinstance(new_scale, Tensor):  # (torch reads new_scale.device first: an int fails there)
+        raise AttributeError(f"'{type(new_scale).__name__}' object has no attribute 'device'")
     reason = ("new_scale should be a float or a 1-element torch.cuda.FloatTensor or "
               "torch.FloatTensor with requires_grad=False.")
-    if (not isinstance(new_scale, Tensor) or new_scale.device.type != device or new_scale.numel() != 1
-            or new_scale.requires_grad):
+    if new_scale.device.type != device or new_scale.numel() != 1 or new_scale.requires_grad:
         raise AssertionError(reason)
+    if new_scale.ndim:  # torch's scale is 0-d: its copy_ from a [1] tensor, which its message asks for, fails
+        raise RuntimeError(f"output with shape [] doesn't match the broadcast shape {list(new_scale.shape)}")
     return new_scale.item()
 
 

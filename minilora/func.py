@@ -465,7 +465,8 @@ def _randomness(mode):
     yield
     if mode == "error" and _generator_state() != state:
         raise RuntimeError("vmap: called random operation while in randomness error mode. Please either use the "
-                           "'same' or 'different' randomness flags on vmap or perform the randomness outside of vmap")
+                           "'same' or 'different' randomness flags on vmap or perform the randomness operation "
+                           "out of vmap")
 
 
 # torch's draws under randomness='different': one per random op for the whole batch (bernoulli of a tensor of

@@ -2083,6 +2083,11 @@ def _promoting_rotary(x, cos, sin):
     return x * cos + cat((-x[..., half:], x[..., :half]), -1) * sin
 
 
+# torch 2.13's words when enable_gqa=True meets key/value heads that do not divide the query's: cut off mid-sentence
+# in torch itself (sdp_utils' check), kept as it is so that the message matches what torch users search for
+_GQA_HEADS_MESSAGE = "Number of heads in key and value must divide the number of heads in "
+
+
 @_amp.autocasts
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *,
                                  scale=None, enable_gqa=False):
@@ -2163,7 +2168,7 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     if hq != hkv and not (enable_gqa and hq % hkv == 0) and hkv != 1:
         hint = (f"scaled_dot_product_attention: query has {hq} heads and key/value {hkv} (dimension -3); "
                 f"grouped-query attention needs enable_gqa=True and a multiple of the key/value heads")
-        words = None if enable_gqa else torch_broadcast_message([query.shape[:-2], key.shape[:-2]])
+        words = (_GQA_HEADS_MESSAGE if enable_gqa else torch_broadcast_message([query.shape[:-2], key.shape[:-2]]))
         raise with_note(RuntimeError(words or hint), hint)  # (torch's: its kernels broadcast the heads, and fail)
     if query.shape[-1] != key.shape[-1]:  # (torch's: its q @ k^T, a bmm of the flattened batches)
         count = math.prod(query.shape[:-2])
