@@ -10,6 +10,7 @@ from ...tensor import no_grad
 from .. import functional as F
 from ..module import Parameter
 from .parametrizations import weight_matrix
+from .weight_norm import remove_reparametrization_hook
 
 __all__ = ["SpectralNorm", "spectral_norm", "remove_spectral_norm"]
 
@@ -78,9 +79,4 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
 
 def remove_spectral_norm(module, name="weight"):
     """Undo ``spectral_norm``: one parameter ``<name>`` again, holding the normalized value."""
-    for key, hook in list(module._forward_pre_hooks.items()):
-        if isinstance(hook, SpectralNorm) and hook.name == name:
-            hook.remove(module)
-            del module._forward_pre_hooks[key]
-            return module
-    raise ValueError(f"spectral_norm of '{name}' not found in {module}")
+    return remove_reparametrization_hook(module, name, SpectralNorm, "spectral_norm")

@@ -57,9 +57,15 @@ def weight_norm(module, name="weight", dim=0):
 
 def remove_weight_norm(module, name="weight"):
     """Undo ``weight_norm``: one parameter ``<name>`` again, with the current normalized value."""
+    return remove_reparametrization_hook(module, name, WeightNorm, "weight_norm")
+
+
+def remove_reparametrization_hook(module, name, hook_class, what):
+    """Take out the ``hook_class`` forward pre-hook that recomputes ``module.<name>`` (``weight_norm``'s,
+    ``spectral_norm``'s), folding its parameters back into one, as torch's ``remove_<what>``."""
     for key, hook in list(module._forward_pre_hooks.items()):
-        if isinstance(hook, WeightNorm) and hook.name == name:
+        if isinstance(hook, hook_class) and hook.name == name:
             hook.remove(module)
             del module._forward_pre_hooks[key]
             return module
-    raise ValueError(f"weight_norm of '{name}' not found in {module}")
+    raise ValueError(f"{what} of '{name}' not found in {module}")
