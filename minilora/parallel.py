@@ -62,7 +62,8 @@ from . import blas, cpu_switches, gemm_pool
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
-           "parts_for", "products_run", "kernel_rows", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE", "SINGLE_PASS", "C_PASS_FROM"]
+           "parts_for", "products_run", "kernel_rows", "machine_description", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE",
+           "SINGLE_PASS", "C_PASS_FROM"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
 # of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
@@ -245,6 +246,22 @@ def keep_freed_memory_environ():
 def num_threads():
     """How many threads the CPU ops use (``MINILORA_NUM_THREADS``, default: all cores, at most 8)."""
     return _threads
+
+
+def machine_description():
+    """The machine a timing was taken on, for a notebook or a benchmark to print beside it: the CPU's model (Linux's
+    /proc/cpuinfo, else ``platform.processor()``), the cores this process may use and minilora's thread count, e.g.
+    ``"Intel(R) Xeon(R) Platinum 8488C, 2 cores usable, 1 minilora thread"``. A time means little without it."""
+    import platform
+    model = platform.processor() or platform.machine() or "an unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:  # (not Linux)
+        pass
+    cores = _usable_cores()
+    return f"{model}, {cores} core{'s' if cores != 1 else ''} usable, {_threads} minilora thread{'s' if _threads != 1 else ''}"
 
 
 def set_num_threads(n):
@@ -601,11 +618,15 @@ def _initial_threads():
         if not value.strip().isdigit() or int(value) < 1:
             raise ValueError(f"MINILORA_NUM_THREADS must be a whole number >= 1, got {value!r}")
         return int(value)
+    return min(_usable_cores(), 8)
+
+
+def _usable_cores():
+    """The cores this process may run on (Linux: its affinity mask), else the machine's count."""
     try:
-        cores = len(os.sched_getaffinity(0))  # Linux: the cores this process is allowed to use
+        return len(os.sched_getaffinity(0))
     except AttributeError:
-        cores = os.cpu_count() or 1
-    return min(cores, 8)
+        return os.cpu_count() or 1
 
 
 if hasattr(os, "register_at_fork"):
