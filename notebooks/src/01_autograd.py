@@ -370,5 +370,6 @@ assert backward_flops[False] * 2 == backward_flops[True]   # dX stays, dW is ski
 # ## What's next
 #
 # * Notebook 2 builds a Llama from these ops; notebook 4 adds LoRA's trainable piece next to the frozen weight.
-# * The same ideas at scale: PyTorch's autograd (`torch.autograd.Function` has this very interface),
+# * The same ideas at scale: PyTorch's autograd (`torch.autograd.Function` has the same static `forward(ctx, ...)` /
+#   `backward(ctx, grad)` pair, called through `.apply`, on Tensors where minilora's ops take arrays),
 #   and micrograd / needle / minitorch for other from-scratch engines.

@@ -205,7 +205,7 @@ assert final[4] < 1e-4 and final[8] < 1e-4   # ... while ranks 4 and 8 learn the
 # values, not on `r / 4`; near, not exactly on the dashed line, because the loss is measured on 256
 # sample inputs rather than on the matrix itself, and 250 steps are not quite convergence). Ranks 4
 # and 8 can represent the change *exactly*: their dashed line is at zero, and both fall far below
-# 1e-4 -- more than 99.99% of the change learned.
+# 1e-4 -- less than a ten-thousandth of the change's energy left.
 #
 # But the two curves do not end at the same level, and that is worth a look rather than a shrug.
 # Below zero-error, how low a run goes is no longer a question of rank but of the optimiser: AdamW

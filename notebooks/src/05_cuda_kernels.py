@@ -167,17 +167,15 @@ assert not all(bitwise)
 # of its block are still reading it. On a GPU the result then depends on timing: often wrong, sometimes
 # right, differently on every run.
 #
+# After your prediction, a cell runs the kernel without its second barrier once, then with
+# `check_races=True`, which runs the launch four times with threads and blocks in different orders and
+# compares the outputs.
+#
 # **Predict first.** Run without its second barrier, will the kernel below give the right product on
 # the emulator: always, never, or sometimes?
 
 # %%
 race_prediction = None   # "always", "never" or "sometimes"
-
-# %% [markdown]
-# Below, the kernel with the bug. The emulator runs a thread until it reaches a barrier, so the wrong
-# order happens every time and the result is wrong. But wrong how? `check_races=True` runs the launch
-# four times with threads and blocks in different orders and compares: if the output depends on the
-# order, it is a race, and the error names the argument that differs.
 
 # %%
 TILED = r'''
@@ -215,6 +213,8 @@ except RaceError as err:
     print("RaceError:", err)
 
 # %% [markdown]
+# Never: the emulator runs a thread until it reaches a barrier, so the wrong order happens every time
+# and the result is wrong on every run. `check_races=True` tells why, and names the argument that differs.
 # The message says it all: the output depends on the schedule, and "reads memory that another thread
 # writes without a `__syncthreads()` in between" points at the missing barrier. Now with it restored.
 #
@@ -286,7 +286,8 @@ try:
     raise AssertionError("the out-of-bounds write was not caught")
 except KernelFault as err:
     print("KernelFault:", str(err).split("; report:")[0])
-print(f"(sanitized build and run: {time.perf_counter() - start:.1f} s)")
+print(f"(sanitized build and run: {time.perf_counter() - start:.1f} s of wall-clock time, on "
+      f"{ml.parallel.machine_description()})")
 
 # %% [markdown]
 # Fixed, the kernel runs clean under the sanitizer, and its mask is bit for bit the one the NumPy path
@@ -320,9 +321,9 @@ assert np.array_equal(mask > 0, numpy_keep)
 #
 # The same files, timed on an NVIDIA H200 (`bash benchmarks/gpu_check.sh`, results in
 # `benchmarks/RESULTS.md`): the LoRA forward for M = 8192 tokens, K = N = 4096 features, float32; the
-# time at r = 16, the ratio at r = 8, 16 and 64. The floor is cuBLAS's `X W0^T` alone, 5.6 ms
-# (50 TFLOP/s, 74% of the chip's fp32 peak). (`tests/test_notebooks.py` checks this table against
-# `benchmarks/RESULTS.md`.)
+# time at r = 16, the ratio at r = 8, 16 and 64. The floor is cuBLAS's `X W0^T` alone, 5.6 ms.
+# (`tests/test_notebooks.py` checks this table against `benchmarks/RESULTS.md`, and
+# `tests/test_docs_truth_r26.py` the numbers the next cell reads from it.)
 #
 # | version | what it adds | time | vs cuBLAS alone |
 # |---|---|---|---|
@@ -331,10 +332,29 @@ assert np.array_equal(mask > 0, numpy_keep)
 # | v4 | + the next tile's loads in flight during the multiply (pipelining) | 9.2 ms | 1.64-1.69x |
 # | v5 | + warp tiles: each warp's shared-memory reads in one transaction | 8.1 ms | 1.45-1.51x |
 # | unfused | PEFT's path: cuBLAS `X W0^T`, then `X A^T`, `U B^T` and an add | 6.0 ms | 1.08-1.10x |
-#
+
+# %%
+# The H200 table's times at r = 16 (benchmarks/RESULTS.md, the GPU run the table quotes; not measured here)
+bandwidth, base_ms, unfused_ms = 4.8e12, 5.581, 6.029   # H200 peak; measured (benchmarks/RESULTS.md, r = 16)
+v5_ms = 8.141                                            # fused v5, the same table
+v2_ms, v3_ms, v4_ms = 47.656, 9.371, 9.162               # fused v2, v3, v4, the same table
+fp32_peak = 67e12                                        # the H200's fp32 peak that RESULTS.md assumes
+M_, K_, N_, r_ = 8192, 4096, 4096, 16
+base_flops = 2 * M_ * K_ * N_
+base_rate = base_flops / (base_ms / 1e3)
+print(f"cuBLAS alone: {base_ms} ms = {base_rate / 1e12:.0f} TFLOP/s, {base_rate / fp32_peak:.0%} of the fp32 peak")
+print(f"v2 -> v3 (register blocking): {v2_ms / v3_ms:.0f}x faster; v3 -> v4 (pipelining): {1 - v4_ms / v3_ms:.0%} "
+      f"of the time saved; v4 -> v5 (warp tiles, no bank conflicts): {1 - v5_ms / v4_ms:.0%} saved")
+
+# %% [markdown]
 # Two lessons a CPU cannot teach. Register blocking is worth 5x: each value read from shared memory
 # feeds 8 multiply-adds instead of 1. And the next bottleneck was not where one would guess: hiding
 # memory latency (v4) saved 2% of the time, while removing shared-memory bank conflicts (v5) saved 11%.
+# Even cuBLAS's floor (49 TFLOP/s) is 74% of the chip's fp32 peak, not all of it.
+#
+# The fused kernels add the LoRA term to the base GEMM's accumulators; PEFT's unfused path runs it as
+# separate kernels. The cell after next counts what each path computes and moves, beside the measured
+# times.
 #
 # **Predict first.** What does fusing the LoRA term into the main GEMM save: FLOPs, memory traffic,
 # kernel launches? And at best, how much faster than the unfused path could a fused kernel be?
@@ -342,22 +362,11 @@ assert np.array_equal(mask > 0, numpy_keep)
 # %%
 fusion_prediction = None   # e.g. "saves FLOPs, up to 1%" -- compare with the numbers below
 
-# %% [markdown]
-# Fusion saves **no** arithmetic: fused or not, the same products are computed. The rank-r work is a
-# small share of the FLOPs either way. What the unfused path pays extra is memory passes and launches:
-# it reads `X` a second time for `U = X A^T`, writes an `M x N` partial result `U B^T` and reads it back
-# (with `Y`) to add it, and launches three more kernels. A fused kernel avoids those, so its ceiling
-# is the unfused path's overhead over the base GEMM, not the rank-r share of the FLOPs:
-
 # %%
-M_, K_, N_, r_ = 8192, 4096, 4096, 16
-base_flops = 2 * M_ * K_ * N_
 lora_flops = 2 * M_ * K_ * r_ + 2 * M_ * r_ * N_
 extra_bytes = 4 * (M_ * K_ + M_ * r_          # read X again, write U
                    + M_ * r_ + M_ * N_         # read U, write the partial U B^T
                    + 3 * M_ * N_)              # read Y and the partial, write Y
-bandwidth, base_ms, unfused_ms = 4.8e12, 5.581, 6.029   # H200 peak; measured (benchmarks/RESULTS.md, r = 16)
-v5_ms = 8.141                                            # fused v5, the same table
 print(f"rank-r share of the FLOPs (fused or not): {lora_flops / base_flops:.1%}")
 print(f"extra memory traffic of the unfused path: {extra_bytes / 1e9:.2f} GB = "
       f"{extra_bytes / bandwidth * 1e3:.2f} ms at {bandwidth / 1e12:.1f} TB/s ({extra_bytes / bandwidth * 1e3 / base_ms:.1%} of the base GEMM)")
@@ -369,6 +378,12 @@ assert lora_flops / base_flops < 0.01 and extra_bytes / bandwidth * 1e3 < unfuse
 assert round(unfused_ms / base_ms - 1, 2) == 0.08 and round(v5_ms / base_ms, 2) == 1.46
 
 # %% [markdown]
+# Fusion saves **no** arithmetic: fused or not, the same products are computed. The rank-r work is a
+# small share of the FLOPs either way. What the unfused path pays extra is memory passes and launches:
+# it reads `X` a second time for `U = X A^T`, writes an `M x N` partial result `U B^T` and reads it back
+# (with `Y`) to add it, and launches three more kernels. A fused kernel avoids those, so its ceiling
+# is the unfused path's overhead over the base GEMM, not the rank-r share of the FLOPs.
+#
 # The extra passes alone, at full bandwidth, explain part of the measured 8%; the rest is that the
 # thin rank-r products and the elementwise add run far below peak, and the launches between them. So
 # a perfect fused kernel would be about 8% faster than PEFT's path -- and ours, whose main loop is

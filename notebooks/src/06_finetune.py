@@ -141,14 +141,14 @@ eval_loader = data.task_loader(tok, qa, "eval", batch_size=BATCH, shuffle=False)
 lora_run = train(lora_model, train_loader, eval_loader, steps=STEPS, lr=3e-3, warmup_steps=6,
                  weight_decay=0.0, eval_every=15, eval_fn=forgetting, progress=False)
 print(f"final train loss {lora_run.final_loss:.4f} after {STEPS} steps, "
-      f"{lora_run.seconds_per_step:.2f} s per step")
+      f"{lora_run.seconds_per_step:.2f} s per step on {ml.parallel.machine_description()}")
 lora_evals = [e["eval_loss"] for e in lora_run.evals if "eval_loss" in e]
 print(f"train loss {lora_run.losses[0]:.3f} -> {lora_run.final_loss:.4f} "
       f"({lora_run.losses[0] / lora_run.final_loss:.0f}x); eval loss {lora_evals[0]:.3f} -> {lora_evals[-1]:.4f}")
 assert lora_run.losses[0] > 100 * lora_run.final_loss and lora_evals[-1] < lora_evals[0] / 2
 
 # %% [markdown]
-# The loss falls by two orders of magnitude in a few dozen steps (printed above), and the evaluation
+# The loss falls by more than two orders of magnitude in a few dozen steps (the factor is printed above), and the evaluation
 # loss -- on questions about people and countries the adapter never saw -- falls with it. The learning rate
 # follows `train`'s default schedule, `transformers`' cosine schedule with warmup (exercise 6.3), with
 # `warmup_steps=6`.

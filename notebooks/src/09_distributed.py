@@ -176,7 +176,8 @@ else:
     done = subprocess.run(MPIRUN + [sys.executable, "ddp_worker.py", str(BATCH), str(STEPS), "ddp"],
                           capture_output=True, text=True, env=env, timeout=90)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    print(f"2 ranks x batch {BATCH}, {STEPS} steps: {time.perf_counter() - start:.1f} s (with start-up)")
+    print(f"2 ranks x batch {BATCH}, {STEPS} steps: {time.perf_counter() - start:.1f} s of wall-clock time (with "
+          f"start-up; one minilora thread a rank)")
     counts = [json.loads(Path(f"ddp/counts{r}.json").read_text()) for r in range(2)]
     for rank, c in enumerate(counts):
         print(f"rank {rank}: LoRA {c['lora']['bytes']:>9,d} bytes in {c['lora']['calls']} message(s) | "
@@ -223,7 +224,8 @@ single = get_peft_model(load_base(), CONFIG)
 start = time.perf_counter()
 train(single, data.task_loader(tok, "qa", "train", batch_size=2 * BATCH, seed=0), steps=STEPS, lr=3e-3,
       warmup_steps=2, progress=False)
-print(f"1 process x batch {2 * BATCH}, {STEPS} steps: {time.perf_counter() - start:.1f} s")
+print(f"1 process x batch {2 * BATCH}, {STEPS} steps: {time.perf_counter() - start:.1f} s of wall-clock time; "
+      f"both runs on {ml.parallel.machine_description()}")
 reference = {n: p.numpy() for n, p in single.named_parameters() if p.requires_grad}
 ml.manual_seed(0)
 start_point = {n: p.numpy() for n, p in get_peft_model(load_base(), CONFIG).named_parameters() if p.requires_grad}
