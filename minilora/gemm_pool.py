@@ -6,7 +6,7 @@ backward, and each time a thread wants the GIL back while the other holds it, it
 ~50 us a time on a 2-vCPU KVM guest, where a block computes for 300-1500 us; handing a block to a
 sleeping Python helper and getting it back costs ~100 us more (2 vCPUs of an Intel Xeon: a region of two
 280 us products took ~420 us). ``native/gemm_pool.c`` holds the same products as a list and runs the whole
-list on each block in C threads that never touch Python (and spin ~50 us for the next job before they
+list on each block in C threads that never touch Python (and spin ``SPIN_US`` for the next job before they
 sleep, as PyTorch's OpenMP workers do), so the threads meet once per layer, within microseconds.
 
     P = gemm_pool.Product

@@ -1,5 +1,6 @@
 """Whether an exercise region is still the shipped solution, for the fast paths that compute its numbers
-another way (gemm_pool's C threads for exercises 1.5, 4.2 and 4.3, AdamW's compiled pass for 6.1): they step
+another way (gemm_pool's C threads for exercises 1.5, 4.2 and 4.3, the compiled row kernels and attention for 2.1,
+2.2 and 2.4, AdamW's compiled pass for 6.1): they step
 aside for a learner's region (a student copy, ``minilora exercises build``) and for a test's stub, so that what a
 learner writes is what the model runs (tests/test_exercise_paths_r21.py). The regions themselves:
 ``minilora.exercises``."""
