@@ -112,9 +112,8 @@ class _Helper:
         _local.helper = _local.beside_others = True
         while True:
             self.start.acquire()  # sleeps until run() hands over a job
-            fn, block, errors, flush = self.job
-            if flush != cpu_switches.flushing():  # (the caller's set_flush_denormal: MXCSR is per thread)
-                cpu_switches.set_flush_denormal(flush)
+            fn, block, errors, control = self.job
+            cpu_switches.follow(control)  # the caller's MXCSR (flush-to-zero, rounding): it is per thread
             try:
                 with np.errstate(**errors):  # the caller's: a 16-bit op silences overflow warnings
                     fn(*block)
@@ -123,7 +122,7 @@ class _Helper:
             self.done.release()
 
     def run(self, fn, block):
-        self.job = (fn, block, np.geterr(), cpu_switches.flushing())  # (NumPy's error settings, MXCSR: per thread)
+        self.job = (fn, block, np.geterr(), cpu_switches.control())  # (NumPy's error settings, MXCSR: per thread)
         self.start.release()
 
     def wait(self):
@@ -357,10 +356,10 @@ def products_run(n, products, work_per_row):
     """Run ``products`` (``gemm_pool.Product``s: BLAS calls on rows of the same ``n``-row arrays) on blocks of
     rows in ``gemm_pool``'s C threads, as ``rows`` would cut them; False (nothing done) where ``rows`` would
     run its work whole (small work, one thread, in a helper's block, while another thread's region runs),
-    with ``set_flush_denormal(True)`` (per thread: the C threads would not flush), or where the pool cannot
-    take the products: the caller then runs its NumPy code (the same numbers)."""
+    or where the pool cannot take the products: the caller then runs its NumPy code (the same numbers).
+    (The C threads compute under the caller's MXCSR, as the helpers do: ``cpu_switches``.)"""
     parts = parts_for(n, work_per_row)
-    if parts < 2 or cpu_switches.flushing() or not gemm_pool.available():
+    if parts < 2 or not gemm_pool.available():
         return False
     if getattr(_local, "helper", False) or not _region.acquire(False):
         return False

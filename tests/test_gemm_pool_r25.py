@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import minilora as ml
-from minilora import cpu_switches, gemm_pool, parallel
+from minilora import gemm_pool, parallel
 from minilora.ops import lora as L
 
 pytestmark = pytest.mark.skipif(not gemm_pool.available(), reason="no OpenBLAS CBLAS or no C compiler here")
@@ -147,12 +147,7 @@ def test_the_pool_declines_what_its_products_are_not(threads):
     assert not L._forward_in_c_threads(X, None, one_rank[2], Y, W0, one_rank[0], one_rank[1], np.float32(2), work)
     threads(1)
     assert not L._forward_in_c_threads(X, None, U, Y, W0, A, B, np.float32(2), work)  # one thread: nothing to split
-    threads(2)
-    cpu_switches.set_flush_denormal(True)  # (per thread: the C threads would not flush)
-    try:
-        assert not L._forward_in_c_threads(X, None, U, Y, W0, A, B, np.float32(2), work)
-    finally:
-        cpu_switches.set_flush_denormal(False)
+    # (set_flush_denormal(True) is no longer declined: the C threads follow the caller's MXCSR, test_faults_r26)
 
 
 def test_a_lora_model_trains_to_the_same_bits_with_and_without_the_pool(threads, monkeypatch):

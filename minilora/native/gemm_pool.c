@@ -67,6 +67,7 @@ typedef struct {
 
 static ml_job *job;
 static int64_t job_parts;  /* job->parts, read before a claim (job itself only after one) */
+static unsigned job_control;  /* the caller's read_control(), published with the job */
 static int64_t generation, blocks_done, claimed[MAX_WORKERS + 1];
 static int workers, sleepers;
 static int running;  /* 1 while a thread is inside ml_pool_start or ml_pool_run (``enter``) */
@@ -79,6 +80,21 @@ static int64_t now_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
+
+/* The caller's MXCSR bits that change the numbers -- flush-to-zero, denormals-are-zero, rounding (as
+ * cpu_switches.CONTROL_BITS) -- for its job's blocks: MXCSR is per thread, and a worker keeps what it had
+ * when it started, so after torch.set_flush_denormal(True) a worker's rows came out unflushed. */
+#if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
+#define CSR_CONTROL 0xE040u
+static unsigned read_control(void) { return __builtin_ia32_stmxcsr() & CSR_CONTROL; }
+static void follow_control(unsigned wanted) {
+    unsigned now = __builtin_ia32_stmxcsr();
+    if ((now & CSR_CONTROL) != wanted) __builtin_ia32_ldmxcsr((now & ~CSR_CONTROL) | wanted);
+}
+#else
+static unsigned read_control(void) { return 0; }
+static void follow_control(unsigned wanted) { (void)wanted; }
+#endif
 
 static void pause_cpu(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -190,6 +206,7 @@ static void *worker(void *arg) {
     for (;;) {
         seen = wait_for_job(seen);
         if (me < __atomic_load_n(&job_parts, __ATOMIC_ACQUIRE) && claim(me, seen)) {
+            follow_control(job_control);
             run_block(job, me);  /* (claimed: the caller waits for this block, so the job is alive) */
             __atomic_add_fetch(&blocks_done, 1, __ATOMIC_ACQ_REL);
         }
@@ -248,6 +265,8 @@ int ml_pool_workers(void) { return workers; }
 
 int ml_pool_max_ops(void) { return MAX_OPS; }
 
+int ml_pool_max_blocks(void) { return MAX_WORKERS + 1; }  /* (gemm_pool.MAX_BLOCKS checks it at load) */
+
 /* Run ``j`` on its ``parts`` blocks: block 0 here, block i on worker i (or here, if it is slow to start); 0.
  * Refused (1, nothing done) where the job does not fit -- more blocks than ``claimed`` has slots
  * (set_num_threads(65)), more products than ``ops`` -- or another thread is in the pool (``enter``): the caller
@@ -257,6 +276,7 @@ int ml_pool_run(ml_job *j) {
         return 1;
     int64_t gen = generation + 1, ran_here = 0;
     job = j;
+    job_control = read_control();
     __atomic_store_n(&job_parts, j->parts, __ATOMIC_RELEASE);
     __atomic_store_n(&blocks_done, 0, __ATOMIC_SEQ_CST);
     /* A sleeping worker counted itself in ``sleepers`` before it last read ``generation``: either it sees
