@@ -32,7 +32,7 @@ import numpy as np
 
 from . import blas, native
 
-__all__ = ["Product", "RowKernel", "run", "available", "SPIN_US"]
+__all__ = ["Product", "RowKernel", "run", "available", "SPIN_US", "MAX_BLOCKS"]
 
 SPLITS = {"rows": 0, "sum": 1, "scale": 2, "whole": 3, "add": 4, "multiply": 5, "kernel": 6}  # gemm_pool.c's kinds
 # How long a worker spins for the next job before it sleeps. The LoRA layers of one block follow each other
@@ -55,6 +55,7 @@ class _Product(ctypes.Structure):
 
 
 _MAX_OPS = 8
+MAX_BLOCKS = 64  # gemm_pool.c's slots: the caller and 63 workers (more blocks: declined, NumPy runs them)
 
 
 class _Job(ctypes.Structure):
@@ -103,6 +104,8 @@ def _pool():
             library.ml_pool_start.argtypes = [ctypes.c_int, ctypes.c_int64]
             library.ml_pool_run.argtypes = [ctypes.c_void_p]
             library.ml_pool_run.restype = ctypes.c_int
+            if library.ml_pool_max_blocks() != MAX_BLOCKS or library.ml_pool_max_ops() != _MAX_OPS:
+                raise RuntimeError(f"{native.GEMM_POOL.name} and gemm_pool.py disagree on the pool's sizes")
             _library = library
     return _library
 
@@ -180,10 +183,12 @@ def run(rows, parts, products):
     """Run ``products`` (a list of ``Product``) on ``parts`` blocks of ``rows`` rows, block 0 in the calling
     thread, the others in the C threads; False (nothing done) when the products are not ones the pool runs.
     One caller at a time (``parallel.products_run`` holds the split region); a second one, more blocks than
-    the pool has threads for (65), or products while OpenBLAS's own threads are on (``products_run`` turns them
-    off), is refused: False."""
+    the pool has threads for (``MAX_BLOCKS``), or products while OpenBLAS's own threads are on (``products_run``
+    turns them off), is refused: False -- more blocks before any worker starts (set_num_threads(65) started
+    63 C threads that no job could use)."""
     dtype = next((p.out.dtype for p in products if isinstance(p, Product)), np.dtype(np.float32))
-    if not available() or len(products) > _MAX_OPS or dtype not in (np.float32, np.float64):
+    if (not available() or len(products) > _MAX_OPS or dtype not in (np.float32, np.float64)
+            or parts > MAX_BLOCKS):
         return False  # (available: MINILORA_GEMM_POOL=0, no compiler, or another thread still compiling it)
     if any(isinstance(p, Product) for p in products) and blas.get_num_threads() not in (None, 1):
         # Each block's BLAS call must run on its one thread (parallel.products_run sets BLAS to one thread). Called

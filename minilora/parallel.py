@@ -55,6 +55,7 @@ import operator
 import os
 import sys
 import threading
+import warnings
 
 import numpy as np
 
@@ -265,22 +266,32 @@ def machine_description():
 
 def set_num_threads(n):
     """Use ``n`` threads for CPU ops (as ``torch.set_num_threads``); inside them BLAS runs on one
-    thread while minilora computes (``computing``)."""
+    thread while minilora computes (``computing``). Nothing starts here: the helpers start when work is
+    first split that many ways (as torch's pool does), as many as the system lets start."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):  # as torch: 2.5 or "4" is refused
         raise TypeError(f"set_num_threads expects an int, got {n!r} ({type(n).__name__})")
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
+    if n > _MAX_THREADS:  # (torch's own bound; started eagerly, 2**40 made threads until the OS refused)
+        raise ValueError(f"set_num_threads: {n} threads do not fit torch's int32 count (at most {_MAX_THREADS})")
     global _threads
-    with _region:
-        _start_helpers(n - 1)
+    with _region:  # (not while a region cuts its blocks by the count)
         _threads = n
 
 
+_MAX_THREADS = 2**31 - 1
+
+
 def _start_helpers(count):
-    """Make sure ``count`` helper threads exist (they are started on first use, never at import)."""
-    while len(_helpers) < count:
-        _helpers.append(_Helper())
+    """Make sure ``count`` helper threads exist, as far as the system lets them start (its limit on threads
+    or memory): a block whose helper is missing runs in the calling thread (``rows``), the same numbers."""
+    try:
+        while len(_helpers) < count:
+            _helpers.append(_Helper())
+    except RuntimeError as exc:  # ("can't start new thread")
+        warnings.warn(f"minilora: {len(_helpers) + 1} threads of the {_threads} set run the CPU ops' blocks: "
+                      f"the system started no more ({exc})", RuntimeWarning, stacklevel=3)
 
 
 def rows(fn, *arrays, work_per_row=None):
@@ -616,6 +627,8 @@ def _initial_threads():
     if value is not None:
         if not value.strip().isdigit() or int(value) < 1:
             raise ValueError(f"MINILORA_NUM_THREADS must be a whole number >= 1, got {value!r}")
+        if int(value) > _MAX_THREADS:
+            raise ValueError(f"MINILORA_NUM_THREADS must be at most {_MAX_THREADS} (torch's int32), got {value!r}")
         return int(value)
     return min(_usable_cores(), 8)
 

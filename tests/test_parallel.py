@@ -39,6 +39,7 @@ def test_each_thread_runs_its_own_block_as_openmps_static_schedule(split_into_bl
 def test_a_helper_that_has_not_started_leaves_its_block_to_the_caller(split_into_blocks, monkeypatch):
     import threading
     by_thread = {}
+    parallel._start_helpers(2)  # (they start at a first split, not at set_num_threads)
     for helper in parallel._helpers[:2]:  # each helper starts 0.2 s late (its core taken by another process)
         run = helper.run
         monkeypatch.setattr(helper, "run", lambda fn, block, run=run: run(lambda *a: (time.sleep(0.2), fn(*a)), block))
@@ -150,6 +151,7 @@ def test_changing_the_thread_count_reuses_the_helpers():
         for n in (3, 1, 3, 2, 3):
             parallel.set_num_threads(n)
             assert parallel.num_threads() == n
+            parallel.rows(lambda block: None, np.zeros(n), work_per_row=parallel.MIN_ITEMS)  # (starts them)
         assert len(parallel._helpers) == max(helpers, 2)
     finally:
         parallel.set_num_threads(threads)

@@ -1,0 +1,216 @@
+"""Round 26's adversarial pass over the CPU threads: the C pool (gemm_pool.c) and the Python helpers (parallel.py).
+
+- MXCSR is per thread, and a thread keeps the register it started with: after ``torch.set_flush_denormal(True)``
+  (or a library built with -ffast-math, or ``fesetround``) the caller flushed denormals and the C workers did
+  not -- one op's rows half flushed -- and after ``minilora.set_flush_denormal(True)`` followed by torch's
+  ``False`` minilora's stale per-thread flag had the helpers flush while the caller did not. Now every thread
+  of an op computes under the caller's register, whoever set it: the same bits as the op run whole;
+- ``set_num_threads(65)``: the pool started its 63 C workers, then declined the 65 blocks (idle threads for
+  the process's lifetime); now it declines before starting any;
+- ``set_num_threads`` started its helpers at once: ``set_num_threads(2**40)`` started threads until the system
+  refused ("can't start new thread", thousands left behind). Now nothing starts until work is split (torch's
+  pool also starts lazily), a count past torch's int32 is refused as torch refuses it, and a helper the
+  system will not start leaves its block to the calling thread (same numbers, a warning).
+"""
+import contextlib
+import ctypes
+import functools
+import os
+import platform
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from minilora import cpu_switches, gemm_pool, parallel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_c_threads_review_r25 import _in_a_child  # noqa: E402  (a fresh Python: threads it starts die with it)
+from test_gemm_pool_r25 import threads  # noqa: E402,F401  (the fixture: set_num_threads, the count put back)
+
+needs_pool = pytest.mark.skipif(not gemm_pool.available(), reason="no OpenBLAS CBLAS or no C compiler here")
+needs_mxcsr = pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() == "x86_64"),
+                                 reason="MXCSR is x86-64 Linux's")
+FE_UPWARD = 0x800  # x86's fesetround constant
+
+
+@contextlib.contextmanager
+def _register_put_back():
+    """This thread's floating-point environment as it was, whatever the test changed (libm's own calls)."""
+    libm, saved = ctypes.CDLL("libm.so.6"), (ctypes.c_ubyte * 32)()
+    libm.fegetenv(saved)
+    try:
+        yield
+    finally:
+        libm.fesetenv(saved)
+
+
+def _bits(a):
+    """An array's bit patterns: under DAZ a denormal compares equal to 0, so values cannot be compared."""
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+def _warm_threads():
+    """Start the C workers and the Python helpers (before the register changes: they keep what they had)."""
+    x = np.ones(1 << 19, np.float32)
+    parallel.multiply(x, x)
+    parallel.rows(lambda block: None, np.zeros(2), work_per_row=parallel.MIN_ITEMS)
+
+
+def _torch_flushes():
+    torch = pytest.importorskip("torch")
+    torch.set_flush_denormal(True)
+
+
+def _rounds_up():
+    ctypes.CDLL("libm.so.6").fesetround(FE_UPWARD)
+
+
+def _minilora_flushed_then_torch_stopped():
+    torch = pytest.importorskip("torch")
+    cpu_switches.set_flush_denormal(True)
+    torch.set_flush_denormal(False)
+
+
+@pytest.fixture(params=[_torch_flushes, _rounds_up, _minilora_flushed_then_torch_stopped],
+                ids=["torch_flushes", "rounds_up", "minilora_flushed_then_torch_stopped"])
+def caller_register(request, threads):
+    """The calling thread's MXCSR changed by someone else than the op (after its threads started)."""
+    threads(2)
+    _warm_threads()
+    with _register_put_back():
+        request.param()
+        yield
+
+
+def _in_c_threads(monkeypatch, op, *arrays):
+    """``op(*arrays)``, checked to have run in gemm_pool's C threads (not declined to NumPy's code)."""
+    ran, real_run = [], gemm_pool.run
+    monkeypatch.setattr(gemm_pool, "run", lambda *args: ran.append(real_run(*args)) or ran[-1])
+    out = op(*arrays)
+    assert ran == [True]
+    return out
+
+
+def _denormal_heavy(shape, dtype, seed, exponents):
+    """Values of magnitudes 10**exponents[0] .. 10**exponents[1]: around the normal range's edge (float32's
+    ~1.2e-38, float64's ~2.2e-308) they, or their products, are denormal in part."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * 10.0 ** rng.uniform(*exponents, shape)).astype(dtype)
+
+
+# (made before any test changes the register: a cast to float32 under FTZ would flush them already; the
+# products' blocks take milliseconds, so a sleeping worker wakes in time to run its own)
+PRODUCTS = {dtype: tuple(_denormal_heavy(shape, dtype, seed, exponents) for seed, shape in enumerate([(2048, 128), (128, 256)]))
+            for dtype, exponents in [(np.float32, (-21, -18)), (np.float64, (-164, -152))]}
+DENORMALS = _denormal_heavy(1 << 19, np.float32, 2, (-41, -36))
+
+
+@needs_mxcsr
+@needs_pool
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_c_threads_products_follow_the_callers_register(caller_register, dtype, monkeypatch):
+    a, b = PRODUCTS[dtype]
+    with parallel.computing():  # (BLAS on this thread: OpenBLAS's own threads keep their register)
+        want = np.concatenate([rows @ b for rows in np.array_split(a, 2)])
+    np.testing.assert_array_equal(_bits(_in_c_threads(monkeypatch, parallel.matmul, a, b)), _bits(want))
+
+
+@needs_mxcsr
+@needs_pool
+@pytest.mark.parametrize("name", ["add", "multiply"])
+def test_the_c_threads_adds_and_multiplies_follow_the_callers_register(caller_register, name, monkeypatch):
+    x, y = DENORMALS, np.full(len(DENORMALS), 0.75, np.float32)
+    want = getattr(np, name)(x, y)  # (the caller's thread, whole)
+    np.testing.assert_array_equal(_bits(_in_c_threads(monkeypatch, getattr(parallel, name), x, y)), _bits(want))
+
+
+@needs_mxcsr
+def test_the_python_helpers_blocks_follow_the_callers_register(caller_register):
+    x = DENORMALS[:1 << 18]
+    out = np.empty_like(x)
+
+    def block(rows, out_rows):
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.05)  # (the helper takes its block rather than leave it to the caller)
+        np.multiply(rows, np.float32(0.75), out=out_rows)
+    parallel.rows(block, x, out, work_per_row=1)
+    np.testing.assert_array_equal(_bits(out), _bits(x * np.float32(0.75)))
+
+
+@needs_mxcsr
+def test_flushing_reads_the_register_whoever_set_it():
+    torch = pytest.importorskip("torch")
+    with _register_put_back():
+        torch.set_flush_denormal(True)
+        assert cpu_switches.flushing()
+        cpu_switches.set_flush_denormal(True)
+        torch.set_flush_denormal(False)
+        assert not cpu_switches.flushing()
+
+
+THREAD_COUNTS = """
+import threading
+import numpy as np
+from minilora import gemm_pool, parallel
+before = threading.active_count()
+try:
+    parallel.set_num_threads(2**40)
+except ValueError as exc:
+    print("ValueError:", exc)
+print(threading.active_count() - before, parallel.num_threads())
+parallel.set_num_threads(65)
+rng = np.random.default_rng(0)
+a, w = rng.standard_normal((4160, 128)).astype(np.float32), rng.standard_normal((256, 128)).astype(np.float32)
+got = parallel.matmul(a, w.T)  # (65 blocks)
+print(np.array_equal(got, np.concatenate([rows @ w.T for rows in np.array_split(a, 65)])),
+      gemm_pool._pool().ml_pool_workers() if gemm_pool.available() else 0)
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_counts_in_a_child():
+    """THREAD_COUNTS' lines, run once for the tests below (each start of a Python with minilora costs seconds)."""
+    return _in_a_child(THREAD_COUNTS).splitlines()
+
+
+def test_a_thread_count_past_torchs_int32_is_refused_by_name():
+    lines = _thread_counts_in_a_child()
+    assert lines[0].startswith("ValueError: set_num_threads: 1099511627776 threads") and "int32" in lines[0]
+    assert lines[1].split()[0] == "0"
+
+
+def test_more_blocks_than_the_pool_has_slots_start_no_c_thread():
+    assert _thread_counts_in_a_child()[2].split() == ["True", "0"]
+
+
+def test_set_num_threads_starts_no_thread(threads):
+    before = threading.active_count()
+    threads(parallel.num_threads() + len(parallel._helpers) + 3)  # (more than have ever started here)
+    assert threading.active_count() == before
+
+
+def test_minilora_num_threads_past_torchs_int32_is_refused_by_name():
+    code = "import minilora"
+    env = {**os.environ, "MINILORA_NUM_THREADS": str(2**31)}
+    import background_runs
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    done = background_runs.run_process([sys.executable, "-c", code], env=env, cwd=root, timeout=60)
+    assert done.returncode != 0 and "MINILORA_NUM_THREADS must be at most 2147483647" in done.stderr
+
+
+def test_a_helper_the_system_will_not_start_leaves_its_block_to_the_caller(threads, monkeypatch):
+    class Refused:
+        def __init__(self):
+            raise RuntimeError("can't start new thread")
+    monkeypatch.setattr(parallel, "_Helper", Refused)
+    threads(len(parallel._helpers) + 3)  # (at least two helpers this process does not have)
+    x = np.arange(parallel.num_threads() * 4, dtype=np.float64)
+    out = np.zeros_like(x)
+    with pytest.warns(RuntimeWarning, match="the system started no more"):
+        parallel.rows(lambda rows, out_rows: np.multiply(rows, 2.0, out=out_rows), x, out,
+                      work_per_row=parallel.MIN_ITEMS)
+    np.testing.assert_array_equal(out, x * 2)
