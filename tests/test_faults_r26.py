@@ -96,7 +96,8 @@ def _in_c_threads(monkeypatch, op, *arrays):
 
 def _denormal_heavy(shape, dtype, seed, exponents):
     """Values of magnitudes 10**exponents[0] .. 10**exponents[1]: around the normal range's edge (float32's
-    ~1.2e-38, float64's ~2.2e-308) they, or their products, are denormal in part."""
+    ~1.2e-38, float64's ~2.2e-308) they, or their products' sums, are denormal in part (for flush-to-zero to
+    change an element, the element itself has to come out denormal: BLAS's FMAs round no product alone)."""
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(shape) * 10.0 ** rng.uniform(*exponents, shape)).astype(dtype)
 
@@ -104,7 +105,7 @@ def _denormal_heavy(shape, dtype, seed, exponents):
 # (made before any test changes the register: a cast to float32 under FTZ would flush them already; the
 # products' blocks take milliseconds, so a sleeping worker wakes in time to run its own)
 PRODUCTS = {dtype: tuple(_denormal_heavy(shape, dtype, seed, exponents) for seed, shape in enumerate([(2048, 128), (128, 256)]))
-            for dtype, exponents in [(np.float32, (-21, -18)), (np.float64, (-164, -152))]}
+            for dtype, exponents in [(np.float32, (-20.5, -19)), (np.float64, (-156.5, -153.5))]}
 DENORMALS = _denormal_heavy(1 << 19, np.float32, 2, (-41, -36))
 
 
