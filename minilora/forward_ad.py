@@ -202,6 +202,11 @@ def vmapped():
         _vmapped -= 1
 
 
+def inside_vmap():
+    """Whether a torch.func.vmap call is running ``func`` (batch norm's running statistics refuse it then)."""
+    return _vmapped > 0
+
+
 class UnpackedDualTensor(NamedTuple):
     """``unpack_dual``'s result: the primal and the tangent (None for a tensor that is not dual)."""
     primal: Tensor

@@ -3146,11 +3146,26 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if t is not None and t.numel() != input.shape[1]:
             raise RuntimeError(f"{name} should contain {input.shape[1]} elements not {t.numel()}")
     refuse_complex("batch_norm", input)  # (torch's CPU kernel takes real dtypes only)
+    if training and (running_mean is not None or running_var is not None):
+        _refuse_running_stats_under_vmap()
     out = _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out = out.contiguous(memory_format=suggested_format(input._array))  # (torch's kernel writes into
     # empty_like(suggested)); native_batch_norm_backward gives the bias's gradient too, from input and weight
     out = backward_reads(out, input, weight, zeros=False)
     return name_node(out, "NativeBatchNormBackward0", input, graph=(input, weight, bias))
+
+
+def _refuse_running_stats_under_vmap():
+    """torch.func.vmap's batch norm rule: in training, running statistics shared by every sample would be updated
+    once per sample (minilora's vmap runs the samples one by one), so torch refuses, in these words (its two
+    sentences run together, as they print)."""
+    from .. import forward_ad  # (at call time: forward_ad imports the ops)
+    if forward_ad.inside_vmap():
+        raise RuntimeError("Batch norm got a batched tensor as input while the running_mean or running_var, which "
+                           "will be updated in place, were not batched.\nIf you are using a module and do not need "
+                           "eval mode, please set `track_running_stats` to be False.If you are using a prebuilt "
+                           "module and do not need eval mode, please see the functorch website for resources on how "
+                           "to patch your module to work with vmap")
 
 
 def refuse_integer_batch_norm(input):
