@@ -50,7 +50,7 @@ __all__ = ["generate", "sample_next_token", "warp_logits", "top_k_filter", "top_
            "ban_repeated_ngrams", "apply_repetition_penalty",
            "TextStreamer", "TextIteratorStreamer", "GenerationConfig", "GenerateDecoderOnlyOutput",
            "GenerateBeamDecoderOnlyOutput", "DEFAULTS", "LogitsProcessor", "LogitsProcessorList", "StoppingCriteria",
-           "StoppingCriteriaList"]
+           "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria", "EosTokenCriteria"]
 
 
 def top_k_filter(logits, k, min_tokens_to_keep=1):
@@ -950,6 +950,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     max_new_tokens = _new_token_budget(max_new_tokens, max_length,
                                        counted if max_length is not None else ids.shape[1],
                                        getattr(config, "max_position_embeddings", None))
+    max_new_tokens = _users_length_limit(user_stops, ids.shape[1], max_new_tokens)
     _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams,
                             early_stopping)
     _warn_past_positions(config, prompt_length + max_new_tokens)
@@ -1017,6 +1018,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                              "questions are not yet answered.")
         sampling = _beam_sampling(do_sample, rng, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                   **warpers)
+        _refuse_users_eos_criteria(user_stops, "beam search (num_beams > 1)")
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences, sampling),
                             return_dict_in_generate, output_scores, output_logits, out_device, use_cache,
@@ -1029,6 +1031,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     drafts = _draft_source(model, guided, guided_arguments["assistant_model"], ids, mask, min_length, max_new_tokens,
                            num_return_sequences, embeds, use_cache, stops, pad_token_id)
     if drafts is not None:
+        _refuse_users_eos_criteria(user_stops, "assisted generation")
         return _assisted_output(model, ids, mask, rules, drafts, stops, user_stops, streamer, given_cache,
                                 return_dict_in_generate, output_scores, output_logits, out_device, internals)
 
@@ -1037,6 +1040,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     finished = np.zeros(ids.shape[0], dtype=bool)
     cache, prompt_mask = given_cache, mask
     scores, raw_logits, steps = [], [], []
+    ending = _ending_ids(user_stops, eos)
     with no_grad():
         for step in range(max_new_tokens):
             positions = _position_ids(prompt_mask, unseen + ids.shape[1])
@@ -1056,7 +1060,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
             mask = np.concatenate([mask, np.ones_like(token)[:, None]], axis=1)
             if streamer is not None:
                 streamer.put(token)
-            finished |= np.isin(token, eos) | stops.found(ids) | user_stops.on_arrays(ids, _scores_output(
+            finished |= np.isin(token, ending) | stops.found(ids) | user_stops.on_arrays(ids, _scores_output(
                 scores, return_dict_in_generate and output_scores))
             if finished.all():
                 break
@@ -1308,6 +1312,50 @@ class MaxTimeCriteria(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs):
         return time.time() - self.initial_timestamp > self.max_time
+
+
+class MaxLengthCriteria(StoppingCriteria):
+    """transformers' criterion for ``max_length``: every row stops once the ids (the prompt counted) are
+    ``max_length`` long. Passed by the user beside generate's own limits, the earlier stop wins."""
+
+    def __init__(self, max_length, max_position_embeddings=None):
+        self.max_length, self.max_position_embeddings = max_length, max_position_embeddings
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return Tensor(np.full(input_ids.shape[0], input_ids.shape[1] >= self.max_length), dtype=np.bool_)
+
+
+class EosTokenCriteria(StoppingCriteria):
+    """transformers' criterion for ``eos_token_id`` (an id, a list of them or a tensor): a row stops once one of
+    its last ``new_token_length`` ids is one of them."""
+
+    def __init__(self, eos_token_id):
+        ids = eos_token_id.numpy() if isinstance(eos_token_id, Tensor) else eos_token_id
+        self.eos_token_id = Tensor(np.atleast_1d(np.asarray(ids, dtype=np.int64)))
+
+    def __call__(self, input_ids, scores, new_token_length=1, **kwargs):
+        newest = input_ids.numpy()[:, -new_token_length:]
+        return Tensor(np.isin(newest, self.eos_token_id.numpy()).any(axis=-1), dtype=np.bool_)
+
+
+# transformers' precedence: a criterion of the user's of the class that generate builds from its own options
+# (MaxLengthCriteria from max_length / max_new_tokens, EosTokenCriteria from eos_token_id) replaces generate's
+# ("... will take precedence", it logs): the user's max_length alone bounds the ids, the user's ids alone end a row
+def _users_length_limit(user_stops, length, max_new_tokens):
+    """The new-token budget under a user's MaxLengthCriteria (at least one token: transformers checks after it)."""
+    limits = [c.max_length for c in user_stops if isinstance(c, MaxLengthCriteria)]
+    return max(min(limits) - length, 1) if limits else max_new_tokens
+
+
+def _ending_ids(user_stops, eos):
+    """The ids whose sampling ends a row: none of generate's own once the user passed an EosTokenCriteria."""
+    return [] if any(isinstance(c, EosTokenCriteria) for c in user_stops) else eos
+
+
+def _refuse_users_eos_criteria(user_stops, path):
+    if any(isinstance(c, EosTokenCriteria) for c in user_stops):
+        raise NotImplementedError(f"generate: an EosTokenCriteria of the user's with {path} is not supported by "
+                                  f"minilora (transformers lets it replace eos_token_id's stop); pass eos_token_id")
 
 
 def _warn_penalties_miss_the_prompt(repetition_penalty, no_repeat_ngram_size):
