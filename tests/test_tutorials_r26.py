@@ -1338,3 +1338,259 @@ def test_module_zero_grad_and_requires_grad_false_paths_as_torch(T, P):
     out = [m.weight.grad is None, m.bias.grad]
     m.zero_grad(set_to_none=False)
     return out + [m.bias.grad, m.weight.grad is None]
+
+
+@compared()
+def test_parametrize_assign_through_right_inverse_as_torch(T, P):
+    T.manual_seed(0)
+    class Sym(T.nn.Module):
+        def forward(self, X): return X.triu() + X.triu(1).mT
+        def right_inverse(self, A): return A.triu()
+    lin = T.nn.Linear(3, 3)
+    T.nn.utils.parametrize.register_parametrization(lin, "weight", Sym())
+    lin.weight = T.arange(9.0).reshape(3, 3)
+    out = [lin.weight, lin.parametrizations.weight.original]
+    out.append(T.nn.utils.parametrize.type_before_parametrizations(lin).__name__)
+    out.append(type(lin).__name__)
+    out.append(str(lin))
+    T.nn.utils.parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
+    out += [lin.weight, type(lin).__name__]
+    return out
+
+
+@compared()
+def test_parametrize_two_stacked_and_bias_as_torch(T, P):
+    T.manual_seed(0)
+    class Scale(T.nn.Module):
+        def __init__(self, s): super().__init__(); self.s = s
+        def forward(self, X): return X * self.s
+    lin = T.nn.Linear(2, 2)
+    P_ = T.nn.utils.parametrize
+    P_.register_parametrization(lin, "weight", Scale(2.0))
+    P_.register_parametrization(lin, "weight", Scale(3.0))
+    P_.register_parametrization(lin, "bias", Scale(0.5))
+    y = lin(T.ones(1, 2)); y.sum().backward()
+    return [y, lin.parametrizations.weight.original.grad, lin.parametrizations.bias.original.grad,
+            len(lin.parametrizations.weight), sorted(n for n, _ in lin.named_parameters()),
+            sorted(lin.state_dict())]
+
+
+@compared()
+def test_weight_norm_dim_none_and_conv_as_torch(T, P):
+    T.manual_seed(0)
+    a = T.nn.utils.parametrizations.weight_norm(T.nn.Conv1d(2, 3, 3), dim=None)
+    b = T.nn.utils.weight_norm(T.nn.Conv1d(2, 3, 3), dim=1)
+    x = T.randn(1, 2, 5)
+    ya = a(x); yb = b(x); (ya.sum() + yb.sum()).backward()
+    return [ya, yb, list(a.parametrizations.weight.original0.shape), list(b.weight_g.shape), b.weight_v.grad,
+            a.parametrizations.weight.original0.grad]
+
+
+@compared()
+def test_spectral_norm_parametrization_eval_state_dict_as_torch(T, P):
+    T.manual_seed(0)
+    m = T.nn.utils.parametrizations.spectral_norm(T.nn.Linear(4, 3), n_power_iterations=2)
+    x = T.randn(2, 4)
+    m(x); m(x)
+    sd = m.state_dict()
+    T.manual_seed(1)
+    m2 = T.nn.utils.parametrizations.spectral_norm(T.nn.Linear(4, 3), n_power_iterations=2)
+    m2.load_state_dict(sd)
+    m2.eval(); m.eval()
+    return [sorted(sd), m(x), m2(x)]
+
+
+@compared()
+def test_one_cycle_cos_three_phase_no_momentum_as_torch(T, P):
+    p = [T.nn.Parameter(T.zeros(1))]
+    opt = T.optim.SGD(p, lr=0.1)
+    s = T.optim.lr_scheduler.OneCycleLR(opt, max_lr=[0.5], total_steps=9, three_phase=True, cycle_momentum=False)
+    out = []
+    for _ in range(9): opt.step(); s.step(); out.append(opt.param_groups[0]["lr"])
+    out.append("momentum" in opt.param_groups[0])
+    opt2 = T.optim.SGD(p, lr=0.1)
+    out.append(error_of(lambda: T.optim.lr_scheduler.OneCycleLR(opt2, max_lr=0.1)))
+    out.append(error_of(lambda: T.optim.lr_scheduler.OneCycleLR(opt2, max_lr=0.1, total_steps=5, pct_start=1.5)))
+    out.append(error_of(lambda: T.optim.lr_scheduler.OneCycleLR(opt2, max_lr=0.1, total_steps=5, anneal_strategy="x")))
+    return out
+
+
+@compared()
+def test_plateau_state_dict_and_max_mode_as_torch(T, P):
+    p = [T.nn.Parameter(T.zeros(1))]
+    opt = T.optim.SGD(p, lr=1.0)
+    s = T.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.1, patience=0, threshold_mode="abs",
+                                               threshold=0.01)
+    out = []
+    for v in [0.5, 0.505, 0.6, 0.6, 0.7, 0.69]:
+        s.step(v); out.append(opt.param_groups[0]["lr"])
+    sd = s.state_dict()
+    out += [sd["best"], sd["num_bad_epochs"], sd["last_epoch"], s.get_last_lr()[0]]
+    return out
+
+
+@compared()
+def test_lambda_lr_per_group_and_state_as_torch(T, P):
+    p1 = [T.nn.Parameter(T.zeros(1))]; p2 = [T.nn.Parameter(T.zeros(1))]
+    opt = T.optim.AdamW([{"params": p1}, {"params": p2, "lr": 0.01}], lr=0.1)
+    s = T.optim.lr_scheduler.LambdaLR(opt, [lambda e: 0.9 ** e, lambda e: 1.0 / (e + 1)])
+    out = []
+    for _ in range(4): opt.step(); s.step(); out += s.get_last_lr()
+    sd = s.state_dict()
+    out += [[f is None for f in sd["lr_lambdas"]], sd["base_lrs"], sd["last_epoch"]]
+    return out
+
+
+@compared()
+def test_cyclic_lr_exp_range_and_momentum_as_torch(T, P):
+    p = [T.nn.Parameter(T.zeros(1))]
+    opt = T.optim.SGD(p, lr=0.1, momentum=0.9)
+    s = T.optim.lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=3, step_size_down=2,
+                                      mode="exp_range", gamma=0.9, base_momentum=0.8, max_momentum=0.95)
+    out = []
+    for _ in range(8): opt.step(); s.step(); out += [opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]]
+    return out
+
+
+@compared()
+def test_vmap_over_module_with_batchnorm_errors_as_torch(T, P):
+    T.manual_seed(0)
+    F = T.func
+    m = T.nn.Sequential(T.nn.Linear(3, 3), T.nn.BatchNorm1d(3))
+    params = dict(m.named_parameters()); bufs = dict(m.named_buffers())
+    x = T.randn(4, 2, 3)
+    r = error_of(lambda: F.vmap(lambda xx: F.functional_call(m, (params, bufs), (xx,)))(x))
+    m.eval()
+    y = F.vmap(lambda xx: F.functional_call(m, (params, bufs), (xx,)))(x)
+    return [r[:120], y]
+
+
+@compared(rtol=1e-10)  # (float64)
+def test_func_jacrev_dict_and_has_aux_as_torch(T, P):
+    F = T.func
+    x = T.tensor([0.5, 1.5], dtype=T.float64)
+    def f(d):
+        return (d["a"] * d["b"].exp()).sum(), d["a"].detach() * 2
+    jac, aux = F.jacrev(f, has_aux=True)({"a": x, "b": x * 2})
+    jf = F.jacfwd(lambda a, b: a * b.sin(), argnums=(0, 1))(x, x)
+    vj = F.vmap(F.jacrev(lambda v: v.sin().sum()))(x.reshape(2, 1))
+    return [jac["a"], jac["b"], aux, jf[0], jf[1], vj]
+
+
+@compared()
+def test_hooks_with_kwargs_returning_none_and_handles_as_torch(T, P):
+    T.manual_seed(0)
+    lin = T.nn.Linear(2, 2)
+    seen = []
+    h = lin.register_forward_pre_hook(lambda m, a, k: seen.append((len(a), sorted(k))), with_kwargs=True)
+    h2 = lin.register_forward_hook(lambda m, a, k, o: seen.append(tuple(o.shape)), with_kwargs=True)
+    y = lin(input=T.ones(1, 2))
+    h.remove(); h.remove(); h2.remove()
+    with h:
+        pass
+    return [y, seen, len(lin._forward_pre_hooks), len(lin._forward_hooks)]
+
+
+@compared()
+def test_backward_hook_module_input_no_grad_as_torch(T, P):
+    T.manual_seed(0)
+    net = T.nn.Sequential(T.nn.Linear(2, 3), T.nn.Tanh())
+    got = []
+    net[0].register_full_backward_hook(lambda m, gi, go: got.append((gi[0] is None, go[0].clone())))
+    net(T.ones(4, 2)).sum().backward()
+    return [got[0][0], got[0][1], net[0].weight.grad]
+
+
+@compared()
+def test_post_accumulate_hook_with_accumulation_and_retain_as_torch(T, P):
+    w = T.nn.Parameter(T.tensor([1.0, 2.0]))
+    log = []
+    w.register_post_accumulate_grad_hook(lambda p: log.append(p.grad.clone()))
+    (w * 2).sum().backward()
+    (w * 3).sum().backward()
+    y = (w ** 2).sum()
+    y.backward(retain_graph=True); y.backward()
+    return log
+
+
+@compared()
+def test_generate_stopping_and_logits_processor_as_torch(T, P):
+    m = _model(T); ids = T.tensor([[5, 9, 3]])
+    lib = transformers if T is torch else ml_generation
+    class Ban(lib.LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            scores[:, 7] = -float("inf")
+            return scores
+    g = m.generate(ids, max_new_tokens=5, logits_processor=lib.LogitsProcessorList([Ban()]), pad_token_id=0)
+    crit = lib.StoppingCriteriaList([lib.MaxLengthCriteria(max_length=5)])
+    g2 = m.generate(ids, max_new_tokens=10, stopping_criteria=crit, pad_token_id=0)
+    return [g.tolist(), g2.tolist()]
+
+
+@compared()
+def test_peft_state_dict_per_adapter_and_selected_save_as_torch(T, P):
+    def mk():
+        T.manual_seed(0)
+        return T.nn.Sequential(T.nn.Linear(4, 4), T.nn.Linear(4, 2))
+    m = P.get_peft_model(mk(), P.LoraConfig(r=2, target_modules=["0"], init_lora_weights=False))
+    m.add_adapter("b", P.LoraConfig(r=2, target_modules=["1"], init_lora_weights=False))
+    out = [sorted(P.get_peft_model_state_dict(m)), sorted(P.get_peft_model_state_dict(m, adapter_name="b"))]
+    with tempfile.TemporaryDirectory() as d:
+        m.save_pretrained(d, selected_adapters=["b"])
+        out.append(sorted(os.listdir(d)))
+        out.append(sorted(os.listdir(os.path.join(d, "b"))) if os.path.isdir(os.path.join(d, "b")) else "none")
+        m.save_pretrained(d)
+        out.append(sorted(os.listdir(d)))
+    return out
+
+
+@compared()
+def test_peft_inference_mode_config_and_print_as_torch(T, P):
+    T.manual_seed(0)
+    base = T.nn.Sequential(T.nn.Linear(4, 4), T.nn.Linear(4, 2))
+    m = P.get_peft_model(base, P.LoraConfig(r=2, target_modules=["0"], inference_mode=True))
+    return [sorted(n for n, p in m.named_parameters() if p.requires_grad), m.get_nb_trainable_parameters()]
+
+
+@compared()
+def test_autocast_cache_and_dtype_checks_as_torch(T, P):
+    T.manual_seed(0)
+    lin = T.nn.Linear(3, 3)
+    x = T.randn(2, 3)
+    with T.autocast("cpu", dtype=T.bfloat16, cache_enabled=False):
+        a = lin(x)
+    r = error_of(lambda: T.autocast("cpu", dtype=T.float64).__enter__())
+    with T.autocast("cpu", dtype=T.bfloat16):
+        i = T.addmm(T.zeros(3), x, lin.weight.T)
+        e = T.exp(x)
+        cat = T.cat([x, x.bfloat16()])
+    return [str(a.dtype)[-8:], a, r[:100], str(i.dtype)[-8:], str(e.dtype)[-7:], str(cat.dtype)[-7:]]
+
+
+@compared()
+def test_generate_user_eos_and_length_criteria_as_torch(T, P):
+    m = _model(T); ids = T.tensor([[5, 9, 3], [4, 8, 2]])
+    lib = transformers if T is torch else ml_generation
+    g = m.generate(ids, max_new_tokens=6, pad_token_id=0)
+    stop = int(g[0, 4])
+    eos = lib.EosTokenCriteria(eos_token_id=[stop])
+    crit = lib.StoppingCriteriaList([eos])
+    g2 = m.generate(ids, max_new_tokens=6, stopping_criteria=crit, pad_token_id=0)
+    ml_ = lib.MaxLengthCriteria(5)
+    direct = [ml_(T.ones(2, 5, dtype=T.long), None), ml_(T.ones(2, 4, dtype=T.long), None),
+              eos(T.tensor([[1, stop], [stop, 1]]), None), eos(T.tensor([[1, stop], [stop, 1]]), None, new_token_length=2),
+              lib.EosTokenCriteria(T.tensor([stop, 3]))(T.tensor([[1, 3]]), None)]
+    return [g.tolist(), g2.tolist(), [d.tolist() for d in direct], [str(d.dtype)[-4:] for d in direct]]
+
+
+@compared()
+def test_generate_users_criteria_take_precedence_as_torch(T, P):
+    m = _model(T); ids = T.tensor([[5, 9, 3], [4, 8, 2]])
+    lib = transformers if T is torch else ml_generation
+    a = m.generate(ids, max_new_tokens=3, pad_token_id=0,
+                   stopping_criteria=lib.StoppingCriteriaList([lib.MaxLengthCriteria(max_length=9)]))
+    plain = m.generate(ids, max_new_tokens=10, pad_token_id=0, eos_token_id=8)
+    b = m.generate(ids, max_new_tokens=10, pad_token_id=0, eos_token_id=8,
+                   stopping_criteria=[lib.EosTokenCriteria(eos_token_id=int(plain[1, 3]))])
+    c = m.generate(ids, max_new_tokens=4, pad_token_id=0, stopping_criteria=[lib.MaxLengthCriteria(2)])
+    return [a.tolist(), plain.tolist(), b.tolist(), c.tolist()]
