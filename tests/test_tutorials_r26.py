@@ -15,7 +15,7 @@ CosineAnnealingWarmRestarts); torch.func per-sample gradients, model ensembling,
 (forward pre/post with_kwargs, prepend, always_call, full backward and backward pre hooks, post-accumulate-grad hooks,
 global module hooks, state_dict hooks); named_modules/named_parameters options, zero_grad(set_to_none=False), buffers
 that do not persist; grad-mode nesting; transformers' generate (greedy with an eos list, left padding, a seed twice,
-GenerationConfig, return_dict) and PEFT (save/load with is_trainable, load_adapter, set_peft_model_state_dict,
+GenerationConfig, return_dict, stopping criteria and logits processors) and PEFT (save/load with is_trainable, load_adapter, set_peft_model_state_dict,
 modules_to_save training, merge_and_unload(adapter_names), enable/disable_adapter_layers, delete_adapter).
 
 What diverged, and is fixed (the class, not the case):
@@ -27,6 +27,10 @@ What diverged, and is fixed (the class, not the case):
   ``(hidden, attention)`` as torch's checkpoint takes. Now a tuple (and, without reentrancy, a list) has its floating
   tensors differentiated, other items and non-tensor outputs pass through (``nn/checkpointing.py``'s ``_Outputs``).
 * ``nn.utils.spectral_norm`` / ``remove_spectral_norm`` (the hook-based one the GAN tutorials call) did not exist.
+* torch.func.vmap over a BatchNorm in training (running statistics shared by the samples) ran, updating the running
+  statistics once per sample, where torch refuses: the eval-mode numbers afterwards were other numbers, silently.
+* transformers' MaxLengthCriteria / EosTokenCriteria did not exist; now they do, with transformers' precedence (a
+  user's criterion replaces the one generate builds: ``MaxLengthCriteria(9)`` with ``max_new_tokens=3`` runs to 9).
 * Errors in other words than torch's: an in-place change or requires_grad_() of an inference tensor, a
   post-accumulate-grad hook on a tensor that requires no grad (accepted), vmap's randomness='error', SDPA's enable_gqa
   with heads that do not divide, GradScaler.update(new_scale=) with a [1] tensor (accepted) or an int.
