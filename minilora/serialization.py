@@ -17,6 +17,8 @@ required grad and on which device they were survive the trip. An object that onl
 (``torch.save(model)``: a whole module) is pickled, as torch.save pickles it, and loads only with
 ``weights_only=False`` (minilora/pickled.py).
 """
+import contextlib
+import errno
 import json
 import os
 import pickle
@@ -139,16 +141,42 @@ def _name_the_stream(exc, path, stream):
     name = getattr(stream, "name", None)
     name = name if isinstance(name, str) else f"the {type(stream).__name__} object"
     exc.args = tuple(arg.replace(path, name) if isinstance(arg, str) else arg for arg in exc.args)
+    if isinstance(exc, OSError):  # (an OSError's message is built from these, not from args)
+        if exc.filename == path:
+            exc.filename = name
+        if isinstance(exc.strerror, str):
+            exc.strerror = exc.strerror.replace(path, name)
 
 
-def _through_a_temporary_file(data=None, suffix=".tmp"):
-    """A path in the temporary folder (holding ``data`` if given), removed by the caller."""
+# A file system that cannot take the temporary file: full, over quota, read-only, not ours
+_TEMPORARY_FOLDER_ERRORS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM")
+                            if hasattr(errno, name)}
+
+
+@contextlib.contextmanager
+def _through_a_temporary_file(stream, data=None, suffix=".tmp"):
+    """A path in the temporary folder standing for the file object ``stream`` (holding ``data`` if given),
+    removed afterwards whatever happens (a full folder kept the part written of a load's data, on the disk that
+    was full). An error about the file names the stream; one of the folder's says which folder it is."""
     import tempfile
-    fd, path = tempfile.mkstemp(suffix=suffix)
-    with os.fdopen(fd, "wb") as file:
-        if data is not None:
-            file.write(data)
-    return path
+    path = None
+    try:
+        fd, path = tempfile.mkstemp(suffix=suffix)
+        with os.fdopen(fd, "wb") as file:
+            if data is not None:
+                file.write(data)
+        yield path
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in _TEMPORARY_FOLDER_ERRORS:
+            exc.strerror = (f"{os.strerror(exc.errno)} in the temporary folder {tempfile.gettempdir()}, which "
+                            f"minilora passes a file object's bytes through (free space there, or set TMPDIR)")
+        if path is not None:
+            _name_the_stream(exc, path, stream)
+        raise
+    finally:
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
 
 def _check_destination(path):
@@ -179,13 +207,10 @@ def save(obj, f, pickle_module=None, pickle_protocol=2, _use_new_zipfile_seriali
                                   "format (torch >= 1.6 reads it); torch < 1.6's format is read, not written")
     byteorder = not _disable_byteorder_record
     if _is_file_object(f, "write"):
-        path = _through_a_temporary_file(suffix=".pt")
-        try:
+        with _through_a_temporary_file(f, suffix=".pt") as path:
             _save(obj, path, pickle_protocol, "archive", byteorder)  # (torch's name for a file object's archive)
             with open(path, "rb") as file:
                 f.write(file.read())
-        finally:
-            os.remove(path)
         return
     path = _path(f, "save")
     archive_name = None if path.endswith(".safetensors") else _archive_name(path)  # (a zip archive's only)
@@ -407,16 +432,10 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
         if mmap:
             raise ValueError("f must be a file path in order to use the mmap argument")
         data = f.read()
-        path = _through_a_temporary_file(data)
-        try:
+        with _through_a_temporary_file(f, data) as path:
             loaded = load(path, map_location, weights_only=weights_only)
             _leave_after_the_object(f, path, len(data))
             return loaded
-        except Exception as exc:
-            _name_the_stream(exc, path, f)
-            raise
-        finally:
-            os.remove(path)
     path = _path(f, "load")
     if pickled.is_pickled(path):
         return pickled.load(path, weights_only is False, lambda t, saved: _placed(t, saved, map_location))

@@ -7,6 +7,10 @@
   of an op computes under the caller's register, whoever set it: the same bits as the op run whole;
 - ``set_num_threads(65)``: the pool started its 63 C workers, then declined the 65 blocks (idle threads for
   the process's lifetime); now it declines before starting any;
+- ``minilora.save`` / ``load`` of a file object pass its bytes through a file in the temporary folder: full
+  there, a load left the part of the data it had written (on the disk that was full) and said only "No space
+  left on device", and a save named its mkstemp file ("what was there before is unchanged: '/tmp/tmpx1.pt'").
+  Now the file goes whatever happens and the error names the stream and the temporary folder (and TMPDIR);
 - ``set_num_threads`` started its helpers at once: ``set_num_threads(2**40)`` started threads until the system
   refused ("can't start new thread", thousands left behind). Now nothing starts until work is split (torch's
   pool also starts lazily), a count past torch's int32 is refused as torch refuses it, and a helper the
@@ -14,6 +18,8 @@
 """
 import contextlib
 import ctypes
+import errno
+import io
 import functools
 import os
 import platform
@@ -24,6 +30,7 @@ import time
 import numpy as np
 import pytest
 
+import minilora as ml
 from minilora import cpu_switches, gemm_pool, parallel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -215,3 +222,54 @@ def test_a_helper_the_system_will_not_start_leaves_its_block_to_the_caller(threa
         parallel.rows(lambda rows, out_rows: np.multiply(rows, 2.0, out=out_rows), x, out,
                       work_per_row=parallel.MIN_ITEMS)
     np.testing.assert_array_equal(out, x * 2)
+
+
+@pytest.fixture
+def fill_temporary_folder(tmp_path, monkeypatch):
+    """``fill_temporary_folder()``: from now on a temporary folder (``tempfile``'s) that is full -- a write there
+    stores half its bytes, then ENOSPC; returns the folder."""
+    import tempfile
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to see which file is written")
+    folder = tmp_path / "temporary"
+    folder.mkdir()
+    real_fdopen = os.fdopen
+
+    class HalfWritten(io.FileIO):
+        def write(self, data):
+            super().write(bytes(data)[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        if "w" in mode and os.path.dirname(os.readlink(f"/proc/self/fd/{fd}")) == str(folder):
+            return HalfWritten(fd, "wb")
+        return real_fdopen(fd, mode, *args, **kwargs)
+
+    def fill():
+        monkeypatch.setattr(tempfile, "tempdir", str(folder))
+        monkeypatch.setattr(os, "fdopen", fdopen)
+        return folder
+    return fill
+
+
+def test_a_load_from_a_stream_through_a_full_temporary_folder_leaves_nothing_there_and_says_where(
+        fill_temporary_folder):
+    saved = io.BytesIO()
+    ml.save({"w": ml.arange(1000.0)}, saved)
+    saved.seek(0)
+    folder = fill_temporary_folder()
+    with pytest.raises(OSError) as caught:
+        ml.load(saved)
+    assert caught.value.errno == errno.ENOSPC
+    assert str(folder) in str(caught.value) and "TMPDIR" in str(caught.value)
+    assert os.listdir(folder) == []
+
+
+def test_a_save_to_a_stream_through_a_full_temporary_folder_names_the_stream_and_the_folder(fill_temporary_folder):
+    folder, stream = fill_temporary_folder(), io.BytesIO()
+    with pytest.raises(OSError) as caught:
+        ml.save({"w": ml.arange(1000.0)}, stream)
+    message = str(caught.value)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == "the BytesIO object"
+    assert str(folder) in message and "TMPDIR" in message and ".pt'" not in message
+    assert stream.getvalue() == b"" and os.listdir(folder) == []
