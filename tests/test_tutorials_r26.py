@@ -26,7 +26,8 @@ What diverged, and is fixed (the class, not the case):
 * torch.utils.checkpoint refused a function returning a tuple ("must return one Tensor"): a block returning
   ``(hidden, attention)`` as torch's checkpoint takes. Now a tuple (and, without reentrancy, a list) has its floating
   tensors differentiated, other items and non-tensor outputs pass through (``nn/checkpointing.py``'s ``_Outputs``).
-* ``nn.utils.spectral_norm`` / ``remove_spectral_norm`` (the hook-based one the GAN tutorials call) did not exist.
+* ``nn.utils.spectral_norm`` / ``remove_spectral_norm`` (the hook-based one the GAN tutorials call) and
+  ``parametrizations.orthogonal`` (every map, with and without trivialization) did not exist.
 * torch.func.vmap over a BatchNorm in training (running statistics shared by the samples) ran, updating the running
   statistics once per sample, where torch refuses: the eval-mode numbers afterwards were other numbers, silently.
 * transformers' MaxLengthCriteria / EosTokenCriteria did not exist; now they do, with transformers' precedence (a
@@ -1598,3 +1599,35 @@ def test_generate_users_criteria_take_precedence_as_torch(T, P):
                    stopping_criteria=[lib.EosTokenCriteria(eos_token_id=int(plain[1, 3]))])
     c = m.generate(ids, max_new_tokens=4, pad_token_id=0, stopping_criteria=[lib.MaxLengthCriteria(2)])
     return [a.tolist(), plain.tolist(), b.tolist(), c.tolist()]
+
+
+@compared()
+def test_orthogonal_maps_as_torch(T, P):
+    out = []
+    for shape, kw in [((3, 3), {}), ((5, 3), {}), ((3, 5), {}), ((4, 4), dict(orthogonal_map="cayley")),
+                      ((4, 2), dict(orthogonal_map="matrix_exp")), ((4, 4), dict(orthogonal_map="householder")),
+                      ((4, 3), dict(orthogonal_map="householder", use_trivialization=False))]:
+        T.manual_seed(0)
+        lin = T.nn.utils.parametrizations.orthogonal(T.nn.Linear(shape[1], shape[0]), **kw)
+        Q = lin.weight
+        x = T.randn(2, shape[1])
+        y = lin(x); y.pow(2).sum().backward()
+        out += [Q, lin.parametrizations.weight.original.grad, sorted(n for n, _ in lin.named_buffers())]
+    return out
+
+
+@compared()
+def test_orthogonal_training_stays_orthogonal_as_torch(T, P):
+    T.manual_seed(0)
+    rnn_like = T.nn.utils.parametrizations.orthogonal(T.nn.Linear(4, 4, bias=False))
+    opt = T.optim.SGD(rnn_like.parameters(), lr=0.1)
+    x = T.randn(6, 4)
+    for _ in range(3):
+        opt.zero_grad(); rnn_like(x).sum().backward(); opt.step()
+    Q = rnn_like.weight
+    rnn_like.weight = T.eye(4)
+    return [Q, (Q.T @ Q - T.eye(4)).abs().max() < 1e-5, rnn_like.weight,
+            error_of(lambda: T.nn.utils.parametrizations.orthogonal(T.nn.Linear(3, 3), orthogonal_map="svd")),
+            error_of(lambda: T.nn.utils.parametrizations.orthogonal(T.nn.LayerNorm(3))),
+            error_of(lambda: T.nn.utils.parametrizations.orthogonal(T.nn.Linear(3, 3), orthogonal_map="cayley",
+                                                               use_trivialization=False))]
