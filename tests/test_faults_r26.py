@@ -11,6 +11,8 @@
   there, a load left the part of the data it had written (on the disk that was full) and said only "No space
   left on device", and a save named its mkstemp file ("what was there before is unchanged: '/tmp/tmpx1.pt'").
   Now the file goes whatever happens and the error names the stream and the temporary folder (and TMPDIR);
+- a PEFT model's ``save_pretrained`` wrote its model card after the adapter's files were in place: a full disk
+  there said "the save was abandoned" and left the new adapter without its card; now the card is in the unit;
 - ``set_num_threads`` started its helpers at once: ``set_num_threads(2**40)`` started threads until the system
   refused ("can't start new thread", thousands left behind). Now nothing starts until work is split (torch's
   pool also starts lazily), a count past torch's int32 is refused as torch refuses it, and a helper the
@@ -273,3 +275,40 @@ def test_a_save_to_a_stream_through_a_full_temporary_folder_names_the_stream_and
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == "the BytesIO object"
     assert str(folder) in message and "TMPDIR" in message and ".pt'" not in message
     assert stream.getvalue() == b"" and os.listdir(folder) == []
+
+
+def _card_write_fills_the_disk(monkeypatch):
+    """ENOSPC when README.md is flushed to disk (fsync, where a full disk shows), anywhere."""
+    fsync = os.fsync
+
+    def full_disk(fd):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(("README.md", ".README.md")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return fsync(fd)
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to see which file is fsynced")
+    monkeypatch.setattr(os, "fsync", full_disk)
+
+
+@pytest.mark.parametrize("before", ["nothing", "an adapter without a card"])
+def test_a_full_disk_while_the_model_card_is_written_leaves_the_adapter_folder_as_it_was(tmp_path, monkeypatch,
+                                                                                           before):
+    from minilora.lora import LoraConfig, get_peft_model
+    from test_faults import leftovers
+    from test_train import tiny_llama
+    model = get_peft_model(tiny_llama(0), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    folder = tmp_path / "adapter"
+    if before == "an adapter without a card":  # (a card already there is the user's: not written again)
+        model.save_pretrained(str(folder))
+        os.remove(folder / "README.md")
+    kept = {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))} if folder.exists() else {}
+    for p in model.parameters():  # (another adapter to save: new weights)
+        if p.requires_grad:
+            p.data = p.data + 1
+    _card_write_fills_the_disk(monkeypatch)
+    with pytest.raises(OSError) as caught:
+        model.save_pretrained(str(folder))
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC
+    now = {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))} if folder.exists() else {}
+    assert now == kept and leftovers(tmp_path) == []

@@ -14,6 +14,7 @@ hence ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight``
 """
 import contextlib
 import copy
+import functools
 import math
 import os
 import re
@@ -1306,13 +1307,15 @@ class PeftModel(_Wrapper):
                             "(PEFT's second positional argument is safe_serialization)")
         if not is_main_process:
             return
+        card = functools.partial(_io.write_model_card, save_directory, self._card_base_model(),
+                                 self.active_peft_config.peft_type, isinstance(self, PeftModelForCausalLM))
         if path_initial_model_for_weight_conversion is not None:  # PiSSA/OLoRA -> plain LoRA (inits.py)
             save_converted_to_lora(self, save_directory, path_initial_model_for_weight_conversion, selected_adapters)
-        else:
+            card()
+        else:  # (the card in the same unit as the adapter)
             _io.save_adapters(self, save_directory, selected_adapters=selected_adapters, overwrite=overwrite,
-                              save_embedding_layers=save_embedding_layers, safe_serialization=safe_serialization)
-        _io.write_model_card(save_directory, self._card_base_model(), self.active_peft_config.peft_type,
-                             isinstance(self, PeftModelForCausalLM))
+                              save_embedding_layers=save_embedding_layers, safe_serialization=safe_serialization,
+                              also=lambda folder: card(into=folder))
 
     def _card_base_model(self):
         config = self.peft_config.get(self.active_adapters[0]) if self.active_adapters else None

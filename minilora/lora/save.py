@@ -392,7 +392,10 @@ def _adapter_dir(save_directory, adapter_name):
 
 
 def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=False, save_embedding_layers="auto",
-                  safe_serialization=True):
+                  safe_serialization=True, also=None):
+    """Each adapter's weights and config into ``save_directory`` as one unit, with what ``also(folder)`` writes
+    into the folder that then replaces it (the model card: a full disk while it was written, after the adapter
+    was in place, said the save was abandoned and left the new adapter without it)."""
     if os.path.isfile(save_directory):
         raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
     names = list(peft_model.peft_config) if selected_adapters is None else list(selected_adapters)
@@ -427,6 +430,8 @@ def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=
                 serialization.save({key: _as_tensor(value) for key, value in tensors.items()},
                                    os.path.join(directory, weights))
             save_json(config, os.path.join(directory, CONFIG_NAME))
+        if also is not None:
+            also(tmp)
 
 
 def _as_tensor(value):
@@ -588,12 +593,13 @@ def _refuse_integer_tensors(path, tensors):
                                   "are floating point (a corrupted header?)")
 
 
-def write_model_card(save_directory, base_model, peft_type, causal_lm):
+def write_model_card(save_directory, base_model, peft_type, causal_lm, into=None):
     """A short ``README.md`` model card, as PEFT writes beside an adapter (metadata the Hub reads, and
-    how to load it). A card already in the folder is the user's: it is left as it is."""
-    path = os.path.join(save_directory, "README.md")
-    if os.path.exists(path):
+    how to load it), in ``into`` (the folder of a save that replaces ``save_directory``'s files) or
+    ``save_directory``. A card already in ``save_directory`` is the user's: it is left as it is."""
+    if os.path.exists(os.path.join(save_directory, "README.md")):
         return
+    path = os.path.join(into or save_directory, "README.md")
     from .. import __version__
     peft_type = getattr(peft_type, "value", peft_type)  # PeftType.LORA -> "LORA" (f-strings show the member)
     meta = ([f"base_model: {base_model}"] if base_model else []) + ["library_name: peft"] + \
