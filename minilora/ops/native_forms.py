@@ -20,7 +20,7 @@ import numpy as np
 from .. import amp as _amp, float32_sums
 from ..device import xp_of
 from ..dtypes import compute_dtype, float32, torch_name
-from ..factories import empty
+from ..factories import empty, suggested_format
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad
 from . import nn as _nn
 from .shape import stack
@@ -130,6 +130,10 @@ def batch_norm_update_stats(input, running_mean, running_var, momentum):
 # ---- group norm ------------------------------------------------------------------------------------
 def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
     """``(out, mean, rstd)``: ``F.group_norm``'s output and each (sample, group)'s mean and rstd, [N, group]."""
+    if not input.is_meta and not input.is_contiguous(memory_format=suggested_format(input._array)):
+        # (F.group_norm makes its input contiguous first; the native form refuses any other layout, as torch's)
+        raise RuntimeError("Expected X.is_contiguous(memory_format) to be true, but got false.  (Could this error "
+                           "message be improved?  If so, please report an enhancement request to PyTorch.)")
     if input.numel() != N * C * HxW:
         raise RuntimeError("Expected X.numel() == N * C * HxW to be true, but got false.  (Could this error message "
                            "be improved?  If so, please report an enhancement request to PyTorch.)")
@@ -138,8 +142,8 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
     if input.is_meta:
         return out, _unread((N, group), input.dtype, input), _unread((N, group), input.dtype, input)
     mixed = compute_dtype(x.dtype) != x.dtype and any(t is not None and t.dtype == float32 for t in (weight, bias))
-    if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.size:
-        mean, rstd = _nn._group_statistics(x, group, eps)  # (what the float32 kernel normalises by)
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.size:
+        mean, rstd = _nn.group_statistics_as_torch(x, group, eps)  # (what the float32 kernel for its layout uses)
     elif type(x) is np.ndarray and compute_dtype(x.dtype) != x.dtype and x.flags.c_contiguous and x.size:
         mean, rstd = _nn.group_norm_16bit_statistics(x, group, eps)  # (torch's 16-bit kernel: float32 statistics,
         if not mixed:  # kept as they are with float32 parameters, else rounded to the dtype)

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, compiled_attention, fastmath, float32_math, float32_sums, parallel, solutions
-from . import attention16
+from . import attention16, group_norm_channels_last as _channels_last
 from .elementwise import Clone, _c_log
 from .matmul import _bmm_message
 from ..device import unwritten_zeros, xp_of
@@ -3646,19 +3646,39 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
 
 
 def _group_norm_as_aten(input, num_groups, weight, bias, eps):
-    """A C-contiguous float32 group norm's output as torch 2.13's CPU kernel computes it (measured; AVX builds):
-    each group's mean and variance by RowwiseMoments (``float32_sums.row_moments``), rstd = 1 / sqrt(var + eps) in
-    double, then ``(x - mean) * rstd`` without weight and bias, else scale = rstd * weight, bias' = fma(-scale,
-    mean, bias) per channel and fma(x, scale, bias'). None elsewhere (the composed formula stands)."""
+    """A float32 group norm's output as torch 2.13's CPU kernel computes it (measured; AVX builds). A channels-last
+    input runs its channels-last kernel (``group_norm_channels_last``); any other layout is made contiguous first
+    (torch's ``X.contiguous()``) for the contiguous one: each group's mean and variance by RowwiseMoments
+    (``float32_sums.row_moments``), rstd = 1 / sqrt(var + eps) in double, then ``(x - mean) * rstd`` without
+    weight and bias, else scale = rstd * weight, bias' = fma(-scale, mean, bias) per channel and fma(x, scale,
+    bias'). None elsewhere (the composed formula stands)."""
     x = input._array
     params = [t for t in (weight, bias) if t is not None]
     if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 2
             and not input.is_meta  # (meta: shapes only, the composed ops' meta rules give them)
-            and x.flags.c_contiguous and x.size and all(type(t._array) is np.ndarray and t.dtype == np.float32
-                                                        for t in params)):
+            and x.size and all(type(t._array) is np.ndarray and t.dtype == np.float32 for t in params)):
         return None
+    w, b = (None if t is None else t._array for t in (weight, bias))
+    if _channels_last.applies(x):
+        rows = _channels_last.rows_of(x)
+        mean, rstd = _channels_last.statistics(rows, num_groups, eps)
+        return _from_rows(_channels_last.output(rows, num_groups, mean, rstd, w, b), x.shape)
+    x = np.ascontiguousarray(x)
     mean, rstd = _group_statistics(x, num_groups, eps)
-    return _group_norm_values(x, num_groups, mean, rstd, *(None if t is None else t._array for t in (weight, bias)))
+    return _group_norm_values(x, num_groups, mean, rstd, w, b)
+
+
+def _from_rows(rows, shape):
+    """[N, H * W, C] rows back to ``shape`` [N, C, H, W, ...] (a channels-last view of them)."""
+    return np.moveaxis(rows.reshape((shape[0],) + shape[2:] + (shape[1],)), -1, 1)
+
+
+def group_statistics_as_torch(x, num_groups, eps):
+    """Each (sample, group)'s mean and rstd ([N * G]) of a float32 NumPy input as torch's kernel for its layout
+    computes them (native_group_norm's statistics)."""
+    if _channels_last.applies(x):
+        return _channels_last.statistics(_channels_last.rows_of(x), num_groups, eps)
+    return _group_statistics(np.ascontiguousarray(x), num_groups, eps)
 
 
 def _group_norm_values(x, num_groups, mean, rstd, weight, bias):
@@ -3726,19 +3746,38 @@ def _group_statistics(x, num_groups, eps):
 
 
 def _group_norm_backward_as_aten(input, num_groups, weight, eps):
-    """torch 2.13's GroupNormBackwardKernelImplInternal for a C-contiguous float32 input (measured; its AVX2
-    build, 8 floats a vector, which the AVX-512 one runs): per (sample, channel) ds = sum(dy * x) and
-    db = sum(dy) (``fastmath.lane_sum``); dgamma = fma(fma(-db, mean, ds), rstd, dgamma) and dbeta += db, sample
-    after sample; dx = fma(c1, dy, c2 * x) + c3 per group (``_group_input_coefficients``). A function of
-    (g, needs) for ``KernelGradients``, or None where the kernel is another. (On one thread torch's build adds
-    the channels after a group's last whole vector otherwise where 4, 5 or 7 are left: dx differs there in the
-    last bits, pinned in tests/test_cnn_grads_r19.py; 2 and more threads measured bit for bit.)"""
+    """torch 2.13's GroupNormBackwardKernelImplInternal for a float32 input (measured; its AVX2 build, 8 floats a
+    vector, which the AVX-512 one runs; a channels-last input: its channels-last kernel, ``_channels_last_backward``;
+    any other layout made contiguous first): per (sample, channel) ds = sum(dy * x) and db = sum(dy)
+    (``fastmath.lane_sum``); dgamma = fma(fma(-db, mean, ds), rstd, dgamma) and dbeta += db, sample after sample;
+    dx = fma(c1, dy, c2 * x) + c3 per group (``_group_input_coefficients``). A function of (g, needs) for
+    ``KernelGradients``, or None where the kernel is another. (On one thread torch's build adds the channels after
+    a group's last whole vector otherwise where 4, 5 or 7 are left: dx differs there in the last bits, pinned in
+    tests/test_cnn_grads_r19.py; 2 and more threads measured bit for bit.)"""
     x = input._array
     if float32_math.CPU_CAPABILITY == "default" or x.size == 0:
         return None
-    mean, rstd = _group_statistics(x, num_groups, eps)
     gamma = np.ones(x.shape[1], np.float32) if weight is None else weight._array
+    if _channels_last.applies(x):
+        return _channels_last_backward(x, num_groups, gamma, eps)
+    x = np.ascontiguousarray(x)
+    mean, rstd = _group_statistics(x, num_groups, eps)
     return lambda g, needs: _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, _float32_ds_db)
+
+
+def _channels_last_backward(x, num_groups, gamma, eps):
+    """(g, needs) -> (gx, gw, gb) of torch's channels-last backward kernel (``group_norm_channels_last``), whose
+    dgamma and dbeta are the contiguous kernel's from its ds and db."""
+    rows = _channels_last.rows_of(x)
+    mean, rstd = _channels_last.statistics(rows, num_groups, eps)
+
+    def gradients(g, needs):
+        dy = _channels_last.rows_of(np.asarray(g, np.float32))
+        dx, ds, db = _channels_last.gradients(dy, rows, num_groups, mean, rstd, gamma, needs)
+        gw, gb = _gamma_beta_gradients(ds, db, mean.reshape(x.shape[0], num_groups),
+                                       rstd.reshape(x.shape[0], num_groups), needs)
+        return None if dx is None else _from_rows(dx, x.shape), gw, gb
+    return gradients
 
 
 def _float32_ds_db(dy, rows):
@@ -3779,7 +3818,7 @@ def _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, ds_db, fus
     dy, rows = np.ascontiguousarray(g).reshape(n * c, size), x.reshape(n * c, size)
     ds, db = (v.reshape(n, c) for v in ds_db(dy, rows))
     per_channel = lambda v: np.repeat(v, c // num_groups, axis=1)  # noqa: E731  ([n, G] -> [n, C])
-    gx = gw = gb = None
+    gx = None
     if needs[0]:
         c1, c2, c3 = _group_input_coefficients(ds, db, mean, rstd, gamma, size)
         spread = lambda v: v.reshape(n, c, 1)  # noqa: E731
@@ -3790,6 +3829,15 @@ def _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, ds_db, fus
         else:
             gx = float32_math.fused_multiply_add(a, dy3, b * x3)
         gx = (gx + spread(per_channel(c3))).reshape(x.shape)
+    return (gx,) + _gamma_beta_gradients(ds, db, mean, rstd, needs)
+
+
+def _gamma_beta_gradients(ds, db, mean, rstd, needs):
+    """GammaBackward and BetaBackward from ds, db [N, C] and each group's mean and rstd [N, G]: dgamma =
+    fma(fma(-db, mean, ds), rstd, dgamma) and dbeta += db, sample after sample (None where not ``needs``)."""
+    n, c = ds.shape
+    per_channel = lambda v: np.repeat(v, c // v.shape[1], axis=1)  # noqa: E731  ([n, G] -> [n, C])
+    gw = gb = None
     if needs[1]:
         gw = np.zeros(c, np.float32)
         for i in range(n):  # (sample after sample, as its GammaBetaBackward)
@@ -3799,7 +3847,7 @@ def _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, ds_db, fus
         gb = np.zeros(c, np.float32)
         for i in range(n):
             gb = gb + db[i]
-    return gx, gw, gb
+    return gw, gb
 
 
 def _group_input_coefficients(ds, db, mean, rstd, gamma, size):

@@ -1,0 +1,213 @@
+"""torch 2.13's float32 group norm on a channels_last(_3d) input: its channels-last kernels' order of sums.
+
+torch hands a channels-last input [N, C, H, W] to other kernels than a contiguous one
+(``GroupNormKernelImplChannelsLastInternal`` and its backward): they read the input as [N, H * W, C] rows and sum
+each (sample, group) across the rows, in another order than the contiguous kernel's RowwiseMoments. The composed
+float32 ops minilora ran there before left ~60% of the outputs and input gradients an ulp or more off torch's.
+
+Each kernel has two forms, by the size of a feature map (H * W):
+
+    below the threshold   per (sample, group): the group's D channels in vectors of 8 floats (the last one
+    (1024 forward,        partial), one running sum per lane down the rows, the lanes folded in halves
+    2048 backward)        (``vec_reduce_all``); x * x and x * dy products rounded before their sum
+    at or above it        per thread (``at::parallel_for`` over the N * H * W rows): a running sum per
+                          (sample, channel) of its rows, x * x and x * dy fused; then per (sample, group)
+                          the channels one by one, each thread's sum in thread order
+
+then mean = sum * s, var = fma(sumsq, s, -mean^2) (s = 1 / (D * H * W)), rstd = 1 / sqrt(var + eps) in double,
+y = fma(x, scale, fma(-scale, mean, beta)) with scale = rstd * gamma; the backward's coefficients are the contiguous
+kernel's, dx = fma(c2, x, c1 * dy) + c3. Measured bit for bit against torch 2.13 (its AVX2 build, which AVX-512 CPUs
+run: 8 floats a vector), on 1 and 2 threads (``parallel.num_threads()`` taken as torch's):
+tests/test_silent_values_r26.py.
+"""
+import numpy as np
+
+from .. import float32_math, float32_sums, parallel
+
+_LANES = 8  # Vectorized<float>::size() of the AVX2 build these kernels run
+_FORWARD_PER_THREAD_FROM = 1024  # feature_map_threshold: from this H * W the forward sums per thread
+_BACKWARD_PER_THREAD_FROM = 2048  # ... and the backward
+
+
+def applies(x):
+    """Whether float32 NumPy ``x`` [N, C, ...] is laid out channels-last (its channels innermost, more than one
+    position per channel): what torch's ``suggest_memory_format`` sends to these kernels."""
+    from ..factories import channels_last, channels_last_3d, suggested_format
+    return (type(x) is np.ndarray and x.dtype == np.float32 and x.size > 0 and not float32_math.CPU_CAPABILITY ==
+            "default" and suggested_format(x) in (channels_last, channels_last_3d))
+
+
+def rows_of(x):
+    """``x`` [N, C, ...] as torch's channels-last kernels read it: [N, H * W, C], C-contiguous."""
+    n, c = x.shape[:2]
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1)).reshape(n, -1, c)
+
+
+def statistics(rows, groups, eps):
+    """Each (sample, group)'s float32 mean and rstd ([N * G]) of ``rows`` [N, H * W, C] as the forward kernel
+    computes them."""
+    n, size, c = rows.shape
+    if size < _FORWARD_PER_THREAD_FROM:
+        total, squares = _lane_moments(rows, groups)
+    else:
+        total, squares = _per_thread_moments(rows, groups)
+    s = np.float32(1) / np.float32(c // groups * size)
+    mean = total * s
+    variance = np.maximum(float32_math.fused_multiply_add(squares, s, -(mean * mean)), np.float32(0))
+    return mean, (1 / np.sqrt(variance.astype(np.float64) + eps)).astype(np.float32)
+
+
+def output(rows, groups, mean, rstd, weight, bias):
+    """The kernel's output rows [N, H * W, C]: fma(x, scale, fma(-scale, mean, beta)), scale = rstd * gamma."""
+    n, _, c = rows.shape
+    d = c // groups
+    gamma = np.ones(c, np.float32) if weight is None else weight
+    beta = np.zeros(c, np.float32) if bias is None else bias
+    scale = rstd.reshape(n, groups, 1) * gamma.reshape(1, groups, d)
+    shift = float32_math.fused_multiply_add(-scale, np.broadcast_to(mean.reshape(n, groups, 1), scale.shape),
+                                            np.broadcast_to(beta.reshape(1, groups, d), scale.shape))
+    scale, shift = (np.broadcast_to(v.reshape(n, 1, c), rows.shape) for v in (scale, shift))
+    return float32_math.fused_multiply_add(rows, scale, shift)
+
+
+def gradients(dy, rows, groups, mean, rstd, gamma, needs):
+    """(dx rows [N, H * W, C] or None, ds, db [N, C], the per-group sums of ds * gamma and db * gamma [N * G]) of
+    the backward kernel; ds, db feed GammaBackward and BetaBackward, which are the contiguous kernel's."""
+    n, size, c = rows.shape
+    if size < _BACKWARD_PER_THREAD_FROM:
+        ds, db, ds_gamma, db_gamma = _lane_gradient_sums(dy, rows, groups, gamma)
+    else:
+        ds, db, ds_gamma, db_gamma = _per_thread_gradient_sums(dy, rows, groups, gamma)
+    if not needs[0]:
+        return None, ds, db
+    s = np.float32(1) / np.float32(c // groups * size)
+    fma = float32_math.fused_multiply_add
+    c2 = fma(db_gamma, mean, -ds_gamma) * rstd * rstd * rstd * s
+    c3 = fma(-c2, mean, -(db_gamma * rstd * s))
+    d = c // groups
+    per_channel = lambda v: np.broadcast_to(np.repeat(v.reshape(n, groups), d, axis=1).reshape(n, 1, c),  # noqa
+                                            rows.shape)
+    c1 = per_channel(rstd) * np.broadcast_to(gamma.reshape(1, 1, c), rows.shape)
+    return fma(per_channel(c2), rows, c1 * dy) + per_channel(c3), ds, db
+
+
+# ---- below the threshold: per (sample, group), 8 lanes down the rows -----------------------------------------
+def _group_lanes(rows, groups):
+    """``rows`` [N, H * W, C] as [N * G, H * W * vectors, 8]: each group's D channels in vectors of 8 (the last
+    zero-padded, as its partial load), in the kernel's order: row after row, vector after vector."""
+    n, size, c = rows.shape
+    d = c // groups
+    vectors = -(-d // _LANES)
+    padded = np.zeros((n, size, groups, vectors * _LANES), np.float32)
+    padded[..., :d] = rows.reshape(n, size, groups, d)
+    return padded.transpose(0, 2, 1, 3).reshape(n * groups, size * vectors, _LANES)
+
+
+def _down_the_rows(lanes):
+    """Each lane's running sum down axis 1 of ``lanes`` [..., rows, 8], from +0 (NumPy's reduction over a middle
+    axis adds row after row)."""
+    return np.add.reduce(lanes, axis=1) + np.float32(0)
+
+
+def _folded(lanes):
+    """``vec_reduce_all``'s sum of the lanes (last axis): lane j + lane j + 4, then + 2, then + 1."""
+    while lanes.shape[-1] > 1:
+        half = lanes.shape[-1] // 2
+        lanes = lanes[..., :half] + lanes[..., half:]
+    return lanes[..., 0]
+
+
+def _lane_moments(rows, groups):
+    """ColumnwiseMoments: each (sample, group)'s sum and sum of squares (the squares rounded, then added)."""
+    lanes = _group_lanes(rows, groups)
+    return _folded(_down_the_rows(lanes)), _folded(_down_the_rows(lanes * lanes))
+
+
+def _lane_gradient_sums(dy, rows, groups, gamma):
+    """CalcInternalGradientsChannelsLast: per vector of a group's channels the lanes' sums of x * dy (each product
+    rounded) and of dy down the rows -- ds and db per channel -- and, vector after vector from 0, the folded
+    sums of ds * gamma and db * gamma."""
+    n, size, c = rows.shape
+    d = c // groups
+    vectors = -(-d // _LANES)
+    shape = (n * groups, size, vectors, _LANES)
+    x_lanes, dy_lanes = (_group_lanes(a, groups).reshape(shape) for a in (rows, dy))
+    ds_lanes, db_lanes = _down_the_rows(x_lanes * dy_lanes), _down_the_rows(dy_lanes)  # [N * G, vectors, 8]
+    gamma_lanes = np.zeros((groups, vectors * _LANES), np.float32)
+    gamma_lanes[:, :d] = gamma.reshape(groups, d)
+    gamma_lanes = np.tile(gamma_lanes.reshape(1, groups, vectors, _LANES), (n, 1, 1, 1)).reshape(ds_lanes.shape)
+    ds_gamma, db_gamma = np.zeros(n * groups, np.float32), np.zeros(n * groups, np.float32)
+    for v in range(vectors):
+        ds_gamma = ds_gamma + _folded(ds_lanes[:, v] * gamma_lanes[:, v])
+        db_gamma = db_gamma + _folded(db_lanes[:, v] * gamma_lanes[:, v])
+    per_channel = lambda lanes: lanes.reshape(n, groups, vectors * _LANES)[..., :d].reshape(n, c)  # noqa: E731
+    return per_channel(ds_lanes), per_channel(db_lanes), ds_gamma, db_gamma
+
+
+# ---- at or above it: per thread, then the threads' sums channel by channel ----------------------------------
+def _thread_segments(n, size):
+    """The (thread, sample, first row, end row) pieces of ``at::parallel_for(0, N * H * W, 1)``'s chunks of the
+    rows, each within one sample."""
+    total = n * size
+    chunk = float32_sums.thread_chunk(total, grain=1) if parallel.num_threads() > 1 else total
+    for thread, first in enumerate(range(0, total, chunk)):
+        end = min(total, first + chunk)
+        for sample in range(first // size, (end - 1) // size + 1):
+            yield thread, sample, max(first, sample * size) - sample * size, min(end, (sample + 1) * size) - sample * size
+
+
+def _row_order_sum(block):
+    """The column sums of a 2-D float32 ``block``, row after row from +0 (a second zero column keeps NumPy's
+    reduction off its pairwise order for a single column)."""
+    return np.add.reduce(np.pad(block, ((0, 0), (0, 1))), axis=0)[:-1] + np.float32(0)
+
+
+def _per_thread_sums(rows, first, second):
+    """[threads, N, C] buffers of each thread's running sums over its rows (``first(block)``, ``second(block)``:
+    the column sums of one sample's piece of a chunk)."""
+    n, size, c = rows.shape
+    segments = list(_thread_segments(n, size))
+    threads = segments[-1][0] + 1
+    sums = np.zeros((2, threads, n, c), np.float32)
+    for thread, sample, start, stop in segments:
+        sums[0, thread, sample], sums[1, thread, sample] = first(sample, start, stop), second(sample, start, stop)
+    return sums
+
+
+def _channel_by_channel(buffer, groups, weights=None):
+    """Per (sample, group) of a [threads, N, C] buffer: for each channel, each thread's value (times the channel's
+    weight, rounded) added in turn from 0 -> [N * G]."""
+    threads, n, c = buffer.shape
+    d = c // groups
+    parts = buffer.reshape(threads, n, groups, d)
+    scale = None if weights is None else weights.reshape(groups, d)
+    total = np.zeros((n, groups), np.float32)
+    for channel in range(d):
+        for thread in range(threads):
+            part = parts[thread, :, :, channel]
+            total = total + (part if scale is None else part * scale[:, channel])
+    return total.reshape(-1)
+
+
+def _per_thread_moments(rows, groups):
+    """CalcMeanVar per thread (x * x fused into its running sum), then the sums channel by channel."""
+    sums = _per_thread_sums(rows, lambda i, a, b: _row_order_sum(rows[i, a:b]),
+                            lambda i, a, b: float32_sums.fma_square_columns(rows[i, a:b]))
+    return _channel_by_channel(sums[0], groups), _channel_by_channel(sums[1], groups)
+
+
+def _per_thread_gradient_sums(dy, rows, groups, gamma):
+    """DsDbRowwiseMomentsChannelsLast per thread (x * dy fused into its running sum), then per channel the threads'
+    ds and db (added in thread order) and per group the sums of ds * gamma and db * gamma (each product rounded)."""
+    sums = _per_thread_sums(rows, lambda i, a, b: float32_sums.fma_product_columns(rows[i, a:b], dy[i, a:b]),
+                            lambda i, a, b: _row_order_sum(dy[i, a:b]))
+    ds, db = (_in_thread_order(buffer) for buffer in sums)
+    return ds, db, _channel_by_channel(sums[0], groups, gamma), _channel_by_channel(sums[1], groups, gamma)
+
+
+def _in_thread_order(buffer):
+    """[threads, N, C] -> [N, C]: each thread's value added in turn from 0."""
+    total = np.zeros(buffer.shape[1:], np.float32)
+    for part in buffer:
+        total = total + part
+    return total
