@@ -30,14 +30,16 @@ products of +-2^40 among ones: which ones survive says where the two partial sum
     k in tiles of 32:   in each tile the even k summed in order from zero, the odd k likewise, apart;
                         the tile's sum is even + odd, added to the running sum (from zero): no blocks of k
     k not a multiple    ceil(k / 32) equal tiles where they can be equal and even, up to 4 (``tile_k``:
-    of 32:              48 = 24 + 24, 90 = 3 x 30), else 32s and a shorter last tile (34, 62, 88, 100)
+    of 32:              48 = 24 + 24, 90 = 3 x 30), more below 96 columns (130 = 5 x 26), else 32s and a
+                        shorter last tile (34, 62, 88, 100)
 
 and the tile unit flushes: a bfloat16 input below 2^-126 counts as zero, and every sum (each step of a chain, the
 tile's even + odd, the running sum) that falls below 2^-126 becomes a zero of its sign. Bit for bit on 1-33 rows,
 k = 8..4096 and every layout linear, matmul, bmm and their gradients call (``tests/test_intel_bits_r24.py``), with
 two exceptions measured and not modelled: a k past 128 that splits into 5 or more equal even tiles, on some shapes
-(k = 130 as 5 x 26, 196 as 7 x 28: oneDNN takes those for up to 80 columns, and for 33 or 48 rows, else 32s; the
-32s are modelled; round 24 saw it as [33, 130] @ [130, n] and [8, 130] @ [130, 16] off), and a product of one column (torch's matrix-vector kernel, not oneDNN: the float32 sum
+(k = 130 as 5 x 26, 196 as 7 x 28: oneDNN takes those below 96 columns, modelled since round 26, and from 96 columns
+for some shapes of more than 32 rows -- 33 to 63 rows, 65 mostly --, else 32s; round 24 saw it as [33, 130] @
+[130, n] and [8, 130] @ [130, 16] off), and a product of one column (torch's matrix-vector kernel, not oneDNN: the float32 sum
 stands there, ~40% of planted operands off; random ones round to the same bfloat16); a bmm of small matrices (k = 12,
 4 x 12 x 8 each) is neither the tile order nor ATen's loop (9% of planted outputs off with the tiles). A product of at most 16^3 multiply-adds is
 ATen's own loops there (torch's cpublas hands only larger ones to oneDNN): ``half_products.aten_loop``. It runs
@@ -150,9 +152,9 @@ def _tiles_matrix(a, b, batch=1):
         return np.matmul(a, b)
     if batch * m * k * n <= half_products.ONEDNN_ABOVE:  # torch's cpublas keeps small products in ATen's loops
         return half_products.aten_loop(a, b)
+    tile = tile_k(k, (m, n), (_k_major(a), _k_major(b)))
     a, b = np.ascontiguousarray(_flushed(a)), np.ascontiguousarray(_flushed(b))
     out = np.empty((m, n), np.float32)
-    tile = tile_k(k)
     library = float32_math._native_library()
     if library is None:
         parallel.rows(lambda rows, out_rows: _tiles_in_numpy(rows, b, out_rows, tile), a, out, work_per_row=k * n)
@@ -182,18 +184,34 @@ def _pairs_in_numpy(a, b, out, rows):
 _TILE_K = 32  # bfloat16 k a tdpbf16ps takes (64 bytes of a tile row: 16 pairs)
 
 
-def tile_k(k):
-    """The k of each of oneDNN's AMX tiles for a product over ``k``: 32, but where k is no multiple of 32 and its
-    ceil(k / 32) tiles can be equal and even, up to 4 of them (k <= 128), those: k = 48 runs 24 + 24, 40 runs
-    20 + 20, 90 runs 30 + 30 + 30; k = 34, 62, 88 or 100 (odd or unequal shares) run 32s and a tail. Found with
-    planted operands, [2-96 rows, k, 16-256 columns], torch 2.13 on the Intel Xeon. (Past 128 -- k = 130 as 5 x
-    26, 196 as 7 x 28 -- oneDNN picks the equal tiles or the 32s by the product's shape: up to 80 columns the
-    equal ones, for 33 or 48 rows too; not modelled: 32s.)"""
+def tile_k(k, shape=None, transposed=(False, False)):
+    """The k of each of oneDNN's AMX tiles for a product over ``k`` of ``shape`` (rows, columns), its operands
+    ``transposed`` or not (A [rows, k] stored k-major, B [k, columns] columns-major): 32, but where k is no multiple
+    of 32 and its ceil(k / 32) tiles can be equal and even, those: up to 4 of them (k <= 128) for any product --
+    k = 48 runs 24 + 24, 40 runs 20 + 20, 90 runs 30 + 30 + 30 --, 5 to 15 (k = 130 as 5 x 26, 196 as 7 x 28, 450
+    as 15 x 30) for 2 or more rows of a row-major A, where B is transposed (a Linear's x W^T) or has fewer than
+    ``_EQUAL_TILES_BELOW`` columns (without ``shape``: 32s); k = 34, 62, 88 or 100 (odd or unequal shares) run 32s
+    and a tail. Found with planted operands, [1-512 rows, k, 16-512 columns] in each layout, torch 2.13 on the Intel
+    Xeon. (Not modelled: from 96 columns of a row-major B some products of more than 32 rows -- 33 to 63 rows all
+    measured -- run the equal tiles too, and a transposed B with 128 rows and 96 or 128 columns the 32s.)"""
     if k % _TILE_K == 0:
         return _TILE_K
     tiles = -(-k // _TILE_K)
     share = k // tiles
-    return share if tiles <= 4 and share * tiles == k and share % 2 == 0 else _TILE_K
+    if share * tiles != k or share % 2:
+        return _TILE_K
+    if tiles <= 4:
+        return share
+    rows_ok = shape is not None and shape[0] >= 2 and not transposed[0]
+    return share if rows_ok and (transposed[1] or shape[1] < _EQUAL_TILES_BELOW) else _TILE_K
+
+
+_EQUAL_TILES_BELOW = 96  # columns of a row-major B below which a k of 5 or more equal tiles runs them
+
+
+def _k_major(matrix):
+    """Whether a 2-D operand is stored with its first axis innermost (a transposed view of a row-major array)."""
+    return matrix.strides[0] == matrix.itemsize and matrix.strides[1] != matrix.itemsize and matrix.shape[0] > 1
 _SMALLEST_NORMAL = np.float32(np.finfo(np.float32).tiny)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minilora as ml
-from minilora import float32_math, parallel
+from minilora import bf16_products, float32_math, parallel
 
 torch = pytest.importorskip("torch")
 
@@ -98,3 +98,58 @@ def test_native_group_norm_refuses_a_non_contiguous_input():
         torch.native_group_norm(torch.randn(2, 4, 3, 5).transpose(2, 3), None, None, 2, 4, 15, 2, 1e-5)
     ml.native_group_norm(ml.randn(2, 4, 3, 5).contiguous(memory_format=ml.channels_last), None, None, 2, 4, 15, 2,
                          1e-5)  # (channels_last is its layout: taken)
+
+
+# ---- bfloat16 products whose k splits into 5 or more equal AMX tiles ------------------------------------------
+amx = pytest.mark.skipif(bf16_products.ORDER != "tiles", reason="AMX-BF16's tiles are torch's order on AMX CPUs only")
+
+
+def _planted(k, columns, seed=0):
+    """[k, columns]: +-2^40 at two random k of each column and a one at a third (ones on the other side: whether the
+    one survives says which k shared a chain of sums)."""
+    rng = np.random.default_rng(seed)
+    b = np.zeros((k, columns), np.float32)
+    for n in range(columns):
+        i, j, s = rng.choice(k, 3, replace=False)
+        b[i, n], b[j, n], b[s, n] = 2.0 ** 40, -2.0 ** 40, 1.0
+    return b
+
+
+def _bf16(array):
+    return ml.tensor(array).to(ml.bfloat16), torch.from_numpy(array).to(torch.bfloat16)
+
+
+@amx
+@pytest.mark.parametrize("k", [130, 196, 300])
+def test_bf16_matmul_with_five_or_more_equal_k_tiles_is_torchs(k):
+    # oneDNN cuts k = 130 into 5 x 26 (196: 7 x 28, 300: 10 x 30) below 96 columns; minilora ran 32s and a tail
+    for rows, columns in ((8, 64), (64, 95), (2, 40), (8, 96)):
+        (ma, ta), (mb, tb) = _bf16(np.ones((rows, k), np.float32)), _bf16(_planted(k, columns))
+        assert _off((ma @ mb).float(), (ta @ tb).float()) == 0, (rows, columns)
+
+
+@amx
+@pytest.mark.parametrize("k", [130, 196])
+def test_bf16_linear_with_five_or_more_equal_k_tiles_is_torchs(k):
+    # x W^T (a transposed B) runs the equal tiles for any width, dX = dY W below 96 columns; dW = dY^T X (a
+    # transposed A) the 32s -- before, the forward and dX were off (80 of 320 planted outputs at k = 130)
+    rng = np.random.default_rng(0)
+    (mw, tw) = _bf16(_planted(k, 128, seed=2).T.copy())
+    (mx, tx) = _bf16(np.ones((8, k), np.float32))
+    assert _off(ml.nn.functional.linear(mx, mw).float(), torch.nn.functional.linear(tx, tw).float()) == 0
+    (mx, tx) = _bf16(rng.standard_normal((8, 24)).astype(np.float32))
+    (mw, tw) = _bf16(np.ones((k, 24), np.float32))
+    (mg, tg) = _bf16(_planted(k, 8, seed=3).T.copy())
+    mx.requires_grad_(), tx.requires_grad_(), mw.requires_grad_(), tw.requires_grad_()
+    ml.nn.functional.linear(mx, mw).backward(mg), torch.nn.functional.linear(tx, tw).backward(tg)
+    assert _off(mx.grad.float(), tx.grad.float()) == 0
+    assert _off(mw.grad.float(), tw.grad.float()) == 0
+
+
+def test_tile_k_of_five_or_more_equal_tiles_follows_the_layout():
+    assert bf16_products.tile_k(130) == 32  # (no shape: a wide product's 32s)
+    assert bf16_products.tile_k(130, (8, 64)) == 26
+    assert bf16_products.tile_k(130, (8, 96)) == 32
+    assert bf16_products.tile_k(130, (8, 512), (False, True)) == 26
+    assert bf16_products.tile_k(196, (40, 24), (True, False)) == 32
+    assert bf16_products.tile_k(130, (1, 64)) == 32  # (one row: another kernel's 32s)
