@@ -2245,11 +2245,12 @@ class Log1p(Function):
         return g / _step(ctx, 1 + ctx.a)
 
 
-@backward_in_float32
+@computes_in_float32
 class Expm1(Function):
     @staticmethod
     def forward(ctx, a):
-        # (float32: torch's kernel is its vectorized (SLEEF's) expm1 on every element, float32_math)
+        # (float32: torch's kernel is its vectorized (SLEEF's) expm1 on every element, float32_math; 16-bit: the
+        # same float32 kernel rounded once -- NumPy's float16 expm1 answered expm1(0.0343) a step off)
         ctx.out = float32_math.vectorized("expm1", a) if _numpy_float32(a) else xp_of(a).expm1(a)
         return ctx.out
 
@@ -2371,8 +2372,11 @@ class Logit(Function):
         ctx.a, ctx.eps = a, eps
         # (maximum/minimum, not clip: NumPy's clip of bfloat16 gives float32; the kernel's hi is 1 - eps in the dtype)
         z = a if eps is None else xp.minimum(xp.maximum(a, a.dtype.type(eps)), a.dtype.type(1) - a.dtype.type(eps))
-        with np.errstate(divide="ignore", invalid="ignore"):  # (the log: torch.log's, MKL's; rounded once here)
-            return xp.log((z / (1 - z)).astype(xp.float64)).astype(a.dtype, copy=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = z / (1 - z)
+            if _is_16bit_float(ratio) and type(ratio) is np.ndarray:  # (Vectorized<Half>::log: float32's SLEEF log,
+                return float32_math.vectorized("log", upcast(ratio)).astype(a.dtype)  # rounded to 16 bits)
+            return xp.log(ratio.astype(xp.float64)).astype(a.dtype, copy=False)  # (torch.log's, MKL's: rounded once)
 
     @staticmethod
     def backward(ctx, g):
