@@ -853,8 +853,16 @@ def nansum(input, dim=None, keepdim=False, *, dtype=None):
     if input.dtype.kind == "c":  # (torch's CPU kernel has none for complex numbers)
         raise RuntimeError("nansum on CPU does not support complex inputs")
     from .elementwise import isnan, where
-    return name_node(sum(where(isnan(input), 0, input) if is_floating(input.dtype) else input, dim, keepdim,
-                         dtype=dtype), "NansumBackward0", input, graph=(input,))
+    # (torch's nansum is sum's loop with each NaN read as 0, on the input as laid out: without a NaN, sum of the input
+    # itself is that order; the zeroed copy where(...) is C-contiguous, which summed a sliced input in another order)
+    zeroed = where(isnan(input), 0, input) if is_floating(input.dtype) and _holds_nan(input) else input
+    return name_node(sum(zeroed, dim, keepdim, dtype=dtype), "NansumBackward0", input, graph=(input,))
+
+
+def _holds_nan(input):
+    """Whether a floating tensor may hold a NaN (a meta tensor, without values, may)."""
+    array = input._array
+    return type(array) is not np.ndarray or bool(np.isnan(array).any())
 
 
 @_numpy_aliases
