@@ -186,3 +186,19 @@ def test_nansum_of_a_sliced_float32_input_sums_in_torchs_order():
     mine, theirs = ml.tensor(x)[:, ::3, 1::2], torch.from_numpy(x)[:, ::3, 1::2]
     for dims in ((0, 2), (1,), (0, 1, 2)):
         assert _off(mine.nansum(dims, keepdim=True), theirs.nansum(dims, keepdim=True)) == 0, dims
+
+
+# ---- calls minilora answered and torch refuses ------------------------------------------------------------------
+def test_as_strided_copy_refuses_sizes_one_by_one():
+    # as_strided_copy(x, 2, 3) read 2 as the size and 3 as the stride: tensor([1., 1.]) where torch refuses
+    with pytest.raises(TypeError, match=r"as_strided_copy\(\): argument 'size' \(position 2\) must be tuple of ints, "
+                                        r"not int"):
+        ml.as_strided_copy(ml.ones(2, 3), 2, 3)
+    assert ml.as_strided_copy(ml.ones(2, 3), (2,), (3,)).tolist() == [1.0, 1.0]
+
+
+def test_broadcast_shapes_refuses_a_tensor():
+    # a tensor iterated as its elements: broadcast_shapes(tensor([3, 1, 2])) answered Size([3, 1, 2])
+    with pytest.raises(RuntimeError, match=r"Input shapes should be of type ints, a tuple of ints, or a list of ints, "
+                                           r"got tensor\(\[3, 1, 2\]\)"):
+        ml.broadcast_shapes(ml.tensor([3, 1, 2]))

@@ -315,6 +315,10 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
 def broadcast_shapes(*shapes):
     """``torch.broadcast_shapes``: the shape the ``shapes`` (tuples or ints) broadcast to."""
     as_tuple = lambda s: (s,) if isinstance(s, int) else tuple(s)  # noqa: E731
+    from ..tensor import Tensor
+    for shape in shapes:  # (a tensor iterates as its elements: torch refuses it rather than read them as a shape)
+        if isinstance(shape, Tensor):
+            raise RuntimeError(f"Input shapes should be of type ints, a tuple of ints, or a list of ints, got {shape}")
     try:
         from ..tensor import Size
         return Size(np.broadcast_shapes(*(as_tuple(s) for s in shapes)))

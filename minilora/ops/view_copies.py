@@ -9,6 +9,8 @@ the view op's, through a copy, and the node is named as torch's (``TBackward0_co
 torch does not track as views of the input (an in-place change of one is not checked against the
 others). minilora's pieces are the same values with the same gradients.
 """
+import inspect
+
 from ..factories import contiguous_format
 from ..tensor import Tensor, name_node, no_complex_autograd, share_node
 from . import shape as S
@@ -41,6 +43,7 @@ def copy_twin(view_op, name):
             no_complex_autograd(name, view.dtype, input)
         return _copied(view, input)
     twin.__name__ = twin.__qualname__ = name
+    twin.__signature__ = inspect.signature(view_op)  # (the argument checks read the view's parameters: size, ...)
     twin.__doc__ = f"``torch.{name}``: ``torch.{name[:-len('_copy')]}``'s result as a new contiguous tensor."
     return twin
 
