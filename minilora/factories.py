@@ -1908,7 +1908,7 @@ def _histogram_bins(values, edges, local_search):
 _HistogramDD = return_types.make("histogramdd", ["hist", "bin_edges"])  # torch.return_types.histogramdd
 
 
-def histogramdd(input, bins=10, *, range=None, weight=None, density=False):  # noqa: A002
+def histogramdd(input, bins, *, range=None, weight=None, density=False):  # noqa: A002
     """``torch.histogramdd``: the histogram of ``input``'s rows, each a point in ``D = input.shape[-1]``
     dimensions: ``(hist, bin_edges)``, ``hist`` of shape (bins_0, ..., bins_D-1), one tensor of edges a dimension.
     ``bins`` an int for every dimension, one int a dimension or one tensor of edges a dimension; ``range`` a flat

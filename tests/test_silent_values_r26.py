@@ -202,3 +202,14 @@ def test_broadcast_shapes_refuses_a_tensor():
     with pytest.raises(RuntimeError, match=r"Input shapes should be of type ints, a tuple of ints, or a list of ints, "
                                            r"got tensor\(\[3, 1, 2\]\)"):
         ml.broadcast_shapes(ml.tensor([3, 1, 2]))
+
+
+def test_histogramdd_without_bins_and_repeat_interleave_method_without_repeats_are_refused():
+    # torch's histogramdd has no default bins (minilora answered 10 a dimension), and its method
+    # x.repeat_interleave() no form of counts alone (minilora answered the function's repeat_interleave(counts))
+    with pytest.raises(TypeError):
+        ml.histogramdd(ml.ones(4, 2))
+    with pytest.raises(TypeError, match=r"repeat_interleave\(\) received an invalid combination of arguments - got "
+                                        r"\(\), but expected one of:"):
+        ml.tensor([1, 2]).repeat_interleave()
+    assert ml.repeat_interleave(ml.tensor([1, 2])).tolist() == [0, 1, 1]  # (the function's form stays)

@@ -366,9 +366,19 @@ def index_put_(self, indices, values, accumulate=False):
     return self._inplace(index_put, indices, values, accumulate)
 
 
+def _repeat_interleave_method(self, repeats=None, dim=None, *, output_size=None):
+    """``x.repeat_interleave(repeats, dim=None)``: the method has no form of counts alone (the function's
+    ``torch.repeat_interleave(counts)``), so ``x.repeat_interleave()`` is refused as torch's parser refuses it."""
+    if repeats is None:
+        raise TypeError("repeat_interleave() received an invalid combination of arguments - got (), but expected one "
+                        "of:\n * (Tensor repeats, int dim = None, *, int output_size = None)\n * (int repeats, int dim "
+                        "= None, *, int output_size = None)\n")
+    return repeat_interleave(self, repeats, dim, output_size=output_size)
+
+
 from . import elementwise as _elementwise, reduce as _reduce  # noqa: E402
 _MISSING_METHODS = {
-    "unique": unique, "bincount": bincount, "repeat_interleave": repeat_interleave, "roll": roll,
+    "unique": unique, "bincount": bincount, "repeat_interleave": _repeat_interleave_method, "roll": roll,
     "median": median, "narrow": narrow, "diagonal": diagonal, "diag": diag,
     "nanmedian": _reduce.nanmedian, "logcumsumexp": _reduce.logcumsumexp,
     "fmax": _elementwise.fmax, "fmin": _elementwise.fmin, "sgn": _elementwise.sgn,
