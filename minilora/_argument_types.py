@@ -462,6 +462,7 @@ SCALARS = {
     # (round 25's sweep of the calls minilora answered and torch refuses: x.as_strided(2, 2), x.nan_to_num(tensor),
     # x.index_put(1, v), torch.bernoulli(x, tensor), torch.trapezoid(y, 1) (dx is keyword-only))
     **dict.fromkeys(["as_strided", "as_strided_", "as_strided_copy"], "size:sizes stride:sizes storage_offset:int?"),
+    "expand_copy": "implicit:bool",  # (round 26: the view twins show their view's parameters to the sweep)
     **dict.fromkeys(["nan_to_num", "nan_to_num_"], "nan:float? posinf:float? neginf:float?"),
     **dict.fromkeys(["celu", "celu_"], "alpha:Number"),
     **dict.fromkeys(["index_put", "index_put_"], "indices:tensors values:Tensor accumulate:bool"),

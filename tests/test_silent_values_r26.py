@@ -195,6 +195,9 @@ def test_as_strided_copy_refuses_sizes_one_by_one():
                                         r"not int"):
         ml.as_strided_copy(ml.ones(2, 3), 2, 3)
     assert ml.as_strided_copy(ml.ones(2, 3), (2,), (3,)).tolist() == [1.0, 1.0]
+    # (the twins now show their view's parameters to the argument checks: expand_copy's implicit was taken as anything)
+    with pytest.raises(TypeError, match=r"expand_copy\(\): argument 'implicit' must be bool, not str"):
+        ml.expand_copy(ml.ones(1, 3), (2, 3), implicit="no")
 
 
 def test_broadcast_shapes_refuses_a_tensor():

@@ -848,8 +848,9 @@ def chunk(input, chunks, dim=0, *, axis=None):
     return split(input, -(-n // chunks) if n else [0] * chunks, dim)
 
 
-def expand(input, *sizes, **by_name):
-    """``x.expand(*sizes)``: a read-only view broadcast to ``sizes`` (``-1`` keeps a size)."""
+def expand(input, *sizes, implicit=False, **by_name):
+    """``x.expand(*sizes)``: a read-only view broadcast to ``sizes`` (``-1`` keeps a size). (``implicit``: torch's
+    flag for an expand autograd made itself; it changes nothing here.)"""
     sizes = int_arguments("expand", "size", _shape_arg(one_by_one("expand", sizes, by_name, "size")))
     return Expand.apply(input, shape=sizes)
 
