@@ -37,9 +37,9 @@ and the tile unit flushes: a bfloat16 input below 2^-126 counts as zero, and eve
 tile's even + odd, the running sum) that falls below 2^-126 becomes a zero of its sign. Bit for bit on 1-33 rows,
 k = 8..4096 and every layout linear, matmul, bmm and their gradients call (``tests/test_intel_bits_r24.py``), with
 two exceptions measured and not modelled: a k past 128 that splits into 5 or more equal even tiles, on some shapes
-(k = 130 as 5 x 26, 196 as 7 x 28: oneDNN takes those below 96 columns, modelled since round 26, and from 96 columns
-for some shapes of more than 32 rows -- 33 to 63 rows, 65 mostly --, else 32s; round 24 saw it as [33, 130] @
-[130, n] and [8, 130] @ [130, 16] off), and a product of one column (torch's matrix-vector kernel, not oneDNN: the float32 sum
+(k = 130 as 5 x 26, 196 as 7 x 28: oneDNN takes those below 96 columns or with a transposed B, modelled since
+round 26, and from 96 columns of a row-major B for some shapes of more than 32 rows, by its blocking; round 24 saw it
+as [33, 130] @ [130, n] and [8, 130] @ [130, 16] off), and a product of one column (torch's matrix-vector kernel, not oneDNN: the float32 sum
 stands there, ~40% of planted operands off; random ones round to the same bfloat16); a bmm of small matrices (k = 12,
 4 x 12 x 8 each) is neither the tile order nor ATen's loop (9% of planted outputs off with the tiles). A product of at most 16^3 multiply-adds is
 ATen's own loops there (torch's cpublas hands only larger ones to oneDNN): ``half_products.aten_loop``. It runs
@@ -192,8 +192,9 @@ def tile_k(k, shape=None, transposed=(False, False)):
     as 15 x 30) for 2 or more rows of a row-major A, where B is transposed (a Linear's x W^T) or has fewer than
     ``_EQUAL_TILES_BELOW`` columns (without ``shape``: 32s); k = 34, 62, 88 or 100 (odd or unequal shares) run 32s
     and a tail. Found with planted operands, [1-512 rows, k, 16-512 columns] in each layout, torch 2.13 on the Intel
-    Xeon. (Not modelled: from 96 columns of a row-major B some products of more than 32 rows -- 33 to 63 rows all
-    measured -- run the equal tiles too, and a transposed B with 128 rows and 96 or 128 columns the 32s.)"""
+    Xeon. (Not modelled: from 96 columns of a row-major B oneDNN picks the equal tiles or the 32s by its blocking
+    of rows and columns -- [40, 130] @ [130, 256] equal, [64, 130] @ [130, 256] and [50, 130] @ [130, 200] 32s, no
+    rule found --, and a transposed B with 128 rows and 96 or 128 columns runs the 32s.)"""
     if k % _TILE_K == 0:
         return _TILE_K
     tiles = -(-k // _TILE_K)
