@@ -30,25 +30,26 @@ _BACKWARD_PER_THREAD_FROM = 2048  # ... and the backward
 
 
 def applies(x):
-    """Whether float32 NumPy ``x`` [N, C, ...] is laid out channels-last (its channels innermost, more than one
-    position per channel): what torch's ``suggest_memory_format`` sends to these kernels."""
+    """Whether NumPy ``x`` [N, C, ...] (float32, bfloat16 or float16) is laid out channels-last (its channels
+    innermost, more than one position per channel): what torch's ``suggest_memory_format`` sends to these kernels."""
     from ..factories import channels_last, channels_last_3d, suggested_format
-    return (type(x) is np.ndarray and x.dtype == np.float32 and x.size > 0 and not float32_math.CPU_CAPABILITY ==
+    return (type(x) is np.ndarray and x.itemsize in (2, 4) and x.size > 0 and not float32_math.CPU_CAPABILITY ==
             "default" and suggested_format(x) in (channels_last, channels_last_3d))
 
 
 def rows_of(x):
-    """``x`` [N, C, ...] as torch's channels-last kernels read it: [N, H * W, C], C-contiguous."""
+    """``x`` [N, C, ...] as torch's channels-last kernels read it: [N, H * W, C], C-contiguous float32 (a 16-bit
+    input's values exactly)."""
     n, c = x.shape[:2]
-    return np.ascontiguousarray(np.moveaxis(x, 1, -1)).reshape(n, -1, c)
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1), dtype=np.float32).reshape(n, -1, c)
 
 
-def statistics(rows, groups, eps):
+def statistics(rows, groups, eps, sixteen_bit=False):
     """Each (sample, group)'s float32 mean and rstd ([N * G]) of ``rows`` [N, H * W, C] as the forward kernel
-    computes them."""
+    computes them (``sixteen_bit``: its bfloat16/float16 form, whose vectors of 16 add their halves first)."""
     n, size, c = rows.shape
     if size < _FORWARD_PER_THREAD_FROM:
-        total, squares = _lane_moments(rows, groups)
+        total, squares = (_paired_lane_moments if sixteen_bit else _lane_moments)(rows, groups)
     else:
         total, squares = _per_thread_moments(rows, groups)
     s = np.float32(1) / np.float32(c // groups * size)
@@ -57,24 +58,32 @@ def statistics(rows, groups, eps):
     return mean, (1 / np.sqrt(variance.astype(np.float64) + eps)).astype(np.float32)
 
 
-def output(rows, groups, mean, rstd, weight, bias):
-    """The kernel's output rows [N, H * W, C]: fma(x, scale, fma(-scale, mean, beta)), scale = rstd * gamma."""
+def output(rows, groups, mean, rstd, weight, bias, fused_shift=True):
+    """The kernel's output rows [N, H * W, C] from float32 weight and bias: fma(x, scale, fma(-scale, mean, beta)),
+    scale = rstd * gamma; without ``fused_shift`` (16-bit parameters: their conversion to float sits between the
+    product and the sum, measured) -scale * mean + beta rounded twice."""
     n, _, c = rows.shape
     d = c // groups
     gamma = np.ones(c, np.float32) if weight is None else weight
     beta = np.zeros(c, np.float32) if bias is None else bias
     scale = rstd.reshape(n, groups, 1) * gamma.reshape(1, groups, d)
-    shift = float32_math.fused_multiply_add(-scale, np.broadcast_to(mean.reshape(n, groups, 1), scale.shape),
-                                            np.broadcast_to(beta.reshape(1, groups, d), scale.shape))
+    mean, beta = np.broadcast_to(mean.reshape(n, groups, 1), scale.shape), beta.reshape(1, groups, d)
+    shift = float32_math.fused_multiply_add(-scale, mean, np.broadcast_to(beta, scale.shape)) if fused_shift else \
+        -scale * mean + beta
     scale, shift = (np.broadcast_to(v.reshape(n, 1, c), rows.shape) for v in (scale, shift))
     return float32_math.fused_multiply_add(rows, scale, shift)
 
 
-def gradients(dy, rows, groups, mean, rstd, gamma, needs):
-    """(dx rows [N, H * W, C] or None, ds, db [N, C], the per-group sums of ds * gamma and db * gamma [N * G]) of
-    the backward kernel; ds, db feed GammaBackward and BetaBackward, which are the contiguous kernel's."""
+def gradients(dy, rows, groups, mean, rstd, gamma, needs, sixteen_bit=False, fused=True):
+    """(dx rows [N, H * W, C] or None, ds, db [N, C]) of the backward kernel from float32 rows, each group's mean and
+    rstd as the forward saved them and float32 gamma; ds, db feed GammaBackward and BetaBackward, which are the
+    contiguous kernel's. ``sixteen_bit``: its bfloat16/float16 form (the channels after a group's last 16 one by
+    one); not ``fused``: float16 parameters, whose conversion to float sits between the product and the sum of the
+    last channels' ds * gamma (measured: fused with float32 parameters)."""
     n, size, c = rows.shape
-    if size < _BACKWARD_PER_THREAD_FROM:
+    if size < _BACKWARD_PER_THREAD_FROM and sixteen_bit:
+        ds, db, ds_gamma, db_gamma = _sixteen_bit_lane_gradient_sums(dy, rows, groups, gamma, fused)
+    elif size < _BACKWARD_PER_THREAD_FROM:
         ds, db, ds_gamma, db_gamma = _lane_gradient_sums(dy, rows, groups, gamma)
     else:
         ds, db, ds_gamma, db_gamma = _per_thread_gradient_sums(dy, rows, groups, gamma)
@@ -94,7 +103,8 @@ def gradients(dy, rows, groups, mean, rstd, gamma, needs):
 # ---- below the threshold: per (sample, group), 8 lanes down the rows -----------------------------------------
 def _group_lanes(rows, groups):
     """``rows`` [N, H * W, C] as [N * G, H * W * vectors, 8]: each group's D channels in vectors of 8 (the last
-    zero-padded, as its partial load), in the kernel's order: row after row, vector after vector."""
+    zero-padded, as its partial load), in the kernel's order: row after row, vector after vector. (A 16-bit last
+    vector of at most 8 channels adds x0 alone: the same sums as x0 + 0.)"""
     n, size, c = rows.shape
     d = c // groups
     vectors = -(-d // _LANES)
@@ -104,9 +114,11 @@ def _group_lanes(rows, groups):
 
 
 def _down_the_rows(lanes):
-    """Each lane's running sum down axis 1 of ``lanes`` [..., rows, 8], from +0 (NumPy's reduction over a middle
-    axis adds row after row)."""
-    return np.add.reduce(lanes, axis=1) + np.float32(0)
+    """Each running sum down axis 1 of ``lanes`` [N, rows, ...], from +0: a running total (``accumulate``), which
+    adds row after row whatever the shape (a reduction would add a lone column pairwise)."""
+    if lanes.shape[1] == 0:
+        return np.zeros(lanes.shape[:1] + lanes.shape[2:], np.float32)
+    return np.add.accumulate(lanes, axis=1)[:, -1] + np.float32(0)
 
 
 def _folded(lanes):
@@ -121,6 +133,41 @@ def _lane_moments(rows, groups):
     """ColumnwiseMoments: each (sample, group)'s sum and sum of squares (the squares rounded, then added)."""
     lanes = _group_lanes(rows, groups)
     return _folded(_down_the_rows(lanes)), _folded(_down_the_rows(lanes * lanes))
+
+
+def _paired_lane_moments(rows, groups):
+    """The 16-bit ColumnwiseMoments: each vector of 16 channels read as two float vectors of 8, added to each other
+    (and their squares, exact, likewise) before the running sums; a last vector of at most 8 alone."""
+    n, size, c = rows.shape
+    d = c // groups
+    lanes = _group_lanes(rows, groups).reshape(n * groups, size, -1, _LANES)
+    if lanes.shape[2] % 2:  # (an odd count of 8s: the last vector's second half is zeros, as its masked load)
+        lanes = np.concatenate([lanes, np.zeros_like(lanes[:, :, :1])], axis=2)
+    halves = lanes.reshape(n * groups, size, -1, 2, _LANES)
+    pairs, squares = halves[..., 0, :] + halves[..., 1, :], halves[..., 0, :] ** 2 + halves[..., 1, :] ** 2
+    flat = lambda a: a.reshape(n * groups, -1, _LANES)  # noqa: E731  (row after row, vector after vector)
+    return _folded(_down_the_rows(flat(pairs))), _folded(_down_the_rows(flat(squares)))
+
+
+def _sixteen_bit_lane_gradient_sums(dy, rows, groups, gamma, fused=True):
+    """The 16-bit CalcInternalGradientsChannelsLast: each group's whole vectors of 16 channels as the float32 form's
+    pairs of 8-lane vectors, then each channel after them alone: its sums of x * dy and dy down the rows, and its
+    ds * gamma, db * gamma added in turn (each product rounded)."""
+    n, size, c = rows.shape
+    d = c // groups
+    whole = d // 16 * 16
+    part = lambda a, cut: np.ascontiguousarray(a.reshape(n, size, groups, d)[..., cut]).reshape(n, size, -1)  # noqa
+    ds, db, ds_gamma, db_gamma = _lane_gradient_sums(part(dy, slice(0, whole)), part(rows, slice(0, whole)), groups,
+                                                     np.ascontiguousarray(gamma.reshape(groups, d)[:, :whole]).ravel())
+    x_tail, dy_tail = (part(a, slice(whole, d)).reshape(n, size, groups, d - whole) for a in (rows, dy))
+    ds_tail, db_tail = _down_the_rows(x_tail * dy_tail), _down_the_rows(dy_tail)  # [N, G, d - whole]
+    ds_gamma, db_gamma = ds_gamma.reshape(n, groups), db_gamma.reshape(n, groups)
+    fma = float32_math.fused_multiply_add if fused else lambda a, b, c: a * b + c
+    for j in range(d - whole):
+        weight = np.broadcast_to(gamma.reshape(groups, d)[:, whole + j], ds_gamma.shape)
+        ds_gamma, db_gamma = fma(ds_tail[..., j], weight, ds_gamma), fma(db_tail[..., j], weight, db_gamma)
+    join = lambda head, tail: np.concatenate([head.reshape(n, groups, whole), tail], axis=2).reshape(n, c)  # noqa
+    return join(ds, ds_tail), join(db, db_tail), ds_gamma.reshape(-1), db_gamma.reshape(-1)
 
 
 def _lane_gradient_sums(dy, rows, groups, gamma):
@@ -157,9 +204,8 @@ def _thread_segments(n, size):
 
 
 def _row_order_sum(block):
-    """The column sums of a 2-D float32 ``block``, row after row from +0 (a second zero column keeps NumPy's
-    reduction off its pairwise order for a single column)."""
-    return np.add.reduce(np.pad(block, ((0, 0), (0, 1))), axis=0)[:-1] + np.float32(0)
+    """The column sums of a 2-D float32 ``block``, row after row from +0."""
+    return _down_the_rows(block[None])[0]
 
 
 def _per_thread_sums(rows, first, second):

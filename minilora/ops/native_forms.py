@@ -141,12 +141,11 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
     x = input._array
     if input.is_meta:
         return out, _unread((N, group), input.dtype, input), _unread((N, group), input.dtype, input)
-    mixed = compute_dtype(x.dtype) != x.dtype and any(t is not None and t.dtype == float32 for t in (weight, bias))
-    if type(x) is np.ndarray and x.dtype == np.float32 and x.size:
-        mean, rstd = _nn.group_statistics_as_torch(x, group, eps)  # (what the float32 kernel for its layout uses)
-    elif type(x) is np.ndarray and compute_dtype(x.dtype) != x.dtype and x.flags.c_contiguous and x.size:
-        mean, rstd = _nn.group_norm_16bit_statistics(x, group, eps)  # (torch's 16-bit kernel: float32 statistics,
-        if not mixed:  # kept as they are with float32 parameters, else rounded to the dtype)
+    sixteen_bit = compute_dtype(x.dtype) != x.dtype
+    mixed = sixteen_bit and any(t is not None and t.dtype == float32 for t in (weight, bias))
+    if type(x) is np.ndarray and (x.dtype == np.float32 or sixteen_bit) and x.size:
+        mean, rstd = _nn.group_statistics_as_torch(x, group, eps)  # (the kernel's for its dtype and layout: float32
+        if sixteen_bit and not mixed:  # statistics, a 16-bit kernel's kept with float32 parameters, else rounded)
             mean, rstd = mean.astype(x.dtype), rstd.astype(x.dtype)
     elif type(x) is np.ndarray and x.dtype == np.float64 and x.size:
         mean, variance = float32_sums.row_moments(np.ascontiguousarray(x).reshape(N * group, -1))

@@ -3674,10 +3674,13 @@ def _from_rows(rows, shape):
 
 
 def group_statistics_as_torch(x, num_groups, eps):
-    """Each (sample, group)'s mean and rstd ([N * G]) of a float32 NumPy input as torch's kernel for its layout
-    computes them (native_group_norm's statistics)."""
+    """Each (sample, group)'s float32 mean and rstd ([N * G]) of a float32, bfloat16 or float16 NumPy input as
+    torch's kernel for its dtype and layout computes them (native_group_norm's statistics)."""
+    sixteen_bit = x.itemsize == 2
     if _channels_last.applies(x):
-        return _channels_last.statistics(_channels_last.rows_of(x), num_groups, eps)
+        return _channels_last.statistics(_channels_last.rows_of(x), num_groups, eps, sixteen_bit)
+    if sixteen_bit:
+        return group_norm_16bit_statistics(np.ascontiguousarray(x), num_groups, eps)
     return _group_statistics(np.ascontiguousarray(x), num_groups, eps)
 
 
@@ -3700,8 +3703,7 @@ def _group_norm_values(x, num_groups, mean, rstd, weight, bias):
 
 def _group_norm_16bit_kernel_runs(input, weight, bias):
     """A bfloat16/float16 NumPy input, its weight and bias all of its dtype or all float32: torch's 16-bit group-norm
-    kernel (``GroupNormKernelImplInternal<T, PT>``). A channels-last input runs torch's channels-last kernel, whose
-    other float32 order rounds to the same 16-bit numbers but for ~1 in 6400 (measured): the contiguous model here."""
+    kernel (``GroupNormKernelImplInternal<T, PT>``; a channels-last input its channels-last one)."""
     return (_layer_norm_16bit_kernel_runs(input, weight, bias) and input.ndim >= 2
             and float32_math.FUSED_MULTIPLY_ADD and float32_math.CPU_CAPABILITY != "default")
 
@@ -3718,22 +3720,34 @@ def _group_norm_16bit_as_torch(input, num_groups, weight, bias, eps):
     """torch's 16-bit group norm: the float32 kernel's output (``_group_norm_values``) from the 16-bit statistics,
     rounded once to the dtype, and a function of (g, needs) for ``KernelGradients``: the float32 kernel's backward
     (``_group_norm_gradients``) from the statistics as the forward saves them (rounded to the dtype, unless the
-    parameters are float32) and ds, db summed as its 16-bit ``ComputeInternalGradients`` adds them."""
-    x16, dtype = np.ascontiguousarray(input._array), input.dtype  # (channels-last: see _group_norm_16bit_kernel_runs)
-    w, b = (None if t is None else t._array for t in (weight, bias))
-    mean, rstd = group_norm_16bit_statistics(x16, num_groups, eps)
-    x = x16.astype(np.float32)
-    values = _group_norm_values(x, num_groups, mean, rstd, w, b).astype(dtype)
+    parameters are float32) and ds, db summed as its 16-bit ``ComputeInternalGradients`` adds them. A channels-last
+    input: the 16-bit forms of the channels-last kernels (``group_norm_channels_last``)."""
+    dtype = input.dtype
+    w, b = (None if t is None else t._array.astype(np.float32) for t in (weight, bias))
     mixed = any(t is not None and t.dtype == np.float32 for t in (weight, bias))
+    fused = mixed or dtype != np.float16  # (float16 parameters and statistics: their conversion stops GCC's fusing)
+    if _channels_last.applies(input._array):
+        x, shape = _channels_last.rows_of(input._array), input.shape
+        mean, rstd = _channels_last.statistics(x, num_groups, eps, sixteen_bit=True)
+        values = _from_rows(_channels_last.output(x, num_groups, mean, rstd, w, b, fused_shift=fused), shape)
+        values = values.astype(dtype)
+    else:
+        x16 = np.ascontiguousarray(input._array)
+        mean, rstd = group_norm_16bit_statistics(x16, num_groups, eps)
+        x, shape = x16.astype(np.float32), None
+        values = _group_norm_values(x, num_groups, mean, rstd, w, b).astype(dtype)
     if not mixed:
         mean, rstd = _round(mean, dtype), _round(rstd, dtype)
-    gamma = np.ones(x.shape[1], np.float32) if w is None else w.astype(np.float32)
+    gamma = np.ones(input.shape[1], np.float32) if w is None else w
     param_dtype = np.float32 if mixed else dtype
 
     def gradients(g16, needs):
-        g = np.ascontiguousarray(g16).astype(np.float32)
-        gx, gw, gb = _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, _sixteen_bit_ds_db(dtype),
-                                           fuse_x=dtype == np.float16)
+        if shape is not None:  # (channels-last: x is the kernel's rows)
+            gx, gw, gb = _channels_last_gradients(g16, x, shape, num_groups, mean, rstd, gamma, needs, fused)
+        else:
+            g = np.ascontiguousarray(g16).astype(np.float32)
+            gx, gw, gb = _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, _sixteen_bit_ds_db(dtype),
+                                               fuse_x=dtype == np.float16)
         return (None if gx is None else gx.astype(dtype), None if gw is None else gw.astype(param_dtype),
                 None if gb is None else gb.astype(param_dtype))
     return values, gradients
@@ -3766,18 +3780,22 @@ def _group_norm_backward_as_aten(input, num_groups, weight, eps):
 
 
 def _channels_last_backward(x, num_groups, gamma, eps):
-    """(g, needs) -> (gx, gw, gb) of torch's channels-last backward kernel (``group_norm_channels_last``), whose
-    dgamma and dbeta are the contiguous kernel's from its ds and db."""
+    """(g, needs) -> (gx, gw, gb) of torch's float32 channels-last backward kernel (``group_norm_channels_last``)."""
     rows = _channels_last.rows_of(x)
     mean, rstd = _channels_last.statistics(rows, num_groups, eps)
+    return lambda g, needs: _channels_last_gradients(g, rows, x.shape, num_groups, mean, rstd, gamma, needs)
 
-    def gradients(g, needs):
-        dy = _channels_last.rows_of(np.asarray(g, np.float32))
-        dx, ds, db = _channels_last.gradients(dy, rows, num_groups, mean, rstd, gamma, needs)
-        gw, gb = _gamma_beta_gradients(ds, db, mean.reshape(x.shape[0], num_groups),
-                                       rstd.reshape(x.shape[0], num_groups), needs)
-        return None if dx is None else _from_rows(dx, x.shape), gw, gb
-    return gradients
+
+def _channels_last_gradients(g, rows, shape, num_groups, mean, rstd, gamma, needs, fused=None):
+    """(gx, gw, gb) of the channels-last backward kernel from the input's ``rows`` (of ``shape``) and the statistics
+    as the forward saved them; dgamma and dbeta are the contiguous kernel's from its ds and db. ``fused``: None for a
+    float32 input, else whether its 16-bit form's sums fuse (``group_norm_channels_last.gradients``)."""
+    dy = _channels_last.rows_of(np.asarray(g))
+    dx, ds, db = _channels_last.gradients(dy, rows, num_groups, mean, rstd, gamma, needs, fused is not None,
+                                          fused is not False)
+    n = shape[0]
+    gw, gb = _gamma_beta_gradients(ds, db, mean.reshape(n, num_groups), rstd.reshape(n, num_groups), needs)
+    return None if dx is None else _from_rows(dx, shape), gw, gb
 
 
 def _float32_ds_db(dy, rows):
