@@ -39,8 +39,8 @@ k = 8..4096 and every layout linear, matmul, bmm and their gradients call (``tes
 two exceptions measured and not modelled: a k past 128 that splits into 5 or more equal even tiles, on some shapes
 (k = 130 as 5 x 26, 196 as 7 x 28: oneDNN takes those below 96 columns or with a transposed B, modelled since
 round 26, and from 96 columns of a row-major B for some shapes of more than 32 rows, by its blocking; round 24 saw it
-as [33, 130] @ [130, n] and [8, 130] @ [130, 16] off), and a product of one column (torch's matrix-vector kernel, not oneDNN: the float32 sum
-stands there, ~40% of planted operands off; random ones round to the same bfloat16); a bmm of small matrices (k = 12,
+as [33, 130] @ [130, n] and [8, 130] @ [130, 16] off), and a product of one column (torch's matrix-vector kernel,
+not oneDNN: the float32 sum stands there, ~40% of planted operands off; random ones round to the same bfloat16); a bmm of small matrices (k = 12,
 4 x 12 x 8 each) is neither the tile order nor ATen's loop (9% of planted outputs off with the tiles). A product of at most 16^3 multiply-adds is
 ATen's own loops there (torch's cpublas hands only larger ones to oneDNN): ``half_products.aten_loop``. It runs
 compiled where a C compiler is found (``native/float32_kernels.c``'s ``ml_amx_tile_products``, the same order), else

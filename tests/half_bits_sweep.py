@@ -30,6 +30,11 @@ bfloat16 lgamma near 4e36; pow(sNaN, 0) and hypot(sNaN, inf) (torch's vectorized
 tail and minilora NaN); the sign of a zero in fmax/fmin (bfloat16: torch's answers the second of -0.0 and 0.0 in
 both loops, float16's and float32's the first). maximum/minimum's zeros follow the loop (round 25: the vectorized
 body answers the second operand, the scalar tail the first).
+
+Round 26 (tests/test_silent_values_r26.py): float16 expm1 is torch's float32 kernel rounded once, 16-bit logit's log
+float32's SLEEF log rounded: unary 8 -> 4 forms (left: lgamma/gammaln of both dtypes, torch's MKL vsLGamma, whose
+float32 answers are 1 ulp off the correctly rounded ones in ~1% of numbers -- tests/mkl_vml.py's class); binary 12
+unchanged.
 """
 import argparse
 import sys

@@ -202,7 +202,8 @@ def _thread_segments(n, size):
     for thread, first in enumerate(range(0, total, chunk)):
         end = min(total, first + chunk)
         for sample in range(first // size, (end - 1) // size + 1):
-            yield thread, sample, max(first, sample * size) - sample * size, min(end, (sample + 1) * size) - sample * size
+            start = sample * size
+            yield thread, sample, max(first, start) - start, min(end, start + size) - start
 
 
 def _row_order_sum(block):
