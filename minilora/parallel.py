@@ -155,7 +155,9 @@ _threads = 1  # the calling thread plus _threads - 1 helpers
 # ------------------------------------------------------------------------------------------------
 # While minilora computes: BLAS on one thread, the caller's setting restored afterwards
 # ------------------------------------------------------------------------------------------------
-_scope_lock = threading.Lock()
+# (reentrant: a signal handler runs in the main thread between two of its bytecodes, also inside the lock, and a
+# handler that computes -- a checkpoint saved on SIGTERM -- would wait forever for the lock its own thread holds)
+_scope_lock = threading.RLock()
 _scope_threads = 0  # threads inside a computing() scope right now
 _saved_blas_threads = None  # the caller's OpenBLAS thread count, put back when the last scope ends
 
@@ -276,8 +278,7 @@ def set_num_threads(n):
     if n > _MAX_THREADS:  # (torch's own bound; started eagerly, 2**40 made threads until the OS refused)
         raise ValueError(f"set_num_threads: {n} threads do not fit torch's int32 count (at most {_MAX_THREADS})")
     global _threads
-    with _region:  # (not while a region cuts its blocks by the count)
-        _threads = n
+    _threads = n  # (no lock: a region reads it once, and a signal handler calling this inside one waited forever)
 
 
 _MAX_THREADS = 2**31 - 1
@@ -616,7 +617,7 @@ def _after_fork_in_child():
     that no longer exists would never finish its block) and a free region lock."""
     global _region, _scope_lock, _scope_threads
     _region = threading.Lock()
-    _scope_lock = threading.Lock()
+    _scope_lock = threading.RLock()
     _scope_threads = 1 if getattr(_local, "depth", 0) else 0  # only the forking thread came along
     _helpers.clear()  # new ones start when the child first splits work
 

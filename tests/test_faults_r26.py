@@ -13,6 +13,9 @@
   Now the file goes whatever happens and the error names the stream and the temporary folder (and TMPDIR);
 - a PEFT model's ``save_pretrained`` wrote its model card after the adapter's files were in place: a full disk
   there said "the save was abandoned" and left the new adapter without its card; now the card is in the unit;
+- a signal handler runs in the main thread between two of its bytecodes, also inside minilora's locks: one
+  calling ``set_num_threads`` inside a split op's block, or computing (a checkpoint saved on a signal) while the
+  last ``computing()`` scope put BLAS's thread count back, waited forever for a lock its own thread held;
 - ``set_num_threads`` started its helpers at once: ``set_num_threads(2**40)`` started threads until the system
   refused ("can't start new thread", thousands left behind). Now nothing starts until work is split (torch's
   pool also starts lazily), a count past torch's int32 is refused as torch refuses it, and a helper the
@@ -25,6 +28,7 @@ import io
 import functools
 import os
 import platform
+import signal
 import sys
 import threading
 import time
@@ -312,3 +316,50 @@ def test_a_full_disk_while_the_model_card_is_written_leaves_the_adapter_folder_a
     assert caught.value.errno == errno.ENOSPC
     now = {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))} if folder.exists() else {}
     assert now == kept and leftovers(tmp_path) == []
+
+
+HANDLERS_INSIDE_THE_LOCKS = """
+import os, signal
+import numpy as np
+from minilora import blas, parallel
+parallel.set_num_threads(2)
+signal.signal(signal.SIGUSR1, lambda *args: parallel.set_num_threads(1))
+def block(rows):
+    if rows[0] == 0:  # (the caller's block: the handler runs here, inside the split region)
+        os.kill(os.getpid(), signal.SIGUSR1)
+parallel.rows(block, np.arange(4), work_per_row=parallel.MIN_ITEMS)
+print("set_num_threads", parallel.num_threads())
+if blas.get_num_threads() is None:  # (no OpenBLAS: computing() changes nothing, takes no lock)
+    print("computing", "no BLAS")
+else:
+    blas.set_num_threads(2)
+    real_set = blas.set_num_threads
+    def set_and_signal(n):
+        if n != 1:  # (the count put back as the last computing() scope ends: inside its lock)
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_set(n)
+    def handler(*args):
+        blas.set_num_threads = real_set
+        with parallel.computing():  # (a handler that computes: a checkpoint saved on a signal)
+            pass
+    blas.set_num_threads = set_and_signal
+    signal.signal(signal.SIGUSR1, handler)
+    with parallel.computing():
+        pass
+    print("computing", blas.get_num_threads())
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _handlers_inside_the_locks():
+    return _in_a_child(HANDLERS_INSIDE_THE_LOCKS).splitlines()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+def test_a_signal_handler_setting_the_thread_count_inside_a_split_op_does_not_hang():
+    assert _handlers_inside_the_locks()[0] == "set_num_threads 1"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+def test_a_signal_handler_computing_while_blas_threads_are_put_back_does_not_hang():
+    assert _handlers_inside_the_locks()[1] in ("computing 2", "computing no BLAS")

@@ -375,7 +375,8 @@ def test_minilora_limits_blas_only_while_it_computes_and_malloc_only_on_request(
     assert out["blas_during_forward"] == 1  # minilora's threads split the work; BLAS runs on one
     assert out["after_work"]["blas"] == 2  # ... and the caller's setting is back afterwards
     assert out["after_work"]["mmap"] is True
-    assert out["after_work"]["py_threads"] == out["before"]["py_threads"] + 1  # the helper, started on use
+    # helpers start when work is split (set_num_threads starts none, test_faults_r26): a model this small never is
+    assert out["after_work"]["py_threads"] == out["before"]["py_threads"]
     assert out["after_opt_in"]["mmap"] is False  # the probe can tell: keep_freed_memory() did change malloc
 
 
