@@ -16,6 +16,7 @@ sample the draws of the first, as torch's; 'different' gives sample i its part o
 batch, laid out as torch's batched random ops draw it (``_BatchedDraws``).
 """
 import contextlib
+import functools
 import math
 
 import numpy as np
@@ -399,6 +400,53 @@ def linearize(func, *primals):
 
 
 # ---- vmap -----------------------------------------------------------------------------------------------
+def _function_name(func):
+    """How torch's vmap messages name ``func`` (its ``_get_name``): ``__name__``, a partial's, else its repr."""
+    if hasattr(func, "__name__"):
+        return func.__name__
+    if isinstance(func, functools.partial):
+        return f"functools.partial({_function_name(func.func)}, ...)"
+    return repr(func)
+
+
+def _checked_in_dims(func, in_dims, args):
+    """One in_dim (or tree of them) per argument, after torch's checks of each mapped input, in its order and
+    words: an in_dim that is no int, a mapped input that is no Tensor, an in_dim outside the tensor's dims."""
+    where = f"vmap({_function_name(func)}, in_dims={in_dims}, ...)(<inputs>)"
+    if not isinstance(in_dims, (int, tuple)):
+        raise ValueError(f"{where}: expected `in_dims` to be int or a (potentially nested) tuple matching the "
+                         f"structure of inputs, got: {type(in_dims)}.")
+    if not args:
+        raise ValueError(f"vmap({_function_name(func)})(<inputs>): got no inputs. Maybe you forgot to add inputs, or "
+                         f"you are trying to vmap over a function with no inputs. The latter is unsupported.")
+    dims = _in_dims_of(in_dims, args)
+    for leaf, dim in (pair for arg, d in zip(args, dims) for pair in _leaf_dims(arg, d)):
+        if dim is not None and not isinstance(dim, int):
+            raise ValueError(f"{where}: Got in_dim={dim} for an input but in_dim must be either an integer dimension "
+                             f"or None.")
+        if dim is not None and not isinstance(leaf, Tensor):
+            raise ValueError(f"{where}: Got in_dim={dim} for an input but the input is of type {type(leaf)}. We "
+                             f"cannot vmap over non-Tensor arguments, please use None as the respective in_dim")
+        if dim is not None and not -leaf.ndim <= dim < leaf.ndim:
+            raise ValueError(f"{where}: Got in_dim={dim} for some input, but that input is a Tensor of "
+                             f"dimensionality {leaf.ndim} so expected in_dim to satisfy -{leaf.ndim} <= in_dim < "
+                             f"{leaf.ndim}.")
+    return dims
+
+
+def _leaf_dims(arg, dim):
+    """(leaf, its in_dim) for every leaf of the pytree ``arg`` (tensors and anything else), ``dim`` a tree over it."""
+    if isinstance(dim, dict):
+        return [pair for key in arg for pair in _leaf_dims(arg[key], dim[key])]
+    if isinstance(dim, (tuple, list)):
+        return [pair for a, d in zip(arg, dim) for pair in _leaf_dims(a, d)]
+    if isinstance(arg, (tuple, list)):
+        return [pair for item in arg for pair in _leaf_dims(item, dim)]
+    if isinstance(arg, dict):
+        return [pair for item in arg.values() for pair in _leaf_dims(item, dim)]
+    return [(arg, dim)]
+
+
 def _in_dims_of(in_dims, args):
     if isinstance(in_dims, (int, type(None))):
         return [in_dims] * len(args)
@@ -632,11 +680,10 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
         raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got {randomness}")
 
     def wrapper(*args, **kwargs):
-        dims = _in_dims_of(in_dims, args)
+        dims = _checked_in_dims(func, in_dims, args)
         sizes = [s for arg, dim in zip(args, dims) for s in _sizes(arg, dim)]
         if not sizes:
-            raise ValueError(f"vmap(f, in_dims={in_dims}, ...)(<inputs>): at least one input must be a Tensor with a "
-                             f"non-None in_dim")
+            raise ValueError("vmap: Expected at least one Tensor to vmap over")
         if len(set(sizes)) > 1:
             raise ValueError(f"vmap: Expected all tensors to have the same size in the mapped dimension, got sizes "
                              f"{sizes} for the mapped dimension")
