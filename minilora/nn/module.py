@@ -184,7 +184,7 @@ class Module:
         elif params is not None and name in params:
             if value is not None:
                 raise TypeError(f"cannot assign '{_typename(value)}' as parameter '{name}' "
-                                "(nn.Parameter or None expected)")
+                                "(torch.nn.Parameter or None expected)")
             self.register_parameter(name, value)
         elif isinstance(value, Module):
             modules = self.__dict__.get("_modules")
@@ -196,7 +196,7 @@ class Module:
         elif name in self.__dict__.get("_modules", ()):
             if value is not None:
                 raise TypeError(f"cannot assign '{_typename(value)}' as child module '{name}' "
-                                "(nn.Module or None expected)")
+                                "(torch.nn.Module or None expected)")
             self._modules[name] = value
         elif isinstance(value, Buffer):
             buffers = self.__dict__.get("_buffers")
@@ -207,7 +207,7 @@ class Module:
         elif name in self.__dict__.get("_buffers", ()):
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign '{_typename(value)}' as buffer '{name}' "
-                                "(Tensor or None expected)")
+                                "(torch.nn.Buffer, torch.Tensor or None expected)")
             self._buffers[name] = value
         else:
             object.__setattr__(self, name, value)
@@ -263,7 +263,7 @@ class Module:
         self._check_new_name(name, "buffer", self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
-                            "(Tensor or None required)")
+                            "(torch Tensor or None required)")
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent_buffers_set.discard(name)
@@ -277,7 +277,7 @@ class Module:
         self._check_new_name(name, "parameter", self._parameters)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{_typename(param)}' object to parameter '{name}' "
-                            "(nn.Parameter or None required)")
+                            "(torch.nn.Parameter or None required)")
         if param is not None and not param.is_leaf:
             raise ValueError(f"Cannot assign non-leaf Tensor to parameter '{name}'. Model parameters must be "
                              f"created explicitly. To express '{name}' as a function of another Tensor, "
@@ -1089,7 +1089,10 @@ def _assigned(target, value):
 
 
 def _typename(value):
-    return type(value).__name__
+    """torch.typename, as torch's Module messages name a value: 'torch.FloatTensor' for a float32 tensor, 'int',
+    the qualified class of anything else."""
+    from ..type_objects import typename  # (type_objects imports the tensor types: at call time)
+    return typename(value)
 
 
 def _is_dtype(value):
@@ -1279,7 +1282,7 @@ class ModuleList(Module):
 
     def extend(self, modules):
         if not isinstance(modules, Iterable):
-            raise TypeError(f"ModuleList.extend should be called with an iterable, but got {_typename(modules)}")
+            raise TypeError(f"ModuleList.extend should be called with an iterable, but got {type(modules).__name__}")
         offset = len(self)
         for i, module in enumerate(modules):
             self.add_module(str(offset + i), module)
@@ -1333,14 +1336,14 @@ class ModuleDict(Module):
         """Add or replace from a mapping (keys in its order) or an iterable of ``(key, module)`` pairs."""
         if not isinstance(modules, Iterable):
             raise TypeError(f"ModuleDict.update should be called with an iterable of key/value pairs, but got "
-                            f"{_typename(modules)}")
+                            f"{type(modules).__name__}")
         if isinstance(modules, (Mapping, ModuleDict)):
             for key, module in modules.items():
                 self[key] = module
             return
         for j, pair in enumerate(modules):
             if not isinstance(pair, Iterable):
-                raise TypeError(f"ModuleDict update sequence element #{j} should be Iterable; is {_typename(pair)}")
+                raise TypeError(f"ModuleDict update sequence element #{j} should be Iterable; is{type(pair).__name__}")  # (torch's words, no space)
             if len(pair) != 2:
                 raise ValueError(f"ModuleDict update sequence element #{j} has length {len(pair)}; 2 is required")
             self[pair[0]] = pair[1]
@@ -1502,7 +1505,7 @@ class ParameterList(Module):
 
     def extend(self, values):
         if not isinstance(values, Iterable) or isinstance(values, Tensor):  # never unpack one Tensor
-            raise TypeError(f"ParameterList.extend should be called with an iterable, but got {_typename(values)}")
+            raise TypeError(f"ParameterList.extend should be called with an iterable, but got {type(values).__name__}")
         for value in values:
             self.append(value)
         return self
@@ -1620,7 +1623,7 @@ class ParameterDict(Module):
         key, as torch), or an iterable of ``(key, value)`` pairs."""
         if not isinstance(parameters, Iterable):
             raise TypeError("ParametersDict.update should be called with an iterable of key/value pairs, "
-                            f"but got {_typename(parameters)}")
+                            f"but got {type(parameters).__name__}")
         if isinstance(parameters, (OrderedDict, ParameterDict)):
             pairs = list(parameters.items())
         elif isinstance(parameters, Mapping):
@@ -1630,7 +1633,7 @@ class ParameterDict(Module):
             for j, pair in enumerate(parameters):
                 if not isinstance(pair, Iterable):
                     raise TypeError(f"ParameterDict update sequence element #{j} should be Iterable; "
-                                    f"is {_typename(pair)}")
+                                    f"is{type(pair).__name__}")  # (torch's words, no space)
                 if len(pair) != 2:
                     raise ValueError(f"ParameterDict update sequence element #{j} has length {len(pair)}; "
                                      "2 is required")
