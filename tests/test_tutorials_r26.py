@@ -838,6 +838,13 @@ def test_generate_kwargs_input_ids_and_errors_as_torch(T, P):
     return [a.tolist(), e1[:60]]
 
 
+def _seeded_base(T, relu):
+    """The same small base model each call (seed 0): Linear(4, 4)[, ReLU], Linear(4, 2), as PEFT's examples load it."""
+    T.manual_seed(0)
+    middle = [T.nn.ReLU()] if relu else []
+    return T.nn.Sequential(T.nn.Linear(4, 4), *middle, T.nn.Linear(4, 2))
+
+
 def _peft_pair(T, P):
     ref, mine = _llama_pair()
     return ref if T is torch else mine
@@ -863,9 +870,7 @@ def test_peft_llama_lora_generate_merge_as_torch(T, P):
 @compared()
 def test_peft_save_from_pretrained_roundtrip_as_torch(T, P):
     T.manual_seed(0)
-    def mk():
-        T.manual_seed(0)
-        return T.nn.Sequential(T.nn.Linear(4, 4), T.nn.ReLU(), T.nn.Linear(4, 2))
+    mk = functools.partial(_seeded_base, T, relu=True)
     m = P.get_peft_model(mk(), P.LoraConfig(r=2, target_modules=["0"], modules_to_save=["2"], init_lora_weights=False))
     x = T.randn(3, 4)
     with tempfile.TemporaryDirectory() as d:
@@ -881,9 +886,7 @@ def test_peft_save_from_pretrained_roundtrip_as_torch(T, P):
 
 @compared()
 def test_peft_load_adapter_and_set_as_torch(T, P):
-    def mk():
-        T.manual_seed(0)
-        return T.nn.Sequential(T.nn.Linear(4, 4), T.nn.ReLU(), T.nn.Linear(4, 2))
+    mk = functools.partial(_seeded_base, T, relu=True)
     T.manual_seed(1)
     a = P.get_peft_model(mk(), P.LoraConfig(r=2, target_modules=["0"], init_lora_weights=False))
     T.manual_seed(2)
@@ -921,9 +924,7 @@ def test_peft_modules_to_save_training_as_torch(T, P):
 
 @compared()
 def test_peft_set_peft_model_state_dict_as_torch(T, P):
-    def mk():
-        T.manual_seed(0)
-        return T.nn.Sequential(T.nn.Linear(4, 4), T.nn.Linear(4, 2))
+    mk = functools.partial(_seeded_base, T, relu=False)
     src = P.get_peft_model(mk(), P.LoraConfig(r=2, target_modules=["0", "1"], init_lora_weights=False))
     sd = P.get_peft_model_state_dict(src)
     dst = P.get_peft_model(mk(), P.LoraConfig(r=2, target_modules=["0", "1"]))
@@ -1543,9 +1544,7 @@ def test_generate_stopping_and_logits_processor_as_torch(T, P):
 
 @compared()
 def test_peft_state_dict_per_adapter_and_selected_save_as_torch(T, P):
-    def mk():
-        T.manual_seed(0)
-        return T.nn.Sequential(T.nn.Linear(4, 4), T.nn.Linear(4, 2))
+    mk = functools.partial(_seeded_base, T, relu=False)
     m = P.get_peft_model(mk(), P.LoraConfig(r=2, target_modules=["0"], init_lora_weights=False))
     m.add_adapter("b", P.LoraConfig(r=2, target_modules=["1"], init_lora_weights=False))
     out = [sorted(P.get_peft_model_state_dict(m)), sorted(P.get_peft_model_state_dict(m, adapter_name="b"))]
@@ -1667,9 +1666,7 @@ def test_peft_config_roundtrip_as_torch(T, P):
 
 @compared()
 def test_peft_safe_serialization_false_as_torch(T, P):
-    def mk():
-        T.manual_seed(0)
-        return T.nn.Sequential(T.nn.Linear(4, 4), T.nn.Linear(4, 2))
+    mk = functools.partial(_seeded_base, T, relu=False)
     m = P.get_peft_model(mk(), P.LoraConfig(r=2, target_modules=["0"], init_lora_weights=False))
     with tempfile.TemporaryDirectory() as d:
         try:
