@@ -2,8 +2,9 @@
 
 The gradient must keep the bits of the NumPy passes it replaces (``g * cos + R^T (g * sin)``, a NaN's sign
 included), which are torch's autograd's through transformers' ``q * cos + rotate_half(q) * sin``; a Llama's
-gradient (a transposed [B, T, H, D] view, broadcast tables) must reach it, and a LoRA step's [8, 4, 128, 64]
-runs whole, as the forward does (handing half of it to a helper cost more than it saved).
+gradient (a transposed [B, T, H, D] view, broadcast tables) must reach it. A LoRA step's [8, 4, 128, 64] ran
+whole (handing half of it to a Python helper cost more than it saved); since round 26 it splits in gemm_pool's C
+threads (a hand-over of microseconds), one call that cuts the batch itself, as the forward.
 """
 import threading
 
@@ -17,8 +18,8 @@ from minilora.ops import nn
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not float32_math.native_available(), reason="no compiled kernels here")
 
-from test_threads_r23 import _bits, _llama_q, threads_calling  # noqa: E402  (a Llama's q layout with NaN, inf, -0;
-#                                                               bit patterns; the threads a kernel ran on)
+from test_threads_r23 import _bits, _llama_q, pool_blocks, threads_calling  # noqa: E402,F401  (a Llama's q layout
+#                        with NaN, inf, -0; bit patterns; the C threads' blocks; the threads a kernel ran on)
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def test_gradient_is_torchs(backward_calls):
     assert np.array_equal(_bits(grad), _bits(tq.grad.numpy()))
 
 
-def test_a_lora_steps_gradient_runs_whole(backward_calls):
+def test_a_lora_steps_gradient_splits_in_the_c_threads(backward_calls, pool_blocks):
     before = ml.parallel.num_threads()
     ml.parallel.set_num_threads(2)
     try:
@@ -69,16 +70,17 @@ def test_a_lora_steps_gradient_runs_whole(backward_calls):
         grad = _gradient(g, cos, sin, g)
     finally:
         ml.parallel.set_num_threads(before)
-    assert backward_calls == [threading.get_ident()]  # one call, on this thread: no split region
+    assert backward_calls == [threading.get_ident()] and pool_blocks == [2, 2]  # one call, cut in 2 in C (and the
+    #                                                                            forward before it)
     assert np.array_equal(_bits(grad), _bits(_numpy_passes(np.ascontiguousarray(g), cos, sin)))
 
 
-def test_uneven_blocks_side_by_side_keep_the_bits(split_into_blocks, backward_calls):
+def test_uneven_blocks_side_by_side_keep_the_bits(split_into_blocks, backward_calls, pool_blocks):
     g, cos, sin = _llama_q(7, 32, 4, 64, seed=8)
     expected = _bits(_numpy_passes(np.ascontiguousarray(g), cos, sin))
     for _ in range(10):  # 3 uneven blocks on 3 threads each time: every block writes its own rows only
         assert np.array_equal(_bits(_gradient(g, cos, sin, g)), expected)
-    assert len(backward_calls) == 30
+    assert len(backward_calls) == 10 and pool_blocks == [3] * 20  # (the forwards and the backwards)
 
 
 def test_what_the_kernel_does_not_take_runs_numpys_passes(backward_calls):

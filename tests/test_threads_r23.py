@@ -2,7 +2,8 @@
 
 The kernel must give the bits of the NumPy passes it replaces, which are torch's (transformers'
 ``q * cos + rotate_half(q) * sin``), split or whole, on 1 thread or 2, and a Llama's q and k (a transposed
-[B, T, H, D] view, broadcast tables) must reach it.
+[B, T, H, D] view, broadcast tables) must reach it. Since round 26 ``float32_math.rotary`` is called once per op
+and splits the batch itself, in gemm_pool's C threads (``pool_blocks`` records into how many blocks).
 """
 import threading
 
@@ -53,6 +54,20 @@ def threads_calling(monkeypatch, kernel):
 
 
 @pytest.fixture
+def pool_blocks(monkeypatch):
+    """Into how many blocks gemm_pool's C threads cut each row kernel's rows, one entry per job, from now on."""
+    from minilora import gemm_pool
+    blocks, run = [], gemm_pool.run
+
+    def recorded(rows, parts, products):
+        if any(isinstance(p, gemm_pool.RowKernel) for p in products):
+            blocks.append(parts)
+        return run(rows, parts, products)
+    monkeypatch.setattr(gemm_pool, "run", recorded)
+    return blocks
+
+
+@pytest.fixture
 def kernel_calls(monkeypatch):
     """The threads that ran ``float32_math.rotary`` on blocks, one entry per call."""
     return threads_calling(monkeypatch, "rotary")
@@ -88,26 +103,26 @@ def test_what_the_kernel_does_not_take_runs_numpys_passes(case, kernel_calls):
     assert np.array_equal(np.ascontiguousarray(out).view(as_bits), expected.view(as_bits))
 
 
-def test_two_threads_split_big_batches_with_one_threads_bits(kernel_calls, threads):
-    q, cos, sin = _llama_q(32, 128, 4, 64, seed=1)  # 1M elements: split from here (ops/nn.py Rotary.forward)
+def test_two_threads_split_big_batches_with_one_threads_bits(kernel_calls, pool_blocks, threads):
+    q, cos, sin = _llama_q(32, 128, 4, 64, seed=1)  # 1M elements
     threads(2)
     split = ml.ops.nn.rotary_embedding(ml.tensor(q), cos, sin).numpy()
-    assert len(kernel_calls) == 2  # two blocks (the helper's, or the caller's where the helper started late)
+    assert kernel_calls == [threading.get_ident()] and pool_blocks == [2]  # one call, split in the C threads
     threads(1)
     kernel_calls.clear()
     whole = ml.ops.nn.rotary_embedding(ml.tensor(q), cos, sin).numpy()
-    assert kernel_calls == [threading.get_ident()]  # set_num_threads(1): one call, on this thread
+    assert kernel_calls == [threading.get_ident()] and pool_blocks == [2]  # set_num_threads(1): whole, here
     assert np.array_equal(_bits(split), _bits(whole))
     assert np.array_equal(_bits(whole), _bits(_torchs(q, cos, sin)))
 
 
-def test_uneven_blocks_side_by_side_race_free(split_into_blocks, kernel_calls):
+def test_uneven_blocks_side_by_side_race_free(split_into_blocks, kernel_calls, pool_blocks):
     q, cos, sin = _llama_q(7, 32, 4, 64, seed=2)
     expected = _bits(_torchs(q, cos, sin))
     for _ in range(20):  # 3 uneven blocks on 3 threads each time: every block writes its own rows only
         out = ml.ops.nn.rotary_embedding(ml.tensor(q), cos, sin).numpy()
         assert np.array_equal(_bits(out), expected)
-    assert len(kernel_calls) == 60
+    assert len(kernel_calls) == 20 and pool_blocks == [3] * 20
 
 
 def test_rotary_gradient_unchanged(kernel_calls):
