@@ -162,6 +162,15 @@ def two_threads():
     torch.set_num_threads(1)  # (_torch_one_thread's choice for the reference checks)
 
 
+@pytest.fixture(params=[1, 2, 3])
+def any_threads(request):
+    """minilora on 1, 2 and 3 threads in turn (a split op's blocks: none, two, three uneven ones)."""
+    threads = ml.parallel.num_threads()
+    ml.parallel.set_num_threads(request.param)
+    yield request.param
+    ml.parallel.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     ml.manual_seed(0)

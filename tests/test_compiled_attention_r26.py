@@ -14,14 +14,6 @@ from minilora.ops import nn as nn_ops
 pytestmark = pytest.mark.skipif(compiled_attention._kernels() is None, reason="no C compiler: the NumPy code runs")
 
 
-@pytest.fixture(params=[1, 2, 3])
-def threads(request):
-    before = ml.parallel.num_threads()
-    ml.parallel.set_num_threads(request.param)
-    yield request.param
-    ml.parallel.set_num_threads(before)
-
-
 def _qkv(b, h, tq, tk, d, dv, transposed, rng):
     if transposed:  # (a Llama's q, k, v: [B, T, H, D] memory seen as [B, H, T, D])
         q = rng.standard_normal((b, tq, h, d)).astype(np.float32).transpose(0, 2, 1, 3)
@@ -70,7 +62,7 @@ CASES = [  # (b, h, tq, tk, d, dv, transposed, bias)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
-def test_compiled_attention_is_the_numpy_codes_bits(threads, case):
+def test_compiled_attention_is_the_numpy_codes_bits(any_threads, case):
     rng = np.random.default_rng(sum(case[:6]))
     b, h, tq, tk, d, dv, transposed, kind = case
     q, k, v = _qkv(b, h, tq, tk, d, dv, transposed, rng)

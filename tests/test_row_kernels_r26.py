@@ -17,14 +17,6 @@ compiled = pytest.mark.skipif(float32_sums._native_library() is None, reason="no
 SHAPES = [(1, 16), (3, 17), (5, 33), (257, 300), (1024, 256), (64, 4096)]
 
 
-@pytest.fixture(params=[1, 2, 3])
-def threads(request):
-    before = ml.parallel.num_threads()
-    ml.parallel.set_num_threads(request.param)
-    yield request.param
-    ml.parallel.set_num_threads(before)
-
-
 def _inputs(shape, dtype, seed=0):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape) * rng.uniform(0.01, 30, shape[:-1] + (1,))).astype(dtype)
@@ -41,7 +33,7 @@ def _forward_of_region(x, weight, eps):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("weighted", [True, False])
-def test_compiled_rms_norm_is_the_regions_bits(threads, dtype, shape, weighted):
+def test_compiled_rms_norm_is_the_regions_bits(any_threads, dtype, shape, weighted):
     x, w, g = _inputs(shape, dtype)
     weight = w if weighted else None
     eps = dtype(1e-6)
@@ -180,7 +172,7 @@ def test_swiglu_backward_without_the_up_gradient_leaves_it_none_in_blocks():
 
 @needs_kernels
 @pytest.mark.parametrize("backward", [False, True])
-def test_rotary_split_in_c_threads_is_the_numpy_passes_bits(threads, backward):
+def test_rotary_split_in_c_threads_is_the_numpy_passes_bits(any_threads, backward):
     rng = np.random.default_rng(9)
     x = rng.standard_normal((8, 128, 4, 64)).astype(np.float32).transpose(0, 2, 1, 3)  # (a Llama's q: a view)
     cos, sin = (rng.standard_normal((1, 1, 128, 64)).astype(np.float32) for _ in range(2))

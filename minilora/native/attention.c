@@ -130,25 +130,24 @@ static void backward_pair(const attention_args *a, int64_t pair, float *ds, floa
           of(&a->dk, pair, heads), a->dk.row);
 }
 
+/* A block's scratch of `floats` floats; NULL, with `failed` raised for the caller to run the NumPy code, if none. */
+static float *scratch(attention_args *a, int64_t floats) {
+    float *memory = malloc((size_t)floats * sizeof(float));
+    if (!memory) __atomic_store_n(&a->failed, 1, __ATOMIC_RELAXED);
+    return memory;
+}
+
 /* The row kernels gemm_pool.c calls on a block of pairs [first, last) (pair = batch * heads + head). */
 void ml_attention_forward_blocks(const void *arguments, int64_t first, int64_t last) {
     attention_args *a = (attention_args *)arguments;
-    float *q_scaled = malloc((size_t)(a->tq * a->d + a->tq) * sizeof(float));
-    if (!q_scaled) {
-        __atomic_store_n(&a->failed, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    for (int64_t pair = first; pair < last; pair++) forward_pair(a, pair, q_scaled, q_scaled + a->tq * a->d);
+    float *q_scaled = scratch(a, a->tq * a->d + a->tq);  /* (q scale, then the rows' peaks) */
+    for (int64_t pair = first; q_scaled && pair < last; pair++) forward_pair(a, pair, q_scaled, q_scaled + a->tq * a->d);
     free(q_scaled);
 }
 
 void ml_attention_backward_blocks(const void *arguments, int64_t first, int64_t last) {
     attention_args *a = (attention_args *)arguments;
-    float *ds = malloc((size_t)(a->tq * a->tk + a->dv_width) * sizeof(float));
-    if (!ds) {
-        __atomic_store_n(&a->failed, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    for (int64_t pair = first; pair < last; pair++) backward_pair(a, pair, ds, ds + a->tq * a->tk);
+    float *ds = scratch(a, a->tq * a->tk + a->dv_width);  /* (dS, then one row of g * out) */
+    for (int64_t pair = first; ds && pair < last; pair++) backward_pair(a, pair, ds, ds + a->tq * a->tk);
     free(ds);
 }
