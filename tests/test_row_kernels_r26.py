@@ -55,6 +55,28 @@ def test_compiled_rms_norm_is_the_regions_bits(any_threads, dtype, shape, weight
 
 
 @compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_of_nan_inf_zero_and_huge_values_are_the_regions_bits(dtype):
+    x, w, g = _inputs((6, 48), dtype)
+    x[0, 3], x[1] = np.nan, 0.0
+    x[2, 5], x[3, :] = np.inf, np.finfo(dtype).max / 4
+    x[4, :] = np.finfo(dtype).tiny * 3
+    x[5, 7] = -0.0
+    w[9] = np.nan
+    with np.errstate(all="ignore"):
+        expected = _forward_of_region(x, w, dtype(1e-6))
+        got = np.empty_like(x), np.empty((6, 1), dtype), np.empty_like(x)
+        assert float32_sums.rms_norm_rows(x, w, dtype(1e-6), *got)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+        gx, gx_mean = np.empty_like(x), np.empty_like(x)
+        nn_ops._rms_norm_backward_rows(g, x, expected[0], expected[1], gx, gx_mean, w)
+        summed = np.empty_like(x)
+        assert float32_sums.rms_norm_backward_rows(g, x, expected[1], w, summed)
+        np.testing.assert_array_equal(summed, gx + gx_mean)
+
+
+@compiled
 @pytest.mark.parametrize("case", ["narrow rows", "float16", "a view", "weight of another dtype", "short weight"])
 def test_what_the_kernels_do_not_take_is_declined_untouched(case):
     x, w, _ = _inputs((8, 64), np.float32)
