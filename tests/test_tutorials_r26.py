@@ -1574,12 +1574,16 @@ def test_autocast_cache_and_dtype_checks_as_torch(T, P):
     x = T.randn(2, 3)
     with T.autocast("cpu", dtype=T.bfloat16, cache_enabled=False):
         a = lin(x)
-    r = error_of(lambda: T.autocast("cpu", dtype=T.float64).__enter__())
+    with warnings.catch_warnings(record=True) as rec:  # (an unsupported dtype: autocast turns itself off)
+        warnings.simplefilter("always")
+        with T.autocast("cpu", dtype=T.float64):
+            off = [lin(x), T.is_autocast_enabled("cpu")]
+    r = [str(w.message) for w in rec] + off
     with T.autocast("cpu", dtype=T.bfloat16):
         i = T.addmm(T.zeros(3), x, lin.weight.T)
         e = T.exp(x)
         cat = T.cat([x, x.bfloat16()])
-    return [str(a.dtype)[-8:], a, r[:100], str(i.dtype)[-8:], str(e.dtype)[-7:], str(cat.dtype)[-7:]]
+    return [str(a.dtype)[-8:], a, r, str(i.dtype)[-8:], str(e.dtype)[-7:], str(cat.dtype)[-7:]]
 
 
 @compared()
@@ -1810,3 +1814,68 @@ def test_vmap_argument_errors_as_torch(T, P):
             error_of(lambda: F.vmap(f, in_dims=(0.5,))(x)), error_of(lambda: F.vmap(functools.partial(f, b=1), in_dims=3)(x)),
             error_of(lambda: F.vmap(f, in_dims=({"a": 0},))({"a": [x, 1.0]})),
             error_of(lambda: F.vmap(lambda a: a, in_dims=(None,))(T.ones(2))), error_of(lambda: F.vmap(f, in_dims=-3)(x))]
+
+
+@compared()
+def test_checkpoint_under_autocast_bf16_as_torch(T, P):
+    T.manual_seed(0)
+    net = T.nn.Sequential(T.nn.Linear(4, 4), T.nn.GELU(), T.nn.Linear(4, 2))
+    x = T.randn(3, 4, requires_grad=True)
+    with T.autocast("cpu", dtype=T.bfloat16):
+        y = T.utils.checkpoint.checkpoint(net, x, use_reentrant=False)
+        z = T.utils.checkpoint.checkpoint(net, x, use_reentrant=True)
+    (y.float().sum() + z.float().sum()).backward()
+    return [str(y.dtype)[-8:], y, z, x.grad, net[0].weight.grad]
+
+
+@compared()
+def test_checkpoint_tuple_in_a_block_training_as_torch(T, P):
+    T.manual_seed(0)
+    class Block(T.nn.Module):
+        def __init__(self):
+            super().__init__(); self.attn = T.nn.MultiheadAttention(4, 2, batch_first=True); self.ff = T.nn.Linear(4, 4)
+        def forward(self, h):
+            a, w = self.attn(h, h, h)
+            return self.ff(a) + h, w
+    blocks = T.nn.ModuleList([Block(), Block()])
+    opt = T.optim.AdamW(blocks.parameters(), lr=1e-2)
+    x = T.randn(2, 3, 4)
+    out = []
+    for step in range(2):
+        h = x
+        for b in blocks:
+            h, w = T.utils.checkpoint.checkpoint(b, h, use_reentrant=False)
+        loss = h.pow(2).mean() + w.sum() * 0.1
+        opt.zero_grad(); loss.backward(); opt.step(); out += [loss, w]
+    return out + [blocks[0].ff.weight]
+
+
+@compared()
+def test_gradscaler_with_clip_and_inf_step_skipped_as_torch(T, P):
+    T.manual_seed(0)
+    m = T.nn.Linear(3, 1)
+    opt = T.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    scaler = T.amp.GradScaler("cpu", init_scale=8.0)
+    out = []
+    for i in range(3):
+        opt.zero_grad()
+        x = T.randn(4, 3) if i != 1 else T.full((4, 3), float("inf"))
+        with T.autocast("cpu", dtype=T.bfloat16):
+            loss = m(x).float().mean()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        n = T.nn.utils.clip_grad_norm_(m.parameters(), 0.5)
+        r = scaler.step(opt)
+        scaler.update()
+        out += [n, r is None, scaler.get_scale(), m.weight.clone(), len(opt.state)]
+    return out
+
+
+@compared()
+def test_mha_train_dropout_weights_as_torch(T, P):
+    T.manual_seed(0)
+    mha = T.nn.MultiheadAttention(4, 2, dropout=0.5, batch_first=True)
+    x = T.randn(1, 3, 4)
+    o, w = mha(x, x, x)
+    o2, w2 = mha(x, x, x, need_weights=False)
+    return [o, w, o2, T.rand(1)]
