@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import minilora as ml
-from minilora import float32_math
+from minilora import compiled_attention, float32_math
 import minilora.nn.functional as F
 
 needs_compiled = pytest.mark.skipif(not float32_math.native_available(), reason="no compiled kernels here")
@@ -82,13 +82,16 @@ def attention_and_loss(seed):
 def test_attention_and_cross_entropy_shift_by_row_max(monkeypatch):
     with float32_math.numpy_port():  # the compiled kernels off: NumPy's max
         before = attention_and_loss(3)
+    compiled = attention_and_loss(3)  # (round 26: the attention's max in C, compiled_attention's ml_row_max)
     calls = []
     original = float32_math.row_max
     monkeypatch.setattr(float32_math, "row_max", lambda a: calls.append(a.shape) or original(a))
+    monkeypatch.setattr(compiled_attention, "forward", lambda *args: False)  # (the NumPy code's row_max calls)
     after = attention_and_loss(3)
     assert len(calls) >= 3  # (masked attention, causal attention, the loss's rows)
-    for x, y in zip(before, after):
+    for x, y, z in zip(before, after, compiled):
         assert same_bits(np.asarray(x, np.float32), np.asarray(y, np.float32))
+        assert same_bits(np.asarray(x, np.float32), np.asarray(z, np.float32))
 
 
 def softmax_family(seed):

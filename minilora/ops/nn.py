@@ -1096,15 +1096,21 @@ def _attention_forward(q, k, v, bias, out, probs, scale):
         peak = float32_math.row_max(scores)
         peak[peak == -np.inf] = 0  # a row with no key left: exp(-inf) = 0 everywhere, not NaN
     scores -= float32_math.row_max(scores) if peak is None else peak  # softmax without overflow
-    if xp is np and scores.dtype == float32:
-        float32_math.sleef_exp(scores, out=scores)  # (torch's exp, SLEEF's: compiled_attention's too)
-    else:
-        xp.exp(scores, out=scores)
+    _softmax_exp(scores)
     total = scores.sum(axis=-1, keepdims=True)
     if bias is not None:
         total[total == 0] = 1  # that row's probabilities stay 0: its output and gradients are 0
     scores /= total
     xp.matmul(_by_kv_head(probs, hkv), v, out=_by_kv_head(out, hkv))
+
+
+def _softmax_exp(scores):
+    """exp of attention's shifted scores, in place: float32 on the CPU as torch's exp (SLEEF's, which
+    ``compiled_attention``'s C code computes too), else the array library's (CuPy's on a GPU)."""
+    if type(scores) is np.ndarray and scores.dtype == float32:
+        float32_math.sleef_exp(scores, out=scores)
+    else:
+        xp_of(scores).exp(scores, out=scores)
 
 
 def _attention_backward(g, q, k, v, probs, out, dq, dk, dv, scale):
