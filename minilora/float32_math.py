@@ -822,6 +822,8 @@ def in_cache_slices(formula, *arrays):
 def sleef_exp(x, out=None):
     """``Sleef_expf16_u10`` (torch's ``Vectorized<float>::exp``) of a float32 array."""
     x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
+    if out is not None and _native_library() is None and np.may_share_memory(x, out):
+        x = x.copy()  # (in place: the port writes out before its last reads of x, the compiled kernel does not)
     out = np.empty(x.shape, _F32) if out is None else out
     flat, flat_out = np.ascontiguousarray(x).reshape(-1), out.reshape(-1)  # (out: contiguous)
     parallel.rows(_sleef_exp_blocks, flat, flat_out, work_per_row=4)  # (threads from 32k elements, as loop_exp)

@@ -121,3 +121,15 @@ def test_sdpa_of_a_llama_shape_is_close_to_torchs(two_threads):
     theirs.backward(torch.tensor(g))
     for m, t in tensors:
         np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_numpy_ports_exp_in_place_keeps_its_input():
+    """The NumPy code's float32 exp runs in place (``_softmax_exp``); without compiled kernels float32_math's port
+    wrote its output before its last reads of the input, and a masked attention came out NaN everywhere."""
+    from minilora import float32_math
+    x = np.array([[-np.inf, -200.0, -1.0, 0.0, 3.0, 90.0, np.inf, -0.5]] * 3, np.float32)
+    expected = float32_math.sleef_exp(x)
+    with float32_math.numpy_port():
+        in_place = x.copy()
+        float32_math.sleef_exp(in_place, out=in_place)
+    np.testing.assert_array_equal(in_place, expected)
