@@ -88,7 +88,7 @@ def _address(function):
 
 
 def _run(kernel, args, pairs, work_per_pair):
-    parallel.kernel_rows(pairs, gemm_pool.RowKernel(kernel, args), work_per_row=work_per_pair)
+    parallel.kernel_rows(pairs, gemm_pool.RowKernel(kernel, args, calls_blas=True), work_per_row=work_per_pair)
     return not args.failed
 
 

@@ -79,12 +79,13 @@ class Product:
 class RowKernel:
     """A compiled C function of another native library, ``void f(const void *args, int64_t first, int64_t
     last)``, that computes rows [first, last) of an op from ``args`` (a ctypes structure of its own: arrays'
-    addresses, sizes): the pool calls it on each block's rows; called as ``kernel(first, last)``, it runs here."""
+    addresses, sizes): the pool calls it on each block's rows; called as ``kernel(first, last)``, it runs here.
+    ``calls_blas``: the kernel calls BLAS itself (compiled_attention's), so it needs BLAS on one thread as products do."""
 
-    __slots__ = ("function", "args")
+    __slots__ = ("function", "args", "calls_blas")
 
-    def __init__(self, function, args):
-        self.function, self.args = function, args
+    def __init__(self, function, args, calls_blas=False):
+        self.function, self.args, self.calls_blas = function, args, calls_blas
 
     def __call__(self, first, last):
         self.function(ctypes.byref(self.args), first, last)
@@ -190,7 +191,7 @@ def run(rows, parts, products):
     if (not available() or len(products) > _MAX_OPS or dtype not in (np.float32, np.float64)
             or parts > MAX_BLOCKS):
         return False  # (available: MINILORA_GEMM_POOL=0, no compiler, or another thread still compiling it)
-    if any(isinstance(p, Product) for p in products) and blas.get_num_threads() not in (None, 1):
+    if any(isinstance(p, Product) or p.calls_blas for p in products) and blas.get_num_threads() not in (None, 1):
         # Each block's BLAS call must run on its one thread (parallel.products_run sets BLAS to one thread). Called
         # with OpenBLAS's own threads on, every block's call started them: 2 x 2 threads on 2 cores, and under a
         # real-time scheduler (chrt -f) the spinning threads never let each other run: a hang at 200% CPU.

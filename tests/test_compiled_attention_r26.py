@@ -133,3 +133,24 @@ def test_the_numpy_ports_exp_in_place_keeps_its_input():
         in_place = x.copy()
         float32_math.sleef_exp(in_place, out=in_place)
     np.testing.assert_array_equal(in_place, expected)
+
+
+def test_the_pool_declines_the_attention_kernel_while_openblas_runs_its_own_threads():
+    """Its blocks call sgemm: called directly with OpenBLAS's threads on, as a product (test_row_kernels_r26), the
+    pool declines it rather than start OpenBLAS's threads in each block (a livelock under chrt -f 99)."""
+    from minilora import blas, gemm_pool
+    if not gemm_pool.available() or blas.get_num_threads() is None:
+        pytest.skip("no pool or no OpenBLAS thread control here")
+    rng = np.random.default_rng(6)
+    q, k, v = _qkv(2, 2, 8, 8, 8, 8, False, rng)
+    out, probs = np.zeros((2, 2, 8, 8), np.float32), np.zeros((2, 2, 8, 8), np.float32)
+    args = compiled_attention._arguments(q, k, v, out, probs, 0.5)
+    kernel = gemm_pool.RowKernel(compiled_attention._kernels().ml_attention_forward_blocks, args, calls_blas=True)
+    before = blas.get_num_threads()
+    blas.set_num_threads(2)
+    try:
+        assert gemm_pool.run(4, 2, [kernel]) is False
+        assert not out.any()
+    finally:
+        blas.set_num_threads(before)
+    assert compiled_attention.forward(q, k, v, None, out, probs, 0.5) and out.any()  # (through products_run: runs)
