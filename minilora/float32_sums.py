@@ -166,7 +166,7 @@ def _native_library():
             library.ml_fma_product_columns.restype = None
             library.ml_welford_rows.argtypes = [pointer, pointer, pointer, size, size]
             library.ml_welford_rows.restype = None
-            for name in ("ml_rms_norm_rows", "ml_rms_norm_backward_rows"):
+            for name in ("ml_rms_norm_rows", "ml_rms_norm_backward_rows", "ml_outer_product_sums"):
                 for kernel in (getattr(library, name + "_f32"), getattr(library, name + "_f64")):
                     kernel.argtypes, kernel.restype = [pointer, ctypes.c_int64, ctypes.c_int64], None
         _NATIVE.update(tried=True, library=library)
@@ -181,6 +181,44 @@ class _RmsNormArgs(ctypes.Structure):  # float32_sums.c's rms_norm_args
 class _RmsNormBackwardArgs(ctypes.Structure):  # float32_sums.c's rms_norm_backward_args
     _fields_ = [(name, ctypes.c_void_p) for name in ("g", "x", "r", "weight", "gx", "gx_mean")] + [
         ("width", ctypes.c_int64)]
+
+
+class _OuterProductArgs(ctypes.Structure):  # float32_sums.c's outer_product_args
+    _fields_ = [(name, ctypes.c_void_p) for name in ("x", "y", "out", "acc", "ranges")] + [
+        ("rows", ctypes.c_int64), ("columns", ctypes.c_int64)]
+
+
+def column_sums_of_products(x, y):
+    """``(x * y).sum(0)`` of two C-contiguous float32 (float64) [rows, columns] arrays in torch's order (as
+    ``cascade_sum`` adds the product array), compiled without the product array: each product rounded, then
+    added (``_column_ranges_side_by_side``); None where that is not the sum cascade_sum would make (no
+    compiler, a short array or range, other layouts or dtypes)."""
+    if type(y) is not np.ndarray or type(x) is not np.ndarray or y.dtype != x.dtype or x.shape != y.shape \
+            or x.ndim != 2 or not y.flags.c_contiguous:
+        return None
+    return _column_ranges_side_by_side(x, y)
+
+
+def _column_ranges_side_by_side(x, y=None):
+    """The sums down the columns of the C-contiguous [rows, columns] ``x`` (of ``x * y``, each product rounded,
+    with ``y``), as cascade_sum's loop over torch's column ranges adds them, the ranges side by side in gemm_pool's
+    C threads (``ml_outer_product_sums``: ml_outer_sums on each range); None where that loop would not call
+    the compiled sums on every range (no compiler, a short range, one row or column)."""
+    library = _native_library()
+    if (library is None or type(x) is not np.ndarray or x.dtype not in _SUMMED or x.ndim != 2 or 1 in x.shape
+            or x.size <= _SHORT_SIZE or not x.flags.c_contiguous):
+        return None
+    rows, columns = x.shape
+    ranges = _column_ranges(x.size, columns, x.itemsize)
+    if any(rows * (end - begin) <= _SHORT_SIZE for begin, end in ranges):  # (_outer_sums' short form)
+        return None
+    out, acc = np.empty(columns, x.dtype), np.empty(4 * columns, x.dtype)  # (multi_row_sum's 4 levels)
+    bounds = np.array(ranges, np.int64)
+    args = _OuterProductArgs(x=native.address(x), y=None if y is None else native.address(y), out=native.address(out),
+                             acc=native.address(acc), ranges=native.address(bounds), rows=rows, columns=columns)
+    kernel = library.ml_outer_product_sums_f32 if x.dtype == np.float32 else library.ml_outer_product_sums_f64
+    parallel.kernel_rows(len(ranges), gemm_pool.RowKernel(kernel, args), work_per_row=x.size // len(ranges))
+    return out
 
 
 def rms_norm_rows(x, weight, eps, normed, r, out):
@@ -472,9 +510,11 @@ def cascade_sum(a, axes):
         columns = a.reshape(math.prod(a.shape[i] for i in axes), -1)
         if a.size <= _SHORT_SIZE:  # (one range of columns: below GRAIN_SIZE)
             return _outer_sums(columns).reshape(kept)
-        out = np.empty(columns.shape[1], a.dtype)
-        for begin, end in _column_ranges(a.size, columns.shape[1], a.itemsize):
-            out[begin:end] = _outer_sums(columns[:, begin:end])
+        out = _column_ranges_side_by_side(columns)
+        if out is None:
+            out = np.empty(columns.shape[1], a.dtype)
+            for begin, end in _column_ranges(a.size, columns.shape[1], a.itemsize):
+                out[begin:end] = _outer_sums(columns[:, begin:end])
         return out.reshape(kept)
     return _iterator_sum(a, axes)
 

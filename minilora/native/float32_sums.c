@@ -11,14 +11,19 @@
  * function once for two types. ---- */
 #define MAX_SUMS (ILP * SUM_LANES)
 
-static inline SUM_TYPE NAMED(load)(const SUM_TYPE *x, size_t i, int square) { return square ? x[i] * x[i] : x[i]; }
+/* Element i of what is summed: x's, its square (`square`), or its product with y's (`y`: another array of x's
+ * layout, as the rounded products of torch's ``(g * b).sum(0)``, without the product array). */
+static inline SUM_TYPE NAMED(load)(const SUM_TYPE *x, const SUM_TYPE *y, size_t i, int square) {
+    return y ? x[i] * y[i] : square ? x[i] * x[i] : x[i];
+}
 
 /* multi_row_sum: `count` running sums side by side (sum k reads x[i * row_step + k * col_step]) over `size` rows,
  * blocks of 2^p rows gathered level by level (p = max(4, ceil(log2(size)) / 4)), then the levels added
  * into level 0 in order; `acc` holds LEVELS x count sums, and level 0 (its first `count`) is the result.
  * (Inlined: each call site's constant count and steps let GCC vectorize it.) */
 static inline __attribute__((always_inline)) void NAMED(multi_row_sum)(
-        const SUM_TYPE *x, size_t row_step, size_t col_step, size_t size, size_t count, int square, SUM_TYPE *acc) {
+        const SUM_TYPE *x, const SUM_TYPE *y, size_t row_step, size_t col_step, size_t size, size_t count, int square,
+        SUM_TYPE *acc) {
     int power = ceil_log2(size) / LEVELS;
     size_t step, mask, i = 0;
     if (power < 4) power = 4;
@@ -27,7 +32,7 @@ static inline __attribute__((always_inline)) void NAMED(multi_row_sum)(
     memset(acc, 0, LEVELS * count * sizeof(SUM_TYPE));
     while (i + step <= size) {
         for (size_t j = 0; j < step; j++, i++)
-            for (size_t k = 0; k < count; k++) acc[k] += NAMED(load)(x, i * row_step + k * col_step, square);
+            for (size_t k = 0; k < count; k++) acc[k] += NAMED(load)(x, y, i * row_step + k * col_step, square);
         for (int level = 1; level < LEVELS; level++) {
             SUM_TYPE *below = acc + (level - 1) * count, *above = acc + level * count;
             for (size_t k = 0; k < count; k++) {
@@ -38,7 +43,7 @@ static inline __attribute__((always_inline)) void NAMED(multi_row_sum)(
         }
     }
     for (; i < size; i++)
-        for (size_t k = 0; k < count; k++) acc[k] += NAMED(load)(x, i * row_step + k * col_step, square);
+        for (size_t k = 0; k < count; k++) acc[k] += NAMED(load)(x, y, i * row_step + k * col_step, square);
     for (int level = 1; level < LEVELS; level++)
         for (size_t k = 0; k < count; k++) acc[k] += acc[level * count + k];
 }
@@ -47,12 +52,12 @@ static inline __attribute__((always_inline)) void NAMED(multi_row_sum)(
  * item_step, or one element): items i go to running sum i % 4, the last size % 4 items into the first, then the
  * four folded left to right into out[0 .. width). */
 static inline __attribute__((always_inline)) void NAMED(row_sum)(
-        const SUM_TYPE *x, size_t item_step, size_t size, int width, int square, SUM_TYPE *out) {
+        const SUM_TYPE *x, const SUM_TYPE *y, size_t item_step, size_t size, int width, int square, SUM_TYPE *out) {
     SUM_TYPE sums[LEVELS * MAX_SUMS];
     size_t whole = size / ILP * ILP, col_step = width == 1 ? item_step : 1;
-    NAMED(multi_row_sum)(x, ILP * item_step, col_step, size / ILP, (size_t)(ILP * width), square, sums);
+    NAMED(multi_row_sum)(x, y, ILP * item_step, col_step, size / ILP, (size_t)(ILP * width), square, sums);
     for (size_t i = whole; i < size; i++)
-        for (int l = 0; l < width; l++) sums[l] += NAMED(load)(x, i * item_step + l, square);
+        for (int l = 0; l < width; l++) sums[l] += NAMED(load)(x, y, i * item_step + l, square);
     for (int k = 1; k < ILP; k++)
         for (int l = 0; l < width; l++) sums[l] += sums[k * width + l];
     memcpy(out, sums, (size_t)width * sizeof(SUM_TYPE));
@@ -70,11 +75,33 @@ void NAMED(ml_outer_sums)(const SUM_TYPE *x, SUM_TYPE *out, SUM_TYPE *acc, size_
     for (size_t s = 0; s < slabs; s++) {
         const SUM_TYPE *slab = x + s * slab_step;
         SUM_TYPE *o = out + s * columns, sums[LEVELS * MAX_SUMS];
-        NAMED(multi_row_sum)(slab, row_step, 1, rows, grouped, 0, acc);
+        NAMED(multi_row_sum)(slab, 0, row_step, 1, rows, grouped, 0, acc);
         for (size_t j = 0; j < grouped; j++) o[j] = (SUM_TYPE)0 + acc[j];
         for (size_t j = grouped; j < columns; j++) {
-            NAMED(row_sum)(slab + j, row_step, rows, 1, 0, sums);
+            NAMED(row_sum)(slab + j, 0, row_step, rows, 1, 0, sums);
             o[j] = (SUM_TYPE)0 + sums[0];
+        }
+    }
+}
+
+/* ``x.sum(0)`` (``(x * y).sum(0)`` with y) of C-contiguous rows x columns arrays, on the column ranges [first,
+ * last) of a row kernel (minilora/gemm_pool.py's C threads): range r is columns [ranges[2 r], ranges[2 r + 1]),
+ * the part one of torch's threads sums (``parallel_dim_reduction``), added as ml_outer_sums adds that range (of
+ * the product array: each product rounded first). So the ranges run side by side, and a weight's gradient
+ * (RMSNorm's: the gradient times the normalised input) needs no product array. `acc`: LEVELS sums a column. */
+void NAMED(ml_outer_product_sums)(const void *arguments, int64_t first, int64_t last) {
+    const outer_product_args *a = arguments;
+    size_t rows = (size_t)a->rows, columns = (size_t)a->columns;
+    for (int64_t r = first; r < last; r++) {
+        size_t begin = (size_t)a->ranges[2 * r], width = (size_t)a->ranges[2 * r + 1] - begin;
+        const SUM_TYPE *x = (const SUM_TYPE *)a->x + begin, *y = a->y ? (const SUM_TYPE *)a->y + begin : 0;
+        SUM_TYPE *out = (SUM_TYPE *)a->out + begin, *acc = (SUM_TYPE *)a->acc + LEVELS * begin, sums[LEVELS * MAX_SUMS];
+        size_t group = width >= SUM_LANES ? ILP * SUM_LANES : ILP, grouped = width / group * group;
+        NAMED(multi_row_sum)(x, y, columns, 1, rows, grouped, 0, acc);
+        for (size_t j = 0; j < grouped; j++) out[j] = (SUM_TYPE)0 + acc[j];
+        for (size_t j = grouped; j < width; j++) {
+            NAMED(row_sum)(x + j, y ? y + j : 0, columns, rows, 1, 0, sums);
+            out[j] = (SUM_TYPE)0 + sums[0];
         }
     }
 }
@@ -87,13 +114,13 @@ void NAMED(ml_row_sums)(const SUM_TYPE *x, SUM_TYPE *out, size_t rows, size_t wi
         const SUM_TYPE *row = x + r * width;
         SUM_TYPE lanes[SUM_LANES], total = 0;
         if (width < SUM_LANES) {
-            NAMED(row_sum)(row, 1, width, 1, square, lanes);
+            NAMED(row_sum)(row, 0, 1, width, 1, square, lanes);
             out[r] = (SUM_TYPE)0 + lanes[0];
             continue;
         }
         size_t vectors = width / SUM_LANES;
-        NAMED(row_sum)(row, SUM_LANES, vectors, SUM_LANES, square, lanes);
-        for (size_t k = vectors * SUM_LANES; k < width; k++) total += NAMED(load)(row, k, square);
+        NAMED(row_sum)(row, 0, SUM_LANES, vectors, SUM_LANES, square, lanes);
+        for (size_t k = vectors * SUM_LANES; k < width; k++) total += NAMED(load)(row, 0, k, square);
         for (int l = 0; l < SUM_LANES; l++) total += lanes[l];
         out[r] = (SUM_TYPE)0 + total;
     }
@@ -168,6 +195,13 @@ typedef struct {
     int64_t width;
     double eps;              /* (the input's type's eps, exact in a double) */
 } rms_norm_args;
+
+typedef struct {  /* ml_outer_product_sums' */
+    const void *x, *y;        /* [rows, columns] twice (y NULL: x's own sums) */
+    void *out, *acc;          /* [columns], [LEVELS x columns] */
+    const int64_t *ranges;    /* the column ranges: [begin, end) pairs */
+    int64_t rows, columns;
+} outer_product_args;
 
 typedef struct {
     const void *g, *x, *r, *weight;  /* [rows, width] twice, [rows], [width] or NULL */

@@ -633,7 +633,8 @@ def _column_sum_as_torch(g, b):
     """``(g * b).sum(0)``: a weight's gradient summed over the rows, in torch's order for float32 and float64
     (``sum_to_size``'s cascade sum), else ``_column_sum``."""
     if _torch_bits_array(g) and g.dtype == b.dtype:
-        return float32_sums.cascade_sum(np.ascontiguousarray(g * b), (0,))
+        fused = float32_sums.column_sums_of_products(g, b)  # (the same sums, no product array, ranges side by side)
+        return fused if fused is not None else float32_sums.cascade_sum(np.ascontiguousarray(g * b), (0,))
     return _column_sum(g, b)
 
 
