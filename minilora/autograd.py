@@ -99,7 +99,7 @@ def _as_tuple(x):
     return (x,) if isinstance(x, Tensor) else tuple(x)
 
 
-def _seed(output, grad_output):
+def _seed(output, grad_output, index=0):
     """The gradient the pass starts from: ones for a scalar, else the caller's, shape-checked."""
     xp = output._device.xp
     if grad_output is None:
@@ -108,8 +108,7 @@ def _seed(output, grad_output):
         return xp.ones_like(output._array)
     array = grad_output._array if isinstance(grad_output, Tensor) else xp.asarray(grad_output)
     if array.shape != output._array.shape:
-        raise RuntimeError(f"Mismatch in shape: grad_output[0] has a shape of {tuple(array.shape)} "
-                           f"and output[0] has a shape of {tuple(output.shape)}.")
+        raise _tensor.shape_mismatch(array.shape, output.shape, index)
     return array.astype(output._array.dtype, copy=False)
 
 
@@ -139,7 +138,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         store = _GraphCaptureStore(inputs)
         for k, out in enumerate(outputs):
             _refuse_no_grad_fn(out, k)
-        seeds = [higher_order.seed(out, go) for out, go in zip(outputs, grad_outputs)]
+        seeds = [higher_order.seed(out, go, k) for k, (out, go) in enumerate(zip(outputs, grad_outputs))]
         with _tensor.backward_over_inputs(True):
             higher_order.run_backward_graph(outputs, seeds, retain_graph is None or bool(retain_graph), store)
         return _grad_results(inputs, store.grads, allow_unused, materialize_grads)
@@ -149,7 +148,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         for k, (out, go) in enumerate(zip(outputs, grad_outputs)):
             _refuse_no_grad_fn(out, k)
             # the graph may be shared by the outputs: free it only after the last one
-            _run_backward(out, _seed(out, go), bool(retain_graph) or k < last, store)
+            _run_backward(out, _seed(out, go, k), bool(retain_graph) or k < last, store)
     return _grad_results(inputs, store.grads, allow_unused, materialize_grads)
 
 

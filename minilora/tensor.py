@@ -2034,6 +2034,14 @@ def _keeps_dtype(number, dtype):
     kind = number.__class__
     return kind is bool or (kind is int and dtype.kind in "iufc") or (kind is float and dtype.kind in "fc")
 
+
+def shape_mismatch(grad_shape, output_shape, index=0):
+    """torch's error for a backward pass seeded with a gradient of the wrong shape (``y.backward(g)``,
+    ``autograd.grad(..., grad_outputs=)``), naming which output."""
+    from .size import torch_spelling
+    return RuntimeError(f"Mismatch in shape: grad_output[{index}] has a shape of {torch_spelling(grad_shape)} and "
+                        f"output[{index}] has a shape of {torch_spelling(output_shape)}.")
+
 class Tensor:
     __slots__ = ("_array", "_grad", "_requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
                  "_inference", "__weakref__")
@@ -2170,8 +2178,9 @@ class Tensor:
                                    f"grad_dtype with caution. Diverging the dtypes of a tensor and its gradient may "
                                    f"break downstream systems that assume they match.")
             if value.shape != self.shape:
-                raise RuntimeError(f"assigned grad has data of a different size ({tuple(value.shape)}"
-                                   f" for a tensor of shape {tuple(self.shape)})")
+                raise RuntimeError(f"attempting to assign a gradient of size '{list(value.shape)}' to a tensor of size "
+                                   f"'{list(self.shape)}'. Please ensure that the gradient and the tensor are the same "
+                                   f"size")
             if value._device is not self._device:
                 raise RuntimeError(f"assigned grad has data located on a different device "
                                    f"({value._device.name}, tensor on {self._device.name})")
@@ -2951,8 +2960,7 @@ class Tensor:
                                 f"{type(gradient).__name__}")  # would scale silently: torch refuses it)
             gradient = gradient._array if isinstance(gradient, Tensor) else xp.asarray(gradient)
             if gradient.shape != self.shape:
-                raise RuntimeError(f"backward(): mismatch in shape: gradient has shape "
-                                   f"{tuple(gradient.shape)} but the tensor has shape {tuple(self.shape)}")
+                raise shape_mismatch(gradient.shape, self.shape)
             gradient = dtypes.cast(gradient, self.dtype) if gradient.dtype != self.dtype else gradient
         store = None if inputs is None else _InputsGradStore(gradient, inputs)  # .grad of those only
         watched = _grads_before()  # leaves with post-accumulate-grad hooks (DistributedDataParallel)

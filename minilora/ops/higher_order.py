@@ -2075,7 +2075,7 @@ class GradStore:
 __all__ = ["run_backward_graph", "GradStore", "NotDifferentiableBackward", "ScatterIndexed", "sum_to", "DelayedError"]
 
 
-def seed(output, grad_output):
+def seed(output, grad_output, index=0):
     """The gradient a recorded pass starts from: ones for a one-element output, else the caller's
     tensor itself (it may be in a graph: the double-vjp trick differentiates with respect to it)."""
     if grad_output is None:
@@ -2085,8 +2085,7 @@ def seed(output, grad_output):
     if not isinstance(grad_output, Tensor):
         grad_output = _constant(output._device.xp.asarray(grad_output), output)
     if tuple(grad_output.shape) != tuple(output.shape):
-        raise RuntimeError(f"Mismatch in shape: grad_output[0] has a shape of {tuple(grad_output.shape)} "
-                           f"and output[0] has a shape of {tuple(output.shape)}.")
+        raise _t.shape_mismatch(grad_output.shape, output.shape, index)
     return grad_output if grad_output.dtype == output.dtype else grad_output.to(output.dtype)
 
 
