@@ -18,6 +18,7 @@ thread while it computes, and puts the caller's count back afterwards (``minilor
 """
 import ctypes
 import functools
+import threading
 
 import numpy as np
 
@@ -74,11 +75,49 @@ def get_num_threads():
 
 def set_num_threads(n):
     """Set OpenBLAS's own thread count (NumPy's BLAS on Linux and Windows); False where there is
-    none (other BLAS libraries are left alone)."""
+    none (other BLAS libraries are left alone). While a thread flushes denormals (``hold_one_thread``)
+    the count is kept for later and OpenBLAS stays on one thread."""
+    global _count_after_hold
     setter = _thread_setter()
-    if setter is not None:
-        setter(int(n))
-    return setter is not None
+    if setter is None:
+        return False
+    with _hold_lock:
+        if _holders:
+            _count_after_hold = int(n)
+        else:
+            setter(int(n))
+    return True
+
+
+# OpenBLAS's own threads keep the MXCSR they started with: NumPy's wheels are built without OpenBLAS's
+# CONSISTENT_FPCSR, which would hand them the caller's. So after set_flush_denormal(True), a product big enough
+# for OpenBLAS to thread came out half flushed (the caller's rows flushed, the workers' not), where torch's is
+# flushed throughout. While any thread has turned flushing on, OpenBLAS runs on the calling thread alone; the
+# count set meanwhile (parallel.computing saves and restores it) takes effect when the last one turns it off.
+# (A thread that ends while flushing keeps holding: only speed is lost.)
+_hold_lock = threading.RLock()  # (reentrant: a signal handler may call set_flush_denormal inside it)
+_holders = set()  # the threads (idents) that turned flushing on
+_count_after_hold = None
+
+
+def hold_one_thread(holder, hold):
+    """``hold=True``: ``holder`` (a thread ident) needs OpenBLAS on one thread until it calls this with False."""
+    global _count_after_hold
+    setter = _thread_setter()
+    if setter is None:
+        return
+    with _hold_lock:
+        was_held = bool(_holders)
+        if hold:
+            _holders.add(holder)
+        else:
+            _holders.discard(holder)
+        if _holders and not was_held:
+            _count_after_hold = get_num_threads()
+            setter(1)
+        elif was_held and not _holders:
+            setter(_count_after_hold)
+            _count_after_hold = None
 
 
 @functools.lru_cache(maxsize=None)

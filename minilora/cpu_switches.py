@@ -12,7 +12,9 @@ in torch. MXCSR is per thread, and whoever set the caller's -- this function, ``
 a library built with ``-ffast-math`` -- the blocks of a big op run under the caller's: ``parallel.py``'s
 helper threads read the caller's ``control()`` with each block and ``follow`` it, and gemm_pool.c's C
 threads do the same in C. (A thread keeps the register it had when it started, so without this a helper
-started before the switch computed its rows unflushed: an op's rows half flushed, half not.) Where the CPU
+started before the switch computed its rows unflushed: an op's rows half flushed, half not.) OpenBLAS's own
+threads cannot follow (NumPy's build does not pass them the caller's register), so while this function has
+flushing on in any thread, OpenBLAS runs on one thread (``blas.hold_one_thread``). Where the CPU
 or C library is another (not x86-64 Linux) it changes nothing and returns False, torch's answer on a CPU
 without the bits.
 """
@@ -22,6 +24,9 @@ import numbers
 import os
 import platform
 import sys
+import threading
+
+from . import blas
 
 _NOT_SET = None
 _interop = {"threads": _NOT_SET}
@@ -88,7 +93,10 @@ def set_flush_denormal(mode):
     if environment is None:
         return False
     bits = _mxcsr(environment) & CONTROL_BITS
-    return _set_control(environment, bits | _FTZ_DAZ if mode else bits & ~_FTZ_DAZ)
+    done = _set_control(environment, bits | _FTZ_DAZ if mode else bits & ~_FTZ_DAZ)
+    if done:  # OpenBLAS's own threads would not follow this thread's register (blas.hold_one_thread)
+        blas.hold_one_thread(threading.get_ident(), mode)
+    return done
 
 
 def control():
