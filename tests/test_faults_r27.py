@@ -50,3 +50,86 @@ def test_thread_count_set_while_flushing_waits_for_the_end(openblas_threaded):
     assert blas.get_num_threads() == 1
     minilora.set_flush_denormal(False)
     assert blas.get_num_threads() == 2
+
+
+# --- the OpenAI-compatible server: values nested past Python's stack, an adapter too big to allocate -------------
+DEPTH = 100_000  # (json's C scanner recurses once per level: Python's limit, ~1000, stops it long before)
+
+
+try:  # test_serve_r16's served tiny model (two adapters, a chat template): a module-scoped fixture
+    from test_serve_r16 import client  # noqa: F401
+except pytest.skip.Exception:  # (no pydantic or starlette: the server's tests skip, the rest run)
+    @pytest.fixture
+    def client():
+        pytest.skip("minilora serve needs pydantic and starlette")
+
+
+@pytest.fixture
+def served(client):
+    return client
+
+
+def post(served, path, body):
+    return served.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
+
+
+def test_a_body_nested_past_pythons_stack_is_fastapis_400(served):
+    """json.loads' RecursionError escaped as a 500 "the server failed"; FastAPI answers any failure to read a
+    body other than a JSON syntax error with 400 "There was an error parsing the body" (vLLM's too)."""
+    response = post(served, "/v1/completions", '{"model": "a", "prompt": "Hi", "x": ' + "[" * DEPTH + "]" * DEPTH + "}")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == {"message": "There was an error parsing the body", "type": "Bad Request",
+                                        "param": None, "code": 400}
+
+
+def test_tool_call_arguments_nested_past_pythons_stack_are_a_400_naming_messages(served):
+    """An assistant message's tool call sent back with arguments nested 100,000 deep: a 500 before."""
+    import json
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[" * DEPTH + "]" * DEPTH}}
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
+    response = post(served, "/v1/chat/completions", json.dumps({"model": "a", "messages": messages, "max_tokens": 1}))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "messages" and "arguments are not JSON" in error["message"]
+
+
+def test_a_models_answer_nested_past_pythons_stack_is_no_tool_call():
+    """A "required" tool choice reads the model's answer as a JSON list of calls: nested past the stack (a long
+    answer of '['s), json's RecursionError escaped from the reading, where any other non-list is no call."""
+    pytest.importorskip("starlette")
+    from minilora.serve import app
+    assert app._tool_calls("required", "[" * DEPTH) is None
+    assert app._calls_so_far("[" + "[" * DEPTH) == [(None, None, False)]
+
+
+def test_a_recursion_error_in_a_route_is_a_400_not_a_server_fault():
+    """Whatever else reads a request's values recursively (a schema, a template's arguments): too deep is the
+    request's fault, a 400 in OpenAI's error JSON."""
+    pytest.importorskip("starlette")
+    import asyncio
+    import json
+    from minilora.serve import app
+
+    async def nested(request):
+        raise RecursionError("maximum recursion depth exceeded")
+    response = asyncio.run(app._guarded(nested)(None))
+    assert response.status_code == 400
+    assert "nests its values too deeply" in json.loads(response.body)["error"]["message"]
+
+
+def test_an_adapter_whose_rank_cannot_be_allocated_is_a_400_and_changes_nothing(served, tmp_path):
+    """adapter_config.json with r = 10**9 (a 60 GiB lora_A): the MemoryError was a 500 "the server failed"."""
+    import json
+    from minilora.lora import get_peft_model
+    from test_serve import adapter_config, base_model
+    get_peft_model(base_model(), adapter_config(3)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    (tmp_path / "adapter_config.json").write_text(json.dumps({**config, "r": 10**9}))
+    before = served.get("/v1/models").json()
+    response = served.post("/v1/load_lora_adapter", json={"lora_name": "huge", "lora_path": str(tmp_path)})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "lora_path" and "Unable to allocate" in error["message"]
+    assert served.get("/v1/models").json()["data"] == before["data"]
+    assert served.post("/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 2}).status_code == 200

@@ -82,6 +82,7 @@ import math
 import os
 import re
 import secrets
+import sys
 import time
 import uuid
 from http import HTTPStatus
@@ -468,8 +469,8 @@ class _Server:
         except json.JSONDecodeError as exc:
             raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
                                            "input": {}, "ctx": {"error": exc.msg}}]) from None
-        except ValueError:
-            raise _BadBody("There was an error parsing the body") from None
+        except (ValueError, RecursionError):  # (bytes no text, 4300+ digits, arrays nested past Python's stack:
+            raise _BadBody("There was an error parsing the body") from None  # FastAPI's 400 for any other failure)
 
     def _adapter_of(self, body):
         """The adapter a request's ``model`` names; None for the base. As vLLM's protocol, ``model`` is
@@ -1074,7 +1075,7 @@ def _parsed_arguments(call):
     function = call["function"]
     try:
         arguments = json.loads(function["arguments"]) if function["arguments"] else {}
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # (nested past Python's stack: no JSON minilora can read)
         raise EngineError(400, f"messages: a tool call's arguments are not JSON: {exc}", "messages") from None
     return {**call, "function": {**function, "arguments": arguments}}
 
@@ -1264,7 +1265,7 @@ def _calls_so_far(text):
             break
         try:
             call, at = decoder.raw_decode(text, at)
-        except ValueError:
+        except (ValueError, RecursionError):  # (a model's [[[[... past Python's stack is no call either)
             named = _CALL_NAME.match(text, at)
             calls.append((json.loads(named.group(1)) if named else None, None, False))
             break
@@ -1286,7 +1287,7 @@ def _tool_calls(tool, text):
         return [{"id": _tool_call_id(), "type": "function", "function": {"name": tool["name"], "arguments": text}}]
     try:
         calls = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # (the model's text nested past Python's stack: no list of calls)
         return None
     if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
         return None
@@ -1457,6 +1458,9 @@ def _guarded(handler, api_key=None, path=None):
             return _invalid_body(exc.errors, {**_endpoint_of(handler), "path": where})
         except _BadBody as exc:
             return _error(400, str(exc), kind="Bad Request")
+        except RecursionError:  # a request's values nested deeper than the code reading them can recurse
+            return _error(400, "the request nests its values too deeply to be read (Python's recursion limit: "
+                               f"{sys.getrecursionlimit()})")
         except Exception as exc:  # a fault of the server's: still OpenAI's error JSON (Starlette's is plain text)
             logging.getLogger("minilora.serve").exception("%s %s failed", request.method, request.url.path)
             return _error(500, f"the server failed: {type(exc).__name__}: {exc}")

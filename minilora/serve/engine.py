@@ -268,7 +268,9 @@ class Engine:
                 self.model.load_adapter(path, adapter_name=key)
             else:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=key).eval()
-        except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, NotImplementedError, MemoryError) as exc:
+            # (MemoryError: a config's rank of 10**9 asks for 60 GiB of lora_A -- the request's fault, and the
+            # model is left as it was: the adapter's layers go when its loading fails)
             raise EngineError(400, f"cannot load adapter {name!r} from {path!r}: {exc}", "lora_path") from None
         self.model.eval()
         self.batch.adapters_changed(self.model)  # new layers, new stacks
