@@ -13,6 +13,7 @@ import argparse
 import errno
 import importlib
 import math
+import os
 import sys
 
 # name -> (module, one line for `minilora --help`)
@@ -50,6 +51,11 @@ def non_negative_int(text):
     return _number(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
+def port_number(text):
+    """A TCP port: 0 (the system picks a free one) to 65535 (99999 was a traceback from the socket's bind)."""
+    return _number(text, int, lambda v: 0 <= v <= 65535, "a port number in 0-65535")
+
+
 def positive_float(text):
     return _number(text, float, lambda v: v > 0, "a number > 0")
 
@@ -75,6 +81,23 @@ def device_name(text):
 
 class UsageError(Exception):
     """A user's mistake found while a command runs: ``minilora <command>: error: <message>``, exit 2."""
+
+
+def output_folder(path, option="--out", make=True, what="the run folder"):
+    """Check the folder a command writes into before any work, so that a bad one is a usage error now, not a
+    traceback (or an error after an hour of training): a name that is a file; with ``make``, a folder that cannot be
+    made (a name under a file, a virtual file system such as /proc) or written in (read-only, forbidden) -- it is
+    made, and a file is made in it and taken out again."""
+    import tempfile
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{option} {path} is a file; {what} must be a folder (or a new name)")
+    if not make:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot make this folder or write in it ({exc.strerror or exc})") from None
 
 
 def build_parser(command=None):

@@ -479,12 +479,12 @@ def _model_folder(args):
 
 
 def cli_main(args):
-    from .cli import UsageError
+    from .cli import UsageError, output_folder
     from .data import TASKS
     if args.task not in TASKS or not TASKS[args.task].downstream:
         raise UsageError(f"unknown task {args.task!r}; choose one of {[n for n, t in TASKS.items() if t.downstream]}")
-    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} is a file; the run folder must be a folder (or a new name)")
+    if args.out:  # (the experiment writes its table after every run: a bad folder was found then)
+        output_folder(args.out)
     model = _model_folder(args)
     try:
         if args.command == "experiment":

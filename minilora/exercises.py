@@ -463,7 +463,14 @@ def cli_main(args):
         print(_table(rows, ("exercise", "marker", "notebook", "file", "state", "what to do")))
         return 0
     if args.action == "build":
-        chosen = build(args.dir, source=args.source, only=args.only)
+        from .cli import UsageError, output_folder
+        # (the copy is assembled beside DIR: a parent that cannot hold it is found now, not as the temporary
+        # copy's own traceback; a DIR that is there and not empty, or a source that is no checkout, is the user's)
+        output_folder(os.path.dirname(os.path.abspath(args.dir)), f"{args.dir}: its folder", what="it")
+        try:
+            chosen = build(args.dir, source=args.source, only=args.only)
+        except (FileExistsError, FileNotFoundError) as exc:
+            raise UsageError(str(exc)) from None
         print(f"wrote a student copy to {args.dir} with {len(chosen)} exercise(s) stubbed: "
               f"{', '.join(e.number for e in chosen)}")
         print(f"next:  pip install -e {args.dir}  &&  cd {args.dir}  &&  minilora exercises check\n"

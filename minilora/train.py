@@ -1444,12 +1444,11 @@ def _train_command(args, rank=0, world=1):
     steps = args.steps if args.steps is not None else recommended["steps"]
     lr = args.lr if args.lr is not None else recommended["lr"]
     out = _run_folder(args)
-    from .cli import UsageError
+    from .cli import UsageError, output_folder
     if args.resume:
         saved_lr = _checkpoint_learning_rate(os.path.join(out, CHECKPOINT_NAME))
         lr = saved_lr if args.lr is None else lr  # no --lr: the interrupted run's own, not the recommended one
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} is a file; the run folder must be a folder (or a new name)")
+    output_folder(out, make=rank == 0)  # (rank 0 alone writes the run's files)
     try:  # (a folder named checkpoint.npz in it: found before any work, not after the first steps)
         _check_out_dir(out)
     except IsADirectoryError as exc:

@@ -133,3 +133,50 @@ def test_an_adapter_whose_rank_cannot_be_allocated_is_a_400_and_changes_nothing(
     assert error["param"] == "lora_path" and "Unable to allocate" in error["message"]
     assert served.get("/v1/models").json()["data"] == before["data"]
     assert served.post("/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 2}).status_code == 200
+
+
+# --- the CLI: a folder it cannot write in, a port no socket has -----------------------------------------------------
+def run_cli(argv, capsys):
+    from minilora.cli import main
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("command", [["train", "--steps", "1"], ["demo", "--steps", "1"], ["experiment", "ranks"]])
+def test_an_out_folder_that_cannot_be_made_is_a_usage_error_before_any_work(command, tmp_path, capsys, monkeypatch):
+    """--out under a file (or on /proc, read-only, forbidden): train and demo ended in os.makedirs' traceback, and
+    the experiment found it only when writing its table, after every run."""
+    from minilora import demo, train
+    (tmp_path / "a_file").write_text("")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started its work")
+    monkeypatch.setattr(demo, "run_rank_experiment", no_work)
+    monkeypatch.setattr(demo, "run_demo", no_work)
+    monkeypatch.setattr(train, "_load_model", no_work)
+    code, text = run_cli([*command, "--out", str(tmp_path / "a_file" / "run")], capsys)
+    assert code == 2 and "Traceback" not in text, text
+    assert f"--out {tmp_path / 'a_file' / 'run'}: cannot make this folder or write in it (Not a directory)" in text
+
+
+def test_exercises_build_names_a_folder_it_cannot_use_in_one_line(tmp_path, capsys):
+    """A DIR under a file, or one that is there and not empty: tracebacks of FileExistsError before."""
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    for where, words in ((tmp_path / "a_file" / "copy", "its folder"), (tmp_path / "full", "is not empty")):
+        code, text = run_cli(["exercises", "build", str(where)], capsys)
+        assert code == 2 and "Traceback" not in text and words in text, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "full"]
+
+
+def test_a_port_past_65535_is_refused_by_its_option():
+    """`minilora serve --port 99999` loaded the model, then died in the socket's bind with an OverflowError."""
+    from minilora.cli import build_parser
+    with pytest.raises(SystemExit):
+        build_parser("serve").parse_args(["serve", "--port", "99999"])
+    assert build_parser("serve").parse_args(["serve", "--port", "65535"]).port == 65535

@@ -17,7 +17,7 @@ __all__ = ["add_cli_arguments", "cli_main", "load_engine", "make_server", "serve
 
 
 def add_cli_arguments(parser, name):
-    from ..cli import device_name, non_negative_int, positive_int
+    from ..cli import device_name, non_negative_int, port_number, positive_int
     where = ("a Llama folder (config.json + model.safetensors, and tokenizer.json if it has one); "
              "default: the base model shipped with minilora")
     parser.add_argument("model", nargs="?", default=None, metavar="MODEL", help=where + " (as `vllm serve MODEL`)")
@@ -43,7 +43,7 @@ def add_cli_arguments(parser, name):
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; vLLM listens on all "
                              "addresses, pass --host 0.0.0.0 for that)")
-    parser.add_argument("--port", type=non_negative_int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--max-batch-size", "--max-num-seqs", dest="max_batch_size", type=positive_int, default=8,
                         help="requests decoded together in one forward pass (vLLM's --max-num-seqs; default 8)")
     parser.add_argument("--max-queue", type=non_negative_int, default=32,
