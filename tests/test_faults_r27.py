@@ -5,6 +5,7 @@ import pytest
 
 import minilora
 from minilora import blas
+from test_faults import run_cli  # (minilora's main in this process: exit code, output)
 
 
 @pytest.fixture
@@ -136,16 +137,6 @@ def test_an_adapter_whose_rank_cannot_be_allocated_is_a_400_and_changes_nothing(
 
 
 # --- the CLI: a folder it cannot write in, a port no socket has -----------------------------------------------------
-def run_cli(argv, capsys):
-    from minilora.cli import main
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
 @pytest.mark.parametrize("command", [["train", "--steps", "1"], ["demo", "--steps", "1"], ["experiment", "ranks"]])
 def test_an_out_folder_that_cannot_be_made_is_a_usage_error_before_any_work(command, tmp_path, capsys, monkeypatch):
     """--out under a file (or on /proc, read-only, forbidden): train and demo ended in os.makedirs' traceback, and
