@@ -3,7 +3,8 @@
 A module named here provides ``add_cli_arguments(parser)`` and ``cli_main(args) -> int``; this file
 only routes, so ``minilora --help`` stays fast (no module is imported until its command runs).
 
-Ctrl-C prints ``minilora <command>: interrupted`` and exits with the shell's status 130.
+Ctrl-C prints ``minilora <command>: interrupted`` and exits with the shell's status 130; a full disk (or a
+read-only folder) and an allocation the machine cannot hold print one line and exit with status 1.
 A user's mistake prints one line, ``minilora <command>: error: ...``, and exits with status 2, as
 argparse does: a bad option value is caught by the argument types below, a mistake found later (a
 folder that is not a model) by raising ``UsageError`` in ``cli_main``. Anything else is a bug and
@@ -140,6 +141,10 @@ def main(argv=None):
         if exc.errno not in DISK_ERRNOS:
             raise
         print(f"minilora {args.command}: {exc}", file=sys.stderr)  # (the error names the file)
+        return 1
+    except MemoryError as exc:  # sizes this machine cannot hold (--r 1000000000, an adapter of that rank): its
+        # state and the user's numbers, as a full disk is, not a bug -- one line naming the allocation
+        print(f"minilora {args.command}: out of memory: {exc or 'MemoryError'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C is the user's choice, not a bug: no traceback, the shell's 130
         saved = getattr(exc, "checkpoint", None)  # train's TrainingInterrupted: the finished steps are kept

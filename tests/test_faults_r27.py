@@ -53,6 +53,11 @@ def test_thread_count_set_while_flushing_waits_for_the_end(openblas_threaded):
     assert blas.get_num_threads() == 2
 
 
+# A LoRA rank whose matrices no 64-bit address space holds (582 TiB for a hidden size of 16): the allocation fails
+# at once however the system overcommits memory (a rank of 10**9, 60 GiB, could be granted and then touched)
+HUGE_RANK = 10**13
+
+
 # --- the OpenAI-compatible server: values nested past Python's stack, an adapter too big to allocate -------------
 DEPTH = 100_000  # (json's C scanner recurses once per level: Python's limit, ~1000, stops it long before)
 
@@ -120,13 +125,13 @@ def test_a_recursion_error_in_a_route_is_a_400_not_a_server_fault():
 
 
 def test_an_adapter_whose_rank_cannot_be_allocated_is_a_400_and_changes_nothing(served, tmp_path):
-    """adapter_config.json with r = 10**9 (a 60 GiB lora_A): the MemoryError was a 500 "the server failed"."""
+    """adapter_config.json with r = 10**13 (a lora_A of 582 TiB): the MemoryError was a 500 "the server failed"."""
     import json
     from minilora.lora import get_peft_model
     from test_serve import adapter_config, base_model
     get_peft_model(base_model(), adapter_config(3)).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "adapter_config.json").read_text())
-    (tmp_path / "adapter_config.json").write_text(json.dumps({**config, "r": 10**9}))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({**config, "r": HUGE_RANK}))
     before = served.get("/v1/models").json()
     response = served.post("/v1/load_lora_adapter", json={"lora_name": "huge", "lora_path": str(tmp_path)})
     assert response.status_code == 400, response.text
@@ -171,3 +176,11 @@ def test_a_port_past_65535_is_refused_by_its_option():
     with pytest.raises(SystemExit):
         build_parser("serve").parse_args(["serve", "--port", "99999"])
     assert build_parser("serve").parse_args(["serve", "--port", "65535"]).port == 65535
+
+
+def test_an_allocation_the_machine_cannot_hold_is_one_line_not_a_traceback(tmp_path, capsys):
+    """`minilora train --r 10000000000000` (or demo's --rank, generate's --adapter of that rank) ended in NumPy's
+    _ArrayMemoryError traceback: the machine's state and the user's numbers, as a full disk is, not a bug."""
+    code, text = run_cli(["train", "--steps", "1", "--r", str(HUGE_RANK), "--out", str(tmp_path / "run")], capsys)
+    assert code == 1 and "Traceback" not in text, text
+    assert "minilora train: out of memory: Unable to allocate" in text
