@@ -490,8 +490,27 @@ inline F __emu_atomic_float_update(F* a, F v, bool add, const char* what, const 
             return old_val;
     }
 }
+// atomicAdd on a float is PTX's atom.add.f32, which "flushes subnormal inputs and results to sign-preserving zero
+// on global memory but supports subnormal inputs and results and doesn't flush them to zero on shared memory" (the
+// PTX ISA, atom), whatever -ftz says: a sum in this build's float arithmetic kept them on global memory (and flushed
+// them on shared memory under -ftz=true).  The sum itself is defined below, with the float fma that keeps subnormals.
+namespace __emu {
+inline float atomic_add_f32(float old, float v, bool on_shared_memory);
+}
 inline float atomicAdd(float* a, float v, __EMU_AT) {
-    return __emu_atomic_float_update<float, uint32_t>(a, v, true, "atomicAdd", __file, __line);
+    __emu::atomic_at(a, sizeof(float), "atomicAdd", __file, __line);
+    const bool on_shared_memory = __emu::is_shared_address(a);
+    uint32_t* p = reinterpret_cast<uint32_t*>(a);
+    uint32_t old_bits = __atomic_load_n(p, __ATOMIC_RELAXED);
+    for (;;) {
+        float old_val, new_val;
+        std::memcpy(&old_val, &old_bits, sizeof(float));
+        new_val = __emu::atomic_add_f32(old_val, v, on_shared_memory);
+        uint32_t new_bits;
+        std::memcpy(&new_bits, &new_val, sizeof(float));
+        if (__atomic_compare_exchange_n(p, &old_bits, new_bits, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return old_val;  // (the value as it was in memory, unflushed: atom returns it as read)
+    }
 }
 inline float atomicExch(float* a, float v, __EMU_AT) {
     return __emu_atomic_float_update<float, uint32_t>(a, v, false, "atomicExch", __file, __line);
@@ -834,6 +853,28 @@ __EMU_ROUNDED_AS_INLINE float rounded_as_ieee_fmaf(float a, float b, float c, in
 }
 }  // namespace __emu
 inline float __fmaf_ieee_rn(float a, float b, float c) { return __emu::rounded_as_ieee_fmaf(a, b, c, -1); }
+namespace __emu {
+inline float flushed_to_signed_zero(float x) {  // by integer code: a float compare reads a subnormal as 0 under DAZ
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7f800000u) == 0) bits &= 0x80000000u;
+    std::memcpy(&x, &bits, sizeof bits);
+    return x;
+}
+// What the -ftz=true build's float instructions make of a value (flushed to +-0 if subnormal): as an explicit step
+// where the emulator's own float code could keep it (a libm function may return a tiny input without arithmetic)
+#ifdef __EMU_FTZ
+inline float flushed_under_ftz(float x) { return flushed_to_signed_zero(x); }
+#else
+inline float flushed_under_ftz(float x) { return x; }
+#endif
+// atom.add.f32's sum (see atomicAdd): x * 1 + y, rounded once with subnormals kept, then flushed where it runs on
+// global memory
+inline float atomic_add_f32(float old, float v, bool on_shared_memory) {
+    if (on_shared_memory) return rounded_as_ieee_fmaf(old, 1.0f, v, -1);
+    return flushed_to_signed_zero(rounded_as_ieee_fmaf(flushed_to_signed_zero(old), 1.0f, flushed_to_signed_zero(v), -1));
+}
+}  // namespace __emu
 inline float __fmaf_ieee_rz(float a, float b, float c) { return __emu::rounded_as_ieee_fmaf(a, b, c, __emu::RZ); }
 inline float __fmaf_ieee_rd(float a, float b, float c) { return __emu::rounded_as_ieee_fmaf(a, b, c, __emu::RD); }
 inline float __fmaf_ieee_ru(float a, float b, float c) { return __emu::rounded_as_ieee_fmaf(a, b, c, __emu::RU); }
@@ -918,7 +959,10 @@ inline float exp10f(float x) { return __exp10f(x); }  // (inline, so not reached
 #else
 inline float exp10f(float x) { return (float)std::pow(10.0, (double)x); }
 #endif
-inline float __saturatef(float x) { return x != x ? 0.0f : (x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x)); }
+// Clamped to [+0.0, 1.0] (libdevice's __nv_saturatef; the SASS .SAT modifier "to (+0.0f,1.0f), with NaN converted
+// to +0.0f"): -0 gives +0, as NaN and every negative value do.  Written as x > 0 so that under -ftz=true a subnormal,
+// which the GPU's cvt.ftz.sat flushes first, compares as 0 here (DAZ) and gives +0 too.
+inline float __saturatef(float x) { return x > 0.0f ? (x > 1.0f ? 1.0f : x) : 0.0f; }
 // Float -> integer conversions saturate as the GPU's cvt instructions do: NaN gives 0 and values out of
 // range give the type's limit (a plain C++ cast of those is undefined, and x86 gives INT_MIN).
 namespace __emu {
@@ -1637,7 +1681,10 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
     /* rsqrt.approx.f32, then cvt.rn to 16 bits (cuda_fp16.hpp, cuda_bf16.hpp): rounded to float first, as each \
        approximate instruction here, so a float result on a 16-bit tie rounds as the GPU's does */      \
     inline H hrsqrt(H a) { return H((float)(1.0 / std::sqrt((double)a.__wide()))); }                    \
-    inline H htanh(H a) { return H(tanhf(float(a))); }                                                  \
+    /* htanh is documented as round-to-nearest-even (an accurate function, not tanh.approx): tanhf of the float. \
+       Under -ftz=true that float code flushes a bf16 subnormal input to +-0 (tanh keeps it): flushed here by \
+       integer code, not left to what libm's tanhf does with a subnormal under DAZ */                   \
+    inline H htanh(H a) { return H(tanhf(__emu::flushed_under_ftz(float(a)))); }                        \
     inline H htanh_approx(H a) { return htanh(a); }  /* tanh.approx: within its error */                \
     inline H hexp2(H a) { return H(std::exp2((double)a.__wide())); }                                    \
     inline H hexp10(H a) { return H(std::pow(10.0, (double)a.__wide())); }                              \
@@ -1667,7 +1714,8 @@ __EMU_HALF_TYPE(__half, __emu::float_to_half_bits, __emu::half_bits_to_float, __
 __EMU_HALF_TYPE(__nv_bfloat16, __emu::float_to_bf16_bits, __emu::bf16_bits_to_float, __emu::bf16_bits_to_double,
                 __emu::double_to_bf16_bits)
 #undef __EMU_HALF_TYPE
-// __half's are the .sat of add / sub / mul / fma .f16 (a half is a normal float: no flush to mind).  bf16 has no .sat
+// __half's are the .sat of add / sub / mul / fma .f16 (a half is a normal float: no flush to mind), which gives +0 for
+// -0 as __saturatef does (it kept -0: __hadd_sat(-0, -0), __hmul_sat(-0.5, 0) gave -0).  bf16 has no .sat
 // in PTX: cuda_bf16.hpp rounds an fma.rn.bf16, then takes max.bf16 with +0 and min.bf16 with 1, none with .ftz -- so
 // -0 and a negative subnormal give +0 in every build (a float clamp under -ftz=true read them as 0 and kept them).
 inline __half __emu_clamp01(__half r) { return __half(__saturatef(float(r))); }

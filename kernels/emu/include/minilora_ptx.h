@@ -149,6 +149,8 @@ inline D directed(S v, const char* mode) {
 }
 // cvt: float -> int rounds as the suffix says (rni, rzi, rmi, rpi) and clamps to the destination's range
 // (NaN -> 0), as PTX does; float -> 16-bit float rounds with rn, rz, rm, rp.
+template <class T>
+inline T saturate(double x);  // (below)
 template <class D, class S>
 inline D convert(S v, const char* mode, bool sat) {
     if constexpr (is_16bit_float<S>::value) {
@@ -169,7 +171,7 @@ inline D convert(S v, const char* mode, bool sat) {
             x = mode[1] == 'n' ? std::nearbyint(x) : mode[1] == 'm' ? std::floor(x) : mode[1] == 'p' ? std::ceil(x)
                                                                                                       : std::trunc(x);
         }
-        if (sat) x = x != x ? D(0) : x < D(0) ? D(0) : x > D(1) ? D(1) : x;
+        if (sat) x = saturate<D>(x);
         return x;
     } else if constexpr (std::is_integral<D>::value && std::is_integral<S>::value) {
         if (sat) {
@@ -210,8 +212,10 @@ inline T saturate(double x) {
         if (x < double(std::numeric_limits<T>::min())) return std::numeric_limits<T>::min();
         return T(x);
     } else {
-        const T r = T(x);  // rounded to T first, then clamped
-        return r != r ? T(0) : r < T(0) ? T(0) : r > T(1) ? T(1) : r;
+        // rounded to T first, then clamped to [+0.0, 1.0] ("to (+0.0f,1.0f), with NaN converted to +0.0f", as the
+        // SASS .SAT modifier says): -0 gives +0, as NaN does (r < 0 kept -0)
+        const T r = T(x);
+        return r > T(0) ? (r > T(1) ? T(1) : r) : T(0);
     }
 }
 template <class T>
