@@ -141,19 +141,26 @@ def test_float_saturation_and_inline_ptx_sat_give_plus_zero_and_htanh_flushes_un
 
 # ------------------------------------------------------------------------- atomicAdd on a float and subnormals
 ATOMIC_ADD = r"""
-// slot i of `global` and of a shared copy start at start[i]; one thread adds v[i] to each (atomicAdd, then
-// atomicAdd_block and inline PTX's red.global.add.f32 for the last two slots); doubles likewise, once
+#include <cuda/atomic>
+// slot i of `global` and of a shared copy start at start[i]; one thread adds v[i] to each: by atomicAdd (then
+// atomicAdd_block and inline PTX's red.global.add.f32 for the last two global slots), or by libcu++'s atomic_ref
+// fetch_add or fetch_sub of -v; one double likewise, once
+__device__ void add(float* p, float v, int how, int slot, int n) {
+    if (how == 1) cuda::atomic_ref<float, cuda::thread_scope_device>(*p).fetch_add(v);
+    else if (how == 2) cuda::atomic_ref<float, cuda::thread_scope_block>(*p).fetch_sub(-v);
+    else if (slot == n - 2) atomicAdd_block(p, v);
+    else if (slot == n - 1 && !__isShared(p)) asm volatile("red.global.add.f32 [%0], %1;" : : "l"(p), "f"(v) : "memory");
+    else atomicAdd(p, v);
+}
 extern "C" __global__ void add_once(float* global, const float* start, const float* v, float* shared_after,
-                                    double* global64, double v64, int n) {
+                                    double* global64, double v64, int n, int how) {
     __shared__ float s[16];
     int i = threadIdx.x;
     if (i < n) s[i] = start[i];
     __syncthreads();
     if (i < n) {
-        if (i < n - 2) atomicAdd(&global[i], v[i]);
-        else if (i == n - 2) atomicAdd_block(&global[i], v[i]);
-        else asm volatile("red.global.add.f32 [%0], %1;" : : "l"(&global[i]), "f"(v[i]) : "memory");
-        atomicAdd(&s[i], v[i]);
+        add(&global[i], v[i], how, i, n);
+        add(&s[i], v[i], how, i, n);
     }
     if (i == 0) atomicAdd(global64, v64);
     __syncthreads();
@@ -163,13 +170,14 @@ extern "C" __global__ void add_once(float* global, const float* start, const flo
 
 
 @BOTH_BUILDS
-def test_atomic_add_on_a_float_flushes_subnormals_on_global_memory_and_keeps_them_on_shared(options):
+@pytest.mark.parametrize("how", [0, 1, 2], ids=["atomicAdd", "atomic_ref_fetch_add", "atomic_ref_fetch_sub"])
+def test_atomic_add_on_a_float_flushes_subnormals_on_global_memory_and_keeps_them_on_shared(options, how):
     tiny = 2.0**-126
     start = np.array([0.0, 0.0, 3e-39, tiny, -tiny, 1.0, 1e-40, 0.0, -2e-40], f32)
     v = np.array([1e-40, -1e-40, tiny, -0.75 * tiny, 0.75 * tiny, 1e-40, 1e-40, 2e-40, 2e-40], f32)
     global_, shared_after, global64 = start.copy(), np.full_like(start, np.nan), np.zeros(1)
     module(ATOMIC_ADD, options).get_function("add_once")(
-        (1,), (32,), (global_, start, v, shared_after, global64, np.float64(1e-310), i32(len(start))))
+        (1,), (32,), (global_, start, v, shared_after, global64, np.float64(1e-310), i32(len(start)), i32(how)))
     flushed = lambda t: np.where(np.abs(t) < tiny, np.copysign(0.0, t), t)
     want_global = flushed((flushed(start.astype(np.float64)) + flushed(v.astype(np.float64))).astype(f32))
     np.testing.assert_array_equal(float_bits(global_), float_bits(want_global))
