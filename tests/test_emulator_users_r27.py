@@ -69,10 +69,12 @@ def float_bits(x) -> np.ndarray:
     return np.asarray(x, f32).view(np.uint32)
 
 
-# ------------------------------------------------------------------------------ saturation to [+0, 1], and htanh
-SATURATION = r"""
+# ------------------------------------------------- saturation to [+0, 1], htanh, and atomicAdd on a float
+# (one module for the file: two builds, the default and -ftz=true)
+KERNELS = r"""
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <cuda/atomic>
 // one row a pair (x, y): x + y, x - y, x * y and x * y + y saturated by the scalar ops, then by the half2 ops
 extern "C" __global__ void half_saturation(const __half2* pairs, __half* out, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -98,50 +100,6 @@ extern "C" __global__ void float_saturation(const float* a, const float* b, floa
     for (int k = 0; k < 5; ++k) out[5 * i + k] = row[k];
     tanh_out[i] = htanh(h[i]);
 }
-"""
-
-
-@BOTH_BUILDS
-def test_half_saturating_ops_clamp_minus_zero_to_plus_zero(options):
-    x = np.array([-0.0, 0.0, -0.5, -(2.0**-24), 0.75, np.nan, -0.0, 2.0], f16)
-    y = np.array([-0.0, -0.0, 0.0, 0.0, 0.5, 1.0, 0.25, -0.25], f16)
-    out = np.full(8 * len(x), np.nan, f16)
-    module(SATURATION, options).get_function("half_saturation")((1,), (32,), (np.stack([x, y], 1), out, i32(len(x))))
-    a, b = x.astype(np.float64), y.astype(np.float64)
-    clamp = lambda t: np.nan_to_num(np.clip(t.astype(f16).astype(np.float64), 0, 1), nan=0.0) + 0.0  # (-0 is +0)
-    want = np.stack([clamp(c) for c in (a + b, a - b, a * b, a * b + b, a + b, a - b, a * b, a * b + b)], 1).ravel()
-    np.testing.assert_array_equal(out.view(np.uint16), want.astype(f16).view(np.uint16))
-
-
-@BOTH_BUILDS
-def test_float_saturation_and_inline_ptx_sat_give_plus_zero_and_htanh_flushes_under_ftz(options):
-    torch = pytest.importorskip("torch")
-    x = np.array([-0.0, -1e-40, 1e-40, -0.0, 2.0, np.nan, -3.0, 0.5], f32)
-    y = np.array([-0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.25], f32)
-    h = torch.tensor([2.0**-130, -(2.0**-130), 0.5, -0.0, 2.0**-126, -3.0, 1e-3, -40.0], dtype=torch.bfloat16)
-    h_bits = h.view(torch.int16).numpy().view(np.uint16).copy()
-    out, tanh_bits = np.full(5 * len(x), np.nan, f32), np.zeros(len(x), np.uint16)
-    module(SATURATION, options).get_function("float_saturation")(
-        (1,), (32,), (x, y, out, h_bits, tanh_bits, i32(len(x))))
-    ftz = bool(options)
-    a, b = x.astype(np.float64), y.astype(np.float64)
-    if ftz:  # (the .ftz forms: subnormal inputs are +-0; -ftz=true makes __saturatef cvt.ftz.sat)
-        a = np.where(np.abs(a) < 2.0**-126, 0.0 * np.sign(a), a)
-    clamp = lambda t: np.nan_to_num(np.clip(t.astype(f32), 0, 1), nan=0.0) + np.float32(0.0)
-    saturatef = clamp(a)
-    raw = x.astype(np.float64)  # inline PTX's .sat without .ftz keeps subnormals in every build
-    want = np.stack([saturatef, clamp(raw + b), clamp(raw * b), clamp(raw * b + b), clamp(raw)], 1).ravel()
-    np.testing.assert_array_equal(float_bits(out), float_bits(want))
-    wide = h.double()
-    if ftz:  # tanhf's float code flushes a bf16 subnormal input: tanh(+-0) = +-0
-        wide = torch.where(wide.abs() < 2.0**-126, wide * 0.0, wide)
-    want_tanh = wide.tanh().to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
-    np.testing.assert_array_equal(tanh_bits, want_tanh)
-
-
-# ------------------------------------------------------------------------- atomicAdd on a float and subnormals
-ATOMIC_ADD = r"""
-#include <cuda/atomic>
 // slot i of `global` and of a shared copy start at start[i]; one thread adds v[i] to each: by atomicAdd (then
 // atomicAdd_block and inline PTX's red.global.add.f32 for the last two global slots), or by libcu++'s atomic_ref
 // fetch_add or fetch_sub of -v; one double likewise, once
@@ -170,13 +128,54 @@ extern "C" __global__ void add_once(float* global, const float* start, const flo
 
 
 @BOTH_BUILDS
+def test_half_saturating_ops_clamp_minus_zero_to_plus_zero(options):
+    x = np.array([-0.0, 0.0, -0.5, -(2.0**-24), 0.75, np.nan, -0.0, 2.0], f16)
+    y = np.array([-0.0, -0.0, 0.0, 0.0, 0.5, 1.0, 0.25, -0.25], f16)
+    out = np.full(8 * len(x), np.nan, f16)
+    module(KERNELS, options).get_function("half_saturation")((1,), (32,), (np.stack([x, y], 1), out, i32(len(x))))
+    a, b = x.astype(np.float64), y.astype(np.float64)
+    clamp = lambda t: np.nan_to_num(np.clip(t.astype(f16).astype(np.float64), 0, 1), nan=0.0) + 0.0  # (-0 is +0)
+    want = np.stack([clamp(c) for c in (a + b, a - b, a * b, a * b + b, a + b, a - b, a * b, a * b + b)], 1).ravel()
+    np.testing.assert_array_equal(out.view(np.uint16), want.astype(f16).view(np.uint16))
+
+
+@BOTH_BUILDS
+def test_float_saturation_and_inline_ptx_sat_give_plus_zero_and_htanh_flushes_under_ftz(options):
+    torch = pytest.importorskip("torch")
+    x = np.array([-0.0, -1e-40, 1e-40, -0.0, 2.0, np.nan, -3.0, 0.5], f32)
+    y = np.array([-0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.25], f32)
+    h = torch.tensor([2.0**-130, -(2.0**-130), 0.5, -0.0, 2.0**-126, -3.0, 1e-3, -40.0], dtype=torch.bfloat16)
+    h_bits = h.view(torch.int16).numpy().view(np.uint16).copy()
+    out, tanh_bits = np.full(5 * len(x), np.nan, f32), np.zeros(len(x), np.uint16)
+    module(KERNELS, options).get_function("float_saturation")(
+        (1,), (32,), (x, y, out, h_bits, tanh_bits, i32(len(x))))
+    ftz = bool(options)
+    a, b = x.astype(np.float64), y.astype(np.float64)
+    if ftz:  # (the .ftz forms: subnormal inputs are +-0; -ftz=true makes __saturatef cvt.ftz.sat)
+        a = np.where(np.abs(a) < 2.0**-126, 0.0 * np.sign(a), a)
+    clamp = lambda t: np.nan_to_num(np.clip(t.astype(f32), 0, 1), nan=0.0) + np.float32(0.0)
+    saturatef = clamp(a)
+    raw = x.astype(np.float64)  # inline PTX's .sat without .ftz keeps subnormals in every build
+    want = np.stack([saturatef, clamp(raw + b), clamp(raw * b), clamp(raw * b + b), clamp(raw)], 1).ravel()
+    np.testing.assert_array_equal(float_bits(out), float_bits(want))
+    wide = h.double()
+    if ftz:  # tanhf's float code flushes a bf16 subnormal input: tanh(+-0) = +-0
+        wide = torch.where(wide.abs() < 2.0**-126, wide * 0.0, wide)
+    want_tanh = wide.tanh().to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(tanh_bits, want_tanh)
+
+
+# ------------------------------------------------------------------------- atomicAdd on a float and subnormals
+
+
+@BOTH_BUILDS
 @pytest.mark.parametrize("how", [0, 1, 2], ids=["atomicAdd", "atomic_ref_fetch_add", "atomic_ref_fetch_sub"])
 def test_atomic_add_on_a_float_flushes_subnormals_on_global_memory_and_keeps_them_on_shared(options, how):
     tiny = 2.0**-126
     start = np.array([0.0, 0.0, 3e-39, tiny, -tiny, 1.0, 1e-40, 0.0, -2e-40], f32)
     v = np.array([1e-40, -1e-40, tiny, -0.75 * tiny, 0.75 * tiny, 1e-40, 1e-40, 2e-40, 2e-40], f32)
     global_, shared_after, global64 = start.copy(), np.full_like(start, np.nan), np.zeros(1)
-    module(ATOMIC_ADD, options).get_function("add_once")(
+    module(KERNELS, options).get_function("add_once")(
         (1,), (32,), (global_, start, v, shared_after, global64, np.float64(1e-310), i32(len(start)), i32(how)))
     flushed = lambda t: np.where(np.abs(t) < tiny, np.copysign(0.0, t), t)
     want_global = flushed((flushed(start.astype(np.float64)) + flushed(v.astype(np.float64))).astype(f32))
