@@ -11,8 +11,9 @@ What failed at the round's start, fixed in the emulator (never the kernel):
 * Wrong numbers, silently: atomicAdd on a float kept subnormals on global memory (and, under -ftz=true, flushed them
   on shared memory).  The PTX ISA (atom): "The atom.add.f32 operation without .noftz, flushes subnormal inputs and
   results to sign-preserving zero on global memory but supports subnormal inputs and results and doesn't flush them to
-  zero on shared memory" -- whatever -ftz says; red.add.f32 the same; f64 is noftz by default.  So ``atomicAdd(&g, 1e-40f)``
-  leaves a global 0 at 0, a sum that falls below 2^-126 is +-0 there, and the same adds on shared memory keep every bit.
+  zero on shared memory" -- whatever -ftz says; red.add.f32 the same; f64 is noftz by default.  So
+  ``atomicAdd(&g, 1e-40f)`` leaves a global 0 at 0, a sum that falls below 2^-126 is +-0 there, and the same adds on
+  shared memory keep every bit.  libcu++'s cuda::atomic_ref<float>::fetch_add / fetch_sub is the same instruction.
 
 Checked, and now explicit: bf16 htanh under -ftz=true of a subnormal gives +-0.  CUDA documents htanh as rounded to
 nearest (tanhf of the float, not tanh.approx), and that float code's first instruction flushes the input; the emulator
@@ -27,23 +28,25 @@ histogram in shared float atomics merged by global ones; a Jacobi 5-point stenci
 lambda; a 2-D convolution with a __constant__ 5x5 mask (get_global is CuPy's 1-D view: fill it with mask.ravel());
 Caffe's im2col_gpu_kernel<float> with CUDA_KERNEL_LOOP (padding, stride, dilation); a CSR SpMV, one warp a row; the
 Game of Life with wrap-around; an argmax by one 64-bit atomicMax of (order-preserving float bits, ~index); a Kahan sum
-(its compensation survives the build: 1 + 2000 x 1e-8 per thread).  llm.c's layernorm_forward_kernel3 (cg::reduce
-over a tiled_partition<32>, __ldcs / __stcs), the online softmax with cg::greater, gelu_forward through Packed128
-(alignas(16), int4 __ldcs), encoder_forward, permute / unpermute, crossentropy_softmax_backward, adamw with lerp by two
-fmas, matmul_backward_bias; flash-attention-minimal's forward (online softmax, l and m in global memory, __expf,
-extern shared Qi/Kj/Vj/S).  nvcuda::wmma: bf16 m16n16k16 with a column-major B and float accumulate under an
-alpha / beta epilogue (integer inputs: exact, so every rounding agrees), half m32n8k16 with a half accumulator, a ReLU
-on the fragment and a column-major store, a 32x32 block tile of four warps from skewed shared arrays; a pointer off
-the required alignment, an ldm that is no multiple of 16 bytes are refused by name.  CUB: BlockReduce<RAKING> with
-cub::Max and Sum over a partial block, BlockLoad<TRANSPOSE> with BlockScan::ExclusiveSum compacting a block, a
-BlockRadixSort of float keys with int values descending (with -0 and +0), WarpReduce<double> per warp with valid
-items.  Warps: __syncwarp(0x0000ffff) / (0xffff0000) in the two halves of a branch (racecheck passes), half-warp
-shuffles with 16-lane masks and width 16, a segmented warp sum from __ballot_sync heads and __clz, votes under
-__activemask() in a branch, the pre-Volta volatile unroll (lockstep, as a converged warp; racecheck names it, round
-3's test), __syncwarp with a mask missing the caller refused; __syncthreads_count / _and / _or, %laneid and
-%lanemask_lt in inline PTX, __popcll / __brevll / __ffsll / __clzll / __umulhi / __umul24 / __usad / __umul64hi,
-device memset / memcpy; a shift by 32, x / 0 and INT_MIN / -1 stop the launch naming the construct; __fdividef
-gives 0 for a divisor above 2^126, as CUDA documents.  Texture objects are refused by name (round 5's test).
+(its compensation survives the build: 1 + 2000 x 1e-8 per thread).  llm.c's layernorm_forward_kernel3 (cg::reduce over
+a tiled_partition<32>, __ldcs / __stcs), the online softmax with cg::greater, gelu_forward through Packed128
+(alignas(16), int4 __ldcs), encoder_forward, permute / unpermute, crossentropy_softmax_backward, adamw with lerp by
+two fmas, matmul_backward_bias; flash-attention-minimal's forward (online softmax, l and m in global memory, __expf,
+extern shared Qi/Kj/Vj/S).  nvcuda::wmma: bf16 m16n16k16 with a column-major B and float accumulate under an alpha /
+beta epilogue (integer inputs: exact, so every rounding agrees), half m32n8k16 with a half accumulator, a ReLU on the
+fragment and a column-major store, a 32x32 block tile of four warps from skewed shared arrays; a pointer 2 bytes off
+alignment, an ldm that is no multiple of 16 bytes are refused by name (the emulator's mma sums exactly and rounds
+once, its documented choice: a GPU's tensor-core adders may differ in the last bits, so only exact sums are compared
+bit for bit).  CUB: BlockReduce<RAKING> with cub::Max and Sum over a partial block, BlockLoad<TRANSPOSE> with
+BlockScan::ExclusiveSum compacting a block, a BlockRadixSort of float keys with int values descending (with -0 and
++0), WarpReduce<double> per warp with valid items.  Warps: __syncwarp(0x0000ffff) / (0xffff0000) in the two halves of
+a branch (racecheck passes), half-warp shuffles with 16-lane masks and width 16, a segmented warp sum from
+__ballot_sync heads and __clz, votes under __activemask() in a branch, the pre-Volta volatile unroll (lockstep, as a
+converged warp; racecheck names it, round 3's test), __syncwarp with a mask missing the caller refused;
+__syncthreads_count / _and / _or, %laneid and %lanemask_lt in inline PTX, __popcll / __brevll / __ffsll / __clzll /
+__umulhi / __umul24 / __usad / __umul64hi, device memset / memcpy; a shift by 32, x / 0 and INT_MIN / -1 stop the
+launch naming the construct; __fdividef gives 0 for a divisor above 2^126, as CUDA documents.  Texture objects are
+refused by name (round 5's test).
 """
 from __future__ import annotations
 
@@ -107,7 +110,8 @@ __device__ void add(float* p, float v, int how, int slot, int n) {
     if (how == 1) cuda::atomic_ref<float, cuda::thread_scope_device>(*p).fetch_add(v);
     else if (how == 2) cuda::atomic_ref<float, cuda::thread_scope_block>(*p).fetch_sub(-v);
     else if (slot == n - 2) atomicAdd_block(p, v);
-    else if (slot == n - 1 && !__isShared(p)) asm volatile("red.global.add.f32 [%0], %1;" : : "l"(p), "f"(v) : "memory");
+    else if (slot == n - 1 && !__isShared(p))
+        asm volatile("red.global.add.f32 [%0], %1;" : : "l"(p), "f"(v) : "memory");
     else atomicAdd(p, v);
 }
 extern "C" __global__ void add_once(float* global, const float* start, const float* v, float* shared_after,
