@@ -8,7 +8,9 @@ pip wheels, built with MKL) computes its float32 elementwise math in two places:
   ``sin``, ``cos``, ``tan``, ``asin``, ``acos``, ``atan``, ``sqrt``, ``erf``, ``erfc`` (``at::vml``;
   float64 too). MKL's code is closed; its float32 results are the correctly rounded ones except for
   0.1% (``tanh``, ``log2``) to 18% (``sqrt``, ``tan``) of the elements. ``vml`` computes in float64
-  and rounds once: the closest an open formula gets (NumPy's float32 ``exp`` was off in 39%).
+  and rounds once: the closest an open formula gets (NumPy's float32 ``exp`` was off in 39%). ``sqrt`` is
+  the exception: on Intel CPUs with AVX-512 MKL's float32 and float64 roots are an rsqrt14 estimate refined,
+  which ``mkl_sqrt`` computes the same way (matched bit for bit against torch; round 27).
 * **SLEEF and ATen's own vectorized formulas** for the rest, ported here function by function
   (``sleef_exp``, ``sleef_expm1``, ``sleef_tanh``, ``sleef_log1p``: not correctly rounded, so only
   the same steps give the same numbers): ``sigmoid`` ``1 / (1 + exp(-x))``, ``silu`` ``x / (1 +
@@ -51,6 +53,7 @@ import contextlib
 import ctypes
 import math
 import os
+import platform
 import warnings
 
 import numpy as np
@@ -107,6 +110,23 @@ FLOAT_LANES = 16 if CPU_CAPABILITY == "avx512" else 8  # Vectorized<float>::size
 FUSED_MULTIPLY_ADD = CPU_CAPABILITY != "default"  # GCC fuses a * b + c only where the build targets FMA
 
 
+def _mkl_sqrt_cpu():
+    """An Intel CPU with AVX-512: where MKL's float32 sqrt (torch's) was matched bit for bit (``mkl_sqrt``)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # (NumPy 1.x)
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    try:
+        with open("/proc/cpuinfo") as info:
+            intel = "GenuineIntel" in info.read(4096)
+    except OSError:
+        intel = False
+    return intel and bool(features.get("AVX512F")) and platform.machine() in ("x86_64", "AMD64")
+
+
+MKL_SQRT_CPU = _mkl_sqrt_cpu()
+
+
 # ---- the compiled kernels: these SLEEF ports in C (minilora/native/float32_kernels.c) ----------------
 # The NumPy code below is the reference a learner reads; native/float32_kernels.c writes the same steps
 # scalar in C (fmaf() where SLEEF fuses), compiled on first use (minilora/native: cached, loaded with
@@ -128,7 +148,8 @@ _NATIVE_SIGNATURES = {
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
     "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
     "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
-    "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffi"}
+    "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffii", "ml_mkl_sqrt": "ppn",
+    "ml_mkl_sqrt64": "ppn"}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
 # The kernels with a ``<name>_blocks`` twin in float32_kernels.c: the kernel on a block of elements (RoPE's: of rows),
 # ``f(args, first, last)``, which gemm_pool's C threads call on each thread's block (``_native_map``, ``rotary``).
@@ -576,11 +597,34 @@ def vml(name, a):
     arrays) NumPy's own (MKL's float64 results are not reproduced either)."""
     if _is_16bit_array(a) and not (a.dtype == np.float16 and name in _NUMPY_FLOAT16):  # (float16 exp(0.0073) is
         return vml(name, a.astype(_F32)).astype(a.dtype)  # a float32 tie: rounded from float32, as torch's)
+    if name == "sqrt" and type(a) is np.ndarray and a.dtype == _F64:
+        return mkl_sqrt(a)
     if type(a) is not np.ndarray or a.dtype != _F32:
         return getattr(xp_of(a), name)(a)
     if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)
         return correctly_rounded(np.exp, a)
+    if name == "sqrt":
+        return mkl_sqrt(a)
     return _in_float64(getattr(np, name), a)  # (no np.errstate: it costs ~1 us a call)
+
+
+def mkl_sqrt(a, out=None):
+    """torch's sqrt of a float32 or float64 NumPy array: MKL's, compiled (``ml_mkl_sqrt``, ``ml_mkl_sqrt64``: an
+    estimate of 1/sqrt from AVX-512's rsqrt14 refined, not correctly rounded: ~1 root in 150 an ulp off), where it
+    was matched (``MKL_SQRT_CPU``: an Intel CPU with AVX-512); elsewhere, and without a compiler, the correctly
+    rounded root (NumPy's sqrt is correctly rounded). Into ``out`` if given."""
+    library = _native_library()
+    if not MKL_SQRT_CPU or library is None or a.size == 0 or a.dtype not in (_FLOAT32, _FLOAT64):
+        return np.sqrt(a, out=out) if out is not None else np.sqrt(a)
+    source = np.ascontiguousarray(a)
+    target = out if out is not None and out.flags.c_contiguous and out.shape == a.shape and out.dtype == a.dtype \
+        else np.empty(a.shape, a.dtype)
+    kernel = library.ml_mkl_sqrt if a.dtype == _FLOAT32 else library.ml_mkl_sqrt64
+    kernel(native.address(source), native.address(target), source.size)
+    if out is not None and target is not out:
+        out[...] = target
+        return out
+    return target
 
 
 # ---- Sleef_powf16_u10 ----------------------------------------------------------------------------------------
@@ -1036,10 +1080,11 @@ def fused_multiply_add_block(a, b, c, out, wide):
 
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, *, decay, shrink, one_minus_beta1, one_minus_beta2, beta2, bias2_root,
-               eps, step_size):
+               eps, step_size, mkl_sqrt=True):
     """One AdamW step over flat C-contiguous float32 arrays in one compiled pass (``ml_adamw``): the same
     bits as ``optim.adam.adamw_update``'s NumPy calls given the same float32 numbers (its multiply-adds fused
-    where ``FUSED_MULTIPLY_ADD``), ~3x faster; False, doing nothing, where the kernels are not built or two of the
+    where ``FUSED_MULTIPLY_ADD``; its root ``mkl_sqrt``'s where that applies and ``mkl_sqrt`` is true, else correctly
+    rounded), ~3x faster; False, doing nothing, where the kernels are not built or two of the
     arrays overlap (a gradient that IS the weight, ``p.grad = p.detach()``: the NumPy update, as torch's, shrinks
     it with the weight before the moments read it)."""
     library = _native_library()
@@ -1048,7 +1093,8 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, decay, shrink, one_minus_bet
                                   and a.size == param.size for a in arrays):
         return False
     return library.ml_adamw(*map(native.address, arrays), param.size, int(decay), shrink, one_minus_beta1,
-                            one_minus_beta2, beta2, bias2_root, eps, step_size, int(FUSED_MULTIPLY_ADD)) == 0
+                            one_minus_beta2, beta2, bias2_root, eps, step_size, int(FUSED_MULTIPLY_ADD),
+                            int(MKL_SQRT_CPU and mkl_sqrt)) == 0  # (torch's sqrt, MKL's, where matched: mkl_sqrt)
 
 
 def multiply_add_into(a, b, c, out, wide):

@@ -13,6 +13,9 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 typedef struct { float hi, lo; } df;
 
@@ -484,32 +487,99 @@ void ml_mish_backward(const float *g, const float *restrict x, const float *rest
     }
 }
 
+/* ---- MKL's float32 sqrt, as torch's CPU build runs it on an Intel CPU with AVX-512 --------------------------
+ * torch sends float32 sqrt to MKL's vector math (VML, "HA" accuracy), whose code is closed and not correctly
+ * rounded: about 1 root in 150 is an ulp off the exact one. Matched bit for bit against torch.sqrt (Intel Xeon,
+ * Sapphire Rapids class; every exponent of float32, subnormals, 0, inf and NaN; tests/test_mkl_sqrt_r27.py):
+ *     y = rsqrt14(a)  (the AVX-512 instruction's 14-bit estimate of 1/sqrt(a)),  s = a y,
+ *     root = fma(fma(-s, s, a), y / 2, s)      one correction of s by the residual a - s^2
+ * with a = x 2^48 and the root times 2^-24 below 2^-64 (where the residual would be subnormal: any scale between
+ * 2^-117 and 2^79 gives these bits), x itself for 0, -0 and +inf, NaN (x's, quieted) for a NaN, and +NaN for a
+ * negative x. Other CPUs (an AMD's MKL path, AVX2) were not matched: float32_math asks where this applies.
+ * (found by trying the usual refinements of an rsqrt estimate against torch's bits: /tmp scripts, round 27) */
+__attribute__((target("avx512f,fma"))) static void mkl_sqrt_16(const float *x, float *out, __mmask16 lanes) {
+    __m512 v = _mm512_maskz_loadu_ps(lanes, x), zero = _mm512_setzero_ps();
+    __mmask16 tiny = _mm512_cmp_ps_mask(v, _mm512_set1_ps(0x1p-64f), _CMP_LT_OQ);
+    __m512 a = _mm512_mask_mul_ps(v, tiny, v, _mm512_set1_ps(0x1p48f));
+    __m512 y = _mm512_rsqrt14_ps(a), s = _mm512_mul_ps(a, y);
+    __m512 root = _mm512_fmadd_ps(_mm512_fnmadd_ps(s, s, a), _mm512_mul_ps(y, _mm512_set1_ps(0.5f)), s);
+    root = _mm512_mask_mul_ps(root, tiny, root, _mm512_set1_ps(0x1p-24f));
+    __mmask16 itself = _mm512_cmp_ps_mask(v, zero, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(v, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ);
+    root = _mm512_mask_mov_ps(root, itself, v);
+    root = _mm512_mask_mov_ps(root, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), _mm512_set1_ps(NAN));
+    root = _mm512_mask_add_ps(root, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v, v);  /* (x + x: x's NaN, quiet) */
+    _mm512_mask_storeu_ps(out, lanes, root);
+}
+
+__attribute__((target("avx512f,fma"))) void ml_mkl_sqrt(const float *x, float *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) mkl_sqrt_16(x + i, out + i, 0xFFFF);
+    if (i < n) mkl_sqrt_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
+}
+
+/* The same for float64, matched likewise: one Goldschmidt step on rsqrt14's estimate, then the correction --
+ *     s = a y, h = y / 2, e = fma(-s, h, 1/2), s = fma(s, e, s), h = fma(h, e, h), root = fma(fma(-s, s, a), h, s)
+ * -- with a = x 2^108 and the root times 2^-54 below 2^-512 (any scale between 2^-1010 and 2^900 gives these bits). */
+__attribute__((target("avx512f,fma"))) static void mkl_sqrt_8(const double *x, double *out, __mmask8 lanes) {
+    __m512d v = _mm512_maskz_loadu_pd(lanes, x), zero = _mm512_setzero_pd(), half = _mm512_set1_pd(0.5);
+    __mmask8 tiny = _mm512_cmp_pd_mask(v, _mm512_set1_pd(0x1p-512), _CMP_LT_OQ);
+    __m512d a = _mm512_mask_mul_pd(v, tiny, v, _mm512_set1_pd(0x1p108));
+    __m512d y = _mm512_rsqrt14_pd(a), s = _mm512_mul_pd(a, y), h = _mm512_mul_pd(half, y);
+    __m512d e = _mm512_fnmadd_pd(s, h, half);
+    s = _mm512_fmadd_pd(s, e, s);
+    h = _mm512_fmadd_pd(h, e, h);
+    __m512d root = _mm512_fmadd_pd(_mm512_fnmadd_pd(s, s, a), h, s);
+    root = _mm512_mask_mul_pd(root, tiny, root, _mm512_set1_pd(0x1p-54));
+    __mmask8 itself = _mm512_cmp_pd_mask(v, zero, _CMP_EQ_OQ) | _mm512_cmp_pd_mask(v, _mm512_set1_pd(INFINITY), _CMP_EQ_OQ);
+    root = _mm512_mask_mov_pd(root, itself, v);
+    root = _mm512_mask_mov_pd(root, _mm512_cmp_pd_mask(v, zero, _CMP_LT_OQ), _mm512_set1_pd(NAN));
+    root = _mm512_mask_add_pd(root, _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q), v, v);
+    _mm512_mask_storeu_pd(out, lanes, root);
+}
+
+__attribute__((target("avx512f,fma"))) void ml_mkl_sqrt64(const double *x, double *out, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) mkl_sqrt_8(x + i, out + i, 0xFF);
+    if (i < n) mkl_sqrt_8(x + i, out + i, (__mmask8)((1u << (n - i)) - 1));
+}
+
 /* ---- one AdamW step over n float32 weights, in one pass --------------------------------------------------
  * The order and roundings of optim/adam.py's adamw_update (exercise 6.1; torch's single-tensor AdamW), which
  * makes ~14 passes of NumPy calls over each slice: every float32 operation rounded as written, and the two
  * multiply-adds torch fuses (lerp's fmadd, addcmul's) rounded once through double where ``fused`` -- the
  * product of two floats is exact in double, then the sum, as adamw_update's float64 ``wide`` array does.
+ * ``mkl_sqrt``: the root is MKL's (above: torch's on an Intel AVX-512 CPU), else sqrtf's, correctly rounded;
+ * then each block of 256 weights goes twice through the cache: the moments, then their roots, then the weights.
  * 0; 1, nothing done, where two of the arrays overlap (``restrict`` would not hold; a gradient that IS the weight is
  * shrunk with it before the moments read it in adamw_update, as in torch's). */
+#define ADAMW_BLOCK 256
 int ml_adamw(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
              int decay, float shrink, float one_minus_beta1, float one_minus_beta2, float beta2, float bias2_root,
-             float eps, float step_size, int fused) {
+             float eps, float step_size, int fused, int mkl_sqrt) {
     const uintptr_t at[4] = {(uintptr_t)p, (uintptr_t)g, (uintptr_t)m, (uintptr_t)v};
     for (int a = 0; a < 4; a++)
         for (int b = a + 1; b < 4; b++)
             if ((at[a] < at[b] ? at[b] - at[a] : at[a] - at[b]) < n * sizeof(float))
                 return 1;
-    for (size_t i = 0; i < n; i++) {
-        float w = decay ? p[i] * shrink : p[i];  /* decoupled weight decay */
-        float d = g[i] - m[i];  /* m <- m + (1 - beta1)(g - m): exp_avg.lerp_(grad, 1 - beta1) */
-        float mi = fused ? (float)((double)d * (double)one_minus_beta1 + (double)m[i]) : m[i] + d * one_minus_beta1;
-        float s = g[i] * one_minus_beta2;  /* v <- beta2 v + ((1 - beta2) g) g */
-        float vi = v[i] * beta2;
-        vi = fused ? (float)((double)s * (double)g[i] + (double)vi) : vi + s * g[i];
-        float denom = sqrtf(vi) / bias2_root + eps;
-        p[i] = w + mi * step_size / denom;  /* p <- p + (-lr / (1 - beta1^t)) m / denom */
-        m[i] = mi;
-        v[i] = vi;
+    for (size_t first = 0; first < n; first += ADAMW_BLOCK) {
+        size_t last = n - first < ADAMW_BLOCK ? n : first + ADAMW_BLOCK;
+        float root[ADAMW_BLOCK];
+        for (size_t i = first; i < last; i++) {
+            float d = g[i] - m[i];  /* m <- m + (1 - beta1)(g - m): exp_avg.lerp_(grad, 1 - beta1) */
+            m[i] = fused ? (float)((double)d * (double)one_minus_beta1 + (double)m[i]) : m[i] + d * one_minus_beta1;
+            float s = g[i] * one_minus_beta2;  /* v <- beta2 v + ((1 - beta2) g) g */
+            float vi = v[i] * beta2;
+            v[i] = fused ? (float)((double)s * (double)g[i] + (double)vi) : vi + s * g[i];
+        }
+        if (mkl_sqrt)
+            ml_mkl_sqrt(v + first, root, last - first);
+        else
+            for (size_t i = first; i < last; i++) root[i - first] = sqrtf(v[i]);
+        for (size_t i = first; i < last; i++) {
+            float w = decay ? p[i] * shrink : p[i];  /* decoupled weight decay */
+            float denom = root[i - first] / bias2_root + eps;
+            p[i] = w + m[i] * step_size / denom;  /* p <- p + (-lr / (1 - beta1^t)) m / denom */
+        }
     }
     return 0;
 }

@@ -434,6 +434,11 @@ def _unchanged(v):
     return v
 
 
+def _mkl_sqrt_array(a):
+    """A float32 or float64 NumPy array, whose sqrt torch's CPU build sends to MKL (``float32_math.mkl_sqrt``)."""
+    return type(a) is np.ndarray and a.dtype in (float32, np.float64)
+
+
 def _power_as_torch(a, exponent):
     """``a ** exponent`` as torch's kernel for a number exponent computes it in floating point: 1 and 2, 3,
     -1, -2 by multiplication and division (``1 / (a * a)``, not C's pow), +-0.5 as sqrt and 1 / sqrt;
@@ -482,8 +487,9 @@ def _half_powers(a, b):
             out = (1 / xp.sqrt(upcast(a))).astype(a.dtype)  # sqrt and 1 / it each rounded in the scalar tail,
             _in_16_bit_steps_at_tail(out, lambda part: 1 / xp.sqrt(part), a, step=_POW_RSQRT_STEP)  # pow's: 64
             return out
-        root = xp.sqrt(a)
-        return root if b > 0 else (1 / root).astype(a.dtype, copy=False)
+        if b > 0:  # (torch's sqrt: MKL's for float32 and float64, float32_math.mkl_sqrt)
+            return float32_math.mkl_sqrt(a) if _mkl_sqrt_array(a) else xp.sqrt(a)
+        return (1 / xp.sqrt(a)).astype(a.dtype, copy=False)  # (rsqrt's: 1 / a correctly rounded root)
     with np.errstate(divide="ignore"):
         out = xp.sqrt(xp.where(a == 0, 0, a)) if b > 0 else xp.power(a, xp.full(a.shape, b, dtype=a.dtype))
     return xp.where(a == -xp.inf, xp.inf if b > 0 else 0, out).astype(a.dtype, copy=False)
@@ -530,8 +536,8 @@ class Log(Function):
 
 class Sqrt(Function):
     @staticmethod
-    def forward(ctx, a):
-        ctx.out = xp_of(a).sqrt(a)
+    def forward(ctx, a):  # (float32, float64: torch's MKL kernel, not correctly rounded, where matched: float32_math)
+        ctx.out = float32_math.mkl_sqrt(a) if _mkl_sqrt_array(a) else xp_of(a).sqrt(a)
         return ctx.out
 
     @staticmethod

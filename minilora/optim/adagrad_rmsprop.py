@@ -17,7 +17,7 @@ dtype, and every op computes in float32 and rounds once, as torch's CPU kernels 
 """
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, float32_math
 from ..device import xp_of
 from ..ops.elementwise import STEPS_ROUNDED_TO_16_BITS, _in_16_bit_steps_at_tail
 from .adam import _fused_multiply_add
@@ -39,15 +39,18 @@ class _Arithmetic:
     def load(self, array):
         return dtypes.upcast(array) if self.low_precision else array
 
-    @staticmethod
-    def sqrt(array):
-        return xp_of(array).sqrt(array)  # NumPy's or CuPy's
+    def sqrt(self, array):
+        """``array.sqrt()``: MKL's for a float32/float64 parameter (``float32_math.mkl_sqrt``, torch's CPU kernel), the
+        correctly rounded root for a 16-bit one (computed in float32) and on CuPy."""
+        if self.low_precision or type(array) is not np.ndarray:
+            return xp_of(array).sqrt(array)
+        return float32_math.mkl_sqrt(array)
 
     def rsqrt(self, array):
         """``array.rsqrt()``: ``1 / sqrt`` rounded once, or (16-bit) each step rounded where torch's kernel runs
         its scalar lambda: every element in its "default" build, else the tail of each thread's chunk (as the
-        op's, ``ops.elementwise.Rsqrt``)."""
-        root = self.sqrt(array)
+        op's, ``ops.elementwise.Rsqrt``). (Its root is correctly rounded: not MKL's.)"""
+        root = xp_of(array).sqrt(array)
         if not self.low_precision or STEPS_ROUNDED_TO_16_BITS:
             return self.rounded(1 / (self.rounded(root) if STEPS_ROUNDED_TO_16_BITS else root))
         out = self.rounded(1 / root)

@@ -27,8 +27,10 @@ A float32 AdamW step where the C kernels are built goes further: each thread's s
 weight, its gradient and moments are read once instead of ~14 times. The NumPy update stays the definition
 (and exercise 6.1's); float64, Adam's L2 term, ``maximize`` and ``amsgrad`` run it.
 """
+import contextlib
 import functools
 import math
+import threading
 
 import numpy as np
 
@@ -61,8 +63,8 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, 
     the denominator instead of v's (torch's ``torch.maximum(max_v, v, out=max_v)``): a weight's step never grows
     because its gradients got smaller.
 
-    The solution rounds as torch 2.13's CPU loop does, so float64 weights are torch's bits and float32 ones but
-    where MKL's sqrt (not correctly rounded: ~20% of roots) is an ulp off (0.18% of the weights after 3 steps):
+    The solution rounds as torch 2.13's CPU loop does, so the weights are torch's bits, its sqrt included where MKL's
+    (not correctly rounded) is matched (``_root``: Intel AVX-512 CPUs; elsewhere ~1 root in 150 is an ulp off):
     ``exp_avg.lerp_(grad, 1 - beta1)`` and the ``addcmul_`` of ``v`` are fused multiply-adds where ATen's build fuses
     (``_multiply_add``, per ``torch_cpu_capability()``: two roundings changed the last bit of 30% of m and 2% of v);
     addcmul's product is ``((1 - beta2) g) g``, addcdiv's quotient ``(value m) / denom`` in that order. A textbook
@@ -88,7 +90,7 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, 
     # denom = sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - beta2^t) + eps   (eps outside the root; amsgrad: max v's root)
     if max_exp_avg_sq is not None:
         xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-    xp.sqrt(exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq, out=scratch)
+    _root(exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq, out=scratch)  # (xp.sqrt; torch's: _root)
     scratch /= math.sqrt(1 - beta2 ** step)
     scratch += eps
     # p <- p - lr * m_hat / denom, with m_hat = m / (1 - beta1^t)   (torch: addcdiv_, (value m) / denom)
@@ -97,6 +99,29 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, 
     quotient /= scratch
     param += quotient
     # END SOLUTION
+
+
+_exact_roots = threading.local()  # ``on``: this thread's update is of a ``fused=True`` group (_root)
+
+
+def _root(values, out):
+    """``sqrt(values)`` into ``out`` as torch's AdamW takes it: its single-tensor and foreach updates call
+    ``torch.sqrt``, MKL's for float32 and float64 (``float32_math.mkl_sqrt``: not correctly rounded, matched on
+    Intel AVX-512 CPUs); its fused kernel (``fused=True``, ``_roots_of``) a correctly rounded one, as NumPy's."""
+    if type(values) is np.ndarray and values.dtype in (np.float32, np.float64) and not getattr(_exact_roots, "on", False):
+        return float32_math.mkl_sqrt(values, out=out)
+    return xp_of(values).sqrt(values, out=out)
+
+
+@contextlib.contextmanager
+def _roots_of(group):
+    """Within the block this thread's updates take ``group``'s roots: correctly rounded for ``fused=True``."""
+    before = getattr(_exact_roots, "on", False)
+    _exact_roots.on = bool(group.get("fused"))
+    try:
+        yield
+    finally:
+        _exact_roots.on = before
 
 
 def _multiply_add(a, b, c, wide):
@@ -257,14 +282,18 @@ class Adam(Optimizer):
                                    foreach=bool(group["foreach"]))
                 continue
             if amsgrad_max:
-                amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=step, lr=learning_rate(group),
-                               beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0)
+                with _roots_of(group):
+                    amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=step,
+                                   lr=learning_rate(group), beta1=beta1, beta2=beta2, eps=group["eps"],
+                                   weight_decay=wd if decoupled else 0.0)
                 continue
             scratch, wide = (w[:param.size] for w in work) if work else (xp_of(param).empty_like(param), None)
             hyper = dict(step=step, lr=learning_rate(group), beta1=beta1, beta2=beta2, eps=group["eps"],
                          weight_decay=wd if decoupled else 0.0)
-            # torch's roundings, its fused multiply-adds included: float64 bit for bit, float32 but for MKL's sqrt
-            adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, wide=wide, **hyper)
+            # torch's roundings, its fused multiply-adds included: float64 bit for bit, float32 too where MKL's sqrt
+            # is matched (float32_math.mkl_sqrt: Intel AVX-512 CPUs)
+            with _roots_of(group):
+                adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, wide=wide, **hyper)
 
     def _update_spans(self, tasks, spans):
         """Update one thread's share of the flat ``tasks``: its ``(task, start, stop)`` spans, slice by slice."""
@@ -333,7 +362,7 @@ def _in_one_pass(arrays, state, group):
     return float32_math.adamw_step(
         *arrays, decay=bool(wd), shrink=number(1 - lr * wd), one_minus_beta1=number(1 - beta1),
         one_minus_beta2=number(1 - beta2), beta2=number(beta2), bias2_root=number(math.sqrt(1 - beta2 ** step)),
-        eps=number(group["eps"]), step_size=number(-(lr / (1 - beta1 ** step))))
+        eps=number(group["eps"]), step_size=number(-(lr / (1 - beta1 ** step))), mkl_sqrt=not group.get("fused"))
 
 
 def _scatter(flat, members):
