@@ -184,3 +184,44 @@ def test_an_allocation_the_machine_cannot_hold_is_one_line_not_a_traceback(tmp_p
     code, text = run_cli(["train", "--steps", "1", "--r", str(HUGE_RANK), "--out", str(tmp_path / "run")], capsys)
     assert code == 1 and "Traceback" not in text, text
     assert "minilora train: out of memory: Unable to allocate" in text
+
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_requests_own_chat_template_is_refused_unless_the_server_trusts_them(trusted):
+    """A template is a program the server runs on its event loop: '{% for i in range(100000) %}{% for j in
+    range(100000) %}{% endfor %}{% endfor %}' sent as a request's chat_template held every client and /health for
+    hours. vLLM refuses a request's template (chat_template, or
+    chat_template_kwargs' chat_template) without --trust-request-chat-template, in these words; minilora ran it."""
+    pytest.importorskip("pydantic")
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+    from minilora.serve import Engine
+    from minilora.serve.app import create_app
+    from minilora.tokenizer import ByteTokenizer
+    from test_serve import CHAT_TEMPLATE, two_adapters
+    tokenizer = ByteTokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    app = create_app(Engine(two_adapters(), tokenizer), "tiny", trust_request_chat_template=trusted)
+    own = "{{ messages[0]['content'] }}"  # (a quick one: the trusting server renders it, and so did START's)
+    chat = {"model": "a", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    with TestClient(app) as served:
+        for path, body in (("/v1/chat/completions", {**chat, "chat_template": own}),
+                           ("/v1/chat/completions", {**chat, "chat_template_kwargs": {"chat_template": own}}),
+                           ("/tokenize", {"model": "a", "messages": chat["messages"], "chat_template": own})):
+            response = served.post(path, json=body)
+            if trusted:
+                assert response.status_code == 200, response.text
+                continue
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["message"] == (
+                "Chat template is passed with request, but --trust-request-chat-template is not set. Refused request "
+                "with untrusted chat template.")
+        assert served.post("/v1/chat/completions", json=chat).status_code == 200  # (the model's own template)
+
+
+def test_minilora_serve_takes_vllms_trust_request_chat_template_flag():
+    from minilora.cli import build_parser
+    parse = build_parser("serve").parse_args
+    assert parse(["serve", "--trust-request-chat-template"]).trust_request_chat_template
+    assert not parse(["serve"]).trust_request_chat_template

@@ -31,7 +31,8 @@ def served():
     tok.chat_template = CHAT_TEMPLATE
     engine = Engine(model, tok, max_batch_size=4, max_queue=8)
     engine.eos = set()  # random weights: run to max_tokens, so lengths are known
-    with TestClient(create_app(engine, model_name="tiny")) as client:
+    # (requests send chat templates of their own: vLLM's --trust-request-chat-template)
+    with TestClient(create_app(engine, model_name="tiny", trust_request_chat_template=True)) as client:
         yield client, model, tok
 
 
@@ -499,7 +500,8 @@ def test_health_fails_once_the_engine_has_stopped(monkeypatch):
     def broken(tokens):
         raise RuntimeError("out of memory")
     monkeypatch.setattr(engine.batch, "step", broken)
-    with TestClient(create_app(engine, model_name="tiny")) as client:
+    # (requests send chat templates of their own: vLLM's --trust-request-chat-template)
+    with TestClient(create_app(engine, model_name="tiny", trust_request_chat_template=True)) as client:
         assert client.get("/health").status_code == 200
         r = client.post("/v1/completions", json={"model": "a", "prompt": "x", "max_tokens": 3})
         assert r.status_code == 500 and "out of memory" in r.json()["error"]["message"]

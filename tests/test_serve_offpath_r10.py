@@ -71,7 +71,8 @@ def served(folders):
     """`minilora serve tiny --lora-modules a=... b=...` in process: (TestClient, engine)."""
     engine, name = load_engine(str(folders / "tiny"), [("a", str(folders / "a")), ("b", str(folders / "b"))],
                                max_batch_size=4, max_queue=8)
-    with TestClient(create_app(engine, name)) as client:
+    # (requests send chat templates of their own: vLLM's --trust-request-chat-template)
+    with TestClient(create_app(engine, name, trust_request_chat_template=True)) as client:
         yield client, engine
 
 
@@ -227,7 +228,8 @@ def test_stream_null_is_an_answer_not_a_stream(served, route, body):
 def test_chat_with_no_template_in_the_tokenizer_takes_the_requests_or_is_a_bad_request():
     engine = Engine(base_model(), ByteTokenizer(), max_batch_size=2, max_queue=2)  # its tokenizer has no template
     body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 3, "temperature": 0}
-    with TestClient(create_app(engine, "tiny")) as client:
+    # (requests send chat templates of their own: vLLM's --trust-request-chat-template)
+    with TestClient(create_app(engine, "tiny", trust_request_chat_template=True)) as client:
         own = client.post("/v1/chat/completions", json={**body, "chat_template": CHAT_TEMPLATE})
         neither = client.post("/v1/chat/completions", json=body)
     assert own.status_code == 200, own.text

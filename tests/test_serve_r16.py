@@ -66,7 +66,8 @@ def client():
     tok = ByteTokenizer()
     tok.chat_template = CHAT_TEMPLATE
     engine = Engine(two_adapters(), tok, max_batch_size=2, max_queue=8)
-    with TestClient(create_app(engine, "tiny")) as served:
+    # (requests send chat templates of their own: vLLM's --trust-request-chat-template)
+    with TestClient(create_app(engine, "tiny", trust_request_chat_template=True)) as served:
         yield served
 
 

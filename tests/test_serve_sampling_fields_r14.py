@@ -57,7 +57,8 @@ def served():
     model = two_adapters()
     engine = Engine(model, tok, max_batch_size=4, max_queue=8)
     engine.eos = set()  # random weights: run to max_tokens
-    with TestClient(create_app(engine, "tiny")) as client:
+    # (requests send chat templates of their own: vLLM's --trust-request-chat-template)
+    with TestClient(create_app(engine, "tiny", trust_request_chat_template=True)) as client:
         yield client, model, tok
 
 

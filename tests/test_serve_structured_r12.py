@@ -63,7 +63,8 @@ CLOCK = {"type": "function", "function": {"name": "clock", "parameters": {
 def served():
     """`minilora serve` of the shipped base, in process: (TestClient, engine)."""
     engine, name = load_engine(None, [], max_batch_size=4, max_queue=8)
-    with TestClient(create_app(engine, name)) as test_client:
+    # (requests send chat templates of their own: vLLM's --trust-request-chat-template)
+    with TestClient(create_app(engine, name, trust_request_chat_template=True)) as test_client:
         yield test_client, engine
 
 

@@ -445,8 +445,9 @@ class _Reply(collections.namedtuple("_Reply", "chat usage echoes prompt_info n_p
 
 
 class _Server:
-    def __init__(self, engine, model_name, aliases=()):
+    def __init__(self, engine, model_name, aliases=(), trust_request_chat_template=False):
         self.engine, self.model_name = engine, model_name
+        self.trust_request_chat_template = trust_request_chat_template
         self.base_names = [model_name] + [name for name in aliases if name != model_name]
         self.created = int(time.time())
         self.fingerprint = _fingerprint(engine, model_name)
@@ -471,6 +472,17 @@ class _Server:
                                            "input": {}, "ctx": {"error": exc.msg}}]) from None
         except (ValueError, RecursionError):  # (bytes no text, 4300+ digits, arrays nested past Python's stack:
             raise _BadBody("There was an error parsing the body") from None  # FastAPI's 400 for any other failure)
+
+    def _template_allowed(self, body):
+        """vLLM's refusal of a chat template sent with the request (``chat_template``, or ``chat_template_kwargs``'
+        ``chat_template``) unless the server runs with ``--trust-request-chat-template``: the server renders it, and
+        a template is a program -- ``{% for i in range(100000) %}{% for j in range(100000) %}`` held the event loop,
+        every client's request and /health with it, for hours."""
+        sent = body.get("chat_template") is not None or (body.get("chat_template_kwargs") or {}).get(
+            "chat_template") is not None
+        if sent and not self.trust_request_chat_template:
+            raise EngineError(400, "Chat template is passed with request, but --trust-request-chat-template is not "
+                                   "set. Refused request with untrusted chat template.")
 
     def _adapter_of(self, body):
         """The adapter a request's ``model`` names; None for the base. As vLLM's protocol, ``model`` is
@@ -960,6 +972,7 @@ class _Server:
     async def chat_completions(self, request):
         tok = self.engine.tokenizer
         body = read_fields(await self._json(request), ChatCompletionRequest)
+        self._template_allowed(body)
         # (no messages at all: transformers' apply_chat_template refuses them, as vLLM's answer does)
         text, ids = _encoded(lambda: _chat_prompt(tok, body["messages"], body), "messages")
         messages = [_text_message(m) for m in body["messages"]]
@@ -975,6 +988,7 @@ class _Server:
         self._adapter_of(body)
         tok = self.engine.tokenizer
         if model is TokenizeChatRequest:
+            self._template_allowed(body)
             _, ids = _encoded(lambda: _chat_prompt(tok, body["messages"], body), "messages")
         else:  # (a text: the completion member's prompt is required)
             ids = _encoded(lambda: tok.encode(body["prompt"], add_special_tokens=body.get("add_special_tokens", True)),
@@ -1517,11 +1531,12 @@ def _clean_loc(loc):
     return ".".join(fields or names)
 
 
-def create_app(engine, model_name="base", api_key=None, aliases=()):
+def create_app(engine, model_name="base", api_key=None, aliases=(), trust_request_chat_template=False):
     """A Starlette app serving ``engine``; the engine thread starts with the app and stops with it.
     ``api_key``: required of every /v1 request, as vLLM's ``--api-key`` (None: no key); ``aliases``:
-    more names for the base model (vLLM's further ``--served-model-name`` names)."""
-    server = _Server(engine, model_name, aliases)
+    more names for the base model (vLLM's further ``--served-model-name`` names); ``trust_request_chat_template``:
+    vLLM's flag, without which a request's own chat template is refused."""
+    server = _Server(engine, model_name, aliases, trust_request_chat_template)
     routes = [Route(path, _guarded(handler, api_key, path), methods=[method]) for path, handler, method in [
         ("/v1/models", server.models, "GET"), ("/v1/models/{model:path}", server.model, "GET"),
         ("/v1/completions", server.completions, "POST"), ("/v1/chat/completions", server.chat_completions, "POST"),

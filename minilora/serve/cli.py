@@ -3,7 +3,8 @@
     minilora serve [MODEL] --adapter NAME=DIR [--adapter NAME=DIR ...] [--port 8000]
 
 ``MODEL`` is a Llama folder, as in ``vllm serve MODEL`` (or ``--model MODEL``; none: the shipped base).
-vLLM's ``--lora-modules NAME=DIR ...``, ``--max-num-seqs``, ``--max-model-len`` and ``--api-key`` work
+vLLM's ``--lora-modules NAME=DIR ...``, ``--max-num-seqs``, ``--max-model-len``, ``--api-key`` and
+``--trust-request-chat-template`` (a request's own chat template is refused without it) work
 too. Then any OpenAI client works: ``model`` names an adapter (or the base, by its served name)::
 
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
@@ -33,6 +34,9 @@ def add_cli_arguments(parser, name):
                         help="accepted for vLLM command lines; LoRA serving is always on here")
     parser.add_argument("--max-lora-rank", type=positive_int, default=None,
                         help="refuse adapters of a higher rank, as vLLM's (default: no bound; vLLM's is 16)")
+    parser.add_argument("--trust-request-chat-template", action="store_true",
+                        help="render a chat template a request sends (chat_template), as vLLM's flag; default: such "
+                             "a request is refused (a template is a program the server runs)")
     parser.add_argument("--api-key", default=None, metavar="KEY",
                         help="require 'Authorization: Bearer KEY' on every /v1 request, as vLLM's --api-key "
                              "(OpenAI's clients send it for api_key=KEY); default: no key")
@@ -118,7 +122,8 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     return engine, served
 
 
-def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info", api_key=None, aliases=()):
+def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info", api_key=None, aliases=(),
+                trust_request_chat_template=False):
     """A ``uvicorn.Server`` for the app that stops the engine FIRST when it shuts down: every request
     still queued or running ends at once with an error event (503), so no stream waits on a model
     that will never answer, and uvicorn's graceful wait finds the connections already closing."""
@@ -133,7 +138,8 @@ def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info
             await asyncio.to_thread(engine.shutdown)
             await super().shutdown(sockets)
 
-    app = create_app(engine, model_name, api_key=api_key, aliases=aliases)
+    app = create_app(engine, model_name, api_key=api_key, aliases=aliases,
+                     trust_request_chat_template=trust_request_chat_template)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, lifespan="on")
     return Server(config)
 
@@ -188,5 +194,6 @@ def cli_main(args):
     if changed:  # as vLLM says it: requests that leave these out will not get OpenAI's defaults
         print(f"minilora serve: default sampling parameters from the model's generation_config.json: {changed}")
     print(f"minilora serve: {served} with adapters {engine.adapters()} on http://{args.host}:{args.port}/v1")
-    make_server(engine, served, args.host, args.port, api_key=args.api_key, aliases=names[1:]).run()
+    make_server(engine, served, args.host, args.port, api_key=args.api_key, aliases=names[1:],
+                trust_request_chat_template=args.trust_request_chat_template).run()
     return 0
