@@ -17,6 +17,7 @@ plain ``nn.Linear`` layers that LoRA can wrap::
 Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/nn/generation.py``.
 """
 import contextlib
+import copy
 import dataclasses
 import functools
 import inspect
@@ -181,8 +182,7 @@ class LlamaConfig:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
         self.rope_scaling = _checked_rope_scaling(self.rope_scaling, self.max_position_embeddings)
 
-    _DERIVED = ("architectures", "model_type", "rope_parameters", "dtype", "torch_dtype",
-                "transformers_version")
+    _DERIVED = ("architectures", "model_type", "rope_parameters", "transformers_version")
 
     @classmethod
     def from_dict(cls, d, *, return_unused_kwargs=False, **kwargs):
@@ -241,7 +241,7 @@ class LlamaConfig:
 
     # transformers' config attributes that are not fields here: kept in ``extra`` and read by the model
     # (pretraining_tp changes nothing in transformers 5; output_attentions=True is refused by the model)
-    _ATTRIBUTES_IN_EXTRA = ("use_cache", "attention_dropout", "pretraining_tp",
+    _ATTRIBUTES_IN_EXTRA = ("use_cache", "attention_dropout", "pretraining_tp", "dtype",
                             "output_attentions", "output_hidden_states", "return_dict",
                             # transformers' task-head attributes: from_pretrained(path, num_labels=3) sets them
                             "num_labels", "id2label", "label2id", "problem_type", "classifier_dropout")
@@ -295,7 +295,7 @@ class LlamaConfig:
     def update(self, config_dict):
         """transformers' update: set each key; one that is not a field is kept (``extra``), as an attribute."""
         for key, value in config_dict.items():
-            if key in self._field_names():
+            if key in self._field_names() or key in ("dtype", "torch_dtype"):  # (the dtype under either name)
                 setattr(self, key, value)
             else:
                 self.extra[key] = value
@@ -342,6 +342,10 @@ class LlamaConfig:
             raise AttributeError(f"property 'use_return_dict' of '{type(self).__name__}' object has no setter")
         if name == "rope_parameters":  # transformers 5's spelling: rope_theta and the scaling in one dict
             self._set_rope(value)
+        elif name in ("dtype", "torch_dtype"):  # (torch_dtype: transformers' older name of dtype)
+            self.extra.pop("dtype", None)
+            if value is not None:
+                self.extra["dtype"] = _dtype_name(value)
         elif name == "rope_scaling" and "extra" in self.__dict__:  # set after __init__: checked as there
             self._set_rope(value)
         elif name.startswith("_") or name in _fields_of(type(self)):
@@ -377,6 +381,8 @@ class LlamaConfig:
         # Only reached for names that are not fields: config.json keys minilora does not use read back
         # as attributes, as on transformers' configs (config.my_note after LlamaConfig(my_note=...)).
         extra = self.__dict__.get("extra") or {}
+        if name in ("dtype", "torch_dtype"):  # transformers' config.dtype: a dtype (config.json holds its name)
+            return _to_dtype(extra["dtype"]) if extra.get("dtype") is not None else None
         if name in extra:
             return extra[name]
         if name in _UNSET_ATTRIBUTES:  # transformers' defaults for the attributes a config.json may leave out
@@ -451,6 +457,7 @@ def _check_field_types(config):
         raise _field_error("rope_scaling", config.rope_scaling, "an object or null")
     if not isinstance(config.extra, dict):
         raise _field_error("extra", config.extra, "a dict")
+    _standard_dtype(config.extra)
     # (transformers' strict config refuses a string; minilora read "0.1" as 0.1)
     dropout = config.extra.get("attention_dropout")
     if dropout is not None and not (_is_number(dropout) and 0 <= dropout <= 1):
@@ -459,6 +466,28 @@ def _check_field_types(config):
         value = config.extra.get(name)
         if value is not None and not fits(value):
             raise _field_error(name, value, allowed)
+
+
+def _standard_dtype(extra):
+    """config.json's ``dtype`` (``torch_dtype`` in older files; ``dtype`` wins where both are, as transformers reads
+    them) kept in ``extra`` under its name: the dtype ``AutoModel*.from_config`` builds in and from_pretrained's
+    ``dtype="auto"`` loads in (transformers' config.dtype; dropping it built a bfloat16 checkpoint's copy in float32)."""
+    given = extra.pop("dtype", None)
+    older = extra.pop("torch_dtype", None)
+    given = older if given is None else given
+    if given is not None:
+        extra["dtype"] = _dtype_name(given)
+
+
+def _dtype_name(value):
+    """A dtype's name as config.json writes it ("bfloat16"), from a name, a torch dtype or a minilora/NumPy one."""
+    name = value.removeprefix("torch.") if isinstance(value, str) else value
+    if name == "bfloat16":  # (a name NumPy knows only with ml_dtypes: from_pretrained warns then, and loads float32)
+        return name
+    try:
+        return str(_to_dtype(name))
+    except (TypeError, ValueError) as exc:  # (NumPy's ValueError for a dict, say)
+        raise TypeError(f"its dtype {value!r} is not a dtype ({exc})") from None
 
 
 # The types transformers' config refuses others of, for attributes kept in ``extra``: "use_cache": "no" was
@@ -1439,8 +1468,8 @@ def _config_to_load(model_class, path, config, overrides):
             raise NotImplementedError(f"from_pretrained({key}=...) is not supported by minilora: it loads a "
                                       "local safetensors folder as it is, whole, onto one device")
     from_file, unused = model_class.config_class.from_pretrained(path, return_unused_kwargs=True, **overrides)
-    if config is not None:
-        from_file, unused = config, overrides
+    if config is not None:  # a copy, as transformers': loading sets its dtype and attention, not the caller's
+        from_file, unused = copy.deepcopy(config), overrides
     if unused:
         raise TypeError(f"{model_class.__name__}.__init__() got an unexpected keyword argument "
                         f"{next(iter(unused))!r}")
@@ -1534,9 +1563,9 @@ def _check_weights_format(path, use_safetensors):
         raise OSError(f"Error no file named model.safetensors, or pytorch_model.bin, found in directory {path}.")
 
 
-def _dtype_argument(path, dtype, torch_dtype, safetensors=True):
+def _dtype_argument(path, dtype, torch_dtype, config, safetensors=True):
     """``from_pretrained``'s dtype: ``torch_dtype`` as an alias; a name, a dtype or a torch dtype;
-    ``"auto"`` as transformers reads it: config.json's ``dtype`` (``torch_dtype`` in older files),
+    ``"auto"`` as transformers reads it: the config's ``dtype`` (config.json's, or that of the ``config=`` passed),
     else the dtype of the checkpoint's first floating-point tensor."""
     if torch_dtype is not None:
         if dtype not in ("auto", None) and _dtype_or_auto(dtype) != _dtype_or_auto(torch_dtype):
@@ -1548,17 +1577,13 @@ def _dtype_argument(path, dtype, torch_dtype, safetensors=True):
     if _dtype_or_auto(dtype) != "auto":
         return _to_dtype(dtype)  # a name ("bfloat16", "torch.bfloat16"), a dtype, torch.bfloat16
     file = os.path.join(os.fspath(path), "config.json") if os.path.isdir(path) else path
-    config = load_json(file)
-    saved = config.get("dtype") or config.get("torch_dtype") or _first_float_dtype(os.path.dirname(file), safetensors)
+    saved = config.extra.get("dtype") or _first_float_dtype(os.path.dirname(file), safetensors)
     if saved == "bfloat16" and not dtypes.HAS_BFLOAT16:
         import warnings
         warnings.warn("dtype='auto': the checkpoint is bfloat16, which NumPy cannot hold without ml_dtypes "
                       "(pip install 'minilora[bf16]'); loading float32")
         return dtypes.float32
-    try:
-        return _to_dtype(saved)
-    except (TypeError, ValueError) as exc:  # a typo in config.json ({"v": ...}: NumPy's ValueError): name the file
-        raise TypeError(f"{file}: its dtype {saved!r} is not a dtype ({exc})") from None
+    return _to_dtype(saved)  # (config.json's name was checked as the config read it)
 
 
 def _dtype_or_auto(dtype):
@@ -1931,7 +1956,8 @@ class LlamaForCausalLM(Module):
         device = _device_from_map(device, device_map)
         _check_loading_options(path, attn_implementation, use_safetensors)
         safetensors = use_safetensors is not False  # (False: torch.save's files, where a folder holds both)
-        dtype = _dtype_argument(path, dtype, torch_dtype, safetensors)
+        dtype = _dtype_argument(path, dtype, torch_dtype, config, safetensors)
+        config.dtype = dtype  # (transformers' config.dtype: what the model was loaded in)
         # from the file headers, before allocating anything
         mismatched = _check_checkpoint_fits(path, config, cls.__name__, ignore_mismatched_sizes, safetensors)
         everything = load_checkpoint(path, safetensors)

@@ -374,13 +374,15 @@ class _AutoModel:
 
     @classmethod
     def from_config(cls, config, dtype=None, device=None, torch_dtype=None):
-        """A new model of ``config``'s shape, its weights drawn as transformers draws them."""
+        """A new model of ``config``'s shape, its weights drawn as transformers draws them, in ``dtype`` (else
+        ``config.dtype``, as transformers: a config read from a bfloat16 checkpoint builds a bfloat16 model)."""
         model_class = next((m for m in cls._classes.values() if type(config) is m.config_class), None)
         if model_class is None:
             raise ValueError(f"Unrecognized configuration class {type(config)} for this kind of AutoModel: "
                              f"{cls.__name__}. Model type should be one of "
                              f"{', '.join(m.config_class.__name__ for m in cls._classes.values())}.")
-        return model_class(config, dtype=dtype if dtype is not None else torch_dtype, device=device)
+        dtype = next((d for d in (dtype, torch_dtype, config.dtype) if d is not None), None)
+        return model_class(config, dtype=dtype, device=device)
 
 
 class AutoModelForCausalLM(_AutoModel):
