@@ -855,8 +855,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     max_length_passed = max_length is not None  # (transformers' warnings call any other max_length the default)
     rarer = {name: kwargs.pop(name, DEFAULT) for name in _PROCESSOR_OPTIONS}
     given_cache = _the_cache(kwargs.pop("past_key_values", None), kwargs.pop("cache", None))
-    user_processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-    user_stops = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
+    user_processors = LogitsProcessorList(_no_torch_callables(kwargs.pop("logits_processor", None), "logits_processor"))
+    user_stops = StoppingCriteriaList(_no_torch_callables(kwargs.pop("stopping_criteria", None), "stopping_criteria"))
     max_time = kwargs.pop("max_time", DEFAULT)
     embeds = kwargs.pop("inputs_embeds", None)
     kwargs.pop("logits_to_keep", None)  # generate reads the last position's logits whatever the model keeps
@@ -1208,6 +1208,10 @@ def _draft_source(model, guided, assistant, ids, mask, min_length, max_new_token
                          "`assistant_tokenizer` to `generate()` (see https://huggingface.co/docs/transformers/en/"
                          "generation_strategies#universal-assisted-decoding); minilora does not implement universal "
                          "assisted decoding, so the assistant must share the model's vocabulary")
+    if _computes_in_torch(type(assistant).__mro__):  # (a torch.nn.Module: transformers', PEFT's, the user's)
+        raise TypeError(f"generate(assistant_model=...): the assistant is a torch model ({type(assistant).__name__}), "
+                        "which computes on torch tensors; minilora drafts with a minilora model of the same vocabulary "
+                        "(minilora.models.AutoModelForCausalLM.from_pretrained(its folder))")
     return _AssistantDrafts(assistant, min_length, max_length, mask, pad_token_id, weight)
 
 
@@ -1336,6 +1340,28 @@ class EosTokenCriteria(StoppingCriteria):
     def __call__(self, input_ids, scores, new_token_length=1, **kwargs):
         newest = input_ids.numpy()[:, -new_token_length:]
         return Tensor(np.isin(newest, self.eos_token_id.numpy()).any(axis=-1), dtype=np.bool_)
+
+
+def _computes_in_torch(kinds):
+    """Are any of these classes transformers' or torch's? Theirs compute on torch tensors, and generate would hand
+    them minilora Tensors: they failed inside torch ("embedding(): argument 'indices' must be Tensor, not
+    numpy.ndarray", "pad(): argument 'input' must be Tensor, not Tensor")."""
+    return any(kind.__module__.split(".")[0] in ("transformers", "torch") for kind in kinds)
+
+
+def _no_torch_callables(items, argument):
+    """The user's processors or criteria, none of them transformers' own classes (a class of the user's derived from
+    transformers' base class may well compute on what it is given): refused by name, with the way to say the same
+    to minilora."""
+    for item in items or []:
+        if _computes_in_torch([type(item)]):
+            name = type(item).__name__
+            base = "LogitsProcessor" if argument == "logits_processor" else "StoppingCriteria"
+            own = f"minilora.nn.generation.{name}, " if isinstance(globals().get(name), type) else ""
+            raise TypeError(f"generate({argument}=[{name}(...)]): transformers' {name} computes on torch tensors, and "
+                            f"minilora hands {argument} minilora Tensors. Pass the generate option it stands for, "
+                            f"{own}or a class of your own (minilora.nn.generation.{base})")
+    return items or []
 
 
 # transformers' precedence: a criterion of the user's of the class that generate builds from its own options
