@@ -1349,6 +1349,21 @@ def _computes_in_torch(kinds):
     return any(kind.__module__.split(".")[0] in ("transformers", "torch") for kind in kinds)
 
 
+# the generate option each of transformers' processors and criteria stands for (generate builds its own from it)
+_OPTION_OF = {"RepetitionPenaltyLogitsProcessor": "repetition_penalty", "TemperatureLogitsWarper": "temperature",
+              "TopKLogitsWarper": "top_k", "TopPLogitsWarper": "top_p", "MinPLogitsWarper": "min_p",
+              "TypicalLogitsWarper": "typical_p", "EpsilonLogitsWarper": "epsilon_cutoff", "EtaLogitsWarper": "eta_cutoff",
+              "NoRepeatNGramLogitsProcessor": "no_repeat_ngram_size", "MinLengthLogitsProcessor": "min_length",
+              "MinNewTokensLengthLogitsProcessor": "min_new_tokens", "NoBadWordsLogitsProcessor": "bad_words_ids",
+              "SequenceBiasLogitsProcessor": "sequence_bias", "SuppressTokensLogitsProcessor": "suppress_tokens",
+              "SuppressTokensAtBeginLogitsProcessor": "begin_suppress_tokens",
+              "ForcedBOSTokenLogitsProcessor": "forced_bos_token_id", "ForcedEOSTokenLogitsProcessor": "forced_eos_token_id",
+              "ExponentialDecayLengthPenalty": "exponential_decay_length_penalty",
+              "EncoderRepetitionPenaltyLogitsProcessor": "encoder_repetition_penalty",
+              "MaxLengthCriteria": "max_length", "EosTokenCriteria": "eos_token_id", "MaxTimeCriteria": "max_time",
+              "StopStringCriteria": "stop_strings"}
+
+
 def _no_torch_callables(items, argument):
     """The user's processors or criteria, none of them transformers' own classes (a class of the user's derived from
     transformers' base class may well compute on what it is given): refused by name, with the way to say the same
@@ -1357,10 +1372,11 @@ def _no_torch_callables(items, argument):
         if _computes_in_torch([type(item)]):
             name = type(item).__name__
             base = "LogitsProcessor" if argument == "logits_processor" else "StoppingCriteria"
+            option = f"generate's {_OPTION_OF[name]}=, " if name in _OPTION_OF else ""
             own = f"minilora.nn.generation.{name}, " if isinstance(globals().get(name), type) else ""
             raise TypeError(f"generate({argument}=[{name}(...)]): transformers' {name} computes on torch tensors, and "
-                            f"minilora hands {argument} minilora Tensors. Pass the generate option it stands for, "
-                            f"{own}or a class of your own (minilora.nn.generation.{base})")
+                            f"minilora hands {argument} minilora Tensors. Pass {option}{own}or a class of your own "
+                            f"(minilora.nn.generation.{base})")
     return items or []
 
 
