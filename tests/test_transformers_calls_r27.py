@@ -180,3 +180,57 @@ def test_a_transformers_assistant_model_is_refused_by_name(folders):
     theirs = _load(torch, folders["float32"])
     with pytest.raises(TypeError, match="assistant is a torch model"):
         _load(ml, folders["float32"]).generate(ml.tensor(ids.numpy()), assistant_model=theirs, max_new_tokens=3)
+
+
+# ==================================================================================================
+# RoPE frequencies of every rope_type: transformers' float32 steps
+# ==================================================================================================
+LLAMA31_ROPE = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                    original_max_position_embeddings=8192)
+ROPES = {"linear": dict(rope_scaling=dict(rope_type="linear", factor=3.0)),
+         "llama3.1": dict(rope_theta=500000.0, rope_scaling=LLAMA31_ROPE),
+         "llama3": dict(rope_scaling=dict(LLAMA31_ROPE, factor=2.7, high_freq_factor=3.5)),
+         "dynamic": dict(rope_scaling=dict(rope_type="dynamic", factor=3.0)),
+         "yarn": dict(rope_scaling=dict(rope_type="yarn", factor=3.0, original_max_position_embeddings=256)),
+         "yarn_betas": dict(rope_scaling=dict(rope_type="yarn", factor=4.0, beta_fast=16.0, beta_slow=2.0,
+                                              truncate=False, original_max_position_embeddings=256)),
+         "longrope": dict(rope_scaling=dict(rope_type="longrope", short_factor=list(np.linspace(1, 1.7, 32)),
+                                            long_factor=list(np.linspace(1, 3.3, 32)),
+                                            original_max_position_embeddings=256))}
+
+
+@pytest.mark.parametrize("rope", sorted(ROPES))
+def test_rope_frequencies_are_transformers_float32_bits(rope):
+    """The inv_freq buffer, when made and after a sequence past max_position_embeddings (dynamic grows, longrope
+    takes its long factors): transformers' float32 bits. Computed in float64 and rounded, a third of a scaled
+    type's entries were an ulp apart, which moved thousands of a bfloat16 model's cos/sin entries."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as TheirRotary
+    from minilora.nn.llama import LlamaRotaryEmbedding
+    shape = dict(vocab_size=10, hidden_size=128, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
+                 max_position_embeddings=1024, **ROPES[rope])
+    theirs, ours = TheirRotary(transformers.LlamaConfig(**shape)), LlamaRotaryEmbedding(LlamaConfig(**shape))
+    for positions in (np.arange(8), np.arange(3000, 3008)):  # (the float32 cos and sin: MKL's, see the class)
+        with torch.no_grad():
+            theirs(torch.zeros(1), torch.tensor(positions)[None])
+        ours(positions[None], np.float32)
+        np.testing.assert_array_equal(ours.inv_freq.numpy().view(np.int32), theirs.inv_freq.numpy().view(np.int32))
+
+
+def test_a_bfloat16_llama31_model_far_into_its_context(tmp_path):
+    """Llama 3.1's RoPE in a bfloat16 model: the logits at positions 1000 and 20000 are transformers' bits (38% and
+    75% of them differed)."""
+    shape = dict(SHAPE, hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
+                 max_position_embeddings=131072, rope_theta=500000.0, rope_scaling=LLAMA31_ROPE)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.LlamaForCausalLM(transformers.LlamaConfig(**shape)).save_pretrained(tmp_path)
+    theirs = _load(torch, tmp_path, dtype=torch.bfloat16)
+    ours = _load(ml, tmp_path, dtype="bfloat16")
+    ids = torch.randint(3, 50, (1, 16), generator=torch.Generator().manual_seed(0))
+    for start in (1000, 20000):
+        positions = torch.arange(start, start + 16)[None]
+        with torch.no_grad():
+            expected = theirs(ids, position_ids=positions).logits.float().numpy()
+        got = ours(ml.tensor(ids.numpy()), position_ids=ml.tensor(positions.numpy())).logits.float().numpy()
+        np.testing.assert_array_equal(got, expected)

@@ -600,20 +600,80 @@ def rope_inverse_frequencies(config, seq_len=None):
     return inv_freq
 
 
-def _torch_float32_frequencies(config):
-    """Plain RoPE's ``inv_freq`` as transformers computes it in float32: ``1.0 / (theta ** (arange(0, d, 2) / d))``,
-    the exponents in float32, torch's pow of a number base (SLEEF's powf in vectors, C's powf in the tail), then a
-    float32 division.
-    (From the float64 frequencies rounded once, about a third of the entries differ in the last bit.)"""
-    dim = config.head_dim
-    exponents = np.arange(0, dim, 2).astype(np.float32) / np.float32(dim)
-    return np.float32(1.0) / float32_math.pow_loop(np.float32(config.rope_theta), exponents)
+def _torch_float32_frequencies(config, seq_len=None):
+    """``inv_freq`` as transformers computes it in float32 (its ROPE_INIT_FUNCTIONS for the config's rope_type, at a
+    sequence of ``seq_len`` positions), op by op: the exponents ``arange(0, d, 2) / d`` in float32, torch's pow of a
+    number base (SLEEF's powf in vectors, C's powf in the tail), then each scaling's float32 steps in its order.
+    (``rope_inverse_frequencies`` in float64, rounded once, left about a third of the entries an ulp apart: plain
+    RoPE's, and every scaled type's -- Llama 3.1's llama3 among them -- moving thousands of a bfloat16 model's
+    cos/sin entries over 8192 positions.)"""
+    scaling = config.rope_scaling or {"rope_type": "default"}
+    kind, dim, one = scaling["rope_type"], config.head_dim, _F32(1)
+    exponents = np.arange(0, dim, 2).astype(_F32) / _F32(dim)
+    theta = _F32(config.rope_theta) if kind != "dynamic" else _dynamic_theta(config, scaling, seq_len)
+    powers = float32_math.pow_loop(theta, exponents)
+    if kind == "linear":
+        return one / powers / _F32(scaling["factor"])
+    if kind == "llama3":
+        return _llama3_float32(one / powers, scaling)
+    if kind == "yarn":
+        return _yarn_float32(powers, dim, scaling, config.rope_theta)
+    if kind == "longrope":
+        long = seq_len is not None and seq_len > scaling["original_max_position_embeddings"]
+        factors = np.asarray(scaling["long_factor" if long else "short_factor"], dtype=_F32)
+        return one / (factors * powers)
+    return one / powers
+
+
+_F32 = np.float32
+
+
+def _dynamic_theta(config, scaling, seq_len):
+    """dynamic NTK's raised theta as transformers computes it: in Python floats when the model is made (seq_len
+    None: max_position_embeddings), in float32 tensor steps from a forward's longer sequence (its seq_len is a
+    torch int64 tensor there)."""
+    dim, factor, context = config.head_dim, scaling["factor"], config.max_position_embeddings
+    if seq_len is None or seq_len <= context:
+        return _F32(config.rope_theta * ((factor * context / context) - (factor - 1)) ** (dim / (dim - 2)))
+    grown = _F32(factor) * _F32(seq_len) / _F32(context) - _F32(factor - 1)
+    exponent = dim / (dim - 2)
+    raised = grown * grown if exponent == 2 else float32_math.pow_scalar_loop(np.array([grown]), exponent)[0]
+    return _F32(config.rope_theta) * raised  # (torch computes tensor ** 2 as a product)
+
+
+def _llama3_float32(inv_freq, scaling):
+    """transformers' ``_compute_llama3_parameters`` on float32 ``inv_freq`` (each Python number met as a float32; a
+    number divided by a tensor is torch's ``__rtruediv__``, the tensor's reciprocal times the number)."""
+    factor, low, high = _F32(scaling["factor"]), scaling["low_freq_factor"], scaling["high_freq_factor"]
+    context = scaling["original_max_position_embeddings"]
+    wavelength = _F32(1) / inv_freq * _F32(2 * math.pi)
+    slow, fast = wavelength > _F32(context / low), wavelength < _F32(context / high)
+    scaled = np.where(slow, inv_freq / factor, inv_freq)
+    smooth = (_F32(1) / wavelength * _F32(context) - _F32(low)) / _F32(high - low)
+    blended = (_F32(1) - smooth) * scaled / factor + smooth * scaled
+    return np.where(~fast & ~slow, blended, scaled)
+
+
+def _yarn_float32(powers, dim, scaling, theta):
+    """transformers' ``_compute_yarn_parameters`` in float32: the ramp of ``_yarn_ramp`` between the kept
+    (``1 / powers``) and the interpolated (``1 / (factor * powers)``) frequencies."""
+    low, high = _yarn_ramp_ends(dim, scaling, theta)
+    ramp = np.clip((np.arange(dim // 2, dtype=_F32) - _F32(low)) / _F32(high - low), 0, 1)
+    kept = _F32(1) - ramp
+    return _F32(1) / (_F32(scaling["factor"]) * powers) * (_F32(1) - kept) + _F32(1) / powers * kept
 
 
 def _yarn_inverse_frequencies(inv_freq, dim, theta, scaling):
     """transformers' ``_compute_yarn_parameters``: between the dimension that turns ``beta_fast`` times over
-    the original context and the one that turns ``beta_slow`` times (floored / ceiled unless ``truncate`` is
-    False), the frequencies ramp linearly from kept (fast) to divided by ``factor`` (slow)."""
+    the original context and the one that turns ``beta_slow`` times (``_yarn_ramp_ends``), the frequencies ramp
+    linearly from kept (fast) to divided by ``factor`` (slow)."""
+    low, high = _yarn_ramp_ends(dim, scaling, theta)
+    kept = 1 - np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    return inv_freq / scaling["factor"] * (1 - kept) + inv_freq * kept
+
+
+def _yarn_ramp_ends(dim, scaling, theta):
+    """The dimensions where yarn's ramp starts and ends (floored / ceiled unless ``truncate`` is False)."""
     context = scaling["original_max_position_embeddings"]
 
     def dimension_turning(rotations):
@@ -624,8 +684,7 @@ def _yarn_inverse_frequencies(inv_freq, dim, theta, scaling):
     low, high = max(low, 0), min(high, dim - 1)
     if low == high:
         high += 0.001  # transformers' guard against a zero-width ramp
-    kept = 1 - np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
-    return inv_freq / scaling["factor"] * (1 - kept) + inv_freq * kept
+    return low, high
 
 
 def rope_attention_scaling(config):
@@ -662,7 +721,7 @@ class LlamaRotaryEmbedding(Module):
     tests/test_bf16_bits_r21.py). A float64 model keeps float64 angles (gradient checks need them exact).
     The rotation itself is ``ops.rotary_embedding``.
 
-    ``inv_freq`` is torch's non-persistent float32 buffer (plain RoPE's: torch's own float32 values,
+    ``inv_freq`` is torch's non-persistent float32 buffer (torch's own float32 values, every rope_type's:
     ``_torch_float32_frequencies``): ``model.to(torch.bfloat16)`` (``.half()``) casts it with the weights, and
     transformers' tables then turn by the 16-bit frequencies; so do these. A model built or loaded in a
     16-bit dtype keeps float32 frequencies, as transformers' ``from_pretrained(dtype=...)``.
@@ -672,16 +731,15 @@ class LlamaRotaryEmbedding(Module):
         super().__init__()
         self.config = config
         self.original_inv_freq = rope_inverse_frequencies(config)
-        self._set_frequencies(self.original_inv_freq)
+        self._set_frequencies(self.original_inv_freq, None)
         self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
         self.attention_scaling = rope_attention_scaling(config)
 
-    def _set_frequencies(self, inv_freq):
-        """New float64 frequencies, and torch's buffer for them in float32 (as transformers registers it anew:
-        plain RoPE's as transformers computes it, ``_torch_float32_frequencies``)."""
-        self.frequencies = inv_freq
-        plain = (self.config.rope_scaling or {}).get("rope_type", "default") == "default"
-        buffer = _torch_float32_frequencies(self.config) if plain else inv_freq.astype(np.float32)
+    def _set_frequencies(self, inv_freq, seq_len):
+        """New float64 frequencies (those of a sequence of ``seq_len`` positions; None: the config's), and torch's
+        buffer for them in float32, as transformers computes and registers it anew (``_torch_float32_frequencies``)."""
+        self.frequencies, self._frequencies_seq_len = inv_freq, seq_len
+        buffer = _torch_float32_frequencies(self.config, seq_len)
         self.register_buffer("inv_freq", Tensor(buffer), persistent=False)
 
     def _turning_frequencies(self):
@@ -697,7 +755,8 @@ class LlamaRotaryEmbedding(Module):
         if rope_type == "dynamic":
             self._dynamic_frequency_update(int(position_ids.max()) + 1)
         elif rope_type == "longrope":  # long or short factors, by this call's longest position
-            self._set_frequencies(rope_inverse_frequencies(self.config, int(position_ids.max()) + 1))
+            seq_len = int(position_ids.max()) + 1
+            self._set_frequencies(rope_inverse_frequencies(self.config, seq_len), seq_len)
         if xp is META.xp:  # (a meta model's tables: their shape, no cos or sin computed on the host)
             shape = (position_ids.shape[0], 1, position_ids.shape[-1], 2 * self._buffers["inv_freq"].shape[0])
             return xp.zeros(shape, dtype), xp.zeros(shape, dtype)
@@ -725,10 +784,10 @@ class LlamaRotaryEmbedding(Module):
         (recomputed as a call reaches past it), back to plain RoPE once a call is shorter than
         max_position_embeddings again. (Keys already cached keep the rotation they were given.)"""
         if seq_len > self.max_seq_len_cached:
-            self._set_frequencies(rope_inverse_frequencies(self.config, seq_len))
+            self._set_frequencies(rope_inverse_frequencies(self.config, seq_len), seq_len)
             self.max_seq_len_cached = seq_len
         elif seq_len < self.original_max_seq_len < self.max_seq_len_cached:
-            self._set_frequencies(self.original_inv_freq)
+            self._set_frequencies(self.original_inv_freq, None)
             self.max_seq_len_cached = self.original_max_seq_len
 
 
@@ -1518,7 +1577,7 @@ def _given_storage(model):
     model.to_empty(device="cpu")
     for module in model.modules():
         if isinstance(module, LlamaRotaryEmbedding):
-            module._set_frequencies(module.frequencies)
+            module._set_frequencies(module.frequencies, module._frequencies_seq_len)
 
 
 def _without_layers_past(state, num_layers):
