@@ -57,6 +57,7 @@ def _register_put_back():
     try:
         yield
     finally:
+        cpu_switches.set_flush_denormal(False)  # (minilora's own switch: it also lets OpenBLAS have its threads back)
         libm.fesetenv(saved)
 
 

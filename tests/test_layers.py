@@ -24,7 +24,7 @@ LAYERS = [
     ("minilora.mkl_half_gemm", 0),  # MKL's 16-bit GEMM's order for one query row (dtypes, float32_math)
     ("minilora.glibc_math", 0),  # C's float32 functions, as torch's "default" build calls them (NumPy only)
     ("minilora.std_sort", 0),  # torch's sort/topk tie order: libstdc++'s algorithms (native/std_sort.cpp, or a port)
-    ("minilora.cpu_switches", 0),  # torch.set_flush_denormal / interop threads (stdlib only; parallel reads it)
+    ("minilora.cpu_switches", 0),  # torch.set_flush_denormal / interop threads (blas; parallel reads it)
     ("minilora.native", 0),  # compile C, cache, load with ctypes: float32_math's kernels, the emulator's builds
     ("minilora.gemm_pool", 0),  # lists of BLAS calls on blocks of rows in C threads (blas, native; parallel calls it)
     ("minilora.solutions", 0),  # whether an exercise region is the shipped solution (its fast twins ask; stdlib)
