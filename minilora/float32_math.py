@@ -110,18 +110,30 @@ FLOAT_LANES = 16 if CPU_CAPABILITY == "avx512" else 8  # Vectorized<float>::size
 FUSED_MULTIPLY_ADD = CPU_CAPABILITY != "default"  # GCC fuses a * b + c only where the build targets FMA
 
 
-def _mkl_sqrt_cpu():
-    """An Intel CPU with AVX-512: where MKL's float32 sqrt (torch's) was matched bit for bit (``mkl_sqrt``)."""
+def cpu_features():
+    """NumPy's table of this CPU's features (``{"AVX512F": True, ...}``)."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # (NumPy 1.x)
         from numpy.core._multiarray_umath import __cpu_features__ as features
+    return features
+
+
+def cpu_vendor():
+    """``"GenuineIntel"``, ``"AuthenticAMD"``, ... from /proc/cpuinfo (Linux), or ``""``: MKL takes other code paths
+    on other vendors' CPUs, so a model of MKL's bits says where it was matched."""
     try:
         with open("/proc/cpuinfo") as info:
-            intel = "GenuineIntel" in info.read(4096)
+            head = info.read(4096)
     except OSError:
-        intel = False
-    return intel and bool(features.get("AVX512F")) and platform.machine() in ("x86_64", "AMD64")
+        return ""
+    return next((vendor for vendor in ("GenuineIntel", "AuthenticAMD") if vendor in head), "")
+
+
+def _mkl_sqrt_cpu():
+    """An Intel CPU with AVX-512: where MKL's float32 sqrt (torch's) was matched bit for bit (``mkl_sqrt``)."""
+    return (cpu_vendor() == "GenuineIntel" and bool(cpu_features().get("AVX512F"))
+            and platform.machine() in ("x86_64", "AMD64"))
 
 
 MKL_SQRT_CPU = _mkl_sqrt_cpu()

@@ -35,16 +35,8 @@ _F32 = np.float32
 
 def _measured_cpu():
     """An AMD CPU with AVX-512 (torch's capability) and without Sapphire Rapids' features: where this was measured."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # (NumPy 1.x)
-        from numpy.core._multiarray_umath import __cpu_features__ as features
-    try:
-        with open("/proc/cpuinfo") as info:
-            amd = "AuthenticAMD" in info.read(4096)
-    except OSError:
-        amd = False
-    return amd and float32_math.CPU_CAPABILITY == "avx512" and not features.get("AVX512_SPR")
+    return (float32_math.cpu_vendor() == "AuthenticAMD" and float32_math.CPU_CAPABILITY == "avx512"
+            and not float32_math.cpu_features().get("AVX512_SPR"))
 
 
 APPLIES = _measured_cpu()
