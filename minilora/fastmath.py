@@ -234,8 +234,8 @@ def lane_sum(a, b=None, fuse_tail=False, lanes=None):
         lanes[:, :width - full] = multiply_add(a[:, tail], b[:, tail], lanes[:, :width - full])
     else:
         lanes[:, :width - full] += products[:, tail]
-    if float32_math.CPU_CAPABILITY == "default":  # (its vec_reduce_all: lane 0 plus each next lane)
-        return _left_to_right(lanes)
+    if float32_math.CPU_CAPABILITY == "default" or products.dtype != np.float32:
+        return _left_to_right(lanes)  # (vec_reduce_all: lane 0 plus each next lane; only float's is folded in halves)
     while lanes.shape[1] > 1:
         half = lanes.shape[1] // 2
         lanes = lanes[:, :half] + lanes[:, half:]

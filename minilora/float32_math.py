@@ -875,6 +875,40 @@ def in_cache_slices(formula, *arrays):
     return out
 
 
+# Sleef_expd8_u10's polynomial in s (|s| <= ln 2 / 2), highest power first: exp(s) = 1 + s + s^2 (1/2 + s P(s))
+_SLEEF_EXP64_POLY = (0.2081276378237164457e-8, 0.2511210703042288022e-7, 0.2755762628169491192e-6,
+                     0.2755723402025388239e-5, 0.2480158687479686264e-4, 0.1984126989855865850e-3,
+                     0.1388888888914497797e-2, 0.8333333333314938210e-2, 0.4166666666666602598e-1,
+                     0.1666666666666669072e+0)
+
+
+def sleef_exp64(d):
+    """``Sleef_expd8_u10`` (torch's ``Vectorized<double>::exp``: softmax's and log_softmax's float64 exp; torch.exp
+    itself is MKL's, NumPy's bits) of a float64 array: q = rint(d / ln 2), s = d - q ln 2 in two fused steps, the
+    polynomial by Estrin's scheme in fused multiply-adds, then times 2^q in two halves. ~7% of its answers are an
+    ulp off the correctly rounded ones (softmax's rows)."""
+    d = np.asarray(d, _F64)
+    q = np.rint(d * 1.442695040888963407359924681001892137426645954152985934135449406931)
+    s = fused_multiply_add64(q, np.full_like(d, -.69314718055966295651160180568695068359375), d)
+    s = fused_multiply_add64(q, np.full_like(d, -.28235290563031577122588448175013436025525412068e-12), s)
+    s2 = s * s
+    s4 = s2 * s2
+
+    def fma(a, b, c):
+        return fused_multiply_add64(a, np.full_like(d, b) if np.ndim(b) == 0 else b,
+                                    np.full_like(d, c) if np.ndim(c) == 0 else c)  # (contiguous operands)
+    c = _SLEEF_EXP64_POLY
+    u = fma(s4 * s4, fma(s, c[0], c[1]), fma(s4, fma(s2, fma(s, c[2], c[3]), fma(s, c[4], c[5])),
+                                             fma(s2, fma(s, c[6], c[7]), fma(s, c[8], c[9]))))
+    for constant in (0.5, 1.0, 1.0):
+        u = fma(u, s, constant)
+    with np.errstate(over="ignore", invalid="ignore"):
+        k = np.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0).clip(-2100, 2100).astype(np.int64)
+        u = u * np.ldexp(1.0, k >> 1) * np.ldexp(1.0, k - (k >> 1))
+    u = np.where(d > 709.78271289338397, np.inf, u)
+    return np.where(d < -1000, 0.0, u)  # (a NaN stays NaN: no comparison holds)
+
+
 def sleef_exp(x, out=None):
     """``Sleef_expf16_u10`` (torch's ``Vectorized<float>::exp``) of a float32 array."""
     x = np.asarray(x, _F32)  # (ascontiguousarray would make a 0-d array 1-d)
@@ -1805,6 +1839,15 @@ def vectorized(name, x):
     if CPU_CAPABILITY == "default":
         return c_function(name + "f", x)
     return {"exp": sleef_exp, "expm1": sleef_expm1, "log1p": sleef_log1p, "log": sleef_log}[name](x)
+
+
+def vectorized64(name, x):
+    """torch's ``Vectorized<double>::exp`` / ``::log`` (``name``) of a float64 array: SLEEF's exp
+    (``sleef_exp64``; C's under torch's "default" build: NumPy's bits); the log NumPy's (SLEEF's
+    ``logd8_u10`` is not ported: now and then an ulp off)."""
+    if name == "exp" and CPU_CAPABILITY != "default":
+        return sleef_exp64(x)
+    return {"exp": np.exp, "log": np.log}[name](x)
 
 
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------

@@ -451,11 +451,13 @@ def _cross_entropy_rows(logits, targets, valid, probs, losses):
     shifted = probs  # computed in place: shifted logits -> exp -> probabilities
     xp.subtract(logits, float32_math.row_max(logits), out=shifted)
     target_logit = shifted[xp.arange(len(shifted)), targets]
-    if logits.dtype == float32 and xp is np:  # as torch's log_softmax: SLEEF's exp, lane sums, log; and
-        # the probabilities as its backward gets them, exp(log_softmax)
-        log_sum = float32_math.vectorized("log", fastmath.lane_sum(float32_math.vectorized("exp", shifted)))
+    if logits.dtype in (float32, np.float64) and xp is np:  # as torch's log_softmax: SLEEF's exp, lane sums,
+        # log; and the probabilities as its backward gets them, exp(log_softmax)
+        vector = float32_math.vectorized if logits.dtype == float32 else float32_math.vectorized64
+        lanes = float32_math.FLOAT_LANES // (logits.dtype.itemsize // 4)  # (8 doubles a vector where 16 floats)
+        log_sum = vector("log", fastmath.lane_sum(vector("exp", shifted), lanes=lanes))
         shifted -= log_sum[:, None]
-        probs[...] = float32_math.vectorized("exp", shifted)
+        probs[...] = vector("exp", shifted)
     else:
         xp.exp(shifted, out=probs)
         sum_exp = probs.sum(axis=1, keepdims=True)
@@ -1811,6 +1813,9 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         if not ((values >= 0) & (values <= 1)).all():
             raise RuntimeError(f"all elements of {name} should be between 0 and 1")  # (a silent loss once)
     reduction = legacy_reduction(size_average, reduce, reduction)
+    if isinstance(weight, Tensor) and tuple(weight.shape) != tuple(input.shape):
+        weight = weight.expand(tuple(target.shape))  # (torch's F.binary_cross_entropy: the kernel's weight as wide
+        # as the target; a composed loss * weight rounded the gradient's products in another order)
     if (input.dtype in _SUMMED and type(input._array) is np.ndarray and isinstance(target, Tensor) and
             (weight is None or (isinstance(weight, Tensor) and weight.dtype == input.dtype and not weight.requires_grad
                                 and tuple(weight.shape) == tuple(input.shape)))):
@@ -2798,13 +2803,17 @@ class BFloat16Huber(Function):
         ctx.diff, ctx.delta, ctx.reduction, ctx.count = diff, d, reduction, loss.size
         if reduction == "none":
             return loss
-        total = loss.sum(dtype=np.float32) if reduction == "sum" else loss.mean(dtype=np.float32)
+        if reduction == "sum" or loss.size == 0:  # (an empty batch's mean: torch's 0 / 0 = nan, no NumPy warning)
+            total = loss.sum(dtype=np.float32) / (np.float32(1) if reduction == "sum" else np.float32(np.nan))
+        else:
+            total = loss.mean(dtype=np.float32)
         return np.asarray(total).astype(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
         bf16 = ctx.diff.dtype.type
-        norm = bf16(1.0 / ctx.count) if ctx.reduction == "mean" else bf16(1.0)
+        # (an empty batch's 1 / 0 is torch's inf, times no element: its gradient is empty either way)
+        norm = bf16(1.0 / ctx.count if ctx.count else np.inf) if ctx.reduction == "mean" else bf16(1.0)
         d = ctx.delta  # (np.clip would leave bfloat16 for float32)
         clamped = np.where(ctx.diff <= -d, -d, np.where(ctx.diff >= d, d, ctx.diff)).astype(ctx.diff.dtype)
         grad = (norm * clamped) * g

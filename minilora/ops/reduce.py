@@ -563,10 +563,10 @@ def _row_sum_as_torch(a, axis, times=None):
     axis = axis % a.ndim if a.ndim else axis
     if a.dtype == np.float32 and _float32_along(a, axis) and axis != a.ndim - 1:
         return _sum_along_in_order(a, axis, times)
-    if a.dtype != np.float32 or xp_of(a) is not np or axis != a.ndim - 1 or a.size == 0:
+    if not _along_last_vectorized(a, axis) or (times is not None and times.dtype != a.dtype):
         return products.sum(axis=axis, keepdims=True)
     rows = [None if x is None else np.ascontiguousarray(x).reshape(-1, a.shape[-1]) for x in (a, times)]
-    total = lane_sum(*rows, fuse_tail=parallel.num_threads() == 1)
+    total = lane_sum(*rows, fuse_tail=parallel.num_threads() == 1, lanes=_torch_lanes(a.dtype))
     return total.reshape(a.shape[:-1] + (1,))
 
 
@@ -612,10 +612,12 @@ def _scalar_along(blocks):
 
 
 def _exp_as_vectorized(a):
-    """``exp`` as torch's vectorized loops compute it (``Vectorized<float>::exp``: SLEEF's, for float32;
-    log_softmax's backward), NumPy's for other dtypes."""
+    """``exp`` as torch's vectorized loops compute it (``Vectorized<float>::exp`` and ``Vectorized<double>::exp``:
+    SLEEF's; softmax's and log_softmax's), NumPy's for other dtypes."""
     if a.dtype == np.float32 and xp_of(a) is np:
         return float32_math.vectorized("exp", a)
+    if a.dtype == np.float64 and type(a) is np.ndarray:
+        return float32_math.vectorized64("exp", a)
     return xp_of(a).exp(a)
 
 
@@ -629,13 +631,25 @@ def _along_last_float32(a, axis):
     return _float32_along(a, axis) and axis % a.ndim == a.ndim - 1
 
 
+def _along_last_vectorized(a, axis):
+    """Does torch run its float32 or float64 last-dimension softmax kernel here (``_vec_softmax_lastdim``,
+    ``_vec_log_softmax_lastdim`` and their backward: one template, ``Vectorized<double>`` for float64)?"""
+    return (a.dtype in (np.float32, np.float64) and type(a) is np.ndarray and a.size and a.ndim
+            and isinstance(axis, int) and axis % a.ndim == a.ndim - 1)
+
+
+def _torch_lanes(dtype):
+    """The lanes of torch's vectors of ``dtype`` (float32's ``FLOAT_LANES``; a double is twice as wide)."""
+    return float32_math.FLOAT_LANES // (np.dtype(dtype).itemsize // 4)
+
+
 def _softmax_rows_as_torch(rows):
     """Softmax along each row of C-contiguous float32 [rows, width], as torch 2.13's
     ``_vec_softmax_lastdim``: SLEEF's ``exp(x - max)`` (``Vectorized<float>::exp``), summed as
     ``vec::reduce_all`` (``fastmath.lane_sum``), times the sum's reciprocal (dividing instead gives
     other last bits in a quarter of the elements)."""
     e = _exp_as_vectorized(rows - float32_math.row_max(rows))
-    e *= (np.float32(1) / lane_sum(e))[:, None]
+    e *= (rows.dtype.type(1) / lane_sum(e, lanes=_torch_lanes(rows.dtype)))[:, None]
     return e
 
 
@@ -710,7 +724,7 @@ class Softmax(Function):
     def forward(ctx, a, axis=-1, round_to=None):
         xp = xp_of(a)
         a = xp.asarray(a, order="C")  # (torch's softmax runs on input.contiguous(): its result is contiguous)
-        if _along_last_float32(a, axis):
+        if _along_last_vectorized(a, axis):
             e = _softmax_rows_as_torch(a.reshape(-1, a.shape[-1])).reshape(a.shape)
         elif _float32_along(a, axis):
             e = _softmax_along_as_torch(a, axis % a.ndim, round_to)
@@ -767,6 +781,11 @@ class LogSoftmax(Function):
                 total = _log_softmax_sums_along_as_torch(shifted, axis % a.ndim)
             total = float32_math.vectorized("log", total)  # (the sums' logs by vec::map: SLEEF's, a partial vector last)
             ctx.out, ctx.axis = shifted - total, axis
+            return ctx.out
+        if round_to is None and _along_last_vectorized(a, axis):  # (float64: the same kernel, 8 doubles a vector)
+            total = lane_sum(_exp_as_vectorized(shifted).reshape(-1, a.shape[-1]), lanes=_torch_lanes(a.dtype))
+            ctx.out = shifted - float32_math.vectorized64("log", total).reshape(a.shape[:-1] + (1,))
+            ctx.axis = axis
             return ctx.out
         total = xp.exp(shifted).sum(axis=axis, keepdims=True)
         with np.errstate(divide="ignore"):  # (an empty row sums to 0: its log is -inf, as torch's)
