@@ -1611,8 +1611,8 @@ def _pointwise_loss(fn, per_element, input, target, reduction, weight, takes_com
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """PyTorch's ``F.mse_loss``: ``(input - target)^2`` (times ``weight``), reduced."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    if (weight is None and isinstance(target, Tensor) and input.dtype == target.dtype and input.dtype in _SUMMED
-            and type(input._array) is np.ndarray):
+    if (weight is None and isinstance(target, Tensor) and input.dtype == target.dtype and type(input._array) is np.ndarray
+            and (input.dtype in _SUMMED or _is_16bit_float(input))):  # (16-bit: the kernel's steps each rounded)
         _check_reduction("mse_loss", reduction)
         x, t = _broadcast_target("mse_loss", input, target)
         return name_node(MseLoss.apply(x, t, reduction=reduction), "MseLossBackward0", input, target,
@@ -2706,7 +2706,9 @@ class SmoothL1Loss(Function):
 
 class MseLoss(Function):
     """float32/float64 ``(x - t)^2`` reduced (torch's sum), with torch's backward kernel: ``norm (x - t) g``, ``norm``
-    2/n (rounded to the dtype) for a mean, else 2; the target's from the swapped difference, ``norm (t - x) g``."""
+    2/n (rounded to the dtype) for a mean, else 2; the target's from the swapped difference, ``norm (t - x) g``.
+    bfloat16/float16: the same steps, each rounded to the dtype (torch's ``Vectorized`` 16-bit ops; composed, the
+    mean's ``g / n`` then ``2 d`` put ~half the gradients a step off)."""
     torch_layout = "elementwise"  # (reduction='none': torch's TensorIterator result, a channels_last input's layout)
 
     @staticmethod
