@@ -1667,15 +1667,22 @@ class BinaryCrossEntropy(Function):
         if not ny:
             return gx, None
         if x.dtype.itemsize == 2 and is_floating(x.dtype):  # torch's -logit(x) * g: logit's 16-bit steps
-            # log(x / (1 - x)), each rounded
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = (x / (1 - x)).astype(float32)  # (NumPy's 16-bit ops round each, as torch's)
-                logit = xp.where(x == 1, np.inf, _c_log(xp, ratio).astype(x.dtype)).astype(x.dtype)
-            return gx, (-logit) * g
+            return gx, (-_bce_logit(x)) * g
         wide = upcast(x)
         with np.errstate(divide="ignore", invalid="ignore"):  # torch's: the logs unclamped, inf at 0 and 1
             gy = -(xp.log(wide) - xp.log1p(-wide)) * upcast(g)
         return gx, gy.astype(g.dtype, copy=False)
+
+
+def _bce_logit(x):
+    """``log(x / (1 - x))`` as binary_cross_entropy's target gradient takes it: MKL's log for float32/float64, and
+    for 16-bit floats log(x / (1 - x)) each step rounded to the dtype (inf at x = 1)."""
+    if not (x.dtype.itemsize == 2 and is_floating(x.dtype)):
+        return float32_math.vml("log", x / (x.dtype.type(1) - x))
+    xp = xp_of(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (x / (1 - x)).astype(float32)  # (NumPy's 16-bit ops round each, as torch's)
+        return xp.where(x == 1, np.inf, _c_log(xp, ratio).astype(x.dtype)).astype(x.dtype)
 
 
 def _log_sigmoid(xp, x):
@@ -1816,8 +1823,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if isinstance(weight, Tensor) and tuple(weight.shape) != tuple(input.shape):
         weight = weight.expand(tuple(target.shape))  # (torch's F.binary_cross_entropy: the kernel's weight as wide
         # as the target; a composed loss * weight rounded the gradient's products in another order)
-    if (input.dtype in _SUMMED and type(input._array) is np.ndarray and isinstance(target, Tensor) and
-            (weight is None or (isinstance(weight, Tensor) and weight.dtype == input.dtype and not weight.requires_grad
+    if ((input.dtype in _SUMMED or _is_16bit_float(input)) and type(input._array) is np.ndarray
+            and isinstance(target, Tensor) and (weight is None or (isinstance(weight, Tensor) and weight.dtype == input.dtype and not weight.requires_grad
                                 and tuple(weight.shape) == tuple(input.shape)))):
         _check_reduction("binary_cross_entropy", reduction)
         out = BinaryCrossEntropyLoss.apply(input, target, weight=None if weight is None else weight._array,
@@ -1842,9 +1849,9 @@ def _reduced_in_kernel(loss, reduction, xp):
 
 
 class BinaryCrossEntropyLoss(Function):
-    """float32/float64 ``binary_cross_entropy`` as torch's one node, reduction included: the loss as
-    ``BinaryCrossEntropy``'s, times ``weight``, summed or averaged as torch's sum; its backward torch's kernels in
-    their order, ``((g (x - y)) / max((1 - x) x, 1e-12)) * weight / n`` for the input and ``-logit(x) g * weight / n``
+    """``binary_cross_entropy`` (float32, float64, and 16-bit floats each step rounded) as torch's one node, reduction
+    included: the loss as ``BinaryCrossEntropy``'s, times ``weight``, summed or averaged as torch's sum; its backward
+    torch's kernels in their order (a mean's ``/ n`` last: composed, a 16-bit ``g / n`` came first), ``((g (x - y)) / max((1 - x) x, 1e-12)) * weight / n`` for the input and ``-logit(x) g * weight / n``
     for the target (``n`` for a mean only)."""
     torch_layout = "contiguous"
 
@@ -1864,7 +1871,7 @@ class BinaryCrossEntropyLoss(Function):
         with np.errstate(all="ignore"):
             for needed, formula in ((ctx.needs_input_grad[0], lambda: (g * (x - y)) / np.maximum((real(1) - x) * x,
                                                                                               real(1e-12))),
-                                    (ctx.needs_input_grad[1], lambda: -float32_math.vml("log", x / (real(1) - x)) * g)):
+                                    (ctx.needs_input_grad[1], lambda: -_bce_logit(x) * g)):
                 grad = formula() if needed else None
                 if grad is not None and weight is not None:
                     grad = grad * weight
