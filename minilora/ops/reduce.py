@@ -561,7 +561,7 @@ def _row_sum_as_torch(a, axis, times=None):
     to the last bit."""
     products = a if times is None else a * times
     axis = axis % a.ndim if a.ndim else axis
-    if a.dtype == np.float32 and _float32_along(a, axis) and axis != a.ndim - 1:
+    if _vectorized_along(a, axis) and axis != a.ndim - 1 and (times is None or times.dtype == a.dtype):
         return _sum_along_in_order(a, axis, times)
     if not _along_last_vectorized(a, axis) or (times is not None and times.dtype != a.dtype):
         return products.sum(axis=axis, keepdims=True)
@@ -589,22 +589,22 @@ def _exp_as_torch(out, axis):
     """``exp(out)`` as log_softmax's backward computes it: SLEEF's (``_exp_as_vectorized``), but C's ``expf`` at the
     positions of its scalar loop along an axis other than the last (``_scalar_along``)."""
     e = _exp_as_vectorized(out)
-    if _float32_along(out, axis) and axis % out.ndim != out.ndim - 1:
+    if _vectorized_along(out, axis) and axis % out.ndim != out.ndim - 1:
         blocks = _blocks_along(np.ascontiguousarray(out), axis % out.ndim)
         where = np.broadcast_to(_scalar_along(blocks), blocks.shape)
         if where.any():
             e = e.reshape(blocks.shape).copy()
-            e[where] = float32_math.c_function("expf", blocks[where])
+            e[where] = _c_exp(blocks[where])
             e = e.reshape(out.shape)
     return e
 
 
 def _scalar_along(blocks):
     """Which inner positions of [outer, size, inner] torch's kernels along a dim other than the last run in their
-    scalar loop ([1, 1, inner]): inner positions in chunks of ``max(128 KiB / 4 size, lanes)`` rounded down to whole
-    vectors, the last ``len % lanes`` of each chunk."""
-    lanes, inner = float32_math.FLOAT_LANES, blocks.shape[2]
-    chunk = builtins.max(131072 // blocks.shape[1] // 4, lanes) // lanes * lanes
+    scalar loop ([1, 1, inner]): inner positions in chunks of ``max(128 KiB / (itemsize size), lanes)`` rounded down
+    to whole vectors, the last ``len % lanes`` of each chunk."""
+    lanes, inner = _torch_lanes(blocks.dtype), blocks.shape[2]
+    chunk = builtins.max(131072 // blocks.shape[1] // blocks.itemsize, lanes) // lanes * lanes
     position = np.arange(inner)
     start = position // chunk * chunk
     length = np.minimum(chunk, inner - start)
@@ -621,21 +621,16 @@ def _exp_as_vectorized(a):
     return xp_of(a).exp(a)
 
 
-def _float32_along(a, axis):
-    """Does torch run one of its float32 softmax kernels along ``axis`` here (a NumPy array with elements)?"""
-    return a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.ndim and isinstance(axis, int)
-
-
-def _along_last_float32(a, axis):
-    """Does torch run its float32 last-dimension softmax kernel here?"""
-    return _float32_along(a, axis) and axis % a.ndim == a.ndim - 1
+def _vectorized_along(a, axis):
+    """Does torch run one of its float32 or float64 softmax kernels along ``axis`` here (a NumPy array with
+    elements)? (One template each: ``Vectorized<double>`` for float64, half as many lanes, ``_torch_lanes``.)"""
+    return a.dtype in (np.float32, np.float64) and type(a) is np.ndarray and a.size and a.ndim and isinstance(axis, int)
 
 
 def _along_last_vectorized(a, axis):
     """Does torch run its float32 or float64 last-dimension softmax kernel here (``_vec_softmax_lastdim``,
-    ``_vec_log_softmax_lastdim`` and their backward: one template, ``Vectorized<double>`` for float64)?"""
-    return (a.dtype in (np.float32, np.float64) and type(a) is np.ndarray and a.size and a.ndim
-            and isinstance(axis, int) and axis % a.ndim == a.ndim - 1)
+    ``_vec_log_softmax_lastdim`` and their backward)?"""
+    return _vectorized_along(a, axis) and axis % a.ndim == a.ndim - 1
 
 
 def _torch_lanes(dtype):
@@ -678,11 +673,16 @@ def _exps_and_sums(shifted, scalar):
     e = _exp_as_vectorized(shifted)
     if scalar.any():
         where = np.broadcast_to(scalar, e.shape)
-        e[where] = float32_math.c_function("expf", shifted[where])
+        e[where] = _c_exp(shifted[where])
     total = e[:, 0].copy()
     for d in range(1, e.shape[1]):  # (in order: NumPy's reduction would add pairwise where inner is 1)
         total += e[:, d]
     return e, total
+
+
+def _c_exp(x):
+    """C's ``std::exp`` (glibc's) of a float32 or float64 array: torch's scalar loops."""
+    return float32_math.c_function("expf", x) if x.dtype == np.float32 else float32_math.c_function64("exp", x)
 
 
 def _softmax_along_as_torch(a, axis, round_to=None):
@@ -695,7 +695,7 @@ def _softmax_along_as_torch(a, axis, round_to=None):
     outer, size, inner = blocks.shape
     # (grain 1: an even share a thread, whatever the size; ATen's float kernel asks std::min(GRAIN_SIZE / size, 1),
     # its 16-bit one 0: measured, a [37, 70] softmax(0) on 2 threads runs two ranges of 35 positions)
-    lanes = float32_math.FLOAT_LANES if round_to is None else 2 * float32_math.FLOAT_LANES
+    lanes = _torch_lanes(a.dtype) if round_to is None else 2 * float32_math.FLOAT_LANES
     scalar = ~_vector_positions(outer * inner, inner, 1, lanes=lanes)
     scalar = scalar.reshape(outer, 1, inner)
     e, total = _exps_and_sums(blocks - blocks.max(axis=1, keepdims=True), scalar)
@@ -726,7 +726,7 @@ class Softmax(Function):
         a = xp.asarray(a, order="C")  # (torch's softmax runs on input.contiguous(): its result is contiguous)
         if _along_last_vectorized(a, axis):
             e = _softmax_rows_as_torch(a.reshape(-1, a.shape[-1])).reshape(a.shape)
-        elif _float32_along(a, axis):
+        elif _vectorized_along(a, axis):
             e = _softmax_along_as_torch(a, axis % a.ndim, round_to)
         else:
             e = xp.exp(a - _max_for_shift(a, axis))  # shift by the max: no overflow
@@ -774,18 +774,15 @@ class LogSoftmax(Function):
         xp = xp_of(a)
         a = xp.asarray(a, order="C")  # (a contiguous result, as Softmax's)
         shifted = a - _max_for_shift(a, axis)
-        if round_to is None and _float32_along(a, axis):  # torch's float32 kernels' sums
+        if round_to is None and _vectorized_along(a, axis):  # torch's float32 (and float64) kernels' sums
             if axis % a.ndim == a.ndim - 1:  # _vec_log_softmax_lastdim
-                total = lane_sum(_exp_as_vectorized(shifted).reshape(-1, a.shape[-1])).reshape(a.shape[:-1] + (1,))
+                total = lane_sum(_exp_as_vectorized(shifted).reshape(-1, a.shape[-1]), lanes=_torch_lanes(a.dtype))
+                total = total.reshape(a.shape[:-1] + (1,))
             else:
                 total = _log_softmax_sums_along_as_torch(shifted, axis % a.ndim)
-            total = float32_math.vectorized("log", total)  # (the sums' logs by vec::map: SLEEF's, a partial vector last)
+            # (the sums' logs by vec::map: SLEEF's, a partial vector last; float64's log: NumPy's, see vectorized64)
+            total = (float32_math.vectorized if a.dtype == np.float32 else float32_math.vectorized64)("log", total)
             ctx.out, ctx.axis = shifted - total, axis
-            return ctx.out
-        if round_to is None and _along_last_vectorized(a, axis):  # (float64: the same kernel, 8 doubles a vector)
-            total = lane_sum(_exp_as_vectorized(shifted).reshape(-1, a.shape[-1]), lanes=_torch_lanes(a.dtype))
-            ctx.out = shifted - float32_math.vectorized64("log", total).reshape(a.shape[:-1] + (1,))
-            ctx.axis = axis
             return ctx.out
         total = xp.exp(shifted).sum(axis=axis, keepdims=True)
         with np.errstate(divide="ignore"):  # (an empty row sums to 0: its log is -inf, as torch's)
