@@ -916,7 +916,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
     n, c = input.shape[:2]
     repeated = [None if t is None else t.repeat(n) for t in (weight, bias, running_mean, running_var)]
-    joined = input.reshape(1, n * c, *input.shape[2:])
+    joined = input.contiguous().reshape(1, n * c, *input.shape[2:])  # (torch's input.contiguous().view(): a sliced
+    # input's batch norm is the contiguous kernel's, not the strided loop's)
     out = _batch_norm(joined, repeated[2], repeated[3], repeated[0], repeated[1], use_input_stats, momentum, eps)
     _backward_reads(out, joined, repeated[0], zeros=False)  # (torch's batch_norm node: the bias's gradient too)
     with _no_grad():

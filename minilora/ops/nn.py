@@ -3100,6 +3100,37 @@ def _update_running_as_aten(x, count, running_mean, running_var, momentum):
         running_var.copy_(Tensor._make(blended, running_var._device, False, None))
 
 
+def _strided_float32(input, *stats):
+    """A float32 batch laid out for neither of torch's batch-norm kernels (a slice, a permutation): its
+    ``batch_norm_cpu_update_stats_template`` and ``batch_norm_backward_cpu_template`` run their own loops
+    (``_strided_var_sum``, ``_batch_norm_backward_serial``), float32 statistics beside it."""
+    x = input._array
+    return (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim > 1 and not input.is_meta
+            and _aten_kernel_view(x) is None and all(t.dtype == np.float32 for t in stats))
+
+
+def _update_running_strided(x, mean, count, running_mean, running_var, momentum):
+    """The running statistics as torch's non-contiguous batch-norm loop blends them: in double, ``momentum * new +
+    (1 - momentum) * old`` (the batch mean at::mean's, the unbiased variance from ``_strided_var_sum``), stored as
+    float (minilora blended in float: 1 in 3 running means and variances an ulp off)."""
+    news = ((running_mean, mean.astype(np.float64)),
+            (running_var, None if running_var is None else _strided_var_sum(x, mean) / (count - 1)))
+    for stat, new in news:
+        if stat is not None:
+            blended = momentum * new + (1 - momentum) * stat._array.astype(np.float64)
+            stat.copy_(Tensor._make(blended.astype(np.float32), stat._device, False, None))
+
+
+def _strided_var_sum(x, mean):
+    """Each channel's sum of squared deviations as torch's non-contiguous batch-norm loop adds it: in double, one
+    element after another in memory order (``cpu_serial_kernel``: ``var_sum += (i - mean) * (i - mean)``)."""
+    others = [d for d in range(x.ndim) if d != 1]
+    order = sorted(others, key=lambda d: -abs(x.strides[d]))  # (TensorIterator's: outermost stride first)
+    rows = np.transpose(x, [1] + order).reshape(x.shape[1], -1).astype(np.float64)
+    centred = rows - mean.astype(np.float64)[:, None]
+    return np.cumsum(centred * centred, axis=1)[:, -1]  # (a running sum: in order, not pairwise)
+
+
 def _aten_kernel_view(x):
     """The array torch's float32 batch-norm kernels read ``x`` [N, C, ...] as: ``x`` itself where it takes the
     contiguous kernel (C-contiguous, more than one element per sample and channel), [N * H * W, C] rows where
@@ -3238,6 +3269,9 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
         with no_grad():
             if count and _running_stats_as_aten(input, running_mean, running_var):
                 _update_running_as_aten(input._array, count, running_mean, running_var, momentum)
+            elif count and _strided_float32(input, *[t for t in (running_mean, running_var) if t is not None]):
+                _update_running_strided(input._array, mean._array.reshape(-1), count, running_mean, running_var,
+                                        momentum)
             else:
                 if running_mean is not None:
                     _blend_(running_mean, mean.reshape(-1), momentum)
@@ -3253,6 +3287,8 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     if bias is not None:
         out = out + _per_channel(bias, input.ndim)
     exact = _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training, eps)
+    if exact is None and _strided_float32(input, *[t for t in (running_mean, running_var, weight, bias) if t is not None]):
+        exact = out._array  # (the composed values are torch's loop's; its backward is the serial one)
     if exact is None:
         return out
     gradients = _batch_norm_backward_as_aten(input, running_mean, running_var, weight, training, eps)
@@ -3299,11 +3335,15 @@ def _batch_norm_backward_as_aten(input, running_mean, running_var, weight, train
     statistics its forward saved. None where the kernel is another (the composed gradients stand)."""
     x = input._array
     view = _aten_kernel_view(x)
-    if view is None or float32_math.CPU_CAPABILITY == "default":
+    strided = _strided_float32(input, *[t for t in (running_mean, running_var, weight) if t is not None])
+    if (view is None and not strided) or float32_math.CPU_CAPABILITY == "default":
         return None
     c = x.shape[1]
     count = x.size // c
-    if training:
+    if strided and training:  # (at::mean's mean, the serial loop's var_sum; invstd in double, stored as float)
+        mean = input.mean((0,) + tuple(range(2, x.ndim)))._array
+        invstd = (1 / np.sqrt(_strided_var_sum(x, mean) / count + eps)).astype(np.float32)
+    elif training:
         mean, invstd = aten_training_statistics(view, count, eps)
     else:
         mean = running_mean._array  # (the backward's 1 / std::sqrt(running_var[c] + eps): eps a double, so the root
@@ -3313,6 +3353,8 @@ def _batch_norm_backward_as_aten(input, running_mean, running_var, weight, train
     kernel = _batch_norm_backward_contiguous if view is x else _batch_norm_backward_channels_last
 
     def gradients(g, needs):
+        if strided:
+            return _batch_norm_backward_serial(g, needs, x=x, mean=mean, invstd=invstd, w=w, training=training)
         same_layout = g.flags.c_contiguous if view is x else _aten_kernel_view(g) is not None and (
             x.flags.c_contiguous == g.flags.c_contiguous)  # (NC11 and [N, C]: both layouts at once)
         chosen = kernel if same_layout else _batch_norm_backward_serial
