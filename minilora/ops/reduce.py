@@ -1110,7 +1110,8 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 def _vector_norm(input, p, dim, keepdim):
     from .elementwise import abs as abs_
-    if p == 0 or math.isinf(p):  # linalg.vector_norm's node, torch's norm_backward: p=0 the count of non-zeros
+    if p == 0 or math.isinf(p) or (input.dtype.itemsize == 2 and p != 1):  # linalg.vector_norm's node (a 16-bit
+        # input's backward in 16-bit steps: VectorNorm), torch's norm_backward: p=0 the count of non-zeros
         from ..linalg import VectorNorm, _as_dims, _norm_dims  # (NaN too) with no gradient at all (x.grad stays
         dims = _norm_dims(input, _as_dims(dim))  # None); +-inf shared among the extremes (and NaNs), sgn(x) *
         return VectorNorm.apply(input, ord=float(p), dims=dims, keepdim=keepdim)  # ((g / count) * mask): a zero
