@@ -245,9 +245,8 @@ KNOWN_MISMATCHES = {
                                           "fft.ihfft2", "fft.ihfftn")},
     **{name: (["edges"], FFT) for name in ("fft.fft", "fft.hfft", "fft.hfft2", "fft.hfftn", "fft.rfft", "fft.rfft2",
                                            "fft.rfftn", "fft.irfft2", "fft.irfftn")},
-    **{name: (["saved_wrong:_saved_result"], LAST_BIT) for name in (
-        "softmax", "softmax.with_dtype", "nn.functional.softmin", "tanh",
-        "nn.functional.softmin.with_dtype")},
+    **{name: (["saved_wrong:_saved_result"], LAST_BIT) for name in ("tanh",)},  # (float64 softmax and softmin:
+    # torch's kernels' bits since round 27)
     "svd_lowrank": (["saved_wrong:_saved_mat2", "saved_wrong:_saved_self"], "a randomized algorithm: factors' signs"),
     "pca_lowrank": (["saved_wrong:_saved_mat2", "saved_wrong:_saved_self"], "a randomized algorithm: factors' signs"),
     "nanmean": (["saved_wrong:_saved_other"], "torch divides by an int64 count, minilora by a float one"),
