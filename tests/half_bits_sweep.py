@@ -35,6 +35,9 @@ Round 26 (tests/test_silent_values_r26.py): float16 expm1 is torch's float32 ker
 float32's SLEEF log rounded: unary 8 -> 4 forms (left: lgamma/gammaln of both dtypes, torch's MKL vsLGamma, whose
 float32 answers are 1 ulp off the correctly rounded ones in ~1% of numbers -- tests/mkl_vml.py's class); binary 12
 unchanged.
+
+Round 27 (rerun, unary): the same 4 forms, lgamma/gammaln of both dtypes (float16 lgamma(2.26) 1 step, bfloat16
+near 4e36 2 steps): MKL's vsLGamma, left. The round's losses and norms: tests/loss_norm_bits_sweep.py.
 """
 import argparse
 import sys

@@ -6,7 +6,9 @@ float64 softmax, log_softmax and F.cross_entropy along the last dim: torch runs 
 halves) with SLEEF's ``expd8_u10`` (``float32_math.sleef_exp64``), where minilora summed and exponentiated with NumPy
 (~40% of a cross-entropy's float64 gradients an ulp or more off). float64 layer_norm's backward: the same left-to-right
 lanes. F.binary_cross_entropy with a broadcast weight (torch expands it to the target for its kernel); 16-bit mse_loss
-and binary_cross_entropy as torch's kernels (a mean divides the gradient last); bfloat16 huber_loss of an empty batch.
+and binary_cross_entropy as torch's kernels (a mean divides the gradient last); bfloat16 huber_loss of an empty batch;
+float32 batch norm of a sliced input (torch's non-contiguous loops) and instance norm of one (torch's
+input.contiguous()); 16-bit vector norms' gradients (torch's norm_backward in 16-bit ops: triplet_margin_loss's).
 """
 import numpy as np
 import pytest
