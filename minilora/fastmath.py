@@ -216,7 +216,9 @@ def lane_sum(a, b=None, fuse_tail=False, lanes=None):
     torch's "default" build adds them left to right); a row narrower than a vector is added left to
     right. Each product is rounded, but with ``fuse_tail`` those of the partial block, added by a fused
     multiply-add (torch's build does so when it runs on one thread, where it fuses at all). ``lanes``: another
-    vector width (a kernel built for AVX2 only, as layer_norm's backward: 8 floats or 4 doubles)."""
+    vector width (a kernel built for AVX2 only, as layer_norm's backward: 8 floats or 4 doubles). Only float32's lanes
+    are folded in halves (ATen specialises ``vec_reduce_all`` for float alone): a float64 row's lanes are added left
+    to right."""
     lane_count = lanes or float32_math.FLOAT_LANES
     if b is None and a.flags.c_contiguous and a.dtype == np.float32:
         compiled = float32_sums.compiled_lane_sums(a, lane_count)  # (the same additions in C, where it is built)
