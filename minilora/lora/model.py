@@ -710,7 +710,15 @@ class LoraModel(_Wrapper):
             module.set_adapter(module.active_adapters, inference_mode=inference)
 
     def disable_adapter_layers(self):
-        """Run the base model alone; as PEFT, the adapters are frozen meanwhile (nothing to train)."""
+        """Run the base model alone; as PEFT, the adapters are frozen meanwhile (nothing to train).
+
+        An active adapter with ``bias="all"`` / ``"lora_only"`` trained the base layers' biases in place, so
+        the output is not the original base model's: PEFT's warning says so."""
+        for name in self.active_adapters:
+            bias = getattr(self.peft_config[name], "bias", "none")
+            if bias != "none":
+                warnings.warn(f"Careful, disabling adapter layers with bias configured to be '{bias}' does not "
+                              "produce the same output as the base model would without adaption.")
         for module in self._adapter_modules():
             module.enable_adapters(False)
             module.set_requires_grad(module.adapter_names(), requires_grad=False)
@@ -1240,12 +1248,23 @@ class PeftModel(_Wrapper):
 
     @contextlib.contextmanager
     def disable_adapter(self):
-        """``with model.disable_adapter():`` runs the plain base model (a merged one is unmerged)."""
+        """``with model.disable_adapter():`` runs the plain base model (a merged one is unmerged).
+
+        As PEFT, the adapters are enabled again on the way out unless every one was already disabled before
+        (``base_model.disable_adapter_layers()``): the context restores that state, it does not override it.
+        Some layers enabled and others not is most likely a mistake: PEFT's warning, and all enabled after."""
+        from .status import IRREGULAR
+        enabled = self.get_model_status().enabled
+        if enabled == IRREGULAR:
+            warnings.warn("The model contains some adapter layers that are enabled and others that are disabled. "
+                          "This is most likely unintentional. After exiting the disable_adapter context, all "
+                          "adapters will be enabled")
         self.base_model.disable_adapter_layers()
         try:
             yield
         finally:
-            self.base_model.enable_adapter_layers()
+            if enabled is not False:
+                self.base_model.enable_adapter_layers()
 
     # --- several adapters ----------------------------------------------------------------------
     def add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage=False, autocast_adapter_dtype=True):
