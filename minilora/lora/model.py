@@ -101,8 +101,10 @@ def target_module_matches(config, key):
     if not _matches_list_or_regex(config.target_modules, key):
         return False
     # PEFT applies layers_to_transform only to a suffix match: a target that IS the full name
-    # (a top-level "lm_head") is adapted whatever the layers
-    if isinstance(config.target_modules, str) or config.layers_to_transform is None or key in config.target_modules:
+    # (a top-level "lm_head") is adapted whatever the layers; an empty list names no layer filter (PEFT's
+    # `len(layer_indexes) != 0`), not "no layer"
+    if isinstance(config.target_modules, str) or config.layers_to_transform in (None, []) or \
+            key in config.target_modules:
         return True
     index = _layer_index(key, config.layers_pattern)
     layers = config.layers_to_transform
