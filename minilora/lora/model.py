@@ -1329,7 +1329,9 @@ class PeftModel(_Wrapper):
         if not is_main_process:
             return
         card = functools.partial(_io.write_model_card, save_directory, self._card_base_model(),
-                                 self.active_peft_config.peft_type, isinstance(self, PeftModelForCausalLM))
+                                 self.active_peft_config.peft_type, isinstance(self, PeftModelForCausalLM),
+                                 # (a class with a config_class saves and loads in transformers' format)
+                                 transformers_model=getattr(self.get_base_model(), "config_class", None) is not None)
         if path_initial_model_for_weight_conversion is not None:  # PiSSA/OLoRA -> plain LoRA (inits.py)
             save_converted_to_lora(self, save_directory, path_initial_model_for_weight_conversion, selected_adapters)
             card()

@@ -593,7 +593,7 @@ def _refuse_integer_tensors(path, tensors):
                                   "are floating point (a corrupted header?)")
 
 
-def write_model_card(save_directory, base_model, peft_type, causal_lm, into=None):
+def write_model_card(save_directory, base_model, peft_type, causal_lm, transformers_model=False, into=None):
     """A short ``README.md`` model card, as PEFT writes beside an adapter (metadata the Hub reads, and
     how to load it), in ``into`` (the folder of a save that replaces ``save_directory``'s files) or
     ``save_directory``. A card already in ``save_directory`` is the user's: it is left as it is."""
@@ -602,8 +602,7 @@ def write_model_card(save_directory, base_model, peft_type, causal_lm, into=None
     path = os.path.join(into or save_directory, "README.md")
     from .. import __version__
     peft_type = getattr(peft_type, "value", peft_type)  # PeftType.LORA -> "LORA" (f-strings show the member)
-    meta = ([f"base_model: {base_model}"] if base_model else []) + ["library_name: peft"] + \
-        (["pipeline_tag: text-generation"] if causal_lm else []) + ["tags:", f"- {peft_type.lower()}", "- minilora"]
+    meta = _card_metadata(base_model, peft_type, causal_lm, transformers_model)
     base = f"`{base_model}`" if base_model else "its base model"
     text = "\n".join(["---", *meta, "---", "", "# Adapter", "",
                       f"A {peft_type} adapter for {base}, saved by minilora {__version__} in PEFT's format.", "",
@@ -612,3 +611,28 @@ def write_model_card(save_directory, base_model, peft_type, causal_lm, into=None
                       "### Framework versions", "", f"- minilora {__version__}", ""])
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+def _card_metadata(base_model, peft_type, causal_lm, transformers_model):
+    """The card's YAML front matter, PEFT's keys and tags (``create_or_update_model_card``): the Hub links
+    the adapter to its base through ``base_model`` and the ``base_model:adapter:<name>`` tag; "lora" tags a
+    LoRA adapter only; "transformers" a base in transformers' format. minilora adds its own tag (as a base's
+    ``model_tags`` would be added). PEFT sorts the tags. (An unnamed base -- a model built from a config --
+    gets neither ``base_model`` nor the tag: PEFT writes ``''`` there, which names no model.)"""
+    tags = ["minilora"] + (["lora"] if peft_type == "LORA" else []) + (["transformers"] if transformers_model else [])
+    if base_model:
+        tags.append(f"base_model:adapter:{base_model}")
+    return ([f"base_model: {_yaml_scalar(base_model)}"] if base_model else []) + ["library_name: peft"] + \
+        (["pipeline_tag: text-generation"] if causal_lm else []) + ["tags:"] + \
+        [f"- {_yaml_scalar(tag)}" for tag in sorted(tags)]
+
+
+_YAML_PLAIN_UNSAFE = re.compile(r"""^$|^[\s!&*\[\]{}|>@`"'%,#]|^[-?:](\s|$)|\s$|:$|: | #|"""
+                                r"^(true|false|yes|no|on|off|null|~)$|^[-+]?(\.\d+|\d[\d_]*(\.[\d_]*)?)([eE][-+]?\d+)?$",
+                                re.IGNORECASE)
+
+
+def _yaml_scalar(text):
+    """``text`` as a YAML scalar: plain where YAML reads it back as that string, else single-quoted (a trailing
+    ':' would make a mapping, "true" a bool, "1e3" a number), as PyYAML's dump writes it."""
+    return "'" + text.replace("'", "''") + "'" if _YAML_PLAIN_UNSAFE.search(text) else text
