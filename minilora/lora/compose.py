@@ -271,6 +271,15 @@ def _as_peft_weights(weights):
     return np.asarray(weights, dtype=np.float32)
 
 
+def _check_svd_driver_device(lora_model, adapters):
+    """torch.linalg.svd takes ``driver=`` for CUDA tensors only: PEFT's SVD combination of a CPU model raises
+    torch's RuntimeError (after making the new adapter); minilora raises it before changing anything."""
+    held = [layer for layer in lora_model.tuner_layers() if any(_factors(layer, name) is not None for name in adapters)]
+    if any(next(iter(layer.parameters())).device.type == "cpu" for layer in held):
+        raise RuntimeError("torch.linalg.svd: keyword argument `driver=` is only supported on CUDA inputs with "
+                           "cuSOLVER backend.")
+
+
 def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sign_method, clamp,
                  full_matrices, rng):
     """The combined full-size update, truncated to rank ``new_rank`` by SVD: ``B = U_r S_r``, ``A = V_r^T``."""
@@ -326,7 +335,7 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
 
     As PEFT, nothing happens if ``adapter_name`` exists already; the new adapter is neither active nor
     trainable (``set_adapter(adapter_name)`` to use it). ``svd_driver`` selects a cuSOLVER routine in
-    torch: minilora's SVD is NumPy's (LAPACK gesdd) whatever the value.
+    torch: minilora's SVD is NumPy's (LAPACK gesdd) whatever the value; on a CPU model it is torch's error.
     """
     if adapter_name in lora_model.peft_config:
         return
@@ -342,6 +351,8 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
         raise ValueError(f"add_weighted_adapter: the adapters {biased} have lora_bias=True, whose trained biases "
                          "PEFT's combination leaves out (the new adapter's bias stays at its initial value); "
                          "combine adapters without lora_bias")
+    if svd_driver is not None and combination_type.endswith("svd"):
+        _check_svd_driver_device(lora_model, adapters)
     needs_density = combination_type not in ("linear", "cat", "svd")
     if needs_density and density is None:
         raise ValueError(f"combination_type={combination_type!r} needs density (the fraction of entries kept)")
