@@ -226,9 +226,11 @@ class _AdapterConfig:
                              f"not {cls.PEFT_TYPE!r}")
         own = {f.name for f in fields(cls)}
         unknown = sorted(k for k in data if k not in own)
-        if unknown:
-            warnings.warn(f"{cls.__name__}.from_dict: ignoring keys minilora does not know: {unknown} "
-                          "(probably written by a newer PEFT)")
+        if unknown:  # (PEFT's words: a program filtering this warning finds it by them)
+            warnings.warn(f"Unexpected keyword arguments {unknown} for class {cls.__name__}, these are ignored. "
+                          "This probably means that you're loading a configuration file that was saved using a "
+                          "higher version of the library and additional parameters have been introduced since "
+                          "(which minilora does not know).")
         return cls(**{k: v for k, v in data.items() if k in own})
 
     @classmethod
@@ -253,7 +255,7 @@ class _AdapterConfig:
     def from_json_file(cls, path_json_file):
         """PEFT's: the JSON in the file (a syntax error or non-UTF-8 bytes name the file)."""
         from ..checkpoint import load_json
-        return load_json(os.fspath(path_json_file))
+        return without_runtime_config(load_json(os.fspath(path_json_file)))
 
     @property
     def is_prompt_learning(self):
@@ -291,6 +293,16 @@ def _read_json(path):
         raise FileNotFoundError(f"no {CONFIG_NAME} in {os.path.dirname(path)!r}: not an adapter directory")
     data = load_json(path)
     _require_object(data, path)
+    return without_runtime_config(data)
+
+
+def without_runtime_config(data):
+    """An adapter_config.json's fields less ``runtime_config``: settings for one run (PEFT's LoraConfig.to_dict
+    leaves it out), ignored with PEFT's warning when a file holds one anyway (PeftConfig.from_json_file)."""
+    if isinstance(data, dict) and "runtime_config" in data:
+        warnings.warn("The configuration file contains a `runtime_config` key. This is ignored. Runtime "
+                      "configurations are only valid at runtime.")
+        data = {k: v for k, v in data.items() if k != "runtime_config"}
     return data
 
 

@@ -488,6 +488,8 @@ def read_adapter_config(directory):
     if not isinstance(config, dict):
         raise ValueError(f"{path}: an adapter config must be a JSON object of field: value, got a "
                          f"{type(config).__name__}")
+    from .config import without_runtime_config
+    config = without_runtime_config(config)
     _check_config_values(path, config)
     return config
 
