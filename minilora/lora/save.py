@@ -123,8 +123,26 @@ def _adapter_entries(peft_model, adapter_name):
     """``{file key: (Tensor, required)}``: the adapter's tensors, plus the optional embedding tables."""
     # (a file saved with save_embedding_layers=True holds the untargeted layers' tables: they load, as in PEFT)
     tables = _embedding_base_weights(peft_model, adapter_name, untargeted=True, wrapped_ok=True)
+    tables.update(_wrapped_table_insides(peft_model, adapter_name))
     out = {k: (t, False) for k, t in tables.items()}
     out.update({k: (t, True) for k, t in _adapter_weights(peft_model, adapter_name).items()})
+    return out
+
+
+def _wrapped_table_insides(peft_model, adapter_name):
+    """``{file key: Tensor}`` of what PEFT's save_embedding_layers writes for an embedding layer an adapter wraps:
+    the wrapper's whole state under its name, adapter name dropped (``...embed_tokens.token_adapter.base_layer
+    .weight``, ``...lm_head.original_module.weight``, ``...lm_head.modules_to_save.weight``). minilora does not
+    write them (the file holds what trains there); it loads them from PEFT's files, as PEFT's load does."""
+    others = set(peft_model.peft_config) - {adapter_name}
+    out = {}
+    for path, module in _embedding_layers(peft_model):
+        if not isinstance(module, (ModulesToSaveWrapper, TrainableTokensWrapper)):
+            continue
+        for key, value in module.state_dict(keep_vars=True).items():
+            parts = key.split(".")
+            if not others.intersection(parts):
+                out[".".join([path] + [part for part in parts if part != adapter_name])] = value
     return out
 
 
@@ -172,18 +190,10 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
     or ``.shape`` / ``.dtype`` / ``.numel()``. ``state_dict`` (PEFT's): a ``{model key: value}`` to read the
     values from instead of the model (e.g. a modified ``model.state_dict()``); its values are returned as
     they are, and a key it lacks is left out. ``save_embedding_layers`` as in PEFT: "auto" (or True) adds
-    the base tables of targeted embedding layers (``...embed_tokens.base_layer.weight``), False leaves
-    them out. ``unwrap_compiled`` changes nothing (minilora has no compiled wrappers to unwrap)."""
+    the base tables of targeted embedding layers (``...embed_tokens.base_layer.weight``), and "auto" both
+    tables after a ``resize_token_embeddings`` (see ``_embedding_tables``), False leaves them out. ``unwrap_compiled`` changes nothing (minilora has no compiled wrappers to unwrap)."""
     tensors = _adapter_weights(model, adapter_name)
-    # PEFT's "auto" leaves the tables out when the adapter trains token rows (trainable_token_indices:
-    # the point is a small file); True adds them anyway
-    config = model.peft_config[adapter_name]
-    uses_tokens = getattr(config, "trainable_token_indices", None) is not None or config.peft_type == "TRAINABLE_TOKENS"
-    if save_embedding_layers is True or (save_embedding_layers and not uses_tokens):
-        tables = _embedding_base_weights(model, adapter_name, untargeted=save_embedding_layers is True)
-        if save_embedding_layers == "auto" and tables:  # PEFT's words
-            warnings.warn("Setting `save_embedding_layers` to `True` as embedding layers found in `target_modules`.")
-        tensors.update(tables)
+    tensors.update(_embedding_tables(model, adapter_name, save_embedding_layers))
     if state_dict is None:
         tensors = {k: t.detach() for k, t in tensors.items()}
     else:
@@ -191,6 +201,47 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
     if getattr(model, "get_base_model", None) is None:  # adapters injected in place: LoRA's plain tensors
         return tensors
     return model.base_model.tensors_for_file(adapter_name, tensors)
+
+
+def _embedding_tables(model, adapter_name, save_embedding_layers):
+    """The embedding tables saved beside the adapter, PEFT's rule. True: always. "auto": when the adapter
+    targets an embedding layer (its base table), unless it trains token rows (trainable_token_indices: the
+    point is a small file); else when the vocabulary was resized (new tokens: the base the adapter names has
+    another vocab_size, so it cannot give the new rows), the tables under their own names -- less a layer an
+    adapter wraps (modules_to_save, trainable tokens), whose trained state the file holds already (PEFT also
+    writes the wrapper's insides there: not copied)."""
+    config = model.peft_config[adapter_name]
+    uses_tokens = getattr(config, "trainable_token_indices", None) is not None or config.peft_type == "TRAINABLE_TOKENS"
+    if save_embedding_layers is True:
+        return _embedding_base_weights(model, adapter_name, untargeted=True)
+    if not save_embedding_layers:
+        return {}
+    if _targets_an_embedding(model, config):
+        tables = {} if uses_tokens else _embedding_base_weights(model, adapter_name)
+        if tables:  # PEFT's words
+            warnings.warn("Setting `save_embedding_layers` to `True` as embedding layers found in `target_modules`.")
+        return tables
+    if not _vocabulary_resized(model, config):
+        return {}
+    warnings.warn("Setting `save_embedding_layers` to `True` as the embedding layer has been resized during finetuning.")
+    return _untargeted_tables(model, wrapped_ok=True)
+
+
+def _vocabulary_resized(model, config):
+    """Does the model's vocab_size differ from its base's (config.json of the adapter's base_model_name_or_path: a
+    local folder or minilora's shipped base)? A name that is neither, a Hub repository, cannot be read here: PEFT's
+    offline warning, and the vocabulary is taken as unchanged."""
+    vocab_size = getattr(getattr(_base_of(model), "config", None), "vocab_size", None)
+    name = getattr(config, "base_model_name_or_path", None) or _name_or_path(_base_of(model))  # (as the file says)
+    if not vocab_size or not name:
+        return False
+    from .. import models  # (the shipped base's name and folder)
+    folder = models.BASE_DIR if name == models.BASE_NAME else name
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        warnings.warn(f"Could not find a config file in {name} - will assume that the vocabulary was not modified.")
+        return False
+    return load_json(path).get("vocab_size", vocab_size) != vocab_size
 
 
 def _values_from_state_dict(model, tensors, state_dict):
