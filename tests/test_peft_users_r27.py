@@ -31,14 +31,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-import minilora as ml  # noqa: E402
-import minilora.lora as ml_peft  # noqa: E402
 from minilora import models  # noqa: E402
 
-from test_peft_fields_r13 import ATOL, IDS, llama, logits  # noqa: E402
-
-LIBRARIES = {"torch": (torch, peft), "minilora": (ml, ml_peft)}
-BASE = dict(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj"])
+# (the two libraries, the base LoRA config and the tiny float64 Llama of round 13's field survey)
+from test_peft_fields_r13 import ATOL, BASE, LIBRARIES, llama, logits  # noqa: E402
 
 
 def adapted(lib, lib_peft, **config):
@@ -214,7 +210,8 @@ def resized_base(lib, folder, rows=None):
     base = (transformers.LlamaForCausalLM if lib is torch else models.LlamaForCausalLM).from_pretrained(str(folder))
     base.resize_token_embeddings(NEW_VOCAB)
     with lib.no_grad():
-        for name, table in (("embed", base.get_input_embeddings().weight), ("head", base.get_output_embeddings().weight)):
+        tables = {"embed": base.get_input_embeddings().weight, "head": base.get_output_embeddings().weight}
+        for name, table in tables.items():
             new = np.zeros((NEW_VOCAB - 64, table.shape[1])) if rows is None else rows[name]
             table[64:] = lib.tensor(new, dtype=table.dtype)
     return base

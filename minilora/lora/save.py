@@ -191,7 +191,8 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
     values from instead of the model (e.g. a modified ``model.state_dict()``); its values are returned as
     they are, and a key it lacks is left out. ``save_embedding_layers`` as in PEFT: "auto" (or True) adds
     the base tables of targeted embedding layers (``...embed_tokens.base_layer.weight``), and "auto" both
-    tables after a ``resize_token_embeddings`` (see ``_embedding_tables``), False leaves them out. ``unwrap_compiled`` changes nothing (minilora has no compiled wrappers to unwrap)."""
+    tables after a ``resize_token_embeddings`` (see ``_embedding_tables``), False leaves them out.
+    ``unwrap_compiled`` changes nothing (minilora has no compiled wrappers to unwrap)."""
     tensors = _adapter_weights(model, adapter_name)
     tensors.update(_embedding_tables(model, adapter_name, save_embedding_layers))
     if state_dict is None:
@@ -223,7 +224,8 @@ def _embedding_tables(model, adapter_name, save_embedding_layers):
         return tables
     if not _vocabulary_resized(model, config):
         return {}
-    warnings.warn("Setting `save_embedding_layers` to `True` as the embedding layer has been resized during finetuning.")
+    warnings.warn("Setting `save_embedding_layers` to `True` as the embedding layer has been resized during "
+                  "finetuning.")
     return _untargeted_tables(model, wrapped_ok=True)
 
 
@@ -681,7 +683,8 @@ def _card_metadata(base_model, peft_type, causal_lm, transformers_model):
 
 
 _YAML_PLAIN_UNSAFE = re.compile(r"""^$|^[\s!&*\[\]{}|>@`"'%,#]|^[-?:](\s|$)|\s$|:$|: | #|"""
-                                r"^(true|false|yes|no|on|off|null|~)$|^[-+]?(\.\d+|\d[\d_]*(\.[\d_]*)?)([eE][-+]?\d+)?$",
+                                r"^(true|false|yes|no|on|off|null|~)$|"  # (a bool or null)
+                                r"^[-+]?(\.\d+|\d[\d_]*(\.[\d_]*)?)([eE][-+]?\d+)?$",  # (a number)
                                 re.IGNORECASE)
 
 
