@@ -118,6 +118,19 @@ def test_config_dtype_set_and_updated_as_transformers():
         LlamaConfig(**SHAPE, dtype="float17")
 
 
+@pytest.mark.parametrize("spelling", [{}, {"num_labels": 3}, {"num_labels": 1}, {"id2label": {0: "neg", 1: "neu", 2: "pos"}},
+                                      {"id2label": {0: "a", 1: "b"}, "label2id": {"a": 0, "b": 1}}])
+def test_task_head_attributes_read_as_transformers(folders, spelling):
+    """config.num_labels / id2label / label2id / problem_type where the config leaves them out: transformers'
+    defaults (num_labels was an AttributeError, where transformers reads 2 or the size of id2label)."""
+    configs = [transformers.LlamaConfig(**SHAPE, **spelling), LlamaConfig(**SHAPE, **spelling)]
+    if not spelling:
+        configs += [_load(torch, folders["float32"]).config, _load(ml, folders["float32"]).config]
+    for name in ("num_labels", "id2label", "label2id", "problem_type"):
+        values = [getattr(config, name) for config in configs]
+        assert all(value == values[0] for value in values), (name, values)
+
+
 # ==================================================================================================
 # from_pretrained(config=...): a copy
 # ==================================================================================================

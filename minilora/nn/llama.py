@@ -387,6 +387,8 @@ class LlamaConfig:
             return extra[name]
         if name in _UNSET_ATTRIBUTES:  # transformers' defaults for the attributes a config.json may leave out
             return _UNSET_ATTRIBUTES[name]
+        if name in ("num_labels", "id2label", "label2id"):
+            return _label_attribute(name, extra)
         raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}")
 
 
@@ -398,7 +400,18 @@ def _fields_of(config_class):
 # what transformers' LlamaConfig reads for these when nobody set them (the model reads the same defaults)
 _UNSET_ATTRIBUTES = {"use_cache": True, "attention_dropout": 0.0, "pretraining_tp": 1,
                      "output_attentions": False, "output_hidden_states": False, "return_dict": True,
-                     "is_encoder_decoder": False}
+                     "is_encoder_decoder": False, "problem_type": None}
+
+
+def _label_attribute(name, extra):
+    """transformers' task-head attributes a config leaves out (config.num_labels was an AttributeError where
+    transformers reads 2, or the size of the id2label given): ``num_labels`` the size of ``id2label`` (else 2),
+    ``id2label`` LABEL_0, LABEL_1, ... for each, ``label2id`` their inverse (None beside an id2label given alone,
+    as transformers leaves it)."""
+    count = len(extra["id2label"]) if extra.get("id2label") else extra.get("num_labels", 2)
+    id2label = extra.get("id2label") or {i: f"LABEL_{i}" for i in range(count)}
+    label2id = None if extra.get("id2label") else {label: i for i, label in id2label.items()}
+    return {"num_labels": count, "id2label": id2label, "label2id": label2id}[name]
 
 
 # What each config field may hold. JSON has no int/float distinction a user would notice, so a whole
