@@ -247,3 +247,23 @@ def test_a_bfloat16_llama31_model_far_into_its_context(tmp_path):
             expected = theirs(ids, position_ids=positions).logits.float().numpy()
         got = ours(ml.tensor(ids.numpy()), position_ids=ml.tensor(positions.numpy())).logits.float().numpy()
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("options", [({"max_new_tokens": 3, "do_sample": True, "top_k": 4, "eos_token_id": [2, 7]}, {}),
+                                     ({"temperature": 0.5}, {"do_sample": True}), ({"my_note": 1}, {"max_length": 9})])
+def test_generation_config_from_dict_as_transformers(folders, options):
+    """GenerationConfig.from_dict (an AttributeError before), and generate with what it makes."""
+    from minilora.nn.generation import GenerationConfig
+    config_dict, kwargs = options
+    theirs = transformers.GenerationConfig.from_dict(config_dict, **kwargs)
+    ours, unused = GenerationConfig.from_dict(config_dict, return_unused_kwargs=True, **kwargs)
+    assert unused == transformers.GenerationConfig.from_dict(config_dict, return_unused_kwargs=True, **kwargs)[1]
+    written = [{k: v for k, v in c.to_diff_dict().items() if k != "transformers_version"} for c in (theirs, ours)]
+    assert written[0] == written[1]
+    ids = torch.tensor([[3, 4, 5, 6, 8]])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = _load(torch, folders["float32"]).generate(ids, theirs, max_new_tokens=3)
+    ml.manual_seed(0)
+    got = _load(ml, folders["float32"]).generate(ml.tensor(ids.numpy()), ours, max_new_tokens=3)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())

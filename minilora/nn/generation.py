@@ -367,8 +367,15 @@ class GenerationConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object of option: value, got a {type(data).__name__}")
         with naming_the_file(path):
-            config = cls(**{**data, **kwargs})
+            config = cls.from_dict(data, **kwargs)
         config._as_loaded = cls._unchecked(**data).to_dict()  # saved back unchanged, its issues are only warned about
+        return (config, {}) if return_unused_kwargs else config
+
+    @classmethod
+    def from_dict(cls, config_dict, return_unused_kwargs=False, **kwargs):
+        """transformers' ``from_dict``: the options of ``config_dict`` (generation_config.json's), ``kwargs`` set on
+        top; ``return_unused_kwargs``: ``(config, {})`` (every keyword is kept as an option, as there)."""
+        config = cls(**{**config_dict, **kwargs})
         return (config, {}) if return_unused_kwargs else config
 
     def validate(self, strict=False):
