@@ -267,3 +267,17 @@ def test_generation_config_from_dict_as_transformers(folders, options):
     ml.manual_seed(0)
     got = _load(ml, folders["float32"]).generate(ml.tensor(ids.numpy()), ours, max_new_tokens=3)
     np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+def test_cache_layers_read_as_transformers(folders):
+    """``out.past_key_values.layers[i].keys / .values``, transformers 5's way to look into a cache (an
+    AttributeError before): the same shapes and values."""
+    ids = torch.tensor([[3, 4, 5, 6, 8], [9, 8, 7, 6, 5]])
+    with torch.no_grad():
+        theirs = _load(torch, folders["float32"])(ids, use_cache=True).past_key_values
+    ours = _load(ml, folders["float32"])(ml.tensor(ids.numpy()), use_cache=True).past_key_values
+    assert len(ours.layers) == len(theirs.layers) == SHAPE["num_hidden_layers"]
+    for our_layer, their_layer in zip(ours.layers, theirs.layers):
+        for name in ("keys", "values"):
+            np.testing.assert_allclose(getattr(our_layer, name).numpy(), getattr(their_layer, name).numpy(),
+                                       rtol=1e-5, atol=1e-6)

@@ -862,6 +862,19 @@ class KVCache:
     def __len__(self):
         return len(self.keys)
 
+    @property
+    def layers(self):
+        """transformers 5's view of the cache, one layer at a time: ``cache.layers[i].keys`` / ``.values``, each
+        [B, num_key_value_heads, positions, head_dim] (a view to read; ``update`` writes)."""
+        return [CacheLayer(k, v) for k, v in zip(self.keys, self.values)]
+
+
+@dataclass(frozen=True)
+class CacheLayer:
+    """One layer of a ``KVCache`` as transformers 5's DynamicLayer shows it: its cached keys and values."""
+    keys: Tensor
+    values: Tensor
+
 
 DynamicCache = KVCache  # transformers' name for it (``from transformers import DynamicCache``)
 
