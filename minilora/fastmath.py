@@ -145,8 +145,13 @@ _ONE32, _ONE64 = np.array(1, np.float32), np.array(1, np.float64)
 def silu_backward(g, a, s, gx):
     """Fill ``gx = (g * s) * (1 + a * (1 - s))`` (``g`` times the derivative of ``a * sigmoid(a)``,
     ``s = sigmoid(a)``), rounded as torch's silu_backward kernel: ``1 + a * (1 - s)`` is one fused
-    multiply-add (float32: through float64, a cache-sized slice at a time). ``gx`` may be ``g``."""
+    multiply-add (float32: through float64, a cache-sized slice at a time; float64: C's fma). ``gx`` may be ``g``."""
     xp = xp_of(g)
+    if gx.dtype == np.float64 and xp is np and float32_math.FUSED_MULTIPLY_ADD:  # (float64: fused as well)
+        slope = float32_math.fused_multiply_add64(a, 1 - s, _ONE64)
+        xp.multiply(g, s, out=gx)
+        gx *= slope
+        return
     if gx.dtype != np.float32 or xp is not np or not float32_math.FUSED_MULTIPLY_ADD:
         slope = 1 - s
         slope *= a

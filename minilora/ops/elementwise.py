@@ -650,6 +650,10 @@ def _numpy_float32(a):
     return a.dtype == float32 and isinstance(a, np.ndarray)
 
 
+def _numpy_float64(a):
+    return a.dtype == np.float64 and isinstance(a, np.ndarray)
+
+
 def _sigmoid(xp, a):
     """torch's ``1 / (1 + e^-a)`` (``e^-a = inf`` gives 0, as torch; ``(1 + tanh(a/2)) / 2`` gave 0 for
     a float64 -100 where torch gives 3.7e-44)."""
@@ -663,6 +667,8 @@ class Sigmoid(Function):
     def forward(ctx, a):
         if _numpy_float32(a):  # torch's kernel, step by step (float32_math)
             ctx.out = float32_math.sigmoid(a)
+        elif _numpy_float64(a):  # its float64 kernel: SLEEF's exp in vectors, C's in the loop's tail
+            ctx.out = 1 / (1 + float32_math.exp_of_negative64(a))
         else:
             ctx.out = _sigmoid(xp_of(a), a)
         return ctx.out
@@ -715,6 +721,10 @@ class Silu(Function):
         out, s = xp.empty(a_.shape, a.dtype), xp.empty(a_.shape, a.dtype)
         if _numpy_float32(a):  # torch's kernel: out = a / (1 + exp(-a)), s = 1 / (1 + exp(-a))
             float32_math.silu_and_sigmoid(a_, s, out)
+        elif _numpy_float64(a):  # the same formulas, SLEEF's double exp in vectors, C's in the loop's tail
+            one_plus = 1 + float32_math.exp_of_negative64(a_)
+            np.divide(a_, one_plus, out=out)
+            np.divide(1, one_plus, out=s)
         else:  # s = sigmoid(a), out = a * s
             parallel.rows(fastmath.sigmoid_and_silu, a_.reshape(-1), s.reshape(-1), out.reshape(-1), work_per_row=1)
         ctx.a, ctx.s = a, back(s)
@@ -726,6 +736,8 @@ class Silu(Function):
         s = ctx.s  # gx = g * s * (1 + a * (1 - s)); torch's kernel recomputes s, in its own loop over (g, a)
         if _numpy_float32(g):
             s = float32_math.relooped(s, ctx.a, (ctx.a,), (g, ctx.a), float32_math.SIGMOID)
+        elif _numpy_float64(g) and _numpy_float64(ctx.a):
+            s = 1 / (1 + float32_math.exp_of_negative64(ctx.a, loop=(g, ctx.a)))
         parallel.rows(fastmath.silu_backward, g.reshape(-1), ctx.a.reshape(-1), s.reshape(-1),
                       gx.reshape(-1), work_per_row=1)
         return gx
