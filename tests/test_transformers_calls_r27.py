@@ -281,3 +281,17 @@ def test_cache_layers_read_as_transformers(folders):
         for name in ("keys", "values"):
             np.testing.assert_allclose(getattr(our_layer, name).numpy(), getattr(their_layer, name).numpy(),
                                        rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{"ignore_index": 5}, {"ignore_index": 5, "num_items_in_batch": 4},
+                                     {"ignore_index": -1}])
+def test_forward_ignore_index_reaches_the_loss_as_transformers(folders, options):
+    """``model(ids, labels=labels, ignore_index=5)``: transformers hands the keyword to its loss function (5 is
+    skipped, and pads the shifted labels); minilora refused it (TypeError)."""
+    ids = torch.tensor([[3, 4, 5, 6, 8, 9], [9, 8, 7, 6, 5, 4]])
+    labels = ids.clone()
+    labels[0, :3] = 5
+    with torch.no_grad():
+        expected = _load(torch, folders["float32"])(ids, labels=labels, **options).loss
+    got = _load(ml, folders["float32"])(ml.tensor(ids.numpy()), labels=ml.tensor(labels.numpy()), **options).loss
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5)

@@ -53,7 +53,7 @@ from .outputs import ModelOutput as _ModelOutput
 # The keywords transformers 5's model forwards take through ``**kwargs`` (its TransformersKwargs), which
 # minilora's forwards name one by one, and ``past_key_values``, the old name of the 4th parameter, ``cache``.
 _TAKEN_THROUGH_KWARGS = ("past_key_values", "num_items_in_batch", "return_dict", "output_hidden_states",
-                         "output_attentions", "cache_position", "shift_labels")
+                         "output_attentions", "cache_position", "shift_labels", "ignore_index")
 
 
 def _signature_as_transformers(forward):
@@ -1834,7 +1834,7 @@ class LlamaForCausalLM(Module):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, *, cache=None,
                 num_items_in_batch=None, return_dict=None, output_hidden_states=None, output_attentions=None,
-                cache_position=None, shift_labels=None):
+                cache_position=None, shift_labels=None, ignore_index=-100):
         """transformers' argument order: ``model(ids, mask)`` passes the attention mask.
 
         As transformers 5: ``cache=`` is the new name of ``past_key_values=``; ``logits_to_keep=k``
@@ -1848,7 +1848,8 @@ class LlamaForCausalLM(Module):
         (loss, logits, cache, hidden_states, attentions: those that are set). ``return_dict`` and the
         outputs left at None follow the config, as transformers. ``shift_labels`` (already shifted, [batch, seq_len]:
         context-parallel training's) are the targets instead of ``labels`` shifted, and, as transformers' loss
-        function, only when ``labels`` are given too."""
+        function, only when ``labels`` are given too; ``ignore_index`` (-100) is the label its loss skips, as the
+        keyword transformers hands its loss function."""
         _body_returns_an_output(self.config)
         if return_dict is None:
             return_dict = bool(self.config.extra.get("return_dict", True))
@@ -1860,7 +1861,7 @@ class LlamaForCausalLM(Module):
         loss = None
         if labels is not None:
             _vocab_size_is_the_heads(self.config, logits)
-            loss = causal_lm_loss(logits, labels, reduction="mean" if num_items_in_batch is None else "sum",
+            loss = causal_lm_loss(logits, labels, ignore_index, "mean" if num_items_in_batch is None else "sum",
                                   shift_labels=shift_labels)
             loss = loss if num_items_in_batch is None else loss / num_items_in_batch
         out = CausalLMOutputWithPast(loss=loss, logits=logits, cache=body.cache, hidden_states=body.hidden_states,
