@@ -18,8 +18,9 @@ summation order may differ: results agree with torch to rounding.
 """
 import numpy as np
 
+from .. import float32_sums, mkl_dot
 from ..tensor import Tensor, enable_grad, no_grad
-from .optimizer import Optimizer, _check_range, learning_rate, rounds_each_op, state_tensors
+from .optimizer import Optimizer, _check_range, add_scaled, learning_rate, rounds_each_op, state_tensors
 
 __all__ = ["LBFGS"]
 
@@ -62,7 +63,7 @@ class LBFGS(Optimizer):
         offset = 0
         for p in self._params:
             n = p.numel()
-            p._array[...] = p._array + _in_dtype(step_size, p._array) * update[offset:offset + n].reshape(p.shape)
+            p._array[...] = _plus_scaled(p._array, step_size, update[offset:offset + n].reshape(p.shape))
             p._bump_version()  # an in-place change, as torch's add_
             offset += n
 
@@ -118,8 +119,8 @@ class LBFGS(Optimizer):
             prev_flat_grad = flat_grad.copy()
             prev_loss = loss
             # the step length: the first iteration's is scaled down by the gradient's size
-            t = min(1.0, 1.0 / abs(flat_grad).sum()) * lr if state["n_iter"] == 1 else lr
-            gtd = flat_grad.dot(d)  # the directional derivative
+            t = min(1.0, 1.0 / _sum(abs(flat_grad))) * lr if state["n_iter"] == 1 else lr
+            gtd = _dot(flat_grad, d)  # the directional derivative
             if gtd > -tolerance_change:
                 break
             ls_func_evals = 0
@@ -153,7 +154,7 @@ class LBFGS(Optimizer):
     def _remember(state, y, s, history_size):
         """Keep the pair (``y``, ``s``) if it has positive curvature (``y . s > 1e-10``), dropping the oldest
         beyond ``history_size``; ``H_diag`` (the initial inverse Hessian's scale) becomes ``y.s / y.y``."""
-        ys = y.dot(s)
+        ys = _dot(y, s)
         if ys > 1e-10:
             if len(state["old_dirs"]) == history_size:
                 for name in ("old_dirs", "old_stps", "ro"):
@@ -161,7 +162,7 @@ class LBFGS(Optimizer):
             state["old_dirs"].append(y)
             state["old_stps"].append(s)
             state["ro"].append(1.0 / ys)
-            state["H_diag"] = ys / y.dot(y)
+            state["H_diag"] = ys / _dot(y, y)
 
     @staticmethod
     def _two_loop(state, flat_grad, history_size):
@@ -172,12 +173,12 @@ class LBFGS(Optimizer):
         al = state["al"]
         q = -flat_grad
         for i in range(len(old_dirs) - 1, -1, -1):
-            al[i] = old_stps[i].dot(q) * ro[i]
-            q = q + _in_dtype(-al[i], q) * old_dirs[i]
+            al[i] = _dot(old_stps[i], q) * ro[i]
+            q = _plus_scaled(q, -al[i], old_dirs[i])
         r = q * _in_dtype(state["H_diag"], q)
         for i in range(len(old_dirs)):
-            be_i = old_dirs[i].dot(r) * ro[i]
-            r = r + _in_dtype(al[i] - be_i, r) * old_stps[i]
+            be_i = _dot(old_dirs[i], r) * ro[i]
+            r = _plus_scaled(r, al[i] - be_i, old_stps[i])
         return r
 
     def state_bytes(self):
@@ -214,6 +215,25 @@ def _in_dtype(number, array):
     if isinstance(number, (np.ndarray, np.generic)):
         return np.asarray(number).astype(array.dtype)[()]
     return number.astype(array.dtype)  # a 0-d CuPy array (a dot product's result on the GPU)
+
+
+def _dot(a, b):
+    """``a . b`` as torch's dot sums it: MKL's order where ``mkl_dot`` claims it, else the BLAS sum."""
+    in_mkl_order = mkl_dot.dot(a, b)
+    return a.dot(b) if in_mkl_order is None else in_mkl_order
+
+
+def _plus_scaled(a, alpha, b):
+    """``a.add(b, alpha=alpha)`` as torch's add kernel: alpha in a's dtype, the product fused into the sum
+    (``add_scaled``; NumPy's ``a + alpha * b`` rounds twice: most weights an ulp off after a few iterations)."""
+    if type(a) is np.ndarray:
+        return add_scaled(a, alpha, b)
+    return a + _in_dtype(alpha, a) * b  # (a CuPy array: its own kernels)
+
+
+def _sum(a):
+    """``a.sum()`` in torch's order (``float32_sums``' cascade) on the CPU; NumPy's pairwise sum elsewhere."""
+    return float32_sums.torch_order_sum(a, (0,)) if type(a) is np.ndarray else a.sum()
 
 
 def _unwrapped(value):
@@ -262,7 +282,7 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
     g = g.copy()
     f_new, g_new = obj_func(x, t, d)
     ls_func_evals = 1
-    gtd_new = g_new.dot(d)
+    gtd_new = _dot(g_new, d)
     t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
     done = False
     ls_iter = 0
@@ -286,7 +306,7 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
         t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new.copy(), gtd_new
         f_new, g_new = obj_func(x, t, d)
         ls_func_evals += 1
-        gtd_new = g_new.dot(d)
+        gtd_new = _dot(g_new, d)
         ls_iter += 1
     if ls_iter == max_ls:
         bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
@@ -300,7 +320,7 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
         t, insuf_progress = _away_from_the_ends(t, bracket, insuf_progress)
         f_new, g_new = obj_func(x, t, d)
         ls_func_evals += 1
-        gtd_new = g_new.dot(d)
+        gtd_new = _dot(g_new, d)
         ls_iter += 1
         if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:  # not enough decrease: t is the new high end
             bracket[high_pos], bracket_f[high_pos] = t, f_new
