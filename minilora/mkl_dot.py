@@ -1,5 +1,6 @@
 """MKL's float32 and float64 dot product (``sdot``/``ddot``) on an Intel AVX-512 CPU: torch's ``dot``, ``vdot``,
-``inner`` and ``matmul`` of two vectors, and so LBFGS's dot products.
+``inner`` and ``matmul`` of two vectors, and so LBFGS's dot products; and its float64 matrix-vector product
+(``dgemv``: ``mv``, ``addmv``, ``matmul`` of a matrix and a vector).
 
 A dot product's last bits depend on the order of its additions. Found with planted operands (``+-2^60`` (float64)
 or ``+-2^40`` (float32) at two positions among ones: how many ones survive says where the two met, for every pair of
@@ -18,6 +19,12 @@ Where the order is not claimed (``dot`` returns None, and the caller's BLAS sum 
 kernels by maker and features); strided operands (MKL's strided kernel adds otherwise: not found); and from 32 KiB
 of one operand (4096 doubles, 8192 floats) on more than one thread (``parallel.num_threads()``, taken as torch's),
 where MKL splits the vector between threads at a point not found (near the middle, on a whole vector, but not only).
+
+``dgemv`` of a C-contiguous matrix (torch's row-major ``mv``: MKL's transposed gemv) sums each row otherwise
+(planted operands, sizes 2-69, then random ones: 1-100 rows of 1-4100, one or two threads, every bit equal): 2
+accumulators of 8 fused lanes (vector ``v`` into ``v % 2``), added together before the odd last whole vector and
+the masked tail are fused in; lanes folded ``l + l^2``, ``^1``, ``^4``. Not found: float32's ``sgemv`` (another
+kernel, which seems to run over rows too) and a transposed matrix (MKL's plain gemv): the BLAS sum stands there.
 """
 import numpy as np
 
@@ -72,3 +79,45 @@ def dot_in_mkl_order(x, y):
     for step in _FOLDS[lanes]:
         folded = folded + folded[np.arange(lanes) ^ step]
     return folded[0]
+
+
+def rows_claimed(mat, vec):
+    """Whether ``rows_times_vector`` models MKL here: a C-contiguous float64 matrix and vector, the measured CPU."""
+    return (APPLIES and type(mat) is np.ndarray and type(vec) is np.ndarray and mat.ndim == 2 and vec.ndim == 1
+            and mat.dtype == vec.dtype == np.float64 and mat.flags.c_contiguous and vec.flags.c_contiguous)
+
+
+def rows_times_vector(mat, vec):
+    """``mat @ vec`` as MKL's ``dgemv`` sums it (see the module's docstring), or None where ``rows_claimed`` is
+    False. Compiled where a C compiler is found (``ml_mkl_dgemv_rows``: the same order)."""
+    if not rows_claimed(mat, vec):
+        return None
+    library = float32_math._native_library()
+    if library is None:
+        return rows_times_vector_in_mkl_order(mat, vec)
+    out = np.empty(mat.shape[0], np.float64)
+    if out.size:
+        library.ml_mkl_dgemv_rows(*map(native.address, (mat, vec, out)), mat.shape[0], mat.shape[1])
+    return out
+
+
+def rows_times_vector_in_mkl_order(mat, vec):
+    """The NumPy reference of ``dgemv``'s order, all rows at once."""
+    fma, lanes = float32_math.fused_multiply_add64, _LANES[mat.dtype]
+    rows, k = mat.shape
+    vectors = k // lanes
+    pairs = vectors - vectors % 2
+    acc = np.zeros((rows, 2, lanes))
+    for start in range(0, pairs * lanes, 2 * lanes):  # two vectors at a time, one to each accumulator
+        part = slice(start, start + 2 * lanes)
+        acc = fma(np.ascontiguousarray(mat[:, part]).reshape(acc.shape), np.broadcast_to(
+            vec[part].reshape(2, lanes), acc.shape).copy(), acc)
+    summed = acc[:, 0] + acc[:, 1]
+    for start in range(pairs * lanes, k, lanes):  # the odd last vector, then the tail: into the lanes they fall on
+        part = slice(start, min(start + lanes, k))
+        width = part.stop - part.start
+        summed[:, :width] = fma(np.ascontiguousarray(mat[:, part]), np.broadcast_to(vec[part], (rows, width)).copy(),
+                                np.ascontiguousarray(summed[:, :width]))
+    for step in (2, 1, 4):
+        summed = summed + summed[:, np.arange(lanes) ^ step]
+    return summed[:, 0].copy()

@@ -1104,3 +1104,26 @@ void NAME(const T *restrict x, const T *restrict y, T *restrict out, size_t n) {
 }
 ML_MKL_DOT(ml_mkl_sdot, float, 16, fmaf, 8, 4, 1, 2)
 ML_MKL_DOT(ml_mkl_ddot, double, 8, fma, 4, 2, 1)
+
+/* ---- MKL's float64 matrix-vector product, a C-contiguous matrix (mkl_dot.py's rows_times_vector_in_mkl_order,
+ * the same order): each row's dot product in 2 accumulators of 8 fused lanes (vector v into v % 2), the two added,
+ * then the odd last whole vector and the last k % 8 products (a masked vector) fused in; lanes folded l + l^2, ^1,
+ * ^4. */
+void ml_mkl_dgemv_rows(const double *restrict a, const double *restrict x, double *restrict out, size_t rows,
+                       size_t k) {
+    static const int folds[] = {2, 1, 4};
+    size_t vectors = k / 8, pairs = vectors - vectors % 2;
+    for (size_t r = 0; r < rows; r++) {
+        const double *row = a + r * k;
+        double acc[2][8] = {{0}}, lanes[8], folded[8];
+        for (size_t v = 0; v < pairs; v++)
+            for (int l = 0; l < 8; l++) acc[v % 2][l] = fma(row[v * 8 + l], x[v * 8 + l], acc[v % 2][l]);
+        for (int l = 0; l < 8; l++) lanes[l] = acc[0][l] + acc[1][l];
+        for (size_t i = pairs * 8; i < k; i++) lanes[i % 8] = fma(row[i], x[i], lanes[i % 8]);
+        for (int f = 0; f < 3; f++) {
+            for (int l = 0; l < 8; l++) folded[l] = lanes[l] + lanes[l ^ folds[f]];
+            memcpy(lanes, folded, sizeof lanes);
+        }
+        out[r] = lanes[0];
+    }
+}

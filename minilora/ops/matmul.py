@@ -132,10 +132,12 @@ def _torch_products(a, b):
 
 
 def _mkl_dot(a, b):
-    """A vector times a vector (torch's dot), or a row times a column (an mm of one output: MKL's gemm then adds as
-    its dot, measured), in MKL's order where ``mkl_dot`` claims it; else None."""
+    """A vector times a vector (torch's dot), a matrix times a vector (torch's mv), or a row times a column (an mm of
+    one output: MKL's gemm then adds as its dot, measured), in MKL's order where ``mkl_dot`` claims it; else None."""
     if a.ndim == b.ndim == 1:
         return mkl_dot.dot(a, b)
+    if a.ndim == 2 and b.ndim == 1:
+        return mkl_dot.rows_times_vector(a, b)
     if a.ndim == b.ndim == 2 and a.shape[0] == b.shape[1] == 1:
         total = mkl_dot.dot(a[0], b[:, 0])  # (a column of a C-contiguous [k, 1]: contiguous too)
         return None if total is None else np.full((1, 1), total)
