@@ -97,12 +97,15 @@ def test_lbfgs_weights_are_torchs(dtype, line_search):
 
 
 @measured
-@pytest.mark.parametrize("name", ["mv", "matmul", "addmv"])
+@pytest.mark.parametrize("name", ["mv", "matmul", "addmv", "addmv_scaled", "addmv_beta_0"])
 def test_float64_matrix_vector_products_are_torchs(name):
     rng = np.random.default_rng(7)
-    calls = {"addmv": lambda lib, m, v: lib.addmv(lib.ones(m.shape[0], dtype=lib.float64) / 3, m, v, beta=0.5)}
+    y = {torch: torch.ones(1, dtype=torch.float64) / 3, minilora: minilora.ones(1, dtype=minilora.float64) / 3}
+    calls = {"addmv": lambda lib, m, v: lib.addmv(y[lib], m, v, beta=0.5),
+             "addmv_scaled": lambda lib, m, v: lib.addmv(y[lib], m, v, beta=0.5, alpha=1.7),  # one fma at the end
+             "addmv_beta_0": lambda lib, m, v: lib.addmv(y[lib], m, v, beta=0, alpha=1.7)}
     call = calls.get(name, lambda lib, m, v: getattr(lib, name)(m, v))
-    for rows, k in [(1, 100), (3, 7), (5, 16), (8, 24), (17, 33), (40, 301)]:
+    for rows, k in [(1, 100), (3, 7), (5, 16), (8, 24), (17, 33), (40, 301), (40, 1)]:
         mat, vec = rng.standard_normal((rows, k)), rng.standard_normal(k)
         want = call(torch, torch.from_numpy(mat), torch.from_numpy(vec)).numpy()
         got = call(minilora, minilora.tensor(mat), minilora.tensor(vec)).numpy()
