@@ -162,7 +162,7 @@ _NATIVE_SIGNATURES = {
     "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
     "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffii", "ml_mkl_sqrt": "ppn",
     "ml_mkl_sqrt64": "ppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn",
-    "ml_mkl_dgemv_rows": "pppnn"}
+    "ml_mkl_dgemv_rows": "pppnn", "ml_mkl_exp": "ppn", "ml_mkl_log": "ppn", "ml_mkl_tanh": "ppn"}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
 # The kernels with a ``<name>_blocks`` twin in float32_kernels.c: the kernel on a block of elements (RoPE's: of rows),
 # ``f(args, first, last)``, which gemm_pool's C threads call on each thread's block (``_native_map``, ``rotary``).
@@ -614,10 +614,13 @@ def vml(name, a):
         return mkl_sqrt(a)
     if type(a) is not np.ndarray or a.dtype != _F32:
         return getattr(xp_of(a), name)(a)
-    if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)
-        return correctly_rounded(np.exp, a)
     if name == "sqrt":
         return mkl_sqrt(a)
+    matched = _mkl_matched_kernel(name, a)
+    if matched is not None:
+        return _run_native(matched, a)
+    if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)
+        return correctly_rounded(np.exp, a)
     return _in_float64(getattr(np, name), a)  # (no np.errstate: it costs ~1 us a call)
 
 
@@ -629,10 +632,30 @@ def mkl_sqrt(a, out=None):
     library = _native_library()
     if not MKL_SQRT_CPU or library is None or a.size == 0 or a.dtype not in (_FLOAT32, _FLOAT64):
         return np.sqrt(a, out=out) if out is not None else np.sqrt(a)
+    return _run_native(library.ml_mkl_sqrt if a.dtype == _FLOAT32 else library.ml_mkl_sqrt64, a, out)
+
+
+# torch's float32 functions whose MKL code (mkl_vml_kernel_s<Name>_Z0HAynn, read from libtorch_cpu.so) runs
+# compiled here, matched bit for bit on Intel AVX-512 CPUs (MKL_SQRT_CPU; tests/test_mkl_vml_r27.py), with the
+# kernel that computes it (native/float32_kernels.c). The others stay correctly rounded (``vml``).
+_MKL_FLOAT32_KERNELS = {"exp": "ml_mkl_exp", "log": "ml_mkl_log", "tanh": "ml_mkl_tanh"}
+
+
+def _mkl_matched_kernel(name, a):
+    """The compiled kernel of MKL's float32 ``name`` for the float32 NumPy array ``a``, or None where MKL's code
+    was not matched (another CPU, another function, no compiler) or ``a`` is empty."""
+    if name not in _MKL_FLOAT32_KERNELS or not MKL_SQRT_CPU or a.size == 0:
+        return None
+    library = _native_library()
+    return None if library is None else getattr(library, _MKL_FLOAT32_KERNELS[name])
+
+
+def _run_native(kernel, a, out=None):
+    """``kernel(source, target, n)`` of ``a``'s elements in order (a contiguous copy where ``a`` is a view), into
+    ``out`` if given, else a new array of ``a``'s shape."""
     source = np.ascontiguousarray(a)
     target = out if out is not None and out.flags.c_contiguous and out.shape == a.shape and out.dtype == a.dtype \
         else np.empty(a.shape, a.dtype)
-    kernel = library.ml_mkl_sqrt if a.dtype == _FLOAT32 else library.ml_mkl_sqrt64
     kernel(native.address(source), native.address(target), source.size)
     if out is not None and target is not out:
         out[...] = target

@@ -543,6 +543,330 @@ __attribute__((target("avx512f,fma"))) void ml_mkl_sqrt64(const double *x, doubl
     if (i < n) mkl_sqrt_8(x + i, out + i, (__mmask8)((1u << (n - i)) - 1));
 }
 
+/* ---- MKL's float32 exp, as torch's CPU build runs it on an Intel CPU with AVX-512 ----------------------------
+ * MKL's code (mkl_vml_kernel_sExp_Z0HAynn, read from torch's libtorch_cpu.so) on 16 lanes, matched bit for bit
+ * against torch.exp (every 97th float32 bit pattern, 44M, and the specials; tests/test_mkl_vml_r27.py):
+ *     t = fma(x, log2(e), 1.5 2^18) rounded toward zero    (x / ln 2 to 1/32: j, its last 5 bits)
+ *     n = t - 1.5 2^18,  r = fma(n, -ln2_hi, x),  r = fma(n, -ln2_lo, r)   (ln2_hi = ln 2 in float32)
+ *     s = scalef(T[j], n)                                (T[j] 2^floor(n), T[j] = 2^(j/32) in float32)
+ *     exp = fma(s, U[j] + r + r^2 (c2 + c3 r), s)         (U[j] = (2^(j/32) - T[j]) / T[j] in float32)
+ * Where |x| >= 87.33654 (an underflow or overflow near; inf) MKL calls a scalar double exp instead
+ * (mkl_exp_rare). Without -ffp-contract these are the instructions, each rounded as MKL's. */
+static const uint32_t MKL_EXP_TABLE[32] = {
+    0x3f800000, 0x3f82cd87, 0x3f85aac3, 0x3f88980f, 0x3f8b95c2, 0x3f8ea43a, 0x3f91c3d3, 0x3f94f4f0,
+    0x3f9837f0, 0x3f9b8d3a, 0x3f9ef532, 0x3fa27043, 0x3fa5fed7, 0x3fa9a15b, 0x3fad583f, 0x3fb123f6,
+    0x3fb504f3, 0x3fb8fbaf, 0x3fbd08a4, 0x3fc12c4d, 0x3fc5672a, 0x3fc9b9be, 0x3fce248c, 0x3fd2a81e,
+    0x3fd744fd, 0x3fdbfbb8, 0x3fe0ccdf, 0x3fe5b907, 0x3feac0c7, 0x3fefe4ba, 0x3ff5257d, 0x3ffa83b3,
+};
+static const uint32_t MKL_EXP_TABLE_LOW[32] = {
+    0x00000000, 0xb34a3a0a, 0x3346cb6a, 0xb36ed17e, 0xb24e0611, 0xb3517dd9, 0x334b2482, 0xb31586de,
+    0x33092801, 0xb2e6f467, 0x331b85f2, 0x3099b6f1, 0xb3051aa8, 0xb2e2a0da, 0xb2006c56, 0xb3365942,
+    0x329302ae, 0x32c595dc, 0xb302e5a2, 0xb28e10a1, 0x31b3d0e5, 0xb31a472b, 0x31d1daf2, 0xb305bf64,
+    0xb27ce182, 0xb2f26443, 0xb1b4b0da, 0xb1da8a8f, 0xb1d290be, 0xb2d5b899, 0x31b0a147, 0xb2156afc,
+};
+/* 2^(j/64) in double and (2^(j/64) - that) / that, j = 0..63 */
+static const double MKL_EXP_TABLE64[128] = {
+    0x1.0000000000000p+0, 0x0.0p+0, 0x1.02c9a3e778061p+0, -0x1.160139cd8dc5dp-56,
+    0x1.059b0d3158574p+0, 0x1.cd2523567f613p-55, 0x1.0874518759bc8p+0, 0x1.0f74e61e6c861p-57,
+    0x1.0b5586cf9890fp+0, 0x1.79aa65d837b6dp-54, 0x1.0e3ec32d3d1a2p+0, 0x1.ebe3d702f9cd1p-60,
+    0x1.11301d0125b51p+0, -0x1.556522a2fbd0ep-54, 0x1.1429aaea92de0p+0, -0x1.1c923b9d5f416p-54,
+    0x1.172b83c7d517bp+0, -0x1.01b15eaa59348p-55, 0x1.1a35beb6fcb75p+0, 0x1.b898c3f1353bfp-55,
+    0x1.1d4873168b9aap+0, 0x1.aecf73e3a2f60p-54, 0x1.2063b88628cd6p+0, 0x1.a6f4144a6c38dp-55,
+    0x1.2387a6e756238p+0, 0x1.68efde3a8a894p-54, 0x1.26b4565e27cddp+0, 0x1.0472b981fe7f2p-55,
+    0x1.29e9df51fdee1p+0, 0x1.2f7e16d09ab31p-55, 0x1.2d285a6e4030bp+0, 0x1.b3782720c0ab4p-55,
+    0x1.306fe0a31b715p+0, 0x1.34d754db0abb6p-55, 0x1.33c08b26416ffp+0, 0x1.fdd395dd3f84ap-55,
+    0x1.371a7373aa9cbp+0, -0x1.24aedcc4b5068p-54, 0x1.3a7db34e59ff7p+0, -0x1.1d1e83e9436d2p-56,
+    0x1.3dea64c123422p+0, 0x1.59f48a72a4c6dp-55, 0x1.4160a21f72e2ap+0, -0x1.8a78f4817895bp-58,
+    0x1.44e086061892dp+0, 0x1.363ed60c2ac11p-59, 0x1.486a2b5c13cd0p+0, 0x1.ecce1daa10379p-57,
+    0x1.4bfdad5362a27p+0, 0x1.690cebb7aafb0p-56, 0x1.4f9b2769d2ca7p+0, -0x1.f94340071a38ep-55,
+    0x1.5342b569d4f82p+0, -0x1.8dec6bd0f385fp-56, 0x1.56f4736b527dap+0, 0x1.3350518fdd78ep-54,
+    0x1.5ab07dd485429p+0, 0x1.063e1e21c5409p-54, 0x1.5e76f15ad2148p+0, 0x1.432e62b64c035p-54,
+    0x1.6247eb03a5585p+0, -0x1.c33c53bef4da8p-55, 0x1.6623882552225p+0, -0x1.3cedd78565858p-54,
+    0x1.6a09e667f3bcdp+0, -0x1.3b3efbf5e2228p-54, 0x1.6dfb23c651a2fp+0, -0x1.367efb86da9eep-57,
+    0x1.71f75e8ec5f74p+0, -0x1.81f647e5a3ecfp-56, 0x1.75feb564267c9p+0, -0x1.619321e55e68ap-55,
+    0x1.7a11473eb0187p+0, -0x1.b32dcb94da51dp-56, 0x1.7e2f336cf4e62p+0, 0x1.5ebe1abd66c55p-57,
+    0x1.82589994cce13p+0, -0x1.369b6f13b3734p-54, 0x1.868d99b4492edp+0, -0x1.4d450d872576ep-54,
+    0x1.8ace5422aa0dbp+0, 0x1.db72fc1f0eab4p-55, 0x1.8f1ae99157736p+0, 0x1.bf68359f35f44p-56,
+    0x1.93737b0cdc5e5p+0, -0x1.da9b88b6c1e29p-58, 0x1.97d829fde4e50p+0, -0x1.2434322f4f9aap-54,
+    0x1.9c49182a3f090p+0, 0x1.1affc2b91ce27p-56, 0x1.a0c667b5de565p+0, -0x1.7c50422622263p-55,
+    0x1.a5503b23e255dp+0, -0x1.1bbd1d3bcbb15p-54, 0x1.a9e6b5579fdbfp+0, 0x1.469846e735ab3p-55,
+    0x1.ae89f995ad3adp+0, 0x1.c1a7792cb3387p-55, 0x1.b33a2b84f15fbp+0, -0x1.5c3d956dcaebap-58,
+    0x1.b7f76f2fb5e47p+0, -0x1.8d6f438ad9334p-57, 0x1.bcc1e904bc1d2p+0, 0x1.4ffd70a5fddcdp-56,
+    0x1.c199bdd85529cp+0, 0x1.36eae30af0cb3p-56, 0x1.c67f12e57d14bp+0, 0x1.4e08fd10959acp-55,
+    0x1.cb720dcef9069p+0, 0x1.76b2c6c921968p-57, 0x1.d072d4a07897cp+0, -0x1.fad5d3ffffa6fp-55,
+    0x1.d5818dcfba487p+0, 0x1.4a385a63d07a7p-56, 0x1.da9e603db3285p+0, 0x1.e5a50d5c192acp-55,
+    0x1.dfc97337b9b5fp+0, -0x1.2d52107b43e1fp-55, 0x1.e502ee78b3ff6p+0, 0x1.4b604603a88d3p-56,
+    0x1.ea4afa2a490dap+0, -0x1.ff7128fd391f0p-55, 0x1.efa1bee615a27p+0, 0x1.ec3bc41aa2008p-55,
+    0x1.f50765b6e4540p+0, 0x1.a64a931d185eep-55, 0x1.fa7c1819e90d8p+0, 0x1.7893b4d91cd9dp-56,
+};
+
+/* MKL's scalar exp where a float32 result under- or overflows: in double, 2^(k/64) times a degree-6 polynomial,
+ * the sum split so that the one rounding to float32 is the last. */
+static float mkl_exp_rare(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7f800000u) == 0x7f800000u)
+        return bits == 0xff800000u ? 0.0f : x * x;  /* (exp(-inf) = 0, inf and NaN (quieted) themselves) */
+    if (x > 0x1.62e42ep+6f)
+        return INFINITY;
+    if (x < -0x1.9fe368p+6f)
+        return 0.0f;
+    double wide = x, shifted = wide * 0x1.71547652b82fep+6 + 0x1.8p52, k = shifted - 0x1.8p52;
+    double r = wide + k * -0x1.62e42fefa0000p-7;
+    r = r + k * -0x1.cf79abc9e3b3ap-46;
+    double p = r * 0x1.6c16a1c2a3ffdp-10 + 0x1.111123aaf20d3p-7;
+    p = r * (r * (r * (r * (r * p + 0x1.5555555558fccp-5) + 0x1.55555555548f8p-3) + 0.5));  /* (r^2 q(r)) */
+    r = r + p;
+    uint64_t shifted_bits;
+    memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+    uint32_t j = (uint32_t)shifted_bits & 63, m = (uint32_t)shifted_bits >> 6;
+    double hi = MKL_EXP_TABLE64[2 * j], rest = hi * (r + MKL_EXP_TABLE64[2 * j + 1]), scale;
+    if (x >= -0x1.5d589ep+6f) {  /* (overflow near: 2^m applied in double) */
+        uint64_t exponent = (m + 0x3ff) & 0x7ff;
+        double y = hi + rest;
+        if (exponent == 0x7ff)
+            return (float)((y * 0x1p1023) * 2.0);
+        exponent <<= 52;
+        memcpy(&scale, &exponent, sizeof scale);
+        return (float)(y * scale);
+    }
+    uint64_t exponent = (uint64_t)((m + 0x43b) & 0x7ff) << 52;  /* (a subnormal result: scaled by 2^60, then back) */
+    memcpy(&scale, &exponent, sizeof scale);
+    double low = rest * scale, high = hi * scale, sum = high + low;
+    double error = (high - sum) + low, split = sum * 0x1.8p32, top = (sum + split) - split;
+    return (float)(0x1p-60 * top + 0x1p-60 * ((sum - top) + error));
+}
+
+__attribute__((target("avx512f"))) static inline __m512 mkl_constant(uint32_t bits) {
+    return _mm512_castsi512_ps(_mm512_set1_epi32((int)bits));
+}
+
+__attribute__((target("avx512f"))) static inline __m512 mkl_table(const uint32_t *table, __m512i index) {
+    return _mm512_permutex2var_ps(_mm512_loadu_ps((const float *)table), index,
+                                  _mm512_loadu_ps((const float *)table + 16));  /* (index's last 5 bits) */
+}
+
+__attribute__((target("avx512f"))) static inline __m512 mkl_bits(__m512i bits) { return _mm512_castsi512_ps(bits); }
+__attribute__((target("avx512f"))) static inline __m512i mkl_int(__m512 v) { return _mm512_castps_si512(v); }
+
+#define MKL_NEAREST (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+__attribute__((target("avx512f,fma"))) static void mkl_exp_16(const float *x, float *out, __mmask16 lanes) {
+    __m512 v = _mm512_mask_blend_ps(lanes, _mm512_set1_ps(0.75f), _mm512_maskz_loadu_ps(lanes, x));
+    __m512 shifter = mkl_constant(0x48c00000);
+    __m512 t = _mm512_fmadd_round_ps(v, mkl_constant(0x3fb8aa3b), shifter, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m512 n = _mm512_sub_round_ps(t, shifter, MKL_NEAREST);
+    __m512 r = _mm512_fmadd_round_ps(n, mkl_constant(0xbf317218), v, MKL_NEAREST);
+    r = _mm512_fmadd_round_ps(n, mkl_constant(0x3102e308), r, MKL_NEAREST);
+    r = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(r), _mm512_set1_epi32((int)0xbfffffff)));
+    __m512 low = _mm512_add_round_ps(mkl_table(MKL_EXP_TABLE_LOW, mkl_int(t)), r, MKL_NEAREST);
+    __m512 p = _mm512_fmadd_round_ps(r, mkl_constant(0x3e2aabf3), mkl_constant(0x3f0000f6), MKL_NEAREST);
+    low = _mm512_fmadd_round_ps(p, _mm512_mul_round_ps(r, r, MKL_NEAREST), low, MKL_NEAREST);
+    __m512 s = _mm512_scalef_round_ps(mkl_table(MKL_EXP_TABLE, mkl_int(t)), n, MKL_NEAREST);
+    _mm512_mask_storeu_ps(out, lanes, _mm512_fmadd_round_ps(s, low, s, MKL_NEAREST));
+    __m512 magnitude = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
+    unsigned rare = _mm512_cmp_ps_mask(mkl_constant(0x42aeac4f), magnitude, _CMP_LE_OS) & lanes;  /* (NaN: not) */
+    for (int i = 0; rare; i++, rare >>= 1)
+        if (rare & 1)
+            out[i] = mkl_exp_rare(x[i]);
+}
+
+__attribute__((target("avx512f,fma"))) void ml_mkl_exp(const float *x, float *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) mkl_exp_16(x + i, out + i, 0xFFFF);
+    if (i < n) mkl_exp_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
+}
+
+/* ---- MKL's float32 log (mkl_vml_kernel_sLn_Z0HAynn), the same way ------------------------------------------
+ * log x = log(x y) - log y with y = 1/x to 5 bits (rcp14's estimate, rounded by adding 2^17 to its bits and
+ * keeping the top 14), so that r = x y - 1 is small and exact in an fma, -log y from tables by y's 5 bits:
+ *     e = getexp(y),  hi = T[j] - e ln2_hi,  lo = U[j] - e ln2_lo      (T + U = -log(1 + j/32))
+ *     s = hi + r,  log x = s + ((r - (s - hi)) + (lo + r^2 (-1/2 + r (c3 + c4 r))))
+ * Where y is not a positive normal number (x subnormal, above 2^126, 0, negative, inf, NaN) the lane takes
+ * the second path: x's mantissa m in [1/2, 1) and exponent, y = rcp14(m) to 5 bits in (1, 2] (tables W, V of
+ * log(2 / (1 + j/32))). 0, negative numbers, inf and NaN then take IEEE's values, as MKL's scalar code. */
+static const uint32_t MKL_LOG_TABLE[32] = {
+    0x00000000, 0xbcfc0000, 0xbd786000, 0xbdb78000, 0xbdf14000, 0xbe14a800, 0xbe2ff800, 0xbe4a9000,
+    0xbe648000, 0xbe7dc800, 0xbe8b3c00, 0xbe974800, 0xbea30c00, 0xbeae8c00, 0xbeb9d000, 0xbec4d000,
+    0xbecf9800, 0xbeda2800, 0xbee48000, 0xbeeea400, 0xbef89400, 0xbf012a00, 0xbf05f400, 0xbf0aa600,
+    0xbf0f4200, 0xbf13ca00, 0xbf183e00, 0xbf1ca000, 0xbf20ec00, 0xbf252800, 0xbf295200, 0xbf2d6a00,
+};
+static const uint32_t MKL_LOG_TABLE_LOW[32] = {
+    0x00000000, 0xb726c39e, 0x37679ff7, 0xb7528ae5, 0x377891d5, 0xb725f040, 0xb6c1c29e, 0xb73539e9,
+    0x35838656, 0xb6436af2, 0x370d5151, 0x36ea28f7, 0xb63c21c6, 0xb776fd60, 0x37202511, 0xb74e1b05,
+    0xb70fb2fe, 0x36084337, 0x36038656, 0x36afd9f2, 0xb675faf0, 0xb7152d2f, 0x36d1bdad, 0xb5f4bd35,
+    0xb77af382, 0xb770944e, 0xb7399a79, 0x3779654f, 0xb6fe8467, 0x367449f8, 0x3716cd22, 0xb4186b3e,
+};
+static const uint32_t MKL_LOG_TABLE_WIDE[32] = {
+    0x3f317200, 0x3f299200, 0x3f21ec00, 0x3f1a8200, 0x3f134c00, 0x3f0c4800, 0x3f057400, 0x3efd9c00,
+    0x3ef0a400, 0x3ee40000, 0x3ed7a800, 0x3ecb9c00, 0x3ebfd800, 0x3eb45800, 0x3ea91400, 0x3e9e1400,
+    0x3e934c00, 0x3e88bc00, 0x3e7cc800, 0x3e688000, 0x3e54a000, 0x3e412000, 0x3e2df800, 0x3e1b3000,
+    0x3e08c000, 0x3ded4000, 0x3dc9a000, 0x3da6a000, 0x3d843000, 0x3d44a000, 0x3d020000, 0x3c810000,
+};
+static const uint32_t MKL_LOG_TABLE_WIDE_LOW[32] = {
+    0x35bfbe8e, 0xb70ecbcc, 0x377f97c9, 0xb73a9314, 0xb76f7659, 0xb70df86e, 0xb691d2fb, 0xb71d4217,
+    0x3621a272, 0xb5c71755, 0x37254923, 0x370d0c4d, 0xb5b884fd, 0xb75f058e, 0x37381ce3, 0xb7362333,
+    0xb6ef7659, 0x3668227e, 0x3663659e, 0x36dfc995, 0xb6161ba9, 0xb6fa6ab9, 0x3700d6a8, 0xb4d3fa9c,
+    0xb762fbb0, 0xb7589c7c, 0xb721a2a7, 0xb76ea2e0, 0xb6ce94c4, 0x36aa14a0, 0x372ec4f4, 0x35acb127,
+};
+
+/* s + ((r - (s - hi)) + (lo + r^2 (-1/2 + r (c3 + c4 r)))), s = hi + r: both of the log's paths end so
+ * (s - hi taken as 0 outside the lanes ``carried``) */
+__attribute__((target("avx512f,fma"))) static inline __m512 mkl_log_sum(__m512 hi, __m512 lo, __m512 r,
+                                                                        __mmask16 carried) {
+    __m512 p = _mm512_fmadd_round_ps(r, mkl_constant(0xbe800810), mkl_constant(0x3eaab11e), MKL_NEAREST);
+    p = _mm512_fmadd_round_ps(p, r, mkl_constant(0xbf000000), MKL_NEAREST);
+    lo = _mm512_fmadd_round_ps(p, _mm512_mul_round_ps(r, r, MKL_NEAREST), lo, MKL_NEAREST);
+    __m512 s = _mm512_add_round_ps(hi, r, MKL_NEAREST);
+    __m512 tail = _mm512_sub_round_ps(r, _mm512_maskz_sub_round_ps(carried, s, hi, MKL_NEAREST), MKL_NEAREST);
+    return _mm512_add_round_ps(s, _mm512_add_round_ps(lo, tail, MKL_NEAREST), MKL_NEAREST);
+}
+
+__attribute__((target("avx512f,fma"))) static __m512 mkl_log_usual(__m512 x, __mmask16 *unusual) {
+    __m512i y_bits = _mm512_and_si512(_mm512_add_epi32(mkl_int(_mm512_rcp14_ps(x)), _mm512_set1_epi32(0x20000)),
+                                      _mm512_set1_epi32((int)0xfffc0000));
+    __m512 y = mkl_bits(y_bits), e = _mm512_getexp_round_ps(y, _MM_FROUND_NO_EXC);
+    /* (y's sign, exponent 0 or 255: the biased exponent - 1, unsigned, at least 254) */
+    *unusual = _mm512_cmpge_epu32_mask(_mm512_sub_epi32(_mm512_srli_epi32(y_bits, 23), _mm512_set1_epi32(1)),
+                                       _mm512_set1_epi32(254));
+    __m512 r = _mm512_fmadd_round_ps(y, x, mkl_constant(0xbf800000), MKL_NEAREST);
+    __m512i j = _mm512_srli_epi32(y_bits, 18);
+    __m512 hi = _mm512_fmadd_round_ps(e, mkl_constant(0xbf317200), mkl_table(MKL_LOG_TABLE, j), MKL_NEAREST);
+    __m512 lo = _mm512_fmadd_round_ps(mkl_constant(0xb5bfbe8e), e, mkl_table(MKL_LOG_TABLE_LOW, j), MKL_NEAREST);
+    return mkl_log_sum(hi, lo, r, 0xFFFF);
+}
+
+/* The second path; ``special``: 0, negative, inf, NaN (whose s - hi MKL zeroes: their values are set after) */
+__attribute__((target("avx512f,fma"))) static __m512 mkl_log_unusual(__m512 x, __mmask16 special) {
+    __m512 m = _mm512_getmant_round_ps(x, _MM_MANT_NORM_p5_1, _MM_MANT_SIGN_nan, _MM_FROUND_NO_EXC);
+    __m512 y = _mm512_roundscale_round_ps(_mm512_rcp14_ps(m), 0x58, _MM_FROUND_NO_EXC);  /* (5 bits, to nearest) */
+    __m512 d = _mm512_sub_round_ps(_mm512_getexp_round_ps(x, _MM_FROUND_NO_EXC),
+                                   _mm512_getexp_round_ps(y, _MM_FROUND_NO_EXC), MKL_NEAREST);
+    __m512 r = _mm512_fmadd_round_ps(m, y, mkl_constant(0xbf800000), MKL_NEAREST);
+    __m512i j = _mm512_srli_epi32(mkl_int(y), 18);
+    __m512 hi = _mm512_fmadd_round_ps(d, mkl_constant(0x3f317200), mkl_table(MKL_LOG_TABLE_WIDE, j), MKL_NEAREST);
+    __m512 lo = _mm512_fmadd_round_ps(mkl_constant(0x35bfbe8e), d, mkl_table(MKL_LOG_TABLE_WIDE_LOW, j), MKL_NEAREST);
+    return mkl_log_sum(hi, lo, r, (__mmask16)~special);
+}
+
+/* IEEE's log of 0 (-inf), a negative number (NaN), inf and NaN (themselves, quieted) */
+static float mkl_log_special(float x) {
+    if (x == 0.0f)
+        return -INFINITY;
+    return x < 0.0f ? NAN : x + x;
+}
+
+__attribute__((target("avx512f,fma"))) static void mkl_log_16(const float *x, float *out, __mmask16 lanes) {
+    __m512 v = _mm512_mask_blend_ps(lanes, _mm512_set1_ps(1.0f), _mm512_maskz_loadu_ps(lanes, x));
+    __mmask16 unusual, special = _mm512_cmpge_epu32_mask(_mm512_sub_epi32(mkl_int(v), _mm512_set1_epi32(1)),
+                                                         _mm512_set1_epi32(0x7f7fffff));  /* (0, sign, inf, NaN) */
+    __m512 result = mkl_log_usual(v, &unusual);
+    if (unusual & lanes)
+        result = _mm512_mask_mov_ps(result, unusual, mkl_log_unusual(v, special));
+    _mm512_mask_storeu_ps(out, lanes, result);
+    special &= lanes;
+    for (int i = 0; special; i++, special >>= 1)
+        if (special & 1)
+            out[i] = mkl_log_special(x[i]);
+}
+
+__attribute__((target("avx512f,fma"))) void ml_mkl_log(const float *x, float *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) mkl_log_16(x + i, out + i, 0xFFFF);
+    if (i < n) mkl_log_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
+}
+
+/* ---- MKL's float32 tanh (mkl_vml_kernel_sTanh_Z0HAynn), the same way --------------------------------------
+ * A degree-7 polynomial of |x| on each of 32 intervals, picked by |x|'s exponent and first 2 mantissa bits
+ * (from 0.046875 on, the first one reaching 0; from 8 on the last one, ~1), around the interval's point c:
+ *     z = |x| - c,  tanh|x| = (((((c7 z + c6) z + c5) z + c4) z + c3) z z + v_low) + slope z + v
+ * with x's sign put back; |x| > 2^127: +-1, NaN: x (quieted). */
+static const uint32_t MKL_TANH_TABLES[9][32] = {
+    {/* CENTER c */
+     0x00000000, 0x3d700000, 0x3d900000, 0x3db00000, 0x3dd00000, 0x3df00000, 0x3e100000, 0x3e300000,
+     0x3e500000, 0x3e700000, 0x3e900000, 0x3eb00000, 0x3ed00000, 0x3ef00000, 0x3f100000, 0x3f300000,
+     0x3f500000, 0x3f700000, 0x3f900000, 0x3fb00000, 0x3fd00000, 0x3ff00000, 0x40100000, 0x40300000,
+     0x40500000, 0x40700000, 0x40900000, 0x40b00000, 0x40d00000, 0x40f00000, 0x41100000, 0x00000000,
+    },
+    {/* VALUE */
+     0x00000000, 0x3d6fb9c9, 0x3d8fc35f, 0x3daf9169, 0x3dcf49ab, 0x3deee849, 0x3e0f0ee8, 0x3e2e4984,
+     0x3e4d2f8e, 0x3e6bb32e, 0x3e8c51cd, 0x3ea96163, 0x3ec543f1, 0x3edfd735, 0x3f028438, 0x3f18abf0,
+     0x3f2bc480, 0x3f3bec1c, 0x3f4f2e5b, 0x3f613c53, 0x3f6ce37d, 0x3f743c4f, 0x3f7a5feb, 0x3f7dea85,
+     0x3f7f3b3d, 0x3f7fb78c, 0x3f7fefd4, 0x3f7ffdd0, 0x3f7fffb4, 0x3f7ffff6, 0x3f7fffff, 0x3f800000,
+    },
+    {/* VALUE_LOW */
+     0x00000000, 0xb0a1501e, 0xb11d0b9e, 0xaf932f10, 0x30fa467c, 0x31249ef0, 0x312b9ae0, 0xb1dd8650,
+     0xb044cc00, 0x31f9ba98, 0xb0ca4580, 0xb21e2644, 0xb234cc14, 0x32397534, 0xb2d0938e, 0xb1303240,
+     0xb2ef278a, 0x32e33e9c, 0xb20b98c0, 0xb2d5b8c2, 0x32fe70b8, 0x32cec21a, 0x32c28572, 0xb2230d78,
+     0xb2a2c238, 0xb2315220, 0xb2dddb64, 0xb2d020d0, 0x321fe128, 0xb2875bb0, 0x32fa6146, 0x00000000,
+    },
+    {/* SLOPE */
+     0x3f800000, 0x3f7f1f84, 0x3f7ebd11, 0x3f7e1e5f, 0x3f7d609f, 0x3f7c842d, 0x3f7b00e5, 0x3f789580,
+     0x3f75b8ad, 0x3f726fd9, 0x3f6cc59b, 0x3f63fb92, 0x3f59ff97, 0x3f4f11d7, 0x3f3d7573, 0x3f24f360,
+     0x3f0cbfe7, 0x3eec1a69, 0x3eb0a801, 0x3e6753a2, 0x3e132f1a, 0x3db7e7d3, 0x3d320845, 0x3c84d3d4,
+     0x3bc477b7, 0x3b10d3da, 0x3a01601e, 0x388c1a3b, 0x3717b0da, 0x35a43bce, 0x338306c6, 0x00000000,
+    },
+    {/* C3 */
+     0xb0343c7b, 0xbd6ee69d, 0xbd8f0da7, 0xbdae477d, 0xbdcd2a1f, 0xbdeba80d, 0xbe0c443b, 0xbe293cf3,
+     0xbe44f282, 0xbe5f3651, 0xbe81c7c0, 0xbe96d7ca, 0xbea7fb8e, 0xbeb50e9e, 0xbec12efe, 0xbec4be92,
+     0xbebce070, 0xbead510e, 0xbe8ef7d6, 0xbe4b8704, 0xbe083237, 0xbdaf7449, 0xbd2e1ec4, 0xbc83bf06,
+     0xbbc3e0b5, 0xbb10aadc, 0xba0157db, 0xb88c18f2, 0xb717b096, 0xb5a43bae, 0xb383012c, 0x00000000,
+    },
+    {/* C4 */
+     0xbeaaaaa5, 0xbeab0612, 0xbea7f01f, 0xbea4e120, 0xbea387b7, 0xbea15962, 0xbe9d57f7, 0xbe976b5a,
+     0xbe90230d, 0xbe880dff, 0xbe7479b3, 0xbe4c3d88, 0xbe212482, 0xbdeb8cba, 0xbd5e78ad, 0x3c6b5e6e,
+     0x3d839143, 0x3dc21ee1, 0x3de347af, 0x3dcbec96, 0x3d99ef2d, 0x3d542ea1, 0x3cdde701, 0x3c2cca67,
+     0x3b81cb27, 0x3ac073a1, 0x39ac3032, 0x383a94d9, 0x36ca081d, 0x355abd4c, 0x332b3cb6, 0x00000000,
+    },
+    {/* C5 */
+     0xb76dd6b9, 0xbe1c276d, 0x3c1dcf2f, 0x3dc1a78d, 0x3d96f985, 0x3da2b61b, 0x3dc13397, 0x3dd2f670,
+     0x3df48a0a, 0x3e06c5a8, 0x3e1a3aba, 0x3e27c405, 0x3e2e78d0, 0x3e2c3e44, 0x3e1d3097, 0x3df4a8f4,
+     0x3da38508, 0x3d31416a, 0x3b562657, 0xbcaeeac9, 0xbcce9419, 0xbcaaeac4, 0xbc49e7d0, 0xbba71ddd,
+     0xbb003b0e, 0xba3f9a05, 0xb92c08a7, 0xb7ba9232, 0xb64a0b0f, 0xb4dac169, 0xb2ab78ac, 0x00000000,
+    },
+    {/* C6 */
+     0x3e0910e9, 0x43761143, 0x4165ecdc, 0xc190f756, 0xc08c097d, 0xc02ba813, 0xbf7f6bda, 0x3f2b1dc0,
+     0x3ece105d, 0x3f426a94, 0xbadb0dc4, 0x3da43b17, 0xbd51ab88, 0xbcaea23d, 0xbd3b6d8d, 0xbd6caaad,
+     0xbd795bed, 0xbd5fddda, 0xbd038f3b, 0xbc1cad63, 0x3abb4766, 0x3b95f10b, 0x3b825873, 0x3afaea66,
+     0x3a49f878, 0x39996bf3, 0x388f3e6c, 0x371bb0e3, 0x35a8a5e6, 0x34369b17, 0x322487b0, 0x00000000,
+    },
+    {/* C7 */
+     0xbc0e2f66, 0x460bda12, 0x43d638ef, 0xc3e11c3e, 0xc2baa4e9, 0xc249da2d, 0xc1859b82, 0x40dd5b57,
+     0x40494640, 0x40c730a8, 0xbf0f160e, 0x3e30e76f, 0xbea81387, 0xbdb26a1c, 0xbd351e57, 0xbb4c01a0,
+     0x3c1d7bfb, 0x3c722cd1, 0x3c973f1c, 0x3c33a31b, 0x3b862ef4, 0x3a27b3d0, 0xba3b5907, 0xba0efc22,
+     0xb97f9f0f, 0xb8c8af50, 0xb7bdddfb, 0xb64f2950, 0xb4e085b1, 0xb3731dfa, 0xb15a1f04, 0x00000000,
+    },
+};
+enum { MKL_TANH_CENTER, MKL_TANH_VALUE, MKL_TANH_VALUE_LOW, MKL_TANH_SLOPE, MKL_TANH_C3 };  /* (then c4..c7) */
+
+__attribute__((target("avx512f,fma"))) static void mkl_tanh_16(const float *x, float *out, __mmask16 lanes) {
+    __m512i bits = _mm512_maskz_loadu_epi32(lanes, x);
+    __m512 magnitude = mkl_bits(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)));
+    __m512i interval = _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fe00000)), _mm512_set1_epi32(0x3d400000));
+    interval = _mm512_srli_epi32(_mm512_min_epi32(_mm512_max_epi32(interval, _mm512_setzero_si512()),
+                                                  _mm512_set1_epi32(0x03e00000)), 21);
+    __m512 z = _mm512_sub_round_ps(magnitude, mkl_table(MKL_TANH_TABLES[MKL_TANH_CENTER], interval), MKL_NEAREST);
+    __m512 p = mkl_table(MKL_TANH_TABLES[8], interval);
+    for (int k = 7; k >= MKL_TANH_C3; k--)
+        p = _mm512_fmadd_round_ps(p, z, mkl_table(MKL_TANH_TABLES[k], interval), MKL_NEAREST);
+    p = _mm512_mul_round_ps(p, z, MKL_NEAREST);
+    p = _mm512_fmadd_round_ps(p, z, mkl_table(MKL_TANH_TABLES[MKL_TANH_VALUE_LOW], interval), MKL_NEAREST);
+    p = _mm512_fmadd_round_ps(z, mkl_table(MKL_TANH_TABLES[MKL_TANH_SLOPE], interval), p, MKL_NEAREST);
+    p = _mm512_add_round_ps(p, mkl_table(MKL_TANH_TABLES[MKL_TANH_VALUE], interval), MKL_NEAREST);
+    p = mkl_bits(_mm512_or_si512(mkl_int(p), _mm512_and_si512(bits, _mm512_set1_epi32((int)0x80000000))));
+    __mmask16 huge = _mm512_cmpgt_epi32_mask(mkl_int(magnitude), _mm512_set1_epi32(0x7f000000));
+    __mmask16 nan = _mm512_cmp_ps_mask(magnitude, magnitude, _CMP_UNORD_Q);
+    __m512 one = mkl_bits(_mm512_or_si512(mkl_int(_mm512_set1_ps(1.0f)), _mm512_and_si512(bits, _mm512_set1_epi32((int)0x80000000))));
+    p = _mm512_mask_mov_ps(p, huge, one);
+    p = _mm512_mask_add_ps(p, nan, mkl_bits(bits), mkl_bits(bits));
+    _mm512_mask_storeu_ps(out, lanes, p);
+}
+
+__attribute__((target("avx512f,fma"))) void ml_mkl_tanh(const float *x, float *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) mkl_tanh_16(x + i, out + i, 0xFFFF);
+    if (i < n) mkl_tanh_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
+}
+
 /* ---- one AdamW step over n float32 weights, in one pass --------------------------------------------------
  * The order and roundings of optim/adam.py's adamw_update (exercise 6.1; torch's single-tensor AdamW), which
  * makes ~14 passes of NumPy calls over each slice: every float32 operation rounded as written, and the two
