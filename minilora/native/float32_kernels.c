@@ -867,6 +867,43 @@ __attribute__((target("avx512f,fma"))) void ml_mkl_tanh(const float *x, float *o
     if (i < n) mkl_tanh_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
 }
 
+/* ---- MKL's float32 erf (mkl_vml_kernel_sErf_Z0HAynn), the same way ----------------------------------------
+ * In double: x q(x^2), q of degree 16 (Horner, fused), rounded once to float32; where x^2 (in float32) is at
+ * least 14.688109 (|x| > 3.8325), and for +-inf, +-1 with x's sign. */
+static const double MKL_ERF_COEFFICIENTS[17] = {  /* (of x^0, x^2, ... x^32 in q) */
+    0x1.20dd74f5bc259p+0, -0x1.81273ea9280efp-2, 0x1.ce2e5d8c9e959p-4,
+    -0x1.b8254cec9607ap-6, 0x1.5633728782213p-8, -0x1.bf24742ac5608p-11,
+    0x1.f51077325b817p-14, -0x1.e683ac21ba632p-17, 0x1.98f32f5cc465ap-20,
+    -0x1.26046742b0352p-23, 0x1.61e396f7c7e2bp-27, -0x1.5a63b2335f935p-31,
+    0x1.09fc73009abb4p-35, -0x1.31e5d8f72439cp-40, 0x1.ec4f20cd1a8a2p-46,
+    -0x1.ec22b47d823a1p-52, 0x1.ca6f11938c219p-59,
+};
+
+__attribute__((target("avx512f,fma"))) static __m256 mkl_erf_8(__m256 x) {
+    __m512d wide = _mm512_cvtps_pd(x), square = _mm512_mul_round_pd(wide, wide, MKL_NEAREST);
+    __m512d q = _mm512_set1_pd(MKL_ERF_COEFFICIENTS[16]);
+    for (int k = 15; k >= 0; k--)
+        q = _mm512_fmadd_round_pd(q, square, _mm512_set1_pd(MKL_ERF_COEFFICIENTS[k]), MKL_NEAREST);
+    return _mm512_cvt_roundpd_ps(_mm512_mul_round_pd(q, wide, MKL_NEAREST), MKL_NEAREST);
+}
+
+__attribute__((target("avx512f,fma"))) static void mkl_erf_16(const float *x, float *out, __mmask16 lanes) {
+    __m512 v = _mm512_maskz_loadu_ps(lanes, x);
+    __m256 high = mkl_erf_8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m512 erf = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(
+        mkl_erf_8(_mm512_castps512_ps256(v)))), _mm256_castps_pd(high), 1));
+    __mmask16 saturated = _mm512_cmp_ps_mask(mkl_constant(0x416b027f), _mm512_mul_round_ps(v, v, MKL_NEAREST), _CMP_LE_OS);
+    __m512 one = mkl_bits(_mm512_or_si512(_mm512_and_si512(mkl_int(v), _mm512_set1_epi32((int)0x80000000)),
+                                          mkl_int(_mm512_set1_ps(1.0f))));
+    _mm512_mask_storeu_ps(out, lanes, _mm512_mask_mov_ps(erf, saturated, one));
+}
+
+__attribute__((target("avx512f,fma"))) void ml_mkl_erf(const float *x, float *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) mkl_erf_16(x + i, out + i, 0xFFFF);
+    if (i < n) mkl_erf_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
+}
+
 /* ---- one AdamW step over n float32 weights, in one pass --------------------------------------------------
  * The order and roundings of optim/adam.py's adamw_update (exercise 6.1; torch's single-tensor AdamW), which
  * makes ~14 passes of NumPy calls over each slice: every float32 operation rounded as written, and the two
