@@ -497,6 +497,13 @@ void ml_mish_backward(const float *g, const float *restrict x, const float *rest
  * 2^-117 and 2^79 gives these bits), x itself for 0, -0 and +inf, NaN (x's, quieted) for a NaN, and +NaN for a
  * negative x. Other CPUs (an AMD's MKL path, AVX2) were not matched: float32_math asks where this applies.
  * (found by trying the usual refinements of an rsqrt estimate against torch's bits: /tmp scripts, round 27) */
+/* ``block`` over x's n floats, 16 at a time (MKL's kernels take the last n % 16 under a mask, as its loops) */
+static void mkl_in_blocks(void (*block)(const float *, float *, __mmask16), const float *x, float *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) block(x + i, out + i, 0xFFFF);
+    if (i < n) block(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
+}
+
 __attribute__((target("avx512f,fma"))) static void mkl_sqrt_16(const float *x, float *out, __mmask16 lanes) {
     __m512 v = _mm512_maskz_loadu_ps(lanes, x), zero = _mm512_setzero_ps();
     __mmask16 tiny = _mm512_cmp_ps_mask(v, _mm512_set1_ps(0x1p-64f), _CMP_LT_OQ);
@@ -511,11 +518,7 @@ __attribute__((target("avx512f,fma"))) static void mkl_sqrt_16(const float *x, f
     _mm512_mask_storeu_ps(out, lanes, root);
 }
 
-__attribute__((target("avx512f,fma"))) void ml_mkl_sqrt(const float *x, float *out, size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) mkl_sqrt_16(x + i, out + i, 0xFFFF);
-    if (i < n) mkl_sqrt_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
-}
+void ml_mkl_sqrt(const float *x, float *out, size_t n) { mkl_in_blocks(mkl_sqrt_16, x, out, n); }
 
 /* The same for float64, matched likewise: one Goldschmidt step on rsqrt14's estimate, then the correction --
  *     s = a y, h = y / 2, e = fma(-s, h, 1/2), s = fma(s, e, s), h = fma(h, e, h), root = fma(fma(-s, s, a), h, s)
@@ -670,11 +673,7 @@ __attribute__((target("avx512f,fma"))) static void mkl_exp_16(const float *x, fl
             out[i] = mkl_exp_rare(x[i]);
 }
 
-__attribute__((target("avx512f,fma"))) void ml_mkl_exp(const float *x, float *out, size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) mkl_exp_16(x + i, out + i, 0xFFFF);
-    if (i < n) mkl_exp_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
-}
+void ml_mkl_exp(const float *x, float *out, size_t n) { mkl_in_blocks(mkl_exp_16, x, out, n); }
 
 /* ---- MKL's float32 log (mkl_vml_kernel_sLn_Z0HAynn), the same way ------------------------------------------
  * log x = log(x y) - log y with y = 1/x to 5 bits (rcp14's estimate, rounded by adding 2^17 to its bits and
@@ -769,11 +768,7 @@ __attribute__((target("avx512f,fma"))) static void mkl_log_16(const float *x, fl
             out[i] = mkl_log_special(x[i]);
 }
 
-__attribute__((target("avx512f,fma"))) void ml_mkl_log(const float *x, float *out, size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) mkl_log_16(x + i, out + i, 0xFFFF);
-    if (i < n) mkl_log_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
-}
+void ml_mkl_log(const float *x, float *out, size_t n) { mkl_in_blocks(mkl_log_16, x, out, n); }
 
 /* ---- MKL's float32 tanh (mkl_vml_kernel_sTanh_Z0HAynn), the same way --------------------------------------
  * A degree-7 polynomial of |x| on each of 32 intervals, picked by |x|'s exponent and first 2 mantissa bits
@@ -861,11 +856,7 @@ __attribute__((target("avx512f,fma"))) static void mkl_tanh_16(const float *x, f
     _mm512_mask_storeu_ps(out, lanes, p);
 }
 
-__attribute__((target("avx512f,fma"))) void ml_mkl_tanh(const float *x, float *out, size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) mkl_tanh_16(x + i, out + i, 0xFFFF);
-    if (i < n) mkl_tanh_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
-}
+void ml_mkl_tanh(const float *x, float *out, size_t n) { mkl_in_blocks(mkl_tanh_16, x, out, n); }
 
 /* ---- MKL's float32 erf (mkl_vml_kernel_sErf_Z0HAynn), the same way ----------------------------------------
  * In double: x q(x^2), q of degree 16 (Horner, fused), rounded once to float32; where x^2 (in float32) is at
@@ -898,11 +889,7 @@ __attribute__((target("avx512f,fma"))) static void mkl_erf_16(const float *x, fl
     _mm512_mask_storeu_ps(out, lanes, _mm512_mask_mov_ps(erf, saturated, one));
 }
 
-__attribute__((target("avx512f,fma"))) void ml_mkl_erf(const float *x, float *out, size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) mkl_erf_16(x + i, out + i, 0xFFFF);
-    if (i < n) mkl_erf_16(x + i, out + i, (__mmask16)((1u << (n - i)) - 1));
-}
+void ml_mkl_erf(const float *x, float *out, size_t n) { mkl_in_blocks(mkl_erf_16, x, out, n); }
 
 /* ---- one AdamW step over n float32 weights, in one pass --------------------------------------------------
  * The order and roundings of optim/adam.py's adamw_update (exercise 6.1; torch's single-tensor AdamW), which
