@@ -162,8 +162,8 @@ _NATIVE_SIGNATURES = {
     "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
     "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
     "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffii", "ml_mkl_sqrt": "ppn",
-    "ml_mkl_sqrt64": "ppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn",
-    "ml_mkl_dgemv_rows": "pppnn", "ml_mkl_exp": "ppn", "ml_mkl_log": "ppn", "ml_mkl_tanh": "ppn", "ml_mkl_erf": "ppn"}
+    "ml_mkl_sqrt64": "ppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn", "ml_mkl_dgemv_rows": "pppnn",
+    **dict.fromkeys(("ml_mkl_exp", "ml_mkl_log", "ml_mkl_log10", "ml_mkl_log2", "ml_mkl_tanh", "ml_mkl_erf"), "ppn")}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
 # The kernels with a ``<name>_blocks`` twin in float32_kernels.c: the kernel on a block of elements (RoPE's: of rows),
 # ``f(args, first, last)``, which gemm_pool's C threads call on each thread's block (``_native_map``, ``rotary``).
@@ -643,7 +643,8 @@ def mkl_sqrt(a, out=None):
 # torch's float32 functions whose MKL code (mkl_vml_kernel_s<Name>_Z0HAynn, read from libtorch_cpu.so) runs
 # compiled here, matched bit for bit on Intel AVX-512 CPUs (MKL_SQRT_CPU; tests/test_mkl_vml_r27.py), with the
 # kernel that computes it (native/float32_kernels.c). The others stay correctly rounded (``vml``).
-_MKL_FLOAT32_KERNELS = {"exp": "ml_mkl_exp", "log": "ml_mkl_log", "tanh": "ml_mkl_tanh", "erf": "ml_mkl_erf"}
+_MKL_FLOAT32_KERNELS = {"exp": "ml_mkl_exp", "log": "ml_mkl_log", "tanh": "ml_mkl_tanh", "erf": "ml_mkl_erf",
+                        "log10": "ml_mkl_log10", "log2": "ml_mkl_log2"}
 
 
 def mkl_matched(name, a):

@@ -1,9 +1,9 @@
-"""torch's float32 exp, log, tanh and erf are MKL's: matched bit for bit on Intel AVX-512 CPUs (round 27).
+"""torch's float32 exp, log, log10, log2, tanh and erf are MKL's: matched bit for bit on Intel AVX-512 CPUs.
 
 torch's CPU build sends them to MKL's vector math ("HA" accuracy), whose results are not correctly rounded:
 ~0.1-1% of elements were an ulp off the correctly rounded value minilora computed. MKL's AVX-512 kernels
-(mkl_vml_kernel_s{Exp,Ln,Tanh,Erf}_Z0HAynn in torch's libtorch_cpu.so) run compiled in
-native/float32_kernels.c (ml_mkl_exp, ml_mkl_log, ml_mkl_tanh, ml_mkl_erf), the same instructions in the
+(mkl_vml_kernel_s{Exp,Ln,Log10,Log2,Tanh,Erf}_Z0HAynn in torch's libtorch_cpu.so) run compiled in
+native/float32_kernels.c (ml_mkl_exp, ml_mkl_log, ml_mkl_log10, ...), the same instructions in the
 same order, where MKL's sqrt was matched (float32_math.MKL_SQRT_CPU); elsewhere the correctly rounded values.
 """
 import numpy as np
@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 matched = pytest.mark.skipif(not (float32_math.MKL_SQRT_CPU and float32_math.native_available()),
                              reason="MKL's code is matched on Intel AVX-512 CPUs, with the compiled kernels")
 
-FUNCTIONS = ["exp", "log", "tanh", "erf"]
+FUNCTIONS = ["exp", "log", "log10", "log2", "tanh", "erf"]
 # Where each kernel changes path: exp's scalar under/overflow code (|x| >= 87.33654, results subnormal from
 # -87.34, 0 below -103.97, inf above 88.72), erf's saturation (x^2 >= 14.688109), tanh's last interval (8)
 # and its +-1 above 2^127, log's second path (subnormal x, x above 2^126).
@@ -58,7 +58,7 @@ def test_functions_are_torchs_to_the_bit(name):
 def _mkl_only(name, count, seed=0):
     """``count`` float32 values whose MKL value is not the correctly rounded one (what minilora gave before)."""
     x = (np.random.default_rng(seed).random(1_000_000) * 8 - 4).astype(np.float32)
-    x = np.abs(x) if name == "log" else x
+    x = np.abs(x) if name.startswith("log") else x
     exact = getattr(torch, name)(torch.from_numpy(x).double()).float().numpy()
     return x[_bits(_torch(name, x)) != _bits(exact)][:count].copy()
 
@@ -84,11 +84,12 @@ def test_views_and_zero_dim(name, layout):
         t = lib.tensor(x.copy()) if lib is minilora else torch.from_numpy(x.copy())
         view = {"strided": t[::3, 1::2], "transposed": t.t(), "scalar": t[7, 11]}[layout]
         return f(view).numpy()
-    np.testing.assert_array_equal(_bits(run(minilora, getattr(minilora, name))), _bits(run(torch, getattr(torch, name))))
+    ours, theirs = run(minilora, getattr(minilora, name)), run(torch, getattr(torch, name))
+    np.testing.assert_array_equal(_bits(ours), _bits(theirs))
 
 
 @matched
-@pytest.mark.parametrize("name", ["exp", "tanh", "erf"])  # (log's gradient, g / x, takes no log)
+@pytest.mark.parametrize("name", ["exp", "tanh", "erf"])  # (the logs' gradients, g / (x ln b), take no log)
 def test_gradients_are_torchs(name):
     x = np.abs((np.random.default_rng(2).random(5000) * 6 - 3).astype(np.float32)) + np.float32(0.01)
     g = np.random.default_rng(3).standard_normal(5000).astype(np.float32)

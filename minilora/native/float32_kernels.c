@@ -836,7 +836,8 @@ enum { MKL_TANH_CENTER, MKL_TANH_VALUE, MKL_TANH_VALUE_LOW, MKL_TANH_SLOPE, MKL_
 __attribute__((target("avx512f,fma"))) static void mkl_tanh_16(const float *x, float *out, __mmask16 lanes) {
     __m512i bits = _mm512_maskz_loadu_epi32(lanes, x);
     __m512 magnitude = mkl_bits(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)));
-    __m512i interval = _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fe00000)), _mm512_set1_epi32(0x3d400000));
+    __m512i interval = _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fe00000)),
+                                        _mm512_set1_epi32(0x3d400000));
     interval = _mm512_srli_epi32(_mm512_min_epi32(_mm512_max_epi32(interval, _mm512_setzero_si512()),
                                                   _mm512_set1_epi32(0x03e00000)), 21);
     __m512 z = _mm512_sub_round_ps(magnitude, mkl_table(MKL_TANH_TABLES[MKL_TANH_CENTER], interval), MKL_NEAREST);
@@ -850,7 +851,8 @@ __attribute__((target("avx512f,fma"))) static void mkl_tanh_16(const float *x, f
     p = mkl_bits(_mm512_or_si512(mkl_int(p), _mm512_and_si512(bits, _mm512_set1_epi32((int)0x80000000))));
     __mmask16 huge = _mm512_cmpgt_epi32_mask(mkl_int(magnitude), _mm512_set1_epi32(0x7f000000));
     __mmask16 nan = _mm512_cmp_ps_mask(magnitude, magnitude, _CMP_UNORD_Q);
-    __m512 one = mkl_bits(_mm512_or_si512(mkl_int(_mm512_set1_ps(1.0f)), _mm512_and_si512(bits, _mm512_set1_epi32((int)0x80000000))));
+    __m512 one = mkl_bits(_mm512_or_si512(mkl_int(_mm512_set1_ps(1.0f)),
+                                          _mm512_and_si512(bits, _mm512_set1_epi32((int)0x80000000))));
     p = _mm512_mask_mov_ps(p, huge, one);
     p = _mm512_mask_add_ps(p, nan, mkl_bits(bits), mkl_bits(bits));
     _mm512_mask_storeu_ps(out, lanes, p);
@@ -883,13 +885,88 @@ __attribute__((target("avx512f,fma"))) static void mkl_erf_16(const float *x, fl
     __m256 high = mkl_erf_8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     __m512 erf = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(
         mkl_erf_8(_mm512_castps512_ps256(v)))), _mm256_castps_pd(high), 1));
-    __mmask16 saturated = _mm512_cmp_ps_mask(mkl_constant(0x416b027f), _mm512_mul_round_ps(v, v, MKL_NEAREST), _CMP_LE_OS);
+    __mmask16 saturated = _mm512_cmp_ps_mask(mkl_constant(0x416b027f), _mm512_mul_round_ps(v, v, MKL_NEAREST),
+                                             _CMP_LE_OS);
     __m512 one = mkl_bits(_mm512_or_si512(_mm512_and_si512(mkl_int(v), _mm512_set1_epi32((int)0x80000000)),
                                           mkl_int(_mm512_set1_ps(1.0f))));
     _mm512_mask_storeu_ps(out, lanes, _mm512_mask_mov_ps(erf, saturated, one));
 }
 
 void ml_mkl_erf(const float *x, float *out, size_t n) { mkl_in_blocks(mkl_erf_16, x, out, n); }
+
+/* ---- MKL's float32 log10 and log2 (mkl_vml_kernel_sLog10_Z0HAynn, _sLog2_) -------------------------------
+ * One path (log's second): x's mantissa m in [1/2, 1), y = rcp14(m) to 5 bits, r = m y - 1, d = getexp(x) -
+ * getexp(y), tables of log_b(2 / (1 + j/32)) (high, low) by y's 5 bits:
+ *     hi = T[j] + d log_b(2)_hi,  h = hi + r log_b(e)_hi,  e = r log_b(e)_hi - (h - hi)   (exact)
+ *     log_b x = h + ((r (c1 + c2 r + r^2 (c3 + c4 r)) + U[j] + d log_b(2)_lo) + e)
+ * (log2: log_b(2) = 1 exactly, its low part 0). 0, negative numbers and inf take IEEE's values
+ * (mkl_log_special); NaN stays NaN through the path. */
+static const uint32_t MKL_LOG10_TABLE[32] = {
+    0x3e9a2000, 0x3e934800, 0x3e8ca800, 0x3e863000, 0x3e7fe000, 0x3e73b000, 0x3e67d000, 0x3e5c4000,
+    0x3e510000, 0x3e461000, 0x3e3b5000, 0x3e30e000, 0x3e26a000, 0x3e1ca000, 0x3e12e000, 0x3e095000,
+    0x3dffe000, 0x3ded8000, 0x3ddba000, 0x3dca0000, 0x3db8a000, 0x3da7c000, 0x3d972000, 0x3d86c000,
+    0x3d6d8000, 0x3d4e0000, 0x3d2f0000, 0x3d10c000, 0x3ce58000, 0x3cab0000, 0x3c620000, 0x3be00000,
+};
+static const uint32_t MKL_LOG10_TABLE_LOW[32] = {
+    0x369a84fc, 0x36f66150, 0xb7988421, 0x37e23ad5, 0xb4f510e2, 0x36120236, 0x378e765d, 0x37e67cf9,
+    0x379a84fc, 0xb7cbc897, 0x370b9770, 0xb796c668, 0x36fe09d7, 0x37601ef3, 0xb72fbd4a, 0xb74b6098,
+    0xb47510e2, 0x378f6bb3, 0xb7f19747, 0xb7c10f82, 0x37e8671b, 0xb6aa4c88, 0xb6b17e91, 0x37b36633,
+    0x370f6bb3, 0x374bd5f8, 0x37e59ae0, 0xb73f251c, 0x3763f336, 0xb7c85b7f, 0xb6bdf222, 0x366a02b9,
+};
+static const uint32_t MKL_LOG2_TABLE[32] = {
+    0x3f800000, 0x3f74a400, 0x3f699c00, 0x3f5ee800, 0x3f548000, 0x3f4a6000, 0x3f408800, 0x3f36f000,
+    0x3f2d9800, 0x3f247800, 0x3f1b9000, 0x3f12e000, 0x3f0a6400, 0x3f021400, 0x3ef3f000, 0x3ee41000,
+    0x3ed48000, 0x3ec54800, 0x3eb65800, 0x3ea7b800, 0x3e996000, 0x3e8b5000, 0x3e7b0000, 0x3e5fe000,
+    0x3e454000, 0x3e2b2000, 0x3e117000, 0x3df06000, 0x3dbec000, 0x3d8de000, 0x3d3b8000, 0x3cba0000,
+};
+static const uint32_t MKL_LOG2_TABLE_LOW[32] = {
+    0x00000000, 0xb7b4dd64, 0x3510536f, 0xb73119b5, 0xb651cfdf, 0x37a1d24b, 0xb635c813, 0xb5f561c1,
+    0xb7f0979a, 0xb7073674, 0x378aedc2, 0x36a0463c, 0xb7a7c066, 0x37f52e6a, 0xb6201ac7, 0xb7c47a57,
+    0xb5d1cfdf, 0xb7cfea81, 0x3676865d, 0xb589a627, 0xb48e4789, 0xb77eb270, 0xb69d5be7, 0x374f5000,
+    0x37980ac0, 0xb68f5801, 0xb7247aaa, 0xb765170d, 0xb7fdb498, 0xb74d5a00, 0x37e53276, 0x377ba188,
+};
+
+struct mkl_log_base {  /* a base's tables and constants (float32 bits) */
+    const uint32_t *table, *table_low;
+    uint32_t c4, c3, c2, c1, log_e, log_2, log_2_low;
+};
+static const struct mkl_log_base MKL_LOG10 = {MKL_LOG10_TABLE, MKL_LOG10_TABLE_LOW, 0xbdde69db, 0x3e1442d6,
+                                              0xbe5e5bd9, 0xb238dd40, 0x3ede5bd9, 0x3e9a2000, 0x369a84fc};
+static const struct mkl_log_base MKL_LOG2 = {MKL_LOG2_TABLE, MKL_LOG2_TABLE_LOW, 0xbeb8b5de, 0x3ef6419d,
+                                             0xbf38aa3b, 0x3292ad97, 0x3fb8aa3b, 0x3f800000, 0x00000000};
+
+__attribute__((target("avx512f,fma"))) static void mkl_log_base_16(const struct mkl_log_base *base, const float *x,
+                                                                   float *out, __mmask16 lanes) {
+    __m512 v = _mm512_mask_blend_ps(lanes, _mm512_set1_ps(1.0f), _mm512_maskz_loadu_ps(lanes, x));
+    __m512 m = _mm512_getmant_round_ps(v, _MM_MANT_NORM_p5_1, _MM_MANT_SIGN_nan, _MM_FROUND_NO_EXC);
+    __m512 y = _mm512_roundscale_round_ps(_mm512_rcp14_ps(m), 0x58, _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_round_ps(m, y, mkl_constant(0xbf800000), MKL_NEAREST);
+    __m512 q = _mm512_fmadd_round_ps(r, mkl_constant(base->c4), mkl_constant(base->c3), MKL_NEAREST);
+    __m512 p = _mm512_fmadd_round_ps(r, mkl_constant(base->c2), mkl_constant(base->c1), MKL_NEAREST);
+    p = _mm512_fmadd_round_ps(q, _mm512_mul_round_ps(r, r, MKL_NEAREST), p, MKL_NEAREST);
+    __m512 d = _mm512_sub_round_ps(_mm512_getexp_round_ps(v, _MM_FROUND_NO_EXC),
+                                   _mm512_getexp_round_ps(y, _MM_FROUND_NO_EXC), MKL_NEAREST);
+    __m512i j = _mm512_srli_epi32(mkl_int(y), 18);
+    __m512 hi = _mm512_fmadd_round_ps(d, mkl_constant(base->log_2), mkl_table(base->table, j), MKL_NEAREST);
+    __m512 lo = _mm512_fmadd_round_ps(mkl_constant(base->log_2_low), d, mkl_table(base->table_low, j), MKL_NEAREST);
+    p = _mm512_fmadd_round_ps(r, p, lo, MKL_NEAREST);
+    __m512 h = _mm512_fmadd_round_ps(r, mkl_constant(base->log_e), hi, MKL_NEAREST);
+    __mmask16 special = _mm512_cmpge_epu32_mask(_mm512_sub_epi32(mkl_int(v), _mm512_set1_epi32(1)),
+                                                _mm512_set1_epi32(0x7f7fffff));  /* (0, sign, inf, NaN) */
+    special &= ~_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);  /* (NaN: through the path) */
+    __m512 e = _mm512_fmsub_round_ps(mkl_constant(base->log_e), r,
+                                     _mm512_maskz_sub_round_ps((__mmask16)~special, h, hi, MKL_NEAREST), MKL_NEAREST);
+    _mm512_mask_storeu_ps(out, lanes, _mm512_add_round_ps(h, _mm512_add_round_ps(p, e, MKL_NEAREST), MKL_NEAREST));
+    special &= lanes;
+    for (int i = 0; special; i++, special >>= 1)
+        if (special & 1)
+            out[i] = mkl_log_special(x[i]);
+}
+
+static void mkl_log10_16(const float *x, float *out, __mmask16 lanes) { mkl_log_base_16(&MKL_LOG10, x, out, lanes); }
+static void mkl_log2_16(const float *x, float *out, __mmask16 lanes) { mkl_log_base_16(&MKL_LOG2, x, out, lanes); }
+void ml_mkl_log10(const float *x, float *out, size_t n) { mkl_in_blocks(mkl_log10_16, x, out, n); }
+void ml_mkl_log2(const float *x, float *out, size_t n) { mkl_in_blocks(mkl_log2_16, x, out, n); }
 
 /* ---- one AdamW step over n float32 weights, in one pass --------------------------------------------------
  * The order and roundings of optim/adam.py's adamw_update (exercise 6.1; torch's single-tensor AdamW), which
