@@ -9,7 +9,7 @@ pip wheels, built with MKL) computes its float32 elementwise math in two places:
   float64 too). MKL's code is closed; its float32 results are the correctly rounded ones except for
   0.1% (``tanh``, ``log2``) to 18% (``sqrt``, ``tan``) of the elements. ``vml`` computes in float64
   and rounds once: the closest an open formula gets (NumPy's float32 ``exp`` was off in 39%). ``sqrt``,
-  ``exp``, ``log``, ``tanh`` and ``erf`` are the exceptions on Intel CPUs with AVX-512: MKL's float32 code
+  ``exp``, ``log``, ``log10``, ``log2``, ``tanh`` and ``erf`` are the exceptions on Intel CPUs with AVX-512: MKL's float32 code
   for them (its AVX-512 kernels, read from torch's libtorch_cpu.so) runs compiled here, the same instructions
   in the same order (``mkl_sqrt``, ``mkl_matched``: matched bit for bit against torch; round 27).
 * **SLEEF and ATen's own vectorized formulas** for the rest, ported here function by function
@@ -132,12 +132,24 @@ def cpu_vendor():
 
 
 def _mkl_sqrt_cpu():
-    """An Intel CPU with AVX-512: where MKL's float32 sqrt (torch's) was matched bit for bit (``mkl_sqrt``)."""
+    """An Intel CPU with AVX-512: where MKL's float32 sqrt, exp, log, log10, log2, tanh and erf (torch's) were
+    matched bit for bit (``mkl_sqrt``, ``mkl_matched``: MKL's AVX-512 kernels, which MKL runs there)."""
     return (cpu_vendor() == "GenuineIntel" and bool(cpu_features().get("AVX512F"))
             and platform.machine() in ("x86_64", "AMD64"))
 
 
 MKL_SQRT_CPU = _mkl_sqrt_cpu()
+
+
+def _mkl_settings_keep_avx512():
+    """Whether MKL's environment leaves it its AVX-512 kernels (what ``mkl_matched`` computes): not where
+    MKL_ENABLE_INSTRUCTIONS or MKL_CBWR name an older code path (AVX2, COMPATIBLE: other bits, measured)."""
+    instructions = os.environ.get("MKL_ENABLE_INSTRUCTIONS", "AVX512").upper()
+    reproducible = os.environ.get("MKL_CBWR", "AUTO").upper()
+    return instructions.startswith("AVX512") and reproducible.startswith(("AUTO", "AVX512"))
+
+
+_MKL_AVX512_SETTINGS = _mkl_settings_keep_avx512()
 
 
 # ---- the compiled kernels: these SLEEF ports in C (minilora/native/float32_kernels.c) ----------------
@@ -620,8 +632,8 @@ def vml(name, a):
 
 
 def _vml_open(name, a):
-    """``vml`` of a float32 NumPy array without the MKL kernels matched for exp, log, tanh and erf (torch's 16-bit
-    kernels are not MKL's: they keep the correctly rounded float32 value, rounded)."""
+    """``vml`` of a float32 NumPy array without the MKL kernels matched (``mkl_matched``; torch's 16-bit kernels
+    are not MKL's: they keep the correctly rounded float32 value, rounded)."""
     if name == "sqrt":
         return mkl_sqrt(a)
     if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)
@@ -642,15 +654,19 @@ def mkl_sqrt(a, out=None):
 
 # torch's float32 functions whose MKL code (mkl_vml_kernel_s<Name>_Z0HAynn, read from libtorch_cpu.so) runs
 # compiled here, matched bit for bit on Intel AVX-512 CPUs (MKL_SQRT_CPU; tests/test_mkl_vml_r27.py), with the
-# kernel that computes it (native/float32_kernels.c). The others stay correctly rounded (``vml``).
+# kernel that computes it (native/float32_kernels.c). The others stay correctly rounded (``vml``): sin and cos
+# match for |x| <= 10000 only (MKL's larger arguments take a Payne-Hanek reduction not reproduced), tan, the
+# inverse functions, erfc, erfinv and lgamma were not tried (round 27).
 _MKL_FLOAT32_KERNELS = {"exp": "ml_mkl_exp", "log": "ml_mkl_log", "tanh": "ml_mkl_tanh", "erf": "ml_mkl_erf",
                         "log10": "ml_mkl_log10", "log2": "ml_mkl_log2"}
 
 
 def mkl_matched(name, a):
-    """torch's float32 ``name`` (``"exp"``, ``"log"``, ``"tanh"``, ``"erf"``) of a float32 NumPy array, MKL's bits,
-    or None where MKL's code was not matched (another CPU, another function, no compiler) or ``a`` is empty."""
-    if name not in _MKL_FLOAT32_KERNELS or not MKL_SQRT_CPU or a.dtype != _F32 or a.size == 0:
+    """torch's float32 ``name`` (``_MKL_FLOAT32_KERNELS``: exp, log, log10, log2, tanh, erf) of a float32 NumPy
+    array, MKL's bits, or None where MKL's code was not matched (another CPU, another function, no compiler) or
+    ``a`` is empty."""
+    if name not in _MKL_FLOAT32_KERNELS or not (MKL_SQRT_CPU and _MKL_AVX512_SETTINGS) or a.dtype != _F32 \
+            or a.size == 0:
         return None
     library = _native_library()
     return None if library is None else _run_native(getattr(library, _MKL_FLOAT32_KERNELS[name]), a)
