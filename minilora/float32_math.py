@@ -64,7 +64,7 @@ from .device import CHUNK, cache_slices, xp_of
 
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
-           "scalar_tail", "loop_exp", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
+           "scalar_tail", "loop_exp", "loop64", "vectorized64", "sleef_log1p64", "sleef_exp2_64", "softplus64", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
            "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
            "onednn_gelu_erf_derivative", "aten_gelu_erf_derivative", "onednn_runs_gelu_erf",
            "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2",
@@ -365,11 +365,12 @@ def c_function(name, x):
     return out
 
 
-_C_FUNCTIONS64 = ("exp", "exp2", "log1p", "sin", "log")  # (ml_c_function64's numbering)
+_C_FUNCTIONS64 = ("exp", "exp2", "log1p", "sin", "log", "asinh", "acosh", "sinh", "cosh",
+                  "atanh", "expm1")  # (ml_c_function64's numbering)
 
 
 def c_function64(name, x):
-    """C's double function ``name`` (``"exp"``, ``"exp2"``, ``"log1p"``) of a float64 array, as ``c_function``:
+    """C's double function ``name`` (one of ``_C_FUNCTIONS64``) of a float64 array, as ``c_function``:
     the C library's own, which torch's float64 scalar lambdas call (NumPy's float64 exp2 and log1p are its own
     SIMD code, ~5% of elements an ulp off glibc's)."""
     x = np.ascontiguousarray(x, _F64)
@@ -569,6 +570,8 @@ def pointwise(name, a):
     ``_SLEEF_IN_LOOP``'s for float32 NumPy arrays, else ``vml``'s."""
     if _is_16bit_array(a) and not (a.dtype == np.float16 and name in _NUMPY_FLOAT16):  # (torch's 16-bit kernels:
         return pointwise(name, a.astype(_F32)).astype(a.dtype)  # its float32 lambdas on the widened values, rounded)
+    if type(a) is np.ndarray and a.dtype == _F64 and (name in _C_EVERYWHERE or name in _SLEEF_IN_LOOP):
+        return _pointwise64(name, a)
     if type(a) is not np.ndarray or a.dtype != _F32 or not (name in _C_EVERYWHERE or name in _SLEEF_IN_LOOP):
         return vml(name, a)
     if name in _C_EVERYWHERE:
@@ -577,6 +580,17 @@ def pointwise(name, a):
                   "cosh": lambda v: sleef_sinh_or_cosh(v, cosh=True), "arctanh": sleef_atanh}.get(
                       name, lambda v: vml(name, v))
     return _in_loop(a, vectorized, lambda t: c_function(_SLEEF_IN_LOOP[name], t))
+
+
+def _pointwise64(name, a):
+    """``pointwise`` of a float64 array: torch's double kernels are the float32 ones' shapes (C's asinh and acosh on
+    every element; SLEEF's sinh, cosh, atanh, exp2 in vectors of 8 doubles, C's in the scalar lambda). SLEEF's
+    double exp2 is ported (``sleef_exp2_64``); its sinh, cosh and atanh are not: NumPy's stand in (~1% of the
+    vectorized elements an ulp off torch's, where C's were 19-25%)."""
+    c_name = _C_EVERYWHERE.get(name, _SLEEF_IN_LOOP.get(name))[:-1]  # (asinhf -> asinh)
+    if name in _C_EVERYWHERE:
+        return c_function64(c_name, a)
+    return loop64(c_name, a)
 
 
 def correctly_rounded(fn, x):
@@ -933,12 +947,30 @@ def exp_of_negative64(a, loop=None):
     (``sleef_exp64``) in their vectorized loop, C's ``exp`` in the scalar lambda (the loop's tail, a strided input:
     ``scalar_positions`` of the loop's operands, ``loop``, default ``(a,)``; two vectors of doubles a step). NumPy's
     float64 exp is neither (~3% of sigmoids an ulp off torch's). C order, ``a``'s shape."""
-    flat = np.ascontiguousarray(a, _F64).reshape(-1)
-    with np.errstate(over="ignore"):
-        out = sleef_exp64(-flat)
-        for where in scalar_positions(*(loop or (a,)), step=2 * FLOAT_LANES // 2):
-            out[where] = c_function64("exp", -flat[where])
-    return out.reshape(np.shape(a))
+    return loop64("exp", np.negative(a), loop or (a,))
+
+
+def _estrin10(s, c):
+    """SLEEF's ``POLY10``: the polynomial of coefficients ``c`` (highest power first) at ``s`` by Estrin's scheme,
+    each step a fused multiply-add (its order decides the last bit)."""
+    fma = _fma64_like
+    s2 = s * s
+    s4 = s2 * s2
+    return fma(s4 * s4, fma(s, c[0], c[1]), fma(s4, fma(s2, fma(s, c[2], c[3]), fma(s, c[4], c[5])),
+                                                fma(s2, fma(s, c[6], c[7]), fma(s, c[8], c[9]))))
+
+
+def _times_power_of_two(u, q):
+    """``u 2^q`` as SLEEF's ``vldexp2`` (two halves of q, so that 2^q itself need not be representable)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        k = np.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0).clip(-2100, 2100).astype(np.int64)
+        return u * np.ldexp(1.0, k >> 1) * np.ldexp(1.0, k - (k >> 1))
+
+
+def _fma64_like(a, b, c):
+    """fma(a, b, c) of float64 arrays where ``b`` and ``c`` may be numbers (spread to ``a``'s shape)."""
+    return fused_multiply_add64(a, np.full_like(a, b) if np.ndim(b) == 0 else b,
+                                np.full_like(a, c) if np.ndim(c) == 0 else c)
 
 
 def sleef_exp64(d):
@@ -950,22 +982,31 @@ def sleef_exp64(d):
     q = np.rint(d * 1.442695040888963407359924681001892137426645954152985934135449406931)
     s = fused_multiply_add64(q, np.full_like(d, -.69314718055966295651160180568695068359375), d)
     s = fused_multiply_add64(q, np.full_like(d, -.28235290563031577122588448175013436025525412068e-12), s)
-    s2 = s * s
-    s4 = s2 * s2
-
-    def fma(a, b, c):
-        return fused_multiply_add64(a, np.full_like(d, b) if np.ndim(b) == 0 else b,
-                                    np.full_like(d, c) if np.ndim(c) == 0 else c)  # (contiguous operands)
-    c = _SLEEF_EXP64_POLY
-    u = fma(s4 * s4, fma(s, c[0], c[1]), fma(s4, fma(s2, fma(s, c[2], c[3]), fma(s, c[4], c[5])),
-                                             fma(s2, fma(s, c[6], c[7]), fma(s, c[8], c[9]))))
+    u = _estrin10(s, _SLEEF_EXP64_POLY)
     for constant in (0.5, 1.0, 1.0):
-        u = fma(u, s, constant)
-    with np.errstate(over="ignore", invalid="ignore"):
-        k = np.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0).clip(-2100, 2100).astype(np.int64)
-        u = u * np.ldexp(1.0, k >> 1) * np.ldexp(1.0, k - (k >> 1))
+        u = _fma64_like(u, s, constant)
+    u = _times_power_of_two(u, q)
     u = np.where(d > 709.78271289338397, np.inf, u)
     return np.where(d < -1000, 0.0, u)  # (a NaN stays NaN: no comparison holds)
+
+
+# Sleef_exp2d8_u10's polynomial in s = d - rint(d) (|s| <= 1/2), highest power first: 2^s = 1 + s P(s)
+_SLEEF_EXP2_64_POLY = (0.4434359082926529454e-9, 0.7073164598085707425e-8, 0.1017819260921760451e-6,
+                       0.1321543872511327615e-5, 0.1525273353517584730e-4, 0.1540353045101147808e-3,
+                       0.1333355814670499073e-2, 0.9618129107597600536e-2, 0.5550410866482046596e-1,
+                       0.2402265069591012214e+0)
+
+
+def sleef_exp2_64(d):
+    """``Sleef_exp2d8_u10`` (torch's ``Vectorized<double>::exp2``: torch.exp2's and logaddexp2's float64 vectors) of
+    a float64 array: ``2^q (1 + s P(s))``, P by Estrin's scheme in fused multiply-adds, times 2^q in two halves."""
+    d = np.ascontiguousarray(d, _F64)
+    q = np.rint(d)
+    s = d - q
+    u = _fma64_like(_fma64_like(_estrin10(s, _SLEEF_EXP2_64_POLY), s, 0.6931471805599452862e+0), s, 1.0)
+    u = _times_power_of_two(u, q)
+    u = np.where(d >= 1024, np.inf, u)
+    return np.where(d < -2000, 0.0, u)
 
 
 def sleef_exp(x, out=None):
@@ -1835,6 +1876,58 @@ def sleef_log(x):
     return np.where(d == 0, _F32(-np.inf), out).astype(_F32, copy=False)
 
 
+# ---- Sleef_log1pd8_u10 ----------------------------------------------------------------------------
+# The double version of the float32 formula above (torch.log1p's float64 kernel on every element, logsigmoid's and
+# softplus' vectorized log1p): e from getexp of (1 + d) / 0.75, m = d 2^-e + (2^-e - 1), x = m / (2 + m) and
+# e ln 2 + 2x + x^3 P(x^2) in double-double, P by Estrin's scheme in fused multiply-adds.
+_SLEEF_LOG1P64_POLY = (0.1532076988502701353e+0, 0.1525629051003428716e+0, 0.1818605932937785996e+0,
+                       0.2222214519839380009e+0, 0.2857142932794299317e+0, 0.3999999999635251990e+0,
+                       0.6666666666667333541e+0)  # (highest power of x^2 first)
+_LN2_HI64, _LN2_LO64 = 0.693147180559945286226764, 2.319046813846299558417771e-17
+
+
+def sleef_log1p64(d):
+    """``Sleef_log1pd8_u10`` (torch's ``Vectorized<double>::log1p``, AVX-512's branch: the exponent by getexp) of a
+    float64 array. NumPy's float64 log1p (and C's) differ from it in ~40% of elements near 0."""
+    d = np.ascontiguousarray(d, _F64)
+    fma = _fma64_like
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        scaled = (d + 1) * (1 / 0.75)
+        e = (np.frexp(scaled)[1] - 1).astype(_F64)  # getexp: floor(log2 |v|)
+        e[np.isinf(scaled)] = 1024
+        t = np.ldexp(1.0, -np.where(np.isfinite(scaled) & (scaled != 0), e, 0).astype(np.int64))
+        m = fma(d, t, t - 1)
+        s_hi = _LN2_HI64 * e  # ddmul((ln2 hi, lo), e)
+        s_lo = fma(np.full_like(e, _LN2_LO64), e, fma(np.full_like(e, _LN2_HI64), e, -s_hi))
+        two_plus_m = 2 + m  # ddadd(2, m)
+        x_hi, x_lo = _dd_divide64(m, np.zeros_like(m), two_plus_m, (2 - two_plus_m) + m)
+        x2 = x_hi * x_hi
+        x4 = x2 * x2
+        c = _SLEEF_LOG1P64_POLY
+        p = fma(x4 * x4, fma(x4, c[0], fma(x2, c[1], c[2])),
+                fma(x4, fma(x2, c[3], c[4]), fma(x2, c[5], c[6])))
+        hi = s_hi + x_hi * 2  # ddadd(s, 2x), then + x^3 P
+        s_lo = (((s_hi - hi) + x_hi * 2) + s_lo) + x_lo * 2
+        tail = (x2 * x_hi) * p
+        s_hi, hi = hi, hi + tail
+        out = hi + (((s_hi - hi) + tail) + s_lo)
+    big = d > 1e307  # (past SLEEF's LOG1P_BOUND: its log, xlog_u1, here NumPy's: 2 in 1e5 an ulp off)
+    out[big] = np.log(d[big])
+    out[(d < -1) | np.isnan(d)] = np.nan
+    out[d == -1] = -np.inf
+    out[(d == 0) & np.signbit(d)] = -0.0
+    return out
+
+
+def _dd_divide64(n_hi, n_lo, d_hi, d_lo):
+    """SLEEF's ``dddiv`` with fused multiply-adds: (n_hi + n_lo) / (d_hi + d_lo) as a double-double."""
+    t = 1 / d_hi
+    hi = n_hi * t
+    u = fused_multiply_add64(t, n_hi, -hi)
+    v = fused_multiply_add64(-d_lo, t, _fma64_like(-d_hi, t, 1.0))
+    return hi, fused_multiply_add64(hi, v, fused_multiply_add64(n_lo, t, u))
+
+
 def sleef_log1p(x):
     """``Sleef_log1pf16_u10`` (torch's ``Vectorized<float>::log1p``) of a float32 array."""
     compiled = _natively("ml_log1p", x)
@@ -1901,12 +1994,14 @@ def vectorized(name, x):
 
 
 def vectorized64(name, x):
-    """torch's ``Vectorized<double>::exp`` / ``::log`` (``name``) of a float64 array: SLEEF's exp
-    (``sleef_exp64``; C's under torch's "default" build: NumPy's bits); the log NumPy's (SLEEF's
-    ``logd8_u10`` is not ported: now and then an ulp off)."""
-    if name == "exp" and CPU_CAPABILITY != "default":
-        return sleef_exp64(x)
-    return {"exp": np.exp, "log": np.log}[name](x)
+    """torch's ``Vectorized<double>::exp`` / ``::exp2`` / ``::log1p`` / ``::log``... (``name``) of a float64 array: SLEEF's
+    (``sleef_exp64``, ``sleef_exp2_64``, ``sleef_log1p64``; C's under torch's "default" build); the log, expm1,
+    sinh, cosh and atanh NumPy's (SLEEF's double ones are not ported: 0.2-10% of elements an ulp off, where C's
+    were 6-25%)."""
+    if CPU_CAPABILITY == "default" and name != "log":
+        return c_function64(name, x)
+    return {"exp": sleef_exp64, "exp2": sleef_exp2_64, "log1p": sleef_log1p64, "log": np.log, "expm1": np.expm1,
+            "sinh": np.sinh, "cosh": np.cosh, "atanh": np.arctanh}[name](x)
 
 
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------
@@ -2025,13 +2120,16 @@ def _thread_chunk(n, threads=None, grain=None):
     return n
 
 
-def _in_loop(x, vectorized, scalar, layout=None):
+def _in_loop(x, vectorized, scalar, layout=None, step=_VECTOR_STEP):
     """``vectorized(x)``, with the positions of torch's scalar tail (``scalar_positions`` of ``layout``, the
-    kernel's input, where ``x`` is a value computed from it: a new array) computed by ``scalar`` instead: a
-    float32 kernel whose two lambdas differ, in ``x``'s C order."""
+    kernel's input or a tuple of its operands, where ``x`` is a value computed from them: a new array) computed by
+    ``scalar`` instead: a
+    float32 kernel whose two lambdas differ (float64: ``step=FLOAT_LANES``, two vectors of doubles), in ``x``'s C
+    order."""
     flat = np.ascontiguousarray(x).reshape(-1)
     out = vectorized(flat)
-    for where in scalar_positions(x if layout is None else layout):
+    operands = layout if isinstance(layout, tuple) else (x if layout is None else layout,)
+    for where in scalar_positions(*operands, step=step):
         out[where] = scalar(flat[where])
     return out.reshape(np.shape(x))
 
@@ -2056,6 +2154,24 @@ def softplus(x, beta, threshold):
     return formula(x, lambda v: _in_loop(v, lambda v: sleef_log1p(sleef_exp(v)), scalar, x))
 
 
+def loop64(name, x, loop=None):
+    """torch's double vector function ``name`` (``vectorized64``'s) as a float64 elementwise kernel computes it inside
+    its formula: in vectors of 8 doubles, C's function in the scalar lambda (the loop's tail, strided inputs: the
+    ``scalar_positions`` of the loop's operands ``loop``, default ``x``). ``x``'s shape, C order."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _in_loop(x, lambda v: vectorized64(name, v), lambda t: c_function64(name, t), loop, step=FLOAT_LANES)
+
+
+def softplus64(x, beta, threshold):
+    """torch's float64 ``softplus``: ``softplus``'s formula with SLEEF's double exp and log1p in vectors of 8, C's
+    ``exp`` and ``log1p`` in the scalar lambda (the loop's tail, strided inputs)."""
+    scaled = x * beta
+    with np.errstate(over="ignore"):
+        soft = _in_loop(scaled, lambda v: sleef_log1p64(sleef_exp64(v)),
+                        lambda v: c_function64("log1p", c_function64("exp", v)), x, step=FLOAT_LANES) / beta
+    return np.where(scaled > threshold, x, soft)
+
+
 def logaddexp(a, b):
     """torch's float32 ``logaddexp`` of two arrays (broadcast, any layout): ``max(a, b) + log1p(exp(-|a - b|))``
     with SLEEF's exp and log1p, C's on the scalar tail of each row of torch's loop (any layout: scalar_positions),
@@ -2078,15 +2194,12 @@ def logaddexp64(a, b, base2=False):
     """torch's float64 ``logaddexp`` (``base2``: ``logaddexp2``) as its cpu_kernel_vec runs it: on the scalar
     positions of its loop (each row's last n % 16 elements with AVX-512, every element of an input strided along
     its innermost dim: scalar_positions with Vectorized<double>'s lanes) the scalar lambda with C's exp/exp2 and
-    log1p, ``m + l * (1 / ln 2)`` fused where the build fuses; elsewhere SLEEF's double vector functions, which are
-    not ported: NumPy's formula stands in there (an ulp off torch's in ~2% of those elements)."""
+    log1p, ``m + l * (1 / ln 2)`` fused where the build fuses; elsewhere SLEEF's double vector functions
+    (``vectorized64``)."""
     a, b = np.broadcast_arrays(np.asarray(a, _F64), np.asarray(b, _F64))
     with np.errstate(invalid="ignore", over="ignore"):  # (inf - inf: nan, replaced below)
         d = np.ascontiguousarray(-np.abs(a - b)).reshape(-1)
-        if base2:
-            log1p_power = np.log1p(np.exp2(d))
-        else:
-            log1p_power = np.log1p(np.exp(d))
+        log1p_power = vectorized64("log1p", vectorized64("exp2" if base2 else "exp", d))
         for where in scalar_positions(a, b, step=FLOAT_LANES):  # (a double vector holds half a float one's lanes)
             log1p_power[where] = c_function64("log1p", c_function64("exp2" if base2 else "exp", d[where]))
         log1p_power = log1p_power.reshape(a.shape)

@@ -1081,6 +1081,12 @@ void ml_c_function64(int which, const double *restrict x, double *restrict out, 
     case 2: for (size_t i = 0; i < n; i++) out[i] = log1p(x[i]); break;
     case 3: for (size_t i = 0; i < n; i++) out[i] = sin(x[i]); break;
     case 4: for (size_t i = 0; i < n; i++) out[i] = log(x[i]); break;
+    case 5: for (size_t i = 0; i < n; i++) out[i] = asinh(x[i]); break;
+    case 6: for (size_t i = 0; i < n; i++) out[i] = acosh(x[i]); break;
+    case 7: for (size_t i = 0; i < n; i++) out[i] = sinh(x[i]); break;
+    case 8: for (size_t i = 0; i < n; i++) out[i] = cosh(x[i]); break;
+    case 9: for (size_t i = 0; i < n; i++) out[i] = atanh(x[i]); break;
+    case 10: for (size_t i = 0; i < n; i++) out[i] = expm1(x[i]); break;
     default: break;
     }
 }

@@ -638,10 +638,12 @@ def _one_minus_square(y):
     return fastmath.multiply_add(-y, y, 1)
 
 
-def _kernel_exp(a):
+def _kernel_exp(a, loop=None):
     """``exp`` inside a torch kernel's formula (elu's and softplus's backward): for float32 the SLEEF exp
     of its vectorized loop and C's in the scalar tail (float32_math.loop_exp), not the MKL exp of
-    ``torch.exp``; other dtypes NumPy's."""
+    ``torch.exp``; float64 likewise (``exp_of_negative64``); other dtypes NumPy's."""
+    if _numpy_float64(a):  # (SLEEF's double exp in vectors, C's in the tail of ``loop``, its kernel's operands)
+        return float32_math.loop64("exp", a, loop)
     return float32_math.loop_exp(a) if _numpy_float32(a) else xp_of(a).exp(a)
 
 
@@ -652,6 +654,12 @@ def _numpy_float32(a):
 
 def _numpy_float64(a):
     return a.dtype == np.float64 and isinstance(a, np.ndarray)
+
+
+def _vector_functions(a):
+    """float32_math's ``vectorized`` (``vectorized64``) for a float32 (float64) NumPy array: torch's
+    ``Vectorized<T>::exp``, ``::log1p``... as its kernels apply them to every element; else None."""
+    return float32_math.vectorized if _numpy_float32(a) else float32_math.vectorized64 if _numpy_float64(a) else None
 
 
 def _sigmoid(xp, a):
@@ -2286,8 +2294,9 @@ def xlogy(input, other):
 class Log1p(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.a = a  # (float32: torch's kernel is its vectorized (SLEEF's) log1p on every element, float32_math)
-        return float32_math.vectorized("log1p", a) if _numpy_float32(a) else xp_of(a).log1p(a)
+        ctx.a = a  # (float32, float64: torch's kernel is its vectorized (SLEEF's) log1p on every element, float32_math)
+        vector = _vector_functions(a)
+        return vector("log1p", a) if vector else xp_of(a).log1p(a)
 
     @staticmethod
     def backward(ctx, g):
@@ -2332,6 +2341,8 @@ class Softplus(Function):
         ctx.a, ctx.beta, ctx.threshold = a, beta, threshold
         if _numpy_float32(a):  # torch's kernel: SLEEF's exp and log1p (float32_math)
             return float32_math.softplus(a, beta, threshold)
+        if _numpy_float64(a):  # its double kernel: the same formula in SLEEF's double functions, C's in the tail
+            return float32_math.softplus64(a, beta, threshold)
         with np.errstate(over="ignore"):
             return xp.where(a * beta > threshold, a, xp.log1p(xp.exp(a * beta)) / beta)
 
@@ -2342,7 +2353,7 @@ class Softplus(Function):
         if _numpy_float32(g) and _numpy_float32(ctx.a):  # torch's kernel: SLEEF's exp (float32_math)
             return float32_math.softplus_backward(g, ctx.a, beta, threshold)
         with np.errstate(over="ignore", invalid="ignore"):
-            z = _kernel_exp(ctx.a * beta)
+            z = _kernel_exp(ctx.a * beta, loop=(g, ctx.a))
             return float32_math.in_cache_slices(
                 lambda g, a, z: xp.where(a * beta > threshold, g, g * z / (z + 1)), g, ctx.a, z)
 
@@ -2640,7 +2651,10 @@ class Elu(Function):
         if _numpy_float32(a):  # torch's kernel: float32 constants, SLEEF's expm1 (float32_math)
             return float32_math.elu(a, alpha, scale, input_scale)
         with np.errstate(over="ignore"):
-            negative = xp.expm1(a * input_scale) * (alpha * scale)
+            if _numpy_float64(a):  # (its double kernel: expm1 in vectors, C's in the loop's tail)
+                negative = float32_math.loop64("expm1", a * input_scale, (a,)) * (alpha * scale)
+            else:
+                negative = xp.expm1(a * input_scale) * (alpha * scale)
         return xp.where(a > 0, a * scale, negative).astype(a.dtype, copy=False)
 
     @staticmethod
@@ -2654,7 +2668,7 @@ class Elu(Function):
         number = g.dtype.type
         negative_scale = number(alpha) * number(scale)
         with np.errstate(over="ignore"):
-            e = _kernel_exp(xp.minimum(a, 0) * number(input_scale))
+            e = _kernel_exp(xp.minimum(a, 0) * number(input_scale), loop=(g, a))
 
         def gradient(g, a, e):
             negative = g * number(input_scale) * negative_scale * e
@@ -2746,10 +2760,11 @@ class LogSigmoid(Function):
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
-        if _numpy_float32(a):  # torch's kernel: every element in vectors (a row's end a partial one), SLEEF's
-            ctx.a, ctx.z = a, float32_math.vectorized("exp", -np.abs(a))  # exp and log1p (float32_math)
+        vector = _vector_functions(a)
+        if vector:  # torch's kernel: every element in vectors (a row's end a partial one), SLEEF's exp and log1p
+            ctx.a, ctx.z = a, vector("exp", -np.abs(a))
             with np.errstate(invalid="ignore"):
-                return np.asarray(np.minimum(a, 0) - float32_math.vectorized("log1p", ctx.z), order="C")
+                return np.asarray(np.minimum(a, 0) - vector("log1p", ctx.z), order="C")
         ctx.a, ctx.z = a, xp.exp(-xp.abs(a))
         return xp.asarray(xp.minimum(a, 0) - xp.log1p(ctx.z), order="C")  # (contiguous, as torch's)
 
