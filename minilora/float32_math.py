@@ -64,7 +64,8 @@ from .device import CHUNK, cache_slices, xp_of
 
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
-           "scalar_tail", "loop_exp", "loop64", "vectorized64", "sleef_log1p64", "sleef_exp2_64", "softplus64", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
+           "scalar_tail", "loop_exp", "loop64", "vectorized64", "sleef_log1p64", "sleef_exp2_64", "softplus64",
+           "sleef_hyperbolic64", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
            "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
            "onednn_gelu_erf_derivative", "aten_gelu_erf_derivative", "onednn_runs_gelu_erf",
            "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2",
@@ -366,7 +367,7 @@ def c_function(name, x):
 
 
 _C_FUNCTIONS64 = ("exp", "exp2", "log1p", "sin", "log", "asinh", "acosh", "sinh", "cosh",
-                  "atanh", "expm1")  # (ml_c_function64's numbering)
+                  "atanh", "expm1", "tanh")  # (ml_c_function64's numbering)
 
 
 def c_function64(name, x):
@@ -584,9 +585,9 @@ def pointwise(name, a):
 
 def _pointwise64(name, a):
     """``pointwise`` of a float64 array: torch's double kernels are the float32 ones' shapes (C's asinh and acosh on
-    every element; SLEEF's sinh, cosh, atanh, exp2 in vectors of 8 doubles, C's in the scalar lambda). SLEEF's
-    double exp2 is ported (``sleef_exp2_64``); its sinh, cosh and atanh are not: NumPy's stand in (~1% of the
-    vectorized elements an ulp off torch's, where C's were 19-25%)."""
+    every element; SLEEF's sinh, cosh, atanh, exp2 in vectors of 8 doubles, C's in the scalar lambda: ``loop64``).
+    SLEEF's double atanh is not ported: NumPy's stands in (0.2% of the vectorized elements an ulp off torch's,
+    where C's were 19%)."""
     c_name = _C_EVERYWHERE.get(name, _SLEEF_IN_LOOP.get(name))[:-1]  # (asinhf -> asinh)
     if name in _C_EVERYWHERE:
         return c_function64(c_name, a)
@@ -1919,6 +1920,98 @@ def sleef_log1p64(d):
     return out
 
 
+# ---- Sleef_sinhd8_u10, coshd8_u10, tanhd8_u10 -------------------------------------------------------
+# e = e^|x| in double-double (SLEEF's expk2: |x| - q ln 2 in two steps, its polynomial by Estrin's scheme, the
+# low-order terms in double-double), its reciprocal in double-double, then (e -+ 1/e) / 2 or (e - 1/e) / (e + 1/e).
+# Each double-double step is SLEEF's with fused multiply-adds (dd.h's FMA branch).
+_SLEEF_EXPK2_POLY = (0.1602472219709932072e-9, 0.2092255183563157007e-8, 0.2505230023782644465e-7,
+                     0.2755724800902135303e-6, 0.2755731892386044373e-5, 0.2480158735605815065e-4,
+                     0.1984126984148071858e-3, 0.1388888888886763255e-2, 0.8333333333333347095e-2,
+                     0.4166666666666669905e-1)
+
+
+def _dd_add2_number(x, y):
+    """SLEEF's ``ddadd2(x, y)`` of a double-double and a double: Knuth's TwoSum of the high parts."""
+    s = x[0] + y
+    v = s - x[0]
+    return s, ((x[0] - (s - v)) + (y - v)) + x[1]
+
+
+def _dd_add2(x, y):
+    """``ddadd2`` of two double-doubles (TwoSum of the high parts, the low parts added)."""
+    s = x[0] + y[0]
+    v = s - x[0]
+    return s, ((x[0] - (s - v)) + (y[0] - v)) + (x[1] + y[1])
+
+
+def _dd_add_fast(x, y):
+    """``ddadd`` of two double-doubles, ``|x| >= |y|`` (Fast2Sum of the high parts)."""
+    s = x[0] + y[0]
+    return s, (((x[0] - s) + y[0]) + x[1]) + y[1]
+
+
+def _dd_mul(x, y):
+    """``ddmul`` of two double-doubles (``y`` a double: ``(y, 0)``), the product's error by fused multiply-adds."""
+    fma = fused_multiply_add64
+    s = x[0] * y[0]
+    if y[1] is None:
+        return s, fma(x[1], y[0], fma(x[0], y[0], -s))
+    return s, fma(x[0], y[1], fma(x[1], y[0], fma(x[0], y[0], -s)))
+
+
+def _dd_square(x):
+    s = x[0] * x[0]
+    return s, fused_multiply_add64(x[0] + x[0], x[1], fused_multiply_add64(x[0], x[0], -s))
+
+
+def _dd_reciprocal64(d):
+    hi = 1 / d[0]
+    return hi, hi * fused_multiply_add64(-d[1], hi, _fma64_like(-d[0], hi, 1.0))
+
+
+def _sleef_expk2_64(y):
+    """SLEEF's double ``expk2`` of ``(y, 0)``: e^y as a double-double (both parts 0 below -1000)."""
+    dq = np.rint(y * 1.442695040888963407359924681001892137426645954152985934135449406931)
+    s = _dd_add2_number((y, np.zeros_like(y)), dq * -.69314718055966295651160180568695068359375)
+    s = _dd_add2_number(s, dq * -.28235290563031577122588448175013436025525412068e-12)
+    s2 = _dd_square(s)
+    s4 = _dd_square(s2)
+    c = _SLEEF_EXPK2_POLY
+    fma = _fma64_like
+    u = fma(s4[0] * s4[0], fma(s[0], c[0], c[1]), fma(s4[0], fma(s2[0], fma(s[0], c[2], c[3]), fma(s[0], c[4], c[5])),
+                                                   fma(s2[0], fma(s[0], c[6], c[7]), fma(s[0], c[8], c[9]))))
+    one = np.ones_like(y)
+    t = _dd_add_fast((one * 0.5, 0.0), _dd_mul(s, (one * 0.1666666666666666574e+0, None)))
+    t = _dd_add_fast((one, 0.0), _dd_mul(t, s))
+    t = _dd_add_fast((one, 0.0), _dd_mul(t, s))
+    t = _dd_add_fast(t, _dd_mul(s4, (u, None)))
+    hi, lo = _times_power_of_two(t[0], dq), _times_power_of_two(t[1], dq)
+    vanished = y < -1000
+    return np.where(vanished, 0.0, hi), np.where(vanished, 0.0, lo)
+
+
+def sleef_hyperbolic64(name, x):
+    """``Sleef_sinhd8_u10`` / ``coshd8_u10`` / ``tanhd8_u10`` (``name``) of a float64 array: torch's double
+    ``Vectorized`` sinh, cosh and tanh (torch.sinh's and torch.cosh's vectors, mish's and gelu's tanh; torch.tanh
+    itself is MKL's)."""
+    x = np.ascontiguousarray(x, _F64)
+    y = np.abs(x)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        e = _sleef_expk2_64(y)
+        r = _dd_reciprocal64(e)
+        if name == "tanh":
+            d = _dd_divide64(*_dd_add2(e, (-r[0], -r[1])), *_dd_add2(e, r))
+            out = d[0] + d[1]
+            out = np.where((y > 18.714973875) | np.isnan(out), 1.0, out)
+        else:
+            d = _dd_add_fast(e, r if name == "cosh" else (-r[0], -r[1]))
+            out = (d[0] + d[1]) * 0.5
+            out = np.where((y > 710) | np.isnan(out), np.inf, out)
+    if name != "cosh":
+        out = np.copysign(out, x)
+    return np.where(np.isnan(x), x, out)
+
+
 def _dd_divide64(n_hi, n_lo, d_hi, d_lo):
     """SLEEF's ``dddiv`` with fused multiply-adds: (n_hi + n_lo) / (d_hi + d_lo) as a double-double."""
     t = 1 / d_hi
@@ -1995,13 +2088,14 @@ def vectorized(name, x):
 
 def vectorized64(name, x):
     """torch's ``Vectorized<double>::exp`` / ``::exp2`` / ``::log1p`` / ``::log``... (``name``) of a float64 array: SLEEF's
-    (``sleef_exp64``, ``sleef_exp2_64``, ``sleef_log1p64``; C's under torch's "default" build); the log, expm1,
-    sinh, cosh and atanh NumPy's (SLEEF's double ones are not ported: 0.2-10% of elements an ulp off, where C's
-    were 6-25%)."""
+    (``sleef_exp64``, ``sleef_exp2_64``, ``sleef_log1p64``, ``sleef_hyperbolic64``; C's under torch's "default"
+    build); the log, expm1 and atanh NumPy's (SLEEF's double ones are not ported: 0.2-1% of elements an ulp off,
+    where C's were 6-19%)."""
     if CPU_CAPABILITY == "default" and name != "log":
         return c_function64(name, x)
     return {"exp": sleef_exp64, "exp2": sleef_exp2_64, "log1p": sleef_log1p64, "log": np.log, "expm1": np.expm1,
-            "sinh": np.sinh, "cosh": np.cosh, "atanh": np.arctanh}[name](x)
+            "sinh": functools.partial(sleef_hyperbolic64, "sinh"), "cosh": functools.partial(sleef_hyperbolic64, "cosh"),
+            "tanh": functools.partial(sleef_hyperbolic64, "tanh"), "atanh": np.arctanh}[name](x)
 
 
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------
@@ -2154,21 +2248,26 @@ def softplus(x, beta, threshold):
     return formula(x, lambda v: _in_loop(v, lambda v: sleef_log1p(sleef_exp(v)), scalar, x))
 
 
-def loop64(name, x, loop=None):
-    """torch's double vector function ``name`` (``vectorized64``'s) as a float64 elementwise kernel computes it inside
-    its formula: in vectors of 8 doubles, C's function in the scalar lambda (the loop's tail, strided inputs: the
-    ``scalar_positions`` of the loop's operands ``loop``, default ``x``). ``x``'s shape, C order."""
+def loop64(names, x, loop=None):
+    """torch's double vector function ``names`` (``vectorized64``'s; a tuple: one after another, ``("exp",
+    "log1p")`` is log1p(exp(x))) as a float64 elementwise kernel computes it inside its formula: in vectors of 8
+    doubles, C's functions in the scalar lambda (the loop's tail, strided inputs: the ``scalar_positions`` of the
+    loop's operands ``loop``, default ``x``). ``x``'s shape, C order."""
+    names = (names,) if isinstance(names, str) else names
+
+    def chain(function, v):
+        for name in names:
+            v = function(name, v)
+        return v
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _in_loop(x, lambda v: vectorized64(name, v), lambda t: c_function64(name, t), loop, step=FLOAT_LANES)
+        return _in_loop(x, lambda v: chain(vectorized64, v), lambda v: chain(c_function64, v), loop, step=FLOAT_LANES)
 
 
 def softplus64(x, beta, threshold):
     """torch's float64 ``softplus``: ``softplus``'s formula with SLEEF's double exp and log1p in vectors of 8, C's
     ``exp`` and ``log1p`` in the scalar lambda (the loop's tail, strided inputs)."""
     scaled = x * beta
-    with np.errstate(over="ignore"):
-        soft = _in_loop(scaled, lambda v: sleef_log1p64(sleef_exp64(v)),
-                        lambda v: c_function64("log1p", c_function64("exp", v)), x, step=FLOAT_LANES) / beta
+    soft = loop64(("exp", "log1p"), scaled, (x,)) / beta
     return np.where(scaled > threshold, x, soft)
 
 

@@ -1087,6 +1087,7 @@ void ml_c_function64(int which, const double *restrict x, double *restrict out, 
     case 8: for (size_t i = 0; i < n; i++) out[i] = cosh(x[i]); break;
     case 9: for (size_t i = 0; i < n; i++) out[i] = atanh(x[i]); break;
     case 10: for (size_t i = 0; i < n; i++) out[i] = expm1(x[i]); break;
+    case 11: for (size_t i = 0; i < n; i++) out[i] = tanh(x[i]); break;
     default: break;
     }
 }

@@ -2790,6 +2790,9 @@ class Mish(Function):
             out, ctx.t = float32_math.mish(a)
             ctx.a = a
             return out
+        if _numpy_float64(a):  # its double kernel: the same three functions, SLEEF's in vectors, C's in the tail
+            ctx.a, ctx.t = a, float32_math.loop64(_MISH_TANH, a)
+            return a * ctx.t
         with np.errstate(over="ignore"):
             ctx.a, ctx.t = a, xp.tanh(xp.where(a > 20, a, xp.log1p(xp.exp(a))))
         return a * ctx.t
@@ -2804,10 +2807,16 @@ class Mish(Function):
             return compiled
         if _numpy_float32(a):  # (torch's kernel's, in its loop over (g, a))
             sigmoid = float32_math.relooped(float32_math.sigmoid(a), a, (a,), (g, a), float32_math.SIGMOID)
+        elif _numpy_float64(g) and _numpy_float64(a):
+            t = float32_math.loop64(_MISH_TANH, a, (g, a))
+            sigmoid = 1 / (1 + float32_math.exp_of_negative64(a, loop=(g, a)))
         else:
             sigmoid = _sigmoid(xp_of(g), a)
         return float32_math.in_cache_slices(
             lambda g, a, s, t: g * fastmath.multiply_add(a * s, fastmath.multiply_add(-t, t, 1), t), g, a, sigmoid, t)
+
+
+_MISH_TANH = ("exp", "log1p", "tanh")  # mish's t = tanh(log1p(exp(x))), a chain of torch's vector functions
 
 
 def mish(input):
