@@ -819,7 +819,10 @@ class Gelu(Function):
                 out, t = float32_math.gelu_tanh(a_)  # the result in a's layout, as torch's)
                 ctx.t = back(t)
                 return back(out)
-            ctx.t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
+            if _numpy_float64(a):  # its double kernel: SLEEF's tanh in vectors, C's in the tail (float32_math)
+                ctx.t = _gelu_tanh64(a, (a,))
+            else:
+                ctx.t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
             return 0.5 * a * (1 + ctx.t)
         if approximate != "none":
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -856,6 +859,8 @@ class Gelu(Function):
             t = ctx.t  # (torch's kernel recomputes the tanh, in its own loop over (g, a))
             if _numpy_float32(g):
                 t = float32_math.relooped(t, ctx.a, (ctx.a,), (g, ctx.a), float32_math.GELU_TANH)
+            elif _numpy_float64(g) and _numpy_float64(ctx.a):
+                t = _gelu_tanh64(ctx.a, (g, ctx.a))
             compiled = float32_math.gelu_tanh_backward(g, ctx.a, t) if _numpy_float32(g) else None
             if compiled is not None:  # (float32: the formula below, compiled, one pass)
                 return compiled
@@ -863,6 +868,13 @@ class Gelu(Function):
         if ctx.deriv is None:  # (torch's GeluBackwardKernelImpl over (grad, input): see aten_gelu_erf_derivative)
             return parallel.multiply(g, float32_math.aten_gelu_erf_derivative(ctx.aten_input, g))
         return parallel.multiply(g, ctx.deriv)
+
+
+def _gelu_tanh64(a, loop):
+    """gelu's ``tanh(sqrt(2/pi) (a + 0.044715 a^3))`` as torch's float64 kernels take it (the inner sum one fused
+    multiply-add where the build fuses; SLEEF's tanh in vectors, C's in the scalar lambda of the loop over ``loop``)."""
+    inner = _SQRT_2_OVER_PI * fastmath.multiply_add(0.044715, a * a * a, a)
+    return float32_math.loop64("tanh", inner, loop)
 
 
 def _gelu_tanh_derivative(a, t):
