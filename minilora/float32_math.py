@@ -65,7 +65,7 @@ from .device import CHUNK, cache_slices, xp_of
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
            "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
            "scalar_tail", "loop_exp", "loop64", "vectorized64", "sleef_log1p64", "sleef_exp2_64", "softplus64",
-           "sleef_hyperbolic64", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
+           "sleef_hyperbolic64", "gelu_erf64", "gelu_erf_derivative64", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
            "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
            "onednn_gelu_erf_derivative", "aten_gelu_erf_derivative", "onednn_runs_gelu_erf",
            "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2",
@@ -367,7 +367,7 @@ def c_function(name, x):
 
 
 _C_FUNCTIONS64 = ("exp", "exp2", "log1p", "sin", "log", "asinh", "acosh", "sinh", "cosh",
-                  "atanh", "expm1", "tanh")  # (ml_c_function64's numbering)
+                  "atanh", "expm1", "tanh", "erf")  # (ml_c_function64's numbering)
 
 
 def c_function64(name, x):
@@ -1810,6 +1810,36 @@ def aten_gelu_erf_derivative(x, grad):
     return derivative
 
 
+def gelu_erf64(x):
+    """torch's float64 ``F.gelu(x)`` (the exact form: ATen's loop, oneDNN takes no float64): ``(x 0.5) (1 +
+    erf(x / sqrt 2))``, erf SLEEF's in vectors (``vectorized64``'s stand-in), C's in the scalar lambda."""
+    x = np.asarray(x, _F64)
+    with np.errstate(invalid="ignore"):
+        return (x * 0.5) * (1 + loop64("erf", x * _SQRT1_2_64, (x,)))
+
+
+_SQRT1_2_64 = math.sqrt(0.5)
+_GELU_PDF_BETA64 = 2 / math.sqrt(math.pi) * math.sqrt(0.5) * 0.5
+
+
+def gelu_erf_derivative64(x, grad):
+    """torch's float64 gelu backward factor (``aten_gelu_erf_derivative``'s formula in double), C order: ``cdf + x
+    pdf`` fused in the vectorized body, unfused with C's erf and exp in the scalar lambda of the loop over
+    ``(grad, x)``."""
+    positions = scalar_positions(grad, x, step=FLOAT_LANES)
+    x = np.ascontiguousarray(x, _F64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cdf = (vectorized64("erf", x * _SQRT1_2_64) + 1) * 0.5
+        pdf = vectorized64("exp", (x * x) * -0.5) * _GELU_PDF_BETA64
+        derivative = np.ascontiguousarray(fused_multiply_add64(x, pdf, cdf) if FUSED_MULTIPLY_ADD else cdf + x * pdf)
+        flat_derivative, flat = derivative.reshape(-1), x.reshape(-1)
+        for where in positions:
+            tail = flat[where]
+            tail_cdf = 0.5 * (1 + c_function64("erf", tail * _SQRT1_2_64))
+            flat_derivative[where] = tail_cdf + tail * (_GELU_PDF_BETA64 * c_function64("exp", (tail * tail) * -0.5))
+    return derivative
+
+
 def _two_like(x):
     """Two new float32 arrays of x's shape, for a compiled kernel's two results."""
     return [np.empty(np.shape(x), _F32) for _ in range(2)]
@@ -2089,13 +2119,14 @@ def vectorized(name, x):
 def vectorized64(name, x):
     """torch's ``Vectorized<double>::exp`` / ``::exp2`` / ``::log1p`` / ``::log``... (``name``) of a float64 array: SLEEF's
     (``sleef_exp64``, ``sleef_exp2_64``, ``sleef_log1p64``, ``sleef_hyperbolic64``; C's under torch's "default"
-    build); the log, expm1 and atanh NumPy's (SLEEF's double ones are not ported: 0.2-1% of elements an ulp off,
-    where C's were 6-19%)."""
+    build); the log, expm1 and atanh NumPy's, the erf C's (SLEEF's double ones are not ported: 0.2-1% of elements
+    an ulp off, where C's log1p, expm1 and atanh were 6-43%, SciPy's erf 3%)."""
     if CPU_CAPABILITY == "default" and name != "log":
         return c_function64(name, x)
     return {"exp": sleef_exp64, "exp2": sleef_exp2_64, "log1p": sleef_log1p64, "log": np.log, "expm1": np.expm1,
             "sinh": functools.partial(sleef_hyperbolic64, "sinh"), "cosh": functools.partial(sleef_hyperbolic64, "cosh"),
-            "tanh": functools.partial(sleef_hyperbolic64, "tanh"), "atanh": np.arctanh}[name](x)
+            "tanh": functools.partial(sleef_hyperbolic64, "tanh"), "atanh": np.arctanh,
+            "erf": functools.partial(c_function64, "erf")}[name](x)
 
 
 # ---- torch's elementwise loop: vectorized body, scalar tail --------------------------------------

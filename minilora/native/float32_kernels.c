@@ -1088,6 +1088,7 @@ void ml_c_function64(int which, const double *restrict x, double *restrict out, 
     case 9: for (size_t i = 0; i < n; i++) out[i] = atanh(x[i]); break;
     case 10: for (size_t i = 0; i < n; i++) out[i] = expm1(x[i]); break;
     case 11: for (size_t i = 0; i < n; i++) out[i] = tanh(x[i]); break;
+    case 12: for (size_t i = 0; i < n; i++) out[i] = erf(x[i]); break;
     default: break;
     }
 }

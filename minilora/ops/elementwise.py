@@ -841,6 +841,8 @@ class Gelu(Function):
         elif exact is not None and sixteen is not None and is_bfloat16(sixteen.dtype):  # (oneDNN's bfloat16 store,
             tiny = np.abs(exact) < np.float32(2.0 ** -126)  # vcvtneps2bf16, flushes a float32 subnormal to zero)
             exact = np.where(tiny, np.copysign(np.float32(0), exact), exact)
+        if _numpy_float64(a):  # (its double kernel: ATen's loop, C's erf in the tail; the backward's loop its own)
+            exact, deriv, ctx.aten_input = float32_math.gelu_erf64(a_), None, a
         if exact is None:
             parallel.rows(fastmath.gelu_and_derivative, a_.reshape(-1), out.reshape(-1),
                           None if deriv is None else deriv.reshape(-1), work_per_row=1)
@@ -866,7 +868,9 @@ class Gelu(Function):
                 return compiled
             return float32_math.in_cache_slices(lambda g, a, t: g * _gelu_tanh_derivative(a, t), g, ctx.a, t)
         if ctx.deriv is None:  # (torch's GeluBackwardKernelImpl over (grad, input): see aten_gelu_erf_derivative)
-            return parallel.multiply(g, float32_math.aten_gelu_erf_derivative(ctx.aten_input, g))
+            derivative = float32_math.gelu_erf_derivative64 if _numpy_float64(g) and _numpy_float64(ctx.aten_input) \
+                else float32_math.aten_gelu_erf_derivative
+            return parallel.multiply(g, derivative(ctx.aten_input, g))
         return parallel.multiply(g, ctx.deriv)
 
 
