@@ -52,6 +52,7 @@ Not reproduced: MKL's own errors, softmax/log_softmax (ATen's exp_u20 and lane-o
 import functools
 import contextlib
 import ctypes
+import ctypes.util
 import math
 import os
 import platform
@@ -68,7 +69,7 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "sleef_hyperbolic64", "gelu_erf64", "gelu_erf_derivative64", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
            "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
            "onednn_gelu_erf_derivative", "aten_gelu_erf_derivative", "onednn_runs_gelu_erf",
-           "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2",
+           "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2", "atan2_64", "sleef_atan2_64",
            "silu_and_sigmoid", "relooped", "SIGMOID", "MISH_TANH", "GELU_TANH",
            "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
@@ -173,6 +174,7 @@ _NATIVE_SIGNATURES = {
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
     "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
+    "ml_c_function2_64": "ipspspn",
     "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
     "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffii", "ml_mkl_sqrt": "ppn",
     "ml_mkl_sqrt64": "ppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn", "ml_mkl_dgemv_rows": "pppnn",
@@ -392,38 +394,42 @@ def c_function64(name, x):
 
 
 _C_FUNCTIONS2 = ("powf", "atan2f")  # (ml_c_function2's numbering)
+_C_FUNCTIONS2_64 = ("pow", "atan2")  # (ml_c_function2_64's)
 
 
 def c_function2(name, x, y):
-    """C's two-argument float function ``name`` (``"powf"``, ``"atan2f"``) of float32 arrays or numbers
-    (broadcast), as ``c_function``: the C library's own, which torch's scalar code calls (NormOps' ``std::pow``)."""
-    x, y = np.asarray(x, _F32), np.asarray(y, _F32)
-    out = np.empty(np.broadcast_shapes(x.shape, y.shape), _F32)
+    """C's two-argument float function ``name`` (``"powf"``, ``"atan2f"``; the double ``"pow"``, ``"atan2"``) of
+    float32 (float64) arrays or numbers (broadcast), as ``c_function``: the C library's own, which torch's scalar
+    code calls (NormOps' ``std::pow``)."""
+    double = name in _C_FUNCTIONS2_64
+    dtype, ctype = (_F64, ctypes.c_double) if double else (_F32, ctypes.c_float)
+    x, y = np.asarray(x, dtype), np.asarray(y, dtype)
+    out = np.empty(np.broadcast_shapes(x.shape, y.shape), dtype)
     library = _native_library()
     if library is not None:
         operands = [np.ascontiguousarray(np.broadcast_to(v, out.shape)) if v.size > 1 else v.reshape(1)
                     for v in (x, y)]
         (fx, sx), (fy, sy) = [(v, 1 if v.size > 1 else 0) for v in operands]
-        library.ml_c_function2(_C_FUNCTIONS2.index(name), native.address(fx), sx, native.address(fy), sy,
-                               native.address(out), out.size)
+        compiled, names = (library.ml_c_function2_64, _C_FUNCTIONS2_64) if double else \
+            (library.ml_c_function2, _C_FUNCTIONS2)
+        compiled(names.index(name), native.address(fx), sx, native.address(fy), sy, native.address(out), out.size)
         return out
     if name not in _libm:
-        import ctypes.util
         function = getattr(ctypes.CDLL(ctypes.util.find_library("m") or ctypes.util.find_library("c")), name)
-        function.restype, function.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
+        function.restype, function.argtypes = ctype, [ctype, ctype]
         _libm[name] = np.frompyfunc(function, 2, 1)
     if out.size:
         out[...] = _libm[name](x, y)
     return out
 
 
-def binary_loop(a, b, vectorized, scalar_name, step=None):
+def binary_loop(a, b, vectorized, scalar_name, step=None, dtype=_F32):
     """A torch float32 binary kernel whose vectorized lambda is SLEEF's function (``vectorized``: a stand-in of
     the broadcast arrays) and whose scalar one is C's ``scalar_name`` (``c_function2``; or a NumPy function that
     computes the same), on each row's tail and on every element of operands strided along their innermost dim
-    (``scalar_positions``; ``step``: the vectorized loop's). C order."""
-    a, b = np.broadcast_arrays(np.asarray(a, _F32), np.asarray(b, _F32))
-    out = np.array(vectorized(a, b), _F32, order="C")  # (a 0-d result stays 0-d)
+    (``scalar_positions``; ``step``: the vectorized loop's). C order. (``dtype`` float64: a double kernel.)"""
+    a, b = np.broadcast_arrays(np.asarray(a, dtype), np.asarray(b, dtype))
+    out = np.array(vectorized(a, b), dtype, order="C")  # (a 0-d result stays 0-d)
     flat, flat_a, flat_b = out.reshape(-1), np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
     for where in scalar_positions(a, b, step=step or _VECTOR_STEP):
         if flat_a[where].size:
@@ -481,6 +487,13 @@ _ATAN2_U = [_F32(c) for c in (-0.00176397908944636583328247, 0.01079009007662534
 _HALF_PI = _F32(np.pi / 2)
 
 
+def atan2_64(a, b):
+    """torch's float64 ``atan2``: SLEEF's ``atan2d8_u10`` in vectors of 8 (``sleef_atan2_64``), C's ``atan2`` in the
+    scalar lambda (the tail, strided operands)."""
+    vectorized = functools.partial(c_function2, "atan2") if CPU_CAPABILITY == "default" else sleef_atan2_64
+    return binary_loop(a, b, vectorized, "atan2", step=FLOAT_LANES, dtype=_F64)
+
+
 def _mulsign(a, b):
     """SLEEF's mulsign: a with its sign flipped where b's sign bit is set."""
     return a * np.copysign(_F32(1), b)
@@ -530,6 +543,54 @@ def sleef_atan2(y, x):
         r = np.where(np.isinf(ys), _HALF_PI - np.where(np.isinf(x), _mulsign(_F32(np.pi / 4), x), _F32(0)), r)
         r = np.where(y == 0, np.where(np.signbit(x), _F32(np.pi), _F32(0)), r)
         return np.where(np.isnan(x) | np.isnan(y), _F32(np.nan), _mulsign(r, y)).astype(_F32, copy=False)
+
+
+# ---- Sleef_atan2d8_u10 (SLEEF's xatan2_u1) -----------------------------------------------------------------
+# The float32 one's steps in double-double, its polynomial of degree 19 in t = s^2 by Estrin's scheme.
+_ATAN2_64_U = (1.06298484191448746607415e-05, -0.000125620649967286867384336, 0.00070557664296393412389774,
+               -0.00251865614498713360352999, 0.00646262899036991172313504, -0.0128281333663399031014274,
+               0.0208024799924145797902497, -0.0289002344784740315686289, 0.0359785005035104590853656,
+               -0.041848579703592507506027, 0.0470843011653283988193763, -0.0524914210588448421068719,
+               0.0587946590969581003860434, -0.0666620884778795497194182, 0.0769225330296203768654095,
+               -0.0909090442773387574781907)
+_ATAN2_64_HORNER = (0.111111108376896236538123, -0.142857142756268568062339, 0.199999999997977351284817,
+                    -0.333333333333317605173818)
+
+
+def _sleef_atan2k_64(y, x):
+    """SLEEF's double ``atan2k_u1`` of y >= 0 and x (doubles): the angle as a double-double."""
+    q = np.where(x < 0, -2.0, 0.0)
+    x = np.abs(x)
+    swap = x < y
+    q = np.where(swap, q + 1, q)
+    zero = np.zeros_like(y)
+    s = _dd_divide64(np.where(swap, -x, y), zero, np.where(swap, y, x), zero)
+    t = _dd_square(s)
+    hi = t[0] + t[1]  # ddnormalize
+    t = hi, (t[0] - hi) + t[1]
+    t2 = t[0] * t[0]
+    t4 = t2 * t2
+    u = _sleef_poly([t[0], t2, t4, t4 * t4], _ATAN2_64_U)
+    for c in _ATAN2_64_HORNER:
+        u = _fma64_like(u, t[0], c)
+    t = _dd_add_fast(s, _dd_mul(_dd_mul(s, t), (u, None)))
+    return _dd_add_fast(_dd_mul((np.full_like(q, 1.570796326794896557998982), np.full_like(q, 6.12323399573676603586882e-17)),
+                                (q, None)), t)
+
+
+def sleef_atan2_64(y, x):
+    """``Sleef_atan2d8_u10(y, x)`` of float64 arrays (broadcast): ``sleef_atan2``'s special cases around
+    ``_sleef_atan2k_64``."""
+    y, x = (np.ascontiguousarray(v, _F64) for v in np.broadcast_arrays(np.asarray(y, _F64), np.asarray(x, _F64)))
+    with np.errstate(all="ignore"):
+        tiny = np.abs(x) < 5.5626846462680083984e-309  # (both scaled up by 2^53 first)
+        xs, ys = np.where(tiny, x * float(1 << 53), x), np.where(tiny, y * float(1 << 53), y)
+        d = _sleef_atan2k_64(np.abs(ys), xs)
+        r = _mulsign(d[0] + d[1], xs)
+        r = np.where(np.isinf(x) | (x == 0), np.pi / 2 - np.where(np.isinf(x), _mulsign(np.pi / 2, x), 0.0), r)
+        r = np.where(np.isinf(ys), np.pi / 2 - np.where(np.isinf(x), _mulsign(np.pi / 4, x), 0.0), r)
+        r = np.where(y == 0, np.where(np.signbit(x), np.pi, 0.0), r)
+        return np.where(np.isnan(x) | np.isnan(y), np.nan, _mulsign(r, y))
 
 
 def pow_loop(a, b):
@@ -952,13 +1013,22 @@ def exp_of_negative64(a, loop=None):
 
 
 def _estrin10(s, c):
-    """SLEEF's ``POLY10``: the polynomial of coefficients ``c`` (highest power first) at ``s`` by Estrin's scheme,
-    each step a fused multiply-add (its order decides the last bit)."""
-    fma = _fma64_like
+    """SLEEF's ``POLY10`` of ``s`` (``_sleef_poly`` with s's powers s^2, s^4, s^8 by products)."""
     s2 = s * s
     s4 = s2 * s2
-    return fma(s4 * s4, fma(s, c[0], c[1]), fma(s4, fma(s2, fma(s, c[2], c[3]), fma(s, c[4], c[5])),
-                                                fma(s2, fma(s, c[6], c[7]), fma(s, c[8], c[9]))))
+    return _sleef_poly([s, s2, s4, s4 * s4], c)
+
+
+def _sleef_poly(powers, c):
+    """SLEEF's ``POLYn`` macros: the polynomial of coefficients ``c`` (highest power first) by Estrin's scheme, given
+    ``powers`` = [x, x^2, x^4, x^8] (as the caller computed them): the top ``n - k`` coefficients' polynomial times
+    x^k plus the low ``k``'s, k the largest power of two below n, each step a fused multiply-add (the order
+    decides the last bit)."""
+    n = len(c)
+    if n == 1:
+        return c[0]
+    level = (n - 1).bit_length() - 1
+    return _fma64_like(powers[level], _sleef_poly(powers, c[:n - (1 << level)]), _sleef_poly(powers, c[n - (1 << level):]))
 
 
 def _times_power_of_two(u, q):
@@ -1921,22 +1991,19 @@ def sleef_log1p64(d):
     """``Sleef_log1pd8_u10`` (torch's ``Vectorized<double>::log1p``, AVX-512's branch: the exponent by getexp) of a
     float64 array. NumPy's float64 log1p (and C's) differ from it in ~40% of elements near 0."""
     d = np.ascontiguousarray(d, _F64)
-    fma = _fma64_like
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         scaled = (d + 1) * (1 / 0.75)
         e = (np.frexp(scaled)[1] - 1).astype(_F64)  # getexp: floor(log2 |v|)
         e[np.isinf(scaled)] = 1024
         t = np.ldexp(1.0, -np.where(np.isfinite(scaled) & (scaled != 0), e, 0).astype(np.int64))
-        m = fma(d, t, t - 1)
+        m = _fma64_like(d, t, t - 1)
         s_hi = _LN2_HI64 * e  # ddmul((ln2 hi, lo), e)
-        s_lo = fma(np.full_like(e, _LN2_LO64), e, fma(np.full_like(e, _LN2_HI64), e, -s_hi))
+        s_lo = _dd_mul((np.full_like(e, _LN2_HI64), np.full_like(e, _LN2_LO64)), (e, None))[1]
         two_plus_m = 2 + m  # ddadd(2, m)
         x_hi, x_lo = _dd_divide64(m, np.zeros_like(m), two_plus_m, (2 - two_plus_m) + m)
         x2 = x_hi * x_hi
         x4 = x2 * x2
-        c = _SLEEF_LOG1P64_POLY
-        p = fma(x4 * x4, fma(x4, c[0], fma(x2, c[1], c[2])),
-                fma(x4, fma(x2, c[3], c[4]), fma(x2, c[5], c[6])))
+        p = _sleef_poly([x2, x4, x4 * x4], _SLEEF_LOG1P64_POLY)
         hi = s_hi + x_hi * 2  # ddadd(s, 2x), then + x^3 P
         s_lo = (((s_hi - hi) + x_hi * 2) + s_lo) + x_lo * 2
         tail = (x2 * x_hi) * p
@@ -2006,10 +2073,7 @@ def _sleef_expk2_64(y):
     s = _dd_add2_number(s, dq * -.28235290563031577122588448175013436025525412068e-12)
     s2 = _dd_square(s)
     s4 = _dd_square(s2)
-    c = _SLEEF_EXPK2_POLY
-    fma = _fma64_like
-    u = fma(s4[0] * s4[0], fma(s[0], c[0], c[1]), fma(s4[0], fma(s2[0], fma(s[0], c[2], c[3]), fma(s[0], c[4], c[5])),
-                                                   fma(s2[0], fma(s[0], c[6], c[7]), fma(s[0], c[8], c[9]))))
+    u = _sleef_poly([s[0], s2[0], s4[0], s4[0] * s4[0]], _SLEEF_EXPK2_POLY)
     one = np.ones_like(y)
     t = _dd_add_fast((one * 0.5, 0.0), _dd_mul(s, (one * 0.1666666666666666574e+0, None)))
     t = _dd_add_fast((one, 0.0), _dd_mul(t, s))

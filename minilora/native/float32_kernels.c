@@ -1158,6 +1158,15 @@ void ml_c_function2(int which, const float *x, size_t step_x, const float *y, si
     }
 }
 
+void ml_c_function2_64(int which, const double *x, size_t step_x, const double *y, size_t step_y, double *out,
+                       size_t n) {
+    switch (which) {
+    case 0: for (size_t i = 0; i < n; i++) out[i] = pow(x[i * step_x], y[i * step_y]); break;
+    case 1: for (size_t i = 0; i < n; i++) out[i] = atan2(x[i * step_x], y[i * step_y]); break;
+    default: break;
+    }
+}
+
 /* bfloat16 matrix products in oneDNN's order of additions (minilora/bf16_products.py): a [m, k] and b [k, n]
    hold bfloat16 values as floats, so every product is exact in float32; c [m, n] gets each sum. The k axis
    runs in blocks of `block`; in a block each output adds its products a pair at a time, the odd k, then the

@@ -2929,7 +2929,9 @@ class Atan2(Function):
             return float32_math.atan2(a, b)
         if all(type(v) is np.ndarray and _is_16bit_dtype(v.dtype) for v in (a, b)) and a.dtype == b.dtype:
             return float32_math.atan2(upcast(a), upcast(b), step=float32_math.HALF_STEP).astype(a.dtype)  # (in
-        return xp_of(a if hasattr(a, "shape") else b).arctan2(a, b)  # float32, as its 16-bit kernel, rounded once)
+        if all(type(v) is np.ndarray and v.dtype == np.float64 for v in (a, b)):  # (float32, as its 16-bit kernel,
+            return float32_math.atan2_64(a, b)  # rounded once; float64: SLEEF's double atan2, C's in the tail)
+        return xp_of(a if hasattr(a, "shape") else b).arctan2(a, b)
 
     @staticmethod
     def backward(ctx, g):
