@@ -78,6 +78,18 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
 _F32, _F64 = np.float32, np.float64
 
 
+def _on_flat_doubles(function):
+    """``function`` (of float64 arrays, and strings passed through) run on its arrays broadcast, C-ordered and
+    flattened, its answer in their shape (a 0-d array's NumPy results are scalars, which take no item assignment)."""
+    @functools.wraps(function)
+    def run(*args):
+        shape = np.broadcast_shapes(*(np.shape(a) for a in args if not isinstance(a, str)))
+        flat = [a if isinstance(a, str) else np.ascontiguousarray(np.broadcast_to(np.asarray(a, _F64), shape)).reshape(-1)
+                for a in args]
+        return function(*flat).reshape(shape)
+    return run
+
+
 # ---- which CPU torch thinks it runs on, and what that changes ------------------------------------
 def torch_cpu_capability(environ=None, cpu_features=None):
     """The instruction set torch's CPU kernels run (``torch.backends.cpu.get_cpu_capability()``, lower
@@ -376,7 +388,7 @@ def c_function64(name, x):
     """C's double function ``name`` (one of ``_C_FUNCTIONS64``) of a float64 array, as ``c_function``:
     the C library's own, which torch's float64 scalar lambdas call (NumPy's float64 exp2 and log1p are its own
     SIMD code, ~5% of elements an ulp off glibc's)."""
-    x = np.ascontiguousarray(x, _F64)
+    x = np.asarray(x, _F64, order="C")  # (a 0-d array stays 0-d)
     out = np.empty(x.shape, _F64)
     library = _native_library()
     if library is not None:
@@ -578,10 +590,10 @@ def _sleef_atan2k_64(y, x):
                                 (q, None)), t)
 
 
+@_on_flat_doubles
 def sleef_atan2_64(y, x):
     """``Sleef_atan2d8_u10(y, x)`` of float64 arrays (broadcast): ``sleef_atan2``'s special cases around
     ``_sleef_atan2k_64``."""
-    y, x = (np.ascontiguousarray(v, _F64) for v in np.broadcast_arrays(np.asarray(y, _F64), np.asarray(x, _F64)))
     with np.errstate(all="ignore"):
         tiny = np.abs(x) < 5.5626846462680083984e-309  # (both scaled up by 2^53 first)
         xs, ys = np.where(tiny, x * float(1 << 53), x), np.where(tiny, y * float(1 << 53), y)
@@ -600,10 +612,11 @@ def hypot64(a, b):
     return binary_loop(a, b, vectorized, np.hypot, step=FLOAT_LANES, dtype=_F64)
 
 
+@_on_flat_doubles
 def sleef_hypot64(x, y):
     """``Sleef_hypotd8_u05(x, y)`` of float64 arrays: ``max sqrt(1 + (min / max)^2)`` with the quotient, its square,
     the root and the product in double-double (both scaled by 2^54 below the normal range)."""
-    x, y = (np.abs(np.ascontiguousarray(v, _F64)) for v in np.broadcast_arrays(np.asarray(x, _F64), np.asarray(y, _F64)))
+    x, y = np.abs(x), np.abs(y)
     low, high = np.minimum(x, y), np.maximum(x, y)
     with np.errstate(all="ignore"):
         tiny = high < 2.2250738585072014e-308
@@ -1103,10 +1116,10 @@ _SLEEF_EXP2_64_POLY = (0.4434359082926529454e-9, 0.7073164598085707425e-8, 0.101
                        0.2402265069591012214e+0)
 
 
+@_on_flat_doubles
 def sleef_exp2_64(d):
     """``Sleef_exp2d8_u10`` (torch's ``Vectorized<double>::exp2``: torch.exp2's and logaddexp2's float64 vectors) of
     a float64 array: ``2^q (1 + s P(s))``, P by Estrin's scheme in fused multiply-adds, times 2^q in two halves."""
-    d = np.ascontiguousarray(d, _F64)
     q = np.rint(d)
     s = d - q
     u = _fma64_like(_fma64_like(_estrin10(s, _SLEEF_EXP2_64_POLY), s, 0.6931471805599452862e+0), s, 1.0)
@@ -2022,10 +2035,10 @@ _SLEEF_LOG1P64_POLY = (0.1532076988502701353e+0, 0.1525629051003428716e+0, 0.181
 _LN2_HI64, _LN2_LO64 = 0.693147180559945286226764, 2.319046813846299558417771e-17
 
 
+@_on_flat_doubles
 def sleef_log1p64(d):
     """``Sleef_log1pd8_u10`` (torch's ``Vectorized<double>::log1p``, AVX-512's branch: the exponent by getexp) of a
     float64 array. NumPy's float64 log1p (and C's) differ from it in ~40% of elements near 0."""
-    d = np.ascontiguousarray(d, _F64)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         scaled = (d + 1) * (1 / 0.75)
         e = (np.frexp(scaled)[1] - 1).astype(_F64)  # getexp: floor(log2 |v|)
@@ -2119,11 +2132,11 @@ def _sleef_expk2_64(y):
     return np.where(vanished, 0.0, hi), np.where(vanished, 0.0, lo)
 
 
+@_on_flat_doubles
 def sleef_hyperbolic64(name, x):
     """``Sleef_sinhd8_u10`` / ``coshd8_u10`` / ``tanhd8_u10`` (``name``) of a float64 array: torch's double
     ``Vectorized`` sinh, cosh and tanh (torch.sinh's and torch.cosh's vectors, mish's and gelu's tanh; torch.tanh
     itself is MKL's)."""
-    x = np.ascontiguousarray(x, _F64)
     y = np.abs(x)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         e = _sleef_expk2_64(y)
