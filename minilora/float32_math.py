@@ -69,7 +69,7 @@ __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTI
            "sleef_hyperbolic64", "gelu_erf64", "gelu_erf_derivative64", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
            "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
            "onednn_gelu_erf_derivative", "aten_gelu_erf_derivative", "onednn_runs_gelu_erf",
-           "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2", "atan2_64", "sleef_atan2_64", "hypot64", "sleef_hypot64",
+           "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2", "atan2_64", "sleef_atan2_64", "hypot64", "sleef_hypot64", "pow_loop64", "sleef_pow64",
            "silu_and_sigmoid", "relooped", "SIGMOID", "MISH_TANH", "GELU_TANH",
            "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
            "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
@@ -657,6 +657,81 @@ def pow_scalar_loop(a, exponent):
         return c_function2("powf", a, _F32(exponent))
     return _in_loop(a, lambda v: vectorized_pow(v, _F32(exponent)),
                     lambda t: np.power(t.astype(_F64), float(exponent)).astype(_F32), layout=a)
+
+
+def pow_loop64(a, b):
+    """torch's float64 ``pow`` kernels (a tensor or number base and exponent): SLEEF's ``powd8_u10``
+    (``sleef_pow64``; C's under torch's "default" build) in vectors of 8, C's ``pow`` in the scalar lambda."""
+    vectorized = functools.partial(c_function2, "pow") if CPU_CAPABILITY == "default" else sleef_pow64
+    return binary_loop(a, b, vectorized, "pow", step=FLOAT_LANES, dtype=_F64)
+
+
+# SLEEF's double logk and expk (pow's): log|x| and e^d in double-double, their polynomials by Estrin's scheme
+_SLEEF_LOGK_POLY = (0.116255524079935043668677, 0.103239680901072952701192, 0.117754809412463995466069,
+                    0.13332981086846273921509, 0.153846227114512262845736, 0.181818180850050775676507,
+                    0.222222222230083560345903, 0.285714285714249172087875, 0.400000000000000077715612)
+_SLEEF_EXPK_POLY = (2.51069683420950419527139e-08, 2.76286166770270649116855e-07, 2.75572496725023574143864e-06,
+                    2.48014973989819794114153e-05, 0.000198412698809069797676111, 0.0013888888939977128960529,
+                    0.00833333333332371417601081, 0.0416666666665409524128449, 0.166666666666666740681535,
+                    0.500000000000000999200722)
+
+
+def _sleef_logk64(d):
+    """SLEEF's double ``logk`` (AVX-512's branch: getexp, getmant) of d > 0: ln d as a double-double."""
+    with np.errstate(all="ignore"):
+        e = (np.frexp(d * (1 / 0.75))[1] - 1).astype(_F64)
+        e = np.where(np.isinf(d), 1024.0, e)
+        fraction = np.frexp(d)[0]  # in [0.5, 1)
+        m = np.where(fraction < 0.75, fraction * 2, fraction)  # getmant: [0.75, 1.5)
+    x = _dd_divide64(*_two_sum64(-1.0, m), *_two_sum64(1.0, m))
+    x2 = _dd_square(x)
+    x4 = x2[0] * x2[0]
+    x8 = x4 * x4
+    t = _sleef_poly([x2[0], x4, x8, x8 * x8], _SLEEF_LOGK_POLY)
+    s = _dd_mul((np.full_like(e, _LN2_HI64), np.full_like(e, _LN2_LO64)), (e, None))
+    s = _dd_add_fast(s, (x[0] * 2, x[1] * 2))
+    x = _dd_mul(x2, x)
+    s = _dd_add_fast(s, _dd_mul(x, (np.full_like(e, 0.666666666666666629659233), np.full_like(e, 3.80554962542412056336616e-17))))
+    x = _dd_mul(x2, x)
+    return _dd_add_fast(s, _dd_mul(x, (t, None)))
+
+
+def _two_sum64(x, y):
+    """SLEEF's ``ddadd2`` of two doubles (Knuth's TwoSum) as a double-double."""
+    s = x + y
+    v = s - x
+    return s, (x - (s - v)) + (y - v)
+
+
+def _sleef_expk64(d):
+    """SLEEF's double ``expk``: e^(hi + lo) of a double-double, rounded to a double (0 below -1000)."""
+    dq = np.rint((d[0] + d[1]) * 1.442695040888963407359924681001892137426645954152985934135449406931)
+    s = _dd_add2_number(d, dq * -.69314718055966295651160180568695068359375)
+    s = _dd_add2_number(s, dq * -.28235290563031577122588448175013436025525412068e-12)
+    hi = s[0] + s[1]  # ddnormalize
+    s = hi, (s[0] - hi) + s[1]
+    u = _estrin10(s[0], _SLEEF_EXPK_POLY)
+    t = _dd_add_fast((np.ones_like(hi), 0.0), s)
+    t = _dd_add_fast(t, _dd_mul(_dd_square(s), (u, None)))
+    return np.where(d[0] < -1000, 0.0, _times_power_of_two(t[0] + t[1], dq))
+
+
+@_on_flat_doubles
+def sleef_pow64(x, y):
+    """``Sleef_powd8_u10(x, y)`` of float64 arrays: ``expk(logk(|x|) y)`` with the sign of an odd integer ``y``
+    and IEEE's special cases (C's pow's)."""
+    with np.errstate(all="ignore"):
+        is_int = np.rint(y) == y
+        is_odd = is_int & (np.rint(y * 0.5) != y * 0.5)
+        d = _dd_mul(_sleef_logk64(np.abs(x)), (y, None))
+        result = np.where(d[0] > 709.78271114955742909217217426, np.inf, _sleef_expk64(d))
+        result = result * np.where(x > 0, 1.0, np.where(is_int, np.where(is_odd, -1.0, 1.0), np.nan))
+        efx = _mulsign(np.abs(x) - 1, y)
+        result = np.where(np.isinf(y), np.where(efx < 0, 0.0, np.where(efx == 0, 1.0, np.inf)), result)
+        edge = np.where(is_odd, _mulsign(1.0, x), 1.0) * np.where(np.where(x == 0, -y, y) < 0, 0.0, np.inf)
+        result = np.where(np.isinf(x) | (x == 0), edge, result)
+        result = np.where(np.isnan(x) | np.isnan(y), np.nan, result)
+        return np.where((y == 0) | (x == 1), 1.0, result)
 
 
 def vectorized_pow(a, b):

@@ -42,6 +42,8 @@ UNARY = {  # name: (function of (library, tensor), input range)
     "softsign": (lambda L, x: L.nn.functional.softsign(x), 10),
     "tanhshrink": (lambda L, x: L.nn.functional.tanhshrink(x), 6),
     "leaky_relu": (lambda L, x: L.nn.functional.leaky_relu(x, 0.01), 10),
+    "pow_number": (lambda L, x: x ** 2.5, 10), "number_pow": (lambda L, x: 1.7 ** x, 40),
+    "pow_square": (lambda L, x: x ** 2, 10), "pow_cube": (lambda L, x: x ** 3, 10),
 }
 BINARY = {  # name: (function of (library, a, b), range of a, range of b)
     "xlogy": (lambda L, a, b: L.xlogy(a, b), 10, 10), "pow": (lambda L, a, b: L.pow(a, b), 10, 10),

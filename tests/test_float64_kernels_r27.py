@@ -5,7 +5,7 @@ tests/float64_bits_sweep.py swept every float64 unary/binary op and activation a
 made equal: torch.log1p (SLEEF's log1pd8 on every element: ported, float32_math.sleef_log1p64), torch.exp2
 (sleef_exp2_64, C's exp2 in the tail), asinh/acosh (C's on every element), sinh/cosh (sleef_hyperbolic64), mish and
 gelu's tanh form (SLEEF's double tanh), atanh's and gelu's scalar lambda (C's), logsigmoid, softplus and logaddexp
-(SLEEF's double exp and log1p), atan2 and hypot (sleef_atan2_64, sleef_hypot64; C's in the tail), elu's gradients (the loop's exp).
+(SLEEF's double exp and log1p), atan2, hypot and pow (sleef_atan2_64, sleef_hypot64, sleef_pow64; C's in the tail), elu's gradients (the loop's exp).
 """
 import sys
 
@@ -33,7 +33,7 @@ def _assert_same_bits(name, scales, layouts, check_value=True):
 
 
 @pytest.mark.parametrize("name", ["log1p", "exp2", "asinh", "acosh", "sinh", "cosh", "logsigmoid", "softplus",
-                                  "softplus_beta", "mish", "gelu_tanh"])
+                                  "softplus_beta", "mish", "gelu_tanh", "pow_number"])
 def test_values_and_gradients_are_torchs_in_every_layout(name):
     _assert_same_bits(name, [UNARY[name][1]], LAYOUTS)
 
@@ -48,7 +48,7 @@ def test_elu_gradients_take_the_loops_exp(name):
     _assert_same_bits(name, [UNARY[name][1]], ["contiguous"], check_value=False)
 
 
-@pytest.mark.parametrize("name", ["logaddexp", "atan2", "hypot"])
+@pytest.mark.parametrize("name", ["logaddexp", "atan2", "hypot", "pow"])
 def test_binary_vectors_are_sleef(name):
     _assert_same_bits(name, BINARY[name][1:], LAYOUTS)
 

@@ -389,6 +389,8 @@ def _power_kernel(a, b):
         if out is None:
             out = _multiplied_power(a, b)
         if out is None:
+            out = _float64_power(a, b)
+        if out is None:
             out = a ** b
     except ValueError:  # NumPy refuses integers to negative integer powers
         out = _integer_power(a, b)
@@ -464,6 +466,17 @@ def _float32_power(a, b):
         return _power_as_torch(a, b) if b in (1, 2, 3, -1, -2) else float32_math.pow_scalar_loop(a, b)
     if isinstance(b, np.ndarray) and b.dtype == float32:
         return float32_math.pow_loop(a, b)
+    return None
+
+
+def _float64_power(a, b):
+    """float64 tensors (or a number on one side) to a power as torch's double pow kernels: SLEEF's pow in vectors,
+    C's in the loop's scalar lambda (``float32_math.pow_loop64``); None for other dtypes and for the exponents 0
+    and 1 (a number: torch copies or fills)."""
+    def double(v):
+        return isinstance(v, np.ndarray) and v.dtype == np.float64
+    if (double(a) and (double(b) or (type(b) in _NUMBERS and b not in (0, 1)))) or (type(a) in _NUMBERS and double(b)):
+        return float32_math.pow_loop64(a, b)
     return None
 
 
