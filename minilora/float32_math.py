@@ -63,17 +63,19 @@ import numpy as np
 from . import gemm_pool, native, parallel
 from .device import CHUNK, cache_slices, xp_of
 
-__all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized",
-           "vml", "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
+__all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized", "vml",
+           "correctly_rounded", "power", "power64", "sleef_exp", "sleef_exp2", "sleef_expm1", "loop_expm1",
            "scalar_tail", "loop_exp", "loop64", "vectorized64", "sleef_log1p64", "sleef_exp2_64", "softplus64",
-           "sleef_hyperbolic64", "gelu_erf64", "gelu_erf_derivative64", "sleef_tanh", "loop_tanh", "gelu_tanh", "sleef_log1p", "softplus", "mish",
-           "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function", "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf",
-           "onednn_gelu_erf_derivative", "aten_gelu_erf_derivative", "onednn_runs_gelu_erf",
-           "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log", "c_function2", "binary_loop", "atan2", "atan2_64", "sleef_atan2_64", "hypot64", "sleef_hypot64", "pow_loop64", "sleef_pow64",
-           "silu_and_sigmoid", "relooped", "SIGMOID", "MISH_TANH", "GELU_TANH",
-           "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block", "multiply_add_into",
-           "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward", "softplus_backward",
-           "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu", "swiglu_backward", "rotary", "rotary_backward", "rotary_compiles"]
+           "sleef_hyperbolic64", "gelu_erf64", "gelu_erf_derivative64", "sleef_tanh", "loop_tanh", "gelu_tanh",
+           "sleef_log1p", "softplus", "mish", "sigmoid", "logaddexp", "logaddexp2", "logaddexp64", "c_function",
+           "c_function64", "scalar_positions", "gelu_erf", "onednn_gelu_erf", "onednn_gelu_erf_derivative",
+           "aten_gelu_erf_derivative", "onednn_runs_gelu_erf", "aten_erf", "ONEDNN_AVX512", "pointwise", "sleef_log",
+           "c_function2", "binary_loop", "atan2", "atan2_64", "sleef_atan2_64", "hypot64", "sleef_hypot64",
+           "pow_loop64", "sleef_pow64", "silu_and_sigmoid", "relooped", "SIGMOID", "MISH_TANH", "GELU_TANH",
+           "fused_multiply_add", "fused_multiply_add64", "two_sum", "two_product", "fused_multiply_add_block",
+           "multiply_add_into", "in_cache_slices", "native_available", "numpy_port", "elu", "elu_backward",
+           "softplus_backward", "mish_backward", "gelu_tanh_backward", "silu_backward_natively", "swiglu",
+           "swiglu_backward", "rotary", "rotary_backward", "rotary_compiles"]
 
 _F32, _F64 = np.float32, np.float64
 
@@ -84,8 +86,8 @@ def _on_flat_doubles(function):
     @functools.wraps(function)
     def run(*args):
         shape = np.broadcast_shapes(*(np.shape(a) for a in args if not isinstance(a, str)))
-        flat = [a if isinstance(a, str) else np.ascontiguousarray(np.broadcast_to(np.asarray(a, _F64), shape)).reshape(-1)
-                for a in args]
+        flat = [a if isinstance(a, str) else np.ascontiguousarray(np.broadcast_to(np.asarray(a, _F64), shape))
+                .reshape(-1) for a in args]
         return function(*flat).reshape(shape)
     return run
 
@@ -586,8 +588,7 @@ def _sleef_atan2k_64(y, x):
     for c in _ATAN2_64_HORNER:
         u = _fma64_like(u, t[0], c)
     t = _dd_add_fast(s, _dd_mul(_dd_mul(s, t), (u, None)))
-    return _dd_add_fast(_dd_mul((np.full_like(q, 1.570796326794896557998982), np.full_like(q, 6.12323399573676603586882e-17)),
-                                (q, None)), t)
+    return _dd_add_fast(_dd_mul(_dd_constant(_HALF_PI_DD, q), (q, None)), t)
 
 
 @_on_flat_doubles
@@ -623,7 +624,7 @@ def sleef_hypot64(x, y):
         n, d = np.where(tiny, low * 2.0 ** 54, low), np.where(tiny, high * 2.0 ** 54, high)
         zero = np.zeros_like(n)
         t = _dd_divide64(n, zero, d, zero)
-        t = _dd_mul(_dd_sqrt(_dd_add2_number(_dd_square(t), 1.0)), (high, None))
+        t = _dd_mul(_dd_sqrt(_df_add_float(_dd_square(t), 1.0)), (high, None))
         out = t[0] + t[1]
         out = np.where(np.isnan(out), np.inf, out)
         out = np.where(low == 0, high, out)
@@ -637,7 +638,7 @@ def _dd_sqrt(d):
     square = t * t, fused_multiply_add64(t, t, -(t * t))
     inverse = 1 / t
     inverse = inverse, inverse * _fma64_like(-t, inverse, 1.0)
-    s = _dd_mul(_dd_add2(d, square), inverse)
+    s = _dd_mul(_df_add(d, square), inverse)
     return s[0] * 0.5, s[1] * 0.5
 
 
@@ -683,31 +684,24 @@ def _sleef_logk64(d):
         e = np.where(np.isinf(d), 1024.0, e)
         fraction = np.frexp(d)[0]  # in [0.5, 1)
         m = np.where(fraction < 0.75, fraction * 2, fraction)  # getmant: [0.75, 1.5)
-    x = _dd_divide64(*_two_sum64(-1.0, m), *_two_sum64(1.0, m))
+    x = _dd_divide64(*two_sum(-1.0, m), *two_sum(1.0, m))
     x2 = _dd_square(x)
     x4 = x2[0] * x2[0]
     x8 = x4 * x4
     t = _sleef_poly([x2[0], x4, x8, x8 * x8], _SLEEF_LOGK_POLY)
-    s = _dd_mul((np.full_like(e, _LN2_HI64), np.full_like(e, _LN2_LO64)), (e, None))
+    s = _dd_mul(_dd_constant(_LN2_DD, e), (e, None))
     s = _dd_add_fast(s, (x[0] * 2, x[1] * 2))
     x = _dd_mul(x2, x)
-    s = _dd_add_fast(s, _dd_mul(x, (np.full_like(e, 0.666666666666666629659233), np.full_like(e, 3.80554962542412056336616e-17))))
+    s = _dd_add_fast(s, _dd_mul(x, _dd_constant(_TWO_THIRDS_DD, e)))
     x = _dd_mul(x2, x)
     return _dd_add_fast(s, _dd_mul(x, (t, None)))
-
-
-def _two_sum64(x, y):
-    """SLEEF's ``ddadd2`` of two doubles (Knuth's TwoSum) as a double-double."""
-    s = x + y
-    v = s - x
-    return s, (x - (s - v)) + (y - v)
 
 
 def _sleef_expk64(d):
     """SLEEF's double ``expk``: e^(hi + lo) of a double-double, rounded to a double (0 below -1000)."""
     dq = np.rint((d[0] + d[1]) * 1.442695040888963407359924681001892137426645954152985934135449406931)
-    s = _dd_add2_number(d, dq * -.69314718055966295651160180568695068359375)
-    s = _dd_add2_number(s, dq * -.28235290563031577122588448175013436025525412068e-12)
+    s = _df_add_float(d, dq * -.69314718055966295651160180568695068359375)
+    s = _df_add_float(s, dq * -.28235290563031577122588448175013436025525412068e-12)
     hi = s[0] + s[1]  # ddnormalize
     s = hi, (s[0] - hi) + s[1]
     u = _estrin10(s[0], _SLEEF_EXPK_POLY)
@@ -1151,7 +1145,8 @@ def _sleef_poly(powers, c):
     if n == 1:
         return c[0]
     level = (n - 1).bit_length() - 1
-    return _fma64_like(powers[level], _sleef_poly(powers, c[:n - (1 << level)]), _sleef_poly(powers, c[n - (1 << level):]))
+    split = n - (1 << level)
+    return _fma64_like(powers[level], _sleef_poly(powers, c[:split]), _sleef_poly(powers, c[split:]))
 
 
 def _times_power_of_two(u, q):
@@ -1467,7 +1462,7 @@ def _as_float64(v, scratch):
 
 
 def _df_add_float(x, y):
-    """(hi, lo) + y, SLEEF's dfadd2 (a two-sum of the high parts, the low part added)."""
+    """(hi, lo) + y, SLEEF's dfadd2 (ddadd2 for doubles: a two-sum of the high parts, the low part added)."""
     hi = x[0] + y
     v = hi - x[0]
     return hi, ((x[0] - (hi - v)) + (y - v)) + x[1]
@@ -2107,7 +2102,15 @@ def sleef_log(x):
 _SLEEF_LOG1P64_POLY = (0.1532076988502701353e+0, 0.1525629051003428716e+0, 0.1818605932937785996e+0,
                        0.2222214519839380009e+0, 0.2857142932794299317e+0, 0.3999999999635251990e+0,
                        0.6666666666667333541e+0)  # (highest power of x^2 first)
-_LN2_HI64, _LN2_LO64 = 0.693147180559945286226764, 2.319046813846299558417771e-17
+_LN2_DD = (0.693147180559945286226764, 2.319046813846299558417771e-17)  # ln 2 as a double-double
+_LN2_HI64 = _LN2_DD[0]
+_HALF_PI_DD = (1.570796326794896557998982, 6.12323399573676603586882e-17)
+_TWO_THIRDS_DD = (0.666666666666666629659233, 3.80554962542412056336616e-17)
+
+
+def _dd_constant(constant, like):
+    """A double-double constant spread to ``like``'s shape."""
+    return np.full_like(like, constant[0]), np.full_like(like, constant[1])
 
 
 @_on_flat_doubles
@@ -2121,7 +2124,7 @@ def sleef_log1p64(d):
         t = np.ldexp(1.0, -np.where(np.isfinite(scaled) & (scaled != 0), e, 0).astype(np.int64))
         m = _fma64_like(d, t, t - 1)
         s_hi = _LN2_HI64 * e  # ddmul((ln2 hi, lo), e)
-        s_lo = _dd_mul((np.full_like(e, _LN2_HI64), np.full_like(e, _LN2_LO64)), (e, None))[1]
+        s_lo = _dd_mul(_dd_constant(_LN2_DD, e), (e, None))[1]
         two_plus_m = 2 + m  # ddadd(2, m)
         x_hi, x_lo = _dd_divide64(m, np.zeros_like(m), two_plus_m, (2 - two_plus_m) + m)
         x2 = x_hi * x_hi
@@ -2148,20 +2151,6 @@ _SLEEF_EXPK2_POLY = (0.1602472219709932072e-9, 0.2092255183563157007e-8, 0.25052
                      0.2755724800902135303e-6, 0.2755731892386044373e-5, 0.2480158735605815065e-4,
                      0.1984126984148071858e-3, 0.1388888888886763255e-2, 0.8333333333333347095e-2,
                      0.4166666666666669905e-1)
-
-
-def _dd_add2_number(x, y):
-    """SLEEF's ``ddadd2(x, y)`` of a double-double and a double: Knuth's TwoSum of the high parts."""
-    s = x[0] + y
-    v = s - x[0]
-    return s, ((x[0] - (s - v)) + (y - v)) + x[1]
-
-
-def _dd_add2(x, y):
-    """``ddadd2`` of two double-doubles (TwoSum of the high parts, the low parts added)."""
-    s = x[0] + y[0]
-    v = s - x[0]
-    return s, ((x[0] - (s - v)) + (y[0] - v)) + (x[1] + y[1])
 
 
 def _dd_add_fast(x, y):
@@ -2192,8 +2181,8 @@ def _dd_reciprocal64(d):
 def _sleef_expk2_64(y):
     """SLEEF's double ``expk2`` of ``(y, 0)``: e^y as a double-double (both parts 0 below -1000)."""
     dq = np.rint(y * 1.442695040888963407359924681001892137426645954152985934135449406931)
-    s = _dd_add2_number((y, np.zeros_like(y)), dq * -.69314718055966295651160180568695068359375)
-    s = _dd_add2_number(s, dq * -.28235290563031577122588448175013436025525412068e-12)
+    s = _df_add_float((y, np.zeros_like(y)), dq * -.69314718055966295651160180568695068359375)
+    s = _df_add_float(s, dq * -.28235290563031577122588448175013436025525412068e-12)
     s2 = _dd_square(s)
     s4 = _dd_square(s2)
     u = _sleef_poly([s[0], s2[0], s4[0], s4[0] * s4[0]], _SLEEF_EXPK2_POLY)
@@ -2217,7 +2206,7 @@ def sleef_hyperbolic64(name, x):
         e = _sleef_expk2_64(y)
         r = _dd_reciprocal64(e)
         if name == "tanh":
-            d = _dd_divide64(*_dd_add2(e, (-r[0], -r[1])), *_dd_add2(e, r))
+            d = _dd_divide64(*_df_add(e, (-r[0], -r[1])), *_df_add(e, r))
             out = d[0] + d[1]
             out = np.where((y > 18.714973875) | np.isnan(out), 1.0, out)
         else:
@@ -2304,15 +2293,16 @@ def vectorized(name, x):
 
 
 def vectorized64(name, x):
-    """torch's ``Vectorized<double>::exp`` / ``::exp2`` / ``::log1p`` / ``::log``... (``name``) of a float64 array: SLEEF's
+    """torch's ``Vectorized<double>::exp`` / ``::exp2`` / ``::log1p`` / ``::log``... (``name``) of a float64 array:
+    SLEEF's
     (``sleef_exp64``, ``sleef_exp2_64``, ``sleef_log1p64``, ``sleef_hyperbolic64``; C's under torch's "default"
     build); the log, expm1 and atanh NumPy's, the erf C's (SLEEF's double ones are not ported: 0.2-1% of elements
     an ulp off, where C's log1p, expm1 and atanh were 6-43%, SciPy's erf 3%)."""
     if CPU_CAPABILITY == "default" and name != "log":
         return c_function64(name, x)
     return {"exp": sleef_exp64, "exp2": sleef_exp2_64, "log1p": sleef_log1p64, "log": np.log, "expm1": np.expm1,
-            "sinh": functools.partial(sleef_hyperbolic64, "sinh"), "cosh": functools.partial(sleef_hyperbolic64, "cosh"),
-            "tanh": functools.partial(sleef_hyperbolic64, "tanh"), "atanh": np.arctanh,
+            **{name: functools.partial(sleef_hyperbolic64, name) for name in ("sinh", "cosh", "tanh")},
+            "atanh": np.arctanh,
             "erf": functools.partial(c_function64, "erf")}[name](x)
 
 

@@ -5,7 +5,8 @@ tests/float64_bits_sweep.py swept every float64 unary/binary op and activation a
 made equal: torch.log1p (SLEEF's log1pd8 on every element: ported, float32_math.sleef_log1p64), torch.exp2
 (sleef_exp2_64, C's exp2 in the tail), asinh/acosh (C's on every element), sinh/cosh (sleef_hyperbolic64), mish and
 gelu's tanh form (SLEEF's double tanh), atanh's and gelu's scalar lambda (C's), logsigmoid, softplus and logaddexp
-(SLEEF's double exp and log1p), atan2, hypot and pow (sleef_atan2_64, sleef_hypot64, sleef_pow64; C's in the tail), elu's gradients (the loop's exp).
+(SLEEF's double exp and log1p), atan2, hypot and pow (sleef_atan2_64, sleef_hypot64, sleef_pow64; C's in the
+tail), elu's gradients (the loop's exp).
 """
 import sys
 
