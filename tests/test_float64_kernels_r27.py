@@ -33,7 +33,7 @@ def _assert_same_bits(name, scales, layouts, check_value=True):
                 np.testing.assert_array_equal(o, t, err_msg=f"{name} {layout} {'value' if k == 0 else 'gradient'}")
 
 
-@pytest.mark.parametrize("name", ["log1p", "exp2", "asinh", "acosh", "sinh", "cosh", "logsigmoid", "softplus",
+@pytest.mark.parametrize("name", ["log1p", "log10", "exp2", "asinh", "acosh", "sinh", "cosh", "logsigmoid", "softplus",
                                   "softplus_beta", "mish", "gelu_tanh", "pow_number"])
 def test_values_and_gradients_are_torchs_in_every_layout(name):
     _assert_same_bits(name, [UNARY[name][1]], LAYOUTS)

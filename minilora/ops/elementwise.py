@@ -2498,7 +2498,11 @@ class LogBase(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g / _step(ctx, ctx.a * math.log(ctx.base))
+        return g / _step(ctx, ctx.a * _LN_OF_BASE[ctx.base])
+
+
+_LN_OF_BASE = {2: 0.6931471805599453, 10: 2.3025850929940456}  # derivatives.yaml's literals: its ln 10 is an ulp
+# below math.log(10) (94% of float64 log10 gradients were an ulp off)
 
 
 @_amp.autocasts
