@@ -2,11 +2,12 @@
 C's in the scalar lambda (the loop's tail, strided inputs).
 
 tests/float64_bits_sweep.py swept every float64 unary/binary op and activation against torch; these are the ones
-made equal: torch.log1p (SLEEF's log1pd8 on every element: ported, float32_math.sleef_log1p64), torch.exp2
-(sleef_exp2_64, C's exp2 in the tail), asinh/acosh (C's on every element), sinh/cosh (sleef_hyperbolic64), mish and
-gelu's tanh form (SLEEF's double tanh), atanh's and gelu's scalar lambda (C's), logsigmoid, softplus and logaddexp
-(SLEEF's double exp and log1p), atan2, hypot and pow (sleef_atan2_64, sleef_hypot64, sleef_pow64; C's in the
-tail), elu's gradients (the loop's exp).
+made equal: torch.log1p and torch.expm1 (SLEEF's log1pd8, expm1d8 on every element: ported, float32_math's
+sleef_log1p64, sleef_expm1_64), log10's gradient (derivatives.yaml's ln 10), torch.exp2 (sleef_exp2_64, C's exp2
+in the tail), asinh/acosh (C's on every element), sinh/cosh (sleef_hyperbolic64), mish and gelu's tanh form
+(SLEEF's double tanh), atanh's and gelu's scalar lambda (C's), logsigmoid, softplus and logaddexp (SLEEF's double
+exp and log1p), atan2, hypot and pow (sleef_atan2_64, sleef_hypot64, sleef_pow64; C's in the tail), ELU's values
+and gradients (the loop's expm1 and exp).
 """
 import sys
 
@@ -33,8 +34,8 @@ def _assert_same_bits(name, scales, layouts, check_value=True):
                 np.testing.assert_array_equal(o, t, err_msg=f"{name} {layout} {'value' if k == 0 else 'gradient'}")
 
 
-@pytest.mark.parametrize("name", ["log1p", "log10", "exp2", "asinh", "acosh", "sinh", "cosh", "logsigmoid", "softplus",
-                                  "softplus_beta", "mish", "gelu_tanh", "pow_number"])
+@pytest.mark.parametrize("name", ["log1p", "expm1", "log10", "exp2", "asinh", "acosh", "sinh", "cosh", "logsigmoid",
+                                  "softplus", "softplus_beta", "mish", "gelu_tanh", "pow_number"])
 def test_values_and_gradients_are_torchs_in_every_layout(name):
     _assert_same_bits(name, [UNARY[name][1]], LAYOUTS)
 
@@ -45,8 +46,8 @@ def test_the_scalar_lambda_is_c_function(name):  # (a strided input: every eleme
 
 
 @pytest.mark.parametrize("name", ["elu", "selu", "celu"])
-def test_elu_gradients_take_the_loops_exp(name):
-    _assert_same_bits(name, [UNARY[name][1]], ["contiguous"], check_value=False)
+def test_elu_values_and_gradients_take_the_loops_expm1_and_exp(name):
+    _assert_same_bits(name, [UNARY[name][1]], ["contiguous"])
 
 
 @pytest.mark.parametrize("name", ["logaddexp", "atan2", "hypot", "pow"])

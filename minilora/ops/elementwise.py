@@ -2341,7 +2341,8 @@ class Expm1(Function):
     def forward(ctx, a):
         # (float32: torch's kernel is its vectorized (SLEEF's) expm1 on every element, float32_math; 16-bit: the
         # same float32 kernel rounded once -- NumPy's float16 expm1 answered expm1(0.0343) a step off)
-        ctx.out = float32_math.vectorized("expm1", a) if _numpy_float32(a) else xp_of(a).expm1(a)
+        vector = _vector_functions(a)  # (float64: SLEEF's double expm1)
+        ctx.out = vector("expm1", a) if vector else xp_of(a).expm1(a)
         return ctx.out
 
     @staticmethod
