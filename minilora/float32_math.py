@@ -48,6 +48,15 @@ and fuses no multiply-add: the models here follow it. F.gelu's exact form is one
 input (``gelu_erf``: its AVX-512 minimax erf ported; its AVX2 formula is not), and so is its gradient
 (``onednn_gelu_erf_derivative``; ATen's ``aten_gelu_erf_derivative`` for the other inputs).
 Not reproduced: MKL's own errors, softmax/log_softmax (ATen's exp_u20 and lane-ordered sums), logsigmoid, erfinv.
+
+float64 follows the same two places. MKL's VML computes torch.exp, log, log2, log10, sqrt, sin, cos, tan, asin,
+acos, atan, tanh, erf, erfc, erfinv and lgamma (contiguous and strided alike; NumPy's or C's stand in, 0.1-68% of
+elements an ulp off: tanh 20%, erfc 16%, lgamma 68%). The rest are ``Vectorized<double>``'s SLEEF functions in
+vectors of 8 doubles (``FLOAT_LANES`` elements a step) and C's double function in the scalar lambda (``loop64``,
+``c_function64``): ported ``sleef_exp64``, ``sleef_exp2_64``, ``sleef_expm1_64``, ``sleef_log1p64``,
+``sleef_hyperbolic64`` (sinh, cosh, tanh), ``sleef_atan2_64``, ``sleef_hypot64``, ``sleef_pow64``, bit for bit,
+in NumPy (their fused multiply-adds by ``fused_multiply_add64``, C's fma where compiled); SLEEF's double log, atanh
+and erf are not (``vectorized64`` says what stands in). ``tests/float64_bits_sweep.py`` counts what is left.
 """
 import functools
 import contextlib
