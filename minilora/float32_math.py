@@ -1167,9 +1167,13 @@ def _times_power_of_two(u, q):
 
 
 def _fma64_like(a, b, c):
-    """fma(a, b, c) of float64 arrays where ``b`` and ``c`` may be numbers (spread to ``a``'s shape)."""
-    return fused_multiply_add64(a, np.full_like(a, b) if np.ndim(b) == 0 else b,
-                                np.full_like(a, c) if np.ndim(c) == 0 else c)
+    """fma(a, b, c) of float64 arrays where ``b`` and ``c`` may be numbers. (The compiled fma takes numbers as its
+    first and last operands, not as its middle one: a number ``b`` trades places with ``a``, the same product.)"""
+    if np.ndim(b) == 0:
+        a, b = b, a
+    if _native_library() is None:  # (_fma64_by_parts: arrays of one shape)
+        a, c = (np.full_like(b, v) if np.ndim(v) == 0 else v for v in (a, c))
+    return fused_multiply_add64(a, b, c)
 
 
 def sleef_exp64(d):
