@@ -22,9 +22,14 @@ where MKL splits the vector between threads at a point not found (near the middl
 
 ``dgemv`` of a C-contiguous matrix (torch's row-major ``mv``: MKL's transposed gemv) sums each row otherwise
 (planted operands, sizes 2-69, then random ones: 1-100 rows of 1-4100, one or two threads, every bit equal): 2
-accumulators of 8 fused lanes (vector ``v`` into ``v % 2``), added together before the odd last whole vector and
-the masked tail are fused in; lanes folded ``l + l^2``, ``^1``, ``^4``. Not found: float32's ``sgemv`` (another
-kernel, which seems to run over rows too) and a transposed matrix (MKL's plain gemv): the BLAS sum stands there.
+accumulators of 8 fused lanes (vector ``v`` into ``v % 2``), added together before the odd last whole vector and the
+masked tail are fused in; lanes folded ``l + l^2``, ``^1``, ``^4``. Not modelled, the BLAS sum stands: a transposed
+matrix (MKL's plain gemv), and float32's ``sgemv``. What planted operands showed of the latter (round 27, for
+whoever takes it up): the first product is apart from the rest, which run from element 1 in vectors of 16. One row:
+2 accumulators, added before the odd last vector and the masked tail, lanes folded ``^8, ^4, ^2, ^1``, then the
+first product (rounded) added: this matched 151 of 151 random rows of 2-1000. More rows: the first product starts
+lane 0, one accumulator, and the last ``(k - 1) % 16`` products are added after the fold in an order not found (the
+even tail positions first, then the odd ones together).
 """
 import numpy as np
 
