@@ -161,7 +161,7 @@ def test_a_matrix_times_its_own_transpose_is_numpys_syrk(threads, monkeypatch):
 
 @pytest.mark.skipif(not float32_math.native_available(), reason="no C compiler: the NumPy update runs")
 @pytest.mark.parametrize("shape", [(100, 200), (10, 10)])  # shared out among threads; gathered with no other
-def test_adamw_with_a_gradient_that_is_the_weight_is_the_numpy_update(shape):
+def test_adamw_with_a_gradient_that_is_the_weight_is_the_numpy_update(shape, monkeypatch):
     w = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
 
     def train():
@@ -172,8 +172,9 @@ def test_adamw_with_a_gradient_that_is_the_weight_is_the_numpy_update(shape):
             opt.step()
         return p.numpy()
     compiled = train()
-    with float32_math.numpy_port():
-        numpy_way = train()
+    # the NumPy update with the one pass declined (not numpy_port(): the roots are MKL's compiled sqrt, round 27)
+    monkeypatch.setattr(float32_math, "adamw_step", lambda *a, **k: False)
+    numpy_way = train()
     np.testing.assert_array_equal(compiled.view(np.uint32), numpy_way.view(np.uint32), strict=True)
 
 

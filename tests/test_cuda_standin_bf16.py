@@ -23,7 +23,7 @@ import pytest
 
 import fake_cupy
 import minilora as ml
-from minilora import compiled_attention, kernels, mkl_half_gemm, ops
+from minilora import compiled_attention, float32_math, kernels, mkl_half_gemm, ops
 from minilora.device import device as _device, xp_of
 from minilora.lora import LoraConfig, get_peft_model
 from minilora.models import LlamaConfig, LlamaForCausalLM
@@ -81,7 +81,8 @@ def train_two_steps(device, lora):
 def without_cpu_kernel_roundings():
     """cpu without the orders and roundings only torch's CPU kernels make (the flash attention kernel, PEFT's two
     parts of x's gradient, MKL's order for lora_A(x): mkl_half_gemm; float32 attention's exp, SLEEF's as torch.exp,
-    and its C twin, compiled_attention): what is left is the math the cuda stand-in runs too."""
+    and its C twin, compiled_attention; MKL's sqrt in the optimizer): what is left is the math the cuda stand-in
+    runs too."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(attention16, "takes", lambda *args: False)
         patch.setattr(ops.nn, "_softmax_exp", lambda scores: xp_of(scores).exp(scores, out=scores))
@@ -89,6 +90,7 @@ def without_cpu_kernel_roundings():
         patch.setattr(compiled_attention, "backward", lambda *args: False)
         patch.setattr(lora_ops, "x_grad_in_two_parts", lambda x: False)
         patch.setattr(mkl_half_gemm, "APPLIES", False)
+        patch.setattr(float32_math, "MKL_SQRT_CPU", False)  # (the optimizer's roots: MKL's sqrt on Intel CPUs)
         yield
 
 

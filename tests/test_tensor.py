@@ -40,7 +40,8 @@ def test_backward_of_a_non_scalar_needs_a_gradient_and_says_which_shape(rng):
     x = t64(rng, 2, 3)
     with pytest.raises(RuntimeError, match=r"scalar.*shape \(2, 3\)"):
         (x * 2).backward()
-    with pytest.raises(RuntimeError, match=r"gradient has shape \(3,\).*shape \(2, 3\)"):
+    with pytest.raises(RuntimeError, match=r"grad_output\[0\] has a shape of torch.Size\(\[3\]\) and output\[0\] "
+                                           r"has a shape of torch.Size\(\[2, 3\]\)"):  # (torch's words, round 27)
         (x * 2).backward(np.ones(3))
 
 
