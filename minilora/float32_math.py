@@ -201,7 +201,7 @@ _NATIVE_SIGNATURES = {
     "ml_c_function2_64": "ipspspn",
     "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
     "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffii", "ml_mkl_sqrt": "ppn",
-    "ml_mkl_sqrt64": "ppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn", "ml_mkl_dgemv_rows": "pppnn",
+    "ml_mkl_sqrt64": "ppn", "ml_exp64": "ppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn", "ml_mkl_dgemv_rows": "pppnn",
     **dict.fromkeys(("ml_mkl_exp", "ml_mkl_log", "ml_mkl_log10", "ml_mkl_log2", "ml_mkl_tanh", "ml_mkl_erf"), "ppn")}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
 # The kernels with a ``<name>_blocks`` twin in float32_kernels.c: the kernel on a block of elements (RoPE's: of rows),
@@ -1182,6 +1182,11 @@ def sleef_exp64(d):
     polynomial by Estrin's scheme in fused multiply-adds, then times 2^q in two halves. ~7% of its answers are an
     ulp off the correctly rounded ones (softmax's rows)."""
     d = np.asarray(d, _F64)
+    library = _native_library()
+    if library is not None and d.ndim:  # (compiled: ml_exp64, these steps in C, ~60x faster; the same bits)
+        source, out = np.ascontiguousarray(d), np.empty(d.shape, _F64)
+        library.ml_exp64(native.address(source), native.address(out), source.size)
+        return out
     q = np.rint(d * 1.442695040888963407359924681001892137426645954152985934135449406931)
     s = fused_multiply_add64(q, np.full_like(d, -.69314718055966295651160180568695068359375), d)
     s = fused_multiply_add64(q, np.full_like(d, -.28235290563031577122588448175013436025525412068e-12), s)

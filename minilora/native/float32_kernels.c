@@ -487,6 +487,37 @@ void ml_mish_backward(const float *g, const float *restrict x, const float *rest
     }
 }
 
+/* ---- SLEEF's double exp (Sleef_expd8_u10, torch's Vectorized<double>::exp: float64 softmax, sigmoid, silu, ...),
+ * float32_math.sleef_exp64's steps in the same order: q = rint(d / ln 2), s = d - q ln 2 in two fused steps, POLY10
+ * by Estrin's scheme in fused multiply-adds (SLEEF's macro's grouping), three more, then times 2^q in two halves. */
+static const double EXP64_POLY[10] = {0.2081276378237164457e-8, 0.2511210703042288022e-7, 0.2755762628169491192e-6,
+                                      0.2755723402025388239e-5, 0.2480158687479686264e-4, 0.1984126989855865850e-3,
+                                      0.1388888888914497797e-2, 0.8333333333314938210e-2, 0.4166666666666602598e-1,
+                                      0.1666666666666669072e+0};
+
+static double sleef_exp64(double d) {
+    const double *c = EXP64_POLY;
+    double q = rint(d * 1.442695040888963407359924681001892137426645954152985934135449406931);
+    double s = fma(q, -.69314718055966295651160180568695068359375, d);
+    s = fma(q, -.28235290563031577122588448175013436025525412068e-12, s);
+    double s2 = s * s, s4 = s2 * s2, s8 = s4 * s4;
+    double u = fma(s8, fma(c[0], s, c[1]),
+                   fma(s4, fma(s2, fma(c[2], s, c[3]), fma(c[4], s, c[5])),
+                       fma(s2, fma(c[6], s, c[7]), fma(c[8], s, c[9]))));
+    u = fma(u, s, 0.5);
+    u = fma(u, s, 1.0);
+    u = fma(u, s, 1.0);
+    int64_t k = q != q ? 0 : q > 2100 ? 2100 : q < -2100 ? -2100 : (int64_t)q;  /* (inf -> the clip, NaN -> 0) */
+    u = u * ldexp(1.0, (int)(k >> 1)) * ldexp(1.0, (int)(k - (k >> 1)));
+    if (d > 709.78271289338397) u = INFINITY;
+    if (d < -1000) u = 0.0;
+    return u;
+}
+
+void ml_exp64(const double *x, double *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_exp64(x[i]);
+}
+
 /* ---- MKL's float32 sqrt, as torch's CPU build runs it on an Intel CPU with AVX-512 --------------------------
  * torch sends float32 sqrt to MKL's vector math (VML, "HA" accuracy), whose code is closed and not correctly
  * rounded: about 1 root in 150 is an ulp off the exact one. Matched bit for bit against torch.sqrt (Intel Xeon,
