@@ -1,6 +1,6 @@
 """MKL's float32 and float64 dot product (``sdot``/``ddot``) on an Intel AVX-512 CPU: torch's ``dot``, ``vdot``,
-``inner`` and ``matmul`` of two vectors, and so LBFGS's dot products; and its float64 matrix-vector product
-(``dgemv``: ``mv``, ``addmv``, ``matmul`` of a matrix and a vector).
+``inner`` and ``matmul`` of two vectors, and so LBFGS's dot products; and its matrix-vector products (``dgemv``, ``sgemv``:
+``mv``, ``addmv``, ``matmul`` of a matrix and a vector).
 
 A dot product's last bits depend on the order of its additions. Found with planted operands (``+-2^60`` (float64)
 or ``+-2^40`` (float32) at two positions among ones: how many ones survive says where the two met, for every pair of
@@ -23,13 +23,20 @@ where MKL splits the vector between threads at a point not found (near the middl
 ``dgemv`` of a C-contiguous matrix (torch's row-major ``mv``: MKL's transposed gemv) sums each row otherwise
 (planted operands, sizes 2-69, then random ones: 1-100 rows of 1-4100, one or two threads, every bit equal): 2
 accumulators of 8 fused lanes (vector ``v`` into ``v % 2``), added together before the odd last whole vector and the
-masked tail are fused in; lanes folded ``l + l^2``, ``^1``, ``^4``. Not modelled, the BLAS sum stands: a transposed
-matrix (MKL's plain gemv), and float32's ``sgemv``. What planted operands showed of the latter (round 27, for
-whoever takes it up): the first product is apart from the rest, which run from element 1 in vectors of 16. One row:
-2 accumulators, added before the odd last vector and the masked tail, lanes folded ``^8, ^4, ^2, ^1``, then the
-first product (rounded) added: this matched 151 of 151 random rows of 2-1000. More rows: the first product starts
-lane 0, one accumulator, and the last ``(k - 1) % 16`` products are added after the fold in an order not found (the
-even tail positions first, then the odd ones together).
+masked tail are fused in; lanes folded ``l + l^2``, ``^1``, ``^4``.
+
+``sgemv`` (float32) sets the first product of a row apart and runs the rest from element 1 in vectors of 16 fused
+lanes, folded ``l + l^8``, ``^4``, ``^2``, ``^1``, with a kernel chosen by the row's place (planted operands, then
+random ones: 1-100 rows of 1-1000, data offset by 0 or 3 elements, every bit equal on one thread):
+
+* rows in groups of 4: the first product starts lane 0; one accumulator; folded; then the last ``(k - 1) % 16``
+  products fused into a vector whose lane 0 holds that sum, folded again;
+* the 1-3 rows after the last group: 2 accumulators (the second of them: 1), added before the odd last vector; the
+  masked tail; folded; then the first product, rounded, added.
+
+On two threads MKL splits a float32 matrix's rows at ceil(rows / 2) (from 30000 products; at 9-50 rows none up to
+27000), which regroups them; ``rows_claimed`` keeps below 16384 there. ``addmv`` ends both as ``fma(alpha, sum,
+beta * y)`` (``ops/extra.py``). Not modelled, the BLAS sum stands: a transposed matrix (MKL's plain gemv).
 """
 import numpy as np
 
@@ -41,6 +48,7 @@ ACCUMULATORS = 4
 _THREADED_FROM_BYTES = 32768  # from here on several threads MKL splits the vector (not modelled)
 _LANES = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 _FOLDS = {16: (8, 4, 1, 2), 8: (4, 2, 1)}
+_SGEMV_THREADED_FROM = 16384  # products: below the sizes seen unsplit (see rows_claimed)
 
 
 def claims(x, y):
@@ -87,23 +95,82 @@ def dot_in_mkl_order(x, y):
 
 
 def rows_claimed(mat, vec):
-    """Whether ``rows_times_vector`` models MKL here: a C-contiguous float64 matrix and vector, the measured CPU."""
-    return (APPLIES and type(mat) is np.ndarray and type(vec) is np.ndarray and mat.ndim == 2 and vec.ndim == 1
-            and mat.dtype == vec.dtype == np.float64 and mat.flags.c_contiguous and vec.flags.c_contiguous)
+    """Whether ``rows_times_vector`` models MKL here: a C-contiguous float64 or float32 matrix and vector, the
+    measured CPU; float32 with at least one column, and on one thread or fewer than ``_SGEMV_THREADED_FROM``
+    products (beyond, MKL splits the rows between threads, which regroups them by 4: split at ceil(rows / 2) from
+    30000 products, at 9-50 rows none up to 27000 -- where it starts is not pinned down)."""
+    if not (APPLIES and type(mat) is np.ndarray and type(vec) is np.ndarray and mat.ndim == 2 and vec.ndim == 1
+            and mat.dtype == vec.dtype and mat.dtype in _LANES and mat.flags.c_contiguous and vec.flags.c_contiguous):
+        return False
+    return mat.dtype == np.float64 or (mat.shape[1] > 0 and (mat.size < _SGEMV_THREADED_FROM
+                                                              or parallel.num_threads() == 1))
 
 
 def rows_times_vector(mat, vec):
-    """``mat @ vec`` as MKL's ``dgemv`` sums it (see the module's docstring), or None where ``rows_claimed`` is
-    False. Compiled where a C compiler is found (``ml_mkl_dgemv_rows``: the same order)."""
+    """``mat @ vec`` as MKL's ``dgemv``/``sgemv`` sums it (see the module's docstring), or None where
+    ``rows_claimed`` is False. Compiled where a C compiler is found (``ml_mkl_dgemv_rows``, ``ml_mkl_sgemv_rows``:
+    the same orders)."""
     if not rows_claimed(mat, vec):
         return None
     library = float32_math._native_library()
     if library is None:
-        return rows_times_vector_in_mkl_order(mat, vec)
-    out = np.empty(mat.shape[0], np.float64)
+        return (rows_times_vector_in_mkl_order if mat.dtype == np.float64 else sgemv_in_mkl_order)(mat, vec)
+    out = np.empty(mat.shape[0], mat.dtype)
     if out.size:
-        library.ml_mkl_dgemv_rows(*map(native.address, (mat, vec, out)), mat.shape[0], mat.shape[1])
+        kernel = library.ml_mkl_dgemv_rows if mat.dtype == np.float64 else library.ml_mkl_sgemv_rows
+        kernel(*map(native.address, (mat, vec, out)), mat.shape[0], mat.shape[1])
     return out
+
+
+def sgemv_in_mkl_order(mat, vec):
+    """The NumPy reference of ``sgemv``'s order (the module's docstring): the rows in groups of 4 one way, the first
+    row after them with 2 accumulators, the second with 1, the third with 2."""
+    rows = mat.shape[0]
+    grouped = rows - rows % 4
+    out = np.empty(rows, np.float32)
+    out[:grouped] = _sgemv_rows(mat[:grouped], vec, accumulators=1, grouped=True)
+    for r in range(grouped, rows):
+        out[r] = _sgemv_rows(mat[r:r + 1], vec, accumulators=1 if r - grouped == 1 else 2, grouped=False)[0]
+    return out
+
+
+def _fold16(lanes):
+    for step in (8, 4, 2, 1):
+        lanes = lanes + lanes[:, np.arange(16) ^ step]
+    return lanes[:, 0]
+
+
+def _fused_into(lanes, mat, vec, part):
+    """``lanes[:, :width]`` with the products of ``part`` of each row fused in (one rounding each)."""
+    width = part.stop - part.start
+    lanes[:, :width] = float32_math.fused_multiply_add(np.ascontiguousarray(mat[:, part]), np.broadcast_to(
+        vec[part], (mat.shape[0], width)).copy(), np.ascontiguousarray(lanes[:, :width]))
+    return lanes
+
+
+def _sgemv_rows(mat, vec, accumulators, grouped):
+    """One of ``sgemv``'s row kernels on rows ``mat`` [R, K] (K >= 1): their sums (float32 [R])."""
+    rows, k = mat.shape
+    first = mat[:, 0] * vec[0]
+    vectors = (k - 1) // 16
+    whole = vectors - vectors % accumulators
+    acc = np.zeros((accumulators, rows, 16), np.float32)
+    if grouped:
+        acc[0, :, 0] = first
+    for v in range(whole):
+        acc[v % accumulators] = _fused_into(acc[v % accumulators], mat, vec, slice(1 + 16 * v, 17 + 16 * v))
+    lanes = acc[0] + acc[1] if accumulators == 2 else acc[0]
+    for v in range(whole, vectors):
+        lanes = _fused_into(lanes, mat, vec, slice(1 + 16 * v, 17 + 16 * v))
+    tail = slice(1 + 16 * vectors, k)
+    if not grouped:
+        return _fold16(_fused_into(lanes, mat, vec, tail)) + first
+    total = _fold16(lanes)
+    if tail.start >= k:
+        return total
+    lanes = np.zeros((rows, 16), np.float32)
+    lanes[:, 0] = total
+    return _fold16(_fused_into(lanes, mat, vec, tail))
 
 
 def rows_times_vector_in_mkl_order(mat, vec):

@@ -97,16 +97,17 @@ def test_lbfgs_weights_are_torchs(dtype, line_search):
 
 
 @measured
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("name", ["mv", "matmul", "addmv", "addmv_scaled", "addmv_beta_0"])
-def test_float64_matrix_vector_products_are_torchs(name):
+def test_matrix_vector_products_are_torchs(name, dtype):
     rng = np.random.default_rng(7)
-    y = {torch: torch.ones(1, dtype=torch.float64) / 3, minilora: minilora.ones(1, dtype=minilora.float64) / 3}
+    y = {lib: lib.ones(1, dtype=getattr(lib, dtype.__name__)) / 3 for lib in (torch, minilora)}
     calls = {"addmv": lambda lib, m, v: lib.addmv(y[lib], m, v, beta=0.5),
              "addmv_scaled": lambda lib, m, v: lib.addmv(y[lib], m, v, beta=0.5, alpha=1.7),  # one fma at the end
              "addmv_beta_0": lambda lib, m, v: lib.addmv(y[lib], m, v, beta=0, alpha=1.7)}
     call = calls.get(name, lambda lib, m, v: getattr(lib, name)(m, v))
-    for rows, k in [(1, 100), (3, 7), (5, 16), (8, 24), (17, 33), (40, 301), (40, 1)]:
-        mat, vec = rng.standard_normal((rows, k)), rng.standard_normal(k)
+    for rows, k in [(1, 100), (2, 40), (3, 7), (5, 16), (7, 50), (8, 24), (17, 33), (40, 301), (40, 1)]:
+        mat, vec = rng.standard_normal((rows, k)).astype(dtype), rng.standard_normal(k).astype(dtype)
         want = call(torch, torch.from_numpy(mat), torch.from_numpy(vec)).numpy()
         got = call(minilora, minilora.tensor(mat), minilora.tensor(vec)).numpy()
         assert got.tobytes() == want.tobytes(), (name, rows, k)

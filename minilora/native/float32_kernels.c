@@ -1600,3 +1600,49 @@ void ml_mkl_dgemv_rows(const double *restrict a, const double *restrict x, doubl
         out[r] = lanes[0];
     }
 }
+
+/* ---- MKL's float32 matrix-vector product, a C-contiguous matrix (mkl_dot.py's sgemv_row_in_mkl_order, the same
+ * order): the first product apart, the rest from element 1 in vectors of 16 fused lanes, lanes folded l + l^8, ^4,
+ * ^2, ^1. Rows in groups of 4 (grouped != 0): the first product starts lane 0, one accumulator, folded, and the last
+ * (k - 1) % 16 products fused into a vector whose lane 0 holds that sum, folded again. The rows after the last group:
+ * `accumulators` (1 or 2, vector v into v % 2, added before the odd last vector) and the masked tail, folded, then
+ * the first product (rounded) added. */
+static float ml_fold16(float *lanes) {
+    static const int folds[] = {8, 4, 2, 1};
+    float folded[16];
+    for (int f = 0; f < 4; f++) {
+        for (int l = 0; l < 16; l++) folded[l] = lanes[l] + lanes[l ^ folds[f]];
+        memcpy(lanes, folded, sizeof folded);
+    }
+    return lanes[0];
+}
+
+static float ml_sgemv_row(const float *restrict row, const float *restrict x, size_t k, int accumulators,
+                          int grouped) {
+    float acc[2][16] = {{0}}, lanes[16];
+    if (grouped) acc[0][0] = row[0] * x[0];
+    size_t vectors = (k - 1) / 16, whole = vectors - vectors % accumulators, tail = 1 + 16 * vectors;
+    for (size_t v = 0; v < whole; v++)
+        for (int l = 0; l < 16; l++) {
+            size_t i = 1 + 16 * v + l;
+            acc[v % accumulators][l] = fmaf(row[i], x[i], acc[v % accumulators][l]);
+        }
+    for (int l = 0; l < 16; l++) lanes[l] = accumulators == 2 ? acc[0][l] + acc[1][l] : acc[0][l];
+    for (size_t i = 1 + 16 * whole; i < tail; i++) lanes[(i - 1) % 16] = fmaf(row[i], x[i], lanes[(i - 1) % 16]);
+    if (!grouped) {
+        for (size_t i = tail; i < k; i++) lanes[i - tail] = fmaf(row[i], x[i], lanes[i - tail]);
+        return ml_fold16(lanes) + row[0] * x[0];
+    }
+    float total = ml_fold16(lanes);
+    if (tail >= k) return total;
+    memset(lanes, 0, sizeof lanes);
+    lanes[0] = total;
+    for (size_t i = tail; i < k; i++) lanes[i - tail] = fmaf(row[i], x[i], lanes[i - tail]);
+    return ml_fold16(lanes);
+}
+
+void ml_mkl_sgemv_rows(const float *restrict a, const float *restrict x, float *restrict out, size_t rows, size_t k) {
+    size_t grouped = rows - rows % 4;
+    for (size_t r = 0; r < rows; r++)
+        out[r] = ml_sgemv_row(a + r * k, x, k, r >= grouped && r - grouped == 1 ? 1 : 2 - (r < grouped), r < grouped);
+}

@@ -648,32 +648,32 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
     if _is_16bit_float(mat):  # torch's 16-bit gemv: beta and alpha cast to the dtype, beta * y + alpha * dot in
         beta, alpha = (_rounded_to(number, mat.dtype) for number in (beta, alpha))  # float32, rounded once
         return _one_node(_in_float32(addmv, input, mat, vec, beta, alpha), "AddmvBackward0", input, mat, vec)
-    if _fused_by_dgemv(input, mat, vec, beta, alpha):
-        return _one_node(_dgemv_scaled_sum(input, mat, vec, beta, alpha), "AddmvBackward0", input, mat, vec)
-    if _one_column_of_dgemv(mat, vec) and alpha != 1:  # (beta 0 here: y ignored; A[:, 0] * (alpha * v[0]) rounded once)
+    if _fused_by_gemv(input, mat, vec, beta, alpha):
+        return _one_node(_gemv_scaled_sum(input, mat, vec, beta, alpha), "AddmvBackward0", input, mat, vec)
+    if _one_column_of_gemv(mat, vec) and alpha != 1:  # (beta 0 here: y ignored; A[:, 0] * (alpha * v[0]) rounded once)
         mat_vec, alpha = mv(mat, vec * alpha), 1
     else:
         mat_vec = mv(mat, vec)
     return _one_node(_scaled_sum("addmv", input, mat_vec, beta, alpha), "AddmvBackward0", input, mat, vec)
 
 
-def _one_column_of_dgemv(mat, vec):
-    """A float64 matrix of one column that ``mkl_dot`` claims: MKL's plain gemv runs it, ``alpha * v[0]`` first."""
-    return mat.dtype == np.float64 and mat.shape[1] == 1 and mkl_dot.rows_claimed(mat._array, vec._array)
+def _one_column_of_gemv(mat, vec):
+    """A matrix of one column that ``mkl_dot`` claims: MKL's plain gemv runs it, ``alpha * v[0]`` first."""
+    return mat.shape[1] == 1 and mkl_dot.rows_claimed(mat._array, vec._array)
 
 
-def _fused_by_dgemv(input, mat, vec, beta, alpha):
-    """Whether MKL's float64 gemv ends with one fused multiply-add where minilora's two roundings would differ
-    (``_dgemv_scaled_sum``): ``beta != 0`` (beta 0 ignores y), a matrix ``mkl_dot`` claims, and ``alpha != 1`` or
-    one column."""
-    return (input.dtype == np.float64 and beta != 0 and isinstance(alpha, (int, float))
+def _fused_by_gemv(input, mat, vec, beta, alpha):
+    """Whether MKL's gemv (float64, float32) ends with one fused multiply-add where minilora's two roundings would
+    differ (``_gemv_scaled_sum``): ``beta != 0`` (beta 0 ignores y), a matrix ``mkl_dot`` claims, and ``alpha != 1``
+    or one column."""
+    return (beta != 0 and isinstance(alpha, (int, float))
             and (alpha != 1 or mat.shape[1] == 1) and type(input._array) is np.ndarray
             and mkl_dot.rows_claimed(mat._array, vec._array))
 
 
-def _dgemv_scaled_sum(input, mat, vec, beta, alpha):
-    """MKL's float64 ``beta * y + alpha * (mat @ vec)`` (measured bit for bit): ``fma(alpha, sum, beta * y)``; with
-    one column (its plain gemv) ``fma(mat[:, 0], alpha * v[0], beta * y)``. ``addcmul`` fuses as that FMA."""
+def _gemv_scaled_sum(input, mat, vec, beta, alpha):
+    """MKL's ``beta * y + alpha * (mat @ vec)`` (float64, float32: measured bit for bit): ``fma(alpha, sum, beta *
+    y)``; with one column (its plain gemv) ``fma(mat[:, 0], alpha * v[0], beta * y)``. ``addcmul`` fuses as that FMA."""
     start = input if beta == 1 else input * beta
     if mat.shape[1] == 1:
         return E.addcmul(start, mat[:, 0], vec * alpha)
