@@ -8,10 +8,9 @@ pip wheels, built with MKL) computes its float32 elementwise math in two places:
   ``sin``, ``cos``, ``tan``, ``asin``, ``acos``, ``atan``, ``sqrt``, ``erf``, ``erfc`` (``at::vml``;
   float64 too). MKL's code is closed; its float32 results are the correctly rounded ones except for
   0.1% (``tanh``, ``log2``) to 18% (``sqrt``, ``tan``) of the elements. ``vml`` computes in float64
-  and rounds once: the closest an open formula gets (NumPy's float32 ``exp`` was off in 39%). ``sqrt``,
-  ``exp``, ``log``, ``log10``, ``log2``, ``tanh`` and ``erf`` are the exceptions on Intel CPUs with AVX-512: MKL's float32 code
-  for them (its AVX-512 kernels, read from torch's libtorch_cpu.so) runs compiled here, the same instructions
-  in the same order (``mkl_sqrt``, ``mkl_matched``: matched bit for bit against torch; round 27).
+  and rounds once: the closest an open formula gets (NumPy's float32 ``exp`` was off in 39%). ``sqrt`` is
+  the exception: on Intel CPUs with AVX-512 MKL's float32 and float64 roots are an rsqrt14 estimate refined,
+  which ``mkl_sqrt`` computes the same way (matched bit for bit against torch; round 27).
 * **SLEEF and ATen's own vectorized formulas** for the rest, ported here function by function
   (``sleef_exp``, ``sleef_expm1``, ``sleef_tanh``, ``sleef_log1p``: not correctly rounded, so only
   the same steps give the same numbers): ``sigmoid`` ``1 / (1 + exp(-x))``, ``silu`` ``x / (1 +
@@ -158,24 +157,12 @@ def cpu_vendor():
 
 
 def _mkl_sqrt_cpu():
-    """An Intel CPU with AVX-512: where MKL's float32 sqrt, exp, log, log10, log2, tanh and erf (torch's) were
-    matched bit for bit (``mkl_sqrt``, ``mkl_matched``: MKL's AVX-512 kernels, which MKL runs there)."""
+    """An Intel CPU with AVX-512: where MKL's float32 sqrt (torch's) was matched bit for bit (``mkl_sqrt``)."""
     return (cpu_vendor() == "GenuineIntel" and bool(cpu_features().get("AVX512F"))
             and platform.machine() in ("x86_64", "AMD64"))
 
 
 MKL_SQRT_CPU = _mkl_sqrt_cpu()
-
-
-def _mkl_settings_keep_avx512():
-    """Whether MKL's environment leaves it its AVX-512 kernels (what ``mkl_matched`` computes): not where
-    MKL_ENABLE_INSTRUCTIONS or MKL_CBWR name an older code path (AVX2, COMPATIBLE: other bits, measured)."""
-    instructions = os.environ.get("MKL_ENABLE_INSTRUCTIONS", "AVX512").upper()
-    reproducible = os.environ.get("MKL_CBWR", "AUTO").upper()
-    return instructions.startswith("AVX512") and reproducible.startswith(("AUTO", "AVX512"))
-
-
-_MKL_AVX512_SETTINGS = _mkl_settings_keep_avx512()
 
 
 # ---- the compiled kernels: these SLEEF ports in C (minilora/native/float32_kernels.c) ----------------
@@ -202,8 +189,7 @@ _NATIVE_SIGNATURES = {
     "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
     "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffii", "ml_mkl_sqrt": "ppn",
     "ml_mkl_sqrt64": "ppn", "ml_exp64": "ppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn",
-    "ml_mkl_dgemv_rows": "pppnn", "ml_mkl_sgemv_rows": "pppnn",
-    **dict.fromkeys(("ml_mkl_exp", "ml_mkl_log", "ml_mkl_log10", "ml_mkl_log2", "ml_mkl_tanh", "ml_mkl_erf"), "ppn")}
+    "ml_mkl_dgemv_rows": "pppnn", "ml_mkl_sgemv_rows": "pppnn"}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
 # The kernels with a ``<name>_blocks`` twin in float32_kernels.c: the kernel on a block of elements (RoPE's: of rows),
 # ``f(args, first, last)``, which gemm_pool's C threads call on each thread's block (``_native_map``, ``rotary``).
@@ -826,22 +812,15 @@ def vml(name, a):
     gives it, as near as an open formula gets: float32 correctly rounded, other dtypes (and CuPy
     arrays) NumPy's own (MKL's float64 results are not reproduced either)."""
     if _is_16bit_array(a) and not (a.dtype == np.float16 and name in _NUMPY_FLOAT16):  # (float16 exp(0.0073) is
-        return _vml_open(name, a.astype(_F32)).astype(a.dtype)  # a float32 tie: rounded from float32, as torch's)
+        return vml(name, a.astype(_F32)).astype(a.dtype)  # a float32 tie: rounded from float32, as torch's)
     if name == "sqrt" and type(a) is np.ndarray and a.dtype == _F64:
         return mkl_sqrt(a)
     if type(a) is not np.ndarray or a.dtype != _F32:
         return getattr(xp_of(a), name)(a)
-    matched = mkl_matched(name, a)
-    return _vml_open(name, a) if matched is None else matched
-
-
-def _vml_open(name, a):
-    """``vml`` of a float32 NumPy array without the MKL kernels matched (``mkl_matched``; torch's 16-bit kernels
-    are not MKL's: they keep the correctly rounded float32 value, rounded)."""
-    if name == "sqrt":
-        return mkl_sqrt(a)
     if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)
         return correctly_rounded(np.exp, a)
+    if name == "sqrt":
+        return mkl_sqrt(a)
     return _in_float64(getattr(np, name), a)  # (no np.errstate: it costs ~1 us a call)
 
 
@@ -853,35 +832,10 @@ def mkl_sqrt(a, out=None):
     library = _native_library()
     if not MKL_SQRT_CPU or library is None or a.size == 0 or a.dtype not in (_FLOAT32, _FLOAT64):
         return np.sqrt(a, out=out) if out is not None else np.sqrt(a)
-    return _run_native(library.ml_mkl_sqrt if a.dtype == _FLOAT32 else library.ml_mkl_sqrt64, a, out)
-
-
-# torch's float32 functions whose MKL code (mkl_vml_kernel_s<Name>_Z0HAynn, read from libtorch_cpu.so) runs
-# compiled here, matched bit for bit on Intel AVX-512 CPUs (MKL_SQRT_CPU; tests/test_mkl_vml_r27.py), with the
-# kernel that computes it (native/float32_kernels.c). The others stay correctly rounded (``vml``): sin and cos
-# match for |x| <= 10000 only (MKL's larger arguments take a Payne-Hanek reduction not reproduced), tan, the
-# inverse functions, erfc, erfinv and lgamma were not tried (round 27).
-_MKL_FLOAT32_KERNELS = {"exp": "ml_mkl_exp", "log": "ml_mkl_log", "tanh": "ml_mkl_tanh", "erf": "ml_mkl_erf",
-                        "log10": "ml_mkl_log10", "log2": "ml_mkl_log2"}
-
-
-def mkl_matched(name, a):
-    """torch's float32 ``name`` (``_MKL_FLOAT32_KERNELS``: exp, log, log10, log2, tanh, erf) of a float32 NumPy
-    array, MKL's bits, or None where MKL's code was not matched (another CPU, another function, no compiler) or
-    ``a`` is empty."""
-    if name not in _MKL_FLOAT32_KERNELS or not (MKL_SQRT_CPU and _MKL_AVX512_SETTINGS) or a.dtype != _F32 \
-            or a.size == 0:
-        return None
-    library = _native_library()
-    return None if library is None else _run_native(getattr(library, _MKL_FLOAT32_KERNELS[name]), a)
-
-
-def _run_native(kernel, a, out=None):
-    """``kernel(source, target, n)`` of ``a``'s elements in order (a contiguous copy where ``a`` is a view), into
-    ``out`` if given, else a new array of ``a``'s shape."""
     source = np.ascontiguousarray(a)
     target = out if out is not None and out.flags.c_contiguous and out.shape == a.shape and out.dtype == a.dtype \
         else np.empty(a.shape, a.dtype)
+    kernel = library.ml_mkl_sqrt if a.dtype == _FLOAT32 else library.ml_mkl_sqrt64
     kernel(native.address(source), native.address(target), source.size)
     if out is not None and target is not out:
         out[...] = target

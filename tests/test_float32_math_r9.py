@@ -258,11 +258,9 @@ def test_sleef_exp_where_the_reduced_argument_is_largest():
 
 
 @pytest.mark.parametrize("name", ["exp", "tanh", "log", "sin"])
-def test_large_arrays_round_once_block_by_block(name, monkeypatch):
+def test_large_arrays_round_once_block_by_block(name):
     """Above one cache block float32_math computes the float64 result block by block: the same numbers
-    as one float64 pass over the whole array, in the array's shape. (Where MKL's exp, log and tanh are matched,
-    vml runs those instead: test_mkl_vml_r27.py; here the open formula, as on other CPUs.)"""
-    monkeypatch.setattr(float32_math, "MKL_SQRT_CPU", False)
+    as one float64 pass over the whole array, in the array's shape."""
     x = _values(3 * 32768 + 45, scale=30.0, seed=17)
     x = np.abs(x) if name == "log" else x
     fn = getattr(np, name)

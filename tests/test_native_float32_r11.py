@@ -270,11 +270,8 @@ def test_a_process_without_them_computes_the_same_bits(tmp_path):
 @needs_native
 @pytest.mark.parametrize("name", ["sigmoid", "silu", "elu", "selu", "softplus", "mish", "gelu_tanh", "tanh", "expm1",
                                   "log1p"])
-def test_ops_forward_and_backward(name, monkeypatch):
+def test_ops_forward_and_backward(name):
     """Through the ops (the Tensor API), forward and backward: the compiled kernels' gradients are the port's."""
-    # (MKL's tanh, matched on Intel AVX-512 CPUs, runs compiled only, as mkl_sqrt: no NumPy port gives its bits,
-    # so this compares the open formula both ways; test_mkl_vml_r27.py compares MKL's with torch's)
-    monkeypatch.setattr(float32_math, "MKL_SQRT_CPU", False)
     F = ml.nn.functional
     op = {"sigmoid": ml.sigmoid, "silu": F.silu, "elu": F.elu, "selu": F.selu, "softplus": F.softplus,
           "mish": F.mish, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "tanh": ml.tanh, "expm1": ml.expm1,

@@ -784,9 +784,6 @@ class Erf(Function):
                 erf = float32_math.c_function("erff", wide) if float32_math.CPU_CAPABILITY == "default" \
                     else float32_math.aten_erf(wide)
             return erf.astype(a.dtype)
-        matched = float32_math.mkl_matched("erf", a) if type(a) is np.ndarray and a.dtype == np.float32 else None
-        if matched is not None:  # (MKL's float32 erf, torch's: matched on Intel AVX-512 CPUs)
-            return matched
         host = fastmath.erf(_host_array(a).astype(np.float64))  # (16-bit off the CPU: through float32, as
         if _is_16bit_float(a):  # torch's CUDA kernel computes in float)
             host = host.astype(np.float32)
