@@ -1988,8 +1988,8 @@ def gelu_erf_derivative64(x, grad):
     """torch's float64 gelu backward factor (``aten_gelu_erf_derivative``'s formula in double), C order: ``cdf + x
     pdf`` fused in the vectorized body, unfused with C's erf and exp in the scalar lambda of the loop over
     ``(grad, x)``."""
-    positions = scalar_positions(grad, x, step=FLOAT_LANES)
-    x = np.ascontiguousarray(x, _F64)
+    positions, shape = scalar_positions(grad, x, step=FLOAT_LANES), np.shape(x)
+    x = np.ascontiguousarray(x, _F64)  # (a 0-d x comes out 1-d: the result takes x's shape back)
     with np.errstate(over="ignore", invalid="ignore"):
         cdf = (vectorized64("erf", x * _SQRT1_2_64) + 1) * 0.5
         pdf = vectorized64("exp", (x * x) * -0.5) * _GELU_PDF_BETA64
@@ -1999,7 +1999,7 @@ def gelu_erf_derivative64(x, grad):
             tail = flat[where]
             tail_cdf = 0.5 * (1 + c_function64("erf", tail * _SQRT1_2_64))
             flat_derivative[where] = tail_cdf + tail * (_GELU_PDF_BETA64 * c_function64("exp", (tail * tail) * -0.5))
-    return derivative
+    return derivative.reshape(shape)
 
 
 def _two_like(x):

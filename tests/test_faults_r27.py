@@ -1,7 +1,6 @@
 """Round 27's fault pass: flush-to-zero outside minilora's parallel regions, the OpenAI-compatible server, the
 CLI and the distributed path (each test names what it found)."""
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 
 import minilora
 from minilora import blas
+from background_runs import run_process
 from test_faults import run_cli  # (minilora's main in this process: exit code, output)
 
 
@@ -56,7 +56,7 @@ def test_flush_denormal_flushes_products_on_openblas_threads():
     if blas.get_num_threads() is None:
         pytest.skip("NumPy's BLAS here is not OpenBLAS")
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
-    done = subprocess.run([sys.executable, "-c", _FLUSH_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    done = run_process([sys.executable, "-c", _FLUSH_SCRIPT], env=env, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
