@@ -241,10 +241,12 @@ def _allocator_owner(model):
     return None
 
 
-def _training_state(step, named_params, optimizer, scheduler, history, allocator_owner=None, buffers=()):
+def _training_state(step, named_params, optimizer, scheduler, history, allocator_owner=None, buffers=(),
+                    generators=None):
     """``history``: the per-step ``losses``, ``lrs`` and ``grad_norms`` and the ``evals`` records so far (a
-    resumed run's result holds them from step 1 on, whatever folder it continues in)."""
-    generators = generator_states()
+    resumed run's result holds them from step 1 on, whatever folder it continues in). ``generators``: the
+    random generators' states to save (``generator_states()``, now, by default)."""
+    generators = generators or generator_states()
     state = {"format": CHECKPOINT_FORMAT, "step": step,
              "model": {name: p for name, p in named_params},
              "optimizer": optimizer.state_dict(),
@@ -483,35 +485,81 @@ class _Progress:
 # The loop
 # ----------------------------------------------------------------------------------------------
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during ``train``: the step in progress was finished and, with ``out_dir``, checkpointed
-    (``checkpoint``, at ``step``), so ``resume=True`` continues exactly where the run stopped."""
+    """Ctrl-C or SIGTERM during ``train``: with ``out_dir``, the checkpoint ``checkpoint`` holds ``step``, so
+    ``resume=True`` continues exactly where the run stopped. ``signal``: the one that stopped it (``"SIGINT"``: the
+    step in progress was finished first; ``"SIGTERM"``: it was abandoned, and ``step`` is the last whole one)."""
 
-    def __init__(self, step, checkpoint):
-        super().__init__(f"training interrupted after step {step}")
-        self.step, self.checkpoint = step, checkpoint
+    def __init__(self, step, checkpoint, signal="SIGINT"):
+        super().__init__(f"training interrupted after step {step}" +
+                         (f" ({signal}: the step in progress was abandoned)" if signal != "SIGINT" else ""))
+        self.step, self.checkpoint, self.signal = step, checkpoint, signal
 
 
-class _CtrlC:
-    """While training, the first Ctrl-C (SIGINT) sets ``asked`` -- the loop stops after the current
-    step -- and a second one interrupts at once. ``restore()`` puts the previous handler back.
-    (Signals reach the main thread only; elsewhere Ctrl-C keeps its usual meaning.)"""
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler in the middle of a step: ``train`` saves the last whole step and stops."""
+
+
+class _Interruptions:
+    """What stops a training run, and how.
+
+    Ctrl-C (SIGINT): the first one sets ``asked`` -- the loop stops after the current step -- and a second one
+    interrupts at once. SIGTERM (a job scheduler ending the job; ``mpirun`` turns a Ctrl-C into SIGTERM to every
+    rank, followed a fraction of a second later by SIGKILL): there is no time to finish the step, so the handler
+    raises ``_Terminated`` at once, and ``train`` saves the last whole step -- unless the update is being applied
+    (``applying()``), which is finished first, so the weights, moments and step count always agree. SIGTERM is taken
+    over only where it would kill the process (``SIG_DFL``): a program's own handler, or ``SIG_IGN``, is kept.
+    ``restore()`` puts the previous handlers back. (Signals reach the main thread only; elsewhere both keep their
+    usual meaning.)"""
 
     def __init__(self):
-        self.asked, self.previous = False, None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        self.asked, self.terminated, self._applying, self.previous = False, False, False, {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigint(self, signum, frame):
+        if self.terminated:
+            return  # (already saving the last whole step, and stopping)
         if self.asked:
             raise KeyboardInterrupt
         self.asked = True
         print("\nCtrl-C: stopping after this step (press Ctrl-C again to stop at once)", file=sys.stderr,
               flush=True)
 
+    def _on_sigterm(self, signum, frame):
+        if self.terminated:
+            return
+        self.terminated = True
+        if not self._applying:
+            raise _Terminated
+
+    @contextlib.contextmanager
+    def applying(self):
+        """The update of a step (optimizer, scheduler, the history): a SIGTERM inside waits for its end."""
+        self._applying = True
+        try:
+            yield
+        finally:
+            self._applying = False
+        if self.terminated:
+            raise _Terminated
+
     def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+        self.previous = {}
+
+
+class _StepBoundary:
+    """What a checkpoint of the last whole step needs that the step in progress changes before its update: the
+    random generators (dropout masks drawn) and a DataLoader's place in its epoch. (Weights, moments and history
+    change only in the update.) ``eval_due``: that step's evaluation had not run yet."""
+
+    def __init__(self, step, loader, eval_due=False):
+        self.step, self.eval_due, self.generators = step, eval_due, generator_states()
+        self.data = loader.state_dict() if isinstance(loader, _EpochLoader) else None
 
 
 def _as_loader(data, batch_size, seed, shuffle=True, what="train_data"):
@@ -889,13 +937,16 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
         raise error(f"training stopped at step {step}: {what}. Nothing was saved for this step; "
                     f"{where}.{' ' + advice if advice else ''}", step, path, result(step - 1), good_step)
 
-    def checkpoint(step):
+    def checkpoint(step, boundary=None):
+        """``boundary``: a ``_StepBoundary`` of ``step`` (a step in progress was abandoned since)."""
         nonlocal last_good
         state = _training_state(step, named, optimizer, scheduler,
                                 {"losses": losses, "lrs": lrs, "grad_norms": grad_norms, "evals": evals},
-                                allocator_owner, buffers)
+                                allocator_owner, buffers, boundary and boundary.generators)
         if isinstance(loader, _EpochLoader):
-            state["data"] = loader.state_dict()
+            state["data"] = boundary.data if boundary else loader.state_dict()
+        if boundary and boundary.eval_due:  # (a resume runs it first, as this run would have)
+            state["eval_due"] = True
         state["batches"] = _batch_options(loader, grad_accum)
         state["frozen"] = frozen
         bad = _non_finite_arrays(state)
@@ -906,9 +957,24 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
             save_training_state(ckpt_path, state)
         last_good = (ckpt_path, step)
 
-    ctrl_c = _CtrlC()  # from here on, the first Ctrl-C asks the loop to stop after the current step
+    def eval_due(step):
+        return ((eval_every and step % eval_every == 0) or step == steps) and \
+            (eval_loader is not None or eval_fn is not None)
+
+    def evaluate(step):
+        evals.append(_evaluate(model, step, eval_loader, eval_fn))
+        model.train()  # an eval_fn may leave it in eval mode: the next steps still train with dropout
+        log.write(evals[-1])
+        bar.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in evals[-1].items() if k != "kind"))
+
+    interruptions = _Interruptions()  # from here on, the first Ctrl-C asks the loop to stop after the current step
+    boundary = _StepBoundary(start, loader)
     try:
+        if resume and state.get("eval_due"):  # the interrupted run was stopped before its evaluation
+            evaluate(start)
         for step in range(start + 1, steps + 1):
+            boundary = _StepBoundary(step - 1, loader)
             t_step = time.perf_counter()
             loss_sum, tokens = 0.0, 0
             for micro in range(grad_accum):
@@ -925,7 +991,7 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
                 loss_sum += value
                 tokens += int((labels[:, 1:] != IGNORE_INDEX).sum())
             if ddp is not None:  # every rank must take the same decisions: on the same numbers
-                loss_sum, tokens, ctrl_c.asked = _agree(loss_sum, tokens, ctrl_c.asked)
+                loss_sum, tokens, interruptions.asked = _agree(loss_sum, tokens, interruptions.asked)
                 if not math.isfinite(loss_sum):
                     stop(step, f"the loss is {loss_sum / grad_accum}")
             _check_divergence(step, loss_sum / grad_accum, losses, stop)
@@ -936,35 +1002,37 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
                 reason, diverged = _zero_gradient_reason(model, step == start + 1 and not resume, loss_sum / grad_accum)
                 stop(step, reason, TrainingDivergedError, diverged)
             step_lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            if after_optimizer_step is not None:
-                after_optimizer_step(step)
-            optimizer.zero_grad()
-            train_seconds += time.perf_counter() - t_step
-
-            losses.append(loss_sum / grad_accum)
-            lrs.append(step_lr)
-            grad_norms.append(grad_norm)
+            with interruptions.applying():
+                optimizer.step()
+                scheduler.step()
+                if after_optimizer_step is not None:
+                    after_optimizer_step(step)
+                optimizer.zero_grad()
+                train_seconds += time.perf_counter() - t_step
+                losses.append(loss_sum / grad_accum)
+                lrs.append(step_lr)
+                grad_norms.append(grad_norm)
+                boundary = _StepBoundary(step, loader, eval_due(step))
             log.write({"kind": "train", "step": step, "loss": losses[-1], "lr": step_lr,
                        "grad_norm": grad_norm, "tokens": tokens,
                        "time": round(time.perf_counter() - t0, 3)})
             bar.update(step, losses[-1], step_lr)
 
-            if ((eval_every and step % eval_every == 0) or step == steps) and \
-                    (eval_loader is not None or eval_fn is not None):
-                evals.append(_evaluate(model, step, eval_loader, eval_fn))
-                model.train()  # an eval_fn may leave it in eval mode: the next steps still train with dropout
-                log.write(evals[-1])
-                bar.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                    for k, v in evals[-1].items() if k != "kind"))
-            if ckpt_path and ((save_every and step % save_every == 0) or step == steps or ctrl_c.asked):
+            if eval_due(step):
+                evaluate(step)
+                boundary = _StepBoundary(step, loader)
+            if ckpt_path and ((save_every and step % save_every == 0) or step == steps or interruptions.asked):
                 checkpoint(step)
-            if ctrl_c.asked and step < steps:
+            if interruptions.asked and step < steps:
                 raise TrainingInterrupted(step, ckpt_path)
         return result(steps)
+    except _Terminated:
+        optimizer.zero_grad()  # (the abandoned step's gradients: a caller training on must not add to them)
+        if ckpt_path and boundary.step > start:
+            checkpoint(boundary.step, boundary)
+        raise TrainingInterrupted(boundary.step, last_good[0], "SIGTERM") from None
     finally:
-        ctrl_c.restore()
+        interruptions.restore()
         bar.close()
         if out_dir and plot and losses and writer:
             _plot_on_the_way_out(os.path.join(out_dir, PLOT_NAME), losses, evals)
@@ -1537,9 +1605,7 @@ def _train_command(args, rank=0, world=1):
     except ResumeError as exc:  # checked before the first step: the run folder is the user's to fix
         raise UsageError(f"--resume: {exc}") from None
     except TrainingInterrupted as exc:
-        print(f"minilora train: interrupted after step {exc.step} of {steps}; checkpoint {exc.checkpoint} holds "
-              f"it. To continue, run the same command with --resume.", file=sys.stderr)
-        return 130  # the shell's status for Ctrl-C
+        return _say_interrupted(exc, steps)
     except TrainingDivergedError as exc:
         print(f"minilora train: {exc}", file=sys.stderr)
         if exc.checkpoint:
@@ -1575,6 +1641,18 @@ def _train_command(args, rank=0, world=1):
         return _cannot_write(exc, out)
     print(f"saved {saved}; metrics in {os.path.join(out, METRICS_NAME)}")
     return 0
+
+
+def _say_interrupted(exc, steps):
+    """How far an interrupted run got and how to go on; the shell's status for the signal (128 + its number)."""
+    how = "interrupted" if exc.signal == "SIGINT" else f"stopped by {exc.signal} (the step in progress abandoned)"
+    if exc.checkpoint is None:
+        print(f"minilora train: {how} after step {exc.step} of {steps}; no checkpoint holds it yet. To start "
+              f"again, run the same command with --overwrite.", file=sys.stderr)
+    else:
+        print(f"minilora train: {how} after step {exc.step} of {steps}; checkpoint {exc.checkpoint} holds it. To "
+              f"continue, run the same command with --resume.", file=sys.stderr)
+    return 128 + int(getattr(signal, exc.signal))
 
 
 def _cannot_write(exc, out):

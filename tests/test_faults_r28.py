@@ -1,0 +1,243 @@
+"""Faults, round 28: SIGTERM, and Ctrl-C under ``mpirun``.
+
+``mpirun`` does not pass a Ctrl-C on: it sends its ranks SIGCONT and SIGTERM, then SIGKILL a fraction of a second
+later (Open MPI 5 measured: ~0.2 s), and a job scheduler ending a job sends SIGTERM too. SIGTERM killed a training
+run at once, so an interrupted distributed run lost every step since its last periodic checkpoint (with
+``--eval-every 0``, all of them). Now ``train`` takes SIGTERM over: the step in progress is abandoned (there is no
+time to finish it), the last whole step is saved -- with the random generators and the DataLoader's place as they
+were when it ended, and the evaluation it had not run yet marked for the resume -- and the run stops with
+``TrainingInterrupted`` (``minilora train``: status 143). A SIGTERM while an update is applied waits for its end.
+The resume ends where the uninterrupted run does, bit for bit.
+"""
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+
+import background_runs
+import minilora as ml
+from minilora.train import TrainingInterrupted, generator_states, load_training_state, train
+from minilora.utils.data import DataLoader as TorchDataLoader
+
+from test_faults import posix_only
+from test_train import DropoutLM, counting_rows
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+STEPS = 6
+
+
+def sigterm():
+    """SIGTERM to this process, as a job scheduler sends: what it would do left to SIGTERM's default is to kill the
+    test session (what it did before), so that fails the test instead."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        raise AssertionError("SIGTERM is left to its default during train(): it kills the process, and the run is lost")
+    signal.raise_signal(signal.SIGTERM)
+
+
+class SignalledLM(DropoutLM):
+    """DropoutLM whose ``at``-th forward (counted from 1), once its dropout drew, sends SIGTERM to this process."""
+
+    def __init__(self, at=None):
+        super().__init__(seed=0)
+        self.at, self.calls = at, 0
+
+    def forward(self, input_ids, labels=None):
+        out = super().forward(input_ids, labels)
+        self.calls += 1
+        if self.calls == self.at:
+            sigterm()
+        return out
+
+
+def torch_loader():
+    """A torch-style DataLoader: where its shuffled epoch is goes into the checkpoint."""
+    return TorchDataLoader([{"input_ids": row, "labels": row} for row in counting_rows(20)], batch_size=4,
+                           shuffle=True, generator=ml.Generator().manual_seed(3))
+
+
+def run(model, out, loader=None, **options):
+    options = {"steps": STEPS, "batch_size": 4, "lr": 1e-2, "grad_accum": 2, "out_dir": str(out), "seed": 1,
+               "progress": False, "plot": False, **options}
+    return train(model, counting_rows(20) if loader is None else loader, **options)
+
+
+def outcome(model, result):
+    return {"losses": result.losses, "lrs": result.lrs, "grad_norms": result.grad_norms, "evals": result.evals,
+            "weights": {k: v.numpy().tobytes() for k, v in model.state_dict().items()},
+            "generators": repr(generator_states())}
+
+
+def interrupted_then_resumed(tmp_path, model, loader=None, **options):
+    """Run ``model`` until its signal stops it, then resume in a fresh model: (the interruption, the checkpoint's
+    state then, the outcome)."""
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run(model, tmp_path, loader, **options)
+    saved = load_training_state(stopped.value.checkpoint)
+    fresh = SignalledLM()
+    resumed = run(fresh, tmp_path, loader if loader is None else torch_loader(), resume=True, **options)
+    return stopped.value, saved, outcome(fresh, resumed)
+
+
+def uninterrupted(tmp_path, loader=None, **options):
+    model = SignalledLM()
+    result = run(model, tmp_path / "uninterrupted", loader, **options)
+    return outcome(model, result)
+
+
+@posix_only
+@pytest.mark.parametrize("loader", [None, "torch"], ids=["minilora-loader", "torch-loader"])
+def test_a_sigterm_mid_step_saves_the_last_whole_step_and_the_resume_is_the_uninterrupted_run(tmp_path, loader):
+    """The 8th forward is step 4's second micro-batch, its dropout drawn and the loader moved on: the checkpoint
+    holds step 3 as it ended. Before, SIGTERM killed the process (here: the test) and nothing was saved."""
+    expected = uninterrupted(tmp_path, loader and torch_loader())
+    stopped, saved, resumed = interrupted_then_resumed(tmp_path / "run", SignalledLM(at=8), loader and torch_loader())
+    assert (stopped.step, stopped.signal, saved["step"]) == (3, "SIGTERM", 3)
+    assert stopped.checkpoint == str(tmp_path / "run" / "checkpoint.npz")
+    assert resumed == expected
+
+
+@posix_only
+def test_a_sigterm_while_the_update_is_applied_finishes_it_and_saves_that_step(tmp_path):
+    def sigterm_at_step_2(step):
+        if step == 2:
+            sigterm()
+    expected = uninterrupted(tmp_path)
+    stopped, saved, resumed = interrupted_then_resumed(tmp_path / "run", SignalledLM(),
+                                                       after_optimizer_step=sigterm_at_step_2)
+    assert stopped.step == 2 and saved["step"] == 2
+    assert resumed == expected
+
+
+@posix_only
+def test_a_sigterm_during_an_evaluation_leaves_it_to_the_resume(tmp_path):
+    """Step 4's update is whole, its evaluation was cut short: the resume runs it first, and logs it once."""
+    def evaluation(signal_at=None):
+        def eval_fn(model):
+            calls.append(1)
+            if len(calls) == signal_at:  # (once: the resume's own calls count on)
+                sigterm()
+            return {"mean_weight": float(model.head.weight.numpy().mean())}
+        calls = []
+        return eval_fn
+    expected = uninterrupted(tmp_path, eval_every=2, eval_fn=evaluation())
+    stopped, saved, resumed = interrupted_then_resumed(tmp_path / "run", SignalledLM(), eval_every=2,
+                                                       eval_fn=evaluation(signal_at=2))
+    assert stopped.step == saved["step"] == 4 and saved["eval_due"] is True
+    assert [e["step"] for e in resumed["evals"]] == [2, 4, 6]
+    assert resumed == expected
+    logged = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in logged if r["kind"] == "eval"] == [2, 4, 6]
+
+
+@posix_only
+def test_a_sigterm_before_the_first_step_ends_saves_nothing_and_says_so(tmp_path):
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run(SignalledLM(at=1), tmp_path)
+    assert (stopped.value.step, stopped.value.checkpoint) == (0, None)
+    assert not os.path.exists(tmp_path / "checkpoint.npz")
+
+
+@posix_only
+def test_train_keeps_a_programs_own_sigterm_handler_and_puts_the_default_back(tmp_path):
+    """SIGTERM is taken over only where it would kill the process: a handler of the program's, or SIG_IGN, stays."""
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        result = run(SignalledLM(at=3), tmp_path / "own")
+        assert got == [signal.SIGTERM] and len(result.losses) == STEPS
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        assert len(run(SignalledLM(at=3), tmp_path / "ignored").losses) == STEPS
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with pytest.raises(TrainingInterrupted):
+            run(SignalledLM(at=3), tmp_path / "default")
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ==================================================================================================
+# minilora train under mpirun
+# ==================================================================================================
+from test_distributed import MPIRUN, SKIP_REASON  # noqa: E402  (the launcher command, or why not)
+
+needs_mpi = pytest.mark.skipif(MPIRUN is None, reason=SKIP_REASON or "")
+TRAIN = ["train", "--batch-size", "4", "--eval-n", "2", "--eval-every", "0", "--no-progress", "--steps", "8"]
+ENV = {"MINILORA_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+# Each rank: `minilora train`, and once step 3 is logged, by sys.argv[1]: "sigterm", SIGTERM to this rank (as a job
+# scheduler sends every rank); "ctrl-c", rank 0 sends mpirun a SIGINT (a Ctrl-C in its terminal), which ends the
+# ranks with SIGTERM, then SIGKILL -- the SIGTERM came after the last step, the run being short: rank 0 waits for it.
+SIGNALLED = """
+import os, signal, sys, time
+from minilora import cli, distributed, train
+write, how = train._MetricsLog.write, sys.argv.pop(1)
+def write_then_signal(self, record):
+    write(self, record)
+    if record.get("kind") == "train" and record["step"] == 3:
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif distributed.get_rank() == 0:
+            os.kill(os.getppid(), signal.SIGINT)
+            while True:  # (until mpirun's SIGTERM: the steps here take less time than it waits)
+                time.sleep(0.01)
+train._MetricsLog.write = write_then_signal
+sys.exit(cli.main(sys.argv[1:]))
+"""
+SAVED = """
+import json, os, sys
+from minilora.train import load_training_state
+print(json.dumps({"step": int(load_training_state(os.path.join(sys.argv[1], "checkpoint.npz"))["step"]),
+                  "temporary": [name for name in os.listdir(sys.argv[1]) if name.endswith(".tmp")]}))
+"""
+RUNS = "test_faults_r28: minilora train under mpirun, interrupted and resumed"
+HOWS = ("sigterm", "ctrl-c")
+
+
+def _submit(runs):
+    """For each way: the interrupted run, what it saved, its resume; then an uninterrupted run (~30 s)."""
+    def commands(out):
+        for how in HOWS:
+            yield MPIRUN + [sys.executable, "-c", SIGNALLED, how] + TRAIN + ["--out", how], ENV
+            yield [sys.executable, "-c", SAVED, how], ENV
+            yield MPIRUN + [sys.executable, "-m", "minilora"] + TRAIN + ["--out", how, "--resume"], ENV
+        yield MPIRUN + [sys.executable, "-m", "minilora"] + TRAIN + ["--out", "straight"], ENV
+    return runs.submit_commands(RUNS, lambda out: list(commands(out)), timeout=120)
+
+
+def start_background_runs(items, runs):
+    if MPIRUN is not None and background_runs.selected(
+            items, __name__, "test_an_interrupted_mpirun_saves_its_last_whole_step_and_resumes_to_the_uninterrupted_run"):
+        _submit(runs)
+
+
+def adapter_bits(folder):
+    from minilora.checkpoint import load_file
+    return {k: v.tobytes() for k, v in load_file(os.path.join(folder, "adapter", "adapter_model.safetensors")).items()}
+
+
+def train_records(folder):
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in open(folder / "metrics.jsonl")]
+
+
+@posix_only
+@needs_mpi
+@pytest.mark.parametrize("how", HOWS)
+def test_an_interrupted_mpirun_saves_its_last_whole_step_and_resumes_to_the_uninterrupted_run(background, how):
+    """Before, every rank died at once (--eval-every 0: no checkpoint at all). Now rank 0 saves the last whole
+    step, every rank ends (none waits for another), and the resume gives the uninterrupted run's adapter and log."""
+    out = _submit(background)
+    done = background.result(RUNS)
+    stopped, saved, resumed = done[3 * HOWS.index(how):3 * HOWS.index(how) + 3]
+    assert stopped[0] != 0
+    assert saved[0] == 0, stopped[1][-2000:] + stopped[2][-2000:] + saved[2][-2000:]
+    saved = json.loads(saved[1])
+    assert saved == {"step": 3, "temporary": []}
+    if how == "sigterm":  # (under mpirun's Ctrl-C, its SIGKILL comes before the ranks' last words reach it)
+        assert "stopped by SIGTERM (the step in progress abandoned) after step 3 of 8" in stopped[2]
+    assert resumed[0] == 0, resumed[2][-3000:]
+    assert done[-1][0] == 0, done[-1][2][-3000:]
+    assert adapter_bits(out / how) == adapter_bits(out / "straight")
+    assert train_records(out / how) == train_records(out / "straight")
