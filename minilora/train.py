@@ -819,7 +819,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     checkpoint already at ``steps`` restores the model and returns (``steps_run == 0``), so the caller
     can write what an interrupted run did not. A different ``lr`` on resume replaces the old one.
     Raises ``TrainingDivergedError`` (``NonFiniteLossError`` for NaN/inf) when the run goes wrong, and
-    ``TrainingInterrupted`` after a Ctrl-C (the step in progress finished and checkpointed first).
+    ``TrainingInterrupted`` after a Ctrl-C (the step in progress finished and checkpointed first) or a
+    SIGTERM (the step in progress abandoned, the last whole one checkpointed: see ``_Interruptions``).
     ``progress``: True (a tqdm bar, or lines without tqdm), "lines" (a line per ``log_every`` steps and
     per evaluation) or False (silent).
     ``after_optimizer_step(step)``: called after each ``optimizer.step()``, while the gradients are still
