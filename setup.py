@@ -38,6 +38,9 @@ setup(
         # minilora serve: the OpenAI-compatible HTTP API; pydantic: its request bodies, validated as vLLM's models
         # (FastAPI's dependency); llguidance: structured outputs (vLLM's "guidance" backend)
         "serve": ["starlette", "uvicorn", "pydantic>=2", "llguidance"],
+        # Intel's MKL, the BLAS torch's CPU build calls: minilora's float32/float64 products then give torch's bits
+        # (and run 10-15% faster on Intel CPUs than NumPy's OpenBLAS); minilora.blas finds it (MINILORA_BLAS)
+        "mkl": ["mkl; platform_machine == 'x86_64' or platform_machine == 'AMD64'"],
     },
     entry_points={"console_scripts": ["minilora=minilora.cli:main"]},
 )

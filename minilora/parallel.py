@@ -463,21 +463,21 @@ def matmul(a, b):
     ``[..., M, K] @ [K, N]`` by blocks of rows, a stack of products by blocks of the stack."""
     if (type(a) is not np.ndarray or a.ndim < 2 or b.ndim < 2
             or a.size * b.shape[-1] < 2 * MIN_ITEMS * MACS_PER_ITEM):  # multiply-adds: rows * K * N
-        return a @ b  # GPU arrays, products with a vector, and products too small to split
+        return blas.matmul(a, b)  # GPU arrays, products with a vector, and products too small to split
     dtype = np.result_type(a, b)
     if b.ndim == 2:  # every row of a gives one row of the result, independently
         a2 = a.reshape(-1, a.shape[-1])
         out = np.empty((len(a2), b.shape[1]), dtype)
         work = product_work(b.size)
         if not products_run(len(a2), [gemm_pool.Product(a2, b, out)], work):  # (mixed dtypes: declined)
-            rows(lambda a_rows, out_rows: np.matmul(a_rows, b, out=out_rows), a2, out, work_per_row=work)
+            rows(lambda a_rows, out_rows: blas.matmul(a_rows, b, out=out_rows), a2, out, work_per_row=work)
         return out.reshape(a.shape[:-1] + b.shape[1:])
     if a.shape[:-2] == b.shape[:-2]:  # a stack of independent products
         out = np.empty(a.shape[:-1] + b.shape[-1:], dtype)
-        rows(lambda a_part, b_part, out_part: np.matmul(a_part, b_part, out=out_part), a, b, out,
+        rows(lambda a_part, b_part, out_part: blas.matmul(a_part, b_part, out=out_part), a, b, out,
              work_per_row=product_work(a[0].size * b.shape[-1]))
         return out
-    return a @ b
+    return blas.matmul(a, b)
 
 
 def matmuls(*pairs):
@@ -493,7 +493,7 @@ def matmuls(*pairs):
     todo = [pair for pair in pairs if pair is not None]
     small = product_work(sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in todo)) < 2 * MIN_ITEMS
     if small or not all(isinstance(a, np.ndarray) for pair in todo for a in pair):
-        results = iter([a @ b for a, b in todo])
+        results = iter([blas.matmul(a, b) for a, b in todo])
     else:
         outs = [np.empty((a.shape[0], b.shape[1]), np.result_type(a, b)) for a, b in todo]
         blocks_each = -(-_threads // max(len(todo), 1))
@@ -503,7 +503,7 @@ def matmuls(*pairs):
             jobs += [(a[start:stop], b, out[start:stop]) for start, stop in zip(bounds, bounds[1:])]
         if jobs:
             work = product_work(sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in todo) // len(jobs))
-            rows(lambda some: [np.matmul(a, b, out=out) for a, b, out in some], jobs,
+            rows(lambda some: [blas.matmul(a, b, out=out) for a, b, out in some], jobs,
                  work_per_row=work)
         results = iter(outs)
     return [None if pair is None else next(results) for pair in pairs]

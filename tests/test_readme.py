@@ -22,7 +22,7 @@ def code_blocks(language):
 def test_readme_opens_with_the_two_setup_commands():
     first = code_blocks("bash")[0].splitlines()
     assert first[0].startswith('pip install -e ".[tools]" && minilora demo')
-    assert first[1].startswith('pip install -e ".[test,interop,distributed,serve]" && python -m pytest -q tests')
+    assert first[1].startswith('pip install -e ".[test,interop,distributed,serve,mkl]" && python -m pytest -q tests')
     assert README.index("```bash") < README.index("```python")
 
 

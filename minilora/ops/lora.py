@@ -45,8 +45,8 @@ import operator
 
 import numpy as np
 
-from .. import amp as _amp, bf16_products, dtypes, float32_sums, gemm_pool, half_products, kernels, mkl_half_gemm, parallel, solutions
-from ..blas import addmm_
+from .. import amp as _amp, bf16_products, blas, dtypes, float32_sums, gemm_pool, half_products, kernels, mkl_half_gemm, parallel, solutions
+from ..blas import addmm_, matmul
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function
@@ -106,11 +106,11 @@ def _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, s):
     (chapter 5; but with a drawn dropout mask), and for a 16-bit base PEFT's mixed-precision order,
     ``_half_forward``, whose roundings (the base's output rounded to 16 bits, then the sum) one ``Y`` cannot follow.
     """
-    xp = xp_of(X)
     # EXERCISE 4.2: U = dropout(X) A^T and Y = X W0^T + s U B^T (+ bias), never forming B A
     # BEGIN SOLUTION
-    xp.matmul(X if keep is None else X * keep, A.T, out=U)  # the only thing LoRA adds to memory
-    xp.matmul(X, W0.T, out=Y)
+    # (matmul: np.matmul through the BLAS minilora calls, MKL's or OpenBLAS's -- minilora.blas)
+    matmul(X if keep is None else X * keep, A.T, out=U)  # the only thing LoRA adds to memory
+    matmul(X, W0.T, out=Y)
     addmm_(Y, U, B.T, alpha=s)  # Y += s U B^T in place: no [rows, N] temporary
     if bias is not None:
         Y += bias
@@ -125,19 +125,18 @@ def _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
     of rows side by side and adds the blocks' terms up (``minilora.parallel.sum_over_rows``).
     Run where ``_lora_forward_rows`` is (emu/cuda: the backward kernels; a 16-bit base: ``_half_backward``).
     """
-    xp = xp_of(dY)
     # EXERCISE 4.3: dX, dA, dB (None if not needed) via the rank-r V = s dY B; dropout masks only the LoRA part
     # BEGIN SOLUTION
-    xp.matmul(dY, B, out=V)  # [rows, r]: the gradient reaching U
+    matmul(dY, B, out=V)  # [rows, r]: the gradient reaching U
     V *= s
     if dX is not None:  # dY W0 + dropout'(V A): the same mask, since dropout is linear
-        xp.matmul(dY, W0, out=dX)
+        matmul(dY, W0, out=dX)
         if keep is None:
             addmm_(dX, V, A)  # dX += V A in place
         else:
-            dX += (V @ A) * keep
-    dA = V.T @ (X if keep is None else X * keep) if need_dA else None  # dA = V^T dropout(X)
-    dB = s * (U.T @ dY).T if need_dB else None  # dB = s dY^T U, as (U^T dY)^T: the same numbers, faster in OpenBLAS
+            dX += matmul(V, A) * keep
+    dA = matmul(V.T, X if keep is None else X * keep) if need_dA else None  # dA = V^T dropout(X)
+    dB = s * matmul(U.T, dY).T if need_dB else None  # dB = s dY^T U, as (U^T dY)^T: the same numbers, faster in OpenBLAS
     return dA, dB
     # END SOLUTION
 
@@ -160,11 +159,21 @@ def _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
     return parallel.products_run(len(X), [P(dropped, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)], work)
 
 
+def _sums_over_all_rows():
+    """Whether dA and dB are each one product over all rows, after the blocks (MKL, torch's library: PEFT's
+    lora_A / lora_B weight gradients are one mm each, so these are its bits on any thread count), rather than
+    each block's terms added up (OpenBLAS: computed while the block's rows are in the cache; the bits are not
+    torch's anyway, and depend on the thread count)."""
+    return blas.library() == "mkl"
+
+
 def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work):
     """``(dA, dB)`` of _lora_backward_rows (and V, dX filled) from C threads; None: not done."""
     parts = parallel.parts_for(len(dY), work)
     if parts < 2 or not _backward_is_the_solution():
         return None
+    if (need_dA or need_dB) and _sums_over_all_rows():
+        return _backward_sums_whole(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work)
     P = gemm_pool.Product
     dA_parts = np.empty((parts,) + A.shape, A.dtype) if need_dA else None  # each block's term of the sum
     dB_parts = np.empty((parts,) + B.shape[::-1], B.dtype) if need_dB else None
@@ -183,6 +192,22 @@ def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB,
     dA = None if dA_parts is None else functools.reduce(operator.add, dA_parts)  # in the order of the blocks
     dB = None if dB_parts is None else functools.reduce(operator.add, [s * part.T for part in dB_parts])
     return dA, dB
+
+
+def _backward_sums_whole(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work):
+    """``_backward_in_c_threads`` with dA and dB each one product over all the rows: V and dX by blocks of rows
+    first, then dA = V^T dropout(X) and dB = s (U^T dY)^T side by side, one per thread (``split="whole"``)."""
+    if _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, False, False, work) is None:
+        return None
+    P = gemm_pool.Product
+    dA = np.empty(A.shape, A.dtype) if need_dA else None
+    dBT = np.empty(B.shape[::-1], B.dtype) if need_dB else None
+    sums = ([P(V.T, X if keep is None else X * keep, dA, split="whole", block=0)] if need_dA else []) + (
+        [P(U.T, dY, dBT, split="whole", block=int(bool(need_dA)))] if need_dB else [])
+    if sums and not parallel.products_run(len(dY), sums, work):
+        for p in sums:
+            matmul(p.a, p.b, out=p.out)
+    return dA, None if dBT is None else s * dBT.T
 
 
 def _check_shapes(x, W0, A, B, bias):
@@ -292,17 +317,17 @@ def _half_base_grads(ctx, dY, dX):
 def _products(dtype):
     """How torch sums a product of ``dtype`` tensors (given here as float32 copies): bfloat16 in oneDNN's order
     (``bf16_products``), float16 in ATen's loops (``half_products``, by the operands' layout, as PEFT's base layer's
-    ``F.linear`` and its gradients), float32 as NumPy's float32 product."""
+    ``F.linear`` and its gradients), float32/float64 as BLAS's product (``blas.matmul``)."""
     if bf16_products.applies(dtype):
         return bf16_products.matmul
     if dtype == np.float16:
         return _half_loops
-    return np.matmul
+    return matmul
 
 
 def _half_loops(a, b):
     """``a @ b`` of float32 copies of float16 values, summed as ATen's float16 loops (NumPy's where one is empty)."""
-    return half_products.matmul(a, b) if a.size and b.size else np.matmul(a, b)
+    return half_products.matmul(a, b) if a.size and b.size else matmul(a, b)
 
 
 def bf16_kernel_applies(x, W0, A, B, bias=None, dropout_p=0.0):
@@ -438,6 +463,8 @@ class LoraLinear(Function):
         s = dY.dtype.type(ctx.scale)
         work = parallel.product_work(W0.size if nx else B.size)
         grads = _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work)
+        if grads is None and _sums_over_all_rows():  # (one thread: see _sums_over_all_rows)
+            grads = _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, na, nb)
         if grads is None:
             grads = parallel.sum_over_rows(lambda *rows: _lora_backward_rows(*rows, W0, A, B, s, na, nb),
                                            dY, X, U, keep, V, dX, work_per_row=work)

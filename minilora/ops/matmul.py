@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp, bf16_products, dtypes, float32_sums, gemm_pool, half_products, mkl_dot, parallel, solutions
+from .. import amp as _amp, bf16_products, blas, dtypes, float32_sums, gemm_pool, half_products, mkl_dot, parallel, solutions
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..factories import known_layout
@@ -88,7 +88,7 @@ def _on_cublas(*arrays, products):
             and all(rows * cols > 1 for rows, cols in products))
 
 
-def _product(a, b, matmul=np.matmul):
+def _product(a, b, matmul=blas.matmul):
     """``a @ b`` as torch computes it. float32/float64: ``matmul`` itself. bfloat16/float16:
     ``matmul`` of float32 copies, rounded back once -- torch's CPU kernels accumulate in float32
     (its bf16 results equal this bit for bit) -- except two 2-D arrays on ``cuda``, which go to
@@ -99,7 +99,7 @@ def _product(a, b, matmul=np.matmul):
     return _sums16(a, b, matmul).astype(a.dtype)
 
 
-def _sums16(a, b, matmul=np.matmul):
+def _sums16(a, b, matmul=blas.matmul):
     """The float32 sums of ``a @ b`` for 16-bit values (16-bit arrays or float32 copies of them), before the
     rounding: bfloat16 matrices as oneDNN adds them where torch runs it (``bf16_products``), otherwise
     ``matmul`` of float32 copies (float16; vectors, which torch's dot and mv kernels sum)."""
@@ -156,11 +156,11 @@ def _bmm_loop(a, b):
     return np.add(sums, a.dtype.type(0), order="C")  # (torch's bmm writes a contiguous result)
 
 
-def _matmul_grads(g, a, b, need_a, need_b, matmul=np.matmul):
+def _matmul_grads(g, a, b, need_a, need_b, matmul=blas.matmul):
     """Gradients of ``a @ b`` (``a`` [..., M, K], ``b`` [..., K, N], batch axes broadcasting) for the
     output gradient ``g`` [..., M, N]: ``(ga, gb)`` in the shapes of ``a`` and ``b``, None where not needed.
 
-    ``matmul`` computes the products: NumPy's by default; ``MatMul.backward`` passes
+    ``matmul`` computes the products: ``np.matmul`` through minilora's BLAS (``blas.matmul``) by default; ``MatMul.backward`` passes
     ``minilora.parallel.matmul``, the same product with its rows split across threads."""
     # EXERCISE 1.4: gradients of a @ b for a and b (broadcast batch axes summed back), None if not needed
     # BEGIN SOLUTION
@@ -180,8 +180,8 @@ def _linear_backward_rows(g, x, gx, w, need_w, need_b):
     # EXERCISE 1.5: gradients of x W^T + b from g [rows, out]; no weight GEMM for a frozen weight (not need_w)
     # BEGIN SOLUTION
     if gx is not None:
-        xp_of(g).matmul(g, w, out=gx)  # dX = dY W
-    gw = g.T @ x if need_w else None  # dW = dY^T X: skipped for a frozen weight
+        blas.matmul(g, w, out=gx)  # dX = dY W (np.matmul through minilora's BLAS)
+    gw = blas.matmul(g.T, x) if need_w else None  # dW = dY^T X: skipped for a frozen weight
     gb = _sum_over_rows(g) if need_b else None
     # END SOLUTION
     return gw, gb

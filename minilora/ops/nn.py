@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, compiled_attention, fastmath, float32_math, float32_sums, parallel, solutions
+from ..blas import matmul
 from . import attention16, group_norm_channels_last as _channels_last
 from .elementwise import Clone, _c_log
 from .matmul import _bmm_message
@@ -1088,11 +1089,10 @@ def _by_kv_head(a, hkv):
 
 def _attention_forward(q, k, v, bias, out, probs, scale):
     """Softmax attention of a block of the batch; writes ``out`` and ``probs`` (both [B, Hq, Tq, .])."""
-    xp = xp_of(q)
     hkv = k.shape[1]
     scores = probs  # computed in place: scores -> exp -> probabilities
-    # (q * scale) k^T: scaling q is half the work of scaling the [Tq, Tk] scores
-    xp.matmul(_by_kv_head(q * scale, hkv), k.swapaxes(-1, -2), out=_by_kv_head(scores, hkv))
+    # (q * scale) k^T: scaling q is half the work of scaling the [Tq, Tk] scores (matmul: minilora.blas's)
+    matmul(_by_kv_head(q * scale, hkv), k.swapaxes(-1, -2), out=_by_kv_head(scores, hkv))
     peak = None
     if bias is not None:
         scores += bias
@@ -1104,7 +1104,7 @@ def _attention_forward(q, k, v, bias, out, probs, scale):
     if bias is not None:
         total[total == 0] = 1  # that row's probabilities stay 0: its output and gradients are 0
     scores /= total
-    xp.matmul(_by_kv_head(probs, hkv), v, out=_by_kv_head(out, hkv))
+    matmul(_by_kv_head(probs, hkv), v, out=_by_kv_head(out, hkv))
 
 
 def _softmax_exp(scores):
@@ -1123,18 +1123,17 @@ def _attention_backward(g, q, k, v, probs, out, dq, dk, dv, scale):
     minilora does too, by design, and exercises 1.4 and 1.6 run instead: attention dropout in training, 3-D or
     5-D inputs (torch's math kernel), ``output_attentions`` (transformers' eager attention); and a 16-bit
     model's 4-D attention is torch's flash kernel (``ops/attention16.py``)."""
-    xp = xp_of(q)
     hkv = k.shape[1]
     # EXERCISE 2.4: dq, dk, dv from the saved probs and output (query heads sharing a KV head sit side by side)
     # BEGIN SOLUTION
     p, g = _by_kv_head(probs, hkv), _by_kv_head(g, hkv)
-    xp.matmul(p.swapaxes(-1, -2), g, out=dv)
-    ds = g @ v.swapaxes(-1, -2)  # dP, turned into dS in place
+    matmul(p.swapaxes(-1, -2), g, out=dv)
+    ds = matmul(g, v.swapaxes(-1, -2))  # dP, turned into dS in place
     ds -= (g * _by_kv_head(out, hkv)).sum(axis=-1, keepdims=True)  # rowsum(dP * P) = rowsum(dO * O)
     ds *= p
     ds *= scale
-    xp.matmul(ds, k, out=_by_kv_head(dq, hkv))
-    xp.matmul(ds.swapaxes(-1, -2), _by_kv_head(q, hkv), out=dk)
+    matmul(ds, k, out=_by_kv_head(dq, hkv))
+    matmul(ds.swapaxes(-1, -2), _by_kv_head(q, hkv), out=dk)
     # END SOLUTION
 
 
