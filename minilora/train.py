@@ -555,10 +555,11 @@ class _Interruptions:
 class _StepBoundary:
     """What a checkpoint of the last whole step needs that the step in progress changes before its update: the
     random generators (dropout masks drawn) and a DataLoader's place in its epoch. (Weights, moments and history
-    change only in the update.) ``eval_due``: that step's evaluation had not run yet."""
+    change only in the update.) ``eval_due``: that step's evaluation had not run yet. ``ranks``: with several
+    ranks, each rank's generators as the step left them (``_gather_generator_states``)."""
 
-    def __init__(self, step, loader, eval_due=False):
-        self.step, self.eval_due, self.generators = step, eval_due, generator_states()
+    def __init__(self, step, loader, eval_due=False, ranks=None):
+        self.step, self.eval_due, self.generators, self.ranks = step, eval_due, generator_states(), ranks
         self.data = loader.state_dict() if isinstance(loader, _EpochLoader) else None
 
 
@@ -884,7 +885,10 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
             raise ValueError(f"resume from {path}: {len(bad)} weight/optimizer arrays hold NaN or inf (first: "
                              f"{bad[0]}); training on them gives NaN at once. Resume from another checkpoint")
         try:
+            own_generators = _this_ranks_generators(state, ddp)
             start, losses = _restore(state, named, optimizer, scheduler, allocator_owner, buffers)
+            if own_generators is not None:
+                set_generator_states(own_generators)
             if isinstance(loader, _EpochLoader):
                 loader.load_state_dict(state.get("data"))
             _say_other_batches(path, state.get("batches"), _batch_options(loader, grad_accum))
@@ -944,6 +948,8 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
         state = _training_state(step, named, optimizer, scheduler,
                                 {"losses": losses, "lrs": lrs, "grad_norms": grad_norms, "evals": evals},
                                 allocator_owner, buffers, boundary and boundary.generators)
+        if ranks_generators is not None:  # (each rank draws its own dropout masks: a resume gives each its own)
+            state["rank_generators"] = boundary.ranks if boundary else ranks_generators
         if isinstance(loader, _EpochLoader):
             state["data"] = boundary.data if boundary else loader.state_dict()
         if boundary and boundary.eval_due:  # (a resume runs it first, as this run would have)
@@ -970,12 +976,13 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
                             for k, v in evals[-1].items() if k != "kind"))
 
     interruptions = _Interruptions()  # from here on, the first Ctrl-C asks the loop to stop after the current step
+    ranks_generators = None  # with several ranks: theirs, as the last step (or evaluation) left them
     boundary = _StepBoundary(start, loader)
     try:
         if resume and state.get("eval_due"):  # the interrupted run was stopped before its evaluation
             evaluate(start)
         for step in range(start + 1, steps + 1):
-            boundary = _StepBoundary(step - 1, loader)
+            boundary = _StepBoundary(step - 1, loader, ranks=ranks_generators)
             t_step = time.perf_counter()
             loss_sum, tokens = 0.0, 0
             for micro in range(grad_accum):
@@ -993,6 +1000,7 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
                 tokens += int((labels[:, 1:] != IGNORE_INDEX).sum())
             if ddp is not None:  # every rank must take the same decisions: on the same numbers
                 loss_sum, tokens, interruptions.asked = _agree(loss_sum, tokens, interruptions.asked)
+                ranks_generators = _gather_generator_states()  # (the step's last draw is done)
                 if not math.isfinite(loss_sum):
                     stop(step, f"the loss is {loss_sum / grad_accum}")
             _check_divergence(step, loss_sum / grad_accum, losses, stop)
@@ -1013,7 +1021,7 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
                 losses.append(loss_sum / grad_accum)
                 lrs.append(step_lr)
                 grad_norms.append(grad_norm)
-                boundary = _StepBoundary(step, loader, eval_due(step))
+                boundary = _StepBoundary(step, loader, eval_due(step), ranks_generators)
             log.write({"kind": "train", "step": step, "loss": losses[-1], "lr": step_lr,
                        "grad_norm": grad_norm, "tokens": tokens,
                        "time": round(time.perf_counter() - t0, 3)})
@@ -1021,7 +1029,8 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
 
             if eval_due(step):
                 evaluate(step)
-                boundary = _StepBoundary(step, loader)
+                ranks_generators = ranks_generators and _gather_generator_states()  # (an eval_fn may draw)
+                boundary = _StepBoundary(step, loader, ranks=ranks_generators)
             if ckpt_path and ((save_every and step % save_every == 0) or step == steps or interruptions.asked):
                 checkpoint(step)
             if interruptions.asked and step < steps:
@@ -1088,6 +1097,11 @@ def _rank():
     return distributed.get_rank()
 
 
+def _world_size():
+    from . import distributed
+    return distributed.get_world_size()
+
+
 def _token_weight(tokens):
     """``tokens * world_size / all ranks' tokens``: each rank's loss is a mean over its own target
     tokens, and DDP averages the ranks' gradients; weighed so, the average is the gradient of the mean
@@ -1110,6 +1124,28 @@ def _agree(loss_sum, tokens, asked):
     distributed.all_reduce(numbers)
     total_loss, total_tokens, asked_count = numbers.numpy(force=True).tolist()
     return total_loss / distributed.get_world_size(), int(total_tokens), asked_count > 0
+
+
+def _this_ranks_generators(state, ddp):
+    """This rank's generator states in a checkpoint of a run on as many ranks (checked), or None: one process, or a
+    checkpoint of another number of ranks -- whose batches were split otherwise anyway -- goes on from rank 0's."""
+    saved = state.get("rank_generators")
+    if ddp is None or not isinstance(saved, list) or len(saved) != _world_size():
+        return None
+    own = saved[_rank()]
+    check_generator_states(own, names={key: f"rank_generators[{_rank()}].{key}" for key in own})
+    return own
+
+
+def _gather_generator_states():
+    """Every rank's ``generator_states()``, in rank order (one small all-gather a step: a checkpoint of the step, which
+    rank 0 writes alone, holds them all -- as the Hugging Face Trainer's ``rng_state_{rank}.pth`` files do -- so that
+    each rank resumes drawing its own dropout masks, not rank 0's)."""
+    from . import distributed
+    own = {key: _to_numpy(value) for key, value in generator_states().items()}
+    everyone = [None] * _world_size()
+    distributed.all_gather_object(everyone, own)
+    return everyone
 
 
 def _zero_gradient_reason(model, first_step, loss):

@@ -7,7 +7,8 @@ run at once, so an interrupted distributed run lost every step since its last pe
 time to finish it), the last whole step is saved -- with the random generators and the DataLoader's place as they
 were when it ended, and the evaluation it had not run yet marked for the resume -- and the run stops with
 ``TrainingInterrupted`` (``minilora train``: status 143). A SIGTERM while an update is applied waits for its end.
-The resume ends where the uninterrupted run does, bit for bit.
+The resume ends where the uninterrupted run does, bit for bit -- under mpirun too, where a checkpoint now holds
+every rank's generators (it held rank 0's, which every rank resumed with: other dropout masks on the others).
 """
 import json
 import os
@@ -165,7 +166,9 @@ def test_train_keeps_a_programs_own_sigterm_handler_and_puts_the_default_back(tm
 from test_distributed import MPIRUN, SKIP_REASON  # noqa: E402  (the launcher command, or why not)
 
 needs_mpi = pytest.mark.skipif(MPIRUN is None, reason=SKIP_REASON or "")
-TRAIN = ["train", "--batch-size", "4", "--eval-n", "2", "--eval-every", "0", "--no-progress", "--steps", "8"]
+# (dropout on: each rank draws its own masks, and a resume must give each rank its own generators back)
+TRAIN = ["train", "--batch-size", "4", "--eval-n", "2", "--eval-every", "0", "--no-progress", "--steps", "8",
+         "--lora-dropout", "0.1"]
 ENV = {"MINILORA_NUM_THREADS": "1", "PYTHONPATH": ROOT}
 # Each rank: `minilora train`, and once step 3 is logged, by sys.argv[1]: "sigterm", SIGTERM to this rank (as a job
 # scheduler sends every rank); "ctrl-c", rank 0 sends mpirun a SIGINT (a Ctrl-C in its terminal), which ends the
@@ -227,7 +230,9 @@ def train_records(folder):
 @pytest.mark.parametrize("how", HOWS)
 def test_an_interrupted_mpirun_saves_its_last_whole_step_and_resumes_to_the_uninterrupted_run(background, how):
     """Before, every rank died at once (--eval-every 0: no checkpoint at all). Now rank 0 saves the last whole
-    step, every rank ends (none waits for another), and the resume gives the uninterrupted run's adapter and log."""
+    step, every rank ends (none waits for another), and the resume gives the uninterrupted run's adapter and log.
+    (Before, a checkpoint held rank 0's generators alone, and every rank resumed with them: with dropout, rank 1's
+    masks after a resume were not the uninterrupted run's, and neither were the losses.)"""
     out = _submit(background)
     done = background.result(RUNS)
     stopped, saved, resumed = done[3 * HOWS.index(how):3 * HOWS.index(how) + 3]
