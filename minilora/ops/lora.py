@@ -50,7 +50,7 @@ from ..blas import addmm_, matmul
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function
-from .matmul import linear_saves, refuse_as_linear
+from .matmul import linear_saves, one_row_times_weight, refuse_as_linear
 from .nn import dropout_noise, dropout_scale
 
 __all__ = ["lora_linear", "lora_dropout_mask", "LoraLinear"]
@@ -208,6 +208,26 @@ def _backward_sums_whole(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, w
         for p in sums:
             matmul(p.a, p.b, out=p.out)
     return dA, None if dBT is None else s * dBT.T
+
+
+def _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
+    """A decoded token (one row of X): fills ``U`` and ``Y`` as PEFT computes them and returns True, or False where
+    torch's one-row order is not modelled. PEFT's three ``F.linear`` calls (base, lora_A, lora_B) are each one-row
+    products, which torch sums as its matrix-vector product (``one_row_times_weight``), and it adds them up as
+    ``(X W0^T + bias) + (U B^T) * s``, each step rounded."""
+    if len(X) != 1 or type(X) is not np.ndarray:
+        return False
+    u = one_row_times_weight(X if keep is None else X * keep, A)
+    base = one_row_times_weight(X, W0)
+    lora = None if u is None else one_row_times_weight(u, B)
+    if base is None or lora is None:
+        return False
+    if bias is not None:
+        base += bias
+    lora *= s
+    np.add(base, lora, out=Y)
+    U[...] = u
+    return True
 
 
 def _check_shapes(x, W0, A, B, bias):
@@ -432,7 +452,9 @@ class LoraLinear(Function):
         U = xp.empty((X.shape[0], A.shape[0]), X.dtype)
         s = X.dtype.type(scale)
         work = parallel.product_work(W0.size)
-        if _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
+        if _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
+            pass
+        elif _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
             if bias is not None:
                 Y += bias
         else:

@@ -141,7 +141,20 @@ def _mkl_dot(a, b):
     if a.ndim == b.ndim == 2 and a.shape[0] == b.shape[1] == 1:
         total = mkl_dot.dot(a[0], b[:, 0])  # (a column of a C-contiguous [k, 1]: contiguous too)
         return None if total is None else np.full((1, 1), total)
+    if a.ndim == b.ndim == 2:
+        return one_row_times_weight(a, b.T)
     return None
+
+
+def one_row_times_weight(x, w):
+    """``x @ w.T`` for ``x`` of one row ([1, K]; ``w`` [N, K]) as torch computes it: ATen hands a one-row mm to
+    MKL's gemm, which sums it as its gemv -- ``torch.mv(w, x[0])``'s bits (measured: ``F.linear`` of one row equals
+    ``mv``), ``mkl_dot.rows_times_vector`` where it models this CPU (``w`` C-contiguous); else None. A decoded
+    token's linear layers run this: one row each (batch 1)."""
+    if x.ndim != 2 or len(x) != 1:
+        return None
+    row = mkl_dot.rows_times_vector(w, x[0])
+    return None if row is None else row[None]
 
 
 def _bmm_loop(a, b):
@@ -398,7 +411,9 @@ class Linear(Function):
         if _is_16bit_float(x) and not (_on_cublas(x2, w, products=[(x2.shape[0], w.shape[0])]) and b is None):
             out = _linear_in_float32(x2, w, b)  # (cuda: a 16-bit product rounded before the bias would round twice)
         else:
-            out = parallel.matmul(x2, w.T)  # cuda 16-bit: cuBLAS accumulates in float32 (see _product)
+            out = one_row_times_weight(x2, w)  # (a decoded token: torch's mv order)
+            if out is None:
+                out = parallel.matmul(x2, w.T)  # cuda 16-bit: cuBLAS accumulates in float32 (see _product)
             if b is not None:
                 out += b
         # The input is kept only for the weight gradient: a frozen weight does not hold it alive.
