@@ -1107,21 +1107,21 @@ VARIANTS = {
     "7.2": [
         (M, "unmerge adds again", """
             if adapter_name not in self.lora_magnitude_vector:
-                return _with_delta(W, delta, False, safe_merge)
+                return self._with_delta(W, delta, False, safe_merge)
             """),
         (M, "delta subtracted to merge", """
             if adapter_name not in self.lora_magnitude_vector:
-                return _with_delta(W, delta, not unmerge, safe_merge)
+                return self._with_delta(W, delta, not unmerge, safe_merge)
             """),
         (M, "delta added twice", """
             if adapter_name not in self.lora_magnitude_vector:
-                return _with_delta(W, 2 * delta, unmerge, safe_merge)
+                return self._with_delta(W, 2 * delta, unmerge, safe_merge)
             """),
         (ALT, "plain arithmetic (safe_merge's check is _with_delta's)", """
             if adapter_name not in self.lora_magnitude_vector:
                 if unmerge:
-                    return _with_delta(W, -delta, False, safe_merge)
-                return _with_delta(W, delta, False, safe_merge)
+                    return self._with_delta(W, -delta, False, safe_merge)
+                return self._with_delta(W, delta, False, safe_merge)
             """),
         (ALT, "plain W +- delta, as the instruction says", """
             if adapter_name not in self.lora_magnitude_vector:

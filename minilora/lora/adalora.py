@@ -28,7 +28,7 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..tensor import Tensor
 from .config import PEFT_TYPE_TO_CONFIG, LoraConfig, _BIAS_MODES, _is_number
-from .layers import BaseTunerLayer, ParameterDict, _with_delta
+from .layers import BaseTunerLayer, ParameterDict
 from .model import PEFT_TYPE_TO_TUNER, LoraModel
 
 __all__ = ["AdaLoraConfig", "AdaLoraModel", "SVDLinear", "RankAllocator"]
@@ -111,6 +111,7 @@ class SVDLinear(BaseTunerLayer):
     (file keys ``...q_proj.lora_A``), ``ranknum.<name>`` a frozen [1] holding the initial rank."""
 
     peft_name = "adalora.SVDLinear"  # as print(model) shows it in PEFT
+    delta_rounded_first_in = frozenset()  # (PEFT's AdaLoRA adds the float32 update on every path)
     adapter_layer_names = ("lora_A", "lora_B", "lora_E")
     other_param_names = ("ranknum", "lora_dropout")
 
@@ -175,7 +176,7 @@ class SVDLinear(BaseTunerLayer):
         return self._scaled(product, adapter_name)
 
     def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
-        return _with_delta(W, self.get_delta_weight(adapter_name), unmerge, safe_merge)
+        return self._with_delta(W, self.get_delta_weight(adapter_name), unmerge, safe_merge)
 
 
 # ==================================================================================================

@@ -21,7 +21,7 @@ from ..nn import Conv2d as _NNConv2d
 from ..nn import Identity, Module, init
 from ..tensor import Tensor
 from .inits import init_name
-from .layers import DoraMagnitude, Linear, _dora_norm_rounded, _redraw_A, _row_norm, _to_base_dtype, _with_delta
+from .layers import DoraMagnitude, Linear, _dora_norm_rounded, _redraw_A, _row_norm, _to_base_dtype
 
 __all__ = ["Conv1d", "Conv2d"]
 
@@ -135,7 +135,7 @@ class _ConvNd(Linear):
             raise NotImplementedError("Merging is not supported for _ConvNd layers with groups > 1!")
         delta = self.get_delta_weight(adapter_name)
         if adapter_name not in self.lora_magnitude_vector:
-            return _with_delta(W, delta, unmerge, safe_merge)
+            return self._with_delta(W, delta, unmerge, safe_merge)
         if not unmerge:
             merged = self._unmerged_weight() + delta
             self._dora_merge_norms[adapter_name] = _row_norm(merged.reshape(merged.shape[0], -1))

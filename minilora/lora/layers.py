@@ -116,11 +116,12 @@ def _dora_norm_rounded(W, BA, scaling, dtype):
     return op(xp_of(weight).sqrt((weight * weight).sum(axis=1))).astype(dtype)
 
 
-def _with_delta(W, delta, unmerge=False, safe_merge=False):
-    """``W + delta`` (``W - delta`` to unmerge) as PEFT writes it into a float16/bfloat16 weight: a plain
-    merge adds the float32 delta and rounds the sum once; ``safe_merge`` and unmerge first round delta to
-    W's dtype (PEFT's ``delta_weight.to(orig_dtype)``). Nothing changes for float32/float64 weights."""
-    if (unmerge or safe_merge) and delta.dtype != W.dtype:
+def _with_delta(W, delta, unmerge=False, rounded_first=False):
+    """``W + delta`` (``W - delta`` to unmerge) as PEFT writes it into a float16/bfloat16 weight: the float32
+    delta added and the sum rounded once, or (``rounded_first``) delta first rounded to W's dtype, PEFT's
+    ``delta_weight.to(orig_dtype)``, and the sum rounded again. Which one PEFT does depends on the layer and the
+    path: ``BaseTunerLayer.delta_rounded_first_in``. Nothing changes for float32/float64 weights."""
+    if rounded_first and delta.dtype != W.dtype:
         delta = delta.astype(W.dtype)
     return W - delta if unmerge else W + delta
 
@@ -151,6 +152,9 @@ class BaseTunerLayer(Module):
     adapter_layer_names = ()  # the dicts holding trainable per-adapter weights
     base_types = (_NNLinear,)  # what this kind of layer can wrap
     peft_name = None  # the name print(model) shows, PEFT's: "lora.Linear", "vera.Linear", ...
+    # The merge paths ("merge", "safe_merge", "unmerge") on which PEFT rounds the update to a 16-bit base weight's
+    # dtype before adding it (see _with_delta): lora.Linear and the convolutions on two of them; the others say
+    delta_rounded_first_in = frozenset({"safe_merge", "unmerge"})
 
     def __repr__(self):
         text = super().__repr__()
@@ -180,6 +184,11 @@ class BaseTunerLayer(Module):
     def weight(self):
         """The base weight W0 that the adapters update and merge into (as ``lora.Linear.weight`` in PEFT)."""
         return self.base_layer.weight
+
+    def _with_delta(self, W, delta, unmerge, safe_merge):
+        """``W +- delta`` rounded as PEFT's merge of this kind of layer rounds it on this path."""
+        path = "unmerge" if unmerge else "safe_merge" if safe_merge else "merge"
+        return _with_delta(W, delta, unmerge, rounded_first=path in self.delta_rounded_first_in)
 
     def unwrapped(self):
         """The plain layer this one wraps: what ``unload()`` / ``merge_and_unload()`` put back."""
@@ -742,7 +751,7 @@ class Linear(BaseTunerLayer):
         # EXERCISE 7.2: plain LoRA: add delta to W to merge, take it back out to unmerge (DoRA follows)
         # BEGIN SOLUTION
         if adapter_name not in self.lora_magnitude_vector:
-            return _with_delta(W, delta, unmerge, safe_merge)
+            return self._with_delta(W, delta, unmerge, safe_merge)
         # END SOLUTION
         if not unmerge:
             self._dora_merge_norms[adapter_name] = _row_norm(self._unmerged_weight() + delta)
@@ -777,6 +786,7 @@ class Embedding(BaseTunerLayer):
     """
 
     peft_name = "lora.Embedding"
+    delta_rounded_first_in = frozenset({"merge", "safe_merge", "unmerge"})  # (PEFT's lora.Embedding: every path)
     adapter_layer_names = ("lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
     other_param_names = ("lora_dropout",)  # PEFT keeps a (never applied) dropout per adapter here too
     base_types = (_NNEmbedding,)
@@ -881,7 +891,7 @@ class Embedding(BaseTunerLayer):
         weight, kept for unmerging), as PEFT's DoraEmbeddingVariant."""
         delta = self.get_delta_weight(adapter_name)
         if adapter_name not in self.lora_magnitude_vector:
-            return _with_delta(W, delta, unmerge, safe_merge)
+            return self._with_delta(W, delta, unmerge, safe_merge)
         if not unmerge:
             self._dora_merge_norms[adapter_name] = _row_norm((self._unmerged_weight() + delta).T)
         factor = (self.lora_magnitude_vector[adapter_name].weight._array / self._dora_merge_norms[adapter_name])[None]
@@ -901,6 +911,7 @@ class ParamWrapper(Linear):
     the input), and no per-sample adapter_names."""
 
     peft_name = "lora.ParamWrapper"
+    delta_rounded_first_in = frozenset({"merge", "safe_merge", "unmerge"})  # (its get_delta_weight: in W's dtype)
     base_types = (_NNLinear, _NNEmbedding)
 
     def __init__(self, base_layer, adapter_name, config, r, lora_alpha, parameter_name="weight"):
@@ -1097,6 +1108,7 @@ class VeraLinear(BaseTunerLayer):
     """
 
     peft_name = "vera.Linear"
+    delta_rounded_first_in = frozenset()  # (PEFT's VeRA adds the float32 update on every path)
     adapter_layer_names = ("vera_lambda_b", "vera_lambda_d")
     other_param_names = ("vera_dropout",)
 
@@ -1161,7 +1173,7 @@ class VeraLinear(BaseTunerLayer):
         # END SOLUTION
 
     def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
-        return _with_delta(W, self.get_delta_weight(adapter_name), unmerge, safe_merge)
+        return self._with_delta(W, self.get_delta_weight(adapter_name), unmerge, safe_merge)
 
 VeraLayer = VeraLinear
 

@@ -828,7 +828,7 @@ class LoraModel(_Wrapper):
         self._check_bias_mergeable(adapter_names)
         if safe_merge:
             self._check_merge_is_finite(adapter_names)
-        return self._unload(merge=True, adapter_names=adapter_names)
+        return self._unload(merge=True, adapter_names=adapter_names, safe_merge=safe_merge)
 
     def unload(self):
         """Remove the adapter layers without merging: returns the model's own class.
@@ -855,11 +855,11 @@ class LoraModel(_Wrapper):
         self.model.__dict__.pop("peft_config", None)
         return self.model
 
-    def _unload(self, merge, adapter_names=None):
+    def _unload(self, merge, adapter_names=None, safe_merge=False):
         for key, module in list(self._candidate_modules()):
             if isinstance(module, BaseTunerLayer):
-                if merge:
-                    module.merge(adapter_names=adapter_names)
+                if merge:  # (safe_merge rounds a 16-bit weight's delta first, as merge_adapter(safe_merge=True))
+                    module.merge(safe_merge=safe_merge, adapter_names=adapter_names)
                 self._replace(key, module.unwrapped())
             elif isinstance(module, TrainableTokensWrapper):  # PEFT: the table, with the rows merged or not
                 if merge:
