@@ -94,3 +94,47 @@ def test_16bit_merges_round_as_peft(dtype, kind, safe_merge):
         assert sorted(ours) == sorted(theirs)
         for key in theirs:
             np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"{step}: {key}")
+
+
+# ==================================================================================================
+# An adapter named by a piece of the prefix
+# ==================================================================================================
+PREFIX_WARNING = "should not be contained in the prefix"
+
+
+@pytest.mark.parametrize("name", ["lora", "a", "_"])
+def test_an_adapter_named_inside_the_prefix_warns_as_peft(tmp_path, name):
+    """get_peft_model, add_adapter and load_adapter (a new name) warn with PEFT's words; PeftModel.from_pretrained
+    and a mixed model's add_adapter do not, as PEFT's. The adapter itself works the same."""
+    def script(lib, lib_peft):
+        said_by = {}
+        model, said_by["get_peft_model"] = said(lambda: lib_peft.get_peft_model(
+            llama(lib), lib_peft.LoraConfig(**BASE), adapter_name=name))
+        folder = tmp_path / lib.__name__
+        model.save_pretrained(str(folder))
+        where = folder / name if name != "default" else folder
+        _, said_by["from_pretrained"] = said(lambda: lib_peft.PeftModel.from_pretrained(llama(lib), str(where),
+                                                                                        adapter_name=name))
+        other = lib_peft.get_peft_model(llama(lib), lib_peft.LoraConfig(**BASE), adapter_name="first")
+        _, said_by["load_adapter"] = said(lambda: other.load_adapter(str(where), adapter_name=name))
+        another = "ora" if name in "lora_" else name + "2"  # (inside the prefix where the name is)
+        _, said_by["add_adapter"] = said(lambda: other.add_adapter(another, lib_peft.LoraConfig(**BASE)))
+        mixed = lib_peft.get_peft_model(llama(lib), lib_peft.LoraConfig(**BASE), adapter_name="first", mixed=True)
+        _, said_by["mixed add_adapter"] = said(lambda: mixed.add_adapter(name, lib_peft.LoraConfig(**BASE)))
+        return {call: [w for w in words if PREFIX_WARNING in w] for call, words in said_by.items()}
+    got = {lib_name: script(lib, lib_peft) for lib_name, (lib, lib_peft) in LIBRARIES.items()}
+    assert got["minilora"] == got["torch"]
+    assert got["minilora"]["get_peft_model"] and not got["minilora"]["from_pretrained"]
+
+
+@pytest.mark.parametrize("config_class, name, prefix", [("VeraConfig", "vera", "vera_lambda_"),
+                                                         ("TrainableTokensConfig", "token", "trainable_tokens_")])
+def test_each_method_has_its_own_prefix(config_class, name, prefix):
+    configs = {"VeraConfig": dict(r=2, target_modules=["q_proj"]), "TrainableTokensConfig": dict(token_indices=[1])}
+    for lib, lib_peft in LIBRARIES.values():
+        _, words = said(lambda: lib_peft.get_peft_model(llama(lib), getattr(lib_peft, config_class)(
+            **configs[config_class]), adapter_name=name))
+        assert f"Adapter name '{name}' should not be contained in the prefix '{prefix}'. This may lead to " \
+               "reinitialization of the adapter weights during loading." in words
+        _, words = said(lambda: lib_peft.get_peft_model(llama(lib), lib_peft.LoraConfig(**BASE), adapter_name="lora_A"))
+        assert not [w for w in words if PREFIX_WARNING in w]  # (a name holding the prefix is no piece of it)

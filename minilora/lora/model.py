@@ -1119,6 +1119,16 @@ def _host(array):
     return array if isinstance(array, np.ndarray) else array.get()
 
 
+def warn_if_name_inside_prefix(adapter_name, peft_config):
+    """PEFT's warning for an adapter named by a piece of its method's parameter prefix ("lora", "a", "_" of
+    "lora_"): PEFT's loaders find an adapter's weights by that prefix, and such a name may confuse them (minilora's
+    own loading is unaffected; the warning is for files PEFT reads)."""
+    prefix = getattr(PEFT_TYPE_TO_TUNER.get(peft_config.peft_type), "prefix", None)
+    if prefix and isinstance(adapter_name, str) and adapter_name in prefix:
+        warnings.warn(f"Adapter name '{adapter_name}' should not be contained in the prefix '{prefix}'. "
+                      "This may lead to reinitialization of the adapter weights during loading.")
+
+
 def _check_adapter_name(adapter_name):
     """An adapter name becomes a key in every parameter name and, when saved, a folder name: it may not
     be a path (``save_pretrained`` writes adapter ``name`` to ``save_directory/name``) nor hold a dot."""
@@ -1271,6 +1281,11 @@ class PeftModel(_Wrapper):
     # --- several adapters ----------------------------------------------------------------------
     def add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage=False, autocast_adapter_dtype=True):
         """Add another adapter (inactive and frozen until ``set_adapter``)."""
+        if adapter_name not in self.peft_config:  # (PEFT's "already exists" error comes first)
+            warn_if_name_inside_prefix(adapter_name, peft_config)
+        self._add_adapter(adapter_name, peft_config, low_cpu_mem_usage, autocast_adapter_dtype)
+
+    def _add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage, autocast_adapter_dtype):
         with fork_rng(enabled=low_cpu_mem_usage):
             self.base_model.inject_adapter(adapter_name, peft_config)
         if low_cpu_mem_usage:
@@ -1468,8 +1483,8 @@ class PeftMixedModel(PeftModel):
         return self.base_model.active_adapter  # the list of names (PEFT's PeftMixedModel)
 
     def add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage=False, autocast_adapter_dtype=False):
-        _check_mixable(peft_config)
-        super().add_adapter(adapter_name, peft_config, low_cpu_mem_usage, autocast_adapter_dtype)
+        _check_mixable(peft_config)  # (PEFT's PeftMixedModel.add_adapter does not check the name against the prefix)
+        self._add_adapter(adapter_name, peft_config, low_cpu_mem_usage, autocast_adapter_dtype)
 
     def set_adapter(self, adapter_name, inference_mode=False):
         """Activate one adapter or a list of them (their updates add up), trainable unless inference_mode."""
@@ -1716,6 +1731,7 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
     if getattr(peft_config, "init_lora_weights", None) == "eva" and not low_cpu_mem_usage:  # PEFT's warning
         warnings.warn("lora with eva initialization used with low_cpu_mem_usage=False. Setting low_cpu_mem_usage=True "
                       "can improve the maximum batch size possible for eva initialization.")
+    warn_if_name_inside_prefix(adapter_name, peft_config)
     if mixed:  # PEFT: before the task type, and without autocast_adapter_dtype
         return PeftMixedModel(model, peft_config, adapter_name)
     model_cls = _class_for_task(peft_config.task_type)
