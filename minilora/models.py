@@ -5,7 +5,8 @@
     out = model(ids, labels=ids)             # out.loss, out.logits
 
 The architecture itself is in ``minilora/nn/llama.py``; its relatives Mistral, Qwen2 and Qwen3, and
-``AutoModelForCausalLM`` (the class from config.json's ``model_type``), in ``minilora/nn/llama_family.py``.
+``AutoModelForCausalLM`` (the class from config.json's ``model_type``; ``AutoModel`` the bare body, no head), in
+``minilora/nn/llama_family.py``.
 """
 import os
 import random

@@ -49,6 +49,120 @@ def said(run):
 
 
 # ==================================================================================================
+# The bare model: LlamaModel / AutoModel, its folder, and a head on it
+# ==================================================================================================
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """transformers' folders of one random Llama: the causal LM's, its bare model's (float32 and bfloat16), and a
+    tied model's bare body."""
+    root = tmp_path_factory.mktemp("r28")
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SHAPE))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.2 * torch.randn_like(p))
+    quietly(model.save_pretrained, root / "causal")
+    quietly(model.model.save_pretrained, root / "bare")
+    quietly(model.model.to(torch.bfloat16).save_pretrained, root / "bare16")
+    torch.manual_seed(0)
+    tied = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SHAPE, tie_word_embeddings=True))
+    quietly(tied.model.save_pretrained, root / "tied_bare")
+    return {name: str(root / name) for name in ("causal", "bare", "bare16", "tied_bare")}
+
+
+def _hidden(lib, model):
+    with torch.no_grad():
+        return model(lib.tensor(IDS)).last_hidden_state.float().numpy()
+
+
+@pytest.mark.parametrize("folder", ["causal", "bare"])
+@pytest.mark.parametrize("loader", ["LlamaModel", "AutoModel"])
+def test_the_bare_model_loads_from_either_folder_as_transformers(folders, folder, loader):
+    """The body's hidden states, the loading report (the causal folder's head UNEXPECTED), and no random number
+    drawn."""
+    torch.manual_seed(5)
+    theirs, their_info = quietly(getattr(transformers, loader).from_pretrained, folders[folder],
+                                 output_loading_info=True)
+    ml.manual_seed(5)
+    ours, our_info = getattr(models, loader).from_pretrained(folders[folder], output_loading_info=True)
+    assert type(ours).__name__ == type(theirs).__name__ == "LlamaModel"
+    assert our_info == their_info
+    assert ml.rand(3).numpy().tolist() == torch.rand(3).numpy().tolist()  # (both streams where the seed put them)
+    np.testing.assert_allclose(_hidden(ml, ours), _hidden(torch, theirs), rtol=1e-5, atol=1e-5)
+    assert ours.name_or_path == folders[folder] and not ours.training
+
+
+def test_the_bare_model_saves_transformers_folder(folders, tmp_path):
+    """LlamaModel.save_pretrained: config.json (architectures LlamaModel), the weights under the body's names, no
+    generation_config.json; transformers reads it back."""
+    import json
+    from safetensors.numpy import load_file
+    theirs = quietly(transformers.LlamaModel.from_pretrained, folders["causal"])
+    quietly(theirs.save_pretrained, tmp_path / "theirs")
+    models.LlamaModel.from_pretrained(folders["causal"]).save_pretrained(tmp_path / "ours")
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == sorted(p.name for p in (tmp_path / "theirs").iterdir())
+    configs = [json.loads((tmp_path / side / "config.json").read_text()) for side in ("ours", "theirs")]
+    assert configs[0]["architectures"] == configs[1]["architectures"] == ["LlamaModel"]
+    left_out = ("transformers_version", "rope_theta")  # (minilora writes rope_theta at the top too, for transformers 4)
+    assert {k: v for k, v in configs[0].items() if k not in left_out} == \
+        {k: v for k, v in configs[1].items() if k not in left_out}
+    files = [load_file(str(tmp_path / side / "model.safetensors")) for side in ("ours", "theirs")]
+    assert sorted(files[0]) == sorted(files[1])
+    for name in files[1]:
+        np.testing.assert_array_equal(files[0][name], files[1][name], err_msg=name)
+    back = quietly(transformers.AutoModel.from_pretrained, tmp_path / "ours")
+    np.testing.assert_array_equal(_hidden(torch, back), _hidden(torch, theirs))
+
+
+@pytest.mark.parametrize("folder, dtype", [("bare", None), ("bare16", None), ("bare", "bfloat16"), ("tied_bare", None)])
+def test_a_causal_lm_from_a_bare_folder_draws_its_head_as_transformers(folders, folder, dtype):
+    """transformers reads the body under ``model.`` and draws the head from the global stream (the same numbers
+    from the same seed), reporting it MISSING; a tied model's head is its embeddings, nothing missing."""
+    options = {} if dtype is None else {"dtype": dtype}
+    torch.manual_seed(3)
+    theirs, their_info = quietly(transformers.AutoModelForCausalLM.from_pretrained, folders[folder],
+                                 output_loading_info=True, **({"dtype": getattr(torch, dtype)} if dtype else {}))
+    ml.manual_seed(3)
+    (ours, our_info), words = said(lambda: models.AutoModelForCausalLM.from_pretrained(
+        folders[folder], output_loading_info=True, **options))
+    assert our_info == their_info
+    assert any("lm_head.weight is MISSING" in w for w in words) == (folder != "tied_bare")
+    assert ml.rand(3).numpy().tolist() == torch.rand(3).numpy().tolist()
+    np.testing.assert_array_equal(ours.lm_head.weight.float().numpy(), theirs.lm_head.weight.detach().float().numpy())
+    with torch.no_grad():
+        expected = theirs(torch.tensor(IDS)).logits.float().numpy()
+    np.testing.assert_allclose(ours(ml.tensor(IDS)).logits.float().numpy(), expected, rtol=1e-2 if dtype else 1e-5,
+                               atol=1e-2 if dtype else 1e-5)
+
+
+def test_a_causal_checkpoint_without_its_head_is_still_refused(folders, tmp_path):
+    """Only a bare model's folder gets a drawn head: a causal LM's file that lost lm_head is a broken file (where
+    transformers would draw a head in silence of any error); a classification head still loads on a bare folder."""
+    import shutil
+    from safetensors.numpy import load_file, save_file
+    shutil.copytree(folders["causal"], tmp_path / "broken")
+    state = load_file(str(tmp_path / "broken" / "model.safetensors"))
+    del state["lm_head.weight"]
+    save_file(state, str(tmp_path / "broken" / "model.safetensors"))
+    with pytest.raises(StateDictError, match="lm_head.weight"):
+        models.LlamaForCausalLM.from_pretrained(tmp_path / "broken")
+    torch.manual_seed(4)
+    theirs = quietly(transformers.LlamaForSequenceClassification.from_pretrained, folders["bare"], num_labels=3)
+    ml.manual_seed(4)
+    ours = models.LlamaForSequenceClassification.from_pretrained(folders["bare"], num_labels=3)
+    np.testing.assert_array_equal(ours.score.weight.numpy(), theirs.score.weight.detach().numpy())
+
+
+def test_auto_model_from_config_builds_the_bare_model():
+    for dtype in (None, "bfloat16"):
+        theirs = quietly(transformers.AutoModel.from_config, transformers.LlamaConfig(**SHAPE),
+                         **({"dtype": getattr(torch, dtype)} if dtype else {}))
+        ours = models.AutoModel.from_config(models.LlamaConfig(**SHAPE), dtype=dtype)
+        assert type(ours).__name__ == type(theirs).__name__ == "LlamaModel"
+        assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch.")
+
+
+# ==================================================================================================
 # Merging into float16 / bfloat16 weights: PEFT's rounding, layer kind by layer kind
 # ==================================================================================================
 def _adapted_16bit(lib, lib_peft, dtype, kind):

@@ -17,6 +17,7 @@ plain ``nn.Linear`` layers that LoRA can wrap::
 Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/nn/generation.py``.
 """
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import functools
@@ -266,7 +267,9 @@ class LlamaConfig:
     def from_json_file(cls, json_file):
         return cls.from_dict(load_json(json_file))
 
-    def save_pretrained(self, directory, dtype=None):
+    def save_pretrained(self, directory, dtype=None, architecture=None):
+        """config.json in ``directory``; ``architectures`` names ``architecture`` (the model class saving it, as
+        transformers writes it), else this config's causal LM."""
         if os.path.isfile(directory):  # (transformers: an AssertionError with these words)
             raise ValueError(f"save_pretrained needs a directory, but {directory!r} is a file")
         if generation.generation_parameters(self):
@@ -274,6 +277,8 @@ class LlamaConfig:
                              "`model.generation_config`as opposed to `model.config`. \nGeneration parameters found: "
                              f"{generation.generation_parameters(self)}")
         d = self.to_dict()
+        if architecture is not None:
+            d["architectures"] = [architecture]
         if dtype is not None:
             d["dtype"] = str(np.dtype(dtype))
         save_json(d, os.path.join(directory, "config.json"))
@@ -1102,8 +1107,11 @@ class LlamaDecoderLayer(Module):
 # The transformer stack
 # ==================================================================================================
 class LlamaModel(Module):
-    """Token embeddings, ``num_hidden_layers`` decoder layers, a final RMSNorm."""
+    """Token embeddings, ``num_hidden_layers`` decoder layers, a final RMSNorm: transformers' bare model (no head;
+    ``AutoModel`` builds it), whose ``last_hidden_state`` feeds embeddings or a task of one's own."""
     decoder_layer_class, norm_class, rotary_class = LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+    config_class = LlamaConfig
+    causal_lm_class = None  # the causal LM around this body (set below it), whose loader reads the files
 
     def __init__(self, config, dtype=None, device=None):
         super().__init__()
@@ -1186,6 +1194,36 @@ class LlamaModel(Module):
                                       hidden_states=tuple(states) + (hidden,) if output_hidden_states else None,
                                       attentions=tuple(attentions) if output_attentions else None)
         return out if (return_dict if return_dict is not None else config.get("return_dict", True)) else out.to_tuple()
+
+    @property
+    def dtype(self):
+        return self.embed_tokens.weight.dtype
+
+    @property
+    def device(self):
+        return self.embed_tokens.weight.device
+
+    @classmethod
+    def from_pretrained(cls, path, *args, output_loading_info=False, **kwargs):
+        """transformers' ``LlamaModel.from_pretrained`` / ``AutoModel.from_pretrained``: the body of a causal-LM
+        folder (its ``lm_head`` left out: transformers reports it UNEXPECTED) or a bare model's folder (saved by
+        ``save_pretrained`` here: no ``model.`` in the names), with ``LlamaForCausalLM.from_pretrained``'s options.
+        Nothing is drawn: the global random stream is left as it was, as transformers leaves it."""
+        causal, info = _load_body(cls.causal_lm_class, path, *args, **kwargs)
+        model = causal.model
+        model.name_or_path = causal.name_or_path
+        if not output_loading_info:
+            return model
+        unexpected = {key.removeprefix("model.") for key in info["unexpected_keys"]} | info.pop("head_in_file")
+        return model, {**info, "unexpected_keys": unexpected}
+
+    def save_pretrained(self, save_directory, is_main_process=True, state_dict=None, push_to_hub=False,
+                        max_shard_size="50GB", variant=None, token=None, safe_serialization=True):
+        """transformers' bare-model folder: config.json (``architectures`` names this class) and the weights
+        under their names here (``embed_tokens.weight``, ``layers.0...``), no generation_config.json. The
+        options are ``LlamaForCausalLM.save_pretrained``'s."""
+        _save_model_folder(self, save_directory, is_main_process, state_dict, push_to_hub, max_shard_size, variant,
+                           architecture=type(self).__name__)
 
     def _window_of(self, index):
         """The sliding window of layer ``index`` at this forward (None: it sees every earlier position, as all of
@@ -1613,6 +1651,50 @@ def _without_layers_past(state, num_layers):
         parts = key.split(".")
         return int(parts[2]) if key.startswith("model.layers.") and parts[2].isdigit() else -1
     return {k: v for k, v in state.items() if layer_of(k) < num_layers}
+
+
+def _is_bare_body(names):
+    """Is this checkpoint a bare model's (``LlamaModel.save_pretrained``: ``embed_tokens.weight``, ``layers.0...``,
+    no ``model.`` before them and no head)?"""
+    return "embed_tokens.weight" in names and not any(name.startswith("model.") for name in names)
+
+
+def _under_body_prefix(state):
+    """A bare model's checkpoint under the names a model with a head gives its body (``model.``), as transformers'
+    loader adds the prefix; any other checkpoint as it is."""
+    return {f"model.{name}": value for name, value in state.items()} if _is_bare_body(state) else state
+
+
+# Set while LlamaModel or a task-head model loads its body through the causal LM's loader (_load_body): a head the
+# file lacks is then not drawn nor reported, as those models have no lm_head
+_LOADING_A_BODY = contextvars.ContextVar("loading_a_body", default=False)
+
+
+def _load_body(causal_lm_class, path, *args, **kwargs):
+    """``(causal LM, loading info)`` read from ``path`` for its body: from a causal-LM folder or a bare model's.
+    ``info["head_in_file"]``: {"lm_head.weight"} where the file has a head of its own (UNEXPECTED for a bare model,
+    as transformers reports it)."""
+    token = _LOADING_A_BODY.set(True)
+    try:
+        causal, info = causal_lm_class.from_pretrained(path, *args, output_loading_info=True, **kwargs)
+    finally:
+        _LOADING_A_BODY.reset(token)
+    head_missing = "lm_head.weight" in info["missing_keys"] or causal.config.tie_word_embeddings
+    return causal, {**info, "missing_keys": info["missing_keys"] - {"lm_head.weight"},
+                    "head_in_file": set() if head_missing else {"lm_head.weight"}}
+
+
+def _draw_missing_head(model, path, config):
+    """A bare model's checkpoint read by a causal LM: transformers draws the head anew (N(0, initializer_range) from
+    the global stream, in the model's dtype) and reports it MISSING; here in a warning. (A causal-LM checkpoint
+    without its head is a broken file: refused, see _check_checkpoint_fits.)"""
+    if _LOADING_A_BODY.get():  # (its head is thrown away: nothing drawn, nothing said)
+        return model.lm_head.weight
+    _init_weights([model.lm_head], config.initializer_range)
+    warnings.warn(f"{type(model).__name__} LOAD REPORT from: {os.fspath(path)}: lm_head.weight is MISSING: the "
+                  "checkpoint is a bare model's (LlamaModel, no head), so the head was newly initialized "
+                  "(N(0, initializer_range)). Consider training on your downstream task.", stacklevel=4)
+    return model.lm_head.weight
 
 
 def _report_layers_left_out(cls, path, source, everything, kept, num_layers):
@@ -2047,6 +2129,8 @@ class LlamaForCausalLM(Module):
         # from the file headers, before allocating anything
         mismatched = _check_checkpoint_fits(path, config, cls.__name__, ignore_mismatched_sizes, safetensors)
         everything = load_checkpoint(path, safetensors)
+        headless = _is_bare_body(everything) and not config.tie_word_embeddings
+        everything = _under_body_prefix(everything)
         state = _without_layers_past(everything, config.num_hidden_layers)
         _report_layers_left_out(cls, path, "the num_hidden_layers keyword" if "num_hidden_layers" in config_overrides
                                 else config_file, everything, state, config.num_hidden_layers)
@@ -2062,6 +2146,8 @@ class LlamaForCausalLM(Module):
             if untied:  # the head gets a matrix of its own, as transformers then leaves the two apart
                 model.lm_head.weight = type(model.lm_head.weight)(model.lm_head.weight.detach().clone())
         _given_storage(model)
+        if headless:
+            state["lm_head.weight"] = _draw_missing_head(model, path, config)
         try:
             model.load_state_dict(state, strict=not mismatched)  # strict: lists missing, unexpected, mis-shaped keys
         except StateDictError as exc:
@@ -2077,8 +2163,9 @@ class LlamaForCausalLM(Module):
         model.generation_config = _generation_config(path, model.config)
         model = model.to(device=device) if device is not None else model
         model.eval()  # as transformers: a loaded model infers (dropout off) until model.train() (a Trainer's own)
-        if output_loading_info:  # transformers' report: here only the layers a smaller config left out
-            return model, {"missing_keys": set(), "unexpected_keys": set(everything) - set(state) - {k for k, _, _ in mismatched},
+        if output_loading_info:  # transformers' report: the layers a smaller config left out, a bare model's head
+            return model, {"missing_keys": {"lm_head.weight"} if headless else set(),
+                           "unexpected_keys": set(everything) - set(state) - {k for k, _, _ in mismatched},
                            "mismatched_keys": set(mismatched), "error_msgs": []}
         return model
 
@@ -2096,24 +2183,32 @@ class LlamaForCausalLM(Module):
         The folder is replaced as one unit (``atomic_folder``): a crash or a full disk mid-save
         leaves the previous model whole, never the new config beside the old weights. Other files
         in the folder (a tokenizer, a README) are kept; old weight files are not."""
-        if push_to_hub:
-            raise NotImplementedError("save_pretrained(push_to_hub=True): minilora saves to a local folder only")
-        if variant is not None:
-            raise NotImplementedError(f"save_pretrained(variant={variant!r}): minilora writes model.safetensors only")
-        max_bytes = _file_size(max_shard_size)  # (a bad size is an error before anything is written)
-        if os.path.isfile(save_directory):  # (transformers logs this and saves nothing: here it is an error)
-            raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
-        os.makedirs(save_directory, exist_ok=True)
-        if not is_main_process:
-            return
-        state = dict(self.state_dict() if state_dict is None else state_dict)
-        if _one_table(state.get("lm_head.weight"), state.get("model.embed_tokens.weight")):
-            state.pop("lm_head.weight")
-        with atomic_folder(save_directory, replaces=_MODEL_FILES) as tmp:
-            self.config.save_pretrained(tmp, dtype=self.dtype)
-            _save_weights(state, tmp, max_bytes)
-            if self.generation_config is not None:  # (written for every causal LM, as transformers: an empty
-                self.generation_config.save_pretrained(tmp)  # config too, its file then names its writer only)
+        _save_model_folder(self, save_directory, is_main_process, state_dict, push_to_hub, max_shard_size, variant)
+
+
+def _save_model_folder(model, save_directory, is_main_process, state_dict, push_to_hub, max_shard_size, variant,
+                       architecture=None):
+    """``save_pretrained`` of a causal LM or a bare LlamaModel: config.json (``architectures``: ``architecture``,
+    else the config's causal LM) and the weights, plus a causal LM's generation_config.json."""
+    if push_to_hub:
+        raise NotImplementedError("save_pretrained(push_to_hub=True): minilora saves to a local folder only")
+    if variant is not None:
+        raise NotImplementedError(f"save_pretrained(variant={variant!r}): minilora writes model.safetensors only")
+    max_bytes = _file_size(max_shard_size)  # (a bad size is an error before anything is written)
+    if os.path.isfile(save_directory):  # (transformers logs this and saves nothing: here it is an error)
+        raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
+    os.makedirs(save_directory, exist_ok=True)
+    if not is_main_process:
+        return
+    state = dict(model.state_dict() if state_dict is None else state_dict)
+    if _one_table(state.get("lm_head.weight"), state.get("model.embed_tokens.weight")):
+        state.pop("lm_head.weight")
+    generation_config = getattr(model, "generation_config", None)  # (a bare model has none)
+    with atomic_folder(save_directory, replaces=_MODEL_FILES) as tmp:
+        model.config.save_pretrained(tmp, dtype=model.dtype, architecture=architecture)
+        _save_weights(state, tmp, max_bytes)
+        if generation_config is not None:  # (written for every causal LM, as transformers: an empty
+            generation_config.save_pretrained(tmp)  # config too, its file then names its writer only)
 
 
 def _one_table(head, embeddings):
@@ -2233,13 +2328,17 @@ def _check_checkpoint_fits(path, config, model_name="LlamaForCausalLM", ignore_m
     before gigabytes of weights are allocated. Raises ``StateDictError`` like ``load_state_dict``; with
     ``ignore_mismatched_sizes`` returns the mis-shaped keys instead, as transformers' ``mismatched_keys``."""
     _refuse_integer_weights(path, safetensors)
-    found = _without_layers_past(read_checkpoint_shapes(path, safetensors), config.num_hidden_layers)
+    found = read_checkpoint_shapes(path, safetensors)
+    headless = _is_bare_body(found)
+    found = _without_layers_past(_under_body_prefix(found), config.num_hidden_layers)
     # one layer past the checkpoint's last is enough to name what is missing (and never loops 2**70 times)
     layers_found = 1 + max((int(k.split(".")[2]) for k in found if k.startswith("model.layers.")
                             and k.split(".")[2].isdigit()), default=-1)
     expected = parameter_shapes(config, min(config.num_hidden_layers, layers_found + 1))
     if config.tie_word_embeddings and "model.embed_tokens.weight" in found:
         found.setdefault("lm_head.weight", found["model.embed_tokens.weight"])  # transformers leaves it out
+    elif headless:  # a bare model's: the loader draws the head (_draw_missing_head)
+        found.setdefault("lm_head.weight", expected["lm_head.weight"])
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     mismatched = [(k, found[k], expected[k]) for k in expected if k in found and found[k] != expected[k]]
@@ -2252,6 +2351,9 @@ def _check_checkpoint_fits(path, config, model_name="LlamaForCausalLM", ignore_m
         raise error
     return set()
 
+
+
+LlamaModel.causal_lm_class = LlamaForCausalLM  # (the body is defined first: it is told its causal LM here)
 
 
 # --- classification heads (transformers' LlamaForSequenceClassification / LlamaForTokenClassification) ---
@@ -2317,12 +2419,12 @@ class _LlamaWithHead(Module):
 
     @classmethod
     def from_pretrained(cls, path, *args, output_loading_info=False, **kwargs):
-        """transformers' start of a classification fine-tune from a causal-LM folder (``num_labels=3`` and
-        the other keywords as ``LlamaForCausalLM.from_pretrained``): the body is read, the checkpoint's
-        ``lm_head`` left out (transformers reports it UNEXPECTED) and the head drawn new, N(0,
+        """transformers' start of a classification fine-tune from a causal-LM folder or a bare model's
+        (``num_labels=3`` and the other keywords as ``LlamaForCausalLM.from_pretrained``): the body is read, the
+        checkpoint's ``lm_head`` left out (transformers reports it UNEXPECTED) and the head drawn new, N(0,
         initializer_range) from the global stream -- the one draw transformers makes for missing weights."""
         try:
-            causal, info = cls.causal_lm_class.from_pretrained(path, *args, output_loading_info=True, **kwargs)
+            causal, info = _load_body(cls.causal_lm_class, path, *args, **kwargs)
         except StateDictError as exc:
             if "score." not in str(exc):
                 raise
@@ -2337,8 +2439,8 @@ class _LlamaWithHead(Module):
         model.eval()  # as transformers: its dropout off until model.train()
         if not output_loading_info:
             return model
-        head = {f"score.{name}" for name, _ in model.score.named_parameters()}
-        return model, {**info, "missing_keys": head, "unexpected_keys": info["unexpected_keys"] | {"lm_head.weight"}}
+        head, head_in_file = {f"score.{name}" for name, _ in model.score.named_parameters()}, info.pop("head_in_file")
+        return model, {**info, "missing_keys": head, "unexpected_keys": info["unexpected_keys"] | head_in_file}
 
     def save_pretrained(self, *args, **kwargs):
         raise NotImplementedError(

@@ -33,7 +33,7 @@ from .llama import (LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaForCaus
                     _config_dataclass, _field_error, _is_int)
 
 __all__ = ["MistralConfig", "MistralForCausalLM", "MistralModel", "Qwen2Config", "Qwen2ForCausalLM", "Qwen2Model",
-           "Qwen3Config", "Qwen3ForCausalLM", "Qwen3Model", "AutoConfig", "AutoModelForCausalLM",
+           "Qwen3Config", "Qwen3ForCausalLM", "Qwen3Model", "AutoConfig", "AutoModel", "AutoModelForCausalLM",
            "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
            "MistralForSequenceClassification", "MistralForTokenClassification", "Qwen2ForSequenceClassification",
            "Qwen2ForTokenClassification", "Qwen3ForSequenceClassification", "Qwen3ForTokenClassification"]
@@ -127,6 +127,9 @@ class MistralModel(LlamaModel):
 
 class MistralForCausalLM(LlamaForCausalLM):
     config_class, base_model_class = MistralConfig, MistralModel
+
+
+MistralModel.config_class, MistralModel.causal_lm_class = MistralConfig, MistralForCausalLM
 
 
 class MistralForSequenceClassification(LlamaForSequenceClassification):
@@ -241,6 +244,9 @@ class Qwen2ForCausalLM(LlamaForCausalLM):
     config_class, base_model_class = Qwen2Config, Qwen2Model
 
 
+Qwen2Model.config_class, Qwen2Model.causal_lm_class = Qwen2Config, Qwen2ForCausalLM
+
+
 class Qwen2ForSequenceClassification(LlamaForSequenceClassification):
     config_class, causal_lm_class = Qwen2Config, Qwen2ForCausalLM
 
@@ -295,6 +301,9 @@ class Qwen3ForCausalLM(LlamaForCausalLM):
     config_class, base_model_class = Qwen3Config, Qwen3Model
 
 
+Qwen3Model.config_class, Qwen3Model.causal_lm_class = Qwen3Config, Qwen3ForCausalLM
+
+
 class Qwen3ForSequenceClassification(LlamaForSequenceClassification):
     config_class, causal_lm_class = Qwen3Config, Qwen3ForCausalLM
 
@@ -311,6 +320,7 @@ def _by_model_type(*classes):
 
 
 CAUSAL_LM_CLASSES = _by_model_type(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)
+BASE_MODEL_CLASSES = _by_model_type(LlamaModel, MistralModel, Qwen2Model, Qwen3Model)
 SEQUENCE_CLASSIFICATION_CLASSES = _by_model_type(
     LlamaForSequenceClassification, MistralForSequenceClassification, Qwen2ForSequenceClassification,
     Qwen3ForSequenceClassification)
@@ -383,6 +393,11 @@ class _AutoModel:
                              f"{', '.join(m.config_class.__name__ for m in cls._classes.values())}.")
         dtype = next((d for d in (dtype, torch_dtype, config.dtype) if d is not None), None)
         return model_class(config, dtype=dtype, device=device)
+
+
+class AutoModel(_AutoModel):
+    """The bare model (no head): ``last_hidden_state``, e.g. to pool into sentence embeddings."""
+    _classes = BASE_MODEL_CLASSES
 
 
 class AutoModelForCausalLM(_AutoModel):
