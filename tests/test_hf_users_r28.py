@@ -100,7 +100,8 @@ def test_the_bare_model_saves_transformers_folder(folders, tmp_path):
     theirs = quietly(transformers.LlamaModel.from_pretrained, folders["causal"])
     quietly(theirs.save_pretrained, tmp_path / "theirs")
     models.LlamaModel.from_pretrained(folders["causal"]).save_pretrained(tmp_path / "ours")
-    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == sorted(p.name for p in (tmp_path / "theirs").iterdir())
+    written = [sorted(p.name for p in (tmp_path / side).iterdir()) for side in ("ours", "theirs")]
+    assert written[0] == written[1]
     configs = [json.loads((tmp_path / side / "config.json").read_text()) for side in ("ours", "theirs")]
     assert configs[0]["architectures"] == configs[1]["architectures"] == ["LlamaModel"]
     left_out = ("transformers_version", "rope_theta")  # (minilora writes rope_theta at the top too, for transformers 4)
@@ -151,6 +152,39 @@ def test_a_causal_checkpoint_without_its_head_is_still_refused(folders, tmp_path
     ml.manual_seed(4)
     ours = models.LlamaForSequenceClassification.from_pretrained(folders["bare"], num_labels=3)
     np.testing.assert_array_equal(ours.score.weight.numpy(), theirs.score.weight.detach().numpy())
+
+
+@pytest.mark.parametrize("family", ["Mistral", "Qwen2", "Qwen3"])
+def test_the_relatives_bare_models_load_and_save_as_transformers(tmp_path, family):
+    torch.manual_seed(0)
+    causal = getattr(transformers, f"{family}ForCausalLM")(getattr(transformers, f"{family}Config")(**SHAPE)).eval()
+    quietly(causal.save_pretrained, tmp_path / "causal")
+    theirs = quietly(transformers.AutoModel.from_pretrained, tmp_path / "causal")
+    ours = models.AutoModel.from_pretrained(tmp_path / "causal")
+    assert type(ours).__name__ == type(theirs).__name__ == f"{family}Model"
+    np.testing.assert_allclose(_hidden(ml, ours), _hidden(torch, theirs), rtol=1e-5, atol=1e-5)
+    ours.save_pretrained(tmp_path / "ours")
+    back = quietly(transformers.AutoModel.from_pretrained, tmp_path / "ours")
+    assert type(back).__name__ == f"{family}Model"
+    np.testing.assert_array_equal(_hidden(torch, back), _hidden(torch, theirs))
+
+
+def test_an_adapter_on_the_bare_model_as_peft(folders, tmp_path):
+    """PEFT's FEATURE_EXTRACTION task on AutoModel: the hidden states and the adapter file's names."""
+    from safetensors.numpy import load_file
+    seen = {}
+    for (lib, lib_peft), auto in zip(LIBRARIES.values(), (transformers.AutoModel, models.AutoModel)):
+        base = quietly(auto.from_pretrained, folders["bare"])
+        lib.manual_seed(1)
+        config = lib_peft.LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False,
+                                     task_type="FEATURE_EXTRACTION")
+        model = lib_peft.get_peft_model(base, config)
+        model.save_pretrained(str(tmp_path / lib.__name__))
+        seen[lib.__name__] = (type(model).__name__, _hidden(lib, model), model.get_nb_trainable_parameters(),
+                              load_file(str(tmp_path / lib.__name__ / "adapter_model.safetensors")))
+    (name, hidden, counts, tensors), theirs = seen["minilora"], seen["torch"]
+    assert (name, counts, sorted(tensors)) == (theirs[0], theirs[2], sorted(theirs[3]))
+    np.testing.assert_allclose(hidden, theirs[1], rtol=1e-5, atol=1e-5)
 
 
 def test_auto_model_from_config_builds_the_bare_model():
